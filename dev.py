@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Set up the project venv (once) and run the demo or the tests: `python3 dev.py demo|test [args]`.
+
+Needs nothing but Python 3.11+. The venv lives in `.venv/`; it is created on first use and reused after,
+and reinstalled when pyproject.toml changes. torch goes in first as the CPU build `torch==2.13.0`, or pip
+would pull a multi-GB CUDA build through a dependency's open torch range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / "bin"
+STAMP = VENV / ".saerl-installed"
+TORCH = "torch==2.13.0"
+
+
+def sh(*cmd: str) -> None:
+    """Run a command from the repo root, exiting with its code on failure."""
+    print("+", " ".join(cmd), flush=True)
+    code = subprocess.call(cmd, cwd=ROOT)
+    if code:
+        sys.exit(code)
+
+
+def ensure_venv() -> None:
+    """Create .venv and install torch (CPU) then the package with dev extras, unless already current."""
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text().strip() == wanted:
+        return
+    if not (BIN / "python").exists():
+        sh(sys.executable, "-m", "venv", str(VENV))
+    pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
+    sh(*pip, "-q", "--upgrade", "pip")
+    sh(*pip, "-q", TORCH)
+    sh(*pip, "-q", "-e", ".[dev]")
+    STAMP.write_text(wanted)
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test", "setup"):
+        print(__doc__)
+        return 2
+    ensure_venv()
+    what, rest = sys.argv[1], sys.argv[2:]
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    if what == "demo":
+        sh(str(BIN / "saerl"), "demo", *rest)
+    elif what == "test":
+        sh(str(BIN / "ruff"), "check", "saerl", "tasks", "flows", "tests", "benchmarks", "dev.py")
+        sh(str(BIN / "python"), "-m", "pytest", "-q", "-ra", *rest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

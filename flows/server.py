@@ -1,0 +1,108 @@
+"""One local Prefect server per pipeline invocation (or a server the user already runs).
+
+Without an API URL every Prefect process starts its own temporary server (seconds each, and one per Dask
+worker). The CLI therefore starts one `prefect server start` on loopback before importing any flow, points
+`PREFECT_API_URL` at it, keeps `PREFECT_HOME` under the artifact root and turns telemetry off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger("saerl.server")
+STARTUP_TIMEOUT_S = 90.0
+POLL_S = 0.25
+
+
+def prefect_env(root: Path) -> dict[str, str]:
+    """Environment for Prefect processes of this artifact root: home under the root, no telemetry."""
+    home = Path(root).resolve() / "prefect"
+    home.mkdir(parents=True, exist_ok=True)
+    return {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_CLI_PROMPT": "false",
+        "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"),
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "1",
+    }
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthy(api_url: str, timeout: float = 2.0) -> bool:
+    """True when a Prefect API answers its health check."""
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def prefect_executable() -> str:
+    """The `prefect` console script of the running interpreter's environment."""
+    candidate = Path(sys.executable).parent / "prefect"
+    return str(candidate) if candidate.exists() else "prefect"
+
+
+@contextmanager
+def _settings(api_url: str) -> Iterator[None]:
+    """Apply the API URL and home to Prefect's settings even if Prefect was imported before (it reads env once)."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
+
+    updates = {PREFECT_API_URL: api_url, PREFECT_HOME: os.environ["PREFECT_HOME"],
+               PREFECT_SERVER_ANALYTICS_ENABLED: False}
+    with temporary_settings(updates=updates):
+        yield
+
+
+@contextmanager
+def prefect_server(root: Path, api_url: str | None = None) -> Iterator[str]:
+    """Make a Prefect API available for the block: the given/`PREFECT_API_URL` one, or a new local server."""
+    os.environ.update(prefect_env(root))
+    api_url = api_url or os.environ.get("PREFECT_API_URL")
+    if api_url:
+        os.environ["PREFECT_API_URL"] = api_url
+        with _settings(api_url):
+            yield api_url
+        return
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    logfile = Path(os.environ["PREFECT_HOME"]) / "server.log"
+    cmd = [prefect_executable(), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off",
+           "--no-ui", "--no-scheduler", "--no-late-runs"]
+    with open(logfile, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ),
+                                start_new_session=True)
+    try:
+        deadline = time.time() + STARTUP_TIMEOUT_S
+        while not healthy(url):
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the local Prefect server did not start; see {logfile}")
+            time.sleep(POLL_S)
+        log.info("Prefect server on %s (log: %s)", url, logfile)
+        os.environ["PREFECT_API_URL"] = url
+        with _settings(url):
+            yield url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -1,0 +1,275 @@
+"""Content-addressed artifacts: one folder per (stage, key), atomic writes, verified manifests, chunk logs.
+
+Layout under the artifact root::
+
+    <root>/<stage>/<key>/            a finished artifact: its files + manifest.json
+    <root>/<stage>/.partial-<key>/   an artifact being built (kept on failure, so a rerun resumes)
+    <root>/<stage>/.lock-<key>       a lock file: one process builds a key, others wait then reuse
+
+A reader never sees half an artifact: files are written into the partial folder, fsynced, hashed into
+`manifest.json`, and the folder is renamed into place in one step. Reading verifies the manifest (every
+file's size and sha256); a corrupt or partial artifact raises :class:`CorruptArtifact` naming its path.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+CHUNK_DIR = "_chunks"
+TRACKED_LIBRARIES = (
+    "saerl", "torch", "transformers", "trl", "sae-lens", "prefect", "zarr", "polars", "scikit-learn", "mlflow",
+)
+HASH_BLOCK = 1 << 20
+
+
+class CorruptArtifact(RuntimeError):
+    """An artifact whose manifest is missing or does not match its files."""
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """A small, picklable reference to a finished artifact: what tasks pass between each other."""
+
+    stage: str
+    key: str
+    path: str
+
+    def file(self, name: str) -> Path:
+        """Path of one file inside the artifact."""
+        return Path(self.path) / name
+
+    def manifest(self) -> dict[str, Any]:
+        """The artifact's manifest as a dict."""
+        return json.loads((Path(self.path) / MANIFEST).read_text())
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries whose behaviour shapes artifacts."""
+    out = {}
+    for name in TRACKED_LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(HASH_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def hash_tree(folder: Path) -> dict[str, dict[str, Any]]:
+    """{relative path: {sha256, bytes}} for every file under `folder` except the manifest; fsyncs each."""
+    files = {}
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file() or p.name == MANIFEST:
+            continue
+        with open(p, "rb") as f:
+            os.fsync(f.fileno())
+        files[p.relative_to(folder).as_posix()] = {"sha256": file_sha256(p), "bytes": p.stat().st_size}
+    return files
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to `path` through a temp file + fsync + rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class ChunkLog:
+    """Records which chunks of a chunked writer are finished, inside a partial artifact folder.
+
+    A writer calls :meth:`mark` after a chunk's data is fully written; on resume it skips every chunk
+    :meth:`is_done` reports. Each record stores metadata the writer wants back (e.g. row counts).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder) / CHUNK_DIR
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, chunk: int | str) -> Path:
+        return self.folder / f"{chunk}.json"
+
+    def is_done(self, chunk: int | str) -> bool:
+        """True when `chunk` was marked finished."""
+        return self._path(chunk).exists()
+
+    def mark(self, chunk: int | str, **meta: Any) -> None:
+        """Record `chunk` as finished (atomically), with optional metadata."""
+        write_json_atomic(self._path(chunk), meta)
+
+    def get(self, chunk: int | str) -> dict[str, Any]:
+        """Metadata recorded for a finished chunk."""
+        return json.loads(self._path(chunk).read_text())
+
+    def done(self) -> list[str]:
+        """Names of all finished chunks."""
+        return sorted(p.stem for p in self.folder.glob("*.json"))
+
+
+@dataclass
+class Build:
+    """A partial artifact being built: write files under `path`, add manifest fields with `note`."""
+
+    path: Path
+    notes: dict[str, Any]
+
+    @property
+    def chunks(self) -> ChunkLog:
+        """The chunk log of this build (for resumable chunked writers)."""
+        return ChunkLog(self.path)
+
+    def note(self, **fields: Any) -> None:
+        """Add fields (row counts, metrics, ...) to the manifest."""
+        self.notes.update(fields)
+
+
+class ArtifactStore:
+    """All artifacts under one root folder, addressed by (stage, key)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._verified: dict[str, float] = {}
+
+    def path(self, stage: str, key: str) -> Path:
+        """Final folder of an artifact (may not exist)."""
+        return self.root / stage / key
+
+    def partial_path(self, stage: str, key: str) -> Path:
+        """Folder an unfinished build lives in; stable, so a rerun resumes it."""
+        return self.root / stage / f".partial-{key}"
+
+    def problems(self, stage: str, key: str) -> list[str]:
+        """What is wrong with a stored artifact (empty list = complete and intact)."""
+        folder = self.path(stage, key)
+        if not folder.exists():
+            return ["missing"]
+        mpath = folder / MANIFEST
+        try:
+            manifest = json.loads(mpath.read_text())
+            files = manifest["files"]
+        except (OSError, ValueError, KeyError) as err:
+            return [f"unreadable manifest {mpath}: {err}"]
+        out = []
+        for rel, info in files.items():
+            p = folder / rel
+            if not p.is_file():
+                out.append(f"missing file {p}")
+            elif p.stat().st_size != info["bytes"]:
+                out.append(f"size mismatch {p}: {p.stat().st_size} != {info['bytes']}")
+            elif file_sha256(p) != info["sha256"]:
+                out.append(f"hash mismatch {p}")
+        return out
+
+    def is_complete(self, stage: str, key: str) -> bool:
+        """True when the artifact exists and verifies (verification is memoised per manifest mtime)."""
+        mpath = self.path(stage, key) / MANIFEST
+        stamp = mpath.stat().st_mtime if mpath.exists() else -1.0
+        if self._verified.get(str(mpath)) == stamp:
+            return True
+        if self.problems(stage, key):
+            return False
+        self._verified[str(mpath)] = stamp
+        return True
+
+    def open(self, stage: str, key: str) -> ArtifactRef:
+        """A verified reference to a finished artifact; raises CorruptArtifact naming the path."""
+        if not self.is_complete(stage, key):
+            problems = self.problems(stage, key)
+            raise CorruptArtifact(f"artifact {self.path(stage, key)} is not usable: {'; '.join(problems)}")
+        return ArtifactRef(stage, key, str(self.path(stage, key)))
+
+    @contextmanager
+    def lock(self, stage: str, key: str) -> Iterator[None]:
+        """Exclusive inter-process lock for building one key."""
+        lock_path = self.root / stage / f".lock-{key}"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    @contextmanager
+    def build(self, stage: str, key: str, manifest: dict[str, Any] | None = None) -> Iterator[Build]:
+        """Build an artifact in its partial folder and publish it atomically when the block succeeds.
+
+        On an exception the partial folder stays, with its chunk log, so the next build resumes.
+        The caller should hold :meth:`lock` (``ensure`` does both).
+        """
+        partial = self.partial_path(stage, key)
+        partial.mkdir(parents=True, exist_ok=True)
+        build = Build(partial, {})
+        started = time.time()
+        yield build
+        shutil.rmtree(partial / CHUNK_DIR, ignore_errors=True)
+        record = {
+            "stage": stage,
+            "key": key,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "seconds": round(time.time() - started, 3),
+            "library_versions": library_versions(),
+            **(manifest or {}),
+            **build.notes,
+            "files": hash_tree(partial),
+        }
+        write_json_atomic(partial / MANIFEST, record)
+        _fsync_dir(partial)
+        final = self.path(stage, key)
+        if final.exists():  # a corrupt leftover: move it aside, then remove
+            trash = final.with_name(f".trash-{key}-{os.getpid()}")
+            os.replace(final, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(partial, final)
+        _fsync_dir(final.parent)
+
+    def ensure(
+        self, stage: str, key: str, compute: Callable[[Build], None], manifest: dict[str, Any] | None = None
+    ) -> tuple[ArtifactRef, bool]:
+        """Return (ref, computed): reuse a verified artifact, or build it with `compute(build)` under a lock.
+
+        A corrupt stored artifact is rebuilt. `computed` is False when the artifact was reused.
+        """
+        if self.is_complete(stage, key):
+            return self.open(stage, key), False
+        with self.lock(stage, key):
+            if self.is_complete(stage, key):  # another process finished it while we waited
+                return self.open(stage, key), False
+            with self.build(stage, key, manifest) as b:
+                compute(b)
+        return self.open(stage, key), True
+
+    def size_bytes(self, stage: str, key: str) -> int:
+        """Total bytes of a stored artifact's files."""
+        return sum(p.stat().st_size for p in self.path(stage, key).rglob("*") if p.is_file())

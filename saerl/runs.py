@@ -1,0 +1,127 @@
+"""Run records: what each pipeline run computed or reused, and why a stage recomputed.
+
+A record is a JSON file `<root>/runs/<run_id>.json` with, per stage: key, status (computed / cached),
+reason, config slice, input keys, seconds and bytes on disk. The reason for a recompute compares the stage
+with the same stage in the previous run of the same config name: which config fields changed, which
+input artifacts changed, or that the artifact was missing or corrupt.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from saerl.artifacts import write_json_atomic
+
+RUNS_DIR = "runs"
+
+
+@dataclass
+class StageRecord:
+    """One stage's outcome in one run."""
+
+    stage: str
+    key: str
+    status: str  # "computed" or "cached"
+    reason: str
+    config: dict[str, Any]
+    inputs: dict[str, str]
+    seconds: float = 0.0
+    bytes: int = 0
+    path: str = ""
+
+
+@dataclass
+class RunRecord:
+    """One pipeline run: its config name, flat config and stage outcomes in execution order."""
+
+    name: str
+    run_id: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6])
+    started: float = field(default_factory=time.time)
+    config: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, StageRecord] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-dict form for saving."""
+        out = asdict(self)
+        out["stages"] = {k: asdict(v) for k, v in self.stages.items()}
+        return out
+
+
+def save_run(root: Path, record: RunRecord) -> Path:
+    """Write (or overwrite) a run record atomically; returns its path."""
+    folder = Path(root) / RUNS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{record.run_id}.json"
+    write_json_atomic(path, record.to_json())
+    return path
+
+
+def load_run(root: Path, run_id: str) -> RunRecord:
+    """Read a saved run record (run_id may be a unique prefix, or 'latest')."""
+    runs = list_runs(root)
+    if run_id == "latest":
+        match = runs[-1:]
+    else:
+        match = [p for p in runs if p.stem.startswith(run_id)]
+    if len(match) != 1:
+        known = ", ".join(p.stem for p in runs[-5:]) or "none"
+        raise KeyError(f"no unique run '{run_id}' under {Path(root) / RUNS_DIR} (latest: {known})")
+    data = json.loads(match[0].read_text())
+    data["stages"] = {k: StageRecord(**v) for k, v in data["stages"].items()}
+    return RunRecord(**data)
+
+
+def list_runs(root: Path) -> list[Path]:
+    """Saved run record files, oldest first."""
+    folder = Path(root) / RUNS_DIR
+    return sorted(folder.glob("*.json")) if folder.exists() else []
+
+
+def previous_run(root: Path, name: str, exclude: str | None = None) -> RunRecord | None:
+    """The latest saved run of config `name` (other than `exclude`), or None."""
+    for path in reversed(list_runs(root)):
+        if path.stem == exclude:
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except ValueError:
+            continue
+        if data.get("name") == name:
+            return load_run(root, path.stem)
+    return None
+
+
+def _diff_dicts(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [k for k in keys if old.get(k, "<unset>") != new.get(k, "<unset>")]
+
+
+def explain(
+    stage: str, computed: bool, config: dict[str, Any], inputs: dict[str, str], previous: RunRecord | None,
+    note: str = "",
+) -> str:
+    """Why a stage was computed or reused, relative to the previous run of the same config name."""
+    if not computed:
+        return "cached: same code, inputs and config as a stored artifact"
+    if note:
+        return note
+    prev = previous.stages.get(stage) if previous else None
+    if prev is None:
+        return "computed: no earlier run of this config ran this stage"
+    changed_fields = _diff_dicts(prev.config, config)
+    changed_inputs = _diff_dicts(prev.inputs, inputs)
+    parts = []
+    if changed_fields:
+        parts.append("config changed: " + ", ".join(
+            f"{k} {prev.config.get(k, '<unset>')!r}->{config.get(k, '<unset>')!r}" for k in changed_fields))
+    if changed_inputs:
+        parts.append("input changed: " + ", ".join(changed_inputs))
+    if not parts:
+        parts.append("stored artifact was missing or corrupt (or the stage's code version changed)")
+    return "computed: " + "; ".join(parts)

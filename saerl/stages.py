@@ -1,0 +1,78 @@
+"""The pipeline's stages: what each reads from config, which artifacts it takes in, and its cache key.
+
+A stage's key is the hash of (stage name, its code version, the keys of its input artifacts, and the
+config fields it reads). Bump a stage's ``version`` whenever its code changes what it writes.
+
+Fields no stage reads (``RESULT_NEUTRAL``) are those that cannot change any result (where to log, how to
+run); every other config field must be read by some stage, or a change to it would never rerun anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from saerl.config import PipelineConfig, config_slice, stable_hash
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage: `reads` are dotted config prefixes, `inputs` upstream stage names."""
+
+    name: str
+    version: str
+    reads: tuple[str, ...]
+    inputs: tuple[str, ...]
+    doc: str
+
+
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        Stage("testbed", "1", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
+        Stage("ingest", "1", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
+        Stage(
+            "extract", "1",
+            ("model.name_or_path", "model.revision", "model.dtype", "model.trust_remote_code", "extract"),
+            ("ingest", "testbed"), "residual-stream activations in chunked Zarr",
+        ),
+        Stage(
+            "sae", "1",
+            ("sae.source", "sae.release", "sae.sae_id", "sae.path", "sae.architecture", "sae.expansion", "sae.k",
+             "sae.lr", "sae.train_tokens", "sae.batch_size", "sae.heldout_frac", "sae.seed"),
+            ("extract",), "a sae-lens SAE (trained here, local, or pretrained) + its quality report",
+        ),
+        Stage("encode", "1", ("sae.encode_pool", "sae.encode_top_k"), ("extract", "sae"), "sparse top-K SAE codes"),
+        Stage(
+            "label", "1",
+            ("score.difficulty_source", "score.label_fraction", "score.label_rollouts", "score.seed",
+             "model", "train.temperature", "train.top_k", "train.max_completion_length"),
+            ("ingest", "testbed"), "measured pass rates on the labelled subset",
+        ),
+        Stage(
+            "score", "1",
+            ("score.n_clusters", "score.k_range", "score.tfidf", "score.difficulty_source", "score.label_fraction",
+             "score.seed"),
+            ("ingest", "encode", "label"), "clusters, difficulty_hat, quality_hat per prompt",
+        ),
+        Stage("curriculum", "1", ("curriculum", "score.quality_threshold"), ("score",), "order.parquet"),
+        Stage("train", "1", ("model", "train"), ("ingest", "curriculum", "testbed"), "RL checkpoints + metrics"),
+        Stage("evaluate", "1", ("eval",), ("train", "ingest", "testbed"), "eval.parquet + steps-to-target"),
+    )
+}
+
+RESULT_NEUTRAL: tuple[str, ...] = ("name", "tracking", "runtime")
+
+
+def stage_slice(cfg: PipelineConfig, stage: str) -> dict[str, object]:
+    """The config fields `stage` reads, as {dotted path: value}."""
+    return config_slice(cfg, STAGES[stage].reads)
+
+
+def stage_key(cfg: PipelineConfig, stage: str, input_keys: dict[str, str]) -> str:
+    """Cache key of `stage`: hash of its name, code version, input artifact keys and config slice."""
+    s = STAGES[stage]
+    return stable_hash(
+        {"stage": s.name, "version": s.version, "inputs": dict(sorted(input_keys.items())),
+         "config": stage_slice(cfg, stage)},
+        length=20,
+    )

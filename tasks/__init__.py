@@ -1,0 +1,1 @@
+"""Prefect tasks: thin, cached wrappers around the library's stage runners (`saerl.pipeline`)."""

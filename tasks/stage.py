@@ -1,0 +1,42 @@
+"""One Prefect task per stage, cached on the stage's artifact key.
+
+The cache key is the artifact key from `saerl.stages.stage_key` (code version + input artifact keys +
+the config fields the stage reads), never Prefect's default (which includes the run id) nor
+`TASK_SOURCE`. The persisted result is a small JSON reference (stage, key, path, metrics), never arrays.
+The flow passes ``refresh_cache=True`` when the stored artifact is missing or corrupt, so a Prefect cache
+record can never hand back an artifact that is no longer there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.context import TaskRunContext
+
+from saerl.artifacts import ArtifactRef, ArtifactStore
+from saerl.config import build_config
+from saerl.pipeline import run_stage
+
+RESULTS_DIR = "prefect-results"
+
+
+def artifact_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """Prefect cache key of a stage task: '<stage>-<artifact key>'."""
+    return f"{parameters['stage']}-{parameters['key']}"
+
+
+@task(cache_key_fn=artifact_cache_key, persist_result=True, retries=0)
+def stage_task(stage: str, key: str, root: str, config: dict[str, Any],
+               upstream: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """Build or reuse one stage's artifact; returns its reference and metrics as a small dict."""
+    cfg = build_config(config)
+    refs = {name: ArtifactRef(**ref) for name, ref in upstream.items()}
+    return run_stage(ArtifactStore(root), cfg, stage, refs, key=key).to_json()
+
+
+def stage_options(stage: str, root: Path, refresh: bool) -> dict[str, Any]:
+    """Per-call task options: task name, where results persist, and whether to bypass the cache."""
+    return {"name": stage, "task_run_name": stage, "refresh_cache": refresh,
+            "result_storage": Path(root).resolve() / RESULTS_DIR}

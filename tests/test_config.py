@@ -1,0 +1,112 @@
+"""saerl.config: schema, YAML, overrides, readable errors, config slices and their hashes."""
+
+from pathlib import Path
+
+import pytest
+
+from saerl.config import (
+    ConfigError,
+    PipelineConfig,
+    apply_overrides,
+    config_slice,
+    field_paths,
+    flatten,
+    load_config,
+    parse_override,
+    slice_hash,
+)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_every_shipped_config_validates():
+    files = sorted(CONFIGS.glob("*.yaml"))
+    assert files, "configs/ must hold at least demo.yaml"
+    for f in files:
+        cfg = load_config(f)
+        assert cfg.name
+
+
+def test_name_defaults_to_file_stem(tmp_path):
+    p = tmp_path / "my-exp.yaml"
+    p.write_text("curriculum:\n  mix_ratio: 0.3\n")
+    cfg = load_config(p)
+    assert cfg.name == "my-exp"
+    assert cfg.curriculum.mix_ratio == 0.3
+
+
+def test_override_sets_nested_value_and_parses_types(tmp_path):
+    cfg = load_config(None, ["curriculum.mix_ratio=0.2", "train.seeds=[1, 2, 3]", "extract.layer=-2",
+                             "score.n_clusters=auto"])
+    assert cfg.curriculum.mix_ratio == 0.2
+    assert cfg.train.seeds == [1, 2, 3]
+    assert cfg.extract.layer == -2
+    assert cfg.score.n_clusters == "auto"
+
+
+def test_unknown_override_key_names_path_and_suggests():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["curriculum.mix_ratoi=0.2"])
+    msg = str(err.value)
+    assert "curriculum.mix_ratoi" in msg and "did you mean 'curriculum.mix_ratio'" in msg
+
+
+def test_unknown_yaml_key_names_path_and_suggests(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("curriculum:\n  mixratio: 0.2\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert "unknown key 'curriculum.mixratio'" in msg and "curriculum.mix_ratio" in msg
+
+
+def test_unknown_section_is_an_error(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("curicculum:\n  mix_ratio: 0.2\n")
+    with pytest.raises(ConfigError, match="did you mean 'curriculum'"):
+        load_config(p)
+
+
+def test_wrong_type_names_field_value_and_expected_type():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["train.max_steps=lots"])
+    msg = str(err.value)
+    assert "train.max_steps" in msg and "'lots'" in msg and "integer" in msg
+
+
+def test_out_of_range_value_is_rejected():
+    with pytest.raises(ConfigError, match="curriculum.mix_ratio"):
+        load_config(None, ["curriculum.mix_ratio=1.5"])
+
+
+def test_malformed_override():
+    with pytest.raises(ConfigError, match="key.path=value"):
+        parse_override("curriculum.mix_ratio")
+
+
+def test_apply_overrides_does_not_mutate_input():
+    raw = {"curriculum": {"mix_ratio": 0.1}}
+    out = apply_overrides(raw, ["curriculum.mix_ratio=0.4"])
+    assert raw["curriculum"]["mix_ratio"] == 0.1 and out["curriculum"]["mix_ratio"] == 0.4
+
+
+def test_field_paths_and_flatten_agree():
+    cfg = PipelineConfig()
+    assert set(flatten(cfg)) == set(field_paths())
+
+
+def test_slice_selects_only_declared_fields():
+    cfg = PipelineConfig()
+    sl = config_slice(cfg, ("curriculum", "score.quality_threshold"))
+    assert "curriculum.mix_ratio" in sl and "score.quality_threshold" in sl
+    assert not any(k.startswith("extract") for k in sl)
+    assert "score.seed" not in sl
+
+
+def test_slice_hash_is_stable_and_sensitive_only_to_its_fields():
+    a = PipelineConfig()
+    b = load_config(None, ["curriculum.mix_ratio=0.9"])
+    extract_reads = ("extract", "model")
+    assert slice_hash(a, extract_reads) == slice_hash(b, extract_reads)
+    assert slice_hash(a, ("curriculum",)) != slice_hash(b, ("curriculum",))
+    assert slice_hash(a, ("curriculum",)) == slice_hash(PipelineConfig(), ("curriculum",))

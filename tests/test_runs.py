@@ -1,0 +1,32 @@
+"""saerl.runs: run records and the 'why' of a recompute."""
+
+from saerl.runs import RunRecord, StageRecord, explain, load_run, previous_run, save_run
+
+
+def _rec(name, stage, cfg, inputs):
+    r = RunRecord(name=name)
+    r.stages[stage] = StageRecord(stage, "k", "computed", "", cfg, inputs)
+    return r
+
+
+def test_explain_names_changed_fields_and_inputs():
+    prev = _rec("demo", "curriculum", {"curriculum.mix_ratio": 0.1}, {"score": "a"})
+    why = explain("curriculum", True, {"curriculum.mix_ratio": 0.3}, {"score": "a"}, prev)
+    assert "curriculum.mix_ratio 0.1->0.3" in why
+    why = explain("curriculum", True, {"curriculum.mix_ratio": 0.1}, {"score": "b"}, prev)
+    assert "input changed: score" in why
+    assert explain("curriculum", False, {}, {}, prev).startswith("cached")
+    assert "no earlier run" in explain("extract", True, {}, {}, prev)
+
+
+def test_save_load_previous(tmp_path):
+    a = _rec("demo", "ingest", {"data.prompt": "q"}, {})
+    a.run_id = "20260101-000000-aaaaaa"
+    b = _rec("other", "ingest", {}, {})
+    b.run_id = "20260101-000001-bbbbbb"
+    save_run(tmp_path, a)
+    save_run(tmp_path, b)
+    assert previous_run(tmp_path, "demo").run_id == a.run_id
+    assert previous_run(tmp_path, "demo", exclude=a.run_id) is None
+    assert load_run(tmp_path, "latest").run_id == b.run_id
+    assert load_run(tmp_path, "20260101-000000").stages["ingest"].config == {"data.prompt": "q"}

@@ -1,0 +1,42 @@
+"""saerl.stages: every config field is read by a stage or declared result-neutral; keys follow slices."""
+
+from saerl.config import PipelineConfig, field_paths, load_config
+from saerl.stages import RESULT_NEUTRAL, STAGES, stage_key
+
+
+def _read_by(path: str) -> list[str]:
+    return [s.name for s in STAGES.values() if any(path == r or path.startswith(r + ".") for r in s.reads)]
+
+
+def test_every_field_is_read_by_a_stage_or_result_neutral():
+    orphans = [p for p in field_paths()
+               if not _read_by(p) and not any(p == n or p.startswith(n + ".") for n in RESULT_NEUTRAL)]
+    assert orphans == [], f"config fields no stage reads (declare them in saerl/stages.py): {orphans}"
+
+
+def test_declared_reads_exist_in_schema():
+    paths = field_paths()
+    for s in STAGES.values():
+        for r in s.reads:
+            assert any(p == r or p.startswith(r + ".") for p in paths), f"{s.name} reads unknown field {r}"
+
+
+def test_inputs_are_upstream_only():
+    names = list(STAGES)
+    for s in STAGES.values():
+        for i in s.inputs:
+            assert names.index(i) < names.index(s.name), f"{s.name} reads later stage {i}"
+
+
+def test_curriculum_change_leaves_upstream_keys_alone():
+    a, b = PipelineConfig(), load_config(None, ["curriculum.mix_ratio=0.5"])
+    for stage in ("extract", "sae", "encode", "score"):
+        assert stage_key(a, stage, {}) == stage_key(b, stage, {})
+    assert stage_key(a, "curriculum", {}) != stage_key(b, "curriculum", {})
+
+
+def test_key_depends_on_inputs_and_result_neutral_fields_do_not_matter():
+    a = PipelineConfig()
+    assert stage_key(a, "encode", {"extract": "x"}) != stage_key(a, "encode", {"extract": "y"})
+    b = load_config(None, ["tracking.enabled=false", "runtime.artifact_root=/elsewhere", "name=other"])
+    assert all(stage_key(a, s, {}) == stage_key(b, s, {}) for s in STAGES)
