@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from saerl.artifacts import ArtifactRef, ArtifactStore
 from saerl.config import build_config, flatten
@@ -29,7 +29,13 @@ def format_report(record: RunRecord) -> str:
     return "\n".join([f"run {record.run_id} ({record.name})"] + lines)
 
 
-@flow(name="saerl-pipeline", log_prints=True)
+def say(message: str) -> None:
+    """Print a line for the person at the terminal and log it to the flow run (visible in Prefect)."""
+    print(message, flush=True)
+    get_run_logger().info(message)
+
+
+@flow(name="saerl-pipeline")
 def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str, Any]:
     """Run the pipeline for a config dict up to stage `until`; returns the run record as a dict."""
     cfg = build_config(config)
@@ -60,16 +66,16 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
                           reason=explain(stage, computed, sl, keys, previous, note), config=sl, inputs=keys,
                           seconds=result["seconds"], bytes=store.size_bytes(stage, key), path=result["path"])
         record.stages[stage] = rec
-        print(f"[{stage}] {rec.status} key={key[:12]} {rec.seconds:.1f}s  {rec.reason}")
+        say(f"[{stage}] {rec.status} key={key[:12]} {rec.seconds:.1f}s  {rec.reason}")
         tracker.log_stage(stage, rec.status, key, rec.reason, rec.seconds, sl, result.get("metrics"))
     path = save_run(root, record)
     tracker.log_artifact(path)
     tracker.finish()
-    print(format_report(record))
+    say(format_report(record))
     return record.to_json()
 
 
-@flow(name="saerl-pipeline-from-file", log_prints=True)
+@flow(name="saerl-pipeline-from-file")
 def pipeline_from_file(config_path: str = "configs/demo.yaml", overrides: list[str] | None = None,
                        until: str | None = None) -> dict[str, Any]:
     """Deployment entry point: load a YAML config (+ dotted overrides) and run the pipeline as a subflow."""

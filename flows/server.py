@@ -63,7 +63,12 @@ def prefect_executable() -> str:
 @contextmanager
 def _settings(api_url: str) -> Iterator[None]:
     """Apply the API URL and home to Prefect's settings even if Prefect was imported before (it reads env once)."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_HOME,
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        temporary_settings,
+    )
 
     updates = {PREFECT_API_URL: api_url, PREFECT_HOME: os.environ["PREFECT_HOME"],
                PREFECT_SERVER_ANALYTICS_ENABLED: False}

@@ -221,19 +221,18 @@ class ArtifactStore:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    @contextmanager
-    def build(self, stage: str, key: str, manifest: dict[str, Any] | None = None) -> Iterator[Build]:
-        """Build an artifact in its partial folder and publish it atomically when the block succeeds.
-
-        On an exception the partial folder stays, with its chunk log, so the next build resumes.
-        The caller should hold :meth:`lock` (``ensure`` does both).
-        """
+    def begin(self, stage: str, key: str) -> Build:
+        """Open (or reopen, to resume) the partial folder of a build. Hold :meth:`lock` around the build."""
         partial = self.partial_path(stage, key)
         partial.mkdir(parents=True, exist_ok=True)
-        build = Build(partial, {})
-        started = time.time()
-        yield build
+        return Build(partial, {"started": time.time()})
+
+    def publish(self, stage: str, key: str, build: Build, manifest: dict[str, Any] | None = None) -> ArtifactRef:
+        """Hash and fsync a finished build, write its manifest and rename it into place in one step."""
+        partial = build.path
         shutil.rmtree(partial / CHUNK_DIR, ignore_errors=True)
+        notes = dict(build.notes)
+        started = notes.pop("started", time.time())
         record = {
             "stage": stage,
             "key": key,
@@ -241,7 +240,7 @@ class ArtifactStore:
             "seconds": round(time.time() - started, 3),
             "library_versions": library_versions(),
             **(manifest or {}),
-            **build.notes,
+            **notes,
             "files": hash_tree(partial),
         }
         write_json_atomic(partial / MANIFEST, record)
@@ -253,6 +252,18 @@ class ArtifactStore:
             shutil.rmtree(trash, ignore_errors=True)
         os.replace(partial, final)
         _fsync_dir(final.parent)
+        return self.open(stage, key)
+
+    @contextmanager
+    def build(self, stage: str, key: str, manifest: dict[str, Any] | None = None) -> Iterator[Build]:
+        """Build an artifact in its partial folder and publish it atomically when the block succeeds.
+
+        On an exception the partial folder stays, with its chunk log, so the next build resumes.
+        The caller should hold :meth:`lock` (``ensure`` does both).
+        """
+        build = self.begin(stage, key)
+        yield build
+        self.publish(stage, key, build, manifest)
 
     def ensure(
         self, stage: str, key: str, compute: Callable[[Build], None], manifest: dict[str, Any] | None = None

@@ -31,8 +31,10 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None) -> dict:
     root = Path(cfg.runtime.artifact_root).resolve()
     with prefect_server(root, cfg.runtime.prefect_api_url):
         from flows.pipeline import pipeline_flow
+        from flows.runner import task_runner
 
-        return pipeline_flow(config=cfg.model_dump(mode="json"), until=until)
+        flow = pipeline_flow.with_options(task_runner=task_runner(cfg))
+        return flow(config=cfg.model_dump(mode="json"), until=until)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

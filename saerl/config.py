@@ -49,9 +49,40 @@ class TestbedConfig(Section):
     """The synthetic math world and its tiny policy LM (testbed stage)."""
 
     seed: int = Field(0, description="one seed for the whole world")
+    topics: list[Literal["arith", "mult", "word", "linear", "remainder", "compare", "sequence"]] = Field(
+        ["arith", "mult", "word", "linear", "remainder", "compare", "sequence"], description="topics drawn uniformly"
+    )
+    n_pretrain: int = Field(60000, gt=0, description="problems in the LM's pretraining corpus")
     n_pool: int = Field(2000, gt=0, description="prompts in the RL training pool")
     n_eval: int = Field(500, gt=0, description="prompts per held-out evaluation set")
+    pool_level_mix: list[float] = Field([0.25, 0.3, 0.25, 0.12, 0.08], description="level 1-5 shares (pool, eval)")
+    pretrain_level_mix: list[float] = Field([0.3, 0.3, 0.2, 0.1, 0.1], description="level 1-5 shares (corpus)")
+    pretrain_slip: list[float] = Field(
+        [0.1, 0.3, 0.4, 0.4, 0.4], description="per level, share of corpus solutions with one plausible slip"
+    )
     defect_share: float = Field(0.15, ge=0, le=1, description="share of pool prompts with a quality defect")
+    defect_kinds: dict[str, float] = Field(
+        {"wrong_gold": 0.3, "missing_info": 0.2, "garbled": 0.2, "near_duplicate": 0.15, "off_distribution": 0.15},
+        description="relative shares of the defect kinds",
+    )
+    labelled_share: float = Field(0.2, ge=0, le=1, description="share of the pool flagged as the labelled subset")
+    d_model: int = Field(128, gt=0, description="LM hidden size")
+    n_layers: int = Field(2, gt=0, description="LM layers")
+    n_heads: int = Field(4, gt=0, description="LM attention heads")
+    d_ff: int = Field(512, gt=0, description="LM MLP width")
+    max_len: int = Field(160, gt=0, description="LM context (tokens)")
+    pretrain_steps: int = Field(450, gt=0, description="pretraining optimizer steps")
+    batch_size: int = Field(128, gt=0, description="pretraining sequences per step")
+    bucket_batches: int = Field(32, gt=0, description="batches sorted together by length (less padding)")
+    lr: float = Field(3e-3, gt=0, description="pretraining peak learning rate (AdamW, cosine)")
+    warmup_steps: int = Field(30, ge=0, description="linear warmup steps")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final learning rate as a share of the peak")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")
+    log_every: int = Field(50, gt=0, description="log the pretraining loss every N steps")
+    eval_batch: int = Field(256, gt=0, description="prompts per generation batch when evaluating")
+    max_new_tokens: int = Field(48, gt=0, description="generation limit (the longest worked solution fits)")
+    threads: int = Field(2, gt=0, description="torch CPU threads")
 
 
 class ModelConfig(Section):
@@ -76,6 +107,10 @@ class ExtractConfig(Section):
     max_length: int = Field(512, gt=0, description="truncate prompts to this many tokens")
     chunk_rows: int = Field(512, gt=0, description="prompts per Zarr chunk (the resume unit)")
     store_tokens: bool = Field(True, description="keep token-level residuals, not only pooled vectors")
+    truncation_side: Literal["left", "right"] = Field(
+        "left", description="which end of an over-long prompt is cut (left keeps the end the policy answers from)"
+    )
+    token_block_rows: int = Field(4096, gt=0, description="token rows per Zarr chunk inside one prompt-chunk's token array")
 
 
 class SAEConfig(Section):
@@ -95,6 +130,15 @@ class SAEConfig(Section):
     seed: int = Field(0, description="token sampling and init seed")
     encode_pool: Literal["max", "mean"] = Field("max", description="pool token codes per prompt")
     encode_top_k: int = Field(64, gt=0, description="pooled features kept per prompt")
+    encode_batch_tokens: int = Field(8192, gt=0, description="tokens per SAE encode batch (bounds encode memory)")
+    train_epochs: int = Field(1, gt=0, description="passes over the training token sample")
+    l1_coefficient: float = Field(5.0, gt=0, description="L1 sparsity coefficient (architecture=standard)")
+    normalize: Literal["none", "expected_average_only_in"] = Field(
+        "expected_average_only_in", description="input scaling while training (folded into the saved weights)"
+    )
+    dead_feature_window: int = Field(
+        200, gt=0, description="training steps without firing after which a feature counts as dead (TopK aux loss)"
+    )
 
 
 class ScoreConfig(Section):
@@ -110,6 +154,28 @@ class ScoreConfig(Section):
     label_rollouts: int = Field(8, gt=0, description="rollouts per prompt when measuring pass rate")
     quality_threshold: float = Field(0.5, ge=0, le=1, description="prompts with quality_hat below are filtered")
     seed: int = Field(0, description="split and k-means seed")
+    minibatch_above: int = Field(10_000, gt=0, description="use MiniBatchKMeans when there are more prompts than this")
+    kmeans_n_init: int = Field(3, gt=0, description="k-means restarts (best inertia kept)")
+    silhouette_sample: int = Field(2000, ge=100, description="prompts subsampled (seeded) to choose k by cosine silhouette")
+    cluster_top_features: int = Field(10, gt=0, description="top SAE features listed per cluster (by mean TF-IDF weight)")
+    cluster_examples: int = Field(3, ge=0, description="example prompts listed per cluster")
+    cv_folds: int = Field(5, ge=2, description="cross-validation folds for every property model's hyper-parameters")
+    enet_l1_ratios: list[float] = Field(
+        [0.1, 0.5, 0.9, 1.0], min_length=1, description="ElasticNetCV l1_ratio grid (difficulty)"
+    )
+    enet_n_alphas: int = Field(30, gt=0, description="ElasticNetCV alphas per l1_ratio along the regularisation path")
+    enet_max_iter: int = Field(5000, gt=0, description="ElasticNet coordinate-descent iteration cap")
+    probe_cs: list[float] = Field(
+        [0.01, 0.1, 1.0, 10.0, 100.0], min_length=1, description="inverse-regularisation C grid of the quality probe (CV'd by log loss)"
+    )
+    heldout_fraction: float = Field(
+        0.3, gt=0, lt=1, description="share of the labelled subset held out to test property models in the report"
+    )
+    ood_topic_fraction: float = Field(
+        0.3, gt=0, lt=1, description="share of topics held out for the out-of-distribution difficulty test"
+    )
+    baselines: bool = Field(True, description="fit baselines (residuals, text TF-IDF, length, majority) for the report")
+    text_max_features: int = Field(20_000, gt=0, description="vocabulary cap of the prompt-text TF-IDF baseline")
 
 
 class CurriculumConfig(Section):
@@ -139,6 +205,8 @@ class TrainConfig(Section):
     beta: float = Field(0.0, ge=0, description="KL coefficient")
     epsilon: float = Field(0.2, gt=0, description="PPO clip (low)")
     epsilon_high: float | None = Field(None, description="PPO clip (high); DAPO uses 0.28")
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field("dapo", description="trl loss aggregation")
+    scale_rewards: Literal["group", "batch", "none"] = Field("group", description="advantage scaling (trl)")
     format_reward: float = Field(0.0, ge=0, description="weight of the answer-format reward")
     eval_every: int = Field(25, gt=0, description="evaluate every N steps")
 
@@ -169,7 +237,7 @@ class RuntimeConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="torch device")
     task_runner: Literal["local", "dask"] = Field("local", description="local threads, or Dask via prefect-dask")
     dask_address: str | None = Field(None, description="scheduler address of an existing Dask cluster")
-    dask_workers: int = Field(2, gt=0, description="LocalCluster workers when no address is given")
+    workers: int = Field(2, gt=0, description="parallel tasks: threads (local) or LocalCluster processes (dask)")
     prefect_api_url: str | None = Field(None, description="use this Prefect server instead of starting one")
     progress: bool = Field(True, description="show progress bars")
 
@@ -291,18 +359,19 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return build_config(raw, where)
 
 
-def flatten(cfg: PipelineConfig) -> dict[str, Any]:
-    """Config as {dotted path: JSON-able value}, the form logged as MLflow params and hashed for keys."""
+def flatten(cfg: BaseModel, prefix: str = "") -> dict[str, Any]:
+    """Config as {dotted leaf path: JSON-able value}, following the schema (a dict-valued field is one leaf).
+
+    This is the form logged as MLflow params and hashed for stage keys; its keys equal `field_paths()`.
+    """
     flat: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{prefix}{k}.")
+    dumped = cfg.model_dump(mode="json")
+    for name in type(cfg).model_fields:
+        value = getattr(cfg, name)
+        if isinstance(value, BaseModel):
+            flat.update(flatten(value, f"{prefix}{name}."))
         else:
-            flat[prefix[:-1]] = node
-
-    walk(cfg.model_dump(mode="json"), "")
+            flat[f"{prefix}{name}"] = dumped[name]
     return flat
 
 

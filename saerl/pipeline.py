@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from saerl import runners
 from saerl.artifacts import ArtifactRef, ArtifactStore, Build, file_sha256
 from saerl.config import PipelineConfig
 from saerl.stages import STAGES, stage_key, stage_slice
@@ -94,23 +95,8 @@ def input_keys(cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef]
     return keys
 
 
-def compute_ingest(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
-    """Ingest: read the data set (a user file, the sample, or the testbed's pool), write both tables."""
-    from saerl.data import ingest, summarize, write_ingest
-
-    path = data_file(cfg)
-    if path is None:
-        path = inputs["testbed"].file("world/pool.parquet")
-    result = ingest(cfg.data, path)
-    counts = write_ingest(result, build.path)
-    summary = summarize(result)
-    log.info("ingest: %s", summary)
-    build.note(rows=counts, summary=summary, source=str(path))
-    return {"kept": float(result.kept.height), "rejected": float(result.rejected.height)}
-
-
 RUNNERS: dict[str, Callable[[PipelineConfig, dict[str, ArtifactRef], Build], dict[str, float]]] = {
-    "ingest": compute_ingest,
+    "ingest": runners.compute_ingest,
 }
 
 

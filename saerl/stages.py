@@ -38,10 +38,11 @@ STAGES: dict[str, Stage] = {
         Stage(
             "sae", "1",
             ("sae.source", "sae.release", "sae.sae_id", "sae.path", "sae.architecture", "sae.expansion", "sae.k",
-             "sae.lr", "sae.train_tokens", "sae.batch_size", "sae.heldout_frac", "sae.seed"),
+             "sae.lr", "sae.train_tokens", "sae.batch_size", "sae.heldout_frac", "sae.seed", "sae.train_epochs",
+             "sae.l1_coefficient", "sae.normalize", "sae.dead_feature_window"),
             ("extract",), "a sae-lens SAE (trained here, local, or pretrained) + its quality report",
         ),
-        Stage("encode", "1", ("sae.encode_pool", "sae.encode_top_k"), ("extract", "sae"), "sparse top-K SAE codes"),
+        Stage("encode", "1", ("sae.encode_pool", "sae.encode_top_k", "sae.encode_batch_tokens"), ("extract", "sae"), "sparse top-K SAE codes"),
         Stage(
             "label", "1",
             ("score.difficulty_source", "score.label_fraction", "score.label_rollouts", "score.seed",
@@ -51,7 +52,10 @@ STAGES: dict[str, Stage] = {
         Stage(
             "score", "1",
             ("score.n_clusters", "score.k_range", "score.tfidf", "score.difficulty_source", "score.label_fraction",
-             "score.seed"),
+             "score.seed", "score.minibatch_above", "score.kmeans_n_init", "score.silhouette_sample",
+             "score.cluster_top_features", "score.cluster_examples", "score.cv_folds", "score.enet_l1_ratios",
+             "score.enet_n_alphas", "score.enet_max_iter", "score.probe_cs", "score.heldout_fraction",
+             "score.ood_topic_fraction", "score.baselines", "score.text_max_features"),
             ("ingest", "encode", "label"), "clusters, difficulty_hat, quality_hat per prompt",
         ),
         Stage("curriculum", "1", ("curriculum", "score.quality_threshold"), ("score",), "order.parquet"),

@@ -1,0 +1,153 @@
+"""Curriculum stage: turn per-prompt scores into the order RL reads, and the vanilla (shuffled) order.
+
+An order is a Polars frame with one row per (prompt, epoch) visit: id, position (0..n-1 over the whole run),
+batch (global batch index), cluster, difficulty_hat, kept, epoch, and home (the batch's home cluster, -1 when
+the batch has none). The trainer reads it by position, without shuffling.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from saerl.config import CurriculumConfig
+
+ORDER_SCHEMA = {"id": pl.String, "position": pl.Int64, "batch": pl.Int64, "cluster": pl.Int64,
+                "difficulty_hat": pl.Float64, "kept": pl.Boolean, "epoch": pl.Int64, "home": pl.Int64}
+
+
+def _queues(pool: pl.DataFrame, ordering: str, rng: np.random.Generator) -> dict[int, list[int]]:
+    """Row indices of `pool` per cluster, in the order the cluster is read: difficulty_hat ascending
+    (easy_to_hard) or descending (hard_to_easy), ties and missing difficulties broken by a seeded shuffle
+    (missing ones last), or a seeded shuffle (random)."""
+    tie = rng.permutation(pool.height)
+    diff = pool["difficulty_hat"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    missing = np.isnan(diff)
+    key = np.where(missing, 0.0, -diff if ordering == "hard_to_easy" else diff)
+    order = np.lexsort((tie, key, missing)) if ordering != "random" else tie
+    clusters = pool["cluster"].to_numpy()
+    queues: dict[int, list[int]] = {int(c): [] for c in np.unique(clusters)}
+    for i in order:
+        queues[int(clusters[i])].append(int(i))
+    return queues
+
+
+def _next_home(left: dict[int, int], credit: dict[int, float], weights: dict[int, float], last: int | None,
+               rotation: str) -> int:
+    """The next batch's home cluster among clusters with prompts left.
+
+    round_robin: the next cluster id after the last home (cyclic). size_weighted: smooth weighted round robin
+    (each active cluster gains its initial size in credit, the richest is chosen and pays the total), so
+    each cluster's home batches are proportional to its size and evenly spread over the run."""
+    active = sorted(c for c, n in left.items() if n > 0)
+    if rotation == "round_robin":
+        return next((c for c in active if last is None or c > last), active[0])
+    for c in active:
+        credit[c] += weights[c]
+    home = max(active, key=lambda c: (credit[c], -c))
+    credit[home] -= sum(weights[c] for c in active)
+    return home
+
+
+def _epoch(pool: pl.DataFrame, cfg: CurriculumConfig, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """One pass over `pool`: (row index, home cluster) in reading order, batch after batch.
+
+    Each batch of B takes h = round(B * (1 - mix_ratio)) prompts from its home cluster's queue front and
+    fills the other B - h slots one at a time from the fronts of the other clusters, each slot's cluster
+    drawn with probability proportional to its prompts left (so the mixed-in share is a seeded random sample
+    of the rest of the pool, still read easy to hard within each cluster). Tail: when the home cluster has
+    fewer than h left, the other clusters fill in; when the others run dry, the home cluster does; only the
+    epoch's last batch can be short (when the pool size is not a multiple of B). With h = 0 (mix_ratio 1)
+    no cluster is home and every slot is drawn from all clusters."""
+    queues = _queues(pool, cfg.ordering, rng)
+    heads = dict.fromkeys(queues, 0)
+    left = {c: len(q) for c, q in queues.items()}
+    weights = {c: float(n) for c, n in left.items()}
+    credit = dict.fromkeys(queues, 0.0)
+    B = cfg.batch_size
+    h = round(B * (1 - cfg.mix_ratio))
+    out: list[tuple[int, int]] = []
+    last: int | None = None
+
+    def take(c: int) -> int:
+        heads[c] += 1
+        left[c] -= 1
+        return queues[c][heads[c] - 1]
+
+    while sum(left.values()) > 0:
+        home = _next_home(left, credit, weights, last, cfg.rotation) if h > 0 else -1
+        last = home
+        batch = [take(home) for _ in range(min(h, left.get(home, 0)))]
+        while len(batch) < B:
+            others = [c for c, n in left.items() if n > 0 and c != home]
+            if not others:
+                break
+            w = np.array([left[c] for c in others], dtype=np.float64)
+            batch.append(take(others[int(rng.choice(len(others), p=w / w.sum()))]))
+        while len(batch) < B and left.get(home, 0) > 0:
+            batch.append(take(home))
+        out += [(i, home) for i in batch]
+    return out
+
+
+def _kept(scores: pl.DataFrame, quality_threshold: float | None) -> pl.Series:
+    """kept re-derived as quality_hat >= quality_threshold when both are there, else the scores' kept column."""
+    if quality_threshold is not None and "quality_hat" in scores.columns:
+        return (scores["quality_hat"].fill_null(1.0) >= quality_threshold).alias("kept")
+    return scores["kept"] if "kept" in scores.columns else pl.Series("kept", [True] * scores.height)
+
+
+def build_order(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: float | None = None,
+                seed: int | None = None) -> pl.DataFrame:
+    """The SAERL order (ORDER_SCHEMA) from `scores` (id, cluster, difficulty_hat, and quality_hat and/or kept).
+
+    kept is re-derived from quality_hat with `quality_threshold` (score.quality_threshold; the scores' own kept
+    column may come from a cached scoring run under another threshold); with cfg.filter_quality, rows not
+    kept are dropped. Every kept prompt is visited once per epoch (cfg.epochs); each epoch builds
+    cluster-first batches as described in :func:`_epoch`, rotating home clusters per cfg.rotation. Epochs
+    use independent draws of one generator seeded by `seed` (default cfg.seed), so the order is deterministic."""
+    rng = np.random.default_rng(cfg.seed if seed is None else seed)
+    pool = scores.with_columns(_kept(scores, quality_threshold))
+    if cfg.filter_quality:
+        pool = pool.filter(pl.col("kept"))
+    pool = pool.with_columns(pl.col("id").cast(pl.String), pl.col("cluster").cast(pl.Int64),
+                             pl.col("difficulty_hat").cast(pl.Float64))
+    parts: list[pl.DataFrame] = []
+    batch0 = 0
+    for epoch in range(cfg.epochs):
+        visits = _epoch(pool, cfg, rng) if pool.height else []
+        rows = pool[[i for i, _ in visits]].select("id", "cluster", "difficulty_hat", "kept")
+        n_batches = -(-len(visits) // cfg.batch_size)
+        parts.append(rows.with_columns(
+            batch=pl.Series(batch0 + np.arange(len(visits)) // cfg.batch_size, dtype=pl.Int64),
+            epoch=pl.lit(epoch, pl.Int64), home=pl.Series([c for _, c in visits], dtype=pl.Int64)))
+        batch0 += n_batches
+    return _finish(parts)
+
+
+def _finish(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    """Concatenate epoch parts, number positions 0..n-1 and fix column order and types (ORDER_SCHEMA)."""
+    if not parts or sum(p.height for p in parts) == 0:
+        return pl.DataFrame(schema=ORDER_SCHEMA)
+    df = pl.concat(parts, how="vertical_relaxed")
+    df = df.with_columns(position=pl.int_range(0, df.height, dtype=pl.Int64))
+    return df.select([pl.col(c).cast(t) for c, t in ORDER_SCHEMA.items()])
+
+
+def vanilla_order(ids: Any, epochs: int, seed: int, batch_size: int) -> pl.DataFrame:
+    """The vanilla arm's order (ORDER_SCHEMA): the whole unfiltered pool, a fresh seeded shuffle per epoch,
+    batches of `batch_size` within an epoch (an epoch's last batch can be short); cluster = home = -1,
+    difficulty_hat null, kept True."""
+    ids = pl.Series("id", list(ids)).cast(pl.String)
+    rng = np.random.default_rng(seed)
+    parts, batch0 = [], 0
+    for epoch in range(epochs):
+        n = len(ids)
+        parts.append(pl.DataFrame({
+            "id": ids.gather(rng.permutation(n)), "cluster": [-1] * n, "difficulty_hat": [None] * n,
+            "kept": [True] * n, "epoch": [epoch] * n, "home": [-1] * n,
+            "batch": batch0 + np.arange(n) // batch_size}, schema_overrides={"difficulty_hat": pl.Float64}))
+        batch0 += -(-n // batch_size)
+    return _finish(parts)

@@ -1,0 +1,450 @@
+"""Ingest: read a user's data set, map its columns onto ours, check every row, normalise gold answers.
+
+In: a jsonl / parquet / csv file or a HF ``save_to_disk`` folder, and a :class:`~saerl.config.DataConfig`
+(which field is the prompt, the answer, optional id/topic/difficulty/quality, and the limits).
+Out: :class:`IngestResult` with ``kept`` (``id, prompt, answer, answer_raw, row`` + mapped labels) and
+``rejected`` (``row, field, reason, value``), one line per problem found, with a fixed vocabulary of reasons.
+
+Rows are numbered from 0 in source order; for jsonl a row is a non-blank line (a broken line keeps its number).
+Pure library code: no Prefect here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import re
+import string
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from saerl.config import DataConfig
+from saerl.verify import normalize_answers
+
+# Reasons a row (or one of its labels) appears in `rejected`.
+EMPTY_PROMPT = "empty prompt"
+MISSING_FIELD = "missing field"
+UNPARSEABLE_ANSWER = "unparseable answer"
+DUPLICATE_PROMPT = "duplicate prompt"
+DUPLICATE_ID = "duplicate id"
+OVERLONG_PROMPT = "over-long prompt"
+INVALID_JSON = "invalid JSON"
+INVALID_LABEL = "invalid label"
+ANSWER_TIMEOUT = "answer timeout"
+INVALID_UTF8 = "invalid UTF-8"
+# These only flag a row: it is kept (a bad label becomes null, bad bytes become U+FFFD).
+FLAG_ONLY = frozenset({INVALID_LABEL, INVALID_UTF8})
+
+REJECT_VALUE_CHARS = 200  # `value` in rejected.parquet is cut to this many characters
+ID_HEX_CHARS = 16  # content-hash ids: this many hex digits of sha256(normalised prompt)
+SUFFIX_FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+}
+HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+TRUE_WORDS = {"1", "true", "yes", "good"}
+FALSE_WORDS = {"0", "false", "no", "bad"}
+KEPT_SCHEMA = {
+    "id": pl.String,
+    "prompt": pl.String,
+    "answer": pl.String,
+    "answer_raw": pl.String,
+    "row": pl.Int64,
+}
+LABEL_TYPES = {"topic": pl.String, "difficulty": pl.Float64, "quality": pl.Float64}
+REJECTED_SCHEMA = {"row": pl.Int64, "field": pl.String, "reason": pl.String, "value": pl.String}
+
+
+class IngestError(ValueError):
+    """A data set that cannot be ingested at all (wrong column names, unreadable or empty file), with a fix."""
+
+
+class MissingFieldError(KeyError):
+    """A row lacks a field the prompt template or mapping needs; `.field` names it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.field = name
+
+
+@dataclass
+class LoadedTable:
+    """A read data set: the frame, each frame row's source row number, and rows flagged while reading."""
+
+    frame: pl.DataFrame
+    rows: list[int]
+    issues: list[dict[str, Any]] = field(default_factory=list)
+    n_source_rows: int = 0
+
+
+@dataclass
+class IngestResult:
+    """What ingest produced: kept prompts, one line per rejection or flag, and a summary dict."""
+
+    kept: pl.DataFrame
+    rejected: pl.DataFrame
+    summary: dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------------- reading
+
+
+def _issue(row: int, field_name: str, reason: str, value: Any) -> dict[str, Any]:
+    """One rejected.parquet line; the value is stringified and cut to REJECT_VALUE_CHARS."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return {"row": row, "field": field_name, "reason": reason, "value": text[:REJECT_VALUE_CHARS]}
+
+
+def _column(values: list[Any]) -> pl.Series:
+    """A Series from one column of JSON values; mixed or nested types become strings (JSON for dict/list)."""
+    kinds = {type(v) for v in values if v is not None}
+    if kinds and kinds <= {int, float} and kinds != {int}:
+        values = [None if v is None else float(v) for v in values]
+        kinds = {float}
+    if len(kinds) <= 1 and kinds <= {bool, int, float, str}:
+        try:
+            return pl.Series(
+                values,
+                dtype={bool: pl.Boolean, int: pl.Int64, float: pl.Float64}.get(
+                    next(iter(kinds), str), pl.String
+                ),
+            )
+        except (OverflowError, TypeError, ValueError, pl.exceptions.PolarsError):
+            pass
+    return pl.Series(
+        [None if v is None else v if isinstance(v, str) else json.dumps(v, default=str) for v in values],
+        dtype=pl.String,
+    )
+
+
+def _read_jsonl(path: Path) -> LoadedTable:
+    """Line by line: a broken line is an 'invalid JSON' issue, bad bytes are replaced and flagged."""
+    records: list[dict[str, Any]] = []
+    rows: list[int] = []
+    issues: list[dict[str, Any]] = []
+    row = -1
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            row += 1
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("utf-8", errors="replace")
+                issues.append(_issue(row, "", INVALID_UTF8, f"line {line_no}: {text.strip()}"))
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                issues.append(_issue(row, "", INVALID_JSON, f"line {line_no}: {e.msg}: {text.strip()}"))
+                continue
+            if not isinstance(obj, dict):
+                issues.append(_issue(row, "", INVALID_JSON, f"line {line_no}: not an object: {text.strip()}"))
+                continue
+            records.append(obj)
+            rows.append(row)
+    names: dict[str, None] = {}
+    for rec in records:
+        names.update(dict.fromkeys(rec))
+    frame = pl.DataFrame([_column([rec.get(n) for rec in records]).alias(n) for n in names])
+    return LoadedTable(frame, rows, issues, row + 1)
+
+
+def _read_csv(path: Path) -> LoadedTable:
+    """All columns as text (labels are parsed later); undecodable bytes are replaced and the row flagged."""
+    frame = pl.read_csv(path, infer_schema=False, encoding="utf8-lossy", truncate_ragged_lines=True)
+    issues = [
+        _issue(i, name, INVALID_UTF8, value)
+        for i, rec in enumerate(frame.iter_rows(named=True))
+        for name, value in rec.items()
+        if isinstance(value, str) and "\ufffd" in value
+    ]
+    return LoadedTable(frame, list(range(frame.height)), issues, frame.height)
+
+
+def _read_hf(path: Path, hf_split: str | None) -> pl.DataFrame:
+    """A `datasets` save_to_disk folder: a Dataset, or one split of a DatasetDict."""
+    import datasets
+
+    ds = datasets.load_from_disk(str(path))
+    if isinstance(ds, datasets.DatasetDict):
+        splits = list(ds.keys())
+        if hf_split is None and len(splits) == 1:
+            hf_split = splits[0]
+        if hf_split not in ds:
+            raise IngestError(
+                f"{path} is a DatasetDict with splits {splits}; pick one with "
+                f"data.hf_split=SPLIT (got {hf_split!r})"
+            )
+        ds = ds[hf_split]
+    return ds.to_polars()
+
+
+def detect_format(path: Path) -> str:
+    """'jsonl' | 'parquet' | 'csv' by suffix, 'hf' for a save_to_disk folder; IngestError otherwise."""
+    if path.is_dir():
+        if any((path / m).exists() for m in HF_MARKERS):
+            return "hf"
+        raise IngestError(f"{path} is a folder but not a HF save_to_disk folder (none of {HF_MARKERS} in it)")
+    fmt = SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise IngestError(
+            f"cannot tell the format of {path.name} from its suffix; known suffixes "
+            f"{sorted(SUFFIX_FORMATS)}; set data.format=jsonl|parquet|csv|hf"
+        )
+    return fmt
+
+
+def load_table(path: Path, fmt: str = "auto", hf_split: str | None = None) -> LoadedTable:
+    """Read a data set with its source row numbers and read-time issues (broken JSON lines, bad bytes)."""
+    path = Path(path)
+    if not path.exists():
+        raise IngestError(f"data file {path} does not exist (check data.path)")
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if path.is_file() and path.stat().st_size == 0:
+        raise IngestError(f"data file {path} is empty (0 bytes)")
+    try:
+        if fmt == "jsonl":
+            table = _read_jsonl(path)
+        elif fmt == "csv":
+            table = _read_csv(path)
+        elif fmt in ("parquet", "hf"):
+            frame = pl.read_parquet(path) if fmt == "parquet" else _read_hf(path, hf_split)
+            table = LoadedTable(frame, list(range(frame.height)), [], frame.height)
+        else:
+            raise IngestError(f"unknown data format {fmt!r}; use auto, jsonl, parquet, csv or hf")
+    except (OSError, pl.exceptions.PolarsError, ValueError) as e:
+        if isinstance(e, IngestError):
+            raise
+        raise IngestError(f"cannot read {path} as {fmt}: {type(e).__name__}: {e}") from e
+    if table.n_source_rows == 0:
+        raise IngestError(f"data file {path} has no rows")
+    return table
+
+
+def read_table(path: Path, fmt: str = "auto", hf_split: str | None = None) -> pl.DataFrame:
+    """The data set as a Polars frame (see load_table for row numbers and read-time issues)."""
+    return load_table(path, fmt, hf_split).frame
+
+
+# ------------------------------------------------------------------------------------------- mapping rows
+
+
+def template_fields(template_or_field: str) -> list[str]:
+    """Field names a prompt spec reads: the {placeholders} of a template, else the spec itself."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template_or_field) if name is not None]
+    except ValueError:  # a lone brace: not a template, a (strange) field name
+        return [template_or_field]
+    bad = [n for n in names if not n or n.isdigit() or "." in n or "[" in n]
+    if bad:
+        raise IngestError(
+            f"prompt template {template_or_field!r} has a placeholder that is not a plain field name "
+            f"({bad[0]!r}); name the fields, e.g. '{{body}} {{question}}'"
+        )
+    return list(dict.fromkeys(names)) or [template_or_field]
+
+
+def render_prompt(template_or_field: str, row: dict[str, Any]) -> str:
+    """The prompt text of one row: a template over its fields, or one field; MissingFieldError if absent/null."""
+    names = template_fields(template_or_field)
+    for name in names:
+        if row.get(name) is None:
+            raise MissingFieldError(name)
+    if names == [template_or_field]:
+        value = row[template_or_field]
+        return value if isinstance(value, str) else str(value)
+    return template_or_field.format_map({n: row[n] for n in names})
+
+
+def normalize_prompt(text: str) -> str:
+    """Whitespace collapsed and stripped: the form duplicates and content-hash ids are computed on."""
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _answer_text(value: Any) -> str:
+    """A gold answer cell as text (27.0 stays '27.0'; normalize_answer makes it '27'; lists become JSON)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+
+def _label(kind: str, value: Any) -> float | str | None:
+    """A topic as text, a difficulty as a finite float, a quality as a float in [0, 1]; ValueError if invalid."""
+    if value is None:
+        return None
+    if kind == "topic":
+        return value if isinstance(value, str) else str(value)
+    if kind == "quality" and isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
+        return 1.0 if value.strip().lower() in TRUE_WORDS else 0.0
+    number = float(value)  # ValueError/TypeError for non-numeric text
+    if not math.isfinite(number) or (kind == "quality" and not 0.0 <= number <= 1.0):
+        raise ValueError(
+            f"{kind} {value!r} is not a finite number" + (" in [0, 1]" if kind == "quality" else "")
+        )
+    return number
+
+
+def _check_columns(cfg: DataConfig, columns: list[str]) -> None:
+    """IngestError if a mapped field is absent from the whole table: names it, lists columns, suggests one."""
+    wanted = [("prompt", f) for f in template_fields(cfg.prompt)] + [("answer", cfg.answer)]
+    wanted += [(k, getattr(cfg, k)) for k in ("id", "topic", "difficulty", "quality") if getattr(cfg, k)]
+    for option, name in wanted:
+        if name in columns:
+            continue
+        close = difflib.get_close_matches(name, columns, n=1, cutoff=0.4)
+        hint = f" Closest: '{close[0]}'." if close else ""
+        fix = close[0] if close else "FIELD"
+        if option == "prompt" and cfg.prompt != name:  # a template: show it with the placeholder fixed
+            fix = repr(cfg.prompt.replace(f"{{{name}}}", f"{{{fix}}}"))
+        raise IngestError(
+            f"{option} field '{name}' is not in the data. Available columns: {columns}.{hint} "
+            f"Fix: --{option} {fix} (CLI) or data.{option}={fix} (config)."
+        )
+
+
+# ----------------------------------------------------------------------------------------------- ingest
+
+
+def _check_row(cfg: DataConfig, row: int, rec: dict[str, Any], issues: list[dict[str, Any]]) -> dict | None:
+    """One source row as a candidate {row, prompt, answer_raw, id, labels...}, or None (with the reason
+    appended to `issues`) when its prompt or a required field is missing, empty or over-long."""
+    try:
+        prompt = render_prompt(cfg.prompt, rec)
+    except MissingFieldError as e:
+        issues.append(_issue(row, e.field, MISSING_FIELD, ""))
+        return None
+    if not prompt.strip():
+        issues.append(_issue(row, "prompt", EMPTY_PROMPT, prompt))
+        return None
+    if len(prompt) > cfg.max_prompt_chars:
+        issues.append(_issue(row, "prompt", OVERLONG_PROMPT, prompt))
+        return None
+    for name in (cfg.answer, cfg.id):
+        if name and rec.get(name) is None:
+            issues.append(_issue(row, name, MISSING_FIELD, ""))
+            return None
+    item = {"row": row, "prompt": prompt, "answer_raw": _answer_text(rec[cfg.answer])}
+    item["id"] = str(rec[cfg.id]) if cfg.id else None
+    for kind in ("topic", "difficulty", "quality"):
+        name = getattr(cfg, kind)
+        if name:
+            try:
+                item[kind] = _label(kind, rec.get(name))
+            except (TypeError, ValueError):
+                item[kind] = None
+                issues.append(_issue(row, name, INVALID_LABEL, rec.get(name)))
+    return item
+
+
+def _keep(cfg: DataConfig, candidates: list[dict], issues: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Candidates whose answer normalises (one batch) and whose prompt and id are first seen; others go to
+    `issues`. Adds `answer` (canonical) and fills content-hash ids."""
+    normalized = normalize_answers([c["answer_raw"] for c in candidates], cfg.verify_timeout_s)
+    kept: list[dict[str, Any]] = []
+    first_row: dict[str, int] = {}
+    seen_ids: set[str] = set()
+    for item, norm in zip(candidates, normalized, strict=True):
+        key = normalize_prompt(item["prompt"])
+        item["id"] = item["id"] or hashlib.sha256(key.encode()).hexdigest()[:ID_HEX_CHARS]
+        if not norm.ok:
+            reason = ANSWER_TIMEOUT if norm.status == "timeout" else UNPARSEABLE_ANSWER
+            issues.append(_issue(item["row"], cfg.answer, reason, item["answer_raw"]))
+        elif key in first_row:
+            issues.append(
+                _issue(
+                    item["row"], "prompt", DUPLICATE_PROMPT, f"same as row {first_row[key]}: {item['prompt']}"
+                )
+            )
+        elif item["id"] in seen_ids:
+            issues.append(_issue(item["row"], cfg.id or "id", DUPLICATE_ID, item["id"]))
+        else:
+            first_row[key] = item["row"]
+            seen_ids.add(item["id"])
+            kept.append({**item, "answer": norm.text})
+    return kept
+
+
+def ingest(cfg: DataConfig, path: Path) -> IngestResult:
+    """Read `path`, check each row, normalise answers in one batch, drop duplicates.
+
+    A row is dropped for (first match wins): invalid JSON, missing field (prompt/answer/id null or absent),
+    empty prompt (also whitespace-only), over-long prompt (> cfg.max_prompt_chars), unparseable answer,
+    answer timeout (normalising took over cfg.verify_timeout_s), duplicate prompt (same text after whitespace
+    normalisation; the first kept occurrence stays) or duplicate id. A bad label (NaN/inf/non-numeric
+    difficulty or quality, quality outside [0, 1]) does NOT drop the row: the label becomes null and an
+    'invalid label' line names the field. Undecodable bytes are replaced by U+FFFD and flagged 'invalid UTF-8'
+    (row kept). Raises IngestError when the file cannot be read, has no rows, or lacks a mapped column.
+    """
+    start = time.perf_counter()
+    table = load_table(Path(path), cfg.format, cfg.hf_split)
+    frame, rows, issues = table.frame, table.rows, list(table.issues)
+    n_rows = table.n_source_rows
+    if cfg.max_rows is not None and n_rows > cfg.max_rows:
+        n_rows = cfg.max_rows
+        keep = sum(r < n_rows for r in rows)
+        frame, rows = frame.head(keep), rows[:keep]
+        issues = [i for i in issues if i["row"] < n_rows]
+    if frame.height:  # a file whose every line is broken has no columns to check
+        _check_columns(cfg, frame.columns)
+
+    checked = (
+        _check_row(cfg, row, rec, issues) for row, rec in zip(rows, frame.iter_rows(named=True), strict=True)
+    )
+    kept = _keep(cfg, [c for c in checked if c is not None], issues)
+
+    labels = [k for k in ("topic", "difficulty", "quality") if getattr(cfg, k)]
+    schema = {**KEPT_SCHEMA, **{k: LABEL_TYPES[k] for k in labels}}
+    kept_df = pl.DataFrame(kept, schema=schema) if kept else pl.DataFrame(schema=schema)
+    kept_df = kept_df.select(list(schema))
+    issues.sort(key=lambda i: i["row"])
+    rejected_df = (
+        pl.DataFrame(issues, schema=REJECTED_SCHEMA) if issues else pl.DataFrame(schema=REJECTED_SCHEMA)
+    )
+    counts = Counter(i["reason"] for i in issues)
+    summary = {
+        "source": str(path),
+        "rows": n_rows,
+        "kept": kept_df.height,
+        "dropped": n_rows - kept_df.height,
+        "reasons": {r: c for r, c in counts.most_common() if r not in FLAG_ONLY},
+        "flags": {r: c for r, c in counts.most_common() if r in FLAG_ONLY},
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    return IngestResult(kept_df, rejected_df, summary)
+
+
+def summarize(result: IngestResult) -> str:
+    """One line: 'kept 7473 of 7480 rows; rejected 7: unparseable answer 4, duplicate prompt 3' (+ flags)."""
+    s = result.summary
+    line = f"kept {s['kept']} of {s['rows']} rows; rejected {s['dropped']}"
+    if s["reasons"]:
+        line += ": " + ", ".join(f"{r} {c}" for r, c in s["reasons"].items())
+    if s["flags"]:
+        line += "; flagged (row kept): " + ", ".join(f"{r} {c}" for r, c in s["flags"].items())
+    return line
+
+
+def write_ingest(result: IngestResult, out_dir: Path) -> dict[str, int]:
+    """Write prompts.parquet and rejected.parquet into out_dir (the caller renames the folder into place)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result.kept.write_parquet(out_dir / "prompts.parquet")
+    result.rejected.write_parquet(out_dir / "rejected.parquet")
+    return {"prompts": result.kept.height, "rejected": result.rejected.height}
+
+
+def sample_path() -> Path:
+    """The packaged sample data set: grade-school word problems and arithmetic, with a few bad rows."""
+    return Path(__file__).resolve().parent / "sample" / "sample.jsonl"

@@ -1,0 +1,129 @@
+"""Property-model primitives of the score stage: seeded subsets, SAE-code weighting, k-means with an
+automatic k, per-cluster summaries, and the model families (ElasticNetCV for difficulty, a logistic probe for
+quality) shared by the SAE models and their baselines. Every number comes from :class:`ScoreConfig`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from scipy.stats import spearmanr
+from sklearn import metrics
+from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.dummy import DummyClassifier, DummyRegressor
+from sklearn.feature_extraction.text import TfidfTransformer, TfidfVectorizer
+from sklearn.linear_model import ElasticNetCV, LogisticRegression
+from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MaxAbsScaler, StandardScaler, normalize
+
+from saerl.config import ScoreConfig
+
+
+def seeded_subset(ids: Any, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask over `ids` choosing round(fraction * n) of them (at least 1), seeded and independent of
+    the row order (the draw is made on the sorted ids), so the label stage and this stage agree."""
+    keys = np.asarray(ids).astype(str)
+    if len(keys) == 0:
+        return np.zeros(0, dtype=bool)
+    m = min(len(keys), max(1, round(fraction * len(keys))))
+    chosen = np.sort(keys)[np.random.default_rng(seed).permutation(len(keys))[:m]]
+    return np.isin(keys, chosen)
+
+
+def kmeans(M: Any, k: int, cfg: ScoreConfig) -> np.ndarray:
+    """Cluster labels of the rows of M: KMeans, or MiniBatchKMeans above cfg.minibatch_above rows."""
+    k = max(1, min(k, M.shape[0]))
+    if M.shape[0] > cfg.minibatch_above:
+        km = MiniBatchKMeans(k, n_init=cfg.kmeans_n_init, random_state=cfg.seed, batch_size=2048)
+    else:
+        km = KMeans(k, n_init=cfg.kmeans_n_init, random_state=cfg.seed)
+    return km.fit_predict(M).astype(np.int64)
+
+
+def choose_k(Z: sp.csr_matrix, cfg: ScoreConfig) -> tuple[int, dict[int, float]]:
+    """k for k-means on the weighted codes Z. A fixed cfg.n_clusters is used as is (capped at n). For "auto":
+    on a seeded subsample of cfg.silhouette_sample rows, fit k-means for each k in cfg.k_range (inclusive) and
+    keep the k with the highest mean silhouette under the cosine metric (ties: the smaller k).
+    Returns (k, {k: silhouette})."""
+    n = Z.shape[0]
+    if cfg.n_clusters != "auto":
+        return max(1, min(int(cfg.n_clusters), n)), {}
+    rows = np.sort(np.random.default_rng(cfg.seed).permutation(n)[: min(n, cfg.silhouette_sample)])
+    S = Z[rows]
+    lo, hi = min(cfg.k_range), max(cfg.k_range)
+    sil: dict[int, float] = {}
+    for k in range(max(2, lo), min(hi, len(rows) - 1) + 1):
+        labels = kmeans(S, k, cfg)
+        if len(np.unique(labels)) > 1:
+            sil[k] = float(metrics.silhouette_score(S, labels, metric="cosine"))
+    if not sil:
+        return max(1, min(lo, n)), sil
+    return max(sil, key=lambda k: (sil[k], -k)), sil
+
+
+def weight_codes(X: sp.spmatrix, tfidf: bool) -> sp.csr_matrix:
+    """Rows of X TF-IDF weighted (feature = term, prompt = document; when `tfidf`) and L2-normalised."""
+    X = sp.csr_matrix(X, dtype=np.float64)
+    return TfidfTransformer(norm="l2").fit_transform(X).tocsr() if tfidf else normalize(X).tocsr()
+
+
+def cluster_table(Z: sp.csr_matrix, labels: np.ndarray, texts: np.ndarray, topics: np.ndarray | None,
+                  cfg: ScoreConfig) -> pl.DataFrame:
+    """Per cluster: size, share, top SAE features by mean weight in Z, the prompts nearest the centroid
+    (cosine; first 200 characters), and the most common true topic with its share when topics exist."""
+    rows = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        mean = np.asarray(Z[idx].mean(axis=0)).ravel()
+        top = [int(f) for f in np.argsort(-mean, kind="stable")[: cfg.cluster_top_features] if mean[f] > 0]
+        near = idx[np.argsort(-(Z[idx] @ mean), kind="stable")[: cfg.cluster_examples]]
+        row = {"cluster": int(c), "size": len(idx), "share": len(idx) / len(labels), "top_features": top,
+               "top_weights": [float(mean[f]) for f in top], "examples": [str(texts[i])[:200] for i in near],
+               "top_topic": None, "top_topic_share": None}
+        if topics is not None:
+            vals, counts = np.unique(topics[idx].astype(str), return_counts=True)
+            row["top_topic"], row["top_topic_share"] = str(vals[counts.argmax()]), float(counts.max() / len(idx))
+        rows.append(row)
+    return pl.DataFrame(rows, schema={"cluster": pl.Int64, "size": pl.Int64, "share": pl.Float64,
+                                      "top_features": pl.List(pl.Int64), "top_weights": pl.List(pl.Float64),
+                                      "examples": pl.List(pl.String), "top_topic": pl.String,
+                                      "top_topic_share": pl.Float64})
+
+
+def featurizer(name: str, cfg: ScoreConfig) -> Any:
+    """The unsupervised preprocessing step of feature set `name` (fitted on training rows only)."""
+    if name == "text":
+        return TfidfVectorizer(max_features=cfg.text_max_features, sublinear_tf=True)
+    return MaxAbsScaler() if name == "sae" else StandardScaler()
+
+
+def difficulty_model(name: str, cfg: ScoreConfig) -> Any:
+    """ElasticNetCV (CV over cfg.enet_l1_ratios x cfg.enet_n_alphas, seeded K folds) behind the feature set's
+    preprocessing; the mean predictor for name="majority"."""
+    if name == "majority":
+        return DummyRegressor(strategy="mean")
+    enet = ElasticNetCV(l1_ratio=list(cfg.enet_l1_ratios), alphas=cfg.enet_n_alphas, max_iter=cfg.enet_max_iter,
+                        cv=KFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed), n_jobs=1)
+    return make_pipeline(featurizer(name, cfg), enet)
+
+
+def probe_model(name: str, cfg: ScoreConfig, y: np.ndarray) -> Any:
+    """L2 logistic-regression probe (quality: good vs bad; topic: multinomial) with C chosen from
+    cfg.probe_cs by stratified-CV log loss on the training rows (a proper score, so P(good) stays calibrated
+    for the quality threshold; folds capped by the rarest class); the class-prior predictor for "majority"."""
+    if name == "majority":
+        return DummyClassifier(strategy="prior")
+    folds = int(max(2, min(cfg.cv_folds, np.unique(y, return_counts=True)[1].min())))
+    pipe = make_pipeline(featurizer(name, cfg), LogisticRegression(max_iter=2000))
+    return GridSearchCV(pipe, {"logisticregression__C": list(cfg.probe_cs)}, scoring="neg_log_loss",
+                        cv=StratifiedKFold(folds, shuffle=True, random_state=cfg.seed))
+
+
+def spearman(y: np.ndarray, p: np.ndarray) -> float:
+    """Spearman rho; 0.0 when either side is constant (no ranking skill) or fewer than 3 rows."""
+    if len(y) < 3 or np.ptp(p) == 0 or np.ptp(y) == 0:
+        return 0.0
+    return float(spearmanr(y, p).statistic)

@@ -1,0 +1,263 @@
+"""Score stage: clusters, difficulty and quality per prompt from pooled SAE codes, with baselines side by side.
+
+Inputs: ``X`` (CSR [n_prompts, d_sae], non-negative pooled top-K codes, rows aligned to ``ids``), the prompts
+frame (id, prompt, answer, optional topic / difficulty / quality / labelled), optionally measured pass rates
+(frame id, pass_rate) and dense pooled residuals ``R`` [n_prompts, d_model] for the no-SAE baseline.
+
+Every property model is fitted on a labelled subset only. The report fits the same model family on the same
+train rows with each feature set (``FEATURES``) and scores it on held-out rows nobody tuned on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from sklearn import metrics
+from sklearn.base import clone
+from sklearn.preprocessing import StandardScaler, normalize
+
+from saerl.config import ScoreConfig
+from saerl.property_models import (
+    choose_k,
+    cluster_table,
+    difficulty_model,
+    featurizer,
+    kmeans,
+    probe_model,
+    seeded_subset,
+    spearman,
+    weight_codes,
+)
+
+FEATURES = ("sae", "residual", "text", "length", "majority")
+REPORT_SCHEMA = {"property": pl.String, "metric": pl.String, "features": pl.String, "value": pl.Float64,
+                 "n_train": pl.Int64, "n_test": pl.Int64}
+
+
+@dataclass
+class ScoreResult:
+    """`scores`: id, cluster, difficulty_hat, quality_hat, kept (one row per prompt, X's row order);
+    `clusters`: one row per cluster (size, top SAE features, example prompts, dominant true topic);
+    `report`: the long property report (REPORT_SCHEMA); `notes`: plain-language caveats;
+    `params`: chosen k, silhouette per k, CV'd hyper-parameters and label counts (for MLflow params)."""
+
+    scores: pl.DataFrame
+    clusters: pl.DataFrame
+    report: pl.DataFrame
+    notes: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_difficulty(prompts: pl.DataFrame, measured: pl.DataFrame | None, source: str) -> tuple[np.ndarray, str]:
+    """Difficulty labels aligned to `prompts` rows (NaN where unknown) and the source used.
+
+    source "column": the prompts' ``difficulty`` column; "measured": 1 - pass_rate from `measured` (id, pass_rate);
+    "auto": the column when it has any value, else measured. Raises ValueError naming the fix when neither exists."""
+    has_col = "difficulty" in prompts.columns and prompts["difficulty"].drop_nulls().len() > 0
+    has_measured = measured is not None and measured.height > 0
+    if source == "auto":
+        source = "column" if has_col else "measured"
+    if source == "column" and not has_col:
+        raise ValueError("score.difficulty_source=column but the prompts have no difficulty values: map "
+                         "data.difficulty to a numeric column, or use score.difficulty_source=measured")
+    if source == "measured" and not has_measured:
+        raise ValueError("no difficulty labels: the prompts have no difficulty column and no measured pass rates "
+                         "were given (map data.difficulty, or run the label stage to measure pass rates)")
+    if source == "column":
+        return prompts["difficulty"].cast(pl.Float64).fill_null(np.nan).to_numpy(), "column"
+    m = measured.select(pl.col("id").cast(prompts["id"].dtype), (1.0 - pl.col("pass_rate").cast(pl.Float64)).alias("d"))
+    joined = prompts.select("id").join(m.unique("id"), on="id", how="left", maintain_order="left")
+    return joined["d"].fill_null(np.nan).to_numpy(), "measured"
+
+
+def _inputs(X: sp.csr_matrix, R: np.ndarray | None, texts: np.ndarray, cfg: ScoreConfig) -> dict[str, Any]:
+    """Model inputs per feature set (rows aligned to X); residual only when R is given, baselines only if on."""
+    out: dict[str, Any] = {"sae": X}
+    if cfg.baselines:
+        if R is not None and len(R) != X.shape[0]:
+            raise ValueError(f"R has {len(R)} rows but X has {X.shape[0]}: both must follow the ids' order")
+        if R is not None:
+            out["residual"] = np.asarray(R)
+        lengths = np.log1p(np.array([len(t) for t in texts], dtype=np.float64))[:, None]
+        out.update(text=texts, length=lengths, majority=np.zeros((len(texts), 1)))
+    return out
+
+
+def _cluster_report(Z: sp.csr_matrix, labels: np.ndarray, inputs: dict[str, Any], topics: np.ndarray,
+                    k: int, cfg: ScoreConfig) -> list[dict[str, Any]]:
+    """NMI / ARI / purity of clusters vs true topics for SAE k-means, the same k-means on each baseline's
+    features (centred, L2-normalised residuals; text TF-IDF; log length), one cluster (majority) and the SAE
+    labels shuffled (chance)."""
+    has = topics != ""
+    found = {"sae": labels}
+    if cfg.baselines:
+        for name, M in inputs.items():
+            if name == "residual":
+                found[name] = kmeans(normalize(M - M.mean(axis=0)), k, cfg)
+            elif name == "text":
+                found[name] = kmeans(featurizer("text", cfg).fit_transform(M), k, cfg)
+            elif name == "length":
+                found[name] = kmeans(StandardScaler().fit_transform(M), k, cfg)
+        found["majority"] = np.zeros(len(labels), dtype=np.int64)
+        found["shuffled"] = np.random.default_rng(cfg.seed).permutation(labels)
+    rows = []
+    for name, lab in found.items():
+        cm = metrics.cluster.contingency_matrix(topics[has], lab[has])  # purity: majority topic per cluster
+        values = {"nmi": metrics.normalized_mutual_info_score(topics[has], lab[has]),
+                  "ari": metrics.adjusted_rand_score(topics[has], lab[has]), "purity": cm.max(axis=0).sum() / cm.sum()}
+        rows += [dict(property="topic_clusters", metric=m, features=name, value=float(v), n_train=len(labels),
+                      n_test=int(has.sum())) for m, v in values.items()]
+    return rows
+
+
+def _model_rows(prop: str, inputs: dict[str, Any], y: np.ndarray, train: np.ndarray, test: np.ndarray,
+                cfg: ScoreConfig, suffix: str = "") -> list[dict[str, Any]]:
+    """Fit each feature set's model on `train` rows and score it on `test` rows (boolean masks): difficulty
+    (Spearman rho), quality (AUROC of P(good); average precision of finding bad prompts by 1 - P(good)),
+    topic (held-out accuracy of a topic probe: is topic linearly decodable)."""
+    if train.sum() < cfg.cv_folds or test.sum() < 3:
+        return []
+    yt, yv = y[train], y[test]
+    if prop != "difficulty" and (len(np.unique(yt)) < 2 or (prop == "quality" and len(np.unique(yv)) < 2)):
+        return []
+    rows = []
+    for name, M in inputs.items():
+        if prop == "difficulty":
+            pred = clone(difficulty_model(name, cfg)).fit(M[train], y[train]).predict(M[test])
+            values = {f"spearman{suffix}": spearman(y[test], pred)}
+        elif prop == "topic":
+            pred = clone(probe_model(name, cfg, yt)).fit(M[train], yt).predict(M[test])
+            values = {"accuracy": float(np.mean(pred == yv))}
+        else:
+            p_good = clone(probe_model(name, cfg, yt)).fit(M[train], yt).predict_proba(M[test])[:, 1]
+            values = {"auroc": metrics.roc_auc_score(yv, p_good),
+                      "ap_bad": metrics.average_precision_score(1 - yv, 1 - p_good)}
+        rows += [dict(property=prop, metric=m, features=name, value=float(v), n_train=int(train.sum()),
+                      n_test=int(test.sum())) for m, v in values.items()]
+    return rows
+
+
+def _ood_split(topics: np.ndarray, usable: np.ndarray, cfg: ScoreConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """Seeded topic split of the `usable` rows: (train mask, test mask) with cfg.ood_topic_fraction of the
+    topics (at least one, never all) held out; None when fewer than two topics are present."""
+    usable = usable & (topics != "")
+    names = np.unique(topics[usable])
+    if len(names) < 2:
+        return None
+    n_hold = int(np.clip(round(cfg.ood_topic_fraction * len(names)), 1, len(names) - 1))
+    held = np.isin(topics, names[np.random.default_rng(cfg.seed).permutation(len(names))[:n_hold]])
+    return usable & ~held, usable & held
+
+
+def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measured: pl.DataFrame | None = None,
+                  *, ids: Any = None, R: np.ndarray | None = None) -> ScoreResult:
+    """Cluster, score difficulty and quality for every prompt, and build the property report.
+
+    X rows are aligned to `ids` (default: the prompts' row order); `measured` (id, pass_rate) supplies
+    measured difficulty; `R` enables the residual baseline. The labelled subset is the prompts' ``labelled``
+    column, else the measured ids (measured source), else a seeded draw of cfg.label_fraction. Production
+    models train on the whole labelled subset; report models train on its seeded (1 - heldout_fraction) part
+    and are tested on the rest, and out of distribution on held-out topics.
+    `kept` uses cfg.quality_threshold, which the score stage's key does not read: the curriculum re-derives
+    kept from quality_hat, so treat this column as informative."""
+    X = sp.csr_matrix(X)
+    ids = prompts["id"] if ids is None else pl.Series("id", list(ids)).cast(prompts["id"].dtype)
+    if X.shape[0] != len(ids):
+        raise ValueError(f"X has {X.shape[0]} rows but {len(ids)} ids were given")
+    P = pl.DataFrame({"id": ids}).join(prompts, on="id", how="left", maintain_order="left")
+    if P.height != len(ids) or P["prompt"].null_count():
+        raise ValueError(f"ids of X must each match one prompts row: {P['prompt'].null_count()} unmatched, "
+                         f"{P.height - len(ids)} extra rows from duplicate prompt ids")
+    texts = P["prompt"].fill_null("").to_numpy().astype(object)
+    topics = P["topic"].cast(pl.String).fill_null("").to_numpy().astype(str) if "topic" in P.columns else None
+    topics = topics if topics is not None and (topics != "").any() else None
+    notes: list[str] = []
+
+    Z = weight_codes(X, cfg.tfidf)
+    k, sil = choose_k(Z, cfg)
+    labels = kmeans(Z, k, cfg)
+    clusters = cluster_table(Z, labels, texts, topics, cfg)
+    inputs = _inputs(X, R, texts, cfg)
+    report = _cluster_report(Z, labels, inputs, topics, k, cfg) if topics is not None else []
+
+    y_diff, source = resolve_difficulty(P, measured, cfg.difficulty_source)
+    if "labelled" in P.columns:
+        labelled = P["labelled"].fill_null(False).to_numpy().astype(bool)
+    elif source == "measured":
+        labelled = ~np.isnan(y_diff)
+    else:
+        labelled = seeded_subset(ids.to_numpy(), cfg.label_fraction, cfg.seed)
+    test = np.zeros(len(ids), dtype=bool)
+    test[labelled] = seeded_subset(ids.to_numpy()[labelled], cfg.heldout_fraction, cfg.seed + 1)
+    train = labelled & ~test
+
+    has_d = labelled & ~np.isnan(y_diff)
+    if has_d.sum() < cfg.cv_folds:
+        raise ValueError(f"only {int(has_d.sum())} labelled prompts have a difficulty label; need >= {cfg.cv_folds}")
+    dmodel = difficulty_model("sae", cfg).fit(X[has_d], y_diff[has_d])
+    difficulty_hat = dmodel.predict(X)
+    enet = dmodel[-1]
+    report += _model_rows("difficulty", inputs, y_diff, train & has_d, test & has_d, cfg, "_id")
+    split = _ood_split(topics, has_d, cfg) if topics is not None else None
+    if split is not None:
+        report += _model_rows("difficulty", inputs, y_diff, split[0], split[1], cfg, "_ood")
+    if topics is not None:  # topics with fewer than cv_folds training rows are left out of the topic probe
+        names, counts = np.unique(topics[train & (topics != "")], return_counts=True)
+        common = np.isin(topics, names[counts >= cfg.cv_folds])
+        report += _model_rows("topic", inputs, topics, train & common, test & common, cfg)
+
+    y_q = P["quality"].cast(pl.Float64).fill_null(np.nan).to_numpy() if "quality" in P.columns else None
+    has_q = labelled & ~np.isnan(y_q) if y_q is not None else np.zeros(len(ids), dtype=bool)
+    q_good = (np.nan_to_num(y_q) >= 0.5).astype(int) if y_q is not None else None
+    params: dict[str, Any] = {"k": k, "silhouette": sil, "difficulty_source": source, "n_labelled": int(labelled.sum()),
+                              "n_difficulty_labels": int(has_d.sum()), "n_quality_labels": int(has_q.sum()),
+                              "difficulty_alpha": float(enet.alpha_), "difficulty_l1_ratio": float(enet.l1_ratio_)}
+    if q_good is not None and len(np.unique(q_good[has_q])) == 2:
+        qmodel = probe_model("sae", cfg, q_good[has_q]).fit(X[has_q], q_good[has_q])
+        quality_hat = qmodel.predict_proba(X)[:, 1]
+        params["quality_C"] = float(qmodel.best_params_["logisticregression__C"])
+        report += _model_rows("quality", inputs, q_good, train & has_q, test & has_q, cfg)
+    else:
+        quality_hat = np.ones(len(ids))
+        notes.append("no usable quality labels (need both classes in the labelled subset): quality_hat = 1, "
+                     "every prompt kept")
+    kept = quality_hat >= cfg.quality_threshold
+    params["share_kept"] = float(kept.mean())
+    if not any(r["metric"] == "spearman_id" for r in report):
+        notes.append("too few labelled prompts to test the difficulty models on held-out rows")
+    if topics is None:
+        notes.append("no topic column: no cluster-vs-topic metrics and no out-of-distribution difficulty test")
+    if cfg.baselines and R is None:
+        notes.append("no residual activations given: the residual baseline is missing from the report")
+    scores = pl.DataFrame({"id": ids, "cluster": labels, "difficulty_hat": difficulty_hat.astype(np.float64),
+                           "quality_hat": quality_hat.astype(np.float64), "kept": kept})
+    return ScoreResult(scores, clusters, pl.DataFrame(report, schema=REPORT_SCHEMA), notes, params)
+
+
+def summarize_report(report: pl.DataFrame) -> str:
+    """A fixed-width text table: one line per (property, metric), one column per feature set, plus n_train/n_test."""
+    if report.height == 0:
+        return "(empty property report)"
+    feats = [f for f in (*FEATURES, "shuffled") if f in set(report["features"])]
+    head = f"{'property':<16}{'metric':<15}" + "".join(f"{f:>10}" for f in feats) + f"{'n_train':>9}{'n_test':>8}"
+    lines = [head, "-" * len(head)]
+    for (prop, metric), g in report.group_by(["property", "metric"], maintain_order=True):
+        vals = dict(zip(g["features"], g["value"], strict=True))
+        cells = "".join(f"{vals[f]:>10.3f}" if f in vals else f"{'-':>10}" for f in feats)
+        lines.append(f"{prop:<16}{metric:<15}{cells}{g['n_train'].max():>9}{g['n_test'].max():>8}")
+    return "\n".join(lines)
+
+
+def best_baseline(report: pl.DataFrame, property: str, metric: str) -> tuple[str, float] | None:
+    """The best non-SAE feature set (and its value) for one property and metric (higher is better for every
+    metric in the report); None when no baseline row exists."""
+    rows = report.filter((pl.col("property") == property) & (pl.col("metric") == metric)
+                         & (pl.col("features") != "sae") & pl.col("value").is_not_nan())
+    if rows.height == 0:
+        return None
+    best = rows.sort("value", descending=True).row(0, named=True)
+    return str(best["features"]), float(best["value"])

@@ -1,0 +1,543 @@
+"""Answer extraction and verification, bounded in wall time and safe to call from any thread.
+
+- :func:`extract_final_answer` finds the answer a model wrote (last ``#### X``, else last ``\\boxed{...}``).
+- :func:`normalize_answer` / :func:`normalize_answers` turn a gold answer in any common shape into canonical text.
+- :func:`verify_answer` / :func:`verify_batch` judge a completion against a gold answer.
+
+Plain numbers on both sides (``18``, ``-2.50``, ``1,000``, ``9 (apples)``) take a fast path in this process
+(Decimal comparison, no sympy). Everything else goes through math-verify's ``parse``/``verify`` in a small
+persistent pool of worker processes. math-verify's own timeouts use ``signal.alarm`` and fail outside the main
+thread, so they are switched off (``parsing_timeout=None``/``timeout_seconds=None``) and time is bounded here:
+each worker arms its own interval timer (it runs tasks in its main thread), and the parent kills and replaces
+a worker that overruns ``timeout_s + HARD_KILL_GRACE_S`` (sympy can sit in C code a signal cannot interrupt).
+A verifier failure is its own status ("timeout"/"error"), never a silent "wrong".
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation, localcontext
+from functools import lru_cache
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+MAX_SCAN_CHARS = 20_000  # extract_final_answer looks at most at the last this-many characters
+MAX_ANSWER_CHARS = 2_000  # longer answers are not handed to sympy at all
+FLOAT_ROUNDING = 6  # decimal places compared for non-integers, as math-verify's float_rounding
+HARD_KILL_GRACE_S = 1.0  # extra seconds a worker gets past timeout_s before it is killed
+WORKER_START_TIMEOUT_S = 120.0  # a worker that is not ready (math-verify imported) by then is an error
+MAX_START_FAILURES = 3  # workers failing to start, in one call, before its tasks are given up as errors
+PARSE_CACHE_SIZE = 4096  # parsed answers each worker remembers
+MAX_WORKERS = max(1, min(8, os.cpu_count() or 1))  # sympy's LaTeX parser is ~30 ms per answer: use the cores
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+_WORKER_CMD = "import sys; from saerl.verify import _worker_main; _worker_main(int(sys.argv[1]))"
+
+_NUM = r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[+-]?\.\d+"
+# A plain number, optionally in $...$ or after a currency sign, optionally followed by a unit in
+# parentheses ("9 (apples)") or by unit words of 3+ letters ("18 dollars"); "5 x" is not a plain number.
+_PLAIN_NUMBER = re.compile(
+    rf"\s*(?:\\?\$)?\s*(?P<num>{_NUM})\s*\$?\s*(?:\([^()]{{0,60}}\)|[A-Za-z]{{3,}}(?: [A-Za-z]{{3,}}){{0,3}})?\s*\.?\s*"
+)
+_BOXED = "\\boxed{"
+_HASHES = "####"
+_DELIMITERS = ("$", "\\boxed", "\\(", "\\[")
+_LATEX_WORDS = re.compile(r"\\(?:text|mathrm|textbf|mbox)\{[^{}]*\}|\\[A-Za-z]+")
+_PROSE_WORD = re.compile(r"[A-Za-z]{4,}")
+_ONE_MATH_SPAN = re.compile(r"\$\$([^$]*)\$\$|\$([^$]*)\$|\\\((.*)\\\)", re.S)
+
+
+@dataclass(frozen=True)
+class NormalizedAnswer:
+    """A gold answer in canonical form.
+
+    status: "ok" (text holds the canonical answer), "unparsed" (no math found), "timeout" or "error".
+    text: numbers as "18", "0.5", "\\frac{1}{2}"; other math as the gold's own LaTeX without its enclosing
+        $...$ (it re-parses to the same expression); "" unless status is "ok".
+    detail: why it failed, or which path produced it ("number" / "math-verify").
+    """
+
+    status: str
+    text: str
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The judgement of one completion: status in {"correct", "wrong", "no_answer", "timeout", "error"}."""
+
+    status: str
+    pred: str | None = None
+    gold: str | None = None
+    detail: str = ""
+
+    @property
+    def correct(self) -> bool:
+        return self.status == "correct"
+
+
+# ----------------------------------------------------------------------------------------------- extraction
+
+
+def _boxed_content(text: str, start: int) -> str | None:
+    """Content of the ``\\boxed{`` opening at `start` with balanced braces (escaped ``\\{``/``\\}`` do not
+    count), or None if it never closes."""
+    depth = 0
+    begin = start + len(_BOXED)
+    i = begin - 1
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return text[begin:i]
+        i += 1
+    return None
+
+
+def extract_final_answer(text: str) -> str | None:
+    """The final answer in a model's text: what follows the last ``####`` (to the end of that line), else the
+    content of the last ``\\boxed{...}`` (balanced braces; an unclosed one gives None), else None.
+    Only the last MAX_SCAN_CHARS characters are scanned, so the work is bounded for any input."""
+    if not isinstance(text, str) or not text:
+        return None
+    tail = text[-MAX_SCAN_CHARS:]
+    pos = tail.rfind(_HASHES)
+    if pos >= 0:
+        answer = tail[pos + len(_HASHES) :].split("\n", 1)[0].strip()
+        if answer:
+            return answer
+    pos = tail.rfind(_BOXED)
+    if pos >= 0:
+        content = _boxed_content(tail, pos)
+        return content.strip() if content is not None and content.strip() else None
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ fast path
+
+
+def _plain_number(text: str) -> Decimal | None:
+    """The Decimal value if `text` is a plain number (commas, a unit, $ signs allowed), else None."""
+    if len(text) > MAX_ANSWER_CHARS:
+        return None
+    m = _PLAIN_NUMBER.fullmatch(text)
+    if m is None:
+        return None
+    try:
+        return Decimal(m.group("num").replace(",", ""))
+    except InvalidOperation:
+        return None
+
+
+def _number_text(value: Decimal) -> str:
+    """Canonical text of a number: no exponent, no trailing zeros, no '-0' (27.0 -> '27', 0.50 -> '0.5')."""
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "+0", "") else text.lstrip("+")
+
+
+def _numbers_equal(gold: Decimal, pred: Decimal) -> bool:
+    """Exact equality, or equality after rounding to FLOAT_ROUNDING places when either is not an integer."""
+    if gold == pred:
+        return True
+    if gold == gold.to_integral_value() and pred == pred.to_integral_value():
+        return False
+    with localcontext() as ctx:
+        ctx.prec = 2 * MAX_ANSWER_CHARS + FLOAT_ROUNDING  # quantize must not overflow the default 28 digits
+        q = Decimal(1).scaleb(-FLOAT_ROUNDING)
+        return gold.quantize(q) == pred.quantize(q)
+
+
+def _strip_hashes(gold: str) -> str:
+    """What follows the last '####' of a worked solution, else the text itself (stripped)."""
+    pos = gold.rfind(_HASHES)
+    return (gold[pos + len(_HASHES) :] if pos >= 0 else gold).strip()
+
+
+def _fast_normalize(gold: str) -> NormalizedAnswer | None:
+    """The canonical form without sympy when the gold is a plain number or plainly empty, else None."""
+    core = _strip_hashes(gold)
+    if not core:
+        return NormalizedAnswer("unparsed", "", "empty answer")
+    if len(core) > MAX_ANSWER_CHARS:
+        return NormalizedAnswer("unparsed", "", f"answer over {MAX_ANSWER_CHARS} chars")
+    value = _plain_number(core)
+    return None if value is None else NormalizedAnswer("ok", _number_text(value), "number")
+
+
+# -------------------------------------------------------------------------------- worker-side (math-verify)
+
+_TIMED_OUT = False
+
+
+class _WorkerTimeout(BaseException):
+    """Raised by the worker's interval timer; a BaseException so math-verify's `except Exception` lets it out."""
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    global _TIMED_OUT
+    _TIMED_OUT = True
+    raise _WorkerTimeout()
+
+
+def _looks_like_prose(text: str) -> bool:
+    """True if, outside LaTeX commands and \\text{...}, the text has a word of 4+ letters ('see solution')."""
+    return _PROSE_WORD.search(_LATEX_WORDS.sub(" ", text)) is not None
+
+
+@lru_cache(maxsize=PARSE_CACHE_SIZE)
+def _mv_parse(text: str) -> tuple:
+    """math-verify parse with its signal timeout off, cached per worker (a gold is parsed once for all its
+    rollouts). Bare answers ('10-4 n', '\\frac12') are read as LaTeX math first; prose ('see solution') only
+    through math-verify's free-text extraction."""
+    from math_verify import parse
+
+    if not any(d in text for d in _DELIMITERS) and not _looks_like_prose(text):
+        parsed = parse(f"${text}$", parsing_timeout=None, raise_on_error=True)
+        if parsed:
+            return tuple(parsed)
+    return tuple(parse(text, parsing_timeout=None, raise_on_error=True))
+
+
+def _bare_math(text: str) -> str:
+    """The inside of one enclosing ``$...$``/``$$...$$``/``\\(...\\)``, when it re-parses the same way
+    bare (see _mv_parse), else the text unchanged."""
+    m = _ONE_MATH_SPAN.fullmatch(text)
+    inner = next((g for g in m.groups() if g is not None), None) if m else None
+    if inner is None or not inner.strip() or _looks_like_prose(inner):
+        return text
+    return inner.strip()
+
+
+def _canonical_text(parsed: list | tuple, gold: str) -> str | None:
+    """Canonical text of a parsed gold: numbers as plain text ('27', '0.5', '\\frac{1}{2}'), anything else as
+    the gold's own LaTeX without its enclosing $...$ (math-verify's re-printed string does not always
+    re-parse to the same expression, the original does). None when nothing parsed."""
+    import sympy
+
+    exprs = [p for p in parsed if not isinstance(p, str)]
+    if not exprs:
+        return None
+    expr = exprs[0]
+    if isinstance(expr, sympy.Integer | sympy.Float):
+        try:
+            return _number_text(Decimal(str(expr)))
+        except InvalidOperation:
+            pass
+    if isinstance(expr, sympy.Rational) and not isinstance(expr, sympy.Integer):
+        sign = "-" if expr.p < 0 else ""
+        return f"{sign}\\frac{{{abs(expr.p)}}}{{{expr.q}}}"
+    return _bare_math(gold)
+
+
+def _task_normalize(gold: str) -> tuple[str, str, str]:
+    """Worker task: (status, text, detail) for one gold answer."""
+    core = _strip_hashes(gold)
+    parsed = _mv_parse(core)
+    text = _canonical_text(parsed, core)
+    if text is None:
+        return ("unparsed", "", "math-verify found no math" + (f" (matched {parsed[0]!r})" if parsed else ""))
+    return ("ok", text, "math-verify")
+
+
+def _task_verify(gold: str, pred: str) -> tuple[str, str, str]:
+    """Worker task: (status, gold_text, detail) for one prediction against one gold."""
+    from math_verify import verify
+
+    core = _strip_hashes(gold)
+    gold_parsed = _mv_parse(core)
+    if not any(not isinstance(p, str) for p in gold_parsed):
+        return ("error", "", "gold answer could not be parsed")
+    gold_text = _canonical_text(gold_parsed, core) or ""
+    pred_parsed = _mv_parse(pred)
+    if not pred_parsed:
+        return ("no_answer", gold_text, "prediction could not be parsed")
+    ok = verify(list(gold_parsed), list(pred_parsed), timeout_seconds=None, raise_on_error=True)
+    return ("correct" if ok else "wrong", gold_text, "math-verify")
+
+
+def _task_stall(seconds: float) -> tuple[str, str, str]:
+    """Worker task used by the tests: sleep with SIGALRM blocked, as a C call that ignores signals would."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    time.sleep(seconds)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+    return ("ok", "", "stalled")
+
+
+_TASKS = {"normalize": _task_normalize, "verify": _task_verify, "stall": _task_stall}
+
+
+def _worker_main(fd: int) -> None:
+    """Worker loop on socket `fd`: import math-verify, say ready, then run (kind, args, timeout_s) tasks
+    until told to stop (None) or the parent goes away."""
+    import logging
+    import signal
+
+    global _TIMED_OUT
+    import math_verify  # noqa: F401
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    signal.signal(signal.SIGALRM, _on_alarm)
+    conn = Connection(fd)
+    conn.send(("ready", None))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        kind, args, timeout_s = msg
+        _TIMED_OUT = False
+        try:
+            signal.setitimer(signal.ITIMER_REAL, timeout_s)
+            try:
+                out: tuple = ("done", _TASKS[kind](*args))
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except _WorkerTimeout:
+            out = ("timeout", f"over {timeout_s:g} s")
+        except Exception as e:  # noqa: BLE001 - any verifier failure becomes an "error" status
+            out = (
+                ("timeout", f"over {timeout_s:g} s")
+                if _TIMED_OUT
+                else ("error", f"{type(e).__name__}: {e}"[:300])
+            )
+        conn.send(out)
+
+
+# ------------------------------------------------------------------------------------------- parent-side pool
+
+
+class _Worker:
+    """One worker: a fresh `python -c` process (not multiprocessing, so the caller's __main__ is never
+    re-imported) talking over a socketpair; `ready` once math-verify is imported there."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _WORKER_CMD, str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        theirs.close()
+        self.conn = Connection(ours.detach())
+        self.ready = False
+        self.task: int | None = None
+        self.deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+
+    def kill(self) -> None:
+        self.proc.kill()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.conn.close()
+
+
+class _Pool:
+    """A lazily started, reused set of worker processes. One batch runs at a time (a lock), so callers on
+    any thread are safe; a worker that overruns its deadline is killed and replaced."""
+
+    def __init__(self, n_workers: int) -> None:
+        self.n_workers = n_workers
+        self.workers: list[_Worker] = []
+        self.lock = threading.Lock()
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.kill()
+        self.workers.remove(worker)
+
+    def run(self, tasks: list[tuple[str, tuple]], timeout_s: float) -> list[tuple]:
+        """Run tasks, each bounded by timeout_s of its own run time; returns ('done', value) | ('timeout', detail)
+        | ('error', detail) per task, in order."""
+        results: list[tuple | None] = [None] * len(tasks)
+        with self.lock:
+            pending = deque(range(len(tasks)))
+            start_failures = 0
+            while pending or any(w.task is not None for w in self.workers):
+                busy = sum(w.task is not None for w in self.workers)
+                while len(self.workers) < min(self.n_workers, len(pending) + busy):
+                    self.workers.append(_Worker())
+                self._dispatch(tasks, pending, results, timeout_s)
+                start_failures += self._collect(results, timeout_s)
+                if start_failures >= MAX_START_FAILURES and not any(w.ready for w in self.workers):
+                    for i in pending:
+                        results[i] = ("error", "verifier workers failed to start")
+                    pending.clear()
+        return [r if r is not None else ("error", "no result") for r in results]
+
+    def _dispatch(
+        self, tasks: list[tuple[str, tuple]], pending: deque, results: list, timeout_s: float
+    ) -> None:
+        """Give each ready, idle worker the next pending task and start its deadline."""
+        for w in list(self.workers):
+            if w.ready and w.task is None and pending:
+                i = pending.popleft()
+                kind, args = tasks[i]
+                try:
+                    w.conn.send((kind, args, timeout_s))
+                except OSError:
+                    results[i] = ("error", f"verifier worker exited (code {w.proc.poll()})")
+                    self._replace(w)
+                    continue
+                w.task, w.deadline = i, time.monotonic() + timeout_s + HARD_KILL_GRACE_S
+
+    def _collect(self, results: list, timeout_s: float) -> int:
+        """Wait for the first message or deadline; record results, kill overrunning workers. Returns how many
+        workers failed while starting."""
+        live = [w for w in self.workers if w.task is not None or not w.ready]
+        if not live:
+            return 0
+        timeout = max(0.0, min(w.deadline for w in live) - time.monotonic())
+        ready_conns = wait([w.conn for w in live], timeout=timeout)
+        failures = 0
+        for w in live:
+            if w.conn in ready_conns:
+                try:
+                    msg = w.conn.recv()
+                except (EOFError, OSError):
+                    failures += not w.ready
+                    if w.task is not None:
+                        results[w.task] = ("error", f"verifier worker exited (code {w.proc.poll()})")
+                    self._replace(w)
+                    continue
+                if msg[0] == "ready":
+                    w.ready = True
+                else:
+                    results[w.task] = msg
+                    w.task = None
+            elif time.monotonic() >= w.deadline:
+                if w.task is not None:
+                    results[w.task] = ("timeout", f"over {timeout_s:g} s (worker killed)")
+                else:
+                    failures += 1
+                self._replace(w)
+        return failures
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's workers (closing only our copies of their sockets) and lock."""
+        for w in self.workers:
+            w.conn.close()
+        self.workers = []
+        self.lock = threading.Lock()
+
+    def shutdown(self) -> None:
+        with self.lock:
+            for w in self.workers:
+                try:
+                    w.conn.send(None)
+                except OSError:
+                    pass
+                w.kill()
+            self.workers.clear()
+
+
+_POOL = _Pool(MAX_WORKERS)
+atexit.register(_POOL.shutdown)
+os.register_at_fork(after_in_child=_POOL.forget_after_fork)
+
+
+def shutdown_verifier() -> None:
+    """Stop the verifier worker processes (they restart on the next call that needs them)."""
+    _POOL.shutdown()
+
+
+# ------------------------------------------------------------------------------------------------ public API
+
+
+def _run_unique(tasks: list[tuple[str, tuple]], timeout_s: float) -> list[tuple]:
+    """Pool results for tasks, each distinct task run once (RL groups repeat the same answer many times)."""
+    if not tasks:
+        return []
+    unique = list(dict.fromkeys(tasks))
+    done = dict(zip(unique, _POOL.run(unique, timeout_s), strict=True))
+    return [done[t] for t in tasks]
+
+
+def normalize_answers(golds: list[str], timeout_s: float) -> list[NormalizedAnswer]:
+    """Canonical forms of many gold answers: plain numbers in-process, the rest in one pool batch."""
+    out: list[NormalizedAnswer | None] = [_fast_normalize(g if isinstance(g, str) else str(g)) for g in golds]
+    slow = [i for i, r in enumerate(out) if r is None]
+    pooled = _run_unique([("normalize", (str(golds[i]),)) for i in slow], timeout_s)
+    for i, res in zip(slow, pooled, strict=True):
+        if res[0] == "done":
+            out[i] = NormalizedAnswer(*res[1])
+        else:
+            out[i] = NormalizedAnswer(res[0], "", res[1])
+    return [r for r in out if r is not None]
+
+
+def normalize_answer(gold: str, timeout_s: float) -> NormalizedAnswer:
+    """Canonical form of one gold answer ('#### 18' -> '18', '9 (apples)' -> '9', '27.0' -> '27',
+    '1,000' -> '1000', '$\\frac12$' -> '\\frac{1}{2}'); status 'unparsed'/'timeout'/'error' when it fails."""
+    return normalize_answers([gold], timeout_s)[0]
+
+
+def _fast_verify(completion: str, gold: str) -> VerifyResult | tuple[str, str]:
+    """A final VerifyResult when no sympy is needed, else (pred, gold) to send to the pool."""
+    pred = extract_final_answer(completion)
+    if pred is None:
+        return VerifyResult("no_answer", None, None, "no '####' or closed '\\boxed{}' found")
+    gold_n = _fast_normalize(gold if isinstance(gold, str) else str(gold))
+    if gold_n is not None and not gold_n.ok:
+        return VerifyResult("error", pred, None, f"gold answer unusable: {gold_n.detail}")
+    if len(pred) > MAX_ANSWER_CHARS:
+        return VerifyResult(
+            "wrong", pred[:100], gold_n.text if gold_n else None, f"prediction over {MAX_ANSWER_CHARS} chars"
+        )
+    pred_value = _plain_number(pred)
+    if gold_n is not None and pred_value is not None:
+        ok = _numbers_equal(Decimal(gold_n.text), pred_value)
+        return VerifyResult("correct" if ok else "wrong", pred, gold_n.text, "number")
+    return (pred, gold_n.text if gold_n is not None else str(gold))
+
+
+def verify_batch(completions: list[str], golds: list[str], timeout_s: float = 5.0) -> list[VerifyResult]:
+    """Judge each completion against its gold; number-vs-number pairs in-process, the rest in one pool batch
+    where each item is bounded by timeout_s (an overrun is status 'timeout')."""
+    if len(completions) != len(golds):
+        raise ValueError(f"{len(completions)} completions but {len(golds)} gold answers")
+    first = [_fast_verify(c, g) for c, g in zip(completions, golds, strict=True)]
+    slow = [i for i, r in enumerate(first) if not isinstance(r, VerifyResult)]
+    tasks = [("verify", (first[i][1], first[i][0])) for i in slow]  # type: ignore[index]
+    out: list[Any] = list(first)
+    for i, res in zip(slow, _run_unique(tasks, timeout_s), strict=True):
+        pred, gold_text = first[i]  # type: ignore[misc]
+        if res[0] == "done":
+            status, canon, detail = res[1]
+            out[i] = VerifyResult(status, pred, canon or gold_text, detail)
+        else:
+            out[i] = VerifyResult(res[0], pred, gold_text, res[1])
+    return out
+
+
+def verify_answer(completion: str, gold: str, timeout_s: float = 5.0) -> VerifyResult:
+    """Judge one completion: its final answer (see extract_final_answer) against the gold, via math-verify's
+    verify(parse(gold), parse(pred)); bounded by timeout_s and safe from any thread."""
+    return verify_batch([completion], [gold], timeout_s)[0]

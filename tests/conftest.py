@@ -1,0 +1,19 @@
+"""Shared fixtures: one local Prefect server for the whole test session (started only if a test needs it)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory):
+    """A Prefect server on loopback, through the same helper the CLI uses."""
+    from flows.server import prefect_server
+
+    root = tmp_path_factory.mktemp("prefect-root")
+    with prefect_server(root) as url:
+        yield url

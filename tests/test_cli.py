@@ -1,0 +1,63 @@
+"""The `saerl` CLI: config errors before heavy work, ingest summary, demo end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from saerl.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_unknown_override_fails_fast_with_suggestion(capsys):
+    started = time.time()
+    code = main(["run", str(REPO / "configs" / "demo.yaml"), "curriculum.mix_ratoi=0.2"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "curriculum.mix_ratoi" in err and "curriculum.mix_ratio" in err
+    assert time.time() - started < 5, "config errors must come before any server/model start"
+
+
+def test_unknown_until_stage_fails_fast(capsys):
+    assert main(["run", str(REPO / "configs" / "demo.yaml"), "--until", "extrakt"]) == 2
+    assert "unknown stage 'extrakt'" in capsys.readouterr().err
+
+
+def test_missing_config_file(capsys):
+    assert main(["run", "nope.yaml"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_ingest_command_writes_tables_and_summary(tmp_path, capsys):
+    src = tmp_path / "d.jsonl"
+    rows = [{"q": "What is 2+3?", "a": "#### 5"}, {"q": "What is 2+3?", "a": "5"}, {"q": "", "a": "1"},
+            {"q": "Half of 1?", "a": "\\frac{1}{2}"}]
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "out"
+    assert main(["ingest", str(src), "--prompt", "q", "--answer", "a", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "kept 2" in text and "duplicate prompt 1" in text and "empty prompt 1" in text
+    kept = pl.read_parquet(out / "prompts.parquet")
+    assert kept["answer"].to_list()[0] == "5"
+    assert pl.read_parquet(out / "rejected.parquet").height == 2
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_twice(tmp_path):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("PREFECT_API_URL", None)
+    cmd = [sys.executable, "-m", "saerl.cli", "demo", "--root", str(tmp_path / "root")]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "[ingest] computed" in first.stdout
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "computed" not in "\n".join(ln for ln in second.stdout.splitlines() if ln.startswith("["))

@@ -1,0 +1,152 @@
+"""saerl.curriculum: invariants of the SAERL order (hypothesis) and the vanilla order."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from saerl.config import CurriculumConfig
+from saerl.curriculum import ORDER_SCHEMA, build_order, vanilla_order
+
+
+def _scores(sizes: list[int], seed: int, bad_share: float = 0.2) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    cluster = np.repeat(np.arange(len(sizes)), sizes)
+    n = len(cluster)
+    return pl.DataFrame({"id": [f"p{i}" for i in range(n)], "cluster": cluster,
+                         "difficulty_hat": rng.integers(0, 5, n).astype(float),  # ties on purpose
+                         "quality_hat": np.where(rng.uniform(size=n) < bad_share, 0.2, 0.9),
+                         "kept": np.ones(n, dtype=bool)})
+
+
+cases = st.fixed_dictionaries({
+    "sizes": st.lists(st.integers(0, 30), min_size=1, max_size=6),
+    "batch_size": st.integers(1, 12),
+    "mix_ratio": st.sampled_from([0.0, 0.1, 0.25, 0.5, 1.0]),
+    "ordering": st.sampled_from(["easy_to_hard", "hard_to_easy", "random"]),
+    "rotation": st.sampled_from(["round_robin", "size_weighted"]),
+    "epochs": st.integers(1, 3),
+    "filter_quality": st.booleans(),
+    "seed": st.integers(0, 3),
+})
+fast = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _build(case: dict) -> tuple[pl.DataFrame, pl.DataFrame, CurriculumConfig]:
+    cfg = CurriculumConfig(**{k: v for k, v in case.items() if k != "sizes"})
+    scores = _scores(case["sizes"], case["seed"])
+    return scores, build_order(scores, cfg, quality_threshold=0.5, seed=case["seed"]), cfg
+
+
+@fast
+@given(cases)
+def test_visits_positions_and_filtering(case):
+    scores, order, cfg = _build(case)
+    kept_ids = set(scores.filter(pl.col("quality_hat") >= 0.5)["id"]) if cfg.filter_quality else set(scores["id"])
+    assert dict(order.schema) == ORDER_SCHEMA
+    assert order["position"].to_list() == list(range(order.height))
+    counts = order["id"].value_counts()
+    assert set(counts["id"]) == kept_ids
+    assert (counts["count"] == cfg.epochs).all()
+    per_epoch = order.group_by("epoch").agg(pl.col("id").n_unique().alias("u"), pl.len().alias("n"))
+    assert (per_epoch["u"] == per_epoch["n"]).all()
+    # batches: consecutive, full except possibly the last of an epoch
+    sizes = order.group_by(["epoch", "batch"], maintain_order=True).len()
+    assert sizes["batch"].to_list() == list(range(sizes.height))
+    last = sizes.group_by("epoch").agg(pl.col("batch").max())["batch"].to_list()
+    assert (sizes.filter(~pl.col("batch").is_in(last))["len"] == cfg.batch_size).all()
+    assert (sizes["len"] <= cfg.batch_size).all()
+
+
+@fast
+@given(cases)
+def test_batch_composition_follows_mix_ratio(case):
+    scores, order, cfg = _build(case)
+    h = round(cfg.batch_size * (1 - cfg.mix_ratio))
+    for epoch in range(cfg.epochs):
+        part = order.filter(pl.col("epoch") == epoch)
+        left = part["cluster"].value_counts()
+        left = dict(zip(left["cluster"], left["count"], strict=True))
+        for _, b in part.group_by("batch", maintain_order=True):
+            home = b["home"][0]
+            assert (b["home"] == home).all()
+            from_home = int((b["cluster"] == home).sum())
+            home_left = left.get(home, 0)
+            others_left = sum(left.values()) - home_left
+            if h == 0:
+                assert home == -1
+            elif home_left >= h and others_left >= cfg.batch_size - h:
+                assert from_home == h, (from_home, h)
+            else:
+                assert from_home == min(home_left, cfg.batch_size - min(others_left, cfg.batch_size - min(h, home_left)))
+            for c in b["cluster"]:
+                left[c] -= 1
+
+
+@fast
+@given(cases)
+def test_difficulty_monotone_within_cluster_and_deterministic(case):
+    scores, order, cfg = _build(case)
+    if cfg.ordering != "random":
+        for _, g in order.group_by(["epoch", "cluster"]):
+            d = g.sort("position")["difficulty_hat"].to_numpy()
+            step = np.diff(d)
+            assert (step >= 0).all() if cfg.ordering == "easy_to_hard" else (step <= 0).all()
+    again = build_order(scores, cfg, quality_threshold=0.5, seed=case["seed"])
+    assert order.equals(again)
+
+
+def test_mix_zero_gives_pure_batches_and_mix_one_has_no_home():
+    scores = _scores([16, 16, 16], 0, bad_share=0.0)
+    pure = build_order(scores, CurriculumConfig(batch_size=8, mix_ratio=0.0), quality_threshold=0.5)
+    assert (pure.group_by("batch").agg(pl.col("cluster").n_unique())["cluster"] == 1).all()
+    assert pure.group_by("batch", maintain_order=True).agg(pl.col("home").first())["home"].to_list()[:3] == [0, 1, 2]
+    mixed = build_order(scores, CurriculumConfig(batch_size=8, mix_ratio=1.0), quality_threshold=0.5)
+    assert (mixed["home"] == -1).all()
+    assert mixed.group_by("batch").agg(pl.col("cluster").n_unique())["cluster"].mean() > 1.5
+
+
+def test_size_weighted_rotation_gives_big_clusters_more_home_batches_spread_out():
+    scores = _scores([64, 16, 16], 0, bad_share=0.0)
+    order = build_order(scores, CurriculumConfig(batch_size=8, mix_ratio=0.0, rotation="size_weighted"))
+    homes = order.group_by("batch", maintain_order=True).agg(pl.col("home").first())["home"].to_list()
+    assert homes.count(0) == 8 and homes.count(1) == 2 and homes.count(2) == 2
+    assert homes[:3].count(0) <= 2  # spread, not all big-cluster batches first
+
+
+def test_threshold_rederives_kept_and_filter_can_be_off():
+    scores = _scores([10, 10], 1, bad_share=0.5).with_columns(kept=pl.lit(True))
+    strict = build_order(scores, CurriculumConfig(), quality_threshold=0.5)
+    assert set(strict["id"]) == set(scores.filter(pl.col("quality_hat") >= 0.5)["id"])
+    everything = build_order(scores, CurriculumConfig(filter_quality=False), quality_threshold=0.5)
+    assert everything.height == 20 and everything["kept"].sum() == strict.height
+
+
+def test_vanilla_order():
+    ids = [f"p{i}" for i in range(50)]
+    order = vanilla_order(ids, epochs=2, seed=3, batch_size=16)
+    assert dict(order.schema) == ORDER_SCHEMA
+    assert order.height == 100 and order["position"].to_list() == list(range(100))
+    assert (order["id"].value_counts()["count"] == 2).all()
+    assert order["batch"].max() == 7  # 4 batches per epoch, the last short
+    assert (order["cluster"] == -1).all() and order["difficulty_hat"].is_null().all() and order["kept"].all()
+    assert order["id"].to_list()[:50] != ids
+    assert order.equals(vanilla_order(ids, epochs=2, seed=3, batch_size=16))
+    assert not order.equals(vanilla_order(ids, epochs=2, seed=4, batch_size=16))
+
+
+def test_empty_pool():
+    scores = _scores([0], 0)
+    assert build_order(scores, CurriculumConfig(), quality_threshold=0.5).height == 0
+
+
+def test_curriculum_plot(tmp_path):
+    from saerl.plots import curriculum_difficulty
+
+    order = build_order(_scores([20, 20, 20], 0), CurriculumConfig(batch_size=8), quality_threshold=0.5)
+    fig = curriculum_difficulty(order)
+    assert fig.axes[0].get_title() and fig.axes[0].get_legend() is not None
+    fig.savefig(tmp_path / "curriculum.png")
+    assert curriculum_difficulty(vanilla_order(["a", "b"], 1, 0, 2)).axes[0].get_xlabel() == "position"

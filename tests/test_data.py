@@ -1,0 +1,320 @@
+"""saerl.data: reading four formats, the column mapping, every rejection reason, outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from saerl import data as D
+from saerl.config import DataConfig
+from saerl.data import IngestError, ingest, read_table, render_prompt, sample_path, summarize, write_ingest
+from saerl.verify import NormalizedAnswer
+
+GOOD = [
+    {
+        "question": "Tom has 3 apples and buys 4 more. How many apples?",
+        "answer": "#### 7",
+        "topic": "add",
+        "difficulty": 1,
+    },
+    {"question": "What is 6 * 7?", "answer": "42", "topic": "mul", "difficulty": 2.5},
+]
+
+
+def write_jsonl(path: Path, lines: list[bytes | dict]) -> Path:
+    """Write dicts as JSON lines and bytes as they are (for broken lines and bad encodings)."""
+    with path.open("wb") as fh:
+        for line in lines:
+            fh.write((line if isinstance(line, bytes) else json.dumps(line).encode()) + b"\n")
+    return path
+
+
+def cfg(**kw) -> DataConfig:
+    return DataConfig(source="file", **kw)
+
+
+# ------------------------------------------------------------------------------------------------- formats
+
+
+def _write_format(fmt: str, tmp_path: Path) -> tuple[Path, dict]:
+    frame = pl.DataFrame(GOOD)
+    if fmt == "jsonl":
+        return write_jsonl(tmp_path / "d.jsonl", GOOD), {}
+    if fmt == "parquet":
+        frame.write_parquet(tmp_path / "d.parquet")
+        return tmp_path / "d.parquet", {}
+    if fmt == "csv":
+        frame.write_csv(tmp_path / "d.csv")
+        return tmp_path / "d.csv", {}
+    import datasets
+
+    ds = datasets.Dataset.from_dict({k: [r[k] for r in GOOD] for k in GOOD[0]})
+    if fmt == "hf":
+        ds.save_to_disk(str(tmp_path / "hf"))
+        return tmp_path / "hf", {}
+    datasets.DatasetDict({"train": ds, "test": ds.select([0])}).save_to_disk(str(tmp_path / "hfdict"))
+    return tmp_path / "hfdict", {"hf_split": "train"}
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "csv", "hf", "hf_dict"])
+def test_formats_read_and_ingest_alike(fmt, tmp_path):
+    path, extra = _write_format(fmt, tmp_path)
+    frame = read_table(path, "auto", extra.get("hf_split"))
+    assert frame.height == 2 and {"question", "answer", "topic", "difficulty"} <= set(frame.columns)
+    res = ingest(cfg(topic="topic", difficulty="difficulty", **extra), path)
+    assert res.kept["answer"].to_list() == ["7", "42"]
+    assert res.kept["difficulty"].to_list() == [1.0, 2.5]
+    assert res.kept["row"].to_list() == [0, 1]
+    assert res.rejected.height == 0
+
+
+def test_hf_dict_without_split_names_the_splits(tmp_path):
+    path, _ = _write_format("hf_dict", tmp_path)
+    with pytest.raises(IngestError, match=r"splits \['train', 'test'\].*data.hf_split"):
+        read_table(path, "auto", None)
+
+
+def test_unknown_suffix_and_empty_files(tmp_path):
+    (tmp_path / "d.txt").write_text("x")
+    with pytest.raises(IngestError, match="data.format"):
+        read_table(tmp_path / "d.txt")
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    with pytest.raises(IngestError, match="empty"):
+        ingest(cfg(), tmp_path / "empty.jsonl")
+    (tmp_path / "blank.jsonl").write_text("\n  \n")
+    with pytest.raises(IngestError, match="no rows"):
+        ingest(cfg(), tmp_path / "blank.jsonl")
+    (tmp_path / "header.csv").write_text("question,answer\n")
+    with pytest.raises(IngestError, match="no rows"):
+        ingest(cfg(), tmp_path / "header.csv")
+    with pytest.raises(IngestError, match="does not exist"):
+        ingest(cfg(), tmp_path / "missing.jsonl")
+
+
+# ------------------------------------------------------------------------------------------- bad inputs
+
+BAD_CASES = {
+    # name: (lines inserted between the two good rows, expected (reason, field) lines, rows kept of all)
+    "empty prompt": ([{"question": "", "answer": "1"}], [("empty prompt", "prompt")], 2),
+    "whitespace prompt": ([{"question": " \n\t ", "answer": "1"}], [("empty prompt", "prompt")], 2),
+    "null prompt": ([{"question": None, "answer": "1"}], [("missing field", "question")], 2),
+    "missing answer": ([{"question": "What is 1 + 1?"}], [("missing field", "answer")], 2),
+    "unparseable answer": (
+        [{"question": "Shade the region.", "answer": "see solution"}],
+        [("unparseable answer", "answer")],
+        2,
+    ),
+    "duplicate prompt": (
+        [{"question": "What is  6 * 7? ", "answer": "42"}],
+        [("duplicate prompt", "prompt")],
+        2,
+    ),
+    "over-long prompt": ([{"question": "x" * 1_000_000, "answer": "1"}], [("over-long prompt", "prompt")], 2),
+    "broken JSON line": ([b'{"question": "What is 2+2?", "answer": '], [("invalid JSON", "")], 2),
+    "non-object JSON": ([b"[1, 2]"], [("invalid JSON", "")], 2),
+    "non-UTF-8 bytes": (
+        [b'{"question": "Caf\xe9 sells 5 cups. How many?", "answer": "5"}'],
+        [("invalid UTF-8", "")],
+        3,
+    ),
+    "NaN label": (
+        [b'{"question": "What is 5 - 2?", "answer": "3", "difficulty": NaN}'],
+        [("invalid label", "difficulty")],
+        3,
+    ),
+    "inf label": (
+        [b'{"question": "What is 5 - 1?", "answer": "4", "difficulty": Infinity}'],
+        [("invalid label", "difficulty")],
+        3,
+    ),
+    "text label": (
+        [{"question": "What is 5 + 1?", "answer": "6", "difficulty": "hard"}],
+        [("invalid label", "difficulty")],
+        3,
+    ),
+    "mixed-type answers": (
+        [{"question": "What is 10 / 4?", "answer": 2.5}, {"question": "Half of 8?", "answer": 4}],
+        [],
+        4,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_rows_are_reported_and_good_rows_survive(case, tmp_path):
+    lines, expected, n_kept = BAD_CASES[case]
+    path = write_jsonl(tmp_path / "d.jsonl", [GOOD[0], *lines, GOOD[1]])
+    res = ingest(cfg(difficulty="difficulty"), path)
+    got = list(zip(res.rejected["reason"], res.rejected["field"], strict=True))
+    assert got == expected
+    assert res.kept.height == n_kept
+    assert {"7", "42"} <= set(res.kept["answer"])  # the good rows survive
+    bad_row = 2 if case == "duplicate prompt" else 1  # the first occurrence is kept, the later one dropped
+    assert res.rejected["row"].to_list() == ([bad_row] if expected else [])
+    dropped = {bad_row} if expected and expected[0][0] not in D.FLAG_ONLY else set()
+    assert res.kept["row"].to_list() == [r for r in range(len(lines) + 2) if r not in dropped]
+    assert all(len(v) <= D.REJECT_VALUE_CHARS for v in res.rejected["value"])
+    assert summarize(res).startswith(f"kept {n_kept} of {len(lines) + 2} rows")
+
+
+def test_label_rejection_keeps_row_with_null_label(tmp_path):
+    path = write_jsonl(
+        tmp_path / "d.jsonl",
+        [
+            b'{"question": "Q1?", "answer": "1", "difficulty": NaN, "q": "yes"}',
+            {"question": "Q2?", "answer": "2", "difficulty": 3, "q": 2.0},
+            {"question": "Q3?", "answer": "3", "difficulty": "4", "q": False},
+        ],
+    )
+    res = ingest(cfg(difficulty="difficulty", quality="q"), path)
+    assert res.kept["difficulty"].to_list() == [None, 3.0, 4.0]
+    assert res.kept["quality"].to_list() == [1.0, None, 0.0]
+    assert sorted(zip(res.rejected["field"], res.rejected["reason"], strict=True)) == [
+        ("difficulty", "invalid label"),
+        ("q", "invalid label"),
+    ]
+    assert "flagged (row kept): invalid label 2" in summarize(res)
+
+
+def test_csv_bad_bytes_are_replaced_and_flagged(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes(b"question,answer\nWhat is 2+2?,4\nCaf\xe9 has 3 cups. How many?,3\n")
+    res = ingest(cfg(), path)
+    assert res.kept.height == 2 and "\ufffd" in res.kept["prompt"][1]
+    assert list(zip(res.rejected["row"], res.rejected["reason"], strict=True)) == [(1, "invalid UTF-8")]
+
+
+def test_all_lines_broken_gives_empty_kept_table(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [b"{oops", b"nope"])
+    res = ingest(cfg(), path)
+    assert res.kept.height == 0 and res.kept.columns[:5] == ["id", "prompt", "answer", "answer_raw", "row"]
+    assert res.rejected["reason"].to_list() == ["invalid JSON", "invalid JSON"]
+
+
+def test_answer_timeout_is_its_own_reason(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        D,
+        "normalize_answers",
+        lambda golds, timeout_s: [NormalizedAnswer("timeout", "", "over 5 s")] * len(golds),
+    )
+    res = ingest(cfg(), write_jsonl(tmp_path / "d.jsonl", GOOD))
+    assert res.rejected["reason"].to_list() == ["answer timeout"] * 2
+
+
+@pytest.mark.parametrize(
+    ("option", "kw", "missing", "closest"),
+    [
+        ("prompt", {"prompt": "questoin"}, "questoin", "question"),
+        ("answer", {"answer": "solution"}, "solution", None),
+        ("prompt", {"prompt": "{body} {question}"}, "body", None),
+        ("topic", {"topic": "topics"}, "topics", "topic"),
+    ],
+)
+def test_wrong_column_names_raise_with_the_fix(option, kw, missing, closest, tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", GOOD)
+    with pytest.raises(IngestError) as err:
+        ingest(cfg(**kw), path)
+    msg = str(err.value)
+    assert f"'{missing}'" in msg and "Available columns: ['question', 'answer', 'topic', 'difficulty']" in msg
+    assert f"--{option} " in msg and f"data.{option}=" in msg
+    if closest:
+        assert f"Closest: '{closest}'" in msg and f"data.{option}={closest}" in msg
+
+
+def test_template_typo_suggests_the_fixed_template(tmp_path):
+    path = write_jsonl(
+        tmp_path / "d.jsonl", [{"body": "Ann has 2 pens.", "question": "How many?", "answer": "2"}]
+    )
+    with pytest.raises(IngestError, match=r"data.prompt='\{body\} \{question\}'"):
+        ingest(cfg(prompt="{body} {questoin}"), path)
+
+
+# ------------------------------------------------------------------------------------ mapping and outputs
+
+
+def test_render_prompt_template_and_field():
+    row = {"body": "Seven apples are in a basket.", "question": "How many?", "n": 3}
+    assert render_prompt("{body} {question}", row) == "Seven apples are in a basket. How many?"
+    assert render_prompt("question", row) == "How many?"
+    assert render_prompt("n", row) == "3"
+    with pytest.raises(D.MissingFieldError) as err:
+        render_prompt("{body} {missing}", row)
+    assert err.value.field == "missing"
+
+
+def test_template_row_missing_a_field_is_rejected(tmp_path):
+    path = write_jsonl(
+        tmp_path / "d.jsonl",
+        [
+            {"body": "Ann has 2 pens.", "question": "How many?", "answer": "2"},
+            {"question": "What is 3+3?", "answer": "6"},
+        ],
+    )
+    res = ingest(cfg(prompt="{body} {question}"), path)
+    assert res.kept["prompt"].to_list() == ["Ann has 2 pens. How many?"]
+    assert list(zip(res.rejected["reason"], res.rejected["field"], strict=True)) == [
+        ("missing field", "body")
+    ]
+
+
+def test_ids_hash_or_mapped_column(tmp_path):
+    rows = [
+        {"k": 60, "question": "  What is 6 * 7? ", "answer": "42"},
+        {"k": 61, "question": "Q?", "answer": "1"},
+        {"k": 60, "question": "Other?", "answer": "2"},
+    ]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    hashed = ingest(cfg(), path)
+    assert hashed.kept["id"][0] == hashlib.sha256(b"What is 6 * 7?").hexdigest()[: D.ID_HEX_CHARS]
+    mapped = ingest(cfg(id="k"), path)
+    assert mapped.kept["id"].to_list() == ["60", "61"]
+    assert mapped.rejected["reason"].to_list() == ["duplicate id"]
+
+
+def test_max_rows_and_write_ingest(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [*GOOD, {"question": "", "answer": "1"}])
+    res = ingest(cfg(max_rows=2, topic="topic"), path)
+    assert (res.kept.height, res.rejected.height, res.summary["rows"]) == (2, 0, 2)
+    counts = write_ingest(res, tmp_path / "out")
+    assert counts == {"prompts": 2, "rejected": 0}
+    back = pl.read_parquet(tmp_path / "out" / "prompts.parquet")
+    assert back.columns == ["id", "prompt", "answer", "answer_raw", "row", "topic"]
+    assert pl.read_parquet(tmp_path / "out" / "rejected.parquet").columns == [
+        "row",
+        "field",
+        "reason",
+        "value",
+    ]
+
+
+def test_sample_dataset_shows_each_shape_and_rejection():
+    res = ingest(DataConfig(topic="topic", difficulty="difficulty"), sample_path())
+    reasons = res.summary["reasons"]
+    assert reasons == {"empty prompt": 2, "duplicate prompt": 1, "missing field": 1, "unparseable answer": 1}
+    assert res.summary["flags"] == {"invalid label": 1}
+    assert 50 <= res.kept.height <= 70
+    raw_to_answer = dict(zip(res.kept["answer_raw"], res.kept["answer"], strict=True))
+    assert raw_to_answer["9 (apples)"] == "9"
+    assert raw_to_answer["27.0"] == "27"
+    assert raw_to_answer["$\\frac{3}{8}$"] == "\\frac{3}{8}"
+    assert raw_to_answer["2,625"] == "2625"
+    assert any(r.endswith("#### 30") and a == "30" for r, a in raw_to_answer.items())
+    assert res.kept["difficulty"].null_count() == 1
+    assert all(not math.isnan(d) for d in res.kept["difficulty"].drop_nulls())
+
+
+def test_thousands_of_numeric_rows_ingest_fast(tmp_path):
+    rows = [
+        {"question": f"What is {i} + {i + 1}?", "answer": f"work...\n#### {2 * i + 1:,}"} for i in range(5000)
+    ]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    start = time.perf_counter()
+    res = ingest(cfg(), path)
+    assert time.perf_counter() - start < 5.0
+    assert res.kept.height == 5000 and res.kept["answer"][4999] == "9999"

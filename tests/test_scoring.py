@@ -1,0 +1,172 @@
+"""saerl.scoring / saerl.property_models on planted synthetic SAE codes: topics are disjoint feature blocks,
+difficulty drives a shared block of features, bad quality lights two features."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.sparse as sp
+
+from saerl.config import ScoreConfig
+from saerl.property_models import choose_k, seeded_subset, weight_codes
+from saerl.scoring import REPORT_SCHEMA, best_baseline, resolve_difficulty, score_prompts, summarize_report
+
+FAST = dict(k_range=(3, 6), kmeans_n_init=2, cv_folds=3, enet_n_alphas=8, enet_l1_ratios=[0.5, 1.0],
+            probe_cs=[0.1, 1.0], label_fraction=0.5)
+
+
+def synth(n: int = 400, topics: int = 4, d: int = 320, seed: int = 0) -> tuple[sp.csr_matrix, pl.DataFrame, np.ndarray]:
+    """Planted CSR codes [n, d], a prompts frame with true topic/difficulty/quality, and residuals R [n, 24]."""
+    rng = np.random.default_rng(seed)
+    block = 48
+    topic = rng.integers(0, topics, n)
+    diff = rng.uniform(0, 1, n)
+    bad = rng.uniform(size=n) < 0.2
+    rows, cols, vals = [], [], []
+    for i in range(n):
+        f = np.concatenate([topic[i] * block + rng.choice(block, 16, replace=False), rng.choice(d, 6, replace=False),
+                            280 + np.arange(8), [300, 301] if bad[i] else []]).astype(int)
+        v = np.concatenate([rng.exponential(1.0, 16) + 0.5, rng.exponential(0.3, 6),
+                            2 * diff[i] + rng.normal(0, 0.2, 8), rng.uniform(1.5, 2.5, 2) if bad[i] else []])
+        f, first = np.unique(f, return_index=True)
+        rows += [i] * len(f)
+        cols += list(f)
+        vals += list(np.clip(v[first], 0.01, None))
+    X = sp.csr_matrix((vals, (rows, cols)), shape=(n, d))
+    words = [f"w{j}" for j in range(200)]
+    texts = [f"topic{topic[i]} " + " ".join(rng.choice(words, int(rng.integers(5, 25)))) for i in range(n)]
+    R = np.asarray(X @ rng.normal(size=(d, 24)) + rng.normal(0, 1, (n, 24)), dtype=np.float32)
+    prompts = pl.DataFrame({"id": [f"p{i:04d}" for i in range(n)], "prompt": texts, "answer": ["1"] * n,
+                            "topic": [f"t{x}" for x in topic], "difficulty": diff, "quality": (~bad).astype(float)})
+    return X, prompts, R
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synth()
+
+
+@pytest.fixture(scope="module")
+def result(data):
+    X, prompts, R = data
+    return score_prompts(X, prompts, ScoreConfig(**FAST), R=R)
+
+
+def _value(report: pl.DataFrame, prop: str, metric: str, features: str) -> float:
+    row = report.filter((pl.col("property") == prop) & (pl.col("metric") == metric) & (pl.col("features") == features))
+    assert row.height == 1, (prop, metric, features)
+    return row["value"][0]
+
+
+def test_sae_models_recover_planted_properties(result, data):
+    rep = result.report
+    assert dict(rep.schema) == REPORT_SCHEMA
+    assert _value(rep, "topic_clusters", "nmi", "sae") > _value(rep, "topic_clusters", "nmi", "shuffled") + 0.5
+    assert _value(rep, "topic_clusters", "purity", "sae") > 0.9
+    assert _value(rep, "difficulty", "spearman_id", "sae") > 0.7
+    assert _value(rep, "difficulty", "spearman_ood", "sae") > 0.7
+    assert _value(rep, "quality", "auroc", "sae") > 0.9
+    assert result.params["k"] == 4 and result.params["difficulty_source"] == "column"
+
+
+def test_every_baseline_is_reported_on_the_same_split(result):
+    rep = result.report
+    for prop, metric in [("topic_clusters", "nmi"), ("difficulty", "spearman_id"), ("difficulty", "spearman_ood"),
+                         ("quality", "auroc"), ("quality", "ap_bad")]:
+        rows = rep.filter((pl.col("property") == prop) & (pl.col("metric") == metric))
+        assert {"sae", "residual", "text", "length", "majority"} <= set(rows["features"]), (prop, metric)
+        assert rows["n_train"].n_unique() == 1 and rows["n_test"].n_unique() == 1
+    assert _value(rep, "quality", "auroc", "majority") == 0.5
+    assert _value(rep, "difficulty", "spearman_id", "majority") == 0.0
+    text = summarize_report(rep)
+    assert "spearman_ood" in text and "residual" in text
+    name, value = best_baseline(rep, "quality", "auroc")
+    assert name != "sae" and value == rep.filter((pl.col("metric") == "auroc") & (pl.col("features") != "sae"))["value"].max()
+    assert best_baseline(rep, "quality", "no_such_metric") is None
+
+
+def test_scores_clusters_and_threshold(result, data):
+    _, prompts, _ = data
+    s = result.scores
+    assert s.columns == ["id", "cluster", "difficulty_hat", "quality_hat", "kept"]
+    assert s["id"].to_list() == prompts["id"].to_list()
+    assert s["quality_hat"].is_between(0, 1).all()
+    assert s["kept"].to_list() == (s["quality_hat"] >= 0.5).to_list()
+    bad = prompts["quality"] < 0.5
+    assert s.filter(~s["kept"]).height > 0 and bad.filter(~s["kept"]).mean() > 0.9  # filtered rows are bad ones
+    c = result.clusters
+    assert c["size"].sum() == prompts.height and c.height == s["cluster"].n_unique()
+    assert (c["top_topic_share"] > 0.9).all() and (c["examples"].list.len() == 3).all()
+    assert (c["top_features"].list.len() > 0).all()
+
+
+def test_measured_difficulty_and_no_quality_labels(data):
+    X, prompts, _ = data
+    plain = prompts.drop("difficulty", "quality")
+    labelled = plain["id"].to_list()[::3]
+    truth = dict(zip(prompts["id"], prompts["difficulty"], strict=True))
+    measured = pl.DataFrame({"id": labelled, "pass_rate": [1 - truth[i] for i in labelled]})
+    cfg = ScoreConfig(**FAST, baselines=False, n_clusters=4)
+    r = score_prompts(X, plain, cfg, measured)
+    assert r.params["difficulty_source"] == "measured" and r.params["n_labelled"] == len(labelled)
+    assert r.scores["quality_hat"].eq(1.0).all() and r.scores["kept"].all()
+    assert any("quality" in n for n in r.notes)
+    assert set(r.report["features"]) == {"sae"}
+    rho = np.corrcoef(r.scores["difficulty_hat"].rank(), prompts["difficulty"].rank())[0, 1]
+    assert rho > 0.7
+
+
+def test_ids_align_rows_and_labelled_column(data):
+    X, prompts, _ = data
+    perm = np.random.default_rng(1).permutation(prompts.height)
+    ids = prompts["id"].gather(perm)
+    with_lab = prompts.with_columns(labelled=pl.Series(np.arange(prompts.height) < 150)).drop("topic")
+    r = score_prompts(X[perm], with_lab, ScoreConfig(**FAST, baselines=False, n_clusters=4), ids=ids)
+    assert r.scores["id"].to_list() == ids.to_list()
+    assert r.params["n_labelled"] == 150
+    assert any("topic" in n for n in r.notes) and "topic_clusters" not in set(r.report["property"])
+    with pytest.raises(ValueError, match="rows"):
+        score_prompts(X[:10], prompts, ScoreConfig(**FAST))
+
+
+def test_resolve_difficulty_sources_and_errors(data):
+    _, prompts, _ = data
+    y, src = resolve_difficulty(prompts, None, "auto")
+    assert src == "column" and not np.isnan(y).any()
+    measured = pl.DataFrame({"id": ["p0001"], "pass_rate": [0.25]})
+    y, src = resolve_difficulty(prompts.drop("difficulty"), measured, "auto")
+    assert src == "measured" and y[1] == 0.75 and np.isnan(y).sum() == prompts.height - 1
+    with pytest.raises(ValueError, match="no difficulty labels"):
+        resolve_difficulty(prompts.drop("difficulty"), None, "auto")
+    with pytest.raises(ValueError, match="data.difficulty"):
+        resolve_difficulty(prompts.drop("difficulty"), measured, "column")
+
+
+def test_seeded_subset_is_order_independent_and_sized():
+    ids = np.array([f"x{i}" for i in range(101)])
+    a = seeded_subset(ids, 0.2, 7)
+    b = seeded_subset(ids[::-1], 0.2, 7)[::-1]
+    assert a.sum() == 20 and (a == b).all()
+    assert not (a == seeded_subset(ids, 0.2, 8)).all()
+
+
+def test_choose_k_fixed_and_auto(data):
+    X, _, _ = data
+    Z = weight_codes(X, tfidf=True)
+    assert choose_k(Z, ScoreConfig(n_clusters=7)) == (7, {})
+    k, sil = choose_k(Z, ScoreConfig(k_range=(2, 7), kmeans_n_init=2))
+    assert k == 4 and set(sil) == set(range(2, 8))
+
+
+def test_plots_return_titled_figures(result, data, tmp_path):
+    from saerl.plots import cluster_map, difficulty_scatter
+
+    X, prompts, _ = data
+    fig = cluster_map(weight_codes(X, tfidf=True), result.scores["cluster"].to_numpy(), prompts["topic"].to_numpy())
+    assert len(fig.axes) == 2 and fig.axes[1].get_title() == "prompts by true topic"
+    fig.savefig(tmp_path / "map.png")
+    fig = difficulty_scatter(prompts["difficulty"].to_numpy(), result.scores["difficulty_hat"].to_numpy())
+    assert fig.axes[0].get_legend() is not None and fig.axes[0].get_xlabel() == "true difficulty"
+    fig.savefig(tmp_path / "difficulty.png")
+    assert (tmp_path / "map.png").stat().st_size > 0

@@ -1,0 +1,242 @@
+"""saerl.verify: answer extraction, normalisation, verification; bounded time and thread safety."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from saerl import verify as V
+from saerl.verify import extract_final_answer, normalize_answer, verify_answer, verify_batch
+
+SHORT = 1.0  # seconds: the timeout used for adversarial inputs
+# A bounded call may take the timeout, the hard-kill grace, and a worker restart on a slow CI box.
+BOUND = SHORT + V.HARD_KILL_GRACE_S + 4.0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def warm_pool():
+    """Start the worker pool once, so timings below measure work, not the first import of sympy."""
+    assert normalize_answer("\\frac12", 30).text == "\\frac{1}{2}"
+    yield
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("She makes 9 * 2 = 18 dollars.\n#### 18", "18"),
+        ("#### 1,000\n", "1,000"),
+        ("first #### 3\nthen\n#### 4", "4"),
+        ("The answer is $\\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
+        ("\\boxed{\\frac{a}{b^{2}}} done", "\\frac{a}{b^{2}}"),
+        ("\\boxed{1} and later \\boxed{2}", "2"),
+        ("\\boxed{7} then #### 8", "8"),  # #### wins over \boxed
+        ("#### \n\\boxed{5}", "5"),  # an empty #### falls through to \boxed
+        ("the answer is \\boxed{", None),  # unclosed
+        ("\\boxed{3} and a dangling \\boxed{4", None),  # the last \boxed is unclosed
+        ("no final answer here, 42", None),
+        ("", None),
+    ],
+)
+def test_extract_final_answer(text, expected):
+    assert extract_final_answer(text) == expected
+
+
+def test_extract_is_bounded_on_huge_input():
+    huge = "\\boxed{" + "{" * 5_000_000 + "x"
+    start = time.perf_counter()
+    assert extract_final_answer(huge) is None
+    assert extract_final_answer("x" * 5_000_000 + "#### 12") == "12"
+    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize(
+    ("gold", "status", "text"),
+    [
+        ("Natalia sold 48/2 = <<48/2=24>>24 clips.\n#### 72", "ok", "72"),
+        ("#### 18", "ok", "18"),
+        ("9 (apples)", "ok", "9"),
+        ("27.0", "ok", "27"),
+        ("1,000", "ok", "1000"),
+        ("#### 1,200", "ok", "1200"),
+        ("0.50", "ok", "0.5"),
+        ("-0.0", "ok", "0"),
+        ("025", "ok", "25"),
+        ("18 dollars", "ok", "18"),
+        ("\\frac{1}{2}", "ok", "\\frac{1}{2}"),
+        ("$\\frac12$", "ok", "\\frac{1}{2}"),
+        ("$-\\frac{3}{4}$", "ok", "-\\frac{3}{4}"),
+        ("$10-4 n$", "ok", "10-4 n"),
+        ("see solution", "unparsed", ""),
+        ("", "unparsed", ""),
+        ("#### ", "unparsed", ""),
+        ("x" * (V.MAX_ANSWER_CHARS + 1), "unparsed", ""),
+    ],
+)
+def test_normalize_answer_shapes(gold, status, text):
+    got = normalize_answer(gold, timeout_s=10)
+    assert (got.status, got.text) == (status, text), got
+
+
+def test_normalize_answers_batch_keeps_order():
+    golds = ["#### 5", "$\\frac{2}{4}$", "see solution", "7.0", "$x^2$"]
+    got = V.normalize_answers(golds, timeout_s=10)
+    assert [g.status for g in got] == ["ok", "ok", "unparsed", "ok", "ok"]
+    assert [g.text for g in got][:2] == ["5", "\\frac{1}{2}"]
+    assert got[3].text == "7"
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status"),
+    [
+        ("so #### 18", "#### 18", "correct"),
+        ("#### 18", "She makes 18 dollars.\n#### 18", "correct"),
+        ("#### 17", "#### 18", "wrong"),
+        ("#### 1,000", "1000", "correct"),
+        ("\\boxed{27}", "27.0", "correct"),
+        ("\\boxed{9}", "9 (apples)", "correct"),
+        ("\\boxed{0.5}", "\\frac{1}{2}", "correct"),
+        ("\\boxed{\\frac{2}{4}}", "0.5", "correct"),
+        ("\\boxed{\\frac{1}{3}}", "0.5", "wrong"),
+        ("\\boxed{10-4n}", "$10-4 n$", "correct"),
+        ("I think it is 18", "18", "no_answer"),
+        ("\\boxed{5}", "see solution", "error"),  # a gold the verifier cannot read is not a silent "wrong"
+    ],
+)
+def test_verify_answer(completion, gold, status):
+    got = verify_answer(completion, gold, timeout_s=10)
+    assert got.status == status, got
+    assert got.correct is (status == "correct")
+
+
+def test_verify_batch_matches_single_calls():
+    comps = ["#### 3", "\\boxed{\\frac{1}{2}}", "nothing", "#### 4"]
+    golds = ["3", "0.5", "1", "5"]
+    assert [r.status for r in verify_batch(comps, golds, 10)] == ["correct", "correct", "no_answer", "wrong"]
+    with pytest.raises(ValueError, match="2 completions but 1 gold"):
+        verify_batch(["a", "b"], ["1"])
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        "\\boxed{9^{9^{9^{9}}}}",
+        "\\boxed{9^9^9^9}",
+        "\\boxed{" + "1" * 10_000 + "}",
+        "#### " + "9" * 10_000,
+        "\\boxed{" + "\\frac{1}{" * 300 + "2" + "}" * 300 + "}",  # over MAX_ANSWER_CHARS
+        "\\boxed{" + "\\frac{1}{" * 150 + "2" + "}" * 150 + "}",  # under it: sympy sees it
+        "\\boxed{" + "{" * 2000 + "1" + "}" * 2000 + "}",
+        "\\boxed{" + "(" * 500 + "1" + ")" * 500 + "}",
+        "the answer is \\boxed{",
+    ],
+)
+def test_adversarial_inputs_are_bounded_failures(completion):
+    start = time.perf_counter()
+    got = verify_answer(completion, "5", timeout_s=SHORT)
+    assert time.perf_counter() - start < BOUND
+    assert got.status in {"wrong", "no_answer", "timeout", "error"}
+
+
+def test_adversarial_gold_is_bounded():
+    start = time.perf_counter()
+    got = normalize_answer("$9^{9^{9^{9}}}+\\frac{1}{\\frac{1}{x}}$", timeout_s=SHORT)
+    assert time.perf_counter() - start < BOUND
+    assert got.status in {"ok", "timeout", "error", "unparsed"}
+
+
+def test_stuck_worker_is_killed_and_replaced():
+    """A task that ignores signals (as a long C call would) is killed at the hard deadline; the pool recovers."""
+    start = time.perf_counter()
+    out = V._POOL.run([("stall", (60.0,)), ("normalize", ("\\frac13",))], timeout_s=0.3)
+    assert time.perf_counter() - start < 0.3 + V.HARD_KILL_GRACE_S + 4.0
+    assert out[0][0] == "timeout" and "killed" in out[0][1]
+    assert out[1] == ("done", ("ok", "\\frac{1}{3}", "math-verify"))
+    assert verify_answer("\\boxed{\\frac{1}{3}}", "$\\frac{2}{6}$", 10).correct
+
+
+def test_verify_from_worker_threads():
+    """math-verify's signal-based timeouts break off the main thread; ours must not."""
+    cases = [
+        ("\\boxed{\\frac{1}{2}}", "0.5", True),
+        ("#### 12", "12", True),
+        ("\\boxed{x^2}", "$x^{2}$", True),
+        ("#### 3", "4", False),
+        ("\\boxed{\\sqrt{4}}", "2", True),
+    ] * 4
+    results: list = []
+    t = threading.Thread(target=lambda: results.append(verify_answer(cases[0][0], cases[0][1], 10)))
+    t.start()
+    t.join(60)
+    assert results and results[0].correct
+    with ThreadPoolExecutor(max_workers=4) as ex:
+        got = list(ex.map(lambda c: verify_answer(c[0], c[1], 10), cases))
+    assert [g.correct for g in got] == [c[2] for c in cases]
+    assert all(g.status in {"correct", "wrong"} for g in got)
+
+
+def test_fast_path_is_in_process_and_fast(monkeypatch):
+    def no_pool(*args, **kwargs):
+        raise AssertionError("number-vs-number pairs must not reach the worker pool")
+
+    monkeypatch.setattr(V._POOL, "run", no_pool)
+    rng = random.Random(0)
+    n = 20_000
+    comps = [f"step by step ... #### {rng.randint(0, 999):,}" for _ in range(n)]
+    golds = [f"work\n#### {rng.randint(0, 999)}" if i % 2 else str(rng.randint(0, 999)) for i in range(n)]
+    start = time.perf_counter()
+    for c, g in zip(comps, golds, strict=True):
+        verify_answer(c, g)
+    rate = n / (time.perf_counter() - start)
+    assert rate > 10_000, f"fast path only {rate:.0f} calls/s"
+    assert verify_answer("#### 2.50", "2.5").correct
+    assert verify_answer("#### 0.3333333", "0.333333").correct  # rounded to FLOAT_ROUNDING places
+    assert not verify_answer("#### 3", "3.5").correct
+
+
+def test_forked_child_gets_its_own_workers():
+    """A fork (Dask, multiprocessing) must not share the parent's worker sockets."""
+    import os
+
+    assert verify_answer("\\boxed{\\frac{1}{4}}", "0.25", 10).correct  # parent pool is warm
+    pid = os.fork()
+    if pid == 0:  # child: the slow path must work with fresh workers
+        ok = verify_answer("\\boxed{\\frac{1}{5}}", "0.2", 30).correct
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert verify_answer("\\boxed{\\frac{1}{8}}", "0.125", 10).correct
+
+
+def test_repeated_answers_are_parsed_once(monkeypatch):
+    calls: list[int] = []
+    real_run = V._POOL.run
+
+    def counting_run(tasks, timeout_s):
+        calls.append(len(tasks))
+        return real_run(tasks, timeout_s)
+
+    monkeypatch.setattr(V._POOL, "run", counting_run)
+    got = verify_batch(["\\boxed{\\frac{1}{2}}"] * 8 + ["\\boxed{x}"] * 8, ["0.5"] * 16, 10)
+    assert [r.status for r in got] == ["correct"] * 8 + ["wrong"] * 8
+    assert calls == [2]
+
+
+def test_long_decimals_compare_without_overflow():
+    gold = "1" * 40 + ".5"
+    assert verify_answer(f"#### {gold}", gold).correct
+    assert verify_answer(f"#### {gold}0000001", gold).correct  # equal to FLOAT_ROUNDING places
+    assert not verify_answer(f"#### {'1' * 40}.6", gold).correct
+
+
+def test_workers_that_cannot_start_give_errors_not_a_hang(monkeypatch):
+    monkeypatch.setattr(V, "_WORKER_CMD", "import sys; sys.exit(3)")
+    pool = V._Pool(2)
+    start = time.perf_counter()
+    out = pool.run([("normalize", ("\\frac12",)), ("normalize", ("x^2",))], timeout_s=1.0)
+    assert time.perf_counter() - start < 10
+    assert [o[0] for o in out] == ["error", "error"]
+    pool.shutdown()
