@@ -10,11 +10,11 @@ from prefect import flow, get_run_logger
 
 from saerl.artifacts import ArtifactRef, ArtifactStore
 from saerl.config import build_config, flatten
-from saerl.pipeline import input_keys, plan
+from saerl.pipeline import SHARDED, input_keys, plan
 from saerl.runs import RunRecord, StageRecord, explain, previous_run, save_run
 from saerl.stages import stage_key, stage_slice
 from saerl.tracking import Tracker
-from tasks.stage import stage_options, stage_task
+from tasks.stage import prepare_shards_task, shard_task, stage_options, stage_task
 
 log = logging.getLogger("saerl.flow")
 
@@ -35,6 +35,16 @@ def say(message: str) -> None:
     get_run_logger().info(message)
 
 
+def fan_out(args: dict[str, Any], n_shards: int) -> None:
+    """Run a sharded stage's chunks as parallel shard tasks (on Dask workers); the stage task then publishes."""
+    shards = prepare_shards_task.submit(**args, n_shards=n_shards).result()
+    futures = [shard_task.with_options(task_run_name=f"{args['stage']}-shard-{i}").submit(**args, chunk_ids=ids)
+               for i, ids in enumerate(shards)]
+    for f in futures:
+        f.result()
+    say(f"[{args['stage']}] {sum(map(len, shards))} chunks computed in {len(shards)} shards")
+
+
 @flow(name="saerl-pipeline")
 def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str, Any]:
     """Run the pipeline for a config dict up to stage `until`; returns the run record as a dict."""
@@ -53,9 +63,11 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
         note = ""
         if refresh and store.path(stage, key).exists():
             note = f"computed: stored artifact failed verification ({'; '.join(store.problems(stage, key))[:300]})"
-        future = stage_task.with_options(**stage_options(stage, root, refresh)).submit(
-            stage=stage, key=key, root=str(root), config=cfg.model_dump(mode="json"),
-            upstream={u: {"stage": r.stage, "key": r.key, "path": r.path} for u, r in upstream.items()})
+        args = {"stage": stage, "key": key, "root": str(root), "config": cfg.model_dump(mode="json"),
+                "upstream": {u: {"stage": r.stage, "key": r.key, "path": r.path} for u, r in upstream.items()}}
+        if refresh and stage in SHARDED and cfg.runtime.task_runner == "dask":
+            fan_out(args, cfg.runtime.workers)
+        future = stage_task.with_options(**stage_options(stage, root, refresh)).submit(**args)
         future.wait()
         state = future.state
         result = state.result()

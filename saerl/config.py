@@ -40,6 +40,7 @@ class DataConfig(Section):
     topic: str | None = Field(None, description="optional topic label field")
     difficulty: str | None = Field(None, description="optional difficulty label field (numeric)")
     quality: str | None = Field(None, description="optional quality label field (1/true = good)")
+    labelled: str | None = Field(None, description="optional boolean field marking the labelled subset for property models")
     max_prompt_chars: int = Field(4000, gt=0, description="longer prompts are rejected as over-long")
     max_rows: int | None = Field(None, gt=0, description="read at most this many rows (after reading, before checks)")
     verify_timeout_s: float = Field(5.0, gt=0, description="wall-clock bound per answer parse")
@@ -71,8 +72,8 @@ class TestbedConfig(Section):
     n_heads: int = Field(4, gt=0, description="LM attention heads")
     d_ff: int = Field(512, gt=0, description="LM MLP width")
     max_len: int = Field(160, gt=0, description="LM context (tokens)")
-    pretrain_steps: int = Field(450, gt=0, description="pretraining optimizer steps")
-    batch_size: int = Field(128, gt=0, description="pretraining sequences per step")
+    pretrain_steps: int = Field(900, gt=0, description="pretraining optimizer steps")
+    batch_size: int = Field(96, gt=0, description="pretraining sequences per step")
     bucket_batches: int = Field(32, gt=0, description="batches sorted together by length (less padding)")
     lr: float = Field(3e-3, gt=0, description="pretraining peak learning rate (AdamW, cosine)")
     warmup_steps: int = Field(30, ge=0, description="linear warmup steps")
@@ -81,7 +82,7 @@ class TestbedConfig(Section):
     grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")
     log_every: int = Field(50, gt=0, description="log the pretraining loss every N steps")
     eval_batch: int = Field(256, gt=0, description="prompts per generation batch when evaluating")
-    max_new_tokens: int = Field(48, gt=0, description="generation limit (the longest worked solution fits)")
+    max_new_tokens: int = Field(64, gt=0, description="generation limit (the longest worked solution fits)")
     threads: int = Field(2, gt=0, description="torch CPU threads")
 
 
@@ -152,6 +153,7 @@ class ScoreConfig(Section):
     )
     label_fraction: float = Field(0.2, gt=0, le=1, description="share of prompts in the labelled subset")
     label_rollouts: int = Field(8, gt=0, description="rollouts per prompt when measuring pass rate")
+    label_batch: int = Field(64, gt=0, description="prompts per generation batch when measuring pass rate")
     quality_threshold: float = Field(0.5, ge=0, le=1, description="prompts with quality_hat below are filtered")
     seed: int = Field(0, description="split and k-means seed")
     minibatch_above: int = Field(10_000, gt=0, description="use MiniBatchKMeans when there are more prompts than this")
@@ -208,6 +210,9 @@ class TrainConfig(Section):
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field("dapo", description="trl loss aggregation")
     scale_rewards: Literal["group", "batch", "none"] = Field("group", description="advantage scaling (trl)")
     format_reward: float = Field(0.0, ge=0, description="weight of the answer-format reward")
+    dynamic_sampling_max_rounds: int = Field(
+        3, ge=0, description="DAPO: extra generation rounds per batch to replace groups without reward spread "
+        "(0 = drop and fill only)")
     eval_every: int = Field(25, gt=0, description="evaluate every N steps")
 
 
@@ -217,7 +222,12 @@ class EvalConfig(Section):
     k_samples: int = Field(4, gt=0, description="samples per problem for mean accuracy")
     temperature: float = Field(1.0, gt=0, description="sampling temperature for mean@k")
     target_accuracy: float | None = Field(None, description="steps-to-target target; None = vanilla's final accuracy")
-    max_problems: int | None = Field(None, gt=0, description="cap per held-out set")
+    max_problems: int | None = Field(
+        None, gt=0, description="cap per held-out set: the problems with the smallest sha256(id) (same for every arm)"
+    )
+    batch_size: int = Field(64, gt=0, description="prompts per generation batch (left-padded HF generate)")
+    verify_timeout_s: float = Field(5.0, gt=0, description="wall-clock bound per answer check")
+    ci_level: float = Field(0.95, gt=0, lt=1, description="confidence level of every interval in the arm comparison")
 
 
 class TrackingConfig(Section):
@@ -240,6 +250,9 @@ class RuntimeConfig(Section):
     workers: int = Field(2, gt=0, description="parallel tasks: threads (local) or LocalCluster processes (dask)")
     prefect_api_url: str | None = Field(None, description="use this Prefect server instead of starting one")
     progress: bool = Field(True, description="show progress bars")
+    torch_threads: int = Field(
+        0, ge=0, description="torch CPU threads per process; 0 = torch's default. Float results are bitwise "
+        "reproducible across runs and runners only at an equal thread count (Dask workers default to 1)")
 
 
 class PipelineConfig(Section):

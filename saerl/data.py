@@ -62,7 +62,8 @@ KEPT_SCHEMA = {
     "answer_raw": pl.String,
     "row": pl.Int64,
 }
-LABEL_TYPES = {"topic": pl.String, "difficulty": pl.Float64, "quality": pl.Float64}
+LABEL_KINDS = ("topic", "difficulty", "quality", "labelled")
+LABEL_TYPES = {"topic": pl.String, "difficulty": pl.Float64, "quality": pl.Float64, "labelled": pl.Boolean}
 REJECTED_SCHEMA = {"row": pl.Int64, "field": pl.String, "reason": pl.String, "value": pl.String}
 
 
@@ -286,6 +287,8 @@ def _label(kind: str, value: Any) -> float | str | None:
         return None
     if kind == "topic":
         return value if isinstance(value, str) else str(value)
+    if kind == "labelled":
+        return _label("quality", value) == 1.0
     if kind == "quality" and isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
         return 1.0 if value.strip().lower() in TRUE_WORDS else 0.0
     number = float(value)  # ValueError/TypeError for non-numeric text
@@ -299,7 +302,7 @@ def _label(kind: str, value: Any) -> float | str | None:
 def _check_columns(cfg: DataConfig, columns: list[str]) -> None:
     """IngestError if a mapped field is absent from the whole table: names it, lists columns, suggests one."""
     wanted = [("prompt", f) for f in template_fields(cfg.prompt)] + [("answer", cfg.answer)]
-    wanted += [(k, getattr(cfg, k)) for k in ("id", "topic", "difficulty", "quality") if getattr(cfg, k)]
+    wanted += [(k, getattr(cfg, k)) for k in ("id", *LABEL_KINDS) if getattr(cfg, k)]
     for option, name in wanted:
         if name in columns:
             continue
@@ -337,7 +340,7 @@ def _check_row(cfg: DataConfig, row: int, rec: dict[str, Any], issues: list[dict
             return None
     item = {"row": row, "prompt": prompt, "answer_raw": _answer_text(rec[cfg.answer])}
     item["id"] = str(rec[cfg.id]) if cfg.id else None
-    for kind in ("topic", "difficulty", "quality"):
+    for kind in LABEL_KINDS:
         name = getattr(cfg, kind)
         if name:
             try:
@@ -404,7 +407,7 @@ def ingest(cfg: DataConfig, path: Path) -> IngestResult:
     )
     kept = _keep(cfg, [c for c in checked if c is not None], issues)
 
-    labels = [k for k in ("topic", "difficulty", "quality") if getattr(cfg, k)]
+    labels = [k for k in LABEL_KINDS if getattr(cfg, k)]
     schema = {**KEPT_SCHEMA, **{k: LABEL_TYPES[k] for k in labels}}
     kept_df = pl.DataFrame(kept, schema=schema) if kept else pl.DataFrame(schema=schema)
     kept_df = kept_df.select(list(schema))

@@ -65,7 +65,10 @@ def available_stages() -> tuple[str, ...]:
 
 def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
     """Stages to run for `cfg` up to and including `until`, each with the upstream stages it reads."""
-    stages = [s for s in available_stages() if s != "testbed" or uses_testbed(cfg)]
+    from saerl.labels import needs_measured_labels
+
+    skip = {"testbed": not uses_testbed(cfg), "label": not needs_measured_labels(cfg)}
+    stages = [s for s in available_stages() if not skip.get(s, False)]
     if until is not None:
         if until not in ORDER:
             raise ValueError(f"unknown stage '{until}'; stages are: {', '.join(ORDER)}")
@@ -96,13 +99,29 @@ def input_keys(cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef]
 
 
 RUNNERS: dict[str, Callable[[PipelineConfig, dict[str, ArtifactRef], Build], dict[str, float]]] = {
+    "testbed": runners.compute_testbed,
     "ingest": runners.compute_ingest,
+    "extract": runners.compute_extract,
+    "sae": runners.compute_sae,
+    "encode": runners.compute_encode,
+    "label": runners.compute_label,
+    "score": runners.compute_score,
+    "curriculum": runners.compute_curriculum,
 }
+
+
+def set_threads(cfg: PipelineConfig) -> None:
+    """Apply runtime.torch_threads to this process (0 leaves torch's default)."""
+    if cfg.runtime.torch_threads:
+        import torch
+
+        torch.set_num_threads(cfg.runtime.torch_threads)
 
 
 def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef],
               key: str | None = None) -> StageResult:
     """Build or reuse `stage`'s artifact for `cfg` given its upstream artifacts."""
+    set_threads(cfg)
     keys = input_keys(cfg, stage, upstream)
     key = key or stage_key(cfg, stage, keys)
     started = time.time()
@@ -117,3 +136,53 @@ def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
     if not computed:
         metrics = ref.manifest().get("metrics", {})
     return StageResult(ref, computed, round(time.time() - started, 3), metrics)
+
+
+SHARDED = ("extract", "encode")
+
+
+def prepare_shards(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef],
+                   key: str, n_shards: int) -> list[list[int]]:
+    """Lay out a sharded stage's Zarr store in its partial folder (one process, before any shard runs) and
+    split its unfinished chunks round-robin into at most `n_shards` lists of chunk ids."""
+    from saerl.activation_store import STORE_NAME, list_chunks
+
+    build = store.begin(stage, key)
+    if stage == "extract":
+        from saerl.activations import prepare_extraction
+
+        prompts = runners.read_prompts(upstream)
+        prepare_extraction(prompts["prompt"].to_list(), prompts["id"].to_list(), build.path, cfg.model, cfg.extract,
+                           model_path=runners.internals_model(cfg, upstream))
+        chunks = list_chunks(build.path / STORE_NAME)
+    elif stage == "encode":
+        from saerl.sae import encode_codes
+
+        encode_codes(upstream["extract"].path, upstream["sae"].path, cfg.sae, build.path, build.chunks,
+                     chunk_ids=[], progress=False)  # creates codes.zarr only
+        chunks = list_chunks(upstream["extract"].file(STORE_NAME))
+    else:
+        raise ValueError(f"stage {stage} is not sharded; sharded stages: {SHARDED}")
+    todo = [c for c in chunks if not build.chunks.is_done(c)]
+    return [todo[i::n_shards] for i in range(n_shards) if todo[i::n_shards]]
+
+
+def run_shard(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef], key: str,
+              chunk_ids: list[int]) -> dict[str, Any]:
+    """Compute some chunks of a prepared sharded stage into its partial folder (any process, any machine
+    that sees the artifact root). The stage's own run then finds them done and publishes the artifact."""
+    from saerl.activation_store import STORE_NAME
+    from saerl.activations import pick_device
+
+    set_threads(cfg)
+    build = store.begin(stage, key)
+    device = str(pick_device(cfg.runtime.device))
+    if stage == "extract":
+        from saerl.activations import extract_chunks
+
+        return extract_chunks(build.path / STORE_NAME, build.chunks, chunk_ids, model_cfg=cfg.model, device=device,
+                              progress=False)
+    from saerl.sae import encode_codes
+
+    return encode_codes(upstream["extract"].path, upstream["sae"].path, cfg.sae, build.path, build.chunks,
+                        device=device, chunk_ids=chunk_ids, progress=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import polars as pl
@@ -99,8 +100,23 @@ def compute_encode(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: B
     return {k: float(v) for k, v in summary.items() if isinstance(v, int | float)}
 
 
+def compute_label(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
+    """Label: measured pass rate of the policy over n rollouts on the labelled subset."""
+    from saerl.labels import LABELS, labelled_subset, measure_pass_rates
+
+    subset = labelled_subset(read_prompts(inputs), cfg.score.label_fraction, cfg.score.seed)
+    labels = measure_pass_rates(policy_path(cfg, inputs), subset, cfg.score.label_rollouts, cfg.train.temperature,
+                                cfg.train.max_completion_length, cfg.score.label_batch, cfg.score.seed)
+    labels.write_parquet(build.path / LABELS)
+    build.note(rows={"labels": labels.height})
+    return {"labelled": float(labels.height), "mean_pass_rate": float(labels["pass_rate"].mean() or 0.0),
+            "verifier_failures": float(labels["n_failed"].sum())}
+
+
 def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
     """Score: clusters, difficulty_hat, quality_hat from SAE codes, plus the baselines report."""
+    from sklearn.exceptions import ConvergenceWarning
+
     from saerl.activation_store import open_activations
     from saerl.sae import load_codes_csr
     from saerl.scoring import score_prompts, summarize_report
@@ -110,13 +126,18 @@ def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     measured = pl.read_parquet(inputs["label"].file("labels.parquet")) if "label" in inputs else None
     act = open_activations(inputs["extract"].path)
     R = act.pooled("mean") if "mean" in act.meta.pooling else None
-    result = score_prompts(X, prompts, cfg.score, measured, ids=ids, R=R)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        result = score_prompts(X, prompts, cfg.score, measured, ids=ids, R=R)
+    unconverged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+    if unconverged:
+        log.info("score: %d scikit-learn fits stopped before converging (max_iter in score config)", unconverged)
     result.scores.write_parquet(build.path / SCORES)
     result.clusters.write_parquet(build.path / "clusters.parquet")
     result.report.write_parquet(build.path / "property_report.parquet")
     (build.path / "score_params.json").write_text(json.dumps(result.params, indent=1, default=str))
     log.info("property models vs baselines:\n%s", summarize_report(result.report))
-    build.note(notes=result.notes, rows={"scores": result.scores.height})
+    build.note(notes=result.notes, rows={"scores": result.scores.height}, unconverged_fits=unconverged)
     kept = result.scores["kept"].mean()
     return {"n_clusters": float(result.clusters.height), "kept_share": float(kept) if kept is not None else 1.0}
 

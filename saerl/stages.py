@@ -45,7 +45,7 @@ STAGES: dict[str, Stage] = {
         Stage("encode", "1", ("sae.encode_pool", "sae.encode_top_k", "sae.encode_batch_tokens"), ("extract", "sae"), "sparse top-K SAE codes"),
         Stage(
             "label", "1",
-            ("score.difficulty_source", "score.label_fraction", "score.label_rollouts", "score.seed",
+            ("score.difficulty_source", "score.label_fraction", "score.label_rollouts", "score.label_batch", "score.seed",
              "model", "train.temperature", "train.top_k", "train.max_completion_length"),
             ("ingest", "testbed"), "measured pass rates on the labelled subset",
         ),
@@ -56,7 +56,7 @@ STAGES: dict[str, Stage] = {
              "score.cluster_top_features", "score.cluster_examples", "score.cv_folds", "score.enet_l1_ratios",
              "score.enet_n_alphas", "score.enet_max_iter", "score.probe_cs", "score.heldout_fraction",
              "score.ood_topic_fraction", "score.baselines", "score.text_max_features"),
-            ("ingest", "encode", "label"), "clusters, difficulty_hat, quality_hat per prompt",
+            ("ingest", "extract", "encode", "label"), "clusters, difficulty_hat, quality_hat per prompt",
         ),
         Stage("curriculum", "1", ("curriculum", "score.quality_threshold"), ("score",), "order.parquet"),
         Stage("train", "1", ("model", "train"), ("ingest", "curriculum", "testbed"), "RL checkpoints + metrics"),

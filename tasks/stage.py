@@ -40,3 +40,24 @@ def stage_options(stage: str, root: Path, refresh: bool) -> dict[str, Any]:
     """Per-call task options: task name, where results persist, and whether to bypass the cache."""
     return {"name": stage, "task_run_name": stage, "refresh_cache": refresh,
             "result_storage": Path(root).resolve() / RESULTS_DIR}
+
+
+@task(retries=1)
+def prepare_shards_task(stage: str, key: str, root: str, config: dict[str, Any],
+                        upstream: dict[str, dict[str, str]], n_shards: int) -> list[list[int]]:
+    """Lay out a sharded stage's store and return its unfinished chunks split into shards."""
+    from saerl.pipeline import prepare_shards
+
+    refs = {name: ArtifactRef(**ref) for name, ref in upstream.items()}
+    return prepare_shards(ArtifactStore(root), build_config(config), stage, refs, key, n_shards)
+
+
+@task(retries=1)
+def shard_task(stage: str, key: str, root: str, config: dict[str, Any], upstream: dict[str, dict[str, str]],
+               chunk_ids: list[int]) -> dict[str, Any]:
+    """Compute some chunks of a sharded stage (runs on a Dask worker under `runtime.task_runner: dask`).
+    No Prefect cache: finished chunks are recorded in the artifact's chunk log, so a retry skips them."""
+    from saerl.pipeline import run_shard
+
+    refs = {name: ArtifactRef(**ref) for name, ref in upstream.items()}
+    return run_shard(ArtifactStore(root), build_config(config), stage, refs, key, chunk_ids)

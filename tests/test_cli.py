@@ -51,13 +51,15 @@ def test_ingest_command_writes_tables_and_summary(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_demo_end_to_end_twice(tmp_path):
+def test_cli_run_end_to_end_twice(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("PREFECT_API_URL", None)
-    cmd = [sys.executable, "-m", "saerl.cli", "demo", "--root", str(tmp_path / "root")]
+    cmd = [sys.executable, "-m", "saerl.cli", "run", str(REPO / "configs" / "smoke.yaml"),
+           f"runtime.artifact_root={tmp_path / 'root'}"]
     first = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "[ingest] computed" in first.stdout
+    assert "[curriculum] computed" in first.stdout
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "computed" not in "\n".join(ln for ln in second.stdout.splitlines() if ln.startswith("["))
+    stage_lines = [ln for ln in second.stdout.splitlines() if ln.startswith("[")]
+    assert len(stage_lines) == 7 and all(" cached " in ln for ln in stage_lines)

@@ -318,3 +318,16 @@ def test_thousands_of_numeric_rows_ingest_fast(tmp_path):
     res = ingest(cfg(), path)
     assert time.perf_counter() - start < 5.0
     assert res.kept.height == 5000 and res.kept["answer"][4999] == "9999"
+
+
+def test_labelled_column_is_mapped_as_boolean(tmp_path):
+    import json
+
+    from saerl.config import DataConfig
+    from saerl.data import ingest
+
+    src = tmp_path / "l.jsonl"
+    rows = [{"q": "1+1?", "a": "2", "lab": True}, {"q": "2+2?", "a": "4", "lab": 0}, {"q": "3+3?", "a": "6", "lab": "yes"}]
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    kept = ingest(DataConfig(source="file", prompt="q", answer="a", labelled="lab"), src).kept
+    assert kept["labelled"].to_list() == [True, False, True]

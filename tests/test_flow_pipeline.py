@@ -1,4 +1,5 @@
-"""The pipeline flow through Prefect: cache hits on rerun, what recomputes after a config change, reports."""
+"""The pipeline flow through Prefect on the smoke config: cache hits on rerun, exactly the readers of a
+changed field recompute (and say why), corrupt artifacts are rebuilt, MLflow gets parent + stage runs."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import pytest
 from saerl.config import load_config
 
 pytestmark = pytest.mark.slow
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
 
-def _run(cfg, until=None):
+def _run(root, *overrides, until=None):
     from flows.pipeline import pipeline_flow
 
+    cfg = load_config(SMOKE, [f"runtime.artifact_root={root}", *overrides])
     return pipeline_flow(config=cfg.model_dump(mode="json"), until=until)
 
 
@@ -22,49 +25,83 @@ def _status(record):
     return {s: v["status"] for s, v in record["stages"].items()}
 
 
-def test_second_run_is_all_cache_hits(prefect_api, tmp_path, capsys):
-    cfg = load_config(None, ["name=flowtest", f"runtime.artifact_root={tmp_path}"])
-    first = _run(cfg)
+@pytest.fixture(scope="module")
+def warm_root(prefect_api, tmp_path_factory):
+    """An artifact root on which the whole smoke pipeline has run once."""
+    root = tmp_path_factory.mktemp("flow-root")
+    first = _run(root)
+    return root, first
+
+
+def test_first_run_computes_every_stage(warm_root):
+    _, first = warm_root
+    assert list(first["stages"]) == ["testbed", "ingest", "extract", "sae", "encode", "score", "curriculum"]
     assert set(_status(first).values()) == {"computed"}
-    second = _run(cfg)
+
+
+def test_second_run_is_all_cache_hits(warm_root, capsys):
+    root, _ = warm_root
+    second = _run(root)
     assert set(_status(second).values()) == {"cached"}
     assert all(v["reason"].startswith("cached") for v in second["stages"].values())
     out = capsys.readouterr().out
-    assert "[ingest] computed" in out and "[ingest] cached" in out
-    runs = sorted((tmp_path / "runs").glob("*.json"))
-    assert len(runs) == 2 and json.loads(runs[-1].read_text())["stages"]["ingest"]["status"] == "cached"
+    assert "[curriculum] cached" in out and "stage" in out
+    last = json.loads(sorted((root / "runs").glob("*.json"))[-1].read_text())
+    assert last["stages"]["extract"]["status"] == "cached"
 
 
-def test_config_change_recomputes_only_readers_and_says_why(prefect_api, tmp_path):
-    base = ["name=flowtest2", f"runtime.artifact_root={tmp_path}"]
-    _run(load_config(None, base))
-    neutral = _run(load_config(None, base + ["tracking.enabled=false"]))
-    assert set(_status(neutral).values()) == {"cached"}
-    changed = _run(load_config(None, base + ["data.max_prompt_chars=50"]))
-    assert _status(changed)["ingest"] == "computed"
-    assert "data.max_prompt_chars 4000->50" in changed["stages"]["ingest"]["reason"]
+def test_curriculum_change_recomputes_only_curriculum(warm_root):
+    root, _ = warm_root
+    rec = _run(root, "curriculum.mix_ratio=0.5")
+    status = _status(rec)
+    assert status.pop("curriculum") == "computed"
+    assert set(status.values()) == {"cached"}
+    assert "curriculum.mix_ratio 0.2->0.5" in rec["stages"]["curriculum"]["reason"]
 
 
-def test_corrupt_artifact_is_recomputed_not_used(prefect_api, tmp_path):
-    cfg = load_config(None, ["name=flowtest3", f"runtime.artifact_root={tmp_path}"])
-    first = _run(cfg)
-    prompts = Path(first["stages"]["ingest"]["path"]) / "prompts.parquet"
-    prompts.write_bytes(prompts.read_bytes()[:-20])
-    again = _run(cfg)
-    assert _status(again)["ingest"] == "computed"
-    assert "failed verification" in again["stages"]["ingest"]["reason"]
-    assert "prompts.parquet" in again["stages"]["ingest"]["reason"]
+def test_layer_change_recomputes_from_extraction(warm_root):
+    root, _ = warm_root
+    rec = _run(root, "extract.layer=0")
+    status = _status(rec)
+    assert status["testbed"] == status["ingest"] == "cached"
+    assert all(status[s] == "computed" for s in ("extract", "sae", "encode", "score"))
+    assert "extract.layer None->0" in rec["stages"]["extract"]["reason"]
+    assert "input changed: extract" in rec["stages"]["sae"]["reason"]
 
 
-def test_mlflow_has_parent_and_stage_runs(prefect_api, tmp_path):
+def test_result_neutral_change_reruns_nothing(warm_root):
+    root, _ = warm_root
+    rec = _run(root, "tracking.enabled=false", "runtime.progress=true")
+    assert set(_status(rec).values()) == {"cached"}
+
+
+def test_corrupt_artifact_is_recomputed_not_used(warm_root):
+    root, first = warm_root
+    scores = Path(first["stages"]["score"]["path"]) / "scores.parquet"
+    scores.write_bytes(scores.read_bytes()[:-20])
+    rec = _run(root)
+    assert _status(rec)["score"] == "computed"
+    assert "failed verification" in rec["stages"]["score"]["reason"]
+    assert "scores.parquet" in rec["stages"]["score"]["reason"]
+    assert _status(rec)["encode"] == "cached"
+
+
+def test_mlflow_has_parent_and_stage_runs(warm_root):
     from mlflow.tracking import MlflowClient
 
-    cfg = load_config(None, ["name=flowtest4", f"runtime.artifact_root={tmp_path}"])
-    record = _run(cfg)
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("flowtest4")
+    root, first = warm_root
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("smoke")
     runs = client.search_runs([exp.experiment_id])
-    parent = next(r for r in runs if r.info.run_name == record["run_id"])
+    parent = next(r for r in runs if r.info.run_name == first["run_id"])
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert {c.info.run_name for c in children} == set(record["stages"])
-    assert parent.data.params["curriculum.mix_ratio"] == str(cfg.curriculum.mix_ratio)
+    assert {c.info.run_name for c in children} == set(first["stages"])
+    assert parent.data.params["curriculum.mix_ratio"] == "0.2"
+    score = next(c for c in children if c.info.run_name == "score")
+    assert "n_clusters" in score.data.metrics and score.data.tags["saerl.status"] == "computed"
+
+
+def test_until_stops_early(warm_root):
+    root, _ = warm_root
+    rec = _run(root, until="ingest")
+    assert list(rec["stages"]) == ["testbed", "ingest"]

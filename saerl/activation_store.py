@@ -1,0 +1,223 @@
+"""The Zarr v3 layout of ``activations.zarr`` and its readers.
+
+Layout (``P`` prompts, ``T`` tokens in all, ``d`` = d_model, prompt-chunk ``c`` = prompts
+``[c * chunk_rows, (c + 1) * chunk_rows)``)::
+
+    attrs             StoreMeta: model, layer, d_model, n_layers, chunk_rows, pooling, ..., fingerprint
+    ids               str     [P]        prompt ids (written up front)
+    offsets           int64   [P + 1]    prompt i's tokens are rows offsets[i]:offsets[i+1] (up front)
+    input_ids         int32   [T]        the token ids the model saw (up front: chunks need no tokenizer)
+    pooled/<kind>     float32 [P, d]     Zarr chunks of (chunk_rows, d): one Zarr chunk per prompt-chunk
+    tokens/c<000012>  float16 [T_c, d]   one array per prompt-chunk, rows offsets[lo]:offsets[hi]
+
+Everything a prompt-chunk writes (its own token array, its own Zarr chunk of each pooled array) is
+disjoint from every other prompt-chunk's, so shards in different processes can write at once after a
+single :func:`prepare_store`. Token offsets come from tokenization, so every chunk knows its range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from saerl.artifacts import ChunkLog
+from saerl.config import ExtractConfig
+
+STORE_NAME = "activations.zarr"
+TOKENS = "tokens"
+POOLED = "pooled"
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    """What a store holds and the settings every chunk must share (kept in the group attrs)."""
+
+    model: str
+    layer: int
+    d_model: int
+    n_layers: int
+    n_prompts: int
+    n_tokens: int
+    chunk_rows: int
+    pooling: tuple[str, ...]
+    store_tokens: bool
+    token_budget: int
+    token_block_rows: int
+    fingerprint: str
+
+
+def chunk_ranges(n_prompts: int, chunk_rows: int) -> list[tuple[int, int]]:
+    """[(lo, hi)) prompt ranges of every prompt-chunk."""
+    return [(lo, min(lo + chunk_rows, n_prompts)) for lo in range(0, n_prompts, chunk_rows)]
+
+
+def _fingerprint(ids: list[str], flat: np.ndarray, offsets: np.ndarray, fields: dict[str, object]) -> str:
+    h = hashlib.sha256(json.dumps([ids, fields], sort_keys=True).encode())
+    h.update(offsets.tobytes())
+    h.update(flat.tobytes())
+    return h.hexdigest()[:20]
+
+
+def prepare_store(store: str | Path, ids: list[str], token_ids: list[list[int]], model: str, layer: int,
+                  d_model: int, n_layers: int, cfg: ExtractConfig) -> StoreMeta:
+    """Create the store's up-front arrays (ids, offsets, input_ids, empty pooled arrays) and attrs; an
+    existing store with the same fingerprint (same ids, tokens, model and settings) is kept, so a rerun
+    resumes. Call once before any extract_chunks (one process)."""
+    if len(ids) != len(token_ids):
+        raise ValueError(f"{len(ids)} ids for {len(token_ids)} prompts")
+    lengths = np.array([len(t) for t in token_ids], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    flat = np.fromiter((t for seq in token_ids for t in seq), dtype=np.int32, count=int(offsets[-1]))
+    fields = {"model": model, "layer": layer, "d_model": d_model, "n_layers": n_layers, "n_prompts": len(ids),
+              "n_tokens": int(offsets[-1]), "chunk_rows": cfg.chunk_rows, "pooling": tuple(cfg.pooling),
+              "store_tokens": cfg.store_tokens, "token_budget": cfg.token_budget,
+              "token_block_rows": cfg.token_block_rows}
+    meta = StoreMeta(**fields, fingerprint=_fingerprint(list(ids), flat, offsets, fields))  # type: ignore[arg-type]
+    if Path(store).exists():
+        old = zarr.open_group(store, mode="r").attrs.get("meta")
+        if old and old.get("fingerprint") == meta.fingerprint:
+            return meta
+    group = zarr.open_group(store, mode="w")
+    rows = max(1, cfg.chunk_rows)
+    group.create_array("ids", shape=(len(ids),), chunks=(rows,), dtype=str)[:] = np.array(ids, dtype=str)
+    group.create_array("offsets", data=offsets)
+    block = max(1, min(cfg.token_block_rows, len(flat)))
+    group.create_array("input_ids", shape=flat.shape, chunks=(block,), dtype=np.int32)[:] = flat
+    pooled = group.require_group(POOLED)
+    for kind in cfg.pooling:
+        pooled.create_array(kind, shape=(len(ids), d_model), chunks=(rows, d_model), dtype=np.float32)
+    group.require_group(TOKENS)
+    group.attrs["meta"] = asdict(meta)
+    return meta
+
+
+def _meta(group: zarr.Group) -> StoreMeta:
+    raw = dict(group.attrs["meta"])
+    raw["pooling"] = tuple(raw["pooling"])
+    return StoreMeta(**raw)
+
+
+def open_for_write(store: str | Path) -> tuple[zarr.Group, StoreMeta]:
+    """A prepared store opened for chunk writes, with its metadata."""
+    group = zarr.open_group(store, mode="r+")
+    return group, _meta(group)
+
+
+def list_chunks(store: str | Path) -> list[int]:
+    """Ids of every prompt-chunk of a prepared store (the unit to shard and resume)."""
+    meta = _meta(zarr.open_group(_zarr_path(store), mode="r"))
+    return list(range(len(chunk_ranges(meta.n_prompts, meta.chunk_rows))))
+
+
+def token_array_name(chunk: int) -> str:
+    """Name of a prompt-chunk's token array inside tokens/."""
+    return f"c{chunk:06d}"
+
+
+class ChunkWriter:
+    """Writes one prompt-chunk's results into its own token array and pooled Zarr chunks."""
+
+    def __init__(self, group: zarr.Group, meta: StoreMeta) -> None:
+        self.group = group
+        self.meta = meta
+        self.ranges = chunk_ranges(meta.n_prompts, meta.chunk_rows)
+
+    def write(self, chunk: int, tokens: np.ndarray | None, pooled: dict[str, np.ndarray]) -> None:
+        """Write (overwriting any half-written earlier attempt) chunk `chunk`'s arrays."""
+        lo, hi = self.ranges[chunk]
+        for kind, arr in pooled.items():
+            self.group[f"{POOLED}/{kind}"][lo:hi] = arr
+        if tokens is not None:
+            block = max(1, min(self.meta.token_block_rows, len(tokens)))
+            out = self.group[TOKENS].create_array(token_array_name(chunk), shape=tokens.shape,
+                                                  chunks=(block, tokens.shape[1]), dtype=np.float16,
+                                                  overwrite=True)
+            out[:] = tokens
+
+    def write_and_mark(self, log: ChunkLog, chunk: int, tokens: np.ndarray | None, pooled: dict[str, np.ndarray],
+                       on_done: Callable[[int], None] | None = None) -> None:
+        """Write one chunk, then record it in the log (a chunk is done only once its bytes are), then
+        call on_done(chunk)."""
+        self.write(chunk, tokens, pooled)
+        log.mark(chunk, fingerprint=self.meta.fingerprint, n_tokens=0 if tokens is None else len(tokens))
+        if on_done is not None:
+            on_done(chunk)
+
+
+def _zarr_path(path: str | Path) -> Path:
+    p = Path(path)
+    return p / STORE_NAME if (p / STORE_NAME).exists() else p
+
+
+@dataclass
+class Activations:
+    """Read view of a finished store: ids, offsets, pooled vectors, token rows, token samples."""
+
+    group: zarr.Group
+    meta: StoreMeta
+    ids: list[str]
+    offsets: np.ndarray
+
+    @property
+    def n_prompts(self) -> int:
+        return self.meta.n_prompts
+
+    @property
+    def n_tokens(self) -> int:
+        return self.meta.n_tokens
+
+    @property
+    def d_model(self) -> int:
+        return self.meta.d_model
+
+    @property
+    def ranges(self) -> list[tuple[int, int]]:
+        return chunk_ranges(self.meta.n_prompts, self.meta.chunk_rows)
+
+    def pooled(self, kind: str = "mean") -> np.ndarray:
+        """Pooled vectors float32 [n_prompts, d] (kind in meta.pooling)."""
+        if kind not in self.meta.pooling:
+            raise KeyError(f"pooling '{kind}' was not stored (stored: {list(self.meta.pooling)}; set extract.pooling)")
+        return self.group[f"{POOLED}/{kind}"][:]
+
+    def chunk_tokens(self, chunk: int) -> np.ndarray:
+        """Token rows float16 [tokens of the chunk, d] of one prompt-chunk."""
+        if not self.meta.store_tokens:
+            raise ValueError("this store kept no token residuals (extract.store_tokens was false)")
+        return self.group[f"{TOKENS}/{token_array_name(chunk)}"][:]
+
+    def prompt_tokens(self, i: int) -> np.ndarray:
+        """Token rows float16 [length, d] of prompt i."""
+        chunk = i // self.meta.chunk_rows
+        base = self.offsets[self.ranges[chunk][0]]
+        arr = self.group[f"{TOKENS}/{token_array_name(chunk)}"]
+        return arr[int(self.offsets[i] - base): int(self.offsets[i + 1] - base)]
+
+    def sample_tokens(self, n: int, seed: int, dtype: type = np.float32) -> np.ndarray:
+        """n distinct token rows drawn uniformly (all rows if n >= n_tokens), [n, d] in `dtype`, in random
+        order. Prefix-consistent: a smaller n with the same seed gives the first n rows of a larger one
+        (held-out rows are the same whatever is sampled after them). Reads only the Zarr chunks hit."""
+        n = min(n, self.n_tokens)
+        picked = np.random.default_rng(seed).permutation(self.n_tokens)[:n]
+        out = np.empty((n, self.d_model), dtype=dtype)
+        starts = np.array([self.offsets[lo] for lo, _ in self.ranges] + [self.n_tokens])
+        owner = np.searchsorted(starts, picked, side="right") - 1
+        for chunk in np.unique(owner):
+            where = np.flatnonzero(owner == chunk)
+            local = picked[where] - starts[chunk]
+            order = np.argsort(local)
+            arr = self.group[f"{TOKENS}/{token_array_name(int(chunk))}"]
+            out[where[order]] = arr.get_orthogonal_selection((local[order], slice(None)))
+        return out
+
+
+def open_activations(path: str | Path) -> Activations:
+    """Open ``activations.zarr`` (or the artifact folder holding it) for reading."""
+    group = zarr.open_group(_zarr_path(path), mode="r")
+    return Activations(group, _meta(group), [str(x) for x in group["ids"][:]], group["offsets"][:])

@@ -1,0 +1,300 @@
+"""Extract stage: a transformers model's residual stream at one layer, per token and pooled per prompt.
+
+The forward pass stops at the chosen block (a forward hook raises :class:`StopForward`), so no layer
+above it runs. The residual taken is the output of block ``layer``: ``hidden_states[layer + 1]`` of a
+full forward (for the last block, before any final norm). Prompts are rendered as the policy sees them
+in RL (chat template, generation prompt) unless the tokenizer has no template (encoders such as BERT).
+
+Work is split into *prompt-chunks* of ``extract.chunk_rows`` prompts, the unit of resume and of sharding.
+Batches are length-sorted and bounded by a padded-token budget *within* one chunk, so a chunk's bytes
+never depend on which other chunks ran: a resumed or sharded run is bitwise identical to a single run.
+The Zarr layout and readers live in :mod:`saerl.activation_store`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from saerl.activation_store import (
+    STORE_NAME,
+    ChunkWriter,
+    StoreMeta,
+    chunk_ranges,
+    open_for_write,
+    prepare_store,
+)
+from saerl.artifacts import ChunkLog
+from saerl.config import ExtractConfig, ModelConfig
+
+PKG_PREFIX = "pkg:"
+CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+
+
+class StopForward(Exception):
+    """Raised by the hook on the chosen block to end the forward pass there."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for extraction: the module, its tokenizer, its block list, device and dtype."""
+
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    layers: torch.nn.ModuleList
+    name: str
+    causal: bool
+    device: torch.device
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.model.config.get_text_config().hidden_size)
+
+
+def resolve_model_path(name: str) -> str:
+    """'pkg:<module>' -> the model folder a Python package ships (its get_model_path(), MODEL_DIR, or
+    <package>/model); anything else (local folder or hub id) is returned unchanged."""
+    if not name.startswith(PKG_PREFIX):
+        return name
+    module = importlib.import_module(name[len(PKG_PREFIX):])
+    if callable(getattr(module, "get_model_path", None)):
+        return str(module.get_model_path())
+    if getattr(module, "MODEL_DIR", None) is not None:
+        return str(module.MODEL_DIR)
+    folder = Path(module.__file__).parent / "model"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"package {module.__name__} ships no model folder (looked for {folder})")
+    return str(folder)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else as named."""
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+
+
+def find_layers(model: torch.nn.Module, n_layers: int) -> torch.nn.ModuleList:
+    """The model's list of transformer blocks: the first ModuleList holding exactly n_layers modules."""
+    for _, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:
+            return module
+    raise ValueError(f"no ModuleList of {n_layers} blocks found in {type(model).__name__}")
+
+
+def load_model(name: str, model_cfg: ModelConfig, device: str = "auto") -> LoadedModel:
+    """Load a model (causal LM or encoder) and its tokenizer from a folder, hub id, or 'pkg:<module>'.
+
+    Weights from safetensors; float32 on CPU, ``model_cfg.dtype`` on GPU ('auto' = the checkpoint's)."""
+    path = resolve_model_path(name)
+    common: dict[str, Any] = {"revision": model_cfg.revision, "trust_remote_code": model_cfg.trust_remote_code}
+    config = AutoConfig.from_pretrained(path, **common)
+    causal = any(a.endswith(CAUSAL_SUFFIXES) for a in (config.architectures or []))
+    dev = pick_device(device)
+    dtype: Any = torch.float32 if dev.type == "cpu" else (
+        "auto" if model_cfg.dtype == "auto" else getattr(torch, model_cfg.dtype))
+    cls = AutoModelForCausalLM if causal else AutoModel
+    model = cls.from_pretrained(path, dtype=dtype, use_safetensors=True, **common).to(dev).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, **common)
+    n_layers = int(config.get_text_config().num_hidden_layers)
+    return LoadedModel(model, tokenizer, find_layers(model, n_layers), name, causal, dev)
+
+
+def resolve_layer(layer: int | None, n_layers: int) -> int:
+    """Layer index in [0, n_layers): None -> n_layers // 2, negatives count from the top."""
+    idx = n_layers // 2 if layer is None else layer
+    if idx < 0:
+        idx += n_layers
+    if not 0 <= idx < n_layers:
+        raise ValueError(f"extract.layer={layer} is out of range for a model with {n_layers} layers "
+                         f"(use 0..{n_layers - 1} or -1..-{n_layers})")
+    return idx
+
+
+def tokenize_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], cfg: ExtractConfig) -> list[list[int]]:
+    """Token ids per prompt as the policy sees it: chat template with generation prompt when the tokenizer
+    has one and cfg.chat_template is on (no extra special tokens), else the raw prompt with the tokenizer's
+    special tokens. Truncated to cfg.max_length on cfg.truncation_side."""
+    if cfg.chat_template and getattr(tokenizer, "chat_template", None):
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                               add_generation_prompt=True) for p in prompts]
+        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    else:
+        ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    cut = cfg.max_length
+    ids = [x[-cut:] if cfg.truncation_side == "left" else x[:cut] for x in ids]
+    empty = [i for i, x in enumerate(ids) if not x]
+    if empty:
+        raise ValueError(f"{len(empty)} prompts tokenize to nothing (first rows: {empty[:5]}); drop them at ingest")
+    return ids
+
+
+def plan_batches(lengths: np.ndarray, token_budget: int) -> list[np.ndarray]:
+    """Indices grouped longest-first so that (batch size x longest length) <= token_budget
+    (a prompt longer than the budget runs alone)."""
+    order = np.argsort(-lengths, kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    for pos in range(1, len(order) + 1):
+        if pos == len(order) or (pos - start + 1) * lengths[order[start]] > token_budget:
+            batches.append(order[start:pos])
+            start = pos
+    return batches
+
+
+def forward_to_layer(loaded: LoadedModel, layer: int, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Output of block `layer` for a padded batch [b, L] -> [b, L, d]; blocks above `layer` never run."""
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook(_module: torch.nn.Module, _args: Any, output: Any) -> None:
+        captured["h"] = output[0] if isinstance(output, tuple) else output
+        raise StopForward
+
+    handle = loaded.layers[layer].register_forward_hook(hook)
+    extra = {"use_cache": False} if loaded.causal else {}
+    try:
+        loaded.model(input_ids=input_ids, attention_mask=mask, **extra)
+    except StopForward:
+        pass
+    finally:
+        handle.remove()
+    if "h" not in captured:
+        raise RuntimeError(f"block {layer} of {loaded.name} never ran: the model skipped its layer list")
+    return captured["h"]
+
+
+def pad_batch(seqs: Sequence[np.ndarray], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id arrays into (input_ids, attention_mask) tensors [b, L] on `device`."""
+    width = max(len(s) for s in seqs)
+    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(seqs), width), dtype=np.int64)
+    for row, s in enumerate(seqs):
+        ids[row, : len(s)] = s
+        mask[row, : len(s)] = 1
+    return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+
+
+def pool_flat(flat: torch.Tensor, lengths: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Pool the real tokens of consecutive prompts, flat [sum(lengths), d], per prompt (float32):
+    mean, last (the final real token) and max. Works on unpadded rows, so padding cannot enter."""
+    flat = flat.float()
+    out: dict[str, torch.Tensor] = {}
+    for kind in kinds:
+        if kind == "last":
+            out[kind] = flat[torch.cumsum(lengths, 0) - 1]
+        else:
+            out[kind] = torch.segment_reduce(flat, kind, lengths=lengths, axis=0)
+    return out
+
+
+def pool(h: torch.Tensor, lengths: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
+    """pool_flat of right-padded states [b, L, d] whose rows hold `lengths` real tokens."""
+    valid = torch.arange(h.shape[1], device=h.device)[None, :] < lengths[:, None]
+    return pool_flat(h[valid], lengths, kinds)
+
+
+def run_chunk(loaded: LoadedModel, meta: StoreMeta, token_ids: np.ndarray, offsets: np.ndarray,
+              bar: tqdm | None = None) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    """Residuals of one prompt-chunk. `offsets` [m+1] index its flat `token_ids`. Returns the token rows
+    (fp16 [n_tok, d], or None if not stored) and pooled arrays (float32 [m, d]) in prompt order."""
+    lengths, d = np.diff(offsets), loaded.d_model
+    tokens = np.empty((int(offsets[-1]), d), dtype=np.float16) if meta.store_tokens else None
+    pooled = {k: np.empty((len(lengths), d), dtype=np.float32) for k in meta.pooling}
+    fp16_max = torch.finfo(torch.float16).max
+    pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
+    for batch in plan_batches(lengths, meta.token_budget):
+        seqs = [token_ids[offsets[i]: offsets[i + 1]] for i in batch]
+        ids, mask = pad_batch(seqs, pad_id, loaded.device)
+        flat = forward_to_layer(loaded, meta.layer, ids, mask)[mask.bool()]  # real tokens, row-major
+        for kind, vec in pool_flat(flat, mask.sum(1), meta.pooling).items():
+            pooled[kind][batch] = vec.cpu().numpy()
+        if tokens is not None:
+            rows = flat.clamp(-fp16_max, fp16_max).half().cpu().numpy()
+            starts = np.cumsum(np.concatenate([[0], lengths[batch][:-1]]))
+            for i, s in zip(batch, starts, strict=True):
+                tokens[offsets[i]: offsets[i + 1]] = rows[s: s + lengths[i]]
+        if bar is not None:
+            bar.update(int(lengths[batch].sum()))
+    return tokens, pooled
+
+
+def extract_chunks(store_path: str | Path, chunk_log: ChunkLog, chunk_ids: Sequence[int] | None = None,
+                   loaded: LoadedModel | None = None, model_cfg: ModelConfig | None = None,
+                   device: str = "auto", progress: bool = True,
+                   on_chunk_done: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Compute and write the given prompt-chunks (default: all) of a prepared store, skipping chunks the
+    log records as done. Safe to run for disjoint chunk sets in parallel processes (a shard each).
+    The model is the store's own unless `loaded` is given. `on_chunk_done(i)` runs after chunk i is
+    written and recorded. Returns a summary: n_prompts, n_tokens, d_model, layer, seconds, tokens_per_s."""
+    group, meta = open_for_write(store_path)
+    offsets = group["offsets"][:]
+    ranges = chunk_ranges(len(offsets) - 1, meta.chunk_rows)
+    wanted = range(len(ranges)) if chunk_ids is None else chunk_ids
+    todo = [c for c in wanted if not (chunk_log.is_done(c) and chunk_log.get(c).get("fingerprint") == meta.fingerprint)]
+    if loaded is None and todo:
+        loaded = load_model(meta.model, model_cfg or ModelConfig(), device)
+    if loaded is not None and (loaded.d_model, loaded.n_layers) != (meta.d_model, meta.n_layers):
+        raise ValueError(f"model {loaded.name} (d={loaded.d_model}, {loaded.n_layers} layers) is not the store's "
+                         f"{meta.model} (d={meta.d_model}, {meta.n_layers} layers)")
+    n_tok = int(sum(offsets[ranges[c][1]] - offsets[ranges[c][0]] for c in todo))
+    n_prompts = int(sum(ranges[c][1] - ranges[c][0] for c in todo))
+    writer = ChunkWriter(group, meta)
+    started = time.perf_counter()
+    bar = tqdm(total=n_tok, unit="tok", unit_scale=True, desc=f"extract L{meta.layer}", disable=not progress)
+    with torch.inference_mode(), ThreadPoolExecutor(max_workers=1) as pool_:
+        pending: Future[None] | None = None
+        for c in todo:
+            lo, hi = ranges[c]
+            off = offsets[lo: hi + 1]
+            token_ids = group["input_ids"][int(off[0]): int(off[-1])]
+            tokens, pooled = run_chunk(loaded, meta, token_ids, off - off[0], bar)  # type: ignore[arg-type]
+            if pending is not None:
+                pending.result()
+            pending = pool_.submit(writer.write_and_mark, chunk_log, c, tokens, pooled, on_chunk_done)
+        if pending is not None:
+            pending.result()
+    bar.close()
+    seconds = time.perf_counter() - started
+    return {"n_prompts": n_prompts, "n_tokens": n_tok, "d_model": meta.d_model, "layer": meta.layer,
+            "chunks_run": len(todo), "chunks_skipped": len(wanted) - len(todo), "seconds": round(seconds, 3),
+            "tokens_per_s": round(n_tok / seconds, 1) if seconds > 0 else 0.0}
+
+
+def prepare_extraction(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, model_cfg: ModelConfig,
+                       cfg: ExtractConfig, model_path: str | None = None) -> Path:
+    """Tokenize and lay out ``out_dir/activations.zarr`` without running the model (config + tokenizer
+    only), so shards can then run extract_chunks in other processes. The model is `model_path`, else
+    cfg.model, else model_cfg.name_or_path. An existing store for the same inputs is kept (resume)."""
+    name = model_path or cfg.model or model_cfg.name_or_path
+    path = resolve_model_path(name)
+    common: dict[str, Any] = {"revision": model_cfg.revision, "trust_remote_code": model_cfg.trust_remote_code}
+    text = AutoConfig.from_pretrained(path, **common).get_text_config()
+    token_ids = tokenize_prompts(AutoTokenizer.from_pretrained(path, **common), prompts, cfg)
+    store = Path(out_dir) / STORE_NAME
+    prepare_store(store, list(ids), token_ids, model=name, layer=resolve_layer(cfg.layer, text.num_hidden_layers),
+                  d_model=int(text.hidden_size), n_layers=int(text.num_hidden_layers), cfg=cfg)
+    return store
+
+
+def extract(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, model_cfg: ModelConfig,
+            cfg: ExtractConfig, chunk_log: ChunkLog, model_path: str | None = None, device: str = "auto",
+            progress: bool = True, on_chunk_done: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """The whole extract stage in one process: prepare_extraction, then every unfinished chunk.
+    Returns extract_chunks's summary plus model, n_layers, store, n_prompts_total, n_tokens_total."""
+    store = prepare_extraction(prompts, ids, out_dir, model_cfg, cfg, model_path)
+    summary = extract_chunks(store, chunk_log, None, None, model_cfg, device, progress, on_chunk_done)
+    meta = open_for_write(store)[1]
+    return {**summary, "model": meta.model, "n_layers": meta.n_layers, "store": str(store),
+            "n_prompts_total": meta.n_prompts, "n_tokens_total": meta.n_tokens}

@@ -1,0 +1,226 @@
+"""DAPO on top of trl's GRPOTrainer: clip-higher, token-level loss, and dynamic sampling.
+
+DAPO (arXiv 2503.14476) = four changes to GRPO. Two are trl settings, applied with :func:`dapo_overrides`:
+clip-higher (``epsilon_high`` 0.28 above ``epsilon`` 0.2) and the token-level loss (``loss_type="dapo"``).
+Overlong reward shaping is a reward function and is not part of this module. The fourth, **dynamic
+sampling**, trl 1.16 does not do ("not supported" in its docs); :func:`dynamic_sampling_trainer` adds it.
+
+Dynamic sampling. A group whose rollouts all get the same reward (all right or all wrong) has zero advantage:
+it carries no policy gradient, yet it takes a slot in the batch. DAPO drops such groups and generates for
+fresh prompts until the batch is full of groups with a reward spread.
+
+The seam in trl 1.16. ``GRPOTrainer._prepare_inputs`` calls ``_generate_and_score_completions(inputs)`` once
+per generation batch (every ``steps_per_generation * num_iterations`` steps) with the list of dataset rows
+the dataloader gave (each prompt ``num_generations`` times in a row); it then shuffles the returned dict of
+tensors and splits it into the per-step batches the loss sees. The subclass overrides only
+``_generate_and_score_completions`` (training mode; evaluation is untouched) and ``_calculate_rewards``
+(to keep the per-function rewards trl computes inside, for the zero-spread test):
+
+1. draw the next prompts from the ordered prompt stream, generate and score them with trl's own code;
+2. keep the groups with a reward spread (trl's own test: ``std`` of the weighted reward sum in the group
+   is not close to 0, unscorable rows ignored), drop the others;
+3. while fewer groups are kept than the batch holds and at most ``max_rounds`` extra rounds were run, draw
+   exactly as many fresh prompts as groups are missing, and repeat;
+4. return the kept groups, re-padded into one batch of the usual size. If the rounds run out first, the
+   batch is filled up with dropped groups in stream order (their advantage is 0: they add no policy
+   gradient, the step trains on what there is) and ``dynamic_sampling/filled_groups`` says how many.
+
+The prompt stream. Prompts are read in the order of the trainer's own train sampler (for
+``saerl.rl``'s ordered trainer: the curriculum order), one entry per prompt with the sampler's
+``num_generations`` and ``num_iterations`` repeats removed, epoch after epoch. The trainer keeps its own
+cursor in that stream, so every prompt drawn is either trained on or dropped, in stream order, and a
+curriculum is still read front to back. The rows the dataloader hands over only pace the steps; their
+content is not used (the dataloader cannot be asked for more rows mid-step, and it reads one batch ahead).
+A run with dynamic sampling therefore consumes more prompts than ``steps * prompts_per_step``: give it a
+longer stream (the cursor wraps to the start when the stream ends: ``dynamic_sampling/stream_epoch``).
+
+Every prompt drawn is recorded in the trainer's ``dynamic_sampling_drawn``: (dataset index, had a reward
+spread), in stream order; the prompts trained on are those with True.
+
+Metrics (trl's ``_metrics``, averaged per logging step like trl's own): ``dynamic_sampling/kept_groups``,
+``dynamic_sampling/dropped_groups``, ``dynamic_sampling/rounds`` (generation rounds in the step, 1 = no
+refill), ``dynamic_sampling/filled_groups``, ``dynamic_sampling/prompts_drawn``, ``dynamic_sampling/stream_epoch``.
+
+Limits: one process (groups are split across processes in multi-GPU trl, so dropping would need a
+cross-process exchange); text-only prompts; a map-style dataset; no resume of the cursor from a checkpoint.
+With ``scale_rewards="batch"`` the advantage scale is the std of each generation round, not of the final batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from saerl.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+DAPO_EPSILON_HIGH = 0.28  # DAPO's clip-higher upper bound (paper, section 3.1), used when the config sets none
+METRIC = "dynamic_sampling/"
+# Batch keys and how they are padded when groups from several generation rounds are put together.
+LEFT_PADDED = {"prompt_ids": "pad", "prompt_mask": 0}
+RIGHT_PADDED = {"completion_ids": "pad", "completion_mask": 0, "tool_mask": 1, "old_per_token_logps": 0.0,
+                "ref_per_token_logps": 0.0, "sampling_per_token_logps": 0.0, "importance_sampling_ratio": 0.0}
+PER_ROW = ("advantages",)
+
+
+def dapo_overrides(cfg: TrainConfig) -> dict[str, Any]:
+    """GRPOConfig fields DAPO sets: token-level loss and clip-higher (the config's epsilon_high when given,
+    else DAPO's 0.28). Dynamic sampling is not a GRPOConfig field: see :func:`dynamic_sampling_trainer`.
+    Merge into the GRPOConfig kwargs (the keys are already there): ``kwargs.update(dapo_overrides(cfg))``."""
+    return {"loss_type": "dapo", "epsilon_high": cfg.epsilon_high if cfg.epsilon_high is not None else DAPO_EPSILON_HIGH}
+
+
+def group_has_spread(rewards_per_func: torch.Tensor, weights: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Per group of `group_size` consecutive rows: does the weighted reward sum vary (trl's own zero-std test,
+    with rows no reward function scored left out; a group with fewer than two scored rows has no spread)?
+    in: rewards [rows, functions] (NaN = not scored), weights [functions], group size; out: bool [groups]."""
+    from trl.trainer.utils import nanstd
+
+    total = (rewards_per_func * weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
+    total[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+    std = nanstd(total.view(-1, group_size), dim=1)
+    return ~torch.isnan(std) & ~torch.isclose(std, torch.zeros_like(std))
+
+
+def select_rows(batch: dict[str, Any], rows: torch.Tensor) -> dict[str, Any]:
+    """The given rows (a bool mask or indices) of every per-row tensor of a trl batch; scalars kept as they are."""
+    return {k: v[rows] if isinstance(v, torch.Tensor) and v.ndim > 0 else v for k, v in batch.items()}
+
+
+def _pad_to(t: torch.Tensor, width: int, value: float, left: bool) -> torch.Tensor:
+    """`t` [rows, w] widened to `width` columns with `value` on the left or right."""
+    extra = width - t.size(1)
+    if extra == 0:
+        return t
+    fill = torch.full((t.size(0), extra), value, dtype=t.dtype, device=t.device)
+    return torch.cat([fill, t] if left else [t, fill], dim=1)
+
+
+def concat_batches(parts: list[dict[str, Any]], pad_token_id: int) -> dict[str, Any]:
+    """One trl batch from several (rows of different generation rounds): prompts left-padded and completions
+    right-padded to the widest part, per-row values concatenated, num_items_in_batch recounted.
+    in: batches with the same keys, pad token id; out: the merged batch. Unknown tensor keys (images) raise."""
+    parts = [p for p in parts if p["prompt_ids"].size(0) > 0] or parts[:1]
+    out: dict[str, Any] = {}
+    for key in parts[0]:
+        values = [p[key] for p in parts]
+        if key == "num_items_in_batch" or values[0] is None:
+            continue
+        if key in LEFT_PADDED or key in RIGHT_PADDED:
+            left = key in LEFT_PADDED
+            pad = (LEFT_PADDED if left else RIGHT_PADDED)[key]
+            pad_value = pad_token_id if pad == "pad" else pad
+            if values[0].ndim == 2:
+                width = max(v.size(1) for v in values)
+                values = [_pad_to(v, width, pad_value, left) for v in values]
+            out[key] = torch.cat(values, dim=0)
+        elif key in PER_ROW:
+            out[key] = torch.cat(values, dim=0)
+        else:
+            raise NotImplementedError(f"dynamic sampling does not know how to merge batch key {key!r} (text-only)")
+    mask = out["completion_mask"] if "tool_mask" not in out else out["completion_mask"] * out["tool_mask"]
+    out["num_items_in_batch"] = mask.sum()
+    return out
+
+
+def dynamic_sampling_trainer(base_cls: type, max_rounds: int) -> type:
+    """A subclass of the GRPOTrainer class `base_cls` (e.g. saerl.rl's ordered trainer) with DAPO dynamic
+    sampling: groups without reward spread are replaced by groups of the next prompts of the same ordered
+    stream, with at most `max_rounds` extra generation rounds per generation batch. `base_cls` is not changed.
+    in: trainer class, extra rounds (0 = only drop: fill with the dropped groups); out: the subclass."""
+    if max_rounds < 0:
+        raise ValueError(f"max_rounds must be >= 0, got {max_rounds}")
+
+    class DynamicSamplingTrainer(base_cls):  # type: ignore[valid-type, misc]
+        """GRPO trainer whose training batches hold only groups with a reward spread (DAPO dynamic sampling)."""
+
+        dynamic_sampling_max_rounds = max_rounds
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if self.accelerator.num_processes > 1:
+                raise NotImplementedError("dynamic sampling here runs in one process (trl splits groups across processes)")
+            if not hasattr(self.train_dataset, "__getitem__"):
+                raise NotImplementedError("dynamic sampling needs a map-style train dataset")
+            data = self.train_dataset
+            self._ds_rows = self._remove_unused_columns(data, "training") if hasattr(data, "column_names") else data
+            self.dynamic_sampling_drawn: list[tuple[int, bool]] = []  # (dataset index, had a reward spread), in order
+            self._ds_stream: Iterator[int] | None = None
+            self._ds_epoch = 0
+            self._ds_rewards: torch.Tensor | None = None
+            self._ds_warned = False
+
+        def _prompt_stream(self) -> Iterator[int]:
+            """Dataset indices in the train sampler's order, one per prompt, epoch after epoch."""
+            g = self.num_generations
+            per_batch = self.args.generation_batch_size // g
+            span = per_batch * g * self.num_iterations * self.args.steps_per_generation
+            sampler = self._get_train_sampler(self.train_dataset)
+            while True:
+                idx = list(sampler)
+                if len(idx) < span:
+                    raise ValueError(f"the train sampler yields {len(idx)} indices, fewer than one generation batch ({span})")
+                for start in range(0, len(idx) - span + 1, span):
+                    block = idx[start : start + per_batch * g : g]
+                    if idx[start : start + per_batch * g] != [i for i in block for _ in range(g)]:
+                        raise ValueError("the train sampler does not repeat each prompt num_generations times in a row")
+                    yield from block
+                self._ds_epoch += 1
+
+        def _draw(self, n_prompts: int) -> tuple[list[int], list[dict[str, Any]]]:
+            """The next `n_prompts` prompts of the stream: (dataset indices, rows with each prompt
+            num_generations times in a row, as the dataloader gives them)."""
+            if self._ds_stream is None:
+                self._ds_stream = self._prompt_stream()
+            idx = [next(self._ds_stream) for _ in range(n_prompts)]
+            return idx, [dict(self._ds_rows[i]) for i in idx for _ in range(self.num_generations)]
+
+        def _calculate_rewards(self, inputs: list[dict[str, Any]], prompts: list[Any], completions: list[Any],
+                               completion_ids_list: list[list[int]]) -> torch.Tensor:
+            """trl's rewards [rows, reward functions], kept for the zero-spread test of this round."""
+            rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            self._ds_rewards = rewards
+            return rewards
+
+        def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+            if not self.model.training:
+                return super()._generate_and_score_completions(inputs)
+            g = self.num_generations
+            want = len(inputs) // g
+            kept: list[dict[str, Any]] = []
+            spare: list[dict[str, Any]] = []
+            n_kept = n_dropped = drawn = rounds = 0
+            while n_kept < want and rounds <= self.dynamic_sampling_max_rounds:
+                need = want - n_kept
+                idx, batch = self._draw(need)
+                out = super()._generate_and_score_completions(batch)
+                spread = group_has_spread(self._ds_rewards, self.reward_weights, g)
+                self.dynamic_sampling_drawn += list(zip(idx, spread.tolist(), strict=True))
+                rows = spread.repeat_interleave(g).to(out["advantages"].device)
+                kept.append(select_rows(out, rows))
+                spare.append(select_rows(out, ~rows))
+                n_kept += int(spread.sum())
+                n_dropped += int((~spread).sum())
+                drawn += need
+                rounds += 1
+            filled = want - n_kept
+            parts = kept
+            if filled:
+                fill = select_rows(concat_batches(spare, self._tokenizer.pad_token_id), torch.arange(filled * g))
+                parts = [*kept, fill]
+                if not self._ds_warned:
+                    log.warning("dynamic sampling: %d of %d groups had no reward spread after %d rounds; filled with "
+                                "zero-advantage groups (logged as dynamic_sampling/filled_groups)", filled, want, rounds)
+                    self._ds_warned = True
+            metrics = self._metrics["train"]
+            for name, value in (("kept_groups", n_kept), ("dropped_groups", n_dropped), ("rounds", rounds),
+                                ("filled_groups", filled), ("prompts_drawn", drawn), ("stream_epoch", self._ds_epoch)):
+                metrics[METRIC + name].append(float(value))
+            return concat_batches(parts, self._tokenizer.pad_token_id)
+
+    DynamicSamplingTrainer.__name__ = DynamicSamplingTrainer.__qualname__ = f"DynamicSampling{base_cls.__name__}"
+    return DynamicSamplingTrainer

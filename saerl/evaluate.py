@@ -1,0 +1,347 @@
+"""Held-out evaluation of a policy, steps-to-target, and arm comparisons with honest error bars (evaluate stage).
+
+- :func:`evaluate_policy` / :func:`evaluate_loaded`: per problem, one greedy completion (``sample`` 0) and
+  ``k`` sampled ones (``sample`` 1..k at ``cfg.temperature``), each judged by :func:`saerl.verify.verify_batch`.
+  A verifier failure keeps its own ``status`` ("timeout"/"error") and counts as not correct.
+- :func:`summarize_eval`: greedy pass@1, mean accuracy over the k samples and pass@k per set, with standard
+  errors over problems.
+- :func:`steps_to_target`: the first eval step at which each arm and seed reaches a target accuracy.
+- :func:`compare_arms` / :func:`format_comparison`: each arm's accuracy and its difference to the reference
+  arm, with confidence intervals, and a verdict that says "within noise" when the interval contains 0.
+
+Error bars. Two sources of noise are separated. *Training seeds*: an arm trained again with another seed
+lands elsewhere; with >= 2 seeds per arm this is a t-interval (Welch for a difference) over per-seed
+accuracies. *Problems*: the eval set is a finite sample of problems. Every arm is evaluated on the same
+problems, so the difference is measured on paired per-problem scores (arm minus reference, problem by
+problem): far tighter than treating the two accuracies as independent, because a problem's own
+difficulty cancels. This needs the per-sample frame (``samples=``). When both are available their
+variances add (Welch-Satterthwaite degrees of freedom; slightly conservative, as per-sample noise enters
+both parts); with one seed only the problem part is known, and
+the ``ci_source`` column says that training-seed variance is not included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+import torch
+
+from saerl.config import EvalConfig
+from saerl.verify import verify_batch
+
+GREEDY = 0  # the `sample` index of the greedy completion; sampled ones are 1..k
+FAILED = ("timeout", "error")  # verifier statuses that are failures of the check, not of the model
+TARGET_RTOL = 1e-9  # an accuracy within this relative tolerance of the target counts as reaching it
+Metric = Literal["greedy", "mean_k"]
+
+
+# ------------------------------------------------------------------------------------------------ generation
+
+
+def _sampling_kwargs(temperature: float) -> dict[str, Any]:
+    """HF generate settings for greedy (temperature 0) or plain sampling at `temperature`. Every knob is set
+    explicitly: generate fills fields left at their defaults from the checkpoint's generation_config
+    (a real chat model ships top_p/top_k/repetition_penalty there), which would change what is measured."""
+    if temperature <= 0:
+        return {"do_sample": False, "num_beams": 1, "temperature": None, "top_k": None, "top_p": None,
+                "min_p": None, "repetition_penalty": 1.0}
+    return {"do_sample": True, "num_beams": 1, "temperature": temperature, "top_k": 0, "top_p": 1.0,
+            "min_p": None, "typical_p": 1.0, "repetition_penalty": 1.0}
+
+
+def _seed_for(seed: int, sample: int) -> int:
+    """A torch seed for one sample pass, from (run seed, sample index): sample j is the same whatever k is."""
+    return int(np.random.SeedSequence([seed, sample]).generate_state(1)[0])
+
+
+@torch.no_grad()
+def generate_batched(model: Any, tok: Any, prompts: list[str], max_new_tokens: int, batch_size: int,
+                     temperature: float, seed: int) -> tuple[list[str], list[int]]:
+    """Completions of chat-templated `prompts` with left padding, in batches of similar length.
+    in: model, tokenizer (with a chat template), prompt texts, limits, temperature (0 = greedy), torch seed;
+    out: (decoded completions without special tokens, generated token counts up to and including EOS)."""
+    model.eval()
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tok.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [eos])
+    texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+             for p in prompts]
+    ids = tok(texts, add_special_tokens=False)["input_ids"]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # less padding; results go back in input order
+    out_text: list[str] = [""] * len(ids)
+    out_len: list[int] = [0] * len(ids)
+    torch.manual_seed(seed)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = max(len(ids[i]) for i in rows)
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, i in enumerate(rows):  # left padding: generation continues right after each prompt
+            input_ids[r, width - len(ids[i]) :] = torch.tensor(ids[i])
+            mask[r, width - len(ids[i]) :] = 1
+        gen = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
+                             max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=sorted(eos_ids),
+                             **_sampling_kwargs(temperature))[:, width:].cpu()
+        for r, i in enumerate(rows):
+            seq = gen[r].tolist()
+            end = next((j + 1 for j, t in enumerate(seq) if t in eos_ids), len(seq))
+            out_len[i] = end
+            out_text[i] = tok.decode(seq[:end], skip_special_tokens=True)
+    return out_text, out_len
+
+
+def select_problems(df: pl.DataFrame, max_problems: int | None) -> pl.DataFrame:
+    """At most `max_problems` rows: those with the smallest sha256(id), so every arm and seed sees the same
+    problems whatever the row order. in: eval set, cap; out: the (sub)set, original order kept."""
+    if max_problems is None or df.height <= max_problems:
+        return df
+    keys = [hashlib.sha256(str(i).encode()).hexdigest() for i in df["id"].to_list()]
+    keep = set(sorted(range(df.height), key=lambda r: keys[r])[:max_problems])
+    return df.filter(pl.Series([r in keep for r in range(df.height)]))
+
+
+def evaluate_loaded(model: Any, tok: Any, eval_sets: dict[str, pl.DataFrame], cfg: EvalConfig,
+                    max_new_tokens: int, seed: int) -> pl.DataFrame:
+    """:func:`evaluate_policy` on an already loaded model and tokenizer."""
+    frames = []
+    for name, df in eval_sets.items():
+        df = select_problems(df, cfg.max_problems)
+        prompts, golds = df["prompt"].to_list(), [str(a) for a in df["answer"].to_list()]
+        n = df.height
+        texts, lens = generate_batched(model, tok, prompts, max_new_tokens, cfg.batch_size, 0.0, _seed_for(seed, GREEDY))
+        samples = [GREEDY] * n
+        for j in range(1, cfg.k_samples + 1):
+            t, ln = generate_batched(model, tok, prompts, max_new_tokens, cfg.batch_size, cfg.temperature,
+                                     _seed_for(seed, j))
+            texts, lens, samples = texts + t, lens + ln, samples + [j] * n
+        results = verify_batch(texts, golds * (cfg.k_samples + 1), cfg.verify_timeout_s)
+        extra = {c: df[c].cast(pl.Utf8).to_list() * (cfg.k_samples + 1) for c in ("difficulty", "topic") if c in df.columns}
+        frames.append(pl.DataFrame({
+            "set": [name] * len(texts), "id": [str(i) for i in df["id"].to_list()] * (cfg.k_samples + 1),
+            "sample": samples, "correct": [r.correct for r in results], "status": [r.status for r in results],
+            "completion_len": lens, "truncated": [ln >= max_new_tokens for ln in lens], **extra,
+        }, schema_overrides={"sample": pl.Int32, "completion_len": pl.Int32}))
+    if not frames:
+        raise ValueError("no eval sets given")
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
+def evaluate_policy(model_dir: str | Path, eval_sets: dict[str, pl.DataFrame], cfg: EvalConfig,
+                    max_new_tokens: int, seed: int) -> pl.DataFrame:
+    """Per problem and sample: is the policy in `model_dir` right on each held-out set?
+    in: saved policy folder (any HF causal LM with a chat template), {set name: frame (id, prompt, answer,
+    optional difficulty/topic)}, eval config, generation limit, seed;
+    out: one row per (set, id, sample) with sample 0 = greedy and 1..k = sampled at cfg.temperature, correct,
+    status (the verifier's: correct/wrong/no_answer/timeout/error), completion_len (tokens, EOS included),
+    truncated (hit max_new_tokens), and difficulty/topic (as text) where the set has them.
+    Deterministic for a seed and batch size (sample j draws from its own seed derived from (seed, j))."""
+    from saerl.policy_lm import load_policy
+
+    model, tok = load_policy(model_dir)
+    return evaluate_loaded(model, tok, eval_sets, cfg, max_new_tokens, seed)
+
+
+# ----------------------------------------------------------------------------------------------- summaries
+
+
+def _se(col: str) -> pl.Expr:
+    """Standard error of the mean of `col` over rows (NaN with fewer than two rows)."""
+    return (pl.col(col).std(ddof=1) / pl.len().cast(pl.Float64).sqrt()).fill_null(float("nan"))
+
+
+def summarize_eval(df: pl.DataFrame, by: tuple[str, ...] = ("set",)) -> pl.DataFrame:
+    """Accuracy per group of an :func:`evaluate_policy` frame.
+    in: per-sample frame, grouping columns (e.g. ("set", "difficulty"));
+    out: by..., n (problems), greedy (pass@1) and greedy_se, k, mean_k (mean accuracy over the k samples)
+    and mean_k_se, pass_k (any of the k right), failures (verifier timeouts/errors, all samples).
+    Standard errors are over problems."""
+    keys = [*by, "id"]
+    greedy = (df.filter(pl.col("sample") == GREEDY).group_by(keys).agg(pl.col("correct").any().cast(pl.Float64).alias("g"))
+              .group_by(by).agg(pl.len().alias("n"), pl.col("g").mean().alias("greedy"), _se("g").alias("greedy_se")))
+    sampled = (df.filter(pl.col("sample") > GREEDY).group_by(keys)
+               .agg(pl.len().alias("k"), pl.col("correct").cast(pl.Float64).mean().alias("m"),
+                    pl.col("correct").any().cast(pl.Float64).alias("p"))
+               .group_by(by).agg(pl.col("k").max().alias("k"), pl.col("m").mean().alias("mean_k"),
+                                 _se("m").alias("mean_k_se"), pl.col("p").mean().alias("pass_k")))
+    fails = df.group_by(by).agg(pl.col("status").is_in(FAILED).sum().alias("failures"))
+    out = greedy.join(sampled, on=list(by), how="left").join(fails, on=list(by), how="left")
+    return out.with_columns(pl.col("k").fill_null(0)).sort(list(by))
+
+
+# ---------------------------------------------------------------------------------------------- steps to target
+
+
+def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_arm: str = "vanilla") -> pl.DataFrame:
+    """First eval step at which each arm and seed reaches `target` accuracy.
+    in: curve (arm, seed, step, accuracy), target (None = the reference arm's final accuracy, mean over
+    seeds, where "final" is each seed's last step), reference arm;
+    out: one row per (arm, seed): target, steps (first step with accuracy >= target; null if never), reached,
+    mean_steps (the arm's mean over seeds; null unless every seed reached it) and ratio (mean_steps over the
+    reference's mean_steps; < 1 means fewer steps than the reference)."""
+    if target is None or (isinstance(target, float) and math.isnan(target)):
+        ref = curve.filter(pl.col("arm") == reference_arm)
+        if ref.is_empty():
+            raise ValueError(f"reference arm {reference_arm!r} not in the curve (arms: {curve['arm'].unique().to_list()})")
+        target = float(ref.group_by("seed").agg(pl.col("accuracy").sort_by("step").last())["accuracy"].mean())
+    tol = TARGET_RTOL * max(abs(target), 1.0)
+    hits = curve.with_columns((pl.col("accuracy") >= target - tol).alias("hit"))
+    per = (hits.group_by("arm", "seed")
+           .agg(pl.col("step").filter(pl.col("hit")).min().alias("steps"))
+           .with_columns(pl.col("steps").is_not_null().alias("reached"), pl.lit(target).alias("target")))
+    arm_mean = per.group_by("arm").agg(
+        pl.when(pl.col("reached").all()).then(pl.col("steps").cast(pl.Float64).mean()).otherwise(None).alias("mean_steps"))
+    ref_mean = arm_mean.filter(pl.col("arm") == reference_arm)["mean_steps"]
+    ref_steps = ref_mean[0] if ref_mean.len() and ref_mean[0] is not None else None
+    out = per.join(arm_mean, on="arm").with_columns(
+        (pl.col("mean_steps") / ref_steps if ref_steps else pl.lit(None, dtype=pl.Float64)).alias("ratio"))
+    return out.select("arm", "seed", "target", "steps", "reached", "mean_steps", "ratio").sort("arm", "seed")
+
+
+# ---------------------------------------------------------------------------------------------- comparisons
+
+
+RUN_KEYS = ("arm", "seed", "set")  # what identifies one evaluated policy on one set
+
+
+def problem_scores(samples: pl.DataFrame, metric: Metric = "greedy", by: tuple[str, ...] = RUN_KEYS) -> pl.DataFrame:
+    """Per (by..., id) score: greedy correctness (0/1) or the mean correctness over the k samples.
+    in: per-sample frame with the `by` columns added (arm, seed; step for a curve); out: (by..., id, score)."""
+    keys = [*by, "id"]
+    rows = samples.filter(pl.col("sample") == GREEDY) if metric == "greedy" else samples.filter(pl.col("sample") > GREEDY)
+    if rows.is_empty():
+        raise ValueError(f"no {metric} samples in the per-sample frame")
+    return rows.group_by(keys).agg(pl.col("correct").cast(pl.Float64).mean().alias("score")).sort(keys)
+
+
+def final_accuracy(samples: pl.DataFrame, metric: Metric = "greedy", by: tuple[str, ...] = RUN_KEYS) -> pl.DataFrame:
+    """(by..., accuracy) from a per-sample frame by `metric`: (arm, seed, set, accuracy) for
+    :func:`compare_arms`; with by=("arm", "seed", "step", "set") and one set, the curve of :func:`steps_to_target`."""
+    return (problem_scores(samples, metric, by).group_by(list(by))
+            .agg(pl.col("score").mean().alias("accuracy")).sort(list(by)))
+
+
+def _interval(estimate: float, parts: list[tuple[float, int]], level: float) -> tuple[float, float]:
+    """estimate +- t * sqrt(sum of variances); parts are (variance of the estimate, degrees of freedom);
+    Welch-Satterthwaite degrees of freedom. (nan, nan) without parts."""
+    from scipy import stats
+
+    if not parts:
+        return float("nan"), float("nan")
+    var = sum(v for v, _ in parts)
+    if var == 0:
+        return estimate, estimate
+    dof = var**2 / sum(v**2 / d for v, d in parts if v > 0)
+    half = float(stats.t.ppf(0.5 + level / 2, dof)) * math.sqrt(var)
+    return estimate - half, estimate + half
+
+
+def _seed_part(acc: list[float]) -> list[tuple[float, int]]:
+    """Variance of a mean over seeds (and its dof), or nothing with one seed."""
+    return [(float(np.var(acc, ddof=1)) / len(acc), len(acc) - 1)] if len(acc) >= 2 else []
+
+
+def _problem_part(values: np.ndarray) -> list[tuple[float, int]]:
+    """Variance of a mean over problems (and its dof), or nothing with fewer than two problems."""
+    return [(float(np.var(values, ddof=1)) / len(values), len(values) - 1)] if len(values) >= 2 else []
+
+
+def _verdict(lo: float, hi: float) -> str:
+    if math.isnan(lo) or math.isnan(hi):
+        return "no CI"
+    if lo <= 0 <= hi:
+        return "within noise"
+    return "better" if lo > 0 else "worse"
+
+
+def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samples: pl.DataFrame | None = None,
+                 metric: Metric = "greedy", level: float = EvalConfig.model_fields["ci_level"].default) -> pl.DataFrame:
+    """Each arm's final accuracy and its difference to `reference`, per eval set, with `level` intervals.
+    in: final (arm, seed, set, accuracy), or None to derive it from `samples`; reference arm; samples: the
+    per-sample frames of :func:`evaluate_policy` stacked with arm and seed columns (enables the paired
+    per-problem part of the error; arms must be evaluated on the same problem ids); metric the samples are
+    scored by (greedy pass@1 or mean over the k samples; must be the one `final` holds); confidence level.
+    out: set, arm, n_seeds, n_problems, accuracy, ci_low, ci_high, diff_pts, diff_ci_low_pts,
+    diff_ci_high_pts (arm minus reference, in points), verdict (reference / better / worse / within noise
+    (the interval contains 0) / no CI), ci_source (what the interval accounts for), level."""
+    if final is None:
+        if samples is None:
+            raise ValueError("give the final accuracies, the per-sample results, or both")
+        final = final_accuracy(samples, metric)
+    scores = problem_scores(samples, metric) if samples is not None else None
+    rows = []
+    for set_name in sorted(final["set"].unique().to_list()):
+        fin = final.filter(pl.col("set") == set_name)
+        arms = fin["arm"].unique().to_list()
+        if reference not in arms:
+            raise ValueError(f"reference arm {reference!r} missing on set {set_name!r} (arms: {sorted(arms)})")
+        acc = {a: fin.filter(pl.col("arm") == a).sort("seed")["accuracy"].to_list() for a in arms}
+        per_problem: dict[str, dict[str, float]] = {}
+        if scores is not None:
+            s = scores.filter(pl.col("set") == set_name).group_by("arm", "id").agg(pl.col("score").mean())
+            per_problem = {a: dict(zip(g["id"].to_list(), g["score"].to_list(), strict=True))
+                           for (a,), g in s.group_by("arm")}
+        for arm in [reference, *sorted(a for a in arms if a != reference)]:
+            mean = float(np.mean(acc[arm]))
+            own = np.array(list(per_problem.get(arm, {}).values()))
+            lo, hi = _interval(mean, _seed_part(acc[arm]) + _problem_part(own), level)
+            row = {"set": set_name, "arm": arm, "n_seeds": len(acc[arm]), "n_problems": len(own) or None,
+                   "accuracy": mean, "ci_low": lo, "ci_high": hi, "level": level}
+            if arm == reference:
+                rows.append({**row, "diff_pts": 0.0, "diff_ci_low_pts": None, "diff_ci_high_pts": None,
+                             "verdict": "reference", "ci_source": _source(len(acc[arm]), 1, len(own), False)})
+                continue
+            diff = mean - float(np.mean(acc[reference]))
+            seed_parts = (_seed_part(acc[arm]) + _seed_part(acc[reference])
+                          if len(acc[arm]) >= 2 and len(acc[reference]) >= 2 else [])
+            common = sorted(set(per_problem.get(arm, {})) & set(per_problem.get(reference, {})))
+            if scores is not None and not common:
+                raise ValueError(f"arm {arm!r} and {reference!r} share no problem ids on set {set_name!r}")
+            d = np.array([per_problem[arm][i] - per_problem[reference][i] for i in common])
+            dlo, dhi = _interval(diff, seed_parts + _problem_part(d), level)
+            rows.append({**row, "n_problems": len(common) or None, "diff_pts": 100 * diff,
+                         "diff_ci_low_pts": 100 * dlo, "diff_ci_high_pts": 100 * dhi, "verdict": _verdict(dlo, dhi),
+                         "ci_source": _source(len(acc[arm]), len(acc[reference]), len(common), True)})
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def _source(seeds: int, ref_seeds: int, problems: int, paired: bool) -> str:
+    """What an interval accounts for, in words (`paired`: a difference to the reference)."""
+    seed_ok = seeds >= 2 and (ref_seeds >= 2 or not paired)
+    parts = [f"seeds ({seeds} vs {ref_seeds}, Welch t)" if paired else f"{seeds} seeds (t)"] if seed_ok else []
+    if problems >= 2:
+        parts.append(f"{problems} paired problems" if paired else f"{problems} problems")
+    if not parts:
+        return "none: one seed and no per-sample results"
+    return " + ".join(parts) + ("" if seed_ok else "; training-seed variance not included (one seed)")
+
+
+def format_comparison(table: pl.DataFrame) -> str:
+    """A printable table of :func:`compare_arms` output, one block per set; says when a difference is
+    within noise."""
+    if table.is_empty():
+        return "(no arms to compare)"
+    level = int(round(100 * float(table["level"][0])))
+    ref = table.filter(pl.col("verdict") == "reference")["arm"][0]
+    head = f"{'arm':<16} {'seeds':>5} {'accuracy':>9} {f'{level}% CI':>15}   {f'diff vs {ref} (pts)':>22} {f'{level}% CI':>17}  verdict"
+    lines = []
+    for set_name in table["set"].unique(maintain_order=True).to_list():
+        lines += [f"set {set_name}", head]
+        for r in table.filter(pl.col("set") == set_name).iter_rows(named=True):
+            ci = "n/a" if math.isnan(r["ci_low"]) else f"[{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
+            if r["verdict"] == "reference":
+                diff, dci, verdict = "-", "", "reference"
+            else:
+                diff = f"{r['diff_pts']:+.1f}"
+                dci = ("n/a" if r["diff_ci_low_pts"] is None or math.isnan(r["diff_ci_low_pts"])
+                       else f"[{r['diff_ci_low_pts']:+.1f}, {r['diff_ci_high_pts']:+.1f}]")
+                verdict = {"within noise": "within noise (CI contains 0)", "better": f"better than {ref}",
+                           "worse": f"worse than {ref}", "no CI": "no CI: need 2+ seeds or per-sample results"}[r["verdict"]]
+            lines.append(f"{r['arm']:<16} {r['n_seeds']:>5} {100 * r['accuracy']:>8.1f}% {ci:>15}   {diff:>22} {dci:>17}  {verdict}")
+        sources = table.filter((pl.col("set") == set_name) & (pl.col("verdict") != "reference"))["ci_source"].unique().to_list()
+        lines += [f"  intervals from: {'; '.join(sources)}" if sources else "", ""]
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,232 @@
+"""The testbed's tiny policy LM: its own word-piece tokenizer, a Qwen2 config, CPU pretraining, evaluation.
+
+Tokenizer: whole words of the world are tokens (with a leading-space marker); a number is the marker then one
+token per digit (``347`` -> ``▁ 3 4 7``), so a digit is the same token wherever it stands and any number
+round-trips. It is saved with its class named explicitly
+(``TokenizersBackend``) so ``AutoTokenizer`` does not fall back to the model type's own tokenizer class.
+The model is a Llama config: transformers 5 always maps model type ``qwen2`` to ``Qwen2Tokenizer``
+(``MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS``), whatever the saved tokenizer config names.
+Chat template: ``<|user|> {prompt} <|assistant|>`` then the completion ``{solution} <|eos|>``; the LM is
+pretrained on exactly the token sequence trl builds in RL (prompt ids, then completion ids, then EOS).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast
+
+from saerl.config import TestbedConfig
+
+PAD, UNK, EOS, USER, ASSISTANT = "<|pad|>", "<|unk|>", "<|eos|>", "<|user|>", "<|assistant|>"
+TOKENIZER_CLASS = "TokenizersBackend"  # transformers 5's name for a plain `tokenizers`-backed tokenizer
+SPACE = "\u2581"  # word marker (Metaspace): a token that follows a space carries it
+DIGITS = "0123456789"
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}" + USER + " {{ m['content'] }} "
+    "{% else %}" + ASSISTANT + " {{ m['content'] }} " + EOS + " {% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}" + ASSISTANT + "{% endif %}"
+)
+
+
+def world_vocab(texts: list[str]) -> list[str]:
+    """Sorted token list of a world: specials, the word marker, the ten digits, and every word as it follows a
+    space (numbers are spelled by digits). in: all texts; out: the vocabulary, specials first."""
+    words = {SPACE + w for t in texts for w in t.split() if not any(ch.isdigit() for ch in w)}
+    words |= {SPACE + "-"}
+    return [PAD, UNK, EOS, USER, ASSISTANT, SPACE, *DIGITS, *sorted(words)]
+
+
+def build_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over the world's vocabulary with the chat template: words keep a leading
+    space marker; numbers become the marker then one token per digit. in: texts; out: tokenizer."""
+    vocab = {w: i for i, w in enumerate(world_vocab(texts))}
+    core = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    core.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="always", split=True),
+        pre_tokenizers.Digits(individual_digits=True),
+    ])
+    core.decoder = decoders.Metaspace(replacement=SPACE, prepend_scheme="always", split=True)
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, unk_token=UNK, eos_token=EOS,
+                                  bos_token=EOS, additional_special_tokens=[USER, ASSISTANT])
+    tok.chat_template = CHAT_TEMPLATE
+    tok.padding_side = "left"
+    return tok
+
+
+def save_tokenizer(tok: PreTrainedTokenizerFast, out_dir: Path) -> None:
+    """save_pretrained, then name the class in tokenizer_config.json so AutoTokenizer rebuilds this one."""
+    tok.save_pretrained(out_dir)
+    path = out_dir / "tokenizer_config.json"
+    conf = json.loads(path.read_text())
+    conf["tokenizer_class"] = TOKENIZER_CLASS
+    conf["padding_side"] = "left"
+    path.write_text(json.dumps(conf, indent=2))
+
+
+def load_policy(model_dir: str | Path) -> tuple[Any, Any]:
+    """(model, tokenizer) from a saved folder, through the Auto classes only (no remote code)."""
+    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=False, dtype=torch.float32)
+    return model, tok
+
+
+def prompt_text(tok: Any, prompt: str) -> str:
+    """The chat-templated prompt, as trl renders it for generation."""
+    return tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+
+
+def new_model(cfg: TestbedConfig, tok: PreTrainedTokenizerFast) -> Any:
+    """A randomly initialised Llama causal LM sized by `cfg`, with the tokenizer's special ids."""
+    conf = LlamaConfig(
+        vocab_size=len(tok), hidden_size=cfg.d_model, intermediate_size=cfg.d_ff, num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_heads, max_position_embeddings=cfg.max_len,
+        tie_word_embeddings=True, pad_token_id=tok.pad_token_id, bos_token_id=tok.eos_token_id,
+        eos_token_id=tok.eos_token_id, use_cache=True,
+    )
+    torch.manual_seed(cfg.seed)
+    return AutoModelForCausalLM.from_config(conf)
+
+
+def encode_examples(tok: Any, prompts: list[str], completions: list[str]) -> list[tuple[list[int], int]]:
+    """Per example (prompt ids + completion ids + EOS, number of prompt ids)."""
+    p_ids = tok([prompt_text(tok, p) for p in prompts], add_special_tokens=False)["input_ids"]
+    c_ids = tok(completions, add_special_tokens=False)["input_ids"]
+    return [(p + c + [tok.eos_token_id], len(p)) for p, c in zip(p_ids, c_ids, strict=True)]
+
+
+def _batch(examples: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (input_ids, labels) with the loss on completion tokens only. Causal attention never lets a
+    real token see the padding after it, so no attention mask is needed (the faster SDPA causal path)."""
+    width = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), width), pad_id)
+    labels = torch.full((len(examples), width), -100)
+    for i, (seq, n_prompt) in enumerate(examples):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        labels[i, n_prompt : len(seq)] = torch.tensor(seq[n_prompt:])
+    return ids, labels
+
+
+def length_buckets(lengths: list[int], batch: int, window: int, gen: torch.Generator) -> list[list[int]]:
+    """One epoch of batches: shuffle, sort each window of `window` batches by length (less padding), split,
+    shuffle the batches. in: sequence lengths, batch size, window, rng; out: index lists."""
+    perm = torch.randperm(len(lengths), generator=gen).tolist()
+    out: list[list[int]] = []
+    span = batch * window
+    for s in range(0, len(perm) - batch + 1, span):
+        chunk = sorted(perm[s : s + span], key=lambda i: lengths[i])
+        out += [chunk[j : j + batch] for j in range(0, len(chunk) - batch + 1, batch)]
+    return [out[i] for i in torch.randperm(len(out), generator=gen).tolist()]
+
+
+def pretrain(model: Any, tok: Any, df: pl.DataFrame, cfg: TestbedConfig) -> list[tuple[int, float]]:
+    """AdamW with warmup + cosine decay on (prompt -> worked solution) pairs of `df`, loss on the completion.
+    in: model, tokenizer, pretraining frame, config; out: [(step, mean loss since last log)]."""
+    torch.set_num_threads(cfg.threads)
+    examples = encode_examples(tok, df["prompt"].to_list(), df["solution"].to_list())
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        frac = (step - cfg.warmup_steps) / max(1, cfg.pretrain_steps - cfg.warmup_steps)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    model.train()
+    batches: list[list[int]] = []
+    log, acc = [], []
+    bar = tqdm(range(cfg.pretrain_steps), desc="pretrain", mininterval=5)
+    for step in bar:
+        if not batches:
+            batches = length_buckets([len(e[0]) for e in examples], cfg.batch_size, cfg.bucket_batches, gen)
+        ids, labels = _batch([examples[i] for i in batches.pop()], tok.pad_token_id)
+        loss = model(input_ids=ids, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        acc.append(loss.item())
+        if (step + 1) % cfg.log_every == 0:
+            log.append((step + 1, sum(acc) / len(acc)))
+            bar.set_postfix(loss=f"{log[-1][1]:.3f}")
+            acc = []
+    model.eval()
+    return log
+
+
+@torch.no_grad()
+def generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int, batch: int,
+             temperature: float = 0.0, seed: int = 0) -> list[str]:
+    """Completions (decoded, special tokens dropped) for each prompt; temperature 0 = greedy."""
+    torch.manual_seed(seed)
+    out: list[str] = []
+    model.eval()
+    for i in range(0, len(prompts), batch):
+        enc = tok([prompt_text(tok, p) for p in prompts[i : i + batch]], add_special_tokens=False,
+                  return_tensors="pt", padding=True)
+        sample = temperature > 0
+        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=sample, pad_token_id=tok.pad_token_id,
+                             eos_token_id=tok.eos_token_id, **({"temperature": temperature, "top_k": 0} if sample else {}))
+        out += tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    return out
+
+
+def correct(completions: list[str], golds: list[str]) -> list[bool]:
+    """Whether each completion's final answer equals its gold (the project verifier's number fast path)."""
+    from saerl.verify import verify_batch
+
+    return [r.status == "correct" for r in verify_batch(completions, golds)]
+
+
+def accuracy_table(df: pl.DataFrame, flags: list[bool], by: str = "difficulty") -> pl.DataFrame:
+    """Mean correctness per value of `by` plus an 'all' row. in: frame, one flag per row; out: (by, n, acc)."""
+    t = df.select(pl.col(by).cast(pl.Utf8), pl.Series("ok", flags, dtype=pl.Float64))
+    per = t.group_by(by).agg(pl.len().alias("n"), pl.col("ok").mean().alias("acc")).sort(by)
+    return pl.concat([per, pl.DataFrame({by: ["all"], "n": [t.height], "acc": [t["ok"].mean()]},
+                                        schema=per.schema)])
+
+
+def train_policy_lm(cfg: TestbedConfig, world: dict[str, pl.DataFrame], out_dir: Path) -> dict[str, Any]:
+    """Tokenizer from the whole world's text, pretrain on `world['pretrain']`, save to `out_dir`, reload
+    through the Auto classes and measure greedy accuracy per level on `world['eval']`.
+    in: config, world frames, output folder; out: summary dict (seconds, loss log, accuracy per level)."""
+    texts = [t for df in world.values() for col in ("prompt", "solution") for t in df[col].to_list()]
+    tok = build_tokenizer(texts)
+    model = new_model(cfg, tok)
+    start = time.time()
+    log = pretrain(model, tok, world["pretrain"], cfg)
+    seconds = time.time() - start
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    save_tokenizer(tok, out_dir)
+    model, tok = load_policy(out_dir)
+    ev = world["eval"]
+    flags = correct(generate(model, tok, ev["prompt"].to_list(), cfg.max_new_tokens, cfg.eval_batch), ev["answer"].to_list())
+    table = accuracy_table(ev, flags)
+    print(f"pretraining: {seconds:.0f} s, {sum(p.numel() for p in model.parameters())/1e6:.2f}M params, "
+          f"final loss {log[-1][1] if log else float('nan'):.3f}\ngreedy accuracy per level (held-out eval):\n{table}")
+    return {"pretrain_seconds": round(seconds, 1), "loss_log": log,
+            "greedy_accuracy": dict(zip(table["difficulty"].to_list(), table["acc"].to_list(), strict=True))}
+
+
+def score_policy(model: Any, tok: Any, df: pl.DataFrame, k: int, temperature: float, max_new_tokens: int,
+                 batch: int, seed: int = 0) -> tuple[list[bool], list[float]]:
+    """Per problem of `df` (prompt, answer): greedy correctness and mean correctness over k samples at
+    `temperature`. in: policy, frame, k, temperature, limits, seed; out: (greedy flags, mean@k per problem)."""
+    prompts, golds = df["prompt"].to_list(), df["answer"].to_list()
+    greedy = correct(generate(model, tok, prompts, max_new_tokens, batch), golds)
+    samples = correct(generate(model, tok, prompts * k, max_new_tokens, batch, temperature, seed), golds * k)
+    n = len(prompts)
+    mean_k = [sum(samples[j * n + i] for j in range(k)) / k for i in range(n)]
+    return greedy, mean_k

@@ -1,0 +1,255 @@
+"""SAE stage (obtain a sae-lens SAE for the extracted layer) and encode stage (sparse per-prompt codes).
+
+An SAE comes from one of three sources, behind :func:`obtain_sae`: a sae-lens pretrained release
+(``SAE.from_pretrained``, needs hub access), a local sae-lens folder (``SAE.load_from_disk``), or one
+trained here with sae-lens's ``SAETrainer`` on a seeded random token sample of the activation store.
+Whatever the source, the SAE is saved in sae-lens format in ``out_dir`` and scored on held-out tokens.
+
+``codes.zarr`` (P prompts, K = min(encode_top_k, d_sae))::
+
+    attrs         d_sae, top_k, pool, chunk_rows, fingerprint
+    ids           str     [P]
+    feature_ids   int32   [P, K]   top-K pooled features per prompt, strongest first; -1 = empty slot
+    values        float16 [P, K]   their pooled activations (0 in empty slots)
+
+Rows are chunked like the activation store's prompt-chunks (one Zarr chunk each), so encoding resumes
+and shards per chunk exactly like extraction, and memory is bounded by one chunk plus one encode batch.
+sae-lens is imported inside functions: it pulls in transformer-lens (~10 s) and most callers never need it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import zarr
+from tqdm.auto import tqdm
+
+from saerl.activation_store import Activations, open_activations
+from saerl.artifacts import ChunkLog, file_sha256
+from saerl.config import SAEConfig, stable_hash
+
+CODES_NAME = "codes.zarr"
+REPORT_NAME = "sae_report.json"
+
+
+class SAEShapeError(ValueError):
+    """The SAE's input width does not match the residual width of the extracted layer."""
+
+
+def check_width(d_in: int, act: Activations, origin: str) -> None:
+    """Raise SAEShapeError unless the SAE's d_in equals the store's d_model."""
+    if d_in != act.d_model:
+        raise SAEShapeError(
+            f"SAE {origin} has d_in={d_in} but layer {act.meta.layer} of {act.meta.model} has width "
+            f"d_model={act.d_model}. Fix: use an SAE trained on this model's residual stream (sae.release/"
+            f"sae.sae_id or sae.path), set extract.model/extract.layer to the SAE's model, or set sae.source: train.")
+
+
+def token_batches(x: torch.Tensor, batch: int, seed: int, device: str) -> Iterator[torch.Tensor]:
+    """Endless stream of float32 [batch, d] rows of x on `device`, reshuffled (seeded) every pass; drops a
+    ragged tail. x may stay fp16 on the CPU: only one batch at a time is converted and moved."""
+    gen = torch.Generator().manual_seed(seed)
+    size = min(batch, len(x))
+    while True:
+        perm = torch.randperm(len(x), generator=gen)
+        for start in range(0, len(x) - size + 1, size):
+            yield x[perm[start: start + size]].to(device, torch.float32)
+
+
+def train_sae(cfg: SAEConfig, x: torch.Tensor, meta: dict[str, Any], device: str = "cpu") -> Any:
+    """Train a TopK (or standard L1) SAE of width expansion * d_in on token rows x [n, d] with sae-lens's
+    SAETrainer; returns the trained training-SAE (activation scaling already folded into its weights)."""
+    from sae_lens import (
+        SAETrainer,
+        StandardTrainingSAE,
+        StandardTrainingSAEConfig,
+        TopKTrainingSAE,
+        TopKTrainingSAEConfig,
+    )
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+
+    torch.manual_seed(cfg.seed)
+    d_in = x.shape[1]
+    common: dict[str, Any] = {"d_in": d_in, "d_sae": cfg.expansion * d_in, "device": device,
+                              "normalize_activations": cfg.normalize}
+    if cfg.architecture == "topk":
+        sae: Any = TopKTrainingSAE(TopKTrainingSAEConfig(k=min(cfg.k, common["d_sae"]), **common))
+    else:
+        sae = StandardTrainingSAE(StandardTrainingSAEConfig(l1_coefficient=cfg.l1_coefficient, **common))
+    for key, value in meta.items():
+        sae.cfg.metadata[key] = value
+    batch = min(cfg.batch_size, len(x))
+    trainer_cfg = SAETrainerConfig(
+        total_training_samples=len(x) * cfg.train_epochs, train_batch_size_samples=batch, lr=cfg.lr,
+        lr_end=cfg.lr, device=device, dead_feature_window=cfg.dead_feature_window,
+        n_batches_for_norm_estimate=math.ceil(len(x) / batch), logger=LoggingConfig(log_to_wandb=False))
+    return SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=token_batches(x, batch, cfg.seed, device)).fit()
+
+
+@torch.no_grad()
+def evaluate_sae(sae: Any, x: torch.Tensor, batch: int) -> dict[str, Any]:
+    """On held-out token rows x [n, d] (any dtype/device; moved batch by batch): fraction of variance
+    explained (1 - SSE / total SS about the mean), mean L0 per token, features that never fire."""
+    dev = sae.W_enc.device
+    batches = [x[s: s + batch] for s in range(0, len(x), batch)]
+    mean = sum(b.to(dev, torch.float64).sum(0) for b in batches) / max(1, len(x))
+    sse = tot = l0 = 0.0
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=dev)
+    for xb in (b.to(dev, torch.float32) for b in batches):
+        feats = sae.encode(xb)
+        sse += float(((xb - sae.decode(feats)) ** 2).sum(dtype=torch.float64))
+        tot += float(((xb.double() - mean) ** 2).sum())
+        active = feats > 0
+        l0 += float(active.sum())
+        fired |= active.any(0)
+    dead = int((~fired).sum())
+    return {"variance_explained": round(1.0 - sse / tot, 4) if tot > 0 else 0.0,
+            "l0": round(l0 / max(1, len(x)), 3), "dead_features": dead,
+            "dead_frac": round(dead / sae.cfg.d_sae, 4), "n_eval_tokens": len(x)}
+
+
+def _source_sae(cfg: SAEConfig, device: str) -> tuple[Any, str]:
+    """Load a pretrained (hub) or local SAE as the config names it; returns (sae, origin text)."""
+    from sae_lens import SAE
+
+    if cfg.source == "pretrained":
+        if not (cfg.release and cfg.sae_id):
+            raise ValueError("sae.source=pretrained needs sae.release and sae.sae_id (a sae-lens release and id)")
+        return SAE.from_pretrained(cfg.release, cfg.sae_id, device=device), f"{cfg.release}/{cfg.sae_id}"
+    if not cfg.path:
+        raise ValueError("sae.source=local needs sae.path (a folder with cfg.json + sae_weights.safetensors)")
+    return SAE.load_from_disk(cfg.path, device=device), cfg.path
+
+
+def obtain_sae(cfg: SAEConfig, activations_path: str | Path, out_dir: str | Path, device: str = "cpu") -> dict[str, Any]:
+    """Get the SAE cfg.source names, check its width against the store, save it in sae-lens format in
+    out_dir (cfg.json + sae_weights.safetensors, readable by SAE.load_from_disk) and return a report
+    (also written to out_dir/sae_report.json): source, d_in, d_sae, variance_explained, l0, dead
+    features on held-out tokens, token counts and seconds."""
+    from sae_lens import SAE
+
+    act = open_activations(activations_path)
+    out = Path(out_dir)
+    started = time.perf_counter()
+    n_avail = min(cfg.train_tokens, act.n_tokens)
+    n_held = max(1, round(n_avail * cfg.heldout_frac))  # the same held-out rows whatever the source
+    sample = act.sample_tokens(n_avail if cfg.source == "train" else n_held, cfg.seed, dtype=np.float16)
+    train, held = torch.from_numpy(sample[n_held:]), torch.from_numpy(sample[:n_held])  # fp16, CPU
+    if cfg.source == "train":
+        meta = {"model_name": act.meta.model, "hook_name": f"layer.{act.meta.layer}.output"}
+        train_sae(cfg, train, meta, device).save_inference_model(out)
+        origin = "trained here"
+    else:
+        sae, origin = _source_sae(cfg, device)
+        check_width(sae.cfg.d_in, act, origin)
+        sae.save_model(out)
+    sae = SAE.load_from_disk(out, device=device)
+    check_width(sae.cfg.d_in, act, origin)
+    report = {"source": cfg.source, "origin": origin, "architecture": sae.cfg.architecture(),
+              "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae, "k": getattr(sae.cfg, "k", None),
+              "n_train_tokens": len(train) if cfg.source == "train" else 0,
+              **evaluate_sae(sae, held, cfg.batch_size), "seconds": round(time.perf_counter() - started, 2)}
+    (out / REPORT_NAME).write_text(json.dumps(report, indent=1))
+    return report
+
+
+def prompt_groups(lengths: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Consecutive [lo, hi) prompt groups of at most `budget` tokens each (a longer prompt goes alone)."""
+    groups, lo, used = [], 0, 0
+    for i, n in enumerate(lengths):
+        if i > lo and used + n > budget:
+            groups.append((lo, i))
+            lo, used = i, 0
+        used += int(n)
+    return groups + [(lo, len(lengths))] if len(lengths) else groups
+
+
+def pool_codes(codes: torch.Tensor, lengths: torch.Tensor, how: str) -> torch.Tensor:
+    """Pool token codes [t, d_sae] of consecutive prompts with `lengths` (summing to t) into
+    [n_prompts, d_sae]: max or mean over each prompt's tokens."""
+    return torch.segment_reduce(codes, "max" if how == "max" else "mean", lengths=lengths, axis=0)
+
+
+def _prepare_codes(store: Path, act: Activations, d_sae: int, k: int, cfg: SAEConfig, sae_dir: Path) -> str:
+    """Create codes.zarr (or keep a matching one, to resume); returns its fingerprint."""
+    weights = file_sha256(sae_dir / "sae_weights.safetensors")
+    fp = stable_hash([act.meta.fingerprint, d_sae, k, cfg.encode_pool, weights,
+                      json.loads((sae_dir / "cfg.json").read_text())])
+    if store.exists() and zarr.open_group(store, mode="r").attrs.get("fingerprint") == fp:
+        return fp
+    group = zarr.open_group(store, mode="w")
+    rows, n = act.meta.chunk_rows, act.n_prompts
+    group.create_array("ids", shape=(n,), chunks=(rows,), dtype=str)[:] = np.array(act.ids, dtype=str)
+    group.create_array("feature_ids", shape=(n, k), chunks=(rows, k), dtype=np.int32, fill_value=-1)
+    group.create_array("values", shape=(n, k), chunks=(rows, k), dtype=np.float16, fill_value=0)
+    group.attrs.update({"d_sae": d_sae, "top_k": k, "pool": cfg.encode_pool, "chunk_rows": rows,
+                        "fingerprint": fp})
+    return fp
+
+
+def encode_codes(activations_path: str | Path, sae_dir: str | Path, cfg: SAEConfig, out_dir: str | Path,
+                 chunk_log: ChunkLog, device: str = "cpu", chunk_ids: Sequence[int] | None = None,
+                 progress: bool = True, on_chunk_done: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Encode every token with the SAE in sae_dir, pool per prompt (cfg.encode_pool), keep the top
+    cfg.encode_top_k features per prompt in out_dir/codes.zarr. Chunk by chunk (default: all chunks),
+    skipping chunks chunk_log records; a rerun resumes. Returns n_prompts, n_tokens, seconds, d_sae,
+    top_k and mean_nonzero (kept features per prompt)."""
+    from sae_lens import SAE
+
+    act = open_activations(activations_path)
+    sae = SAE.load_from_disk(sae_dir, device=device)
+    check_width(sae.cfg.d_in, act, str(sae_dir))
+    k = min(cfg.encode_top_k, sae.cfg.d_sae)
+    store = Path(out_dir) / CODES_NAME
+    fp = _prepare_codes(store, act, sae.cfg.d_sae, k, cfg, Path(sae_dir))
+    group = zarr.open_group(store, mode="r+")
+    wanted = range(len(act.ranges)) if chunk_ids is None else chunk_ids
+    todo = [c for c in wanted if not (chunk_log.is_done(c) and chunk_log.get(c).get("fingerprint") == fp)]
+    started, n_tok, nonzero = time.perf_counter(), 0, 0
+    for c in tqdm(todo, desc="encode", unit="chunk", disable=not progress):
+        lo, hi = act.ranges[c]
+        lengths = np.diff(act.offsets[lo: hi + 1])
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        tokens = act.chunk_tokens(c)
+        parts = []
+        with torch.no_grad():
+            for a, b in prompt_groups(lengths, cfg.encode_batch_tokens):
+                x = torch.from_numpy(tokens[starts[a]: starts[b]]).to(device, torch.float32)
+                lens = torch.from_numpy(lengths[a:b]).to(device)
+                parts.append(pool_codes(sae.encode(x), lens, cfg.encode_pool))
+        pooled = torch.cat(parts)
+        vals, idx = pooled.topk(k, dim=1)
+        idx[vals <= 0] = -1
+        vals = vals.clamp(min=0)
+        group["feature_ids"][lo:hi] = idx.cpu().numpy().astype(np.int32)
+        group["values"][lo:hi] = vals.cpu().numpy().astype(np.float16)
+        chunk_log.mark(c, fingerprint=fp, n_tokens=len(tokens))
+        n_tok += len(tokens)
+        nonzero += int((idx >= 0).sum())
+        if on_chunk_done is not None:
+            on_chunk_done(c)
+    seconds = time.perf_counter() - started
+    n_prompts = sum(act.ranges[c][1] - act.ranges[c][0] for c in todo)
+    return {"n_prompts": n_prompts, "n_tokens": n_tok, "chunks_run": len(todo), "seconds": round(seconds, 3),
+            "d_sae": sae.cfg.d_sae, "top_k": k, "mean_nonzero": round(nonzero / max(1, n_prompts), 2)}
+
+
+def load_codes_csr(codes_path: str | Path) -> tuple[list[str], sp.csr_matrix]:
+    """(ids, csr [n_prompts, d_sae] float32) from codes.zarr (or the folder holding it): each row holds its
+    prompt's kept pooled features, at most top_k nonzeros."""
+    p = Path(codes_path)
+    group = zarr.open_group(p / CODES_NAME if (p / CODES_NAME).exists() else p, mode="r")
+    fids, vals = group["feature_ids"][:], group["values"][:].astype(np.float32)
+    keep = (fids >= 0) & (vals > 0)
+    indptr = np.concatenate([[0], np.cumsum(keep.sum(1))])
+    csr = sp.csr_matrix((vals[keep], fids[keep], indptr), shape=(len(fids), int(group.attrs["d_sae"])))
+    csr.sort_indices()
+    return [str(x) for x in group["ids"][:]], csr

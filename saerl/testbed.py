@@ -1,0 +1,435 @@
+"""The embedded synthetic math world: seven topics x five difficulty levels, worked solutions, quality defects.
+
+Every problem is generated from one integer seed, so the world is a pure function of :class:`TestbedConfig`.
+Text is written as space-separated words (numbers are whole words, e.g. ``347``) so that the policy LM's
+word-piece tokenizer round-trips it exactly. A completion (what the LM learns to write) is a worked solution,
+one ``a op b = r`` step after another, then ``#### <answer>``: the line the verifier reads.
+
+Splits, disjoint by content (topic + the numbers of the problem, whatever the template):
+- ``pretrain``: the LM's corpus. A level-dependent share of its worked solutions carries one plausible slip
+  (a digit off by one in one step, carried through to the final answer), as real corpora are noisy: the LM's
+  samples then solve a problem some of the time, which is what RL sharpens.
+- ``pool``: the RL training pool; ``defect_share`` of it carries a quality defect (see ``DEFECTS``), and a
+  ``labelled_share`` subset is flagged for property models.
+- ``eval``: held-out clean problems from the pool's distribution.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from saerl.config import TestbedConfig
+
+ANSWER_MARK = "####"
+DEFECTS = ("wrong_gold", "missing_info", "garbled", "near_duplicate", "off_distribution")
+NAMES = ("Ann", "Ben", "Carl", "Dana", "Eva", "Finn", "Gina", "Hugo", "Ivy", "Jack", "Kim", "Leo", "Mia",
+         "Nora", "Omar", "Pia", "Rosa", "Sam", "Tara", "Umar")
+OBJECTS = ("apples", "pens", "coins", "books", "cards", "marbles", "stickers", "shells", "cookies", "stamps",
+           "beads", "rocks")
+VAGUE = ("some", "a few", "several", "many")
+OFF_TEXT = (
+    "Write a short poem about the {obj} of {name} .",
+    "What is the favourite colour of {name} ?",
+    "Tell me a story about {name} and the {obj} .",
+    "Why does {name} like {obj} so much ?",
+    "Describe the weather in the town of {name} .",
+    "Is it better to keep {obj} or to give them away ?",
+)
+
+
+class Calc:
+    """Arithmetic steps of one worked solution, optionally with one plausible slip at step `slip_at`.
+
+    in: slip_at (step index whose result is perturbed, or None) and a rng for the perturbation.
+    out: `.steps` (the solution lines) and `.n` (steps taken); `step` returns the (possibly slipped) value,
+    so later steps build on the slip as a person's solution would.
+    """
+
+    def __init__(self, slip_at: int | None, rng: random.Random) -> None:
+        self.slip_at, self.rng, self.n, self.steps = slip_at, rng, 0, []
+
+    def step(self, text: str, value: int) -> int:
+        """Record ``text = value`` (value slipped if this is the slip step) and return the value written."""
+        if self.n == self.slip_at:
+            value = slip(self.rng, value)
+        self.n += 1
+        self.steps.append(f"{text} = {value}")
+        return value
+
+    def note(self, text: str) -> None:
+        """Record a line that is not a computation (it cannot slip)."""
+        self.steps.append(text)
+
+
+def slip(rng: random.Random, value: int) -> int:
+    """A plausible wrong value: one digit of `value` moved by one (a dropped carry/borrow); never equal, >= 0
+    when value >= 0. in: rng, value; out: the wrong value."""
+    digits = len(str(abs(value)))
+    pos = rng.randrange(digits)
+    delta = 10**pos * rng.choice((-1, 1))
+    wrong = value + delta
+    if (value >= 0 > wrong) or (digits > 1 and len(str(abs(wrong))) < digits and pos == digits - 1):
+        wrong = value - delta
+    return wrong
+
+
+def _num(rng: random.Random, digits: int) -> int:
+    """A random integer with exactly `digits` digits (1-digit: 2..9)."""
+    return rng.randint(2, 9) if digits == 1 else rng.randint(10 ** (digits - 1), 10**digits - 1)
+
+
+# ---------------------------------------------------------------------------------------------- topics
+# Each generator: (rng, level, calc) -> (prompt, answer, key). `key` names the problem's content (the numbers
+# that define it), so two templates of one problem are the same content for the split check.
+
+def gen_arith(rng: random.Random, level: int, c: Calc) -> tuple[str, int, tuple]:
+    """Multi-digit addition/subtraction; level 1: two digits and one without carry/borrow; levels 2-4: digits;
+    level 5: three operands of 3-4 digits."""
+    if level == 5:
+        a, b, d = _num(rng, 4), _num(rng, 3), _num(rng, 3)
+        t = c.step(f"{a} + {b}", a + b)
+        r = c.step(f"{t} - {d}", t - d)
+        tpl = rng.choice(("What is {a} plus {b} minus {d} ?", "Compute {a} + {b} - {d} .",
+                          "Work out {a} + {b} - {d} .", "{a} + {b} - {d} = ?"))
+        return tpl.format(a=a, b=b, d=d), r, (a, b, d)
+    add = rng.random() < 0.5
+    if level == 1:
+        a = rng.choice([v for v in range(11, 99) if v % 10 not in (0, 9)])
+        b = rng.randint(1, 9 - a % 10) if add else rng.randint(1, a % 10)
+    else:
+        a, b = _num(rng, level), _num(rng, max(1, level - rng.randint(0, 1)))
+    if add:
+        r = c.step(f"{a} + {b}", a + b)
+        tpl = rng.choice(("What is {a} plus {b} ?", "Compute {a} + {b} .", "Find the sum of {a} and {b} .",
+                          "{a} + {b} = ?", "Add {a} and {b} ."))
+        return tpl.format(a=a, b=b), r, ("+", a, b)
+    a, b = max(a, b), min(a, b)
+    r = c.step(f"{a} - {b}", a - b)
+    tpl = rng.choice(("What is {a} minus {b} ?", "Compute {a} - {b} .", "Find the difference of {a} and {b} .",
+                      "{a} - {b} = ?", "Subtract {b} from {a} ."))
+    return tpl.format(a=a, b=b), r, ("-", a, b)
+
+
+def gen_mult(rng: random.Random, level: int, c: Calc) -> tuple[str, int, tuple]:
+    """Multiplication; levels 2-3x1 digits without carry, 2x1, 3x1, 2x2, 3x2 digits (2-digit multipliers via partial
+    products)."""
+    da, db = ((2, 1), (2, 1), (3, 1), (2, 2), (3, 2))[level - 1]
+    a, b = _num(rng, da), _num(rng, db)
+    if level == 1:
+        b = rng.randint(2, 4)
+        a = int(str(rng.randint(1, 9 // b)) + "".join(str(rng.randint(0, 9 // b)) for _ in range(rng.randint(1, 2))))
+    if db == 1:
+        r = c.step(f"{a} * {b}", a * b)
+    else:
+        ones, tens = b % 10, b - b % 10
+        p1 = c.step(f"{a} * {ones}", a * ones)
+        p2 = c.step(f"{a} * {tens}", a * tens)
+        r = c.step(f"{p1} + {p2}", p1 + p2)
+    tpl = rng.choice(("What is {a} times {b} ?", "Compute {a} * {b} .", "Find the product of {a} and {b} .",
+                      "{a} * {b} = ?", "Multiply {a} by {b} ."))
+    return tpl.format(a=a, b=b), r, (a, b)
+
+
+def gen_word(rng: random.Random, level: int, c: Calc) -> tuple[str, int, tuple]:
+    """Story problems with varied names, objects and phrasing; levels add steps, digits and a distractor."""
+    name, friend = rng.sample(NAMES, 2)
+    obj = rng.choice(OBJECTS)
+    digits = 1 if level == 1 else 2
+    start = _num(rng, digits)
+    parts = [rng.choice(("{n} has {a} {o} .", "{n} starts with {a} {o} .", "There are {a} {o} in the box of {n} ."))
+             .format(n=name, a=start, o=obj)]
+    value, key = start, [name, friend, obj, start]
+    n_ops = (1, 1, 2, 2, 3)[level - 1]
+    for i in range(n_ops):
+        if level == 5 and i == 0:
+            k, m = rng.randint(2, 9), rng.randint(2, 9)
+            parts.append(f"{name} buys {k} bags with {m} {obj} in each bag .")
+            got = c.step(f"{k} * {m}", k * m)
+            value = c.step(f"{value} + {got}", value + got)
+            key += ["*", k, m]
+            continue
+        if rng.random() < 0.5 or value < 4:
+            x = _num(rng, digits)
+            parts.append(rng.choice(("{n} gets {x} more .", "{f} gives {n} {x} more {o} .", "Then {n} finds {x} more {o} ."))
+                         .format(n=name, f=friend, x=x, o=obj))
+            value = c.step(f"{value} + {x}", value + x)
+            key += ["+", x]
+        else:
+            x = rng.randint(1, value - 1)
+            parts.append(rng.choice(("{n} gives {x} to {f} .", "{n} loses {x} {o} .", "Then {n} gives away {x} {o} ."))
+                         .format(n=name, f=friend, x=x, o=obj))
+            value = c.step(f"{value} - {x}", value - x)
+            key += ["-", x]
+    if level >= 4:
+        parts.insert(rng.randint(1, len(parts)), f"{friend} has {_num(rng, digits)} {rng.choice(OBJECTS)} .")
+    parts.append(rng.choice(("How many {o} does {n} have now ?", "How many {o} does {n} have in the end ?",
+                             "What is the number of {o} {n} has now ?")).format(n=name, o=obj))
+    return " ".join(parts), value, tuple(key)
+
+
+def gen_linear(rng: random.Random, level: int, c: Calc) -> tuple[str, int, tuple]:
+    """Linear equations in one unknown: x + a = b, a * x = b, a * x + b = c, a * x - b = c, a * x + b = c * x + d."""
+    x = rng.randint(2, 9) if level <= 3 else rng.randint(2, 19)
+    a = rng.randint(2, 9) if level < 4 else rng.randint(3, 19)
+    if level == 1:
+        b = _num(rng, rng.randint(1, 2))
+        eq, key = f"x + {b} = {x + b}", (1, b, x + b)
+        c.step(f"x = {x + b} - {b}", x)
+        r = x
+    elif level == 2:
+        eq, key = f"{a} * x = {a * x}", (a, 0, a * x)
+        r = c.step(f"x = {a * x} / {a}", x)
+    else:
+        b = _num(rng, 2)
+        b = b if level != 4 or b < a * x else rng.randint(1, a * x - 1)
+        sign = "-" if level == 4 else "+"
+        rhs = a * x - b if level == 4 else a * x + b
+        if level == 5:
+            cc = rng.randint(1, a - 1) if a > 2 else 1
+            d = rhs - cc * x
+            eq, key = f"{a} * x + {b} = {cc} * x + {d}", (a, b, cc, d)
+            k = a - cc
+            t = c.step(f"{k} * x = {d} - {b}", d - b)
+            r = c.step(f"x = {t} / {k}", t // k if t % k == 0 else round(t / k))
+            return _linear_text(rng, eq, None), r, key
+        eq, key = f"{a} * x {sign} {b} = {rhs}", (a, sign, b, rhs)
+        t = c.step(f"{a} * x = {rhs} {'+' if sign == '-' else '-'} {b}", a * x)
+        r = c.step(f"x = {t} / {a}", t // a if t % a == 0 else round(t / a))
+        return _linear_text(rng, eq, (a, sign, b, rhs)), r, key
+    return _linear_text(rng, eq, None), r, key
+
+
+def _linear_text(rng: random.Random, eq: str, parts: tuple | None) -> str:
+    """A prompt for equation `eq`; with `parts` (a, sign, b, rhs) also a think-of-a-number phrasing."""
+    tpls = ["Solve for x : {eq} .", "Find x if {eq} .", "What is x when {eq} ?", "If {eq} , what is x ?"]
+    if parts is not None:
+        a, sign, b, rhs = parts
+        verb = "add" if sign == "+" else "subtract"
+        tpls.append(f"I think of a number , multiply it by {a} and {verb} {b} . The result is {rhs} ."
+                    " What is the number ?")
+    return rng.choice(tpls).format(eq=eq)
+
+
+def gen_remainder(rng: random.Random, level: int, c: Calc) -> tuple[str, int, tuple]:
+    """Remainders: dividend/divisor digits grow with level (1-digit divisors up to level 3)."""
+    dn, dd = ((2, 1), (2, 1), (3, 1), (3, 2), (4, 2))[level - 1]
+    d = _num(rng, dd)
+    n = rng.randint(d + 1, 10 * d - 1) if level == 1 else _num(rng, dn)
+    q = c.step(f"{n} / {d}", n // d)
+    p = c.step(f"{q} * {d}", q * d)
+    r = c.step(f"{n} - {p}", n - p)
+    name, obj = rng.choice(NAMES), rng.choice(OBJECTS)
+    tpl = rng.choice(("What is the remainder when {n} is divided by {d} ?", "Compute {n} mod {d} .",
+                      "Find {n} modulo {d} .", "What is left when {n} is divided by {d} ?",
+                      "{name} shares {n} {obj} equally among {d} friends . How many {obj} are left over ?"))
+    return tpl.format(n=n, d=d, name=name, obj=obj), r, (n, d)
+
+
+def gen_compare(rng: random.Random, level: int, c: Calc) -> tuple[str, int, tuple]:
+    """Pick the largest/smallest (levels 1-3) or second largest/smallest (4-5) of 2-6 numbers; higher levels
+    use more, longer and closer numbers."""
+    count, digits = ((2, 2), (3, 2), (4, 3), (5, 3), (6, 4))[level - 1]
+    if level == 5:
+        base = _num(rng, 2) * 100
+        nums = rng.sample(range(base, base + 100), count)
+    else:
+        nums = rng.sample(range(2 if digits == 1 else 10 ** (digits - 1), 10**digits), count)
+    want = rng.choice(("largest", "smallest"))
+    rank = 1 if level <= 3 else 2
+    order = sorted(nums, reverse=want == "largest")
+    c.note("sorted : " + " , ".join(map(str, order)))
+    ans = order[rank - 1]
+    if c.slip_at is not None:
+        ans = order[rank] if rank < len(order) else order[rank - 2]
+    c.n += 1
+    words = {"largest": ("largest", "greatest", "biggest"), "smallest": ("smallest", "least", "lowest")}[want]
+    which = rng.choice(words) if rank == 1 else "second " + rng.choice(words)
+    listed = " , ".join(map(str, nums))
+    tpl = rng.choice(("Which is the {w} number : {l} ?", "What is the {w} of {l} ?", "Find the {w} value among {l} .",
+                      "Of the numbers {l} , which is the {w} ?"))
+    return tpl.format(w=which, l=listed), ans, (want, rank, *nums)
+
+
+def gen_sequence(rng: random.Random, level: int, c: Calc) -> tuple[str, int, tuple]:
+    """Next term of a sequence: +small step, +larger step, decreasing, growing steps, or times 2/3."""
+    n_terms = 4 if level <= 2 else 5
+    if level <= 3:
+        step = rng.randint(1, 5) if level == 1 else rng.randint(2, 9) if level == 2 else -rng.randint(3, 12)
+        start = rng.randint(1, 9 if level == 2 else 40) if step > 0 else rng.randint(60, 99)
+        terms = [start + i * step for i in range(n_terms)]
+        c.note(f"step {step}")
+        nxt = c.step(f"{terms[-1]} + {step}" if step > 0 else f"{terms[-1]} - {-step}", terms[-1] + step)
+    elif level == 4:
+        start, s0 = rng.randint(1, 20), rng.randint(1, 5)
+        terms = [start]
+        for i in range(n_terms - 1):
+            terms.append(terms[-1] + s0 + i)
+        c.note("steps " + " , ".join(str(s0 + i) for i in range(n_terms - 1)))
+        nxt = c.step(f"{terms[-1]} + {s0 + n_terms - 1}", terms[-1] + s0 + n_terms - 1)
+    else:
+        ratio, start = rng.choice((2, 3)), rng.randint(2, 9)
+        terms = [start * ratio**i for i in range(n_terms - 1)]
+        c.note(f"ratio {ratio}")
+        nxt = c.step(f"{terms[-1]} * {ratio}", terms[-1] * ratio)
+    listed = " , ".join(map(str, terms))
+    tpl = rng.choice(("What comes next : {l} , ?", "Find the next number in the sequence {l} .",
+                      "Continue the pattern : {l} , ...", "What is the next term of {l} ?"))
+    return tpl.format(l=listed), nxt, tuple(terms)
+
+
+GENERATORS: dict[str, Callable[[random.Random, int, Calc], tuple[str, int, tuple]]] = {
+    "arith": gen_arith, "mult": gen_mult, "word": gen_word, "linear": gen_linear,
+    "remainder": gen_remainder, "compare": gen_compare, "sequence": gen_sequence,
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One generated problem: prompt text, gold answer, worked solution (steps + final line), labels."""
+
+    prompt: str
+    answer: str
+    solution: str
+    topic: str
+    level: int
+    key: tuple
+    n_steps: int
+
+
+def make_problem(seed: int, topic: str, level: int, slip_prob: float = 0.0) -> Problem:
+    """The problem for (seed, topic, level); with probability `slip_prob` its worked solution (and so its
+    stated answer) carries one plausible slip. in: seed, topic, level 1-5, slip_prob; out: Problem."""
+    rng = random.Random(seed)
+    clean = Calc(None, random.Random(seed + 1))
+    GENERATORS[topic](random.Random(seed), level, clean)
+    slip_at = rng.randrange(clean.n) if clean.n and rng.random() < slip_prob else None
+    calc = Calc(slip_at, random.Random(seed + 1))
+    prompt, answer, key = GENERATORS[topic](random.Random(seed), level, calc)
+    solution = " , ".join(calc.steps) + f" {ANSWER_MARK} {answer}"
+    return Problem(prompt, str(answer), solution, topic, level, (topic, *key), len(calc.steps))
+
+
+# ---------------------------------------------------------------------------------------------- defects
+
+def apply_defect(rng: random.Random, kind: str, p: Problem, other: Problem) -> tuple[str, str]:
+    """(prompt, gold) of problem `p` with defect `kind`; `other` is the source of a near-duplicate.
+    wrong_gold: a plausible wrong gold; missing_info: one number replaced by a vague word (unanswerable);
+    garbled: truncated and with two words swapped; near_duplicate: `other` with one word changed, its gold;
+    off_distribution: text that is not a math problem, with an arbitrary number as gold."""
+    words = p.prompt.split(" ")
+    if kind == "wrong_gold":
+        return p.prompt, str(slip(rng, int(p.answer)))
+    if kind == "missing_info":
+        idx = [i for i, w in enumerate(words) if w.lstrip("-").isdigit()]
+        words[rng.choice(idx)] = rng.choice(VAGUE)
+        return " ".join(words), p.answer
+    if kind == "garbled":
+        cut = words[: max(3, int(len(words) * rng.uniform(0.4, 0.7)))]
+        i = rng.randrange(len(cut) - 1)
+        cut[i], cut[i + 1] = cut[i + 1], cut[i]
+        return " ".join(cut), p.answer
+    if kind == "near_duplicate":
+        ow = other.prompt.split(" ")
+        swap = [i for i, w in enumerate(ow) if w in NAMES or w in OBJECTS]
+        if swap:
+            i = rng.choice(swap)
+            ow[i] = rng.choice(NAMES if ow[i] in NAMES else OBJECTS)
+        else:
+            ow = ["Please", ow[0].lower() if ow[0][0].isupper() and ow[0] not in NAMES else ow[0], *ow[1:]]
+        return " ".join(ow), other.answer
+    if kind == "off_distribution":
+        text = rng.choice(OFF_TEXT).format(name=rng.choice(NAMES), obj=rng.choice(OBJECTS))
+        return text, str(rng.randint(0, 99))
+    raise ValueError(f"unknown defect kind {kind!r}; expected one of {DEFECTS}")
+
+
+# ---------------------------------------------------------------------------------------------- splits
+
+def _draw(cfg: TestbedConfig, rng: random.Random, mix: list[float], n: int, slip: list[float] | None,
+          taken: set[tuple]) -> list[Problem]:
+    """n problems with content keys not in `taken` (which grows); topics uniform, levels by `mix`."""
+    out: list[Problem] = []
+    while len(out) < n:
+        topic = rng.choice(cfg.topics)
+        level = rng.choices(range(1, len(mix) + 1), weights=mix)[0]
+        p = make_problem(rng.getrandbits(48), topic, level, slip[level - 1] if slip else 0.0)
+        if p.key in taken:
+            continue
+        taken.add(p.key)
+        out.append(p)
+    return out
+
+
+def _frame(problems: list[Problem], split: str, prompts: list[str] | None = None, answers: list[str] | None = None,
+           defects: list[str] | None = None, labelled: list[bool] | None = None) -> pl.DataFrame:
+    """The ingest-format frame of a split (prompts/answers/defects override the clean problem's)."""
+    n = len(problems)
+    defects = defects or ["none"] * n
+    return pl.DataFrame({
+        "id": [f"{split}-{i:06d}" for i in range(n)],
+        "prompt": prompts or [p.prompt for p in problems],
+        "answer": answers or [p.answer for p in problems],
+        "topic": [p.topic for p in problems],
+        "difficulty": [float(p.level) for p in problems],
+        "quality": [0.0 if d != "none" else 1.0 for d in defects],
+        "defect": defects,
+        "solution": [p.solution for p in problems],
+        "split": [split] * n,
+        "labelled": labelled or [False] * n,
+        "n_steps": [p.n_steps for p in problems],
+        "content": [" ".join(map(str, p.key)) for p in problems],
+    })
+
+
+def generate_world(cfg: TestbedConfig) -> dict[str, pl.DataFrame]:
+    """The three splits {pretrain, pool, eval} as ingest-format frames, a pure function of `cfg`."""
+    rng = random.Random(cfg.seed)
+    taken: set[tuple] = set()
+    pool = _draw(cfg, rng, cfg.pool_level_mix, cfg.n_pool, None, taken)
+    evl = _draw(cfg, rng, cfg.pool_level_mix, cfg.n_eval, None, taken)
+    pre = _draw(cfg, rng, cfg.pretrain_level_mix, cfg.n_pretrain, cfg.pretrain_slip, taken)
+    n_bad = round(cfg.defect_share * cfg.n_pool)
+    kinds = list(cfg.defect_kinds)
+    counts = [round(n_bad * cfg.defect_kinds[k] / sum(cfg.defect_kinds.values())) for k in kinds]
+    bad_idx = rng.sample(range(cfg.n_pool), sum(counts))
+    defects = ["none"] * cfg.n_pool
+    for i, kind in zip(bad_idx, [k for k, c in zip(kinds, counts, strict=True) for _ in range(c)], strict=True):
+        defects[i] = kind
+    prompts, answers = [p.prompt for p in pool], [p.answer for p in pool]
+    for i, kind in enumerate(defects):
+        if kind != "none":
+            other = pool[rng.choice([j for j in range(len(pool)) if defects[j] == "none" and j != i][:50])]
+            prompts[i], answers[i] = apply_defect(rng, kind, pool[i], other)
+            if kind == "near_duplicate":
+                pool[i] = other
+    labelled = [rng.random() < cfg.labelled_share for _ in pool]
+    return {
+        "pretrain": _frame(pre, "pretrain"),
+        "pool": _frame(pool, "pool", prompts, answers, defects, labelled),
+        "eval": _frame(evl, "eval"),
+    }
+
+
+def write_world(world: dict[str, pl.DataFrame], out_dir: Path) -> None:
+    """Write each split as `<out_dir>/world/<split>.parquet`."""
+    (out_dir / "world").mkdir(parents=True, exist_ok=True)
+    for split, df in world.items():
+        df.write_parquet(out_dir / "world" / f"{split}.parquet")
+
+
+def build_testbed(cfg: TestbedConfig, out_dir: Path) -> dict[str, Any]:
+    """The testbed stage: write `world/{pretrain,pool,eval}.parquet`, pretrain the policy LM into `lm/`.
+    in: config, output folder; out: summary {rows per split, pretrain seconds, greedy accuracy per level}."""
+    from saerl.policy_lm import train_policy_lm
+
+    out_dir = Path(out_dir)
+    world = generate_world(cfg)
+    write_world(world, out_dir)
+    lm = train_policy_lm(cfg, world, out_dir / "lm")
+    return {"rows": {k: v.height for k, v in world.items()}, **lm}

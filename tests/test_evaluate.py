@@ -1,0 +1,219 @@
+"""Evaluation: batched generation on tiny LMs, summaries, steps-to-target, arm comparisons with known intervals."""
+
+import math
+
+import polars as pl
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
+
+from saerl.config import EvalConfig
+from saerl.evaluate import (
+    _interval,
+    _problem_part,
+    compare_arms,
+    evaluate_loaded,
+    evaluate_policy,
+    final_accuracy,
+    format_comparison,
+    select_problems,
+    steps_to_target,
+    summarize_eval,
+)
+from saerl.policy_lm import load_policy, save_tokenizer
+
+WORDS = ["<pad>", "<unk>", "<eos>", "<u>", "<a>", "####", "what", "is", "+", "?", *"0123456789"]
+TEMPLATE = "{% for m in messages %}<u> {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}<a>{% endif %}"
+SETS = {"easy": pl.DataFrame({"id": ["e1", "e2", "e3"], "prompt": ["what is 3 + 4 ?", "what is 1 + 1 ?", "what is 2 + 2 ?"],
+                              "answer": ["7", "2", "4"], "difficulty": [1, 1, 2]})}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread (and then do not fight other processes for the cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.decoder = decoders.WordPiece(prefix="~~", cleanup=False)  # joins words with spaces
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
+    tok.chat_template = TEMPLATE
+    tok.padding_side = "left"
+    return tok
+
+
+def tiny_model(tok, kind: str = "qwen2", seed: int = 0):
+    conf_cls = Qwen2Config if kind == "qwen2" else LlamaConfig
+    conf = conf_cls(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                    num_key_value_heads=2, max_position_embeddings=64, pad_token_id=tok.pad_token_id,
+                    eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(conf)
+
+
+def overfit(model, tok, pairs: list[tuple[str, str]], steps: int = 30) -> None:
+    """A few Adam steps so greedy answers the given prompts (a model that gets things right)."""
+    seqs = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True) + " " + c
+            for p, c in pairs]
+    enc = tok(seqs, add_special_tokens=False, return_tensors="pt", padding=True)
+    ids = torch.cat([enc["input_ids"], torch.full((len(seqs), 1), tok.eos_token_id)], 1)
+    mask = torch.cat([enc["attention_mask"], torch.ones(len(seqs), 1, dtype=torch.long)], 1)
+    labels = ids.masked_fill(mask == 0, -100)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+
+
+@pytest.fixture(scope="module")
+def saved_policy(tmp_path_factory):
+    """A tiny Llama (the testbed's model type: it reloads with its own tokenizer) that knows e1 and e2."""
+    tok = tiny_tokenizer()
+    model = tiny_model(tok, "llama")
+    overfit(model, tok, [("what is 3 + 4 ?", "#### 7"), ("what is 1 + 1 ?", "#### 2"), ("what is 2 + 2 ?", "what")])
+    out = tmp_path_factory.mktemp("policy")
+    model.save_pretrained(out)
+    save_tokenizer(tok, out)
+    return out
+
+
+def test_evaluate_policy_rows_statuses_and_determinism(saved_policy):
+    cfg = EvalConfig(k_samples=2, temperature=1.0, batch_size=2)
+    df = evaluate_policy(saved_policy, SETS, cfg, max_new_tokens=4, seed=0)
+    assert df.columns[:6] == ["set", "id", "sample", "correct", "status", "completion_len"]
+    assert df.height == 3 * 3 and sorted(df["sample"].unique().to_list()) == [0, 1, 2]
+    greedy = {r["id"]: r for r in df.filter(pl.col("sample") == 0).iter_rows(named=True)}
+    assert greedy["e1"]["correct"] and greedy["e2"]["correct"]
+    assert greedy["e3"]["status"] == "no_answer" and not greedy["e3"]["correct"]
+    assert greedy["e1"]["completion_len"] == 3 and not greedy["e1"]["truncated"]  # "####", "7", EOS
+    assert df["completion_len"].is_between(1, 4).all() and set(df["status"]) <= {"correct", "wrong", "no_answer"}
+    assert df["difficulty"].to_list()[:3] == ["1", "1", "2"]
+    model, tok = load_policy(saved_policy)
+    again = evaluate_loaded(model, tok, SETS, cfg, max_new_tokens=4, seed=0)
+    assert again.equals(df)
+    other = evaluate_loaded(model, tok, SETS, cfg, max_new_tokens=4, seed=1)
+    assert other.filter(pl.col("sample") == 0).equals(df.filter(pl.col("sample") == 0))  # greedy does not sample
+
+
+def test_left_padded_batches_match_one_by_one_on_qwen2():
+    tok = tiny_tokenizer()
+    model = tiny_model(tok, "qwen2", seed=3)
+    sets = {"s": pl.DataFrame({"id": ["a", "b", "c"], "prompt": ["what is 1 ?", "what is 2 + 3 + 4 + 5 ?", "1 + 1"],
+                               "answer": ["1", "14", "2"]})}
+    one = evaluate_loaded(model, tok, sets, EvalConfig(k_samples=1, batch_size=1), 6, seed=0)
+    three = evaluate_loaded(model, tok, sets, EvalConfig(k_samples=1, batch_size=3), 6, seed=0)
+    key = ["id", "status", "completion_len"]
+    assert one.filter(pl.col("sample") == 0).select(key).equals(three.filter(pl.col("sample") == 0).select(key))
+
+
+def test_select_problems_is_order_independent():
+    df = pl.DataFrame({"id": [f"p{i}" for i in range(20)], "prompt": ["x"] * 20, "answer": ["1"] * 20})
+    a = select_problems(df, 5)["id"].to_list()
+    b = select_problems(df.reverse(), 5)["id"].to_list()
+    assert len(a) == 5 and sorted(a) == sorted(b)
+    assert select_problems(df, None).height == 20
+
+
+def _samples(correct_greedy, correct_sampled, statuses=None, set_name="A"):
+    rows = []
+    for i, g in enumerate(correct_greedy):
+        rows.append({"set": set_name, "id": f"q{i}", "sample": 0, "correct": bool(g), "status": "correct" if g else "wrong"})
+        for j, c in enumerate(correct_sampled[i], start=1):
+            rows.append({"set": set_name, "id": f"q{i}", "sample": j, "correct": bool(c), "status": "correct" if c else "wrong"})
+    df = pl.DataFrame(rows)
+    if statuses:
+        df = df.with_columns(pl.Series("status", [statuses.get(k, s) for k, s in enumerate(df["status"])]))
+    return df.with_columns(pl.lit(3).alias("completion_len"))
+
+
+def test_summarize_eval_known_values():
+    df = _samples([1, 1, 0, 0], [[1, 1], [1, 0], [0, 0], [0, 1]], statuses={8: "timeout"})
+    s = summarize_eval(df).row(0, named=True)
+    assert s["n"] == 4 and s["k"] == 2 and s["failures"] == 1
+    assert s["greedy"] == 0.5 and s["greedy_se"] == pytest.approx(0.57735 / 2, abs=1e-5)
+    assert s["mean_k"] == 0.5 and s["mean_k_se"] == pytest.approx(0.408248 / 2, abs=1e-5)
+    assert s["pass_k"] == 0.75
+
+
+def test_steps_to_target_default_target_ratio_and_never_reached():
+    def arm(name, seeds):
+        return [{"arm": name, "seed": s, "step": st, "accuracy": a} for s, accs in enumerate(seeds)
+                for st, a in zip([0, 10, 20], accs, strict=True)]
+
+    curve = pl.DataFrame(arm("vanilla", [[.1, .3, .5], [.1, .4, .5]]) + arm("saerl", [[.2, .5, .6], [.1, .6, .6]])
+                         + arm("never", [[.1, .2, .3], [.1, .2, .6]]))
+    out = steps_to_target(curve)
+    by = {(r["arm"], r["seed"]): r for r in out.iter_rows(named=True)}
+    assert out["target"][0] == pytest.approx(0.5)
+    assert by[("vanilla", 0)]["steps"] == 20 and by[("saerl", 1)]["steps"] == 10
+    assert by[("saerl", 0)]["ratio"] == pytest.approx(0.5) and by[("vanilla", 0)]["ratio"] == pytest.approx(1.0)
+    assert by[("never", 0)]["steps"] is None and not by[("never", 0)]["reached"] and by[("never", 1)]["steps"] == 20
+    assert by[("never", 1)]["mean_steps"] is None and by[("never", 1)]["ratio"] is None  # one seed never got there
+    explicit = {(r["arm"], r["seed"]): r["steps"] for r in steps_to_target(curve, 0.35).iter_rows(named=True)}
+    assert explicit[("vanilla", 0)] == 20 and explicit[("vanilla", 1)] == 10
+
+
+def test_curve_from_per_sample_frames():
+    frames = [_samples([1] * c + [0] * (4 - c), [[]] * 4).with_columns(pl.lit("a").alias("arm"), pl.lit(0).alias("seed"),
+                                                                      pl.lit(step).alias("step"))
+              for step, c in ((0, 1), (10, 3))]
+    curve = final_accuracy(pl.concat(frames), by=("arm", "seed", "step", "set"))
+    assert curve["accuracy"].to_list() == [0.25, 0.75]
+    assert steps_to_target(curve, 0.5, reference_arm="a")["steps"].to_list() == [10]
+
+
+def test_compare_arms_seed_t_intervals_known_values():
+    final = pl.DataFrame({"arm": ["vanilla"] * 3 + ["saerl"] * 3, "seed": [0, 1, 2] * 2, "set": ["A"] * 6,
+                          "accuracy": [.5, .6, .7, .6, .7, .8]})
+    t = {r["arm"]: r for r in compare_arms(final).iter_rows(named=True)}
+    half = 4.302653 * 0.1 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(3)
+    assert t["vanilla"]["ci_low"] == pytest.approx(0.6 - half, abs=1e-5) and t["vanilla"]["verdict"] == "reference"
+    welch = 2.776445 * math.sqrt(2 * 0.01 / 3)  # Welch dof = 4 for equal variances and sizes
+    assert t["saerl"]["diff_pts"] == pytest.approx(10.0)
+    assert t["saerl"]["diff_ci_low_pts"] == pytest.approx(100 * (0.1 - welch), abs=1e-3)
+    assert t["saerl"]["verdict"] == "within noise"
+    text = format_comparison(compare_arms(final))
+    assert "within noise (CI contains 0)" in text and "saerl" in text and "[-12.7, +32.7]" in text
+
+
+def _one_seed_samples():
+    ref = _samples([1] * 50 + [0] * 50, [[]] * 100).with_columns(pl.lit("vanilla").alias("arm"), pl.lit(0).alias("seed"))
+    arm = _samples([1] * 60 + [0] * 40, [[]] * 100).with_columns(pl.lit("saerl").alias("arm"), pl.lit(0).alias("seed"))
+    return pl.concat([ref, arm])
+
+
+def test_one_seed_uses_paired_per_problem_differences():
+    samples = _one_seed_samples()
+    t = {r["arm"]: r for r in compare_arms(None, samples=samples).iter_rows(named=True)}
+    se = math.sqrt((10 * 0.9**2 + 90 * 0.1**2) / 99 / 100)  # sd of the paired differences / sqrt(n)
+    assert t["saerl"]["diff_ci_low_pts"] == pytest.approx(100 * (0.1 - 1.984217 * se), abs=1e-3)
+    assert t["saerl"]["verdict"] == "better" and t["saerl"]["n_problems"] == 100
+    assert "training-seed variance not included" in t["saerl"]["ci_source"]
+    own = math.sqrt(0.24 * 100 / 99 / 100)  # the arm's own accuracy: problem-level SE
+    assert t["saerl"]["ci_high"] == pytest.approx(0.6 + 1.984217 * own, abs=1e-5)
+    # the same accuracies compared as if independent samples: the interval would contain 0
+    by_arm = {a: g.sort("id")["correct"].cast(pl.Float64).to_numpy() for (a,), g in samples.group_by("arm")}
+    lo, _ = _interval(0.1, _problem_part(by_arm["saerl"]) + _problem_part(by_arm["vanilla"]), 0.95)
+    assert lo < 0
+    # one seed and only final accuracies: no interval can be given, and it says so
+    final = pl.DataFrame({"arm": ["vanilla", "saerl"], "seed": [0, 0], "set": ["A", "A"], "accuracy": [.5, .6]})
+    assert compare_arms(final)["verdict"].to_list() == ["reference", "no CI"]
+
+
+def test_compare_arms_needs_shared_problems_and_the_reference():
+    samples = _one_seed_samples()
+    moved = samples.with_columns(pl.when(pl.col("arm") == "saerl").then(pl.col("id") + "x").otherwise(pl.col("id")).alias("id"))
+    with pytest.raises(ValueError, match="share no problem ids"):
+        compare_arms(None, samples=moved)
+    with pytest.raises(ValueError, match="reference arm"):
+        compare_arms(None, reference="nope", samples=samples)

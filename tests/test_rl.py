@@ -1,0 +1,51 @@
+"""GRPO through trl: our sampler, the order trained, the reward."""
+
+import polars as pl
+import pytest
+
+from saerl.config import TestbedConfig as TBConfig
+from saerl.config import TrainConfig
+from saerl.rl import OrderSampler, correctness_reward, train_grpo, training_order
+
+
+def test_order_sampler_repeats_each_prompt_in_a_row_in_order():
+    assert list(OrderSampler(5, 2, 2)) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert list(OrderSampler(4, 2, 2, block_repeats=2)) == [0, 0, 1, 1, 0, 0, 1, 1, 2, 2, 3, 3, 2, 2, 3, 3]
+    assert len(OrderSampler(5, 2, 2)) == 8
+
+
+def test_training_order_follows_order_or_a_seeded_shuffle():
+    ids = [f"p{i}" for i in range(10)]
+    assert training_order(ids, ["p3", "p1"], 5, 0) == ["p3", "p1", "p3", "p1", "p3"]
+    shuffled = training_order(ids, None, 20, 0)
+    assert shuffled == training_order(ids, None, 20, 0) != training_order(ids, None, 20, 1)
+    assert sorted(shuffled[:10]) == sorted(ids) and shuffled[:10] != ids
+
+
+def test_correctness_reward_reads_the_final_answer():
+    comps = [[{"role": "assistant", "content": "3 + 4 = 7 #### 7"}], "#### 8", "no answer"]
+    assert correctness_reward(comps, ["7", "7", "7"]) == [1.0, 0.0, 0.0]
+
+
+@pytest.mark.slow
+def test_tiny_grpo_run_reads_prompts_in_the_given_order(tmp_path):
+    from saerl.testbed import build_testbed
+
+    tb = TBConfig(n_pretrain=100, n_pool=40, n_eval=20, d_model=32, n_layers=1, n_heads=2, d_ff=64,
+                       pretrain_steps=2, batch_size=8, warmup_steps=1, log_every=1, eval_batch=32, max_new_tokens=6)
+    build_testbed(tb, tmp_path / "tb")
+    pool = pl.read_parquet(tmp_path / "tb" / "world" / "pool.parquet")
+    order = pool["id"].to_list()[::-1][:6]
+    seen: list[str] = []
+
+    def record(completions, id, **_):  # noqa: A002 - trl passes dataset columns by name
+        seen.extend(id)
+        return [0.0] * len(completions)
+
+    cfg = TrainConfig(num_generations=2, max_completion_length=6, max_steps=2)
+    run = train_grpo(tmp_path / "tb" / "lm", pool, order, cfg, tmp_path / "rl", prompts_per_step=3, seed=0,
+                     extra_rewards=[record])
+    assert run["steps"] == 2
+    assert seen == [i for i in order for _ in range(2)]
+    assert run["order"] == order
+    assert (tmp_path / "rl" / "model.safetensors").exists()

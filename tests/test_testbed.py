@@ -1,0 +1,111 @@
+"""The synthetic world: determinism, labels, topics, defects, splits."""
+
+from collections import Counter
+
+import polars as pl
+import pytest
+
+from saerl.config import TestbedConfig as TBConfig
+from saerl.testbed import DEFECTS, GENERATORS, generate_world, make_problem, slip
+from saerl.verify import extract_final_answer
+
+CFG = TBConfig(n_pretrain=600, n_pool=600, n_eval=200)
+
+
+@pytest.fixture(scope="module")
+def world() -> dict[str, pl.DataFrame]:
+    return generate_world(CFG)
+
+
+def test_same_seed_same_world_other_seed_other_world(world):
+    again = generate_world(CFG)
+    for split in world:
+        assert world[split].equals(again[split])
+    other = generate_world(CFG.model_copy(update={"seed": 1}))
+    assert not world["pool"]["prompt"].equals(other["pool"]["prompt"])
+
+
+def test_ingest_columns_and_types(world):
+    want = {"id": pl.Utf8, "prompt": pl.Utf8, "answer": pl.Utf8, "topic": pl.Utf8, "difficulty": pl.Float64,
+            "quality": pl.Float64, "defect": pl.Utf8, "solution": pl.Utf8, "split": pl.Utf8, "labelled": pl.Boolean}
+    for split, df in world.items():
+        assert {c: df.schema[c] for c in want} == want
+        assert df.height == {"pretrain": CFG.n_pretrain, "pool": CFG.n_pool, "eval": CFG.n_eval}[split]
+        assert df["id"].n_unique() == df.height
+        assert set(df["split"]) == {split}
+
+
+def test_clean_solutions_end_in_the_gold_answer(world):
+    for split in ("pool", "eval"):
+        clean = world[split].filter(pl.col("defect") == "none")
+        assert all(extract_final_answer(s) == a for s, a in zip(clean["solution"], clean["answer"], strict=True))
+
+
+def test_pretraining_corpus_carries_slips_at_the_configured_rates():
+    n = 400
+    for level, rate in enumerate(CFG.pretrain_slip, start=1):
+        wrong = sum(make_problem(s, "arith", level, rate).answer != make_problem(s, "arith", level).answer
+                    for s in range(n))
+        assert abs(wrong / n - rate) < 0.08
+
+
+def test_solution_length_grows_with_level(world):
+    df = world["pretrain"].with_columns(pl.col("solution").str.len_chars().alias("len"))
+    per_level = df.group_by("difficulty").agg(pl.col("len").mean()).sort("difficulty")["len"].to_list()
+    assert per_level == sorted(per_level) and per_level[-1] > 2 * per_level[0]
+    for topic in GENERATORS:
+        t = df.filter(pl.col("topic") == topic).group_by("difficulty").agg(pl.col("len").mean()).sort("difficulty")
+        assert t["len"][-1] > t["len"][0], topic
+
+
+def test_every_topic_present_and_no_single_token_separates_a_topic(world):
+    clean = pl.concat([world["pool"], world["eval"]]).filter(pl.col("defect") == "none")
+    assert set(clean["topic"]) == set(CFG.topics)
+    tokens = [set(p.split()) for p in clean["prompt"]]
+    topics = clean["topic"].to_list()
+    vocab = set().union(*tokens)
+    for topic in CFG.topics:
+        is_t = [t == topic for t in topics]
+        best = 0.0
+        for w in vocab:
+            tp = sum(1 for ts, y in zip(tokens, is_t, strict=True) if y and w in ts)
+            fp = sum(1 for ts, y in zip(tokens, is_t, strict=True) if not y and w in ts)
+            best = max(best, 2 * tp / (2 * tp + fp + (sum(is_t) - tp)))
+        assert best < 0.95, (topic, best)
+
+
+def test_defects_appear_in_the_configured_shares(world):
+    counts = Counter(world["pool"]["defect"])
+    n_bad = round(CFG.defect_share * CFG.n_pool)
+    total = sum(CFG.defect_kinds.values())
+    for kind in DEFECTS:
+        assert abs(counts[kind] - n_bad * CFG.defect_kinds[kind] / total) <= 1, kind
+    assert (world["pool"]["quality"] == 0.0).sum() == sum(counts[k] for k in DEFECTS)
+    assert set(world["eval"]["defect"]) == {"none"} and set(world["pretrain"]["defect"]) == {"none"}
+
+
+def test_wrong_gold_is_really_wrong(world):
+    bad = world["pool"].filter(pl.col("defect") == "wrong_gold")
+    assert bad.height > 0
+    assert all(extract_final_answer(s) != a for s, a in zip(bad["solution"], bad["answer"], strict=True))
+    assert all(slip(__import__("random").Random(i), v) != v for i, v in enumerate([0, 9, 10, 99, 100, 5071]))
+
+
+def test_missing_info_and_garbled_change_the_text(world):
+    pool = world["pool"]
+    for kind in ("missing_info", "garbled", "off_distribution"):
+        rows = pool.filter(pl.col("defect") == kind)
+        assert rows.height > 0
+        assert not rows["prompt"].is_in(world["eval"]["prompt"]).any()
+
+
+def test_splits_are_disjoint_by_content(world):
+    keys = {s: set(df.filter(pl.col("defect") == "none")["content"]) for s, df in world.items()}
+    assert not keys["pretrain"] & keys["pool"]
+    assert not keys["pretrain"] & keys["eval"]
+    assert not keys["pool"] & keys["eval"]
+
+
+def test_labelled_subset_share(world):
+    share = world["pool"]["labelled"].mean()
+    assert abs(share - CFG.labelled_share) < 0.06
