@@ -45,6 +45,13 @@ def fan_out(args: dict[str, Any], n_shards: int) -> None:
     say(f"[{args['stage']}] {sum(map(len, shards))} chunks computed in {len(shards)} shards")
 
 
+def format_levels(metrics: dict[str, float]) -> str:
+    """One line of the testbed policy's held-out greedy accuracy per level."""
+    levels = sorted(k for k in metrics if k.startswith("greedy_acc_L"))
+    cells = "  ".join(f"L{k.removeprefix('greedy_acc_L')} {metrics[k]:.2f}" for k in levels)
+    return f"[testbed] policy greedy accuracy on held-out problems: {cells}  all {metrics.get('greedy_acc', 0):.2f}"
+
+
 @flow(name="saerl-pipeline")
 def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str, Any]:
     """Run the pipeline for a config dict up to stage `until`; returns the run record as a dict."""
@@ -80,6 +87,10 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
         record.stages[stage] = rec
         say(f"[{stage}] {rec.status} key={key[:12]} {rec.seconds:.1f}s  {rec.reason}")
         tracker.log_stage(stage, rec.status, key, rec.reason, rec.seconds, sl, result.get("metrics"))
+        for png in sorted(Path(result["path"]).glob("plots/*.png")):
+            tracker.log_artifact(png, stage, "plots")
+        if stage == "testbed":
+            say(format_levels(result.get("metrics", {})))
     path = save_run(root, record)
     tracker.log_artifact(path)
     tracker.finish()

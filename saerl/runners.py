@@ -23,6 +23,7 @@ PROMPTS = "prompts.parquet"
 SCORES = "scores.parquet"
 ORDER = "order.parquet"
 VANILLA = "vanilla_order.parquet"
+PLOTS = "plots"
 
 
 def policy_path(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> str:
@@ -137,9 +138,31 @@ def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     result.report.write_parquet(build.path / "property_report.parquet")
     (build.path / "score_params.json").write_text(json.dumps(result.params, indent=1, default=str))
     log.info("property models vs baselines:\n%s", summarize_report(result.report))
+    write_score_plots(X, ids, prompts, result.scores, cfg, build.path / PLOTS)
     build.note(notes=result.notes, rows={"scores": result.scores.height}, unconverged_fits=unconverged)
     kept = result.scores["kept"].mean()
     return {"n_clusters": float(result.clusters.height), "kept_share": float(kept) if kept is not None else 1.0}
+
+
+def save_figure(fig: object, path: Path) -> None:
+    """Render a matplotlib Figure to PNG (Agg), creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)  # type: ignore[attr-defined]
+
+
+def write_score_plots(X: object, ids: list[str], prompts: pl.DataFrame, scores: pl.DataFrame, cfg: PipelineConfig,
+                      folder: Path) -> None:
+    """Cluster map (by cluster, and by true topic when known) and predicted vs true difficulty (when known)."""
+    from saerl.plots import cluster_map, difficulty_scatter
+    from saerl.property_models import weight_codes
+
+    joined = pl.DataFrame({"id": ids}).join(scores, on="id", how="left").join(prompts, on="id", how="left")
+    topics = joined["topic"].to_numpy() if "topic" in joined.columns else None
+    save_figure(cluster_map(weight_codes(X, cfg.score.tfidf), joined["cluster"].to_numpy(), topics, cfg.score.seed),
+                folder / "cluster_map.png")
+    if "difficulty" in joined.columns:
+        save_figure(difficulty_scatter(joined["difficulty"].to_numpy(), joined["difficulty_hat"].to_numpy()),
+                    folder / "difficulty_pred_vs_true.png")
 
 
 def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
@@ -152,6 +175,9 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     vanilla = vanilla_order(scores["id"].to_list(), cfg.curriculum.epochs, cfg.curriculum.seed,
                             cfg.curriculum.batch_size)
     vanilla.write_parquet(build.path / VANILLA)
+    from saerl.plots import curriculum_difficulty
+
+    save_figure(curriculum_difficulty(order), build.path / PLOTS / "curriculum_difficulty.png")
     filtered = scores.height - order["id"].n_unique()
     build.note(rows={"order": order.height, "vanilla": vanilla.height, "filtered": filtered})
     return {"order_rows": float(order.height), "filtered": float(filtered),

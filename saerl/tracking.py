@@ -101,9 +101,10 @@ class Tracker:
 
         self._guard(do)
 
-    def log_artifact(self, path: Path, stage: str | None = None) -> None:
-        """Attach a file to the stage's nested run (or the parent run)."""
-        self._guard(lambda: self.client.log_artifact(self.stage_runs.get(stage or "", self.parent_id), str(path)))
+    def log_artifact(self, path: Path, stage: str | None = None, folder: str | None = None) -> None:
+        """Attach a file to the stage's nested run (or the parent run), under `folder` in its artifacts."""
+        self._guard(lambda: self.client.log_artifact(
+            self.stage_runs.get(stage or "", self.parent_id), str(path), folder))
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0, stage: str | None = None) -> None:
         """Log metrics at a step to the stage's nested run (or the parent run)."""

@@ -99,6 +99,9 @@ def test_mlflow_has_parent_and_stage_runs(warm_root):
     assert parent.data.params["curriculum.mix_ratio"] == "0.2"
     score = next(c for c in children if c.info.run_name == "score")
     assert "n_clusters" in score.data.metrics and score.data.tags["saerl.status"] == "computed"
+    plots = {Path(a.path).name for a in client.list_artifacts(score.info.run_id, "plots")}
+    assert {"cluster_map.png", "difficulty_pred_vs_true.png"} <= plots
+    assert any(a.path.endswith(".json") for a in client.list_artifacts(parent.info.run_id))
 
 
 def test_until_stops_early(warm_root):
