@@ -53,9 +53,17 @@ def data_file(cfg: PipelineConfig) -> Path | None:
     return None
 
 
-def uses_testbed(cfg: PipelineConfig) -> bool:
-    """Whether this config needs the testbed stage (its world as data, or its LM as the policy)."""
-    return cfg.data.source == "testbed" or cfg.model.name_or_path == "testbed"
+def needs_testbed(cfg: PipelineConfig, stage: str) -> bool:
+    """Whether `stage` reads the testbed artifact: its world as data (ingest, evaluate) or its LM as the
+    model (extract when it reads the policy's internals; label, train and evaluate, which run the policy)."""
+    policy = cfg.model.name_or_path == "testbed"
+    return {
+        "ingest": cfg.data.source == "testbed",
+        "extract": cfg.extract.model is None and policy,
+        "label": policy,
+        "train": policy,
+        "evaluate": policy or cfg.data.source == "testbed",
+    }.get(stage, False)
 
 
 def available_stages() -> tuple[str, ...]:
@@ -67,15 +75,20 @@ def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple
     """Stages to run for `cfg` up to and including `until`, each with the upstream stages it reads."""
     from saerl.labels import needs_measured_labels
 
-    skip = {"testbed": not uses_testbed(cfg), "label": not needs_measured_labels(cfg)}
-    stages = [s for s in available_stages() if not skip.get(s, False)]
+    stages = [s for s in available_stages() if s != "label" or needs_measured_labels(cfg)]
     if until is not None:
         if until not in ORDER:
             raise ValueError(f"unknown stage '{until}'; stages are: {', '.join(ORDER)}")
         if until not in stages:
             raise ValueError(f"stage '{until}' is not available in this version; available: {', '.join(stages)}")
         stages = stages[: stages.index(until) + 1]
-    return [(s, tuple(i for i in STAGES[s].inputs if i in stages)) for s in stages]
+    if not any(needs_testbed(cfg, s) for s in stages):
+        stages.remove("testbed")
+
+    def reads(stage: str, upstream: str) -> bool:
+        return upstream in stages and (upstream != "testbed" or needs_testbed(cfg, stage))
+
+    return [(s, tuple(i for i in STAGES[s].inputs if reads(s, i))) for s in stages]
 
 
 def hash_path(path: Path) -> str:
