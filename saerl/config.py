@@ -72,7 +72,7 @@ class TestbedConfig(Section):
     n_heads: int = Field(4, gt=0, description="LM attention heads")
     d_ff: int = Field(512, gt=0, description="LM MLP width")
     max_len: int = Field(160, gt=0, description="LM context (tokens)")
-    pretrain_steps: int = Field(900, gt=0, description="pretraining optimizer steps")
+    pretrain_steps: int = Field(1200, gt=0, description="pretraining optimizer steps")
     batch_size: int = Field(96, gt=0, description="pretraining sequences per step")
     bucket_batches: int = Field(32, gt=0, description="batches sorted together by length (less padding)")
     lr: float = Field(3e-3, gt=0, description="pretraining peak learning rate (AdamW, cosine)")
@@ -82,7 +82,7 @@ class TestbedConfig(Section):
     grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")
     log_every: int = Field(50, gt=0, description="log the pretraining loss every N steps")
     eval_batch: int = Field(256, gt=0, description="prompts per generation batch when evaluating")
-    max_new_tokens: int = Field(64, gt=0, description="generation limit (the longest worked solution fits)")
+    max_new_tokens: int = Field(56, gt=0, description="generation limit (the longest worked solution fits)")
     threads: int = Field(2, gt=0, description="torch CPU threads")
 
 
@@ -132,7 +132,7 @@ class SAEConfig(Section):
     encode_pool: Literal["max", "mean"] = Field("max", description="pool token codes per prompt")
     encode_top_k: int = Field(64, gt=0, description="pooled features kept per prompt")
     encode_batch_tokens: int = Field(8192, gt=0, description="tokens per SAE encode batch (bounds encode memory)")
-    train_epochs: int = Field(1, gt=0, description="passes over the training token sample")
+    train_epochs: int = Field(8, gt=0, description="passes over the training token sample")
     l1_coefficient: float = Field(5.0, gt=0, description="L1 sparsity coefficient (architecture=standard)")
     normalize: Literal["none", "expected_average_only_in"] = Field(
         "expected_average_only_in", description="input scaling while training (folded into the saved weights)"

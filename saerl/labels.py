@@ -21,7 +21,7 @@ LABELS = "labels.parquet"
 def needs_measured_labels(cfg: PipelineConfig) -> bool:
     """True when difficulty must be measured: asked for, or 'auto' with no difficulty column mapped."""
     src = cfg.score.difficulty_source
-    has_column = cfg.data.difficulty is not None or cfg.data.source == "testbed"
+    has_column = cfg.data.difficulty is not None  # ingest keeps only mapped label columns
     return src == "measured" or (src == "auto" and not has_column)
 
 

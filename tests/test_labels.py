@@ -1,0 +1,141 @@
+"""Label stage: when difficulty must be measured, which prompts are labelled, and measured pass rates."""
+
+import polars as pl
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
+
+from saerl.config import load_config
+from saerl.labels import labelled_subset, measure_pass_rates, needs_measured_labels
+from saerl.policy_lm import save_tokenizer
+
+WORDS = ["<pad>", "<unk>", "<eos>", "<u>", "<a>", "####", "what", "is", "+", "?", *"0123456789"]
+TEMPLATE = "{% for m in messages %}<u> {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}<a>{% endif %}"
+PROMPTS = pl.DataFrame({"id": ["e1", "e2", "e3"], "prompt": ["what is 3 + 4 ?", "what is 1 + 1 ?", "what is 2 + 2 ?"],
+                        "answer": ["7", "2", "4"]})
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------ needs_measured_labels
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["score.difficulty_source=measured"], True),                                 # asked for, sample data
+    (["score.difficulty_source=measured", "data.difficulty=difficulty"], True),   # asked for despite a column
+    (["score.difficulty_source=measured", "data.source=testbed", "data.difficulty=difficulty"], True),
+    (["score.difficulty_source=column", "data.difficulty=difficulty"], False),
+    (["score.difficulty_source=column"], False),                                  # never measured (score errors)
+    (["score.difficulty_source=auto", "data.difficulty=difficulty"], False),      # column mapped
+    (["score.difficulty_source=auto", "data.source=testbed", "data.difficulty=difficulty"], False),
+    (["score.difficulty_source=auto", "data.source=file", "data.path=x.jsonl"], True),  # nothing mapped
+    (["score.difficulty_source=auto", "data.source=file", "data.path=x.jsonl", "data.difficulty=level"], False),
+    (["score.difficulty_source=auto"], True),                                     # sample, difficulty unmapped
+    (["score.difficulty_source=auto", "data.source=testbed"], True),              # testbed, level not mapped
+])
+def test_needs_measured_labels_per_source_and_data(overrides, expected):
+    assert needs_measured_labels(load_config(None, overrides)) is expected
+
+
+def test_default_config_measures_nothing_it_has_a_column_for():
+    demo = load_config(None, ["data.difficulty=difficulty"])
+    assert demo.score.difficulty_source == "auto" and not needs_measured_labels(demo)
+
+
+# ------------------------------------------------------------------------------------------ labelled_subset
+
+
+def _pool(n: int) -> pl.DataFrame:
+    return pl.DataFrame({"id": [f"p{i:04d}" for i in range(n)], "prompt": [f"q{i}" for i in range(n)],
+                         "answer": [str(i) for i in range(n)]})
+
+
+def test_labelled_subset_uses_the_labelled_column_when_present():
+    df = _pool(6).with_columns(pl.Series("labelled", [True, False, None, True, False, True], dtype=pl.Boolean))
+    out = labelled_subset(df, fraction=0.01, seed=123)  # fraction and seed are ignored
+    assert out["id"].to_list() == ["p0000", "p0003", "p0005"]
+    assert out.columns == df.columns
+
+
+def test_labelled_subset_draws_a_seeded_fraction_independent_of_row_order():
+    df = _pool(200)
+    a = labelled_subset(df, 0.2, seed=7)
+    assert a.height == 40 and a["id"].n_unique() == 40
+    assert set(labelled_subset(df, 0.2, seed=7)["id"]) == set(a["id"])  # deterministic
+    shuffled = df.sample(fraction=1.0, shuffle=True, seed=3)
+    assert set(labelled_subset(shuffled, 0.2, seed=7)["id"]) == set(a["id"])  # order-free
+    assert set(labelled_subset(df, 0.2, seed=8)["id"]) != set(a["id"])
+    assert labelled_subset(df, 1.0, seed=0).height == 200
+    assert labelled_subset(_pool(3), 0.01, seed=0).height == 1  # at least one prompt
+
+
+def test_labelled_subset_of_an_empty_frame_is_empty():
+    assert labelled_subset(_pool(0), 0.5, seed=0).height == 0
+
+
+# --------------------------------------------------------------------------------------- measure_pass_rates
+
+
+def _tiny_tokenizer() -> PreTrainedTokenizerFast:
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.decoder = decoders.WordPiece(prefix="~~", cleanup=False)
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
+    tok.chat_template = TEMPLATE
+    tok.padding_side = "left"
+    return tok
+
+
+@pytest.fixture(scope="module")
+def saved_policy(tmp_path_factory):
+    """A tiny Llama overfitted to answer e1 and e2 right and e3 with no answer at all."""
+    tok = _tiny_tokenizer()
+    conf = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                       pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(conf)
+    pairs = [("what is 3 + 4 ?", "#### 7"), ("what is 1 + 1 ?", "#### 2"), ("what is 2 + 2 ?", "what")]
+    seqs = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            + " " + c for p, c in pairs]
+    enc = tok(seqs, add_special_tokens=False, return_tensors="pt", padding=True)
+    ids = torch.cat([enc["input_ids"], torch.full((len(seqs), 1), tok.eos_token_id)], 1)
+    mask = torch.cat([enc["attention_mask"], torch.ones(len(seqs), 1, dtype=torch.long)], 1)
+    labels = ids.masked_fill(mask == 0, -100)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(40):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    out = tmp_path_factory.mktemp("policy")
+    model.save_pretrained(out)
+    save_tokenizer(tok, out)
+    return out
+
+
+def test_measure_pass_rates_columns_counts_and_range(saved_policy):
+    df = measure_pass_rates(saved_policy, PROMPTS, rollouts=3, temperature=1.0, max_new_tokens=4, batch=2, seed=0)
+    assert df.columns == ["id", "pass_rate", "n_correct", "n_failed", "rollouts"]
+    assert df.schema["pass_rate"] == pl.Float64 and df.schema["n_correct"] == pl.Int64
+    assert df["id"].to_list() == ["e1", "e2", "e3"]
+    assert df["rollouts"].to_list() == [3, 3, 3]
+    assert df["pass_rate"].is_between(0.0, 1.0).all()
+    assert (df["n_correct"].is_between(0, 3)).all() and (df["n_failed"] == 0).all()
+    assert (df["pass_rate"] * 3 - df["n_correct"]).abs().max() < 1e-9
+    again = measure_pass_rates(saved_policy, PROMPTS, rollouts=3, temperature=1.0, max_new_tokens=4, batch=2, seed=0)
+    assert again.equals(df)  # seeded
+
+
+def test_measure_pass_rates_greedy_reads_what_the_policy_knows(saved_policy):
+    df = measure_pass_rates(saved_policy, PROMPTS, rollouts=2, temperature=0.0, max_new_tokens=4, batch=3, seed=0)
+    assert dict(zip(df["id"], df["pass_rate"], strict=True)) == {"e1": 1.0, "e2": 1.0, "e3": 0.0}
+    assert df["n_correct"].to_list() == [2, 2, 0]
