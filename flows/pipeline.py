@@ -17,6 +17,12 @@ from saerl.tracking import Tracker
 from tasks.stage import prepare_shards_task, shard_task, stage_options, stage_task
 
 log = logging.getLogger("saerl.flow")
+LOGGED_TABLES = {  # small tables a person wants beside the run in MLflow
+    "ingest": ("rejected.parquet",),
+    "sae": ("sae_report.json",),
+    "score": ("property_report.parquet", "clusters.parquet", "scores.parquet"),
+    "curriculum": ("order.parquet", "vanilla_order.parquet"),
+}
 
 
 def format_report(record: RunRecord) -> str:
@@ -89,6 +95,8 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
         tracker.log_stage(stage, rec.status, key, rec.reason, rec.seconds, sl, result.get("metrics"))
         for png in sorted(Path(result["path"]).glob("plots/*.png")):
             tracker.log_artifact(png, stage, "plots")
+        for name in LOGGED_TABLES.get(stage, ()):
+            tracker.log_artifact(Path(result["path"]) / name, stage)
         if stage == "testbed":
             say(format_levels(result.get("metrics", {})))
     path = save_run(root, record)

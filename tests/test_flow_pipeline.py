@@ -101,6 +101,8 @@ def test_mlflow_has_parent_and_stage_runs(warm_root):
     assert "n_clusters" in score.data.metrics and score.data.tags["saerl.status"] == "computed"
     plots = {Path(a.path).name for a in client.list_artifacts(score.info.run_id, "plots")}
     assert {"cluster_map.png", "difficulty_pred_vs_true.png"} <= plots
+    tables = {a.path for a in client.list_artifacts(score.info.run_id)}
+    assert {"property_report.parquet", "scores.parquet"} <= tables
     assert any(a.path.endswith(".json") for a in client.list_artifacts(parent.info.run_id))
 
 
