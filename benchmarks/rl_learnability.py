@@ -26,6 +26,8 @@ from saerl.policy_lm import load_policy, score_policy
 from saerl.rl import train_grpo
 from saerl.testbed import build_testbed
 
+MIN_STEP_SECONDS = 0.2  # no GRPO step is faster on CPU: caps the step count (and the dataset) the budget can use
+
 
 def paired(before: list[float], after: list[float]) -> tuple[float, float]:
     """(mean of after - before, its standard error), in points."""
@@ -50,6 +52,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=5.0, help="wall-clock budget of RL")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-n", type=int, default=None, help="evaluate on the first N held-out problems")
+    ap.add_argument("--levels", default=None, help="keep only these levels in pool and eval, e.g. 1,2 "
+                    "(the same as a pool_level_mix with zeros elsewhere)")
     ap.add_argument("--quick", action="store_true", help="200 eval problems, k=2, 1 minute of RL")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.learning_rate=5e-5")
     args = ap.parse_args()
@@ -61,6 +65,9 @@ def main() -> None:
         build_testbed(tb, root)
     pool = pl.read_parquet(root / "world" / "pool.parquet")
     ev = pl.read_parquet(root / "world" / "eval.parquet")
+    if args.levels:
+        keep = [float(v) for v in args.levels.split(",")]
+        pool, ev = (df.filter(pl.col("difficulty").is_in(keep)) for df in (pool, ev))
     k, minutes = cfg.eval.k_samples, args.minutes
     if args.eval_n:
         ev = ev.head(args.eval_n)
@@ -75,7 +82,7 @@ def main() -> None:
     g0, m0 = measure(root / "lm")
     print(f"eval before: {time.time() - t0:.0f} s")
     run = train_grpo(root / "lm", pool, None, cfg.train, args.out, prompts_per_step=cfg.curriculum.batch_size,
-                     seed=args.seed, max_steps=10**6, time_limit_s=60 * minutes)
+                     seed=args.seed, max_steps=int(60 * minutes / MIN_STEP_SECONDS), time_limit_s=60 * minutes)
     g1, m1 = measure(run["model_dir"])
     rewards = [h["reward"] for h in run["log"] if "reward" in h]
     q = max(1, len(rewards) // 4)

@@ -1,8 +1,8 @@
 """The testbed's tiny policy LM: its own word-piece tokenizer, a Qwen2 config, CPU pretraining, evaluation.
 
-Tokenizer: whole words of the world are tokens (with a leading-space marker); a number is the marker then one
-token per digit (``347`` -> ``▁ 3 4 7``), so a digit is the same token wherever it stands and any number
-round-trips. It is saved with its class named explicitly
+Tokenizer: whole words of the world are tokens; a number is split into its digits (``347`` -> ``3 ~~4 ~~7``,
+``~~`` marking a continuation), so any number round-trips. (A Metaspace variant in which a digit is the same
+token wherever it stands was tried and did not learn faster: docs/testbed.md.) It is saved with its class named explicitly
 (``TokenizersBackend``) so ``AutoTokenizer`` does not fall back to the model type's own tokenizer class.
 The model is a Llama config: transformers 5 always maps model type ``qwen2`` to ``Qwen2Tokenizer``
 (``MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS``), whatever the saved tokenizer config names.
@@ -28,7 +28,7 @@ from saerl.config import TestbedConfig
 
 PAD, UNK, EOS, USER, ASSISTANT = "<|pad|>", "<|unk|>", "<|eos|>", "<|user|>", "<|assistant|>"
 TOKENIZER_CLASS = "TokenizersBackend"  # transformers 5's name for a plain `tokenizers`-backed tokenizer
-SPACE = "\u2581"  # word marker (Metaspace): a token that follows a space carries it
+CONT = "~~"  # word-piece continuation prefix (never appears in world text)
 DIGITS = "0123456789"
 CHAT_TEMPLATE = (
     "{% for m in messages %}{% if m['role'] == 'user' %}" + USER + " {{ m['content'] }} "
@@ -38,23 +38,19 @@ CHAT_TEMPLATE = (
 
 
 def world_vocab(texts: list[str]) -> list[str]:
-    """Sorted token list of a world: specials, the word marker, the ten digits, and every word as it follows a
-    space (numbers are spelled by digits). in: all texts; out: the vocabulary, specials first."""
-    words = {SPACE + w for t in texts for w in t.split() if not any(ch.isdigit() for ch in w)}
-    words |= {SPACE + "-"}
-    return [PAD, UNK, EOS, USER, ASSISTANT, SPACE, *DIGITS, *sorted(words)]
+    """Sorted token list of a world: specials, digits, continuation digits, and every non-numeric word
+    (numbers are spelled by digits). in: all texts; out: the vocabulary, specials first."""
+    words = {w for t in texts for w in t.split() if not w.lstrip("-").isdigit()}
+    words |= {"-"}
+    return [PAD, UNK, EOS, USER, ASSISTANT, *DIGITS, *(CONT + d for d in DIGITS), *sorted(words)]
 
 
 def build_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer over the world's vocabulary with the chat template: words keep a leading
-    space marker; numbers become the marker then one token per digit. in: texts; out: tokenizer."""
+    """A word-piece tokenizer over the world's vocabulary, with the chat template. in: texts; out: tokenizer."""
     vocab = {w: i for i, w in enumerate(world_vocab(texts))}
-    core = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
-    core.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="always", split=True),
-        pre_tokenizers.Digits(individual_digits=True),
-    ])
-    core.decoder = decoders.Metaspace(replacement=SPACE, prepend_scheme="always", split=True)
+    core = Tokenizer(models.WordPiece(vocab, unk_token=UNK, continuing_subword_prefix=CONT, max_input_chars_per_word=64))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.decoder = decoders.WordPiece(prefix=CONT, cleanup=False)
     tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, unk_token=UNK, eos_token=EOS,
                                   bos_token=EOS, additional_special_tokens=[USER, ASSISTANT])
     tok.chat_template = CHAT_TEMPLATE
@@ -183,10 +179,10 @@ def generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int, batc
 
 
 def correct(completions: list[str], golds: list[str]) -> list[bool]:
-    """Whether each completion's final answer equals its gold (the project verifier's number fast path)."""
-    from saerl.verify import verify_batch
+    """Whether each completion's final answer equals its gold (the RL reward's check)."""
+    from saerl.rl import is_correct
 
-    return [r.status == "correct" for r in verify_batch(completions, golds)]
+    return is_correct(completions, golds)
 
 
 def accuracy_table(df: pl.DataFrame, flags: list[bool], by: str = "difficulty") -> pl.DataFrame:

@@ -4,12 +4,13 @@
 ``order=None``, in a seeded shuffle (vanilla GRPO). trl's own sampler shuffles; :class:`OrderedGRPOTrainer`
 replaces it with :class:`OrderSampler`, which yields each prompt ``num_generations`` times in a row, batch by
 batch, in our order. The reward is 1.0 when the completion's final answer (``#### N``) equals the gold answer,
-judged by :func:`saerl.verify.verify_batch` (its in-process fast path for plain numbers).
+judged in process for plain-integer golds (the testbed's) and by :func:`saerl.verify.verify_batch` otherwise.
 """
 
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,9 @@ from torch.utils.data import Sampler
 from transformers import TrainerCallback
 
 from saerl.config import TrainConfig
-from saerl.verify import verify_batch
+from saerl.verify import extract_final_answer, verify_batch
+
+_INT = re.compile(r"[+-]?\d+")
 
 
 class OrderSampler(Sampler[int]):
@@ -64,9 +67,28 @@ def completion_text(completion: Any) -> str:
     return completion if isinstance(completion, str) else "".join(m["content"] for m in completion)
 
 
+def is_correct(texts: list[str], golds: list[str]) -> list[bool]:
+    """Whether each text's final answer (``#### X``) equals its gold. A plain-integer gold is compared in
+    process (the prediction must be a plain integer too); any other gold goes to `saerl.verify.verify_batch`.
+    in: completions, golds; out: flags."""
+    out: list[bool | None] = []
+    for text, gold in zip(texts, golds, strict=True):
+        pred = extract_final_answer(text)
+        if _INT.fullmatch(gold.strip()):
+            out.append(pred is not None and _INT.fullmatch(pred) is not None and int(pred) == int(gold))
+        else:
+            out.append(None)
+    slow = [i for i, flag in enumerate(out) if flag is None]
+    if slow:
+        res = verify_batch([texts[i] for i in slow], [golds[i] for i in slow])
+        for i, r in zip(slow, res, strict=True):
+            out[i] = r.status == "correct"
+    return [bool(flag) for flag in out]
+
+
 def correctness_reward(completions: list[Any], answer: list[str], **_: Any) -> list[float]:
     """trl reward function: 1.0 when the final answer equals the gold `answer` column, else 0.0."""
-    return [float(r.status == "correct") for r in verify_batch([completion_text(c) for c in completions], answer)]
+    return [float(ok) for ok in is_correct([completion_text(c) for c in completions], answer)]
 
 
 def training_order(ids: list[str], order: list[str] | None, n_needed: int, seed: int) -> list[str]:

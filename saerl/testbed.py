@@ -402,9 +402,10 @@ def generate_world(cfg: TestbedConfig) -> dict[str, pl.DataFrame]:
     for i, kind in zip(bad_idx, [k for k, c in zip(kinds, counts, strict=True) for _ in range(c)], strict=True):
         defects[i] = kind
     prompts, answers = [p.prompt for p in pool], [p.answer for p in pool]
+    clean = [j for j, kind in enumerate(defects) if kind == "none"]
     for i, kind in enumerate(defects):
         if kind != "none":
-            other = pool[rng.choice([j for j in range(len(pool)) if defects[j] == "none" and j != i][:50])]
+            other = pool[rng.choice(clean)] if clean else pool[i]
             prompts[i], answers[i] = apply_defect(rng, kind, pool[i], other)
             if kind == "near_duplicate":
                 pool[i] = other

@@ -61,5 +61,5 @@ def test_cli_run_end_to_end_twice(tmp_path):
     assert "[curriculum] computed" in first.stdout
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
-    stage_lines = [ln for ln in second.stdout.splitlines() if ln.startswith("[")]
+    stage_lines = [ln for ln in second.stdout.splitlines() if ln.startswith("[") and " key=" in ln]
     assert len(stage_lines) == 7 and all(" cached " in ln for ln in stage_lines)

@@ -109,4 +109,6 @@ def test_mlflow_has_parent_and_stage_runs(warm_root):
 def test_until_stops_early(warm_root):
     root, _ = warm_root
     rec = _run(root, until="ingest")
-    assert list(rec["stages"]) == ["testbed", "ingest"]
+    assert list(rec["stages"]) == ["ingest"], "ingesting the sample needs no testbed LM"
+    rec = _run(root, until="extract")
+    assert list(rec["stages"]) == ["testbed", "ingest", "extract"]

@@ -34,7 +34,7 @@ def test_tokenizer_round_trips_every_prompt_and_solution(world):
 def test_numbers_are_spelled_by_digits(world):
     tok = build_tokenizer(_texts(world))
     assert tok.convert_ids_to_tokens(tok("347 + 85", add_special_tokens=False)["input_ids"]) == [
-        "\u2581", "3", "4", "7", "\u2581+", "\u2581", "8", "5"]
+        "3", "~~4", "~~7", "+", "8", "~~5"]
     assert prompt_text(tok, "What is 3 plus 4 ?").endswith(ASSISTANT)
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from saerl.config import TestbedConfig as TBConfig
 from saerl.config import TrainConfig
-from saerl.rl import OrderSampler, correctness_reward, train_grpo, training_order
+from saerl.rl import OrderSampler, correctness_reward, is_correct, train_grpo, training_order
 
 
 def test_order_sampler_repeats_each_prompt_in_a_row_in_order():
@@ -25,6 +25,8 @@ def test_training_order_follows_order_or_a_seeded_shuffle():
 def test_correctness_reward_reads_the_final_answer():
     comps = [[{"role": "assistant", "content": "3 + 4 = 7 #### 7"}], "#### 8", "no answer"]
     assert correctness_reward(comps, ["7", "7", "7"]) == [1.0, 0.0, 0.0]
+    assert is_correct(["#### 07", "#### 7 , 3", "#### -2", "x #### 1/2"], ["7", "7", "-2", "0.5"]) == [
+        True, False, True, True]
 
 
 @pytest.mark.slow
