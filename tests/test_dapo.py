@@ -3,15 +3,13 @@
 import pytest
 import torch
 from datasets import Dataset
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config
+from tiny import tiny_model, tiny_tokenizer
 
 from saerl.config import TrainConfig
 from saerl.dapo import concat_batches, dapo_overrides, dynamic_sampling_trainer, group_has_spread
 from saerl.rl import _trainer_class, grpo_config
 
 G, PROMPTS_PER_STEP = 2, 2
-WORDS = ["<pad>", "<unk>", "<eos>", "<u>", "<a>", "####", "what", "is", "+", "?", *"0123456789"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -50,17 +48,8 @@ def test_concat_batches_pads_prompts_left_and_completions_right():
 
 
 def tiny_policy():
-    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    core.decoder = decoders.WordPiece(prefix="~~", cleanup=False)
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
-    tok.chat_template = ("{% for m in messages %}<u> {{ m['content'] }} {% endfor %}"
-                         "{% if add_generation_prompt %}<a>{% endif %}")
-    conf = Qwen2Config(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                       num_key_value_heads=2, max_position_embeddings=64, pad_token_id=tok.pad_token_id,
-                       eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
-    torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(conf), tok
+    tok = tiny_tokenizer()
+    return tiny_model(tok, "qwen2", seed=0, hidden=16), tok
 
 
 def run(trainer_cls, kinds, tmp_path, steps=2, num_iterations=1):

@@ -3,15 +3,12 @@
 import polars as pl
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
+from tiny import overfit, tiny_model, tiny_tokenizer
 
 from saerl.config import load_config
 from saerl.labels import labelled_subset, measure_pass_rates, needs_measured_labels
 from saerl.policy_lm import save_tokenizer
 
-WORDS = ["<pad>", "<unk>", "<eos>", "<u>", "<a>", "####", "what", "is", "+", "?", *"0123456789"]
-TEMPLATE = "{% for m in messages %}<u> {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}<a>{% endif %}"
 PROMPTS = pl.DataFrame({"id": ["e1", "e2", "e3"], "prompt": ["what is 3 + 4 ?", "what is 1 + 1 ?", "what is 2 + 2 ?"],
                         "answer": ["7", "2", "4"]})
 
@@ -83,39 +80,13 @@ def test_labelled_subset_of_an_empty_frame_is_empty():
 # --------------------------------------------------------------------------------------- measure_pass_rates
 
 
-def _tiny_tokenizer() -> PreTrainedTokenizerFast:
-    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    core.decoder = decoders.WordPiece(prefix="~~", cleanup=False)
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
-    tok.chat_template = TEMPLATE
-    tok.padding_side = "left"
-    return tok
-
-
 @pytest.fixture(scope="module")
 def saved_policy(tmp_path_factory):
     """A tiny Llama overfitted to answer e1 and e2 right and e3 with no answer at all."""
-    tok = _tiny_tokenizer()
-    conf = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
-                       pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(conf)
-    pairs = [("what is 3 + 4 ?", "#### 7"), ("what is 1 + 1 ?", "#### 2"), ("what is 2 + 2 ?", "what")]
-    seqs = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-            + " " + c for p, c in pairs]
-    enc = tok(seqs, add_special_tokens=False, return_tensors="pt", padding=True)
-    ids = torch.cat([enc["input_ids"], torch.full((len(seqs), 1), tok.eos_token_id)], 1)
-    mask = torch.cat([enc["attention_mask"], torch.ones(len(seqs), 1, dtype=torch.long)], 1)
-    labels = ids.masked_fill(mask == 0, -100)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(40):
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    tok = tiny_tokenizer()
+    model = tiny_model(tok, "llama")
+    overfit(model, tok, [("what is 3 + 4 ?", "#### 7"), ("what is 1 + 1 ?", "#### 2"), ("what is 2 + 2 ?", "what")],
+            steps=40)
     out = tmp_path_factory.mktemp("policy")
     model.save_pretrained(out)
     save_tokenizer(tok, out)
