@@ -17,3 +17,14 @@ def prefect_api(tmp_path_factory):
     root = tmp_path_factory.mktemp("prefect-root")
     with prefect_server(root) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one torch thread (and then do not fight other processes for the cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,13 +12,7 @@ from saerl.rl import _trainer_class, grpo_config
 G, PROMPTS_PER_STEP = 2, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread (and then do not fight other processes for the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_dapo_overrides():

@@ -4,7 +4,6 @@ import math
 
 import polars as pl
 import pytest
-import torch
 from tiny import overfit, tiny_model, tiny_tokenizer
 
 from saerl.config import EvalConfig
@@ -26,13 +25,7 @@ SETS = {"easy": pl.DataFrame({"id": ["e1", "e2", "e3"], "prompt": ["what is 3 + 
                               "answer": ["7", "2", "4"], "difficulty": [1, 1, 2]})}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread (and then do not fight other processes for the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 import polars as pl
 import pytest
-import torch
 from tiny import overfit, tiny_model, tiny_tokenizer
 
 from saerl.config import load_config
@@ -13,12 +12,7 @@ PROMPTS = pl.DataFrame({"id": ["e1", "e2", "e3"], "prompt": ["what is 3 + 4 ?", 
                         "answer": ["7", "2", "4"]})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------ needs_measured_labels
