@@ -182,8 +182,3 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     build.note(rows={"order": order.height, "vanilla": vanilla.height, "filtered": filtered})
     return {"order_rows": float(order.height), "filtered": float(filtered),
             "filtered_share": filtered / max(1, scores.height)}
-
-
-def artifact_file(ref: ArtifactRef, name: str) -> Path:
-    """Path of a named file in an upstream artifact (for callers outside this module)."""
-    return ref.file(name)
