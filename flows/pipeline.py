@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
         if refresh and store.path(stage, key).exists():
             note = f"computed: stored artifact failed verification ({'; '.join(store.problems(stage, key))[:300]})"
         args = {"stage": stage, "key": key, "root": str(root), "config": cfg.model_dump(mode="json"),
-                "upstream": {u: {"stage": r.stage, "key": r.key, "path": r.path} for u, r in upstream.items()}}
+                "upstream": {u: asdict(r) for u, r in upstream.items()}}
         if refresh and stage in SHARDED and cfg.runtime.task_runner == "dask":
             fan_out(args, cfg.runtime.workers)
         future = stage_task.with_options(**stage_options(stage, root, refresh)).submit(**args)

@@ -22,6 +22,11 @@ from saerl.pipeline import run_stage
 RESULTS_DIR = "prefect-results"
 
 
+def to_refs(upstream: dict[str, dict[str, str]]) -> dict[str, ArtifactRef]:
+    """Upstream references as passed between tasks (plain dicts) back into ArtifactRefs."""
+    return {name: ArtifactRef(**ref) for name, ref in upstream.items()}
+
+
 def artifact_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Prefect cache key of a stage task: '<stage>-<artifact key>'."""
     return f"{parameters['stage']}-{parameters['key']}"
@@ -32,7 +37,7 @@ def stage_task(stage: str, key: str, root: str, config: dict[str, Any],
                upstream: dict[str, dict[str, str]]) -> dict[str, Any]:
     """Build or reuse one stage's artifact; returns its reference and metrics as a small dict."""
     cfg = build_config(config)
-    refs = {name: ArtifactRef(**ref) for name, ref in upstream.items()}
+    refs = to_refs(upstream)
     return run_stage(ArtifactStore(root), cfg, stage, refs, key=key).to_json()
 
 
@@ -48,7 +53,7 @@ def prepare_shards_task(stage: str, key: str, root: str, config: dict[str, Any],
     """Lay out a sharded stage's store and return its unfinished chunks split into shards."""
     from saerl.pipeline import prepare_shards
 
-    refs = {name: ArtifactRef(**ref) for name, ref in upstream.items()}
+    refs = to_refs(upstream)
     return prepare_shards(ArtifactStore(root), build_config(config), stage, refs, key, n_shards)
 
 
@@ -59,5 +64,5 @@ def shard_task(stage: str, key: str, root: str, config: dict[str, Any], upstream
     No Prefect cache: finished chunks are recorded in the artifact's chunk log, so a retry skips them."""
     from saerl.pipeline import run_shard
 
-    refs = {name: ArtifactRef(**ref) for name, ref in upstream.items()}
+    refs = to_refs(upstream)
     return run_shard(ArtifactStore(root), build_config(config), stage, refs, key, chunk_ids)
