@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 
 from saerl.artifacts import ArtifactRef, ArtifactStore
 from saerl.config import build_config, flatten
-from saerl.pipeline import SHARDED, input_keys, plan
+from saerl.pipeline import SHARDED, input_keys, resolve_upstream, stage_runs
 from saerl.runs import RunRecord, StageRecord, explain, previous_run, save_run
 from saerl.stages import stage_key, stage_slice
 from saerl.tracking import Tracker
@@ -23,6 +23,8 @@ LOGGED_TABLES = {  # small tables a person wants beside the run in MLflow
     "sae": ("sae_report.json",),
     "score": ("property_report.parquet", "clusters.parquet", "scores.parquet"),
     "curriculum": ("order.parquet", "vanilla_order.parquet"),
+    "train": ("trained_order.parquet", "log.parquet", "curve.parquet"),
+    "evaluate": ("comparison.txt", "comparison.parquet", "summary.parquet", "steps_to_target.parquet"),
 }
 
 
@@ -69,9 +71,9 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
     previous = previous_run(root, cfg.name)
     tracker = Tracker(cfg, root, record.run_id)
     refs: dict[str, ArtifactRef] = {}
-    for stage, ups in plan(cfg, until):
-        upstream = {u: refs[u] for u in ups}
-        keys = input_keys(cfg, stage, upstream)
+    for stage, name, ups, variant in stage_runs(cfg, until):
+        upstream = resolve_upstream(stage, ups, refs, variant)
+        keys = input_keys(cfg, stage, upstream, variant)
         key = stage_key(cfg, stage, keys)
         refresh = not store.is_complete(stage, key)
         note = ""
@@ -81,30 +83,52 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
                 "upstream": {u: asdict(r) for u, r in upstream.items()}}
         if refresh and stage in SHARDED and cfg.runtime.task_runner == "dask":
             fan_out(args, cfg.runtime.workers)
-        future = stage_task.with_options(**stage_options(stage, root, refresh)).submit(**args)
+        opts = stage_options(stage, root, refresh) | {"task_run_name": name}
+        future = stage_task.with_options(**opts).submit(**args, variant=variant)
         future.wait()
         state = future.state
         result = state.result()
         computed = bool(result["computed"]) and state.name != "Cached"
-        refs[stage] = ArtifactRef(result["stage"], result["key"], result["path"])
+        refs[name] = ArtifactRef(result["stage"], result["key"], result["path"])
         sl = stage_slice(cfg, stage)
-        rec = StageRecord(stage=stage, key=key, status="computed" if computed else "cached",
-                          reason=explain(stage, computed, sl, keys, previous, note), config=sl, inputs=keys,
+        rec = StageRecord(stage=name, key=key, status="computed" if computed else "cached",
+                          reason=explain(name, computed, sl, keys, previous, note), config=sl, inputs=keys,
                           seconds=result["seconds"], bytes=store.size_bytes(stage, key), path=result["path"])
-        record.stages[stage] = rec
-        say(f"[{stage}] {rec.status} key={key[:12]} {rec.seconds:.1f}s  {rec.reason}")
-        tracker.log_stage(stage, rec.status, key, rec.reason, rec.seconds, sl, result.get("metrics"))
-        for png in sorted(Path(result["path"]).glob("plots/*.png")):
-            tracker.log_artifact(png, stage, "plots")
-        for name in LOGGED_TABLES.get(stage, ()):
-            tracker.log_artifact(Path(result["path"]) / name, stage)
+        record.stages[name] = rec
+        say(f"[{name}] {rec.status} key={key[:12]} {rec.seconds:.1f}s  {rec.reason}")
+        log_stage_run(tracker, name, stage, rec, sl, result)
         if stage == "testbed":
             say(format_levels(result.get("metrics", {})))
+        if stage == "evaluate":
+            say((Path(result["path"]) / "comparison.txt").read_text())
     path = save_run(root, record)
     tracker.log_artifact(path)
     tracker.finish()
     say(format_report(record))
     return record.to_json()
+
+
+def log_stage_run(tracker: Tracker, name: str, stage: str, rec: StageRecord, params: dict[str, Any],
+                  result: dict[str, Any]) -> None:
+    """One nested MLflow run for a stage run: params, tags, summary metrics, its plots and small tables;
+    for a training run also trl's per-step metrics and the greedy learning curve, at their steps."""
+    import polars as pl
+
+    folder = Path(result["path"])
+    tracker.log_stage(name, rec.status, rec.key, rec.reason, rec.seconds, params, result.get("metrics"))
+    for png in sorted(folder.glob("plots/*.png")):
+        tracker.log_artifact(png, name, "plots")
+    for table in LOGGED_TABLES.get(stage, ()):
+        if (folder / table).exists():
+            tracker.log_artifact(folder / table, name)
+    if stage == "train":
+        steps = pl.read_parquet(folder / "log.parquet")
+        points = [(int(row["step"]), {k: v for k, v in row.items()
+                                      if k != "step" and isinstance(v, int | float) and v is not None})
+                  for row in steps.iter_rows(named=True)] if "step" in steps.columns else []
+        points += [(int(row["step"]), {f"eval/{row['set']}/greedy": row["greedy"]})
+                   for row in pl.read_parquet(folder / "curve.parquet").iter_rows(named=True)]
+        tracker.log_history(points, stage=name)
 
 
 @flow(name="saerl-pipeline-from-file")

@@ -72,7 +72,7 @@ class TestbedConfig(Section):
     n_heads: int = Field(4, gt=0, description="LM attention heads")
     d_ff: int = Field(512, gt=0, description="LM MLP width")
     max_len: int = Field(160, gt=0, description="LM context (tokens)")
-    pretrain_steps: int = Field(1200, gt=0, description="pretraining optimizer steps")
+    pretrain_steps: int = Field(1500, gt=0, description="pretraining optimizer steps")
     batch_size: int = Field(96, gt=0, description="pretraining sequences per step")
     bucket_batches: int = Field(32, gt=0, description="batches sorted together by length (less padding)")
     lr: float = Field(3e-3, gt=0, description="pretraining peak learning rate (AdamW, cosine)")
@@ -196,7 +196,10 @@ class TrainConfig(Section):
     """RL training through trl (train stage)."""
 
     algorithm: Literal["grpo", "dapo"] = Field("grpo", description="grpo, or dapo (clip-higher, token loss, dynamic sampling)")
-    arms: list[str] = Field(["saerl", "vanilla"], description="arms trained on the same budget")
+    arms: list[Literal["saerl", "vanilla", "order_only", "filter_only"]] = Field(
+        ["saerl", "vanilla"], min_length=1, description="arms trained on the same budget: saerl (filtered, "
+        "curriculum order), vanilla (whole pool, seeded shuffle), order_only (curriculum order, no filter), "
+        "filter_only (filtered, seeded shuffle)")
     seeds: list[int] = Field([0], description="one run per arm per seed")
     max_steps: int = Field(100, gt=0, description="optimizer steps per arm")
     learning_rate: float = Field(3e-5, gt=0, description="AdamW learning rate (constant)")
@@ -213,7 +216,13 @@ class TrainConfig(Section):
     dynamic_sampling_max_rounds: int = Field(
         3, ge=0, description="DAPO: extra generation rounds per batch to replace groups without reward spread "
         "(0 = drop and fill only)")
-    eval_every: int = Field(25, gt=0, description="evaluate every N steps")
+    eval_every: int = Field(25, gt=0, description="greedy held-out accuracy every N steps (the learning curve)")
+    eval_problems: int = Field(
+        200, gt=0, description="problems per held-out set in the in-training evaluation (smallest sha256(id))")
+    save_every: int = Field(0, ge=0, description="save a safetensors checkpoint every N steps; 0 = final policy only")
+    verify_timeout_s: float = Field(5.0, gt=0, description="wall-clock bound per reward answer check")
+    bf16: bool = Field(True, description="bfloat16 training on a GPU (CPU always trains in float32)")
+    use_vllm: bool = Field(False, description="generate rollouts with vLLM (colocated; GPU only, needs trl[vllm])")
 
 
 class EvalConfig(Section):
@@ -228,6 +237,8 @@ class EvalConfig(Section):
     batch_size: int = Field(64, gt=0, description="prompts per generation batch (left-padded HF generate)")
     verify_timeout_s: float = Field(5.0, gt=0, description="wall-clock bound per answer check")
     ci_level: float = Field(0.95, gt=0, lt=1, description="confidence level of every interval in the arm comparison")
+    sets: dict[str, str] = Field(
+        {}, description="extra held-out sets {name: file} read with the data mapping (the testbed adds its own)")
 
 
 class TrackingConfig(Section):

@@ -103,12 +103,37 @@ def hash_path(path: Path) -> str:
     return file_sha256(path)[:16]
 
 
-def input_keys(cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef]) -> dict[str, str]:
-    """Keys of everything `stage` reads besides config: upstream artifacts, and the data file for ingest."""
+def input_keys(cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef],
+               variant: dict[str, Any] | None = None) -> dict[str, str]:
+    """Keys of everything `stage` reads besides config: upstream artifacts, the data file for ingest, the
+    held-out set files for train and evaluate, and the run's variant (arm, seed) for train."""
     keys = {name: ref.key for name, ref in upstream.items()}
     if stage == "ingest" and (f := data_file(cfg)) is not None:
         keys["file"] = hash_path(f)
+    if stage in ("train", "evaluate"):
+        for name, path in sorted(cfg.eval.sets.items()):
+            keys[f"evalset:{name}"] = hash_path(Path(path).expanduser())
+    for k, v in (variant or {}).items():
+        keys[k] = str(v)
     return keys
+
+
+def train_variants(cfg: PipelineConfig) -> list[dict[str, Any]]:
+    """One training run per (arm, seed): [{"arm": ..., "seed": ...}, ...] in config order."""
+    return [{"arm": arm, "seed": seed} for arm in cfg.train.arms for seed in cfg.train.seeds]
+
+
+def run_label(stage: str, variant: dict[str, Any] | None) -> str:
+    """The name of a stage run in records, inputs and MLflow: 'train:<arm>:<seed>' for a training run."""
+    return runners.TRAIN_RUN.format(**variant) if stage == "train" and variant else stage
+
+
+def variant_upstream(stage: str, upstream: dict[str, ArtifactRef], variant: dict[str, Any] | None) -> dict[str, ArtifactRef]:
+    """What one run of `stage` reads: the vanilla arm does not read the curriculum (its order is a shuffle of
+    the ingested pool), so a curriculum change does not retrain it."""
+    if stage == "train" and variant and variant["arm"] == "vanilla":
+        return {k: v for k, v in upstream.items() if k != "curriculum"}
+    return upstream
 
 
 RUNNERS: dict[str, Callable[[PipelineConfig, dict[str, ArtifactRef], Build], dict[str, float]]] = {
@@ -120,6 +145,8 @@ RUNNERS: dict[str, Callable[[PipelineConfig, dict[str, ArtifactRef], Build], dic
     "label": runners.compute_label,
     "score": runners.compute_score,
     "curriculum": runners.compute_curriculum,
+    "train": runners.compute_train,
+    "evaluate": runners.compute_evaluate,
 }
 
 
@@ -132,16 +159,18 @@ def set_threads(cfg: PipelineConfig) -> None:
 
 
 def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef],
-              key: str | None = None) -> StageResult:
-    """Build or reuse `stage`'s artifact for `cfg` given its upstream artifacts."""
+              key: str | None = None, variant: dict[str, Any] | None = None) -> StageResult:
+    """Build or reuse `stage`'s artifact for `cfg` given its upstream artifacts (and, for train, the
+    variant {arm, seed} of the run)."""
     set_threads(cfg)
-    keys = input_keys(cfg, stage, upstream)
+    upstream = variant_upstream(stage, upstream, variant)
+    keys = input_keys(cfg, stage, upstream, variant)
     key = key or stage_key(cfg, stage, keys)
     started = time.time()
     metrics: dict[str, float] = {}
 
     def compute(build: Build) -> None:
-        metrics.update(RUNNERS[stage](cfg, upstream, build))
+        metrics.update(RUNNERS[stage](cfg, upstream, build, **(variant or {})))
         build.note(metrics=metrics)
 
     manifest = {"code_version": STAGES[stage].version, "inputs": keys, "config": stage_slice(cfg, stage)}
@@ -149,6 +178,43 @@ def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
     if not computed:
         metrics = ref.manifest().get("metrics", {})
     return StageResult(ref, computed, round(time.time() - started, 3), metrics)
+
+
+def stage_runs(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, str, tuple[str, ...], dict[str, Any] | None]]:
+    """Every stage run of `plan(cfg, until)` in order: (stage, run name, planned inputs, variant). The train
+    stage expands into one run per (arm, seed), named 'train:<arm>:<seed>'."""
+    out = []
+    for stage, ups in plan(cfg, until):
+        for variant in train_variants(cfg) if stage == "train" else [None]:
+            out.append((stage, run_label(stage, variant), ups, variant))
+    return out
+
+
+def resolve_upstream(stage: str, ups: tuple[str, ...], refs: dict[str, ArtifactRef],
+                     variant: dict[str, Any] | None) -> dict[str, ArtifactRef]:
+    """The artifacts one stage run reads, from the refs of the runs before it: its planned inputs, with
+    'train' standing for every training run, less what its variant does not read."""
+    out: dict[str, ArtifactRef] = {}
+    for u in ups:
+        if u == "train":
+            out.update({k: v for k, v in refs.items() if k.startswith("train:")})
+        else:
+            out[u] = refs[u]
+    return variant_upstream(stage, out, variant)
+
+
+def run_all(store: ArtifactStore, cfg: PipelineConfig, until: str | None = None,
+            report: Callable[[str, StageResult], None] | None = None) -> dict[str, StageResult]:
+    """Every stage run of `cfg` in this process, without Prefect or tracking (benchmarks, notebooks):
+    {run name: result}, each cached in `store` exactly as the flow caches it. `report` is called per run."""
+    results: dict[str, StageResult] = {}
+    refs: dict[str, ArtifactRef] = {}
+    for stage, name, ups, variant in stage_runs(cfg, until):
+        res = run_stage(store, cfg, stage, resolve_upstream(stage, ups, refs, variant), variant=variant)
+        refs[name], results[name] = res.ref, res
+        if report:
+            report(name, res)
+    return results
 
 
 SHARDED = ("extract", "encode")

@@ -78,3 +78,46 @@ def curriculum_difficulty(order: pl.DataFrame, window: int = 0) -> Figure:
     ax.set(title="Predicted difficulty along the curriculum", xlabel="position", ylabel="difficulty_hat")
     fig.tight_layout()
     return fig
+
+
+def train_curves(log: pl.DataFrame, curve: pl.DataFrame, title: str) -> Figure:
+    """One training run: mean reward and the share of zero-spread groups per step (left), greedy held-out
+    accuracy per eval step and set (right). in: trl's per-step log (step, reward, frac_reward_zero_std),
+    eval curve (step, set, greedy); out: Figure."""
+    fig = Figure(figsize=(11, 4))
+    left, right = fig.subplots(1, 2)
+    if {"step", "reward"} <= set(log.columns) and log.height:
+        left.plot(log["step"], log["reward"], lw=0.8, label="reward (mean)")
+        if "frac_reward_zero_std" in log.columns:
+            left.plot(log["step"], log["frac_reward_zero_std"], lw=0.8, alpha=0.6, label="groups without spread")
+        left.legend(fontsize=7)
+    left.set(title=f"{title}: training", xlabel="step")
+    for s in curve["set"].unique().sort().to_list() if curve.height else []:
+        c = curve.filter(pl.col("set") == s).sort("step")
+        right.plot(c["step"], c["greedy"], marker="o", ms=3, label=s)
+    right.set(title="greedy held-out accuracy", xlabel="step", ylabel="accuracy")
+    if curve.height:
+        right.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_vs_step(curve: pl.DataFrame) -> Figure:
+    """Greedy held-out accuracy vs step, one line per arm (mean over seeds, band = min..max over seeds),
+    one panel per held-out set. in: curve (arm, seed, set, step, greedy); out: Figure."""
+    sets = curve["set"].unique().sort().to_list() or ["(none)"]
+    fig = Figure(figsize=(6 * len(sets), 4.5))
+    axes = fig.subplots(1, len(sets), squeeze=False)[0]
+    cmap = colormaps["tab10"]
+    for ax, s in zip(axes, sets, strict=True):
+        per = curve.filter(pl.col("set") == s)
+        for j, arm in enumerate(per["arm"].unique().sort().to_list()):
+            g = (per.filter(pl.col("arm") == arm).group_by("step")
+                 .agg(pl.col("greedy").mean().alias("m"), pl.col("greedy").min().alias("lo"),
+                      pl.col("greedy").max().alias("hi"), pl.len().alias("n")).sort("step"))
+            ax.plot(g["step"], g["m"], marker="o", ms=3, color=cmap(j), label=f"{arm} ({g['n'].max()} seeds)")
+            ax.fill_between(g["step"].to_numpy(), g["lo"].to_numpy(), g["hi"].to_numpy(), color=cmap(j), alpha=0.15)
+        ax.set(title=f"held-out set {s}", xlabel="RL step", ylabel="greedy accuracy")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

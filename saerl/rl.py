@@ -67,28 +67,61 @@ def completion_text(completion: Any) -> str:
     return completion if isinstance(completion, str) else "".join(m["content"] for m in completion)
 
 
-def is_correct(texts: list[str], golds: list[str]) -> list[bool]:
-    """Whether each text's final answer (``#### X``) equals its gold. A plain-integer gold is compared in
-    process (the prediction must be a plain integer too); any other gold goes to `saerl.verify.verify_batch`.
-    in: completions, golds; out: flags."""
-    out: list[bool | None] = []
+def judge(texts: list[str], golds: list[str], timeout_s: float = 5.0) -> list[str]:
+    """The verifier's status of each text's final answer (``#### X``) against its gold: correct / wrong /
+    no_answer / timeout / error. A plain-integer gold is compared in process (the prediction must be a plain
+    integer too); any other gold goes to `saerl.verify.verify_batch`, bounded by `timeout_s` per item.
+    in: completions, golds, timeout; out: statuses."""
+    out: list[str | None] = []
     for text, gold in zip(texts, golds, strict=True):
         pred = extract_final_answer(text)
         if _INT.fullmatch(gold.strip()):
-            out.append(pred is not None and _INT.fullmatch(pred) is not None and int(pred) == int(gold))
+            if pred is None:
+                out.append("no_answer")
+            else:
+                out.append("correct" if _INT.fullmatch(pred) is not None and int(pred) == int(gold) else "wrong")
         else:
             out.append(None)
-    slow = [i for i, flag in enumerate(out) if flag is None]
+    slow = [i for i, status in enumerate(out) if status is None]
     if slow:
-        res = verify_batch([texts[i] for i in slow], [golds[i] for i in slow])
+        res = verify_batch([texts[i] for i in slow], [golds[i] for i in slow], timeout_s)
         for i, r in zip(slow, res, strict=True):
-            out[i] = r.status == "correct"
-    return [bool(flag) for flag in out]
+            out[i] = r.status
+    return [str(status) for status in out]
+
+
+def is_correct(texts: list[str], golds: list[str]) -> list[bool]:
+    """Whether each text's final answer equals its gold (see :func:`judge`). in: completions, golds; out: flags."""
+    return [status == "correct" for status in judge(texts, golds)]
 
 
 def correctness_reward(completions: list[Any], answer: list[str], **_: Any) -> list[float]:
     """trl reward function: 1.0 when the final answer equals the gold `answer` column, else 0.0."""
     return [float(ok) for ok in is_correct([completion_text(c) for c in completions], answer)]
+
+
+class CorrectnessReward:
+    """trl reward function: 1.0 when the final answer equals the gold `answer` column, else 0.0, counting the
+    verifier's failures (timeouts/errors: scored 0 and counted, never silently). in: completions, answers;
+    out: rewards."""
+
+    def __init__(self, timeout_s: float = 5.0) -> None:
+        self.__name__ = "correctness"
+        self.timeout_s = timeout_s
+        self.checked = 0
+        self.failures = 0
+
+    def __call__(self, completions: list[Any], answer: list[str], **_: Any) -> list[float]:
+        statuses = judge([completion_text(c) for c in completions], answer, self.timeout_s)
+        self.checked += len(statuses)
+        self.failures += sum(s in ("timeout", "error") for s in statuses)
+        return [float(s == "correct") for s in statuses]
+
+
+def format_reward(completions: list[Any], **_: Any) -> list[float]:
+    """trl reward function: 1.0 when the completion states a final answer the verifier can read
+    (``#### X`` or ``\\boxed{X}``), else 0.0."""
+    return [float(extract_final_answer(completion_text(c)) is not None) for c in completions]
 
 
 def training_order(ids: list[str], order: list[str] | None, n_needed: int, seed: int) -> list[str]:
@@ -123,11 +156,71 @@ class _TimeLimit(TrainerCallback):
             control.should_training_stop = True
 
 
+class EvalCallback(TrainerCallback):
+    """Greedy accuracy on held-out sets before training, every `every` optimizer steps, and after the last
+    step (the learning curve steps-to-target reads). Each point is a row of :attr:`rows`:
+    step, set, greedy (accuracy), n (problems), seconds (time the evaluation took).
+    in: {set name: frame (prompt, answer)}, tokenizer, period, generation limit and batch."""
+
+    def __init__(self, sets: dict[str, pl.DataFrame], tok: Any, every: int, max_new_tokens: int, batch: int) -> None:
+        self.sets, self.tok, self.every = sets, tok, every
+        self.max_new_tokens, self.batch = max_new_tokens, batch
+        self.rows: list[dict[str, Any]] = []
+        self.last_step = -1
+
+    def _run(self, model: Any, step: int) -> None:
+        from saerl.evaluate import generate_batched
+
+        was_training = model.training
+        for name, df in self.sets.items():
+            t0 = time.time()
+            texts, _ = generate_batched(model, self.tok, df["prompt"].to_list(), self.max_new_tokens, self.batch, 0.0, 0)
+            ok = is_correct(texts, [str(a) for a in df["answer"].to_list()])
+            self.rows.append({"step": step, "set": name, "greedy": sum(ok) / max(1, len(ok)), "n": len(ok),
+                              "seconds": round(time.time() - t0, 3)})
+        self.last_step = step
+        if was_training:
+            model.train()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+        if self.sets:
+            self._run(model, state.global_step)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+        if self.sets and state.global_step % self.every == 0:
+            self._run(model, state.global_step)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+        if self.sets and self.last_step != state.global_step:
+            self._run(model, state.global_step)
+
+
+class CheckpointCallback(TrainerCallback):
+    """Save the policy (safetensors) and tokenizer to `<folder>/step-<N>` every `every` optimizer steps."""
+
+    def __init__(self, folder: Path, tok: Any, every: int) -> None:
+        self.folder, self.tok, self.every = Path(folder), tok, every
+        self.saved: list[int] = []
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+        if self.every and state.global_step % self.every == 0:
+            from saerl.policy_lm import save_tokenizer
+
+            out = self.folder / f"step-{state.global_step:06d}"
+            model.save_pretrained(out)
+            save_tokenizer(self.tok, out)
+            self.saved.append(state.global_step)
+
+
 def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_steps: int, seed: int) -> Any:
-    """trl GRPOConfig from our TrainConfig: fp32 on CPU, constant lr, no shuffling, no checkpoints."""
+    """trl GRPOConfig from our TrainConfig: fp32 on CPU, constant lr, no shuffling, no trl checkpoints;
+    for algorithm "dapo" the DAPO settings of :func:`saerl.dapo.dapo_overrides` (token-level loss,
+    clip-higher); reward weights [1, format_reward] when a format reward is on."""
     from trl import GRPOConfig
 
-    return GRPOConfig(
+    from saerl.dapo import dapo_overrides
+
+    kw: dict[str, Any] = dict(
         output_dir=str(out_dir), learning_rate=cfg.learning_rate, lr_scheduler_type="constant", warmup_steps=0,
         per_device_train_batch_size=prompts_per_step * cfg.num_generations, num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, top_k=cfg.top_k,
@@ -136,41 +229,81 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
         report_to=[], bf16=False, use_cpu=not torch.cuda.is_available(), disable_dropout=True, seed=seed,
         shuffle_dataset=False, mask_truncated_completions=False, log_completions=False, dataloader_num_workers=0,
     )
+    if torch.cuda.is_available() and cfg.bf16:
+        kw["bf16"] = True
+    if cfg.use_vllm:
+        kw.update(use_vllm=True, vllm_mode="colocate")
+    if cfg.algorithm == "dapo":
+        kw.update(dapo_overrides(cfg))
+    if cfg.format_reward > 0:
+        kw["reward_weights"] = [1.0, cfg.format_reward]
+    return GRPOConfig(**kw)
 
 
 def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | None, cfg: TrainConfig,
                out_dir: str | Path, *, prompts_per_step: int, seed: int = 0, max_steps: int | None = None,
                time_limit_s: float | None = None, callbacks: list[Any] | None = None,
-               extra_rewards: list[Any] | None = None) -> dict[str, Any]:
-    """GRPO from the policy saved in `model_dir` on `prompts` (id, prompt, answer) read in `order` (ids; None =
-    seeded shuffle, the vanilla baseline). Saves the final policy (+ tokenizer) to `out_dir`. `extra_rewards`
-    are trl reward functions added to the correctness reward (they see the `id` and `answer` columns).
+               extra_rewards: list[Any] | None = None, eval_sets: dict[str, pl.DataFrame] | None = None,
+               eval_max_new_tokens: int | None = None, eval_batch: int = 64,
+               checkpoint_dir: str | Path | None = None) -> dict[str, Any]:
+    """GRPO (or DAPO, by cfg.algorithm) from the policy saved in `model_dir` on `prompts` (id, prompt, answer)
+    read in `order` (ids; None = seeded shuffle, the vanilla baseline). Saves the final policy (+ tokenizer)
+    to `out_dir`. `extra_rewards` are trl reward functions added to the correctness reward (they see the `id`
+    and `answer` columns). With `eval_sets`, greedy held-out accuracy is measured before training, every
+    cfg.eval_every steps and at the end; with `checkpoint_dir` and cfg.save_every > 0, checkpoints are saved
+    there as safetensors every cfg.save_every steps.
+    DAPO: the training stream is `order` long enough for every round of dynamic sampling
+    (steps * prompts_per_step * (1 + cfg.dynamic_sampling_max_rounds) prompts); prompts without a reward
+    spread are dropped and the next ones drawn, so the prompts trained on are a subsequence of the stream.
     in: policy folder, prompts, order, config, output folder, prompts per step, seed, optional step/time limits;
-    out: {model_dir, steps, seconds, log (trl's per-step metrics), order (ids in the order trained)}."""
-    from saerl.policy_lm import load_policy
+    out: {model_dir, steps, seconds, log (trl's per-step metrics), order (ids trained on, in order),
+    curve (eval rows), checkpoints (steps saved), reward_checks, verifier_failures}."""
+    from saerl.policy_lm import load_policy, save_tokenizer
 
     steps = max_steps or cfg.max_steps
     model, tok = load_policy(model_dir)
-    seq = training_order(prompts["id"].to_list(), order, steps * prompts_per_step, seed)
+    dapo = cfg.algorithm == "dapo"
+    stream = steps * prompts_per_step * (1 + (cfg.dynamic_sampling_max_rounds if dapo else 0))
+    seq = training_order(prompts["id"].to_list(), order, stream, seed)
     by_id = {r["id"]: r for r in prompts.select("id", "prompt", "answer").iter_rows(named=True)}
+    missing = [i for i in dict.fromkeys(seq) if i not in by_id]
+    if missing:
+        raise ValueError(f"{len(missing)} ids of the training order are not among the prompts (first: {missing[0]!r}); "
+                         "the order and the prompts come from different runs: rerun the curriculum stage")
     rows = [by_id[i] for i in seq]
     data = Dataset.from_dict({
         "prompt": [[{"role": "user", "content": r["prompt"]}] for r in rows],
-        "answer": [r["answer"] for r in rows],
+        "answer": [str(r["answer"]) for r in rows],
         "id": [r["id"] for r in rows],
     })
     timer = _TimeLimit(time_limit_s)
+    evals = EvalCallback(eval_sets or {}, tok, cfg.eval_every, eval_max_new_tokens or cfg.max_completion_length,
+                         eval_batch)
+    ckpt = CheckpointCallback(Path(checkpoint_dir or Path(out_dir) / "checkpoints"), tok,
+                              cfg.save_every if checkpoint_dir is not None else 0)
+    reward = CorrectnessReward(cfg.verify_timeout_s)
+    rewards = [reward, *([format_reward] if cfg.format_reward > 0 else []), *(extra_rewards or [])]
     torch.manual_seed(seed)
-    trainer = _trainer_class()(
-        model=model, reward_funcs=[correctness_reward, *(extra_rewards or [])], args=grpo_config(cfg, Path(out_dir), prompts_per_step, steps, seed),
-        train_dataset=data, processing_class=tok, callbacks=[timer, *(callbacks or [])],
-    )
+    cls = _trainer_class()
+    if dapo:
+        from saerl.dapo import dynamic_sampling_trainer
+
+        cls = dynamic_sampling_trainer(cls, cfg.dynamic_sampling_max_rounds)
+    args = grpo_config(cfg, Path(out_dir), prompts_per_step, steps, seed)
+    if extra_rewards and args.reward_weights is not None:
+        args.reward_weights = [*args.reward_weights, *[1.0] * len(extra_rewards)]
+    trainer = cls(model=model, reward_funcs=rewards, args=args, train_dataset=data, processing_class=tok,
+                  callbacks=[timer, evals, ckpt, *(callbacks or [])])
     trainer.train()
     out = Path(out_dir)
     trainer.model.save_pretrained(out)
-    from saerl.policy_lm import save_tokenizer
-
     save_tokenizer(tok, out)
-    return {"model_dir": str(out), "steps": trainer.state.global_step, "seconds": round(timer.seconds, 1),
+    done = trainer.state.global_step
+    if dapo:
+        trained = [seq[i] for i, spread in trainer.dynamic_sampling_drawn if spread]
+    else:
+        trained = seq[: done * prompts_per_step]
+    return {"model_dir": str(out), "steps": done, "seconds": round(timer.seconds, 1),
             "log": [h for h in trainer.state.log_history if "loss" in h or "reward" in h],
-            "order": seq[: trainer.state.global_step * prompts_per_step]}
+            "order": trained, "curve": evals.rows, "checkpoints": ckpt.saved,
+            "reward_checks": reward.checked, "verifier_failures": reward.failures}

@@ -24,6 +24,7 @@ SCORES = "scores.parquet"
 ORDER = "order.parquet"
 VANILLA = "vanilla_order.parquet"
 PLOTS = "plots"
+ARM_ORDERS = {"saerl": ORDER, "order_only": "order_only.parquet", "filter_only": "filter_only.parquet"}
 
 
 def policy_path(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> str:
@@ -170,11 +171,17 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     from saerl.curriculum import build_order, vanilla_order
 
     scores = pl.read_parquet(inputs["score"].file(SCORES))
-    order = build_order(scores, cfg.curriculum, cfg.score.quality_threshold, cfg.curriculum.seed)
+    c = cfg.curriculum
+    order = build_order(scores, c, cfg.score.quality_threshold, c.seed)
     order.write_parquet(build.path / ORDER)
-    vanilla = vanilla_order(scores["id"].to_list(), cfg.curriculum.epochs, cfg.curriculum.seed,
-                            cfg.curriculum.batch_size)
+    ids = sorted(scores["id"].cast(pl.String).to_list())
+    vanilla = vanilla_order(ids, c.epochs, c.seed, c.batch_size)
     vanilla.write_parquet(build.path / VANILLA)
+    # ablation arms: the SAERL order without the quality filter, and the filter without the order
+    build_order(scores, c.model_copy(update={"filter_quality": False}), cfg.score.quality_threshold,
+                c.seed).write_parquet(build.path / ARM_ORDERS["order_only"])
+    kept_ids = sorted(order["id"].unique().to_list())
+    vanilla_order(kept_ids, c.epochs, c.seed, c.batch_size).write_parquet(build.path / ARM_ORDERS["filter_only"])
     from saerl.plots import curriculum_difficulty
 
     save_figure(curriculum_difficulty(order), build.path / PLOTS / "curriculum_difficulty.png")
@@ -182,3 +189,161 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     build.note(rows={"order": order.height, "vanilla": vanilla.height, "filtered": filtered})
     return {"order_rows": float(order.height), "filtered": float(filtered),
             "filtered_share": filtered / max(1, scores.height)}
+
+
+# ------------------------------------------------------------------------------------------------ train / evaluate
+
+TRAIN_RUN = "train:{arm}:{seed}"  # the name of one (arm, seed) training run among the stage's inputs and records
+
+
+def arm_order(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: str, seed: int) -> list[str]:
+    """The prompt ids an arm trains on, in order: vanilla = a seeded shuffle of the whole unfiltered pool per
+    epoch (seed curriculum.seed + training seed, so seed 0 is the curriculum's vanilla_order.parquet); every
+    other arm reads its order file from the curriculum artifact."""
+    from saerl.curriculum import vanilla_order
+
+    if arm == "vanilla":
+        ids = sorted(read_prompts(inputs)["id"].cast(pl.String).to_list())
+        c = cfg.curriculum
+        return vanilla_order(ids, c.epochs, c.seed + seed, c.batch_size)["id"].to_list()
+    return pl.read_parquet(inputs["curriculum"].file(ARM_ORDERS[arm]))["id"].to_list()
+
+
+def eval_sets(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, pl.DataFrame]:
+    """Held-out sets {name: frame (id, prompt, answer, + label columns)}: the testbed's eval split as
+    'heldout' when the data is the testbed, plus every eval.sets file read with the data mapping."""
+    from saerl.data import ingest
+
+    sets: dict[str, pl.DataFrame] = {}
+    if cfg.data.source == "testbed" and "testbed" in inputs:
+        sets["heldout"] = pl.read_parquet(inputs["testbed"].file("world/eval.parquet"))
+    for name, path in cfg.eval.sets.items():
+        result = ingest(cfg.data, Path(path).expanduser())
+        if result.rejected.height:
+            log.warning("eval set %s: %d rows rejected (see the ingest rules); %d kept", name,
+                        result.rejected.height, result.kept.height)
+        sets[name] = result.kept
+    return sets
+
+
+def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build, *, arm: str,
+                  seed: int) -> dict[str, float]:
+    """Train: one arm and seed of RL (GRPO or DAPO) from the policy in the arm's order, with a greedy
+    held-out learning curve. Writes policy/ (safetensors + tokenizer), checkpoints/ (if train.save_every),
+    log.parquet (trl's per-step metrics), curve.parquet (step, set, greedy, n), trained_order.parquet
+    (position, step, id: the prompts trained on) and plots/train_curves.png."""
+    from saerl.evaluate import select_problems
+    from saerl.plots import train_curves
+    from saerl.rl import train_grpo
+
+    t = cfg.train
+    order = arm_order(cfg, inputs, arm, seed)
+    if not order:
+        raise ValueError(f"arm {arm!r} has no prompts to train on (every prompt filtered?): lower "
+                         "score.quality_threshold or set curriculum.filter_quality=false")
+    sets = {n: select_problems(df, t.eval_problems) for n, df in eval_sets(cfg, inputs).items()}
+    pps = cfg.curriculum.batch_size
+    run = train_grpo(policy_path(cfg, inputs), read_prompts(inputs), order, t, build.path / "policy",
+                     prompts_per_step=pps, seed=seed, eval_sets=sets, eval_batch=cfg.eval.batch_size,
+                     checkpoint_dir=build.path / "checkpoints")
+    steps_log = pl.DataFrame(run["log"], infer_schema_length=None) if run["log"] else pl.DataFrame({"step": []})
+    if "step" in steps_log.columns:
+        steps_log = steps_log.with_columns(pl.col("step").cast(pl.Int64))
+    steps_log.write_parquet(build.path / "log.parquet")
+    curve = pl.DataFrame(run["curve"], schema={"step": pl.Int64, "set": pl.String, "greedy": pl.Float64,
+                                               "n": pl.Int64, "seconds": pl.Float64})
+    curve.write_parquet(build.path / "curve.parquet")
+    trained = run["order"]
+    pl.DataFrame({"position": list(range(len(trained))), "step": [i // pps + 1 for i in range(len(trained))],
+                  "id": trained}, schema={"position": pl.Int64, "step": pl.Int64, "id": pl.String}
+                 ).write_parquet(build.path / "trained_order.parquet")
+    save_figure(train_curves(steps_log, curve, f"{arm} (seed {seed})"), build.path / PLOTS / "train_curves.png")
+    build.note(arm=arm, seed=seed, steps=run["steps"], seconds=run["seconds"], checkpoints=run["checkpoints"])
+    metrics = {"steps": float(run["steps"]), "train_seconds": float(run["seconds"]),
+               "verifier_failures": float(run["verifier_failures"]), "reward_checks": float(run["reward_checks"])}
+    if "reward" in steps_log.columns and steps_log.height:
+        metrics["reward_last"] = float(steps_log["reward"].tail(max(1, steps_log.height // 4)).mean())
+    for r in curve.group_by("set").agg(pl.col("greedy").sort_by("step").last()).iter_rows(named=True):
+        metrics[f"eval_{r['set']}_greedy_final"] = float(r["greedy"])
+    return metrics
+
+
+def train_runs(inputs: dict[str, ArtifactRef]) -> list[tuple[str, int, ArtifactRef]]:
+    """(arm, seed, ref) of every training run among a stage's inputs."""
+    out = []
+    for name, ref in inputs.items():
+        if name.startswith("train:"):
+            _, arm, seed = name.split(":")
+            out.append((arm, int(seed), ref))
+    return sorted(out, key=lambda r: (r[0], r[1]))
+
+
+def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
+    """Evaluate: every trained policy (arm x seed) on every held-out set, greedy and k samples; the arm
+    comparison (vs vanilla, with intervals) on both metrics; steps-to-target from the training curves.
+    Writes eval.parquet (arm, seed, set, id, sample, correct, status, ...), summary.parquet,
+    comparison.parquet, steps_to_target.parquet, curves.parquet, comparison.txt and plots/accuracy_vs_step.png."""
+    from saerl.evaluate import (
+        compare_arms,
+        evaluate_policy,
+        format_comparison,
+        steps_to_target,
+        summarize_eval,
+    )
+    from saerl.plots import accuracy_vs_step
+
+    runs = train_runs(inputs)
+    if not runs:
+        raise ValueError("evaluate needs trained policies: run the train stage first (train.arms, train.seeds)")
+    sets = eval_sets(cfg, inputs)
+    if not sets:
+        raise ValueError("no held-out set to evaluate on: use data.source=testbed or set eval.sets={name: file}")
+    frames, curves = [], []
+    for arm, seed, ref in runs:
+        df = evaluate_policy(ref.file("policy"), sets, cfg.eval, cfg.train.max_completion_length, seed)
+        frames.append(df.with_columns(arm=pl.lit(arm), seed=pl.lit(seed, pl.Int64)))
+        curves.append(pl.read_parquet(ref.file("curve.parquet")).with_columns(arm=pl.lit(arm), seed=pl.lit(seed, pl.Int64)))
+    samples = pl.concat(frames, how="diagonal_relaxed")
+    samples.write_parquet(build.path / "eval.parquet")
+    summary = summarize_eval(samples, ("arm", "seed", "set"))
+    summary.write_parquet(build.path / "summary.parquet")
+    curve = pl.concat(curves, how="diagonal_relaxed")
+    curve.write_parquet(build.path / "curves.parquet")
+    arms = {a for a, _, _ in runs}
+    reference = "vanilla" if "vanilla" in arms else sorted(arms)[0]
+    tables = [compare_arms(None, reference, samples=samples, metric=m, level=cfg.eval.ci_level)
+              .with_columns(metric=pl.lit(m)) for m in ("greedy", "mean_k")]
+    comparison = pl.concat(tables, how="diagonal_relaxed")
+    comparison.write_parquet(build.path / "comparison.parquet")
+    stt = pl.concat([steps_to_target(curve.filter(pl.col("set") == s).rename({"greedy": "accuracy"}),
+                                     cfg.eval.target_accuracy, reference).with_columns(set=pl.lit(s))
+                     for s in curve["set"].unique().sort().to_list()], how="diagonal_relaxed")
+    stt.write_parquet(build.path / "steps_to_target.parquet")
+    text = "\n".join(f"== {m} ==\n{format_comparison(t)}" for m, t in zip(("greedy pass@1", f"mean@{cfg.eval.k_samples}"),
+                                                                         tables, strict=True))
+    text += "\n" + format_steps(stt)
+    (build.path / "comparison.txt").write_text(text)
+    save_figure(accuracy_vs_step(curve), build.path / PLOTS / "accuracy_vs_step.png")
+    metrics: dict[str, float] = {}
+    for r in tables[0].iter_rows(named=True):
+        metrics[f"{r['set']}_{r['arm']}_greedy"] = float(r["accuracy"])
+        if r["arm"] != reference:
+            metrics[f"{r['set']}_{r['arm']}_greedy_delta_pts"] = float(r["diff_pts"])
+    for r in tables[1].iter_rows(named=True):
+        metrics[f"{r['set']}_{r['arm']}_mean_k"] = float(r["accuracy"])
+    for r in stt.unique(["set", "arm"]).iter_rows(named=True):
+        if r["ratio"] is not None:
+            metrics[f"{r['set']}_{r['arm']}_steps_ratio"] = float(r["ratio"])
+    return metrics
+
+
+def format_steps(stt: pl.DataFrame) -> str:
+    """Steps-to-target per set and arm, one line each (mean over seeds, ratio to the reference)."""
+    lines = ["steps to target (greedy, in-training curve)"]
+    for r in stt.unique(["set", "arm"], maintain_order=True).sort("set", "arm").iter_rows(named=True):
+        reached = stt.filter((pl.col("set") == r["set"]) & (pl.col("arm") == r["arm"]))["reached"]
+        steps = "not reached by every seed" if r["mean_steps"] is None else f"{r['mean_steps']:.0f} steps"
+        ratio = "" if r["ratio"] is None else f"  ratio {r['ratio']:.2f}x"
+        lines.append(f"  {r['set']:<10} {r['arm']:<12} target {100 * r['target']:.1f}%: {steps} "
+                     f"({int(reached.sum())}/{reached.len()} seeds){ratio}")
+    return "\n".join(lines) + "\n"

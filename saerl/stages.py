@@ -28,7 +28,7 @@ class Stage:
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
-        Stage("testbed", "1", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
+        Stage("testbed", "2", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
         Stage("ingest", "1", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
         Stage(
             "extract", "1",
@@ -59,8 +59,19 @@ STAGES: dict[str, Stage] = {
             ("ingest", "extract", "encode", "label"), "clusters, difficulty_hat, quality_hat per prompt",
         ),
         Stage("curriculum", "1", ("curriculum", "score.quality_threshold"), ("score",), "order.parquet"),
-        Stage("train", "1", ("model", "train"), ("ingest", "curriculum", "testbed"), "RL checkpoints + metrics"),
-        Stage("evaluate", "1", ("eval",), ("train", "ingest", "testbed"), "eval.parquet + steps-to-target"),
+        Stage(
+            "train", "2",
+            ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.num_generations",
+             "train.temperature", "train.top_k", "train.max_completion_length", "train.beta", "train.epsilon",
+             "train.epsilon_high", "train.loss_type", "train.scale_rewards", "train.format_reward",
+             "train.dynamic_sampling_max_rounds", "train.eval_every", "train.eval_problems", "train.save_every",
+             "train.verify_timeout_s", "train.bf16", "train.use_vllm", "curriculum.batch_size",
+             "curriculum.epochs", "curriculum.seed", "eval.sets", "eval.batch_size", "data"),
+            ("ingest", "curriculum", "testbed"),
+            "one RL run per (arm, seed): policy checkpoint, per-step log, greedy learning curve",
+        ),
+        Stage("evaluate", "2", ("eval", "train.arms", "train.seeds", "train.max_completion_length", "data"),
+              ("train", "ingest", "testbed"), "eval.parquet, arm comparison, steps-to-target"),
     )
 }
 

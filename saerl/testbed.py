@@ -89,7 +89,7 @@ def _num(rng: random.Random, digits: int) -> int:
 # that define it), so two templates of one problem are the same content for the split check.
 
 def gen_arith(rng: random.Random, level: int, c: Calc) -> tuple[str, int, tuple]:
-    """Multi-digit addition/subtraction; level 1: two digits and one without carry/borrow; levels 2-4: digits;
+    """Multi-digit addition/subtraction; level 1: a number up to 19 and a digit; levels 2-4: digits;
     level 5: three operands of 3-4 digits."""
     if level == 5:
         a, b, d = _num(rng, 4), _num(rng, 3), _num(rng, 3)
@@ -100,8 +100,7 @@ def gen_arith(rng: random.Random, level: int, c: Calc) -> tuple[str, int, tuple]
         return tpl.format(a=a, b=b, d=d), r, (a, b, d)
     add = rng.random() < 0.5
     if level == 1:
-        a = rng.choice([v for v in range(11, 99) if v % 10 not in (0, 9)])
-        b = rng.randint(1, 9 - a % 10) if add else rng.randint(1, a % 10)
+        a, b = rng.randint(1, 19), rng.randint(1, 9)
     else:
         a, b = _num(rng, level), _num(rng, max(1, level - rng.randint(0, 1)))
     if add:
@@ -117,13 +116,12 @@ def gen_arith(rng: random.Random, level: int, c: Calc) -> tuple[str, int, tuple]
 
 
 def gen_mult(rng: random.Random, level: int, c: Calc) -> tuple[str, int, tuple]:
-    """Multiplication; levels 2-3x1 digits without carry, 2x1, 3x1, 2x2, 3x2 digits (2-digit multipliers via partial
-    products)."""
+    """Multiplication; levels: up to 19 times a digit, 2x1, 3x1, 2x2, 3x2 digits (2-digit multipliers via
+    partial products)."""
     da, db = ((2, 1), (2, 1), (3, 1), (2, 2), (3, 2))[level - 1]
     a, b = _num(rng, da), _num(rng, db)
     if level == 1:
-        b = rng.randint(2, 4)
-        a = int(str(rng.randint(1, 9 // b)) + "".join(str(rng.randint(0, 9 // b)) for _ in range(rng.randint(1, 2))))
+        a = rng.randint(2, 19)
     if db == 1:
         r = c.step(f"{a} * {b}", a * b)
     else:
@@ -180,10 +178,11 @@ def gen_linear(rng: random.Random, level: int, c: Calc) -> tuple[str, int, tuple
     if level == 1:
         b = _num(rng, rng.randint(1, 2))
         eq, key = f"x + {b} = {x + b}", (1, b, x + b)
-        c.step(f"x = {x + b} - {b}", x)
-        r = x
+        story = f"add {b} and get {x + b}"
+        r = c.step(f"x = {x + b} - {b}", x)
     elif level == 2:
         eq, key = f"{a} * x = {a * x}", (a, 0, a * x)
+        story = f"multiply it by {a} and get {a * x}"
         r = c.step(f"x = {a * x} / {a}", x)
     else:
         b = _num(rng, 2)
@@ -198,21 +197,22 @@ def gen_linear(rng: random.Random, level: int, c: Calc) -> tuple[str, int, tuple
             t = c.step(f"{k} * x = {d} - {b}", d - b)
             r = c.step(f"x = {t} / {k}", t // k if t % k == 0 else round(t / k))
             return _linear_text(rng, eq, None), r, key
+        verb = "add" if sign == "+" else "subtract"
+        story = f"multiply it by {a} and {verb} {b} . The result is {rhs}"
         eq, key = f"{a} * x {sign} {b} = {rhs}", (a, sign, b, rhs)
         t = c.step(f"{a} * x = {rhs} {'+' if sign == '-' else '-'} {b}", a * x)
         r = c.step(f"x = {t} / {a}", t // a if t % a == 0 else round(t / a))
-        return _linear_text(rng, eq, (a, sign, b, rhs)), r, key
-    return _linear_text(rng, eq, None), r, key
+        return _linear_text(rng, eq, story), r, key
+    return _linear_text(rng, eq, story), r, key
 
 
-def _linear_text(rng: random.Random, eq: str, parts: tuple | None) -> str:
-    """A prompt for equation `eq`; with `parts` (a, sign, b, rhs) also a think-of-a-number phrasing."""
+def _linear_text(rng: random.Random, eq: str, story: str | None) -> str:
+    """A prompt for equation `eq`; with `story` (what is done to the number, and the result) also a
+    think-of-a-number phrasing, so the letter x does not name the topic."""
     tpls = ["Solve for x : {eq} .", "Find x if {eq} .", "What is x when {eq} ?", "If {eq} , what is x ?"]
-    if parts is not None:
-        a, sign, b, rhs = parts
-        verb = "add" if sign == "+" else "subtract"
-        tpls.append(f"I think of a number , multiply it by {a} and {verb} {b} . The result is {rhs} ."
-                    " What is the number ?")
+    if story is not None:
+        tpls += [f"I think of a number , {story} . What is the number ?",
+                 f"A number is taken , {story} . Find the number ."]
     return rng.choice(tpls).format(eq=eq)
 
 
@@ -263,20 +263,21 @@ def gen_sequence(rng: random.Random, level: int, c: Calc) -> tuple[str, int, tup
         step = rng.randint(1, 5) if level == 1 else rng.randint(2, 9) if level == 2 else -rng.randint(3, 12)
         start = rng.randint(1, 9 if level == 2 else 40) if step > 0 else rng.randint(60, 99)
         terms = [start + i * step for i in range(n_terms)]
-        c.note(f"step {step}")
-        nxt = c.step(f"{terms[-1]} + {step}" if step > 0 else f"{terms[-1]} - {-step}", terms[-1] + step)
+        d = c.step(f"{terms[1]} - {terms[0]}" if step > 0 else f"{terms[0]} - {terms[1]}", abs(step))
+        nxt = c.step(f"{terms[-1]} + {d}" if step > 0 else f"{terms[-1]} - {d}", terms[-1] + d if step > 0 else terms[-1] - d)
     elif level == 4:
         start, s0 = rng.randint(1, 20), rng.randint(1, 5)
         terms = [start]
         for i in range(n_terms - 1):
             terms.append(terms[-1] + s0 + i)
-        c.note("steps " + " , ".join(str(s0 + i) for i in range(n_terms - 1)))
-        nxt = c.step(f"{terms[-1]} + {s0 + n_terms - 1}", terms[-1] + s0 + n_terms - 1)
+        d = c.step(f"{terms[-1]} - {terms[-2]}", terms[-1] - terms[-2])
+        d = c.step(f"{d} + 1", d + 1)
+        nxt = c.step(f"{terms[-1]} + {d}", terms[-1] + d)
     else:
         ratio, start = rng.choice((2, 3)), rng.randint(2, 9)
         terms = [start * ratio**i for i in range(n_terms - 1)]
-        c.note(f"ratio {ratio}")
-        nxt = c.step(f"{terms[-1]} * {ratio}", terms[-1] * ratio)
+        r = c.step(f"{terms[1]} / {terms[0]}", ratio)
+        nxt = c.step(f"{terms[-1]} * {r}", terms[-1] * r)
     listed = " , ".join(map(str, terms))
     tpl = rng.choice(("What comes next : {l} , ?", "Find the next number in the sequence {l} .",
                       "Continue the pattern : {l} , ...", "What is the next term of {l} ?"))
@@ -351,17 +352,34 @@ def apply_defect(rng: random.Random, kind: str, p: Problem, other: Problem) -> t
 
 # ---------------------------------------------------------------------------------------------- splits
 
+MAX_MISSES = 3000  # consecutive draws of a (topic, level) cell that hit taken content before it counts as exhausted
+
+
 def _draw(cfg: TestbedConfig, rng: random.Random, mix: list[float], n: int, slip: list[float] | None,
-          taken: set[tuple]) -> list[Problem]:
-    """n problems with content keys not in `taken` (which grows); topics uniform, levels by `mix`."""
+          taken: set[tuple], unique: bool = True) -> list[Problem]:
+    """n problems whose content keys are not in `taken`; topics uniform, levels by `mix`. With `unique` (pool,
+    eval) every key is new and joins `taken`; without it (the pretraining corpus) keys may repeat inside the
+    draw, as in a real corpus, but never come from `taken`. A (topic, level) cell whose content runs out
+    (small level-1 spaces) is dropped from the draw and the others fill the rest; if every cell runs out the
+    error says how to fix the sizes."""
     out: list[Problem] = []
+    cells = {(t, lv): w for t in cfg.topics for lv, w in enumerate(mix, start=1) if w > 0}
+    misses: dict[tuple[str, int], int] = {}
     while len(out) < n:
-        topic = rng.choice(cfg.topics)
-        level = rng.choices(range(1, len(mix) + 1), weights=mix)[0]
+        if not cells:
+            raise ValueError(f"the world has run out of distinct content after {len(out)} of {n} problems: lower "
+                             "testbed.n_pool / testbed.n_eval or move pool_level_mix towards higher levels")
+        keys = list(cells)
+        topic, level = rng.choices(keys, weights=[cells[k] for k in keys])[0]
         p = make_problem(rng.getrandbits(48), topic, level, slip[level - 1] if slip else 0.0)
         if p.key in taken:
+            misses[(topic, level)] = misses.get((topic, level), 0) + 1
+            if misses[(topic, level)] >= MAX_MISSES:
+                del cells[(topic, level)]
             continue
-        taken.add(p.key)
+        misses[(topic, level)] = 0
+        if unique:
+            taken.add(p.key)
         out.append(p)
     return out
 
@@ -393,7 +411,7 @@ def generate_world(cfg: TestbedConfig) -> dict[str, pl.DataFrame]:
     taken: set[tuple] = set()
     pool = _draw(cfg, rng, cfg.pool_level_mix, cfg.n_pool, None, taken)
     evl = _draw(cfg, rng, cfg.pool_level_mix, cfg.n_eval, None, taken)
-    pre = _draw(cfg, rng, cfg.pretrain_level_mix, cfg.n_pretrain, cfg.pretrain_slip, taken)
+    pre = _draw(cfg, rng, cfg.pretrain_level_mix, cfg.n_pretrain, cfg.pretrain_slip, taken, unique=False)
     n_bad = round(cfg.defect_share * cfg.n_pool)
     kinds = list(cfg.defect_kinds)
     counts = [round(n_bad * cfg.defect_kinds[k] / sum(cfg.defect_kinds.values())) for k in kinds]

@@ -19,6 +19,7 @@ log = logging.getLogger("saerl.tracking")
 T = TypeVar("T")
 PARAM_VALUE_LIMIT = 6000  # MLflow's maximum length of a param value
 BATCH_LIMIT = 100  # MLflow's maximum number of params per log_batch call
+METRIC_BATCH_LIMIT = 1000  # MLflow's maximum number of metrics per log_batch call
 
 
 def tracking_uri(cfg: PipelineConfig, root: Path) -> str:
@@ -114,6 +115,19 @@ class Tracker:
 
             rid = self.stage_runs.get(stage or "", self.parent_id)
             self.client.log_batch(rid, metrics=[Metric(k, float(v), 0, step) for k, v in metrics.items()])
+
+        self._guard(do)
+
+    def log_history(self, points: list[tuple[int, dict[str, float]]], stage: str | None = None) -> None:
+        """Log many (step, {name: value}) points to the stage's nested run (or the parent), in batches."""
+
+        def do() -> None:
+            from mlflow.entities import Metric
+
+            rid = self.stage_runs.get(stage or "", self.parent_id)
+            ms = [Metric(k, float(v), 0, step) for step, values in points for k, v in values.items()]
+            for i in range(0, len(ms), METRIC_BATCH_LIMIT):
+                self.client.log_batch(rid, metrics=ms[i : i + METRIC_BATCH_LIMIT])
 
         self._guard(do)
 

@@ -34,11 +34,12 @@ def artifact_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> s
 
 @task(cache_key_fn=artifact_cache_key, persist_result=True, retries=0)
 def stage_task(stage: str, key: str, root: str, config: dict[str, Any],
-               upstream: dict[str, dict[str, str]]) -> dict[str, Any]:
-    """Build or reuse one stage's artifact; returns its reference and metrics as a small dict."""
+               upstream: dict[str, dict[str, str]], variant: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build or reuse one stage's artifact (for train: one {arm, seed} run); returns its reference and
+    metrics as a small dict."""
     cfg = build_config(config)
     refs = to_refs(upstream)
-    return run_stage(ArtifactStore(root), cfg, stage, refs, key=key).to_json()
+    return run_stage(ArtifactStore(root), cfg, stage, refs, key=key, variant=variant).to_json()
 
 
 def stage_options(stage: str, root: Path, refresh: bool) -> dict[str, Any]:

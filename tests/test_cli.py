@@ -58,8 +58,9 @@ def test_cli_run_end_to_end_twice(tmp_path):
            f"runtime.artifact_root={tmp_path / 'root'}"]
     first = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "[curriculum] computed" in first.stdout
+    assert "[curriculum] computed" in first.stdout and "[evaluate] computed" in first.stdout
+    assert "diff vs vanilla" in first.stdout, "the run ends with the arm comparison table"
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
     stage_lines = [ln for ln in second.stdout.splitlines() if ln.startswith("[") and " key=" in ln]
-    assert len(stage_lines) == 7 and all(" cached " in ln for ln in stage_lines)
+    assert len(stage_lines) == 10 and all(" cached " in ln for ln in stage_lines)

@@ -35,8 +35,32 @@ def warm_root(prefect_api, tmp_path_factory):
 
 def test_first_run_computes_every_stage(warm_root):
     _, first = warm_root
-    assert list(first["stages"]) == ["testbed", "ingest", "extract", "sae", "encode", "score", "curriculum"]
+    assert list(first["stages"]) == ["testbed", "ingest", "extract", "sae", "encode", "score", "curriculum",
+                                     "train:saerl:0", "train:vanilla:0", "evaluate"]
     assert set(_status(first).values()) == {"computed"}
+
+
+def test_evaluate_compares_the_arms_on_held_out_problems(warm_root):
+    import polars as pl
+
+    _, first = warm_root
+    folder = Path(first["stages"]["evaluate"]["path"])
+    samples = pl.read_parquet(folder / "eval.parquet")
+    assert set(samples["arm"].unique()) == {"saerl", "vanilla"}
+    assert set(samples["sample"].unique()) == {0, 1, 2}  # greedy + k=2 samples
+    assert samples.group_by("arm").agg(pl.col("id").n_unique())["id"].to_list() == [20, 20]
+    cmp = pl.read_parquet(folder / "comparison.parquet")
+    assert set(cmp["metric"]) == {"greedy", "mean_k"} and set(cmp["arm"]) == {"saerl", "vanilla"}
+    stt = pl.read_parquet(folder / "steps_to_target.parquet")
+    assert set(stt["arm"]) == {"saerl", "vanilla"}
+    assert "greedy pass@1" in (folder / "comparison.txt").read_text()
+    train = Path(first["stages"]["train:saerl:0"]["path"])
+    curve = pl.read_parquet(train / "curve.parquet")
+    assert curve["step"].to_list() == [0, 2, 3], "eval before training, every 2 steps, and after the last"
+    assert (train / "policy" / "model.safetensors").exists()
+    trained = pl.read_parquet(train / "trained_order.parquet")["id"].to_list()
+    order = pl.read_parquet(Path(first["stages"]["curriculum"]["path"]) / "order.parquet")["id"].to_list()
+    assert trained == order[: len(trained)] and len(trained) == 3 * 4, "the saerl arm trains in curriculum order"
 
 
 def test_second_run_is_all_cache_hits(warm_root, capsys):
@@ -50,12 +74,13 @@ def test_second_run_is_all_cache_hits(warm_root, capsys):
     assert last["stages"]["extract"]["status"] == "cached"
 
 
-def test_curriculum_change_recomputes_only_curriculum(warm_root):
+def test_curriculum_change_recomputes_only_curriculum_and_downstream(warm_root):
     root, _ = warm_root
     rec = _run(root, "curriculum.mix_ratio=0.5")
     status = _status(rec)
-    assert status.pop("curriculum") == "computed"
-    assert set(status.values()) == {"cached"}
+    for downstream in ("curriculum", "train:saerl:0", "evaluate"):
+        assert status.pop(downstream) == "computed", downstream
+    assert set(status.values()) == {"cached"}, "vanilla reads no curriculum: it must not retrain"
     assert "curriculum.mix_ratio 0.2->0.5" in rec["stages"]["curriculum"]["reason"]
 
 
@@ -104,11 +129,17 @@ def test_mlflow_has_parent_and_stage_runs(warm_root):
     tables = {a.path for a in client.list_artifacts(score.info.run_id)}
     assert {"property_report.parquet", "scores.parquet"} <= tables
     assert any(a.path.endswith(".json") for a in client.list_artifacts(parent.info.run_id))
+    train = next(c for c in children if c.info.run_name == "train:saerl:0")
+    assert [m.step for m in client.get_metric_history(train.info.run_id, "reward")] == [1, 2, 3]
+    assert [m.step for m in client.get_metric_history(train.info.run_id, "eval/heldout/greedy")] == [0, 2, 3]
+    assert "train.learning_rate" in train.data.params
+    evaluate = next(c for c in children if c.info.run_name == "evaluate")
+    assert "accuracy_vs_step.png" in {Path(a.path).name for a in client.list_artifacts(evaluate.info.run_id, "plots")}
 
 
 def test_until_stops_early(warm_root):
     root, _ = warm_root
     rec = _run(root, until="ingest")
-    assert list(rec["stages"]) == ["ingest"], "ingesting the sample needs no testbed LM"
-    rec = _run(root, until="extract")
-    assert list(rec["stages"]) == ["testbed", "ingest", "extract"]
+    assert list(rec["stages"]) == ["testbed", "ingest"]
+    rec = _run(root, until="curriculum")
+    assert "train:saerl:0" not in rec["stages"] and "evaluate" not in rec["stages"]

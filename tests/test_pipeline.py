@@ -12,9 +12,36 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def test_smoke_plan_reads_testbed_lm_for_extraction():
     p = dict(plan(load_config(CONFIGS / "smoke.yaml")))
-    assert list(p) == ["testbed", "ingest", "extract", "sae", "encode", "score", "curriculum"]
-    assert p["extract"] == ("ingest", "testbed") and p["ingest"] == ()
+    assert list(p) == ["testbed", "ingest", "extract", "sae", "encode", "score", "curriculum", "train", "evaluate"]
+    assert p["extract"] == ("ingest", "testbed") and p["ingest"] == ("testbed",)
     assert p["score"] == ("ingest", "extract", "encode")
+    assert p["train"] == ("ingest", "curriculum", "testbed")
+    assert p["evaluate"] == ("train", "ingest", "testbed")
+
+
+def test_train_runs_one_key_per_arm_and_seed_and_vanilla_ignores_the_curriculum():
+    from saerl.artifacts import ArtifactRef
+    from saerl.pipeline import train_variants, variant_upstream
+    from saerl.stages import stage_key
+
+    cfg = load_config(CONFIGS / "smoke.yaml", ["train.seeds=[0,1]"])
+    variants = train_variants(cfg)
+    assert variants == [{"arm": "saerl", "seed": 0}, {"arm": "saerl", "seed": 1},
+                        {"arm": "vanilla", "seed": 0}, {"arm": "vanilla", "seed": 1}]
+    ups = {s: ArtifactRef(s, f"k-{s}", f"/x/{s}") for s in ("ingest", "curriculum", "testbed")}
+
+    def key(variant, curriculum_key="k-curriculum", c=cfg):
+        up = dict(ups, curriculum=ArtifactRef("curriculum", curriculum_key, "/x/c"))
+        up = variant_upstream("train", up, variant)
+        return stage_key(c, "train", input_keys(c, "train", up, variant))
+
+    assert len({key(v) for v in variants}) == 4
+    van, sae = variants[2], variants[0]
+    assert key(van, "other") == key(van), "a new curriculum must not retrain the vanilla arm"
+    assert key(sae, "other") != key(sae)
+    more_seeds = load_config(CONFIGS / "smoke.yaml", ["train.seeds=[0,1,2]"])
+    assert key(sae, c=more_seeds) == key(sae), "adding a seed must not retrain the others"
+    assert key(sae, c=load_config(CONFIGS / "smoke.yaml", ["train.learning_rate=1e-4"])) != key(sae)
 
 
 def test_external_encoder_without_policy_stages_skips_testbed():

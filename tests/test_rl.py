@@ -1,11 +1,23 @@
 """GRPO through trl: our sampler, the order trained, the reward."""
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 
 from saerl.config import TestbedConfig as TBConfig
 from saerl.config import TrainConfig
-from saerl.rl import OrderSampler, correctness_reward, is_correct, train_grpo, training_order
+from saerl.rl import (
+    CorrectnessReward,
+    OrderSampler,
+    correctness_reward,
+    format_reward,
+    grpo_config,
+    is_correct,
+    judge,
+    train_grpo,
+    training_order,
+)
 
 
 def test_order_sampler_repeats_each_prompt_in_a_row_in_order():
@@ -27,6 +39,64 @@ def test_correctness_reward_reads_the_final_answer():
     assert correctness_reward(comps, ["7", "7", "7"]) == [1.0, 0.0, 0.0]
     assert is_correct(["#### 07", "#### 7 , 3", "#### -2", "x #### 1/2"], ["7", "7", "-2", "0.5"]) == [
         True, False, True, True]
+
+
+def test_judge_names_every_outcome_and_the_reward_counts_verifier_failures(monkeypatch):
+    from saerl import rl
+    from saerl.verify import VerifyResult
+
+    assert judge(["#### 7", "#### 8", "no answer here", "#### x"], ["7", "7", "7", "7"]) == [
+        "correct", "wrong", "no_answer", "wrong"]
+    monkeypatch.setattr(rl, "verify_batch", lambda texts, golds, timeout_s=5.0: [VerifyResult("timeout")] * len(texts))
+    reward = CorrectnessReward(timeout_s=0.1)
+    assert reward(["#### 1/2", "#### 3"], ["0.5", "3"]) == [0.0, 1.0]
+    assert (reward.checked, reward.failures) == (2, 1)
+    assert reward.__name__ == "correctness"
+
+
+def test_format_reward_and_reward_weights():
+    assert format_reward(["a #### 3", "\\boxed{4}", "no"]) == [1.0, 1.0, 0.0]
+    args = grpo_config(TrainConfig(format_reward=0.2), Path("/tmp/x"), 2, 1, 0)
+    assert args.reward_weights == [1.0, 0.2]
+    dapo = grpo_config(TrainConfig(algorithm="dapo"), Path("/tmp/x"), 2, 1, 0)
+    assert (dapo.loss_type, dapo.epsilon_high) == ("dapo", 0.28)
+
+
+@pytest.fixture(scope="module")
+def tiny_tb(tmp_path_factory):
+    from saerl.testbed import build_testbed
+
+    root = tmp_path_factory.mktemp("tb")
+    tb = TBConfig(n_pretrain=100, n_pool=40, n_eval=20, d_model=32, n_layers=1, n_heads=2, d_ff=64,
+                  pretrain_steps=2, batch_size=8, warmup_steps=1, log_every=1, eval_batch=32, max_new_tokens=6)
+    build_testbed(tb, root)
+    return root
+
+
+@pytest.mark.slow
+def test_eval_curve_and_checkpoints_during_training(tiny_tb, tmp_path):
+    pool = pl.read_parquet(tiny_tb / "world" / "pool.parquet")
+    heldout = pl.read_parquet(tiny_tb / "world" / "eval.parquet").head(8)
+    cfg = TrainConfig(num_generations=2, max_completion_length=6, max_steps=5, eval_every=2, save_every=2)
+    run = train_grpo(tiny_tb / "lm", pool, None, cfg, tmp_path / "rl", prompts_per_step=2, seed=0,
+                     eval_sets={"h": heldout}, checkpoint_dir=tmp_path / "ck")
+    assert [r["step"] for r in run["curve"]] == [0, 2, 4, 5]
+    assert all(r["set"] == "h" and r["n"] == 8 and 0 <= r["greedy"] <= 1 for r in run["curve"])
+    assert run["checkpoints"] == [2, 4]
+    assert (tmp_path / "ck" / "step-000004" / "model.safetensors").exists()
+    assert run["reward_checks"] == 5 * 2 * 2
+
+
+@pytest.mark.slow
+def test_dapo_trains_on_a_subsequence_of_the_stream(tiny_tb, tmp_path):
+    pool = pl.read_parquet(tiny_tb / "world" / "pool.parquet")
+    order = pool["id"].to_list()
+    cfg = TrainConfig(algorithm="dapo", num_generations=2, max_completion_length=6, max_steps=3,
+                      dynamic_sampling_max_rounds=2)
+    run = train_grpo(tiny_tb / "lm", pool, order, cfg, tmp_path / "rl", prompts_per_step=2, seed=0)
+    assert run["steps"] == 3
+    it = iter(order * 2)
+    assert all(any(i == j for j in it) for i in run["order"]), "trained prompts keep the stream's order"
 
 
 @pytest.mark.slow
