@@ -1,6 +1,7 @@
 """SAERL vs vanilla GRPO on the same RL budget (issue #7): final accuracy and steps-to-target, >= 3 seeds.
 
-Runs the pipeline in this process (no Prefect), cached in an artifact root of its own: testbed -> ingest ->
+Runs the pipeline in this process (no Prefect), cached in the config's artifact root (the demo's `.saerl`, so
+a demo run's stages are reused; --root for another): testbed -> ingest ->
 extract -> sae -> encode -> score -> curriculum, then one GRPO run per (arm, seed) and the evaluate stage.
 Both arms train for the same steps with the same hyper-parameters and seeds; saerl reads the curriculum
 (quality-filtered, cluster-first, easy to hard), vanilla a seeded shuffle of the whole pool. Held-out
@@ -37,12 +38,13 @@ QUICK = ["train.max_steps=30", "train.eval_every=10", "eval.max_problems=200", "
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
-    ap.add_argument("--root", default=".saerl/bench/rl_efficiency", help="artifact root (stages are cached here)")
+    ap.add_argument("--root", default=None, help="artifact root (default: the config's runtime.artifact_root)")
     ap.add_argument("--seeds", type=int, default=3, help="training seeds per arm (>= 3 for an interval worth reading)")
     ap.add_argument("--quick", action="store_true", help="short RL runs on a capped eval set")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides")
     args = ap.parse_args()
-    overrides = [*COMMON, f"runtime.artifact_root={args.root}", f"train.seeds={list(range(args.seeds))}",
+    overrides = [*COMMON, *([f"runtime.artifact_root={args.root}"] if args.root else []),
+                 f"train.seeds={list(range(args.seeds))}",
                  *(QUICK if args.quick else []), *args.overrides]
     cfg = load_config(args.config, overrides)
     t0 = time.time()
@@ -51,7 +53,7 @@ def main() -> None:
         print(f"[{name}] {'computed' if res.computed else 'cached'} in {res.seconds:.0f} s "  # type: ignore[attr-defined]
               f"({time.time() - t0:.0f} s so far)", flush=True)
 
-    results = run_all(ArtifactStore(Path(args.root)), cfg, report=report)
+    results = run_all(ArtifactStore(Path(cfg.runtime.artifact_root)), cfg, report=report)
     folder = Path(results["evaluate"].ref.path)
     print((folder / "comparison.txt").read_text())
     per_level = (pl.read_parquet(folder / "eval.parquet").filter(pl.col("sample") == 0)

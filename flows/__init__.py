@@ -1,1 +1,1 @@
-"""Prefect flows composing the stage tasks: the pipeline, and (later) ablation sweeps."""
+"""Prefect flows composing the stage tasks: the pipeline (`pipeline.py`) and ablation sweeps (`sweep.py`)."""

@@ -14,18 +14,10 @@ from saerl.config import build_config, flatten
 from saerl.pipeline import SHARDED, input_keys, resolve_upstream, stage_runs
 from saerl.runs import RunRecord, StageRecord, explain, previous_run, save_run
 from saerl.stages import stage_key, stage_slice
-from saerl.tracking import Tracker
+from saerl.tracking import Tracker, log_stage_run
 from tasks.stage import prepare_shards_task, shard_task, stage_options, stage_task
 
 log = logging.getLogger("saerl.flow")
-LOGGED_TABLES = {  # small tables a person wants beside the run in MLflow
-    "ingest": ("rejected.parquet",),
-    "sae": ("sae_report.json",),
-    "score": ("property_report.parquet", "clusters.parquet", "scores.parquet"),
-    "curriculum": ("order.parquet", "vanilla_order.parquet"),
-    "train": ("trained_order.parquet", "log.parquet", "curve.parquet"),
-    "evaluate": ("comparison.txt", "comparison.parquet", "summary.parquet", "steps_to_target.parquet"),
-}
 
 
 def format_report(record: RunRecord) -> str:
@@ -95,8 +87,9 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
                           reason=explain(name, computed, sl, keys, previous, note), config=sl, inputs=keys,
                           seconds=result["seconds"], bytes=store.size_bytes(stage, key), path=result["path"])
         record.stages[name] = rec
+        save_run(root, record)  # after every stage: `saerl gc` then sees what a running flow uses
         say(f"[{name}] {rec.status} key={key[:12]} {rec.seconds:.1f}s  {rec.reason}")
-        log_stage_run(tracker, name, stage, rec, sl, result)
+        log_stage_run(tracker, stage, rec, result.get("metrics"))
         if stage == "testbed":
             say(format_levels(result.get("metrics", {})))
         if stage == "evaluate":
@@ -106,29 +99,6 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
     tracker.finish()
     say(format_report(record))
     return record.to_json()
-
-
-def log_stage_run(tracker: Tracker, name: str, stage: str, rec: StageRecord, params: dict[str, Any],
-                  result: dict[str, Any]) -> None:
-    """One nested MLflow run for a stage run: params, tags, summary metrics, its plots and small tables;
-    for a training run also trl's per-step metrics and the greedy learning curve, at their steps."""
-    import polars as pl
-
-    folder = Path(result["path"])
-    tracker.log_stage(name, rec.status, rec.key, rec.reason, rec.seconds, params, result.get("metrics"))
-    for png in sorted(folder.glob("plots/*.png")):
-        tracker.log_artifact(png, name, "plots")
-    for table in LOGGED_TABLES.get(stage, ()):
-        if (folder / table).exists():
-            tracker.log_artifact(folder / table, name)
-    if stage == "train":
-        steps = pl.read_parquet(folder / "log.parquet")
-        points = [(int(row["step"]), {k: v for k, v in row.items()
-                                      if k != "step" and isinstance(v, int | float) and v is not None})
-                  for row in steps.iter_rows(named=True)] if "step" in steps.columns else []
-        points += [(int(row["step"]), {f"eval/{row['set']}/greedy": row["greedy"]})
-                   for row in pl.read_parquet(folder / "curve.parquet").iter_rows(named=True)]
-        tracker.log_history(points, stage=name)
 
 
 @flow(name="saerl-pipeline-from-file")

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,48 @@ CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
 class StopForward(Exception):
     """Raised by the hook on the chosen block to end the forward pass there."""
+
+
+class RemoteCodeError(ValueError):
+    """A model repo that needs its own Python code, which is run only when model.trust_remote_code is true."""
+
+
+REMOTE_CODE_MARK = "trust_remote_code"  # transformers names this argument in its refusal to run a repo's code
+
+
+@contextmanager
+def remote_code_guard(name: str) -> Iterator[None]:
+    """Re-raise transformers' "pass trust_remote_code=True" refusal as RemoteCodeError naming the config fix;
+    any other error passes through unchanged."""
+    try:
+        yield
+    except (ValueError, OSError) as e:
+        if REMOTE_CODE_MARK not in str(e):
+            raise
+        raise RemoteCodeError(
+            f"model {name} needs its own Python code (a custom architecture in the model repo), and saerl runs a "
+            f"repo's code only when the config says so. If you trust {name}, set model.trust_remote_code=true "
+            "(YAML, or the override model.trust_remote_code=true)") from e
+
+
+def hub_kwargs(model_cfg: ModelConfig) -> dict[str, Any]:
+    """The from_pretrained arguments every load shares: the pinned revision, and trust_remote_code exactly as
+    the config says (False unless the user set it)."""
+    return {"revision": model_cfg.revision, "trust_remote_code": model_cfg.trust_remote_code is True}
+
+
+def model_shape(name: str, model_cfg: ModelConfig) -> tuple[int, int]:
+    """(n_layers, d_model) of a model from its config file alone (no weights, no tokenizer)."""
+    with remote_code_guard(name):
+        text = AutoConfig.from_pretrained(resolve_model_path(name), **hub_kwargs(model_cfg)).get_text_config()
+    return int(text.num_hidden_layers), int(text.hidden_size)
+
+
+def check_layer(name: str, model_cfg: ModelConfig, cfg: ExtractConfig) -> int:
+    """The block index extract.layer resolves to for model `name`, read from its config file only, so an
+    out-of-range layer fails before any tokenizing or weight loading (ValueError naming extract.layer)."""
+    n_layers, _ = model_shape(name, model_cfg)
+    return resolve_layer(cfg.layer, n_layers)
 
 
 @dataclass
@@ -99,15 +142,17 @@ def load_model(name: str, model_cfg: ModelConfig, device: str = "auto") -> Loade
 
     Weights from safetensors; float32 on CPU, ``model_cfg.dtype`` on GPU ('auto' = the checkpoint's)."""
     path = resolve_model_path(name)
-    common: dict[str, Any] = {"revision": model_cfg.revision, "trust_remote_code": model_cfg.trust_remote_code}
-    config = AutoConfig.from_pretrained(path, **common)
+    common = hub_kwargs(model_cfg)
+    with remote_code_guard(name):
+        config = AutoConfig.from_pretrained(path, **common)
     causal = any(a.endswith(CAUSAL_SUFFIXES) for a in (config.architectures or []))
     dev = pick_device(device)
     dtype: Any = torch.float32 if dev.type == "cpu" else (
         "auto" if model_cfg.dtype == "auto" else getattr(torch, model_cfg.dtype))
     cls = AutoModelForCausalLM if causal else AutoModel
-    model = cls.from_pretrained(path, dtype=dtype, use_safetensors=True, **common).to(dev).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path, **common)
+    with remote_code_guard(name):
+        model = cls.from_pretrained(path, dtype=dtype, use_safetensors=True, **common).to(dev).eval()
+        tokenizer = AutoTokenizer.from_pretrained(path, **common)
     n_layers = int(config.get_text_config().num_hidden_layers)
     return LoadedModel(model, tokenizer, find_layers(model, n_layers), name, causal, dev)
 
@@ -119,7 +164,7 @@ def resolve_layer(layer: int | None, n_layers: int) -> int:
         idx += n_layers
     if not 0 <= idx < n_layers:
         raise ValueError(f"extract.layer={layer} is out of range for a model with {n_layers} layers "
-                         f"(use 0..{n_layers - 1} or -1..-{n_layers})")
+                         f"(use 0..{n_layers - 1} or -1..-{n_layers}, or leave it unset for the middle layer)")
     return idx
 
 
@@ -278,13 +323,13 @@ def prepare_extraction(prompts: Sequence[str], ids: Sequence[str], out_dir: str 
     only), so shards can then run extract_chunks in other processes. The model is `model_path`, else
     cfg.model, else model_cfg.name_or_path. An existing store for the same inputs is kept (resume)."""
     name = model_path or cfg.model or model_cfg.name_or_path
-    path = resolve_model_path(name)
-    common: dict[str, Any] = {"revision": model_cfg.revision, "trust_remote_code": model_cfg.trust_remote_code}
-    text = AutoConfig.from_pretrained(path, **common).get_text_config()
-    token_ids = tokenize_prompts(AutoTokenizer.from_pretrained(path, **common), prompts, cfg)
+    n_layers, d_model = model_shape(name, model_cfg)
+    layer = resolve_layer(cfg.layer, n_layers)  # before any heavy work
+    with remote_code_guard(name):
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name), **hub_kwargs(model_cfg))
+    token_ids = tokenize_prompts(tokenizer, prompts, cfg)
     store = Path(out_dir) / STORE_NAME
-    prepare_store(store, list(ids), token_ids, model=name, layer=resolve_layer(cfg.layer, text.num_hidden_layers),
-                  d_model=int(text.hidden_size), n_layers=int(text.num_hidden_layers), cfg=cfg)
+    prepare_store(store, list(ids), token_ids, model=name, layer=layer, d_model=d_model, n_layers=n_layers, cfg=cfg)
     return store
 
 

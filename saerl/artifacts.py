@@ -105,6 +105,17 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _manifest_entries(manifest: Any) -> list[tuple[str, int, str]]:
+    """(relative path, bytes, sha256) per file a parsed manifest lists; KeyError/TypeError/ValueError/
+    AttributeError when it is not a manifest (no 'files' mapping, entries without sizes or hashes, a path
+    leaving the folder)."""
+    entries = [(str(rel), int(info["bytes"]), str(info["sha256"])) for rel, info in manifest["files"].items()]
+    for rel, _, _ in entries:
+        if rel.startswith("/") or ".." in Path(rel).parts:
+            raise ValueError(f"file entry {rel!r} points outside the artifact")
+    return entries
+
+
 class ChunkLog:
     """Records which chunks of a chunked writer are finished, inside a partial artifact folder.
 
@@ -120,16 +131,24 @@ class ChunkLog:
         return self.folder / f"{chunk}.json"
 
     def is_done(self, chunk: int | str) -> bool:
-        """True when `chunk` was marked finished."""
-        return self._path(chunk).exists()
+        """True when `chunk` was marked finished (an unreadable record counts as not finished)."""
+        try:
+            json.loads(self._path(chunk).read_text())
+        except (OSError, ValueError):
+            return False
+        return True
 
     def mark(self, chunk: int | str, **meta: Any) -> None:
         """Record `chunk` as finished (atomically), with optional metadata."""
         write_json_atomic(self._path(chunk), meta)
 
     def get(self, chunk: int | str) -> dict[str, Any]:
-        """Metadata recorded for a finished chunk."""
-        return json.loads(self._path(chunk).read_text())
+        """Metadata recorded for a finished chunk ({} when the record is missing or unreadable)."""
+        try:
+            record = json.loads(self._path(chunk).read_text())
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
 
     def done(self) -> list[str]:
         """Names of all finished chunks."""
@@ -176,18 +195,17 @@ class ArtifactStore:
             return ["missing"]
         mpath = folder / MANIFEST
         try:
-            manifest = json.loads(mpath.read_text())
-            files = manifest["files"]
-        except (OSError, ValueError, KeyError) as err:
-            return [f"unreadable manifest {mpath}: {err}"]
+            entries = _manifest_entries(json.loads(mpath.read_text()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            return [f"unreadable manifest {mpath}: {type(err).__name__}: {err}"]
         out = []
-        for rel, info in files.items():
+        for rel, size, sha in entries:
             p = folder / rel
             if not p.is_file():
                 out.append(f"missing file {p}")
-            elif p.stat().st_size != info["bytes"]:
-                out.append(f"size mismatch {p}: {p.stat().st_size} != {info['bytes']}")
-            elif file_sha256(p) != info["sha256"]:
+            elif p.stat().st_size != size:
+                out.append(f"size mismatch {p}: {p.stat().st_size} != {size}")
+            elif file_sha256(p) != sha:
                 out.append(f"hash mismatch {p}")
         return out
 

@@ -1,4 +1,4 @@
-"""The `saerl` command line: demo, run, ingest.
+"""The `saerl` command line: demo, run, ablate, ingest, status, report, gc, export.
 
 Config errors are reported before anything heavy starts (no server, no model). Flows are imported only
 after the local Prefect server is up, so Prefect picks up the right API URL and home folder.
@@ -57,6 +57,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+class GridAction(argparse.Action):
+    """`--grid KEY=V1,V2 [OVERRIDE ...]`: the first value is one grid axis (appended to `grid`); any further
+    values are plain overrides written after it (appended to `late_overrides`), so overrides may follow the
+    grid as in `saerl ablate CONFIG --grid a.b=1,2 train.max_steps=5`."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        axis, *rest = values if isinstance(values, list) else [str(values)]
+        if bad := [v for v in rest if "=" not in v]:
+            parser.error(f"{bad[0]!r} after --grid is not KEY=VALUE; put CONFIG first: saerl ablate CONFIG --grid ...")
+        namespace.grid = [*(getattr(namespace, "grid", None) or []), axis]
+        namespace.late_overrides = [*(getattr(namespace, "late_overrides", None) or []), *rest]
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    """`saerl ablate CONFIG --grid KEY=V1,V2 [--grid ...] [key=value ...] [--until STAGE]`: every setting
+    of the grid as a child run of one ablation flow, then the table. Config, grid and --until are checked
+    before anything starts."""
+    from saerl.pipeline import plan
+    from saerl.sweep import parse_grid, plan_sweep
+
+    overrides = [*args.overrides, *args.late_overrides]
+    cfg = load_config(args.config, overrides)
+    grid = parse_grid(args.grid)
+    for _, child in plan_sweep(cfg.model_dump(mode="json"), grid, overrides):
+        plan(child, args.until)
+    from flows.server import prefect_server
+
+    with prefect_server(Path(cfg.runtime.artifact_root).resolve(), cfg.runtime.prefect_api_url):
+        from flows.sweep import ablation_flow
+
+        ablation_flow(config=cfg.model_dump(mode="json"), grid=grid, until=args.until)
+    return 0
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     """`saerl ingest FILE --prompt F --answer F [...]`: check a data set and write prompts/rejected tables."""
     from saerl.config import DataConfig
@@ -70,6 +105,60 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     write_ingest(result, out)
     print(summarize(result))
     print(f"wrote {out / 'prompts.parquet'} and {out / 'rejected.parquet'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`saerl report [RUN] [--root ROOT] [--html PATH] [--relog] [--uri URI]`: a run's comparison table read from
+    its artifacts on disk, a self-contained HTML report, and (--relog) the run logged into MLflow afterwards."""
+    from saerl.report import default_html_path, format_text, load_report, relog, write_html
+
+    root = _root(args.root)
+    report = load_report(root, args.run)  # an unknown run id is a ValueError: main prints it
+    print(format_text(report))
+    print(f"wrote {write_html(report, Path(args.html) if args.html else default_html_path(root, report.record))}")
+    if args.relog:
+        try:
+            parent = relog(root, report.record, args.uri)
+        except RuntimeError as err:
+            print(f"saerl: {err}", file=sys.stderr)
+            return 1
+        print(f"re-logged run {report.record.run_id} into MLflow: parent run {parent}")
+    return 0
+
+
+def _root(arg: str | None) -> Path:
+    """The artifact root a command reads: --root, else the config schema's default (.saerl)."""
+    from saerl.config import RuntimeConfig
+
+    return Path(arg or RuntimeConfig.model_fields["artifact_root"].default)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """`saerl status [RUN] [--root ROOT] [--list [--limit N]]`: per stage run of a run (default the latest):
+    computed or cached, key, why, seconds and size; or the recent runs."""
+    from saerl.status import list_status, run_status
+
+    root = _root(args.root)
+    print(list_status(root, args.limit) if args.list else run_status(root, args.run))
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """`saerl gc [--root ROOT] [--keep-runs N] [--min-age-hours H] [--dry-run]`: remove artifacts no recent
+    run references."""
+    from saerl.gc import collect, format_report
+
+    print(format_report(collect(_root(args.root), args.keep_runs, args.dry_run, args.min_age_hours)))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """`saerl export RUN --format hf|verl|trl [--arm ARM] --out DIR`: a run's curriculum with its prompts."""
+    from saerl.export import export_run
+
+    files = export_run(_root(args.root), args.run, args.format, Path(args.out), args.arm, args.data_source)
+    print("wrote " + ", ".join(str(f) for f in files))
     return 0
 
 
@@ -90,6 +179,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--until", help="stop after this stage")
     r.set_defaults(fn=cmd_run)
 
+    a = sub.add_parser(
+        "ablate", help="run a grid of settings as child runs of one ablation flow; ends in a table",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the pipeline once per setting of the cartesian product of the --grid values, as child\n"
+        "flow runs of one Prefect flow, then print per setting and arm the greedy held-out accuracy and\n"
+        "steps-to-target, and per child which stages it computed or reused. Stages a setting does not\n"
+        "change are cache hits: a curriculum grid pays for extraction, SAE, encoding and scoring once.",
+        epilog="example (3 x 2 = 6 settings, each trained for 50 steps):\n"
+        "  saerl ablate configs/demo.yaml --grid curriculum.mix_ratio=0,0.1,0.3 \\\n"
+        "      --grid curriculum.ordering=easy_to_hard,random train.max_steps=50")
+    a.add_argument("config", help="YAML config, e.g. configs/demo.yaml")
+    a.add_argument("overrides", nargs="*", help="dotted overrides applied to every setting, e.g. train.max_steps=50")
+    a.add_argument("--grid", action=GridAction, nargs="+", required=True, metavar=("KEY=V1,V2", "OVERRIDE"),
+                   help="one swept config key and its comma-separated values, parsed as YAML (quote a value "
+                   "holding a comma: data.path='a,b.jsonl',c.jsonl); repeat --grid for more keys; overrides may "
+                   "follow it")
+    a.add_argument("--until", metavar="STAGE", help="stop every child after this stage (no accuracy table before evaluate)")
+    a.set_defaults(fn=cmd_ablate, late_overrides=[])
+
     i = sub.add_parser("ingest", help="check a data set: kept/rejected summary and both tables")
     i.add_argument("file", help="jsonl / parquet / csv file or HF save_to_disk folder")
     i.add_argument("--prompt", required=True, help="prompt field, or a template like '{body} {question}'")
@@ -99,7 +207,49 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--format", choices=["auto", "jsonl", "parquet", "csv", "hf"], help="file format (default auto)")
     i.add_argument("--out", default="ingest-out", help="output folder (default ./ingest-out)")
     i.set_defaults(fn=cmd_ingest)
+
+    rp = sub.add_parser("report", help="a run's comparison table and an HTML report, from its artifacts")
+    rp.add_argument("run", nargs="?", default="latest", help="run id or a unique prefix (default: latest)")
+    rp.add_argument("--root", help="artifact root (default: .saerl)")
+    rp.add_argument("--html", help="HTML report path (default: ROOT/reports/RUN.html)")
+    rp.add_argument("--relog", action="store_true", help="log the finished run into MLflow from its artifacts")
+    rp.add_argument("--uri", help="tracking URI for --relog (default: the run's tracking.uri, else ROOT/mlflow.db)")
+    rp.set_defaults(fn=cmd_report)
+    _add_artifact_commands(sub)
     return p
+
+
+def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
+    """The status, gc and export subcommands (they read run records and artifacts; no server, no model)."""
+    from saerl.export import ARM_FILES, DATA_SOURCE, FORMATS
+    from saerl.gc import KEEP_RUNS, MIN_AGE_HOURS
+    from saerl.status import LIST_LIMIT
+
+    s = sub.add_parser("status", help="what a run computed or reused and why, per stage run; --list: recent runs")
+    s.add_argument("run", nargs="?", default="latest", help="run id or a unique prefix (default: latest)")
+    s.add_argument("--root", help="artifact root (default: .saerl)")
+    s.add_argument("--list", action="store_true", help="list the recent runs instead")
+    s.add_argument("--limit", type=int, default=LIST_LIMIT, help=f"runs listed by --list (default {LIST_LIMIT})")
+    s.set_defaults(fn=cmd_status)
+
+    g = sub.add_parser("gc", help="remove artifacts that none of the recent runs references")
+    g.add_argument("--root", help="artifact root (default: .saerl)")
+    g.add_argument("--keep-runs", type=int, default=KEEP_RUNS,
+                   help=f"keep every artifact of this many newest runs (default {KEEP_RUNS})")
+    g.add_argument("--min-age-hours", type=float, default=MIN_AGE_HOURS,
+                   help=f"keep anything younger, e.g. a running pipeline's (default {MIN_AGE_HOURS:g})")
+    g.add_argument("--dry-run", action="store_true", help="list what would go and the bytes freed; delete nothing")
+    g.set_defaults(fn=cmd_gc)
+
+    e = sub.add_parser("export", help="a run's curriculum with its prompts for HF datasets, verl or trl")
+    e.add_argument("run", help="run id or a unique prefix, or 'latest'")
+    e.add_argument("--format", required=True, choices=FORMATS, help="hf: save_to_disk folder; verl/trl: "
+                   "parquet + sampler module + README")
+    e.add_argument("--arm", default="saerl", choices=list(ARM_FILES), help="whose order (default saerl)")
+    e.add_argument("--out", required=True, help="output folder")
+    e.add_argument("--root", help="artifact root (default: .saerl)")
+    e.add_argument("--data-source", default=DATA_SOURCE, help=f"verl data_source (default {DATA_SOURCE})")
+    e.set_defaults(fn=cmd_export)
 
 
 def main(argv: list[str] | None = None) -> int:

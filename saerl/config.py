@@ -202,7 +202,7 @@ class TrainConfig(Section):
         "filter_only (filtered, seeded shuffle)")
     seeds: list[int] = Field([0], description="one run per arm per seed")
     max_steps: int = Field(100, gt=0, description="optimizer steps per arm")
-    learning_rate: float = Field(3e-5, gt=0, description="AdamW learning rate (constant)")
+    learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate (constant)")
     num_generations: int = Field(8, ge=2, description="rollouts per prompt (group size)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature for rollouts")
     top_k: int = Field(0, ge=0, description="top-k sampling; 0 = off")
@@ -219,7 +219,10 @@ class TrainConfig(Section):
     eval_every: int = Field(25, gt=0, description="greedy held-out accuracy every N steps (the learning curve)")
     eval_problems: int = Field(
         200, gt=0, description="problems per held-out set in the in-training evaluation (smallest sha256(id))")
-    save_every: int = Field(0, ge=0, description="save a safetensors checkpoint every N steps; 0 = final policy only")
+    save_every: int = Field(
+        0, ge=0, description="save a resumable checkpoint (safetensors + optimizer state) every N steps; a killed "
+        "run resumes from the newest; 0 = final policy only")
+    keep_checkpoints: int = Field(2, gt=0, description="newest checkpoints kept on disk")
     verify_timeout_s: float = Field(5.0, gt=0, description="wall-clock bound per reward answer check")
     bf16: bool = Field(True, description="bfloat16 training on a GPU (CPU always trains in float32)")
     use_vllm: bool = Field(False, description="generate rollouts with vLLM (colocated; GPU only, needs trl[vllm])")
@@ -299,7 +302,7 @@ def field_paths(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> li
     return paths
 
 
-def _suggest(path: str) -> str:
+def suggest_key(path: str) -> str:
     """' (did you mean 'x.y'?)' for the valid key closest to `path`, or ''."""
     valid = field_paths() + [p.split(".")[0] for p in field_paths()]
     last = path.split(".")[-1]
@@ -316,7 +319,7 @@ def _format_errors(err: ValidationError, where: str) -> str:
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            lines.append(f"unknown key '{path}'{_suggest(path)}")
+            lines.append(f"unknown key '{path}'{suggest_key(path)}")
         else:
             value = e.get("input")
             lines.append(f"field '{path}': got {value!r} ({type(value).__name__}); {e['msg']}")
@@ -344,7 +347,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     for text in overrides:
         key, value = parse_override(text)
         if key not in valid and not (key in sections and isinstance(value, dict)):
-            raise ConfigError(f"unknown key '{key}' in override '{text}'{_suggest(key)}")
+            raise ConfigError(f"unknown key '{key}' in override '{text}'{suggest_key(key)}")
         node = out
         parts = key.split(".")
         for part in parts[:-1]:

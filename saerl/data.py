@@ -11,6 +11,7 @@ Pure library code: no Prefect here.
 
 from __future__ import annotations
 
+import csv
 import difflib
 import hashlib
 import json
@@ -53,8 +54,15 @@ SUFFIX_FORMATS = {
     ".csv": "csv",
 }
 HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+UTF8_BOM = b"\xef\xbb\xbf"
+# Byte-order marks of encodings other than UTF-8: such a file is refused with a fix, not read as garbage.
+OTHER_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
+              b"\xfe\xff": "UTF-16"}
+# A JSON \u escape of a UTF-16 surrogate: after json.loads it may leave a lone surrogate no encoder accepts.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 TRUE_WORDS = {"1", "true", "yes", "good"}
 FALSE_WORDS = {"0", "false", "no", "bad"}
+NAN_TEXTS = frozenset({"NaN", "Infinity", "-Infinity"})  # json.dumps of non-finite floats
 KEPT_SCHEMA = {
     "id": pl.String,
     "prompt": pl.String,
@@ -111,8 +119,11 @@ def _column(values: list[Any]) -> pl.Series:
     """A Series from one column of JSON values; mixed or nested types become strings (JSON for dict/list)."""
     kinds = {type(v) for v in values if v is not None}
     if kinds and kinds <= {int, float} and kinds != {int}:
-        values = [None if v is None else float(v) for v in values]
-        kinds = {float}
+        try:
+            values = [None if v is None else float(v) for v in values]
+            kinds = {float}
+        except OverflowError:  # an integer beyond float range: the column is kept as text
+            kinds = {int, float}
     if len(kinds) <= 1 and kinds <= {bool, int, float, str}:
         try:
             return pl.Series(
@@ -129,6 +140,46 @@ def _column(values: list[Any]) -> pl.Series:
     )
 
 
+def _parse_line(text: str) -> tuple[dict[str, Any] | None, str]:
+    """One jsonl line as (object, "") or (None, why not): broken JSON, a non-object, nesting too deep for
+    the parser, or an integer over Python's digit limit all count as an invalid line, never a crash."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        return None, e.msg
+    except (ValueError, RecursionError) as e:
+        return None, f"{type(e).__name__}: {str(e)[:REJECT_VALUE_CHARS]}"
+    if not isinstance(obj, dict):
+        return None, "not an object"
+    return obj, ""
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """True if a string anywhere in a parsed JSON value (keys included) cannot be encoded as UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
+
+
+def _scrub_surrogates(value: Any) -> Any:
+    """A parsed JSON value with valid surrogate pairs joined and lone surrogates replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {_scrub_surrogates(k): _scrub_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub_surrogates(v) for v in value]
+    return value
+
+
 def _read_jsonl(path: Path) -> LoadedTable:
     """Line by line: a broken line is an 'invalid JSON' issue, bad bytes are replaced and flagged."""
     records: list[dict[str, Any]] = []
@@ -140,19 +191,20 @@ def _read_jsonl(path: Path) -> LoadedTable:
             if not raw.strip():
                 continue
             row += 1
+            if line_no == 1 and raw.startswith(UTF8_BOM):
+                raw = raw[len(UTF8_BOM):]
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
                 text = raw.decode("utf-8", errors="replace")
                 issues.append(_issue(row, "", INVALID_UTF8, f"line {line_no}: {text.strip()}"))
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                issues.append(_issue(row, "", INVALID_JSON, f"line {line_no}: {e.msg}: {text.strip()}"))
+            obj, error = _parse_line(text)
+            if error:
+                issues.append(_issue(row, "", INVALID_JSON, f"line {line_no}: {error}: {text.strip()}"))
                 continue
-            if not isinstance(obj, dict):
-                issues.append(_issue(row, "", INVALID_JSON, f"line {line_no}: not an object: {text.strip()}"))
-                continue
+            if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(obj):
+                obj = _scrub_surrogates(obj)
+                issues.append(_issue(row, "", INVALID_UTF8, f"line {line_no}: lone UTF-16 surrogate escape"))
             records.append(obj)
             rows.append(row)
     names: dict[str, None] = {}
@@ -162,9 +214,28 @@ def _read_jsonl(path: Path) -> LoadedTable:
     return LoadedTable(frame, rows, issues, row + 1)
 
 
+def _csv_error_line(path: Path) -> str:
+    """Where Python's strict csv reader first fails on a file polars could not parse ('line 3: unexpected end
+    of data'), or '' when it finds no fault."""
+    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh, strict=True)
+        try:
+            for _ in reader:
+                pass
+        except csv.Error as e:
+            return f"line {reader.line_num}: {e}"
+    return ""
+
+
 def _read_csv(path: Path) -> LoadedTable:
-    """All columns as text (labels are parsed later); undecodable bytes are replaced and the row flagged."""
-    frame = pl.read_csv(path, infer_schema=False, encoding="utf8-lossy", truncate_ragged_lines=True)
+    """All columns as text (labels are parsed later); undecodable bytes are replaced and the row flagged.
+    A file polars cannot parse (an unclosed quote) raises IngestError naming the first bad line."""
+    try:
+        frame = pl.read_csv(path, infer_schema=False, encoding="utf8-lossy", truncate_ragged_lines=True)
+    except pl.exceptions.PolarsError as e:
+        where = _csv_error_line(path) or str(e).split("\n", 1)[0]
+        raise IngestError(f"cannot read {path} as csv: {where} (an unclosed quote makes the rest of the file "
+                          "one field: fix that line, or convert the file to jsonl)") from e
     issues = [
         _issue(i, name, INVALID_UTF8, value)
         for i, rec in enumerate(frame.iter_rows(named=True))
@@ -207,6 +278,17 @@ def detect_format(path: Path) -> str:
     return fmt
 
 
+def _check_encoding(path: Path) -> None:
+    """IngestError for a text file that starts with a UTF-16/32 byte-order mark (read as UTF-8 it would be
+    garbage or 'no rows'); a UTF-8 BOM is fine."""
+    with path.open("rb") as fh:
+        head = fh.read(max(len(b) for b in OTHER_BOMS))
+    for bom, name in OTHER_BOMS.items():
+        if head.startswith(bom):
+            raise IngestError(f"data file {path} is {name}-encoded (byte-order mark {bom!r}); save it as "
+                              "UTF-8 (e.g. iconv -f UTF-16 -t UTF-8) and ingest again")
+
+
 def load_table(path: Path, fmt: str = "auto", hf_split: str | None = None) -> LoadedTable:
     """Read a data set with its source row numbers and read-time issues (broken JSON lines, bad bytes)."""
     path = Path(path)
@@ -215,6 +297,8 @@ def load_table(path: Path, fmt: str = "auto", hf_split: str | None = None) -> Lo
     fmt = detect_format(path) if fmt == "auto" else fmt
     if path.is_file() and path.stat().st_size == 0:
         raise IngestError(f"data file {path} is empty (0 bytes)")
+    if path.is_file() and fmt in ("jsonl", "csv"):
+        _check_encoding(path)
     try:
         if fmt == "jsonl":
             table = _read_jsonl(path)
@@ -257,11 +341,20 @@ def template_fields(template_or_field: str) -> list[str]:
     return list(dict.fromkeys(names)) or [template_or_field]
 
 
+def is_missing(value: Any) -> bool:
+    """True for an absent cell: None, a NaN/inf float (pandas and JSON writers store missing text as NaN), or
+    the text 'NaN' that a NaN becomes in a mixed-type jsonl column (see _column)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return value is None or (isinstance(value, str) and value in NAN_TEXTS)
+
+
 def render_prompt(template_or_field: str, row: dict[str, Any]) -> str:
-    """The prompt text of one row: a template over its fields, or one field; MissingFieldError if absent/null."""
+    """The prompt text of one row: a template over its fields, or one field; MissingFieldError if absent,
+    null or NaN."""
     names = template_fields(template_or_field)
     for name in names:
-        if row.get(name) is None:
+        if is_missing(row.get(name)):
             raise MissingFieldError(name)
     if names == [template_or_field]:
         value = row[template_or_field]
@@ -320,9 +413,26 @@ def _check_columns(cfg: DataConfig, columns: list[str]) -> None:
 # ----------------------------------------------------------------------------------------------- ingest
 
 
+def _decode_bytes(row: int, rec: dict[str, Any], issues: list[dict[str, Any]]) -> dict[str, Any]:
+    """The record with binary cells (parquet/HF binary columns) decoded as UTF-8; undecodable bytes become
+    U+FFFD and flag the field 'invalid UTF-8'."""
+    if not any(isinstance(v, bytes) for v in rec.values()):
+        return rec
+    out = dict(rec)
+    for name, value in rec.items():
+        if isinstance(value, bytes):
+            try:
+                out[name] = value.decode("utf-8")
+            except UnicodeDecodeError:
+                out[name] = value.decode("utf-8", errors="replace")
+                issues.append(_issue(row, name, INVALID_UTF8, out[name]))
+    return out
+
+
 def _check_row(cfg: DataConfig, row: int, rec: dict[str, Any], issues: list[dict[str, Any]]) -> dict | None:
     """One source row as a candidate {row, prompt, answer_raw, id, labels...}, or None (with the reason
-    appended to `issues`) when its prompt or a required field is missing, empty or over-long."""
+    appended to `issues`) when its prompt or a required field is missing (null/NaN), empty or over-long."""
+    rec = _decode_bytes(row, rec, issues)
     try:
         prompt = render_prompt(cfg.prompt, rec)
     except MissingFieldError as e:
@@ -335,7 +445,7 @@ def _check_row(cfg: DataConfig, row: int, rec: dict[str, Any], issues: list[dict
         issues.append(_issue(row, "prompt", OVERLONG_PROMPT, prompt))
         return None
     for name in (cfg.answer, cfg.id):
-        if name and rec.get(name) is None:
+        if name and is_missing(rec.get(name)):
             issues.append(_issue(row, name, MISSING_FIELD, ""))
             return None
     item = {"row": row, "prompt": prompt, "answer_raw": _answer_text(rec[cfg.answer])}
@@ -345,7 +455,7 @@ def _check_row(cfg: DataConfig, row: int, rec: dict[str, Any], issues: list[dict
         if name:
             try:
                 item[kind] = _label(kind, rec.get(name))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 item[kind] = None
                 issues.append(_issue(row, name, INVALID_LABEL, rec.get(name)))
     return item
@@ -382,13 +492,15 @@ def _keep(cfg: DataConfig, candidates: list[dict], issues: list[dict[str, Any]])
 def ingest(cfg: DataConfig, path: Path) -> IngestResult:
     """Read `path`, check each row, normalise answers in one batch, drop duplicates.
 
-    A row is dropped for (first match wins): invalid JSON, missing field (prompt/answer/id null or absent),
-    empty prompt (also whitespace-only), over-long prompt (> cfg.max_prompt_chars), unparseable answer,
-    answer timeout (normalising took over cfg.verify_timeout_s), duplicate prompt (same text after whitespace
-    normalisation; the first kept occurrence stays) or duplicate id. A bad label (NaN/inf/non-numeric
-    difficulty or quality, quality outside [0, 1]) does NOT drop the row: the label becomes null and an
-    'invalid label' line names the field. Undecodable bytes are replaced by U+FFFD and flagged 'invalid UTF-8'
-    (row kept). Raises IngestError when the file cannot be read, has no rows, or lacks a mapped column.
+    A row is dropped for (first match wins): invalid JSON (also a line nested too deep or with an integer over
+    Python's digit limit), missing field (prompt/answer/id null, NaN or absent), empty prompt (also
+    whitespace-only), over-long prompt (> cfg.max_prompt_chars), unparseable answer, answer timeout
+    (normalising took over cfg.verify_timeout_s), duplicate prompt (same text after whitespace normalisation;
+    the first kept occurrence stays) or duplicate id. A bad label (NaN/inf/non-numeric difficulty or quality,
+    quality outside [0, 1]) does NOT drop the row: the label becomes null and an 'invalid label' line names the
+    field. Undecodable bytes (and lone UTF-16 surrogate escapes in JSON) are replaced by U+FFFD and flagged
+    'invalid UTF-8' (row kept). Raises IngestError when the file cannot be read (with the first bad line of a
+    csv), is empty, is UTF-16/32 encoded, has no rows, or lacks a mapped column (naming the columns it has).
     """
     start = time.perf_counter()
     table = load_table(Path(path), cfg.format, cfg.hf_split)
@@ -399,7 +511,7 @@ def ingest(cfg: DataConfig, path: Path) -> IngestResult:
         keep = sum(r < n_rows for r in rows)
         frame, rows = frame.head(keep), rows[:keep]
         issues = [i for i in issues if i["row"] < n_rows]
-    if frame.height:  # a file whose every line is broken has no columns to check
+    if rows:  # a file whose every line is broken has no columns to check
         _check_columns(cfg, frame.columns)
 
     checked = (

@@ -4,7 +4,10 @@
 - :func:`cluster_map`: prompts in 2-D (TruncatedSVD of the weighted SAE codes) coloured by cluster and, beside
   it, by true topic;
 - :func:`difficulty_scatter`: predicted vs true difficulty;
-- :func:`curriculum_difficulty`: difficulty_hat along the curriculum position, one colour per cluster.
+- :func:`curriculum_difficulty`: difficulty_hat along the curriculum position, one colour per cluster;
+- :func:`cluster_top_features`: the top SAE features of each cluster, by mean weight;
+- :func:`train_curves` / :func:`accuracy_vs_step`: one training run, and every arm's held-out accuracy
+  (with the steps-to-target target line).
 """
 
 from __future__ import annotations
@@ -15,8 +18,13 @@ import scipy.sparse as sp
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from scipy.stats import spearmanr
 from sklearn.decomposition import TruncatedSVD
+
+MAX_CLUSTER_PANELS = 12  # clusters drawn by cluster_top_features (the largest ones)
+PANEL_COLUMNS = 4  # panels per row in cluster_top_features
+SHARED_COLOR, OWN_COLOR = "tab:gray", "tab:blue"  # a feature that is top in other clusters too / only in this one
 
 
 def _scatter_groups(ax: Axes, xy: np.ndarray, groups: np.ndarray, title: str, max_legend: int = 20) -> None:
@@ -91,20 +99,34 @@ def train_curves(log: pl.DataFrame, curve: pl.DataFrame, title: str) -> Figure:
         if "frac_reward_zero_std" in log.columns:
             left.plot(log["step"], log["frac_reward_zero_std"], lw=0.8, alpha=0.6, label="groups without spread")
         left.legend(fontsize=7)
-    left.set(title=f"{title}: training", xlabel="step")
+    left.set(title=f"{title}: training", xlabel="RL step (optimizer steps)", ylabel="mean reward / share of groups")
     for s in curve["set"].unique().sort().to_list() if curve.height else []:
         c = curve.filter(pl.col("set") == s).sort("step")
         right.plot(c["step"], c["greedy"], marker="o", ms=3, label=s)
-    right.set(title="greedy held-out accuracy", xlabel="step", ylabel="accuracy")
+    right.set(title="greedy held-out accuracy", xlabel="RL step (optimizer steps)", ylabel="accuracy (fraction correct)")
     if curve.height:
         right.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
 
-def accuracy_vs_step(curve: pl.DataFrame) -> Figure:
+def _count(n: int, noun: str) -> str:
+    """'1 seed', '3 seeds': a count with its noun in the right number."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _target_for(target: float | dict[str, float] | None, set_name: str) -> float | None:
+    """The target accuracy of one held-out set: the mapping's value for it, or the one number for all."""
+    if isinstance(target, dict):
+        return target.get(set_name)
+    return target
+
+
+def accuracy_vs_step(curve: pl.DataFrame, target: float | dict[str, float] | None = None) -> Figure:
     """Greedy held-out accuracy vs step, one line per arm (mean over seeds, band = min..max over seeds),
-    one panel per held-out set. in: curve (arm, seed, set, step, greedy); out: Figure."""
+    one panel per held-out set, with the steps-to-target target as a labelled horizontal line.
+    in: curve (arm, seed, set, step, greedy); target: one accuracy (fraction) for every set, {set: accuracy},
+    or None for no line; out: Figure."""
     sets = curve["set"].unique().sort().to_list() or ["(none)"]
     fig = Figure(figsize=(6 * len(sets), 4.5))
     axes = fig.subplots(1, len(sets), squeeze=False)[0]
@@ -115,9 +137,58 @@ def accuracy_vs_step(curve: pl.DataFrame) -> Figure:
             g = (per.filter(pl.col("arm") == arm).group_by("step")
                  .agg(pl.col("greedy").mean().alias("m"), pl.col("greedy").min().alias("lo"),
                       pl.col("greedy").max().alias("hi"), pl.len().alias("n")).sort("step"))
-            ax.plot(g["step"], g["m"], marker="o", ms=3, color=cmap(j), label=f"{arm} ({g['n'].max()} seeds)")
+            ax.plot(g["step"], g["m"], marker="o", ms=3, color=cmap(j), label=f"{arm} (mean of {_count(g['n'].max(), 'seed')}, band = range)")
             ax.fill_between(g["step"].to_numpy(), g["lo"].to_numpy(), g["hi"].to_numpy(), color=cmap(j), alpha=0.15)
-        ax.set(title=f"held-out set {s}", xlabel="RL step", ylabel="greedy accuracy")
+        t = _target_for(target, s)
+        if t is not None and not np.isnan(t):
+            ax.axhline(t, color="k", ls="--", lw=1, label=f"steps-to-target target ({100 * t:.1f}%)")
+        ax.set(title=f"held-out set {s}: greedy accuracy by RL step", xlabel="RL step (optimizer steps)",
+               ylabel="greedy accuracy (fraction correct)")
         ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def _cluster_caption(row: dict) -> str:
+    """A cluster panel's title: id, size and share, and its dominant true topic when known."""
+    text = f"cluster {row['cluster']}: {_count(row['size'], 'prompt')} ({100 * row['share']:.0f}%)"
+    if row.get("top_topic") is not None:
+        text += f"\nmostly {row['top_topic']} ({100 * row['top_topic_share']:.0f}%)"
+    return text
+
+
+def cluster_top_features(clusters: pl.DataFrame, max_clusters: int = MAX_CLUSTER_PANELS) -> Figure:
+    """The top SAE features of each cluster as horizontal bars of their mean weight (TF-IDF weighted,
+    L2-normalised codes, as the clustering saw them), one panel per cluster (the `max_clusters` largest); a
+    feature that is also among another cluster's top features is drawn grey, one only this cluster has blue.
+    in: the score stage's clusters frame (cluster, size, share, top_features, top_weights, top_topic,
+    top_topic_share); out: Figure."""
+    shown = clusters.sort("size", descending=True).head(max_clusters).sort("cluster")
+    counts: dict[int, int] = {}
+    for feats in clusters["top_features"].to_list():
+        for f in feats or []:
+            counts[f] = counts.get(f, 0) + 1
+    n = max(1, shown.height)
+    cols = min(PANEL_COLUMNS, n)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(3.6 * cols, 0.6 + 3.0 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, row in zip(axes, shown.iter_rows(named=True), strict=False):
+        feats, weights = list(row["top_features"] or []), list(row["top_weights"] or [])
+        colors = [SHARED_COLOR if counts.get(f, 0) > 1 else OWN_COLOR for f in feats]
+        ax.barh(range(len(feats)), weights, color=colors)
+        ax.set_yticks(range(len(feats)), [f"feature {f}" for f in feats], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(_cluster_caption(row), fontsize=8)
+        ax.set_xlabel("mean weight (weighted code, unit-norm rows)", fontsize=7)
+        ax.tick_params(axis="x", labelsize=7)
+    for ax in axes[shown.height:]:
+        ax.set_axis_off()
+    hidden = clusters.height - shown.height
+    title = "Top SAE features per cluster" + (f" ({shown.height} largest of {clusters.height})" if hidden else "")
+    fig.suptitle(title)
+    fig.legend(handles=[Patch(color=OWN_COLOR, label="top in this cluster only"),
+                        Patch(color=SHARED_COLOR, label="also top in another cluster")],
+               loc="lower center", ncol=2, fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig

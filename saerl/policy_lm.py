@@ -123,9 +123,9 @@ def length_buckets(lengths: list[int], batch: int, window: int, gen: torch.Gener
     return [out[i] for i in torch.randperm(len(out), generator=gen).tolist()]
 
 
-def pretrain(model: Any, tok: Any, df: pl.DataFrame, cfg: TestbedConfig) -> list[tuple[int, float]]:
+def pretrain(model: Any, tok: Any, df: pl.DataFrame, cfg: TestbedConfig, progress: bool = True) -> list[tuple[int, float]]:
     """AdamW with warmup + cosine decay on (prompt -> worked solution) pairs of `df`, loss on the completion.
-    in: model, tokenizer, pretraining frame, config; out: [(step, mean loss since last log)]."""
+    in: model, tokenizer, pretraining frame, config, progress bar on/off; out: [(step, mean loss since last log)]."""
     torch.set_num_threads(cfg.threads)
     examples = encode_examples(tok, df["prompt"].to_list(), df["solution"].to_list())
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -141,7 +141,7 @@ def pretrain(model: Any, tok: Any, df: pl.DataFrame, cfg: TestbedConfig) -> list
     model.train()
     batches: list[list[int]] = []
     log, acc = [], []
-    bar = tqdm(range(cfg.pretrain_steps), desc="pretrain", mininterval=5)
+    bar = tqdm(range(cfg.pretrain_steps), desc="pretrain", mininterval=5, disable=not progress)
     for step in bar:
         if not batches:
             batches = length_buckets([len(e[0]) for e in examples], cfg.batch_size, cfg.bucket_batches, gen)
@@ -193,7 +193,8 @@ def accuracy_table(df: pl.DataFrame, flags: list[bool], by: str = "difficulty") 
                                         schema=per.schema)])
 
 
-def train_policy_lm(cfg: TestbedConfig, world: dict[str, pl.DataFrame], out_dir: Path) -> dict[str, Any]:
+def train_policy_lm(cfg: TestbedConfig, world: dict[str, pl.DataFrame], out_dir: Path,
+                    progress: bool = True) -> dict[str, Any]:
     """Tokenizer from the whole world's text, pretrain on `world['pretrain']`, save to `out_dir`, reload
     through the Auto classes and measure greedy accuracy per level on `world['eval']`.
     in: config, world frames, output folder; out: summary dict (seconds, loss log, accuracy per level)."""
@@ -201,7 +202,7 @@ def train_policy_lm(cfg: TestbedConfig, world: dict[str, pl.DataFrame], out_dir:
     tok = build_tokenizer(texts)
     model = new_model(cfg, tok)
     start = time.time()
-    log = pretrain(model, tok, world["pretrain"], cfg)
+    log = pretrain(model, tok, world["pretrain"], cfg, progress)
     seconds = time.time() - start
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)

@@ -21,6 +21,9 @@ from sklearn.preprocessing import MaxAbsScaler, StandardScaler, normalize
 
 from saerl.config import ScoreConfig
 
+WEIGHT_BLOCK_NNZ = 1 << 22  # stored values TF-IDF-weighted at a time (a 32 MB float64 temporary)
+PREDICT_BLOCK_ROWS = 1 << 16  # rows per predict call when scoring the whole pool
+
 
 def seeded_subset(ids: Any, fraction: float, seed: int) -> np.ndarray:
     """Boolean mask over `ids` choosing round(fraction * n) of them (at least 1), seeded and independent of
@@ -65,9 +68,37 @@ def choose_k(Z: sp.csr_matrix, cfg: ScoreConfig) -> tuple[int, dict[int, float]]
 
 
 def weight_codes(X: sp.spmatrix, tfidf: bool) -> sp.csr_matrix:
-    """Rows of X TF-IDF weighted (feature = term, prompt = document; when `tfidf`) and L2-normalised."""
-    X = sp.csr_matrix(X, dtype=np.float64)
-    return TfidfTransformer(norm="l2").fit_transform(X).tocsr() if tfidf else normalize(X).tocsr()
+    """Rows of X TF-IDF weighted (feature = term, prompt = document; when `tfidf`) and L2-normalised, as a new
+    float64 CSR matrix (X is not changed). The same numbers as TfidfTransformer(norm="l2").fit_transform, but
+    weighted in place on the one float64 copy, WEIGHT_BLOCK_NNZ stored values at a time, so the peak memory is
+    that copy plus a block (scikit-learn's transform makes a second copy and an nnz-sized temporary)."""
+    Z = sp.csr_matrix(X, dtype=np.float64, copy=True)
+    if tfidf:
+        idf = TfidfTransformer(norm="l2").fit(Z).idf_
+        for start in range(0, Z.nnz, WEIGHT_BLOCK_NNZ):
+            block = slice(start, start + WEIGHT_BLOCK_NNZ)
+            Z.data[block] *= idf[Z.indices[block]]
+    return normalize(Z, copy=False).tocsr()
+
+
+def predict_rows(model: Any, X: Any, proba: bool = False) -> np.ndarray:
+    """model.predict(X), or model.predict_proba(X)[:, 1] with `proba`, over the rows of X in blocks of
+    PREDICT_BLOCK_ROWS: the same numbers as one call (a linear model's output for a row depends on that row
+    alone), with the preprocessing copy bounded by one block instead of the whole pool."""
+    parts = []
+    for start in range(0, X.shape[0], PREDICT_BLOCK_ROWS):
+        block = X[start: start + PREDICT_BLOCK_ROWS]
+        parts.append(model.predict_proba(block)[:, 1] if proba else model.predict(block))
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def report_rows(n: int, cfg: ScoreConfig) -> np.ndarray:
+    """Rows (sorted) the cluster-vs-topic report is computed on: all n rows, or above cfg.minibatch_above (the
+    size beyond which scoring switches to its scalable path) a seeded sample of that many rows, so the
+    baselines' own clusterings cost the same for any pool size."""
+    if n <= cfg.minibatch_above:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(cfg.seed).choice(n, cfg.minibatch_above, replace=False))
 
 
 def cluster_table(Z: sp.csr_matrix, labels: np.ndarray, texts: np.ndarray, topics: np.ndarray | None,

@@ -9,6 +9,8 @@ judged in process for plain-integer golds (the testbed's) and by :func:`saerl.ve
 
 from __future__ import annotations
 
+import json
+import logging
 import random
 import re
 import time
@@ -26,6 +28,7 @@ from saerl.config import TrainConfig
 from saerl.verify import extract_final_answer, verify_batch
 
 _INT = re.compile(r"[+-]?\d+")
+log = logging.getLogger("saerl.rl")
 
 
 class OrderSampler(Sampler[int]):
@@ -183,7 +186,7 @@ class EvalCallback(TrainerCallback):
             model.train()
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
-        if self.sets:
+        if self.sets and self.last_step != state.global_step:  # a resumed run has its step measured already
             self._run(model, state.global_step)
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
@@ -195,25 +198,32 @@ class EvalCallback(TrainerCallback):
             self._run(model, state.global_step)
 
 
-class CheckpointCallback(TrainerCallback):
-    """Save the policy (safetensors) and tokenizer to `<folder>/step-<N>` every `every` optimizer steps."""
+CURVE_FILE = "saerl_curve.json"  # the eval rows so far, saved inside each trainer checkpoint
 
-    def __init__(self, folder: Path, tok: Any, every: int) -> None:
-        self.folder, self.tok, self.every = Path(folder), tok, every
-        self.saved: list[int] = []
 
-    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
-        if self.every and state.global_step % self.every == 0:
-            from saerl.policy_lm import save_tokenizer
+class CurveCheckpoint(TrainerCallback):
+    """Saves the eval callback's rows into every trainer checkpoint (``checkpoint-<N>/saerl_curve.json``), so a
+    resumed run keeps the learning curve measured before it was killed."""
 
-            out = self.folder / f"step-{state.global_step:06d}"
-            model.save_pretrained(out)
-            save_tokenizer(self.tok, out)
-            self.saved.append(state.global_step)
+    def __init__(self, evals: EvalCallback, folder: Path) -> None:
+        self.evals, self.folder = evals, Path(folder)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        ckpt = self.folder / f"checkpoint-{state.global_step}"
+        if ckpt.is_dir():
+            (ckpt / CURVE_FILE).write_text(json.dumps(self.evals.rows))
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete trainer checkpoint (``checkpoint-<N>`` with trainer_state.json) in `folder`."""
+    done = [c for c in Path(folder).glob("checkpoint-*") if (c / "trainer_state.json").exists()]
+    return max(done, key=lambda c: int(c.name.split("-")[1]), default=None)
 
 
 def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_steps: int, seed: int) -> Any:
-    """trl GRPOConfig from our TrainConfig: fp32 on CPU, constant lr, no shuffling, no trl checkpoints;
+    """trl GRPOConfig from our TrainConfig: fp32 on CPU, constant lr, no shuffling; resumable trainer
+    checkpoints (model as safetensors + optimizer, scheduler and RNG states) in `out_dir` every
+    cfg.save_every steps (none when 0), the last cfg.keep_checkpoints kept;
     for algorithm "dapo" the DAPO settings of :func:`saerl.dapo.dapo_overrides` (token-level loss,
     clip-higher); reward weights [1, format_reward] when a format reward is on."""
     from trl import GRPOConfig
@@ -225,7 +235,9 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
         per_device_train_batch_size=prompts_per_step * cfg.num_generations, num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, top_k=cfg.top_k,
         beta=cfg.beta, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
-        scale_rewards=cfg.scale_rewards, max_steps=max_steps, num_iterations=1, logging_steps=1, save_strategy="no",
+        scale_rewards=cfg.scale_rewards, max_steps=max_steps, num_iterations=1, logging_steps=1,
+        save_strategy="steps" if cfg.save_every else "no", save_steps=cfg.save_every or 1,
+        save_total_limit=cfg.keep_checkpoints, save_only_model=False,
         report_to=[], bf16=False, use_cpu=not torch.cuda.is_available(), disable_dropout=True, seed=seed,
         shuffle_dataset=False, mask_truncated_completions=False, log_completions=False, dataloader_num_workers=0,
     )
@@ -250,14 +262,15 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     read in `order` (ids; None = seeded shuffle, the vanilla baseline). Saves the final policy (+ tokenizer)
     to `out_dir`. `extra_rewards` are trl reward functions added to the correctness reward (they see the `id`
     and `answer` columns). With `eval_sets`, greedy held-out accuracy is measured before training, every
-    cfg.eval_every steps and at the end; with `checkpoint_dir` and cfg.save_every > 0, checkpoints are saved
-    there as safetensors every cfg.save_every steps.
+    cfg.eval_every steps and at the end. With cfg.save_every > 0, resumable checkpoints go to `checkpoint_dir`
+    (default `<out_dir>/checkpoints`) every cfg.save_every steps, and a run that finds one there (it was
+    killed) resumes from the newest: optimizer, scheduler, RNG states, data position and learning curve.
     DAPO: the training stream is `order` long enough for every round of dynamic sampling
     (steps * prompts_per_step * (1 + cfg.dynamic_sampling_max_rounds) prompts); prompts without a reward
     spread are dropped and the next ones drawn, so the prompts trained on are a subsequence of the stream.
     in: policy folder, prompts, order, config, output folder, prompts per step, seed, optional step/time limits;
     out: {model_dir, steps, seconds, log (trl's per-step metrics), order (ids trained on, in order),
-    curve (eval rows), checkpoints (steps saved), reward_checks, verifier_failures}."""
+    curve (eval rows), resumed_from (step, or None), reward_checks, verifier_failures}."""
     from saerl.policy_lm import load_policy, save_tokenizer
 
     steps = max_steps or cfg.max_steps
@@ -279,8 +292,13 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     timer = _TimeLimit(time_limit_s)
     evals = EvalCallback(eval_sets or {}, tok, cfg.eval_every, eval_max_new_tokens or cfg.max_completion_length,
                          eval_batch)
-    ckpt = CheckpointCallback(Path(checkpoint_dir or Path(out_dir) / "checkpoints"), tok,
-                              cfg.save_every if checkpoint_dir is not None else 0)
+    ckpt_dir = Path(checkpoint_dir or Path(out_dir) / "checkpoints")
+    resume = last_checkpoint(ckpt_dir) if cfg.save_every else None
+    if resume is not None:
+        saved = resume / CURVE_FILE
+        evals.rows = json.loads(saved.read_text()) if saved.exists() else []
+        evals.last_step = max((r["step"] for r in evals.rows), default=-1)
+        log.info("resuming training from %s", resume)
     reward = CorrectnessReward(cfg.verify_timeout_s)
     rewards = [reward, *([format_reward] if cfg.format_reward > 0 else []), *(extra_rewards or [])]
     torch.manual_seed(seed)
@@ -289,12 +307,12 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         from saerl.dapo import dynamic_sampling_trainer
 
         cls = dynamic_sampling_trainer(cls, cfg.dynamic_sampling_max_rounds)
-    args = grpo_config(cfg, Path(out_dir), prompts_per_step, steps, seed)
+    args = grpo_config(cfg, ckpt_dir, prompts_per_step, steps, seed)
     if extra_rewards and args.reward_weights is not None:
         args.reward_weights = [*args.reward_weights, *[1.0] * len(extra_rewards)]
     trainer = cls(model=model, reward_funcs=rewards, args=args, train_dataset=data, processing_class=tok,
-                  callbacks=[timer, evals, ckpt, *(callbacks or [])])
-    trainer.train()
+                  callbacks=[timer, evals, CurveCheckpoint(evals, ckpt_dir), *(callbacks or [])])
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     out = Path(out_dir)
     trainer.model.save_pretrained(out)
     save_tokenizer(tok, out)
@@ -305,5 +323,6 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         trained = seq[: done * prompts_per_step]
     return {"model_dir": str(out), "steps": done, "seconds": round(timer.seconds, 1),
             "log": [h for h in trainer.state.log_history if "loss" in h or "reward" in h],
-            "order": trained, "curve": evals.rows, "checkpoints": ckpt.saved,
+            "order": trained, "curve": evals.rows,
+            "resumed_from": int(resume.name.split("-")[1]) if resume is not None else None,
             "reward_checks": reward.checked, "verifier_failures": reward.failures}

@@ -48,7 +48,7 @@ def compute_testbed(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
     """Testbed: generate the synthetic world and pretrain (or resume) the tiny policy LM."""
     from saerl.testbed import build_testbed
 
-    summary = build_testbed(cfg.testbed, build.path)
+    summary = build_testbed(cfg.testbed, build.path, progress=cfg.runtime.progress)
     build.note(summary=summary)
     acc = summary.get("greedy_accuracy", {})
     return {f"greedy_acc_L{k.split('.')[0]}": float(v) for k, v in acc.items() if k != "all"} | {
@@ -86,7 +86,8 @@ def compute_sae(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Buil
     from saerl.activations import pick_device
     from saerl.sae import obtain_sae
 
-    report = obtain_sae(cfg.sae, inputs["extract"].path, build.path, device=str(pick_device(cfg.runtime.device)))
+    report = obtain_sae(cfg.sae, inputs["extract"].path, build.path, device=str(pick_device(cfg.runtime.device)),
+                        progress=cfg.runtime.progress)
     build.note(report=report)
     return {k: float(v) for k, v in report.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
@@ -139,7 +140,7 @@ def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     result.report.write_parquet(build.path / "property_report.parquet")
     (build.path / "score_params.json").write_text(json.dumps(result.params, indent=1, default=str))
     log.info("property models vs baselines:\n%s", summarize_report(result.report))
-    write_score_plots(X, ids, prompts, result.scores, cfg, build.path / PLOTS)
+    write_score_plots(X, ids, prompts, result.scores, cfg, build.path / PLOTS, clusters=result.clusters)
     build.note(notes=result.notes, rows={"scores": result.scores.height}, unconverged_fits=unconverged)
     kept = result.scores["kept"].mean()
     return {"n_clusters": float(result.clusters.height), "kept_share": float(kept) if kept is not None else 1.0}
@@ -152,11 +153,15 @@ def save_figure(fig: object, path: Path) -> None:
 
 
 def write_score_plots(X: object, ids: list[str], prompts: pl.DataFrame, scores: pl.DataFrame, cfg: PipelineConfig,
-                      folder: Path) -> None:
-    """Cluster map (by cluster, and by true topic when known) and predicted vs true difficulty (when known)."""
-    from saerl.plots import cluster_map, difficulty_scatter
-    from saerl.property_models import weight_codes
+                      folder: Path, clusters: pl.DataFrame | None = None) -> None:
+    """Cluster map (by cluster, and by true topic when known), predicted vs true difficulty (when known) and
+    the top SAE features per cluster (when the clusters frame is given)."""
+    from saerl.plots import cluster_map, cluster_top_features, difficulty_scatter
+    from saerl.property_models import report_rows, weight_codes
 
+    rows = report_rows(len(ids), cfg.score)  # above score.minibatch_above prompts, a seeded sample is drawn
+    X = X[rows]  # type: ignore[index]
+    ids = [ids[i] for i in rows]
     joined = pl.DataFrame({"id": ids}).join(scores, on="id", how="left").join(prompts, on="id", how="left")
     topics = joined["topic"].to_numpy() if "topic" in joined.columns else None
     save_figure(cluster_map(weight_codes(X, cfg.score.tfidf), joined["cluster"].to_numpy(), topics, cfg.score.seed),
@@ -164,6 +169,8 @@ def write_score_plots(X: object, ids: list[str], prompts: pl.DataFrame, scores: 
     if "difficulty" in joined.columns:
         save_figure(difficulty_scatter(joined["difficulty"].to_numpy(), joined["difficulty_hat"].to_numpy()),
                     folder / "difficulty_pred_vs_true.png")
+    if clusters is not None and clusters.height:
+        save_figure(cluster_top_features(clusters), folder / "cluster_top_features.png")
 
 
 def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
@@ -229,7 +236,8 @@ def eval_sets(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, 
 def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build, *, arm: str,
                   seed: int) -> dict[str, float]:
     """Train: one arm and seed of RL (GRPO or DAPO) from the policy in the arm's order, with a greedy
-    held-out learning curve. Writes policy/ (safetensors + tokenizer), checkpoints/ (if train.save_every),
+    held-out learning curve. Writes policy/ (safetensors + tokenizer), checkpoints/ (resumable, if
+    train.save_every: a killed run continues from the newest),
     log.parquet (trl's per-step metrics), curve.parquet (step, set, greedy, n), trained_order.parquet
     (position, step, id: the prompts trained on) and plots/train_curves.png."""
     from saerl.evaluate import select_problems
@@ -258,7 +266,7 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
                   "id": trained}, schema={"position": pl.Int64, "step": pl.Int64, "id": pl.String}
                  ).write_parquet(build.path / "trained_order.parquet")
     save_figure(train_curves(steps_log, curve, f"{arm} (seed {seed})"), build.path / PLOTS / "train_curves.png")
-    build.note(arm=arm, seed=seed, steps=run["steps"], seconds=run["seconds"], checkpoints=run["checkpoints"])
+    build.note(arm=arm, seed=seed, steps=run["steps"], seconds=run["seconds"], resumed_from=run["resumed_from"])
     metrics = {"steps": float(run["steps"]), "train_seconds": float(run["seconds"]),
                "verifier_failures": float(run["verifier_failures"]), "reward_checks": float(run["reward_checks"])}
     if "reward" in steps_log.columns and steps_log.height:
@@ -323,7 +331,8 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
                                                                          tables, strict=True))
     text += "\n" + format_steps(stt)
     (build.path / "comparison.txt").write_text(text)
-    save_figure(accuracy_vs_step(curve), build.path / PLOTS / "accuracy_vs_step.png")
+    targets = dict(stt.unique("set").select("set", "target").iter_rows())
+    save_figure(accuracy_vs_step(curve, target=targets), build.path / PLOTS / "accuracy_vs_step.png")
     metrics: dict[str, float] = {}
     for r in tables[0].iter_rows(named=True):
         metrics[f"{r['set']}_{r['arm']}_greedy"] = float(r["accuracy"])

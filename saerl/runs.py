@@ -62,8 +62,15 @@ def save_run(root: Path, record: RunRecord) -> Path:
     return path
 
 
+class UnknownRun(KeyError, ValueError):
+    """No saved run record matches a run id (a KeyError for lookups, a ValueError for the CLI's error line)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def load_run(root: Path, run_id: str) -> RunRecord:
-    """Read a saved run record (run_id may be a unique prefix, or 'latest')."""
+    """Read a saved run record (run_id may be a unique prefix, or 'latest'); UnknownRun when none matches."""
     runs = list_runs(root)
     if run_id == "latest":
         match = runs[-1:]
@@ -71,10 +78,29 @@ def load_run(root: Path, run_id: str) -> RunRecord:
         match = [p for p in runs if p.stem.startswith(run_id)]
     if len(match) != 1:
         known = ", ".join(p.stem for p in runs[-5:]) or "none"
-        raise KeyError(f"no unique run '{run_id}' under {Path(root) / RUNS_DIR} (latest: {known})")
-    data = json.loads(match[0].read_text())
-    data["stages"] = {k: StageRecord(**v) for k, v in data["stages"].items()}
-    return RunRecord(**data)
+        raise UnknownRun(f"no unique run '{run_id}' under {Path(root) / RUNS_DIR} (latest: {known})")
+    return read_run(match[0])
+
+
+def read_run(path: Path) -> RunRecord:
+    """Parse one run record file; ValueError (naming the file) when it is not a readable record."""
+    try:
+        data = json.loads(Path(path).read_text())
+        data["stages"] = {k: StageRecord(**v) for k, v in data["stages"].items()}
+        return RunRecord(**data)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"run record {path} is not readable ({err}); fix or delete it") from err
+
+
+def recent_runs(root: Path, n: int) -> list[RunRecord]:
+    """The `n` newest run records, newest first (every record when n is negative)."""
+    paths = list_runs(root)[::-1]
+    return [read_run(p) for p in (paths if n < 0 else paths[:n])]
+
+
+def stage_of(run_name: str) -> str:
+    """The stage (artifact folder) of a stage run's name: 'train:saerl:0' -> 'train', 'curriculum' -> itself."""
+    return run_name.split(":", 1)[0]
 
 
 def list_runs(root: Path) -> list[Path]:

@@ -19,10 +19,12 @@ sae-lens is imported inside functions: it pulls in transformer-lens (~10 s) and 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +66,7 @@ def token_batches(x: torch.Tensor, batch: int, seed: int, device: str) -> Iterat
             yield x[perm[start: start + size]].to(device, torch.float32)
 
 
-def train_sae(cfg: SAEConfig, x: torch.Tensor, meta: dict[str, Any], device: str = "cpu") -> Any:
+def train_sae(cfg: SAEConfig, x: torch.Tensor, meta: dict[str, Any], device: str = "cpu", progress: bool = True) -> Any:
     """Train a TopK (or standard L1) SAE of width expansion * d_in on token rows x [n, d] with sae-lens's
     SAETrainer; returns the trained training-SAE (activation scaling already folded into its weights)."""
     from sae_lens import (
@@ -91,7 +93,26 @@ def train_sae(cfg: SAEConfig, x: torch.Tensor, meta: dict[str, Any], device: str
         total_training_samples=len(x) * cfg.train_epochs, train_batch_size_samples=batch, lr=cfg.lr,
         lr_end=cfg.lr, device=device, dead_feature_window=cfg.dead_feature_window,
         n_batches_for_norm_estimate=math.ceil(len(x) / batch), logger=LoggingConfig(log_to_wandb=False))
-    return SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=token_batches(x, batch, cfg.seed, device)).fit()
+    trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=token_batches(x, batch, cfg.seed, device))
+    with trainer_progress(progress):
+        return trainer.fit()
+
+
+@contextmanager
+def trainer_progress(on: bool) -> Iterator[None]:
+    """sae-lens's SAETrainer.fit always draws a tqdm bar (no option to turn it off): with `on` False, its
+    module's tqdm is swapped for a disabled one while the block runs."""
+    if on:
+        yield
+        return
+    import sae_lens.training.sae_trainer as trainer_module
+
+    original = trainer_module.tqdm
+    trainer_module.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        trainer_module.tqdm = original
 
 
 @torch.no_grad()
@@ -129,7 +150,8 @@ def _source_sae(cfg: SAEConfig, device: str) -> tuple[Any, str]:
     return SAE.load_from_disk(cfg.path, device=device), cfg.path
 
 
-def obtain_sae(cfg: SAEConfig, activations_path: str | Path, out_dir: str | Path, device: str = "cpu") -> dict[str, Any]:
+def obtain_sae(cfg: SAEConfig, activations_path: str | Path, out_dir: str | Path, device: str = "cpu",
+               progress: bool = True) -> dict[str, Any]:
     """Get the SAE cfg.source names, check its width against the store, save it in sae-lens format in
     out_dir (cfg.json + sae_weights.safetensors, readable by SAE.load_from_disk) and return a report
     (also written to out_dir/sae_report.json): source, d_in, d_sae, variance_explained, l0, dead
@@ -139,17 +161,18 @@ def obtain_sae(cfg: SAEConfig, activations_path: str | Path, out_dir: str | Path
     act = open_activations(activations_path)
     out = Path(out_dir)
     started = time.perf_counter()
+    if cfg.source != "train":  # a wrong width fails before any token is read
+        sae, origin = _source_sae(cfg, device)
+        check_width(sae.cfg.d_in, act, origin)
     n_avail = min(cfg.train_tokens, act.n_tokens)
     n_held = max(1, round(n_avail * cfg.heldout_frac))  # the same held-out rows whatever the source
     sample = act.sample_tokens(n_avail if cfg.source == "train" else n_held, cfg.seed, dtype=np.float16)
     train, held = torch.from_numpy(sample[n_held:]), torch.from_numpy(sample[:n_held])  # fp16, CPU
     if cfg.source == "train":
         meta = {"model_name": act.meta.model, "hook_name": f"layer.{act.meta.layer}.output"}
-        train_sae(cfg, train, meta, device).save_inference_model(out)
+        train_sae(cfg, train, meta, device, progress).save_inference_model(out)
         origin = "trained here"
     else:
-        sae, origin = _source_sae(cfg, device)
-        check_width(sae.cfg.d_in, act, origin)
         sae.save_model(out)
     sae = SAE.load_from_disk(out, device=device)
     check_width(sae.cfg.d_in, act, origin)
@@ -185,14 +208,36 @@ def _prepare_codes(store: Path, act: Activations, d_sae: int, k: int, cfg: SAECo
                       json.loads((sae_dir / "cfg.json").read_text())])
     if store.exists() and zarr.open_group(store, mode="r").attrs.get("fingerprint") == fp:
         return fp
-    group = zarr.open_group(store, mode="w")
-    rows, n = act.meta.chunk_rows, act.n_prompts
-    group.create_array("ids", shape=(n,), chunks=(rows,), dtype=str)[:] = np.array(act.ids, dtype=str)
-    group.create_array("feature_ids", shape=(n, k), chunks=(rows, k), dtype=np.int32, fill_value=-1)
-    group.create_array("values", shape=(n, k), chunks=(rows, k), dtype=np.float16, fill_value=0)
-    group.attrs.update({"d_sae": d_sae, "top_k": k, "pool": cfg.encode_pool, "chunk_rows": rows,
-                        "fingerprint": fp})
+    create_codes_store(store, act.n_prompts, d_sae, k, cfg.encode_pool, act.meta.chunk_rows, fp, ids=act.ids)
     return fp
+
+
+def create_codes_store(store: Path, n_prompts: int, d_sae: int, k: int, pool: str, chunk_rows: int,
+                       fingerprint: str, ids: Sequence[str] | None = None) -> zarr.Group:
+    """Lay out an empty codes.zarr (the layout above) for n_prompts rows in Zarr chunks of chunk_rows, and
+    return it open for writing. `ids`, when given, are written before the attrs: a store whose attrs carry
+    the fingerprint is complete up to its chunks (resume keys on it). Without ids, write_codes_chunk fills
+    them chunk by chunk (memory stays flat for any n_prompts)."""
+    group = zarr.open_group(store, mode="w")
+    ids_array = group.create_array("ids", shape=(n_prompts,), chunks=(chunk_rows,), dtype=str)
+    if ids is not None:
+        ids_array[:] = np.array(ids, dtype=str)
+    group.create_array("feature_ids", shape=(n_prompts, k), chunks=(chunk_rows, k), dtype=np.int32, fill_value=-1)
+    group.create_array("values", shape=(n_prompts, k), chunks=(chunk_rows, k), dtype=np.float16, fill_value=0)
+    group.attrs.update({"d_sae": d_sae, "top_k": k, "pool": pool, "chunk_rows": chunk_rows,
+                        "fingerprint": fingerprint})
+    return group
+
+
+def write_codes_chunk(group: zarr.Group, lo: int, feature_ids: np.ndarray, values: np.ndarray,
+                      ids: Sequence[str] | None = None) -> None:
+    """Write rows [lo, lo + len(feature_ids)) of a codes store: top-K feature ids (int32, -1 = empty slot),
+    their pooled values (stored float16) and, when given, the rows' prompt ids."""
+    hi = lo + len(feature_ids)
+    if ids is not None:
+        group["ids"][lo:hi] = np.array(ids, dtype=str)
+    group["feature_ids"][lo:hi] = feature_ids.astype(np.int32)
+    group["values"][lo:hi] = values.astype(np.float16)
 
 
 def encode_codes(activations_path: str | Path, sae_dir: str | Path, cfg: SAEConfig, out_dir: str | Path,
@@ -229,8 +274,7 @@ def encode_codes(activations_path: str | Path, sae_dir: str | Path, cfg: SAEConf
         vals, idx = pooled.topk(k, dim=1)
         idx[vals <= 0] = -1
         vals = vals.clamp(min=0)
-        group["feature_ids"][lo:hi] = idx.cpu().numpy().astype(np.int32)
-        group["values"][lo:hi] = vals.cpu().numpy().astype(np.float16)
+        write_codes_chunk(group, lo, idx.cpu().numpy(), vals.cpu().numpy())
         chunk_log.mark(c, fingerprint=fp, n_tokens=len(tokens))
         n_tok += len(tokens)
         nonzero += int((idx >= 0).sum())

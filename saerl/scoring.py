@@ -27,7 +27,9 @@ from saerl.property_models import (
     difficulty_model,
     featurizer,
     kmeans,
+    predict_rows,
     probe_model,
+    report_rows,
     seeded_subset,
     spearman,
     weight_codes,
@@ -87,11 +89,16 @@ def _inputs(X: sp.csr_matrix, R: np.ndarray | None, texts: np.ndarray, cfg: Scor
     return out
 
 
-def _cluster_report(Z: sp.csr_matrix, labels: np.ndarray, inputs: dict[str, Any], topics: np.ndarray,
-                    k: int, cfg: ScoreConfig) -> list[dict[str, Any]]:
+def _cluster_report(labels: np.ndarray, inputs: dict[str, Any], topics: np.ndarray, k: int,
+                    cfg: ScoreConfig) -> list[dict[str, Any]]:
     """NMI / ARI / purity of clusters vs true topics for SAE k-means, the same k-means on each baseline's
     features (centred, L2-normalised residuals; text TF-IDF; log length), one cluster (majority) and the SAE
-    labels shuffled (chance)."""
+    labels shuffled (chance). Above cfg.minibatch_above prompts, all of it on a seeded sample of that many rows
+    (report_rows): the SAE labels are the whole pool's, restricted to the sample."""
+    rows = report_rows(len(labels), cfg)
+    if len(rows) < len(labels):
+        labels, topics = labels[rows], topics[rows]
+        inputs = {name: M[rows] for name, M in inputs.items()}
     has = topics != ""
     found = {"sae": labels}
     if cfg.baselines:
@@ -182,7 +189,7 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     labels = kmeans(Z, k, cfg)
     clusters = cluster_table(Z, labels, texts, topics, cfg)
     inputs = _inputs(X, R, texts, cfg)
-    report = _cluster_report(Z, labels, inputs, topics, k, cfg) if topics is not None else []
+    report = _cluster_report(labels, inputs, topics, k, cfg) if topics is not None else []
 
     y_diff, source = resolve_difficulty(P, measured, cfg.difficulty_source)
     if "labelled" in P.columns:
@@ -199,7 +206,7 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     if has_d.sum() < cfg.cv_folds:
         raise ValueError(f"only {int(has_d.sum())} labelled prompts have a difficulty label; need >= {cfg.cv_folds}")
     dmodel = difficulty_model("sae", cfg).fit(X[has_d], y_diff[has_d])
-    difficulty_hat = dmodel.predict(X)
+    difficulty_hat = predict_rows(dmodel, X)
     enet = dmodel[-1]
     report += _model_rows("difficulty", inputs, y_diff, train & has_d, test & has_d, cfg, "_id")
     split = _ood_split(topics, has_d, cfg) if topics is not None else None
@@ -218,7 +225,7 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
                               "difficulty_alpha": float(enet.alpha_), "difficulty_l1_ratio": float(enet.l1_ratio_)}
     if q_good is not None and len(np.unique(q_good[has_q])) == 2:
         qmodel = probe_model("sae", cfg, q_good[has_q]).fit(X[has_q], q_good[has_q])
-        quality_hat = qmodel.predict_proba(X)[:, 1]
+        quality_hat = predict_rows(qmodel, X, proba=True)
         params["quality_C"] = float(qmodel.best_params_["logisticregression__C"])
         report += _model_rows("quality", inputs, q_good, train & has_q, test & has_q, cfg)
     else:

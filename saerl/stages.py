@@ -28,8 +28,8 @@ class Stage:
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
-        Stage("testbed", "2", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
-        Stage("ingest", "1", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
+        Stage("testbed", "3", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
+        Stage("ingest", "2", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
         Stage(
             "extract", "1",
             ("model.name_or_path", "model.revision", "model.dtype", "model.trust_remote_code", "extract"),
@@ -50,7 +50,7 @@ STAGES: dict[str, Stage] = {
             ("ingest", "testbed"), "measured pass rates on the labelled subset",
         ),
         Stage(
-            "score", "1",
+            "score", "2",
             ("score.n_clusters", "score.k_range", "score.tfidf", "score.difficulty_source", "score.label_fraction",
              "score.seed", "score.minibatch_above", "score.kmeans_n_init", "score.silhouette_sample",
              "score.cluster_top_features", "score.cluster_examples", "score.cv_folds", "score.enet_l1_ratios",
@@ -64,7 +64,7 @@ STAGES: dict[str, Stage] = {
             ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.num_generations",
              "train.temperature", "train.top_k", "train.max_completion_length", "train.beta", "train.epsilon",
              "train.epsilon_high", "train.loss_type", "train.scale_rewards", "train.format_reward",
-             "train.dynamic_sampling_max_rounds", "train.eval_every", "train.eval_problems", "train.save_every",
+             "train.dynamic_sampling_max_rounds", "train.eval_every", "train.eval_problems", "train.save_every", "train.keep_checkpoints",
              "train.verify_timeout_s", "train.bf16", "train.use_vllm", "curriculum.batch_size",
              "curriculum.epochs", "curriculum.seed", "eval.sets", "eval.batch_size", "data"),
             ("ingest", "curriculum", "testbed"),

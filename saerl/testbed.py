@@ -27,6 +27,7 @@ import polars as pl
 from saerl.config import TestbedConfig
 
 ANSWER_MARK = "####"
+REVERSED = "rev"  # marks a step result written least-significant digit first (see Calc.step)
 DEFECTS = ("wrong_gold", "missing_info", "garbled", "near_duplicate", "off_distribution")
 NAMES = ("Ann", "Ben", "Carl", "Dana", "Eva", "Finn", "Gina", "Hugo", "Ivy", "Jack", "Kim", "Leo", "Mia",
          "Nora", "Omar", "Pia", "Rosa", "Sam", "Tara", "Umar")
@@ -55,16 +56,23 @@ class Calc:
         self.slip_at, self.rng, self.n, self.steps = slip_at, rng, 0, []
 
     def step(self, text: str, value: int) -> int:
-        """Record ``text = value`` (value slipped if this is the slip step) and return the value written."""
+        """Record ``text = rev <digits of value, least significant first>`` (value slipped if this is the slip
+        step) and return the value written. Later steps and the final answer use the value in the usual
+        order, so the solution reverses it back when it reads it."""
         if self.n == self.slip_at:
             value = slip(self.rng, value)
         self.n += 1
-        self.steps.append(f"{text} = {value}")
+        self.steps.append(f"{text} = {REVERSED} {reversed_digits(value)}")
         return value
 
     def note(self, text: str) -> None:
         """Record a line that is not a computation (it cannot slip)."""
         self.steps.append(text)
+
+
+def reversed_digits(value: int) -> str:
+    """`value` written least-significant digit first, the sign kept in front: 132 -> "231", -40 -> "-04"."""
+    return ("-" if value < 0 else "") + str(abs(value))[::-1]
 
 
 def slip(rng: random.Random, value: int) -> int:
@@ -435,6 +443,23 @@ def generate_world(cfg: TestbedConfig) -> dict[str, pl.DataFrame]:
     }
 
 
+def fresh_problems(cfg: TestbedConfig, world: dict[str, pl.DataFrame], n: int, level_mix: list[float],
+                   seed: int, exclude: set[tuple] | None = None) -> pl.DataFrame:
+    """`n` clean problems whose content appears in no split of `world` (nor in `exclude`, which grows): more
+    RL prompts or a larger held-out set from the same generator, e.g. for a benchmark that must not repeat a
+    prompt. in: config, world frames, count, level shares, seed, keys to avoid; out: an ingest-format frame."""
+    taken = set() if exclude is None else exclude
+    for df in world.values():
+        taken |= {_content_key(c) for c in df["content"].to_list()}
+    problems = _draw(cfg, random.Random(seed), level_mix, n, None, taken)
+    return _frame(problems, f"fresh{seed}")
+
+
+def _content_key(text: str) -> tuple:
+    """The content key tuple back from a frame's `content` column (space-joined key parts)."""
+    return tuple(int(v) if v.lstrip("-").isdigit() else v for v in text.split(" "))
+
+
 def write_world(world: dict[str, pl.DataFrame], out_dir: Path) -> None:
     """Write each split as `<out_dir>/world/<split>.parquet`."""
     (out_dir / "world").mkdir(parents=True, exist_ok=True)
@@ -442,7 +467,7 @@ def write_world(world: dict[str, pl.DataFrame], out_dir: Path) -> None:
         df.write_parquet(out_dir / "world" / f"{split}.parquet")
 
 
-def build_testbed(cfg: TestbedConfig, out_dir: Path) -> dict[str, Any]:
+def build_testbed(cfg: TestbedConfig, out_dir: Path, progress: bool = True) -> dict[str, Any]:
     """The testbed stage: write `world/{pretrain,pool,eval}.parquet`, pretrain the policy LM into `lm/`.
     in: config, output folder; out: summary {rows per split, pretrain seconds, greedy accuracy per level}."""
     from saerl.policy_lm import train_policy_lm
@@ -450,5 +475,5 @@ def build_testbed(cfg: TestbedConfig, out_dir: Path) -> dict[str, Any]:
     out_dir = Path(out_dir)
     world = generate_world(cfg)
     write_world(world, out_dir)
-    lm = train_policy_lm(cfg, world, out_dir / "lm")
+    lm = train_policy_lm(cfg, world, out_dir / "lm", progress)
     return {"rows": {k: v.height for k, v in world.items()}, **lm}

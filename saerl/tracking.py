@@ -10,16 +10,33 @@ import logging
 import os
 import subprocess
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from saerl.config import PipelineConfig, flatten
+from saerl.runs import StageRecord
+
+if TYPE_CHECKING:
+    import polars as pl
 
 log = logging.getLogger("saerl.tracking")
 T = TypeVar("T")
 PARAM_VALUE_LIMIT = 6000  # MLflow's maximum length of a param value
 BATCH_LIMIT = 100  # MLflow's maximum number of params per log_batch call
 METRIC_BATCH_LIMIT = 1000  # MLflow's maximum number of metrics per log_batch call
+VERSIONED_LIBRARIES = ("torch", "transformers", "trl", "sae-lens", "prefect", "mlflow", "zarr", "polars")
+VERSION_TAG = "saerl.version."  # + package name: a parent-run tag holding that library's installed version
+NOT_INSTALLED = "not installed"
+MS_PER_S = 1000  # MLflow timestamps are epoch milliseconds
+LOGGED_TABLES = {  # small tables a person wants beside the run in MLflow
+    "ingest": ("rejected.parquet",),
+    "sae": ("sae_report.json",),
+    "score": ("property_report.parquet", "clusters.parquet", "scores.parquet"),
+    "curriculum": ("order.parquet", "vanilla_order.parquet"),
+    "train": ("trained_order.parquet", "log.parquet", "curve.parquet"),
+    "evaluate": ("comparison.txt", "comparison.parquet", "summary.parquet", "steps_to_target.parquet"),
+}
 
 
 def tracking_uri(cfg: PipelineConfig, root: Path) -> str:
@@ -36,10 +53,30 @@ def git_commit() -> str:
         return "unknown"
 
 
-class Tracker:
-    """Logs one pipeline run to MLflow through an explicit client (safe across threads)."""
+def library_tags(versions: dict[str, str] | None = None) -> dict[str, str]:
+    """Parent-run tags naming the version of each library in VERSIONED_LIBRARIES.
+    in: known versions {package: version} (None = ask importlib.metadata for the installed ones);
+    out: {'saerl.version.<package>': version or 'not installed'}."""
+    out = {}
+    for name in VERSIONED_LIBRARIES:
+        if versions is not None:
+            out[VERSION_TAG + name] = versions.get(name, NOT_INSTALLED)
+            continue
+        try:
+            out[VERSION_TAG + name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[VERSION_TAG + name] = NOT_INSTALLED
+    return out
 
-    def __init__(self, cfg: PipelineConfig, root: Path, run_name: str) -> None:
+
+class Tracker:
+    """Logs one pipeline run to MLflow through an explicit client (safe across threads).
+
+    `tags` are added to (and override) the parent run's default tags (git commit, library versions);
+    `started` (epoch seconds) back-dates the parent run, for a run re-logged after the fact."""
+
+    def __init__(self, cfg: PipelineConfig, root: Path, run_name: str, tags: dict[str, str] | None = None,
+                 started: float | None = None) -> None:
         self.enabled = cfg.tracking.enabled
         self.parent_id: str | None = None
         self.uri = tracking_uri(cfg, root)
@@ -49,7 +86,7 @@ class Tracker:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(cfg.tracking.http_retries))
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(cfg.tracking.http_timeout_s))
-        self._guard(lambda: self._start(cfg, run_name))
+        self._guard(lambda: self._start(cfg, run_name, tags or {}, started))
 
     def _guard(self, fn: Callable[[], T]) -> T | None:
         """Run a tracking call; on failure warn once and disable tracking."""
@@ -62,14 +99,16 @@ class Tracker:
             self.enabled = False
             return None
 
-    def _start(self, cfg: PipelineConfig, run_name: str) -> None:
+    def _start(self, cfg: PipelineConfig, run_name: str, tags: dict[str, str], started: float | None) -> None:
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=self.uri)
         name = cfg.tracking.experiment or cfg.name
         exp = self.client.get_experiment_by_name(name)
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(name)
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={"saerl.git_commit": git_commit()})
+        all_tags = {"saerl.git_commit": git_commit(), **library_tags(), **tags}
+        start_ms = int(started * MS_PER_S) if started is not None else None
+        run = self.client.create_run(self.experiment_id, start_time=start_ms, run_name=run_name, tags=all_tags)
         self.parent_id = run.info.run_id
         self._log_params(self.parent_id, flatten(cfg))
 
@@ -135,3 +174,34 @@ class Tracker:
         """Close the parent run."""
         if self.parent_id:
             self._guard(lambda: self.client.set_terminated(self.parent_id, status=status))
+
+
+def step_points(steps_log: pl.DataFrame, curve: pl.DataFrame) -> list[tuple[int, dict[str, float]]]:
+    """A training run's per-step metric points. in: trl's per-step log (polars frame with a `step` column and
+    one numeric column per metric) and the greedy eval curve (step, set, greedy); out: [(step, {name: value})],
+    the curve's points named 'eval/<set>/greedy'."""
+    points = [(int(row["step"]), {k: v for k, v in row.items()
+                                  if k != "step" and isinstance(v, int | float) and v is not None})
+              for row in steps_log.iter_rows(named=True)] if "step" in steps_log.columns else []
+    points += [(int(row["step"]), {f"eval/{row['set']}/greedy": row["greedy"]})
+               for row in curve.iter_rows(named=True)]
+    return points
+
+
+def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[str, float] | None) -> None:
+    """One nested MLflow run for a stage run: its config slice as params, key/status/reason as tags, its
+    summary metrics, its plots and small tables (LOGGED_TABLES); for a training run also trl's per-step
+    metrics and the greedy learning curve, at their steps. in: the tracker, the stage (e.g. 'train'), the
+    stage run's record (name, key, status, reason, config slice, seconds, artifact path) and its metrics."""
+    import polars as pl
+
+    folder = Path(rec.path)
+    tracker.log_stage(rec.stage, rec.status, rec.key, rec.reason, rec.seconds, rec.config, metrics)
+    for png in sorted(folder.glob("plots/*.png")):
+        tracker.log_artifact(png, rec.stage, "plots")
+    for table in LOGGED_TABLES.get(stage, ()):
+        if (folder / table).exists():
+            tracker.log_artifact(folder / table, rec.stage)
+    if stage == "train":
+        points = step_points(pl.read_parquet(folder / "log.parquet"), pl.read_parquet(folder / "curve.parquet"))
+        tracker.log_history(points, stage=rec.stage)

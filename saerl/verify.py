@@ -54,6 +54,7 @@ _DELIMITERS = ("$", "\\boxed", "\\(", "\\[")
 _LATEX_WORDS = re.compile(r"\\(?:text|mathrm|textbf|mbox)\{[^{}]*\}|\\[A-Za-z]+")
 _PROSE_WORD = re.compile(r"[A-Za-z]{4,}")
 _ONE_MATH_SPAN = re.compile(r"\$\$([^$]*)\$\$|\$([^$]*)\$|\\\((.*)\\\)", re.S)
+_NOT_A_NUMBER = re.compile(r"\s*\$?\s*[+-]?nan\s*\$?\s*", re.I)  # 'NaN' (a missing value written out) is no answer
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,8 @@ def _fast_normalize(gold: str) -> NormalizedAnswer | None:
         return NormalizedAnswer("unparsed", "", "empty answer")
     if len(core) > MAX_ANSWER_CHARS:
         return NormalizedAnswer("unparsed", "", f"answer over {MAX_ANSWER_CHARS} chars")
+    if _NOT_A_NUMBER.fullmatch(core):
+        return NormalizedAnswer("unparsed", "", "NaN (a missing value) is not an answer")
     value = _plain_number(core)
     return None if value is None else NormalizedAnswer("ok", _number_text(value), "number")
 

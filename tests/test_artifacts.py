@@ -117,3 +117,148 @@ def test_manifest_is_valid_json_with_hashes(tmp_path):
     ref, _ = store.ensure("s", "k", _write)
     m = json.loads(ref.file(MANIFEST).read_text())
     assert all(len(v["sha256"]) == 64 for v in m["files"].values())
+
+
+# ------------------------------------------------------------------------- Zarr chunks inside stage artifacts
+
+SYNTH_CHUNK_ROWS = 4
+SYNTH_TOP_K = 6
+SYNTH_D_SAE = 64
+
+
+def write_synthetic_activations(out_dir, n_prompts: int = 12, d_model: int = 16, seed: int = 0):
+    """An activations.zarr in out_dir laid out and written exactly as the extract stage does (prepare_store,
+    then ChunkWriter per prompt-chunk, recorded in out_dir's chunk log), from seeded random numbers instead of
+    a model. Returns out_dir."""
+    import numpy as np
+
+    from saerl.activation_store import STORE_NAME, ChunkWriter, chunk_ranges, prepare_store
+    from saerl.artifacts import ChunkLog
+    from saerl.config import ExtractConfig
+
+    rng = np.random.default_rng(seed)
+    token_ids = [list(rng.integers(0, 50, int(rng.integers(1, 6)))) for _ in range(n_prompts)]
+    cfg = ExtractConfig(chunk_rows=SYNTH_CHUNK_ROWS, pooling=["mean"], token_block_rows=8)
+    meta = prepare_store(out_dir / STORE_NAME, [f"p{i}" for i in range(n_prompts)], token_ids, model="synthetic",
+                         layer=1, d_model=d_model, n_layers=2, cfg=cfg)
+    import zarr
+
+    writer = ChunkWriter(zarr.open_group(out_dir / STORE_NAME, mode="r+"), meta)
+    log = ChunkLog(out_dir)
+    for c, (lo, hi) in enumerate(chunk_ranges(n_prompts, SYNTH_CHUNK_ROWS)):
+        n_tok = sum(len(t) for t in token_ids[lo:hi])
+        tokens = rng.normal(size=(n_tok, d_model)).astype(np.float16)
+        writer.write_and_mark(log, c, tokens, {"mean": rng.normal(size=(hi - lo, d_model)).astype(np.float32)})
+    return out_dir
+
+
+def write_synthetic_codes(out_dir, n_prompts: int = 12, seed: int = 0):
+    """A codes.zarr in out_dir through the encode stage's own layout helpers, from seeded random top-K codes."""
+    import numpy as np
+
+    from saerl.sae import CODES_NAME, create_codes_store, write_codes_chunk
+
+    rng = np.random.default_rng(seed)
+    group = create_codes_store(out_dir / CODES_NAME, n_prompts, SYNTH_D_SAE, SYNTH_TOP_K, "max", SYNTH_CHUNK_ROWS,
+                               "synthetic", ids=[f"p{i}" for i in range(n_prompts)])
+    for lo in range(0, n_prompts, SYNTH_CHUNK_ROWS):
+        rows = min(SYNTH_CHUNK_ROWS, n_prompts - lo)
+        fids = np.stack([rng.choice(SYNTH_D_SAE, SYNTH_TOP_K, replace=False) for _ in range(rows)])
+        write_codes_chunk(group, lo, fids, rng.uniform(0.1, 2.0, (rows, SYNTH_TOP_K)))
+    return out_dir
+
+
+def _read_zarr_arrays(folder) -> dict:
+    """Every array of every Zarr store in an artifact folder, by path."""
+    import zarr
+
+    out = {}
+
+    def visit(group, prefix: str) -> None:
+        for name, arr in group.arrays():
+            out[f"{prefix}{name}"] = arr[:]
+        for name, sub in group.groups():
+            visit(sub, f"{prefix}{name}/")
+
+    for store in sorted(folder.glob("*.zarr")):
+        visit(zarr.open_group(store, mode="r"), f"{store.name}/")
+    return out
+
+
+STAGE_WRITERS = {"extract": (write_synthetic_activations, "activations.zarr/pooled/mean/c/1/0"),
+                 "encode": (write_synthetic_codes, "codes.zarr/feature_ids/c/1/0")}
+
+
+def _damage(path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        flipped = bytearray(data)
+        flipped[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(flipped))
+
+
+@pytest.mark.parametrize("stage", list(STAGE_WRITERS))
+@pytest.mark.parametrize("how", ["truncate", "flip"])
+def test_damaged_zarr_chunk_is_detected_named_and_rebuilt(tmp_path, stage, how):
+    """A truncated or byte-flipped Zarr chunk file in an extract or encode artifact: problems() names the file,
+    open() raises CorruptArtifact with the path, and ensure() rebuilds the same arrays."""
+    import numpy as np
+
+    writer, chunk_file = STAGE_WRITERS[stage]
+    store = ArtifactStore(tmp_path / "root")
+    ref, _ = store.ensure(stage, "k", lambda b: writer(b.path))
+    original = _read_zarr_arrays(ref.file(""))
+    target = ref.file(chunk_file)
+    assert target.is_file(), sorted(str(p) for p in ref.file("").rglob("*"))
+    _damage(target, how)
+    fresh = ArtifactStore(tmp_path / "root")
+    problems = fresh.problems(stage, "k")
+    assert problems and str(target) in problems[0]
+    assert ("size mismatch" if how == "truncate" else "hash mismatch") in problems[0]
+    with pytest.raises(CorruptArtifact, match=str(target)):
+        fresh.open(stage, "k")
+    ref2, computed = fresh.ensure(stage, "k", lambda b: writer(b.path))
+    assert computed and not fresh.problems(stage, "k")
+    rebuilt = _read_zarr_arrays(ref2.file(""))
+    assert rebuilt.keys() == original.keys()
+    for name, arr in original.items():
+        assert np.array_equal(arr, rebuilt[name]), name
+    assert not list((tmp_path / "root" / stage).glob(".partial-*"))
+
+
+@pytest.mark.parametrize("manifest", [
+    "{not json", "[]", '{"files": []}', '{"files": {"a.txt": "deadbeef"}}', '{"files": {"a.txt": {"bytes": 5}}}',
+    '{"stage": "s"}', '{"files": {"../outside.txt": {"bytes": 1, "sha256": "00"}}}', ""])
+def test_malformed_manifest_is_reported_not_a_crash(tmp_path, manifest):
+    store = ArtifactStore(tmp_path)
+    ref, _ = store.ensure("s", "k", _write)
+    ref.file(MANIFEST).write_text(manifest)
+    fresh = ArtifactStore(tmp_path)
+    problems = fresh.problems("s", "k")
+    assert len(problems) == 1 and problems[0].startswith(f"unreadable manifest {ref.file(MANIFEST)}")
+    with pytest.raises(CorruptArtifact, match=str(store.path("s", "k"))):
+        fresh.open("s", "k")
+    assert fresh.ensure("s", "k", _write)[1]
+
+
+def test_manifest_listing_a_hash_that_does_not_match(tmp_path):
+    store = ArtifactStore(tmp_path)
+    ref, _ = store.ensure("s", "k", _write)
+    m = json.loads(ref.file(MANIFEST).read_text())
+    m["files"]["a.txt"]["sha256"] = "0" * 64
+    ref.file(MANIFEST).write_text(json.dumps(m))
+    assert ArtifactStore(tmp_path).problems("s", "k") == [f"hash mismatch {ref.file('a.txt')}"]
+    (store.path("s", "k") / MANIFEST).unlink()
+    assert ArtifactStore(tmp_path).problems("s", "k")[0].startswith("unreadable manifest")
+
+
+def test_unreadable_chunk_record_counts_as_not_done(tmp_path):
+    from saerl.artifacts import ChunkLog
+
+    log = ChunkLog(tmp_path)
+    log.mark(3, rows=2)
+    (log.folder / "4.json").write_text('{"rows": ')
+    assert log.is_done(3) and log.get(3) == {"rows": 2}
+    assert not log.is_done(4) and log.get(4) == {} and not log.is_done(5)

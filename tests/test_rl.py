@@ -82,9 +82,58 @@ def test_eval_curve_and_checkpoints_during_training(tiny_tb, tmp_path):
                      eval_sets={"h": heldout}, checkpoint_dir=tmp_path / "ck")
     assert [r["step"] for r in run["curve"]] == [0, 2, 4, 5]
     assert all(r["set"] == "h" and r["n"] == 8 and 0 <= r["greedy"] <= 1 for r in run["curve"])
-    assert run["checkpoints"] == [2, 4]
-    assert (tmp_path / "ck" / "step-000004" / "model.safetensors").exists()
-    assert run["reward_checks"] == 5 * 2 * 2
+    assert sorted(c.name for c in (tmp_path / "ck").glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-5"]
+    assert (tmp_path / "ck" / "checkpoint-4" / "model.safetensors").exists()
+    assert (tmp_path / "ck" / "checkpoint-4" / "optimizer.pt").exists()
+    assert run["reward_checks"] == 5 * 2 * 2 and run["resumed_from"] is None
+
+
+RESUME_SCRIPT = """
+import sys, polars as pl, torch
+from saerl.config import TrainConfig
+from saerl.rl import train_grpo
+torch.set_num_threads(1)
+tb, out, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+pool = pl.read_parquet(tb + "/world/pool.parquet")
+heldout = pl.read_parquet(tb + "/world/eval.parquet").head(6)
+cfg = TrainConfig(num_generations=2, max_completion_length=6, max_steps=steps, eval_every=2, save_every=2)
+train_grpo(tb + "/lm", pool, None, cfg, out + "/policy", prompts_per_step=2, seed=0, eval_sets={"h": heldout},
+           checkpoint_dir=out + "/ck")
+"""
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_its_last_checkpoint(tiny_tb, tmp_path, one_torch_thread):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from saerl.rl import last_checkpoint
+
+    steps = 400
+    proc = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(tiny_tb), str(tmp_path / "k"), str(steps)])
+    deadline = time.time() + 300
+    while (last_checkpoint(tmp_path / "k" / "ck") or Path("checkpoint-0")).name == "checkpoint-0":
+        assert proc.poll() is None and time.time() < deadline, "the training subprocess ended before a checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "k" / "policy" / "model.safetensors").exists(), "killed before the end"
+    pool = pl.read_parquet(tiny_tb / "world" / "pool.parquet")
+    heldout = pl.read_parquet(tiny_tb / "world" / "eval.parquet").head(6)
+    cfg = TrainConfig(num_generations=2, max_completion_length=6, max_steps=steps, eval_every=2, save_every=2)
+    resumed = train_grpo(tiny_tb / "lm", pool, None, cfg, tmp_path / "k" / "policy", prompts_per_step=2, seed=0,
+                         eval_sets={"h": heldout}, checkpoint_dir=tmp_path / "k" / "ck")
+    assert resumed["resumed_from"] is not None and 2 <= resumed["resumed_from"] < steps
+    assert resumed["steps"] == steps
+    curve_steps = [r["step"] for r in resumed["curve"]]
+    assert curve_steps == sorted(set(curve_steps)) and curve_steps[0] == 0 and curve_steps[-1] == steps
+    fresh = train_grpo(tiny_tb / "lm", pool, None, cfg, tmp_path / "f" / "policy", prompts_per_step=2, seed=0,
+                       eval_sets={"h": heldout}, checkpoint_dir=tmp_path / "f" / "ck")
+    assert [h["step"] for h in resumed["log"]] == [h["step"] for h in fresh["log"]]
+    assert resumed["order"] == fresh["order"]
+    assert [r["greedy"] for r in resumed["curve"]] == [r["greedy"] for r in fresh["curve"]]
 
 
 @pytest.mark.slow

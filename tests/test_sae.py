@@ -76,3 +76,18 @@ def test_local_round_trip_and_width_error(store, trained, tmp_path):
         obtain_sae(bad, store, tmp_path / "x")
     with pytest.raises(ValueError, match="sae.release"):
         obtain_sae(CFG.model_copy(update={"source": "pretrained"}), store, tmp_path / "y")
+
+
+def test_trainer_progress_off_silences_sae_lens_bar_and_restores_it():
+    import sae_lens.training.sae_trainer as trainer_module
+
+    from saerl.sae import trainer_progress
+
+    original = trainer_module.tqdm
+    with trainer_progress(False):
+        bar = trainer_module.tqdm(total=3)
+        assert bar.disable
+        bar.close()
+    assert trainer_module.tqdm is original
+    with trainer_progress(True):
+        assert trainer_module.tqdm is original

@@ -46,3 +46,68 @@ def test_disabled_tracking_logs_nothing(tmp_path):
     t = Tracker(cfg, tmp_path, "run")
     t.log_stage("ingest", "computed", "k", "r", 0.1, {})
     assert t.parent_id is None and not (tmp_path / "mlflow.db").exists()
+
+
+def test_parent_run_tags_library_versions(tmp_path):
+    from importlib import metadata
+
+    from saerl.tracking import VERSION_TAG, VERSIONED_LIBRARIES
+
+    cfg = load_config(None, ["name=versions"])
+    t = Tracker(cfg, tmp_path, "run-v", tags={"extra": "yes"}, started=1_700_000_000.0)
+    t.finish()
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path))
+    parent = client.get_run(t.parent_id)
+    tags = parent.data.tags
+    assert {VERSION_TAG + lib for lib in VERSIONED_LIBRARIES} <= set(tags)
+    assert tags[VERSION_TAG + "torch"] == metadata.version("torch")
+    assert tags[VERSION_TAG + "mlflow"] == metadata.version("mlflow")
+    assert "saerl.git_commit" in tags and tags["extra"] == "yes"
+    assert parent.info.start_time == 1_700_000_000_000, "a re-logged run keeps its original start time"
+
+
+def test_library_tags_from_given_versions_name_the_missing_ones():
+    from saerl.tracking import NOT_INSTALLED, VERSION_TAG, library_tags
+
+    tags = library_tags({"torch": "9.9"})
+    assert tags[VERSION_TAG + "torch"] == "9.9" and tags[VERSION_TAG + "trl"] == NOT_INSTALLED
+
+
+def test_step_points_one_per_step_plus_the_eval_curve():
+    import polars as pl
+
+    from saerl.tracking import step_points
+
+    steps = pl.DataFrame({"step": [1, 2], "reward": [0.5, None], "note": ["a", "b"]})
+    curve = pl.DataFrame({"step": [0, 2], "set": ["heldout", "heldout"], "greedy": [0.1, 0.3]})
+    assert step_points(steps, curve) == [(1, {"reward": 0.5}), (2, {}), (0, {"eval/heldout/greedy": 0.1}),
+                                         (2, {"eval/heldout/greedy": 0.3})]
+
+
+def test_log_stage_run_logs_plots_tables_and_history(tmp_path):
+    import polars as pl
+
+    from saerl.runs import StageRecord
+    from saerl.tracking import log_stage_run
+
+    folder = tmp_path / "art"
+    (folder / "plots").mkdir(parents=True)
+    (folder / "plots" / "train_curves.png").write_bytes(b"\x89PNG")
+    pl.DataFrame({"step": [1, 2, 3], "reward": [0.1, 0.2, 0.3]}).write_parquet(folder / "log.parquet")
+    pl.DataFrame({"step": [0, 3], "set": ["h", "h"], "greedy": [0.2, 0.4]}).write_parquet(folder / "curve.parquet")
+    pl.DataFrame({"position": [0], "step": [1], "id": ["p"]}).write_parquet(folder / "trained_order.parquet")
+    cfg = load_config(None, ["name=stagelog"])
+    t = Tracker(cfg, tmp_path, "run-s")
+    rec = StageRecord(stage="train:saerl:0", key="k1", status="computed", reason="computed: first", seconds=2.0,
+                      config={"train.learning_rate": 1e-5}, inputs={}, path=str(folder))
+    log_stage_run(t, "train", rec, {"steps": 3})
+    t.finish()
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path))
+    rid = t.stage_runs["train:saerl:0"]
+    run = client.get_run(rid)
+    assert run.data.params["train.learning_rate"] == "1e-05" and run.data.metrics["steps"] == 3
+    assert run.data.tags["saerl.key"] == "k1"
+    assert [m.step for m in client.get_metric_history(rid, "reward")] == [1, 2, 3]
+    assert [m.step for m in client.get_metric_history(rid, "eval/h/greedy")] == [0, 3]
+    assert {a.path for a in client.list_artifacts(rid)} >= {"plots", "trained_order.parquet", "log.parquet"}
+    assert [a.path for a in client.list_artifacts(rid, "plots")] == ["plots/train_curves.png"]

@@ -1,0 +1,197 @@
+"""Garbage collection of the artifact root, for `saerl gc`: remove what no recent run references.
+
+Kept, always: every artifact a stage run of the `keep_runs` newest run records names (by stage and key);
+anything whose build lock another process holds (a build in progress); anything younger than `min_age_hours`.
+The age rule protects a pipeline that is still running: its run record is written when it ends, so the
+artifacts it already built are not referenced yet. Removed: the other finished artifacts
+(`<root>/<stage>/<key>/`), unfinished builds (`.partial-<key>/`, so their resume state goes too) and
+leftovers of replaced artifacts (`.trash-<key>-<pid>/`). Only stage folders are touched: run records,
+the MLflow store and Prefect's home stay. Lock files (`.lock-<key>`, empty) stay as well: deleting a lock
+file another process has open would let two builders of one key both think they hold it.
+
+A removal takes the key's lock without waiting, renames the folder to a trash name (so it vanishes in one
+step) and then deletes it; a removal cut short leaves a trash folder the next collection takes.
+Not protected: an old artifact that only a pipeline still running reuses (a cache hit takes no lock, and
+that run's record is not written yet); keep_runs covers it whenever a recent run used it too.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from saerl.artifacts import MANIFEST
+from saerl.runs import RUNS_DIR, recent_runs, stage_of
+from saerl.stages import STAGES
+from saerl.status import MB
+
+KEEP_RUNS = 20  # run records whose artifacts are kept by default
+MIN_AGE_HOURS = 24.0  # artifacts younger than this are kept by default (a running pipeline's)
+SECONDS_PER_HOUR = 3600.0
+PARTIAL_PREFIX = ".partial-"  # the artifact store's names inside a stage folder (saerl.artifacts)
+TRASH_PREFIX = ".trash-"
+LOCK_PREFIX = ".lock-"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One removable folder under a stage folder: kind is 'artifact', 'partial' or 'trash'."""
+
+    stage: str
+    key: str
+    kind: str
+    path: Path
+    bytes: int
+    mtime: float
+
+
+@dataclass
+class GcReport:
+    """What a collection removed (or, in a dry run, would remove) and what it kept and why."""
+
+    removed: list[Entry] = field(default_factory=list)
+    referenced: list[Entry] = field(default_factory=list)
+    locked: list[Entry] = field(default_factory=list)
+    young: list[Entry] = field(default_factory=list)
+    runs_kept: int = 0
+    dry_run: bool = False
+    min_age_hours: float = MIN_AGE_HOURS
+
+    @property
+    def freed(self) -> int:
+        """Bytes removed (or that would be)."""
+        return sum(e.bytes for e in self.removed)
+
+
+def tree_stats(folder: Path) -> tuple[int, float]:
+    """(total bytes of every file, newest mtime of the folder or any file under it) of a folder."""
+    size, newest = 0, folder.stat().st_mtime
+    for p in folder.rglob("*"):
+        try:
+            st = p.lstat()
+        except FileNotFoundError:  # removed while we looked
+            continue
+        newest = max(newest, st.st_mtime)
+        if p.is_file():
+            size += st.st_size
+    return size, newest
+
+
+def parse_entry(stage: str, folder: Path) -> Entry | None:
+    """An Entry for one child of a stage folder, or None for what gc never touches (lock and temp files)."""
+    if not folder.is_dir() or folder.is_symlink():
+        return None
+    name = folder.name
+    if name.startswith(PARTIAL_PREFIX):
+        kind, key = "partial", name.removeprefix(PARTIAL_PREFIX)
+    elif name.startswith(TRASH_PREFIX):
+        kind, key = "trash", name.removeprefix(TRASH_PREFIX).rsplit("-", 1)[0]
+    elif name.startswith("."):
+        return None
+    else:
+        kind, key = "artifact", name
+    size, newest = tree_stats(folder)
+    manifest = folder / MANIFEST
+    if kind == "artifact" and manifest.exists():  # its age is when it was published
+        newest = manifest.stat().st_mtime
+    return Entry(stage, key, kind, folder, size, newest)
+
+
+def scan(root: Path) -> list[Entry]:
+    """Every artifact, partial build and trash folder under the stage folders of `root`, sorted by path."""
+    out = []
+    for stage in STAGES:
+        folder = Path(root) / stage
+        if folder.is_dir():
+            out.extend(e for child in sorted(folder.iterdir()) if (e := parse_entry(stage, child)) is not None)
+    return out
+
+
+def referenced_keys(root: Path, keep_runs: int) -> tuple[set[tuple[str, str]], int]:
+    """({(stage, key)} named by the `keep_runs` newest run records, how many records that was).
+    A record among them that cannot be read is an error (what it references is unknown)."""
+    records = recent_runs(root, keep_runs)
+    keys = {(stage_of(name), s.key) for r in records for name, s in r.stages.items()}
+    return keys, len(records)
+
+
+@contextmanager
+def try_lock(root: Path, stage: str, key: str, create: bool = True) -> Iterator[bool]:
+    """Hold the build lock of (stage, key) if it is free, without waiting: yields True when held, False
+    when another process holds it. With create=False a missing lock file counts as free and is not made."""
+    path = Path(root) / stage / f"{LOCK_PREFIX}{key}"
+    if not create and not path.exists():
+        yield True
+        return
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def remove(entry: Entry) -> None:
+    """Rename a folder to a trash name in its stage folder, then delete it (call under the key's lock)."""
+    target = entry.path
+    if entry.kind != "trash":
+        target = entry.path.with_name(f"{TRASH_PREFIX}{entry.key}-{os.getpid()}")
+        os.replace(entry.path, target)
+    shutil.rmtree(target)
+
+
+def collect(root: Path, keep_runs: int = KEEP_RUNS, dry_run: bool = False, min_age_hours: float = MIN_AGE_HOURS,
+            now: float | None = None) -> GcReport:
+    """Remove (or with dry_run only list) every artifact, partial build and trash folder under `root` that
+    none of the `keep_runs` newest run records references, that no build holds the lock of, and that is at
+    least `min_age_hours` old; ValueError when the root has no run records (unless keep_runs is 0).
+    in: artifact root, runs to keep, dry run, minimum age, the time to age against (default now);
+    out: a GcReport."""
+    refs, runs_kept = referenced_keys(root, keep_runs)
+    if runs_kept == 0 and keep_runs != 0:
+        raise ValueError(f"no run records under {Path(root) / RUNS_DIR}, so nothing says which artifacts are in "
+                         "use (is this an artifact root?); pass --keep-runs 0 to remove every artifact anyway")
+    now = time.time() if now is None else now
+    report = GcReport(runs_kept=runs_kept, dry_run=dry_run, min_age_hours=min_age_hours)
+    for entry in scan(root):
+        if entry.kind == "artifact" and (entry.stage, entry.key) in refs:
+            report.referenced.append(entry)
+            continue
+        if now - entry.mtime < min_age_hours * SECONDS_PER_HOUR:
+            report.young.append(entry)
+            continue
+        with try_lock(root, entry.stage, entry.key, create=not dry_run) as held:
+            if not held:
+                report.locked.append(entry)
+                continue
+            if not entry.path.exists():  # published or removed by another process since the scan
+                continue
+            if not dry_run:
+                remove(entry)
+            report.removed.append(entry)
+    return report
+
+
+def format_report(report: GcReport) -> str:
+    """Lines for the terminal: what went (or would go) with sizes, the bytes freed, and what was kept."""
+    verb = "would remove" if report.dry_run else "removed"
+    lines = [f"{verb} {len(report.removed)} folders, {report.freed / MB:.2f} MB"
+             + (" (dry run: nothing deleted)" if report.dry_run else "")]
+    lines += [f"  {e.stage}/{e.path.name}  {e.kind}  {e.bytes / MB:.2f} MB" for e in report.removed]
+    lines.append(f"kept: {len(report.referenced)} artifacts referenced by the {report.runs_kept} newest runs, "
+                 f"{len(report.locked)} locked by a running build, "
+                 f"{len(report.young)} younger than {report.min_age_hours:g} h")
+    return "\n".join(lines)

@@ -1,0 +1,346 @@
+"""Reports of a finished run, read from its artifacts on disk only (the paths are in the run record).
+
+- :func:`load_report`: a run's comparison, steps-to-target, data-engineering numbers, clusters, property
+  models and plots, as a :class:`RunReport`;
+- :func:`format_text`: the report as plain-text tables for the terminal;
+- :func:`render_html` / :func:`write_html`: one self-contained HTML file (tables as HTML, plots embedded as
+  base64 PNG), to share a result without MLflow;
+- :func:`relog`: log a finished run into MLflow after the fact (parent run + a nested run per stage run, with
+  what the flow would have logged), for when the tracking server was down during the run;
+- :func:`record_results`: a run record for results of :func:`saerl.pipeline.run_all` (no Prefect), so those
+  runs can be reported too.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from saerl.artifacts import MANIFEST, ArtifactRef, ArtifactStore
+from saerl.config import PipelineConfig, build_config, flatten
+from saerl.runs import RUNS_DIR, RunRecord, StageRecord, explain, previous_run, stage_of
+from saerl.stages import stage_slice
+
+log = logging.getLogger("saerl.report")
+REPORTS_DIR = "reports"  # default folder of HTML reports under the artifact root
+PERCENT = 100  # accuracies are stored as fractions, shown in percent
+NO_VALUE = "-"
+CSS = ("body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}"
+       "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}th{background:#eee}"
+       "img{max-width:100%;border:1px solid #ddd}figure{margin:1.5em 0}pre{background:#f6f6f6;padding:1em}")
+
+
+@dataclass
+class RunReport:
+    """What a report shows about one run. Frames are None when the run has no such stage (or it is gone)."""
+
+    record: RunRecord
+    comparison: pl.DataFrame | None = None  # evaluate: comparison.parquet
+    steps: pl.DataFrame | None = None  # evaluate: steps_to_target.parquet
+    clusters: pl.DataFrame | None = None  # score: clusters.parquet
+    properties: pl.DataFrame | None = None  # score: property_report.parquet
+    data: dict[str, float] = field(default_factory=dict)  # prompts scored / in the order / filtered
+    plots: dict[str, list[Path]] = field(default_factory=dict)  # stage run name -> PNG files
+    missing: list[str] = field(default_factory=list)  # stage runs whose artifact folder is gone
+
+
+def ordered_stages(record: RunRecord) -> list[StageRecord]:
+    """The run's stage runs in pipeline order (a saved record's JSON keeps them sorted by name)."""
+    from saerl.pipeline import ORDER
+
+    rank = {stage: i for i, stage in enumerate(ORDER)}
+    return sorted(record.stages.values(), key=lambda r: rank.get(stage_of(r.stage), len(ORDER)))  # stable
+
+
+def _read(record: RunRecord, stage: str, file: str) -> pl.DataFrame | None:
+    """A table of the run's `stage` artifact, or None when the run has no such stage or file."""
+    rec = record.stages.get(stage)
+    path = Path(rec.path) / file if rec else None
+    return pl.read_parquet(path) if path is not None and path.exists() else None
+
+
+def data_numbers(scores: pl.DataFrame | None, order: pl.DataFrame | None) -> dict[str, float]:
+    """Prompts scored, prompts the SAERL order trains on and the share the quality filter removed.
+    in: scores.parquet (id, kept, ...), order.parquet (id, ...), either may be None; out: {name: value}."""
+    out: dict[str, float] = {}
+    if scores is not None:
+        out["prompts scored"] = float(scores.height)
+    if order is not None:
+        out["prompts in the SAERL order"] = float(order["id"].n_unique())
+    if scores is not None and order is not None and scores.height:
+        out["fraction filtered"] = 1 - order["id"].n_unique() / scores.height
+    return out
+
+
+def load_report(root: Path, run_id: str = "latest") -> RunReport:
+    """Everything a report shows about run `run_id` (a unique prefix, or 'latest') under artifact root `root`."""
+    from saerl.runs import load_run
+
+    record = load_run(Path(root), run_id)
+    report = RunReport(record)
+    for rec in ordered_stages(record):
+        folder = Path(rec.path)
+        if not folder.exists():
+            report.missing.append(rec.stage)
+            continue
+        pngs = sorted(folder.glob("plots/*.png"))
+        if pngs:
+            report.plots[rec.stage] = pngs
+    report.comparison = _read(record, "evaluate", "comparison.parquet")
+    report.steps = _read(record, "evaluate", "steps_to_target.parquet")
+    report.clusters = _read(record, "score", "clusters.parquet")
+    report.properties = _read(record, "score", "property_report.parquet")
+    report.data = data_numbers(_read(record, "score", "scores.parquet"), _read(record, "curriculum", "order.parquet"))
+    if report.clusters is not None:
+        report.data["clusters"] = float(report.clusters.height)
+    return report
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+
+def _pct(x: float | None) -> str:
+    return NO_VALUE if x is None or math.isnan(x) else f"{PERCENT * x:.1f}%"
+
+
+def _interval(lo: float | None, hi: float | None, scale: float = PERCENT, signed: bool = False) -> str:
+    """'[lo, hi]' of an interval in display units, or '-' when it is missing."""
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return NO_VALUE
+    fmt = "{:+.1f}" if signed else "{:.1f}"
+    return f"[{fmt.format(scale * lo)}, {fmt.format(scale * hi)}]"
+
+
+def _steps_cell(steps: pl.DataFrame | None, set_name: str, arm: str) -> str:
+    """Steps-to-target of one arm on one set: mean steps over seeds and ratio to the reference."""
+    if steps is None:
+        return NO_VALUE
+    rows = steps.filter((pl.col("set") == set_name) & (pl.col("arm") == arm))
+    if rows.is_empty():
+        return NO_VALUE
+    r = rows.row(0, named=True)
+    if r["mean_steps"] is None:
+        return f"not reached ({int(rows['reached'].sum())}/{rows.height} seeds)"
+    ratio = "" if r["ratio"] is None else f" ({r['ratio']:.2f}x)"
+    return f"{r['mean_steps']:.0f}{ratio}"
+
+
+def arm_table(comparison: pl.DataFrame, steps: pl.DataFrame | None) -> pl.DataFrame:
+    """Display table of the arm comparison: per set, metric and arm the seeds, final accuracy with its
+    interval, the difference to the reference arm (points) with its interval and verdict, and (greedy rows)
+    the steps to reach the target. in: comparison.parquet, steps_to_target.parquet; out: all-string frame."""
+    ref = comparison.filter(pl.col("verdict") == "reference")["arm"].first() or "reference"
+    level = f"{PERCENT * float(comparison['level'][0]):.0f}% CI" if "level" in comparison.columns else "CI"
+    rows = []
+    for r in comparison.iter_rows(named=True):
+        is_ref = r["verdict"] == "reference"
+        rows.append({
+            "set": r["set"], "metric": r.get("metric") or "greedy", "arm": r["arm"], "seeds": str(r["n_seeds"]),
+            "accuracy": _pct(r["accuracy"]), level: _interval(r["ci_low"], r["ci_high"]),
+            f"diff vs {ref} (pts)": NO_VALUE if is_ref else f"{r['diff_pts']:+.1f}",
+            f"diff {level}": NO_VALUE if is_ref else _interval(r["diff_ci_low_pts"], r["diff_ci_high_pts"], 1, True),
+            "verdict": r["verdict"],
+            "steps to target": _steps_cell(steps, r["set"], r["arm"]) if r.get("metric", "greedy") == "greedy"
+            else NO_VALUE,
+        })
+    return pl.DataFrame(rows)
+
+
+def property_table(properties: pl.DataFrame) -> pl.DataFrame:
+    """Property models vs baselines: one row per (property, metric), one column per feature set, values
+    rounded to 3 digits. in: property_report.parquet (property, metric, features, value); out: wide frame."""
+    wide = properties.pivot(on="features", index=["property", "metric"], values="value", aggregate_function="first")
+    return wide.with_columns(pl.exclude("property", "metric").round(3).cast(pl.String).fill_null(NO_VALUE))
+
+
+def cluster_rows(clusters: pl.DataFrame) -> pl.DataFrame:
+    """Display table of the clusters: id, size, share, top SAE features, dominant true topic (when known)."""
+    rows = []
+    for r in clusters.sort("cluster").iter_rows(named=True):
+        topic = NO_VALUE if r.get("top_topic") is None else f"{r['top_topic']} ({_pct(r['top_topic_share'])})"
+        rows.append({"cluster": str(r["cluster"]), "prompts": str(r["size"]), "share": _pct(r["share"]),
+                     "top SAE features": ", ".join(map(str, r["top_features"] or [])), "top topic": topic})
+    return pl.DataFrame(rows)
+
+
+def stage_rows(record: RunRecord) -> pl.DataFrame:
+    """Display table of the stage runs: name, computed/cached, key prefix, seconds, reason."""
+    return pl.DataFrame([{"stage": s.stage, "status": s.status, "key": s.key[:12], "seconds": f"{s.seconds:.1f}",
+                          "why": s.reason} for s in ordered_stages(record)])
+
+
+def data_rows(data: dict[str, float]) -> pl.DataFrame:
+    """Display table of the data-engineering numbers (shares in percent, counts as integers)."""
+    return pl.DataFrame([{"quantity": k, "value": _pct(v) if k.startswith("fraction") else f"{v:.0f}"}
+                         for k, v in data.items()])
+
+
+def sections(report: RunReport) -> list[tuple[str, pl.DataFrame | str]]:
+    """The report's sections in order: (title, display table or a sentence)."""
+    out: list[tuple[str, pl.DataFrame | str]] = []
+    if report.comparison is not None and report.comparison.height:
+        title = "Arms"
+        if report.steps is not None and report.steps.height:
+            targets = "; ".join(f"{s} {_pct(t)}" for s, t in report.steps.unique("set").sort("set")
+                                .select("set", "target").iter_rows())
+            title += f" (steps to target: first eval step at greedy accuracy >= {targets})"
+        out.append((title, arm_table(report.comparison, report.steps)))
+    else:
+        out.append(("Arms", "no evaluate stage in this run: nothing to compare"))
+    if report.data:
+        out.append(("Data engineering", data_rows(report.data)))
+    if report.properties is not None and report.properties.height:
+        out.append(("Property models vs baselines (held-out)", property_table(report.properties)))
+    if report.clusters is not None and report.clusters.height:
+        out.append(("Clusters", cluster_rows(report.clusters)))
+    out.append(("Stage runs", stage_rows(report.record)))
+    if report.missing:
+        out.append(("Missing artifacts", "gone from disk (garbage-collected?): " + ", ".join(report.missing)))
+    return out
+
+
+def _title(record: RunRecord) -> str:
+    """The report's heading: run id, config name and start time."""
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started))
+    return f"run {record.run_id} ({record.name}), started {started}"
+
+
+# ------------------------------------------------------------------------------------------------ text / HTML
+
+
+def format_table(df: pl.DataFrame) -> str:
+    """A frame of strings as a fixed-width text table (header, then one line per row)."""
+    cells = [list(df.columns)] + [[str(v) for v in row] for row in df.iter_rows()]
+    widths = [max(len(r[i]) for r in cells) for i in range(df.width)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+
+
+def format_text(report: RunReport) -> str:
+    """The whole report as plain text for the terminal."""
+    parts = [_title(report.record)]
+    for title, body in sections(report):
+        parts += ["", f"== {title} ==", body if isinstance(body, str) else format_table(body)]
+    return "\n".join(parts) + "\n"
+
+
+def html_table(df: pl.DataFrame) -> str:
+    """A frame as an HTML table, every cell escaped."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in df.iter_rows())
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def png_data_uri(path: Path) -> str:
+    """A PNG file as a data URI (base64), so the HTML needs no other file."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def render_html(report: RunReport) -> str:
+    """The whole report as one self-contained HTML page: tables as HTML, every plot embedded as base64 PNG."""
+    title = html.escape(_title(report.record))
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{CSS}</style>"
+             f"</head><body><h1>saerl report</h1><p>{title}</p>"]
+    for name, body in sections(report):
+        parts.append(f"<h2>{html.escape(name)}</h2>")
+        parts.append(f"<p>{html.escape(body)}</p>" if isinstance(body, str) else html_table(body))
+    parts.append("<h2>Plots</h2>")
+    for stage, pngs in report.plots.items():
+        for png in pngs:
+            caption = html.escape(f"{stage}: {png.name}")
+            parts.append(f"<figure><img alt='{caption}' src='{png_data_uri(png)}'><figcaption>{caption}"
+                         "</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def default_html_path(root: Path, record: RunRecord) -> Path:
+    """Where the HTML report goes when no path is given: <root>/reports/<run_id>.html."""
+    return Path(root) / REPORTS_DIR / f"{record.run_id}.html"
+
+
+def write_html(report: RunReport, path: Path) -> Path:
+    """Write the HTML report to `path` (creating its folder); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(report), encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ records / relog
+
+
+def record_results(store: ArtifactStore, cfg: PipelineConfig, results: dict[str, Any]) -> RunRecord:
+    """A run record for the results of :func:`saerl.pipeline.run_all` ({run name: StageResult}), with the
+    same fields the flow records (reasons relative to the previous run of the config); save it with
+    :func:`saerl.runs.save_run`."""
+    record = RunRecord(name=cfg.name, config=flatten(cfg))
+    previous = previous_run(store.root, cfg.name)
+    for name, res in results.items():
+        stage = stage_of(name)
+        sl = stage_slice(cfg, stage)
+        inputs = res.ref.manifest().get("inputs", {})
+        record.stages[name] = StageRecord(
+            stage=name, key=res.ref.key, status="computed" if res.computed else "cached",
+            reason=explain(name, res.computed, sl, inputs, previous), config=sl, inputs=inputs,
+            seconds=res.seconds, bytes=store.size_bytes(res.ref.stage, res.ref.key), path=res.ref.path)
+    return record
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """{'a.b': 1, 'name': 'x'} -> {'a': {'b': 1}, 'name': 'x'}: a run record's flat config back into sections."""
+    out: dict[str, Any] = {}
+    for path, value in flat.items():
+        *parents, leaf = path.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def run_library_versions(record: RunRecord) -> dict[str, str] | None:
+    """Library versions at run time: from the manifest of the last artifact the run computed (None when the
+    run computed nothing, so the versions then are unknown)."""
+    for rec in reversed(ordered_stages(record)):
+        manifest = Path(rec.path) / MANIFEST
+        if rec.status == "computed" and manifest.exists():
+            return ArtifactRef(stage_of(rec.stage), rec.key, rec.path).manifest().get("library_versions")
+    return None
+
+
+def relog(root: Path, record: RunRecord, uri: str | None = None) -> str:
+    """Log a finished run into MLflow from its artifacts: the parent run (flat config as params, git and
+    library-version tags, the run record as an artifact, back-dated to the run's start) and one nested run
+    per stage run with the params, tags, metrics, plots, tables and per-step metrics the flow logs.
+    in: artifact root, the run record, tracking URI (None = the run's tracking.uri, else SQLite under root);
+    out: the new parent run's id. Raises RuntimeError when the tracking store cannot be reached."""
+    from saerl.tracking import Tracker, library_tags, log_stage_run
+
+    cfg = build_config(unflatten(record.config), where=f"run record {record.run_id}")
+    cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={
+        "enabled": True, "uri": uri or cfg.tracking.uri})})
+    versions = run_library_versions(record)
+    tags = {"saerl.relogged": "true",
+            "saerl.versions_from": "artifact manifests" if versions else "installed at relog time"}
+    tracker = Tracker(cfg, Path(root), record.run_id, tags=tags | library_tags(versions), started=record.started)
+    for rec in ordered_stages(record):
+        stage = stage_of(rec.stage)
+        if not (Path(rec.path) / MANIFEST).exists():
+            log.warning("relog: %s's artifact %s is gone; its stage run is not logged", rec.stage, rec.path)
+            continue
+        log_stage_run(tracker, stage, rec, ArtifactRef(stage, rec.key, rec.path).manifest().get("metrics", {}))
+    run_file = Path(root) / RUNS_DIR / f"{record.run_id}.json"
+    if run_file.exists():
+        tracker.log_artifact(run_file)
+    tracker.finish()
+    if not tracker.enabled or tracker.parent_id is None:
+        raise RuntimeError(f"could not log run {record.run_id} to MLflow at {tracker.uri} (see the warning above)")
+    return tracker.parent_id

@@ -1,0 +1,85 @@
+"""What a saved run did, for `saerl status`: per stage run computed or cached, key, why, time and size.
+
+Everything here reads run records (`<root>/runs/<run_id>.json`, :mod:`saerl.runs`) and the artifact folders
+they name; nothing is computed. The "why" is the reason stored when the run ran: for a recompute, the
+config fields and input artifacts that changed since the previous run of the same config name.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from saerl.artifacts import MANIFEST
+from saerl.runs import RUNS_DIR, RunRecord, list_runs, load_run, read_run, stage_of
+
+LIST_LIMIT = 20  # runs shown by `saerl status --list` unless told otherwise
+KEY_CHARS = 12  # key prefix shown (enough to tell artifacts apart; the full key is in the record)
+MB = 1e6
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def artifact_dir(root: Path, run_name: str, key: str) -> Path:
+    """Where a stage run's artifact lives under `root` (found from the root, so a moved root still works)."""
+    return Path(root) / stage_of(run_name) / key
+
+
+def disk_bytes(folder: Path) -> int | None:
+    """Bytes of every file under a finished artifact folder, or None when it is gone (collected, never built)."""
+    if not (folder / MANIFEST).exists():
+        return None
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _table(rows: list[tuple[str, ...]], free_last: bool = True) -> list[str]:
+    """Left-aligned columns; the last column (a free-text reason) is not padded when `free_last`."""
+    fixed = len(rows[0]) - 1 if free_last else len(rows[0])
+    widths = [max(len(r[i]) for r in rows) for i in range(fixed)]
+    return ["  ".join([c.ljust(w) for c, w in zip(r[:fixed], widths, strict=True)] + list(r[fixed:])).rstrip()
+            for r in rows]
+
+
+def format_time(stamp: float) -> str:
+    """A Unix time as local 'YYYY-MM-DD HH:MM:SS'."""
+    return time.strftime(TIME_FORMAT, time.localtime(stamp))
+
+
+def format_run(root: Path, record: RunRecord) -> str:
+    """The status of one run: a header (id, config name, start, totals) and one line per stage run with
+    status, key prefix, seconds, MB recorded when it ran, MB on disk now ('gone' once collected) and why."""
+    rows = [("stage", "status", "key", "seconds", "MB", "on disk", "why")]
+    for name, s in record.stages.items():
+        now = disk_bytes(artifact_dir(root, name, s.key))
+        rows.append((name, s.status, s.key[:KEY_CHARS], f"{s.seconds:.1f}", f"{s.bytes / MB:.2f}",
+                     "gone" if now is None else f"{now / MB:.2f}", s.reason))
+    computed = sum(s.status == "computed" for s in record.stages.values())
+    seconds = sum(s.seconds for s in record.stages.values())
+    head = (f"run {record.run_id} ({record.name}) started {format_time(record.started)}: "
+            f"{len(record.stages)} stage runs, {computed} computed, {len(record.stages) - computed} cached, "
+            f"{seconds:.1f}s")
+    return "\n".join([head, *_table(rows)])
+
+
+def run_status(root: Path, run_id: str = "latest") -> str:
+    """`saerl status RUN`: the formatted status of a run (a unique id prefix, or 'latest')."""
+    return format_run(root, load_run(root, run_id))
+
+
+def list_status(root: Path, limit: int = LIST_LIMIT) -> str:
+    """`saerl status --list`: the `limit` newest runs, newest first: id, config name, start, stage runs,
+    computed and cached counts, total seconds and recorded MB. An unreadable record is listed as such."""
+    paths = list_runs(root)[::-1][:limit]
+    if not paths:
+        return f"no runs under {Path(root) / RUNS_DIR}"
+    rows = [("run", "name", "started", "stages", "computed", "cached", "seconds", "MB")]
+    for path in paths:
+        try:
+            r = read_run(path)
+        except ValueError:
+            rows.append((path.stem, "<unreadable record>", "", "", "", "", "", ""))
+            continue
+        computed = sum(s.status == "computed" for s in r.stages.values())
+        rows.append((r.run_id, r.name, format_time(r.started), str(len(r.stages)), str(computed),
+                     str(len(r.stages) - computed), f"{sum(s.seconds for s in r.stages.values()):.1f}",
+                     f"{sum(s.bytes for s in r.stages.values()) / MB:.2f}"))
+    return "\n".join(_table(rows, free_last=False))

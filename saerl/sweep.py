@@ -1,0 +1,239 @@
+"""Ablation sweeps: grid parsing and validation, the cartesian product of settings, and the result table.
+
+A grid is ``{dotted config key: [values]}``, written on the command line as ``--grid key=v1,v2,...`` (each
+value parsed as YAML: numbers, strings, null, ``[0,1]`` lists). :func:`plan_sweep` validates a grid against
+the config schema and returns one validated config per setting of the cartesian product; every error names
+the key and says how to fix it. :func:`sweep_table` reads each child run's evaluate artifact into one table
+(setting x set x arm), and :func:`format_sweep` prints it with what each child computed and reused.
+
+Library code: no Prefect. The sweep flow is `flows/sweep.py`; the CLI is `saerl ablate`.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from saerl.config import ConfigError, PipelineConfig, build_config, field_paths, parse_override, suggest_key
+from saerl.stages import RESULT_NEUTRAL
+
+Grid = dict[str, list[Any]]  # {dotted config key: values}, in the order given
+Setting = dict[str, Any]  # {dotted config key: one value}: one point of the grid
+GRID_EXAMPLE = "curriculum.mix_ratio=0,0.1,0.3"  # shown in every error that asks for the grid syntax
+EVAL_STAGE = "evaluate"  # the stage whose artifact holds the comparison and steps-to-target tables
+GREEDY = "greedy"  # comparison.parquet's metric for greedy pass@1 (the other one is mean_k)
+YAML_WIDTH = 10**9  # never wrap a value over lines when printing it
+NA = "n/a"
+FLOW_SEQUENCE_CHARS = ",[]{}"  # a string value holding one of these must be quoted inside a --grid list  # table cell for a value a child did not produce (no evaluate stage, target never reached)
+
+
+def format_value(value: Any) -> str:
+    """A grid value as written on a command line: 0.1, easy_to_hard, null, [0, 1], 'a,b'."""
+    if isinstance(value, str) and any(c in value for c in FLOW_SEQUENCE_CHARS):
+        return "'" + value.replace("'", "''") + "'"
+    return yaml.safe_dump(value, default_flow_style=True, width=YAML_WIDTH).removesuffix("\n...\n").strip()
+
+
+def parse_axis(text: str) -> tuple[str, list[Any]]:
+    """One ``--grid`` argument 'a.b=v1,v2' -> ('a.b', [v1, v2]), each value parsed as YAML (quote a value
+    that contains a comma: a.b='x,y'). Raises ConfigError naming the argument when it cannot be read."""
+    if "=" not in text:
+        raise ConfigError(f"--grid {text}: expected KEY=V1,V2,... (e.g. --grid {GRID_EXAMPLE})")
+    key, raw = (part.strip() for part in text.split("=", 1))
+    try:
+        values = yaml.safe_load(f"[{raw}]")
+    except yaml.YAMLError as err:
+        problem = str(err).splitlines()[0]
+        raise ConfigError(f"--grid {text}: cannot read the values of '{key}' ({problem}); write them comma-"
+                          f"separated and quote one that holds a comma or bracket, e.g. {key}='a,b',c") from None
+    if not values:
+        raise ConfigError(f"--grid {text}: no values for '{key}'; write {key}=V1,V2 (e.g. --grid {GRID_EXAMPLE})")
+    return key, values
+
+
+def parse_grid(items: Sequence[str] | Mapping[str, Sequence[Any]]) -> Grid:
+    """Command-line ``--grid`` strings, or an already structured {key: [values]} (a deployment's parameter),
+    as one grid in the order given. A key given twice is an error that says how to merge the two."""
+    if isinstance(items, Mapping):
+        grid: Grid = {}
+        for key, values in items.items():
+            if isinstance(values, str) or not isinstance(values, Sequence):
+                raise ConfigError(f"grid key '{key}': values must be a list, got {values!r}; write "
+                                  f"{{{key}: [{format_value(values)}, ...]}}")
+            grid[key] = list(values)
+        return grid
+    grid = {}
+    for text in items:
+        key, values = parse_axis(text)
+        if key in grid:
+            merged = ",".join(format_value(v) for v in grid[key] + values)
+            raise ConfigError(f"--grid {key} is given twice; give it once with every value: --grid {key}={merged}")
+        grid[key] = values
+    return grid
+
+
+def check_key(key: str) -> None:
+    """Raise ConfigError unless `key` is a config field that changes results (a stage reads it)."""
+    paths = field_paths()
+    if key in {p.split(".")[0] for p in paths if "." in p}:
+        example = next(p for p in paths if p.startswith(f"{key}."))
+        raise ConfigError(f"--grid {key}: '{key}' is a section; sweep one of its fields, e.g. --grid {example}=V1,V2")
+    if key not in paths:
+        raise ConfigError(f"--grid {key}: unknown key '{key}'{suggest_key(key)}; keys are dotted config paths "
+                          f"like {GRID_EXAMPLE.split('=')[0]}")
+    if key.split(".")[0] in RESULT_NEUTRAL:
+        raise ConfigError(f"--grid {key}: '{key}' changes no result (no stage reads it), so every setting would "
+                          "be the same run; sweep a field a stage reads, or pass it as a plain override")
+
+
+def with_setting(base: Mapping[str, Any], setting: Setting) -> dict[str, Any]:
+    """A copy of a raw config dict with each dotted key of `setting` set to its value."""
+    out = copy.deepcopy(dict(base))
+    for key, value in setting.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = copy.deepcopy(value)
+    return out
+
+
+def settings(grid: Grid) -> list[Setting]:
+    """The cartesian product of the grid, first key slowest: {a: [1, 2], b: [x, y]} -> a=1 b=x, a=1 b=y, ..."""
+    keys = list(grid)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def setting_label(setting: Setting) -> str:
+    """A short name of a setting: 'mix_ratio=0.1 ordering=random' (full dotted keys when two leaves clash)."""
+    leaves = [k.split(".")[-1] for k in setting]
+    names = leaves if len(set(leaves)) == len(leaves) else list(setting)
+    return " ".join(f"{n}={format_value(v)}" for n, v in zip(names, setting.values(), strict=True))
+
+
+def _check_overrides(grid: Grid, overrides: Sequence[str]) -> None:
+    """Raise ConfigError when a plain override sets a key the grid sweeps (which one should win is unclear)."""
+    for text in overrides:
+        key, _ = parse_override(text)
+        if key in grid:
+            raise ConfigError(f"'{key}' is both an override ({text}) and a grid key; drop the override or put "
+                              f"its value into the grid: --grid {key}=...")
+
+
+def plan_sweep(base: Mapping[str, Any], grid: Grid, overrides: Sequence[str] = ()) -> list[tuple[Setting, PipelineConfig]]:
+    """Validate a grid against a base config and expand it.
+    in: base, a validated config as a raw dict (``cfg.model_dump(mode="json")``, overrides applied); the grid;
+    the plain overrides (only to reject a key that is also swept). out: (setting, validated config) per point
+    of the cartesian product, in order. Raises ConfigError naming the key (unknown, a section, result-neutral,
+    set twice), the value (invalid for the field, or equal to another value once validated)."""
+    if not grid:
+        raise ConfigError(f"an ablation needs at least one --grid KEY=V1,V2 (e.g. --grid {GRID_EXAMPLE})")
+    _check_overrides(grid, overrides)
+    for key, values in grid.items():
+        check_key(key)
+        seen: dict[str, Any] = {}
+        for value in values:
+            cfg = _validated(base, {key: value}, f"--grid {key}: value {format_value(value)} is invalid")
+            canonical = json.dumps(_leaf(cfg, key), sort_keys=True)
+            if canonical in seen:
+                raise ConfigError(f"--grid {key}: values {format_value(seen[canonical])} and {format_value(value)} "
+                                  "are the same setting; list each value once")
+            seen[canonical] = value
+    return [(s, _validated(base, s, f"grid setting {setting_label(s)} is invalid")) for s in settings(grid)]
+
+
+def _validated(base: Mapping[str, Any], setting: Setting, where: str) -> PipelineConfig:
+    """The config of `base` with `setting` applied; a ConfigError starts with `where`."""
+    try:
+        return build_config(with_setting(base, setting), "grid")
+    except ConfigError as err:
+        detail = str(err).split("\n", 1)[-1].strip()
+        raise ConfigError(f"{where}: {detail}") from None
+
+
+def _leaf(cfg: PipelineConfig, key: str) -> Any:
+    """The validated, JSON-able value of a dotted key of a config."""
+    node: Any = cfg.model_dump(mode="json")
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+# ---------------------------------------------------------------------------------------------- result table
+
+
+def stage_statuses(record: Mapping[str, Any]) -> dict[str, list[str]]:
+    """{'computed': [stage runs], 'cached': [stage runs]} of one run record (as `pipeline_flow` returns it)."""
+    out: dict[str, list[str]] = {"computed": [], "cached": []}
+    for name, stage in record["stages"].items():
+        out.setdefault(stage["status"], []).append(name)
+    return out
+
+
+def child_rows(setting: Setting, record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per (set, arm) of a child run's evaluate artifact: greedy final accuracy, its difference to the
+    reference arm (points) and verdict, and steps-to-target (mean over seeds; None if not every seed reached
+    the target). A child without an evaluate stage gives one row of None."""
+    label = setting_label(setting)
+    stage = record["stages"].get(EVAL_STAGE)
+    if stage is None:
+        return [{"setting": label, "set": None, "arm": None, "accuracy": None, "diff_pts": None, "verdict": None,
+                 "target": None, "steps_to_target": None}]
+    folder = Path(stage["path"])
+    comparison = pl.read_parquet(folder / "comparison.parquet").filter(pl.col("metric") == GREEDY)
+    stt = pl.read_parquet(folder / "steps_to_target.parquet").unique(["set", "arm"], keep="first", maintain_order=True)
+    steps = {(r["set"], r["arm"]): r for r in stt.iter_rows(named=True)}
+    rows = []
+    for r in comparison.iter_rows(named=True):
+        s = steps.get((r["set"], r["arm"]), {})
+        rows.append({"setting": label, "set": r["set"], "arm": r["arm"], "accuracy": r["accuracy"],
+                     "diff_pts": None if r["verdict"] == "reference" else r["diff_pts"], "verdict": r["verdict"],
+                     "target": s.get("target"), "steps_to_target": s.get("mean_steps")})
+    return rows
+
+
+def sweep_table(children: Sequence[tuple[Setting, Mapping[str, Any]]]) -> pl.DataFrame:
+    """Every child's rows (:func:`child_rows`) in one frame: setting, set, arm, accuracy, diff_pts, verdict,
+    target, steps_to_target."""
+    rows = [row for setting, record in children for row in child_rows(setting, record)]
+    schema = {"setting": pl.String, "set": pl.String, "arm": pl.String, "accuracy": pl.Float64,
+              "diff_pts": pl.Float64, "verdict": pl.String, "target": pl.Float64, "steps_to_target": pl.Float64}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    """A number formatted with `fmt`, or n/a for None/NaN."""
+    return NA if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+
+
+def format_sweep(children: Sequence[tuple[Setting, Mapping[str, Any]]]) -> str:
+    """The printed end of an ablation: per setting and arm, greedy accuracy (%), difference to the reference
+    arm (points) with its verdict and steps-to-target; then per child the stage runs it computed and reused."""
+    table = sweep_table(children)
+    rows = [("setting", "set", "arm", "greedy acc", "diff (pts)", "verdict", "steps to target")]
+    for r in table.iter_rows(named=True):
+        accuracy = None if r["accuracy"] is None else 100 * r["accuracy"]
+        diff = "-" if r["verdict"] == "reference" else _cell(r["diff_pts"], "+.1f")
+        target = "" if r["target"] is None else f" (target {100 * r['target']:.1f}%)"
+        steps = _cell(r["steps_to_target"], ".0f") + (target if r["steps_to_target"] is not None else "")
+        rows.append((r["setting"], r["set"] or NA, r["arm"] or NA, _cell(accuracy, ".1f") + ("%" if accuracy is not None else ""),
+                     diff, r["verdict"] or NA, steps))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [f"ablation: {len(children)} settings (greedy pass@1 on held-out sets; steps to target: mean over "
+             f"seeds, {NA} = not every seed reached it)"]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines += ["", "stage runs per setting"]
+    label_width = max(len(setting_label(s)) for s, _ in children)
+    for setting, record in children:
+        status = stage_statuses(record)
+        lines.append(f"{setting_label(setting):<{label_width}}  computed: {' '.join(status['computed']) or '-'}")
+        lines.append(f"{'':<{label_width}}  cached:   {' '.join(status['cached']) or '-'}")
+    return "\n".join(lines)

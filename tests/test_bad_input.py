@@ -1,0 +1,182 @@
+"""Bad input through ingest (saerl.data.ingest / load_table), table-driven: every case gives a clear message that
+names the row and the field (or the line, for a line that is not a record at all), the good rows survive, and
+nothing crashes. A case either expects file-level IngestError text, or (row, field, reason) lines in `rejected`
+plus the source rows that are kept."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from saerl import data as D
+from saerl.config import DataConfig
+from saerl.data import IngestError, ingest, load_table
+
+GOOD_FIRST = {"question": "Tom has 3 apples and buys 4 more. How many apples?", "answer": "#### 7", "difficulty": 1}
+GOOD_LAST = {"question": "What is 6 * 7?", "answer": "42", "difficulty": 2.5}
+MEGABYTE = 1_000_000
+DEEP = 100_000  # JSON nesting far past the parser's recursion limit
+BIG_DIGITS = 5_000  # past Python's 4300-digit int parsing limit
+
+
+def jsonl(*middle: dict | bytes) -> bytes:
+    """GOOD_FIRST, the given lines (dicts as JSON, bytes as they are), GOOD_LAST, one per line."""
+    lines = [GOOD_FIRST, *middle, GOOD_LAST]
+    return b"".join((x if isinstance(x, bytes) else json.dumps(x).encode()) + b"\n" for x in lines)
+
+
+def parquet(frame: pl.DataFrame) -> Callable[[Path], None]:
+    """A writer that saves `frame` as the case's parquet file."""
+    return lambda path: frame.write_parquet(path)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad-input case: the file (bytes, or a writer), its suffix, the mapping, and what must come out.
+
+    issues: (row, field, reason) lines expected in rejected (field "" = the whole line, whose number the value
+    names); kept: source rows that must be kept; error: a regex of the IngestError when the file is unusable."""
+
+    data: bytes | Callable[[Path], None]
+    suffix: str = ".jsonl"
+    mapping: dict = field(default_factory=lambda: {"difficulty": "difficulty"})
+    issues: tuple[tuple[int, str, str], ...] = ()
+    kept: tuple[int, ...] = (0, 2)
+    error: str = ""
+
+
+CASES: dict[str, Case] = {
+    "empty prompt": Case(jsonl({"question": "", "answer": "1"}), issues=((1, "prompt", D.EMPTY_PROMPT),)),
+    "whitespace-only prompt": Case(jsonl({"question": " \t\n ", "answer": "1"}),
+                                   issues=((1, "prompt", D.EMPTY_PROMPT),)),
+    "missing answer field": Case(jsonl({"question": "What is 1 + 1?"}), issues=((1, "answer", D.MISSING_FIELD),)),
+    "null answer": Case(jsonl({"question": "What is 1 + 2?", "answer": None}),
+                        issues=((1, "answer", D.MISSING_FIELD),)),
+    "NaN answer (parquet)": Case(
+        parquet(pl.DataFrame({"question": ["q1?", "q2?", "q3?"], "answer": [1.0, math.nan, 3.0]})), ".parquet",
+        {}, issues=((1, "answer", D.MISSING_FIELD),)),
+    "NaN prompt in a mixed column": Case(jsonl(b'{"question": NaN, "answer": "1"}'),
+                                         issues=((1, "question", D.MISSING_FIELD),)),
+    "NaN written as an answer": Case(jsonl({"question": "What is 0 / 0?", "answer": "nan"}),
+                                     issues=((1, "answer", D.UNPARSEABLE_ANSWER),)),
+    "wrong column names": Case(jsonl(), mapping={"prompt": "problem"},
+                               error=r"prompt field 'problem' is not in the data\. Available columns: "
+                                     r"\['question', 'answer', 'difficulty'\]"),
+    "unparseable answer": Case(jsonl({"question": "Shade the region.", "answer": "see the figure"}),
+                               issues=((1, "answer", D.UNPARSEABLE_ANSWER),)),
+    "duplicate prompt": Case(jsonl({"question": "  Tom has 3 apples and buys 4 more.  How many apples?",
+                                    "answer": "7"}), issues=((1, "prompt", D.DUPLICATE_PROMPT),)),
+    "duplicate id": Case(
+        b'{"k": 1, "question": "A?", "answer": "1"}\n{"k": 1, "question": "B?", "answer": "2"}\n'
+        b'{"k": 2, "question": "C?", "answer": "3"}\n', mapping={"id": "k"},
+        issues=((1, "k", D.DUPLICATE_ID),)),
+    "non-UTF-8 bytes (jsonl)": Case(jsonl(b'{"question": "Caf\xe9 sells 5 cups. How many?", "answer": "5"}'),
+                                    issues=((1, "", D.INVALID_UTF8),), kept=(0, 1, 2)),
+    "non-UTF-8 bytes (csv)": Case(b"question,answer\nWhat is 2+2?,4\nCaf\xe9 has 3 cups. How many?,3\nQ?,5\n",
+                                  ".csv", {}, issues=((1, "question", D.INVALID_UTF8),), kept=(0, 1, 2)),
+    "non-UTF-8 bytes (parquet binary)": Case(
+        parquet(pl.DataFrame({"question": [b"A?", b"\xff\xfeB?", b"C?"], "answer": ["1", "2", "3"]})),
+        ".parquet", {}, issues=((1, "question", D.INVALID_UTF8),), kept=(0, 1, 2)),
+    "lone surrogate escape": Case(jsonl(b'{"question": "What is \\ud800 2+2?", "answer": "4"}'),
+                                  issues=((1, "", D.INVALID_UTF8),), kept=(0, 1, 2)),
+    "1 MB prompt": Case(jsonl({"question": "x" * MEGABYTE, "answer": "1"}),
+                        issues=((1, "prompt", D.OVERLONG_PROMPT),)),
+    "1 MB prompt under a raised limit": Case(jsonl({"question": "y" * MEGABYTE, "answer": "1"}),
+                                             mapping={"max_prompt_chars": 2 * MEGABYTE}, kept=(0, 1, 2)),
+    "NaN and inf labels (jsonl)": Case(
+        jsonl(b'{"question": "5 - 2?", "answer": "3", "difficulty": NaN}',
+              b'{"question": "5 - 1?", "answer": "4", "difficulty": -Infinity}'),
+        issues=((1, "difficulty", D.INVALID_LABEL), (2, "difficulty", D.INVALID_LABEL)), kept=(0, 1, 2, 3)),
+    "NaN and inf labels (csv)": Case(b"question,answer,difficulty\nA?,1,nan\nB?,2,inf\nC?,3,1.5\n", ".csv",
+                                     issues=((0, "difficulty", D.INVALID_LABEL), (1, "difficulty", D.INVALID_LABEL)),
+                                     kept=(0, 1, 2)),
+    "NaN and inf labels (parquet)": Case(
+        parquet(pl.DataFrame({"question": ["A?", "B?", "C?"], "answer": ["1", "2", "3"],
+                              "difficulty": [math.nan, math.inf, 1.0]})), ".parquet",
+        issues=((0, "difficulty", D.INVALID_LABEL), (1, "difficulty", D.INVALID_LABEL)), kept=(0, 1, 2)),
+    "mixed-type column": Case(
+        jsonl({"question": 12345, "answer": 2.5, "difficulty": "hard"},
+              {"question": ["a", "list"], "answer": 4, "difficulty": [1, 2]},
+              {"question": "Half of 8?", "answer": "4", "difficulty": True}),
+        issues=((1, "difficulty", D.INVALID_LABEL), (2, "difficulty", D.INVALID_LABEL),
+                (3, "difficulty", D.INVALID_LABEL)), kept=(0, 1, 2, 3, 4)),
+    "empty file (jsonl)": Case(b"", error="is empty"),
+    "empty file (csv)": Case(b"", ".csv", error="is empty"),
+    "empty file (parquet)": Case(b"", ".parquet", error="is empty"),
+    "blank lines only": Case(b"\n  \n\n", error="has no rows"),
+    "header-only csv": Case(b"question,answer\n", ".csv", {}, error="has no rows"),
+    "garbage parquet": Case(b"PAR1 not really parquet", ".parquet", {}, error="cannot read .* as parquet"),
+    "UTF-16 file": Case("question,answer\nA?,1\n".encode("utf-16"), ".csv", {}, error="UTF-16.*UTF-8"),
+    "unclosed csv quote": Case(b'question,answer\nA?,1\n"B?,2\nC?,3\n', ".csv", {},
+                               error=r"line \d+: unexpected end of data"),
+    "jsonl with one broken line": Case(jsonl(b'{"question": "What is 2+2?", "answer": '),
+                                       issues=((1, "", D.INVALID_JSON),)),
+    "non-object line": Case(jsonl(b"[1, 2, 3]"), issues=((1, "", D.INVALID_JSON),)),
+    "deeply nested line": Case(jsonl(b"[" * DEEP + b"]" * DEEP), issues=((1, "", D.INVALID_JSON),)),
+    "5000-digit integer": Case(jsonl(b'{"question": "Big?", "answer": ' + b"7" * BIG_DIGITS + b"}"),
+                               issues=((1, "", D.INVALID_JSON),)),
+    "huge label": Case(jsonl(b'{"question": "Big?", "answer": "1", "difficulty": ' + b"9" * 400 + b"}"),
+                       issues=((1, "difficulty", D.INVALID_LABEL),), kept=(0, 1, 2)),
+    "UTF-8 byte-order mark": Case(b"\xef\xbb\xbf" + jsonl(), kept=(0, 1)),
+}
+
+
+def _write(case: Case, path: Path) -> None:
+    if isinstance(case.data, bytes):
+        path.write_bytes(case.data)
+    else:
+        case.data(path)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_case(name: str, tmp_path: Path) -> None:
+    case = CASES[name]
+    path = tmp_path / f"data{case.suffix}"
+    _write(case, path)
+    cfg = DataConfig(source="file", **case.mapping)
+    if case.error:
+        with pytest.raises(IngestError, match=case.error) as err:
+            ingest(cfg, path)
+        assert str(path) in str(err.value) or "Available columns" in str(err.value)
+        return
+    res = ingest(cfg, path)
+    got = set(zip(res.rejected["row"], res.rejected["field"], res.rejected["reason"], strict=True))
+    assert set(case.issues) == got, res.rejected.rows()
+    assert sorted(res.kept["row"].to_list()) == list(case.kept)
+    for fld, value in zip(res.rejected["field"], res.rejected["value"], strict=True):
+        assert len(value) <= D.REJECT_VALUE_CHARS
+        if fld == "":  # a line that is not a record: the value says which line
+            assert value.startswith("line "), value
+    n_rows = res.summary["rows"]
+    assert all(0 <= r < n_rows for r in res.rejected["row"])
+    assert res.summary["kept"] + res.summary["dropped"] == n_rows
+    assert not any("\ud800" <= ch <= "\udfff" for p in res.kept["prompt"] for ch in p)
+
+
+def test_good_rows_survive_every_bad_line_at_once(tmp_path: Path) -> None:
+    """All the row-level cases of the jsonl table in one file: only the bad rows go, in source order."""
+    middle = [b'{"question": "", "answer": "1"}', b'{"question": "What is 1 + 1?"}', b'{"question": "A?", "answer":',
+              b"[" * DEEP + b"]" * DEEP, b'{"question": "Shade.", "answer": "see the figure"}',
+              json.dumps({"question": "x" * MEGABYTE, "answer": "1"}).encode(),
+              b'{"question": "5 - 2?", "answer": "3", "difficulty": NaN}']
+    path = tmp_path / "all.jsonl"
+    path.write_bytes(jsonl(*middle))
+    res = ingest(DataConfig(source="file", difficulty="difficulty"), path)
+    assert res.rejected["row"].to_list() == [1, 2, 3, 4, 5, 6, 7]
+    assert res.kept["row"].to_list() == [0, 7, 8]
+    assert res.kept["answer"].to_list() == ["7", "3", "42"]
+
+
+def test_load_table_reports_read_issues_with_line_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(jsonl(b"{oops", b'{"question": "Caf\xe9?", "answer": "1"}'))
+    table = load_table(path)
+    assert table.n_source_rows == 4 and table.rows == [0, 2, 3]
+    assert [(i["row"], i["reason"]) for i in table.issues] == [(1, D.INVALID_JSON), (2, D.INVALID_UTF8)]
+    assert table.issues[0]["value"].startswith("line 2: ") and table.issues[1]["value"].startswith("line 3: ")

@@ -1,0 +1,184 @@
+"""Cache correctness, table-driven over the whole config schema, from keys alone (nothing runs).
+
+For every leaf field of PipelineConfig: change it to another valid value and compute every stage run's key
+(train expanded per arm and seed) with fake upstream references chained through the keys, exactly as the
+flow chains them. Exactly the runs whose stage reads the field (saerl.stages reads prefixes) and the runs
+downstream of them (the inputs graph, where the vanilla arm reads no curriculum) must get a new key; every
+other run keeps its key. A field no stage declares changes no key and fails here; a result-neutral field
+(saerl.stages.RESULT_NEUTRAL) must change no key at all.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from functools import cache
+from typing import Any, Literal
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from saerl.artifacts import ArtifactRef
+from saerl.config import PipelineConfig, field_paths, flatten
+from saerl.data import sample_path
+from saerl.pipeline import input_keys, resolve_upstream, stage_runs
+from saerl.stages import RESULT_NEUTRAL, STAGES, stage_key
+
+CHANGED_TEXT = "changed"  # a new value for a text field
+SCALE, STEP = 0.5, 0.1  # new float values: v * SCALE, v + STEP, then FALLBACK_FLOATS
+FALLBACK_INTS, FALLBACK_FLOATS = (1, 2), (0.5, 1.0)
+EXTRA_KEY = "extra"  # key added to a dict field
+
+
+@pytest.fixture(scope="module")
+def base() -> PipelineConfig:
+    """The schema defaults: every stage runs (label too, as difficulty is measured; testbed as the policy)."""
+    return PipelineConfig()
+
+
+def _is_neutral(path: str) -> bool:
+    return any(path == n or path.startswith(n + ".") for n in RESULT_NEUTRAL)
+
+
+def _reads(stage: str, path: str) -> bool:
+    return any(path == r or path.startswith(r + ".") for r in STAGES[stage].reads)
+
+
+def _annotation(path: str) -> Any:
+    """The type annotation of a dotted leaf field."""
+    model: type[BaseModel] = PipelineConfig
+    *sections, leaf = path.split(".")
+    for name in sections:
+        model = model.model_fields[name].annotation
+    return model.model_fields[leaf].annotation
+
+
+def candidates(ann: Any, value: Any) -> list[Any]:
+    """Values of type `ann` other than `value`, most natural first (validation picks a valid one)."""
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin in (typing.Union, types.UnionType):
+        out = [] if value is None else [None]
+        return out + [c for a in args if a is not type(None) for c in candidates(a, value)]
+    if origin is Literal:
+        return [m for m in args if m != value]
+    if ann is bool:
+        return [not value] if isinstance(value, bool) else [True, False]
+    if ann is int:
+        near = [value + 1, value - 1] if isinstance(value, int) and not isinstance(value, bool) else []
+        return near + list(FALLBACK_INTS)
+    if ann is float:
+        near = [value * SCALE, value + STEP] if isinstance(value, int | float) else []
+        return near + list(FALLBACK_FLOATS)
+    if ann is str:
+        return [f"{value}-{CHANGED_TEXT}" if isinstance(value, str) else CHANGED_TEXT, str(sample_path())]
+    if origin is list:
+        value = value or []
+        first = [] if typing.get_origin(args[0]) is Literal or not value else [
+            [c, *value[1:]] for c in candidates(args[0], value[0])]
+        shorter = [value[:-1]] if value else []
+        return first + shorter + [[*value, c] for c in candidates(args[0], None) if c not in value]
+    if origin is tuple:
+        return [(*value[:-1], c) for c in candidates(args[-1], value[-1])]
+    if origin is dict:
+        return [{**value, EXTRA_KEY: c} for c in candidates(args[1], None)]
+    raise TypeError(f"no candidate values for type {ann!r}: teach tests/test_cache_table.py::candidates")
+
+
+def _set(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of a dumped config with one dotted field set."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    *sections, leaf = path.split(".")
+    node = out
+    for name in sections:
+        node = node[name]
+    node[leaf] = value
+    return out
+
+
+def run_graph(cfg: PipelineConfig) -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:
+    """Every stage run of `cfg`, in order: ({run name: key}, {run name: stage}, {run name: upstream run names}),
+    keys computed as the flow computes them, each upstream passed as a fake reference carrying its key."""
+    keys: dict[str, str] = {}
+    stages: dict[str, str] = {}
+    upstream_names: dict[str, set[str]] = {}
+    refs: dict[str, ArtifactRef] = {}
+    for stage, name, ups, variant in stage_runs(cfg):
+        upstream = resolve_upstream(stage, ups, refs, variant)
+        key = stage_key(cfg, stage, input_keys(cfg, stage, upstream, variant))
+        refs[name] = ArtifactRef(stage, key, f"/fake/{stage}/{key}")
+        keys[name], stages[name], upstream_names[name] = key, stage, set(upstream)
+    return keys, stages, upstream_names
+
+
+@cache
+def _base_graph() -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:
+    return run_graph(PipelineConfig())
+
+
+def changed_config(base: PipelineConfig, path: str) -> tuple[PipelineConfig, dict[str, str]]:
+    """The first candidate value of `path` that validates, differs from the base and whose keys compute
+    (a data file that must exist, ...): (config, its run keys)."""
+    raw = base.model_dump(mode="json")
+    old = flatten(base)[path]
+    for value in candidates(_annotation(path), getattr_path(base, path)):
+        try:
+            cfg = PipelineConfig.model_validate(_set(raw, path, value))
+            if flatten(cfg)[path] == old:
+                continue
+            return cfg, run_graph(cfg)[0]
+        except (ValidationError, ValueError, FileNotFoundError):
+            continue
+    raise AssertionError(f"no valid value for {path} differs from {old!r}: add one to candidates()")
+
+
+def getattr_path(cfg: BaseModel, path: str) -> Any:
+    """The value of a dotted field."""
+    value: Any = cfg
+    for name in path.split("."):
+        value = getattr(value, name)
+    return value
+
+
+def expected_changes(path: str) -> set[str]:
+    """Run names that must get a new key when `path` changes: runs whose stage reads it, and every run
+    downstream of one of those (in plan order, through the runs' actual upstream)."""
+    _, stages, upstream_names = _base_graph()
+    out: set[str] = set()
+    for name, stage in stages.items():
+        if _reads(stage, path) or upstream_names[name] & out:
+            out.add(name)
+    return out
+
+
+def test_base_plan_runs_every_stage_and_arm(base):
+    _, stages, upstream_names = _base_graph()
+    assert set(stages.values()) == set(STAGES), "the base config must run every stage so every read is tested"
+    assert {"train:saerl:0", "train:vanilla:0"} <= set(stages)
+    assert "curriculum" not in upstream_names["train:vanilla:0"], "vanilla reads no curriculum"
+
+
+@pytest.mark.parametrize("path", [p for p in field_paths() if not _is_neutral(p)])
+def test_a_field_change_reruns_exactly_its_readers_and_downstream(base, path):
+    base_keys = _base_graph()[0]
+    expected = expected_changes(path)
+    assert expected, f"{path}: no stage reads it; declare it in a stage's reads (saerl/stages.py) or in RESULT_NEUTRAL"
+    _, new_keys = changed_config(base, path)
+    common = set(base_keys) & set(new_keys)
+    changed = {n for n in common if base_keys[n] != new_keys[n]}
+    assert changed, f"{path}: changing it changed no stage run's key"
+    assert changed == expected & common, (
+        f"{path}: new keys for {sorted(changed)}, expected exactly {sorted(expected & common)}")
+
+
+@pytest.mark.parametrize("path", [p for p in field_paths() if _is_neutral(p)])
+def test_a_result_neutral_field_changes_no_key(base, path):
+    _, new_keys = changed_config(base, path)
+    assert new_keys == _base_graph()[0], f"{path} is result-neutral but changed a key"
+
+
+def test_a_curriculum_change_keeps_vanilla_and_upstream_keys(base):
+    """The table's headline case, spelled out: mix_ratio reruns curriculum, the arms reading it, evaluate."""
+    base_keys = _base_graph()[0]
+    _, new_keys = changed_config(base, "curriculum.mix_ratio")
+    changed = {n for n in base_keys if base_keys[n] != new_keys[n]}
+    assert changed == {"curriculum", "train:saerl:0", "evaluate"}

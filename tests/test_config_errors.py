@@ -1,0 +1,194 @@
+"""Config mistakes fail early with a clear message: unknown keys, wrong types, a layer the model does not have, an
+SAE whose d_in does not match the residual width, and a model repo that needs its own code without
+model.trust_remote_code (which saerl never turns on by itself)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_activations import make_prompts, save_tiny_lm
+from test_artifacts import write_synthetic_activations
+
+from saerl import activations as A
+from saerl.activation_store import open_activations
+from saerl.artifacts import ChunkLog
+from saerl.config import ConfigError, ExtractConfig, ModelConfig, SAEConfig, load_config
+from saerl.sae import SAEShapeError, check_width, encode_codes, obtain_sae
+
+TINY_LAYERS = 2
+SYNTH_WIDTH = 16
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> str:
+    """A tiny random Qwen2 with TINY_LAYERS blocks saved as a model folder."""
+    return save_tiny_lm(tmp_path_factory.mktemp("tiny"), layers=TINY_LAYERS)
+
+
+@pytest.fixture(scope="module")
+def synth_store(tmp_path_factory) -> Path:
+    """A synthetic activation store of width SYNTH_WIDTH (no model needed)."""
+    return write_synthetic_activations(tmp_path_factory.mktemp("synth"), n_prompts=12, d_model=SYNTH_WIDTH)
+
+
+# ----------------------------------------------------------------------------------------- schema errors
+
+
+@pytest.mark.parametrize(("yaml_text", "key", "suggestion"), [
+    ("extract:\n  layr: 3\n", "extract.layr", "extract.layer"),
+    ("model:\n  trust_remote: true\n", "model.trust_remote", "model.trust_remote_code"),
+    ("sae:\n  encode_topk: 8\n", "sae.encode_topk", "sae.encode_top_k"),
+    ("scroe:\n  seed: 1\n", "scroe", "score"),
+])
+def test_unknown_keys_name_the_key_and_the_closest_one(tmp_path, yaml_text, key, suggestion):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert f"unknown key '{key}'" in str(err.value) and f"did you mean '{suggestion}'" in str(err.value)
+    with pytest.raises(ConfigError, match=f"unknown key '{key}"):
+        load_config(None, [f"{key}=1"])
+
+
+@pytest.mark.parametrize(("override", "field", "expected"), [
+    ("extract.layer=top", "extract.layer", "integer"),
+    ("model.trust_remote_code=maybe", "model.trust_remote_code", "boolean"),
+    ("extract.pooling=[median]", "extract.pooling.0", "'mean', 'last' or 'max'"),
+    ("sae.encode_top_k=0", "sae.encode_top_k", "greater than 0"),
+    ("extract.chunk_rows=[1, 2]", "extract.chunk_rows", "integer"),
+    ("runtime.device=tpu", "runtime.device", "'auto', 'cpu' or 'cuda'"),
+])
+def test_wrong_types_name_the_field_the_value_and_the_expectation(override, field, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    msg = str(err.value)
+    assert f"field '{field}': got " in msg and expected in msg, msg
+
+
+def test_trust_remote_code_is_off_unless_set():
+    assert load_config(None).model.trust_remote_code is False
+    assert load_config(None, ["model.trust_remote_code=true"]).model.trust_remote_code is True
+
+
+# ------------------------------------------------------------------------------------------- layer range
+
+
+@pytest.mark.parametrize("layer", [TINY_LAYERS, 99, -TINY_LAYERS - 1])
+def test_layer_out_of_range_fails_before_tokenizing(tiny, tmp_path, monkeypatch, layer):
+    def forbidden(*_a, **_k):
+        raise AssertionError("heavy work started before the layer was checked")
+
+    monkeypatch.setattr(A, "tokenize_prompts", forbidden)
+    monkeypatch.setattr(A.AutoTokenizer, "from_pretrained", forbidden)
+    monkeypatch.setattr(A.AutoModelForCausalLM, "from_pretrained", forbidden)
+    prompts, ids = make_prompts(4)
+    with pytest.raises(ValueError, match=rf"extract.layer={layer} is out of range for a model with {TINY_LAYERS} "
+                                         rf"layers \(use 0..{TINY_LAYERS - 1}"):
+        A.prepare_extraction(prompts, ids, tmp_path, ModelConfig(), ExtractConfig(layer=layer), model_path=tiny)
+    with pytest.raises(ValueError, match="extract.layer"):
+        A.check_layer(tiny, ModelConfig(), ExtractConfig(layer=layer))
+    assert not (tmp_path / "activations.zarr").exists()
+
+
+def test_layers_in_range_resolve(tiny):
+    assert A.check_layer(tiny, ModelConfig(), ExtractConfig()) == TINY_LAYERS // 2
+    assert A.check_layer(tiny, ModelConfig(), ExtractConfig(layer=-1)) == TINY_LAYERS - 1
+    assert A.model_shape(tiny, ModelConfig()) == (TINY_LAYERS, 32)
+
+
+# ---------------------------------------------------------------------------------------------- SAE width
+
+
+def test_check_width_names_both_widths_and_the_fix(synth_store):
+    act = open_activations(synth_store)
+    check_width(SYNTH_WIDTH, act, "ok")
+    with pytest.raises(SAEShapeError, match=rf"d_in=48 but layer 1 of synthetic has width d_model={SYNTH_WIDTH}"
+                                            r".*Fix: .*sae.source: train"):
+        check_width(48, act, "some/sae")
+
+
+@pytest.fixture(scope="module")
+def wide_sae(tmp_path_factory) -> Path:
+    """A sae-lens TopK SAE of the wrong width (d_in 48) saved in sae-lens format."""
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    folder = tmp_path_factory.mktemp("wide")
+    TopKSAE(TopKSAEConfig(d_in=48, d_sae=96, k=4)).save_model(folder)
+    return folder
+
+
+def test_mismatched_sae_fails_before_encoding_or_sampling(synth_store, wide_sae, tmp_path, monkeypatch):
+    with pytest.raises(SAEShapeError, match="d_in=48"):
+        encode_codes(synth_store, wide_sae, SAEConfig(), tmp_path / "enc", ChunkLog(tmp_path / "enc"), progress=False)
+    assert not (tmp_path / "enc" / "codes.zarr").exists()
+    from saerl.activation_store import Activations
+
+    def forbidden(*_a, **_k):
+        raise AssertionError("tokens were sampled before the SAE width was checked")
+
+    monkeypatch.setattr(Activations, "sample_tokens", forbidden)
+    with pytest.raises(SAEShapeError, match="d_in=48"):
+        obtain_sae(SAEConfig(source="local", path=str(wide_sae)), synth_store, tmp_path / "sae")
+
+
+# -------------------------------------------------------------------------------------- trust_remote_code
+
+
+class _Recorded(Exception):
+    """Raised by the stand-in loaders once they have recorded their arguments."""
+
+
+def _recorder(calls: list[dict]):
+    def load(*_args, **kwargs):
+        calls.append(kwargs)
+        raise _Recorded
+
+    return load
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_loaders_pass_trust_remote_code_only_as_configured(monkeypatch, allowed):
+    calls: list[dict] = []
+    for cls in (A.AutoConfig, A.AutoTokenizer, A.AutoModelForCausalLM, A.AutoModel):
+        monkeypatch.setattr(cls, "from_pretrained", _recorder(calls))
+    model_cfg = ModelConfig(trust_remote_code=allowed)
+    with pytest.raises(_Recorded):
+        A.load_model("some/hub-model", model_cfg, device="cpu")
+    with pytest.raises(_Recorded):
+        A.prepare_extraction(["q"], ["i"], "/nonexistent", model_cfg, ExtractConfig(), model_path="some/hub-model")
+    with pytest.raises(_Recorded):
+        A.check_layer("some/hub-model", model_cfg, ExtractConfig())
+    assert len(calls) == 3 and all(c["trust_remote_code"] is allowed for c in calls)
+
+
+@pytest.fixture
+def remote_code_repo(tmp_path) -> Path:
+    """A model folder whose config maps the Auto classes onto its own Python files (as custom-code hub repos do)."""
+    folder = tmp_path / "custom-model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "toy-custom", "architectures": ["ToyForCausalLM"], "hidden_size": 8, "num_hidden_layers": 2,
+        "auto_map": {"AutoConfig": "configuration_toy.ToyConfig", "AutoModelForCausalLM": "modeling_toy.ToyForCausalLM"}}))
+    (folder / "configuration_toy.py").write_text("raise SystemExit('this repo code must never run in the tests')\n")
+    return folder
+
+
+def test_remote_code_model_asks_for_the_flag(remote_code_repo):
+    model_cfg = ModelConfig()
+    for call in (lambda: A.load_model(str(remote_code_repo), model_cfg, device="cpu"),
+                 lambda: A.check_layer(str(remote_code_repo), model_cfg, ExtractConfig()),
+                 lambda: A.prepare_extraction(["q"], ["i"], remote_code_repo, model_cfg, ExtractConfig(),
+                                              model_path=str(remote_code_repo))):
+        with pytest.raises(A.RemoteCodeError) as err:
+            call()
+        msg = str(err.value)
+        assert "set model.trust_remote_code=true" in msg and str(remote_code_repo) in msg
+
+
+def test_other_load_errors_pass_through(tmp_path):
+    (tmp_path / "config.json").write_text("{}")  # no model_type: transformers' own ValueError, untouched
+    with pytest.raises(ValueError, match="model_type") as err:
+        A.model_shape(str(tmp_path), ModelConfig())
+    assert not isinstance(err.value, A.RemoteCodeError)

@@ -1,0 +1,167 @@
+"""saerl.export: each format round-trips an arm's order with its prompts; the sampler modules stream it."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from saerl.artifacts import ArtifactStore
+from saerl.cli import main
+from saerl.curriculum import vanilla_order
+from saerl.export import ARM_FILES, README, SAMPLER, SAMPLER_CLASS, TABLE, export_run
+from saerl.runners import PROMPTS
+from saerl.runs import RunRecord, StageRecord, save_run
+
+N_PROMPTS, EPOCHS, BATCH, GENERATIONS = 10, 2, 4, 3
+
+
+def _publish(store: ArtifactStore, stage: str, key: str, tables: dict[str, pl.DataFrame]) -> str:
+    """A finished artifact holding `tables` as parquet files; returns its path."""
+    def write(build):
+        for name, df in tables.items():
+            df.write_parquet(build.path / name)
+
+    return store.ensure(stage, key, write)[0].path
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> tuple[Path, RunRecord]:
+    """An artifact root with an ingest and a curriculum artifact (every arm's order file stored shuffled, so
+    the export must sort by position) and a run record naming both."""
+    root = tmp_path / "root"
+    store = ArtifactStore(root)
+    ids = [f"p{i:02d}" for i in range(N_PROMPTS)]
+    prompts = pl.DataFrame({"id": ids, "prompt": [f"What is {i}+1?" for i in range(N_PROMPTS)],
+                            "answer": [str(i + 1) for i in range(N_PROMPTS)], "answer_raw": ids,
+                            "row": list(range(N_PROMPTS))})
+    orders = {f: vanilla_order(ids, EPOCHS, seed, BATCH).sample(fraction=1.0, shuffle=True, seed=seed)
+              for seed, f in enumerate(ARM_FILES.values())}
+    record = RunRecord(name="t", config={"curriculum.batch_size": BATCH, "train.num_generations": GENERATIONS})
+    for stage, key, tables in (("ingest", "ki", {PROMPTS: prompts}), ("curriculum", "kc", orders)):
+        path = _publish(store, stage, key, tables)
+        record.stages[stage] = StageRecord(stage, key, "computed", "", {}, {}, path=path)
+    save_run(root, record)
+    return root, record
+
+
+def _expected(root: Path, arm: str) -> list[str]:
+    """The arm's ids in position order, read straight from the stored order file."""
+    return pl.read_parquet(root / "curriculum" / "kc" / ARM_FILES[arm]).sort("position")["id"].to_list()
+
+
+def _load_module(path: Path, name: str) -> types.ModuleType:
+    """Import a written module from its path, as verl's class_path loading does."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _answers(root: Path) -> dict[str, tuple[str, str]]:
+    df = pl.read_parquet(root / "ingest" / "ki" / PROMPTS)
+    return {r["id"]: (r["prompt"], r["answer"]) for r in df.iter_rows(named=True)}
+
+
+def test_hf_round_trips_the_order(run, tmp_path):
+    from datasets import load_from_disk
+
+    root, _ = run
+    out = tmp_path / "hf"
+    export_run(root, "latest", "hf", out)
+    ds = load_from_disk(str(out))
+    assert ds["id"] == _expected(root, "saerl") and len(ds) == N_PROMPTS * EPOCHS
+    assert ds["position"] == list(range(len(ds)))
+    prompts = _answers(root)
+    assert all((p, a) == prompts[i] for i, p, a in zip(ds["id"], ds["prompt"], ds["answer"], strict=True))
+    assert "load_from_disk" in (out / README).read_text()
+
+
+def test_verl_round_trips_the_order_and_its_sampler_streams_it(run, tmp_path, monkeypatch):
+    root, _ = run
+    out = tmp_path / "verl"
+    export_run(root, "latest", "verl", out, arm="order_only")
+    df = pl.read_parquet(out / TABLE)
+    extra = df["extra_info"].struct.unnest()
+    assert extra["id"].to_list() == _expected(root, "order_only")
+    assert extra["index"].to_list() == list(range(df.height))
+    prompts = _answers(root)
+    for row in df.iter_rows(named=True):
+        prompt, answer = prompts[row["extra_info"]["id"]]
+        assert row["prompt"] == [{"role": "user", "content": prompt}]
+        assert row["reward_model"] == {"style": "rule", "ground_truth": answer}
+        assert row["data_source"]
+
+    sampler = getattr(_load_module(out / SAMPLER, "verl_sampler_plain"), SAMPLER_CLASS)
+    assert list(sampler(data_source=list(range(df.height)), data_config={})) == list(range(df.height))
+
+    class AbstractSampler:  # stands in for verl's, which create_rl_sampler checks with isinstance
+        pass
+
+    for name in ("verl", "verl.experimental", "verl.experimental.dataset", "verl.experimental.dataset.sampler"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    sys.modules["verl.experimental.dataset.sampler"].AbstractSampler = AbstractSampler
+    with_verl = getattr(_load_module(out / SAMPLER, "verl_sampler_verl"), SAMPLER_CLASS)
+    assert isinstance(with_verl(data_source=[0, 1], data_config={}), AbstractSampler)
+    text = (out / README).read_text()
+    assert f"data.sampler.class_name={SAMPLER_CLASS}" in text and f"data.train_batch_size={BATCH}" in text
+
+
+def test_trl_round_trips_the_order_and_its_sampler_repeats_each_prompt(run, tmp_path):
+    from saerl.rl import OrderSampler
+
+    root, _ = run
+    out = tmp_path / "trl"
+    export_run(root, "latest", "trl", out)
+    df = pl.read_parquet(out / TABLE)
+    assert df["id"].to_list() == _expected(root, "saerl") and df["position"].to_list() == list(range(df.height))
+    module = _load_module(out / SAMPLER, "trl_sampler")
+    stream = list(module.SaerlOrderSampler(df, GENERATIONS))
+    assert stream == [i for i in range(df.height) for _ in range(GENERATIONS)]
+    assert [df["id"][i] for i in stream[::GENERATIONS]] == _expected(root, "saerl")
+    assert list(module.SaerlOrderSampler(df, GENERATIONS, BATCH, 2)) == list(OrderSampler(df.height, GENERATIONS, BATCH, 2))
+
+    class FakeGRPOTrainer:  # the attributes trl's GRPOTrainer reads in _get_train_sampler
+        num_generations, num_iterations = GENERATIONS, 1
+        args = types.SimpleNamespace(generation_batch_size=BATCH * GENERATIONS, steps_per_generation=1)
+        train_dataset = df
+
+    sampler = module.ordered(FakeGRPOTrainer)()._get_train_sampler()
+    assert list(sampler) == list(OrderSampler(df.height, GENERATIONS, BATCH, 1))
+
+
+@pytest.mark.parametrize("arm", list(ARM_FILES))
+def test_every_arm_exports_its_own_order_file(run, tmp_path, arm):
+    root, _ = run
+    export_run(root, "latest", "trl", tmp_path / arm, arm=arm)
+    assert pl.read_parquet(tmp_path / arm / TABLE)["id"].to_list() == _expected(root, arm)
+
+
+def test_export_errors_name_the_problem(run, tmp_path):
+    root, record = run
+    with pytest.raises(ValueError, match="unknown arm"):
+        export_run(root, "latest", "trl", tmp_path / "x", arm="nope")
+    with pytest.raises(ValueError, match="unknown export format"):
+        export_run(root, "latest", "csv", tmp_path / "x")
+    shutil.rmtree(root / "curriculum" / "kc")
+    with pytest.raises(ValueError, match="saerl gc"):
+        export_run(root, "latest", "trl", tmp_path / "x")
+    del record.stages["curriculum"]
+    record.run_id += "z"
+    save_run(root, record)
+    with pytest.raises(ValueError, match="until curriculum"):
+        export_run(root, "latest", "trl", tmp_path / "x")
+
+
+def test_cli_export(run, tmp_path, capsys):
+    root, record = run
+    out = tmp_path / "cli"
+    assert main(["export", record.run_id[:15], "--format", "verl", "--out", str(out), "--root", str(root)]) == 0
+    assert str(out / TABLE) in capsys.readouterr().out
+    assert main(["export", "nope", "--format", "trl", "--out", str(out), "--root", str(root)]) == 2
+    assert "no unique run 'nope'" in capsys.readouterr().err

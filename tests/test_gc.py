@@ -1,0 +1,141 @@
+"""saerl.gc and `saerl gc`: only what no kept run references goes; locked builds and young folders stay."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from saerl.artifacts import ArtifactStore
+from saerl.cli import main
+from saerl.gc import SECONDS_PER_HOUR, collect, format_report
+from saerl.runs import RunRecord, StageRecord, save_run
+
+SIZE = 1000  # bytes of the one file in each hand-made artifact
+DAY_S = 24 * SECONDS_PER_HOUR
+
+
+def _artifact(store: ArtifactStore, stage: str, key: str) -> Path:
+    return Path(store.ensure(stage, key, lambda b: (b.path / "f.bin").write_bytes(b"\0" * SIZE))[0].path)
+
+
+def _record(root: Path, run_id: str, stages: dict[str, str]) -> None:
+    """A saved run record whose stage runs {run name: key} name those artifacts."""
+    r = RunRecord(name="demo", run_id=run_id)
+    r.stages = {name: StageRecord(name, key, "computed", "", {}, {}) for name, key in stages.items()}
+    save_run(root, r)
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Make a folder and everything in it look `seconds` old."""
+    stamp = time.time() - seconds
+    for p in [path, *path.rglob("*")]:
+        os.utime(p, (stamp, stamp))
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """Three runs: the oldest alone references ingest/old and train/old; the two newest share ingest/new and
+    reference train/a and train/b (training runs named 'train:<arm>:<seed>'); plus an unreferenced artifact,
+    a stale partial build and a trash leftover. Everything is two days old."""
+    store = ArtifactStore(tmp_path)
+    for stage, key in (("ingest", "old"), ("ingest", "new"), ("train", "old"), ("train", "a"), ("train", "b"),
+                       ("curriculum", "orphan")):
+        _artifact(store, stage, key)
+    (store.partial_path("extract", "half") / "chunk").mkdir(parents=True)
+    (store.partial_path("extract", "half") / "chunk" / "0.bin").write_bytes(b"\0" * SIZE)
+    (tmp_path / "extract" / ".trash-dead-123").mkdir()
+    _record(tmp_path, "20260101-000000-aaaaaa", {"ingest": "old", "train:saerl:0": "old"})
+    _record(tmp_path, "20260102-000000-bbbbbb", {"ingest": "new", "train:saerl:0": "a"})
+    _record(tmp_path, "20260103-000000-cccccc", {"ingest": "new", "train:vanilla:0": "b"})
+    for stage in ("ingest", "train", "curriculum", "extract"):
+        _age(tmp_path / stage, 2 * DAY_S)
+    return tmp_path
+
+
+def _present(root: Path) -> set[str]:
+    return {f"{p.parent.name}/{p.name}" for p in root.glob("*/*") if p.is_dir() and p.parent.name != "runs"}
+
+
+def test_dry_run_lists_without_deleting(root):
+    before = _present(root)
+    report = collect(root, keep_runs=2, dry_run=True)
+    assert {f"{e.stage}/{e.path.name}" for e in report.removed} == {
+        "ingest/old", "train/old", "curriculum/orphan", "extract/.partial-half", "extract/.trash-dead-123"}
+    assert report.freed >= 4 * SIZE and _present(root) == before
+    assert not (root / "extract" / ".lock-half").exists(), "a dry run creates no lock files"
+    text = format_report(report)
+    assert "would remove 5 folders" in text and "dry run" in text and "referenced by the 2 newest runs" in text
+
+
+def test_collect_keeps_every_artifact_a_kept_run_references(root):
+    report = collect(root, keep_runs=2)
+    assert _present(root) == {"ingest/new", "train/a", "train/b"}
+    assert len(report.removed) == 5 and not list(root.glob("*/.trash-*"))
+    assert sorted(p.name for p in (root / "runs").iterdir()) == [
+        "20260101-000000-aaaaaa.json", "20260102-000000-bbbbbb.json", "20260103-000000-cccccc.json"]
+    store = ArtifactStore(root)
+    assert store.is_complete("ingest", "new") and store.is_complete("train", "a")
+
+
+def test_keep_runs_widens_what_is_kept(root):
+    collect(root, keep_runs=3)
+    assert _present(root) == {"ingest/new", "ingest/old", "train/a", "train/b", "train/old"}
+
+
+def test_young_folders_stay(root):
+    _age(root / "curriculum" / "orphan", 60)
+    report = collect(root, keep_runs=2)
+    assert "curriculum/orphan" in _present(root) and [e.key for e in report.young] == ["orphan"]
+    collect(root, keep_runs=2, min_age_hours=0)
+    assert "curriculum/orphan" not in _present(root)
+
+
+def _hold_lock(root: str, ready, release) -> None:
+    with ArtifactStore(root).lock("extract", "half"):
+        ready.set()
+        release.wait(30)
+
+
+def test_a_build_holding_its_lock_is_never_deleted(root):
+    ctx = mp.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(root), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        report = collect(root, keep_runs=2)
+        assert "extract/.partial-half" in _present(root) and [e.key for e in report.locked] == ["half"]
+    finally:
+        release.set()
+        holder.join(30)
+    collect(root, keep_runs=2)
+    assert "extract/.partial-half" not in _present(root)
+
+
+def test_an_unreadable_kept_record_stops_collection(root):
+    (root / "runs" / "20260104-000000-dddddd.json").write_text("{broken")
+    with pytest.raises(ValueError, match="not readable"):
+        collect(root, keep_runs=2)
+    assert "ingest/old" in _present(root)
+
+
+def test_cli_gc(root, capsys):
+    assert main(["gc", "--root", str(root), "--keep-runs", "2", "--dry-run"]) == 0
+    assert "would remove 5 folders" in capsys.readouterr().out and "ingest/old" in _present(root)
+    assert main(["gc", "--root", str(root), "--keep-runs", "2"]) == 0
+    assert "removed 5 folders" in capsys.readouterr().out
+    assert _present(root) == {"ingest/new", "train/a", "train/b"}
+
+
+def test_a_root_without_run_records_is_refused_unless_keep_runs_is_zero(root):
+    for record in (root / "runs").iterdir():
+        record.unlink()
+    with pytest.raises(ValueError, match="no run records"):
+        collect(root)
+    assert "ingest/new" in _present(root)
+    collect(root, keep_runs=0)
+    assert _present(root) == set()

@@ -1,0 +1,70 @@
+"""saerl.plots: the top-features-per-cluster plot and the target line on accuracy vs step; every figure has a
+title, labelled axes and a legend, and renders to PNG without pyplot."""
+
+from __future__ import annotations
+
+import polars as pl
+from matplotlib.figure import Figure
+
+from saerl.plots import MAX_CLUSTER_PANELS, accuracy_vs_step, cluster_top_features
+
+CLUSTER_SCHEMA = {"cluster": pl.Int64, "size": pl.Int64, "share": pl.Float64, "top_features": pl.List(pl.Int64),
+                  "top_weights": pl.List(pl.Float64), "examples": pl.List(pl.String), "top_topic": pl.String,
+                  "top_topic_share": pl.Float64}
+
+
+def _clusters(n: int) -> pl.DataFrame:
+    """n clusters whose top features overlap in feature 0 only; cluster c has c + 1 prompts."""
+    rows = [{"cluster": c, "size": c + 1, "share": (c + 1) / 100, "top_features": [0, 100 + c],
+             "top_weights": [0.5, 0.25], "examples": ["q"], "top_topic": "add" if c % 2 else None,
+             "top_topic_share": 0.75 if c % 2 else None} for c in range(n)]
+    return pl.DataFrame(rows, schema=CLUSTER_SCHEMA)
+
+
+def _curve() -> pl.DataFrame:
+    return pl.DataFrame([{"arm": a, "seed": s, "set": st, "step": t, "greedy": 0.2 + 0.05 * t}
+                         for a in ("saerl", "vanilla") for s in (0, 1) for st in ("a", "b") for t in (0, 2)])
+
+
+def _line_labels(fig: Figure) -> list[list[str]]:
+    return [[ln.get_label() for ln in ax.get_lines()] for ax in fig.axes]
+
+
+def test_cluster_top_features_one_panel_per_cluster_with_legend(tmp_path):
+    fig = cluster_top_features(_clusters(3))
+    drawn = [ax for ax in fig.axes if ax.axison]
+    assert len(drawn) == 3
+    assert all(ax.get_title().startswith("cluster ") and "mean weight" in ax.get_xlabel() for ax in drawn)
+    assert "mostly add (75%)" in drawn[1].get_title()
+    assert [t.get_text() for t in drawn[0].get_yticklabels()] == ["feature 0", "feature 100"]
+    colors = [p.get_facecolor() for p in drawn[0].patches]
+    assert colors[0] != colors[1], "a feature shared with other clusters is drawn apart from an own one"
+    assert fig.legends and fig.get_suptitle() == "Top SAE features per cluster"
+    fig.savefig(tmp_path / "top.png")
+    assert (tmp_path / "top.png").stat().st_size > 0
+
+
+def test_cluster_top_features_keeps_the_largest_clusters():
+    n = MAX_CLUSTER_PANELS + 3
+    fig = cluster_top_features(_clusters(n))
+    titles = [ax.get_title() for ax in fig.axes if ax.axison]
+    assert len(titles) == MAX_CLUSTER_PANELS
+    assert not any(t.startswith(("cluster 0:", "cluster 1:", "cluster 2:")) for t in titles), "smallest dropped"
+    assert f"of {n}" in fig.get_suptitle()
+
+
+def test_accuracy_vs_step_draws_a_labelled_target_line_per_set():
+    fig = accuracy_vs_step(_curve(), target={"a": 0.25, "b": 0.3})
+    labels = _line_labels(fig)
+    assert len(fig.axes) == 2
+    assert any("target (25.0%)" in label for label in labels[0])
+    assert any("target (30.0%)" in label for label in labels[1])
+    for ax in fig.axes:
+        assert ax.get_title() and "step" in ax.get_xlabel() and "fraction" in ax.get_ylabel()
+        assert ax.get_legend() is not None
+
+
+def test_accuracy_vs_step_target_is_optional_and_may_be_one_number():
+    assert not any("target" in label for labels in _line_labels(accuracy_vs_step(_curve())) for label in labels)
+    both = _line_labels(accuracy_vs_step(_curve(), target=0.4))
+    assert all(any("target (40.0%)" in label for label in labels) for labels in both)

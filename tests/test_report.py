@@ -1,0 +1,139 @@
+"""saerl.report: the run report from artifacts on disk (terminal table, self-contained HTML) and the re-log
+of a finished run into a fresh MLflow store; `saerl report` on the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from saerl.config import build_config, flatten, load_config
+from saerl.report import arm_table, format_table, unflatten
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+
+
+def test_unflatten_gives_back_the_config():
+    cfg = load_config(SMOKE, ["curriculum.mix_ratio=0.3", "eval.sets={}"])
+    assert build_config(unflatten(flatten(cfg))) == cfg
+
+
+def test_arm_table_shows_intervals_verdict_and_steps():
+    cmp = pl.DataFrame({
+        "set": ["h", "h"], "arm": ["vanilla", "saerl"], "n_seeds": [2, 2], "accuracy": [0.4, 0.5],
+        "ci_low": [0.3, 0.45], "ci_high": [0.5, 0.55], "level": [0.95, 0.95], "diff_pts": [0.0, 10.0],
+        "diff_ci_low_pts": [None, 2.0], "diff_ci_high_pts": [None, 18.0], "verdict": ["reference", "better"],
+        "metric": ["greedy", "greedy"]})
+    stt = pl.DataFrame({"arm": ["saerl", "vanilla"], "seed": [0, 0], "target": [0.4, 0.4], "steps": [2, 4],
+                        "reached": [True, True], "mean_steps": [2.0, 4.0], "ratio": [0.5, 1.0], "set": ["h", "h"]})
+    table = arm_table(cmp, stt)
+    saerl = table.filter(pl.col("arm") == "saerl").row(0, named=True)
+    assert saerl["accuracy"] == "50.0%" and saerl["95% CI"] == "[45.0, 55.0]"
+    assert saerl["diff vs vanilla (pts)"] == "+10.0" and saerl["diff 95% CI"] == "[+2.0, +18.0]"
+    assert saerl["verdict"] == "better" and saerl["steps to target"] == "2 (0.50x)"
+    text = format_table(table)
+    assert text.splitlines()[0].startswith("set") and len(text.splitlines()) == 3
+
+
+def test_report_of_a_partial_run_says_what_is_missing(tmp_path):
+    from saerl.report import format_text, load_report, render_html
+    from saerl.runs import RunRecord, StageRecord, save_run
+
+    rec = RunRecord(name="partial", stages={"score": StageRecord(
+        stage="score", key="k" * 16, status="cached", reason="cached: same", config={}, inputs={},
+        path=str(tmp_path / "gone"))})
+    save_run(tmp_path, rec)
+    report = load_report(tmp_path)
+    assert report.missing == ["score"] and report.comparison is None
+    text = format_text(report)
+    assert "no evaluate stage in this run" in text and "Missing artifacts" in text
+    assert "data:image/png" not in render_html(report)
+
+
+# ------------------------------------------------------------------------------------------------ on a real run
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """An artifact root on which the smoke pipeline ran once (run_all, no Prefect), with its run record."""
+    from saerl.artifacts import ArtifactStore
+    from saerl.pipeline import run_all
+    from saerl.report import record_results
+    from saerl.runs import save_run
+
+    root = tmp_path_factory.mktemp("report-root")
+    cfg = load_config(SMOKE, [f"runtime.artifact_root={root}", "runtime.progress=false"])
+    store = ArtifactStore(root)
+    record = record_results(store, cfg, run_all(store, cfg))
+    save_run(root, record)
+    return root, record
+
+
+@pytest.mark.slow
+def test_text_report_has_arms_verdict_and_data_numbers(smoke_run):
+    from saerl.report import format_text, load_report
+
+    root, record = smoke_run
+    text = format_text(load_report(root, "latest"))
+    assert record.run_id in text and "smoke" in text
+    arms = text.split("== Arms")[1].split("==")[1]
+    assert "saerl" in arms and "vanilla" in arms and "reference" in arms
+    assert any(v in arms for v in ("within noise", "better", "worse", "no CI"))
+    assert "steps to target" in text and "fraction filtered" in text and "clusters" in text
+    assert "Property models vs baselines" in text and "topic_clusters" in text
+    assert all(name in text for name in record.stages)
+
+
+@pytest.mark.slow
+def test_html_report_is_self_contained(smoke_run, tmp_path):
+    from saerl.report import load_report, write_html
+
+    root, record = smoke_run
+    path = write_html(load_report(root, record.run_id[:10]), tmp_path / "r.html")
+    page = path.read_text()
+    assert page.count("data:image/png;base64,") >= 5, "score, curriculum, train x2 and evaluate plots, embedded"
+    assert "<table>" in page and any(v in page for v in ("within noise", "better", "worse", "no CI"))
+    assert "http://" not in page and "https://" not in page and "<link" not in page, "nothing outside the file"
+    assert "cluster_top_features.png" in page and "accuracy_vs_step.png" in page
+
+
+@pytest.mark.slow
+def test_relog_creates_parent_and_stage_runs_in_a_fresh_store(smoke_run, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from saerl.report import relog
+    from saerl.tracking import VERSION_TAG
+
+    root, record = smoke_run
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    parent_id = relog(root, record, uri)
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if r.info.run_id == parent_id)
+    assert parent.info.run_name == record.run_id and parent.data.tags["saerl.relogged"] == "true"
+    assert parent.data.tags[VERSION_TAG + "torch"] != "not installed"
+    assert parent.data.params["curriculum.mix_ratio"] == "0.2"
+    assert parent.info.start_time == int(record.started * 1000)
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id}
+    assert set(children) == set(record.stages)
+    score = children["score"]
+    assert "n_clusters" in score.data.metrics and score.data.tags["saerl.key"] == record.stages["score"].key
+    assert {"cluster_map.png", "cluster_top_features.png"} <= {
+        Path(a.path).name for a in client.list_artifacts(score.info.run_id, "plots")}
+    train = children["train:saerl:0"].info.run_id
+    assert [m.step for m in client.get_metric_history(train, "reward")] == [1, 2, 3]
+    assert any(a.path.endswith(".json") for a in client.list_artifacts(parent_id))
+
+
+@pytest.mark.slow
+def test_cli_report_prints_table_and_writes_html(smoke_run, tmp_path, capsys):
+    from saerl.cli import main
+
+    root, record = smoke_run
+    assert main(["report", "--root", str(root), "--html", str(tmp_path / "out.html")]) == 0
+    out = capsys.readouterr().out
+    assert "diff vs vanilla" in out and f"wrote {tmp_path / 'out.html'}" in out
+    assert main(["report", "nope", "--root", str(root)]) == 2
+    assert "no unique run 'nope'" in capsys.readouterr().err

@@ -1,0 +1,168 @@
+"""kill -9 during extraction and encoding: the rerun resumes from the chunks the killed run recorded as done
+(their files are not rewritten) and its Zarr arrays equal an uninterrupted run's bit for bit.
+
+Each run is a subprocess running the smoke config through saerl.pipeline.run_all with small prompt-chunks. The
+killed run sleeps a little after recording each chunk (a patched ChunkLog.mark), so the SIGKILL lands while most
+chunks are still to do; where it lands (computing, writing, sleeping) is up to the race."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_artifacts import _read_zarr_arrays
+
+from saerl.artifacts import MANIFEST, ArtifactStore, ChunkLog
+from saerl.config import load_config
+from saerl.pipeline import run_all
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+# Two prompts per chunk: ~60 chunks, so a kill after the first few leaves most of the work to resume.
+OVERRIDES = ["extract.chunk_rows=2", "runtime.torch_threads=1", "runtime.progress=false", "tracking.enabled=false"]
+UPSTREAM = ("testbed", "ingest")
+SLEEP_AFTER_CHUNK_S = 0.05
+KILL_AFTER_CHUNKS = 3
+RUN_TIMEOUT_S = 600
+POLL_S = 0.005
+
+RUNNER = """
+import json, sys, time
+from saerl.artifacts import ArtifactStore, ChunkLog
+from saerl.config import load_config
+from saerl.pipeline import run_all
+
+config, root, until, sleep_s, go = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]
+overrides = json.loads(sys.argv[6])
+if sleep_s:
+    mark = ChunkLog.mark
+    def slow_mark(self, chunk, **meta):
+        mark(self, chunk, **meta)
+        time.sleep(sleep_s)
+    ChunkLog.mark = slow_mark
+cfg = load_config(config, overrides + [f"runtime.artifact_root={root}"])
+store = ArtifactStore(root)
+if go != "-":  # wait for the starting signal, so that several runners begin together
+    open(go + ".ready-" + str(__import__("os").getpid()), "w").close()
+    while not __import__("os").path.exists(go):
+        time.sleep(0.01)
+results = run_all(store, cfg, until=until)
+print("RESULTS " + json.dumps({name: r.to_json() for name, r in results.items()}), flush=True)
+"""
+
+
+def start_runner(root: Path, until: str, sleep_s: float = 0.0, go: str = "-") -> subprocess.Popen:
+    """A subprocess running run_all(smoke config + OVERRIDES, root, until), optionally slowed after each
+    recorded chunk and held until the file `go` exists."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-c", RUNNER, str(SMOKE), str(root), until, str(sleep_s), go,
+                             json.dumps(OVERRIDES)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT)
+
+
+def finish(proc: subprocess.Popen) -> dict:
+    """Wait for a runner and return its {run name: StageResult json}; fails with its stderr if it failed."""
+    out, err = proc.communicate(timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 0, err[-3000:]
+    line = next(x for x in out.splitlines() if x.startswith("RESULTS "))
+    return json.loads(line[len("RESULTS "):])
+
+
+def smoke_upstream(tmp_path_factory) -> Path:
+    """A session-wide artifact root holding the smoke config's testbed and ingest artifacts (built in this
+    process the first time; later calls are cache hits)."""
+    root = tmp_path_factory.getbasetemp() / "smoke-upstream"
+    cfg = load_config(SMOKE, OVERRIDES + [f"runtime.artifact_root={root}"])
+    run_all(ArtifactStore(root), cfg, until="ingest")
+    return root
+
+
+def copy_stages(src: Path, dst: Path, stages: tuple[str, ...]) -> Path:
+    """Copy the finished artifacts of `stages` from one artifact root to another (keys do not depend on the
+    root, so they are cache hits there)."""
+    for stage in stages:
+        for folder in (src / stage).iterdir():
+            if not folder.name.startswith("."):
+                shutil.copytree(folder, dst / stage / folder.name)
+    return dst
+
+
+def kill_after_chunks(proc: subprocess.Popen, root: Path, stage: str, n_chunks: int) -> list[str]:
+    """SIGKILL the runner once the partial folder of `stage` records n_chunks done; returns the chunks
+    recorded done at that moment (the runner must not have finished first)."""
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"runner ended before it was killed: {proc.communicate()[1][-2000:]}"
+        partials = list((root / stage).glob(".partial-*")) if (root / stage).exists() else []
+        if partials and len(ChunkLog(partials[0]).done()) >= n_chunks:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return ChunkLog(partials[0]).done()
+        time.sleep(POLL_S)
+    raise AssertionError(f"no {n_chunks} chunks of {stage} done within {RUN_TIMEOUT_S} s")
+
+
+def chunk_files(folder: Path, stage: str, chunks: list[str]) -> dict[str, int]:
+    """{relative path: mtime_ns} of the Zarr files only the given prompt-chunks write."""
+    if stage == "extract":
+        patterns = [f"activations.zarr/pooled/*/c/{c}/*" for c in chunks]
+        patterns += [f"activations.zarr/tokens/c{int(c):06d}/**/*" for c in chunks]
+    else:
+        patterns = [f"codes.zarr/{name}/c/{c}/*" for c in chunks for name in ("feature_ids", "values")]
+    files = {p for pattern in patterns for p in folder.glob(pattern) if p.is_file()}
+    return {p.relative_to(folder).as_posix(): p.stat().st_mtime_ns for p in files}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """An uninterrupted run up to encode, in a subprocess like the killed ones."""
+    root = copy_stages(smoke_upstream(tmp_path_factory), tmp_path_factory.mktemp("reference"), UPSTREAM)
+    finish(start_runner(root, "encode"))
+    return root
+
+
+def _only_artifact(root: Path, stage: str) -> Path:
+    (folder,) = [p for p in (root / stage).iterdir() if not p.name.startswith(".")]
+    return folder
+
+
+@pytest.mark.parametrize(("stage", "before"), [("extract", UPSTREAM), ("encode", (*UPSTREAM, "extract", "sae"))])
+def test_kill_9_resumes_finished_chunks_and_matches_an_uninterrupted_run(reference, tmp_path, stage, before):
+    root = copy_stages(reference, tmp_path / "root", before)
+    done = kill_after_chunks(start_runner(root, stage, SLEEP_AFTER_CHUNK_S), root, stage, KILL_AFTER_CHUNKS)
+    (partial,) = (root / stage).glob(".partial-*")
+    stamps = chunk_files(partial, stage, done)
+    assert stamps, f"no chunk files found for chunks {done}"
+    assert not [p for p in (root / stage).iterdir() if not p.name.startswith(".")], "killed run published"
+
+    results = finish(start_runner(root, stage))
+    assert results[stage]["computed"]
+    final = _only_artifact(root, stage)
+    assert not list((root / stage).glob(".partial-*"))
+    summary = json.loads((final / MANIFEST).read_text())["summary"]
+    if stage == "extract":  # the rerun's own count of what it skipped
+        assert summary["chunks_skipped"] == len(done)
+    chunk_dirs = final / ("activations.zarr/tokens" if stage == "extract" else "codes.zarr/values/c")
+    n_chunks = sum(p.is_dir() for p in chunk_dirs.iterdir())
+    assert summary["chunks_run"] == n_chunks - len(done)
+    # (a) the finished chunks were not recomputed: their files are the killed run's, untouched
+    assert chunk_files(final, stage, done) == stamps
+    # (b) the result equals the uninterrupted run's, bit for bit
+    mine, ref = _read_zarr_arrays(final), _read_zarr_arrays(_only_artifact(reference, stage))
+    assert mine.keys() == ref.keys()
+    for name, arr in ref.items():
+        assert arr.dtype == mine[name].dtype and arr.shape == mine[name].shape, name
+        if arr.dtype.kind in "fiu":
+            assert arr.tobytes() == mine[name].tobytes(), name
+        else:
+            assert np.array_equal(arr, mine[name]), name

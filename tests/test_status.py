@@ -1,0 +1,83 @@
+"""saerl.status and `saerl status`: per stage run status, key, why, time and size; the recent runs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from saerl.artifacts import ArtifactStore
+from saerl.cli import main
+from saerl.runs import RunRecord, StageRecord, UnknownRun, save_run
+from saerl.status import KEY_CHARS, list_status, run_status
+
+PAYLOAD = 2_500_000  # bytes of the one file in each hand-made artifact (2.50 MB)
+WHY = "computed: config changed: curriculum.mix_ratio 0.2->0.5"
+
+
+def _runs(root: Path) -> tuple[RunRecord, RunRecord]:
+    """Two runs of config 'demo': the second recomputes the curriculum and one training run, and names a
+    training run whose artifact is gone (collected)."""
+    store = ArtifactStore(root)
+    for stage, key in (("curriculum", "c1" * 10), ("curriculum", "c2" * 10), ("train", "t1" * 10)):
+        store.ensure(stage, key, lambda b: (b.path / "f.bin").write_bytes(b"\0" * PAYLOAD))
+    first = RunRecord(name="demo", run_id="20260101-000000-aaaaaa", started=0.0)
+    first.stages["curriculum"] = StageRecord("curriculum", "c1" * 10, "computed", "computed: no earlier run",
+                                             {}, {}, 3.0, PAYLOAD)
+    second = RunRecord(name="demo", run_id="20260102-000000-bbbbbb", started=86400.0)
+    second.stages["curriculum"] = StageRecord("curriculum", "c2" * 10, "computed", WHY, {}, {}, 1.5, PAYLOAD)
+    second.stages["train:saerl:0"] = StageRecord("train:saerl:0", "t1" * 10, "computed",
+                                                 "computed: input changed: curriculum", {}, {}, 70.0, PAYLOAD)
+    second.stages["train:vanilla:0"] = StageRecord("train:vanilla:0", "t9" * 10, "cached",
+                                                   "cached: same code, inputs and config", {}, {}, 0.1, PAYLOAD)
+    for r in (first, second):
+        save_run(root, r)
+    return first, second
+
+
+def _line(text: str, start: str) -> str:
+    return next(ln for ln in text.splitlines() if ln.startswith(start))
+
+
+def test_run_status_shows_each_stage_run(tmp_path):
+    _, second = _runs(tmp_path)
+    text = run_status(tmp_path)  # latest
+    assert text.splitlines()[0].startswith(f"run {second.run_id} (demo)")
+    assert "3 stage runs, 2 computed, 1 cached" in text
+    cur = _line(text, "curriculum")
+    assert "computed" in cur and ("c2" * 10)[:KEY_CHARS] in cur and "1.5" in cur and "2.50" in cur and WHY in cur
+    saerl = _line(text, "train:saerl:0")
+    assert "input changed: curriculum" in saerl and "70.0" in saerl
+    assert " gone " in _line(text, "train:vanilla:0"), "an artifact no longer on disk is shown as gone"
+    shutil.rmtree(tmp_path / "train" / ("t1" * 10))
+    assert " gone " in _line(run_status(tmp_path, "20260102"), "train:saerl:0")
+
+
+def test_run_status_by_prefix_and_unknown(tmp_path):
+    first, _ = _runs(tmp_path)
+    assert run_status(tmp_path, "20260101").startswith(f"run {first.run_id}")
+    with pytest.raises(UnknownRun, match="no unique run '2026'"):
+        run_status(tmp_path, "2026")
+
+
+def test_list_status_newest_first_and_unreadable_records(tmp_path):
+    first, second = _runs(tmp_path)
+    (tmp_path / "runs" / "20260103-000000-cccccc.json").write_text("{not json")
+    lines = list_status(tmp_path).splitlines()
+    assert lines[0].split()[:3] == ["run", "name", "started"]
+    assert lines[1].startswith("20260103-000000-cccccc") and "unreadable" in lines[1]
+    assert lines[2].startswith(second.run_id) and lines[3].startswith(first.run_id)
+    assert lines[2].split()[4:8] == ["3", "2", "1", "71.6"]
+    assert len(list_status(tmp_path, limit=1).splitlines()) == 2
+    assert "no runs" in list_status(tmp_path / "empty")
+
+
+def test_cli_status(tmp_path, capsys):
+    _, second = _runs(tmp_path)
+    assert main(["status", "--root", str(tmp_path)]) == 0
+    assert WHY in capsys.readouterr().out
+    assert main(["status", "--list", "--root", str(tmp_path)]) == 0
+    assert second.run_id in capsys.readouterr().out
+    assert main(["status", "nope", "--root", str(tmp_path)]) == 2
+    assert "no unique run 'nope'" in capsys.readouterr().err

@@ -1,0 +1,185 @@
+"""Ablation sweeps: grid parsing and its errors, the cartesian product, the result table, `saerl ablate`
+failing fast, and (slow) the ablation flow paying for the shared stages once."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from saerl.cli import main
+from saerl.config import ConfigError, load_config
+from saerl.sweep import (
+    format_sweep,
+    format_value,
+    parse_axis,
+    parse_grid,
+    plan_sweep,
+    setting_label,
+    settings,
+    sweep_table,
+    with_setting,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def base():
+    return load_config(SMOKE).model_dump(mode="json")
+
+
+def test_axis_values_are_yaml():
+    assert parse_axis("curriculum.mix_ratio=0,0.1,0.3") == ("curriculum.mix_ratio", [0, 0.1, 0.3])
+    assert parse_axis("curriculum.ordering=easy_to_hard, random") == ("curriculum.ordering", ["easy_to_hard", "random"])
+    assert parse_axis("train.seeds=[0,1],[2]") == ("train.seeds", [[0, 1], [2]])
+    assert parse_axis("eval.target_accuracy=null,0.5") == ("eval.target_accuracy", [None, 0.5])
+    assert parse_axis("data.path='a,b.jsonl',c.jsonl") == ("data.path", ["a,b.jsonl", "c.jsonl"])
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("curriculum.mix_ratio", "expected KEY=V1,V2"),
+    ("curriculum.mix_ratio=", "no values for 'curriculum.mix_ratio'; write curriculum.mix_ratio=V1,V2"),
+    ("curriculum.mix_ratio=[0,1", "quote one that holds a comma or bracket"),
+])
+def test_unreadable_axis_names_the_key_and_the_syntax(text, expected):
+    with pytest.raises(ConfigError, match="--grid curriculum.mix_ratio") as err:
+        parse_axis(text)
+    assert expected in str(err.value)
+
+
+def test_key_given_twice_suggests_the_merged_axis():
+    with pytest.raises(ConfigError, match=r"give it once with every value: --grid curriculum.mix_ratio=0,0.1,0.3"):
+        parse_grid(["curriculum.mix_ratio=0,0.1", "curriculum.mix_ratio=0.3"])
+
+
+def test_grid_from_a_mapping_keeps_its_order_and_wants_lists():
+    assert parse_grid({"b.x": [1], "a.y": (2, 3)}) == {"b.x": [1], "a.y": [2, 3]}
+    with pytest.raises(ConfigError, match="grid key 'a.y': values must be a list"):
+        parse_grid({"a.y": 0.1})
+
+
+@pytest.mark.parametrize("grid, expected", [
+    ({"curriculum.mix_ratoi": [0, 1]}, "unknown key 'curriculum.mix_ratoi' (did you mean 'curriculum.mix_ratio'?)"),
+    ({"mix_ratio": [0, 1]}, "did you mean 'curriculum.mix_ratio'?"),
+    ({"curriculum": [0, 1]}, "'curriculum' is a section; sweep one of its fields, e.g. --grid curriculum."),
+    ({"runtime.workers": [1, 2]}, "changes no result (no stage reads it)"),
+    ({"tracking.enabled": [True, False]}, "changes no result"),
+    ({"curriculum.mix_ratio": [0.1, 2]}, "--grid curriculum.mix_ratio: value 2 is invalid: field 'curriculum.mix_ratio'"),
+    ({"curriculum.ordering": ["easy_to_hrd"]}, "value easy_to_hrd is invalid"),
+    ({"curriculum.mix_ratio": [0, 0.0]}, "values 0 and 0.0 are the same setting; list each value once"),
+    ({}, "needs at least one --grid KEY=V1,V2"),
+])
+def test_invalid_grids_name_the_key_and_the_fix(base, grid, expected):
+    with pytest.raises(ConfigError) as err:
+        plan_sweep(base, grid)
+    assert expected in str(err.value)
+
+
+def test_a_swept_key_cannot_also_be_an_override(base):
+    with pytest.raises(ConfigError, match="'curriculum.mix_ratio' is both an override"):
+        plan_sweep(base, {"curriculum.mix_ratio": [0, 1]}, ["curriculum.mix_ratio=0.5"])
+
+
+def test_product_first_key_slowest_and_configs_validated(base):
+    grid = parse_grid(["curriculum.mix_ratio=0,0.1,0.3", "curriculum.ordering=easy_to_hard,random"])
+    points = settings(grid)
+    assert len(points) == 6
+    assert points[:3] == [{"curriculum.mix_ratio": 0, "curriculum.ordering": "easy_to_hard"},
+                          {"curriculum.mix_ratio": 0, "curriculum.ordering": "random"},
+                          {"curriculum.mix_ratio": 0.1, "curriculum.ordering": "easy_to_hard"}]
+    planned = plan_sweep(base, grid)
+    assert [s for s, _ in planned] == points
+    assert [(c.curriculum.mix_ratio, c.curriculum.ordering) for _, c in planned][-1] == (0.3, "random")
+    assert all(c.train.max_steps == 3 for _, c in planned), "the rest of the base config is kept"
+    assert base["curriculum"]["mix_ratio"] == 0.2, "the base is not modified"
+
+
+def test_with_setting_and_labels():
+    assert with_setting({"a": {"x": 1, "y": 2}}, {"a.x": 5}) == {"a": {"x": 5, "y": 2}}
+    assert setting_label({"curriculum.mix_ratio": 0.1, "curriculum.ordering": "random"}) == "mix_ratio=0.1 ordering=random"
+    assert setting_label({"score.seed": 1, "curriculum.seed": 2}) == "score.seed=1 curriculum.seed=2", "clashing leaves"
+    assert [format_value(v) for v in (None, [0, 1], "a,b", True)] == ["null", "[0, 1]", "'a,b'", "true"]
+
+
+def _child(tmp_path: Path, name: str, acc: dict[str, float], steps: dict[str, float | None],
+           statuses: dict[str, str]) -> dict:
+    """A run record whose evaluate artifact holds the two tables the sweep reads."""
+    folder = tmp_path / name
+    folder.mkdir()
+    rows = [{"set": "heldout", "arm": arm, "accuracy": a, "diff_pts": 0.0 if arm == "vanilla" else 100 * (a - acc["vanilla"]),
+             "verdict": "reference" if arm == "vanilla" else "within noise", "metric": m}
+            for m in ("greedy", "mean_k") for arm, a in acc.items()]
+    pl.DataFrame(rows).write_parquet(folder / "comparison.parquet")
+    stt = [{"arm": arm, "seed": 0, "target": 0.25, "steps": s, "reached": s is not None, "mean_steps": s, "set": "heldout"}
+           for arm, s in steps.items()]
+    pl.DataFrame(stt, schema_overrides={"steps": pl.Float64, "mean_steps": pl.Float64}).write_parquet(
+        folder / "steps_to_target.parquet")
+    stages = {n: {"status": st, "path": str(folder)} for n, st in statuses.items()}
+    return {"stages": stages}
+
+
+def test_table_reads_greedy_accuracy_and_steps_to_target_per_setting_and_arm(tmp_path):
+    every = ["testbed", "extract", "score", "curriculum", "train:saerl:0", "train:vanilla:0", "evaluate"]
+    first = _child(tmp_path, "a", {"vanilla": 0.25, "saerl": 0.35}, {"saerl": 2.0, "vanilla": 4.0},
+                   dict.fromkeys(every, "computed"))
+    second = _child(tmp_path, "b", {"vanilla": 0.25, "saerl": 0.2}, {"saerl": None, "vanilla": 4.0},
+                    {n: "computed" if n in ("curriculum", "train:saerl:0", "evaluate") else "cached" for n in every})
+    children = [({"curriculum.mix_ratio": 0}, first), ({"curriculum.mix_ratio": 0.3}, second)]
+    table = sweep_table(children)
+    assert table.height == 4 and set(table["setting"]) == {"mix_ratio=0", "mix_ratio=0.3"}
+    saerl = table.filter(pl.col("arm") == "saerl").sort("setting")
+    assert saerl["accuracy"].to_list() == [0.35, 0.2] and saerl["steps_to_target"].to_list() == [2.0, None]
+    assert table.filter(pl.col("arm") == "vanilla")["diff_pts"].to_list() == [None, None]
+    text = format_sweep(children)
+    assert "ablation: 2 settings" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("mix_ratio=0.3") and " saerl " in ln)
+    assert "20.0%" in line and "-5.0" in line and line.rstrip().endswith("n/a")
+    assert "35.0%" in text and "2 (target 25.0%)" in text
+    reuse = text.split("stage runs per setting")[1].splitlines()
+    assert any("computed: curriculum train:saerl:0 evaluate" in ln for ln in reuse)
+    assert any("cached:   testbed extract score train:vanilla:0" in ln for ln in reuse)
+
+
+def test_table_without_an_evaluate_stage_says_na():
+    text = format_sweep([({"curriculum.mix_ratio": 0}, {"stages": {"curriculum": {"status": "computed", "path": ""}}})])
+    row = next(ln for ln in text.splitlines() if ln.startswith("mix_ratio=0 "))
+    assert row.split()[1:4] == ["n/a", "n/a", "n/a"]
+
+
+def test_cli_grid_errors_fail_fast(capsys):
+    started = time.time()
+    assert main(["ablate", str(SMOKE), "--grid", "curriculum.mix_ratoi=0,0.1"]) == 2
+    assert "did you mean 'curriculum.mix_ratio'?" in capsys.readouterr().err
+    assert main(["ablate", str(SMOKE), "--grid", "curriculum.mix_ratio=0,0.1", "curriculum.batch_sise=2"]) == 2
+    assert "curriculum.batch_sise" in capsys.readouterr().err, "overrides after --grid are checked too"
+    assert main(["ablate", str(SMOKE), "--grid", "curriculum.mix_ratio=0,0.1", "--until", "curiculum"]) == 2
+    assert "unknown stage 'curiculum'" in capsys.readouterr().err
+    assert time.time() - started < 5, "grid errors must come before any server/model start"
+
+
+def test_cli_config_after_grid_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["ablate", "--grid", "curriculum.mix_ratio=0,0.1", str(SMOKE)])
+    assert "put CONFIG first" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ablation_flow_pays_for_shared_stages_once(prefect_api, tmp_path, capsys):
+    from flows.sweep import ablation_flow
+
+    cfg = load_config(SMOKE, [f"runtime.artifact_root={tmp_path / 'root'}", "tracking.enabled=false"])
+    out = ablation_flow(config=cfg.model_dump(mode="json"), grid={"curriculum.mix_ratio": [0.0, 0.5]})
+    first, second = ({k: v["status"] for k, v in run["stages"].items()} for run in out["runs"])
+    shared = ("testbed", "ingest", "extract", "sae", "encode", "score")
+    assert all(first[s] == "computed" for s in shared)
+    assert all(second[s] == "cached" for s in shared), second
+    assert second["curriculum"] == second["train:saerl:0"] == second["evaluate"] == "computed"
+    assert second["train:vanilla:0"] == "cached", "vanilla reads no curriculum"
+    assert [r["arm"] for r in out["table"]] == ["vanilla", "saerl", "vanilla", "saerl"]
+    text = capsys.readouterr().out
+    assert "ablation: 2 settings" in text and "steps to target" in text
+    assert "mix_ratio=0.5" in text and "cached:   testbed ingest extract sae encode score train:vanilla:0" in text

@@ -1,0 +1,97 @@
+"""The verifier under adversarial answers: every sample is bounded in time, and comes out as a verifier failure
+(status timeout/error) or a definite wrong/no_answer, never a hang and never "correct".
+
+Batches hold as many samples as the pool has workers, so each batch's wall-clock bound is a bound per sample;
+the bound is generous (BATCH_BOUND_FACTOR x the timeout: a worker killed at its hard deadline is restarted for
+the next batch, which costs an import of math-verify on a loaded machine)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from saerl import verify as V
+from saerl.verify import normalize_answers, verify_answer, verify_batch
+
+TIMEOUT_S = 2.0
+BATCH_BOUND_FACTOR = 10
+FAILURE_OR_DEFINITE = {"wrong", "no_answer", "timeout", "error"}
+NORMALIZE_OUTCOMES = {"ok", "unparsed", "timeout", "error"}
+GARBAGE_CHARS = 1_000_000
+LONG_DIGITS = 10_000
+
+ADVERSARIAL = {
+    "tower, bare": "9^9^9^9",
+    "tower, boxed": "\\boxed{9^9^9^9}",
+    "tower, braced": "\\boxed{9^{9^{9^{9}}}}",
+    "tower after ####": "#### 9^{9^{9^{9}}}",
+    "10k-digit number after ####": "#### " + "7" * LONG_DIGITS,
+    "10k-digit number boxed": "\\boxed{" + "7" * LONG_DIGITS + "}",
+    "10k-digit decimal": "#### 0." + "3" * LONG_DIGITS,
+    "nested fractions": "\\boxed{" + "\\frac{1}{" * 150 + "2" + "}" * 150 + "}",
+    "nested roots": "\\boxed{" + "\\sqrt{" * 200 + "2" + "}" * 200 + "}",
+    "nested braces": "\\boxed{" + "{" * 2000 + "1" + "}" * 2000 + "}",
+    "nested parentheses": "\\boxed{" + "(" * 500 + "1" + ")" * 500 + "}",
+    "unclosed boxed": "the answer is \\boxed{",
+    "unclosed boxed after a closed one": "\\boxed{5} and then \\boxed{5",
+    "huge exponent": "\\boxed{10^{10^{10}}}",
+    "huge power of two": "\\boxed{2^{99999999999}}",
+    "huge factorial": "\\boxed{99999999999!}",
+    "float overflow": "#### 1e999999999",
+    "integral tower": "\\boxed{\\int_0^1 e^{x^{x^x}} dx}",
+    "long garbage": "".join(chr(33 + (i * 7919) % 90) for i in range(GARBAGE_CHARS)),
+    "long garbage then boxed": "zq!" * (GARBAGE_CHARS // 3) + "\\boxed{x^{y^{z}}}",
+    "long sum": "\\boxed{" + "x+" * 600 + "1}",
+}
+
+
+def _batches(items: list, size: int) -> list[list]:
+    return [items[i: i + size] for i in range(0, len(items), size)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def warm_pool():
+    """Start the workers before timing anything (the first start imports sympy)."""
+    assert verify_answer("\\boxed{\\frac{1}{2}}", "0.5", 60).correct
+    yield
+
+
+@pytest.mark.parametrize("gold", ["5", "\\frac{1}{2}"])
+def test_adversarial_completions_are_bounded_per_batch(gold: str) -> None:
+    names = list(ADVERSARIAL)
+    for batch in _batches(names, V.MAX_WORKERS):
+        start = time.perf_counter()
+        got = verify_batch([ADVERSARIAL[n] for n in batch], [gold] * len(batch), timeout_s=TIMEOUT_S)
+        took = time.perf_counter() - start
+        assert took < BATCH_BOUND_FACTOR * TIMEOUT_S, f"batch {batch} took {took:.1f} s"
+        for name, res in zip(batch, got, strict=True):
+            assert res.status in FAILURE_OR_DEFINITE, (name, res)
+            assert res.pred is None or len(res.pred) <= V.MAX_SCAN_CHARS
+
+
+def test_adversarial_golds_are_bounded_per_batch() -> None:
+    golds = list(ADVERSARIAL.values())
+    for batch in _batches(golds, V.MAX_WORKERS):
+        start = time.perf_counter()
+        got = normalize_answers(batch, timeout_s=TIMEOUT_S)
+        assert time.perf_counter() - start < BATCH_BOUND_FACTOR * TIMEOUT_S
+        assert all(g.status in NORMALIZE_OUTCOMES for g in got), got
+        assert all((g.status == "ok") == bool(g.text) for g in got)
+        start = time.perf_counter()
+        judged = verify_batch(["\\boxed{-31}"] * len(batch), batch, timeout_s=TIMEOUT_S)  # no gold is -31
+        assert time.perf_counter() - start < BATCH_BOUND_FACTOR * TIMEOUT_S
+        assert all(r.status in FAILURE_OR_DEFINITE for r in judged), judged
+
+
+def test_failures_are_counted_not_hidden_and_the_pool_recovers() -> None:
+    """Timeouts are their own status (a verifier failure the caller counts), and good answers after an
+    adversarial batch are judged as usual."""
+    got = verify_batch([ADVERSARIAL["huge exponent"], ADVERSARIAL["huge factorial"], "#### 5"], ["5"] * 3,
+                       timeout_s=TIMEOUT_S)
+    assert got[0].status in {"timeout", "error", "wrong"} and got[1].status in {"timeout", "error", "wrong"}
+    assert got[2].correct
+    failures = sum(r.status in {"timeout", "error"} for r in got)
+    assert failures >= 1, "a tower that sympy evaluates must hit the time bound"
+    assert verify_answer("\\boxed{\\frac{2}{4}}", "0.5", 30).correct
+    assert verify_answer("#### 17", "18", 30).status == "wrong"
