@@ -63,7 +63,9 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
     previous = previous_run(root, cfg.name)
     tracker = Tracker(cfg, root, record.run_id)
     refs: dict[str, ArtifactRef] = {}
-    for stage, name, ups, variant in stage_runs(cfg, until):
+
+    def submit(stage: str, name: str, ups: tuple[str, ...], variant: dict[str, Any] | None) -> dict[str, Any]:
+        """Start one stage run as a task (its shards first, on Dask); returns what finishing it needs."""
         upstream = resolve_upstream(stage, ups, refs, variant)
         keys = input_keys(cfg, stage, upstream, variant)
         key = stage_key(cfg, stage, keys)
@@ -77,6 +79,12 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
             fan_out(args, cfg.runtime.workers)
         opts = stage_options(stage, root, refresh) | {"task_run_name": name}
         future = stage_task.with_options(**opts).submit(**args, variant=variant)
+        return {"stage": stage, "name": name, "key": key, "keys": keys, "note": note, "future": future}
+
+    def finish(run: dict[str, Any]) -> None:
+        """Wait for a submitted stage run, record it (run record, terminal, MLflow)."""
+        stage, name, key, keys = run["stage"], run["name"], run["key"], run["keys"]
+        future = run["future"]
         future.wait()
         state = future.state
         result = state.result()
@@ -84,7 +92,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
         refs[name] = ArtifactRef(result["stage"], result["key"], result["path"])
         sl = stage_slice(cfg, stage)
         rec = StageRecord(stage=name, key=key, status="computed" if computed else "cached",
-                          reason=explain(name, computed, sl, keys, previous, note), config=sl, inputs=keys,
+                          reason=explain(name, computed, sl, keys, previous, run["note"]), config=sl, inputs=keys,
                           seconds=result["seconds"], bytes=store.size_bytes(stage, key), path=result["path"])
         record.stages[name] = rec
         save_run(root, record)  # after every stage: `saerl gc` then sees what a running flow uses
@@ -94,6 +102,22 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
             say(format_levels(result.get("metrics", {})))
         if stage == "evaluate":
             say((Path(result["path"]) / "comparison.txt").read_text())
+
+    # Training runs (arm x seed) read nothing of each other: on Dask they all run at once, one per worker.
+    parallel_train = cfg.runtime.task_runner == "dask"
+    pending: list[dict[str, Any]] = []
+    for stage, name, ups, variant in stage_runs(cfg, until):
+        if pending and stage != "train":
+            for run in pending:
+                finish(run)
+            pending = []
+        run = submit(stage, name, ups, variant)
+        if stage == "train" and parallel_train:
+            pending.append(run)
+        else:
+            finish(run)
+    for run in pending:
+        finish(run)
     path = save_run(root, record)
     tracker.log_artifact(path)
     tracker.finish()

@@ -35,10 +35,15 @@ def test_dask_fan_out_matches_in_process(prefect_api, tmp_path, capsys):
     records = {}
     for runner in ("local", "dask"):
         cfg = load_config(SMOKE, [f"runtime.artifact_root={tmp_path / runner}", f"runtime.task_runner={runner}",
-                                  "runtime.workers=2", "runtime.torch_threads=1",
+                                  "runtime.workers=2", "runtime.torch_threads=1", "train.seeds=[0,1]",
                                   "tracking.enabled=false"])
         flow = pipeline_flow.with_options(task_runner=task_runner(cfg))
-        records[runner] = flow(config=cfg.model_dump(mode="json"), until="encode")
+        # on Dask the whole pipeline: the four training runs (2 arms x 2 seeds) are submitted together
+        records[runner] = flow(config=cfg.model_dump(mode="json"), until="encode" if runner == "local" else None)
+    dask_runs = records["dask"]["stages"]
+    trains = [s for s in dask_runs if s.startswith("train:")]
+    assert sorted(trains) == ["train:saerl:0", "train:saerl:1", "train:vanilla:0", "train:vanilla:1"]
+    assert all(dask_runs[s]["status"] == "computed" for s in trains) and dask_runs["evaluate"]["status"] == "computed"
     out = capsys.readouterr().out
     assert "[extract]" in out and "shards" in out
     for stage, store in (("extract", "activations.zarr"), ("encode", "codes.zarr")):
