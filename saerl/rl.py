@@ -98,11 +98,6 @@ def is_correct(texts: list[str], golds: list[str]) -> list[bool]:
     return [status == "correct" for status in judge(texts, golds)]
 
 
-def correctness_reward(completions: list[Any], answer: list[str], **_: Any) -> list[float]:
-    """trl reward function: 1.0 when the final answer equals the gold `answer` column, else 0.0."""
-    return [float(ok) for ok in is_correct([completion_text(c) for c in completions], answer)]
-
-
 class CorrectnessReward:
     """trl reward function: 1.0 when the final answer equals the gold `answer` column, else 0.0, counting the
     verifier's failures (timeouts/errors: scored 0 and counted, never silently). in: completions, answers;

@@ -10,7 +10,6 @@ from saerl.config import TrainConfig
 from saerl.rl import (
     CorrectnessReward,
     OrderSampler,
-    correctness_reward,
     format_reward,
     grpo_config,
     is_correct,
@@ -36,7 +35,7 @@ def test_training_order_follows_order_or_a_seeded_shuffle():
 
 def test_correctness_reward_reads_the_final_answer():
     comps = [[{"role": "assistant", "content": "3 + 4 = 7 #### 7"}], "#### 8", "no answer"]
-    assert correctness_reward(comps, ["7", "7", "7"]) == [1.0, 0.0, 0.0]
+    assert CorrectnessReward()(comps, ["7", "7", "7"]) == [1.0, 0.0, 0.0]
     assert is_correct(["#### 07", "#### 7 , 3", "#### -2", "x #### 1/2"], ["7", "7", "-2", "0.5"]) == [
         True, False, True, True]
 
