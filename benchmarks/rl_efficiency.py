@@ -12,6 +12,10 @@ learning curve each run records every train.eval_every steps (target: vanilla's 
     .venv/bin/python benchmarks/rl_efficiency.py --quick     # 3 seeds, short runs: a few minutes
     .venv/bin/python benchmarks/rl_efficiency.py             # 3 seeds at the demo's RL budget
     .venv/bin/python benchmarks/rl_efficiency.py --seeds 5 train.max_steps=200
+    .venv/bin/python benchmarks/rl_efficiency.py --workers 6 testbed.n_pool=10000 train.max_steps=500
+
+With --workers N the training runs (arms x seeds) fan out over a Dask LocalCluster of N worker processes once
+the shared stages (testbed .. curriculum) are done; each run is the same cached stage run as in sequence.
 
 Last line: ``RESULT acc_saerl=.. acc_vanilla=.. acc_delta_points=.. acc_delta_ci_low=.. steps_ratio=.. seeds=..``
 (greedy accuracy on the held-out set; steps_ratio = saerl's mean steps to vanilla's final accuracy over
@@ -22,17 +26,33 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 
 from saerl.artifacts import ArtifactStore
 from saerl.config import load_config
-from saerl.pipeline import run_all
+from saerl.pipeline import resolve_upstream, run_all, run_stage, stage_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["runtime.progress=false", "tracking.enabled=false"]
 QUICK = ["train.max_steps=30", "train.eval_every=10", "eval.max_problems=200", "eval.k_samples=2"]
+
+
+def train_on_dask(store: ArtifactStore, cfg: object, workers: int, report: Callable[[str, object], None]) -> None:
+    """Run the stages before training here, then every training run (arm x seed) as one task on a Dask
+    LocalCluster of `workers` processes; each lands in `store` exactly as `run_all` would cache it."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    refs = {name: res.ref for name, res in run_all(store, cfg, until="curriculum", report=report).items()}  # type: ignore[arg-type]
+    runs = [(name, resolve_upstream(stage, ups, refs, variant), variant)
+            for stage, name, ups, variant in stage_runs(cfg) if stage == "train"]  # type: ignore[arg-type]
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True) as cluster, Client(cluster) as client:
+        futures = {client.submit(run_stage, store, cfg, "train", ups, variant=variant, key=name, pure=False): name
+                   for name, ups, variant in runs}
+        for fut in as_completed(futures):
+            report(futures[fut], fut.result())
 
 
 def main() -> None:
@@ -41,6 +61,8 @@ def main() -> None:
     ap.add_argument("--root", default=None, help="artifact root (default: the config's runtime.artifact_root)")
     ap.add_argument("--seeds", type=int, default=3, help="training seeds per arm (>= 3 for an interval worth reading)")
     ap.add_argument("--quick", action="store_true", help="short RL runs on a capped eval set")
+    ap.add_argument("--workers", type=int, default=1, help="train the arm x seed runs in parallel on a Dask "
+                    "LocalCluster of this many processes (1: one after another in this process)")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides")
     args = ap.parse_args()
     overrides = [*COMMON, *([f"runtime.artifact_root={args.root}"] if args.root else []),
@@ -53,7 +75,10 @@ def main() -> None:
         print(f"[{name}] {'computed' if res.computed else 'cached'} in {res.seconds:.0f} s "  # type: ignore[attr-defined]
               f"({time.time() - t0:.0f} s so far)", flush=True)
 
-    results = run_all(ArtifactStore(Path(cfg.runtime.artifact_root)), cfg, report=report)
+    store = ArtifactStore(Path(cfg.runtime.artifact_root))
+    if args.workers > 1:
+        train_on_dask(store, cfg, args.workers, report)
+    results = run_all(store, cfg, report=report)
     folder = Path(results["evaluate"].ref.path)
     print((folder / "comparison.txt").read_text())
     per_level = (pl.read_parquet(folder / "eval.parquet").filter(pl.col("sample") == 0)

@@ -53,7 +53,8 @@ def table(ev: pl.DataFrame, cols: dict[str, list[float]]) -> pl.DataFrame:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=None, help="YAML config (default: the schema's defaults)")
+    ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"),
+                    help="YAML config (default: the demo's: its testbed and GRPO settings)")
     ap.add_argument("--testbed-dir", default=".saerl/bench/testbed", help="built testbed (built if missing)")
     ap.add_argument("--out", default=".saerl/bench/rl_learnability", help="where the trained policy goes")
     ap.add_argument("--minutes", type=float, default=5.0, help="wall-clock budget of RL")

@@ -1,10 +1,18 @@
 """The ablation sweep flow: one parent flow run, one pipeline subflow run per setting of a config grid.
 
-Children run one after another in grid order. The first computes every stage; the others reuse whatever
-their setting does not change through the content-addressed artifact keys (for a curriculum grid:
-everything up to scoring, and the arms that read no curriculum), so a sweep over N curriculum settings pays
-for extraction, the SAE, encoding and scoring once. The flow ends with one table: setting x arm, greedy
-held-out accuracy, difference to vanilla, steps-to-target, and what each child computed and reused.
+Every child reuses, through the content-addressed artifact keys, whatever its setting does not change (for a
+curriculum grid: everything up to scoring, and the arms that read no curriculum), so a sweep over N curriculum
+settings pays for extraction, the SAE, encoding and scoring once.
+
+With the local runner the children run one after another in grid order (the first computes every stage).
+With `runtime.task_runner: dask` they run side by side on one Dask cluster (a LocalCluster of
+`runtime.workers` processes, or the scheduler at `runtime.dask_address`), hosted by a subflow whose task
+runner is that cluster: first one run of the stages every child shares (`saerl.sweep.shared_until`), then
+every child at once, each as a task on the cluster that runs its pipeline subflow with its stage tasks on the
+same cluster. Every process reports to the one Prefect server of the run (workers inherit `PREFECT_API_URL`).
+
+The flow ends with one table: setting x arm, greedy held-out accuracy, difference to vanilla,
+steps-to-target, and what each child (and the shared run) computed and reused.
 """
 
 from __future__ import annotations
@@ -12,34 +20,105 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from prefect import flow
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
 
 from flows.pipeline import pipeline_flow, say
 from flows.runner import task_runner
-from saerl.config import PipelineConfig
-from saerl.sweep import Grid, format_sweep, parse_grid, plan_sweep, setting_label, sweep_table
+from saerl.config import PipelineConfig, build_config
+from saerl.sweep import (
+    SHARED_LABEL,
+    Grid,
+    format_sweep,
+    parse_grid,
+    plan_sweep,
+    setting_label,
+    shared_until,
+    sweep_table,
+)
+
+
+def literal(name: str) -> str:
+    """A flow or task run name as given: Prefect formats run names with the run's parameters, so braces double."""
+    return name.replace("{", "{{").replace("}", "}}")
+
+
+def run_name(cfg: PipelineConfig, label: str) -> str:
+    """A flow run name '<config name> | <label>'."""
+    return literal(f"{cfg.name} | {label}")
 
 
 def child_run_name(cfg: PipelineConfig, setting: Mapping[str, Any]) -> str:
-    """The flow run name of one child: '<config name> | mix_ratio=0.1 ordering=random'. Braces are doubled
-    because Prefect formats a flow run name with the flow's parameters."""
-    return f"{cfg.name} | {setting_label(dict(setting))}".replace("{", "{{").replace("}", "}}")
+    """The flow run name of one child: '<config name> | mix_ratio=0.1 ordering=random'."""
+    return run_name(cfg, setting_label(dict(setting)))
+
+
+@task(name="sweep-child", persist_result=False, cache_policy=NO_CACHE)
+def child_task(config: dict[str, Any], until: str | None, name: str) -> dict[str, Any]:
+    """Run one pipeline subflow from a Dask worker, its stage tasks on the same cluster; returns its run record.
+
+    The task secedes from the worker's thread pool while its subflow waits on its own stage tasks
+    (`distributed.worker_client`): otherwise N children on N single-thread workers would hold every worker
+    and wait forever for stage tasks that have nowhere to run. Caching is the stage tasks' business (their
+    keys are the artifact keys), so this task caches and persists nothing."""
+    from distributed import worker_client
+    from prefect_dask import DaskTaskRunner
+
+    with worker_client() as client:
+        runner = DaskTaskRunner(address=client.scheduler.address)
+        return pipeline_flow.with_options(flow_run_name=name, task_runner=runner)(config=config, until=until)
+
+
+@flow(name="saerl-ablation-dask")
+def ablation_on_dask(children: list[dict[str, Any]], until: str | None = None,
+                     shared: str | None = None) -> dict[str, Any]:
+    """The children of an ablation side by side on the Dask cluster of this flow's task runner. `children` is
+    [{"setting", "config" (raw dict), "name" (its flow run name)}]; when `shared` names a stage, the first
+    child's pipeline up to it runs first, alone (the stages every child shares: computed once, then cache hits
+    for every child). Returns {"shared": its run record or None, "runs": [run record per child, in order]}."""
+    record = None
+    if shared is not None:
+        first = children[0]["config"]
+        say(f"== {SHARED_LABEL}: every stage up to {shared}, once")
+        record = child_task.with_options(task_run_name=SHARED_LABEL).submit(
+            config=first, until=shared, name=run_name(build_config(first), f"{SHARED_LABEL} (until {shared})")
+        ).result()
+    say(f"== {len(children)} settings side by side on the Dask cluster")
+    futures = [child_task.with_options(task_run_name=literal(setting_label(c["setting"]))).submit(
+        config=c["config"], until=until, name=c["name"]) for c in children]
+    wait(futures)  # every child ends (or fails) before the first failure is raised
+    return {"shared": record, "runs": [f.result() for f in futures]}
 
 
 @flow(name="saerl-ablation")
 def ablation_flow(config: dict[str, Any], grid: dict[str, list[Any]], until: str | None = None) -> dict[str, Any]:
     """Run the pipeline once per setting of `grid` ({dotted key: [values]}) applied to `config` (a raw config
-    dict), each as a subflow named after its setting, up to stage `until`.
-    Returns {"grid", "settings": [{key: value}], "runs": [run record dicts], "table": [row dicts]}."""
+    dict), each as a subflow named after its setting, up to stage `until`: one after another, or on Dask
+    (`runtime.task_runner: dask`) side by side after one run of the stages they share.
+    Returns {"grid", "settings": [{key: value}], "runs": [run record dicts], "shared": the shared run's record
+    (Dask) or None, "table": [row dicts]}."""
     children = plan_sweep(config, grid)
     say(f"ablation over {' x '.join(grid)}: {len(children)} settings")
-    done: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    for setting, cfg in children:
-        say(f"== setting {len(done) + 1}/{len(children)}: {setting_label(setting)}")
-        child = pipeline_flow.with_options(flow_run_name=child_run_name(cfg, setting), task_runner=task_runner(cfg))
-        done.append((setting, child(config=cfg.model_dump(mode="json"), until=until)))
-    say(format_sweep(done))
-    return {"grid": grid, "settings": [s for s, _ in done], "runs": [r for _, r in done],
+    base = children[0][1]  # runtime is result-neutral, so never swept: every child has the same runner
+    shared: dict[str, Any] | None = None
+    if base.runtime.task_runner == "dask":
+        upstream = shared_until([cfg for _, cfg in children], until)
+        plan = [{"setting": s, "config": cfg.model_dump(mode="json"), "name": child_run_name(cfg, s)}
+                for s, cfg in children]
+        on_dask = ablation_on_dask.with_options(task_runner=task_runner(base),
+                                                flow_run_name=run_name(base, f"{len(children)} settings on Dask"))
+        out = on_dask(children=plan, until=until, shared=upstream)
+        shared = out["shared"]
+        done = list(zip([s for s, _ in children], out["runs"], strict=True))
+    else:
+        done = []
+        for setting, cfg in children:
+            say(f"== setting {len(done) + 1}/{len(children)}: {setting_label(setting)}")
+            child = pipeline_flow.with_options(flow_run_name=child_run_name(cfg, setting), task_runner=task_runner(cfg))
+            done.append((setting, child(config=cfg.model_dump(mode="json"), until=until)))
+    say(format_sweep(done, shared))
+    return {"grid": grid, "settings": [s for s, _ in done], "runs": [r for _, r in done], "shared": shared,
             "table": sweep_table(done).to_dicts()}
 
 

@@ -105,6 +105,16 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def write_file_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write a file through `write(tmp)` under a temp name beside `path`, fsync it and rename it into place, so a
+    reader (or a resumed run) sees the whole file or none of it."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    write(tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def _manifest_entries(manifest: Any) -> list[tuple[str, int, str]]:
     """(relative path, bytes, sha256) per file a parsed manifest lists; KeyError/TypeError/ValueError/
     AttributeError when it is not a manifest (no 'files' mapping, entries without sizes or hashes, a path

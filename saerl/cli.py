@@ -25,16 +25,17 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def run_pipeline(cfg: PipelineConfig, until: str | None = None) -> dict:
-    """Run the pipeline flow for a validated config under one local Prefect server; returns the run record."""
+    """Run the pipeline flow for a validated config under one local Prefect server; returns the run record.
+    A Prefect server that dies mid-run costs a warning, not the run (flows.pipeline.run_pipeline_flow)."""
     from flows.server import prefect_server
 
     root = Path(cfg.runtime.artifact_root).resolve()
     with prefect_server(root, cfg.runtime.prefect_api_url):
-        from flows.pipeline import pipeline_flow
+        from flows.pipeline import pipeline_flow, run_pipeline_flow
         from flows.runner import task_runner
 
         flow = pipeline_flow.with_options(task_runner=task_runner(cfg))
-        return flow(config=cfg.model_dump(mode="json"), until=until)
+        return run_pipeline_flow(flow, cfg.model_dump(mode="json"), until)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

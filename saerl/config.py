@@ -41,6 +41,8 @@ class DataConfig(Section):
     difficulty: str | None = Field(None, description="optional difficulty label field (numeric)")
     quality: str | None = Field(None, description="optional quality label field (1/true = good)")
     labelled: str | None = Field(None, description="optional boolean field marking the labelled subset for property models")
+    defect: str | None = Field(None, description="optional defect-kind field (text; e.g. 'none', 'garbled'): the "
+                               "quality report then adds the probe's AUROC per defect kind")
     max_prompt_chars: int = Field(4000, gt=0, description="longer prompts are rejected as over-long")
     max_rows: int | None = Field(None, gt=0, description="read at most this many rows (after reading, before checks)")
     verify_timeout_s: float = Field(5.0, gt=0, description="wall-clock bound per answer parse")
@@ -59,7 +61,8 @@ class TestbedConfig(Section):
     pool_level_mix: list[float] = Field([0.25, 0.3, 0.25, 0.12, 0.08], description="level 1-5 shares (pool, eval)")
     pretrain_level_mix: list[float] = Field([0.3, 0.3, 0.2, 0.1, 0.1], description="level 1-5 shares (corpus)")
     pretrain_slip: list[float] = Field(
-        [0.1, 0.3, 0.4, 0.4, 0.4], description="per level, share of corpus solutions with one plausible slip"
+        [0.25, 0.45, 0.45, 0.4, 0.4], description="per level, share of corpus solutions with one plausible slip "
+        "(the LM learns to slip that often; RL's headroom is removing the slips)"
     )
     defect_share: float = Field(0.15, ge=0, le=1, description="share of pool prompts with a quality defect")
     defect_kinds: dict[str, float] = Field(
@@ -154,6 +157,9 @@ class ScoreConfig(Section):
     label_fraction: float = Field(0.2, gt=0, le=1, description="share of prompts in the labelled subset")
     label_rollouts: int = Field(8, gt=0, description="rollouts per prompt when measuring pass rate")
     label_batch: int = Field(64, gt=0, description="prompts per generation batch when measuring pass rate")
+    label_chunk_rows: int = Field(
+        64, gt=0, description="labelled prompts per label chunk: the resume unit (a killed label stage redoes only "
+        "unfinished chunks) and the seeding unit (each chunk samples with a seed derived from score.seed and its index)")
     quality_threshold: float = Field(0.5, ge=0, le=1, description="prompts with quality_hat below are filtered")
     seed: int = Field(0, description="split and k-means seed")
     minibatch_above: int = Field(10_000, gt=0, description="use MiniBatchKMeans when there are more prompts than this")
@@ -204,6 +210,9 @@ class TrainConfig(Section):
     max_steps: int = Field(100, gt=0, description="optimizer steps per arm")
     learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate (constant)")
     num_generations: int = Field(8, ge=2, description="rollouts per prompt (group size)")
+    steps_per_generation: int = Field(
+        1, ge=1, description="optimizer steps per generation batch (trl): rollouts for this many steps' prompts are "
+        "generated in one batch, then consumed one step's prompts at a time, PPO-clipped against the generating policy")
     temperature: float = Field(1.0, gt=0, description="sampling temperature for rollouts")
     top_k: int = Field(0, ge=0, description="top-k sampling; 0 = off")
     max_completion_length: int = Field(64, gt=0, description="tokens per rollout")

@@ -70,8 +70,9 @@ KEPT_SCHEMA = {
     "answer_raw": pl.String,
     "row": pl.Int64,
 }
-LABEL_KINDS = ("topic", "difficulty", "quality", "labelled")
-LABEL_TYPES = {"topic": pl.String, "difficulty": pl.Float64, "quality": pl.Float64, "labelled": pl.Boolean}
+LABEL_KINDS = ("topic", "difficulty", "quality", "labelled", "defect")
+LABEL_TYPES = {"topic": pl.String, "difficulty": pl.Float64, "quality": pl.Float64, "labelled": pl.Boolean,
+               "defect": pl.String}
 REJECTED_SCHEMA = {"row": pl.Int64, "field": pl.String, "reason": pl.String, "value": pl.String}
 
 
@@ -375,10 +376,11 @@ def _answer_text(value: Any) -> str:
 
 
 def _label(kind: str, value: Any) -> float | str | None:
-    """A topic as text, a difficulty as a finite float, a quality as a float in [0, 1]; ValueError if invalid."""
+    """A topic or defect kind as text, a difficulty as a finite float, a quality as a float in [0, 1];
+    ValueError if invalid."""
     if value is None:
         return None
-    if kind == "topic":
+    if kind in ("topic", "defect"):
         return value if isinstance(value, str) else str(value)
     if kind == "labelled":
         return _label("quality", value) == 1.0

@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from saerl.config import EvalConfig
+from saerl.config import EvalConfig, ModelConfig
 from saerl.verify import verify_batch
 
 GREEDY = 0  # the `sample` index of the greedy completion; sampled ones are 1..k
@@ -132,17 +132,18 @@ def evaluate_loaded(model: Any, tok: Any, eval_sets: dict[str, pl.DataFrame], cf
 
 
 def evaluate_policy(model_dir: str | Path, eval_sets: dict[str, pl.DataFrame], cfg: EvalConfig,
-                    max_new_tokens: int, seed: int) -> pl.DataFrame:
+                    max_new_tokens: int, seed: int, model_cfg: ModelConfig | None = None) -> pl.DataFrame:
     """Per problem and sample: is the policy in `model_dir` right on each held-out set?
     in: saved policy folder (any HF causal LM with a chat template), {set name: frame (id, prompt, answer,
     optional difficulty/topic)}, eval config, generation limit, seed;
     out: one row per (set, id, sample) with sample 0 = greedy and 1..k = sampled at cfg.temperature, correct,
     status (the verifier's: correct/wrong/no_answer/timeout/error), completion_len (tokens, EOS included),
     truncated (hit max_new_tokens), and difficulty/topic (as text) where the set has them.
-    Deterministic for a seed and batch size (sample j draws from its own seed derived from (seed, j))."""
+    Deterministic for a seed and batch size (sample j draws from its own seed derived from (seed, j)).
+    `model_cfg` says whether the policy's own code may run (model.trust_remote_code; None = no)."""
     from saerl.policy_lm import load_policy
 
-    model, tok = load_policy(model_dir)
+    model, tok = load_policy(model_dir, model_cfg)
     return evaluate_loaded(model, tok, eval_sets, cfg, max_new_tokens, seed)
 
 

@@ -4,18 +4,33 @@ Difficulty labels come from the data when it has them (a testbed level, a MATH-s
 are measured, as AdaRFT does: sample `score.label_rollouts` completions per labelled prompt at the RL
 temperature, verify each final answer, and record the pass rate. Verifier failures (timeouts, errors) are
 counted on their own and are not rollouts that passed.
+
+The stage is resumable like extraction and encoding: the labelled subset is cut into chunks of
+`score.label_chunk_rows` prompts; each finished chunk's table is written atomically into the build's partial
+folder and recorded in its chunk log, and a rerun after a kill skips the recorded chunks. Chunk c samples
+with its own seed derived from (`score.seed`, c), so a resumed run writes the same labels as an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
+import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import polars as pl
+from tqdm.auto import tqdm
 
-from saerl.config import PipelineConfig
+from saerl.artifacts import ChunkLog, write_file_atomic
+from saerl.config import ModelConfig, PipelineConfig, ScoreConfig, stable_hash
 from saerl.property_models import seeded_subset
 
 LABELS = "labels.parquet"
+PARTS_DIR = "label_parts"  # in the partial folder: one finished chunk's table each, removed once LABELS is written
+SCHEMA = {"id": pl.String, "pass_rate": pl.Float64, "n_correct": pl.Int64, "n_failed": pl.Int64, "rollouts": pl.Int64}
 
 
 def needs_measured_labels(cfg: PipelineConfig) -> bool:
@@ -33,15 +48,24 @@ def labelled_subset(prompts: pl.DataFrame, fraction: float, seed: int) -> pl.Dat
 
 
 def measure_pass_rates(model_dir: str | Path, prompts: pl.DataFrame, rollouts: int, temperature: float,
-                       max_new_tokens: int, batch: int, seed: int) -> pl.DataFrame:
-    """Sample `rollouts` completions per prompt (id, prompt, answer) and verify them.
+                       max_new_tokens: int, batch: int, seed: int,
+                       model_cfg: ModelConfig | None = None) -> pl.DataFrame:
+    """Load the policy (model.trust_remote_code as `model_cfg` says) and measure :func:`pass_rates` on `prompts`."""
+    from saerl.policy_lm import load_policy
+
+    model, tok = load_policy(model_dir, model_cfg)
+    return pass_rates(model, tok, prompts, rollouts, temperature, max_new_tokens, batch, seed)
+
+
+def pass_rates(model: Any, tok: Any, prompts: pl.DataFrame, rollouts: int, temperature: float,
+               max_new_tokens: int, batch: int, seed: int) -> pl.DataFrame:
+    """Sample `rollouts` completions per prompt (id, prompt, answer) with a loaded policy and verify them.
 
     Returns id, pass_rate (correct / rollouts), n_correct, n_failed (verifier timeouts/errors), rollouts.
     """
-    from saerl.policy_lm import generate, load_policy
+    from saerl.policy_lm import generate
     from saerl.verify import verify_batch
 
-    model, tok = load_policy(model_dir)
     ids, texts, golds = prompts["id"].to_list(), prompts["prompt"].to_list(), prompts["answer"].to_list()
     completions = generate(model, tok, texts * rollouts, max_new_tokens, batch, temperature, seed)
     results = verify_batch(completions, golds * rollouts)
@@ -49,6 +73,63 @@ def measure_pass_rates(model_dir: str | Path, prompts: pl.DataFrame, rollouts: i
     correct = [sum(results[j * n + i].correct for j in range(rollouts)) for i in range(n)]
     failed = [sum(results[j * n + i].status in ("timeout", "error") for j in range(rollouts)) for i in range(n)]
     return pl.DataFrame({"id": ids, "pass_rate": [c / rollouts for c in correct], "n_correct": correct,
-                         "n_failed": failed, "rollouts": [rollouts] * n},
-                        schema={"id": pl.String, "pass_rate": pl.Float64, "n_correct": pl.Int64,
-                                "n_failed": pl.Int64, "rollouts": pl.Int64})
+                         "n_failed": failed, "rollouts": [rollouts] * n}, schema=SCHEMA)
+
+
+def chunk_seed(seed: int, chunk: int) -> int:
+    """The sampling seed of chunk `chunk` of the labelled subset, derived from (score.seed, chunk) alone: a
+    chunk's rollouts never depend on which chunks ran before it in the process."""
+    return int(np.random.SeedSequence([seed, chunk]).generate_state(1)[0])
+
+
+def label_ranges(n_prompts: int, chunk_rows: int) -> list[tuple[int, int]]:
+    """[lo, hi) row ranges of the label chunks of a subset of n_prompts rows."""
+    return [(lo, min(lo + chunk_rows, n_prompts)) for lo in range(0, n_prompts, chunk_rows)]
+
+
+def label_fingerprint(ids: list[str], cfg: ScoreConfig, temperature: float, max_new_tokens: int) -> str:
+    """What every recorded chunk of a partial label build must share: the subset's ids and the sampling settings."""
+    return stable_hash({"ids": ids, "rollouts": cfg.label_rollouts, "batch": cfg.label_batch, "seed": cfg.seed,
+                        "chunk_rows": cfg.label_chunk_rows, "temperature": temperature,
+                        "max_new_tokens": max_new_tokens})
+
+
+def measure_labels(model_dir: str | Path, prompts: pl.DataFrame, cfg: ScoreConfig, temperature: float,
+                   max_new_tokens: int, out_dir: str | Path, chunk_log: ChunkLog,
+                   model_cfg: ModelConfig | None = None, progress: bool = True,
+                   on_chunk_done: Callable[[int], None] | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The label stage, resumable. The subset `prompts` (id, prompt, answer) is cut into chunks of
+    cfg.label_chunk_rows rows; chunk c is measured by :func:`pass_rates` with seed chunk_seed(cfg.seed, c),
+    written atomically to out_dir/label_parts/<c>.parquet and recorded in `chunk_log` (then `on_chunk_done(c)`
+    runs). Chunks the log records with this fingerprint, whose table is there, are skipped: a killed run
+    redoes only unfinished chunks. Finally every chunk's table, in order, becomes out_dir/labels.parquet and
+    the parts are removed. The policy is loaded only when a chunk is left to do.
+    Returns (labels, summary: n_prompts, chunks_run, chunks_skipped, seconds)."""
+    from saerl.policy_lm import load_policy
+
+    parts = Path(out_dir) / PARTS_DIR
+    parts.mkdir(parents=True, exist_ok=True)
+    fp = label_fingerprint(prompts["id"].cast(pl.String).to_list(), cfg, temperature, max_new_tokens)
+    ranges = label_ranges(prompts.height, cfg.label_chunk_rows)
+
+    def part(c: int) -> Path:
+        return parts / f"{c}.parquet"
+
+    todo = [c for c in range(len(ranges))
+            if not (chunk_log.get(c).get("fingerprint") == fp and part(c).is_file())]
+    started = time.perf_counter()
+    model, tok = load_policy(model_dir, model_cfg) if todo else (None, None)
+    for c in tqdm(todo, desc="label", unit="chunk", disable=not progress):
+        lo, hi = ranges[c]
+        table = pass_rates(model, tok, prompts.slice(lo, hi - lo), cfg.label_rollouts, temperature, max_new_tokens,
+                           cfg.label_batch, chunk_seed(cfg.seed, c))
+        write_file_atomic(part(c), table.write_parquet)
+        chunk_log.mark(c, fingerprint=fp, rows=table.height)
+        if on_chunk_done is not None:
+            on_chunk_done(c)
+    frames = [pl.read_parquet(part(c)) for c in range(len(ranges))]
+    labels = pl.concat(frames) if frames else pl.DataFrame(schema=SCHEMA)
+    write_file_atomic(Path(out_dir) / LABELS, labels.write_parquet)
+    shutil.rmtree(parts)
+    return labels, {"n_prompts": labels.height, "chunks_run": len(todo), "chunks_skipped": len(ranges) - len(todo),
+                    "seconds": round(time.perf_counter() - started, 3)}

@@ -24,7 +24,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast
 
-from saerl.config import TestbedConfig
+from saerl.config import ModelConfig, TestbedConfig
 
 PAD, UNK, EOS, USER, ASSISTANT = "<|pad|>", "<|unk|>", "<|eos|>", "<|user|>", "<|assistant|>"
 TOKENIZER_CLASS = "TokenizersBackend"  # transformers 5's name for a plain `tokenizers`-backed tokenizer
@@ -68,10 +68,17 @@ def save_tokenizer(tok: PreTrainedTokenizerFast, out_dir: Path) -> None:
     path.write_text(json.dumps(conf, indent=2))
 
 
-def load_policy(model_dir: str | Path) -> tuple[Any, Any]:
-    """(model, tokenizer) from a saved folder, through the Auto classes only (no remote code)."""
-    tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=False, dtype=torch.float32)
+def load_policy(model_dir: str | Path, model_cfg: ModelConfig | None = None) -> tuple[Any, Any]:
+    """(model in float32, tokenizer) from a folder, hub id or 'pkg:<module>', through the Auto classes, with the
+    pinned revision and trust_remote_code exactly as `model_cfg` says (None = the defaults: no remote code). A
+    model that needs its own code while model.trust_remote_code is off raises RemoteCodeError naming the flag."""
+    from saerl.activations import hub_kwargs, remote_code_guard, resolve_model_path
+
+    common = hub_kwargs(model_cfg or ModelConfig())
+    path = resolve_model_path(str(model_dir))
+    with remote_code_guard(str(model_dir)):  # the model first: its config names any code of the repo's own
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **common)
+        tok = AutoTokenizer.from_pretrained(path, **common)
     return model, tok
 
 

@@ -24,7 +24,7 @@ from datasets import Dataset
 from torch.utils.data import Sampler
 from transformers import TrainerCallback
 
-from saerl.config import TrainConfig
+from saerl.config import ModelConfig, TrainConfig
 from saerl.verify import extract_final_answer, verify_batch
 
 _INT = re.compile(r"[+-]?\d+")
@@ -231,6 +231,7 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
         max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, top_k=cfg.top_k,
         beta=cfg.beta, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
         scale_rewards=cfg.scale_rewards, max_steps=max_steps, num_iterations=1, logging_steps=1,
+        steps_per_generation=cfg.steps_per_generation,
         save_strategy="steps" if cfg.save_every else "no", save_steps=cfg.save_every or 1,
         save_total_limit=cfg.keep_checkpoints, save_only_model=False,
         report_to=[], bf16=False, use_cpu=not torch.cuda.is_available(), disable_dropout=True, seed=seed,
@@ -252,7 +253,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
                time_limit_s: float | None = None, callbacks: list[Any] | None = None,
                extra_rewards: list[Any] | None = None, eval_sets: dict[str, pl.DataFrame] | None = None,
                eval_max_new_tokens: int | None = None, eval_batch: int = 64,
-               checkpoint_dir: str | Path | None = None) -> dict[str, Any]:
+               checkpoint_dir: str | Path | None = None, model_cfg: ModelConfig | None = None) -> dict[str, Any]:
     """GRPO (or DAPO, by cfg.algorithm) from the policy saved in `model_dir` on `prompts` (id, prompt, answer)
     read in `order` (ids; None = seeded shuffle, the vanilla baseline). Saves the final policy (+ tokenizer)
     to `out_dir`. `extra_rewards` are trl reward functions added to the correctness reward (they see the `id`
@@ -263,13 +264,14 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     DAPO: the training stream is `order` long enough for every round of dynamic sampling
     (steps * prompts_per_step * (1 + cfg.dynamic_sampling_max_rounds) prompts); prompts without a reward
     spread are dropped and the next ones drawn, so the prompts trained on are a subsequence of the stream.
-    in: policy folder, prompts, order, config, output folder, prompts per step, seed, optional step/time limits;
+    in: policy folder, prompts, order, config, output folder, prompts per step, seed, optional step/time limits,
+    model config (revision, trust_remote_code; None = no remote code);
     out: {model_dir, steps, seconds, log (trl's per-step metrics), order (ids trained on, in order),
     curve (eval rows), resumed_from (step, or None), reward_checks, verifier_failures}."""
     from saerl.policy_lm import load_policy, save_tokenizer
 
     steps = max_steps or cfg.max_steps
-    model, tok = load_policy(model_dir)
+    model, tok = load_policy(model_dir, model_cfg)
     dapo = cfg.algorithm == "dapo"
     stream = steps * prompts_per_step * (1 + (cfg.dynamic_sampling_max_rounds if dapo else 0))
     seq = training_order(prompts["id"].to_list(), order, stream, seed)

@@ -104,14 +104,15 @@ def compute_encode(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: B
 
 
 def compute_label(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
-    """Label: measured pass rate of the policy over n rollouts on the labelled subset."""
-    from saerl.labels import LABELS, labelled_subset, measure_pass_rates
+    """Label: measured pass rate of the policy over n rollouts on the labelled subset, chunk by chunk
+    (score.label_chunk_rows prompts each; a killed run resumes from its finished chunks)."""
+    from saerl.labels import labelled_subset, measure_labels
 
     subset = labelled_subset(read_prompts(inputs), cfg.score.label_fraction, cfg.score.seed)
-    labels = measure_pass_rates(policy_path(cfg, inputs), subset, cfg.score.label_rollouts, cfg.train.temperature,
-                                cfg.train.max_completion_length, cfg.score.label_batch, cfg.score.seed)
-    labels.write_parquet(build.path / LABELS)
-    build.note(rows={"labels": labels.height})
+    labels, summary = measure_labels(policy_path(cfg, inputs), subset, cfg.score, cfg.train.temperature,
+                                     cfg.train.max_completion_length, build.path, build.chunks, cfg.model,
+                                     progress=cfg.runtime.progress)
+    build.note(rows={"labels": labels.height}, summary=summary)
     return {"labelled": float(labels.height), "mean_pass_rate": float(labels["pass_rate"].mean() or 0.0),
             "verifier_failures": float(labels["n_failed"].sum())}
 
@@ -253,7 +254,7 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     pps = cfg.curriculum.batch_size
     run = train_grpo(policy_path(cfg, inputs), read_prompts(inputs), order, t, build.path / "policy",
                      prompts_per_step=pps, seed=seed, eval_sets=sets, eval_batch=cfg.eval.batch_size,
-                     checkpoint_dir=build.path / "checkpoints")
+                     checkpoint_dir=build.path / "checkpoints", model_cfg=cfg.model)
     steps_log = pl.DataFrame(run["log"], infer_schema_length=None) if run["log"] else pl.DataFrame({"step": []})
     if "step" in steps_log.columns:
         steps_log = steps_log.with_columns(pl.col("step").cast(pl.Int64))
@@ -307,8 +308,9 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     if not sets:
         raise ValueError("no held-out set to evaluate on: use data.source=testbed or set eval.sets={name: file}")
     frames, curves = [], []
+    local = cfg.model.model_copy(update={"revision": None})  # trained policies are local folders: no hub revision
     for arm, seed, ref in runs:
-        df = evaluate_policy(ref.file("policy"), sets, cfg.eval, cfg.train.max_completion_length, seed)
+        df = evaluate_policy(ref.file("policy"), sets, cfg.eval, cfg.train.max_completion_length, seed, local)
         frames.append(df.with_columns(arm=pl.lit(arm), seed=pl.lit(seed, pl.Int64)))
         curves.append(pl.read_parquet(ref.file("curve.parquet")).with_columns(arm=pl.lit(arm), seed=pl.lit(seed, pl.Int64)))
     samples = pl.concat(frames, how="diagonal_relaxed")

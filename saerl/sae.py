@@ -286,14 +286,44 @@ def encode_codes(activations_path: str | Path, sae_dir: str | Path, cfg: SAEConf
             "d_sae": sae.cfg.d_sae, "top_k": k, "mean_nonzero": round(nonzero / max(1, n_prompts), 2)}
 
 
-def load_codes_csr(codes_path: str | Path) -> tuple[list[str], sp.csr_matrix]:
-    """(ids, csr [n_prompts, d_sae] float32) from codes.zarr (or the folder holding it): each row holds its
-    prompt's kept pooled features, at most top_k nonzeros."""
+def open_codes(codes_path: str | Path) -> zarr.Group:
+    """codes.zarr opened read-only, given the store or the folder holding it."""
     p = Path(codes_path)
-    group = zarr.open_group(p / CODES_NAME if (p / CODES_NAME).exists() else p, mode="r")
-    fids, vals = group["feature_ids"][:], group["values"][:].astype(np.float32)
-    keep = (fids >= 0) & (vals > 0)
-    indptr = np.concatenate([[0], np.cumsum(keep.sum(1))])
-    csr = sp.csr_matrix((vals[keep], fids[keep], indptr), shape=(len(fids), int(group.attrs["d_sae"])))
-    csr.sort_indices()
-    return [str(x) for x in group["ids"][:]], csr
+    return zarr.open_group(p / CODES_NAME if (p / CODES_NAME).exists() else p, mode="r")
+
+
+def kept_slots(fids: np.ndarray, vals: np.ndarray) -> np.ndarray:
+    """Which top-K slots of a block [rows, K] hold a kept feature: a feature id >= 0 with a value > 0."""
+    return (fids >= 0) & (vals > 0)
+
+
+def load_codes_csr(codes_path: str | Path) -> tuple[list[str], sp.csr_matrix]:
+    """(ids, csr [n_prompts, d_sae] float32, column indices sorted in each row) from codes.zarr (or the folder
+    holding it): each row holds its prompt's kept pooled features, at most top_k nonzeros.
+
+    Read one Zarr row-chunk at a time, twice: the first pass counts each row's nonzeros (the CSR's indptr), the
+    second fills preallocated index and value arrays, which are then sorted per row in place. Peak memory is the
+    output plus one chunk, never a dense [n_prompts, top_k] array or a second copy of the output."""
+    group = open_codes(codes_path)
+    fids_arr, vals_arr = group["feature_ids"], group["values"]
+    n, step, d_sae = fids_arr.shape[0], fids_arr.chunks[0], int(group.attrs["d_sae"])
+    blocks = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+    counts = np.zeros(n, dtype=np.int64)
+    for lo, hi in blocks:
+        counts[lo:hi] = kept_slots(fids_arr[lo:hi], vals_arr[lo:hi]).sum(1)
+    nnz = int(counts.sum())
+    index = np.int32 if max(nnz, d_sae) <= np.iinfo(np.int32).max else np.int64
+    indptr = np.zeros(n + 1, dtype=index)
+    np.cumsum(counts, out=indptr[1:])
+    del counts
+    indices, data = np.empty(nnz, dtype=index), np.empty(nnz, dtype=np.float32)
+    ids: list[str] = []
+    for lo, hi in blocks:
+        fids, vals = fids_arr[lo:hi], vals_arr[lo:hi]
+        keep = kept_slots(fids, vals)
+        indices[indptr[lo]: indptr[hi]] = fids[keep]
+        data[indptr[lo]: indptr[hi]] = vals[keep]
+        ids += [str(x) for x in group["ids"][lo:hi]]
+    csr = sp.csr_matrix((data, indices, indptr), shape=(n, d_sae), copy=False)
+    csr.sort_indices()  # in place: top-K slots come strongest first
+    return ids, csr

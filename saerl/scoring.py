@@ -121,11 +121,23 @@ def _cluster_report(labels: np.ndarray, inputs: dict[str, Any], topics: np.ndarr
     return rows
 
 
+def auroc_by_kind(good: np.ndarray, p_good: np.ndarray, kinds: np.ndarray) -> dict[str, float]:
+    """AUROC of P(good) separating the good rows from the bad rows of each defect kind (rows aligned; bad rows'
+    kinds name them): {'auroc_<kind>': value} for every kind present among the bad rows."""
+    out = {}
+    for kind in sorted(set(kinds[good == 0].tolist())):
+        rows = (good == 1) | (kinds == kind)
+        if (good[rows] == 1).any():
+            out[f"auroc_{kind}"] = float(metrics.roc_auc_score(good[rows], p_good[rows]))
+    return out
+
+
 def _model_rows(prop: str, inputs: dict[str, Any], y: np.ndarray, train: np.ndarray, test: np.ndarray,
-                cfg: ScoreConfig, suffix: str = "") -> list[dict[str, Any]]:
+                cfg: ScoreConfig, suffix: str = "", kinds: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Fit each feature set's model on `train` rows and score it on `test` rows (boolean masks): difficulty
-    (Spearman rho), quality (AUROC of P(good); average precision of finding bad prompts by 1 - P(good)),
-    topic (held-out accuracy of a topic probe: is topic linearly decodable)."""
+    (Spearman rho), quality (AUROC of P(good); average precision of finding bad prompts by 1 - P(good); with
+    defect `kinds`, the AUROC per kind), topic (held-out accuracy of a topic probe: is topic linearly
+    decodable)."""
     if train.sum() < cfg.cv_folds or test.sum() < 3:
         return []
     yt, yv = y[train], y[test]
@@ -142,7 +154,8 @@ def _model_rows(prop: str, inputs: dict[str, Any], y: np.ndarray, train: np.ndar
         else:
             p_good = clone(probe_model(name, cfg, yt)).fit(M[train], yt).predict_proba(M[test])[:, 1]
             values = {"auroc": metrics.roc_auc_score(yv, p_good),
-                      "ap_bad": metrics.average_precision_score(1 - yv, 1 - p_good)}
+                      "ap_bad": metrics.average_precision_score(1 - yv, 1 - p_good),
+                      **(auroc_by_kind(yv, p_good, kinds[test]) if kinds is not None else {})}
         rows += [dict(property=prop, metric=m, features=name, value=float(v), n_train=int(train.sum()),
                       n_test=int(test.sum())) for m, v in values.items()]
     return rows
@@ -227,7 +240,8 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
         qmodel = probe_model("sae", cfg, q_good[has_q]).fit(X[has_q], q_good[has_q])
         quality_hat = predict_rows(qmodel, X, proba=True)
         params["quality_C"] = float(qmodel.best_params_["logisticregression__C"])
-        report += _model_rows("quality", inputs, q_good, train & has_q, test & has_q, cfg)
+        kinds = P["defect"].cast(pl.String).fill_null("").to_numpy().astype(str) if "defect" in P.columns else None
+        report += _model_rows("quality", inputs, q_good, train & has_q, test & has_q, cfg, kinds=kinds)
     else:
         quality_hat = np.ones(len(ids))
         notes.append("no usable quality labels (need both classes in the labelled subset): quality_hat = 1, "
@@ -250,12 +264,13 @@ def summarize_report(report: pl.DataFrame) -> str:
     if report.height == 0:
         return "(empty property report)"
     feats = [f for f in (*FEATURES, "shuffled") if f in set(report["features"])]
-    head = f"{'property':<16}{'metric':<15}" + "".join(f"{f:>10}" for f in feats) + f"{'n_train':>9}{'n_test':>8}"
+    w = max(15, 2 + max(len(m) for m in report["metric"]))
+    head = f"{'property':<16}{'metric':<{w}}" + "".join(f"{f:>10}" for f in feats) + f"{'n_train':>9}{'n_test':>8}"
     lines = [head, "-" * len(head)]
     for (prop, metric), g in report.group_by(["property", "metric"], maintain_order=True):
         vals = dict(zip(g["features"], g["value"], strict=True))
         cells = "".join(f"{vals[f]:>10.3f}" if f in vals else f"{'-':>10}" for f in feats)
-        lines.append(f"{prop:<16}{metric:<15}{cells}{g['n_train'].max():>9}{g['n_test'].max():>8}")
+        lines.append(f"{prop:<16}{metric:<{w}}{cells}{g['n_train'].max():>9}{g['n_test'].max():>8}")
     return "\n".join(lines)
 
 

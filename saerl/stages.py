@@ -44,8 +44,9 @@ STAGES: dict[str, Stage] = {
         ),
         Stage("encode", "1", ("sae.encode_pool", "sae.encode_top_k", "sae.encode_batch_tokens"), ("extract", "sae"), "sparse top-K SAE codes"),
         Stage(
-            "label", "1",
-            ("score.difficulty_source", "score.label_fraction", "score.label_rollouts", "score.label_batch", "score.seed",
+            "label", "2",
+            ("score.difficulty_source", "score.label_fraction", "score.label_rollouts", "score.label_batch",
+             "score.label_chunk_rows", "score.seed",
              "model", "train.temperature", "train.top_k", "train.max_completion_length"),
             ("ingest", "testbed"), "measured pass rates on the labelled subset",
         ),
@@ -62,6 +63,7 @@ STAGES: dict[str, Stage] = {
         Stage(
             "train", "2",
             ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.num_generations",
+             "train.steps_per_generation",
              "train.temperature", "train.top_k", "train.max_completion_length", "train.beta", "train.epsilon",
              "train.epsilon_high", "train.loss_type", "train.scale_rewards", "train.format_reward",
              "train.dynamic_sampling_max_rounds", "train.eval_every", "train.eval_problems", "train.save_every", "train.keep_checkpoints",

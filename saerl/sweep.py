@@ -3,8 +3,10 @@
 A grid is ``{dotted config key: [values]}``, written on the command line as ``--grid key=v1,v2,...`` (each
 value parsed as YAML: numbers, strings, null, ``[0,1]`` lists). :func:`plan_sweep` validates a grid against
 the config schema and returns one validated config per setting of the cartesian product; every error names
-the key and says how to fix it. :func:`sweep_table` reads each child run's evaluate artifact into one table
-(setting x set x arm), and :func:`format_sweep` prints it with what each child computed and reused.
+the key and says how to fix it. :func:`shared_until` finds, from the planned artifact keys, the stages every
+setting shares (run once before the children when they run side by side on Dask). :func:`sweep_table` reads
+each child run's evaluate artifact into one table (setting x set x arm), and :func:`format_sweep` prints it
+with what each child computed and reused.
 
 Library code: no Prefect. The sweep flow is `flows/sweep.py`; the CLI is `saerl ablate`.
 """
@@ -22,8 +24,9 @@ from typing import Any
 import polars as pl
 import yaml
 
+from saerl.artifacts import ArtifactRef
 from saerl.config import ConfigError, PipelineConfig, build_config, field_paths, parse_override, suggest_key
-from saerl.stages import RESULT_NEUTRAL
+from saerl.stages import RESULT_NEUTRAL, stage_key
 
 Grid = dict[str, list[Any]]  # {dotted config key: values}, in the order given
 Setting = dict[str, Any]  # {dotted config key: one value}: one point of the grid
@@ -31,8 +34,9 @@ GRID_EXAMPLE = "curriculum.mix_ratio=0,0.1,0.3"  # shown in every error that ask
 EVAL_STAGE = "evaluate"  # the stage whose artifact holds the comparison and steps-to-target tables
 GREEDY = "greedy"  # comparison.parquet's metric for greedy pass@1 (the other one is mean_k)
 YAML_WIDTH = 10**9  # never wrap a value over lines when printing it
-NA = "n/a"
-FLOW_SEQUENCE_CHARS = ",[]{}"  # a string value holding one of these must be quoted inside a --grid list  # table cell for a value a child did not produce (no evaluate stage, target never reached)
+NA = "n/a"  # table cell for a value a child did not produce (no evaluate stage, target never reached)
+FLOW_SEQUENCE_CHARS = ",[]{}"  # a string value holding one of these must be quoted inside a --grid list
+SHARED_LABEL = "shared upstream"  # the run of the stages every child shares, before the children (on Dask)
 
 
 def format_value(value: Any) -> str:
@@ -167,6 +171,45 @@ def _leaf(cfg: PipelineConfig, key: str) -> Any:
     return node
 
 
+# ------------------------------------------------------------------------------------- what the children share
+
+
+def planned_keys(cfg: PipelineConfig, until: str | None = None) -> dict[str, dict[str, str]]:
+    """The artifact key of every stage run a config would run, computed from config alone (nothing runs):
+    {stage: {run name: key}} in plan order. Keys chain exactly as the flow chains them (each run's key from
+    its inputs' keys), so two configs get the same key for a stage run exactly when they share its artifact."""
+    from saerl.pipeline import input_keys, resolve_upstream, stage_runs
+
+    refs: dict[str, ArtifactRef] = {}
+    out: dict[str, dict[str, str]] = {}
+    for stage, name, ups, variant in stage_runs(cfg, until):
+        upstream = resolve_upstream(stage, ups, refs, variant)
+        key = stage_key(cfg, stage, input_keys(cfg, stage, upstream, variant))
+        refs[name] = ArtifactRef(stage, key, "")
+        out.setdefault(stage, {})[name] = key
+    return out
+
+
+def shared_until(configs: Sequence[PipelineConfig], until: str | None = None) -> str | None:
+    """The last stage to run once, for every child, before the children of a sweep run side by side: every
+    stage before the first one whose runs differ between the configs (for a curriculum grid: up to scoring),
+    extended to the last sharded stage (extract, encode) that they all share, since the shards of a sharded
+    stage write into one partial folder without the per-key build lock (two children must never fan out the
+    same key). None when the first stage already differs. The stages it returns are run with the first
+    config; every stage before it is identical for every config, or (only in the extended case) the first
+    config's own."""
+    from saerl.pipeline import SHARDED
+
+    plans = [planned_keys(cfg, until) for cfg in configs]
+    order = list(plans[0])
+    shared = [s for s in order if all(p.get(s) == plans[0][s] for p in plans[1:])]
+    prefix = 0
+    while prefix < len(order) and order[prefix] in shared:
+        prefix += 1
+    last = max([prefix - 1] + [order.index(s) for s in shared if s in SHARDED])
+    return order[last] if last >= 0 else None
+
+
 # ---------------------------------------------------------------------------------------------- result table
 
 
@@ -214,9 +257,10 @@ def _cell(value: float | None, fmt: str) -> str:
     return NA if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
 
 
-def format_sweep(children: Sequence[tuple[Setting, Mapping[str, Any]]]) -> str:
+def format_sweep(children: Sequence[tuple[Setting, Mapping[str, Any]]], shared: Mapping[str, Any] | None = None) -> str:
     """The printed end of an ablation: per setting and arm, greedy accuracy (%), difference to the reference
-    arm (points) with its verdict and steps-to-target; then per child the stage runs it computed and reused."""
+    arm (points) with its verdict and steps-to-target; then per child the stage runs it computed and reused,
+    after those of the `shared` run (the upstream run once before the children, on Dask) when there is one."""
     table = sweep_table(children)
     rows = [("setting", "set", "arm", "greedy acc", "diff (pts)", "verdict", "steps to target")]
     for r in table.iter_rows(named=True):
@@ -231,9 +275,12 @@ def format_sweep(children: Sequence[tuple[Setting, Mapping[str, Any]]]) -> str:
              f"seeds, {NA} = not every seed reached it)"]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines += ["", "stage runs per setting"]
-    label_width = max(len(setting_label(s)) for s, _ in children)
-    for setting, record in children:
+    runs = [(setting_label(s), record) for s, record in children]
+    if shared is not None:
+        runs.insert(0, (SHARED_LABEL, shared))
+    label_width = max(len(label) for label, _ in runs)
+    for label, record in runs:
         status = stage_statuses(record)
-        lines.append(f"{setting_label(setting):<{label_width}}  computed: {' '.join(status['computed']) or '-'}")
+        lines.append(f"{label:<{label_width}}  computed: {' '.join(status['computed']) or '-'}")
         lines.append(f"{'':<{label_width}}  cached:   {' '.join(status['cached']) or '-'}")
     return "\n".join(lines)

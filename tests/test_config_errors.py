@@ -192,3 +192,38 @@ def test_other_load_errors_pass_through(tmp_path):
     with pytest.raises(ValueError, match="model_type") as err:
         A.model_shape(str(tmp_path), ModelConfig())
     assert not isinstance(err.value, A.RemoteCodeError)
+
+
+def test_policy_loads_ask_for_the_flag(remote_code_repo, tmp_path):
+    """The policy loaders (label, train, evaluate all go through load_policy) give the same error as extraction,
+    before any rollout is sampled or chunk written."""
+    import polars as pl
+
+    from saerl.config import ScoreConfig
+    from saerl.labels import PARTS_DIR, measure_labels
+    from saerl.policy_lm import load_policy
+
+    prompts = pl.DataFrame({"id": ["a"], "prompt": ["what is 1 + 1 ?"], "answer": ["2"]})
+    for call in (lambda: load_policy(remote_code_repo),
+                 lambda: load_policy(remote_code_repo, ModelConfig()),
+                 lambda: measure_labels(remote_code_repo, prompts, ScoreConfig(), 1.0, 4, tmp_path, ChunkLog(tmp_path),
+                                        ModelConfig(), progress=False)):
+        with pytest.raises(A.RemoteCodeError) as err:
+            call()
+        assert "set model.trust_remote_code=true" in str(err.value) and str(remote_code_repo) in str(err.value)
+    assert not list((tmp_path / PARTS_DIR).iterdir()), "no chunk was measured"
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_policy_loads_pass_trust_remote_code_and_revision_as_configured(monkeypatch, allowed):
+    from saerl.policy_lm import load_policy
+
+    calls: list[dict] = []
+    for cls in (A.AutoTokenizer, A.AutoModelForCausalLM):
+        monkeypatch.setattr(cls, "from_pretrained", _recorder(calls))
+    with pytest.raises(_Recorded):
+        load_policy("some/hub-policy", ModelConfig(trust_remote_code=allowed, revision="abc123"))
+    with pytest.raises(_Recorded):
+        load_policy("some/hub-policy")  # no config: the safe defaults
+    assert calls[0] | {"revision": "abc123", "trust_remote_code": allowed} == calls[0]
+    assert calls[1] | {"revision": None, "trust_remote_code": False} == calls[1]

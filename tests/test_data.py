@@ -331,3 +331,10 @@ def test_labelled_column_is_mapped_as_boolean(tmp_path):
     src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     kept = ingest(DataConfig(source="file", prompt="q", answer="a", labelled="lab"), src).kept
     assert kept["labelled"].to_list() == [True, False, True]
+
+
+def test_defect_kind_column_is_ingested_as_text(tmp_path):
+    rows = [{**GOOD[0], "kind": "none"}, {**GOOD[1], "kind": 7}, {"question": "What is 2 + 2?", "answer": "4"}]
+    res = ingest(cfg(defect="kind"), write_jsonl(tmp_path / "d.jsonl", rows))
+    assert res.kept["defect"].to_list() == ["none", "7", None]
+    assert res.kept.schema["defect"] == pl.String

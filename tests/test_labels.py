@@ -1,12 +1,23 @@
-"""Label stage: when difficulty must be measured, which prompts are labelled, and measured pass rates."""
+"""Label stage: when difficulty must be measured, which prompts are labelled, measured pass rates, and the
+chunked, resumable measurement the stage runs."""
 
 import polars as pl
 import pytest
 from tiny import overfit, tiny_model, tiny_tokenizer
 
-from saerl.config import load_config
-from saerl.labels import labelled_subset, measure_pass_rates, needs_measured_labels
-from saerl.policy_lm import save_tokenizer
+from saerl.artifacts import ChunkLog
+from saerl.config import ScoreConfig, load_config
+from saerl.labels import (
+    LABELS,
+    PARTS_DIR,
+    chunk_seed,
+    labelled_subset,
+    measure_labels,
+    measure_pass_rates,
+    needs_measured_labels,
+    pass_rates,
+)
+from saerl.policy_lm import load_policy, save_tokenizer
 
 PROMPTS = pl.DataFrame({"id": ["e1", "e2", "e3"], "prompt": ["what is 3 + 4 ?", "what is 1 + 1 ?", "what is 2 + 2 ?"],
                         "answer": ["7", "2", "4"]})
@@ -104,3 +115,68 @@ def test_measure_pass_rates_greedy_reads_what_the_policy_knows(saved_policy):
     df = measure_pass_rates(saved_policy, PROMPTS, rollouts=2, temperature=0.0, max_new_tokens=4, batch=3, seed=0)
     assert dict(zip(df["id"], df["pass_rate"], strict=True)) == {"e1": 1.0, "e2": 1.0, "e3": 0.0}
     assert df["n_correct"].to_list() == [2, 2, 0]
+
+
+# ------------------------------------------------------------------------------------------ measure_labels
+
+SPREAD_T = 2.0  # a temperature at which the tiny policy's pass rates move with the sampling seed
+
+
+def _score(**fields) -> ScoreConfig:
+    return ScoreConfig(label_rollouts=4, label_batch=4, label_chunk_rows=1, seed=3).model_copy(update=fields)
+
+
+def _measure(policy, folder, cfg: ScoreConfig | None = None, log: ChunkLog | None = None, **kwargs):
+    cfg = cfg or _score()
+    return measure_labels(policy, PROMPTS, cfg, SPREAD_T, 4, folder, log or ChunkLog(folder), progress=False, **kwargs)
+
+
+class _Killed(Exception):
+    """Stands for a process dying after some chunks finished (the real SIGKILL test is in test_resume.py)."""
+
+
+def test_measure_labels_seeds_each_chunk_by_its_index_and_cleans_up(saved_policy, tmp_path):
+    cfg = _score()
+    labels, summary = _measure(saved_policy, tmp_path / "a", cfg)
+    assert summary == {**summary, "n_prompts": 3, "chunks_run": 3, "chunks_skipped": 0}
+    assert pl.read_parquet(tmp_path / "a" / LABELS).equals(labels)
+    assert not (tmp_path / "a" / PARTS_DIR).exists(), "the per-chunk tables are gone once labels.parquet is written"
+    model, tok = load_policy(saved_policy)
+    for c in range(3):  # chunk c alone, sampled with its own seed, gives its rows: no dependence on earlier chunks
+        alone = pass_rates(model, tok, PROMPTS.slice(c, 1), cfg.label_rollouts, SPREAD_T, 4, cfg.label_batch,
+                           chunk_seed(cfg.seed, c))
+        assert labels.slice(c, 1).equals(alone)
+    other, _ = _measure(saved_policy, tmp_path / "b", _score(seed=4))
+    assert not other.equals(labels), "the labels depend on the seed (else equality checks would prove nothing)"
+    assert chunk_seed(3, 0) != chunk_seed(3, 1) != chunk_seed(4, 1)
+
+
+def test_measure_labels_resumes_from_finished_chunks(saved_policy, tmp_path):
+    reference, _ = _measure(saved_policy, tmp_path / "ref")
+
+    def die_after_first(c: int) -> None:
+        raise _Killed(c)
+
+    log = ChunkLog(tmp_path / "run")
+    with pytest.raises(_Killed):
+        _measure(saved_policy, tmp_path / "run", log=log, on_chunk_done=die_after_first)
+    assert log.done() == ["0"] and (tmp_path / "run" / PARTS_DIR / "0.parquet").is_file()
+    redone: list[int] = []
+    labels, summary = _measure(saved_policy, tmp_path / "run", log=log, on_chunk_done=redone.append)
+    assert redone == [1, 2] and summary["chunks_run"] == 2 and summary["chunks_skipped"] == 1
+    assert labels.equals(reference)
+
+
+def test_measure_labels_redoes_chunks_recorded_with_other_settings(saved_policy, tmp_path):
+    log = ChunkLog(tmp_path)
+    _measure(saved_policy, tmp_path, log=log)
+    redone: list[int] = []
+    _measure(saved_policy, tmp_path, _score(seed=4), log=log, on_chunk_done=redone.append)
+    assert redone == [0, 1, 2], "a chunk log from another fingerprint (or without its table) is not trusted"
+
+
+def test_measure_labels_of_an_empty_subset_loads_nothing(tmp_path):
+    labels, summary = measure_labels(tmp_path / "no-model", PROMPTS.clear(), _score(), 1.0, 4, tmp_path,
+                                     ChunkLog(tmp_path), progress=False)
+    assert labels.height == 0 and labels.columns == ["id", "pass_rate", "n_correct", "n_failed", "rollouts"]
+    assert summary["chunks_run"] == 0 and pl.read_parquet(tmp_path / LABELS).height == 0

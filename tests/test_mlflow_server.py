@@ -54,24 +54,34 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(STOP_TIMEOUT_S)
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on loopback: (base URL, artifacts folder). Always stopped at teardown."""
+def start_mlflow(folder: Path) -> tuple[subprocess.Popen, str, Path]:
+    """A real `mlflow server` on a free loopback port, its SQLite store and artifacts under `folder`, in its own
+    process session; returns (process, url, database path) once it answers its health check."""
     from flows.server import free_port
 
-    tmp = tmp_path_factory.mktemp("mlflow-server")
+    db, log = folder / "mlflow.db", folder / "server.log"
     port = free_port()
-    artifacts = tmp / "artifacts"
-    log = tmp / "server.log"
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", HOST, "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}", "--artifacts-destination", str(artifacts)]
+           "--backend-store-uri", f"sqlite:///{db}", "--artifacts-destination", str(folder / "artifacts")]
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tmp, start_new_session=True,
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True,
                                 env=dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true"))
     url = f"http://{HOST}:{port}"
     try:
         _wait_healthy(url, proc, log)
-        yield url, artifacts
+    except BaseException:
+        _stop(proc)
+        raise
+    return proc, url, db
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on loopback: (base URL, artifacts folder). Always stopped at teardown."""
+    tmp = tmp_path_factory.mktemp("mlflow-server")
+    proc, url, _ = start_mlflow(tmp)
+    try:
+        yield url, tmp / "artifacts"
     finally:
         _stop(proc)
 

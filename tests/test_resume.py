@@ -1,8 +1,10 @@
-"""kill -9 during extraction and encoding: the rerun resumes from the chunks the killed run recorded as done
-(their files are not rewritten) and its Zarr arrays equal an uninterrupted run's bit for bit.
+"""kill -9 during extraction, encoding and labelling: the rerun resumes from the chunks the killed run recorded as
+done (their files are not rewritten, their chunks not recomputed) and its result equals an uninterrupted run's:
+the Zarr arrays bit for bit, the labels table row for row.
 
-Each run is a subprocess running the smoke config through saerl.pipeline.run_all with small prompt-chunks. The
-killed run sleeps a little after recording each chunk (a patched ChunkLog.mark), so the SIGKILL lands while most
+Each run is a subprocess running the smoke config's stages that the stage under test reads, then that stage
+(run_stage, cached exactly as run_all caches), with small chunks. The killed run sleeps a little after recording
+each chunk (a patched ChunkLog.mark, which also prints each chunk it records), so the SIGKILL lands while most
 chunks are still to do; where it lands (computing, writing, sleeping) is up to the race."""
 
 from __future__ import annotations
@@ -40,42 +42,60 @@ RUNNER = """
 import json, sys, time
 from saerl.artifacts import ArtifactStore, ChunkLog
 from saerl.config import load_config
-from saerl.pipeline import run_all
+from saerl.pipeline import resolve_upstream, run_stage, stage_runs
 
 config, root, until, sleep_s, go = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]
 overrides = json.loads(sys.argv[6])
-if sleep_s:
-    mark = ChunkLog.mark
-    def slow_mark(self, chunk, **meta):
-        mark(self, chunk, **meta)
-        time.sleep(sleep_s)
-    ChunkLog.mark = slow_mark
+mark = ChunkLog.mark
+def reported_mark(self, chunk, **meta):
+    mark(self, chunk, **meta)
+    print(f"MARKED {chunk}", flush=True)
+    time.sleep(sleep_s)
+ChunkLog.mark = reported_mark
 cfg = load_config(config, overrides + [f"runtime.artifact_root={root}"])
 store = ArtifactStore(root)
 if go != "-":  # wait for the starting signal, so that several runners begin together
     open(go + ".ready-" + str(__import__("os").getpid()), "w").close()
     while not __import__("os").path.exists(go):
         time.sleep(0.01)
-results = run_all(store, cfg, until=until)
+runs = stage_runs(cfg, until)
+needed = {until}  # only what `until` reads, directly or not (labelling reads no activations)
+for stage, name, ups, variant in reversed(runs):
+    if stage in needed:
+        needed |= set(ups)
+refs, results = {}, {}
+for stage, name, ups, variant in runs:
+    if stage in needed:
+        res = run_stage(store, cfg, stage, resolve_upstream(stage, ups, refs, variant), variant=variant)
+        refs[name], results[name] = res.ref, res
 print("RESULTS " + json.dumps({name: r.to_json() for name, r in results.items()}), flush=True)
 """
 
 
-def start_runner(root: Path, until: str, sleep_s: float = 0.0, go: str = "-") -> subprocess.Popen:
-    """A subprocess running run_all(smoke config + OVERRIDES, root, until), optionally slowed after each
-    recorded chunk and held until the file `go` exists."""
+def start_runner(root: Path, until: str, sleep_s: float = 0.0, go: str = "-",
+                 overrides: list[str] = OVERRIDES) -> subprocess.Popen:
+    """A subprocess running the stages `until` reads and `until` itself (as run_all does, cached in `root`) for
+    the smoke config + `overrides`, optionally slowed after each recorded chunk and held until the file `go`
+    exists."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     return subprocess.Popen([sys.executable, "-c", RUNNER, str(SMOKE), str(root), until, str(sleep_s), go,
-                             json.dumps(OVERRIDES)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             json.dumps(overrides)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, cwd=ROOT)
+
+
+def finish_marked(proc: subprocess.Popen) -> tuple[dict, list[str]]:
+    """Wait for a runner: ({run name: StageResult json}, the chunks it recorded as done, in order); fails with its
+    stderr if it failed."""
+    out, err = proc.communicate(timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 0, err[-3000:]
+    line = next(x for x in out.splitlines() if x.startswith("RESULTS "))
+    marked = [x.split()[1] for x in out.splitlines() if x.startswith("MARKED ")]
+    return json.loads(line[len("RESULTS "):]), marked
 
 
 def finish(proc: subprocess.Popen) -> dict:
     """Wait for a runner and return its {run name: StageResult json}; fails with its stderr if it failed."""
-    out, err = proc.communicate(timeout=RUN_TIMEOUT_S)
-    assert proc.returncode == 0, err[-3000:]
-    line = next(x for x in out.splitlines() if x.startswith("RESULTS "))
-    return json.loads(line[len("RESULTS "):])
+    return finish_marked(proc)[0]
 
 
 def smoke_upstream(tmp_path_factory) -> Path:
@@ -166,3 +186,49 @@ def test_kill_9_resumes_finished_chunks_and_matches_an_uninterrupted_run(referen
             assert arr.tobytes() == mine[name].tobytes(), name
         else:
             assert np.array_equal(arr, mine[name]), name
+
+
+# --------------------------------------------------------------------------------------------------- label
+
+# The smoke testbed flags about a fifth of its 120 prompts as labelled: chunks of 2 give about 10 chunks. Difficulty
+# is measured (the label stage runs) although the smoke data has a difficulty column.
+LABEL_OVERRIDES = [*OVERRIDES, "score.difficulty_source=measured", "score.label_chunk_rows=2"]
+LABEL_SLEEP_S = 0.2  # a chunk is quick to measure: a longer pause leaves the kill most of the chunks
+
+
+@pytest.fixture(scope="module")
+def label_reference(tmp_path_factory) -> Path:
+    """An uninterrupted run of the label stage (on the shared testbed and ingest), in a subprocess."""
+    root = copy_stages(smoke_upstream(tmp_path_factory), tmp_path_factory.mktemp("label-reference"), UPSTREAM)
+    finish(start_runner(root, "label", overrides=LABEL_OVERRIDES))
+    return root
+
+
+def test_kill_9_during_labelling_resumes_finished_chunks_and_matches_an_uninterrupted_run(label_reference,
+                                                                                           tmp_path_factory, tmp_path):
+    import polars as pl
+
+    from saerl.labels import LABELS, PARTS_DIR
+
+    root = copy_stages(smoke_upstream(tmp_path_factory), tmp_path / "root", UPSTREAM)
+    proc = start_runner(root, "label", LABEL_SLEEP_S, overrides=LABEL_OVERRIDES)
+    done = kill_after_chunks(proc, root, "label", KILL_AFTER_CHUNKS)
+    assert not [p for p in (root / "label").iterdir() if not p.name.startswith(".")], "killed run published"
+    (partial,) = (root / "label").glob(".partial-*")
+    assert all((partial / PARTS_DIR / f"{c}.parquet").is_file() for c in done), "each recorded chunk has its table"
+
+    results, marked = finish_marked(start_runner(root, "label", overrides=LABEL_OVERRIDES))
+    assert results["label"]["computed"]
+    final = _only_artifact(root, "label")
+    summary = json.loads((final / MANIFEST).read_text())["summary"]
+    n_chunks = summary["chunks_run"] + summary["chunks_skipped"]
+    assert summary["chunks_skipped"] == len(done) < n_chunks
+    # (a) the finished chunks were not measured again: the rerun recorded only the others
+    assert sorted(marked, key=int) == [str(c) for c in range(n_chunks) if str(c) not in done]
+    assert not (final / PARTS_DIR).exists()
+    # (b) the labels equal the uninterrupted run's, row for row and byte for byte
+    ref = _only_artifact(label_reference, "label")
+    assert pl.read_parquet(final / LABELS).equals(pl.read_parquet(ref / LABELS))
+    assert n_chunks == -(-pl.read_parquet(final / LABELS).height // 2), "chunks of 2 labelled prompts"
+    files = json.loads((final / MANIFEST).read_text())["files"]
+    assert files[LABELS]["sha256"] == json.loads((ref / MANIFEST).read_text())["files"][LABELS]["sha256"]

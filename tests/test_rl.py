@@ -59,6 +59,8 @@ def test_format_reward_and_reward_weights():
     assert args.reward_weights == [1.0, 0.2]
     dapo = grpo_config(TrainConfig(algorithm="dapo"), Path("/tmp/x"), 2, 1, 0)
     assert (dapo.loss_type, dapo.epsilon_high) == ("dapo", 0.28)
+    spg = grpo_config(TrainConfig(steps_per_generation=4, num_generations=2), Path("/tmp/x"), 3, 1, 0)
+    assert (spg.steps_per_generation, spg.generation_batch_size) == (4, 4 * 3 * 2)  # one generation, 4 steps
 
 
 @pytest.fixture(scope="module")

@@ -91,3 +91,80 @@ def test_trainer_progress_off_silences_sae_lens_bar_and_restores_it():
     assert trainer_module.tqdm is original
     with trainer_progress(True):
         assert trainer_module.tqdm is original
+
+
+# ------------------------------------------------------------------------------------------- load_codes_csr
+
+CSR_ROWS, CSR_D_SAE, CSR_K, CSR_CHUNK = 50, 40, 6, 7  # chunk rows well under the row count, a ragged last chunk
+EMPTY_EVERY = 11  # every 11th row of a test store keeps no feature
+
+
+def _old_load_codes_csr(codes_path):
+    """load_codes_csr as it was before it read chunk by chunk (every array at once): the reference."""
+    import scipy.sparse as sp
+    import zarr
+
+    group = zarr.open_group(codes_path / "codes.zarr", mode="r")
+    fids, vals = group["feature_ids"][:], group["values"][:].astype(np.float32)
+    keep = (fids >= 0) & (vals > 0)
+    indptr = np.concatenate([[0], np.cumsum(keep.sum(1))])
+    csr = sp.csr_matrix((vals[keep], fids[keep], indptr), shape=(len(fids), int(group.attrs["d_sae"])))
+    csr.sort_indices()
+    return [str(x) for x in group["ids"][:]], csr
+
+
+def _codes_store(folder, n: int, d_sae: int, k: int, chunk_rows: int, seed: int, filled: float):
+    """A codes.zarr of n rows: top-k slots strongest first, about `filled` of them used; unused slots are -1
+    or a zero value, a few values are positive in float32 but underflow to 0 in float16, and every EMPTY_EVERY-th
+    row is empty."""
+    from saerl.sae import CODES_NAME, create_codes_store, write_codes_chunk
+
+    rng = np.random.default_rng(seed)
+    group = create_codes_store(folder / CODES_NAME, n, d_sae, k, "max", chunk_rows, "fp")
+    for lo in range(0, n, chunk_rows):
+        m = min(chunk_rows, n - lo)
+        fids = np.stack([rng.choice(d_sae, k, replace=False) for _ in range(m)]).astype(np.int32)
+        vals = np.sort(rng.random((m, k)).astype(np.float32), axis=1)[:, ::-1].copy()
+        unused = rng.random((m, k)) > filled
+        fids[unused & (rng.random((m, k)) < 0.5)] = -1
+        vals[unused] = 0
+        vals[rng.random((m, k)) < 0.05] = 1e-9  # float16 rounds it to 0: not a kept feature
+        fids[(lo + np.arange(m)) % EMPTY_EVERY == 0] = -1  # rows without any feature
+        write_codes_chunk(group, lo, fids, vals, ids=[f"q{lo + i}" for i in range(m)])
+    return folder
+
+
+def test_load_codes_csr_chunk_by_chunk_equals_reading_everything_at_once(tmp_path):
+    folder = _codes_store(tmp_path, CSR_ROWS, CSR_D_SAE, CSR_K, CSR_CHUNK, seed=0, filled=0.6)
+    ids, csr = load_codes_csr(folder)
+    ref_ids, ref = _old_load_codes_csr(folder)
+    assert ids == ref_ids and csr.shape == ref.shape == (CSR_ROWS, CSR_D_SAE)
+    for name in ("indptr", "indices", "data"):
+        mine, theirs = getattr(csr, name), getattr(ref, name)
+        assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs), name
+    assert csr.has_sorted_indices and csr.nnz == ref.nnz > 0
+    assert (csr.getnnz(axis=1) == 0).any(), "the store has rows without a kept feature"
+    assert load_codes_csr(folder / "codes.zarr")[1].nnz == csr.nnz  # the store itself works too
+
+
+CHUNK_BYTES_PER_SLOT = 64  # allowance for one chunk's temporaries (decoded arrays, mask, sort order, ...)
+
+
+def test_load_codes_csr_peak_memory_is_the_output_plus_one_chunk(tmp_path):
+    import sys
+    import tracemalloc
+
+    n, k, chunk_rows = 20_000, 64, 500
+    folder = _codes_store(tmp_path, n, 1024, k, chunk_rows, seed=1, filled=0.1)
+    dense_bytes = n * k * (4 + 4)  # what reading everything at once holds: int32 ids + float32 values
+    tracemalloc.start()
+    try:
+        ids, csr = load_codes_csr(folder)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    output = (csr.data.nbytes + csr.indices.nbytes + csr.indptr.nbytes + sys.getsizeof(ids)
+              + sum(map(sys.getsizeof, ids)))
+    row_counts = n * np.dtype(np.int64).itemsize
+    assert peak < dense_bytes / 2, f"peak {peak} B is not far under the dense read's {dense_bytes} B"
+    assert peak < output + row_counts + CHUNK_BYTES_PER_SLOT * chunk_rows * k, f"peak {peak} B for an output of {output} B"

@@ -170,3 +170,19 @@ def test_plots_return_titled_figures(result, data, tmp_path):
     assert fig.axes[0].get_legend() is not None and fig.axes[0].get_xlabel() == "true difficulty"
     fig.savefig(tmp_path / "difficulty.png")
     assert (tmp_path / "map.png").stat().st_size > 0
+
+
+def test_quality_auroc_per_defect_kind_separates_visible_from_invisible_defects():
+    """Bad rows that light the planted features ('loud') are found; bad rows whose codes look clean ('silent',
+    like a wrong gold answer behind a well-formed prompt) are not: the per-kind AUROC says which is which."""
+    X, prompts, _ = synth(seed=3)
+    rng = np.random.default_rng(3)
+    loud = (prompts["quality"] < 0.5).to_numpy()
+    silent = ~loud & (rng.uniform(size=prompts.height) < 0.15)
+    prompts = prompts.with_columns(quality=pl.Series(np.where(loud | silent, 0.0, 1.0)),
+                                   defect=pl.Series(np.where(loud, "loud", np.where(silent, "silent", "none"))))
+    rep = score_prompts(X, prompts, ScoreConfig(**FAST)).report
+    assert _value(rep, "quality", "auroc_loud", "sae") > 0.9
+    assert _value(rep, "quality", "auroc_silent", "sae") < 0.75
+    assert _value(rep, "quality", "auroc_loud", "majority") == 0.5
+    assert not rep.filter(pl.col("metric") == "auroc_none").height  # good rows are not a defect kind

@@ -3,7 +3,10 @@ failing fast, and (slow) the ablation flow paying for the shared stages once."""
 
 from __future__ import annotations
 
+import calendar
+import json
 import time
+import uuid
 from pathlib import Path
 
 import polars as pl
@@ -17,8 +20,10 @@ from saerl.sweep import (
     parse_axis,
     parse_grid,
     plan_sweep,
+    planned_keys,
     setting_label,
     settings,
+    shared_until,
     sweep_table,
     with_setting,
 )
@@ -183,3 +188,90 @@ def test_ablation_flow_pays_for_shared_stages_once(prefect_api, tmp_path, capsys
     text = capsys.readouterr().out
     assert "ablation: 2 settings" in text and "steps to target" in text
     assert "mix_ratio=0.5" in text and "cached:   testbed ingest extract sae encode score train:vanilla:0" in text
+
+
+def test_shared_until_is_the_common_upstream_of_the_settings(base):
+    def shared(grid, until=None, over=None):
+        configs = [cfg for _, cfg in plan_sweep(over or base, grid)]
+        return shared_until(configs, until)
+
+    assert shared({"curriculum.mix_ratio": [0, 0.5]}) == "score", "a curriculum grid shares everything before it"
+    assert shared({"sae.k": [4, 8]}) == "extract"
+    assert shared({"train.learning_rate": [1e-5, 2e-5]}) == "curriculum"
+    assert shared({"eval.k_samples": [2, 3]}) == "train" and shared({"eval.k_samples": [2, 3]}, "curriculum") == "curriculum"
+    assert shared({"testbed.n_pool": [100, 120]}) is None, "the first stage differs: nothing to run once"
+    # the testbed differs but extraction (an external encoder over a data file) does not: the shared run goes
+    # on to the last sharded stage, so two children never fan out the same extraction at once
+    other = load_config(SMOKE, ["data.source=sample", "extract.model=some/encoder"]).model_dump(mode="json")
+    assert shared({"testbed.seed": [0, 1]}, over=other) == "encode"
+    keys = [planned_keys(cfg) for _, cfg in plan_sweep(other, {"testbed.seed": [0, 1]})]
+    assert keys[0]["testbed"] != keys[1]["testbed"] and keys[0]["encode"] == keys[1]["encode"]
+
+
+def test_table_lists_the_shared_run_first(tmp_path):
+    shared = {"stages": {s: {"status": "computed", "path": ""} for s in ("testbed", "extract", "score")}}
+    child = {"stages": {"score": {"status": "cached", "path": ""}, "curriculum": {"status": "computed", "path": ""}}}
+    text = format_sweep([({"curriculum.mix_ratio": 0}, child)], shared).split("stage runs per setting")[1]
+    lines = text.strip().splitlines()
+    assert lines[0].split() == ["shared", "upstream", "computed:", "testbed", "extract", "score"]
+    assert lines[2].split() == ["mix_ratio=0", "computed:", "curriculum"] and lines[3].split() == ["cached:", "score"]
+
+
+def _span(record: dict) -> tuple[float, float]:
+    """First start and last end (epoch seconds, 1 s resolution) of the stage runs a run record computed, read
+    from their artifacts' manifests (published at `created`, after `seconds` of building)."""
+    times = []
+    for stage in record["stages"].values():
+        if stage["status"] == "computed":
+            manifest = json.loads((Path(stage["path"]) / "manifest.json").read_text())
+            end = calendar.timegm(time.strptime(manifest["created"], "%Y-%m-%dT%H:%M:%SZ"))
+            times += [end - manifest["seconds"], end + 1]
+    return min(times), max(times)
+
+
+@pytest.mark.slow
+def test_ablation_children_run_side_by_side_on_dask(prefect_api, tmp_path, capsys):
+    """On a 2-worker LocalCluster: the shared upstream runs once, then both children at the same time, every
+    flow run on the test's one Prefect server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    from flows.sweep import ablation_flow
+
+    name = f"sweep-dask-{uuid.uuid4().hex[:8]}"  # finds this test's flow runs on the session's server
+    root = tmp_path / "root"
+    cfg = load_config(SMOKE, [f"name={name}", f"runtime.artifact_root={root}", "tracking.enabled=false",
+                              "runtime.task_runner=dask", "runtime.workers=2", "runtime.torch_threads=1"])
+    grid = {"curriculum.mix_ratio": [0.0, 0.5]}
+    out = ablation_flow(config=cfg.model_dump(mode="json"), grid=grid)
+
+    upstream = ("testbed", "ingest", "extract", "sae", "encode", "score")
+    shared, runs = out["shared"], out["runs"]
+    assert {k: v["status"] for k, v in shared["stages"].items()} == dict.fromkeys(upstream, "computed")
+    for run in runs:
+        status = {k: v["status"] for k, v in run["stages"].items()}
+        assert all(status[s] == "cached" for s in upstream), status
+        assert status["curriculum"] == status["train:saerl:0"] == status["evaluate"] == "computed", status
+    vanilla = sorted(run["stages"]["train:vanilla:0"]["status"] for run in runs)
+    assert vanilla == ["cached", "computed"], "one child trains vanilla (it reads no curriculum), the other reuses it"
+    for stage in upstream:  # one artifact per shared stage, built once
+        assert len([p for p in (root / stage).iterdir() if not p.name.startswith(".")]) == 1, stage
+    for (_, child), run in zip(plan_sweep(cfg.model_dump(mode="json"), grid), runs, strict=True):
+        planned = {n: k for runs_of_stage in planned_keys(child).values() for n, k in runs_of_stage.items()}
+        assert planned == {n: s["key"] for n, s in run["stages"].items()}, "planning chains keys as the flow does"
+
+    (start0, end0), (start1, end1) = _span(runs[0]), _span(runs[1])
+    overlap = min(end0, end1) - max(start0, start1)
+    assert overlap > 2, f"the children's stage runs did not overlap: {(start0, end0)} vs {(start1, end1)}"
+
+    with get_client(sync_client=True) as client:  # the runs started on Dask workers reported to this server
+        flow_runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=name)))
+        by_name = {r.name: r for r in flow_runs}
+        host = by_name[f"{name} | 2 settings on Dask"]
+        children = [by_name[f"{name} | {label}"] for label in
+                    ("shared upstream (until score)", "mix_ratio=0.0", "mix_ratio=0.5")]
+        assert all(r.state.is_completed() for r in (host, *children))
+        assert {client.read_task_run(r.parent_task_run_id).flow_run_id for r in children} == {host.id}
+    text = capsys.readouterr().out
+    assert "shared upstream  computed: testbed ingest extract sae encode score" in text
+    assert "cached:   testbed ingest extract sae encode score" in text and "ablation: 2 settings" in text

