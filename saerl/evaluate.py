@@ -64,7 +64,18 @@ def generate_batched(model: Any, tok: Any, prompts: list[str], max_new_tokens: i
                      temperature: float, seed: int) -> tuple[list[str], list[int]]:
     """Completions of chat-templated `prompts` with left padding, in batches of similar length.
     in: model, tokenizer (with a chat template), prompt texts, limits, temperature (0 = greedy), torch seed;
-    out: (decoded completions without special tokens, generated token counts up to and including EOS)."""
+    out: (decoded completions without special tokens, generated token counts up to and including EOS).
+    The seed applies inside a fork of torch's RNG: the caller's random state is left as it was (a training
+    run that evaluates every N steps keeps its own seeded sampling)."""
+    devices = [model.device] if model.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return _generate(model, tok, prompts, max_new_tokens, batch_size, temperature)
+
+
+def _generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int, batch_size: int,
+              temperature: float) -> tuple[list[str], list[int]]:
+    """generate_batched's body, drawing from torch's global RNG as it stands."""
     model.eval()
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tok.eos_token_id
@@ -75,7 +86,6 @@ def generate_batched(model: Any, tok: Any, prompts: list[str], max_new_tokens: i
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # less padding; results go back in input order
     out_text: list[str] = [""] * len(ids)
     out_len: list[int] = [0] * len(ids)
-    torch.manual_seed(seed)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         width = max(len(ids[i]) for i in rows)

@@ -15,6 +15,7 @@ from saerl.evaluate import (
     evaluate_policy,
     final_accuracy,
     format_comparison,
+    generate_batched,
     select_problems,
     steps_to_target,
     summarize_eval,
@@ -56,6 +57,23 @@ def test_evaluate_policy_rows_statuses_and_determinism(saved_policy):
     assert again.equals(df)
     other = evaluate_loaded(model, tok, SETS, cfg, max_new_tokens=4, seed=1)
     assert other.filter(pl.col("sample") == 0).equals(df.filter(pl.col("sample") == 0))  # greedy does not sample
+
+
+def test_generation_leaves_the_callers_random_state_alone(saved_policy):
+    """An in-training eval must not reseed the trainer: before this, every training seed of one order sampled
+    the same rollouts after the first eval (generation reset torch's global RNG to the eval seed)."""
+    import torch
+
+    model, tok = load_policy(saved_policy)
+    prompts = SETS["easy"]["prompt"].to_list()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first, _ = generate_batched(model, tok, prompts, 4, 2, 1.0, seed=0)
+    assert torch.equal(torch.rand(3), expected)  # the caller's stream continues as if nothing had run
+    torch.manual_seed(7)
+    again, _ = generate_batched(model, tok, prompts, 4, 2, 1.0, seed=0)
+    assert again == first  # the eval's own seed still makes it reproducible
 
 
 def test_left_padded_batches_match_one_by_one_on_qwen2():
