@@ -96,13 +96,9 @@ def hash_tree(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to `path` through a temp file + fsync + rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write JSON to `path` through a temp file + fsync + rename (:func:`write_file_atomic`)."""
+    text = json.dumps(obj, indent=1, sort_keys=True, default=str)
+    write_file_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def write_file_atomic(path: Path, write: Callable[[Path], None]) -> None:
