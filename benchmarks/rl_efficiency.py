@@ -33,6 +33,7 @@ import polars as pl
 
 from saerl.artifacts import ArtifactStore
 from saerl.config import load_config
+from saerl.evaluate import training_signal
 from saerl.pipeline import resolve_upstream, run_all, run_stage, stage_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +54,20 @@ def train_on_dask(store: ArtifactStore, cfg: object, workers: int, report: Calla
                    for name, ups, variant in runs}
         for fut in as_completed(futures):
             report(futures[fut], fut.result())
+
+
+def signal_table(results: dict[str, object]) -> pl.DataFrame:
+    """saerl.evaluate.training_signal of every training run, averaged per arm and third of the run."""
+    prompts = pl.read_parquet(Path(results["ingest"].ref.path) / "prompts.parquet")  # type: ignore[attr-defined]
+    rows = []
+    for name, res in results.items():
+        if name.startswith("train:"):
+            folder = Path(res.ref.path)  # type: ignore[attr-defined]
+            sig = training_signal(pl.read_parquet(folder / "log.parquet"),
+                                  pl.read_parquet(folder / "trained_order.parquet"), prompts, parts=3)
+            rows.append(sig.with_columns(pl.lit(name.split(":")[1]).alias("arm")))
+    return (pl.concat(rows, how="diagonal_relaxed").group_by("arm", "part", "first_step", "last_step")
+            .agg(pl.all().mean().round(3)).sort("arm", "part"))
 
 
 def main() -> None:
@@ -86,6 +101,9 @@ def main() -> None:
                  .pivot(on="arm", index="difficulty", values="correct"))
     print("greedy accuracy per level (all seeds):")
     print(per_level)
+    print("training signal by thirds of the run (mean over seeds): reward, share of groups without reward spread "
+          "(no gradient), share of defective prompts read, mean level read:")
+    print(signal_table(results))
     cmp = pl.read_parquet(folder / "comparison.parquet").filter((pl.col("metric") == "greedy") & (pl.col("set") == "heldout"))
     row = {r["arm"]: r for r in cmp.iter_rows(named=True)}
     stt = pl.read_parquet(folder / "steps_to_target.parquet").filter(pl.col("set") == "heldout")

@@ -15,6 +15,7 @@ from saerl.config import build_config, flatten
 from saerl.pipeline import SHARDED, input_keys, resolve_upstream, stage_runs
 from saerl.runs import RunRecord, StageRecord, explain, list_runs, previous_run, read_run, save_run
 from saerl.stages import stage_key, stage_slice
+from saerl.sweep import planned_keys
 from saerl.tracking import Tracker, log_stage_run
 from tasks.stage import prepare_shards_task, shard_task, stage_options, stage_task
 
@@ -136,15 +137,18 @@ def orchestration_errors() -> tuple[type[BaseException], ...]:
 
 def finished_record(root: Path, config: dict[str, Any], until: str | None, since: float) -> RunRecord | None:
     """The run record a pipeline flow for `config` saved after `since` (epoch seconds) if it holds every
-    planned stage run (the flow body then finished: all artifacts are stored), else None."""
+    planned stage run under its planned artifact key (the flow body then finished: all artifacts of exactly
+    this config are stored), else None. Matching keys, not only names, keeps a record of another config of
+    the same name, saved meanwhile by a concurrent run, from being taken for this one."""
     cfg = build_config(config)
-    planned = {name for _, name, _, _ in stage_runs(cfg, until)}
+    planned = {name: key for runs in planned_keys(cfg, until).values() for name, key in runs.items()}
     for path in reversed(list_runs(root)):
         try:
             record = read_run(path)
         except ValueError:
             continue
-        if record.name == cfg.name and record.started >= since and set(record.stages) == planned:
+        keys = {name: st.key for name, st in record.stages.items()}
+        if record.name == cfg.name and record.started >= since and keys == planned:
             return record
     return None
 

@@ -213,6 +213,37 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
     return out.select("arm", "seed", "target", "steps", "reached", "mean_steps", "ratio").sort("arm", "seed")
 
 
+# ---------------------------------------------------------------------------------------------- training signal
+
+
+def training_signal(log: pl.DataFrame, order: pl.DataFrame, prompts: pl.DataFrame | None = None,
+                    parts: int = 2) -> pl.DataFrame:
+    """Where one training run's gradient signal came from, by stretch of the run: the "why" behind an accuracy gap.
+    in: trl's per-step log (step, reward, frac_reward_zero_std), the run's trained order (step, id), optionally
+    the ingested prompts (id and any of quality, difficulty) and the number of equal stretches of steps;
+    out: one row per stretch (part 1..parts, first_step, last_step): reward (mean training reward),
+    zero_std (mean share of groups whose rollouts all scored alike, i.e. no GRPO gradient), and, where the
+    prompts carry them, bad_share (share of prompts read with quality < 0.5) and level (mean difficulty label)."""
+    if parts < 1:
+        raise ValueError(f"parts must be >= 1, got {parts}")
+    last = int(max(log["step"].max() or 0, order["step"].max() or 0))
+    size = max(1, math.ceil(last / parts))
+    part = ((pl.col("step") - 1).clip(lower_bound=0) // size + 1).cast(pl.Int64).alias("part")
+    out = (log.select("step", "reward", "frac_reward_zero_std").with_columns(part).group_by("part")
+           .agg(pl.col("step").min().alias("first_step"), pl.col("step").max().alias("last_step"),
+                pl.col("reward").mean(), pl.col("frac_reward_zero_std").mean().alias("zero_std")))
+    extra = [c for c in ("quality", "difficulty") if prompts is not None and c in prompts.columns]
+    if extra and prompts is not None:
+        read = order.select("step", "id").join(prompts.select("id", *extra), on="id", how="left").with_columns(part)
+        aggs = []
+        if "quality" in extra:
+            aggs.append((pl.col("quality").cast(pl.Float64) < 0.5).mean().alias("bad_share"))
+        if "difficulty" in extra:
+            aggs.append(pl.col("difficulty").cast(pl.Float64).mean().alias("level"))
+        out = out.join(read.group_by("part").agg(*aggs), on="part", how="left")
+    return out.sort("part")
+
+
 # ---------------------------------------------------------------------------------------------- comparisons
 
 

@@ -19,6 +19,7 @@ from saerl.evaluate import (
     select_problems,
     steps_to_target,
     summarize_eval,
+    training_signal,
 )
 from saerl.policy_lm import load_policy, save_tokenizer
 
@@ -188,3 +189,20 @@ def test_compare_arms_needs_shared_problems_and_the_reference():
         compare_arms(None, samples=moved)
     with pytest.raises(ValueError, match="reference arm"):
         compare_arms(None, reference="nope", samples=samples)
+
+
+def test_training_signal_by_stretch_of_the_run():
+    log = pl.DataFrame({"step": [1, 2, 3, 4], "reward": [0.4, 0.2, 0.0, 0.1], "frac_reward_zero_std": [0.5, 0.25, 1.0, 0.75]})
+    order = pl.DataFrame({"step": [1, 1, 2, 2, 3, 3, 4, 4], "id": ["a", "b", "c", "d", "e", "f", "g", "h"]})
+    prompts = pl.DataFrame({"id": list("abcdefgh"), "quality": [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0],
+                            "difficulty": [1, 1, 1, 3, 4, 4, 5, 5]})
+    sig = training_signal(log, order, prompts, parts=2)
+    assert sig["first_step"].to_list() == [1, 3] and sig["last_step"].to_list() == [2, 4]
+    assert sig["reward"].to_list() == pytest.approx([0.3, 0.05])
+    assert sig["zero_std"].to_list() == pytest.approx([0.375, 0.875])
+    assert sig["bad_share"].to_list() == pytest.approx([0.25, 0.75])
+    assert sig["level"].to_list() == pytest.approx([1.5, 4.5])
+    bare = training_signal(log, order, None, parts=1)
+    assert bare.columns == ["part", "first_step", "last_step", "reward", "zero_std"] and bare.height == 1
+    with pytest.raises(ValueError, match="parts"):
+        training_signal(log, order, prompts, parts=0)
