@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
+from saerl.activation_store import chunk_ranges
 from saerl.artifacts import ChunkLog, write_file_atomic
 from saerl.config import ModelConfig, PipelineConfig, ScoreConfig, stable_hash
 from saerl.property_models import seeded_subset
@@ -82,11 +83,6 @@ def chunk_seed(seed: int, chunk: int) -> int:
     return int(np.random.SeedSequence([seed, chunk]).generate_state(1)[0])
 
 
-def label_ranges(n_prompts: int, chunk_rows: int) -> list[tuple[int, int]]:
-    """[lo, hi) row ranges of the label chunks of a subset of n_prompts rows."""
-    return [(lo, min(lo + chunk_rows, n_prompts)) for lo in range(0, n_prompts, chunk_rows)]
-
-
 def label_fingerprint(ids: list[str], cfg: ScoreConfig, temperature: float, max_new_tokens: int) -> str:
     """What every recorded chunk of a partial label build must share: the subset's ids and the sampling settings."""
     return stable_hash({"ids": ids, "rollouts": cfg.label_rollouts, "batch": cfg.label_batch, "seed": cfg.seed,
@@ -110,7 +106,7 @@ def measure_labels(model_dir: str | Path, prompts: pl.DataFrame, cfg: ScoreConfi
     parts = Path(out_dir) / PARTS_DIR
     parts.mkdir(parents=True, exist_ok=True)
     fp = label_fingerprint(prompts["id"].cast(pl.String).to_list(), cfg, temperature, max_new_tokens)
-    ranges = label_ranges(prompts.height, cfg.label_chunk_rows)
+    ranges = chunk_ranges(prompts.height, cfg.label_chunk_rows)
 
     def part(c: int) -> Path:
         return parts / f"{c}.parquet"

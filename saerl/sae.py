@@ -34,7 +34,7 @@ import torch
 import zarr
 from tqdm.auto import tqdm
 
-from saerl.activation_store import Activations, open_activations
+from saerl.activation_store import Activations, chunk_ranges, open_activations
 from saerl.artifacts import ChunkLog, file_sha256
 from saerl.config import SAEConfig, stable_hash
 
@@ -307,7 +307,7 @@ def load_codes_csr(codes_path: str | Path) -> tuple[list[str], sp.csr_matrix]:
     group = open_codes(codes_path)
     fids_arr, vals_arr = group["feature_ids"], group["values"]
     n, step, d_sae = fids_arr.shape[0], fids_arr.chunks[0], int(group.attrs["d_sae"])
-    blocks = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+    blocks = chunk_ranges(n, step)
     counts = np.zeros(n, dtype=np.int64)
     for lo, hi in blocks:
         counts[lo:hi] = kept_slots(fids_arr[lo:hi], vals_arr[lo:hi]).sum(1)

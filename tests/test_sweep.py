@@ -246,7 +246,6 @@ def test_ablation_children_run_side_by_side_on_dask(prefect_api, tmp_path, capsy
         planned = {n: k for runs_of_stage in planned_keys(child).values() for n, k in runs_of_stage.items()}
         assert planned == {n: s["key"] for n, s in run["stages"].items()}, "planning chains keys as the flow does"
 
-
     with get_client(sync_client=True) as client:  # the runs started on Dask workers reported to this server
         flow_runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=name)))
         by_name = {r.name: r for r in flow_runs}
