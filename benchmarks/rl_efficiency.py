@@ -17,9 +17,11 @@ learning curve each run records every train.eval_every steps (target: vanilla's 
 With --workers N the training runs (arms x seeds) fan out over a Dask LocalCluster of N worker processes once
 the shared stages (testbed .. curriculum) are done; each run is the same cached stage run as in sequence.
 
-Last line: ``RESULT acc_saerl=.. acc_vanilla=.. acc_delta_points=.. acc_delta_ci_low=.. steps_ratio=.. seeds=..``
-(greedy accuracy on the held-out set; steps_ratio = saerl's mean steps to vanilla's final accuracy over
-vanilla's; nan when an arm's seeds do not all reach it).
+Last line: ``RESULT acc_saerl=.. acc_vanilla=.. acc_delta_points=.. acc_delta_ci_low=.. steps_ratio=.. seeds=..
+gain_saerl=.. gain_vanilla=.. acc_delta_reachable=.. reachable_share=..`` (greedy accuracy on the held-out set;
+steps_ratio = saerl's mean steps to vanilla's final accuracy over vanilla's, nan when an arm's seeds do not all
+reach it; gain_* = each arm's points over the starting policy; acc_delta_reachable = saerl minus vanilla on the
+held-out problems the starting policy solves in at least one of k probe samples, the share of the set they are).
 """
 
 from __future__ import annotations
@@ -104,13 +106,20 @@ def main() -> None:
     print("training signal by thirds of the run (mean over seeds): reward, share of groups without reward spread "
           "(no gradient), share of defective prompts read, mean level read:")
     print(signal_table(results))
-    cmp = pl.read_parquet(folder / "comparison.parquet").filter((pl.col("metric") == "greedy") & (pl.col("set") == "heldout"))
-    row = {r["arm"]: r for r in cmp.iter_rows(named=True)}
+    greedy = pl.read_parquet(folder / "comparison.parquet").filter(pl.col("metric") == "greedy")
+    row = {r["arm"]: r for r in greedy.filter(pl.col("set") == "heldout").iter_rows(named=True)}
+    reach = {r["arm"]: r for r in greedy.filter(pl.col("set") == "heldout:reachable").iter_rows(named=True)}
+    gains = pl.read_parquet(folder / "gains.parquet").filter((pl.col("metric") == "greedy") & (pl.col("set") == "heldout"))
+    gain = {r["arm"]: r["diff_pts"] for r in gains.iter_rows(named=True)}
     stt = pl.read_parquet(folder / "steps_to_target.parquet").filter(pl.col("set") == "heldout")
     ratio = stt.filter(pl.col("arm") == "saerl")["ratio"][0]
+    nan = float("nan")
     print(f"RESULT acc_saerl={100 * row['saerl']['accuracy']:.2f} acc_vanilla={100 * row['vanilla']['accuracy']:.2f} "
           f"acc_delta_points={row['saerl']['diff_pts']:.2f} acc_delta_ci_low={row['saerl']['diff_ci_low_pts']:.2f} "
-          f"steps_ratio={float('nan') if ratio is None else ratio:.3f} seeds={args.seeds}")
+          f"steps_ratio={nan if ratio is None else ratio:.3f} seeds={args.seeds} "
+          f"gain_saerl={gain.get('saerl', nan):.2f} gain_vanilla={gain.get('vanilla', nan):.2f} "
+          f"acc_delta_reachable={reach['saerl']['diff_pts'] if reach else nan:.2f} "
+          f"reachable_share={reach['vanilla']['n_problems'] / row['vanilla']['n_problems'] if reach else nan:.3f}")
 
 
 if __name__ == "__main__":

@@ -158,8 +158,11 @@ def load_model(name: str, model_cfg: ModelConfig, device: str = "auto") -> Loade
 
 
 def resolve_layer(layer: int | None, n_layers: int) -> int:
-    """Layer index in [0, n_layers): None -> n_layers // 2, negatives count from the top."""
-    idx = n_layers // 2 if layer is None else layer
+    """Block index in [0, n_layers) whose output is read: None -> (n_layers - 1) // 2, the middle of the
+    residual stream (its n_layers + 1 positions run from the embeddings to the last block's output, which the
+    unembedding reads; block i writes position i + 1); negatives count from the top. For a 2-block model
+    that is block 0, not block 1 (the final stream); for 28 blocks, block 13."""
+    idx = (n_layers - 1) // 2 if layer is None else layer
     if idx < 0:
         idx += n_layers
     if not 0 <= idx < n_layers:

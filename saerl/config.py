@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class Section(BaseModel):
@@ -104,7 +104,9 @@ class ExtractConfig(Section):
     """Residual-stream extraction (extract stage)."""
 
     model: str | None = Field(None, description="read internals of this model instead of the policy")
-    layer: int | None = Field(None, description="layer index, negative allowed; None = n_layers // 2")
+    layer: int | None = Field(
+        None, description="block whose output is read, negative allowed; None = (n_layers - 1) // 2, the middle "
+        "of the residual stream")
     pooling: list[Literal["mean", "last", "max"]] = Field(["mean", "last", "max"], description="pooled vectors kept")
     chat_template: bool = Field(True, description="apply the tokenizer's chat template as in RL")
     token_budget: int = Field(16384, gt=0, description="padded tokens per forward batch")
@@ -132,7 +134,10 @@ class SAEConfig(Section):
     batch_size: int = Field(512, gt=0, description="training batch in tokens")
     heldout_frac: float = Field(0.1, gt=0, lt=1, description="share of sampled tokens held out for the report")
     seed: int = Field(0, description="token sampling and init seed")
-    encode_pool: Literal["max", "mean"] = Field("max", description="pool token codes per prompt")
+    encode_pool: list[Literal["max", "mean"]] = Field(
+        ["max", "mean"], min_length=1, description="poolings of token codes per prompt stored by the encode stage "
+        "(max: each feature's strongest firing; mean: weighted by the share of tokens it fires on); "
+        "score.cluster_pool and score.model_pool each read one of them")
     encode_top_k: int = Field(64, gt=0, description="pooled features kept per prompt")
     encode_batch_tokens: int = Field(8192, gt=0, description="tokens per SAE encode batch (bounds encode memory)")
     train_epochs: int = Field(8, gt=0, description="passes over the training token sample")
@@ -144,6 +149,13 @@ class SAEConfig(Section):
         200, gt=0, description="training steps without firing after which a feature counts as dead (TopK aux loss)"
     )
 
+    @field_validator("encode_pool", mode="before")
+    @classmethod
+    def _one_pool(cls, value: Any) -> Any:
+        """A single pooling name ("max") means that pooling alone; duplicates are dropped, order kept."""
+        value = [value] if isinstance(value, str) else value
+        return list(dict.fromkeys(value)) if isinstance(value, list) else value
+
 
 class ScoreConfig(Section):
     """Property models on SAE features: clusters, difficulty, quality (label and score stages)."""
@@ -151,6 +163,12 @@ class ScoreConfig(Section):
     n_clusters: int | Literal["auto"] = Field("auto", description="k for k-means, or auto (silhouette over k_range)")
     k_range: tuple[int, int] = Field((4, 16), description="k searched when n_clusters is auto")
     tfidf: bool = Field(True, description="TF-IDF-weight pooled codes before clustering")
+    cluster_pool: Literal["max", "mean"] = Field(
+        "mean", description="pooled SAE codes the clusters are made from (must be in sae.encode_pool); mean "
+        "follows what a prompt is phrased as (its topic), max the numbers in it (docs/testbed.md, session 5)")
+    model_pool: Literal["max", "mean"] = Field(
+        "max", description="pooled SAE codes the difficulty and quality models read (must be in sae.encode_pool); "
+        "max keeps the strongest firing of each feature, which carries operand size and level out of distribution")
     difficulty_source: Literal["auto", "column", "measured"] = Field(
         "auto", description="auto: the dataset's difficulty column if mapped, else measured pass rate"
     )
@@ -241,6 +259,9 @@ class EvalConfig(Section):
     """Held-out evaluation (evaluate stage)."""
 
     k_samples: int = Field(4, gt=0, description="samples per problem for mean accuracy")
+    base_policy: bool = Field(
+        True, description="also evaluate the starting policy: each arm's RL gain over it, and every set's "
+        "reachable stratum (problems the starting policy solves in at least one of its 1 + k_samples tries)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature for mean@k")
     target_accuracy: float | None = Field(None, description="steps-to-target target; None = vanilla's final accuracy")
     max_problems: int | None = Field(

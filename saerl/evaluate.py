@@ -8,6 +8,10 @@
 - :func:`steps_to_target`: the first eval step at which each arm and seed reaches a target accuracy.
 - :func:`compare_arms` / :func:`format_comparison`: each arm's accuracy and its difference to the reference
   arm, with confidence intervals, and a verdict that says "within noise" when the interval contains 0.
+- :func:`with_reachable`: the *reachable* stratum of every set, the problems the starting (base) policy
+  solves in at least one of k samples drawn apart from the scored ones. Short RL sharpens what the base policy can already sample (pass@k
+  turns into pass@1); it rarely teaches a problem the base policy never solves. So a gain, and a difference
+  between arms, is concentrated there, and the whole set dilutes it by the share of unreachable problems.
 
 Error bars. Two sources of noise are separated. *Training seeds*: an arm trained again with another seed
 lands elsewhere; with >= 2 seeds per arm this is a t-interval (Welch for a difference) over per-seed
@@ -36,6 +40,9 @@ from saerl.verify import verify_batch
 
 GREEDY = 0  # the `sample` index of the greedy completion; sampled ones are 1..k
 FAILED = ("timeout", "error")  # verifier statuses that are failures of the check, not of the model
+BASE_ARM = "base"  # the arm name of the starting policy in eval.parquet (evaluated once, before any RL)
+REACHABLE = ":reachable"  # suffix of a set's reachable stratum: problems the base policy solves at least once
+REACH_SEED = 1  # seed of the base policy's probe pass that defines the reachable stratum (the scored pass uses 0)
 TARGET_RTOL = 1e-9  # an accuracy within this relative tolerance of the target counts as reaching it
 Metric = Literal["greedy", "mean_k"]
 
@@ -182,6 +189,32 @@ def summarize_eval(df: pl.DataFrame, by: tuple[str, ...] = ("set",)) -> pl.DataF
     fails = df.group_by(by).agg(pl.col("status").is_in(FAILED).sum().alias("failures"))
     out = greedy.join(sampled, on=list(by), how="left").join(fails, on=list(by), how="left")
     return out.with_columns(pl.col("k").fill_null(0)).sort(list(by))
+
+
+def reachable_ids(probe: pl.DataFrame) -> dict[str, set[str]]:
+    """Per set, the ids of the problems the base policy answered right in at least one of its *sampled*
+    completions (sample >= 1) in `probe`: a pass of the base policy with its own seed, kept apart from the
+    completions that are scored, so that selecting the stratum does not select on the scored outcomes (which
+    would bias the base's stratum accuracy up and every gain over it down).
+    in: per-sample frame (set, id, sample, correct) of the probe pass; out: {set: ids}."""
+    hits = (probe.filter(pl.col("sample") > GREEDY).group_by("set", "id").agg(pl.col("correct").any())
+            .filter(pl.col("correct")))
+    out: dict[str, set[str]] = {s: set() for s in probe["set"].unique().to_list()}
+    for set_name, i in hits.select("set", "id").iter_rows():
+        out[set_name].add(str(i))
+    return out
+
+
+def with_reachable(samples: pl.DataFrame, probe: pl.DataFrame) -> pl.DataFrame:
+    """`samples` plus, for every set of the base policy's `probe` pass, a copy of its rows on the reachable
+    problems (:func:`reachable_ids`) under the set name ``<set>:reachable``. Every summary and comparison then
+    reports the stratum like any other set. in: per-sample frames (any arms), the probe pass's frame;
+    out: the frame with the stratum rows appended."""
+    parts = [samples]
+    for set_name, ids in sorted(reachable_ids(probe).items()):
+        rows = samples.filter((pl.col("set") == set_name) & pl.col("id").cast(pl.String).is_in(sorted(ids)))
+        parts.append(rows.with_columns(pl.lit(set_name + REACHABLE).alias("set")))
+    return pl.concat(parts, how="vertical_relaxed")
 
 
 # ---------------------------------------------------------------------------------------------- steps to target

@@ -125,14 +125,16 @@ def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     from saerl.sae import load_codes_csr
     from saerl.scoring import score_prompts, summarize_report
 
-    ids, X = load_codes_csr(inputs["encode"].path)
+    ids, X = load_codes_csr(inputs["encode"].path, cfg.score.model_pool)
+    C = X if cfg.score.cluster_pool == cfg.score.model_pool else load_codes_csr(inputs["encode"].path,
+                                                                                  cfg.score.cluster_pool)[1]
     prompts = read_prompts(inputs)
     measured = pl.read_parquet(inputs["label"].file("labels.parquet")) if "label" in inputs else None
     act = open_activations(inputs["extract"].path)
     R = act.pooled("mean") if "mean" in act.meta.pooling else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        result = score_prompts(X, prompts, cfg.score, measured, ids=ids, R=R)
+        result = score_prompts(X, prompts, cfg.score, measured, ids=ids, R=R, C=C)
     unconverged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
     if unconverged:
         log.info("score: %d scikit-learn fits stopped before converging (max_iter in score config)", unconverged)
@@ -141,7 +143,7 @@ def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     result.report.write_parquet(build.path / "property_report.parquet")
     (build.path / "score_params.json").write_text(json.dumps(result.params, indent=1, default=str))
     log.info("property models vs baselines:\n%s", summarize_report(result.report))
-    write_score_plots(X, ids, prompts, result.scores, cfg, build.path / PLOTS, clusters=result.clusters)
+    write_score_plots(C, ids, prompts, result.scores, cfg, build.path / PLOTS, clusters=result.clusters)
     build.note(notes=result.notes, rows={"scores": result.scores.height}, unconverged_fits=unconverged)
     kept = result.scores["kept"].mean()
     return {"n_clusters": float(result.clusters.height), "kept_share": float(kept) if kept is not None else 1.0}
@@ -155,8 +157,9 @@ def save_figure(fig: object, path: Path) -> None:
 
 def write_score_plots(X: object, ids: list[str], prompts: pl.DataFrame, scores: pl.DataFrame, cfg: PipelineConfig,
                       folder: Path, clusters: pl.DataFrame | None = None) -> None:
-    """Cluster map (by cluster, and by true topic when known), predicted vs true difficulty (when known) and
-    the top SAE features per cluster (when the clusters frame is given)."""
+    """Cluster map of the codes X the clusters were made from (by cluster, and by true topic when known),
+    predicted vs true difficulty (when known) and the top SAE features per cluster (when the clusters frame
+    is given)."""
     from saerl.plots import cluster_map, cluster_top_features, difficulty_scatter
     from saerl.property_models import report_rows, weight_codes
 
@@ -291,15 +294,23 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     """Evaluate: every trained policy (arm x seed) on every held-out set, greedy and k samples; the arm
     comparison (vs vanilla, with intervals) on both metrics; steps-to-target from the training curves.
     Writes eval.parquet (arm, seed, set, id, sample, correct, status, ...), summary.parquet,
-    comparison.parquet, steps_to_target.parquet, curves.parquet, comparison.txt and plots/accuracy_vs_step.png."""
+    comparison.parquet, steps_to_target.parquet, curves.parquet, comparison.txt and plots/accuracy_vs_step.png.
+    With eval.base_policy the starting policy is scored too (arm "base" in eval.parquet; gains.parquet: each
+    arm's RL gain over it), and a separate probe pass of it (reach_probe.parquet) defines each set's reachable
+    stratum, reported in the summary and the comparisons as the set "<set>:reachable"."""
     from saerl.evaluate import (
+        BASE_ARM,
+        REACH_SEED,
         compare_arms,
+        evaluate_loaded,
         evaluate_policy,
         format_comparison,
         steps_to_target,
         summarize_eval,
+        with_reachable,
     )
     from saerl.plots import accuracy_vs_step
+    from saerl.policy_lm import load_policy
 
     runs = train_runs(inputs)
     if not runs:
@@ -313,24 +324,43 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
         df = evaluate_policy(ref.file("policy"), sets, cfg.eval, cfg.train.max_completion_length, seed, local)
         frames.append(df.with_columns(arm=pl.lit(arm), seed=pl.lit(seed, pl.Int64)))
         curves.append(pl.read_parquet(ref.file("curve.parquet")).with_columns(arm=pl.lit(arm), seed=pl.lit(seed, pl.Int64)))
+    probe = None
+    if cfg.eval.base_policy:  # the starting point of every arm, scored once, and probed apart for the stratum
+        model, tok = load_policy(policy_path(cfg, inputs), cfg.model)
+        base = evaluate_loaded(model, tok, sets, cfg.eval, cfg.train.max_completion_length, 0)
+        frames.append(base.with_columns(arm=pl.lit(BASE_ARM), seed=pl.lit(0, pl.Int64)))
+        probe = evaluate_loaded(model, tok, sets, cfg.eval, cfg.train.max_completion_length, REACH_SEED)
+        probe.write_parquet(build.path / "reach_probe.parquet")
     samples = pl.concat(frames, how="diagonal_relaxed")
     samples.write_parquet(build.path / "eval.parquet")
+    if probe is not None:
+        samples = with_reachable(samples, probe)
     summary = summarize_eval(samples, ("arm", "seed", "set"))
     summary.write_parquet(build.path / "summary.parquet")
     curve = pl.concat(curves, how="diagonal_relaxed")
     curve.write_parquet(build.path / "curves.parquet")
     arms = {a for a, _, _ in runs}
     reference = "vanilla" if "vanilla" in arms else sorted(arms)[0]
-    tables = [compare_arms(None, reference, samples=samples, metric=m, level=cfg.eval.ci_level)
+    trained = samples.filter(pl.col("arm") != BASE_ARM)
+    tables = [compare_arms(None, reference, samples=trained, metric=m, level=cfg.eval.ci_level)
               .with_columns(metric=pl.lit(m)) for m in ("greedy", "mean_k")]
     comparison = pl.concat(tables, how="diagonal_relaxed")
     comparison.write_parquet(build.path / "comparison.parquet")
+    gains = None
+    if cfg.eval.base_policy:  # each arm's RL gain over the starting policy: did RL learn anything at all?
+        gains = pl.concat([compare_arms(None, BASE_ARM, samples=samples, metric=m, level=cfg.eval.ci_level)
+                           .with_columns(metric=pl.lit(m)) for m in ("greedy", "mean_k")], how="diagonal_relaxed")
+        gains.write_parquet(build.path / "gains.parquet")
     stt = pl.concat([steps_to_target(curve.filter(pl.col("set") == s).rename({"greedy": "accuracy"}),
                                      cfg.eval.target_accuracy, reference).with_columns(set=pl.lit(s))
                      for s in curve["set"].unique().sort().to_list()], how="diagonal_relaxed")
     stt.write_parquet(build.path / "steps_to_target.parquet")
-    text = "\n".join(f"== {m} ==\n{format_comparison(t)}" for m, t in zip(("greedy pass@1", f"mean@{cfg.eval.k_samples}"),
-                                                                         tables, strict=True))
+    names = ("greedy pass@1", f"mean@{cfg.eval.k_samples}")
+    text = "\n".join(f"== {m} ==\n{format_comparison(t)}" for m, t in zip(names, tables, strict=True))
+    if gains is not None:
+        text += "\n" + "\n".join(
+            f"== RL gain over the starting policy, {m} ==\n{format_comparison(gains.filter(pl.col('metric') == k))}"
+            for m, k in zip(names, ("greedy", "mean_k"), strict=True))
     text += "\n" + format_steps(stt)
     (build.path / "comparison.txt").write_text(text)
     targets = dict(stt.unique("set").select("set", "target").iter_rows())
@@ -345,6 +375,9 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     for r in stt.unique(["set", "arm"]).iter_rows(named=True):
         if r["ratio"] is not None:
             metrics[f"{r['set']}_{r['arm']}_steps_ratio"] = float(r["ratio"])
+    if gains is not None:
+        for r in gains.filter((pl.col("metric") == "greedy") & (pl.col("arm") != BASE_ARM)).iter_rows(named=True):
+            metrics[f"{r['set']}_{r['arm']}_gain_pts"] = float(r["diff_pts"])
     return metrics
 
 

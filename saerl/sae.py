@@ -5,12 +5,17 @@ An SAE comes from one of three sources, behind :func:`obtain_sae`: a sae-lens pr
 trained here with sae-lens's ``SAETrainer`` on a seeded random token sample of the activation store.
 Whatever the source, the SAE is saved in sae-lens format in ``out_dir`` and scored on held-out tokens.
 
-``codes.zarr`` (P prompts, K = min(encode_top_k, d_sae))::
+``codes.zarr`` (P prompts, K = min(encode_top_k, d_sae)), one group per pooling in ``sae.encode_pool``::
 
-    attrs         d_sae, top_k, pool, chunk_rows, fingerprint
-    ids           str     [P]
-    feature_ids   int32   [P, K]   top-K pooled features per prompt, strongest first; -1 = empty slot
-    values        float16 [P, K]   their pooled activations (0 in empty slots)
+    attrs                d_sae, top_k, pools, chunk_rows, fingerprint
+    ids                  str     [P]
+    <pool>/feature_ids   int32   [P, K]   top-K pooled features per prompt, strongest first; -1 = empty slot
+    <pool>/values        float16 [P, K]   their pooled activations (0 in empty slots)
+
+Max pooling keeps each feature's strongest firing in the prompt (what the numbers are: level, operand size);
+mean pooling weights a feature by the share of the prompt's tokens it fires on (what the prompt is phrased
+as: its template, its topic). One pass over the token codes writes every pooling, and each property model
+reads the one it is configured for (``score.cluster_pool``, ``score.model_pool``).
 
 Rows are chunked like the activation store's prompt-chunks (one Zarr chunk each), so encoding resumes
 and shards per chunk exactly like extraction, and memory is bounded by one chunk plus one encode batch.
@@ -204,7 +209,7 @@ def pool_codes(codes: torch.Tensor, lengths: torch.Tensor, how: str) -> torch.Te
 def _prepare_codes(store: Path, act: Activations, d_sae: int, k: int, cfg: SAEConfig, sae_dir: Path) -> str:
     """Create codes.zarr (or keep a matching one, to resume); returns its fingerprint."""
     weights = file_sha256(sae_dir / "sae_weights.safetensors")
-    fp = stable_hash([act.meta.fingerprint, d_sae, k, cfg.encode_pool, weights,
+    fp = stable_hash([act.meta.fingerprint, d_sae, k, list(cfg.encode_pool), weights,
                       json.loads((sae_dir / "cfg.json").read_text())])
     if store.exists() and zarr.open_group(store, mode="r").attrs.get("fingerprint") == fp:
         return fp
@@ -212,39 +217,45 @@ def _prepare_codes(store: Path, act: Activations, d_sae: int, k: int, cfg: SAECo
     return fp
 
 
-def create_codes_store(store: Path, n_prompts: int, d_sae: int, k: int, pool: str, chunk_rows: int,
-                       fingerprint: str, ids: Sequence[str] | None = None) -> zarr.Group:
-    """Lay out an empty codes.zarr (the layout above) for n_prompts rows in Zarr chunks of chunk_rows, and
-    return it open for writing. `ids`, when given, are written before the attrs: a store whose attrs carry
-    the fingerprint is complete up to its chunks (resume keys on it). Without ids, write_codes_chunk fills
-    them chunk by chunk (memory stays flat for any n_prompts)."""
+def create_codes_store(store: Path, n_prompts: int, d_sae: int, k: int, pools: str | Sequence[str],
+                       chunk_rows: int, fingerprint: str, ids: Sequence[str] | None = None) -> zarr.Group:
+    """Lay out an empty codes.zarr (the layout above, one group per pooling in `pools`) for n_prompts rows in
+    Zarr chunks of chunk_rows, and return it open for writing. `ids`, when given, are written before the
+    attrs: a store whose attrs carry the fingerprint is complete up to its chunks (resume keys on it).
+    Without ids, write_codes_chunk fills them chunk by chunk (memory stays flat for any n_prompts)."""
+    pools = [pools] if isinstance(pools, str) else list(pools)
     group = zarr.open_group(store, mode="w")
     ids_array = group.create_array("ids", shape=(n_prompts,), chunks=(chunk_rows,), dtype=str)
     if ids is not None:
         ids_array[:] = np.array(ids, dtype=str)
-    group.create_array("feature_ids", shape=(n_prompts, k), chunks=(chunk_rows, k), dtype=np.int32, fill_value=-1)
-    group.create_array("values", shape=(n_prompts, k), chunks=(chunk_rows, k), dtype=np.float16, fill_value=0)
-    group.attrs.update({"d_sae": d_sae, "top_k": k, "pool": pool, "chunk_rows": chunk_rows,
+    for pool in pools:
+        group.create_array(f"{pool}/feature_ids", shape=(n_prompts, k), chunks=(chunk_rows, k), dtype=np.int32,
+                           fill_value=-1)
+        group.create_array(f"{pool}/values", shape=(n_prompts, k), chunks=(chunk_rows, k), dtype=np.float16,
+                           fill_value=0)
+    group.attrs.update({"d_sae": d_sae, "top_k": k, "pools": pools, "chunk_rows": chunk_rows,
                         "fingerprint": fingerprint})
     return group
 
 
 def write_codes_chunk(group: zarr.Group, lo: int, feature_ids: np.ndarray, values: np.ndarray,
-                      ids: Sequence[str] | None = None) -> None:
-    """Write rows [lo, lo + len(feature_ids)) of a codes store: top-K feature ids (int32, -1 = empty slot),
-    their pooled values (stored float16) and, when given, the rows' prompt ids."""
+                      ids: Sequence[str] | None = None, pool: str | None = None) -> None:
+    """Write rows [lo, lo + len(feature_ids)) of one pooling's codes (default: the store's first pooling):
+    top-K feature ids (int32, -1 = empty slot), their pooled values (stored float16) and, when given, the
+    rows' prompt ids."""
     hi = lo + len(feature_ids)
+    pool = pool or group.attrs["pools"][0]
     if ids is not None:
         group["ids"][lo:hi] = np.array(ids, dtype=str)
-    group["feature_ids"][lo:hi] = feature_ids.astype(np.int32)
-    group["values"][lo:hi] = values.astype(np.float16)
+    group[f"{pool}/feature_ids"][lo:hi] = feature_ids.astype(np.int32)
+    group[f"{pool}/values"][lo:hi] = values.astype(np.float16)
 
 
 def encode_codes(activations_path: str | Path, sae_dir: str | Path, cfg: SAEConfig, out_dir: str | Path,
                  chunk_log: ChunkLog, device: str = "cpu", chunk_ids: Sequence[int] | None = None,
                  progress: bool = True, on_chunk_done: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Encode every token with the SAE in sae_dir, pool per prompt (cfg.encode_pool), keep the top
-    cfg.encode_top_k features per prompt in out_dir/codes.zarr. Chunk by chunk (default: all chunks),
+    """Encode every token with the SAE in sae_dir, pool per prompt (each pooling in cfg.encode_pool), keep the
+    top cfg.encode_top_k features per prompt and pooling in out_dir/codes.zarr. Chunk by chunk (default: all chunks),
     skipping chunks chunk_log records; a rerun resumes. Returns n_prompts, n_tokens, seconds, d_sae,
     top_k and mean_nonzero (kept features per prompt)."""
     from sae_lens import SAE
@@ -264,20 +275,22 @@ def encode_codes(activations_path: str | Path, sae_dir: str | Path, cfg: SAEConf
         lengths = np.diff(act.offsets[lo: hi + 1])
         starts = np.concatenate([[0], np.cumsum(lengths)])
         tokens = act.chunk_tokens(c)
-        parts = []
+        parts: dict[str, list[torch.Tensor]] = {pool: [] for pool in cfg.encode_pool}
         with torch.no_grad():
             for a, b in prompt_groups(lengths, cfg.encode_batch_tokens):
                 x = torch.from_numpy(tokens[starts[a]: starts[b]]).to(device, torch.float32)
                 lens = torch.from_numpy(lengths[a:b]).to(device)
-                parts.append(pool_codes(sae.encode(x), lens, cfg.encode_pool))
-        pooled = torch.cat(parts)
-        vals, idx = pooled.topk(k, dim=1)
-        idx[vals <= 0] = -1
-        vals = vals.clamp(min=0)
-        write_codes_chunk(group, lo, idx.cpu().numpy(), vals.cpu().numpy())
+                codes = sae.encode(x)
+                for pool in cfg.encode_pool:
+                    parts[pool].append(pool_codes(codes, lens, pool))
+        for pool, pooled in parts.items():
+            vals, idx = torch.cat(pooled).topk(k, dim=1)
+            idx[vals <= 0] = -1
+            vals = vals.clamp(min=0)
+            write_codes_chunk(group, lo, idx.cpu().numpy(), vals.cpu().numpy(), pool=pool)
+            nonzero += int((idx >= 0).sum()) if pool == cfg.encode_pool[0] else 0
         chunk_log.mark(c, fingerprint=fp, n_tokens=len(tokens))
         n_tok += len(tokens)
-        nonzero += int((idx >= 0).sum())
         if on_chunk_done is not None:
             on_chunk_done(c)
     seconds = time.perf_counter() - started
@@ -297,15 +310,21 @@ def kept_slots(fids: np.ndarray, vals: np.ndarray) -> np.ndarray:
     return (fids >= 0) & (vals > 0)
 
 
-def load_codes_csr(codes_path: str | Path) -> tuple[list[str], sp.csr_matrix]:
+def load_codes_csr(codes_path: str | Path, pool: str | None = None) -> tuple[list[str], sp.csr_matrix]:
     """(ids, csr [n_prompts, d_sae] float32, column indices sorted in each row) from codes.zarr (or the folder
-    holding it): each row holds its prompt's kept pooled features, at most top_k nonzeros.
+    holding it), for one pooling (default: the store's first): each row holds its prompt's kept pooled
+    features, at most top_k nonzeros. A pooling the store lacks is a ValueError naming the fix.
 
     Read one Zarr row-chunk at a time, twice: the first pass counts each row's nonzeros (the CSR's indptr), the
     second fills preallocated index and value arrays, which are then sorted per row in place. Peak memory is the
     output plus one chunk, never a dense [n_prompts, top_k] array or a second copy of the output."""
     group = open_codes(codes_path)
-    fids_arr, vals_arr = group["feature_ids"], group["values"]
+    pools = list(group.attrs["pools"])
+    pool = pool or pools[0]
+    if pool not in pools:
+        raise ValueError(f"the SAE codes hold the poolings {pools}, not {pool!r}: add it to sae.encode_pool "
+                         f"(e.g. sae.encode_pool=[max,mean]) or read one of {pools}")
+    fids_arr, vals_arr = group[f"{pool}/feature_ids"], group[f"{pool}/values"]
     n, step, d_sae = fids_arr.shape[0], fids_arr.chunks[0], int(group.attrs["d_sae"])
     blocks = chunk_ranges(n, step)
     counts = np.zeros(n, dtype=np.int64)

@@ -174,20 +174,23 @@ def _ood_split(topics: np.ndarray, usable: np.ndarray, cfg: ScoreConfig) -> tupl
 
 
 def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measured: pl.DataFrame | None = None,
-                  *, ids: Any = None, R: np.ndarray | None = None) -> ScoreResult:
+                  *, ids: Any = None, R: np.ndarray | None = None, C: sp.spmatrix | None = None) -> ScoreResult:
     """Cluster, score difficulty and quality for every prompt, and build the property report.
 
-    X rows are aligned to `ids` (default: the prompts' row order); `measured` (id, pass_rate) supplies
-    measured difficulty; `R` enables the residual baseline. The labelled subset is the prompts' ``labelled``
+    X (the codes the difficulty and quality models read) rows are aligned to `ids` (default: the prompts'
+    row order); `C`, rows aligned the same way, are the codes the clusters are made from (default: X; the
+    score stage passes the cfg.cluster_pool pooling); `measured` (id, pass_rate) supplies measured
+    difficulty; `R` enables the residual baseline. The labelled subset is the prompts' ``labelled``
     column, else the measured ids (measured source), else a seeded draw of cfg.label_fraction. Production
     models train on the whole labelled subset; report models train on its seeded (1 - heldout_fraction) part
     and are tested on the rest, and out of distribution on held-out topics.
     `kept` uses cfg.quality_threshold, which the score stage's key does not read: the curriculum re-derives
     kept from quality_hat, so treat this column as informative."""
     X = sp.csr_matrix(X)
+    C = X if C is None else sp.csr_matrix(C)
     ids = prompts["id"] if ids is None else pl.Series("id", list(ids)).cast(prompts["id"].dtype)
-    if X.shape[0] != len(ids):
-        raise ValueError(f"X has {X.shape[0]} rows but {len(ids)} ids were given")
+    if X.shape[0] != len(ids) or C.shape[0] != len(ids):
+        raise ValueError(f"X has {X.shape[0]} rows and C {C.shape[0]} but {len(ids)} ids were given")
     P = pl.DataFrame({"id": ids}).join(prompts, on="id", how="left", maintain_order="left")
     if P.height != len(ids) or P["prompt"].null_count():
         raise ValueError(f"ids of X must each match one prompts row: {P['prompt'].null_count()} unmatched, "
@@ -197,7 +200,7 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     topics = topics if topics is not None and (topics != "").any() else None
     notes: list[str] = []
 
-    Z = weight_codes(X, cfg.tfidf)
+    Z = weight_codes(C, cfg.tfidf)
     k, sil = choose_k(Z, cfg)
     labels = kmeans(Z, k, cfg)
     clusters = cluster_table(Z, labels, texts, topics, cfg)

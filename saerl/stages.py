@@ -31,7 +31,7 @@ STAGES: dict[str, Stage] = {
         Stage("testbed", "3", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
         Stage("ingest", "2", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
         Stage(
-            "extract", "1",
+            "extract", "2",
             ("model.name_or_path", "model.revision", "model.dtype", "model.trust_remote_code", "extract"),
             ("ingest", "testbed"), "residual-stream activations in chunked Zarr",
         ),
@@ -42,7 +42,7 @@ STAGES: dict[str, Stage] = {
              "sae.l1_coefficient", "sae.normalize", "sae.dead_feature_window"),
             ("extract",), "a sae-lens SAE (trained here, local, or pretrained) + its quality report",
         ),
-        Stage("encode", "1", ("sae.encode_pool", "sae.encode_top_k", "sae.encode_batch_tokens"), ("extract", "sae"), "sparse top-K SAE codes"),
+        Stage("encode", "2", ("sae.encode_pool", "sae.encode_top_k", "sae.encode_batch_tokens"), ("extract", "sae"), "sparse top-K SAE codes"),
         Stage(
             "label", "2",
             ("score.difficulty_source", "score.label_fraction", "score.label_rollouts", "score.label_batch",
@@ -51,8 +51,9 @@ STAGES: dict[str, Stage] = {
             ("ingest", "testbed"), "measured pass rates on the labelled subset",
         ),
         Stage(
-            "score", "2",
-            ("score.n_clusters", "score.k_range", "score.tfidf", "score.difficulty_source", "score.label_fraction",
+            "score", "3",
+            ("score.n_clusters", "score.k_range", "score.tfidf", "score.cluster_pool", "score.model_pool",
+             "score.difficulty_source", "score.label_fraction",
              "score.seed", "score.minibatch_above", "score.kmeans_n_init", "score.silhouette_sample",
              "score.cluster_top_features", "score.cluster_examples", "score.cv_folds", "score.enet_l1_ratios",
              "score.enet_n_alphas", "score.enet_max_iter", "score.probe_cs", "score.heldout_fraction",

@@ -118,7 +118,8 @@ def test_pooling_ignores_padding(loaded):
 
 
 def test_layer_and_batches_and_template(loaded):
-    assert resolve_layer(None, 4) == 2 and resolve_layer(-1, 4) == 3
+    assert resolve_layer(None, 4) == 1 and resolve_layer(None, 2) == 0 and resolve_layer(None, 28) == 13
+    assert resolve_layer(-1, 4) == 3
     with pytest.raises(ValueError, match="out of range"):
         resolve_layer(4, 4)
     batches = plan_batches(np.array([3, 10, 5, 7, 1]), token_budget=15)
@@ -162,7 +163,7 @@ def test_store_resume_is_bitwise_identical(tiny, tmp_path):
     prompts, ids = make_prompts(50)
     cfg = ExtractConfig(chunk_rows=8, token_budget=64, token_block_rows=16)
     ref = _extract(tmp_path / "ref", tiny, prompts, ids, cfg)
-    assert ref["n_prompts"] == 50 and ref["chunks_run"] == 7 and ref["layer"] == 2
+    assert ref["n_prompts"] == 50 and ref["chunks_run"] == 7 and ref["layer"] == 1  # (4 - 1) // 2
     with pytest.raises(RuntimeError, match="injected"):
         _extract(tmp_path / "res", tiny, prompts, ids, cfg, fail_after=2)
     log = ChunkLog(tmp_path / "res")
@@ -194,7 +195,8 @@ def test_shards_and_reader(tiny, tmp_path, loaded):
     seq = np.asarray(tokenize_prompts(loaded.tokenizer, [prompts[11]], cfg)[0])
     x, m = pad_batch([seq], 0, loaded.device)
     with torch.inference_mode():
-        h = forward_to_layer(loaded, 2, x, m)[0]
+        h = forward_to_layer(loaded, act.meta.layer, x, m)[0]
+    assert act.meta.layer == 1  # the default: the middle block of 4, (4 - 1) // 2
     np.testing.assert_allclose(act.prompt_tokens(11).astype(np.float32), h.numpy(), atol=2e-2, rtol=1e-2)
     np.testing.assert_allclose(act.pooled("last")[11], h[-1].numpy(), atol=1e-4, rtol=1e-4)
     sample = act.sample_tokens(100, seed=3)

@@ -186,7 +186,7 @@ def _read_zarr_arrays(folder) -> dict:
 
 
 STAGE_WRITERS = {"extract": (write_synthetic_activations, "activations.zarr/pooled/mean/c/1/0"),
-                 "encode": (write_synthetic_codes, "codes.zarr/feature_ids/c/1/0")}
+                 "encode": (write_synthetic_codes, "codes.zarr/max/feature_ids/c/1/0")}
 
 
 def _damage(path, how: str) -> None:

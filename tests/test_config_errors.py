@@ -93,7 +93,7 @@ def test_layer_out_of_range_fails_before_tokenizing(tiny, tmp_path, monkeypatch,
 
 
 def test_layers_in_range_resolve(tiny):
-    assert A.check_layer(tiny, ModelConfig(), ExtractConfig()) == TINY_LAYERS // 2
+    assert A.check_layer(tiny, ModelConfig(), ExtractConfig()) == (TINY_LAYERS - 1) // 2
     assert A.check_layer(tiny, ModelConfig(), ExtractConfig(layer=-1)) == TINY_LAYERS - 1
     assert A.model_shape(tiny, ModelConfig()) == (TINY_LAYERS, 32)
 

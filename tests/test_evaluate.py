@@ -16,10 +16,12 @@ from saerl.evaluate import (
     final_accuracy,
     format_comparison,
     generate_batched,
+    reachable_ids,
     select_problems,
     steps_to_target,
     summarize_eval,
     training_signal,
+    with_reachable,
 )
 from saerl.policy_lm import load_policy, save_tokenizer
 
@@ -206,3 +208,16 @@ def test_training_signal_by_stretch_of_the_run():
     assert bare.columns == ["part", "first_step", "last_step", "reward", "zero_std"] and bare.height == 1
     with pytest.raises(ValueError, match="parts"):
         training_signal(log, order, prompts, parts=0)
+
+
+def test_reachable_stratum_comes_from_the_probe_samples_only():
+    # probe: q0 right only greedy (not reachable: greedy is not a sample), q1 right in one sample, q2 never
+    probe = _samples([1, 0, 0], [[0, 0], [0, 1], [0, 0]])
+    assert reachable_ids(probe) == {"A": {"q1"}}
+    arm = _samples([1, 1, 0], [[1, 1], [1, 0], [0, 0]]).with_columns(pl.lit("vanilla").alias("arm"), pl.lit(0).alias("seed"))
+    out = with_reachable(arm, probe)
+    assert out.filter(pl.col("set") == "A").height == arm.height
+    stratum = out.filter(pl.col("set") == "A:reachable")
+    assert set(stratum["id"]) == {"q1"} and stratum.height == 3  # q1's greedy + 2 samples
+    s = {r["set"]: r for r in summarize_eval(out).iter_rows(named=True)}
+    assert s["A"]["greedy"] == pytest.approx(2 / 3) and s["A:reachable"]["greedy"] == 1.0 and s["A:reachable"]["n"] == 1

@@ -46,11 +46,17 @@ def test_evaluate_compares_the_arms_on_held_out_problems(warm_root):
     _, first = warm_root
     folder = Path(first["stages"]["evaluate"]["path"])
     samples = pl.read_parquet(folder / "eval.parquet")
-    assert set(samples["arm"].unique()) == {"saerl", "vanilla"}
+    assert set(samples["arm"].unique()) == {"saerl", "vanilla", "base"}  # base: the starting policy
     assert set(samples["sample"].unique()) == {0, 1, 2}  # greedy + k=2 samples
-    assert samples.group_by("arm").agg(pl.col("id").n_unique())["id"].to_list() == [20, 20]
+    assert samples.group_by("arm").agg(pl.col("id").n_unique())["id"].to_list() == [20, 20, 20]
     cmp = pl.read_parquet(folder / "comparison.parquet")
     assert set(cmp["metric"]) == {"greedy", "mean_k"} and set(cmp["arm"]) == {"saerl", "vanilla"}
+    reach = pl.read_parquet(folder / "reach_probe.parquet")
+    n_reach = reach.filter(pl.col("sample") > 0).group_by("id").agg(pl.col("correct").any())["correct"].sum()
+    stratum = cmp.filter(pl.col("set") == "heldout:reachable")
+    assert stratum.height == (4 if n_reach else 0) and (not n_reach or stratum["n_problems"].max() == n_reach)
+    gains = pl.read_parquet(folder / "gains.parquet").filter(pl.col("set") == "heldout")
+    assert set(gains["arm"]) == {"base", "saerl", "vanilla"} and "RL gain" in (folder / "comparison.txt").read_text()
     stt = pl.read_parquet(folder / "steps_to_target.parquet")
     assert set(stt["arm"]) == {"saerl", "vanilla"}
     assert "greedy pass@1" in (folder / "comparison.txt").read_text()

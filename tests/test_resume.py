@@ -138,7 +138,8 @@ def chunk_files(folder: Path, stage: str, chunks: list[str]) -> dict[str, int]:
         patterns = [f"activations.zarr/pooled/*/c/{c}/*" for c in chunks]
         patterns += [f"activations.zarr/tokens/c{int(c):06d}/**/*" for c in chunks]
     else:
-        patterns = [f"codes.zarr/{name}/c/{c}/*" for c in chunks for name in ("feature_ids", "values")]
+        patterns = [f"codes.zarr/{pool}/{name}/c/{c}/*" for c in chunks for name in ("feature_ids", "values")
+                    for pool in ("max", "mean")]
     files = {p for pattern in patterns for p in folder.glob(pattern) if p.is_file()}
     return {p.relative_to(folder).as_posix(): p.stat().st_mtime_ns for p in files}
 

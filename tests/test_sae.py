@@ -58,9 +58,18 @@ def test_encode_topk_csr_and_resume(store, trained, tmp_path):
     again = encode_codes(store, sae_dir, CFG, tmp_path, log, progress=False)
     assert again["chunks_run"] == 2
     assert np.array_equal(load_codes_csr(tmp_path)[1].toarray(), ref)
-    mean = encode_codes(store, sae_dir, CFG.model_copy(update={"encode_pool": "mean"}), tmp_path / "m",
+    mean = encode_codes(store, sae_dir, CFG.model_copy(update={"encode_pool": ["mean"]}), tmp_path / "m",
                         ChunkLog(tmp_path / "m"), progress=False)
     assert mean["chunks_run"] == 8
+    # both poolings in one pass: each equals the store made with that pooling alone
+    both = encode_codes(store, sae_dir, CFG.model_copy(update={"encode_pool": ["max", "mean"]}), tmp_path / "b",
+                        ChunkLog(tmp_path / "b"), progress=False)
+    assert both["chunks_run"] == 8
+    assert np.array_equal(load_codes_csr(tmp_path / "b", "max")[1].toarray(), ref)
+    assert np.array_equal(load_codes_csr(tmp_path / "b", "mean")[1].toarray(), load_codes_csr(tmp_path / "m")[1].toarray())
+    assert not np.array_equal(ref, load_codes_csr(tmp_path / "m")[1].toarray())
+    with pytest.raises(ValueError, match="sae.encode_pool"):
+        load_codes_csr(tmp_path / "m", "max")
 
 
 def test_local_round_trip_and_width_error(store, trained, tmp_path):
@@ -105,7 +114,7 @@ def _old_load_codes_csr(codes_path):
     import zarr
 
     group = zarr.open_group(codes_path / "codes.zarr", mode="r")
-    fids, vals = group["feature_ids"][:], group["values"][:].astype(np.float32)
+    fids, vals = group["max/feature_ids"][:], group["max/values"][:].astype(np.float32)
     keep = (fids >= 0) & (vals > 0)
     indptr = np.concatenate([[0], np.cumsum(keep.sum(1))])
     csr = sp.csr_matrix((vals[keep], fids[keep], indptr), shape=(len(fids), int(group.attrs["d_sae"])))
