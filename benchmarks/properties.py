@@ -49,7 +49,8 @@ HEADLINE = (("topic_nmi", "topic_clusters", "nmi"), ("difficulty_spearman", "dif
             ("quality_auroc", "quality", "auroc"))
 COMMON = ["runtime.progress=false", "runtime.torch_threads=1", "tracking.enabled=false"]
 TESTBED_DATA = ["data.source=testbed", "model.name_or_path=testbed", "data.prompt=prompt", "data.answer=answer",
-                "data.topic=topic", "data.difficulty=difficulty", "data.quality=quality", "data.labelled=labelled"]
+                "data.topic=topic", "data.difficulty=difficulty", "data.quality=quality", "data.labelled=labelled",
+                "data.defect=defect"]
 # The testbed pool has only ~20 tokens a prompt: one pass (the schema default) over its ~30-40k tokens is ~60 SAE
 # steps and leaves ~70% of the features dead (sae_report.json), so the SAE takes the real config's 8 epochs.
 # This was chosen from the SAE's own report (dead features, variance explained), not from the property table.

@@ -157,13 +157,15 @@ class _TimeLimit(TrainerCallback):
 class EvalCallback(TrainerCallback):
     """Greedy accuracy on held-out sets before training, every `every` optimizer steps, and after the last
     step (the learning curve steps-to-target reads). Each point is a row of :attr:`rows`:
-    step, set, greedy (accuracy), n (problems), seconds (time the evaluation took).
-    in: {set name: frame (prompt, answer)}, tokenizer, period, generation limit and batch."""
+    step, set, greedy (accuracy), n (problems), seconds (time the evaluation took); :attr:`problems` holds
+    the same evaluations per problem (step, set, id, correct), so a curve can be read on any subset later.
+    in: {set name: frame (id, prompt, answer)}, tokenizer, period, generation limit and batch."""
 
     def __init__(self, sets: dict[str, pl.DataFrame], tok: Any, every: int, max_new_tokens: int, batch: int) -> None:
         self.sets, self.tok, self.every = sets, tok, every
         self.max_new_tokens, self.batch = max_new_tokens, batch
         self.rows: list[dict[str, Any]] = []
+        self.problems: list[dict[str, Any]] = []
         self.last_step = -1
 
     def _run(self, model: Any, step: int) -> None:
@@ -176,6 +178,9 @@ class EvalCallback(TrainerCallback):
             ok = is_correct(texts, [str(a) for a in df["answer"].to_list()])
             self.rows.append({"step": step, "set": name, "greedy": sum(ok) / max(1, len(ok)), "n": len(ok),
                               "seconds": round(time.time() - t0, 3)})
+            if "id" in df.columns:
+                self.problems += [{"step": step, "set": name, "id": str(i), "correct": c}
+                                  for i, c in zip(df["id"].to_list(), ok, strict=True)]
         self.last_step = step
         if was_training:
             model.train()
@@ -193,12 +198,13 @@ class EvalCallback(TrainerCallback):
             self._run(model, state.global_step)
 
 
-CURVE_FILE = "saerl_curve.json"  # the eval rows so far, saved inside each trainer checkpoint
+CURVE_FILE = "saerl_curve.json"  # the eval rows (and per-problem results) so far, inside each trainer checkpoint
 
 
 class CurveCheckpoint(TrainerCallback):
-    """Saves the eval callback's rows into every trainer checkpoint (``checkpoint-<N>/saerl_curve.json``), so a
-    resumed run keeps the learning curve measured before it was killed."""
+    """Saves the eval callback's rows and per-problem results into every trainer checkpoint
+    (``checkpoint-<N>/saerl_curve.json``), so a resumed run keeps the learning curve measured before it was
+    killed."""
 
     def __init__(self, evals: EvalCallback, folder: Path) -> None:
         self.evals, self.folder = evals, Path(folder)
@@ -206,7 +212,7 @@ class CurveCheckpoint(TrainerCallback):
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         ckpt = self.folder / f"checkpoint-{state.global_step}"
         if ckpt.is_dir():
-            (ckpt / CURVE_FILE).write_text(json.dumps(self.evals.rows))
+            (ckpt / CURVE_FILE).write_text(json.dumps({"rows": self.evals.rows, "problems": self.evals.problems}))
 
 
 def last_checkpoint(folder: Path) -> Path | None:
@@ -267,7 +273,8 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     in: policy folder, prompts, order, config, output folder, prompts per step, seed, optional step/time limits,
     model config (revision, trust_remote_code; None = no remote code);
     out: {model_dir, steps, seconds, log (trl's per-step metrics), order (ids trained on, in order),
-    curve (eval rows), resumed_from (step, or None), reward_checks, verifier_failures}."""
+    curve (eval rows), curve_problems (the same per problem: step, set, id, correct), resumed_from (step, or
+    None), reward_checks, verifier_failures}."""
     from saerl.policy_lm import load_policy, save_tokenizer
 
     steps = max_steps or cfg.max_steps
@@ -292,8 +299,9 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     ckpt_dir = Path(checkpoint_dir or Path(out_dir) / "checkpoints")
     resume = last_checkpoint(ckpt_dir) if cfg.save_every else None
     if resume is not None:
-        saved = resume / CURVE_FILE
-        evals.rows = json.loads(saved.read_text()) if saved.exists() else []
+        saved = json.loads((resume / CURVE_FILE).read_text()) if (resume / CURVE_FILE).exists() else {}
+        saved = {"rows": saved} if isinstance(saved, list) else saved  # a checkpoint of an older version
+        evals.rows, evals.problems = saved.get("rows", []), saved.get("problems", [])
         evals.last_step = max((r["step"] for r in evals.rows), default=-1)
         log.info("resuming training from %s", resume)
     reward = CorrectnessReward(cfg.verify_timeout_s)
@@ -320,6 +328,6 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         trained = seq[: done * prompts_per_step]
     return {"model_dir": str(out), "steps": done, "seconds": round(timer.seconds, 1),
             "log": [h for h in trainer.state.log_history if "loss" in h or "reward" in h],
-            "order": trained, "curve": evals.rows,
+            "order": trained, "curve": evals.rows, "curve_problems": evals.problems,
             "resumed_from": int(resume.name.split("-")[1]) if resume is not None else None,
             "reward_checks": reward.checked, "verifier_failures": reward.failures}

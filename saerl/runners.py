@@ -24,6 +24,7 @@ SCORES = "scores.parquet"
 ORDER = "order.parquet"
 VANILLA = "vanilla_order.parquet"
 PLOTS = "plots"
+CURVE_PROBLEMS = "curve_problems.parquet"  # a training run's in-training evaluations, per problem
 ARM_ORDERS = {"saerl": ORDER, "order_only": "order_only.parquet", "filter_only": "filter_only.parquet"}
 
 
@@ -242,7 +243,8 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     """Train: one arm and seed of RL (GRPO or DAPO) from the policy in the arm's order, with a greedy
     held-out learning curve. Writes policy/ (safetensors + tokenizer), checkpoints/ (resumable, if
     train.save_every: a killed run continues from the newest),
-    log.parquet (trl's per-step metrics), curve.parquet (step, set, greedy, n), trained_order.parquet
+    log.parquet (trl's per-step metrics), curve.parquet (step, set, greedy, n), curve_problems.parquet (the
+    same evaluations per problem: step, set, id, correct), trained_order.parquet
     (position, step, id: the prompts trained on) and plots/train_curves.png."""
     from saerl.evaluate import select_problems
     from saerl.plots import train_curves
@@ -265,6 +267,8 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     curve = pl.DataFrame(run["curve"], schema={"step": pl.Int64, "set": pl.String, "greedy": pl.Float64,
                                                "n": pl.Int64, "seconds": pl.Float64})
     curve.write_parquet(build.path / "curve.parquet")
+    pl.DataFrame(run["curve_problems"], schema={"step": pl.Int64, "set": pl.String, "id": pl.String,
+                                                "correct": pl.Boolean}).write_parquet(build.path / CURVE_PROBLEMS)
     trained = run["order"]
     pl.DataFrame({"position": list(range(len(trained))), "step": [i // pps + 1 for i in range(len(trained))],
                   "id": trained}, schema={"position": pl.Int64, "step": pl.Int64, "id": pl.String}
@@ -290,6 +294,26 @@ def train_runs(inputs: dict[str, ArtifactRef]) -> list[tuple[str, int, ArtifactR
     return sorted(out, key=lambda r: (r[0], r[1]))
 
 
+def reachable_curve(runs: list[tuple[str, int, ArtifactRef]], reach: dict[str, set[str]]) -> pl.DataFrame:
+    """The in-training greedy curve of every run on each set's reachable stratum (set "<set>:reachable"), from
+    its per-problem evaluations (curve_problems.parquet; runs without the file are skipped).
+    in: (arm, seed, ref) of the training runs, {set: reachable ids}; out: (step, set, greedy, n, arm, seed)."""
+    from saerl.evaluate import REACHABLE
+
+    parts = []
+    for arm, seed, ref in runs:
+        if not ref.file(CURVE_PROBLEMS).exists():
+            continue
+        per = pl.read_parquet(ref.file(CURVE_PROBLEMS))
+        for set_name, ids in reach.items():
+            rows = per.filter((pl.col("set") == set_name) & pl.col("id").is_in(sorted(ids)))
+            parts.append(rows.group_by("step").agg(pl.col("correct").cast(pl.Float64).mean().alias("greedy"),
+                                                   pl.len().cast(pl.Int64).alias("n"))
+                         .with_columns(set=pl.lit(set_name + REACHABLE), arm=pl.lit(arm), seed=pl.lit(seed, pl.Int64)))
+    schema = {"step": pl.Int64, "greedy": pl.Float64, "n": pl.Int64, "set": pl.String, "arm": pl.String, "seed": pl.Int64}
+    return pl.concat(parts, how="diagonal_relaxed").sort("arm", "seed", "set", "step") if parts else pl.DataFrame(schema=schema)
+
+
 def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
     """Evaluate: every trained policy (arm x seed) on every held-out set, greedy and k samples; the arm
     comparison (vs vanilla, with intervals) on both metrics; steps-to-target from the training curves.
@@ -305,6 +329,7 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
         evaluate_loaded,
         evaluate_policy,
         format_comparison,
+        reachable_ids,
         steps_to_target,
         summarize_eval,
         with_reachable,
@@ -335,6 +360,7 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     samples.write_parquet(build.path / "eval.parquet")
     if probe is not None:
         samples = with_reachable(samples, probe)
+        curves.append(reachable_curve(runs, reachable_ids(probe)))
     summary = summarize_eval(samples, ("arm", "seed", "set"))
     summary.write_parquet(build.path / "summary.parquet")
     curve = pl.concat(curves, how="diagonal_relaxed")

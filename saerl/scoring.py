@@ -161,16 +161,19 @@ def _model_rows(prop: str, inputs: dict[str, Any], y: np.ndarray, train: np.ndar
     return rows
 
 
-def _ood_split(topics: np.ndarray, usable: np.ndarray, cfg: ScoreConfig) -> tuple[np.ndarray, np.ndarray] | None:
-    """Seeded topic split of the `usable` rows: (train mask, test mask) with cfg.ood_topic_fraction of the
-    topics (at least one, never all) held out; None when fewer than two topics are present."""
+def _ood_split(topics: np.ndarray, usable: np.ndarray, cfg: ScoreConfig,
+               testable: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Seeded topic split: (train mask: `usable` rows of the kept topics, test mask: `testable` rows (default:
+    `usable`) of the held-out topics), with cfg.ood_topic_fraction of the usable rows' topics (at least one,
+    never all) held out; None when fewer than two topics are present."""
     usable = usable & (topics != "")
+    testable = usable if testable is None else testable & (topics != "")
     names = np.unique(topics[usable])
     if len(names) < 2:
         return None
     n_hold = int(np.clip(round(cfg.ood_topic_fraction * len(names)), 1, len(names) - 1))
     held = np.isin(topics, names[np.random.default_rng(cfg.seed).permutation(len(names))[:n_hold]])
-    return usable & ~held, usable & held
+    return usable & ~held, testable & held
 
 
 def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measured: pl.DataFrame | None = None,
@@ -183,7 +186,10 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     difficulty; `R` enables the residual baseline. The labelled subset is the prompts' ``labelled``
     column, else the measured ids (measured source), else a seeded draw of cfg.label_fraction. Production
     models train on the whole labelled subset; report models train on its seeded (1 - heldout_fraction) part
-    and are tested on the rest, and out of distribution on held-out topics.
+    and are tested on every other row that carries the label: the subset's held-out part, plus the rows
+    outside the subset when the data labels them too (the testbed labels every row; a user's file may), so
+    the report's intervals shrink with the labels there are, while no report model sees a test row. Out of
+    distribution: trained on the labelled rows of some topics, tested on every labelled row of the others.
     `kept` uses cfg.quality_threshold, which the score stage's key does not read: the curriculum re-derives
     kept from quality_hat, so treat this column as informative."""
     X = sp.csr_matrix(X)
@@ -217,24 +223,27 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     test = np.zeros(len(ids), dtype=bool)
     test[labelled] = seeded_subset(ids.to_numpy()[labelled], cfg.heldout_fraction, cfg.seed + 1)
     train = labelled & ~test
+    evaluable = ~train  # rows no report model is fitted on: its test rows wherever they carry the label
 
-    has_d = labelled & ~np.isnan(y_diff)
+    known_d = ~np.isnan(y_diff)
+    has_d = labelled & known_d
     if has_d.sum() < cfg.cv_folds:
         raise ValueError(f"only {int(has_d.sum())} labelled prompts have a difficulty label; need >= {cfg.cv_folds}")
     dmodel = difficulty_model("sae", cfg).fit(X[has_d], y_diff[has_d])
     difficulty_hat = predict_rows(dmodel, X)
     enet = dmodel[-1]
-    report += _model_rows("difficulty", inputs, y_diff, train & has_d, test & has_d, cfg, "_id")
-    split = _ood_split(topics, has_d, cfg) if topics is not None else None
+    report += _model_rows("difficulty", inputs, y_diff, train & has_d, evaluable & known_d, cfg, "_id")
+    split = _ood_split(topics, has_d, cfg, known_d) if topics is not None else None
     if split is not None:
         report += _model_rows("difficulty", inputs, y_diff, split[0], split[1], cfg, "_ood")
     if topics is not None:  # topics with fewer than cv_folds training rows are left out of the topic probe
         names, counts = np.unique(topics[train & (topics != "")], return_counts=True)
         common = np.isin(topics, names[counts >= cfg.cv_folds])
-        report += _model_rows("topic", inputs, topics, train & common, test & common, cfg)
+        report += _model_rows("topic", inputs, topics, train & common, evaluable & common, cfg)
 
     y_q = P["quality"].cast(pl.Float64).fill_null(np.nan).to_numpy() if "quality" in P.columns else None
-    has_q = labelled & ~np.isnan(y_q) if y_q is not None else np.zeros(len(ids), dtype=bool)
+    known_q = ~np.isnan(y_q) if y_q is not None else np.zeros(len(ids), dtype=bool)
+    has_q = labelled & known_q
     q_good = (np.nan_to_num(y_q) >= 0.5).astype(int) if y_q is not None else None
     params: dict[str, Any] = {"k": k, "silhouette": sil, "difficulty_source": source, "n_labelled": int(labelled.sum()),
                               "n_difficulty_labels": int(has_d.sum()), "n_quality_labels": int(has_q.sum()),
@@ -244,7 +253,7 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
         quality_hat = predict_rows(qmodel, X, proba=True)
         params["quality_C"] = float(qmodel.best_params_["logisticregression__C"])
         kinds = P["defect"].cast(pl.String).fill_null("").to_numpy().astype(str) if "defect" in P.columns else None
-        report += _model_rows("quality", inputs, q_good, train & has_q, test & has_q, cfg, kinds=kinds)
+        report += _model_rows("quality", inputs, q_good, train & has_q, evaluable & known_q, cfg, kinds=kinds)
     else:
         quality_hat = np.ones(len(ids))
         notes.append("no usable quality labels (need both classes in the labelled subset): quality_hat = 1, "

@@ -62,7 +62,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage("curriculum", "1", ("curriculum", "score.quality_threshold"), ("score",), "order.parquet"),
         Stage(
-            "train", "2",
+            "train", "3",
             ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.num_generations",
              "train.steps_per_generation",
              "train.temperature", "train.top_k", "train.max_completion_length", "train.beta", "train.epsilon",
@@ -73,7 +73,7 @@ STAGES: dict[str, Stage] = {
             ("ingest", "curriculum", "testbed"),
             "one RL run per (arm, seed): policy checkpoint, per-step log, greedy learning curve",
         ),
-        Stage("evaluate", "2", ("eval", "train.arms", "train.seeds", "train.max_completion_length", "data"),
+        Stage("evaluate", "3", ("eval", "train.arms", "train.seeds", "train.max_completion_length", "data"),
               ("train", "ingest", "testbed"), "eval.parquet, arm comparison, steps-to-target"),
     )
 }

@@ -63,6 +63,8 @@ def test_evaluate_compares_the_arms_on_held_out_problems(warm_root):
     train = Path(first["stages"]["train:saerl:0"]["path"])
     curve = pl.read_parquet(train / "curve.parquet")
     assert curve["step"].to_list() == [0, 2, 3], "eval before training, every 2 steps, and after the last"
+    per = pl.read_parquet(train / "curve_problems.parquet").group_by("step").agg(pl.col("correct").mean()).sort("step")
+    assert per["correct"].to_list() == pytest.approx(curve["greedy"].to_list()), "the curve, problem by problem"
     assert (train / "policy" / "model.safetensors").exists()
     trained = pl.read_parquet(train / "trained_order.parquet")["id"].to_list()
     order = pl.read_parquet(Path(first["stages"]["curriculum"]["path"]) / "order.parquet")["id"].to_list()

@@ -14,6 +14,7 @@ from saerl.scoring import REPORT_SCHEMA, best_baseline, resolve_difficulty, scor
 
 FAST = dict(k_range=(3, 6), kmeans_n_init=2, cv_folds=3, enet_n_alphas=8, enet_l1_ratios=[0.5, 1.0],
             probe_cs=[0.1, 1.0], label_fraction=0.5)
+FAST_HELDOUT = ScoreConfig().heldout_fraction
 
 
 def synth(n: int = 400, topics: int = 4, d: int = 320, seed: int = 0) -> tuple[sp.csr_matrix, pl.DataFrame, np.ndarray]:
@@ -128,6 +129,24 @@ def test_ids_align_rows_and_labelled_column(data):
     assert any("topic" in n for n in r.notes) and "topic_clusters" not in set(r.report["property"])
     with pytest.raises(ValueError, match="rows"):
         score_prompts(X[:10], prompts, ScoreConfig(**FAST))
+
+
+def test_report_tests_on_every_labelled_row_no_report_model_trained_on(data):
+    X, prompts, _ = data
+    n_lab = 150
+    lab = prompts.with_columns(labelled=pl.Series(np.arange(prompts.height) < n_lab))
+    rep = score_prompts(X, lab, ScoreConfig(**FAST, baselines=False, n_clusters=4)).report
+    n_train = n_lab - round(FAST_HELDOUT * n_lab)
+    for metric in ("spearman_id", "auroc"):
+        row = rep.filter(pl.col("metric") == metric)
+        assert row["n_train"].to_list() == [n_train] and row["n_test"].to_list() == [prompts.height - n_train]
+    # labels only inside the labelled subset (a user's file): the test rows are its held-out part alone
+    only = lab.with_columns(*(pl.when(pl.col("labelled")).then(pl.col(c)).otherwise(None).alias(c)
+                              for c in ("difficulty", "quality")))
+    rep = score_prompts(X, only, ScoreConfig(**FAST, baselines=False, n_clusters=4)).report
+    assert rep.filter(pl.col("metric") == "spearman_id")["n_test"].to_list() == [n_lab - n_train]
+    ood = rep.filter(pl.col("metric") == "spearman_ood")
+    assert ood["n_train"][0] + ood["n_test"][0] <= n_lab
 
 
 def test_resolve_difficulty_sources_and_errors(data):

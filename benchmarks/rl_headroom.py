@@ -1,0 +1,134 @@
+"""How much can choosing the RL prompts buy at this budget? Vanilla GRPO on oracle-chosen pools of one world.
+
+The testbed knows every prompt's true level and defect, so it can build the pools a perfect data engineer
+would: the whole pool (what vanilla reads), the pool without defects, the clean prompts of levels 1-2 (where
+the starting policy has signal), and fresh level 1-2 problems from the generator (the pool rl_learnability
+trains on). Each is read by plain GRPO (a seeded shuffle, the same steps and hyper-parameters as the arms of
+rl_efficiency), and every trained policy is scored on the world's held-out split, on its reachable stratum
+(problems the starting policy solves in at least one of k probe samples), and on fresh level 1-2 problems.
+
+No curriculum can beat the best oracle pool by much at the same budget, so this bounds what SAERL can show
+on the testbed: if even the oracle pools barely move the held-out split, a +5 point SAERL effect on it is out
+of reach whatever the property models do (docs/testbed.md, session 5).
+
+    .venv/bin/python benchmarks/rl_headroom.py --quick        # 60 steps per pool: a few minutes
+    .venv/bin/python benchmarks/rl_headroom.py testbed.n_pool=10000 train.max_steps=300
+
+Last line: ``RESULT heldout_gain_best=.. heldout_gain_all=.. reachable_gain_best=.. reachable_gain_all=..
+fresh_gain_best=.. fresh_gain_all=.. best_pool=..`` (greedy points over the starting policy; "all" is the
+whole pool, as vanilla reads it; "best" the oracle pool with the highest held-out gain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from saerl.artifacts import ArtifactStore
+from saerl.config import load_config
+from saerl.evaluate import generate_batched
+from saerl.pipeline import run_all
+from saerl.policy_lm import load_policy
+from saerl.rl import is_correct, train_grpo
+from saerl.testbed import fresh_problems
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = ["runtime.progress=false", "tracking.enabled=false"]
+QUICK = ["train.max_steps=60"]
+PROBE_SEED = 1  # seed of the starting policy's probe samples that define the reachable stratum
+FRESH_SEED = 7007  # seed of the fresh level 1-2 problems (pool and held-out draws add 1 and 2)
+
+
+def greedy(model_dir: Path | str, df: pl.DataFrame, max_new_tokens: int, batch: int) -> np.ndarray:
+    """Greedy correctness per row of `df` (prompt, answer) for the policy in `model_dir`."""
+    model, tok = load_policy(model_dir)
+    texts, _ = generate_batched(model, tok, df["prompt"].to_list(), max_new_tokens, batch, 0.0, 0)
+    return np.array(is_correct(texts, [str(a) for a in df["answer"].to_list()]))
+
+
+def reachable(model_dir: Path | str, df: pl.DataFrame, k: int, temperature: float, max_new_tokens: int,
+              batch: int) -> np.ndarray:
+    """Rows of `df` the policy answers right in at least one of k samples at `temperature` (its probe pass)."""
+    model, tok = load_policy(model_dir)
+    golds = [str(a) for a in df["answer"].to_list()]
+    hit = np.zeros(df.height, dtype=bool)
+    for j in range(k):
+        texts, _ = generate_batched(model, tok, df["prompt"].to_list(), max_new_tokens, batch, temperature,
+                                    PROBE_SEED * 1000 + j)
+        hit |= np.array(is_correct(texts, golds))
+    return hit
+
+
+def oracle_pools(world: dict[str, pl.DataFrame], fresh: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """The pools GRPO reads, each chosen with the world's true labels (or drawn fresh from the generator)."""
+    pool = world["pool"]
+    clean = pool.filter(pl.col("defect") == "none")
+    return {"all": pool, "clean": clean, "clean_levels_1_2": clean.filter(pl.col("difficulty") <= 2),
+            "fresh_levels_1_2": fresh}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
+    ap.add_argument("--root", default=None, help="artifact root for the testbed (default: the config's)")
+    ap.add_argument("--out", default=".saerl-bench/rl_headroom", help="where the trained policies go")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fresh-n", type=int, default=1000, help="fresh level 1-2 held-out problems")
+    ap.add_argument("--pools", default="all,clean,clean_levels_1_2,fresh_levels_1_2")
+    ap.add_argument("--quick", action="store_true", help="60 GRPO steps per pool")
+    ap.add_argument("overrides", nargs="*", help="dotted config overrides")
+    args = ap.parse_args()
+    cfg = load_config(args.config, [*COMMON, *([f"runtime.artifact_root={args.root}"] if args.root else []),
+                                    *(QUICK if args.quick else []), *args.overrides])
+    torch.set_num_threads(cfg.testbed.threads)
+    t0 = time.time()
+    testbed = run_all(ArtifactStore(Path(cfg.runtime.artifact_root)), cfg, until="ingest")["testbed"].ref.path
+    world = {s: pl.read_parquet(Path(testbed) / "world" / f"{s}.parquet") for s in ("pretrain", "pool", "eval")}
+    lm = Path(testbed) / "lm"
+    taken: set[tuple] = set()
+    fresh_eval = fresh_problems(cfg.testbed, world, args.fresh_n, [1, 1, 0, 0, 0], FRESH_SEED + 1, taken)
+    fresh_pool = fresh_problems(cfg.testbed, world, cfg.train.max_steps * cfg.curriculum.batch_size,
+                                [1, 1, 0, 0, 0], FRESH_SEED + 2, taken)
+    sets = {"heldout": world["eval"], "fresh_levels_1_2": fresh_eval}
+    tokens, batch = cfg.testbed.max_new_tokens, cfg.testbed.eval_batch
+    reach = reachable(lm, world["eval"], cfg.eval.k_samples, cfg.eval.temperature, tokens, batch)
+    base = {name: greedy(lm, df, tokens, batch) for name, df in sets.items()}
+    print(f"starting policy: held-out {base['heldout'].mean():.3f} (reachable {reach.sum()} of {reach.size}: "
+          f"{base['heldout'][reach].mean():.3f}), fresh levels 1-2 {base['fresh_levels_1_2'].mean():.3f}", flush=True)
+    rows = []
+    for name, pool in oracle_pools(world, fresh_pool).items():
+        if name not in args.pools.split(","):
+            continue
+        run = train_grpo(lm, pool, None, cfg.train, Path(args.out) / name, prompts_per_step=cfg.curriculum.batch_size,
+                         seed=args.seed, max_steps=cfg.train.max_steps)
+        after = {s: greedy(run["model_dir"], df, tokens, batch) for s, df in sets.items()}
+        log = pl.DataFrame(run["log"])
+        row = {"pool": name, "prompts": pool.height, "steps": run["steps"],
+               "reward": round(float(log["reward"].mean()), 3),
+               "zero_std": round(float(log["frac_reward_zero_std"].mean()), 3),
+               "heldout": 100 * float(after["heldout"].mean() - base["heldout"].mean()),
+               "reachable": 100 * float(after["heldout"][reach].mean() - base["heldout"][reach].mean()),
+               "fresh_levels_1_2": 100 * float(after["fresh_levels_1_2"].mean() - base["fresh_levels_1_2"].mean())}
+        rows.append(row)
+        print(f"[{name}] {pool.height} prompts, {run['steps']} steps in {run['seconds']:.0f} s; greedy gain "
+              f"held-out {row['heldout']:+.1f}, reachable {row['reachable']:+.1f}, fresh levels 1-2 "
+              f"{row['fresh_levels_1_2']:+.1f} points ({time.time() - t0:.0f} s so far)", flush=True)
+    table = pl.DataFrame(rows).with_columns(pl.col("heldout", "reachable", "fresh_levels_1_2").round(1))
+    print("greedy points over the starting policy, per oracle pool (one GRPO run each):")
+    print(table)
+    best = table.sort("heldout", descending=True).row(0, named=True)
+    every = {r["pool"]: r for r in table.iter_rows(named=True)}
+    whole = every.get("all", {"heldout": float("nan"), "reachable": float("nan"), "fresh_levels_1_2": float("nan")})
+    print(f"RESULT heldout_gain_best={best['heldout']:.2f} heldout_gain_all={whole['heldout']:.2f} "
+          f"reachable_gain_best={best['reachable']:.2f} reachable_gain_all={whole['reachable']:.2f} "
+          f"fresh_gain_best={best['fresh_levels_1_2']:.2f} fresh_gain_all={whole['fresh_levels_1_2']:.2f} "
+          f"best_pool={best['pool']}")
+
+
+if __name__ == "__main__":
+    main()
