@@ -15,7 +15,7 @@ from saerl.config import build_config, flatten
 from saerl.pipeline import SHARDED, input_keys, resolve_upstream, stage_runs
 from saerl.runs import RunRecord, StageRecord, explain, list_runs, previous_run, read_run, save_run
 from saerl.stages import stage_key, stage_slice
-from saerl.sweep import planned_keys
+from saerl.sweep import planned_run_keys
 from saerl.tracking import Tracker, log_stage_run
 from tasks.stage import prepare_shards_task, shard_task, stage_options, stage_task
 
@@ -141,7 +141,7 @@ def finished_record(root: Path, config: dict[str, Any], until: str | None, since
     this config are stored), else None. Matching keys, not only names, keeps a record of another config of
     the same name, saved meanwhile by a concurrent run, from being taken for this one."""
     cfg = build_config(config)
-    planned = {name: key for runs in planned_keys(cfg, until).values() for name, key in runs.items()}
+    planned = planned_run_keys(cfg, until)
     for path in reversed(list_runs(root)):
         try:
             record = read_run(path)

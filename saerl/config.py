@@ -164,8 +164,9 @@ class ScoreConfig(Section):
     k_range: tuple[int, int] = Field((4, 16), description="k searched when n_clusters is auto")
     tfidf: bool = Field(True, description="TF-IDF-weight pooled codes before clustering")
     cluster_pool: Literal["max", "mean"] = Field(
-        "mean", description="pooled SAE codes the clusters are made from (must be in sae.encode_pool); mean "
-        "follows what a prompt is phrased as (its topic), max the numbers in it (docs/testbed.md, session 5)")
+        "max", description="pooled SAE codes the clusters are made from (must be in sae.encode_pool): max was "
+        "better on 3 of 4 data sets measured, mean on the number-heavy 10k testbed world (docs/testbed.md, "
+        "session 5); switching reruns scoring only")
     model_pool: Literal["max", "mean"] = Field(
         "max", description="pooled SAE codes the difficulty and quality models read (must be in sae.encode_pool); "
         "max keeps the strongest firing of each feature, which carries operand size and level out of distribution")

@@ -14,8 +14,8 @@ Whatever the source, the SAE is saved in sae-lens format in ``out_dir`` and scor
 
 Max pooling keeps each feature's strongest firing in the prompt (what the numbers are: level, operand size);
 mean pooling weights a feature by the share of the prompt's tokens it fires on (what the prompt is phrased
-as: its template, its topic). One pass over the token codes writes every pooling, and each property model
-reads the one it is configured for (``score.cluster_pool``, ``score.model_pool``).
+as: its template). One pass over the token codes writes every pooling, and each property model reads the one
+it is configured for (``score.cluster_pool``, ``score.model_pool``), so switching is a scoring rerun only.
 
 Rows are chunked like the activation store's prompt-chunks (one Zarr chunk each), so encoding resumes
 and shards per chunk exactly like extraction, and memory is bounded by one chunk plus one encode batch.

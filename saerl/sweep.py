@@ -190,6 +190,11 @@ def planned_keys(cfg: PipelineConfig, until: str | None = None) -> dict[str, dic
     return out
 
 
+def planned_run_keys(cfg: PipelineConfig, until: str | None = None) -> dict[str, str]:
+    """{run name: artifact key} of every stage run a config would run (:func:`planned_keys`, flattened)."""
+    return {name: key for runs in planned_keys(cfg, until).values() for name, key in runs.items()}
+
+
 def shared_until(configs: Sequence[PipelineConfig], until: str | None = None) -> str | None:
     """The last stage to run once, for every child, before the children of a sweep run side by side: every
     stage before the first one whose runs differ between the configs (for a curriculum grid: up to scoring),

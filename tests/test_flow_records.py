@@ -7,17 +7,16 @@ from pathlib import Path
 
 from saerl.config import load_config
 from saerl.runs import RunRecord, StageRecord, save_run
-from saerl.sweep import planned_keys
+from saerl.sweep import planned_run_keys
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
 
 def _save(root: Path, cfg, drop: str | None = None) -> RunRecord:
     record = RunRecord(name=cfg.name)
-    for runs in planned_keys(cfg).values():
-        for name, key in runs.items():
-            if name != drop:
-                record.stages[name] = StageRecord(stage=name, key=key, status="computed", reason="", config={}, inputs={})
+    for name, key in planned_run_keys(cfg).items():
+        if name != drop:
+            record.stages[name] = StageRecord(stage=name, key=key, status="computed", reason="", config={}, inputs={})
     save_run(root, record)
     return record
 
