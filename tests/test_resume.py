@@ -173,7 +173,7 @@ def test_kill_9_resumes_finished_chunks_and_matches_an_uninterrupted_run(referen
     summary = json.loads((final / MANIFEST).read_text())["summary"]
     if stage == "extract":  # the rerun's own count of what it skipped
         assert summary["chunks_skipped"] == len(done)
-    chunk_dirs = final / ("activations.zarr/tokens" if stage == "extract" else "codes.zarr/values/c")
+    chunk_dirs = final / ("activations.zarr/tokens" if stage == "extract" else "codes.zarr/max/values/c")
     n_chunks = sum(p.is_dir() for p in chunk_dirs.iterdir())
     assert summary["chunks_run"] == n_chunks - len(done)
     # (a) the finished chunks were not recomputed: their files are the killed run's, untouched
