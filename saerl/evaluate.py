@@ -10,8 +10,11 @@
   arm, with confidence intervals, and a verdict that says "within noise" when the interval contains 0.
 - :func:`with_reachable`: the *reachable* stratum of every set, the problems the starting (base) policy
   solves in at least one of k samples drawn apart from the scored ones. Short RL sharpens what the base policy can already sample (pass@k
-  turns into pass@1); it rarely teaches a problem the base policy never solves. So a gain, and a difference
-  between arms, is concentrated there, and the whole set dilutes it by the share of unreachable problems.
+  turns into pass@1); it rarely teaches a problem the base policy never solves. So a difference between
+  arms is expected there, and the whole set dilutes it by the share of unreachable problems. Read a *gain
+  over the base policy* on the stratum with care: the problems the base answers right greedily sit mostly
+  in it, so any change of the policy (RL's churn as much as forgetting) loses some of them there and wins
+  others outside it. Arms compared with each other on the stratum share that churn (docs/testbed.md).
 
 Error bars. Two sources of noise are separated. *Training seeds*: an arm trained again with another seed
 lands elsewhere; with >= 2 seeds per arm this is a t-interval (Welch for a difference) over per-seed
