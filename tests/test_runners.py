@@ -1,0 +1,26 @@
+"""saerl.runners' pure helpers: the steps-to-target lines of comparison.txt."""
+
+import polars as pl
+
+from saerl.evaluate import steps_to_target
+from saerl.runners import format_steps
+
+
+def _stt(curve_rows: list[tuple[str, int, int, float]], set_name: str) -> pl.DataFrame:
+    curve = pl.DataFrame(curve_rows, schema=["arm", "seed", "step", "accuracy"], orient="row")
+    return steps_to_target(curve).with_columns(pl.lit(set_name).alias("set"))
+
+
+def test_format_steps_names_steps_ratio_and_a_target_met_at_the_start():
+    rising = _stt([("vanilla", 0, 0, 0.10), ("vanilla", 0, 10, 0.20), ("vanilla", 0, 20, 0.30),
+                   ("saerl", 0, 0, 0.10), ("saerl", 0, 10, 0.30), ("saerl", 0, 20, 0.30)], "heldout")
+    falling = _stt([("vanilla", 0, 0, 0.40), ("vanilla", 0, 10, 0.30),
+                    ("saerl", 0, 0, 0.40), ("saerl", 0, 10, 0.35)], "heldout:reachable")
+    text = format_steps(pl.concat([rising, falling]))
+    lines = {tuple(line.split()[:2]): line for line in text.splitlines()[1:]}
+    assert "10 steps (1/1 seeds)  ratio 0.50x" in lines[("heldout", "saerl")]
+    assert "20 steps (1/1 seeds)  ratio 1.00x" in lines[("heldout", "vanilla")]
+    # vanilla ends below where the starting policy was: the target is met at step 0, and no ratio is made of it
+    reach = lines[("heldout:reachable", "saerl")]
+    assert "0 steps (at the target from the start)" in reach and "ratio" not in reach
+    assert "(at the target from the start)" not in lines[("heldout", "saerl")]
