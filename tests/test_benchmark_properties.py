@@ -1,28 +1,20 @@
 """benchmarks/properties.py on the smoke config: the property table has SAE and baseline rows for each property."""
 
-import importlib.util
 import math
 from pathlib import Path
 
 import pytest
+from bench import load_benchmark
 
 from saerl.config import load_config
 from saerl.scoring import summarize_report
 
 pytestmark = pytest.mark.slow
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "properties.py"
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_properties", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_property_table_on_smoke_config(tmp_path):
-    bench = _bench()
+    bench = load_benchmark("properties")
     cfg = load_config(SMOKE, [*bench.COMMON, f"runtime.artifact_root={tmp_path}"])
     report, seconds = bench.property_report(cfg)
     assert "score" in seconds and "extract" in seconds
@@ -47,7 +39,7 @@ def test_property_table_on_smoke_config(tmp_path):
 
 
 def test_derived_labels():
-    bench = _bench()
+    bench = load_benchmark("properties")
     assert bench.steps_before_answer("a = 1\nb = 2\n\n#### 3") == 2
     assert bench.steps_before_answer("#### 3") == 0
     assert bench.formula_ops("7+2=9") == 1

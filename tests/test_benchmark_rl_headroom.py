@@ -1,25 +1,14 @@
 """benchmarks/rl_headroom.py: the oracle pools are chosen with the world's true labels."""
 
-import importlib.util
-from pathlib import Path
-
 import polars as pl
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "rl_headroom.py"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_rl_headroom", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from bench import load_benchmark
 
 
 def test_oracle_pools_filter_by_true_defect_and_level():
     pool = pl.DataFrame({"id": [f"p{i}" for i in range(6)], "difficulty": [1, 2, 3, 1, 2, 5],
                          "defect": ["none", "none", "none", "wrong_gold", "garbled", "none"]})
     fresh = pl.DataFrame({"id": ["f0", "f1"], "difficulty": [1, 2], "defect": ["none", "none"]})
-    pools = _bench().oracle_pools({"pool": pool}, fresh)
+    pools = load_benchmark("rl_headroom").oracle_pools({"pool": pool}, fresh)
     assert set(pools) == {"all", "clean", "clean_levels_1_2", "fresh_levels_1_2"}
     assert pools["all"]["id"].to_list() == pool["id"].to_list()
     assert pools["clean"]["id"].to_list() == ["p0", "p1", "p2", "p5"]
