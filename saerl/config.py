@@ -262,7 +262,8 @@ class EvalConfig(Section):
     k_samples: int = Field(4, gt=0, description="samples per problem for mean accuracy")
     base_policy: bool = Field(
         True, description="also evaluate the starting policy: each arm's RL gain over it, and every set's "
-        "reachable stratum (problems the starting policy solves in at least one of its 1 + k_samples tries)")
+        "reachable stratum (problems the starting policy solves in at least one of k_samples probe samples, a pass "
+        "apart from the scored one)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature for mean@k")
     target_accuracy: float | None = Field(None, description="steps-to-target target; None = vanilla's final accuracy")
     max_problems: int | None = Field(

@@ -296,14 +296,12 @@ def train_runs(inputs: dict[str, ArtifactRef]) -> list[tuple[str, int, ArtifactR
 
 def reachable_curve(runs: list[tuple[str, int, ArtifactRef]], reach: dict[str, set[str]]) -> pl.DataFrame:
     """The in-training greedy curve of every run on each set's reachable stratum (set "<set>:reachable"), from
-    its per-problem evaluations (curve_problems.parquet; runs without the file are skipped).
+    its per-problem evaluations (curve_problems.parquet, which every train artifact of this stage version has).
     in: (arm, seed, ref) of the training runs, {set: reachable ids}; out: (step, set, greedy, n, arm, seed)."""
     from saerl.evaluate import REACHABLE
 
     parts = []
     for arm, seed, ref in runs:
-        if not ref.file(CURVE_PROBLEMS).exists():
-            continue
         per = pl.read_parquet(ref.file(CURVE_PROBLEMS))
         for set_name, ids in reach.items():
             rows = per.filter((pl.col("set") == set_name) & pl.col("id").is_in(sorted(ids)))
