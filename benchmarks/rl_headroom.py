@@ -25,43 +25,37 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import torch
 
 from saerl.artifacts import ArtifactStore
-from saerl.config import load_config
-from saerl.evaluate import generate_batched
+from saerl.config import EvalConfig, load_config
+from saerl.evaluate import GREEDY, REACH_SEED, evaluate_policy, reachable_ids
 from saerl.pipeline import run_all
-from saerl.policy_lm import load_policy
-from saerl.rl import is_correct, train_grpo
+from saerl.rl import train_grpo
 from saerl.testbed import fresh_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["runtime.progress=false", "tracking.enabled=false"]
 QUICK = ["train.max_steps=60"]
-PROBE_SEED = 1  # seed of the starting policy's probe samples that define the reachable stratum
 FRESH_SEED = 7007  # seed of the fresh level 1-2 problems (pool and held-out draws add 1 and 2)
 
 
-def greedy(model_dir: Path | str, df: pl.DataFrame, max_new_tokens: int, batch: int) -> np.ndarray:
-    """Greedy correctness per row of `df` (prompt, answer) for the policy in `model_dir`."""
-    model, tok = load_policy(model_dir)
-    texts, _ = generate_batched(model, tok, df["prompt"].to_list(), max_new_tokens, batch, 0.0, 0)
-    return np.array(is_correct(texts, [str(a) for a in df["answer"].to_list()]))
+def greedy_accuracy(samples: pl.DataFrame, set_name: str, ids: set[str] | None = None) -> float:
+    """Greedy accuracy of an evaluate_policy frame on one set, or on the given ids of it."""
+    rows = samples.filter((pl.col("set") == set_name) & (pl.col("sample") == GREEDY))
+    if ids is not None:
+        rows = rows.filter(pl.col("id").is_in(sorted(ids)))
+    return float(rows["correct"].mean())
 
 
-def reachable(model_dir: Path | str, df: pl.DataFrame, k: int, temperature: float, max_new_tokens: int,
-              batch: int) -> np.ndarray:
-    """Rows of `df` the policy answers right in at least one of k samples at `temperature` (its probe pass)."""
-    model, tok = load_policy(model_dir)
-    golds = [str(a) for a in df["answer"].to_list()]
-    hit = np.zeros(df.height, dtype=bool)
-    for j in range(k):
-        texts, _ = generate_batched(model, tok, df["prompt"].to_list(), max_new_tokens, batch, temperature,
-                                    PROBE_SEED * 1000 + j)
-        hit |= np.array(is_correct(texts, golds))
-    return hit
+def gains_over(base: pl.DataFrame, after: pl.DataFrame, reach: set[str]) -> dict[str, float]:
+    """Greedy points of `after` over `base` (evaluate_policy frames): on the held-out split, on its reachable
+    stratum `reach`, and on the fresh level 1-2 set."""
+    def gain(set_name: str, ids: set[str] | None = None) -> float:
+        return 100 * (greedy_accuracy(after, set_name, ids) - greedy_accuracy(base, set_name, ids))
+
+    return {"heldout": gain("heldout"), "reachable": gain("heldout", reach), "fresh_levels_1_2": gain("fresh_levels_1_2")}
 
 
 def oracle_pools(world: dict[str, pl.DataFrame], fresh: pl.DataFrame) -> dict[str, pl.DataFrame]:
@@ -95,25 +89,26 @@ def main() -> None:
     fresh_pool = fresh_problems(cfg.testbed, world, cfg.train.max_steps * cfg.curriculum.batch_size,
                                 [1, 1, 0, 0, 0], FRESH_SEED + 2, taken)
     sets = {"heldout": world["eval"], "fresh_levels_1_2": fresh_eval}
-    tokens, batch = cfg.testbed.max_new_tokens, cfg.testbed.eval_batch
-    reach = reachable(lm, world["eval"], cfg.eval.k_samples, cfg.eval.temperature, tokens, batch)
-    base = {name: greedy(lm, df, tokens, batch) for name, df in sets.items()}
-    print(f"starting policy: held-out {base['heldout'].mean():.3f} (reachable {reach.sum()} of {reach.size}: "
-          f"{base['heldout'][reach].mean():.3f}), fresh levels 1-2 {base['fresh_levels_1_2'].mean():.3f}", flush=True)
+    tokens = cfg.testbed.max_new_tokens
+    ecfg: EvalConfig = cfg.eval.model_copy(update={"max_problems": None})  # every problem of every set
+
+    # the starting policy, scored and probed exactly as the evaluate stage does (reachable_ids, REACH_SEED)
+    base = evaluate_policy(lm, sets, ecfg, tokens, args.seed)
+    reach = reachable_ids(evaluate_policy(lm, {"heldout": world["eval"]}, ecfg, tokens, REACH_SEED))["heldout"]
+    print(f"starting policy: held-out {greedy_accuracy(base, 'heldout'):.3f} (reachable {len(reach)} of "
+          f"{world['eval'].height}: {greedy_accuracy(base, 'heldout', reach):.3f}), fresh levels 1-2 "
+          f"{greedy_accuracy(base, 'fresh_levels_1_2'):.3f}", flush=True)
     rows = []
     for name, pool in oracle_pools(world, fresh_pool).items():
         if name not in args.pools.split(","):
             continue
         run = train_grpo(lm, pool, None, cfg.train, Path(args.out) / name, prompts_per_step=cfg.curriculum.batch_size,
                          seed=args.seed, max_steps=cfg.train.max_steps)
-        after = {s: greedy(run["model_dir"], df, tokens, batch) for s, df in sets.items()}
         log = pl.DataFrame(run["log"])
         row = {"pool": name, "prompts": pool.height, "steps": run["steps"],
                "reward": round(float(log["reward"].mean()), 3),
                "zero_std": round(float(log["frac_reward_zero_std"].mean()), 3),
-               "heldout": 100 * float(after["heldout"].mean() - base["heldout"].mean()),
-               "reachable": 100 * float(after["heldout"][reach].mean() - base["heldout"][reach].mean()),
-               "fresh_levels_1_2": 100 * float(after["fresh_levels_1_2"].mean() - base["fresh_levels_1_2"].mean())}
+               **gains_over(base, evaluate_policy(run["model_dir"], sets, ecfg, tokens, args.seed), reach)}
         rows.append(row)
         print(f"[{name}] {pool.height} prompts, {run['steps']} steps in {run['seconds']:.0f} s; greedy gain "
               f"held-out {row['heldout']:+.1f}, reachable {row['reachable']:+.1f}, fresh levels 1-2 "

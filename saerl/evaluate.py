@@ -14,7 +14,8 @@
   arms is expected there, and the whole set dilutes it by the share of unreachable problems. Read a *gain
   over the base policy* on the stratum with care: the problems the base answers right greedily sit mostly
   in it, so any change of the policy (RL's churn as much as forgetting) loses some of them there and wins
-  others outside it. Arms compared with each other on the stratum share that churn (docs/testbed.md).
+  others outside it, and on ~100 problems the read moves by several points with the probe's draw. Arms
+  compared with each other on the stratum share the problems and the churn (docs/testbed.md, session 5).
 
 Error bars. Two sources of noise are separated. *Training seeds*: an arm trained again with another seed
 lands elsewhere; with >= 2 seeds per arm this is a t-interval (Welch for a difference) over per-seed

@@ -14,3 +14,22 @@ def test_oracle_pools_filter_by_true_defect_and_level():
     assert pools["clean"]["id"].to_list() == ["p0", "p1", "p2", "p5"]
     assert pools["clean_levels_1_2"]["id"].to_list() == ["p0", "p1"]
     assert pools["fresh_levels_1_2"]["id"].to_list() == ["f0", "f1"]
+
+
+def _frame(set_name: str, correct: dict[str, list[bool]]) -> pl.DataFrame:
+    """An evaluate_policy-shaped frame: per id, greedy (sample 0) then sampled results."""
+    rows = [(set_name, i, j, c) for i, cs in correct.items() for j, c in enumerate(cs)]
+    return pl.DataFrame(rows, schema=["set", "id", "sample", "correct"], orient="row")
+
+
+def test_gains_read_greedy_samples_only_and_the_stratum_by_id():
+    bench = load_benchmark("rl_headroom")
+    # base: greedy right on a only; its sampled tries are right everywhere and must not count
+    base = pl.concat([_frame("heldout", {"a": [True, True], "b": [False, True], "c": [False, True], "d": [False, True]}),
+                      _frame("fresh_levels_1_2", {"f": [False, True], "g": [False, True]})])
+    after = pl.concat([_frame("heldout", {"a": [False, False], "b": [True, False], "c": [True, False], "d": [False, False]}),
+                       _frame("fresh_levels_1_2", {"f": [True, False], "g": [False, False]})])
+    gains = bench.gains_over(base, after, {"a", "b"})
+    assert gains["heldout"] == 25.0  # 1/4 -> 2/4
+    assert gains["reachable"] == 0.0  # on {a, b}: 1/2 -> 1/2
+    assert gains["fresh_levels_1_2"] == 50.0  # 0/2 -> 1/2
