@@ -9,6 +9,12 @@ accuracy is the testbed's clean eval split (greedy pass@1, and mean over k sampl
 95% interval over seeds and paired problems (saerl.evaluate.compare_arms); steps-to-target reads the greedy
 learning curve each run records every train.eval_every steps (target: vanilla's final accuracy).
 
+The testbed's held-out split follows the pool's level mix, most of it levels the policy cannot learn in a short
+run (docs/testbed.md, session 5). So by default a second held-out set joins the evaluation: --fresh problems of
+levels 1-2 drawn anew from the generator (content-disjoint from every split; the same draw as rl_headroom's
+fresh held-out set), where GRPO does move the policy. It is read like any eval.sets file: in-training curve,
+comparison with intervals, reachable stratum and steps-to-target of its own.
+
     .venv/bin/python benchmarks/rl_efficiency.py --quick     # 3 seeds, short runs: a few minutes
     .venv/bin/python benchmarks/rl_efficiency.py             # 3 seeds at the demo's RL budget
     .venv/bin/python benchmarks/rl_efficiency.py --seeds 5 train.max_steps=200
@@ -18,10 +24,12 @@ With --workers N the training runs (arms x seeds) fan out over a Dask LocalClust
 the shared stages (testbed .. curriculum) are done; each run is the same cached stage run as in sequence.
 
 Last line: ``RESULT acc_saerl=.. acc_vanilla=.. acc_delta_points=.. acc_delta_ci_low=.. steps_ratio=.. seeds=..
-gain_saerl=.. gain_vanilla=.. acc_delta_reachable=.. reachable_share=..`` (greedy accuracy on the held-out set;
+gain_saerl=.. gain_vanilla=.. acc_delta_reachable=.. reachable_share=.. acc_delta_fresh=.. acc_delta_fresh_ci_low=.. steps_ratio_fresh=..
+gain_fresh_saerl=.. gain_fresh_vanilla=..`` (greedy accuracy on the held-out set;
 steps_ratio = saerl's mean steps to vanilla's final accuracy over vanilla's, nan when an arm's seeds do not all
 reach it; gain_* = each arm's points over the starting policy; acc_delta_reachable = saerl minus vanilla on the
-held-out problems the starting policy solves in at least one of k probe samples, the share of the set they are).
+held-out problems the starting policy solves in at least one of k probe samples, the share of the set they are;
+*_fresh: the same on the fresh level 1-2 set, nan with --fresh 0).
 """
 
 from __future__ import annotations
@@ -34,12 +42,15 @@ from pathlib import Path
 import polars as pl
 
 from saerl.artifacts import ArtifactStore
-from saerl.config import load_config
+from saerl.config import PipelineConfig, load_config
 from saerl.evaluate import training_signal
 from saerl.pipeline import resolve_upstream, run_all, run_stage, stage_runs
+from saerl.testbed import fresh_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["runtime.progress=false", "tracking.enabled=false"]
+FRESH_SET = "fresh_levels_1_2"  # the name of the fresh level 1-2 held-out set in every table
+FRESH_LEVEL_MIX = [1.0, 1.0, 0.0, 0.0, 0.0]
 QUICK = ["train.max_steps=30", "train.eval_every=10", "eval.max_problems=200", "eval.k_samples=2"]
 
 
@@ -56,6 +67,45 @@ def train_on_dask(store: ArtifactStore, cfg: object, workers: int, report: Calla
                    for name, ups, variant in runs}
         for fut in as_completed(futures):
             report(futures[fut], fut.result())
+
+
+def write_fresh_set(cfg: PipelineConfig, testbed: Path, n: int, seed: int, folder: Path) -> Path:
+    """Draw `n` clean level 1-2 problems content-disjoint from every split of the testbed world in `testbed`
+    (seeded) and write them, ingest-format, to a Parquet file in `folder` named by the testbed artifact, the
+    count and the seed (eval.sets is keyed by path, so another world or draw never reuses a file). Returns it."""
+    path = folder / f"{FRESH_SET}-{testbed.name}-n{n}-s{seed}.parquet"
+    if not path.exists():
+        world = {s: pl.read_parquet(testbed / "world" / f"{s}.parquet") for s in ("pretrain", "pool", "eval")}
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fresh_problems(cfg.testbed, world, n, FRESH_LEVEL_MIX, seed).write_parquet(tmp)
+        tmp.replace(path)
+    return path
+
+
+def with_eval_set(cfg: PipelineConfig, name: str, path: Path) -> PipelineConfig:
+    """cfg with one more eval.sets entry {name: path} (the sets already configured are kept)."""
+    return cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"sets": {**cfg.eval.sets, name: str(path)}})})
+
+
+def arm_figures(folder: Path, set_name: str) -> dict[str, float]:
+    """From an evaluate artifact, on one held-out set: greedy accuracy per arm (acc_*, in points), saerl minus
+    vanilla (delta) and its interval's low end (ci_low), the number of problems (n), saerl's steps-to-target
+    ratio and each arm's gain over the starting policy (gain_*). nan for whatever the artifact lacks."""
+    nan = float("nan")
+    greedy = pl.read_parquet(folder / "comparison.parquet").filter((pl.col("metric") == "greedy")
+                                                                   & (pl.col("set") == set_name))
+    row = {r["arm"]: r for r in greedy.iter_rows(named=True)}
+    gains = pl.read_parquet(folder / "gains.parquet").filter((pl.col("metric") == "greedy") & (pl.col("set") == set_name))
+    gain = {r["arm"]: r["diff_pts"] for r in gains.iter_rows(named=True)}
+    stt = pl.read_parquet(folder / "steps_to_target.parquet").filter((pl.col("set") == set_name)
+                                                                     & (pl.col("arm") == "saerl"))
+    ratio = stt["ratio"][0] if stt.height else None
+    saerl, vanilla = row.get("saerl", {}), row.get("vanilla", {})
+    return {"acc_saerl": 100 * saerl.get("accuracy", nan), "acc_vanilla": 100 * vanilla.get("accuracy", nan),
+            "delta": saerl.get("diff_pts", nan), "ci_low": saerl.get("diff_ci_low_pts", nan),
+            "n": vanilla.get("n_problems", nan), "ratio": nan if ratio is None else float(ratio),
+            "gain_saerl": gain.get("saerl", nan), "gain_vanilla": gain.get("vanilla", nan)}
 
 
 def signal_table(results: dict[str, object]) -> pl.DataFrame:
@@ -80,6 +130,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="short RL runs on a capped eval set")
     ap.add_argument("--workers", type=int, default=1, help="train the arm x seed runs in parallel on a Dask "
                     "LocalCluster of this many processes (1: one after another in this process)")
+    ap.add_argument("--fresh", type=int, default=1000, help="fresh level 1-2 problems added as a second held-out "
+                    "set (0: the testbed's held-out split only)")
+    ap.add_argument("--fresh-seed", type=int, default=7008, help="seed of that draw (7008: rl_headroom's fresh "
+                    "held-out set, FRESH_SEED + 1 there)")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides")
     args = ap.parse_args()
     overrides = [*COMMON, *([f"runtime.artifact_root={args.root}"] if args.root else []),
@@ -93,34 +147,32 @@ def main() -> None:
               f"({time.time() - t0:.0f} s so far)", flush=True)
 
     store = ArtifactStore(Path(cfg.runtime.artifact_root))
+    if args.fresh and cfg.data.source == "testbed":
+        testbed = Path(run_all(store, cfg, until="ingest", report=report)["testbed"].ref.path)
+        fresh = write_fresh_set(cfg, testbed, args.fresh, args.fresh_seed, Path(cfg.runtime.artifact_root) / "bench")
+        cfg = with_eval_set(cfg, FRESH_SET, fresh)
     if args.workers > 1:
         train_on_dask(store, cfg, args.workers, report)
     results = run_all(store, cfg, report=report)
     folder = Path(results["evaluate"].ref.path)
     print((folder / "comparison.txt").read_text())
-    per_level = (pl.read_parquet(folder / "eval.parquet").filter(pl.col("sample") == 0)
+    per_level = (pl.read_parquet(folder / "eval.parquet").filter((pl.col("sample") == 0) & (pl.col("set") == "heldout"))
                  .group_by("arm", "difficulty").agg(pl.col("correct").mean().round(3)).sort("difficulty", "arm")
                  .pivot(on="arm", index="difficulty", values="correct"))
-    print("greedy accuracy per level (all seeds):")
+    print("greedy accuracy per level on the held-out split (all seeds):")
     print(per_level)
     print("training signal by thirds of the run (mean over seeds): reward, share of groups without reward spread "
           "(no gradient), share of defective prompts read, mean level read:")
     print(signal_table(results))
-    greedy = pl.read_parquet(folder / "comparison.parquet").filter(pl.col("metric") == "greedy")
-    row = {r["arm"]: r for r in greedy.filter(pl.col("set") == "heldout").iter_rows(named=True)}
-    reach = {r["arm"]: r for r in greedy.filter(pl.col("set") == "heldout:reachable").iter_rows(named=True)}
-    gains = pl.read_parquet(folder / "gains.parquet").filter((pl.col("metric") == "greedy") & (pl.col("set") == "heldout"))
-    gain = {r["arm"]: r["diff_pts"] for r in gains.iter_rows(named=True)}
-    stt = pl.read_parquet(folder / "steps_to_target.parquet").filter(pl.col("set") == "heldout")
-    ratio = stt.filter(pl.col("arm") == "saerl")["ratio"][0]
-    nan = float("nan")
-    print(f"RESULT acc_saerl={100 * row['saerl']['accuracy']:.2f} acc_vanilla={100 * row['vanilla']['accuracy']:.2f} "
-          f"acc_delta_points={row['saerl']['diff_pts']:.2f} acc_delta_ci_low={row['saerl']['diff_ci_low_pts']:.2f} "
-          f"steps_ratio={nan if ratio is None else ratio:.3f} seeds={args.seeds} "
-          f"gain_saerl={gain.get('saerl', nan):.2f} gain_vanilla={gain.get('vanilla', nan):.2f} "
-          f"acc_delta_reachable={reach['saerl']['diff_pts'] if reach else nan:.2f} "
-          f"reachable_share={reach['vanilla']['n_problems'] / row['vanilla']['n_problems'] if reach else nan:.3f}")
-
+    held, reach, fresh = (arm_figures(folder, name) for name in ("heldout", "heldout:reachable", FRESH_SET))
+    print(f"RESULT acc_saerl={held['acc_saerl']:.2f} acc_vanilla={held['acc_vanilla']:.2f} "
+          f"acc_delta_points={held['delta']:.2f} acc_delta_ci_low={held['ci_low']:.2f} "
+          f"steps_ratio={held['ratio']:.3f} seeds={args.seeds} "
+          f"gain_saerl={held['gain_saerl']:.2f} gain_vanilla={held['gain_vanilla']:.2f} "
+          f"acc_delta_reachable={reach['delta']:.2f} reachable_share={reach['n'] / held['n']:.3f} "
+          f"acc_delta_fresh={fresh['delta']:.2f} acc_delta_fresh_ci_low={fresh['ci_low']:.2f} "
+          f"steps_ratio_fresh={fresh['ratio']:.3f} gain_fresh_saerl={fresh['gain_saerl']:.2f} "
+          f"gain_fresh_vanilla={fresh['gain_vanilla']:.2f}")
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,67 @@
+"""benchmarks/rl_efficiency.py: the fresh level 1-2 held-out set and the per-set figures it prints."""
+
+from pathlib import Path
+
+import polars as pl
+from bench import load_benchmark
+
+from saerl.config import PipelineConfig
+from saerl.config import TestbedConfig as TBConfig
+from saerl.testbed import generate_world, write_world
+
+CFG = PipelineConfig(testbed=TBConfig(n_pretrain=300, n_pool=300, n_eval=100))
+
+
+def test_fresh_set_is_levels_1_2_disjoint_from_the_world_and_reused(tmp_path):
+    bench = load_benchmark("rl_efficiency")
+    testbed = tmp_path / "testbed" / "abc123"
+    world = generate_world(CFG.testbed)
+    write_world(world, testbed)
+    path = bench.write_fresh_set(CFG, testbed, 50, 7, tmp_path / "bench")
+    assert path.name == "fresh_levels_1_2-abc123-n50-s7.parquet"  # named by world, count and seed
+    fresh = pl.read_parquet(path)
+    assert fresh.height == 50 and set(fresh["difficulty"].to_list()) <= {1, 2}
+    assert (fresh["defect"] == "none").all()
+    taken = set().union(*(set(df["content"]) for df in world.values()))
+    assert not taken & set(fresh["content"])  # no problem of any split comes back
+    stamp = path.stat().st_mtime_ns
+    assert bench.write_fresh_set(CFG, testbed, 50, 7, tmp_path / "bench") == path
+    assert path.stat().st_mtime_ns == stamp  # the same draw is not redrawn
+    other = bench.write_fresh_set(CFG, testbed, 50, 8, tmp_path / "bench")
+    assert other != path and set(pl.read_parquet(other)["id"]) != set(fresh["id"])
+
+
+def test_with_eval_set_keeps_the_configured_sets():
+    bench = load_benchmark("rl_efficiency")
+    cfg = CFG.model_copy(update={"eval": CFG.eval.model_copy(update={"sets": {"mine": "a.parquet"}})})
+    out = bench.with_eval_set(cfg, "fresh", Path("b.parquet"))
+    assert out.eval.sets == {"mine": "a.parquet", "fresh": "b.parquet"}
+    assert cfg.eval.sets == {"mine": "a.parquet"}  # the input config is not changed
+
+
+def _evaluate_folder(folder: Path) -> Path:
+    """The three evaluate files arm_figures reads, for sets 'heldout' (both arms) and 'other' (vanilla only)."""
+    folder.mkdir()
+    pl.DataFrame({"set": ["heldout", "heldout", "other"], "arm": ["saerl", "vanilla", "vanilla"],
+                  "metric": ["greedy"] * 3, "accuracy": [0.12, 0.10, 0.5], "n_problems": [500, 500, 40],
+                  "diff_pts": [2.0, None, None], "diff_ci_low_pts": [-1.0, None, None]}).write_parquet(
+        folder / "comparison.parquet")
+    pl.DataFrame({"set": ["heldout", "heldout", "heldout"], "arm": ["saerl", "vanilla", "saerl"],
+                  "metric": ["greedy", "greedy", "mean_at_k"], "diff_pts": [3.0, 1.0, 9.0]}).write_parquet(
+        folder / "gains.parquet")
+    pl.DataFrame({"set": ["heldout", "heldout"], "arm": ["saerl", "vanilla"], "ratio": [0.5, 1.0]}).write_parquet(
+        folder / "steps_to_target.parquet")
+    return folder
+
+
+def test_arm_figures_read_one_set_and_nan_for_what_is_missing(tmp_path):
+    bench = load_benchmark("rl_efficiency")
+    folder = _evaluate_folder(tmp_path / "evaluate")
+    held = bench.arm_figures(folder, "heldout")
+    assert held == {"acc_saerl": 12.0, "acc_vanilla": 10.0, "delta": 2.0, "ci_low": -1.0, "n": 500, "ratio": 0.5,
+                    "gain_saerl": 3.0, "gain_vanilla": 1.0}  # greedy gains only, saerl's steps ratio
+    other = bench.arm_figures(folder, "other")
+    assert other["acc_vanilla"] == 50.0 and other["n"] == 40
+    assert all(other[k] != other[k] for k in ("acc_saerl", "delta", "ratio", "gain_saerl"))  # nan
+    absent = bench.arm_figures(folder, "fresh_levels_1_2")
+    assert all(v != v for v in absent.values())
