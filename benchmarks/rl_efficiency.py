@@ -45,7 +45,7 @@ from saerl.artifacts import ArtifactStore
 from saerl.config import PipelineConfig, load_config
 from saerl.evaluate import training_signal
 from saerl.pipeline import resolve_upstream, run_all, run_stage, stage_runs
-from saerl.testbed import fresh_problems
+from saerl.testbed import fresh_problems, read_world
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["runtime.progress=false", "tracking.enabled=false"]
@@ -75,7 +75,7 @@ def write_fresh_set(cfg: PipelineConfig, testbed: Path, n: int, seed: int, folde
     count and the seed (eval.sets is keyed by path, so another world or draw never reuses a file). Returns it."""
     path = folder / f"{FRESH_SET}-{testbed.name}-n{n}-s{seed}.parquet"
     if not path.exists():
-        world = {s: pl.read_parquet(testbed / "world" / f"{s}.parquet") for s in ("pretrain", "pool", "eval")}
+        world = read_world(testbed)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         fresh_problems(cfg.testbed, world, n, FRESH_LEVEL_MIX, seed).write_parquet(tmp)

@@ -33,7 +33,7 @@ from saerl.config import EvalConfig, load_config
 from saerl.evaluate import GREEDY, REACH_SEED, evaluate_policy, reachable_ids
 from saerl.pipeline import run_all
 from saerl.rl import train_grpo
-from saerl.testbed import fresh_problems
+from saerl.testbed import fresh_problems, read_world
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["runtime.progress=false", "tracking.enabled=false"]
@@ -82,7 +82,7 @@ def main() -> None:
     torch.set_num_threads(cfg.testbed.threads)
     t0 = time.time()
     testbed = run_all(ArtifactStore(Path(cfg.runtime.artifact_root)), cfg, until="ingest")["testbed"].ref.path
-    world = {s: pl.read_parquet(Path(testbed) / "world" / f"{s}.parquet") for s in ("pretrain", "pool", "eval")}
+    world = read_world(Path(testbed))
     lm = Path(testbed) / "lm"
     taken: set[tuple] = set()
     fresh_eval = fresh_problems(cfg.testbed, world, args.fresh_n, [1, 1, 0, 0, 0], FRESH_SEED + 1, taken)

@@ -31,7 +31,7 @@ import torch
 from saerl.config import PipelineConfig, load_config
 from saerl.policy_lm import load_policy, score_policy
 from saerl.rl import train_grpo
-from saerl.testbed import build_testbed, fresh_problems
+from saerl.testbed import build_testbed, fresh_problems, read_world
 
 MIN_STEP_SECONDS = 0.2  # no GRPO step is faster on CPU: caps the step count (and the dataset) the budget can use
 
@@ -73,7 +73,7 @@ def main() -> None:
     root = Path(args.testbed_dir)
     if not (root / "lm" / "config.json").exists():
         build_testbed(tb, root)
-    world = {s: pl.read_parquet(root / "world" / f"{s}.parquet") for s in ("pretrain", "pool", "eval")}
+    world = read_world(root)
     levels = [int(v) for v in args.levels.split(",")]
     mix = [1.0 if lv in levels else 0.0 for lv in range(1, len(tb.pool_level_mix) + 1)]
     k, minutes, eval_n = cfg.eval.k_samples, args.minutes, args.eval_n

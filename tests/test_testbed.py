@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from saerl.config import TestbedConfig as TBConfig
-from saerl.testbed import DEFECTS, GENERATORS, generate_world, make_problem, slip
+from saerl.testbed import DEFECTS, GENERATORS, generate_world, make_problem, read_world, slip, write_world
 from saerl.verify import extract_final_answer
 
 CFG = TBConfig(n_pretrain=600, n_pool=600, n_eval=200)
@@ -97,6 +97,14 @@ def test_missing_info_and_garbled_change_the_text(world):
         rows = pool.filter(pl.col("defect") == kind)
         assert rows.height > 0
         assert not rows["prompt"].is_in(world["eval"]["prompt"]).any()
+
+
+def test_world_written_reads_back_split_by_split(world, tmp_path):
+    write_world(world, tmp_path)
+    back = read_world(tmp_path)
+    assert set(back) == {"pretrain", "pool", "eval"}
+    for split, df in world.items():
+        assert back[split].equals(df)
 
 
 def test_splits_are_disjoint_by_content(world):
