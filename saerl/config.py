@@ -210,7 +210,13 @@ class CurriculumConfig(Section):
 
     batch_size: int = Field(16, gt=0, description="prompts per RL batch")
     mix_ratio: float = Field(0.2, ge=0, le=1, description="share of each batch from other clusters")
-    ordering: Literal["easy_to_hard", "hard_to_easy", "random"] = Field("easy_to_hard", description="within a cluster")
+    ordering: Literal["easy_to_hard", "hard_to_easy", "random", "frontier"] = Field(
+        "easy_to_hard", description="within a cluster: difficulty_hat ascending, descending, a seeded shuffle, or "
+        "frontier: nearest to frontier_target first, then outwards")
+    frontier_target: float = Field(
+        0.5, description="with ordering=frontier, the difficulty_hat read first, in difficulty_hat's units: with "
+        "score.difficulty_source=measured that is 1 - pass rate, so 0.5 starts from the prompts the policy is "
+        "predicted to pass half the time, where a GRPO group's reward variance p(1-p) peaks")
     rotation: Literal["round_robin", "size_weighted"] = Field("round_robin", description="cluster rotation policy")
     epochs: int = Field(1, gt=0, description="passes over the kept prompts")
     filter_quality: bool = Field(True, description="drop prompts under score.quality_threshold")

@@ -18,14 +18,16 @@ ORDER_SCHEMA = {"id": pl.String, "position": pl.Int64, "batch": pl.Int64, "clust
                 "difficulty_hat": pl.Float64, "kept": pl.Boolean, "epoch": pl.Int64, "home": pl.Int64}
 
 
-def _queues(pool: pl.DataFrame, ordering: str, rng: np.random.Generator) -> dict[int, list[int]]:
+def _queues(pool: pl.DataFrame, ordering: str, rng: np.random.Generator,
+            target: float = 0.0) -> dict[int, list[int]]:
     """Row indices of `pool` per cluster, in the order the cluster is read: difficulty_hat ascending
-    (easy_to_hard) or descending (hard_to_easy), ties and missing difficulties broken by a seeded shuffle
-    (missing ones last), or a seeded shuffle (random)."""
+    (easy_to_hard), descending (hard_to_easy), or by distance to `target` ascending (frontier), ties broken by
+    a seeded shuffle and missing difficulties last (shuffled); or a seeded shuffle (random)."""
     tie = rng.permutation(pool.height)
     diff = pool["difficulty_hat"].cast(pl.Float64).fill_null(np.nan).to_numpy()
     missing = np.isnan(diff)
-    key = np.where(missing, 0.0, -diff if ordering == "hard_to_easy" else diff)
+    by = {"hard_to_easy": -diff, "frontier": np.abs(diff - target)}.get(ordering, diff)
+    key = np.where(missing, 0.0, by)
     order = np.lexsort((tie, key, missing)) if ordering != "random" else tie
     clusters = pool["cluster"].to_numpy()
     queues: dict[int, list[int]] = {int(c): [] for c in np.unique(clusters)}
@@ -61,7 +63,7 @@ def _epoch(pool: pl.DataFrame, cfg: CurriculumConfig, rng: np.random.Generator) 
     fewer than h left, the other clusters fill in; when the others run dry, the home cluster does; only the
     epoch's last batch can be short (when the pool size is not a multiple of B). With h = 0 (mix_ratio 1)
     no cluster is home and every slot is drawn from all clusters."""
-    queues = _queues(pool, cfg.ordering, rng)
+    queues = _queues(pool, cfg.ordering, rng, cfg.frontier_target)
     heads = dict.fromkeys(queues, 0)
     left = {c: len(q) for c, q in queues.items()}
     weights = {c: float(n) for c, n in left.items()}
@@ -106,7 +108,8 @@ def build_order(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: 
     kept is re-derived from quality_hat with `quality_threshold` (score.quality_threshold; the scores' own kept
     column may come from a cached scoring run under another threshold); with cfg.filter_quality, rows not
     kept are dropped. Every kept prompt is visited once per epoch (cfg.epochs); each epoch builds
-    cluster-first batches as described in :func:`_epoch`, rotating home clusters per cfg.rotation. Epochs
+    cluster-first batches as described in :func:`_epoch`, rotating home clusters per cfg.rotation; each
+    cluster is read per cfg.ordering (:func:`_queues`). Epochs
     use independent draws of one generator seeded by `seed` (default cfg.seed), so the order is deterministic."""
     rng = np.random.default_rng(cfg.seed if seed is None else seed)
     pool = scores.with_columns(_kept(scores, quality_threshold))

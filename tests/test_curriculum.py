@@ -25,7 +25,8 @@ cases = st.fixed_dictionaries({
     "sizes": st.lists(st.integers(0, 30), min_size=1, max_size=6),
     "batch_size": st.integers(1, 12),
     "mix_ratio": st.sampled_from([0.0, 0.1, 0.25, 0.5, 1.0]),
-    "ordering": st.sampled_from(["easy_to_hard", "hard_to_easy", "random"]),
+    "ordering": st.sampled_from(["easy_to_hard", "hard_to_easy", "random", "frontier"]),
+    "frontier_target": st.sampled_from([0.5, 2.0, 3.5]),
     "rotation": st.sampled_from(["round_robin", "size_weighted"]),
     "epochs": st.integers(1, 3),
     "filter_quality": st.booleans(),
@@ -92,10 +93,21 @@ def test_difficulty_monotone_within_cluster_and_deterministic(case):
     if cfg.ordering != "random":
         for _, g in order.group_by(["epoch", "cluster"]):
             d = g.sort("position")["difficulty_hat"].to_numpy()
-            step = np.diff(d)
-            assert (step >= 0).all() if cfg.ordering == "easy_to_hard" else (step <= 0).all()
+            key = {"easy_to_hard": d, "hard_to_easy": -d, "frontier": np.abs(d - cfg.frontier_target)}[cfg.ordering]
+            assert (np.diff(key) >= 0).all()
     again = build_order(scores, cfg, quality_threshold=0.5, seed=case["seed"])
     assert order.equals(again)
+
+
+def test_frontier_reads_each_cluster_from_the_target_outwards():
+    scores = pl.DataFrame({"id": [f"p{i}" for i in range(6)], "cluster": [0, 0, 0, 1, 1, 1],
+                           "difficulty_hat": [0.1, 0.55, 0.9, 0.3, 0.6, None], "kept": [True] * 6})
+    cfg = CurriculumConfig(batch_size=1, mix_ratio=0.0, ordering="frontier", frontier_target=0.5)
+    order = build_order(scores, cfg)
+    per_cluster = {c: g.sort("position")["id"].to_list() for (c,), g in order.group_by("cluster")}
+    assert per_cluster == {0: ["p1", "p0", "p2"], 1: ["p4", "p3", "p5"]}  # missing difficulty last
+    easy = build_order(scores, cfg.model_copy(update={"ordering": "easy_to_hard"}))
+    assert easy.filter(pl.col("cluster") == 0).sort("position")["id"].to_list() == ["p0", "p1", "p2"]
 
 
 def test_mix_zero_gives_pure_batches_and_mix_one_has_no_home():
