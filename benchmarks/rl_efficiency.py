@@ -26,8 +26,8 @@ the shared stages (testbed .. curriculum) are done; each run is the same cached 
 Last line: ``RESULT acc_saerl=.. acc_vanilla=.. acc_delta_points=.. acc_delta_ci_low=.. steps_ratio=.. seeds=..
 gain_saerl=.. gain_vanilla=.. acc_delta_reachable=.. reachable_share=.. acc_delta_fresh=.. acc_delta_fresh_ci_low=.. steps_ratio_fresh=..
 gain_fresh_saerl=.. gain_fresh_vanilla=..`` (greedy accuracy on the held-out set;
-steps_ratio = saerl's mean steps to vanilla's final accuracy over vanilla's, nan when an arm's seeds do not all
-reach it; gain_* = each arm's points over the starting policy; acc_delta_reachable = saerl minus vanilla on the
+steps_ratio = the steps saerl's mean curve over seeds takes to reach vanilla's final accuracy, over vanilla's,
+nan when saerl's mean curve never reaches it; gain_* = each arm's points over the starting policy; acc_delta_reachable = saerl minus vanilla on the
 held-out problems the starting policy solves in at least one of k probe samples, the share of the set they are;
 *_fresh: the same on the fresh level 1-2 set, nan with --fresh 0).
 """

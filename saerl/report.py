@@ -128,7 +128,7 @@ def _steps_cell(steps: pl.DataFrame | None, set_name: str, arm: str) -> str:
         return NO_VALUE
     r = rows.row(0, named=True)
     if r["mean_steps"] is None:
-        return f"not reached ({int(rows['reached'].sum())}/{rows.height} seeds)"
+        return f"not reached ({int(rows['reached'].sum())}/{rows.height} seeds on their own)"
     ratio = "" if r["ratio"] is None else f" ({r['ratio']:.2f}x)"
     return f"{r['mean_steps']:.0f}{ratio}"
 

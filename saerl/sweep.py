@@ -228,8 +228,8 @@ def stage_statuses(record: Mapping[str, Any]) -> dict[str, list[str]]:
 
 def child_rows(setting: Setting, record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per (set, arm) of a child run's evaluate artifact: greedy final accuracy, its difference to the
-    reference arm (points) and verdict, and steps-to-target (mean over seeds; None if not every seed reached
-    the target). A child without an evaluate stage gives one row of None."""
+    reference arm (points) and verdict, and steps-to-target (on the arm's mean curve over seeds; None if it never
+    reaches the target). A child without an evaluate stage gives one row of None."""
     label = setting_label(setting)
     stage = record["stages"].get(EVAL_STAGE)
     if stage is None:
@@ -276,8 +276,8 @@ def format_sweep(children: Sequence[tuple[Setting, Mapping[str, Any]]], shared: 
         rows.append((r["setting"], r["set"] or NA, r["arm"] or NA, _cell(accuracy, ".1f") + ("%" if accuracy is not None else ""),
                      diff, r["verdict"] or NA, steps))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [f"ablation: {len(children)} settings (greedy pass@1 on held-out sets; steps to target: mean over "
-             f"seeds, {NA} = not every seed reached it)"]
+    lines = [f"ablation: {len(children)} settings (greedy pass@1 on held-out sets; steps to target: on the mean "
+             f"curve over seeds, {NA} = never reached)"]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines += ["", "stage runs per setting"]
     runs = [(setting_label(s), record) for s, record in children]

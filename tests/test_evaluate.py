@@ -137,6 +137,21 @@ def test_steps_to_target_default_target_ratio_and_never_reached():
     assert explicit[("vanilla", 0)] == 20 and explicit[("vanilla", 1)] == 10
 
 
+def test_steps_to_target_reads_the_mean_curve_when_a_seed_ends_below_the_target():
+    # vanilla's seeds end at .4 and .6: target .5, which seed 0 never reaches; the mean curve (.1, .4, .5) does
+    rows = [("vanilla", 0, [.1, .3, .4]), ("vanilla", 1, [.1, .5, .6]), ("saerl", 0, [.1, .5, .5]), ("saerl", 1, [.1, .5, .6])]
+    curve = pl.DataFrame([{"arm": a, "seed": s, "step": st, "accuracy": acc} for a, s, accs in rows
+                          for st, acc in zip([0, 10, 20], accs, strict=True)])
+    out = steps_to_target(curve)
+    by = {(r["arm"], r["seed"]): r for r in out.iter_rows(named=True)}
+    assert not by[("vanilla", 0)]["reached"] and by[("vanilla", 1)]["steps"] == 10
+    assert by[("vanilla", 0)]["mean_steps"] == 20 and by[("saerl", 0)]["mean_steps"] == 10
+    assert by[("saerl", 1)]["ratio"] == pytest.approx(0.5)
+    # a step only some seeds evaluated (a resumed or shorter run) does not count for the mean curve
+    partial = pl.concat([curve, pl.DataFrame([{"arm": "saerl", "seed": 0, "step": 5, "accuracy": 0.9}])])
+    assert steps_to_target(partial).filter(pl.col("arm") == "saerl")["mean_steps"][0] == 10
+
+
 def test_curve_from_per_sample_frames():
     frames = [_samples([1] * c + [0] * (4 - c), [[]] * 4).with_columns(pl.lit("a").alias("arm"), pl.lit(0).alias("seed"),
                                                                       pl.lit(step).alias("step"))

@@ -18,8 +18,8 @@ def test_format_steps_names_steps_ratio_and_a_target_met_at_the_start():
                     ("saerl", 0, 0, 0.40), ("saerl", 0, 10, 0.35)], "heldout:reachable")
     text = format_steps(pl.concat([rising, falling]))
     lines = {tuple(line.split()[:2]): line for line in text.splitlines()[1:]}
-    assert "10 steps (1/1 seeds)  ratio 0.50x" in lines[("heldout", "saerl")]
-    assert "20 steps (1/1 seeds)  ratio 1.00x" in lines[("heldout", "vanilla")]
+    assert "10 steps (1/1 seeds on their own)  ratio 0.50x" in lines[("heldout", "saerl")]
+    assert "20 steps (1/1 seeds on their own)  ratio 1.00x" in lines[("heldout", "vanilla")]
     # vanilla ends below where the starting policy was: the target is met at step 0, and no ratio is made of it
     reach = lines[("heldout:reachable", "saerl")]
     assert "0 steps (at the target from the start)" in reach and "ratio" not in reach
