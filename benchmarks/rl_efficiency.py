@@ -25,9 +25,11 @@ the shared stages (testbed .. curriculum) are done; each run is the same cached 
 
 Last line: ``RESULT acc_saerl=.. acc_vanilla=.. acc_delta_points=.. acc_delta_ci_low=.. steps_ratio=.. seeds=..
 gain_saerl=.. gain_vanilla=.. acc_delta_reachable=.. reachable_share=.. acc_delta_fresh=.. acc_delta_fresh_ci_low=.. steps_ratio_fresh=..
-gain_fresh_saerl=.. gain_fresh_vanilla=..`` (greedy accuracy on the held-out set;
-steps_ratio = the steps saerl's mean curve over seeds takes to reach vanilla's final accuracy, over vanilla's,
-nan when saerl's mean curve never reaches it; gain_* = each arm's points over the starting policy; acc_delta_reachable = saerl minus vanilla on the
+gain_fresh_saerl=.. gain_fresh_vanilla=.. steps_ratio_ci_high=.. steps_ratio_fresh_ci_high=..`` (greedy accuracy on
+the held-out set; steps_ratio = the steps saerl's mean curve over seeds takes to reach vanilla's final accuracy, over
+vanilla's, nan when saerl's mean curve never reaches it; steps_ratio_ci_high = the upper end of its bootstrap
+interval over seeds and paired problems (inf: saerl misses the target in too many resamples), the bound a claim
+of "fewer steps" has to clear; gain_* = each arm's points over the starting policy; acc_delta_reachable = saerl minus vanilla on the
 held-out problems the starting policy solves in at least one of k probe samples, the share of the set they are;
 *_fresh: the same on the fresh level 1-2 set, nan with --fresh 0).
 """
@@ -101,10 +103,12 @@ def arm_figures(folder: Path, set_name: str) -> dict[str, float]:
     stt = pl.read_parquet(folder / "steps_to_target.parquet").filter((pl.col("set") == set_name)
                                                                      & (pl.col("arm") == "saerl"))
     ratio = stt["ratio"][0] if stt.height else None
+    high = stt["ratio_ci_high"][0] if stt.height and "ratio_ci_high" in stt.columns else None
     saerl, vanilla = row.get("saerl", {}), row.get("vanilla", {})
     return {"acc_saerl": 100 * saerl.get("accuracy", nan), "acc_vanilla": 100 * vanilla.get("accuracy", nan),
             "delta": saerl.get("diff_pts", nan), "ci_low": saerl.get("diff_ci_low_pts", nan),
             "n": vanilla.get("n_problems", nan), "ratio": nan if ratio is None else float(ratio),
+            "ratio_high": nan if high is None else float(high),
             "gain_saerl": gain.get("saerl", nan), "gain_vanilla": gain.get("vanilla", nan)}
 
 
@@ -172,7 +176,8 @@ def main() -> None:
           f"acc_delta_reachable={reach['delta']:.2f} reachable_share={reach['n'] / held['n']:.3f} "
           f"acc_delta_fresh={fresh['delta']:.2f} acc_delta_fresh_ci_low={fresh['ci_low']:.2f} "
           f"steps_ratio_fresh={fresh['ratio']:.3f} gain_fresh_saerl={fresh['gain_saerl']:.2f} "
-          f"gain_fresh_vanilla={fresh['gain_vanilla']:.2f}")
+          f"gain_fresh_vanilla={fresh['gain_vanilla']:.2f} steps_ratio_ci_high={held['ratio_high']:.3f} "
+          f"steps_ratio_fresh_ci_high={fresh['ratio_high']:.3f}")
 
 if __name__ == "__main__":
     main()

@@ -278,6 +278,9 @@ class EvalConfig(Section):
     batch_size: int = Field(64, gt=0, description="prompts per generation batch (left-padded HF generate)")
     verify_timeout_s: float = Field(5.0, gt=0, description="wall-clock bound per answer check")
     ci_level: float = Field(0.95, gt=0, lt=1, description="confidence level of every interval in the arm comparison")
+    steps_bootstrap: int = Field(
+        1000, ge=0, description="resamples (training seeds per arm, and the curve's problems, paired across arms) "
+        "for the steps-to-target ratio's interval; 0 = no interval")
     sets: dict[str, str] = Field(
         {}, description="extra held-out sets {name: file} read with the data mapping (the testbed adds its own)")
 

@@ -5,7 +5,8 @@
   A verifier failure keeps its own ``status`` ("timeout"/"error") and counts as not correct.
 - :func:`summarize_eval`: greedy pass@1, mean accuracy over the k samples and pass@k per set, with standard
   errors over problems.
-- :func:`steps_to_target`: the first eval step at which each arm (its mean curve) and seed reaches a target accuracy.
+- :func:`steps_to_target`: the first eval step at which each arm (its mean curve) and seed reaches a target accuracy;
+  :func:`steps_ratio_interval`: a bootstrap interval (seeds and paired problems) of its ratio to the reference.
 - :func:`compare_arms` / :func:`format_comparison`: each arm's accuracy and its difference to the reference
   arm, with confidence intervals, and a verdict that says "within noise" when the interval contains 0.
 - :func:`with_reachable`: the *reachable* stratum of every set, the problems the starting (base) policy
@@ -257,6 +258,65 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
     out = per.join(arm_mean, on="arm", how="left").with_columns(
         (pl.col("mean_steps") / ref_steps if ref_steps else pl.lit(None, dtype=pl.Float64)).alias("ratio"))
     return out.select("arm", "seed", "target", "steps", "reached", "mean_steps", "ratio").sort("arm", "seed")
+
+
+def steps_ratio_interval(problems: pl.DataFrame, reference_arm: str = "vanilla", target: float | None = None,
+                         n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> pl.DataFrame:
+    """Bootstrap interval of each arm's steps-to-target ratio (:func:`steps_to_target` on the mean curve).
+    in: the in-training evaluations of one set, per problem: arm, seed, step, id, correct (every run scores the
+    same problems); the reference arm; target (None = the reference's final accuracy, recomputed per resample);
+    n_boot resamples at `level`;
+    out: one row per arm: ratio_ci_low, ratio_ci_high (inf when the arm's mean curve misses the target in more
+    than the upper tail's share of resamples), reach_share (share of resamples in which its mean curve reaches
+    the target). Each resample draws the problems with replacement (the same draw for every arm, seed and step:
+    the arms are compared on paired problems) and each arm's seeds with replacement. Resamples in which the
+    reference reaches the target at step 0 make no ratio and are left out. Empty without the reference arm."""
+    schema = {"arm": pl.String, "ratio_ci_low": pl.Float64, "ratio_ci_high": pl.Float64, "reach_share": pl.Float64}
+    if n_boot < 1 or problems.is_empty() or reference_arm not in problems["arm"].unique().to_list():
+        return pl.DataFrame(schema=schema)
+    ids = sorted(set.intersection(*(set(g["id"].to_list()) for _, g in problems.group_by("arm", "seed"))))
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(len(ids), np.full(len(ids), 1 / len(ids)), size=n_boot).T / len(ids)  # (problems, B)
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # arm -> (steps, mean curve per resample (B, steps))
+    for (arm,), g in problems.filter(pl.col("id").is_in(ids)).group_by("arm"):
+        seeds = sorted(g["seed"].unique().to_list())
+        counts = g.group_by("step").agg(pl.col("seed").n_unique().alias("n"))
+        steps = np.array(sorted(counts.filter(pl.col("n") == len(seeds))["step"].to_list()))
+        full = (g.filter(pl.col("step").is_in(steps.tolist())).with_columns(pl.col("correct").cast(pl.Float64))
+                .pivot(on="id", index=["seed", "step"], values="correct").sort("seed", "step"))
+        acc = full.select(ids).to_numpy().reshape(len(seeds), len(steps), len(ids)) @ weights  # (seeds, steps, B)
+        pick = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
+        curves[str(arm)] = (steps, acc[pick, :, np.arange(n_boot)[:, None]].mean(axis=1))
+    ref_steps_grid, ref_curve = curves[reference_arm]
+    goal = ref_curve[:, -1] if target is None else np.full(n_boot, float(target))
+    tol = TARGET_RTOL * np.maximum(np.abs(goal), 1.0)
+
+    def first(steps: np.ndarray, curve: np.ndarray) -> np.ndarray:
+        hit = curve >= (goal - tol)[:, None]
+        return np.where(hit.any(axis=1), steps[hit.argmax(axis=1)], np.inf)
+
+    ref = first(ref_steps_grid, ref_curve)
+    ok = ref > 0
+    alpha = (1 - level) / 2
+    rows = []
+    for arm, (steps, curve) in sorted(curves.items()):
+        reached = first(steps, curve)
+        ratio = reached[ok] / ref[ok]
+        low, high = ((float(np.quantile(ratio, alpha, method="lower")), float(np.quantile(ratio, 1 - alpha, method="higher")))
+                     if ratio.size else (None, None))
+        rows.append({"arm": arm, "ratio_ci_low": low, "ratio_ci_high": high,
+                     "reach_share": float(np.isfinite(reached).mean())})
+    return pl.DataFrame(rows, schema=schema)
+
+
+def format_ratio_interval(r: dict[str, Any]) -> str:
+    """' [low, high]' of a steps_to_target row's bootstrap ratio interval (inf: the arm's mean curve misses the
+    target in too many resamples), or '' when the row has none."""
+    low, high = r.get("ratio_ci_low"), r.get("ratio_ci_high")
+    if low is None or high is None:
+        return ""
+    noise = ", within noise" if low <= 1 <= high and low < high else ""
+    return f" [{low:.2f}, {high:.2f}{noise}]"
 
 
 # ---------------------------------------------------------------------------------------------- training signal

@@ -121,6 +121,8 @@ def _interval(lo: float | None, hi: float | None, scale: float = PERCENT, signed
 
 def _steps_cell(steps: pl.DataFrame | None, set_name: str, arm: str) -> str:
     """Steps-to-target of one arm on one set: mean steps over seeds and ratio to the reference."""
+    from saerl.evaluate import format_ratio_interval  # torch-heavy module: only when there are steps to show
+
     if steps is None:
         return NO_VALUE
     rows = steps.filter((pl.col("set") == set_name) & (pl.col("arm") == arm))
@@ -129,7 +131,7 @@ def _steps_cell(steps: pl.DataFrame | None, set_name: str, arm: str) -> str:
     r = rows.row(0, named=True)
     if r["mean_steps"] is None:
         return f"not reached ({int(rows['reached'].sum())}/{rows.height} seeds on their own)"
-    ratio = "" if r["ratio"] is None else f" ({r['ratio']:.2f}x)"
+    ratio = "" if r["ratio"] is None else f" ({r['ratio']:.2f}x{format_ratio_interval(r)})"
     return f"{r['mean_steps']:.0f}{ratio}"
 
 

@@ -294,22 +294,34 @@ def train_runs(inputs: dict[str, ArtifactRef]) -> list[tuple[str, int, ArtifactR
     return sorted(out, key=lambda r: (r[0], r[1]))
 
 
-def reachable_curve(runs: list[tuple[str, int, ArtifactRef]], reach: dict[str, set[str]]) -> pl.DataFrame:
-    """The in-training greedy curve of every run on each set's reachable stratum (set "<set>:reachable"), from
-    its per-problem evaluations (curve_problems.parquet, which every train artifact of this stage version has).
-    in: (arm, seed, ref) of the training runs, {set: reachable ids}; out: (step, set, greedy, n, arm, seed)."""
+def curve_problems(runs: list[tuple[str, int, ArtifactRef]], reach: dict[str, set[str]] | None = None) -> pl.DataFrame:
+    """Every run's in-training evaluations per problem (its curve_problems.parquet, which every train artifact
+    of this stage version has), and the same rows again as set "<set>:reachable" for the ids in `reach`.
+    in: (arm, seed, ref) of the training runs, {set: reachable ids} or None;
+    out: (step, set, id, correct, arm, seed)."""
     from saerl.evaluate import REACHABLE
 
     parts = []
     for arm, seed, ref in runs:
-        per = pl.read_parquet(ref.file(CURVE_PROBLEMS))
-        for set_name, ids in reach.items():
-            rows = per.filter((pl.col("set") == set_name) & pl.col("id").is_in(sorted(ids)))
-            parts.append(rows.group_by("step").agg(pl.col("correct").cast(pl.Float64).mean().alias("greedy"),
-                                                   pl.len().cast(pl.Int64).alias("n"))
-                         .with_columns(set=pl.lit(set_name + REACHABLE), arm=pl.lit(arm), seed=pl.lit(seed, pl.Int64)))
-    schema = {"step": pl.Int64, "greedy": pl.Float64, "n": pl.Int64, "set": pl.String, "arm": pl.String, "seed": pl.Int64}
-    return pl.concat(parts, how="diagonal_relaxed").sort("arm", "seed", "set", "step") if parts else pl.DataFrame(schema=schema)
+        per = pl.read_parquet(ref.file(CURVE_PROBLEMS)).select("step", "set", "id", pl.col("correct").cast(pl.Boolean))
+        per = per.with_columns(arm=pl.lit(arm), seed=pl.lit(seed, pl.Int64))
+        parts.append(per)
+        for set_name, ids in (reach or {}).items():
+            parts.append(per.filter((pl.col("set") == set_name) & pl.col("id").is_in(sorted(ids)))
+                         .with_columns(set=pl.lit(set_name + REACHABLE)))
+    schema = {"step": pl.Int64, "set": pl.String, "id": pl.String, "correct": pl.Boolean, "arm": pl.String, "seed": pl.Int64}
+    return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame(schema=schema)
+
+
+def reachable_curve(problems: pl.DataFrame) -> pl.DataFrame:
+    """The in-training greedy curve of every run on each set's reachable stratum, from :func:`curve_problems`
+    rows: (step, set, greedy, n, arm, seed) for the "<set>:reachable" sets."""
+    from saerl.evaluate import REACHABLE
+
+    return (problems.filter(pl.col("set").str.ends_with(REACHABLE))
+            .group_by("arm", "seed", "set", "step")
+            .agg(pl.col("correct").cast(pl.Float64).mean().alias("greedy"), pl.len().cast(pl.Int64).alias("n"))
+            .select("step", "set", "greedy", "n", "arm", "seed").sort("arm", "seed", "set", "step"))
 
 
 def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
@@ -328,6 +340,7 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
         evaluate_policy,
         format_comparison,
         reachable_ids,
+        steps_ratio_interval,
         steps_to_target,
         summarize_eval,
         with_reachable,
@@ -358,7 +371,9 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     samples.write_parquet(build.path / "eval.parquet")
     if probe is not None:
         samples = with_reachable(samples, probe)
-        curves.append(reachable_curve(runs, reachable_ids(probe)))
+    problems = curve_problems(runs, reachable_ids(probe) if probe is not None else None)
+    if probe is not None:
+        curves.append(reachable_curve(problems))
     summary = summarize_eval(samples, ("arm", "seed", "set"))
     summary.write_parquet(build.path / "summary.parquet")
     curve = pl.concat(curves, how="diagonal_relaxed")
@@ -376,7 +391,10 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
                            .with_columns(metric=pl.lit(m)) for m in ("greedy", "mean_k")], how="diagonal_relaxed")
         gains.write_parquet(build.path / "gains.parquet")
     stt = pl.concat([steps_to_target(curve.filter(pl.col("set") == s).rename({"greedy": "accuracy"}),
-                                     cfg.eval.target_accuracy, reference).with_columns(set=pl.lit(s))
+                                     cfg.eval.target_accuracy, reference)
+                     .join(steps_ratio_interval(problems.filter(pl.col("set") == s), reference, cfg.eval.target_accuracy,
+                                                cfg.eval.steps_bootstrap, cfg.eval.ci_level), on="arm", how="left")
+                     .with_columns(set=pl.lit(s))
                      for s in curve["set"].unique().sort().to_list()], how="diagonal_relaxed")
     stt.write_parquet(build.path / "steps_to_target.parquet")
     names = ("greedy pass@1", f"mean@{cfg.eval.k_samples}")
@@ -399,6 +417,8 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     for r in stt.unique(["set", "arm"]).iter_rows(named=True):
         if r["ratio"] is not None:
             metrics[f"{r['set']}_{r['arm']}_steps_ratio"] = float(r["ratio"])
+        if r.get("ratio_ci_high") is not None:
+            metrics[f"{r['set']}_{r['arm']}_steps_ratio_ci_high"] = float(r["ratio_ci_high"])
     if gains is not None:
         for r in gains.filter((pl.col("metric") == "greedy") & (pl.col("arm") != BASE_ARM)).iter_rows(named=True):
             metrics[f"{r['set']}_{r['arm']}_gain_pts"] = float(r["diff_pts"])
@@ -408,13 +428,15 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
 def format_steps(stt: pl.DataFrame) -> str:
     """Steps-to-target per set and arm, one line each (on the arm's mean curve over seeds, how many seeds
     reached the target on their own, ratio to the reference)."""
+    from saerl.evaluate import format_ratio_interval
+
     lines = ["steps to target (greedy, in-training curve)"]
     for r in stt.unique(["set", "arm"], maintain_order=True).sort("set", "arm").iter_rows(named=True):
         reached = stt.filter((pl.col("set") == r["set"]) & (pl.col("arm") == r["arm"]))["reached"]
         steps = "mean curve never reaches it" if r["mean_steps"] is None else f"{r['mean_steps']:.0f} steps"
         if r["mean_steps"] == 0:  # the first eval (step 0, the starting policy) already meets the target
             steps += " (at the target from the start)"
-        ratio = "" if r["ratio"] is None else f"  ratio {r['ratio']:.2f}x"
+        ratio = "" if r["ratio"] is None else f"  ratio {r['ratio']:.2f}x{format_ratio_interval(r)}"
         lines.append(f"  {r['set']:<10} {r['arm']:<12} target {100 * r['target']:.1f}%: {steps} "
                      f"({int(reached.sum())}/{reached.len()} seeds on their own){ratio}")
     return "\n".join(lines) + "\n"

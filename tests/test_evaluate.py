@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import polars as pl
 import pytest
 from tiny import overfit, tiny_model, tiny_tokenizer
@@ -18,6 +19,7 @@ from saerl.evaluate import (
     generate_batched,
     reachable_ids,
     select_problems,
+    steps_ratio_interval,
     steps_to_target,
     summarize_eval,
     training_signal,
@@ -150,6 +152,39 @@ def test_steps_to_target_reads_the_mean_curve_when_a_seed_ends_below_the_target(
     # a step only some seeds evaluated (a resumed or shorter run) does not count for the mean curve
     partial = pl.concat([curve, pl.DataFrame([{"arm": "saerl", "seed": 0, "step": 5, "accuracy": 0.9}])])
     assert steps_to_target(partial).filter(pl.col("arm") == "saerl")["mean_steps"][0] == 10
+
+
+def _problem_curves(curves: dict[tuple[str, int], list[list[int]]]) -> pl.DataFrame:
+    """Per-problem in-training results: {(arm, seed): [[correct per problem] per step 0, 10, 20, ...]}."""
+    return pl.DataFrame([{"arm": arm, "seed": seed, "step": 10 * t, "id": f"q{i}", "correct": bool(c)}
+                         for (arm, seed), steps in curves.items() for t, row in enumerate(steps)
+                         for i, c in enumerate(row)])
+
+
+def test_steps_ratio_interval_is_tight_for_a_clear_gap_and_wide_for_noise():
+    n = 40
+    rise_fast = [[0] * n, [1] * n, [1] * n]  # reaches 100% at step 10
+    rise_slow = [[0] * n, [0] * n, [1] * n]  # at step 20
+    clear = _problem_curves({("vanilla", 0): rise_slow, ("vanilla", 1): rise_slow,
+                             ("saerl", 0): rise_fast, ("saerl", 1): rise_fast})
+    out = {r["arm"]: r for r in steps_ratio_interval(clear, n_boot=200).iter_rows(named=True)}
+    assert out["saerl"]["ratio_ci_low"] == out["saerl"]["ratio_ci_high"] == pytest.approx(0.5)
+    assert out["saerl"]["reach_share"] == 1.0 and out["vanilla"]["ratio_ci_high"] == pytest.approx(1.0)
+    # one saerl seed is fast, the other never gets there: resampling seeds gives ratios from 0.5 to never (inf)
+    mixed = _problem_curves({("vanilla", 0): rise_slow, ("vanilla", 1): rise_slow,
+                             ("saerl", 0): rise_fast, ("saerl", 1): [[0] * n] * 3})
+    out = {r["arm"]: r for r in steps_ratio_interval(mixed, n_boot=200).iter_rows(named=True)}
+    assert out["saerl"]["ratio_ci_low"] == pytest.approx(0.5) and out["saerl"]["ratio_ci_high"] == float("inf")
+    assert 0.1 < out["saerl"]["reach_share"] < 0.5  # only resamples drawing the fast seed twice reach 100%
+    # problems are resampled too: a 1-problem lead is not a steady one
+    rng = np.random.default_rng(0)
+    noisy = _problem_curves({("vanilla", s): [[0] * n, rng.integers(0, 2, n).tolist(), [1] * (n // 2) + [0] * (n // 2)]
+                             for s in (0, 1)} | {("saerl", s): [[0] * n, [1] * (n // 2 + 1) + [0] * (n // 2 - 1),
+                                                                 [1] * (n // 2) + [0] * (n // 2)] for s in (0, 1)})
+    out = {r["arm"]: r for r in steps_ratio_interval(noisy, n_boot=300).iter_rows(named=True)}
+    assert out["saerl"]["ratio_ci_low"] <= 0.5 and out["saerl"]["ratio_ci_high"] >= 1.0
+    assert steps_ratio_interval(noisy, reference_arm="absent").is_empty()
+    assert steps_ratio_interval(noisy, n_boot=0).is_empty()
 
 
 def test_curve_from_per_sample_frames():

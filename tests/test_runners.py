@@ -24,3 +24,12 @@ def test_format_steps_names_steps_ratio_and_a_target_met_at_the_start():
     reach = lines[("heldout:reachable", "saerl")]
     assert "0 steps (at the target from the start)" in reach and "ratio" not in reach
     assert "(at the target from the start)" not in lines[("heldout", "saerl")]
+
+
+def test_format_steps_prints_the_ratio_interval_and_says_when_it_is_noise():
+    stt = _stt([("vanilla", 0, 0, 0.10), ("vanilla", 0, 10, 0.20), ("vanilla", 0, 20, 0.30),
+                ("saerl", 0, 0, 0.10), ("saerl", 0, 10, 0.30), ("saerl", 0, 20, 0.30)], "heldout")
+    tight = stt.with_columns(ratio_ci_low=pl.lit(0.4), ratio_ci_high=pl.lit(0.9))
+    assert "ratio 0.50x [0.40, 0.90]" in format_steps(tight)
+    wide = stt.with_columns(ratio_ci_low=pl.lit(0.5), ratio_ci_high=pl.lit(float("inf")))
+    assert "ratio 0.50x [0.50, inf, within noise]" in format_steps(wide)
