@@ -270,7 +270,7 @@ def steps_ratio_interval(problems: pl.DataFrame, reference_arm: str = "vanilla",
     than the upper tail's share of resamples), reach_share (share of resamples in which its mean curve reaches
     the target). Each resample draws the problems with replacement (the same draw for every arm, seed and step:
     the arms are compared on paired problems) and each arm's seeds with replacement. Resamples in which the
-    reference reaches the target at step 0 make no ratio and are left out. Empty without the reference arm."""
+    reference reaches the target at step 0, or never (a fixed target), make no ratio and are left out. Empty without the reference arm."""
     schema = {"arm": pl.String, "ratio_ci_low": pl.Float64, "ratio_ci_high": pl.Float64, "reach_share": pl.Float64}
     if n_boot < 1 or problems.is_empty() or reference_arm not in problems["arm"].unique().to_list():
         return pl.DataFrame(schema=schema)
@@ -296,7 +296,7 @@ def steps_ratio_interval(problems: pl.DataFrame, reference_arm: str = "vanilla",
         return np.where(hit.any(axis=1), steps[hit.argmax(axis=1)], np.inf)
 
     ref = first(ref_steps_grid, ref_curve)
-    ok = ref > 0
+    ok = (ref > 0) & np.isfinite(ref)
     alpha = (1 - level) / 2
     rows = []
     for arm, (steps, curve) in sorted(curves.items()):

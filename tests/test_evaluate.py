@@ -170,6 +170,9 @@ def test_steps_ratio_interval_is_tight_for_a_clear_gap_and_wide_for_noise():
     out = {r["arm"]: r for r in steps_ratio_interval(clear, n_boot=200).iter_rows(named=True)}
     assert out["saerl"]["ratio_ci_low"] == out["saerl"]["ratio_ci_high"] == pytest.approx(0.5)
     assert out["saerl"]["reach_share"] == 1.0 and out["vanilla"]["ratio_ci_high"] == pytest.approx(1.0)
+    # a fixed target nobody reaches: no ratio at all (not 0 or nan from dividing by a reference that never gets there)
+    unreached = steps_ratio_interval(clear, target=1.01, n_boot=50).row(0, named=True)
+    assert unreached["ratio_ci_low"] is None and unreached["reach_share"] == 0.0
     # one saerl seed is fast, the other never gets there: resampling seeds gives ratios from 0.5 to never (inf)
     mixed = _problem_curves({("vanilla", 0): rise_slow, ("vanilla", 1): rise_slow,
                              ("saerl", 0): rise_fast, ("saerl", 1): [[0] * n] * 3})
