@@ -103,7 +103,7 @@ def arm_figures(folder: Path, set_name: str) -> dict[str, float]:
     stt = pl.read_parquet(folder / "steps_to_target.parquet").filter((pl.col("set") == set_name)
                                                                      & (pl.col("arm") == "saerl"))
     ratio = stt["ratio"][0] if stt.height else None
-    high = stt["ratio_ci_high"][0] if stt.height and "ratio_ci_high" in stt.columns else None
+    high = stt["ratio_ci_high"][0] if stt.height else None
     saerl, vanilla = row.get("saerl", {}), row.get("vanilla", {})
     return {"acc_saerl": 100 * saerl.get("accuracy", nan), "acc_vanilla": 100 * vanilla.get("accuracy", nan),
             "delta": saerl.get("diff_pts", nan), "ci_low": saerl.get("diff_ci_low_pts", nan),

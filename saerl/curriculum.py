@@ -18,8 +18,7 @@ ORDER_SCHEMA = {"id": pl.String, "position": pl.Int64, "batch": pl.Int64, "clust
                 "difficulty_hat": pl.Float64, "kept": pl.Boolean, "epoch": pl.Int64, "home": pl.Int64}
 
 
-def _queues(pool: pl.DataFrame, ordering: str, rng: np.random.Generator,
-            target: float = 0.0) -> dict[int, list[int]]:
+def _queues(pool: pl.DataFrame, ordering: str, rng: np.random.Generator, target: float) -> dict[int, list[int]]:
     """Row indices of `pool` per cluster, in the order the cluster is read: difficulty_hat ascending
     (easy_to_hard), descending (hard_to_easy), or by distance to `target` ascending (frontier), ties broken by
     a seeded shuffle and missing difficulties last (shuffled); or a seeded shuffle (random)."""

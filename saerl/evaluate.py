@@ -309,16 +309,6 @@ def steps_ratio_interval(problems: pl.DataFrame, reference_arm: str = "vanilla",
     return pl.DataFrame(rows, schema=schema)
 
 
-def format_ratio_interval(r: dict[str, Any]) -> str:
-    """' [low, high]' of a steps_to_target row's bootstrap ratio interval (inf: the arm's mean curve misses the
-    target in too many resamples), or '' when the row has none."""
-    low, high = r.get("ratio_ci_low"), r.get("ratio_ci_high")
-    if low is None or high is None:
-        return ""
-    noise = ", within noise" if low <= 1 <= high and low < high else ""
-    return f" [{low:.2f}, {high:.2f}{noise}]"
-
-
 # ---------------------------------------------------------------------------------------------- training signal
 
 

@@ -119,9 +119,18 @@ def _interval(lo: float | None, hi: float | None, scale: float = PERCENT, signed
     return f"[{fmt.format(scale * lo)}, {fmt.format(scale * hi)}]"
 
 
+def format_ratio_interval(r: dict[str, Any]) -> str:
+    """' [low, high]' of a steps_to_target row's bootstrap ratio interval (inf: the arm's mean curve misses the
+    target in too many resamples), or '' when the row has none."""
+    low, high = r.get("ratio_ci_low"), r.get("ratio_ci_high")
+    if low is None or high is None:
+        return ""
+    noise = ", within noise" if low <= 1 <= high and low < high else ""
+    return f" [{low:.2f}, {high:.2f}{noise}]"
+
+
 def _steps_cell(steps: pl.DataFrame | None, set_name: str, arm: str) -> str:
     """Steps-to-target of one arm on one set: mean steps over seeds and ratio to the reference."""
-    from saerl.evaluate import format_ratio_interval  # torch-heavy module: only when there are steps to show
 
     if steps is None:
         return NO_VALUE

@@ -428,7 +428,7 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
 def format_steps(stt: pl.DataFrame) -> str:
     """Steps-to-target per set and arm, one line each (on the arm's mean curve over seeds, how many seeds
     reached the target on their own, ratio to the reference)."""
-    from saerl.evaluate import format_ratio_interval
+    from saerl.report import format_ratio_interval
 
     lines = ["steps to target (greedy, in-training curve)"]
     for r in stt.unique(["set", "arm"], maintain_order=True).sort("set", "arm").iter_rows(named=True):
