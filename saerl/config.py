@@ -137,7 +137,7 @@ class SAEConfig(Section):
     encode_pool: list[Literal["max", "mean"]] = Field(
         ["max", "mean"], min_length=1, description="poolings of token codes per prompt stored by the encode stage "
         "(max: each feature's strongest firing; mean: weighted by the share of tokens it fires on); "
-        "score.cluster_pool and score.model_pool each read one of them")
+        "score.cluster_pool and score.model_pool each read one of them, score.difficulty_pool one or all")
     encode_top_k: int = Field(64, gt=0, description="pooled features kept per prompt")
     encode_batch_tokens: int = Field(8192, gt=0, description="tokens per SAE encode batch (bounds encode memory)")
     train_epochs: int = Field(8, gt=0, description="passes over the training token sample")
@@ -168,8 +168,12 @@ class ScoreConfig(Section):
         "better on 3 of 4 data sets measured, mean on the number-heavy 10k testbed world (docs/testbed.md, "
         "session 5); switching reruns scoring only")
     model_pool: Literal["max", "mean"] = Field(
-        "max", description="pooled SAE codes the difficulty and quality models read (must be in sae.encode_pool); "
-        "max keeps the strongest firing of each feature, which carries operand size and level out of distribution")
+        "max", description="pooled SAE codes the quality probe reads (must be in sae.encode_pool); max keeps the "
+        "strongest firing of each feature")
+    difficulty_pool: Literal["auto", "max", "mean"] = Field(
+        "auto", description="pooled SAE codes the difficulty regressor reads: auto fits it on every pooling in "
+        "sae.encode_pool and keeps the lowest cross-validated error on the labelled rows (no held-out row is "
+        "read; the report's models choose the same way on their own train rows); max or mean fixes one")
     difficulty_source: Literal["auto", "column", "measured"] = Field(
         "auto", description="auto: the dataset's difficulty column if mapped, else measured pass rate"
     )

@@ -11,6 +11,7 @@ import polars as pl
 import scipy.sparse as sp
 from scipy.stats import spearmanr
 from sklearn import metrics
+from sklearn.base import clone
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.feature_extraction.text import TfidfTransformer, TfidfVectorizer
@@ -139,6 +140,26 @@ def difficulty_model(name: str, cfg: ScoreConfig) -> Any:
     enet = ElasticNetCV(l1_ratio=list(cfg.enet_l1_ratios), alphas=cfg.enet_n_alphas, max_iter=cfg.enet_max_iter,
                         cv=KFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed), n_jobs=1)
     return make_pipeline(featurizer(name, cfg), enet)
+
+
+def cv_mse(model: Any) -> float:
+    """The cross-validated mean squared error of a fitted difficulty_model at its chosen hyper-parameters (the
+    ElasticNetCV's best mean over its folds); nan for the mean predictor, which has no CV of its own."""
+    est = model[-1] if hasattr(model, "steps") else model
+    return float(est.mse_path_.mean(axis=-1).min()) if hasattr(est, "mse_path_") else float("nan")
+
+
+def fit_difficulty(candidates: dict[str, Any], y: np.ndarray, rows: np.ndarray, name: str,
+                   cfg: ScoreConfig) -> tuple[str, Any]:
+    """Fit feature set `name`'s difficulty_model on `rows` (boolean mask) of each candidate matrix (e.g. the SAE
+    codes under each pooling, rows aligned to y) and keep the one with the lowest cross-validated mean squared
+    error on those rows (the ElasticNetCV's own seeded folds, the same for every candidate, so the errors are
+    comparable; no other row is read). in: {key: matrix}, labels, mask, feature-set name, config;
+    out: (chosen key, fitted pipeline); the first key when there is one candidate or no CV error."""
+    fitted = {key: clone(difficulty_model(name, cfg)).fit(M[rows], y[rows]) for key, M in candidates.items()}
+    errors = {key: cv_mse(model) for key, model in fitted.items()}
+    best = min(errors, key=lambda key: (np.nan_to_num(errors[key], nan=np.inf), list(errors).index(key)))
+    return best, fitted[best]
 
 
 def probe_model(name: str, cfg: ScoreConfig, y: np.ndarray) -> Any:

@@ -11,6 +11,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -126,16 +127,26 @@ def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     from saerl.sae import load_codes_csr
     from saerl.scoring import score_prompts, summarize_report
 
-    ids, X = load_codes_csr(inputs["encode"].path, cfg.score.model_pool)
-    C = X if cfg.score.cluster_pool == cfg.score.model_pool else load_codes_csr(inputs["encode"].path,
-                                                                                  cfg.score.cluster_pool)[1]
+    codes = inputs["encode"].path
+    ids, X = load_codes_csr(codes, cfg.score.model_pool)
+    pools = {cfg.score.model_pool: X}
+
+    def pooled(pool: str) -> Any:
+        """The codes under one pooling, read once."""
+        if pool not in pools:
+            pools[pool] = load_codes_csr(codes, pool)[1]
+        return pools[pool]
+
+    C = pooled(cfg.score.cluster_pool)
+    D = {pool: pooled(pool) for pool in (cfg.sae.encode_pool if cfg.score.difficulty_pool == "auto"
+                                         else [cfg.score.difficulty_pool])}
     prompts = read_prompts(inputs)
     measured = pl.read_parquet(inputs["label"].file("labels.parquet")) if "label" in inputs else None
     act = open_activations(inputs["extract"].path)
     R = act.pooled("mean") if "mean" in act.meta.pooling else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        result = score_prompts(X, prompts, cfg.score, measured, ids=ids, R=R, C=C)
+        result = score_prompts(X, prompts, cfg.score, measured, ids=ids, R=R, C=C, D=D)
     unconverged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
     if unconverged:
         log.info("score: %d scikit-learn fits stopped before converging (max_iter in score config)", unconverged)

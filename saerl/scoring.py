@@ -24,8 +24,9 @@ from saerl.config import ScoreConfig
 from saerl.property_models import (
     choose_k,
     cluster_table,
-    difficulty_model,
+    cv_mse,
     featurizer,
+    fit_difficulty,
     kmeans,
     predict_rows,
     probe_model,
@@ -135,7 +136,8 @@ def auroc_by_kind(good: np.ndarray, p_good: np.ndarray, kinds: np.ndarray) -> di
 def _model_rows(prop: str, inputs: dict[str, Any], y: np.ndarray, train: np.ndarray, test: np.ndarray,
                 cfg: ScoreConfig, suffix: str = "", kinds: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Fit each feature set's model on `train` rows and score it on `test` rows (boolean masks): difficulty
-    (Spearman rho), quality (AUROC of P(good); average precision of finding bad prompts by 1 - P(good); with
+    (Spearman rho; a feature set given as {key: matrix} is fitted on each and the lowest CV error on the train
+    rows picks the one tested, as in production: fit_difficulty), quality (AUROC of P(good); average precision of finding bad prompts by 1 - P(good); with
     defect `kinds`, the AUROC per kind), topic (held-out accuracy of a topic probe: is topic linearly
     decodable)."""
     if train.sum() < cfg.cv_folds or test.sum() < 3:
@@ -146,7 +148,9 @@ def _model_rows(prop: str, inputs: dict[str, Any], y: np.ndarray, train: np.ndar
     rows = []
     for name, M in inputs.items():
         if prop == "difficulty":
-            pred = clone(difficulty_model(name, cfg)).fit(M[train], y[train]).predict(M[test])
+            cands = M if isinstance(M, dict) else {name: M}
+            key, model = fit_difficulty(cands, y, train, name, cfg)
+            pred = model.predict(cands[key][test])
             values = {f"spearman{suffix}": spearman(y[test], pred)}
         elif prop == "topic":
             pred = clone(probe_model(name, cfg, yt)).fit(M[train], yt).predict(M[test])
@@ -177,12 +181,16 @@ def _ood_split(topics: np.ndarray, usable: np.ndarray, cfg: ScoreConfig,
 
 
 def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measured: pl.DataFrame | None = None,
-                  *, ids: Any = None, R: np.ndarray | None = None, C: sp.spmatrix | None = None) -> ScoreResult:
+                  *, ids: Any = None, R: np.ndarray | None = None, C: sp.spmatrix | None = None,
+                  D: dict[str, sp.spmatrix] | None = None) -> ScoreResult:
     """Cluster, score difficulty and quality for every prompt, and build the property report.
 
     X (the codes the difficulty and quality models read) rows are aligned to `ids` (default: the prompts'
     row order); `C`, rows aligned the same way, are the codes the clusters are made from (default: X; the
-    score stage passes the cfg.cluster_pool pooling); `measured` (id, pass_rate) supplies measured
+    score stage passes the cfg.cluster_pool pooling); `D` ({pooling: codes}, rows aligned the same way) are the
+    codes the difficulty regressor is chosen from by CV error on its training rows (fit_difficulty; default
+    {cfg.model_pool: X}; the score stage passes every pooling in sae.encode_pool when cfg.difficulty_pool is
+    auto); `measured` (id, pass_rate) supplies measured
     difficulty; `R` enables the residual baseline. The labelled subset is the prompts' ``labelled``
     column, else the measured ids (measured source), else a seeded draw of cfg.label_fraction. Production
     models train on the whole labelled subset; report models train on its seeded (1 - heldout_fraction) part
@@ -194,9 +202,11 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     kept from quality_hat, so treat this column as informative."""
     X = sp.csr_matrix(X)
     C = X if C is None else sp.csr_matrix(C)
+    D = {cfg.model_pool: X} if D is None else {key: sp.csr_matrix(M) for key, M in D.items()}
     ids = prompts["id"] if ids is None else pl.Series("id", list(ids)).cast(prompts["id"].dtype)
-    if X.shape[0] != len(ids) or C.shape[0] != len(ids):
-        raise ValueError(f"X has {X.shape[0]} rows and C {C.shape[0]} but {len(ids)} ids were given")
+    if not D or any(M.shape[0] != len(ids) for M in (X, C, *D.values())):
+        raise ValueError(f"X has {X.shape[0]} rows, C {C.shape[0]} and D {[M.shape[0] for M in D.values()]} but "
+                         f"{len(ids)} ids were given (D needs at least one matrix)")
     P = pl.DataFrame({"id": ids}).join(prompts, on="id", how="left", maintain_order="left")
     if P.height != len(ids) or P["prompt"].null_count():
         raise ValueError(f"ids of X must each match one prompts row: {P['prompt'].null_count()} unmatched, "
@@ -229,13 +239,14 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     has_d = labelled & known_d
     if has_d.sum() < cfg.cv_folds:
         raise ValueError(f"only {int(has_d.sum())} labelled prompts have a difficulty label; need >= {cfg.cv_folds}")
-    dmodel = difficulty_model("sae", cfg).fit(X[has_d], y_diff[has_d])
-    difficulty_hat = predict_rows(dmodel, X)
+    d_pool, dmodel = fit_difficulty(D, y_diff, has_d, "sae", cfg)
+    difficulty_hat = predict_rows(dmodel, D[d_pool])
     enet = dmodel[-1]
-    report += _model_rows("difficulty", inputs, y_diff, train & has_d, evaluable & known_d, cfg, "_id")
+    d_inputs = {**inputs, "sae": D}
+    report += _model_rows("difficulty", d_inputs, y_diff, train & has_d, evaluable & known_d, cfg, "_id")
     split = _ood_split(topics, has_d, cfg, known_d) if topics is not None else None
     if split is not None:
-        report += _model_rows("difficulty", inputs, y_diff, split[0], split[1], cfg, "_ood")
+        report += _model_rows("difficulty", d_inputs, y_diff, split[0], split[1], cfg, "_ood")
     if topics is not None:  # topics with fewer than cv_folds training rows are left out of the topic probe
         names, counts = np.unique(topics[train & (topics != "")], return_counts=True)
         common = np.isin(topics, names[counts >= cfg.cv_folds])
@@ -247,7 +258,8 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     q_good = (np.nan_to_num(y_q) >= 0.5).astype(int) if y_q is not None else None
     params: dict[str, Any] = {"k": k, "silhouette": sil, "difficulty_source": source, "n_labelled": int(labelled.sum()),
                               "n_difficulty_labels": int(has_d.sum()), "n_quality_labels": int(has_q.sum()),
-                              "difficulty_alpha": float(enet.alpha_), "difficulty_l1_ratio": float(enet.l1_ratio_)}
+                              "difficulty_alpha": float(enet.alpha_), "difficulty_l1_ratio": float(enet.l1_ratio_),
+                              "difficulty_pool": d_pool, "difficulty_cv_mse": cv_mse(dmodel)}
     if q_good is not None and len(np.unique(q_good[has_q])) == 2:
         qmodel = probe_model("sae", cfg, q_good[has_q]).fit(X[has_q], q_good[has_q])
         quality_hat = predict_rows(qmodel, X, proba=True)

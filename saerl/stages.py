@@ -51,8 +51,9 @@ STAGES: dict[str, Stage] = {
             ("ingest", "testbed"), "measured pass rates on the labelled subset",
         ),
         Stage(
-            "score", "3",
+            "score", "4",
             ("score.n_clusters", "score.k_range", "score.tfidf", "score.cluster_pool", "score.model_pool",
+             "score.difficulty_pool",
              "score.difficulty_source", "score.label_fraction",
              "score.seed", "score.minibatch_above", "score.kmeans_n_init", "score.silhouette_sample",
              "score.cluster_top_features", "score.cluster_examples", "score.cv_folds", "score.enet_l1_ratios",

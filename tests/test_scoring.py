@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from saerl.config import ScoreConfig
-from saerl.property_models import choose_k, seeded_subset, weight_codes
+from saerl.property_models import choose_k, cv_mse, fit_difficulty, seeded_subset, weight_codes
 from saerl.scoring import REPORT_SCHEMA, best_baseline, resolve_difficulty, score_prompts, summarize_report
 
 FAST = dict(k_range=(3, 6), kmeans_n_init=2, cv_folds=3, enet_n_alphas=8, enet_l1_ratios=[0.5, 1.0],
@@ -205,3 +205,47 @@ def test_quality_auroc_per_defect_kind_separates_visible_from_invisible_defects(
     assert _value(rep, "quality", "auroc_silent", "sae") < 0.75
     assert _value(rep, "quality", "auroc_loud", "majority") == 0.5
     assert not rep.filter(pl.col("metric") == "auroc_none").height  # good rows are not a defect kind
+
+
+def test_fit_difficulty_keeps_the_codes_with_the_lowest_cv_error_on_the_train_rows_only(data):
+    """Two candidate code matrices: the planted codes and the same codes with the difficulty block removed.
+    Whatever their order, the CV error on the train rows picks the planted one; labels outside the train rows
+    (here: scrambled) change nothing."""
+    X, prompts, _ = data
+    y = prompts["difficulty"].to_numpy()
+    blind = X.tolil()
+    blind[:, 280:288] = 0
+    blind = blind.tocsr()
+    rows = np.arange(len(y)) < 200
+    cfg = ScoreConfig(**FAST)
+    for cands in ({"blind": blind, "planted": X}, {"planted": X, "blind": blind}):
+        key, model = fit_difficulty(cands, y, rows, "sae", cfg)
+        assert key == "planted"
+        assert cv_mse(model) < cv_mse(fit_difficulty({"b": blind}, y, rows, "sae", cfg)[1])
+    scrambled = np.where(rows, y, np.random.default_rng(0).permutation(y))
+    key, model = fit_difficulty({"blind": blind, "planted": X}, scrambled, rows, "sae", cfg)
+    ref = fit_difficulty({"planted": X}, y, rows, "sae", cfg)[1]
+    assert key == "planted" and np.allclose(model.predict(X), ref.predict(X))
+    assert np.isnan(cv_mse(fit_difficulty({"m": X}, y, rows, "majority", cfg)[1]))
+
+
+def test_score_chooses_the_difficulty_pooling_and_reports_the_choice(data):
+    """D's candidates: production predicts from the chosen one (params name it); the report's SAE row is a model
+    chosen the same way on the report's own train rows, so it matches the planted codes' row."""
+    X, prompts, _ = data
+    blind = X.tolil()
+    blind[:, 280:288] = 0
+    blind = blind.tocsr()
+    cfg = ScoreConfig(**FAST, baselines=False, n_clusters=4)
+    both = score_prompts(blind, prompts, cfg, D={"mean": blind, "max": X})
+    planted = score_prompts(blind, prompts, cfg, D={"max": X})
+    only_blind = score_prompts(blind, prompts, cfg)
+    assert both.params["difficulty_pool"] == "max" and only_blind.params["difficulty_pool"] == cfg.model_pool
+    assert both.scores["difficulty_hat"].to_list() == planted.scores["difficulty_hat"].to_list()
+    for metric in ("spearman_id", "spearman_ood"):
+        assert _value(both.report, "difficulty", metric, "sae") == _value(planted.report, "difficulty", metric, "sae")
+        assert _value(both.report, "difficulty", metric, "sae") > _value(only_blind.report, "difficulty", metric,
+                                                                          "sae") + 0.3
+    assert both.params["difficulty_cv_mse"] < only_blind.params["difficulty_cv_mse"]
+    with pytest.raises(ValueError, match="D"):
+        score_prompts(X, prompts, cfg, D={"max": X[:10]})

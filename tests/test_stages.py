@@ -40,3 +40,9 @@ def test_key_depends_on_inputs_and_result_neutral_fields_do_not_matter():
     assert stage_key(a, "encode", {"extract": "x"}) != stage_key(a, "encode", {"extract": "y"})
     b = load_config(None, ["tracking.enabled=false", "runtime.artifact_root=/elsewhere", "name=other"])
     assert all(stage_key(a, s, {}) == stage_key(b, s, {}) for s in STAGES)
+
+
+def test_difficulty_pool_reruns_scoring_only():
+    a, b = PipelineConfig(), load_config(None, ["score.difficulty_pool=max"])
+    assert all(stage_key(a, s, {}) == stage_key(b, s, {}) for s in ("extract", "sae", "encode", "label"))
+    assert stage_key(a, "score", {}) != stage_key(b, "score", {})
