@@ -194,6 +194,14 @@ class ScoreConfig(Section):
     enet_l1_ratios: list[float] = Field(
         [0.1, 0.5, 0.9, 1.0], min_length=1, description="ElasticNetCV l1_ratio grid (difficulty)"
     )
+    difficulty_models: list[Literal["elasticnet", "ridge"]] = Field(
+        ["elasticnet", "ridge"], min_length=1, description="difficulty regressor families; each is fitted (with its "
+        "own CV'd penalty) and the lowest cross-validated error on the labelled rows is kept: elasticnet "
+        "(ElasticNetCV), ridge (RidgeCV, the elastic net's pure-L2 end, which generalised best from a few hundred "
+        "labels on the testbed: docs/testbed.md, session 7)")
+    ridge_alphas: list[float] = Field(
+        [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0], min_length=1,
+        description="RidgeCV penalty grid (difficulty, family ridge)")
     enet_n_alphas: int = Field(30, gt=0, description="ElasticNetCV alphas per l1_ratio along the regularisation path")
     enet_max_iter: int = Field(5000, gt=0, description="ElasticNet coordinate-descent iteration cap")
     probe_cs: list[float] = Field(

@@ -1,5 +1,5 @@
 """Property-model primitives of the score stage: seeded subsets, SAE-code weighting, k-means with an
-automatic k, per-cluster summaries, and the model families (ElasticNetCV for difficulty, a logistic probe for
+automatic k, per-cluster summaries, and the model families (ElasticNetCV or RidgeCV for difficulty, a logistic probe for
 quality) shared by the SAE models and their baselines. Every number comes from :class:`ScoreConfig`."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from sklearn.base import clone
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.feature_extraction.text import TfidfTransformer, TfidfVectorizer
-from sklearn.linear_model import ElasticNetCV, LogisticRegression
+from sklearn.linear_model import ElasticNetCV, LogisticRegression, RidgeCV
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MaxAbsScaler, StandardScaler, normalize
@@ -132,34 +132,51 @@ def featurizer(name: str, cfg: ScoreConfig) -> Any:
     return MaxAbsScaler() if name == "sae" else StandardScaler()
 
 
-def difficulty_model(name: str, cfg: ScoreConfig) -> Any:
-    """ElasticNetCV (CV over cfg.enet_l1_ratios x cfg.enet_n_alphas, seeded K folds) behind the feature set's
-    preprocessing; the mean predictor for name="majority"."""
+def difficulty_model(name: str, cfg: ScoreConfig, family: str = "elasticnet") -> Any:
+    """The difficulty regressor of feature set `name` behind its preprocessing: family "elasticnet" is
+    ElasticNetCV (CV over cfg.enet_l1_ratios x cfg.enet_n_alphas), "ridge" is RidgeCV over cfg.ridge_alphas
+    (the elastic net's pure-L2 end, which the ElasticNetCV path does not reach), both on the same seeded K
+    folds scored by mean squared error; the mean predictor for name="majority"."""
     if name == "majority":
         return DummyRegressor(strategy="mean")
+    folds = KFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed)
+    if family == "ridge":
+        return make_pipeline(featurizer(name, cfg), RidgeCV(alphas=list(cfg.ridge_alphas), cv=folds,
+                                                            scoring="neg_mean_squared_error"))
     enet = ElasticNetCV(l1_ratio=list(cfg.enet_l1_ratios), alphas=cfg.enet_n_alphas, max_iter=cfg.enet_max_iter,
-                        cv=KFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed), n_jobs=1)
+                        cv=folds, n_jobs=1)
     return make_pipeline(featurizer(name, cfg), enet)
 
 
 def cv_mse(model: Any) -> float:
     """The cross-validated mean squared error of a fitted difficulty_model at its chosen hyper-parameters (the
-    ElasticNetCV's best mean over its folds); nan for the mean predictor, which has no CV of its own."""
+    mean over its folds: ElasticNetCV's best point of its path, RidgeCV's best alpha); nan for the mean
+    predictor, which has no CV of its own."""
     est = model[-1] if hasattr(model, "steps") else model
-    return float(est.mse_path_.mean(axis=-1).min()) if hasattr(est, "mse_path_") else float("nan")
+    if hasattr(est, "mse_path_"):
+        return float(est.mse_path_.mean(axis=-1).min())
+    return float(-est.best_score_) if hasattr(est, "best_score_") else float("nan")
 
 
 def fit_difficulty(candidates: dict[str, Any], y: np.ndarray, rows: np.ndarray, name: str,
                    cfg: ScoreConfig) -> tuple[str, Any]:
-    """Fit feature set `name`'s difficulty_model on `rows` (boolean mask) of each candidate matrix (e.g. the SAE
-    codes under each pooling, rows aligned to y) and keep the one with the lowest cross-validated mean squared
-    error on those rows (the ElasticNetCV's own seeded folds, the same for every candidate, so the errors are
-    comparable; no other row is read). in: {key: matrix}, labels, mask, feature-set name, config;
-    out: (chosen key, fitted pipeline); the first key when there is one candidate or no CV error."""
-    fitted = {key: clone(difficulty_model(name, cfg)).fit(M[rows], y[rows]) for key, M in candidates.items()}
-    errors = {key: cv_mse(model) for key, model in fitted.items()}
-    best = min(errors, key=lambda key: (np.nan_to_num(errors[key], nan=np.inf), list(errors).index(key)))
-    return best, fitted[best]
+    """Fit feature set `name`'s difficulty_model of each family in cfg.difficulty_models on `rows` (boolean
+    mask) of each candidate matrix (e.g. the SAE codes under each pooling, rows aligned to y) and keep the
+    (matrix, family) with the lowest cross-validated mean squared error on those rows (the same seeded folds
+    for every candidate, so the errors are comparable; no other row is read). in: {key: matrix}, labels, mask,
+    feature-set name, config; out: (chosen key, fitted pipeline); the first candidate on ties or without a CV
+    error (the mean predictor)."""
+    families = ["elasticnet"] if name == "majority" else list(dict.fromkeys(cfg.difficulty_models))
+    fitted = [(key, clone(difficulty_model(name, cfg, family)).fit(M[rows], y[rows]))
+              for key, M in candidates.items() for family in families]
+    errors = [np.nan_to_num(cv_mse(model), nan=np.inf) for _, model in fitted]
+    return fitted[int(np.argmin(errors))]
+
+
+def model_family(model: Any) -> str:
+    """"ridge", "elasticnet" or "mean": which difficulty_model family a fitted pipeline is."""
+    est = model[-1] if hasattr(model, "steps") else model
+    return "ridge" if isinstance(est, RidgeCV) else "elasticnet" if isinstance(est, ElasticNetCV) else "mean"
 
 
 def probe_model(name: str, cfg: ScoreConfig, y: np.ndarray) -> Any:

@@ -28,6 +28,7 @@ from saerl.property_models import (
     featurizer,
     fit_difficulty,
     kmeans,
+    model_family,
     predict_rows,
     probe_model,
     report_rows,
@@ -241,7 +242,7 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
         raise ValueError(f"only {int(has_d.sum())} labelled prompts have a difficulty label; need >= {cfg.cv_folds}")
     d_pool, dmodel = fit_difficulty(D, y_diff, has_d, "sae", cfg)
     difficulty_hat = predict_rows(dmodel, D[d_pool])
-    enet = dmodel[-1]
+    reg = dmodel[-1]
     d_inputs = {**inputs, "sae": D}
     report += _model_rows("difficulty", d_inputs, y_diff, train & has_d, evaluable & known_d, cfg, "_id")
     split = _ood_split(topics, has_d, cfg, known_d) if topics is not None else None
@@ -258,7 +259,8 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     q_good = (np.nan_to_num(y_q) >= 0.5).astype(int) if y_q is not None else None
     params: dict[str, Any] = {"k": k, "silhouette": sil, "difficulty_source": source, "n_labelled": int(labelled.sum()),
                               "n_difficulty_labels": int(has_d.sum()), "n_quality_labels": int(has_q.sum()),
-                              "difficulty_alpha": float(enet.alpha_), "difficulty_l1_ratio": float(enet.l1_ratio_),
+                              "difficulty_model": model_family(dmodel), "difficulty_alpha": float(reg.alpha_),
+                              "difficulty_l1_ratio": float(getattr(reg, "l1_ratio_", 0.0)),
                               "difficulty_pool": d_pool, "difficulty_cv_mse": cv_mse(dmodel)}
     if q_good is not None and len(np.unique(q_good[has_q])) == 2:
         qmodel = probe_model("sae", cfg, q_good[has_q]).fit(X[has_q], q_good[has_q])

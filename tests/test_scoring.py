@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from saerl.config import ScoreConfig
-from saerl.property_models import choose_k, cv_mse, fit_difficulty, seeded_subset, weight_codes
+from saerl.property_models import choose_k, cv_mse, fit_difficulty, model_family, seeded_subset, weight_codes
 from saerl.scoring import REPORT_SCHEMA, best_baseline, resolve_difficulty, score_prompts, summarize_report
 
 FAST = dict(k_range=(3, 6), kmeans_n_init=2, cv_folds=3, enet_n_alphas=8, enet_l1_ratios=[0.5, 1.0],
@@ -249,3 +249,25 @@ def test_score_chooses_the_difficulty_pooling_and_reports_the_choice(data):
     assert both.params["difficulty_cv_mse"] < only_blind.params["difficulty_cv_mse"]
     with pytest.raises(ValueError, match="D"):
         score_prompts(X, prompts, cfg, D={"max": X[:10]})
+
+
+def test_fit_difficulty_chooses_the_family_by_cv_error():
+    """Dense small effects on every feature favour the ridge; one strong feature among noise favours the
+    elastic net's sparsity. Each time the family kept is the one with the lower CV error on the train rows,
+    and difficulty_models fixes the family when it names one."""
+    rng = np.random.default_rng(0)
+    n, d = 150, 600
+    X = sp.csr_matrix(rng.exponential(1.0, (n, d)))
+    rows = np.ones(n, dtype=bool)
+    cfg = ScoreConfig(**FAST)
+    dense = X @ rng.normal(0, 0.05, d) + rng.normal(0, 0.5, n)
+    sparse = 3 * X[:, 0].toarray().ravel() + rng.normal(0, 0.3, n)
+    for y, want in ((dense, "ridge"), (sparse, "elasticnet")):
+        errors = {f: cv_mse(fit_difficulty({"x": X}, y, rows, "sae", ScoreConfig(**FAST, difficulty_models=[f]))[1])
+                  for f in ("ridge", "elasticnet")}
+        assert min(errors, key=errors.get) == want, errors
+        _, model = fit_difficulty({"x": X}, y, rows, "sae", cfg)
+        assert model_family(model) == want and cv_mse(model) == min(errors.values())
+    assert model_family(fit_difficulty({"x": X}, dense, rows, "sae",
+                                       ScoreConfig(**FAST, difficulty_models=["elasticnet"]))[1]) == "elasticnet"
+    assert model_family(fit_difficulty({"x": X}, dense, rows, "majority", cfg)[1]) == "mean"
