@@ -1,6 +1,6 @@
 """Property-model primitives of the score stage: seeded subsets, SAE-code weighting, k-means with an
-automatic k, per-cluster summaries, and the model families (ElasticNetCV or RidgeCV for difficulty, a logistic probe for
-quality) shared by the SAE models and their baselines. Every number comes from :class:`ScoreConfig`."""
+automatic k, per-cluster summaries, and the model families (ElasticNetCV or RidgeCV for difficulty, chosen
+by CV error; a logistic probe for quality) shared by the SAE models and their baselines. Every number comes from :class:`ScoreConfig`."""
 
 from __future__ import annotations
 

@@ -137,9 +137,9 @@ def auroc_by_kind(good: np.ndarray, p_good: np.ndarray, kinds: np.ndarray) -> di
 def _model_rows(prop: str, inputs: dict[str, Any], y: np.ndarray, train: np.ndarray, test: np.ndarray,
                 cfg: ScoreConfig, suffix: str = "", kinds: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Fit each feature set's model on `train` rows and score it on `test` rows (boolean masks): difficulty
-    (Spearman rho; a feature set given as {key: matrix} is fitted on each and the lowest CV error on the train
-    rows picks the one tested, as in production: fit_difficulty), quality (AUROC of P(good); average precision of finding bad prompts by 1 - P(good); with
-    defect `kinds`, the AUROC per kind), topic (held-out accuracy of a topic probe: is topic linearly
+    (Spearman rho; a feature set given as {key: matrix} is fitted on each, and the lowest CV error on the
+    train rows picks the one tested, as in production: fit_difficulty), quality (AUROC of P(good); average
+    precision of finding bad prompts by 1 - P(good); with defect `kinds`, the AUROC per kind), topic (held-out accuracy of a topic probe: is topic linearly
     decodable)."""
     if train.sum() < cfg.cv_folds or test.sum() < 3:
         return []
@@ -186,7 +186,7 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
                   D: dict[str, sp.spmatrix] | None = None) -> ScoreResult:
     """Cluster, score difficulty and quality for every prompt, and build the property report.
 
-    X (the codes the difficulty and quality models read) rows are aligned to `ids` (default: the prompts'
+    X (the codes the quality probe reads, and the difficulty regressor unless `D` is given) rows are aligned to `ids` (default: the prompts'
     row order); `C`, rows aligned the same way, are the codes the clusters are made from (default: X; the
     score stage passes the cfg.cluster_pool pooling); `D` ({pooling: codes}, rows aligned the same way) are the
     codes the difficulty regressor is chosen from by CV error on its training rows (fit_difficulty; default
