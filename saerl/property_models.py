@@ -1,6 +1,7 @@
 """Property-model primitives of the score stage: seeded subsets, SAE-code weighting, k-means with an
 automatic k, per-cluster summaries, and the model families (ElasticNetCV or RidgeCV for difficulty, chosen
-by CV error; a logistic probe for quality) shared by the SAE models and their baselines. Every number comes from :class:`ScoreConfig`."""
+by CV error; a logistic probe for quality) shared by the SAE models and their baselines. Every number comes
+from :class:`ScoreConfig`."""
 
 from __future__ import annotations
 
@@ -148,11 +149,16 @@ def difficulty_model(name: str, cfg: ScoreConfig, family: str = "elasticnet") ->
     return make_pipeline(featurizer(name, cfg), enet)
 
 
+def _regressor(model: Any) -> Any:
+    """The final estimator of a difficulty_model (the pipeline's last step; the model itself when bare)."""
+    return model[-1] if hasattr(model, "steps") else model
+
+
 def cv_mse(model: Any) -> float:
     """The cross-validated mean squared error of a fitted difficulty_model at its chosen hyper-parameters (the
     mean over its folds: ElasticNetCV's best point of its path, RidgeCV's best alpha); nan for the mean
     predictor, which has no CV of its own."""
-    est = model[-1] if hasattr(model, "steps") else model
+    est = _regressor(model)
     if hasattr(est, "mse_path_"):
         return float(est.mse_path_.mean(axis=-1).min())
     return float(-est.best_score_) if hasattr(est, "best_score_") else float("nan")
@@ -175,7 +181,7 @@ def fit_difficulty(candidates: dict[str, Any], y: np.ndarray, rows: np.ndarray, 
 
 def model_family(model: Any) -> str:
     """"ridge", "elasticnet" or "mean": which difficulty_model family a fitted pipeline is."""
-    est = model[-1] if hasattr(model, "steps") else model
+    est = _regressor(model)
     return "ridge" if isinstance(est, RidgeCV) else "elasticnet" if isinstance(est, ElasticNetCV) else "mean"
 
 

@@ -11,7 +11,6 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
@@ -127,19 +126,13 @@ def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     from saerl.sae import load_codes_csr
     from saerl.scoring import score_prompts, summarize_report
 
-    codes = inputs["encode"].path
-    ids, X = load_codes_csr(codes, cfg.score.model_pool)
-    pools = {cfg.score.model_pool: X}
-
-    def pooled(pool: str) -> Any:
-        """The codes under one pooling, read once."""
-        if pool not in pools:
-            pools[pool] = load_codes_csr(codes, pool)[1]
-        return pools[pool]
-
-    C = pooled(cfg.score.cluster_pool)
-    D = {pool: pooled(pool) for pool in (cfg.sae.encode_pool if cfg.score.difficulty_pool == "auto"
-                                         else [cfg.score.difficulty_pool])}
+    sc = cfg.score
+    d_pools = cfg.sae.encode_pool if sc.difficulty_pool == "auto" else [sc.difficulty_pool]
+    loaded = {pool: load_codes_csr(inputs["encode"].path, pool)  # each pooling read once
+              for pool in dict.fromkeys([sc.model_pool, sc.cluster_pool, *d_pools])}
+    ids, X = loaded[sc.model_pool]
+    C = loaded[sc.cluster_pool][1]
+    D = {pool: loaded[pool][1] for pool in d_pools}
     prompts = read_prompts(inputs)
     measured = pl.read_parquet(inputs["label"].file("labels.parquet")) if "label" in inputs else None
     act = open_activations(inputs["extract"].path)

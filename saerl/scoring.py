@@ -139,8 +139,8 @@ def _model_rows(prop: str, inputs: dict[str, Any], y: np.ndarray, train: np.ndar
     """Fit each feature set's model on `train` rows and score it on `test` rows (boolean masks): difficulty
     (Spearman rho; a feature set given as {key: matrix} is fitted on each, and the lowest CV error on the
     train rows picks the one tested, as in production: fit_difficulty), quality (AUROC of P(good); average
-    precision of finding bad prompts by 1 - P(good); with defect `kinds`, the AUROC per kind), topic (held-out accuracy of a topic probe: is topic linearly
-    decodable)."""
+    precision of finding bad prompts by 1 - P(good); with defect `kinds`, the AUROC per kind), topic
+    (held-out accuracy of a topic probe: is topic linearly decodable)."""
     if train.sum() < cfg.cv_folds or test.sum() < 3:
         return []
     yt, yv = y[train], y[test]
@@ -186,12 +186,12 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
                   D: dict[str, sp.spmatrix] | None = None) -> ScoreResult:
     """Cluster, score difficulty and quality for every prompt, and build the property report.
 
-    X (the codes the quality probe reads, and the difficulty regressor unless `D` is given) rows are aligned to `ids` (default: the prompts'
-    row order); `C`, rows aligned the same way, are the codes the clusters are made from (default: X; the
-    score stage passes the cfg.cluster_pool pooling); `D` ({pooling: codes}, rows aligned the same way) are the
-    codes the difficulty regressor is chosen from by CV error on its training rows (fit_difficulty; default
-    {cfg.model_pool: X}; the score stage passes every pooling in sae.encode_pool when cfg.difficulty_pool is
-    auto); `measured` (id, pass_rate) supplies measured
+    X (the codes the quality probe reads, and the difficulty regressor unless `D` is given) rows are aligned to
+    `ids` (default: the prompts' row order); `C`, rows aligned the same way, are the codes the clusters are
+    made from (default: X; the score stage passes the cfg.cluster_pool pooling); `D` ({pooling: codes}, rows
+    aligned the same way) are the codes the difficulty regressor is chosen from by CV error on its training
+    rows (fit_difficulty; default {cfg.model_pool: X}; the score stage passes every pooling in
+    sae.encode_pool when cfg.difficulty_pool is auto); `measured` (id, pass_rate) supplies measured
     difficulty; `R` enables the residual baseline. The labelled subset is the prompts' ``labelled``
     column, else the measured ids (measured source), else a seeded draw of cfg.label_fraction. Production
     models train on the whole labelled subset; report models train on its seeded (1 - heldout_fraction) part
