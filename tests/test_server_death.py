@@ -193,6 +193,7 @@ def test_prefect_server_dying_mid_run_loses_no_artifact(tmp_path):
         _stop(server)
     assert cli.returncode == 0, err[-3000:]
     assert "the Prefect API stopped answering" in err and "Every stage run finished" in err
+    assert "queued events dropped" in err
     first = _newest_record(root)
     _assert_stored(root, first, PREFECT_STAGES)
     assert {r["status"] for r in first["stages"].values()} == {"computed"}
