@@ -57,7 +57,7 @@ def main() -> int:
         sh(str(BIN / "ruff"), "check", "saerl", "tasks", "flows", "tests", "benchmarks", "dev.py")
         # Test files run on up to PYTEST_WORKERS processes (pytest-xdist), a file's tests in one worker so its
         # module fixtures are built once. Many slow tests wait on servers and subprocesses: two workers on two
-        # cores took the suite from 675 s to 395 s here.
+        # cores took the suite from 675 s to 405 s here.
         sh(str(BIN / "python"), "-m", "pytest", "-q", "-ra", "-n", "auto", "--maxprocesses", PYTEST_WORKERS,
            "--dist", "loadfile", *rest)
     return 0

@@ -189,6 +189,7 @@ def drop_pending_events() -> int:
         pending = getattr(worker, "_queue", None)
         if not isinstance(worker, EventsWorker) or not isinstance(pending, queue.Queue):
             continue
+        release = getattr(worker, "_on_item_dropped", None)  # frees the event's saved context
         while True:
             try:
                 item = pending.get_nowait()
@@ -197,7 +198,8 @@ def drop_pending_events() -> int:
             if item is None:  # the worker's stop signal: keep it so the worker still ends
                 pending.put_nowait(None)
                 break
-            worker._on_item_dropped(item)
+            if release is not None:
+                release(item)
             pending.task_done()
             dropped += 1
     return dropped
