@@ -195,12 +195,12 @@ def drop_pending_events() -> int:
                 item = pending.get_nowait()
             except queue.Empty:
                 break
-            if item is None:  # the worker's stop signal: keep it so the worker still ends
+            pending.task_done()  # taken off the queue: its count must fall, or Prefect's queue.join() never returns
+            if item is None:  # the worker's stop signal: put it back so the worker still ends
                 pending.put_nowait(None)
                 break
             if release is not None:
                 release(item)
-            pending.task_done()
             dropped += 1
     return dropped
 

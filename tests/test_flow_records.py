@@ -54,6 +54,7 @@ def test_drop_pending_events_empties_the_event_queues_and_keeps_the_stop_signal(
         worker._queue.put_nowait(SimpleNamespace(id=event_id))
     worker._queue.put_nowait(None)  # the stop signal the worker puts at exit
     assert drop_pending_events() == 3
+    assert worker._queue.unfinished_tasks == 1, "only the stop signal is left to process (queue.join() can return)"
     assert worker._queue.get_nowait() is None and worker._queue.empty()
     assert worker._context_cache == {}, "a dropped event's saved context is released"
     assert drop_pending_events() == 0
