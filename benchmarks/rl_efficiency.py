@@ -25,13 +25,16 @@ the shared stages (testbed .. curriculum) are done; each run is the same cached 
 
 Last line: ``RESULT acc_saerl=.. acc_vanilla=.. acc_delta_points=.. acc_delta_ci_low=.. steps_ratio=.. seeds=..
 gain_saerl=.. gain_vanilla=.. acc_delta_reachable=.. reachable_share=.. acc_delta_fresh=.. acc_delta_fresh_ci_low=.. steps_ratio_fresh=..
-gain_fresh_saerl=.. gain_fresh_vanilla=.. steps_ratio_ci_high=.. steps_ratio_fresh_ci_high=..`` (greedy accuracy on
+gain_fresh_saerl=.. gain_fresh_vanilla=.. steps_ratio_ci_high=.. steps_ratio_fresh_ci_high=.. spread_groups_ratio=..
+prompts_drawn_ratio=..`` (greedy accuracy on
 the held-out set; steps_ratio = the steps saerl's mean curve over seeds takes to reach vanilla's final accuracy, over
 vanilla's, nan when saerl's mean curve never reaches it; steps_ratio_ci_high = the upper end of its bootstrap
 interval over seeds and paired problems (inf: saerl misses the target in too many resamples), the bound a claim
 of "fewer steps" has to clear; gain_* = each arm's points over the starting policy; acc_delta_reachable = saerl minus vanilla on the
 held-out problems the starting policy solves in at least one of k probe samples, the share of the set they are;
-*_fresh: the same on the fresh level 1-2 set, nan with --fresh 0).
+*_fresh: the same on the fresh level 1-2 set, nan with --fresh 0; spread_groups_ratio = saerl over vanilla of the
+groups with a reward spread (a gradient) trained on per step, prompts_drawn_ratio = the same of the prompts generated
+for per step: 1 under GRPO, the generation cost of a step under DAPO's dynamic sampling, train.algorithm=dapo).
 """
 
 from __future__ import annotations
@@ -126,6 +129,16 @@ def signal_table(results: dict[str, object]) -> pl.DataFrame:
             .agg(pl.all().mean().round(3)).sort("arm", "part"))
 
 
+def budget_ratios(signal: pl.DataFrame) -> dict[str, float]:
+    """saerl over vanilla, per step over the whole run, of the groups with a reward spread trained on and of the
+    prompts generated for (the signal table's spread_groups and prompts_drawn; nan when an arm is missing)."""
+    means = {r["arm"]: r for r in signal.group_by("arm").agg(pl.col("spread_groups", "prompts_drawn").mean())
+             .iter_rows(named=True)}
+    saerl, vanilla = means.get("saerl", {}), means.get("vanilla", {})
+    return {col: saerl[col] / vanilla[col] if saerl.get(col) is not None and vanilla.get(col) else float("nan")
+            for col in ("spread_groups", "prompts_drawn")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
@@ -165,9 +178,12 @@ def main() -> None:
                  .pivot(on="arm", index="difficulty", values="correct"))
     print("greedy accuracy per level on the held-out split (all seeds):")
     print(per_level)
-    print("training signal by thirds of the run (mean over seeds): reward, share of groups without reward spread "
-          "(no gradient), share of defective prompts read, mean level read:")
-    print(signal_table(results))
+    print("training signal by thirds of the run (mean over seeds): reward, share of generated groups without reward "
+          "spread (no gradient), groups with a spread trained on per step, prompts generated for per step (more than "
+          "the batch under DAPO's dynamic sampling), share of defective prompts read, mean level read:")
+    signal = signal_table(results)
+    print(signal)
+    ratio = budget_ratios(signal)
     held, reach, fresh = (arm_figures(folder, name) for name in ("heldout", "heldout:reachable", FRESH_SET))
     print(f"RESULT acc_saerl={held['acc_saerl']:.2f} acc_vanilla={held['acc_vanilla']:.2f} "
           f"acc_delta_points={held['delta']:.2f} acc_delta_ci_low={held['ci_low']:.2f} "
@@ -177,7 +193,8 @@ def main() -> None:
           f"acc_delta_fresh={fresh['delta']:.2f} acc_delta_fresh_ci_low={fresh['ci_low']:.2f} "
           f"steps_ratio_fresh={fresh['ratio']:.3f} gain_fresh_saerl={fresh['gain_saerl']:.2f} "
           f"gain_fresh_vanilla={fresh['gain_vanilla']:.2f} steps_ratio_ci_high={held['ratio_high']:.3f} "
-          f"steps_ratio_fresh_ci_high={fresh['ratio_high']:.3f}")
+          f"steps_ratio_fresh_ci_high={fresh['ratio_high']:.3f} spread_groups_ratio={ratio['spread_groups']:.3f} "
+          f"prompts_drawn_ratio={ratio['prompts_drawn']:.3f}")
 
 if __name__ == "__main__":
     main()

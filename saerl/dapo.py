@@ -35,7 +35,9 @@ A run with dynamic sampling therefore consumes more prompts than ``steps * promp
 longer stream (the cursor wraps to the start when the stream ends: ``dynamic_sampling/stream_epoch``).
 
 Every prompt drawn is recorded in the trainer's ``dynamic_sampling_drawn``: (dataset index, had a reward
-spread), in stream order; the prompts trained on are those with True.
+spread, training step), in stream order; the prompts trained on are those with True. The step is the first
+optimizer step of the generation batch the prompt was drawn for (``global_step + 1`` when it was generated;
+with ``steps_per_generation`` > 1 trl shuffles a generation batch's rows over that many steps).
 
 Metrics (trl's ``_metrics``, averaged per logging step like trl's own): ``dynamic_sampling/kept_groups``,
 ``dynamic_sampling/dropped_groups``, ``dynamic_sampling/rounds`` (generation rounds in the step, 1 = no
@@ -148,7 +150,7 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int) -> type:
                 raise NotImplementedError("dynamic sampling needs a map-style train dataset")
             data = self.train_dataset
             self._ds_rows = self._remove_unused_columns(data, "training") if hasattr(data, "column_names") else data
-            self.dynamic_sampling_drawn: list[tuple[int, bool]] = []  # (dataset index, had a reward spread), in order
+            self.dynamic_sampling_drawn: list[tuple[int, bool, int]] = []  # (dataset index, had a spread, step), in order
             self._ds_stream: Iterator[int] | None = None
             self._ds_epoch = 0
             self._ds_rewards: torch.Tensor | None = None
@@ -199,7 +201,8 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int) -> type:
                 idx, batch = self._draw(need)
                 out = super()._generate_and_score_completions(batch)
                 spread = group_has_spread(self._ds_rewards, self.reward_weights, g)
-                self.dynamic_sampling_drawn += list(zip(idx, spread.tolist(), strict=True))
+                step = self.state.global_step + 1
+                self.dynamic_sampling_drawn += [(i, s, step) for i, s in zip(idx, spread.tolist(), strict=True)]
                 rows = spread.repeat_interleave(g).to(out["advantages"].device)
                 kept.append(select_rows(out, rows))
                 spare.append(select_rows(out, ~rows))

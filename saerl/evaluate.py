@@ -315,19 +315,33 @@ def steps_ratio_interval(problems: pl.DataFrame, reference_arm: str = "vanilla",
 def training_signal(log: pl.DataFrame, order: pl.DataFrame, prompts: pl.DataFrame | None = None,
                     parts: int = 2) -> pl.DataFrame:
     """Where one training run's gradient signal came from, by stretch of the run: the "why" behind an accuracy gap.
-    in: trl's per-step log (step, reward, frac_reward_zero_std), the run's trained order (step, id), optionally
-    the ingested prompts (id and any of quality, difficulty) and the number of equal stretches of steps;
+    in: trl's per-step log (step, reward, frac_reward_zero_std; under DAPO also dynamic_sampling/kept_groups and
+    dynamic_sampling/prompts_drawn), the run's trained order (step, id: the prompts each step trained on),
+    optionally the ingested prompts (id and any of quality, difficulty) and the number of equal stretches of steps;
     out: one row per stretch (part 1..parts, first_step, last_step): reward (mean training reward),
-    zero_std (mean share of groups whose rollouts all scored alike, i.e. no GRPO gradient), and, where the
-    prompts carry them, bad_share (share of prompts read with quality < 0.5) and level (mean difficulty label)."""
+    zero_std (mean share of generated groups whose rollouts all scored alike, i.e. no GRPO gradient),
+    spread_groups (mean groups per step with a reward spread that the step trained on: DAPO's kept groups, or
+    GRPO's groups times 1 - zero_std), prompts_drawn (mean prompts generated for per step: DAPO's draws over
+    all its rounds, or GRPO's batch), and, where the prompts carry them, bad_share (share of prompts read with
+    quality < 0.5) and level (mean difficulty label)."""
     if parts < 1:
         raise ValueError(f"parts must be >= 1, got {parts}")
     last = int(max(log["step"].max() or 0, order["step"].max() or 0))
     size = max(1, math.ceil(last / parts))
     part = ((pl.col("step") - 1).clip(lower_bound=0) // size + 1).cast(pl.Int64).alias("part")
-    out = (log.select("step", "reward", "frac_reward_zero_std").with_columns(part).group_by("part")
+    per_step = order.group_by("step").len("n_order").with_columns(pl.col("step").cast(log.schema["step"]))
+    dapo = {"dynamic_sampling/kept_groups", "dynamic_sampling/prompts_drawn"} <= set(log.columns)
+    steps = log.join(per_step, on="step", how="left").with_columns(pl.col("n_order").fill_null(0).cast(pl.Float64))
+    if dapo:
+        spread = pl.col("dynamic_sampling/kept_groups").cast(pl.Float64)
+        drawn = pl.col("dynamic_sampling/prompts_drawn").cast(pl.Float64)
+    else:
+        spread, drawn = pl.col("n_order") * (1 - pl.col("frac_reward_zero_std")), pl.col("n_order")
+    out = (steps.select("step", "reward", "frac_reward_zero_std", spread.alias("spread_groups"),
+                        drawn.alias("prompts_drawn")).with_columns(part).group_by("part")
            .agg(pl.col("step").min().alias("first_step"), pl.col("step").max().alias("last_step"),
-                pl.col("reward").mean(), pl.col("frac_reward_zero_std").mean().alias("zero_std")))
+                pl.col("reward").mean(), pl.col("frac_reward_zero_std").mean().alias("zero_std"),
+                pl.col("spread_groups").mean(), pl.col("prompts_drawn").mean()))
     extra = [c for c in ("quality", "difficulty") if prompts is not None and c in prompts.columns]
     if extra and prompts is not None:
         read = order.select("step", "id").join(prompts.select("id", *extra), on="id", how="left").with_columns(part)

@@ -273,6 +273,8 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     in: policy folder, prompts, order, config, output folder, prompts per step, seed, optional step/time limits,
     model config (revision, trust_remote_code; None = no remote code);
     out: {model_dir, steps, seconds, log (trl's per-step metrics), order (ids trained on, in order),
+    order_steps (the optimizer step each of them was trained at; under DAPO a step trains on as many prompts
+    as it kept groups, filled groups without a reward spread are not in the order),
     curve (eval rows), curve_problems (the same per problem: step, set, id, correct), resumed_from (step, or
     None), reward_checks, verifier_failures}."""
     from saerl.policy_lm import load_policy, save_tokenizer
@@ -323,11 +325,11 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     save_tokenizer(tok, out)
     done = trainer.state.global_step
     if dapo:
-        trained = [seq[i] for i, spread in trainer.dynamic_sampling_drawn if spread]
+        drawn = [(seq[i], step) for i, spread, step in trainer.dynamic_sampling_drawn if spread]
     else:
-        trained = seq[: done * prompts_per_step]
+        drawn = [(i, n // prompts_per_step + 1) for n, i in enumerate(seq[: done * prompts_per_step])]
     return {"model_dir": str(out), "steps": done, "seconds": round(timer.seconds, 1),
             "log": [h for h in trainer.state.log_history if "loss" in h or "reward" in h],
-            "order": trained, "curve": evals.rows, "curve_problems": evals.problems,
+            "order": [i for i, _ in drawn], "order_steps": [step for _, step in drawn], "curve": evals.rows, "curve_problems": evals.problems,
             "resumed_from": int(resume.name.split("-")[1]) if resume is not None else None,
             "reward_checks": reward.checked, "verifier_failures": reward.failures}

@@ -274,8 +274,8 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     pl.DataFrame(run["curve_problems"], schema={"step": pl.Int64, "set": pl.String, "id": pl.String,
                                                 "correct": pl.Boolean}).write_parquet(build.path / CURVE_PROBLEMS)
     trained = run["order"]
-    pl.DataFrame({"position": list(range(len(trained))), "step": [i // pps + 1 for i in range(len(trained))],
-                  "id": trained}, schema={"position": pl.Int64, "step": pl.Int64, "id": pl.String}
+    pl.DataFrame({"position": list(range(len(trained))), "step": run["order_steps"], "id": trained},
+                 schema={"position": pl.Int64, "step": pl.Int64, "id": pl.String}
                  ).write_parquet(build.path / "trained_order.parquet")
     save_figure(train_curves(steps_log, curve, f"{arm} (seed {seed})"), build.path / PLOTS / "train_curves.png")
     build.note(arm=arm, seed=seed, steps=run["steps"], seconds=run["seconds"], resumed_from=run["resumed_from"])

@@ -66,3 +66,12 @@ def test_arm_figures_read_one_set_and_nan_for_what_is_missing(tmp_path):
     assert all(other[k] != other[k] for k in ("acc_saerl", "delta", "ratio", "ratio_high", "gain_saerl"))  # nan
     absent = bench.arm_figures(folder, "fresh_levels_1_2")
     assert all(v != v for v in absent.values())
+
+
+def test_budget_ratios_average_each_arm_over_the_run():
+    bench = load_benchmark("rl_efficiency")
+    signal = pl.DataFrame({"arm": ["saerl", "saerl", "vanilla", "vanilla"], "part": [1, 2, 1, 2],
+                           "spread_groups": [15.0, 13.0, 11.0, 10.0], "prompts_drawn": [20.0, 30.0, 40.0, 60.0]})
+    assert bench.budget_ratios(signal) == {"spread_groups": 14.0 / 10.5, "prompts_drawn": 0.5}
+    alone = bench.budget_ratios(signal.filter(pl.col("arm") == "saerl"))
+    assert all(v != v for v in alone.values())  # nan without a vanilla arm

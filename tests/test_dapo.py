@@ -87,7 +87,8 @@ def test_dynamic_sampling_refills_in_stream_order_and_keeps_no_flat_group(tmp_pa
     assert [h["dynamic_sampling/dropped_groups"] for h in logs] == [2.0, 1.0]
     assert [h["dynamic_sampling/kept_groups"] for h in logs] == [2.0, 2.0]
     assert [h["dynamic_sampling/filled_groups"] for h in logs] == [0.0, 0.0]
-    assert trainer.dynamic_sampling_drawn == [(0, True), (1, False), (2, False), (3, True), (4, False), (5, True), (6, True)]
+    assert trainer.dynamic_sampling_drawn == [(0, True, 1), (1, False, 1), (2, False, 1), (3, True, 1), (4, False, 2),
+                                              (5, True, 2), (6, True, 2)]
 
 
 def test_dynamic_sampling_gives_up_after_max_rounds_and_fills(tmp_path):

@@ -257,10 +257,24 @@ def test_training_signal_by_stretch_of_the_run():
     assert sig["zero_std"].to_list() == pytest.approx([0.375, 0.875])
     assert sig["bad_share"].to_list() == pytest.approx([0.25, 0.75])
     assert sig["level"].to_list() == pytest.approx([1.5, 4.5])
+    assert sig["spread_groups"].to_list() == pytest.approx([(1.0 + 1.5) / 2, (0.0 + 0.5) / 2])  # 2 groups x (1 - zero_std)
+    assert sig["prompts_drawn"].to_list() == pytest.approx([2.0, 2.0])
     bare = training_signal(log, order, None, parts=1)
-    assert bare.columns == ["part", "first_step", "last_step", "reward", "zero_std"] and bare.height == 1
+    assert bare.columns == ["part", "first_step", "last_step", "reward", "zero_std", "spread_groups", "prompts_drawn"]
+    assert bare.height == 1
     with pytest.raises(ValueError, match="parts"):
         training_signal(log, order, prompts, parts=0)
+
+
+def test_training_signal_reads_dynamic_sampling_counts():
+    """DAPO: a step trains on the groups it kept (the trained order holds exactly those) and generated for every
+    prompt it drew over its rounds; both come from the dynamic-sampling columns, not from zero_std."""
+    log = pl.DataFrame({"step": [1, 2], "reward": [0.5, 0.1], "frac_reward_zero_std": [0.2, 0.8],
+                        "dynamic_sampling/kept_groups": [2.0, 1.0], "dynamic_sampling/prompts_drawn": [3.0, 7.0]})
+    order = pl.DataFrame({"step": [1, 1, 2], "id": ["a", "b", "c"]})
+    sig = training_signal(log, order, None, parts=2)
+    assert sig["spread_groups"].to_list() == pytest.approx([2.0, 1.0])
+    assert sig["prompts_drawn"].to_list() == pytest.approx([3.0, 7.0])
 
 
 def test_reachable_stratum_comes_from_the_probe_samples_only():

@@ -147,6 +147,9 @@ def test_dapo_trains_on_a_subsequence_of_the_stream(tiny_tb, tmp_path):
     assert run["steps"] == 3
     it = iter(order * 2)
     assert all(any(i == j for j in it) for i in run["order"]), "trained prompts keep the stream's order"
+    log_kept = [int(h["dynamic_sampling/kept_groups"]) for h in run["log"]]
+    assert [run["order_steps"].count(s) for s in (1, 2, 3)] == log_kept, "each step holds the groups it kept"
+    assert run["order_steps"] == sorted(run["order_steps"])
 
 
 @pytest.mark.slow
@@ -169,5 +172,5 @@ def test_tiny_grpo_run_reads_prompts_in_the_given_order(tmp_path):
                      extra_rewards=[record])
     assert run["steps"] == 2
     assert seen == [i for i in order for _ in range(2)]
-    assert run["order"] == order
+    assert run["order"] == order and run["order_steps"] == [1, 1, 1, 2, 2, 2]
     assert (tmp_path / "rl" / "model.safetensors").exists()
