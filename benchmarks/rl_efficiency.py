@@ -130,8 +130,10 @@ def signal_table(results: dict[str, object]) -> pl.DataFrame:
 
 
 def budget_ratios(signal: pl.DataFrame) -> dict[str, float]:
-    """saerl over vanilla, per step over the whole run, of the groups with a reward spread trained on and of the
-    prompts generated for (the signal table's spread_groups and prompts_drawn; nan when an arm is missing)."""
+    """saerl over vanilla of the groups with a reward spread trained on per step and of the prompts generated for
+    per step, each arm's figure the mean of its signal-table stretches (spread_groups, prompts_drawn; the
+    stretches are equal in steps but for the last, so this is the per-step mean to within that); nan when an arm
+    is missing."""
     means = {r["arm"]: r for r in signal.group_by("arm").agg(pl.col("spread_groups", "prompts_drawn").mean())
              .iter_rows(named=True)}
     saerl, vanilla = means.get("saerl", {}), means.get("vanilla", {})
