@@ -11,9 +11,15 @@ Then it runs what the score and curriculum stages run: :func:`saerl.sae.load_cod
 :func:`saerl.scoring.score_prompts` (MiniBatchKMeans above score.minibatch_above; the difficulty and quality
 models fit on the labelled subset only and predict every row in batches; the report's baselines on a seeded
 sample) and :func:`saerl.curriculum.build_order`. Plots are not drawn (the runner's figures are not part of
-this measure). It prints each step's wall time and the peak RSS so far (``ru_maxrss``), and as its last line
-``RESULT prompts=<n> wall_s=<x> peak_rss_gb=<x>`` (wall time of loading, scoring and the curriculum; building
-the synthetic data is reported apart).
+this measure). It prints each step's wall time and the peak RSS so far (``ru_maxrss``). Then, side by side, it
+times the difficulty regressors (:func:`saerl.property_models.fit_difficulty`) on the labelled rows with
+``score.dense_fit_mb=0`` (always sparse) and with the default budget, which fits the elastic net on a dense
+copy when the rows outnumber the features; once on this world's labelled rows (more features than rows: both
+stay sparse) and once on a second world of TALL_D_SAE features (as the testbed's codes: the dense copy applies),
+and checks that both give the same predictions. Last line: ``RESULT prompts=<n> wall_s=<x> peak_rss_gb=<x>
+dense_fit_speedup=<x> dense_fit_speedup_wide=<x>`` (wall time of loading, scoring and the curriculum; building
+the synthetic data and the side-by-side fits are apart; each speedup is the always-sparse fit's seconds over the
+default's: the tall world's, and this world's, where it should stay near 1).
 
     .venv/bin/python benchmarks/scale.py --quick          # 100k prompts
     .venv/bin/python benchmarks/scale.py                  # 1,000,000 prompts
@@ -35,12 +41,14 @@ from sklearn.exceptions import ConvergenceWarning
 
 from saerl.config import CurriculumConfig, ScoreConfig
 from saerl.curriculum import build_order
+from saerl.property_models import fit_difficulty
 from saerl.sae import CODES_NAME, create_codes_store, load_codes_csr, write_codes_chunk
 from saerl.scoring import score_prompts, summarize_report
 
 FULL_PROMPTS = 1_000_000
 QUICK_PROMPTS = 100_000
 D_SAE = 16_384
+TALL_D_SAE = 1_024  # the side-by-side fit's second world: fewer features than labelled rows (as the testbed's codes)
 TOP_K = 64
 CHUNK_ROWS = 8_192  # prompts per Zarr chunk (the encode stage's resume unit)
 LATENT_TOPICS = 256  # latent structure the clusters should find
@@ -74,8 +82,8 @@ class CodeWorld:
     """The latent structure behind the synthetic codes: topic sizes, topic signatures, the background feature
     distribution, and the difficulty and defect features (disjoint from each other)."""
 
-    def __init__(self, rng: np.random.Generator) -> None:
-        features = rng.permutation(D_SAE)
+    def __init__(self, rng: np.random.Generator, d_sae: int = D_SAE) -> None:
+        features = rng.permutation(d_sae)
         n_special = DIFFICULTY_FEATURES + DEFECT_FEATURES
         self.difficulty = features[:DIFFICULTY_FEATURES]
         self.defect = features[DIFFICULTY_FEATURES:n_special]
@@ -119,14 +127,14 @@ def prompt_texts(rng: np.random.Generator, m: int, lo: int) -> list[str]:
     return [f"Problem {lo + i}: " + " ".join(w) for i, w in enumerate(np.split(words, np.cumsum(lengths)[:-1]))]
 
 
-def build_data(n: int, folder: Path, labelled: int) -> pl.DataFrame:
-    """Write codes.zarr for n prompts into `folder` chunk by chunk and return the prompts table (id, prompt,
-    answer, topic, labelled; difficulty and quality on the labelled rows only, null elsewhere)."""
+def build_data(n: int, folder: Path, labelled: int, d_sae: int = D_SAE) -> pl.DataFrame:
+    """Write codes.zarr for n prompts over d_sae features into `folder` chunk by chunk and return the prompts
+    table (id, prompt, answer, topic, labelled; difficulty and quality on the labelled rows only, null elsewhere)."""
     rng = np.random.default_rng(SEED)
-    world = CodeWorld(rng)
+    world = CodeWorld(rng, d_sae)
     labelled_rows = np.zeros(n, dtype=bool)
     labelled_rows[rng.choice(n, min(labelled, n), replace=False)] = True
-    group = create_codes_store(folder / CODES_NAME, n, D_SAE, TOP_K, "max", CHUNK_ROWS, f"synthetic-{n}")
+    group = create_codes_store(folder / CODES_NAME, n, d_sae, TOP_K, "max", CHUNK_ROWS, f"synthetic-{n}")
     parts = []
     for lo in range(0, n, CHUNK_ROWS):
         m = min(CHUNK_ROWS, n - lo)
@@ -147,6 +155,24 @@ def scale_score_config() -> ScoreConfig:
     on the labelled subset only, so their cost does not grow with N)."""
     return ScoreConfig(n_clusters="auto", k_range=(8, 24), kmeans_n_init=3, cv_folds=3, enet_n_alphas=10,
                        enet_l1_ratios=[0.5, 1.0], enet_max_iter=1000, probe_cs=[0.1, 1.0, 10.0])
+
+
+def dense_fit_speedup(X: object, ids: list[str], prompts: pl.DataFrame, cfg: ScoreConfig) -> tuple[float, float, float]:
+    """Seconds of fit_difficulty on the labelled rows' sparse codes (dense_fit_mb=0) and on a dense copy (cfg's
+    budget), one after the other in this process, and the largest difference of their predictions on those rows."""
+    table = pl.DataFrame({"id": pl.Series(list(ids), dtype=pl.String)}).join(prompts, on="id", how="left",
+                                                                           maintain_order="left")
+    rows = table["labelled"].to_numpy() & table["difficulty"].is_not_null().to_numpy()
+    y = table["difficulty"].fill_null(np.nan).to_numpy()
+    seconds, preds = [], []
+    for mb in (0.0, cfg.dense_fit_mb):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            t = time.perf_counter()
+            _, model = fit_difficulty({"sae": X}, y, rows, "sae", cfg.model_copy(update={"dense_fit_mb": mb}))
+            seconds.append(time.perf_counter() - t)
+        preds.append(model.predict(X[rows]))  # type: ignore[index]
+    return seconds[0], seconds[1], float(np.abs(preds[0] - preds[1]).max())
 
 
 def main() -> None:
@@ -178,13 +204,23 @@ def main() -> None:
               f"{result.params['share_kept']:.3f}, {unconverged} fits stopped at max_iter; peak RSS "
               f"{peak_rss_gb():.2f} GB", flush=True)
         print(summarize_report(result.report), flush=True)
+        wall = time.perf_counter() - t0
+        wide = dense_fit_speedup(X, ids, prompts, scale_score_config())
         del X
         t2 = time.perf_counter()
         order = build_order(result.scores, CurriculumConfig(batch_size=32), quality_threshold=0.5)
         print(f"curriculum: {time.perf_counter() - t2:.1f} s, {order.height:,} visits in "
               f"{order['batch'].n_unique():,} batches; peak RSS {peak_rss_gb():.2f} GB", flush=True)
-        wall = time.perf_counter() - t0
-        print(f"RESULT prompts={n} wall_s={wall:.1f} peak_rss_gb={peak_rss_gb():.2f}")
+        wall += time.perf_counter() - t2
+        tall_dir = workdir / "tall"
+        tall_prompts = build_data(args.labelled, tall_dir, args.labelled, TALL_D_SAE)
+        tall_ids, tall_X = load_codes_csr(tall_dir)
+        tall = dense_fit_speedup(tall_X, tall_ids, tall_prompts, scale_score_config())
+        for name, (sparse_s, default_s, diff), d in (("wide", wide, D_SAE), ("tall", tall, TALL_D_SAE)):
+            print(f"difficulty fits, {args.labelled:,} labelled rows x {d:,} features ({name}): always sparse "
+                  f"{sparse_s:.1f} s, default {default_s:.1f} s; largest prediction difference {diff:.2g}", flush=True)
+        print(f"RESULT prompts={n} wall_s={wall:.1f} peak_rss_gb={peak_rss_gb():.2f} "
+              f"dense_fit_speedup={tall[0] / tall[1]:.2f} dense_fit_speedup_wide={wide[0] / wide[1]:.2f}")
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -204,6 +204,11 @@ class ScoreConfig(Section):
         description="RidgeCV penalty grid (difficulty, family ridge)")
     enet_n_alphas: int = Field(30, gt=0, description="ElasticNetCV alphas per l1_ratio along the regularisation path")
     enet_max_iter: int = Field(5000, gt=0, description="ElasticNet coordinate-descent iteration cap")
+    dense_fit_mb: float = Field(
+        1024, ge=0, description="the difficulty elastic net fits on a dense copy of its labelled rows when they "
+        "outnumber the features and the copy takes at most this many MB (float64; the CV fit holds about twice "
+        "that): the same model, fitted through the Gram matrix, which scikit-learn never uses on sparse input "
+        "(5x faster on the 10k testbed: docs/testbed.md, session 11); 0: always sparse")
     probe_cs: list[float] = Field(
         [0.01, 0.1, 1.0, 10.0, 100.0], min_length=1, description="inverse-regularisation C grid of the quality probe (CV'd by log loss)"
     )

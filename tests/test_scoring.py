@@ -8,8 +8,17 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 
+from saerl import property_models as PM
 from saerl.config import ScoreConfig
-from saerl.property_models import choose_k, cv_mse, fit_difficulty, model_family, seeded_subset, weight_codes
+from saerl.property_models import (
+    choose_k,
+    cv_mse,
+    dense_for_gram,
+    fit_difficulty,
+    model_family,
+    seeded_subset,
+    weight_codes,
+)
 from saerl.scoring import REPORT_SCHEMA, best_baseline, resolve_difficulty, score_prompts, summarize_report
 
 FAST = dict(k_range=(3, 6), kmeans_n_init=2, cv_folds=3, enet_n_alphas=8, enet_l1_ratios=[0.5, 1.0],
@@ -227,6 +236,40 @@ def test_fit_difficulty_keeps_the_codes_with_the_lowest_cv_error_on_the_train_ro
     ref = fit_difficulty({"planted": X}, y, rows, "sae", cfg)[1]
     assert key == "planted" and np.allclose(model.predict(X), ref.predict(X))
     assert np.isnan(cv_mse(fit_difficulty({"m": X}, y, rows, "majority", cfg)[1]))
+
+
+def test_dense_for_gram_copies_tall_matrices_within_the_budget():
+    X = sp.random(100, 50, density=0.1, format="csr", random_state=0)  # a dense copy: 100 x 50 x 8 = 40,000 bytes
+    tall = dense_for_gram(X, 40_000 / 2**20)
+    assert isinstance(tall, np.ndarray) and np.array_equal(tall, X.toarray())
+    assert sp.issparse(dense_for_gram(X, 39_999 / 2**20)) and sp.issparse(dense_for_gram(X, 0))
+    assert sp.issparse(dense_for_gram(X.T.tocsr(), 1.0))  # more features than rows: no Gram matrix, stays sparse
+    D = X.toarray()
+    assert dense_for_gram(D, 0) is D
+
+
+def test_the_difficulty_elastic_net_fitted_dense_is_the_sparse_fit(data, monkeypatch):
+    """Within score.dense_fit_mb, fit_difficulty fits the elastic net on a dense copy of its (tall) rows and
+    the ridge on the sparse ones; the elastic net is the one a sparse fit gives: same penalty, same CV error,
+    same predictions on sparse rows."""
+    X, prompts, _ = data
+    y = prompts["difficulty"].to_numpy()
+    rows = np.arange(len(y)) < 360  # more rows than the 320 features
+    seen: list[bool] = []
+    real = PM.dense_for_gram
+    monkeypatch.setattr(PM, "dense_for_gram", lambda M, mb: seen.append(sp.issparse(out := real(M, mb))) or out)
+    fits = {mb: fit_difficulty({"sae": X}, y, rows, "sae", ScoreConfig(**FAST, dense_fit_mb=mb, enet_max_iter=20000,
+                                                                      difficulty_models=["elasticnet", "ridge"]))
+            for mb in (0, 64)}
+    assert seen == [True, False]  # the elastic net's rows: sparse at 0 MB, dense at 64 MB; the ridge's never pass
+    enet = {mb: fit_difficulty({"sae": X}, y, rows, "sae", ScoreConfig(**FAST, dense_fit_mb=mb, enet_max_iter=20000,
+                                                                      difficulty_models=["elasticnet"]))[1]
+            for mb in (0, 64)}
+    assert enet[0][-1].alpha_ == pytest.approx(enet[64][-1].alpha_)
+    assert enet[0][-1].l1_ratio_ == enet[64][-1].l1_ratio_
+    assert cv_mse(enet[0]) == pytest.approx(cv_mse(enet[64]), rel=1e-3)
+    assert np.allclose(enet[0].predict(X), enet[64].predict(X), atol=1e-3)
+    assert fits[0][0] == fits[64][0] == "sae"
 
 
 def test_score_chooses_the_difficulty_pooling_and_reports_the_choice(data):

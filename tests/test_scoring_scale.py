@@ -86,3 +86,15 @@ def test_synthetic_codes_round_trip_through_the_encode_layout(tmp_path, monkeypa
     nnz = X.getnnz(axis=1)
     assert nnz.max() <= scale.TOP_K and nnz.min() > scale.FROM_SIGNATURE and (X.data > 0).all()
     assert prompts["labelled"].sum() == 10 and prompts["difficulty"].null_count() == n - 10
+
+
+def test_dense_fit_speedup_times_both_fits_and_they_agree(tmp_path, monkeypatch):
+    """The benchmark's side-by-side on a tall world (more labelled rows than features, so the default budget
+    fits the elastic net on a dense copy): both fits run and predict alike."""
+    monkeypatch.setattr(scale, "CHUNK_ROWS", 64)
+    prompts = scale.build_data(200, tmp_path, labelled=150, d_sae=96)
+    ids, X = load_codes_csr(tmp_path)
+    assert X.shape == (200, 96)
+    cfg = ScoreConfig(**FAST, difficulty_models=["elasticnet"], enet_max_iter=20000)
+    sparse_s, dense_s, diff = scale.dense_fit_speedup(X, ids, prompts, cfg)
+    assert sparse_s > 0 and dense_s > 0 and diff < 1e-3
