@@ -26,7 +26,7 @@ the shared stages (testbed .. curriculum) are done; each run is the same cached 
 Last line: ``RESULT acc_saerl=.. acc_vanilla=.. acc_delta_points=.. acc_delta_ci_low=.. steps_ratio=.. seeds=..
 gain_saerl=.. gain_vanilla=.. acc_delta_reachable=.. reachable_share=.. acc_delta_fresh=.. acc_delta_fresh_ci_low=.. steps_ratio_fresh=..
 gain_fresh_saerl=.. gain_fresh_vanilla=.. steps_ratio_ci_high=.. steps_ratio_fresh_ci_high=.. spread_groups_ratio=..
-prompts_drawn_ratio=..`` (greedy accuracy on
+prompts_drawn_ratio=.. prompts_to_target_ratio_fresh=..`` (greedy accuracy on
 the held-out set; steps_ratio = the steps saerl's mean curve over seeds takes to reach vanilla's final accuracy, over
 vanilla's, nan when saerl's mean curve never reaches it; steps_ratio_ci_high = the upper end of its bootstrap
 interval over seeds and paired problems (inf: saerl misses the target in too many resamples), the bound a claim
@@ -34,7 +34,9 @@ of "fewer steps" has to clear; gain_* = each arm's points over the starting poli
 held-out problems the starting policy solves in at least one of k probe samples, the share of the set they are;
 *_fresh: the same on the fresh level 1-2 set, nan with --fresh 0; spread_groups_ratio = saerl over vanilla of the
 groups with a reward spread (a gradient) trained on per step, prompts_drawn_ratio = the same of the prompts generated
-for per step: 1 under GRPO, the generation cost of a step under DAPO's dynamic sampling, train.algorithm=dapo).
+for per step: 1 under GRPO, the generation cost of a step under DAPO's dynamic sampling, train.algorithm=dapo);
+prompts_to_target_ratio_fresh = saerl over vanilla of the prompts generated for until the mean curve on the fresh
+set reaches the target: steps_ratio_fresh in generation cost, nan when saerl never reaches it).
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ def with_eval_set(cfg: PipelineConfig, name: str, path: Path) -> PipelineConfig:
 def arm_figures(folder: Path, set_name: str) -> dict[str, float]:
     """From an evaluate artifact, on one held-out set: greedy accuracy per arm (acc_*, in points), saerl minus
     vanilla (delta) and its interval's low end (ci_low), the number of problems (n), saerl's steps-to-target
-    ratio and each arm's gain over the starting policy (gain_*). nan for whatever the artifact lacks."""
+    ratio, its interval's high end (ratio_high) and the ratio of prompts generated for by then (prompts_ratio),
+    and each arm's gain over the starting policy (gain_*). nan for whatever the artifact lacks."""
     nan = float("nan")
     greedy = pl.read_parquet(folder / "comparison.parquet").filter((pl.col("metric") == "greedy")
                                                                    & (pl.col("set") == set_name))
@@ -107,11 +110,13 @@ def arm_figures(folder: Path, set_name: str) -> dict[str, float]:
                                                                      & (pl.col("arm") == "saerl"))
     ratio = stt["ratio"][0] if stt.height else None
     high = stt["ratio_ci_high"][0] if stt.height else None
+    prompts = stt["prompts_ratio"][0] if stt.height and "prompts_ratio" in stt.columns else None
     saerl, vanilla = row.get("saerl", {}), row.get("vanilla", {})
     return {"acc_saerl": 100 * saerl.get("accuracy", nan), "acc_vanilla": 100 * vanilla.get("accuracy", nan),
             "delta": saerl.get("diff_pts", nan), "ci_low": saerl.get("diff_ci_low_pts", nan),
             "n": vanilla.get("n_problems", nan), "ratio": nan if ratio is None else float(ratio),
             "ratio_high": nan if high is None else float(high),
+            "prompts_ratio": nan if prompts is None else float(prompts),
             "gain_saerl": gain.get("saerl", nan), "gain_vanilla": gain.get("vanilla", nan)}
 
 
@@ -196,7 +201,8 @@ def main() -> None:
           f"steps_ratio_fresh={fresh['ratio']:.3f} gain_fresh_saerl={fresh['gain_saerl']:.2f} "
           f"gain_fresh_vanilla={fresh['gain_vanilla']:.2f} steps_ratio_ci_high={held['ratio_high']:.3f} "
           f"steps_ratio_fresh_ci_high={fresh['ratio_high']:.3f} spread_groups_ratio={ratio['spread_groups']:.3f} "
-          f"prompts_drawn_ratio={ratio['prompts_drawn']:.3f}")
+          f"prompts_drawn_ratio={ratio['prompts_drawn']:.3f} "
+          f"prompts_to_target_ratio_fresh={fresh['prompts_ratio']:.3f}")
 
 if __name__ == "__main__":
     main()

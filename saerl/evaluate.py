@@ -225,14 +225,18 @@ def with_reachable(samples: pl.DataFrame, probe: pl.DataFrame) -> pl.DataFrame:
 # ---------------------------------------------------------------------------------------------- steps to target
 
 
-def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_arm: str = "vanilla") -> pl.DataFrame:
+def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_arm: str = "vanilla",
+                    cost: pl.DataFrame | None = None) -> pl.DataFrame:
     """First eval step at which each arm reaches `target` accuracy, per seed and on the arm's mean curve.
     in: curve (arm, seed, step, accuracy), target (None = the reference arm's final accuracy, mean over
-    seeds, where "final" is each seed's last step), reference arm;
+    seeds, where "final" is each seed's last step), reference arm, optionally each run's generation cost
+    (arm, seed, step, prompts: cumulative prompts generated for, :func:`generated_prompts`);
     out: one row per (arm, seed): target, steps (that seed's first step with accuracy >= target; null if
     never), reached, mean_steps (the first step at which the arm's curve averaged over its seeds reaches the
     target, over the steps every seed evaluated; null if never) and ratio (mean_steps over the reference's;
-    < 1 means fewer steps than the reference).
+    < 1 means fewer steps than the reference); with `cost` also mean_prompts (prompts generated for through
+    mean_steps, mean over the arm's seeds; 0 at step 0) and prompts_ratio (over the reference's): under DAPO
+    a step's generation differs between arms, so equal steps are not equal compute.
 
     The arm-level figure reads the mean curve, not each seed: with the default target (the reference's mean
     final accuracy) some reference seed usually ends below it, so "every seed reaches it" would leave the
@@ -257,7 +261,23 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
     ref_steps = ref_mean[0] if ref_mean.len() and ref_mean[0] is not None else None
     out = per.join(arm_mean, on="arm", how="left").with_columns(
         (pl.col("mean_steps") / ref_steps if ref_steps else pl.lit(None, dtype=pl.Float64)).alias("ratio"))
-    return out.select("arm", "seed", "target", "steps", "reached", "mean_steps", "ratio").sort("arm", "seed")
+    cols = ["arm", "seed", "target", "steps", "reached", "mean_steps", "ratio"]
+    if cost is not None:
+        spent = (cost.join(arm_mean, on="arm").filter(pl.col("step") <= pl.col("mean_steps"))
+                 .group_by("arm", "seed").agg(pl.col("prompts").max()))
+        n_cost = cost.group_by("arm").agg(pl.col("seed").n_unique().alias("n_cost"))
+        spent = (arm_mean.join(n_cost, on="arm", how="left").join(spent.group_by("arm").agg(pl.col("prompts").sum()),
+                                                                 on="arm", how="left")
+                 .select("arm", pl.when(pl.col("mean_steps").is_not_null())
+                         .then(pl.col("prompts").fill_null(0.0).cast(pl.Float64) / pl.col("n_cost"))
+                         .alias("mean_prompts")))
+        ref_p = spent.filter(pl.col("arm") == reference_arm)["mean_prompts"]
+        ref_prompts = ref_p[0] if ref_p.len() and ref_p[0] else None
+        out = out.join(spent, on="arm", how="left").with_columns(
+            (pl.col("mean_prompts") / ref_prompts if ref_prompts else pl.lit(None, dtype=pl.Float64))
+            .alias("prompts_ratio"))
+        cols += ["mean_prompts", "prompts_ratio"]
+    return out.select(cols).sort("arm", "seed")
 
 
 def steps_ratio_interval(problems: pl.DataFrame, reference_arm: str = "vanilla", target: float | None = None,
@@ -312,6 +332,31 @@ def steps_ratio_interval(problems: pl.DataFrame, reference_arm: str = "vanilla",
 # ---------------------------------------------------------------------------------------------- training signal
 
 
+def step_budget(log: pl.DataFrame, order: pl.DataFrame) -> pl.DataFrame:
+    """What each step of one training run spent and trained on.
+    in: trl's per-step log (step, reward, frac_reward_zero_std; under DAPO also dynamic_sampling/kept_groups and
+    dynamic_sampling/prompts_drawn) and the run's trained order (step, id);
+    out: one row per logged step: step, reward, frac_reward_zero_std, spread_groups (groups with a reward spread
+    the step trained on: DAPO's kept groups, or GRPO's groups times 1 - frac_reward_zero_std) and prompts_drawn
+    (prompts generated for: DAPO's draws over all its rounds, or GRPO's batch)."""
+    per_step = order.group_by("step").len("n_order").with_columns(pl.col("step").cast(log.schema["step"]))
+    dapo = {"dynamic_sampling/kept_groups", "dynamic_sampling/prompts_drawn"} <= set(log.columns)
+    steps = log.join(per_step, on="step", how="left").with_columns(pl.col("n_order").fill_null(0).cast(pl.Float64))
+    if dapo:
+        spread = pl.col("dynamic_sampling/kept_groups").cast(pl.Float64)
+        drawn = pl.col("dynamic_sampling/prompts_drawn").cast(pl.Float64)
+    else:
+        spread, drawn = pl.col("n_order") * (1 - pl.col("frac_reward_zero_std")), pl.col("n_order")
+    return steps.select("step", "reward", "frac_reward_zero_std", spread.alias("spread_groups"),
+                        drawn.alias("prompts_drawn")).sort("step")
+
+
+def generated_prompts(log: pl.DataFrame, order: pl.DataFrame) -> pl.DataFrame:
+    """Prompts generated for up to each step of one run, cumulative (the run's generation cost: under DAPO a
+    step generates for more prompts than it trains on). in: as :func:`step_budget`; out: step, prompts."""
+    return step_budget(log, order).select("step", pl.col("prompts_drawn").cum_sum().alias("prompts"))
+
+
 def training_signal(log: pl.DataFrame, order: pl.DataFrame, prompts: pl.DataFrame | None = None,
                     parts: int = 2) -> pl.DataFrame:
     """Where one training run's gradient signal came from, by stretch of the run: the "why" behind an accuracy gap.
@@ -329,16 +374,7 @@ def training_signal(log: pl.DataFrame, order: pl.DataFrame, prompts: pl.DataFram
     last = int(max(log["step"].max() or 0, order["step"].max() or 0))
     size = max(1, math.ceil(last / parts))
     part = ((pl.col("step") - 1).clip(lower_bound=0) // size + 1).cast(pl.Int64).alias("part")
-    per_step = order.group_by("step").len("n_order").with_columns(pl.col("step").cast(log.schema["step"]))
-    dapo = {"dynamic_sampling/kept_groups", "dynamic_sampling/prompts_drawn"} <= set(log.columns)
-    steps = log.join(per_step, on="step", how="left").with_columns(pl.col("n_order").fill_null(0).cast(pl.Float64))
-    if dapo:
-        spread = pl.col("dynamic_sampling/kept_groups").cast(pl.Float64)
-        drawn = pl.col("dynamic_sampling/prompts_drawn").cast(pl.Float64)
-    else:
-        spread, drawn = pl.col("n_order") * (1 - pl.col("frac_reward_zero_std")), pl.col("n_order")
-    out = (steps.select("step", "reward", "frac_reward_zero_std", spread.alias("spread_groups"),
-                        drawn.alias("prompts_drawn")).with_columns(part).group_by("part")
+    out = (step_budget(log, order).with_columns(part).group_by("part")
            .agg(pl.col("step").min().alias("first_step"), pl.col("step").max().alias("last_step"),
                 pl.col("reward").mean(), pl.col("frac_reward_zero_std").mean().alias("zero_std"),
                 pl.col("spread_groups").mean(), pl.col("prompts_drawn").mean()))

@@ -343,6 +343,7 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
         evaluate_loaded,
         evaluate_policy,
         format_comparison,
+        generated_prompts,
         reachable_ids,
         steps_ratio_interval,
         steps_to_target,
@@ -358,12 +359,15 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     sets = eval_sets(cfg, inputs)
     if not sets:
         raise ValueError("no held-out set to evaluate on: use data.source=testbed or set eval.sets={name: file}")
-    frames, curves = [], []
+    frames, curves, costs = [], [], []
     local = cfg.model.model_copy(update={"revision": None})  # trained policies are local folders: no hub revision
     for arm, seed, ref in runs:
         df = evaluate_policy(ref.file("policy"), sets, cfg.eval, cfg.train.max_completion_length, seed, local)
-        frames.append(df.with_columns(arm=pl.lit(arm), seed=pl.lit(seed, pl.Int64)))
-        curves.append(pl.read_parquet(ref.file("curve.parquet")).with_columns(arm=pl.lit(arm), seed=pl.lit(seed, pl.Int64)))
+        run = {"arm": pl.lit(arm), "seed": pl.lit(seed, pl.Int64)}
+        frames.append(df.with_columns(**run))
+        curves.append(pl.read_parquet(ref.file("curve.parquet")).with_columns(**run))
+        costs.append(generated_prompts(pl.read_parquet(ref.file("log.parquet")),
+                                       pl.read_parquet(ref.file("trained_order.parquet"))).with_columns(**run))
     probe = None
     if cfg.eval.base_policy:  # the starting point of every arm, scored once, and probed apart for the stratum
         model, tok = load_policy(policy_path(cfg, inputs), cfg.model)
@@ -394,8 +398,9 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
         gains = pl.concat([compare_arms(None, BASE_ARM, samples=samples, metric=m, level=cfg.eval.ci_level)
                            .with_columns(metric=pl.lit(m)) for m in ("greedy", "mean_k")], how="diagonal_relaxed")
         gains.write_parquet(build.path / "gains.parquet")
+    cost = pl.concat(costs, how="diagonal_relaxed")
     stt = pl.concat([steps_to_target(curve.filter(pl.col("set") == s).rename({"greedy": "accuracy"}),
-                                     cfg.eval.target_accuracy, reference)
+                                     cfg.eval.target_accuracy, reference, cost)
                      .join(steps_ratio_interval(problems.filter(pl.col("set") == s), reference, cfg.eval.target_accuracy,
                                                 cfg.eval.steps_bootstrap, cfg.eval.ci_level), on="arm", how="left")
                      .with_columns(set=pl.lit(s))
@@ -423,6 +428,8 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
             metrics[f"{r['set']}_{r['arm']}_steps_ratio"] = float(r["ratio"])
         if r.get("ratio_ci_high") is not None:
             metrics[f"{r['set']}_{r['arm']}_steps_ratio_ci_high"] = float(r["ratio_ci_high"])
+        if r.get("prompts_ratio") is not None:
+            metrics[f"{r['set']}_{r['arm']}_prompts_to_target_ratio"] = float(r["prompts_ratio"])
     if gains is not None:
         for r in gains.filter((pl.col("metric") == "greedy") & (pl.col("arm") != BASE_ARM)).iter_rows(named=True):
             metrics[f"{r['set']}_{r['arm']}_gain_pts"] = float(r["diff_pts"])
@@ -431,7 +438,8 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
 
 def format_steps(stt: pl.DataFrame) -> str:
     """Steps-to-target per set and arm, one line each (on the arm's mean curve over seeds, how many seeds
-    reached the target on their own, ratio to the reference)."""
+    reached the target on their own, ratio to the reference, and where the table has them, the prompts
+    generated for by then and their ratio to the reference's)."""
     from saerl.report import format_ratio_interval
 
     lines = ["steps to target (greedy, in-training curve)"]
@@ -441,6 +449,9 @@ def format_steps(stt: pl.DataFrame) -> str:
         if r["mean_steps"] == 0:  # the first eval (step 0, the starting policy) already meets the target
             steps += " (at the target from the start)"
         ratio = "" if r["ratio"] is None else f"  ratio {r['ratio']:.2f}x{format_ratio_interval(r)}"
+        if r.get("mean_prompts") is not None:
+            ratio += f"; {r['mean_prompts']:.0f} prompts generated for"
+            ratio += "" if r.get("prompts_ratio") is None else f" ({r['prompts_ratio']:.2f}x)"
         lines.append(f"  {r['set']:<10} {r['arm']:<12} target {100 * r['target']:.1f}%: {steps} "
                      f"({int(reached.sum())}/{reached.len()} seeds on their own){ratio}")
     return "\n".join(lines) + "\n"

@@ -50,7 +50,7 @@ def _evaluate_folder(folder: Path) -> Path:
                   "metric": ["greedy", "greedy", "mean_at_k"], "diff_pts": [3.0, 1.0, 9.0]}).write_parquet(
         folder / "gains.parquet")
     pl.DataFrame({"set": ["heldout", "heldout"], "arm": ["saerl", "vanilla"], "ratio": [0.5, 1.0],
-                  "ratio_ci_high": [0.9, 1.0]}).write_parquet(
+                  "ratio_ci_high": [0.9, 1.0], "prompts_ratio": [0.3, 1.0]}).write_parquet(
         folder / "steps_to_target.parquet")
     return folder
 
@@ -60,10 +60,12 @@ def test_arm_figures_read_one_set_and_nan_for_what_is_missing(tmp_path):
     folder = _evaluate_folder(tmp_path / "evaluate")
     held = bench.arm_figures(folder, "heldout")
     assert held == {"acc_saerl": 12.0, "acc_vanilla": 10.0, "delta": 2.0, "ci_low": -1.0, "n": 500, "ratio": 0.5,
-                    "ratio_high": 0.9, "gain_saerl": 3.0, "gain_vanilla": 1.0}  # greedy gains only, saerl's steps ratio
+                    "ratio_high": 0.9, "prompts_ratio": 0.3, "gain_saerl": 3.0,
+                    "gain_vanilla": 1.0}  # greedy gains only, saerl's steps ratio
     other = bench.arm_figures(folder, "other")
     assert other["acc_vanilla"] == 50.0 and other["n"] == 40
-    assert all(other[k] != other[k] for k in ("acc_saerl", "delta", "ratio", "ratio_high", "gain_saerl"))  # nan
+    assert all(other[k] != other[k] for k in ("acc_saerl", "delta", "ratio", "ratio_high", "prompts_ratio",
+                                              "gain_saerl"))  # nan
     absent = bench.arm_figures(folder, "fresh_levels_1_2")
     assert all(v != v for v in absent.values())
 

@@ -17,6 +17,7 @@ from saerl.evaluate import (
     final_accuracy,
     format_comparison,
     generate_batched,
+    generated_prompts,
     reachable_ids,
     select_problems,
     steps_ratio_interval,
@@ -152,6 +153,36 @@ def test_steps_to_target_reads_the_mean_curve_when_a_seed_ends_below_the_target(
     # a step only some seeds evaluated (a resumed or shorter run) does not count for the mean curve
     partial = pl.concat([curve, pl.DataFrame([{"arm": "saerl", "seed": 0, "step": 5, "accuracy": 0.9}])])
     assert steps_to_target(partial).filter(pl.col("arm") == "saerl")["mean_steps"][0] == 10
+
+
+def test_steps_to_target_counts_the_prompts_generated_by_then():
+    """With each run's generation cost, the arm-level row says how many prompts the arm generated for (mean over
+    seeds) by the step its mean curve reached the target: under DAPO the arms spend differently per step."""
+    rows = [("vanilla", 0, [.1, .3, .5]), ("vanilla", 1, [.1, .3, .5]), ("saerl", 0, [.1, .5, .6]),
+            ("saerl", 1, [.1, .5, .6]), ("start", 0, [.5, .5, .5]), ("start", 1, [.5, .5, .5])]
+    curve = pl.DataFrame([{"arm": a, "seed": s, "step": st, "accuracy": acc} for a, s, accs in rows
+                          for st, acc in zip([0, 10, 20], accs, strict=True)])
+    per_step = {"vanilla": [4.0, 4.0], "saerl": [2.0, 3.0], "start": [1.0, 1.0]}  # prompts per step, by seed
+    cost = pl.DataFrame([{"arm": a, "seed": s, "step": st, "prompts": per_step[a][s] * st}
+                         for a in per_step for s in (0, 1) for st in range(1, 21)])
+    by = {r["arm"]: r for r in steps_to_target(curve, cost=cost).iter_rows(named=True)}
+    assert by["vanilla"]["mean_steps"] == 20 and by["vanilla"]["mean_prompts"] == pytest.approx(80.0)
+    assert by["saerl"]["mean_steps"] == 10 and by["saerl"]["mean_prompts"] == pytest.approx((20 + 30) / 2)
+    assert by["saerl"]["prompts_ratio"] == pytest.approx(25 / 80) and by["vanilla"]["prompts_ratio"] == 1.0
+    assert by["start"]["mean_steps"] == 0 and by["start"]["mean_prompts"] == 0.0  # at the target before training
+    never = steps_to_target(curve, 0.9, cost=cost)
+    assert never["mean_prompts"].null_count() == never.height and never["prompts_ratio"].null_count() == never.height
+    assert "mean_prompts" not in steps_to_target(curve).columns
+
+
+def test_generated_prompts_under_grpo_and_dapo():
+    order = pl.DataFrame({"step": [1, 1, 2, 2, 3], "id": list("abcde")})
+    grpo = pl.DataFrame({"step": [1, 2, 3], "reward": [0.1] * 3, "frac_reward_zero_std": [0.5] * 3})
+    assert generated_prompts(grpo, order)["prompts"].to_list() == [2.0, 4.0, 5.0]  # the batch each step trained
+    dapo = grpo.with_columns(pl.Series("dynamic_sampling/kept_groups", [2.0, 2.0, 1.0]),
+                             pl.Series("dynamic_sampling/prompts_drawn", [3.0, 6.0, 4.0]))
+    assert generated_prompts(dapo, order).to_dicts() == [{"step": 1, "prompts": 3.0}, {"step": 2, "prompts": 9.0},
+                                                          {"step": 3, "prompts": 13.0}]
 
 
 def _problem_curves(curves: dict[tuple[str, int], list[list[int]]]) -> pl.DataFrame:

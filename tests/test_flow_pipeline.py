@@ -59,6 +59,9 @@ def test_evaluate_compares_the_arms_on_held_out_problems(warm_root):
     assert set(gains["arm"]) == {"base", "saerl", "vanilla"} and "RL gain" in (folder / "comparison.txt").read_text()
     stt = pl.read_parquet(folder / "steps_to_target.parquet")
     assert set(stt["arm"]) == {"saerl", "vanilla"}
+    # GRPO generates for its batch (4 prompts) per step; a mean curve that reaches the target at step s has spent 4s
+    reached = stt.filter(pl.col("mean_steps").is_not_null())
+    assert reached.height and (reached["mean_prompts"] == 4 * reached["mean_steps"]).all()
     assert "greedy pass@1" in (folder / "comparison.txt").read_text()
     train = Path(first["stages"]["train:saerl:0"]["path"])
     curve = pl.read_parquet(train / "curve.parquet")
