@@ -208,7 +208,7 @@ class ScoreConfig(Section):
         1024, ge=0, description="the difficulty elastic net fits on a dense copy of its labelled rows when they "
         "outnumber the features and the copy takes at most this many MB (float64; the CV fit holds about twice "
         "that): the same model, fitted through the Gram matrix, which scikit-learn never uses on sparse input "
-        "(5x faster on the 10k testbed: docs/testbed.md, session 11); 0: always sparse")
+        "(the 10k testbed's score stage: 142 s instead of 505 s; README, Property models); 0: always sparse")
     probe_cs: list[float] = Field(
         [0.01, 0.1, 1.0, 10.0, 100.0], min_length=1, description="inverse-regularisation C grid of the quality probe (CV'd by log loss)"
     )
