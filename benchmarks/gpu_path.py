@@ -97,7 +97,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="512 prompts, 4 steps, short rollouts")
     ap.add_argument("--tiny", action="store_true", help="a 4-layer d=64 model of the same architecture (CPU smoke)")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     prompts, steps, completion = (512, 4, 128) if args.quick else (args.prompts, args.steps, 512)
     root = Path(args.root)
     shape = {**QWEN25_MATH_15B, **TINY} if args.tiny else QWEN25_MATH_15B

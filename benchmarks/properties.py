@@ -178,7 +178,7 @@ def main() -> None:
     ap.add_argument("--full-real", action="store_true", help="real sets at the config's sizes (with --quick: only "
                                                             "the smaller score grids)")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides applied to every set")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     work = Path(args.work).resolve()
     root = [f"runtime.artifact_root={work / 'artifacts'}"]

@@ -159,7 +159,7 @@ def main() -> None:
     ap.add_argument("--fresh-seed", type=int, default=7008, help="seed of that draw (7008: rl_headroom's fresh "
                     "held-out set, FRESH_SEED + 1 there)")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     overrides = [*COMMON, *([f"runtime.artifact_root={args.root}"] if args.root else []),
                  f"train.seeds={list(range(args.seeds))}",
                  *(QUICK if args.quick else []), *args.overrides]

@@ -76,7 +76,7 @@ def main() -> None:
     ap.add_argument("--pools", default="all,clean,clean_levels_1_2,fresh_levels_1_2")
     ap.add_argument("--quick", action="store_true", help="60 GRPO steps per pool")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     cfg = load_config(args.config, [*COMMON, *([f"runtime.artifact_root={args.root}"] if args.root else []),
                                     *(QUICK if args.quick else []), *args.overrides])
     torch.set_num_threads(cfg.testbed.threads)

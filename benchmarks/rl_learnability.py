@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--eval-n", type=int, default=1000, help="fresh held-out problems")
     ap.add_argument("--quick", action="store_true", help="300 held-out problems, k=2, 1 minute of RL")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.learning_rate=5e-5")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     cfg: PipelineConfig = load_config(args.config, args.overrides)
     tb = cfg.testbed
     torch.set_num_threads(tb.threads)

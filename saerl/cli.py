@@ -253,9 +253,23 @@ def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(fn=cmd_export)
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse a command line, letting dotted overrides come before and after options (`saerl run c.yaml
+    a=1 --until score b=2`), which argparse alone refuses for a positional list. Overrides keep their order, so
+    a later one still wins; a stray option or a word without "=" is an error naming it."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    stray = [a for a in rest if a.startswith("-") or "=" not in a]
+    if stray or (rest and getattr(args, "overrides", None) is None):
+        parser.error(f"unrecognized arguments: {' '.join(stray or rest)}")
+    if rest:
+        args.overrides = [*args.overrides, *rest]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `saerl` console script."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     _setup_logging(args.verbose)
     try:
         return args.fn(args)

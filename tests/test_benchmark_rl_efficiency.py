@@ -3,9 +3,10 @@
 from pathlib import Path
 
 import polars as pl
+import pytest
 from bench import load_benchmark
 
-from saerl.config import PipelineConfig
+from saerl.config import ConfigError, PipelineConfig
 from saerl.config import TestbedConfig as TBConfig
 from saerl.testbed import generate_world, write_world
 
@@ -77,3 +78,22 @@ def test_budget_ratios_average_each_arm_over_the_run():
     assert bench.budget_ratios(signal) == {"spread_groups": 14.0 / 10.5, "prompts_drawn": 0.5}
     alone = bench.budget_ratios(signal.filter(pl.col("arm") == "saerl"))
     assert all(v != v for v in alone.values())  # nan without a vanilla arm
+
+
+def test_overrides_may_come_before_and_after_options(monkeypatch, capsys):
+    """`--seeds 6` after an override used to be refused by argparse, losing a run; now the config loader is
+    reached (and here fails on the missing config, naming it), with every override kept."""
+    bench = load_benchmark("rl_efficiency")
+    monkeypatch.setattr("sys.argv", ["rl_efficiency.py", "--config", "nope.yaml", "train.max_steps=5",
+                                     "--seeds", "6", "train.algorithm=dapo"])
+    seen = {}
+
+    def fake_load(path, overrides):
+        seen["overrides"] = overrides
+        raise ConfigError(f"{path} does not exist")
+
+    monkeypatch.setattr(bench, "load_config", fake_load)
+    with pytest.raises(ConfigError):
+        bench.main()
+    assert "train.seeds=[0, 1, 2, 3, 4, 5]" in seen["overrides"]
+    assert seen["overrides"][-2:] == ["train.max_steps=5", "train.algorithm=dapo"]

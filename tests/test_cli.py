@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from saerl.cli import main
+from saerl.cli import main, parse_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,6 +24,22 @@ def test_unknown_override_fails_fast_with_suggestion(capsys):
     err = capsys.readouterr().err
     assert "curriculum.mix_ratoi" in err and "curriculum.mix_ratio" in err
     assert time.time() - started < 5, "config errors must come before any server/model start"
+
+
+def test_overrides_may_come_before_and_after_options():
+    args = parse_args(["run", "c.yaml", "a.b=1", "--until", "score", "c.d=2", "a.b=3"])
+    assert args.until == "score" and args.overrides == ["a.b=1", "c.d=2", "a.b=3"], "order kept: the later a.b wins"
+    args = parse_args(["demo", "a.b=1", "--root", "/x", "c.d=2"])
+    assert args.root == "/x" and args.overrides == ["a.b=1", "c.d=2"]
+
+
+@pytest.mark.parametrize("argv, named", [(["run", "c.yaml", "a=1", "--untl", "score"], "--untl"),
+                                         (["run", "c.yaml", "--until", "score", "stray"], "stray"),
+                                         (["gc", "--dry-run", "a.b=1"], "a.b=1")])
+def test_stray_words_are_errors_naming_them(argv, named, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert named in capsys.readouterr().err
 
 
 def test_unknown_until_stage_fails_fast(capsys):
