@@ -225,6 +225,22 @@ def with_reachable(samples: pl.DataFrame, probe: pl.DataFrame) -> pl.DataFrame:
 # ---------------------------------------------------------------------------------------------- steps to target
 
 
+def prompts_through(cost: pl.DataFrame, arm_mean: pl.DataFrame) -> pl.DataFrame:
+    """Prompts each arm generated for until it reached its target.
+    in: cost (arm, seed, step, prompts: cumulative, :func:`generated_prompts`), arm_mean (arm, mean_steps: the
+    step the arm's mean curve reached the target, null if never);
+    out: arm, mean_prompts: per seed the cumulative prompts at the last logged step <= mean_steps (0 when none
+    is, e.g. a target met at step 0), averaged over the arm's seeds; null when the arm never reached the
+    target or has no cost rows."""
+    through = (cost.join(arm_mean, on="arm").filter(pl.col("step") <= pl.col("mean_steps"))
+               .group_by("arm", "seed").agg(pl.col("prompts").max()))
+    per_seed = (cost.select("arm", "seed").unique().join(through, on=["arm", "seed"], how="left")
+                .with_columns(pl.col("prompts").fill_null(0).cast(pl.Float64)))
+    per_arm = per_seed.group_by("arm").agg(pl.col("prompts").mean())
+    return (arm_mean.join(per_arm, on="arm", how="left")
+            .select("arm", pl.when(pl.col("mean_steps").is_not_null()).then(pl.col("prompts")).alias("mean_prompts")))
+
+
 def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_arm: str = "vanilla",
                     cost: pl.DataFrame | None = None) -> pl.DataFrame:
     """First eval step at which each arm reaches `target` accuracy, per seed and on the arm's mean curve.
@@ -263,14 +279,7 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
         (pl.col("mean_steps") / ref_steps if ref_steps else pl.lit(None, dtype=pl.Float64)).alias("ratio"))
     cols = ["arm", "seed", "target", "steps", "reached", "mean_steps", "ratio"]
     if cost is not None:
-        spent = (cost.join(arm_mean, on="arm").filter(pl.col("step") <= pl.col("mean_steps"))
-                 .group_by("arm", "seed").agg(pl.col("prompts").max()))
-        n_cost = cost.group_by("arm").agg(pl.col("seed").n_unique().alias("n_cost"))
-        spent = (arm_mean.join(n_cost, on="arm", how="left").join(spent.group_by("arm").agg(pl.col("prompts").sum()),
-                                                                 on="arm", how="left")
-                 .select("arm", pl.when(pl.col("mean_steps").is_not_null())
-                         .then(pl.col("prompts").fill_null(0.0).cast(pl.Float64) / pl.col("n_cost"))
-                         .alias("mean_prompts")))
+        spent = prompts_through(cost, arm_mean)
         ref_p = spent.filter(pl.col("arm") == reference_arm)["mean_prompts"]
         ref_prompts = ref_p[0] if ref_p.len() and ref_p[0] else None
         out = out.join(spent, on="arm", how="left").with_columns(

@@ -173,6 +173,8 @@ def test_steps_to_target_counts_the_prompts_generated_by_then():
     never = steps_to_target(curve, 0.9, cost=cost)
     assert never["mean_prompts"].null_count() == never.height and never["prompts_ratio"].null_count() == never.height
     assert "mean_prompts" not in steps_to_target(curve).columns
+    no_cost = {r["arm"]: r for r in steps_to_target(curve, cost=cost.filter(pl.col("arm") != "saerl")).iter_rows(named=True)}
+    assert no_cost["saerl"]["mean_prompts"] is None and no_cost["vanilla"]["mean_prompts"] == pytest.approx(80.0)
 
 
 def test_generated_prompts_under_grpo_and_dapo():
