@@ -234,6 +234,11 @@ class CurriculumConfig(Section):
         0.5, description="with ordering=frontier, the difficulty_hat read first, in difficulty_hat's units: with "
         "score.difficulty_source=measured that is 1 - pass rate, so 0.5 starts from the prompts the policy is "
         "predicted to pass half the time, where a GRPO group's reward variance p(1-p) peaks")
+    max_difficulty_quantile: float = Field(
+        1.0, gt=0, le=1, description="leave out the prompts whose difficulty_hat is above this quantile of the "
+        "pool the order reads (after the quality filter): the predicted out-of-reach tail, whose groups are all "
+        "wrong and carry no gradient (DAPO regenerates them). 1.0 keeps every prompt; prompts without a "
+        "difficulty_hat are kept. A shorter order is repeated by the trainer when the run needs more prompts")
     rotation: Literal["round_robin", "size_weighted"] = Field("round_robin", description="cluster rotation policy")
     epochs: int = Field(1, gt=0, description="passes over the kept prompts")
     filter_quality: bool = Field(True, description="drop prompts under score.quality_threshold")

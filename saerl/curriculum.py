@@ -93,6 +93,18 @@ def _epoch(pool: pl.DataFrame, cfg: CurriculumConfig, rng: np.random.Generator) 
     return out
 
 
+def within_reach(pool: pl.DataFrame, max_quantile: float) -> pl.DataFrame:
+    """The rows of `pool` (with difficulty_hat) whose difficulty_hat is at most its `max_quantile` quantile
+    (numpy's default, linear interpolation, over the rows that have one); rows without a difficulty_hat stay.
+    max_quantile 1.0 returns `pool` unchanged."""
+    diff = pool["difficulty_hat"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    known = ~np.isnan(diff)
+    if max_quantile >= 1.0 or not known.any():
+        return pool
+    cut = float(np.quantile(diff[known], max_quantile))
+    return pool.filter(pl.Series(~known | (np.where(known, diff, 0.0) <= cut)))
+
+
 def _kept(scores: pl.DataFrame, quality_threshold: float | None) -> pl.Series:
     """kept re-derived as quality_hat >= quality_threshold when both are there, else the scores' kept column."""
     if quality_threshold is not None and "quality_hat" in scores.columns:
@@ -106,7 +118,8 @@ def build_order(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: 
 
     kept is re-derived from quality_hat with `quality_threshold` (score.quality_threshold; the scores' own kept
     column may come from a cached scoring run under another threshold); with cfg.filter_quality, rows not
-    kept are dropped. Every kept prompt is visited once per epoch (cfg.epochs); each epoch builds
+    kept are dropped; then prompts over cfg.max_difficulty_quantile of difficulty_hat (:func:`within_reach`).
+    Every kept prompt is visited once per epoch (cfg.epochs); each epoch builds
     cluster-first batches as described in :func:`_epoch`, rotating home clusters per cfg.rotation; each
     cluster is read per cfg.ordering (:func:`_queues`). Epochs
     use independent draws of one generator seeded by `seed` (default cfg.seed), so the order is deterministic."""
@@ -114,6 +127,7 @@ def build_order(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: 
     pool = scores.with_columns(_kept(scores, quality_threshold))
     if cfg.filter_quality:
         pool = pool.filter(pl.col("kept"))
+    pool = within_reach(pool, cfg.max_difficulty_quantile)
     pool = pool.with_columns(pl.col("id").cast(pl.String), pl.col("cluster").cast(pl.Int64),
                              pl.col("difficulty_hat").cast(pl.Float64))
     parts: list[pl.DataFrame] = []

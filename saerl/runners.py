@@ -183,7 +183,10 @@ def write_score_plots(X: object, ids: list[str], prompts: pl.DataFrame, scores: 
 
 
 def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
-    """Curriculum: the SAERL order (filtered, cluster-first, easy to hard) and the vanilla arm's shuffle."""
+    """Curriculum: the SAERL order (quality-filtered, capped at curriculum.max_difficulty_quantile, cluster-first,
+    easy to hard), the vanilla arm's shuffle and the ablation arms' orders (order_only: the same order without
+    the quality filter; filter_only: the SAERL order's prompts in a seeded shuffle). out: metrics, among them
+    filtered (prompts the quality filter removed) and out_of_reach (prompts the difficulty cap left out)."""
     from saerl.curriculum import build_order, vanilla_order
 
     scores = pl.read_parquet(inputs["score"].file(SCORES))
@@ -201,10 +204,14 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     from saerl.plots import curriculum_difficulty
 
     save_figure(curriculum_difficulty(order), build.path / PLOTS / "curriculum_difficulty.png")
-    filtered = scores.height - order["id"].n_unique()
-    build.note(rows={"order": order.height, "vanilla": vanilla.height, "filtered": filtered})
+    in_order = order["id"].n_unique()
+    reachable = build_order(scores, c.model_copy(update={"max_difficulty_quantile": 1.0, "epochs": 1}),
+                            cfg.score.quality_threshold, c.seed)["id"].n_unique()
+    filtered, out_of_reach = scores.height - reachable, reachable - in_order
+    build.note(rows={"order": order.height, "vanilla": vanilla.height, "filtered": filtered,
+                     "out_of_reach": out_of_reach})
     return {"order_rows": float(order.height), "filtered": float(filtered),
-            "filtered_share": filtered / max(1, scores.height)}
+            "filtered_share": filtered / max(1, scores.height), "out_of_reach": float(out_of_reach)}
 
 
 # ------------------------------------------------------------------------------------------------ train / evaluate

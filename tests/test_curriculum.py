@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from saerl.config import CurriculumConfig
-from saerl.curriculum import ORDER_SCHEMA, build_order, vanilla_order
+from saerl.curriculum import ORDER_SCHEMA, build_order, vanilla_order, within_reach
 
 
 def _scores(sizes: list[int], seed: int, bad_share: float = 0.2) -> pl.DataFrame:
@@ -134,6 +134,21 @@ def test_threshold_rederives_kept_and_filter_can_be_off():
     assert set(strict["id"]) == set(scores.filter(pl.col("quality_hat") >= 0.5)["id"])
     everything = build_order(scores, CurriculumConfig(filter_quality=False), quality_threshold=0.5)
     assert everything.height == 20 and everything["kept"].sum() == strict.height
+
+
+def test_difficulty_cap_leaves_out_the_hardest_and_keeps_unknown_difficulty():
+    scores = pl.DataFrame({"id": [f"p{i}" for i in range(10)], "cluster": [0, 1] * 5,
+                           "difficulty_hat": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, None],
+                           "quality_hat": [0.9] * 9 + [0.1], "kept": [True] * 10})
+    assert within_reach(scores, 1.0).equals(scores)
+    assert within_reach(scores, 0.5)["id"].to_list() == ["p0", "p1", "p2", "p3", "p4", "p9"]  # median of 0..8 is 4
+    order = build_order(scores, CurriculumConfig(batch_size=2, max_difficulty_quantile=0.25, epochs=2),
+                        quality_threshold=0.5)
+    assert sorted(set(order["id"])) == ["p0", "p1", "p2"]  # cut at the kept pool's quantile; p9 filtered on quality
+    assert order.height == 6 and (order["difficulty_hat"] <= 2.0).all()
+    unfiltered = build_order(scores, CurriculumConfig(batch_size=2, max_difficulty_quantile=0.25,
+                                                      filter_quality=False), quality_threshold=0.5)
+    assert sorted(set(unfiltered["id"])) == ["p0", "p1", "p2", "p9"]  # unknown difficulty stays
 
 
 def test_vanilla_order():

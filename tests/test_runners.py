@@ -1,9 +1,11 @@
-"""saerl.runners' pure helpers: the steps-to-target lines of comparison.txt."""
+"""saerl.runners: the steps-to-target lines of comparison.txt, and the curriculum stage's orders and counts."""
 
 import polars as pl
 
+from saerl.artifacts import ArtifactRef, Build
+from saerl.config import PipelineConfig
 from saerl.evaluate import steps_to_target
-from saerl.runners import format_steps
+from saerl.runners import ARM_ORDERS, ORDER, SCORES, compute_curriculum, format_steps
 
 
 def _stt(curve_rows: list[tuple[str, int, int, float]], set_name: str) -> pl.DataFrame:
@@ -44,3 +46,25 @@ def test_format_steps_adds_the_prompts_generated_by_then_when_the_table_has_them
     lines = {tuple(line.split()[:2]): line for line in format_steps(costed).splitlines()[1:]}
     assert lines[("heldout", "saerl")].endswith("ratio 0.50x; 150 prompts generated for (0.25x)")
     assert lines[("heldout", "vanilla")].endswith("600 prompts generated for (1.00x)")
+
+
+def test_curriculum_counts_the_quality_filter_and_the_difficulty_cap_apart(tmp_path):
+    scores = pl.DataFrame({"id": [f"p{i}" for i in range(20)], "cluster": [i % 2 for i in range(20)],
+                           "difficulty_hat": [float(i) for i in range(20)],
+                           "quality_hat": [0.1] * 4 + [0.9] * 16, "kept": [True] * 20})
+    (tmp_path / "score").mkdir()
+    scores.write_parquet(tmp_path / "score" / SCORES)
+    cfg = PipelineConfig().model_copy(deep=True)
+    cfg.curriculum.max_difficulty_quantile = 0.5
+    cfg.curriculum.batch_size = 4
+    out_dir = tmp_path / "out"
+    (out_dir / "plots").mkdir(parents=True)
+    build = Build(out_dir, {})
+    metrics = compute_curriculum(cfg, {"score": ArtifactRef("score", "k", str(tmp_path / "score"))}, build)
+    order = pl.read_parquet(out_dir / ORDER)
+    assert sorted(order["id"], key=lambda i: int(i[1:])) == [f"p{i}" for i in range(4, 12)]  # p4..p19, median 11.5
+    assert metrics["filtered"] == 4 and metrics["out_of_reach"] == 8 and build.notes["rows"]["out_of_reach"] == 8
+    filter_only = pl.read_parquet(out_dir / ARM_ORDERS["filter_only"])
+    assert set(filter_only["id"]) == set(order["id"])  # the same prompts, shuffled
+    order_only = pl.read_parquet(out_dir / ARM_ORDERS["order_only"])
+    assert set(order_only["id"]) == {f"p{i}" for i in range(10)}  # no quality filter: the cap is read on all 20
