@@ -67,16 +67,23 @@ def _read(record: RunRecord, stage: str, file: str) -> pl.DataFrame | None:
     return pl.read_parquet(path) if path is not None and path.exists() else None
 
 
-def data_numbers(scores: pl.DataFrame | None, order: pl.DataFrame | None) -> dict[str, float]:
-    """Prompts scored, prompts the SAERL order trains on and the share the quality filter removed.
-    in: scores.parquet (id, kept, ...), order.parquet (id, ...), either may be None; out: {name: value}."""
+def data_numbers(scores: pl.DataFrame | None, order: pl.DataFrame | None,
+                 curriculum: dict[str, float] | None = None) -> dict[str, float]:
+    """Prompts scored, prompts the SAERL order trains on, the share the quality filter removed and the prompts
+    the difficulty cap left out. in: scores.parquet (id, kept, ...), order.parquet (id, ...), the curriculum
+    artifact's metrics (filtered, out_of_reach; older artifacts have neither: then every prompt missing from
+    the order counts as filtered), any may be None; out: {name: value}."""
     out: dict[str, float] = {}
+    curriculum = curriculum or {}
     if scores is not None:
         out["prompts scored"] = float(scores.height)
     if order is not None:
         out["prompts in the SAERL order"] = float(order["id"].n_unique())
     if scores is not None and order is not None and scores.height:
-        out["fraction filtered"] = 1 - order["id"].n_unique() / scores.height
+        filtered = curriculum.get("filtered", scores.height - order["id"].n_unique())
+        out["fraction filtered"] = filtered / scores.height
+    if curriculum.get("out_of_reach"):
+        out["prompts out of reach (difficulty cap)"] = float(curriculum["out_of_reach"])
     return out
 
 
@@ -98,7 +105,11 @@ def load_report(root: Path, run_id: str = "latest") -> RunReport:
     report.steps = _read(record, "evaluate", "steps_to_target.parquet")
     report.clusters = _read(record, "score", "clusters.parquet")
     report.properties = _read(record, "score", "property_report.parquet")
-    report.data = data_numbers(_read(record, "score", "scores.parquet"), _read(record, "curriculum", "order.parquet"))
+    cur = record.stages.get("curriculum")
+    cur_metrics = ArtifactRef("curriculum", cur.key, cur.path).manifest().get("metrics", {}) \
+        if cur is not None and (Path(cur.path) / MANIFEST).exists() else {}
+    report.data = data_numbers(_read(record, "score", "scores.parquet"), _read(record, "curriculum", "order.parquet"),
+                               cur_metrics)
     if report.clusters is not None:
         report.data["clusters"] = float(report.clusters.height)
     return report

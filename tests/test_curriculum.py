@@ -30,6 +30,7 @@ cases = st.fixed_dictionaries({
     "rotation": st.sampled_from(["round_robin", "size_weighted"]),
     "epochs": st.integers(1, 3),
     "filter_quality": st.booleans(),
+    "max_difficulty_quantile": st.sampled_from([1.0, 1.0, 0.5]),
     "seed": st.integers(0, 3),
 })
 fast = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -45,7 +46,10 @@ def _build(case: dict) -> tuple[pl.DataFrame, pl.DataFrame, CurriculumConfig]:
 @given(cases)
 def test_visits_positions_and_filtering(case):
     scores, order, cfg = _build(case)
-    kept_ids = set(scores.filter(pl.col("quality_hat") >= 0.5)["id"]) if cfg.filter_quality else set(scores["id"])
+    pool = scores.filter(pl.col("quality_hat") >= 0.5) if cfg.filter_quality else scores
+    kept_ids = set(within_reach(pool, cfg.max_difficulty_quantile)["id"])
+    if cfg.max_difficulty_quantile < 1 and pool.height:
+        assert order["difficulty_hat"].max() <= pool["difficulty_hat"].quantile(0.5, "linear")
     assert dict(order.schema) == ORDER_SCHEMA
     assert order["position"].to_list() == list(range(order.height))
     counts = order["id"].value_counts()

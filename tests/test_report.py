@@ -137,3 +137,14 @@ def test_cli_report_prints_table_and_writes_html(smoke_run, tmp_path, capsys):
     assert "diff vs vanilla" in out and f"wrote {tmp_path / 'out.html'}" in out
     assert main(["report", "nope", "--root", str(root)]) == 2
     assert "no unique run 'nope'" in capsys.readouterr().err
+
+
+def test_data_numbers_count_the_quality_filter_and_the_difficulty_cap_apart():
+    from saerl.report import data_numbers
+
+    scores = pl.DataFrame({"id": [f"p{i}" for i in range(10)]})
+    order = pl.DataFrame({"id": ["p0", "p1", "p2", "p0"]})
+    old = data_numbers(scores, order)  # an artifact from before the cap: every missing prompt was filtered
+    assert old == {"prompts scored": 10.0, "prompts in the SAERL order": 3.0, "fraction filtered": 0.7}
+    new = data_numbers(scores, order, {"filtered": 2.0, "out_of_reach": 5.0})
+    assert new["fraction filtered"] == 0.2 and new["prompts out of reach (difficulty cap)"] == 5.0
