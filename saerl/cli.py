@@ -253,17 +253,34 @@ def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(fn=cmd_export)
 
 
+def _in_command_line_order(words: list[str], argv: list[str]) -> list[str]:
+    """`words` (each a word of `argv`, repeats allowed) sorted by where they stand in `argv`; a repeated word
+    takes its occurrences in turn."""
+    used: set[int] = set()
+    placed = []
+    for w in words:
+        i = next(i for i, a in enumerate(argv) if a == w and i not in used)
+        used.add(i)
+        placed.append((i, w))
+    return [w for _, w in sorted(placed)]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse a command line, letting dotted overrides come before and after options (`saerl run c.yaml
-    a=1 --until score b=2`), which argparse alone refuses for a positional list. Overrides keep their order, so
-    a later one still wins; a stray option or a word without "=" is an error naming it."""
+    a=1 --until score b=2`, `saerl ablate c.yaml a=1 --grid k=1,2 a=2`), which argparse alone refuses for a
+    positional list. Overrides keep their command-line order, so a later one still wins; a stray option or a
+    word without "=" is an error naming it."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     stray = [a for a in rest if a.startswith("-") or "=" not in a]
     if stray or (rest and getattr(args, "overrides", None) is None):
         parser.error(f"unrecognized arguments: {' '.join(stray or rest)}")
-    if rest:
-        args.overrides = [*args.overrides, *rest]
+    if getattr(args, "overrides", None) is not None:
+        words = [*args.overrides, *getattr(args, "late_overrides", []), *rest]
+        args.overrides = _in_command_line_order(words, argv)
+        if hasattr(args, "late_overrides"):
+            args.late_overrides = []
     return args
 
 

@@ -31,6 +31,10 @@ def test_overrides_may_come_before_and_after_options():
     assert args.until == "score" and args.overrides == ["a.b=1", "c.d=2", "a.b=3"], "order kept: the later a.b wins"
     args = parse_args(["demo", "a.b=1", "--root", "/x", "c.d=2"])
     assert args.root == "/x" and args.overrides == ["a.b=1", "c.d=2"]
+    args = parse_args(["ablate", "c.yaml", "a.b=1", "--grid", "k.x=1,2", "a.b=2", "--until", "score", "a.b=3",
+                       "--grid", "k.y=3,4", "a.b=1"])
+    assert args.grid == ["k.x=1,2", "k.y=3,4"]
+    assert [*args.overrides, *args.late_overrides] == ["a.b=1", "a.b=2", "a.b=3", "a.b=1"], "the last a.b wins"
 
 
 @pytest.mark.parametrize("argv, named", [(["run", "c.yaml", "a=1", "--untl", "score"], "--untl"),
