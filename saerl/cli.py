@@ -255,11 +255,11 @@ def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
 
 def _in_command_line_order(words: list[str], argv: list[str]) -> list[str]:
     """`words` (each a word of `argv`, repeats allowed) sorted by where they stand in `argv`; a repeated word
-    takes its occurrences in turn."""
+    takes its occurrences in turn; a word not found in `argv` goes last, in its given order."""
     used: set[int] = set()
     placed = []
-    for w in words:
-        i = next(i for i, a in enumerate(argv) if a == w and i not in used)
+    for n, w in enumerate(words):
+        i = next((i for i, a in enumerate(argv) if a == w and i not in used), len(argv) + n)
         used.add(i)
         placed.append((i, w))
     return [w for _, w in sorted(placed)]
