@@ -60,8 +60,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 class GridAction(argparse.Action):
     """`--grid KEY=V1,V2 [OVERRIDE ...]`: the first value is one grid axis (appended to `grid`); any further
-    values are plain overrides written after it (appended to `late_overrides`), so overrides may follow the
-    grid as in `saerl ablate CONFIG --grid a.b=1,2 train.max_steps=5`."""
+    values are plain overrides written after it (held in `late_overrides`, which :func:`parse_args` merges
+    into `overrides` in command-line order), so overrides may follow the grid as in
+    `saerl ablate CONFIG --grid a.b=1,2 train.max_steps=5`."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
                  option_string: str | None = None) -> None:
@@ -79,7 +80,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from saerl.pipeline import plan
     from saerl.sweep import parse_grid, plan_sweep
 
-    overrides = [*args.overrides, *args.late_overrides]
+    overrides = args.overrides
     cfg = load_config(args.config, overrides)
     grid = parse_grid(args.grid)
     for _, child in plan_sweep(cfg.model_dump(mode="json"), grid, overrides):

@@ -102,7 +102,7 @@ def within_reach(pool: pl.DataFrame, max_quantile: float) -> pl.DataFrame:
     if max_quantile >= 1.0 or not known.any():
         return pool
     cut = float(np.quantile(diff[known], max_quantile))
-    return pool.filter(pl.Series(~known | (np.where(known, diff, 0.0) <= cut)))
+    return pool.filter(pl.Series(~known | (diff <= cut)))  # NaN <= cut is False: unknown kept by ~known
 
 
 def _kept(scores: pl.DataFrame, quality_threshold: float | None) -> pl.Series:
@@ -110,6 +110,13 @@ def _kept(scores: pl.DataFrame, quality_threshold: float | None) -> pl.Series:
     if quality_threshold is not None and "quality_hat" in scores.columns:
         return (scores["quality_hat"].fill_null(1.0) >= quality_threshold).alias("kept")
     return scores["kept"] if "kept" in scores.columns else pl.Series("kept", [True] * scores.height)
+
+
+def quality_pool(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: float | None = None) -> pl.DataFrame:
+    """`scores` with kept re-derived (:func:`_kept`), less the rows not kept when cfg.filter_quality: the
+    prompts the order reads before the difficulty cap."""
+    pool = scores.with_columns(_kept(scores, quality_threshold))
+    return pool.filter(pl.col("kept")) if cfg.filter_quality else pool
 
 
 def build_order(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: float | None = None,
@@ -124,10 +131,7 @@ def build_order(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: 
     cluster is read per cfg.ordering (:func:`_queues`). Epochs
     use independent draws of one generator seeded by `seed` (default cfg.seed), so the order is deterministic."""
     rng = np.random.default_rng(cfg.seed if seed is None else seed)
-    pool = scores.with_columns(_kept(scores, quality_threshold))
-    if cfg.filter_quality:
-        pool = pool.filter(pl.col("kept"))
-    pool = within_reach(pool, cfg.max_difficulty_quantile)
+    pool = within_reach(quality_pool(scores, cfg, quality_threshold), cfg.max_difficulty_quantile)
     pool = pool.with_columns(pl.col("id").cast(pl.String), pl.col("cluster").cast(pl.Int64),
                              pl.col("difficulty_hat").cast(pl.Float64))
     parts: list[pl.DataFrame] = []

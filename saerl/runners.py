@@ -187,7 +187,7 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     easy to hard), the vanilla arm's shuffle and the ablation arms' orders (order_only: the same order without
     the quality filter; filter_only: the SAERL order's prompts in a seeded shuffle). out: metrics, among them
     filtered (prompts the quality filter removed) and out_of_reach (prompts the difficulty cap left out)."""
-    from saerl.curriculum import build_order, vanilla_order
+    from saerl.curriculum import build_order, quality_pool, vanilla_order
 
     scores = pl.read_parquet(inputs["score"].file(SCORES))
     c = cfg.curriculum
@@ -205,8 +205,7 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
 
     save_figure(curriculum_difficulty(order), build.path / PLOTS / "curriculum_difficulty.png")
     in_order = order["id"].n_unique()
-    reachable = build_order(scores, c.model_copy(update={"max_difficulty_quantile": 1.0, "epochs": 1}),
-                            cfg.score.quality_threshold, c.seed)["id"].n_unique()
+    reachable = quality_pool(scores, c, cfg.score.quality_threshold)["id"].n_unique()
     filtered, out_of_reach = scores.height - reachable, reachable - in_order
     build.note(rows={"order": order.height, "vanilla": vanilla.height, "filtered": filtered,
                      "out_of_reach": out_of_reach})
