@@ -176,7 +176,10 @@ def gen_word(rng: random.Random, level: int, c: Calc) -> tuple[str, int, tuple]:
         parts.insert(rng.randint(1, len(parts)), f"{friend} has {_num(rng, digits)} {rng.choice(OBJECTS)} .")
     parts.append(rng.choice(("How many {o} does {n} have now ?", "How many {o} does {n} have in the end ?",
                              "What is the number of {o} {n} has now ?")).format(n=name, o=obj))
-    return " ".join(parts), value, tuple(key)
+    text = " ".join(parts)
+    if friend not in text.split(" "):
+        key[1] = "-"  # most templates never name the friend: the same text must be the same content
+    return text, value, tuple(key)
 
 
 def gen_linear(rng: random.Random, level: int, c: Calc) -> tuple[str, int, tuple]:
@@ -314,8 +317,8 @@ class Problem:
 def make_problem(seed: int, topic: str, level: int, slip_prob: float = 0.0) -> Problem:
     """The problem for (seed, topic, level); with probability `slip_prob` its worked solution (and so its
     stated answer) carries one plausible slip. in: seed, topic, level 1-5, slip_prob; out: Problem."""
-    rng = random.Random(seed)
-    clean = Calc(None, random.Random(seed + 1))
+    rng = random.Random(f"slip:{seed}")  # a stream of its own: whether and where a solution slips must not
+    clean = Calc(None, random.Random(seed + 1))  # depend on the draws that made the problem (its content)
     GENERATORS[topic](random.Random(seed), level, clean)
     slip_at = rng.randrange(clean.n) if clean.n and rng.random() < slip_prob else None
     calc = Calc(slip_at, random.Random(seed + 1))
@@ -335,8 +338,12 @@ def apply_defect(rng: random.Random, kind: str, p: Problem, other: Problem) -> t
     if kind == "wrong_gold":
         return p.prompt, str(slip(rng, int(p.answer)))
     if kind == "missing_info":
-        idx = [i for i, w in enumerate(words) if w.lstrip("-").isdigit()]
-        words[rng.choice(idx)] = rng.choice(VAGUE)
+        needed = {v for v in p.key if isinstance(v, int)}  # a distractor's number is not in the content key
+        idx = [i for i, w in enumerate(words) if w.lstrip("-").isdigit() and int(w) in needed]
+        idx = idx or [i for i, w in enumerate(words) if w.lstrip("-").isdigit()]
+        # one vague term leaves a sequence's rule readable from the others: keep only its first term
+        for i in (idx[1:] if p.topic == "sequence" else [rng.choice(idx)]):
+            words[i] = rng.choice(VAGUE)
         return " ".join(words), p.answer
     if kind == "garbled":
         cut = words[: max(3, int(len(words) * rng.uniform(0.4, 0.7)))]
@@ -348,7 +355,7 @@ def apply_defect(rng: random.Random, kind: str, p: Problem, other: Problem) -> t
         swap = [i for i, w in enumerate(ow) if w in NAMES or w in OBJECTS]
         if swap:
             i = rng.choice(swap)
-            ow[i] = rng.choice(NAMES if ow[i] in NAMES else OBJECTS)
+            ow[i] = rng.choice([w for w in (NAMES if ow[i] in NAMES else OBJECTS) if w != ow[i]])
         else:
             ow = ["Please", ow[0].lower() if ow[0][0].isupper() and ow[0] not in NAMES else ow[0], *ow[1:]]
         return " ".join(ow), other.answer
@@ -421,7 +428,7 @@ def generate_world(cfg: TestbedConfig) -> dict[str, pl.DataFrame]:
     evl = _draw(cfg, rng, cfg.pool_level_mix, cfg.n_eval, None, taken)
     pre = _draw(cfg, rng, cfg.pretrain_level_mix, cfg.n_pretrain, cfg.pretrain_slip, taken, unique=False)
     n_bad = round(cfg.defect_share * cfg.n_pool)
-    kinds = list(cfg.defect_kinds)
+    kinds = sorted(cfg.defect_kinds)  # the config's key sorts the mapping, so the world must not see its order
     counts = [round(n_bad * cfg.defect_kinds[k] / sum(cfg.defect_kinds.values())) for k in kinds]
     bad_idx = rng.sample(range(cfg.n_pool), sum(counts))
     defects = ["none"] * cfg.n_pool

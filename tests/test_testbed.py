@@ -6,7 +6,16 @@ import polars as pl
 import pytest
 
 from saerl.config import TestbedConfig as TBConfig
-from saerl.testbed import DEFECTS, GENERATORS, generate_world, make_problem, read_world, slip, write_world
+from saerl.testbed import (
+    DEFECTS,
+    GENERATORS,
+    apply_defect,
+    generate_world,
+    make_problem,
+    read_world,
+    slip,
+    write_world,
+)
 from saerl.verify import extract_final_answer
 
 CFG = TBConfig(n_pretrain=600, n_pool=600, n_eval=200)
@@ -47,6 +56,17 @@ def test_pretraining_corpus_carries_slips_at_the_configured_rates():
         wrong = sum(make_problem(s, "arith", level, rate).answer != make_problem(s, "arith", level).answer
                     for s in range(n))
         assert abs(wrong / n - rate) < 0.08
+
+
+def test_whether_a_solution_slips_does_not_depend_on_its_content():
+    # the slip once drew from the generator's own stream: level-2 additions slipped 90% of the time, subtractions never
+    n, rate = 1200, 0.45
+    by_op: dict[str, list[bool]] = {"+": [], "-": []}
+    for s in range(n):
+        p = make_problem(s, "arith", 2, rate)
+        by_op[p.key[1]].append(p.answer != make_problem(s, "arith", 2).answer)
+    for op, slipped in by_op.items():
+        assert len(slipped) > n / 4 and abs(sum(slipped) / len(slipped) - rate) < 0.08, op
 
 
 def test_solution_length_grows_with_level(world):
@@ -117,3 +137,48 @@ def test_splits_are_disjoint_by_content(world):
 def test_labelled_subset_share(world):
     share = world["pool"]["labelled"].mean()
     assert abs(share - CFG.labelled_share) < 0.06
+
+
+def test_the_same_text_is_the_same_content():
+    # a word problem's key named the friend even when no sentence does, so one text could pass as two contents
+    texts: dict[str, set[tuple]] = {}
+    for s in range(3000):
+        p = make_problem(s, "word", 1)
+        texts.setdefault(p.prompt, set()).add(p.key)
+    assert all(len(keys) == 1 for keys in texts.values())
+
+
+def test_defect_kinds_order_does_not_change_the_world():
+    kinds = dict(CFG.defect_kinds)
+    turned = dict(reversed(list(kinds.items())))
+    a = generate_world(CFG.model_copy(update={"n_pretrain": 10, "defect_kinds": kinds}))["pool"]
+    b = generate_world(CFG.model_copy(update={"n_pretrain": 10, "defect_kinds": turned}))["pool"]
+    assert a.equals(b)
+
+
+def test_a_near_duplicate_is_never_a_copy_of_its_source(world):
+    import random
+
+    for s in range(400):
+        other = make_problem(s, "word", 1 + s % 5)
+        prompt, gold = apply_defect(random.Random(s), "near_duplicate", other, other)
+        assert prompt != other.prompt and gold == other.answer
+    pool = world["pool"]
+    copies = pool.filter(pl.col("defect") == "near_duplicate")["prompt"]
+    assert copies.len() > 0
+    assert not copies.is_in(pool.filter(pl.col("defect") == "none")["prompt"]).any()
+
+
+def test_missing_info_removes_a_number_the_answer_needs(world):
+    import random
+
+    for s in range(300):
+        for topic, level in (("word", 4), ("word", 5), ("sequence", 2), ("sequence", 5)):
+            p = make_problem(s, topic, level)
+            prompt, _ = apply_defect(random.Random(s), "missing_info", p, p)
+            numbers = [Counter(int(w) for w in t.split(" ") if w.lstrip("-").isdigit()) for t in (p.prompt, prompt)]
+            gone = numbers[0] - numbers[1]
+            needed = {v for v in p.key if isinstance(v, int)}
+            assert gone and set(gone) <= needed, (p.prompt, prompt)  # never (only) a distractor's number
+            if topic == "sequence":  # one vague term leaves the rule readable: only the first term stays
+                assert sum(numbers[1].values()) == 1, prompt
