@@ -56,6 +56,14 @@ def format_levels(metrics: dict[str, float]) -> str:
     return f"[testbed] policy greedy accuracy on held-out problems: {cells}  all {metrics.get('greedy_acc', 0):.2f}"
 
 
+def stored_ref(store: ArtifactStore, stage: str, key: str) -> ArtifactRef:
+    """The reference to a finished stage run's artifact under this run's artifact root. A Prefect cache hit
+    hands back the result persisted when the artifact was built, whose absolute path is stale once the root
+    has moved (`mv .saerl /big/.saerl`, then runtime.artifact_root=/big/.saerl): the path always comes from
+    the store, never from the task result. in: store, stage, artifact key; out: ArtifactRef."""
+    return ArtifactRef(stage, key, str(store.path(stage, key)))
+
+
 @flow(name="saerl-pipeline")
 def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str, Any]:
     """Run the pipeline for a config dict up to stage `until`; returns the run record as a dict."""
@@ -92,11 +100,11 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
         state = future.state
         result = state.result()
         computed = bool(result["computed"]) and state.name != "Cached"
-        refs[name] = ArtifactRef(result["stage"], result["key"], result["path"])
+        ref = refs[name] = stored_ref(store, stage, key)
         sl = stage_slice(cfg, stage)
         rec = StageRecord(stage=name, key=key, status="computed" if computed else "cached",
                           reason=explain(name, computed, sl, keys, previous, run["note"]), config=sl, inputs=keys,
-                          seconds=result["seconds"], bytes=store.size_bytes(stage, key), path=result["path"])
+                          seconds=result["seconds"], bytes=store.size_bytes(stage, key), path=ref.path)
         record.stages[name] = rec
         save_run(root, record)  # after every stage: `saerl gc` then sees what a running flow uses
         say(f"[{name}] {rec.status} key={key[:12]} {rec.seconds:.1f}s  {rec.reason}")
@@ -104,7 +112,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
         if stage == "testbed":
             say(format_levels(result.get("metrics", {})))
         if stage == "evaluate":
-            say((Path(result["path"]) / "comparison.txt").read_text())
+            say(ref.file("comparison.txt").read_text())
 
     # Training runs (arm x seed) read nothing of each other: on Dask they all run at once, one per worker.
     parallel_train = cfg.runtime.task_runner == "dask"

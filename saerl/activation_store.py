@@ -32,6 +32,10 @@ from saerl.config import ExtractConfig
 STORE_NAME = "activations.zarr"
 TOKENS = "tokens"
 POOLED = "pooled"
+NO_TOKENS = (
+    "this store kept no token residuals (extract.store_tokens was false); the sae and encode stages "
+    "read them: set extract.store_tokens=true and run extract again"
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class StoreMeta:
     token_budget: int
     token_block_rows: int
     fingerprint: str
+    dtype: str = ""  # the model's resolved dtype ('float32', 'bfloat16', ...); "" = not recorded
 
 
 def chunk_ranges(n_prompts: int, chunk_rows: int) -> list[tuple[int, int]]:
@@ -64,11 +69,19 @@ def _fingerprint(ids: list[str], flat: np.ndarray, offsets: np.ndarray, fields: 
     return h.hexdigest()[:20]
 
 
+def _fingerprint_after(previous: str, content: str) -> str:
+    """The fingerprint of a store that replaces one fingerprinted `previous` ('' = none): its content hash, or,
+    when it replaces another, a hash of both, so no replacement ever reuses an earlier store's fingerprint."""
+    return hashlib.sha256(f"{previous}:{content}".encode()).hexdigest()[:20] if previous else content
+
+
 def prepare_store(store: str | Path, ids: list[str], token_ids: list[list[int]], model: str, layer: int,
-                  d_model: int, n_layers: int, cfg: ExtractConfig) -> StoreMeta:
+                  d_model: int, n_layers: int, cfg: ExtractConfig, dtype: str = "") -> StoreMeta:
     """Create the store's up-front arrays (ids, offsets, input_ids, empty pooled arrays) and attrs; an
-    existing store with the same fingerprint (same ids, tokens, model and settings) is kept, so a rerun
-    resumes. Call once before any extract_chunks (one process)."""
+    existing store with the same content (same ids, tokens, model, resolved `dtype` and settings) is kept, so a
+    rerun resumes; any other is replaced, with a fingerprint no earlier store had (chunk-log records of a
+    replaced store never count as done, even after a change and its undo). Call once before any extract_chunks
+    (one process)."""
     if len(ids) != len(token_ids):
         raise ValueError(f"{len(ids)} ids for {len(token_ids)} prompts")
     lengths = np.array([len(t) for t in token_ids], dtype=np.int64)
@@ -77,13 +90,17 @@ def prepare_store(store: str | Path, ids: list[str], token_ids: list[list[int]],
     fields = {"model": model, "layer": layer, "d_model": d_model, "n_layers": n_layers, "n_prompts": len(ids),
               "n_tokens": int(offsets[-1]), "chunk_rows": cfg.chunk_rows, "pooling": tuple(cfg.pooling),
               "store_tokens": cfg.store_tokens, "token_budget": cfg.token_budget,
-              "token_block_rows": cfg.token_block_rows}
-    meta = StoreMeta(**fields, fingerprint=_fingerprint(list(ids), flat, offsets, fields))  # type: ignore[arg-type]
+              "token_block_rows": cfg.token_block_rows, "dtype": dtype}
+    content = _fingerprint(list(ids), flat, offsets, fields)
+    previous = ""
     if Path(store).exists():
-        old = zarr.open_group(store, mode="r").attrs.get("meta")
-        if old and old.get("fingerprint") == meta.fingerprint:
-            return meta
+        old = zarr.open_group(store, mode="r")
+        if old.attrs.get("meta") and old.attrs.get("content") == content:
+            return _meta(old)
+        previous = (old.attrs.get("meta") or {}).get("fingerprint") or old.attrs.get("previous", "")
+    meta = StoreMeta(**fields, fingerprint=_fingerprint_after(previous, content))  # type: ignore[arg-type]
     group = zarr.open_group(store, mode="w")
+    group.attrs["previous"] = previous  # a replacement cut short still chains from the store it replaced
     rows = max(1, cfg.chunk_rows)
     group.create_array("ids", shape=(len(ids),), chunks=(rows,), dtype=str)[:] = np.array(ids, dtype=str)
     group.create_array("offsets", data=offsets)
@@ -93,6 +110,7 @@ def prepare_store(store: str | Path, ids: list[str], token_ids: list[list[int]],
     for kind in cfg.pooling:
         pooled.create_array(kind, shape=(len(ids), d_model), chunks=(rows, d_model), dtype=np.float32)
     group.require_group(TOKENS)
+    group.attrs["content"] = content
     group.attrs["meta"] = asdict(meta)
     return meta
 
@@ -188,12 +206,17 @@ class Activations:
 
     def chunk_tokens(self, chunk: int) -> np.ndarray:
         """Token rows float16 [tokens of the chunk, d] of one prompt-chunk."""
-        if not self.meta.store_tokens:
-            raise ValueError("this store kept no token residuals (extract.store_tokens was false)")
+        self._require_tokens()
         return self.group[f"{TOKENS}/{token_array_name(chunk)}"][:]
+
+    def _require_tokens(self) -> None:
+        """ValueError (NO_TOKENS, with the fix) if the store was extracted without token residuals."""
+        if not self.meta.store_tokens:
+            raise ValueError(NO_TOKENS)
 
     def prompt_tokens(self, i: int) -> np.ndarray:
         """Token rows float16 [length, d] of prompt i."""
+        self._require_tokens()
         chunk = i // self.meta.chunk_rows
         base = self.offsets[self.ranges[chunk][0]]
         arr = self.group[f"{TOKENS}/{token_array_name(chunk)}"]
@@ -203,6 +226,7 @@ class Activations:
         """n distinct token rows drawn uniformly (all rows if n >= n_tokens), [n, d] in `dtype`, in random
         order. Prefix-consistent: a smaller n with the same seed gives the first n rows of a larger one
         (held-out rows are the same whatever is sampled after them). Reads only the Zarr chunks hit."""
+        self._require_tokens()
         n = min(n, self.n_tokens)
         picked = np.random.default_rng(seed).permutation(self.n_tokens)[:n]
         out = np.empty((n, self.d_model), dtype=dtype)

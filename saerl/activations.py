@@ -74,11 +74,36 @@ def hub_kwargs(model_cfg: ModelConfig) -> dict[str, Any]:
     return {"revision": model_cfg.revision, "trust_remote_code": model_cfg.trust_remote_code is True}
 
 
+def model_config(name: str, model_cfg: ModelConfig) -> Any:
+    """A model's transformers config, read from its config file alone (no weights, no tokenizer)."""
+    with remote_code_guard(name):
+        return AutoConfig.from_pretrained(resolve_model_path(name), **hub_kwargs(model_cfg))
+
+
+def config_shape(config: Any) -> tuple[int, int]:
+    """(n_layers, d_model) of a transformers config (its text model's, for a multimodal one)."""
+    text = config.get_text_config()
+    return int(text.num_hidden_layers), int(text.hidden_size)
+
+
 def model_shape(name: str, model_cfg: ModelConfig) -> tuple[int, int]:
     """(n_layers, d_model) of a model from its config file alone (no weights, no tokenizer)."""
-    with remote_code_guard(name):
-        text = AutoConfig.from_pretrained(resolve_model_path(name), **hub_kwargs(model_cfg)).get_text_config()
-    return int(text.num_hidden_layers), int(text.hidden_size)
+    return config_shape(model_config(name, model_cfg))
+
+
+def dtype_name(dtype: torch.dtype | str | None) -> str:
+    """A dtype as its bare name: torch.bfloat16 or 'torch.bfloat16' -> 'bfloat16'; None -> ''."""
+    return "" if dtype is None else str(dtype).removeprefix("torch.")
+
+
+def resolve_dtype(config: Any, model_cfg: ModelConfig, device: torch.device) -> str:
+    """The dtype load_model gives a model with this transformers `config` on `device`: 'float32' on CPU, else
+    model_cfg.dtype, where 'auto' is the checkpoint's (the config's dtype; 'auto' if the config names none)."""
+    if device.type == "cpu":
+        return "float32"
+    if model_cfg.dtype != "auto":
+        return model_cfg.dtype
+    return dtype_name(getattr(config, "dtype", None)) or "auto"
 
 
 def check_layer(name: str, model_cfg: ModelConfig, cfg: ExtractConfig) -> int:
@@ -106,6 +131,11 @@ class LoadedModel:
     @property
     def d_model(self) -> int:
         return int(self.model.config.get_text_config().hidden_size)
+
+    @property
+    def dtype(self) -> str:
+        """The dtype the model runs in, as a bare name ('float32', 'bfloat16', ...)."""
+        return dtype_name(self.model.dtype)
 
 
 def resolve_model_path(name: str) -> str:
@@ -296,6 +326,11 @@ def extract_chunks(store_path: str | Path, chunk_log: ChunkLog, chunk_ids: Seque
     if loaded is not None and (loaded.d_model, loaded.n_layers) != (meta.d_model, meta.n_layers):
         raise ValueError(f"model {loaded.name} (d={loaded.d_model}, {loaded.n_layers} layers) is not the store's "
                          f"{meta.model} (d={meta.d_model}, {meta.n_layers} layers)")
+    if loaded is not None and meta.dtype not in ("", "auto") and loaded.dtype != meta.dtype:
+        raise ValueError(f"store {store_path} holds {meta.dtype} residuals of {meta.model} but the model loaded as "
+                         f"{loaded.dtype} on {loaded.device} (float32 on CPU, model.dtype on GPU with auto = the "
+                         "checkpoint's): run every extract shard on the kind of device the store was prepared for "
+                         "(runtime.device), or run the extract stage again on this device to rebuild the store")
     n_tok = int(sum(offsets[ranges[c][1]] - offsets[ranges[c][0]] for c in todo))
     n_prompts = int(sum(ranges[c][1] - ranges[c][0] for c in todo))
     writer = ChunkWriter(group, meta)
@@ -321,18 +356,23 @@ def extract_chunks(store_path: str | Path, chunk_log: ChunkLog, chunk_ids: Seque
 
 
 def prepare_extraction(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, model_cfg: ModelConfig,
-                       cfg: ExtractConfig, model_path: str | None = None) -> Path:
+                       cfg: ExtractConfig, model_path: str | None = None, device: str = "auto") -> Path:
     """Tokenize and lay out ``out_dir/activations.zarr`` without running the model (config + tokenizer
     only), so shards can then run extract_chunks in other processes. The model is `model_path`, else
-    cfg.model, else model_cfg.name_or_path. An existing store for the same inputs is kept (resume)."""
+    cfg.model, else model_cfg.name_or_path. An existing store for the same inputs is kept (resume); the inputs
+    include the dtype the model resolves to on `device` (see resolve_dtype), so a store begun on another kind
+    of device is rebuilt, never mixed."""
     name = model_path or cfg.model or model_cfg.name_or_path
-    n_layers, d_model = model_shape(name, model_cfg)
+    config = model_config(name, model_cfg)
+    n_layers, d_model = config_shape(config)
     layer = resolve_layer(cfg.layer, n_layers)  # before any heavy work
+    dtype = resolve_dtype(config, model_cfg, pick_device(device))
     with remote_code_guard(name):
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name), **hub_kwargs(model_cfg))
     token_ids = tokenize_prompts(tokenizer, prompts, cfg)
     store = Path(out_dir) / STORE_NAME
-    prepare_store(store, list(ids), token_ids, model=name, layer=layer, d_model=d_model, n_layers=n_layers, cfg=cfg)
+    prepare_store(store, list(ids), token_ids, model=name, layer=layer, d_model=d_model, n_layers=n_layers, cfg=cfg,
+                  dtype=dtype)
     return store
 
 
@@ -341,7 +381,7 @@ def extract(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, mod
             progress: bool = True, on_chunk_done: Callable[[int], None] | None = None) -> dict[str, Any]:
     """The whole extract stage in one process: prepare_extraction, then every unfinished chunk.
     Returns extract_chunks's summary plus model, n_layers, store, n_prompts_total, n_tokens_total."""
-    store = prepare_extraction(prompts, ids, out_dir, model_cfg, cfg, model_path)
+    store = prepare_extraction(prompts, ids, out_dir, model_cfg, cfg, model_path, device)
     summary = extract_chunks(store, chunk_log, None, None, model_cfg, device, progress, on_chunk_done)
     meta = open_for_write(store)[1]
     return {**summary, "model": meta.model, "n_layers": meta.n_layers, "store": str(store),

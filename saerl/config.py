@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+TESTBED_LEVELS = 5  # difficulty levels of the synthetic world (saerl.testbed): one entry each in the level lists
 
 
 class Section(BaseModel):
@@ -87,6 +89,36 @@ class TestbedConfig(Section):
     eval_batch: int = Field(256, gt=0, description="prompts per generation batch when evaluating")
     max_new_tokens: int = Field(56, gt=0, description="generation limit (the longest worked solution fits)")
     threads: int = Field(2, gt=0, description="torch CPU threads")
+
+    @field_validator("topics")
+    @classmethod
+    def _some_topic(cls, value: list[str]) -> list[str]:
+        """At least one topic: the world draws every problem from them."""
+        if not value:
+            raise ValueError("no topic given: name at least one, e.g. testbed.topics=[arith, mult]")
+        return value
+
+    @field_validator("pool_level_mix", "pretrain_level_mix", "pretrain_slip")
+    @classmethod
+    def _one_per_level(cls, value: list[float], info: Any) -> list[float]:
+        """One entry per difficulty level of the world (levels 1..TESTBED_LEVELS)."""
+        if len(value) != TESTBED_LEVELS:
+            raise ValueError(f"testbed.{info.field_name} needs one entry per difficulty level 1-{TESTBED_LEVELS} "
+                             f"({TESTBED_LEVELS} numbers), got {len(value)}: e.g. testbed.{info.field_name}="
+                             f"{cls.model_fields[info.field_name].default}")
+        return value
+
+    @field_validator("defect_kinds")
+    @classmethod
+    def _defect_shares(cls, value: dict[str, float]) -> dict[str, float]:
+        """Relative shares: none negative, and a positive total to divide by."""
+        negative = sorted(k for k, v in value.items() if v < 0)
+        if negative:
+            raise ValueError(f"testbed.defect_kinds: negative share for {', '.join(negative)}; shares are >= 0")
+        if sum(value.values()) <= 0:
+            raise ValueError("testbed.defect_kinds: the shares sum to 0; give at least one kind a positive share, "
+                             "e.g. testbed.defect_kinds={garbled: 1} (no defects at all: testbed.defect_share=0)")
+        return value
 
 
 class ModelConfig(Section):
@@ -283,6 +315,14 @@ class TrainConfig(Section):
     bf16: bool = Field(True, description="bfloat16 training on a GPU (CPU always trains in float32)")
     use_vllm: bool = Field(False, description="generate rollouts with vLLM (colocated; GPU only, needs trl[vllm])")
 
+    @field_validator("seeds")
+    @classmethod
+    def _some_seed(cls, value: list[int]) -> list[int]:
+        """At least one seed: every arm trains once per seed, so no seed would train nothing."""
+        if not value:
+            raise ValueError("no seed given: every arm trains once per seed; give at least one, e.g. train.seeds=[0]")
+        return value
+
 
 class EvalConfig(Section):
     """Held-out evaluation (evaluate stage)."""
@@ -348,6 +388,22 @@ class PipelineConfig(Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineConfig:
+        """Fields that must agree across sections, checked before any stage runs: the data file when
+        data.source is 'file', and every pooling the score stage reads among those the encode stage stores."""
+        if self.data.source == "file" and not self.data.path:
+            raise ValueError("data.source is 'file' but data.path is not set: set data.path=/path/to/file.jsonl "
+                             "(or data.source=sample / testbed)")
+        stored = self.sae.encode_pool
+        for name in ("cluster_pool", "model_pool", "difficulty_pool"):
+            pool = getattr(self.score, name)
+            if pool != "auto" and pool not in stored:
+                have, both = ", ".join(stored), ", ".join(dict.fromkeys([*stored, pool]))
+                raise ValueError(f"score.{name} is '{pool}' but sae.encode_pool=[{have}] does not store it: set "
+                                 f"sae.encode_pool=[{both}] or score.{name}={stored[0]}")
+        return self
+
 
 class ConfigError(ValueError):
     """A config problem, phrased for the user: key path, value, what was expected, and a fix."""
@@ -381,7 +437,9 @@ def _format_errors(err: ValidationError, where: str) -> str:
     lines = []
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
+        if not path:  # a cross-field check of the whole config: its message names the fields and the fix
+            lines.append(str(e.get("ctx", {}).get("error", e["msg"])))
+        elif e["type"] == "extra_forbidden":
             lines.append(f"unknown key '{path}'{suggest_key(path)}")
         else:
             value = e.get("input")
@@ -403,7 +461,9 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of a raw config dict with dotted overrides set; unknown paths are errors."""
+    """Return a copy of a raw config dict with dotted overrides set; unknown paths are errors. A whole section
+    given as a mapping ('train={max_steps: 50}') sets the fields it names, as 'train.max_steps=50' would, and
+    keeps the section's other fields."""
     out = json.loads(json.dumps(raw))
     valid = set(field_paths())
     sections = {p.split(".")[0] for p in valid}
@@ -417,7 +477,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override '{text}': '{part}' is not a section")
-        node[parts[-1]] = value
+        if key in sections and isinstance(value, dict) and isinstance(node.get(key), dict):
+            node[key] = {**node[key], **value}
+        else:
+            node[parts[-1]] = value
     return out
 
 

@@ -43,8 +43,14 @@ Metrics (trl's ``_metrics``, averaged per logging step like trl's own): ``dynami
 ``dynamic_sampling/dropped_groups``, ``dynamic_sampling/rounds`` (generation rounds in the step, 1 = no
 refill), ``dynamic_sampling/filled_groups``, ``dynamic_sampling/prompts_drawn``, ``dynamic_sampling/stream_epoch``.
 
+Resume. :meth:`dynamic_sampling_state` is what a checkpoint must keep of the stream (the prompts drawn so far,
+whose count is the cursor; ``saerl.rl`` writes it into every checkpoint as :data:`STATE_FILE`), and
+:meth:`restore_dynamic_sampling` puts a fresh trainer back at that point, so a resumed run draws the prompts
+the killed one would have drawn next. With ``steps_per_generation`` > 1 a checkpoint inside a generation batch
+resumes with a fresh generation batch (trl does not keep its buffered rollouts), drawn from the cursor on.
+
 Limits: one process (groups are split across processes in multi-GPU trl, so dropping would need a
-cross-process exchange); text-only prompts; a map-style dataset; no resume of the cursor from a checkpoint.
+cross-process exchange); text-only prompts; a map-style dataset.
 With ``scale_rewards="batch"`` the advantage scale is the std of each generation round, not of the final batch.
 """
 
@@ -62,6 +68,7 @@ log = logging.getLogger(__name__)
 
 DAPO_EPSILON_HIGH = 0.28  # DAPO's clip-higher upper bound (paper, section 3.1), used when the config sets none
 METRIC = "dynamic_sampling/"
+STATE_FILE = "saerl_dynamic_sampling.json"  # the prompt stream's position, inside each trainer checkpoint
 # Batch keys and how they are padded when groups from several generation rounds are put together.
 LEFT_PADDED = {"prompt_ids": "pad", "prompt_mask": 0}
 RIGHT_PADDED = {"completion_ids": "pad", "completion_mask": 0, "tool_mask": 1, "old_per_token_logps": 0.0,
@@ -180,6 +187,31 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int) -> type:
                 self._ds_stream = self._prompt_stream()
             idx = [next(self._ds_stream) for _ in range(n_prompts)]
             return idx, [dict(self._ds_rows[i]) for i in idx for _ in range(self.num_generations)]
+
+        def dynamic_sampling_state(self) -> dict[str, Any]:
+            """What a checkpoint keeps of the prompt stream (JSON-ready): cursor (prompts drawn so far) and drawn
+            (each as [dataset index, had a spread, step], in stream order)."""
+            return {"cursor": len(self.dynamic_sampling_drawn), "drawn": [list(d) for d in self.dynamic_sampling_drawn]}
+
+        def restore_dynamic_sampling(self, state: dict[str, Any]) -> None:
+            """Put the prompt stream back where `state` (:meth:`dynamic_sampling_state` of a checkpoint) left it:
+            the drawn record restored and the cursor moved past the prompts drawn before. Raises ValueError when
+            they are not the head of this trainer's stream (the order or the prompts changed since it was saved)."""
+            try:
+                drawn = [(int(i), bool(s), int(step)) for i, s, step in state["drawn"]]
+                cursor = int(state["cursor"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"bad dynamic-sampling state ({type(e).__name__}: {e}); expected "
+                                 "{'cursor': int, 'drawn': [[index, spread, step], ...]}") from e
+            if cursor != len(drawn):
+                raise ValueError(f"dynamic-sampling state: cursor {cursor} but {len(drawn)} prompts drawn")
+            self._ds_epoch = 0
+            self._ds_stream = self._prompt_stream()
+            head = [next(self._ds_stream) for _ in range(cursor)]
+            if head != [i for i, _, _ in drawn]:
+                raise ValueError("the checkpoint's drawn prompts are not the head of this run's prompt stream: the "
+                                 "order or the prompts changed since it was saved; delete the checkpoints to start over")
+            self.dynamic_sampling_drawn = drawn
 
         def _calculate_rewards(self, inputs: list[dict[str, Any]], prompts: list[Any], completions: list[Any],
                                completion_ids_list: list[list[int]]) -> torch.Tensor:

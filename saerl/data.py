@@ -1,11 +1,13 @@
 """Ingest: read a user's data set, map its columns onto ours, check every row, normalise gold answers.
 
-In: a jsonl / parquet / csv file or a HF ``save_to_disk`` folder, and a :class:`~saerl.config.DataConfig`
-(which field is the prompt, the answer, optional id/topic/difficulty/quality, and the limits).
+In: a jsonl (or .json array of objects) / parquet / csv file or a HF ``save_to_disk`` folder, and a
+:class:`~saerl.config.DataConfig` (which field is the prompt, the answer, optional id/topic/difficulty/quality, and
+the limits).
 Out: :class:`IngestResult` with ``kept`` (``id, prompt, answer, answer_raw, row`` + mapped labels) and
 ``rejected`` (``row, field, reason, value``), one line per problem found, with a fixed vocabulary of reasons.
 
-Rows are numbered from 0 in source order; for jsonl a row is a non-blank line (a broken line keeps its number).
+Rows are numbered from 0 in source order; for jsonl a row is a non-blank line (a broken line keeps its number),
+for a JSON array an element.
 Pure library code: no Prefect here.
 """
 
@@ -20,6 +22,7 @@ import re
 import string
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,7 @@ INVALID_JSON = "invalid JSON"
 INVALID_LABEL = "invalid label"
 ANSWER_TIMEOUT = "answer timeout"
 INVALID_UTF8 = "invalid UTF-8"
+EXTRA_FIELDS = "too many fields"  # a csv row with more fields than the header (an unquoted comma)
 # These only flag a row: it is kept (a bad label becomes null, bad bytes become U+FFFD).
 FLAG_ONLY = frozenset({INVALID_LABEL, INVALID_UTF8})
 
@@ -48,18 +52,22 @@ ID_HEX_CHARS = 16  # content-hash ids: this many hex digits of sha256(normalised
 SUFFIX_FORMATS = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
-    ".json": "jsonl",
+    ".json": "jsonl",  # one object per line, or a JSON array of objects (see _is_json_array)
     ".parquet": "parquet",
     ".pq": "parquet",
     ".csv": "csv",
 }
 HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 UTF8_BOM = b"\xef\xbb\xbf"
+SNIFF_BYTES = 4096  # read this much at a time looking for the first non-space byte of a .json file
 # Byte-order marks of encodings other than UTF-8: such a file is refused with a fix, not read as garbage.
 OTHER_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
               b"\xfe\xff": "UTF-16"}
 # A JSON \u escape of a UTF-16 surrogate: after json.loads it may leave a lone surrogate no encoder accepts.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+# A double-quoted csv field ("" escapes read as two adjacent quoted runs): its commas and newlines do not split.
+_CSV_QUOTED = re.compile(r'"[^"]*"')
+_CSV_QUOTED_OR_NEWLINE = re.compile(r'"[^"]*"|\n')
 TRUE_WORDS = {"1", "true", "yes", "good"}
 FALSE_WORDS = {"0", "false", "no", "bad"}
 NAN_TEXTS = frozenset({"NaN", "Infinity", "-Infinity"})  # json.dumps of non-finite floats
@@ -116,15 +124,23 @@ def _issue(row: int, field_name: str, reason: str, value: Any) -> dict[str, Any]
     return {"row": row, "field": field_name, "reason": reason, "value": text[:REJECT_VALUE_CHARS]}
 
 
+def _exact_float(value: int | float) -> bool:
+    """True if a JSON number is the same number as a float (every float; an int within float precision)."""
+    try:
+        return isinstance(value, float) or float(value) == value
+    except OverflowError:
+        return False
+
+
 def _column(values: list[Any]) -> pl.Series:
-    """A Series from one column of JSON values; mixed or nested types become strings (JSON for dict/list)."""
+    """A Series from one column of JSON values; mixed or nested types become strings (JSON for dict/list).
+    Ints mixed with floats become floats only if every int is exact as a float (else the column is text, so an
+    id or gold beyond 2**53 keeps its digits)."""
     kinds = {type(v) for v in values if v is not None}
     if kinds and kinds <= {int, float} and kinds != {int}:
-        try:
+        if all(v is None or _exact_float(v) for v in values):
             values = [None if v is None else float(v) for v in values]
             kinds = {float}
-        except OverflowError:  # an integer beyond float range: the column is kept as text
-            kinds = {int, float}
     if len(kinds) <= 1 and kinds <= {bool, int, float, str}:
         try:
             return pl.Series(
@@ -181,6 +197,27 @@ def _scrub_surrogates(value: Any) -> Any:
     return value
 
 
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a parsed JSON value, dict keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def _records_frame(records: list[dict[str, Any]]) -> pl.DataFrame:
+    """A frame from JSON objects: one column per key (in first-seen order), built by _column."""
+    names: dict[str, None] = {}
+    for rec in records:
+        names.update(dict.fromkeys(rec))
+    return pl.DataFrame([_column([rec.get(n) for rec in records]).alias(n) for n in names])
+
+
 def _read_jsonl(path: Path) -> LoadedTable:
     """Line by line: a broken line is an 'invalid JSON' issue, bad bytes are replaced and flagged."""
     records: list[dict[str, Any]] = []
@@ -208,11 +245,58 @@ def _read_jsonl(path: Path) -> LoadedTable:
                 issues.append(_issue(row, "", INVALID_UTF8, f"line {line_no}: lone UTF-16 surrogate escape"))
             records.append(obj)
             rows.append(row)
-    names: dict[str, None] = {}
-    for rec in records:
-        names.update(dict.fromkeys(rec))
-    frame = pl.DataFrame([_column([rec.get(n) for rec in records]).alias(n) for n in names])
-    return LoadedTable(frame, rows, issues, row + 1)
+    return LoadedTable(_records_frame(records), rows, issues, row + 1)
+
+
+def _is_json_array(path: Path) -> bool:
+    """True if the file's first character after a UTF-8 BOM and whitespace is '[' (a JSON array, not jsonl)."""
+    with path.open("rb") as fh:
+        if fh.read(len(UTF8_BOM)) != UTF8_BOM:
+            fh.seek(0)
+        while chunk := fh.read(SNIFF_BYTES):
+            head = chunk.lstrip()
+            if head:
+                return head.startswith(b"[")
+    return False
+
+
+def _read_json_array(path: Path) -> LoadedTable:
+    """A .json file holding one array of row objects: row i is element i. A non-object element is an
+    'invalid JSON' issue; bad bytes and lone surrogate escapes are replaced and the element flagged. A file that
+    does not parse as a whole raises IngestError with the line and column."""
+    raw = path.read_bytes().removeprefix(UTF8_BOM)
+    try:
+        text, bad_bytes = raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, bad_bytes = raw.decode("utf-8", errors="replace"), True
+    escapes = _SURROGATE_ESCAPE.search(text) is not None
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise IngestError(
+            f"cannot read {path} as a JSON array: line {e.lineno} column {e.colno}: {e.msg} (fix "
+            "the JSON there, or convert the file to jsonl, one object per line)"
+        ) from e
+    except (ValueError, RecursionError) as e:
+        raise IngestError(
+            f"cannot read {path} as a JSON array: {type(e).__name__}: "
+            f"{str(e)[:REJECT_VALUE_CHARS]} (convert the file to jsonl, one object per line)"
+        ) from e
+    records: list[dict[str, Any]] = []
+    rows: list[int] = []
+    issues: list[dict[str, Any]] = []
+    for row, item in enumerate(items):
+        if not isinstance(item, dict):
+            issues.append(_issue(row, "", INVALID_JSON, f"element {row}: not an object: {json.dumps(item)}"))
+            continue
+        if bad_bytes and any("\ufffd" in s for s in _strings(item)):
+            issues.append(_issue(row, "", INVALID_UTF8, f"element {row}: bad bytes replaced by U+FFFD"))
+        if escapes and _has_lone_surrogate(item):
+            item = _scrub_surrogates(item)
+            issues.append(_issue(row, "", INVALID_UTF8, f"element {row}: lone UTF-16 surrogate escape"))
+        records.append(item)
+        rows.append(row)
+    return LoadedTable(_records_frame(records), rows, issues, len(items))
 
 
 def _csv_error_line(path: Path) -> str:
@@ -228,9 +312,62 @@ def _csv_error_line(path: Path) -> str:
     return ""
 
 
+def _csv_field_counts(text: str) -> list[int]:
+    """Fields in each record of csv text, header first, counted as polars splits them: records end at a newline
+    outside quotes, commas inside a quoted field do not count, leading blank lines are skipped, a blank line is
+    a record."""
+    lines = _CSV_QUOTED.sub("q", text.lstrip("\r\n")).split("\n")  # "q": a quoted field is not a blank line
+    if not lines[-1]:  # the file's final newline ends the last record; it starts none
+        lines.pop()
+    return [line.count(",") + 1 for line in lines]
+
+
+def _csv_records(text: str) -> list[tuple[int, str]]:
+    """(first line number, text) of each record of csv text, split as _csv_field_counts splits them."""
+    body = text.lstrip("\r\n")
+    line = 1 + text[: len(text) - len(body)].count("\n")
+    records: list[tuple[int, str]] = []
+    start, start_line = 0, line
+    for m in _CSV_QUOTED_OR_NEWLINE.finditer(body):
+        if m.group() == "\n":
+            records.append((start_line, body[start : m.start()].rstrip("\r")))
+            start, line = m.end(), line + 1
+            start_line = line
+        else:
+            line += m.group().count("\n")
+    if start < len(body):
+        records.append((start_line, body[start:].rstrip("\r")))
+    return records
+
+
+def _ragged_rows(path: Path, width: int, n_rows: int) -> list[dict[str, Any]]:
+    """One 'too many fields' issue per csv row with more fields than the `width` header columns (polars would
+    cut the extra fields off: an unquoted comma splits 'Add 2, 3' in two). IngestError naming the first such
+    line if the records cannot be matched to the `n_rows` rows polars read (a stray quote)."""
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    counts = _csv_field_counts(text)
+    if max(counts[1:], default=0) <= width:
+        return []
+    records = _csv_records(text)
+    bad = [(row, n, records[row + 1]) for row, n in enumerate(counts[1:]) if n > width]
+    fix = 'an unquoted comma splits a field; quote the field that holds it, e.g. "Add 2, 3"'
+    if len(counts) != n_rows + 1 or len(records) != len(counts):
+        line, record = bad[0][2]
+        raise IngestError(
+            f"cannot read {path} as csv: line {line} has more fields than the {width} header columns and the "
+            f"rows do not line up (a stray quote?): {fix}, double any quote inside a quoted field, or convert the "
+            f"file to jsonl: {record[:REJECT_VALUE_CHARS]}"
+        )
+    return [
+        _issue(row, "", EXTRA_FIELDS, f"line {line}: {n} fields for {width} columns ({fix}): {record}")
+        for row, n, (line, record) in bad
+    ]
+
+
 def _read_csv(path: Path) -> LoadedTable:
-    """All columns as text (labels are parsed later); undecodable bytes are replaced and the row flagged.
-    A file polars cannot parse (an unclosed quote) raises IngestError naming the first bad line."""
+    """All columns as text (labels are parsed later); undecodable bytes are replaced and the row flagged; a row
+    with more fields than the header is a 'too many fields' issue and is not kept. A file polars cannot parse
+    (an unclosed quote) raises IngestError naming the first bad line."""
     try:
         frame = pl.read_csv(path, infer_schema=False, encoding="utf8-lossy", truncate_ragged_lines=True)
     except pl.exceptions.PolarsError as e:
@@ -243,7 +380,11 @@ def _read_csv(path: Path) -> LoadedTable:
         for name, value in rec.items()
         if isinstance(value, str) and "\ufffd" in value
     ]
-    return LoadedTable(frame, list(range(frame.height)), issues, frame.height)
+    ragged = _ragged_rows(path, frame.width, frame.height)
+    dropped = {i["row"] for i in ragged}
+    rows = [r for r in range(frame.height) if r not in dropped]
+    kept = frame.filter(pl.Series([r not in dropped for r in range(frame.height)])) if dropped else frame
+    return LoadedTable(kept, rows, sorted(issues + ragged, key=lambda i: i["row"]), frame.height)
 
 
 def _read_hf(path: Path, hf_split: str | None) -> pl.DataFrame:
@@ -302,7 +443,8 @@ def load_table(path: Path, fmt: str = "auto", hf_split: str | None = None) -> Lo
         _check_encoding(path)
     try:
         if fmt == "jsonl":
-            table = _read_jsonl(path)
+            array = path.suffix.lower() == ".json" and _is_json_array(path)
+            table = _read_json_array(path) if array else _read_jsonl(path)
         elif fmt == "csv":
             table = _read_csv(path)
         elif fmt in ("parquet", "hf"):
@@ -376,11 +518,13 @@ def _answer_text(value: Any) -> str:
 
 
 def _label(kind: str, value: Any) -> float | str | None:
-    """A topic or defect kind as text, a difficulty as a finite float, a quality as a float in [0, 1];
-    ValueError if invalid."""
+    """A topic or defect kind as text (None when missing: null or NaN, see is_missing), a difficulty as a finite
+    float, a quality as a float in [0, 1]; ValueError if invalid."""
     if value is None:
         return None
     if kind in ("topic", "defect"):
+        if is_missing(value):
+            return None
         return value if isinstance(value, str) else str(value)
     if kind == "labelled":
         return _label("quality", value) == 1.0
@@ -495,7 +639,8 @@ def ingest(cfg: DataConfig, path: Path) -> IngestResult:
     """Read `path`, check each row, normalise answers in one batch, drop duplicates.
 
     A row is dropped for (first match wins): invalid JSON (also a line nested too deep or with an integer over
-    Python's digit limit), missing field (prompt/answer/id null, NaN or absent), empty prompt (also
+    Python's digit limit, or a JSON array element that is not an object), too many fields (a csv row with more
+    fields than the header: an unquoted comma), missing field (prompt/answer/id null, NaN or absent), empty prompt (also
     whitespace-only), over-long prompt (> cfg.max_prompt_chars), unparseable answer, answer timeout
     (normalising took over cfg.verify_timeout_s), duplicate prompt (same text after whitespace normalisation;
     the first kept occurrence stays) or duplicate id. A bad label (NaN/inf/non-numeric difficulty or quality,

@@ -20,13 +20,14 @@
 
 Error bars. Two sources of noise are separated. *Training seeds*: an arm trained again with another seed
 lands elsewhere; with >= 2 seeds per arm this is a t-interval (Welch for a difference) over per-seed
-accuracies. *Problems*: the eval set is a finite sample of problems. Every arm is evaluated on the same
-problems, so the difference is measured on paired per-problem scores (arm minus reference, problem by
-problem): far tighter than treating the two accuracies as independent, because a problem's own
+accuracies; in a difference, a side with one seed (the base policy, evaluated once) counts as fixed and the
+other side's seed variance still enters. *Problems*: the eval set is a finite sample of problems. Every arm
+is evaluated on the same problems, so the difference is measured on paired per-problem scores (arm minus
+reference, problem by problem): far tighter than treating the two accuracies as independent, because a problem's own
 difficulty cancels. This needs the per-sample frame (``samples=``). When both are available their
 variances add (Welch-Satterthwaite degrees of freedom; slightly conservative, as per-sample noise enters
 both parts); with one seed only the problem part is known, and
-the ``ci_source`` column says that training-seed variance is not included.
+the ``ci_source`` column says whose training-seed variance is and is not included.
 """
 
 from __future__ import annotations
@@ -73,10 +74,11 @@ def _seed_for(seed: int, sample: int) -> int:
 
 @torch.no_grad()
 def generate_batched(model: Any, tok: Any, prompts: list[str], max_new_tokens: int, batch_size: int,
-                     temperature: float, seed: int) -> tuple[list[str], list[int]]:
+                     temperature: float, seed: int) -> tuple[list[str], list[int], list[bool]]:
     """Completions of chat-templated `prompts` with left padding, in batches of similar length.
     in: model, tokenizer (with a chat template), prompt texts, limits, temperature (0 = greedy), torch seed;
-    out: (decoded completions without special tokens, generated token counts up to and including EOS).
+    out: (decoded completions without special tokens, generated token counts up to and including EOS,
+    whether each completion ended with EOS: one that did not was cut at max_new_tokens).
     The seed applies inside a fork of torch's RNG: the caller's random state is left as it was (a training
     run that evaluates every N steps keeps its own seeded sampling)."""
     devices = [model.device] if model.device.type == "cuda" else []
@@ -86,7 +88,7 @@ def generate_batched(model: Any, tok: Any, prompts: list[str], max_new_tokens: i
 
 
 def _generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int, batch_size: int,
-              temperature: float) -> tuple[list[str], list[int]]:
+              temperature: float) -> tuple[list[str], list[int], list[bool]]:
     """generate_batched's body, drawing from torch's global RNG as it stands."""
     model.eval()
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -98,6 +100,7 @@ def _generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int, bat
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # less padding; results go back in input order
     out_text: list[str] = [""] * len(ids)
     out_len: list[int] = [0] * len(ids)
+    out_ended: list[bool] = [False] * len(ids)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         width = max(len(ids[i]) for i in rows)
@@ -111,10 +114,11 @@ def _generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int, bat
                              **_sampling_kwargs(temperature))[:, width:].cpu()
         for r, i in enumerate(rows):
             seq = gen[r].tolist()
-            end = next((j + 1 for j, t in enumerate(seq) if t in eos_ids), len(seq))
-            out_len[i] = end
-            out_text[i] = tok.decode(seq[:end], skip_special_tokens=True)
-    return out_text, out_len
+            end = next((j + 1 for j, t in enumerate(seq) if t in eos_ids), None)
+            out_ended[i] = end is not None
+            out_len[i] = end if end is not None else len(seq)
+            out_text[i] = tok.decode(seq[: out_len[i]], skip_special_tokens=True)
+    return out_text, out_len, out_ended
 
 
 def select_problems(df: pl.DataFrame, max_problems: int | None) -> pl.DataFrame:
@@ -135,18 +139,19 @@ def evaluate_loaded(model: Any, tok: Any, eval_sets: dict[str, pl.DataFrame], cf
         df = select_problems(df, cfg.max_problems)
         prompts, golds = df["prompt"].to_list(), [str(a) for a in df["answer"].to_list()]
         n = df.height
-        texts, lens = generate_batched(model, tok, prompts, max_new_tokens, cfg.batch_size, 0.0, _seed_for(seed, GREEDY))
+        texts, lens, ended = generate_batched(model, tok, prompts, max_new_tokens, cfg.batch_size, 0.0,
+                                              _seed_for(seed, GREEDY))
         samples = [GREEDY] * n
         for j in range(1, cfg.k_samples + 1):
-            t, ln = generate_batched(model, tok, prompts, max_new_tokens, cfg.batch_size, cfg.temperature,
-                                     _seed_for(seed, j))
-            texts, lens, samples = texts + t, lens + ln, samples + [j] * n
+            t, ln, e = generate_batched(model, tok, prompts, max_new_tokens, cfg.batch_size, cfg.temperature,
+                                        _seed_for(seed, j))
+            texts, lens, ended, samples = texts + t, lens + ln, ended + e, samples + [j] * n
         results = verify_batch(texts, golds * (cfg.k_samples + 1), cfg.verify_timeout_s)
         extra = {c: df[c].cast(pl.Utf8).to_list() * (cfg.k_samples + 1) for c in ("difficulty", "topic") if c in df.columns}
         frames.append(pl.DataFrame({
             "set": [name] * len(texts), "id": [str(i) for i in df["id"].to_list()] * (cfg.k_samples + 1),
             "sample": samples, "correct": [r.correct for r in results], "status": [r.status for r in results],
-            "completion_len": lens, "truncated": [ln >= max_new_tokens for ln in lens], **extra,
+            "completion_len": lens, "truncated": [not e for e in ended], **extra,
         }, schema_overrides={"sample": pl.Int32, "completion_len": pl.Int32}))
     if not frames:
         raise ValueError("no eval sets given")
@@ -160,7 +165,7 @@ def evaluate_policy(model_dir: str | Path, eval_sets: dict[str, pl.DataFrame], c
     optional difficulty/topic)}, eval config, generation limit, seed;
     out: one row per (set, id, sample) with sample 0 = greedy and 1..k = sampled at cfg.temperature, correct,
     status (the verifier's: correct/wrong/no_answer/timeout/error), completion_len (tokens, EOS included),
-    truncated (hit max_new_tokens), and difficulty/topic (as text) where the set has them.
+    truncated (cut at max_new_tokens: no EOS generated), and difficulty/topic (as text) where the set has them.
     Deterministic for a seed and batch size (sample j draws from its own seed derived from (seed, j)).
     `model_cfg` says whether the policy's own code may run (model.trust_remote_code; None = no)."""
     from saerl.policy_lm import load_policy
@@ -307,7 +312,9 @@ def steps_ratio_interval(problems: pl.DataFrame, reference_arm: str = "vanilla",
     rng = np.random.default_rng(seed)
     weights = rng.multinomial(len(ids), np.full(len(ids), 1 / len(ids)), size=n_boot).T / len(ids)  # (problems, B)
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # arm -> (steps, mean curve per resample (B, steps))
-    for (arm,), g in problems.filter(pl.col("id").is_in(ids)).group_by("arm"):
+    shared = problems.filter(pl.col("id").is_in(ids))
+    for arm in sorted(shared["arm"].unique().to_list()):  # a fixed order: every arm draws from the one rng
+        g = shared.filter(pl.col("arm") == arm)
         seeds = sorted(g["seed"].unique().to_list())
         counts = g.group_by("step").agg(pl.col("seed").n_unique().alias("n"))
         steps = np.array(sorted(counts.filter(pl.col("n") == len(seeds))["step"].to_list()))
@@ -493,8 +500,7 @@ def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samp
                              "verdict": "reference", "ci_source": _source(len(acc[arm]), 1, len(own), False)})
                 continue
             diff = mean - float(np.mean(acc[reference]))
-            seed_parts = (_seed_part(acc[arm]) + _seed_part(acc[reference])
-                          if len(acc[arm]) >= 2 and len(acc[reference]) >= 2 else [])
+            seed_parts = _seed_part(acc[arm]) + _seed_part(acc[reference])  # a one-seed side counts as fixed
             common = sorted(set(per_problem.get(arm, {})) & set(per_problem.get(reference, {})))
             if scores is not None and not common:
                 raise ValueError(f"arm {arm!r} and {reference!r} share no problem ids on set {set_name!r}")
@@ -507,14 +513,26 @@ def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samp
 
 
 def _source(seeds: int, ref_seeds: int, problems: int, paired: bool) -> str:
-    """What an interval accounts for, in words (`paired`: a difference to the reference)."""
-    seed_ok = seeds >= 2 and (ref_seeds >= 2 or not paired)
-    parts = [f"seeds ({seeds} vs {ref_seeds}, Welch t)" if paired else f"{seeds} seeds (t)"] if seed_ok else []
+    """What an interval accounts for, in words (`paired`: a difference to the reference, where each side's
+    training-seed variance enters when it has >= 2 seeds and a one-seed side counts as fixed)."""
+    if not paired:
+        parts = [f"{seeds} seeds (t)"] if seeds >= 2 else []
+        missing = "" if seeds >= 2 else "training-seed variance not included (one seed)"
+    elif seeds >= 2 and ref_seeds >= 2:
+        parts, missing = [f"seeds ({seeds} vs {ref_seeds}, Welch t)"], ""
+    elif seeds >= 2:
+        parts = [f"the arm's {seeds} seeds (t)"]
+        missing = "the reference's training-seed variance not included (one seed, counted as fixed)"
+    elif ref_seeds >= 2:
+        parts = [f"the reference's {ref_seeds} seeds (t)"]
+        missing = "the arm's training-seed variance not included (one seed, counted as fixed)"
+    else:
+        parts, missing = [], "training-seed variance not included (one seed)"
     if problems >= 2:
         parts.append(f"{problems} paired problems" if paired else f"{problems} problems")
     if not parts:
         return "none: one seed and no per-sample results"
-    return " + ".join(parts) + ("" if seed_ok else "; training-seed variance not included (one seed)")
+    return " + ".join(parts) + (f"; {missing}" if missing else "")
 
 
 def format_comparison(table: pl.DataFrame) -> str:

@@ -1,9 +1,10 @@
 """Measured difficulty (label stage): the policy's pass rate over n sampled rollouts on the labelled subset.
 
 Difficulty labels come from the data when it has them (a testbed level, a MATH-style level). Otherwise they
-are measured, as AdaRFT does: sample `score.label_rollouts` completions per labelled prompt at the RL
-temperature, verify each final answer, and record the pass rate. Verifier failures (timeouts, errors) are
-counted on their own and are not rollouts that passed.
+are measured, as AdaRFT does: sample `score.label_rollouts` completions per labelled prompt as RL samples them
+(train.temperature, train.top_k), verify each final answer (bounded by train.verify_timeout_s, as the reward
+is), and record the pass rate. Verifier failures (timeouts, errors) are counted on their own and are not
+rollouts that passed.
 
 The stage is resumable like extraction and encoding: the labelled subset is cut into chunks of
 `score.label_chunk_rows` prompts; each finished chunk's table is written atomically into the build's partial
@@ -49,18 +50,22 @@ def labelled_subset(prompts: pl.DataFrame, fraction: float, seed: int) -> pl.Dat
 
 
 def measure_pass_rates(model_dir: str | Path, prompts: pl.DataFrame, rollouts: int, temperature: float,
-                       max_new_tokens: int, batch: int, seed: int,
-                       model_cfg: ModelConfig | None = None) -> pl.DataFrame:
-    """Load the policy (model.trust_remote_code as `model_cfg` says) and measure :func:`pass_rates` on `prompts`."""
+                       max_new_tokens: int, batch: int, seed: int, model_cfg: ModelConfig | None = None,
+                       top_k: int = 0, verify_timeout_s: float | None = None, device: str = "cpu") -> pl.DataFrame:
+    """Load the policy (model.trust_remote_code as `model_cfg` says) on `device` and measure :func:`pass_rates`
+    on `prompts`."""
     from saerl.policy_lm import load_policy
 
-    model, tok = load_policy(model_dir, model_cfg)
-    return pass_rates(model, tok, prompts, rollouts, temperature, max_new_tokens, batch, seed)
+    model, tok = load_policy(model_dir, model_cfg, device=device)
+    return pass_rates(model, tok, prompts, rollouts, temperature, max_new_tokens, batch, seed, top_k, verify_timeout_s)
 
 
 def pass_rates(model: Any, tok: Any, prompts: pl.DataFrame, rollouts: int, temperature: float,
-               max_new_tokens: int, batch: int, seed: int) -> pl.DataFrame:
-    """Sample `rollouts` completions per prompt (id, prompt, answer) with a loaded policy and verify them.
+               max_new_tokens: int, batch: int, seed: int, top_k: int = 0,
+               verify_timeout_s: float | None = None) -> pl.DataFrame:
+    """Sample `rollouts` completions per prompt (id, prompt, answer) with a loaded policy at `temperature` and
+    `top_k` (0 = off), as RL samples, and verify them, each check bounded by `verify_timeout_s` (None = the
+    verifier's default).
 
     Returns id, pass_rate (correct / rollouts), n_correct, n_failed (verifier timeouts/errors), rollouts.
     """
@@ -68,8 +73,9 @@ def pass_rates(model: Any, tok: Any, prompts: pl.DataFrame, rollouts: int, tempe
     from saerl.verify import verify_batch
 
     ids, texts, golds = prompts["id"].to_list(), prompts["prompt"].to_list(), prompts["answer"].to_list()
-    completions = generate(model, tok, texts * rollouts, max_new_tokens, batch, temperature, seed)
-    results = verify_batch(completions, golds * rollouts)
+    completions = generate(model, tok, texts * rollouts, max_new_tokens, batch, temperature, seed, top_k=top_k)
+    timeout = {} if verify_timeout_s is None else {"timeout_s": verify_timeout_s}
+    results = verify_batch(completions, golds * rollouts, **timeout)
     n = len(ids)
     correct = [sum(results[j * n + i].correct for j in range(rollouts)) for i in range(n)]
     failed = [sum(results[j * n + i].status in ("timeout", "error") for j in range(rollouts)) for i in range(n)]
@@ -83,19 +89,23 @@ def chunk_seed(seed: int, chunk: int) -> int:
     return int(np.random.SeedSequence([seed, chunk]).generate_state(1)[0])
 
 
-def label_fingerprint(ids: list[str], cfg: ScoreConfig, temperature: float, max_new_tokens: int) -> str:
-    """What every recorded chunk of a partial label build must share: the subset's ids and the sampling settings."""
+def label_fingerprint(ids: list[str], cfg: ScoreConfig, temperature: float, max_new_tokens: int, top_k: int = 0,
+                      verify_timeout_s: float | None = None) -> str:
+    """What every recorded chunk of a partial label build must share: the subset's ids and the sampling and
+    verifying settings."""
     return stable_hash({"ids": ids, "rollouts": cfg.label_rollouts, "batch": cfg.label_batch, "seed": cfg.seed,
                         "chunk_rows": cfg.label_chunk_rows, "temperature": temperature,
-                        "max_new_tokens": max_new_tokens})
+                        "max_new_tokens": max_new_tokens, "top_k": top_k, "verify_timeout_s": verify_timeout_s})
 
 
 def measure_labels(model_dir: str | Path, prompts: pl.DataFrame, cfg: ScoreConfig, temperature: float,
                    max_new_tokens: int, out_dir: str | Path, chunk_log: ChunkLog,
                    model_cfg: ModelConfig | None = None, progress: bool = True,
-                   on_chunk_done: Callable[[int], None] | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
+                   on_chunk_done: Callable[[int], None] | None = None, top_k: int = 0,
+                   verify_timeout_s: float | None = None, device: str = "cpu") -> tuple[pl.DataFrame, dict[str, Any]]:
     """The label stage, resumable. The subset `prompts` (id, prompt, answer) is cut into chunks of
-    cfg.label_chunk_rows rows; chunk c is measured by :func:`pass_rates` with seed chunk_seed(cfg.seed, c),
+    cfg.label_chunk_rows rows; chunk c is measured by :func:`pass_rates` (sampling at `temperature` and `top_k`,
+    checks bounded by `verify_timeout_s`, the policy on `device`) with seed chunk_seed(cfg.seed, c),
     written atomically to out_dir/label_parts/<c>.parquet and recorded in `chunk_log` (then `on_chunk_done(c)`
     runs). Chunks the log records with this fingerprint, whose table is there, are skipped: a killed run
     redoes only unfinished chunks. Finally every chunk's table, in order, becomes out_dir/labels.parquet and
@@ -105,7 +115,8 @@ def measure_labels(model_dir: str | Path, prompts: pl.DataFrame, cfg: ScoreConfi
 
     parts = Path(out_dir) / PARTS_DIR
     parts.mkdir(parents=True, exist_ok=True)
-    fp = label_fingerprint(prompts["id"].cast(pl.String).to_list(), cfg, temperature, max_new_tokens)
+    fp = label_fingerprint(prompts["id"].cast(pl.String).to_list(), cfg, temperature, max_new_tokens, top_k,
+                           verify_timeout_s)
     ranges = chunk_ranges(prompts.height, cfg.label_chunk_rows)
 
     def part(c: int) -> Path:
@@ -114,11 +125,11 @@ def measure_labels(model_dir: str | Path, prompts: pl.DataFrame, cfg: ScoreConfi
     todo = [c for c in range(len(ranges))
             if not (chunk_log.get(c).get("fingerprint") == fp and part(c).is_file())]
     started = time.perf_counter()
-    model, tok = load_policy(model_dir, model_cfg) if todo else (None, None)
+    model, tok = load_policy(model_dir, model_cfg, device=device) if todo else (None, None)
     for c in tqdm(todo, desc="label", unit="chunk", disable=not progress):
         lo, hi = ranges[c]
         table = pass_rates(model, tok, prompts.slice(lo, hi - lo), cfg.label_rollouts, temperature, max_new_tokens,
-                           cfg.label_batch, chunk_seed(cfg.seed, c))
+                           cfg.label_batch, chunk_seed(cfg.seed, c), top_k, verify_timeout_s)
         write_file_atomic(part(c), table.write_parquet)
         chunk_log.mark(c, fingerprint=fp, rows=table.height)
         if on_chunk_done is not None:

@@ -54,15 +54,17 @@ def data_file(cfg: PipelineConfig) -> Path | None:
 
 
 def needs_testbed(cfg: PipelineConfig, stage: str) -> bool:
-    """Whether `stage` reads the testbed artifact: its world as data (ingest, evaluate) or its LM as the
-    model (extract when it reads the policy's internals; label, train and evaluate, which run the policy)."""
+    """Whether `stage` reads the testbed artifact: its world as data (ingest; train and evaluate, whose held-out
+    set is the world's eval split) or its LM as the model (extract when it reads the policy's internals; label,
+    train and evaluate, which run the policy)."""
     policy = cfg.model.name_or_path == "testbed"
+    world = cfg.data.source == "testbed"
     return {
-        "ingest": cfg.data.source == "testbed",
+        "ingest": world,
         "extract": cfg.extract.model is None and policy,
         "label": policy,
-        "train": policy,
-        "evaluate": policy or cfg.data.source == "testbed",
+        "train": policy or world,
+        "evaluate": policy or world,
     }.get(stage, False)
 
 
@@ -103,11 +105,39 @@ def hash_path(path: Path) -> str:
     return file_sha256(path)[:16]
 
 
+def folder_stamp(name: str | None) -> str | None:
+    """A fingerprint of a local model or SAE folder (each file's path, size and modification time: weights
+    rewritten in place change it; hashing gigabytes of weights on every plan would not pay), or None for a
+    hub id, the testbed LM or an unset field."""
+    from saerl.config import stable_hash
+
+    if not name or name == "testbed" or not (path := Path(name).expanduser()).is_dir():
+        return None
+    return stable_hash({p.relative_to(path).as_posix(): [p.stat().st_size, p.stat().st_mtime_ns]
+                        for p in sorted(path.rglob("*")) if p.is_file()})
+
+
+def local_models(cfg: PipelineConfig, stage: str) -> dict[str, str | None]:
+    """The local folders whose weights `stage` loads, by input name: the internals model (extract), the SAE
+    (sae, when sae.source is local), the policy (label, train, evaluate)."""
+    if stage == "extract":
+        return {"model_folder": cfg.extract.model or cfg.model.name_or_path}
+    if stage == "sae" and cfg.sae.source == "local":
+        return {"sae_folder": cfg.sae.path}
+    if stage in ("label", "train", "evaluate"):
+        return {"model_folder": cfg.model.name_or_path}
+    return {}
+
+
 def input_keys(cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef],
                variant: dict[str, Any] | None = None) -> dict[str, str]:
     """Keys of everything `stage` reads besides config: upstream artifacts, the data file for ingest, the
-    held-out set files for train and evaluate, and the run's variant (arm, seed) for train."""
+    held-out set files for train and evaluate, local model / SAE folders (their stamp), and the run's variant
+    (arm, seed) for train."""
     keys = {name: ref.key for name, ref in upstream.items()}
+    for name, folder in local_models(cfg, stage).items():
+        if (stamp := folder_stamp(folder)) is not None:
+            keys[name] = stamp
     if stage == "ingest" and (f := data_file(cfg)) is not None:
         keys["file"] = hash_path(f)
     if stage in ("train", "evaluate"):
@@ -231,8 +261,9 @@ def prepare_shards(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstre
         from saerl.activations import prepare_extraction
 
         prompts = runners.read_prompts(upstream)
-        prepare_extraction(prompts["prompt"].to_list(), prompts["id"].to_list(), build.path, cfg.model, cfg.extract,
-                           model_path=runners.internals_model(cfg, upstream))
+        prepare_extraction(prompts["prompt"].to_list(), prompts["id"].to_list(), build.path,
+                           runners.internals_model_cfg(cfg), cfg.extract, model_path=runners.internals_model(cfg, upstream),
+                           device=cfg.runtime.device)
         chunks = list_chunks(build.path / STORE_NAME)
     elif stage == "encode":
         from saerl.sae import encode_codes
@@ -259,8 +290,8 @@ def run_shard(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
     if stage == "extract":
         from saerl.activations import extract_chunks
 
-        return extract_chunks(build.path / STORE_NAME, build.chunks, chunk_ids, model_cfg=cfg.model, device=device,
-                              progress=False)
+        return extract_chunks(build.path / STORE_NAME, build.chunks, chunk_ids, model_cfg=runners.internals_model_cfg(cfg),
+                              device=device, progress=False)
     from saerl.sae import encode_codes
 
     return encode_codes(upstream["extract"].path, upstream["sae"].path, cfg.sae, build.path, build.chunks,

@@ -53,8 +53,20 @@ def cluster_map(Z: sp.spmatrix, clusters: np.ndarray, topics: np.ndarray | None 
     return fig
 
 
-def difficulty_scatter(y_true: np.ndarray, y_pred: np.ndarray, label: str = "SAE ElasticNet") -> Figure:
-    """Predicted vs true difficulty (rows with both), with the y = x line and Spearman rho in the legend."""
+DIFFICULTY_MODEL_NAMES = {"elasticnet": "ElasticNetCV", "ridge": "RidgeCV", "mean": "mean predictor"}
+
+
+def difficulty_label(model: str | None, pool: str | None) -> str:
+    """Legend name of the difficulty regressor the score stage chose. in: its family ("elasticnet", "ridge",
+    "mean"; score params' difficulty_model) and the pooled codes it read (difficulty_pool), either None when
+    unknown; out: e.g. "SAE RidgeCV (max-pooled codes)"."""
+    name = DIFFICULTY_MODEL_NAMES.get(model or "", model or "difficulty model")
+    return f"SAE {name}" + (f" ({pool}-pooled codes)" if pool else "")
+
+
+def difficulty_scatter(y_true: np.ndarray, y_pred: np.ndarray, label: str = "SAE difficulty model") -> Figure:
+    """Predicted vs true difficulty (rows with both), with the y = x line and Spearman rho in the legend;
+    `label` names the predictor (:func:`difficulty_label`)."""
     y_true, y_pred = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
     ok = ~(np.isnan(y_true) | np.isnan(y_pred))
     rho = float(spearmanr(y_true[ok], y_pred[ok]).statistic) if ok.sum() > 2 else float("nan")

@@ -68,18 +68,23 @@ def save_tokenizer(tok: PreTrainedTokenizerFast, out_dir: Path) -> None:
     path.write_text(json.dumps(conf, indent=2))
 
 
-def load_policy(model_dir: str | Path, model_cfg: ModelConfig | None = None) -> tuple[Any, Any]:
-    """(model in float32, tokenizer) from a folder, hub id or 'pkg:<module>', through the Auto classes, with the
-    pinned revision and trust_remote_code exactly as `model_cfg` says (None = the defaults: no remote code). A
-    model that needs its own code while model.trust_remote_code is off raises RemoteCodeError naming the flag."""
-    from saerl.activations import hub_kwargs, remote_code_guard, resolve_model_path
+def load_policy(model_dir: str | Path, model_cfg: ModelConfig | None = None,
+                device: str = "cpu") -> tuple[Any, Any]:
+    """(model, tokenizer) from a folder, hub id or 'pkg:<module>', through the Auto classes: weights from
+    safetensors only (never a pickled checkpoint), with the pinned revision and trust_remote_code exactly as
+    `model_cfg` says (None = the defaults: no remote code). The model is float32 on `device` ('auto', 'cpu',
+    'cuda': runtime.device, resolved by saerl.activations.pick_device), float32 everywhere as RL trains it, so
+    labels, training and evaluation read the same weights; training leaves it on the CPU ("cpu", the default)
+    and trl places it. A model that needs its own code while model.trust_remote_code is off raises
+    RemoteCodeError naming the flag."""
+    from saerl.activations import hub_kwargs, pick_device, remote_code_guard, resolve_model_path
 
     common = hub_kwargs(model_cfg or ModelConfig())
     path = resolve_model_path(str(model_dir))
     with remote_code_guard(str(model_dir)):  # the model first: its config names any code of the repo's own
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **common)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True, **common)
         tok = AutoTokenizer.from_pretrained(path, **common)
-    return model, tok
+    return model.to(pick_device(device)), tok
 
 
 def prompt_text(tok: Any, prompt: str) -> str:
@@ -120,7 +125,11 @@ def _batch(examples: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Te
 
 def length_buckets(lengths: list[int], batch: int, window: int, gen: torch.Generator) -> list[list[int]]:
     """One epoch of batches: shuffle, sort each window of `window` batches by length (less padding), split,
-    shuffle the batches. in: sequence lengths, batch size, window, rng; out: index lists."""
+    shuffle the batches. in: sequence lengths, batch size (capped at the number of sequences, so a corpus
+    smaller than one batch still makes one), window, rng; out: index lists."""
+    batch = min(batch, len(lengths))
+    if batch == 0:
+        return []
     perm = torch.randperm(len(lengths), generator=gen).tolist()
     out: list[list[int]] = []
     span = batch * window
@@ -170,18 +179,19 @@ def pretrain(model: Any, tok: Any, df: pl.DataFrame, cfg: TestbedConfig, progres
 
 @torch.no_grad()
 def generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int, batch: int,
-             temperature: float = 0.0, seed: int = 0) -> list[str]:
-    """Completions (decoded, special tokens dropped) for each prompt; temperature 0 = greedy."""
+             temperature: float = 0.0, seed: int = 0, top_k: int = 0) -> list[str]:
+    """Completions (decoded, special tokens dropped) for each prompt, generated on the model's device;
+    temperature 0 = greedy, else sampling at `temperature` from the `top_k` most likely tokens (0 = all)."""
     torch.manual_seed(seed)
     out: list[str] = []
     model.eval()
     for i in range(0, len(prompts), batch):
         enc = tok([prompt_text(tok, p) for p in prompts[i : i + batch]], add_special_tokens=False,
-                  return_tensors="pt", padding=True)
+                  return_tensors="pt", padding=True).to(model.device)
         sample = temperature > 0
         gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=sample, pad_token_id=tok.pad_token_id,
-                             eos_token_id=tok.eos_token_id, **({"temperature": temperature, "top_k": 0} if sample else {}))
-        out += tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+                             eos_token_id=tok.eos_token_id, **({"temperature": temperature, "top_k": top_k} if sample else {}))
+        out += tok.batch_decode(gen[:, enc["input_ids"].shape[1] :].cpu(), skip_special_tokens=True)
     return out
 
 

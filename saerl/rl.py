@@ -4,7 +4,7 @@
 ``order=None``, in a seeded shuffle (vanilla GRPO). trl's own sampler shuffles; :class:`OrderedGRPOTrainer`
 replaces it with :class:`OrderSampler`, which yields each prompt ``num_generations`` times in a row, batch by
 batch, in our order. The reward is 1.0 when the completion's final answer (``#### N``) equals the gold answer,
-judged in process for plain-integer golds (the testbed's) and by :func:`saerl.verify.verify_batch` otherwise.
+judged as :func:`saerl.verify.verify_batch` judges it (plain numbers in process, anything else by math-verify).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +23,10 @@ from datasets import Dataset
 from torch.utils.data import Sampler
 from transformers import TrainerCallback
 
+from saerl.artifacts import write_file_atomic
 from saerl.config import ModelConfig, TrainConfig
-from saerl.verify import extract_final_answer, verify_batch
+from saerl.verify import extract_final_answer, fast_verdict, verify_batch
 
-_INT = re.compile(r"[+-]?\d+")
 log = logging.getLogger("saerl.rl")
 
 
@@ -71,20 +70,15 @@ def completion_text(completion: Any) -> str:
 
 
 def judge(texts: list[str], golds: list[str], timeout_s: float = 5.0) -> list[str]:
-    """The verifier's status of each text's final answer (``#### X``) against its gold: correct / wrong /
-    no_answer / timeout / error. A plain-integer gold is compared in process (the prediction must be a plain
-    integer too); any other gold goes to `saerl.verify.verify_batch`, bounded by `timeout_s` per item.
+    """The verifier's status of each text's final answer (``#### X`` or ``\\boxed{X}``) against its gold:
+    correct / wrong / no_answer / timeout / error, exactly as `saerl.verify.verify_batch` (the final
+    evaluation) judges it. Pairs its in-process fast path decides (a plain number against a plain-number gold,
+    a missing answer) stay in this process; the rest go to verify_batch, bounded by `timeout_s` per item.
     in: completions, golds, timeout; out: statuses."""
     out: list[str | None] = []
     for text, gold in zip(texts, golds, strict=True):
-        pred = extract_final_answer(text)
-        if _INT.fullmatch(gold.strip()):
-            if pred is None:
-                out.append("no_answer")
-            else:
-                out.append("correct" if _INT.fullmatch(pred) is not None and int(pred) == int(gold) else "wrong")
-        else:
-            out.append(None)
+        verdict = fast_verdict(text, gold)
+        out.append(None if verdict is None else verdict.status)
     slow = [i for i, status in enumerate(out) if status is None]
     if slow:
         res = verify_batch([texts[i] for i in slow], [golds[i] for i in slow], timeout_s)
@@ -120,6 +114,19 @@ def format_reward(completions: list[Any], **_: Any) -> list[float]:
     """trl reward function: 1.0 when the completion states a final answer the verifier can read
     (``#### X`` or ``\\boxed{X}``), else 0.0."""
     return [float(extract_final_answer(completion_text(c)) is not None) for c in completions]
+
+
+def stream_length(steps: int, prompts_per_step: int, steps_per_generation: int, extra_rounds: int = 0) -> int:
+    """Prompts the training stream must hold for `steps` optimizer steps: whole generation batches (trl
+    generates for `steps_per_generation` steps at once and :class:`OrderSampler` yields only whole batches, so a
+    partial last batch would be dropped and training would re-read the head of the order), times
+    1 + `extra_rounds` of DAPO dynamic sampling. in: steps, prompts per step, steps per generation, extra
+    rounds; out: prompts."""
+    if steps < 1 or prompts_per_step < 1 or steps_per_generation < 1 or extra_rounds < 0:
+        raise ValueError(f"stream_length needs steps, prompts_per_step, steps_per_generation >= 1 and extra_rounds "
+                         f">= 0; got {steps}, {prompts_per_step}, {steps_per_generation}, {extra_rounds}")
+    generations = -(-steps // steps_per_generation)
+    return generations * steps_per_generation * prompts_per_step * (1 + extra_rounds)
 
 
 def training_order(ids: list[str], order: list[str] | None, n_needed: int, seed: int) -> list[str]:
@@ -174,7 +181,7 @@ class EvalCallback(TrainerCallback):
         was_training = model.training
         for name, df in self.sets.items():
             t0 = time.time()
-            texts, _ = generate_batched(model, self.tok, df["prompt"].to_list(), self.max_new_tokens, self.batch, 0.0, 0)
+            texts, _, _ = generate_batched(model, self.tok, df["prompt"].to_list(), self.max_new_tokens, self.batch, 0.0, 0)
             ok = is_correct(texts, [str(a) for a in df["answer"].to_list()])
             self.rows.append({"step": step, "set": name, "greedy": sum(ok) / max(1, len(ok)), "n": len(ok),
                               "seconds": round(time.time() - t0, 3)})
@@ -201,23 +208,34 @@ class EvalCallback(TrainerCallback):
 CURVE_FILE = "saerl_curve.json"  # the eval rows (and per-problem results) so far, inside each trainer checkpoint
 
 
+def _write_json(path: Path, obj: Any) -> None:
+    """`obj` as JSON at `path`, atomically (temp file + rename): a reader sees the whole file or none of it."""
+    write_file_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj)))
+
+
 class CurveCheckpoint(TrainerCallback):
     """Saves the eval callback's rows and per-problem results into every trainer checkpoint
     (``checkpoint-<N>/saerl_curve.json``), so a resumed run keeps the learning curve measured before it was
-    killed."""
+    killed; before it, the JSON files of `states` ({file name: function returning the state to keep}, e.g.
+    DAPO's prompt stream). Every file is written atomically and the curve file last: it marks the checkpoint
+    complete (:func:`last_checkpoint`), so a run killed while saving resumes from the checkpoint before."""
 
-    def __init__(self, evals: EvalCallback, folder: Path) -> None:
-        self.evals, self.folder = evals, Path(folder)
+    def __init__(self, evals: EvalCallback, folder: Path, states: dict[str, Any] | None = None) -> None:
+        self.evals, self.folder, self.states = evals, Path(folder), dict(states or {})
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         ckpt = self.folder / f"checkpoint-{state.global_step}"
         if ckpt.is_dir():
-            (ckpt / CURVE_FILE).write_text(json.dumps({"rows": self.evals.rows, "problems": self.evals.problems}))
+            for name, get_state in self.states.items():
+                _write_json(ckpt / name, get_state())
+            _write_json(ckpt / CURVE_FILE, {"rows": self.evals.rows, "problems": self.evals.problems})
 
 
 def last_checkpoint(folder: Path) -> Path | None:
-    """The newest complete trainer checkpoint (``checkpoint-<N>`` with trainer_state.json) in `folder`."""
-    done = [c for c in Path(folder).glob("checkpoint-*") if (c / "trainer_state.json").exists()]
+    """The newest complete trainer checkpoint in `folder`: ``checkpoint-<N>`` with trainer_state.json (the
+    trainer's last file) and saerl_curve.json (ours, written after it by :class:`CurveCheckpoint`)."""
+    done = [c for c in Path(folder).glob("checkpoint-*")
+            if (c / "trainer_state.json").exists() and (c / CURVE_FILE).exists()]
     return max(done, key=lambda c: int(c.name.split("-")[1]), default=None)
 
 
@@ -254,6 +272,21 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
     return GRPOConfig(**kw)
 
 
+def _keep_dynamic_sampling(trainer: Any, saving: CurveCheckpoint, resume: Path | None, ckpt_dir: Path) -> None:
+    """DAPO: save the prompt stream's position (:data:`saerl.dapo.STATE_FILE`) with every checkpoint, and on
+    resume put the stream back where `resume` left it (its cursor and the prompts drawn before the kill).
+    in: the dynamic-sampling trainer, its checkpoint callback, the checkpoint resumed from (or None), the folder."""
+    from saerl.dapo import STATE_FILE
+
+    saving.states[STATE_FILE] = trainer.dynamic_sampling_state
+    if resume is None:
+        return
+    if not (resume / STATE_FILE).exists():
+        raise ValueError(f"checkpoint {resume} has no {STATE_FILE} (saved by a GRPO run or an older version), so "
+                         f"its dynamic-sampling stream cannot resume: delete {ckpt_dir} to train from the start")
+    trainer.restore_dynamic_sampling(json.loads((resume / STATE_FILE).read_text()))
+
+
 def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | None, cfg: TrainConfig,
                out_dir: str | Path, *, prompts_per_step: int, seed: int = 0, max_steps: int | None = None,
                time_limit_s: float | None = None, callbacks: list[Any] | None = None,
@@ -266,10 +299,11 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     and `answer` columns). With `eval_sets`, greedy held-out accuracy is measured before training, every
     cfg.eval_every steps and at the end. With cfg.save_every > 0, resumable checkpoints go to `checkpoint_dir`
     (default `<out_dir>/checkpoints`) every cfg.save_every steps, and a run that finds one there (it was
-    killed) resumes from the newest: optimizer, scheduler, RNG states, data position and learning curve.
-    DAPO: the training stream is `order` long enough for every round of dynamic sampling
-    (steps * prompts_per_step * (1 + cfg.dynamic_sampling_max_rounds) prompts); prompts without a reward
-    spread are dropped and the next ones drawn, so the prompts trained on are a subsequence of the stream.
+    killed) resumes from the newest: optimizer, scheduler, RNG states, data position and learning curve (and,
+    under DAPO, the prompt stream's cursor and the prompts drawn before).
+    The training stream is `order` long enough for whole generation batches (:func:`stream_length`); under DAPO
+    also for every round of dynamic sampling (times 1 + cfg.dynamic_sampling_max_rounds), where prompts without
+    a reward spread are dropped and the next ones drawn, so the prompts trained on are a subsequence of the stream.
     in: policy folder, prompts, order, config, output folder, prompts per step, seed, optional step/time limits,
     model config (revision, trust_remote_code; None = no remote code);
     out: {model_dir, steps, seconds, log (trl's per-step metrics), order (ids trained on, in order),
@@ -282,7 +316,8 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     steps = max_steps or cfg.max_steps
     model, tok = load_policy(model_dir, model_cfg)
     dapo = cfg.algorithm == "dapo"
-    stream = steps * prompts_per_step * (1 + (cfg.dynamic_sampling_max_rounds if dapo else 0))
+    stream = stream_length(steps, prompts_per_step, cfg.steps_per_generation,
+                           cfg.dynamic_sampling_max_rounds if dapo else 0)
     seq = training_order(prompts["id"].to_list(), order, stream, seed)
     by_id = {r["id"]: r for r in prompts.select("id", "prompt", "answer").iter_rows(named=True)}
     missing = [i for i in dict.fromkeys(seq) if i not in by_id]
@@ -301,7 +336,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     ckpt_dir = Path(checkpoint_dir or Path(out_dir) / "checkpoints")
     resume = last_checkpoint(ckpt_dir) if cfg.save_every else None
     if resume is not None:
-        saved = json.loads((resume / CURVE_FILE).read_text()) if (resume / CURVE_FILE).exists() else {}
+        saved = json.loads((resume / CURVE_FILE).read_text())
         saved = {"rows": saved} if isinstance(saved, list) else saved  # a checkpoint of an older version
         evals.rows, evals.problems = saved.get("rows", []), saved.get("problems", [])
         evals.last_step = max((r["step"] for r in evals.rows), default=-1)
@@ -317,8 +352,11 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     args = grpo_config(cfg, ckpt_dir, prompts_per_step, steps, seed)
     if extra_rewards and args.reward_weights is not None:
         args.reward_weights = [*args.reward_weights, *[1.0] * len(extra_rewards)]
+    saving = CurveCheckpoint(evals, ckpt_dir)
     trainer = cls(model=model, reward_funcs=rewards, args=args, train_dataset=data, processing_class=tok,
-                  callbacks=[timer, evals, CurveCheckpoint(evals, ckpt_dir), *(callbacks or [])])
+                  callbacks=[timer, evals, saving, *(callbacks or [])])
+    if dapo:
+        _keep_dynamic_sampling(trainer, saving, resume, ckpt_dir)
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     out = Path(out_dir)
     trainer.model.save_pretrained(out)

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from saerl.artifacts import ArtifactRef, Build
-from saerl.config import PipelineConfig
+from saerl.config import ModelConfig, PipelineConfig
 
 log = logging.getLogger("saerl.runners")
 
@@ -38,6 +38,13 @@ def policy_path(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> str:
 def internals_model(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> str:
     """The model whose internals are read: extract.model if set, else the policy."""
     return cfg.extract.model or policy_path(cfg, inputs)
+
+
+def internals_model_cfg(cfg: PipelineConfig) -> ModelConfig:
+    """The model settings the internals model loads with: the policy's (model.*) when extraction reads the
+    policy; for another model (extract.model, a different repo) the same settings less the policy's pinned
+    model.revision, which names a commit of the policy's repo only."""
+    return cfg.model if cfg.extract.model is None else cfg.model.model_copy(update={"revision": None})
 
 
 def read_prompts(inputs: dict[str, ArtifactRef]) -> pl.DataFrame:
@@ -75,8 +82,8 @@ def compute_extract(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
     from saerl.activations import extract
 
     prompts = read_prompts(inputs)
-    summary = extract(prompts["prompt"].to_list(), prompts["id"].to_list(), build.path, cfg.model, cfg.extract,
-                      build.chunks, model_path=internals_model(cfg, inputs), device=cfg.runtime.device,
+    summary = extract(prompts["prompt"].to_list(), prompts["id"].to_list(), build.path, internals_model_cfg(cfg),
+                      cfg.extract, build.chunks, model_path=internals_model(cfg, inputs), device=cfg.runtime.device,
                       progress=cfg.runtime.progress)
     build.note(summary=summary)
     return {k: float(summary[k]) for k in ("n_prompts_total", "n_tokens_total", "d_model", "layer", "tokens_per_s")}
@@ -106,13 +113,17 @@ def compute_encode(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: B
 
 def compute_label(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
     """Label: measured pass rate of the policy over n rollouts on the labelled subset, chunk by chunk
-    (score.label_chunk_rows prompts each; a killed run resumes from its finished chunks)."""
+    (score.label_chunk_rows prompts each; a killed run resumes from its finished chunks). Rollouts sample as RL
+    does (train.temperature, train.top_k, train.max_completion_length) and are checked with the reward's
+    train.verify_timeout_s, on runtime.device."""
     from saerl.labels import labelled_subset, measure_labels
 
+    t = cfg.train
     subset = labelled_subset(read_prompts(inputs), cfg.score.label_fraction, cfg.score.seed)
-    labels, summary = measure_labels(policy_path(cfg, inputs), subset, cfg.score, cfg.train.temperature,
-                                     cfg.train.max_completion_length, build.path, build.chunks, cfg.model,
-                                     progress=cfg.runtime.progress)
+    labels, summary = measure_labels(policy_path(cfg, inputs), subset, cfg.score, t.temperature,
+                                     t.max_completion_length, build.path, build.chunks, cfg.model,
+                                     progress=cfg.runtime.progress, top_k=t.top_k,
+                                     verify_timeout_s=t.verify_timeout_s, device=cfg.runtime.device)
     build.note(rows={"labels": labels.height}, summary=summary)
     return {"labelled": float(labels.height), "mean_pass_rate": float(labels["pass_rate"].mean() or 0.0),
             "verifier_failures": float(labels["n_failed"].sum())}
@@ -148,7 +159,8 @@ def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     result.report.write_parquet(build.path / "property_report.parquet")
     (build.path / "score_params.json").write_text(json.dumps(result.params, indent=1, default=str))
     log.info("property models vs baselines:\n%s", summarize_report(result.report))
-    write_score_plots(C, ids, prompts, result.scores, cfg, build.path / PLOTS, clusters=result.clusters)
+    write_score_plots(C, ids, prompts, result.scores, cfg, build.path / PLOTS, clusters=result.clusters,
+                      params=result.params)
     build.note(notes=result.notes, rows={"scores": result.scores.height}, unconverged_fits=unconverged)
     kept = result.scores["kept"].mean()
     return {"n_clusters": float(result.clusters.height), "kept_share": float(kept) if kept is not None else 1.0}
@@ -161,11 +173,12 @@ def save_figure(fig: object, path: Path) -> None:
 
 
 def write_score_plots(X: object, ids: list[str], prompts: pl.DataFrame, scores: pl.DataFrame, cfg: PipelineConfig,
-                      folder: Path, clusters: pl.DataFrame | None = None) -> None:
+                      folder: Path, clusters: pl.DataFrame | None = None, params: dict | None = None) -> None:
     """Cluster map of the codes X the clusters were made from (by cluster, and by true topic when known),
-    predicted vs true difficulty (when known) and the top SAE features per cluster (when the clusters frame
-    is given)."""
-    from saerl.plots import cluster_map, cluster_top_features, difficulty_scatter
+    predicted vs true difficulty (when known; its legend names the regressor and pooling the score stage
+    chose, from `params`: the score result's difficulty_model and difficulty_pool) and the top SAE features
+    per cluster (when the clusters frame is given)."""
+    from saerl.plots import cluster_map, cluster_top_features, difficulty_label, difficulty_scatter
     from saerl.property_models import report_rows, weight_codes
 
     rows = report_rows(len(ids), cfg.score)  # above score.minibatch_above prompts, a seeded sample is drawn
@@ -176,7 +189,8 @@ def write_score_plots(X: object, ids: list[str], prompts: pl.DataFrame, scores: 
     save_figure(cluster_map(weight_codes(X, cfg.score.tfidf), joined["cluster"].to_numpy(), topics, cfg.score.seed),
                 folder / "cluster_map.png")
     if "difficulty" in joined.columns:
-        save_figure(difficulty_scatter(joined["difficulty"].to_numpy(), joined["difficulty_hat"].to_numpy()),
+        label = difficulty_label((params or {}).get("difficulty_model"), (params or {}).get("difficulty_pool"))
+        save_figure(difficulty_scatter(joined["difficulty"].to_numpy(), joined["difficulty_hat"].to_numpy(), label),
                     folder / "difficulty_pred_vs_true.png")
     if clusters is not None and clusters.height:
         save_figure(cluster_top_features(clusters), folder / "cluster_top_features.png")
@@ -347,12 +361,9 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
         REACH_SEED,
         compare_arms,
         evaluate_loaded,
-        evaluate_policy,
         format_comparison,
         generated_prompts,
         reachable_ids,
-        steps_ratio_interval,
-        steps_to_target,
         summarize_eval,
         with_reachable,
     )
@@ -368,7 +379,9 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     frames, curves, costs = [], [], []
     local = cfg.model.model_copy(update={"revision": None})  # trained policies are local folders: no hub revision
     for arm, seed, ref in runs:
-        df = evaluate_policy(ref.file("policy"), sets, cfg.eval, cfg.train.max_completion_length, seed, local)
+        model, tok = load_policy(ref.file("policy"), local, device=cfg.runtime.device)
+        df = evaluate_loaded(model, tok, sets, cfg.eval, cfg.train.max_completion_length, seed)
+        del model  # one policy in memory at a time
         run = {"arm": pl.lit(arm), "seed": pl.lit(seed, pl.Int64)}
         frames.append(df.with_columns(**run))
         curves.append(pl.read_parquet(ref.file("curve.parquet")).with_columns(**run))
@@ -376,7 +389,7 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
                                        pl.read_parquet(ref.file("trained_order.parquet"))).with_columns(**run))
     probe = None
     if cfg.eval.base_policy:  # the starting point of every arm, scored once, and probed apart for the stratum
-        model, tok = load_policy(policy_path(cfg, inputs), cfg.model)
+        model, tok = load_policy(policy_path(cfg, inputs), cfg.model, device=cfg.runtime.device)
         base = evaluate_loaded(model, tok, sets, cfg.eval, cfg.train.max_completion_length, 0)
         frames.append(base.with_columns(arm=pl.lit(BASE_ARM), seed=pl.lit(0, pl.Int64)))
         probe = evaluate_loaded(model, tok, sets, cfg.eval, cfg.train.max_completion_length, REACH_SEED)
@@ -405,12 +418,7 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
                            .with_columns(metric=pl.lit(m)) for m in ("greedy", "mean_k")], how="diagonal_relaxed")
         gains.write_parquet(build.path / "gains.parquet")
     cost = pl.concat(costs, how="diagonal_relaxed")
-    stt = pl.concat([steps_to_target(curve.filter(pl.col("set") == s).rename({"greedy": "accuracy"}),
-                                     cfg.eval.target_accuracy, reference, cost)
-                     .join(steps_ratio_interval(problems.filter(pl.col("set") == s), reference, cfg.eval.target_accuracy,
-                                                cfg.eval.steps_bootstrap, cfg.eval.ci_level), on="arm", how="left")
-                     .with_columns(set=pl.lit(s))
-                     for s in curve["set"].unique().sort().to_list()], how="diagonal_relaxed")
+    stt = steps_table(curve, problems, cost, reference, cfg)
     stt.write_parquet(build.path / "steps_to_target.parquet")
     names = ("greedy pass@1", f"mean@{cfg.eval.k_samples}")
     text = "\n".join(f"== {m} ==\n{format_comparison(t)}" for m, t in zip(names, tables, strict=True))
@@ -442,6 +450,34 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     return metrics
 
 
+STEPS_SCHEMA = {"arm": pl.String, "seed": pl.Int64, "target": pl.Float64, "steps": pl.Int64, "reached": pl.Boolean,
+                "mean_steps": pl.Float64, "ratio": pl.Float64, "set": pl.String}  # an empty steps-to-target table
+NO_CURVE = ("the training runs recorded no in-training learning curve (no held-out set while training: "
+            "use data.source=testbed or set eval.sets, then retrain)")
+
+
+def steps_table(curve: pl.DataFrame, problems: pl.DataFrame, cost: pl.DataFrame, reference: str,
+                cfg: PipelineConfig) -> pl.DataFrame:
+    """Steps-to-target per held-out set of the training curves, with the ratio's bootstrap interval.
+    in: curve (arm, seed, set, step, greedy), per-problem curve rows (:func:`curve_problems`), each run's
+    generation cost, the reference arm, the config (eval.target_accuracy, steps_bootstrap, ci_level);
+    out: :func:`saerl.evaluate.steps_to_target` rows plus the interval columns and set. When the training runs
+    recorded no curve (they had no held-out set) the table is empty (STEPS_SCHEMA) and a warning says why."""
+    from saerl.evaluate import steps_ratio_interval, steps_to_target
+
+    sets = curve["set"].unique().sort().to_list() if "set" in curve.columns else []
+    if not sets:
+        log.warning("evaluate: no steps-to-target: %s", NO_CURVE)
+        return pl.DataFrame(schema=STEPS_SCHEMA)
+    e = cfg.eval
+    return pl.concat([steps_to_target(curve.filter(pl.col("set") == s).rename({"greedy": "accuracy"}),
+                                      e.target_accuracy, reference, cost)
+                      .join(steps_ratio_interval(problems.filter(pl.col("set") == s), reference, e.target_accuracy,
+                                                 e.steps_bootstrap, e.ci_level), on="arm", how="left")
+                      .with_columns(set=pl.lit(s))
+                      for s in sets], how="diagonal_relaxed")
+
+
 def format_steps(stt: pl.DataFrame) -> str:
     """Steps-to-target per set and arm, one line each (on the arm's mean curve over seeds, how many seeds
     reached the target on their own, ratio to the reference, and where the table has them, the prompts
@@ -449,6 +485,8 @@ def format_steps(stt: pl.DataFrame) -> str:
     from saerl.report import format_ratio_interval
 
     lines = ["steps to target (greedy, in-training curve)"]
+    if stt.is_empty():
+        lines.append(f"  none: {NO_CURVE}")
     for r in stt.unique(["set", "arm"], maintain_order=True).sort("set", "arm").iter_rows(named=True):
         reached = stt.filter((pl.col("set") == r["set"]) & (pl.col("arm") == r["arm"]))["reached"]
         steps = "mean curve never reaches it" if r["mean_steps"] is None else f"{r['mean_steps']:.0f} steps"

@@ -44,10 +44,10 @@ STAGES: dict[str, Stage] = {
         ),
         Stage("encode", "2", ("sae.encode_pool", "sae.encode_top_k", "sae.encode_batch_tokens"), ("extract", "sae"), "sparse top-K SAE codes"),
         Stage(
-            "label", "2",
-            ("score.difficulty_source", "score.label_fraction", "score.label_rollouts", "score.label_batch",
+            "label", "3",
+            ("score.label_fraction", "score.label_rollouts", "score.label_batch",
              "score.label_chunk_rows", "score.seed",
-             "model", "train.temperature", "train.top_k", "train.max_completion_length"),
+             "model", "train.temperature", "train.top_k", "train.max_completion_length", "train.verify_timeout_s"),
             ("ingest", "testbed"), "measured pass rates on the labelled subset",
         ),
         Stage(
@@ -69,7 +69,7 @@ STAGES: dict[str, Stage] = {
              "train.steps_per_generation",
              "train.temperature", "train.top_k", "train.max_completion_length", "train.beta", "train.epsilon",
              "train.epsilon_high", "train.loss_type", "train.scale_rewards", "train.format_reward",
-             "train.dynamic_sampling_max_rounds", "train.eval_every", "train.eval_problems", "train.save_every", "train.keep_checkpoints",
+             "train.dynamic_sampling_max_rounds", "train.eval_every", "train.eval_problems",
              "train.verify_timeout_s", "train.bf16", "train.use_vllm", "curriculum.batch_size",
              "curriculum.epochs", "curriculum.seed", "eval.sets", "eval.batch_size", "data"),
             ("ingest", "curriculum", "testbed"),
@@ -80,7 +80,9 @@ STAGES: dict[str, Stage] = {
     )
 }
 
-RESULT_NEUTRAL: tuple[str, ...] = ("name", "tracking", "runtime")
+# train.save_every / train.keep_checkpoints only decide which resumable checkpoints a run keeps on disk: a run
+# resumed from one continues as the uninterrupted run would (saerl.rl.train_grpo)
+RESULT_NEUTRAL: tuple[str, ...] = ("name", "tracking", "runtime", "train.save_every", "train.keep_checkpoints")
 
 
 def stage_slice(cfg: PipelineConfig, stage: str) -> dict[str, object]:

@@ -93,7 +93,7 @@ def check_key(key: str) -> None:
     if key not in paths:
         raise ConfigError(f"--grid {key}: unknown key '{key}'{suggest_key(key)}; keys are dotted config paths "
                           f"like {GRID_EXAMPLE.split('=')[0]}")
-    if key.split(".")[0] in RESULT_NEUTRAL:
+    if any(key == n or key.startswith(f"{n}.") for n in RESULT_NEUTRAL):
         raise ConfigError(f"--grid {key}: '{key}' changes no result (no stage reads it), so every setting would "
                           "be the same run; sweep a field a stage reads, or pass it as a plain override")
 

@@ -1,6 +1,7 @@
 """Answer extraction and verification, bounded in wall time and safe to call from any thread.
 
-- :func:`extract_final_answer` finds the answer a model wrote (last ``#### X``, else last ``\\boxed{...}``).
+- :func:`extract_final_answer` finds the answer a model wrote (the last ``#### X`` or ``\\boxed{...}``,
+  whichever comes later).
 - :func:`normalize_answer` / :func:`normalize_answers` turn a gold answer in any common shape into canonical text.
 - :func:`verify_answer` / :func:`verify_batch` judge a completion against a gold answer.
 
@@ -45,8 +46,10 @@ _WORKER_CMD = "import sys; from saerl.verify import _worker_main; _worker_main(i
 _NUM = r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[+-]?\.\d+"
 # A plain number, optionally in $...$ or after a currency sign, optionally followed by a unit in
 # parentheses ("9 (apples)") or by unit words of 3+ letters ("18 dollars"); "5 x" is not a plain number.
+# Each optional part carries its own leading \s* inside its group: two \s* with only optional parts between
+# them backtrack polynomially on a long run of spaces that does not match ("1" + 800 spaces + "!").
 _PLAIN_NUMBER = re.compile(
-    rf"\s*(?:\\?\$)?\s*(?P<num>{_NUM})\s*\$?\s*(?:\([^()]{{0,60}}\)|[A-Za-z]{{3,}}(?: [A-Za-z]{{3,}}){{0,3}})?\s*\.?\s*"
+    rf"\s*(?:\\?\$\s*)?(?P<num>{_NUM})(?:\s*\$)?(?:\s*(?:\([^()]{{0,60}}\)|[A-Za-z]{{3,}}(?: [A-Za-z]{{3,}}){{0,3}}))?(?:\s*\.)?\s*"
 )
 _BOXED = "\\boxed{"
 _HASHES = "####"
@@ -54,7 +57,7 @@ _DELIMITERS = ("$", "\\boxed", "\\(", "\\[")
 _LATEX_WORDS = re.compile(r"\\(?:text|mathrm|textbf|mbox)\{[^{}]*\}|\\[A-Za-z]+")
 _PROSE_WORD = re.compile(r"[A-Za-z]{4,}")
 _ONE_MATH_SPAN = re.compile(r"\$\$([^$]*)\$\$|\$([^$]*)\$|\\\((.*)\\\)", re.S)
-_NOT_A_NUMBER = re.compile(r"\s*\$?\s*[+-]?nan\s*\$?\s*", re.I)  # 'NaN' (a missing value written out) is no answer
+_NOT_A_NUMBER = re.compile(r"\s*(?:\$\s*)?[+-]?nan(?:\s*\$)?\s*", re.I)  # 'NaN' (a missing value written out) is no answer
 
 
 @dataclass(frozen=True)
@@ -115,20 +118,21 @@ def _boxed_content(text: str, start: int) -> str | None:
 
 
 def extract_final_answer(text: str) -> str | None:
-    """The final answer in a model's text: what follows the last ``####`` (to the end of that line), else the
-    content of the last ``\\boxed{...}`` (balanced braces; an unclosed one gives None), else None.
+    """The final answer in a model's text, from whichever final-answer marker comes last: what follows the
+    last ``####`` (to the end of that line), or the content of the last ``\\boxed{...}`` (balanced braces; an
+    unclosed one gives None); an empty ``####`` does not count. None when there is no marker.
     Only the last MAX_SCAN_CHARS characters are scanned, so the work is bounded for any input."""
     if not isinstance(text, str) or not text:
         return None
     tail = text[-MAX_SCAN_CHARS:]
-    pos = tail.rfind(_HASHES)
-    if pos >= 0:
-        answer = tail[pos + len(_HASHES) :].split("\n", 1)[0].strip()
+    hashes = tail.rfind(_HASHES)
+    boxed = tail.rfind(_BOXED)
+    if hashes > boxed:
+        answer = tail[hashes + len(_HASHES) :].split("\n", 1)[0].strip()
         if answer:
             return answer
-    pos = tail.rfind(_BOXED)
-    if pos >= 0:
-        content = _boxed_content(tail, pos)
+    if boxed >= 0:
+        content = _boxed_content(tail, boxed)
         return content.strip() if content is not None and content.strip() else None
     return None
 
@@ -519,6 +523,15 @@ def _fast_verify(completion: str, gold: str) -> VerifyResult | tuple[str, str]:
         ok = _numbers_equal(Decimal(gold_n.text), pred_value)
         return VerifyResult("correct" if ok else "wrong", pred, gold_n.text, "number")
     return (pred, gold_n.text if gold_n is not None else str(gold))
+
+
+def fast_verdict(completion: str, gold: str) -> VerifyResult | None:
+    """The judgement :func:`verify_batch` reaches in this process, without the worker pool: no answer, an
+    unusable gold, or a plain number against a plain-number gold (``#### 1,000``, ``\\boxed{18.00}``,
+    ``#### $18``, ``#### 18 dollars`` against 1000/18). in: completion, gold; out: that VerifyResult, or None
+    when the pair needs math-verify (call verify_batch for it)."""
+    first = _fast_verify(completion, gold)
+    return first if isinstance(first, VerifyResult) else None
 
 
 def verify_batch(completions: list[str], golds: list[str], timeout_s: float = 5.0) -> list[VerifyResult]:

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import zarr
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config
 
-from saerl.activation_store import list_chunks, open_activations
+from saerl.activation_store import (
+    STORE_NAME,
+    ChunkWriter,
+    chunk_ranges,
+    list_chunks,
+    open_activations,
+    prepare_store,
+)
 from saerl.activations import (
     extract,
     extract_chunks,
@@ -20,6 +31,8 @@ from saerl.activations import (
     pad_batch,
     plan_batches,
     pool,
+    prepare_extraction,
+    resolve_dtype,
     resolve_layer,
     resolve_model_path,
     tokenize_prompts,
@@ -221,3 +234,62 @@ def test_encoder_model_minilm():
         full = enc.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
         for layer in (0, 3, 5):
             assert torch.equal(forward_to_layer(enc, layer, ids, mask), full[layer + 1])
+
+
+def tokenless_store(folder: Path, d_model: int = 4) -> Path:
+    """An activations store in `folder` written as extract does with extract.store_tokens=false (pooled only)."""
+    token_ids = [[1, 2, 3], [4, 5], [6]]
+    cfg = ExtractConfig(chunk_rows=2, pooling=["mean"], store_tokens=False)
+    store = folder / STORE_NAME
+    meta = prepare_store(store, ["a", "b", "c"], token_ids, "synthetic", 0, d_model, n_layers=1, cfg=cfg)
+    writer = ChunkWriter(zarr.open_group(store, mode="r+"), meta)
+    for c, (lo, hi) in enumerate(chunk_ranges(len(token_ids), cfg.chunk_rows)):
+        writer.write(c, None, {"mean": np.ones((hi - lo, d_model), dtype=np.float32)})
+    return folder
+
+
+def test_tokenless_store_token_readers_name_the_fix(tmp_path):
+    act = open_activations(tokenless_store(tmp_path))
+    assert act.pooled("mean").shape == (3, 4)
+    fix = r"extract.store_tokens was false.*set extract.store_tokens=true"
+    readers = [lambda: act.sample_tokens(2, 0), lambda: act.chunk_tokens(0), lambda: act.prompt_tokens(1)]
+    for read in readers:
+        with pytest.raises(ValueError, match=fix):
+            read()
+
+
+def test_resolve_dtype_follows_the_device():
+    conf = Qwen2Config(dtype="bfloat16")
+    assert resolve_dtype(conf, ModelConfig(), torch.device("cpu")) == "float32"
+    assert resolve_dtype(conf, ModelConfig(), torch.device("cuda")) == "bfloat16"
+    assert resolve_dtype(conf, ModelConfig(dtype="float16"), torch.device("cuda")) == "float16"
+    assert resolve_dtype(Qwen2Config(), ModelConfig(), torch.device("cuda")) == "auto"
+
+
+def test_store_from_another_device_dtype_is_rebuilt_not_mixed(tiny, loaded, tmp_path):
+    """model.dtype=auto is float32 on CPU and the checkpoint's dtype (here bfloat16) on GPU: a store begun on one
+    is rebuilt by the other's prepare (its chunk records no longer count) and refused by the other's shards."""
+    ckpt = tmp_path / "bf16-ckpt"
+    shutil.copytree(tiny, ckpt)
+    conf = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**conf, "dtype": "bfloat16"}))
+    prompts, ids = make_prompts(12, seed=4)
+    cfg = ExtractConfig(chunk_rows=4, token_budget=64)
+    out = tmp_path / "run"
+    first = _extract(out, str(ckpt), prompts, ids, cfg)
+    on_cpu = open_activations(out).meta
+    assert first["chunks_run"] == 3 and on_cpu.dtype == "float32"
+    # prepare reads the config only, so preparing "for cuda" needs no GPU
+    store = prepare_extraction(prompts, ids, out, ModelConfig(), cfg, model_path=str(ckpt), device="cuda")
+    on_gpu = open_activations(out).meta
+    assert on_gpu.dtype == "bfloat16" and on_gpu.fingerprint != on_cpu.fingerprint
+    with pytest.raises(ValueError, match=r"bfloat16 residuals .* loaded as float32 on cpu"):
+        extract_chunks(store, ChunkLog(out), loaded=loaded, progress=False)
+    # back on CPU: rebuilt again, with a fingerprint of its own, so the first run's records do not skip chunks
+    again = _extract(out, str(ckpt), prompts, ids, cfg)
+    back = open_activations(out).meta
+    assert again["chunks_run"] == 3 and back.dtype == "float32"
+    assert back.fingerprint not in (on_cpu.fingerprint, on_gpu.fingerprint)
+    assert np.abs(open_activations(out).pooled("mean")).sum(1).min() > 0  # every prompt written
+    resumed = _extract(out, str(ckpt), prompts, ids, cfg)
+    assert resumed["chunks_run"] == 0 and open_activations(out).meta == back

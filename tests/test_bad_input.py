@@ -1,5 +1,5 @@
 """Bad input through ingest (saerl.data.ingest / load_table), table-driven: every case gives a clear message that
-names the row and the field (or the line, for a line that is not a record at all), the good rows survive, and
+names the row and the field (or the line or JSON array element, for one that is not a record at all), the good rows survive, and
 nothing crashes. A case either expects file-level IngestError text, or (row, field, reason) lines in `rejected`
 plus the source rows that are kept."""
 
@@ -124,6 +124,17 @@ CASES: dict[str, Case] = {
     "huge label": Case(jsonl(b'{"question": "Big?", "answer": "1", "difficulty": ' + b"9" * 400 + b"}"),
                        issues=((1, "difficulty", D.INVALID_LABEL),), kept=(0, 1, 2)),
     "UTF-8 byte-order mark": Case(b"\xef\xbb\xbf" + jsonl(), kept=(0, 1)),
+    "unquoted comma in a csv field": Case(b"question,answer\nA?,1\nAdd 2, 3,5\nC?,3\n", ".csv", {},
+                                          issues=((1, "", D.EXTRA_FIELDS),)),
+    "JSON array with a non-object element": Case(
+        b"\xef\xbb\xbf [" + b",".join([json.dumps(GOOD_FIRST).encode(), b"[1, 2]", json.dumps(GOOD_LAST).encode()])
+        + b"]", ".json", issues=((1, "", D.INVALID_JSON),)),
+    "JSON array with bad bytes": Case(
+        b"[" + b",".join([json.dumps(GOOD_FIRST).encode(), b'{"question": "Caf\xe9 has 5 cups?", "answer": "5"}',
+                          json.dumps(GOOD_LAST).encode()]) + b"]", ".json",
+        issues=((1, "", D.INVALID_UTF8),), kept=(0, 1, 2)),
+    "JSON array cut short": Case(b"[" + json.dumps(GOOD_FIRST).encode() + b",", ".json",
+                                 error=r"as a JSON array: line 1 column \d+: .*convert the file to jsonl"),
 }
 
 
@@ -151,8 +162,8 @@ def test_bad_input_case(name: str, tmp_path: Path) -> None:
     assert sorted(res.kept["row"].to_list()) == list(case.kept)
     for fld, value in zip(res.rejected["field"], res.rejected["value"], strict=True):
         assert len(value) <= D.REJECT_VALUE_CHARS
-        if fld == "":  # a line that is not a record: the value says which line
-            assert value.startswith("line "), value
+        if fld == "":  # a line (or JSON array element) that is not a record: the value says which one
+            assert value.startswith(("line ", "element ")), value
     n_rows = res.summary["rows"]
     assert all(0 <= r < n_rows for r in res.rejected["row"])
     assert res.summary["kept"] + res.summary["dropped"] == n_rows
@@ -180,3 +191,12 @@ def test_load_table_reports_read_issues_with_line_numbers(tmp_path: Path) -> Non
     assert table.n_source_rows == 4 and table.rows == [0, 2, 3]
     assert [(i["row"], i["reason"]) for i in table.issues] == [(1, D.INVALID_JSON), (2, D.INVALID_UTF8)]
     assert table.issues[0]["value"].startswith("line 2: ") and table.issues[1]["value"].startswith("line 3: ")
+
+
+def test_csv_extra_fields_that_cannot_be_matched_to_rows_refuse_the_file(tmp_path: Path) -> None:
+    """A stray quote makes polars read fewer rows than the file has: with an over-long row in it, the file is
+    refused with the fix rather than rows silently cut or misnumbered."""
+    path = tmp_path / "d.csv"
+    path.write_bytes(b'question,answer\r\nx,y,,,b""",\nx,y\n," "b\r\n,')
+    with pytest.raises(IngestError, match=r"line 2 has more fields than the 2 header columns .*quote"):
+        ingest(DataConfig(source="file"), path)

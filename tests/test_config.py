@@ -110,3 +110,15 @@ def test_slice_hash_is_stable_and_sensitive_only_to_its_fields():
     assert slice_hash(a, extract_reads) == slice_hash(b, extract_reads)
     assert slice_hash(a, ("curriculum",)) != slice_hash(b, ("curriculum",))
     assert slice_hash(a, ("curriculum",)) == slice_hash(PipelineConfig(), ("curriculum",))
+
+
+def test_section_override_sets_its_fields_and_keeps_the_others(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  seeds: [3, 4]\n  learning_rate: 0.001\n")
+    cfg = load_config(p, ["train={max_steps: 50, top_k: 5}"])
+    assert cfg.train.max_steps == 50 and cfg.train.top_k == 5
+    assert cfg.train.seeds == [3, 4] and cfg.train.learning_rate == 0.001, "the YAML's other train fields stay"
+    defaults = load_config(None, ["train.seeds=[7]", "train={max_steps: 50}"])
+    assert defaults.train.seeds == [7] and defaults.train.max_steps == 50
+    with pytest.raises(ConfigError, match="unknown key 'train.max_stepz'"):
+        load_config(None, ["train={max_stepz: 50}"])

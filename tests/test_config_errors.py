@@ -227,3 +227,33 @@ def test_policy_loads_pass_trust_remote_code_and_revision_as_configured(monkeypa
         load_policy("some/hub-policy")  # no config: the safe defaults
     assert calls[0] | {"revision": "abc123", "trust_remote_code": allowed} == calls[0]
     assert calls[1] | {"revision": None, "trust_remote_code": False} == calls[1]
+
+
+# ------------------------------------------------------------------------------------- cross-field checks
+
+
+@pytest.mark.parametrize(("overrides", "names"), [
+    (["sae.encode_pool=mean"], ["score.cluster_pool is 'max'", "sae.encode_pool=[mean, max]", "score.cluster_pool=mean"]),
+    (["sae.encode_pool=mean", "score.cluster_pool=mean"], ["score.model_pool is 'max'", "score.model_pool=mean"]),
+    (["sae.encode_pool=max", "score.difficulty_pool=mean"], ["score.difficulty_pool is 'mean'", "sae.encode_pool=[max, mean]"]),
+    (["train.seeds=[]"], ["train.seeds", "train.seeds=[0]"]),
+    (["data.source=file"], ["data.source is 'file' but data.path is not set", "data.path="]),
+    (["testbed.pretrain_slip=[0.1, 0.2]"], ["testbed.pretrain_slip", "one entry per difficulty level 1-5", "got 2"]),
+    (["testbed.pool_level_mix=[0.5, 0.2, 0.1, 0.1, 0.05, 0.05]"], ["testbed.pool_level_mix", "got 6"]),
+    (["testbed.defect_kinds={garbled: 0, wrong_gold: 0}"], ["testbed.defect_kinds", "sum to 0", "defect_share=0"]),
+    (["testbed.defect_kinds={garbled: -1, wrong_gold: 2}"], ["testbed.defect_kinds", "negative share for garbled"]),
+    (["testbed.topics=[]"], ["testbed.topics", "testbed.topics=[arith"]),
+])
+def test_inconsistent_fields_fail_at_load_naming_the_field_and_the_fix(overrides, names):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    msg = str(err.value)
+    assert all(n in msg for n in names), msg
+    assert "field ''" not in msg, "a cross-field error names its fields, not the whole config"
+
+
+def test_consistent_pools_and_a_file_with_its_path_load():
+    cfg = load_config(None, ["sae.encode_pool=mean", "score.cluster_pool=mean", "score.model_pool=mean"])
+    assert cfg.sae.encode_pool == ["mean"]
+    assert load_config(None, ["data.source=file", "data.path=x.jsonl"]).data.path == "x.jsonl"
+    assert load_config(None, ["testbed.defect_kinds={garbled: 1, wrong_gold: 0}"]).testbed.defect_kinds["garbled"] == 1

@@ -1,12 +1,14 @@
 """DAPO: the GRPOConfig overrides, and dynamic sampling as a subclass of the ordered GRPO trainer."""
 
+import json
+
 import pytest
 import torch
 from datasets import Dataset
 from tiny import tiny_model, tiny_tokenizer
 
 from saerl.config import TrainConfig
-from saerl.dapo import concat_batches, dapo_overrides, dynamic_sampling_trainer, group_has_spread
+from saerl.dapo import STATE_FILE, concat_batches, dapo_overrides, dynamic_sampling_trainer, group_has_spread
 from saerl.rl import _trainer_class, grpo_config
 
 G, PROMPTS_PER_STEP = 2, 2
@@ -46,9 +48,11 @@ def tiny_policy():
     return tiny_model(tok, "qwen2", seed=0, hidden=16), tok
 
 
-def run(trainer_cls, kinds, tmp_path, steps=2, num_iterations=1):
+def run(trainer_cls, kinds, tmp_path, steps=2, num_iterations=1, save_every=0, resume=None):
     """Train `steps` steps on prompts p00, p01, ... whose reward is flat ("flat": all 1, "zero": all 0) or
-    spread ("spread": 0/1 alternating within the group). out: (reward calls' ids, loss batches, trl log)."""
+    spread ("spread": 0/1 alternating within the group), saving a checkpoint every `save_every` steps, or
+    resuming from the checkpoint `resume` (its dynamic-sampling state in STATE_FILE).
+    out: (reward calls' ids, loss batches, trl log, trainer)."""
     calls, losses = [], []
 
     def reward(completions, id, kind, **_):  # noqa: A002 - trl passes dataset columns by name
@@ -63,13 +67,15 @@ def run(trainer_cls, kinds, tmp_path, steps=2, num_iterations=1):
     ids = [f"p{i:02d}" for i in range(len(kinds))]
     data = Dataset.from_dict({"prompt": [[{"role": "user", "content": "what is 1 + 1 ?"}]] * len(ids), "id": ids,
                               "kind": kinds, "answer": ["2"] * len(ids)})
-    cfg = TrainConfig(num_generations=G, max_completion_length=3, max_steps=steps)
+    cfg = TrainConfig(num_generations=G, max_completion_length=3, max_steps=steps, save_every=save_every)
     args = grpo_config(cfg, tmp_path, PROMPTS_PER_STEP, steps, seed=0)
     for key, value in {**dapo_overrides(cfg), "num_iterations": num_iterations}.items():
         setattr(args, key, value)
     model, tok = tiny_policy()
     trainer = Recording(model=model, reward_funcs=[reward], args=args, train_dataset=data, processing_class=tok)
-    trainer.train()
+    if resume is not None:
+        trainer.restore_dynamic_sampling(json.loads((resume / STATE_FILE).read_text()))
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     return calls, losses, [h for h in trainer.state.log_history if "loss" in h], trainer
 
 
@@ -108,6 +114,26 @@ def test_stream_skips_sampler_repeats_and_wraps_around(tmp_path):
     assert calls == [["p00"] * 2 + ["p01"] * 2, ["p02"] * 2, ["p03"] * 2 + ["p00"] * 2, ["p01"] * 2]
     assert len(losses) == 3 and all((b["advantages"] != 0).all() for b in losses)
     assert [h["dynamic_sampling/stream_epoch"] for h in logs if "dynamic_sampling/stream_epoch" in h] == [0.0, 1.0]
+
+
+def test_resumed_run_continues_the_prompt_stream_where_the_checkpoint_left_it(tmp_path):
+    """A run resumed from a checkpoint draws the prompts the uninterrupted run drew next (not the head of the
+    order again) and keeps the prompts drawn before the checkpoint."""
+    cls = dynamic_sampling_trainer(_trainer_class(), max_rounds=3)
+    kinds = ["spread", "flat", "zero", "spread", "flat", "spread", "spread", "spread", "spread", "spread"]
+    full_calls, _, _, full = run(cls, kinds, tmp_path / "full", steps=2)
+    _, _, _, first = run(cls, kinds, tmp_path / "cut", steps=1, save_every=1)
+    ckpt = tmp_path / "cut" / "checkpoint-1"
+    (ckpt / STATE_FILE).write_text(json.dumps(first.dynamic_sampling_state()))
+    calls, losses, logs, resumed = run(cls, kinds, tmp_path / "cut", steps=2, resume=ckpt)
+    assert calls == full_calls[3:] == [["p04"] * 2 + ["p05"] * 2, ["p06"] * 2]
+    assert resumed.dynamic_sampling_drawn == full.dynamic_sampling_drawn
+    assert len(losses) == 1 and [(h["step"], h["dynamic_sampling/kept_groups"]) for h in logs] == [(1, 2.0), (2, 2.0)]
+    moved = {"cursor": 1, "drawn": [[5, True, 1]]}  # not the head of this stream
+    with pytest.raises(ValueError, match="not the head of this run's prompt stream"):
+        resumed.restore_dynamic_sampling(moved)
+    with pytest.raises(ValueError, match="cursor 2 but 1 prompts drawn"):
+        resumed.restore_dynamic_sampling({"cursor": 2, "drawn": [[0, True, 1]]})
 
 
 def test_plain_ordered_grpo_is_unaffected(tmp_path):

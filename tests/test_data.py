@@ -338,3 +338,74 @@ def test_defect_kind_column_is_ingested_as_text(tmp_path):
     res = ingest(cfg(defect="kind"), write_jsonl(tmp_path / "d.jsonl", rows))
     assert res.kept["defect"].to_list() == ["none", "7", None]
     assert res.kept.schema["defect"] == pl.String
+
+
+def test_csv_row_with_unquoted_comma_is_rejected_with_the_fix(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text('prompt,answer\nAdd 2, 3,5\nWhat is 2+2?,4\n"Add 2, 4",6\nWhat is 1+1?,2,,7\n')
+    res = ingest(cfg(prompt="prompt"), path)
+    assert res.kept["prompt"].to_list() == ["What is 2+2?", "Add 2, 4"]  # a quoted comma is fine
+    assert res.kept["row"].to_list() == [1, 2]
+    assert res.rejected["row"].to_list() == [0, 3]
+    assert set(res.rejected["reason"]) == {D.EXTRA_FIELDS}
+    first = res.rejected["value"][0]
+    assert first.startswith("line 2: 3 fields for 2 columns") and "quote" in first
+    assert first.endswith("Add 2, 3,5")
+    assert res.rejected["value"][1].startswith("line 5: 4 fields for 2 columns")
+    assert summarize(res) == "kept 2 of 4 rows; rejected 2: too many fields 2"
+
+
+def test_csv_extra_field_line_numbers_count_quoted_newlines(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text('question,answer\n"Two lines,\nof text?",1\nAdd 2, 3,5\n')
+    res = ingest(cfg(), path)
+    assert res.kept["row"].to_list() == [0]
+    assert res.rejected["value"][0].startswith("line 4: 3 fields")
+
+
+def test_json_array_file_reads_every_element(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text("\n  " + json.dumps([*GOOD, 5, {"question": "What is 1+1?", "answer": "2"}], indent=2))
+    res = ingest(cfg(topic="topic"), path)
+    assert res.kept["row"].to_list() == [0, 1, 3]
+    assert res.kept["answer"].to_list() == ["7", "42", "2"]
+    assert res.kept["topic"].to_list() == ["add", "mul", None]
+    assert list(zip(res.rejected["row"], res.rejected["reason"], strict=True)) == [(2, D.INVALID_JSON)]
+    assert res.rejected["value"][0] == "element 2: not an object: 5"
+    assert summarize(res).startswith("kept 3 of 4 rows")
+    lines = tmp_path / "lines.json"  # a .json file of JSON lines is still read line by line
+    write_jsonl(lines, GOOD)
+    assert ingest(cfg(), lines).kept.height == 2
+
+
+def test_broken_json_array_names_the_line(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text('[\n {"question": "A?", "answer": "1"},\n {"question": "B?" "answer": "2"}\n]')
+    with pytest.raises(IngestError, match=r"line 3 column .*convert the file to jsonl"):
+        ingest(cfg(), path)
+
+
+def test_missing_topic_or_defect_is_null_not_nan_text(tmp_path):
+    rows = [
+        b'{"question": "Q1?", "answer": "1", "topic": NaN, "kind": NaN}',
+        b'{"question": "Q2?", "answer": "2", "topic": "add", "kind": "none"}',
+        b'{"question": "Q3?", "answer": "3", "topic": null, "kind": 7}',
+    ]
+    res = ingest(cfg(topic="topic", defect="kind"), write_jsonl(tmp_path / "d.jsonl", rows))
+    assert res.kept["topic"].to_list() == [None, "add", None]
+    assert res.kept["defect"].to_list() == [None, "none", "7"]
+    assert D._label("topic", math.nan) is None and D._label("defect", float("nan")) is None
+    parquet = tmp_path / "d.parquet"
+    frame = pl.DataFrame({"question": ["A?", "B?"], "answer": ["1", "2"], "topic": [math.nan, 1.0]})
+    frame.write_parquet(parquet)
+    assert ingest(cfg(topic="topic"), parquet).kept["topic"].to_list() == [None, "1.0"]
+
+
+def test_big_ints_mixed_with_floats_keep_their_digits(tmp_path):
+    big = 2**53 + 1  # 9007199254740993: not exact as a float
+    rows = [{"k": big, "question": "Q1?", "answer": big}, {"k": 1.5, "question": "Q2?", "answer": 2.5}]
+    res = ingest(cfg(id="k"), write_jsonl(tmp_path / "d.jsonl", rows))
+    assert res.kept["id"].to_list() == ["9007199254740993", "1.5"]
+    assert res.kept["answer_raw"].to_list() == ["9007199254740993", "2.5"]
+    small = [{"k": 3, "question": "Q1?", "answer": "1"}, {"k": 1.5, "question": "Q2?", "answer": "2"}]
+    assert read_table(write_jsonl(tmp_path / "s.jsonl", small))["k"].to_list() == [3.0, 1.5]  # exact: floats

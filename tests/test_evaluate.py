@@ -65,6 +65,20 @@ def test_evaluate_policy_rows_statuses_and_determinism(saved_policy):
     assert other.filter(pl.col("sample") == 0).equals(df.filter(pl.col("sample") == 0))  # greedy does not sample
 
 
+def test_truncated_means_no_eos_not_a_completion_that_ends_at_the_limit(saved_policy):
+    """A completion whose EOS is the last token allowed ended on its own; one cut at the limit did not."""
+    model, tok = load_policy(saved_policy)
+    cfg = EvalConfig(k_samples=1, batch_size=2)
+    exact = evaluate_loaded(model, tok, SETS, cfg, max_new_tokens=3, seed=0).filter(pl.col("sample") == 0)
+    e1 = exact.filter(pl.col("id") == "e1").row(0, named=True)
+    assert e1["completion_len"] == 3 and not e1["truncated"] and e1["correct"]  # "####", "7", EOS
+    cut = evaluate_loaded(model, tok, SETS, cfg, max_new_tokens=1, seed=0)
+    cut = cut.filter((pl.col("id") == "e1") & (pl.col("sample") == 0)).row(0, named=True)
+    assert cut["truncated"] and cut["completion_len"] == 1
+    texts, lens, ended = generate_batched(model, tok, ["what is 3 + 4 ?"], 3, 1, 0.0, seed=0)
+    assert (lens, ended) == ([3], [True])
+
+
 def test_generation_leaves_the_callers_random_state_alone(saved_policy):
     """An in-training eval must not reseed the trainer: before this, every training seed of one order sampled
     the same rollouts after the first eval (generation reset torch's global RNG to the eval seed)."""
@@ -75,10 +89,10 @@ def test_generation_leaves_the_callers_random_state_alone(saved_policy):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    first, _ = generate_batched(model, tok, prompts, 4, 2, 1.0, seed=0)
+    first, _, _ = generate_batched(model, tok, prompts, 4, 2, 1.0, seed=0)
     assert torch.equal(torch.rand(3), expected)  # the caller's stream continues as if nothing had run
     torch.manual_seed(7)
-    again, _ = generate_batched(model, tok, prompts, 4, 2, 1.0, seed=0)
+    again, _, _ = generate_batched(model, tok, prompts, 4, 2, 1.0, seed=0)
     assert again == first  # the eval's own seed still makes it reproducible
 
 
@@ -223,6 +237,18 @@ def test_steps_ratio_interval_is_tight_for_a_clear_gap_and_wide_for_noise():
     assert steps_ratio_interval(noisy, n_boot=0).is_empty()
 
 
+def test_steps_ratio_interval_is_reproducible_for_a_seed():
+    """Same inputs and seed, in any row order: the same interval (the arms draw from one rng in a fixed order)."""
+    rng = np.random.default_rng(1)
+    curves = {(arm, s): [rng.integers(0, 2, 30).tolist() for _ in range(4)]
+              for arm in ("vanilla", "saerl", "order_only", "filter_only", "a5", "a6") for s in (0, 1, 2)}
+    problems = _problem_curves(curves)
+    first = steps_ratio_interval(problems, n_boot=100, seed=3)
+    for k in range(6):
+        again = steps_ratio_interval(problems.sample(fraction=1.0, shuffle=True, seed=k), n_boot=100, seed=3)
+        assert again.equals(first)
+
+
 def test_curve_from_per_sample_frames():
     frames = [_samples([1] * c + [0] * (4 - c), [[]] * 4).with_columns(pl.lit("a").alias("arm"), pl.lit(0).alias("seed"),
                                                                       pl.lit(step).alias("step"))
@@ -268,6 +294,22 @@ def test_one_seed_uses_paired_per_problem_differences():
     # one seed and only final accuracies: no interval can be given, and it says so
     final = pl.DataFrame({"arm": ["vanilla", "saerl"], "seed": [0, 0], "set": ["A", "A"], "accuracy": [.5, .6]})
     assert compare_arms(final)["verdict"].to_list() == ["reference", "no CI"]
+
+
+def test_gain_over_a_one_seed_base_includes_the_arms_seed_spread():
+    """The base policy is evaluated once: its side counts as fixed, but the trained arm's 3 seeds still spread
+    the difference's interval (20/50/80% against a base at 40% is no clear gain)."""
+    rows = [{"arm": "base", "seed": 0, "id": f"q{i}", "correct": i < 40} for i in range(100)]
+    rows += [{"arm": "saerl", "seed": s, "id": f"q{i}", "correct": i < acc}
+             for s, acc in enumerate((20, 50, 80)) for i in range(100)]
+    samples = pl.DataFrame(rows).with_columns(pl.lit("A").alias("set"), pl.lit(0).alias("sample"))
+    t = {r["arm"]: r for r in compare_arms(None, "base", samples=samples).iter_rows(named=True)}["saerl"]
+    assert t["diff_pts"] == pytest.approx(10.0) and t["verdict"] == "within noise"
+    seed_half = 4.302653 * 0.3 / math.sqrt(3)  # t(0.975, 2) * sd of 20/50/80% / sqrt(3): the seed part alone
+    assert t["diff_ci_high_pts"] - t["diff_pts"] > 100 * seed_half * 0.9
+    assert "the arm's 3 seeds (t)" in t["ci_source"] and "100 paired problems" in t["ci_source"]
+    assert "the reference's training-seed variance not included" in t["ci_source"]
+    assert "(one seed)" not in t["ci_source"].split(";")[0]
 
 
 def test_compare_arms_needs_shared_problems_and_the_reference():

@@ -154,3 +154,20 @@ def test_until_stops_early(warm_root):
     assert list(rec["stages"]) == ["testbed", "ingest"]
     rec = _run(root, until="curriculum")
     assert "train:saerl:0" not in rec["stages"] and "evaluate" not in rec["stages"]
+
+
+def test_a_moved_artifact_root_is_read_where_it_now_is(prefect_api, tmp_path):
+    """`mv .saerl /big/.saerl`, then rerun with the new root: every stage is a cache hit (the Prefect results
+    moved with the root) and every recorded path points into the new root, never at the old one."""
+    import shutil
+
+    old, new = tmp_path / "old", tmp_path / "big" / "moved"
+    first = _run(old, until="ingest")
+    assert set(_status(first).values()) == {"computed"}
+    new.parent.mkdir()
+    shutil.move(old, new)
+    rec = _run(new, until="ingest")
+    assert set(_status(rec).values()) == {"cached"}
+    for name, stage in rec["stages"].items():
+        path = Path(stage["path"])
+        assert path.is_relative_to(new.resolve()) and (path / "manifest.json").is_file(), (name, path)

@@ -24,7 +24,7 @@ from saerl.config import DataConfig
 from saerl.data import IngestError, ingest, load_table
 
 REASONS = {D.EMPTY_PROMPT, D.MISSING_FIELD, D.UNPARSEABLE_ANSWER, D.DUPLICATE_PROMPT, D.DUPLICATE_ID,
-           D.OVERLONG_PROMPT, D.INVALID_JSON, D.INVALID_LABEL, D.ANSWER_TIMEOUT, D.INVALID_UTF8}
+           D.OVERLONG_PROMPT, D.INVALID_JSON, D.INVALID_LABEL, D.ANSWER_TIMEOUT, D.INVALID_UTF8, D.EXTRA_FIELDS}
 FIELDS = ("question", "answer", "difficulty", "quality", "topic", "k")
 MAPPING = {"difficulty": "difficulty", "quality": "quality", "topic": "topic"}
 TIMEOUT_S = 2.0  # per answer; a timeout is an allowed outcome, not a failure
@@ -139,11 +139,22 @@ def test_ingest_csv_never_crashes_and_accounts_for_every_row(rows: list[list[str
         _check_accounting(res)
 
 
+@INGEST
+@given(st.lists(st.one_of(records, records, records, values), min_size=1, max_size=6))
+def test_ingest_json_array_never_crashes_and_accounts_for_every_element(items: list) -> None:
+    res, err = _ingest_bytes(json.dumps(items).encode("utf-8", "surrogatepass"), ".json", **MAPPING)
+    if res is None:
+        assert any(m in err for m in ("Available columns", "JSON array")), err
+        return
+    assert res.summary["rows"] == len(items)
+    _check_accounting(res)
+
+
 @settings(max_examples=200 * SCALE, deadline=timedelta(seconds=10))
 @given(st.binary(max_size=200))
 def test_load_table_on_arbitrary_bytes_raises_only_ingest_error(data: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        for suffix in (".jsonl", ".csv", ".parquet"):
+        for suffix in (".jsonl", ".json", ".csv", ".parquet"):
             path = Path(tmp) / f"x{suffix}"
             path.write_bytes(data)
             try:

@@ -180,3 +180,23 @@ def test_measure_labels_of_an_empty_subset_loads_nothing(tmp_path):
                                      ChunkLog(tmp_path), progress=False)
     assert labels.height == 0 and labels.columns == ["id", "pass_rate", "n_correct", "n_failed", "rollouts"]
     assert summary["chunks_run"] == 0 and pl.read_parquet(tmp_path / LABELS).height == 0
+
+
+def test_label_rollouts_sample_with_top_k_and_verify_with_the_timeout_given(saved_policy, tmp_path, monkeypatch):
+    import saerl.verify
+
+    spread, _ = _measure(saved_policy, tmp_path / "all", _score(), top_k=0)
+    assert not spread["pass_rate"].is_in([0.0, 1.0]).all(), "at SPREAD_T sampling from every token spreads"
+    top1, _ = _measure(saved_policy, tmp_path / "top1", _score(), top_k=1)
+    assert dict(zip(top1["id"], top1["pass_rate"], strict=True)) == {"e1": 1.0, "e2": 1.0, "e3": 0.0}, (
+        "top_k=1 samples the most likely token only: the greedy answers, whatever the temperature")
+    timeouts: list[float] = []
+    real = saerl.verify.verify_batch
+
+    def recording(completions, golds, timeout_s=None):
+        timeouts.append(timeout_s)
+        return real(completions, golds, timeout_s)
+
+    monkeypatch.setattr(saerl.verify, "verify_batch", recording)
+    _measure(saved_policy, tmp_path / "timeout", _score(), verify_timeout_s=0.75)
+    assert timeouts and set(timeouts) == {0.75}

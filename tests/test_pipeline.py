@@ -75,3 +75,30 @@ def test_ingest_key_follows_file_content(tmp_path):
     assert input_keys(cfg, "ingest", {})["file"] != k1
     with pytest.raises(FileNotFoundError, match="data.path"):
         hash_path(tmp_path / "missing.jsonl")
+
+
+def test_weights_rewritten_in_a_local_folder_rerun_the_stages_that_load_them(tmp_path):
+    model, sae = tmp_path / "policy", tmp_path / "sae"
+    for d in (model, sae):
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"v1")
+    cfg = load_config(None, [f"model.name_or_path={model}", "sae.source=local", f"sae.path={sae}"])
+    before = {s: input_keys(cfg, s, {}) for s in ("extract", "sae", "label", "train", "evaluate", "score")}
+    assert before["score"] == {} and {k for s in before.values() for k in s} == {"model_folder", "sae_folder"}
+    (model / "model.safetensors").write_bytes(b"v2 (fine-tuned into the same folder)")
+    after = {s: input_keys(cfg, s, {}) for s in before}
+    assert [s for s in before if before[s] != after[s]] == ["extract", "label", "train", "evaluate"]
+    hub = load_config(None, ["model.name_or_path=Qwen/Qwen2.5-Math-1.5B"])
+    assert input_keys(hub, "train", {}) == {} and input_keys(load_config(None, []), "extract", {}) == {}
+
+
+def test_testbed_data_with_a_hub_policy_trains_and_evaluates_on_the_testbed_held_out_set():
+    """The world's eval split is the held-out set of train (its learning curve) and evaluate whenever the data is
+    the testbed, whatever the policy: without it the curves are empty and steps-to-target has nothing to read."""
+    cfg = load_config(None, ["data.source=testbed", "data.difficulty=difficulty", "model.name_or_path=some/hub-model"])
+    p = dict(plan(cfg))
+    assert p["train"] == ("ingest", "curriculum", "testbed")
+    assert p["evaluate"] == ("train", "ingest", "testbed")
+    assert p["extract"] == ("ingest",), "the hub policy's internals: no testbed LM"
+    sample = dict(plan(load_config(None, ["data.difficulty=difficulty", "model.name_or_path=some/hub-model"])))
+    assert "testbed" not in sample and sample["train"] == ("ingest", "curriculum")

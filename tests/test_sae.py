@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from test_activations import make_prompts, one_thread, save_tiny_lm  # noqa: F401 (fixture)
+from test_activations import make_prompts, one_thread, save_tiny_lm, tokenless_store  # noqa: F401 (fixture)
 
 from saerl.activations import extract
 from saerl.artifacts import ChunkLog
@@ -177,3 +177,10 @@ def test_load_codes_csr_peak_memory_is_the_output_plus_one_chunk(tmp_path):
     row_counts = n * np.dtype(np.int64).itemsize
     assert peak < dense_bytes / 2, f"peak {peak} B is not far under the dense read's {dense_bytes} B"
     assert peak < output + row_counts + CHUNK_BYTES_PER_SLOT * chunk_rows * k, f"peak {peak} B for an output of {output} B"
+
+
+def test_sae_stage_on_a_tokenless_store_names_the_fix(tmp_path):
+    """extract.store_tokens=false keeps no token rows to train or evaluate on: a clear error, not a KeyError."""
+    store = tokenless_store(tmp_path / "extract")
+    with pytest.raises(ValueError, match=r"extract.store_tokens was false.*set extract.store_tokens=true"):
+        obtain_sae(CFG, store, tmp_path / "sae")

@@ -46,3 +46,22 @@ def test_difficulty_pool_reruns_scoring_only():
     a, b = PipelineConfig(), load_config(None, ["score.difficulty_pool=max"])
     assert all(stage_key(a, s, {}) == stage_key(b, s, {}) for s in ("extract", "sae", "encode", "label"))
     assert stage_key(a, "score", {}) != stage_key(b, "score", {})
+
+
+def _key(stage: str, *overrides: str) -> str:
+    return stage_key(load_config(None, list(overrides)), stage, {})
+
+
+def test_label_key_follows_how_rollouts_sample_and_are_verified_not_the_difficulty_source():
+    base = _key("label")
+    assert _key("label", "train.top_k=20") != base, "label rollouts sample with train.top_k"
+    assert _key("label", "train.verify_timeout_s=1.5") != base, "label checks are bounded by train.verify_timeout_s"
+    assert _key("label", "score.difficulty_source=measured") == base, "it decides whether label runs, not what it writes"
+    assert _key("score", "score.difficulty_source=measured") != _key("score")
+
+
+def test_checkpoint_settings_do_not_retrain():
+    base = _key("train")
+    assert _key("train", "train.save_every=10") == base
+    assert _key("train", "train.keep_checkpoints=5") == base
+    assert {"train.save_every", "train.keep_checkpoints"} <= set(RESULT_NEUTRAL)

@@ -72,6 +72,7 @@ def test_grid_from_a_mapping_keeps_its_order_and_wants_lists():
     ({"curriculum": [0, 1]}, "'curriculum' is a section; sweep one of its fields, e.g. --grid curriculum."),
     ({"runtime.workers": [1, 2]}, "changes no result (no stage reads it)"),
     ({"tracking.enabled": [True, False]}, "changes no result"),
+    ({"train.save_every": [0, 5]}, "changes no result"),
     ({"curriculum.mix_ratio": [0.1, 2]}, "--grid curriculum.mix_ratio: value 2 is invalid: field 'curriculum.mix_ratio'"),
     ({"curriculum.ordering": ["easy_to_hrd"]}, "value easy_to_hrd is invalid"),
     ({"curriculum.mix_ratio": [0, 0.0]}, "values 0 and 0.0 are the same setting; list each value once"),

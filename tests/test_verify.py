@@ -33,8 +33,10 @@ def warm_pool():
         ("The answer is $\\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
         ("\\boxed{\\frac{a}{b^{2}}} done", "\\frac{a}{b^{2}}"),
         ("\\boxed{1} and later \\boxed{2}", "2"),
-        ("\\boxed{7} then #### 8", "8"),  # #### wins over \boxed
+        ("\\boxed{7} then #### 8", "8"),  # a later #### wins over \boxed
         ("#### \n\\boxed{5}", "5"),  # an empty #### falls through to \boxed
+        ("#### Step 2: double\n7*2=14\n\nThe final answer is \\boxed{14}.", "14"),  # the later marker wins
+        ("\\boxed{5}\n####", "5"),  # an empty #### after a \boxed does not count
         ("the answer is \\boxed{", None),  # unclosed
         ("\\boxed{3} and a dangling \\boxed{4", None),  # the last \boxed is unclosed
         ("no final answer here, 42", None),
@@ -104,6 +106,7 @@ def test_normalize_answers_batch_keeps_order():
         ("\\boxed{10-4n}", "$10-4 n$", "correct"),
         ("I think it is 18", "18", "no_answer"),
         ("\\boxed{5}", "see solution", "error"),  # a gold the verifier cannot read is not a silent "wrong"
+        ("#### Step 2: double\n7*2=14\n\nThe final answer is \\boxed{14}.", "14", "correct"),
     ],
 )
 def test_verify_answer(completion, gold, status):

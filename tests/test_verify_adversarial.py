@@ -95,3 +95,31 @@ def test_failures_are_counted_not_hidden_and_the_pool_recovers() -> None:
     assert failures >= 1, "a tower that sympy evaluates must hit the time bound"
     assert verify_answer("\\boxed{\\frac{2}{4}}", "0.5", 30).correct
     assert verify_answer("#### 17", "18", 30).status == "wrong"
+
+
+SPACES = V.MAX_ANSWER_CHARS - 10  # a long run of spaces that still fits an answer the fast path reads
+REGEX_CHILD_TIMEOUT_S = 60  # the old pattern needed ~110 s for 800 spaces (n^4); the linear one needs ms
+REGEX_SCRIPT = f"""
+from decimal import Decimal
+from saerl import verify as V
+n = {SPACES}
+assert V._plain_number("1" + " " * n + "!") is None
+assert V._plain_number("$" + " " * n + "!") is None
+assert V._plain_number("1" * 900 + " " * (n - 900) + "!") is None
+assert V._plain_number("1 dollars" + " " * (n - 9) + "!") is None
+assert V._plain_number("\\\\$ " + " " * (n // 2) + "18" + " " * (n // 3) + "dollars ." + " " * 9) == Decimal(18)
+assert V._NOT_A_NUMBER.fullmatch("nan" + " " * n + "!") is None
+assert not isinstance(V._fast_verify("#### 7" + " " * n + "?", "7"), V.VerifyResult)  # goes on to the pool
+print("ok")
+"""
+
+
+def test_plain_number_regex_is_linear_on_long_space_runs() -> None:
+    """Runs of spaces between optional parts must not backtrack polynomially in the parent process (outside
+    the worker pool's time bound). Run in a child so a regression fails at the timeout instead of hanging."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", REGEX_SCRIPT], capture_output=True, text=True,
+                         timeout=REGEX_CHILD_TIMEOUT_S)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
