@@ -64,7 +64,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage("curriculum", "1", ("curriculum", "score.quality_threshold"), ("score",), "order.parquet"),
         Stage(
-            "train", "4",
+            "train", "5",
             ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.num_generations",
              "train.steps_per_generation",
              "train.temperature", "train.top_k", "train.max_completion_length", "train.beta", "train.epsilon",
@@ -75,7 +75,7 @@ STAGES: dict[str, Stage] = {
             ("ingest", "curriculum", "testbed"),
             "one RL run per (arm, seed): policy checkpoint, per-step log, greedy learning curve",
         ),
-        Stage("evaluate", "5", ("eval", "train.arms", "train.seeds", "train.max_completion_length", "data"),
+        Stage("evaluate", "6", ("eval", "train.arms", "train.seeds", "train.max_completion_length", "data"),
               ("train", "ingest", "testbed"), "eval.parquet, arm comparison, steps-to-target"),
     )
 }
