@@ -43,7 +43,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.root:
         overrides.append(f"runtime.artifact_root={args.root}")
-    cfg = load_config(DEMO_CONFIG if DEMO_CONFIG.exists() else None, overrides)
+    if not DEMO_CONFIG.exists():  # configs/ is not package data: a wheel install has no demo to run
+        raise ConfigError(f"saerl demo reads {DEMO_CONFIG}, which this install does not have: run it from a clone "
+                          "of the repository (python3 dev.py demo), or `saerl run CONFIG` with a config of yours")
+    cfg = load_config(DEMO_CONFIG, overrides)
     run_pipeline(cfg)
     return 0
 

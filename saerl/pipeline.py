@@ -73,6 +73,10 @@ def available_stages() -> tuple[str, ...]:
     return tuple(s for s in ORDER if s in RUNNERS)
 
 
+NO_HELD_OUT = ("no held-out set to evaluate on: the evaluate stage (and the learning curve) needs one; use "
+               "data.source=testbed, set eval.sets={name: file}, or stop earlier with --until curriculum")
+
+
 def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
     """Stages to run for `cfg` up to and including `until`, each with the upstream stages it reads."""
     from saerl.labels import needs_measured_labels
@@ -84,6 +88,8 @@ def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple
         if until not in stages:
             raise ValueError(f"stage '{until}' is not available in this version; available: {', '.join(stages)}")
         stages = stages[: stages.index(until) + 1]
+    if "evaluate" in stages and cfg.data.source != "testbed" and not cfg.eval.sets:
+        raise ValueError(NO_HELD_OUT)  # before hours of extraction and training, not at the last stage
     if not any(needs_testbed(cfg, s) for s in stages):
         stages.remove("testbed")
 

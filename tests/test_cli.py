@@ -84,3 +84,11 @@ def test_cli_run_end_to_end_twice(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     stage_lines = [ln for ln in second.stdout.splitlines() if ln.startswith("[") and " key=" in ln]
     assert len(stage_lines) == 10 and all(" cached " in ln for ln in stage_lines)
+
+
+def test_demo_without_its_config_says_where_to_run_it(monkeypatch, tmp_path, capsys):
+    import saerl.cli as cli
+
+    monkeypatch.setattr(cli, "DEMO_CONFIG", tmp_path / "configs" / "demo.yaml")  # as in a wheel install
+    assert cli.main(["demo"]) != 0
+    assert "run it from a clone" in capsys.readouterr().err

@@ -50,6 +50,14 @@ def test_external_encoder_without_policy_stages_skips_testbed():
     assert "testbed" not in p and p["extract"] == ("ingest",)
 
 
+def test_a_file_without_held_out_sets_is_refused_before_any_stage_that_would_end_at_evaluate():
+    cfg = load_config(CONFIGS / "real-gsm8k.yaml")  # a user's file, no eval.sets
+    with pytest.raises(ValueError, match="no held-out set to evaluate on.*eval.sets"):
+        plan(cfg)
+    assert dict(plan(cfg, "train"))["train"]  # training alone needs none
+    assert "evaluate" in dict(plan(load_config(CONFIGS / "real-gsm8k.yaml", ["eval.sets={gsm: x.jsonl}"])))
+
+
 def test_no_difficulty_column_adds_measured_label_stage():
     cfg = load_config(CONFIGS / "real-gsm8k.yaml")
     p = dict(plan(cfg, "score"))
@@ -100,5 +108,6 @@ def test_testbed_data_with_a_hub_policy_trains_and_evaluates_on_the_testbed_held
     assert p["train"] == ("ingest", "curriculum", "testbed")
     assert p["evaluate"] == ("train", "ingest", "testbed")
     assert p["extract"] == ("ingest",), "the hub policy's internals: no testbed LM"
-    sample = dict(plan(load_config(None, ["data.difficulty=difficulty", "model.name_or_path=some/hub-model"])))
+    sample = dict(plan(load_config(None, ["data.difficulty=difficulty", "model.name_or_path=some/hub-model",
+                                          "eval.sets={held: held.jsonl}"])))
     assert "testbed" not in sample and sample["train"] == ("ingest", "curriculum")

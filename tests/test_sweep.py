@@ -190,7 +190,7 @@ def test_ablation_flow_pays_for_shared_stages_once(prefect_api, tmp_path, capsys
     assert "mix_ratio=0.5" in text and "cached:   testbed ingest extract sae encode score train:vanilla:0" in text
 
 
-def test_shared_until_is_the_common_upstream_of_the_settings(base):
+def test_shared_until_is_the_common_upstream_of_the_settings(base, tmp_path):
     def shared(grid, until=None, over=None):
         configs = [cfg for _, cfg in plan_sweep(over or base, grid)]
         return shared_until(configs, until)
@@ -202,7 +202,10 @@ def test_shared_until_is_the_common_upstream_of_the_settings(base):
     assert shared({"testbed.n_pool": [100, 120]}) is None, "the first stage differs: nothing to run once"
     # the testbed differs but extraction (an external encoder over a data file) does not: the shared run goes
     # on to the last sharded stage, so two children never fan out the same extraction at once
-    other = load_config(SMOKE, ["data.source=sample", "extract.model=some/encoder"]).model_dump(mode="json")
+    held_out = tmp_path / "held_out.jsonl"  # data that is not the testbed evaluates on a set of its own
+    held_out.write_text('{"prompt": "1 + 1 ?", "answer": "2"}\n')
+    other = load_config(SMOKE, ["data.source=sample", "extract.model=some/encoder",
+                                f"eval.sets={{held: {held_out}}}"]).model_dump(mode="json")
     assert shared({"testbed.seed": [0, 1]}, over=other) == "encode"
     keys = [planned_keys(cfg) for _, cfg in plan_sweep(other, {"testbed.seed": [0, 1]})]
     assert keys[0]["testbed"] != keys[1]["testbed"] and keys[0]["encode"] == keys[1]["encode"]
