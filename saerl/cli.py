@@ -7,6 +7,7 @@ after the local Prefect server is up, so Prefect picks up the right API URL and 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -42,7 +43,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """`saerl demo`: the whole available pipeline on the embedded default."""
     overrides = list(args.overrides)
     if args.root:
-        overrides.append(f"runtime.artifact_root={args.root}")
+        overrides.append(f"runtime.artifact_root={json.dumps(args.root)}")  # a quoted string: '#', digits kept
     if not DEMO_CONFIG.exists():  # configs/ is not package data: a wheel install has no demo to run
         raise ConfigError(f"saerl demo reads {DEMO_CONFIG}, which this install does not have: run it from a clone "
                           "of the repository (python3 dev.py demo), or `saerl run CONFIG` with a config of yours")

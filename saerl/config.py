@@ -9,9 +9,11 @@ Which fields each stage reads is declared in :mod:`saerl.stages`; :func:`config_
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -457,6 +459,11 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    text = raw.strip()
+    if isinstance(value, str) and value != text and re.search(r"\s#", text) and text.startswith(value):
+        value = text  # ' #...' was read as a YAML comment: in a path or a name it is part of the value
+    elif isinstance(value, (datetime.date, datetime.datetime)):
+        value = text  # a YAML date (model.revision=2024-05-01) stays the text it was written as
     return key, value
 
 

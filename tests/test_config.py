@@ -84,6 +84,15 @@ def test_malformed_override():
         parse_override("curriculum.mix_ratio")
 
 
+def test_override_values_keep_a_hash_sign_and_a_date_as_written():
+    assert parse_override("data.path=/data/set #2.jsonl") == ("data.path", "/data/set #2.jsonl")
+    assert parse_override("model.revision=2024-05-01") == ("model.revision", "2024-05-01")
+    assert parse_override("curriculum.mix_ratio=0.2") == ("curriculum.mix_ratio", 0.2)
+    assert parse_override("score.k_range=[4, 8]") == ("score.k_range", [4, 8])
+    cfg = load_config(None, ["model.revision=2024-05-01", 'runtime.artifact_root="/tmp/runs #2"'])
+    assert cfg.model.revision == "2024-05-01" and cfg.runtime.artifact_root == "/tmp/runs #2"
+
+
 def test_apply_overrides_does_not_mutate_input():
     raw = {"curriculum": {"mix_ratio": 0.1}}
     out = apply_overrides(raw, ["curriculum.mix_ratio=0.4"])
