@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger
 
 from saerl.artifacts import ArtifactRef, ArtifactStore
 from saerl.config import build_config, flatten
-from saerl.pipeline import SHARDED, input_keys, resolve_upstream, stage_runs
+from saerl.pipeline import SHARDED, check_runnable, input_keys, resolve_upstream, stage_runs
 from saerl.runs import RunRecord, StageRecord, explain, list_runs, previous_run, read_run, save_run
 from saerl.stages import stage_key, stage_slice
 from saerl.sweep import planned_run_keys
@@ -68,6 +68,7 @@ def stored_ref(store: ArtifactStore, stage: str, key: str) -> ArtifactRef:
 def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str, Any]:
     """Run the pipeline for a config dict up to stage `until`; returns the run record as a dict."""
     cfg = build_config(config)
+    check_runnable(cfg, until)  # a deployment's run fails here, not at its last stage
     root = Path(cfg.runtime.artifact_root).resolve()
     store = ArtifactStore(root)
     record = RunRecord(name=cfg.name, config=flatten(cfg))

@@ -128,10 +128,10 @@ def ablation_from_file(config_path: str = "configs/demo.yaml", grid: dict[str, l
     """Deployment entry point: load a YAML config (+ dotted overrides) and run the ablation over `grid`, given
     as {dotted key: [values]} or as command-line strings ["curriculum.mix_ratio=0,0.1,0.3", ...]."""
     from saerl.config import load_config
-    from saerl.pipeline import plan
+    from saerl.pipeline import check_runnable
 
     cfg = load_config(config_path, overrides or [])
     parsed: Grid = parse_grid(grid or [])
     plan_sweep(cfg.model_dump(mode="json"), parsed, overrides or [])  # every error before the first child starts
-    plan(cfg, until)
+    check_runnable(cfg, until)
     return ablation_flow(config=cfg.model_dump(mode="json"), grid=parsed, until=until)

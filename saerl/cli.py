@@ -29,7 +29,9 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None) -> dict:
     """Run the pipeline flow for a validated config under one local Prefect server; returns the run record.
     A Prefect server that dies mid-run costs a warning, not the run (flows.pipeline.run_pipeline_flow)."""
     from flows.server import prefect_server
+    from saerl.pipeline import check_runnable
 
+    check_runnable(cfg, until)  # before a server starts
     root = Path(cfg.runtime.artifact_root).resolve()
     with prefect_server(root, cfg.runtime.prefect_api_url):
         from flows.pipeline import pipeline_flow, run_pipeline_flow
@@ -55,9 +57,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """`saerl run CONFIG [key=value ...] [--until STAGE]`."""
     cfg = load_config(args.config, args.overrides)
-    from saerl.pipeline import plan
+    from saerl.pipeline import check_runnable
 
-    plan(cfg, args.until)  # reject an unknown/unavailable --until before starting anything
+    check_runnable(cfg, args.until)  # reject an unknown --until or a run that cannot end, before anything starts
     run_pipeline(cfg, args.until)
     return 0
 

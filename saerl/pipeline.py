@@ -88,8 +88,6 @@ def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple
         if until not in stages:
             raise ValueError(f"stage '{until}' is not available in this version; available: {', '.join(stages)}")
         stages = stages[: stages.index(until) + 1]
-    if "evaluate" in stages and cfg.data.source != "testbed" and not cfg.eval.sets:
-        raise ValueError(NO_HELD_OUT)  # before hours of extraction and training, not at the last stage
     if not any(needs_testbed(cfg, s) for s in stages):
         stages.remove("testbed")
 
@@ -97,6 +95,16 @@ def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple
         return upstream in stages and (upstream != "testbed" or needs_testbed(cfg, stage))
 
     return [(s, tuple(i for i in STAGES[s].inputs if reads(s, i))) for s in stages]
+
+
+def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
+    """plan(cfg, until), refusing a run that would fail at its last stage, before hours of extraction and
+    training: evaluate with no held-out set (data other than the testbed's and no eval.sets). Every entry point
+    that runs stages calls it (CLI, flows, sweeps, run_all). in: config, last stage; out: the plan."""
+    stages = plan(cfg, until)
+    if any(s == "evaluate" for s, _ in stages) and cfg.data.source != "testbed" and not cfg.eval.sets:
+        raise ValueError(NO_HELD_OUT)
+    return stages
 
 
 def hash_path(path: Path) -> str:
@@ -243,6 +251,7 @@ def run_all(store: ArtifactStore, cfg: PipelineConfig, until: str | None = None,
             report: Callable[[str, StageResult], None] | None = None) -> dict[str, StageResult]:
     """Every stage run of `cfg` in this process, without Prefect or tracking (benchmarks, notebooks):
     {run name: result}, each cached in `store` exactly as the flow caches it. `report` is called per run."""
+    check_runnable(cfg, until)
     results: dict[str, StageResult] = {}
     refs: dict[str, ArtifactRef] = {}
     for stage, name, ups, variant in stage_runs(cfg, until):

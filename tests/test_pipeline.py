@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from saerl.artifacts import ArtifactStore
 from saerl.config import load_config
-from saerl.pipeline import hash_path, input_keys, plan
+from saerl.pipeline import check_runnable, hash_path, input_keys, plan, run_all
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -50,12 +51,15 @@ def test_external_encoder_without_policy_stages_skips_testbed():
     assert "testbed" not in p and p["extract"] == ("ingest",)
 
 
-def test_a_file_without_held_out_sets_is_refused_before_any_stage_that_would_end_at_evaluate():
+def test_a_file_without_held_out_sets_is_refused_before_any_stage_that_would_end_at_evaluate(tmp_path):
     cfg = load_config(CONFIGS / "real-gsm8k.yaml")  # a user's file, no eval.sets
     with pytest.raises(ValueError, match="no held-out set to evaluate on.*eval.sets"):
-        plan(cfg)
-    assert dict(plan(cfg, "train"))["train"]  # training alone needs none
-    assert "evaluate" in dict(plan(load_config(CONFIGS / "real-gsm8k.yaml", ["eval.sets={gsm: x.jsonl}"])))
+        check_runnable(cfg)
+    with pytest.raises(ValueError, match="no held-out set"):  # run_all checks before its first stage
+        run_all(ArtifactStore(tmp_path), cfg)
+    assert not list(tmp_path.iterdir())
+    assert dict(check_runnable(cfg, "train"))["train"]  # training alone needs none
+    assert "evaluate" in dict(check_runnable(load_config(CONFIGS / "real-gsm8k.yaml", ["eval.sets={gsm: x.jsonl}"])))
 
 
 def test_no_difficulty_column_adds_measured_label_stage():
