@@ -57,10 +57,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """`saerl run CONFIG [key=value ...] [--until STAGE]`."""
     cfg = load_config(args.config, args.overrides)
-    from saerl.pipeline import check_runnable
-
-    check_runnable(cfg, args.until)  # reject an unknown --until or a run that cannot end, before anything starts
-    run_pipeline(cfg, args.until)
+    run_pipeline(cfg, args.until)  # checks --until and the plan before a server starts
     return 0
 
 

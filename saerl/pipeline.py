@@ -127,7 +127,7 @@ def folder_stamp(name: str | None) -> str | None:
 
     if not name or name == "testbed" or not (path := Path(name).expanduser()).is_dir():
         return None
-    return stable_hash({p.relative_to(path).as_posix(): [p.stat().st_size, p.stat().st_mtime_ns]
+    return stable_hash({p.relative_to(path).as_posix(): [(st := p.stat()).st_size, st.st_mtime_ns]
                         for p in sorted(path.rglob("*")) if p.is_file()})
 
 
