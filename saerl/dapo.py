@@ -42,6 +42,9 @@ with ``steps_per_generation`` > 1 trl shuffles a generation batch's rows over th
 Metrics (trl's ``_metrics``, averaged per logging step like trl's own): ``dynamic_sampling/kept_groups``,
 ``dynamic_sampling/dropped_groups``, ``dynamic_sampling/rounds`` (generation rounds in the step, 1 = no
 refill), ``dynamic_sampling/filled_groups``, ``dynamic_sampling/prompts_drawn``, ``dynamic_sampling/stream_epoch``.
+trl logs its own generation metrics (``reward``, ``frac_reward_zero_std``, completion lengths...) once per
+generation call; the refill rounds of one generation batch are merged into one entry over every rollout
+generated for it (:func:`merge_round_metrics`), so a round of two prompts weighs less than one of sixteen.
 
 Resume. :meth:`dynamic_sampling_state` is what a checkpoint must keep of the stream (the prompts drawn so far,
 whose count is the cursor; ``saerl.rl`` writes it into every checkpoint as :data:`STATE_FILE`), and
@@ -136,6 +139,46 @@ def concat_batches(parts: list[dict[str, Any]], pad_token_id: int) -> dict[str, 
     return out
 
 
+def _merge_values(key: str, values: list[float], rollouts: list[int], clipped: list[float] | None) -> float:
+    """One value for metric `key` from its per-round `values`: min/max of min/max keys; a terminated-length
+    mean weighted by each round's terminated rollouts (rollouts x (1 - clipped ratio)); else weighted by rollouts."""
+    if key.endswith("min_length") or key.endswith("/min") or key.endswith("_min"):
+        return min(values)
+    if key.endswith("max_length") or key.endswith("/max") or key.endswith("_max"):
+        return max(values)
+    w = torch.tensor(rollouts, dtype=torch.float64)
+    if key.endswith("mean_terminated_length") and clipped is not None:
+        w = w * (1.0 - torch.tensor(clipped, dtype=torch.float64))
+    v = torch.tensor(values, dtype=torch.float64)
+    return float((v * w).sum() / w.sum()) if float(w.sum()) > 0 else 0.0
+
+
+def merge_round_metrics(metrics: dict[str, list[float]], before: dict[str, int], rollouts: list[int],
+                        rewards_per_func: torch.Tensor, weights: torch.Tensor, func_names: list[str]) -> None:
+    """Merge, in place, the entries trl appended to `metrics` during one generation batch's len(`rollouts`)
+    refill rounds into one entry per key, over all the rollouts generated (`rollouts[r]` in round r).
+    Reward statistics are recomputed exactly from every round's `rewards_per_func` [rows, functions] (NaN =
+    not scored) as trl computes them for one round; other keys are combined by :func:`_merge_values`. A key
+    that did not gain exactly one entry per round is left as it is. in: trl's metric lists, their lengths
+    before the first round, rollouts per round, the rounds' rewards stacked, reward weights and names."""
+    from trl.trainer.utils import nanstd
+
+    n = len(rollouts)
+    if n < 2:
+        return
+    new = {k: v[before.get(k, 0):] for k, v in metrics.items() if len(v) - before.get(k, 0) == n}
+    merged = {k: _merge_values(k, v, rollouts, new.get("completions/clipped_ratio")) for k, v in new.items()}
+    total = (rewards_per_func * weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
+    total[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+    exact = {"reward": torch.nanmean(total).item(), "reward_std": nanstd(total).item()}
+    for i, name in enumerate(func_names):
+        exact[f"rewards/{name}/mean"] = torch.nanmean(rewards_per_func[:, i]).item()
+        exact[f"rewards/{name}/std"] = nanstd(rewards_per_func[:, i]).item()
+    merged.update({k: v for k, v in exact.items() if k in merged})
+    for k, value in merged.items():
+        metrics[k][before.get(k, 0):] = [value]
+
+
 def dynamic_sampling_trainer(base_cls: type, max_rounds: int) -> type:
     """A subclass of the GRPOTrainer class `base_cls` (e.g. saerl.rl's ordered trainer) with DAPO dynamic
     sampling: groups without reward spread are replaced by groups of the next prompts of the same ordered
@@ -228,11 +271,17 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int) -> type:
             kept: list[dict[str, Any]] = []
             spare: list[dict[str, Any]] = []
             n_kept = n_dropped = drawn = rounds = 0
+            metrics = self._metrics["train"]
+            before = {k: len(v) for k, v in metrics.items()}
+            round_rollouts: list[int] = []
+            round_rewards: list[torch.Tensor] = []
             while n_kept < want and rounds <= self.dynamic_sampling_max_rounds:
                 need = want - n_kept
                 idx, batch = self._draw(need)
                 out = super()._generate_and_score_completions(batch)
                 spread = group_has_spread(self._ds_rewards, self.reward_weights, g)
+                round_rollouts.append(need * g)
+                round_rewards.append(self._ds_rewards)
                 step = self.state.global_step + 1
                 self.dynamic_sampling_drawn += [(i, s, step) for i, s in zip(idx, spread.tolist(), strict=True)]
                 rows = spread.repeat_interleave(g).to(out["advantages"].device)
@@ -251,7 +300,8 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int) -> type:
                     log.warning("dynamic sampling: %d of %d groups had no reward spread after %d rounds; filled with "
                                 "zero-advantage groups (logged as dynamic_sampling/filled_groups)", filled, want, rounds)
                     self._ds_warned = True
-            metrics = self._metrics["train"]
+            merge_round_metrics(metrics, before, round_rollouts, torch.cat(round_rewards), self.reward_weights,
+                                list(self.reward_func_names))
             for name, value in (("kept_groups", n_kept), ("dropped_groups", n_dropped), ("rounds", rounds),
                                 ("filled_groups", filled), ("prompts_drawn", drawn), ("stream_epoch", self._ds_epoch)):
                 metrics[METRIC + name].append(float(value))

@@ -28,7 +28,7 @@ class Stage:
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
-        Stage("testbed", "4", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
+        Stage("testbed", "5", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
         Stage("ingest", "2", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
         Stage(
             "extract", "2",

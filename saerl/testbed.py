@@ -401,15 +401,18 @@ def _draw(cfg: TestbedConfig, rng: random.Random, mix: list[float], n: int, slip
 
 def _frame(problems: list[Problem], split: str, prompts: list[str] | None = None, answers: list[str] | None = None,
            defects: list[str] | None = None, labelled: list[bool] | None = None) -> pl.DataFrame:
-    """The ingest-format frame of a split (prompts/answers/defects override the clean problem's)."""
+    """The ingest-format frame of a split (prompts/answers/defects override the clean problem's). An
+    off-distribution row is not a math problem: its topic and difficulty are null, not its source problem's."""
     n = len(problems)
     defects = defects or ["none"] * n
+    math = [d != "off_distribution" for d in defects]
     return pl.DataFrame({
         "id": [f"{split}-{i:06d}" for i in range(n)],
         "prompt": prompts or [p.prompt for p in problems],
         "answer": answers or [p.answer for p in problems],
-        "topic": [p.topic for p in problems],
-        "difficulty": [float(p.level) for p in problems],
+        "topic": pl.Series([p.topic if m else None for p, m in zip(problems, math, strict=True)], dtype=pl.String),
+        "difficulty": pl.Series([float(p.level) if m else None for p, m in zip(problems, math, strict=True)],
+                                dtype=pl.Float64),
         "quality": [0.0 if d != "none" else 1.0 for d in defects],
         "defect": defects,
         "solution": [p.solution for p in problems],

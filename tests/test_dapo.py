@@ -7,6 +7,7 @@ import torch
 from datasets import Dataset
 from tiny import tiny_model, tiny_tokenizer
 
+from saerl import dapo
 from saerl.config import TrainConfig
 from saerl.dapo import STATE_FILE, concat_batches, dapo_overrides, dynamic_sampling_trainer, group_has_spread
 from saerl.rl import _trainer_class, grpo_config
@@ -95,6 +96,28 @@ def test_dynamic_sampling_refills_in_stream_order_and_keeps_no_flat_group(tmp_pa
     assert [h["dynamic_sampling/filled_groups"] for h in logs] == [0.0, 0.0]
     assert trainer.dynamic_sampling_drawn == [(0, True, 1), (1, False, 1), (2, False, 1), (3, True, 1), (4, False, 2),
                                               (5, True, 2), (6, True, 2)]
+    # trl's reward metrics cover every rollout generated for the step, each round weighted by its rollouts:
+    # step 1 = 4 rollouts at .75, 2 at 0, 2 at .5 (the rounds' unweighted mean would be .417); step 2 = 4 at .75, 2 at .5
+    assert [h["reward"] for h in logs] == pytest.approx([0.5, 4 / 6])
+    assert [h["frac_reward_zero_std"] for h in logs] == pytest.approx([0.5, 1 / 3])
+
+
+def test_merge_round_metrics_weights_rounds_by_rollouts():
+    nan = float("nan")
+    metrics = {"reward": [9.0, 0.75, 0.0], "completions/min_length": [2.0, 5.0], "completions/max_length": [3.0, 7.0],
+               "completions/clipped_ratio": [0.5, 1.0], "completions/mean_terminated_length": [4.0, 0.0],
+               "frac_reward_zero_std": [0.5, 1.0], "num_tokens": [80.0]}
+    before = {"reward": 1, "num_tokens": 1}  # one entry of an earlier step, kept; num_tokens is set, not appended
+    rewards = torch.tensor([[1.0], [0.0], [1.0], [1.0], [0.0], [nan]])  # round 1: 4 rows, round 2: 2 rows
+    dapo.merge_round_metrics(metrics, before, [4, 2], rewards, torch.ones(1), ["correct"])
+    assert metrics["reward"] == [9.0, pytest.approx(3 / 5)]  # the unscored row is left out, as trl does
+    assert metrics["completions/min_length"] == [2.0] and metrics["completions/max_length"] == [7.0]
+    assert metrics["completions/clipped_ratio"] == [pytest.approx(4 / 6)]
+    assert metrics["completions/mean_terminated_length"] == [4.0]  # round 2 had no terminated rollout
+    assert metrics["frac_reward_zero_std"] == [pytest.approx(4 / 6)] and metrics["num_tokens"] == [80.0]
+    one = {"reward": [0.25]}
+    dapo.merge_round_metrics(one, {}, [4], rewards[:4], torch.ones(1), ["correct"])
+    assert one == {"reward": [0.25]}  # one round: trl's entry stands
 
 
 def test_dynamic_sampling_gives_up_after_max_rounds_and_fills(tmp_path):

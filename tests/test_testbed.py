@@ -119,6 +119,15 @@ def test_missing_info_and_garbled_change_the_text(world):
         assert not rows["prompt"].is_in(world["eval"]["prompt"]).any()
 
 
+def test_off_distribution_rows_carry_no_topic_or_level(world):
+    """Text that is not a math problem has no topic and no difficulty level; every other row keeps both."""
+    pool = world["pool"]
+    off = pool.filter(pl.col("defect") == "off_distribution")
+    assert off.height > 0 and off["topic"].is_null().all() and off["difficulty"].is_null().all()
+    rest = pool.filter(pl.col("defect") != "off_distribution")
+    assert rest["topic"].null_count() == 0 and rest["difficulty"].null_count() == 0
+
+
 def test_world_written_reads_back_split_by_split(world, tmp_path):
     write_world(world, tmp_path)
     back = read_world(tmp_path)
