@@ -177,21 +177,48 @@ def pretrain(model: Any, tok: Any, df: pl.DataFrame, cfg: TestbedConfig, progres
     return log
 
 
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded (input_ids, attention_mask) [b, L] of token id lists, whatever the tokenizer's own
+    padding_side: a decoder generates from each row's last position, which must be a real token."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[r, width - len(s):] = 1
+    return ids, mask
+
+
+def stop_ids(model: Any, tok: Any) -> list[int]:
+    """The token ids that end a completion, as trl's GRPOTrainer stops RL rollouts: the tokenizer's EOS plus the
+    checkpoint generation_config's EOS ids (a chat model ends its turn with one of those, e.g. <|im_end|>)."""
+    conf = model.generation_config.eos_token_id
+    ids = [] if conf is None else [conf] if isinstance(conf, int) else list(conf)
+    return ids if tok.eos_token_id in ids or tok.eos_token_id is None else [tok.eos_token_id, *ids]
+
+
 @torch.no_grad()
 def generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int, batch: int,
              temperature: float = 0.0, seed: int = 0, top_k: int = 0) -> list[str]:
-    """Completions (decoded, special tokens dropped) for each prompt, generated on the model's device;
-    temperature 0 = greedy, else sampling at `temperature` from the `top_k` most likely tokens (0 = all)."""
+    """Completions (decoded, special tokens dropped) for each prompt, generated on the model's device from
+    left-padded batches (pad = the tokenizer's pad token, else EOS), each stopping at :func:`stop_ids` as RL
+    rollouts do; temperature 0 = greedy, else sampling at
+    `temperature` from the `top_k` most likely tokens (0 = all). Every sampling knob is set explicitly, so a
+    checkpoint's generation_config (top_p, repetition_penalty, ...) does not change what is measured."""
+    from saerl.evaluate import _sampling_kwargs
+
     torch.manual_seed(seed)
     out: list[str] = []
     model.eval()
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    knobs = {**_sampling_kwargs(temperature), **({"top_k": top_k} if temperature > 0 else {})}
     for i in range(0, len(prompts), batch):
-        enc = tok([prompt_text(tok, p) for p in prompts[i : i + batch]], add_special_tokens=False,
-                  return_tensors="pt", padding=True).to(model.device)
-        sample = temperature > 0
-        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=sample, pad_token_id=tok.pad_token_id,
-                             eos_token_id=tok.eos_token_id, **({"temperature": temperature, "top_k": top_k} if sample else {}))
-        out += tok.batch_decode(gen[:, enc["input_ids"].shape[1] :].cpu(), skip_special_tokens=True)
+        seqs = tok([prompt_text(tok, p) for p in prompts[i : i + batch]], add_special_tokens=False)["input_ids"]
+        ids, mask = left_pad(seqs, pad_id)
+        gen = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                             max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=stop_ids(model, tok),
+                             **knobs)
+        out += tok.batch_decode(gen[:, ids.shape[1] :].cpu(), skip_special_tokens=True)
     return out
 
 

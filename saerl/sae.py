@@ -241,14 +241,16 @@ def create_codes_store(store: Path, n_prompts: int, d_sae: int, k: int, pools: s
 def write_codes_chunk(group: zarr.Group, lo: int, feature_ids: np.ndarray, values: np.ndarray,
                       ids: Sequence[str] | None = None, pool: str | None = None) -> None:
     """Write rows [lo, lo + len(feature_ids)) of one pooling's codes (default: the store's first pooling):
-    top-K feature ids (int32, -1 = empty slot), their pooled values (stored float16) and, when given, the
-    rows' prompt ids."""
+    top-K feature ids (int32, -1 = empty slot), their pooled values (stored float16, clamped to its largest
+    finite value as extract clamps residuals: a stored inf would make every score-stage model fail) and, when
+    given, the rows' prompt ids."""
     hi = lo + len(feature_ids)
     pool = pool or group.attrs["pools"][0]
     if ids is not None:
         group["ids"][lo:hi] = np.array(ids, dtype=str)
     group[f"{pool}/feature_ids"][lo:hi] = feature_ids.astype(np.int32)
-    group[f"{pool}/values"][lo:hi] = values.astype(np.float16)
+    fp16_max = float(np.finfo(np.float16).max)
+    group[f"{pool}/values"][lo:hi] = np.clip(values, -fp16_max, fp16_max).astype(np.float16)
 
 
 def encode_codes(activations_path: str | Path, sae_dir: str | Path, cfg: SAEConfig, out_dir: str | Path,

@@ -44,7 +44,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage("encode", "2", ("sae.encode_pool", "sae.encode_top_k", "sae.encode_batch_tokens"), ("extract", "sae"), "sparse top-K SAE codes"),
         Stage(
-            "label", "3",
+            "label", "4",
             ("score.label_fraction", "score.label_rollouts", "score.label_batch",
              "score.label_chunk_rows", "score.seed",
              "model", "train.temperature", "train.top_k", "train.max_completion_length", "train.verify_timeout_s"),

@@ -130,3 +130,55 @@ def test_load_policy_reads_safetensors_in_float32_onto_the_device_asked_for(monk
     assert model.moved_to == torch.device("cuda") and tok == "tokenizer"
     assert calls[0]["use_safetensors"] is True and calls[0]["dtype"] is torch.float32
     assert load_policy("some/hub-policy")[0].moved_to == torch.device("cpu"), "the default: CPU (trl places it)"
+
+
+def test_generate_batches_match_one_prompt_at_a_time_whatever_the_tokenizer_pads(one_torch_thread):
+    """A policy whose tokenizer pads on the right, or has no pad token (Llama 3), still generates each prompt's
+    completion from its own last token: batched output equals one prompt at a time."""
+    from tiny import tiny_model, tiny_tokenizer
+
+    prompts = ["what is 1 + 2 ?", "what is 1 2 + 2 3 4 + 5 6 7 8 9 ?", "3 ?"]
+    tok = tiny_tokenizer()
+    model = tiny_model(tok, seed=1)
+    alone = [generate(model, tok, [p], 6, 8)[0] for p in prompts]
+    tok.padding_side = "right"
+    assert generate(model, tok, prompts, 6, 8) == alone
+    tok.pad_token = None
+    assert generate(model, tok, prompts, 6, 8) == alone
+
+
+def test_generate_ignores_the_checkpoints_generation_config(one_torch_thread):
+    """A chat checkpoint ships repetition_penalty/top_p in its generation_config: greedy decoding and sampling
+    read only what generate is given."""
+    from tiny import tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    model = tiny_model(tok, seed=1)
+    prompts = ["what is 1 + 2 ?", "what is 3 + 4 ?"]
+    greedy = generate(model, tok, prompts, 8, 2)
+    hot = generate(model, tok, prompts, 8, 2, temperature=5.0, seed=3)
+    model.generation_config.repetition_penalty = 50.0
+    model.generation_config.top_p = 0.01
+    assert generate(model, tok, prompts, 8, 2) == greedy
+    assert generate(model, tok, prompts, 8, 2, temperature=5.0, seed=3) == hot
+
+
+def test_generate_stops_where_rl_rollouts_stop(one_torch_thread):
+    """A chat checkpoint ends its turn with an id of its generation_config (e.g. <|im_end|>), not the tokenizer's
+    EOS: label rollouts stop there, as trl's rollouts do, instead of running on to max_new_tokens."""
+    from types import SimpleNamespace
+
+    from tiny import tiny_model, tiny_tokenizer
+
+    from saerl.policy_lm import stop_ids
+
+    tok = tiny_tokenizer()
+    model = tiny_model(tok, seed=1)
+    full = generate(model, tok, ["what is 1 + 2 ?"], 8, 1)[0]
+    first = tok(full.split()[0], add_special_tokens=False)["input_ids"][0]
+    model.generation_config.eos_token_id = first  # the policy's first greedy token now ends its turn
+    assert stop_ids(model, tok) == [tok.eos_token_id, first]
+    cut = generate(model, tok, ["what is 1 + 2 ?"], 8, 1)[0]
+    assert full.startswith(cut) and len(cut.split()) == 1 < len(full.split())
+    gen = lambda eos: SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=eos))  # noqa: E731
+    assert stop_ids(gen([tok.eos_token_id, 7]), tok) == [tok.eos_token_id, 7] and stop_ids(gen(None), tok) == [tok.eos_token_id]

@@ -184,3 +184,14 @@ def test_sae_stage_on_a_tokenless_store_names_the_fix(tmp_path):
     store = tokenless_store(tmp_path / "extract")
     with pytest.raises(ValueError, match=r"extract.store_tokens was false.*set extract.store_tokens=true"):
         obtain_sae(CFG, store, tmp_path / "sae")
+
+
+def test_pooled_values_over_the_float16_range_are_stored_finite(tmp_path):
+    """A pooled activation above float16's largest value (a massive-activation token) is clamped, not stored as
+    inf: the score stage's TF-IDF weighting and models refuse non-finite input."""
+    from saerl.sae import create_codes_store, write_codes_chunk
+
+    group = create_codes_store(tmp_path / "codes.zarr", 2, 10, 2, "max", 2, "fp")
+    write_codes_chunk(group, 0, np.array([[3, 1], [2, -1]]), np.array([[1e5, 2.0], [7e4, 0.0]], dtype=np.float32))
+    _, csr = load_codes_csr(tmp_path)
+    assert np.isfinite(csr.data).all() and csr[0, 3] == csr[1, 2] == np.finfo(np.float16).max and csr[0, 1] == 2.0
