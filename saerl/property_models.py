@@ -106,7 +106,8 @@ def report_rows(n: int, cfg: ScoreConfig) -> np.ndarray:
 def cluster_table(Z: sp.csr_matrix, labels: np.ndarray, texts: np.ndarray, topics: np.ndarray | None,
                   cfg: ScoreConfig) -> pl.DataFrame:
     """Per cluster: size, share, top SAE features by mean weight in Z, the prompts nearest the centroid
-    (cosine; first 200 characters), and the most common true topic with its share when topics exist."""
+    (cosine; first 200 characters), and the most common true topic (prompts without one, "", are never it)
+    with its share of the whole cluster, when topics exist."""
     rows = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
@@ -116,8 +117,10 @@ def cluster_table(Z: sp.csr_matrix, labels: np.ndarray, texts: np.ndarray, topic
         row = {"cluster": int(c), "size": len(idx), "share": len(idx) / len(labels), "top_features": top,
                "top_weights": [float(mean[f]) for f in top], "examples": [str(texts[i])[:200] for i in near],
                "top_topic": None, "top_topic_share": None}
-        if topics is not None:
-            vals, counts = np.unique(topics[idx].astype(str), return_counts=True)
+        known = topics[idx].astype(str) if topics is not None else np.array([], dtype=str)
+        known = known[known != ""]  # a prompt without a topic (""), e.g. off-distribution text, names none
+        if len(known):
+            vals, counts = np.unique(known, return_counts=True)
             row["top_topic"], row["top_topic_share"] = str(vals[counts.argmax()]), float(counts.max() / len(idx))
         rows.append(row)
     return pl.DataFrame(rows, schema={"cluster": pl.Int64, "size": pl.Int64, "share": pl.Float64,

@@ -314,3 +314,13 @@ def test_fit_difficulty_chooses_the_family_by_cv_error():
     assert model_family(fit_difficulty({"x": X}, dense, rows, "sae",
                                        ScoreConfig(**FAST, difficulty_models=["elasticnet"]))[1]) == "elasticnet"
     assert model_family(fit_difficulty({"x": X}, dense, rows, "majority", cfg)[1]) == "mean"
+
+
+def test_cluster_table_never_names_the_missing_topic():
+    """Prompts without a topic ("": off-distribution text, unlabelled rows) are not a topic: a cluster mostly of
+    them names its most common real topic, with its share of the whole cluster, or none at all."""
+    Z = sp.csr_matrix(np.ones((6, 2)))
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    topics = np.array(["", "", "", "add", "", ""])
+    t = PM.cluster_table(Z, labels, np.array(["q"] * 6, dtype=object), topics, ScoreConfig())
+    assert t["top_topic"].to_list() == ["add", None] and t["top_topic_share"].to_list() == [0.25, None]
