@@ -64,6 +64,13 @@ def stored_ref(store: ArtifactStore, stage: str, key: str) -> ArtifactRef:
     return ArtifactRef(stage, key, str(store.path(stage, key)))
 
 
+def cached_seconds(started: float, state: Any) -> float:
+    """Seconds a stage run answered from Prefect's cache took: from its submission (epoch `started`, which
+    includes verifying the stored artifact) to its Cached state. The cached result is the one persisted when the
+    artifact was built, whose seconds are that build's. in: submission time, the task run's final state."""
+    return round(max(0.0, state.timestamp.timestamp() - started), 3)
+
+
 @flow(name="saerl-pipeline")
 def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str, Any]:
     """Run the pipeline for a config dict up to stage `until`; returns the run record as a dict."""
@@ -78,6 +85,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
 
     def submit(stage: str, name: str, ups: tuple[str, ...], variant: dict[str, Any] | None) -> dict[str, Any]:
         """Start one stage run as a task (its shards first, on Dask); returns what finishing it needs."""
+        started = time.time()
         upstream = resolve_upstream(stage, ups, refs, variant)
         keys = input_keys(cfg, stage, upstream, variant)
         key = stage_key(cfg, stage, keys)
@@ -91,7 +99,8 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
             fan_out(args, cfg.runtime.workers)
         opts = stage_options(stage, root, refresh) | {"task_run_name": name}
         future = stage_task.with_options(**opts).submit(**args, variant=variant)
-        return {"stage": stage, "name": name, "key": key, "keys": keys, "note": note, "future": future}
+        return {"stage": stage, "name": name, "key": key, "keys": keys, "note": note, "future": future,
+                "started": started}
 
     def finish(run: dict[str, Any]) -> None:
         """Wait for a submitted stage run, record it (run record, terminal, MLflow)."""
@@ -101,11 +110,12 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
         state = future.state
         result = state.result()
         computed = bool(result["computed"]) and state.name != "Cached"
+        seconds = cached_seconds(run["started"], state) if state.name == "Cached" else result["seconds"]
         ref = refs[name] = stored_ref(store, stage, key)
         sl = stage_slice(cfg, stage)
         rec = StageRecord(stage=name, key=key, status="computed" if computed else "cached",
                           reason=explain(name, computed, sl, keys, previous, run["note"]), config=sl, inputs=keys,
-                          seconds=result["seconds"], bytes=store.size_bytes(stage, key), path=ref.path)
+                          seconds=seconds, bytes=store.size_bytes(stage, key), path=ref.path)
         record.stages[name] = rec
         save_run(root, record)  # after every stage: `saerl gc` then sees what a running flow uses
         say(f"[{name}] {rec.status} key={key[:12]} {rec.seconds:.1f}s  {rec.reason}")

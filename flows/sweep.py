@@ -27,6 +27,7 @@ from prefect.futures import wait
 from flows.pipeline import pipeline_flow, say
 from flows.runner import task_runner
 from saerl.config import PipelineConfig, build_config
+from saerl.pipeline import check_runnable
 from saerl.sweep import (
     SHARED_LABEL,
     Grid,
@@ -99,6 +100,8 @@ def ablation_flow(config: dict[str, Any], grid: dict[str, list[Any]], until: str
     Returns {"grid", "settings": [{key: value}], "runs": [run record dicts], "shared": the shared run's record
     (Dask) or None, "table": [row dicts]}."""
     children = plan_sweep(config, grid)
+    for _, cfg in children:  # a child that cannot evaluate fails now, not after the children before it ran
+        check_runnable(cfg, until)
     say(f"ablation over {' x '.join(grid)}: {len(children)} settings")
     base = children[0][1]  # runtime is result-neutral, so never swept: every child has the same runner
     shared: dict[str, Any] | None = None
@@ -128,7 +131,6 @@ def ablation_from_file(config_path: str = "configs/demo.yaml", grid: dict[str, l
     """Deployment entry point: load a YAML config (+ dotted overrides) and run the ablation over `grid`, given
     as {dotted key: [values]} or as command-line strings ["curriculum.mix_ratio=0,0.1,0.3", ...]."""
     from saerl.config import load_config
-    from saerl.pipeline import check_runnable
 
     cfg = load_config(config_path, overrides or [])
     parsed: Grid = parse_grid(grid or [])

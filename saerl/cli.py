@@ -80,14 +80,14 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     """`saerl ablate CONFIG --grid KEY=V1,V2 [--grid ...] [key=value ...] [--until STAGE]`: every setting
     of the grid as a child run of one ablation flow, then the table. Config, grid and --until are checked
     before anything starts."""
-    from saerl.pipeline import plan
+    from saerl.pipeline import check_runnable
     from saerl.sweep import parse_grid, plan_sweep
 
     overrides = args.overrides
     cfg = load_config(args.config, overrides)
     grid = parse_grid(args.grid)
     for _, child in plan_sweep(cfg.model_dump(mode="json"), grid, overrides):
-        plan(child, args.until)
+        check_runnable(child, args.until)  # a child that cannot evaluate fails here, before a server starts
     from flows.server import prefect_server
 
     with prefect_server(Path(cfg.runtime.artifact_root).resolve(), cfg.runtime.prefect_api_url):
@@ -98,11 +98,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    """`saerl ingest FILE --prompt F --answer F [...]`: check a data set and write prompts/rejected tables."""
+    """`saerl ingest FILE --prompt F --answer F [--hf-split S ...]`: check a data set and write prompts/rejected tables."""
     from saerl.config import DataConfig
     from saerl.data import ingest, summarize, write_ingest
 
-    fields = {k: getattr(args, k) for k in ("prompt", "answer", "id", "topic", "difficulty", "quality", "format")}
+    fields = {k: getattr(args, k)
+              for k in ("prompt", "answer", "id", "topic", "difficulty", "quality", "format", "hf_split")}
     cfg = DataConfig(source="file", path=str(args.file), **{k: v for k, v in fields.items() if v is not None})
     result = ingest(cfg, Path(args.file))
     out = Path(args.out)
@@ -210,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("id", "topic", "difficulty", "quality"):
         i.add_argument(f"--{name}", help=f"optional {name} field")
     i.add_argument("--format", choices=["auto", "jsonl", "parquet", "csv", "hf"], help="file format (default auto)")
+    i.add_argument("--hf-split", help="the split to read from a HF DatasetDict folder with several splits")
     i.add_argument("--out", default="ingest-out", help="output folder (default ./ingest-out)")
     i.set_defaults(fn=cmd_ingest)
 

@@ -14,8 +14,9 @@ import difflib
 import hashlib
 import json
 import re
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -434,17 +435,48 @@ def suggest_key(path: str) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def _is_union(annotation: Any) -> bool:
+    """True for a union of two or more types besides None (int | Literal['auto']), whose validation errors
+    pydantic locates one per member, after the field: score.n_clusters.int."""
+    return get_origin(annotation) in (Union, types.UnionType) and sum(
+        a is not type(None) for a in get_args(annotation)) > 1
+
+
+def error_path(loc: tuple[int | str, ...]) -> str:
+    """The dotted key path of a pydantic error location, without the union member pydantic appends after a
+    field of a union type ('score.n_clusters.int' -> 'score.n_clusters'); list indices and dict keys stay."""
+    parts: list[str] = []
+    model: type[BaseModel] | None = PipelineConfig
+    items = iter(loc)
+    for part in items:
+        parts.append(str(part))
+        info = model.model_fields.get(str(part)) if model is not None else None
+        model = None
+        if info is None:
+            continue
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            model = info.annotation
+        elif _is_union(info.annotation):
+            next(items, None)
+    return ".".join(parts)
+
+
 def _format_errors(err: ValidationError, where: str) -> str:
-    """Turn pydantic errors into one line per problem naming key path, value and expectation."""
-    lines = []
+    """Turn pydantic errors into one line per problem naming key path, value and expectation (a value no
+    member of a union type accepts: one line, each member's expectation joined by 'or')."""
+    lines: list[str] = []
+    fields: dict[str, int] = {}  # key path -> its line, to join the union members' errors
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"])
+        path = error_path(e["loc"])
         if not path:  # a cross-field check of the whole config: its message names the fields and the fix
             lines.append(str(e.get("ctx", {}).get("error", e["msg"])))
         elif e["type"] == "extra_forbidden":
             lines.append(f"unknown key '{path}'{suggest_key(path)}")
+        elif path in fields:
+            lines[fields[path]] += f"; or {e['msg']}"
         else:
             value = e.get("input")
+            fields[path] = len(lines)
             lines.append(f"field '{path}': got {value!r} ({type(value).__name__}); {e['msg']}")
     return f"invalid config ({where}):\n  " + "\n  ".join(lines)
 
@@ -473,10 +505,14 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     keeps the section's other fields."""
     out = json.loads(json.dumps(raw))
     valid = set(field_paths())
-    sections = {p.split(".")[0] for p in valid}
+    sections = {p.split(".")[0] for p in valid if "." in p}
     for text in overrides:
         key, value = parse_override(text)
-        if key not in valid and not (key in sections and isinstance(value, dict)):
+        if key in sections and not isinstance(value, dict):
+            example = next(p for p in sorted(valid) if p.startswith(f"{key}."))
+            raise ConfigError(f"override '{text}': '{key}' is a section, not a field; set one of its fields "
+                              f"({example}=...) or several as a mapping ({key}={{{example.split('.', 1)[1]}: ...}})")
+        if key not in valid and key not in sections:
             raise ConfigError(f"unknown key '{key}' in override '{text}'{suggest_key(key)}")
         node = out
         parts = key.split(".")

@@ -71,6 +71,8 @@ _CSV_QUOTED_OR_NEWLINE = re.compile(r'"[^"]*"|\n')
 TRUE_WORDS = {"1", "true", "yes", "good"}
 FALSE_WORDS = {"0", "false", "no", "bad"}
 NAN_TEXTS = frozenset({"NaN", "Infinity", "-Infinity"})  # json.dumps of non-finite floats
+# a MATH-style difficulty ("Level 5", "level 2"): the number is the label; MATH's "Level ?" stays invalid
+_LEVEL_TEXT = re.compile(r"\s*level\s+(\d+(?:\.\d+)?)\s*", re.IGNORECASE)
 KEPT_SCHEMA = {
     "id": pl.String,
     "prompt": pl.String,
@@ -399,7 +401,7 @@ def _read_hf(path: Path, hf_split: str | None) -> pl.DataFrame:
         if hf_split not in ds:
             raise IngestError(
                 f"{path} is a DatasetDict with splits {splits}; pick one with "
-                f"data.hf_split=SPLIT (got {hf_split!r})"
+                f"data.hf_split=SPLIT (config) or --hf-split SPLIT (saerl ingest) (got {hf_split!r})"
             )
         ds = ds[hf_split]
     return ds.to_polars()
@@ -519,7 +521,7 @@ def _answer_text(value: Any) -> str:
 
 def _label(kind: str, value: Any) -> float | str | None:
     """A topic or defect kind as text (None when missing: null or NaN, see is_missing), a difficulty as a finite
-    float, a quality as a float in [0, 1]; ValueError if invalid."""
+    float (MATH's "Level 5" reads as 5.0), a quality as a float in [0, 1]; ValueError if invalid."""
     if value is None:
         return None
     if kind in ("topic", "defect"):
@@ -530,7 +532,8 @@ def _label(kind: str, value: Any) -> float | str | None:
         return _label("quality", value) == 1.0
     if kind == "quality" and isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
         return 1.0 if value.strip().lower() in TRUE_WORDS else 0.0
-    number = float(value)  # ValueError/TypeError for non-numeric text
+    level = _LEVEL_TEXT.fullmatch(value) if kind == "difficulty" and isinstance(value, str) else None
+    number = float(level.group(1) if level else value)  # ValueError/TypeError for non-numeric text
     if not math.isfinite(number) or (kind == "quality" and not 0.0 <= number <= 1.0):
         raise ValueError(
             f"{kind} {value!r} is not a finite number" + (" in [0, 1]" if kind == "quality" else "")
@@ -699,11 +702,15 @@ def summarize(result: IngestResult) -> str:
 
 
 def write_ingest(result: IngestResult, out_dir: Path) -> dict[str, int]:
-    """Write prompts.parquet and rejected.parquet into out_dir (the caller renames the folder into place)."""
+    """Write prompts.parquet and rejected.parquet into out_dir, each through a temp file renamed into place (the
+    stage renames its folder too; `saerl ingest` writes into the user's folder, where a killed write must not
+    leave half a file)."""
+    from saerl.artifacts import write_file_atomic
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result.kept.write_parquet(out_dir / "prompts.parquet")
-    result.rejected.write_parquet(out_dir / "rejected.parquet")
+    write_file_atomic(out_dir / "prompts.parquet", result.kept.write_parquet)
+    write_file_atomic(out_dir / "rejected.parquet", result.rejected.write_parquet)
     return {"prompts": result.kept.height, "rejected": result.rejected.height}
 
 

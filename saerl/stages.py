@@ -29,7 +29,7 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
         Stage("testbed", "5", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
-        Stage("ingest", "2", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
+        Stage("ingest", "3", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
         Stage(
             "extract", "2",
             ("model.name_or_path", "model.revision", "model.dtype", "model.trust_remote_code", "extract"),
@@ -64,7 +64,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage("curriculum", "1", ("curriculum", "score.quality_threshold"), ("score",), "order.parquet"),
         Stage(
-            "train", "5",
+            "train", "6",
             ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.num_generations",
              "train.steps_per_generation",
              "train.temperature", "train.top_k", "train.max_completion_length", "train.beta", "train.epsilon",
@@ -75,7 +75,7 @@ STAGES: dict[str, Stage] = {
             ("ingest", "curriculum", "testbed"),
             "one RL run per (arm, seed): policy checkpoint, per-step log, greedy learning curve",
         ),
-        Stage("evaluate", "6", ("eval", "train.arms", "train.seeds", "train.max_completion_length", "data"),
+        Stage("evaluate", "7", ("eval", "train.arms", "train.seeds", "train.max_completion_length", "data"),
               ("train", "ingest", "testbed"), "eval.parquet, arm comparison, steps-to-target"),
     )
 }
@@ -85,9 +85,22 @@ STAGES: dict[str, Stage] = {
 RESULT_NEUTRAL: tuple[str, ...] = ("name", "tracking", "runtime", "train.save_every", "train.keep_checkpoints")
 
 
+# the policy's name and pinned revision, which extraction reads only when it reads the policy's internals: with
+# extract.model set it loads that model (model.revision names a commit of the policy's repo only), so a new policy
+# must not rerun extraction (saerl.runners.internals_model, internals_model_cfg)
+POLICY_ID: tuple[str, ...] = ("model.name_or_path", "model.revision")
+
+
+def unread_fields(cfg: PipelineConfig, stage: str) -> tuple[str, ...]:
+    """Fields among `stage`'s declared reads that its runner ignores under `cfg`: the policy's id (POLICY_ID)
+    for extract when extract.model names another model. in: config, stage; out: dotted paths."""
+    return POLICY_ID if stage == "extract" and cfg.extract.model is not None else ()
+
+
 def stage_slice(cfg: PipelineConfig, stage: str) -> dict[str, object]:
-    """The config fields `stage` reads, as {dotted path: value}."""
-    return config_slice(cfg, STAGES[stage].reads)
+    """The config fields `stage` reads under `cfg`, as {dotted path: value}."""
+    unread = unread_fields(cfg, stage)
+    return {k: v for k, v in config_slice(cfg, STAGES[stage].reads).items() if k not in unread}
 
 
 def stage_key(cfg: PipelineConfig, stage: str, input_keys: dict[str, str]) -> str:

@@ -5,12 +5,13 @@
 - :func:`normalize_answer` / :func:`normalize_answers` turn a gold answer in any common shape into canonical text.
 - :func:`verify_answer` / :func:`verify_batch` judge a completion against a gold answer.
 
-Plain numbers on both sides (``18``, ``-2.50``, ``1,000``, ``9 (apples)``) take a fast path in this process
-(Decimal comparison, no sympy). Everything else goes through math-verify's ``parse``/``verify`` in a small
-persistent pool of worker processes. math-verify's own timeouts use ``signal.alarm`` and fail outside the main
-thread, so they are switched off (``parsing_timeout=None``/``timeout_seconds=None``) and time is bounded here:
-each worker arms its own interval timer (it runs tasks in its main thread), and the parent kills and replaces
-a worker that overruns ``timeout_s + HARD_KILL_GRACE_S`` (sympy can sit in C code a signal cannot interrupt).
+Plain numbers on both sides (``18``, ``-2.50``, ``1,000``, ``1e-07``, ``9 (apples)``) take a fast path in this
+process (Decimal comparison, no sympy); a mixed number (``2 1/2``) goes to math-verify as the fraction it means.
+Everything else goes through math-verify's ``parse``/``verify`` in a small persistent pool of worker processes.
+math-verify's own timeouts use ``signal.alarm`` and fail outside the main thread, so they are switched off
+(``parsing_timeout=None``/``timeout_seconds=None``) and time is bounded here: each worker arms its own interval
+timer (it runs tasks in its main thread), and the parent kills and replaces a worker that overruns
+``timeout_s + HARD_KILL_GRACE_S`` (sympy can sit in C code a signal cannot interrupt).
 A verifier failure is its own status ("timeout"/"error"), never a silent "wrong".
 """
 
@@ -27,6 +28,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation, localcontext
+from fractions import Fraction
 from functools import lru_cache
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -43,13 +45,19 @@ MAX_WORKERS = max(1, min(8, os.cpu_count() or 1))  # sympy's LaTeX parser is ~30
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 _WORKER_CMD = "import sys; from saerl.verify import _worker_main; _worker_main(int(sys.argv[1]))"
 
-_NUM = r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[+-]?\.\d+"
+MAX_EXPONENT_DIGITS = 3  # '1e-07', '2.5e+20' (how polars/pandas write floats) are plain numbers; 1e999 at most
+# A number: digits with thousands commas, or without them and with an optional exponent (math-verify would read
+# the 'e' of '1e-07' as Euler's number).
+_NUM = rf"[+-]?\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?|[+-]?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d{{1,{MAX_EXPONENT_DIGITS}}})?"
 # A plain number, optionally in $...$ or after a currency sign, optionally followed by a unit in
 # parentheses ("9 (apples)") or by unit words of 3+ letters ("18 dollars"); "5 x" is not a plain number.
 # Each optional part carries its own leading \s* inside its group: two \s* with only optional parts between
 # them backtrack polynomially on a long run of spaces that does not match ("1" + 800 spaces + "!").
-_PLAIN_NUMBER = re.compile(
-    rf"\s*(?:\\?\$\s*)?(?P<num>{_NUM})(?:\s*\$)?(?:\s*(?:\([^()]{{0,60}}\)|[A-Za-z]{{3,}}(?: [A-Za-z]{{3,}}){{0,3}}))?(?:\s*\.)?\s*"
+_UNIT_TAIL = r"(?:\s*\$)?(?:\s*(?:\([^()]{0,60}\)|[A-Za-z]{3,}(?: [A-Za-z]{3,}){0,3}))?(?:\s*\.)?\s*"
+_PLAIN_NUMBER = re.compile(rf"\s*(?:\\?\$\s*)?(?P<num>{_NUM}){_UNIT_TAIL}")
+# A mixed number ("2 1/2", "-3 1/4 cups"), dressed as a plain number may be: math-verify reads '2 1/2' as (2+1)/2.
+_MIXED_NUMBER = re.compile(
+    rf"\s*(?:\\?\$\s*)?(?P<sign>[+-]?)(?P<whole>\d+)\s+(?P<num>\d+)\s*/\s*(?P<den>\d+){_UNIT_TAIL}"
 )
 _BOXED = "\\boxed{"
 _HASHES = "####"
@@ -151,6 +159,27 @@ def _plain_number(text: str) -> Decimal | None:
         return Decimal(m.group("num").replace(",", ""))
     except InvalidOperation:
         return None
+
+
+def _frac_text(value: Fraction) -> str:
+    """A non-integer fraction as LaTeX: Fraction(-3, 4) -> '-\\frac{3}{4}'."""
+    sign = "-" if value < 0 else ""
+    return f"{sign}\\frac{{{abs(value.numerator)}}}{{{value.denominator}}}"
+
+
+def _mixed_number(text: str) -> str | None:
+    """A mixed number ('2 1/2': a whole number, spaces, a proper fraction; $ signs and a unit allowed as for a
+    plain number) as LaTeX ('\\frac{5}{2}'), else None. math-verify would read '2 1/2' as (2+1)/2."""
+    if len(text) > MAX_ANSWER_CHARS:
+        return None
+    m = _MIXED_NUMBER.fullmatch(text)
+    if m is None:
+        return None
+    num, den = int(m.group("num")), int(m.group("den"))
+    if not 0 < num < den:
+        return None
+    value = int(m.group("whole")) + Fraction(num, den)
+    return _frac_text(-value if m.group("sign") == "-" else value)
 
 
 def _number_text(value: Decimal) -> str:
@@ -257,9 +286,16 @@ def _canonical_text(parsed: list | tuple, gold: str) -> str | None:
     return _bare_math(gold)
 
 
+def _gold_core(gold: str) -> str:
+    """The part of a gold answer math-verify reads: what follows its last '####', a mixed number as its LaTeX
+    fraction (see _mixed_number)."""
+    core = _strip_hashes(gold)
+    return _mixed_number(core) or core
+
+
 def _task_normalize(gold: str) -> tuple[str, str, str]:
     """Worker task: (status, text, detail) for one gold answer."""
-    core = _strip_hashes(gold)
+    core = _gold_core(gold)
     parsed = _mv_parse(core)
     text = _canonical_text(parsed, core)
     if text is None:
@@ -271,7 +307,7 @@ def _task_verify(gold: str, pred: str) -> tuple[str, str, str]:
     """Worker task: (status, gold_text, detail) for one prediction against one gold."""
     from math_verify import verify
 
-    core = _strip_hashes(gold)
+    core = _gold_core(gold)
     gold_parsed = _mv_parse(core)
     if not any(not isinstance(p, str) for p in gold_parsed):
         return ("error", "", "gold answer could not be parsed")
@@ -525,6 +561,13 @@ def _fast_verify(completion: str, gold: str) -> VerifyResult | tuple[str, str]:
     return (pred, gold_n.text if gold_n is not None else str(gold))
 
 
+def _as_math(pred: str) -> str:
+    """A prediction as math-verify should read it: a mixed number as its LaTeX fraction ('2 1/2' ->
+    '\\frac{5}{2}'), a plain number as its canonical text ('1e-07' -> '0.0000001'), anything else unchanged."""
+    value = _plain_number(pred)
+    return _number_text(value) if value is not None else _mixed_number(pred) or pred
+
+
 def fast_verdict(completion: str, gold: str) -> VerifyResult | None:
     """The judgement :func:`verify_batch` reaches in this process, without the worker pool: no answer, an
     unusable gold, or a plain number against a plain-number gold (``#### 1,000``, ``\\boxed{18.00}``,
@@ -541,7 +584,7 @@ def verify_batch(completions: list[str], golds: list[str], timeout_s: float = 5.
         raise ValueError(f"{len(completions)} completions but {len(golds)} gold answers")
     first = [_fast_verify(c, g) for c, g in zip(completions, golds, strict=True)]
     slow = [i for i, r in enumerate(first) if not isinstance(r, VerifyResult)]
-    tasks = [("verify", (first[i][1], first[i][0])) for i in slow]  # type: ignore[index]
+    tasks = [("verify", (first[i][1], _as_math(first[i][0]))) for i in slow]  # type: ignore[index]
     out: list[Any] = list(first)
     for i, res in zip(slow, _run_unique(tasks, timeout_s), strict=True):
         pred, gold_text = first[i]  # type: ignore[misc]

@@ -92,3 +92,27 @@ def test_demo_without_its_config_says_where_to_run_it(monkeypatch, tmp_path, cap
     monkeypatch.setattr(cli, "DEMO_CONFIG", tmp_path / "configs" / "demo.yaml")  # as in a wheel install
     assert cli.main(["demo"]) != 0
     assert "run it from a clone" in capsys.readouterr().err
+
+
+def test_ablate_without_a_held_out_set_fails_before_a_server_starts(monkeypatch, capsys):
+    import flows.server
+
+    def no_server(*args, **kwargs):
+        raise AssertionError("the held-out check must come before the Prefect server starts")
+
+    monkeypatch.setattr(flows.server, "prefect_server", no_server)
+    argv = ["ablate", str(REPO / "configs" / "real-gsm8k.yaml"), "--grid", "curriculum.mix_ratio=0,0.1"]
+    assert main(argv) == 2
+    assert "no held-out set" in capsys.readouterr().err
+
+
+def test_ingest_command_reads_one_split_of_a_dataset_dict(tmp_path, capsys):
+    import datasets
+
+    split = {"train": {"q": ["What is 1+1?"], "a": ["2"]}, "test": {"q": ["What is 2+2?"], "a": ["4"]}}
+    datasets.DatasetDict({k: datasets.Dataset.from_dict(v) for k, v in split.items()}).save_to_disk(str(tmp_path / "hf"))
+    base = ["ingest", str(tmp_path / "hf"), "--prompt", "q", "--answer", "a", "--out", str(tmp_path / "out")]
+    assert main(base) == 2
+    assert "--hf-split SPLIT" in capsys.readouterr().err
+    assert main([*base, "--hf-split", "test"]) == 0
+    assert pl.read_parquet(tmp_path / "out" / "prompts.parquet")["prompt"].to_list() == ["What is 2+2?"]

@@ -131,3 +131,20 @@ def test_section_override_sets_its_fields_and_keeps_the_others(tmp_path):
     assert defaults.train.seeds == [7] and defaults.train.max_steps == 50
     with pytest.raises(ConfigError, match="unknown key 'train.max_stepz'"):
         load_config(None, ["train={max_stepz: 50}"])
+
+
+def test_a_value_no_member_of_a_union_accepts_names_the_field_once():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["score.n_clusters=abc"])
+    lines = str(err.value).splitlines()[1:]
+    assert len(lines) == 1 and lines[0].strip().startswith("field 'score.n_clusters': got 'abc'"), lines
+    assert "valid integer" in lines[0] and "or Input should be 'auto'" in lines[0]
+    with pytest.raises(ConfigError, match=r"field 'eval\.sets\.gsm': got 1"):  # a dict key is part of the path
+        load_config(None, ["eval.sets={gsm: 1}"])
+
+
+def test_a_section_set_to_a_plain_value_says_it_is_a_section():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["score=5"])
+    assert "'score' is a section" in str(err.value) and "unknown" not in str(err.value)
+    assert load_config(None, ["name=other"]).name == "other"

@@ -182,6 +182,15 @@ def test_label_rejection_keeps_row_with_null_label(tmp_path):
     assert "flagged (row kept): invalid label 2" in summarize(res)
 
 
+def test_math_style_level_text_is_a_difficulty(tmp_path):
+    """MATH's `level` column holds "Level 1".."Level 5" (and "Level ?" on a few rows): the number is the label,
+    the unknown level is flagged with the row kept."""
+    rows = [{"question": f"Q{i}?", "answer": str(i), "level": lv} for i, lv in enumerate(["Level 5", "level 2", "Level ?"])]
+    res = ingest(cfg(difficulty="level"), write_jsonl(tmp_path / "d.jsonl", rows))
+    assert res.kept["difficulty"].to_list() == [5.0, 2.0, None]
+    assert list(zip(res.rejected["row"], res.rejected["reason"], strict=True)) == [(2, "invalid label")]
+
+
 def test_csv_bad_bytes_are_replaced_and_flagged(tmp_path):
     path = tmp_path / "d.csv"
     path.write_bytes(b"question,answer\nWhat is 2+2?,4\nCaf\xe9 has 3 cups. How many?,3\n")
@@ -409,3 +418,33 @@ def test_big_ints_mixed_with_floats_keep_their_digits(tmp_path):
     assert res.kept["answer_raw"].to_list() == ["9007199254740993", "2.5"]
     small = [{"k": 3, "question": "Q1?", "answer": "1"}, {"k": 1.5, "question": "Q2?", "answer": "2"}]
     assert read_table(write_jsonl(tmp_path / "s.jsonl", small))["k"].to_list() == [3.0, 1.5]  # exact: floats
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_float_answers_in_exponent_notation_stay_numbers(fmt, tmp_path):
+    """str(1e-07) is '1e-07' and polars/pandas write such floats to csv so; math-verify alone reads it as e*1 - 7."""
+    from saerl.verify import verify_batch
+
+    path = tmp_path / f"d.{fmt}"
+    frame = pl.DataFrame({"question": ["A?", "B?", "C?"], "answer": [1e16, 1e-07, 27.0]})
+    frame.write_parquet(path) if fmt == "parquet" else frame.write_csv(path)
+    kept = ingest(cfg(), path).kept
+    assert kept["answer"].to_list() == ["10000000000000000", "0.0000001", "27"]
+    got = verify_batch(["#### 10000000000000000", "#### 0.0000001", "#### 27"], kept["answer"].to_list())
+    assert [r.status for r in got] == ["correct"] * 3
+
+
+def test_write_ingest_never_leaves_half_a_file(tmp_path, monkeypatch):
+    res = ingest(cfg(), write_jsonl(tmp_path / "d.jsonl", GOOD))
+    out = tmp_path / "out"
+    write_ingest(res, out)
+
+    def killed_midway(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"PAR1 half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        write_ingest(res, out)
+    monkeypatch.undo()
+    assert pl.read_parquet(out / "prompts.parquet")["answer"].to_list() == ["7", "42"]

@@ -171,3 +171,24 @@ def test_a_moved_artifact_root_is_read_where_it_now_is(prefect_api, tmp_path):
     for name, stage in rec["stages"].items():
         path = Path(stage["path"])
         assert path.is_relative_to(new.resolve()) and (path / "manifest.json").is_file(), (name, path)
+
+
+def test_a_prefect_cache_hit_records_its_own_seconds_not_the_builds(prefect_api, tmp_path, monkeypatch):
+    """A rerun answered from Prefect's cache records the seconds it took, not those of the build whose result
+    Prefect persisted (a cached training run would report the hours it once took)."""
+    import time
+
+    from flows.pipeline import pipeline_flow
+    from saerl import pipeline
+
+    build = pipeline.RUNNERS["ingest"]
+
+    def slow_ingest(*args, **kwargs):
+        time.sleep(2.0)
+        return build(*args, **kwargs)
+
+    monkeypatch.setitem(pipeline.RUNNERS, "ingest", slow_ingest)
+    cfg = load_config(None, [f"runtime.artifact_root={tmp_path}", "data.source=sample", "tracking.enabled=false"])
+    runs = [pipeline_flow(config=cfg.model_dump(mode="json"), until="ingest")["stages"]["ingest"] for _ in range(2)]
+    assert [r["status"] for r in runs] == ["computed", "cached"]
+    assert runs[0]["seconds"] >= 2.0 > runs[1]["seconds"]

@@ -65,3 +65,13 @@ def test_checkpoint_settings_do_not_retrain():
     assert _key("train", "train.save_every=10") == base
     assert _key("train", "train.keep_checkpoints=5") == base
     assert {"train.save_every", "train.keep_checkpoints"} <= set(RESULT_NEUTRAL)
+
+
+def test_extraction_of_another_model_ignores_the_policy_id():
+    other = "extract.model=some/encoder"
+    base = _key("extract", other)
+    assert _key("extract", other, "model.name_or_path=some/policy", "model.revision=abc123") == base, \
+        "extract.model is read instead of the policy: a new policy must not rerun extraction"
+    assert _key("extract", other, "model.dtype=bfloat16") != base, "the internals model still loads in model.dtype"
+    assert _key("extract", "model.name_or_path=some/policy") != _key("extract"), "without extract.model it reads the policy"
+    assert _key("extract", "model.revision=abc123") != _key("extract")

@@ -263,3 +263,14 @@ def test_ablation_children_run_side_by_side_on_dask(prefect_api, tmp_path, capsy
     text = capsys.readouterr().out
     assert "shared upstream  computed: testbed ingest extract sae encode score" in text
     assert "cached:   testbed ingest extract sae encode score" in text and "ablation: 2 settings" in text
+
+
+def test_ablation_flow_refuses_a_child_that_cannot_evaluate_before_any_child_runs(base, tmp_path):
+    """A setting without a held-out set (data.source=sample, no eval.sets) fails before the first child
+    starts, not at its own start after the children before it ran (a deployment's grid is checked there only)."""
+    from flows.sweep import ablation_flow
+
+    config = with_setting(base, {"runtime.artifact_root": str(tmp_path)})
+    with pytest.raises(ValueError, match="no held-out set"):
+        ablation_flow.fn(config=config, grid={"data.source": ["testbed", "sample"]})
+    assert not (tmp_path / "runs").exists()

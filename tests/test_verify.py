@@ -243,3 +243,43 @@ def test_workers_that_cannot_start_give_errors_not_a_hang(monkeypatch):
     assert time.perf_counter() - start < 10
     assert [o[0] for o in out] == ["error", "error"]
     pool.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("gold", "text"),
+    [("1 1/2", "\\frac{3}{2}"), ("#### 2 1/2 cups", "\\frac{5}{2}"), ("-2 1/2", "-\\frac{5}{2}"),
+     ("$3 1/3$", "\\frac{10}{3}"), ("2 2/4", "\\frac{5}{2}")],
+)
+def test_mixed_number_gold_means_whole_plus_fraction(gold, text):
+    """math-verify reads '1 1/2' as (1+1)/2 = 1: a mixed-number gold must not become '1'."""
+    assert (normalize_answer(gold, 10).status, normalize_answer(gold, 10).text) == ("ok", text)
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status"),
+    [("#### 2 1/2", "2.5", "correct"), ("#### 2 1/2 cups", "\\frac{5}{2}", "correct"), ("#### 1 1/2", "1", "wrong"),
+     ("\\boxed{-2 1/2}", "-2.5", "correct"), ("#### 2 1/2", "5/2", "correct"), ("#### 3 1/2", "2 1/2", "wrong"),
+     ("#### 2.5", "2 1/2", "correct"), ("#### 2", "#### 2 1/2 cups", "wrong"), ("#### 2 1/2", "2 1/2", "correct")],
+)
+def test_mixed_number_prediction_is_judged_by_its_value(completion, gold, status):
+    assert verify_answer(completion, gold, 10).status == status
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status", "gold_text"),
+    [("#### 0.0000001", "1e-07", "correct", "0.0000001"), ("#### 1500", "1.5e3", "correct", "1500"),
+     ("#### 1e-07", "0.0000001", "correct", "0.0000001"), ("\\boxed{5e-1}", "\\frac{1}{2}", "correct", "\\frac{1}{2}"),
+     ("#### 2.5E+20", "250000000000000000000", "correct", "250000000000000000000")],
+)
+def test_exponent_notation_is_a_number_not_eulers_e(completion, gold, status, gold_text):
+    """math-verify reads '1e-07' as e*1 - 7; polars and pandas write small and large floats that way."""
+    assert normalize_answer(gold, 10).text == gold_text
+    assert verify_answer(completion, gold, 10).status == status
+    assert V._plain_number("1" + "e" + "9" * (V.MAX_EXPONENT_DIGITS + 1)) is None  # no billion-digit numbers
+
+
+def test_mixed_number_gold_keeps_the_fast_path_idempotent():
+    """A mixed number goes to math-verify rewritten; the fast path only ever outputs what it reads back."""
+    assert V._fast_normalize("2 1/2") is None and V._fast_normalize("1 1/2 > 1") is None
+    first = normalize_answer("2 1/2", 10)
+    assert normalize_answer(first.text, 10) == first
