@@ -27,7 +27,8 @@ Last line: ``RESULT acc_saerl=.. acc_vanilla=.. acc_delta_points=.. acc_delta_ci
 gain_saerl=.. gain_vanilla=.. acc_delta_reachable=.. reachable_share=.. acc_delta_fresh=.. acc_delta_fresh_ci_low=.. steps_ratio_fresh=..
 gain_fresh_saerl=.. gain_fresh_vanilla=.. steps_ratio_ci_high=.. steps_ratio_fresh_ci_high=.. spread_groups_ratio=..
 prompts_drawn_ratio=.. prompts_to_target_ratio_fresh=..`` (greedy accuracy on
-the held-out set; steps_ratio = the steps saerl's mean curve over seeds takes to reach vanilla's final accuracy, over
+the held-out set; seeds = training seeds per arm that ran (train.seeds: --seeds unless an override sets it);
+steps_ratio = the steps saerl's mean curve over seeds takes to reach vanilla's final accuracy, over
 vanilla's, nan when saerl's mean curve never reaches it; steps_ratio_ci_high = the upper end of its bootstrap
 interval over seeds and paired problems (inf: saerl misses the target in too many resamples), the bound a claim
 of "fewer steps" has to clear; gain_* = each arm's points over the starting policy; acc_delta_reachable = saerl minus vanilla on the
@@ -104,8 +105,11 @@ def arm_figures(folder: Path, set_name: str) -> dict[str, float]:
     greedy = pl.read_parquet(folder / "comparison.parquet").filter((pl.col("metric") == "greedy")
                                                                    & (pl.col("set") == set_name))
     row = {r["arm"]: r for r in greedy.iter_rows(named=True)}
-    gains = pl.read_parquet(folder / "gains.parquet").filter((pl.col("metric") == "greedy") & (pl.col("set") == set_name))
-    gain = {r["arm"]: r["diff_pts"] for r in gains.iter_rows(named=True)}
+    gain = {}  # no gains.parquet with eval.base_policy=false: no starting policy to measure a gain over
+    if (folder / "gains.parquet").exists():
+        gains = pl.read_parquet(folder / "gains.parquet").filter((pl.col("metric") == "greedy")
+                                                                 & (pl.col("set") == set_name))
+        gain = {r["arm"]: r["diff_pts"] for r in gains.iter_rows(named=True)}
     stt = pl.read_parquet(folder / "steps_to_target.parquet").filter((pl.col("set") == set_name)
                                                                      & (pl.col("arm") == "saerl"))
     ratio = stt["ratio"][0] if stt.height else None
@@ -194,7 +198,7 @@ def main() -> None:
     held, reach, fresh = (arm_figures(folder, name) for name in ("heldout", "heldout:reachable", FRESH_SET))
     print(f"RESULT acc_saerl={held['acc_saerl']:.2f} acc_vanilla={held['acc_vanilla']:.2f} "
           f"acc_delta_points={held['delta']:.2f} acc_delta_ci_low={held['ci_low']:.2f} "
-          f"steps_ratio={held['ratio']:.3f} seeds={args.seeds} "
+          f"steps_ratio={held['ratio']:.3f} seeds={len(cfg.train.seeds)} "
           f"gain_saerl={held['gain_saerl']:.2f} gain_vanilla={held['gain_vanilla']:.2f} "
           f"acc_delta_reachable={reach['delta']:.2f} reachable_share={reach['n'] / held['n']:.3f} "
           f"acc_delta_fresh={fresh['delta']:.2f} acc_delta_fresh_ci_low={fresh['ci_low']:.2f} "

@@ -89,7 +89,7 @@ def main() -> None:
     fresh_pool = fresh_problems(cfg.testbed, world, cfg.train.max_steps * cfg.curriculum.batch_size,
                                 [1, 1, 0, 0, 0], FRESH_SEED + 2, taken)
     sets = {"heldout": world["eval"], "fresh_levels_1_2": fresh_eval}
-    tokens = cfg.testbed.max_new_tokens
+    tokens = cfg.train.max_completion_length  # the evaluate stage's generation limit (the rollouts' too)
     ecfg: EvalConfig = cfg.eval.model_copy(update={"max_problems": None})  # every problem of every set
 
     # the starting policy, scored and probed exactly as the evaluate stage does (reachable_ids, REACH_SEED)
@@ -113,11 +113,11 @@ def main() -> None:
         print(f"[{name}] {pool.height} prompts, {run['steps']} steps in {run['seconds']:.0f} s; greedy gain "
               f"held-out {row['heldout']:+.1f}, reachable {row['reachable']:+.1f}, fresh levels 1-2 "
               f"{row['fresh_levels_1_2']:+.1f} points ({time.time() - t0:.0f} s so far)", flush=True)
-    table = pl.DataFrame(rows).with_columns(pl.col("heldout", "reachable", "fresh_levels_1_2").round(1))
+    table = pl.DataFrame(rows)
     print("greedy points over the starting policy, per oracle pool (one GRPO run each):")
-    print(table)
-    best = table.sort("heldout", descending=True).row(0, named=True)
-    every = {r["pool"]: r for r in table.iter_rows(named=True)}
+    print(table.with_columns(pl.col("heldout", "reachable", "fresh_levels_1_2").round(1)))
+    best = max(rows, key=lambda r: r["heldout"])  # unrounded gains; a tie goes to the first pool run
+    every = {r["pool"]: r for r in rows}
     whole = every.get("all", {"heldout": float("nan"), "reachable": float("nan"), "fresh_levels_1_2": float("nan")})
     print(f"RESULT heldout_gain_best={best['heldout']:.2f} heldout_gain_all={whole['heldout']:.2f} "
           f"reachable_gain_best={best['reachable']:.2f} reachable_gain_all={whole['reachable']:.2f} "

@@ -311,8 +311,9 @@ class TrainConfig(Section):
     eval_problems: int = Field(
         200, gt=0, description="problems per held-out set in the in-training evaluation (smallest sha256(id))")
     save_every: int = Field(
-        0, ge=0, description="save a resumable checkpoint (safetensors + optimizer state) every N steps; a killed "
-        "run resumes from the newest; 0 = final policy only")
+        0, ge=0, description="save a resumable checkpoint (safetensors + optimizer state) every N steps, rounded "
+        "up to whole generation batches (steps_per_generation); a killed run resumes from the newest; 0 = final "
+        "policy only")
     keep_checkpoints: int = Field(2, gt=0, description="newest checkpoints kept on disk")
     verify_timeout_s: float = Field(5.0, gt=0, description="wall-clock bound per reward answer check")
     bf16: bool = Field(True, description="bfloat16 training on a GPU (CPU always trains in float32)")

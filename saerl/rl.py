@@ -164,13 +164,16 @@ class _TimeLimit(TrainerCallback):
 class EvalCallback(TrainerCallback):
     """Greedy accuracy on held-out sets before training, every `every` optimizer steps, and after the last
     step (the learning curve steps-to-target reads). Each point is a row of :attr:`rows`:
-    step, set, greedy (accuracy), n (problems), seconds (time the evaluation took); :attr:`problems` holds
-    the same evaluations per problem (step, set, id, correct), so a curve can be read on any subset later.
-    in: {set name: frame (id, prompt, answer)}, tokenizer, period, generation limit and batch."""
+    step, set, greedy (accuracy), n (problems), seconds (time the evaluation took), failures (verifier
+    timeouts/errors, scored wrong and counted); :attr:`problems` holds the same evaluations per problem
+    (step, set, id, correct), so a curve can be read on any subset later. Answers are judged as the reward
+    judges them (:func:`judge`, bounded by `timeout_s` per answer).
+    in: {set name: frame (id, prompt, answer)}, tokenizer, period, generation limit and batch, verifier timeout."""
 
-    def __init__(self, sets: dict[str, pl.DataFrame], tok: Any, every: int, max_new_tokens: int, batch: int) -> None:
+    def __init__(self, sets: dict[str, pl.DataFrame], tok: Any, every: int, max_new_tokens: int, batch: int,
+                 timeout_s: float = 5.0) -> None:
         self.sets, self.tok, self.every = sets, tok, every
-        self.max_new_tokens, self.batch = max_new_tokens, batch
+        self.max_new_tokens, self.batch, self.timeout_s = max_new_tokens, batch, timeout_s
         self.rows: list[dict[str, Any]] = []
         self.problems: list[dict[str, Any]] = []
         self.last_step = -1
@@ -182,9 +185,11 @@ class EvalCallback(TrainerCallback):
         for name, df in self.sets.items():
             t0 = time.time()
             texts, _, _ = generate_batched(model, self.tok, df["prompt"].to_list(), self.max_new_tokens, self.batch, 0.0, 0)
-            ok = is_correct(texts, [str(a) for a in df["answer"].to_list()])
+            statuses = judge(texts, [str(a) for a in df["answer"].to_list()], self.timeout_s)
+            ok = [s == "correct" for s in statuses]
             self.rows.append({"step": step, "set": name, "greedy": sum(ok) / max(1, len(ok)), "n": len(ok),
-                              "seconds": round(time.time() - t0, 3)})
+                              "seconds": round(time.time() - t0, 3),
+                              "failures": sum(s in ("timeout", "error") for s in statuses)})
             if "id" in df.columns:
                 self.problems += [{"step": step, "set": name, "id": str(i), "correct": c}
                                   for i, c in zip(df["id"].to_list(), ok, strict=True)]
@@ -193,7 +198,9 @@ class EvalCallback(TrainerCallback):
             model.train()
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
-        if self.sets and self.last_step != state.global_step:  # a resumed run has its step measured already
+        # step 0, or a resumed run's step when it is on the schedule and was not measured before the checkpoint
+        # (a checkpoint between two eval points gets none: the curve is the uninterrupted run's)
+        if self.sets and self.last_step != state.global_step and state.global_step % self.every == 0:
             self._run(model, state.global_step)
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
@@ -231,23 +238,44 @@ class CurveCheckpoint(TrainerCallback):
             _write_json(ckpt / CURVE_FILE, {"rows": self.evals.rows, "problems": self.evals.problems})
 
 
-def last_checkpoint(folder: Path) -> Path | None:
+def save_period(save_every: int, steps_per_generation: int) -> int:
+    """Optimizer steps between resumable checkpoints: `save_every` rounded up to whole generation batches. trl
+    generates once per `steps_per_generation` steps and keeps the completions in memory only, so a run resumed
+    inside a generation batch would generate that batch again (training on it for extra steps) and then miss
+    part of the next one. in: train.save_every (> 0), train.steps_per_generation; out: steps."""
+    return -(-save_every // steps_per_generation) * steps_per_generation
+
+
+def last_checkpoint(folder: Path, every: int = 1, final: int | None = None) -> Path | None:
     """The newest complete trainer checkpoint in `folder`: ``checkpoint-<N>`` with trainer_state.json (the
-    trainer's last file) and saerl_curve.json (ours, written after it by :class:`CurveCheckpoint`)."""
+    trainer's last file) and saerl_curve.json (ours, written after it by :class:`CurveCheckpoint`), whose N is
+    a multiple of `every` (a generation-batch boundary, :func:`save_period`) or at least `final` (the run's
+    last step: nothing is left to train)."""
+    def resumable(c: Path) -> bool:
+        step = int(c.name.split("-")[1])
+        return step % every == 0 or (final is not None and step >= final)
+
     done = [c for c in Path(folder).glob("checkpoint-*")
-            if (c / "trainer_state.json").exists() and (c / CURVE_FILE).exists()]
+            if (c / "trainer_state.json").exists() and (c / CURVE_FILE).exists() and resumable(c)]
     return max(done, key=lambda c: int(c.name.split("-")[1]), default=None)
 
 
-def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_steps: int, seed: int) -> Any:
-    """trl GRPOConfig from our TrainConfig: fp32 on CPU, constant lr, no shuffling; resumable trainer
+def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_steps: int, seed: int,
+                device: str = "auto") -> Any:
+    """trl GRPOConfig from our TrainConfig: on `device` (runtime.device: 'auto' = CUDA when there is one; trl
+    would otherwise take a GPU whatever the config says), fp32 on CPU (bf16 on CUDA when cfg.bf16), constant
+    lr, no shuffling; resumable trainer
     checkpoints (model as safetensors + optimizer, scheduler and RNG states) in `out_dir` every
-    cfg.save_every steps (none when 0), the last cfg.keep_checkpoints kept;
+    cfg.save_every steps rounded up to whole generation batches (:func:`save_period`; none when 0), the last
+    cfg.keep_checkpoints kept;
     for algorithm "dapo" the DAPO settings of :func:`saerl.dapo.dapo_overrides` (token-level loss,
     clip-higher); reward weights [1, format_reward] when a format reward is on."""
     from trl import GRPOConfig
 
+    from saerl.activations import pick_device
     from saerl.dapo import dapo_overrides
+
+    cuda = torch.cuda.is_available() and pick_device(device).type == "cuda"
 
     kw: dict[str, Any] = dict(
         output_dir=str(out_dir), learning_rate=cfg.learning_rate, lr_scheduler_type="constant", warmup_steps=0,
@@ -256,12 +284,13 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
         beta=cfg.beta, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
         scale_rewards=cfg.scale_rewards, max_steps=max_steps, num_iterations=1, logging_steps=1,
         steps_per_generation=cfg.steps_per_generation,
-        save_strategy="steps" if cfg.save_every else "no", save_steps=cfg.save_every or 1,
+        save_strategy="steps" if cfg.save_every else "no",
+        save_steps=save_period(cfg.save_every or 1, cfg.steps_per_generation),
         save_total_limit=cfg.keep_checkpoints, save_only_model=False,
-        report_to=[], bf16=False, use_cpu=not torch.cuda.is_available(), disable_dropout=True, seed=seed,
+        report_to=[], bf16=False, use_cpu=not cuda, disable_dropout=True, seed=seed,
         shuffle_dataset=False, mask_truncated_completions=False, log_completions=False, dataloader_num_workers=0,
     )
-    if torch.cuda.is_available() and cfg.bf16:
+    if cuda and cfg.bf16:
         kw["bf16"] = True
     if cfg.use_vllm:
         kw.update(use_vllm=True, vllm_mode="colocate")
@@ -292,15 +321,17 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
                time_limit_s: float | None = None, callbacks: list[Any] | None = None,
                extra_rewards: list[Any] | None = None, eval_sets: dict[str, pl.DataFrame] | None = None,
                eval_max_new_tokens: int | None = None, eval_batch: int = 64,
-               checkpoint_dir: str | Path | None = None, model_cfg: ModelConfig | None = None) -> dict[str, Any]:
+               checkpoint_dir: str | Path | None = None, model_cfg: ModelConfig | None = None,
+               device: str = "auto") -> dict[str, Any]:
     """GRPO (or DAPO, by cfg.algorithm) from the policy saved in `model_dir` on `prompts` (id, prompt, answer)
     read in `order` (ids; None = seeded shuffle, the vanilla baseline). Saves the final policy (+ tokenizer)
     to `out_dir`. `extra_rewards` are trl reward functions added to the correctness reward (they see the `id`
     and `answer` columns). With `eval_sets`, greedy held-out accuracy is measured before training, every
     cfg.eval_every steps and at the end. With cfg.save_every > 0, resumable checkpoints go to `checkpoint_dir`
-    (default `<out_dir>/checkpoints`) every cfg.save_every steps, and a run that finds one there (it was
-    killed) resumes from the newest: optimizer, scheduler, RNG states, data position and learning curve (and,
-    under DAPO, the prompt stream's cursor and the prompts drawn before).
+    (default `<out_dir>/checkpoints`) every cfg.save_every steps (rounded up to whole generation batches,
+    :func:`save_period`), and a run that finds one there (it was killed) resumes from the newest: optimizer,
+    scheduler, RNG states, data position and learning curve (and, under DAPO, the prompt stream's cursor and
+    the prompts drawn before). Training runs on `device` (runtime.device, see :func:`grpo_config`).
     The training stream is `order` long enough for whole generation batches (:func:`stream_length`); under DAPO
     also for every round of dynamic sampling (times 1 + cfg.dynamic_sampling_max_rounds), where prompts without
     a reward spread are dropped and the next ones drawn, so the prompts trained on are a subsequence of the stream.
@@ -309,8 +340,8 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     out: {model_dir, steps, seconds, log (trl's per-step metrics), order (ids trained on, in order),
     order_steps (the optimizer step each of them was trained at; under DAPO a step trains on as many prompts
     as it kept groups, filled groups without a reward spread are not in the order),
-    curve (eval rows), curve_problems (the same per problem: step, set, id, correct), resumed_from (step, or
-    None), reward_checks, verifier_failures}."""
+    curve (eval rows: step, set, greedy, n, seconds, failures), curve_problems (the same per problem: step,
+    set, id, correct), resumed_from (step, or None), reward_checks, verifier_failures}."""
     from saerl.policy_lm import load_policy, save_tokenizer
 
     steps = max_steps or cfg.max_steps
@@ -332,9 +363,9 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     })
     timer = _TimeLimit(time_limit_s)
     evals = EvalCallback(eval_sets or {}, tok, cfg.eval_every, eval_max_new_tokens or cfg.max_completion_length,
-                         eval_batch)
+                         eval_batch, cfg.verify_timeout_s)
     ckpt_dir = Path(checkpoint_dir or Path(out_dir) / "checkpoints")
-    resume = last_checkpoint(ckpt_dir) if cfg.save_every else None
+    resume = last_checkpoint(ckpt_dir, cfg.steps_per_generation, steps) if cfg.save_every else None
     if resume is not None:
         saved = json.loads((resume / CURVE_FILE).read_text())
         saved = {"rows": saved} if isinstance(saved, list) else saved  # a checkpoint of an older version
@@ -349,7 +380,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         from saerl.dapo import dynamic_sampling_trainer
 
         cls = dynamic_sampling_trainer(cls, cfg.dynamic_sampling_max_rounds)
-    args = grpo_config(cfg, ckpt_dir, prompts_per_step, steps, seed)
+    args = grpo_config(cfg, ckpt_dir, prompts_per_step, steps, seed, device)
     if extra_rewards and args.reward_weights is not None:
         args.reward_weights = [*args.reward_weights, *[1.0] * len(extra_rewards)]
     saving = CurveCheckpoint(evals, ckpt_dir)

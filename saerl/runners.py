@@ -247,14 +247,16 @@ def arm_order(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: str, see
 
 def eval_sets(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, pl.DataFrame]:
     """Held-out sets {name: frame (id, prompt, answer, + label columns)}: the testbed's eval split as
-    'heldout' when the data is the testbed, plus every eval.sets file read with the data mapping."""
+    'heldout' when the data is the testbed, plus every eval.sets file read with the data mapping, whole
+    (data.max_rows caps the training data only; eval.max_problems caps a held-out set by sha256(id))."""
     from saerl.data import ingest
 
     sets: dict[str, pl.DataFrame] = {}
     if cfg.data.source == "testbed" and "testbed" in inputs:
         sets["heldout"] = pl.read_parquet(inputs["testbed"].file("world/eval.parquet"))
+    mapping = cfg.data.model_copy(update={"max_rows": None})
     for name, path in cfg.eval.sets.items():
-        result = ingest(cfg.data, Path(path).expanduser())
+        result = ingest(mapping, Path(path).expanduser())
         if result.rejected.height:
             log.warning("eval set %s: %d rows rejected (see the ingest rules); %d kept", name,
                         result.rejected.height, result.kept.height)
@@ -267,7 +269,8 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     """Train: one arm and seed of RL (GRPO or DAPO) from the policy in the arm's order, with a greedy
     held-out learning curve. Writes policy/ (safetensors + tokenizer), checkpoints/ (resumable, if
     train.save_every: a killed run continues from the newest),
-    log.parquet (trl's per-step metrics), curve.parquet (step, set, greedy, n), curve_problems.parquet (the
+    log.parquet (trl's per-step metrics), curve.parquet (step, set, greedy, n, seconds, failures: verifier
+    timeouts/errors, scored wrong), curve_problems.parquet (the
     same evaluations per problem: step, set, id, correct), trained_order.parquet
     (position, step, id: the prompts trained on) and plots/train_curves.png."""
     from saerl.evaluate import select_problems
@@ -283,13 +286,13 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     pps = cfg.curriculum.batch_size
     run = train_grpo(policy_path(cfg, inputs), read_prompts(inputs), order, t, build.path / "policy",
                      prompts_per_step=pps, seed=seed, eval_sets=sets, eval_batch=cfg.eval.batch_size,
-                     checkpoint_dir=build.path / "checkpoints", model_cfg=cfg.model)
+                     checkpoint_dir=build.path / "checkpoints", model_cfg=cfg.model, device=cfg.runtime.device)
     steps_log = pl.DataFrame(run["log"], infer_schema_length=None) if run["log"] else pl.DataFrame({"step": []})
     if "step" in steps_log.columns:
         steps_log = steps_log.with_columns(pl.col("step").cast(pl.Int64))
     steps_log.write_parquet(build.path / "log.parquet")
     curve = pl.DataFrame(run["curve"], schema={"step": pl.Int64, "set": pl.String, "greedy": pl.Float64,
-                                               "n": pl.Int64, "seconds": pl.Float64})
+                                               "n": pl.Int64, "seconds": pl.Float64, "failures": pl.Int64})
     curve.write_parquet(build.path / "curve.parquet")
     pl.DataFrame(run["curve_problems"], schema={"step": pl.Int64, "set": pl.String, "id": pl.String,
                                                 "correct": pl.Boolean}).write_parquet(build.path / CURVE_PROBLEMS)
@@ -300,7 +303,8 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     save_figure(train_curves(steps_log, curve, f"{arm} (seed {seed})"), build.path / PLOTS / "train_curves.png")
     build.note(arm=arm, seed=seed, steps=run["steps"], seconds=run["seconds"], resumed_from=run["resumed_from"])
     metrics = {"steps": float(run["steps"]), "train_seconds": float(run["seconds"]),
-               "verifier_failures": float(run["verifier_failures"]), "reward_checks": float(run["reward_checks"])}
+               "verifier_failures": float(run["verifier_failures"]), "reward_checks": float(run["reward_checks"]),
+               "curve_verifier_failures": float(curve["failures"].sum())}
     if "reward" in steps_log.columns and steps_log.height:
         metrics["reward_last"] = float(steps_log["reward"].tail(max(1, steps_log.height // 4)).mean())
     for r in curve.group_by("set").agg(pl.col("greedy").sort_by("step").last()).iter_rows(named=True):

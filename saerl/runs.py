@@ -35,12 +35,21 @@ class StageRecord:
     path: str = ""
 
 
+def new_run_id(now: float | None = None) -> str:
+    """A run id that sorts by start time to the microsecond ('20261203-134501-042137-9f2c'): runs started in
+    the same second (an ablation's children) keep their order in `latest`, previous_run and gc. in: epoch
+    seconds (default now); out: the id."""
+    now = time.time() if now is None else now
+    micro = int(round(now * 1_000_000)) % 1_000_000
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(int(now)))}-{micro:06d}-{uuid.uuid4().hex[:4]}"
+
+
 @dataclass
 class RunRecord:
     """One pipeline run: its config name, flat config and stage outcomes in execution order."""
 
     name: str
-    run_id: str = field(default_factory=lambda: time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6])
+    run_id: str = field(default_factory=lambda: new_run_id())
     started: float = field(default_factory=time.time)
     config: dict[str, Any] = field(default_factory=dict)
     stages: dict[str, StageRecord] = field(default_factory=dict)

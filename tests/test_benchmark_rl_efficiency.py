@@ -69,6 +69,9 @@ def test_arm_figures_read_one_set_and_nan_for_what_is_missing(tmp_path):
                                               "gain_saerl"))  # nan
     absent = bench.arm_figures(folder, "fresh_levels_1_2")
     assert all(v != v for v in absent.values())
+    (folder / "gains.parquet").unlink()  # eval.base_policy=false: no starting policy, no gains
+    no_base = bench.arm_figures(folder, "heldout")
+    assert no_base["delta"] == 2.0 and no_base["gain_saerl"] != no_base["gain_saerl"]
 
 
 def test_budget_ratios_average_each_arm_over_the_run():
@@ -97,3 +100,31 @@ def test_overrides_may_come_before_and_after_options(monkeypatch):
         bench.main()
     assert "train.seeds=[0, 1, 2, 3, 4, 5]" in seen["overrides"]
     assert seen["overrides"][-2:] == ["train.max_steps=5", "train.algorithm=dapo"]
+
+
+def test_result_line_counts_the_seeds_that_ran(tmp_path, monkeypatch, capsys):
+    """An override train.seeds=[...] wins over --seeds: the RESULT line reports the seeds the runs used, not the
+    --seeds default."""
+    from types import SimpleNamespace
+
+    bench = load_benchmark("rl_efficiency")
+    folder = _evaluate_folder(tmp_path / "evaluate")
+    (folder / "comparison.txt").write_text("table\n")
+    pl.DataFrame({"set": ["heldout"], "arm": ["saerl"], "sample": [0], "difficulty": [1], "correct": [True]}
+                 ).write_parquet(folder / "eval.parquet")
+    seen = {}
+
+    def fake_run_all(store, cfg, until=None, report=None):
+        seen["seeds"] = cfg.train.seeds
+        return {"evaluate": SimpleNamespace(ref=SimpleNamespace(path=str(folder)))}
+
+    monkeypatch.setattr(bench, "run_all", fake_run_all)
+    monkeypatch.setattr(bench, "signal_table", lambda results: pl.DataFrame(
+        {"arm": ["saerl", "vanilla"], "spread_groups": [2.0, 1.0], "prompts_drawn": [4.0, 4.0]}))
+    monkeypatch.setattr("sys.argv", ["rl_efficiency.py", "--root", str(tmp_path / "root"), "--fresh", "0",
+                                     "train.seeds=[0,1,2,3,4]"])
+    bench.main()
+    result = capsys.readouterr().out.strip().splitlines()[-1]
+    assert seen["seeds"] == [0, 1, 2, 3, 4]
+    assert result.startswith("RESULT ") and " seeds=5 " in result
+    assert "acc_delta_points=2.00" in result and "spread_groups_ratio=2.000" in result

@@ -1,5 +1,7 @@
 """benchmarks/rl_headroom.py: the oracle pools are chosen with the world's true labels."""
 
+from pathlib import Path
+
 import polars as pl
 from bench import load_benchmark
 
@@ -33,3 +35,40 @@ def test_gains_read_greedy_samples_only_and_the_stratum_by_id():
     assert gains["heldout"] == 25.0  # 1/4 -> 2/4
     assert gains["reachable"] == 0.0  # on {a, b}: 1/2 -> 1/2
     assert gains["fresh_levels_1_2"] == 50.0  # 0/2 -> 1/2
+
+
+def test_result_line_reads_unrounded_gains_at_the_evaluate_stages_token_limit(tmp_path, monkeypatch, capsys):
+    """The best pool and its gains come from the unrounded figures (the printed table rounds to 0.1 point), and
+    every policy is evaluated at train.max_completion_length, the generation limit of the evaluate stage."""
+    from types import SimpleNamespace
+
+    bench = load_benchmark("rl_headroom")
+    n = 400  # one problem is 0.25 points
+    heldout = pl.DataFrame({"id": [f"e{i}" for i in range(n)], "difficulty": [1] * n, "defect": ["none"] * n})
+    pool = heldout.with_columns(id=pl.col("id").str.replace("e", "p"))
+    solved = {"lm": 100, "all": 104, "clean": 105}  # greedy right on the first this-many held-out problems
+    tokens = []
+
+    def fake_eval(model_dir, sets, ecfg, max_new_tokens, seed):
+        tokens.append(max_new_tokens)
+        k = solved[Path(model_dir).name]
+        return pl.concat([_frame(name, {f"{name}{i}": [i < k, True] for i in range(n)}) for name in sets])
+
+    def fake_train(lm, pool, order, cfg, out, **kw):
+        return {"model_dir": str(out), "steps": 2, "seconds": 1.0,
+                "log": [{"reward": 0.5, "frac_reward_zero_std": 0.5}]}
+
+    monkeypatch.setattr(bench, "run_all", lambda store, cfg, until=None: {
+        "testbed": SimpleNamespace(ref=SimpleNamespace(path=str(tmp_path / "tb")))})
+    monkeypatch.setattr(bench, "read_world", lambda path: {"pool": pool, "eval": heldout})
+    monkeypatch.setattr(bench, "fresh_problems", lambda *a: heldout)
+    monkeypatch.setattr(bench, "evaluate_policy", fake_eval)
+    monkeypatch.setattr(bench, "train_grpo", fake_train)
+    monkeypatch.setattr(bench.torch, "set_num_threads", lambda n: None)
+    monkeypatch.setattr("sys.argv", ["rl_headroom.py", "--root", str(tmp_path / "root"), "--out", str(tmp_path),
+                                     "--pools", "all,clean", "train.max_completion_length=40"])
+    bench.main()
+    result = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "heldout_gain_best=1.25 heldout_gain_all=1.00" in result and result.endswith("best_pool=clean")
+    assert set(tokens) == {40}
+

@@ -100,6 +100,16 @@ def test_format_reward_and_reward_weights():
     assert (spg.steps_per_generation, spg.generation_batch_size) == (4, 4 * 3 * 2)  # one generation, 4 steps
 
 
+def test_training_stays_on_the_cpu_when_runtime_device_says_so(monkeypatch):
+    """trl takes a GPU whenever one is there; runtime.device=cpu keeps training where labels and evaluation run
+    (and bf16, a GPU setting, off)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    args = grpo_config(TrainConfig(bf16=True), Path("/tmp/x"), 2, 1, 0, device="cpu")
+    assert args.use_cpu is True and args.bf16 is False
+
+
 def test_checkpoint_is_complete_only_once_our_files_are_written(tmp_path):
     """A run killed after the trainer's files but before saerl_curve.json resumes from the checkpoint before;
     the state files and the curve are written whole (temp file + rename), the curve last."""
@@ -127,6 +137,67 @@ def test_checkpoint_is_complete_only_once_our_files_are_written(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         saving.on_save(None, SimpleNamespace(global_step=4), None)
     assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
+
+
+def test_checkpoints_land_on_generation_batch_boundaries(tmp_path):
+    """trl keeps a generation batch's completions in memory only: a run resumed inside one generated it again
+    and missed half of the next, so checkpoints are saved, and resumed from, at generation-batch boundaries."""
+    from saerl.rl import CURVE_FILE, last_checkpoint, save_period
+
+    assert [save_period(n, 2) for n in (1, 2, 3, 4)] == [2, 2, 4, 4] and save_period(3, 1) == 3
+    args = grpo_config(TrainConfig(save_every=3, steps_per_generation=2, num_generations=2), tmp_path, 2, 9, 0)
+    assert args.save_steps == 4
+    for step in (3, 4, 5, 9):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        for name in ("trainer_state.json", CURVE_FILE):
+            (tmp_path / f"checkpoint-{step}" / name).write_text("{}")
+    assert last_checkpoint(tmp_path, 2, 10) == tmp_path / "checkpoint-4"  # 5 is inside a generation batch
+    assert last_checkpoint(tmp_path, 2, 9) == tmp_path / "checkpoint-9"  # the last step: nothing left to train
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-9"
+
+
+def test_eval_curve_judges_with_the_train_timeout_and_counts_failures(monkeypatch):
+    """The in-training curve judges answers as the reward does, bounded by train.verify_timeout_s, and counts
+    the verifier's failures (scored wrong) instead of hiding them among the wrong answers."""
+    from types import SimpleNamespace
+
+    from saerl import evaluate, rl
+    from saerl.rl import EvalCallback
+    from saerl.verify import VerifyResult
+
+    seen = {}
+
+    def fake_verify(texts, golds, timeout_s=5.0):
+        seen["timeout_s"] = timeout_s
+        return [VerifyResult("timeout")] * len(texts)
+
+    monkeypatch.setattr(rl, "verify_batch", fake_verify)
+    monkeypatch.setattr(evaluate, "generate_batched", lambda model, tok, prompts, *a: (
+        ["#### 3", "#### x^2", "#### 5"], [2, 2, 2], [True] * 3))
+    heldout = pl.DataFrame({"id": ["a", "b", "c"], "prompt": ["p"] * 3, "answer": ["3", "x^2", "4"]})
+    evals = EvalCallback({"h": heldout}, None, 1, 4, 8, timeout_s=30.0)
+    evals._run(SimpleNamespace(training=False), 0)
+    assert seen["timeout_s"] == 30.0
+    assert evals.rows[0]["greedy"] == pytest.approx(1 / 3) and evals.rows[0]["failures"] == 1
+    assert [p["correct"] for p in evals.problems] == [True, False, False]
+
+
+def test_a_resumed_run_adds_no_eval_point_off_the_schedule():
+    """Resumed from checkpoint-2 with eval_every 3, the curve keeps the uninterrupted run's points (0, 3, ...):
+    no extra point at step 2, which would let that seed reach a target earlier than it would have."""
+    from types import SimpleNamespace
+
+    from saerl.rl import EvalCallback
+
+    evals = EvalCallback({"h": pl.DataFrame({"id": ["a"], "prompt": ["p"], "answer": ["1"]})}, None, 3, 4, 8)
+    measured = []
+    evals._run = lambda model, step: measured.append(step)
+    evals.on_train_begin(None, SimpleNamespace(global_step=0), None)
+    evals.last_step = 0  # resumed: the rows saved with the checkpoint end at step 0
+    evals.on_train_begin(None, SimpleNamespace(global_step=2), None)
+    evals.last_step = 3
+    evals.on_train_begin(None, SimpleNamespace(global_step=6), None)  # on the schedule, not measured yet
+    assert measured == [0, 6]
 
 
 @pytest.fixture(scope="module")
@@ -282,3 +353,37 @@ def test_tiny_grpo_run_reads_prompts_in_the_given_order(tmp_path):
     assert seen == [i for i in order for _ in range(2)]
     assert run["order"] == order and run["order_steps"] == [1, 1, 1, 2, 2, 2]
     assert (tmp_path / "rl" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_resume_inside_a_generation_batch_generates_each_batch_once(tiny_tb, tmp_path):
+    """steps_per_generation 2 and save_every 3: the checkpoint lands at step 4 (a generation boundary), so the
+    resumed run generates the third batch once, as the uninterrupted run does, instead of the second again."""
+    from transformers import TrainerCallback
+
+    pool = pl.read_parquet(tiny_tb / "world" / "pool.parquet")
+    order = pool["id"].to_list()
+
+    class Killed(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            raise KeyboardInterrupt
+
+    def train(folder, callbacks=()):
+        generated: list[list[str]] = []
+
+        def record(completions, id, **_):  # noqa: A002 - trl passes dataset columns by name
+            generated.append(list(id)[::2])
+            return [0.0] * len(completions)
+
+        cfg = TrainConfig(num_generations=2, max_completion_length=4, max_steps=6, steps_per_generation=2,
+                          save_every=3, keep_checkpoints=5)
+        run = train_grpo(tiny_tb / "lm", pool, order, cfg, folder, prompts_per_step=2, seed=0, extra_rewards=[record],
+                         checkpoint_dir=folder / "ck", callbacks=list(callbacks))
+        return generated, run
+
+    fresh, _ = train(tmp_path / "f")
+    assert fresh == [order[0:4], order[4:8], order[8:12]]
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "k", [Killed()])
+    resumed, run = train(tmp_path / "k")
+    assert run["resumed_from"] == 4 and resumed == [order[8:12]]

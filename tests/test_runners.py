@@ -13,6 +13,7 @@ from saerl.runners import (
     SCORES,
     compute_curriculum,
     compute_label,
+    eval_sets,
     format_steps,
     internals_model_cfg,
     steps_table,
@@ -154,3 +155,13 @@ def test_difficulty_plot_names_the_regressor_the_score_stage_chose(tmp_path, mon
                       params={"difficulty_model": model, "difficulty_pool": "mean"})
     legend = [t.get_text() for t in figures["difficulty_pred_vs_true.png"].axes[0].get_legend().get_texts()]
     assert legend[0].startswith(name + " (Spearman")
+
+
+def test_eval_sets_are_read_whole_whatever_data_max_rows(tmp_path):
+    """data.max_rows caps the training file; a held-out set read with the same mapping keeps every row (it used
+    to be cut to the first max_rows rows before eval.max_problems chose its problems by sha256(id))."""
+    held = tmp_path / "held.jsonl"
+    held.write_text("".join(f'{{"question": "q{i}?", "answer": "{i}"}}\n' for i in range(5)))
+    cfg = load_config(None, ["data.source=file", f"data.path={tmp_path / 'train.jsonl'}", "data.max_rows=2",
+                             f"eval.sets={{\"h\": \"{held}\"}}"])
+    assert cfg.data.max_rows == 2 and eval_sets(cfg, {})["h"].height == 5

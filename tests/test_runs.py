@@ -30,3 +30,16 @@ def test_save_load_previous(tmp_path):
     assert previous_run(tmp_path, "demo", exclude=a.run_id) is None
     assert load_run(tmp_path, "latest").run_id == b.run_id
     assert load_run(tmp_path, "20260101-000000").stages["ingest"].config == {"data.prompt": "q"}
+
+
+def test_run_ids_sort_by_start_time_within_a_second(tmp_path):
+    """Runs started in the same second (an ablation's children) come back oldest first: 'latest' and
+    previous_run read the one that started last."""
+    from saerl.runs import list_runs, new_run_id
+
+    base = 1_764_770_000.0
+    for i, dt in enumerate([0.9, 0.05, 0.5]):  # saved out of order
+        save_run(tmp_path, RunRecord(name=f"r{i}", run_id=new_run_id(base + dt)))
+    assert [load_run(tmp_path, p.stem).name for p in list_runs(tmp_path)] == ["r1", "r2", "r0"]
+    assert load_run(tmp_path, "latest").name == "r0" and previous_run(tmp_path, "r2").name == "r2"
+    assert len({new_run_id(base) for _ in range(20)}) == 20  # the random tail tells apart one microsecond
