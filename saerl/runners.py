@@ -235,14 +235,15 @@ TRAIN_RUN = "train:{arm}:{seed}"  # the name of one (arm, seed) training run amo
 def arm_order(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: str, seed: int) -> list[str]:
     """The prompt ids an arm trains on, in order: vanilla = a seeded shuffle of the whole unfiltered pool per
     epoch (seed curriculum.seed + training seed, so seed 0 is the curriculum's vanilla_order.parquet); every
-    other arm reads its order file from the curriculum artifact."""
-    from saerl.curriculum import vanilla_order
+    other arm reads its order file from the curriculum artifact in whole batches, one per step
+    (:func:`saerl.curriculum.whole_batches`: an epoch's short last batch is left out)."""
+    from saerl.curriculum import vanilla_order, whole_batches
 
+    c = cfg.curriculum
     if arm == "vanilla":
         ids = sorted(read_prompts(inputs)["id"].cast(pl.String).to_list())
-        c = cfg.curriculum
         return vanilla_order(ids, c.epochs, c.seed + seed, c.batch_size)["id"].to_list()
-    return pl.read_parquet(inputs["curriculum"].file(ARM_ORDERS[arm]))["id"].to_list()
+    return whole_batches(pl.read_parquet(inputs["curriculum"].file(ARM_ORDERS[arm])), c.batch_size)
 
 
 def eval_sets(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, pl.DataFrame]:

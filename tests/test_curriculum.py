@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from saerl.config import CurriculumConfig
-from saerl.curriculum import ORDER_SCHEMA, build_order, vanilla_order, within_reach
+from saerl.curriculum import ORDER_SCHEMA, build_order, vanilla_order, whole_batches, within_reach
 
 
 def _scores(sizes: list[int], seed: int, bad_share: float = 0.2) -> pl.DataFrame:
@@ -181,3 +181,21 @@ def test_curriculum_plot(tmp_path):
     assert fig.axes[0].get_title() and fig.axes[0].get_legend() is not None
     fig.savefig(tmp_path / "curriculum.png")
     assert curriculum_difficulty(vanilla_order(["a", "b"], 1, 0, 2)).axes[0].get_xlabel() == "position"
+
+
+@given(cases)
+@fast
+def test_rl_reads_whole_curriculum_batches_one_per_step(case):
+    """Read B ids per step, every step is one batch the curriculum built, over epochs and when the order is read
+    again: an epoch's short last batch is left out instead of shifting every later step across two batches."""
+    _, order, cfg = _build(case)
+    ids = whole_batches(order, cfg.batch_size)
+    B = cfg.batch_size
+    sizes = order.group_by("batch").len()
+    if not (sizes["len"] == B).any():  # no whole batch: the order is read as it is
+        assert ids == order["id"].to_list()
+        return
+    assert len(ids) % B == 0 and len(ids) == B * int((sizes["len"] == B).sum())
+    batches = [order.filter(pl.col("batch") == b)["id"].to_list() for b in sorted(sizes.filter(pl.col("len") == B)["batch"])]
+    steps = [(ids * 2)[i : i + B] for i in range(0, 2 * len(ids), B)]  # the order read twice, as a long run does
+    assert steps == batches * 2
