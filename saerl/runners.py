@@ -234,14 +234,17 @@ TRAIN_RUN = "train:{arm}:{seed}"  # the name of one (arm, seed) training run amo
 
 def arm_order(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: str, seed: int) -> list[str]:
     """The prompt ids an arm trains on, in order: vanilla = a seeded shuffle of the whole unfiltered pool per
-    epoch (seed curriculum.seed + training seed, so seed 0 is the curriculum's vanilla_order.parquet); every
-    other arm reads its order file from the curriculum artifact in whole batches, one per step
-    (:func:`saerl.curriculum.whole_batches`: an epoch's short last batch is left out)."""
+    epoch (seed curriculum.seed + training seed, so seed 0 is the curriculum's vanilla_order.parquet);
+    filter_only = the same per-seed shuffle of the filtered prompts (seed 0 is its order file), so both
+    shuffled arms' seed spreads include the order's; saerl and order_only read their order file from the
+    curriculum artifact in whole batches, one per step (:func:`saerl.curriculum.whole_batches`: an epoch's
+    short last batch is left out)."""
     from saerl.curriculum import vanilla_order, whole_batches
 
     c = cfg.curriculum
-    if arm == "vanilla":
-        ids = sorted(read_prompts(inputs)["id"].cast(pl.String).to_list())
+    if arm in ("vanilla", "filter_only"):
+        pool = read_prompts(inputs) if arm == "vanilla" else pl.read_parquet(inputs["curriculum"].file(ARM_ORDERS[arm]))
+        ids = sorted(pool["id"].cast(pl.String).unique().to_list())
         return vanilla_order(ids, c.epochs, c.seed + seed, c.batch_size)["id"].to_list()
     return whole_batches(pl.read_parquet(inputs["curriculum"].file(ARM_ORDERS[arm])), c.batch_size)
 

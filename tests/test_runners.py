@@ -11,6 +11,7 @@ from saerl.runners import (
     ORDER,
     PROMPTS,
     SCORES,
+    arm_order,
     compute_curriculum,
     compute_label,
     eval_sets,
@@ -81,6 +82,12 @@ def test_curriculum_counts_the_quality_filter_and_the_difficulty_cap_apart(tmp_p
     assert set(filter_only["id"]) == set(order["id"])  # the same prompts, shuffled
     order_only = pl.read_parquet(out_dir / ARM_ORDERS["order_only"])
     assert set(order_only["id"]) == {f"p{i}" for i in range(10)}  # no quality filter: the cap is read on all 20
+    # the shuffled arms reshuffle per training seed (seed 0 = the files); the ordered arms read their file
+    inputs = {"curriculum": ArtifactRef("curriculum", "k", str(out_dir))}
+    shuffled = [arm_order(cfg, inputs, "filter_only", s) for s in range(4)]
+    assert shuffled[0] == filter_only["id"].to_list() and len({tuple(o) for o in shuffled}) > 1
+    assert all(sorted(o) == sorted(filter_only["id"]) for o in shuffled)
+    assert arm_order(cfg, inputs, "saerl", 3) == order["id"].to_list()  # 8 prompts = two whole batches of 4
 
 
 def test_steps_table_without_a_training_curve_is_empty_and_says_why():
