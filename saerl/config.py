@@ -201,7 +201,7 @@ class ScoreConfig(Section):
     cluster_pool: Literal["max", "mean"] = Field(
         "max", description="pooled SAE codes the clusters are made from (must be in sae.encode_pool): max was "
         "better on 3 of 4 data sets measured, mean on the number-heavy 10k testbed world (docs/testbed.md, "
-        "session 5); switching reruns scoring only")
+        "session 5); switching reruns scoring and the stages after it, never extraction or encoding")
     model_pool: Literal["max", "mean"] = Field(
         "max", description="pooled SAE codes the quality probe reads (must be in sae.encode_pool); max keeps the "
         "strongest firing of each feature")

@@ -2,8 +2,8 @@
 
 Kept, always: every artifact a stage run of the `keep_runs` newest run records names (by stage and key);
 anything whose build lock another process holds (a build in progress); anything younger than `min_age_hours`.
-The age rule protects a pipeline that is still running: its run record is written when it ends, so the
-artifacts it already built are not referenced yet. Removed: the other finished artifacts
+The age rule protects a pipeline that is still running: its run record is saved after each stage, so an
+artifact it is building (or has built but not recorded yet) is not referenced yet. Removed: the other finished artifacts
 (`<root>/<stage>/<key>/`), unfinished builds (`.partial-<key>/`, so their resume state goes too) and
 leftovers of replaced artifacts (`.trash-<key>-<pid>/`). Only stage folders are touched: run records,
 the MLflow store and Prefect's home stay. Lock files (`.lock-<key>`, empty) stay as well: deleting a lock
