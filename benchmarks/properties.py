@@ -188,17 +188,23 @@ def main() -> None:
         cols = [f"data.{k}={v}" for k in ("topic", "difficulty", "quality", "labelled")
                 if (v := getattr(args, k))]
         path, drop = Path(args.data).resolve(), ()
-        measured = any(o.startswith("score.difficulty_source=measured") for o in args.overrides)
-        if not args.difficulty and not measured:  # the score stage needs difficulty labels: a placeholder
+        config = args.config or str(REAL_CONFIG)
+
+        def base_for(path: Path) -> list[str]:
+            data = ["data.source=file", f"data.path={path}", f"data.prompt={args.prompt}",
+                    f"data.answer={args.answer}", *cols]
+            return [*data, *(QUICK_REAL if args.quick else []), *COMMON, *root]
+
+        # what the config file and the overrides ask for (a difficulty field, measured difficulty), not the flags alone
+        cfg = load_config(config, [*base_for(path), *args.overrides])
+        measured = cfg.score.difficulty_source == "measured"
+        if cfg.data.difficulty is None and not measured:  # the score stage needs difficulty labels: a placeholder
             if path.suffix != ".jsonl":
                 raise SystemExit("--data without --difficulty needs a .jsonl file (a placeholder difficulty is "
                                  "added) or score.difficulty_source=measured with a policy model")
             path, drop = constant_difficulty(path, work / "data" / path.name), ("difficulty",)
             cols.append("data.difficulty=_difficulty_none")
-        data = ["data.source=file", f"data.path={path}", f"data.prompt={args.prompt}", f"data.answer={args.answer}",
-                *cols]
-        config = args.config or str(REAL_CONFIG)
-        base = [*data, *(QUICK_REAL if args.quick else []), *COMMON, *root]
+        base = base_for(path)
         cfg = load_config(config, [*base, *args.overrides])
         if not measured:  # difficulty from a column: no label stage, and no testbed LM unless it is read
             policy = [f"model.name_or_path={cfg.extract.model}"] if cfg.extract.model and \

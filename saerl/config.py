@@ -16,7 +16,7 @@ import json
 import re
 import types
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -56,7 +56,7 @@ class DataConfig(Section):
 class TestbedConfig(Section):
     """The synthetic math world and its tiny policy LM (testbed stage)."""
 
-    seed: int = Field(0, description="one seed for the whole world")
+    seed: int = Field(0, ge=0, description="one seed for the whole world")
     topics: list[Literal["arith", "mult", "word", "linear", "remainder", "compare", "sequence"]] = Field(
         ["arith", "mult", "word", "linear", "remainder", "compare", "sequence"], description="topics drawn uniformly"
     )
@@ -168,7 +168,7 @@ class SAEConfig(Section):
     train_tokens: int = Field(200_000, gt=0, description="token sample size for training")
     batch_size: int = Field(512, gt=0, description="training batch in tokens")
     heldout_frac: float = Field(0.1, gt=0, lt=1, description="share of sampled tokens held out for the report")
-    seed: int = Field(0, description="token sampling and init seed")
+    seed: int = Field(0, ge=0, description="token sampling and init seed")
     encode_pool: list[Literal["max", "mean"]] = Field(
         ["max", "mean"], min_length=1, description="poolings of token codes per prompt stored by the encode stage "
         "(max: each feature's strongest firing; mean: weighted by the share of tokens it fires on); "
@@ -219,7 +219,7 @@ class ScoreConfig(Section):
         64, gt=0, description="labelled prompts per label chunk: the resume unit (a killed label stage redoes only "
         "unfinished chunks) and the seeding unit (each chunk samples with a seed derived from score.seed and its index)")
     quality_threshold: float = Field(0.5, ge=0, le=1, description="prompts with quality_hat below are filtered")
-    seed: int = Field(0, description="split and k-means seed")
+    seed: int = Field(0, ge=0, description="split and k-means seed")
     minibatch_above: int = Field(10_000, gt=0, description="use MiniBatchKMeans when there are more prompts than this")
     kmeans_n_init: int = Field(3, gt=0, description="k-means restarts (best inertia kept)")
     silhouette_sample: int = Field(2000, ge=100, description="prompts subsampled (seeded) to choose k by cosine silhouette")
@@ -277,7 +277,7 @@ class CurriculumConfig(Section):
     rotation: Literal["round_robin", "size_weighted"] = Field("round_robin", description="cluster rotation policy")
     epochs: int = Field(1, gt=0, description="passes over the kept prompts")
     filter_quality: bool = Field(True, description="drop prompts under score.quality_threshold")
-    seed: int = Field(0, description="tie-breaking and mixing seed")
+    seed: int = Field(0, ge=0, description="tie-breaking and mixing seed")
 
 
 class TrainConfig(Section):
@@ -288,7 +288,7 @@ class TrainConfig(Section):
         ["saerl", "vanilla"], min_length=1, description="arms trained on the same budget: saerl (filtered, "
         "curriculum order), vanilla (whole pool, seeded shuffle), order_only (curriculum order, no filter), "
         "filter_only (filtered, seeded shuffle)")
-    seeds: list[int] = Field([0], description="one run per arm per seed")
+    seeds: list[Annotated[int, Field(ge=0)]] = Field([0], description="one run per arm per seed")
     max_steps: int = Field(100, gt=0, description="optimizer steps per arm")
     learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate (constant)")
     num_generations: int = Field(8, ge=2, description="rollouts per prompt (group size)")

@@ -67,12 +67,14 @@ def pass_rates(model: Any, tok: Any, prompts: pl.DataFrame, rollouts: int, tempe
     `top_k` (0 = off), as RL samples, and verify them, each check bounded by `verify_timeout_s` (None = the
     verifier's default).
 
-    Returns id, pass_rate (correct / rollouts), n_correct, n_failed (verifier timeouts/errors), rollouts.
+    Returns id (as text, whatever the prompts' id type: the score stage casts it back), pass_rate
+    (correct / rollouts), n_correct, n_failed (verifier timeouts/errors), rollouts.
     """
     from saerl.policy_lm import generate
     from saerl.verify import verify_batch
 
-    ids, texts, golds = prompts["id"].to_list(), prompts["prompt"].to_list(), prompts["answer"].to_list()
+    ids, texts, golds = (prompts["id"].cast(pl.String).to_list(), prompts["prompt"].to_list(),
+                         prompts["answer"].to_list())
     completions = generate(model, tok, texts * rollouts, max_new_tokens, batch, temperature, seed, top_k=top_k)
     timeout = {} if verify_timeout_s is None else {"timeout_s": verify_timeout_s}
     results = verify_batch(completions, golds * rollouts, **timeout)

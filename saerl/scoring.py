@@ -69,8 +69,12 @@ def resolve_difficulty(prompts: pl.DataFrame, measured: pl.DataFrame | None, sou
         raise ValueError("score.difficulty_source=column but the prompts have no difficulty values: map "
                          "data.difficulty to a numeric column, or use score.difficulty_source=measured")
     if source == "measured" and not has_measured:
-        raise ValueError("no difficulty labels: the prompts have no difficulty column and no measured pass rates "
-                         "were given (map data.difficulty, or run the label stage to measure pass rates)")
+        what = ("score.difficulty_source=measured asks for measured pass rates" if has_col else
+                "the prompts' difficulty column (data.difficulty) has no values" if "difficulty" in prompts.columns
+                else "the prompts have no difficulty column")
+        raise ValueError(f"no difficulty labels: {what} and no measured pass rates were given (map "
+                         "data.difficulty to a field with values, or run the label stage to measure pass rates: "
+                         "score.difficulty_source=measured, with a labelled subset that is not empty)")
     if source == "column":
         return prompts["difficulty"].cast(pl.Float64).fill_null(np.nan).to_numpy(), "column"
     m = measured.select(pl.col("id").cast(prompts["id"].dtype), (1.0 - pl.col("pass_rate").cast(pl.Float64)).alias("d"))

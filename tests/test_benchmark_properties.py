@@ -3,6 +3,7 @@
 import math
 from pathlib import Path
 
+import polars as pl
 import pytest
 from bench import load_benchmark
 
@@ -45,3 +46,37 @@ def test_derived_labels():
     assert bench.formula_ops("7+2=9") == 1
     assert bench.formula_ops("(5-2)*3=9") == 2
     assert bench.formula_ops("") == 1
+
+
+@pytest.mark.parametrize(("yaml_text", "flags", "expected"), [
+    ("score:\n  difficulty_source: measured\n", [], ("measured", None, False)),
+    ("data:\n  difficulty: level\n", [], ("column", "level", False)),
+    ("data:\n  difficulty: level\n", ["--difficulty", "steps"], ("column", "steps", False)),
+    ("name: plain\n", [], ("column", "_difficulty_none", True)),
+])
+def test_data_run_reads_difficulty_from_the_config_file_too(tmp_path, monkeypatch, yaml_text, flags, expected):
+    """--data: a config file asking for measured difficulty, or mapping a difficulty field, is obeyed (a
+    placeholder difficulty only when neither the flags, the overrides nor the config name one)."""
+    import sys
+
+    from saerl.scoring import REPORT_SCHEMA
+
+    bench = load_benchmark("properties")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml_text)
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"question": "1+1", "answer": "2", "level": 1, "steps": 2}\n')
+    seen = []
+
+    def fake_report(cfg):
+        seen.append(cfg)
+        return pl.DataFrame(schema=REPORT_SCHEMA), {"score": 0.0, "n_prompts": 1.0}
+
+    monkeypatch.setattr(bench, "property_report", fake_report)
+    monkeypatch.setattr(sys, "argv", ["properties.py", "--data", str(data), "--config", str(config),
+                                      "--work", str(tmp_path / "w"), *flags])
+    bench.main()
+    cfg = seen[0]
+    source, field, placeholder = expected
+    assert (cfg.score.difficulty_source, cfg.data.difficulty) == (source, field)
+    assert (Path(cfg.data.path) != data.resolve()) == placeholder

@@ -257,3 +257,10 @@ def test_consistent_pools_and_a_file_with_its_path_load():
     assert cfg.sae.encode_pool == ["mean"]
     assert load_config(None, ["data.source=file", "data.path=x.jsonl"]).data.path == "x.jsonl"
     assert load_config(None, ["testbed.defect_kinds={garbled: 1, wrong_gold: 0}"]).testbed.defect_kinds["garbled"] == 1
+
+
+@pytest.mark.parametrize("override", ["score.seed=-1", "curriculum.seed=-2", "testbed.seed=-1", "train.seeds=[0,-1]"])
+def test_a_negative_seed_is_refused_naming_the_field(override):
+    """numpy's generators refuse negative seeds deep inside a stage, naming no field: the config refuses them."""
+    with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
+        load_config(None, [override])

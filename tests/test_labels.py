@@ -200,3 +200,15 @@ def test_label_rollouts_sample_with_top_k_and_verify_with_the_timeout_given(save
     monkeypatch.setattr(saerl.verify, "verify_batch", recording)
     _measure(saved_policy, tmp_path / "timeout", _score(), verify_timeout_s=0.75)
     assert timeouts and set(timeouts) == {0.75}
+
+
+def test_pass_rates_of_prompts_with_integer_ids_join_back_to_them(monkeypatch):
+    import saerl.policy_lm
+    from saerl.scoring import resolve_difficulty
+
+    monkeypatch.setattr(saerl.policy_lm, "generate", lambda model, tok, texts, *a, **k: ["#### 7"] * len(texts))
+    prompts = PROMPTS.with_columns(id=pl.Series([10, 20, 30]))
+    labels = pass_rates(None, None, prompts, 2, 1.0, 4, 2, 0)
+    assert labels["id"].to_list() == ["10", "20", "30"] and labels["pass_rate"].to_list() == [1.0, 0.0, 0.0]
+    y, source = resolve_difficulty(prompts, labels, "measured")
+    assert source == "measured" and y.tolist() == [0.0, 1.0, 1.0]

@@ -171,6 +171,19 @@ def test_resolve_difficulty_sources_and_errors(data):
         resolve_difficulty(prompts.drop("difficulty"), measured, "column")
 
 
+def test_resolve_difficulty_error_says_a_mapped_column_is_empty(data):
+    """A mapped difficulty field with no values (auto falls back to measured, and no label stage ran) is named as
+    such, not as a missing column whose fix is to map the field the user mapped."""
+    _, prompts, _ = data
+    empty = prompts.with_columns(difficulty=pl.lit(None, pl.Float64))
+    with pytest.raises(ValueError, match=r"difficulty column \(data.difficulty\) has no values"):
+        resolve_difficulty(empty, None, "auto")
+    with pytest.raises(ValueError, match="have no difficulty column"):
+        resolve_difficulty(prompts.drop("difficulty"), None, "auto")
+    with pytest.raises(ValueError, match="asks for measured pass rates"):
+        resolve_difficulty(prompts, pl.DataFrame(schema={"id": pl.String, "pass_rate": pl.Float64}), "measured")
+
+
 def test_seeded_subset_is_order_independent_and_sized():
     ids = np.array([f"x{i}" for i in range(101)])
     a = seeded_subset(ids, 0.2, 7)
