@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,6 +56,7 @@ class StoreMeta:
     token_block_rows: int
     fingerprint: str
     dtype: str = ""  # the model's resolved dtype ('float32', 'bfloat16', ...); "" = not recorded
+    n_truncated: int = 0  # prompts longer than extract.max_length tokens, cut to it (0 in stores that predate it)
 
 
 def chunk_ranges(n_prompts: int, chunk_rows: int) -> list[tuple[int, int]]:
@@ -76,12 +78,13 @@ def _fingerprint_after(previous: str, content: str) -> str:
 
 
 def prepare_store(store: str | Path, ids: list[str], token_ids: list[list[int]], model: str, layer: int,
-                  d_model: int, n_layers: int, cfg: ExtractConfig, dtype: str = "") -> StoreMeta:
-    """Create the store's up-front arrays (ids, offsets, input_ids, empty pooled arrays) and attrs; an
-    existing store with the same content (same ids, tokens, model, resolved `dtype` and settings) is kept, so a
-    rerun resumes; any other is replaced, with a fingerprint no earlier store had (chunk-log records of a
-    replaced store never count as done, even after a change and its undo). Call once before any extract_chunks
-    (one process)."""
+                  d_model: int, n_layers: int, cfg: ExtractConfig, dtype: str = "", n_truncated: int = 0) -> StoreMeta:
+    """Create the store's up-front arrays (ids, offsets, input_ids, empty pooled arrays) and attrs (with
+    `n_truncated`, the prompts tokenization cut to extract.max_length); an existing store with the same content
+    (same ids, tokens, model, resolved `dtype` and settings) is kept, so a rerun resumes; any other is replaced,
+    with a fingerprint no earlier store had (chunk-log records of a replaced store never count as done, even after
+    a change and its undo; a folder left unreadable by a replacement killed mid-delete is replaced too). Call once
+    before any extract_chunks (one process)."""
     if len(ids) != len(token_ids):
         raise ValueError(f"{len(ids)} ids for {len(token_ids)} prompts")
     lengths = np.array([len(t) for t in token_ids], dtype=np.int64)
@@ -90,14 +93,18 @@ def prepare_store(store: str | Path, ids: list[str], token_ids: list[list[int]],
     fields = {"model": model, "layer": layer, "d_model": d_model, "n_layers": n_layers, "n_prompts": len(ids),
               "n_tokens": int(offsets[-1]), "chunk_rows": cfg.chunk_rows, "pooling": tuple(cfg.pooling),
               "store_tokens": cfg.store_tokens, "token_budget": cfg.token_budget,
-              "token_block_rows": cfg.token_block_rows, "dtype": dtype}
+              "token_block_rows": cfg.token_block_rows, "dtype": dtype, "n_truncated": n_truncated}
     content = _fingerprint(list(ids), flat, offsets, fields)
     previous = ""
     if Path(store).exists():
-        old = zarr.open_group(store, mode="r")
-        if old.attrs.get("meta") and old.attrs.get("content") == content:
-            return _meta(old)
-        previous = (old.attrs.get("meta") or {}).get("fingerprint") or old.attrs.get("previous", "")
+        try:
+            old = zarr.open_group(store, mode="r")
+        except (OSError, ValueError):  # no readable root: a replacement killed while it deleted the store it replaced
+            previous = f"unreadable-{uuid.uuid4().hex}"  # its chain is lost: chain from a value no store ever had
+        else:
+            if old.attrs.get("meta") and old.attrs.get("content") == content:
+                return _meta(old)
+            previous = (old.attrs.get("meta") or {}).get("fingerprint") or old.attrs.get("previous", "")
     meta = StoreMeta(**fields, fingerprint=_fingerprint_after(previous, content))  # type: ignore[arg-type]
     group = zarr.open_group(store, mode="w")
     group.attrs["previous"] = previous  # a replacement cut short still chains from the store it replaced

@@ -201,10 +201,11 @@ def resolve_layer(layer: int | None, n_layers: int) -> int:
     return idx
 
 
-def tokenize_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], cfg: ExtractConfig) -> list[list[int]]:
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                   cfg: ExtractConfig) -> tuple[list[list[int]], int]:
     """Token ids per prompt as the policy sees it: chat template with generation prompt when the tokenizer
     has one and cfg.chat_template is on (no extra special tokens), else the raw prompt with the tokenizer's
-    special tokens. Truncated to cfg.max_length on cfg.truncation_side."""
+    special tokens. Truncated to cfg.max_length on cfg.truncation_side. Returns (ids, how many prompts were cut)."""
     if cfg.chat_template and getattr(tokenizer, "chat_template", None):
         texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                                add_generation_prompt=True) for p in prompts]
@@ -212,11 +213,17 @@ def tokenize_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
     else:
         ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
     cut = cfg.max_length
+    n_truncated = sum(len(x) > cut for x in ids)
     ids = [x[-cut:] if cfg.truncation_side == "left" else x[:cut] for x in ids]
     empty = [i for i, x in enumerate(ids) if not x]
     if empty:
         raise ValueError(f"{len(empty)} prompts tokenize to nothing (first rows: {empty[:5]}); drop them at ingest")
-    return ids
+    return ids, n_truncated
+
+
+def tokenize_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], cfg: ExtractConfig) -> list[list[int]]:
+    """The token ids of :func:`encode_prompts` alone."""
+    return encode_prompts(tokenizer, prompts, cfg)[0]
 
 
 def plan_batches(lengths: np.ndarray, token_budget: int) -> list[np.ndarray]:
@@ -369,10 +376,10 @@ def prepare_extraction(prompts: Sequence[str], ids: Sequence[str], out_dir: str 
     dtype = resolve_dtype(config, model_cfg, pick_device(device))
     with remote_code_guard(name):
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name), **hub_kwargs(model_cfg))
-    token_ids = tokenize_prompts(tokenizer, prompts, cfg)
+    token_ids, n_truncated = encode_prompts(tokenizer, prompts, cfg)
     store = Path(out_dir) / STORE_NAME
     prepare_store(store, list(ids), token_ids, model=name, layer=layer, d_model=d_model, n_layers=n_layers, cfg=cfg,
-                  dtype=dtype)
+                  dtype=dtype, n_truncated=n_truncated)
     return store
 
 
@@ -380,9 +387,10 @@ def extract(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, mod
             cfg: ExtractConfig, chunk_log: ChunkLog, model_path: str | None = None, device: str = "auto",
             progress: bool = True, on_chunk_done: Callable[[int], None] | None = None) -> dict[str, Any]:
     """The whole extract stage in one process: prepare_extraction, then every unfinished chunk.
-    Returns extract_chunks's summary plus model, n_layers, store, n_prompts_total, n_tokens_total."""
+    Returns extract_chunks's summary plus model, n_layers, store, n_prompts_total, n_tokens_total and n_truncated
+    (prompts longer than extract.max_length tokens, cut on extract.truncation_side)."""
     store = prepare_extraction(prompts, ids, out_dir, model_cfg, cfg, model_path, device)
     summary = extract_chunks(store, chunk_log, None, None, model_cfg, device, progress, on_chunk_done)
     meta = open_for_write(store)[1]
     return {**summary, "model": meta.model, "n_layers": meta.n_layers, "store": str(store),
-            "n_prompts_total": meta.n_prompts, "n_tokens_total": meta.n_tokens}
+            "n_prompts_total": meta.n_prompts, "n_tokens_total": meta.n_tokens, "n_truncated": meta.n_truncated}

@@ -89,11 +89,13 @@ def generate_batched(model: Any, tok: Any, prompts: list[str], max_new_tokens: i
 
 def _generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int, batch_size: int,
               temperature: float) -> tuple[list[str], list[int], list[bool]]:
-    """generate_batched's body, drawing from torch's global RNG as it stands."""
+    """generate_batched's body, drawing from torch's global RNG as it stands. A completion ends at the ids RL
+    rollouts stop at (:func:`saerl.policy_lm.stop_ids`: the tokenizer's EOS and the generation_config's)."""
+    from saerl.policy_lm import stop_ids
+
     model.eval()
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tok.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos])
+    eos_ids = set(stop_ids(model, tok))
     texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
              for p in prompts]
     ids = tok(texts, add_special_tokens=False)["input_ids"]

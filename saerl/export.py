@@ -5,7 +5,9 @@ The order an arm trains on (the curriculum artifact's order file: `order.parquet
 is joined with the ingested prompts (`prompts.parquet`) into one frame in training order: position, id,
 prompt, answer, batch, epoch, cluster, difficulty_hat. Each format writes that frame and, for verl and trl,
 a small sampler module (no saerl import, so it runs where saerl is not installed) and a README.md saying
-how to plug them in. A prompt repeated over epochs appears once per visit.
+how to plug them in. A prompt repeated over epochs appears once per visit. The arms RL reads in whole batches
+(saerl, order_only: :func:`saerl.curriculum.whole_batches`) are exported as trained, without an epoch's short
+last batch, so that every block of batch_size rows is one curriculum batch (one step) in the other trainer too.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from saerl.runs import RunRecord, load_run
 
 FORMATS = ("hf", "verl", "trl")
 ARM_FILES = {**ARM_ORDERS, "vanilla": VANILLA}
+WHOLE_BATCH_ARMS = ("saerl", "order_only")  # arms RL reads in whole batches (saerl.runners.arm_order)
 COLUMNS = ("position", "id", "prompt", "answer", "batch", "epoch", "cluster", "difficulty_hat")
 DATA_SOURCE = "openai/gsm8k"  # verl's built-in reward for this source scores a final '#### N', as saerl's does
 ABILITY = "math"
@@ -122,12 +125,27 @@ def stage_dir(root: Path, record: RunRecord, stage: str) -> Path:
         raise ValueError(f"{err} (collected by saerl gc? rerun the pipeline to rebuild it)") from None
 
 
-def ordered_prompts(curriculum: Path, ingest: Path, arm: str = "saerl") -> pl.DataFrame:
-    """The arm's order joined with the prompts, sorted by position. in: curriculum and ingest artifact
-    folders, arm; out: frame with COLUMNS. ValueError for an unknown arm or ids missing from the prompts."""
+def whole_batch_rows(order: pl.DataFrame, batch_size: int) -> pl.DataFrame:
+    """The rows of an order that RL reads (:func:`saerl.curriculum.whole_batches`): every batch of `batch_size`
+    rows in position order, an epoch's short last batch left out (an order with no whole batch is kept whole),
+    positions renumbered 0..n-1 in that order. in: order frame (position, batch, ...), B; out: order frame."""
+    order = order.sort("position")
+    whole = order.join(order.group_by("batch").len().filter(pl.col("len") == batch_size).select("batch"),
+                       on="batch", how="semi", maintain_order="left")
+    kept = whole if whole.height else order
+    return kept.with_columns(position=pl.int_range(0, kept.height, dtype=pl.Int64))
+
+
+def ordered_prompts(curriculum: Path, ingest: Path, arm: str = "saerl", batch_size: int | None = None) -> pl.DataFrame:
+    """The arm's order as RL reads it, joined with the prompts, sorted by position. in: curriculum and ingest
+    artifact folders, arm, the run's curriculum.batch_size (None = the order file whole: for the arms in
+    WHOLE_BATCH_ARMS RL leaves an epoch's short last batch out, :func:`whole_batch_rows`); out: frame with
+    COLUMNS. ValueError for an unknown arm or ids missing from the prompts."""
     if arm not in ARM_FILES:
         raise ValueError(f"unknown arm '{arm}'; arms: {', '.join(ARM_FILES)}")
     order = pl.read_parquet(curriculum / ARM_FILES[arm])
+    if batch_size is not None and arm in WHOLE_BATCH_ARMS:
+        order = whole_batch_rows(order, batch_size)
     prompts = pl.read_parquet(ingest / PROMPTS).select("id", "prompt", "answer")
     frame = order.join(prompts, on="id", how="left").sort("position").select(COLUMNS)
     missing = frame.filter(pl.col("prompt").is_null())["id"]
@@ -224,8 +242,9 @@ def export_run(root: Path, run_id: str, fmt: str, out: Path, arm: str = "saerl",
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format '{fmt}'; formats: {', '.join(FORMATS)}")
     record = load_run(root, run_id)
-    frame = ordered_prompts(stage_dir(root, record, "curriculum"), stage_dir(root, record, "ingest"), arm)
+    batch_size = int(record.config.get("curriculum.batch_size", CurriculumConfig().batch_size))
+    frame = ordered_prompts(stage_dir(root, record, "curriculum"), stage_dir(root, record, "ingest"), arm, batch_size)
     info = {"run": record.run_id, "arm": arm, "rows": frame.height, "data_source": data_source,
-            "batch_size": record.config.get("curriculum.batch_size", CurriculumConfig().batch_size),
+            "batch_size": batch_size,
             "num_generations": record.config.get("train.num_generations", TrainConfig().num_generations)}
     return write_export(frame, fmt, Path(out), info)

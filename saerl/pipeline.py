@@ -268,8 +268,13 @@ SHARDED = ("extract", "encode")
 def prepare_shards(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef],
                    key: str, n_shards: int) -> list[list[int]]:
     """Lay out a sharded stage's Zarr store in its partial folder (one process, before any shard runs) and
-    split its unfinished chunks round-robin into at most `n_shards` lists of chunk ids."""
-    from saerl.activation_store import STORE_NAME, list_chunks
+    split its unfinished chunks round-robin into at most `n_shards` lists of chunk ids. A chunk is finished
+    when the chunk log records it with the store's fingerprint, as the shards themselves decide: a record
+    left from a replaced store (another dtype, other weights) is work for a shard, not for the final run."""
+    import zarr
+
+    from saerl.activation_store import STORE_NAME, list_chunks, open_activations
+    from saerl.sae import CODES_NAME
 
     build = store.begin(stage, key)
     if stage == "extract":
@@ -280,15 +285,17 @@ def prepare_shards(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstre
                            runners.internals_model_cfg(cfg), cfg.extract, model_path=runners.internals_model(cfg, upstream),
                            device=cfg.runtime.device)
         chunks = list_chunks(build.path / STORE_NAME)
+        fp = open_activations(build.path / STORE_NAME).meta.fingerprint
     elif stage == "encode":
         from saerl.sae import encode_codes
 
         encode_codes(upstream["extract"].path, upstream["sae"].path, cfg.sae, build.path, build.chunks,
                      chunk_ids=[], progress=False)  # creates codes.zarr only
         chunks = list_chunks(upstream["extract"].file(STORE_NAME))
+        fp = zarr.open_group(build.path / CODES_NAME, mode="r").attrs.get("fingerprint")
     else:
         raise ValueError(f"stage {stage} is not sharded; sharded stages: {SHARDED}")
-    todo = [c for c in chunks if not build.chunks.is_done(c)]
+    todo = [c for c in chunks if not (build.chunks.is_done(c) and build.chunks.get(c).get("fingerprint") == fp)]
     return [todo[i::n_shards] for i in range(n_shards) if todo[i::n_shards]]
 
 

@@ -282,7 +282,7 @@ def encode_codes(activations_path: str | Path, sae_dir: str | Path, cfg: SAEConf
             for a, b in prompt_groups(lengths, cfg.encode_batch_tokens):
                 x = torch.from_numpy(tokens[starts[a]: starts[b]]).to(device, torch.float32)
                 lens = torch.from_numpy(lengths[a:b]).to(device)
-                codes = sae.encode(x)
+                codes = sae.encode(x).float()  # a bf16/fp16 SAE: pool in float32 (numpy has no bfloat16)
                 for pool in cfg.encode_pool:
                     parts[pool].append(pool_codes(codes, lens, pool))
         for pool, pooled in parts.items():

@@ -31,7 +31,7 @@ STAGES: dict[str, Stage] = {
         Stage("testbed", "5", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
         Stage("ingest", "3", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
         Stage(
-            "extract", "2",
+            "extract", "3",
             ("model.name_or_path", "model.revision", "model.dtype", "model.trust_remote_code", "extract"),
             ("ingest", "testbed"), "residual-stream activations in chunked Zarr",
         ),

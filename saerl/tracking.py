@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
+import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -29,6 +31,7 @@ VERSIONED_LIBRARIES = ("torch", "transformers", "trl", "sae-lens", "prefect", "m
 VERSION_TAG = "saerl.version."  # + package name: a parent-run tag holding that library's installed version
 NOT_INSTALLED = "not installed"
 MS_PER_S = 1000  # MLflow timestamps are epoch milliseconds
+METRIC_NAME_BAD = re.compile(r"[^\w\-. :/]")  # characters MLflow refuses in a metric name
 LOGGED_TABLES = {  # small tables a person wants beside the run in MLflow
     "ingest": ("rejected.parquet",),
     "sae": ("sae_report.json",),
@@ -39,9 +42,28 @@ LOGGED_TABLES = {  # small tables a person wants beside the run in MLflow
 }
 
 
+def metric_key(name: str) -> str:
+    """A metric name MLflow accepts: every character outside letters, digits, _ - . space : / becomes '_'
+    (a held-out set named 'gsm8k+math' gives 'gsm8k_math_vanilla_greedy'; MLflow would refuse the whole batch,
+    and tracking would stop for the rest of the run)."""
+    return METRIC_NAME_BAD.sub("_", name)
+
+
+def now_ms() -> int:
+    """The current time as MLflow timestamps it (epoch milliseconds): when a metric is logged."""
+    return int(time.time() * MS_PER_S)
+
+
 def tracking_uri(cfg: PipelineConfig, root: Path) -> str:
     """The configured tracking URI, or a SQLite store under the artifact root."""
     return cfg.tracking.uri or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+
+
+def artifact_location(cfg: PipelineConfig, root: Path) -> str | None:
+    """Where a new experiment keeps its logged files: `<root>/mlruns` for the default SQLite store under the
+    artifact root (MLflow would use ./mlruns of whatever folder the first run started in: outside the root,
+    lost when it moves); None (the server's choice) for a configured tracking.uri."""
+    return None if cfg.tracking.uri else (Path(root).resolve() / "mlruns").as_uri()
 
 
 def git_commit() -> str:
@@ -80,6 +102,7 @@ class Tracker:
         self.enabled = cfg.tracking.enabled
         self.parent_id: str | None = None
         self.uri = tracking_uri(cfg, root)
+        self.artifact_location = artifact_location(cfg, root)
         self.stage_runs: dict[str, str] = {}
         if not self.enabled:
             return
@@ -105,7 +128,8 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=self.uri)
         name = cfg.tracking.experiment or cfg.name
         exp = self.client.get_experiment_by_name(name)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(name)
+        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
+            name, artifact_location=self.artifact_location)
         all_tags = {"saerl.git_commit": git_commit(), **library_tags(), **tags}
         start_ms = int(started * MS_PER_S) if started is not None else None
         run = self.client.create_run(self.experiment_id, start_time=start_ms, run_name=run_name, tags=all_tags)
@@ -133,8 +157,9 @@ class Tracker:
             self._log_params(rid, params)
             tags = [RunTag("saerl.stage", stage), RunTag("saerl.key", key), RunTag("saerl.status", status),
                     RunTag("saerl.reason", reason[:PARAM_VALUE_LIMIT])]
-            ms = [Metric("seconds", float(seconds), 0, 0)] + [
-                Metric(k, float(v), 0, 0) for k, v in (metrics or {}).items()]
+            now = now_ms()
+            ms = [Metric("seconds", float(seconds), now, 0)] + [
+                Metric(metric_key(k), float(v), now, 0) for k, v in (metrics or {}).items()]
             self.client.log_batch(rid, metrics=ms, tags=tags)
             self.client.log_batch(self.parent_id, tags=[RunTag(f"stage.{stage}", f"{status}:{key}")])
             self.client.set_terminated(rid)
@@ -153,7 +178,8 @@ class Tracker:
             from mlflow.entities import Metric
 
             rid = self.stage_runs.get(stage or "", self.parent_id)
-            self.client.log_batch(rid, metrics=[Metric(k, float(v), 0, step) for k, v in metrics.items()])
+            now = now_ms()
+            self.client.log_batch(rid, metrics=[Metric(metric_key(k), float(v), now, step) for k, v in metrics.items()])
 
         self._guard(do)
 
@@ -164,7 +190,8 @@ class Tracker:
             from mlflow.entities import Metric
 
             rid = self.stage_runs.get(stage or "", self.parent_id)
-            ms = [Metric(k, float(v), 0, step) for step, values in points for k, v in values.items()]
+            now = now_ms()
+            ms = [Metric(metric_key(k), float(v), now, step) for step, values in points for k, v in values.items()]
             for i in range(0, len(ms), METRIC_BATCH_LIMIT):
                 self.client.log_batch(rid, metrics=ms[i : i + METRIC_BATCH_LIMIT])
 

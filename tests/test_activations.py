@@ -293,3 +293,33 @@ def test_store_from_another_device_dtype_is_rebuilt_not_mixed(tiny, loaded, tmp_
     assert np.abs(open_activations(out).pooled("mean")).sum(1).min() > 0  # every prompt written
     resumed = _extract(out, str(ckpt), prompts, ids, cfg)
     assert resumed["chunks_run"] == 0 and open_activations(out).meta == back
+
+
+def test_truncated_prompts_are_counted_in_the_store_and_the_summary(tiny, loaded, tmp_path):
+    """Prompts longer than extract.max_length are cut (the end kept, by default): how many is reported, not silent."""
+    prompts, ids = make_prompts(10, seed=5)
+    cfg = ExtractConfig(chunk_rows=4, token_budget=64, max_length=24)
+    lengths = [len(x) for x in tokenize_prompts(loaded.tokenizer, prompts, ExtractConfig())]
+    expected = sum(n > cfg.max_length for n in lengths)
+    assert 0 < expected < len(prompts)
+    summary = _extract(tmp_path / "cut", tiny, prompts, ids, cfg)
+    assert summary["n_truncated"] == expected == open_activations(tmp_path / "cut").meta.n_truncated
+    assert max(np.diff(open_activations(tmp_path / "cut").offsets)) == cfg.max_length
+    whole = _extract(tmp_path / "whole", tiny, prompts, ids, ExtractConfig(chunk_rows=4, token_budget=64))
+    assert whole["n_truncated"] == 0
+
+
+def test_a_store_left_unreadable_by_a_killed_replacement_is_replaced(tiny, tmp_path):
+    """Replacing a store deletes the old one first (zarr's mode 'w'); a kill during that delete can leave the folder
+    without its root zarr.json. The rerun replaces it (it crashed with GroupNotFoundError) under a fingerprint
+    that no earlier store had, so no chunk record of the lost store counts as done."""
+    prompts, ids = make_prompts(12, seed=6)
+    cfg = ExtractConfig(chunk_rows=4, token_budget=64)
+    first = _extract(tmp_path, tiny, prompts, ids, cfg)
+    old = open_activations(tmp_path).meta
+    (tmp_path / STORE_NAME / "zarr.json").unlink()  # the root went first; chunk files and chunk records remain
+    shutil.rmtree(tmp_path / STORE_NAME / "pooled" / "mean")
+    again = _extract(tmp_path, tiny, prompts, ids, cfg)
+    new = open_activations(tmp_path).meta
+    assert first["chunks_run"] == again["chunks_run"] == 3 and new.fingerprint != old.fingerprint
+    assert np.abs(open_activations(tmp_path).pooled("mean")).sum(1).min() > 0

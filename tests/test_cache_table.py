@@ -56,6 +56,8 @@ def _annotation(path: str) -> Any:
 def candidates(ann: Any, value: Any) -> list[Any]:
     """Values of type `ann` other than `value`, most natural first (validation picks a valid one)."""
     origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Annotated:  # a constrained type (list[Annotated[int, Field(ge=0)]]): its base type's values
+        return candidates(args[0], value)
     if origin in (typing.Union, types.UnionType):
         out = [] if value is None else [None]
         return out + [c for a in args if a is not type(None) for c in candidates(a, value)]

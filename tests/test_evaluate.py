@@ -79,6 +79,15 @@ def test_truncated_means_no_eos_not_a_completion_that_ends_at_the_limit(saved_po
     assert (lens, ended) == ([3], [True])
 
 
+def test_generation_stops_at_the_tokenizers_eos_as_rl_rollouts_do(saved_policy):
+    """trl's rollouts end at the tokenizer's EOS as well as the generation_config's: so does the evaluation, even
+    when the checkpoint's generation_config names another end token (before, it ran on past the EOS)."""
+    model, tok = load_policy(saved_policy)
+    model.generation_config.eos_token_id = tok.convert_tokens_to_ids("<u>")  # not the tokenizer's EOS
+    texts, lens, ended = generate_batched(model, tok, ["what is 3 + 4 ?"], 6, 1, 0.0, seed=0)
+    assert (lens, ended) == ([3], [True]) and texts[0].split() == ["####", "7"]  # "####", "7", EOS
+
+
 def test_generation_leaves_the_callers_random_state_alone(saved_policy):
     """An in-training eval must not reseed the trainer: before this, every training seed of one order sampled
     the same rollouts after the first eval (generation reset torch's global RNG to the eval seed)."""

@@ -13,8 +13,8 @@ import pytest
 
 from saerl.artifacts import ArtifactStore
 from saerl.cli import main
-from saerl.curriculum import vanilla_order
-from saerl.export import ARM_FILES, README, SAMPLER, SAMPLER_CLASS, TABLE, export_run
+from saerl.curriculum import vanilla_order, whole_batches
+from saerl.export import ARM_FILES, README, SAMPLER, SAMPLER_CLASS, TABLE, WHOLE_BATCH_ARMS, export_run
 from saerl.runners import PROMPTS
 from saerl.runs import RunRecord, StageRecord, save_run
 
@@ -51,8 +51,10 @@ def run(tmp_path: Path) -> tuple[Path, RunRecord]:
 
 
 def _expected(root: Path, arm: str) -> list[str]:
-    """The arm's ids in position order, read straight from the stored order file."""
-    return pl.read_parquet(root / "curriculum" / "kc" / ARM_FILES[arm]).sort("position")["id"].to_list()
+    """The arm's ids as RL reads them from the stored order file: in position order, and for the arms read in
+    whole batches without an epoch's short last batch."""
+    order = pl.read_parquet(root / "curriculum" / "kc" / ARM_FILES[arm])
+    return whole_batches(order, BATCH) if arm in WHOLE_BATCH_ARMS else order.sort("position")["id"].to_list()
 
 
 def _load_module(path: Path, name: str) -> types.ModuleType:
@@ -75,7 +77,7 @@ def test_hf_round_trips_the_order(run, tmp_path):
     out = tmp_path / "hf"
     export_run(root, "latest", "hf", out)
     ds = load_from_disk(str(out))
-    assert ds["id"] == _expected(root, "saerl") and len(ds) == N_PROMPTS * EPOCHS
+    assert ds["id"] == _expected(root, "saerl") and len(ds) == (N_PROMPTS // BATCH) * BATCH * EPOCHS
     assert ds["position"] == list(range(len(ds)))
     prompts = _answers(root)
     assert all((p, a) == prompts[i] for i, p, a in zip(ds["id"], ds["prompt"], ds["answer"], strict=True))
@@ -140,6 +142,23 @@ def test_every_arm_exports_its_own_order_file(run, tmp_path, arm):
     root, _ = run
     export_run(root, "latest", "trl", tmp_path / arm, arm=arm)
     assert pl.read_parquet(tmp_path / arm / TABLE)["id"].to_list() == _expected(root, arm)
+
+
+@pytest.mark.parametrize("arm", WHOLE_BATCH_ARMS)
+def test_whole_batch_arms_export_what_rl_reads_one_batch_per_block(run, tmp_path, arm):
+    """RL reads saerl and order_only in whole batches (an epoch's short last batch left out): the export holds
+    the same prompts, so each block of batch_size rows in the other trainer is one curriculum batch."""
+    root, _ = run
+    export_run(root, "latest", "trl", tmp_path / arm, arm=arm)
+    ids = pl.read_parquet(tmp_path / arm / TABLE)["id"].to_list()
+    order = pl.read_parquet(root / "curriculum" / "kc" / ARM_FILES[arm]).sort("position")
+    assert order.height == N_PROMPTS * EPOCHS and N_PROMPTS % BATCH  # the fixture has short batches
+    assert ids == whole_batches(order, BATCH) and len(ids) == (N_PROMPTS // BATCH) * BATCH * EPOCHS
+    export_run(root, "latest", "hf", tmp_path / f"{arm}_hf", arm=arm)
+    from datasets import load_from_disk
+
+    batches = load_from_disk(str(tmp_path / f"{arm}_hf"))["batch"]
+    assert all(len(set(batches[i : i + BATCH])) == 1 for i in range(0, len(batches), BATCH))
 
 
 def test_export_errors_name_the_problem(run, tmp_path):

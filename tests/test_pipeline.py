@@ -115,3 +115,27 @@ def test_testbed_data_with_a_hub_policy_trains_and_evaluates_on_the_testbed_held
     sample = dict(plan(load_config(None, ["data.difficulty=difficulty", "model.name_or_path=some/hub-model",
                                           "eval.sets={held: held.jsonl}"])))
     assert "testbed" not in sample and sample["train"] == ("ingest", "curriculum")
+
+
+def test_shards_get_the_chunks_a_replaced_store_left_recorded(tmp_path, monkeypatch):
+    """A chunk-log record of a replaced store (another fingerprint) is not a finished chunk: the shards get it,
+    as they would judge it themselves, instead of leaving it to the stage's own one-process run."""
+    import polars as pl
+    from test_artifacts import write_synthetic_activations
+
+    from saerl import activations, runners
+    from saerl.activation_store import STORE_NAME, open_activations
+    from saerl.artifacts import ChunkLog
+    from saerl.pipeline import prepare_shards
+
+    store = ArtifactStore(tmp_path / "root")
+    build = store.begin("extract", "k")
+    write_synthetic_activations(build.path, n_prompts=12)  # every chunk recorded with this store's fingerprint
+    fp = open_activations(build.path / STORE_NAME).meta.fingerprint
+    log = ChunkLog(build.path)
+    log.mark(1, fingerprint="a-replaced-store")
+    monkeypatch.setattr(activations, "prepare_extraction", lambda *a, **k: None)  # the store is laid out already
+    monkeypatch.setattr(runners, "read_prompts", lambda _: pl.DataFrame({"prompt": ["q"], "id": ["p0"]}))
+    monkeypatch.setattr(runners, "internals_model", lambda *_: "unused")
+    shards = prepare_shards(store, load_config(None), "extract", {}, "k", n_shards=2)
+    assert shards == [[1]] and log.get(0)["fingerprint"] == fp

@@ -195,3 +195,23 @@ def test_pooled_values_over_the_float16_range_are_stored_finite(tmp_path):
     write_codes_chunk(group, 0, np.array([[3, 1], [2, -1]]), np.array([[1e5, 2.0], [7e4, 0.0]], dtype=np.float32))
     _, csr = load_codes_csr(tmp_path)
     assert np.isfinite(csr.data).all() and csr[0, 3] == csr[1, 2] == np.finfo(np.float16).max and csr[0, 1] == 2.0
+
+
+def test_encode_with_a_bfloat16_sae_pools_in_float32(store, tmp_path):
+    """A local SAE saved in bfloat16 (sae-lens loads it in its own dtype) encodes like its float32 copy: the
+    pooled codes are float32 (numpy has no bfloat16, which crashed the write)."""
+    import torch
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    torch.manual_seed(0)
+    ref = TopKSAE(TopKSAEConfig(d_in=32, d_sae=64, k=4))
+    half = TopKSAE(TopKSAEConfig(d_in=32, d_sae=64, k=4, dtype="bfloat16"))
+    half.load_state_dict({k: v.to(torch.bfloat16) for k, v in ref.state_dict().items()})
+    half.save_model(tmp_path / "bf16")
+    cfg = CFG.model_copy(update={"source": "local", "path": str(tmp_path / "bf16"), "encode_pool": ["max", "mean"]})
+    summary = encode_codes(store, tmp_path / "bf16", cfg, tmp_path / "codes", ChunkLog(tmp_path / "codes"),
+                           progress=False)
+    assert summary["n_prompts"] == 120 and summary["d_sae"] == 64
+    for pool in ("max", "mean"):
+        csr = load_codes_csr(tmp_path / "codes", pool)[1]
+        assert csr.nnz > 0 and np.isfinite(csr.data).all() and (csr.data > 0).all()

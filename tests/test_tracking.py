@@ -111,3 +111,41 @@ def test_log_stage_run_logs_plots_tables_and_history(tmp_path):
     assert [m.step for m in client.get_metric_history(rid, "eval/h/greedy")] == [0, 3]
     assert {a.path for a in client.list_artifacts(rid)} >= {"plots", "trained_order.parquet", "log.parquet"}
     assert [a.path for a in client.list_artifacts(rid, "plots")] == ["plots/train_curves.png"]
+    # the logged files live under the artifact root, whatever folder the run started in
+    assert (tmp_path / "mlruns").is_dir() and list((tmp_path / "mlruns").rglob("train_curves.png"))
+    assert client.get_experiment(t.experiment_id).artifact_location == (tmp_path / "mlruns").resolve().as_uri()
+
+
+def test_metrics_are_timestamped_when_logged(tmp_path):
+    """MLflow reads a metric's timestamp as when it was logged (epoch ms): stage summaries, per-step points and
+    plain metrics carry the logging time, not 0 (1970 on MLflow's wall-time axis)."""
+    import time
+
+    cfg = load_config(None, ["name=stamps"])
+    before = int(time.time() * 1000)
+    t = Tracker(cfg, tmp_path, "run-t")
+    t.log_stage("evaluate", "computed", "k", "r", 1.0, {}, {"acc": 0.5})
+    t.log_metrics({"m": 1.0}, step=2, stage="evaluate")
+    t.log_history([(1, {"reward": 0.1}), (2, {"reward": 0.2})], stage="evaluate")
+    t.finish()
+    after = int(time.time() * 1000)
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path))
+    rid = t.stage_runs["evaluate"]
+    history = [m for key in ("seconds", "acc", "m", "reward") for m in client.get_metric_history(rid, key)]
+    assert len(history) == 5 and all(before <= m.timestamp <= after for m in history)
+
+
+def test_a_metric_name_mlflow_refuses_is_cleaned_not_the_end_of_tracking(tmp_path):
+    """A held-out set's name is the user's (eval.sets keys): 'gsm8k+math' in a metric name made MLflow refuse the
+    whole batch, and tracking stopped for the rest of the run. The name is cleaned instead."""
+    from saerl.tracking import metric_key
+
+    cfg = load_config(None, ["name=names"])
+    t = Tracker(cfg, tmp_path, "run-n")
+    t.log_stage("evaluate", "computed", "k", "r", 1.0, {}, {"gsm8k+math_vanilla_greedy": 0.5})
+    t.log_history([(3, {"eval/math (hard)/greedy": 0.25})], stage="evaluate")
+    assert t.enabled
+    t.finish()
+    run = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path)).get_run(t.stage_runs["evaluate"])
+    assert run.data.metrics["gsm8k_math_vanilla_greedy"] == 0.5 and run.data.metrics["eval/math _hard_/greedy"] == 0.25
+    assert metric_key("heldout:reachable_saerl_greedy") == "heldout:reachable_saerl_greedy"
