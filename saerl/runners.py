@@ -502,7 +502,7 @@ def format_steps(stt: pl.DataFrame) -> str:
             steps += " (at the target from the start)"
         ratio = "" if r["ratio"] is None else f"  ratio {r['ratio']:.2f}x{format_ratio_interval(r)}"
         if r.get("mean_prompts") is not None:
-            ratio += f"; {r['mean_prompts']:.0f} prompts generated for"
+            ratio += f"; rollouts for {r['mean_prompts']:.0f} prompts by then"
             ratio += "" if r.get("prompts_ratio") is None else f" ({r['prompts_ratio']:.2f}x)"
         lines.append(f"  {r['set']:<10} {r['arm']:<12} target {100 * r['target']:.1f}%: {steps} "
                      f"({int(reached.sum())}/{reached.len()} seeds on their own){ratio}")

@@ -54,12 +54,12 @@ def test_format_steps_prints_the_ratio_interval_and_says_when_it_is_noise():
 def test_format_steps_adds_the_prompts_generated_by_then_when_the_table_has_them():
     stt = _stt([("vanilla", 0, 0, 0.10), ("vanilla", 0, 10, 0.20), ("vanilla", 0, 20, 0.30),
                 ("saerl", 0, 0, 0.10), ("saerl", 0, 10, 0.30), ("saerl", 0, 20, 0.30)], "heldout")
-    assert "prompts generated" not in format_steps(stt)
+    assert "rollouts for" not in format_steps(stt)
     costed = stt.with_columns(mean_prompts=pl.when(pl.col("arm") == "saerl").then(150.0).otherwise(600.0),
                               prompts_ratio=pl.when(pl.col("arm") == "saerl").then(0.25).otherwise(1.0))
     lines = {tuple(line.split()[:2]): line for line in format_steps(costed).splitlines()[1:]}
-    assert lines[("heldout", "saerl")].endswith("ratio 0.50x; 150 prompts generated for (0.25x)")
-    assert lines[("heldout", "vanilla")].endswith("600 prompts generated for (1.00x)")
+    assert lines[("heldout", "saerl")].endswith("ratio 0.50x; rollouts for 150 prompts by then (0.25x)")
+    assert lines[("heldout", "vanilla")].endswith("rollouts for 600 prompts by then (1.00x)")
 
 
 def test_curriculum_counts_the_quality_filter_and_the_difficulty_cap_apart(tmp_path):
