@@ -6,7 +6,8 @@ every split of the world and from each other, so RL never sees a prompt twice wi
 cannot pass by memorising answers), measures held-out accuracy (greedy and mean over k samples at T=1) per
 level, runs vanilla GRPO (a seeded shuffle of the pool, no filtering) under a wall-clock budget, measures
 again, and prints the before/after table. Gains are paired per problem; the standard error is that of the
-mean paired difference. The RESULT line reports the smaller of the two gains (greedy, mean@k) with its SE.
+mean paired difference. The RESULT line reports the more conservative of the two gains (greedy, mean@k):
+the one whose gain - 2 SE is smaller, with its SE.
 
     .venv/bin/python benchmarks/rl_learnability.py            # full: 5 minutes of RL, 1000 held-out problems
     .venv/bin/python benchmarks/rl_learnability.py --quick    # smoke run: 300 problems, k=2, 1 minute of RL

@@ -140,11 +140,14 @@ def concat_batches(parts: list[dict[str, Any]], pad_token_id: int) -> dict[str, 
 
 
 def _merge_values(key: str, values: list[float], rollouts: list[int], clipped: list[float] | None) -> float:
-    """One value for metric `key` from its per-round `values`: min/max of min/max keys; a terminated-length
+    """One value for metric `key` from its per-round `values`: min/max of min/max keys (of terminated lengths,
+    over the rounds that had a terminated rollout: trl logs 0 for a round without one); a terminated-length
     mean weighted by each round's terminated rollouts (rollouts x (1 - clipped ratio)); else weighted by rollouts."""
-    if key.endswith("min_length") or key.endswith("/min") or key.endswith("_min"):
+    if key.endswith(("min_terminated_length", "max_terminated_length")) and clipped is not None:
+        values = [v for v, c in zip(values, clipped, strict=True) if c < 1.0] or [0.0]
+    if key.endswith(("min_length", "min_terminated_length", "/min", "_min")):
         return min(values)
-    if key.endswith("max_length") or key.endswith("/max") or key.endswith("_max"):
+    if key.endswith(("max_length", "max_terminated_length", "/max", "_max")):
         return max(values)
     w = torch.tensor(rollouts, dtype=torch.float64)
     if key.endswith("mean_terminated_length") and clipped is not None:

@@ -147,16 +147,21 @@ def training_order(ids: list[str], order: list[str] | None, n_needed: int, seed:
 
 
 class _TimeLimit(TrainerCallback):
-    """Stop training once `limit_s` seconds of training have passed, and record per-step wall time."""
+    """Stop training once `limit_s` seconds of training have passed, counting the `before` seconds a resumed run's
+    checkpoint had trained, and record the seconds so far at each step end (:attr:`seconds`)."""
 
-    def __init__(self, limit_s: float | None) -> None:
-        self.limit_s, self.start, self.seconds = limit_s, 0.0, 0.0
+    def __init__(self, limit_s: float | None, before: float = 0.0) -> None:
+        self.limit_s, self.before, self.start, self.seconds = limit_s, before, time.time(), before
+
+    def elapsed(self) -> float:
+        """Seconds of training so far: those before the resume plus those since this run began training."""
+        return self.before + time.time() - self.start
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.start = time.time()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        self.seconds = time.time() - self.start
+        self.seconds = self.elapsed()
         if self.limit_s is not None and self.seconds >= self.limit_s:
             control.should_training_stop = True
 
@@ -213,6 +218,7 @@ class EvalCallback(TrainerCallback):
 
 
 CURVE_FILE = "saerl_curve.json"  # the eval rows (and per-problem results) so far, inside each trainer checkpoint
+RUN_FILE = "saerl_run.json"  # the reward's checks and verifier failures and the training seconds so far, likewise
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -330,16 +336,17 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     cfg.eval_every steps and at the end. With cfg.save_every > 0, resumable checkpoints go to `checkpoint_dir`
     (default `<out_dir>/checkpoints`) every cfg.save_every steps (rounded up to whole generation batches,
     :func:`save_period`), and a run that finds one there (it was killed) resumes from the newest: optimizer,
-    scheduler, RNG states, data position and learning curve (and, under DAPO, the prompt stream's cursor and
-    the prompts drawn before). Training runs on `device` (runtime.device, see :func:`grpo_config`).
+    scheduler, RNG states, data position, learning curve, the reward's counts and the training seconds (which
+    `time_limit_s` counts too), and, under DAPO, the prompt stream's cursor and the prompts drawn before. Training runs on `device` (runtime.device, see :func:`grpo_config`).
     The training stream is `order` long enough for whole generation batches (:func:`stream_length`); under DAPO
     also for every round of dynamic sampling (times 1 + cfg.dynamic_sampling_max_rounds), where prompts without
     a reward spread are dropped and the next ones drawn, so the prompts trained on are a subsequence of the stream.
     in: policy folder, prompts, order, config, output folder, prompts per step, seed, optional step/time limits,
     model config (revision, trust_remote_code; None = no remote code);
     out: {model_dir, steps, seconds, log (trl's per-step metrics), order (ids trained on, in order),
-    order_steps (the optimizer step each of them was trained at; under DAPO a step trains on as many prompts
-    as it kept groups, filled groups without a reward spread are not in the order),
+    order_steps (the first optimizer step of the generation batch each was generated for: trl spreads a
+    generation batch's rollouts over its steps_per_generation steps; under DAPO a generation batch trains on as
+    many prompts as it kept groups, filled groups without a reward spread are not in the order),
     curve (eval rows: step, set, greedy, n, seconds, failures), curve_problems (the same per problem: step,
     set, id, correct), resumed_from (step, or None), reward_checks, verifier_failures}."""
     from saerl.policy_lm import load_policy, save_tokenizer
@@ -361,7 +368,6 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         "answer": [str(r["answer"]) for r in rows],
         "id": [r["id"] for r in rows],
     })
-    timer = _TimeLimit(time_limit_s)
     evals = EvalCallback(eval_sets or {}, tok, cfg.eval_every, eval_max_new_tokens or cfg.max_completion_length,
                          eval_batch, cfg.verify_timeout_s)
     ckpt_dir = Path(checkpoint_dir or Path(out_dir) / "checkpoints")
@@ -372,7 +378,10 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         evals.rows, evals.problems = saved.get("rows", []), saved.get("problems", [])
         evals.last_step = max((r["step"] for r in evals.rows), default=-1)
         log.info("resuming training from %s", resume)
+    so_far = json.loads((resume / RUN_FILE).read_text()) if resume is not None and (resume / RUN_FILE).exists() else {}
+    timer = _TimeLimit(time_limit_s, float(so_far.get("seconds", 0.0)))
     reward = CorrectnessReward(cfg.verify_timeout_s)
+    reward.checked, reward.failures = int(so_far.get("reward_checks", 0)), int(so_far.get("verifier_failures", 0))
     rewards = [reward, *([format_reward] if cfg.format_reward > 0 else []), *(extra_rewards or [])]
     torch.manual_seed(seed)
     cls = _trainer_class()
@@ -383,7 +392,8 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     args = grpo_config(cfg, ckpt_dir, prompts_per_step, steps, seed, device)
     if extra_rewards and args.reward_weights is not None:
         args.reward_weights = [*args.reward_weights, *[1.0] * len(extra_rewards)]
-    saving = CurveCheckpoint(evals, ckpt_dir)
+    saving = CurveCheckpoint(evals, ckpt_dir, {RUN_FILE: lambda: {
+        "reward_checks": reward.checked, "verifier_failures": reward.failures, "seconds": timer.elapsed()}})
     trainer = cls(model=model, reward_funcs=rewards, args=args, train_dataset=data, processing_class=tok,
                   callbacks=[timer, evals, saving, *(callbacks or [])])
     if dapo:
@@ -395,8 +405,10 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     done = trainer.state.global_step
     if dapo:
         drawn = [(seq[i], step) for i, spread, step in trainer.dynamic_sampling_drawn if spread]
-    else:
-        drawn = [(i, n // prompts_per_step + 1) for n, i in enumerate(seq[: done * prompts_per_step])]
+    else:  # whole generation batches: a run stopped inside one had generated for all its prompts
+        per_gen = prompts_per_step * cfg.steps_per_generation
+        generated = -(-done // cfg.steps_per_generation) * per_gen
+        drawn = [(i, n // per_gen * cfg.steps_per_generation + 1) for n, i in enumerate(seq[:generated])]
     return {"model_dir": str(out), "steps": done, "seconds": round(timer.seconds, 1),
             "log": [h for h in trainer.state.log_history if "loss" in h or "reward" in h],
             "order": [i for i, _ in drawn], "order_steps": [step for _, step in drawn], "curve": evals.rows, "curve_problems": evals.problems,

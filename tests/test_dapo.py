@@ -120,6 +120,19 @@ def test_merge_round_metrics_weights_rounds_by_rollouts():
     assert one == {"reward": [0.25]}  # one round: trl's entry stands
 
 
+def test_merge_round_metrics_takes_min_and_max_of_terminated_lengths():
+    """The terminated-length min/max of a refilled step are the min/max over its rounds (not a weighted mean of
+    them); a round in which every rollout was cut logs trl's placeholder 0 and is left out."""
+    metrics = {"completions/min_terminated_length": [4.0, 6.0, 0.0], "completions/max_terminated_length": [5.0, 9.0, 0.0],
+               "completions/clipped_ratio": [0.5, 0.0, 1.0]}
+    dapo.merge_round_metrics(metrics, {}, [4, 2, 2], torch.zeros(8, 1), torch.ones(1), ["correct"])
+    assert metrics["completions/min_terminated_length"] == [4.0]
+    assert metrics["completions/max_terminated_length"] == [9.0]
+    none = {"completions/min_terminated_length": [0.0, 0.0], "completions/clipped_ratio": [1.0, 1.0]}
+    dapo.merge_round_metrics(none, {}, [2, 2], torch.zeros(4, 1), torch.ones(1), ["correct"])
+    assert none["completions/min_terminated_length"] == [0.0]
+
+
 def test_dynamic_sampling_gives_up_after_max_rounds_and_fills(tmp_path):
     base = _trainer_class()
     calls, losses, logs, _ = run(dynamic_sampling_trainer(base, max_rounds=1), ["flat"] * 8, tmp_path, steps=1)

@@ -387,3 +387,72 @@ def test_resume_inside_a_generation_batch_generates_each_batch_once(tiny_tb, tmp
         train(tmp_path / "k", [Killed()])
     resumed, run = train(tmp_path / "k")
     assert run["resumed_from"] == 4 and resumed == [order[8:12]]
+
+
+@pytest.fixture(scope="module")
+def tiny_policy_dir(tmp_path_factory):
+    """A saved 1-layer policy with the word-level tokenizer of tests/tiny.py, and prompts it can read."""
+    from tiny import tiny_model, tiny_tokenizer
+
+    root = tmp_path_factory.mktemp("policy")
+    tok = tiny_tokenizer()
+    tiny_model(tok, "llama", seed=0, hidden=16).save_pretrained(root)
+    tok.save_pretrained(root)
+    prompts = pl.DataFrame({"id": [f"p{i:02d}" for i in range(40)],
+                            "prompt": [f"what is {i % 10} + {i // 10} ?" for i in range(40)],
+                            "answer": [str(i % 10 + i // 10) for i in range(40)]})
+    return root, prompts
+
+
+def test_order_steps_name_the_generation_batch_each_prompt_was_generated_for(tiny_policy_dir, tmp_path,
+                                                                              one_torch_thread):
+    """steps_per_generation 2: trl generates for steps 1-2 at step 1 and spreads the rollouts over both steps, so
+    the prompts generated then are recorded at step 1 (as DAPO records them), not half at step 2; a run stopped
+    inside a generation batch (3 steps) generated for all of its prompts."""
+    policy, prompts = tiny_policy_dir
+    generated: list[str] = []
+
+    def record(completions, id, **_):  # noqa: A002 - trl passes dataset columns by name
+        generated.extend(id[::2])
+        return [0.0] * len(completions)
+
+    cfg = TrainConfig(num_generations=2, max_completion_length=3, max_steps=3, steps_per_generation=2)
+    run = train_grpo(policy, prompts, prompts["id"].to_list(), cfg, tmp_path / "rl", prompts_per_step=2, seed=0,
+                     extra_rewards=[record])
+    assert run["steps"] == 3 and run["order"] == generated == [f"p{i:02d}" for i in range(8)]
+    assert run["order_steps"] == [1, 1, 1, 1, 3, 3, 3, 3]
+
+
+def test_resumed_run_keeps_its_reward_counts_and_training_seconds(tiny_policy_dir, tmp_path, one_torch_thread):
+    """A run resumed from a checkpoint reports the verifier checks and failures of the whole run, not only those
+    after the resume, and its time limit counts the seconds trained before the kill."""
+    from transformers import TrainerCallback
+
+    from saerl.rl import RUN_FILE
+
+    policy, prompts = tiny_policy_dir
+
+    class Killed(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            raise KeyboardInterrupt
+
+    def train(folder, callbacks=(), time_limit_s=None):
+        cfg = TrainConfig(num_generations=2, max_completion_length=3, max_steps=4, save_every=2, keep_checkpoints=5)
+        return train_grpo(policy, prompts, None, cfg, folder / "policy", prompts_per_step=2, seed=0,
+                          checkpoint_dir=folder / "ck", callbacks=list(callbacks), time_limit_s=time_limit_s)
+
+    fresh = train(tmp_path / "f")
+    assert fresh["reward_checks"] == 4 * 2 * 2
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "k", [Killed()])
+    saved = json.loads((tmp_path / "k" / "ck" / "checkpoint-2" / RUN_FILE).read_text())
+    assert saved["reward_checks"] == 2 * 2 * 2 and saved["verifier_failures"] == 0 and saved["seconds"] > 0
+    resumed = train(tmp_path / "k")
+    assert resumed["resumed_from"] == 2 and resumed["reward_checks"] == fresh["reward_checks"]
+    assert resumed["seconds"] >= round(saved["seconds"], 1)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "t", [Killed()])
+    run_file = tmp_path / "t" / "ck" / "checkpoint-2" / RUN_FILE
+    run_file.write_text(json.dumps({**json.loads(run_file.read_text()), "seconds": 1000.0}))
+    limited = train(tmp_path / "t", time_limit_s=500.0)  # the budget was spent before the kill: one step, then stop
+    assert limited["resumed_from"] == 2 and limited["steps"] == 3 and limited["seconds"] >= 1000
