@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,24 @@ def fan_out(args: dict[str, Any], n_shards: int) -> None:
     say(f"[{args['stage']}] {sum(map(len, shards))} chunks computed in {len(shards)} shards")
 
 
+def build_sharded(store: ArtifactStore, args: dict[str, Any], n_shards: int, start: Callable[[], Any]) -> Any:
+    """Build a sharded stage on Dask under its key's build lock, which this process holds from before the shards
+    until its stage task has published the artifact. A second flow building the same key meanwhile (two children
+    of a sweep sharing an extraction, another run on the root) waits here and then finds the artifact published;
+    without the lock it laid the store out again under the first flow's shards, computed every chunk a second
+    time, and its shards wrote into a folder the first flow's stage task had already renamed into place. The
+    stage task, started by `start()` (with lock_held), builds without taking the lock: waiting for it on a Dask
+    worker would hold a worker the shards need. in: store, stage task arguments, shard count, start;
+    out: the stage task's finished future."""
+    stage, key = args["stage"], args["key"]
+    with store.lock(stage, key):
+        if not store.is_complete(stage, key):
+            fan_out(args, n_shards)
+        future = start()
+        future.wait()
+    return future
+
+
 def format_levels(metrics: dict[str, float]) -> str:
     """One line of the testbed policy's held-out greedy accuracy per level."""
     levels = sorted(k for k in metrics if k.startswith("greedy_acc_L"))
@@ -69,6 +88,16 @@ def cached_seconds(started: float, state: Any) -> float:
     includes verifying the stored artifact) to its Cached state. The cached result is the one persisted when the
     artifact was built, whose seconds are that build's. in: submission time, the task run's final state."""
     return round(max(0.0, state.timestamp.timestamp() - started), 3)
+
+
+def run_seconds(run: dict[str, Any], state: Any, result: dict[str, Any]) -> float:
+    """Seconds one stage run took, for its record: a Prefect cache hit's own (:func:`cached_seconds`); a stage
+    fanned out on Dask from its submission to its task's end, since its task only publishes what the shards
+    computed (its own seconds said 0.1 s for a whole extraction); else its task's. in: what submit returned
+    (started, fanned), the task run's final state, its result."""
+    if state.name == "Cached" or run["fanned"]:
+        return cached_seconds(run["started"], state)
+    return result["seconds"]
 
 
 @flow(name="saerl-pipeline")
@@ -95,12 +124,15 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
             note = f"computed: stored artifact failed verification ({'; '.join(store.problems(stage, key))[:300]})"
         args = {"stage": stage, "key": key, "root": str(root), "config": cfg.model_dump(mode="json"),
                 "upstream": {u: asdict(r) for u, r in upstream.items()}}
-        if refresh and stage in SHARDED and cfg.runtime.task_runner == "dask":
-            fan_out(args, cfg.runtime.workers)
-        opts = stage_options(stage, root, refresh) | {"task_run_name": name}
-        future = stage_task.with_options(**opts).submit(**args, variant=variant)
+        task = stage_task.with_options(**stage_options(stage, root, refresh) | {"task_run_name": name})
+        fanned = refresh and stage in SHARDED and cfg.runtime.task_runner == "dask"
+        if fanned:
+            future = build_sharded(store, args, cfg.runtime.workers,
+                                   lambda: task.submit(**args, variant=variant, lock_held=True))
+        else:
+            future = task.submit(**args, variant=variant)
         return {"stage": stage, "name": name, "key": key, "keys": keys, "note": note, "future": future,
-                "started": started}
+                "started": started, "fanned": fanned}
 
     def finish(run: dict[str, Any]) -> None:
         """Wait for a submitted stage run, record it (run record, terminal, MLflow)."""
@@ -110,7 +142,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
         state = future.state
         result = state.result()
         computed = bool(result["computed"]) and state.name != "Cached"
-        seconds = cached_seconds(run["started"], state) if state.name == "Cached" else result["seconds"]
+        seconds = run_seconds(run, state, result)
         ref = refs[name] = stored_ref(store, stage, key)
         sl = stage_slice(cfg, stage)
         rec = StageRecord(stage=name, key=key, status="computed" if computed else "cached",
@@ -227,8 +259,10 @@ def drop_pending_events() -> int:
 @flow(name="saerl-pipeline-from-file")
 def pipeline_from_file(config_path: str = "configs/demo.yaml", overrides: list[str] | None = None,
                        until: str | None = None) -> dict[str, Any]:
-    """Deployment entry point: load a YAML config (+ dotted overrides) and run the pipeline as a subflow."""
+    """Deployment entry point: load a YAML config (+ dotted overrides) and run the pipeline as a subflow on the
+    task runner the config asks for (runtime.task_runner, runtime.workers), as `saerl run` does."""
+    from flows.runner import task_runner
     from saerl.config import load_config
 
     cfg = load_config(config_path, overrides or [])
-    return pipeline_flow(config=cfg.model_dump(mode="json"), until=until)
+    return pipeline_flow.with_options(task_runner=task_runner(cfg))(config=cfg.model_dump(mode="json"), until=until)

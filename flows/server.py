@@ -2,7 +2,8 @@
 
 Without an API URL every Prefect process starts its own temporary server (seconds each, and one per Dask
 worker). The CLI therefore starts one `prefect server start` on loopback before importing any flow, points
-`PREFECT_API_URL` at it, keeps `PREFECT_HOME` under the artifact root and turns telemetry off.
+`PREFECT_API_URL` at it, keeps `PREFECT_HOME` under the artifact root and turns telemetry off. The server
+stops when the block ends, and on Linux also when the run that started it is killed (LAUNCHER).
 """
 
 from __future__ import annotations
@@ -21,6 +22,20 @@ from pathlib import Path
 log = logging.getLogger("saerl.server")
 STARTUP_TIMEOUT_S = 90.0
 POLL_S = 0.25
+# Runs in the server's process, then becomes `prefect server start` (exec keeps the pid): on Linux it asks the kernel
+# for SIGTERM when the process that started it dies, since a run killed by SIGTERM or SIGKILL never reaches the
+# `finally` that stops the server (started in a session of its own, it would outlive the run); a starter already
+# gone means exit at once. Without prctl (not Linux) only that `finally` stops the server.
+# argv: the starter's pid, then the server command.
+LAUNCHER = """import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(0)
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
 
 
 def prefect_env(root: Path) -> dict[str, str]:
@@ -89,8 +104,8 @@ def prefect_server(root: Path, api_url: str | None = None) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     logfile = Path(os.environ["PREFECT_HOME"]) / "server.log"
-    cmd = [prefect_executable(), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off",
-           "--no-ui", "--no-scheduler", "--no-late-runs"]
+    cmd = [sys.executable, "-c", LAUNCHER, str(os.getpid()), prefect_executable(), "server", "start", "--host",
+           "127.0.0.1", "--port", str(port), "--analytics-off", "--no-ui", "--no-scheduler", "--no-late-runs"]
     with open(logfile, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ),
                                 start_new_session=True)

@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -290,15 +290,18 @@ class ArtifactStore:
         self.publish(stage, key, build, manifest)
 
     def ensure(
-        self, stage: str, key: str, compute: Callable[[Build], None], manifest: dict[str, Any] | None = None
+        self, stage: str, key: str, compute: Callable[[Build], None], manifest: dict[str, Any] | None = None,
+        take_lock: bool = True,
     ) -> tuple[ArtifactRef, bool]:
         """Return (ref, computed): reuse a verified artifact, or build it with `compute(build)` under a lock.
 
-        A corrupt stored artifact is rebuilt. `computed` is False when the artifact was reused.
+        A corrupt stored artifact is rebuilt. `computed` is False when the artifact was reused. With
+        take_lock=False the caller holds the key's lock for this call (another process may: a flow fanning a
+        sharded stage out holds it for its stage task).
         """
         if self.is_complete(stage, key):
             return self.open(stage, key), False
-        with self.lock(stage, key):
+        with self.lock(stage, key) if take_lock else nullcontext():
             if self.is_complete(stage, key):  # another process finished it while we waited
                 return self.open(stage, key), False
             with self.build(stage, key, manifest) as b:

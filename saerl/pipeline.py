@@ -99,23 +99,29 @@ def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple
 
 def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
     """plan(cfg, until), refusing a run that would fail at its last stage, before hours of extraction and
-    training: evaluate with no held-out set (data other than the testbed's and no eval.sets). Every entry point
+    training: evaluate with no held-out set (data other than the testbed's and no eval.sets), train or evaluate
+    with an eval.sets file that does not exist (their keys hash it). Every entry point
     that runs stages calls it (CLI, flows, sweeps, run_all). in: config, last stage; out: the plan."""
     stages = plan(cfg, until)
     if any(s == "evaluate" for s, _ in stages) and cfg.data.source != "testbed" and not cfg.eval.sets:
         raise ValueError(NO_HELD_OUT)
+    if any(s in ("train", "evaluate") for s, _ in stages):  # their keys hash the held-out files
+        for name, path in cfg.eval.sets.items():
+            if not Path(path).expanduser().exists():
+                raise FileNotFoundError(f"held-out set {path} does not exist (check eval.sets.{name})")
     return stages
 
 
-def hash_path(path: Path) -> str:
-    """Content hash of a data file or folder (every file, sorted), so edited data reruns ingest."""
+def hash_path(path: Path, field: str = "data.path") -> str:
+    """Content hash of a data file or folder (every file, sorted), so edited data reruns ingest; `field` is the
+    config field that names it (said when it is missing)."""
     from saerl.config import stable_hash
 
     if path.is_dir():
         return stable_hash({p.relative_to(path).as_posix(): file_sha256(p)
                             for p in sorted(path.rglob("*")) if p.is_file()})
     if not path.exists():
-        raise FileNotFoundError(f"data file {path} does not exist (check data.path)")
+        raise FileNotFoundError(f"data file {path} does not exist (check {field})")
     return file_sha256(path)[:16]
 
 
@@ -156,7 +162,7 @@ def input_keys(cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef]
         keys["file"] = hash_path(f)
     if stage in ("train", "evaluate"):
         for name, path in sorted(cfg.eval.sets.items()):
-            keys[f"evalset:{name}"] = hash_path(Path(path).expanduser())
+            keys[f"evalset:{name}"] = hash_path(Path(path).expanduser(), f"eval.sets.{name}")
     for k, v in (variant or {}).items():
         keys[k] = str(v)
     return keys
@@ -203,9 +209,10 @@ def set_threads(cfg: PipelineConfig) -> None:
 
 
 def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef],
-              key: str | None = None, variant: dict[str, Any] | None = None) -> StageResult:
+              key: str | None = None, variant: dict[str, Any] | None = None, take_lock: bool = True) -> StageResult:
     """Build or reuse `stage`'s artifact for `cfg` given its upstream artifacts (and, for train, the
-    variant {arm, seed} of the run)."""
+    variant {arm, seed} of the run); take_lock=False when the caller holds the key's build lock for it
+    (ArtifactStore.ensure)."""
     set_threads(cfg)
     upstream = variant_upstream(stage, upstream, variant)
     keys = input_keys(cfg, stage, upstream, variant)
@@ -218,7 +225,7 @@ def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
         build.note(metrics=metrics)
 
     manifest = {"code_version": STAGES[stage].version, "inputs": keys, "config": stage_slice(cfg, stage)}
-    ref, computed = store.ensure(stage, key, compute, manifest)
+    ref, computed = store.ensure(stage, key, compute, manifest, take_lock=take_lock)
     if not computed:
         metrics = ref.manifest().get("metrics", {})
     return StageResult(ref, computed, round(time.time() - started, 3), metrics)
@@ -267,7 +274,8 @@ SHARDED = ("extract", "encode")
 
 def prepare_shards(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef],
                    key: str, n_shards: int) -> list[list[int]]:
-    """Lay out a sharded stage's Zarr store in its partial folder (one process, before any shard runs) and
+    """Lay out a sharded stage's Zarr store in its partial folder (one process, before any shard runs, while the
+    flow holds the key's build lock until the stage's own run has published: flows.pipeline.build_sharded) and
     split its unfinished chunks round-robin into at most `n_shards` lists of chunk ids. A chunk is finished
     when the chunk log records it with the store's fingerprint, as the shards themselves decide: a record
     left from a replaced store (another dtype, other weights) is work for a shard, not for the final run."""

@@ -349,7 +349,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     many prompts as it kept groups, filled groups without a reward spread are not in the order),
     curve (eval rows: step, set, greedy, n, seconds, failures), curve_problems (the same per problem: step,
     set, id, correct), resumed_from (step, or None), reward_checks, verifier_failures}."""
-    from saerl.policy_lm import load_policy, save_tokenizer
+    from saerl.policy_lm import load_policy
 
     steps = max_steps or cfg.max_steps
     model, tok = load_policy(model_dir, model_cfg)
@@ -401,7 +401,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     out = Path(out_dir)
     trainer.model.save_pretrained(out)
-    save_tokenizer(tok, out)
+    tok.save_pretrained(out)  # the policy's own tokenizer class and settings, as loaded
     done = trainer.state.global_step
     if dapo:
         drawn = [(seq[i], step) for i, spread, step in trainer.dynamic_sampling_drawn if spread]

@@ -199,7 +199,8 @@ def write_score_plots(X: object, ids: list[str], prompts: pl.DataFrame, scores: 
 def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
     """Curriculum: the SAERL order (quality-filtered, capped at curriculum.max_difficulty_quantile, cluster-first,
     easy to hard), the vanilla arm's shuffle and the ablation arms' orders (order_only: the same order without
-    the quality filter; filter_only: the SAERL order's prompts in a seeded shuffle). out: metrics, among them
+    the quality filter; filter_only: the prompts the quality filter keeps, with no order and no difficulty cap,
+    in a seeded shuffle). out: metrics, among them
     filtered (prompts the quality filter removed) and out_of_reach (prompts the difficulty cap left out)."""
     from saerl.curriculum import build_order, quality_pool, vanilla_order
 
@@ -213,7 +214,8 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     # ablation arms: the SAERL order without the quality filter, and the filter without the order
     build_order(scores, c.model_copy(update={"filter_quality": False}), cfg.score.quality_threshold,
                 c.seed).write_parquet(build.path / ARM_ORDERS["order_only"])
-    kept_ids = sorted(order["id"].unique().to_list())
+    filtered_pool = quality_pool(scores, c.model_copy(update={"filter_quality": True}), cfg.score.quality_threshold)
+    kept_ids = sorted(filtered_pool["id"].cast(pl.String).unique().to_list())  # the filter alone: no difficulty cap
     vanilla_order(kept_ids, c.epochs, c.seed, c.batch_size).write_parquet(build.path / ARM_ORDERS["filter_only"])
     from saerl.plots import curriculum_difficulty
 

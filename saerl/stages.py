@@ -62,7 +62,7 @@ STAGES: dict[str, Stage] = {
              "score.ood_topic_fraction", "score.baselines", "score.text_max_features"),
             ("ingest", "extract", "encode", "label"), "clusters, difficulty_hat, quality_hat per prompt",
         ),
-        Stage("curriculum", "1", ("curriculum", "score.quality_threshold"), ("score",), "order.parquet"),
+        Stage("curriculum", "2", ("curriculum", "score.quality_threshold"), ("score",), "order.parquet"),
         Stage(
             "train", "6",
             ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.num_generations",

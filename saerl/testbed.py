@@ -339,7 +339,8 @@ def apply_defect(rng: random.Random, kind: str, p: Problem, other: Problem) -> t
         return p.prompt, str(slip(rng, int(p.answer)))
     if kind == "missing_info":
         needed = {v for v in p.key if isinstance(v, int)}  # a distractor's number is not in the content key
-        idx = [i for i, w in enumerate(words) if w.lstrip("-").isdigit() and int(w) in needed]
+        idx = [i for i, w in enumerate(words)
+               if w.lstrip("-").isdigit() and int(w) in needed and not _distractor_number(words, i, p)]
         idx = idx or [i for i, w in enumerate(words) if w.lstrip("-").isdigit()]
         # one vague term leaves a sequence's rule readable from the others: keep only its first term
         for i in (idx[1:] if p.topic == "sequence" else [rng.choice(idx)]):
@@ -365,25 +366,34 @@ def apply_defect(rng: random.Random, kind: str, p: Problem, other: Problem) -> t
     raise ValueError(f"unknown defect kind {kind!r}; expected one of {DEFECTS}")
 
 
+def _distractor_number(words: list[str], i: int, p: Problem) -> bool:
+    """Whether word `i` of story `p` is the number of its distractor ("<friend> has <n> <objects> ."), which can
+    equal a number the answer needs: only the story's subject (p.key[1]) "has" a number the answer reads."""
+    return p.topic == "word" and i >= 2 and words[i - 1] == "has" and words[i - 2] != p.key[1]
+
+
 # ---------------------------------------------------------------------------------------------- splits
 
 MAX_MISSES = 3000  # consecutive draws of a (topic, level) cell that hit taken content before it counts as exhausted
+POOL_REMEDY = "lower testbed.n_pool / testbed.n_eval or move testbed.pool_level_mix towards higher levels"
+PRETRAIN_REMEDY = ("the pool and eval splits hold all of it at the corpus's levels: lower testbed.n_pool / "
+                   "testbed.n_eval or move testbed.pretrain_level_mix towards higher levels")
+FRESH_REMEDY = "ask for fewer fresh problems or move their level mix towards higher levels"
 
 
 def _draw(cfg: TestbedConfig, rng: random.Random, mix: list[float], n: int, slip: list[float] | None,
-          taken: set[tuple], unique: bool = True) -> list[Problem]:
+          taken: set[tuple], unique: bool = True, remedy: str = POOL_REMEDY) -> list[Problem]:
     """n problems whose content keys are not in `taken`; topics uniform, levels by `mix`. With `unique` (pool,
     eval) every key is new and joins `taken`; without it (the pretraining corpus) keys may repeat inside the
     draw, as in a real corpus, but never come from `taken`. A (topic, level) cell whose content runs out
     (small level-1 spaces) is dropped from the draw and the others fill the rest; if every cell runs out the
-    error says how to fix the sizes."""
+    error says how to fix the sizes (`remedy`: the settings of this draw)."""
     out: list[Problem] = []
     cells = {(t, lv): w for t in cfg.topics for lv, w in enumerate(mix, start=1) if w > 0}
     misses: dict[tuple[str, int], int] = {}
     while len(out) < n:
         if not cells:
-            raise ValueError(f"the world has run out of distinct content after {len(out)} of {n} problems: lower "
-                             "testbed.n_pool / testbed.n_eval or move pool_level_mix towards higher levels")
+            raise ValueError(f"the world has run out of distinct content after {len(out)} of {n} problems: {remedy}")
         keys = list(cells)
         topic, level = rng.choices(keys, weights=[cells[k] for k in keys])[0]
         p = make_problem(rng.getrandbits(48), topic, level, slip[level - 1] if slip else 0.0)
@@ -423,16 +433,28 @@ def _frame(problems: list[Problem], split: str, prompts: list[str] | None = None
     })
 
 
+def defect_counts(n_bad: int, shares: dict[str, float]) -> tuple[list[str], list[int]]:
+    """How many pool rows carry each defect kind: `n_bad` split in proportion to `shares` by largest remainder
+    (ties: the kind first in sorted order), so the counts sum to exactly n_bad (rounding each kind on its own
+    could exceed the pool, or miss defect_share). Kinds are sorted: the config's key sorts the mapping, so the
+    world must not see its order. in: number of defective rows, {kind: relative share}; out: (kinds, counts)."""
+    kinds = sorted(shares)
+    exact = [n_bad * shares[k] / sum(shares.values()) for k in kinds]
+    counts = [int(e) for e in exact]
+    by_rest = sorted(range(len(kinds)), key=lambda i: (counts[i] - exact[i], i))
+    for i in by_rest[: n_bad - sum(counts)]:
+        counts[i] += 1
+    return kinds, counts
+
+
 def generate_world(cfg: TestbedConfig) -> dict[str, pl.DataFrame]:
     """The three splits {pretrain, pool, eval} as ingest-format frames, a pure function of `cfg`."""
     rng = random.Random(cfg.seed)
     taken: set[tuple] = set()
     pool = _draw(cfg, rng, cfg.pool_level_mix, cfg.n_pool, None, taken)
     evl = _draw(cfg, rng, cfg.pool_level_mix, cfg.n_eval, None, taken)
-    pre = _draw(cfg, rng, cfg.pretrain_level_mix, cfg.n_pretrain, cfg.pretrain_slip, taken, unique=False)
-    n_bad = round(cfg.defect_share * cfg.n_pool)
-    kinds = sorted(cfg.defect_kinds)  # the config's key sorts the mapping, so the world must not see its order
-    counts = [round(n_bad * cfg.defect_kinds[k] / sum(cfg.defect_kinds.values())) for k in kinds]
+    pre = _draw(cfg, rng, cfg.pretrain_level_mix, cfg.n_pretrain, cfg.pretrain_slip, taken, False, PRETRAIN_REMEDY)
+    kinds, counts = defect_counts(round(cfg.defect_share * cfg.n_pool), cfg.defect_kinds)
     bad_idx = rng.sample(range(cfg.n_pool), sum(counts))
     defects = ["none"] * cfg.n_pool
     for i, kind in zip(bad_idx, [k for k, c in zip(kinds, counts, strict=True) for _ in range(c)], strict=True):
@@ -461,7 +483,7 @@ def fresh_problems(cfg: TestbedConfig, world: dict[str, pl.DataFrame], n: int, l
     taken = set() if exclude is None else exclude
     for df in world.values():
         taken |= {_content_key(c) for c in df["content"].to_list()}
-    problems = _draw(cfg, random.Random(seed), level_mix, n, None, taken)
+    problems = _draw(cfg, random.Random(seed), level_mix, n, None, taken, remedy=FRESH_REMEDY)
     return _frame(problems, f"fresh{seed}")
 
 

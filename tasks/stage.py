@@ -33,13 +33,14 @@ def artifact_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> s
 
 
 @task(cache_key_fn=artifact_cache_key, persist_result=True, retries=0)
-def stage_task(stage: str, key: str, root: str, config: dict[str, Any],
-               upstream: dict[str, dict[str, str]], variant: dict[str, Any] | None = None) -> dict[str, Any]:
+def stage_task(stage: str, key: str, root: str, config: dict[str, Any], upstream: dict[str, dict[str, str]],
+               variant: dict[str, Any] | None = None, lock_held: bool = False) -> dict[str, Any]:
     """Build or reuse one stage's artifact (for train: one {arm, seed} run); returns its reference and
-    metrics as a small dict."""
+    metrics as a small dict. lock_held: the flow holds the key's build lock for this task (a sharded stage it
+    fanned out), so the task builds without taking it."""
     cfg = build_config(config)
     refs = to_refs(upstream)
-    return run_stage(ArtifactStore(root), cfg, stage, refs, key=key, variant=variant).to_json()
+    return run_stage(ArtifactStore(root), cfg, stage, refs, key=key, variant=variant, take_lock=not lock_held).to_json()
 
 
 def stage_options(stage: str, root: Path, refresh: bool) -> dict[str, Any]:

@@ -58,3 +58,92 @@ def test_drop_pending_events_empties_the_event_queues_and_keeps_the_stop_signal(
     assert worker._queue.get_nowait() is None and worker._queue.empty()
     assert worker._context_cache == {}, "a dropped event's saved context is released"
     assert drop_pending_events() == 0
+
+
+def test_the_deployment_entry_runs_the_pipeline_on_the_configs_task_runner(monkeypatch):
+    """pipeline_from_file (the scheduled deployment) ran its subflow on Prefect's default thread pool whatever
+    runtime.task_runner said: a Dask config fanned its shards and training runs out as threads of one process."""
+    import flows.pipeline as fp
+
+    calls = []
+
+    class Flow:
+        def __init__(self, runner=None):
+            self.runner = runner
+
+        def with_options(self, task_runner=None, **_):
+            return Flow(task_runner)
+
+        def __call__(self, config, until=None):
+            calls.append((self.runner, config["runtime"]["task_runner"], until))
+            return {}
+
+    monkeypatch.setattr(fp, "pipeline_flow", Flow())
+    fp.pipeline_from_file.fn(str(SMOKE), ["runtime.task_runner=dask", "runtime.workers=3"], until="extract")
+    fp.pipeline_from_file.fn(str(SMOKE), ["runtime.task_runner=local", "runtime.workers=3"])
+    (dask, _, until), (local, _, _) = calls
+    assert type(dask).__name__ == "DaskTaskRunner" and dask.cluster_kwargs["n_workers"] == 3 and until == "extract"
+    assert type(local).__name__ == "ThreadPoolTaskRunner" and local._max_workers == 3
+
+
+def test_two_flows_fanning_out_one_key_take_turns_and_the_second_fans_out_nothing(tmp_path, monkeypatch):
+    """Two Dask flows building one sharded key at once (a sweep's children that share an extraction, two runs on
+    one root) both laid its store out and sent shards into the same partial folder, the second's shards writing
+    on after the first had published it. build_sharded holds the key's build lock (which `saerl gc` sees) from the
+    fan-out until the stage task published: the second waits, finds the artifact, and fans out nothing."""
+    import threading
+
+    import flows.pipeline as fp
+    from saerl.artifacts import ArtifactStore
+    from saerl.gc import try_lock
+
+    store, args = ArtifactStore(tmp_path), {"stage": "extract", "key": "k"}
+    fanned, computed, active = [], [], []
+
+    def fan_out(a, n_shards):
+        with try_lock(tmp_path, "extract", "k") as free:
+            assert not free, "the build lock is free while shards write into the partial folder"
+        active.append(a)
+        assert len(active) == 1, "two fan-outs of one key at once"
+        time.sleep(0.3)
+        fanned.append(a)
+        active.remove(a)
+
+    def start():  # the stage task: publishes what the shards computed, under the flow's lock
+        _, done = store.ensure("extract", "k", lambda b: (b.path / "x.bin").write_bytes(b"x"), take_lock=False)
+        computed.append(done)
+        return SimpleNamespace(wait=lambda: None)
+
+    monkeypatch.setattr(fp, "fan_out", fan_out)
+    errors = []
+
+    def flow():
+        try:
+            fp.build_sharded(store, args, 2, start)
+        except AssertionError as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=flow) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(fanned) == 1 and sorted(computed) == [False, True]
+    assert store.is_complete("extract", "k")
+
+
+def test_a_stage_fanned_out_on_dask_records_its_shards_time_not_only_its_publishing():
+    """A sharded stage's task only publishes what its shards computed: its own seconds (0.1 s for a whole
+    extraction) were the run record's. Its record now spans submission to the task's end."""
+    from datetime import UTC, datetime
+
+    from flows.pipeline import run_seconds
+
+    started = time.time() - 30.0
+    done = SimpleNamespace(name="Completed", timestamp=datetime.now(UTC))
+    result = {"seconds": 0.1}
+    assert run_seconds({"started": started, "fanned": True}, done, result) >= 30.0
+    assert run_seconds({"started": started, "fanned": False}, done, result) == 0.1
+    assert run_seconds({"started": started, "fanned": False}, SimpleNamespace(name="Cached", timestamp=done.timestamp),
+                       result) >= 30.0

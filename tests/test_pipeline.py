@@ -59,7 +59,20 @@ def test_a_file_without_held_out_sets_is_refused_before_any_stage_that_would_end
         run_all(ArtifactStore(tmp_path), cfg)
     assert not list(tmp_path.iterdir())
     assert dict(check_runnable(cfg, "train"))["train"]  # training alone needs none
-    assert "evaluate" in dict(check_runnable(load_config(CONFIGS / "real-gsm8k.yaml", ["eval.sets={gsm: x.jsonl}"])))
+    held = tmp_path / "x.jsonl"
+    held.write_text('{"question": "1+1?", "answer": "2"}\n')
+    assert "evaluate" in dict(check_runnable(load_config(CONFIGS / "real-gsm8k.yaml", [f"eval.sets={{gsm: {held}}}"])))
+
+
+def test_a_missing_held_out_file_is_refused_before_any_stage_naming_its_field(tmp_path):
+    """A mistyped eval.sets path failed only at the first training run (after ingest, extraction, scoring), and
+    its message said to check data.path."""
+    cfg = load_config(CONFIGS / "real-gsm8k.yaml", [f"eval.sets={{gsm: {tmp_path / 'nope.jsonl'}}}"])
+    with pytest.raises(FileNotFoundError, match=r"check eval\.sets\.gsm"):
+        check_runnable(cfg)
+    with pytest.raises(FileNotFoundError, match=r"check eval\.sets\.gsm"):
+        input_keys(cfg, "train", {})
+    assert dict(check_runnable(cfg, "curriculum"))["curriculum"]  # no stage before training reads it
 
 
 def test_no_difficulty_column_adds_measured_label_stage():

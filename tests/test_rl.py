@@ -456,3 +456,18 @@ def test_resumed_run_keeps_its_reward_counts_and_training_seconds(tiny_policy_di
     run_file.write_text(json.dumps({**json.loads(run_file.read_text()), "seconds": 1000.0}))
     limited = train(tmp_path / "t", time_limit_s=500.0)  # the budget was spent before the kill: one step, then stop
     assert limited["resumed_from"] == 2 and limited["steps"] == 3 and limited["seconds"] >= 1000
+
+
+def test_the_trained_policy_keeps_its_tokenizer_class(tiny_policy_dir, tmp_path, one_torch_thread):
+    """A hub policy's tokenizer (here named Qwen2Tokenizer) is saved with the trained policy as it was loaded,
+    not renamed to the testbed's plain class."""
+    import shutil
+
+    policy, prompts = tiny_policy_dir
+    src = tmp_path / "src"
+    shutil.copytree(policy, src)
+    conf = json.loads((src / "tokenizer_config.json").read_text())
+    (src / "tokenizer_config.json").write_text(json.dumps({**conf, "tokenizer_class": "Qwen2Tokenizer"}))
+    cfg = TrainConfig(num_generations=2, max_completion_length=3, max_steps=1)
+    train_grpo(src, prompts, prompts["id"].to_list(), cfg, tmp_path / "rl", prompts_per_step=2, seed=0)
+    assert json.loads((tmp_path / "rl" / "tokenizer_config.json").read_text())["tokenizer_class"] == "Qwen2Tokenizer"

@@ -191,3 +191,46 @@ def test_missing_info_removes_a_number_the_answer_needs(world):
             assert gone and set(gone) <= needed, (p.prompt, prompt)  # never (only) a distractor's number
             if topic == "sequence":  # one vague term leaves the rule readable: only the first term stays
                 assert sum(numbers[1].values()) == 1, prompt
+
+
+def test_defect_counts_sum_to_the_configured_share():
+    # each kind's count was rounded on its own: 10 of 10 defective rows became 11 (rng.sample crashed), 90 became 91
+    for n_pool, share in ((10, 1.0), (50, 1.0), (600, 0.15), (120, 0.15), (7, 0.5)):
+        cfg = CFG.model_copy(update={"n_pretrain": 10, "n_eval": 5, "n_pool": n_pool, "defect_share": share})
+        pool = generate_world(cfg)["pool"]
+        assert (pool["defect"] != "none").sum() == round(share * n_pool), (n_pool, share)
+
+
+def test_missing_info_never_blanks_a_distractor_whose_number_the_answer_also_needs():
+    import random
+
+    hits = 0
+    for s in range(4000):
+        p = make_problem(s, "word", 4 + s % 2)
+        sentences = p.prompt.split(" . ")
+        distractor = next(t for t in sentences if t.split(" ")[1] == "has" and t.split(" ")[0] != p.key[1])
+        if int(distractor.split(" ")[2]) not in {v for v in p.key if isinstance(v, int)}:
+            continue
+        hits += 1
+        for r in range(20):
+            prompt, _ = apply_defect(random.Random(r), "missing_info", p, p)
+            assert distractor in prompt.split(" . "), (p.prompt, prompt)
+    assert hits > 20
+
+
+def test_running_out_of_content_names_the_settings_of_the_draw_that_ran_out():
+    # the corpus's and fresh_problems' errors named pool_level_mix, which neither draw reads
+    from saerl.testbed import fresh_problems
+
+    n = len({make_problem(s, "arith", 1).key for s in range(6000)})  # every level-1 arith problem (306)
+    level1 = {"topics": ["arith"], "pool_level_mix": [1, 0, 0, 0, 0], "n_pretrain": 20, "n_eval": 20}
+    with pytest.raises(ValueError, match=r"testbed\.pool_level_mix") as err:
+        generate_world(CFG.model_copy(update={**level1, "n_pool": n}))
+    assert "pretrain_level_mix" not in str(err.value)
+    with pytest.raises(ValueError, match=r"testbed\.pretrain_level_mix") as err:
+        generate_world(CFG.model_copy(update={**level1, "n_pool": n - 20, "pretrain_level_mix": [1, 0, 0, 0, 0]}))
+    assert "testbed.pool_level_mix" not in str(err.value)
+    cfg = CFG.model_copy(update={**level1, "n_pool": n - 30})
+    with pytest.raises(ValueError, match="fewer fresh problems") as err:
+        fresh_problems(cfg, generate_world(cfg), 20, [1, 0, 0, 0, 0], seed=5)
+    assert "testbed.pool_level_mix" not in str(err.value)

@@ -1,0 +1,78 @@
+"""The per-run Prefect server (flows.server): it ends with the run that started it, even a run killed by SIGKILL
+(which never reaches the block's `finally`). A stand-in for `prefect server start` (a tiny HTTP server answering
+the health check) keeps this fast."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 120.0
+EXIT_TIMEOUT_S = 15.0
+POLL_S = 0.1
+
+FAKE_SERVER = f"""#!{sys.executable}
+import http.server, os, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", port), Health)
+open(os.environ["FAKE_SERVER_PID"], "w").write(str(os.getpid()))
+server.serve_forever()
+"""
+
+RUN = """import sys, time
+from pathlib import Path
+import flows.server as server
+server.prefect_executable = lambda: sys.argv[2]
+with server.prefect_server(Path(sys.argv[1])):
+    print("up", flush=True)
+    time.sleep(600)
+"""
+
+
+def alive(pid: int) -> bool:
+    """Whether a process runs (a zombie left unreaped by a container's init counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+def test_the_server_ends_when_the_run_that_started_it_is_killed(tmp_path):
+    fake = tmp_path / "prefect"
+    fake.write_text(FAKE_SERVER)
+    fake.chmod(0o755)
+    pid_file = tmp_path / "server.pid"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"FAKE_SERVER_PID": str(pid_file)}
+    run = subprocess.Popen([sys.executable, "-c", RUN, str(tmp_path / "root"), str(fake)], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, text=True)
+    server_pid = None
+    try:
+        assert run.stdout.readline().strip() == "up", "the run never had its server"
+        server_pid = int(pid_file.read_text())
+        assert alive(server_pid)
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=EXIT_TIMEOUT_S)
+        deadline = time.monotonic() + EXIT_TIMEOUT_S
+        while alive(server_pid) and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        assert not alive(server_pid), "the Prefect server outlived the run that started it"
+    finally:
+        if run.poll() is None:
+            run.kill()
+        if server_pid is not None and alive(server_pid):
+            os.kill(server_pid, signal.SIGKILL)
