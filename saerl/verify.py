@@ -5,8 +5,10 @@
 - :func:`normalize_answer` / :func:`normalize_answers` turn a gold answer in any common shape into canonical text.
 - :func:`verify_answer` / :func:`verify_batch` judge a completion against a gold answer.
 
-Plain numbers on both sides (``18``, ``-2.50``, ``1,000``, ``1e-07``, ``9 (apples)``) take a fast path in this
-process (Decimal comparison, no sympy); a mixed number (``2 1/2``) goes to math-verify as the fraction it means.
+Plain numbers on both sides (``18``, ``-2.50``, ``1,000``, ``1\\,000``, ``1e-07``, ``9 (apples)``, ``-$5``,
+``−5``, ``€5``) take a fast path in this process (Decimal comparison, no sympy); a mixed number (``2 1/2``) or a
+repeating decimal (``0.\\overline{3}``) goes to math-verify as the fraction it means. A gold that math-verify can
+only read as one pick among several answers ('236 adult, 342 child'), or a clock time, is unparsed, not a guess.
 Everything else goes through math-verify's ``parse``/``verify`` in a small persistent pool of worker processes.
 math-verify's own timeouts use ``signal.alarm`` and fail outside the main thread, so they are switched off
 (``parsing_timeout=None``/``timeout_seconds=None``) and time is bounded here: each worker arms its own interval
@@ -46,25 +48,50 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 _WORKER_CMD = "import sys; from saerl.verify import _worker_main; _worker_main(int(sys.argv[1]))"
 
 MAX_EXPONENT_DIGITS = 3  # '1e-07', '2.5e+20' (how polars/pandas write floats) are plain numbers; 1e999 at most
-# A number: digits with thousands commas, or without them and with an optional exponent (math-verify would read
-# the 'e' of '1e-07' as Euler's number).
-_NUM = rf"[+-]?\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?|[+-]?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d{{1,{MAX_EXPONENT_DIGITS}}})?"
-# A plain number, optionally in $...$ or after a currency sign, optionally followed by a unit in
-# parentheses ("9 (apples)") or by unit words of 3+ letters ("18 dollars"); "5 x" is not a plain number.
+# A number: digits with thousands separators (',', LaTeX's '{,}', ',\!' and '\,', a thin space), or without them
+# and with an optional exponent (math-verify would read the 'e' of '1e-07' as Euler's number, and '1\,000' as 0).
+# A sign may be '-' or the unicode minus U+2212 ('−5').
+_SIGN = r"[+\-\u2212]"
+_THOUSANDS_SEP = r"(?:,\\!|\{,\}|\\,|[,\u2009\u202f])"
+_NUM = (
+    rf"{_SIGN}?\d{{1,3}}(?:{_THOUSANDS_SEP}\d{{3}})+(?:\.\d+)?"
+    rf"|{_SIGN}?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d{{1,{MAX_EXPONENT_DIGITS}}})?"
+)
+_CURRENCY = r"(?:\\?\$|[€£¥₹])"  # a currency sign before or after a number ('$18', '\$18', '€5', '18 €')
+# A plain number, optionally in $...$ or after a currency sign (a sign may stand before it: '-$5'), optionally
+# followed by a unit in parentheses ("9 (apples)") or by unit words of 3+ letters ("18 dollars"); "5 x" is not a
+# plain number.
 # Each optional part carries its own leading \s* inside its group: two \s* with only optional parts between
 # them backtrack polynomially on a long run of spaces that does not match ("1" + 800 spaces + "!").
-_UNIT_TAIL = r"(?:\s*\$)?(?:\s*(?:\([^()]{0,60}\)|[A-Za-z]{3,}(?: [A-Za-z]{3,}){0,3}))?(?:\s*\.)?\s*"
-_PLAIN_NUMBER = re.compile(rf"\s*(?:\\?\$\s*)?(?P<num>{_NUM}){_UNIT_TAIL}")
+_UNIT_TAIL = rf"(?:\s*{_CURRENCY})?(?:\s*(?:\([^()]{{0,60}}\)|[A-Za-z]{{3,}}(?: [A-Za-z]{{3,}}){{0,3}}))?(?:\s*\.)?\s*"
+_PLAIN_NUMBER = re.compile(rf"\s*(?:(?P<sign>{_SIGN})\s*{_CURRENCY}\s*|{_CURRENCY}\s*)?(?P<num>{_NUM}){_UNIT_TAIL}")
 # A mixed number ("2 1/2", "-3 1/4 cups"), dressed as a plain number may be: math-verify reads '2 1/2' as (2+1)/2.
 _MIXED_NUMBER = re.compile(
-    rf"\s*(?:\\?\$\s*)?(?P<sign>[+-]?)(?P<whole>\d+)\s+(?P<num>\d+)\s*/\s*(?P<den>\d+){_UNIT_TAIL}"
+    rf"\s*(?:{_CURRENCY}\s*)?(?P<sign>{_SIGN}?)(?P<whole>\d+)\s+(?P<num>\d+)\s*/\s*(?P<den>\d+){_UNIT_TAIL}"
+)
+_MINUS = ("-", "\u2212")
+# A repeating decimal ('0.\overline{3}', '$1.2\overline{45}$'): math-verify reads '0.\overline{3}' as 0.
+_REPEATING = re.compile(
+    rf"\s*(?:\$\s*)?(?P<sign>{_SIGN}?)(?P<whole>\d*)\.(?P<fixed>\d*)\\(?:overline|bar)\{{(?P<rep>\d+)\}}(?:\s*\$)?\s*"
 )
 _BOXED = "\\boxed{"
 _HASHES = "####"
 _DELIMITERS = ("$", "\\boxed", "\\(", "\\[")
-_LATEX_WORDS = re.compile(r"\\(?:text|mathrm|textbf|mbox)\{[^{}]*\}|\\[A-Za-z]+")
+# LaTeX that is not prose: \text{...}-style groups, environment names (\begin{pmatrix}, \begin{array}{rrrr}),
+# \operatorname{arccot}, and every other command name.
+_LATEX_WORDS = re.compile(
+    r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname)\{[^{}]*\}"
+    r"|\\begin\{[^{}]*\}(?:\{[^{}]*\})?|\\end\{[^{}]*\}|\\[A-Za-z]+"
+)
 _PROSE_WORD = re.compile(r"[A-Za-z]{4,}")
 _ONE_MATH_SPAN = re.compile(r"\$\$([^$]*)\$\$|\$([^$]*)\$|\\\((.*)\\\)", re.S)
+# Where a gold read as free text may hold other answers: math spans with a digit, numbers outside them.
+_MATH_SPAN = re.compile(r"\$\$.*?\$\$|\$.*?\$|\\\(.*?\\\)|\\\[.*?\\\]", re.S)
+_NUMBER_WORD = re.compile(r"\d+(?:[.,]\d+)*")
+_POWER = re.compile(r"\^\{?\d\}?")  # a one-digit power (a unit's: '\mathrm{in}^{2}')
+_AND = " and "  # how math-verify joins the $...$ spans it read as one answer
+# A clock time ('3:30 p.m.', '9:03:36 AM'): math-verify reads the hour alone (or h/mm as a ratio).
+_CLOCK_TIME = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?\s*[ap]\.?\s?m\b\.?", re.I)
 _NOT_A_NUMBER = re.compile(r"\s*(?:\$\s*)?[+-]?nan(?:\s*\$)?\s*", re.I)  # 'NaN' (a missing value written out) is no answer
 
 
@@ -125,20 +152,34 @@ def _boxed_content(text: str, start: int) -> str | None:
     return None
 
 
+def _last_hashes_answer(tail: str) -> tuple[int, str | None]:
+    """(position, answer) of the last ``####`` with a non-empty answer: what follows it to the end of its line or
+    to the next ``####`` ('#### 18 ####' and '#### 18\\n####' answer 18); (-1, None) when there is none.
+    Each character is looked at a bounded number of times, however many markers there are."""
+    end = len(tail)
+    pos = tail.rfind(_HASHES)
+    while pos >= 0:
+        line_end = tail.find("\n", pos, end)
+        answer = tail[pos + len(_HASHES) : end if line_end < 0 else line_end].strip()
+        if answer:
+            return pos, answer
+        end, pos = pos, tail.rfind(_HASHES, 0, pos)
+    return -1, None
+
+
 def extract_final_answer(text: str) -> str | None:
     """The final answer in a model's text, from whichever final-answer marker comes last: what follows the
-    last ``####`` (to the end of that line), or the content of the last ``\\boxed{...}`` (balanced braces; an
-    unclosed one gives None); an empty ``####`` does not count. None when there is no marker.
+    last ``####`` (to the end of that line, or to a later ``####`` on it), or the content of the last
+    ``\\boxed{...}`` (balanced braces; an unclosed one gives None); an empty ``####`` does not count (an earlier
+    non-empty one still does). None when there is no marker.
     Only the last MAX_SCAN_CHARS characters are scanned, so the work is bounded for any input."""
     if not isinstance(text, str) or not text:
         return None
     tail = text[-MAX_SCAN_CHARS:]
-    hashes = tail.rfind(_HASHES)
+    hashes, answer = _last_hashes_answer(tail)
     boxed = tail.rfind(_BOXED)
-    if hashes > boxed:
-        answer = tail[hashes + len(_HASHES) :].split("\n", 1)[0].strip()
-        if answer:
-            return answer
+    if answer is not None and hashes > boxed:
+        return answer
     if boxed >= 0:
         content = _boxed_content(tail, boxed)
         return content.strip() if content is not None and content.strip() else None
@@ -153,12 +194,13 @@ def _plain_number(text: str) -> Decimal | None:
     if len(text) > MAX_ANSWER_CHARS:
         return None
     m = _PLAIN_NUMBER.fullmatch(text)
-    if m is None:
+    if m is None or (m.group("sign") and m.group("num")[0] in "+-\u2212"):  # '-$-5': two signs
         return None
     try:
-        return Decimal(m.group("num").replace(",", ""))
+        value = Decimal(re.sub(r"[^\d.eE+-]", "", m.group("num").replace("\u2212", "-")))
     except InvalidOperation:
         return None
+    return -value if m.group("sign") in _MINUS else value
 
 
 def _frac_text(value: Fraction) -> str:
@@ -179,7 +221,21 @@ def _mixed_number(text: str) -> str | None:
     if not 0 < num < den:
         return None
     value = int(m.group("whole")) + Fraction(num, den)
-    return _frac_text(-value if m.group("sign") == "-" else value)
+    return _frac_text(-value if m.group("sign") in _MINUS else value)
+
+
+def _repeating_decimal(text: str) -> str | None:
+    """A repeating decimal ('0.\\overline{3}', '-1.2\\overline{45}') as LaTeX ('\\frac{1}{3}'), else None.
+    math-verify reads '0.\\overline{3}' as 0."""
+    m = _REPEATING.fullmatch(text) if len(text) <= MAX_ANSWER_CHARS else None
+    if m is None:
+        return None
+    fixed, rep = m.group("fixed"), m.group("rep")
+    scale = 10 ** len(fixed)
+    value = int(m.group("whole") or 0) + Fraction(int(fixed or 0), scale)
+    value += Fraction(int(rep), scale * (10 ** len(rep) - 1))
+    value = -value if m.group("sign") in _MINUS else value
+    return str(value.numerator) if value.denominator == 1 else _frac_text(value)
 
 
 def _number_text(value: Decimal) -> str:
@@ -217,6 +273,8 @@ def _fast_normalize(gold: str) -> NormalizedAnswer | None:
         return NormalizedAnswer("unparsed", "", f"answer over {MAX_ANSWER_CHARS} chars")
     if _NOT_A_NUMBER.fullmatch(core):
         return NormalizedAnswer("unparsed", "", "NaN (a missing value) is not an answer")
+    if _CLOCK_TIME.search(core):
+        return NormalizedAnswer("unparsed", "", "a clock time is not a number (math-verify reads only its hour)")
     value = _plain_number(core)
     return None if value is None else NormalizedAnswer("ok", _number_text(value), "number")
 
@@ -242,17 +300,56 @@ def _looks_like_prose(text: str) -> bool:
 
 
 @lru_cache(maxsize=PARSE_CACHE_SIZE)
-def _mv_parse(text: str) -> tuple:
+def _mv_read(text: str) -> tuple[tuple, bool]:
     """math-verify parse with its signal timeout off, cached per worker (a gold is parsed once for all its
-    rollouts). Bare answers ('10-4 n', '\\frac12') are read as LaTeX math first; prose ('see solution') only
-    through math-verify's free-text extraction."""
+    rollouts), and whether it was read as free text. Bare answers ('10-4 n', '\\frac12') are read as LaTeX
+    math first; prose ('see solution'), text with $...$ spans, and what does not parse as LaTeX only through
+    math-verify's free-text extraction (it picks one expression out of the text)."""
     from math_verify import parse
 
-    if not any(d in text for d in _DELIMITERS) and not _looks_like_prose(text):
-        parsed = parse(f"${text}$", parsing_timeout=None, raise_on_error=True)
+    if not any(d in text.replace("\\$", "") for d in _DELIMITERS) and not _looks_like_prose(text):
+        # a newline is a space to LaTeX, but ends math-verify's $...$ (a matrix over lines read as its last number)
+        parsed = parse(f"${' '.join(text.splitlines())}$", parsing_timeout=None, raise_on_error=True)
         if parsed:
-            return tuple(parsed)
-    return tuple(parse(text, parsing_timeout=None, raise_on_error=True))
+            return tuple(parsed), False
+    return tuple(parse(text, parsing_timeout=None, raise_on_error=True)), True
+
+
+def _mv_parse(text: str) -> tuple:
+    """math-verify's parse of `text` (see _mv_read)."""
+    return _mv_read(text)[0]
+
+
+def _other_answers(text: str, matched: str) -> int:
+    """How many more answer candidates (math spans holding a digit, numbers outside spans; a unit's power such as
+    the 2 of '\\mathrm{in}^{2}' is no candidate) `text` holds besides the `matched` part math-verify read
+    ('236 adult, 342 child' read as 342: one more). math-verify joins the spans it read with ' and '."""
+    rest = text.replace("\\$", " ")
+    parts = [p for p in matched.split(_AND) if p.strip()]
+    unmatched = 0
+    for part in parts:
+        pos = rest.rfind(part)
+        if pos < 0:
+            unmatched += 1  # rewritten by math-verify ('\\dfrac' as '\\frac'): one of the candidates found
+        else:
+            rest = rest[:pos] + " " + rest[pos + len(part) :]
+    rest = _POWER.sub(" ", rest)
+    spans = [m for m in _MATH_SPAN.findall(rest) if any(c.isdigit() for c in m)]
+    found = len(spans) + len(_NUMBER_WORD.findall(_MATH_SPAN.sub(" ", rest)))
+    return max(0, found - unmatched)
+
+
+def _gold_parse(core: str) -> tuple[tuple, str]:
+    """math-verify's reading of a gold answer, and '' or why it is not usable: a gold read as free text (prose,
+    $...$ spans) that holds other numbers or math spans besides the one math-verify picked is ambiguous
+    ('236 adult, 342 child', '$64^{\\circ}$ at 2 PM'); a gold with a \\boxed{} answer is read from that box."""
+    parsed, free_text = _mv_read(core)
+    matched = next((p for p in parsed if isinstance(p, str)), "")
+    if not any(not isinstance(p, str) for p in parsed):
+        return parsed, "math-verify found no math" + (f" (matched {parsed[0]!r})" if parsed else "")
+    if free_text and _BOXED not in core and (n := _other_answers(core, matched)):
+        return parsed, f"ambiguous: math-verify read {matched[:60]!r} but the answer holds {n} more number(s)"
+    return parsed, ""
 
 
 def _bare_math(text: str) -> str:
@@ -287,19 +384,19 @@ def _canonical_text(parsed: list | tuple, gold: str) -> str | None:
 
 
 def _gold_core(gold: str) -> str:
-    """The part of a gold answer math-verify reads: what follows its last '####', a mixed number as its LaTeX
-    fraction (see _mixed_number)."""
+    """The part of a gold answer math-verify reads: what follows its last '####', a mixed number or a repeating
+    decimal as its LaTeX fraction (see _mixed_number, _repeating_decimal)."""
     core = _strip_hashes(gold)
-    return _mixed_number(core) or core
+    return _mixed_number(core) or _repeating_decimal(core) or core
 
 
 def _task_normalize(gold: str) -> tuple[str, str, str]:
     """Worker task: (status, text, detail) for one gold answer."""
     core = _gold_core(gold)
-    parsed = _mv_parse(core)
-    text = _canonical_text(parsed, core)
+    parsed, why_not = _gold_parse(core)
+    text = None if why_not else _canonical_text(parsed, core)
     if text is None:
-        return ("unparsed", "", "math-verify found no math" + (f" (matched {parsed[0]!r})" if parsed else ""))
+        return ("unparsed", "", why_not or "math-verify found no math")
     return ("ok", text, "math-verify")
 
 
@@ -308,9 +405,9 @@ def _task_verify(gold: str, pred: str) -> tuple[str, str, str]:
     from math_verify import verify
 
     core = _gold_core(gold)
-    gold_parsed = _mv_parse(core)
-    if not any(not isinstance(p, str) for p in gold_parsed):
-        return ("error", "", "gold answer could not be parsed")
+    gold_parsed, why_not = _gold_parse(core)
+    if why_not:
+        return ("error", "", f"gold answer could not be parsed: {why_not}")
     gold_text = _canonical_text(gold_parsed, core) or ""
     pred_parsed = _mv_parse(pred)
     if not pred_parsed:
@@ -562,10 +659,11 @@ def _fast_verify(completion: str, gold: str) -> VerifyResult | tuple[str, str]:
 
 
 def _as_math(pred: str) -> str:
-    """A prediction as math-verify should read it: a mixed number as its LaTeX fraction ('2 1/2' ->
-    '\\frac{5}{2}'), a plain number as its canonical text ('1e-07' -> '0.0000001'), anything else unchanged."""
+    """A prediction as math-verify should read it: a mixed number or a repeating decimal as its LaTeX fraction
+    ('2 1/2' -> '\\frac{5}{2}', '0.\\overline{3}' -> '\\frac{1}{3}'), a plain number as its canonical text
+    ('1e-07' -> '0.0000001'), anything else unchanged."""
     value = _plain_number(pred)
-    return _number_text(value) if value is not None else _mixed_number(pred) or pred
+    return _number_text(value) if value is not None else _mixed_number(pred) or _repeating_decimal(pred) or pred
 
 
 def fast_verdict(completion: str, gold: str) -> VerifyResult | None:

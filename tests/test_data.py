@@ -448,3 +448,17 @@ def test_write_ingest_never_leaves_half_a_file(tmp_path, monkeypatch):
         write_ingest(res, out)
     monkeypatch.undo()
     assert pl.read_parquet(out / "prompts.parquet")["answer"].to_list() == ["7", "42"]
+
+
+def test_real_answer_shapes_keep_right_golds_and_report_the_rest(tmp_path):
+    """Shapes from ASDiv, CollegeMath and MATH: a clock time and a multi-part answer are reported (they became
+    the hour and one of the parts), a matrix stays a matrix (it became its last number), an escaped dollar with
+    LaTeX thousands is a number (it was unparseable), and a unit's power is not a second answer."""
+    answers = ["3:30 p.m.", "236 adult, 342 child", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\$1,\\!234.56",
+               "$0.435 \\mathrm{~km}^{2}$", "9 (apples)", "0.\\overline{3}"]
+    rows = [{"question": f"Q{i}?", "answer": a} for i, a in enumerate(answers)]
+    res = ingest(cfg(), write_jsonl(tmp_path / "d.jsonl", rows))
+    assert list(zip(res.rejected["row"], res.rejected["reason"], strict=True)) == [
+        (0, "unparseable answer"), (1, "unparseable answer")]
+    assert res.kept["answer"].to_list() == [
+        "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "1234.56", "0.435", "9", "\\frac{1}{3}"]

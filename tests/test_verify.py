@@ -283,3 +283,86 @@ def test_mixed_number_gold_keeps_the_fast_path_idempotent():
     assert V._fast_normalize("2 1/2") is None and V._fast_normalize("1 1/2 > 1") is None
     first = normalize_answer("2 1/2", 10)
     assert normalize_answer(first.text, 10) == first
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status"),
+    [("\\boxed{\\begin{pmatrix} 5 \\\\ 2 \\end{pmatrix}}", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "wrong"),
+     ("\\boxed{2}", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "wrong"),
+     ("\\boxed{\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}}", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "correct"),
+     ("\\boxed{\\begin{pmatrix} 1 \\\\\n 2 \\end{pmatrix}}", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "correct"),
+     ("\\boxed{\\begin{pmatrix} 1 \\\\\n 2 \\end{pmatrix}}", "2", "wrong")],
+)
+def test_matrix_answers_are_matrices_not_their_last_number(completion, gold, status):
+    """'\\begin{pmatrix}' is LaTeX, not prose (it sent the answer to free-text reading, which took its last
+    number: the gold became '2' and any vector ending in 2 was 'correct'); a matrix written over several lines is
+    read whole (math-verify's $...$ ends at a newline)."""
+    assert verify_answer(completion, gold, 10).status == status
+    assert normalize_answer("\\begin{pmatrix} -1 & 0 \\\\ 3 & 2 \\end{pmatrix}", 10).text.startswith("\\begin")
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status"),
+    [("#### -$5", "-5", "correct"), ("#### −5", "-5", "correct"), ("#### -5", "−5", "correct"),
+     ("#### €5", "5", "correct"), ("#### £5.50", "5.5", "correct"), ("\\boxed{1\\,000}", "1000", "correct"),
+     ("#### 1\u202f000", "1000", "correct"), ("\\boxed{\\$1,\\!234.56}", "1234.56", "correct"),
+     ("\\boxed{1\\,000}", "0", "wrong")],
+)
+def test_currency_signs_minus_signs_and_latex_thousands_separators(completion, gold, status):
+    """'-$5', the unicode minus, €/£ and LaTeX's '1\\,000' are plain numbers ('-$5' was no answer, '€5' and
+    '1\\,000' wrong); an escaped dollar is a currency sign, not a math delimiter ('\\$1,\\!234.56' was no answer)."""
+    assert verify_answer(completion, gold, 10).status == status
+    assert normalize_answer("\\$1,\\!234.56", 10).text == "1234.56"
+    assert normalize_answer("−$5", 10).text == "-5"
+    assert V._plain_number("-$-5") is None  # two signs
+
+
+@pytest.mark.parametrize(("text", "expected"), [("#### 18\n####", "18"), ("#### 18 ####", "18"),
+                                                ("#### 7\n\\boxed{5}\n####", "5"), ("####\n####", None)])
+def test_an_empty_trailing_hashes_marker_does_not_hide_the_answer(text, expected):
+    assert extract_final_answer(text) == expected
+
+
+@pytest.mark.parametrize("gold", ["3:30 p.m.", "11:55 p.m. on 24 December 2014.", "9:03:36 a.m.", "6:01 PM"])
+def test_clock_time_gold_is_unparsed_not_its_hour(gold):
+    """math-verify reads '3:30 p.m.' as 3: the gold was '3' and '3:45 p.m.' was judged correct."""
+    assert normalize_answer(gold, 10).status == "unparsed"
+    assert verify_answer("#### 3:45 p.m.", gold, 10).status == "error"
+
+
+@pytest.mark.parametrize(
+    "gold",
+    ["236 adult, 342 child", "$64^{\\circ}$ at 2 PM (8 hours after 6 AM.)", "12 and $36 \\mathrm{~min}$",
+     "$9.8\\left(\\frac{1}{4 \\pi}\\right)^{2} \\approx 0.062$ meters or 6.2 centimeters",
+     "$\\mathbf{y}=c_{1}\\left[\\begin{array}{c}\n-1 \\\\\n2\n\\end{array}\\right] e^{-2 t}+c_{2} e^{4 t}$"],
+)
+def test_gold_with_several_answers_is_unparsed_not_one_guess(gold):
+    """Free-text reading picks one number out of a multi-part gold ('236 adult, 342 child' became '342', so a
+    model answering 342 was rewarded and one answering 236 adult was not): such a gold is reported instead."""
+    got = normalize_answer(gold, 10)
+    assert got.status == "unparsed" and "ambiguous" in got.detail, got
+    assert verify_answer("#### 342", gold, 10).status == "error"
+
+
+@pytest.mark.parametrize(
+    ("gold", "text"),
+    [("3.6 hours", "3.6"), ("The 60th caller.", "60"), ("$4 \\frac{4}{9}$ days", "\\frac{40}{9}"),
+     ("$\\frac{40}{3} \\approx 13.33$ minutes", "\\frac{40}{3}"), ("$0.435 \\mathrm{~km}^{2}$", "0.435"),
+     ("$2,365,200,000$ beats/lifetime", "2365200000"), ("$x=-3$ or $x=11$", "$x=-3$ or $x=11$"),
+     ("so the answer is $\\boxed{\\frac{1}{2}}$ since $x=2$", "\\frac{1}{2}"), ("5\\text{ cm}^2", "5")],
+)
+def test_gold_with_one_answer_in_words_still_normalizes(gold, text):
+    assert (normalize_answer(gold, 10).status, normalize_answer(gold, 10).text) == ("ok", text)
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status", "gold_text"),
+    [("\\boxed{0.\\overline{3}}", "\\frac13", "correct", "\\frac{1}{3}"),
+     ("\\boxed{\\frac{4}{11}}", "0.\\overline{36}", "correct", "\\frac{4}{11}"),
+     ("#### 0", "0.\\overline{3}", "wrong", "\\frac{1}{3}"),
+     ("\\boxed{1.2\\overline{45}}", "\\frac{137}{110}", "correct", "\\frac{137}{110}")],
+)
+def test_repeating_decimal_is_its_fraction(completion, gold, status, gold_text):
+    """math-verify reads '0.\\overline{3}' as 0: the gold became '0' and a right '\\frac13' was wrong."""
+    assert normalize_answer(gold, 10).text == gold_text
+    assert verify_answer(completion, gold, 10).status == status
