@@ -3,7 +3,10 @@
 Runs every stage of `configs/qwen2.5-math-1.5b.yaml` in this process (no Prefect, no tracking): ingest of a
 math file -> extraction of the layer-14 residual stream -> a TopK SAE trained here -> encoding -> scoring ->
 curriculum -> a few GRPO steps per arm (bf16) -> evaluation, and prints the wall time of each stage, the
-extraction and GRPO throughput and the peak GPU memory.
+extraction and GRPO throughput and the peak GPU memory. Fewer prompts, steps, seeds and held-out problems than
+the config, but the same GRPO step (curriculum.batch_size prompts x train.num_generations rollouts of up to
+train.max_completion_length tokens, one forward and backward), so the peak memory is the long run's;
+--quick shrinks the step too (8 prompts, 128-token rollouts).
 
     python benchmarks/gpu_path.py --model Qwen/Qwen2.5-Math-1.5B --data ../shared/data/gsm8k_train.jsonl \
         --eval ../shared/data/gsm8k_test.jsonl                      # the real model (weights from the hub cache)
@@ -20,7 +23,8 @@ limit: the timings are the worst case of a real run's, the accuracies mean nothi
 Last line: ``RESULT extract_prompts_per_s=.. grpo_s_per_step=.. peak_gpu_gib=.. total_s=.. params_b=..``: the prompts
 extracted over the extract stage's wall time, the train stages' wall time over the steps they trained (both read
 from the artifacts, so a stage reused from the cache reports the run that computed it), the peak GPU memory of the
-stages computed in this process (nan when every stage was reused) and this process's wall time.
+stages computed in this process (nan when every stage was reused) and the wall time of the stages (building the
+random-weight model not included).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ QWEN25_MATH_15B = {  # Qwen/Qwen2.5-Math-1.5B config.json (architecture fields)
     "tie_word_embeddings": True, "hidden_act": "silu",
 }
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
-        "num_key_value_heads": 2}  # --tiny: the same code path at a size a CPU runs in a minute
+        "num_key_value_heads": 2}  # --tiny: the same code path at a size a CPU runs in minutes (with --quick)
 CHAT_TEMPLATE = ("{% for m in messages %}{{ m['content'] }} {% endfor %}"
                  "{% if add_generation_prompt %}Answer step by step, end with #### and the number. {% endif %}")
 
@@ -105,6 +109,23 @@ def stage_figures(results: dict[str, Any]) -> dict[str, float]:
             "grpo_s_per_step": train_s / steps if steps > 0 else nan}
 
 
+def run_overrides(model: str, data: str, held_out: str, root: Path, prompts: int, steps: int, quick: bool,
+                  tiny: bool) -> list[str]:
+    """The dotted overrides the benchmark runs the config with: `model` and the `data` and `held_out` files, the
+    first `prompts` rows, `steps` GRPO steps per arm on one seed, 64 held-out problems at 2 samples (32 on the
+    learning curve), a 300k-token SAE sample, no tracking, artifacts under `root`. The GRPO step stays the
+    config's unless `quick` (8 prompts per step, 128-token rollouts, which label rollouts and evaluation share);
+    `tiny` reads block 2 of the 4-block model."""
+    step = ["curriculum.batch_size=8", "train.max_completion_length=128"] if quick else []
+    return [
+        f"model.name_or_path={model}", f"data.path={data}", f"data.max_rows={prompts}",
+        f"eval.sets={json.dumps({'heldout': held_out})}", "eval.max_problems=64", "eval.k_samples=2",
+        f"train.max_steps={steps}", "train.seeds=[0]", f"train.eval_every={steps}", "train.eval_problems=32",
+        "train.save_every=0", *step, "sae.train_tokens=300000", "tracking.enabled=false", "runtime.progress=false",
+        f"runtime.artifact_root={root / 'artifacts'}", *(["extract.layer=2"] if tiny else []),
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs" / "qwen2.5-math-1.5b.yaml"))
@@ -115,11 +136,11 @@ def main() -> None:
     ap.add_argument("--root", default=".saerl-bench/gpu_path", help="artifact root")
     ap.add_argument("--prompts", type=int, default=2048, help="training prompts read")
     ap.add_argument("--steps", type=int, default=8, help="GRPO steps per arm")
-    ap.add_argument("--quick", action="store_true", help="512 prompts, 4 steps, short rollouts")
+    ap.add_argument("--quick", action="store_true", help="512 prompts, 4 steps of 8 prompts, 128-token rollouts")
     ap.add_argument("--tiny", action="store_true", help="a 4-layer d=64 model of the same architecture (CPU smoke)")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides")
     args = ap.parse_intermixed_args()
-    prompts, steps, completion = (512, 4, 128) if args.quick else (args.prompts, args.steps, 512)
+    prompts, steps = (512, 4) if args.quick else (args.prompts, args.steps)
     root = Path(args.root)
     shape = {**QWEN25_MATH_15B, **TINY} if args.tiny else QWEN25_MATH_15B
     model = args.model
@@ -127,15 +148,8 @@ def main() -> None:
         model = str(root / ("tiny-qwen2-shape" if args.tiny else "qwen2.5-math-1.5b-shape"))
         if not (Path(model) / "config.json").exists():
             build_shaped_model(Path(model), Path(args.tokenizer) if args.tokenizer else default_tokenizer_dir(), shape)
-    overrides = [
-        f"model.name_or_path={model}", f"data.path={args.data}", f"data.max_rows={prompts}",
-        f"eval.sets={json.dumps({'heldout': args.eval})}", "eval.max_problems=64", "eval.k_samples=2",
-        f"train.max_steps={steps}", "train.seeds=[0]", f"train.eval_every={steps}", "train.eval_problems=32",
-        f"train.max_completion_length={completion}", "train.save_every=0", "curriculum.batch_size=8",
-        "sae.train_tokens=300000", "tracking.enabled=false", "runtime.progress=false",
-        f"runtime.artifact_root={root / 'artifacts'}", *(["extract.layer=2"] if args.tiny else []), *args.overrides,
-    ]
-    cfg = load_config(args.config, overrides)
+    overrides = run_overrides(model, args.data, args.eval, root, prompts, steps, args.quick, args.tiny)
+    cfg = load_config(args.config, [*overrides, *args.overrides])
     t0 = time.time()
 
     def report(name: str, res: object) -> None:

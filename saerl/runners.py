@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import warnings
 from pathlib import Path
 
@@ -25,6 +26,7 @@ ORDER = "order.parquet"
 VANILLA = "vanilla_order.parquet"
 PLOTS = "plots"
 CURVE_PROBLEMS = "curve_problems.parquet"  # a training run's in-training evaluations, per problem
+CHECKPOINTS = "checkpoints"  # a training run's resumable checkpoints, while it trains
 ARM_ORDERS = {"saerl": ORDER, "order_only": "order_only.parquet", "filter_only": "filter_only.parquet"}
 
 
@@ -273,8 +275,8 @@ def eval_sets(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, 
 def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build, *, arm: str,
                   seed: int) -> dict[str, float]:
     """Train: one arm and seed of RL (GRPO or DAPO) from the policy in the arm's order, with a greedy
-    held-out learning curve. Writes policy/ (safetensors + tokenizer), checkpoints/ (resumable, if
-    train.save_every: a killed run continues from the newest),
+    held-out learning curve. Writes policy/ (safetensors + tokenizer), checkpoints/ while it trains (resumable,
+    if train.save_every: a killed run continues from the newest; removed once the run is done),
     log.parquet (trl's per-step metrics), curve.parquet (step, set, greedy, n, seconds, failures: verifier
     timeouts/errors, scored wrong), curve_problems.parquet (the
     same evaluations per problem: step, set, id, correct), trained_order.parquet
@@ -292,7 +294,7 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     pps = cfg.curriculum.batch_size
     run = train_grpo(policy_path(cfg, inputs), read_prompts(inputs), order, t, build.path / "policy",
                      prompts_per_step=pps, seed=seed, eval_sets=sets, eval_batch=cfg.eval.batch_size,
-                     checkpoint_dir=build.path / "checkpoints", model_cfg=cfg.model, device=cfg.runtime.device)
+                     checkpoint_dir=build.path / CHECKPOINTS, model_cfg=cfg.model, device=cfg.runtime.device)
     steps_log = pl.DataFrame(run["log"], infer_schema_length=None) if run["log"] else pl.DataFrame({"step": []})
     if "step" in steps_log.columns:
         steps_log = steps_log.with_columns(pl.col("step").cast(pl.Int64))
@@ -315,6 +317,9 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
         metrics["reward_last"] = float(steps_log["reward"].tail(max(1, steps_log.height // 4)).mean())
     for r in curve.group_by("set").agg(pl.col("greedy").sort_by("step").last()).iter_rows(named=True):
         metrics[f"eval_{r['set']}_greedy_final"] = float(r["greedy"])
+    # the run is done and policy/ holds its result: the resumable checkpoints (weights + optimizer state, ~12 bytes
+    # a parameter each) would only make the published artifact larger and slower to hash
+    shutil.rmtree(build.path / CHECKPOINTS, ignore_errors=True)
     return metrics
 
 

@@ -28,3 +28,57 @@ def test_stage_figures_read_the_artifacts_not_the_cache_lookup(tmp_path):
     assert bench.stage_figures(results) == {"extract_prompts_per_s": 20.0, "grpo_s_per_step": 10.0}
     figures = bench.stage_figures({})
     assert all(v != v for v in figures.values())  # nan without the stages
+
+
+# Bytes a GRPO step keeps per token of Qwen2.5-Math-1.5B (28 blocks, d=1536, MLP 8960) as trl 1.16 trains it: float32
+# weights under bf16 autocast, gradient checkpointing on (GRPOConfig's default), every completion of the step in one
+# forward and backward. Measured on the CPU with torch.autograd.graph.saved_tensors_hooks on blocks of that shape
+# (the difference between 4 and 2 blocks, and between 384 and 128 tokens, so weights and fixed costs cancel).
+CHECKPOINT_BYTES = 6144  # per token per block: the block's float32 input, all that checkpointing keeps
+RECOMPUTE_BYTES = 121_912  # per token: what the one block being recomputed in backward keeps at a time
+STATE_BYTES = 18  # per parameter: float32 weights, gradients, AdamW's two moments (16) and autocast's bf16 copies
+VOCAB = 151_936  # Qwen2.5-Math-1.5B's vocabulary (the benchmark's shape model has MiniLM's)
+PROMPT_TOKENS = 256  # a long GSM8K question with the chat template: a step's prompts are padded to the longest
+GPU_BYTES = 80e9  # the README's user: one 80 GB GPU
+HEADROOM = 0.8  # the rest for backward's activation gradients, the CUDA context and allocator fragmentation
+
+
+def _train_step_bytes(cfg, params: int) -> float:
+    """Peak bytes of one GRPO step of `cfg` on Qwen2.5-Math-1.5B with `params` parameters (estimate)."""
+    tokens = cfg.curriculum.batch_size * cfg.train.num_generations * (PROMPT_TOKENS + cfg.train.max_completion_length)
+    per_token = 28 * CHECKPOINT_BYTES + RECOMPUTE_BYTES
+    return params * STATE_BYTES + tokens * per_token
+
+
+def test_the_shipped_config_trains_on_one_80gb_gpu():
+    """The config put 32 prompts x 8 rollouts of up to 1024 tokens in one step: ~124 GB for the step alone (trl
+    has no gradient accumulation here), an out-of-memory on the 80 GB GPU the README sizes it for."""
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    from saerl.config import load_config
+
+    bench = load_benchmark("gpu_path")
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(Qwen2Config(vocab_size=VOCAB, **bench.QWEN25_MATH_15B))
+    params = sum(p.numel() for p in model.parameters())
+    assert 1.5e9 < params < 1.6e9  # Qwen2.5-Math-1.5B: 1.54B with tied embeddings
+    cfg = load_config(bench.ROOT / "configs" / "qwen2.5-math-1.5b.yaml")
+    assert not cfg.train.use_vllm  # vLLM's colocate share would come off the budget
+    assert _train_step_bytes(cfg, params) <= HEADROOM * GPU_BYTES
+
+
+def test_a_full_run_keeps_the_configs_grpo_step(tmp_path):
+    """Peak memory is read to check a GPU before a long run, so a full run trains the config's step (it ran 8
+    prompts a step whatever the config said); --quick shrinks it on purpose."""
+    from saerl.config import load_config
+
+    bench = load_benchmark("gpu_path")
+    path = bench.ROOT / "configs" / "qwen2.5-math-1.5b.yaml"
+    full = load_config(path, bench.run_overrides("m", "d.jsonl", "e.jsonl", tmp_path, 2048, 8, False, False))
+    shipped = load_config(path)
+    assert (full.curriculum.batch_size, full.train.max_completion_length, full.train.num_generations) == (
+        shipped.curriculum.batch_size, shipped.train.max_completion_length, shipped.train.num_generations)
+    assert (full.train.max_steps, full.data.max_rows, full.train.seeds) == (8, 2048, [0])
+    quick = load_config(path, bench.run_overrides("m", "d.jsonl", "e.jsonl", tmp_path, 512, 4, True, True))
+    assert (quick.curriculum.batch_size, quick.train.max_completion_length, quick.extract.layer) == (8, 128, 2)

@@ -1,5 +1,7 @@
 """saerl.runners: the steps-to-target lines of comparison.txt, and the curriculum stage's orders and counts."""
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -172,3 +174,28 @@ def test_eval_sets_are_read_whole_whatever_data_max_rows(tmp_path):
     cfg = load_config(None, ["data.source=file", f"data.path={tmp_path / 'train.jsonl'}", "data.max_rows=2",
                              f"eval.sets={{\"h\": \"{held}\"}}"])
     assert cfg.data.max_rows == 2 and eval_sets(cfg, {})["h"].height == 5
+
+
+def test_a_finished_training_run_publishes_no_resumable_checkpoints(tmp_path, monkeypatch):
+    """Checkpoints (weights + optimizer state: ~19 GB each at 1.5B) serve a killed run's resume only: once the run
+    is done its artifact holds the policy and the tables, not them."""
+    from saerl import rl, runners
+
+    def fake_train(model_dir, prompts, order, cfg, out_dir, *, checkpoint_dir, **_):
+        (Path(checkpoint_dir) / "checkpoint-2").mkdir(parents=True)
+        Path(out_dir).mkdir(parents=True)
+        return {"log": [{"step": 1, "reward": 0.5}], "curve": [], "curve_problems": [], "order": ["p0"],
+                "order_steps": [1], "steps": 1, "seconds": 0.1, "resumed_from": None, "reward_checks": 2,
+                "verifier_failures": 0}
+
+    monkeypatch.setattr(rl, "train_grpo", fake_train)
+    monkeypatch.setattr(runners, "arm_order", lambda *_: ["p0"])
+    monkeypatch.setattr(runners, "eval_sets", lambda *_: {})
+    monkeypatch.setattr(runners, "policy_path", lambda *_: "unused")
+    monkeypatch.setattr(runners, "read_prompts", lambda _: pl.DataFrame({"id": ["p0"], "prompt": ["q"], "answer": ["1"]}))
+    cfg = PipelineConfig().model_copy(deep=True)
+    cfg.train.save_every = 1
+    (tmp_path / "plots").mkdir()
+    metrics = runners.compute_train(cfg, {}, Build(tmp_path, {}), arm="saerl", seed=0)
+    assert metrics["steps"] == 1.0 and (tmp_path / "policy").is_dir() and (tmp_path / "trained_order.parquet").is_file()
+    assert not (tmp_path / runners.CHECKPOINTS).exists()
