@@ -102,11 +102,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from saerl.config import DataConfig
     from saerl.data import ingest, summarize, write_ingest
 
+    if not Path(args.file).exists():  # data.py's message names data.path, the config's field, not this argument
+        raise FileNotFoundError(f"data file {args.file} does not exist (check FILE, the first argument of saerl ingest)")
     fields = {k: getattr(args, k)
               for k in ("prompt", "answer", "id", "topic", "difficulty", "quality", "format", "hf_split")}
     cfg = DataConfig(source="file", path=str(args.file), **{k: v for k, v in fields.items() if v is not None})
+    out = _out_dir(args.out)
     result = ingest(cfg, Path(args.file))
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_ingest(result, out)
     print(summarize(result))
@@ -131,6 +133,14 @@ def cmd_report(args: argparse.Namespace) -> int:
             return 1
         print(f"re-logged run {report.record.run_id} into MLflow: parent run {parent}")
     return 0
+
+
+def _out_dir(arg: str) -> Path:
+    """The --out folder of ingest or export; ValueError naming --out when a file stands at that path."""
+    out = Path(arg)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {arg} is a file, not a folder: pass the path of a folder (it is created if missing)")
+    return out
 
 
 def _root(arg: str | None) -> Path:
@@ -163,7 +173,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """`saerl export RUN --format hf|verl|trl [--arm ARM] --out DIR`: a run's curriculum with its prompts."""
     from saerl.export import export_run
 
-    files = export_run(_root(args.root), args.run, args.format, Path(args.out), args.arm, args.data_source)
+    files = export_run(_root(args.root), args.run, args.format, _out_dir(args.out), args.arm, args.data_source)
     print("wrote " + ", ".join(str(f) for f in files))
     return 0
 
@@ -226,6 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (argparse names the option in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
     """The status, gc and export subcommands (they read run records and artifacts; no server, no model)."""
     from saerl.export import ARM_FILES, DATA_SOURCE, FORMATS
@@ -236,7 +257,7 @@ def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("run", nargs="?", default="latest", help="run id or a unique prefix (default: latest)")
     s.add_argument("--root", help="artifact root (default: .saerl)")
     s.add_argument("--list", action="store_true", help="list the recent runs instead")
-    s.add_argument("--limit", type=int, default=LIST_LIMIT, help=f"runs listed by --list (default {LIST_LIMIT})")
+    s.add_argument("--limit", type=_positive_int, default=LIST_LIMIT, help=f"runs listed by --list (default {LIST_LIMIT})")
     s.set_defaults(fn=cmd_status)
 
     g = sub.add_parser("gc", help="remove artifacts that none of the recent runs references")
@@ -299,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"saerl: {err}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # OSError: a path that cannot be read or written, named in the message
         if args.verbose:
             raise
         print(f"saerl: error: {err}", file=sys.stderr)

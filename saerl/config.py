@@ -536,6 +536,21 @@ def build_config(raw: dict[str, Any], where: str = "config") -> PipelineConfig:
         raise ConfigError(_format_errors(err, where)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's safe loader, refusing a key given twice in one mapping (safe_load keeps the last one silently: a
+    second `eval:` block would drop the first one's settings)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"key '{key}' appears twice in one mapping (lines {seen[key] + 1} and "
+                                  f"{key_node.start_mark.line + 1}): merge the two into one")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> PipelineConfig:
     """Read a YAML config (None = all defaults), apply dotted overrides, validate."""
     raw: dict[str, Any] = {}
@@ -544,7 +559,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"config file {p} does not exist (the shipped ones are in configs/)")
-        raw = yaml.safe_load(p.read_text()) or {}
+        try:
+            raw = yaml.load(p.read_text(), Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
+        except ConfigError as err:
+            raise ConfigError(f"{p}: {err}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}")
         where = str(p)

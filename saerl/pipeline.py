@@ -84,7 +84,7 @@ def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple
     stages = [s for s in available_stages() if s != "label" or needs_measured_labels(cfg)]
     if until is not None:
         if until not in ORDER:
-            raise ValueError(f"unknown stage '{until}'; stages are: {', '.join(ORDER)}")
+            raise ValueError(f"unknown stage '{until}' to run until (--until / until); stages are: {', '.join(ORDER)}")
         if until not in stages:
             raise ValueError(f"stage '{until}' is not available in this version; available: {', '.join(stages)}")
         stages = stages[: stages.index(until) + 1]

@@ -169,7 +169,7 @@ def pretrain(model: Any, tok: Any, df: pl.DataFrame, cfg: TestbedConfig, progres
         opt.step()
         sched.step()
         acc.append(loss.item())
-        if (step + 1) % cfg.log_every == 0:
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.pretrain_steps:  # the last window, even short
             log.append((step + 1, sum(acc) / len(acc)))
             bar.set_postfix(loss=f"{log[-1][1]:.3f}")
             acc = []

@@ -26,7 +26,7 @@ import polars as pl
 
 from saerl.artifacts import MANIFEST, ArtifactRef, ArtifactStore
 from saerl.config import PipelineConfig, build_config, flatten
-from saerl.runs import RUNS_DIR, RunRecord, StageRecord, explain, previous_run, stage_of
+from saerl.runs import RUNS_DIR, RunRecord, StageRecord, explain, ordered_stages, previous_run, stage_of
 from saerl.stages import stage_slice
 
 log = logging.getLogger("saerl.report")
@@ -50,14 +50,6 @@ class RunReport:
     data: dict[str, float] = field(default_factory=dict)  # prompts scored / in the order / filtered
     plots: dict[str, list[Path]] = field(default_factory=dict)  # stage run name -> PNG files
     missing: list[str] = field(default_factory=list)  # stage runs whose artifact folder is gone
-
-
-def ordered_stages(record: RunRecord) -> list[StageRecord]:
-    """The run's stage runs in pipeline order (a saved record's JSON keeps them sorted by name)."""
-    from saerl.pipeline import ORDER
-
-    rank = {stage: i for i, stage in enumerate(ORDER)}
-    return sorted(record.stages.values(), key=lambda r: rank.get(stage_of(r.stage), len(ORDER)))  # stable
 
 
 def _read(record: RunRecord, stage: str, file: str) -> pl.DataFrame | None:
@@ -88,10 +80,11 @@ def data_numbers(scores: pl.DataFrame | None, order: pl.DataFrame | None,
 
 
 def load_report(root: Path, run_id: str = "latest") -> RunReport:
-    """Everything a report shows about run `run_id` (a unique prefix, or 'latest') under artifact root `root`."""
-    from saerl.runs import load_run
+    """Everything a report shows about run `run_id` (a unique prefix, or 'latest') under artifact root `root`,
+    read from the artifacts under `root` (where they are now, should the root have moved since the run)."""
+    from saerl.runs import load_run, relocated
 
-    record = load_run(Path(root), run_id)
+    record = relocated(load_run(Path(root), run_id), Path(root))
     report = RunReport(record)
     for rec in ordered_stages(record):
         folder = Path(rec.path)
@@ -215,6 +208,9 @@ def sections(report: RunReport) -> list[tuple[str, pl.DataFrame | str]]:
                                 .select("set", "target").iter_rows())
             title += f" (steps to target: first eval step at greedy accuracy >= {targets})"
         out.append((title, arm_table(report.comparison, report.steps)))
+    elif "evaluate" in report.record.stages:
+        out.append(("Arms", "the evaluate artifact is gone from disk (saerl gc?): run the same config again to "
+                    "rebuild it (the stages still stored are reused)"))
     else:
         out.append(("Arms", "no evaluate stage in this run: nothing to compare"))
     if report.data:
@@ -344,8 +340,10 @@ def relog(root: Path, record: RunRecord, uri: str | None = None) -> str:
     per stage run with the params, tags, metrics, plots, tables and per-step metrics the flow logs.
     in: artifact root, the run record, tracking URI (None = the run's tracking.uri, else SQLite under root);
     out: the new parent run's id. Raises RuntimeError when the tracking store cannot be reached."""
+    from saerl.runs import relocated
     from saerl.tracking import Tracker, library_tags, log_stage_run
 
+    record = relocated(record, Path(root))  # the artifacts under `root`, not where a moved root was at run time
     cfg = build_config(unflatten(record.config), where=f"run record {record.run_id}")
     cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={
         "enabled": True, "uri": uri or cfg.tracking.uri})})

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from saerl.artifacts import write_json_atomic
 
 RUNS_DIR = "runs"
+RECENT_IDS = 5  # run ids an unknown-run error lists
 
 
 @dataclass
@@ -86,9 +87,19 @@ def load_run(root: Path, run_id: str) -> RunRecord:
     else:
         match = [p for p in runs if p.stem.startswith(run_id)]
     if len(match) != 1:
-        known = ", ".join(p.stem for p in runs[-5:]) or "none"
-        raise UnknownRun(f"no unique run '{run_id}' under {Path(root) / RUNS_DIR} (latest: {known})")
+        raise UnknownRun(f"no unique run '{run_id}' under {Path(root) / RUNS_DIR}: {_run_fix(runs, len(match))}")
     return read_run(match[0])
+
+
+def _run_fix(runs: list[Path], n_match: int) -> str:
+    """What to do when a run id names no single record. in: the record files (oldest first), how many the id
+    matched; out: the fix, with the newest run ids when there are any."""
+    if not runs:
+        return ("it holds no run records: run `saerl run CONFIG` first, or pass --root with the artifact root "
+                "your runs wrote to (runtime.artifact_root)")
+    fix = (f"{n_match} runs start with it, give more of the id" if n_match
+           else "give a run id, a unique prefix of one, or 'latest'")
+    return f"{fix} (newest first: {', '.join(p.stem for p in runs[::-1][:RECENT_IDS])})"
 
 
 def read_run(path: Path) -> RunRecord:
@@ -110,6 +121,23 @@ def recent_runs(root: Path, n: int) -> list[RunRecord]:
 def stage_of(run_name: str) -> str:
     """The stage (artifact folder) of a stage run's name: 'train:saerl:0' -> 'train', 'curriculum' -> itself."""
     return run_name.split(":", 1)[0]
+
+
+def ordered_stages(record: RunRecord) -> list[StageRecord]:
+    """The run's stage runs in pipeline order (a saved record's JSON keeps them sorted by name; arms and seeds
+    of one stage keep their recorded order)."""
+    from saerl.pipeline import ORDER
+
+    rank = {stage: i for i, stage in enumerate(ORDER)}
+    return sorted(record.stages.values(), key=lambda r: rank.get(stage_of(r.stage), len(ORDER)))  # stable
+
+
+def relocated(record: RunRecord, root: Path) -> RunRecord:
+    """The record with each stage run's path under `root` (`root/<stage>/<key>`, where the artifact store keeps
+    it) instead of the absolute path saved at run time, so a moved or copied artifact root is read where it is
+    now, never from the old location."""
+    stages = {n: replace(s, path=str(Path(root) / stage_of(n) / s.key)) for n, s in record.stages.items()}
+    return replace(record, stages=stages)
 
 
 def list_runs(root: Path) -> list[Path]:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from saerl.artifacts import MANIFEST
-from saerl.runs import RUNS_DIR, RunRecord, list_runs, load_run, read_run, stage_of
+from saerl.runs import RUNS_DIR, RunRecord, list_runs, load_run, ordered_stages, read_run, stage_of
 
 LIST_LIMIT = 20  # runs shown by `saerl status --list` unless told otherwise
 KEY_CHARS = 12  # key prefix shown (enough to tell artifacts apart; the full key is in the record)
@@ -46,11 +46,12 @@ def format_time(stamp: float) -> str:
 
 def format_run(root: Path, record: RunRecord) -> str:
     """The status of one run: a header (id, config name, start, totals) and one line per stage run with
-    status, key prefix, seconds, MB recorded when it ran, MB on disk now ('gone' once collected) and why."""
+    status, key prefix, seconds, MB recorded when it ran, MB on disk now ('gone' once collected) and why,
+    in pipeline order (as the run printed them)."""
     rows = [("stage", "status", "key", "seconds", "MB", "on disk", "why")]
-    for name, s in record.stages.items():
-        now = disk_bytes(artifact_dir(root, name, s.key))
-        rows.append((name, s.status, s.key[:KEY_CHARS], f"{s.seconds:.1f}", f"{s.bytes / MB:.2f}",
+    for s in ordered_stages(record):
+        now = disk_bytes(artifact_dir(root, s.stage, s.key))
+        rows.append((s.stage, s.status, s.key[:KEY_CHARS], f"{s.seconds:.1f}", f"{s.bytes / MB:.2f}",
                      "gone" if now is None else f"{now / MB:.2f}", s.reason))
     computed = sum(s.status == "computed" for s in record.stages.values())
     seconds = sum(s.seconds for s in record.stages.values())

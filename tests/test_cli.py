@@ -70,6 +70,24 @@ def test_ingest_command_writes_tables_and_summary(tmp_path, capsys):
     assert pl.read_parquet(out / "rejected.parquet").height == 2
 
 
+def test_ingest_of_a_missing_file_names_the_argument(tmp_path, capsys):
+    """The data module's message names data.path (the config's field); on the command line it is FILE."""
+    assert main(["ingest", str(tmp_path / "nope.jsonl"), "--prompt", "q", "--answer", "a",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "nope.jsonl does not exist" in err and "FILE, the first argument of saerl ingest" in err
+    assert "data.path" not in err
+
+
+def test_ingest_out_pointing_at_a_file_is_an_error_naming_out(tmp_path, capsys):
+    """--out naming an existing file crashed with a FileExistsError traceback."""
+    src, taken = tmp_path / "d.jsonl", tmp_path / "taken.txt"
+    src.write_text(json.dumps({"q": "What is 2+3?", "a": "5"}) + "\n")
+    taken.write_text("mine")
+    assert main(["ingest", str(src), "--prompt", "q", "--answer", "a", "--out", str(taken)]) == 2
+    assert "--out" in capsys.readouterr().err and taken.read_text() == "mine"
+
+
 @pytest.mark.slow
 def test_cli_run_end_to_end_twice(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")

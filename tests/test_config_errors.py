@@ -264,3 +264,13 @@ def test_a_negative_seed_is_refused_naming_the_field(override):
     """numpy's generators refuse negative seeds deep inside a stage, naming no field: the config refuses them."""
     with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
         load_config(None, [override])
+
+
+def test_a_section_given_twice_in_a_file_is_refused_naming_it(tmp_path):
+    """yaml keeps the last of two `eval:` blocks without a word: the first block's settings were lost."""
+    path = tmp_path / "c.yaml"
+    path.write_text("eval:\n  k_samples: 2\ntrain:\n  max_steps: 3\neval:\n  max_problems: 20\n")
+    with pytest.raises(ConfigError, match=r"key 'eval' appears twice.*lines 1 and 5"):
+        load_config(path)
+    path.write_text("eval:\n  k_samples: 2\n  max_problems: 20\n")
+    assert load_config(path).eval.k_samples == 2

@@ -184,3 +184,12 @@ def test_cli_export(run, tmp_path, capsys):
     assert str(out / TABLE) in capsys.readouterr().out
     assert main(["export", "nope", "--format", "trl", "--out", str(out), "--root", str(root)]) == 2
     assert "no unique run 'nope'" in capsys.readouterr().err
+
+
+def test_cli_export_out_pointing_at_a_file_is_an_error_naming_out(run, tmp_path, capsys):
+    """--out naming an existing file crashed with a FileExistsError traceback."""
+    root, _ = run
+    taken = tmp_path / "taken.txt"
+    taken.write_text("mine")
+    assert main(["export", "latest", "--root", str(root), "--format", "verl", "--out", str(taken)]) == 2
+    assert "--out" in capsys.readouterr().err and taken.read_text() == "mine"

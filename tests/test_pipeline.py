@@ -87,7 +87,7 @@ def test_no_difficulty_column_adds_measured_label_stage():
 
 def test_until_errors():
     cfg = load_config(CONFIGS / "smoke.yaml")
-    with pytest.raises(ValueError, match="unknown stage 'extrakt'"):
+    with pytest.raises(ValueError, match="unknown stage 'extrakt' to run until \\(--until"):
         plan(cfg, "extrakt")
 
 

@@ -51,6 +51,39 @@ def test_report_of_a_partial_run_says_what_is_missing(tmp_path):
     assert "data:image/png" not in render_html(report)
 
 
+def test_report_of_a_collected_evaluate_says_it_is_gone_not_absent(tmp_path):
+    """A run whose evaluate artifact gc removed did have an evaluate stage: the report said it had none."""
+    from saerl.report import format_text, load_report
+    from saerl.runs import RunRecord, StageRecord, save_run
+
+    save_run(tmp_path, RunRecord(name="collected", stages={"evaluate": StageRecord(
+        stage="evaluate", key="e" * 16, status="computed", reason="computed: first", config={}, inputs={})}))
+    text = format_text(load_report(tmp_path))
+    assert "no evaluate stage" not in text and "evaluate artifact is gone from disk" in text
+
+
+def test_report_reads_the_artifacts_of_a_moved_root(tmp_path):
+    """A root copied or moved elsewhere: the report reads its artifacts there (the record's paths are absolute
+    paths of the old root: it said every artifact was gone, or read the old root's files)."""
+    import shutil
+
+    from saerl.artifacts import ArtifactStore
+    from saerl.report import format_text, load_report
+    from saerl.runs import RunRecord, StageRecord, save_run
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    clusters = pl.DataFrame({"cluster": [0, 1], "size": [3, 1], "share": [0.75, 0.25], "top_features": [[4], [7]],
+                             "top_topic": [None, None], "top_topic_share": [None, None]})
+    ref, _ = ArtifactStore(old).ensure("score", "s" * 20, lambda b: clusters.write_parquet(b.path / "clusters.parquet"))
+    save_run(old, RunRecord(name="moved", stages={"score": StageRecord(
+        stage="score", key=ref.key, status="computed", reason="computed: first", config={}, inputs={}, path=ref.path)}))
+    shutil.copytree(old, new)
+    shutil.rmtree(old)
+    report = load_report(new)
+    assert report.missing == [] and report.clusters is not None and report.clusters.height == 2
+    assert "Missing artifacts" not in format_text(report) and report.record.stages["score"].path.startswith(str(new))
+
+
 # ------------------------------------------------------------------------------------------------ on a real run
 
 

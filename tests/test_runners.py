@@ -176,6 +176,17 @@ def test_eval_sets_are_read_whole_whatever_data_max_rows(tmp_path):
     assert cfg.data.max_rows == 2 and eval_sets(cfg, {})["h"].height == 5
 
 
+def test_a_held_out_file_needs_only_prompt_and_answer(tmp_path):
+    """The training data maps label columns (difficulty, topic) a held-out file may not have: the file is read
+    without them (they were 'missing column' errors at the first training run); a label it has is kept."""
+    held = tmp_path / "held.jsonl"
+    held.write_text("".join(f'{{"question": "q{i}?", "answer": "{i}", "topic": "t"}}\n' for i in range(3)))
+    cfg = load_config(None, ["data.source=file", f"data.path={tmp_path / 'train.jsonl'}", "data.difficulty=level",
+                             "data.topic=topic", f"eval.sets={{\"h\": \"{held}\"}}"])
+    h = eval_sets(cfg, {})["h"]
+    assert h.height == 3 and h["topic"].to_list() == ["t"] * 3 and "difficulty" not in h.columns
+
+
 def test_a_finished_training_run_publishes_no_resumable_checkpoints(tmp_path, monkeypatch):
     """Checkpoints (weights + optimizer state: ~19 GB each at 1.5B) serve a killed run's resume only: once the run
     is done its artifact holds the policy and the tables, not them."""

@@ -43,3 +43,36 @@ def test_run_ids_sort_by_start_time_within_a_second(tmp_path):
     assert [load_run(tmp_path, p.stem).name for p in list_runs(tmp_path)] == ["r1", "r2", "r0"]
     assert load_run(tmp_path, "latest").name == "r0" and previous_run(tmp_path, "r2").name == "r2"
     assert len({new_run_id(base) for _ in range(20)}) == 20  # the random tail tells apart one microsecond
+
+
+def test_unknown_run_errors_say_what_to_do(tmp_path):
+    import pytest
+
+    from saerl.runs import UnknownRun
+
+    with pytest.raises(UnknownRun, match="no run records: run `saerl run CONFIG` first, or pass --root"):
+        load_run(tmp_path, "latest")
+    for run_id in ("20260101-000000-aaaaaa", "20260101-000001-bbbbbb"):
+        r = _rec("demo", "ingest", {}, {})
+        r.run_id = run_id
+        save_run(tmp_path, r)
+    with pytest.raises(UnknownRun, match=r"2 runs start with it, give more of the id \(newest first: 20260101-000001"):
+        load_run(tmp_path, "2026")
+    with pytest.raises(UnknownRun, match="give a run id, a unique prefix of one, or 'latest'"):
+        load_run(tmp_path, "nope")
+
+
+def test_ordered_and_relocated_stage_runs(tmp_path):
+    """Pipeline order back from a saved record (its JSON sorts names); paths re-rooted at the root given."""
+    from saerl.runs import ordered_stages, relocated
+
+    r = RunRecord(name="demo", run_id="20260101-000000-aaaaaa")
+    for name in ("score", "train:saerl:0", "evaluate"):
+        r.stages[name] = StageRecord(name, f"{name[:5]}key", "cached", "", {}, {}, path=f"/old/root/{name}")
+    save_run(tmp_path, r)
+    back = load_run(tmp_path, "latest")
+    assert list(back.stages) == ["evaluate", "score", "train:saerl:0"]
+    assert [s.stage for s in ordered_stages(back)] == ["score", "train:saerl:0", "evaluate"]
+    moved = relocated(back, tmp_path / "new")
+    assert moved.stages["train:saerl:0"].path == str(tmp_path / "new" / "train" / "trainkey")
+    assert back.stages["score"].path == "/old/root/score", "the record read is left as it was"

@@ -81,3 +81,28 @@ def test_cli_status(tmp_path, capsys):
     assert second.run_id in capsys.readouterr().out
     assert main(["status", "nope", "--root", str(tmp_path)]) == 2
     assert "no unique run 'nope'" in capsys.readouterr().err
+
+
+def test_run_status_lists_stage_runs_in_pipeline_order(tmp_path):
+    """A saved record's JSON sorts stage runs by name; status shows them as the run printed them."""
+    rec = RunRecord(name="demo", run_id="20260101-000000-aaaaaa")
+    for name in ("testbed", "extract", "curriculum", "train:saerl:0", "train:vanilla:0", "evaluate"):
+        rec.stages[name] = StageRecord(name, "k" * 20, "cached", "cached: same", {}, {})
+    save_run(tmp_path, rec)
+    lines = run_status(tmp_path).splitlines()[2:]
+    assert [ln.split()[0] for ln in lines] == list(rec.stages)
+
+
+def test_cli_status_limit_must_be_at_least_one(tmp_path, capsys):
+    """--limit 0 printed 'no runs under ...' beside saved runs, and --limit -1 left out the oldest run."""
+    _runs(tmp_path)
+    for bad in ("0", "-1"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["status", "--list", "--limit", bad, "--root", str(tmp_path)])
+        assert exit_.value.code == 2 and "--limit: must be at least 1" in capsys.readouterr().err
+
+
+def test_status_of_an_empty_root_says_how_to_get_a_run(tmp_path, capsys):
+    assert main(["status", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no run records" in err and "saerl run CONFIG" in err and "--root" in err
