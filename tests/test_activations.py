@@ -128,6 +128,13 @@ def test_pooling_ignores_padding(loaded):
     for kind in alone:
         a, b = alone[kind][0].half().float(), batched[kind][1].half().float()
         torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
+    with torch.inference_mode():  # and each pooling is what it names, over the prompt's own tokens
+        ids, mask = pad_batch([short], 0, loaded.device)
+        h = forward_to_layer(loaded, 1, ids, mask)[0].float()
+    want = {"mean": h.mean(0), "max": h.max(0).values, "last": h[-1]}
+    for kind, vec in want.items():
+        torch.testing.assert_close(alone[kind][0], vec, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(want["mean"], want["max"]) and not torch.allclose(want["mean"], want["last"])
 
 
 def test_layer_and_batches_and_template(loaded):

@@ -110,6 +110,8 @@ def test_slice_selects_only_declared_fields():
     assert "curriculum.mix_ratio" in sl and "score.quality_threshold" in sl
     assert not any(k.startswith("extract") for k in sl)
     assert "score.seed" not in sl
+    # a prefix reads a field or a section, not every field whose name starts alike (train.epsilon_high)
+    assert config_slice(cfg, ("train.epsilon",)) == {"train.epsilon": cfg.train.epsilon}
 
 
 def test_slice_hash_is_stable_and_sensitive_only_to_its_fields():

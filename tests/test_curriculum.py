@@ -164,8 +164,22 @@ def test_vanilla_order():
     assert order["batch"].max() == 7  # 4 batches per epoch, the last short
     assert (order["cluster"] == -1).all() and order["difficulty_hat"].is_null().all() and order["kept"].all()
     assert order["id"].to_list()[:50] != ids
+    first, second = (order.filter(pl.col("epoch") == e)["id"].to_list() for e in (0, 1))
+    assert sorted(first) == sorted(second) == sorted(ids) and first != second  # a fresh shuffle per epoch
     assert order.equals(vanilla_order(ids, epochs=2, seed=3, batch_size=16))
     assert not order.equals(vanilla_order(ids, epochs=2, seed=4, batch_size=16))
+
+
+def test_epochs_draw_independently_from_one_generator():
+    """Each epoch of the SAERL order reads its own draws (ties, random order, mixed-in slots): epoch 2 is not a
+    replay of epoch 1, and the whole order is still one function of the seed."""
+    scores = _scores([12, 12, 12], 0, bad_share=0.0)
+    cfg = CurriculumConfig(batch_size=4, mix_ratio=0.5, ordering="random", epochs=2)
+    order = build_order(scores, cfg, quality_threshold=0.5, seed=5)
+    first, second = (order.filter(pl.col("epoch") == e)["id"].to_list() for e in (0, 1))
+    assert sorted(first) == sorted(second) and first != second
+    assert order.equals(build_order(scores, cfg, quality_threshold=0.5, seed=5))
+    assert not order.equals(build_order(scores, cfg, quality_threshold=0.5, seed=6))
 
 
 def test_empty_pool():

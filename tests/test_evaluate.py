@@ -65,6 +65,31 @@ def test_evaluate_policy_rows_statuses_and_determinism(saved_policy):
     assert other.filter(pl.col("sample") == 0).equals(df.filter(pl.col("sample") == 0))  # greedy does not sample
 
 
+def test_each_pass_samples_at_the_eval_temperature_with_a_seed_of_its_own(monkeypatch):
+    """Pass 0 is greedy; passes 1..k sample at eval.temperature, each from a seed of (run seed, pass) alone: the k
+    passes differ, another run seed draws other samples, and pass j is the same whatever k is."""
+    import saerl.evaluate as E
+
+    calls: list[tuple] = []
+
+    def fake(model, tok, prompts, max_new_tokens, batch, temperature, seed):
+        calls.append((temperature, seed, batch, max_new_tokens))
+        return ["#### 7"] * len(prompts), [2] * len(prompts), [True] * len(prompts)
+
+    monkeypatch.setattr(E, "generate_batched", fake)
+    out = evaluate_loaded(None, None, SETS, EvalConfig(k_samples=3, temperature=0.7, batch_size=5), 9, seed=0)
+    assert [c[0] for c in calls] == [0.0, 0.7, 0.7, 0.7] and all(c[2:] == (5, 9) for c in calls)
+    seeds = [c[1] for c in calls]
+    assert len(set(seeds)) == 4
+    assert out.filter(pl.col("id") == "e1")["correct"].all() and not out.filter(pl.col("id") != "e1")["correct"].any()
+    calls.clear()
+    evaluate_loaded(None, None, SETS, EvalConfig(k_samples=1, temperature=0.7), 9, seed=0)
+    assert [c[1] for c in calls] == seeds[:2]
+    calls.clear()
+    evaluate_loaded(None, None, SETS, EvalConfig(k_samples=3, temperature=0.7), 9, seed=1)
+    assert not set(c[1] for c in calls[1:]) & set(seeds[1:])
+
+
 def test_truncated_means_no_eos_not_a_completion_that_ends_at_the_limit(saved_policy):
     """A completion whose EOS is the last token allowed ended on its own; one cut at the limit did not."""
     model, tok = load_policy(saved_policy)

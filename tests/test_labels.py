@@ -11,6 +11,7 @@ from saerl.labels import (
     LABELS,
     PARTS_DIR,
     chunk_seed,
+    label_fingerprint,
     labelled_subset,
     measure_labels,
     measure_pass_rates,
@@ -212,3 +213,42 @@ def test_pass_rates_of_prompts_with_integer_ids_join_back_to_them(monkeypatch):
     assert labels["id"].to_list() == ["10", "20", "30"] and labels["pass_rate"].to_list() == [1.0, 0.0, 0.0]
     y, source = resolve_difficulty(prompts, labels, "measured")
     assert source == "measured" and y.tolist() == [0.0, 1.0, 1.0]
+
+
+def test_label_fingerprint_changes_with_every_setting_the_rollouts_read():
+    """A recorded chunk is trusted only under the same subset and sampling/verifying settings: each one changes the
+    fingerprint (else a rerun with another temperature, length, top_k, timeout... would reuse stale chunks)."""
+    ids = ["e1", "e2"]
+    base = label_fingerprint(ids, _score(), 1.0, 4, 0, None)
+    assert base == label_fingerprint(list(ids), _score(), 1.0, 4, 0, None)
+    variants = [label_fingerprint(["e1"], _score(), 1.0, 4, 0, None),
+                *(label_fingerprint(ids, _score(**{field: value}), 1.0, 4, 0, None)
+                  for field, value in (("label_rollouts", 5), ("label_batch", 8), ("seed", 4), ("label_chunk_rows", 2))),
+                label_fingerprint(ids, _score(), 0.5, 4, 0, None), label_fingerprint(ids, _score(), 1.0, 5, 0, None),
+                label_fingerprint(ids, _score(), 1.0, 4, 3, None), label_fingerprint(ids, _score(), 1.0, 4, 0, 2.0)]
+    assert len({base, *variants}) == len(variants) + 1
+
+
+def test_pass_rates_count_verifier_failures_per_prompt(monkeypatch):
+    """n_failed counts the rollouts the verifier timed out or errored on, per prompt (across rollouts); a wrong or
+    unanswered rollout is not a failure."""
+    import saerl.policy_lm
+    import saerl.verify
+    from saerl.verify import VerifyResult
+
+    monkeypatch.setattr(saerl.policy_lm, "generate", lambda model, tok, texts, *a, **k: list(texts))
+    statuses = {"what is 3 + 4 ?": ["timeout", "correct"], "what is 1 + 1 ?": ["error", "timeout"],
+                "what is 2 + 2 ?": ["wrong", "no_answer"]}
+    seen: dict[str, int] = {}
+
+    def judge(completions, golds, timeout_s=None):
+        out = []
+        for c in completions:
+            out.append(VerifyResult(statuses[c][seen.get(c, 0)]))
+            seen[c] = seen.get(c, 0) + 1
+        return out
+
+    monkeypatch.setattr(saerl.verify, "verify_batch", judge)
+    labels = pass_rates(None, None, PROMPTS, 2, 1.0, 4, 2, 0)
+    assert labels["n_failed"].to_list() == [1, 2, 0] and labels["n_correct"].to_list() == [1, 0, 0]
+    assert labels["pass_rate"].to_list() == [0.5, 0.0, 0.0]

@@ -4,6 +4,7 @@ title, labelled axes and a legend, and renders to PNG without pyplot."""
 from __future__ import annotations
 
 import polars as pl
+import pytest
 from matplotlib.figure import Figure
 
 from saerl.plots import (
@@ -28,7 +29,7 @@ def _clusters(n: int) -> pl.DataFrame:
 
 
 def _curve() -> pl.DataFrame:
-    return pl.DataFrame([{"arm": a, "seed": s, "set": st, "step": t, "greedy": 0.2 + 0.05 * t}
+    return pl.DataFrame([{"arm": a, "seed": s, "set": st, "step": t, "greedy": 0.2 + 0.05 * t + 0.1 * s}
                          for a in ("saerl", "vanilla") for s in (0, 1) for st in ("a", "b") for t in (0, 2)])
 
 
@@ -65,9 +66,14 @@ def test_accuracy_vs_step_draws_a_labelled_target_line_per_set():
     assert len(fig.axes) == 2
     assert any("target (25.0%)" in label for label in labels[0])
     assert any("target (30.0%)" in label for label in labels[1])
-    for ax in fig.axes:
+    for ax, want in zip(fig.axes, (0.25, 0.3), strict=True):
         assert ax.get_title() and "step" in ax.get_xlabel() and "fraction" in ax.get_ylabel()
         assert ax.get_legend() is not None
+        lines = {"target" if "target" in ln.get_label() else ln.get_label().split(" ")[0]: ln for ln in ax.get_lines()}
+        assert list(lines["target"].get_ydata()) == [want, want], "the target line is drawn at its set's target"
+        for arm in ("saerl", "vanilla"):  # the mean over seeds 0 and 1 (0.2 + 0.05 t and 0.3 + 0.05 t)
+            assert list(lines[arm].get_xdata()) == [0, 2]
+            assert list(lines[arm].get_ydata()) == pytest.approx([0.25, 0.35])
 
 
 def test_accuracy_vs_step_target_is_optional_and_may_be_one_number():

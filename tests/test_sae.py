@@ -51,6 +51,8 @@ def test_encode_topk_csr_and_resume(store, trained, tmp_path):
     assert ids[:3] == ["p0", "p1", "p2"] and csr.shape == (120, 128)
     assert csr.getnnz(axis=1).max() <= 12 and csr.getnnz(axis=1).min() > 0 and (csr.data > 0).all()
     ref = csr.toarray()
+    want = _reference_codes(store, sae_dir, "max")
+    assert np.array_equal(ref > 0, want > 0) and np.allclose(ref, want, rtol=2e-3, atol=1e-3)
     # an interrupted encode (chunk records lost) resumes to the same bytes
     log = ChunkLog(tmp_path)
     for c in ("3", "7"):
@@ -68,8 +70,31 @@ def test_encode_topk_csr_and_resume(store, trained, tmp_path):
     assert np.array_equal(load_codes_csr(tmp_path / "b", "max")[1].toarray(), ref)
     assert np.array_equal(load_codes_csr(tmp_path / "b", "mean")[1].toarray(), load_codes_csr(tmp_path / "m")[1].toarray())
     assert not np.array_equal(ref, load_codes_csr(tmp_path / "m")[1].toarray())
+    mean_ref = _reference_codes(store, sae_dir, "mean")
+    got = load_codes_csr(tmp_path / "m")[1].toarray()
+    assert np.array_equal(got > 0, mean_ref > 0) and np.allclose(got, mean_ref, rtol=2e-3, atol=1e-3)
     with pytest.raises(ValueError, match="sae.encode_pool"):
         load_codes_csr(tmp_path / "m", "max")
+
+
+def _reference_codes(store, sae_dir, how: str) -> np.ndarray:
+    """Each prompt's codes computed one prompt at a time from the SAE and the stored token residuals: the SAE's
+    code of every token, pooled (`how`: max or mean over the prompt's tokens), only the CFG.encode_top_k
+    largest kept, as float16 [n_prompts, d_sae]."""
+    import torch
+    from sae_lens import SAE
+
+    from saerl.activation_store import open_activations
+
+    act, sae = open_activations(store), SAE.load_from_disk(sae_dir, device="cpu")
+    out = np.zeros((act.n_prompts, sae.cfg.d_sae), dtype=np.float32)
+    with torch.no_grad():
+        for i in range(act.n_prompts):
+            codes = sae.encode(torch.from_numpy(act.prompt_tokens(i).astype(np.float32))).float()
+            pooled = (codes.max(0).values if how == "max" else codes.mean(0)).numpy()
+            top = np.argsort(-pooled, kind="stable")[: CFG.encode_top_k]
+            out[i, top] = np.clip(pooled[top], 0, None)
+    return out.astype(np.float16).astype(np.float32)
 
 
 def test_local_round_trip_and_width_error(store, trained, tmp_path):
@@ -215,3 +240,26 @@ def test_encode_with_a_bfloat16_sae_pools_in_float32(store, tmp_path):
     for pool in ("max", "mean"):
         csr = load_codes_csr(tmp_path / "codes", pool)[1]
         assert csr.nnz > 0 and np.isfinite(csr.data).all() and (csr.data > 0).all()
+
+
+def test_evaluate_sae_reports_what_its_fields_name():
+    """variance_explained is 1 - SSE / total sum of squares about the held-out mean (tokens far from the origin
+    show the difference), l0 the mean active features per token, dead the features that never fire; batch by
+    batch (a ragged last batch) as in one pass."""
+    import torch
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    from saerl.sae import evaluate_sae
+
+    torch.manual_seed(0)
+    sae = TopKSAE(TopKSAEConfig(d_in=8, d_sae=32, k=3))
+    x = torch.randn(30, 8) + 4.0
+    with torch.no_grad():
+        feats = sae.encode(x)
+        sse = float(((x - sae.decode(feats)) ** 2).sum())
+    want_ve = 1 - sse / float(((x - x.mean(0)) ** 2).sum())
+    got = evaluate_sae(sae, x, batch=7)
+    assert got["variance_explained"] == pytest.approx(want_ve, abs=1e-4)
+    assert got["l0"] == pytest.approx(float((feats > 0).sum()) / 30, abs=1e-3)
+    dead = int((~(feats > 0).any(0)).sum())
+    assert got["dead_features"] == dead > 0 and got["n_eval_tokens"] == 30

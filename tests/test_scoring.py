@@ -132,8 +132,11 @@ def test_ids_align_rows_and_labelled_column(data):
     perm = np.random.default_rng(1).permutation(prompts.height)
     ids = prompts["id"].gather(perm)
     with_lab = prompts.with_columns(labelled=pl.Series(np.arange(prompts.height) < 150)).drop("topic")
-    r = score_prompts(X[perm], with_lab, ScoreConfig(**FAST, baselines=False, n_clusters=4), ids=ids)
+    r = score_prompts(X[perm], with_lab, ScoreConfig(**FAST, baselines=False, n_clusters=4, quality_threshold=0.9),
+                      ids=ids)
     assert r.scores["id"].to_list() == ids.to_list()
+    q = r.scores["quality_hat"]
+    assert r.scores["kept"].to_list() == (q >= 0.9).to_list() and q.is_between(0.5, 0.9, closed="left").any()
     assert r.params["n_labelled"] == 150
     assert any("topic" in n for n in r.notes) and "topic_clusters" not in set(r.report["property"])
     with pytest.raises(ValueError, match="rows"):

@@ -62,6 +62,9 @@ def test_report_rows_all_or_a_seeded_sample():
     assert np.array_equal(report_rows(100, cfg), np.arange(100))
     sample = report_rows(1000, cfg)
     assert len(sample) == 100 and np.all(np.diff(sample) > 0) and np.array_equal(sample, report_rows(1000, cfg))
+    assert sample[0] >= 0 and sample[-1] < 1000 and np.median(sample) > 250, "drawn across the pool, not its head"
+    other = report_rows(1000, cfg.model_copy(update={"seed": cfg.seed + 1}))
+    assert not np.array_equal(sample, other), "score.seed draws the sample"
 
 
 def test_large_pool_reports_clusters_on_the_sample(data):

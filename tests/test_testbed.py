@@ -112,11 +112,24 @@ def test_wrong_gold_is_really_wrong(world):
 
 
 def test_missing_info_and_garbled_change_the_text(world):
+    import random
+
     pool = world["pool"]
     for kind in ("missing_info", "garbled", "off_distribution"):
         rows = pool.filter(pl.col("defect") == kind)
         assert rows.height > 0
         assert not rows["prompt"].is_in(world["eval"]["prompt"]).any()
+    for s in range(200):  # each kind changes the problem's own text (the checks above hold for any pool row)
+        p = make_problem(s, list(GENERATORS)[s % len(GENERATORS)], 1 + s % 5)
+        words = p.prompt.split(" ")
+        for kind in ("missing_info", "garbled", "off_distribution"):
+            prompt, gold = apply_defect(random.Random(s), kind, p, p)
+            assert prompt != p.prompt, (kind, p.prompt)
+            assert gold == p.answer or kind == "off_distribution"
+        cut = apply_defect(random.Random(s), "garbled", p, p)[0].split(" ")
+        assert len(cut) < len(words) and sorted(cut) == sorted(words[: len(cut)])  # truncated, two words swapped
+        off, _ = apply_defect(random.Random(s), "off_distribution", p, p)
+        assert not any(w.isdigit() for w in off.split(" "))
 
 
 def test_off_distribution_rows_carry_no_topic_or_level(world):
@@ -146,6 +159,46 @@ def test_splits_are_disjoint_by_content(world):
 def test_labelled_subset_share(world):
     share = world["pool"]["labelled"].mean()
     assert abs(share - CFG.labelled_share) < 0.06
+
+
+def test_level_mixes_and_labelled_share_follow_the_config():
+    """pool and eval are drawn with pool_level_mix, the corpus with pretrain_level_mix, the labelled flag at
+    labelled_share: settings far from the defaults, so a swapped or ignored field shows."""
+    cfg = CFG.model_copy(update={"n_pretrain": 50, "n_pool": 100, "n_eval": 20, "pool_level_mix": [0, 0, 0, 0, 1],
+                                 "pretrain_level_mix": [1, 0, 0, 0, 0], "labelled_share": 0.7, "defect_share": 0.0})
+    world = generate_world(cfg)
+    assert set(world["pool"]["difficulty"]) == set(world["eval"]["difficulty"]) == {5.0}
+    assert set(world["pretrain"]["difficulty"]) == {1.0}
+    assert abs(world["pool"]["labelled"].mean() - 0.7) < 0.15
+
+
+def _true_answer(content: str) -> int | None:
+    """The right answer of an arith or mult problem from its content key (topic, [op], operands); else None."""
+    topic, *rest = content.split(" ")
+    if topic == "mult":
+        return int(rest[0]) * int(rest[1])
+    if topic != "arith":
+        return None
+    if rest[0] in "+-":
+        return int(rest[1]) + int(rest[2]) if rest[0] == "+" else int(rest[1]) - int(rest[2])
+    return int(rest[0]) + int(rest[1]) - int(rest[2])  # level 5: a + b - d
+
+
+def test_the_corpus_carries_slips_and_the_pool_does_not(world):
+    """The pretraining split's worked solutions slip at about testbed.pretrain_slip per level (its answer column is
+    the slipped one, as the LM learns it); the pool's and eval's clean rows are right."""
+    for split in ("pretrain", "pool", "eval"):
+        df = world[split].filter(pl.col("defect") == "none")
+        truth = [_true_answer(c) for c in df["content"]]
+        rows = [(int(a) != r, int(d)) for a, r, d in zip(df["answer"], truth, df["difficulty"], strict=True)
+                if r is not None]
+        assert len(rows) > 20, split
+        wrong = sum(w for w, _ in rows) / len(rows)
+        if split == "pretrain":
+            expected = sum(CFG.pretrain_slip[d - 1] for _, d in rows) / len(rows)
+            assert abs(wrong - expected) < 0.1, (wrong, expected)
+        else:
+            assert wrong == 0, split
 
 
 def test_the_same_text_is_the_same_content():
