@@ -88,7 +88,12 @@ def compute_extract(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
                       cfg.extract, build.chunks, model_path=internals_model(cfg, inputs), device=cfg.runtime.device,
                       progress=cfg.runtime.progress)
     build.note(summary=summary)
-    return {k: float(summary[k]) for k in ("n_prompts_total", "n_tokens_total", "d_model", "layer", "tokens_per_s")}
+    if summary["n_truncated"]:
+        log.warning("extract: %d of %d prompts are longer than extract.max_length=%d tokens and were cut on the %s "
+                    "(raise extract.max_length to keep them whole)", summary["n_truncated"],
+                    summary["n_prompts_total"], cfg.extract.max_length, cfg.extract.truncation_side)
+    return {k: float(summary[k])
+            for k in ("n_prompts_total", "n_tokens_total", "d_model", "layer", "tokens_per_s", "n_truncated")}
 
 
 def compute_sae(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:

@@ -210,3 +210,19 @@ def test_a_finished_training_run_publishes_no_resumable_checkpoints(tmp_path, mo
     metrics = runners.compute_train(cfg, {}, Build(tmp_path, {}), arm="saerl", seed=0)
     assert metrics["steps"] == 1.0 and (tmp_path / "policy").is_dir() and (tmp_path / "trained_order.parquet").is_file()
     assert not (tmp_path / runners.CHECKPOINTS).exists()
+
+
+def test_extract_reports_cut_prompts(tmp_path, monkeypatch, caplog):
+    """Prompts longer than extract.max_length lose tokens: the stage says how many, and how to keep them."""
+    import logging
+
+    from saerl import activations, runners
+
+    summary = {"n_prompts_total": 10, "n_tokens_total": 90, "d_model": 8, "layer": 0, "tokens_per_s": 1.0,
+               "n_truncated": 3}
+    monkeypatch.setattr(activations, "extract", lambda *a, **k: summary)
+    monkeypatch.setattr(runners, "read_prompts", lambda _: pl.DataFrame({"id": ["p0"], "prompt": ["q"]}))
+    monkeypatch.setattr(runners, "internals_model", lambda *_: "unused")
+    with caplog.at_level(logging.WARNING, logger="saerl.runners"):
+        metrics = runners.compute_extract(PipelineConfig(), {}, Build(tmp_path, {}))
+    assert metrics["n_truncated"] == 3.0 and "3 of 10 prompts are longer than extract.max_length" in caplog.text
