@@ -15,7 +15,17 @@ from prefect import flow, get_run_logger
 from saerl.artifacts import ArtifactRef, ArtifactStore
 from saerl.config import build_config, flatten
 from saerl.pipeline import SHARDED, check_runnable, input_keys, resolve_upstream, stage_runs
-from saerl.runs import RunRecord, StageRecord, explain, list_runs, previous_run, read_run, save_run
+from saerl.runs import (
+    FAILED,
+    FAILED_CHARS,
+    RunRecord,
+    StageRecord,
+    explain,
+    list_runs,
+    previous_run,
+    read_run,
+    save_run,
+)
 from saerl.stages import stage_key, stage_slice
 from saerl.sweep import planned_run_keys
 from saerl.tracking import Tracker, log_stage_run
@@ -66,6 +76,13 @@ def build_sharded(store: ArtifactStore, args: dict[str, Any], n_shards: int, sta
         future = start()
         future.wait()
     return future
+
+
+def mark_failed(stage_run: str, err: BaseException) -> str:
+    """What a failed run's record says in extra['failed']: the stage run that was running and the error, one
+    line. in: stage run name ('' before the first), the exception; out: text."""
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return f"{stage_run or 'before the first stage'}: {text[:FAILED_CHARS]}"
 
 
 def format_levels(metrics: dict[str, float]) -> str:
@@ -160,18 +177,28 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
     # Training runs (arm x seed) read nothing of each other: on Dask they all run at once, one per worker.
     parallel_train = cfg.runtime.task_runner == "dask"
     pending: list[dict[str, Any]] = []
-    for stage, name, ups, variant in stage_runs(cfg, until):
-        if pending and stage != "train":
-            for run in pending:
+    current = ""
+    try:
+        for stage, name, ups, variant in stage_runs(cfg, until):
+            current = name
+            if pending and stage != "train":
+                for run in pending:
+                    current = run["name"]
+                    finish(run)
+                pending = []
+                current = name
+            run = submit(stage, name, ups, variant)
+            if stage == "train" and parallel_train:
+                pending.append(run)
+            else:
                 finish(run)
-            pending = []
-        run = submit(stage, name, ups, variant)
-        if stage == "train" and parallel_train:
-            pending.append(run)
-        else:
+        for run in pending:
+            current = run["name"]
             finish(run)
-    for run in pending:
-        finish(run)
+    except BaseException as err:  # the record says the run failed, and where, before the error goes on
+        record.extra[FAILED] = mark_failed(current, err)
+        save_run(root, record)
+        raise
     path = save_run(root, record)
     tracker.log_artifact(path)
     tracker.finish()

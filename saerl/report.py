@@ -26,7 +26,16 @@ import polars as pl
 
 from saerl.artifacts import MANIFEST, ArtifactRef, ArtifactStore
 from saerl.config import PipelineConfig, build_config, flatten
-from saerl.runs import RUNS_DIR, RunRecord, StageRecord, explain, ordered_stages, previous_run, stage_of
+from saerl.runs import (
+    FAILED,
+    RUNS_DIR,
+    RunRecord,
+    StageRecord,
+    explain,
+    ordered_stages,
+    previous_run,
+    stage_of,
+)
 from saerl.stages import stage_slice
 
 log = logging.getLogger("saerl.report")
@@ -211,6 +220,8 @@ def sections(report: RunReport) -> list[tuple[str, pl.DataFrame | str]]:
     elif "evaluate" in report.record.stages:
         out.append(("Arms", "the evaluate artifact is gone from disk (saerl gc?): run the same config again to "
                     "rebuild it (the stages still stored are reused)"))
+    elif report.record.extra.get(FAILED):
+        out.append(("Arms", f"the run failed before its evaluation, at {report.record.extra[FAILED]}"))
     else:
         out.append(("Arms", "no evaluate stage in this run: nothing to compare"))
     if report.data:

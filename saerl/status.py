@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from saerl.artifacts import MANIFEST
-from saerl.runs import RUNS_DIR, RunRecord, list_runs, load_run, ordered_stages, read_run, stage_of
+from saerl.runs import FAILED, RUNS_DIR, RunRecord, list_runs, load_run, ordered_stages, read_run, stage_of
 
 LIST_LIMIT = 20  # runs shown by `saerl status --list` unless told otherwise
 KEY_CHARS = 12  # key prefix shown (enough to tell artifacts apart; the full key is in the record)
@@ -58,6 +58,8 @@ def format_run(root: Path, record: RunRecord) -> str:
     head = (f"run {record.run_id} ({record.name}) started {format_time(record.started)}: "
             f"{len(record.stages)} stage runs, {computed} computed, {len(record.stages) - computed} cached, "
             f"{seconds:.1f}s")
+    if record.extra.get(FAILED):
+        head += f"\nFAILED at {record.extra[FAILED]}"
     return "\n".join([head, *_table(rows)])
 
 
@@ -72,15 +74,16 @@ def list_status(root: Path, limit: int = LIST_LIMIT) -> str:
     paths = list_runs(root)[::-1][:limit]
     if not paths:
         return f"no runs under {Path(root) / RUNS_DIR}"
-    rows = [("run", "name", "started", "stages", "computed", "cached", "seconds", "MB")]
+    rows = [("run", "name", "started", "stages", "computed", "cached", "seconds", "MB", "ended")]
     for path in paths:
         try:
             r = read_run(path)
         except ValueError:
-            rows.append((path.stem, "<unreadable record>", "", "", "", "", "", ""))
+            rows.append((path.stem, "<unreadable record>", "", "", "", "", "", "", ""))
             continue
         computed = sum(s.status == "computed" for s in r.stages.values())
         rows.append((r.run_id, r.name, format_time(r.started), str(len(r.stages)), str(computed),
                      str(len(r.stages) - computed), f"{sum(s.seconds for s in r.stages.values()):.1f}",
-                     f"{sum(s.bytes for s in r.stages.values()) / MB:.2f}"))
+                     f"{sum(s.bytes for s in r.stages.values()) / MB:.2f}",
+                     f"failed at {r.extra[FAILED].split(':', 1)[0]}" if r.extra.get(FAILED) else "ok"))
     return "\n".join(_table(rows, free_last=False))

@@ -192,3 +192,27 @@ def test_a_prefect_cache_hit_records_its_own_seconds_not_the_builds(prefect_api,
     runs = [pipeline_flow(config=cfg.model_dump(mode="json"), until="ingest")["stages"]["ingest"] for _ in range(2)]
     assert [r["status"] for r in runs] == ["computed", "cached"]
     assert runs[0]["seconds"] >= 2.0 > runs[1]["seconds"]
+
+
+def test_a_failed_run_is_recorded_as_failed_and_where(prefect_api, tmp_path, monkeypatch):
+    """A run stopped by an error leaves a record that says so (it read as a short finished run): the stage run
+    that failed and the error, shown by `saerl status`, `status --list` and the report."""
+    from flows.pipeline import pipeline_flow
+    from saerl import pipeline
+    from saerl.report import load_report, sections
+    from saerl.runs import FAILED, load_run
+    from saerl.status import list_status, run_status
+
+    def broken_ingest(*args, **kwargs):
+        raise RuntimeError("the data file went away")
+
+    monkeypatch.setitem(pipeline.RUNNERS, "ingest", broken_ingest)
+    cfg = load_config(None, [f"runtime.artifact_root={tmp_path}", "data.source=sample", "tracking.enabled=false"])
+    with pytest.raises(Exception, match="the data file went away"):
+        pipeline_flow(config=cfg.model_dump(mode="json"), until="ingest")
+    record = load_run(tmp_path, "latest")
+    assert record.extra[FAILED] == "ingest: RuntimeError: the data file went away" and not record.stages
+    assert "FAILED at ingest: RuntimeError" in run_status(tmp_path)
+    assert list_status(tmp_path).splitlines()[1].endswith("failed at ingest")
+    arms = dict(sections(load_report(tmp_path, record.run_id)))["Arms"]
+    assert "failed before its evaluation, at ingest" in arms
