@@ -425,6 +425,18 @@ def field_paths(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> li
     return paths
 
 
+def mapping_fields() -> set[str]:
+    """The dotted paths of mapping-valued fields (eval.sets, testbed.defect_kinds), whose entries an override may
+    name: 'eval.sets.gsm8k=PATH'."""
+    out = set()
+    for path in field_paths():
+        section, _, name = path.partition(".")
+        info = PipelineConfig.model_fields[section].annotation.model_fields.get(name) if name else None
+        if info is not None and get_origin(info.annotation) is dict:
+            out.add(path)
+    return out
+
+
 def suggest_key(path: str) -> str:
     """' (did you mean 'x.y'?)' for the valid key closest to `path`, or ''."""
     valid = field_paths() + [p.split(".")[0] for p in field_paths()]
@@ -503,12 +515,22 @@ def parse_override(text: str) -> tuple[str, Any]:
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of a raw config dict with dotted overrides set; unknown paths are errors. A whole section
     given as a mapping ('train={max_steps: 50}') sets the fields it names, as 'train.max_steps=50' would, and
-    keeps the section's other fields."""
+    keeps the section's other fields; one entry of a mapping field is set by its name ('eval.sets.gsm8k=PATH',
+    'testbed.defect_kinds.garbled=0.3'), keeping the mapping's other entries."""
     out = json.loads(json.dumps(raw))
     valid = set(field_paths())
     sections = {p.split(".")[0] for p in valid if "." in p}
+    mappings = mapping_fields()
     for text in overrides:
         key, value = parse_override(text)
+        parent = key.rsplit(".", 1)[0]
+        if key not in valid and parent in mappings:  # one entry of a mapping: the mapping as it stands, plus it
+            section, name = parent.split(".")
+            current = out.get(section, {}).get(name)
+            default = getattr(getattr(PipelineConfig(), section), name)
+            out.setdefault(section, {})[name] = {**(current if isinstance(current, dict) else default),
+                                                 key.rsplit(".", 1)[1]: value}
+            continue
         if key in sections and not isinstance(value, dict):
             example = next(p for p in sorted(valid) if p.startswith(f"{key}."))
             raise ConfigError(f"override '{text}': '{key}' is a section, not a field; set one of its fields "

@@ -457,7 +457,13 @@ def load_table(path: Path, fmt: str = "auto", hf_split: str | None = None) -> Lo
     except (OSError, pl.exceptions.PolarsError, ValueError) as e:
         if isinstance(e, IngestError):
             raise
-        raise IngestError(f"cannot read {path} as {fmt}: {type(e).__name__}: {e}") from e
+        try:
+            guess = detect_format(path)
+        except IngestError:  # no telling suffix: no hint
+            guess = fmt
+        hint = (f" (it looks like {guess}: set data.format={guess} or --format {guess}, or auto)" if guess != fmt
+                else "")
+        raise IngestError(f"cannot read {path} as {fmt}{hint}: {type(e).__name__}: {e}") from e
     if table.n_source_rows == 0:
         raise IngestError(f"data file {path} has no rows")
     return table

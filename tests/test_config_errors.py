@@ -274,3 +274,12 @@ def test_a_section_given_twice_in_a_file_is_refused_naming_it(tmp_path):
         load_config(path)
     path.write_text("eval:\n  k_samples: 2\n  max_problems: 20\n")
     assert load_config(path).eval.k_samples == 2
+
+
+def test_one_entry_of_a_mapping_field_is_set_by_its_name(tmp_path):
+    """'eval.sets.extra=PATH' was an unknown key; it sets that entry and keeps the others (and the defaults)."""
+    cfg = load_config(None, ['eval.sets={a: /x/a.jsonl}', "eval.sets.b=/x/b.jsonl", "testbed.defect_kinds.garbled=0.5"])
+    assert cfg.eval.sets == {"a": "/x/a.jsonl", "b": "/x/b.jsonl"}
+    assert cfg.testbed.defect_kinds["garbled"] == 0.5 and cfg.testbed.defect_kinds["wrong_gold"] == 0.3
+    with pytest.raises(ConfigError, match="unknown key 'eval.setz.b'"):
+        load_config(None, ["eval.setz.b=/x"])

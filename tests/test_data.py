@@ -462,3 +462,10 @@ def test_real_answer_shapes_keep_right_golds_and_report_the_rest(tmp_path):
         (0, "unparseable answer"), (1, "unparseable answer")]
     assert res.kept["answer"].to_list() == [
         "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "1234.56", "0.435", "9", "\\frac{1}{3}"]
+
+
+def test_a_wrong_format_names_the_setting_and_the_format_the_file_looks_like(tmp_path):
+    """`saerl ingest x.jsonl --format parquet` said only 'cannot read ... as parquet'."""
+    path = write_jsonl(tmp_path / "d.jsonl", GOOD)
+    with pytest.raises(IngestError, match=r"as parquet \(it looks like jsonl: set data.format=jsonl or --format jsonl"):
+        ingest(cfg(format="parquet"), path)
