@@ -267,9 +267,10 @@ def last_checkpoint(folder: Path, every: int = 1, final: int | None = None) -> P
 
 
 def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_steps: int, seed: int,
-                device: str = "auto") -> Any:
+                device: str = "auto", progress: bool = True) -> Any:
     """trl GRPOConfig from our TrainConfig: on `device` (runtime.device: 'auto' = CUDA when there is one; trl
-    would otherwise take a GPU whatever the config says), fp32 on CPU (bf16 on CUDA when cfg.bf16), constant
+    would otherwise take a GPU whatever the config says), with trl's progress bar only when `progress`
+    (runtime.progress), fp32 on CPU (bf16 on CUDA when cfg.bf16), constant
     lr, no shuffling; resumable trainer
     checkpoints (model as safetensors + optimizer, scheduler and RNG states) in `out_dir` every
     cfg.save_every steps rounded up to whole generation batches (:func:`save_period`; none when 0), the last
@@ -293,7 +294,7 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
         save_strategy="steps" if cfg.save_every else "no",
         save_steps=save_period(cfg.save_every or 1, cfg.steps_per_generation),
         save_total_limit=cfg.keep_checkpoints, save_only_model=False,
-        report_to=[], bf16=False, use_cpu=not cuda, disable_dropout=True, seed=seed,
+        report_to=[], disable_tqdm=not progress, bf16=False, use_cpu=not cuda, disable_dropout=True, seed=seed,
         shuffle_dataset=False, mask_truncated_completions=False, log_completions=False, dataloader_num_workers=0,
     )
     if cuda and cfg.bf16:
@@ -328,7 +329,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
                extra_rewards: list[Any] | None = None, eval_sets: dict[str, pl.DataFrame] | None = None,
                eval_max_new_tokens: int | None = None, eval_batch: int = 64,
                checkpoint_dir: str | Path | None = None, model_cfg: ModelConfig | None = None,
-               device: str = "auto") -> dict[str, Any]:
+               device: str = "auto", progress: bool = True) -> dict[str, Any]:
     """GRPO (or DAPO, by cfg.algorithm) from the policy saved in `model_dir` on `prompts` (id, prompt, answer)
     read in `order` (ids; None = seeded shuffle, the vanilla baseline). Saves the final policy (+ tokenizer)
     to `out_dir`. `extra_rewards` are trl reward functions added to the correctness reward (they see the `id`
@@ -337,7 +338,9 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     (default `<out_dir>/checkpoints`) every cfg.save_every steps (rounded up to whole generation batches,
     :func:`save_period`), and a run that finds one there (it was killed) resumes from the newest: optimizer,
     scheduler, RNG states, data position, learning curve, the reward's counts and the training seconds (which
-    `time_limit_s` counts too), and, under DAPO, the prompt stream's cursor and the prompts drawn before. Training runs on `device` (runtime.device, see :func:`grpo_config`).
+    `time_limit_s` counts too), and, under DAPO, the prompt stream's cursor and the prompts drawn before.
+    Training runs on `device` (runtime.device, see :func:`grpo_config`), with trl's progress bar when `progress`
+    (runtime.progress).
     The training stream is `order` long enough for whole generation batches (:func:`stream_length`); under DAPO
     also for every round of dynamic sampling (times 1 + cfg.dynamic_sampling_max_rounds), where prompts without
     a reward spread are dropped and the next ones drawn, so the prompts trained on are a subsequence of the stream.
@@ -389,7 +392,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         from saerl.dapo import dynamic_sampling_trainer
 
         cls = dynamic_sampling_trainer(cls, cfg.dynamic_sampling_max_rounds)
-    args = grpo_config(cfg, ckpt_dir, prompts_per_step, steps, seed, device)
+    args = grpo_config(cfg, ckpt_dir, prompts_per_step, steps, seed, device, progress)
     if extra_rewards and args.reward_weights is not None:
         args.reward_weights = [*args.reward_weights, *[1.0] * len(extra_rewards)]
     saving = CurveCheckpoint(evals, ckpt_dir, {RUN_FILE: lambda: {

@@ -303,7 +303,8 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     pps = cfg.curriculum.batch_size
     run = train_grpo(policy_path(cfg, inputs), read_prompts(inputs), order, t, build.path / "policy",
                      prompts_per_step=pps, seed=seed, eval_sets=sets, eval_batch=cfg.eval.batch_size,
-                     checkpoint_dir=build.path / CHECKPOINTS, model_cfg=cfg.model, device=cfg.runtime.device)
+                     checkpoint_dir=build.path / CHECKPOINTS, model_cfg=cfg.model, device=cfg.runtime.device,
+                     progress=cfg.runtime.progress)
     steps_log = pl.DataFrame(run["log"], infer_schema_length=None) if run["log"] else pl.DataFrame({"step": []})
     if "step" in steps_log.columns:
         steps_log = steps_log.with_columns(pl.col("step").cast(pl.Int64))

@@ -108,6 +108,8 @@ def test_training_stays_on_the_cpu_when_runtime_device_says_so(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     args = grpo_config(TrainConfig(bf16=True), Path("/tmp/x"), 2, 1, 0, device="cpu")
     assert args.use_cpu is True and args.bf16 is False
+    assert args.disable_tqdm is False  # progress on by default
+    assert grpo_config(TrainConfig(), Path("/tmp/x"), 2, 1, 0, "cpu", progress=False).disable_tqdm is True
 
 
 def test_checkpoint_is_complete_only_once_our_files_are_written(tmp_path):
