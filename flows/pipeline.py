@@ -129,8 +129,11 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
     tracker = Tracker(cfg, root, record.run_id)
     refs: dict[str, ArtifactRef] = {}
 
+    active = {"name": ""}  # the stage run being submitted or waited for: where a failed run stopped
+
     def submit(stage: str, name: str, ups: tuple[str, ...], variant: dict[str, Any] | None) -> dict[str, Any]:
         """Start one stage run as a task (its shards first, on Dask); returns what finishing it needs."""
+        active["name"] = name
         started = time.time()
         upstream = resolve_upstream(stage, ups, refs, variant)
         keys = input_keys(cfg, stage, upstream, variant)
@@ -154,6 +157,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
     def finish(run: dict[str, Any]) -> None:
         """Wait for a submitted stage run, record it (run record, terminal, MLflow)."""
         stage, name, key, keys = run["stage"], run["name"], run["key"], run["keys"]
+        active["name"] = name
         future = run["future"]
         future.wait()
         state = future.state
@@ -177,26 +181,21 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
     # Training runs (arm x seed) read nothing of each other: on Dask they all run at once, one per worker.
     parallel_train = cfg.runtime.task_runner == "dask"
     pending: list[dict[str, Any]] = []
-    current = ""
     try:
         for stage, name, ups, variant in stage_runs(cfg, until):
-            current = name
             if pending and stage != "train":
                 for run in pending:
-                    current = run["name"]
                     finish(run)
                 pending = []
-                current = name
             run = submit(stage, name, ups, variant)
             if stage == "train" and parallel_train:
                 pending.append(run)
             else:
                 finish(run)
         for run in pending:
-            current = run["name"]
             finish(run)
     except BaseException as err:  # the record says the run failed, and where, before the error goes on
-        record.extra[FAILED] = mark_failed(current, err)
+        record.extra[FAILED] = mark_failed(active["name"], err)
         save_run(root, record)
         raise
     path = save_run(root, record)

@@ -147,17 +147,22 @@ def build_order(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: 
     return _finish(parts)
 
 
-def whole_batches(order: pl.DataFrame, batch_size: int) -> list[str]:
-    """The ids RL reads from `order` (ORDER_SCHEMA), one optimizer step per batch: every batch of `batch_size`
+def whole_batch_rows(order: pl.DataFrame, batch_size: int) -> pl.DataFrame:
+    """The rows of `order` (ORDER_SCHEMA) RL reads, one optimizer step per batch: every batch of `batch_size`
     rows, in position order. A shorter batch (an epoch's last) is left out: read through, it would shift
     every later step across two of the curriculum's batches (the next epoch, or the order read again when
     it is shorter than the run), losing the cluster-first grouping. At most batch_size - 1 prompts per epoch
-    are left out; an order with no whole batch is read as it is. in: order frame, B; out: ids."""
+    are left out; an order with no whole batch is read as it is. in: order frame, B; out: its kept rows."""
     order = order.sort("position")
     sizes = order.group_by("batch").len()
     whole = order.join(sizes.filter(pl.col("len") == batch_size).select("batch"), on="batch", how="semi",
                        maintain_order="left")
-    return (whole if whole.height else order)["id"].cast(pl.String).to_list()
+    return whole if whole.height else order
+
+
+def whole_batches(order: pl.DataFrame, batch_size: int) -> list[str]:
+    """The ids of :func:`whole_batch_rows`, in the order RL reads them. in: order frame, B; out: ids."""
+    return whole_batch_rows(order, batch_size)["id"].cast(pl.String).to_list()
 
 
 def _finish(parts: list[pl.DataFrame]) -> pl.DataFrame:

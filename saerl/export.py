@@ -19,6 +19,7 @@ import polars as pl
 
 from saerl.artifacts import ArtifactStore, CorruptArtifact
 from saerl.config import CurriculumConfig, TrainConfig
+from saerl.curriculum import whole_batch_rows
 from saerl.runners import ARM_ORDERS, PROMPTS, VANILLA
 from saerl.runs import RunRecord, load_run
 
@@ -125,27 +126,16 @@ def stage_dir(root: Path, record: RunRecord, stage: str) -> Path:
         raise ValueError(f"{err} (collected by saerl gc? rerun the pipeline to rebuild it)") from None
 
 
-def whole_batch_rows(order: pl.DataFrame, batch_size: int) -> pl.DataFrame:
-    """The rows of an order that RL reads (:func:`saerl.curriculum.whole_batches`): every batch of `batch_size`
-    rows in position order, an epoch's short last batch left out (an order with no whole batch is kept whole),
-    positions renumbered 0..n-1 in that order. in: order frame (position, batch, ...), B; out: order frame."""
-    order = order.sort("position")
-    whole = order.join(order.group_by("batch").len().filter(pl.col("len") == batch_size).select("batch"),
-                       on="batch", how="semi", maintain_order="left")
-    kept = whole if whole.height else order
-    return kept.with_columns(position=pl.int_range(0, kept.height, dtype=pl.Int64))
-
-
 def ordered_prompts(curriculum: Path, ingest: Path, arm: str = "saerl", batch_size: int | None = None) -> pl.DataFrame:
     """The arm's order as RL reads it, joined with the prompts, sorted by position. in: curriculum and ingest
     artifact folders, arm, the run's curriculum.batch_size (None = the order file whole: for the arms in
-    WHOLE_BATCH_ARMS RL leaves an epoch's short last batch out, :func:`whole_batch_rows`); out: frame with
-    COLUMNS. ValueError for an unknown arm or ids missing from the prompts."""
+    WHOLE_BATCH_ARMS RL leaves an epoch's short last batch out, :func:`saerl.curriculum.whole_batch_rows`);
+    out: frame with COLUMNS. ValueError for an unknown arm or ids missing from the prompts."""
     if arm not in ARM_FILES:
         raise ValueError(f"unknown arm '{arm}'; arms: {', '.join(ARM_FILES)}")
     order = pl.read_parquet(curriculum / ARM_FILES[arm])
-    if batch_size is not None and arm in WHOLE_BATCH_ARMS:
-        order = whole_batch_rows(order, batch_size)
+    if batch_size is not None and arm in WHOLE_BATCH_ARMS:  # as RL reads it, positions renumbered 0..n-1
+        order = whole_batch_rows(order, batch_size).with_columns(position=pl.int_range(0, pl.len(), dtype=pl.Int64))
     prompts = pl.read_parquet(ingest / PROMPTS).select("id", "prompt", "answer")
     frame = order.join(prompts, on="id", how="left").sort("position").select(COLUMNS)
     missing = frame.filter(pl.col("prompt").is_null())["id"]

@@ -19,10 +19,9 @@ from saerl.artifacts import write_json_atomic
 
 RUNS_DIR = "runs"
 RECENT_IDS = 5  # run ids an unknown-run error lists
-
-
 FAILED = "failed"  # RunRecord.extra key of a run that stopped on an error: "<stage run>: <error>"
 FAILED_CHARS = 300  # of the error text kept there
+
 
 @dataclass
 class StageRecord:
