@@ -5,7 +5,7 @@ math file -> extraction of the layer-14 residual stream -> a TopK SAE trained he
 curriculum -> a few GRPO steps per arm (bf16) -> evaluation, and prints the wall time of each stage, the
 extraction and GRPO throughput and the peak GPU memory. Fewer prompts, steps, seeds and held-out problems than
 the config, but the same GRPO step (curriculum.batch_size prompts x train.num_generations rollouts of up to
-train.max_completion_length tokens, one forward and backward), so the peak memory is the long run's;
+train.max_completion_length tokens in train.micro_batches passes), so the peak memory is the long run's;
 --quick shrinks the step too (8 prompts, 128-token rollouts).
 
     python benchmarks/gpu_path.py --model Qwen/Qwen2.5-Math-1.5B --data ../shared/data/gsm8k_train.jsonl \

@@ -152,6 +152,11 @@ class ExtractConfig(Section):
         "left", description="which end of an over-long prompt is cut (left keeps the end the policy answers from)"
     )
     token_block_rows: int = Field(4096, gt=0, description="token rows per Zarr chunk inside one prompt-chunk's token array")
+    skip_head: bool = Field(
+        True, description="causal models: leave each prompt's head out of the pooled vectors, the SAE's training "
+        "tokens and the encode pooling: the chat template's tokens before the prompt text (the same for every "
+        "prompt, so their residuals are too) and at least the first token (the attention sink, whose norm dwarfs "
+        "the rest); the last token and the template's tail after the prompt are kept")
 
 
 class SAEConfig(Section):
@@ -295,6 +300,10 @@ class TrainConfig(Section):
     steps_per_generation: int = Field(
         1, ge=1, description="optimizer steps per generation batch (trl): rollouts for this many steps' prompts are "
         "generated in one batch, then consumed one step's prompts at a time, PPO-clipped against the generating policy")
+    micro_batches: int = Field(
+        1, ge=1, description="gradient accumulation: each optimizer step's completions go through forward/backward "
+        "in this many equal parts (the same update, about 1/N of the activation memory); prompts per step x "
+        "num_generations must divide by it")
     temperature: float = Field(1.0, gt=0, description="sampling temperature for rollouts")
     top_k: int = Field(0, ge=0, description="top-k sampling; 0 = off")
     max_completion_length: int = Field(64, gt=0, description="tokens per rollout")
@@ -395,7 +404,8 @@ class PipelineConfig(Section):
     @model_validator(mode="after")
     def _consistent(self) -> PipelineConfig:
         """Fields that must agree across sections, checked before any stage runs: the data file when
-        data.source is 'file', and every pooling the score stage reads among those the encode stage stores."""
+        data.source is 'file', every pooling the score stage reads among those the encode stage stores, and
+        train.micro_batches dividing a step's completions (curriculum.batch_size x train.num_generations)."""
         if self.data.source == "file" and not self.data.path:
             raise ValueError("data.source is 'file' but data.path is not set: set data.path=/path/to/file.jsonl "
                              "(or data.source=sample / testbed)")
@@ -406,6 +416,12 @@ class PipelineConfig(Section):
                 have, both = ", ".join(stored), ", ".join(dict.fromkeys([*stored, pool]))
                 raise ValueError(f"score.{name} is '{pool}' but sae.encode_pool=[{have}] does not store it: set "
                                  f"sae.encode_pool=[{both}] or score.{name}={stored[0]}")
+        rollouts, parts = self.curriculum.batch_size * self.train.num_generations, self.train.micro_batches
+        if rollouts % parts:
+            fits = [d for d in range(1, rollouts + 1) if rollouts % d == 0 and d <= 4 * parts][-3:]
+            raise ValueError(f"train.micro_batches={parts} does not divide a step's {rollouts} completions "
+                             f"(curriculum.batch_size {self.curriculum.batch_size} x train.num_generations "
+                             f"{self.train.num_generations}): set train.micro_batches to one of {fits}")
         return self
 
 

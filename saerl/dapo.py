@@ -22,8 +22,10 @@ tensors and splits it into the per-step batches the loss sees. The subclass over
 3. while fewer groups are kept than the batch holds and at most ``max_rounds`` extra rounds were run, draw
    exactly as many fresh prompts as groups are missing, and repeat;
 4. return the kept groups, re-padded into one batch of the usual size. If the rounds run out first, the
-   batch is filled up with dropped groups in stream order (their advantage is 0: they add no policy
-   gradient, the step trains on what there is) and ``dynamic_sampling/filled_groups`` says how many.
+   batch is filled up with dropped groups in stream order, their completions masked out of the loss
+   (:func:`mask_out`: no loss terms, not counted in the token-level normaliser, so the step's loss is the
+   token mean over the kept groups alone, as DAPO trains on the groups it has), and
+   ``dynamic_sampling/filled_groups`` says how many.
 
 The prompt stream. Prompts are read in the order of the trainer's own train sampler (for
 ``saerl.rl``'s ordered trainer: the curriculum order), one entry per prompt with the sampler's
@@ -110,6 +112,12 @@ def _pad_to(t: torch.Tensor, width: int, value: float, left: bool) -> torch.Tens
         return t
     fill = torch.full((t.size(0), extra), value, dtype=t.dtype, device=t.device)
     return torch.cat([fill, t] if left else [t, fill], dim=1)
+
+
+def mask_out(batch: dict[str, Any]) -> dict[str, Any]:
+    """The batch with every completion token masked out of the loss (completion_mask 0): rows that only fill
+    the batch to its size, so they neither add loss terms nor count in the token-level normaliser."""
+    return {**batch, "completion_mask": torch.zeros_like(batch["completion_mask"])}
 
 
 def concat_batches(parts: list[dict[str, Any]], pad_token_id: int) -> dict[str, Any]:
@@ -297,11 +305,11 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int) -> type:
             filled = want - n_kept
             parts = kept
             if filled:
-                fill = select_rows(concat_batches(spare, self._tokenizer.pad_token_id), torch.arange(filled * g))
+                fill = mask_out(select_rows(concat_batches(spare, self._tokenizer.pad_token_id), torch.arange(filled * g)))
                 parts = [*kept, fill]
                 if not self._ds_warned:
                     log.warning("dynamic sampling: %d of %d groups had no reward spread after %d rounds; filled with "
-                                "zero-advantage groups (logged as dynamic_sampling/filled_groups)", filled, want, rounds)
+                                "groups masked out of the loss (logged as dynamic_sampling/filled_groups)", filled, want, rounds)
                     self._ds_warned = True
             merge_round_metrics(metrics, before, round_rollouts, torch.cat(round_rewards), self.reward_weights,
                                 list(self.reward_func_names))

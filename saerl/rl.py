@@ -266,12 +266,22 @@ def last_checkpoint(folder: Path, every: int = 1, final: int | None = None) -> P
     return max(done, key=lambda c: int(c.name.split("-")[1]), default=None)
 
 
+def micro_batch(completions: int, parts: int) -> int:
+    """Completions per forward/backward pass when a step's `completions` go through in `parts` passes
+    (train.micro_batches); ValueError naming the setting when `parts` does not divide them."""
+    if parts < 1 or completions % parts:
+        raise ValueError(f"train.micro_batches={parts} does not divide a step's {completions} completions (prompts per "
+                         "step x train.num_generations): pick a divisor")
+    return completions // parts
+
+
 def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_steps: int, seed: int,
                 device: str = "auto", progress: bool = True) -> Any:
     """trl GRPOConfig from our TrainConfig: on `device` (runtime.device: 'auto' = CUDA when there is one; trl
     would otherwise take a GPU whatever the config says), with trl's progress bar only when `progress`
     (runtime.progress), fp32 on CPU (bf16 on CUDA when cfg.bf16), constant
-    lr, no shuffling; resumable trainer
+    lr, no shuffling; a step's prompts_per_step x num_generations completions in cfg.micro_batches forward/backward
+    passes (gradient accumulation: trl's steps_per_generation counts passes, cfg's counts optimizer steps); resumable trainer
     checkpoints (model as safetensors + optimizer, scheduler and RNG states) in `out_dir` every
     cfg.save_every steps rounded up to whole generation batches (:func:`save_period`; none when 0), the last
     cfg.keep_checkpoints kept;
@@ -283,14 +293,16 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
     from saerl.dapo import dapo_overrides
 
     cuda = torch.cuda.is_available() and pick_device(device).type == "cuda"
+    micro = micro_batch(prompts_per_step * cfg.num_generations, cfg.micro_batches)
 
     kw: dict[str, Any] = dict(
         output_dir=str(out_dir), learning_rate=cfg.learning_rate, lr_scheduler_type="constant", warmup_steps=0,
-        per_device_train_batch_size=prompts_per_step * cfg.num_generations, num_generations=cfg.num_generations,
+        per_device_train_batch_size=micro, gradient_accumulation_steps=cfg.micro_batches,
+        num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, top_k=cfg.top_k,
         beta=cfg.beta, epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, loss_type=cfg.loss_type,
         scale_rewards=cfg.scale_rewards, max_steps=max_steps, num_iterations=1, logging_steps=1,
-        steps_per_generation=cfg.steps_per_generation,
+        steps_per_generation=cfg.steps_per_generation * cfg.micro_batches,  # trl counts micro-batches here
         save_strategy="steps" if cfg.save_every else "no",
         save_steps=save_period(cfg.save_every or 1, cfg.steps_per_generation),
         save_total_limit=cfg.keep_checkpoints, save_only_model=False,

@@ -64,9 +64,9 @@ STAGES: dict[str, Stage] = {
         ),
         Stage("curriculum", "2", ("curriculum", "score.quality_threshold"), ("score",), "order.parquet"),
         Stage(
-            "train", "6",
+            "train", "7",
             ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.num_generations",
-             "train.steps_per_generation",
+             "train.steps_per_generation", "train.micro_batches",
              "train.temperature", "train.top_k", "train.max_completion_length", "train.beta", "train.epsilon",
              "train.epsilon_high", "train.loss_type", "train.scale_rewards", "train.format_reward",
              "train.dynamic_sampling_max_rounds", "train.eval_every", "train.eval_problems",

@@ -243,6 +243,8 @@ def test_policy_loads_pass_trust_remote_code_and_revision_as_configured(monkeypa
     (["testbed.defect_kinds={garbled: 0, wrong_gold: 0}"], ["testbed.defect_kinds", "sum to 0", "defect_share=0"]),
     (["testbed.defect_kinds={garbled: -1, wrong_gold: 2}"], ["testbed.defect_kinds", "negative share for garbled"]),
     (["testbed.topics=[]"], ["testbed.topics", "testbed.topics=[arith"]),
+    (["train.micro_batches=5"], ["train.micro_batches=5 does not divide a step's 128 completions",
+                                 "curriculum.batch_size 16 x train.num_generations 8", "one of [4, 8, 16]"]),
 ])
 def test_inconsistent_fields_fail_at_load_naming_the_field_and_the_fix(overrides, names):
     with pytest.raises(ConfigError) as err:
@@ -256,6 +258,7 @@ def test_consistent_pools_and_a_file_with_its_path_load():
     cfg = load_config(None, ["sae.encode_pool=mean", "score.cluster_pool=mean", "score.model_pool=mean"])
     assert cfg.sae.encode_pool == ["mean"]
     assert load_config(None, ["data.source=file", "data.path=x.jsonl"]).data.path == "x.jsonl"
+    assert load_config(None, ["train.micro_batches=4", "curriculum.batch_size=3"]).train.micro_batches == 4
     assert load_config(None, ["testbed.defect_kinds={garbled: 1, wrong_gold: 0}"]).testbed.defect_kinds["garbled"] == 1
 
 

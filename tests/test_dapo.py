@@ -140,6 +140,21 @@ def test_dynamic_sampling_gives_up_after_max_rounds_and_fills(tmp_path):
     assert losses[0]["advantages"].shape == (G * PROMPTS_PER_STEP,) and (losses[0]["advantages"] == 0).all()
     h = logs[0]
     assert (h["dynamic_sampling/rounds"], h["dynamic_sampling/kept_groups"], h["dynamic_sampling/filled_groups"]) == (2, 0, 2)
+    assert int(losses[0]["completion_mask"].sum()) == 0 and int(losses[0]["num_items_in_batch"]) == 0
+
+
+def test_filled_groups_are_masked_out_of_the_loss_and_its_normaliser(tmp_path):
+    """A batch the rounds could not fill with spread groups trains on its kept groups alone: the filler rows'
+    completions are masked out, so the token-level loss is the mean over the kept group's tokens (DAPO)."""
+    base = _trainer_class()
+    calls, losses, logs, _ = run(dynamic_sampling_trainer(base, max_rounds=1), ["spread"] + ["flat"] * 7, tmp_path, steps=1)
+    assert calls == [["p00"] * 2 + ["p01"] * 2, ["p02"] * 2]
+    assert (logs[0]["dynamic_sampling/kept_groups"], logs[0]["dynamic_sampling/filled_groups"]) == (1, 1)
+    batch = losses[0]
+    kept, filler = batch["advantages"] != 0, batch["advantages"] == 0
+    assert int(kept.sum()) == G and int(filler.sum()) == G
+    assert int(batch["completion_mask"][filler].sum()) == 0 < int(batch["completion_mask"][kept].sum())
+    assert int(batch["num_items_in_batch"]) == int(batch["completion_mask"][kept].sum())
 
 
 def test_stream_skips_sampler_repeats_and_wraps_around(tmp_path):

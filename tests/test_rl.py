@@ -11,6 +11,7 @@ from saerl.config import TrainConfig
 from saerl.rl import (
     CorrectnessReward,
     OrderSampler,
+    completion_text,
     format_reward,
     grpo_config,
     is_correct,
@@ -473,3 +474,52 @@ def test_the_trained_policy_keeps_its_tokenizer_class(tiny_policy_dir, tmp_path,
     cfg = TrainConfig(num_generations=2, max_completion_length=3, max_steps=1)
     train_grpo(src, prompts, prompts["id"].to_list(), cfg, tmp_path / "rl", prompts_per_step=2, seed=0)
     assert json.loads((tmp_path / "rl" / "tokenizer_config.json").read_text())["tokenizer_class"] == "Qwen2Tokenizer"
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo"])
+def test_micro_batches_give_the_same_update_in_smaller_passes(tiny_policy_dir, tmp_path, one_torch_thread, loss_type):
+    """train.micro_batches=2 (gradient accumulation) runs each step's completions in two forward/backward passes
+    of half the rows and sums them into the gradient of one whole-batch pass: the same rollouts, the same
+    gradient before each optimizer step, the same prompts and steps."""
+    import torch
+    from transformers import TrainerCallback
+
+    policy, prompts = tiny_policy_dir
+
+    class Grads(TrainerCallback):
+        def __init__(self) -> None:
+            self.grads: list[torch.Tensor] = []
+            self.rows: list[int] = []
+
+        def on_pre_optimizer_step(self, args, state, control, model=None, **_):
+            self.grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).clone())
+
+    def uneven(completions, **_):  # a reward spread inside each group: the gradient is not zero
+        return [float(len(completion_text(c)) % 3) for c in completions]
+
+    def train(parts: int) -> tuple[dict, Grads]:
+        grads = Grads()
+        cfg = TrainConfig(num_generations=2, max_completion_length=4, max_steps=2, steps_per_generation=2,
+                          micro_batches=parts, loss_type=loss_type, temperature=1.0)
+        run = train_grpo(policy, prompts, prompts["id"].to_list(), cfg, tmp_path / f"rl{parts}", prompts_per_step=2,
+                         seed=0, extra_rewards=[uneven], callbacks=[grads])
+        return run, grads
+
+    (whole, g1), (split, g2) = train(1), train(2)
+    assert split["steps"] == whole["steps"] == 2
+    assert split["order"] == whole["order"] and split["order_steps"] == whole["order_steps"]
+    assert len(g1.grads) == len(g2.grads) == 2 and float(g1.grads[0].abs().sum()) > 0
+    for a, b in zip(g1.grads, g2.grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_micro_batches_must_divide_a_steps_completions():
+    """grpo_config splits a step's prompts x num_generations completions into train.micro_batches passes of
+    trl's per-device batch, and refuses a split that leaves a remainder, naming the setting."""
+    cfg = TrainConfig(num_generations=4, micro_batches=4, steps_per_generation=2)
+    args = grpo_config(cfg, Path("/tmp/unused"), prompts_per_step=3, max_steps=5, seed=0, device="cpu")
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (3, 4)
+    assert (args.steps_per_generation, args.generation_batch_size) == (8, 24)
+    with pytest.raises(ValueError, match="train.micro_batches=8 does not divide a step's 12 completions"):
+        grpo_config(cfg.model_copy(update={"micro_batches": 8}), Path("/tmp/unused"), prompts_per_step=3, max_steps=5,
+                    seed=0, device="cpu")
