@@ -133,6 +133,10 @@ class ModelConfig(Section):
         "auto", description="auto = float32 on CPU, the checkpoint's dtype on GPU"
     )
     trust_remote_code: bool = Field(False, description="run a model repo's own code; off unless you ask")
+    stop_at_turn_end: bool = Field(
+        True, description="completions (RL rollouts, label rollouts, evaluation) also end at the token the chat "
+        "template closes an assistant turn with (Qwen's <|im_end|>, Llama 3's <|eot_id|>), not only at EOS: a base "
+        "model's generation_config often names EOS alone, and text past the turn's end could state another answer")
 
 
 class ExtractConfig(Section):

@@ -75,8 +75,9 @@ def load_policy(model_dir: str | Path, model_cfg: ModelConfig | None = None,
     `model_cfg` says (None = the defaults: no remote code). The model is float32 on `device` ('auto', 'cpu',
     'cuda': runtime.device, resolved by saerl.activations.pick_device), float32 everywhere as RL trains it, so
     labels, training and evaluation read the same weights; training leaves it on the CPU ("cpu", the default)
-    and trl places it. A model that needs its own code while model.trust_remote_code is off raises
-    RemoteCodeError naming the flag."""
+    and trl places it. With model.stop_at_turn_end, the chat template's end-of-turn token (:func:`turn_end_id`)
+    joins the generation_config's EOS ids, where trl's rollouts and :func:`stop_ids` look. A model that needs its
+    own code while model.trust_remote_code is off raises RemoteCodeError naming the flag."""
     from saerl.activations import hub_kwargs, pick_device, remote_code_guard, resolve_model_path
 
     common = hub_kwargs(model_cfg or ModelConfig())
@@ -84,7 +85,43 @@ def load_policy(model_dir: str | Path, model_cfg: ModelConfig | None = None,
     with remote_code_guard(str(model_dir)):  # the model first: its config names any code of the repo's own
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True, **common)
         tok = AutoTokenizer.from_pretrained(path, **common)
+    if (model_cfg or ModelConfig()).stop_at_turn_end:
+        add_stop_id(model, turn_end_id(tok))
     return model.to(pick_device(device)), tok
+
+
+TURN_PROBE = "saerl turn end probe"  # assistant content whose end marks where the template closes the turn
+
+
+def turn_end_id(tok: Any) -> int | None:
+    """The special token the tokenizer's chat template puts right after an assistant message's content (the end
+    of a turn: Qwen's <|im_end|>, Llama 3's <|eot_id|>, Gemma's <end_of_turn>, the testbed's EOS); None when the
+    tokenizer has no template, the template renders no assistant turn, or what follows is not a special token."""
+    if not getattr(tok, "chat_template", None):
+        return None
+    from jinja2 import TemplateError
+
+    chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": TURN_PROBE}]
+    try:
+        text = tok.apply_chat_template(chat, tokenize=False)
+    except (TemplateError, ValueError):
+        return None
+    if TURN_PROBE not in text:
+        return None
+    after = tok(text[text.rindex(TURN_PROBE) + len(TURN_PROBE):], add_special_tokens=False)["input_ids"]
+    special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
+    return after[0] if after and after[0] in special else None
+
+
+def add_stop_id(model: Any, token_id: int | None) -> None:
+    """Add `token_id` to the model's generation_config EOS ids (which trl's rollouts and :func:`stop_ids` read),
+    keeping those already there; None or an id already there changes nothing."""
+    if token_id is None:
+        return
+    conf = model.generation_config.eos_token_id
+    ids = [] if conf is None else [conf] if isinstance(conf, int) else list(conf)
+    if token_id not in ids:
+        model.generation_config.eos_token_id = [*ids, token_id]
 
 
 def prompt_text(tok: Any, prompt: str) -> str:

@@ -190,3 +190,58 @@ def test_generate_stops_where_rl_rollouts_stop(one_torch_thread):
     assert full.startswith(cut) and len(cut.split()) == 1 < len(full.split())
     gen = lambda eos: SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=eos))  # noqa: E731
     assert stop_ids(gen([tok.eos_token_id, 7]), tok) == [tok.eos_token_id, 7] and stop_ids(gen(None), tok) == [tok.eos_token_id]
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }} {{ m['content'] }}<|im_end|> {% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant {% endif %}")
+
+
+def chatml_tokenizer():
+    """tests/tiny.py's tokenizer with a ChatML template (Qwen's: a turn ends with <|im_end|>, not with EOS)."""
+    from tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.add_tokens(["user", "assistant"])
+    tok.chat_template = CHATML
+    return tok
+
+
+def test_turn_end_id_is_the_special_token_that_closes_an_assistant_turn():
+    from tiny import tiny_tokenizer
+
+    from saerl.policy_lm import turn_end_id
+
+    tok = chatml_tokenizer()
+    assert turn_end_id(tok) == tok.convert_tokens_to_ids("<|im_end|>") != tok.eos_token_id
+    testbed = build_tokenizer(["what is 1 + 2 ?"])
+    assert turn_end_id(testbed) == testbed.eos_token_id  # the testbed's turn ends with its EOS
+    assert turn_end_id(tiny_tokenizer()) is None  # its template closes no assistant turn
+    tok.chat_template = None
+    assert turn_end_id(tok) is None
+
+
+@pytest.mark.parametrize("stop_at_turn_end", [True, False])
+def test_loaded_policy_and_trl_rollouts_stop_at_the_turn_end(tmp_path, stop_at_turn_end, one_torch_thread):
+    """A ChatML policy whose generation_config names only EOS (Qwen2.5-Math base): loaded with
+    model.stop_at_turn_end, its EOS ids gain <|im_end|>, which trl's trainer and saerl's generate both stop at."""
+    from datasets import Dataset
+    from tiny import tiny_model
+
+    from saerl.config import ModelConfig, TrainConfig
+    from saerl.policy_lm import load_policy, stop_ids
+    from saerl.rl import _trainer_class, grpo_config
+
+    tok = chatml_tokenizer()
+    tiny_model(tok, seed=0, hidden=16).save_pretrained(tmp_path / "p")
+    tok.save_pretrained(tmp_path / "p")
+    model, loaded = load_policy(tmp_path / "p", ModelConfig(stop_at_turn_end=stop_at_turn_end))
+    end = loaded.convert_tokens_to_ids("<|im_end|>")
+    expected = [loaded.eos_token_id, end] if stop_at_turn_end else [loaded.eos_token_id]
+    assert stop_ids(model, loaded) == expected
+    data = Dataset.from_dict({"prompt": [[{"role": "user", "content": "what is 1 + 1 ?"}]] * 4, "answer": ["2"] * 4})
+    args = grpo_config(TrainConfig(num_generations=2, max_completion_length=3, max_steps=1), tmp_path / "rl", 2, 1, 0,
+                       device="cpu", progress=False)
+    trainer = _trainer_class()(model=model, reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
+                               args=args, train_dataset=data, processing_class=loaded)
+    assert trainer.eos_token_ids == expected
