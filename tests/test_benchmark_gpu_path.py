@@ -31,8 +31,8 @@ def test_stage_figures_read_the_artifacts_not_the_cache_lookup(tmp_path):
 
 
 # Bytes a GRPO step keeps per token of Qwen2.5-Math-1.5B (28 blocks, d=1536, MLP 8960) as trl 1.16 trains it: float32
-# weights under bf16 autocast, gradient checkpointing on (GRPOConfig's default), every completion of the step in one
-# forward and backward. Measured on the CPU with torch.autograd.graph.saved_tensors_hooks on blocks of that shape
+# weights under bf16 autocast, gradient checkpointing on (GRPOConfig's default), per token of one forward/backward
+# pass (a step runs train.micro_batches of them). Measured on the CPU with torch.autograd.graph.saved_tensors_hooks on blocks of that shape
 # (the difference between 4 and 2 blocks, and between 384 and 128 tokens, so weights and fixed costs cancel).
 CHECKPOINT_BYTES = 6144  # per token per block: the block's float32 input, all that checkpointing keeps
 RECOMPUTE_BYTES = 121_912  # per token: what the one block being recomputed in backward keeps at a time
@@ -44,15 +44,18 @@ HEADROOM = 0.8  # the rest for backward's activation gradients, the CUDA context
 
 
 def _train_step_bytes(cfg, params: int) -> float:
-    """Peak bytes of one GRPO step of `cfg` on Qwen2.5-Math-1.5B with `params` parameters (estimate)."""
+    """Peak bytes of one GRPO step of `cfg` on Qwen2.5-Math-1.5B with `params` parameters (estimate): the
+    training state, and the activations of one of the step's train.micro_batches forward/backward passes."""
     tokens = cfg.curriculum.batch_size * cfg.train.num_generations * (PROMPT_TOKENS + cfg.train.max_completion_length)
+    tokens /= cfg.train.micro_batches
     per_token = 28 * CHECKPOINT_BYTES + RECOMPUTE_BYTES
     return params * STATE_BYTES + tokens * per_token
 
 
 def test_the_shipped_config_trains_on_one_80gb_gpu():
-    """The config put 32 prompts x 8 rollouts of up to 1024 tokens in one step: ~124 GB for the step alone (trl
-    has no gradient accumulation here), an out-of-memory on the 80 GB GPU the README sizes it for."""
+    """The config put 32 prompts x 8 rollouts of up to 1024 tokens in one forward/backward pass: ~124 GB for the
+    step alone, an out-of-memory on the 80 GB GPU the README sizes it for; the shipped step is estimated here with
+    its train.micro_batches passes, and one pass of 32 x 8 x 1024 still does not fit."""
     import torch
     from transformers import AutoModelForCausalLM, Qwen2Config
 
@@ -66,6 +69,11 @@ def test_the_shipped_config_trains_on_one_80gb_gpu():
     cfg = load_config(bench.ROOT / "configs" / "qwen2.5-math-1.5b.yaml")
     assert not cfg.train.use_vllm  # vLLM's colocate share would come off the budget
     assert _train_step_bytes(cfg, params) <= HEADROOM * GPU_BYTES
+    big = cfg.model_copy(update={"curriculum": cfg.curriculum.model_copy(update={"batch_size": 32}),
+                                 "train": cfg.train.model_copy(update={"max_completion_length": 1024, "micro_batches": 1})})
+    assert _train_step_bytes(big, params) > GPU_BYTES
+    four = big.model_copy(update={"train": big.train.model_copy(update={"micro_batches": 4})})
+    assert _train_step_bytes(four, params) <= HEADROOM * GPU_BYTES
 
 
 def test_a_full_run_keeps_the_configs_grpo_step(tmp_path):
