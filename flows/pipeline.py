@@ -32,6 +32,7 @@ from saerl.tracking import Tracker, log_stage_run
 from tasks.stage import prepare_shards_task, shard_task, stage_options, stage_task
 
 log = logging.getLogger("saerl.flow")
+TRACKED_FAILED = "FAILED"  # the MLflow status of a run stopped by an error
 
 
 def format_report(record: RunRecord) -> str:
@@ -197,6 +198,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
     except BaseException as err:  # the record says the run failed, and where, before the error goes on
         record.extra[FAILED] = mark_failed(active["name"], err)
         save_run(root, record)
+        tracker.finish(TRACKED_FAILED)  # else MLflow shows the parent run as running forever
         raise
     path = save_run(root, record)
     tracker.log_artifact(path)

@@ -78,17 +78,20 @@ NO_HELD_OUT = ("no held-out set to evaluate on: the evaluate stage (and the lear
 
 
 def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
-    """Stages to run for `cfg` up to and including `until`, each with the upstream stages it reads."""
+    """Stages to run for `cfg` up to and including `until`, each with the upstream stages it reads. The testbed
+    runs when a planned stage reads it, or when it is `until` itself and a stage of the whole pipeline reads it
+    (`--until testbed` builds the world and LM the later stages will read)."""
     from saerl.labels import needs_measured_labels
 
     stages = [s for s in available_stages() if s != "label" or needs_measured_labels(cfg)]
+    readers = stages
     if until is not None:
         if until not in ORDER:
             raise ValueError(f"unknown stage '{until}' to run until (--until / until); stages are: {', '.join(ORDER)}")
         if until not in stages:
             raise ValueError(f"stage '{until}' is not available in this version; available: {', '.join(stages)}")
         stages = stages[: stages.index(until) + 1]
-    if not any(needs_testbed(cfg, s) for s in stages):
+    if not any(needs_testbed(cfg, s) for s in (readers if until == "testbed" else stages)):
         stages.remove("testbed")
 
     def reads(stage: str, upstream: str) -> bool:

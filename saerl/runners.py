@@ -169,8 +169,9 @@ def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     write_score_plots(C, ids, prompts, result.scores, cfg, build.path / PLOTS, clusters=result.clusters,
                       params=result.params)
     build.note(notes=result.notes, rows={"scores": result.scores.height}, unconverged_fits=unconverged)
-    kept = result.scores["kept"].mean()
-    return {"n_clusters": float(result.clusters.height), "kept_share": float(kept) if kept is not None else 1.0}
+    # no kept share here: scores' kept uses score.quality_threshold, which this key does not read (a reused score
+    # artifact would report the threshold it was built with); the curriculum stage reports filtered_share
+    return {"n_clusters": float(result.clusters.height)}
 
 
 def save_figure(fig: object, path: Path) -> None:

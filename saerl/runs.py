@@ -21,6 +21,7 @@ RUNS_DIR = "runs"
 RECENT_IDS = 5  # run ids an unknown-run error lists
 FAILED = "failed"  # RunRecord.extra key of a run that stopped on an error: "<stage run>: <error>"
 FAILED_CHARS = 300  # of the error text kept there
+MICROS = 1_000_000  # microseconds a second: a run id's finest unit
 
 
 @dataclass
@@ -43,8 +44,8 @@ def new_run_id(now: float | None = None) -> str:
     the same second (an ablation's children) keep their order in `latest`, previous_run and gc. in: epoch
     seconds (default now); out: the id."""
     now = time.time() if now is None else now
-    micro = int(round(now * 1_000_000)) % 1_000_000
-    return f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(int(now)))}-{micro:06d}-{uuid.uuid4().hex[:4]}"
+    seconds, micro = divmod(int(round(now * MICROS)), MICROS)  # one rounding: .9999997 s is the next second's 0
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(seconds))}-{micro:06d}-{uuid.uuid4().hex[:4]}"
 
 
 @dataclass
@@ -149,16 +150,17 @@ def list_runs(root: Path) -> list[Path]:
 
 
 def previous_run(root: Path, name: str, exclude: str | None = None) -> RunRecord | None:
-    """The latest saved run of config `name` (other than `exclude`), or None."""
+    """The latest saved run of config `name` (other than `exclude`), or None. A record that is not readable
+    (:func:`read_run`; `saerl status --list` lists it as such) is skipped: it only explains a recompute."""
     for path in reversed(list_runs(root)):
         if path.stem == exclude:
             continue
         try:
-            data = json.loads(path.read_text())
+            record = read_run(path)
         except ValueError:
             continue
-        if data.get("name") == name:
-            return load_run(root, path.stem)
+        if record.name == name:
+            return record
     return None
 
 

@@ -63,6 +63,12 @@ def format_run(root: Path, record: RunRecord) -> str:
     return "\n".join([head, *_table(rows)])
 
 
+def failed_at(failed: str) -> str:
+    """The stage run a failed run stopped at, from its record's extra['failed'] ('<stage run>: <error>'; a
+    training run's name holds colons itself: 'train:saerl:0'). in: that text; out: the stage run name."""
+    return failed.split(": ", 1)[0]
+
+
 def run_status(root: Path, run_id: str = "latest") -> str:
     """`saerl status RUN`: the formatted status of a run (a unique id prefix, or 'latest')."""
     return format_run(root, load_run(root, run_id))
@@ -85,5 +91,5 @@ def list_status(root: Path, limit: int = LIST_LIMIT) -> str:
         rows.append((r.run_id, r.name, format_time(r.started), str(len(r.stages)), str(computed),
                      str(len(r.stages) - computed), f"{sum(s.seconds for s in r.stages.values()):.1f}",
                      f"{sum(s.bytes for s in r.stages.values()) / MB:.2f}",
-                     f"failed at {r.extra[FAILED].split(':', 1)[0]}" if r.extra.get(FAILED) else "ok"))
+                     f"failed at {failed_at(r.extra[FAILED])}" if r.extra.get(FAILED) else "ok"))
     return "\n".join(_table(rows, free_last=False))

@@ -147,3 +147,30 @@ def test_a_stage_fanned_out_on_dask_records_its_shards_time_not_only_its_publish
     assert run_seconds({"started": started, "fanned": False}, done, result) == 0.1
     assert run_seconds({"started": started, "fanned": False}, SimpleNamespace(name="Cached", timestamp=done.timestamp),
                        result) >= 30.0
+
+
+def test_a_failed_run_ends_its_mlflow_run_as_failed(tmp_path, monkeypatch):
+    """A run stopped by an error recorded the failure in its run record, but left its MLflow parent run RUNNING
+    for ever (set_terminated ran only after the last stage), so `mlflow ui` showed it as still going. Runs the
+    flow's body without Prefect: the error comes before the first task is submitted."""
+    from mlflow.tracking import MlflowClient
+
+    import flows.pipeline as fp
+    from saerl.runs import FAILED, load_run
+
+    def gone(*args, **kwargs):
+        raise RuntimeError("the data file went away")
+
+    monkeypatch.setattr(fp, "resolve_upstream", gone)
+    cfg = load_config(None, [f"runtime.artifact_root={tmp_path}", "data.source=sample", "tracking.enabled=true"])
+    try:
+        fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="ingest")
+    except RuntimeError as err:
+        assert "went away" in str(err)
+    else:
+        raise AssertionError("the flow did not raise")
+    record = load_run(tmp_path, "latest")
+    assert record.extra[FAILED].startswith("ingest: RuntimeError")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment or cfg.name).experiment_id])
+    assert [(r.info.run_name, r.info.status) for r in runs] == [(record.run_id, "FAILED")]

@@ -152,3 +152,12 @@ def test_shards_get_the_chunks_a_replaced_store_left_recorded(tmp_path, monkeypa
     monkeypatch.setattr(runners, "internals_model", lambda *_: "unused")
     shards = prepare_shards(store, load_config(None), "extract", {}, "k", n_shards=2)
     assert shards == [[1]] and log.get(0)["fingerprint"] == fp
+
+
+def test_until_testbed_builds_the_testbed_the_later_stages_read():
+    """`--until testbed` planned nothing: the testbed was kept only for the planned stages that read it, and with
+    `until` at the testbed there were none, so the run built nothing (and a Dask sweep's shared run up to the
+    testbed, which every child reads, was empty)."""
+    assert plan(load_config(CONFIGS / "smoke.yaml"), "testbed") == [("testbed", ())]
+    cfg = load_config(CONFIGS / "real-gsm8k.yaml", ["model.name_or_path=some/hub-model"])  # no stage reads it
+    assert plan(cfg, "testbed") == [] and "testbed" not in dict(plan(cfg))

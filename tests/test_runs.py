@@ -76,3 +76,29 @@ def test_ordered_and_relocated_stage_runs(tmp_path):
     moved = relocated(back, tmp_path / "new")
     assert moved.stages["train:saerl:0"].path == str(tmp_path / "new" / "train" / "trainkey")
     assert back.stages["score"].path == "/old/root/score", "the record read is left as it was"
+
+
+def test_a_run_id_a_hair_before_the_next_second_sorts_after_the_seconds_earlier_runs():
+    """The seconds and the microseconds were rounded apart: 0.9999997 s past a second rounded to microsecond 0 of
+    the same second, so that run's id sorted before every run started earlier in that second."""
+    from saerl.runs import new_run_id
+
+    base = 1_764_770_000.0
+    early, late = new_run_id(base + 0.5), new_run_id(base + 0.9999997)
+    assert early < late and late[:22] == new_run_id(base + 1.0)[:22]
+
+
+def test_previous_run_skips_an_unreadable_record_instead_of_failing_the_run(tmp_path):
+    """A record that parses as JSON but is no run record (a list, a stage without its fields) stopped every later
+    run of the config before its first stage: only unparseable JSON was skipped."""
+    import json
+
+    from saerl.runs import RUNS_DIR
+
+    good = _rec("demo", "ingest", {}, {})
+    good.run_id = "20260101-000000-000000-aaaa"
+    save_run(tmp_path, good)
+    bad = tmp_path / RUNS_DIR / "20260102-000000-000000-bbbb.json"
+    for text in (json.dumps({"name": "demo", "stages": {"x": {"stage": "x"}}}), "[1]", "{"):
+        bad.write_text(text)
+        assert previous_run(tmp_path, "demo").run_id == good.run_id

@@ -106,3 +106,17 @@ def test_status_of_an_empty_root_says_how_to_get_a_run(tmp_path, capsys):
     assert main(["status", "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "no run records" in err and "saerl run CONFIG" in err and "--root" in err
+
+
+def test_list_status_names_the_training_run_a_failed_run_stopped_at(tmp_path):
+    """`status --list` cut the failed stage run at its first colon: a run that failed in train:vanilla:1 read
+    'failed at train', not which arm and seed."""
+    from saerl.runs import FAILED
+
+    rec = RunRecord(name="demo", run_id="20260101-000000-aaaaaa")
+    rec.extra[FAILED] = "train:vanilla:1: RuntimeError: CUDA error: out of memory"
+    save_run(tmp_path, rec)
+    assert list_status(tmp_path).splitlines()[1].endswith("failed at train:vanilla:1")
+    rec.extra[FAILED] = "before the first stage: KeyboardInterrupt: "
+    save_run(tmp_path, rec)
+    assert list_status(tmp_path).splitlines()[1].endswith("failed at before the first stage")
