@@ -25,6 +25,7 @@ from sklearn.decomposition import TruncatedSVD
 MAX_CLUSTER_PANELS = 12  # clusters drawn by cluster_top_features (the largest ones)
 PANEL_COLUMNS = 4  # panels per row in cluster_top_features
 SHARED_COLOR, OWN_COLOR = "tab:gray", "tab:blue"  # a feature that is top in other clusters too / only in this one
+NO_TOPIC, NO_TOPIC_COLOR = "(no topic)", "lightgray"  # prompts without a true topic (null, NaN or "") in cluster_map
 
 
 def _scatter_groups(ax: Axes, xy: np.ndarray, groups: np.ndarray, title: str, max_legend: int = 20) -> None:
@@ -38,16 +39,27 @@ def _scatter_groups(ax: Axes, xy: np.ndarray, groups: np.ndarray, title: str, ma
     ax.legend(fontsize=6, markerscale=2, loc="best")
 
 
+def topic_names(topics: np.ndarray) -> np.ndarray:
+    """Topics as text, "" for a prompt without one. in: one topic per prompt (strings, None or NaN for none);
+    out: a str array (np.asarray(...).astype(str) would name the missing topic "None" or "nan")."""
+    return np.array(["" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t) for t in topics], dtype=str)
+
+
 def cluster_map(Z: sp.spmatrix, clusters: np.ndarray, topics: np.ndarray | None = None, seed: int = 0) -> Figure:
     """2-D TruncatedSVD projection of the (TF-IDF weighted, L2-normalised) SAE codes Z [n, d_sae]; left panel
-    coloured by k-means cluster, right panel by true topic (when `topics` is given)."""
+    coloured by k-means cluster, right panel by true topic (when `topics` is given; prompts without one are grey,
+    named NO_TOPIC)."""
     xy = TruncatedSVD(2, random_state=seed).fit_transform(Z) if min(Z.shape) > 2 else np.zeros((Z.shape[0], 2))
     panels = 2 if topics is not None else 1
     fig = Figure(figsize=(6 * panels, 5))
     axes = fig.subplots(1, panels, squeeze=False)
     _scatter_groups(axes[0, 0], xy, np.asarray(clusters), "prompts by SAE cluster")
     if topics is not None:
-        _scatter_groups(axes[0, 1], xy, np.asarray(topics).astype(str), "prompts by true topic")
+        names = topic_names(topics)
+        missing = names == ""
+        if missing.any():  # drawn first, grey, so its legend entry never reads as a topic
+            axes[0, 1].scatter(xy[missing, 0], xy[missing, 1], s=6, alpha=0.7, color=NO_TOPIC_COLOR, label=NO_TOPIC)
+        _scatter_groups(axes[0, 1], xy[~missing], names[~missing], "prompts by true topic")
     fig.suptitle("Prompts in SAE feature space")
     fig.tight_layout()
     return fig

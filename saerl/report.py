@@ -24,7 +24,7 @@ from typing import Any
 
 import polars as pl
 
-from saerl.artifacts import MANIFEST, ArtifactRef, ArtifactStore
+from saerl.artifacts import MANIFEST, ArtifactRef, ArtifactStore, write_file_atomic
 from saerl.config import PipelineConfig, build_config, flatten
 from saerl.runs import (
     FAILED,
@@ -296,10 +296,12 @@ def default_html_path(root: Path, record: RunRecord) -> Path:
 
 
 def write_html(report: RunReport, path: Path) -> Path:
-    """Write the HTML report to `path` (creating its folder); returns the path."""
+    """Write the HTML report to `path` (creating its folder) atomically: a reader never sees, and a write stopped
+    half way never leaves, a truncated page in place of the last whole one; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(report), encoding="utf-8")
+    page = render_html(report)
+    write_file_atomic(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return path
 
 

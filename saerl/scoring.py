@@ -38,6 +38,8 @@ from saerl.property_models import (
 )
 
 FEATURES = ("sae", "residual", "text", "length", "majority")
+# the non-SAE models; "shuffled" (the SAE clusters permuted) is a chance level, not a baseline
+BASELINES = tuple(f for f in FEATURES if f != "sae")
 REPORT_SCHEMA = {"property": pl.String, "metric": pl.String, "features": pl.String, "value": pl.Float64,
                  "n_train": pl.Int64, "n_test": pl.Int64}
 
@@ -305,10 +307,10 @@ def summarize_report(report: pl.DataFrame) -> str:
 
 
 def best_baseline(report: pl.DataFrame, property: str, metric: str) -> tuple[str, float] | None:
-    """The best non-SAE feature set (and its value) for one property and metric (higher is better for every
-    metric in the report); None when no baseline row exists."""
+    """The best baseline (one of BASELINES, never the shuffled chance level) and its value for one property and
+    metric (higher is better for every metric in the report); None when no baseline row exists."""
     rows = report.filter((pl.col("property") == property) & (pl.col("metric") == metric)
-                         & (pl.col("features") != "sae") & pl.col("value").is_not_nan())
+                         & pl.col("features").is_in(BASELINES) & pl.col("value").is_not_nan())
     if rows.height == 0:
         return None
     best = rows.sort("value", descending=True).row(0, named=True)

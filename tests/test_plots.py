@@ -94,3 +94,22 @@ def test_difficulty_scatter_legend_names_the_chosen_regressor_and_pooling():
     assert texts[0].startswith("SAE RidgeCV (mean-pooled codes) (Spearman -1.00") and "y = x" in texts
     default = [t.get_text() for t in difficulty_scatter(y, y).axes[0].get_legend().get_texts()]
     assert "ElasticNet" not in default[0], "no regressor is named that the caller did not say was chosen"
+
+
+def test_cluster_map_never_names_the_missing_topic():
+    """Prompts without a true topic (null: the testbed's off-distribution rows; "" or NaN) are one grey group named
+    NO_TOPIC in the topic panel, not a topic called "None" (nor an unnamed coloured one)."""
+    import numpy as np
+    import scipy.sparse as sp
+    from matplotlib.colors import to_rgb
+
+    from saerl.plots import NO_TOPIC, NO_TOPIC_COLOR, cluster_map
+
+    Z = sp.csr_matrix(np.random.default_rng(0).uniform(size=(8, 5)))
+    topics = np.array(["add", None, "mul", "", "add", float("nan"), "mul", "add"], dtype=object)
+    ax = cluster_map(Z, np.array([0, 1] * 4), topics).axes[1]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [NO_TOPIC, "add", "mul"]
+    sizes = {c.get_label(): len(c.get_offsets()) for c in ax.collections}
+    assert sizes == {NO_TOPIC: 3, "add": 3, "mul": 2}
+    grey = next(c for c in ax.collections if c.get_label() == NO_TOPIC)
+    assert tuple(grey.get_facecolor()[0][:3]) == pytest.approx(to_rgb(NO_TOPIC_COLOR))

@@ -181,3 +181,22 @@ def test_data_numbers_count_the_quality_filter_and_the_difficulty_cap_apart():
     assert old == {"prompts scored": 10.0, "prompts in the SAERL order": 3.0, "fraction filtered": 0.7}
     new = data_numbers(scores, order, {"filtered": 2.0, "out_of_reach": 5.0})
     assert new["fraction filtered"] == 0.2 and new["prompts out of reach (difficulty cap)"] == 5.0
+
+
+def test_write_html_stopped_half_way_keeps_the_last_whole_page(tmp_path, monkeypatch):
+    from saerl.report import RunReport, write_html
+    from saerl.runs import RunRecord
+
+    out = write_html(RunReport(RunRecord(name="demo")), tmp_path / "r.html")
+    whole = out.read_text()
+    assert whole.endswith("</html>")
+
+    def half_then_fail(self: Path, text: str, **kw) -> int:
+        with open(self, "w", **kw) as f:
+            f.write(text[: len(text) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_text", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_html(RunReport(RunRecord(name="demo")), out)
+    assert out.read_text() == whole

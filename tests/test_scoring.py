@@ -340,3 +340,13 @@ def test_cluster_table_never_names_the_missing_topic():
     topics = np.array(["", "", "", "add", "", ""])
     t = PM.cluster_table(Z, labels, np.array(["q"] * 6, dtype=object), topics, ScoreConfig())
     assert t["top_topic"].to_list() == ["add", None] and t["top_topic_share"].to_list() == [0.25, None]
+
+
+def test_best_baseline_is_never_the_shuffled_chance_level():
+    """With weak baselines the permuted SAE clusters can score above them by chance (seen with uninformative text
+    and no residuals); the best baseline is still one of the baselines."""
+    rep = pl.DataFrame([dict(property="topic_clusters", metric="nmi", features=f, value=v, n_train=9, n_test=9)
+                        for f, v in [("sae", 0.9), ("text", 0.004), ("length", 0.003), ("majority", 0.0),
+                                     ("shuffled", 0.011)]], schema=REPORT_SCHEMA)
+    assert best_baseline(rep, "topic_clusters", "nmi") == ("text", 0.004)
+    assert best_baseline(rep.filter(pl.col("features").is_in(["sae", "shuffled"])), "topic_clusters", "nmi") is None
