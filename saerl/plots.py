@@ -76,16 +76,17 @@ def difficulty_label(model: str | None, pool: str | None) -> str:
     return f"SAE {name}" + (f" ({pool}-pooled codes)" if pool else "")
 
 
-def difficulty_scatter(y_true: np.ndarray, y_pred: np.ndarray, label: str = "SAE difficulty model") -> Figure:
-    """Predicted vs true difficulty (rows with both), with the y = x line and Spearman rho in the legend;
-    `label` names the predictor (:func:`difficulty_label`)."""
+def difficulty_scatter(y_true: np.ndarray, y_pred: np.ndarray, label: str = "SAE difficulty model",
+                       identity: bool = True) -> Figure:
+    """Predicted vs true difficulty (rows with both), with Spearman rho in the legend and, when `identity` (both
+    on one scale), the y = x line; `label` names the predictor and the rows shown (:func:`difficulty_label`)."""
     y_true, y_pred = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
     ok = ~(np.isnan(y_true) | np.isnan(y_pred))
     rho = float(spearmanr(y_true[ok], y_pred[ok]).statistic) if ok.sum() > 2 else float("nan")
     fig = Figure(figsize=(5, 5))
     ax = fig.subplots()
     ax.scatter(y_true[ok], y_pred[ok], s=8, alpha=0.6, label=f"{label} (Spearman {rho:.2f}, n={ok.sum()})")
-    if ok.any():
+    if ok.any() and identity:
         lo, hi = min(y_true[ok].min(), y_pred[ok].min()), max(y_true[ok].max(), y_pred[ok].max())
         ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
     ax.set(title="Predicted vs true difficulty", xlabel="true difficulty", ylabel="predicted difficulty")

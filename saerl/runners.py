@@ -167,7 +167,7 @@ def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     (build.path / "score_params.json").write_text(json.dumps(result.params, indent=1, default=str))
     log.info("property models vs baselines:\n%s", summarize_report(result.report))
     write_score_plots(C, ids, prompts, result.scores, cfg, build.path / PLOTS, clusters=result.clusters,
-                      params=result.params)
+                      params=result.params, fitted=set(result.labelled))
     build.note(notes=result.notes, rows={"scores": result.scores.height}, unconverged_fits=unconverged)
     # no kept share here: scores' kept uses score.quality_threshold, which this key does not read (a reused score
     # artifact would report the threshold it was built with); the curriculum stage reports filtered_share
@@ -181,11 +181,15 @@ def save_figure(fig: object, path: Path) -> None:
 
 
 def write_score_plots(X: object, ids: list[str], prompts: pl.DataFrame, scores: pl.DataFrame, cfg: PipelineConfig,
-                      folder: Path, clusters: pl.DataFrame | None = None, params: dict | None = None) -> None:
+                      folder: Path, clusters: pl.DataFrame | None = None, params: dict | None = None,
+                      fitted: set | None = None) -> None:
     """Cluster map of the codes X the clusters were made from (by cluster, and by true topic when known),
     predicted vs true difficulty (when known; its legend names the regressor and pooling the score stage
-    chose, from `params`: the score result's difficulty_model and difficulty_pool) and the top SAE features
-    per cluster (when the clusters frame is given)."""
+    chose, from `params`: the score result's difficulty_model and difficulty_pool) on the prompts outside
+    the `fitted` ids the regressor was trained on (all prompts when that leaves fewer than 3 with a label, and
+    the legend says so; all prompts, unnamed, when `fitted` is None), without the y = x line when the regressor predicts measured difficulty (1 - pass
+    rate, another scale than the data's column), and the top SAE features per cluster (when the clusters
+    frame is given)."""
     from saerl.plots import cluster_map, cluster_top_features, difficulty_label, difficulty_scatter
     from saerl.property_models import report_rows, weight_codes
 
@@ -198,7 +202,13 @@ def write_score_plots(X: object, ids: list[str], prompts: pl.DataFrame, scores: 
                 folder / "cluster_map.png")
     if "difficulty" in joined.columns:
         label = difficulty_label((params or {}).get("difficulty_model"), (params or {}).get("difficulty_pool"))
-        save_figure(difficulty_scatter(joined["difficulty"].to_numpy(), joined["difficulty_hat"].to_numpy(), label),
+        shown, rows = joined, ""
+        if fitted is not None:
+            unseen = joined.filter(~pl.col("id").is_in(list(fitted)) & pl.col("difficulty").is_not_null())
+            shown, rows = (unseen, ", prompts it was not fitted on") if unseen.height >= 3 else (
+                joined, ", incl. its fitted prompts")
+        save_figure(difficulty_scatter(shown["difficulty"].to_numpy(), shown["difficulty_hat"].to_numpy(),
+                                       label + rows, (params or {}).get("difficulty_source") != "measured"),
                     folder / "difficulty_pred_vs_true.png")
     if clusters is not None and clusters.height:
         save_figure(cluster_top_features(clusters), folder / "cluster_top_features.png")

@@ -49,13 +49,15 @@ class ScoreResult:
     """`scores`: id, cluster, difficulty_hat, quality_hat, kept (one row per prompt, X's row order);
     `clusters`: one row per cluster (size, top SAE features, example prompts, dominant true topic);
     `report`: the long property report (REPORT_SCHEMA); `notes`: plain-language caveats;
-    `params`: chosen k, silhouette per k, CV'd hyper-parameters and label counts (for MLflow params)."""
+    `params`: chosen k, silhouette per k, CV'd hyper-parameters and label counts (for MLflow params);
+    `labelled`: the ids of the labelled subset the production models were fitted on."""
 
     scores: pl.DataFrame
     clusters: pl.DataFrame
     report: pl.DataFrame
     notes: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    labelled: list[Any] = field(default_factory=list)
 
 
 def resolve_difficulty(prompts: pl.DataFrame, measured: pl.DataFrame | None, source: str) -> tuple[np.ndarray, str]:
@@ -288,7 +290,8 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
         notes.append("no residual activations given: the residual baseline is missing from the report")
     scores = pl.DataFrame({"id": ids, "cluster": labels, "difficulty_hat": difficulty_hat.astype(np.float64),
                            "quality_hat": quality_hat.astype(np.float64), "kept": kept})
-    return ScoreResult(scores, clusters, pl.DataFrame(report, schema=REPORT_SCHEMA), notes, params)
+    return ScoreResult(scores, clusters, pl.DataFrame(report, schema=REPORT_SCHEMA), notes, params,
+                       ids.filter(pl.Series(labelled)).to_list())
 
 
 def summarize_report(report: pl.DataFrame) -> str:

@@ -166,6 +166,31 @@ def test_difficulty_plot_names_the_regressor_the_score_stage_chose(tmp_path, mon
     assert legend[0].startswith(name + " (Spearman")
 
 
+@pytest.mark.parametrize(("source", "identity"), [("column", True), ("measured", False)])
+def test_difficulty_plot_shows_the_prompts_the_regressor_was_not_fitted_on(tmp_path, monkeypatch, source, identity):
+    """The predicted-vs-true plot leaves out the labelled rows the regressor was fitted on (its Spearman on them
+    flatters it), and draws no y = x line when the prediction is measured difficulty (another scale)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    import saerl.runners
+
+    figures: dict = {}
+    monkeypatch.setattr(saerl.runners, "save_figure", lambda fig, path: figures.__setitem__(path.name, fig))
+    n = 12
+    ids = [f"p{i}" for i in range(n)]
+    X = sp.csr_matrix(np.random.default_rng(0).random((n, 6)))
+    prompts = pl.DataFrame({"id": ids, "difficulty": [float(i % 5) for i in range(n)]})
+    scores = pl.DataFrame({"id": ids, "cluster": [i % 2 for i in range(n)], "difficulty_hat": [i / n for i in range(n)]})
+    write_score_plots(X, ids, prompts, scores, PipelineConfig(), tmp_path, fitted=set(ids[:7]),
+                      params={"difficulty_model": "ridge", "difficulty_pool": "mean", "difficulty_source": source})
+    ax = figures["difficulty_pred_vs_true.png"].axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "prompts it was not fitted on" in legend[0] and "n=5)" in legend[0]
+    assert sorted(ax.collections[0].get_offsets()[:, 0].tolist()) == sorted(float(i % 5) for i in range(7, n))
+    assert ("y = x" in legend) is identity
+
+
 def test_eval_sets_are_read_whole_whatever_data_max_rows(tmp_path):
     """data.max_rows caps the training file; a held-out set read with the same mapping keeps every row (it used
     to be cut to the first max_rows rows before eval.max_problems chose its problems by sha256(id))."""
