@@ -6,6 +6,7 @@ Layout (``P`` prompts, ``T`` tokens in all, ``d`` = d_model, prompt-chunk ``c`` 
     attrs             StoreMeta: model, layer, d_model, n_layers, chunk_rows, pooling, ..., fingerprint
     ids               str     [P]        prompt ids (written up front)
     offsets           int64   [P + 1]    prompt i's tokens are rows offsets[i]:offsets[i+1] (up front)
+    heads             int32   [P]        prompt i's first heads[i] tokens are its head (up front; see below)
     input_ids         int32   [T]        the token ids the model saw (up front: chunks need no tokenizer)
     pooled/<kind>     float32 [P, d]     Zarr chunks of (chunk_rows, d): one Zarr chunk per prompt-chunk
     tokens/c<000012>  float16 [T_c, d]   one array per prompt-chunk, rows offsets[lo]:offsets[hi]
@@ -13,6 +14,13 @@ Layout (``P`` prompts, ``T`` tokens in all, ``d`` = d_model, prompt-chunk ``c`` 
 Everything a prompt-chunk writes (its own token array, its own Zarr chunk of each pooled array) is
 disjoint from every other prompt-chunk's, so shards in different processes can write at once after a
 single :func:`prepare_store`. Token offsets come from tokenization, so every chunk knows its range.
+
+A prompt's *head* (extract.skip_head, causal models) is its leading tokens that carry nothing about the prompt:
+the chat template's tokens before the prompt text, the same for every prompt and so with the same residuals, and
+at least the first token (the attention sink, whose residual norm dwarfs the rest). Token rows are stored for every
+token, head included (offsets index them all); the mean and max pooled vectors, the SAE's token sample
+(:meth:`Activations.sample_tokens`) and the encode stage's pooling read only the rows after the head ("content"
+rows); the "last" pooling is the final token. A store without a heads array (older stores) has heads of 0.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,6 +41,7 @@ from saerl.config import ExtractConfig
 STORE_NAME = "activations.zarr"
 TOKENS = "tokens"
 POOLED = "pooled"
+HEADS = "heads"
 NO_TOKENS = (
     "this store kept no token residuals (extract.store_tokens was false); the sae and encode stages "
     "read them: set extract.store_tokens=true and run extract again"
@@ -57,6 +66,7 @@ class StoreMeta:
     fingerprint: str
     dtype: str = ""  # the model's resolved dtype ('float32', 'bfloat16', ...); "" = not recorded
     n_truncated: int = 0  # prompts longer than extract.max_length tokens, cut to it (0 in stores that predate it)
+    skip_head: bool = False  # extract.skip_head when prepared (the heads array holds what each prompt skips)
 
 
 def chunk_ranges(n_prompts: int, chunk_rows: int) -> list[tuple[int, int]]:
@@ -64,10 +74,21 @@ def chunk_ranges(n_prompts: int, chunk_rows: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + chunk_rows, n_prompts)) for lo in range(0, n_prompts, chunk_rows)]
 
 
-def _fingerprint(ids: list[str], flat: np.ndarray, offsets: np.ndarray, fields: dict[str, object]) -> str:
+def content_mask(lengths: np.ndarray, heads: np.ndarray) -> np.ndarray:
+    """bool [sum(lengths)] over the token rows of consecutive prompts with `lengths`: True for the rows after each
+    prompt's first heads[i] (its content rows), False for its head rows."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    position = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(starts, lengths)
+    return position >= np.repeat(np.asarray(heads, dtype=np.int64), lengths)
+
+
+def _fingerprint(ids: list[str], flat: np.ndarray, offsets: np.ndarray, heads: np.ndarray,
+                 fields: dict[str, object]) -> str:
     h = hashlib.sha256(json.dumps([ids, fields], sort_keys=True).encode())
     h.update(offsets.tobytes())
     h.update(flat.tobytes())
+    h.update(heads.tobytes())
     return h.hexdigest()[:20]
 
 
@@ -78,23 +99,30 @@ def _fingerprint_after(previous: str, content: str) -> str:
 
 
 def prepare_store(store: str | Path, ids: list[str], token_ids: list[list[int]], model: str, layer: int,
-                  d_model: int, n_layers: int, cfg: ExtractConfig, dtype: str = "", n_truncated: int = 0) -> StoreMeta:
-    """Create the store's up-front arrays (ids, offsets, input_ids, empty pooled arrays) and attrs (with
-    `n_truncated`, the prompts tokenization cut to extract.max_length); an existing store with the same content
-    (same ids, tokens, model, resolved `dtype` and settings) is kept, so a rerun resumes; any other is replaced,
-    with a fingerprint no earlier store had (chunk-log records of a replaced store never count as done, even after
-    a change and its undo; a folder left unreadable by a replacement killed mid-delete is replaced too). Call once
-    before any extract_chunks (one process)."""
+                  d_model: int, n_layers: int, cfg: ExtractConfig, dtype: str = "", n_truncated: int = 0,
+                  heads: Sequence[int] | np.ndarray | None = None) -> StoreMeta:
+    """Create the store's up-front arrays (ids, offsets, heads, input_ids, empty pooled arrays) and attrs (with
+    `n_truncated`, the prompts tokenization cut to extract.max_length, and cfg.skip_head); `heads` are the head
+    lengths per prompt (None = 0 each; each must leave its prompt at least one token: 0 <= head < length). An
+    existing store with the same content (same ids, tokens, heads, model, resolved `dtype` and settings) is kept,
+    so a rerun resumes; any other is replaced, with a fingerprint no earlier store had (chunk-log records of a
+    replaced store never count as done, even after a change and its undo; a folder left unreadable by a replacement
+    killed mid-delete is replaced too). Call once before any extract_chunks (one process)."""
     if len(ids) != len(token_ids):
         raise ValueError(f"{len(ids)} ids for {len(token_ids)} prompts")
     lengths = np.array([len(t) for t in token_ids], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    head = np.zeros(len(ids), dtype=np.int32) if heads is None else np.asarray(heads, dtype=np.int32)
+    if head.shape != lengths.shape or (head < 0).any() or (len(head) and (head >= lengths).any()):
+        raise ValueError(f"heads must give one length per prompt, each in [0, its token count): got {len(head)} "
+                         f"heads for {len(lengths)} prompts")
     flat = np.fromiter((t for seq in token_ids for t in seq), dtype=np.int32, count=int(offsets[-1]))
     fields = {"model": model, "layer": layer, "d_model": d_model, "n_layers": n_layers, "n_prompts": len(ids),
               "n_tokens": int(offsets[-1]), "chunk_rows": cfg.chunk_rows, "pooling": tuple(cfg.pooling),
               "store_tokens": cfg.store_tokens, "token_budget": cfg.token_budget,
-              "token_block_rows": cfg.token_block_rows, "dtype": dtype, "n_truncated": n_truncated}
-    content = _fingerprint(list(ids), flat, offsets, fields)
+              "token_block_rows": cfg.token_block_rows, "dtype": dtype, "n_truncated": n_truncated,
+              "skip_head": cfg.skip_head}
+    content = _fingerprint(list(ids), flat, offsets, head, fields)
     previous = ""
     if Path(store).exists():
         try:
@@ -111,6 +139,7 @@ def prepare_store(store: str | Path, ids: list[str], token_ids: list[list[int]],
     rows = max(1, cfg.chunk_rows)
     group.create_array("ids", shape=(len(ids),), chunks=(rows,), dtype=str)[:] = np.array(ids, dtype=str)
     group.create_array("offsets", data=offsets)
+    group.create_array(HEADS, data=head)
     block = max(1, min(cfg.token_block_rows, len(flat)))
     group.create_array("input_ids", shape=flat.shape, chunks=(block,), dtype=np.int32)[:] = flat
     pooled = group.require_group(POOLED)
@@ -188,6 +217,7 @@ class Activations:
     meta: StoreMeta
     ids: list[str]
     offsets: np.ndarray
+    heads: np.ndarray  # int [n_prompts]: head tokens per prompt (0 each in a store without the array)
 
     @property
     def n_prompts(self) -> int:
@@ -195,7 +225,13 @@ class Activations:
 
     @property
     def n_tokens(self) -> int:
+        """Token rows stored (every token the model read, heads included)."""
         return self.meta.n_tokens
+
+    @property
+    def n_content_tokens(self) -> int:
+        """Token rows after the heads: what sample_tokens draws from and the encode stage pools."""
+        return self.n_tokens - int(self.heads.sum())
 
     @property
     def d_model(self) -> int:
@@ -230,12 +266,14 @@ class Activations:
         return arr[int(self.offsets[i] - base): int(self.offsets[i + 1] - base)]
 
     def sample_tokens(self, n: int, seed: int, dtype: type = np.float32) -> np.ndarray:
-        """n distinct token rows drawn uniformly (all rows if n >= n_tokens), [n, d] in `dtype`, in random
-        order. Prefix-consistent: a smaller n with the same seed gives the first n rows of a larger one
-        (held-out rows are the same whatever is sampled after them). Reads only the Zarr chunks hit."""
+        """n distinct content token rows (never a head row) drawn uniformly (all of them if n >= n_content_tokens),
+        [n, d] in `dtype`, in random order. Prefix-consistent: a smaller n with the same seed gives the first n rows
+        of a larger one (held-out rows are the same whatever is sampled after them). With heads of 0 it draws the
+        same rows as before heads existed. Reads only the Zarr chunks hit."""
         self._require_tokens()
-        n = min(n, self.n_tokens)
-        picked = np.random.default_rng(seed).permutation(self.n_tokens)[:n]
+        n = min(n, self.n_content_tokens)
+        drawn = np.random.default_rng(seed).permutation(self.n_content_tokens)[:n]
+        picked = self._content_rows(drawn)
         out = np.empty((n, self.d_model), dtype=dtype)
         starts = np.array([self.offsets[lo] for lo, _ in self.ranges] + [self.n_tokens])
         owner = np.searchsorted(starts, picked, side="right") - 1
@@ -247,8 +285,16 @@ class Activations:
             out[where[order]] = arr.get_orthogonal_selection((local[order], slice(None)))
         return out
 
+    def _content_rows(self, k: np.ndarray) -> np.ndarray:
+        """Store row indices of the content rows numbered `k` (content rows counted in store order)."""
+        content_offsets = np.concatenate([[0], np.cumsum(np.diff(self.offsets) - self.heads)])
+        prompt = np.searchsorted(content_offsets, k, side="right") - 1
+        return k + self.offsets[prompt] + self.heads[prompt] - content_offsets[prompt]
+
 
 def open_activations(path: str | Path) -> Activations:
     """Open ``activations.zarr`` (or the artifact folder holding it) for reading."""
     group = zarr.open_group(_zarr_path(path), mode="r")
-    return Activations(group, _meta(group), [str(x) for x in group["ids"][:]], group["offsets"][:])
+    meta = _meta(group)
+    heads = group[HEADS][:].astype(np.int64) if HEADS in group else np.zeros(meta.n_prompts, dtype=np.int64)
+    return Activations(group, meta, [str(x) for x in group["ids"][:]], group["offsets"][:], heads)

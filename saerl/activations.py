@@ -5,6 +5,10 @@ above it runs. The residual taken is the output of block ``layer``: ``hidden_sta
 full forward (for the last block, before any final norm). Prompts are rendered as the policy sees them
 in RL (chat template, generation prompt) unless the tokenizer has no template (encoders such as BERT).
 
+With extract.skip_head, a causal model's prompts each have a *head* (see :mod:`saerl.activation_store`): the
+chat template's tokens before the prompt text (:func:`template_head`), and at least the first token (the attention
+sink). The mean and max pooled vectors are taken over the tokens after it; "last" is the final token.
+
 Work is split into *prompt-chunks* of ``extract.chunk_rows`` prompts, the unit of resume and of sharding.
 Batches are length-sorted and bounded by a padded-token budget *within* one chunk, so a chunk's bytes
 never depend on which other chunks ran: a resumed or sharded run is bitwise identical to a single run.
@@ -28,10 +32,12 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from saerl.activation_store import (
+    HEADS,
     STORE_NAME,
     ChunkWriter,
     StoreMeta,
     chunk_ranges,
+    open_activations,
     open_for_write,
     prepare_store,
 )
@@ -40,6 +46,10 @@ from saerl.config import ExtractConfig, ModelConfig
 
 PKG_PREFIX = "pkg:"
 CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+# prompt texts whose renderings' common token prefix is the template's head: their first characters differ in kind
+# (two digits, a lower- and an upper-case letter, punctuation), so at least two of their first tokens differ even in
+# a tokenizer that knows few of them (all unknown ones become its one unknown token) or lowercases its input
+HEAD_PROBES = ("0", "1", "x", "Q", "?")
 
 
 class StopForward(Exception):
@@ -167,6 +177,11 @@ def find_layers(model: torch.nn.Module, n_layers: int) -> torch.nn.ModuleList:
     raise ValueError(f"no ModuleList of {n_layers} blocks found in {type(model).__name__}")
 
 
+def is_causal(config: Any) -> bool:
+    """Whether a transformers config is a causal LM's (an architecture named *ForCausalLM or *LMHeadModel)."""
+    return any(a.endswith(CAUSAL_SUFFIXES) for a in (config.architectures or []))
+
+
 def load_model(name: str, model_cfg: ModelConfig, device: str = "auto") -> LoadedModel:
     """Load a model (causal LM or encoder) and its tokenizer from a folder, hub id, or 'pkg:<module>'.
 
@@ -175,7 +190,7 @@ def load_model(name: str, model_cfg: ModelConfig, device: str = "auto") -> Loade
     common = hub_kwargs(model_cfg)
     with remote_code_guard(name):
         config = AutoConfig.from_pretrained(path, **common)
-    causal = any(a.endswith(CAUSAL_SUFFIXES) for a in (config.architectures or []))
+    causal = is_causal(config)
     dev = pick_device(device)
     dtype: Any = torch.float32 if dev.type == "cpu" else (
         "auto" if model_cfg.dtype == "auto" else getattr(torch, model_cfg.dtype))
@@ -201,17 +216,22 @@ def resolve_layer(layer: int | None, n_layers: int) -> int:
     return idx
 
 
-def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                   cfg: ExtractConfig) -> tuple[list[list[int]], int]:
-    """Token ids per prompt as the policy sees it: chat template with generation prompt when the tokenizer
-    has one and cfg.chat_template is on (no extra special tokens), else the raw prompt with the tokenizer's
-    special tokens. Truncated to cfg.max_length on cfg.truncation_side. Returns (ids, how many prompts were cut)."""
+def render_ids(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], cfg: ExtractConfig) -> list[list[int]]:
+    """Token ids per prompt as the policy sees it, untruncated: chat template with generation prompt when the
+    tokenizer has one and cfg.chat_template is on (no extra special tokens), else the raw prompt with the
+    tokenizer's special tokens."""
     if cfg.chat_template and getattr(tokenizer, "chat_template", None):
         texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                                add_generation_prompt=True) for p in prompts]
-        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    else:
-        ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+        return tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                   cfg: ExtractConfig) -> tuple[list[list[int]], int]:
+    """Token ids per prompt as :func:`render_ids` gives them, truncated to cfg.max_length on
+    cfg.truncation_side. Returns (ids, how many prompts were cut)."""
+    ids = render_ids(tokenizer, prompts, cfg)
     cut = cfg.max_length
     n_truncated = sum(len(x) > cut for x in ids)
     ids = [x[-cut:] if cfg.truncation_side == "left" else x[:cut] for x in ids]
@@ -224,6 +244,34 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
 def tokenize_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], cfg: ExtractConfig) -> list[list[int]]:
     """The token ids of :func:`encode_prompts` alone."""
     return encode_prompts(tokenizer, prompts, cfg)[0]
+
+
+def template_head(tokenizer: PreTrainedTokenizerBase, cfg: ExtractConfig) -> list[int]:
+    """The template's head: the token ids render_ids puts before any prompt's text, found as the longest common
+    prefix of the HEAD_PROBES' renderings. With a chat template, its part before the prompt text (a BOS included
+    when the template writes one); without, the special tokens the tokenizer adds before the text ([] if none).
+    A prompt starts with it unless cut on the left or merged into it (see head_lengths)."""
+    rendered = render_ids(tokenizer, HEAD_PROBES, cfg)
+    head = list(rendered[0])
+    for ids in rendered[1:]:
+        head = head[:common_prefix(head, ids)]
+    return head
+
+
+def head_lengths(token_ids: Sequence[Sequence[int]], head: Sequence[int], skip: bool) -> np.ndarray:
+    """Head tokens per prompt (int32): when `skip`, how many of its first ids equal `head`'s first ids (len(head)
+    for a prompt that starts with it; 0 for one cut on the left; fewer where the prompt's first token merged with
+    the template's last ones, as a BPE merges a template's trailing space into the next word: a causal model's
+    residuals there equal every prompt's), then at least 1 (the first token, the attention sink) and at most its
+    length - 1 (every prompt keeps a token); without `skip`, 0 each."""
+    if not skip:
+        return np.zeros(len(token_ids), dtype=np.int32)
+    return np.array([min(max(1, common_prefix(ids, head)), len(ids) - 1) for ids in token_ids], dtype=np.int32)
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading ids `a` and `b` share."""
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
 def plan_batches(lengths: np.ndarray, token_budget: int) -> list[np.ndarray]:
@@ -271,30 +319,41 @@ def pad_batch(seqs: Sequence[np.ndarray], pad_id: int, device: torch.device) -> 
     return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
 
 
-def pool_flat(flat: torch.Tensor, lengths: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Pool the real tokens of consecutive prompts, flat [sum(lengths), d], per prompt (float32):
-    mean, last (the final real token) and max. Works on unpadded rows, so padding cannot enter."""
+def pool_flat(flat: torch.Tensor, lengths: torch.Tensor, kinds: Sequence[str],
+              heads: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Pool the real tokens of consecutive prompts, flat [sum(lengths), d], per prompt (float32): mean and max
+    over each prompt's tokens after its first heads[i] (None: all of them; each head < its length), last (the
+    final real token). Works on unpadded rows, so padding cannot enter."""
     flat = flat.float()
+    body, body_lengths = flat, lengths
+    if heads is not None and bool((heads > 0).any()):
+        starts = torch.cumsum(lengths, 0) - lengths
+        position = torch.arange(len(flat), device=flat.device) - torch.repeat_interleave(starts, lengths)
+        body, body_lengths = flat[position >= torch.repeat_interleave(heads, lengths)], lengths - heads
     out: dict[str, torch.Tensor] = {}
     for kind in kinds:
         if kind == "last":
             out[kind] = flat[torch.cumsum(lengths, 0) - 1]
         else:
-            out[kind] = torch.segment_reduce(flat, kind, lengths=lengths, axis=0)
+            out[kind] = torch.segment_reduce(body, kind, lengths=body_lengths, axis=0)
     return out
 
 
-def pool(h: torch.Tensor, lengths: torch.Tensor, kinds: Sequence[str]) -> dict[str, torch.Tensor]:
-    """pool_flat of right-padded states [b, L, d] whose rows hold `lengths` real tokens."""
+def pool(h: torch.Tensor, lengths: torch.Tensor, kinds: Sequence[str],
+         heads: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """pool_flat of right-padded states [b, L, d] whose rows hold `lengths` real tokens (`heads` as there)."""
     valid = torch.arange(h.shape[1], device=h.device)[None, :] < lengths[:, None]
-    return pool_flat(h[valid], lengths, kinds)
+    return pool_flat(h[valid], lengths, kinds, heads)
 
 
 def run_chunk(loaded: LoadedModel, meta: StoreMeta, token_ids: np.ndarray, offsets: np.ndarray,
-              bar: tqdm | None = None) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
-    """Residuals of one prompt-chunk. `offsets` [m+1] index its flat `token_ids`. Returns the token rows
-    (fp16 [n_tok, d], or None if not stored) and pooled arrays (float32 [m, d]) in prompt order."""
+              bar: tqdm | None = None,
+              heads: np.ndarray | None = None) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    """Residuals of one prompt-chunk. `offsets` [m+1] index its flat `token_ids`; `heads` [m] are the prompts'
+    head lengths (None: 0), left out of the mean and max pooling. Returns the token rows (fp16 [n_tok, d], every
+    token, or None if not stored) and pooled arrays (float32 [m, d]) in prompt order."""
     lengths, d = np.diff(offsets), loaded.d_model
+    heads = np.zeros(len(lengths), dtype=np.int64) if heads is None else np.asarray(heads, dtype=np.int64)
     tokens = np.empty((int(offsets[-1]), d), dtype=np.float16) if meta.store_tokens else None
     pooled = {k: np.empty((len(lengths), d), dtype=np.float32) for k in meta.pooling}
     fp16_max = torch.finfo(torch.float16).max
@@ -303,7 +362,8 @@ def run_chunk(loaded: LoadedModel, meta: StoreMeta, token_ids: np.ndarray, offse
         seqs = [token_ids[offsets[i]: offsets[i + 1]] for i in batch]
         ids, mask = pad_batch(seqs, pad_id, loaded.device)
         flat = forward_to_layer(loaded, meta.layer, ids, mask)[mask.bool()]  # real tokens, row-major
-        for kind, vec in pool_flat(flat, mask.sum(1), meta.pooling).items():
+        skip = torch.from_numpy(heads[batch]).to(loaded.device)
+        for kind, vec in pool_flat(flat, mask.sum(1), meta.pooling, skip).items():
             pooled[kind][batch] = vec.cpu().numpy()
         if tokens is not None:
             rows = flat.clamp(-fp16_max, fp16_max).half().cpu().numpy()
@@ -325,6 +385,7 @@ def extract_chunks(store_path: str | Path, chunk_log: ChunkLog, chunk_ids: Seque
     written and recorded. Returns a summary: n_prompts, n_tokens, d_model, layer, seconds, tokens_per_s."""
     group, meta = open_for_write(store_path)
     offsets = group["offsets"][:]
+    heads = group[HEADS][:] if HEADS in group else np.zeros(len(offsets) - 1, dtype=np.int32)
     ranges = chunk_ranges(len(offsets) - 1, meta.chunk_rows)
     wanted = range(len(ranges)) if chunk_ids is None else chunk_ids
     todo = [c for c in wanted if not (chunk_log.is_done(c) and chunk_log.get(c).get("fingerprint") == meta.fingerprint)]
@@ -349,7 +410,8 @@ def extract_chunks(store_path: str | Path, chunk_log: ChunkLog, chunk_ids: Seque
             lo, hi = ranges[c]
             off = offsets[lo: hi + 1]
             token_ids = group["input_ids"][int(off[0]): int(off[-1])]
-            tokens, pooled = run_chunk(loaded, meta, token_ids, off - off[0], bar)  # type: ignore[arg-type]
+            tokens, pooled = run_chunk(loaded, meta, token_ids, off - off[0], bar,  # type: ignore[arg-type]
+                                       heads[lo:hi])
             if pending is not None:
                 pending.result()
             pending = pool_.submit(writer.write_and_mark, chunk_log, c, tokens, pooled, on_chunk_done)
@@ -366,9 +428,10 @@ def prepare_extraction(prompts: Sequence[str], ids: Sequence[str], out_dir: str 
                        cfg: ExtractConfig, model_path: str | None = None, device: str = "auto") -> Path:
     """Tokenize and lay out ``out_dir/activations.zarr`` without running the model (config + tokenizer
     only), so shards can then run extract_chunks in other processes. The model is `model_path`, else
-    cfg.model, else model_cfg.name_or_path. An existing store for the same inputs is kept (resume); the inputs
-    include the dtype the model resolves to on `device` (see resolve_dtype), so a store begun on another kind
-    of device is rebuilt, never mixed."""
+    cfg.model, else model_cfg.name_or_path. Each prompt's head length (head_lengths of template_head, when
+    cfg.skip_head and the model is causal; else 0) goes into the store. An existing store for the same inputs is
+    kept (resume); the inputs include the heads and the dtype the model resolves to on `device` (see
+    resolve_dtype), so a store begun on another kind of device or with other heads is rebuilt, never mixed."""
     name = model_path or cfg.model or model_cfg.name_or_path
     config = model_config(name, model_cfg)
     n_layers, d_model = config_shape(config)
@@ -377,9 +440,11 @@ def prepare_extraction(prompts: Sequence[str], ids: Sequence[str], out_dir: str 
     with remote_code_guard(name):
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name), **hub_kwargs(model_cfg))
     token_ids, n_truncated = encode_prompts(tokenizer, prompts, cfg)
+    skip = cfg.skip_head and is_causal(config)
+    heads = head_lengths(token_ids, template_head(tokenizer, cfg) if skip else [], skip)
     store = Path(out_dir) / STORE_NAME
     prepare_store(store, list(ids), token_ids, model=name, layer=layer, d_model=d_model, n_layers=n_layers, cfg=cfg,
-                  dtype=dtype, n_truncated=n_truncated)
+                  dtype=dtype, n_truncated=n_truncated, heads=heads)
     return store
 
 
@@ -387,10 +452,13 @@ def extract(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, mod
             cfg: ExtractConfig, chunk_log: ChunkLog, model_path: str | None = None, device: str = "auto",
             progress: bool = True, on_chunk_done: Callable[[int], None] | None = None) -> dict[str, Any]:
     """The whole extract stage in one process: prepare_extraction, then every unfinished chunk.
-    Returns extract_chunks's summary plus model, n_layers, store, n_prompts_total, n_tokens_total and n_truncated
-    (prompts longer than extract.max_length tokens, cut on extract.truncation_side)."""
+    Returns extract_chunks's summary plus model, n_layers, store, n_prompts_total, n_tokens_total (every token
+    read), n_content_tokens_total (those after the prompts' heads) and n_truncated (prompts longer than
+    extract.max_length tokens, cut on extract.truncation_side)."""
     store = prepare_extraction(prompts, ids, out_dir, model_cfg, cfg, model_path, device)
     summary = extract_chunks(store, chunk_log, None, None, model_cfg, device, progress, on_chunk_done)
-    meta = open_for_write(store)[1]
+    act = open_activations(store)
+    meta = act.meta
     return {**summary, "model": meta.model, "n_layers": meta.n_layers, "store": str(store),
-            "n_prompts_total": meta.n_prompts, "n_tokens_total": meta.n_tokens, "n_truncated": meta.n_truncated}
+            "n_prompts_total": meta.n_prompts, "n_tokens_total": meta.n_tokens,
+            "n_content_tokens_total": act.n_content_tokens, "n_truncated": meta.n_truncated}

