@@ -252,9 +252,9 @@ class ArtifactStore:
         return Build(partial, {"started": time.time()})
 
     def publish(self, stage: str, key: str, build: Build, manifest: dict[str, Any] | None = None) -> ArtifactRef:
-        """Hash and fsync a finished build, write its manifest and rename it into place in one step."""
+        """Hash and fsync a finished build, write its manifest and rename it into place in one step. The chunk log
+        goes just before the rename, so a publish cut short (hashing a large artifact takes a while) resumes."""
         partial = build.path
-        shutil.rmtree(partial / CHUNK_DIR, ignore_errors=True)
         notes = dict(build.notes)
         started = notes.pop("started", time.time())
         record = {
@@ -265,9 +265,10 @@ class ArtifactStore:
             "library_versions": library_versions(),
             **(manifest or {}),
             **notes,
-            "files": hash_tree(partial),
+            "files": {rel: f for rel, f in hash_tree(partial).items() if not rel.startswith(f"{CHUNK_DIR}/")},
         }
         write_json_atomic(partial / MANIFEST, record)
+        shutil.rmtree(partial / CHUNK_DIR, ignore_errors=True)  # only now: a publish cut short still resumes
         _fsync_dir(partial)
         final = self.path(stage, key)
         if final.exists():  # a corrupt leftover: move it aside, then remove

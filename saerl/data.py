@@ -7,7 +7,7 @@ Out: :class:`IngestResult` with ``kept`` (``id, prompt, answer, answer_raw, row`
 ``rejected`` (``row, field, reason, value``), one line per problem found, with a fixed vocabulary of reasons.
 
 Rows are numbered from 0 in source order; for jsonl a row is a non-blank line (a broken line keeps its number),
-for a JSON array an element.
+for a JSON array an element, for csv a record after the header (a blank line is no row).
 Pure library code: no Prefect here.
 """
 
@@ -228,11 +228,11 @@ def _read_jsonl(path: Path) -> LoadedTable:
     row = -1
     with path.open("rb") as fh:
         for line_no, raw in enumerate(fh, start=1):
+            if line_no == 1:  # a UTF-8 BOM before a blank first line leaves that line blank, not a row
+                raw = raw.removeprefix(UTF8_BOM)
             if not raw.strip():
                 continue
             row += 1
-            if line_no == 1 and raw.startswith(UTF8_BOM):
-                raw = raw[len(UTF8_BOM):]
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
@@ -366,10 +366,24 @@ def _ragged_rows(path: Path, width: int, n_rows: int) -> list[dict[str, Any]]:
     ]
 
 
+def _blank_rows(path: Path, frame: pl.DataFrame) -> set[int]:
+    """Rows of a csv frame that are blank lines of the file (polars reads each as a row of nulls; like a blank jsonl
+    line, one is no row), looked for among the all-null rows only; none when the file's records do not line up
+    with the frame's rows."""
+    empty = [i for i, rec in enumerate(frame.iter_rows()) if all(v is None for v in rec)]
+    if not empty:
+        return set()
+    records = _csv_records(path.read_bytes().decode("utf-8", errors="replace"))
+    if len(records) != frame.height + 1:
+        return set()
+    return {i for i in empty if not records[i + 1][1]}
+
+
 def _read_csv(path: Path) -> LoadedTable:
     """All columns as text (labels are parsed later); undecodable bytes are replaced and the row flagged; a row
-    with more fields than the header is a 'too many fields' issue and is not kept. A file polars cannot parse
-    (an unclosed quote) raises IngestError naming the first bad line."""
+    with more fields than the header is a 'too many fields' issue and is not kept; a blank line is no row (rows
+    after it are numbered as if it were not there). A file polars cannot parse (an unclosed quote) raises
+    IngestError naming the first bad line."""
     try:
         frame = pl.read_csv(path, infer_schema=False, encoding="utf8-lossy", truncate_ragged_lines=True)
     except pl.exceptions.PolarsError as e:
@@ -383,10 +397,13 @@ def _read_csv(path: Path) -> LoadedTable:
         if isinstance(value, str) and "\ufffd" in value
     ]
     ragged = _ragged_rows(path, frame.width, frame.height)
-    dropped = {i["row"] for i in ragged}
-    rows = [r for r in range(frame.height) if r not in dropped]
+    blank = _blank_rows(path, frame)
+    dropped = {i["row"] for i in ragged} | blank
+    number = {r: n for n, r in enumerate(r for r in range(frame.height) if r not in blank)}  # frame row -> source row
+    rows = [number[r] for r in range(frame.height) if r not in dropped]
     kept = frame.filter(pl.Series([r not in dropped for r in range(frame.height)])) if dropped else frame
-    return LoadedTable(kept, rows, sorted(issues + ragged, key=lambda i: i["row"]), frame.height)
+    issues = [{**i, "row": number[i["row"]]} for i in sorted(issues + ragged, key=lambda i: i["row"])]
+    return LoadedTable(kept, rows, issues, len(number))
 
 
 def _read_hf(path: Path, hf_split: str | None) -> pl.DataFrame:

@@ -29,7 +29,7 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
         Stage("testbed", "5", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
-        Stage("ingest", "3", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
+        Stage("ingest", "4", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
         Stage(
             "extract", "4",
             ("model.name_or_path", "model.revision", "model.dtype", "model.trust_remote_code", "extract"),

@@ -63,6 +63,36 @@ def test_resume_skips_finished_chunks(tmp_path):
     assert "_chunks/0.json" not in store.path("s", "k").joinpath(MANIFEST).read_text()
 
 
+def test_publish_cut_short_still_resumes_finished_chunks(tmp_path, monkeypatch):
+    """A build killed while publishing (hashing a large artifact takes a while) keeps its chunk log: the rerun
+    redoes no chunk."""
+    from saerl import artifacts
+
+    store = ArtifactStore(tmp_path)
+    calls = []
+
+    def chunked(build):
+        for i in range(3):
+            if not build.chunks.is_done(i):
+                calls.append(i)
+                (build.path / f"c{i}").write_text(str(i))
+                build.chunks.mark(i)
+
+    real_hash_tree = artifacts.hash_tree
+
+    def killed(folder):
+        raise KeyboardInterrupt("killed while hashing")
+
+    monkeypatch.setattr(artifacts, "hash_tree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        store.ensure("s", "k", chunked)
+    monkeypatch.setattr(artifacts, "hash_tree", real_hash_tree)
+    store.ensure("s", "k", chunked)
+    assert calls == [0, 1, 2]
+    assert set(store.open("s", "k").manifest()["files"]) == {"c0", "c1", "c2"}
+    assert not (store.path("s", "k") / artifacts.CHUNK_DIR).exists()
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "manifest"])
 def test_corruption_is_detected_named_and_rebuilt(tmp_path, damage):
     store = ArtifactStore(tmp_path)

@@ -124,8 +124,16 @@ CASES: dict[str, Case] = {
     "huge label": Case(jsonl(b'{"question": "Big?", "answer": "1", "difficulty": ' + b"9" * 400 + b"}"),
                        issues=((1, "difficulty", D.INVALID_LABEL),), kept=(0, 1, 2)),
     "UTF-8 byte-order mark": Case(b"\xef\xbb\xbf" + jsonl(), kept=(0, 1)),
+    "UTF-8 byte-order mark on a blank first line": Case(b"\xef\xbb\xbf\n" + jsonl(), kept=(0, 1)),
+    "UTF-8 byte-order mark and blank lines only": Case(b"\xef\xbb\xbf\n  \n", error="has no rows"),
     "unquoted comma in a csv field": Case(b"question,answer\nA?,1\nAdd 2, 3,5\nC?,3\n", ".csv", {},
                                           issues=((1, "", D.EXTRA_FIELDS),)),
+    "blank lines in a csv": Case(b"question,answer\nA?,1\n\nB?,2\r\n\r\n\n", ".csv", {}, kept=(0, 1)),
+    "blank line before bad bytes (csv)": Case(b"question,answer\nA?,1\n\nCaf\xe9 has 3 cups?,3\nQ?,5\n", ".csv", {},
+                                              issues=((1, "question", D.INVALID_UTF8),), kept=(0, 1, 2)),
+    "blank line before an unquoted comma (csv)": Case(b"question,answer\nA?,1\n\nAdd 2, 3,5\nC?,3\n\n", ".csv", {},
+                                                      issues=((1, "", D.EXTRA_FIELDS),)),
+    "header and blank lines only (csv)": Case(b"question,answer\n\n\n", ".csv", {}, error="has no rows"),
     "JSON array with a non-object element": Case(
         b"\xef\xbb\xbf [" + b",".join([json.dumps(GOOD_FIRST).encode(), b"[1, 2]", json.dumps(GOOD_LAST).encode()])
         + b"]", ".json", issues=((1, "", D.INVALID_JSON),)),
