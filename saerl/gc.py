@@ -85,7 +85,8 @@ def tree_stats(folder: Path) -> tuple[int, float]:
 
 
 def parse_entry(stage: str, folder: Path) -> Entry | None:
-    """An Entry for one child of a stage folder, or None for what gc never touches (lock and temp files)."""
+    """An Entry for one child of a stage folder, or None for what gc never touches (lock and temp files) and for a
+    folder that moved away while it was read (a build published meanwhile: the next collection sees it)."""
     if not folder.is_dir() or folder.is_symlink():
         return None
     name = folder.name
@@ -97,10 +98,13 @@ def parse_entry(stage: str, folder: Path) -> Entry | None:
         return None
     else:
         kind, key = "artifact", name
-    size, newest = tree_stats(folder)
-    manifest = folder / MANIFEST
-    if kind == "artifact" and manifest.exists():  # its age is when it was published
-        newest = manifest.stat().st_mtime
+    try:
+        size, newest = tree_stats(folder)
+        manifest = folder / MANIFEST
+        if kind == "artifact" and manifest.exists():  # its age is when it was published
+            newest = manifest.stat().st_mtime
+    except FileNotFoundError:  # moved or removed while we looked (a build publishing takes no notice of gc)
+        return None
     return Entry(stage, key, kind, folder, size, newest)
 
 

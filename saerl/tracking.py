@@ -126,15 +126,29 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=self.uri)
-        name = cfg.tracking.experiment or cfg.name
-        exp = self.client.get_experiment_by_name(name)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
-            name, artifact_location=self.artifact_location)
+        self.experiment_id = self._experiment(cfg.tracking.experiment or cfg.name)
         all_tags = {"saerl.git_commit": git_commit(), **library_tags(), **tags}
         start_ms = int(started * MS_PER_S) if started is not None else None
         run = self.client.create_run(self.experiment_id, start_time=start_ms, run_name=run_name, tags=all_tags)
         self.parent_id = run.info.run_id
         self._log_params(self.parent_id, flatten(cfg))
+
+    def _experiment(self, name: str) -> str:
+        """The id of the experiment `name`, created when missing. Runs started side by side (a sweep's children on
+        Dask) may all find it missing: the one whose create loses reads the winner's, instead of failing and
+        turning tracking off for its whole run. in: experiment name; out: experiment id."""
+        from mlflow.exceptions import MlflowException
+
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return self.client.create_experiment(name, artifact_location=self.artifact_location)
+        except MlflowException:
+            exp = self.client.get_experiment_by_name(name)  # created by a concurrent run since we looked
+            if exp is None:
+                raise
+            return exp.experiment_id
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param

@@ -139,3 +139,23 @@ def test_a_root_without_run_records_is_refused_unless_keep_runs_is_zero(root):
     assert "ingest/new" in _present(root)
     collect(root, keep_runs=0)
     assert _present(root) == set()
+
+
+def test_a_build_published_while_gc_walks_it_is_skipped_not_a_crash(root, monkeypatch):
+    """A running pipeline publishes its build (renames .partial-<key> to <key>, after removing its chunk folder)
+    without regard to gc, which walks folders without their locks: a folder gone mid-walk is skipped."""
+    import saerl.gc as gc
+
+    real = gc.tree_stats
+    partial = root / "extract" / ".partial-half"
+
+    def publish_first(folder: Path) -> tuple[int, float]:
+        if folder == partial:
+            os.replace(partial, root / "extract" / "half")  # the build is published while gc looks at it
+        return real(folder)
+
+    monkeypatch.setattr(gc, "tree_stats", publish_first)
+    report = collect(root, keep_runs=2)
+    assert "extract/half" in _present(root) and "half" not in [e.key for e in report.removed]
+    assert {f"{e.stage}/{e.key}" for e in report.removed} == {"ingest/old", "train/old", "curriculum/orphan",
+                                                               "extract/dead"}

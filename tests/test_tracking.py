@@ -149,3 +149,20 @@ def test_a_metric_name_mlflow_refuses_is_cleaned_not_the_end_of_tracking(tmp_pat
     run = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path)).get_run(t.stage_runs["evaluate"])
     assert run.data.metrics["gsm8k_math_vanilla_greedy"] == 0.5 and run.data.metrics["eval/math _hard_/greedy"] == 0.25
     assert metric_key("heldout:reachable_saerl_greedy") == "heldout:reachable_saerl_greedy"
+
+
+def test_a_run_that_loses_the_race_to_create_the_experiment_uses_the_winners(tmp_path, monkeypatch):
+    """Runs started side by side (a sweep's children on Dask) can all find the experiment missing; the one whose
+    create then fails (it exists by now) must log into it, not turn tracking off for its whole run."""
+    cfg = load_config(None, ["name=race"])
+    first = Tracker(cfg, tmp_path, "run-a")
+    looked: list[str] = []
+    real = MlflowClient.get_experiment_by_name
+
+    def stale(self, name):  # the first look happened before the other run created the experiment
+        looked.append(name)
+        return None if len(looked) == 1 else real(self, name)
+
+    monkeypatch.setattr(MlflowClient, "get_experiment_by_name", stale)
+    second = Tracker(cfg, tmp_path, "run-b")
+    assert looked and second.enabled and second.experiment_id == first.experiment_id
