@@ -148,7 +148,7 @@ def bench(name: str, path: str, prompts: list[str], cfg: ExtractConfig, repeats:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer prompts, smaller model, one repeat")
+    ap.add_argument("--quick", action="store_true", help="fewer prompts, a smaller model, 3 repeats instead of 5")
     ap.add_argument("--prompts", type=int, default=None, help="number of prompts (default 120 quick / 400)")
     ap.add_argument("--no-minilm", action="store_true", help="skip MiniLM even if installed")
     args = ap.parse_args()

@@ -23,7 +23,7 @@ limit: the timings are the worst case of a real run's, the accuracies mean nothi
 Last line: ``RESULT extract_prompts_per_s=.. grpo_s_per_step=.. peak_gpu_gib=.. total_s=.. params_b=..``: the prompts
 extracted over the extract stage's wall time, the train stages' wall time over the steps they trained (both read
 from the artifacts, so a stage reused from the cache reports the run that computed it), the peak GPU memory of the
-stages computed in this process (nan when every stage was reused) and the wall time of the stages (building the
+stages computed in this process (nan when every stage was reused, or without a GPU) and the wall time of the stages (building the
 random-weight model not included).
 """
 
@@ -109,6 +109,14 @@ def stage_figures(results: dict[str, Any]) -> dict[str, float]:
             "grpo_s_per_step": train_s / steps if steps > 0 else nan}
 
 
+def peak_gpu_gib(results: dict[str, Any]) -> float:
+    """Peak GPU memory (GiB) this process allocated since the last reset, for a run_all result ({run name:
+    StageResult}); nan without a GPU (nothing to measure) or when every stage was reused (no stage ran here)."""
+    if not torch.cuda.is_available() or not any(res.computed for res in results.values()):
+        return float("nan")
+    return torch.cuda.max_memory_allocated() / 2**30
+
+
 def run_overrides(model: str, data: str, held_out: str, root: Path, prompts: int, steps: int, quick: bool,
                   tiny: bool) -> list[str]:
     """The dotted overrides the benchmark runs the config with: `model` and the `data` and `held_out` files, the
@@ -160,14 +168,12 @@ def main() -> None:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()  # the peak of the stages, not of building the model above
     results = run_all(ArtifactStore(Path(cfg.runtime.artifact_root)), cfg, report=report)
+    total_s = time.time() - t0  # the stages' wall time: counting the parameters below is not part of it
     params_b = parameter_count(model) / 1e9
     figures = stage_figures(results)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
-    if not any(res.computed for res in results.values()):
-        peak = float("nan")  # nothing ran here: this process measured no stage's memory
     print(f"RESULT extract_prompts_per_s={figures['extract_prompts_per_s']:.1f} "
-          f"grpo_s_per_step={figures['grpo_s_per_step']:.2f} peak_gpu_gib={peak:.1f} "
-          f"total_s={time.time() - t0:.0f} params_b={params_b:.2f}")
+          f"grpo_s_per_step={figures['grpo_s_per_step']:.2f} peak_gpu_gib={peak_gpu_gib(results):.1f} "
+          f"total_s={total_s:.0f} params_b={params_b:.2f}")
 
 
 if __name__ == "__main__":

@@ -42,11 +42,12 @@ FRESH_SEED = 7007  # seed of the fresh level 1-2 problems (pool and held-out dra
 
 
 def greedy_accuracy(samples: pl.DataFrame, set_name: str, ids: set[str] | None = None) -> float:
-    """Greedy accuracy of an evaluate_policy frame on one set, or on the given ids of it."""
+    """Greedy accuracy of an evaluate_policy frame on one set, or on the given ids of it; nan when that leaves
+    no problem (an empty reachable stratum, an empty fresh set)."""
     rows = samples.filter((pl.col("set") == set_name) & (pl.col("sample") == GREEDY))
     if ids is not None:
         rows = rows.filter(pl.col("id").is_in(sorted(ids)))
-    return float(rows["correct"].mean())
+    return float(rows["correct"].mean()) if rows.height else float("nan")
 
 
 def gains_over(base: pl.DataFrame, after: pl.DataFrame, reach: set[str]) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """Does plain GRPO through trl teach the testbed's tiny policy LM anything? (issue #4's acceptance check)
 
-Builds the testbed (or reuses a built one: the demo's world and LM at the schema defaults), draws an RL pool
+Builds the testbed (or reuses one built from the same testbed config: this script's own build in --testbed-dir,
+or the pipeline's testbed artifact of that config, e.g. the demo's under .saerl/testbed/), draws an RL pool
 and a held-out set of fresh problems from the same generator at the chosen levels (content disjoint from
 every split of the world and from each other, so RL never sees a prompt twice within the budget and
 cannot pass by memorising answers), measures held-out accuracy (greedy and mean over k samples at T=1) per
@@ -29,12 +30,36 @@ from pathlib import Path
 import polars as pl
 import torch
 
+from saerl.artifacts import MANIFEST, write_file_atomic
 from saerl.config import PipelineConfig, load_config
+from saerl.pipeline import input_keys
 from saerl.policy_lm import load_policy, score_policy
 from saerl.rl import train_grpo
+from saerl.stages import stage_key
 from saerl.testbed import build_testbed, fresh_problems, read_world
 
 MIN_STEP_SECONDS = 0.2  # no GRPO step is faster on CPU: caps the step count (and the dataset) the budget can use
+STAMP = "testbed_key.txt"  # the testbed stage key of the config a --testbed-dir build came from (written last)
+
+
+def ensure_testbed(cfg: PipelineConfig, root: Path) -> None:
+    """Make `root` hold the testbed (world and LM) of cfg.testbed: kept when it already does (this script's
+    build with the same pipeline testbed stage key in its STAMP, or the pipeline's testbed artifact of that key,
+    a folder named by it), otherwise built there (a folder built from another testbed config, or of unknown
+    origin, is rebuilt: a reused one would be another world than the config's). A pipeline artifact of another
+    key is never overwritten: SystemExit."""
+    key = stage_key(cfg, "testbed", input_keys(cfg, "testbed", {}))
+    if (root / MANIFEST).exists():  # a published pipeline artifact: complete, named by its key
+        if root.name == key:
+            return
+        raise SystemExit(f"--testbed-dir {root} is the pipeline's testbed artifact of another testbed config "
+                         f"(key {root.name}, this config's is {key}): pass another --testbed-dir")
+    stamp = root / STAMP
+    if (root / "lm" / "config.json").exists() and stamp.exists() and stamp.read_text().strip() == key:
+        return
+    stamp.unlink(missing_ok=True)
+    build_testbed(cfg.testbed, root)
+    write_file_atomic(stamp, lambda tmp: tmp.write_text(key + "\n"))
 
 
 def paired(before: list[float], after: list[float]) -> tuple[float, float]:
@@ -56,7 +81,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"),
                     help="YAML config (default: the demo's: its testbed and GRPO settings)")
-    ap.add_argument("--testbed-dir", default=".saerl/bench/testbed", help="built testbed (built if missing)")
+    ap.add_argument("--testbed-dir", default=".saerl/bench/testbed", help="built testbed (built if missing or "
+                    "built from another testbed config)")
     ap.add_argument("--out", default=".saerl/bench/rl_learnability", help="where the trained policy goes")
     ap.add_argument("--minutes", type=float, default=5.0, help="wall-clock budget of RL")
     ap.add_argument("--max-steps", type=int, default=None, help="step budget instead of the wall clock (for a "
@@ -72,8 +98,7 @@ def main() -> None:
     tb = cfg.testbed
     torch.set_num_threads(tb.threads)
     root = Path(args.testbed_dir)
-    if not (root / "lm" / "config.json").exists():
-        build_testbed(tb, root)
+    ensure_testbed(cfg, root)
     world = read_world(root)
     levels = [int(v) for v in args.levels.split(",")]
     mix = [1.0 if lv in levels else 0.0 for lv in range(1, len(tb.pool_level_mix) + 1)]

@@ -90,3 +90,24 @@ def test_a_full_run_keeps_the_configs_grpo_step(tmp_path):
     assert (full.train.max_steps, full.data.max_rows, full.train.seeds) == (8, 2048, [0])
     quick = load_config(path, bench.run_overrides("m", "d.jsonl", "e.jsonl", tmp_path, 512, 4, True, True))
     assert (quick.curriculum.batch_size, quick.train.max_completion_length, quick.extract.layer) == (8, 128, 2)
+
+
+def test_result_line_peak_is_nan_without_a_gpu_and_total_is_the_stages_time(tmp_path, monkeypatch, capsys):
+    """--tiny on a CPU machine computes every stage, yet no GPU memory was measured: the peak is undefined (nan),
+    not 0.0 GiB; total_s is the stages' wall time, not counting the parameter count taken after them."""
+    import sys
+
+    bench = load_benchmark("gpu_path")
+    from types import SimpleNamespace
+
+    clock = iter([100.0, 130.0, 500.0, 600.0])
+    monkeypatch.setattr(bench, "time", SimpleNamespace(time=lambda: next(clock)))  # this module's clock only
+    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: False)
+    results = {"extract": _result(tmp_path, "extract", 20.0, {"n_prompts_total": 400.0}, True, 20.0)}
+    monkeypatch.setattr(bench, "run_all", lambda store, cfg, report=None: results)
+    monkeypatch.setattr(bench, "parameter_count", lambda model: bench.time.time() and 1.5e9)  # ticks the clock
+    monkeypatch.setattr(sys, "argv", ["gpu_path.py", "--model", "m", "--data", "d.jsonl", "--eval", "e.jsonl",
+                                      "--root", str(tmp_path)])
+    bench.main()
+    result = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "peak_gpu_gib=nan" in result and "total_s=30 " in result and "extract_prompts_per_s=20.0" in result

@@ -72,3 +72,14 @@ def test_result_line_reads_unrounded_gains_at_the_evaluate_stages_token_limit(tm
     assert "heldout_gain_best=1.25 heldout_gain_all=1.00" in result and result.endswith("best_pool=clean")
     assert set(tokens) == {40}
 
+
+
+def test_an_empty_stratum_or_set_gives_nan_not_a_crash():
+    """A starting policy that solves no held-out problem in its probe has an empty reachable stratum (and
+    --fresh-n 0 an empty fresh set): its gain is undefined (nan), where float(None) crashed the run."""
+    bench = load_benchmark("rl_headroom")
+    base = _frame("heldout", {"a": [False, False], "b": [True, False]})
+    after = _frame("heldout", {"a": [True, False], "b": [True, False]})
+    gains = bench.gains_over(base, after, set())
+    assert gains["heldout"] == 50.0
+    assert gains["reachable"] != gains["reachable"] and gains["fresh_levels_1_2"] != gains["fresh_levels_1_2"]
