@@ -14,7 +14,8 @@ per generation batch (every ``steps_per_generation * num_iterations`` steps) wit
 the dataloader gave (each prompt ``num_generations`` times in a row); it then shuffles the returned dict of
 tensors and splits it into the per-step batches the loss sees. The subclass overrides only
 ``_generate_and_score_completions`` (training mode; evaluation is untouched) and ``_calculate_rewards``
-(to keep the per-function rewards trl computes inside, for the zero-spread test):
+(to keep the per-function rewards trl computes inside, for the zero-spread test), and ``_compute_loss`` only
+for its metrics (below):
 
 1. draw the next prompts from the ordered prompt stream, generate and score them with trl's own code;
 2. keep the groups with a reward spread (trl's own test: ``std`` of the weighted reward sum in the group
@@ -47,6 +48,8 @@ refill), ``dynamic_sampling/filled_groups``, ``dynamic_sampling/prompts_drawn``,
 trl logs its own generation metrics (``reward``, ``frac_reward_zero_std``, completion lengths...) once per
 generation call; the refill rounds of one generation batch are merged into one entry over every rollout
 generated for it (:func:`merge_round_metrics`), so a round of two prompts weighs less than one of sixteen.
+trl's loss-time token metrics (``entropy``, ``clip_ratio/*``, ``kl``) skip a loss pass whose rows are all filler
+groups (:func:`blank_token_metrics`; trl would log 0 for it), so they average the kept groups' tokens alone.
 
 Resume. :meth:`dynamic_sampling_state` is what a checkpoint must keep of the stream (the prompts drawn so far,
 whose count is the cursor; ``saerl.rl`` writes it into every checkpoint as :data:`STATE_FILE`), and
@@ -79,6 +82,10 @@ LEFT_PADDED = {"prompt_ids": "pad", "prompt_mask": 0}
 RIGHT_PADDED = {"completion_ids": "pad", "completion_mask": 0, "tool_mask": 1, "old_per_token_logps": 0.0,
                 "ref_per_token_logps": 0.0, "sampling_per_token_logps": 0.0, "importance_sampling_ratio": 0.0}
 PER_ROW = ("advantages",)
+# trl's loss-time metrics that are means over a micro-batch's loss tokens: trl logs 0 for one without any (a pass
+# of filler groups alone), which would pull the step's average down; such a pass logs NaN instead (trl skips it).
+TOKEN_METRICS = ("entropy", "kl", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean",
+                 "clip_ratio/low_min", "clip_ratio/high_max", "cispo_clip_ratio", "vespo/phi_seq_mean")
 
 
 def dapo_overrides(cfg: TrainConfig) -> dict[str, Any]:
@@ -118,6 +125,15 @@ def mask_out(batch: dict[str, Any]) -> dict[str, Any]:
     """The batch with every completion token masked out of the loss (completion_mask 0): rows that only fill
     the batch to its size, so they neither add loss terms nor count in the token-level normaliser."""
     return {**batch, "completion_mask": torch.zeros_like(batch["completion_mask"])}
+
+
+def blank_token_metrics(metrics: dict[str, list[float]], before: dict[str, int]) -> None:
+    """Set to NaN, in place, the :data:`TOKEN_METRICS` entries trl appended to `metrics` since `before` (their
+    lengths before one loss pass over a batch with no loss tokens): trl's log averages a step's passes leaving
+    NaN out, so a pass with nothing to measure neither counts as 0 nor shows a step without tokens as 0."""
+    for key in TOKEN_METRICS:
+        values = metrics.get(key, [])
+        values[before.get(key, 0):] = [float("nan")] * (len(values) - before.get(key, 0))
 
 
 def concat_batches(parts: list[dict[str, Any]], pad_token_id: int) -> dict[str, Any]:
@@ -273,6 +289,17 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int) -> type:
             rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
             self._ds_rewards = rewards
             return rewards
+
+        def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
+            """trl's loss; a training pass whose rows are all masked out (filler groups alone) logs no token
+            metrics (:func:`blank_token_metrics`) instead of trl's 0."""
+            metrics = self._metrics["train"]
+            before = {k: len(v) for k, v in metrics.items()}
+            loss = super()._compute_loss(model, inputs)
+            mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
+            if self.model.training and not bool(mask.any()):
+                blank_token_metrics(metrics, before)
+            return loss
 
         def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
             if not self.model.training:

@@ -49,10 +49,11 @@ def tiny_policy():
     return tiny_model(tok, "qwen2", seed=0, hidden=16), tok
 
 
-def run(trainer_cls, kinds, tmp_path, steps=2, num_iterations=1, save_every=0, resume=None):
+def run(trainer_cls, kinds, tmp_path, steps=2, num_iterations=1, save_every=0, resume=None, micro_batches=1):
     """Train `steps` steps on prompts p00, p01, ... whose reward is flat ("flat": all 1, "zero": all 0) or
     spread ("spread": 0/1 alternating within the group), saving a checkpoint every `save_every` steps, or
-    resuming from the checkpoint `resume` (its dynamic-sampling state in STATE_FILE).
+    resuming from the checkpoint `resume` (its dynamic-sampling state in STATE_FILE), each step in
+    `micro_batches` loss passes.
     out: (reward calls' ids, loss batches, trl log, trainer)."""
     calls, losses = [], []
 
@@ -68,7 +69,8 @@ def run(trainer_cls, kinds, tmp_path, steps=2, num_iterations=1, save_every=0, r
     ids = [f"p{i:02d}" for i in range(len(kinds))]
     data = Dataset.from_dict({"prompt": [[{"role": "user", "content": "what is 1 + 1 ?"}]] * len(ids), "id": ids,
                               "kind": kinds, "answer": ["2"] * len(ids)})
-    cfg = TrainConfig(num_generations=G, max_completion_length=3, max_steps=steps, save_every=save_every)
+    cfg = TrainConfig(num_generations=G, max_completion_length=3, max_steps=steps, save_every=save_every,
+                      micro_batches=micro_batches)
     args = grpo_config(cfg, tmp_path, PROMPTS_PER_STEP, steps, seed=0)
     for key, value in {**dapo_overrides(cfg), "num_iterations": num_iterations}.items():
         setattr(args, key, value)
@@ -155,6 +157,37 @@ def test_filled_groups_are_masked_out_of_the_loss_and_its_normaliser(tmp_path):
     assert int(kept.sum()) == G and int(filler.sum()) == G
     assert int(batch["completion_mask"][filler].sum()) == 0 < int(batch["completion_mask"][kept].sum())
     assert int(batch["num_items_in_batch"]) == int(batch["completion_mask"][kept].sum())
+
+
+@pytest.mark.parametrize("micro_batches", [1, 2])
+def test_a_step_of_filler_groups_alone_logs_no_token_metrics(tmp_path, micro_batches):
+    """Every group flat and the rounds spent: the step trains on no token, so trl's token means (entropy, clip
+    ratios) have nothing to measure; they are logged as missing, not as an entropy of 0."""
+    cls = dynamic_sampling_trainer(_trainer_class(), max_rounds=1)
+    _, losses, logs, _ = run(cls, ["flat"] * 8, tmp_path, steps=1, micro_batches=micro_batches)
+    assert len(losses) == micro_batches and all(int(b["completion_mask"].sum()) == 0 for b in losses)
+    assert logs[0]["dynamic_sampling/filled_groups"] == 2
+    assert logs[0]["entropy"] is None and logs[0]["clip_ratio/region_mean"] is None
+
+
+def test_a_pass_of_filler_groups_alone_does_not_dilute_the_steps_entropy(tmp_path):
+    """One row per loss pass: two passes hold the kept group's rollouts, two only masked filler rows. The step's
+    entropy is the kept rollouts', as in one pass, not half of it (trl logged 0 for each empty pass)."""
+    cls = dynamic_sampling_trainer(_trainer_class(), max_rounds=1)
+    kinds = ["spread"] + ["flat"] * 7
+    _, _, logs1, _ = run(cls, kinds, tmp_path / "one", steps=1)
+    _, passes, logs4, _ = run(cls, kinds, tmp_path / "four", steps=1, micro_batches=4)
+    tokens = [int(b["completion_mask"].sum()) for b in passes]
+    assert len(passes) == 4 and tokens.count(0) == 2 and len(set(tokens) - {0}) == 1  # kept rows of one length
+    assert logs4[0]["entropy"] == pytest.approx(logs1[0]["entropy"], rel=1e-4) and logs1[0]["entropy"] > 0
+
+
+def test_blank_token_metrics_sets_only_the_new_token_means_to_nan():
+    metrics = {"entropy": [2.0, 0.0], "clip_ratio/low_mean": [0.0], "reward": [0.5], "entropy_coef": [0.1]}
+    dapo.blank_token_metrics(metrics, {"entropy": 1, "reward": 0})
+    assert metrics["entropy"][0] == 2.0 and torch.isnan(torch.tensor(metrics["entropy"][1]))
+    assert torch.isnan(torch.tensor(metrics["clip_ratio/low_mean"][0]))
+    assert metrics["reward"] == [0.5] and metrics["entropy_coef"] == [0.1]
 
 
 def test_stream_skips_sampler_repeats_and_wraps_around(tmp_path):
