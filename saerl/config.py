@@ -63,9 +63,11 @@ class TestbedConfig(Section):
     n_pretrain: int = Field(60000, gt=0, description="problems in the LM's pretraining corpus")
     n_pool: int = Field(2000, gt=0, description="prompts in the RL training pool")
     n_eval: int = Field(500, gt=0, description="prompts per held-out evaluation set")
-    pool_level_mix: list[float] = Field([0.25, 0.3, 0.25, 0.12, 0.08], description="level 1-5 shares (pool, eval)")
-    pretrain_level_mix: list[float] = Field([0.3, 0.3, 0.2, 0.1, 0.1], description="level 1-5 shares (corpus)")
-    pretrain_slip: list[float] = Field(
+    pool_level_mix: list[Annotated[float, Field(ge=0)]] = Field(
+        [0.25, 0.3, 0.25, 0.12, 0.08], description="level 1-5 shares (pool, eval)")
+    pretrain_level_mix: list[Annotated[float, Field(ge=0)]] = Field(
+        [0.3, 0.3, 0.2, 0.1, 0.1], description="level 1-5 shares (corpus)")
+    pretrain_slip: list[Annotated[float, Field(ge=0, le=1)]] = Field(
         [0.25, 0.45, 0.45, 0.4, 0.4], description="per level, share of corpus solutions with one plausible slip "
         "(the LM learns to slip that often; RL's headroom is removing the slips)"
     )
@@ -109,6 +111,16 @@ class TestbedConfig(Section):
             raise ValueError(f"testbed.{info.field_name} needs one entry per difficulty level 1-{TESTBED_LEVELS} "
                              f"({TESTBED_LEVELS} numbers), got {len(value)}: e.g. testbed.{info.field_name}="
                              f"{cls.model_fields[info.field_name].default}")
+        return value
+
+    @field_validator("pool_level_mix", "pretrain_level_mix")
+    @classmethod
+    def _some_level(cls, value: list[float], info: Any) -> list[float]:
+        """Relative shares: a positive total to draw levels by (all 0 drew nothing, reported as the world's
+        content running out)."""
+        if sum(value) <= 0:
+            raise ValueError(f"testbed.{info.field_name}: the shares sum to 0; give at least one level a positive "
+                             f"share, e.g. testbed.{info.field_name}={cls.model_fields[info.field_name].default}")
         return value
 
     @field_validator("defect_kinds")
@@ -204,8 +216,10 @@ class SAEConfig(Section):
 class ScoreConfig(Section):
     """Property models on SAE features: clusters, difficulty, quality (label and score stages)."""
 
-    n_clusters: int | Literal["auto"] = Field("auto", description="k for k-means, or auto (silhouette over k_range)")
-    k_range: tuple[int, int] = Field((4, 16), description="k searched when n_clusters is auto")
+    n_clusters: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(
+        "auto", description="k for k-means, or auto (silhouette over k_range)")
+    k_range: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] = Field(
+        (4, 16), description="k searched when n_clusters is auto (inclusive, either order; k = 1 is never searched)")
     tfidf: bool = Field(True, description="TF-IDF-weight pooled codes before clustering")
     cluster_pool: Literal["max", "mean"] = Field(
         "max", description="pooled SAE codes the clusters are made from (must be in sae.encode_pool): max was "

@@ -1,13 +1,14 @@
 """Answer extraction and verification, bounded in wall time and safe to call from any thread.
 
 - :func:`extract_final_answer` finds the answer a model wrote (the last ``#### X`` or ``\\boxed{...}``,
-  whichever comes later).
+  whichever comes later; boxes written together, ``\\boxed{3}, \\boxed{5}``, are one answer, as in math-verify).
 - :func:`normalize_answer` / :func:`normalize_answers` turn a gold answer in any common shape into canonical text.
 - :func:`verify_answer` / :func:`verify_batch` judge a completion against a gold answer.
 
-Plain numbers on both sides (``18``, ``-2.50``, ``1,000``, ``1\\,000``, ``1e-07``, ``9 (apples)``, ``-$5``,
-``−5``, ``€5``) take a fast path in this process (Decimal comparison, no sympy); a mixed number (``2 1/2``) or a
-repeating decimal (``0.\\overline{3}``) goes to math-verify as the fraction it means. A gold that math-verify can
+Plain numbers on both sides (``18``, ``-2.50``, ``1,000``, ``1\\,000``, ``1 000``, ``1e-07``, ``9 (apples)``,
+``-$5``, ``−5``, ``€5``) take a fast path in this process (Decimal comparison, no sympy); a mixed number (``2 1/2``)
+or a repeating decimal (``0.\\overline{3}``) goes to math-verify as the fraction it means, an answer without
+markdown emphasis around it or a full stop after it (``**18**``, ``1/2.``). A gold that math-verify can
 only read as one pick among several answers ('236 adult, 342 child'), or a clock time, is unparsed, not a guess.
 Everything else goes through math-verify's ``parse``/``verify`` in a small persistent pool of worker processes.
 math-verify's own timeouts use ``signal.alarm`` and fail outside the main thread, so they are switched off
@@ -52,7 +53,7 @@ MAX_EXPONENT_DIGITS = 3  # '1e-07', '2.5e+20' (how polars/pandas write floats) a
 # and with an optional exponent (math-verify would read the 'e' of '1e-07' as Euler's number, and '1\,000' as 0).
 # A sign may be '-' or the unicode minus U+2212 ('−5').
 _SIGN = r"[+\-\u2212]"
-_THOUSANDS_SEP = r"(?:,\\!|\{,\}|\\,|[,\u2009\u202f])"
+_THOUSANDS_SEP = r"(?:,\\!|\{,\}|\\,|[, \u2009\u202f])"  # ' ': '1 000' (math-verify's LaTeX reads 1*000 = 0)
 _NUM = (
     rf"{_SIGN}?\d{{1,3}}(?:{_THOUSANDS_SEP}\d{{3}})+(?:\.\d+)?"
     rf"|{_SIGN}?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d{{1,{MAX_EXPONENT_DIGITS}}})?"
@@ -75,6 +76,14 @@ _REPEATING = re.compile(
     rf"\s*(?:\$\s*)?(?P<sign>{_SIGN}?)(?P<whole>\d*)\.(?P<fixed>\d*)\\(?:overline|bar)\{{(?P<rep>\d+)\}}(?:\s*\$)?\s*"
 )
 _BOXED = "\\boxed{"
+# Boxes written together are one answer ('\boxed{3}, \boxed{5}' is {3, 5}), as math-verify joins them
+# (latex2sympy2_extended's extract_boxed_content): an earlier box joins when fewer than BOX_JOIN_NEAR_CHARS
+# characters separate it from the next, or, holding another answer, fewer than BOX_JOIN_SEP_CHARS with a separator.
+BOX_JOIN_NEAR_CHARS = 10
+BOX_JOIN_SEP_CHARS = 70
+_BOX_SEPARATOR = re.compile(r"\b(?:and|or)\b|,|;")
+_EMPHASIS = re.compile(r"\s*(?P<mark>\*\*?)(?P<inner>[^*]+)(?P=mark)\s*")  # markdown bold/italic: '**18**'
+_ANSWER_JOIN = ", "  # how the boxes of one answer are joined: a set to math-verify ('3,500' would be one number)
 _HASHES = "####"
 _DELIMITERS = ("$", "\\boxed", "\\(", "\\[")
 # LaTeX that is not prose: \text{...}-style groups, environment names (\begin{pmatrix}, \begin{array}{rrrr}),
@@ -131,13 +140,14 @@ class VerifyResult:
 # ----------------------------------------------------------------------------------------------- extraction
 
 
-def _boxed_content(text: str, start: int) -> str | None:
+def _boxed_content(text: str, start: int, stop: int | None = None) -> str | None:
     """Content of the ``\\boxed{`` opening at `start` with balanced braces (escaped ``\\{``/``\\}`` do not
-    count), or None if it never closes."""
+    count), or None if it does not close before `stop` (default: the end of the text)."""
     depth = 0
     begin = start + len(_BOXED)
     i = begin - 1
-    while i < len(text):
+    stop = len(text) if stop is None else stop
+    while i < stop:
         ch = text[i]
         if ch == "\\":
             i += 2
@@ -167,23 +177,54 @@ def _last_hashes_answer(tail: str) -> tuple[int, str | None]:
     return -1, None
 
 
-def extract_final_answer(text: str) -> str | None:
-    """The final answer in a model's text, from whichever final-answer marker comes last: what follows the
-    last ``####`` (to the end of that line, or to a later ``####`` on it), or the content of the last
-    ``\\boxed{...}`` (balanced braces; an unclosed one gives None); an empty ``####`` does not count (an earlier
-    non-empty one still does). None when there is no marker.
-    Only the last MAX_SCAN_CHARS characters are scanned, so the work is bounded for any input."""
+def _joined_boxes(tail: str, last: int) -> tuple[str, ...] | None:
+    """The contents of the last ``\\boxed{`` (at `last`) and of the boxes written together with it, first to last,
+    as math-verify joins them: an earlier box joins when fewer than BOX_JOIN_NEAR_CHARS characters separate it from
+    the next one, or when it holds another answer and fewer than BOX_JOIN_SEP_CHARS characters with a separator
+    (',', ';', 'and', 'or') do ('\\boxed{3}, \\boxed{5}', '$\\boxed{3}$ or $\\boxed{5}$'); a repeat of the next
+    box's answer right before it is dropped. None when the last box is unclosed or empty. Linear in the text."""
+    content = _boxed_content(tail, last)
+    if content is None or not content.strip():
+        return None
+    parts, later = [content.strip()], last
+    while (start := tail.rfind(_BOXED, 0, later)) >= 0:
+        earlier = _boxed_content(tail, start, later)
+        if earlier is None or not earlier.strip():
+            break
+        between = tail[start + len(_BOXED) + len(earlier) + 1 : later]
+        earlier = earlier.strip()
+        near = len(between) < BOX_JOIN_NEAR_CHARS
+        if not near and (earlier == parts[0] or len(between) >= BOX_JOIN_SEP_CHARS
+                         or not _BOX_SEPARATOR.search(between)):
+            break
+        if earlier != parts[0]:
+            parts.insert(0, earlier)
+        later = start
+    return tuple(parts)
+
+
+def _final_answer(text: str) -> tuple[str, ...] | None:
+    """The final answer's parts (see extract_final_answer): one for a ``####`` answer or a lone box, one per box
+    for boxes written together; None when there is no answer."""
     if not isinstance(text, str) or not text:
         return None
     tail = text[-MAX_SCAN_CHARS:]
     hashes, answer = _last_hashes_answer(tail)
     boxed = tail.rfind(_BOXED)
     if answer is not None and hashes > boxed:
-        return answer
-    if boxed >= 0:
-        content = _boxed_content(tail, boxed)
-        return content.strip() if content is not None and content.strip() else None
-    return None
+        return (answer,)
+    return _joined_boxes(tail, boxed) if boxed >= 0 else None
+
+
+def extract_final_answer(text: str) -> str | None:
+    """The final answer in a model's text, from whichever final-answer marker comes last: what follows the
+    last ``####`` (to the end of that line, or to a later ``####`` on it), or the content of the last
+    ``\\boxed{...}`` (balanced braces; an unclosed one gives None), together with the boxes written with it, joined
+    by ', ' ('\\boxed{3} and \\boxed{5}' -> '3, 5': math-verify reads them as the set {3, 5}, see _joined_boxes);
+    an empty ``####`` does not count (an earlier non-empty one still does). None when there is no marker.
+    Only the last MAX_SCAN_CHARS characters are scanned, so the work is bounded for any input."""
+    parts = _final_answer(text)
+    return None if parts is None else _ANSWER_JOIN.join(parts)
 
 
 # ------------------------------------------------------------------------------------------------ fast path
@@ -256,6 +297,15 @@ def _numbers_equal(gold: Decimal, pred: Decimal) -> bool:
         ctx.prec = 2 * MAX_ANSWER_CHARS + FLOAT_ROUNDING  # quantize must not overflow the default 28 digits
         q = Decimal(1).scaleb(-FLOAT_ROUNDING)
         return gold.quantize(q) == pred.quantize(q)
+
+
+def _plain_answer(text: str) -> str:
+    """`text` without markdown emphasis around it ('**18**' -> '18': math-verify's LaTeX reads no math in it) and
+    without a sentence's full stop after it ('\\frac{1}{2}.' -> '\\frac{1}{2}': math-verify's LaTeX reads '1/2.' as 1
+    and '\\frac{1}{2}.' as no math); an ellipsis ('1, 2, 3, ...') stays."""
+    m = _EMPHASIS.fullmatch(text)
+    body = (m.group("inner") if m else text).rstrip()
+    return body[:-1].rstrip() if body.endswith(".") and not body.endswith("..") else body
 
 
 def _strip_hashes(gold: str) -> str:
@@ -385,8 +435,9 @@ def _canonical_text(parsed: list | tuple, gold: str) -> str | None:
 
 def _gold_core(gold: str) -> str:
     """The part of a gold answer math-verify reads: what follows its last '####', a mixed number or a repeating
-    decimal as its LaTeX fraction (see _mixed_number, _repeating_decimal)."""
-    core = _strip_hashes(gold)
+    decimal as its LaTeX fraction (see _mixed_number, _repeating_decimal), without markdown emphasis or a
+    sentence's full stop (see _plain_answer)."""
+    core = _plain_answer(_strip_hashes(gold))
     return _mixed_number(core) or _repeating_decimal(core) or core
 
 
@@ -639,11 +690,13 @@ def normalize_answer(gold: str, timeout_s: float) -> NormalizedAnswer:
     return normalize_answers([gold], timeout_s)[0]
 
 
-def _fast_verify(completion: str, gold: str) -> VerifyResult | tuple[str, str]:
-    """A final VerifyResult when no sympy is needed, else (pred, gold) to send to the pool."""
-    pred = extract_final_answer(completion)
-    if pred is None:
+def _fast_verify(completion: str, gold: str) -> VerifyResult | tuple[str, str, str]:
+    """A final VerifyResult when no sympy is needed, else (pred, pred as math-verify should read it, gold) to send
+    to the pool."""
+    parts = _final_answer(completion)
+    if parts is None:
         return VerifyResult("no_answer", None, None, "no '####' or closed '\\boxed{}' found")
+    pred = _ANSWER_JOIN.join(parts)
     gold_n = _fast_normalize(gold if isinstance(gold, str) else str(gold))
     if gold_n is not None and not gold_n.ok:
         return VerifyResult("error", pred, None, f"gold answer unusable: {gold_n.detail}")
@@ -651,19 +704,23 @@ def _fast_verify(completion: str, gold: str) -> VerifyResult | tuple[str, str]:
         return VerifyResult(
             "wrong", pred[:100], gold_n.text if gold_n else None, f"prediction over {MAX_ANSWER_CHARS} chars"
         )
-    pred_value = _plain_number(pred)
+    pred_value = _plain_number(pred) if len(parts) == 1 else None
     if gold_n is not None and pred_value is not None:
         ok = _numbers_equal(Decimal(gold_n.text), pred_value)
         return VerifyResult("correct" if ok else "wrong", pred, gold_n.text, "number")
-    return (pred, gold_n.text if gold_n is not None else str(gold))
+    return (pred, _ANSWER_JOIN.join(_as_math(p) for p in parts), gold_n.text if gold_n is not None else str(gold))
 
 
 def _as_math(pred: str) -> str:
     """A prediction as math-verify should read it: a mixed number or a repeating decimal as its LaTeX fraction
     ('2 1/2' -> '\\frac{5}{2}', '0.\\overline{3}' -> '\\frac{1}{3}'), a plain number as its canonical text
-    ('1e-07' -> '0.0000001'), anything else unchanged."""
+    ('1e-07' -> '0.0000001'), anything else unchanged; markdown emphasis around it and a full stop after it go
+    first ('**18**' -> '18', '1/2.' -> '1/2', see _plain_answer)."""
+    pred = _plain_answer(pred)
     value = _plain_number(pred)
-    return _number_text(value) if value is not None else _mixed_number(pred) or _repeating_decimal(pred) or pred
+    if value is not None:
+        return _number_text(value)
+    return _mixed_number(pred) or _repeating_decimal(pred) or pred
 
 
 def fast_verdict(completion: str, gold: str) -> VerifyResult | None:
@@ -682,10 +739,10 @@ def verify_batch(completions: list[str], golds: list[str], timeout_s: float = 5.
         raise ValueError(f"{len(completions)} completions but {len(golds)} gold answers")
     first = [_fast_verify(c, g) for c, g in zip(completions, golds, strict=True)]
     slow = [i for i, r in enumerate(first) if not isinstance(r, VerifyResult)]
-    tasks = [("verify", (first[i][1], _as_math(first[i][0]))) for i in slow]  # type: ignore[index]
+    tasks = [("verify", (first[i][2], first[i][1])) for i in slow]  # type: ignore[index]
     out: list[Any] = list(first)
     for i, res in zip(slow, _run_unique(tasks, timeout_s), strict=True):
-        pred, gold_text = first[i]  # type: ignore[misc]
+        pred, _, gold_text = first[i]  # type: ignore[misc]
         if res[0] == "done":
             status, canon, detail = res[1]
             out[i] = VerifyResult(status, pred, canon or gold_text, detail)

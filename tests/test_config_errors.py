@@ -269,6 +269,22 @@ def test_a_negative_seed_is_refused_naming_the_field(override):
         load_config(None, [override])
 
 
+@pytest.mark.parametrize(("override", "names"), [
+    ("score.n_clusters=-3", ["score.n_clusters", "greater than 0", "'auto'"]),
+    ("score.n_clusters=0", ["score.n_clusters", "greater than 0"]),
+    ("score.k_range=[-5, 0]", ["score.k_range.0", "score.k_range.1", "greater than 0"]),
+    ("testbed.pool_level_mix=[0, 0, 0, 0, 0]", ["testbed.pool_level_mix", "sum to 0", "pool_level_mix=[0.25"]),
+    ("testbed.pretrain_level_mix=[-1, 1, 0, 0, 0]", ["testbed.pretrain_level_mix.0", "greater than or equal to 0"]),
+    ("testbed.pretrain_slip=[2, 0.4, 0.4, 0.4, 0.4]", ["testbed.pretrain_slip.0", "less than or equal to 1"]),
+])
+def test_values_a_stage_would_silently_bend_are_refused_naming_the_field(override, names):
+    """n_clusters -3 or a k_range under 1 became one cluster without a word; an all-zero level mix failed in the
+    testbed as 'the world has run out of distinct content: lower testbed.n_pool'; a slip share of 2 meant always."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert all(n in str(err.value) for n in names), str(err.value)
+
+
 def test_a_section_given_twice_in_a_file_is_refused_naming_it(tmp_path):
     """yaml keeps the last of two `eval:` blocks without a word: the first block's settings were lost."""
     path = tmp_path / "c.yaml"

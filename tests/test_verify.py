@@ -32,7 +32,8 @@ def warm_pool():
         ("first #### 3\nthen\n#### 4", "4"),
         ("The answer is $\\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
         ("\\boxed{\\frac{a}{b^{2}}} done", "\\frac{a}{b^{2}}"),
-        ("\\boxed{1} and later \\boxed{2}", "2"),
+        ("\\boxed{1}\nThen we check the work again.\n\\boxed{2}", "2"),
+        ("\\boxed{1} and later \\boxed{2}", "1, 2"),  # written together: math-verify's {1, 2}
         ("\\boxed{7} then #### 8", "8"),  # a later #### wins over \boxed
         ("#### \n\\boxed{5}", "5"),  # an empty #### falls through to \boxed
         ("#### Step 2: double\n7*2=14\n\nThe final answer is \\boxed{14}.", "14"),  # the later marker wins
@@ -366,3 +367,62 @@ def test_repeating_decimal_is_its_fraction(completion, gold, status, gold_text):
     """math-verify reads '0.\\overline{3}' as 0: the gold became '0' and a right '\\frac13' was wrong."""
     assert normalize_answer(gold, 10).text == gold_text
     assert verify_answer(completion, gold, 10).status == status
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status", "pred"),
+    [("\\boxed{3}, \\boxed{5}", "3, 5", "correct", "3, 5"), ("$\\boxed{3}$ and $\\boxed{5}$", "$5, 3$", "correct", "3, 5"),
+     ("\\boxed{3} or \\boxed{5}", "5", "wrong", "3, 5"), ("\\boxed{3}\\boxed{5}", "3", "wrong", "3, 5"),
+     ("\\boxed{1,000} and \\boxed{2,000}", "1000, 2000", "correct", "1,000, 2,000"),
+     ("\\boxed{3}\n\nSo the answer is \\boxed{5}", "5", "correct", "5"),  # far apart, no separator: the last box
+     ("The answer is \\boxed{18}. So, the final answer is \\boxed{18}", "18", "correct", "18"),  # a repeat
+     ("\\boxed{18}, \\boxed{18}", "18", "correct", "18")],
+)
+def test_boxes_written_together_are_one_answer_as_in_math_verify(completion, gold, status, pred):
+    """math-verify reads '\\boxed{3}, \\boxed{5}' as {3, 5}; only the last box was read: a right two-answer reply was
+    wrong, and boxing every candidate ('\\boxed{3} or \\boxed{5}') was rewarded when the last one was right."""
+    got = verify_answer(completion, gold, 10)
+    assert (got.status, got.pred) == (status, pred), got
+    assert extract_final_answer(completion) == pred
+
+
+def test_joining_boxes_is_linear_in_the_text():
+    many = "\\boxed{1}," * (V.MAX_SCAN_CHARS // 10) + "\\boxed{" + "{" * V.MAX_SCAN_CHARS
+    start = time.perf_counter()
+    assert extract_final_answer("\\boxed{" * 5000 + "\\boxed{2}") == "2" and extract_final_answer(many) is None
+    assert extract_final_answer("\\boxed{1}," * 3000 + "\\boxed{2}").endswith("1, 2")
+    assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status"),
+    [("#### 1/2.", "1", "wrong"), ("#### 1/2.", "0.5", "correct"), ("#### \\frac{1}{2}.", "0.5", "correct"),
+     ("\\boxed{-\\frac{1}{2}.}", "-0.5", "correct"), ("#### 3/4.", "3", "wrong")],
+)
+def test_a_full_stop_after_the_answer_is_not_part_of_it(completion, gold, status):
+    """math-verify's LaTeX reads '1/2.' as 1 (so '#### 1/2.' was right for gold 1) and '\\frac{1}{2}.' as no math."""
+    assert verify_answer(completion, gold, 10).status == status
+
+
+@pytest.mark.parametrize(("gold", "text"), [("1/2.", "\\frac{1}{2}"), ("#### 3/4.", "\\frac{3}{4}"),
+                                            ("$\\frac{\\sqrt{3}}{2}$.", "\\frac{\\sqrt{3}}{2}")])
+def test_a_gold_with_a_full_stop_keeps_its_value(gold, text):
+    """A gold '1/2.' was normalised to '1'."""
+    assert (normalize_answer(gold, 10).status, normalize_answer(gold, 10).text) == ("ok", text)
+
+
+@pytest.mark.parametrize(("completion", "gold", "status"), [("#### **18**", "18", "correct"), ("#### **17**", "18", "wrong"),
+                                                            ("\\boxed{**18**}", "18", "correct")])
+def test_an_answer_latex_reads_as_no_math_is_read_as_text(completion, gold, status):
+    """math-verify reads '#### **18**' as 18; its LaTeX reading gives only the text back, which was judged wrong."""
+    assert verify_answer(completion, gold, 10).status == status
+    assert normalize_answer("**18**", 10).text == "18"
+
+
+@pytest.mark.parametrize(("completion", "gold", "status"),
+                         [("#### 1 000", "1000", "correct"), ("#### 1 000", "0", "wrong"), ("\\boxed{12 500 000}", "12500000", "correct"),
+                          ("#### 2 1/2", "2.5", "correct"), ("#### 3 4", "34", "wrong")])
+def test_a_space_between_thousands_is_a_thousands_separator(completion, gold, status):
+    """math-verify's LaTeX reads '1 000' as 1*000 = 0: '#### 1 000' was wrong for gold 1000 and right for gold 0."""
+    assert verify_answer(completion, gold, 10).status == status
+    assert normalize_answer("1 000", 10).text == "1000"
