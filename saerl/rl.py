@@ -276,7 +276,7 @@ def micro_batch(completions: int, parts: int) -> int:
 
 
 def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_steps: int, seed: int,
-                device: str = "auto", progress: bool = True) -> Any:
+                device: str = "auto", progress: bool = True, stop_token_ids: list[int] | None = None) -> Any:
     """trl GRPOConfig from our TrainConfig: on `device` (runtime.device: 'auto' = CUDA when there is one; trl
     would otherwise take a GPU whatever the config says), with trl's progress bar only when `progress`
     (runtime.progress), fp32 on CPU (bf16 on CUDA when cfg.bf16), constant
@@ -286,7 +286,8 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
     cfg.save_every steps rounded up to whole generation batches (:func:`save_period`; none when 0), the last
     cfg.keep_checkpoints kept;
     for algorithm "dapo" the DAPO settings of :func:`saerl.dapo.dapo_overrides` (token-level loss,
-    clip-higher); reward weights [1, format_reward] when a format reward is on."""
+    clip-higher); reward weights [1, format_reward] when a format reward is on; with cfg.use_vllm, vLLM's rollouts
+    stop at `stop_token_ids` (the policy's :func:`saerl.policy_lm.stop_ids`, as trl's own generate stops)."""
     from trl import GRPOConfig
 
     from saerl.activations import pick_device
@@ -311,8 +312,9 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
     )
     if cuda and cfg.bf16:
         kw["bf16"] = True
-    if cfg.use_vllm:
-        kw.update(use_vllm=True, vllm_mode="colocate")
+    if cfg.use_vllm:  # trl's vLLM reads stop ids from the checkpoint's files, not the policy's generation_config
+        kw.update(use_vllm=True, vllm_mode="colocate",
+                  generation_kwargs={"stop_token_ids": stop_token_ids} if stop_token_ids else None)
     if cfg.algorithm == "dapo":
         kw.update(dapo_overrides(cfg))
     if cfg.format_reward > 0:
@@ -364,7 +366,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     many prompts as it kept groups, filled groups without a reward spread are not in the order),
     curve (eval rows: step, set, greedy, n, seconds, failures), curve_problems (the same per problem: step,
     set, id, correct), resumed_from (step, or None), reward_checks, verifier_failures}."""
-    from saerl.policy_lm import load_policy
+    from saerl.policy_lm import load_policy, stop_ids
 
     steps = max_steps or cfg.max_steps
     model, tok = load_policy(model_dir, model_cfg)
@@ -404,7 +406,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         from saerl.dapo import dynamic_sampling_trainer
 
         cls = dynamic_sampling_trainer(cls, cfg.dynamic_sampling_max_rounds)
-    args = grpo_config(cfg, ckpt_dir, prompts_per_step, steps, seed, device, progress)
+    args = grpo_config(cfg, ckpt_dir, prompts_per_step, steps, seed, device, progress, stop_ids(model, tok))
     if extra_rewards and args.reward_weights is not None:
         args.reward_weights = [*args.reward_weights, *[1.0] * len(extra_rewards)]
     saving = CurveCheckpoint(evals, ckpt_dir, {RUN_FILE: lambda: {

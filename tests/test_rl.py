@@ -523,3 +523,13 @@ def test_micro_batches_must_divide_a_steps_completions():
     with pytest.raises(ValueError, match="train.micro_batches=8 does not divide a step's 12 completions"):
         grpo_config(cfg.model_copy(update={"micro_batches": 8}), Path("/tmp/unused"), prompts_per_step=3, max_steps=5,
                     seed=0, device="cpu")
+
+
+def test_vllm_rollouts_stop_where_the_policy_stops():
+    """trl builds vLLM from the checkpoint's files, whose generation_config may name EOS alone (base Qwen2.5-Math):
+    with train.use_vllm the policy's stop ids (EOS and the chat template's turn end) go to vLLM's sampling params;
+    without vLLM, trl's generate reads them from the policy's generation_config and nothing is added."""
+    on = grpo_config(TrainConfig(use_vllm=True), Path("/tmp/unused"), 2, 1, 0, device="cpu", stop_token_ids=[2, 7])
+    assert on.generation_kwargs == {"stop_token_ids": [2, 7]}
+    off = grpo_config(TrainConfig(), Path("/tmp/unused"), 2, 1, 0, device="cpu", stop_token_ids=[2, 7])
+    assert not off.generation_kwargs
