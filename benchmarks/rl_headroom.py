@@ -29,10 +29,10 @@ import polars as pl
 import torch
 
 from saerl.artifacts import ArtifactStore
-from saerl.config import EvalConfig, load_config
+from saerl.config import EvalConfig, TrainConfig, load_config
 from saerl.evaluate import GREEDY, REACH_SEED, evaluate_policy, reachable_ids
 from saerl.pipeline import run_all
-from saerl.rl import train_grpo
+from saerl.rl import stream_length, train_grpo
 from saerl.testbed import fresh_problems, read_world
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +57,13 @@ def gains_over(base: pl.DataFrame, after: pl.DataFrame, reach: set[str]) -> dict
         return 100 * (greedy_accuracy(after, set_name, ids) - greedy_accuracy(base, set_name, ids))
 
     return {"heldout": gain("heldout"), "reachable": gain("heldout", reach), "fresh_levels_1_2": gain("fresh_levels_1_2")}
+
+
+def fresh_pool_size(train: TrainConfig, prompts_per_step: int) -> int:
+    """Fresh problems the fresh pool needs so that no prompt is read twice: the training stream's length
+    (saerl.rl.stream_length: whole generation batches, and under DAPO every refill round's prompts too)."""
+    extra = train.dynamic_sampling_max_rounds if train.algorithm == "dapo" else 0
+    return stream_length(train.max_steps, prompts_per_step, train.steps_per_generation, extra)
 
 
 def oracle_pools(world: dict[str, pl.DataFrame], fresh: pl.DataFrame) -> dict[str, pl.DataFrame]:
@@ -87,7 +94,7 @@ def main() -> None:
     lm = Path(testbed) / "lm"
     taken: set[tuple] = set()
     fresh_eval = fresh_problems(cfg.testbed, world, args.fresh_n, [1, 1, 0, 0, 0], FRESH_SEED + 1, taken)
-    fresh_pool = fresh_problems(cfg.testbed, world, cfg.train.max_steps * cfg.curriculum.batch_size,
+    fresh_pool = fresh_problems(cfg.testbed, world, fresh_pool_size(cfg.train, cfg.curriculum.batch_size),
                                 [1, 1, 0, 0, 0], FRESH_SEED + 2, taken)
     sets = {"heldout": world["eval"], "fresh_levels_1_2": fresh_eval}
     tokens = cfg.train.max_completion_length  # the evaluate stage's generation limit (the rollouts' too)

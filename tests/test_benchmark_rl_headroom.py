@@ -83,3 +83,14 @@ def test_an_empty_stratum_or_set_gives_nan_not_a_crash():
     gains = bench.gains_over(base, after, set())
     assert gains["heldout"] == 50.0
     assert gains["reachable"] != gains["reachable"] and gains["fresh_levels_1_2"] != gains["fresh_levels_1_2"]
+
+
+def test_the_fresh_pool_holds_the_whole_training_stream():
+    """Under DAPO the stream is (1 + refill rounds) times longer than steps x batch: a pool of steps x batch fresh
+    problems was read several times over (a fresh pool must not repeat a prompt)."""
+    from saerl.config import TrainConfig
+
+    bench = load_benchmark("rl_headroom")
+    assert bench.fresh_pool_size(TrainConfig(max_steps=10), 4) == 40
+    assert bench.fresh_pool_size(TrainConfig(max_steps=10, algorithm="dapo", dynamic_sampling_max_rounds=3), 4) == 160
+    assert bench.fresh_pool_size(TrainConfig(max_steps=5, steps_per_generation=2), 4) == 24
