@@ -18,6 +18,7 @@ from saerl.pipeline import SHARDED, check_runnable, input_keys, resolve_upstream
 from saerl.runs import (
     FAILED,
     FAILED_CHARS,
+    RUNNING,
     RunRecord,
     StageRecord,
     explain,
@@ -125,7 +126,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
     check_runnable(cfg, until)  # a deployment's run fails here, not at its last stage
     root = Path(cfg.runtime.artifact_root).resolve()
     store = ArtifactStore(root)
-    record = RunRecord(name=cfg.name, config=flatten(cfg))
+    record = RunRecord(name=cfg.name, config=flatten(cfg), extra={RUNNING: True})  # until it ends, either way
     previous = previous_run(root, cfg.name)
     tracker = Tracker(cfg, root, record.run_id)
     refs: dict[str, ArtifactRef] = {}
@@ -197,9 +198,11 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
             finish(run)
     except BaseException as err:  # the record says the run failed, and where, before the error goes on
         record.extra[FAILED] = mark_failed(active["name"], err)
+        record.extra.pop(RUNNING, None)
         save_run(root, record)
         tracker.finish(TRACKED_FAILED)  # else MLflow shows the parent run as running forever
         raise
+    record.extra.pop(RUNNING, None)
     path = save_run(root, record)
     tracker.log_artifact(path)
     tracker.finish()

@@ -77,6 +77,14 @@ NO_HELD_OUT = ("no held-out set to evaluate on: the evaluate stage (and the lear
                "data.source=testbed, set eval.sets={name: file}, or stop earlier with --until curriculum")
 
 
+def no_label_stage(cfg: PipelineConfig) -> str:
+    """Why `--until label` names a stage `cfg` does not run: difficulty comes from the data's column, and how to
+    measure it instead. in: config; out: the error text."""
+    return (f"--until label: this config runs no label stage, as difficulty is read from the data's column "
+            f"(data.difficulty={cfg.data.difficulty!r}, score.difficulty_source={cfg.score.difficulty_source!r}); "
+            "set score.difficulty_source=measured to measure pass rates, or stop at another stage, e.g. --until encode")
+
+
 def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
     """Stages to run for `cfg` up to and including `until`, each with the upstream stages it reads. The testbed
     runs when a planned stage reads it, or when it is `until` itself and a stage of the whole pipeline reads it
@@ -88,6 +96,8 @@ def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple
     if until is not None:
         if until not in ORDER:
             raise ValueError(f"unknown stage '{until}' to run until (--until / until); stages are: {', '.join(ORDER)}")
+        if until == "label" and until in available_stages() and until not in stages:
+            raise ValueError(no_label_stage(cfg))
         if until not in stages:
             raise ValueError(f"stage '{until}' is not available in this version; available: {', '.join(stages)}")
         stages = stages[: stages.index(until) + 1]
@@ -172,8 +182,9 @@ def input_keys(cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef]
 
 
 def train_variants(cfg: PipelineConfig) -> list[dict[str, Any]]:
-    """One training run per (arm, seed): [{"arm": ..., "seed": ...}, ...] in config order."""
-    return [{"arm": arm, "seed": seed} for arm in cfg.train.arms for seed in cfg.train.seeds]
+    """One training run per (arm, seed): [{"arm": ..., "seed": ...}, ...] in config order, an arm or seed listed
+    twice run once (the same run again was a cache hit that overwrote its computed record as cached)."""
+    return [{"arm": arm, "seed": seed} for arm in dict.fromkeys(cfg.train.arms) for seed in dict.fromkeys(cfg.train.seeds)]
 
 
 def run_label(stage: str, variant: dict[str, Any] | None) -> str:

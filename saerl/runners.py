@@ -92,8 +92,10 @@ def compute_extract(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
         log.warning("extract: %d of %d prompts are longer than extract.max_length=%d tokens and were cut on the %s "
                     "(raise extract.max_length to keep them whole)", summary["n_truncated"],
                     summary["n_prompts_total"], cfg.extract.max_length, cfg.extract.truncation_side)
-    return {k: float(summary[k])
-            for k in ("n_prompts_total", "n_tokens_total", "d_model", "layer", "tokens_per_s", "n_truncated")}
+    metrics = {k: float(summary[k]) for k in ("n_prompts_total", "n_tokens_total", "d_model", "layer", "n_truncated")}
+    if summary["chunks_run"]:  # the throughput of the chunks run here: none when Dask shards (or a killed run) ran
+        metrics["tokens_per_s"] = float(summary["tokens_per_s"])  # them all (it said 0 tokens/s)
+    return metrics
 
 
 def compute_sae(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
@@ -114,8 +116,25 @@ def compute_encode(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: B
 
     summary = encode_codes(inputs["extract"].path, inputs["sae"].path, cfg.sae, build.path, build.chunks,
                            device=str(pick_device(cfg.runtime.device)), progress=cfg.runtime.progress)
+    summary |= encoded_counts(build.path, inputs["extract"].path)  # not only the chunks this process ran
     build.note(summary=summary)
     return {k: float(v) for k, v in summary.items() if isinstance(v, int | float)}
+
+
+def encoded_counts(codes_folder: Path, extract_folder: str | Path) -> dict[str, float]:
+    """What a finished codes store holds, whichever process encoded its chunks (encode_codes counts only the
+    chunks it ran: none when Dask shards or a killed run ran them all, so a fanned encode said 0 prompts and 0 kept
+    features per prompt). in: the encode build's folder, the extract artifact's; out: n_prompts, n_tokens (content
+    tokens pooled) and mean_nonzero (kept features per prompt, in the first pooling, as encode_codes counts)."""
+    from saerl.activation_store import chunk_ranges, open_activations
+    from saerl.sae import open_codes
+
+    group = open_codes(codes_folder)
+    fids = group[f"{group.attrs['pools'][0]}/feature_ids"]
+    n = fids.shape[0]
+    kept = sum(int((fids[lo:hi] >= 0).sum()) for lo, hi in chunk_ranges(n, fids.chunks[0]))
+    return {"n_prompts": n, "n_tokens": open_activations(extract_folder).n_content_tokens,
+            "mean_nonzero": round(kept / max(1, n), 2)}
 
 
 def compute_label(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:

@@ -21,6 +21,9 @@ RUNS_DIR = "runs"
 RECENT_IDS = 5  # run ids an unknown-run error lists
 FAILED = "failed"  # RunRecord.extra key of a run that stopped on an error: "<stage run>: <error>"
 FAILED_CHARS = 300  # of the error text kept there
+RUNNING = "running"  # RunRecord.extra key (True) while a run's stages are under way, removed when it ends (done or
+# failed): a record that keeps it is of a run still going, or of one killed before it could say (SIGKILL, out of memory)
+UNFINISHED = "unfinished: still running, or killed before it ended"  # how status shows such a record
 MICROS = 1_000_000  # microseconds a second: a run id's finest unit
 
 

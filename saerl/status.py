@@ -11,7 +11,18 @@ import time
 from pathlib import Path
 
 from saerl.artifacts import MANIFEST
-from saerl.runs import FAILED, RUNS_DIR, RunRecord, list_runs, load_run, ordered_stages, read_run, stage_of
+from saerl.runs import (
+    FAILED,
+    RUNNING,
+    RUNS_DIR,
+    UNFINISHED,
+    RunRecord,
+    list_runs,
+    load_run,
+    ordered_stages,
+    read_run,
+    stage_of,
+)
 
 LIST_LIMIT = 20  # runs shown by `saerl status --list` unless told otherwise
 KEY_CHARS = 12  # key prefix shown (enough to tell artifacts apart; the full key is in the record)
@@ -60,6 +71,8 @@ def format_run(root: Path, record: RunRecord) -> str:
             f"{seconds:.1f}s")
     if record.extra.get(FAILED):
         head += f"\nFAILED at {record.extra[FAILED]}"
+    elif record.extra.get(RUNNING):
+        head += f"\n{UNFINISHED.upper()}"
     return "\n".join([head, *_table(rows)])
 
 
@@ -69,6 +82,14 @@ def failed_at(failed: str) -> str:
     return failed.split(": ", 1)[0]
 
 
+def ended(record: RunRecord) -> str:
+    """How a run ended, for `status --list`: 'failed at <stage run>', 'unfinished: ...' (a record still marked
+    running: the run goes on, or was killed before it could record its end; it read 'ok') or 'ok'."""
+    if record.extra.get(FAILED):
+        return f"failed at {failed_at(record.extra[FAILED])}"
+    return UNFINISHED if record.extra.get(RUNNING) else "ok"
+
+
 def run_status(root: Path, run_id: str = "latest") -> str:
     """`saerl status RUN`: the formatted status of a run (a unique id prefix, or 'latest')."""
     return format_run(root, load_run(root, run_id))
@@ -76,7 +97,8 @@ def run_status(root: Path, run_id: str = "latest") -> str:
 
 def list_status(root: Path, limit: int = LIST_LIMIT) -> str:
     """`saerl status --list`: the `limit` newest runs, newest first: id, config name, start, stage runs,
-    computed and cached counts, total seconds and recorded MB. An unreadable record is listed as such."""
+    computed and cached counts, total seconds, recorded MB and how it ended (:func:`ended`). An unreadable record is
+    listed as such."""
     paths = list_runs(root)[::-1][:limit]
     if not paths:
         return f"no runs under {Path(root) / RUNS_DIR}"
@@ -91,5 +113,5 @@ def list_status(root: Path, limit: int = LIST_LIMIT) -> str:
         rows.append((r.run_id, r.name, format_time(r.started), str(len(r.stages)), str(computed),
                      str(len(r.stages) - computed), f"{sum(s.seconds for s in r.stages.values()):.1f}",
                      f"{sum(s.bytes for s in r.stages.values()) / MB:.2f}",
-                     f"failed at {failed_at(r.extra[FAILED])}" if r.extra.get(FAILED) else "ok"))
+                     ended(r)))
     return "\n".join(_table(rows, free_last=False))

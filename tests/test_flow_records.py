@@ -174,3 +174,41 @@ def test_a_failed_run_ends_its_mlflow_run_as_failed(tmp_path, monkeypatch):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment or cfg.name).experiment_id])
     assert [(r.info.run_name, r.info.status) for r in runs] == [(record.run_id, "FAILED")]
+
+
+def test_a_run_killed_mid_way_is_listed_unfinished_not_ok(tmp_path, monkeypatch):
+    """The record is saved after every stage run, so a run killed before its end (SIGKILL, out of memory) left one
+    that `status --list` showed as ended 'ok'. Runs the flow's body without Prefect (fake stage tasks): the record
+    on disk while the second stage runs is what such a kill leaves; the finished run's record says ok."""
+    import flows.pipeline as fp
+    from saerl.runs import RUNNING, UNFINISHED, load_run
+    from saerl.status import list_status
+
+    seen = []
+
+    class Future:
+        def __init__(self, stage):
+            self.stage = stage
+            self.state = SimpleNamespace(name="Completed", result=lambda: {"computed": True, "seconds": 0.1,
+                                                                           "metrics": {}})
+
+        def wait(self):
+            if self.stage == "ingest":  # the second stage run: what a kill now would leave on disk
+                seen.append((load_run(tmp_path, "latest"), list_status(tmp_path).splitlines()[1]))
+
+    class Task:
+        def with_options(self, **_):
+            return self
+
+        def submit(self, stage, **_):
+            return Future(stage)
+
+    monkeypatch.setattr(fp, "stage_task", Task())
+    monkeypatch.setattr(fp, "say", lambda message: None)
+    cfg = load_config(SMOKE, [f"runtime.artifact_root={tmp_path}", "tracking.enabled=false"])
+    fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="ingest")
+    ((killed, line),) = seen
+    assert killed.extra[RUNNING] is True and list(killed.stages) == ["testbed"] and line.endswith(UNFINISHED)
+    done = load_run(tmp_path, "latest")
+    assert RUNNING not in done.extra and set(done.stages) == {"testbed", "ingest"}
+    assert list_status(tmp_path).splitlines()[1].endswith("ok")

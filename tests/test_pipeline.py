@@ -45,6 +45,16 @@ def test_train_runs_one_key_per_arm_and_seed_and_vanilla_ignores_the_curriculum(
     assert key(sae, c=load_config(CONFIGS / "smoke.yaml", ["train.learning_rate=1e-4"])) != key(sae)
 
 
+def test_an_arm_or_seed_listed_twice_trains_once():
+    """train.seeds=[0, 0] ran train:saerl:0 twice: the second run, a cache hit, replaced the first's record, so the
+    run said the training it had just computed was cached (and on Dask both ran side by side on one key)."""
+    from saerl.pipeline import stage_runs
+
+    cfg = load_config(CONFIGS / "smoke.yaml", ["train.seeds=[0, 1, 0]", "train.arms=[saerl, vanilla, saerl]"])
+    names = [name for stage, name, _, _ in stage_runs(cfg) if stage == "train"]
+    assert names == ["train:saerl:0", "train:saerl:1", "train:vanilla:0", "train:vanilla:1"]
+
+
 def test_external_encoder_without_policy_stages_skips_testbed():
     cfg = load_config(CONFIGS / "real-gsm8k.yaml")
     p = dict(plan(cfg, "encode"))
@@ -89,6 +99,16 @@ def test_until_errors():
     cfg = load_config(CONFIGS / "smoke.yaml")
     with pytest.raises(ValueError, match="unknown stage 'extrakt' to run until \\(--until"):
         plan(cfg, "extrakt")
+
+
+def test_until_label_without_a_label_stage_says_why_and_how_to_measure():
+    """--until label on data with a difficulty column said the label stage was "not available in this version":
+    it is, but this config reads difficulty from the column; the error names the fields and the fix."""
+    cfg = load_config(CONFIGS / "smoke.yaml")  # data.difficulty mapped: no measured labels
+    with pytest.raises(ValueError, match="no label stage.*data.difficulty='difficulty'.*score.difficulty_source=measured"):
+        plan(cfg, "label")
+    measured = load_config(CONFIGS / "smoke.yaml", ["score.difficulty_source=measured"])
+    assert [s for s, _ in plan(measured, "label")][-1] == "label"
 
 
 def test_ingest_key_follows_file_content(tmp_path):

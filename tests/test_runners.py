@@ -244,10 +244,52 @@ def test_extract_reports_cut_prompts(tmp_path, monkeypatch, caplog):
     from saerl import activations, runners
 
     summary = {"n_prompts_total": 10, "n_tokens_total": 90, "d_model": 8, "layer": 0, "tokens_per_s": 1.0,
-               "n_truncated": 3}
+               "n_truncated": 3, "chunks_run": 1}
     monkeypatch.setattr(activations, "extract", lambda *a, **k: summary)
     monkeypatch.setattr(runners, "read_prompts", lambda _: pl.DataFrame({"id": ["p0"], "prompt": ["q"]}))
     monkeypatch.setattr(runners, "internals_model", lambda *_: "unused")
     with caplog.at_level(logging.WARNING, logger="saerl.runners"):
         metrics = runners.compute_extract(PipelineConfig(), {}, Build(tmp_path, {}))
     assert metrics["n_truncated"] == 3.0 and "3 of 10 prompts are longer than extract.max_length" in caplog.text
+
+
+def test_extract_run_by_shards_reports_no_throughput_of_its_own(tmp_path, monkeypatch):
+    """On Dask the shards extract every chunk and the stage's own run only publishes: it reported 0 tokens/s."""
+    from saerl import activations, runners
+
+    summary = {"n_prompts_total": 10, "n_tokens_total": 90, "d_model": 8, "layer": 0, "tokens_per_s": 0.0,
+               "n_truncated": 0, "chunks_run": 0}
+    monkeypatch.setattr(activations, "extract", lambda *a, **k: summary)
+    monkeypatch.setattr(runners, "read_prompts", lambda _: pl.DataFrame({"id": ["p0"], "prompt": ["q"]}))
+    monkeypatch.setattr(runners, "internals_model", lambda *_: "unused")
+    metrics = runners.compute_extract(PipelineConfig(), {}, Build(tmp_path, {}))
+    assert "tokens_per_s" not in metrics and metrics["n_prompts_total"] == 10.0
+
+
+def test_encode_fanned_out_in_shards_reports_what_the_store_holds(tmp_path):
+    """An encode whose chunks Dask shards ran (prepare_shards, run_shard, then the stage's own run publishing)
+    reported the chunks its own process ran: 0 prompts, 0 tokens, 0 kept features per prompt."""
+    import torch
+    from sae_lens import TopKSAE, TopKSAEConfig
+    from test_artifacts import write_synthetic_activations
+
+    from saerl.artifacts import ArtifactStore
+    from saerl.pipeline import prepare_shards, run_shard, run_stage
+
+    cfg = PipelineConfig.model_validate({"sae": {"encode_top_k": 8}, "runtime": {"progress": False}})
+    metrics = {}
+    for how in ("one process", "shards"):
+        store = ArtifactStore(tmp_path / how)
+        with store.build("extract", "x") as b:
+            write_synthetic_activations(b.path, n_prompts=12, d_model=16)
+        with store.build("sae", "s") as b:
+            torch.manual_seed(0)  # the same SAE both ways
+            TopKSAE(TopKSAEConfig(d_in=16, d_sae=32, k=4)).save_model(b.path)
+        upstream = {"extract": store.open("extract", "x"), "sae": store.open("sae", "s")}
+        if how == "shards":
+            for ids in prepare_shards(store, cfg, "encode", upstream, "e", n_shards=2):
+                run_shard(store, cfg, "encode", upstream, "e", ids)
+        metrics[how] = run_stage(store, cfg, "encode", upstream, key="e").metrics
+    one, fanned = metrics["one process"], metrics["shards"]
+    assert one["n_prompts"] == fanned["n_prompts"] == 12.0 and fanned["chunks_run"] == 0
+    assert fanned["n_tokens"] == one["n_tokens"] > 0 and fanned["mean_nonzero"] == one["mean_nonzero"] > 0

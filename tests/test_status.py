@@ -120,3 +120,13 @@ def test_list_status_names_the_training_run_a_failed_run_stopped_at(tmp_path):
     rec.extra[FAILED] = "before the first stage: KeyboardInterrupt: "
     save_run(tmp_path, rec)
     assert list_status(tmp_path).splitlines()[1].endswith("failed at before the first stage")
+
+
+def test_a_record_still_marked_running_reads_unfinished_not_ok(tmp_path):
+    """A run killed before it recorded its end (SIGKILL, out of memory) was listed as ended 'ok'."""
+    from saerl.runs import RUNNING, UNFINISHED
+
+    rec = RunRecord(name="demo", run_id="20260101-000000-aaaaaa", extra={RUNNING: True})
+    save_run(tmp_path, rec)
+    assert list_status(tmp_path).splitlines()[1].endswith(UNFINISHED)
+    assert run_status(tmp_path).splitlines()[1] == UNFINISHED.upper()
