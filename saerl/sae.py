@@ -8,7 +8,7 @@ Whatever the source, the SAE is saved in sae-lens format in ``out_dir`` and scor
 
 ``codes.zarr`` (P prompts, K = min(encode_top_k, d_sae)), one group per pooling in ``sae.encode_pool``::
 
-    attrs                d_sae, top_k, pools, chunk_rows, fingerprint
+    attrs                d_sae, top_k, pools, chunk_rows, content (settings hash), previous, fingerprint
     ids                  str     [P]
     <pool>/feature_ids   int32   [P, K]   top-K pooled features per prompt, strongest first; -1 = empty slot
     <pool>/values        float16 [P, K]   their pooled activations (0 in empty slots)
@@ -30,6 +30,7 @@ import functools
 import json
 import math
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,7 +42,13 @@ import torch
 import zarr
 from tqdm.auto import tqdm
 
-from saerl.activation_store import Activations, chunk_ranges, content_mask, open_activations
+from saerl.activation_store import (
+    Activations,
+    _fingerprint_after,
+    chunk_ranges,
+    content_mask,
+    open_activations,
+)
 from saerl.artifacts import ChunkLog, file_sha256
 from saerl.config import SAEConfig, stable_hash
 
@@ -209,24 +216,42 @@ def pool_codes(codes: torch.Tensor, lengths: torch.Tensor, how: str) -> torch.Te
 
 
 def _prepare_codes(store: Path, act: Activations, d_sae: int, k: int, cfg: SAEConfig, sae_dir: Path) -> str:
-    """Create codes.zarr (or keep a matching one, to resume); returns its fingerprint."""
+    """Create codes.zarr (or keep one with the same content: store fingerprint, SAE, k, poolings, to resume);
+    returns its fingerprint. A replaced store's fingerprint chains from the one it replaces, as the activation
+    store's does, so chunk-log records of an earlier store never count as done, even after a change and its undo;
+    a folder left unreadable by a replacement killed mid-delete is replaced too."""
     weights = file_sha256(sae_dir / "sae_weights.safetensors")
-    fp = stable_hash([act.meta.fingerprint, d_sae, k, list(cfg.encode_pool), weights,
-                      json.loads((sae_dir / "cfg.json").read_text())])
-    if store.exists() and zarr.open_group(store, mode="r").attrs.get("fingerprint") == fp:
-        return fp
-    create_codes_store(store, act.n_prompts, d_sae, k, cfg.encode_pool, act.meta.chunk_rows, fp, ids=act.ids)
+    content = stable_hash([act.meta.fingerprint, d_sae, k, list(cfg.encode_pool), weights,
+                           json.loads((sae_dir / "cfg.json").read_text())])
+    previous = ""
+    if store.exists():
+        try:
+            old = zarr.open_group(store, mode="r")
+        except (OSError, ValueError):  # no readable root: a replacement killed while it deleted the store it replaced
+            previous = f"unreadable-{uuid.uuid4().hex}"  # its chain is lost: chain from a value no store ever had
+        else:
+            fp = old.attrs.get("fingerprint")
+            if fp and old.attrs.get("content", fp) == content:  # stores that predate "content": fingerprint = content
+                return str(fp)
+            previous = fp or old.attrs.get("previous", "")
+    fp = _fingerprint_after(previous, content)
+    create_codes_store(store, act.n_prompts, d_sae, k, cfg.encode_pool, act.meta.chunk_rows, fp, ids=act.ids,
+                       content=content, previous=previous)
     return fp
 
 
 def create_codes_store(store: Path, n_prompts: int, d_sae: int, k: int, pools: str | Sequence[str],
-                       chunk_rows: int, fingerprint: str, ids: Sequence[str] | None = None) -> zarr.Group:
+                       chunk_rows: int, fingerprint: str, ids: Sequence[str] | None = None, content: str = "",
+                       previous: str = "") -> zarr.Group:
     """Lay out an empty codes.zarr (the layout above, one group per pooling in `pools`) for n_prompts rows in
     Zarr chunks of chunk_rows, and return it open for writing. `ids`, when given, are written before the
     attrs: a store whose attrs carry the fingerprint is complete up to its chunks (resume keys on it).
-    Without ids, write_codes_chunk fills them chunk by chunk (memory stays flat for any n_prompts)."""
+    Without ids, write_codes_chunk fills them chunk by chunk (memory stays flat for any n_prompts). `content`
+    (the settings' hash, default the fingerprint) and `previous` (the fingerprint of the store this one replaces,
+    written first, so a replacement cut short still chains from it) go into the attrs too."""
     pools = [pools] if isinstance(pools, str) else list(pools)
     group = zarr.open_group(store, mode="w")
+    group.attrs["previous"] = previous
     ids_array = group.create_array("ids", shape=(n_prompts,), chunks=(chunk_rows,), dtype=str)
     if ids is not None:
         ids_array[:] = np.array(ids, dtype=str)
@@ -236,7 +261,7 @@ def create_codes_store(store: Path, n_prompts: int, d_sae: int, k: int, pools: s
         group.create_array(f"{pool}/values", shape=(n_prompts, k), chunks=(chunk_rows, k), dtype=np.float16,
                            fill_value=0)
     group.attrs.update({"d_sae": d_sae, "top_k": k, "pools": pools, "chunk_rows": chunk_rows,
-                        "fingerprint": fingerprint})
+                        "content": content or fingerprint, "fingerprint": fingerprint})
     return group
 
 

@@ -276,3 +276,47 @@ def test_evaluate_sae_reports_what_its_fields_name():
     assert got["l0"] == pytest.approx(float((feats > 0).sum()) / 30, abs=1e-3)
     dead = int((~(feats > 0).any(0)).sum())
     assert got["dead_features"] == dead > 0 and got["n_eval_tokens"] == 30
+
+
+def _random_sae(folder, seed: int = 0):
+    """A random (untrained) TopK SAE of width 64 on the store's d_model 32, saved in sae-lens format in `folder`."""
+    import torch
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    torch.manual_seed(seed)
+    TopKSAE(TopKSAEConfig(d_in=32, d_sae=64, k=4)).save_model(folder)
+    return folder
+
+
+def test_encode_replaced_then_restored_in_one_folder_recomputes_every_chunk(store, tmp_path):
+    """codes.zarr replaced by an encode of other settings (killed after one chunk), then encoded with the first
+    settings again: the store is rebuilt, so the first run's chunk records must not count (they skipped every chunk
+    but the replaced one, leaving those prompts without codes); a folder left unreadable by a replacement killed
+    mid-delete is replaced, not a crash."""
+    import shutil
+
+    import zarr
+
+    from saerl.sae import CODES_NAME
+
+    sae_dir, out = _random_sae(tmp_path / "sae"), tmp_path / "codes"
+    cfg = CFG.model_copy(update={"encode_pool": ["max"]})
+    first = encode_codes(store, sae_dir, cfg, out, ChunkLog(out), progress=False)
+    ref = load_codes_csr(out)[1].toarray()
+    first_fp = zarr.open_group(out / CODES_NAME, mode="r").attrs["fingerprint"]
+
+    def killed(_chunk):
+        raise RuntimeError("killed")
+
+    other = cfg.model_copy(update={"encode_pool": ["max", "mean"]})
+    with pytest.raises(RuntimeError, match="killed"):
+        encode_codes(store, sae_dir, other, out, ChunkLog(out), progress=False, on_chunk_done=killed)
+    again = encode_codes(store, sae_dir, cfg, out, ChunkLog(out), progress=False)
+    assert again["chunks_run"] == first["chunks_run"] == 8
+    assert np.array_equal(load_codes_csr(out)[1].toarray(), ref)
+    assert zarr.open_group(out / CODES_NAME, mode="r").attrs["fingerprint"] != first_fp
+    assert encode_codes(store, sae_dir, cfg, out, ChunkLog(out), progress=False)["chunks_run"] == 0  # resumes
+    (out / CODES_NAME / "zarr.json").unlink()  # a replacement killed while deleting: the root went first
+    shutil.rmtree(out / CODES_NAME / "max")
+    redone = encode_codes(store, sae_dir, cfg, out, ChunkLog(out), progress=False)
+    assert redone["chunks_run"] == 8 and np.array_equal(load_codes_csr(out)[1].toarray(), ref)
