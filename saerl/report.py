@@ -28,6 +28,7 @@ from saerl.artifacts import MANIFEST, ArtifactRef, ArtifactStore, write_file_ato
 from saerl.config import PipelineConfig, build_config, flatten
 from saerl.runs import (
     FAILED,
+    RUNNING,
     RUNS_DIR,
     RunRecord,
     StageRecord,
@@ -222,6 +223,9 @@ def sections(report: RunReport) -> list[tuple[str, pl.DataFrame | str]]:
                     "rebuild it (the stages still stored are reused)"))
     elif report.record.extra.get(FAILED):
         out.append(("Arms", f"the run failed before its evaluation, at {report.record.extra[FAILED]}"))
+    elif report.record.extra.get(RUNNING):
+        out.append(("Arms", "the run has not finished: it is still running, or was killed before it could record "
+                    "its end (run the same config again: the stages it finished are reused)"))
     else:
         out.append(("Arms", "no evaluate stage in this run: nothing to compare"))
     if report.data:

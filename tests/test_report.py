@@ -51,6 +51,18 @@ def test_report_of_a_partial_run_says_what_is_missing(tmp_path):
     assert "data:image/png" not in render_html(report)
 
 
+def test_report_of_a_killed_run_says_it_did_not_finish(tmp_path):
+    """A run killed before its evaluation (SIGKILL, out of memory) keeps its running marker: the report said it had
+    no evaluate stage, as if it were a short finished run."""
+    from saerl.report import format_text, load_report
+    from saerl.runs import RUNNING, RunRecord, StageRecord, save_run
+
+    save_run(tmp_path, RunRecord(name="killed", extra={RUNNING: True}, stages={"ingest": StageRecord(
+        stage="ingest", key="i" * 16, status="computed", reason="computed: first", config={}, inputs={})}))
+    text = format_text(load_report(tmp_path))
+    assert "no evaluate stage" not in text and "the run has not finished" in text
+
+
 def test_report_of_a_collected_evaluate_says_it_is_gone_not_absent(tmp_path):
     """A run whose evaluate artifact gc removed did have an evaluate stage: the report said it had none."""
     from saerl.report import format_text, load_report
