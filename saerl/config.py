@@ -354,6 +354,16 @@ class TrainConfig(Section):
             raise ValueError("no seed given: every arm trains once per seed; give at least one, e.g. train.seeds=[0]")
         return value
 
+    @field_validator("seeds", "arms")
+    @classmethod
+    def _each_once(cls, value: list[Any], info: Any) -> list[Any]:
+        """Each arm and seed once: one listed twice would train the same run twice (the evaluation reads the list)."""
+        twice = sorted({v for v in value if value.count(v) > 1}, key=str)
+        if twice:
+            raise ValueError(f"train.{info.field_name} lists {', '.join(map(str, twice))} more than once: give each "
+                             f"once, e.g. train.{info.field_name}=[{', '.join(map(str, dict.fromkeys(value)))}]")
+        return value
+
 
 class EvalConfig(Section):
     """Held-out evaluation (evaluate stage)."""

@@ -182,9 +182,9 @@ def input_keys(cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef]
 
 
 def train_variants(cfg: PipelineConfig) -> list[dict[str, Any]]:
-    """One training run per (arm, seed): [{"arm": ..., "seed": ...}, ...] in config order, an arm or seed listed
-    twice run once (the same run again was a cache hit that overwrote its computed record as cached)."""
-    return [{"arm": arm, "seed": seed} for arm in dict.fromkeys(cfg.train.arms) for seed in dict.fromkeys(cfg.train.seeds)]
+    """One training run per (arm, seed): [{"arm": ..., "seed": ...}, ...] in config order (the config refuses an
+    arm or seed listed twice)."""
+    return [{"arm": arm, "seed": seed} for arm in cfg.train.arms for seed in cfg.train.seeds]
 
 
 def run_label(stage: str, variant: dict[str, Any] | None) -> str:

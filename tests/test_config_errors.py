@@ -237,6 +237,8 @@ def test_policy_loads_pass_trust_remote_code_and_revision_as_configured(monkeypa
     (["sae.encode_pool=mean", "score.cluster_pool=mean"], ["score.model_pool is 'max'", "score.model_pool=mean"]),
     (["sae.encode_pool=max", "score.difficulty_pool=mean"], ["score.difficulty_pool is 'mean'", "sae.encode_pool=[max, mean]"]),
     (["train.seeds=[]"], ["train.seeds", "train.seeds=[0]"]),
+    (["train.seeds=[0, 1, 0]"], ["train.seeds lists 0 more than once", "train.seeds=[0, 1]"]),
+    (["train.arms=[saerl, vanilla, saerl]"], ["train.arms lists saerl more than once", "train.arms=[saerl, vanilla]"]),
     (["data.source=file"], ["data.source is 'file' but data.path is not set", "data.path="]),
     (["testbed.pretrain_slip=[0.1, 0.2]"], ["testbed.pretrain_slip", "one entry per difficulty level 1-5", "got 2"]),
     (["testbed.pool_level_mix=[0.5, 0.2, 0.1, 0.1, 0.05, 0.05]"], ["testbed.pool_level_mix", "got 6"]),

@@ -45,16 +45,6 @@ def test_train_runs_one_key_per_arm_and_seed_and_vanilla_ignores_the_curriculum(
     assert key(sae, c=load_config(CONFIGS / "smoke.yaml", ["train.learning_rate=1e-4"])) != key(sae)
 
 
-def test_an_arm_or_seed_listed_twice_trains_once():
-    """train.seeds=[0, 0] ran train:saerl:0 twice: the second run, a cache hit, replaced the first's record, so the
-    run said the training it had just computed was cached (and on Dask both ran side by side on one key)."""
-    from saerl.pipeline import stage_runs
-
-    cfg = load_config(CONFIGS / "smoke.yaml", ["train.seeds=[0, 1, 0]", "train.arms=[saerl, vanilla, saerl]"])
-    names = [name for stage, name, _, _ in stage_runs(cfg) if stage == "train"]
-    assert names == ["train:saerl:0", "train:saerl:1", "train:vanilla:0", "train:vanilla:1"]
-
-
 def test_external_encoder_without_policy_stages_skips_testbed():
     cfg = load_config(CONFIGS / "real-gsm8k.yaml")
     p = dict(plan(cfg, "encode"))
