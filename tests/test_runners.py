@@ -145,9 +145,9 @@ def test_label_stage_samples_and_verifies_as_rl_does_on_the_runtime_device(tmp_p
     assert seen["temperature"] == 0.7 and seen["max_new_tokens"] == cfg.train.max_completion_length
 
 
-@pytest.mark.parametrize(("model", "name"), [("ridge", "SAE RidgeCV (mean-pooled codes)"),
-                                             ("elasticnet", "SAE ElasticNetCV (mean-pooled codes)")])
-def test_difficulty_plot_names_the_regressor_the_score_stage_chose(tmp_path, monkeypatch, model, name):
+def _difficulty_plot(tmp_path, monkeypatch, **kwargs):
+    """The difficulty plot write_score_plots draws for 12 prompts (difficulty i % 5, prediction i / 12):
+    (its axes, its legend texts)."""
     import numpy as np
     import scipy.sparse as sp
 
@@ -160,9 +160,15 @@ def test_difficulty_plot_names_the_regressor_the_score_stage_chose(tmp_path, mon
     X = sp.csr_matrix(np.random.default_rng(0).random((n, 6)))
     prompts = pl.DataFrame({"id": ids, "difficulty": [float(i % 5) for i in range(n)]})
     scores = pl.DataFrame({"id": ids, "cluster": [i % 2 for i in range(n)], "difficulty_hat": [i / n for i in range(n)]})
-    write_score_plots(X, ids, prompts, scores, PipelineConfig(), tmp_path,
-                      params={"difficulty_model": model, "difficulty_pool": "mean"})
-    legend = [t.get_text() for t in figures["difficulty_pred_vs_true.png"].axes[0].get_legend().get_texts()]
+    write_score_plots(X, ids, prompts, scores, PipelineConfig(), tmp_path, **kwargs)
+    ax = figures["difficulty_pred_vs_true.png"].axes[0]
+    return ax, [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+@pytest.mark.parametrize(("model", "name"), [("ridge", "SAE RidgeCV (mean-pooled codes)"),
+                                             ("elasticnet", "SAE ElasticNetCV (mean-pooled codes)")])
+def test_difficulty_plot_names_the_regressor_the_score_stage_chose(tmp_path, monkeypatch, model, name):
+    _, legend = _difficulty_plot(tmp_path, monkeypatch, params={"difficulty_model": model, "difficulty_pool": "mean"})
     assert legend[0].startswith(name + " (Spearman")
 
 
@@ -170,24 +176,11 @@ def test_difficulty_plot_names_the_regressor_the_score_stage_chose(tmp_path, mon
 def test_difficulty_plot_shows_the_prompts_the_regressor_was_not_fitted_on(tmp_path, monkeypatch, source, identity):
     """The predicted-vs-true plot leaves out the labelled rows the regressor was fitted on (its Spearman on them
     flatters it), and draws no y = x line when the prediction is measured difficulty (another scale)."""
-    import numpy as np
-    import scipy.sparse as sp
-
-    import saerl.runners
-
-    figures: dict = {}
-    monkeypatch.setattr(saerl.runners, "save_figure", lambda fig, path: figures.__setitem__(path.name, fig))
-    n = 12
-    ids = [f"p{i}" for i in range(n)]
-    X = sp.csr_matrix(np.random.default_rng(0).random((n, 6)))
-    prompts = pl.DataFrame({"id": ids, "difficulty": [float(i % 5) for i in range(n)]})
-    scores = pl.DataFrame({"id": ids, "cluster": [i % 2 for i in range(n)], "difficulty_hat": [i / n for i in range(n)]})
-    write_score_plots(X, ids, prompts, scores, PipelineConfig(), tmp_path, fitted=set(ids[:7]),
-                      params={"difficulty_model": "ridge", "difficulty_pool": "mean", "difficulty_source": source})
-    ax = figures["difficulty_pred_vs_true.png"].axes[0]
-    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    ax, legend = _difficulty_plot(tmp_path, monkeypatch, fitted={f"p{i}" for i in range(7)},
+                                  params={"difficulty_model": "ridge", "difficulty_pool": "mean",
+                                          "difficulty_source": source})
     assert "prompts it was not fitted on" in legend[0] and "n=5)" in legend[0]
-    assert sorted(ax.collections[0].get_offsets()[:, 0].tolist()) == sorted(float(i % 5) for i in range(7, n))
+    assert sorted(ax.collections[0].get_offsets()[:, 0].tolist()) == sorted(float(i % 5) for i in range(7, 12))
     assert ("y = x" in legend) is identity
 
 
