@@ -43,12 +43,12 @@ class StageRecord:
 
 
 def new_run_id(now: float | None = None) -> str:
-    """A run id that sorts by start time to the microsecond ('20261203-134501-042137-9f2c'): runs started in
+    """A run id (UTC) that sorts by start time to the microsecond ('20261203-134501-042137-9f2c'): runs started in
     the same second (an ablation's children) keep their order in `latest`, previous_run and gc. in: epoch
     seconds (default now); out: the id."""
     now = time.time() if now is None else now
     seconds, micro = divmod(int(round(now * MICROS)), MICROS)  # one rounding: .9999997 s is the next second's 0
-    return f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(seconds))}-{micro:06d}-{uuid.uuid4().hex[:4]}"
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime(seconds))}-{micro:06d}-{uuid.uuid4().hex[:4]}"
 
 
 @dataclass

@@ -102,3 +102,21 @@ def test_previous_run_skips_an_unreadable_record_instead_of_failing_the_run(tmp_
     for text in (json.dumps({"name": "demo", "stages": {"x": {"stage": "x"}}}), "[1]", "{"):
         bad.write_text(text)
         assert previous_run(tmp_path, "demo").run_id == good.run_id
+
+
+def test_run_ids_sort_by_start_time_across_the_hour_clocks_go_back(monkeypatch):
+    """Ids are UTC: in local time the two 02:30s of a daylight-saving fallback (Berlin, 2026-10-25) read the same,
+    and the later run could sort first (latest, previous_run and gc read the order)."""
+    import time
+
+    from saerl.runs import new_run_id
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        first, second = 1792888200.0, 1792891800.0  # 00:30 and 01:30 UTC: both 02:30 in Berlin
+        assert time.localtime(first).tm_hour == time.localtime(second).tm_hour == 2
+        assert new_run_id(first)[:15] == "20261025-003000" and new_run_id(second)[:15] == "20261025-013000"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
