@@ -92,7 +92,7 @@ def _fingerprint(ids: list[str], flat: np.ndarray, offsets: np.ndarray, heads: n
     return h.hexdigest()[:20]
 
 
-def _fingerprint_after(previous: str, content: str) -> str:
+def fingerprint_after(previous: str, content: str) -> str:
     """The fingerprint of a store that replaces one fingerprinted `previous` ('' = none): its content hash, or,
     when it replaces another, a hash of both, so no replacement ever reuses an earlier store's fingerprint."""
     return hashlib.sha256(f"{previous}:{content}".encode()).hexdigest()[:20] if previous else content
@@ -133,7 +133,7 @@ def prepare_store(store: str | Path, ids: list[str], token_ids: list[list[int]],
             if old.attrs.get("meta") and old.attrs.get("content") == content:
                 return _meta(old)
             previous = (old.attrs.get("meta") or {}).get("fingerprint") or old.attrs.get("previous", "")
-    meta = StoreMeta(**fields, fingerprint=_fingerprint_after(previous, content))  # type: ignore[arg-type]
+    meta = StoreMeta(**fields, fingerprint=fingerprint_after(previous, content))  # type: ignore[arg-type]
     group = zarr.open_group(store, mode="w")
     group.attrs["previous"] = previous  # a replacement cut short still chains from the store it replaced
     rows = max(1, cfg.chunk_rows)

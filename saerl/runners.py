@@ -206,9 +206,9 @@ def write_score_plots(X: object, ids: list[str], prompts: pl.DataFrame, scores: 
     predicted vs true difficulty (when known; its legend names the regressor and pooling the score stage
     chose, from `params`: the score result's difficulty_model and difficulty_pool) on the prompts outside
     the `fitted` ids the regressor was trained on (all prompts when that leaves fewer than 3 with a label, and
-    the legend says so; all prompts, unnamed, when `fitted` is None), without the y = x line when the regressor predicts measured difficulty (1 - pass
-    rate, another scale than the data's column), and the top SAE features per cluster (when the clusters
-    frame is given)."""
+    the legend says so; all prompts, unnamed, when `fitted` is None), without the y = x line when the regressor
+    predicts measured difficulty (1 - pass rate, another scale than the data's column), and the top SAE
+    features per cluster (when the clusters frame is given)."""
     from saerl.plots import cluster_map, cluster_top_features, difficulty_label, difficulty_scatter
     from saerl.property_models import report_rows, weight_codes
 

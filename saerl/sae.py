@@ -44,9 +44,9 @@ from tqdm.auto import tqdm
 
 from saerl.activation_store import (
     Activations,
-    _fingerprint_after,
     chunk_ranges,
     content_mask,
+    fingerprint_after,
     open_activations,
 )
 from saerl.artifacts import ChunkLog, file_sha256
@@ -234,7 +234,7 @@ def _prepare_codes(store: Path, act: Activations, d_sae: int, k: int, cfg: SAECo
             if fp and old.attrs.get("content", fp) == content:  # stores that predate "content": fingerprint = content
                 return str(fp)
             previous = fp or old.attrs.get("previous", "")
-    fp = _fingerprint_after(previous, content)
+    fp = fingerprint_after(previous, content)
     create_codes_store(store, act.n_prompts, d_sae, k, cfg.encode_pool, act.meta.chunk_rows, fp, ids=act.ids,
                        content=content, previous=previous)
     return fp
