@@ -22,6 +22,7 @@ import torch
 from datasets import Dataset
 from torch.utils.data import Sampler
 from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from saerl.artifacts import write_file_atomic
 from saerl.config import ModelConfig, TrainConfig
@@ -164,6 +165,30 @@ class _TimeLimit(TrainerCallback):
         self.seconds = self.elapsed()
         if self.limit_s is not None and self.seconds >= self.limit_s:
             control.should_training_stop = True
+
+
+BAR_FIGURES = ("reward", "loss", "completions/mean_length")  # a step's figures on the training bar
+
+
+class StepBar(ProgressCallback):
+    """transformers' training progress bar with the last step's reward, loss and mean completion length as its
+    postfix, instead of the dict of every logged metric it (and, without a bar, PrinterCallback) prints each step:
+    those go to log.parquet and MLflow."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        if state.is_world_process_zero and self.training_bar is not None and logs:
+            shown = {k.split("/")[-1]: f"{logs[k]:.3g}" for k in BAR_FIGURES if isinstance(logs.get(k), int | float)}
+            if shown:
+                self.training_bar.set_postfix(shown, refresh=False)
+
+
+def quiet_logs(trainer: Any, progress: bool) -> None:
+    """Replace the trainer's per-step printing of its log dict (ProgressCallback's, or PrinterCallback's without a
+    bar) with :class:`StepBar` when `progress` (runtime.progress), else with nothing."""
+    for cb in (ProgressCallback, PrinterCallback):
+        trainer.remove_callback(cb)
+    if progress:
+        trainer.add_callback(StepBar)
 
 
 class EvalCallback(TrainerCallback):
@@ -353,8 +378,8 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     :func:`save_period`), and a run that finds one there (it was killed) resumes from the newest: optimizer,
     scheduler, RNG states, data position, learning curve, the reward's counts and the training seconds (which
     `time_limit_s` counts too), and, under DAPO, the prompt stream's cursor and the prompts drawn before.
-    Training runs on `device` (runtime.device, see :func:`grpo_config`), with trl's progress bar when `progress`
-    (runtime.progress).
+    Training runs on `device` (runtime.device, see :func:`grpo_config`), with a progress bar showing each step's
+    reward, loss and completion length when `progress` (runtime.progress), and no per-step dict printed either way.
     The training stream is `order` long enough for whole generation batches (:func:`stream_length`); under DAPO
     also for every round of dynamic sampling (times 1 + cfg.dynamic_sampling_max_rounds), where prompts without
     a reward spread are dropped and the next ones drawn, so the prompts trained on are a subsequence of the stream.
@@ -413,6 +438,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         "reward_checks": reward.checked, "verifier_failures": reward.failures, "seconds": timer.elapsed()}})
     trainer = cls(model=model, reward_funcs=rewards, args=args, train_dataset=data, processing_class=tok,
                   callbacks=[timer, evals, saving, *(callbacks or [])])
+    quiet_logs(trainer, progress)
     if dapo:
         _keep_dynamic_sampling(trainer, saving, resume, ckpt_dir)
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
