@@ -9,7 +9,9 @@ Plain numbers on both sides (``18``, ``-2.50``, ``1,000``, ``1\\,000``, ``1 000`
 ``-$5``, ``−5``, ``€5``) take a fast path in this process (Decimal comparison, no sympy); a mixed number (``2 1/2``)
 or a repeating decimal (``0.\\overline{3}``) goes to math-verify as the fraction it means, an answer without
 markdown emphasis around it or a full stop after it (``**18**``, ``1/2.``). A gold that math-verify can
-only read as one pick among several answers ('236 adult, 342 child'), or a clock time, is unparsed, not a guess.
+only read as one pick among several answers ('236 adult, 342 child', or a number it found inside LaTeX that does
+not parse as a whole: '$R=1, I=(-1,1)$'), or a clock time, is unparsed, not a guess; a prediction read that way
+('#### 17 | 18') is wrong.
 Everything else goes through math-verify's ``parse``/``verify`` in a small persistent pool of worker processes.
 math-verify's own timeouts use ``signal.alarm`` and fail outside the main thread, so they are switched off
 (``parsing_timeout=None``/``timeout_seconds=None``) and time is bounded here: each worker arms its own interval
@@ -49,13 +51,14 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 _WORKER_CMD = "import sys; from saerl.verify import _worker_main; _worker_main(int(sys.argv[1]))"
 
 MAX_EXPONENT_DIGITS = 3  # '1e-07', '2.5e+20' (how polars/pandas write floats) are plain numbers; 1e999 at most
-# A number: digits with thousands separators (',', LaTeX's '{,}', ',\!' and '\,', a thin space), or without them
+# A number: digits with thousands separators (',', LaTeX's '{,}', ',\!' and '\,', a thin space; no leading 0: '0,245'
+# is no thousands number), or without them
 # and with an optional exponent (math-verify would read the 'e' of '1e-07' as Euler's number, and '1\,000' as 0).
 # A sign may be '-' or the unicode minus U+2212 ('−5').
 _SIGN = r"[+\-\u2212]"
 _THOUSANDS_SEP = r"(?:,\\!|\{,\}|\\,|[, \u2009\u202f])"  # ' ': '1 000' (math-verify's LaTeX reads 1*000 = 0)
 _NUM = (
-    rf"{_SIGN}?\d{{1,3}}(?:{_THOUSANDS_SEP}\d{{3}})+(?:\.\d+)?"
+    rf"{_SIGN}?[1-9]\d{{0,2}}(?:{_THOUSANDS_SEP}\d{{3}})+(?:\.\d+)?"
     rf"|{_SIGN}?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d{{1,{MAX_EXPONENT_DIGITS}}})?"
 )
 _CURRENCY = r"(?:\\?\$|[€£¥₹])"  # a currency sign before or after a number ('$18', '\$18', '€5', '18 €')
@@ -98,9 +101,13 @@ _ONE_MATH_SPAN = re.compile(r"\$\$([^$]*)\$\$|\$([^$]*)\$|\\\((.*)\\\)", re.S)
 _MATH_SPAN = re.compile(r"\$\$.*?\$\$|\$.*?\$|\\\(.*?\\\)|\\\[.*?\\\]", re.S)
 _NUMBER_WORD = re.compile(r"\d+(?:[.,]\d+)*")
 _POWER = re.compile(r"\^\{?\d\}?")  # a one-digit power (a unit's: '\mathrm{in}^{2}')
+# An answer candidate in the text math-verify matched (a number, or \infty: '\approx(-\infty, 2.7095)' is an interval).
+_CANDIDATE = re.compile(r"\d+(?:[.,]\d+)*|\\infty")
+# A relation before a number that math-verify's number reading skips ('=0.527', '\approx 17.10').
+_LEADING_RELATION = re.compile(r"\s*(?:=|\\approx|\\simeq|\u2248)\s*")
 _AND = " and "  # how math-verify joins the $...$ spans it read as one answer
-# A clock time ('3:30 p.m.', '9:03:36 AM'): math-verify reads the hour alone (or h/mm as a ratio).
-_CLOCK_TIME = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?\s*[ap]\.?\s?m\b\.?", re.I)
+# A clock time ('3:30 p.m.', '9:03:36 AM', '$2: 15$ PM'): math-verify reads the hour alone (or h/mm as a ratio).
+_CLOCK_TIME = re.compile(r"\d{1,2}:\s?\d{2}(?::\d{2})?\s*\$?\s*[ap]\.?\s?m\b\.?", re.I)
 _NOT_A_NUMBER = re.compile(r"\s*(?:\$\s*)?[+-]?nan(?:\s*\$)?\s*", re.I)  # 'NaN' (a missing value written out) is no answer
 
 
@@ -370,6 +377,37 @@ def _mv_parse(text: str) -> tuple:
     return _mv_read(text)[0]
 
 
+@lru_cache(maxsize=PARSE_CACHE_SIZE)
+def _latex_whole(text: str) -> tuple:
+    """math-verify's LaTeX reading of `text` as one $...$ span, with no fallback to a number found inside it."""
+    from math_verify import parse
+    from math_verify.parser import LatexExtractionConfig
+
+    return tuple(parse(f"${text}$", extraction_config=[LatexExtractionConfig()], fallback_mode="no_fallback",
+                       parsing_timeout=None, raise_on_error=True))
+
+
+def _partial_read(parsed: tuple) -> str | None:
+    """The text math-verify matched, when the number it read is only part of it, else None. math-verify reads a
+    number out of a matched text whose LaTeX does not parse as a whole ('-1<x \\leqslant 1:(-1,1]' as 1,
+    'x=0, \\frac{5 \\pm \\sqrt{61}}{18}' as 0, '17 | 18' as 18); such a text that holds other candidates (numbers,
+    \\infty; a unit's power aside) is a pick among several answers. A whole read is not ('\\frac{40}{3} \\approx
+    13.33' is 40/3, '= 0.527' is 0.527), nor a text with one number ('18 sq. ft.'), nor one that ends in '= <that
+    number>' ('u \\cdot v=17')."""
+    import sympy
+
+    exprs = [p for p in parsed if not isinstance(p, str)]
+    matched = next((p for p in parsed if isinstance(p, str)), "")
+    if not exprs or not isinstance(exprs[0], sympy.Number) or len(_CANDIDATE.findall(_POWER.sub(" ", matched))) < 2:
+        return None
+    stated = _plain_number(matched.rsplit("=", 1)[1]) if "=" in matched else None
+    if stated is not None and sympy.Rational(str(stated)) == sympy.Rational(str(exprs[0])):
+        return None
+    lead = _LEADING_RELATION.match(matched)
+    whole = _latex_whole(matched[lead.end():] if lead else matched)
+    return None if whole and whole[0] == exprs[0] else matched
+
+
 def _other_answers(text: str, matched: str) -> int:
     """How many more answer candidates (math spans holding a digit, numbers outside spans; a unit's power such as
     the 2 of '\\mathrm{in}^{2}' is no candidate) `text` holds besides the `matched` part math-verify read
@@ -399,6 +437,8 @@ def _gold_parse(core: str) -> tuple[tuple, str]:
         return parsed, "math-verify found no math" + (f" (matched {parsed[0]!r})" if parsed else "")
     if free_text and _BOXED not in core and (n := _other_answers(core, matched)):
         return parsed, f"ambiguous: math-verify read {matched[:60]!r} but the answer holds {n} more number(s)"
+    if (part := _partial_read(parsed)) is not None:
+        return parsed, f"ambiguous: math-verify read only {parsed[0]} out of {part[:60]!r}"
     return parsed, ""
 
 
@@ -463,6 +503,8 @@ def _task_verify(gold: str, pred: str) -> tuple[str, str, str]:
     pred_parsed = _mv_parse(pred)
     if not pred_parsed:
         return ("no_answer", gold_text, "prediction could not be parsed")
+    if (part := _partial_read(pred_parsed)) is not None:  # '17 | 18': a pick among answers, read as the last one
+        return ("wrong", gold_text, f"ambiguous prediction: math-verify read only {pred_parsed[0]} out of {part[:60]!r}")
     ok = verify(list(gold_parsed), list(pred_parsed), timeout_seconds=None, raise_on_error=True)
     return ("correct" if ok else "wrong", gold_text, "math-verify")
 

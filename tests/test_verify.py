@@ -324,7 +324,8 @@ def test_an_empty_trailing_hashes_marker_does_not_hide_the_answer(text, expected
     assert extract_final_answer(text) == expected
 
 
-@pytest.mark.parametrize("gold", ["3:30 p.m.", "11:55 p.m. on 24 December 2014.", "9:03:36 a.m.", "6:01 PM"])
+@pytest.mark.parametrize("gold", ["3:30 p.m.", "11:55 p.m. on 24 December 2014.", "9:03:36 a.m.", "6:01 PM",
+                                  "$2: 15$ PM"])
 def test_clock_time_gold_is_unparsed_not_its_hour(gold):
     """math-verify reads '3:30 p.m.' as 3: the gold was '3' and '3:45 p.m.' was judged correct."""
     assert normalize_answer(gold, 10).status == "unparsed"
@@ -426,3 +427,49 @@ def test_a_space_between_thousands_is_a_thousands_separator(completion, gold, st
     """math-verify's LaTeX reads '1 000' as 1*000 = 0: '#### 1 000' was wrong for gold 1000 and right for gold 0."""
     assert verify_answer(completion, gold, 10).status == status
     assert normalize_answer("1 000", 10).text == "1000"
+
+
+@pytest.mark.parametrize(
+    "gold",
+    ["$-1<x \\leqslant 1:(-1,1]$", "-1<x \\leqslant 1:(-1,1]", "$R=1, I=(-1,1)$", "$x=0, \\frac{5 \\pm \\sqrt{61}}{18}$",
+     "$-2,3,1 \\pm i \\sqrt{3}, \\frac{-3 \\pm i \\sqrt{3}}{2}$", "$\\approx(-\\infty, 2.7095)$"],
+)
+def test_a_gold_math_verify_reads_only_in_part_is_unparsed(gold):
+    """math-verify reads a number out of a gold whose LaTeX does not parse as a whole: the interval
+    '-1<x <= 1:(-1,1]' was the gold '1' (and '-2,3,1 +- i sqrt 3, ...' was '-2.3'), so '#### 1' was rewarded."""
+    got = normalize_answer(gold, 10)
+    assert got.status == "unparsed" and "ambiguous" in got.detail, got
+    assert verify_answer("#### 1", gold, 10).status == "error"
+
+
+@pytest.mark.parametrize(
+    ("gold", "text"),
+    [("$\\left[\\begin{array}{l}1 \\\\ 2 \\\\ 3 \\\\ 4\\end{array}\\right] \\cdot\\left[\\begin{array}{l}2 \\\\ 0 "
+      "\\\\ 1 \\\\ 3\\end{array}\\right]=17$", "17"),
+     ("$\\frac{40}{3} \\approx 13.33$ minutes", "\\frac{40}{3}"), ("$\\approx 17.10 \\mathrm{ft}$", "17.1"),
+     ("P-value $=0.014$", "0.014"), ("$4 \\frac{4}{9}$ days", "\\frac{40}{9}")],
+)
+def test_a_gold_read_as_a_whole_keeps_its_number(gold, text):
+    """Not a part: an equation that ends in the number, a value with its approximation, a relation before it."""
+    got = normalize_answer(gold, 10)
+    assert (got.status, got.text) == ("ok", text), got
+
+
+@pytest.mark.parametrize(
+    ("completion", "status"),
+    [("#### 17 | 18", "wrong"), ("\\boxed{17 @ 18}", "wrong"), ("#### 17 ? 18", "wrong"), ("\\boxed{17, 18 @}", "wrong"),
+     ("#### 18 sq. ft.", "correct"), ("\\boxed{30\u00b0}", "wrong"), ("\\boxed{18\u00b0}", "correct"),
+     ("#### 48 + 24 - 54 = 18", "correct")],
+)
+def test_a_prediction_math_verify_reads_only_in_part_is_wrong(completion, status):
+    """math-verify reads '17 | 18' as 18 (its LaTeX does not parse, a number found in it does): listing candidates
+    was rewarded. A text with one number ('18 sq. ft.', '18\u00b0') is still read as that number."""
+    assert verify_answer(completion, "18", 10).status == status
+
+
+@pytest.mark.parametrize(("completion", "gold", "status"),
+                         [("#### 0,245", "245", "wrong"), ("#### 1,245", "1245", "correct"), ("#### -1,245", "-1245", "correct")])
+def test_a_leading_zero_group_is_no_thousands_number(completion, gold, status):
+    """'0,245' (a net and a total distance, 0 and 245) was read as the thousands number 245."""
+    assert verify_answer(completion, gold, 10).status == status
+    assert normalize_answer("0,245", 10).text != "245"
