@@ -25,6 +25,7 @@ from saerl.config import ScoreConfig
 
 WEIGHT_BLOCK_NNZ = 1 << 22  # stored values TF-IDF-weighted at a time (a 32 MB float64 temporary)
 PREDICT_BLOCK_ROWS = 1 << 16  # rows per predict call when scoring the whole pool
+MIN_CLASS_ROWS = 2  # a probe's stratified CV needs each class in two folds (its train and its test side)
 
 
 def seeded_subset(ids: Any, fraction: float, seed: int) -> np.ndarray:
@@ -208,13 +209,22 @@ def model_family(model: Any) -> str:
     return "ridge" if isinstance(est, RidgeCV) else "elasticnet" if isinstance(est, ElasticNetCV) else "mean"
 
 
+def probe_fittable(y: np.ndarray) -> bool:
+    """Whether probe_model can choose its C on labels `y`: two classes or more, each in MIN_CLASS_ROWS rows (with
+    one row of a class, stratified CV cannot split (a crash when every class has one) or scores every C nan and
+    keeps the grid's first)."""
+    counts = np.unique(y, return_counts=True)[1]
+    return len(counts) >= 2 and int(counts.min()) >= MIN_CLASS_ROWS
+
+
 def probe_model(name: str, cfg: ScoreConfig, y: np.ndarray) -> Any:
     """L2 logistic-regression probe (quality: good vs bad; topic: multinomial) with C chosen from
     cfg.probe_cs by stratified-CV log loss on the training rows (a proper score, so P(good) stays calibrated
-    for the quality threshold; folds capped by the rarest class); the class-prior predictor for "majority"."""
+    for the quality threshold; folds capped by the rarest class, which needs MIN_CLASS_ROWS: probe_fittable);
+    the class-prior predictor for "majority"."""
     if name == "majority":
         return DummyClassifier(strategy="prior")
-    folds = int(max(2, min(cfg.cv_folds, np.unique(y, return_counts=True)[1].min())))
+    folds = int(max(MIN_CLASS_ROWS, min(cfg.cv_folds, np.unique(y, return_counts=True)[1].min())))
     pipe = make_pipeline(featurizer(name, cfg), LogisticRegression(max_iter=2000))
     return GridSearchCV(pipe, {"logisticregression__C": list(cfg.probe_cs)}, scoring="neg_log_loss",
                         cv=StratifiedKFold(folds, shuffle=True, random_state=cfg.seed))

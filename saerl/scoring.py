@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler, normalize
 
 from saerl.config import ScoreConfig
 from saerl.property_models import (
+    MIN_CLASS_ROWS,
     choose_k,
     cluster_table,
     cv_mse,
@@ -30,6 +31,7 @@ from saerl.property_models import (
     kmeans,
     model_family,
     predict_rows,
+    probe_fittable,
     probe_model,
     report_rows,
     seeded_subset,
@@ -104,12 +106,15 @@ def _cluster_report(labels: np.ndarray, inputs: dict[str, Any], topics: np.ndarr
     """NMI / ARI / purity of clusters vs true topics for SAE k-means, the same k-means on each baseline's
     features (centred, L2-normalised residuals; text TF-IDF; log length), one cluster (majority) and the SAE
     labels shuffled (chance). Above cfg.minibatch_above prompts, all of it on a seeded sample of that many rows
-    (report_rows): the SAE labels are the whole pool's, restricted to the sample."""
+    (report_rows): the SAE labels are the whole pool's, restricted to the sample. No rows (no metric) when no
+    prompt of the sample has a topic (topics on a few prompts of a big pool)."""
     rows = report_rows(len(labels), cfg)
     if len(rows) < len(labels):
         labels, topics = labels[rows], topics[rows]
         inputs = {name: M[rows] for name, M in inputs.items()}
     has = topics != ""
+    if not has.any():
+        return []
     found = {"sae": labels}
     if cfg.baselines:
         for name, M in inputs.items():
@@ -152,7 +157,7 @@ def _model_rows(prop: str, inputs: dict[str, Any], y: np.ndarray, train: np.ndar
     if train.sum() < cfg.cv_folds or test.sum() < 3:
         return []
     yt, yv = y[train], y[test]
-    if prop != "difficulty" and (len(np.unique(yt)) < 2 or (prop == "quality" and len(np.unique(yv)) < 2)):
+    if prop != "difficulty" and (not probe_fittable(yt) or (prop == "quality" and len(np.unique(yv)) < 2)):
         return []
     rows = []
     for name, M in inputs.items():
@@ -270,7 +275,7 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
                               "difficulty_model": model_family(dmodel), "difficulty_alpha": float(reg.alpha_),
                               "difficulty_l1_ratio": float(getattr(reg, "l1_ratio_", 0.0)),
                               "difficulty_pool": d_pool, "difficulty_cv_mse": cv_mse(dmodel)}
-    if q_good is not None and len(np.unique(q_good[has_q])) == 2:
+    if q_good is not None and probe_fittable(q_good[has_q]):
         qmodel = probe_model("sae", cfg, q_good[has_q]).fit(X[has_q], q_good[has_q])
         quality_hat = predict_rows(qmodel, X, proba=True)
         params["quality_C"] = float(qmodel.best_params_["logisticregression__C"])
@@ -278,14 +283,17 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
         report += _model_rows("quality", inputs, q_good, train & has_q, evaluable & known_q, cfg, kinds=kinds)
     else:
         quality_hat = np.ones(len(ids))
-        notes.append("no usable quality labels (need both classes in the labelled subset): quality_hat = 1, "
-                     "every prompt kept")
+        notes.append(f"no usable quality labels (need both classes, each in {MIN_CLASS_ROWS} prompts or more, in the "
+                     "labelled subset): quality_hat = 1, every prompt kept")
     kept = quality_hat >= cfg.quality_threshold
     params["share_kept"] = float(kept.mean())
     if not any(r["metric"] == "spearman_id" for r in report):
         notes.append("too few labelled prompts to test the difficulty models on held-out rows")
     if topics is None:
         notes.append("no topic column: no cluster-vs-topic metrics and no out-of-distribution difficulty test")
+    elif not any(r["property"] == "topic_clusters" for r in report):
+        notes.append(f"no prompt among the {cfg.minibatch_above} sampled for the cluster-vs-topic report has a topic: "
+                     "no cluster-vs-topic metrics")
     if cfg.baselines and R is None:
         notes.append("no residual activations given: the residual baseline is missing from the report")
     scores = pl.DataFrame({"id": ids, "cluster": labels, "difficulty_hat": difficulty_hat.astype(np.float64),

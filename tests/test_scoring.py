@@ -350,3 +350,22 @@ def test_best_baseline_is_never_the_shuffled_chance_level():
                                      ("shuffled", 0.011)]], schema=REPORT_SCHEMA)
     assert best_baseline(rep, "topic_clusters", "nmi") == ("text", 0.004)
     assert best_baseline(rep.filter(pl.col("features").is_in(["sae", "shuffled"])), "topic_clusters", "nmi") is None
+
+
+def test_quality_labels_with_a_class_in_one_labelled_prompt_fit_no_probe(data):
+    """Quality known on few labelled prompts: one good and one bad crashed the stratified CV (n_splits=2 cannot be
+    greater than the number of members in each class); one bad among several good scored every C nan and kept the
+    grid's first. Both leave quality_hat = 1 with a note; two of each fit the probe."""
+    X, prompts, _ = data
+    cfg = ScoreConfig(**FAST, baselines=False, n_clusters=4)
+    lab = np.arange(prompts.height) < 100
+    for good, bad in ((1, 1), (3, 1), (2, 2)):
+        q = np.full(prompts.height, np.nan)
+        q[:good], q[good: good + bad] = 1.0, 0.0
+        r = score_prompts(X, prompts.with_columns(labelled=pl.Series(lab), quality=pl.Series(q)), cfg)
+        fitted = (good, bad) == (2, 2)
+        assert ("quality_C" in r.params) is fitted
+        assert any("no usable quality labels" in n for n in r.notes) is not fitted
+        assert fitted or (r.scores["quality_hat"].eq(1.0).all() and r.scores["kept"].all())
+    assert PM.probe_fittable(np.array([0, 0, 1, 1])) and not PM.probe_fittable(np.array([0, 1, 1, 1]))
+    assert not PM.probe_fittable(np.array([1, 1, 1]))

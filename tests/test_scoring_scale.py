@@ -79,6 +79,18 @@ def test_large_pool_reports_clusters_on_the_sample(data):
     assert sae_nmi > 0.5
 
 
+def test_large_pool_whose_report_sample_has_no_topic_reports_no_clusters_and_says_so(data):
+    """Topics on a few prompts of a pool above score.minibatch_above: the report's sample can hold none of them
+    (purity's max over an empty contingency table crashed the score stage); no cluster metric, a note instead."""
+    X, prompts, _ = data
+    cfg = ScoreConfig(**FAST, minibatch_above=120, n_clusters=4, baselines=False)
+    outside = prompts["id"].to_numpy()[np.setdiff1d(np.arange(prompts.height), report_rows(prompts.height, cfg))]
+    lone = prompts.with_columns(topic=pl.when(pl.col("id") == outside[0]).then(pl.col("topic")))
+    result = score_prompts(X, lone, cfg)
+    assert "topic_clusters" not in set(result.report["property"]) and result.scores.height == prompts.height
+    assert any("has a topic" in n for n in result.notes)
+
+
 def test_synthetic_codes_round_trip_through_the_encode_layout(tmp_path, monkeypatch):
     chunk_rows = 16
     monkeypatch.setattr(scale, "CHUNK_ROWS", chunk_rows)
