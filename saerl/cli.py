@@ -100,12 +100,11 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     """`saerl ingest FILE --prompt F --answer F [--hf-split S ...]`: check a data set and write prompts/rejected tables."""
     from saerl.config import DataConfig
-    from saerl.data import ingest, summarize, write_ingest
+    from saerl.data import INGEST_OPTIONS, ingest, summarize, write_ingest
 
     if not Path(args.file).exists():  # data.py's message names data.path, the config's field, not this argument
         raise FileNotFoundError(f"data file {args.file} does not exist (check FILE, the first argument of saerl ingest)")
-    fields = {k: getattr(args, k)
-              for k in ("prompt", "answer", "id", "topic", "difficulty", "quality", "format", "hf_split")}
+    fields = {k: getattr(args, k) for k in (*INGEST_OPTIONS, "format", "hf_split")}
     cfg = DataConfig(source="file", path=str(args.file), **{k: v for k, v in fields.items() if v is not None})
     out = _out_dir(args.out)
     result = ingest(cfg, Path(args.file))

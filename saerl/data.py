@@ -65,9 +65,12 @@ OTHER_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\x
               b"\xfe\xff": "UTF-16"}
 # A JSON \u escape of a UTF-16 surrogate: after json.loads it may leave a lone surrogate no encoder accepts.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-# A double-quoted csv field ("" escapes read as two adjacent quoted runs): its commas and newlines do not split.
-_CSV_QUOTED = re.compile(r'"[^"]*"')
+# A double-quoted run ("" escapes read as two adjacent runs): as polars splits records, a newline in one does not end
+# the record, wherever in a field the quote stands.
 _CSV_QUOTED_OR_NEWLINE = re.compile(r'"[^"]*"|\n')
+# A field that starts with a quote (quoted runs and unquoted text up to a comma outside them): its commas do not
+# split. A quote later in a field is a plain character to polars (and Python's csv): 'Add "2,3"' is two fields.
+_CSV_QUOTED_FIELD = re.compile(r'(?:^|(?<=,))"[^"]*"(?:[^",]|"[^"]*")*')
 TRUE_WORDS = {"1", "true", "yes", "good"}
 FALSE_WORDS = {"0", "false", "no", "bad"}
 NAN_TEXTS = frozenset({"NaN", "Infinity", "-Infinity"})  # json.dumps of non-finite floats
@@ -84,6 +87,7 @@ LABEL_KINDS = ("topic", "difficulty", "quality", "labelled", "defect")
 LABEL_TYPES = {"topic": pl.String, "difficulty": pl.Float64, "quality": pl.Float64, "labelled": pl.Boolean,
                "defect": pl.String}
 REJECTED_SCHEMA = {"row": pl.Int64, "field": pl.String, "reason": pl.String, "value": pl.String}
+INGEST_OPTIONS = ("prompt", "answer", "id", "topic", "difficulty", "quality")  # mapping fields `saerl ingest` takes
 
 
 class IngestError(ValueError):
@@ -303,7 +307,7 @@ def _read_json_array(path: Path) -> LoadedTable:
 
 def _csv_error_line(path: Path) -> str:
     """Where Python's strict csv reader first fails on a file polars could not parse ('line 3: unexpected end
-    of data'), or '' when it finds no fault."""
+    of data'), else the first quote inside an unquoted field (see _bare_quote), or '' when neither is found."""
     with path.open(newline="", encoding="utf-8", errors="replace") as fh:
         reader = csv.reader(fh, strict=True)
         try:
@@ -311,21 +315,46 @@ def _csv_error_line(path: Path) -> str:
                 pass
         except csv.Error as e:
             return f"line {reader.line_num}: {e}"
+    return _bare_quote(path.read_bytes().decode("utf-8", errors="replace"))
+
+
+def _bare_quote(text: str) -> str:
+    """'line N: ...' naming the first field of csv text that holds a quote but does not start with one (an inch
+    mark: 'A 5" nail'), with the field written as it should be; '' when there is none. Python's csv reads such
+    a quote as a plain character, but polars opens a quoted run there and refuses the file."""
+    line, start, quoted, i = 1, 0, False, 0  # start: where the current field begins
+    while i < len(text):
+        ch = text[i]
+        if quoted:
+            if ch == '"' and text.startswith('""', i):  # a doubled quote inside a quoted field
+                i += 1
+            elif ch == '"':
+                quoted = False
+        elif ch == '"' and i == start:
+            quoted = True
+        elif ch == '"':
+            end = min(len(text), *(j for j in (text.find(",", i), text.find("\n", i)) if j >= 0))
+            field_text = text[start:end].rstrip("\r")[:REJECT_VALUE_CHARS]
+            fixed = '"' + field_text.replace('"', '""') + '"'
+            return (f"line {line}: a quote inside an unquoted field ({field_text}): quote the whole field and double "
+                    f"the quote in it, e.g. {fixed}")
+        elif ch in ",\n":
+            start = i + 1
+        line += ch == "\n"
+        i += 1
     return ""
 
 
 def _csv_field_counts(text: str) -> list[int]:
-    """Fields in each record of csv text, header first, counted as polars splits them: records end at a newline
-    outside quotes, commas inside a quoted field do not count, leading blank lines are skipped, a blank line is
-    a record."""
-    lines = _CSV_QUOTED.sub("q", text.lstrip("\r\n")).split("\n")  # "q": a quoted field is not a blank line
-    if not lines[-1]:  # the file's final newline ends the last record; it starts none
-        lines.pop()
-    return [line.count(",") + 1 for line in lines]
+    """Fields in each record of csv text (see _csv_records), header first, counted as polars splits them: commas
+    inside a field that starts with a quote do not count; a quote later in a field is a plain character."""
+    return [_CSV_QUOTED_FIELD.sub("q", record).count(",") + 1 for _, record in _csv_records(text)]
 
 
 def _csv_records(text: str) -> list[tuple[int, str]]:
-    """(first line number, text) of each record of csv text, split as _csv_field_counts splits them."""
+    """(first line number, text) of each record of csv text, split as polars splits them: a record ends at a
+    newline outside quoted runs, leading blank lines are skipped, a blank line is a record, the file's final
+    newline starts none."""
     body = text.lstrip("\r\n")
     line = 1 + text[: len(text) - len(body)].count("\n")
     records: list[tuple[int, str]] = []
@@ -352,7 +381,7 @@ def _ragged_rows(path: Path, width: int, n_rows: int) -> list[dict[str, Any]]:
         return []
     records = _csv_records(text)
     bad = [(row, n, records[row + 1]) for row, n in enumerate(counts[1:]) if n > width]
-    fix = 'an unquoted comma splits a field; quote the field that holds it, e.g. "Add 2, 3"'
+    fix = 'an unquoted comma splits a field; quote the whole field that holds it, e.g. "Add 2, 3"'
     if len(counts) != n_rows + 1 or len(records) != len(counts):
         line, record = bad[0][2]
         raise IngestError(
@@ -390,6 +419,9 @@ def _read_csv(path: Path) -> LoadedTable:
         where = _csv_error_line(path) or str(e).split("\n", 1)[0]
         raise IngestError(f"cannot read {path} as csv: {where} (an unclosed quote makes the rest of the file "
                           "one field: fix that line, or convert the file to jsonl)") from e
+    if any("\r" in name for name in frame.columns):  # polars splits lines at \n only: the file read as one header
+        raise IngestError(f"cannot read {path} as csv: its lines end in a bare carriage return (\\r, as old Mac "
+                          "spreadsheets save csv); convert them to \\n, e.g. tr '\\r' '\\n' < IN.csv > OUT.csv")
     issues = [
         _issue(i, name, INVALID_UTF8, value)
         for i, rec in enumerate(frame.iter_rows(named=True))
@@ -519,7 +551,7 @@ def is_missing(value: Any) -> bool:
 
 def render_prompt(template_or_field: str, row: dict[str, Any]) -> str:
     """The prompt text of one row: a template over its fields, or one field; MissingFieldError if absent,
-    null or NaN."""
+    null or NaN; IngestError naming the template when a format spec in it does not fit a value ('{n:d}' on text)."""
     names = template_fields(template_or_field)
     for name in names:
         if is_missing(row.get(name)):
@@ -527,7 +559,11 @@ def render_prompt(template_or_field: str, row: dict[str, Any]) -> str:
     if names == [template_or_field]:
         value = row[template_or_field]
         return value if isinstance(value, str) else str(value)
-    return template_or_field.format_map({n: row[n] for n in names})
+    try:
+        return template_or_field.format_map({n: row[n] for n in names})
+    except (ValueError, TypeError) as e:
+        raise IngestError(f"prompt template {template_or_field!r} cannot format this row: {e} (write each field "
+                          "as a plain {name}, without a format spec or conversion after it)") from e
 
 
 def normalize_prompt(text: str) -> str:
@@ -576,9 +612,10 @@ def _check_columns(cfg: DataConfig, columns: list[str]) -> None:
         fix = close[0] if close else "FIELD"
         if option == "prompt" and cfg.prompt != name:  # a template: show it with the placeholder fixed
             fix = repr(cfg.prompt.replace(f"{{{name}}}", f"{{{fix}}}"))
+        cli = f"--{option} {fix} (CLI) or " if option in INGEST_OPTIONS else ""
         raise IngestError(
             f"{option} field '{name}' is not in the data. Available columns: {columns}.{hint} "
-            f"Fix: --{option} {fix} (CLI) or data.{option}={fix} (config)."
+            f"Fix: {cli}data.{option}={fix} (config)."
         )
 
 
@@ -610,6 +647,8 @@ def _check_row(cfg: DataConfig, row: int, rec: dict[str, Any], issues: list[dict
     except MissingFieldError as e:
         issues.append(_issue(row, e.field, MISSING_FIELD, ""))
         return None
+    except IngestError as e:
+        raise IngestError(f"row {row}: {e}") from e
     if not prompt.strip():
         issues.append(_issue(row, "prompt", EMPTY_PROMPT, prompt))
         return None

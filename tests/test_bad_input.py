@@ -128,11 +128,20 @@ CASES: dict[str, Case] = {
     "UTF-8 byte-order mark and blank lines only": Case(b"\xef\xbb\xbf\n  \n", error="has no rows"),
     "unquoted comma in a csv field": Case(b"question,answer\nA?,1\nAdd 2, 3,5\nC?,3\n", ".csv", {},
                                           issues=((1, "", D.EXTRA_FIELDS),)),
+    "a quote inside an unquoted csv field hides no comma": Case(b'question,answer\nA?,1\nAdd "2,3",5\nC?,3\n', ".csv",
+                                                                {}, issues=((1, "", D.EXTRA_FIELDS),)),
+    "a quoted csv field with doubled quotes and commas": Case(b'question,answer\nA?,1\n"Say ""2, 3"", add",5\n', ".csv",
+                                                              {}, kept=(0, 1)),
+    "an inch mark in an unquoted csv field": Case(
+        b'question,answer\r\n"Say ""hi"",\r\nthen add",1\r\nA 5" nail and 2,5\r\nB 6" board?,2\r\n', ".csv", {},
+        error=r'line 4: a quote inside an unquoted field \(A 5" nail and 2\).* e\.g\. "A 5"" nail and 2"'),
     "blank lines in a csv": Case(b"question,answer\nA?,1\n\nB?,2\r\n\r\n\n", ".csv", {}, kept=(0, 1)),
     "blank line before bad bytes (csv)": Case(b"question,answer\nA?,1\n\nCaf\xe9 has 3 cups?,3\nQ?,5\n", ".csv", {},
                                               issues=((1, "question", D.INVALID_UTF8),), kept=(0, 1, 2)),
     "blank line before an unquoted comma (csv)": Case(b"question,answer\nA?,1\n\nAdd 2, 3,5\nC?,3\n\n", ".csv", {},
                                                       issues=((1, "", D.EXTRA_FIELDS),)),
+    "CR-only line endings (csv)": Case(b"question,answer\rA?,1\rB?,2\r", ".csv", {}, error=r"bare carriage return.* tr "),
+    "header only, CRLF (csv)": Case(b"question,answer\r\n", ".csv", {}, error="has no rows"),
     "header and blank lines only (csv)": Case(b"question,answer\n\n\n", ".csv", {}, error="has no rows"),
     "JSON array with a non-object element": Case(
         b"\xef\xbb\xbf [" + b",".join([json.dumps(GOOD_FIRST).encode(), b"[1, 2]", json.dumps(GOOD_LAST).encode()])

@@ -70,6 +70,14 @@ def test_ingest_command_writes_tables_and_summary(tmp_path, capsys):
     assert pl.read_parquet(out / "rejected.parquet").height == 2
 
 
+def test_ingest_takes_every_mapping_option_its_errors_name():
+    """saerl.data's column errors name `--FIELD` for each of INGEST_OPTIONS: each is an option of saerl ingest."""
+    from saerl.data import INGEST_OPTIONS
+
+    args = parse_args(["ingest", "d.jsonl", *(w for name in INGEST_OPTIONS for w in (f"--{name}", f"f_{name}"))])
+    assert all(getattr(args, name) == f"f_{name}" for name in INGEST_OPTIONS)
+
+
 def test_ingest_of_a_missing_file_names_the_argument(tmp_path, capsys):
     """The data module's message names data.path (the config's field); on the command line it is FILE."""
     assert main(["ingest", str(tmp_path / "nope.jsonl"), "--prompt", "q", "--answer", "a",

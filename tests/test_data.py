@@ -236,6 +236,16 @@ def test_wrong_column_names_raise_with_the_fix(option, kw, missing, closest, tmp
         assert f"Closest: '{closest}'" in msg and f"data.{option}={closest}" in msg
 
 
+@pytest.mark.parametrize("option", ["labelled", "defect"])
+def test_wrong_column_of_a_config_only_field_names_no_cli_option(option, tmp_path):
+    """labelled and defect have no `saerl ingest` option: the fix names the config field only (it named a
+    --labelled option the command does not have)."""
+    path = write_jsonl(tmp_path / "d.jsonl", GOOD)
+    with pytest.raises(IngestError) as err:
+        ingest(cfg(**{option: "topics"}), path)
+    assert f"--{option}" not in str(err.value) and f"Fix: data.{option}=topic (config)" in str(err.value)
+
+
 def test_template_typo_suggests_the_fixed_template(tmp_path):
     path = write_jsonl(
         tmp_path / "d.jsonl", [{"body": "Ann has 2 pens.", "question": "How many?", "answer": "2"}]
@@ -255,6 +265,14 @@ def test_render_prompt_template_and_field():
     with pytest.raises(D.MissingFieldError) as err:
         render_prompt("{body} {missing}", row)
     assert err.value.field == "missing"
+
+
+def test_template_format_spec_that_does_not_fit_names_template_and_row(tmp_path):
+    """A format spec a value cannot take ('{n:d}' on text) is an IngestError naming the row, the template and
+    the fix, not a bare ValueError from str.format."""
+    path = write_jsonl(tmp_path / "d.jsonl", [{"n": "3", "answer": "3"}])
+    with pytest.raises(IngestError, match=r"row 0: prompt template 'Count \{n:d\}' .*Unknown format code.*plain"):
+        ingest(cfg(prompt="Count {n:d}"), path)
 
 
 def test_template_row_missing_a_field_is_rejected(tmp_path):
