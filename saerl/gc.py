@@ -1,7 +1,10 @@
 """Garbage collection of the artifact root, for `saerl gc`: remove what no recent run references.
 
-Kept, always: every artifact a stage run of the `keep_runs` newest run records names (by stage and key);
-anything whose build lock another process holds (a build in progress); anything younger than `min_age_hours`.
+Kept, always: every artifact a stage run of the `keep_runs` newest run records names (by stage and key), and
+of every older record still marked running (a long run that newer runs overtook: what it finished days ago is
+what its later stages read; a record killed before it could end stays marked, and keeps its artifacts, until
+it is deleted); anything whose build lock another process holds (a build in progress); anything younger than
+`min_age_hours`.
 The age rule protects a pipeline that is still running: its run record is saved after each stage, so an
 artifact it is building (or has built but not recorded yet) is not referenced yet. Removed: the other finished artifacts
 (`<root>/<stage>/<key>/`), unfinished builds (`.partial-<key>/`, so their resume state goes too) and
@@ -28,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from saerl.artifacts import MANIFEST
-from saerl.runs import RUNS_DIR, recent_runs, stage_of
+from saerl.runs import RUNNING, RUNS_DIR, RunRecord, list_runs, read_run, recent_runs, stage_of
 from saerl.stages import STAGES
 from saerl.status import MB
 
@@ -61,6 +64,7 @@ class GcReport:
     locked: list[Entry] = field(default_factory=list)
     young: list[Entry] = field(default_factory=list)
     runs_kept: int = 0
+    running_kept: int = 0  # older records still marked running, whose artifacts are kept too
     dry_run: bool = False
     min_age_hours: float = MIN_AGE_HOURS
 
@@ -118,12 +122,29 @@ def scan(root: Path) -> list[Entry]:
     return out
 
 
-def referenced_keys(root: Path, keep_runs: int) -> tuple[set[tuple[str, str]], int]:
-    """({(stage, key)} named by the `keep_runs` newest run records, how many records that was).
-    A record among them that cannot be read is an error (what it references is unknown)."""
+def running_records(root: Path, skip: int) -> list[RunRecord]:
+    """The run records older than the `skip` newest that are still marked running (a run under way, or one killed
+    before it could end). An unreadable one among them is passed over (what it references is unknown, and it was not kept before either).
+    in: artifact root, how many newest records to pass over (negative: all); out: the records, newest first."""
+    out = []
+    for path in ([] if skip < 0 else list_runs(root)[::-1][skip:]):
+        try:
+            record = read_run(path)
+        except ValueError:
+            continue
+        if record.extra.get(RUNNING):
+            out.append(record)
+    return out
+
+
+def referenced_keys(root: Path, keep_runs: int) -> tuple[set[tuple[str, str]], int, int]:
+    """({(stage, key)} named by the `keep_runs` newest run records and by every older one still marked running,
+    how many newest records that was, how many older running ones). A record among the newest that cannot be
+    read is an error (what it references is unknown)."""
     records = recent_runs(root, keep_runs)
-    keys = {(stage_of(name), s.key) for r in records for name, s in r.stages.items()}
-    return keys, len(records)
+    running = running_records(root, len(records) if keep_runs >= 0 else -1)
+    keys = {(stage_of(name), s.key) for r in [*records, *running] for name, s in r.stages.items()}
+    return keys, len(records), len(running)
 
 
 @contextmanager
@@ -160,16 +181,16 @@ def remove(entry: Entry) -> None:
 def collect(root: Path, keep_runs: int = KEEP_RUNS, dry_run: bool = False, min_age_hours: float = MIN_AGE_HOURS,
             now: float | None = None) -> GcReport:
     """Remove (or with dry_run only list) every artifact, partial build and trash folder under `root` that
-    none of the `keep_runs` newest run records references, that no build holds the lock of, and that is at
+    none of the `keep_runs` newest run records (nor an older one still marked running) references, that no build holds the lock of, and that is at
     least `min_age_hours` old; ValueError when the root has no run records (unless keep_runs is 0).
     in: artifact root, runs to keep, dry run, minimum age, the time to age against (default now);
     out: a GcReport."""
-    refs, runs_kept = referenced_keys(root, keep_runs)
+    refs, runs_kept, running_kept = referenced_keys(root, keep_runs)
     if runs_kept == 0 and keep_runs != 0:
         raise ValueError(f"no run records under {Path(root) / RUNS_DIR}, so nothing says which artifacts are in "
                          "use (is this an artifact root?); pass --keep-runs 0 to remove every artifact anyway")
     now = time.time() if now is None else now
-    report = GcReport(runs_kept=runs_kept, dry_run=dry_run, min_age_hours=min_age_hours)
+    report = GcReport(runs_kept=runs_kept, running_kept=running_kept, dry_run=dry_run, min_age_hours=min_age_hours)
     for entry in scan(root):
         if entry.kind == "artifact" and (entry.stage, entry.key) in refs:
             report.referenced.append(entry)
@@ -195,7 +216,8 @@ def format_report(report: GcReport) -> str:
     lines = [f"{verb} {len(report.removed)} folders, {report.freed / MB:.2f} MB"
              + (" (dry run: nothing deleted)" if report.dry_run else "")]
     lines += [f"  {e.stage}/{e.path.name}  {e.kind}  {e.bytes / MB:.2f} MB" for e in report.removed]
-    lines.append(f"kept: {len(report.referenced)} artifacts referenced by the {report.runs_kept} newest runs, "
+    running = f" and {report.running_kept} older runs still marked running" if report.running_kept else ""
+    lines.append(f"kept: {len(report.referenced)} artifacts referenced by the {report.runs_kept} newest runs{running}, "
                  f"{len(report.locked)} locked by a running build, "
                  f"{len(report.young)} younger than {report.min_age_hours:g} h")
     return "\n".join(lines)

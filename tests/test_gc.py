@@ -159,3 +159,22 @@ def test_a_build_published_while_gc_walks_it_is_skipped_not_a_crash(root, monkey
     assert "extract/half" in _present(root) and "half" not in [e.key for e in report.removed]
     assert {f"{e.stage}/{e.key}" for e in report.removed} == {"ingest/old", "train/old", "curriculum/orphan",
                                                                "extract/dead"}
+
+
+def test_a_run_still_going_keeps_what_it_recorded_when_newer_runs_overtake_it(root):
+    """A long run (days of training) records train:vanilla:0, done two days ago, and trains on; newer runs push its
+    record out of the newest keep_runs. Its evaluate stage will read that artifact: gc keeps it while the record is
+    marked running, and collects it once the run has ended."""
+    from saerl.runs import RUNNING, read_run
+
+    path = root / "runs" / "20260101-000000-aaaaaa.json"
+    record = read_run(path)
+    record.extra[RUNNING] = True
+    save_run(root, record)
+    report = collect(root, keep_runs=2)
+    assert {"ingest/old", "train/old"} <= _present(root) and report.running_kept == 1
+    assert "and 1 older runs still marked running" in format_report(report)
+    record.extra.pop(RUNNING)
+    save_run(root, record)
+    collect(root, keep_runs=2)
+    assert _present(root) == {"ingest/new", "train/a", "train/b"}
