@@ -374,7 +374,8 @@ class EvalConfig(Section):
         "reachable stratum (problems the starting policy solves in at least one of k_samples probe samples, a pass "
         "apart from the scored one)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature for mean@k")
-    target_accuracy: float | None = Field(None, description="steps-to-target target; None = vanilla's final accuracy")
+    target_accuracy: float | None = Field(
+        None, ge=0, le=1, description="steps-to-target target, a fraction (0.75, not 75); None = vanilla's final accuracy")
     max_problems: int | None = Field(
         None, gt=0, description="cap per held-out set: the problems with the smallest sha256(id) (same for every arm)"
     )
