@@ -79,6 +79,13 @@ def tiny_qwen(folder: Path, prompts: list[str], hidden: int, layers: int, vocab:
     return str(folder)
 
 
+def settle(device: torch.device) -> None:
+    """Wait for the work queued on `device`: CUDA runs kernels asynchronously, so a clock read right after they are
+    launched times the launch, and the next timed call pays for the rest. Nothing to wait for on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.inference_mode()
 def naive(loaded: LoadedModel, layer: int, seqs: list[list[int]], kinds: list[str]) -> float:
     """Seconds for the one-prompt-at-a-time, full-depth, output_hidden_states loop."""
@@ -94,13 +101,14 @@ def naive(loaded: LoadedModel, layer: int, seqs: list[list[int]], kinds: list[st
 @torch.inference_mode()
 def limit(loaded: LoadedModel, layer: int, seqs: list[list[int]], cfg: ExtractConfig, lo: int, hi: int) -> float:
     """Seconds for the truncated batched forward alone on prompts [lo, hi), on saerl's batches (no pooling,
-    no storage)."""
+    no storage), the device's queued work included."""
     lengths = np.array([len(s) for s in seqs[lo:hi]])
     pad = loaded.tokenizer.pad_token_id or 0
     start = time.perf_counter()
     for batch in plan_batches(lengths, cfg.token_budget):
         ids, mask = pad_batch([np.asarray(seqs[lo + i]) for i in batch], pad, loaded.device)
         forward_to_layer(loaded, layer, ids, mask)
+    settle(loaded.device)  # nothing is copied back: without this the GPU's work would be timed in the next call
     return time.perf_counter() - start
 
 

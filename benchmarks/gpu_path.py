@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -62,7 +64,9 @@ def default_tokenizer_dir() -> Path:
 
 def build_shaped_model(out: Path, tokenizer_dir: Path, shape: dict[str, object], seed: int = 0) -> float:
     """Write a random-weight model with Qwen2.5-Math-1.5B's architecture (bf16 safetensors) and a tokenizer
-    with a chat template to `out`; returns its parameter count in billions."""
+    with a chat template to `out`; returns its parameter count in billions. Written into a temporary folder
+    beside `out` and renamed into place last, so an interrupted build leaves no `out/config.json` that a later
+    run would take for a complete model (save_pretrained writes the config before the weights and tokenizer)."""
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -75,8 +79,12 @@ def build_shaped_model(out: Path, tokenizer_dir: Path, shape: dict[str, object],
         model = Qwen2ForCausalLM(cfg).to(torch.bfloat16)
     model.generation_config.eos_token_id = tok.sep_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial, safe_serialization=True)
+    tok.save_pretrained(partial)
+    shutil.rmtree(out, ignore_errors=True)  # what an interrupted build of an older version left there
+    os.replace(partial, out)
     n = sum(p.numel() for p in model.parameters()) / 1e9
     del model
     torch.cuda.empty_cache()

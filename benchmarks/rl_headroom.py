@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["runtime.progress=false", "tracking.enabled=false"]
 QUICK = ["train.max_steps=60"]
 FRESH_SEED = 7007  # seed of the fresh level 1-2 problems (pool and held-out draws add 1 and 2)
+POOLS = ("all", "clean", "clean_levels_1_2", "fresh_levels_1_2")  # the oracle pools, in the order they run
 
 
 def greedy_accuracy(samples: pl.DataFrame, set_name: str, ids: set[str] | None = None) -> float:
@@ -74,6 +75,17 @@ def oracle_pools(world: dict[str, pl.DataFrame], fresh: pl.DataFrame) -> dict[st
             "fresh_levels_1_2": fresh}
 
 
+def chosen_pools(arg: str) -> set[str]:
+    """The pool names of a comma-separated --pools value; SystemExit naming any that is not one of POOLS (a
+    misspelt pool was skipped without a word, and the best pool was then chosen among the others)."""
+    names = {name.strip() for name in arg.split(",") if name.strip()}
+    unknown = sorted(names - set(POOLS))
+    if unknown or not names:
+        raise SystemExit(f"--pools {arg!r}: unknown pool(s) {', '.join(unknown) or '(none given)'}; choose among "
+                         f"{', '.join(POOLS)}")
+    return names
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
@@ -81,10 +93,11 @@ def main() -> None:
     ap.add_argument("--out", default=".saerl-bench/rl_headroom", help="where the trained policies go")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fresh-n", type=int, default=1000, help="fresh level 1-2 held-out problems")
-    ap.add_argument("--pools", default="all,clean,clean_levels_1_2,fresh_levels_1_2")
+    ap.add_argument("--pools", default=",".join(POOLS), help="comma-separated oracle pools to train on")
     ap.add_argument("--quick", action="store_true", help="60 GRPO steps per pool")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides")
     args = ap.parse_intermixed_args()
+    pools = chosen_pools(args.pools)
     cfg = load_config(args.config, [*COMMON, *([f"runtime.artifact_root={args.root}"] if args.root else []),
                                     *(QUICK if args.quick else []), *args.overrides])
     torch.set_num_threads(cfg.testbed.threads)
@@ -108,7 +121,7 @@ def main() -> None:
           f"{greedy_accuracy(base, 'fresh_levels_1_2'):.3f}", flush=True)
     rows = []
     for name, pool in oracle_pools(world, fresh_pool).items():
-        if name not in args.pools.split(","):
+        if name not in pools:
             continue
         run = train_grpo(lm, pool, None, cfg.train, Path(args.out) / name, prompts_per_step=cfg.curriculum.batch_size,
                          seed=args.seed, max_steps=cfg.train.max_steps)

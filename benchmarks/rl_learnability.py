@@ -31,10 +31,10 @@ import polars as pl
 import torch
 
 from saerl.artifacts import MANIFEST, write_file_atomic
-from saerl.config import PipelineConfig, load_config
+from saerl.config import PipelineConfig, TrainConfig, load_config
 from saerl.pipeline import input_keys
 from saerl.policy_lm import load_policy, score_policy
-from saerl.rl import train_grpo
+from saerl.rl import stream_length, train_grpo
 from saerl.stages import stage_key
 from saerl.testbed import build_testbed, fresh_problems, read_world
 
@@ -60,6 +60,14 @@ def ensure_testbed(cfg: PipelineConfig, root: Path) -> None:
     stamp.unlink(missing_ok=True)
     build_testbed(cfg.testbed, root)
     write_file_atomic(stamp, lambda tmp: tmp.write_text(key + "\n"))
+
+
+def pool_size(train: TrainConfig, prompts_per_step: int, steps: int, asked: int) -> int:
+    """Fresh RL prompts to draw: `asked` (--pool-n), or the training stream of `steps` steps when that is longer
+    (saerl.rl.stream_length: whole generation batches, and under DAPO every refill round's prompts too), so that
+    no prompt is read twice within the step budget (a shorter pool is read again, epoch after epoch)."""
+    extra = train.dynamic_sampling_max_rounds if train.algorithm == "dapo" else 0
+    return max(asked, stream_length(steps, prompts_per_step, train.steps_per_generation, extra))
 
 
 def paired(before: list[float], after: list[float]) -> tuple[float, float]:
@@ -89,7 +97,8 @@ def main() -> None:
                     "machine shared with other jobs: pick the steps the budget buys on a quiet one)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--levels", default="1,2", help="levels of the RL pool and the held-out set, e.g. 1,2,3")
-    ap.add_argument("--pool-n", type=int, default=10_000, help="fresh RL prompts (more than the budget reads)")
+    ap.add_argument("--pool-n", type=int, default=10_000, help="fresh RL prompts (raised to the training stream "
+                    "the step budget can read, so none is read twice)")
     ap.add_argument("--eval-n", type=int, default=1000, help="fresh held-out problems")
     ap.add_argument("--quick", action="store_true", help="300 held-out problems, k=2, 1 minute of RL")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.learning_rate=5e-5")
@@ -105,9 +114,11 @@ def main() -> None:
     k, minutes, eval_n = cfg.eval.k_samples, args.minutes, args.eval_n
     if args.quick:
         k, minutes, eval_n = 2, min(minutes, 1.0), min(eval_n, 300)
+    steps = args.max_steps or int(60 * minutes / MIN_STEP_SECONDS)
     taken: set[tuple] = set()
     ev = fresh_problems(tb, world, eval_n, mix, seed=1000 + args.seed, exclude=taken)
-    pool = fresh_problems(tb, world, args.pool_n, mix, seed=2000 + args.seed, exclude=taken)
+    pool = fresh_problems(tb, world, pool_size(cfg.train, cfg.curriculum.batch_size, steps, args.pool_n), mix,
+                          seed=2000 + args.seed, exclude=taken)
     print(f"fresh held-out set: {ev.height} problems; fresh RL pool: {pool.height} prompts (levels {levels})")
 
     def measure(model_dir: Path | str) -> tuple[list[bool], list[float]]:
@@ -118,7 +129,7 @@ def main() -> None:
     g0, m0 = measure(root / "lm")
     print(f"eval before: {time.time() - t0:.0f} s")
     run = train_grpo(root / "lm", pool, None, cfg.train, args.out, prompts_per_step=cfg.curriculum.batch_size,
-                     seed=args.seed, max_steps=args.max_steps or int(60 * minutes / MIN_STEP_SECONDS),
+                     seed=args.seed, max_steps=steps,
                      time_limit_s=None if args.max_steps else 60 * minutes)
     g1, m1 = measure(run["model_dir"])
     rewards = [h["reward"] for h in run["log"] if "reward" in h]

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from bench import load_benchmark
 
 from saerl.artifacts import MANIFEST, ArtifactRef
@@ -111,3 +112,26 @@ def test_result_line_peak_is_nan_without_a_gpu_and_total_is_the_stages_time(tmp_
     bench.main()
     result = capsys.readouterr().out.strip().splitlines()[-1]
     assert "peak_gpu_gib=nan" in result and "total_s=30 " in result and "extract_prompts_per_s=20.0" in result
+
+
+def test_an_interrupted_model_build_leaves_no_config_a_rerun_would_trust(tmp_path, monkeypatch):
+    """main() builds the random-weight model only when `<model>/config.json` is missing; save_pretrained writes the
+    config first, so a build killed while writing the weights or the tokenizer left a folder that every later run
+    loaded as a complete model. The build now lands in place whole or not at all."""
+    import transformers
+
+    bench = load_benchmark("gpu_path")
+    out = tmp_path / "tiny-qwen2-shape"
+    shape = {**bench.QWEN25_MATH_15B, **bench.TINY}
+    saves = transformers.PreTrainedTokenizerBase.save_pretrained
+
+    def killed(self, *args, **kwargs):
+        raise KeyboardInterrupt("killed while writing the tokenizer")
+
+    monkeypatch.setattr(transformers.PreTrainedTokenizerBase, "save_pretrained", killed)
+    with pytest.raises(KeyboardInterrupt):
+        bench.build_shaped_model(out, bench.default_tokenizer_dir(), shape)
+    assert not (out / "config.json").exists()
+    monkeypatch.setattr(transformers.PreTrainedTokenizerBase, "save_pretrained", saves)
+    params_b = bench.build_shaped_model(out, bench.default_tokenizer_dir(), shape)
+    assert (out / "config.json").exists() and (out / "tokenizer_config.json").exists() and params_b > 0

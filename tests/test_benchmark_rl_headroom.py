@@ -94,3 +94,21 @@ def test_the_fresh_pool_holds_the_whole_training_stream():
     assert bench.fresh_pool_size(TrainConfig(max_steps=10), 4) == 40
     assert bench.fresh_pool_size(TrainConfig(max_steps=10, algorithm="dapo", dynamic_sampling_max_rounds=3), 4) == 160
     assert bench.fresh_pool_size(TrainConfig(max_steps=5, steps_per_generation=2), 4) == 24
+
+
+def test_a_misspelt_pool_is_refused_before_any_work(monkeypatch):
+    """--pools all,clean_levels_12 trained the whole pool only and reported it as the best oracle pool (the
+    misspelt name matched none and was skipped without a word); now the run stops first, naming it."""
+    import pytest
+
+    bench = load_benchmark("rl_headroom")
+    pool = pl.DataFrame({"id": ["p0"], "difficulty": [1], "defect": ["none"]})
+    assert tuple(bench.oracle_pools({"pool": pool}, pool)) == bench.POOLS
+    assert bench.chosen_pools("all, clean_levels_1_2,") == {"all", "clean_levels_1_2"}
+    monkeypatch.setattr(bench, "load_config", lambda *a: pytest.fail("the config was loaded"))
+    monkeypatch.setattr("sys.argv", ["rl_headroom.py", "--pools", "all,clean_levels_12"])
+    with pytest.raises(SystemExit, match="clean_levels_12") as err:
+        bench.main()
+    assert "fresh_levels_1_2" in str(err.value)  # the names it takes
+    with pytest.raises(SystemExit, match="none given"):
+        bench.chosen_pools(",")

@@ -76,3 +76,28 @@ def test_a_pipeline_testbed_artifact_is_reused_only_for_its_own_key(tmp_path, mo
     with pytest.raises(SystemExit, match="another testbed config"):
         bench.main()
     assert builds == [] and not (artifact / bench.STAMP).exists()  # never built over
+
+
+def test_the_fresh_pool_holds_the_whole_step_budget(tmp_path, monkeypatch):
+    """--pool-n (10,000) was drawn whatever the budget: --max-steps 1000 at 16 prompts a step reads 16,000, so 6,000
+    prompts came round a second time, against the promise that RL never sees a prompt twice within its budget. The
+    pool now holds the stream of the step budget (the wall clock's step cap without --max-steps)."""
+    from saerl.config import TrainConfig
+
+    bench = load_benchmark("rl_learnability")
+    assert bench.pool_size(TrainConfig(), 16, 1000, 10_000) == 16_000
+    assert bench.pool_size(TrainConfig(), 16, 100, 10_000) == 10_000  # --pool-n when it is the longer
+    assert bench.pool_size(TrainConfig(algorithm="dapo", dynamic_sampling_max_rounds=2), 4, 10, 0) == 120
+    _fake_run(bench, monkeypatch, tmp_path)
+    drawn, steps = [], []
+    fake_fresh = bench.fresh_problems
+    monkeypatch.setattr(bench, "fresh_problems", lambda tb, world, n, *a, **kw: drawn.append(n) or fake_fresh())
+    fake_train = bench.train_grpo
+    monkeypatch.setattr(bench, "train_grpo", lambda *a, **kw: steps.append(kw["max_steps"]) or fake_train())
+    _main(bench, monkeypatch, tmp_path, "--max-steps", "1000")
+    assert drawn == [1000, 16_000] and steps == [1000]  # held-out set, then the pool of 1000 steps x 16 prompts
+    drawn.clear()
+    monkeypatch.setattr(sys, "argv", ["rl_learnability.py", "--testbed-dir", str(tmp_path / "tb"), "--out",
+                                      str(tmp_path / "out"), "--minutes", "5"])
+    bench.main()
+    assert drawn[1] == 16 * int(300 / bench.MIN_STEP_SECONDS) > 10_000  # the most steps 5 minutes can buy
