@@ -243,10 +243,14 @@ class ScoreConfig(Section):
         "unfinished chunks) and the seeding unit (each chunk samples with a seed derived from score.seed and its index)")
     quality_threshold: float = Field(0.5, ge=0, le=1, description="prompts with quality_hat below are filtered")
     seed: int = Field(0, ge=0, description="split and k-means seed")
-    minibatch_above: int = Field(10_000, gt=0, description="use MiniBatchKMeans when there are more prompts than this")
+    minibatch_above: int = Field(
+        10_000, gt=0, description="use MiniBatchKMeans when there are more prompts than this; above it the "
+        "cluster-vs-topic report and the cluster map also read a seeded sample of this many prompts")
     kmeans_n_init: int = Field(3, gt=0, description="k-means restarts (best inertia kept)")
     silhouette_sample: int = Field(2000, ge=100, description="prompts subsampled (seeded) to choose k by cosine silhouette")
-    cluster_top_features: int = Field(10, gt=0, description="top SAE features listed per cluster (by mean TF-IDF weight)")
+    cluster_top_features: int = Field(10, gt=0, description="top SAE features listed per cluster, by mean weight in "
+                                      "the codes the clusters were made from (TF-IDF weighted when score.tfidf; "
+                                      "rows L2-normalised)")
     cluster_examples: int = Field(3, ge=0, description="example prompts listed per cluster")
     cv_folds: int = Field(5, ge=2, description="cross-validation folds for every property model's hyper-parameters")
     enet_l1_ratios: list[float] = Field(
@@ -327,8 +331,10 @@ class TrainConfig(Section):
     max_completion_length: int = Field(64, gt=0, description="tokens per rollout")
     beta: float = Field(0.0, ge=0, description="KL coefficient")
     epsilon: float = Field(0.2, gt=0, description="PPO clip (low)")
-    epsilon_high: float | None = Field(None, description="PPO clip (high); DAPO uses 0.28")
-    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field("dapo", description="trl loss aggregation")
+    epsilon_high: float | None = Field(
+        None, description="PPO clip (high); None = epsilon under algorithm=grpo, DAPO's 0.28 under algorithm=dapo")
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
+        "dapo", description="trl loss aggregation under algorithm=grpo; algorithm=dapo always uses dapo (token-level)")
     scale_rewards: Literal["group", "batch", "none"] = Field("group", description="advantage scaling (trl)")
     format_reward: float = Field(0.0, ge=0, description="weight of the answer-format reward")
     dynamic_sampling_max_rounds: int = Field(
@@ -557,17 +563,36 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def text_fields() -> set[str]:
+    """The dotted paths of fields that hold text alone (str or str | None: model.revision, name, data.prompt...),
+    whose override value stays the text it was written as rather than the number, boolean or mapping YAML reads
+    in it."""
+    out = set()
+    for path in field_paths():
+        section, _, name = path.partition(".")
+        info = PipelineConfig.model_fields[section]
+        info = info.annotation.model_fields[name] if name else info
+        ann = info.annotation
+        if ann is str or (get_origin(ann) in (Union, types.UnionType) and set(get_args(ann)) == {str, type(None)}):
+            out.add(path)
+    return out
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of a raw config dict with dotted overrides set; unknown paths are errors. A whole section
     given as a mapping ('train={max_steps: 50}') sets the fields it names, as 'train.max_steps=50' would, and
     keeps the section's other fields; one entry of a mapping field is set by its name ('eval.sets.gsm8k=PATH',
-    'testbed.defect_kinds.garbled=0.3'), keeping the mapping's other entries."""
+    'testbed.defect_kinds.garbled=0.3'), keeping the mapping's other entries. A text field keeps a value that
+    YAML reads as something else (a number, boolean, mapping) as written: 'model.revision=0123456' is that
+    commit, not the octal 42798, and 'data.prompt=Solve: {question}' a template, not a mapping."""
     out = json.loads(json.dumps(raw))
     valid = set(field_paths())
     sections = {p.split(".")[0] for p in valid if "." in p}
-    mappings = mapping_fields()
+    mappings, texts = mapping_fields(), text_fields()
     for text in overrides:
         key, value = parse_override(text)
+        if key in texts and value is not None and not isinstance(value, str):
+            value = text.split("=", 1)[1].strip()
         parent = key.rsplit(".", 1)[0]
         if key not in valid and parent in mappings:  # one entry of a mapping: the mapping as it stands, plus it
             section, name = parent.split(".")

@@ -25,6 +25,7 @@ from sklearn.decomposition import TruncatedSVD
 MAX_CLUSTER_PANELS = 12  # clusters drawn by cluster_top_features (the largest ones)
 PANEL_COLUMNS = 4  # panels per row in cluster_top_features
 SHARED_COLOR, OWN_COLOR = "tab:gray", "tab:blue"  # a feature that is top in other clusters too / only in this one
+FEATURE_WEIGHT_LABEL = "mean weight (codes as clustered, unit-norm rows)"  # TF-IDF weighted only when score.tfidf
 NO_TOPIC, NO_TOPIC_COLOR = "(no topic)", "lightgray"  # prompts without a true topic (null, NaN or "") in cluster_map
 
 
@@ -46,9 +47,9 @@ def topic_names(topics: np.ndarray) -> np.ndarray:
 
 
 def cluster_map(Z: sp.spmatrix, clusters: np.ndarray, topics: np.ndarray | None = None, seed: int = 0) -> Figure:
-    """2-D TruncatedSVD projection of the (TF-IDF weighted, L2-normalised) SAE codes Z [n, d_sae]; left panel
-    coloured by k-means cluster, right panel by true topic (when `topics` is given; prompts without one are grey,
-    named NO_TOPIC)."""
+    """2-D TruncatedSVD projection of the SAE codes Z [n, d_sae] as clustered (L2-normalised, TF-IDF weighted
+    when score.tfidf); left panel coloured by k-means cluster, right panel by true topic (when `topics` is
+    given; prompts without one are grey, named NO_TOPIC)."""
     xy = TruncatedSVD(2, random_state=seed).fit_transform(Z) if min(Z.shape) > 2 else np.zeros((Z.shape[0], 2))
     panels = 2 if topics is not None else 1
     fig = Figure(figsize=(6 * panels, 5))
@@ -107,7 +108,7 @@ def curriculum_difficulty(order: pl.DataFrame, window: int = 0) -> Figure:
         w = window or max(1, order.height // 50)
         ax.plot(pos, order["difficulty_hat"].rolling_mean(w, min_samples=1).to_numpy(), "k-", lw=1.5,
                 label=f"rolling mean ({w})")
-        ax.legend(fontsize=6, markerscale=2, loc="best", ncol=2)
+        ax.legend(fontsize=6, markerscale=2, loc="best", ncol=2, title="cluster", title_fontsize=6)
     ax.set(title="Predicted difficulty along the curriculum", xlabel="position", ylabel="difficulty_hat")
     fig.tight_layout()
     return fig
@@ -183,8 +184,8 @@ def _cluster_caption(row: dict) -> str:
 
 
 def cluster_top_features(clusters: pl.DataFrame, max_clusters: int = MAX_CLUSTER_PANELS) -> Figure:
-    """The top SAE features of each cluster as horizontal bars of their mean weight (TF-IDF weighted,
-    L2-normalised codes, as the clustering saw them), one panel per cluster (the `max_clusters` largest); a
+    """The top SAE features of each cluster as horizontal bars of their mean weight (in the L2-normalised codes,
+    TF-IDF weighted when score.tfidf, as the clustering saw them), one panel per cluster (the `max_clusters` largest); a
     feature that is also among another cluster's top features is drawn grey, one only this cluster has blue.
     in: the score stage's clusters frame (cluster, size, share, top_features, top_weights, top_topic,
     top_topic_share); out: Figure."""
@@ -205,7 +206,7 @@ def cluster_top_features(clusters: pl.DataFrame, max_clusters: int = MAX_CLUSTER
         ax.set_yticks(range(len(feats)), [f"feature {f}" for f in feats], fontsize=7)
         ax.invert_yaxis()
         ax.set_title(_cluster_caption(row), fontsize=8)
-        ax.set_xlabel("mean weight (weighted code, unit-norm rows)", fontsize=7)
+        ax.set_xlabel(FEATURE_WEIGHT_LABEL, fontsize=7)
         ax.tick_params(axis="x", labelsize=7)
     for ax in axes[shown.height:]:
         ax.set_axis_off()

@@ -93,6 +93,37 @@ def test_override_values_keep_a_hash_sign_and_a_date_as_written():
     assert cfg.model.revision == "2024-05-01" and cfg.runtime.artifact_root == "/tmp/runs #2"
 
 
+def test_a_text_field_keeps_an_override_yaml_reads_as_a_number_boolean_or_mapping_as_written():
+    cfg = load_config(None, ["model.revision=0123456", "name=2024", "data.topic=no", "data.id=null"])
+    assert (cfg.model.revision, cfg.name, cfg.data.topic, cfg.data.id) == ("0123456", "2024", "no", None)
+    cfg = load_config(None, ["data.prompt=Solve: {question}"])  # a template, not the mapping YAML reads
+    assert cfg.data.prompt == "Solve: {question}" and load_config(None, ["data.prompt={q}"]).data.prompt == "{q}"
+    assert load_config(None, ["curriculum.mix_ratio=0.3"]).curriculum.mix_ratio == 0.3  # numbers stay numbers
+
+
+def test_loss_type_and_epsilon_high_descriptions_say_what_algorithm_dapo_does_with_them():
+    from saerl.config import TrainConfig
+    from saerl.dapo import DAPO_EPSILON_HIGH, dapo_overrides
+
+    fields = TrainConfig.model_fields
+    assert dapo_overrides(TrainConfig(algorithm="dapo", loss_type="grpo"))["loss_type"] == "dapo"  # ignored
+    assert "algorithm=dapo always uses dapo" in fields["loss_type"].description
+    assert dapo_overrides(TrainConfig(algorithm="dapo"))["epsilon_high"] == DAPO_EPSILON_HIGH
+    assert f"{DAPO_EPSILON_HIGH} under algorithm=dapo" in fields["epsilon_high"].description
+    assert "None = epsilon under algorithm=grpo" in fields["epsilon_high"].description  # trl's default
+
+
+def test_minibatch_above_description_says_it_also_samples_the_cluster_report_and_map():
+    import numpy as np
+
+    from saerl.config import ScoreConfig
+    from saerl.property_models import report_rows
+
+    cfg = ScoreConfig(minibatch_above=100)
+    assert len(report_rows(150, cfg)) == 100 and np.array_equal(report_rows(100, cfg), np.arange(100))
+    assert "seeded sample of this many prompts" in ScoreConfig.model_fields["minibatch_above"].description
+
+
 def test_apply_overrides_does_not_mutate_input():
     raw = {"curriculum": {"mix_ratio": 0.1}}
     out = apply_overrides(raw, ["curriculum.mix_ratio=0.4"])

@@ -113,3 +113,20 @@ def test_cluster_map_never_names_the_missing_topic():
     assert sizes == {NO_TOPIC: 3, "add": 3, "mul": 2}
     grey = next(c for c in ax.collections if c.get_label() == NO_TOPIC)
     assert tuple(grey.get_facecolor()[0][:3]) == pytest.approx(to_rgb(NO_TOPIC_COLOR))
+
+
+def test_curriculum_difficulty_legend_says_its_colours_are_clusters():
+    from saerl.plots import curriculum_difficulty
+
+    order = pl.DataFrame({"position": [0, 1, 2, 3], "cluster": [0, 1, 0, 1], "difficulty_hat": [0.1, 0.2, 0.3, 0.4]})
+    legend = curriculum_difficulty(order).axes[0].get_legend()
+    assert legend.get_title().get_text() == "cluster"  # the entries alone ("0", "1") name nothing
+    assert [t.get_text() for t in legend.get_texts()][:2] == ["0", "1"]
+
+
+def test_cluster_top_features_claims_no_tf_idf_weighting_the_codes_may_not_have():
+    from saerl.config import ScoreConfig
+
+    label = cluster_top_features(_clusters(1)).axes[0].get_xlabel()
+    assert "weighted" not in label and "as clustered" in label  # score.tfidf=false clusters unweighted codes
+    assert "TF-IDF weighted when score.tfidf" in ScoreConfig.model_fields["cluster_top_features"].description
