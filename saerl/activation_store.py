@@ -296,5 +296,10 @@ def open_activations(path: str | Path) -> Activations:
     """Open ``activations.zarr`` (or the artifact folder holding it) for reading."""
     group = zarr.open_group(_zarr_path(path), mode="r")
     meta = _meta(group)
-    heads = group[HEADS][:].astype(np.int64) if HEADS in group else np.zeros(meta.n_prompts, dtype=np.int64)
-    return Activations(group, meta, [str(x) for x in group["ids"][:]], group["offsets"][:], heads)
+    return Activations(group, meta, [str(x) for x in group["ids"][:]], group["offsets"][:],
+                       store_heads(group, meta.n_prompts))
+
+
+def store_heads(group: zarr.Group, n_prompts: int) -> np.ndarray:
+    """The store's head length per prompt, int64 [n_prompts] (0 each in a store that predates the heads array)."""
+    return group[HEADS][:].astype(np.int64) if HEADS in group else np.zeros(n_prompts, dtype=np.int64)

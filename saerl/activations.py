@@ -32,14 +32,15 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from saerl.activation_store import (
-    HEADS,
     STORE_NAME,
     ChunkWriter,
     StoreMeta,
     chunk_ranges,
+    content_mask,
     open_activations,
     open_for_write,
     prepare_store,
+    store_heads,
 )
 from saerl.artifacts import ChunkLog
 from saerl.config import ExtractConfig, ModelConfig
@@ -327,9 +328,8 @@ def pool_flat(flat: torch.Tensor, lengths: torch.Tensor, kinds: Sequence[str],
     flat = flat.float()
     body, body_lengths = flat, lengths
     if heads is not None and bool((heads > 0).any()):
-        starts = torch.cumsum(lengths, 0) - lengths
-        position = torch.arange(len(flat), device=flat.device) - torch.repeat_interleave(starts, lengths)
-        body, body_lengths = flat[position >= torch.repeat_interleave(heads, lengths)], lengths - heads
+        keep = content_mask(lengths.cpu().numpy(), heads.cpu().numpy())
+        body, body_lengths = flat[torch.from_numpy(keep).to(flat.device)], lengths - heads
     out: dict[str, torch.Tensor] = {}
     for kind in kinds:
         if kind == "last":
@@ -385,7 +385,7 @@ def extract_chunks(store_path: str | Path, chunk_log: ChunkLog, chunk_ids: Seque
     written and recorded. Returns a summary: n_prompts, n_tokens, d_model, layer, seconds, tokens_per_s."""
     group, meta = open_for_write(store_path)
     offsets = group["offsets"][:]
-    heads = group[HEADS][:] if HEADS in group else np.zeros(len(offsets) - 1, dtype=np.int32)
+    heads = store_heads(group, len(offsets) - 1)
     ranges = chunk_ranges(len(offsets) - 1, meta.chunk_rows)
     wanted = range(len(ranges)) if chunk_ids is None else chunk_ids
     todo = [c for c in wanted if not (chunk_log.is_done(c) and chunk_log.get(c).get("fingerprint") == meta.fingerprint)]

@@ -136,6 +136,12 @@ def blank_token_metrics(metrics: dict[str, list[float]], before: dict[str, int])
         values[before.get(key, 0):] = [float("nan")] * (len(values) - before.get(key, 0))
 
 
+def loss_tokens(batch: dict[str, Any]) -> torch.Tensor:
+    """The mask of a trl batch's completion tokens the loss counts: completion_mask, times tool_mask when present."""
+    mask = batch["completion_mask"]
+    return mask if "tool_mask" not in batch else mask * batch["tool_mask"]
+
+
 def concat_batches(parts: list[dict[str, Any]], pad_token_id: int) -> dict[str, Any]:
     """One trl batch from several (rows of different generation rounds): prompts left-padded and completions
     right-padded to the widest part, per-row values concatenated, num_items_in_batch recounted.
@@ -158,8 +164,7 @@ def concat_batches(parts: list[dict[str, Any]], pad_token_id: int) -> dict[str, 
             out[key] = torch.cat(values, dim=0)
         else:
             raise NotImplementedError(f"dynamic sampling does not know how to merge batch key {key!r} (text-only)")
-    mask = out["completion_mask"] if "tool_mask" not in out else out["completion_mask"] * out["tool_mask"]
-    out["num_items_in_batch"] = mask.sum()
+    out["num_items_in_batch"] = loss_tokens(out).sum()
     return out
 
 
@@ -296,8 +301,7 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int) -> type:
             metrics = self._metrics["train"]
             before = {k: len(v) for k, v in metrics.items()}
             loss = super()._compute_loss(model, inputs)
-            mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
-            if self.model.training and not bool(mask.any()):
+            if self.model.training and not bool(loss_tokens(inputs).any()):
                 blank_token_metrics(metrics, before)
             return loss
 

@@ -118,10 +118,15 @@ def add_stop_id(model: Any, token_id: int | None) -> None:
     keeping those already there; None or an id already there changes nothing."""
     if token_id is None:
         return
-    conf = model.generation_config.eos_token_id
-    ids = [] if conf is None else [conf] if isinstance(conf, int) else list(conf)
+    ids = config_eos_ids(model)
     if token_id not in ids:
         model.generation_config.eos_token_id = [*ids, token_id]
+
+
+def config_eos_ids(model: Any) -> list[int]:
+    """The model's generation_config EOS ids as a list (it may hold none, one id or a list)."""
+    conf = model.generation_config.eos_token_id
+    return [] if conf is None else [conf] if isinstance(conf, int) else list(conf)
 
 
 def prompt_text(tok: Any, prompt: str) -> str:
@@ -229,8 +234,7 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 def stop_ids(model: Any, tok: Any) -> list[int]:
     """The token ids that end a completion, as trl's GRPOTrainer stops RL rollouts: the tokenizer's EOS plus the
     checkpoint generation_config's EOS ids (a chat model ends its turn with one of those, e.g. <|im_end|>)."""
-    conf = model.generation_config.eos_token_id
-    ids = [] if conf is None else [conf] if isinstance(conf, int) else list(conf)
+    ids = config_eos_ids(model)
     return ids if tok.eos_token_id in ids or tok.eos_token_id is None else [tok.eos_token_id, *ids]
 
 

@@ -303,7 +303,7 @@ def micro_batch(completions: int, parts: int) -> int:
 def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_steps: int, seed: int,
                 device: str = "auto", progress: bool = True, stop_token_ids: list[int] | None = None) -> Any:
     """trl GRPOConfig from our TrainConfig: on `device` (runtime.device: 'auto' = CUDA when there is one; trl
-    would otherwise take a GPU whatever the config says), with trl's progress bar only when `progress`
+    would otherwise take a GPU whatever the config says), with a progress bar only when `progress`
     (runtime.progress), fp32 on CPU (bf16 on CUDA when cfg.bf16), constant
     lr, no shuffling; a step's prompts_per_step x num_generations completions in cfg.micro_batches forward/backward
     passes (gradient accumulation: trl's steps_per_generation counts passes, cfg's counts optimizer steps); resumable trainer
