@@ -479,12 +479,16 @@ def field_paths(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> li
 def mapping_fields() -> set[str]:
     """The dotted paths of mapping-valued fields (eval.sets, testbed.defect_kinds), whose entries an override may
     name: 'eval.sets.gsm8k=PATH'."""
-    out = set()
+    return {path for path, ann in leaf_annotations().items() if "." in path and get_origin(ann) is dict}
+
+
+def leaf_annotations() -> dict[str, Any]:
+    """{dotted leaf field path (field_paths): its type annotation}."""
+    out = {}
     for path in field_paths():
         section, _, name = path.partition(".")
-        info = PipelineConfig.model_fields[section].annotation.model_fields.get(name) if name else None
-        if info is not None and get_origin(info.annotation) is dict:
-            out.add(path)
+        info = PipelineConfig.model_fields[section]
+        out[path] = (info.annotation.model_fields[name] if name else info).annotation
     return out
 
 
@@ -567,15 +571,8 @@ def text_fields() -> set[str]:
     """The dotted paths of fields that hold text alone (str or str | None: model.revision, name, data.prompt...),
     whose override value stays the text it was written as rather than the number, boolean or mapping YAML reads
     in it."""
-    out = set()
-    for path in field_paths():
-        section, _, name = path.partition(".")
-        info = PipelineConfig.model_fields[section]
-        info = info.annotation.model_fields[name] if name else info
-        ann = info.annotation
-        if ann is str or (get_origin(ann) in (Union, types.UnionType) and set(get_args(ann)) == {str, type(None)}):
-            out.add(path)
-    return out
+    return {path for path, ann in leaf_annotations().items()
+            if ann is str or (get_origin(ann) in (Union, types.UnionType) and set(get_args(ann)) == {str, type(None)})}
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
