@@ -124,8 +124,9 @@ def scan(root: Path) -> list[Entry]:
 
 def running_records(root: Path, skip: int) -> list[RunRecord]:
     """The run records older than the `skip` newest that are still marked running (a run under way, or one killed
-    before it could end). An unreadable one among them is passed over (what it references is unknown, and it was not kept before either).
-    in: artifact root, how many newest records to pass over (negative: all); out: the records, newest first."""
+    before it could end). An unreadable one among them is passed over (what it references is unknown, and it was
+    not kept before either). in: artifact root, how many newest records to pass over (negative: all); out: the
+    records, newest first."""
     out = []
     for path in ([] if skip < 0 else list_runs(root)[::-1][skip:]):
         try:
@@ -181,9 +182,9 @@ def remove(entry: Entry) -> None:
 def collect(root: Path, keep_runs: int = KEEP_RUNS, dry_run: bool = False, min_age_hours: float = MIN_AGE_HOURS,
             now: float | None = None) -> GcReport:
     """Remove (or with dry_run only list) every artifact, partial build and trash folder under `root` that
-    none of the `keep_runs` newest run records (nor an older one still marked running) references, that no build holds the lock of, and that is at
-    least `min_age_hours` old; ValueError when the root has no run records (unless keep_runs is 0).
-    in: artifact root, runs to keep, dry run, minimum age, the time to age against (default now);
+    none of the `keep_runs` newest run records (nor an older one still marked running) references, that no build
+    holds the lock of, and that is at least `min_age_hours` old; ValueError when the root has no run records (unless
+    keep_runs is 0). in: artifact root, runs to keep, dry run, minimum age, the time to age against (default now);
     out: a GcReport."""
     refs, runs_kept, running_kept = referenced_keys(root, keep_runs)
     if runs_kept == 0 and keep_runs != 0:

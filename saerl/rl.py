@@ -304,9 +304,9 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
                 device: str = "auto", progress: bool = True, stop_token_ids: list[int] | None = None) -> Any:
     """trl GRPOConfig from our TrainConfig: on `device` (runtime.device: 'auto' = CUDA when there is one; trl
     would otherwise take a GPU whatever the config says), with a progress bar only when `progress`
-    (runtime.progress), fp32 on CPU (bf16 on CUDA when cfg.bf16), constant
-    lr, no shuffling; a step's prompts_per_step x num_generations completions in cfg.micro_batches forward/backward
-    passes (gradient accumulation: trl's steps_per_generation counts passes, cfg's counts optimizer steps); resumable trainer
+    (runtime.progress), fp32 on CPU (bf16 on CUDA when cfg.bf16), constant lr, no shuffling; a step's
+    prompts_per_step x num_generations completions in cfg.micro_batches forward/backward passes (gradient
+    accumulation: trl's steps_per_generation counts passes, cfg's counts optimizer steps); resumable trainer
     checkpoints (model as safetensors + optimizer, scheduler and RNG states) in `out_dir` every
     cfg.save_every steps rounded up to whole generation batches (:func:`save_period`; none when 0), the last
     cfg.keep_checkpoints kept;
