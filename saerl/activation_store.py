@@ -98,6 +98,25 @@ def fingerprint_after(previous: str, content: str) -> str:
     return hashlib.sha256(f"{previous}:{content}".encode()).hexdigest()[:20] if previous else content
 
 
+def kept_or_chained(store: str | Path, content: str, fingerprint_of: Callable[[zarr.Group], str | None],
+                    content_of: Callable[[zarr.Group], str | None]) -> tuple[zarr.Group | None, str]:
+    """The Zarr store at `store` when it is complete and holds `content` (content_of: None while incomplete), to
+    keep and resume: (it, ""); else (None, what its replacement's fingerprint chains from: the old store's
+    fingerprint (fingerprint_of), or the `previous` attr a replacement cut short left, or, for a folder without a
+    readable root (a replacement killed while it deleted the store it replaced), a value no store ever had; ""
+    when there is no store). So chunk-log records of an earlier store never count as done, even after a change
+    and its undo."""
+    if not Path(store).exists():
+        return None, ""
+    try:
+        old = zarr.open_group(store, mode="r")
+    except (OSError, ValueError):  # no readable root: its chain is lost
+        return None, f"unreadable-{uuid.uuid4().hex}"
+    if content_of(old) == content:
+        return old, ""
+    return None, fingerprint_of(old) or old.attrs.get("previous", "")
+
+
 def prepare_store(store: str | Path, ids: list[str], token_ids: list[list[int]], model: str, layer: int,
                   d_model: int, n_layers: int, cfg: ExtractConfig, dtype: str = "", n_truncated: int = 0,
                   heads: Sequence[int] | np.ndarray | None = None) -> StoreMeta:
@@ -123,16 +142,10 @@ def prepare_store(store: str | Path, ids: list[str], token_ids: list[list[int]],
               "token_block_rows": cfg.token_block_rows, "dtype": dtype, "n_truncated": n_truncated,
               "skip_head": cfg.skip_head}
     content = _fingerprint(list(ids), flat, offsets, head, fields)
-    previous = ""
-    if Path(store).exists():
-        try:
-            old = zarr.open_group(store, mode="r")
-        except (OSError, ValueError):  # no readable root: a replacement killed while it deleted the store it replaced
-            previous = f"unreadable-{uuid.uuid4().hex}"  # its chain is lost: chain from a value no store ever had
-        else:
-            if old.attrs.get("meta") and old.attrs.get("content") == content:
-                return _meta(old)
-            previous = (old.attrs.get("meta") or {}).get("fingerprint") or old.attrs.get("previous", "")
+    old, previous = kept_or_chained(store, content, lambda g: (g.attrs.get("meta") or {}).get("fingerprint"),
+                                    lambda g: g.attrs.get("content") if g.attrs.get("meta") else None)
+    if old is not None:
+        return _meta(old)
     meta = StoreMeta(**fields, fingerprint=fingerprint_after(previous, content))  # type: ignore[arg-type]
     group = zarr.open_group(store, mode="w")
     group.attrs["previous"] = previous  # a replacement cut short still chains from the store it replaced

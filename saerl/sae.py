@@ -30,7 +30,6 @@ import functools
 import json
 import math
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +46,7 @@ from saerl.activation_store import (
     chunk_ranges,
     content_mask,
     fingerprint_after,
+    kept_or_chained,
     open_activations,
 )
 from saerl.artifacts import ChunkLog, file_sha256
@@ -223,17 +223,11 @@ def _prepare_codes(store: Path, act: Activations, d_sae: int, k: int, cfg: SAECo
     weights = file_sha256(sae_dir / "sae_weights.safetensors")
     content = stable_hash([act.meta.fingerprint, d_sae, k, list(cfg.encode_pool), weights,
                            json.loads((sae_dir / "cfg.json").read_text())])
-    previous = ""
-    if store.exists():
-        try:
-            old = zarr.open_group(store, mode="r")
-        except (OSError, ValueError):  # no readable root: a replacement killed while it deleted the store it replaced
-            previous = f"unreadable-{uuid.uuid4().hex}"  # its chain is lost: chain from a value no store ever had
-        else:
-            fp = old.attrs.get("fingerprint")
-            if fp and old.attrs.get("content", fp) == content:  # stores that predate "content": fingerprint = content
-                return str(fp)
-            previous = fp or old.attrs.get("previous", "")
+    old, previous = kept_or_chained(  # a store that predates the "content" attr: its fingerprint is its content
+        store, content, lambda g: g.attrs.get("fingerprint"),
+        lambda g: g.attrs.get("content", g.attrs["fingerprint"]) if g.attrs.get("fingerprint") else None)
+    if old is not None:
+        return str(old.attrs["fingerprint"])
     fp = fingerprint_after(previous, content)
     create_codes_store(store, act.n_prompts, d_sae, k, cfg.encode_pool, act.meta.chunk_rows, fp, ids=act.ids,
                        content=content, previous=previous)
