@@ -345,10 +345,10 @@ def _bare_quote(text: str) -> str:
     return ""
 
 
-def _csv_field_counts(text: str) -> list[int]:
-    """Fields in each record of csv text (see _csv_records), header first, counted as polars splits them: commas
-    inside a field that starts with a quote do not count; a quote later in a field is a plain character."""
-    return [_CSV_QUOTED_FIELD.sub("q", record).count(",") + 1 for _, record in _csv_records(text)]
+def _csv_field_counts(records: list[tuple[int, str]]) -> list[int]:
+    """Fields in each of the records of a csv file (_csv_records), header first, counted as polars splits them:
+    commas inside a field that starts with a quote do not count; a quote later in a field is a plain character."""
+    return [_CSV_QUOTED_FIELD.sub("q", record).count(",") + 1 for _, record in records]
 
 
 def _csv_records(text: str) -> list[tuple[int, str]]:
@@ -371,15 +371,14 @@ def _csv_records(text: str) -> list[tuple[int, str]]:
     return records
 
 
-def _ragged_rows(path: Path, width: int, n_rows: int) -> list[dict[str, Any]]:
-    """One 'too many fields' issue per csv row with more fields than the `width` header columns (polars would
-    cut the extra fields off: an unquoted comma splits 'Add 2, 3' in two). IngestError naming the first such
-    line if the records cannot be matched to the `n_rows` rows polars read (a stray quote)."""
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    counts = _csv_field_counts(text)
+def _ragged_rows(path: Path, records: list[tuple[int, str]], width: int, n_rows: int) -> list[dict[str, Any]]:
+    """One 'too many fields' issue per row of csv file `path` (its `records`: _csv_records) with more fields than
+    the `width` header columns (polars would cut the extra fields off: an unquoted comma splits 'Add 2, 3' in two).
+    IngestError naming the first such line if the records cannot be matched to the `n_rows` rows polars read (a
+    stray quote)."""
+    counts = _csv_field_counts(records)
     if max(counts[1:], default=0) <= width:
         return []
-    records = _csv_records(text)
     bad = [(row, n, records[row + 1]) for row, n in enumerate(counts[1:]) if n > width]
     fix = 'an unquoted comma splits a field; quote the whole field that holds it, e.g. "Add 2, 3"'
     if len(counts) != n_rows + 1 or len(records) != len(counts):
@@ -395,14 +394,13 @@ def _ragged_rows(path: Path, width: int, n_rows: int) -> list[dict[str, Any]]:
     ]
 
 
-def _blank_rows(path: Path, frame: pl.DataFrame) -> set[int]:
-    """Rows of a csv frame that are blank lines of the file (polars reads each as a row of nulls; like a blank jsonl
-    line, one is no row), looked for among the all-null rows only; none when the file's records do not line up
-    with the frame's rows."""
+def _blank_rows(records: list[tuple[int, str]], frame: pl.DataFrame) -> set[int]:
+    """Rows of a csv frame that are blank lines of its file (its `records`: _csv_records; polars reads each as a
+    row of nulls; like a blank jsonl line, one is no row), looked for among the all-null rows only; none when the
+    file's records do not line up with the frame's rows."""
     empty = [i for i, rec in enumerate(frame.iter_rows()) if all(v is None for v in rec)]
     if not empty:
         return set()
-    records = _csv_records(path.read_bytes().decode("utf-8", errors="replace"))
     if len(records) != frame.height + 1:
         return set()
     return {i for i in empty if not records[i + 1][1]}
@@ -428,8 +426,9 @@ def _read_csv(path: Path) -> LoadedTable:
         for name, value in rec.items()
         if isinstance(value, str) and "\ufffd" in value
     ]
-    ragged = _ragged_rows(path, frame.width, frame.height)
-    blank = _blank_rows(path, frame)
+    records = _csv_records(path.read_bytes().decode("utf-8", errors="replace"))  # the file read once for both
+    ragged = _ragged_rows(path, records, frame.width, frame.height)
+    blank = _blank_rows(records, frame)
     dropped = {i["row"] for i in ragged} | blank
     number = {r: n for n, r in enumerate(r for r in range(frame.height) if r not in blank)}  # frame row -> source row
     rows = [number[r] for r in range(frame.height) if r not in dropped]
