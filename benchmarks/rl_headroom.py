@@ -32,7 +32,7 @@ from saerl.artifacts import ArtifactStore
 from saerl.config import EvalConfig, TrainConfig, load_config
 from saerl.evaluate import GREEDY, REACH_SEED, evaluate_policy, reachable_ids
 from saerl.pipeline import run_all
-from saerl.rl import stream_length, train_grpo
+from saerl.rl import train_grpo, train_stream_length
 from saerl.testbed import fresh_problems, read_world
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,9 +62,8 @@ def gains_over(base: pl.DataFrame, after: pl.DataFrame, reach: set[str]) -> dict
 
 def fresh_pool_size(train: TrainConfig, prompts_per_step: int) -> int:
     """Fresh problems the fresh pool needs so that no prompt is read twice: the training stream's length
-    (saerl.rl.stream_length: whole generation batches, and under DAPO every refill round's prompts too)."""
-    extra = train.dynamic_sampling_max_rounds if train.algorithm == "dapo" else 0
-    return stream_length(train.max_steps, prompts_per_step, train.steps_per_generation, extra)
+    (saerl.rl.train_stream_length: whole generation batches, and under DAPO every refill round's prompts too)."""
+    return train_stream_length(train, prompts_per_step)
 
 
 def oracle_pools(world: dict[str, pl.DataFrame], fresh: pl.DataFrame) -> dict[str, pl.DataFrame]:

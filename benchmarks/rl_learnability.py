@@ -34,7 +34,7 @@ from saerl.artifacts import MANIFEST, write_file_atomic
 from saerl.config import PipelineConfig, TrainConfig, load_config
 from saerl.pipeline import input_keys
 from saerl.policy_lm import load_policy, score_policy
-from saerl.rl import stream_length, train_grpo
+from saerl.rl import train_grpo, train_stream_length
 from saerl.stages import stage_key
 from saerl.testbed import build_testbed, fresh_problems, read_world
 
@@ -64,10 +64,9 @@ def ensure_testbed(cfg: PipelineConfig, root: Path) -> None:
 
 def pool_size(train: TrainConfig, prompts_per_step: int, steps: int, asked: int) -> int:
     """Fresh RL prompts to draw: `asked` (--pool-n), or the training stream of `steps` steps when that is longer
-    (saerl.rl.stream_length: whole generation batches, and under DAPO every refill round's prompts too), so that
-    no prompt is read twice within the step budget (a shorter pool is read again, epoch after epoch)."""
-    extra = train.dynamic_sampling_max_rounds if train.algorithm == "dapo" else 0
-    return max(asked, stream_length(steps, prompts_per_step, train.steps_per_generation, extra))
+    (saerl.rl.train_stream_length: whole generation batches, and under DAPO every refill round's prompts too), so
+    that no prompt is read twice within the step budget (a shorter pool is read again, epoch after epoch)."""
+    return max(asked, train_stream_length(train, prompts_per_step, steps))
 
 
 def paired(before: list[float], after: list[float]) -> tuple[float, float]:

@@ -130,6 +130,13 @@ def stream_length(steps: int, prompts_per_step: int, steps_per_generation: int, 
     return generations * steps_per_generation * prompts_per_step * (1 + extra_rounds)
 
 
+def train_stream_length(cfg: TrainConfig, prompts_per_step: int, steps: int | None = None) -> int:
+    """Prompts :func:`train_grpo`'s stream holds for `steps` (default cfg.max_steps) optimizer steps of `cfg`:
+    :func:`stream_length`, with every refill round of DAPO's dynamic sampling under algorithm dapo."""
+    extra = cfg.dynamic_sampling_max_rounds if cfg.algorithm == "dapo" else 0
+    return stream_length(steps or cfg.max_steps, prompts_per_step, cfg.steps_per_generation, extra)
+
+
 def training_order(ids: list[str], order: list[str] | None, n_needed: int, seed: int) -> list[str]:
     """The id sequence to train on: `order` (repeated if shorter than needed), or, when None, seeded shuffles
     of all ids epoch after epoch (vanilla). in: all ids, order, prompts needed, seed; out: n_needed ids."""
@@ -396,8 +403,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     steps = max_steps or cfg.max_steps
     model, tok = load_policy(model_dir, model_cfg)
     dapo = cfg.algorithm == "dapo"
-    stream = stream_length(steps, prompts_per_step, cfg.steps_per_generation,
-                           cfg.dynamic_sampling_max_rounds if dapo else 0)
+    stream = train_stream_length(cfg, prompts_per_step, steps)
     seq = training_order(prompts["id"].to_list(), order, stream, seed)
     by_id = {r["id"]: r for r in prompts.select("id", "prompt", "answer").iter_rows(named=True)}
     missing = [i for i in dict.fromkeys(seq) if i not in by_id]
