@@ -23,8 +23,8 @@ limit: the timings are the worst case of a real run's, the accuracies mean nothi
 Last line: ``RESULT extract_prompts_per_s=.. grpo_s_per_step=.. peak_gpu_gib=.. total_s=.. params_b=..``: the prompts
 extracted over the extract stage's wall time, the train stages' wall time over the steps they trained (both read
 from the artifacts, so a stage reused from the cache reports the run that computed it), the peak GPU memory of the
-stages computed in this process (nan when every stage was reused, or without a GPU) and the wall time of the stages (building the
-random-weight model not included).
+stages computed in this process (nan when every stage was reused, or without a GPU) and the wall time of the
+stages (building the random-weight model not included).
 """
 
 from __future__ import annotations
