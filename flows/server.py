@@ -48,6 +48,7 @@ def prefect_env(root: Path) -> dict[str, str]:
         "PREFECT_CLI_PROMPT": "false",
         "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"),
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+        "PREFECT_RESULTS_DEFAULT_SERIALIZER": "json",  # flow results too: JSON records, never pickles
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "1",
     }

@@ -2,7 +2,8 @@
 
 The cache key is the artifact key from `saerl.stages.stage_key` (code version + input artifact keys +
 the config fields the stage reads), never Prefect's default (which includes the run id) nor
-`TASK_SOURCE`. The persisted result is a small JSON reference (stage, key, path, metrics), never arrays.
+`TASK_SOURCE`. The persisted result is a small reference (stage, key, path, metrics), never arrays, stored as plain JSON
+(`RESULT_SERIALIZER`: no pickles, nothing in a result file names code to import).
 The flow passes ``refresh_cache=True`` when the stored artifact is missing or corrupt, so a Prefect cache
 record can never hand back an artifact that is no longer there.
 """
@@ -14,12 +15,17 @@ from typing import Any
 
 from prefect import task
 from prefect.context import TaskRunContext
+from prefect.serializers import JSONSerializer
 
 from saerl.artifacts import ArtifactRef, ArtifactStore
 from saerl.config import build_config
 from saerl.pipeline import run_stage
 
 RESULTS_DIR = "prefect-results"
+# Prefect's default result serializer is cloudpickle (PREFECT_RESULTS_PERSIST_BY_DEFAULT persists every task's
+# result): a loaded cache record would unpickle whatever the file holds. Our task results are JSON already; the
+# encoder/decoder hooks are off so a record can only decode to plain JSON values, never to a class it names.
+RESULT_SERIALIZER = JSONSerializer(object_encoder=None, object_decoder=None)
 
 
 def to_refs(upstream: dict[str, dict[str, str]]) -> dict[str, ArtifactRef]:
@@ -32,7 +38,7 @@ def artifact_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> s
     return f"{parameters['stage']}-{parameters['key']}"
 
 
-@task(cache_key_fn=artifact_cache_key, persist_result=True, retries=0)
+@task(cache_key_fn=artifact_cache_key, persist_result=True, result_serializer=RESULT_SERIALIZER, retries=0)
 def stage_task(stage: str, key: str, root: str, config: dict[str, Any], upstream: dict[str, dict[str, str]],
                variant: dict[str, Any] | None = None, lock_held: bool = False) -> dict[str, Any]:
     """Build or reuse one stage's artifact (for train: one {arm, seed} run); returns its reference and
@@ -49,7 +55,7 @@ def stage_options(stage: str, root: Path, refresh: bool) -> dict[str, Any]:
             "result_storage": Path(root).resolve() / RESULTS_DIR}
 
 
-@task(retries=1)
+@task(retries=1, result_serializer=RESULT_SERIALIZER)
 def prepare_shards_task(stage: str, key: str, root: str, config: dict[str, Any],
                         upstream: dict[str, dict[str, str]], n_shards: int) -> list[list[int]]:
     """Lay out a sharded stage's store and return its unfinished chunks split into shards."""
@@ -59,7 +65,7 @@ def prepare_shards_task(stage: str, key: str, root: str, config: dict[str, Any],
     return prepare_shards(ArtifactStore(root), build_config(config), stage, refs, key, n_shards)
 
 
-@task(retries=1)
+@task(retries=1, result_serializer=RESULT_SERIALIZER)
 def shard_task(stage: str, key: str, root: str, config: dict[str, Any], upstream: dict[str, dict[str, str]],
                chunk_ids: list[int]) -> dict[str, Any]:
     """Compute some chunks of a sharded stage (runs on a Dask worker under `runtime.task_runner: dask`).

@@ -85,6 +85,20 @@ def test_second_run_is_all_cache_hits(warm_root, capsys):
     assert last["stages"]["extract"]["status"] == "cached"
 
 
+def test_prefect_results_are_plain_json_never_pickles(warm_root):
+    """Every persisted Prefect result (the stage tasks' cache records and the flow's own) is plain JSON: a cache
+    hit decodes no pickle and imports nothing a record names."""
+    root, first = warm_root
+    records = [*(root / "prefect-results").iterdir(), *(root / "prefect" / "storage").glob("*")]
+    assert len(list((root / "prefect-results").iterdir())) >= len(first["stages"])
+    for path in records:
+        record = json.loads(path.read_text())
+        assert record["metadata"]["serializer"]["type"] == "json", path
+        assert record["metadata"]["serializer"].get("object_decoder") is None or path.parent.name == "storage", path
+    extract = json.loads((root / "prefect-results" / f"extract-{first['stages']['extract']['key']}").read_text())
+    assert json.loads(extract["result"])["path"] == first["stages"]["extract"]["path"]
+
+
 def test_curriculum_change_recomputes_only_curriculum_and_downstream(warm_root):
     root, _ = warm_root
     rec = _run(root, "curriculum.mix_ratio=0.5")
