@@ -91,10 +91,20 @@ RESULT_NEUTRAL: tuple[str, ...] = ("name", "tracking", "runtime", "train.save_ev
 POLICY_ID: tuple[str, ...] = ("model.name_or_path", "model.revision")
 
 
+# the train fields one algorithm ignores: DAPO always aggregates the loss per token (saerl.dapo.dapo_overrides),
+# and only DAPO refills groups without reward spread (saerl.rl.train_grpo), so a change of either under the other
+# algorithm must not retrain
+ALGORITHM_UNREAD: dict[str, tuple[str, ...]] = {"dapo": ("train.loss_type",),
+                                                "grpo": ("train.dynamic_sampling_max_rounds",)}
+
+
 def unread_fields(cfg: PipelineConfig, stage: str) -> tuple[str, ...]:
     """Fields among `stage`'s declared reads that its runner ignores under `cfg`: the policy's id (POLICY_ID)
-    for extract when extract.model names another model. in: config, stage; out: dotted paths."""
-    return POLICY_ID if stage == "extract" and cfg.extract.model is not None else ()
+    for extract when extract.model names another model; for train, what cfg.train.algorithm ignores
+    (ALGORITHM_UNREAD). in: config, stage; out: dotted paths."""
+    if stage == "extract":
+        return POLICY_ID if cfg.extract.model is not None else ()
+    return ALGORITHM_UNREAD[cfg.train.algorithm] if stage == "train" else ()
 
 
 def stage_slice(cfg: PipelineConfig, stage: str) -> dict[str, object]:

@@ -75,3 +75,11 @@ def test_extraction_of_another_model_ignores_the_policy_id():
     assert _key("extract", other, "model.dtype=bfloat16") != base, "the internals model still loads in model.dtype"
     assert _key("extract", "model.name_or_path=some/policy") != _key("extract"), "without extract.model it reads the policy"
     assert _key("extract", "model.revision=abc123") != _key("extract")
+
+
+def test_a_train_field_the_algorithm_ignores_does_not_retrain():
+    dapo, grpo = "train.algorithm=dapo", "train.algorithm=grpo"
+    assert _key("train", dapo, "train.loss_type=bnpo") == _key("train", dapo), "DAPO always uses the token loss"
+    assert _key("train", grpo, "train.loss_type=bnpo") != _key("train", grpo)
+    assert _key("train", grpo, "train.dynamic_sampling_max_rounds=0") == _key("train", grpo), "only DAPO refills"
+    assert _key("train", dapo, "train.dynamic_sampling_max_rounds=0") != _key("train", dapo)
