@@ -22,7 +22,7 @@ from saerl.artifacts import ArtifactRef
 from saerl.config import PipelineConfig, field_paths, flatten
 from saerl.data import sample_path
 from saerl.pipeline import input_keys, resolve_upstream, stage_runs
-from saerl.stages import RESULT_NEUTRAL, STAGES, stage_key
+from saerl.stages import ALGORITHM_UNREAD, RESULT_NEUTRAL, STAGES, stage_key
 
 CHANGED_TEXT = "changed"  # a new value for a text field
 SCALE, STEP = 0.5, 0.1  # new float values: v * SCALE, v + STEP, then FALLBACK_FLOATS
@@ -113,8 +113,23 @@ def run_graph(cfg: PipelineConfig) -> tuple[dict[str, str], dict[str, str], dict
 
 
 @cache
-def _base_graph() -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:
-    return run_graph(PipelineConfig())
+def _base_graph(algorithm: str | None = None) -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:
+    return run_graph(_base_for(algorithm))
+
+
+def _base_for(algorithm: str | None) -> PipelineConfig:
+    """The schema defaults, under train.algorithm `algorithm` (None: the default's)."""
+    cfg = PipelineConfig()
+    return cfg if algorithm is None else cfg.model_copy(update={"train": cfg.train.model_copy(update={"algorithm": algorithm})})
+
+
+def algorithm_reading(path: str) -> str | None:
+    """The train.algorithm under which `path` is read, when the default algorithm ignores it (ALGORITHM_UNREAD:
+    dynamic_sampling_max_rounds is DAPO's alone), else None (the defaults read it)."""
+    default = PipelineConfig().train.algorithm
+    if path not in ALGORITHM_UNREAD[default]:
+        return None
+    return next(a for a, unread in ALGORITHM_UNREAD.items() if path not in unread)
 
 
 def changed_config(base: PipelineConfig, path: str) -> tuple[PipelineConfig, dict[str, str]]:
@@ -144,7 +159,7 @@ def getattr_path(cfg: BaseModel, path: str) -> Any:
 def expected_changes(path: str) -> set[str]:
     """Run names that must get a new key when `path` changes: runs whose stage reads it, and every run
     downstream of one of those (in plan order, through the runs' actual upstream)."""
-    _, stages, upstream_names = _base_graph()
+    _, stages, upstream_names = _base_graph(algorithm_reading(path))
     out: set[str] = set()
     for name, stage in stages.items():
         if _reads(stage, path) or upstream_names[name] & out:
@@ -160,11 +175,12 @@ def test_base_plan_runs_every_stage_and_arm(base):
 
 
 @pytest.mark.parametrize("path", [p for p in field_paths() if not _is_neutral(p)])
-def test_a_field_change_reruns_exactly_its_readers_and_downstream(base, path):
-    base_keys = _base_graph()[0]
+def test_a_field_change_reruns_exactly_its_readers_and_downstream(path):
+    algorithm = algorithm_reading(path)  # a field the default algorithm ignores is tested under the one reading it
+    base_keys = _base_graph(algorithm)[0]
     expected = expected_changes(path)
     assert expected, f"{path}: no stage reads it; declare it in a stage's reads (saerl/stages.py) or in RESULT_NEUTRAL"
-    _, new_keys = changed_config(base, path)
+    _, new_keys = changed_config(_base_for(algorithm), path)
     common = set(base_keys) & set(new_keys)
     changed = {n for n in common if base_keys[n] != new_keys[n]}
     assert changed, f"{path}: changing it changed no stage run's key"
