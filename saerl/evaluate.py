@@ -189,7 +189,7 @@ def summarize_eval(df: pl.DataFrame, by: tuple[str, ...] = ("set",)) -> pl.DataF
     in: per-sample frame, grouping columns (e.g. ("set", "difficulty"));
     out: by..., n (problems), greedy (pass@1) and greedy_se, k, mean_k (mean accuracy over the k samples)
     and mean_k_se, pass_k (any of the k right), failures (verifier timeouts/errors, all samples).
-    Standard errors are over problems."""
+    Standard errors are over problems. A null key (a set without difficulty labels) is a group of its own."""
     keys = [*by, "id"]
     greedy = (df.filter(pl.col("sample") == GREEDY).group_by(keys).agg(pl.col("correct").any().cast(pl.Float64).alias("g"))
               .group_by(by).agg(pl.len().alias("n"), pl.col("g").mean().alias("greedy"), _se("g").alias("greedy_se")))
@@ -199,7 +199,8 @@ def summarize_eval(df: pl.DataFrame, by: tuple[str, ...] = ("set",)) -> pl.DataF
                .group_by(by).agg(pl.col("k").max().alias("k"), pl.col("m").mean().alias("mean_k"),
                                  _se("m").alias("mean_k_se"), pl.col("p").mean().alias("pass_k")))
     fails = df.group_by(by).agg(pl.col("status").is_in(FAILED).sum().alias("failures"))
-    out = greedy.join(sampled, on=list(by), how="left").join(fails, on=list(by), how="left")
+    out = (greedy.join(sampled, on=list(by), how="left", nulls_equal=True)  # a null group ('difficulty') is a group
+           .join(fails, on=list(by), how="left", nulls_equal=True))
     return out.with_columns(pl.col("k").fill_null(0)).sort(list(by))
 
 

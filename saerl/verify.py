@@ -8,7 +8,8 @@
 Plain numbers on both sides (``18``, ``-2.50``, ``1,000``, ``1\\,000``, ``1 000``, ``1e-07``, ``9 (apples)``,
 ``-$5``, ``−5``, ``€5``) take a fast path in this process (Decimal comparison, no sympy); a mixed number (``2 1/2``)
 or a repeating decimal (``0.\\overline{3}``) goes to math-verify as the fraction it means, an answer without
-markdown emphasis around it or a full stop after it (``**18**``, ``1/2.``). A gold that math-verify can
+markdown emphasis around it or a full stop after it (``**18**``, ``1/2.``), a number followed by unit words or short
+prose as that number (``3/4 cup``, ``12 in``; a single letter is a variable: ``3 n`` stays 3n). A gold that math-verify can
 only read as one pick among several answers ('236 adult, 342 child', or a number it found inside LaTeX that does
 not parse as a whole: '$R=1, I=(-1,1)$'), or a clock time, is unparsed, not a guess; a prediction read that way
 ('#### 17 | 18') is wrong.
@@ -109,6 +110,22 @@ _AND = " and "  # how math-verify joins the $...$ spans it read as one answer
 # A clock time ('3:30 p.m.', '9:03:36 AM', '$2: 15$ PM'): math-verify reads the hour alone (or h/mm as a ratio).
 _CLOCK_TIME = re.compile(r"\d{1,2}:\s?\d{2}(?::\d{2})?\s*\$?\s*[ap]\.?\s?m\b\.?", re.I)
 _NOT_A_NUMBER = re.compile(r"\s*(?:\$\s*)?[+-]?nan(?:\s*\$)?\s*", re.I)  # 'NaN' (a missing value written out) is no answer
+# A number-like answer followed by short words ('3/4 cup', '12 in', '3/4 of a cup', '60 km/h', '18 sq. ft.'): read as LaTeX,
+# the words become variables (3/4 cup = 3/(4*c*u*p)). Words of 2+ letters are units or prose, single letters are
+# variables ('3 n' is 3n); a word LaTeX names as math ('2 pi', '3 sin x') keeps the answer whole.
+MAX_UNIT_WORDS = 6  # at most this many words after the number ('3/4 of a cup of flour'); longer text is prose
+_UNIT_WORD = r"[A-Za-z]+\.?"
+_NUMBER_HEAD = (
+    rf"{_SIGN}?\d+\s+\d+\s*/\s*\d+|{_SIGN}?\d+\s*/\s*\d+|{_SIGN}?\\[dt]?frac\{{\d+\}}\{{\d+\}}|{_SIGN}?\\frac\d\d|{_NUM}"
+)
+_NUMBER_WITH_WORDS = re.compile(
+    rf"\s*(?P<head>{_NUMBER_HEAD})\s+(?P<words>{_UNIT_WORD}(?:(?:\s+|\s*/\s*){_UNIT_WORD}){{0,{MAX_UNIT_WORDS - 1}}})\s*"
+)
+_MATH_NAMES = frozenset(
+    "alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi omicron pi varpi rho "
+    "sigma tau upsilon phi varphi chi psi omega sqrt sin cos tan cot csc arcsin arccos arctan sinh cosh tanh log ln lg "
+    "exp inf infty infinity".split()
+)
 
 
 @dataclass(frozen=True)
@@ -315,6 +332,20 @@ def _plain_answer(text: str) -> str:
     return body[:-1].rstrip() if body.endswith(".") and not body.endswith("..") else body
 
 
+def _without_unit_words(text: str) -> str:
+    """The number of a number followed by unit words or short prose ('3/4 cup' -> '3/4', '12 in' -> '12',
+    '2 1/2 in' -> '2 1/2', '3/4 of a cup' -> '3/4', '60 km/h' -> '60'), else `text` unchanged. Read as LaTeX, such words
+    become a product of variables ('3/4 cup' is 3/(4*c*u*p)); a single letter stays a variable ('3 n', '4 x y'), and so
+    does an answer with a word LaTeX names as math ('2 pi', '3 sin x')."""
+    m = _NUMBER_WITH_WORDS.fullmatch(text) if len(text) <= MAX_ANSWER_CHARS else None
+    if m is None:
+        return text
+    words = [w.lower() for w in re.findall(r"[A-Za-z]+", m.group("words"))]
+    if all(len(w) < 2 for w in words) or any(w in _MATH_NAMES for w in words):
+        return text
+    return m.group("head").strip()
+
+
 def _strip_hashes(gold: str) -> str:
     """What follows the last '####' of a worked solution, else the text itself (stripped)."""
     pos = gold.rfind(_HASHES)
@@ -476,8 +507,9 @@ def _canonical_text(parsed: list | tuple, gold: str) -> str | None:
 def _gold_core(gold: str) -> str:
     """The part of a gold answer math-verify reads: what follows its last '####', a mixed number or a repeating
     decimal as its LaTeX fraction (see _mixed_number, _repeating_decimal), without markdown emphasis or a
-    sentence's full stop (see _plain_answer)."""
-    core = _plain_answer(_strip_hashes(gold))
+    sentence's full stop (see _plain_answer), a number's unit words left out ('3/4 cup' -> '3/4', see
+    _without_unit_words)."""
+    core = _without_unit_words(_plain_answer(_strip_hashes(gold)))
     return _mixed_number(core) or _repeating_decimal(core) or core
 
 
@@ -757,8 +789,9 @@ def _as_math(pred: str) -> str:
     """A prediction as math-verify should read it: a mixed number or a repeating decimal as its LaTeX fraction
     ('2 1/2' -> '\\frac{5}{2}', '0.\\overline{3}' -> '\\frac{1}{3}'), a plain number as its canonical text
     ('1e-07' -> '0.0000001'), anything else unchanged; markdown emphasis around it and a full stop after it go
-    first ('**18**' -> '18', '1/2.' -> '1/2', see _plain_answer)."""
-    pred = _plain_answer(pred)
+    first ('**18**' -> '18', '1/2.' -> '1/2', see _plain_answer), then unit words after a number ('3/4 cup' ->
+    '3/4', '12 in' -> '12'; not '3 n' or '2 pi', see _without_unit_words)."""
+    pred = _without_unit_words(_plain_answer(pred))
     value = _plain_number(pred)
     if value is not None:
         return _number_text(value)

@@ -170,6 +170,16 @@ def test_summarize_eval_known_values():
     assert s["pass_k"] == 0.75
 
 
+def test_summarize_eval_by_a_column_some_sets_lack():
+    """A set without difficulty labels has null difficulty in the stacked frame (diagonal concat): its group lost its
+    mean_k, pass_k and failures (null keys do not match in a join) and showed k = 0."""
+    labelled = _samples([1, 0], [[1, 0], [0, 0]]).with_columns(pl.lit("1").alias("difficulty"))
+    unlabelled = _samples([1, 1], [[1, 1], [0, 1]], set_name="other", statuses={2: "error"})
+    df = pl.concat([labelled, unlabelled], how="diagonal_relaxed")
+    s = summarize_eval(df, ("set", "difficulty")).filter(pl.col("set") == "other").row(0, named=True)
+    assert s["difficulty"] is None and s["k"] == 2 and s["failures"] == 1
+    assert s["mean_k"] == 0.75 and s["pass_k"] == 1.0
+
 def test_steps_to_target_default_target_ratio_and_never_reached():
     def arm(name, seeds):
         return [{"arm": name, "seed": s, "step": st, "accuracy": a} for s, accs in enumerate(seeds)

@@ -473,3 +473,47 @@ def test_a_leading_zero_group_is_no_thousands_number(completion, gold, status):
     """'0,245' (a net and a total distance, 0 and 245) was read as the thousands number 245."""
     assert verify_answer(completion, gold, 10).status == status
     assert normalize_answer("0,245", 10).text != "245"
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status"),
+    [("#### 3/4 cup", "3/4", "correct"), ("#### 3/4 cup", "0.75", "correct"), ("#### 3/4 cup", "$\\frac34$", "correct"),
+     ("#### 3/4 cup", "1/2", "wrong"), ("#### 12 in", "12", "correct"), ("#### 12 in", "13", "wrong"),
+     ("#### 3/4 of a cup", "0.75", "correct"), ("#### 1/3 of the pie", "1/3", "correct"), ("\\boxed{3/4 cup}", "3/4", "correct"),
+     ("#### \\frac{3}{4} cup", "0.75", "correct"), ("#### 2 1/2 in", "2.5", "correct"), ("#### -3/4 cup", "-0.75", "correct"),
+     ("#### 12 apples", "12", "correct"), ("#### 5 dollars", "5", "correct"), ("#### 45 minutes", "45", "correct"),
+     ("#### 18 sq. ft.", "18", "correct")],
+)
+def test_unit_words_after_a_bare_number_are_not_variables(completion, gold, status):
+    """Bare answers are read as LaTeX, where '3/4 cup' is 3/(4*c*u*p): '#### 3/4 cup' was wrong for gold 3/4 (and
+    '#### 12 in' for gold 12, 12*i*n), while math-verify on the raw text reads 3/4."""
+    assert verify_answer(completion, gold, 10).status == status
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status"),
+    [("#### 10-4n", "$10-4 n$", "correct"), ("#### 10-4n", "10", "wrong"), ("#### 2x+1", "$2x+1$", "correct"),
+     ("#### 2x+1", "2", "wrong"), ("#### x^2", "$x^{2}$", "correct"), ("#### \\frac{n}{2}", "$\\frac{n}{2}$", "correct"),
+     ("#### 3 n", "$3n$", "correct"), ("#### 3 n", "3", "wrong"), ("#### 4 x y", "$4xy$", "correct"),
+     ("#### 4 x y", "4", "wrong"), ("#### 2 pi", "2", "wrong"), ("#### 3 sin x", "3", "wrong")],
+)
+def test_single_letter_variables_and_math_names_after_a_number_stay_math(completion, gold, status):
+    """A single letter after a number is a variable ('3 n' is 3n, not 3); so is a word LaTeX names as math ('2 pi')."""
+    assert verify_answer(completion, gold, 10).status == status
+
+
+@pytest.mark.parametrize(("gold", "text"), [("3/4 cup", "\\frac{3}{4}"), ("#### 12 in", "12"), ("2 1/2 in", "\\frac{5}{2}"),
+                                            ("3/4 of a cup", "\\frac{3}{4}"), ("$10-4 n$", "10-4 n"), ("3 n", "3 n")])
+def test_a_gold_with_unit_words_keeps_its_number(gold, text):
+    """A gold '3/4 cup' was the expression 3/(4*c*u*p)."""
+    assert (normalize_answer(gold, 10).status, normalize_answer(gold, 10).text) == ("ok", text)
+
+
+def test_unit_words_pattern_is_fast_on_long_space_runs():
+    """_without_unit_words runs in the parent process (outside the pool's time bound): no polynomial backtracking."""
+    n = V.MAX_ANSWER_CHARS - 10
+    texts = ["1" + " " * n + "!", "1 in" + " " * (n - 4) + "!", "1" + " a" * (n // 2 - 1) + "!", "1" + " 000" * (n // 4) + "!",
+             "1 a" + " / " * (n // 3 - 2) + "!", "1" + " " * (n // 2) + "/" + " " * (n // 2 - 3) + "2!"]
+    start = time.perf_counter()
+    assert all(V._without_unit_words(t) == t for t in texts)
+    assert time.perf_counter() - start < 0.5
