@@ -130,23 +130,11 @@ def _issue(row: int, field_name: str, reason: str, value: Any) -> dict[str, Any]
     return {"row": row, "field": field_name, "reason": reason, "value": text[:REJECT_VALUE_CHARS]}
 
 
-def _exact_float(value: int | float) -> bool:
-    """True if a JSON number is the same number as a float (every float; an int within float precision)."""
-    try:
-        return isinstance(value, float) or float(value) == value
-    except OverflowError:
-        return False
-
-
 def _column(values: list[Any]) -> pl.Series:
-    """A Series from one column of JSON values; mixed or nested types become strings (JSON for dict/list).
-    Ints mixed with floats become floats only if every int is exact as a float (else the column is text, so an
-    id or gold beyond 2**53 keeps its digits)."""
+    """A Series from one column of JSON values: a column of one scalar type keeps it; mixed or nested types become
+    text, each value as the file wrote it (JSON: ints beside floats stay '3' next to '2.5', so a template or an id
+    reads what the file says and a big int keeps its digits; a NaN becomes 'NaN', see is_missing)."""
     kinds = {type(v) for v in values if v is not None}
-    if kinds and kinds <= {int, float} and kinds != {int}:
-        if all(v is None or _exact_float(v) for v in values):
-            values = [None if v is None else float(v) for v in values]
-            kinds = {float}
     if len(kinds) <= 1 and kinds <= {bool, int, float, str}:
         try:
             return pl.Series(
@@ -658,6 +646,9 @@ def _check_row(cfg: DataConfig, row: int, rec: dict[str, Any], issues: list[dict
         if name and is_missing(rec.get(name)):
             issues.append(_issue(row, name, MISSING_FIELD, ""))
             return None
+    if cfg.id and not str(rec[cfg.id]).strip():  # an empty id is none (the content hash stood in for it, unsaid)
+        issues.append(_issue(row, cfg.id, MISSING_FIELD, rec[cfg.id]))
+        return None
     item = {"row": row, "prompt": prompt, "answer_raw": _answer_text(rec[cfg.answer])}
     item["id"] = str(rec[cfg.id]) if cfg.id else None
     for kind in LABEL_KINDS:
@@ -704,10 +695,10 @@ def ingest(cfg: DataConfig, path: Path) -> IngestResult:
 
     A row is dropped for (first match wins): invalid JSON (also a line nested too deep or with an integer over
     Python's digit limit, or a JSON array element that is not an object), too many fields (a csv row with more
-    fields than the header: an unquoted comma), missing field (prompt/answer/id null, NaN or absent), empty prompt (also
-    whitespace-only), over-long prompt (> cfg.max_prompt_chars), unparseable answer, answer timeout
-    (normalising took over cfg.verify_timeout_s), duplicate prompt (same text after whitespace normalisation;
-    the first kept occurrence stays) or duplicate id. A bad label (NaN/inf/non-numeric difficulty or quality,
+    fields than the header: an unquoted comma), missing field (prompt/answer/id null, NaN or absent; an id also when
+    empty), empty prompt (also whitespace-only), over-long prompt (> cfg.max_prompt_chars), unparseable answer,
+    answer timeout (normalising took over cfg.verify_timeout_s), duplicate prompt (same text after whitespace
+    normalisation; the first kept occurrence stays) or duplicate id. A bad label (NaN/inf/non-numeric difficulty or quality,
     quality outside [0, 1]) does NOT drop the row: the label becomes null and an 'invalid label' line names the
     field. Undecodable bytes (and lone UTF-16 surrogate escapes in JSON) are replaced by U+FFFD and flagged
     'invalid UTF-8' (row kept). Raises IngestError when the file cannot be read (with the first bad line of a

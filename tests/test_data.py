@@ -435,7 +435,26 @@ def test_big_ints_mixed_with_floats_keep_their_digits(tmp_path):
     assert res.kept["id"].to_list() == ["9007199254740993", "1.5"]
     assert res.kept["answer_raw"].to_list() == ["9007199254740993", "2.5"]
     small = [{"k": 3, "question": "Q1?", "answer": "1"}, {"k": 1.5, "question": "Q2?", "answer": "2"}]
-    assert read_table(write_jsonl(tmp_path / "s.jsonl", small))["k"].to_list() == [3.0, 1.5]  # exact: floats
+    assert read_table(write_jsonl(tmp_path / "s.jsonl", small))["k"].to_list() == ["3", "1.5"]  # as written
+
+
+def test_ints_beside_floats_render_as_written_in_templates_and_ids(tmp_path):
+    """A jsonl column of 3 and 2.5 was read as floats: the prompt said 'What is 3.0 + 4?' and the id was '10.0'."""
+    rows = [{"k": 10, "a": 3, "b": 4, "answer": "7", "d": 5}, {"k": 11.5, "a": 2.5, "b": 1, "answer": "3.5", "d": 6.5},
+            {"k": 12, "a": 1, "b": 1, "answer": "2", "d": math.nan}]
+    res = ingest(cfg(prompt="What is {a} + {b}?", id="k", difficulty="d"), write_jsonl(tmp_path / "d.jsonl", rows))
+    assert res.kept["prompt"].to_list() == ["What is 3 + 4?", "What is 2.5 + 1?", "What is 1 + 1?"]
+    assert res.kept["id"].to_list() == ["10", "11.5", "12"]
+    assert res.kept["difficulty"].to_list() == [5.0, 6.5, None]
+    assert res.rejected.rows() == [(2, "d", D.INVALID_LABEL, "NaN")]  # a NaN label is still flagged, not dropped
+
+
+def test_an_empty_id_is_a_missing_id_not_a_silent_content_hash(tmp_path):
+    rows = [{"k": "", "question": "A?", "answer": "1"}, {"k": " ", "question": "B?", "answer": "2"},
+            {"k": "c", "question": "C?", "answer": "3"}]
+    res = ingest(cfg(id="k"), write_jsonl(tmp_path / "d.jsonl", rows))
+    assert res.kept["id"].to_list() == ["c"]
+    assert [(r, f, why) for r, f, why, _ in res.rejected.rows()] == [(0, "k", D.MISSING_FIELD), (1, "k", D.MISSING_FIELD)]
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
