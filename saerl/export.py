@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from saerl.artifacts import ArtifactStore, CorruptArtifact
+from saerl.artifacts import ArtifactStore, CorruptArtifact, write_file_atomic
 from saerl.config import CurriculumConfig, TrainConfig
 from saerl.curriculum import whole_batch_rows
 from saerl.runners import ARM_ORDERS, PROMPTS, VANILLA
@@ -207,7 +207,8 @@ def readme(fmt: str, out: Path, info: dict[str, Any]) -> str:
 
 def write_export(frame: pl.DataFrame, fmt: str, out: Path, info: dict[str, Any]) -> list[Path]:
     """Write an ordered frame in one format into `out` (created); returns the files written (for hf, the
-    dataset folder itself and its README)."""
+    dataset folder itself and its README). The verl/trl files and the README are each written under a temp name
+    and renamed into place: a killed export never leaves half a file (nor half of one over an earlier export)."""
     out.mkdir(parents=True, exist_ok=True)
     if fmt == "hf":
         from datasets import Dataset
@@ -216,13 +217,18 @@ def write_export(frame: pl.DataFrame, fmt: str, out: Path, info: dict[str, Any])
         written = [out]
     elif fmt in ("verl", "trl"):
         table = verl_table(frame, info["data_source"]) if fmt == "verl" else trl_table(frame)
-        table.write_parquet(out / TABLE)
-        (out / SAMPLER).write_text(VERL_SAMPLER if fmt == "verl" else TRL_SAMPLER)
+        write_file_atomic(out / TABLE, table.write_parquet)
+        _write_text_atomic(out / SAMPLER, VERL_SAMPLER if fmt == "verl" else TRL_SAMPLER)
         written = [out / TABLE, out / SAMPLER]
     else:
         raise ValueError(f"unknown export format '{fmt}'; formats: {', '.join(FORMATS)}")
-    (out / README).write_text(readme(fmt, out.resolve(), info))
+    _write_text_atomic(out / README, readme(fmt, out.resolve(), info))
     return [*written, out / README]
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` (UTF-8) through a temp file renamed into place."""
+    write_file_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def export_run(root: Path, run_id: str, fmt: str, out: Path, arm: str = "saerl",

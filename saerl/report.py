@@ -351,10 +351,21 @@ def run_library_versions(record: RunRecord) -> dict[str, str] | None:
     return None
 
 
+def tracked_status(record: RunRecord) -> str:
+    """The MLflow status a run record stands for: FAILED for a run that stopped on an error (as the flow logs it),
+    KILLED for one whose record never said it ended (killed before it could, or still running), else FINISHED."""
+    from saerl.tracking import TRACKED_FAILED, TRACKED_FINISHED, TRACKED_KILLED
+
+    if record.extra.get(FAILED):
+        return TRACKED_FAILED
+    return TRACKED_KILLED if record.extra.get(RUNNING) else TRACKED_FINISHED
+
+
 def relog(root: Path, record: RunRecord, uri: str | None = None) -> str:
     """Log a finished run into MLflow from its artifacts: the parent run (flat config as params, git and
-    library-version tags, the run record as an artifact, back-dated to the run's start) and one nested run
-    per stage run with the params, tags, metrics, plots, tables and per-step metrics the flow logs.
+    library-version tags, the run record as an artifact, back-dated to the run's start, closed with the status the
+    record stands for: :func:`tracked_status`) and one nested run per stage run with the params, tags, metrics,
+    plots, tables and per-step metrics the flow logs.
     in: artifact root, the run record, tracking URI (None = the run's tracking.uri, else SQLite under root);
     out: the new parent run's id. Raises RuntimeError when the tracking store cannot be reached."""
     from saerl.runs import relocated
@@ -377,7 +388,7 @@ def relog(root: Path, record: RunRecord, uri: str | None = None) -> str:
     run_file = Path(root) / RUNS_DIR / f"{record.run_id}.json"
     if run_file.exists():
         tracker.log_artifact(run_file)
-    tracker.finish()
+    tracker.finish(tracked_status(record))
     if not tracker.enabled or tracker.parent_id is None:
         raise RuntimeError(f"could not log run {record.run_id} to MLflow at {tracker.uri} (see the warning above)")
     return tracker.parent_id

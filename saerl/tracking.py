@@ -31,6 +31,7 @@ VERSIONED_LIBRARIES = ("torch", "transformers", "trl", "sae-lens", "prefect", "m
 VERSION_TAG = "saerl.version."  # + package name: a parent-run tag holding that library's installed version
 NOT_INSTALLED = "not installed"
 MS_PER_S = 1000  # MLflow timestamps are epoch milliseconds
+TRACKED_FINISHED, TRACKED_FAILED, TRACKED_KILLED = "FINISHED", "FAILED", "KILLED"  # MLflow run statuses
 METRIC_NAME_BAD = re.compile(r"[^\w\-. :/]")  # characters MLflow refuses in a metric name
 LOGGED_TABLES = {  # small tables a person wants beside the run in MLflow
     "ingest": ("rejected.parquet",),
@@ -211,8 +212,8 @@ class Tracker:
 
         self._guard(do)
 
-    def finish(self, status: str = "FINISHED") -> None:
-        """Close the parent run."""
+    def finish(self, status: str = TRACKED_FINISHED) -> None:
+        """Close the parent run with `status` (FINISHED, FAILED or KILLED)."""
         if self.parent_id:
             self._guard(lambda: self.client.set_terminated(self.parent_id, status=status))
 

@@ -193,3 +193,21 @@ def test_cli_export_out_pointing_at_a_file_is_an_error_naming_out(run, tmp_path,
     taken.write_text("mine")
     assert main(["export", "latest", "--root", str(root), "--format", "verl", "--out", str(taken)]) == 2
     assert "--out" in capsys.readouterr().err and taken.read_text() == "mine"
+
+
+def test_an_export_killed_half_way_keeps_the_last_whole_table(run, tmp_path, monkeypatch):
+    """verl/trl wrote train.parquet in place: an export killed mid-write left half a file over the earlier one."""
+    root, record = run
+    out = tmp_path / "verl"
+    export_run(root, record.run_id, "verl", out)
+    whole = pl.read_parquet(out / TABLE)
+
+    def killed_midway(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"PAR1 half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        export_run(root, record.run_id, "verl", out)
+    monkeypatch.undo()
+    assert pl.read_parquet(out / TABLE).equals(whole)

@@ -10,6 +10,7 @@ import pytest
 
 from saerl.config import build_config, flatten, load_config
 from saerl.report import arm_table, format_table, unflatten
+from saerl.runs import FAILED, RUNNING
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
@@ -212,3 +213,20 @@ def test_write_html_stopped_half_way_keeps_the_last_whole_page(tmp_path, monkeyp
     with pytest.raises(OSError, match="disk full"):
         write_html(RunReport(RunRecord(name="demo")), out)
     assert out.read_text() == whole
+
+
+@pytest.mark.parametrize(("extra", "status"), [({}, "FINISHED"), ({FAILED: "train:saerl:0: boom"}, "FAILED"),
+                                               ({RUNNING: True}, "KILLED")])
+def test_relog_closes_the_parent_with_the_status_the_record_stands_for(tmp_path, extra, status):
+    """A run that failed (or never recorded its end) was re-logged as FINISHED; the flow logs a failed run FAILED."""
+    from mlflow.tracking import MlflowClient
+
+    from saerl.config import PipelineConfig
+    from saerl.report import relog
+    from saerl.runs import RunRecord, save_run
+
+    record = RunRecord(name="relogged", config=flatten(PipelineConfig(name="relogged")), extra=extra)
+    save_run(tmp_path, record)
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    parent = relog(tmp_path, record, uri)
+    assert MlflowClient(tracking_uri=uri).get_run(parent).info.status == status
