@@ -386,7 +386,8 @@ class EvalConfig(Section):
         None, gt=0, description="cap per held-out set: the problems with the smallest sha256(id) (same for every arm)"
     )
     batch_size: int = Field(64, gt=0, description="prompts per generation batch (left-padded HF generate)")
-    verify_timeout_s: float = Field(5.0, gt=0, description="wall-clock bound per answer check")
+    verify_timeout_s: float = Field(5.0, gt=0, description="wall-clock bound per answer check (the final evaluation "
+                                    "and the in-training held-out curve)")
     ci_level: float = Field(0.95, gt=0, lt=1, description="confidence level of every interval in the arm comparison")
     steps_bootstrap: int = Field(
         1000, ge=0, description="resamples (training seeds per arm, and the curve's problems, paired across arms) "

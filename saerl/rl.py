@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -263,10 +264,14 @@ class CurveCheckpoint(TrainerCallback):
     (``checkpoint-<N>/saerl_curve.json``), so a resumed run keeps the learning curve measured before it was
     killed; before it, the JSON files of `states` ({file name: function returning the state to keep}, e.g.
     DAPO's prompt stream). Every file is written atomically and the curve file last: it marks the checkpoint
-    complete (:func:`last_checkpoint`), so a run killed while saving resumes from the checkpoint before."""
+    complete (:func:`last_checkpoint`), so a run killed while saving resumes from the checkpoint before. Only
+    then are older checkpoints pruned to the newest `keep` complete ones (:func:`prune_checkpoints`; None =
+    keep all): the trainer itself prunes nothing (:func:`grpo_config`), since it would prune before our files
+    land and a kill in between would leave no complete checkpoint."""
 
-    def __init__(self, evals: EvalCallback, folder: Path, states: dict[str, Any] | None = None) -> None:
-        self.evals, self.folder, self.states = evals, Path(folder), dict(states or {})
+    def __init__(self, evals: EvalCallback, folder: Path, states: dict[str, Any] | None = None,
+                 keep: int | None = None) -> None:
+        self.evals, self.folder, self.states, self.keep = evals, Path(folder), dict(states or {}), keep
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         ckpt = self.folder / f"checkpoint-{state.global_step}"
@@ -274,6 +279,8 @@ class CurveCheckpoint(TrainerCallback):
             for name, get_state in self.states.items():
                 _write_json(ckpt / name, get_state())
             _write_json(ckpt / CURVE_FILE, {"rows": self.evals.rows, "problems": self.evals.problems})
+            if self.keep is not None:
+                prune_checkpoints(self.folder, self.keep, ckpt)
 
 
 def save_period(save_every: int, steps_per_generation: int) -> int:
@@ -284,18 +291,40 @@ def save_period(save_every: int, steps_per_generation: int) -> int:
     return -(-save_every // steps_per_generation) * steps_per_generation
 
 
+def _checkpoint_step(c: Path) -> int:
+    """N of a ``checkpoint-<N>`` folder."""
+    return int(c.name.split("-")[1])
+
+
+def _complete(c: Path) -> bool:
+    """Whether checkpoint folder `c` holds trainer_state.json (the trainer's last file) and saerl_curve.json
+    (ours, written after it by :class:`CurveCheckpoint`)."""
+    return (c / "trainer_state.json").exists() and (c / CURVE_FILE).exists()
+
+
 def last_checkpoint(folder: Path, every: int = 1, final: int | None = None) -> Path | None:
-    """The newest complete trainer checkpoint in `folder`: ``checkpoint-<N>`` with trainer_state.json (the
-    trainer's last file) and saerl_curve.json (ours, written after it by :class:`CurveCheckpoint`), whose N is
+    """The newest complete trainer checkpoint in `folder` (:func:`_complete`), ``checkpoint-<N>`` whose N is
     a multiple of `every` (a generation-batch boundary, :func:`save_period`) or at least `final` (the run's
     last step: nothing is left to train)."""
     def resumable(c: Path) -> bool:
-        step = int(c.name.split("-")[1])
+        step = _checkpoint_step(c)
         return step % every == 0 or (final is not None and step >= final)
 
-    done = [c for c in Path(folder).glob("checkpoint-*")
-            if (c / "trainer_state.json").exists() and (c / CURVE_FILE).exists() and resumable(c)]
-    return max(done, key=lambda c: int(c.name.split("-")[1]), default=None)
+    done = [c for c in Path(folder).glob("checkpoint-*") if _complete(c) and resumable(c)]
+    return max(done, key=_checkpoint_step, default=None)
+
+
+def prune_checkpoints(folder: Path, keep: int, newest: Path) -> None:
+    """Remove from `folder` the complete checkpoints older than the `keep` newest complete ones, and the
+    incomplete ones (left by a kill while saving) older than `newest`, the checkpoint just completed, which
+    stays whatever `keep` says. A removed checkpoint loses its curve file first, so one half removed by a kill is
+    never taken for complete. in: checkpoint folder, train.keep_checkpoints, the newest complete checkpoint."""
+    ckpts = sorted(Path(folder).glob("checkpoint-*"), key=_checkpoint_step, reverse=True)
+    kept = {newest, *[c for c in ckpts if _complete(c)][:keep]}
+    for c in ckpts:
+        if c not in kept and (_complete(c) or _checkpoint_step(c) < _checkpoint_step(newest)):
+            (c / CURVE_FILE).unlink(missing_ok=True)
+            shutil.rmtree(c, ignore_errors=True)
 
 
 def micro_batch(completions: int, parts: int) -> int:
@@ -315,8 +344,8 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
     prompts_per_step x num_generations completions in cfg.micro_batches forward/backward passes (gradient
     accumulation: trl's steps_per_generation counts passes, cfg's counts optimizer steps); resumable trainer
     checkpoints (model as safetensors + optimizer, scheduler and RNG states) in `out_dir` every
-    cfg.save_every steps rounded up to whole generation batches (:func:`save_period`; none when 0), the last
-    cfg.keep_checkpoints kept;
+    cfg.save_every steps rounded up to whole generation batches (:func:`save_period`; none when 0), none
+    pruned by the trainer (:class:`CurveCheckpoint` keeps the last cfg.keep_checkpoints);
     for algorithm "dapo" the DAPO settings of :func:`saerl.dapo.dapo_overrides` (token-level loss,
     clip-higher); reward weights [1, format_reward] when a format reward is on; with cfg.use_vllm, vLLM's rollouts
     stop at `stop_token_ids` (the policy's :func:`saerl.policy_lm.stop_ids`, as trl's own generate stops)."""
@@ -338,7 +367,7 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
         steps_per_generation=cfg.steps_per_generation * cfg.micro_batches,  # trl counts micro-batches here
         save_strategy="steps" if cfg.save_every else "no",
         save_steps=save_period(cfg.save_every or 1, cfg.steps_per_generation),
-        save_total_limit=cfg.keep_checkpoints, save_only_model=False,
+        save_total_limit=None, save_only_model=False,  # CurveCheckpoint prunes, once a checkpoint is complete
         report_to=[], disable_tqdm=not progress, bf16=False, use_cpu=not cuda, disable_dropout=True, seed=seed,
         shuffle_dataset=False, mask_truncated_completions=False, log_completions=False, dataloader_num_workers=0,
     )
@@ -352,6 +381,15 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
     if cfg.format_reward > 0:
         kw["reward_weights"] = [1.0, cfg.format_reward]
     return GRPOConfig(**kw)
+
+
+def reference_model_kwargs(model_cfg: ModelConfig | None) -> dict[str, Any]:
+    """from_pretrained arguments for the KL reference model trl loads itself (train.beta > 0) from the policy's
+    name (GRPOConfig.model_init_kwargs): the pinned revision, model.trust_remote_code and safetensors only, as
+    :func:`saerl.policy_lm.load_policy` loaded the policy. in: model config (None = defaults); out: kwargs."""
+    from saerl.activations import hub_kwargs
+
+    return {**hub_kwargs(model_cfg or ModelConfig()), "use_safetensors": True}
 
 
 def _keep_dynamic_sampling(trainer: Any, saving: CurveCheckpoint, resume: Path | None, ckpt_dir: Path) -> None:
@@ -373,16 +411,17 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
                out_dir: str | Path, *, prompts_per_step: int, seed: int = 0, max_steps: int | None = None,
                time_limit_s: float | None = None, callbacks: list[Any] | None = None,
                extra_rewards: list[Any] | None = None, eval_sets: dict[str, pl.DataFrame] | None = None,
-               eval_max_new_tokens: int | None = None, eval_batch: int = 64,
+               eval_max_new_tokens: int | None = None, eval_batch: int = 64, eval_timeout_s: float | None = None,
                checkpoint_dir: str | Path | None = None, model_cfg: ModelConfig | None = None,
                device: str = "auto", progress: bool = True) -> dict[str, Any]:
     """GRPO (or DAPO, by cfg.algorithm) from the policy saved in `model_dir` on `prompts` (id, prompt, answer)
     read in `order` (ids; None = seeded shuffle, the vanilla baseline). Saves the final policy (+ tokenizer)
     to `out_dir`. `extra_rewards` are trl reward functions added to the correctness reward (they see the `id`
     and `answer` columns). With `eval_sets`, greedy held-out accuracy is measured before training, every
-    cfg.eval_every steps and at the end. With cfg.save_every > 0, resumable checkpoints go to `checkpoint_dir`
-    (default `<out_dir>/checkpoints`) every cfg.save_every steps (rounded up to whole generation batches,
-    :func:`save_period`), and a run that finds one there (it was killed) resumes from the newest: optimizer,
+    cfg.eval_every steps and at the end, each answer check bounded by `eval_timeout_s` (eval.verify_timeout_s, as
+    the final evaluation's; None = cfg.verify_timeout_s, the reward's). With cfg.save_every > 0, resumable
+    checkpoints go to `checkpoint_dir` (default `<out_dir>/checkpoints`) every cfg.save_every steps (rounded up
+    to whole generation batches, :func:`save_period`), and a run that finds one there (it was killed) resumes from the newest: optimizer,
     scheduler, RNG states, data position, learning curve, the reward's counts and the training seconds (which
     `time_limit_s` counts too), and, under DAPO, the prompt stream's cursor and the prompts drawn before.
     Training runs on `device` (runtime.device, see :func:`grpo_config`), with a progress bar showing each step's
@@ -417,7 +456,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         "id": [r["id"] for r in rows],
     })
     evals = EvalCallback(eval_sets or {}, tok, cfg.eval_every, eval_max_new_tokens or cfg.max_completion_length,
-                         eval_batch, cfg.verify_timeout_s)
+                         eval_batch, cfg.verify_timeout_s if eval_timeout_s is None else eval_timeout_s)
     ckpt_dir = Path(checkpoint_dir or Path(out_dir) / "checkpoints")
     resume = last_checkpoint(ckpt_dir, cfg.steps_per_generation, steps) if cfg.save_every else None
     if resume is not None:
@@ -438,10 +477,13 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
 
         cls = dynamic_sampling_trainer(cls, cfg.dynamic_sampling_max_rounds)
     args = grpo_config(cfg, ckpt_dir, prompts_per_step, steps, seed, device, progress, stop_ids(model, tok))
+    if cfg.beta > 0:  # trl loads the reference from the policy's name with these (it warns they are ignored: not so)
+        args.model_init_kwargs = reference_model_kwargs(model_cfg)
     if extra_rewards and args.reward_weights is not None:
         args.reward_weights = [*args.reward_weights, *[1.0] * len(extra_rewards)]
     saving = CurveCheckpoint(evals, ckpt_dir, {RUN_FILE: lambda: {
-        "reward_checks": reward.checked, "verifier_failures": reward.failures, "seconds": timer.elapsed()}})
+        "reward_checks": reward.checked, "verifier_failures": reward.failures, "seconds": timer.elapsed()}},
+        keep=cfg.keep_checkpoints)
     trainer = cls(model=model, reward_funcs=rewards, args=args, train_dataset=data, processing_class=tok,
                   callbacks=[timer, evals, saving, *(callbacks or [])])
     quiet_logs(trainer, progress)

@@ -333,8 +333,8 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     pps = cfg.curriculum.batch_size
     run = train_grpo(policy_path(cfg, inputs), read_prompts(inputs), order, t, build.path / "policy",
                      prompts_per_step=pps, seed=seed, eval_sets=sets, eval_batch=cfg.eval.batch_size,
-                     checkpoint_dir=build.path / CHECKPOINTS, model_cfg=cfg.model, device=cfg.runtime.device,
-                     progress=cfg.runtime.progress)
+                     eval_timeout_s=cfg.eval.verify_timeout_s, checkpoint_dir=build.path / CHECKPOINTS,
+                     model_cfg=cfg.model, device=cfg.runtime.device, progress=cfg.runtime.progress)
     steps_log = pl.DataFrame(run["log"], infer_schema_length=None) if run["log"] else pl.DataFrame({"step": []})
     if "step" in steps_log.columns:
         steps_log = steps_log.with_columns(pl.col("step").cast(pl.Int64))
@@ -353,8 +353,9 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     metrics = {"steps": float(run["steps"]), "train_seconds": float(run["seconds"]),
                "verifier_failures": float(run["verifier_failures"]), "reward_checks": float(run["reward_checks"]),
                "curve_verifier_failures": float(curve["failures"].sum())}
-    if "reward" in steps_log.columns and steps_log.height:
-        metrics["reward_last"] = float(steps_log["reward"].tail(max(1, steps_log.height // 4)).mean())
+    reward_last = steps_log["reward"].tail(max(1, steps_log.height // 4)).mean() if "reward" in steps_log.columns else None
+    if reward_last is not None:  # None: no steps logged, or no reward among the last quarter's
+        metrics["reward_last"] = float(reward_last)
     for r in curve.group_by("set").agg(pl.col("greedy").sort_by("step").last()).iter_rows(named=True):
         metrics[f"eval_{r['set']}_greedy_final"] = float(r["greedy"])
     # the run is done and policy/ holds its result: the resumable checkpoints (weights + optimizer state, ~12 bytes

@@ -548,3 +548,112 @@ def test_training_prints_no_metric_dict_per_step(tiny_policy_dir, tmp_path, one_
     assert "{'loss'" not in out.out + out.err and "'reward'" not in out.out + out.err
     assert ("reward=" in out.err) is progress
     assert [h["step"] for h in run["log"] if "reward" in h] == [1, 2]
+
+
+def test_a_kill_while_saving_keeps_the_previous_checkpoint_with_one_kept(tiny_policy_dir, tmp_path, monkeypatch,
+                                                                        one_torch_thread):
+    """train.keep_checkpoints=1: a run killed after the trainer wrote checkpoint-4 but before our files landed in it
+    still resumes from checkpoint-2 (the previous complete one is removed only once the new one is complete)."""
+    from saerl import rl
+
+    policy, prompts = tiny_policy_dir
+    cfg = TrainConfig(num_generations=2, max_completion_length=3, max_steps=4, save_every=2, keep_checkpoints=1)
+    write = rl._write_json
+
+    def killed_at_4(path, obj):
+        if path.parent.name == "checkpoint-4":
+            raise KeyboardInterrupt
+        write(path, obj)
+
+    def train():
+        return train_grpo(policy, prompts, None, cfg, tmp_path / "policy", prompts_per_step=2, seed=0,
+                          checkpoint_dir=tmp_path / "ck")
+
+    monkeypatch.setattr(rl, "_write_json", killed_at_4)
+    with pytest.raises(KeyboardInterrupt):
+        train()
+    assert rl.last_checkpoint(tmp_path / "ck", 1, 4) == tmp_path / "ck" / "checkpoint-2"
+    monkeypatch.setattr(rl, "_write_json", write)
+    resumed = train()
+    assert resumed["resumed_from"] == 2 and resumed["steps"] == 4
+    assert [c.name for c in (tmp_path / "ck").glob("checkpoint-*")] == ["checkpoint-4"]  # one kept, once complete
+
+
+def test_checkpoints_are_pruned_only_once_the_newest_is_complete(tmp_path):
+    """The trainer prunes nothing (it would before our files land); CurveCheckpoint keeps the newest
+    train.keep_checkpoints complete ones once the new one is complete, and drops those a kill left half-written."""
+    from types import SimpleNamespace
+
+    from saerl.rl import CURVE_FILE, CurveCheckpoint, EvalCallback, last_checkpoint
+
+    assert grpo_config(TrainConfig(save_every=2, keep_checkpoints=1), tmp_path, 2, 4, 0).save_total_limit is None
+    for step in (2, 4, 6, 8):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    for step in (2, 4):
+        (tmp_path / f"checkpoint-{step}" / CURVE_FILE).write_text("{}")  # 6: half-written by a kill; 8: saving now
+    saving = CurveCheckpoint(EvalCallback({}, None, 1, 1, 1), tmp_path, keep=2)
+
+    def killed():
+        raise KeyboardInterrupt
+
+    saving.states["extra.json"] = killed
+    with pytest.raises(KeyboardInterrupt):
+        saving.on_save(None, SimpleNamespace(global_step=8), None)
+    assert sorted(c.name for c in tmp_path.glob("checkpoint-*")) == [f"checkpoint-{s}" for s in (2, 4, 6, 8)]
+    saving.states["extra.json"] = dict
+    saving.on_save(None, SimpleNamespace(global_step=8), None)
+    assert sorted(c.name for c in tmp_path.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-8"
+
+
+@pytest.mark.parametrize(("eval_timeout_s", "expected"), [(None, 2.5), (30.0, 30.0)])
+def test_the_curve_judges_with_the_timeout_it_is_given(tiny_policy_dir, tmp_path, monkeypatch, eval_timeout_s,
+                                                       expected):
+    """train_grpo hands the held-out curve eval_timeout_s (eval.verify_timeout_s, as the final evaluation judges),
+    and train.verify_timeout_s (the reward's) only when none is given."""
+    from saerl import rl
+
+    policy, prompts = tiny_policy_dir
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def record(sets, tok, every, max_new_tokens, batch, timeout_s=5.0):
+        seen["timeout_s"] = timeout_s
+        raise Stop
+
+    monkeypatch.setattr(rl, "EvalCallback", record)
+    cfg = TrainConfig(num_generations=2, max_completion_length=3, max_steps=1, verify_timeout_s=2.5)
+    with pytest.raises(Stop):
+        train_grpo(policy, prompts, None, cfg, tmp_path / "rl", prompts_per_step=2, eval_sets={"h": prompts},
+                   eval_timeout_s=eval_timeout_s)
+    assert seen["timeout_s"] == expected
+
+
+def test_the_kl_reference_is_the_pinned_policy_from_safetensors(tiny_policy_dir, tmp_path, monkeypatch):
+    """train.beta > 0: trl builds the KL reference model from the policy's name itself, with GRPOConfig's
+    model_init_kwargs; it gets the pinned model.revision, safetensors only and model.trust_remote_code, as the
+    policy did (it had loaded the hub's newest revision, and any pickled checkpoint there)."""
+    from trl.trainer import grpo_trainer
+
+    from saerl.config import ModelConfig
+
+    policy, prompts = tiny_policy_dir
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def record(model_id, **kwargs):
+        seen.update(kwargs, model_id=model_id)
+        raise Stop
+
+    monkeypatch.setattr(grpo_trainer, "create_model_from_path", record)
+    cfg = TrainConfig(num_generations=2, max_completion_length=3, max_steps=1, beta=0.1)
+    with pytest.raises(Stop):
+        train_grpo(policy, prompts, None, cfg, tmp_path / "rl", prompts_per_step=2,
+                   model_cfg=ModelConfig(revision="0123abc"))
+    assert seen["model_id"] == str(policy)
+    assert (seen["revision"], seen["use_safetensors"], seen["trust_remote_code"]) == ("0123abc", True, False)
