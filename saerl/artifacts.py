@@ -103,12 +103,16 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 def write_file_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write a file through `write(tmp)` under a temp name beside `path`, fsync it and rename it into place, so a
-    reader (or a resumed run) sees the whole file or none of it."""
+    reader (or a resumed run) sees the whole file or none of it; a `write` that raises leaves no temp file behind."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a failed write leaves neither a half file nor its temp beside `path`
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _manifest_entries(manifest: Any) -> list[tuple[str, int, str]]:

@@ -29,7 +29,7 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
         Stage("testbed", "5", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
-        Stage("ingest", "4", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
+        Stage("ingest", "5", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
         Stage(
             "extract", "4",
             ("model.name_or_path", "model.revision", "model.dtype", "model.trust_remote_code", "extract"),
@@ -44,7 +44,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage("encode", "3", ("sae.encode_pool", "sae.encode_top_k", "sae.encode_batch_tokens"), ("extract", "sae"), "sparse top-K SAE codes"),
         Stage(
-            "label", "5",
+            "label", "6",
             ("score.label_fraction", "score.label_rollouts", "score.label_batch",
              "score.label_chunk_rows", "score.seed",
              "model", "train.temperature", "train.top_k", "train.max_completion_length", "train.verify_timeout_s"),
@@ -64,18 +64,18 @@ STAGES: dict[str, Stage] = {
         ),
         Stage("curriculum", "2", ("curriculum", "score.quality_threshold"), ("score",), "order.parquet"),
         Stage(
-            "train", "7",
+            "train", "8",
             ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.num_generations",
              "train.steps_per_generation", "train.micro_batches",
              "train.temperature", "train.top_k", "train.max_completion_length", "train.beta", "train.epsilon",
              "train.epsilon_high", "train.loss_type", "train.scale_rewards", "train.format_reward",
              "train.dynamic_sampling_max_rounds", "train.eval_every", "train.eval_problems",
-             "train.verify_timeout_s", "train.bf16", "train.use_vllm", "curriculum.batch_size",
+             "train.verify_timeout_s", "train.bf16", "train.use_vllm", "curriculum.batch_size", "eval.verify_timeout_s",
              "curriculum.epochs", "curriculum.seed", "eval.sets", "eval.batch_size", "data"),
             ("ingest", "curriculum", "testbed"),
             "one RL run per (arm, seed): policy checkpoint, per-step log, greedy learning curve",
         ),
-        Stage("evaluate", "8", ("eval", "train.arms", "train.seeds", "train.max_completion_length", "data"),
+        Stage("evaluate", "9", ("eval", "train.arms", "train.seeds", "train.max_completion_length", "data"),
               ("train", "ingest", "testbed"), "eval.parquet, arm comparison, steps-to-target"),
     )
 }

@@ -292,3 +292,18 @@ def test_unreadable_chunk_record_counts_as_not_done(tmp_path):
     (log.folder / "4.json").write_text('{"rows": ')
     assert log.is_done(3) and log.get(3) == {"rows": 2}
     assert not log.is_done(4) and log.get(4) == {} and not log.is_done(5)
+
+
+def test_a_write_that_raises_leaves_no_temp_file(tmp_path):
+    from saerl.artifacts import write_file_atomic
+
+    target = tmp_path / "table.parquet"
+    target.write_text("old")
+
+    def broken(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_file_atomic(target, broken)
+    assert [p.name for p in tmp_path.iterdir()] == ["table.parquet"] and target.read_text() == "old"

@@ -83,3 +83,8 @@ def test_a_train_field_the_algorithm_ignores_does_not_retrain():
     assert _key("train", grpo, "train.loss_type=bnpo") != _key("train", grpo)
     assert _key("train", grpo, "train.dynamic_sampling_max_rounds=0") == _key("train", grpo), "only DAPO refills"
     assert _key("train", dapo, "train.dynamic_sampling_max_rounds=0") != _key("train", dapo)
+
+
+def test_the_curve_timeout_is_the_evaluations_and_retrains():
+    """The in-training held-out curve judges with eval.verify_timeout_s (as the final evaluation does)."""
+    assert _key("train", "eval.verify_timeout_s=1") != _key("train")
