@@ -277,9 +277,10 @@ class ScoreConfig(Section):
     heldout_fraction: float = Field(
         0.3, gt=0, lt=1, description="share of the labelled subset held out to test property models in the report"
     )
-    ood_topic_fraction: float = Field(
-        0.3, gt=0, lt=1, description="share of topics held out for the out-of-distribution difficulty test"
-    )
+    ood_folds: int = Field(
+        3, ge=2, description="out-of-distribution difficulty test: topics are dealt (seeded) into this many groups "
+        "and each group is held out once (models trained on the labelled rows of the other topics, tested on every "
+        "labelled row of the group's); the report's spearman_ood is the mean over the groups")
     baselines: bool = Field(True, description="fit baselines (residuals, text TF-IDF, length, majority) for the report")
     text_max_features: int = Field(20_000, gt=0, description="vocabulary cap of the prompt-text TF-IDF baseline")
 

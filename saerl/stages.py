@@ -51,7 +51,7 @@ STAGES: dict[str, Stage] = {
             ("ingest", "testbed"), "measured pass rates on the labelled subset",
         ),
         Stage(
-            "score", "6",
+            "score", "7",
             ("score.n_clusters", "score.k_range", "score.tfidf", "score.cluster_pool", "score.model_pool",
              "score.difficulty_pool",
              "score.difficulty_source", "score.label_fraction",
@@ -59,7 +59,7 @@ STAGES: dict[str, Stage] = {
              "score.cluster_top_features", "score.cluster_examples", "score.cv_folds", "score.difficulty_models",
              "score.ridge_alphas", "score.enet_l1_ratios", "score.dense_fit_mb",
              "score.enet_n_alphas", "score.enet_max_iter", "score.probe_cs", "score.heldout_fraction",
-             "score.ood_topic_fraction", "score.baselines", "score.text_max_features"),
+             "score.ood_folds", "score.baselines", "score.text_max_features"),
             ("ingest", "extract", "encode", "label"), "clusters, difficulty_hat, quality_hat per prompt",
         ),
         Stage("curriculum", "2", ("curriculum", "score.quality_threshold"), ("score",), "order.parquet"),

@@ -19,7 +19,7 @@ from saerl.property_models import (
     seeded_subset,
     weight_codes,
 )
-from saerl.scoring import REPORT_SCHEMA, best_baseline, resolve_difficulty, score_prompts, summarize_report
+from saerl.scoring import REPORT_SCHEMA, best_baseline, ood_folds, resolve_difficulty, score_prompts, summarize_report
 
 FAST = dict(k_range=(3, 6), kmeans_n_init=2, cv_folds=3, enet_n_alphas=8, enet_l1_ratios=[0.5, 1.0],
             probe_cs=[0.1, 1.0], label_fraction=0.5)
@@ -157,8 +157,27 @@ def test_report_tests_on_every_labelled_row_no_report_model_trained_on(data):
                               for c in ("difficulty", "quality")))
     rep = score_prompts(X, only, ScoreConfig(**FAST, baselines=False, n_clusters=4)).report
     assert rep.filter(pl.col("metric") == "spearman_id")["n_test"].to_list() == [n_lab - n_train]
-    ood = rep.filter(pl.col("metric") == "spearman_ood")
-    assert ood["n_train"][0] + ood["n_test"][0] <= n_lab
+    ood = rep.filter(pl.col("metric") == "spearman_ood")  # every labelled row tested once, by the fold holding its topic
+    assert ood["n_test"][0] == n_lab and 0 < ood["n_train"][0] < n_lab
+
+
+def test_ood_folds_hold_out_every_topic_once():
+    topics = np.array(["a", "b", "c", "d", "e", "f", "g", ""] * 10)
+    usable = np.arange(len(topics)) % 3 != 0
+    testable = np.ones(len(topics), dtype=bool)
+    cfg = ScoreConfig(ood_folds=3)
+    folds = ood_folds(topics, usable, cfg, testable)
+    assert len(folds) == 3
+    held = [set(topics[test]) for _, test in folds]
+    assert sorted(t for h in held for t in h) == list("abcdefg"), "each topic held out exactly once, '' never"
+    assert sorted(len(h) for h in held) == [2, 2, 3]
+    for train, test in folds:
+        assert not set(topics[train]) & set(topics[test]) and not (train & ~usable).any() and "" not in topics[train]
+    assert [t.tolist() for _, t in ood_folds(topics, usable, cfg, testable)] == [t.tolist() for _, t in folds]
+    assert [set(topics[t]) for _, t in ood_folds(topics, usable, ScoreConfig(ood_folds=3, seed=1), testable)] != held
+    two = np.array(["a", "b"] * 5)
+    assert len(ood_folds(two, np.ones(10, dtype=bool), cfg)) == 2, "never more folds than topics"
+    assert ood_folds(np.array(["a"] * 5), np.ones(5, dtype=bool), cfg) == []
 
 
 def test_resolve_difficulty_sources_and_errors(data):
