@@ -30,7 +30,7 @@ from saerl.runs import (
 from saerl.stages import stage_key, stage_slice
 from saerl.sweep import planned_run_keys
 from saerl.tracking import Tracker, log_stage_run
-from tasks.stage import prepare_shards_task, shard_task, stage_options, stage_task
+from tasks.stage import plain_record, prepare_shards_task, shard_task, stage_options, stage_task
 
 log = logging.getLogger("saerl.flow")
 TRACKED_FAILED = "FAILED"  # the MLflow status of a run stopped by an error
@@ -140,14 +140,15 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
         upstream = resolve_upstream(stage, ups, refs, variant)
         keys = input_keys(cfg, stage, upstream, variant)
         key = stage_key(cfg, stage, keys)
-        refresh = not store.is_complete(stage, key)
+        complete = store.is_complete(stage, key)
+        refresh = not complete or not plain_record(root, stage, key)  # a record of another serializer: rewritten
         note = ""
-        if refresh and store.path(stage, key).exists():
+        if not complete and store.path(stage, key).exists():
             note = f"computed: stored artifact failed verification ({'; '.join(store.problems(stage, key))[:300]})"
         args = {"stage": stage, "key": key, "root": str(root), "config": cfg.model_dump(mode="json"),
                 "upstream": {u: asdict(r) for u, r in upstream.items()}}
         task = stage_task.with_options(**stage_options(stage, root, refresh) | {"task_run_name": name})
-        fanned = refresh and stage in SHARDED and cfg.runtime.task_runner == "dask"
+        fanned = not complete and stage in SHARDED and cfg.runtime.task_runner == "dask"
         if fanned:
             future = build_sharded(store, args, cfg.runtime.workers,
                                    lambda: task.submit(**args, variant=variant, lock_held=True))

@@ -5,11 +5,14 @@ the config fields the stage reads), never Prefect's default (which includes the 
 `TASK_SOURCE`. The persisted result is a small reference (stage, key, path, metrics), never arrays, stored as plain JSON
 (`RESULT_SERIALIZER`: no pickles, nothing in a result file names code to import).
 The flow passes ``refresh_cache=True`` when the stored artifact is missing or corrupt, so a Prefect cache
-record can never hand back an artifact that is no longer there.
+record can never hand back an artifact that is no longer there, and when the stage run's cache record is not one
+`RESULT_SERIALIZER` wrote (:func:`plain_record`): Prefect decodes a record with the serializer the record names,
+so a record left by an earlier version (cloudpickle) would otherwise be unpickled; refreshing overwrites it.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,25 @@ def stage_task(stage: str, key: str, root: str, config: dict[str, Any], upstream
     cfg = build_config(config)
     refs = to_refs(upstream)
     return run_stage(ArtifactStore(root), cfg, stage, refs, key=key, variant=variant, take_lock=not lock_held).to_json()
+
+
+def record_path(root: str | Path, stage: str, key: str) -> Path:
+    """Where the Prefect cache record of a stage run lies: result storage / cache key (:func:`artifact_cache_key`)."""
+    return Path(root).resolve() / RESULTS_DIR / f"{stage}-{key}"
+
+
+def plain_record(root: str | Path, stage: str, key: str) -> bool:
+    """Whether a cache hit of this stage run could only decode plain JSON: True when it has no cache record, or one
+    whose serializer is exactly `RESULT_SERIALIZER`; False for a record that names another serializer (cloudpickle,
+    written before results were JSON; JSON with hooks that import what a record names) or that cannot be read.
+    in: artifact root, stage, artifact key; out: bool."""
+    try:
+        serializer = json.loads(record_path(root, stage, key).read_bytes())["metadata"]["serializer"]
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return serializer == RESULT_SERIALIZER.model_dump(mode="json")
 
 
 def stage_options(stage: str, root: Path, refresh: bool) -> dict[str, Any]:

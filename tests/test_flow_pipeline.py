@@ -230,3 +230,38 @@ def test_a_failed_run_is_recorded_as_failed_and_where(prefect_api, tmp_path, mon
     assert list_status(tmp_path).splitlines()[1].endswith("failed at ingest")
     arms = dict(sections(load_report(tmp_path, record.run_id)))["Arms"]
     assert "failed before its evaluation, at ingest" in arms
+
+
+class _Planted:
+    """Unpickling it writes a marker file: what a cloudpickle cache record could run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return Path.write_text, (Path(self.marker), "unpickled")
+
+
+def test_a_pickled_cache_record_is_never_unpickled_but_rewritten_as_json(prefect_api, tmp_path):
+    """Prefect decodes a cache record with the serializer the record names: a stage run whose record was written
+    before results were JSON (cloudpickle) was unpickled on the next cache hit. The flow refreshes such a record
+    instead (the artifact is reused, the record rewritten as JSON)."""
+    from prefect.results import ResultRecord, ResultRecordMetadata
+    from prefect.serializers import PickleSerializer
+
+    from flows.pipeline import pipeline_flow
+    from tasks.stage import RESULT_SERIALIZER, plain_record, record_path
+
+    cfg = load_config(None, [f"runtime.artifact_root={tmp_path}", "data.source=sample", "tracking.enabled=false"])
+    first = pipeline_flow(config=cfg.model_dump(mode="json"), until="ingest")["stages"]["ingest"]
+    path, marker = record_path(tmp_path, "ingest", first["key"]), tmp_path / "unpickled.txt"
+    assert plain_record(tmp_path, "ingest", first["key"])
+    planted = ResultRecord(metadata=ResultRecordMetadata(serializer=PickleSerializer(), storage_key=str(path)),
+                           result={**{k: first[k] for k in ("key", "path", "seconds")}, "stage": "ingest",
+                                   "computed": False, "metrics": {}, "planted": _Planted(marker)})
+    path.write_bytes(planted.serialize())
+    assert not plain_record(tmp_path, "ingest", first["key"])
+    second = pipeline_flow(config=cfg.model_dump(mode="json"), until="ingest")["stages"]["ingest"]
+    assert not marker.exists(), "a cache hit unpickled a record"
+    assert second["status"] == "cached" and second["key"] == first["key"]
+    assert json.loads(path.read_text())["metadata"]["serializer"] == RESULT_SERIALIZER.model_dump(mode="json")
