@@ -297,40 +297,60 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
     return out.select(cols).sort("arm", "seed")
 
 
+def _resampled_curve(g: pl.DataFrame, ids: list[str], weights: np.ndarray, rng: np.random.Generator,
+                     n_boot: int) -> tuple[np.ndarray, np.ndarray]:
+    """One arm's mean curve in every resample. in: the arm's per-problem rows (seed, step, id, correct) on the
+    shared `ids`, problem weights (problems, B), the rng (each arm draws its seeds from it);
+    out: (steps every seed evaluated, mean curve per resample (B, steps)). A run's accuracy at a step is the
+    weighted mean over the problems it scored there (as :func:`steps_to_target`'s curve: a missing row is no
+    problem, not a wrong one, nor a point the curve can never reach); NaN when the resample drew none of them."""
+    seeds = sorted(g["seed"].unique().to_list())
+    counts = g.group_by("step").agg(pl.col("seed").n_unique().alias("n"))
+    steps = np.array(sorted(counts.filter(pl.col("n") == len(seeds))["step"].to_list()), dtype=np.int64)
+    pick = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
+    if not steps.size:  # the seeds share no eval step: no mean curve
+        return steps, np.full((n_boot, 0), np.nan)
+    full = (g.filter(pl.col("step").is_in(steps.tolist())).with_columns(pl.col("correct").cast(pl.Float64))
+            .pivot(on="id", index=["seed", "step"], values="correct", aggregate_function="mean").sort("seed", "step"))
+    values = full.select(ids).to_numpy().astype(np.float64).reshape(len(seeds), len(steps), len(ids))
+    scored = ~np.isnan(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = (np.where(scored, values, 0.0) @ weights) / (scored @ weights)  # (seeds, steps, B)
+    return steps, acc[pick, :, np.arange(n_boot)[:, None]].mean(axis=1)
+
+
 def steps_ratio_interval(problems: pl.DataFrame, reference_arm: str = "vanilla", target: float | None = None,
                          n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> pl.DataFrame:
     """Bootstrap interval of each arm's steps-to-target ratio (:func:`steps_to_target` on the mean curve).
-    in: the in-training evaluations of one set, per problem: arm, seed, step, id, correct (every run scores the
-    same problems); the reference arm; target (None = the reference's final accuracy, recomputed per resample);
-    n_boot resamples at `level`;
+    in: the in-training evaluations of one set, per problem: arm, seed, step, id, correct (the problems every run
+    scored are the ones resampled; a run's accuracy at a step is over the problems it scored there); the reference
+    arm; target (None = the reference's final accuracy, recomputed per resample); n_boot resamples at `level`;
     out: one row per arm: ratio_ci_low, ratio_ci_high (inf when the arm's mean curve misses the target in more
     than the upper tail's share of resamples), reach_share (share of resamples in which its mean curve reaches
     the target). Each resample draws the problems with replacement (the same draw for every arm, seed and step:
     the arms are compared on paired problems) and each arm's seeds with replacement. Resamples in which the
-    reference reaches the target at step 0, or never (a fixed target), make no ratio and are left out. Empty without the reference arm."""
+    reference reaches the target at step 0, or never (a fixed target), make no ratio and are left out. Empty
+    without the reference arm, without a problem every run scored, or when the reference's seeds share no eval step."""
     schema = {"arm": pl.String, "ratio_ci_low": pl.Float64, "ratio_ci_high": pl.Float64, "reach_share": pl.Float64}
     if n_boot < 1 or problems.is_empty() or reference_arm not in problems["arm"].unique().to_list():
         return pl.DataFrame(schema=schema)
     ids = sorted(set.intersection(*(set(g["id"].to_list()) for _, g in problems.group_by("arm", "seed"))))
+    if not ids:  # no paired problems to resample
+        return pl.DataFrame(schema=schema)
     rng = np.random.default_rng(seed)
     weights = rng.multinomial(len(ids), np.full(len(ids), 1 / len(ids)), size=n_boot).T / len(ids)  # (problems, B)
-    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # arm -> (steps, mean curve per resample (B, steps))
     shared = problems.filter(pl.col("id").is_in(ids))
-    for arm in sorted(shared["arm"].unique().to_list()):  # a fixed order: every arm draws from the one rng
-        g = shared.filter(pl.col("arm") == arm)
-        seeds = sorted(g["seed"].unique().to_list())
-        counts = g.group_by("step").agg(pl.col("seed").n_unique().alias("n"))
-        steps = np.array(sorted(counts.filter(pl.col("n") == len(seeds))["step"].to_list()))
-        full = (g.filter(pl.col("step").is_in(steps.tolist())).with_columns(pl.col("correct").cast(pl.Float64))
-                .pivot(on="id", index=["seed", "step"], values="correct").sort("seed", "step"))
-        acc = full.select(ids).to_numpy().reshape(len(seeds), len(steps), len(ids)) @ weights  # (seeds, steps, B)
-        pick = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
-        curves[str(arm)] = (steps, acc[pick, :, np.arange(n_boot)[:, None]].mean(axis=1))
+    curves = {str(arm): _resampled_curve(shared.filter(pl.col("arm") == arm), ids, weights, rng, n_boot)
+              for arm in sorted(shared["arm"].unique().to_list())}  # a fixed order: every arm draws from the one rng
     ref_steps_grid, ref_curve = curves[reference_arm]
+    if not ref_steps_grid.size:
+        return pl.DataFrame(schema=schema)
     goal = ref_curve[:, -1] if target is None else np.full(n_boot, float(target))
     tol = TARGET_RTOL * np.maximum(np.abs(goal), 1.0)
 
     def first(steps: np.ndarray, curve: np.ndarray) -> np.ndarray:
+        if not steps.size:
+            return np.full(n_boot, np.inf)
         hit = curve >= (goal - tol)[:, None]
         return np.where(hit.any(axis=1), steps[hit.argmax(axis=1)], np.inf)
 
@@ -381,8 +401,9 @@ def training_signal(log: pl.DataFrame, order: pl.DataFrame, prompts: pl.DataFram
     """Where one training run's gradient signal came from, by stretch of the run: the "why" behind an accuracy gap.
     in: trl's per-step log (step, reward, frac_reward_zero_std; under DAPO also dynamic_sampling/kept_groups and
     dynamic_sampling/prompts_drawn), the run's trained order (step, id: the prompts each step trained on),
-    optionally the ingested prompts (id and any of quality, difficulty) and the number of equal stretches of steps;
-    out: one row per stretch (part 1..parts, first_step, last_step): reward (mean training reward),
+    optionally the ingested prompts (id and any of quality, difficulty) and the number of stretches of steps (as equal
+    as can be: their lengths differ by one at most; `parts` of them whenever the run has that many steps);
+    out: one row per stretch with a logged step (part 1..parts, first_step, last_step): reward (mean training reward),
     zero_std (mean share of generated groups whose rollouts all scored alike, i.e. no GRPO gradient),
     spread_groups (mean groups per step with a reward spread that the step trained on: DAPO's kept groups, or
     GRPO's groups times 1 - zero_std), prompts_drawn (mean prompts generated for per step: DAPO's draws over
@@ -390,9 +411,8 @@ def training_signal(log: pl.DataFrame, order: pl.DataFrame, prompts: pl.DataFram
     quality < 0.5) and level (mean difficulty label)."""
     if parts < 1:
         raise ValueError(f"parts must be >= 1, got {parts}")
-    last = int(max(log["step"].max() or 0, order["step"].max() or 0))
-    size = max(1, math.ceil(last / parts))
-    part = ((pl.col("step") - 1).clip(lower_bound=0) // size + 1).cast(pl.Int64).alias("part")
+    span = max(1, int(max(log["step"].max() or 0, order["step"].max() or 0)))  # steps 1..span (step 0 joins part 1)
+    part = ((pl.col("step").cast(pl.Int64) - 1).clip(lower_bound=0) * parts // span + 1).clip(upper_bound=parts).alias("part")
     out = (step_budget(log, order).with_columns(part).group_by("part")
            .agg(pl.col("step").min().alias("first_step"), pl.col("step").max().alias("last_step"),
                 pl.col("reward").mean(), pl.col("frac_reward_zero_std").mean().alias("zero_std"),

@@ -9,7 +9,8 @@ Plain numbers on both sides (``18``, ``-2.50``, ``1,000``, ``1\\,000``, ``1 000`
 ``-$5``, ``−5``, ``€5``) take a fast path in this process (Decimal comparison, no sympy); a mixed number (``2 1/2``)
 or a repeating decimal (``0.\\overline{3}``) goes to math-verify as the fraction it means, an answer without
 markdown emphasis around it or a full stop after it (``**18**``, ``1/2.``), a number followed by unit words or short
-prose as that number (``3/4 cup``, ``12 in``; a single letter is a variable: ``3 n`` stays 3n). A gold that math-verify can
+prose as that number (``3/4 cup``, ``12 in``; a single letter or a two-letter word that is no unit is a variable:
+``3 n``, ``4 xy`` stay 3n, 4xy). A gold that math-verify can
 only read as one pick among several answers ('236 adult, 342 child', or a number it found inside LaTeX that does
 not parse as a whole: '$R=1, I=(-1,1)$'), or a clock time, is unparsed, not a guess; a prediction read that way
 ('#### 17 | 18') is wrong.
@@ -111,8 +112,9 @@ _AND = " and "  # how math-verify joins the $...$ spans it read as one answer
 _CLOCK_TIME = re.compile(r"\d{1,2}:\s?\d{2}(?::\d{2})?\s*\$?\s*[ap]\.?\s?m\b\.?", re.I)
 _NOT_A_NUMBER = re.compile(r"\s*(?:\$\s*)?[+-]?nan(?:\s*\$)?\s*", re.I)  # 'NaN' (a missing value written out) is no answer
 # A number-like answer followed by short words ('3/4 cup', '12 in', '3/4 of a cup', '60 km/h', '18 sq. ft.'): read as LaTeX,
-# the words become variables (3/4 cup = 3/(4*c*u*p)). Words of 2+ letters are units or prose, single letters are
-# variables ('3 n' is 3n); a word LaTeX names as math ('2 pi', '3 sin x') keeps the answer whole.
+# the words become variables (3/4 cup = 3/(4*c*u*p)). Words of 3+ letters and the two-letter units are units or prose,
+# single letters and other two-letter words are variables ('3 n' is 3n, '4 xy' is 4xy); a word LaTeX names as math
+# ('2 pi', '3 sin x') keeps the answer whole.
 MAX_UNIT_WORDS = 6  # at most this many words after the number ('3/4 of a cup of flour'); longer text is prose
 _UNIT_WORD = r"[A-Za-z]+\.?"
 _NUMBER_HEAD = (
@@ -124,8 +126,15 @@ _NUMBER_WITH_WORDS = re.compile(
 _MATH_NAMES = frozenset(
     "alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi omicron pi varpi rho "
     "sigma tau upsilon phi varphi chi psi omega sqrt sin cos tan cot csc arcsin arccos arctan sinh cosh tanh log ln lg "
-    "exp inf infty infinity".split()
+    "exp inf infty infinity arcsec arccsc arccot sech csch coth gcd lcm det".split()
 )
+# Two-letter words that are units or prose ('12 in', '18 sq. ft.', '3/4 of a cup'); any other ('4 xy', '4 ac', '12 or B',
+# '3 IV') is a product of variables or a pick among answers, and keeps the answer whole.
+_SHORT_WORDS = frozenset("in ft yd mi mm cm km nm kg mg lb oz ml hr yr ms hz kw kb mb gb tb sq cu pt qt rs of an at on".split())
+# Math names that are also units ('30 sec', '5 min'): math when an argument word follows ('2 sec x', '3 mod n').
+_UNIT_OR_FUNCTION = frozenset("sec min max mod".split())
+_ARTICLE = "a"  # the one single-letter word that is prose ('3/4 of a cup'); any other is a variable ('3/4 of x')
+_WORD_AFTER = re.compile(r"(/)?\s*([A-Za-z]+)")  # each word after a number, and whether a '/' is before it ('km/h')
 
 
 @dataclass(frozen=True)
@@ -335,15 +344,25 @@ def _plain_answer(text: str) -> str:
 def _without_unit_words(text: str) -> str:
     """The number of a number followed by unit words or short prose ('3/4 cup' -> '3/4', '12 in' -> '12',
     '2 1/2 in' -> '2 1/2', '3/4 of a cup' -> '3/4', '60 km/h' -> '60'), else `text` unchanged. Read as LaTeX, such words
-    become a product of variables ('3/4 cup' is 3/(4*c*u*p)); a single letter stays a variable ('3 n', '4 x y'), and so
-    does an answer with a word LaTeX names as math ('2 pi', '3 sin x')."""
+    become a product of variables ('3/4 cup' is 3/(4*c*u*p)); words that are math stay (see _words_are_math: '3 n',
+    '3/4 of x', '4 xy', '2 pi', '3 sin x', '2 sec x')."""
     m = _NUMBER_WITH_WORDS.fullmatch(text) if len(text) <= MAX_ANSWER_CHARS else None
     if m is None:
         return text
-    words = [w.lower() for w in re.findall(r"[A-Za-z]+", m.group("words"))]
-    if all(len(w) < 2 for w in words) or any(w in _MATH_NAMES for w in words):
-        return text
-    return m.group("head").strip()
+    words = [(w.lower(), bool(slash)) for slash, w in _WORD_AFTER.findall(m.group("words"))]
+    return text if _words_are_math(words) else m.group("head").strip()
+
+
+def _words_are_math(words: list[tuple[str, bool]]) -> bool:
+    """True if the words after a number (lower case, each with whether a '/' comes before it) are math, not units or
+    prose: a single letter that is neither the article 'a' nor a unit's denominator ('3 n', '4 x y', '3/4 of x';
+    not '3/4 of a cup', '60 km/h'), a two-letter word that is no unit ('4 xy', '12 or B'), a name LaTeX reads as math
+    ('2 pi', '3 sin x'), or one that is also a unit followed by its argument ('2 sec x'; '30 sec' is a unit)."""
+    if all(len(w) < 2 for w, _ in words):
+        return True
+    if any((len(w) == 1 and w != _ARTICLE and not slash) or (len(w) == 2 and w not in _SHORT_WORDS) for w, slash in words):
+        return True
+    return any(w in _MATH_NAMES or (w in _UNIT_OR_FUNCTION and i + 1 < len(words)) for i, (w, _) in enumerate(words))
 
 
 def _strip_hashes(gold: str) -> str:

@@ -293,6 +293,28 @@ def test_steps_ratio_interval_is_reproducible_for_a_seed():
         assert again.equals(first)
 
 
+def test_steps_ratio_interval_reads_a_run_over_the_problems_it_scored():
+    """A missing (run, step, problem) row was NaN in the pivot: that run's curve never reached the target at that step
+    (one row moved saerl's interval from 0.5 to [0.5, 1.0]); a duplicate row crashed the pivot; runs sharing no
+    problem divided by zero, and seeds sharing no eval step crashed. Now: a run's accuracy is over the problems it
+    scored (as steps_to_target's), duplicates average, and no shared problem or step means no interval."""
+    n = 40
+    fast, slow = [[0] * n, [1] * n, [1] * n], [[0] * n, [0] * n, [1] * n]
+    clear = _problem_curves({("vanilla", 0): slow, ("vanilla", 1): slow, ("saerl", 0): fast, ("saerl", 1): fast})
+    gap = clear.filter(~((pl.col("arm") == "saerl") & (pl.col("seed") == 0) & (pl.col("step") == 10) & (pl.col("id") == "q5")))
+    out = {r["arm"]: r for r in steps_ratio_interval(gap, n_boot=100).iter_rows(named=True)}
+    assert out["saerl"]["ratio_ci_low"] == out["saerl"]["ratio_ci_high"] == pytest.approx(0.5)
+    twice = pl.concat([clear, clear.filter((pl.col("arm") == "vanilla") & (pl.col("step") == 10))])
+    assert steps_ratio_interval(twice, n_boot=50).equals(steps_ratio_interval(clear, n_boot=50))
+    apart = clear.with_columns(pl.when(pl.col("arm") == "saerl").then(pl.col("id") + "x").otherwise(pl.col("id")).alias("id"))
+    assert steps_ratio_interval(apart, n_boot=50).is_empty()
+    staggered = clear.with_columns(pl.when((pl.col("arm") == "saerl") & (pl.col("seed") == 1)).then(pl.col("step") + 5)
+                                   .otherwise(pl.col("step")).alias("step"))
+    out = {r["arm"]: r for r in steps_ratio_interval(staggered, n_boot=50).iter_rows(named=True)}
+    assert out["saerl"]["reach_share"] == 0.0 and out["vanilla"]["ratio_ci_low"] == pytest.approx(1.0)
+    assert steps_ratio_interval(staggered, reference_arm="saerl", n_boot=50).is_empty()
+
+
 def test_curve_from_per_sample_frames():
     frames = [_samples([1] * c + [0] * (4 - c), [[]] * 4).with_columns(pl.lit("a").alias("arm"), pl.lit(0).alias("seed"),
                                                                       pl.lit(step).alias("step"))
@@ -383,6 +405,20 @@ def test_training_signal_by_stretch_of_the_run():
     assert bare.height == 1
     with pytest.raises(ValueError, match="parts"):
         training_signal(log, order, prompts, parts=0)
+
+
+@pytest.mark.parametrize(("steps", "parts"), [(4, 3), (5, 4), (10, 6), (20, 3), (3, 5)])
+def test_training_signal_gives_every_stretch_asked_for(steps, parts):
+    """Stretches of ceil(steps / parts) steps left the last ones empty: 4 steps in thirds gave two stretches, 10 in
+    sixths five. Now `parts` stretches (one per step when there are fewer), lengths within one step of each other."""
+    log = pl.DataFrame({"step": list(range(1, steps + 1)), "reward": [0.1] * steps, "frac_reward_zero_std": [0.5] * steps})
+    order = pl.DataFrame({"step": list(range(1, steps + 1)), "id": [f"p{i}" for i in range(steps)]})
+    sig = training_signal(log, order, None, parts=parts)
+    assert sig.height == min(steps, parts) and sig["part"].is_sorted() and sig["part"].n_unique() == sig.height
+    assert sig["part"][0] == 1 and (steps < parts or sig["part"][-1] == parts)  # numbered by where it lies in the run
+    lengths = [b - a + 1 for a, b in zip(sig["first_step"], sig["last_step"], strict=True)]
+    assert sum(lengths) == steps and max(lengths) - min(lengths) <= 1
+    assert sig["first_step"][0] == 1 and sig["last_step"][-1] == steps
 
 
 def test_training_signal_reads_dynamic_sampling_counts():

@@ -517,3 +517,26 @@ def test_unit_words_pattern_is_fast_on_long_space_runs():
     start = time.perf_counter()
     assert all(V._without_unit_words(t) == t for t in texts)
     assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status"),
+    [("#### 4 xy", "4", "wrong"), ("#### 4 xy", "$4xy$", "correct"), ("#### 4 ac", "4", "wrong"),
+     ("#### 4 ac", "$4ac$", "correct"), ("#### 2 ab cd", "2", "wrong"), ("#### 12 or B", "12", "wrong"),
+     ("#### 7 and up", "7", "wrong"), ("#### 3 IV", "3", "wrong"), ("#### 2 sec x", "2", "wrong"),
+     ("#### 3 mod n", "3", "wrong"), ("#### 2 dx", "2", "wrong"), ("#### 5 ml", "5", "correct"),
+     ("#### 18 sq ft", "18", "correct"), ("#### 30 sec", "\\frac{60}{2}", "correct"), ("#### 3/4 of x", "3/4", "wrong"),
+     ("#### 1/2 of n", "1/2", "wrong"), ("#### 5 and x", "5", "wrong"), ("#### 2 per x", "2", "wrong"),
+     ("#### 60 km/h", "60", "correct"), ("#### 3/4 of a cup", "3/4", "correct")],
+)
+def test_two_letter_variables_and_functions_after_a_number_stay_math(completion, gold, status):
+    """Any word of 2+ letters was read as a unit: '#### 4 xy' (4xy) was correct for gold 4 and wrong for $4xy$, and so
+    were '12 or B' (a pick of answers), '2 sec x' (2 sec(x)) and '3/4 of x' (3x/4); two-letter units ('ml'), '30 sec',
+    the article of '3/4 of a cup' and the denominator of '60 km/h' stay units or prose."""
+    assert verify_answer(completion, gold, 10).status == status
+
+
+@pytest.mark.parametrize(("gold", "text"), [("4 xy", "4 xy"), ("5 ml", "5")])
+def test_a_gold_with_two_letter_variables_keeps_them(gold, text):
+    """A gold '4 xy' was normalized to the number 4."""
+    assert (normalize_answer(gold, 10).status, normalize_answer(gold, 10).text) == ("ok", text)
