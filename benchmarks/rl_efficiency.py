@@ -141,7 +141,7 @@ def signal_table(results: dict[str, object]) -> pl.DataFrame:
 def budget_ratios(signal: pl.DataFrame) -> dict[str, float]:
     """saerl over vanilla of the groups with a reward spread trained on per step and of the prompts generated for
     per step, each arm's figure the mean of its signal-table stretches (spread_groups, prompts_drawn; the
-    stretches are equal in steps but for the last, so this is the per-step mean to within that); nan when an arm
+    stretches differ in length by one step at most, so this is the per-step mean to within that); nan when an arm
     is missing."""
     means = {r["arm"]: r for r in signal.group_by("arm").agg(pl.col("spread_groups", "prompts_drawn").mean())
              .iter_rows(named=True)}

@@ -13,6 +13,7 @@ import datetime
 import difflib
 import hashlib
 import json
+import os
 import re
 import types
 from pathlib import Path
@@ -420,6 +421,12 @@ class RuntimeConfig(Section):
     torch_threads: int = Field(
         0, ge=0, description="torch CPU threads per process; 0 = torch's default. Float results are bitwise "
         "reproducible across runs and runners only at an equal thread count (Dask workers default to 1)")
+
+    @field_validator("artifact_root")
+    @classmethod
+    def _home_expanded(cls, value: str) -> str:
+        """'~/runs' is the home folder's runs (it became a folder named '~' under the working directory)."""
+        return os.path.expanduser(value)
 
 
 class PipelineConfig(Section):

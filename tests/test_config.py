@@ -181,3 +181,10 @@ def test_a_section_set_to_a_plain_value_says_it_is_a_section():
         load_config(None, ["score=5"])
     assert "'score' is a section" in str(err.value) and "unknown" not in str(err.value)
     assert load_config(None, ["name=other"]).name == "other"
+
+
+def test_an_artifact_root_under_home_is_expanded():
+    import os
+
+    cfg = load_config(None, ["runtime.artifact_root=~/saerl-runs"])
+    assert cfg.runtime.artifact_root == os.path.join(os.path.expanduser("~"), "saerl-runs")
