@@ -105,7 +105,9 @@ def kept_or_chained(store: str | Path, content: str, fingerprint_of: Callable[[z
     fingerprint (fingerprint_of), or the `previous` attr a replacement cut short left, or, for a folder without a
     readable root (a replacement killed while it deleted the store it replaced), a value no store ever had; ""
     when there is no store). So chunk-log records of an earlier store never count as done, even after a change
-    and its undo."""
+    and its undo. A store to replace is first marked incomplete (one atomic write of its root attrs leaves only
+    `previous`): its deletion goes file by file, and a kill before the root's turn would otherwise leave its
+    complete-looking attrs over missing chunks, kept by a rerun with its settings."""
     if not Path(store).exists():
         return None, ""
     try:
@@ -114,7 +116,9 @@ def kept_or_chained(store: str | Path, content: str, fingerprint_of: Callable[[z
         return None, f"unreadable-{uuid.uuid4().hex}"
     if content_of(old) == content:
         return old, ""
-    return None, fingerprint_of(old) or old.attrs.get("previous", "")
+    previous = fingerprint_of(old) or old.attrs.get("previous", "")
+    zarr.open_group(store, mode="r+").attrs.put({"previous": previous})
+    return None, previous
 
 
 def prepare_store(store: str | Path, ids: list[str], token_ids: list[list[int]], model: str, layer: int,

@@ -366,7 +366,7 @@ def run_chunk(loaded: LoadedModel, meta: StoreMeta, token_ids: np.ndarray, offse
         for kind, vec in pool_flat(flat, mask.sum(1), meta.pooling, skip).items():
             pooled[kind][batch] = vec.cpu().numpy()
         if tokens is not None:
-            rows = flat.clamp(-fp16_max, fp16_max).half().cpu().numpy()
+            rows = flat.float().clamp(-fp16_max, fp16_max).half().cpu().numpy()  # in bf16 the bound rounds up to inf
             starts = np.cumsum(np.concatenate([[0], lengths[batch][:-1]]))
             for i, s in zip(batch, starts, strict=True):
                 tokens[offsets[i]: offsets[i + 1]] = rows[s: s + lengths[i]]

@@ -114,19 +114,24 @@ def train_sae(cfg: SAEConfig, x: torch.Tensor, meta: dict[str, Any], device: str
 
 @contextmanager
 def trainer_progress(on: bool) -> Iterator[None]:
-    """sae-lens's SAETrainer.fit always draws a tqdm bar (no option to turn it off): with `on` False, its
-    module's tqdm is swapped for a disabled one while the block runs."""
+    """sae-lens's SAETrainer.fit always draws tqdm bars (no option to turn them off): its training bar and the
+    activation scaler's norm-estimate bar. With `on` False, both modules' tqdm is swapped for a disabled one
+    while the block runs."""
     if on:
         yield
         return
+    import sae_lens.training.activation_scaler as scaler_module
     import sae_lens.training.sae_trainer as trainer_module
 
-    original = trainer_module.tqdm
-    trainer_module.tqdm = functools.partial(original, disable=True)
+    modules = (trainer_module, scaler_module)
+    originals = [module.tqdm for module in modules]
+    for module, original in zip(modules, originals, strict=True):
+        module.tqdm = functools.partial(original, disable=True)
     try:
         yield
     finally:
-        trainer_module.tqdm = original
+        for module, original in zip(modules, originals, strict=True):
+            module.tqdm = original
 
 
 @torch.no_grad()

@@ -505,3 +505,52 @@ def test_a_store_without_heads_reads_as_heads_of_zero(tmp_path):
     old = open_activations(store)
     assert old.heads.tolist() == [0, 0, 0] and old.n_content_tokens == 9
     assert np.array_equal(old.sample_tokens(9, seed=0), rows[np.random.default_rng(0).permutation(9)])
+
+
+def test_bfloat16_residuals_over_the_float16_range_are_stored_finite(loaded, tmp_path, monkeypatch):
+    """A bf16 forward (model.dtype on GPU) can carry residuals over float16's largest value, which the token rows
+    are clamped to: clamping in bf16 rounded the bound up to 65536, so such rows were stored as inf."""
+    import saerl.activations as A
+
+    def huge(_loaded, _layer, ids, _mask):
+        return torch.full((*ids.shape, loaded.d_model), 7e4, dtype=torch.bfloat16) * torch.tensor([1, -1]).repeat(
+            loaded.d_model // 2).to(torch.bfloat16)
+
+    monkeypatch.setattr(A, "forward_to_layer", huge)
+    token_ids = [[1, 2, 3], [4, 5]]
+    meta = prepare_store(tmp_path / STORE_NAME, ["a", "b"], token_ids, "synthetic", 0, loaded.d_model, n_layers=1,
+                         cfg=ExtractConfig(chunk_rows=2, pooling=["max"], skip_head=False))
+    tokens, pooled = run_chunk(loaded, meta, np.array([1, 2, 3, 4, 5]), np.array([0, 3, 5]))
+    fp16_max = float(np.finfo(np.float16).max)
+    assert np.isfinite(tokens).all() and np.abs(tokens).max() == fp16_max
+    assert np.array_equal(np.sign(tokens[:, :2]), np.array([[1, -1]] * 5))
+    assert pooled["max"].max() > fp16_max  # pooled vectors are float32: no clamp
+
+
+def test_a_replacement_killed_mid_delete_with_the_root_left_never_keeps_the_half_deleted_store(tiny, tmp_path,
+                                                                                               monkeypatch):
+    """Replacing a store deletes the old one file by file (zarr's mode 'w'); a kill before the root zarr.json goes
+    leaves the old store's attrs over missing chunks. Going back to the old settings then kept it as complete and
+    skipped every chunk its records named (zeros pooled, token arrays gone); it is recomputed instead."""
+    import zarr.storage._local as local
+
+    prompts, ids = make_prompts(12, seed=6)
+    cfg = ExtractConfig(chunk_rows=4, token_budget=64)
+    _extract(tmp_path, tiny, prompts, ids, cfg)
+    old = open_activations(tmp_path).meta
+
+    rmtree = shutil.rmtree
+
+    def killed(path, *args, **kwargs):  # the chunks go first, then the kill: the root zarr.json is still there
+        rmtree(Path(path) / "pooled", *args, **kwargs)
+        rmtree(Path(path) / "tokens", *args, **kwargs)
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(local.shutil, "rmtree", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        _extract(tmp_path, tiny, prompts, ids, cfg.model_copy(update={"max_length": 8}))
+    monkeypatch.undo()
+    again = _extract(tmp_path, tiny, prompts, ids, cfg)
+    act = open_activations(tmp_path)
+    assert again["chunks_run"] == 3 and act.meta.fingerprint != old.fingerprint
+    assert np.abs(act.pooled("mean")).sum(1).min() > 0 and len(act.chunk_tokens(2)) > 0

@@ -140,6 +140,20 @@ def test_trainer_progress_off_silences_sae_lens_bar_and_restores_it():
         assert trainer_module.tqdm is original
 
 
+def test_train_sae_with_progress_off_draws_no_bar(capfd):
+    """progress=False silences every bar fit draws, the norm estimate's too (it printed 'Estimating norm scaling
+    factor' under runtime.progress=false)."""
+    import torch
+
+    from saerl.sae import train_sae
+
+    x = torch.randn(300, 8).half()
+    train_sae(CFG.model_copy(update={"expansion": 2, "k": 2, "batch_size": 64, "train_epochs": 1}), x, {},
+              progress=False)
+    err = capfd.readouterr().err
+    assert "Estimating norm" not in err and "Training SAE" not in err
+
+
 # ------------------------------------------------------------------------------------------- load_codes_csr
 
 CSR_ROWS, CSR_D_SAE, CSR_K, CSR_CHUNK = 50, 40, 6, 7  # chunk rows well under the row count, a ragged last chunk
@@ -320,3 +334,30 @@ def test_encode_replaced_then_restored_in_one_folder_recomputes_every_chunk(stor
     shutil.rmtree(out / CODES_NAME / "max")
     redone = encode_codes(store, sae_dir, cfg, out, ChunkLog(out), progress=False)
     assert redone["chunks_run"] == 8 and np.array_equal(load_codes_csr(out)[1].toarray(), ref)
+
+
+def test_an_encode_replacement_killed_mid_delete_with_the_root_left_is_not_kept(store, tmp_path, monkeypatch):
+    """A replacement of codes.zarr killed while deleting the old store, after its chunks but before its root
+    zarr.json: going back to the old settings kept the half-deleted store as complete and skipped every chunk
+    (no codes for any prompt); it is recomputed instead."""
+    import shutil
+    from pathlib import Path
+
+    import zarr.storage._local as local
+
+    sae_dir, out = _random_sae(tmp_path / "sae"), tmp_path / "codes"
+    cfg = CFG.model_copy(update={"encode_pool": ["max"]})
+    encode_codes(store, sae_dir, cfg, out, ChunkLog(out), progress=False)
+    ref = load_codes_csr(out)[1].toarray()
+    rmtree = shutil.rmtree
+
+    def killed(path, *args, **kwargs):
+        rmtree(Path(path) / "max", *args, **kwargs)
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(local.shutil, "rmtree", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        encode_codes(store, sae_dir, cfg.model_copy(update={"encode_top_k": 5}), out, ChunkLog(out), progress=False)
+    monkeypatch.undo()
+    again = encode_codes(store, sae_dir, cfg, out, ChunkLog(out), progress=False)
+    assert again["chunks_run"] == 8 and np.array_equal(load_codes_csr(out)[1].toarray(), ref)
