@@ -181,14 +181,14 @@ def _model_rows(prop: str, inputs: dict[str, Any], y: np.ndarray, train: np.ndar
 
 def ood_folds(topics: np.ndarray, usable: np.ndarray, cfg: ScoreConfig,
               testable: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Out-of-distribution folds by topic: the usable rows' topics dealt (seeded by cfg.seed) into
-    min(cfg.ood_folds, topics) groups of near-equal size, and per group (train mask: `usable` rows of the other
-    topics, test mask: `testable` rows (default: `usable`) of the group's topics), so every topic is held out
-    once; [] when fewer than two topics are present. in: topic per row ('' = none), masks; out: (train, test)
-    mask pairs."""
+    """Out-of-distribution folds by topic: the topics of the usable or testable rows dealt (seeded by cfg.seed)
+    into min(cfg.ood_folds, topics) groups of near-equal size, and per group (train mask: `usable` rows of the
+    other topics, test mask: `testable` rows (default: `usable`) of the group's topics), so every topic is held
+    out once (a topic with testable rows but no usable one too: no model ever trains on it); [] when fewer than
+    two topics are present. in: topic per row ('' = none), masks; out: (train, test) mask pairs."""
     usable = usable & (topics != "")
     testable = usable if testable is None else testable & (topics != "")
-    names = np.unique(topics[usable])
+    names = np.unique(topics[usable | testable])
     if len(names) < 2:
         return []
     groups = np.array_split(names[np.random.default_rng(cfg.seed).permutation(len(names))],
@@ -201,9 +201,12 @@ def _ood_rows(inputs: dict[str, Any], y: np.ndarray, folds: list[tuple[np.ndarra
     """Difficulty report rows out of distribution: each feature set's models fitted and tested on every topic
     fold (:func:`ood_folds`, :func:`_model_rows`), spearman_ood the mean Spearman over the folds it could be
     tested on, n_train their mean training rows, n_test their test rows together (each held-out row once).
+    A fold whose held-out labels are all equal has no ranking to recover (its Spearman would be a 0 that is
+    no measurement, pulling every feature set's mean toward 0) and is not tested.
     One held-out draw of topics made the figure a lottery of which topics were held out (the demo world's SAE
     codes: .08 to .58 over five seeds, residuals .12 to .50; docs/testbed.md, session 17)."""
-    per_fold = [_model_rows("difficulty", inputs, y, train, test, cfg, "_ood") for train, test in folds]
+    per_fold = [_model_rows("difficulty", inputs, y, train, test, cfg, "_ood") for train, test in folds
+                if test.any() and np.ptp(y[test]) > 0]
     rows = []
     for name in inputs:
         found = [r for fold in per_fold for r in fold if r["features"] == name]

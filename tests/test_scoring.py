@@ -19,7 +19,14 @@ from saerl.property_models import (
     seeded_subset,
     weight_codes,
 )
-from saerl.scoring import REPORT_SCHEMA, best_baseline, ood_folds, resolve_difficulty, score_prompts, summarize_report
+from saerl.scoring import (
+    REPORT_SCHEMA,
+    best_baseline,
+    ood_folds,
+    resolve_difficulty,
+    score_prompts,
+    summarize_report,
+)
 
 FAST = dict(k_range=(3, 6), kmeans_n_init=2, cv_folds=3, enet_n_alphas=8, enet_l1_ratios=[0.5, 1.0],
             probe_cs=[0.1, 1.0], label_fraction=0.5)
@@ -178,6 +185,28 @@ def test_ood_folds_hold_out_every_topic_once():
     two = np.array(["a", "b"] * 5)
     assert len(ood_folds(two, np.ones(10, dtype=bool), cfg)) == 2, "never more folds than topics"
     assert ood_folds(np.array(["a"] * 5), np.ones(5, dtype=bool), cfg) == []
+
+
+def test_ood_folds_hold_out_a_topic_no_usable_row_has():
+    """A topic whose rows carry the label but sit outside the labelled subset is held out too (no model ever
+    trains on it), not left untested."""
+    topics = np.array(["a"] * 10 + ["b"] * 10 + ["c"] * 10)
+    usable, testable = np.arange(30) < 20, np.ones(30, dtype=bool)
+    folds = ood_folds(topics, usable, ScoreConfig(ood_folds=3), testable)
+    assert sorted(t for _, test in folds for t in set(topics[test])) == ["a", "b", "c"]
+    assert sum(int(test.sum()) for _, test in folds) == 30 and not any((train & ~usable).any() for train, _ in folds)
+    one = ood_folds(topics, np.arange(30) < 10, ScoreConfig(ood_folds=3), testable)  # one trainable topic is enough
+    assert sorted(int(train.sum()) for train, _ in one) == [0, 10, 10]
+
+
+def test_ood_mean_leaves_out_a_fold_whose_held_out_difficulty_is_constant(data):
+    """A held-out topic whose difficulty labels are all equal (e.g. measured pass rates all 0) has no ranking:
+    its fold is not tested, instead of adding a Spearman of 0 to every feature set's mean."""
+    X, prompts, _ = data
+    flat = prompts.with_columns(difficulty=pl.when(pl.col("topic") == "t3").then(0.5).otherwise(pl.col("difficulty")))
+    rep = score_prompts(X, flat, ScoreConfig(**FAST, baselines=False, n_clusters=4, ood_folds=4)).report
+    ood = rep.filter(pl.col("metric") == "spearman_ood")
+    assert ood["n_test"].to_list() == [int((prompts["topic"] != "t3").sum())] and ood["value"][0] > 0.7
 
 
 def test_resolve_difficulty_sources_and_errors(data):
