@@ -51,6 +51,7 @@ QWEN25_MATH_15B = {  # Qwen/Qwen2.5-Math-1.5B config.json (architecture fields)
 }
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
         "num_key_value_heads": 2}  # --tiny: the same code path at a size a CPU runs in minutes (with --quick)
+FULL_RUN, QUICK_RUN = (2048, 8), (512, 4)  # (training prompts read, GRPO steps per arm): the default and --quick
 CHAT_TEMPLATE = ("{% for m in messages %}{{ m['content'] }} {% endfor %}"
                  "{% if add_generation_prompt %}Answer step by step, end with #### and the number. {% endif %}")
 
@@ -150,13 +151,17 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="training prompts (jsonl with question / answer)")
     ap.add_argument("--eval", required=True, help="held-out set (jsonl with question / answer)")
     ap.add_argument("--root", default=".saerl-bench/gpu_path", help="artifact root")
-    ap.add_argument("--prompts", type=int, default=2048, help="training prompts read")
-    ap.add_argument("--steps", type=int, default=8, help="GRPO steps per arm")
-    ap.add_argument("--quick", action="store_true", help="512 prompts, 4 steps of 8 prompts, 128-token rollouts")
+    ap.add_argument("--prompts", type=int, default=None, help=f"training prompts read (default {FULL_RUN[0]}, "
+                    f"{QUICK_RUN[0]} with --quick)")
+    ap.add_argument("--steps", type=int, default=None, help=f"GRPO steps per arm (default {FULL_RUN[1]}, {QUICK_RUN[1]} "
+                    "with --quick)")
+    ap.add_argument("--quick", action="store_true", help=f"{QUICK_RUN[0]} prompts, {QUICK_RUN[1]} steps of 8 prompts, "
+                    "128-token rollouts (--prompts and --steps, when given, win)")
     ap.add_argument("--tiny", action="store_true", help="a 4-layer d=64 model of the same architecture (CPU smoke)")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides")
     args = ap.parse_intermixed_args()
-    prompts, steps = (512, 4) if args.quick else (args.prompts, args.steps)
+    default = QUICK_RUN if args.quick else FULL_RUN
+    prompts, steps = args.prompts or default[0], args.steps or default[1]  # an explicit value is never dropped
     root = Path(args.root)
     shape = {**QWEN25_MATH_15B, **TINY} if args.tiny else QWEN25_MATH_15B
     model = args.model

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 TESTBED_LEVELS = 5  # difficulty levels of the synthetic world (saerl.testbed): one entry each in the level lists
+TESTBED_DEFECTS = ("wrong_gold", "missing_info", "garbled", "near_duplicate", "off_distribution")  # saerl.testbed
 
 
 class Section(BaseModel):
@@ -127,7 +128,11 @@ class TestbedConfig(Section):
     @field_validator("defect_kinds")
     @classmethod
     def _defect_shares(cls, value: dict[str, float]) -> dict[str, float]:
-        """Relative shares: none negative, and a positive total to divide by."""
+        """Relative shares of known kinds (TESTBED_DEFECTS): none negative, and a positive total to divide by."""
+        unknown = sorted(k for k in value if k not in TESTBED_DEFECTS)
+        if unknown:
+            raise ValueError(f"testbed.defect_kinds: unknown kind {', '.join(map(repr, unknown))}; the kinds are "
+                             f"{', '.join(TESTBED_DEFECTS)}")
         negative = sorted(k for k, v in value.items() if v < 0)
         if negative:
             raise ValueError(f"testbed.defect_kinds: negative share for {', '.join(negative)}; shares are >= 0")
@@ -281,7 +286,8 @@ class ScoreConfig(Section):
     ood_folds: int = Field(
         3, ge=2, description="out-of-distribution difficulty test: topics are dealt (seeded) into this many groups "
         "and each group is held out once (models trained on the labelled rows of the other topics, tested on every "
-        "labelled row of the group's); the report's spearman_ood is the mean over the groups")
+        "labelled row of the group's); the report's spearman_ood is the mean over the groups it could be tested on "
+        "(held-out labels not all equal)")
     baselines: bool = Field(True, description="fit baselines (residuals, text TF-IDF, length, majority) for the report")
     text_max_features: int = Field(20_000, gt=0, description="vocabulary cap of the prompt-text TF-IDF baseline")
 

@@ -28,10 +28,10 @@ class Stage:
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
-        Stage("testbed", "5", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
+        Stage("testbed", "6", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
         Stage("ingest", "5", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
         Stage(
-            "extract", "4",
+            "extract", "5",
             ("model.name_or_path", "model.revision", "model.dtype", "model.trust_remote_code", "extract"),
             ("ingest", "testbed"), "residual-stream activations in chunked Zarr",
         ),

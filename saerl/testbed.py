@@ -24,11 +24,11 @@ from typing import Any
 
 import polars as pl
 
-from saerl.config import TestbedConfig
+from saerl.config import TESTBED_DEFECTS, TestbedConfig
 
 ANSWER_MARK = "####"
 REVERSED = "rev"  # marks a step result written least-significant digit first (see Calc.step)
-DEFECTS = ("wrong_gold", "missing_info", "garbled", "near_duplicate", "off_distribution")
+DEFECTS = TESTBED_DEFECTS
 NAMES = ("Ann", "Ben", "Carl", "Dana", "Eva", "Finn", "Gina", "Hugo", "Ivy", "Jack", "Kim", "Leo", "Mia",
          "Nora", "Omar", "Pia", "Rosa", "Sam", "Tara", "Umar")
 OBJECTS = ("apples", "pens", "coins", "books", "cards", "marbles", "stickers", "shells", "cookies", "stamps",
@@ -150,27 +150,29 @@ def gen_word(rng: random.Random, level: int, c: Calc) -> tuple[str, int, tuple]:
     start = _num(rng, digits)
     parts = [rng.choice(("{n} has {a} {o} .", "{n} starts with {a} {o} .", "There are {a} {o} in the box of {n} ."))
              .format(n=name, a=start, o=obj)]
-    value, key = start, [name, friend, obj, start]
+    # `value` is the count the solution writes (a slipped step carries through it); `held` the story's true count,
+    # which the story's own draws read, so that a slip changes the solution, never the problem
+    value, held, key = start, start, [name, friend, obj, start]
     n_ops = (1, 1, 2, 2, 3)[level - 1]
     for i in range(n_ops):
         if level == 5 and i == 0:
             k, m = rng.randint(2, 9), rng.randint(2, 9)
             parts.append(f"{name} buys {k} bags with {m} {obj} in each bag .")
             got = c.step(f"{k} * {m}", k * m)
-            value = c.step(f"{value} + {got}", value + got)
+            value, held = c.step(f"{value} + {got}", value + got), held + k * m
             key += ["*", k, m]
             continue
-        if rng.random() < 0.5 or value < 4:
+        if rng.random() < 0.5 or held < 4:
             x = _num(rng, digits)
             parts.append(rng.choice(("{n} gets {x} more .", "{f} gives {n} {x} more {o} .", "Then {n} finds {x} more {o} ."))
                          .format(n=name, f=friend, x=x, o=obj))
-            value = c.step(f"{value} + {x}", value + x)
+            value, held = c.step(f"{value} + {x}", value + x), held + x
             key += ["+", x]
         else:
-            x = rng.randint(1, value - 1)
+            x = rng.randint(1, held - 1)
             parts.append(rng.choice(("{n} gives {x} to {f} .", "{n} loses {x} {o} .", "Then {n} gives away {x} {o} ."))
                          .format(n=name, f=friend, x=x, o=obj))
-            value = c.step(f"{value} - {x}", value - x)
+            value, held = c.step(f"{value} - {x}", value - x), held - x
             key += ["-", x]
     if level >= 4:
         parts.insert(rng.randint(1, len(parts)), f"{friend} has {_num(rng, digits)} {rng.choice(OBJECTS)} .")

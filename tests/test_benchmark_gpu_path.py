@@ -135,3 +135,21 @@ def test_an_interrupted_model_build_leaves_no_config_a_rerun_would_trust(tmp_pat
     monkeypatch.setattr(transformers.PreTrainedTokenizerBase, "save_pretrained", saves)
     params_b = bench.build_shaped_model(out, bench.default_tokenizer_dir(), shape)
     assert (out / "config.json").exists() and (out / "tokenizer_config.json").exists() and params_b > 0
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ([], (2048, 8)), (["--quick"], (512, 4)), (["--quick", "--steps", "2", "--prompts", "100"], (100, 2)),
+    (["--steps", "3"], (2048, 3)),
+])
+def test_explicit_prompts_and_steps_win_over_quick(tmp_path, monkeypatch, flags, expected):
+    """--quick --steps 2 ran 4 steps on 512 prompts: the explicit --prompts and --steps were dropped without a word."""
+    import sys
+
+    bench = load_benchmark("gpu_path")
+    seen = {}
+    monkeypatch.setattr(bench, "run_all", lambda store, cfg, report=None: seen.setdefault("cfg", cfg) and {})
+    monkeypatch.setattr(bench, "parameter_count", lambda model: 1.5e9)
+    monkeypatch.setattr(sys, "argv", ["gpu_path.py", "--model", "m", "--data", "d.jsonl", "--eval", "e.jsonl",
+                                      "--root", str(tmp_path), *flags])
+    bench.main()
+    assert (seen["cfg"].data.max_rows, seen["cfg"].train.max_steps) == expected

@@ -244,6 +244,7 @@ def test_policy_loads_pass_trust_remote_code_and_revision_as_configured(monkeypa
     (["testbed.pool_level_mix=[0.5, 0.2, 0.1, 0.1, 0.05, 0.05]"], ["testbed.pool_level_mix", "got 6"]),
     (["testbed.defect_kinds={garbled: 0, wrong_gold: 0}"], ["testbed.defect_kinds", "sum to 0", "defect_share=0"]),
     (["testbed.defect_kinds={garbled: -1, wrong_gold: 2}"], ["testbed.defect_kinds", "negative share for garbled"]),
+    (["testbed.defect_kinds={garbeld: 1}"], ["testbed.defect_kinds", "unknown kind 'garbeld'", "near_duplicate"]),
     (["testbed.topics=[]"], ["testbed.topics", "testbed.topics=[arith"]),
     (["eval.target_accuracy=75"], ["eval.target_accuracy", "less than or equal to 1"]),
     (["train.micro_batches=5"], ["train.micro_batches=5 does not divide a step's 128 completions",
