@@ -81,8 +81,10 @@ def candidates(ann: Any, value: Any) -> list[Any]:
         return first + shorter + [[*value, c] for c in candidates(args[0], None) if c not in value]
     if origin is tuple:
         return [(*value[:-1], c) for c in candidates(args[-1], value[-1])]
-    if origin is dict:
-        return [{**value, EXTRA_KEY: c} for c in candidates(args[1], None)]
+    if origin is dict:  # one entry's value changed first (a mapping of fixed keys refuses new ones), then a new entry
+        value = value or {}
+        changed = [{**value, k: c} for k, v in value.items() for c in candidates(args[1], v)]
+        return changed + [{**value, EXTRA_KEY: c} for c in candidates(args[1], None)]
     raise TypeError(f"no candidate values for type {ann!r}: teach tests/test_cache_table.py::candidates")
 
 
