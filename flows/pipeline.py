@@ -29,11 +29,10 @@ from saerl.runs import (
 )
 from saerl.stages import stage_key, stage_slice
 from saerl.sweep import planned_run_keys
-from saerl.tracking import Tracker, log_stage_run
+from saerl.tracking import TRACKED_FAILED, Tracker, log_stage_run
 from tasks.stage import plain_record, prepare_shards_task, shard_task, stage_options, stage_task
 
 log = logging.getLogger("saerl.flow")
-TRACKED_FAILED = "FAILED"  # the MLflow status of a run stopped by an error
 
 
 def format_report(record: RunRecord) -> str:
