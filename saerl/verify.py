@@ -10,7 +10,21 @@ Plain numbers on both sides (``18``, ``-2.50``, ``1,000``, ``1\\,000``, ``1 000`
 or a repeating decimal (``0.\\overline{3}``) goes to math-verify as the fraction it means, an answer without
 markdown emphasis around it or a full stop after it (``**18**``, ``1/2.``), a number followed by unit words or short
 prose as that number (``3/4 cup``, ``12 in``; a single letter or a two-letter word that is no unit is a variable:
-``3 n``, ``4 xy`` stay 3n, 4xy). A gold that math-verify can
+``3 n``, ``4 xy`` stay 3n, 4xy).
+A scale word after a plain number multiplies it and a power word raises it, on both sides and in the fast path
+(``1.5 million`` is 1500000, ``2 dozen eggs`` 24, ``a dozen`` 12, ``half a dozen`` 6, ``3.2 billion``, ``4 hundred``,
+``5 squared`` 25, ``3 cubed`` 27; also as LaTeX text, ``1.5 \\text{ million}``); after anything else (``2 1/2 dozen``,
+``-5 squared``, ``2 thousand squared``) the answer is not read: such a gold is unparsed, such a prediction wrong, never
+the bare number. A percent word is the percent sign (``10 percent``, ``12.5 per cent``, ``10%``, ``$10\\%$``), and a
+plain number with one equals both its number and its hundredth, in the fast path (``10%`` is 10 and 0.1, ``12.5%``
+12.5 and 0.125; canonical text ``10%``): math-verify's LaTeX reading does so for an integer percent only (``12.5%`` was
+not 12.5) and ``10 percent`` was read as 10 only (not 0.1). Short prose after a percent or a number is left out as
+after any number (``2.5 percent of them``, ``1 000 of them``: that number was read by math-verify, as 1*000 = 0).
+A compound quantity, numbers with different units (``5 ft 6 in``, ``5 feet, 6 inches``, ``2 hours and 30 minutes``,
+``3 lb 4 oz``), is read in the fast path as its (number, unit) pairs, long unit names as short ones (canonical text
+``5 ft 6 in``, ``2 h 30 min``): a prediction matches only with the same numbers and units in the same order, units are
+never converted (``66 in`` and ``6 ft 5 in`` are wrong), and a compound prediction against a single-answer gold is
+wrong (math-verify read ``5 ft 6 in`` as the product 30*f*t*i*n, which ``6 ft 5 in`` equals). A gold that math-verify can
 only read as one pick among several answers ('236 adult, 342 child', or a number it found inside LaTeX that does
 not parse as a whole: '$R=1, I=(-1,1)$'), or a clock time, is unparsed, not a guess; a prediction read that way
 ('#### 17 | 18') is wrong.
@@ -69,8 +83,34 @@ _CURRENCY = r"(?:\\?\$|[€£¥₹])"  # a currency sign before or after a numbe
 # plain number.
 # Each optional part carries its own leading \s* inside its group: two \s* with only optional parts between
 # them backtrack polynomially on a long run of spaces that does not match ("1" + 800 spaces + "!").
-_UNIT_TAIL = rf"(?:\s*{_CURRENCY})?(?:\s*(?:\([^()]{{0,60}}\)|[A-Za-z]{{3,}}(?: [A-Za-z]{{3,}}){{0,3}}))?(?:\s*\.)?\s*"
-_PLAIN_NUMBER = re.compile(rf"\s*(?:(?P<sign>{_SIGN})\s*{_CURRENCY}\s*|{_CURRENCY}\s*)?(?P<num>{_NUM}){_UNIT_TAIL}")
+# Scale words multiply the plain number before them ('1.5 million' is 1500000, '2 dozen eggs' 24, 'a dozen' 12, 'half a
+# dozen' 6); power words raise it ('5 squared' is 25). Neither is a unit word: after anything but a plain number
+# ('2 1/2 dozen', '-5 squared': (-5)^2 or -(5^2)?) the answer is not read (see _unread_number_words), never read as
+# the bare number. Percent words are no unit words either: '10 percent' is a percent (see _percent_number).
+_SCALE_WORDS = {"hundred": 100, "thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12, "dozen": 12}
+_POWER_WORDS = {"squared": 2, "cubed": 3}
+_NUMBER_WORDS = frozenset(_SCALE_WORDS) | frozenset(_POWER_WORDS)
+_HALF = Decimal("0.5")  # 'half a dozen'
+# Digits an exact scaled or raised number may need: a number of MAX_ANSWER_CHARS digits cubed, times a trillion.
+_EXACT_DIGITS = max(_POWER_WORDS.values()) * MAX_ANSWER_CHARS + len(str(max(_SCALE_WORDS.values())))
+_NUMBER_WORD_ALT = "|".join(sorted(_NUMBER_WORDS))
+_PERCENT_WORD = r"(?i:per\s?cent(?:age)?|pct)(?![A-Za-z])"
+_PERCENT = re.compile(_PERCENT_WORD)
+# A plain number with a percent sign or word ('10%', '$12.5\%$', '10 percent'; '10 percent of them' once
+# _without_unit_words made it '10\%'). It equals both its number and its hundredth (see _percent_equal).
+_PERCENT_NUMBER = re.compile(rf"\s*(?:\$\s*)?(?P<num>{_NUM})\s*(?:\\?%|{_PERCENT_WORD})(?:\s*\$)?(?:\s*\.)?\s*")
+_PERCENT_DETAIL = "percent"  # the detail of a gold normalised as a percent ('10%')
+_TAIL_WORD = rf"(?!(?i:{_NUMBER_WORD_ALT})(?![A-Za-z])|{_PERCENT_WORD})[A-Za-z]{{3,}}"  # a unit word, no number word
+_UNIT_TAIL = rf"(?:\s*{_CURRENCY})?(?:\s*(?:\([^()]{{0,60}}\)|{_TAIL_WORD}(?: {_TAIL_WORD}){{0,3}}))?(?:\s*\.)?\s*"
+# A scale or power word written as LaTeX text ('1.5 \text{ million}', '5\mathrm{~squared}'): read as the plain word.
+_LATEX_NUMBER_WORD = re.compile(rf"\\(?:text|textrm|mathrm|mbox)\{{[\s~]*((?i:{_NUMBER_WORD_ALT}))\s*\}}")
+# The scale or power word after a plain number ('1.5 million', '$1.5$ million', '5 squared'); an article stands for
+# the number 1 before a scale word only ('a dozen', 'half a million'; 'a squared' is a variable).
+_NUMBER_WORD_TAIL = rf"(?:(?:\s*\$)?\s+(?P<word>(?i:{_NUMBER_WORD_ALT}))(?![A-Za-z]))?"
+_PLAIN_NUMBER = re.compile(
+    rf"\s*(?:(?P<sign>{_SIGN})\s*{_CURRENCY}\s*|{_CURRENCY}\s*)?(?:(?P<num>{_NUM})|(?P<article>(?i:half\s+a|a))(?=\s))"
+    rf"{_NUMBER_WORD_TAIL}{_UNIT_TAIL}"
+)
 # A mixed number ("2 1/2", "-3 1/4 cups"), dressed as a plain number may be: math-verify reads '2 1/2' as (2+1)/2.
 _MIXED_NUMBER = re.compile(
     rf"\s*(?:{_CURRENCY}\s*)?(?P<sign>{_SIGN}?)(?P<whole>\d+)\s+(?P<num>\d+)\s*/\s*(?P<den>\d+){_UNIT_TAIL}"
@@ -144,7 +184,7 @@ class NormalizedAnswer:
     status: "ok" (text holds the canonical answer), "unparsed" (no math found), "timeout" or "error".
     text: numbers as "18", "0.5", "\\frac{1}{2}"; other math as the gold's own LaTeX without its enclosing
         $...$ (it re-parses to the same expression); "" unless status is "ok".
-    detail: why it failed, or which path produced it ("number" / "math-verify").
+    detail: why it failed, or which path produced it ("number" / "percent" / "compound quantity" / "math-verify").
     """
 
     status: str
@@ -263,18 +303,67 @@ def extract_final_answer(text: str) -> str | None:
 # ------------------------------------------------------------------------------------------------ fast path
 
 
-def _plain_number(text: str) -> Decimal | None:
-    """The Decimal value if `text` is a plain number (commas, a unit, $ signs allowed), else None."""
-    if len(text) > MAX_ANSWER_CHARS:
-        return None
-    m = _PLAIN_NUMBER.fullmatch(text)
-    if m is None or (m.group("sign") and m.group("num")[0] in "+-\u2212"):  # '-$-5': two signs
-        return None
+def _num_value(num: str) -> Decimal | None:
+    """The Decimal value of a number matched by _NUM ('1,000' -> 1000, '\u22125' -> -5, '1e-07'), else None."""
     try:
-        value = Decimal(re.sub(r"[^\d.eE+-]", "", m.group("num").replace("\u2212", "-")))
+        return Decimal(re.sub(r"[^\d.eE+-]", "", num.replace("\u2212", "-")))
     except InvalidOperation:
         return None
-    return -value if m.group("sign") in _MINUS else value
+
+
+def _plain_number(text: str) -> Decimal | None:
+    """The Decimal value if `text` is a plain number (commas, a unit, $ signs allowed; a scale or power word after it
+    counts: '1.5 million' -> 1500000, '2 dozen eggs' -> 24, 'half a dozen' -> 6, '5 squared' -> 25), else None."""
+    if len(text) > MAX_ANSWER_CHARS:
+        return None
+    m = _PLAIN_NUMBER.fullmatch(_spelled_number_words(text))
+    num = m.group("num") if m else None
+    if m is None or (m.group("sign") and num and num[0] in "+-\u2212"):  # '-$-5': two signs
+        return None
+    if num is None:  # an article: 'a dozen', 'half a dozen'
+        value: Decimal | None = _HALF if m.group("article").lower().startswith("half") else Decimal(1)
+    else:
+        value = _num_value(num)
+    if value is None:
+        return None
+    value = -value if m.group("sign") in _MINUS else value
+    return _scaled(value, m.group("word"), article=num is None)
+
+
+def _percent_number(text: str) -> Decimal | None:
+    """N if `text` is a plain number N with a percent sign or word ('10%', '$12.5\\%$', '10 percent' -> 10), else None."""
+    m = _PERCENT_NUMBER.fullmatch(text) if len(text) <= MAX_ANSWER_CHARS else None
+    return None if m is None else _num_value(m.group("num"))
+
+
+def _percent_equal(percent: Decimal, other: Decimal) -> bool:
+    """True if `other` is the number of a percent or its hundredth (see _numbers_equal): 10% is 10 and 0.1, 12.5% is
+    12.5 and 0.125. math-verify (0.9) reads an integer percent so ('9% == 9') but a decimal one only as its hundredth
+    (12.5% is not 12.5), and the old fast path read '10 percent' as 10 only (not 0.1): this is both, for both."""
+    return _numbers_equal(percent, other) or _numbers_equal(percent.scaleb(-2), other)
+
+
+def _spelled_number_words(text: str) -> str:
+    """`text` with a scale or power word in LaTeX text as the plain word ('1.5 \\text{ million}' -> '1.5  million');
+    other LaTeX text ('5 \\text{ cm}') stays."""
+    return _LATEX_NUMBER_WORD.sub(r" \1", text) if "\\" in text else text
+
+
+def _scaled(value: Decimal, word: str | None, article: bool) -> Decimal | None:
+    """`value` times its scale word ('million': 10**6, 'dozen': 12) or raised to its power word ('squared': 2),
+    exactly; `value` itself without a word. None for an article without a scale word ('a squared' is a variable, 'a
+    dollars' no number), for a power of a negative number ('-5 squared' is (-5)^2 or -(5^2)) and for a result whose
+    canonical text is over MAX_ANSWER_CHARS."""
+    if word is None:
+        return None if article else value
+    word = word.lower()
+    if word in _POWER_WORDS and (article or value < 0):
+        return None
+    with localcontext() as ctx:
+        ctx.prec = _EXACT_DIGITS  # the default 28 digits would round '9'*40 + ' million'
+        result = value * _SCALE_WORDS[word] if word in _SCALE_WORDS else value ** _POWER_WORDS[word]
+    # its canonical text must read back ('1e999 cubed' would be 2998 characters, over MAX_ANSWER_CHARS)
+    return result if len(_number_text(result)) <= MAX_ANSWER_CHARS else None
 
 
 def _frac_text(value: Fraction) -> str:
@@ -343,26 +432,124 @@ def _plain_answer(text: str) -> str:
 
 def _without_unit_words(text: str) -> str:
     """The number of a number followed by unit words or short prose ('3/4 cup' -> '3/4', '12 in' -> '12',
-    '2 1/2 in' -> '2 1/2', '3/4 of a cup' -> '3/4', '60 km/h' -> '60'), else `text` unchanged. Read as LaTeX, such words
-    become a product of variables ('3/4 cup' is 3/(4*c*u*p)); words that are math stay (see _words_are_math: '3 n',
-    '3/4 of x', '4 xy', '2 pi', '3 sin x', '2 sec x')."""
+    '2 1/2 in' -> '2 1/2', '3/4 of a cup' -> '3/4', '60 km/h' -> '60'), a plain number followed by a percent word
+    with its percent sign ('10 percent' -> '10\\%', '12.5 per cent' -> '12.5\\%': as math-verify reads '10%'), else `text`
+    unchanged. Read as LaTeX, such words become a product of variables ('3/4 cup' is 3/(4*c*u*p)); words that are math
+    stay (see _words_are_math: '3 n', '3/4 of x', '4 xy', '2 pi', '3 sin x', '2 sec x'), and so do scale and power
+    words ('2 1/2 dozen' is not 2 1/2; see _unread_number_words)."""
     m = _NUMBER_WITH_WORDS.fullmatch(text) if len(text) <= MAX_ANSWER_CHARS else None
     if m is None:
         return text
     words = [(w.lower(), bool(slash)) for slash, w in _WORD_AFTER.findall(m.group("words"))]
-    return text if _words_are_math(words) else m.group("head").strip()
+    if _words_are_math(words):
+        return text
+    head = m.group("head").strip()
+    value = _plain_number(head) if _PERCENT.match(m.group("words")) else None
+    return head if value is None else f"{_number_text(value)}\\%"  # '10 percent' as math-verify reads '10%'
 
 
 def _words_are_math(words: list[tuple[str, bool]]) -> bool:
     """True if the words after a number (lower case, each with whether a '/' comes before it) are math, not units or
     prose: a single letter that is neither the article 'a' nor a unit's denominator ('3 n', '4 x y', '3/4 of x';
     not '3/4 of a cup', '60 km/h'), a two-letter word that is no unit ('4 xy', '12 or B'), a name LaTeX reads as math
-    ('2 pi', '3 sin x'), or one that is also a unit followed by its argument ('2 sec x'; '30 sec' is a unit)."""
-    if all(len(w) < 2 for w, _ in words):
+    ('2 pi', '3 sin x'), or one that is also a unit followed by its argument ('2 sec x'; '30 sec' is a unit). A scale or
+    power word ('dozen', 'squared') counts as math too: it changes the number, so the words are never dropped."""
+    if all(len(w) < 2 for w, _ in words) or any(w in _NUMBER_WORDS for w, _ in words):
         return True
     if any((len(w) == 1 and w != _ARTICLE and not slash) or (len(w) == 2 and w not in _SHORT_WORDS) for w, slash in words):
         return True
     return any(w in _MATH_NAMES or (w in _UNIT_OR_FUNCTION and i + 1 < len(words)) for i, (w, _) in enumerate(words))
+
+
+_UNREAD_NUMBER_WORDS = ("a scale or power word is read only after a plain number, once, and not as a power of a negative "
+                        "number ('1.5 million', '5 squared'; not '2 1/2 dozen', '-5 squared', '2 thousand squared')")
+
+
+def _unread_number_words(text: str) -> bool:
+    """True if `text` is a number followed by words among which is a scale or power word, other than a plain number
+    with one such word (which _plain_number reads): '2 1/2 dozen', '\\frac{1}{2} million', '-5 squared' ((-5)^2 or
+    -(5^2)?), '2 thousand squared', '3 n squared', '1e999 cubed' (over MAX_ANSWER_CHARS written out). Such an answer is not read: a gold is unparsed, a prediction wrong
+    (math-verify would read it as the bare number or as a product with the word's letters)."""
+    spelled = _spelled_number_words(text)
+    m = _NUMBER_WITH_WORDS.fullmatch(spelled) if len(text) <= MAX_ANSWER_CHARS else None
+    return m is not None and _plain_number(text) is None and any(
+        w.lower() in _NUMBER_WORDS for _, w in _WORD_AFTER.findall(m.group("words")))
+
+
+# Compound quantities: a gold of two or more numbers with different units ('5 ft 6 in', '2 hours 30 minutes', '3 lb 4 oz')
+# was read as a product of variables (5*f*t*6*i*n = 30*f*t*i*n), so '6 ft 5 in' and '2 ft 15 in' were judged right
+# against '5 ft 6 in'. Policy: such a gold is a compound quantity, and a prediction matches it only if it states the same
+# numbers in the same order with the same units (a unit's long name or plural is its short name: '5 feet 6 inches' is
+# '5 ft 6 in'). Units are never converted: '66 in' and '5.5 ft' are wrong against '5 ft 6 in' (converting needs unit
+# tables and a dimension check; a stated compound is the answer's shape). A compound prediction against a single-answer
+# gold is wrong. Each unit is one name of this table (canonical name: its other names), so a product of variables
+# ('4 x 3 y', '236 adult, 342 child') is never a compound quantity.
+_COMPOUND_UNITS = {
+    "mm": "millimeter millimeters millimetre millimetres", "cm": "centimeter centimeters centimetre centimetres",
+    "m": "meter meters metre metres", "km": "kilometer kilometers kilometre kilometres", "in": "inch inches",
+    "ft": "foot feet", "yd": "yard yards yds", "mi": "mile miles", "mg": "milligram milligrams", "g": "gram grams",
+    "kg": "kilogram kilograms kilo kilos", "oz": "ounce ounces", "lb": "pound pounds lbs",
+    "ml": "milliliter milliliters millilitre millilitres", "l": "liter liters litre litres", "cup": "cups",
+    "pt": "pint pints", "qt": "quart quarts", "gal": "gallon gallons", "s": "sec secs second seconds",
+    "min": "mins minute minutes", "h": "hr hrs hour hours", "day": "days", "week": "weeks wk wks",
+    "month": "months", "yr": "yrs year years", "dollar": "dollars", "cent": "cents",
+}
+_UNIT_NAMES = {name: short for short, names in _COMPOUND_UNITS.items() for name in (short, *names.split())}
+_QUANTITY = re.compile(rf"\s*(?P<num>{_NUM})\s*(?P<unit>[A-Za-z]+)\.?")  # '5 ft', '6in', '2 hours', '5 ft.'
+_QUANTITY_SEP = re.compile(r"\s*(?:,\s*)?(?:and\s+)?")  # '5 ft 6 in', '5 ft, 6 in', '2 hours and 30 minutes'
+_QUANTITY_END = re.compile(r"\s*$")
+_ENCLOSING_MATH = re.compile(r"\s*(?:\$([^$]*)\$|\\\((.*)\\\))\s*", re.S)  # one $...$ or \(...\) around it all
+_LATEX_UNIT = re.compile(r"\\(?:text|textrm|mathrm|mbox)\{([^{}]*)\}")  # '5 \text{ ft } 6 \text{ in}'
+_LATEX_SPACE = re.compile(r"~|\\[ ,;]")  # '\mathrm{~ft}', '5\ ft'
+_COMPOUND = "compound quantity"  # the detail of a gold normalised as one
+_NUMBER_DETAIL = "number"  # the detail of a gold normalised as a plain number
+
+
+def _compound_quantity(text: str) -> tuple[tuple[Decimal, str], ...] | None:
+    """A compound quantity: two or more numbers, each followed by a different unit of _COMPOUND_UNITS
+    ('5 ft 6 in', '5 feet, 6 inches', '2 hours and 30 minutes', '$5 \\text{ ft } 6 \\text{ in}$'), as ((number, short
+    unit name), ...) in the order written; None for anything else. Linear in the text."""
+    if len(text) > MAX_ANSWER_CHARS:
+        return None
+    if (m := _ENCLOSING_MATH.fullmatch(text)) is not None:
+        text = next(g for g in m.groups() if g is not None)
+    text = _LATEX_SPACE.sub(" ", _LATEX_UNIT.sub(r" \1 ", text))
+    parts: list[tuple[Decimal, str]] = []
+    pos = 0
+    while (q := _QUANTITY.match(text, pos)) is not None:
+        unit = _UNIT_NAMES.get(q.group("unit").lower())
+        value = _num_value(q.group("num"))
+        if unit is None or value is None or any(u == unit for _, u in parts):
+            return None
+        parts.append((value, unit))
+        if _QUANTITY_END.match(text, q.end()):
+            return tuple(parts) if len(parts) > 1 else None
+        pos = _QUANTITY_SEP.match(text, q.end()).end()  # type: ignore[union-attr]  # it matches the empty string
+    return None
+
+
+def _compound_text(parts: tuple[tuple[Decimal, str], ...]) -> str:
+    """Canonical text of a compound quantity: ((5, 'ft'), (6, 'in')) -> '5 ft 6 in' (it reads back the same)."""
+    return " ".join(f"{_number_text(value)} {unit}" for value, unit in parts)
+
+
+def _same_quantities(gold: tuple[tuple[Decimal, str], ...], pred: tuple[tuple[Decimal, str], ...]) -> bool:
+    """True if two compound quantities state the same numbers (see _numbers_equal) with the same units in order."""
+    return len(gold) == len(pred) and all(
+        gu == pu and _numbers_equal(gv, pv) for (gv, gu), (pv, pu) in zip(gold, pred, strict=True))
+
+
+def _refused_prediction(pred: str) -> str | None:
+    """Why a prediction is wrong against any single-answer gold, or None: a compound quantity ('5 ft 6 in'; see
+    _compound_quantity), or a number with a scale or power word it is not read with ('2 1/2 dozen'; see
+    _unread_number_words). A single-answer gold is never a compound quantity nor such an answer (both are read in
+    the fast path: a compound quantity, or unparsed)."""
+    pred = _plain_answer(pred)
+    if _compound_quantity(pred) is not None:
+        return "a compound quantity against a single answer (units are not converted)"
+    if _unread_number_words(pred):
+        return _UNREAD_NUMBER_WORDS
+    return None
 
 
 def _strip_hashes(gold: str) -> str:
@@ -372,7 +559,10 @@ def _strip_hashes(gold: str) -> str:
 
 
 def _fast_normalize(gold: str) -> NormalizedAnswer | None:
-    """The canonical form without sympy when the gold is a plain number or plainly empty, else None."""
+    """The canonical form without sympy when the gold is a plain number (with a scale or power word: '1.5 million';
+    also after markdown emphasis, a full stop or short prose are left out: '1 000 of them', see _without_unit_words),
+    a percent ('10%', '10 percent' -> '10%', detail _PERCENT_DETAIL), a compound quantity ('5 ft 6 in', detail
+    _COMPOUND) or plainly unusable (empty, NaN, a clock time, a scale word the fast path does not read), else None."""
     core = _strip_hashes(gold)
     if not core:
         return NormalizedAnswer("unparsed", "", "empty answer")
@@ -383,7 +573,19 @@ def _fast_normalize(gold: str) -> NormalizedAnswer | None:
     if _CLOCK_TIME.search(core):
         return NormalizedAnswer("unparsed", "", "a clock time is not a number (math-verify reads only its hour)")
     value = _plain_number(core)
-    return None if value is None else NormalizedAnswer("ok", _number_text(value), "number")
+    if value is not None:
+        return NormalizedAnswer("ok", _number_text(value), _NUMBER_DETAIL)
+    plain = _plain_answer(core)
+    bare = _without_unit_words(plain)  # '1 000 of them' -> '1 000' (math-verify reads 1*000 = 0), '10 percent' -> '10\%'
+    if (value := _plain_number(bare)) is not None:
+        return NormalizedAnswer("ok", _number_text(value), _NUMBER_DETAIL)
+    if (value := _percent_number(bare)) is not None:
+        return NormalizedAnswer("ok", f"{_number_text(value)}%", _PERCENT_DETAIL)
+    if (parts := _compound_quantity(plain)) is not None:
+        return NormalizedAnswer("ok", _compound_text(parts), _COMPOUND)
+    if _unread_number_words(plain):
+        return NormalizedAnswer("unparsed", "", _UNREAD_NUMBER_WORDS)
+    return None
 
 
 # -------------------------------------------------------------------------------- worker-side (math-verify)
@@ -551,6 +753,8 @@ def _task_verify(gold: str, pred: str) -> tuple[str, str, str]:
     if why_not:
         return ("error", "", f"gold answer could not be parsed: {why_not}")
     gold_text = _canonical_text(gold_parsed, core) or ""
+    if (why := _refused_prediction(pred)) is not None:  # '5 ft 6 in', '2 1/2 dozen': never a product of letters
+        return ("wrong", gold_text, why)
     pred_parsed = _mv_parse(pred)
     if not pred_parsed:
         return ("no_answer", gold_text, "prediction could not be parsed")
@@ -797,11 +1001,36 @@ def _fast_verify(completion: str, gold: str) -> VerifyResult | tuple[str, str, s
         return VerifyResult(
             "wrong", pred[:100], gold_n.text if gold_n else None, f"prediction over {MAX_ANSWER_CHARS} chars"
         )
-    pred_value = _plain_number(pred) if len(parts) == 1 else None
-    if gold_n is not None and pred_value is not None:
-        ok = _numbers_equal(Decimal(gold_n.text), pred_value)
-        return VerifyResult("correct" if ok else "wrong", pred, gold_n.text, "number")
+    if gold_n is not None and (verdict := _judge_fast_gold(gold_n, pred, len(parts) == 1)) is not None:
+        return verdict
     return (pred, _ANSWER_JOIN.join(_as_math(p) for p in parts), gold_n.text if gold_n is not None else str(gold))
+
+
+def _judge_fast_gold(gold_n: NormalizedAnswer, pred: str, single: bool) -> VerifyResult | None:
+    """The judgement of a prediction (`single`: one answer, not boxes written together) against a gold the fast path
+    read, when no sympy is needed, else None. A compound-quantity gold needs the same quantities (see
+    _compound_quantity); a number or percent against a number or percent is compared in Decimal (a percent is its number
+    or its hundredth, see _percent_equal); a prediction no single-answer gold can match is wrong (see
+    _refused_prediction)."""
+    gold = gold_n.text
+    if gold_n.detail == _COMPOUND:  # same numbers, same units, same order (no conversion)
+        pred_parts = _compound_quantity(_plain_answer(pred)) if single else None
+        ok = pred_parts is not None and _same_quantities(_compound_quantity(gold) or (), pred_parts)
+        return VerifyResult("correct" if ok else "wrong", pred, gold, _COMPOUND)
+    value = _plain_number(pred) if single else None
+    pct = _percent_number(_without_unit_words(_plain_answer(pred))) if single and value is None else None
+    gold_is_pct = gold_n.detail == _PERCENT_DETAIL
+    gold_value = _percent_number(gold) if gold_is_pct else Decimal(gold) if gold_n.detail == _NUMBER_DETAIL else None
+    if gold_value is not None and (value is not None or pct is not None):
+        if pct is not None:  # a percent against a number: its number or its hundredth; against a percent: its number
+            same = _numbers_equal(gold_value, pct) if gold_is_pct else _percent_equal(pct, gold_value)
+        else:
+            same = _percent_equal(gold_value, value) if gold_is_pct else _numbers_equal(gold_value, value)
+        detail = _PERCENT_DETAIL if gold_is_pct or pct is not None else _NUMBER_DETAIL
+        return VerifyResult("correct" if same else "wrong", pred, gold, detail)
+    if single and (why := _refused_prediction(pred)) is not None:
+        return VerifyResult("wrong", pred, gold, why)
+    return None
 
 
 def _as_math(pred: str) -> str:
@@ -819,8 +1048,10 @@ def _as_math(pred: str) -> str:
 
 def fast_verdict(completion: str, gold: str) -> VerifyResult | None:
     """The judgement :func:`verify_batch` reaches in this process, without the worker pool: no answer, an
-    unusable gold, or a plain number against a plain-number gold (``#### 1,000``, ``\\boxed{18.00}``,
-    ``#### $18``, ``#### 18 dollars`` against 1000/18). in: completion, gold; out: that VerifyResult, or None
+    unusable gold, a plain number or percent against a plain-number or percent gold (``#### 1,000``,
+    ``\\boxed{18.00}``, ``#### $18``, ``#### 18 dollars``, ``#### 1.5 thousand`` against 1000/18/1500, ``#### 10%``
+    against 0.1), anything against a compound-quantity gold (``5 ft 6 in``), or a prediction no single-answer gold
+    matches (``#### 5 ft 6 in``, ``#### 2 1/2 dozen`` against a number). in: completion, gold; out: that VerifyResult, or None
     when the pair needs math-verify (call verify_batch for it)."""
     first = _fast_verify(completion, gold)
     return first if isinstance(first, VerifyResult) else None

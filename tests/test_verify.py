@@ -77,11 +77,26 @@ def test_extract_is_bounded_on_huge_input():
         ("", "unparsed", ""),
         ("#### ", "unparsed", ""),
         ("x" * (V.MAX_ANSWER_CHARS + 1), "unparsed", ""),
+        # a scale or power word after a plain number changes it (each was read as the bare number: '1.5 million' was 1.5)
+        ("#### 1.5 million", "ok", "1500000"), ("2 dozen eggs", "ok", "24"), ("a dozen", "ok", "12"),
+        ("half a dozen", "ok", "6"), ("5 squared", "ok", "25"), ("3 cubed", "ok", "27"), ("2 thousand", "ok", "2000"),
+        ("3.2 billion", "ok", "3200000000"), ("4 hundred", "ok", "400"), ("$1.5$ million", "ok", "1500000"),
+        ("1.5 \\text{ million}", "ok", "1500000"), ("1.5 million dollars", "ok", "1500000"), ("2 dozens", "ok", "2"),
+        # ... and after anything else it is not read, never the bare number ('2 1/2 dozen' was 5/2, '-5 squared' -5)
+        ("2 1/2 dozen", "unparsed", ""), ("-5 squared", "unparsed", ""), ("2 thousand squared", "unparsed", ""),
+        # a percent word is a percent sign ('10 percent' was 10)
+        ("10 percent", "ok", "10%"), ("12.5 per cent", "ok", "12.5%"), ("$12.5\\%$", "ok", "12.5%"),
+        # a compound quantity, long unit names as short ones ('5 feet 6 inches' was unparsed, '2 hr 30 min' a product)
+        ("5 ft 6 in", "ok", "5 ft 6 in"), ("5 feet, 6 inches", "ok", "5 ft 6 in"), ("5 ft. 6 in.", "ok", "5 ft 6 in"),
+        ("2 hours and 30 minutes", "ok", "2 h 30 min"), ("2 hr 30 min", "ok", "2 h 30 min"), ("3 lb 4 oz", "ok", "3 lb 4 oz"),
+        ("$5 \\mathrm{~ft} 6 \\mathrm{~in}$", "ok", "5 ft 6 in"), ("236 adult, 342 child", "unparsed", ""),
     ],
 )
 def test_normalize_answer_shapes(gold, status, text):
     got = normalize_answer(gold, timeout_s=10)
     assert (got.status, got.text) == (status, text), got
+    if got.ok:  # the canonical text is stored as the gold: it must read back the same
+        assert normalize_answer(got.text, timeout_s=10) == got
 
 
 def test_normalize_answers_batch_keeps_order():
@@ -108,6 +123,31 @@ def test_normalize_answers_batch_keeps_order():
         ("I think it is 18", "18", "no_answer"),
         ("\\boxed{5}", "see solution", "error"),  # a gold the verifier cannot read is not a silent "wrong"
         ("#### Step 2: double\n7*2=14\n\nThe final answer is \\boxed{14}.", "14", "correct"),
+        # scale and power words after a plain number, on either side (each was read as the bare number)
+        ("#### 1500000", "#### 1.5 million", "correct"), ("#### 1.5 million", "1500000", "correct"),
+        ("#### 1.5", "1.5 million", "wrong"), ("#### 24", "2 dozen", "correct"), ("#### 2 dozen", "2", "wrong"),
+        ("#### 2 dozen eggs", "24", "correct"), ("#### 12", "a dozen", "correct"), ("#### half a dozen", "6", "correct"),
+        ("#### 25", "5 squared", "correct"), ("#### 5 squared", "5", "wrong"), ("#### 3 cubed", "27", "correct"),
+        ("#### 2000", "2 thousand", "correct"), ("#### 3200000000", "3.2 billion", "correct"), ("#### 400", "4 hundred", "correct"),
+        ("\\boxed{1.5 \\text{ million}}", "1500000", "correct"), ("\\boxed{2 dozen}, \\boxed{3}", "24, 3", "correct"),
+        ("#### 2 1/2 dozen", "2.5", "wrong"), ("#### 1 1/2 million", "$\\frac{3}{2}$", "wrong"), ("#### -5 squared", "-5", "wrong"),
+        ("#### 2 1/2 dozen", "2 1/2 dozen", "error"), ("#### a squared", "1", "no_answer"),
+        # a percent equals its number and its hundredth, as a sign or a word ('10 percent' was not 0.1, '12.5%' not 12.5)
+        ("#### 0.1", "10 percent", "correct"), ("#### 10 percent", "0.1", "correct"), ("#### 10", "10 percent", "correct"),
+        ("#### 12.5%", "12.5", "correct"), ("#### 12.5", "$12.5\\%$", "correct"), ("#### 0.125", "12.5%", "correct"),
+        ("#### 10 percent", "10%", "correct"), ("#### 10%", "11", "wrong"), ("#### 0.2", "10%", "wrong"),
+        ("\\boxed{\\frac{1}{10}}", "10%", "correct"), ("#### 2.5 percent of them", "0.025", "correct"),
+        ("#### 0", "1 000 of them", "wrong"), ("#### 1000", "1 000 of them", "correct"),
+        # a compound quantity: the same numbers with the same units in the same order ('6 ft 5 in' and '2 ft 15 in', the
+        # same product 30*f*t*i*n, were correct for '5 ft 6 in'; '5 feet 6 inches' was wrong, and an error as the gold)
+        ("#### 5 ft 6 in", "5 ft 6 in", "correct"), ("#### 6 ft 5 in", "5 ft 6 in", "wrong"),
+        ("#### 2 ft 15 in", "5 ft 6 in", "wrong"), ("#### 4 lb 3 oz", "3 lb 4 oz", "wrong"), ("#### 1 hr 60 min", "2 hr 30 min", "wrong"),
+        ("#### 5 ft 7 in", "5 ft 6 in", "wrong"), ("#### 6", "5 ft 6 in", "wrong"), ("#### 66", "5 ft 6 in", "wrong"),
+        ("#### 5 in 6 ft", "5 ft 6 in", "wrong"), ("#### 5 feet 6 inches", "5 ft 6 in", "correct"),
+        ("#### 5 ft 6 in", "5 feet 6 inches", "correct"), ("#### 5ft 6in", "5 ft. 6 in.", "correct"),
+        ("\\boxed{5 \\text{ ft } 6 \\text{ in}}", "5 ft 6 in", "correct"), ("#### 2 hours 30 minutes", "2 h 30 min", "correct"),
+        ("#### 150 minutes", "2 hours 30 minutes", "wrong"), ("#### 5 ft 6 in", "66", "wrong"), ("#### 5 ft 6 in", "$x^2$", "wrong"),
+        ("\\boxed{5 ft}, \\boxed{6 in}", "5 ft 6 in", "wrong"),
     ],
 )
 def test_verify_answer(completion, gold, status):
@@ -199,6 +239,12 @@ def test_fast_path_is_in_process_and_fast(monkeypatch):
     assert verify_answer("#### 2.50", "2.5").correct
     assert verify_answer("#### 0.3333333", "0.333333").correct  # rounded to FLOAT_ROUNDING places
     assert not verify_answer("#### 3", "3.5").correct
+    assert verify_answer("#### 1.5 million", "1500000").correct and verify_answer("#### 24", "2 dozen").correct
+    assert verify_answer("#### 0.1", "10%").correct and verify_answer("#### 12.5 percent", "12.5").correct
+    assert verify_answer("#### 5 feet 6 inches", "5 ft 6 in").correct
+    assert verify_answer("#### 6 ft 5 in", "5 ft 6 in").status == verify_answer("#### 5 ft 6 in", "6").status == "wrong"
+    assert verify_answer("#### 2 1/2 dozen", "30").status == "wrong"
+    assert verify_answer(f"#### {'9' * 40}000000", "9" * 40 + " million").correct  # exact, not rounded to 28 digits
 
 
 def test_forked_child_gets_its_own_workers():
@@ -503,9 +549,12 @@ def test_single_letter_variables_and_math_names_after_a_number_stay_math(complet
 
 
 @pytest.mark.parametrize(("gold", "text"), [("3/4 cup", "\\frac{3}{4}"), ("#### 12 in", "12"), ("2 1/2 in", "\\frac{5}{2}"),
-                                            ("3/4 of a cup", "\\frac{3}{4}"), ("$10-4 n$", "10-4 n"), ("3 n", "3 n")])
+                                            ("3/4 of a cup", "\\frac{3}{4}"), ("$10-4 n$", "10-4 n"), ("3 n", "3 n"),
+                                            ("1 000 of them", "1000"), ("1e-07 of them", "0.0000001"),
+                                            ("2.5 percent of them", "2.5%")])
 def test_a_gold_with_unit_words_keeps_its_number(gold, text):
-    """A gold '3/4 cup' was the expression 3/(4*c*u*p)."""
+    """A gold '3/4 cup' was the expression 3/(4*c*u*p); '1 000 of them' was 0 (math-verify read the number left, 1 000,
+    as 1*000), '1e-07 of them' e*1 - 7, and '2.5 percent of them' 2.5."""
     assert (normalize_answer(gold, 10).status, normalize_answer(gold, 10).text) == ("ok", text)
 
 

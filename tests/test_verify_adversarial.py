@@ -20,6 +20,7 @@ FAILURE_OR_DEFINITE = {"wrong", "no_answer", "timeout", "error"}
 NORMALIZE_OUTCOMES = {"ok", "unparsed", "timeout", "error"}
 GARBAGE_CHARS = 1_000_000
 LONG_DIGITS = 10_000
+MAX_ANSWER_DIGITS = V.MAX_ANSWER_CHARS - len("#### ") - len(" cubed")  # the longest number a fast-path answer holds
 
 ADVERSARIAL = {
     "tower, bare": "9^9^9^9",
@@ -43,6 +44,11 @@ ADVERSARIAL = {
     "long garbage": "".join(chr(33 + (i * 7919) % 90) for i in range(GARBAGE_CHARS)),
     "long garbage then boxed": "zq!" * (GARBAGE_CHARS // 3) + "\\boxed{x^{y^{z}}}",
     "long sum": "\\boxed{" + "x+" * 600 + "1}",
+    "long number cubed": "#### " + "9" * MAX_ANSWER_DIGITS + " cubed",  # its cube is over MAX_ANSWER_CHARS: not read
+    "tiny number cubed": "#### 1e-999 cubed",
+    "compound quantity": "#### 5 ft 6 in",
+    "compound of every unit": "#### " + " ".join(f"{i} {u}" for i, u in enumerate(V._COMPOUND_UNITS)),
+    "scale word after a fraction": "\\boxed{\\frac{1}{2} \\text{ million}}",
 }
 
 
@@ -110,6 +116,15 @@ assert V._plain_number("1 dollars" + " " * (n - 9) + "!") is None
 assert V._plain_number("\\\\$ " + " " * (n // 2) + "18" + " " * (n // 3) + "dollars ." + " " * 9) == Decimal(18)
 assert V._NOT_A_NUMBER.fullmatch("nan" + " " * n + "!") is None
 assert not isinstance(V._fast_verify("#### 7" + " " * n + "?", "7"), V.VerifyResult)  # goes on to the pool
+assert V._plain_number("1 million" + " " * (n - 9) + "!") is None
+assert V._plain_number("1 $" + " " * (n - 3) + "!") is None
+assert V._plain_number("half" + " " * (n - 5) + "a!") is None
+assert V._plain_number("1 \\\\text{{" + " " * (n - 8) + "!") is None
+assert V._compound_quantity("5 ft" + " " * (n - 4) + "!") is None
+assert V._compound_quantity("5 ft ," + " " * (n - 6) + "6!") is None
+assert V._compound_quantity("1" + " 000" * (n // 4 - 1) + " ft!") is None
+assert V._percent_number("1" + " " * n + "%!") is None
+assert not V._unread_number_words("1/2 dozen" + " a" * (n // 2 - 5) + "!")
 print("ok")
 """
 
