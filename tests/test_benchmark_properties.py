@@ -81,3 +81,26 @@ def test_data_run_reads_difficulty_from_the_config_file_too(tmp_path, monkeypatc
     source, field, placeholder = expected
     assert (cfg.score.difficulty_source, cfg.data.difficulty) == (source, field)
     assert (Path(cfg.data.path) != data.resolve()) == placeholder
+
+
+def test_worlds_flag_and_the_means_over_worlds():
+    """--worlds: seeds parsed (bad text refused naming the flag), RESULT values are the means over the worlds, the
+    smallest SAE value of each metric is kept, and a world without a metric does not pull the mean to NaN."""
+    bench = load_benchmark("properties")
+    assert bench.parse_worlds("0,1, 2,1") == [0, 1, 2]
+    for bad in ("", "a,b", "-1", "1;2"):
+        with pytest.raises(SystemExit, match="--worlds"):
+            bench.parse_worlds(bad)
+    nan = math.nan
+    a = {"topic_nmi": 0.5, "topic_nmi_best_baseline": 0.6, "difficulty_spearman": 0.7,
+         "difficulty_spearman_best_baseline": 0.7, "quality_auroc": 0.8, "quality_auroc_best_baseline": nan}
+    b = {**a, "topic_nmi": 0.9, "topic_nmi_best_baseline": 0.4, "quality_auroc": 0.6}
+    out = bench.over_worlds({0: a, 1: b})
+    assert out["topic_nmi"] == pytest.approx(0.7) and out["topic_nmi_best_baseline"] == pytest.approx(0.5)
+    assert out["topic_nmi_min"] == 0.5 and out["quality_auroc_min"] == 0.6 and out["worlds"] == 2
+    assert math.isnan(out["quality_auroc_best_baseline"])
+    assert out["quality_auroc"] == pytest.approx(0.7)
+    line = bench.result_line(out)
+    assert line.startswith("RESULT topic_nmi=0.700") and "worlds=2.000" in line
+    table = bench.worlds_table({0: a, 1: b}).splitlines()
+    assert len(table) == 3 and table[1].split()[:2] == ["0", "0.500"] and table[2].split()[:2] == ["1", "0.900"]
