@@ -271,12 +271,17 @@ class ScoreConfig(Section):
         [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0], min_length=1,
         description="RidgeCV penalty grid (difficulty, family ridge)")
     enet_n_alphas: int = Field(30, gt=0, description="ElasticNetCV alphas per l1_ratio along the regularisation path")
-    enet_max_iter: int = Field(5000, gt=0, description="ElasticNet coordinate-descent iteration cap")
+    enet_max_iter: int = Field(
+        50_000, gt=0, description="ElasticNet coordinate-descent iteration cap (fits are in float64 and stop once "
+        "converged: at 5,000 the residual baseline's smallest alphas stopped short of the tolerance on the demo)")
     dense_fit_mb: float = Field(
         1024, ge=0, description="the difficulty elastic net fits on a dense copy of its labelled rows when they "
         "outnumber the features and the copy takes at most this many MB (float64; the CV fit holds about twice "
         "that): the same model, fitted through the Gram matrix, which scikit-learn never uses on sparse input "
         "(the 10k testbed's score stage: 142 s instead of 505 s; README, Property models); 0: always sparse")
+    n_jobs: int = Field(
+        -1, description="threads for each difficulty ElasticNetCV (its l1_ratio x fold paths; joblib: -1 every core, "
+        "1 serial); the fitted models are the same for any value (float64), so the score stage's key does not read it")
     probe_cs: list[float] = Field(
         [0.01, 0.1, 1.0, 10.0, 100.0], min_length=1, description="inverse-regularisation C grid of the quality probe (CV'd by log loss)"
     )

@@ -5,6 +5,7 @@ from :class:`ScoreConfig`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,31 @@ from saerl.config import ScoreConfig
 WEIGHT_BLOCK_NNZ = 1 << 22  # stored values TF-IDF-weighted at a time (a 32 MB float64 temporary)
 PREDICT_BLOCK_ROWS = 1 << 16  # rows per predict call when scoring the whole pool
 MIN_CLASS_ROWS = 2  # a probe's stratified CV needs each class in two folds (its train and its test side)
+FIT_DTYPE = np.float64  # the elastic net's input is cast to this (float32 codes never met its tolerance: FitOptions)
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How the difficulty elastic nets are computed (score.n_jobs threads, FIT_DTYPE by default: fit_options).
+
+    n_jobs: threads over each ElasticNetCV's (l1_ratio, fold) paths (joblib: -1 every core, 1 serial). Each path
+    is computed on its own and coordinate descent releases the GIL, so in float64 the fitted model is the same bit
+    for bit for any n_jobs (measured on the demo's codes; float32 BLAS dots were not: 1e-6 apart).
+    dtype: the float type the elastic net is fitted in (its rows are cast; predictions read any type); None fits
+    in the input's own type (the old way, benchmarks/score_speed.py). The encode stage stores float32 codes: in
+    float32 scikit-learn's sparse solver stopped at max_iter (5,000 sweeps) just short of its duality-gap
+    tolerance (1 to 13 times it) in 117 of the 601 solves of the demo's production fit, a float32 rounding floor;
+    in float64 2 of the SAE fits' ~6,000 solves did, the demo's score stage took about half the time (the
+    unconverged solves of the whole stage: 871 -> 373, 352 of them the residual baseline's, 19 the text's) and its report
+    moved by at most .003 (the residual baseline; the SAE rows by .0002)."""
+
+    n_jobs: int
+    dtype: Any = FIT_DTYPE
+
+
+def fit_options(cfg: ScoreConfig) -> FitOptions:
+    """The FitOptions of a score config: its score.n_jobs threads, FIT_DTYPE."""
+    return FitOptions(n_jobs=cfg.n_jobs)
 
 
 def seeded_subset(ids: Any, fraction: float, seed: int) -> np.ndarray:
@@ -153,11 +179,20 @@ def dense_for_gram(X: Any, max_mb: float) -> Any:
     return X
 
 
-def difficulty_model(name: str, cfg: ScoreConfig, family: str = "elasticnet") -> Any:
+def enet_rows(X: Any, max_mb: float, dtype: Any) -> Any:
+    """The matrix an elastic net is fitted on: X (its training rows) through dense_for_gram within `max_mb`, a
+    floating-point X cast to `dtype` (None: X's own type; other inputs, e.g. the text baseline's strings, as they
+    are). Sparse stays sparse where dense_for_gram leaves it so."""
+    X = dense_for_gram(X, max_mb)
+    floating = np.issubdtype(getattr(X, "dtype", np.dtype(object)), np.floating)
+    return X.astype(dtype) if dtype is not None and floating and X.dtype != dtype else X
+
+
+def difficulty_model(name: str, cfg: ScoreConfig, family: str = "elasticnet", n_jobs: int = 1) -> Any:
     """The difficulty regressor of feature set `name` behind its preprocessing: family "elasticnet" is
-    ElasticNetCV (CV over cfg.enet_l1_ratios x cfg.enet_n_alphas), "ridge" is RidgeCV over cfg.ridge_alphas
-    (the elastic net's pure-L2 end, which the ElasticNetCV path does not reach), both on the same seeded K
-    folds scored by mean squared error; the mean predictor for name="majority"."""
+    ElasticNetCV (CV over cfg.enet_l1_ratios x cfg.enet_n_alphas, its paths on `n_jobs` threads: FitOptions),
+    "ridge" is RidgeCV over cfg.ridge_alphas (the elastic net's pure-L2 end, which the ElasticNetCV path does not
+    reach), both on the same seeded K folds scored by mean squared error; the mean predictor for name="majority"."""
     if name == "majority":
         return DummyRegressor(strategy="mean")
     folds = KFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed)
@@ -165,7 +200,7 @@ def difficulty_model(name: str, cfg: ScoreConfig, family: str = "elasticnet") ->
         return make_pipeline(featurizer(name, cfg), RidgeCV(alphas=list(cfg.ridge_alphas), cv=folds,
                                                             scoring="neg_mean_squared_error"))
     enet = ElasticNetCV(l1_ratio=list(cfg.enet_l1_ratios), alphas=cfg.enet_n_alphas, max_iter=cfg.enet_max_iter,
-                        cv=folds, n_jobs=1)
+                        cv=folds, n_jobs=n_jobs)
     return make_pipeline(featurizer(name, cfg), enet)
 
 
@@ -185,20 +220,21 @@ def cv_mse(model: Any) -> float:
 
 
 def fit_difficulty(candidates: dict[str, Any], y: np.ndarray, rows: np.ndarray, name: str,
-                   cfg: ScoreConfig) -> tuple[str, Any]:
+                   cfg: ScoreConfig, fit: FitOptions | None = None) -> tuple[str, Any]:
     """Fit feature set `name`'s difficulty_model of each family in cfg.difficulty_models on `rows` (boolean
     mask) of each candidate matrix (e.g. the SAE codes under each pooling, rows aligned to y) and keep the
     (matrix, family) with the lowest cross-validated mean squared error on those rows (the same seeded folds
     for every candidate, so the errors are comparable; no other row is read); the elastic net on a dense copy of
-    those rows where that is faster (dense_for_gram, within cfg.dense_fit_mb). in: {key: matrix}, labels, mask,
-    feature-set name, config; out: (chosen key, fitted pipeline); the first candidate on ties or without a CV
-    error (the mean predictor)."""
+    those rows where that is faster (dense_for_gram, within cfg.dense_fit_mb), in `fit`'s dtype on its threads
+    (default: fit_options(cfg)). in: {key: matrix}, labels, mask, feature-set name, config, fit options; out:
+    (chosen key, fitted pipeline); the first candidate on ties or without a CV error (the mean predictor)."""
+    fit = fit_options(cfg) if fit is None else fit
     families = ["elasticnet"] if name == "majority" else list(dict.fromkeys(cfg.difficulty_models))
     fitted = []
     for key, M in candidates.items():
         for family in families:
-            X = dense_for_gram(M[rows], cfg.dense_fit_mb) if family == "elasticnet" else M[rows]
-            fitted.append((key, clone(difficulty_model(name, cfg, family)).fit(X, y[rows])))
+            X = enet_rows(M[rows], cfg.dense_fit_mb, fit.dtype) if family == "elasticnet" else M[rows]
+            fitted.append((key, clone(difficulty_model(name, cfg, family, fit.n_jobs)).fit(X, y[rows])))
     errors = [np.nan_to_num(cv_mse(model), nan=np.inf) for _, model in fitted]
     return fitted[int(np.argmin(errors))]
 

@@ -23,11 +23,13 @@ from sklearn.preprocessing import StandardScaler, normalize
 from saerl.config import ScoreConfig
 from saerl.property_models import (
     MIN_CLASS_ROWS,
+    FitOptions,
     choose_k,
     cluster_table,
     cv_mse,
     featurizer,
     fit_difficulty,
+    fit_options,
     kmeans,
     model_family,
     predict_rows,
@@ -148,12 +150,14 @@ def auroc_by_kind(good: np.ndarray, p_good: np.ndarray, kinds: np.ndarray) -> di
 
 
 def _model_rows(prop: str, inputs: dict[str, Any], y: np.ndarray, train: np.ndarray, test: np.ndarray,
-                cfg: ScoreConfig, suffix: str = "", kinds: np.ndarray | None = None) -> list[dict[str, Any]]:
+                cfg: ScoreConfig, suffix: str = "", kinds: np.ndarray | None = None,
+                fit: FitOptions | None = None) -> list[dict[str, Any]]:
     """Fit each feature set's model on `train` rows and score it on `test` rows (boolean masks): difficulty
     (Spearman rho; a feature set given as {key: matrix} is fitted on each, and the lowest CV error on the
     train rows picks the one tested, as in production: fit_difficulty), quality (AUROC of P(good); average
     precision of finding bad prompts by 1 - P(good); with defect `kinds`, the AUROC per kind), topic
-    (held-out accuracy of a topic probe: is topic linearly decodable)."""
+    (held-out accuracy of a topic probe: is topic linearly decodable). `fit`: how the difficulty elastic nets are
+    computed (default fit_options(cfg))."""
     if train.sum() < cfg.cv_folds or test.sum() < 3:
         return []
     yt, yv = y[train], y[test]
@@ -163,7 +167,7 @@ def _model_rows(prop: str, inputs: dict[str, Any], y: np.ndarray, train: np.ndar
     for name, M in inputs.items():
         if prop == "difficulty":
             cands = M if isinstance(M, dict) else {name: M}
-            key, model = fit_difficulty(cands, y, train, name, cfg)
+            key, model = fit_difficulty(cands, y, train, name, cfg, fit)
             pred = model.predict(cands[key][test])
             values = {f"spearman{suffix}": spearman(y[test], pred)}
         elif prop == "topic":
@@ -197,7 +201,7 @@ def ood_folds(topics: np.ndarray, usable: np.ndarray, cfg: ScoreConfig,
 
 
 def _ood_rows(inputs: dict[str, Any], y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]],
-              cfg: ScoreConfig) -> list[dict[str, Any]]:
+              cfg: ScoreConfig, fit: FitOptions | None = None) -> list[dict[str, Any]]:
     """Difficulty report rows out of distribution: each feature set's models fitted and tested on every topic
     fold (:func:`ood_folds`, :func:`_model_rows`), spearman_ood the mean Spearman over the folds it could be
     tested on, n_train their mean training rows, n_test their test rows together (each held-out row once).
@@ -205,7 +209,7 @@ def _ood_rows(inputs: dict[str, Any], y: np.ndarray, folds: list[tuple[np.ndarra
     no measurement, pulling every feature set's mean toward 0) and is not tested.
     One held-out draw of topics made the figure a lottery of which topics were held out (the demo world's SAE
     codes: .08 to .58 over five seeds, residuals .12 to .50; docs/testbed.md, session 17)."""
-    per_fold = [_model_rows("difficulty", inputs, y, train, test, cfg, "_ood") for train, test in folds
+    per_fold = [_model_rows("difficulty", inputs, y, train, test, cfg, "_ood", fit=fit) for train, test in folds
                 if test.any() and np.ptp(y[test]) > 0]
     rows = []
     for name in inputs:
@@ -219,7 +223,7 @@ def _ood_rows(inputs: dict[str, Any], y: np.ndarray, folds: list[tuple[np.ndarra
 
 def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measured: pl.DataFrame | None = None,
                   *, ids: Any = None, R: np.ndarray | None = None, C: sp.spmatrix | None = None,
-                  D: dict[str, sp.spmatrix] | None = None) -> ScoreResult:
+                  D: dict[str, sp.spmatrix] | None = None, fit: FitOptions | None = None) -> ScoreResult:
     """Cluster, score difficulty and quality for every prompt, and build the property report.
 
     X (the codes the quality probe reads, and the difficulty regressor unless `D` is given) rows are aligned to
@@ -237,7 +241,9 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     distribution: trained on the labelled rows of some topics, tested on every labelled row of the others, over
     topic folds that hold out each topic once (ood_folds).
     `kept` uses cfg.quality_threshold, which the score stage's key does not read: the curriculum re-derives
-    kept from quality_hat, so treat this column as informative."""
+    kept from quality_hat, so treat this column as informative. `fit` (default: fit_options(cfg): float64, the
+    config's thread count) says how every difficulty elastic net is computed; benchmarks/score_speed.py passes
+    FitOptions(n_jobs=1, dtype=None) to time the old way beside it."""
     X = sp.csr_matrix(X)
     C = X if C is None else sp.csr_matrix(C)
     D = {cfg.model_pool: X} if D is None else {key: sp.csr_matrix(M) for key, M in D.items()}
@@ -253,6 +259,7 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     topics = P["topic"].cast(pl.String).fill_null("").to_numpy().astype(str) if "topic" in P.columns else None
     topics = topics if topics is not None and (topics != "").any() else None
     notes: list[str] = []
+    fit = fit_options(cfg) if fit is None else fit
 
     Z = weight_codes(C, cfg.tfidf)
     k, sil = choose_k(Z, cfg)
@@ -277,13 +284,13 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     has_d = labelled & known_d
     if has_d.sum() < cfg.cv_folds:
         raise ValueError(f"only {int(has_d.sum())} labelled prompts have a difficulty label; need >= {cfg.cv_folds}")
-    d_pool, dmodel = fit_difficulty(D, y_diff, has_d, "sae", cfg)
+    d_pool, dmodel = fit_difficulty(D, y_diff, has_d, "sae", cfg, fit)
     difficulty_hat = predict_rows(dmodel, D[d_pool])
     reg = dmodel[-1]
     d_inputs = {**inputs, "sae": D}
-    report += _model_rows("difficulty", d_inputs, y_diff, train & has_d, evaluable & known_d, cfg, "_id")
+    report += _model_rows("difficulty", d_inputs, y_diff, train & has_d, evaluable & known_d, cfg, "_id", fit=fit)
     if topics is not None:
-        report += _ood_rows(d_inputs, y_diff, ood_folds(topics, has_d, cfg, known_d), cfg)
+        report += _ood_rows(d_inputs, y_diff, ood_folds(topics, has_d, cfg, known_d), cfg, fit)
     if topics is not None:  # topics with fewer than cv_folds training rows are left out of the topic probe
         names, counts = np.unique(topics[train & (topics != "")], return_counts=True)
         common = np.isin(topics, names[counts >= cfg.cv_folds])

@@ -51,7 +51,7 @@ STAGES: dict[str, Stage] = {
             ("ingest", "testbed"), "measured pass rates on the labelled subset",
         ),
         Stage(
-            "score", "7",
+            "score", "8",
             ("score.n_clusters", "score.k_range", "score.tfidf", "score.cluster_pool", "score.model_pool",
              "score.difficulty_pool",
              "score.difficulty_source", "score.label_fraction",
@@ -82,7 +82,8 @@ STAGES: dict[str, Stage] = {
 
 # train.save_every / train.keep_checkpoints only decide which resumable checkpoints a run keeps on disk: a run
 # resumed from one continues as the uninterrupted run would (saerl.rl.train_grpo)
-RESULT_NEUTRAL: tuple[str, ...] = ("name", "tracking", "runtime", "train.save_every", "train.keep_checkpoints")
+RESULT_NEUTRAL: tuple[str, ...] = ("name", "tracking", "runtime", "train.save_every", "train.keep_checkpoints",
+                                   "score.n_jobs")
 
 
 # the policy's name and pinned revision, which extraction reads only when it reads the policy's internals: with
