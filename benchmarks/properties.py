@@ -194,8 +194,10 @@ def over_worlds(per_world: dict[int, dict[str, float]]) -> dict[str, float]:
 def worlds_table(per_world: dict[int, dict[str, float]]) -> str:
     """One line per world seed: its headline values (SAE, best baseline) side by side."""
     keys = [k for name, _, _ in HEADLINE for k in (name, f"{name}_best_baseline")]
-    head = f"{'world':<7}" + "".join(f"{k.replace('_best_baseline', '_base'):>24}" for k in keys)
-    lines = [head] + [f"{seed:<7}" + "".join(f"{v.get(k, math.nan):>24.3f}" for k in keys)
+    labels = [k.replace("_best_baseline", "_base") for k in keys]
+    w = 2 + max(len(label) for label in labels)
+    head = f"{'world':<7}" + "".join(f"{label:>{w}}" for label in labels)
+    lines = [head] + [f"{seed:<7}" + "".join(f"{v.get(k, math.nan):>{w}.3f}" for k in keys)
                       for seed, v in per_world.items()]
     return "\n".join(lines)
 

@@ -104,3 +104,4 @@ def test_worlds_flag_and_the_means_over_worlds():
     assert line.startswith("RESULT topic_nmi=0.700") and "worlds=2.000" in line
     table = bench.worlds_table({0: a, 1: b}).splitlines()
     assert len(table) == 3 and table[1].split()[:2] == ["0", "0.500"] and table[2].split()[:2] == ["1", "0.900"]
+    assert len(table[0].split()) == 7  # every column name stands apart
