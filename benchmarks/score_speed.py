@@ -42,6 +42,7 @@ from saerl.artifacts import ArtifactRef, ArtifactStore
 from saerl.config import PipelineConfig, load_config
 from saerl.pipeline import input_keys, plan
 from saerl.property_models import FitOptions, fit_options
+from saerl.runners import score_inputs
 from saerl.scoring import ScoreResult, score_prompts
 from saerl.stages import stage_key
 
@@ -114,25 +115,6 @@ def upstream_refs(cfg: PipelineConfig, config: str) -> dict[str, ArtifactRef]:
     raise SystemExit(f"no finished encode artifact (or no {missing} artifact it reads) under {root}: make one with "
                      f"`saerl run {config} --until encode runtime.artifact_root={root}` (or `saerl demo` for the "
                      "demo's root, .saerl), then rerun this benchmark with --work on that root")
-
-
-def score_inputs(cfg: PipelineConfig, refs: dict[str, ArtifactRef]) -> dict[str, Any]:
-    """score_prompts' arguments besides the config, read as saerl.runners.compute_score reads them: X (model_pool
-    codes), prompts, measured, ids, R (mean-pooled residuals when extracted), C (cluster_pool codes), D (the
-    difficulty poolings)."""
-    from saerl.activation_store import open_activations
-    from saerl.sae import load_codes_csr
-
-    sc = cfg.score
-    d_pools = cfg.sae.encode_pool if sc.difficulty_pool == "auto" else [sc.difficulty_pool]
-    loaded = {pool: load_codes_csr(refs["encode"].path, pool)
-              for pool in dict.fromkeys([sc.model_pool, sc.cluster_pool, *d_pools])}
-    ids, X = loaded[sc.model_pool]
-    act = open_activations(refs["extract"].path)
-    measured = pl.read_parquet(refs["label"].file("labels.parquet")) if "label" in refs else None
-    return {"X": X, "prompts": pl.read_parquet(refs["ingest"].file("prompts.parquet")), "measured": measured,
-            "ids": ids, "R": act.pooled("mean") if "mean" in act.meta.pooling else None,
-            "C": loaded[sc.cluster_pool][1], "D": {pool: loaded[pool][1] for pool in d_pools}}
 
 
 def timed_score(inputs: dict[str, Any], cfg: PipelineConfig, fit: FitOptions) -> tuple[ScoreResult, float, int]:

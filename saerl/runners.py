@@ -12,6 +12,7 @@ import logging
 import shutil
 import warnings
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -155,28 +156,37 @@ def compute_label(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
             "verifier_failures": float(labels["n_failed"].sum())}
 
 
+def score_inputs(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, Any]:
+    """score_prompts' arguments besides the config, from the score stage's input artifacts: X (score.model_pool
+    codes), prompts, measured (the label stage's pass rates, when it ran), ids, R (mean-pooled residuals when
+    extracted), C (score.cluster_pool codes), D (the difficulty poolings: every sae.encode_pool pooling when
+    score.difficulty_pool is auto). Each pooling is read once."""
+    from saerl.activation_store import open_activations
+    from saerl.sae import load_codes_csr
+
+    sc = cfg.score
+    d_pools = cfg.sae.encode_pool if sc.difficulty_pool == "auto" else [sc.difficulty_pool]
+    loaded = {pool: load_codes_csr(inputs["encode"].path, pool)
+              for pool in dict.fromkeys([sc.model_pool, sc.cluster_pool, *d_pools])}
+    ids, X = loaded[sc.model_pool]
+    act = open_activations(inputs["extract"].path)
+    measured = pl.read_parquet(inputs["label"].file("labels.parquet")) if "label" in inputs else None
+    return {"X": X, "prompts": read_prompts(inputs), "measured": measured, "ids": ids,
+            "R": act.pooled("mean") if "mean" in act.meta.pooling else None,
+            "C": loaded[sc.cluster_pool][1], "D": {pool: loaded[pool][1] for pool in d_pools}}
+
+
 def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
     """Score: clusters, difficulty_hat, quality_hat from SAE codes, plus the baselines report."""
     from sklearn.exceptions import ConvergenceWarning
 
-    from saerl.activation_store import open_activations
-    from saerl.sae import load_codes_csr
     from saerl.scoring import score_prompts, summarize_report
 
-    sc = cfg.score
-    d_pools = cfg.sae.encode_pool if sc.difficulty_pool == "auto" else [sc.difficulty_pool]
-    loaded = {pool: load_codes_csr(inputs["encode"].path, pool)  # each pooling read once
-              for pool in dict.fromkeys([sc.model_pool, sc.cluster_pool, *d_pools])}
-    ids, X = loaded[sc.model_pool]
-    C = loaded[sc.cluster_pool][1]
-    D = {pool: loaded[pool][1] for pool in d_pools}
-    prompts = read_prompts(inputs)
-    measured = pl.read_parquet(inputs["label"].file("labels.parquet")) if "label" in inputs else None
-    act = open_activations(inputs["extract"].path)
-    R = act.pooled("mean") if "mean" in act.meta.pooling else None
+    args = score_inputs(cfg, inputs)
+    X, ids, C, prompts = args["X"], args["ids"], args["C"], args["prompts"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        result = score_prompts(X, prompts, cfg.score, measured, ids=ids, R=R, C=C, D=D)
+        result = score_prompts(X, prompts, cfg.score, args["measured"], ids=ids, R=args["R"], C=C, D=args["D"])
     unconverged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
     if unconverged:
         log.info("score: %d scikit-learn fits stopped before converging (max_iter in score config)", unconverged)
