@@ -170,9 +170,10 @@ def dense_for_gram(X: Any, max_mb: float) -> Any:
 
     Why: on dense input with more rows than features, scikit-learn's coordinate descent precomputes the Gram
     matrix X'X once and updates each coordinate from it; on sparse input it never does, and with an intercept it
-    also re-centres the residual over every row at each update (``_cd_fast.pyx``). On the 10k testbed's 1,964
-    labelled x 1,024 max-pooled codes (6% non-zero) the same ElasticNetCV took 65 s sparse and 12 s dense, with
-    the same alpha and l1_ratio. With more features than rows there is no Gram matrix and the sparse path is the
+    also re-centres the residual over every row at each update (``_cd_fast.pyx``). On the demo world's 1,955
+    difficulty-labelled rows x 1,024 codes, in float64 (as fit_difficulty fits), the same ElasticNetCV took 19-21 s
+    sparse and 10.5-11 s dense, with the same alpha (session 18; the 65 s sparse vs 12 s dense measured before on
+    the 10k testbed were float32 fits, whose sparse solves mostly ran to max_iter). With more features than rows there is no Gram matrix and the sparse path is the
     faster one (2,000 x 16,384 synthetic codes: 11 s sparse, 19 s dense), so X stays sparse."""
     if sp.issparse(X) and X.shape[0] > X.shape[1] and X.shape[0] * X.shape[1] * 8 <= max_mb * 2**20:
         return X.toarray()
