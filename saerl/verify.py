@@ -88,6 +88,7 @@ _CURRENCY = r"(?:\\?\$|[€£¥₹])"  # a currency sign before or after a numbe
 # ('2 1/2 dozen', '-5 squared': (-5)^2 or -(5^2)?) the answer is not read (see _unread_number_words), never read as
 # the bare number. Percent words are no unit words either: '10 percent' is a percent (see _percent_number).
 _SCALE_WORDS = {"hundred": 100, "thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12, "dozen": 12}
+_SCALE_WORDS.update({f"{word}s": scale for word, scale in _SCALE_WORDS.items()})  # '2 dozens', '3 millions': the same
 _POWER_WORDS = {"squared": 2, "cubed": 3}
 _NUMBER_WORDS = frozenset(_SCALE_WORDS) | frozenset(_POWER_WORDS)
 _HALF = Decimal("0.5")  # 'half a dozen'

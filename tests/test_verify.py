@@ -81,7 +81,7 @@ def test_extract_is_bounded_on_huge_input():
         ("#### 1.5 million", "ok", "1500000"), ("2 dozen eggs", "ok", "24"), ("a dozen", "ok", "12"),
         ("half a dozen", "ok", "6"), ("5 squared", "ok", "25"), ("3 cubed", "ok", "27"), ("2 thousand", "ok", "2000"),
         ("3.2 billion", "ok", "3200000000"), ("4 hundred", "ok", "400"), ("$1.5$ million", "ok", "1500000"),
-        ("1.5 \\text{ million}", "ok", "1500000"), ("1.5 million dollars", "ok", "1500000"), ("2 dozens", "ok", "2"),
+        ("1.5 \\text{ million}", "ok", "1500000"), ("1.5 million dollars", "ok", "1500000"), ("2 dozens", "ok", "24"), ("3 millions", "ok", "3000000"),
         # ... and after anything else it is not read, never the bare number ('2 1/2 dozen' was 5/2, '-5 squared' -5)
         ("2 1/2 dozen", "unparsed", ""), ("-5 squared", "unparsed", ""), ("2 thousand squared", "unparsed", ""),
         # a percent word is a percent sign ('10 percent' was 10)
