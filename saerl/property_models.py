@@ -40,10 +40,10 @@ class FitOptions:
     dtype: the float type the elastic net is fitted in (its rows are cast; predictions read any type); None fits
     in the input's own type (the old way, benchmarks/score_speed.py). The encode stage stores float32 codes: in
     float32 scikit-learn's sparse solver stopped at max_iter (5,000 sweeps) just short of its duality-gap
-    tolerance (1 to 13 times it) in 117 of the 601 solves of the demo's production fit, a float32 rounding floor;
-    in float64 2 of the SAE fits' ~6,000 solves did, the demo's score stage took about half the time (the
-    unconverged solves of the whole stage: 871 -> 373, 352 of them the residual baseline's, 19 the text's) and its report
-    moved by at most .003 (the residual baseline; the SAE rows by .0002)."""
+    tolerance (1 to 13 times it) in 117 of the 601 solves of the demo's production fit, a float32 rounding floor.
+    In float64 (with score.enet_max_iter 50,000) no solve of the demo's score stage stops short (867 did before),
+    the stage takes about a third of the time on 2 threads, and its report moves by at most .0033 (the residual
+    baseline; the SAE rows by .0002)."""
 
     n_jobs: int
     dtype: Any = FIT_DTYPE
@@ -173,8 +173,9 @@ def dense_for_gram(X: Any, max_mb: float) -> Any:
     also re-centres the residual over every row at each update (``_cd_fast.pyx``). On the demo world's 1,955
     difficulty-labelled rows x 1,024 codes, in float64 (as fit_difficulty fits), the same ElasticNetCV took 19-21 s
     sparse and 10.5-11 s dense, with the same alpha (session 18; the 65 s sparse vs 12 s dense measured before on
-    the 10k testbed were float32 fits, whose sparse solves mostly ran to max_iter). With more features than rows there is no Gram matrix and the sparse path is the
-    faster one (2,000 x 16,384 synthetic codes: 11 s sparse, 19 s dense), so X stays sparse."""
+    the 10k testbed were float32 fits, whose sparse solves mostly ran to max_iter). With more features than rows
+    there is no Gram matrix and the sparse path is the faster one (2,000 x 16,384 synthetic codes: 11 s sparse,
+    19 s dense), so X stays sparse."""
     if sp.issparse(X) and X.shape[0] > X.shape[1] and X.shape[0] * X.shape[1] * 8 <= max_mb * 2**20:
         return X.toarray()
     return X
