@@ -53,6 +53,7 @@ SHARED = ROOT.parent / "shared" / "data"
 REAL_CONFIG = ROOT / "configs" / "real-gsm8k.yaml"
 HEADLINE = (("topic_nmi", "topic_clusters", "nmi"), ("difficulty_spearman", "difficulty", "spearman_id"),
             ("quality_auroc", "quality", "auroc"))
+HEADLINE_KEYS = tuple(k for name, _, _ in HEADLINE for k in (name, f"{name}_best_baseline"))  # headline()'s keys
 COMMON = ["runtime.progress=false", "runtime.torch_threads=1", "tracking.enabled=false"]
 TESTBED_DATA = ["data.source=testbed", "model.name_or_path=testbed", "data.prompt=prompt", "data.answer=answer",
                 "data.topic=topic", "data.difficulty=difficulty", "data.quality=quality", "data.labelled=labelled",
@@ -179,25 +180,20 @@ def over_worlds(per_world: dict[int, dict[str, float]]) -> dict[str, float]:
     """The RESULT values over several worlds: the mean of each headline value over the worlds that have it (NaN
     where none has), 'worlds' (how many), and '<name>_min' the smallest SAE value of each headline metric.
     in: {seed: headline(...)}; out: {name: value}."""
-    names = [name for name, _, _ in HEADLINE]
-    out: dict[str, float] = {}
-    for key in (k for name in names for k in (name, f"{name}_best_baseline")):
-        found = [v[key] for v in per_world.values() if not math.isnan(v.get(key, math.nan))]
-        out[key] = sum(found) / len(found) if found else math.nan
+    found = {key: [v[key] for v in per_world.values() if not math.isnan(v.get(key, math.nan))] for key in HEADLINE_KEYS}
+    out = {key: sum(vals) / len(vals) if vals else math.nan for key, vals in found.items()}
     out["worlds"] = float(len(per_world))
-    for name in names:
-        found = [v[name] for v in per_world.values() if not math.isnan(v.get(name, math.nan))]
-        out[f"{name}_min"] = min(found) if found else math.nan
+    for name, _, _ in HEADLINE:
+        out[f"{name}_min"] = min(found[name]) if found[name] else math.nan
     return out
 
 
 def worlds_table(per_world: dict[int, dict[str, float]]) -> str:
     """One line per world seed: its headline values (SAE, best baseline) side by side."""
-    keys = [k for name, _, _ in HEADLINE for k in (name, f"{name}_best_baseline")]
-    labels = [k.replace("_best_baseline", "_base") for k in keys]
+    labels = [k.replace("_best_baseline", "_base") for k in HEADLINE_KEYS]
     w = 2 + max(len(label) for label in labels)
     head = f"{'world':<7}" + "".join(f"{label:>{w}}" for label in labels)
-    lines = [head] + [f"{seed:<7}" + "".join(f"{v.get(k, math.nan):>{w}.3f}" for k in keys)
+    lines = [head] + [f"{seed:<7}" + "".join(f"{v.get(k, math.nan):>{w}.3f}" for k in HEADLINE_KEYS)
                       for seed, v in per_world.items()]
     return "\n".join(lines)
 
