@@ -363,6 +363,11 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(2, gt=0, description="newest checkpoints kept on disk")
     verify_timeout_s: float = Field(5.0, gt=0, description="wall-clock bound per reward answer check")
     bf16: bool = Field(True, description="bfloat16 training on a GPU (CPU always trains in float32)")
+    activation_checkpointing: bool = Field(
+        True, description="recompute each layer's activations in the backward pass instead of keeping them (trl's "
+        "default): a pass keeps about 1/layers of its activations for one more forward pass of compute. The same "
+        "gradients either way (tested: the same weights bit for bit), so result-neutral; turn it off on a GPU with "
+        "memory to spare for faster steps (on the CPU testbed the two run level: generation dominates)")
     use_vllm: bool = Field(False, description="generate rollouts with vLLM (colocated; GPU only, needs trl[vllm])")
 
     @field_validator("seeds")

@@ -369,6 +369,7 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
         save_steps=save_period(cfg.save_every or 1, cfg.steps_per_generation),
         save_total_limit=None, save_only_model=False,  # CurveCheckpoint prunes, once a checkpoint is complete
         report_to=[], disable_tqdm=not progress, bf16=False, use_cpu=not cuda, disable_dropout=True, seed=seed,
+        activation_checkpointing=cfg.activation_checkpointing,
         shuffle_dataset=False, mask_truncated_completions=False, log_completions=False, dataloader_num_workers=0,
     )
     if cuda and cfg.bf16:

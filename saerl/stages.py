@@ -83,7 +83,7 @@ STAGES: dict[str, Stage] = {
 # train.save_every / train.keep_checkpoints only decide which resumable checkpoints a run keeps on disk: a run
 # resumed from one continues as the uninterrupted run would (saerl.rl.train_grpo)
 RESULT_NEUTRAL: tuple[str, ...] = ("name", "tracking", "runtime", "train.save_every", "train.keep_checkpoints",
-                                   "score.n_jobs")
+                                   "score.n_jobs", "train.activation_checkpointing")
 
 
 # the policy's name and pinned revision, which extraction reads only when it reads the policy's internals: with

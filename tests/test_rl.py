@@ -513,6 +513,43 @@ def test_micro_batches_give_the_same_update_in_smaller_passes(tiny_policy_dir, t
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
 
 
+def test_activation_checkpointing_changes_memory_not_the_update(tiny_policy_dir, tmp_path, one_torch_thread):
+    """train.activation_checkpointing reaches the trainer (the model recomputes its activations in the backward
+    pass only when on) and is result-neutral, as saerl.stages.RESULT_NEUTRAL declares: the same rollouts, the same
+    per-step metrics and the same weights bit for bit."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    policy, prompts = tiny_policy_dir
+
+    class Seen(TrainerCallback):
+        def __init__(self) -> None:
+            self.on: list[bool] = []
+
+        def on_pre_optimizer_step(self, args, state, control, model=None, **_):
+            self.on.append(bool(model.is_activation_checkpointing))
+
+    def uneven(completions, **_):  # a reward spread inside each group: the gradient is not zero
+        return [float(len(completion_text(c)) % 3) for c in completions]
+
+    def train(on: bool) -> tuple[dict, list[bool], dict[str, torch.Tensor]]:
+        seen = Seen()
+        cfg = TrainConfig(num_generations=2, max_completion_length=4, max_steps=2, activation_checkpointing=on)
+        run = train_grpo(policy, prompts, prompts["id"].to_list(), cfg, tmp_path / f"rl{on}", prompts_per_step=2,
+                         seed=0, extra_rewards=[uneven], callbacks=[seen])
+        return run, seen.on, load_file(tmp_path / f"rl{on}" / "model.safetensors")
+
+    (on, seen_on, w_on), (off, seen_off, w_off) = train(True), train(False)
+    assert seen_on == [True, True] and seen_off == [False, False]
+    clock = {"step_time", "train_runtime", "train_samples_per_second", "train_steps_per_second"}
+    assert on["order"] == off["order"]
+    assert [{k: v for k, v in h.items() if k not in clock} for h in on["log"]] == \
+        [{k: v for k, v in h.items() if k not in clock} for h in off["log"]]
+    assert any(not torch.equal(w_on[k], load_file(policy / "model.safetensors")[k]) for k in w_on), "it trained"
+    assert all(torch.equal(w_on[k], w_off[k]) for k in w_on)
+
+
 def test_micro_batches_must_divide_a_steps_completions():
     """grpo_config splits a step's prompts x num_generations completions into train.micro_batches passes of
     trl's per-device batch, and refuses a split that leaves a remainder, naming the setting."""

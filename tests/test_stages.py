@@ -64,7 +64,8 @@ def test_checkpoint_settings_do_not_retrain():
     base = _key("train")
     assert _key("train", "train.save_every=10") == base
     assert _key("train", "train.keep_checkpoints=5") == base
-    assert {"train.save_every", "train.keep_checkpoints"} <= set(RESULT_NEUTRAL)
+    assert _key("train", "train.activation_checkpointing=false") == base, "the same update (tests/test_rl.py)"
+    assert {"train.save_every", "train.keep_checkpoints", "train.activation_checkpointing"} <= set(RESULT_NEUTRAL)
 
 
 def test_extraction_of_another_model_ignores_the_policy_id():
