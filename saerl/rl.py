@@ -14,6 +14,7 @@ import logging
 import random
 import shutil
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -327,6 +328,11 @@ def prune_checkpoints(folder: Path, keep: int, newest: Path) -> None:
             shutil.rmtree(c, ignore_errors=True)
 
 
+# trl 1.16 calls transformers 5's old gradient-checkpointing names (is_gradient_checkpointing, ..._enable/_disable)
+# every step, which warn FutureWarnings a user cannot act on (their setting is train.activation_checkpointing)
+TRL_DEPRECATIONS = r"`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated"
+
+
 def micro_batch(completions: int, parts: int) -> int:
     """Completions per forward/backward pass when a step's `completions` go through in `parts` passes
     (train.micro_batches); ValueError naming the setting when `parts` does not divide them."""
@@ -490,7 +496,9 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     quiet_logs(trainer, progress)
     if dapo:
         _keep_dynamic_sampling(trainer, saving, resume, ckpt_dir)
-    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=TRL_DEPRECATIONS, category=FutureWarning)
+        trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     out = Path(out_dir)
     trainer.model.save_pretrained(out)
     tok.save_pretrained(out)  # the policy's own tokenizer class and settings, as loaded
