@@ -690,8 +690,10 @@ def _keep(cfg: DataConfig, candidates: list[dict], issues: list[dict[str, Any]])
     return kept
 
 
-def ingest(cfg: DataConfig, path: Path) -> IngestResult:
-    """Read `path`, check each row, normalise answers in one batch, drop duplicates.
+def ingest(cfg: DataConfig, path: Path, *, labels_optional: bool = False) -> IngestResult:
+    """Read `path`, check each row, normalise answers in one batch, drop duplicates. With `labels_optional` (a
+    held-out file read with the training data's mapping), a mapped label column the file lacks is left out of
+    the result instead of an error: evaluation needs only prompt, answer and id.
 
     A row is dropped for (first match wins): invalid JSON (also a line nested too deep or with an integer over
     Python's digit limit, or a JSON array element that is not an object), too many fields (a csv row with more
@@ -713,6 +715,8 @@ def ingest(cfg: DataConfig, path: Path) -> IngestResult:
         keep = sum(r < n_rows for r in rows)
         frame, rows = frame.head(keep), rows[:keep]
         issues = [i for i in issues if i["row"] < n_rows]
+    if rows and labels_optional:
+        cfg = cfg.model_copy(update={k: None for k in LABEL_KINDS if getattr(cfg, k) not in frame.columns})
     if rows:  # a file whose every line is broken has no columns to check
         _check_columns(cfg, frame.columns)
 

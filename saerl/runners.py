@@ -304,16 +304,13 @@ def eval_sets(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, 
     (data.max_rows caps the training data only; eval.max_problems caps a held-out set by sha256(id)); a label
     column the training data maps but the held-out file lacks (topic, difficulty, ...) is left out for that file:
     evaluation needs only prompt and answer (and id), and reports per label where the file has one."""
-    from saerl.data import LABEL_KINDS, ingest, read_table
+    from saerl.data import ingest
 
     sets: dict[str, pl.DataFrame] = {}
     if cfg.data.source == "testbed" and "testbed" in inputs:
         sets["heldout"] = pl.read_parquet(inputs["testbed"].file("world/eval.parquet"))
     for name, path in cfg.eval.sets.items():
-        file = Path(path).expanduser()
-        columns = set(read_table(file, cfg.data.format, cfg.data.hf_split).columns)
-        absent = {k: None for k in LABEL_KINDS if getattr(cfg.data, k) and getattr(cfg.data, k) not in columns}
-        result = ingest(cfg.data.model_copy(update={"max_rows": None, **absent}), file)
+        result = ingest(cfg.data.model_copy(update={"max_rows": None}), Path(path).expanduser(), labels_optional=True)
         if result.rejected.height:
             log.warning("eval set %s: %d rows rejected (see the ingest rules); %d kept", name,
                         result.rejected.height, result.kept.height)

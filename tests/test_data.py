@@ -506,3 +506,18 @@ def test_a_wrong_format_names_the_setting_and_the_format_the_file_looks_like(tmp
     path = write_jsonl(tmp_path / "d.jsonl", GOOD)
     with pytest.raises(IngestError, match=r"as parquet \(it looks like jsonl: set data.format=jsonl or --format jsonl"):
         ingest(cfg(format="parquet"), path)
+
+
+def test_labels_optional_leaves_out_the_label_columns_a_file_lacks(tmp_path):
+    """A held-out file read with the training data's mapping (labels_optional): a mapped label the file lacks is
+    left out of the result, one it has is kept; without the flag the missing column is an error naming it. A
+    missing prompt or answer column is an error either way."""
+    f = tmp_path / "held.jsonl"
+    f.write_text("".join(json.dumps({"q": f"q{i}?", "a": str(i), "topic": "t"}) + "\n" for i in range(3)))
+    cfg = DataConfig(prompt="q", answer="a", topic="topic", difficulty="level")
+    with pytest.raises(D.IngestError, match="difficulty field 'level' is not in the data"):
+        D.ingest(cfg, f)
+    kept = D.ingest(cfg, f, labels_optional=True).kept
+    assert kept.height == 3 and kept["topic"].to_list() == ["t"] * 3 and "difficulty" not in kept.columns
+    with pytest.raises(D.IngestError, match="answer field 'answer' is not in the data"):
+        D.ingest(cfg.model_copy(update={"answer": "answer"}), f, labels_optional=True)
