@@ -29,7 +29,7 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
         Stage("testbed", "6", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
-        Stage("ingest", "6", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
+        Stage("ingest", "7", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
         Stage(
             "extract", "5",
             ("model.name_or_path", "model.revision", "model.dtype", "model.trust_remote_code", "extract"),
@@ -44,7 +44,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage("encode", "3", ("sae.encode_pool", "sae.encode_top_k", "sae.encode_batch_tokens"), ("extract", "sae"), "sparse top-K SAE codes"),
         Stage(
-            "label", "7",
+            "label", "8",
             ("score.label_fraction", "score.label_rollouts", "score.label_batch",
              "score.label_chunk_rows", "score.seed",
              "model", "train.temperature", "train.top_k", "train.max_completion_length", "train.verify_timeout_s"),
@@ -64,7 +64,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage("curriculum", "2", ("curriculum", "score.quality_threshold"), ("score",), "order.parquet"),
         Stage(
-            "train", "9",
+            "train", "10",
             ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.num_generations",
              "train.steps_per_generation", "train.micro_batches",
              "train.temperature", "train.top_k", "train.max_completion_length", "train.beta", "train.epsilon",
@@ -75,7 +75,7 @@ STAGES: dict[str, Stage] = {
             ("ingest", "curriculum", "testbed"),
             "one RL run per (arm, seed): policy checkpoint, per-step log, greedy learning curve",
         ),
-        Stage("evaluate", "10", ("eval", "train.arms", "train.seeds", "train.max_completion_length", "data"),
+        Stage("evaluate", "11", ("eval", "train.arms", "train.seeds", "train.max_completion_length", "data"),
               ("train", "ingest", "testbed"), "eval.parquet, arm comparison, steps-to-target"),
     )
 }

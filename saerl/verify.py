@@ -5,29 +5,39 @@
 - :func:`normalize_answer` / :func:`normalize_answers` turn a gold answer in any common shape into canonical text.
 - :func:`verify_answer` / :func:`verify_batch` judge a completion against a gold answer.
 
-Plain numbers on both sides (``18``, ``-2.50``, ``1,000``, ``1\\,000``, ``1 000``, ``1e-07``, ``9 (apples)``,
-``-$5``, ``−5``, ``€5``) take a fast path in this process (Decimal comparison, no sympy); a mixed number (``2 1/2``)
-or a repeating decimal (``0.\\overline{3}``) goes to math-verify as the fraction it means, an answer without
-markdown emphasis around it or a full stop after it (``**18**``, ``1/2.``), a number followed by unit words or short
-prose as that number (``3/4 cup``, ``12 in``; a single letter or a two-letter word that is no unit is a variable:
-``3 n``, ``4 xy`` stay 3n, 4xy).
-A scale word after a plain number multiplies it and a power word raises it, on both sides and in the fast path
-(``1.5 million`` is 1500000, ``2 dozen eggs`` 24, ``a dozen`` 12, ``half a dozen`` 6, ``3.2 billion``, ``4 hundred``,
-``5 squared`` 25, ``3 cubed`` 27; also as LaTeX text, ``1.5 \\text{ million}``); after anything else (``2 1/2 dozen``,
-``-5 squared``, ``2 thousand squared``) the answer is not read: such a gold is unparsed, such a prediction wrong, never
-the bare number. A percent word is the percent sign (``10 percent``, ``12.5 per cent``, ``10%``, ``$10\\%$``), and a
-plain number with one equals both its number and its hundredth, in the fast path (``10%`` is 10 and 0.1, ``12.5%``
-12.5 and 0.125; canonical text ``10%``): math-verify's LaTeX reading does so for an integer percent only (``12.5%`` was
-not 12.5) and ``10 percent`` was read as 10 only (not 0.1). Short prose after a percent or a number is left out as
-after any number (``2.5 percent of them``, ``1 000 of them``: that number was read by math-verify, as 1*000 = 0).
-A compound quantity, numbers with different units (``5 ft 6 in``, ``5 feet, 6 inches``, ``2 hours and 30 minutes``,
-``3 lb 4 oz``), is read in the fast path as its (number, unit) pairs, long unit names as short ones (canonical text
-``5 ft 6 in``, ``2 h 30 min``): a prediction matches only with the same numbers and units in the same order, units are
-never converted (``66 in`` and ``6 ft 5 in`` are wrong), and a compound prediction against a single-answer gold is
-wrong (math-verify read ``5 ft 6 in`` as the product 30*f*t*i*n, which ``6 ft 5 in`` equals). A gold that math-verify can
-only read as one pick among several answers ('236 adult, 342 child', or a number it found inside LaTeX that does
-not parse as a whole: '$R=1, I=(-1,1)$'), or a clock time, is unparsed, not a guess; a prediction read that way
-('#### 17 | 18') is wrong.
+One reader, :func:`_read_answer`, reads a gold (what follows its ``####``) and a prediction alike, in this process (Decimal
+comparison, no sympy), into a number, a percent or a compound quantity: a pair it reads on both sides is judged there
+(so is any prediction against a compound-quantity gold, and a prediction it refuses, below), and whatever it does not
+read goes to math-verify.
+
+- A number: plain (``18``, ``-2.50``, ``1,000``, ``1\\,000``, ``1 000``, ``1e-07``, ``9 (apples)``, ``-$5``, ``−5``, ``€5``),
+  also without markdown emphasis around it or a full stop after it (``**18**``, ``18.``) and with unit words or short
+  prose after it left out (``12 in``, ``18 sq. ft.``, ``1 000 of them``: math-verify read that number as 1*000 = 0; a
+  single letter or a two-letter word that is no unit is a variable: ``3 n``, ``4 xy`` stay 3n, 4xy). A scale word after
+  a plain number multiplies it and a power word raises it (``1.5 million`` is 1500000, ``2 dozen eggs`` 24, ``a dozen``
+  12, ``half a dozen`` 6, ``5 squared`` 25, ``3 cubed`` 27; also as LaTeX text, ``1.5 \\text{ million}``), and a chain of
+  whole numbers with descending decimal scales, each under the scale before it, is their sum (``2 thousand 5 hundred``
+  is 2500, ``1 million 200 thousand`` 1200000: math-verify found it ambiguous as a gold and a product of letters as a
+  prediction). After anything else (``2 1/2 dozen``, ``-5 squared``, ``2 thousand squared``, ``2 thousand 15 hundred``,
+  ``5 hundred 2 thousand``, ``2 thousand 5``) the answer is not read: such a gold is unparsed, such a prediction wrong,
+  never the bare number.
+- A percent: a plain number or a fraction with a percent sign or word (``10%``, ``$10\\%$``, ``10 percent``, ``12.5 per
+  cent``, ``2.5 percent of them``, ``1/2%``, ``1/2 percent``, ``12 1/2%``, ``$\\frac{1}{2}\\%$``; canonical text ``10%``,
+  ``0.5%``, ``\\frac{1}{3}%``). It equals both its number and its hundredth (``10%`` is 10 and 0.1, ``1/2%`` 0.5 and
+  0.005): math-verify's LaTeX reading does so for an integer percent only (``12.5%`` was not 12.5), ``10 percent`` was
+  read as 10 only, ``1/2 percent`` as 1/2 and ``12 1/2%`` as 13/2 %.
+- A compound quantity, numbers with different units (``5 ft 6 in``, ``5 feet, 6 inches``, ``5'6"``, ``5' 6''``,
+  ``2 hours and 30 minutes``, ``3 lb 4 oz``), as its (number, unit) pairs, long unit names as short ones (canonical text
+  ``5 ft 6 in``, ``2 h 30 min``): a prediction matches only with the same numbers and units in the same order, units are
+  never converted (``66 in`` and ``6 ft 5 in`` are wrong), and a compound prediction against a single-answer gold is
+  wrong (math-verify read ``5 ft 6 in`` as the product 30*f*t*i*n, which ``6 ft 5 in`` equals, and ``5'6"`` as 56). A
+  sign before its first number is the sign of the whole (``-5 ft 6 in`` matches only ``-5 ft 6 in``, not ``5 ft 6 in``
+  nor ``-5 ft -6 in``); a sign before a later number (``5 ft -6 in``) is not read: a gold unparsed, a prediction wrong.
+
+A mixed number (``2 1/2``) or a repeating decimal (``0.\\overline{3}``) goes to math-verify as the fraction it means,
+an answer with unit words after it without them (``3/4 cup`` as 3/4). A gold that math-verify can only read as one pick
+among several answers ('236 adult, 342 child', or a number it found inside LaTeX that does not parse as a whole:
+'$R=1, I=(-1,1)$'), or a clock time, is unparsed, not a guess; a prediction read that way ('#### 17 | 18') is wrong.
 Everything else goes through math-verify's ``parse``/``verify`` in a small persistent pool of worker processes.
 math-verify's own timeouts use ``signal.alarm`` and fail outside the main thread, so they are switched off
 (``parsing_timeout=None``/``timeout_seconds=None``) and time is bounded here: each worker arms its own interval
@@ -53,7 +63,7 @@ from fractions import Fraction
 from functools import lru_cache
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 MAX_SCAN_CHARS = 20_000  # extract_final_answer looks at most at the last this-many characters
 MAX_ANSWER_CHARS = 2_000  # longer answers are not handed to sympy at all
@@ -97,9 +107,17 @@ _EXACT_DIGITS = max(_POWER_WORDS.values()) * MAX_ANSWER_CHARS + len(str(max(_SCA
 _NUMBER_WORD_ALT = "|".join(sorted(_NUMBER_WORDS))
 _PERCENT_WORD = r"(?i:per\s?cent(?:age)?|pct)(?![A-Za-z])"
 _PERCENT = re.compile(_PERCENT_WORD)
-# A plain number with a percent sign or word ('10%', '$12.5\%$', '10 percent'; '10 percent of them' once
-# _without_unit_words made it '10\%'). It equals both its number and its hundredth (see _percent_equal).
-_PERCENT_NUMBER = re.compile(rf"\s*(?:\$\s*)?(?P<num>{_NUM})\s*(?:\\?%|{_PERCENT_WORD})(?:\s*\$)?(?:\s*\.)?\s*")
+# A fraction before a percent sign or word: 'a/b', a mixed number 'w a/b' (a proper fraction), '\frac{a}{b}' or '\frac ab'.
+_PERCENT_FRACTION = (
+    rf"(?P<fsign>{_SIGN}?)(?:(?:(?P<whole>\d+)\s+)?(?P<fnum>\d+)\s*/\s*(?P<fden>\d+)"
+    rf"|\\[dt]?frac(?:\{{(?P<lnum>\d+)\}}\{{(?P<lden>\d+)\}}|(?P<snum>\d)(?P<sden>\d)))"
+)
+# A plain number or a fraction with a percent sign or word ('10%', '$12.5\%$', '10 percent', '1/2%', '12 1/2 percent',
+# '$\frac{1}{2}\%$'; '10 percent of them' once _without_unit_words made it '10\%'). It equals both its number and its
+# hundredth (see _percent_equal): '1/2%' is 0.5 and 0.005 (math-verify read '1/2 percent' as 1/2 and '12 1/2%' as 13/2%).
+_PERCENT_NUMBER = re.compile(
+    rf"\s*(?:\$\s*)?(?:(?P<num>{_NUM})|{_PERCENT_FRACTION})\s*(?:\\?%|{_PERCENT_WORD})(?:\s*\$)?(?:\s*\.)?\s*"
+)
 _PERCENT_DETAIL = "percent"  # the detail of a gold normalised as a percent ('10%')
 _TAIL_WORD = rf"(?!(?i:{_NUMBER_WORD_ALT})(?![A-Za-z])|{_PERCENT_WORD})[A-Za-z]{{3,}}"  # a unit word, no number word
 _UNIT_TAIL = rf"(?:\s*{_CURRENCY})?(?:\s*(?:\([^()]{{0,60}}\)|{_TAIL_WORD}(?: {_TAIL_WORD}){{0,3}}))?(?:\s*\.)?\s*"
@@ -112,6 +130,15 @@ _PLAIN_NUMBER = re.compile(
     rf"\s*(?:(?P<sign>{_SIGN})\s*{_CURRENCY}\s*|{_CURRENCY}\s*)?(?:(?P<num>{_NUM})|(?P<article>(?i:half\s+a|a))(?=\s))"
     rf"{_NUMBER_WORD_TAIL}{_UNIT_TAIL}"
 )
+# A chain of numbers and number words ('2 thousand 5 hundred', '1 million 200 thousand dollars', a sign before it all):
+# read by _scale_chain only as whole numbers with descending decimal scale words, each term under the scale before it
+# (2500, 1200000); any other chain ('2 thousand 15 hundred', '5 hundred 2 thousand', '2 thousand 5', '2 dozen 3 hundred')
+# is not read (see _unread_number_words), never the bare number nor a product of letters.
+_CHAIN_WORDS = frozenset(("hundred", "thousand", "million", "billion", "trillion"))  # decimal scales, singular
+_CHAIN_MIN_TOKENS = 4  # the shortest chain read: 'N word N word'
+_CHAIN_TERM = rf"\d+(?:\.\d+)?(?:\s+(?i:{_NUMBER_WORD_ALT})(?![A-Za-z]))?"
+_NUMBER_CHAIN = re.compile(rf"\s*(?P<sign>{_SIGN})?(?P<chain>{_CHAIN_TERM}(?:\s+{_CHAIN_TERM})+){_UNIT_TAIL}")
+_CHAIN_PART = re.compile(r"(?P<num>\d+(?:\.\d+)?)(?:\s+(?P<word>[A-Za-z]+))?")
 # A mixed number ("2 1/2", "-3 1/4 cups"), dressed as a plain number may be: math-verify reads '2 1/2' as (2+1)/2.
 _MIXED_NUMBER = re.compile(
     rf"\s*(?:{_CURRENCY}\s*)?(?P<sign>{_SIGN}?)(?P<whole>\d+)\s+(?P<num>\d+)\s*/\s*(?P<den>\d+){_UNIT_TAIL}"
@@ -314,12 +341,16 @@ def _num_value(num: str) -> Decimal | None:
 
 def _plain_number(text: str) -> Decimal | None:
     """The Decimal value if `text` is a plain number (commas, a unit, $ signs allowed; a scale or power word after it
-    counts: '1.5 million' -> 1500000, '2 dozen eggs' -> 24, 'half a dozen' -> 6, '5 squared' -> 25), else None."""
+    counts: '1.5 million' -> 1500000, '2 dozen eggs' -> 24, 'half a dozen' -> 6, '5 squared' -> 25; so does a chain of
+    descending scales, '2 thousand 5 hundred' -> 2500, see _scale_chain), else None."""
     if len(text) > MAX_ANSWER_CHARS:
         return None
-    m = _PLAIN_NUMBER.fullmatch(_spelled_number_words(text))
-    num = m.group("num") if m else None
-    if m is None or (m.group("sign") and num and num[0] in "+-\u2212"):  # '-$-5': two signs
+    spelled = _spelled_number_words(text)
+    m = _PLAIN_NUMBER.fullmatch(spelled)
+    if m is None:
+        return _scale_chain(spelled)
+    num = m.group("num")
+    if m.group("sign") and num and num[0] in "+-\u2212":  # '-$-5': two signs
         return None
     if num is None:  # an article: 'a dozen', 'half a dozen'
         value: Decimal | None = _HALF if m.group("article").lower().startswith("half") else Decimal(1)
@@ -331,10 +362,65 @@ def _plain_number(text: str) -> Decimal | None:
     return _scaled(value, m.group("word"), article=num is None)
 
 
-def _percent_number(text: str) -> Decimal | None:
-    """N if `text` is a plain number N with a percent sign or word ('10%', '$12.5\\%$', '10 percent' -> 10), else None."""
+def _scale_chain(text: str) -> Decimal | None:
+    """The value of a chain of whole numbers with descending decimal scale words, each term under the scale before it
+    ('2 thousand 5 hundred' -> 2500, '-1 million 200 thousand dollars' -> -1200000; a sign only before it all), else None
+    (also for '2 thousand 15 hundred', '5 hundred 2 thousand', '2 thousand 5', '1.5 thousand 2 hundred', '2 dozen 3 hundred':
+    see _unread_number_words, and for a value whose canonical text is over MAX_ANSWER_CHARS)."""
+    if len(text) > MAX_ANSWER_CHARS or len(text.split(None, _CHAIN_MIN_TOKENS - 1)) < _CHAIN_MIN_TOKENS:
+        return None  # cheap: most texts are no chain, and this runs after every plain number that failed
+    m = _NUMBER_CHAIN.fullmatch(text)
+    if m is None:
+        return None
+    total, previous = 0, None
+    for part in _CHAIN_PART.finditer(m.group("chain")):
+        num, word = part.group("num"), (part.group("word") or "").lower()
+        if word not in _CHAIN_WORDS or not num.isdigit():
+            return None
+        term, scale = int(num) * _SCALE_WORDS[word], _SCALE_WORDS[word]
+        if term == 0 or (previous is not None and term >= previous):
+            return None
+        total, previous = total + term, scale
+    value = Decimal(-total if m.group("sign") in _MINUS else total)
+    return value if len(_number_text(value)) <= MAX_ANSWER_CHARS else None
+
+
+def _percent_fraction(value: Fraction) -> tuple[Decimal, str] | None:
+    """The number of a fraction percent as (Decimal, canonical text): exact when it ends in decimals (1/8 -> 0.125,
+    '0.125'), else to 2 * MAX_ANSWER_CHARS digits, written as its LaTeX fraction (1/3 -> '\\frac{1}{3}'); None when the
+    text with its percent sign would be over MAX_ANSWER_CHARS (it must read back)."""
+    den, twos_fives = value.denominator, 0
+    for prime in (2, 5):
+        while den % prime == 0:
+            den, twos_fives = den // prime, twos_fives + 1
+    if den == 1:  # p/q with q = 2^a 5^b: p * (10^k / q) / 10^k, exactly, for any k >= a, b
+        number = Decimal(value.numerator * 10**twos_fives // value.denominator).scaleb(-twos_fives)
+        text = _number_text(number)
+    else:
+        with localcontext() as ctx:
+            ctx.prec = 2 * MAX_ANSWER_CHARS
+            number = Decimal(value.numerator) / Decimal(value.denominator)
+        text = _frac_text(value)
+    return (number, text) if len(text) < MAX_ANSWER_CHARS else None
+
+
+def _percent_number(text: str) -> tuple[Decimal, str] | None:
+    """(N, N's canonical text) if `text` is a plain number or a fraction N with a percent sign or word ('10%',
+    '$12.5\\%$', '10 percent' -> 10, '10'; '1/2%', '1/2 percent' -> 0.5, '0.5'; '12 1/2%' -> 12.5; '1/3%' -> 0.333...,
+    '\\frac{1}{3}'), else None (also for a mixed number whose fraction is not proper, '2 3/2%', and a zero denominator)."""
     m = _PERCENT_NUMBER.fullmatch(text) if len(text) <= MAX_ANSWER_CHARS else None
-    return None if m is None else _num_value(m.group("num"))
+    if m is None:
+        return None
+    if m.group("num") is not None:
+        value = _num_value(m.group("num"))
+        return None if value is None else (value, _number_text(value))
+    num, den = next((m.group(a), m.group(b)) for a, b in (("fnum", "fden"), ("lnum", "lden"), ("snum", "sden"))
+                    if m.group(a) is not None)
+    whole, num, den = m.group("whole"), int(num), int(den)
+    if den == 0 or (whole is not None and not 0 < num < den):
+        return None
+    fraction = Fraction(num, den) + int(whole or 0)
+    return _percent_fraction(-fraction if m.group("fsign") in _MINUS else fraction)
 
 
 def _percent_equal(percent: Decimal, other: Decimal) -> bool:
@@ -445,8 +531,10 @@ def _without_unit_words(text: str) -> str:
     if _words_are_math(words):
         return text
     head = m.group("head").strip()
-    value = _plain_number(head) if _PERCENT.match(m.group("words")) else None
-    return head if value is None else f"{_number_text(value)}\\%"  # '10 percent' as math-verify reads '10%'
+    if not _PERCENT.match(m.group("words")):
+        return head
+    value = _plain_number(head)  # '10 percent' as math-verify reads '10%'; '1/2 percent' as '1/2\\%' (it was 1/2)
+    return f"{head if value is None else _number_text(value)}\\%"
 
 
 def _words_are_math(words: list[tuple[str, bool]]) -> bool:
@@ -463,18 +551,27 @@ def _words_are_math(words: list[tuple[str, bool]]) -> bool:
 
 
 _UNREAD_NUMBER_WORDS = ("a scale or power word is read only after a plain number, once, and not as a power of a negative "
-                        "number ('1.5 million', '5 squared'; not '2 1/2 dozen', '-5 squared', '2 thousand squared')")
+                        "number, or in a chain of whole numbers with descending decimal scales ('1.5 million', '5 squared', "
+                        "'2 thousand 5 hundred'; not '2 1/2 dozen', '-5 squared', '2 thousand squared', '2 thousand 15 hundred')")
 
 
 def _unread_number_words(text: str) -> bool:
-    """True if `text` is a number followed by words among which is a scale or power word, other than a plain number
-    with one such word (which _plain_number reads): '2 1/2 dozen', '\\frac{1}{2} million', '-5 squared' ((-5)^2 or
-    -(5^2)?), '2 thousand squared', '3 n squared', '1e999 cubed' (over MAX_ANSWER_CHARS written out). Such an answer is not read: a gold is unparsed, a prediction wrong
-    (math-verify would read it as the bare number or as a product with the word's letters)."""
+    """True if `text` is a number followed by words among which is a scale or power word, or a chain of numbers and
+    such words, other than what _plain_number reads (a plain number with one such word, a chain of descending decimal
+    scales): '2 1/2 dozen', '\\frac{1}{2} million', '-5 squared' ((-5)^2 or -(5^2)?), '2 thousand squared', '3 n squared',
+    '1e999 cubed' (over MAX_ANSWER_CHARS written out), '2 thousand 15 hundred', '5 hundred 2 thousand', '2 thousand 5'.
+    Such an answer is not read: a gold is unparsed, a prediction wrong (math-verify would read it as the bare number or as
+    a product with the word's letters)."""
+    if len(text) > MAX_ANSWER_CHARS:
+        return False
     spelled = _spelled_number_words(text)
-    m = _NUMBER_WITH_WORDS.fullmatch(spelled) if len(text) <= MAX_ANSWER_CHARS else None
-    return m is not None and _plain_number(text) is None and any(
-        w.lower() in _NUMBER_WORDS for _, w in _WORD_AFTER.findall(m.group("words")))
+    if (m := _NUMBER_WITH_WORDS.fullmatch(spelled)) is not None:
+        words = [w for _, w in _WORD_AFTER.findall(m.group("words"))]
+    elif (m := _NUMBER_CHAIN.fullmatch(spelled)) is not None:
+        words = [part.group("word") or "" for part in _CHAIN_PART.finditer(m.group("chain"))]
+    else:
+        return False
+    return any(w.lower() in _NUMBER_WORDS for w in words) and _plain_number(text) is None
 
 
 # Compound quantities: a gold of two or more numbers with different units ('5 ft 6 in', '2 hours 30 minutes', '3 lb 4 oz')
@@ -506,51 +603,152 @@ _COMPOUND = "compound quantity"  # the detail of a gold normalised as one
 _NUMBER_DETAIL = "number"  # the detail of a gold normalised as a plain number
 
 
-def _compound_quantity(text: str) -> tuple[tuple[Decimal, str], ...] | None:
-    """A compound quantity: two or more numbers, each followed by a different unit of _COMPOUND_UNITS
-    ('5 ft 6 in', '5 feet, 6 inches', '2 hours and 30 minutes', '$5 \\text{ ft } 6 \\text{ in}$'), as ((number, short
-    unit name), ...) in the order written; None for anything else. Linear in the text."""
+# A signed compound quantity: one sign, before its first number, is the sign of the whole ('-5 ft 6 in' is -(5 ft 6 in),
+# '-2 hours 30 minutes' -(2 h 30 min), as a person reads them): kept apart from the numbers (so '-0 ft 6 in' is not
+# '0 ft 6 in'), and a prediction matches only with the same sign ('-5 ft 6 in' is neither '5 ft 6 in' nor '-4 ft -6 in':
+# no conversion). A sign before a later number ('5 ft -6 in', '-5 ft -6 in': the part's own sign, or the whole's
+# repeated?) has no one reading, so such an answer is not read: a gold is unparsed, a prediction wrong (before, '5 ft -6
+# in' matched only itself, and '-5 ft -6 in' was wrong against '-5 ft 6 in' though a person may mean the same by both).
+_SIGNS = "+-\u2212"
+_SIGNED_PART = ("a sign is read only before a compound quantity's first number, as the sign of the whole ('-5 ft 6 in'; "
+                "not '5 ft -6 in', '-5 ft -6 in')")
+# Feet and inches written with marks ('5\'6"', "5' 6''", '5′6″'): the compound quantity 5 ft 6 in. Both marks are
+# needed ('5\'' alone stays what math-verify reads); typographic quotes ('5’6”') are not read.
+_FEET_INCHES = re.compile(rf"\s*(?P<ft>{_SIGN}?\d+(?:\.\d+)?)\s*['\u2032]\s*(?P<inch>{_SIGN}?\d+(?:\.\d+)?)\s*(?:\"|''|\u2033)\s*")
+_Quantities = tuple[tuple[Decimal, str], ...]
+_COMPOUND_AGAINST_SINGLE = "a compound quantity against a single answer (units are not converted)"
+
+
+def _written_quantities(text: str) -> tuple[tuple[str, str], ...] | None:
+    """The (number as written, short unit name) pairs of a compound quantity: two or more numbers, each followed by a
+    different unit of _COMPOUND_UNITS ('5 ft 6 in', '5 feet, 6 inches', '2 hours and 30 minutes', '$5 \\text{ ft } 6
+    \\text{ in}$'), or feet and inches with marks ('5\\'6"' -> ('5', 'ft'), ('6', 'in')); signs kept ('-5 ft -6 in');
+    None for anything else. Linear in the text."""
     if len(text) > MAX_ANSWER_CHARS:
         return None
     if (m := _ENCLOSING_MATH.fullmatch(text)) is not None:
         text = next(g for g in m.groups() if g is not None)
+    if (m := _FEET_INCHES.fullmatch(text)) is not None:
+        return ((m.group("ft"), "ft"), (m.group("inch"), "in"))
     text = _LATEX_SPACE.sub(" ", _LATEX_UNIT.sub(r" \1 ", text))
-    parts: list[tuple[Decimal, str]] = []
+    parts: list[tuple[str, str]] = []
     pos = 0
     while (q := _QUANTITY.match(text, pos)) is not None:
         unit = _UNIT_NAMES.get(q.group("unit").lower())
-        value = _num_value(q.group("num"))
-        if unit is None or value is None or any(u == unit for _, u in parts):
+        if unit is None or any(u == unit for _, u in parts):
             return None
-        parts.append((value, unit))
+        parts.append((q.group("num"), unit))
         if _QUANTITY_END.match(text, q.end()):
             return tuple(parts) if len(parts) > 1 else None
         pos = _QUANTITY_SEP.match(text, q.end()).end()  # type: ignore[union-attr]  # it matches the empty string
     return None
 
 
-def _compound_text(parts: tuple[tuple[Decimal, str], ...]) -> str:
-    """Canonical text of a compound quantity: ((5, 'ft'), (6, 'in')) -> '5 ft 6 in' (it reads back the same)."""
-    return " ".join(f"{_number_text(value)} {unit}" for value, unit in parts)
+def _compound_quantity(text: str) -> tuple[bool, _Quantities] | None:
+    """A compound quantity (see _written_quantities) as (negative, ((number, short unit name), ...)): numbers without
+    their sign, in the order written; a sign only before the first number, the sign of the whole ('-5 ft 6 in' -> (True,
+    ((5, 'ft'), (6, 'in')))). None for anything else, and for a sign before a later number (see _signed_part)."""
+    written = _written_quantities(text)
+    if written is None or any(num[0] in _SIGNS for num, _ in written[1:]):
+        return None
+    values = [(_num_value(num), unit) for num, unit in written]
+    if any(value is None for value, _ in values):
+        return None
+    return written[0][0][0] in _MINUS, tuple((abs(value), unit) for value, unit in values)  # type: ignore[arg-type]
 
 
-def _same_quantities(gold: tuple[tuple[Decimal, str], ...], pred: tuple[tuple[Decimal, str], ...]) -> bool:
-    """True if two compound quantities state the same numbers (see _numbers_equal) with the same units in order."""
-    return len(gold) == len(pred) and all(
-        gu == pu and _numbers_equal(gv, pv) for (gv, gu), (pv, pu) in zip(gold, pred, strict=True))
+def _signed_part(text: str) -> bool:
+    """True if `text` is a compound quantity with a sign before a later number ('5 ft -6 in', '-5 ft -6 in', '5\\'-6"'):
+    not read (see _SIGNED_PART)."""
+    written = _written_quantities(text)
+    return written is not None and any(num[0] in _SIGNS for num, _ in written[1:])
+
+
+def _compound_text(negative: bool, parts: _Quantities) -> str:
+    """Canonical text of a compound quantity: (False, ((5, 'ft'), (6, 'in'))) -> '5 ft 6 in', True: '-5 ft 6 in' (it
+    reads back the same)."""
+    return ("-" if negative else "") + " ".join(f"{_number_text(value)} {unit}" for value, unit in parts)
+
+
+class _Reading(NamedTuple):
+    """An answer as the fast path reads it (see _read_answer), on either side.
+
+    kind: _NUMBER_DETAIL (value: the number), _PERCENT_DETAIL (value: N of N%; number_text: N's canonical text, '12.5'
+        or '\\frac{1}{3}') or _COMPOUND (negative, quantities).
+    A NamedTuple, and its canonical text a property: both sides are read for every verdict, and only the gold's text
+    is ever written out.
+    """
+
+    kind: str
+    value: Decimal = Decimal(0)
+    number_text: str = ""
+    negative: bool = False
+    quantities: _Quantities = ()
+
+    @property
+    def text(self) -> str:
+        """Canonical text, which reads back the same ('18', '12.5%', '\\frac{1}{3}%', '-5 ft 6 in')."""
+        if self.kind == _COMPOUND:
+            return _compound_text(self.negative, self.quantities)
+        return f"{self.number_text}%" if self.kind == _PERCENT_DETAIL else _number_text(self.value)
+
+
+def _read_answer(text: str) -> _Reading | None:
+    """The one reader of the fast path, for a gold (what follows its '####') and a prediction alike: a plain number
+    ('18', '1,000', '-$5', '9 (apples)', '1.5 million', '2 thousand 5 hundred'; also once markdown emphasis, a full stop
+    and unit words or short prose are left out: '**18**', '1 000 of them', '12 in', see _without_unit_words), a percent
+    ('10%', '10 percent of them', '1/2%', '12 1/2 percent'), or a compound quantity ('5 ft 6 in', '5 feet, 6 inches',
+    '5\\'6"', '-2 hours 30 minutes'); None for anything else (math-verify reads it, or it is not read at all: see
+    _unread_reason)."""
+    if (value := _plain_number(text)) is not None:
+        return _Reading(_NUMBER_DETAIL, value)
+    plain = _plain_answer(text)
+    bare = _without_unit_words(plain)  # '1 000 of them' -> '1 000' (math-verify reads 1*000 = 0), '10 percent' -> '10\%'
+    if bare != text and (value := _plain_number(bare)) is not None:
+        return _Reading(_NUMBER_DETAIL, value)
+    if (percent := _percent_number(bare)) is not None:
+        return _Reading(_PERCENT_DETAIL, percent[0], percent[1])
+    if (compound := _compound_quantity(plain)) is not None:
+        return _Reading(_COMPOUND, negative=compound[0], quantities=compound[1])
+    return None
+
+
+def _same_reading(gold: _Reading, pred: _Reading) -> bool:
+    """True if a prediction's reading states the gold's: a compound quantity the same sign, numbers (see _numbers_equal)
+    and units in the same order (no conversion); a number or percent against a number or percent the same number, where a
+    percent is its number or its hundredth against a number (see _percent_equal). A compound against a number or percent,
+    either way, is never the same."""
+    if _COMPOUND in (gold.kind, pred.kind):
+        return gold.kind == pred.kind and gold.negative == pred.negative and len(gold.quantities) == len(pred.quantities) \
+            and all(gu == pu and _numbers_equal(gv, pv)
+                    for (gv, gu), (pv, pu) in zip(gold.quantities, pred.quantities, strict=True))
+    if gold.kind == pred.kind:
+        return _numbers_equal(gold.value, pred.value)
+    percent, other = (gold, pred) if gold.kind == _PERCENT_DETAIL else (pred, gold)
+    return _percent_equal(percent.value, other.value)
+
+
+def _unread_reason(text: str) -> str | None:
+    """Why `text` (markdown emphasis and a full stop left out) is an answer the verifier does not read, or None: a
+    compound quantity with a sign before a later number ('5 ft -6 in', see _SIGNED_PART), a number with a scale or power
+    word it is not read with ('2 1/2 dozen', '2 thousand 15 hundred', see _unread_number_words). Such a gold is unparsed,
+    such a prediction wrong."""
+    if _signed_part(text):
+        return _SIGNED_PART
+    if _unread_number_words(text):
+        return _UNREAD_NUMBER_WORDS
+    return None
 
 
 def _refused_prediction(pred: str) -> str | None:
     """Why a prediction is wrong against any single-answer gold, or None: a compound quantity ('5 ft 6 in'; see
-    _compound_quantity), or a number with a scale or power word it is not read with ('2 1/2 dozen'; see
-    _unread_number_words). A single-answer gold is never a compound quantity nor such an answer (both are read in
-    the fast path: a compound quantity, or unparsed)."""
+    _compound_quantity), or an answer the verifier does not read ('2 1/2 dozen', '5 ft -6 in'; see _unread_reason). A
+    single-answer gold is never a compound quantity nor such an answer (both are read in the fast path: a compound
+    quantity, or unparsed)."""
     pred = _plain_answer(pred)
     if _compound_quantity(pred) is not None:
-        return "a compound quantity against a single answer (units are not converted)"
-    if _unread_number_words(pred):
-        return _UNREAD_NUMBER_WORDS
-    return None
+        return _COMPOUND_AGAINST_SINGLE
+    return _unread_reason(pred)
 
 
 def _strip_hashes(gold: str) -> str:
@@ -559,11 +757,10 @@ def _strip_hashes(gold: str) -> str:
     return (gold[pos + len(_HASHES) :] if pos >= 0 else gold).strip()
 
 
-def _fast_normalize(gold: str) -> NormalizedAnswer | None:
-    """The canonical form without sympy when the gold is a plain number (with a scale or power word: '1.5 million';
-    also after markdown emphasis, a full stop or short prose are left out: '1 000 of them', see _without_unit_words),
-    a percent ('10%', '10 percent' -> '10%', detail _PERCENT_DETAIL), a compound quantity ('5 ft 6 in', detail
-    _COMPOUND) or plainly unusable (empty, NaN, a clock time, a scale word the fast path does not read), else None."""
+def _fast_gold(gold: str) -> _Reading | NormalizedAnswer | None:
+    """A gold answer as the fast path reads it: its reading (see _read_answer: a number, a percent, a compound quantity),
+    an 'unparsed' NormalizedAnswer when it is plainly unusable (empty, over MAX_ANSWER_CHARS, NaN, a clock time, an
+    answer the verifier does not read: see _unread_reason), else None (math-verify reads it)."""
     core = _strip_hashes(gold)
     if not core:
         return NormalizedAnswer("unparsed", "", "empty answer")
@@ -573,20 +770,19 @@ def _fast_normalize(gold: str) -> NormalizedAnswer | None:
         return NormalizedAnswer("unparsed", "", "NaN (a missing value) is not an answer")
     if _CLOCK_TIME.search(core):
         return NormalizedAnswer("unparsed", "", "a clock time is not a number (math-verify reads only its hour)")
-    value = _plain_number(core)
-    if value is not None:
-        return NormalizedAnswer("ok", _number_text(value), _NUMBER_DETAIL)
-    plain = _plain_answer(core)
-    bare = _without_unit_words(plain)  # '1 000 of them' -> '1 000' (math-verify reads 1*000 = 0), '10 percent' -> '10\%'
-    if (value := _plain_number(bare)) is not None:
-        return NormalizedAnswer("ok", _number_text(value), _NUMBER_DETAIL)
-    if (value := _percent_number(bare)) is not None:
-        return NormalizedAnswer("ok", f"{_number_text(value)}%", _PERCENT_DETAIL)
-    if (parts := _compound_quantity(plain)) is not None:
-        return NormalizedAnswer("ok", _compound_text(parts), _COMPOUND)
-    if _unread_number_words(plain):
-        return NormalizedAnswer("unparsed", "", _UNREAD_NUMBER_WORDS)
+    if (reading := _read_answer(core)) is not None:
+        return reading
+    if (why := _unread_reason(_plain_answer(core))) is not None:
+        return NormalizedAnswer("unparsed", "", why)
     return None
+
+
+def _fast_normalize(gold: str) -> NormalizedAnswer | None:
+    """The canonical form without sympy when the fast path reads the gold (see _fast_gold): a number ('1.5 million' ->
+    '1500000', detail _NUMBER_DETAIL), a percent ('10 percent' -> '10%', detail _PERCENT_DETAIL), a compound quantity
+    ('5 feet 6 inches' -> '5 ft 6 in', detail _COMPOUND), or 'unparsed' when it is plainly unusable; else None."""
+    got = _fast_gold(gold)
+    return NormalizedAnswer("ok", got.text, got.kind) if isinstance(got, _Reading) else got
 
 
 # -------------------------------------------------------------------------------- worker-side (math-verify)
@@ -995,42 +1191,39 @@ def _fast_verify(completion: str, gold: str) -> VerifyResult | tuple[str, str, s
     if parts is None:
         return VerifyResult("no_answer", None, None, "no '####' or closed '\\boxed{}' found")
     pred = _ANSWER_JOIN.join(parts)
-    gold_n = _fast_normalize(gold if isinstance(gold, str) else str(gold))
-    if gold_n is not None and not gold_n.ok:
-        return VerifyResult("error", pred, None, f"gold answer unusable: {gold_n.detail}")
+    gold_r = _fast_gold(gold if isinstance(gold, str) else str(gold))
+    if isinstance(gold_r, NormalizedAnswer):
+        return VerifyResult("error", pred, None, f"gold answer unusable: {gold_r.detail}")
     if len(pred) > MAX_ANSWER_CHARS:
         return VerifyResult(
-            "wrong", pred[:100], gold_n.text if gold_n else None, f"prediction over {MAX_ANSWER_CHARS} chars"
+            "wrong", pred[:100], gold_r.text if gold_r else None, f"prediction over {MAX_ANSWER_CHARS} chars"
         )
-    if gold_n is not None and (verdict := _judge_fast_gold(gold_n, pred, len(parts) == 1)) is not None:
+    if gold_r is not None and (verdict := _judge_fast_gold(gold_r, pred, len(parts) == 1)) is not None:
         return verdict
-    return (pred, _ANSWER_JOIN.join(_as_math(p) for p in parts), gold_n.text if gold_n is not None else str(gold))
+    if gold_r is None:
+        return (pred, _ANSWER_JOIN.join(_as_math(p) for p in parts), str(gold))
+    # a percent whose decimal does not end ('\\frac{1}{3}%') as math-verify reads it; '12.5%' it reads as it is
+    fraction = gold_r.kind == _PERCENT_DETAIL and "\\frac" in gold_r.number_text
+    gold_math = _percent_math(gold_r.number_text) if fraction else gold_r.text
+    return (pred, _ANSWER_JOIN.join(_as_math(p) for p in parts), gold_math)
 
 
-def _judge_fast_gold(gold_n: NormalizedAnswer, pred: str, single: bool) -> VerifyResult | None:
+def _judge_fast_gold(gold: _Reading, pred: str, single: bool) -> VerifyResult | None:
     """The judgement of a prediction (`single`: one answer, not boxes written together) against a gold the fast path
-    read, when no sympy is needed, else None. A compound-quantity gold needs the same quantities (see
-    _compound_quantity); a number or percent against a number or percent is compared in Decimal (a percent is its number
-    or its hundredth, see _percent_equal); a prediction no single-answer gold can match is wrong (see
-    _refused_prediction)."""
-    gold = gold_n.text
-    if gold_n.detail == _COMPOUND:  # same numbers, same units, same order (no conversion)
-        pred_parts = _compound_quantity(_plain_answer(pred)) if single else None
-        ok = pred_parts is not None and _same_quantities(_compound_quantity(gold) or (), pred_parts)
-        return VerifyResult("correct" if ok else "wrong", pred, gold, _COMPOUND)
-    value = _plain_number(pred) if single else None
-    pct = _percent_number(_without_unit_words(_plain_answer(pred))) if single and value is None else None
-    gold_is_pct = gold_n.detail == _PERCENT_DETAIL
-    gold_value = _percent_number(gold) if gold_is_pct else Decimal(gold) if gold_n.detail == _NUMBER_DETAIL else None
-    if gold_value is not None and (value is not None or pct is not None):
-        if pct is not None:  # a percent against a number: its number or its hundredth; against a percent: its number
-            same = _numbers_equal(gold_value, pct) if gold_is_pct else _percent_equal(pct, gold_value)
-        else:
-            same = _percent_equal(gold_value, value) if gold_is_pct else _numbers_equal(gold_value, value)
-        detail = _PERCENT_DETAIL if gold_is_pct or pct is not None else _NUMBER_DETAIL
-        return VerifyResult("correct" if same else "wrong", pred, gold, detail)
+    read, when no sympy is needed, else None. The prediction is read by the same reader as the gold (see _read_answer)
+    and the two readings compared (see _same_reading); against a compound-quantity gold anything else is wrong, and so
+    is, against any gold, a prediction no single-answer gold can match (see _refused_prediction)."""
+    reading = _read_answer(pred) if single else None
+    if gold.kind == _COMPOUND:
+        same = reading is not None and _same_reading(gold, reading)
+        return VerifyResult("correct" if same else "wrong", pred, gold.text, _COMPOUND)
+    if reading is not None and reading.kind == _COMPOUND:
+        return VerifyResult("wrong", pred, gold.text, _COMPOUND_AGAINST_SINGLE)
+    if reading is not None:
+        detail = _PERCENT_DETAIL if _PERCENT_DETAIL in (gold.kind, reading.kind) else _NUMBER_DETAIL
+        return VerifyResult("correct" if _same_reading(gold, reading) else "wrong", pred, gold.text, detail)
     if single and (why := _refused_prediction(pred)) is not None:
-        return VerifyResult("wrong", pred, gold, why)
+        return VerifyResult("wrong", pred, gold.text, why)
     return None
 
 
@@ -1039,20 +1232,38 @@ def _as_math(pred: str) -> str:
     ('2 1/2' -> '\\frac{5}{2}', '0.\\overline{3}' -> '\\frac{1}{3}'), a plain number as its canonical text
     ('1e-07' -> '0.0000001'), anything else unchanged; markdown emphasis around it and a full stop after it go
     first ('**18**' -> '18', '1/2.' -> '1/2', see _plain_answer), then unit words after a number ('3/4 cup' ->
-    '3/4', '12 in' -> '12'; not '3 n' or '2 pi', see _without_unit_words)."""
+    '3/4', '12 in' -> '12'; not '3 n' or '2 pi', see _without_unit_words); a fraction percent as math-verify reads a
+    percent (see _fraction_percent_math: '1/2%' -> '0.5\\%')."""
     pred = _without_unit_words(_plain_answer(pred))
     value = _plain_number(pred)
     if value is not None:
         return _number_text(value)
-    return _mixed_number(pred) or _repeating_decimal(pred) or pred
+    return _mixed_number(pred) or _repeating_decimal(pred) or _fraction_percent_math(pred) or pred
+
+
+def _fraction_percent_math(text: str) -> str | None:
+    """A percent written with a fraction ('1/2%', '12 1/2 percent', '\\frac{1}{3}\\%'), as math-verify reads a percent:
+    its decimal with a percent sign ('0.5\\%', '12.5\\%'; math-verify reads '1/2%' as no number), or, when the decimal
+    does not end, the fraction over 100 ('\\frac{\\frac{1}{3}}{100}'); None for anything else. As math-verify reads a
+    decimal percent, this is the hundredth only (the fast path also takes the number itself, see _percent_equal)."""
+    m = _PERCENT_NUMBER.fullmatch(text) if len(text) <= MAX_ANSWER_CHARS else None
+    read = _percent_number(text) if m is not None and m.group("num") is None else None
+    return None if read is None else _percent_math(read[1])
+
+
+def _percent_math(number_text: str) -> str:
+    """A percent's canonical number text as math-verify reads its percent: '0.5' -> '0.5\\%', '\\frac{1}{3}' ->
+    '\\frac{\\frac{1}{3}}{100}' (math-verify reads no fraction before a percent sign)."""
+    return f"\\frac{{{number_text}}}{{100}}" if "\\frac" in number_text else f"{number_text}\\%"
 
 
 def fast_verdict(completion: str, gold: str) -> VerifyResult | None:
     """The judgement :func:`verify_batch` reaches in this process, without the worker pool: no answer, an
-    unusable gold, a plain number or percent against a plain-number or percent gold (``#### 1,000``,
-    ``\\boxed{18.00}``, ``#### $18``, ``#### 18 dollars``, ``#### 1.5 thousand`` against 1000/18/1500, ``#### 10%``
-    against 0.1), anything against a compound-quantity gold (``5 ft 6 in``), or a prediction no single-answer gold
-    matches (``#### 5 ft 6 in``, ``#### 2 1/2 dozen`` against a number). in: completion, gold; out: that VerifyResult, or None
+    unusable gold, a number or percent against a number or percent gold, each read by the one reader (``#### 1,000``,
+    ``\\boxed{18.00}``, ``#### $18``, ``#### 18 dollars``, ``#### **18**``, ``#### 1 000 of them``, ``#### 1.5 thousand``,
+    ``#### 2 thousand 5 hundred`` against 1000/18/1500/2500, ``#### 10%``, ``#### 1/2%`` against 0.1, 0.005), anything
+    against a compound-quantity gold (``5 ft 6 in``, ``5'6"``), or a prediction no single-answer gold matches
+    (``#### 5 ft 6 in``, ``#### 2 1/2 dozen``, ``#### 5 ft -6 in`` against a number). in: completion, gold; out: that VerifyResult, or None
     when the pair needs math-verify (call verify_batch for it)."""
     first = _fast_verify(completion, gold)
     return first if isinstance(first, VerifyResult) else None

@@ -589,3 +589,110 @@ def test_two_letter_variables_and_functions_after_a_number_stay_math(completion,
 def test_a_gold_with_two_letter_variables_keeps_them(gold, text):
     """A gold '4 xy' was normalized to the number 4."""
     assert (normalize_answer(gold, 10).status, normalize_answer(gold, 10).text) == ("ok", text)
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status"),
+    [("#### 5'6\"", "5 ft 6 in", "correct"), ("#### 5' 6''", "5 ft 6 in", "correct"), ("#### 5 ft 6 in", "5'6\"", "correct"),
+     ("#### 5\u20326\u2033", "5 feet 6 inches", "correct"), ("\\boxed{5'6\"}", "5' 6''", "correct"),
+     ("#### 6'5\"", "5 ft 6 in", "wrong"), ("#### 5'6\"", "66", "wrong"), ("#### 5 ft 6 in", "5' 6''", "correct"),
+     ("#### 56", "5'6\"", "wrong"), ("#### 5'", "5", "correct")],
+)
+def test_feet_and_inches_marks_are_the_compound_quantity(completion, gold, status):
+    """'5\\'6"' is 5 ft 6 in: as a prediction it was wrong against '5 ft 6 in', and as a gold math-verify read it as 56.
+    One mark alone ('5\\'') is not a compound quantity and stays what math-verify reads."""
+    assert verify_answer(completion, gold, 10).status == status
+    assert normalize_answer("5'6\"", 10).text == normalize_answer("5' 6''", 10).text == "5 ft 6 in"
+
+
+@pytest.mark.parametrize(
+    ("gold", "status", "text"),
+    [("2 thousand 5 hundred", "ok", "2500"), ("1 million 200 thousand dollars", "ok", "1200000"),
+     ("-2 thousand 5 hundred", "ok", "-2500"), ("#### 3 billion 7 million", "ok", "3007000000"),
+     ("2 thousand 15 hundred", "unparsed", ""), ("5 hundred 2 thousand", "unparsed", ""), ("2 thousand 5", "unparsed", ""),
+     ("2 thousands 5 hundreds", "unparsed", ""), ("1.5 thousand 2 hundred", "unparsed", ""),
+     ("2 dozen 3 hundred", "unparsed", ""), ("2 thousand 0 hundred", "unparsed", "")],
+)
+def test_a_chain_of_descending_scale_words_is_its_number(gold, status, text):
+    """'2 thousand 5 hundred' was ambiguous to math-verify (it read 5 out of it); a chain is read only as whole numbers
+    with descending decimal scales, each under the scale before it; any other chain is not read, never a bare number."""
+    got = normalize_answer(gold, 10)
+    assert (got.status, got.text) == (status, text), got
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status"),
+    [("#### 2 thousand 5 hundred", "2500", "correct"), ("#### 2 thousand 5 hundred apples", "2500", "correct"),
+     ("#### 2500", "2 thousand 5 hundred", "correct"), ("#### 2 thousand 5 hundred", "2005", "wrong"),
+     ("#### 2 thousand 15 hundred", "3500", "wrong"), ("#### 5 hundred 2 thousand", "2500", "wrong"),
+     ("#### 2 thousand 5", "2005", "wrong"), ("#### 2 thousand 5 hundred", "\\frac{5000}{2}", "correct")],
+)
+def test_a_chain_of_scale_words_as_a_prediction(completion, gold, status):
+    """'#### 2 thousand 5 hundred' was wrong for 2500 (math-verify read a product of letters)."""
+    assert verify_answer(completion, gold, 10).status == status
+
+
+@pytest.mark.parametrize(
+    ("gold", "text"),
+    [("1/2%", "0.5%"), ("1/2 percent", "0.5%"), ("12 1/2 percent", "12.5%"), ("$\\frac{1}{2}\\%$", "0.5%"),
+     ("\\frac34\\%", "0.75%"), ("-3/4%", "-0.75%"), ("1/3%", "\\frac{1}{3}%"), ("1/2 percent of them", "0.5%")],
+)
+def test_a_fraction_before_a_percent_is_a_percent(gold, text):
+    """'1/2 percent' was the gold 1/2 (the percent word was dropped as a unit word) and '1/2%' stayed text."""
+    got = normalize_answer(gold, 10)
+    assert (got.status, got.text, got.detail) == ("ok", text, "percent"), got
+    assert normalize_answer(got.text, 10) == got
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status"),
+    [("#### 0.005", "1/2 percent", "correct"), ("#### 0.5", "1/2 percent", "correct"), ("#### 1/2%", "0.005", "correct"),
+     ("#### 1/2%", "0.5", "correct"), ("#### 1/2%", "0.5%", "correct"), ("#### 1/2%", "0.05", "wrong"),
+     ("#### 12 1/2%", "12.5%", "correct"), ("#### 12 1/2 percent", "0.125", "correct"), ("#### 1/3%", "0.003333", "correct"),
+     ("\\boxed{\\frac{1}{2}\\%}", "0.5%", "correct"), ("#### 1/2%", "1", "wrong"),
+     # against a gold only math-verify reads, as math-verify reads a decimal percent (its hundredth)
+     ("#### 1/2%", "\\frac{1}{200}", "correct"), ("#### 12 1/2%", "$\\frac{1}{8}$", "correct"),
+     ("\\boxed{\\frac{1}{300}}", "1/3%", "correct"), ("\\boxed{\\frac{1}{3}}", "1/3%", "wrong")],
+)
+def test_a_fraction_percent_equals_its_number_and_its_hundredth(completion, gold, status):
+    """As a decimal percent: '1/2%' is 0.5 and 0.005 ('#### 1/2%' was wrong for 0.005, '#### 12 1/2%' for 12.5%); math-verify
+    reads no fraction before a percent sign, so against a gold only it reads the percent goes to it as its decimal."""
+    assert verify_answer(completion, gold, 10).status == status
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status"),
+    [("#### -5 feet 6 inches", "-5 ft 6 in", "correct"), ("#### -5'6\"", "-5 ft 6 in", "correct"),
+     ("#### -2 hours 30 minutes", "-2 h 30 min", "correct"), ("#### 5 ft 6 in", "-5 ft 6 in", "wrong"),
+     ("#### -5 ft 6 in", "5 ft 6 in", "wrong"), ("#### -4 ft 6 in", "-5 ft 6 in", "wrong"),
+     ("#### -5 ft -6 in", "-5 ft 6 in", "wrong"), ("#### -0 ft 6 in", "0 ft 6 in", "wrong"),
+     ("#### 5 ft -6 in", "5 ft -6 in", "error"), ("#### -5 ft -6 in", "-5 ft -6 in", "error"),
+     ("#### 5 ft -6 in", "5", "wrong"), ("#### 5'-6\"", "5 ft 6 in", "wrong")],
+)
+def test_a_signed_compound_quantity_is_signed_as_a_whole(completion, gold, status):
+    """A sign before the first number is the whole quantity's; a sign before a later number is not read (a gold
+    unparsed, a prediction wrong): '5 ft -6 in' matched only itself, and '-0 ft 6 in' was right for '0 ft 6 in'."""
+    assert verify_answer(completion, gold, 10).status == status
+    assert normalize_answer("-5 feet 6 inches", 10).text == "-5 ft 6 in"
+    assert normalize_answer("-0 ft 6 in", 10).text == "-0 ft 6 in"
+    assert normalize_answer("5 ft -6 in", 10).status == normalize_answer("-5 ft -6 in", 10).status == "unparsed"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["18", "**18**", "18.", "1 000 of them", "1,000 of them", "12 in", "18 sq. ft.", "9 (apples)", "1.5 million",
+     "10 percent of them", "**10%**", "1/2%", "5 feet, 6 inches", "5'6\"", "2 thousand 5 hundred", "-2 hours 30 minutes"],
+)
+def test_one_reader_reads_a_prediction_as_it_reads_the_gold(answer, monkeypatch):
+    """Whatever the fast path reads as a gold it reads as a prediction, in this process: '**18**', '1 000 of them' and
+    '12 in' were read as golds but sent to the worker pool as predictions."""
+    gold = V._fast_normalize(answer)
+    assert gold is not None and gold.ok, gold
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a prediction the fast path reads as a gold must not reach the worker pool")
+
+    monkeypatch.setattr(V._POOL, "run", no_pool)
+    for g in (answer, gold.text):
+        got = verify_answer(f"#### {answer}", g)
+        assert (got.status, got.gold, got.detail) == ("correct", gold.text, gold.detail), got

@@ -49,6 +49,11 @@ ADVERSARIAL = {
     "compound quantity": "#### 5 ft 6 in",
     "compound of every unit": "#### " + " ".join(f"{i} {u}" for i, u in enumerate(V._COMPOUND_UNITS)),
     "scale word after a fraction": "\\boxed{\\frac{1}{2} \\text{ million}}",
+    "long chain of scale words": "#### " + " ".join(f"{i} {w}" for i in range(1, 200) for w in ("thousand", "hundred")),
+    "long number in a chain": "#### " + "9" * (MAX_ANSWER_DIGITS - 30) + " trillion 5 hundred",
+    "feet and inches, long numbers": "#### " + "9" * 900 + "'" + "9" * 900 + '"',
+    "fraction percent, long numbers": "#### " + "7" * 900 + "/" + "3" * 900 + "%",
+    "signed compound quantity": "#### 5 ft -6 in",
 }
 
 
@@ -125,6 +130,13 @@ assert V._compound_quantity("5 ft ," + " " * (n - 6) + "6!") is None
 assert V._compound_quantity("1" + " 000" * (n // 4 - 1) + " ft!") is None
 assert V._percent_number("1" + " " * n + "%!") is None
 assert not V._unread_number_words("1/2 dozen" + " a" * (n // 2 - 5) + "!")
+assert V._plain_number("2 thousand" + " " * (n - 10) + "!") is None
+assert V._plain_number("2 thousand " * (n // 11) + "!") is None
+assert V._plain_number("1 " * (n // 2) + "thousand!") is None
+assert not V._unread_number_words("1 " * (n // 2) + "!")
+assert V._compound_quantity("5'" + " " * (n - 4) + "6!") is None
+assert V._percent_number("2" + " " * (n - 6) + "1/2!") is None
+assert V._percent_number("1" + " 1" * (n // 2 - 2) + "/2%!") is None
 print("ok")
 """
 
