@@ -25,7 +25,8 @@ read goes to math-verify.
   cent``, ``2.5 percent of them``, ``1/2%``, ``1/2 percent``, ``12 1/2%``, ``$\\frac{1}{2}\\%$``; canonical text ``10%``,
   ``0.5%``, ``\\frac{1}{3}%``). It equals both its number and its hundredth (``10%`` is 10 and 0.1, ``1/2%`` 0.5 and
   0.005): math-verify's LaTeX reading does so for an integer percent only (``12.5%`` was not 12.5), ``10 percent`` was
-  read as 10 only, ``1/2 percent`` as 1/2 and ``12 1/2%`` as 13/2 %.
+  read as 10 only, ``1/2 percent`` as 1/2 and ``12 1/2%`` as 13/2 %. Against an answer only math-verify reads
+  (``\\frac{25}{2}``), the percent goes to it as it reads a percent and, when found unequal, once more as its number.
 - A compound quantity, numbers with different units (``5 ft 6 in``, ``5 feet, 6 inches``, ``5'6"``, ``5' 6''``,
   ``2 hours and 30 minutes``, ``3 lb 4 oz``), as its (number, unit) pairs, long unit names as short ones (canonical text
   ``5 ft 6 in``, ``2 h 30 min``): a prediction matches only with the same numbers and units in the same order, units are
@@ -35,9 +36,11 @@ read goes to math-verify.
   nor ``-5 ft -6 in``); a sign before a later number (``5 ft -6 in``) is not read: a gold unparsed, a prediction wrong.
 
 A mixed number (``2 1/2``) or a repeating decimal (``0.\\overline{3}``) goes to math-verify as the fraction it means,
-an answer with unit words after it without them (``3/4 cup`` as 3/4). A gold that math-verify can only read as one pick
-among several answers ('236 adult, 342 child', or a number it found inside LaTeX that does not parse as a whole:
-'$R=1, I=(-1,1)$'), or a clock time, is unparsed, not a guess; a prediction read that way ('#### 17 | 18') is wrong.
+an answer with unit words after it without them (``3/4 cup`` as 3/4). An answer whose canonical text would be over
+MAX_ANSWER_CHARS (``'1' * 1990 + 'e999'`` written out) is not read: a gold unparsed, a prediction wrong. A gold that
+math-verify can only read as one pick among several answers ('236 adult, 342 child', or a number it found inside LaTeX
+that does not parse as a whole: '$R=1, I=(-1,1)$'), or a clock time, is unparsed, not a guess; a prediction read that
+way ('#### 17 | 18') is wrong. A verdict shows the gold's canonical text (as normalize_answer gives it).
 Everything else goes through math-verify's ``parse``/``verify`` in a small persistent pool of worker processes.
 math-verify's own timeouts use ``signal.alarm`` and fail outside the main thread, so they are switched off
 (``parsing_timeout=None``/``timeout_seconds=None``) and time is bounded here: each worker arms its own interval
@@ -340,9 +343,17 @@ def _num_value(num: str) -> Decimal | None:
 
 
 def _plain_number(text: str) -> Decimal | None:
+    """The Decimal value if `text` is a plain number (see _plain_value) whose canonical text is at most MAX_ANSWER_CHARS
+    long (it must read back: '1' * 1990 + 'e999' would be 2,989 characters written out, see _overlong_reading), else None."""
+    value = _plain_value(text)
+    return value if value is None or len(_number_text(value)) <= MAX_ANSWER_CHARS else None
+
+
+def _plain_value(text: str) -> Decimal | None:
     """The Decimal value if `text` is a plain number (commas, a unit, $ signs allowed; a scale or power word after it
     counts: '1.5 million' -> 1500000, '2 dozen eggs' -> 24, 'half a dozen' -> 6, '5 squared' -> 25; so does a chain of
-    descending scales, '2 thousand 5 hundred' -> 2500, see _scale_chain), else None."""
+    descending scales, '2 thousand 5 hundred' -> 2500, see _scale_chain), else None. An exponent is not bounded here
+    ('1' * 1990 + 'e999' is read): _plain_number is the bounded reading."""
     if len(text) > MAX_ANSWER_CHARS:
         return None
     spelled = _spelled_number_words(text)
@@ -676,7 +687,7 @@ class _Reading(NamedTuple):
     kind: _NUMBER_DETAIL (value: the number), _PERCENT_DETAIL (value: N of N%; number_text: N's canonical text, '12.5'
         or '\\frac{1}{3}') or _COMPOUND (negative, quantities).
     A NamedTuple, and its canonical text a property: both sides are read for every verdict, and only the gold's text
-    is ever written out.
+    is ever written out (its length is checked for both: see _read_answer).
     """
 
     kind: str
@@ -699,12 +710,26 @@ def _read_answer(text: str) -> _Reading | None:
     and unit words or short prose are left out: '**18**', '1 000 of them', '12 in', see _without_unit_words), a percent
     ('10%', '10 percent of them', '1/2%', '12 1/2 percent'), or a compound quantity ('5 ft 6 in', '5 feet, 6 inches',
     '5\\'6"', '-2 hours 30 minutes'); None for anything else (math-verify reads it, or it is not read at all: see
-    _unread_reason)."""
-    if (value := _plain_number(text)) is not None:
+    _unread_reason), also for an answer whose canonical text is over MAX_ANSWER_CHARS (see _overlong_reading)."""
+    reading = _read_unbounded(text)
+    return None if reading is None or len(reading.text) > MAX_ANSWER_CHARS else reading
+
+
+def _overlong_reading(text: str) -> bool:
+    """True if the reader reads `text` but its canonical text is over MAX_ANSWER_CHARS, so it would not read back
+    ('1' * 1990 + 'e999' is 2,989 characters written out; so is '... e999%', '... e999 ft 6 in'): not read (see
+    _OVERLONG_READING), and never handed to math-verify written out."""
+    reading = _read_unbounded(text)
+    return reading is not None and len(reading.text) > MAX_ANSWER_CHARS
+
+
+def _read_unbounded(text: str) -> _Reading | None:
+    """What _read_answer reads, its canonical text of any length."""
+    if (value := _plain_value(text)) is not None:
         return _Reading(_NUMBER_DETAIL, value)
     plain = _plain_answer(text)
     bare = _without_unit_words(plain)  # '1 000 of them' -> '1 000' (math-verify reads 1*000 = 0), '10 percent' -> '10\%'
-    if bare != text and (value := _plain_number(bare)) is not None:
+    if bare != text and (value := _plain_value(bare)) is not None:
         return _Reading(_NUMBER_DETAIL, value)
     if (percent := _percent_number(bare)) is not None:
         return _Reading(_PERCENT_DETAIL, percent[0], percent[1])
@@ -728,15 +753,22 @@ def _same_reading(gold: _Reading, pred: _Reading) -> bool:
     return _percent_equal(percent.value, other.value)
 
 
+_OVERLONG_READING = (f"a number, percent or compound quantity over {MAX_ANSWER_CHARS} characters written out (an exponent "
+                     "such as '1' * 1990 + 'e999'): its canonical text would not read back")
+
+
 def _unread_reason(text: str) -> str | None:
     """Why `text` (markdown emphasis and a full stop left out) is an answer the verifier does not read, or None: a
     compound quantity with a sign before a later number ('5 ft -6 in', see _SIGNED_PART), a number with a scale or power
-    word it is not read with ('2 1/2 dozen', '2 thousand 15 hundred', see _unread_number_words). Such a gold is unparsed,
-    such a prediction wrong."""
+    word it is not read with ('2 1/2 dozen', '2 thousand 15 hundred', see _unread_number_words), an answer the reader
+    reads whose canonical text is over MAX_ANSWER_CHARS ('1' * 1990 + 'e999', see _overlong_reading). Such a gold is
+    unparsed, such a prediction wrong."""
     if _signed_part(text):
         return _SIGNED_PART
     if _unread_number_words(text):
         return _UNREAD_NUMBER_WORDS
+    if _overlong_reading(text):
+        return _OVERLONG_READING
     return None
 
 
@@ -941,8 +973,12 @@ def _task_normalize(gold: str) -> tuple[str, str, str]:
     return ("ok", text, "math-verify")
 
 
-def _task_verify(gold: str, pred: str) -> tuple[str, str, str]:
-    """Worker task: (status, gold_text, detail) for one prediction against one gold."""
+def _task_verify(gold: str, pred: str, gold_number: str = "", pred_number: str = "") -> tuple[str, str, str]:
+    """Worker task: (status, gold_text, detail) for one prediction against one gold. A percent equals its number or its
+    hundredth (see _percent_equal), and math-verify reads a decimal percent as its hundredth only ('12.5%' is 0.125): for
+    a percent gold `gold_number` is its number ('12.5'), for a percent prediction `pred_number` is ('' when not a
+    percent; the fast path judges a pair with a percent on both sides), and a prediction math-verify does not find equal
+    to the gold is compared once more, with that number in place of the percent."""
     from math_verify import verify
 
     core = _gold_core(gold)
@@ -957,8 +993,17 @@ def _task_verify(gold: str, pred: str) -> tuple[str, str, str]:
         return ("no_answer", gold_text, "prediction could not be parsed")
     if (part := _partial_read(pred_parsed)) is not None:  # '17 | 18': a pick among answers, read as the last one
         return ("wrong", gold_text, f"ambiguous prediction: math-verify read only {pred_parsed[0]} out of {part[:60]!r}")
-    ok = verify(list(gold_parsed), list(pred_parsed), timeout_seconds=None, raise_on_error=True)
-    return ("correct" if ok else "wrong", gold_text, "math-verify")
+    if verify(list(gold_parsed), list(pred_parsed), timeout_seconds=None, raise_on_error=True):
+        return ("correct", gold_text, "math-verify")
+    if gold_number or pred_number:  # one more comparison, for a percent pair only
+        gold_alt = _mv_parse(gold_number) if gold_number else gold_parsed
+        pred_alt = _mv_parse(pred_number) if pred_number else pred_parsed
+        if verify(list(gold_alt), list(pred_alt), timeout_seconds=None, raise_on_error=True):
+            return ("correct", gold_text, _PERCENT_AS_NUMBER)
+    return ("wrong", gold_text, "math-verify")
+
+
+_PERCENT_AS_NUMBER = "math-verify, a percent as its number"  # the detail of a percent pair judged equal that way
 
 
 def _task_stall(seconds: float) -> tuple[str, str, str]:
@@ -1184,9 +1229,26 @@ def normalize_answer(gold: str, timeout_s: float) -> NormalizedAnswer:
     return normalize_answers([gold], timeout_s)[0]
 
 
-def _fast_verify(completion: str, gold: str) -> VerifyResult | tuple[str, str, str]:
-    """A final VerifyResult when no sympy is needed, else (pred, pred as math-verify should read it, gold) to send
-    to the pool."""
+class _PoolPair(NamedTuple):
+    """A pair the fast path leaves to math-verify (see _task_verify).
+
+    pred: the prediction as extracted (shown in the verdict); pred_math: as math-verify should read it (see _as_math).
+    gold_math: the gold as math-verify should read it (the gold itself when the fast path does not read it).
+    gold_text: the gold's canonical text when the fast path reads it ('12.5%', '\\frac{1}{3}%': the verdict shows it, as
+        every verdict of the fast path does), else None (the worker's canonical text is shown).
+    gold_number / pred_number: a percent gold's or a percent prediction's number ('12.5', '\\frac{1}{3}'), else ''.
+    """
+
+    pred: str
+    pred_math: str
+    gold_math: str
+    gold_text: str | None = None
+    gold_number: str = ""
+    pred_number: str = ""
+
+
+def _fast_verify(completion: str, gold: str) -> VerifyResult | _PoolPair:
+    """A final VerifyResult when no sympy is needed, else the pair to send to the pool (see _PoolPair)."""
     parts = _final_answer(completion)
     if parts is None:
         return VerifyResult("no_answer", None, None, "no '####' or closed '\\boxed{}' found")
@@ -1200,12 +1262,16 @@ def _fast_verify(completion: str, gold: str) -> VerifyResult | tuple[str, str, s
         )
     if gold_r is not None and (verdict := _judge_fast_gold(gold_r, pred, len(parts) == 1)) is not None:
         return verdict
-    if gold_r is None:
-        return (pred, _ANSWER_JOIN.join(_as_math(p) for p in parts), str(gold))
+    pred_math = _ANSWER_JOIN.join(_as_math(p) for p in parts)
+    if gold_r is None:  # a percent prediction ('12.5%', '1/3%') also as its number
+        reading = _read_answer(pred) if len(parts) == 1 else None
+        percent = reading.number_text if reading is not None and reading.kind == _PERCENT_DETAIL else ""
+        return _PoolPair(pred, pred_math, str(gold), pred_number=percent)
+    if gold_r.kind != _PERCENT_DETAIL:
+        return _PoolPair(pred, pred_math, gold_r.text, gold_r.text)
     # a percent whose decimal does not end ('\\frac{1}{3}%') as math-verify reads it; '12.5%' it reads as it is
-    fraction = gold_r.kind == _PERCENT_DETAIL and "\\frac" in gold_r.number_text
-    gold_math = _percent_math(gold_r.number_text) if fraction else gold_r.text
-    return (pred, _ANSWER_JOIN.join(_as_math(p) for p in parts), gold_math)
+    gold_math = _percent_math(gold_r.number_text) if "\\frac" in gold_r.number_text else gold_r.text
+    return _PoolPair(pred, pred_math, gold_math, gold_r.text, gold_number=gold_r.number_text)
 
 
 def _judge_fast_gold(gold: _Reading, pred: str, single: bool) -> VerifyResult | None:
@@ -1275,16 +1341,15 @@ def verify_batch(completions: list[str], golds: list[str], timeout_s: float = 5.
     if len(completions) != len(golds):
         raise ValueError(f"{len(completions)} completions but {len(golds)} gold answers")
     first = [_fast_verify(c, g) for c, g in zip(completions, golds, strict=True)]
-    slow = [i for i, r in enumerate(first) if not isinstance(r, VerifyResult)]
-    tasks = [("verify", (first[i][2], first[i][1])) for i in slow]  # type: ignore[index]
+    pooled = [(i, r) for i, r in enumerate(first) if isinstance(r, _PoolPair)]
+    tasks = [("verify", (p.gold_math, p.pred_math, p.gold_number, p.pred_number)) for _, p in pooled]
     out: list[Any] = list(first)
-    for i, res in zip(slow, _run_unique(tasks, timeout_s), strict=True):
-        pred, _, gold_text = first[i]  # type: ignore[misc]
+    for (i, pair), res in zip(pooled, _run_unique(tasks, timeout_s), strict=True):
         if res[0] == "done":
             status, canon, detail = res[1]
-            out[i] = VerifyResult(status, pred, canon or gold_text, detail)
+            out[i] = VerifyResult(status, pair.pred, pair.gold_text or canon or pair.gold_math, detail)
         else:
-            out[i] = VerifyResult(res[0], pred, gold_text, res[1])
+            out[i] = VerifyResult(res[0], pair.pred, pair.gold_text or pair.gold_math, res[1])
     return out
 
 

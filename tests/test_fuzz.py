@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from saerl import data as D
@@ -167,8 +167,14 @@ def test_load_table_on_arbitrary_bytes_raises_only_ingest_error(data: bytes) -> 
 
 # --------------------------------------------------------------------------------------------- normaliser
 
+LONG_EXPONENTS = ["1" * 1990 + "e999", "1" * 1990 + "e999%", "1" * 996 + "e999 ft 6 in"]  # over MAX_ANSWER_CHARS written out
+
+
 @FAST
 @given(st.text(max_size=300))
+@example(LONG_EXPONENTS[0])
+@example(LONG_EXPONENTS[1])
+@example(LONG_EXPONENTS[2])
 def test_fast_normalise_is_total_and_idempotent(text: str) -> None:
     first = V._fast_normalize(text)
     if first is None or not first.ok:
@@ -179,6 +185,7 @@ def test_fast_normalise_is_total_and_idempotent(text: str) -> None:
 
 @POOLED
 @given(answers)
+@example(LONG_EXPONENTS[0])
 def test_normalise_is_idempotent_on_its_own_output(gold: str) -> None:
     first = V.normalize_answer(gold, TIMEOUT_S)
     event(first.status)

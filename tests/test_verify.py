@@ -650,13 +650,15 @@ def test_a_fraction_before_a_percent_is_a_percent(gold, text):
      ("#### 1/2%", "0.5", "correct"), ("#### 1/2%", "0.5%", "correct"), ("#### 1/2%", "0.05", "wrong"),
      ("#### 12 1/2%", "12.5%", "correct"), ("#### 12 1/2 percent", "0.125", "correct"), ("#### 1/3%", "0.003333", "correct"),
      ("\\boxed{\\frac{1}{2}\\%}", "0.5%", "correct"), ("#### 1/2%", "1", "wrong"),
-     # against a gold only math-verify reads, as math-verify reads a decimal percent (its hundredth)
+     # against a gold only math-verify reads, as math-verify reads a decimal percent (its hundredth) or as its number
      ("#### 1/2%", "\\frac{1}{200}", "correct"), ("#### 12 1/2%", "$\\frac{1}{8}$", "correct"),
-     ("\\boxed{\\frac{1}{300}}", "1/3%", "correct"), ("\\boxed{\\frac{1}{3}}", "1/3%", "wrong")],
+     ("\\boxed{\\frac{1}{300}}", "1/3%", "correct"), ("\\boxed{\\frac{1}{3}}", "1/3%", "correct"),
+     ("\\boxed{\\frac{1}{30}}", "1/3%", "wrong")],
 )
 def test_a_fraction_percent_equals_its_number_and_its_hundredth(completion, gold, status):
     """As a decimal percent: '1/2%' is 0.5 and 0.005 ('#### 1/2%' was wrong for 0.005, '#### 12 1/2%' for 12.5%); math-verify
-    reads no fraction before a percent sign, so against a gold only it reads the percent goes to it as its decimal."""
+    reads no fraction before a percent sign, so against a gold only it reads the percent goes to it as its decimal (and
+    once more as its number: see test_a_percent_judged_by_math_verify_equals_its_number_or_its_hundredth)."""
     assert verify_answer(completion, gold, 10).status == status
 
 
@@ -696,3 +698,87 @@ def test_one_reader_reads_a_prediction_as_it_reads_the_gold(answer, monkeypatch)
     for g in (answer, gold.text):
         got = verify_answer(f"#### {answer}", g)
         assert (got.status, got.gold, got.detail) == ("correct", gold.text, gold.detail), got
+
+
+LONG_EXPONENT = "1" * 1990 + "e999"  # 1,994 characters; 2,989 written out, over MAX_ANSWER_CHARS
+
+
+@pytest.mark.parametrize(
+    "gold",
+    [LONG_EXPONENT, f"-{LONG_EXPONENT}", f"{LONG_EXPONENT[10:]} dollars", f"{LONG_EXPONENT}%",
+     f"{LONG_EXPONENT[10:]} percent", f"{'1' * 996}e999 ft 6 in", f"{'1' * 1994}m1in"],
+)
+def test_an_answer_too_long_written_out_is_unparsed_not_a_text_that_does_not_read_back(gold):
+    """'1' * 1990 + 'e999' normalised to a 2,989-character number, which then read back as 'answer over 2000 chars': the
+    normaliser was not idempotent. Such a gold is unparsed, with its reason, and never handed to math-verify."""
+    got = normalize_answer(gold, 10)
+    assert (got.status, got.text, got.detail) == ("unparsed", "", V._OVERLONG_READING), got
+    assert V._fast_normalize(gold) == got  # decided in this process
+    assert verify_answer("#### 5", gold, 10).status == "error"
+
+
+@pytest.mark.parametrize("gold", ["5", "\\frac{1}{2}", "x^2", "10%", "5 ft 6 in"])
+@pytest.mark.parametrize("pred", [LONG_EXPONENT, f"{LONG_EXPONENT}%", f"{LONG_EXPONENT[10:]} apples"])
+def test_a_prediction_too_long_written_out_is_wrong(pred, gold):
+    """Such a prediction was compared as a 2,989-digit number (and sent to math-verify written out against a gold only it
+    reads): it is wrong, with its reason, not an error or a timeout."""
+    got = verify_answer(f"#### {pred}", gold, 10)
+    detail = V._COMPOUND if gold == "5 ft 6 in" else V._OVERLONG_READING
+    assert (got.status, got.detail) == ("wrong", detail), got
+    assert V._plain_number(LONG_EXPONENT) is None and V._as_math(LONG_EXPONENT) == LONG_EXPONENT  # not written out
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status", "detail"),
+    [  # a percent gold, a prediction only math-verify reads: its number or its hundredth
+     ("\\boxed{\\frac{25}{2}}", "12.5%", "correct", V._PERCENT_AS_NUMBER), ("\\boxed{\\frac{1}{8}}", "12.5%", "correct", "math-verify"),
+     ("\\boxed{\\frac{25}{4}}", "12.5%", "wrong", "math-verify"), ("\\boxed{\\frac{1}{3}}", "1/3%", "correct", V._PERCENT_AS_NUMBER),
+     ("\\boxed{\\frac{1}{300}}", "1/3%", "correct", "math-verify"), ("\\boxed{\\frac{1}{30}}", "1/3%", "wrong", "math-verify"),
+     ("\\boxed{\\frac{25}{2}}", "12 1/2 percent", "correct", V._PERCENT_AS_NUMBER),
+     ("\\boxed{\\frac{21}{2}}", "10%", "wrong", "math-verify"),
+     # a percent prediction, a gold only math-verify reads
+     ("#### 12.5%", "\\frac{25}{2}", "correct", V._PERCENT_AS_NUMBER), ("#### 12.5%", "\\frac{1}{8}", "correct", "math-verify"),
+     ("#### 12.5%", "\\frac{25}{4}", "wrong", "math-verify"), ("#### 1/3%", "\\frac{1}{3}", "correct", V._PERCENT_AS_NUMBER),
+     ("#### 12 1/2 percent", "$\\frac{25}{2}$", "correct", V._PERCENT_AS_NUMBER), ("#### 12.5%", "x^2", "wrong", "math-verify")],
+)
+def test_a_percent_judged_by_math_verify_equals_its_number_or_its_hundredth(completion, gold, status, detail):
+    """The fast path's rule ('#### 12.5' is right for 12.5%) held in the pool only for the hundredth: math-verify reads a
+    decimal percent as its hundredth, so '\\boxed{\\frac{25}{2}}' was wrong for 12.5% and '#### 12.5%' for \\frac{25}{2}."""
+    assert V.fast_verdict(completion, gold) is None  # judged by math-verify
+    got = verify_answer(completion, gold, 10)
+    assert (got.status, got.detail) == (status, detail), got
+    assert verify_answer("#### 12.5", "12.5%", 10).correct and verify_answer("#### 0.125", "12.5%", 10).correct
+
+
+def test_a_percent_pair_costs_math_verify_one_more_comparison_at_most(monkeypatch):
+    """The second comparison (the percent as its number) runs only for a percent pair the first found unequal."""
+    import math_verify
+
+    calls: list[int] = []
+    real_verify = math_verify.verify
+
+    def counting_verify(*args, **kwargs):
+        calls.append(1)
+        return real_verify(*args, **kwargs)
+
+    monkeypatch.setattr(math_verify, "verify", counting_verify)
+    for args, status, n_calls in [(("12.5%", "\\frac{25}{4}", "12.5", ""), "wrong", 2),
+                                  (("12.5%", "\\frac{25}{2}", "12.5", ""), "correct", 2),
+                                  (("12.5%", "\\frac{1}{8}", "12.5", ""), "correct", 1),
+                                  (("\\frac{25}{2}", "12.5\\%", "", "12.5"), "correct", 2),
+                                  (("18", "\\frac{35}{2}"), "wrong", 1)]:
+        calls.clear()
+        assert V._task_verify(*args)[0] == status and len(calls) == n_calls, (args, calls)
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "text"),
+    [("\\boxed{\\frac{1}{300}}", "1/3%", "\\frac{1}{3}%"), ("\\boxed{x}", "1/3%", "\\frac{1}{3}%"),
+     ("\\boxed{\\frac{1}{8}}", "12 1/2 percent", "12.5%"), ("\\boxed{x}", "-1/3 percent", "-\\frac{1}{3}%"),
+     ("\\boxed{\\frac{1}{10^7}}", "1e-07", "0.0000001")],
+)
+def test_a_verdict_of_math_verify_shows_the_gold_s_canonical_text(completion, gold, text):
+    """A gold the fast path reads shows its canonical text in every verdict: a percent whose decimal does not end showed
+    the form handed to math-verify, '\\frac{\\frac{1}{3}}{100}'."""
+    assert V.fast_verdict(completion, gold) is None
+    assert verify_answer(completion, gold, 10).gold == normalize_answer(gold, 10).text == text
