@@ -323,7 +323,8 @@ class CurriculumConfig(Section):
 class TrainConfig(Section):
     """RL training through trl (train stage)."""
 
-    algorithm: Literal["grpo", "dapo"] = Field("grpo", description="grpo, or dapo (clip-higher, token loss, dynamic sampling)")
+    algorithm: Literal["grpo", "dapo"] = Field("grpo", description="grpo, or dapo (clip-higher, token loss, dynamic sampling; "
+        "its overlong shaping and filtering are train.overlong_buffer and train.mask_truncated_completions)")
     arms: list[Literal["saerl", "vanilla", "order_only", "filter_only"]] = Field(
         ["saerl", "vanilla"], min_length=1, description="arms trained on the same budget: saerl (filtered, "
         "curriculum order), vanilla (whole pool, seeded shuffle), order_only (curriculum order, no filter), "
@@ -350,6 +351,13 @@ class TrainConfig(Section):
         "dapo", description="trl loss aggregation under algorithm=grpo; algorithm=dapo always uses dapo (token-level)")
     scale_rewards: Literal["group", "batch", "none"] = Field("group", description="advantage scaling (trl)")
     format_reward: float = Field(0.0, ge=0, description="weight of the answer-format reward")
+    overlong_buffer: int = Field(
+        0, ge=0, description="DAPO's overlong reward shaping: a rollout longer than max_completion_length minus this "
+        "many tokens is penalised linearly, down to -1 at max_completion_length (trl's soft overlong punishment, added "
+        "to the correctness reward with weight 1); 0 = off. DAPO's recipe: 4096 of 20480 tokens, a fifth")
+    mask_truncated_completions: bool = Field(
+        False, description="DAPO's overlong filtering: rollouts cut off at max_completion_length (no end token) are "
+        "left out of the loss (trl), so a truncated answer is neither rewarded nor punished")
     dynamic_sampling_max_rounds: int = Field(
         3, ge=0, description="DAPO: extra generation rounds per batch to replace groups without reward spread "
         "(0 = drop and fill only)")
@@ -369,6 +377,16 @@ class TrainConfig(Section):
         "gradients either way (tested: the same weights bit for bit), so result-neutral; turn it off on a GPU with "
         "memory to spare for faster steps (on the CPU testbed the two run level: generation dominates)")
     use_vllm: bool = Field(False, description="generate rollouts with vLLM (colocated; GPU only, needs trl[vllm])")
+
+    @model_validator(mode="after")
+    def _buffer_inside_limit(self) -> TrainConfig:
+        """The overlong buffer is the tail of max_completion_length where the penalty rises: it must leave a head
+        without penalty, or every rollout would be punished for its length alone."""
+        if self.overlong_buffer >= self.max_completion_length:
+            raise ValueError(f"train.overlong_buffer={self.overlong_buffer} is not below train.max_completion_length="
+                             f"{self.max_completion_length}: the penalty would start at the first token; set "
+                             f"train.overlong_buffer={self.max_completion_length // 5} (DAPO's fifth) or 0 (off)")
+        return self
 
     @field_validator("seeds")
     @classmethod

@@ -2,7 +2,8 @@
 
 DAPO (arXiv 2503.14476) = four changes to GRPO. Two are trl settings, applied with :func:`dapo_overrides`:
 clip-higher (``epsilon_high`` 0.28 above ``epsilon`` 0.2) and the token-level loss (``loss_type="dapo"``).
-Overlong reward shaping is a reward function and is not part of this module. The fourth, **dynamic
+Overlong reward shaping is trl's soft overlong punishment reward with, optionally, trl's overlong filtering
+(``train.overlong_buffer`` and ``train.mask_truncated_completions``, wired in ``saerl.rl``). The fourth, **dynamic
 sampling**, trl 1.16 does not do ("not supported" in its docs); :func:`dynamic_sampling_trainer` adds it.
 
 Dynamic sampling. A group whose rollouts all get the same reward (all right or all wrong) has zero advantage:
@@ -19,7 +20,9 @@ for its metrics (below):
 
 1. draw the next prompts from the ordered prompt stream, generate and score them with trl's own code;
 2. keep the groups with a reward spread (trl's own test: ``std`` of the weighted reward sum in the group
-   is not close to 0, unscorable rows ignored), drop the others;
+   is not close to 0, unscorable rows ignored), drop the others. With ``spread_reward`` named (``saerl.rl``
+   names its correctness reward) the test reads that reward alone: DAPO keeps a group when some but not all of
+   its answers are right (paper, eq. 11), so a spread in a format or length reward alone does not keep it;
 3. while fewer groups are kept than the batch holds and at most ``max_rounds`` extra rounds were run, draw
    exactly as many fresh prompts as groups are missing, and repeat;
 4. return the kept groups, re-padded into one batch of the usual size. If the rounds run out first, the
@@ -211,11 +214,13 @@ def merge_round_metrics(metrics: dict[str, list[float]], before: dict[str, int],
         metrics[k][before.get(k, 0):] = [value]
 
 
-def dynamic_sampling_trainer(base_cls: type, max_rounds: int) -> type:
+def dynamic_sampling_trainer(base_cls: type, max_rounds: int, spread_reward: str | None = None) -> type:
     """A subclass of the GRPOTrainer class `base_cls` (e.g. saerl.rl's ordered trainer) with DAPO dynamic
     sampling: groups without reward spread are replaced by groups of the next prompts of the same ordered
     stream, with at most `max_rounds` extra generation rounds per generation batch. `base_cls` is not changed.
-    in: trainer class, extra rounds (0 = only drop: fill with the dropped groups); out: the subclass."""
+    The spread is that of the reward function named `spread_reward` (its ``__name__``), or of the weighted sum of
+    all of them when None (no group with a zero advantage is kept).
+    in: trainer class, extra rounds (0 = only drop: fill with the dropped groups), reward name; out: the subclass."""
     if max_rounds < 0:
         raise ValueError(f"max_rounds must be >= 0, got {max_rounds}")
 
@@ -237,6 +242,19 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int) -> type:
             self._ds_epoch = 0
             self._ds_rewards: torch.Tensor | None = None
             self._ds_warned = False
+            names = list(self.reward_func_names)
+            if spread_reward is not None and spread_reward not in names:
+                raise ValueError(f"dynamic sampling reads the spread of reward {spread_reward!r}, which is not among "
+                                 f"the trainer's reward functions {names}")
+            self._ds_column = None if spread_reward is None else names.index(spread_reward)
+
+        def _spread(self, rewards: torch.Tensor) -> torch.Tensor:
+            """Per group of this round: does the spread reward (or the weighted sum) vary? in: rewards [rows,
+            functions]; out: bool [groups]."""
+            if self._ds_column is None:
+                return group_has_spread(rewards, self.reward_weights, self.num_generations)
+            col = self._ds_column
+            return group_has_spread(rewards[:, col : col + 1], torch.ones(1), self.num_generations)
 
         def _prompt_stream(self) -> Iterator[int]:
             """Dataset indices in the train sampler's order, one per prompt, epoch after epoch."""
@@ -321,7 +339,7 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int) -> type:
                 need = want - n_kept
                 idx, batch = self._draw(need)
                 out = super()._generate_and_score_completions(batch)
-                spread = group_has_spread(self._ds_rewards, self.reward_weights, g)
+                spread = self._spread(self._ds_rewards)
                 round_rollouts.append(need * g)
                 round_rewards.append(self._ds_rewards)
                 step = self.state.global_step + 1

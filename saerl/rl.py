@@ -119,6 +119,26 @@ def format_reward(completions: list[Any], **_: Any) -> list[float]:
     return [float(extract_final_answer(completion_text(c)) is not None) for c in completions]
 
 
+def reward_functions(cfg: TrainConfig, correctness: Any, extra: list[Any] | None = None) -> tuple[list[Any], list[float]]:
+    """trl reward functions and their weights, in this order: `correctness` (weight 1), :func:`format_reward`
+    (cfg.format_reward) when on, DAPO's soft overlong punishment when cfg.overlong_buffer is on (weight 1: trl's
+    ``get_soft_overlong_punishment``: 0 up to max_completion_length - overlong_buffer tokens, then falling linearly
+    to -1 at max_completion_length), then the `extra` functions (weight 1 each).
+    in: train config, the correctness reward, extra reward functions; out: (functions, weights)."""
+    funcs: list[Any] = [correctness]
+    weights = [1.0]
+    if cfg.format_reward > 0:
+        funcs.append(format_reward)
+        weights.append(cfg.format_reward)
+    if cfg.overlong_buffer > 0:
+        from trl.rewards import get_soft_overlong_punishment
+
+        funcs.append(get_soft_overlong_punishment(cfg.max_completion_length, cfg.overlong_buffer))
+        weights.append(1.0)
+    extra = extra or []
+    return [*funcs, *extra], [*weights, *[1.0] * len(extra)]
+
+
 def stream_length(steps: int, prompts_per_step: int, steps_per_generation: int, extra_rounds: int = 0) -> int:
     """Prompts the training stream must hold for `steps` optimizer steps: whole generation batches (trl
     generates for `steps_per_generation` steps at once and :class:`OrderSampler` yields only whole batches, so a
@@ -353,8 +373,9 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
     cfg.save_every steps rounded up to whole generation batches (:func:`save_period`; none when 0), none
     pruned by the trainer (:class:`CurveCheckpoint` keeps the last cfg.keep_checkpoints);
     for algorithm "dapo" the DAPO settings of :func:`saerl.dapo.dapo_overrides` (token-level loss,
-    clip-higher); reward weights [1, format_reward] when a format reward is on; with cfg.use_vllm, vLLM's rollouts
-    stop at `stop_token_ids` (the policy's :func:`saerl.policy_lm.stop_ids`, as trl's own generate stops)."""
+    clip-higher); DAPO's overlong filtering when cfg.mask_truncated_completions; the reward weights of
+    :func:`reward_functions` (without extra functions); with cfg.use_vllm, vLLM's rollouts stop at
+    `stop_token_ids` (the policy's :func:`saerl.policy_lm.stop_ids`, as trl's own generate stops)."""
     from trl import GRPOConfig
 
     from saerl.activations import pick_device
@@ -376,7 +397,7 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
         save_total_limit=None, save_only_model=False,  # CurveCheckpoint prunes, once a checkpoint is complete
         report_to=[], disable_tqdm=not progress, bf16=False, use_cpu=not cuda, disable_dropout=True, seed=seed,
         activation_checkpointing=cfg.activation_checkpointing,
-        shuffle_dataset=False, mask_truncated_completions=False, log_completions=False, dataloader_num_workers=0,
+        shuffle_dataset=False, mask_truncated_completions=cfg.mask_truncated_completions, log_completions=False, dataloader_num_workers=0,
     )
     if cuda and cfg.bf16:
         kw["bf16"] = True
@@ -385,8 +406,7 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
                   generation_kwargs={"stop_token_ids": stop_token_ids} if stop_token_ids else None)
     if cfg.algorithm == "dapo":
         kw.update(dapo_overrides(cfg))
-    if cfg.format_reward > 0:
-        kw["reward_weights"] = [1.0, cfg.format_reward]
+    kw["reward_weights"] = reward_functions(cfg, None)[1]
     return GRPOConfig(**kw)
 
 
@@ -434,8 +454,8 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     Training runs on `device` (runtime.device, see :func:`grpo_config`), with a progress bar showing each step's
     reward, loss and completion length when `progress` (runtime.progress), and no per-step dict printed either way.
     The training stream is `order` long enough for whole generation batches (:func:`stream_length`); under DAPO
-    also for every round of dynamic sampling (times 1 + cfg.dynamic_sampling_max_rounds), where prompts without
-    a reward spread are dropped and the next ones drawn, so the prompts trained on are a subsequence of the stream.
+    also for every round of dynamic sampling (times 1 + cfg.dynamic_sampling_max_rounds), where prompts whose
+    rollouts are all right or all wrong are dropped (DAPO's rule: the correctness reward alone) and the next ones drawn, so the prompts trained on are a subsequence of the stream.
     in: policy folder, prompts, order, config, output folder, prompts per step, seed, optional step/time limits,
     model config (revision, trust_remote_code; None = no remote code);
     out: {model_dir, steps, seconds, log (trl's per-step metrics), order (ids trained on, in order),
@@ -476,18 +496,17 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     timer = _TimeLimit(time_limit_s, float(so_far.get("seconds", 0.0)))
     reward = CorrectnessReward(cfg.verify_timeout_s)
     reward.checked, reward.failures = int(so_far.get("reward_checks", 0)), int(so_far.get("verifier_failures", 0))
-    rewards = [reward, *([format_reward] if cfg.format_reward > 0 else []), *(extra_rewards or [])]
+    rewards, weights = reward_functions(cfg, reward, extra_rewards)
     torch.manual_seed(seed)
     cls = _trainer_class()
     if dapo:
         from saerl.dapo import dynamic_sampling_trainer
 
-        cls = dynamic_sampling_trainer(cls, cfg.dynamic_sampling_max_rounds)
+        cls = dynamic_sampling_trainer(cls, cfg.dynamic_sampling_max_rounds, spread_reward=reward.__name__)
     args = grpo_config(cfg, ckpt_dir, prompts_per_step, steps, seed, device, progress, stop_ids(model, tok))
+    args.reward_weights = weights
     if cfg.beta > 0:  # trl loads the reference from the policy's name with these (it warns they are ignored: not so)
         args.model_init_kwargs = reference_model_kwargs(model_cfg)
-    if extra_rewards and args.reward_weights is not None:
-        args.reward_weights = [*args.reward_weights, *[1.0] * len(extra_rewards)]
     saving = CurveCheckpoint(evals, ckpt_dir, {RUN_FILE: lambda: {
         "reward_checks": reward.checked, "verifier_failures": reward.failures, "seconds": timer.elapsed()}},
         keep=cfg.keep_checkpoints)

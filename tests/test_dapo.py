@@ -49,11 +49,11 @@ def tiny_policy():
     return tiny_model(tok, "qwen2", seed=0, hidden=16), tok
 
 
-def run(trainer_cls, kinds, tmp_path, steps=2, num_iterations=1, save_every=0, resume=None, micro_batches=1):
-    """Train `steps` steps on prompts p00, p01, ... whose reward is flat ("flat": all 1, "zero": all 0) or
-    spread ("spread": 0/1 alternating within the group), saving a checkpoint every `save_every` steps, or
-    resuming from the checkpoint `resume` (its dynamic-sampling state in STATE_FILE), each step in
-    `micro_batches` loss passes.
+def run(trainer_cls, kinds, tmp_path, steps=2, num_iterations=1, save_every=0, resume=None, micro_batches=1, extra=()):
+    """Train `steps` steps on prompts p00, p01, ... whose reward (the function named "reward") is flat ("flat":
+    all 1, "zero": all 0) or spread ("spread": 0/1 alternating within the group), plus the `extra` reward
+    functions (weight 1), saving a checkpoint every `save_every` steps, or resuming from the checkpoint `resume`
+    (its dynamic-sampling state in STATE_FILE), each step in `micro_batches` loss passes.
     out: (reward calls' ids, loss batches, trl log, trainer)."""
     calls, losses = [], []
 
@@ -75,11 +75,30 @@ def run(trainer_cls, kinds, tmp_path, steps=2, num_iterations=1, save_every=0, r
     for key, value in {**dapo_overrides(cfg), "num_iterations": num_iterations}.items():
         setattr(args, key, value)
     model, tok = tiny_policy()
-    trainer = Recording(model=model, reward_funcs=[reward], args=args, train_dataset=data, processing_class=tok)
+    args.reward_weights = [1.0] * (1 + len(extra))
+    trainer = Recording(model=model, reward_funcs=[reward, *extra], args=args, train_dataset=data, processing_class=tok)
     if resume is not None:
         trainer.restore_dynamic_sampling(json.loads((resume / STATE_FILE).read_text()))
     trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     return calls, losses, [h for h in trainer.state.log_history if "loss" in h], trainer
+
+
+def test_dynamic_sampling_reads_the_named_reward_alone(tmp_path):
+    """DAPO keeps a group when some but not all of its answers are right (paper, eq. 11): with spread_reward naming
+    the correctness reward, a spread in another reward (here a stand-in for a length penalty) does not keep a group
+    whose answers are all wrong; without it the weighted sum decides (trl's zero-advantage test). A name that is
+    not among the trainer's rewards is refused."""
+    def length(completions, **_):
+        return [float(j % 2) for j in range(len(completions))]
+
+    base = _trainer_class()
+    by_correctness = run(dynamic_sampling_trainer(base, max_rounds=0, spread_reward="reward"), ["zero"] * 4,
+                         tmp_path / "named", steps=1, extra=[length])[2][0]
+    by_sum = run(dynamic_sampling_trainer(base, max_rounds=0), ["zero"] * 4, tmp_path / "sum", steps=1, extra=[length])[2][0]
+    assert (by_correctness["dynamic_sampling/kept_groups"], by_correctness["dynamic_sampling/filled_groups"]) == (0.0, 2.0)
+    assert (by_sum["dynamic_sampling/kept_groups"], by_sum["dynamic_sampling/filled_groups"]) == (2.0, 0.0)
+    with pytest.raises(ValueError, match="reward 'nope', which is not among the trainer's reward functions"):
+        run(dynamic_sampling_trainer(base, max_rounds=0, spread_reward="nope"), ["zero"] * 4, tmp_path / "bad", steps=1)
 
 
 def test_dynamic_sampling_refills_in_stream_order_and_keeps_no_flat_group(tmp_path):

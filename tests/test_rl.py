@@ -16,6 +16,7 @@ from saerl.rl import (
     grpo_config,
     is_correct,
     judge,
+    reward_functions,
     stream_length,
     train_grpo,
     training_order,
@@ -95,6 +96,26 @@ def test_format_reward_and_reward_weights():
     assert format_reward(["a #### 3", "\\boxed{4}", "no"]) == [1.0, 1.0, 0.0]
     args = grpo_config(TrainConfig(format_reward=0.2), Path("/tmp/x"), 2, 1, 0)
     assert args.reward_weights == [1.0, 0.2]
+    assert grpo_config(TrainConfig(), Path("/tmp/x"), 2, 1, 0).reward_weights == [1.0]
+
+
+def test_reward_functions_in_order_with_dapo_overlong_shaping():
+    """Correctness, the format reward, DAPO's soft overlong punishment (0 up to max_completion_length minus the
+    buffer, then linearly down to -1 at the limit), then extra functions; the weights in the same order, and
+    grpo_config passes the same weights (without extras) and DAPO's overlong filtering when asked."""
+    correct = CorrectnessReward()
+
+    def extra(completions, **_):
+        return [0.0] * len(completions)
+
+    cfg = TrainConfig(format_reward=0.2, max_completion_length=10, overlong_buffer=4)
+    funcs, weights = reward_functions(cfg, correct, [extra])
+    assert funcs[0] is correct and funcs[1] is format_reward and funcs[3] is extra and weights == [1.0, 0.2, 1.0, 1.0]
+    assert funcs[2]([[1] * 6, [1] * 7, [1] * 8, [1] * 10]) == [0.0, -0.25, -0.5, -1.0]
+    assert reward_functions(TrainConfig(), correct) == ([correct], [1.0])
+    args = grpo_config(cfg.model_copy(update={"mask_truncated_completions": True}), Path("/tmp/x"), 2, 1, 0)
+    assert args.reward_weights == [1.0, 0.2, 1.0] and args.mask_truncated_completions
+    assert not grpo_config(cfg, Path("/tmp/x"), 2, 1, 0).mask_truncated_completions
     dapo = grpo_config(TrainConfig(algorithm="dapo"), Path("/tmp/x"), 2, 1, 0)
     assert (dapo.loss_type, dapo.epsilon_high) == ("dapo", 0.28)
     spg = grpo_config(TrainConfig(steps_per_generation=4, num_generations=2), Path("/tmp/x"), 3, 1, 0)
@@ -293,23 +314,27 @@ def test_dapo_trains_on_a_subsequence_of_the_stream(tiny_tb, tmp_path):
 
 
 @pytest.mark.slow
-def test_resumed_dapo_run_keeps_its_prompt_stream(tiny_tb, tmp_path):
+def test_resumed_dapo_run_keeps_its_prompt_stream(tiny_tb, tmp_path, monkeypatch):
     """A DAPO run resumed from a checkpoint continues the dynamic-sampling stream and keeps the prompts drawn
     before it: its trained order is the uninterrupted run's."""
+    from saerl import rl
     from saerl.dapo import STATE_FILE
 
     pool = pl.read_parquet(tiny_tb / "world" / "pool.parquet")
     order = pool["id"].to_list()
-    flat = set(order[::3])  # every third prompt's group has no reward spread: dropped, the next one drawn
+    flat = set(order[::3])  # every third prompt's answers are all wrong: dropped, the next one drawn
+    pool = pool.with_columns(answer=pl.when(pl.col("id").is_in(sorted(flat))).then(pl.lit("flat")).otherwise(pl.lit("spread")))
 
-    def spread(completions, id, **_):  # noqa: A002 - trl passes dataset columns by name
-        return [0.0 if i in flat else float(j % 2) for j, i in enumerate(id)]
+    def judge(texts, golds, timeout_s=5.0):  # the other prompts' groups: one rollout right, one wrong
+        return ["correct" if g == "spread" and j % 2 else "wrong" for j, g in enumerate(golds)]
+
+    monkeypatch.setattr(rl, "judge", judge)
 
     def train(steps, folder):
         cfg = TrainConfig(algorithm="dapo", num_generations=2, max_completion_length=6, max_steps=steps,
                           dynamic_sampling_max_rounds=1, save_every=2, keep_checkpoints=5)
         return train_grpo(tiny_tb / "lm", pool, order, cfg, folder, prompts_per_step=2, seed=0,
-                          extra_rewards=[spread], checkpoint_dir=folder / "ck")
+                          checkpoint_dir=folder / "ck")
 
     fresh = train(4, tmp_path / "f")
     first = train(2, tmp_path / "k")
@@ -551,6 +576,35 @@ def test_activation_checkpointing_changes_memory_not_the_update(tiny_policy_dir,
     assert any(not torch.equal(w_on[k], load_file(policy / "model.safetensors")[k]) for k in w_on), "it trained"
     assert all(torch.equal(w_on[k], w_off[k]) for k in w_on)
     assert not [w for w in recwarn if "gradient_checkpointing" in str(w.message)]
+
+
+def test_overlong_shaping_and_filtering_reach_the_trainer(tiny_policy_dir, tmp_path, one_torch_thread):
+    """With train.overlong_buffer the trainer logs the soft overlong punishment (every rollout cut at the limit
+    scores -1); with train.mask_truncated_completions a step whose rollouts were all cut off leaves the weights as
+    they were (no loss tokens), while the same run without it trains."""
+    import torch
+    from safetensors.torch import load_file
+
+    policy, prompts = tiny_policy_dir
+    start = load_file(policy / "model.safetensors")
+
+    def uneven(completions, **_):  # a reward spread inside each group: the gradient is not zero
+        return [float(len(completion_text(c)) % 3) for c in completions]
+
+    def train(mask: bool) -> tuple[dict, dict[str, torch.Tensor]]:
+        cfg = TrainConfig(num_generations=2, max_completion_length=2, overlong_buffer=1, max_steps=1,
+                          mask_truncated_completions=mask)
+        run = train_grpo(policy, prompts, prompts["id"].to_list(), cfg, tmp_path / f"rl{mask}", prompts_per_step=2,
+                         seed=0, extra_rewards=[uneven])
+        return run, load_file(tmp_path / f"rl{mask}" / "model.safetensors")
+
+    (masked, w_masked), (kept, w_kept) = train(True), train(False)
+    for run in (masked, kept):
+        step = run["log"][0]
+        assert step["completions/clipped_ratio"] == 1.0  # every rollout hit the limit: the premise of the test
+        assert step["rewards/soft_overlong_punishment_reward/mean"] == -1.0
+    assert all(torch.equal(w_masked[k], start[k]) for k in start)
+    assert any(not torch.equal(w_kept[k], start[k]) for k in start)
 
 
 def test_micro_batches_must_divide_a_steps_completions():
