@@ -331,7 +331,9 @@ class TrainConfig(Section):
         "filter_only (filtered, seeded shuffle)")
     seeds: list[Annotated[int, Field(ge=0)]] = Field([0], description="one run per arm per seed")
     max_steps: int = Field(100, gt=0, description="optimizer steps per arm")
-    learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate (constant)")
+    learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate (constant after the warmup)")
+    warmup_steps: int = Field(
+        0, ge=0, description="optimizer steps of linear learning-rate warmup from 0 (DAPO's recipe: 20); 0 = none")
     num_generations: int = Field(8, ge=2, description="rollouts per prompt (group size)")
     steps_per_generation: int = Field(
         1, ge=1, description="optimizer steps per generation batch (trl): rollouts for this many steps' prompts are "

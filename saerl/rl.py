@@ -366,7 +366,8 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
                 device: str = "auto", progress: bool = True, stop_token_ids: list[int] | None = None) -> Any:
     """trl GRPOConfig from our TrainConfig: on `device` (runtime.device: 'auto' = CUDA when there is one; trl
     would otherwise take a GPU whatever the config says), with a progress bar only when `progress`
-    (runtime.progress), fp32 on CPU (bf16 on CUDA when cfg.bf16), constant lr, no shuffling; a step's
+    (runtime.progress), fp32 on CPU (bf16 on CUDA when cfg.bf16), constant lr after cfg.warmup_steps of linear
+    warmup, no shuffling; a step's
     prompts_per_step x num_generations completions in cfg.micro_batches forward/backward passes (gradient
     accumulation: trl's steps_per_generation counts passes, cfg's counts optimizer steps); resumable trainer
     checkpoints (model as safetensors + optimizer, scheduler and RNG states) in `out_dir` every
@@ -385,7 +386,8 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
     micro = micro_batch(prompts_per_step * cfg.num_generations, cfg.micro_batches)
 
     kw: dict[str, Any] = dict(
-        output_dir=str(out_dir), learning_rate=cfg.learning_rate, lr_scheduler_type="constant", warmup_steps=0,
+        output_dir=str(out_dir), learning_rate=cfg.learning_rate,
+        lr_scheduler_type="constant_with_warmup" if cfg.warmup_steps else "constant", warmup_steps=cfg.warmup_steps,
         per_device_train_batch_size=micro, gradient_accumulation_steps=cfg.micro_batches,
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length, temperature=cfg.temperature, top_k=cfg.top_k,

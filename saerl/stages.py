@@ -65,7 +65,8 @@ STAGES: dict[str, Stage] = {
         Stage("curriculum", "2", ("curriculum", "score.quality_threshold"), ("score",), "order.parquet"),
         Stage(
             "train", "11",
-            ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.num_generations",
+            ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.warmup_steps",
+             "train.num_generations",
              "train.steps_per_generation", "train.micro_batches",
              "train.temperature", "train.top_k", "train.max_completion_length", "train.beta", "train.epsilon",
              "train.epsilon_high", "train.loss_type", "train.scale_rewards", "train.format_reward", "train.overlong_buffer",

@@ -607,6 +607,21 @@ def test_overlong_shaping_and_filtering_reach_the_trainer(tiny_policy_dir, tmp_p
     assert any(not torch.equal(w_kept[k], start[k]) for k in start)
 
 
+def test_learning_rate_warms_up_then_stays(tiny_policy_dir, tmp_path, one_torch_thread):
+    """train.warmup_steps: the learning rate rises linearly from 0 over that many optimizer steps (the first step
+    uses 0, as transformers' schedule starts), then stays at train.learning_rate; without warmup it is constant."""
+    policy, prompts = tiny_policy_dir
+
+    def rates(warmup: int) -> list[float]:
+        cfg = TrainConfig(num_generations=2, max_completion_length=4, max_steps=4, warmup_steps=warmup, learning_rate=1e-4)
+        run = train_grpo(policy, prompts, prompts["id"].to_list(), cfg, tmp_path / f"w{warmup}", prompts_per_step=2)
+        return [h["learning_rate"] for h in run["log"]]
+
+    assert rates(2) == pytest.approx([0.0, 5e-5, 1e-4, 1e-4])  # the rate each step used (transformers' schedule)
+    assert rates(0) == pytest.approx([1e-4] * 4)
+    assert grpo_config(TrainConfig(), Path("/tmp/x"), 2, 1, 0).lr_scheduler_type == "constant"
+
+
 def test_micro_batches_must_divide_a_steps_completions():
     """grpo_config splits a step's prompts x num_generations completions into train.micro_batches passes of
     trl's per-device batch, and refuses a split that leaves a remainder, naming the setting."""
