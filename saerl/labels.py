@@ -85,6 +85,21 @@ def pass_rates(model: Any, tok: Any, prompts: pl.DataFrame, rollouts: int, tempe
                          "n_failed": failed, "rollouts": [rollouts] * n}, schema=SCHEMA)
 
 
+def pass_rate_profile(labels: pl.DataFrame) -> tuple[str, bool]:
+    """What a person should know of measured pass rates before trusting a difficulty order built on them: how many
+    prompts the policy never solved and always solved, and the mean; and whether every prompt has the same rate
+    (then there is no difficulty to learn: a policy that cannot do the data, e.g. the testbed LM on real text).
+    in: labels (pass_rate per prompt); out: (text, all equal)."""
+    rates = labels["pass_rate"].drop_nulls().drop_nans()
+    n = rates.len()
+    if n == 0:
+        return "no pass rates measured", True
+    never, always = int((rates == 0).sum()), int((rates == 1).sum())
+    text = (f"pass rates of {n} prompts: {never} never solved, {always} always solved, "
+            f"{n - never - always} in between, mean {float(rates.mean()):.3f}")
+    return text, bool(rates.min() == rates.max())
+
+
 def chunk_seed(seed: int, chunk: int) -> int:
     """The sampling seed of chunk `chunk` of the labelled subset, derived from (score.seed, chunk) alone: a
     chunk's rollouts never depend on which chunks ran before it in the process."""

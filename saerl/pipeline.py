@@ -86,9 +86,11 @@ def no_label_stage(cfg: PipelineConfig) -> str:
 
 
 def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
-    """Stages to run for `cfg` up to and including `until`, each with the upstream stages it reads. The testbed
-    runs when a planned stage reads it, or when it is `until` itself and a stage of the whole pipeline reads it
-    (`--until testbed` builds the world and LM the later stages will read)."""
+    """Stages to run for `cfg` up to and including `until`, each with the upstream stages it reads, in the order
+    they run. The testbed runs when a planned stage reads it, or when it is `until` itself and a stage of the whole
+    pipeline reads it (`--until testbed` builds the world and LM the later stages will read); ingest runs first
+    when it reads a file, not the testbed's world, so a bad data file or column mapping fails in seconds, not
+    after the testbed LM pretrains for minutes."""
     from saerl.labels import needs_measured_labels
 
     stages = [s for s in available_stages() if s != "label" or needs_measured_labels(cfg)]
@@ -103,6 +105,9 @@ def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple
         stages = stages[: stages.index(until) + 1]
     if not any(needs_testbed(cfg, s) for s in (readers if until == "testbed" else stages)):
         stages.remove("testbed")
+    elif "ingest" in stages and not needs_testbed(cfg, "ingest"):  # a user's file: checked before the LM pretrains
+        stages.remove("ingest")
+        stages.insert(0, "ingest")
 
     def reads(stage: str, upstream: str) -> bool:
         return upstream in stages and (upstream != "testbed" or needs_testbed(cfg, stage))
@@ -121,7 +126,7 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[
     if any(s in ("train", "evaluate") for s, _ in stages):  # their keys hash the held-out files
         for name, path in cfg.eval.sets.items():
             if not Path(path).expanduser().exists():
-                raise FileNotFoundError(f"held-out set {path} does not exist (check eval.sets.{name})")
+                raise FileNotFoundError(missing_file(f"held-out set {path}", Path(path), f"eval.sets.{name}"))
     return stages
 
 
@@ -134,8 +139,16 @@ def hash_path(path: Path, field: str = "data.path") -> str:
         return stable_hash({p.relative_to(path).as_posix(): file_sha256(p)
                             for p in sorted(path.rglob("*")) if p.is_file()})
     if not path.exists():
-        raise FileNotFoundError(f"data file {path} does not exist (check {field})")
+        raise FileNotFoundError(missing_file(f"data file {path}", path, field))
     return file_sha256(path)[:16]
+
+
+def missing_file(what: str, path: Path, field: str) -> str:
+    """The error text for a file a config field names that does not exist; a relative path says the folder it was
+    read from (the current one, not the config file's). in: what it is ('data file x.jsonl'), its path, the field;
+    out: the message."""
+    where = "" if path.expanduser().is_absolute() else f", read relative to the current folder {Path.cwd()}"
+    return f"{what} does not exist (check {field}{where})"
 
 
 def folder_stamp(name: str | None) -> str | None:

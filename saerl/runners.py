@@ -143,7 +143,7 @@ def compute_label(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     (score.label_chunk_rows prompts each; a killed run resumes from its finished chunks). Rollouts sample as RL
     does (train.temperature, train.top_k, train.max_completion_length) and are checked with the reward's
     train.verify_timeout_s, on runtime.device."""
-    from saerl.labels import labelled_subset, measure_labels
+    from saerl.labels import labelled_subset, measure_labels, pass_rate_profile
 
     t = cfg.train
     subset = labelled_subset(read_prompts(inputs), cfg.score.label_fraction, cfg.score.seed)
@@ -151,7 +151,14 @@ def compute_label(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
                                      t.max_completion_length, build.path, build.chunks, cfg.model,
                                      progress=cfg.runtime.progress, top_k=t.top_k,
                                      verify_timeout_s=t.verify_timeout_s, device=cfg.runtime.device)
-    build.note(rows={"labels": labels.height}, summary=summary)
+    profile, flat = pass_rate_profile(labels)
+    if flat:
+        log.warning("label: %s; every prompt has the same pass rate, so difficulty_hat orders nothing: measure with "
+                    "the policy you will train (model.name_or_path) or read difficulty from a column "
+                    "(data.difficulty, score.difficulty_source=column)", profile)
+    else:
+        log.info("label: %s", profile)
+    build.note(rows={"labels": labels.height}, summary=summary, profile=profile)
     return {"labelled": float(labels.height), "mean_pass_rate": float(labels["pass_rate"].mean() or 0.0),
             "verifier_failures": float(labels["n_failed"].sum())}
 
@@ -195,6 +202,8 @@ def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     result.report.write_parquet(build.path / "property_report.parquet")
     (build.path / "score_params.json").write_text(json.dumps(result.params, indent=1, default=str))
     log.info("property models vs baselines:\n%s", summarize_report(result.report))
+    for note in result.notes:
+        log.warning("score: %s", note)
     write_score_plots(C, ids, prompts, result.scores, cfg, build.path / PLOTS, clusters=result.clusters,
                       params=result.params, fitted=set(result.labelled))
     build.note(notes=result.notes, rows={"scores": result.scores.height}, unconverged_fits=unconverged)

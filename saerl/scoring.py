@@ -161,6 +161,8 @@ def _model_rows(prop: str, inputs: dict[str, Any], y: np.ndarray, train: np.ndar
     if train.sum() < cfg.cv_folds or test.sum() < 3:
         return []
     yt, yv = y[train], y[test]
+    if prop == "difficulty" and np.ptp(yv) == 0:  # no ranking to recover: a Spearman of 0 would be no measurement
+        return []
     if prop != "difficulty" and (not probe_fittable(yt) or (prop == "quality" and len(np.unique(yv)) < 2)):
         return []
     rows = []
@@ -318,7 +320,10 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     kept = quality_hat >= cfg.quality_threshold
     params["share_kept"] = float(kept.mean())
     if not any(r["metric"] == "spearman_id" for r in report):
-        notes.append("too few labelled prompts to test the difficulty models on held-out rows")
+        held_out = y_diff[evaluable & known_d]
+        notes.append(f"every held-out difficulty label is {held_out[0]:g}: no ranking to test the difficulty models on"
+                     if held_out.size >= 3 and np.ptp(held_out) == 0 else
+                     "too few labelled prompts to test the difficulty models on held-out rows")
     if topics is None:
         notes.append("no topic column: no cluster-vs-topic metrics and no out-of-distribution difficulty test")
     elif not any(r["property"] == "topic_clusters" for r in report):

@@ -51,7 +51,7 @@ STAGES: dict[str, Stage] = {
             ("ingest", "testbed"), "measured pass rates on the labelled subset",
         ),
         Stage(
-            "score", "8",
+            "score", "9",
             ("score.n_clusters", "score.k_range", "score.tfidf", "score.cluster_pool", "score.model_pool",
              "score.difficulty_pool",
              "score.difficulty_source", "score.label_fraction",

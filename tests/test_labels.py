@@ -16,6 +16,7 @@ from saerl.labels import (
     measure_labels,
     measure_pass_rates,
     needs_measured_labels,
+    pass_rate_profile,
     pass_rates,
 )
 from saerl.policy_lm import load_policy, save_tokenizer
@@ -252,3 +253,11 @@ def test_pass_rates_count_verifier_failures_per_prompt(monkeypatch):
     labels = pass_rates(None, None, PROMPTS, 2, 1.0, 4, 2, 0)
     assert labels["n_failed"].to_list() == [1, 2, 0] and labels["n_correct"].to_list() == [1, 0, 0]
     assert labels["pass_rate"].to_list() == [0.5, 0.0, 0.0]
+
+
+def test_pass_rate_profile_counts_never_and_always_solved_and_flags_a_flat_set():
+    rates = pl.DataFrame({"pass_rate": [0.0, 0.0, 0.125, 1.0, None]})
+    text, flat = pass_rate_profile(rates)
+    assert text == "pass rates of 4 prompts: 2 never solved, 1 always solved, 1 in between, mean 0.281" and not flat
+    assert pass_rate_profile(pl.DataFrame({"pass_rate": [0.0, 0.0]}))[1]
+    assert pass_rate_profile(pl.DataFrame({"pass_rate": []}, schema={"pass_rate": pl.Float64})) == ("no pass rates measured", True)

@@ -108,8 +108,28 @@ def test_ingest_key_follows_file_content(tmp_path):
     k1 = input_keys(cfg, "ingest", {})["file"]
     f.write_text('{"question": "1+2?", "answer": "3"}\n')
     assert input_keys(cfg, "ingest", {})["file"] != k1
-    with pytest.raises(FileNotFoundError, match="data.path"):
+    with pytest.raises(FileNotFoundError, match="data.path") as err:
         hash_path(tmp_path / "missing.jsonl")
+    assert "relative" not in str(err.value)
+
+
+def test_a_missing_relative_path_names_the_folder_it_was_read_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"check data.path, read relative to the current folder {tmp_path}"):
+        hash_path(Path("../data/missing.jsonl"))
+    cfg = load_config(CONFIGS / "smoke.yaml", ["eval.sets={gsm: held/out.jsonl}"])
+    with pytest.raises(FileNotFoundError, match=f"check eval.sets.gsm, read relative to the current folder {tmp_path}"):
+        check_runnable(cfg)
+
+
+def test_a_users_file_is_ingested_before_the_testbed_lm_pretrains():
+    """With a data file and the testbed LM as the policy, ingest (which does not read the testbed) runs first, so a
+    bad file or column mapping fails in seconds; with the testbed's world as data, ingest reads it and runs after."""
+    real = load_config(CONFIGS / "real-gsm8k.yaml")
+    order = [s for s, _ in plan(real, "curriculum")]
+    assert order[:2] == ["ingest", "testbed"] and dict(plan(real, "curriculum"))["ingest"] == ()
+    assert [s for s, _ in plan(real, "ingest")] == ["ingest"]
+    assert [s for s, _ in plan(load_config(CONFIGS / "smoke.yaml"))][:2] == ["testbed", "ingest"]
 
 
 def test_weights_rewritten_in_a_local_folder_rerun_the_stages_that_load_them(tmp_path):

@@ -212,6 +212,16 @@ def test_ood_mean_leaves_out_a_fold_whose_held_out_difficulty_is_constant(data):
     assert ood["n_test"].to_list() == [int((prompts["topic"] != "t3").sum())] and ood["value"][0] > 0.7
 
 
+def test_constant_held_out_difficulty_reports_no_spearman_and_says_why(data):
+    """Pass rates all 0 on the held-out rows (a policy that cannot do the data) leave nothing to rank: no
+    spearman_id row (a 0.000 would read as a measurement) and a note that says so, not "too few prompts"."""
+    X, prompts, _ = data
+    flat = prompts.with_columns(difficulty=pl.lit(1.0))
+    r = score_prompts(X, flat, ScoreConfig(**FAST, baselines=False, n_clusters=4))
+    assert "spearman_id" not in set(r.report["metric"]) and "spearman_ood" not in set(r.report["metric"])
+    assert any("every held-out difficulty label is 1: no ranking" in n for n in r.notes), r.notes
+
+
 def test_resolve_difficulty_sources_and_errors(data):
     _, prompts, _ = data
     y, src = resolve_difficulty(prompts, None, "auto")
