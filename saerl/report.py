@@ -1,7 +1,7 @@
 """Reports of a finished run, read from its artifacts on disk only (the paths are in the run record).
 
-- :func:`load_report`: a run's comparison, steps-to-target, data-engineering numbers, clusters, property
-  models and plots, as a :class:`RunReport`;
+- :func:`load_report`: a run's comparison, RL gain over the starting policy, steps-to-target, data-engineering
+  numbers, clusters, property models and plots, as a :class:`RunReport`;
 - :func:`format_text`: the report as plain-text tables for the terminal;
 - :func:`render_html` / :func:`write_html`: one self-contained HTML file (tables as HTML, plots embedded as
   base64 PNG), to share a result without MLflow;
@@ -43,6 +43,7 @@ log = logging.getLogger("saerl.report")
 REPORTS_DIR = "reports"  # default folder of HTML reports under the artifact root
 PERCENT = 100  # accuracies are stored as fractions, shown in percent
 NO_VALUE = "-"
+GAINS_TITLE = "RL gain over the starting policy (arm 'base': the policy before RL, scored on the same problems)"
 CSS = ("body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}"
        "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}th{background:#eee}"
        "img{max-width:100%;border:1px solid #ddd}figure{margin:1.5em 0}pre{background:#f6f6f6;padding:1em}")
@@ -54,6 +55,7 @@ class RunReport:
 
     record: RunRecord
     comparison: pl.DataFrame | None = None  # evaluate: comparison.parquet
+    gains: pl.DataFrame | None = None  # evaluate: gains.parquet (each arm vs the starting policy, eval.base_policy)
     steps: pl.DataFrame | None = None  # evaluate: steps_to_target.parquet
     clusters: pl.DataFrame | None = None  # score: clusters.parquet
     properties: pl.DataFrame | None = None  # score: property_report.parquet
@@ -105,6 +107,7 @@ def load_report(root: Path, run_id: str = "latest") -> RunReport:
         if pngs:
             report.plots[rec.stage] = pngs
     report.comparison = _read(record, "evaluate", "comparison.parquet")
+    report.gains = _read(record, "evaluate", "gains.parquet")
     report.steps = _read(record, "evaluate", "steps_to_target.parquet")
     report.clusters = _read(record, "score", "clusters.parquet")
     report.properties = _read(record, "score", "property_report.parquet")
@@ -179,6 +182,13 @@ def arm_table(comparison: pl.DataFrame, steps: pl.DataFrame | None) -> pl.DataFr
     return pl.DataFrame(rows)
 
 
+def gains_table(gains: pl.DataFrame) -> pl.DataFrame:
+    """Display table of each arm's RL gain over the starting policy (arm 'base'): :func:`arm_table`'s columns (the
+    same as the Arms table, read against 'base'), without steps to target, which the starting policy has none of.
+    in: gains.parquet (compare_arms rows with a metric column); out: all-string frame."""
+    return arm_table(gains, None).drop("steps to target")
+
+
 def property_table(properties: pl.DataFrame) -> pl.DataFrame:
     """Property models vs baselines: one row per (property, metric), one column per feature set, values
     rounded to 3 digits. in: property_report.parquet (property, metric, features, value); out: wide frame."""
@@ -228,6 +238,8 @@ def sections(report: RunReport) -> list[tuple[str, pl.DataFrame | str]]:
                     "its end (run the same config again: the stages it finished are reused)"))
     else:
         out.append(("Arms", "no evaluate stage in this run: nothing to compare"))
+    if report.gains is not None and report.gains.height:
+        out.append((GAINS_TITLE, gains_table(report.gains)))
     if report.data:
         out.append(("Data engineering", data_rows(report.data)))
     if report.properties is not None and report.properties.height:
@@ -362,10 +374,11 @@ def tracked_status(record: RunRecord) -> str:
 
 
 def relog(root: Path, record: RunRecord, uri: str | None = None) -> str:
-    """Log a finished run into MLflow from its artifacts: the parent run (flat config as params, git and
-    library-version tags, the run record as an artifact, back-dated to the run's start, closed with the status the
-    record stands for: :func:`tracked_status`) and one nested run per stage run with the params, tags, metrics,
-    plots, tables and per-step metrics the flow logs.
+    """Log a finished run into MLflow from its artifacts: the parent run (the record's flat config as params, as
+    stored: the params the live run logged, not fields the code gained since; git and library-version tags, the run
+    record as an artifact, back-dated to the run's start, closed with the status the record stands for:
+    :func:`tracked_status`) and one nested run per stage run with the params, tags, metrics, plots, tables and
+    per-step metrics the flow logs.
     in: artifact root, the run record, tracking URI (None = the run's tracking.uri, else SQLite under root);
     out: the new parent run's id. Raises RuntimeError when the tracking store cannot be reached."""
     from saerl.runs import relocated
@@ -378,7 +391,8 @@ def relog(root: Path, record: RunRecord, uri: str | None = None) -> str:
     versions = run_library_versions(record)
     tags = {"saerl.relogged": "true",
             "saerl.versions_from": "artifact manifests" if versions else "installed at relog time"}
-    tracker = Tracker(cfg, Path(root), record.run_id, tags=tags | library_tags(versions), started=record.started)
+    tracker = Tracker(cfg, Path(root), record.run_id, tags=tags | library_tags(versions), started=record.started,
+                      params=record.config)  # as the run logged it: not fields the code gained since
     for rec in ordered_stages(record):
         stage = stage_of(rec.stage)
         if not (Path(rec.path) / MANIFEST).exists():

@@ -11,7 +11,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -39,8 +39,19 @@ LOGGED_TABLES = {  # small tables a person wants beside the run in MLflow
     "score": ("property_report.parquet", "clusters.parquet", "scores.parquet"),
     "curriculum": ("order.parquet", "vanilla_order.parquet"),
     "train": ("trained_order.parquet", "log.parquet", "curve.parquet"),
-    "evaluate": ("comparison.txt", "comparison.parquet", "summary.parquet", "steps_to_target.parquet"),
+    "evaluate": ("comparison.txt", "comparison.parquet", "gains.parquet", "summary.parquet", "steps_to_target.parquet"),
 }
+BUILD_SECONDS = "build_seconds"  # a stage's own 'seconds' metric (what building its artifact took; a cached run
+# reports the build it reuses), renamed so it never lands beside the stage run's wall time 'seconds' at the same step
+INPUT_TAG = "saerl.input."  # + input name: a stage run's tag holding that input's key or value (StageRecord.inputs)
+VARIANT_INPUTS = ("arm", "seed")  # the inputs naming a training run's variant (saerl.pipeline.train_variants): also
+# logged as params of those names, so MLflow's compare view can group runs by them
+PACKAGE_DIR = Path(__file__).resolve().parent  # the saerl package's folder: its git commit is the code's
+GIT_TIMEOUT_S = 5  # the longest a git call may take before the commit / dirty tags read 'unknown'
+UNKNOWN = "unknown"
+SQLITE_PREFIX = "sqlite:///"  # then the database file's path: relative ('sqlite:///m.db') or absolute ('sqlite:////x/m.db')
+SQLITE_MEMORY = ":memory:"
+ARTIFACTS_DIR = "mlruns"  # the folder of logged files beside a local SQLite store (MLflow's own default name)
 
 
 def metric_key(name: str) -> str:
@@ -57,23 +68,99 @@ def now_ms() -> int:
 
 def tracking_uri(cfg: PipelineConfig, root: Path) -> str:
     """The configured tracking URI, or a SQLite store under the artifact root."""
-    return cfg.tracking.uri or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+    return cfg.tracking.uri or f"{SQLITE_PREFIX}{Path(root).resolve() / 'mlflow.db'}"
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a local SQLite tracking URI, absolute (a relative one is relative to the current
+    folder, where MLflow opens it), or None for any other URI (a server, a file store, an in-memory database).
+    in: 'sqlite:///runs/m.db' or 'sqlite:////x/m.db' (a query string is ignored); out: Path('<cwd>/runs/m.db'),
+    Path('/x/m.db')."""
+    if not uri.startswith(SQLITE_PREFIX):
+        return None
+    path = uri[len(SQLITE_PREFIX):].split("?", 1)[0]
+    return Path(path).expanduser().resolve() if path and path != SQLITE_MEMORY else None
 
 
 def artifact_location(cfg: PipelineConfig, root: Path) -> str | None:
-    """Where a new experiment keeps its logged files: `<root>/mlruns` for the default SQLite store under the
-    artifact root (MLflow would use ./mlruns of whatever folder the first run started in: outside the root,
-    lost when it moves); None (the server's choice) for a configured tracking.uri."""
-    return None if cfg.tracking.uri else (Path(root).resolve() / "mlruns").as_uri()
+    """Where a new experiment keeps its logged files: beside a local SQLite store, in `<db folder>/mlruns` (the
+    default store is `<root>/mlflow.db`, so `<root>/mlruns`; a configured `sqlite:///...` likewise), since MLflow
+    would use ./mlruns of whatever folder the first run started in (a checkout gets littered; the files are lost
+    when the store moves). None (MLflow's choice) for any other tracking.uri: an http(s) or databricks server
+    decides where its artifacts go, and a file store keeps them inside its own folder.
+    in: the config (tracking.uri), the artifact root; out: a file URI, or None."""
+    db = sqlite_file(tracking_uri(cfg, root))
+    return None if db is None else (db.parent / ARTIFACTS_DIR).as_uri()
 
 
-def git_commit() -> str:
-    """The current git commit of the working directory, or 'unknown'."""
+def _git(args: list[str], cwd: Path) -> str | None:
+    """The stripped output of `git <args>` run in `cwd`, or None when git is missing, fails or takes longer than
+    GIT_TIMEOUT_S."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
-        return out.stdout.strip() or "unknown"
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT_S,
+                             check=False)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def source_checkout(package_dir: Path = PACKAGE_DIR) -> Path | None:
+    """The git work tree saerl's code is checked out in: the repository git finds from the package's folder, when
+    its top level is the package's parent (a saerl installed in site-packages inside a user's own repository is
+    not that repository's code). in: the package folder; out: the work tree's root, or None."""
+    top = _git(["rev-parse", "--show-toplevel"], package_dir)
+    return Path(top).resolve() if top and Path(top).resolve() == Path(package_dir).resolve().parent else None
+
+
+def git_commit(package_dir: Path = PACKAGE_DIR) -> str:
+    """The git commit saerl's code is checked out at (whatever the current folder), or 'unknown' when it is not a
+    git checkout (an installed package). in: the package folder; out: the commit hash or 'unknown'."""
+    top = source_checkout(package_dir)
+    return (_git(["rev-parse", "HEAD"], top) if top else None) or UNKNOWN
+
+
+def git_dirty(package_dir: Path = PACKAGE_DIR) -> str:
+    """Whether saerl's checkout has changes the commit does not hold (`git status --porcelain`: modified, staged or
+    untracked files): 'true' / 'false', or 'unknown' when it is not a git checkout or git did not answer in time.
+    in: the package folder; out: that text."""
+    top = source_checkout(package_dir)
+    status = _git(["status", "--porcelain"], top) if top else None
+    return UNKNOWN if status is None else str(bool(status)).lower()
+
+
+def git_tags(package_dir: Path = PACKAGE_DIR) -> dict[str, str]:
+    """The parent run's code tags: {'saerl.git_commit': hash or 'unknown', 'saerl.git_dirty': 'true' / 'false' /
+    'unknown'}, both of saerl's own checkout (see :func:`source_checkout`)."""
+    return {"saerl.git_commit": git_commit(package_dir), "saerl.git_dirty": git_dirty(package_dir)}
+
+
+def param_text(value: Any) -> str:
+    """The text MLflow stores for a param value, the same however the value was built: a mapping with its keys
+    sorted, at every depth (a live run's testbed.defect_kinds keeps the config's insertion order, a run record read
+    back from JSON has them sorted), cut to PARAM_VALUE_LIMIT. in: a config value; out: its text."""
+    return str(_sorted_mappings(value))[:PARAM_VALUE_LIMIT]
+
+
+def _sorted_mappings(value: Any) -> Any:
+    """`value` with every mapping in it (at any depth, lists included) rebuilt as a dict in sorted key order."""
+    if isinstance(value, Mapping):
+        return {k: _sorted_mappings(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [_sorted_mappings(v) for v in value]
+    return value
+
+
+def input_tags(inputs: dict[str, str]) -> dict[str, str]:
+    """A stage run's inputs (StageRecord.inputs: artifact keys, file hashes, a training run's arm and seed) as
+    tags: {'saerl.input.<name>': value}, the name cleaned as a metric name is (:func:`metric_key`: an
+    'evalset:gsm8k+math' input holds a character MLflow refuses)."""
+    return {INPUT_TAG + metric_key(k): str(v)[:PARAM_VALUE_LIMIT] for k, v in inputs.items()}
+
+
+def variant_params(inputs: dict[str, str]) -> dict[str, str]:
+    """The inputs that name a training run's variant (VARIANT_INPUTS: arm, seed), as params of those names;
+    {} for a stage run without them."""
+    return {k: inputs[k] for k in VARIANT_INPUTS if k in inputs}
 
 
 def library_tags(versions: dict[str, str] | None = None) -> dict[str, str]:
@@ -95,11 +182,13 @@ def library_tags(versions: dict[str, str] | None = None) -> dict[str, str]:
 class Tracker:
     """Logs one pipeline run to MLflow through an explicit client (safe across threads).
 
-    `tags` are added to (and override) the parent run's default tags (git commit, library versions);
-    `started` (epoch seconds) back-dates the parent run, for a run re-logged after the fact."""
+    `tags` are added to (and override) the parent run's default tags (git commit and dirty flag, library
+    versions); `started` (epoch seconds) back-dates the parent run, for a run re-logged after the fact; `params`
+    are the parent run's params (None = the flat config `flatten(cfg)`; a re-logged run passes its record's
+    config as stored, so fields added to the code since are not logged as if the run had them)."""
 
     def __init__(self, cfg: PipelineConfig, root: Path, run_name: str, tags: dict[str, str] | None = None,
-                 started: float | None = None) -> None:
+                 started: float | None = None, params: dict[str, Any] | None = None) -> None:
         self.enabled = cfg.tracking.enabled
         self.parent_id: str | None = None
         self.uri = tracking_uri(cfg, root)
@@ -110,7 +199,7 @@ class Tracker:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(cfg.tracking.http_retries))
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(cfg.tracking.http_timeout_s))
-        self._guard(lambda: self._start(cfg, run_name, tags or {}, started))
+        self._guard(lambda: self._start(cfg, run_name, tags or {}, started, flatten(cfg) if params is None else params))
 
     def _guard(self, fn: Callable[[], T]) -> T | None:
         """Run a tracking call; on failure warn once and disable tracking."""
@@ -123,16 +212,17 @@ class Tracker:
             self.enabled = False
             return None
 
-    def _start(self, cfg: PipelineConfig, run_name: str, tags: dict[str, str], started: float | None) -> None:
+    def _start(self, cfg: PipelineConfig, run_name: str, tags: dict[str, str], started: float | None,
+               params: dict[str, Any]) -> None:
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment_id = self._experiment(cfg.tracking.experiment or cfg.name)
-        all_tags = {"saerl.git_commit": git_commit(), **library_tags(), **tags}
+        all_tags = {**git_tags(), **library_tags(), **tags}
         start_ms = int(started * MS_PER_S) if started is not None else None
         run = self.client.create_run(self.experiment_id, start_time=start_ms, run_name=run_name, tags=all_tags)
         self.parent_id = run.info.run_id
-        self._log_params(self.parent_id, flatten(cfg))
+        self._log_params(self.parent_id, params)
 
     def _experiment(self, name: str) -> str:
         """The id of the experiment `name`, created when missing. Runs started side by side (a sweep's children on
@@ -154,13 +244,16 @@ class Tracker:
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:PARAM_VALUE_LIMIT]) for k, v in sorted(params.items())]
+        items = [Param(k, param_text(v)) for k, v in sorted(params.items())]
         for i in range(0, len(items), BATCH_LIMIT):
             self.client.log_batch(run_id, params=items[i : i + BATCH_LIMIT])
 
     def log_stage(self, stage: str, status: str, key: str, reason: str, seconds: float,
-                  params: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
-        """One nested run per stage: its config slice as params, key/status/reason as tags."""
+                  params: dict[str, Any], metrics: dict[str, float] | None = None,
+                  inputs: dict[str, str] | None = None) -> None:
+        """One nested run per stage: its config slice as params, key/status/reason as tags, each of its `inputs`
+        (StageRecord.inputs) as a tag 'saerl.input.<name>', and a training run's arm and seed also as params
+        'arm' / 'seed' (:func:`variant_params`), the one thing that tells two training runs of a config apart."""
 
         def do() -> None:
             from mlflow.entities import Metric, RunTag
@@ -169,12 +262,14 @@ class Tracker:
                 self.experiment_id, run_name=stage, tags={"mlflow.parentRunId": self.parent_id})
             rid = run.info.run_id
             self.stage_runs[stage] = rid
-            self._log_params(rid, params)
+            self._log_params(rid, {**params, **variant_params(inputs or {})})
             tags = [RunTag("saerl.stage", stage), RunTag("saerl.key", key), RunTag("saerl.status", status),
-                    RunTag("saerl.reason", reason[:PARAM_VALUE_LIMIT])]
+                    RunTag("saerl.reason", reason[:PARAM_VALUE_LIMIT])] + [
+                RunTag(k, v) for k, v in sorted(input_tags(inputs or {}).items())]
             now = now_ms()
             ms = [Metric("seconds", float(seconds), now, 0)] + [
-                Metric(metric_key(k), float(v), now, 0) for k, v in (metrics or {}).items()]
+                Metric(metric_key(BUILD_SECONDS if k == "seconds" else k), float(v), now, 0)
+                for k, v in (metrics or {}).items()]
             self.client.log_batch(rid, metrics=ms, tags=tags)
             self.client.log_batch(self.parent_id, tags=[RunTag(f"stage.{stage}", f"{status}:{key}")])
             self.client.set_terminated(rid)
@@ -231,14 +326,15 @@ def step_points(steps_log: pl.DataFrame, curve: pl.DataFrame) -> list[tuple[int,
 
 
 def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[str, float] | None) -> None:
-    """One nested MLflow run for a stage run: its config slice as params, key/status/reason as tags, its
-    summary metrics, its plots and small tables (LOGGED_TABLES); for a training run also trl's per-step
-    metrics and the greedy learning curve, at their steps. in: the tracker, the stage (e.g. 'train'), the
-    stage run's record (name, key, status, reason, config slice, seconds, artifact path) and its metrics."""
+    """One nested MLflow run for a stage run: its config slice as params (a training run's arm and seed too),
+    key/status/reason and its inputs as tags, its summary metrics, its plots and small tables (LOGGED_TABLES); for a
+    training run also trl's per-step metrics and the greedy learning curve, at their steps. in: the tracker, the
+    stage (e.g. 'train'), the stage run's record (name, key, status, reason, config slice, inputs, seconds,
+    artifact path) and its metrics."""
     import polars as pl
 
     folder = Path(rec.path)
-    tracker.log_stage(rec.stage, rec.status, rec.key, rec.reason, rec.seconds, rec.config, metrics)
+    tracker.log_stage(rec.stage, rec.status, rec.key, rec.reason, rec.seconds, rec.config, metrics, rec.inputs)
     for png in sorted(folder.glob("plots/*.png")):
         tracker.log_artifact(png, rec.stage, "plots")
     for table in LOGGED_TABLES.get(stage, ()):

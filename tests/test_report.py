@@ -170,6 +170,10 @@ def test_relog_creates_parent_and_stage_runs_in_a_fresh_store(smoke_run, tmp_pat
         Path(a.path).name for a in client.list_artifacts(score.info.run_id, "plots")}
     train = children["train:saerl:0"].info.run_id
     assert [m.step for m in client.get_metric_history(train, "reward")] == [1, 2, 3]
+    assert children["train:saerl:0"].data.params["arm"] == "saerl" and children["train:vanilla:0"].data.params["seed"] == "0"
+    assert children["train:saerl:0"].data.tags["saerl.input.curriculum"] == record.stages["curriculum"].key
+    assert "gains.parquet" in {a.path for a in client.list_artifacts(children["evaluate"].info.run_id)}
+    assert list((tmp_path / "mlruns").rglob("gains.parquet")), "the logged files sit beside the store"
     assert any(a.path.endswith(".json") for a in client.list_artifacts(parent_id))
 
 
@@ -230,3 +234,66 @@ def test_relog_closes_the_parent_with_the_status_the_record_stands_for(tmp_path,
     uri = f"sqlite:///{tmp_path / 'fresh.db'}"
     parent = relog(tmp_path, record, uri)
     assert MlflowClient(tracking_uri=uri).get_run(parent).info.status == status
+
+
+def _compare_rows(arms: list[str], ref: str) -> pl.DataFrame:
+    """compare_arms-shaped rows of one set and metric: `ref` is the reference, every other arm +10 points."""
+    return pl.DataFrame({
+        "set": ["h"] * len(arms), "arm": arms, "n_seeds": [1] * len(arms), "accuracy": [0.4] * len(arms),
+        "ci_low": [0.3] * len(arms), "ci_high": [0.5] * len(arms), "level": [0.95] * len(arms),
+        "diff_pts": [0.0 if a == ref else 10.0 for a in arms],
+        "diff_ci_low_pts": [None if a == ref else 2.0 for a in arms],
+        "diff_ci_high_pts": [None if a == ref else 18.0 for a in arms],
+        "verdict": ["reference" if a == ref else "better" for a in arms], "metric": ["greedy"] * len(arms)})
+
+
+def test_report_shows_the_rl_gain_over_the_starting_policy(tmp_path):
+    """`saerl run` printed each arm's gain over the starting policy (gains.parquet); `saerl report` never showed it."""
+    from saerl.artifacts import ArtifactStore
+    from saerl.report import GAINS_TITLE, format_text, load_report, render_html
+    from saerl.runs import RunRecord, StageRecord, save_run
+
+    def build(b):
+        _compare_rows(["vanilla", "saerl"], "vanilla").write_parquet(b.path / "comparison.parquet")
+        _compare_rows(["base", "saerl", "vanilla"], "base").write_parquet(b.path / "gains.parquet")
+
+    ref, _ = ArtifactStore(tmp_path).ensure("evaluate", "e" * 20, build)
+    save_run(tmp_path, RunRecord(name="gains", stages={"evaluate": StageRecord(
+        stage="evaluate", key=ref.key, status="computed", reason="computed: first", config={}, inputs={},
+        path=ref.path)}))
+    report = load_report(tmp_path)
+    assert report.gains is not None and report.gains.height == 3
+    text = format_text(report)
+    gains = text.split(f"== {GAINS_TITLE} ==")[1].split("\n\n")[0]
+    assert "diff vs base (pts)" in gains and "steps to target" not in gains
+    saerl = next(line for line in gains.splitlines() if " saerl " in line)
+    assert "+10.0" in saerl and "[+2.0, +18.0]" in saerl and "better" in saerl
+    assert "RL gain over the starting policy" in render_html(report)
+    no_base = load_report(tmp_path)
+    no_base.gains = None  # a run with eval.base_policy off has no gains.parquet: no such section
+    assert GAINS_TITLE not in format_text(no_base)
+
+
+def test_relog_logs_the_params_the_live_run_logged(tmp_path):
+    """A relog rebuilt the config through the current schema and logged mappings in the record's (sorted) key order:
+    testbed.defect_kinds differed from the live run's param, and a field added to the code after the run appeared
+    as a param the run never had. Both paths log the same text, and a relog the stored config as it is."""
+    from mlflow.tracking import MlflowClient
+
+    from saerl.report import relog
+    from saerl.runs import RunRecord, load_run, save_run
+    from saerl.tracking import Tracker, tracking_uri
+
+    cfg = load_config(None, ["name=same"])
+    live = Tracker(cfg, tmp_path, "live")
+    live.finish()
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path))
+    live_params = client.get_run(live.parent_id).data.params
+    save_run(tmp_path, RunRecord(name="same", config=flatten(cfg)))
+    again = relog(tmp_path, load_run(tmp_path, "latest"))  # the record as read back from its JSON file
+    assert client.get_run(again).data.params == live_params
+
+    older = {k: v for k, v in flatten(cfg).items() if k != "train.warmup_steps"}  # a run from before the field
+    save_run(tmp_path, RunRecord(name="same", config=older))
+    old_run = client.get_run(relog(tmp_path, load_run(tmp_path, "latest"))).data.params
+    assert "train.warmup_steps" not in old_run and old_run == {k: live_params[k] for k in older}

@@ -1,7 +1,11 @@
 """saerl.tracking: parent + nested runs with params and tags; a dead server never stops the pipeline."""
 
 import logging
+import shutil
+import subprocess
+from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from saerl.config import flatten, load_config
@@ -135,6 +139,20 @@ def test_metrics_are_timestamped_when_logged(tmp_path):
     assert len(history) == 5 and all(before <= m.timestamp <= after for m in history)
 
 
+def test_a_stage_metric_named_seconds_does_not_land_on_the_stage_runs_wall_time(tmp_path):
+    """A stage's own metrics may hold 'seconds' (what building its artifact took: the sae stage's); a cached run
+    reports the build it reuses. Logged beside the run's wall time at the same step, MLflow showed the larger of
+    the two (30.7 s for a cache hit of 0.0 s): the stage's is logged as 'build_seconds'."""
+    cfg = load_config(None, ["name=secs"])
+    t = Tracker(cfg, tmp_path, "run-s")
+    t.log_stage("sae", "cached", "k", "r", 0.0, {}, {"seconds": 30.7, "l0": 4.0})
+    t.finish()
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path))
+    rid = t.stage_runs["sae"]
+    assert [m.value for m in client.get_metric_history(rid, "seconds")] == [0.0]
+    assert client.get_run(rid).data.metrics["build_seconds"] == 30.7
+
+
 def test_a_metric_name_mlflow_refuses_is_cleaned_not_the_end_of_tracking(tmp_path):
     """A held-out set's name is the user's (eval.sets keys): 'gsm8k+math' in a metric name made MLflow refuse the
     whole batch, and tracking stopped for the rest of the run. The name is cleaned instead."""
@@ -166,3 +184,153 @@ def test_a_run_that_loses_the_race_to_create_the_experiment_uses_the_winners(tmp
     monkeypatch.setattr(MlflowClient, "get_experiment_by_name", stale)
     second = Tracker(cfg, tmp_path, "run-b")
     assert looked and second.enabled and second.experiment_id == first.experiment_id
+
+
+def test_stage_runs_carry_their_inputs_as_tags_and_arm_and_seed_as_params(tmp_path):
+    """Two training runs of one config had identical params: only the run name told the arms and seeds apart, and
+    the inputs (curriculum key, ...) never reached MLflow. Each input is a tag now, arm and seed params too."""
+    import polars as pl
+
+    from saerl.runs import StageRecord
+    from saerl.tracking import log_stage_run
+
+    folder = tmp_path / "art"
+    folder.mkdir()
+    pl.DataFrame({"step": [1]}).write_parquet(folder / "log.parquet")
+    pl.DataFrame({"step": [0], "set": ["h"], "greedy": [0.1]}).write_parquet(folder / "curve.parquet")
+    cfg = load_config(None, ["name=variants"])
+    t = Tracker(cfg, tmp_path, "run-v")
+    config = {"train.learning_rate": 1e-5}
+    for arm, seed, inputs in (("saerl", 0, {"curriculum": "c" * 20, "ingest": "i" * 20}),
+                              ("vanilla", 1, {"ingest": "i" * 20})):
+        log_stage_run(t, "train", StageRecord(
+            stage=f"train:{arm}:{seed}", key=f"k{arm}", status="computed", reason="r", config=config,
+            inputs=inputs | {"arm": arm, "seed": str(seed)}, path=str(folder)), {})
+    log_stage_run(t, "evaluate", StageRecord(
+        stage="evaluate", key="ke", status="computed", reason="r", config={}, path=str(tmp_path / "gone"),
+        inputs={"train:saerl:0": "ks", "evalset:gsm8k+math": "h1"}), {})
+    assert t.enabled, "an input name with a character MLflow refuses must not stop tracking"
+    t.finish()
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path))
+    saerl, vanilla, evaluate = (client.get_run(t.stage_runs[n]).data
+                                for n in ("train:saerl:0", "train:vanilla:1", "evaluate"))
+    assert saerl.params == {"train.learning_rate": "1e-05", "arm": "saerl", "seed": "0"}
+    assert vanilla.params == {"train.learning_rate": "1e-05", "arm": "vanilla", "seed": "1"}
+    assert saerl.tags["saerl.input.curriculum"] == "c" * 20 and saerl.tags["saerl.input.arm"] == "saerl"
+    assert "saerl.input.curriculum" not in vanilla.tags and vanilla.tags["saerl.input.seed"] == "1"
+    assert evaluate.tags["saerl.input.train:saerl:0"] == "ks" and evaluate.tags["saerl.input.evalset:gsm8k_math"] == "h1"
+    assert "arm" not in evaluate.params and evaluate.tags["saerl.key"] == "ke"
+
+
+@pytest.mark.parametrize(("uri", "expected"), [
+    ("sqlite:///{tmp}/db/m.db", "{tmp}/db/mlruns"),
+    ("sqlite:///{tmp}/db/m.db?timeout=20", "{tmp}/db/mlruns"),
+    ("sqlite:///rel/m.db", "{cwd}/rel/mlruns"),
+    ("sqlite:///:memory:", None),
+    ("http://127.0.0.1:5000", None),
+    ("https://mlflow.example.org", None),
+    ("databricks", None),
+    ("{tmp}/filestore", None),  # a file store keeps the files in its own folder (<store>/<experiment id>)
+])
+def test_artifact_location_is_beside_a_local_sqlite_store(tmp_path, monkeypatch, uri, expected):
+    """A configured sqlite:/// URI left the location to MLflow, which put the files in ./mlruns of the current
+    folder (a checkout got littered); they go beside the database, as for the default store."""
+    from saerl.tracking import artifact_location
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, [f"tracking.uri={uri.format(tmp=tmp_path)}"])
+    want = None if expected is None else Path(expected.format(tmp=tmp_path, cwd=tmp_path.resolve())).resolve().as_uri()
+    assert artifact_location(cfg, tmp_path / "root") == want
+    assert artifact_location(load_config(None), tmp_path / "root") == (tmp_path / "root" / "mlruns").resolve().as_uri()
+
+
+def test_a_configured_sqlite_store_keeps_logged_files_beside_it_not_in_the_current_folder(tmp_path, monkeypatch):
+    cwd, db = tmp_path / "checkout", tmp_path / "store" / "m.db"
+    cwd.mkdir()
+    db.parent.mkdir()
+    monkeypatch.chdir(cwd)
+    cfg = load_config(None, ["name=beside", f"tracking.uri=sqlite:///{db}"])
+    t = Tracker(cfg, tmp_path / "root", "run-b")
+    (tmp_path / "table.txt").write_text("x")
+    t.log_artifact(tmp_path / "table.txt")
+    t.finish()
+    assert t.enabled and list((db.parent / "mlruns").rglob("table.txt"))
+    assert not (cwd / "mlruns").exists(), "nothing is written into the folder the run started in"
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=repo, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    """A git work tree holding a package folder `pkg` (as a saerl checkout holds `saerl`), one commit."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "mod.py").write_text("x = 1\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", "pkg")
+    _git(repo, "commit", "-q", "-m", "one")
+    return repo
+
+
+def test_git_tags_read_the_package_checkout_whatever_the_current_folder(checkout, tmp_path, monkeypatch):
+    """git ran in the current folder: 'unknown' outside the checkout, another repository's commit inside a user's
+    own repository. It reads the package's checkout now, and says whether it has uncommitted changes."""
+    from saerl.tracking import git_commit, git_dirty, git_tags
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _git(elsewhere, "init", "-q")
+    _git(elsewhere, "commit", "-q", "--allow-empty", "-m", "other")
+    monkeypatch.chdir(elsewhere)
+    head = _git(checkout, "rev-parse", "HEAD")
+    assert git_tags(checkout / "pkg") == {"saerl.git_commit": head, "saerl.git_dirty": "false"}
+    (checkout / "pkg" / "mod.py").write_text("x = 2\n")
+    assert git_dirty(checkout / "pkg") == "true"
+    # a package folder that is not the top of the repository git finds (installed into a user's repository)
+    (checkout / "site" / "pkg").mkdir(parents=True)
+    assert git_commit(checkout / "site" / "pkg") == "unknown" and git_dirty(checkout / "site" / "pkg") == "unknown"
+    outside = tmp_path / "plain" / "pkg"
+    outside.mkdir(parents=True)
+    assert git_tags(outside) == {"saerl.git_commit": "unknown", "saerl.git_dirty": "unknown"}
+
+
+def test_the_parent_run_tags_saerls_own_commit_from_any_folder(tmp_path, monkeypatch):
+    from saerl.tracking import PACKAGE_DIR
+
+    if shutil.which("git") is None or not (PACKAGE_DIR.parent / ".git").exists():
+        pytest.skip("saerl is not run from a git checkout here")
+    git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR.parent, capture_output=True, text=True,
+                         check=False)
+    if git.returncode:
+        pytest.skip(f"git does not read saerl's checkout here: {git.stderr.strip()}")
+    head = git.stdout.strip()
+    monkeypatch.chdir(tmp_path)  # not a git repository
+    cfg = load_config(None, ["name=commit"])
+    t = Tracker(cfg, tmp_path, "run-c")
+    t.finish()
+    tags = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path)).get_run(t.parent_id).data.tags
+    assert tags["saerl.git_commit"] == head and tags["saerl.git_dirty"] in ("true", "false")
+
+
+def test_a_mapping_param_is_logged_with_sorted_keys(tmp_path):
+    """testbed.defect_kinds was logged in the config's insertion order live and in sorted order by a relog (the run
+    record is JSON with sorted keys): the same config gave two params. Both log the sorted text now."""
+    from saerl.tracking import param_text
+
+    cfg = load_config(None, ["name=mapping", "eval.sets={b: x.jsonl, a: y.jsonl}"])
+    assert list(cfg.testbed.defect_kinds) != sorted(cfg.testbed.defect_kinds), "the default is not in sorted order"
+    t = Tracker(cfg, tmp_path, "run-m")
+    t.log_stage("testbed", "computed", "k", "r", 0.1, {"testbed.defect_kinds": dict(cfg.testbed.defect_kinds)})
+    t.finish()
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path))
+    want = str(dict(sorted(cfg.testbed.defect_kinds.items())))
+    assert client.get_run(t.parent_id).data.params["testbed.defect_kinds"] == want
+    assert client.get_run(t.stage_runs["testbed"]).data.params["testbed.defect_kinds"] == want
+    assert client.get_run(t.parent_id).data.params["eval.sets"] == str({"a": "y.jsonl", "b": "x.jsonl"})
+    assert param_text({"b": [{"d": 1, "c": 2}], "a": None}) == "{'a': None, 'b': [{'c': 2, 'd': 1}]}"
+    assert param_text(0.3) == "0.3" and param_text("x" * 7000) == "x" * 6000
