@@ -71,6 +71,8 @@ _CSV_QUOTED_OR_NEWLINE = re.compile(r'"[^"]*"|\n')
 # A field that starts with a quote (quoted runs and unquoted text up to a comma outside them): its commas do not
 # split. A quote later in a field is a plain character to polars (and Python's csv): 'Add "2,3"' is two fields.
 _CSV_QUOTED_FIELD = re.compile(r'(?:^|(?<=,))"[^"]*"(?:[^",]|"[^"]*")*')
+# Field separators a spreadsheet may save "csv" with: a header holding one of them reads as one column.
+CSV_OTHER_SEPARATORS = {";": "semicolons (';')", "\t": "tabs ('\\t')"}
 TRUE_WORDS = {"1", "true", "yes", "good"}
 FALSE_WORDS = {"0", "false", "no", "bad"}
 NAN_TEXTS = frozenset({"NaN", "Infinity", "-Infinity"})  # json.dumps of non-finite floats
@@ -453,7 +455,8 @@ def detect_format(path: Path) -> str:
     if fmt is None:
         raise IngestError(
             f"cannot tell the format of {path.name} from its suffix; known suffixes "
-            f"{sorted(SUFFIX_FORMATS)}; set data.format=jsonl|parquet|csv|hf"
+            f"{sorted(SUFFIX_FORMATS)}; set --format jsonl|parquet|csv|hf (saerl ingest) or "
+            "data.format=jsonl|parquet|csv|hf (config)"
         )
     return fmt
 
@@ -536,14 +539,23 @@ def is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value in NAN_TEXTS)
 
 
+def is_blank(value: Any) -> bool:
+    """True for text that is empty or whitespace only (a cell that holds no words, though it is not null)."""
+    return isinstance(value, str) and not value.strip()
+
+
 def render_prompt(template_or_field: str, row: dict[str, Any]) -> str:
-    """The prompt text of one row: a template over its fields, or one field; MissingFieldError if absent,
-    null or NaN; IngestError naming the template when a format spec in it does not fit a value ('{n:d}' on text)."""
+    """The prompt text of one row: a template over its fields, or one field; MissingFieldError naming the field
+    if it is absent, null or NaN, or, for a template's field, empty or whitespace only (the template would
+    render without it: '{idx}: {question}' as '1: '; one prompt field left empty is an empty prompt, which
+    _check_row reports as such); IngestError naming the template when a format spec in it does not fit a value
+    ('{n:d}' on text)."""
     names = template_fields(template_or_field)
+    single = names == [template_or_field]
     for name in names:
-        if is_missing(row.get(name)):
+        if is_missing(row.get(name)) or (not single and is_blank(row.get(name))):
             raise MissingFieldError(name)
-    if names == [template_or_field]:
+    if single:
         value = row[template_or_field]
         return value if isinstance(value, str) else str(value)
     try:
@@ -587,6 +599,25 @@ def _label(kind: str, value: Any) -> float | str | None:
     return number
 
 
+def _check_separator(option: str, name: str, columns: list[str]) -> None:
+    """IngestError when a mapped field is missing and the table has a single column whose name holds another
+    separator (';' or a tab): a csv file separated by it, read as one column. Names the separator and how to
+    convert the file to the comma-separated csv saerl reads (there is no option to read another separator).
+    in: the option and field not found, the table's columns; out: None when the header is not such a line."""
+    if len(columns) != 1:
+        return
+    found = [sep for sep in CSV_OTHER_SEPARATORS if sep in columns[0]]
+    if not found:
+        return
+    sep, shown = found[0], CSV_OTHER_SEPARATORS[found[0]]
+    raise IngestError(
+        f"{option} field '{name}' is not in the data. Available columns: {columns}: the header is one column, "
+        f"split by {shown}. saerl reads comma-separated csv (a tab- or semicolon-separated file reads as one "
+        f"column). Convert the file, e.g. python -c \"import csv, sys; csv.writer(sys.stdout).writerows(csv.reader(sys.stdin, "
+        f"delimiter={sep!r}))\" < IN.csv > OUT.csv, or save it as jsonl"
+    )
+
+
 def _check_columns(cfg: DataConfig, columns: list[str]) -> None:
     """IngestError if a mapped field is absent from the whole table: names it, lists columns, suggests one."""
     wanted = [("prompt", f) for f in template_fields(cfg.prompt)] + [("answer", cfg.answer)]
@@ -594,6 +625,7 @@ def _check_columns(cfg: DataConfig, columns: list[str]) -> None:
     for option, name in wanted:
         if name in columns:
             continue
+        _check_separator(option, name, columns)
         close = difflib.get_close_matches(name, columns, n=1, cutoff=0.4)
         hint = f" Closest: '{close[0]}'." if close else ""
         fix = close[0] if close else "FIELD"
@@ -664,11 +696,12 @@ def _check_row(cfg: DataConfig, row: int, rec: dict[str, Any], issues: list[dict
 
 def _keep(cfg: DataConfig, candidates: list[dict], issues: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Candidates whose answer normalises (one batch) and whose prompt and id are first seen; others go to
-    `issues`. Adds `answer` (canonical) and fills content-hash ids."""
+    `issues`, a duplicate naming the kept row it repeats ('same as row 3: ...'). Adds `answer` (canonical) and
+    fills content-hash ids."""
     normalized = normalize_answers([c["answer_raw"] for c in candidates], cfg.verify_timeout_s)
     kept: list[dict[str, Any]] = []
     first_row: dict[str, int] = {}
-    seen_ids: set[str] = set()
+    id_row: dict[str, int] = {}  # each kept id's source row
     for item, norm in zip(candidates, normalized, strict=True):
         key = normalize_prompt(item["prompt"])
         item["id"] = item["id"] or hashlib.sha256(key.encode()).hexdigest()[:ID_HEX_CHARS]
@@ -681,11 +714,12 @@ def _keep(cfg: DataConfig, candidates: list[dict], issues: list[dict[str, Any]])
                     item["row"], "prompt", DUPLICATE_PROMPT, f"same as row {first_row[key]}: {item['prompt']}"
                 )
             )
-        elif item["id"] in seen_ids:
-            issues.append(_issue(item["row"], cfg.id or "id", DUPLICATE_ID, item["id"]))
+        elif item["id"] in id_row:
+            issues.append(_issue(item["row"], cfg.id or "id", DUPLICATE_ID,
+                                 f"same as row {id_row[item['id']]}: {item['id']}"))
         else:
             first_row[key] = item["row"]
-            seen_ids.add(item["id"])
+            id_row[item["id"]] = item["row"]
             kept.append({**item, "answer": norm.text})
     return kept
 
@@ -697,12 +731,13 @@ def ingest(cfg: DataConfig, path: Path, *, labels_optional: bool = False) -> Ing
 
     A row is dropped for (first match wins): invalid JSON (also a line nested too deep or with an integer over
     Python's digit limit, or a JSON array element that is not an object), too many fields (a csv row with more
-    fields than the header: an unquoted comma), missing field (prompt/answer/id null, NaN or absent; an id also when
-    empty), empty prompt (also whitespace-only), over-long prompt (> cfg.max_prompt_chars), unparseable answer,
-    answer timeout (normalising took over cfg.verify_timeout_s), duplicate prompt (same text after whitespace
-    normalisation; the first kept occurrence stays) or duplicate id. A bad label (NaN/inf/non-numeric difficulty or quality,
-    quality outside [0, 1]) does NOT drop the row: the label becomes null and an 'invalid label' line names the
-    field. Undecodable bytes (and lone UTF-16 surrogate escapes in JSON) are replaced by U+FFFD and flagged
+    fields than the header: an unquoted comma), missing field (prompt/answer/id null, NaN or absent; an id, and
+    a field a prompt template uses, also when empty or whitespace only), empty prompt (also whitespace-only),
+    over-long prompt (> cfg.max_prompt_chars), unparseable answer, answer timeout (normalising took over
+    cfg.verify_timeout_s), duplicate prompt (same text after whitespace normalisation; the first kept occurrence
+    stays) or duplicate id (both name the row they repeat; a mapped id that repeats adds a hint to the summary, see
+    ingest_hints). A bad label (NaN/inf/non-numeric difficulty or quality, quality outside [0, 1]) does NOT drop
+    the row: the label becomes null and an 'invalid label' line names the field. Undecodable bytes (and lone UTF-16 surrogate escapes in JSON) are replaced by U+FFFD and flagged
     'invalid UTF-8' (row kept). Raises IngestError when the file cannot be read (with the first bad line of a
     csv), is empty, is UTF-16/32 encoded, has no rows, or lacks a mapped column (naming the columns it has).
     """
@@ -742,19 +777,31 @@ def ingest(cfg: DataConfig, path: Path, *, labels_optional: bool = False) -> Ing
         "reasons": {r: c for r, c in counts.most_common() if r not in FLAG_ONLY},
         "flags": {r: c for r, c in counts.most_common() if r in FLAG_ONLY},
         "seconds": round(time.perf_counter() - start, 3),
+        "hints": ingest_hints(cfg, counts),
     }
     return IngestResult(kept_df, rejected_df, summary)
 
 
+def ingest_hints(cfg: DataConfig, counts: Counter[str]) -> list[str]:
+    """What to change when the rejections point at the mapping rather than at bad rows. in: the mapping and the
+    count of each reason; out: one sentence per hint (today: ids that repeat, a mapped --id that is not unique)."""
+    n_dup = counts.get(DUPLICATE_ID, 0)
+    if not (n_dup and cfg.id):
+        return []
+    return [f"{n_dup} rows share an id with an earlier row: the id field '{cfg.id}' is not unique. Leave --id out "
+            "(saerl ingest) or data.id unset (config) to use content-hash ids, or make the ids unique"]
+
+
 def summarize(result: IngestResult) -> str:
-    """One line: 'kept 7473 of 7480 rows; rejected 7: unparseable answer 4, duplicate prompt 3' (+ flags)."""
+    """One line: 'kept 7473 of 7480 rows; rejected 7: unparseable answer 4, duplicate prompt 3' (+ flags), then
+    one 'hint: ...' line per hint of the summary (see ingest_hints)."""
     s = result.summary
     line = f"kept {s['kept']} of {s['rows']} rows; rejected {s['dropped']}"
     if s["reasons"]:
         line += ": " + ", ".join(f"{r} {c}" for r, c in s["reasons"].items())
     if s["flags"]:
         line += "; flagged (row kept): " + ", ".join(f"{r} {c}" for r, c in s["flags"].items())
-    return line
+    return "\n".join([line, *(f"hint: {h}" for h in s.get("hints", []))])
 
 
 def write_ingest(result: IngestResult, out_dir: Path) -> dict[str, int]:

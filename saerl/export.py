@@ -7,11 +7,23 @@ prompt, answer, batch, epoch, cluster, difficulty_hat. Each format writes that f
 a small sampler module (no saerl import, so it runs where saerl is not installed) and a README.md saying
 how to plug them in. A prompt repeated over epochs appears once per visit. The arms RL reads in whole batches
 (saerl, order_only: :func:`saerl.curriculum.whole_batches`) are exported as trained, without an epoch's short
-last batch, so that every block of batch_size rows is one curriculum batch (one step) in the other trainer too.
+last batch, so that every block of batch_size rows is one curriculum batch (one step) in the other trainer too;
+the README and a warning say how many rows of the order that leaves out. The shuffled arms (vanilla, filter_only)
+are exported whole; their README says how saerl's RL reads them (one stream, a step may span two epochs) and
+which last rows do not fill a batch.
+
+The output folder must be new, empty, or an earlier saerl export (its README.md starts with EXPORT_MARK and it
+holds only files an export writes): any other folder is refused, so an export never writes over a user's files.
+Over an earlier export, the files it wrote that this export does not write (another format's train.parquet and
+saerl_sampler.py, or hf's dataset files and shards) are removed once the new files are in place, and a warning
+names them.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +45,14 @@ TABLE = "train.parquet"
 SAMPLER = "saerl_sampler.py"
 SAMPLER_CLASS = "SaerlOrderSampler"
 README = "README.md"
+EXPORT_MARK = "# saerl export"  # the first line of every README.md an export writes
+HF_FILES = ("dataset_info.json", "state.json")  # what datasets' save_to_disk writes beside its shards
+_HF_SHARD = re.compile(r"data-\d{5}-of-\d{5}\.arrow")
+_TEMP_NAME = re.compile(r"\.(.+)\.tmp-\d+")  # saerl.artifacts.write_file_atomic's temp name, left by a killed export
+SHOWN_ENTRIES = 5  # a refused folder's entries named in the error
+SHUFFLED_ARMS = {"vanilla": "every ingested prompt (no filter)", "filter_only": "the prompts the curriculum's filter kept"}
+
+log = logging.getLogger("saerl.export")
 
 VERL_SAMPLER = '''"""Exported by saerl: a verl sampler that reads the train file in its stored (curriculum) order.
 
@@ -168,11 +188,47 @@ def trl_table(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select("position", "id", user_messages("prompt").alias("prompt"), "answer")
 
 
+def coverage_note(info: dict[str, Any]) -> str:
+    """What of the arm's order the file leaves out, and which last rows a trainer reading whole batches will not
+    train on, in a sentence each; '' when every row of the order is in the file and fills a batch.
+    in: an export's info (export_run); out: text."""
+    b, parts = info["batch_size"], []
+    if info["arm"] in WHOLE_BATCH_ARMS and info["left_out"]:
+        absent = (f"; {info['prompts_absent']} of its prompts appear nowhere in the file" if info["prompts_absent"]
+                  else "")
+        n = info["short_batches"]
+        parts.append(f"{info['left_out']} of the {info['order_rows']} rows of the {info['arm']} order are not in this "
+                     f"file: the short last batch of each epoch ({n} batch{'es' if n != 1 else ''} of fewer than {b} "
+                     f"prompts), which saerl's own RL does not train on: it trains on whole batches only{absent}.")
+    tail = info["rows"] % b
+    if tail:
+        saerl_rl = (", nor does saerl's own RL unless its run outlasts one pass of the order (it then reads on into "
+                    "the order's start)" if info["arm"] not in WHOLE_BATCH_ARMS else "")
+        parts.append(f"The last {tail} rows do not fill a batch of {b}: trainers that read whole batches (the sampler "
+                     "written here, trl's, verl's dataloader, which drops the last incomplete batch) do not train on "
+                     f"them{saerl_rl}.")
+    return " ".join(parts)
+
+
+def readme_head(info: dict[str, Any]) -> str:
+    """The README.md head of an export: run, arm, rows, how the rows make batches for this arm, and what the file
+    leaves out (coverage_note). in: an export's info (export_run); out: markdown ending in a blank line."""
+    b = info["batch_size"]
+    head = f"{EXPORT_MARK}: run {info['run']}, arm {info['arm']}, {info['rows']} rows in training order\n\n"
+    if info["arm"] in WHOLE_BATCH_ARMS:
+        body = f"Each block of {b} rows is one saerl batch (one RL step); keep the order: do not shuffle."
+    else:
+        body = (f"The {info['arm']} arm's shuffle (training seed 0) of {SHUFFLED_ARMS[info['arm']]}, a fresh order "
+                f"each epoch, every row. saerl's RL reads the rows as one stream, {b} rows per RL step, so a "
+                "step can span two epochs and need not match the `batch` column, which numbers batches within an "
+                "epoch (an epoch's last can be short); keep the order: do not shuffle.")
+    note = coverage_note(info)
+    return head + body + (f"\n\n{note}" if note else "") + "\n\n"
+
+
 def readme(fmt: str, out: Path, info: dict[str, Any]) -> str:
     """The README.md text for one export: what is in the folder and how to point the trainer at it."""
-    head = (f"# saerl export: run {info['run']}, arm {info['arm']}, {info['rows']} rows in training order\n\n"
-            f"Each block of {info['batch_size']} rows is one saerl batch (one RL step); keep the order: "
-            "do not shuffle.\n\n")
+    head = readme_head(info)
     if fmt == "hf":
         return head + (f"```python\nfrom datasets import load_from_disk\nds = load_from_disk({str(out)!r})  "
                        "# columns: " + ", ".join(COLUMNS) + "\n```\n")
@@ -205,24 +261,78 @@ def readme(fmt: str, out: Path, info: dict[str, Any]) -> str:
         "The `answer` column reaches reward functions as a keyword argument.\n")
 
 
+def is_export_file(name: str) -> bool:
+    """True for the name of a file some saerl export writes (any format: TABLE, SAMPLER, README, hf's files and
+    shards), or the temp name of one that a killed export left. in: a file name; out: bool."""
+    temp = _TEMP_NAME.fullmatch(name)
+    name = temp.group(1) if temp else name
+    return name in (TABLE, SAMPLER, README, *HF_FILES) or _HF_SHARD.fullmatch(name) is not None
+
+
+def earlier_export(out: Path) -> list[Path]:
+    """The files of an earlier saerl export in folder `out` ([] when it is missing or empty). ValueError naming
+    what is there when `out` holds anything else: a file no export writes, a subfolder, or export-named files
+    without an export's README.md (train.parquet may well be the user's own). in: a folder; out: its files."""
+    if not out.is_dir():
+        return []
+    entries = sorted(out.iterdir())
+    if not entries:
+        return []
+    readme_path = out / README
+    with_mark = False
+    if readme_path.is_file():
+        with readme_path.open(encoding="utf-8", errors="replace") as fh:
+            with_mark = fh.readline().startswith(EXPORT_MARK)
+    others = [e.name for e in entries if not (e.is_file() and is_export_file(e.name))]
+    if with_mark and not others:
+        return entries
+    shown = others or [e.name for e in entries]
+    listed = ", ".join(shown[:SHOWN_ENTRIES]) + (f" and {len(shown) - SHOWN_ENTRIES} more" if len(shown) > SHOWN_ENTRIES
+                                                   else "")
+    why = (f"it holds files no saerl export writes ({listed})" if others
+           else f"it holds {listed} but no README.md of a saerl export")
+    raise ValueError(f"export folder {out} is not empty and not an earlier saerl export: {why}. Export into a new or "
+                     "empty folder (an earlier saerl export's folder is reused: its files are replaced)")
+
+
+def _new_files(fmt: str, out: Path) -> set[str]:
+    """Names of the files an export of `fmt` wrote into `out`: for hf, README, HF_FILES and the shards its
+    state.json lists; else TABLE, SAMPLER, README."""
+    if fmt != "hf":
+        return {TABLE, SAMPLER, README}
+    state = json.loads((out / "state.json").read_text(encoding="utf-8"))
+    return {README, *HF_FILES, *(f["filename"] for f in state.get("_data_files", []))}
+
+
 def write_export(frame: pl.DataFrame, fmt: str, out: Path, info: dict[str, Any]) -> list[Path]:
     """Write an ordered frame in one format into `out` (created); returns the files written (for hf, the
     dataset folder itself and its README). The verl/trl files and the README are each written under a temp name
-    and renamed into place: a killed export never leaves half a file (nor half of one over an earlier export)."""
+    and renamed into place: a killed export never leaves half a file (nor half of one over an earlier export).
+    `out` must be new, empty or an earlier saerl export (ValueError otherwise, before anything is written, see
+    earlier_export); the earlier export's files this one does not write are removed once it is written, with a
+    warning naming them."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format '{fmt}'; formats: {', '.join(FORMATS)}")
+    earlier = earlier_export(out)
     out.mkdir(parents=True, exist_ok=True)
     if fmt == "hf":
         from datasets import Dataset
 
         Dataset.from_polars(frame).save_to_disk(str(out))
         written = [out]
-    elif fmt in ("verl", "trl"):
+    else:
         table = verl_table(frame, info["data_source"]) if fmt == "verl" else trl_table(frame)
         write_file_atomic(out / TABLE, table.write_parquet)
         _write_text_atomic(out / SAMPLER, VERL_SAMPLER if fmt == "verl" else TRL_SAMPLER)
         written = [out / TABLE, out / SAMPLER]
-    else:
-        raise ValueError(f"unknown export format '{fmt}'; formats: {', '.join(FORMATS)}")
     _write_text_atomic(out / README, readme(fmt, out.resolve(), info))
+    keep = _new_files(fmt, out)
+    stale = [f for f in earlier if f.name not in keep]
+    for f in stale:
+        f.unlink(missing_ok=True)
+    if stale:
+        log.warning("removed %d files of an earlier saerl export in %s that this %s export does not write: %s",
+                    len(stale), out, fmt, ", ".join(f.name for f in stale))
     return [*written, out / README]
 
 
@@ -231,16 +341,36 @@ def _write_text_atomic(path: Path, text: str) -> None:
     write_file_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def order_coverage(curriculum: Path, arm: str, frame: pl.DataFrame, batch_size: int) -> dict[str, int]:
+    """How the exported `frame` covers the arm's order file: order_rows (rows of the order: prompt visits over
+    all epochs), left_out (order rows not in the frame), short_batches (the order's batches shorter than
+    batch_size, when rows are left out), prompts_absent (prompts of the order that appear nowhere in the frame).
+    in: curriculum folder, arm, exported frame, B; out: those counts."""
+    order = pl.read_parquet(curriculum / ARM_FILES[arm], columns=["id", "batch"])
+    left_out = order.height - frame.height
+    short = order.group_by("batch").len().filter(pl.col("len") != batch_size).height if left_out else 0
+    absent = order["id"].cast(pl.String).unique().is_in(frame["id"].cast(pl.String).implode()).not_().sum()
+    return {"order_rows": order.height, "left_out": left_out, "short_batches": short, "prompts_absent": int(absent)}
+
+
 def export_run(root: Path, run_id: str, fmt: str, out: Path, arm: str = "saerl",
                data_source: str = DATA_SOURCE) -> list[Path]:
-    """`saerl export`: one run's `arm` order with its prompts, in format `fmt`, into `out`. in: artifact
-    root, run id (unique prefix or 'latest'), format, output folder, arm, verl data_source; out: files."""
+    """`saerl export`: one run's `arm` order with its prompts, in format `fmt`, into `out` (new, empty or an
+    earlier export: see write_export). in: artifact root, run id (unique prefix or 'latest'), format, output
+    folder, arm, verl data_source; out: files. Warns (logging, which the CLI prints) when rows of the order are
+    not in the file or do not fill a last batch (coverage_note)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format '{fmt}'; formats: {', '.join(FORMATS)}")
     record = load_run(root, run_id)
     batch_size = int(record.config.get("curriculum.batch_size", CurriculumConfig().batch_size))
-    frame = ordered_prompts(stage_dir(root, record, "curriculum"), stage_dir(root, record, "ingest"), arm, batch_size)
+    curriculum = stage_dir(root, record, "curriculum")
+    frame = ordered_prompts(curriculum, stage_dir(root, record, "ingest"), arm, batch_size)
     info = {"run": record.run_id, "arm": arm, "rows": frame.height, "data_source": data_source,
             "batch_size": batch_size,
-            "num_generations": record.config.get("train.num_generations", TrainConfig().num_generations)}
-    return write_export(frame, fmt, Path(out), info)
+            "num_generations": record.config.get("train.num_generations", TrainConfig().num_generations),
+            **order_coverage(curriculum, arm, frame, batch_size)}
+    files = write_export(frame, fmt, Path(out), info)
+    note = coverage_note(info)
+    if note:
+        log.warning("export of run %s, arm %s: %s", record.run_id, arm, note)
+    return files

@@ -72,6 +72,18 @@ CASES: dict[str, Case] = {
                                issues=((1, "answer", D.UNPARSEABLE_ANSWER),)),
     "duplicate prompt": Case(jsonl({"question": "  Tom has 3 apples and buys 4 more.  How many apples?",
                                     "answer": "7"}), issues=((1, "prompt", D.DUPLICATE_PROMPT),)),
+    "empty field of a prompt template": Case(jsonl({"question": "", "answer": "1"}),
+                                              mapping={"prompt": "Q: {question}"},
+                                              issues=((1, "question", D.MISSING_FIELD),)),
+    "whitespace-only field of a prompt template": Case(
+        jsonl({"question": " \t", "answer": "1", "difficulty": 2}, {"question": "2+2?", "answer": "4", "difficulty": ""}),
+        mapping={"prompt": "Level {difficulty}: {question}"}, kept=(0, 3),
+        issues=((1, "question", D.MISSING_FIELD), (2, "difficulty", D.MISSING_FIELD))),
+    "semicolon-separated csv": Case(b"question;answer\nWhat is 1+1?;2\n", ".csv", {},
+                                    error=r"Available columns: \['question;answer'\]: the header is one column, "
+                                          r"split by semicolons.*saerl reads comma-separated csv.*delimiter=';'"),
+    "tab-separated csv": Case(b"question\tanswer\nWhat is 1+1?\t2\n", ".csv", {},
+                              error=r"split by tabs.*saerl reads comma-separated csv.*delimiter='\\t'"),
     "duplicate id": Case(
         b'{"k": 1, "question": "A?", "answer": "1"}\n{"k": 1, "question": "B?", "answer": "2"}\n'
         b'{"k": 2, "question": "C?", "answer": "3"}\n', mapping={"id": "k"},

@@ -30,17 +30,15 @@ def _publish(store: ArtifactStore, stage: str, key: str, tables: dict[str, pl.Da
     return store.ensure(stage, key, write)[0].path
 
 
-@pytest.fixture
-def run(tmp_path: Path) -> tuple[Path, RunRecord]:
+def _make_run(root: Path, epochs: int = EPOCHS) -> tuple[Path, RunRecord]:
     """An artifact root with an ingest and a curriculum artifact (every arm's order file stored shuffled, so
-    the export must sort by position) and a run record naming both."""
-    root = tmp_path / "root"
+    the export must sort by position; `epochs` epochs of N_PROMPTS) and a run record naming both."""
     store = ArtifactStore(root)
     ids = [f"p{i:02d}" for i in range(N_PROMPTS)]
     prompts = pl.DataFrame({"id": ids, "prompt": [f"What is {i}+1?" for i in range(N_PROMPTS)],
                             "answer": [str(i + 1) for i in range(N_PROMPTS)], "answer_raw": ids,
                             "row": list(range(N_PROMPTS))})
-    orders = {f: vanilla_order(ids, EPOCHS, seed, BATCH).sample(fraction=1.0, shuffle=True, seed=seed)
+    orders = {f: vanilla_order(ids, epochs, seed, BATCH).sample(fraction=1.0, shuffle=True, seed=seed)
               for seed, f in enumerate(ARM_FILES.values())}
     record = RunRecord(name="t", config={"curriculum.batch_size": BATCH, "train.num_generations": GENERATIONS})
     for stage, key, tables in (("ingest", "ki", {PROMPTS: prompts}), ("curriculum", "kc", orders)):
@@ -48,6 +46,12 @@ def run(tmp_path: Path) -> tuple[Path, RunRecord]:
         record.stages[stage] = StageRecord(stage, key, "computed", "", {}, {}, path=path)
     save_run(root, record)
     return root, record
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> tuple[Path, RunRecord]:
+    """_make_run with EPOCHS epochs under tmp_path/root."""
+    return _make_run(tmp_path / "root")
 
 
 def _expected(root: Path, arm: str) -> list[str]:
@@ -211,3 +215,98 @@ def test_an_export_killed_half_way_keeps_the_last_whole_table(run, tmp_path, mon
         export_run(root, record.run_id, "verl", out)
     monkeypatch.undo()
     assert pl.read_parquet(out / TABLE).equals(whole)
+
+
+# ------------------------------------------------------------------------------------ what the README says
+
+
+def test_a_whole_batch_export_says_how_many_rows_of_the_order_it_leaves_out_and_why(run, tmp_path, caplog):
+    """The files and README said '16 rows in training order' and nothing of the short last batches RL leaves out
+    (288 of 300 on a real run): the README and a warning now give the count and the reason."""
+    root, _ = run
+    order = pl.read_parquet(root / "curriculum" / "kc" / ARM_FILES["saerl"])
+    rows = (N_PROMPTS // BATCH) * BATCH * EPOCHS
+    left, absent = order.height - rows, N_PROMPTS - len(set(_expected(root, "saerl")))
+    with caplog.at_level("WARNING", logger="saerl.export"):
+        export_run(root, "latest", "hf", tmp_path / "hf")
+    note = (f"{left} of the {order.height} rows of the saerl order are not in this file: the short last batch of "
+            f"each epoch ({EPOCHS} batches of fewer than {BATCH} prompts), which saerl's own RL does not train on")
+    text = (tmp_path / "hf" / README).read_text()
+    assert f"arm saerl, {rows} rows in training order" in text and note in text
+    assert f"Each block of {BATCH} rows is one saerl batch" in text
+    assert (f"{absent} of its prompts appear nowhere in the file" in text) == (absent > 0)
+    assert any(note in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("arm", ["vanilla", "filter_only"])
+def test_a_shuffled_arm_export_describes_its_own_arm_and_the_rows_a_sampler_drops(arm, tmp_path, caplog):
+    """vanilla/filter_only are exported whole (10 rows, batch 4) but their README said 'Each block of 4 rows is one
+    saerl batch' and said nothing of the last 2 rows, which the exported trl sampler drops."""
+    root, _ = _make_run(tmp_path / "root", epochs=1)
+    with caplog.at_level("WARNING", logger="saerl.export"):
+        export_run(root, "latest", "trl", tmp_path / arm, arm=arm)
+    df = pl.read_parquet(tmp_path / arm / TABLE)
+    tail = N_PROMPTS % BATCH
+    assert df.height == N_PROMPTS and tail
+    text = (tmp_path / arm / README).read_text()
+    assert "one saerl batch" not in text and f"The {arm} arm's shuffle (training seed 0)" in text
+    assert f"one stream, {BATCH} rows per RL step, so a step can span two epochs" in text
+    note = f"The last {tail} rows do not fill a batch of {BATCH}: trainers that read whole batches"
+    assert note in text and any(note in r.getMessage() for r in caplog.records)
+    sampler = _load_module(tmp_path / arm / SAMPLER, f"trl_sampler_{arm}").SaerlOrderSampler(df, 1, BATCH)
+    assert sorted(set(sampler)) == list(range(N_PROMPTS - tail))  # what the README says: the last rows go
+
+
+def test_an_export_whose_rows_all_fill_batches_says_nothing_is_left_out(run, tmp_path, caplog):
+    root, _ = run  # vanilla over EPOCHS epochs: 20 rows, 5 batches of 4
+    with caplog.at_level("WARNING", logger="saerl.export"):
+        export_run(root, "latest", "verl", tmp_path / "v", arm="vanilla")
+    text = (tmp_path / "v" / README).read_text()
+    assert "not in this file" not in text and "do not fill a batch" not in text and not caplog.records
+
+
+# ------------------------------------------------------------------------------------ the output folder
+
+
+def test_an_export_over_an_earlier_export_of_another_format_removes_its_files(run, tmp_path, caplog):
+    """hf into a folder holding a trl export left the stale train.parquet and saerl_sampler.py beside the new
+    dataset, unmentioned; verl over hf left hf's shards and json files."""
+    from datasets import load_from_disk
+
+    root, _ = run
+    out = tmp_path / "out"
+    export_run(root, "latest", "trl", out)
+    with caplog.at_level("WARNING", logger="saerl.export"):
+        export_run(root, "latest", "hf", out)
+    assert not (out / TABLE).exists() and not (out / SAMPLER).exists()
+    assert load_from_disk(str(out))["id"] == _expected(root, "saerl")
+    assert any(f"removed 2 files of an earlier saerl export in {out}" in r.getMessage()
+               and f"{SAMPLER}, {TABLE}" in r.getMessage() for r in caplog.records)
+    export_run(root, "latest", "verl", out)
+    assert sorted(p.name for p in out.iterdir()) == sorted([README, SAMPLER, TABLE])
+    export_run(root, "latest", "verl", out, arm="vanilla")  # the same format again: replaced, nothing else
+    assert sorted(p.name for p in out.iterdir()) == sorted([README, SAMPLER, TABLE])
+    assert "arm vanilla" in (out / README).read_text()
+
+
+@pytest.mark.parametrize("files", [{"notes.txt": "mine"}, {TABLE: "my own data"}, {README: "# my project"},
+                                   {README: "# saerl export: run x", "sub/": ""}])
+def test_an_export_refuses_a_folder_that_is_not_empty_and_not_an_earlier_export(run, tmp_path, files):
+    """An export wrote over (and beside) whatever the folder held: a user's README.md, their train.parquet."""
+    root, _ = run
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, text in files.items():
+        (out / name).mkdir() if name.endswith("/") else (out / name).write_text(text)
+    before = {p.name: (p.read_text() if p.is_file() else None) for p in out.iterdir()}
+    with pytest.raises(ValueError, match=f"export folder {out} is not empty and not an earlier saerl export"):
+        export_run(root, "latest", "trl", out)
+    assert {p.name: (p.read_text() if p.is_file() else None) for p in out.iterdir()} == before
+
+
+def test_cli_export_into_a_users_folder_is_an_error(run, tmp_path, capsys):
+    root, _ = run
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    assert main(["export", "latest", "--root", str(root), "--format", "hf", "--out", str(tmp_path / "mine")]) == 2
+    assert "files no saerl export writes (notes.txt)" in capsys.readouterr().err
