@@ -1,11 +1,20 @@
-"""The SAERL pipeline flow: every available stage in order, each a cached task, with a 'what reran' report."""
+"""The SAERL pipeline flow: every available stage in order, each a cached task, with a 'what reran' report.
+
+A run of a sweep (flows/sweep.py) passes `sweep` ({"id", "setting"}): its printed lines start with its setting's
+label, its MLflow parent run is named and tagged with it, and its run record keeps both (extra).
+With `runtime.progress` off, :func:`quiet_libraries` silences the libraries' own progress bars and INFO chatter
+(transformers' weight loading and saving, distributed's scheduler and nannies) for the length of a run.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -13,26 +22,31 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from saerl.artifacts import ArtifactRef, ArtifactStore
-from saerl.config import build_config, flatten
+from saerl.config import PipelineConfig, build_config, flatten
 from saerl.pipeline import SHARDED, check_runnable, input_keys, resolve_upstream, stage_runs
 from saerl.runs import (
     FAILED,
     FAILED_CHARS,
     RUNNING,
+    SETTING,
+    SWEEP,
     RunRecord,
     StageRecord,
     explain,
     list_runs,
-    previous_run,
+    previous_stage_runs,
     read_run,
     save_run,
 )
 from saerl.stages import stage_key, stage_slice
-from saerl.sweep import planned_run_keys
+from saerl.sweep import planned_run_keys, sweep_tags
 from saerl.tracking import TRACKED_FAILED, Tracker, log_stage_run
 from tasks.stage import plain_record, prepare_shards_task, shard_task, stage_options, stage_task
 
 log = logging.getLogger("saerl.flow")
+LABEL_SEP = " | "  # between a sweep run's label and the rest: printed lines, its MLflow run name
+HUB_NO_BARS = "HF_HUB_DISABLE_PROGRESS_BARS"  # read by huggingface_hub (and so transformers) at import: Dask workers
+DASK_LOGGER = "distributed"  # parent of the scheduler's, nannies' and workers' loggers (INFO by default)
 
 
 def format_report(record: RunRecord) -> str:
@@ -45,35 +59,85 @@ def format_report(record: RunRecord) -> str:
     return "\n".join([f"run {record.run_id} ({record.name})"] + lines)
 
 
-def say(message: str) -> None:
-    """Print a line for the person at the terminal and log it to the flow run (visible in Prefect)."""
-    print(message, flush=True)
+def labelled(message: str, label: str | None) -> str:
+    """`message` with every line led by '<label> | ' (a sweep child's lines, interleaved with its siblings' on
+    Dask, say whose they are), or unchanged when `label` is None. in: text, label; out: text."""
+    if not label:
+        return message
+    return "\n".join(f"{label}{LABEL_SEP}{line}" for line in message.split("\n"))
+
+
+def say(message: str, label: str | None = None) -> None:
+    """Print a line for the person at the terminal (each line led by `label`, :func:`labelled`) and log it to the
+    flow run (visible in Prefect, where the flow run's name says whose it is)."""
+    print(labelled(message, label), flush=True)
     get_run_logger().info(message)
 
 
-def fan_out(args: dict[str, Any], n_shards: int) -> None:
-    """Run a sharded stage's chunks as parallel shard tasks (on Dask workers); the stage task then publishes."""
+def tracked_run_name(run_id: str, label: str | None) -> str:
+    """The MLflow parent run's name: the run id, led by its setting's label in a sweep ('mix_ratio=0.1 | <id>')."""
+    return f"{label}{LABEL_SEP}{run_id}" if label else run_id
+
+
+@contextmanager
+def quiet_libraries(cfg: PipelineConfig) -> Iterator[None]:
+    """With `runtime.progress` off, for the length of the block: transformers' progress bars off ("Loading
+    weights", "Writing model shards": several per run, one per model load or save) in this process and, through
+    HF_HUB_DISABLE_PROGRESS_BARS in the environment they inherit, in Dask worker processes started inside it;
+    and the `distributed` loggers at WARNING (the scheduler's and nannies' INFO lines: ~20 after the final table
+    of a Dask run). Everything is restored afterwards. With progress on it does nothing. Wrap the flow call,
+    so a LocalCluster started by the flow's task runner starts (and closes) inside it. in: the run's config."""
+    if cfg.runtime.progress:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    bars_on = hf_logging.is_progress_bar_enabled()
+    env_before = os.environ.get(HUB_NO_BARS)
+    if cfg.runtime.task_runner == "dask" and "distributed" not in sys.modules:
+        import distributed  # noqa: F401 - its import sets the `distributed` logger's level: set ours after it
+    dask_log = logging.getLogger(DASK_LOGGER)
+    level_before = dask_log.level
+    hf_logging.disable_progress_bar()
+    os.environ[HUB_NO_BARS] = "1"
+    dask_log.setLevel(max(logging.WARNING, level_before))
+    try:
+        yield
+    finally:
+        dask_log.setLevel(level_before)
+        if env_before is None:
+            os.environ.pop(HUB_NO_BARS, None)
+        else:
+            os.environ[HUB_NO_BARS] = env_before
+        if bars_on:
+            hf_logging.enable_progress_bar()
+
+
+def fan_out(args: dict[str, Any], n_shards: int, label: str | None = None) -> None:
+    """Run a sharded stage's chunks as parallel shard tasks (on Dask workers); the stage task then publishes.
+    `label`: a sweep run's, leading its printed line (:func:`say`)."""
     shards = prepare_shards_task.submit(**args, n_shards=n_shards).result()
     futures = [shard_task.with_options(task_run_name=f"{args['stage']}-shard-{i}").submit(**args, chunk_ids=ids)
                for i, ids in enumerate(shards)]
     for f in futures:
         f.result()
-    say(f"[{args['stage']}] {sum(map(len, shards))} chunks computed in {len(shards)} shards")
+    say(f"[{args['stage']}] {sum(map(len, shards))} chunks computed in {len(shards)} shards", label)
 
 
-def build_sharded(store: ArtifactStore, args: dict[str, Any], n_shards: int, start: Callable[[], Any]) -> Any:
+def build_sharded(store: ArtifactStore, args: dict[str, Any], n_shards: int, start: Callable[[], Any],
+                  label: str | None = None) -> Any:
     """Build a sharded stage on Dask under its key's build lock, which this process holds from before the shards
     until its stage task has published the artifact. A second flow building the same key meanwhile (two children
     of a sweep sharing an extraction, another run on the root) waits here and then finds the artifact published;
     without the lock it laid the store out again under the first flow's shards, computed every chunk a second
     time, and its shards wrote into a folder the first flow's stage task had already renamed into place. The
     stage task, started by `start()` (with lock_held), builds without taking the lock: waiting for it on a Dask
-    worker would hold a worker the shards need. in: store, stage task arguments, shard count, start;
-    out: the stage task's finished future."""
+    worker would hold a worker the shards need. in: store, stage task arguments, shard count, start, a sweep
+    run's label (for its printed line); out: the stage task's finished future."""
     stage, key = args["stage"], args["key"]
     with store.lock(stage, key):
         if not store.is_complete(stage, key):
-            fan_out(args, n_shards)
+            fan_out(args, n_shards, label)
         future = start()
         future.wait()
     return future
@@ -119,16 +183,29 @@ def run_seconds(run: dict[str, Any], state: Any, result: dict[str, Any]) -> floa
 
 
 @flow(name="saerl-pipeline")
-def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str, Any]:
-    """Run the pipeline for a config dict up to stage `until`; returns the run record as a dict."""
+def pipeline_flow(config: dict[str, Any], until: str | None = None,
+                  sweep: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run the pipeline for a config dict up to stage `until`; returns the run record as a dict. `sweep`, for a
+    run of an ablation: {"id": the sweep id, "setting": its setting's label, or 'shared upstream'}; its printed
+    lines then start with the label, its MLflow parent run is named '<label> | <run id>' and tagged
+    (saerl.sweep, saerl.setting), and its run record's extra keeps both ('sweep', 'setting')."""
     cfg = build_config(config)
     check_runnable(cfg, until)  # a deployment's run fails here, not at its last stage
     root = Path(cfg.runtime.artifact_root).resolve()
     store = ArtifactStore(root)
-    record = RunRecord(name=cfg.name, config=flatten(cfg), extra={RUNNING: True})  # until it ends, either way
-    previous = previous_run(root, cfg.name)
-    tracker = Tracker(cfg, root, record.run_id)
+    label = sweep["setting"] if sweep else None
+    extra: dict[str, Any] = {RUNNING: True}  # until it ends, either way
+    if sweep:
+        extra |= {SWEEP: sweep["id"], SETTING: label}
+    record = RunRecord(name=cfg.name, config=flatten(cfg), extra=extra)
+    planned = [name for _, name, _, _ in stage_runs(cfg, until)]
+    previous = previous_stage_runs(root, cfg.name, planned)  # per stage run: a newer run may have stopped before it
+    tracker = Tracker(cfg, root, tracked_run_name(record.run_id, label),
+                      tags=sweep_tags(sweep["id"], label) if sweep else None)
     refs: dict[str, ArtifactRef] = {}
+
+    def tell(message: str) -> None:
+        say(message, label)
 
     active = {"name": ""}  # the stage run being submitted or waited for: where a failed run stopped
 
@@ -150,7 +227,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
         fanned = not complete and stage in SHARDED and cfg.runtime.task_runner == "dask"
         if fanned:
             future = build_sharded(store, args, cfg.runtime.workers,
-                                   lambda: task.submit(**args, variant=variant, lock_held=True))
+                                   lambda: task.submit(**args, variant=variant, lock_held=True), label)
         else:
             future = task.submit(**args, variant=variant)
         return {"stage": stage, "name": name, "key": key, "keys": keys, "note": note, "future": future,
@@ -173,12 +250,12 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
                           seconds=seconds, bytes=store.size_bytes(stage, key), path=ref.path)
         record.stages[name] = rec
         save_run(root, record)  # after every stage: `saerl gc` then sees what a running flow uses
-        say(f"[{name}] {rec.status} key={key[:12]} {rec.seconds:.1f}s  {rec.reason}")
+        tell(f"[{name}] {rec.status} key={key[:12]} {rec.seconds:.1f}s  {rec.reason}")
         log_stage_run(tracker, stage, rec, result.get("metrics"))
         if stage == "testbed":
-            say(format_levels(result.get("metrics", {})))
+            tell(format_levels(result.get("metrics", {})))
         if stage == "evaluate":
-            say(ref.file("comparison.txt").read_text())
+            tell(ref.file("comparison.txt").read_text())
 
     # Training runs (arm x seed) read nothing of each other: on Dask they all run at once, one per worker.
     parallel_train = cfg.runtime.task_runner == "dask"
@@ -206,7 +283,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None) -> dict[str,
     path = save_run(root, record)
     tracker.log_artifact(path)
     tracker.finish()
-    say(format_report(record))
+    tell(format_report(record))
     return record.to_json()
 
 
@@ -291,9 +368,11 @@ def drop_pending_events() -> int:
 def pipeline_from_file(config_path: str = "configs/demo.yaml", overrides: list[str] | None = None,
                        until: str | None = None) -> dict[str, Any]:
     """Deployment entry point: load a YAML config (+ dotted overrides) and run the pipeline as a subflow on the
-    task runner the config asks for (runtime.task_runner, runtime.workers), as `saerl run` does."""
+    task runner the config asks for (runtime.task_runner, runtime.workers), as `saerl run` does, quiet as
+    runtime.progress says (:func:`quiet_libraries`)."""
     from flows.runner import task_runner
     from saerl.config import load_config
 
     cfg = load_config(config_path, overrides or [])
-    return pipeline_flow.with_options(task_runner=task_runner(cfg))(config=cfg.model_dump(mode="json"), until=until)
+    with quiet_libraries(cfg):
+        return pipeline_flow.with_options(task_runner=task_runner(cfg))(config=cfg.model_dump(mode="json"), until=until)

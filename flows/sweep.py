@@ -12,23 +12,29 @@ every child at once, each as a task on the cluster that runs its pipeline subflo
 same cluster. Every process reports to the one Prefect server of the run (workers inherit `PREFECT_API_URL`).
 
 The flow ends with one table: setting x arm, greedy held-out accuracy, difference to vanilla,
-steps-to-target, and what each child (and the shared run) computed and reused.
+steps-to-target, and what each child (and the shared run) computed and reused, kept under
+`<root>/sweeps/<sweep id>/` (sweep.parquet, sweep.txt). Every run of a sweep carries the sweep id and its
+setting's label (the shared run: 'shared upstream'): in its printed lines, its MLflow parent run's name and tags,
+and its run record (flows.pipeline.pipeline_flow's `sweep`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 
-from flows.pipeline import pipeline_flow, say
+from flows.pipeline import pipeline_flow, quiet_libraries, say
 from flows.runner import task_runner
 from saerl.config import PipelineConfig, build_config
 from saerl.pipeline import check_runnable
+from saerl.runs import new_run_id
 from saerl.sweep import (
+    PARAM_GRID,
     SHARED_LABEL,
     Grid,
     format_sweep,
@@ -37,6 +43,7 @@ from saerl.sweep import (
     setting_label,
     shared_until,
     sweep_table,
+    write_sweep,
 )
 
 
@@ -55,9 +62,16 @@ def child_run_name(cfg: PipelineConfig, setting: Mapping[str, Any]) -> str:
     return run_name(cfg, setting_label(dict(setting)))
 
 
+def sweep_run(sweep_id: str, label: str) -> dict[str, str]:
+    """What a run of a sweep is told about it (pipeline_flow's `sweep`): {"id": sweep id, "setting": label}."""
+    return {"id": sweep_id, "setting": label}
+
+
 @task(name="sweep-child", persist_result=False, cache_policy=NO_CACHE)
-def child_task(config: dict[str, Any], until: str | None, name: str) -> dict[str, Any]:
+def child_task(config: dict[str, Any], until: str | None, name: str,
+               sweep: dict[str, str] | None = None) -> dict[str, Any]:
     """Run one pipeline subflow from a Dask worker, its stage tasks on the same cluster; returns its run record.
+    `sweep`: the run's sweep id and label (:func:`sweep_run`).
 
     The task secedes from the worker's thread pool while its subflow waits on its own stage tasks
     (`distributed.worker_client`): otherwise N children on N single-thread workers would hold every worker
@@ -68,26 +82,30 @@ def child_task(config: dict[str, Any], until: str | None, name: str) -> dict[str
 
     with worker_client() as client:
         runner = DaskTaskRunner(address=client.scheduler.address)
-        return pipeline_flow.with_options(flow_run_name=name, task_runner=runner)(config=config, until=until)
+        return pipeline_flow.with_options(flow_run_name=name, task_runner=runner)(config=config, until=until,
+                                                                                  sweep=sweep)
 
 
 @flow(name="saerl-ablation-dask")
 def ablation_on_dask(children: list[dict[str, Any]], until: str | None = None,
-                     shared: str | None = None) -> dict[str, Any]:
+                     shared: str | None = None, sweep_id: str | None = None) -> dict[str, Any]:
     """The children of an ablation side by side on the Dask cluster of this flow's task runner. `children` is
     [{"setting", "config" (raw dict), "name" (its flow run name)}]; when `shared` names a stage, the first
     child's pipeline up to it runs first, alone (the stages every child shares: computed once, then cache hits
-    for every child). Returns {"shared": its run record or None, "runs": [run record per child, in order]}."""
+    for every child), labelled 'shared upstream'. `sweep_id`: the sweep every run is labelled with (None: a new
+    one). Returns {"shared": its run record or None, "runs": [run record per child, in order]}."""
+    sweep_id = sweep_id or new_run_id()
     record = None
     if shared is not None:
         first = children[0]["config"]
         say(f"== {SHARED_LABEL}: every stage up to {shared}, once")
         record = child_task.with_options(task_run_name=SHARED_LABEL).submit(
-            config=first, until=shared, name=run_name(build_config(first), f"{SHARED_LABEL} (until {shared})")
-        ).result()
-    say(f"== {len(children)} settings side by side on the Dask cluster")
+            config=first, until=shared, name=run_name(build_config(first), f"{SHARED_LABEL} (until {shared})"),
+            sweep=sweep_run(sweep_id, SHARED_LABEL)).result()
+    say(f"== {len(children)} settings side by side on the Dask cluster (each line led by its setting)")
     futures = [child_task.with_options(task_run_name=literal(setting_label(c["setting"]))).submit(
-        config=c["config"], until=until, name=c["name"]) for c in children]
+        config=c["config"], until=until, name=c["name"], sweep=sweep_run(sweep_id, setting_label(c["setting"])))
+        for c in children]
     wait(futures)  # every child ends (or fails) before the first failure is raised
     return {"shared": record, "runs": [f.result() for f in futures]}
 
@@ -96,13 +114,16 @@ def ablation_on_dask(children: list[dict[str, Any]], until: str | None = None,
 def ablation_flow(config: dict[str, Any], grid: dict[str, list[Any]], until: str | None = None) -> dict[str, Any]:
     """Run the pipeline once per setting of `grid` ({dotted key: [values]}) applied to `config` (a raw config
     dict), each as a subflow named after its setting, up to stage `until`: one after another, or on Dask
-    (`runtime.task_runner: dask`) side by side after one run of the stages they share.
+    (`runtime.task_runner: dask`) side by side after one run of the stages they share. Then print the table and
+    keep it, with the printed text, under `<root>/sweeps/<sweep id>/`. Grid errors name this flow's `grid`
+    parameter (`saerl ablate` checks its --grid before it calls the flow).
     Returns {"grid", "settings": [{key: value}], "runs": [run record dicts], "shared": the shared run's record
-    (Dask) or None, "table": [row dicts]}."""
-    children = plan_sweep(config, grid)
+    (Dask) or None, "table": [row dicts], "sweep_id", "files": [table path, text path]}."""
+    children = plan_sweep(config, grid, source=PARAM_GRID)
     for _, cfg in children:  # a child that cannot evaluate fails now, not after the children before it ran
         check_runnable(cfg, until)
-    say(f"ablation over {' x '.join(grid)}: {len(children)} settings")
+    sweep_id = new_run_id()
+    say(f"ablation {sweep_id} over {' x '.join(grid)}: {len(children)} settings")
     base = children[0][1]  # runtime is result-neutral, so never swept: every child has the same runner
     shared: dict[str, Any] | None = None
     if base.runtime.task_runner == "dask":
@@ -111,18 +132,24 @@ def ablation_flow(config: dict[str, Any], grid: dict[str, list[Any]], until: str
                 for s, cfg in children]
         on_dask = ablation_on_dask.with_options(task_runner=task_runner(base),
                                                 flow_run_name=run_name(base, f"{len(children)} settings on Dask"))
-        out = on_dask(children=plan, until=until, shared=upstream)
+        out = on_dask(children=plan, until=until, shared=upstream, sweep_id=sweep_id)
         shared = out["shared"]
         done = list(zip([s for s, _ in children], out["runs"], strict=True))
     else:
         done = []
         for setting, cfg in children:
-            say(f"== setting {len(done) + 1}/{len(children)}: {setting_label(setting)}")
+            label = setting_label(setting)
+            say(f"== setting {len(done) + 1}/{len(children)}: {label}")
             child = pipeline_flow.with_options(flow_run_name=child_run_name(cfg, setting), task_runner=task_runner(cfg))
-            done.append((setting, child(config=cfg.model_dump(mode="json"), until=until)))
-    say(format_sweep(done, shared))
+            done.append((setting, child(config=cfg.model_dump(mode="json"), until=until,
+                                        sweep=sweep_run(sweep_id, label))))
+    text = format_sweep(done, shared)
+    table = sweep_table(done)
+    say(text)
+    files = write_sweep(Path(base.runtime.artifact_root).resolve(), sweep_id, table, text)
+    say(f"ablation {sweep_id}: wrote {files[0]} and {files[1]}")
     return {"grid": grid, "settings": [s for s, _ in done], "runs": [r for _, r in done], "shared": shared,
-            "table": sweep_table(done).to_dicts()}
+            "table": table.to_dicts(), "sweep_id": sweep_id, "files": [str(f) for f in files]}
 
 
 @flow(name="saerl-ablation-from-file")
@@ -133,7 +160,8 @@ def ablation_from_file(config_path: str = "configs/demo.yaml", grid: dict[str, l
     from saerl.config import load_config
 
     cfg = load_config(config_path, overrides or [])
-    parsed: Grid = parse_grid(grid or [])
-    plan_sweep(cfg.model_dump(mode="json"), parsed, overrides or [])  # every error before the first child starts
+    parsed: Grid = parse_grid(grid or [], PARAM_GRID)  # errors name the `grid` parameter, not saerl ablate's --grid
+    plan_sweep(cfg.model_dump(mode="json"), parsed, overrides or [], PARAM_GRID)  # every error before a child starts
     check_runnable(cfg, until)
-    return ablation_flow(config=cfg.model_dump(mode="json"), grid=parsed, until=until)
+    with quiet_libraries(cfg):
+        return ablation_flow(config=cfg.model_dump(mode="json"), grid=parsed, until=until)

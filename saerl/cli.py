@@ -34,18 +34,25 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None) -> dict:
     check_runnable(cfg, until)  # before a server starts
     root = Path(cfg.runtime.artifact_root).resolve()
     with prefect_server(root, cfg.runtime.prefect_api_url):
-        from flows.pipeline import pipeline_flow, run_pipeline_flow
+        from flows.pipeline import pipeline_flow, quiet_libraries, run_pipeline_flow
         from flows.runner import task_runner
 
         flow = pipeline_flow.with_options(task_runner=task_runner(cfg))
-        return run_pipeline_flow(flow, cfg.model_dump(mode="json"), until)
+        with quiet_libraries(cfg):  # runtime.progress off: no library progress bars or Dask INFO lines either
+            return run_pipeline_flow(flow, cfg.model_dump(mode="json"), until)
+
+
+def with_root(overrides: list[str], root: str | None) -> list[str]:
+    """The overrides with `--root ROOT` appended as runtime.artifact_root (last, so it wins over an override of
+    the same key), or unchanged without --root. in: dotted overrides, the --root value; out: a new list."""
+    if not root:
+        return list(overrides)
+    return [*overrides, f"runtime.artifact_root={json.dumps(root)}"]  # a quoted string: '#', digits kept
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """`saerl demo`: the whole available pipeline on the embedded default."""
-    overrides = list(args.overrides)
-    if args.root:
-        overrides.append(f"runtime.artifact_root={json.dumps(args.root)}")  # a quoted string: '#', digits kept
+    overrides = with_root(args.overrides, args.root)
     if not DEMO_CONFIG.exists():  # configs/ is not package data: a wheel install has no demo to run
         raise ConfigError(f"saerl demo reads {DEMO_CONFIG}, which this install does not have: run it from a clone "
                           "of the repository (python3 dev.py demo), or `saerl run CONFIG` with a config of yours")
@@ -55,8 +62,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """`saerl run CONFIG [key=value ...] [--until STAGE]`."""
-    cfg = load_config(args.config, args.overrides)
+    """`saerl run CONFIG [key=value ...] [--until STAGE] [--root ROOT]`."""
+    cfg = load_config(args.config, with_root(args.overrides, args.root))
     run_pipeline(cfg, args.until)  # checks --until and the plan before a server starts
     return 0
 
@@ -77,13 +84,13 @@ class GridAction(argparse.Action):
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    """`saerl ablate CONFIG --grid KEY=V1,V2 [--grid ...] [key=value ...] [--until STAGE]`: every setting
-    of the grid as a child run of one ablation flow, then the table. Config, grid and --until are checked
-    before anything starts."""
+    """`saerl ablate CONFIG --grid KEY=V1,V2 [--grid ...] [key=value ...] [--until STAGE] [--root ROOT]`: every
+    setting of the grid as a child run of one ablation flow, then the table (kept under ROOT/sweeps/). Config,
+    grid and --until are checked before anything starts."""
     from saerl.pipeline import check_runnable
     from saerl.sweep import parse_grid, plan_sweep
 
-    overrides = args.overrides
+    overrides = with_root(args.overrides, args.root)
     cfg = load_config(args.config, overrides)
     grid = parse_grid(args.grid)
     for _, child in plan_sweep(cfg.model_dump(mode="json"), grid, overrides):
@@ -91,9 +98,11 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from flows.server import prefect_server
 
     with prefect_server(Path(cfg.runtime.artifact_root).resolve(), cfg.runtime.prefect_api_url):
+        from flows.pipeline import quiet_libraries
         from flows.sweep import ablation_flow
 
-        ablation_flow(config=cfg.model_dump(mode="json"), grid=grid, until=args.until)
+        with quiet_libraries(cfg):
+            ablation_flow(config=cfg.model_dump(mode="json"), grid=grid, until=args.until)
     return 0
 
 
@@ -192,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", help="YAML config, e.g. configs/demo.yaml")
     r.add_argument("overrides", nargs="*", help="dotted overrides, e.g. curriculum.mix_ratio=0.2")
     r.add_argument("--until", help="stop after this stage")
+    r.add_argument("--root", help="artifact root (default: runtime.artifact_root of the config)")
     r.set_defaults(fn=cmd_run)
 
     a = sub.add_parser(
@@ -211,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "holding a comma: data.path='a,b.jsonl',c.jsonl); repeat --grid for more keys; overrides may "
                    "follow it")
     a.add_argument("--until", metavar="STAGE", help="stop every child after this stage (no accuracy table before evaluate)")
+    a.add_argument("--root", help="artifact root (default: runtime.artifact_root of the config); the table is kept "
+                   "under ROOT/sweeps/")
     a.set_defaults(fn=cmd_ablate, late_overrides=[])
 
     i = sub.add_parser("ingest", help="check a data set: kept/rejected summary and both tables")

@@ -2,8 +2,9 @@
 
 A record is a JSON file `<root>/runs/<run_id>.json` with, per stage: key, status (computed / cached),
 reason, config slice, input keys, seconds and bytes on disk. The reason for a recompute compares the stage
-with the same stage in the previous run of the same config name: which config fields changed, which
-input artifacts changed, or that the artifact was missing or corrupt.
+with the same stage in the newest earlier run of the same config name that ran it (:func:`previous_stage_runs`:
+a newer run may have stopped before it, `--until`, a sweep's shared upstream run): which config fields changed,
+which input artifacts changed, or that the artifact was missing or corrupt.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,9 @@ RUNNING = "running"  # RunRecord.extra key (True) while a run's stages are under
 # failed): a record that keeps it is of a run still going, or of one killed before it could say (SIGKILL, out of memory)
 UNFINISHED = "unfinished: still running, or killed before it ended"  # how status shows such a record
 MICROS = 1_000_000  # microseconds a second: a run id's finest unit
+SWEEP = "sweep"  # RunRecord.extra key of an ablation's child run: the id of its sweep (ROOT/sweeps/<id>/)
+SETTING = "setting"  # RunRecord.extra key of an ablation's child run: its setting's label ('mix_ratio=0.1'), or
+# 'shared upstream' for the run of the stages every child shares (saerl.sweep.SHARED_LABEL)
 
 
 @dataclass
@@ -167,21 +172,49 @@ def previous_run(root: Path, name: str, exclude: str | None = None) -> RunRecord
     return None
 
 
+def previous_stage_runs(root: Path, name: str, wanted: Iterable[str] | None = None,
+                        exclude: str | None = None) -> dict[str, StageRecord]:
+    """Per stage run, its record in the newest saved run of config `name` (other than `exclude`) that ran it: the
+    newest run alone misses every stage it did not reach (an `--until score` run, a sweep's shared upstream run,
+    a failed run), and a recompute after it was explained as "no earlier run of this config ran this stage".
+    Unreadable records are skipped (:func:`previous_run`). in: artifact root, config name, the stage run names
+    wanted (the search stops once each is found; None: every record is read), a run id to leave out;
+    out: {stage run name: StageRecord}."""
+    wanted_set = None if wanted is None else set(wanted)
+    found: dict[str, StageRecord] = {}
+    for path in reversed(list_runs(root)):
+        if wanted_set is not None and wanted_set <= set(found):
+            break
+        if path.stem == exclude:
+            continue
+        try:
+            record = read_run(path)
+        except ValueError:
+            continue
+        if record.name == name:
+            for stage, rec in record.stages.items():
+                found.setdefault(stage, rec)
+    return found
+
+
 def _diff_dicts(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     keys = sorted(set(old) | set(new))
     return [k for k in keys if old.get(k, "<unset>") != new.get(k, "<unset>")]
 
 
 def explain(
-    stage: str, computed: bool, config: dict[str, Any], inputs: dict[str, str], previous: RunRecord | None,
-    note: str = "",
+    stage: str, computed: bool, config: dict[str, Any], inputs: dict[str, str],
+    previous: RunRecord | Mapping[str, StageRecord] | None, note: str = "",
 ) -> str:
-    """Why a stage was computed or reused, relative to the previous run of the same config name."""
+    """Why a stage was computed or reused, relative to the same stage run in an earlier run of the same config
+    name. `previous`: that earlier run's record, or {stage run: StageRecord} (:func:`previous_stage_runs`, the
+    newest earlier run of each stage), or None."""
     if not computed:
         return "cached: same code, inputs and config as a stored artifact"
     if note:
         return note
-    prev = previous.stages.get(stage) if previous else None
+    stages = previous.stages if isinstance(previous, RunRecord) else (previous or {})
+    prev = stages.get(stage)
     if prev is None:
         return "computed: no earlier run of this config ran this stage"
     changed_fields = _diff_dicts(prev.config, config)

@@ -5,8 +5,10 @@ value parsed as YAML: numbers, strings, null, ``[0,1]`` lists). :func:`plan_swee
 the config schema and returns one validated config per setting of the cartesian product; every error names
 the key and says how to fix it. :func:`shared_until` finds, from the planned artifact keys, the stages every
 setting shares (run once before the children when they run side by side on Dask). :func:`sweep_table` reads
-each child run's evaluate artifact into one table (setting x set x arm), and :func:`format_sweep` prints it
-with what each child computed and reused.
+each child run's evaluate artifact into one table (setting x set x arm), :func:`format_sweep` prints it
+with what each child computed and reused, and :func:`write_sweep` keeps both under `<root>/sweeps/<sweep id>/`.
+Errors name what the user wrote: the command line's ``--grid`` (:data:`CLI_GRID`), or a deployment's `grid`
+parameter (:data:`PARAM_GRID`).
 
 Library code: no Prefect. The sweep flow is `flows/sweep.py`; the CLI is `saerl ablate`.
 """
@@ -18,13 +20,14 @@ import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import yaml
 
-from saerl.artifacts import ArtifactRef
+from saerl.artifacts import ArtifactRef, write_file_atomic
 from saerl.config import ConfigError, PipelineConfig, build_config, field_paths, parse_override, suggest_key
 from saerl.stages import RESULT_NEUTRAL, stage_key
 
@@ -37,6 +40,31 @@ YAML_WIDTH = 10**9  # never wrap a value over lines when printing it
 NA = "n/a"  # table cell for a value a child did not produce (no evaluate stage, target never reached)
 FLOW_SEQUENCE_CHARS = ",[]{}"  # a string value holding one of these must be quoted inside a --grid list
 SHARED_LABEL = "shared upstream"  # the run of the stages every child shares, before the children (on Dask)
+SWEEPS_DIR = "sweeps"  # <root>/sweeps/<sweep id>/: what an ablation printed (sweep.txt) and its table (sweep.parquet)
+SWEEP_TABLE = "sweep.parquet"
+SWEEP_TEXT = "sweep.txt"
+SWEEP_TAG = "saerl.sweep"  # MLflow tag of a sweep child's parent run: the sweep id
+SETTING_TAG = "saerl.setting"  # MLflow tag of a sweep child's parent run: its setting's label (or SHARED_LABEL)
+
+
+@dataclass(frozen=True)
+class GridSource:
+    """Where a grid was written, so that an error names what the user set and shows the fix in that form.
+    `key`, `axis`, `entry` are format strings: `key` names one swept key, `axis` one key with its values
+    (`key`, `values`: joined by `sep`), `entry` one unparsed 'KEY=V1,V2' string (`text`); `whole` names the grid."""
+
+    key: str
+    axis: str
+    sep: str
+    entry: str
+    whole: str
+
+
+# `saerl ablate`'s --grid; a flow's `grid` parameter (a deployment run's, set in prefect.yaml or with --param)
+CLI_GRID = GridSource(key="--grid {key}", axis="--grid {key}={values}", sep=",", entry="--grid {text}",
+                      whole="--grid KEY=V1,V2")
+PARAM_GRID = GridSource(key="grid key '{key}'", axis="grid: {{{key}: [{values}]}}", sep=", ",
+                        entry="grid entry '{text}'", whole="key in its grid parameter, {KEY: [V1, V2]}")
 
 
 def format_value(value: Any) -> str:
@@ -46,26 +74,35 @@ def format_value(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=YAML_WIDTH).removesuffix("\n...\n").strip()
 
 
-def parse_axis(text: str) -> tuple[str, list[Any]]:
+def _example(source: GridSource, key: str = GRID_EXAMPLE.split("=")[0],
+             values: Sequence[str] = tuple(GRID_EXAMPLE.split("=")[1].split(","))) -> str:
+    """One axis, its values already formatted, written the way `source` takes it (default: the grid example)."""
+    return source.axis.format(key=key, values=source.sep.join(values))
+
+
+def parse_axis(text: str, source: GridSource = CLI_GRID) -> tuple[str, list[Any]]:
     """One ``--grid`` argument 'a.b=v1,v2' -> ('a.b', [v1, v2]), each value parsed as YAML (quote a value
-    that contains a comma: a.b='x,y'). Raises ConfigError naming the argument when it cannot be read."""
+    that contains a comma: a.b='x,y'). Raises ConfigError naming the argument (as `source` calls it) when it
+    cannot be read."""
+    where = source.entry.format(text=text)
     if "=" not in text:
-        raise ConfigError(f"--grid {text}: expected KEY=V1,V2,... (e.g. --grid {GRID_EXAMPLE})")
+        raise ConfigError(f"{where}: expected KEY=V1,V2,... (e.g. {_example(source)})")
     key, raw = (part.strip() for part in text.split("=", 1))
     try:
         values = yaml.safe_load(f"[{raw}]")
     except yaml.YAMLError as err:
         problem = str(err).splitlines()[0]
-        raise ConfigError(f"--grid {text}: cannot read the values of '{key}' ({problem}); write them comma-"
+        raise ConfigError(f"{where}: cannot read the values of '{key}' ({problem}); write them comma-"
                           f"separated and quote one that holds a comma or bracket, e.g. {key}='a,b',c") from None
     if not values:
-        raise ConfigError(f"--grid {text}: no values for '{key}'; write {key}=V1,V2 (e.g. --grid {GRID_EXAMPLE})")
+        raise ConfigError(f"{where}: no values for '{key}'; write {key}=V1,V2 (e.g. {_example(source)})")
     return key, values
 
 
-def parse_grid(items: Sequence[str] | Mapping[str, Sequence[Any]]) -> Grid:
+def parse_grid(items: Sequence[str] | Mapping[str, Sequence[Any]], source: GridSource = CLI_GRID) -> Grid:
     """Command-line ``--grid`` strings, or an already structured {key: [values]} (a deployment's parameter),
-    as one grid in the order given. A key given twice is an error that says how to merge the two."""
+    as one grid in the order given. A key given twice is an error that says how to merge the two. `source`:
+    what the user wrote the grid as, which the errors name."""
     if isinstance(items, Mapping):
         grid: Grid = {}
         for key, values in items.items():
@@ -76,25 +113,29 @@ def parse_grid(items: Sequence[str] | Mapping[str, Sequence[Any]]) -> Grid:
         return grid
     grid = {}
     for text in items:
-        key, values = parse_axis(text)
+        key, values = parse_axis(text, source)
         if key in grid:
-            merged = ",".join(format_value(v) for v in grid[key] + values)
-            raise ConfigError(f"--grid {key} is given twice; give it once with every value: --grid {key}={merged}")
+            merged = [format_value(v) for v in grid[key] + values]
+            raise ConfigError(f"{source.key.format(key=key)} is given twice; give it once with every value: "
+                              f"{_example(source, key, merged)}")
         grid[key] = values
     return grid
 
 
-def check_key(key: str) -> None:
-    """Raise ConfigError unless `key` is a config field that changes results (a stage reads it)."""
+def check_key(key: str, source: GridSource = CLI_GRID) -> None:
+    """Raise ConfigError unless `key` is a config field that changes results (a stage reads it); the error
+    names the key as `source` (the command line's --grid, a deployment's grid parameter) has it."""
     paths = field_paths()
+    where = source.key.format(key=key)
     if key in {p.split(".")[0] for p in paths if "." in p}:
         example = next(p for p in paths if p.startswith(f"{key}."))
-        raise ConfigError(f"--grid {key}: '{key}' is a section; sweep one of its fields, e.g. --grid {example}=V1,V2")
+        raise ConfigError(f"{where}: '{key}' is a section; sweep one of its fields, e.g. "
+                          f"{_example(source, example, ['V1', 'V2'])}")
     if key not in paths:
-        raise ConfigError(f"--grid {key}: unknown key '{key}'{suggest_key(key)}; keys are dotted config paths "
+        raise ConfigError(f"{where}: unknown key '{key}'{suggest_key(key)}; keys are dotted config paths "
                           f"like {GRID_EXAMPLE.split('=')[0]}")
     if any(key == n or key.startswith(f"{n}.") for n in RESULT_NEUTRAL):
-        raise ConfigError(f"--grid {key}: '{key}' changes no result (no stage reads it), so every setting would "
+        raise ConfigError(f"{where}: '{key}' changes no result (no stage reads it), so every setting would "
                           "be the same run; sweep a field a stage reads, or pass it as a plain override")
 
 
@@ -123,32 +164,35 @@ def setting_label(setting: Setting) -> str:
     return " ".join(f"{n}={format_value(v)}" for n, v in zip(names, setting.values(), strict=True))
 
 
-def _check_overrides(grid: Grid, overrides: Sequence[str]) -> None:
+def _check_overrides(grid: Grid, overrides: Sequence[str], source: GridSource = CLI_GRID) -> None:
     """Raise ConfigError when a plain override sets a key the grid sweeps (which one should win is unclear)."""
     for text in overrides:
         key, _ = parse_override(text)
         if key in grid:
             raise ConfigError(f"'{key}' is both an override ({text}) and a grid key; drop the override or put "
-                              f"its value into the grid: --grid {key}=...")
+                              f"its value into the grid: {_example(source, key, ['...'])}")
 
 
-def plan_sweep(base: Mapping[str, Any], grid: Grid, overrides: Sequence[str] = ()) -> list[tuple[Setting, PipelineConfig]]:
+def plan_sweep(base: Mapping[str, Any], grid: Grid, overrides: Sequence[str] = (),
+               source: GridSource = CLI_GRID) -> list[tuple[Setting, PipelineConfig]]:
     """Validate a grid against a base config and expand it.
     in: base, a validated config as a raw dict (``cfg.model_dump(mode="json")``, overrides applied); the grid;
-    the plain overrides (only to reject a key that is also swept). out: (setting, validated config) per point
-    of the cartesian product, in order. Raises ConfigError naming the key (unknown, a section, result-neutral,
-    set twice), the value (invalid for the field, or equal to another value once validated)."""
+    the plain overrides (only to reject a key that is also swept); what the user wrote the grid as (the command
+    line's --grid, a deployment's grid parameter), which the errors name. out: (setting, validated config) per
+    point of the cartesian product, in order. Raises ConfigError naming the key (unknown, a section,
+    result-neutral, set twice), the value (invalid for the field, or equal to another value once validated)."""
     if not grid:
-        raise ConfigError(f"an ablation needs at least one --grid KEY=V1,V2 (e.g. --grid {GRID_EXAMPLE})")
-    _check_overrides(grid, overrides)
+        raise ConfigError(f"an ablation needs at least one {source.whole} (e.g. {_example(source)})")
+    _check_overrides(grid, overrides, source)
     for key, values in grid.items():
-        check_key(key)
+        check_key(key, source)
+        where = source.key.format(key=key)
         seen: dict[str, Any] = {}
         for value in values:
-            cfg = _validated(base, {key: value}, f"--grid {key}: value {format_value(value)} is invalid")
+            cfg = _validated(base, {key: value}, f"{where}: value {format_value(value)} is invalid")
             canonical = json.dumps(_leaf(cfg, key), sort_keys=True)
             if canonical in seen:
-                raise ConfigError(f"--grid {key}: values {format_value(seen[canonical])} and {format_value(value)} "
+                raise ConfigError(f"{where}: values {format_value(seen[canonical])} and {format_value(value)} "
                                   "are the same setting; list each value once")
             seen[canonical] = value
     return [(s, _validated(base, s, f"grid setting {setting_label(s)} is invalid")) for s in settings(grid)]
@@ -230,12 +274,13 @@ def stage_statuses(record: Mapping[str, Any]) -> dict[str, list[str]]:
 def child_rows(setting: Setting, record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per (set, arm) of a child run's evaluate artifact: greedy final accuracy, its difference to the
     reference arm (points) and verdict, and steps-to-target (on the arm's mean curve over seeds; None if it never
-    reaches the target). A child without an evaluate stage gives one row of None."""
+    reaches the target), and the child's run id (`saerl status RUN`). A child without an evaluate stage gives one
+    row of None."""
     label = setting_label(setting)
     stage = record["stages"].get(EVAL_STAGE)
     if stage is None:
         return [{"setting": label, "set": None, "arm": None, "accuracy": None, "diff_pts": None, "verdict": None,
-                 "target": None, "steps_to_target": None}]
+                 "target": None, "steps_to_target": None, "run_id": record.get("run_id")}]
     folder = Path(stage["path"])
     comparison = pl.read_parquet(folder / "comparison.parquet").filter(pl.col("metric") == GREEDY)
     stt = pl.read_parquet(folder / "steps_to_target.parquet").unique(["set", "arm"], keep="first", maintain_order=True)
@@ -245,16 +290,17 @@ def child_rows(setting: Setting, record: Mapping[str, Any]) -> list[dict[str, An
         s = steps.get((r["set"], r["arm"]), {})
         rows.append({"setting": label, "set": r["set"], "arm": r["arm"], "accuracy": r["accuracy"],
                      "diff_pts": None if r["verdict"] == "reference" else r["diff_pts"], "verdict": r["verdict"],
-                     "target": s.get("target"), "steps_to_target": s.get("mean_steps")})
+                     "target": s.get("target"), "steps_to_target": s.get("mean_steps"), "run_id": record.get("run_id")})
     return rows
 
 
 def sweep_table(children: Sequence[tuple[Setting, Mapping[str, Any]]]) -> pl.DataFrame:
     """Every child's rows (:func:`child_rows`) in one frame: setting, set, arm, accuracy, diff_pts, verdict,
-    target, steps_to_target."""
+    target, steps_to_target, run_id."""
     rows = [row for setting, record in children for row in child_rows(setting, record)]
     schema = {"setting": pl.String, "set": pl.String, "arm": pl.String, "accuracy": pl.Float64,
-              "diff_pts": pl.Float64, "verdict": pl.String, "target": pl.Float64, "steps_to_target": pl.Float64}
+              "diff_pts": pl.Float64, "verdict": pl.String, "target": pl.Float64, "steps_to_target": pl.Float64,
+              "run_id": pl.String}
     return pl.DataFrame(rows, schema=schema)
 
 
@@ -290,3 +336,29 @@ def format_sweep(children: Sequence[tuple[Setting, Mapping[str, Any]]], shared: 
         lines.append(f"{label:<{label_width}}  computed: {' '.join(status['computed']) or '-'}")
         lines.append(f"{'':<{label_width}}  cached:   {' '.join(status['cached']) or '-'}")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- what stays on disk
+
+
+def sweep_tags(sweep_id: str, label: str) -> dict[str, str]:
+    """The MLflow tags of one run of a sweep (a child, or the shared upstream run): {SWEEP_TAG: id, SETTING_TAG:
+    label}, so the runs of one sweep and each one's setting can be found and told apart in MLflow."""
+    return {SWEEP_TAG: sweep_id, SETTING_TAG: label}
+
+
+def sweep_dir(root: Path, sweep_id: str) -> Path:
+    """Where a sweep's table and printed text are kept: <root>/sweeps/<sweep id>/."""
+    return Path(root) / SWEEPS_DIR / sweep_id
+
+
+def write_sweep(root: Path, sweep_id: str, table: pl.DataFrame, text: str) -> tuple[Path, Path]:
+    """Keep what an ablation printed after it ends: its table (:func:`sweep_table`, one row per setting, set and
+    arm, with each child's run id) as sweep.parquet and the printed text (:func:`format_sweep`) as sweep.txt,
+    both written atomically under :func:`sweep_dir`. in: artifact root, sweep id, table, text; out: both paths."""
+    folder = sweep_dir(root, sweep_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    table_path, text_path = folder / SWEEP_TABLE, folder / SWEEP_TEXT
+    write_file_atomic(table_path, lambda tmp: table.write_parquet(tmp))
+    write_file_atomic(text_path, lambda tmp: tmp.write_text(text + "\n"))
+    return table_path, text_path

@@ -106,6 +106,8 @@ def test_cli_run_end_to_end_twice(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     assert "[curriculum] computed" in first.stdout and "[evaluate] computed" in first.stdout
     assert "diff vs vanilla" in first.stdout, "the run ends with the arm comparison table"
+    assert "Loading weights" not in first.stderr and "Writing model shards" not in first.stderr, \
+        "smoke has runtime.progress off: no transformers progress bars either"
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
     stage_lines = [ln for ln in second.stdout.splitlines() if ln.startswith("[") and " key=" in ln]
@@ -142,3 +144,62 @@ def test_ingest_command_reads_one_split_of_a_dataset_dict(tmp_path, capsys):
     assert "--hf-split SPLIT" in capsys.readouterr().err
     assert main([*base, "--hf-split", "test"]) == 0
     assert pl.read_parquet(tmp_path / "out" / "prompts.parquet")["prompt"].to_list() == ["What is 2+2?"]
+
+
+def _no_server(monkeypatch):
+    """Stand in for the Prefect server the run and ablate commands start (nothing is served)."""
+    import contextlib
+
+    import flows.server
+
+    monkeypatch.setattr(flows.server, "prefect_server", lambda *a, **k: contextlib.nullcontext("http://x/api"))
+
+
+def _quiet_state() -> tuple[bool, str | None, int]:
+    """(transformers' progress bars on, HF_HUB_DISABLE_PROGRESS_BARS, the `distributed` logger's level) now."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    return (hf_logging.is_progress_bar_enabled(), os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS"),
+            logging.getLogger("distributed").level)
+
+
+def test_run_takes_root_and_runs_quiet_when_progress_is_off(monkeypatch, tmp_path):
+    """`saerl run CONFIG --root X` was 'unrecognized arguments' (demo, report, status, gc and export had it); with
+    runtime.progress off (smoke) transformers still drew its weight loading/saving bars and Dask printed its INFO
+    lines. --root goes last, so it wins over an artifact_root override."""
+    import flows.pipeline
+
+    seen = []
+    _no_server(monkeypatch)
+    monkeypatch.setattr(flows.pipeline, "run_pipeline_flow",
+                        lambda flow, config, until: seen.append((config["runtime"]["artifact_root"], until, _quiet_state())))
+    import distributed  # noqa: F401 - its import sets its logger's level (the flow imports it anyway on Dask)
+
+    before = _quiet_state()
+    root = tmp_path / "my root"
+    argv = ["run", str(REPO / "configs" / "smoke.yaml"), "runtime.artifact_root=elsewhere", "--root", str(root),
+            "--until", "ingest", "runtime.task_runner=dask"]
+    assert main(argv) == 0
+    ((artifact_root, until, during),) = seen
+    assert artifact_root == str(root) and until == "ingest"
+    assert during[:2] == (False, "1") and during[2] >= 30, "bars off (here and in Dask workers), distributed at WARNING"
+    assert _quiet_state() == before, "restored after the run"
+    assert main(argv[:-1] + ["runtime.progress=true"]) == 0
+    assert seen[-1][2] == before, "progress on: nothing silenced"
+
+
+def test_ablate_takes_root(monkeypatch, tmp_path):
+    import flows.sweep
+
+    seen = []
+    _no_server(monkeypatch)
+    monkeypatch.setattr(flows.sweep, "ablation_flow",
+                        lambda config, grid, until: seen.append((config["runtime"]["artifact_root"], grid, _quiet_state())))
+    argv = ["ablate", str(REPO / "configs" / "smoke.yaml"), "--grid", "curriculum.mix_ratio=0,0.5", "--root",
+            str(tmp_path), "--until", "curriculum"]
+    assert main(argv) == 0
+    ((artifact_root, grid, during),) = seen
+    assert artifact_root == str(tmp_path) and grid == {"curriculum.mix_ratio": [0, 0.5]}
+    assert during[0] is False, "smoke has runtime.progress off"

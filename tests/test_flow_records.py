@@ -100,7 +100,7 @@ def test_two_flows_fanning_out_one_key_take_turns_and_the_second_fans_out_nothin
     store, args = ArtifactStore(tmp_path), {"stage": "extract", "key": "k"}
     fanned, computed, active = [], [], []
 
-    def fan_out(a, n_shards):
+    def fan_out(a, n_shards, label=None):
         with try_lock(tmp_path, "extract", "k") as free:
             assert not free, "the build lock is free while shards write into the partial folder"
         active.append(a)
@@ -204,7 +204,7 @@ def test_a_run_killed_mid_way_is_listed_unfinished_not_ok(tmp_path, monkeypatch)
             return Future(stage)
 
     monkeypatch.setattr(fp, "stage_task", Task())
-    monkeypatch.setattr(fp, "say", lambda message: None)
+    monkeypatch.setattr(fp, "say", lambda message, label=None: None)
     cfg = load_config(SMOKE, [f"runtime.artifact_root={tmp_path}", "tracking.enabled=false"])
     fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="ingest")
     ((killed, line),) = seen
@@ -212,3 +212,95 @@ def test_a_run_killed_mid_way_is_listed_unfinished_not_ok(tmp_path, monkeypatch)
     done = load_run(tmp_path, "latest")
     assert RUNNING not in done.extra and set(done.stages) == {"testbed", "ingest"}
     assert list_status(tmp_path).splitlines()[1].endswith("ok")
+
+
+def _fake_stages(monkeypatch) -> None:
+    """Stage tasks that compute nothing and say they computed, so the flow's body runs without Prefect."""
+    import flows.pipeline as fp
+
+    class Future:
+        state = SimpleNamespace(name="Completed", result=lambda: {"computed": True, "seconds": 0.1, "metrics": {}})
+
+        def wait(self):
+            pass
+
+    class Task:
+        def with_options(self, **_):
+            return self
+
+        def submit(self, **_):
+            return Future()
+
+    monkeypatch.setattr(fp, "stage_task", Task())
+
+
+def test_a_sweep_run_is_labelled_in_its_lines_its_mlflow_run_and_its_record(tmp_path, monkeypatch, capsys):
+    """On Dask the children's lines interleaved with nothing saying whose they were, their MLflow parent runs were
+    named by run id alone, and nothing in their records said which setting they ran."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    import flows.pipeline as fp
+    from saerl.runs import SETTING, SWEEP, load_run
+
+    _fake_stages(monkeypatch)
+    monkeypatch.setattr(fp, "get_run_logger", lambda: logging.getLogger("test"))
+    cfg = load_config(SMOKE, [f"runtime.artifact_root={tmp_path}", "tracking.enabled=true"])
+    fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="ingest",
+                        sweep={"id": "20260101-000000-000000-5eed", "setting": "mix_ratio=0.5"})
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines and all(ln.startswith("mix_ratio=0.5 | ") for ln in lines), lines
+    assert any(ln.startswith("mix_ratio=0.5 | [ingest] computed") for ln in lines)
+    record = load_run(tmp_path, "latest")
+    assert record.extra[SWEEP] == "20260101-000000-000000-5eed" and record.extra[SETTING] == "mix_ratio=0.5"
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment or cfg.name).experiment_id],
+                                "tags.`saerl.setting` = 'mix_ratio=0.5'")
+    assert run.info.run_name == f"mix_ratio=0.5 | {record.run_id}"
+    assert run.data.tags["saerl.sweep"] == "20260101-000000-000000-5eed"
+
+
+def test_labelled_leads_every_line_or_none():
+    from flows.pipeline import labelled
+
+    assert labelled("a\nb", "k=1") == "k=1 | a\nk=1 | b" and labelled("a\nb", None) == "a\nb"
+
+
+def test_a_stage_run_is_explained_against_the_newest_run_that_ran_it(tmp_path, monkeypatch):
+    """A run that stopped early (--until score, a Dask sweep's shared upstream run) hid the older run that ran
+    the curriculum: the next curriculum change read "no earlier run of this config ran this stage"."""
+    import flows.pipeline as fp
+    from saerl.runs import load_run
+
+    _fake_stages(monkeypatch)
+    monkeypatch.setattr(fp, "say", lambda message, label=None: None)
+    over = [f"runtime.artifact_root={tmp_path}", "tracking.enabled=false"]
+    for extra, until in (([], "curriculum"), ([], "score"), (["curriculum.mix_ratio=0.5"], "curriculum")):
+        cfg = load_config(SMOKE, over + extra)
+        fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until=until)
+    why = load_run(tmp_path, "latest").stages["curriculum"].reason
+    assert why == "computed: config changed: curriculum.mix_ratio 0.2->0.5", why
+
+
+def test_the_deployment_entry_runs_quiet_when_progress_is_off(monkeypatch):
+    """pipeline_from_file (a deployment) silences transformers' bars and Dask's INFO lines as `saerl run` does."""
+    from transformers.utils import logging as hf_logging
+
+    import flows.pipeline as fp
+
+    seen = []
+
+    class Flow:
+        def with_options(self, **_):
+            return self
+
+        def __call__(self, config, until=None):
+            seen.append(hf_logging.is_progress_bar_enabled())
+            return {}
+
+    monkeypatch.setattr(fp, "pipeline_flow", Flow())
+    before = hf_logging.is_progress_bar_enabled()
+    fp.pipeline_from_file.fn(str(SMOKE))
+    fp.pipeline_from_file.fn(str(SMOKE), ["runtime.progress=true"])
+    assert seen == [False, before] and hf_logging.is_progress_bar_enabled() == before

@@ -120,3 +120,29 @@ def test_run_ids_sort_by_start_time_across_the_hour_clocks_go_back(monkeypatch):
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_the_why_looks_past_a_newer_run_that_stopped_before_the_stage(tmp_path):
+    """The newest record of a config was the only one read: after an `--until score` run (or a sweep's shared
+    upstream run, which stops at score) a changed curriculum read "no earlier run of this config ran this stage"
+    although an older run had. Each stage run is now compared with the newest earlier run that ran it."""
+    from saerl.runs import previous_stage_runs
+
+    full = _rec("demo", "curriculum", {"curriculum.mix_ratio": 0.1}, {"score": "a"})
+    full.stages["score"] = StageRecord("score", "k1", "computed", "", {"score.k": 4}, {})
+    full.run_id = "20260101-000000-000000-aaaa"
+    partial = _rec("demo", "score", {"score.k": 8}, {})  # newer, stopped at score
+    partial.run_id = "20260102-000000-000000-bbbb"
+    other = _rec("other", "curriculum", {"curriculum.mix_ratio": 0.9}, {"score": "z"})  # newest, another config
+    other.run_id = "20260103-000000-000000-cccc"
+    for record in (full, partial, other):
+        save_run(tmp_path, record)
+
+    prev = previous_stage_runs(tmp_path, "demo")
+    assert prev["curriculum"].config == {"curriculum.mix_ratio": 0.1} and prev["score"].config == {"score.k": 8}
+    why = explain("curriculum", True, {"curriculum.mix_ratio": 0.3}, {"score": "a"}, prev)
+    assert why == "computed: config changed: curriculum.mix_ratio 0.1->0.3"
+    assert "no earlier run" in explain("curriculum", True, {}, {}, previous_run(tmp_path, "demo")), "a record still works"
+    assert "no earlier run" in explain("train:saerl:0", True, {}, {}, prev)
+    assert set(previous_stage_runs(tmp_path, "demo", wanted=["score"])) == {"score"}, "stops once every wanted is found"
+    assert previous_stage_runs(tmp_path, "demo", exclude=full.run_id).keys() == {"score"}

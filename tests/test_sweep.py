@@ -188,6 +188,11 @@ def test_ablation_flow_pays_for_shared_stages_once(prefect_api, tmp_path, capsys
     text = capsys.readouterr().out
     assert "ablation: 2 settings" in text and "steps to target" in text
     assert "mix_ratio=0.5" in text and "cached:   testbed ingest extract sae encode score train:vanilla:0" in text
+    assert "mix_ratio=0.5 | [curriculum] computed" in text, "each child's lines carry its setting"
+    assert [r["extra"]["setting"] for r in out["runs"]] == ["mix_ratio=0.0", "mix_ratio=0.5"]
+    kept = tmp_path / "root" / "sweeps" / out["sweep_id"]
+    assert pl.read_parquet(kept / "sweep.parquet")["arm"].to_list() == ["vanilla", "saerl", "vanilla", "saerl"]
+    assert "ablation: 2 settings" in (kept / "sweep.txt").read_text() and f"wrote {kept / 'sweep.parquet'}" in text
 
 
 def test_shared_until_is_the_common_upstream_of_the_settings(base, tmp_path):
@@ -221,7 +226,7 @@ def test_table_lists_the_shared_run_first(tmp_path):
 
 
 @pytest.mark.slow
-def test_ablation_children_run_side_by_side_on_dask(prefect_api, tmp_path, capsys):
+def test_ablation_children_run_side_by_side_on_dask(prefect_api, tmp_path, capfd):
     """On a 2-worker LocalCluster: the shared upstream runs once, then both children at the same time, every
     flow run on the test's one Prefect server."""
     from prefect.client.orchestration import get_client
@@ -260,8 +265,11 @@ def test_ablation_children_run_side_by_side_on_dask(prefect_api, tmp_path, capsy
         assert {client.read_task_run(r.parent_task_run_id).flow_run_id for r in children} == {host.id}
         (s0, e0), (s1, e1) = [(r.start_time, r.end_time) for r in children[1:]]
         assert max(s0, s1) < min(e0, e1), f"the settings' flow runs did not overlap: {(s0, e0)} vs {(s1, e1)}"
-    text = capsys.readouterr().out
+    text = capfd.readouterr().out  # with what the children printed on the Dask workers
     assert "shared upstream  computed: testbed ingest extract sae encode score" in text
+    assert shared["extra"]["setting"] == "shared upstream" and [r["extra"]["setting"] for r in runs] == [
+        "mix_ratio=0.0", "mix_ratio=0.5"] and len({r["extra"]["sweep"] for r in (shared, *runs)}) == 1
+    assert "shared upstream | [score] computed" in text and "mix_ratio=0.5 | [evaluate] computed" in text
     assert "cached:   testbed ingest extract sae encode score" in text and "ablation: 2 settings" in text
 
 
@@ -274,3 +282,99 @@ def test_ablation_flow_refuses_a_child_that_cannot_evaluate_before_any_child_run
     with pytest.raises(ValueError, match="no held-out set"):
         ablation_flow.fn(config=config, grid={"data.source": ["testbed", "sample"]})
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("grid, expected", [
+    ({"curriculum.mix_ration": [0, 0.5]}, "grid key 'curriculum.mix_ration': unknown key"),
+    ({"curriculum": [0, 0.5]}, "e.g. grid: {curriculum."),
+    ({"curriculum.mix_ratio": [0, 0.0]}, "grid key 'curriculum.mix_ratio': values 0 and 0.0 are the same setting"),
+    ({"curriculum.mix_ratio": [0, 7]}, "grid key 'curriculum.mix_ratio': value 7 is invalid"),
+    ({}, "needs at least one key in its grid parameter, {KEY: [V1, V2]}"),
+    (["curriculum.mix_ratio"], "grid entry 'curriculum.mix_ratio': expected KEY=V1,V2"),
+    (["curriculum.mix_ratio=0", "curriculum.mix_ratio=1"], "give it once with every value: grid: {curriculum.mix_ratio: [0, 1]}"),
+])
+def test_a_deployments_grid_errors_name_its_grid_parameter_not_the_cli_flag(grid, expected):
+    """A deployment run's bad `grid` parameter failed with "--grid curriculum.mix_ration: unknown key", naming a
+    command-line flag the user never typed."""
+    from flows.sweep import ablation_from_file
+
+    with pytest.raises(ConfigError) as err:
+        ablation_from_file.fn(config_path=str(SMOKE), grid=grid)
+    assert expected in str(err.value) and "--grid" not in str(err.value)
+    with pytest.raises(ConfigError, match="put its value into the grid: grid: {curriculum.mix_ratio: \\[...\\]}"):
+        ablation_from_file.fn(config_path=str(SMOKE), grid={"curriculum.mix_ratio": [0, 1]},
+                              overrides=["curriculum.mix_ratio=0.5"])
+
+
+def test_the_table_and_text_are_kept_under_the_root(tmp_path):
+    from saerl.sweep import SWEEPS_DIR, write_sweep
+
+    child = _child(tmp_path, "a", {"vanilla": 0.25, "saerl": 0.35}, {"saerl": 2.0, "vanilla": 4.0}, {"evaluate": "computed"})
+    child["run_id"] = "20260101-000000-000000-aaaa"
+    children = [({"curriculum.mix_ratio": 0}, child)]
+    table, text = sweep_table(children), format_sweep(children)
+    parquet, txt = write_sweep(tmp_path / "root", "S1", table, text)
+    assert parquet == tmp_path / "root" / SWEEPS_DIR / "S1" / "sweep.parquet" and txt.name == "sweep.txt"
+    back = pl.read_parquet(parquet)
+    assert back.equals(table) and set(back["run_id"]) == {child["run_id"]}, "each row names its child run"
+    assert txt.read_text() == text + "\n"
+    assert sorted(p.name for p in parquet.parent.iterdir()) == ["sweep.parquet", "sweep.txt"], "no temp file left"
+
+
+class _FakeChild:
+    """pipeline_flow (or a Dask child task) standing in for a sweep's child run: records what it was given and
+    returns a run record without an evaluate stage."""
+
+    def __init__(self, calls: list):
+        self.calls = calls
+
+    def with_options(self, **_):
+        return self
+
+    def __call__(self, config, until=None, sweep=None, name=None):
+        self.calls.append({"until": until, "sweep": sweep, "mix": config["curriculum"]["mix_ratio"]})
+        return {"run_id": f"run-{len(self.calls)}", "stages": {"score": {"status": "cached", "path": ""}}}
+
+    def submit(self, **kwargs):
+        from types import SimpleNamespace
+
+        record = self(**kwargs)
+        return SimpleNamespace(result=lambda: record, wait=lambda: None)
+
+
+def test_an_ablation_labels_its_children_and_keeps_its_table(base, tmp_path, monkeypatch, capsys):
+    """An ablation only printed its table, and nothing told its children apart in MLflow or `saerl status`:
+    each child is now given the sweep id and its setting's label (pipeline_flow names, tags and records it),
+    and the table and text are written under ROOT/sweeps/<sweep id>/."""
+    import flows.sweep as fs
+
+    calls: list = []
+    monkeypatch.setattr(fs, "pipeline_flow", _FakeChild(calls))
+    monkeypatch.setattr(fs, "say", lambda message, label=None: print(message))
+    config = with_setting(base, {"runtime.artifact_root": str(tmp_path)})
+    out = fs.ablation_flow.fn(config=config, grid={"curriculum.mix_ratio": [0.0, 0.5]}, until="curriculum")
+    sweep_id = out["sweep_id"]
+    assert [c["sweep"] for c in calls] == [{"id": sweep_id, "setting": "mix_ratio=0.0"},
+                                           {"id": sweep_id, "setting": "mix_ratio=0.5"}]
+    folder = tmp_path / "sweeps" / sweep_id
+    assert out["files"] == [str(folder / "sweep.parquet"), str(folder / "sweep.txt")]
+    assert pl.read_parquet(folder / "sweep.parquet")["run_id"].to_list() == ["run-1", "run-2"]
+    printed = capsys.readouterr().out
+    assert (folder / "sweep.txt").read_text().strip() in printed and f"wrote {folder / 'sweep.parquet'}" in printed
+
+
+def test_on_dask_the_shared_run_and_each_child_carry_their_labels(monkeypatch):
+    """The shared upstream run is labelled 'shared upstream' (not taken for a setting), each child its setting."""
+    import flows.sweep as fs
+
+    calls: list = []
+    monkeypatch.setattr(fs, "child_task", _FakeChild(calls))
+    monkeypatch.setattr(fs, "wait", lambda futures: None)
+    monkeypatch.setattr(fs, "say", lambda message, label=None: None)
+    cfg = load_config(SMOKE).model_dump(mode="json")
+    children = [{"setting": {"curriculum.mix_ratio": m}, "config": cfg, "name": f"c{m}"} for m in (0, 0.5)]
+    out = fs.ablation_on_dask.fn(children=children, shared="score", sweep_id="S")
+    assert [(c["until"], c["sweep"]) for c in calls] == [
+        ("score", {"id": "S", "setting": "shared upstream"}), (None, {"id": "S", "setting": "mix_ratio=0"}),
+        (None, {"id": "S", "setting": "mix_ratio=0.5"})]
+    assert out["shared"]["run_id"] == "run-1" and [r["run_id"] for r in out["runs"]] == ["run-2", "run-3"]
