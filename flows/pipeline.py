@@ -12,6 +12,7 @@ import logging
 import os
 import queue
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,6 +45,7 @@ from saerl.tracking import TRACKED_FAILED, Tracker, log_stage_run
 from tasks.stage import plain_record, prepare_shards_task, shard_task, stage_options, stage_task
 
 log = logging.getLogger("saerl.flow")
+WAKE_S = 0.5  # how often the flow's thread wakes while it waits for a stage: how soon a Ctrl-C is seen
 LABEL_SEP = " | "  # between a sweep run's label and the rest: printed lines, its MLflow run name
 HUB_NO_BARS = "HF_HUB_DISABLE_PROGRESS_BARS"  # read by huggingface_hub (and so transformers) at import: Dask workers
 DASK_LOGGER = "distributed"  # parent of the scheduler's, nannies' and workers' loggers (INFO by default)
@@ -113,13 +115,27 @@ def quiet_libraries(cfg: PipelineConfig) -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def wait_awake(future: Any) -> None:
+    """`future.wait()`, woken every WAKE_S: a wait without a timeout cannot be interrupted (a Ctrl-C delivered while
+    the flow's thread sleeps in it runs its handler only once the stage is done, half an hour into an extraction),
+    while between two short waits Python runs the signal's handler. in: a Prefect future."""
+    done = threading.Event()
+    future.add_done_callback(lambda _: done.set())
+    while not done.wait(WAKE_S):
+        pass
+    future.wait()
+
+
 def fan_out(args: dict[str, Any], n_shards: int, label: str | None = None) -> None:
     """Run a sharded stage's chunks as parallel shard tasks (on Dask workers); the stage task then publishes.
     `label`: a sweep run's, leading its printed line (:func:`say`)."""
-    shards = prepare_shards_task.submit(**args, n_shards=n_shards).result()
+    prepared = prepare_shards_task.submit(**args, n_shards=n_shards)
+    wait_awake(prepared)
+    shards = prepared.result()
     futures = [shard_task.with_options(task_run_name=f"{args['stage']}-shard-{i}").submit(**args, chunk_ids=ids)
                for i, ids in enumerate(shards)]
     for f in futures:
+        wait_awake(f)
         f.result()
     say(f"[{args['stage']}] {sum(map(len, shards))} chunks computed in {len(shards)} shards", label)
 
@@ -139,7 +155,7 @@ def build_sharded(store: ArtifactStore, args: dict[str, Any], n_shards: int, sta
         if not store.is_complete(stage, key):
             fan_out(args, n_shards, label)
         future = start()
-        future.wait()
+        wait_awake(future)
     return future
 
 
@@ -238,7 +254,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None,
         stage, name, key, keys = run["stage"], run["name"], run["key"], run["keys"]
         active["name"] = name
         future = run["future"]
-        future.wait()
+        wait_awake(future)
         state = future.state
         result = state.result()
         computed = bool(result["computed"]) and state.name != "Cached"

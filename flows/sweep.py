@@ -26,9 +26,8 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import wait
 
-from flows.pipeline import pipeline_flow, quiet_libraries, say
+from flows.pipeline import pipeline_flow, quiet_libraries, say, wait_awake
 from flows.runner import task_runner
 from saerl.config import PipelineConfig, build_config
 from saerl.pipeline import check_runnable
@@ -99,14 +98,17 @@ def ablation_on_dask(children: list[dict[str, Any]], until: str | None = None,
     if shared is not None:
         first = children[0]["config"]
         say(f"== {SHARED_LABEL}: every stage up to {shared}, once")
-        record = child_task.with_options(task_run_name=SHARED_LABEL).submit(
+        upstream = child_task.with_options(task_run_name=SHARED_LABEL).submit(
             config=first, until=shared, name=run_name(build_config(first), f"{SHARED_LABEL} (until {shared})"),
-            sweep=sweep_run(sweep_id, SHARED_LABEL)).result()
+            sweep=sweep_run(sweep_id, SHARED_LABEL))
+        wait_awake(upstream)
+        record = upstream.result()
     say(f"== {len(children)} settings side by side on the Dask cluster (each line led by its setting)")
     futures = [child_task.with_options(task_run_name=literal(setting_label(c["setting"]))).submit(
         config=c["config"], until=until, name=c["name"], sweep=sweep_run(sweep_id, setting_label(c["setting"])))
         for c in children]
-    wait(futures)  # every child ends (or fails) before the first failure is raised
+    for future in futures:  # every child ends (or fails) before the first failure is raised
+        wait_awake(future)
     return {"shared": record, "runs": [f.result() for f in futures]}
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -322,12 +324,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def stop_now(signum: int) -> None:
+    """End the process at once on an interrupt, saying what is kept: the stages' threads are not waited for (a
+    stage stops where it is; its finished chunks and every finished artifact stay, and the same command resumes);
+    the local Prefect server stops with its parent (flows.server.LAUNCHER). Exit status 128 + the signal's number,
+    as a shell reports a process a signal ended. in: the signal's number."""
+    print(f"\nsaerl: stopped by {signal.Signals(signum).name}: finished stages and chunks are kept; run the same "
+          "command again to resume", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `saerl` console script."""
+    """Entry point of the `saerl` console script. Ctrl-C and SIGTERM end it at once (:func:`stop_now`): Prefect's
+    flow engine takes SIGTERM over while a flow runs and hands it back, after the flow has ended, to the handler
+    set here."""
     args = parse_args(argv)
     _setup_logging(args.verbose)
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stop_now(signum))
     try:
         return args.fn(args)
+    except KeyboardInterrupt:
+        stop_now(signal.SIGINT)
+        raise  # not reached: stop_now ends the process
     except ConfigError as err:
         print(f"saerl: {err}", file=sys.stderr)
         return 2

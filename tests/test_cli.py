@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -112,6 +113,39 @@ def test_cli_run_end_to_end_twice(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     stage_lines = [ln for ln in second.stdout.splitlines() if ln.startswith("[") and " key=" in ln]
     assert len(stage_lines) == 10 and all(" cached " in ln for ln in stage_lines)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_stops_the_run_inside_a_stage_and_keeps_what_it_finished(tmp_path, sig):
+    """Ctrl-C or SIGTERM while a stage runs ends `saerl run` there (status 128 + the signal, saying what is kept),
+    instead of after the stage: Prefect's thread pool waited for the running stage, and a wait without a timeout
+    ran the Ctrl-C handler only once the stage was done. The stage in flight (a pretraining made long here) is
+    left unfinished; the run record says where the run stopped."""
+    from saerl.runs import FAILED, list_runs, read_run
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("PREFECT_API_URL", None)
+    root = tmp_path / "root"
+    cmd = [sys.executable, "-m", "saerl.cli", "run", str(REPO / "configs" / "smoke.yaml"), f"runtime.artifact_root={root}",
+           "testbed.pretrain_steps=100000", "tracking.enabled=false"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's
+    try:
+        deadline = time.monotonic() + 300
+        while not list((root / "testbed").glob(".partial-*")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before its testbed stage started"
+        time.sleep(2)  # inside the pretraining
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + sig, err[-3000:]
+    assert f"stopped by {signal.Signals(sig).name}" in err and "run the same command again to resume" in err
+    assert not [p for p in (root / "testbed").iterdir() if not p.name.startswith(".")], "the stage was not finished"
+    (path,) = list_runs(root)
+    assert read_run(path).extra[FAILED].startswith("testbed")
 
 
 def test_demo_without_its_config_says_where_to_run_it(monkeypatch, tmp_path, capsys):

@@ -83,7 +83,7 @@ def test_the_deployment_entry_runs_the_pipeline_on_the_configs_task_runner(monke
     fp.pipeline_from_file.fn(str(SMOKE), ["runtime.task_runner=local", "runtime.workers=3"])
     (dask, _, until), (local, _, _) = calls
     assert type(dask).__name__ == "DaskTaskRunner" and dask.cluster_kwargs["n_workers"] == 3 and until == "extract"
-    assert type(local).__name__ == "ThreadPoolTaskRunner" and local._max_workers == 3
+    assert type(local).__name__ == "InterruptibleThreadPoolTaskRunner" and local._max_workers == 3
 
 
 def test_two_flows_fanning_out_one_key_take_turns_and_the_second_fans_out_nothing(tmp_path, monkeypatch):
@@ -192,6 +192,9 @@ def test_a_run_killed_mid_way_is_listed_unfinished_not_ok(tmp_path, monkeypatch)
             self.state = SimpleNamespace(name="Completed", result=lambda: {"computed": True, "seconds": 0.1,
                                                                            "metrics": {}})
 
+        def add_done_callback(self, fn):
+            fn(self)
+
         def wait(self):
             if self.stage == "ingest":  # the second stage run: what a kill now would leave on disk
                 seen.append((load_run(tmp_path, "latest"), list_status(tmp_path).splitlines()[1]))
@@ -220,6 +223,9 @@ def _fake_stages(monkeypatch) -> None:
 
     class Future:
         state = SimpleNamespace(name="Completed", result=lambda: {"computed": True, "seconds": 0.1, "metrics": {}})
+
+        def add_done_callback(self, fn):
+            fn(self)
 
         def wait(self):
             pass

@@ -369,7 +369,7 @@ def test_on_dask_the_shared_run_and_each_child_carry_their_labels(monkeypatch):
 
     calls: list = []
     monkeypatch.setattr(fs, "child_task", _FakeChild(calls))
-    monkeypatch.setattr(fs, "wait", lambda futures: None)
+    monkeypatch.setattr(fs, "wait_awake", lambda future: None)
     monkeypatch.setattr(fs, "say", lambda message, label=None: None)
     cfg = load_config(SMOKE).model_dump(mode="json")
     children = [{"setting": {"curriculum.mix_ratio": m}, "config": cfg, "name": f"c{m}"} for m in (0, 0.5)]
