@@ -34,6 +34,20 @@ read goes to math-verify.
   wrong (math-verify read ``5 ft 6 in`` as the product 30*f*t*i*n, which ``6 ft 5 in`` equals, and ``5'6"`` as 56). A
   sign before its first number is the sign of the whole (``-5 ft 6 in`` matches only ``-5 ft 6 in``, not ``5 ft 6 in``
   nor ``-5 ft -6 in``); a sign before a later number (``5 ft -6 in``) is not read: a gold unparsed, a prediction wrong.
+- A whole number in words, read as its digits and then as digits are (``ten``, ``Twenty-five``, ``twenty five``, ``one
+  hundred and five``, ``nineteen hundred eighty four``, ``two thousand five hundred``, ``twelve apples``, ``ten percent``,
+  ``two dozen``): math-verify read ``ten`` as the product t*e*n (``#### 10`` was wrong for it) and ``seven`` as no math.
+  Words after it that make it no whole number (``one half``, ``five and a half``, ``three point five``, ``three times
+  four``, ``five or six``, ``two thousand squared``) leave it unread, as prose; so are sign words (``minus five``) and
+  numbers written partly in digits (``twenty 5``).
+
+Prose is no answer: plain words (ASCII letters, spaces and a sentence's punctuation, with a word of two or more letters
+and no word LaTeX names as math: ``Ted``, ``Yes``, ``Rug B``, ``Mrs. Hilt``, ``No solution``), whatever their length, are
+an unparsed gold, and a wrong prediction against a gold the fast path reads (math-verify read a word of 1-3 letters as
+a product of symbols: ``Det`` equalled ``Ted``); against a gold only math-verify reads, such a prediction stays
+math-verify's (``\\boxed{xy}`` is the product xy there). A lone letter (``A``, ``(B)``, ``x``: a choice letter or a
+variable) stays math on both sides. A gold read as free text whose one math is a bare symbol in a sentence (``$C$ is not
+invertible``, ``Any $h$ will work.``: math-verify picked out C and h) is unparsed.
 
 A mixed number (``2 1/2``) or a repeating decimal (``0.\\overline{3}``) goes to math-verify as the fraction it means,
 an answer with unit words after it without them (``3/4 cup`` as 3/4). An answer whose canonical text would be over
@@ -142,6 +156,31 @@ _CHAIN_MIN_TOKENS = 4  # the shortest chain read: 'N word N word'
 _CHAIN_TERM = rf"\d+(?:\.\d+)?(?:\s+(?i:{_NUMBER_WORD_ALT})(?![A-Za-z]))?"
 _NUMBER_CHAIN = re.compile(rf"\s*(?P<sign>{_SIGN})?(?P<chain>{_CHAIN_TERM}(?:\s+{_CHAIN_TERM})+){_UNIT_TAIL}")
 _CHAIN_PART = re.compile(r"(?P<num>\d+(?:\.\d+)?)(?:\s+(?P<word>[A-Za-z]+))?")
+# A whole number written in words at the start of an answer ('ten', 'Twenty-five', 'twenty five', 'one hundred and five',
+# 'twelve hundred', 'two thousand five hundred', 'one million two hundred thousand'; any case; words apart by spaces or a
+# hyphen) is read as its digits, by the one reader on both sides, with what follows it as after digits ('twelve apples'
+# is 12, 'ten percent' 10%, 'two dozen' 24, 'five squared' 25): math-verify read 'ten' as the product t*e*n and 'seven'
+# as no math. Not read (a gold unparsed, a prediction wrong, as prose): fractions and ordinals ('one half', 'three
+# quarters', 'five and a half', 'two thirds'), decimals and operations ('three point five', 'three times four'), another
+# number after it ('five or six', 'one to one'), a scale or power word after a number with a scale word ('two thousand
+# squared', as '2 thousand squared'), a sign word ('minus five'), an article ('a hundred' is read as before: 'a dozen'),
+# and words mixed with digits ('twenty 5').
+_SPELLED_ONES = {w: i for i, w in enumerate("zero one two three four five six seven eight nine".split())}
+_SPELLED_TEENS = {w: i + 10 for i, w in enumerate(
+    "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split())}
+_SPELLED_TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
+_HUNDRED = "hundred"
+_SPELLED_SCALES = {w: _SCALE_WORDS[w] for w in _CHAIN_WORDS if w != _HUNDRED}  # thousand .. trillion
+_SPELLED_AND = "and"  # 'one hundred and five', 'one thousand and five'
+_SPELLED_WORDS = frozenset(_SPELLED_ONES) | frozenset(_SPELLED_TEENS) | frozenset(_SPELLED_TENS) | _CHAIN_WORDS
+_ORDINALS = ("third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth fourteenth fifteenth "
+             "sixteenth seventeenth eighteenth nineteenth twentieth thirtieth fortieth fiftieth sixtieth seventieth "
+             "eightieth ninetieth hundredth thousandth millionth billionth trillionth").split()
+# Words after a number in words that make it no whole number: fractions, ordinals, a decimal point, operations.
+_NOT_WHOLE_WORDS = frozenset(["half", "halves", "quarter", "quarters", "point", "times", "plus", "minus", "over",
+                              "divided"] + _ORDINALS + [f"{w}s" for w in _ORDINALS])
+_SPELLED_SEP = re.compile(r"\s*-\s*|\s+")  # 'twenty-five', 'twenty five'
+_DIGIT = re.compile(r"\d")
 # A mixed number ("2 1/2", "-3 1/4 cups"), dressed as a plain number may be: math-verify reads '2 1/2' as (2+1)/2.
 _MIXED_NUMBER = re.compile(
     rf"\s*(?:{_CURRENCY}\s*)?(?P<sign>{_SIGN}?)(?P<whole>\d+)\s+(?P<num>\d+)\s*/\s*(?P<den>\d+){_UNIT_TAIL}"
@@ -169,6 +208,17 @@ _LATEX_WORDS = re.compile(
     r"|\\begin\{[^{}]*\}(?:\{[^{}]*\})?|\\end\{[^{}]*\}|\\[A-Za-z]+"
 )
 _PROSE_WORD = re.compile(r"[A-Za-z]{4,}")
+# Plain words ('Ted', 'Rug B', 'Mrs. Hilt', 'Yes.', 'They are equal', 'No solution'): ASCII letters, spaces and a
+# sentence's punctuation only (no digit, no $, no LaTeX command, no operator), with a word of two or more letters and no
+# word LaTeX names as math ('sin x', 'pi' stay math; see _MATH_NAMES). Such an answer is prose, whatever its word length:
+# a gold is unparsed, a prediction wrong (see _prose). math-verify read a word of 1-3 letters as a product of symbols
+# ('Ted' was T*e*d, which 'Det' equals). A lone letter ('A', '(B)', 'x': a choice letter or a variable) stays math.
+_NOT_PROSE_CHAR = re.compile(r"[^A-Za-z\s.,;:!?'\"()&\-\u2010-\u2015\u2018\u2019\u201c\u201d]")
+_LETTER_RUN = re.compile(r"[A-Za-z]+")
+_PROSE = "prose: plain words are no math answer (a lone letter and a number in words are read)"
+# A gold read as free text whose one math is a bare symbol in a sentence ('$C$ is not invertible', 'Any $h$ will work.'):
+# math-verify picks the symbol out of the sentence, so '\boxed{C}' was right. Such a gold is unparsed (see _lone_symbol).
+_LONE_SYMBOL = "prose: math-verify read only the symbol {} out of a sentence"
 _ONE_MATH_SPAN = re.compile(r"\$\$([^$]*)\$\$|\$([^$]*)\$|\\\((.*)\\\)", re.S)
 # Where a gold read as free text may hold other answers: math spans with a digit, numbers outside them.
 _MATH_SPAN = re.compile(r"\$\$.*?\$\$|\$.*?\$|\\\(.*?\\\)|\\\[.*?\\\]", re.S)
@@ -394,6 +444,81 @@ def _scale_chain(text: str) -> Decimal | None:
         total, previous = total + term, scale
     value = Decimal(-total if m.group("sign") in _MINUS else total)
     return value if len(_number_text(value)) <= MAX_ANSWER_CHARS else None
+
+
+def _spelled_prefix(text: str) -> tuple[int, int, bool] | None:
+    """(value, end, scaled) of the whole number written in words at the start of `text` ('twenty-five apples' -> (25,
+    11, False), 'two thousand five hundred' -> (2500, 25, True): `end` is where its last number word ends, `scaled` whether
+    it holds a scale word), else None. English order only: tens before ones ('twenty five', not 'five twenty'), one
+    'hundred' per group ('twelve hundred' is 1200), scale words descending ('one million two hundred thousand'; 'five
+    thousand million' stops before 'million'), 'and' after 'hundred' or a scale word only; 'zero' alone. It stops before
+    the first word that does not continue the number (the caller decides what may follow). Linear in the text."""
+    total = group = small = 0
+    state, prev_scale, scaled, hundreds = "start", 0, False, False
+    best: tuple[int, int, bool] | None = None
+    pos = len(text) - len(text.lstrip())
+    while (m := _LETTER_RUN.match(text, pos)) is not None:
+        word = m.group().lower()
+        if word in _SPELLED_ONES and (word != "zero" or state == "start") \
+                and state in ("start", "hundred", "scale", "and", "tens"):
+            small, state = small + _SPELLED_ONES[word] if state == "tens" else _SPELLED_ONES[word], "ones"
+            state = "zero" if word == "zero" else state
+        elif (word in _SPELLED_TEENS or word in _SPELLED_TENS) and state in ("start", "hundred", "scale", "and"):
+            small, state = _SPELLED_TEENS.get(word) or _SPELLED_TENS[word], "tens" if word in _SPELLED_TENS else "teen"
+        elif word == _HUNDRED and state in ("ones", "teen", "tens") and not hundreds:
+            group, small, state, hundreds, scaled = small * 100, 0, "hundred", True, True
+        elif word in _SPELLED_SCALES and state in ("ones", "teen", "tens", "hundred") and group + small > 0 \
+                and (not prev_scale or _SPELLED_SCALES[word] < prev_scale):
+            prev_scale = _SPELLED_SCALES[word]
+            total, group, small, state, hundreds, scaled = total + (group + small) * prev_scale, 0, 0, "scale", False, True
+        elif word == _SPELLED_AND and state in ("hundred", "scale"):
+            state = "and"
+        else:
+            break
+        if state != "and":
+            best = (total + group + small, m.end(), scaled)
+        sep = _SPELLED_SEP.match(text, m.end())
+        if sep is None:
+            break
+        pos = sep.end()
+    return best
+
+
+def _digits_for_words(text: str) -> str | None:
+    """`text` with the whole number written in words at its start in digits ('ten' -> '10', 'twelve apples' -> '12
+    apples', 'Twenty-five percent' -> '25 percent', 'one hundred and five' -> '105'; see _spelled_prefix), for the reader
+    to read as it reads digits; None when `text` holds a digit or does not start with a number in words, and when what
+    follows the number holds another number word, a fraction, an ordinal or an operation ('one half', 'five and a half',
+    'three point five', 'three times four', 'five or six') or, after a number with a scale word, a scale or power word
+    ('two thousand squared', 'two hundred dozen': not read with digits either)."""
+    if len(text) > MAX_ANSWER_CHARS or _DIGIT.search(text) is not None:
+        return None
+    head = _spelled_prefix(text)
+    if head is None:
+        return None
+    value, end, scaled = head
+    rest = text[end:]
+    words = {w.lower() for w in _LETTER_RUN.findall(rest)}
+    if words & _SPELLED_WORDS or words & _NOT_WHOLE_WORDS or (scaled and words & _NUMBER_WORDS):
+        return None
+    return f"{value}{rest}"
+
+
+def _plain_words(text: str) -> bool:
+    """True if `text` is plain words: ASCII letters, spaces and a sentence's punctuation only, with a word of two or more
+    letters and no word LaTeX names as math ('Ted', 'Rug B', 'Mrs. Hilt', 'They are equal.'; not 'A', '(B)', 'x', 'sin x',
+    'pi', '$C$ is not invertible', '3 apples'). See _NOT_PROSE_CHAR."""
+    if len(text) > MAX_ANSWER_CHARS or _NOT_PROSE_CHAR.search(text) is not None:
+        return False
+    words = _LETTER_RUN.findall(text)
+    return any(len(w) > 1 for w in words) and not any(w in _MATH_NAMES for w in words)
+
+
+def _prose(text: str) -> bool:
+    """True if `text` is prose: plain words (see _plain_words) that are no number in words the reader reads ('Ted',
+    'Yes', 'No solution', 'one half', 'five or six'; not 'ten', 'twelve apples', 'A'). A prose gold is unparsed, a prose
+    prediction wrong."""
+    return _plain_words(text) and _digits_for_words(text) is None
 
 
 def _percent_fraction(value: Fraction) -> tuple[Decimal, str] | None:
@@ -709,7 +834,8 @@ def _read_answer(text: str) -> _Reading | None:
     ('18', '1,000', '-$5', '9 (apples)', '1.5 million', '2 thousand 5 hundred'; also once markdown emphasis, a full stop
     and unit words or short prose are left out: '**18**', '1 000 of them', '12 in', see _without_unit_words), a percent
     ('10%', '10 percent of them', '1/2%', '12 1/2 percent'), or a compound quantity ('5 ft 6 in', '5 feet, 6 inches',
-    '5\\'6"', '-2 hours 30 minutes'); None for anything else (math-verify reads it, or it is not read at all: see
+    '5\\'6"', '-2 hours 30 minutes'), each also with its number in words ('ten', 'twelve apples', 'ten percent': see
+    _digits_for_words); None for anything else (math-verify reads it, or it is not read at all: see
     _unread_reason), also for an answer whose canonical text is over MAX_ANSWER_CHARS (see _overlong_reading)."""
     reading = _read_unbounded(text)
     return None if reading is None or len(reading.text) > MAX_ANSWER_CHARS else reading
@@ -724,7 +850,10 @@ def _overlong_reading(text: str) -> bool:
 
 
 def _read_unbounded(text: str) -> _Reading | None:
-    """What _read_answer reads, its canonical text of any length."""
+    """What _read_answer reads, its canonical text of any length; a number in words as its digits ('twelve apples' as
+    '12 apples', see _digits_for_words)."""
+    if _DIGIT.search(text) is None and (digits := _digits_for_words(_plain_answer(text))) is not None:
+        text = digits
     if (value := _plain_value(text)) is not None:
         return _Reading(_NUMBER_DETAIL, value)
     plain = _plain_answer(text)
@@ -792,7 +921,7 @@ def _strip_hashes(gold: str) -> str:
 def _fast_gold(gold: str) -> _Reading | NormalizedAnswer | None:
     """A gold answer as the fast path reads it: its reading (see _read_answer: a number, a percent, a compound quantity),
     an 'unparsed' NormalizedAnswer when it is plainly unusable (empty, over MAX_ANSWER_CHARS, NaN, a clock time, an
-    answer the verifier does not read: see _unread_reason), else None (math-verify reads it)."""
+    answer the verifier does not read: see _unread_reason, prose: see _prose), else None (math-verify reads it)."""
     core = _strip_hashes(gold)
     if not core:
         return NormalizedAnswer("unparsed", "", "empty answer")
@@ -806,6 +935,8 @@ def _fast_gold(gold: str) -> _Reading | NormalizedAnswer | None:
         return reading
     if (why := _unread_reason(_plain_answer(core))) is not None:
         return NormalizedAnswer("unparsed", "", why)
+    if _prose(_plain_answer(core)):  # 'Ted', 'Yes', 'Rug B': never a product of symbols
+        return NormalizedAnswer("unparsed", "", _PROSE)
     return None
 
 
@@ -920,7 +1051,22 @@ def _gold_parse(core: str) -> tuple[tuple, str]:
         return parsed, f"ambiguous: math-verify read {matched[:60]!r} but the answer holds {n} more number(s)"
     if (part := _partial_read(parsed)) is not None:
         return parsed, f"ambiguous: math-verify read only {parsed[0]} out of {part[:60]!r}"
+    if free_text and _BOXED not in core and (symbol := _lone_symbol(parsed, core)) is not None:
+        return parsed, _LONE_SYMBOL.format(symbol)
     return parsed, ""
+
+
+def _lone_symbol(parsed: tuple, text: str) -> str | None:
+    """The symbol, when math-verify's reading of a free text is one bare symbol and the text outside its math spans is
+    prose (a word of two or more letters: '$C$ is not invertible', 'Any $h$ will work.', 'Only $\\mathbf{w}$ is a unit
+    vector.'), else None ('$m$', '$-m$', '$e$', 'Yes, $x = 2$' are not)."""
+    import sympy
+
+    expr = next((p for p in parsed if not isinstance(p, str)), None)
+    if not isinstance(expr, sympy.Symbol):
+        return None
+    outside = _LATEX_WORDS.sub(" ", _MATH_SPAN.sub(" ", text))
+    return str(expr) if any(len(w) > 1 for w in _LETTER_RUN.findall(outside)) else None
 
 
 def _bare_math(text: str) -> str:
@@ -1288,9 +1434,17 @@ def _judge_fast_gold(gold: _Reading, pred: str, single: bool) -> VerifyResult | 
     if reading is not None:
         detail = _PERCENT_DETAIL if _PERCENT_DETAIL in (gold.kind, reading.kind) else _NUMBER_DETAIL
         return VerifyResult("correct" if _same_reading(gold, reading) else "wrong", pred, gold.text, detail)
-    if single and (why := _refused_prediction(pred)) is not None:
+    if single and (why := _refused_prediction(pred) or _prose_prediction(pred)) is not None:
         return VerifyResult("wrong", pred, gold.text, why)
     return None
+
+
+def _prose_prediction(pred: str) -> str | None:
+    """_PROSE if the prediction is prose ('Det', 'Yes', 'The answer is twelve', 'one half'; see _prose), else None. Against
+    a gold the fast path reads (a number, a percent, a compound quantity) such a prediction is wrong: math-verify read it as
+    no math or a product of letters, never that number. Against a gold only math-verify reads it stays math-verify's
+    ('\\boxed{xy}' against '$x y$' is its product of letters; prose with a word of 4+ letters reads as no math there)."""
+    return _PROSE if _prose(_plain_answer(pred)) else None
 
 
 def _as_math(pred: str) -> str:
@@ -1300,7 +1454,8 @@ def _as_math(pred: str) -> str:
     first ('**18**' -> '18', '1/2.' -> '1/2', see _plain_answer), then unit words after a number ('3/4 cup' ->
     '3/4', '12 in' -> '12'; not '3 n' or '2 pi', see _without_unit_words); a fraction percent as math-verify reads a
     percent (see _fraction_percent_math: '1/2%' -> '0.5\\%')."""
-    pred = _without_unit_words(_plain_answer(pred))
+    pred = _plain_answer(pred)
+    pred = _without_unit_words(_digits_for_words(pred) or pred)  # 'ten' as '10', 'twelve apples' as '12'
     value = _plain_number(pred)
     if value is not None:
         return _number_text(value)
@@ -1329,7 +1484,8 @@ def fast_verdict(completion: str, gold: str) -> VerifyResult | None:
     ``\\boxed{18.00}``, ``#### $18``, ``#### 18 dollars``, ``#### **18**``, ``#### 1 000 of them``, ``#### 1.5 thousand``,
     ``#### 2 thousand 5 hundred`` against 1000/18/1500/2500, ``#### 10%``, ``#### 1/2%`` against 0.1, 0.005), anything
     against a compound-quantity gold (``5 ft 6 in``, ``5'6"``), or a prediction no single-answer gold matches
-    (``#### 5 ft 6 in``, ``#### 2 1/2 dozen``, ``#### 5 ft -6 in`` against a number). in: completion, gold; out: that VerifyResult, or None
+    (``#### 5 ft 6 in``, ``#### 2 1/2 dozen``, ``#### 5 ft -6 in`` against a number), and prose against a number, a
+    percent or a compound quantity (``#### Yes``, ``\\boxed{Det}``; ``#### ten`` is read as 10). in: completion, gold; out: that VerifyResult, or None
     when the pair needs math-verify (call verify_batch for it)."""
     first = _fast_verify(completion, gold)
     return first if isinstance(first, VerifyResult) else None

@@ -175,6 +175,8 @@ LONG_EXPONENTS = ["1" * 1990 + "e999", "1" * 1990 + "e999%", "1" * 996 + "e999 f
 @example(LONG_EXPONENTS[0])
 @example(LONG_EXPONENTS[1])
 @example(LONG_EXPONENTS[2])
+@example("Twenty-five apples")
+@example("one hundred and five percent")
 def test_fast_normalise_is_total_and_idempotent(text: str) -> None:
     first = V._fast_normalize(text)
     if first is None or not first.ok:
@@ -214,3 +216,34 @@ def test_verify_batch_gives_a_status_for_every_pair(pairs: list[tuple[str, str]]
     got = V.verify_batch(completions, [g for _, g in pairs], timeout_s=TIMEOUT_S)
     assert len(got) == len(pairs)
     assert all(r.status in {"correct", "wrong", "no_answer", "timeout", "error"} for r in got)
+
+
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
+         "eighteen nineteen").split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_SCALES = ((10**12, "trillion"), (10**9, "billion"), (10**6, "million"), (10**3, "thousand"), (100, "hundred"))
+
+
+def _in_words(n: int, sep: str) -> str:
+    """0 <= n < 10**15 in English words, tens and ones joined by `sep` ('-' or ' '): written apart from the reader."""
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + (sep + _ONES[n % 10] if n % 10 else "")
+    scale, name = next((scale, name) for scale, name in _SCALES if n >= scale)
+    return f"{_in_words(n // scale, sep)} {name}" + (f" {_in_words(n % scale, sep)}" if n % scale else "")
+
+
+@FAST
+@given(st.integers(min_value=0, max_value=10**15 - 1), st.sampled_from(["-", " "]),
+       st.sampled_from(["", " apples", " percent", ".", " of them"]), st.booleans())
+def test_a_number_in_words_reads_as_its_number(n: int, sep: str, tail: str, title: bool) -> None:
+    """Every whole number below 10**15, spelled out by a speller written apart from the reader, reads as its digits on both
+    sides, with the words after it read as after digits."""
+    text = _in_words(n, sep) + tail
+    text = text.capitalize() if title else text
+    got = V._fast_normalize(text)
+    expected = f"{n}%" if tail == " percent" else str(n)
+    assert got is not None and (got.status, got.text) == ("ok", expected), (text, got)
+    assert V.fast_verdict(f"#### {text}", expected).status == "correct"
+    assert V.fast_verdict(f"#### {text}", str(n + 1)).status == "wrong"

@@ -131,7 +131,7 @@ def test_normalize_answers_batch_keeps_order():
         ("#### 2000", "2 thousand", "correct"), ("#### 3200000000", "3.2 billion", "correct"), ("#### 400", "4 hundred", "correct"),
         ("\\boxed{1.5 \\text{ million}}", "1500000", "correct"), ("\\boxed{2 dozen}, \\boxed{3}", "24, 3", "correct"),
         ("#### 2 1/2 dozen", "2.5", "wrong"), ("#### 1 1/2 million", "$\\frac{3}{2}$", "wrong"), ("#### -5 squared", "-5", "wrong"),
-        ("#### 2 1/2 dozen", "2 1/2 dozen", "error"), ("#### a squared", "1", "no_answer"),
+        ("#### 2 1/2 dozen", "2 1/2 dozen", "error"), ("#### a squared", "1", "wrong"),  # prose (was no answer)
         # a percent equals its number and its hundredth, as a sign or a word ('10 percent' was not 0.1, '12.5%' not 12.5)
         ("#### 0.1", "10 percent", "correct"), ("#### 10 percent", "0.1", "correct"), ("#### 10", "10 percent", "correct"),
         ("#### 12.5%", "12.5", "correct"), ("#### 12.5", "$12.5\\%$", "correct"), ("#### 0.125", "12.5%", "correct"),
@@ -782,3 +782,105 @@ def test_a_verdict_of_math_verify_shows_the_gold_s_canonical_text(completion, go
     the form handed to math-verify, '\\frac{\\frac{1}{3}}{100}'."""
     assert V.fast_verdict(completion, gold) is None
     assert verify_answer(completion, gold, 10).gold == normalize_answer(gold, 10).text == text
+
+
+@pytest.mark.parametrize(
+    "gold",
+    ["Ted", "Jim", "Red", "Yes", "No", "Yes.", "Rug B", "Mrs. Hilt", "Bryan", "Purple", "xy", "They are equal",
+     "No solution", "Cesar's toothbrush", "converges absolutely", "#### Ted"],
+)
+def test_a_gold_of_plain_words_is_prose_not_a_product_of_symbols(gold):
+    """math-verify read a word of 1-3 letters as a product of symbols ('Ted' was T*e*d, so '\\boxed{Det}' was right; 'Yes'
+    and 'Rug B' were kept as answers while 'Bryan' and 'Purple' were unparsed): plain words, whatever their length, are
+    prose, decided in this process."""
+    got = normalize_answer(gold, 10)
+    assert (got.status, got.text, got.detail) == ("unparsed", "", V._PROSE), got
+    assert V._fast_normalize(gold) == got
+    assert verify_answer("\\boxed{Det}", gold, 10).status == "error"  # a gold unusable, never "correct"
+
+
+@pytest.mark.parametrize(
+    ("gold", "right", "wrong"),
+    [("A", "\\boxed{A}", "\\boxed{B}"), ("(B)", "\\boxed{(B)}", "\\boxed{(C)}"), ("x", "#### x", "#### y"),
+     ("$x y$", "\\boxed{xy}", "\\boxed{xz}"), ("sin x", "#### sin x", "#### cos x")],
+)
+def test_a_lone_letter_and_math_names_stay_math(gold, right, wrong):
+    """A lone letter is a choice letter or a variable (math-verify matches it only with the same letter, in either case);
+    a word LaTeX names as math keeps the answer math; a prediction of plain words against a gold only math-verify reads
+    stays math-verify's ('xy' is its product of letters there)."""
+    assert normalize_answer(gold, 10).ok
+    assert verify_answer(right, gold, 10).correct
+    assert verify_answer(wrong, gold, 10).status == "wrong"
+
+
+@pytest.mark.parametrize(
+    ("gold", "symbol"),
+    [("$C$ is not invertible", "c"), ("Any $h$ will work.", "h"), ("Only $\\mathbf{w}$ is a unit vector.", "w"),
+     ("There is no possible choice of $k$ which will make these matrices commute.", "k"),
+     ("No. It has a nonzero determinant for all $t$", "t")],
+)
+def test_a_prose_gold_whose_one_math_is_a_lone_symbol_is_unparsed(gold, symbol):
+    """math-verify's free-text reading picked the lone symbol out of the sentence: '\\boxed{C}' was right for '$C$ is not
+    invertible' and '\\boxed{h}' for 'Any $h$ will work.'."""
+    got = normalize_answer(gold, 10)
+    assert (got.status, got.detail) == ("unparsed", V._LONE_SYMBOL.format(symbol)), got
+    assert verify_answer(f"\\boxed{{{symbol.upper()}}}", gold, 10).status == "error"
+
+
+@pytest.mark.parametrize(("gold", "text"), [("$m$", "m"), ("$-m$", "-m"), ("$e$", "e"), ("$i$", "i"), ("$\\pi$", "\\pi")])
+def test_a_gold_that_is_one_math_span_keeps_its_symbol(gold, text):
+    assert normalize_answer(gold, 10).text == text
+
+
+@pytest.mark.parametrize(
+    ("gold", "text"),
+    [("one", "1"), ("ten", "10"), ("Seven", "7"), ("zero", "0"), ("Twenty-five", "25"), ("twenty five", "25"),
+     ("ninety-nine", "99"), ("one hundred and five", "105"), ("twelve hundred", "1200"), ("nineteen hundred eighty four", "1984"),
+     ("two thousand five hundred", "2500"), ("one million two hundred thousand", "1200000"), ("twenty-one thousand and one", "21001"),
+     ("twelve apples", "12"), ("**ten**", "10"), ("ten.", "10"), ("ten percent", "10%"), ("two dozen", "24"), ("five squared", "25"),
+     ("#### eleven", "11"), ("Eight pieces of each kind of pie.", "8")],
+)
+def test_a_number_in_words_is_its_number(gold, text):
+    """'one' and 'ten' were kept as the products o*n*e and t*e*n ('#### 1' and '#### 10' wrong), 'five', 'seven' and 'twelve
+    apples' were unparsed: a whole number in words is read as its digits, with what follows it as after digits."""
+    got = normalize_answer(gold, 10)
+    assert (got.status, got.text) == ("ok", text), got
+    assert V._fast_normalize(gold) == got
+    assert verify_answer(f"#### {text}", gold, 10).correct
+
+
+@pytest.mark.parametrize(
+    "gold",
+    ["one half", "three quarters", "five and a half", "two thirds", "three point five", "three times four", "five or six",
+     "one to one", "two thousand squared", "minus five", "five twenty", "five thousand million", "five feet six inches"],
+)
+def test_words_that_are_no_whole_number_are_prose(gold):
+    """A fraction, an ordinal, a decimal point, an operation or another number after a number in words, a scale or power
+    word after a number with a scale word ('2 thousand squared' is not read either): never the leading number alone."""
+    assert V._digits_for_words(gold) is None
+    assert normalize_answer(gold, 10).status == "unparsed"
+    assert verify_answer(f"#### {gold}", "5", 10).status == "wrong"
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status"),
+    [("#### ten", "10", "correct"), ("#### seven", "7", "correct"), ("\\boxed{Twenty-five}", "25", "correct"),
+     ("#### twelve apples", "12", "correct"), ("#### eleven", "12", "wrong"), ("#### ten percent", "0.1", "correct"),
+     ("#### two thousand five hundred", "2500", "correct"), ("#### one", "one", "correct"), ("#### two", "one", "wrong"),
+     ("\\boxed{ten}", "\\frac{20}{2}", "correct"), ("\\boxed{ten}", "\\frac{21}{2}", "wrong")],
+)
+def test_a_number_in_words_as_a_prediction(completion, gold, status):
+    """The one reader reads a number in words in a prediction too: '#### ten' was wrong for 10, '#### seven' no answer."""
+    assert verify_answer(completion, gold, 10).status == status
+
+
+@pytest.mark.parametrize(
+    "completion", ["#### Det", "\\boxed{Yes}", "#### No.", "#### The answer is twelve", "\\boxed{Rug B}", "#### one half"]
+)
+@pytest.mark.parametrize("gold", ["5", "12", "10%", "5 ft 6 in"])
+def test_a_prediction_of_plain_words_is_wrong_against_a_number(completion, gold):
+    """Prose against a number was judged by math-verify as a product of letters or as no answer at all: it is wrong, in
+    this process."""
+    got = V.fast_verdict(completion, gold)
+    assert got is not None and got.status == "wrong", got
+    assert got.detail == (V._COMPOUND if gold == "5 ft 6 in" else V._PROSE)
