@@ -74,7 +74,8 @@ def available_stages() -> tuple[str, ...]:
 
 
 NO_HELD_OUT = ("no held-out set to evaluate on: the evaluate stage (and the learning curve) needs one; use "
-               "data.source=testbed, set eval.sets={name: file}, or stop earlier with --until curriculum")
+               "data.source=testbed, set eval.sets={name: file}, or stop earlier with --until curriculum (a deployment's "
+               "until parameter)")
 
 
 def no_label_stage(cfg: PipelineConfig) -> str:

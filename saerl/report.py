@@ -34,7 +34,7 @@ from saerl.runs import (
     StageRecord,
     explain,
     ordered_stages,
-    previous_run,
+    previous_stage_runs,
     stage_of,
 )
 from saerl.stages import stage_slice
@@ -329,7 +329,7 @@ def record_results(store: ArtifactStore, cfg: PipelineConfig, results: dict[str,
     same fields the flow records (reasons relative to the previous run of the config); save it with
     :func:`saerl.runs.save_run`."""
     record = RunRecord(name=cfg.name, config=flatten(cfg))
-    previous = previous_run(store.root, cfg.name)
+    previous = previous_stage_runs(store.root, cfg.name, list(results))  # per stage run: its newest earlier run
     for name, res in results.items():
         stage = stage_of(name)
         sl = stage_slice(cfg, stage)

@@ -98,19 +98,21 @@ def load_run(root: Path, run_id: str) -> RunRecord:
     else:
         match = [p for p in runs if p.stem.startswith(run_id)]
     if len(match) != 1:
-        raise UnknownRun(f"no unique run '{run_id}' under {Path(root) / RUNS_DIR}: {_run_fix(runs, len(match))}")
+        raise UnknownRun(f"no unique run '{run_id}' under {Path(root) / RUNS_DIR}: {_run_fix(runs, match)}")
     return read_run(match[0])
 
 
-def _run_fix(runs: list[Path], n_match: int) -> str:
-    """What to do when a run id names no single record. in: the record files (oldest first), how many the id
-    matched; out: the fix, with the newest run ids when there are any."""
+def _run_fix(runs: list[Path], match: list[Path]) -> str:
+    """What to do when a run id names no single record. in: the record files (oldest first), those the id
+    matched; out: the fix, with the newest matching run ids (or, when none matched, the newest run ids)."""
     if not runs:
         return ("it holds no run records: run `saerl run CONFIG` first, or pass --root with the artifact root "
                 "your runs wrote to (runtime.artifact_root)")
-    fix = (f"{n_match} runs start with it, give more of the id" if n_match
-           else "give a run id, a unique prefix of one, or 'latest'")
-    return f"{fix} (newest first: {', '.join(p.stem for p in runs[::-1][:RECENT_IDS])})"
+    if match:
+        return f"{len(match)} runs start with it, give more of the id (newest first: " \
+               f"{', '.join(p.stem for p in match[::-1][:RECENT_IDS])})"
+    return f"give a run id, a unique prefix of one, or 'latest' (newest first: " \
+           f"{', '.join(p.stem for p in runs[::-1][:RECENT_IDS])})"
 
 
 def read_run(path: Path) -> RunRecord:

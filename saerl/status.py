@@ -15,6 +15,7 @@ from saerl.runs import (
     FAILED,
     RUNNING,
     RUNS_DIR,
+    SETTING,
     UNFINISHED,
     RunRecord,
     list_runs,
@@ -96,21 +97,22 @@ def run_status(root: Path, run_id: str = "latest") -> str:
 
 
 def list_status(root: Path, limit: int = LIST_LIMIT) -> str:
-    """`saerl status --list`: the `limit` newest runs, newest first: id, config name, start, stage runs,
+    """`saerl status --list`: the `limit` newest runs, newest first: id, config name, a sweep child's setting, start,
+    stage runs,
     computed and cached counts, total seconds, recorded MB and how it ended (:func:`ended`). An unreadable record is
     listed as such."""
     paths = list_runs(root)[::-1][:limit]
     if not paths:
         return f"no runs under {Path(root) / RUNS_DIR}"
-    rows = [("run", "name", "started", "stages", "computed", "cached", "seconds", "MB", "ended")]
+    rows = [("run", "name", "setting", "started", "stages", "computed", "cached", "seconds", "MB", "ended")]
     for path in paths:
         try:
             r = read_run(path)
         except ValueError:
-            rows.append((path.stem, "<unreadable record>", "", "", "", "", "", "", ""))
+            rows.append((path.stem, "<unreadable record>", "", "", "", "", "", "", "", ""))
             continue
         computed = sum(s.status == "computed" for s in r.stages.values())
-        rows.append((r.run_id, r.name, format_time(r.started), str(len(r.stages)), str(computed),
+        rows.append((r.run_id, r.name, str(r.extra.get(SETTING, "")), format_time(r.started), str(len(r.stages)), str(computed),
                      str(len(r.stages) - computed), f"{sum(s.seconds for s in r.stages.values()):.1f}",
                      f"{sum(s.bytes for s in r.stages.values()) / MB:.2f}",
                      ended(r)))

@@ -52,12 +52,13 @@ def test_unknown_run_errors_say_what_to_do(tmp_path):
 
     with pytest.raises(UnknownRun, match="no run records: run `saerl run CONFIG` first, or pass --root"):
         load_run(tmp_path, "latest")
-    for run_id in ("20260101-000000-aaaaaa", "20260101-000001-bbbbbb"):
+    for run_id in ("20260101-000000-aaaaaa", "20260101-000001-bbbbbb", "20260102-000000-cccccc"):
         r = _rec("demo", "ingest", {}, {})
         r.run_id = run_id
         save_run(tmp_path, r)
-    with pytest.raises(UnknownRun, match=r"2 runs start with it, give more of the id \(newest first: 20260101-000001"):
-        load_run(tmp_path, "2026")
+    with pytest.raises(UnknownRun, match=r"2 runs start with it, give more of the id \(newest first: 20260101-000001") as err:
+        load_run(tmp_path, "20260101")
+    assert "20260102" not in str(err.value), "only the runs the prefix matched are listed"
     with pytest.raises(UnknownRun, match="give a run id, a unique prefix of one, or 'latest'"):
         load_run(tmp_path, "nope")
 

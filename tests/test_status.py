@@ -65,12 +65,20 @@ def test_list_status_newest_first_and_unreadable_records(tmp_path):
     first, second = _runs(tmp_path)
     (tmp_path / "runs" / "20260103-000000-cccccc.json").write_text("{not json")
     lines = list_status(tmp_path).splitlines()
-    assert lines[0].split()[:3] == ["run", "name", "started"]
+    assert lines[0].split()[:4] == ["run", "name", "setting", "started"]
     assert lines[1].startswith("20260103-000000-cccccc") and "unreadable" in lines[1]
     assert lines[2].startswith(second.run_id) and lines[3].startswith(first.run_id)
     assert lines[2].split()[4:8] == ["3", "2", "1", "71.6"]
     assert len(list_status(tmp_path, limit=1).splitlines()) == 2
     assert "no runs" in list_status(tmp_path / "empty")
+
+
+def test_list_status_shows_a_sweep_childs_setting(tmp_path):
+    from saerl.runs import SETTING, SWEEP
+
+    save_run(tmp_path, RunRecord(name="demo", run_id="20260101-000000-aaaaaa", extra={SWEEP: "s1", SETTING: "mix_ratio=0.1"}))
+    header, row = list_status(tmp_path).splitlines()[:2]
+    assert row.split()[:3] == ["20260101-000000-aaaaaa", "demo", "mix_ratio=0.1"] and "setting" in header
 
 
 def test_cli_status(tmp_path, capsys):
