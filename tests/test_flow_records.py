@@ -112,7 +112,7 @@ def test_two_flows_fanning_out_one_key_take_turns_and_the_second_fans_out_nothin
     def start():  # the stage task: publishes what the shards computed, under the flow's lock
         _, done = store.ensure("extract", "k", lambda b: (b.path / "x.bin").write_bytes(b"x"), take_lock=False)
         computed.append(done)
-        return SimpleNamespace(wait=lambda: None)
+        return SimpleNamespace(wait=lambda: None, add_done_callback=lambda fn: fn(None))
 
     monkeypatch.setattr(fp, "fan_out", fan_out)
     errors = []

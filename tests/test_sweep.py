@@ -339,7 +339,7 @@ class _FakeChild:
         from types import SimpleNamespace
 
         record = self(**kwargs)
-        return SimpleNamespace(result=lambda: record, wait=lambda: None)
+        return SimpleNamespace(result=lambda: record, wait=lambda: None, add_done_callback=lambda fn: fn(None))
 
 
 def test_an_ablation_labels_its_children_and_keeps_its_table(base, tmp_path, monkeypatch, capsys):
