@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -159,8 +159,8 @@ def list_runs(root: Path) -> list[Path]:
     return sorted(folder.glob("*.json")) if folder.exists() else []
 
 
-def previous_run(root: Path, name: str, exclude: str | None = None) -> RunRecord | None:
-    """The latest saved run of config `name` (other than `exclude`), or None. A record that is not readable
+def runs_of(root: Path, name: str, exclude: str | None = None) -> Iterator[RunRecord]:
+    """The saved runs of config `name` (other than `exclude`), newest first. A record that is not readable
     (:func:`read_run`; `saerl status --list` lists it as such) is skipped: it only explains a recompute."""
     for path in reversed(list_runs(root)):
         if path.stem == exclude:
@@ -170,8 +170,12 @@ def previous_run(root: Path, name: str, exclude: str | None = None) -> RunRecord
         except ValueError:
             continue
         if record.name == name:
-            return record
-    return None
+            yield record
+
+
+def previous_run(root: Path, name: str, exclude: str | None = None) -> RunRecord | None:
+    """The latest saved run of config `name` (other than `exclude`), or None (see :func:`runs_of`)."""
+    return next(runs_of(root, name, exclude), None)
 
 
 def previous_stage_runs(root: Path, name: str, wanted: Iterable[str] | None = None,
@@ -179,23 +183,16 @@ def previous_stage_runs(root: Path, name: str, wanted: Iterable[str] | None = No
     """Per stage run, its record in the newest saved run of config `name` (other than `exclude`) that ran it: the
     newest run alone misses every stage it did not reach (an `--until score` run, a sweep's shared upstream run,
     a failed run), and a recompute after it was explained as "no earlier run of this config ran this stage".
-    Unreadable records are skipped (:func:`previous_run`). in: artifact root, config name, the stage run names
+    Unreadable records are skipped (:func:`runs_of`). in: artifact root, config name, the stage run names
     wanted (the search stops once each is found; None: every record is read), a run id to leave out;
     out: {stage run name: StageRecord}."""
     wanted_set = None if wanted is None else set(wanted)
     found: dict[str, StageRecord] = {}
-    for path in reversed(list_runs(root)):
+    for record in runs_of(root, name, exclude):
+        for stage, rec in record.stages.items():
+            found.setdefault(stage, rec)
         if wanted_set is not None and wanted_set <= set(found):
             break
-        if path.stem == exclude:
-            continue
-        try:
-            record = read_run(path)
-        except ValueError:
-            continue
-        if record.name == name:
-            for stage, rec in record.stages.items():
-                found.setdefault(stage, rec)
     return found
 
 
