@@ -37,9 +37,16 @@ read goes to math-verify.
 - A whole number in words, read as its digits and then as digits are (``ten``, ``Twenty-five``, ``twenty five``, ``one
   hundred and five``, ``nineteen hundred eighty four``, ``two thousand five hundred``, ``twelve apples``, ``ten percent``,
   ``two dozen``): math-verify read ``ten`` as the product t*e*n (``#### 10`` was wrong for it) and ``seven`` as no math.
-  Words after it that make it no whole number (``one half``, ``five and a half``, ``three point five``, ``three times
-  four``, ``five or six``, ``two thousand squared``) leave it unread, as prose; so are sign words (``minus five``) and
-  numbers written partly in digits (``twenty 5``).
+  Words after it that make it no whole number (``three quarters``, ``three point five``, ``three times four``, ``five
+  or six``, ``two thousand squared``) leave it unread, as prose; so are sign words (``minus five``) and numbers written
+  partly in digits (``twenty 5``). A fraction in words after it is read as after digits (``five and a half`` is 5.5,
+  ``two thirds`` 2/3), and so is one LaTeX text group of words (``\\boxed{\\text{ten}}`` is 10; math-verify read no number).
+- A whole number and a fraction in words (``2 and a half``, ``2 and one half``, ``3 and three quarters``, ``2 thirds``,
+  ``1 half``, ``3 fifths``, ``3 quarters of the pie``; unit words may follow): the fraction (2.5, 3.75; 2/3 goes to
+  math-verify as ``\\frac{2}{3}``, as a mixed number does). The fraction word was a unit word, so ``2 and a half`` was 2.
+  ``N quarters`` right after a number stays N, as coins (GSM8K asks how many quarters, gold 16: ``16 quarters``), and
+  ``second(s)`` is time. A fraction word the reader does not read (``2 half``, ``2 and 3 halves``, ``2 cups and a half``,
+  ``1.5 thirds``) leaves the answer unread: a gold unparsed, a prediction wrong.
 
 Prose is no answer: plain words (ASCII letters, spaces and a sentence's punctuation, with a word of two or more letters
 and no word LaTeX names as math: ``Ted``, ``Yes``, ``Rug B``, ``Mrs. Hilt``, ``No solution``), whatever their length, are
@@ -136,7 +143,39 @@ _PERCENT_NUMBER = re.compile(
     rf"\s*(?:\$\s*)?(?:(?P<num>{_NUM})|{_PERCENT_FRACTION})\s*(?:\\?%|{_PERCENT_WORD})(?:\s*\$)?(?:\s*\.)?\s*"
 )
 _PERCENT_DETAIL = "percent"  # the detail of a gold normalised as a percent ('10%')
-_TAIL_WORD = rf"(?!(?i:{_NUMBER_WORD_ALT})(?![A-Za-z])|{_PERCENT_WORD})[A-Za-z]{{3,}}"  # a unit word, no number word
+# Fraction words after a number: 'half', 'quarter' and the ordinals from 'third' on, each with its plural, and its
+# denominator. '2 thirds' is 2/3, '1 half' 1/2, '2 and a half' 5/2, '3 and three quarters' 15/4 (see _word_fraction);
+# they were unit words, so each was read as its whole number ('#### 2 and a half' was right against 2). 'quarter(s)' right
+# after a number is also a coin (GSM8K asks 'how many quarters does she have?', gold 16): '3 quarters' stays 3 (a unit
+# word), '3 quarters of the pie' is 3/4 and '2 and a quarter' 9/4. 'second(s)' is a unit of time, never a fraction.
+_ORDINALS = ("third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth fourteenth fifteenth "
+             "sixteenth seventeenth eighteenth nineteenth twentieth thirtieth fortieth fiftieth sixtieth seventieth "
+             "eightieth ninetieth hundredth thousandth millionth billionth trillionth").split()
+_ORDINAL_VALUES = [*range(3, 20), *range(20, 100, 10), 100, 10**3, 10**6, 10**9, 10**12]
+_QUARTER, _QUARTERS = "quarter", "quarters"
+_FRACTION_SINGULAR = {"half": 2, _QUARTER: 4, **dict(zip(_ORDINALS, _ORDINAL_VALUES, strict=True))}
+_FRACTION_PLURAL = {"halves": 2, **{f"{w}s": d for w, d in _FRACTION_SINGULAR.items() if w != "half"}}
+_FRACTION_WORDS = frozenset(_FRACTION_SINGULAR) | frozenset(_FRACTION_PLURAL)
+_COIN_WORDS = frozenset((_QUARTER, _QUARTERS))  # fraction words that are also a coin right after a number
+
+
+def _trie_pattern(words: frozenset[str]) -> str:
+    """A regex alternation of `words` as a trie ({'half', 'halves'} -> '(?:h(?:a(?:l(?:f|v(?:e(?:s))))))'): the regex
+    engine tries one branch per letter instead of every word (the unit-word check below runs at every word after a
+    number: a flat list of ~80 words made the fast path ~17% slower)."""
+    branches: dict[str, set[str]] = {}
+    for word in words:
+        branches.setdefault(word[:1], set()).add(word[1:])
+    alternatives = [re.escape(c) + (_trie_pattern(frozenset(rest)) if rest != {""} else "") for c, rest in
+                    sorted(branches.items()) if c]
+    pattern = f"(?:{'|'.join(alternatives)})"
+    return f"{pattern}?" if "" in branches else pattern
+
+
+# A unit word: no scale, power, fraction or percent word ('3 quarters' is read once _without_unit_words made it '3');
+# the lookahead of three letters first, so that no word list is tried where no word stands (after the number itself).
+_TAIL_WORD = (rf"(?=[A-Za-z]{{3}})(?!(?i:{_trie_pattern(_NUMBER_WORDS | _FRACTION_WORDS)})(?![A-Za-z])|{_PERCENT_WORD})"
+              rf"[A-Za-z]{{3,}}")
 _UNIT_TAIL = rf"(?:\s*{_CURRENCY})?(?:\s*(?:\([^()]{{0,60}}\)|{_TAIL_WORD}(?: {_TAIL_WORD}){{0,3}}))?(?:\s*\.)?\s*"
 # A scale or power word written as LaTeX text ('1.5 \text{ million}', '5\mathrm{~squared}'): read as the plain word.
 _LATEX_NUMBER_WORD = re.compile(rf"\\(?:text|textrm|mathrm|mbox)\{{[\s~]*((?i:{_NUMBER_WORD_ALT}))\s*\}}")
@@ -160,12 +199,14 @@ _CHAIN_PART = re.compile(r"(?P<num>\d+(?:\.\d+)?)(?:\s+(?P<word>[A-Za-z]+))?")
 # 'twelve hundred', 'two thousand five hundred', 'one million two hundred thousand'; any case; words apart by spaces or a
 # hyphen) is read as its digits, by the one reader on both sides, with what follows it as after digits ('twelve apples'
 # is 12, 'ten percent' 10%, 'two dozen' 24, 'five squared' 25): math-verify read 'ten' as the product t*e*n and 'seven'
-# as no math. Not read (a gold unparsed, a prediction wrong, as prose): fractions and ordinals ('one half', 'three
-# quarters', 'five and a half', 'two thirds'), decimals and operations ('three point five', 'three times four'), another
+# as no math. A fraction after it is read as after digits ('five and a half' as '5 and a half', 'two thirds', 'one half':
+# see _word_fraction). Not read (a gold unparsed, a prediction wrong, as prose): other fractions and ordinals ('three
+# quarters': coins or 3/4, 'one hundred and a half', 'two half'), decimals and operations ('three point five', 'three times four'), another
 # number after it ('five or six', 'one to one'), a scale or power word after a number with a scale word ('two thousand
 # squared', as '2 thousand squared'), a sign word ('minus five'), an article ('a hundred' is read as before: 'a dozen'),
 # and words mixed with digits ('twenty 5').
 _SPELLED_ONES = {w: i for i, w in enumerate("zero one two three four five six seven eight nine".split())}
+_FRACTION_NUMERATORS = {"a": 1, "an": 1, **{w: i for w, i in _SPELLED_ONES.items() if i}}  # 'and a half', 'and three quarters'
 _SPELLED_TEENS = {w: i + 10 for i, w in enumerate(
     "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split())}
 _SPELLED_TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
@@ -173,14 +214,12 @@ _HUNDRED = "hundred"
 _SPELLED_SCALES = {w: _SCALE_WORDS[w] for w in _CHAIN_WORDS if w != _HUNDRED}  # thousand .. trillion
 _SPELLED_AND = "and"  # 'one hundred and five', 'one thousand and five'
 _SPELLED_WORDS = frozenset(_SPELLED_ONES) | frozenset(_SPELLED_TEENS) | frozenset(_SPELLED_TENS) | _CHAIN_WORDS
-_ORDINALS = ("third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth fourteenth fifteenth "
-             "sixteenth seventeenth eighteenth nineteenth twentieth thirtieth fortieth fiftieth sixtieth seventieth "
-             "eightieth ninetieth hundredth thousandth millionth billionth trillionth").split()
 # Words after a number in words that make it no whole number: fractions, ordinals, a decimal point, operations.
-_NOT_WHOLE_WORDS = frozenset(["half", "halves", "quarter", "quarters", "point", "times", "plus", "minus", "over",
-                              "divided"] + _ORDINALS + [f"{w}s" for w in _ORDINALS])
+_NOT_WHOLE_WORDS = frozenset(["point", "times", "plus", "minus", "over", "divided"]) | _FRACTION_WORDS
 _SPELLED_SEP = re.compile(r"\s*-\s*|\s+")  # 'twenty-five', 'twenty five'
 _DIGIT = re.compile(r"\d")
+# An answer that is one LaTeX text group of plain words ('\text{ten}', '$\textbf{Twenty-five}$'): its words are read.
+_LATEX_TEXT_WORDS = re.compile(r"\s*(?:\$\s*)?\\(?:text|textrm|textbf|mathrm|mbox)\{\s*(?P<words>[A-Za-z][A-Za-z \-]*)\}(?:\s*\$)?\s*")
 # A mixed number ("2 1/2", "-3 1/4 cups"), dressed as a plain number may be: math-verify reads '2 1/2' as (2+1)/2.
 _MIXED_NUMBER = re.compile(
     rf"\s*(?:{_CURRENCY}\s*)?(?P<sign>{_SIGN}?)(?P<whole>\d+)\s+(?P<num>\d+)\s*/\s*(?P<den>\d+){_UNIT_TAIL}"
@@ -256,6 +295,28 @@ _SHORT_WORDS = frozenset("in ft yd mi mm cm km nm kg mg lb oz ml hr yr ms hz kw 
 _UNIT_OR_FUNCTION = frozenset("sec min max mod".split())
 _ARTICLE = "a"  # the one single-letter word that is prose ('3/4 of a cup'); any other is a variable ('3/4 of x')
 _WORD_AFTER = re.compile(r"(/)?\s*([A-Za-z]+)")  # each word after a number, and whether a '/' is before it ('km/h')
+# A whole number (digits) and a fraction in words (see _word_fraction): '2 thirds', '1 half', '3 quarters of a cup',
+# '2 and a half', '-3 and three quarters hours'. The numerator of a mixed one: 'a', 'an', a ones word or digits.
+_WORD_FRACTION = re.compile(
+    rf"\s*(?:{_CURRENCY}\s*)?(?P<sign>{_SIGN}?)(?P<whole>\d+)\s+(?:(?i:and)\s+(?P<num>\d+|[A-Za-z]+)\s+)?(?P<den>[A-Za-z]+)"
+    rf"(?P<rest>(?:\s+{_UNIT_WORD}){{0,{MAX_UNIT_WORDS}}})\s*"
+)
+_OF = "of"  # '3 quarters of the pie': a fraction of something, not coins
+_FRACTION_WORD = re.compile(rf"(?<![A-Za-z])(?i:{_trie_pattern(_FRACTION_WORDS)})(?![A-Za-z])")  # anywhere in an answer
+_FRACTION_WORD_PART = re.compile(r"(?i:th|hal|quarter)")  # every fraction word holds one (see _may_hold_fraction_word)
+# Where a fraction word is no fraction (see _holds_fraction_word): 'quarter(s)' right after a whole number is coins ('3
+# quarters', '9 (quarters)'), and a singular one before another word is an ordinal or a unit's first word ('123 third
+# graders', '1 half hour'); either with 'of' after it is a fraction ('3 quarters of the pie', '1 third of them'), and so
+# is one after 'and' and its numerator ('2 and a half', '2 cups and a half').
+FRACTION_CONTEXT_CHARS = 40  # how far before a fraction word these look (a number and 'and a': '12 and a half')
+_COIN_AFTER_NUMBER = re.compile(r"(?<![.\d/])\d+\s*\(?\s*\Z")
+_WORD_AFTER_FRACTION = re.compile(r"[\s\-]+[A-Za-z]")
+_OF_AFTER = re.compile(rf"\s+(?i:{_OF})(?![A-Za-z])")
+_AND_NUMERATOR_BEFORE = re.compile(r"(?<![A-Za-z])(?i:and)[\s\-]+\w+[\s\-]+\Z")
+_UNREAD_FRACTION_WORDS = ("a fraction word after a number is read only as 'N <fraction>' (a plural after any number but 1: "
+                          "'2 thirds', '1 half'; 'N quarters' is coins, 'N quarters of ...' a fraction) or 'N and <fraction>' "
+                          "(a proper fraction: '2 and a half'), with unit words after it; not '2 half', '2 and 3 halves', "
+                          "'2 cups and a half', '2 and a half!', '$2$ thirds'")
 
 
 @dataclass(frozen=True)
@@ -488,20 +549,31 @@ def _digits_for_words(text: str) -> str | None:
     """`text` with the whole number written in words at its start in digits ('ten' -> '10', 'twelve apples' -> '12
     apples', 'Twenty-five percent' -> '25 percent', 'one hundred and five' -> '105'; see _spelled_prefix), for the reader
     to read as it reads digits; None when `text` holds a digit or does not start with a number in words, and when what
-    follows the number holds another number word, a fraction, an ordinal or an operation ('one half', 'five and a half',
-    'three point five', 'three times four', 'five or six') or, after a number with a scale word, a scale or power word
-    ('two thousand squared', 'two hundred dozen': not read with digits either)."""
+    follows the number holds another number word, a fraction, an ordinal or an operation ('three quarters', 'three point
+    five', 'three times four', 'five or six') or, after a number with a scale word, a scale or power word ('two thousand
+    squared', 'two hundred dozen': not read with digits either); a fraction the fraction reader reads is kept, after a
+    number without a scale word ('one half' -> '1 half', 'five and a half' -> '5 and a half', 'two thirds' -> '2 thirds':
+    see _word_fraction; not 'one hundred and a half'). One LaTeX text group of words is read as its words ('\\text{ten}'
+    -> '10', see _latex_words)."""
     if len(text) > MAX_ANSWER_CHARS or _DIGIT.search(text) is not None:
         return None
+    text = _latex_words(text)
     head = _spelled_prefix(text)
     if head is None:
         return None
     value, end, scaled = head
-    rest = text[end:]
-    words = {w.lower() for w in _LETTER_RUN.findall(rest)}
+    digits = f"{value}{text[end:]}"
+    words = {w.lower() for w in _LETTER_RUN.findall(text[end:])}
     if words & _SPELLED_WORDS or words & _NOT_WHOLE_WORDS or (scaled and words & _NUMBER_WORDS):
-        return None
-    return f"{value}{rest}"
+        return digits if not scaled and _word_fraction(digits) is not None else None
+    return digits
+
+
+def _latex_words(text: str) -> str:
+    """The words of an answer that is one LaTeX text group of plain words ('\\text{ten}', '$\\textbf{Twenty-five}$',
+    '\\text{ten apples}' -> 'ten apples'), else `text` unchanged. math-verify read '\\boxed{\\text{ten}}' as no number."""
+    m = _LATEX_TEXT_WORDS.fullmatch(text) if "\\" in text else None
+    return text if m is None else m.group("words").rstrip()
 
 
 def _plain_words(text: str) -> bool:
@@ -516,7 +588,7 @@ def _plain_words(text: str) -> bool:
 
 def _prose(text: str) -> bool:
     """True if `text` is prose: plain words (see _plain_words) that are no number in words the reader reads ('Ted',
-    'Yes', 'No solution', 'one half', 'five or six'; not 'ten', 'twelve apples', 'A'). A prose gold is unparsed, a prose
+    'Yes', 'No solution', 'three quarters', 'five or six'; not 'ten', 'twelve apples', 'one half', 'A'). A prose gold is unparsed, a prose
     prediction wrong."""
     return _plain_words(text) and _digits_for_words(text) is None
 
@@ -610,6 +682,90 @@ def _mixed_number(text: str) -> str | None:
     return _frac_text(-value if m.group("sign") in _MINUS else value)
 
 
+def _word_fraction(text: str) -> Fraction | None:
+    """The value of a whole number in digits followed by a fraction in words: 'N <fraction>' is N/d, with a plural
+    fraction word after any number but 1 and a singular one after 1 ('2 thirds' -> 2/3, '1 half' -> 1/2, '4 halves' -> 2,
+    '3 quarters of a cup' -> 3/4); 'N and <fraction>' is N plus a proper fraction whose numerator is 'a', 'an', a ones
+    word or digits ('2 and a half' -> 5/2, '3 and three quarters' -> 15/4, '-2 and a half hours' -> -5/2). Unit words or
+    short prose may follow, as after a number (see _words_are_math). None for anything else, also for 'N quarters' not
+    followed by 'of' ('3 quarters', '16 quarters left': coins), a singular fraction word before another word ('1 third
+    grader', '1 half hour': see _holds_fraction_word) and for a fraction word that does not agree with its number ('2 third', '2 and 3 halves'), or with math, a scale or power word, another fraction word or a
+    percent word after it ('2 thirds of x', '2 and a half dozen', '2 and a half percent': see _unread_fraction_words)."""
+    m = _WORD_FRACTION.fullmatch(text) if len(text) <= MAX_ANSWER_CHARS else None
+    if m is None:
+        return None
+    rest = [(w.lower(), bool(slash)) for slash, w in _WORD_AFTER.findall(m.group("rest"))]
+    if rest and (_words_are_math(rest) or any(w in _FRACTION_WORDS for w, _ in rest) or _PERCENT.search(m.group("rest"))):
+        return None  # '2 thirds of x', '2 and a half dozen', '2 and a half percent' (not read as a percent): not read
+    den_word, whole, num_word = m.group("den").lower(), int(m.group("whole")), m.group("num")
+    if num_word is None:  # 'N thirds'; not '3 quarters' (coins), '1 third grader' (see _holds_fraction_word)
+        if not _holds_fraction_word(text):
+            return None
+        whole, num = 0, whole
+    else:  # 'N and a half'
+        num = int(num_word) if num_word.isdigit() else _FRACTION_NUMERATORS.get(num_word.lower())
+        if num is None:
+            return None
+    den = (_FRACTION_SINGULAR if num == 1 else _FRACTION_PLURAL).get(den_word)
+    if den is None or (num_word is not None and not 0 < num < den):
+        return None
+    value = whole + Fraction(num, den)
+    return -value if m.group("sign") in _MINUS else value
+
+
+def _terminating_decimal(value: Fraction) -> Decimal | None:
+    """`value` as an exact Decimal when its decimal ends (5/2 -> 2.5, 1/8 -> 0.125: a denominator of 2s and 5s only),
+    else None (2/3)."""
+    den, places = value.denominator, 0
+    for prime in (2, 5):
+        while den % prime == 0:
+            den, places = den // prime, places + 1
+    return Decimal(value.numerator * 10**places // value.denominator).scaleb(-places) if den == 1 else None
+
+
+def _word_fraction_math(text: str) -> str | None:
+    """A number with a fraction in words (see _word_fraction) as LaTeX, as a mixed number goes to math-verify ('2 and a
+    half' -> '\\frac{5}{2}', '4 halves' -> '2'), else None. math-verify read '2 and a half' as {2, a*h*a*l*f}."""
+    value = _word_fraction(text)
+    if value is None:
+        return None
+    return str(value.numerator) if value.denominator == 1 else _frac_text(value)
+
+
+def _holds_fraction_word(text: str) -> bool:
+    """True if `text` holds a fraction word used as a fraction ('2 thirds', '2 and a half', '3 quarters of the pie', '1
+    third', '2 (and a half)'); not a coin right after a whole number ('3 quarters', '9 (quarters)') nor a singular one
+    before another word ('123 third graders', '1 half hour'; see _COIN_AFTER_NUMBER). Linear in the text."""
+    if not _may_hold_fraction_word(text):
+        return False
+    for m in _FRACTION_WORD.finditer(text):
+        word, before = m.group().lower(), max(0, m.start() - FRACTION_CONTEXT_CHARS)
+        if not (_AND_NUMERATOR_BEFORE.search(text, before, m.start()) or _OF_AFTER.match(text, m.end())) and (
+                (word in _COIN_WORDS and _COIN_AFTER_NUMBER.search(text, before, m.start()))
+                or (word in _FRACTION_SINGULAR and _WORD_AFTER_FRACTION.match(text, m.end()))):
+            continue
+        return True
+    return False
+
+
+def _unread_fraction_words(text: str) -> bool:
+    """True if `text` holds a digit and a fraction word used as one (see _holds_fraction_word: not '3 quarters', '123
+    third graders'), and is no number with a fraction in words that _word_fraction reads ('2 and a
+    half', '2 thirds of a cup'): '2 half', '2 and 3 halves', '2 cups and a half', '2 1/2 thirds', '1.5 thirds', and each
+    of these dressed in any other way ('2 and a half!', '2 and a half %', '$2$ thirds', '2 (and a half)', '2 \\text{
+    thirds}'). Such an answer is not read: a gold unparsed, a prediction wrong. The fraction word was a unit word, and
+    math-verify reads what it does not take as math around a number as nothing: each was read as the bare number 2."""
+    if len(text) > MAX_ANSWER_CHARS or _DIGIT.search(text) is None:
+        return False
+    return _holds_fraction_word(text) and _word_fraction(text) is None
+
+
+def _may_hold_fraction_word(text: str) -> bool:
+    """False if `text` holds no fraction word for certain (every one holds 'th', 'hal' or 'quarter': 'third', 'half'): a
+    cheap test before the reader looks for one (see _unread_fraction_words), at every answer it reads."""
+    return _FRACTION_WORD_PART.search(text) is not None
+
+
 def _repeating_decimal(text: str) -> str | None:
     """A repeating decimal ('0.\\overline{3}', '-1.2\\overline{45}') as LaTeX ('\\frac{1}{3}'), else None.
     math-verify reads '0.\\overline{3}' as 0."""
@@ -664,7 +820,7 @@ def _without_unit_words(text: str) -> str:
     if m is None:
         return text
     words = [(w.lower(), bool(slash)) for slash, w in _WORD_AFTER.findall(m.group("words"))]
-    if _words_are_math(words):
+    if _words_are_math(words) or _holds_fraction_word(text):  # '2 thirds', '2 and a half': not 2
         return text
     head = m.group("head").strip()
     if not _PERCENT.match(m.group("words")):
@@ -854,12 +1010,16 @@ def _read_unbounded(text: str) -> _Reading | None:
     '12 apples', see _digits_for_words)."""
     if _DIGIT.search(text) is None and (digits := _digits_for_words(_plain_answer(text))) is not None:
         text = digits
+    if "(" in text and _unread_fraction_words(text):  # '2 (and a half)': no number 2 with a note in parentheses (the
+        return None  # one place a fraction word may stand in what the reader reads: it is no unit word, see _TAIL_WORD)
     if (value := _plain_value(text)) is not None:
         return _Reading(_NUMBER_DETAIL, value)
     plain = _plain_answer(text)
     bare = _without_unit_words(plain)  # '1 000 of them' -> '1 000' (math-verify reads 1*000 = 0), '10 percent' -> '10\%'
     if bare != text and (value := _plain_value(bare)) is not None:
         return _Reading(_NUMBER_DETAIL, value)
+    if (fraction := _word_fraction(bare)) is not None and (value := _terminating_decimal(fraction)) is not None:
+        return _Reading(_NUMBER_DETAIL, value)  # '2 and a half' is 2.5; '2 thirds' goes to math-verify as 2/3
     if (percent := _percent_number(bare)) is not None:
         return _Reading(_PERCENT_DETAIL, percent[0], percent[1])
     if (compound := _compound_quantity(plain)) is not None:
@@ -896,6 +1056,8 @@ def _unread_reason(text: str) -> str | None:
         return _SIGNED_PART
     if _unread_number_words(text):
         return _UNREAD_NUMBER_WORDS
+    if _unread_fraction_words(text):
+        return _UNREAD_FRACTION_WORDS
     if _overlong_reading(text):
         return _OVERLONG_READING
     return None
@@ -1103,10 +1265,12 @@ def _canonical_text(parsed: list | tuple, gold: str) -> str | None:
 def _gold_core(gold: str) -> str:
     """The part of a gold answer math-verify reads: what follows its last '####', a mixed number or a repeating
     decimal as its LaTeX fraction (see _mixed_number, _repeating_decimal), without markdown emphasis or a
-    sentence's full stop (see _plain_answer), a number's unit words left out ('3/4 cup' -> '3/4', see
-    _without_unit_words)."""
-    core = _without_unit_words(_plain_answer(_strip_hashes(gold)))
-    return _mixed_number(core) or _repeating_decimal(core) or core
+    sentence's full stop (see _plain_answer), a number in words in digits ('two thirds' -> '2 thirds', see
+    _digits_for_words), a number's unit words left out ('3/4 cup' -> '3/4', see _without_unit_words), a number with a
+    fraction in words as its LaTeX fraction ('2 thirds' -> '\\frac{2}{3}', see _word_fraction_math)."""
+    plain = _plain_answer(_strip_hashes(gold))
+    core = _without_unit_words(_digits_for_words(plain) or plain)  # 'two and a half' as '2 and a half'
+    return _mixed_number(core) or _word_fraction_math(core) or _repeating_decimal(core) or core
 
 
 def _task_normalize(gold: str) -> tuple[str, str, str]:
@@ -1440,7 +1604,7 @@ def _judge_fast_gold(gold: _Reading, pred: str, single: bool) -> VerifyResult | 
 
 
 def _prose_prediction(pred: str) -> str | None:
-    """_PROSE if the prediction is prose ('Det', 'Yes', 'The answer is twelve', 'one half'; see _prose), else None. Against
+    """_PROSE if the prediction is prose ('Det', 'Yes', 'The answer is twelve', 'three quarters'; see _prose), else None. Against
     a gold the fast path reads (a number, a percent, a compound quantity) such a prediction is wrong: math-verify read it as
     no math or a product of letters, never that number. Against a gold only math-verify reads it stays math-verify's
     ('\\boxed{xy}' against '$x y$' is its product of letters; prose with a word of 4+ letters reads as no math there)."""
@@ -1459,7 +1623,7 @@ def _as_math(pred: str) -> str:
     value = _plain_number(pred)
     if value is not None:
         return _number_text(value)
-    return _mixed_number(pred) or _repeating_decimal(pred) or _fraction_percent_math(pred) or pred
+    return _mixed_number(pred) or _word_fraction_math(pred) or _repeating_decimal(pred) or _fraction_percent_math(pred) or pred
 
 
 def _fraction_percent_math(text: str) -> str | None:

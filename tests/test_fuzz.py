@@ -12,6 +12,7 @@ import math
 import os
 import tempfile
 from datetime import timedelta
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,28 @@ def test_a_number_in_words_reads_as_its_number(n: int, sep: str, tail: str, titl
     assert got is not None and (got.status, got.text) == ("ok", expected), (text, got)
     assert V.fast_verdict(f"#### {text}", expected).status == "correct"
     assert V.fast_verdict(f"#### {text}", str(n + 1)).status == "wrong"
+
+
+_DENOMINATORS = {2: ("half", "halves"), 3: ("third", "thirds"), 4: ("quarter", "quarters"), 5: ("fifth", "fifths"),
+                 6: ("sixth", "sixths"), 8: ("eighth", "eighths"), 10: ("tenth", "tenths"), 100: ("hundredth", "hundredths")}
+
+
+@FAST
+@given(st.integers(min_value=0, max_value=10**6), st.sampled_from(sorted(_DENOMINATORS)), st.integers(min_value=1, max_value=99),
+       st.sampled_from(["", " hours", " of a cup"]), st.booleans())
+def test_a_fraction_in_words_is_never_its_whole_number(whole: int, den: int, num: int, tail: str, mixed: bool) -> None:
+    """'N and <num> <fraction>' (a proper fraction, numerator in words below 10, else digits) is N + num/den, and 'N
+    <fractions>' N/den ('N quarters' is coins and '1 half hours' one half-hour, with 'of' after them a fraction), by a
+    speller written apart from the reader; the fast path never reads either as the whole number N."""
+    num = num % (den - 1) + 1  # 1 <= num < den
+    word = _DENOMINATORS[den][0 if (num if mixed else whole) == 1 else 1]
+    if mixed:
+        text, value = f"{whole} and {'a' if num == 1 else _ONES[num] if num < 10 else num} {word}{tail}", whole + Fraction(num, den)
+    else:
+        text, value = f"{whole} {word}{tail}", Fraction(whole, den)
+    # no fraction: 'N quarters' (coins: '3 quarters', '3 quarters hours') and a singular one before a word ('1 half hours')
+    unit = not mixed and not tail.startswith(" of") and (den == 4 or (whole == 1 and tail != ""))
+    assert V._word_fraction(text) == (None if unit else value), text
+    if not unit and value != whole:
+        verdict = V.fast_verdict(f"#### {text}", str(whole))
+        assert verdict is None or verdict.status == "wrong", (text, verdict)

@@ -851,12 +851,14 @@ def test_a_number_in_words_is_its_number(gold, text):
 
 @pytest.mark.parametrize(
     "gold",
-    ["one half", "three quarters", "five and a half", "two thirds", "three point five", "three times four", "five or six",
-     "one to one", "two thousand squared", "minus five", "five twenty", "five thousand million", "five feet six inches"],
+    ["three quarters", "one hundred and a half", "two thirds of x", "two half", "three point five", "three times four",
+     "five or six", "one to one", "two thousand squared", "minus five", "five twenty", "five thousand million",
+     "five feet six inches"],
 )
 def test_words_that_are_no_whole_number_are_prose(gold):
-    """A fraction, an ordinal, a decimal point, an operation or another number after a number in words, a scale or power
-    word after a number with a scale word ('2 thousand squared' is not read either): never the leading number alone."""
+    """A fraction the fraction reader does not read ('three quarters' is coins or 3/4; a fraction after a scale word), an
+    ordinal, a decimal point, an operation or another number after a number in words, a scale or power word after a
+    number with a scale word ('2 thousand squared' is not read either): never the leading number alone."""
     assert V._digits_for_words(gold) is None
     assert normalize_answer(gold, 10).status == "unparsed"
     assert verify_answer(f"#### {gold}", "5", 10).status == "wrong"
@@ -875,7 +877,7 @@ def test_a_number_in_words_as_a_prediction(completion, gold, status):
 
 
 @pytest.mark.parametrize(
-    "completion", ["#### Det", "\\boxed{Yes}", "#### No.", "#### The answer is twelve", "\\boxed{Rug B}", "#### one half"]
+    "completion", ["#### Det", "\\boxed{Yes}", "#### No.", "#### The answer is twelve", "\\boxed{Rug B}", "#### three quarters"]
 )
 @pytest.mark.parametrize("gold", ["5", "12", "10%", "5 ft 6 in"])
 def test_a_prediction_of_plain_words_is_wrong_against_a_number(completion, gold):
@@ -884,3 +886,86 @@ def test_a_prediction_of_plain_words_is_wrong_against_a_number(completion, gold)
     got = V.fast_verdict(completion, gold)
     assert got is not None and got.status == "wrong", got
     assert got.detail == (V._COMPOUND if gold == "5 ft 6 in" else V._PROSE)
+
+
+@pytest.mark.parametrize(
+    ("gold", "text"),
+    [("2 and a half", "2.5"), ("2 and one half", "2.5"), ("2 and a quarter", "2.25"), ("3 and three quarters", "3.75"),
+     ("1 and 2 thirds", "\\frac{5}{3}"), ("-2 and a half", "-2.5"), ("2 and a half hours", "2.5"), ("2 thirds", "\\frac{2}{3}"),
+     ("3 fifths", "0.6"), ("1 half", "0.5"), ("1 third", "\\frac{1}{3}"), ("4 halves", "2"), ("3 fourths", "0.75"),
+     ("25 hundredths", "0.25"), ("3 quarters of the pie", "0.75"), ("2 thirds of a cup", "\\frac{2}{3}"),
+     ("two and a half", "2.5"), ("one half", "0.5"), ("two thirds", "\\frac{2}{3}"), ("twenty-one and a half", "21.5")],
+)
+def test_a_number_with_a_fraction_in_words_is_that_fraction(gold, text):
+    """A fraction word after a number was a unit word: '2 and a half' was read as 2 ('#### 2 and a half' right against 2),
+    '2 thirds' as 2, '3 and three quarters' as 3. It is the fraction, on both sides: in this process when its decimal
+    ends, else by math-verify as its LaTeX fraction (as a mixed number '2 1/3' is)."""
+    got = normalize_answer(gold, 10)
+    assert (got.status, got.text) == ("ok", text), got
+    assert (V._fast_normalize(gold) == got) == ("\\frac" not in text)
+    assert verify_answer(f"#### {gold}", text, 10).correct
+    assert verify_answer(f"\\boxed{{{text}}}", gold, 10).correct
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status"),
+    [("#### 2 and a half", "2", "wrong"), ("#### 2 and a half", "2.5", "correct"), ("#### 2 and one half", "2", "wrong"),
+     ("#### 3 and three quarters", "3", "wrong"), ("#### 3 and three quarters", "3.75", "correct"),
+     ("#### 2 thirds", "2", "wrong"), ("#### 2 thirds", "0.666667", "correct"), ("#### 3 fifths", "3", "wrong"),
+     ("#### 2 halves", "2", "wrong"), ("#### 2 halves", "1", "correct"), ("#### 1 half", "1", "wrong"), ("#### 3 tenths", "0.3", "correct"),
+     ("#### 2 and a half apples", "2", "wrong"), ("#### 2 and a half hours", "2.5", "correct"), ("#### 2", "2 and a half", "wrong"),
+     ("#### 2.5", "2 and a half", "correct"), ("#### two and a half", "2.5", "correct"), ("#### two and a half", "2", "wrong"),
+     ("#### one half", "1", "wrong"), ("#### 3 quarters of the pie", "3", "wrong"), ("#### 5 thirds of it", "5", "wrong")],
+)
+def test_a_fraction_in_words_is_never_its_whole_number(completion, gold, status):
+    assert verify_answer(completion, gold, 10).status == status
+
+
+@pytest.mark.parametrize("text", ["2 half", "2 third", "2 and 3 halves", "2 and a halves", "2 cups and a half",
+                                  "2 hours and a quarter", "2 1/2 thirds", "1.5 thirds", "1/2 half", "5 thirds of it",
+                                  "2.5 quarters", "2 and a half!", "2 and a half %", "2 and a half (hours)", "$2$ and a half",
+                                  "$2$ thirds", "2 (and a half)", "2 \\text{ thirds}", "2 and a \\text{half}", "2-and-a-half",
+                                  "2, and a half", "2 and a half, i.e. more", "2 thirds = 0.67", "2 and a half hours or so"])
+def test_a_fraction_word_the_reader_does_not_read_is_unread(text):
+    """A fraction word that disagrees with its number, stands elsewhere among the words after it, or comes with anything
+    else around it, is not read: a gold unparsed, a prediction wrong, in this process (it was a unit word: '2 half' was 2,
+    and math-verify read '2 and a half!', '$2$ thirds' and '2 (and a half)' as 2)."""
+    got = normalize_answer(text, 10)
+    assert (got.status, got.detail) == ("unparsed", V._UNREAD_FRACTION_WORDS), got
+    verdict = V.fast_verdict(f"#### {text}", "2")
+    assert verdict is not None and (verdict.status, verdict.detail) == ("wrong", V._UNREAD_FRACTION_WORDS), verdict
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status"),
+    [("#### 16 quarters", "16", "correct"), ("#### 3 quarters", "3", "correct"), ("#### 16 quarters left", "16", "correct"),
+     ("#### 1 quarter", "1", "correct"), ("#### 9", "9 (quarters)", "correct"), ("#### 3 quarters", "0.75", "wrong"),
+     ("#### 5 seconds", "5", "correct"), ("#### 123", "123 (third graders)", "correct"), ("#### 41", "41 (fourth graders)", "correct"),
+     ("#### 123 third graders", "123", "correct"), ("#### 1 third grader", "1", "correct"), ("#### 1 third grader", "\\frac{1}{3}", "wrong")],
+)
+def test_quarters_right_after_a_number_are_coins(completion, gold, status):
+    """GSM8K asks 'how many quarters does she leave with?' (gold 16) and ASDiv answers '9 (quarters)': 'N quarters' right
+    after a number is N coins (a unit word), 'N quarters of ...' a fraction; a singular fraction word before another word
+    is an ordinal or a unit ('123 (third graders)' is an ASDiv gold, 123); 'seconds' is time, never a fraction."""
+    assert verify_answer(completion, gold, 10).status == status
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status"),
+    [("\\boxed{\\text{ten}}", "10", "correct"), ("\\boxed{\\text{Ten}}", "10", "correct"), ("\\boxed{\\textbf{ten}}", "10", "correct"),
+     ("\\boxed{\\text{ten apples}}", "10", "correct"), ("\\boxed{\\text{ ten }}", "10", "correct"), ("#### $\\text{twenty-five}$", "25", "correct"),
+     ("\\boxed{\\text{ten}}", "11", "wrong"), ("\\boxed{\\text{one half}}", "1", "wrong")],
+)
+def test_a_number_in_words_as_latex_text_is_its_number(completion, gold, status):
+    """math-verify read '\\boxed{\\text{ten}}' as no number: wrong against 10."""
+    assert verify_answer(completion, gold, 10).status == status
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status"),
+    [("#### 2 and a half", "2", "wrong"), ("#### 2 and a half", "2.5", "correct"), ("#### eighteen and a half", "18", "wrong"),
+     ("#### 2 half", "2", "wrong"), ("#### 2.5", "2 and a half", "correct"), ("#### 3 quarters of the pie", "0.75", "correct")],
+)
+def test_a_fraction_in_words_whose_decimal_ends_is_judged_in_process(completion, gold, status):
+    got = V.fast_verdict(completion, gold)
+    assert got is not None and got.status == status, got

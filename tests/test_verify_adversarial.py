@@ -54,6 +54,10 @@ ADVERSARIAL = {
     "feet and inches, long numbers": "#### " + "9" * 900 + "'" + "9" * 900 + '"',
     "fraction percent, long numbers": "#### " + "7" * 900 + "/" + "3" * 900 + "%",
     "signed compound quantity": "#### 5 ft -6 in",
+    "fraction in words, long number": "#### " + "9" * (MAX_ANSWER_DIGITS - 10) + " and a half",
+    "fraction word, long prose after it": "#### 2 thirds" + " of the" * 400,
+    "fraction word the reader does not read": "#### 2 and 3 halves",
+    "number in words as long LaTeX text": "\\boxed{\\text{" + "ten " * 600 + "}}",
 }
 
 
@@ -137,6 +141,15 @@ assert not V._unread_number_words("1 " * (n // 2) + "!")
 assert V._compound_quantity("5'" + " " * (n - 4) + "6!") is None
 assert V._percent_number("2" + " " * (n - 6) + "1/2!") is None
 assert V._percent_number("1" + " 1" * (n // 2 - 2) + "/2%!") is None
+assert V._word_fraction("1 and" + " " * (n - 6) + "!") is None
+assert V._word_fraction("1 thirds" + " " * (n - 9) + "!") is None
+assert V._word_fraction("1 and a half" + " a" * (n // 2 - 7) + "!") is None
+assert V._unread_fraction_words("1 and " + " " * (n - 8) + "2 halves!")
+assert not V._holds_fraction_word("1 " + "half a " * (n // 7))
+assert not V._holds_fraction_word("1 " + "quarters and" * (n // 12))
+assert V._holds_fraction_word("1" * (n - 9) + " quarters")  # its number starts before FRACTION_CONTEXT_CHARS
+assert V._latex_words("\\\\text{{a" + " " * (n - 8) + "!") != "a"
+assert V._digits_for_words("\\\\text{{one" + " a" * (n // 2 - 6) + "!") is None
 print("ok")
 """
 
