@@ -12,6 +12,9 @@ import logging
 import os
 import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from saerl.config import ConfigError, PipelineConfig, load_config
@@ -27,6 +30,35 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def stop_now(signum: int) -> None:
+    """End the process at once on an interrupt, saying what is kept: the stages' threads are not waited for (a
+    stage stops where it is; its finished chunks and every finished artifact stay, and the same command resumes);
+    the local Prefect server stops with its parent (flows.server.LAUNCHER). Exit status 128 + the signal's number,
+    as a shell reports a process a signal ended. in: the signal's number."""
+    print(f"\nsaerl: stopped by {signal.Signals(signum).name}: finished stages and chunks are kept; run the same "
+          "command again to resume", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(128 + signum)
+
+
+@contextmanager
+def stop_on_interrupt() -> Iterator[None]:
+    """For the block (a pipeline or ablation run): Ctrl-C and SIGTERM end the process at once (:func:`stop_now`).
+    Prefect's flow engine takes SIGTERM over while a flow runs and hands it back, once the flow has ended on it, to
+    the handler set here; the previous handler is restored after the block. Outside the main thread (where no
+    handler can be set) the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, lambda signum, _frame: stop_now(signum))
+    try:
+        yield
+    except KeyboardInterrupt:
+        stop_now(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def run_pipeline(cfg: PipelineConfig, until: str | None = None) -> dict:
     """Run the pipeline flow for a validated config under one local Prefect server; returns the run record.
     A Prefect server that dies mid-run costs a warning, not the run (flows.pipeline.run_pipeline_flow)."""
@@ -35,7 +67,7 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None) -> dict:
 
     check_runnable(cfg, until)  # before a server starts
     root = Path(cfg.runtime.artifact_root).resolve()
-    with prefect_server(root, cfg.runtime.prefect_api_url):
+    with stop_on_interrupt(), prefect_server(root, cfg.runtime.prefect_api_url):
         from flows.pipeline import pipeline_flow, quiet_libraries, run_pipeline_flow
         from flows.runner import task_runner
 
@@ -99,7 +131,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         check_runnable(child, args.until)  # a child that cannot evaluate fails here, before a server starts
     from flows.server import prefect_server
 
-    with prefect_server(Path(cfg.runtime.artifact_root).resolve(), cfg.runtime.prefect_api_url):
+    with stop_on_interrupt(), prefect_server(Path(cfg.runtime.artifact_root).resolve(), cfg.runtime.prefect_api_url):
         from flows.pipeline import quiet_libraries
         from flows.sweep import ablation_flow
 
@@ -324,29 +356,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def stop_now(signum: int) -> None:
-    """End the process at once on an interrupt, saying what is kept: the stages' threads are not waited for (a
-    stage stops where it is; its finished chunks and every finished artifact stay, and the same command resumes);
-    the local Prefect server stops with its parent (flows.server.LAUNCHER). Exit status 128 + the signal's number,
-    as a shell reports a process a signal ended. in: the signal's number."""
-    print(f"\nsaerl: stopped by {signal.Signals(signum).name}: finished stages and chunks are kept; run the same "
-          "command again to resume", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `saerl` console script. Ctrl-C and SIGTERM end it at once (:func:`stop_now`): Prefect's
-    flow engine takes SIGTERM over while a flow runs and hands it back, after the flow has ended, to the handler
-    set here."""
+    """Entry point of the `saerl` console script."""
     args = parse_args(argv)
     _setup_logging(args.verbose)
-    signal.signal(signal.SIGTERM, lambda signum, _frame: stop_now(signum))
     try:
         return args.fn(args)
-    except KeyboardInterrupt:
-        stop_now(signal.SIGINT)
-        raise  # not reached: stop_now ends the process
     except ConfigError as err:
         print(f"saerl: {err}", file=sys.stderr)
         return 2

@@ -148,6 +148,17 @@ def test_an_interrupt_stops_the_run_inside_a_stage_and_keeps_what_it_finished(tm
     assert read_run(path).extra[FAILED].startswith("testbed")
 
 
+def test_a_run_takes_sigterm_over_only_while_it_runs():
+    """stop_on_interrupt sets its SIGTERM handler for a pipeline or ablation run and gives the previous one back, so
+    `saerl status` (or a test calling main in-process) keeps the process's own handler."""
+    from saerl.cli import stop_on_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_on_interrupt():
+        assert signal.getsignal(signal.SIGTERM) is not before
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_demo_without_its_config_says_where_to_run_it(monkeypatch, tmp_path, capsys):
     import saerl.cli as cli
 
