@@ -597,12 +597,8 @@ def _percent_fraction(value: Fraction) -> tuple[Decimal, str] | None:
     """The number of a fraction percent as (Decimal, canonical text): exact when it ends in decimals (1/8 -> 0.125,
     '0.125'), else to 2 * MAX_ANSWER_CHARS digits, written as its LaTeX fraction (1/3 -> '\\frac{1}{3}'); None when the
     text with its percent sign would be over MAX_ANSWER_CHARS (it must read back)."""
-    den, twos_fives = value.denominator, 0
-    for prime in (2, 5):
-        while den % prime == 0:
-            den, twos_fives = den // prime, twos_fives + 1
-    if den == 1:  # p/q with q = 2^a 5^b: p * (10^k / q) / 10^k, exactly, for any k >= a, b
-        number = Decimal(value.numerator * 10**twos_fives // value.denominator).scaleb(-twos_fives)
+    number = _terminating_decimal(value)
+    if number is not None:
         text = _number_text(number)
     else:
         with localcontext() as ctx:
@@ -715,7 +711,7 @@ def _word_fraction(text: str) -> Fraction | None:
 
 def _terminating_decimal(value: Fraction) -> Decimal | None:
     """`value` as an exact Decimal when its decimal ends (5/2 -> 2.5, 1/8 -> 0.125: a denominator of 2s and 5s only),
-    else None (2/3)."""
+    else None (2/3). Exact: p/q with q = 2^a 5^b is p * (10^k / q) / 10^k for any k >= a, b (here k = a + b)."""
     den, places = value.denominator, 0
     for prime in (2, 5):
         while den % prime == 0:
