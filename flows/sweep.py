@@ -145,8 +145,8 @@ def ablation_flow(config: dict[str, Any], grid: dict[str, list[Any]], until: str
             child = pipeline_flow.with_options(flow_run_name=child_run_name(cfg, setting), task_runner=task_runner(cfg))
             done.append((setting, child(config=cfg.model_dump(mode="json"), until=until,
                                         sweep=sweep_run(sweep_id, label))))
-    text = format_sweep(done, shared)
-    table = sweep_table(done)
+    table = sweep_table(done)  # each child's evaluate artifacts, read once for the table and its text
+    text = format_sweep(done, shared, table)
     say(text)
     files = write_sweep(Path(base.runtime.artifact_root).resolve(), sweep_id, table, text)
     say(f"ablation {sweep_id}: wrote {files[0]} and {files[1]}")

@@ -309,11 +309,13 @@ def _cell(value: float | None, fmt: str) -> str:
     return NA if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
 
 
-def format_sweep(children: Sequence[tuple[Setting, Mapping[str, Any]]], shared: Mapping[str, Any] | None = None) -> str:
+def format_sweep(children: Sequence[tuple[Setting, Mapping[str, Any]]], shared: Mapping[str, Any] | None = None,
+                 table: pl.DataFrame | None = None) -> str:
     """The printed end of an ablation: per setting and arm, greedy accuracy (%), difference to the reference
     arm (points) with its verdict and steps-to-target; then per child the stage runs it computed and reused,
-    after those of the `shared` run (the upstream run once before the children, on Dask) when there is one."""
-    table = sweep_table(children)
+    after those of the `shared` run (the upstream run once before the children, on Dask) when there is one.
+    `table`: the children's :func:`sweep_table`, when the caller has it (None: read from their artifacts)."""
+    table = sweep_table(children) if table is None else table
     rows = [("setting", "set", "arm", "greedy acc", "diff (pts)", "verdict", "steps to target")]
     for r in table.iter_rows(named=True):
         accuracy = None if r["accuracy"] is None else 100 * r["accuracy"]
