@@ -203,17 +203,16 @@ def _diff_dicts(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def explain(
     stage: str, computed: bool, config: dict[str, Any], inputs: dict[str, str],
-    previous: RunRecord | Mapping[str, StageRecord] | None, note: str = "",
+    previous: Mapping[str, StageRecord], note: str = "",
 ) -> str:
     """Why a stage was computed or reused, relative to the same stage run in an earlier run of the same config
-    name. `previous`: that earlier run's record, or {stage run: StageRecord} (:func:`previous_stage_runs`, the
-    newest earlier run of each stage), or None."""
+    name. `previous`: {stage run: StageRecord} of earlier runs (:func:`previous_stage_runs`: the newest earlier
+    run of each stage; a run record's `stages` for one run)."""
     if not computed:
         return "cached: same code, inputs and config as a stored artifact"
     if note:
         return note
-    stages = previous.stages if isinstance(previous, RunRecord) else (previous or {})
-    prev = stages.get(stage)
+    prev = previous.get(stage)
     if prev is None:
         return "computed: no earlier run of this config ran this stage"
     changed_fields = _diff_dicts(prev.config, config)

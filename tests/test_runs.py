@@ -10,7 +10,7 @@ def _rec(name, stage, cfg, inputs):
 
 
 def test_explain_names_changed_fields_and_inputs():
-    prev = _rec("demo", "curriculum", {"curriculum.mix_ratio": 0.1}, {"score": "a"})
+    prev = _rec("demo", "curriculum", {"curriculum.mix_ratio": 0.1}, {"score": "a"}).stages
     why = explain("curriculum", True, {"curriculum.mix_ratio": 0.3}, {"score": "a"}, prev)
     assert "curriculum.mix_ratio 0.1->0.3" in why
     why = explain("curriculum", True, {"curriculum.mix_ratio": 0.1}, {"score": "b"}, prev)
@@ -143,7 +143,8 @@ def test_the_why_looks_past_a_newer_run_that_stopped_before_the_stage(tmp_path):
     assert prev["curriculum"].config == {"curriculum.mix_ratio": 0.1} and prev["score"].config == {"score.k": 8}
     why = explain("curriculum", True, {"curriculum.mix_ratio": 0.3}, {"score": "a"}, prev)
     assert why == "computed: config changed: curriculum.mix_ratio 0.1->0.3"
-    assert "no earlier run" in explain("curriculum", True, {}, {}, previous_run(tmp_path, "demo")), "a record still works"
+    assert "no earlier run" in explain("curriculum", True, {}, {}, previous_run(tmp_path, "demo").stages), \
+        "one record's stage runs work too"
     assert "no earlier run" in explain("train:saerl:0", True, {}, {}, prev)
     assert set(previous_stage_runs(tmp_path, "demo", wanted=["score"])) == {"score"}, "stops once every wanted is found"
     assert previous_stage_runs(tmp_path, "demo", exclude=full.run_id).keys() == {"score"}
