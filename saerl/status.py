@@ -98,9 +98,8 @@ def run_status(root: Path, run_id: str = "latest") -> str:
 
 def list_status(root: Path, limit: int = LIST_LIMIT) -> str:
     """`saerl status --list`: the `limit` newest runs, newest first: id, config name, a sweep child's setting, start,
-    stage runs,
-    computed and cached counts, total seconds, recorded MB and how it ended (:func:`ended`). An unreadable record is
-    listed as such."""
+    stage runs, computed and cached counts, total seconds, recorded MB and how it ended (:func:`ended`). An
+    unreadable record is listed as such."""
     paths = list_runs(root)[::-1][:limit]
     if not paths:
         return f"no runs under {Path(root) / RUNS_DIR}"
