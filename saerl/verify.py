@@ -220,9 +220,10 @@ _SPELLED_SEP = re.compile(r"\s*-\s*|\s+")  # 'twenty-five', 'twenty five'
 _DIGIT = re.compile(r"\d")
 # An answer that is one LaTeX text group of plain words ('\text{ten}', '$\textbf{Twenty-five}$'): its words are read.
 _LATEX_TEXT_WORDS = re.compile(r"\s*(?:\$\s*)?\\(?:text|textrm|textbf|mathrm|mbox)\{\s*(?P<words>[A-Za-z][A-Za-z \-]*)\}(?:\s*\$)?\s*")
-# A mixed number ("2 1/2", "-3 1/4 cups"), dressed as a plain number may be: math-verify reads '2 1/2' as (2+1)/2.
+# A mixed number ("2 1/2", "2 and 1/2", "-3 1/4 cups"), dressed as a plain number may be: math-verify reads '2 1/2' as
+# (2+1)/2 and '2 and 1/2' as a product of letters.
 _MIXED_NUMBER = re.compile(
-    rf"\s*(?:{_CURRENCY}\s*)?(?P<sign>{_SIGN}?)(?P<whole>\d+)\s+(?P<num>\d+)\s*/\s*(?P<den>\d+){_UNIT_TAIL}"
+    rf"\s*(?:{_CURRENCY}\s*)?(?P<sign>{_SIGN}?)(?P<whole>\d+)(?:\s+and)?\s+(?P<num>\d+)\s*/\s*(?P<den>\d+){_UNIT_TAIL}"
 )
 _MINUS = ("-", "\u2212")
 # A repeating decimal ('0.\overline{3}', '$1.2\overline{45}$'): math-verify reads '0.\overline{3}' as 0.
@@ -664,8 +665,8 @@ def _frac_text(value: Fraction) -> str:
 
 
 def _mixed_number(text: str) -> str | None:
-    """A mixed number ('2 1/2': a whole number, spaces, a proper fraction; $ signs and a unit allowed as for a
-    plain number) as LaTeX ('\\frac{5}{2}'), else None. math-verify would read '2 1/2' as (2+1)/2."""
+    """A mixed number ('2 1/2', '2 and 1/2': a whole number, spaces or 'and', a proper fraction; $ signs and a unit
+    allowed as for a plain number) as LaTeX ('\\frac{5}{2}'), else None. math-verify would read '2 1/2' as (2+1)/2."""
     if len(text) > MAX_ANSWER_CHARS:
         return None
     m = _MIXED_NUMBER.fullmatch(text)

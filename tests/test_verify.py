@@ -295,7 +295,7 @@ def test_workers_that_cannot_start_give_errors_not_a_hang(monkeypatch):
 @pytest.mark.parametrize(
     ("gold", "text"),
     [("1 1/2", "\\frac{3}{2}"), ("#### 2 1/2 cups", "\\frac{5}{2}"), ("-2 1/2", "-\\frac{5}{2}"),
-     ("$3 1/3$", "\\frac{10}{3}"), ("2 2/4", "\\frac{5}{2}")],
+     ("$3 1/3$", "\\frac{10}{3}"), ("2 2/4", "\\frac{5}{2}"), ("2 and 1/2", "\\frac{5}{2}")],
 )
 def test_mixed_number_gold_means_whole_plus_fraction(gold, text):
     """math-verify reads '1 1/2' as (1+1)/2 = 1: a mixed-number gold must not become '1'."""
@@ -306,7 +306,10 @@ def test_mixed_number_gold_means_whole_plus_fraction(gold, text):
     ("completion", "gold", "status"),
     [("#### 2 1/2", "2.5", "correct"), ("#### 2 1/2 cups", "\\frac{5}{2}", "correct"), ("#### 1 1/2", "1", "wrong"),
      ("\\boxed{-2 1/2}", "-2.5", "correct"), ("#### 2 1/2", "5/2", "correct"), ("#### 3 1/2", "2 1/2", "wrong"),
-     ("#### 2.5", "2 1/2", "correct"), ("#### 2", "#### 2 1/2 cups", "wrong"), ("#### 2 1/2", "2 1/2", "correct")],
+     ("#### 2.5", "2 1/2", "correct"), ("#### 2", "#### 2 1/2 cups", "wrong"), ("#### 2 1/2", "2 1/2", "correct"),
+     # 'and' between them (math-verify read '2 and 1/2' as letters: wrong against 2.5); not an improper fraction
+     ("#### 2 and 1/2", "2.5", "correct"), ("#### 2 and 1/2 cups", "5/2", "correct"), ("#### 2 and 1/2", "2", "wrong"),
+     ("#### 2 and 3/2", "3.5", "wrong")],
 )
 def test_mixed_number_prediction_is_judged_by_its_value(completion, gold, status):
     assert verify_answer(completion, gold, 10).status == status
