@@ -28,6 +28,7 @@ from saerl.pipeline import SHARDED, check_runnable, input_keys, resolve_upstream
 from saerl.runs import (
     FAILED,
     FAILED_CHARS,
+    GIT,
     RUNNING,
     SETTING,
     SWEEP,
@@ -41,7 +42,7 @@ from saerl.runs import (
 )
 from saerl.stages import stage_key, stage_slice
 from saerl.sweep import planned_run_keys, sweep_tags
-from saerl.tracking import TRACKED_FAILED, Tracker, log_stage_run
+from saerl.tracking import TRACKED_FAILED, Tracker, git_tags, log_stage_run
 from tasks.stage import plain_record, prepare_shards_task, shard_task, stage_options, stage_task
 
 log = logging.getLogger("saerl.flow")
@@ -210,14 +211,15 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None,
     root = Path(cfg.runtime.artifact_root).resolve()
     store = ArtifactStore(root)
     label = sweep["setting"] if sweep else None
-    extra: dict[str, Any] = {RUNNING: True}  # until it ends, either way
+    code = git_tags()  # kept in the record: a later relog tags this code, not the checkout's of that day
+    extra: dict[str, Any] = {RUNNING: True, GIT: code}  # RUNNING until it ends, either way
     if sweep:
         extra |= {SWEEP: sweep["id"], SETTING: label}
     record = RunRecord(name=cfg.name, config=flatten(cfg), extra=extra)
     planned = [name for _, name, _, _ in stage_runs(cfg, until)]
     previous = previous_stage_runs(root, cfg.name, planned)  # per stage run: a newer run may have stopped before it
     tracker = Tracker(cfg, root, tracked_run_name(record.run_id, label),
-                      tags=sweep_tags(sweep["id"], label) if sweep else None)
+                      tags=code | (sweep_tags(sweep["id"], label) if sweep else {}))
     refs: dict[str, ArtifactRef] = {}
 
     def tell(message: str) -> None:

@@ -28,6 +28,7 @@ from saerl.artifacts import MANIFEST, ArtifactRef, ArtifactStore, write_file_ato
 from saerl.config import PipelineConfig, build_config, flatten
 from saerl.runs import (
     FAILED,
+    GIT,
     RUNNING,
     RUNS_DIR,
     RunRecord,
@@ -328,7 +329,9 @@ def record_results(store: ArtifactStore, cfg: PipelineConfig, results: dict[str,
     """A run record for the results of :func:`saerl.pipeline.run_all` ({run name: StageResult}), with the
     same fields the flow records (reasons relative to the previous run of the config); save it with
     :func:`saerl.runs.save_run`."""
-    record = RunRecord(name=cfg.name, config=flatten(cfg))
+    from saerl.tracking import git_tags
+
+    record = RunRecord(name=cfg.name, config=flatten(cfg), extra={GIT: git_tags()})
     previous = previous_stage_runs(store.root, cfg.name, list(results))  # per stage run: its newest earlier run
     for name, res in results.items():
         stage = stage_of(name)
@@ -375,14 +378,14 @@ def tracked_status(record: RunRecord) -> str:
 
 def relog(root: Path, record: RunRecord, uri: str | None = None) -> str:
     """Log a finished run into MLflow from its artifacts: the parent run (the record's flat config as params, as
-    stored: the params the live run logged, not fields the code gained since; git and library-version tags, the run
-    record as an artifact, back-dated to the run's start, closed with the status the record stands for:
-    :func:`tracked_status`) and one nested run per stage run with the params, tags, metrics, plots, tables and
+    stored: the params the live run logged, not fields the code gained since; the git tags the record kept, both
+    'unknown' in a record saved before records kept them, and library-version tags; the run record as an artifact,
+    back-dated to the run's start, closed with the status the record stands for: :func:`tracked_status`) and one nested run per stage run with the params, tags, metrics, plots, tables and
     per-step metrics the flow logs.
     in: artifact root, the run record, tracking URI (None = the run's tracking.uri, else SQLite under root);
     out: the new parent run's id. Raises RuntimeError when the tracking store cannot be reached."""
     from saerl.runs import relocated
-    from saerl.tracking import Tracker, library_tags, log_stage_run
+    from saerl.tracking import Tracker, library_tags, log_stage_run, unknown_git_tags
 
     record = relocated(record, Path(root))  # the artifacts under `root`, not where a moved root was at run time
     cfg = build_config(unflatten(record.config), where=f"run record {record.run_id}")
@@ -390,7 +393,8 @@ def relog(root: Path, record: RunRecord, uri: str | None = None) -> str:
         "enabled": True, "uri": uri or cfg.tracking.uri})})
     versions = run_library_versions(record)
     tags = {"saerl.relogged": "true",
-            "saerl.versions_from": "artifact manifests" if versions else "installed at relog time"}
+            "saerl.versions_from": "artifact manifests" if versions else "installed at relog time",
+            **record.extra.get(GIT, unknown_git_tags())}  # the code the run ran ('unknown' in an older record)
     tracker = Tracker(cfg, Path(root), record.run_id, tags=tags | library_tags(versions), started=record.started,
                       params=record.config)  # as the run logged it: not fields the code gained since
     for rec in ordered_stages(record):

@@ -27,6 +27,7 @@ RUNNING = "running"  # RunRecord.extra key (True) while a run's stages are under
 # failed): a record that keeps it is of a run still going, or of one killed before it could say (SIGKILL, out of memory)
 UNFINISHED = "unfinished: still running, or killed before it ended"  # how status shows such a record
 MICROS = 1_000_000  # microseconds a second: a run id's finest unit
+GIT = "git"  # RunRecord.extra key: the code tags of the checkout the run ran (saerl.tracking.git_tags)
 SWEEP = "sweep"  # RunRecord.extra key of an ablation's child run: the id of its sweep (ROOT/sweeps/<id>/)
 SETTING = "setting"  # RunRecord.extra key of an ablation's child run: its setting's label ('mix_ratio=0.1'), or
 # 'shared upstream' for the run of the stages every child shares (saerl.sweep.SHARED_LABEL)

@@ -49,6 +49,7 @@ VARIANT_INPUTS = ("arm", "seed")  # the inputs naming a training run's variant (
 PACKAGE_DIR = Path(__file__).resolve().parent  # the saerl package's folder: its git commit is the code's
 GIT_TIMEOUT_S = 5  # the longest a git call may take before the commit / dirty tags read 'unknown'
 UNKNOWN = "unknown"
+GIT_COMMIT_TAG, GIT_DIRTY_TAG = "saerl.git_commit", "saerl.git_dirty"  # a run's code: see git_tags
 SQLITE_PREFIX = "sqlite:///"  # then the database file's path: relative ('sqlite:///m.db') or absolute ('sqlite:////x/m.db')
 SQLITE_MEMORY = ":memory:"
 ARTIFACTS_DIR = "mlruns"  # the folder of logged files beside a local SQLite store (MLflow's own default name)
@@ -112,26 +113,41 @@ def source_checkout(package_dir: Path = PACKAGE_DIR) -> Path | None:
     return Path(top).resolve() if top and Path(top).resolve() == Path(package_dir).resolve().parent else None
 
 
-def git_commit(package_dir: Path = PACKAGE_DIR) -> str:
-    """The git commit saerl's code is checked out at (whatever the current folder), or 'unknown' when it is not a
-    git checkout (an installed package). in: the package folder; out: the commit hash or 'unknown'."""
-    top = source_checkout(package_dir)
+def _commit_of(top: Path | None) -> str:
+    """The commit checked out in work tree `top`, or 'unknown' (no work tree, git missing or slow)."""
     return (_git(["rev-parse", "HEAD"], top) if top else None) or UNKNOWN
 
 
-def git_dirty(package_dir: Path = PACKAGE_DIR) -> str:
-    """Whether saerl's checkout has changes the commit does not hold (`git status --porcelain`: modified, staged or
-    untracked files): 'true' / 'false', or 'unknown' when it is not a git checkout or git did not answer in time.
-    in: the package folder; out: that text."""
-    top = source_checkout(package_dir)
+def _dirty_of(top: Path | None) -> str:
+    """'true' / 'false': whether work tree `top` has changes its commit does not hold (`git status --porcelain`:
+    modified, staged or untracked files), or 'unknown' (no work tree, git missing or slow)."""
     status = _git(["status", "--porcelain"], top) if top else None
     return UNKNOWN if status is None else str(bool(status)).lower()
 
 
+def git_commit(package_dir: Path = PACKAGE_DIR) -> str:
+    """The git commit saerl's code is checked out at (whatever the current folder), or 'unknown' when it is not a
+    git checkout (an installed package). in: the package folder; out: the commit hash or 'unknown'."""
+    return _commit_of(source_checkout(package_dir))
+
+
+def git_dirty(package_dir: Path = PACKAGE_DIR) -> str:
+    """Whether saerl's checkout has changes the commit does not hold: 'true' / 'false', or 'unknown' when it is not
+    a git checkout or git did not answer in time. in: the package folder; out: that text."""
+    return _dirty_of(source_checkout(package_dir))
+
+
 def git_tags(package_dir: Path = PACKAGE_DIR) -> dict[str, str]:
-    """The parent run's code tags: {'saerl.git_commit': hash or 'unknown', 'saerl.git_dirty': 'true' / 'false' /
-    'unknown'}, both of saerl's own checkout (see :func:`source_checkout`)."""
-    return {"saerl.git_commit": git_commit(package_dir), "saerl.git_dirty": git_dirty(package_dir)}
+    """The code tags of a run: {'saerl.git_commit': hash or 'unknown', 'saerl.git_dirty': 'true' / 'false' /
+    'unknown'}, both of saerl's own checkout (see :func:`source_checkout`, asked once). A run record keeps them
+    (RunRecord.extra['git']), so that relogging it later tags the code it ran, not today's."""
+    top = source_checkout(package_dir)
+    return {GIT_COMMIT_TAG: _commit_of(top), GIT_DIRTY_TAG: _dirty_of(top)}
+
+
+def unknown_git_tags() -> dict[str, str]:
+    """The code tags of a run whose record does not say (saved before records kept them): both 'unknown'."""
+    return {GIT_COMMIT_TAG: UNKNOWN, GIT_DIRTY_TAG: UNKNOWN}
 
 
 def param_text(value: Any) -> str:
@@ -218,7 +234,8 @@ class Tracker:
 
         self.client = MlflowClient(tracking_uri=self.uri)
         self.experiment_id = self._experiment(cfg.tracking.experiment or cfg.name)
-        all_tags = {**git_tags(), **library_tags(), **tags}
+        code = {} if GIT_COMMIT_TAG in tags else git_tags()  # the caller's (the run record's), else the checkout's
+        all_tags = {**code, **library_tags(), **tags}
         start_ms = int(started * MS_PER_S) if started is not None else None
         run = self.client.create_run(self.experiment_id, start_time=start_ms, run_name=run_name, tags=all_tags)
         self.parent_id = run.info.run_id

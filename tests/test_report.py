@@ -175,6 +175,9 @@ def test_relog_creates_parent_and_stage_runs_in_a_fresh_store(smoke_run, tmp_pat
     assert "gains.parquet" in {a.path for a in client.list_artifacts(children["evaluate"].info.run_id)}
     assert list((tmp_path / "mlruns").rglob("gains.parquet")), "the logged files sit beside the store"
     assert any(a.path.endswith(".json") for a in client.list_artifacts(parent_id))
+    code = record.extra["git"]  # the flow kept the code tags it logged; the relog tags those
+    assert set(code) == {"saerl.git_commit", "saerl.git_dirty"}
+    assert {k: parent.data.tags[k] for k in code} == code
 
 
 @pytest.mark.slow
@@ -297,3 +300,22 @@ def test_relog_logs_the_params_the_live_run_logged(tmp_path):
     save_run(tmp_path, RunRecord(name="same", config=older))
     old_run = client.get_run(relog(tmp_path, load_run(tmp_path, "latest"))).data.params
     assert "train.warmup_steps" not in old_run and old_run == {k: live_params[k] for k in older}
+
+
+def test_relog_tags_the_code_the_run_ran_not_todays_checkout(tmp_path):
+    """relog tagged the git commit of the checkout at relog time, a later commit than the run's; the record now keeps
+    the run's code tags, and a record saved before it did is tagged 'unknown', not today's commit."""
+    from mlflow.tracking import MlflowClient
+
+    from saerl.config import PipelineConfig
+    from saerl.report import relog
+    from saerl.runs import GIT, RunRecord, save_run
+
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    ran = {"saerl.git_commit": "0123abcd" * 5, "saerl.git_dirty": "true"}
+    for extra, tags in [({GIT: ran}, ran), ({}, {"saerl.git_commit": "unknown", "saerl.git_dirty": "unknown"})]:
+        record = RunRecord(name="relogged", config=flatten(PipelineConfig(name="relogged")), extra=extra)
+        save_run(tmp_path, record)
+        logged = client.get_run(relog(tmp_path, record, uri)).data.tags
+        assert {k: logged[k] for k in tags} == tags
