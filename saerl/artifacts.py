@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
+CACHE_RECORDS_DIR = "prefect-results"  # <root>/<this>/<stage>-<key>: the orchestrator's cache record of a stage run
+# (tasks.stage persists Prefect task results there); saerl gc removes a record once its artifact is gone
 CHUNK_DIR = "_chunks"
 TRACKED_LIBRARIES = (
     "saerl", "torch", "transformers", "trl", "sae-lens", "prefect", "zarr", "polars", "scikit-learn", "mlflow",

@@ -8,8 +8,9 @@ it is deleted); anything whose build lock another process holds (a build in prog
 The age rule protects a pipeline that is still running: its run record is saved after each stage, so an
 artifact it is building (or has built but not recorded yet) is not referenced yet. Removed: the other finished artifacts
 (`<root>/<stage>/<key>/`), unfinished builds (`.partial-<key>/`, so their resume state goes too) and
-leftovers of replaced artifacts (`.trash-<key>-<pid>/`). Only stage folders are touched: run records,
-the MLflow store and Prefect's home stay. Lock files (`.lock-<key>`, empty) stay as well: deleting a lock
+leftovers of replaced artifacts (`.trash-<key>-<pid>/`), and the orchestrator's cache record of a stage run
+(`prefect-results/<stage>-<key>`) once its artifact is gone (removed now or before; same age rule). Nothing else
+is touched: run records, the MLflow store and Prefect's home stay. Lock files (`.lock-<key>`, empty) stay as well: deleting a lock
 file another process has open would let two builders of one key both think they hold it.
 
 A removal takes the key's lock without waiting, renames the folder to a trash name (so it vanishes in one
@@ -30,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from saerl.artifacts import MANIFEST
+from saerl.artifacts import CACHE_RECORDS_DIR, MANIFEST
 from saerl.runs import RUNNING, RUNS_DIR, RunRecord, list_runs, read_run, recent_runs, stage_of
 from saerl.stages import STAGES
 from saerl.status import MB
@@ -45,7 +46,8 @@ LOCK_PREFIX = ".lock-"
 
 @dataclass(frozen=True)
 class Entry:
-    """One removable folder under a stage folder: kind is 'artifact', 'partial' or 'trash'."""
+    """One removable folder under a stage folder (kind 'artifact', 'partial' or 'trash'), or the cache record file of
+    a stage run (kind 'record', see :func:`orphan_records`)."""
 
     stage: str
     key: str
@@ -122,6 +124,25 @@ def scan(root: Path) -> list[Entry]:
     return out
 
 
+def orphan_records(root: Path, gone: set[tuple[str, str]]) -> list[Entry]:
+    """The cache records (`<root>/prefect-results/<stage>-<key>`) of stage runs whose artifact folder is missing or
+    in `gone` (removed by this collection), sorted by path; a file whose name names no stage is not one.
+    in: artifact root, {(stage, key)} being removed; out: their Entries (kind 'record')."""
+    folder = Path(root) / CACHE_RECORDS_DIR
+    out = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        stage, _, key = path.name.partition("-")
+        if stage not in STAGES or not key or not path.is_file() or path.is_symlink():
+            continue
+        if (stage, key) in gone or not (Path(root) / stage / key).is_dir():
+            try:
+                st = path.stat()
+            except FileNotFoundError:  # removed while we looked
+                continue
+            out.append(Entry(stage, key, "record", path, st.st_size, st.st_mtime))
+    return out
+
+
 def running_records(root: Path, skip: int) -> list[RunRecord]:
     """The run records older than the `skip` newest that are still marked running (a run under way, or one killed
     before it could end). An unreadable one among them is passed over (what it references is unknown, and it was
@@ -171,7 +192,11 @@ def try_lock(root: Path, stage: str, key: str, create: bool = True) -> Iterator[
 
 
 def remove(entry: Entry) -> None:
-    """Rename a folder to a trash name in its stage folder, then delete it (call under the key's lock)."""
+    """Rename a folder to a trash name in its stage folder, then delete it; unlink a cache record (call under the
+    key's lock)."""
+    if entry.kind == "record":
+        entry.path.unlink(missing_ok=True)
+        return
     target = entry.path
     if entry.kind != "trash":
         target = entry.path.with_name(f"{TRASH_PREFIX}{entry.key}-{os.getpid()}")
@@ -195,28 +220,40 @@ def collect(root: Path, keep_runs: int = KEEP_RUNS, dry_run: bool = False, min_a
     for entry in scan(root):
         if entry.kind == "artifact" and (entry.stage, entry.key) in refs:
             report.referenced.append(entry)
-            continue
-        if now - entry.mtime < min_age_hours * SECONDS_PER_HOUR:
+        elif now - entry.mtime < min_age_hours * SECONDS_PER_HOUR:
             report.young.append(entry)
-            continue
-        with try_lock(root, entry.stage, entry.key, create=not dry_run) as held:
-            if not held:
-                report.locked.append(entry)
-                continue
-            if not entry.path.exists():  # published or removed by another process since the scan
-                continue
-            if not dry_run:
-                remove(entry)
+        elif (taken := take(root, entry, dry_run)) is None:
+            report.locked.append(entry)
+        elif taken:
             report.removed.append(entry)
+    gone = {(e.stage, e.key) for e in report.removed if e.kind == "artifact"}
+    for record in orphan_records(root, gone):  # a record of an artifact gone (now or before), by the same rules;
+        old = now - record.mtime >= min_age_hours * SECONDS_PER_HOUR  # not counted among what is kept
+        if old and take(root, record, dry_run):
+            report.removed.append(record)
     return report
+
+
+def take(root: Path, entry: Entry, dry_run: bool) -> bool | None:
+    """Remove `entry` under its key's lock (with dry_run only try the lock). out: None when a build holds the lock,
+    else whether the entry was there (one published or removed by another process since the scan is left alone)."""
+    with try_lock(root, entry.stage, entry.key, create=not dry_run and entry.kind != "record") as held:
+        if not held:
+            return None
+        there = entry.path.exists()
+        if there and not dry_run:
+            remove(entry)
+        return there
 
 
 def format_report(report: GcReport) -> str:
     """Lines for the terminal: what went (or would go) with sizes, the bytes freed, and what was kept."""
     verb = "would remove" if report.dry_run else "removed"
-    lines = [f"{verb} {len(report.removed)} folders, {report.freed / MB:.2f} MB"
+    records = sum(e.kind == "record" for e in report.removed)
+    also = f" and {records} cache records of artifacts gone" if records else ""
+    lines = [f"{verb} {len(report.removed) - records} folders{also}, {report.freed / MB:.2f} MB"
              + (" (dry run: nothing deleted)" if report.dry_run else "")]
-    lines += [f"  {e.stage}/{e.path.name}  {e.kind}  {e.bytes / MB:.2f} MB" for e in report.removed]
+    lines += [f"  {e.path.parent.name}/{e.path.name}  {e.kind}  {e.bytes / MB:.2f} MB" for e in report.removed]
     running = f" and {report.running_kept} older runs still marked running" if report.running_kept else ""
     lines.append(f"kept: {len(report.referenced)} artifacts referenced by the {report.runs_kept} newest runs{running}, "
                  f"{len(report.locked)} locked by a running build, "

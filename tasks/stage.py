@@ -20,11 +20,11 @@ from prefect import task
 from prefect.context import TaskRunContext
 from prefect.serializers import JSONSerializer
 
-from saerl.artifacts import ArtifactRef, ArtifactStore
+from saerl.artifacts import CACHE_RECORDS_DIR, ArtifactRef, ArtifactStore
 from saerl.config import build_config
 from saerl.pipeline import run_stage
 
-RESULTS_DIR = "prefect-results"
+RESULTS_DIR = CACHE_RECORDS_DIR  # result storage of the stage tasks, under the artifact root
 # Prefect's default result serializer is cloudpickle (PREFECT_RESULTS_PERSIST_BY_DEFAULT persists every task's
 # result): a loaded cache record would unpickle whatever the file holds. Our task results are JSON already; the
 # encoder/decoder hooks are off so a record can only decode to plain JSON values, never to a class it names.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from saerl.artifacts import ArtifactStore
+from saerl.artifacts import CACHE_RECORDS_DIR, ArtifactStore
 from saerl.cli import main
 from saerl.gc import SECONDS_PER_HOUR, collect, format_report
 from saerl.runs import RunRecord, StageRecord, save_run
@@ -178,3 +178,25 @@ def test_a_run_still_going_keeps_what_it_recorded_when_newer_runs_overtake_it(ro
     save_run(root, record)
     collect(root, keep_runs=2)
     assert _present(root) == {"ingest/new", "train/a", "train/b"}
+
+
+def test_cache_records_go_with_their_artifacts(root):
+    """gc removed artifacts but left the orchestrator's cache record of each (prefect-results/<stage>-<key>): a
+    record goes once its artifact is gone (removed now or before), at the same age; a record of a kept artifact, a
+    young one and a file that names no stage stay."""
+    records = root / CACHE_RECORDS_DIR
+    records.mkdir()
+    names = ["ingest-old", "ingest-new", "train-a", "curriculum-orphan", "score-removedlastweek", "score-young",
+             "notastage-x"]
+    for name in names:
+        (records / name).write_text("{}")
+    _age(records, 2 * DAY_S)
+    os.utime(records / "score-young", None)  # written just now
+    dry = collect(root, keep_runs=2, dry_run=True)
+    assert sorted(p.name for p in records.iterdir()) == sorted(names), "a dry run deletes nothing"
+    assert "would remove 5 folders and 3 cache records of artifacts gone" in format_report(dry)
+    report = collect(root, keep_runs=2)
+    assert sorted(p.name for p in records.iterdir()) == ["ingest-new", "notastage-x", "score-young", "train-a"]
+    assert sorted(e.path.name for e in report.removed if e.kind == "record") == [
+        "curriculum-orphan", "ingest-old", "score-removedlastweek"]
+    assert not list(root.glob("score/.lock-*")), "no lock file is made for a stage folder that does not exist"
