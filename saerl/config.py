@@ -350,7 +350,9 @@ class TrainConfig(Section):
     epsilon_high: float | None = Field(
         None, description="PPO clip (high); None = epsilon under algorithm=grpo, DAPO's 0.28 under algorithm=dapo")
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
-        "dapo", description="trl loss aggregation under algorithm=grpo; algorithm=dapo always uses dapo (token-level)")
+        "grpo", description="trl loss aggregation under algorithm=grpo: grpo (GRPO's: each rollout's token mean, then "
+        "the mean over rollouts), dapo (token-level: every token of the batch weighs the same), dr_grpo, bnpo; "
+        "algorithm=dapo always uses dapo (token-level)")
     scale_rewards: Literal["group", "batch", "none"] = Field("group", description="advantage scaling (trl)")
     format_reward: float = Field(0.0, ge=0, description="weight of the answer-format reward")
     overlong_buffer: int = Field(
@@ -388,6 +390,18 @@ class TrainConfig(Section):
             raise ValueError(f"train.overlong_buffer={self.overlong_buffer} is not below train.max_completion_length="
                              f"{self.max_completion_length}: the penalty would start at the first token; set "
                              f"train.overlong_buffer={self.max_completion_length // 5} (DAPO's fifth) or 0 (off)")
+        return self
+
+    @model_validator(mode="after")
+    def _whole_generation_batches(self) -> TrainConfig:
+        """A run ends on a whole generation batch: trl generates steps_per_generation steps' rollouts at once, so a
+        run stopping inside one would have generated rollouts it never trains on (and which trained_order.parquet
+        would list as trained)."""
+        if self.max_steps % self.steps_per_generation:
+            spg = self.steps_per_generation
+            raise ValueError(f"train.max_steps={self.max_steps} is not a multiple of train.steps_per_generation={spg}: "
+                             f"the last generation batch would be generated but not all trained on; set "
+                             f"train.max_steps={-(-self.max_steps // spg) * spg} (or a steps_per_generation dividing it)")
         return self
 
     @field_validator("seeds")

@@ -335,7 +335,8 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     log.parquet (trl's per-step metrics), curve.parquet (step, set, greedy, n, seconds, failures: verifier
     timeouts/errors, scored wrong), curve_problems.parquet (the
     same evaluations per problem: step, set, id, correct), trained_order.parquet
-    (position, step, id: the prompts trained on) and plots/train_curves.png."""
+    (position, step, id: the prompts trained on, each at its generation batch's first step; a run stopped inside a
+    generation batch lists all of that batch's prompts) and plots/train_curves.png."""
     from saerl.evaluate import select_problems
     from saerl.plots import train_curves
     from saerl.rl import train_grpo

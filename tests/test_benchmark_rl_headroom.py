@@ -93,7 +93,7 @@ def test_the_fresh_pool_holds_the_whole_training_stream():
     bench = load_benchmark("rl_headroom")
     assert bench.fresh_pool_size(TrainConfig(max_steps=10), 4) == 40
     assert bench.fresh_pool_size(TrainConfig(max_steps=10, algorithm="dapo", dynamic_sampling_max_rounds=3), 4) == 160
-    assert bench.fresh_pool_size(TrainConfig(max_steps=5, steps_per_generation=2), 4) == 24
+    assert bench.fresh_pool_size(TrainConfig(max_steps=6, steps_per_generation=3), 4) == 24
 
 
 def test_a_misspelt_pool_is_refused_before_any_work(monkeypatch):

@@ -251,6 +251,8 @@ def test_policy_loads_pass_trust_remote_code_and_revision_as_configured(monkeypa
                                  "curriculum.batch_size 16 x train.num_generations 8", "one of [4, 8, 16]"]),
     (["train.overlong_buffer=64"], ["train.overlong_buffer=64 is not below train.max_completion_length=64",
                                     "train.overlong_buffer=12"]),
+    (["train.steps_per_generation=3"], ["train.max_steps=100 is not a multiple of train.steps_per_generation=3",
+                                        "train.max_steps=102"]),
 ])
 def test_inconsistent_fields_fail_at_load_naming_the_field_and_the_fix(overrides, names):
     with pytest.raises(ConfigError) as err:
@@ -266,6 +268,7 @@ def test_consistent_pools_and_a_file_with_its_path_load():
     assert load_config(None, ["data.source=file", "data.path=x.jsonl"]).data.path == "x.jsonl"
     assert load_config(None, ["train.micro_batches=4", "curriculum.batch_size=3"]).train.micro_batches == 4
     assert load_config(None, ["train.overlong_buffer=63"]).train.overlong_buffer == 63
+    assert load_config(None, ["train.steps_per_generation=4"]).train.steps_per_generation == 4
     assert load_config(None, ["testbed.defect_kinds={garbled: 1, wrong_gold: 0}"]).testbed.defect_kinds["garbled"] == 1
 
 

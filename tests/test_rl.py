@@ -444,9 +444,9 @@ def test_order_steps_name_the_generation_batch_each_prompt_was_generated_for(tin
         generated.extend(id[::2])
         return [0.0] * len(completions)
 
-    cfg = TrainConfig(num_generations=2, max_completion_length=3, max_steps=3, steps_per_generation=2)
+    cfg = TrainConfig(num_generations=2, max_completion_length=3, max_steps=4, steps_per_generation=2)
     run = train_grpo(policy, prompts, prompts["id"].to_list(), cfg, tmp_path / "rl", prompts_per_step=2, seed=0,
-                     extra_rewards=[record])
+                     max_steps=3, extra_rewards=[record])  # stopped inside the second generation batch
     assert run["steps"] == 3 and run["order"] == generated == [f"p{i:02d}" for i in range(8)]
     assert run["order_steps"] == [1, 1, 1, 1, 3, 3, 3, 3]
 
@@ -615,6 +615,7 @@ def test_learning_rate_warms_up_then_stays(tiny_policy_dir, tmp_path, one_torch_
     def rates(warmup: int) -> list[float]:
         cfg = TrainConfig(num_generations=2, max_completion_length=4, max_steps=4, warmup_steps=warmup, learning_rate=1e-4)
         run = train_grpo(policy, prompts, prompts["id"].to_list(), cfg, tmp_path / f"w{warmup}", prompts_per_step=2)
+        assert not any("epoch" in h for h in run["log"]), "transformers' epoch counts the stream, not the pool"
         return [h["learning_rate"] for h in run["log"]]
 
     assert rates(2) == pytest.approx([0.0, 5e-5, 1e-4, 1e-4])  # the rate each step used (transformers' schedule)

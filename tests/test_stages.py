@@ -89,3 +89,10 @@ def test_a_train_field_the_algorithm_ignores_does_not_retrain():
 def test_the_curve_timeout_is_the_evaluations_and_retrains():
     """The in-training held-out curve judges with eval.verify_timeout_s (as the final evaluation does)."""
     assert _key("train", "eval.verify_timeout_s=1") != _key("train")
+
+
+def test_the_quality_threshold_rescores_so_scores_kept_is_true():
+    """scores.parquet's `kept` and score_params' share_kept read score.quality_threshold, but the score key did not:
+    a threshold change reused a score artifact whose `kept` column said another threshold's filter."""
+    assert _key("score", "score.quality_threshold=0.8") != _key("score")
+    assert _key("curriculum", "score.quality_threshold=0.8") != _key("curriculum")
