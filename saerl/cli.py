@@ -17,10 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from saerl.config import ConfigError, PipelineConfig, load_config
+from saerl.config import SHIPPED_CONFIGS, ConfigError, PipelineConfig, load_config
 
-REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-DEMO_CONFIG = REPO_CONFIGS / "demo.yaml"
+DEMO_CONFIG = SHIPPED_CONFIGS / "demo.yaml"
 
 
 def _setup_logging(verbose: bool) -> None:

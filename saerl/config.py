@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the configs of a checkout (not in a wheel)
 TESTBED_LEVELS = 5  # difficulty levels of the synthetic world (saerl.testbed): one entry each in the level lists
 TESTBED_DEFECTS = ("wrong_gold", "missing_info", "garbled", "near_duplicate", "off_distribution")  # saerl.testbed
 
@@ -706,7 +707,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         p = Path(path)
         if not p.exists():
-            raise ConfigError(f"config file {p} does not exist (the shipped ones are in configs/)")
+            raise ConfigError(f"config file {p} does not exist (read relative to the current folder {Path.cwd()}; "
+                              f"the shipped ones are in {SHIPPED_CONFIGS})")
         try:
             raw = yaml.load(p.read_text(), Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
         except ConfigError as err:
@@ -718,7 +720,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raw["name"] = p.stem
     if overrides:
         raw = apply_overrides(raw, overrides)
-        where += " + overrides"
+        where += f" + overrides {' '.join(overrides)}"
     return build_config(raw, where)
 
 

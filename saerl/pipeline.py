@@ -118,12 +118,15 @@ def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple
 
 def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
     """plan(cfg, until), refusing a run that would fail at its last stage, before hours of extraction and
-    training: evaluate with no held-out set (data other than the testbed's and no eval.sets), train or evaluate
-    with an eval.sets file that does not exist (their keys hash it). Every entry point
+    training: evaluate with no held-out set (data other than the testbed's and no eval.sets), a data.path that does
+    not exist (every plan starts with ingest), train or evaluate with an eval.sets file that does not exist (their
+    keys hash it). Every entry point
     that runs stages calls it (CLI, flows, sweeps, run_all). in: config, last stage; out: the plan."""
     stages = plan(cfg, until)
     if any(s == "evaluate" for s, _ in stages) and cfg.data.source != "testbed" and not cfg.eval.sets:
         raise ValueError(NO_HELD_OUT)
+    if cfg.data.source == "file" and cfg.data.path and not Path(cfg.data.path).expanduser().exists():
+        raise FileNotFoundError(missing_file(f"data file {cfg.data.path}", Path(cfg.data.path), "data.path"))
     if any(s in ("train", "evaluate") for s, _ in stages):  # their keys hash the held-out files
         for name, path in cfg.eval.sets.items():
             if not Path(path).expanduser().exists():

@@ -296,8 +296,10 @@ def train_policy_lm(cfg: TestbedConfig, world: dict[str, pl.DataFrame], out_dir:
     ev = world["eval"]
     flags = correct(generate(model, tok, ev["prompt"].to_list(), cfg.max_new_tokens, cfg.eval_batch), ev["answer"].to_list())
     table = accuracy_table(ev, flags)
+    levels = ", ".join(f"{lv if lv == 'all' else f'L{float(lv):g}'} {acc:.3f}"
+                       for lv, acc in zip(table["difficulty"], table["acc"], strict=True))
     print(f"pretraining: {seconds:.0f} s, {sum(p.numel() for p in model.parameters())/1e6:.2f}M params, "
-          f"final loss {log[-1][1] if log else float('nan'):.3f}\ngreedy accuracy per level (held-out eval):\n{table}")
+          f"final loss {log[-1][1] if log else float('nan'):.3f}; greedy accuracy on the held-out eval split: {levels}")
     return {"pretrain_seconds": round(seconds, 1), "loss_log": log,
             "greedy_accuracy": dict(zip(table["difficulty"].to_list(), table["acc"].to_list(), strict=True))}
 

@@ -52,9 +52,20 @@ def test_unknown_until_stage_fails_fast(capsys):
     assert "unknown stage 'extrakt'" in capsys.readouterr().err
 
 
-def test_missing_config_file(capsys):
-    assert main(["run", "nope.yaml"]) == 2
-    assert "does not exist" in capsys.readouterr().err
+def test_missing_config_file(capsys, tmp_path, monkeypatch):
+    """From another folder the hint named a relative 'configs/' that is not there: it names the current folder the
+    path was read against and where the shipped configs are."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "configs/demo.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and f"current folder {tmp_path}" in err and str(REPO / "configs") in err
+
+
+def test_a_config_error_names_the_overrides_given(capsys):
+    """The header said '+ overrides' for an override the user never typed (--root adds one): it lists them."""
+    assert main(["run", str(REPO / "configs" / "demo.yaml"), "train.max_steps=-5", "--root", "/tmp/x"]) == 2
+    err = capsys.readouterr().err
+    assert "+ overrides train.max_steps=-5 runtime.artifact_root=" in err
 
 
 def test_ingest_command_writes_tables_and_summary(tmp_path, capsys):

@@ -51,23 +51,30 @@ def test_external_encoder_without_policy_stages_skips_testbed():
     assert "testbed" not in p and p["extract"] == ("ingest",)
 
 
+def _real(tmp_path: Path, *overrides: str):
+    """configs/real-gsm8k.yaml with its data file in tmp_path (../shared/data need not exist beside a checkout)."""
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"question": "1+1?", "answer": "2"}\n')
+    return load_config(CONFIGS / "real-gsm8k.yaml", [f"data.path={data}", *overrides])
+
+
 def test_a_file_without_held_out_sets_is_refused_before_any_stage_that_would_end_at_evaluate(tmp_path):
-    cfg = load_config(CONFIGS / "real-gsm8k.yaml")  # a user's file, no eval.sets
+    cfg = _real(tmp_path)  # a user's file, no eval.sets
     with pytest.raises(ValueError, match="no held-out set to evaluate on.*eval.sets"):
         check_runnable(cfg)
     with pytest.raises(ValueError, match="no held-out set"):  # run_all checks before its first stage
         run_all(ArtifactStore(tmp_path), cfg)
-    assert not list(tmp_path.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl"]
     assert dict(check_runnable(cfg, "train"))["train"]  # training alone needs none
     held = tmp_path / "x.jsonl"
     held.write_text('{"question": "1+1?", "answer": "2"}\n')
-    assert "evaluate" in dict(check_runnable(load_config(CONFIGS / "real-gsm8k.yaml", [f"eval.sets={{gsm: {held}}}"])))
+    assert "evaluate" in dict(check_runnable(_real(tmp_path, f"eval.sets={{gsm: {held}}}")))
 
 
 def test_a_missing_held_out_file_is_refused_before_any_stage_naming_its_field(tmp_path):
     """A mistyped eval.sets path failed only at the first training run (after ingest, extraction, scoring), and
     its message said to check data.path."""
-    cfg = load_config(CONFIGS / "real-gsm8k.yaml", [f"eval.sets={{gsm: {tmp_path / 'nope.jsonl'}}}"])
+    cfg = _real(tmp_path, f"eval.sets={{gsm: {tmp_path / 'nope.jsonl'}}}")
     with pytest.raises(FileNotFoundError, match=r"check eval\.sets\.gsm"):
         check_runnable(cfg)
     with pytest.raises(FileNotFoundError, match=r"check eval\.sets\.gsm"):
@@ -117,6 +124,10 @@ def test_a_missing_relative_path_names_the_folder_it_was_read_from(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=f"check data.path, read relative to the current folder {tmp_path}"):
         hash_path(Path("../data/missing.jsonl"))
+    # refused before any stage (and before a Prefect server starts), not inside the flow at ingest
+    real = load_config(CONFIGS / "real-gsm8k.yaml", ["data.path=../data/missing.jsonl"])
+    with pytest.raises(FileNotFoundError, match=f"check data.path, read relative to the current folder {tmp_path}"):
+        check_runnable(real, "ingest")
     cfg = load_config(CONFIGS / "smoke.yaml", ["eval.sets={gsm: held/out.jsonl}"])
     with pytest.raises(FileNotFoundError, match=f"check eval.sets.gsm, read relative to the current folder {tmp_path}"):
         check_runnable(cfg)
