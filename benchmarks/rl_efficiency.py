@@ -7,7 +7,10 @@ Both arms train for the same steps with the same hyper-parameters and seeds; sae
 (quality-filtered, cluster-first, easy to hard), vanilla a seeded shuffle of the whole pool. Held-out
 accuracy is the testbed's clean eval split (greedy pass@1, and mean over k samples); the difference has a
 95% interval over seeds and paired problems (saerl.evaluate.compare_arms); steps-to-target reads the greedy
-learning curve each run records every train.eval_every steps (target: vanilla's final accuracy).
+learning curve each run records every train.eval_every steps, scored on the train.eval_problems in-training eval
+problems per set (200 by default; the reachable stratum: those of them the starting policy reaches), not on the
+final evaluation's (eval.max_problems; all by default). So its target, vanilla's final greedy accuracy on those
+in-training eval problems (mean over seeds; comparison.txt prints it per set), is not acc_vanilla below.
 
 The testbed's held-out split follows the pool's level mix, most of it levels the policy cannot learn in a short
 run (docs/testbed.md, session 5). So by default a second held-out set joins the evaluation: --fresh problems of
@@ -28,16 +31,18 @@ gain_saerl=.. gain_vanilla=.. acc_delta_reachable=.. reachable_share=.. acc_delt
 gain_fresh_saerl=.. gain_fresh_vanilla=.. steps_ratio_ci_high=.. steps_ratio_fresh_ci_high=.. spread_groups_ratio=..
 prompts_drawn_ratio=.. prompts_to_target_ratio_fresh=..`` (greedy accuracy on
 the held-out set; seeds = training seeds per arm that ran (train.seeds: --seeds unless an override sets it);
-steps_ratio = the steps saerl's mean curve over seeds takes to reach vanilla's final accuracy, over
-vanilla's, nan when saerl's mean curve never reaches it; steps_ratio_ci_high = the upper end of its bootstrap
-interval over seeds and paired problems (inf: saerl misses the target in too many resamples), the bound a claim
-of "fewer steps" has to clear; gain_* = each arm's points over the starting policy; acc_delta_reachable = saerl minus vanilla on the
+steps_ratio = the steps saerl's mean curve over seeds takes to reach the target (vanilla's final greedy accuracy
+on the in-training eval problems), over vanilla's; nan: saerl's mean curve never reaches the target, or vanilla's
+is at it from the start (step 0: no ratio; comparison.txt says which); steps_ratio_ci_high = the upper end of its
+bootstrap interval over seeds and paired problems (inf: saerl misses the target in too many resamples), the bound a
+claim of "fewer steps" has to clear, nan whenever steps_ratio is; gain_* = each arm's points over the starting policy; acc_delta_reachable = saerl minus vanilla on the
 held-out problems the starting policy solves in at least one of k probe samples, the share of the set they are;
 *_fresh: the same on the fresh level 1-2 set, nan with --fresh 0; spread_groups_ratio = saerl over vanilla of the
 groups with a reward spread (a gradient) trained on per step, prompts_drawn_ratio = the same of the prompts generated
 for per step: 1 under GRPO, the generation cost of a step under DAPO's dynamic sampling, train.algorithm=dapo);
 prompts_to_target_ratio_fresh = saerl over vanilla of the prompts generated for until the mean curve on the fresh
-set reaches the target: steps_ratio_fresh in generation cost, nan when saerl never reaches it).
+set reaches the target: steps_ratio_fresh in generation cost, nan when saerl never reaches it or vanilla is at the
+target from the start).
 """
 
 from __future__ import annotations
@@ -100,7 +105,8 @@ def arm_figures(folder: Path, set_name: str) -> dict[str, float]:
     """From an evaluate artifact, on one held-out set: greedy accuracy per arm (acc_*, in points), saerl minus
     vanilla (delta) and its interval's low end (ci_low), the number of problems (n), saerl's steps-to-target
     ratio, its interval's high end (ratio_high) and the ratio of prompts generated for by then (prompts_ratio),
-    and each arm's gain over the starting policy (gain_*). nan for whatever the artifact lacks."""
+    and each arm's gain over the starting policy (gain_*). nan for whatever the artifact lacks; ratio_high is nan
+    whenever ratio is (an interval of a ratio that does not exist: an artifact made before the table left it out)."""
     nan = float("nan")
     greedy = pl.read_parquet(folder / "comparison.parquet").filter((pl.col("metric") == "greedy")
                                                                    & (pl.col("set") == set_name))
@@ -113,7 +119,7 @@ def arm_figures(folder: Path, set_name: str) -> dict[str, float]:
     stt = pl.read_parquet(folder / "steps_to_target.parquet").filter((pl.col("set") == set_name)
                                                                      & (pl.col("arm") == "saerl"))
     ratio = stt["ratio"][0] if stt.height else None
-    high = stt["ratio_ci_high"][0] if stt.height else None
+    high = stt["ratio_ci_high"][0] if stt.height and ratio is not None else None
     prompts = stt["prompts_ratio"][0] if stt.height and "prompts_ratio" in stt.columns else None
     saerl, vanilla = row.get("saerl", {}), row.get("vanilla", {})
     return {"acc_saerl": 100 * saerl.get("accuracy", nan), "acc_vanilla": 100 * vanilla.get("accuracy", nan),

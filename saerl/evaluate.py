@@ -6,9 +6,12 @@
 - :func:`summarize_eval`: greedy pass@1, mean accuracy over the k samples and pass@k per set, with standard
   errors over problems.
 - :func:`steps_to_target`: the first eval step at which each arm (its mean curve) and seed reaches a target accuracy;
-  :func:`steps_ratio_interval`: a bootstrap interval (seeds and paired problems) of its ratio to the reference.
+  :func:`steps_ratio_interval`: a bootstrap interval (seeds and paired problems) of its ratio to the reference;
+  :func:`describe_target` / :func:`no_ratio_reason`: what the target is (it is read on the in-training curve's
+  problems, train.eval_problems of them, not on the final evaluation's) and why an arm has no ratio, in words.
 - :func:`compare_arms` / :func:`format_comparison`: each arm's accuracy and its difference to the reference
-  arm, with confidence intervals, and a verdict that says "within noise" when the interval contains 0.
+  arm, with confidence intervals, and a verdict that says "within noise" when the interval contains 0; the
+  verifier failures (timeouts/errors, scored wrong) behind each accuracy (:func:`verifier_failures`).
 - :func:`with_reachable`: the *reachable* stratum of every set, the problems the starting (base) policy
   solves in at least one of k samples drawn apart from the scored ones. Short RL sharpens what the base policy can already sample (pass@k
   turns into pass@1); it rarely teaches a problem the base policy never solves. So a difference between
@@ -252,13 +255,17 @@ def prompts_through(cost: pl.DataFrame, arm_mean: pl.DataFrame) -> pl.DataFrame:
 def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_arm: str = "vanilla",
                     cost: pl.DataFrame | None = None) -> pl.DataFrame:
     """First eval step at which each arm reaches `target` accuracy, per seed and on the arm's mean curve.
-    in: curve (arm, seed, step, accuracy), target (None = the reference arm's final accuracy, mean over
-    seeds, where "final" is each seed's last step), reference arm, optionally each run's generation cost
+    in: curve (arm, seed, step, accuracy; optionally n, the problems each point is scored on), target (None = the
+    reference arm's final accuracy on the curve, mean over seeds, where "final" is each seed's last step), reference arm, optionally each run's generation cost
     (arm, seed, step, prompts: cumulative prompts generated for, :func:`generated_prompts`);
     out: one row per (arm, seed): target, steps (that seed's first step with accuracy >= target; null if
     never), reached, mean_steps (the first step at which the arm's curve averaged over its seeds reaches the
     target, over the steps every seed evaluated; null if never) and ratio (mean_steps over the reference's;
-    < 1 means fewer steps than the reference); with `cost` also mean_prompts (prompts generated for through
+    < 1 means fewer steps than the reference; null when the arm's mean curve never reaches the target, or when
+    the reference's is at it from the start (step 0) or never gets there: :func:`no_ratio_reason`),
+    reference (the reference arm), target_fixed (False: the target is the reference's final accuracy, True: it
+    was given), target_problems (the problems each point of the curve the target comes from is scored on: the
+    curve's `n` column, the largest; null without one); with `cost` also mean_prompts (prompts generated for through
     mean_steps, mean over the arm's seeds; 0 at step 0) and prompts_ratio (over the reference's): under DAPO
     a step's generation differs between arms, so equal steps are not equal compute.
 
@@ -266,16 +273,21 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
     final accuracy) some reference seed usually ends below it, so "every seed reaches it" would leave the
     reference without a step count about half the time, while its mean curve always reaches its own final
     mean, at the last step at the latest."""
-    if target is None or (isinstance(target, float) and math.isnan(target)):
-        ref = curve.filter(pl.col("arm") == reference_arm)
-        if ref.is_empty():
+    fixed = not (target is None or (isinstance(target, float) and math.isnan(target)))
+    source = curve
+    if target is None or not fixed:
+        source = curve.filter(pl.col("arm") == reference_arm)
+        if source.is_empty():
             raise ValueError(f"reference arm {reference_arm!r} not in the curve (arms: {curve['arm'].unique().to_list()})")
-        target = float(ref.group_by("seed").agg(pl.col("accuracy").sort_by("step").last())["accuracy"].mean())
+        target = float(source.group_by("seed").agg(pl.col("accuracy").sort_by("step").last())["accuracy"].mean())
+    n_max = source["n"].max() if "n" in source.columns and source.height else None
     tol = TARGET_RTOL * max(abs(target), 1.0)
     hits = curve.with_columns((pl.col("accuracy") >= target - tol).alias("hit"))
     per = (hits.group_by("arm", "seed")
            .agg(pl.col("step").filter(pl.col("hit")).min().alias("steps"))
-           .with_columns(pl.col("steps").is_not_null().alias("reached"), pl.lit(target).alias("target")))
+           .with_columns(pl.col("steps").is_not_null().alias("reached"), pl.lit(target).alias("target"),
+                         pl.lit(reference_arm, pl.String).alias("reference"), pl.lit(fixed).alias("target_fixed"),
+                         pl.lit(None if n_max is None else int(n_max), pl.Int64).alias("target_problems")))
     n_seeds = curve.group_by("arm").agg(pl.col("seed").n_unique().alias("n_seeds"))
     mean_curve = (curve.group_by("arm", "step").agg(pl.col("accuracy").mean(), pl.col("seed").n_unique().alias("n"))
                   .join(n_seeds, on="arm").filter(pl.col("n") == pl.col("n_seeds")))
@@ -285,7 +297,8 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
     ref_steps = ref_mean[0] if ref_mean.len() and ref_mean[0] is not None else None
     out = per.join(arm_mean, on="arm", how="left").with_columns(
         (pl.col("mean_steps") / ref_steps if ref_steps else pl.lit(None, dtype=pl.Float64)).alias("ratio"))
-    cols = ["arm", "seed", "target", "steps", "reached", "mean_steps", "ratio"]
+    cols = ["arm", "seed", "target", "steps", "reached", "mean_steps", "ratio", "reference", "target_fixed",
+            "target_problems"]
     if cost is not None:
         spent = prompts_through(cost, arm_mean)
         ref_p = spent.filter(pl.col("arm") == reference_arm)["mean_prompts"]
@@ -295,6 +308,55 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
             .alias("prompts_ratio"))
         cols += ["mean_prompts", "prompts_ratio"]
     return out.select(cols).sort("arm", "seed")
+
+
+AT_START = "at the target from the start"  # an arm whose mean curve meets the target at step 0 (no RL step needed)
+CURVE_PROBLEMS_WORDS = "in-training eval problems"  # what the curve (and so the target) is scored on
+
+
+def describe_target(r: dict[str, Any], final_problems: int | None = None) -> str:
+    """What a steps-to-target row's target is, in words, e.g. "vanilla's final greedy accuracy on the 200 in-training
+    eval problems (14.5%), not on the 500 problems of the final evaluation". The target is read on the in-training
+    curve, scored on train.eval_problems problems per set (fewer on a reachable stratum), while the comparison's
+    accuracies are on the final evaluation's problems (eval.max_problems, all by default): the two differ.
+    in: a :func:`steps_to_target` row (target; reference, target_fixed, target_problems where the table has them:
+    one made before they existed gets a shorter sentence), the final evaluation's problem count on the set (None:
+    not said); out: the sentence."""
+    pct = f"{100 * r['target']:.1f}%"
+    n = r.get("target_problems")
+    problems = f"the {n} {CURVE_PROBLEMS_WORDS}" if n else f"the {CURVE_PROBLEMS_WORDS}"
+    if r.get("target_fixed") is None or r.get("reference") is None:
+        text = f"{pct} greedy accuracy on {problems}"
+    elif r["target_fixed"]:
+        text = f"{pct} greedy accuracy (eval.target_accuracy) on {problems}"
+    else:
+        text = f"{r['reference']}'s final greedy accuracy on {problems} ({pct})"
+    if final_problems and final_problems != n:
+        text += f", not on the {final_problems} problems of the final evaluation"
+    return text
+
+
+def no_ratio_reason(stt: pl.DataFrame, set_name: str, arm: str) -> str:
+    """Why an arm's steps-to-target row on a set has no ratio to the reference, in words: the reference's mean
+    curve is at the target from the start (step 0: no ratio can be made of it) or never reaches it (a fixed target).
+    in: a steps-to-target table (rows with a set column, or one set's rows without it), set, arm; out: the reason,
+    or "" when the row has a ratio, when the arm's own mean curve never reaches the target (its steps say so), when
+    it is the reference, or when the table does not name its reference (made before it did)."""
+    rows = stt.filter(pl.col("set") == set_name) if "set" in stt.columns else stt
+    own = rows.filter(pl.col("arm") == arm)
+    if "reference" not in rows.columns or own.is_empty():
+        return ""
+    r = own.row(0, named=True)
+    ref = r["reference"]
+    if r["ratio"] is not None or r["mean_steps"] is None or ref is None or arm == ref:
+        return ""
+    ref_rows = rows.filter(pl.col("arm") == ref)
+    if ref_rows.is_empty():
+        return f"no ratio: no {ref} arm on this set"
+    ref_steps = ref_rows["mean_steps"][0]
+    if ref_steps is None:
+        return f"no ratio: {ref}'s mean curve never reaches the target"
+    return f"no ratio: {ref} is {AT_START}" if ref_steps == 0 else ""
 
 
 def _resampled_curve(g: pl.DataFrame, ids: list[str], weights: np.ndarray, rng: np.random.Generator,
@@ -435,6 +497,17 @@ def training_signal(log: pl.DataFrame, order: pl.DataFrame, prompts: pl.DataFram
 RUN_KEYS = ("arm", "seed", "set")  # what identifies one evaluated policy on one set
 
 
+def verifier_failures(samples: pl.DataFrame, metric: Metric | None = None,
+                      by: tuple[str, ...] = ("set", "arm")) -> pl.DataFrame:
+    """Verifier failures (status timeout/error: the check of an answer failed, and the answer counts as wrong) per
+    group of a per-sample frame. in: per-sample frame with a status column and the `by` columns, the samples a
+    metric scores (greedy: sample 0, mean_k: samples 1..k; None: every sample); out: (by..., failures)."""
+    rows = samples if metric is None else (samples.filter(pl.col("sample") == GREEDY) if metric == "greedy"
+                                           else samples.filter(pl.col("sample") > GREEDY))
+    return (rows.group_by(list(by)).agg(pl.col("status").is_in(FAILED).sum().cast(pl.Int64).alias("failures"))
+            .sort(list(by)))
+
+
 def problem_scores(samples: pl.DataFrame, metric: Metric = "greedy", by: tuple[str, ...] = RUN_KEYS) -> pl.DataFrame:
     """Per (by..., id) score: greedy correctness (0/1) or the mean correctness over the k samples.
     in: per-sample frame with the `by` columns added (arm, seed; step for a curve); out: (by..., id, score)."""
@@ -494,12 +567,17 @@ def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samp
     scored by (greedy pass@1 or mean over the k samples; must be the one `final` holds); confidence level.
     out: set, arm, n_seeds, n_problems, accuracy, ci_low, ci_high, diff_pts, diff_ci_low_pts,
     diff_ci_high_pts (arm minus reference, in points), verdict (reference / better / worse / within noise
-    (the interval contains 0) / no CI), ci_source (what the interval accounts for), level."""
+    (the interval contains 0) / no CI), ci_source (what the interval accounts for), level, verifier_failures
+    (the arm's samples the metric scores whose answer check timed out or erred, all seeds: scored wrong; null
+    without per-sample statuses)."""
     if final is None:
         if samples is None:
             raise ValueError("give the final accuracies, the per-sample results, or both")
         final = final_accuracy(samples, metric)
     scores = problem_scores(samples, metric) if samples is not None else None
+    fails: dict[tuple[str, str], int] = {}
+    if samples is not None and "status" in samples.columns:
+        fails = {(s, a): n for s, a, n in verifier_failures(samples, metric).iter_rows()}
     rows = []
     for set_name in sorted(final["set"].unique().to_list()):
         fin = final.filter(pl.col("set") == set_name)
@@ -517,7 +595,8 @@ def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samp
             own = np.array(list(per_problem.get(arm, {}).values()))
             lo, hi = _interval(mean, _seed_part(acc[arm]) + _problem_part(own), level)
             row = {"set": set_name, "arm": arm, "n_seeds": len(acc[arm]), "n_problems": len(own) or None,
-                   "accuracy": mean, "ci_low": lo, "ci_high": hi, "level": level}
+                   "accuracy": mean, "ci_low": lo, "ci_high": hi, "level": level,
+                   "verifier_failures": fails.get((set_name, arm), 0) if fails else None}
             if arm == reference:
                 rows.append({**row, "diff_pts": 0.0, "diff_ci_low_pts": None, "diff_ci_high_pts": None,
                              "verdict": "reference", "ci_source": _source(len(acc[arm]), 1, len(own), False)})
@@ -558,9 +637,33 @@ def _source(seeds: int, ref_seeds: int, problems: int, paired: bool) -> str:
     return " + ".join(parts) + (f"; {missing}" if missing else "")
 
 
+def final_problems(comparison: pl.DataFrame) -> dict[str, int]:
+    """Per set, the problems the final evaluation scored: the reference rows' n_problems of a :func:`compare_arms`
+    table (sets without a count left out), to set beside the in-training problems a steps target is read on."""
+    if "n_problems" not in comparison.columns:
+        return {}
+    ref = comparison.filter((pl.col("verdict") == "reference") & pl.col("n_problems").is_not_null())
+    return {s: int(n) for s, n in ref.select("set", "n_problems").iter_rows()}
+
+
+def failures_line(rows: pl.DataFrame) -> str:
+    """'verifier failures: N (scored wrong): arm n, ...' of some :func:`compare_arms` rows (summed per arm over the
+    rows given, e.g. one set's both metrics), or '' when there are none or the rows do not count them."""
+    if "verifier_failures" not in rows.columns:
+        return ""
+    per_arm = (rows.group_by("arm", maintain_order=True).agg(pl.col("verifier_failures").cast(pl.Int64).sum())
+               .filter(pl.col("verifier_failures") > 0))
+    total = int(per_arm["verifier_failures"].sum() or 0)
+    if not total:
+        return ""
+    arms = ", ".join(f"{a} {n}" for a, n in per_arm.iter_rows())
+    return f"verifier failures: {total} (scored wrong): {arms}"
+
+
 def format_comparison(table: pl.DataFrame) -> str:
-    """A printable table of :func:`compare_arms` output, one block per set; says when a difference is
-    within noise."""
+    """A printable table of :func:`compare_arms` output, one block per set (headed by its problem count); says
+    when a difference is within noise, what the intervals account for, and how many answer checks failed (the
+    verifier's timeouts/errors, scored wrong) where any did."""
     if table.is_empty():
         return "(no arms to compare)"
     level = int(round(100 * float(table["level"][0])))
@@ -568,7 +671,9 @@ def format_comparison(table: pl.DataFrame) -> str:
     head = f"{'arm':<16} {'seeds':>5} {'accuracy':>9} {f'{level}% CI':>15}   {f'diff vs {ref} (pts)':>22} {f'{level}% CI':>17}  verdict"
     lines = []
     for set_name in table["set"].unique(maintain_order=True).to_list():
-        lines += [f"set {set_name}", head]
+        block = table.filter(pl.col("set") == set_name)
+        n = block.filter(pl.col("verdict") == "reference")["n_problems"].first() if "n_problems" in block.columns else None
+        lines += [f"set {set_name}" + (f" ({n} problems)" if n else ""), head]
         for r in table.filter(pl.col("set") == set_name).iter_rows(named=True):
             ci = "n/a" if math.isnan(r["ci_low"]) else f"[{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
             if r["verdict"] == "reference":
@@ -581,5 +686,6 @@ def format_comparison(table: pl.DataFrame) -> str:
                            "worse": f"worse than {ref}", "no CI": "no CI: need 2+ seeds or per-sample results"}[r["verdict"]]
             lines.append(f"{r['arm']:<16} {r['n_seeds']:>5} {100 * r['accuracy']:>8.1f}% {ci:>15}   {diff:>22} {dci:>17}  {verdict}")
         sources = table.filter((pl.col("set") == set_name) & (pl.col("verdict") != "reference"))["ci_source"].unique().to_list()
-        lines += [f"  intervals from: {'; '.join(sources)}" if sources else "", ""]
+        failed = failures_line(block)
+        lines += [*([f"  intervals from: {'; '.join(sources)}"] if sources else []), *([f"  {failed}"] if failed else []), ""]
     return "\n".join(lines).rstrip() + "\n"

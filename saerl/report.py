@@ -51,6 +51,17 @@ CSS = ("body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-col
 
 
 @dataclass
+class Noted:
+    """A section's table with the lines that go under it (what the intervals account for, what the target is, ...)."""
+
+    table: pl.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+Body = pl.DataFrame | str | Noted  # a section's content: a table, a sentence, or a table with notes
+
+
+@dataclass
 class RunReport:
     """What a report shows about one run. Frames are None when the run has no such stage (or it is gone)."""
 
@@ -148,7 +159,9 @@ def format_ratio_interval(r: dict[str, Any]) -> str:
 
 
 def _steps_cell(steps: pl.DataFrame | None, set_name: str, arm: str) -> str:
-    """Steps-to-target of one arm on one set: mean steps over seeds and ratio to the reference."""
+    """Steps-to-target of one arm on one set: mean steps over seeds and ratio to the reference, or why there is
+    no ratio (the arm, or the reference, at the target from the start; the reference never reaching a fixed one)."""
+    from saerl.evaluate import AT_START, no_ratio_reason
 
     if steps is None:
         return NO_VALUE
@@ -159,7 +172,9 @@ def _steps_cell(steps: pl.DataFrame | None, set_name: str, arm: str) -> str:
     if r["mean_steps"] is None:
         return f"not reached ({int(rows['reached'].sum())}/{rows.height} seeds on their own)"
     ratio = "" if r["ratio"] is None else f" ({r['ratio']:.2f}x{format_ratio_interval(r)})"
-    return f"{r['mean_steps']:.0f}{ratio}"
+    why = no_ratio_reason(steps, set_name, arm)
+    notes = [n for n in (AT_START if r["mean_steps"] == 0 else "", why) if n]
+    return f"{r['mean_steps']:.0f}{ratio}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def arm_table(comparison: pl.DataFrame, steps: pl.DataFrame | None) -> pl.DataFrame:
@@ -181,6 +196,41 @@ def arm_table(comparison: pl.DataFrame, steps: pl.DataFrame | None) -> pl.DataFr
             else NO_VALUE,
         })
     return pl.DataFrame(rows)
+
+
+def interval_notes(comparison: pl.DataFrame) -> list[str]:
+    """What the intervals of a comparison account for (its ci_source, e.g. "training-seed variance not included
+    (one seed)"), one line per distinct text with the sets it applies to; [] for a table without the column."""
+    if "ci_source" not in comparison.columns:
+        return []
+    rows = comparison.filter((pl.col("verdict") != "reference") & pl.col("ci_source").is_not_null())
+    per = rows.group_by("ci_source", maintain_order=True).agg(pl.col("set").unique(maintain_order=True))
+    return [f"intervals from ({', '.join(sets)}): {source}" for source, sets in per.iter_rows()]
+
+
+def failure_notes(comparison: pl.DataFrame) -> list[str]:
+    """Per set, the final evaluation's verifier failures (answer checks that timed out or erred, scored wrong) behind
+    a comparison's accuracies, summed over its metrics' samples; [] when there are none or the table does not
+    count them (made before it did)."""
+    from saerl.evaluate import failures_line
+
+    out = []
+    for set_name in comparison["set"].unique(maintain_order=True).to_list():
+        line = failures_line(comparison.filter(pl.col("set") == set_name))
+        if line:
+            out.append(f"{set_name}: {line}")
+    return out
+
+
+def target_notes(steps: pl.DataFrame, comparison: pl.DataFrame | None = None) -> list[str]:
+    """Per set, what the steps-to-target target is (:func:`saerl.evaluate.describe_target`: read on the in-training
+    curve's problems, which are not the final evaluation's), with the final evaluation's problem count from the
+    comparison's reference rows where it has one."""
+    from saerl.evaluate import describe_target, final_problems
+
+    final = final_problems(comparison) if comparison is not None else {}
+    return [f"steps to target on {r['set']}: the target is {describe_target(r, final.get(r['set']))}"
+            for r in steps.unique("set", maintain_order=True).sort("set").iter_rows(named=True)]
 
 
 def gains_table(gains: pl.DataFrame) -> pl.DataFrame:
@@ -219,16 +269,16 @@ def data_rows(data: dict[str, float]) -> pl.DataFrame:
                          for k, v in data.items()])
 
 
-def sections(report: RunReport) -> list[tuple[str, pl.DataFrame | str]]:
-    """The report's sections in order: (title, display table or a sentence)."""
-    out: list[tuple[str, pl.DataFrame | str]] = []
+def sections(report: RunReport) -> list[tuple[str, Body]]:
+    """The report's sections in order: (title, display table, a sentence, or a table with notes under it)."""
+    out: list[tuple[str, Body]] = []
     if report.comparison is not None and report.comparison.height:
-        title = "Arms"
+        title, notes = "Arms", interval_notes(report.comparison) + failure_notes(report.comparison)
         if report.steps is not None and report.steps.height:
-            targets = "; ".join(f"{s} {_pct(t)}" for s, t in report.steps.unique("set").sort("set")
-                                .select("set", "target").iter_rows())
-            title += f" (steps to target: first eval step at greedy accuracy >= {targets})"
-        out.append((title, arm_table(report.comparison, report.steps)))
+            title += (" (steps to target: the first in-training eval step at which an arm's mean greedy curve reaches "
+                      "the target, see below)")
+            notes += target_notes(report.steps, report.comparison)
+        out.append((title, Noted(arm_table(report.comparison, report.steps), notes)))
     elif "evaluate" in report.record.stages:
         out.append(("Arms", "the evaluate artifact is gone from disk (saerl gc?): run the same config again to "
                     "rebuild it (the stages still stored are reused)"))
@@ -240,7 +290,8 @@ def sections(report: RunReport) -> list[tuple[str, pl.DataFrame | str]]:
     else:
         out.append(("Arms", "no evaluate stage in this run: nothing to compare"))
     if report.gains is not None and report.gains.height:
-        out.append((GAINS_TITLE, gains_table(report.gains)))
+        out.append((GAINS_TITLE, Noted(gains_table(report.gains),
+                                       interval_notes(report.gains) + failure_notes(report.gains))))
     if report.data:
         out.append(("Data engineering", data_rows(report.data)))
     if report.properties is not None and report.properties.height:
@@ -273,7 +324,11 @@ def format_text(report: RunReport) -> str:
     """The whole report as plain text for the terminal."""
     parts = [_title(report.record)]
     for title, body in sections(report):
-        parts += ["", f"== {title} ==", body if isinstance(body, str) else format_table(body)]
+        parts += ["", f"== {title} =="]
+        if isinstance(body, Noted):
+            parts += [format_table(body.table), *(f"  {n}" for n in body.notes)]
+        else:
+            parts.append(body if isinstance(body, str) else format_table(body))
     return "\n".join(parts) + "\n"
 
 
@@ -296,7 +351,10 @@ def render_html(report: RunReport) -> str:
              f"</head><body><h1>saerl report</h1><p>{title}</p>"]
     for name, body in sections(report):
         parts.append(f"<h2>{html.escape(name)}</h2>")
-        parts.append(f"<p>{html.escape(body)}</p>" if isinstance(body, str) else html_table(body))
+        if isinstance(body, Noted):
+            parts += [html_table(body.table), *(f"<p>{html.escape(n)}</p>" for n in body.notes)]
+        else:
+            parts.append(f"<p>{html.escape(body)}</p>" if isinstance(body, str) else html_table(body))
     parts.append("<h2>Plots</h2>")
     for stage, pngs in report.plots.items():
         for png in pngs:

@@ -167,7 +167,9 @@ def score_inputs(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[st
     """score_prompts' arguments besides the config, from the score stage's input artifacts: X (score.model_pool
     codes), prompts, measured (the label stage's pass rates, when it ran), ids, R (mean-pooled residuals when
     extracted), C (score.cluster_pool codes), D (the difficulty poolings: every sae.encode_pool pooling when
-    score.difficulty_pool is auto). Each pooling is read once."""
+    score.difficulty_pool is auto), RD (the residuals of D's poolings that extract.pooling stored, so the residual
+    baseline's difficulty model gets the SAE's choice of pooling; None, i.e. mean alone, when it stored none of
+    them). Each pooling is read once."""
     from saerl.activation_store import open_activations
     from saerl.sae import load_codes_csr
 
@@ -178,9 +180,11 @@ def score_inputs(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[st
     ids, X = loaded[sc.model_pool]
     act = open_activations(inputs["extract"].path)
     measured = pl.read_parquet(inputs["label"].file("labels.parquet")) if "label" in inputs else None
-    return {"X": X, "prompts": read_prompts(inputs), "measured": measured, "ids": ids,
-            "R": act.pooled("mean") if "mean" in act.meta.pooling else None,
-            "C": loaded[sc.cluster_pool][1], "D": {pool: loaded[pool][1] for pool in d_pools}}
+    R = act.pooled("mean") if "mean" in act.meta.pooling else None
+    RD = {pool: R if pool == "mean" else act.pooled(pool) for pool in d_pools if pool in act.meta.pooling}
+    return {"X": X, "prompts": read_prompts(inputs), "measured": measured, "ids": ids, "R": R,
+            "C": loaded[sc.cluster_pool][1], "D": {pool: loaded[pool][1] for pool in d_pools},
+            "RD": RD if R is not None and RD else None}
 
 
 def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
@@ -193,7 +197,8 @@ def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     X, ids, C, prompts = args["X"], args["ids"], args["C"], args["prompts"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        result = score_prompts(X, prompts, cfg.score, args["measured"], ids=ids, R=args["R"], C=C, D=args["D"])
+        result = score_prompts(X, prompts, cfg.score, args["measured"], ids=ids, R=args["R"], C=C, D=args["D"],
+                               RD=args["RD"])
     unconverged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
     if unconverged:
         log.info("score: %d scikit-learn fits stopped before converging (max_iter in score config)", unconverged)
@@ -205,11 +210,15 @@ def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     for note in result.notes:
         log.warning("score: %s", note)
     write_score_plots(C, ids, prompts, result.scores, cfg, build.path / PLOTS, clusters=result.clusters,
-                      params=result.params, fitted=set(result.labelled))
+                      params=result.params, fitted=set(result.labelled), heldout=result.heldout)
     build.note(notes=result.notes, rows={"scores": result.scores.height}, unconverged_fits=unconverged)
-    # no kept share here: scores' kept uses score.quality_threshold, which this key does not read (a reused score
-    # artifact would report the threshold it was built with); the curriculum stage reports filtered_share
+    # the share kept is the curriculum stage's filtered_share (score_params.json keeps share_kept too)
     return {"n_clusters": float(result.clusters.height)}
+
+
+# the measured-difficulty plot's rows and truth (write_score_plots): the report model's test rows, 1 - pass rate
+HELDOUT_ROWS = "report's held-out rows, model fitted on its train rows"
+MEASURED_TRUTH = "measured difficulty (1 - pass rate)"
 
 
 def save_figure(fig: object, path: Path) -> None:
@@ -220,14 +229,18 @@ def save_figure(fig: object, path: Path) -> None:
 
 def write_score_plots(X: object, ids: list[str], prompts: pl.DataFrame, scores: pl.DataFrame, cfg: PipelineConfig,
                       folder: Path, clusters: pl.DataFrame | None = None, params: dict | None = None,
-                      fitted: set | None = None) -> None:
+                      fitted: set | None = None, heldout: pl.DataFrame | None = None) -> None:
     """Cluster map of the codes X the clusters were made from (by cluster, and by true topic when known),
-    predicted vs true difficulty (when known; its legend names the regressor and pooling the score stage
-    chose, from `params`: the score result's difficulty_model and difficulty_pool) on the prompts outside
+    predicted vs true difficulty, and the top SAE features per cluster (when the clusters frame is given).
+
+    With a difficulty column: difficulty_hat against it (its legend names the regressor and pooling the score
+    stage chose, from `params`: the score result's difficulty_model and difficulty_pool) on the prompts outside
     the `fitted` ids the regressor was trained on (all prompts when that leaves fewer than 3 with a label, and
-    the legend says so; all prompts, unnamed, when `fitted` is None), without the y = x line when the regressor
-    predicts measured difficulty (1 - pass rate, another scale than the data's column), and the top SAE
-    features per cluster (when the clusters frame is given)."""
+    the title says so; all prompts, unnamed, when `fitted` is None), without the y = x line when the regressor
+    predicts measured difficulty (1 - pass rate, another scale than the data's column). Without one (measured
+    difficulty: the production model was fitted on every measured prompt): the report's in-distribution SAE
+    model against the measured label, 1 - pass rate, on the report's held-out rows (`heldout`: ScoreResult.heldout,
+    at least 3 rows; the legend names that model's own family and pooling), with the y = x line (one scale)."""
     from saerl.plots import cluster_map, cluster_top_features, difficulty_label, difficulty_scatter
     from saerl.property_models import report_rows, weight_codes
 
@@ -243,10 +256,15 @@ def write_score_plots(X: object, ids: list[str], prompts: pl.DataFrame, scores: 
         shown, rows = joined, ""
         if fitted is not None:
             unseen = joined.filter(~pl.col("id").is_in(list(fitted)) & pl.col("difficulty").is_not_null())
-            shown, rows = (unseen, ", prompts it was not fitted on") if unseen.height >= 3 else (
-                joined, ", incl. its fitted prompts")
+            shown, rows = (unseen, "prompts it was not fitted on") if unseen.height >= 3 else (
+                joined, "incl. its fitted prompts")
         save_figure(difficulty_scatter(shown["difficulty"].to_numpy(), shown["difficulty_hat"].to_numpy(),
-                                       label + rows, (params or {}).get("difficulty_source") != "measured"),
+                                       label, (params or {}).get("difficulty_source") != "measured", rows),
+                    folder / "difficulty_pred_vs_true.png")
+    elif heldout is not None and heldout.height >= 3:
+        label = difficulty_label(heldout["model"][0], heldout["pool"][0])
+        save_figure(difficulty_scatter(heldout["difficulty"].to_numpy(), heldout["difficulty_pred"].to_numpy(),
+                                       label, True, HELDOUT_ROWS, MEASURED_TRUTH),
                     folder / "difficulty_pred_vs_true.png")
     if clusters is not None and clusters.height:
         save_figure(cluster_top_features(clusters), folder / "cluster_top_features.png")
@@ -434,6 +452,7 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
         REACH_SEED,
         compare_arms,
         evaluate_loaded,
+        final_problems,
         format_comparison,
         generated_prompts,
         reachable_ids,
@@ -499,10 +518,37 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
         text += "\n" + "\n".join(
             f"== RL gain over the starting policy, {m} ==\n{format_comparison(gains.filter(pl.col('metric') == k))}"
             for m, k in zip(names, ("greedy", "mean_k"), strict=True))
-    text += "\n" + format_steps(stt)
+    text += "\n" + format_steps(stt, final_problems(tables[0]))
     (build.path / "comparison.txt").write_text(text)
     targets = dict(stt.unique("set").select("set", "target").iter_rows())
     save_figure(accuracy_vs_step(curve, target=targets), build.path / PLOTS / "accuracy_vs_step.png")
+    return evaluate_metrics(tables, stt, gains, summary, reference)
+
+
+def failure_metrics(summary: pl.DataFrame) -> dict[str, float]:
+    """<set>_<arm>_verifier_failures of the final evaluation: the answers whose check timed out or erred (scored
+    wrong), over every seed and sample, from summary.parquet (arm, seed, set, failures); warns when there are any.
+    in: the summary by (arm, seed, set); out: {metric name: count}."""
+    from saerl.evaluate import REACHABLE
+
+    per = summary.group_by("set", "arm").agg(pl.col("failures").fill_null(0).sum()).sort("set", "arm")
+    metrics = {f"{s}_{a}_verifier_failures": float(n) for s, a, n in per.iter_rows()}
+    bad = {f"{s} {a}": int(n) for s, a, n in per.iter_rows() if n > 0 and not s.endswith(REACHABLE)}  # strata: subsets
+    if bad:
+        log.warning("evaluate: %d answer checks of the final evaluation timed out or erred (verifier failures, scored "
+                    "wrong; eval.verify_timeout_s bounds each check): %s", sum(bad.values()), bad)
+    return metrics
+
+
+def evaluate_metrics(tables: list[pl.DataFrame], stt: pl.DataFrame, gains: pl.DataFrame | None,
+                     summary: pl.DataFrame, reference: str) -> dict[str, float]:
+    """The evaluate stage's metrics. in: the greedy and mean_k comparisons, the steps-to-target table, the gains over
+    the starting policy (None without one), the summary by (arm, seed, set), the reference arm;
+    out: <set>_<arm>_greedy (and _greedy_delta_pts against the reference), _mean_k, _verifier_failures,
+    _steps_ratio with _steps_ratio_ci_high (both only when the ratio exists: not when the arm's mean curve never
+    reaches the target nor when the reference's is at it from the start), _prompts_to_target_ratio, _gain_pts."""
+    from saerl.evaluate import BASE_ARM
+
     metrics: dict[str, float] = {}
     for r in tables[0].iter_rows(named=True):
         metrics[f"{r['set']}_{r['arm']}_greedy"] = float(r["accuracy"])
@@ -510,11 +556,12 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
             metrics[f"{r['set']}_{r['arm']}_greedy_delta_pts"] = float(r["diff_pts"])
     for r in tables[1].iter_rows(named=True):
         metrics[f"{r['set']}_{r['arm']}_mean_k"] = float(r["accuracy"])
+    metrics.update(failure_metrics(summary))
     for r in stt.unique(["set", "arm"]).iter_rows(named=True):
         if r["ratio"] is not None:
             metrics[f"{r['set']}_{r['arm']}_steps_ratio"] = float(r["ratio"])
-        if r.get("ratio_ci_high") is not None:
-            metrics[f"{r['set']}_{r['arm']}_steps_ratio_ci_high"] = float(r["ratio_ci_high"])
+            if r.get("ratio_ci_high") is not None:
+                metrics[f"{r['set']}_{r['arm']}_steps_ratio_ci_high"] = float(r["ratio_ci_high"])
         if r.get("prompts_ratio") is not None:
             metrics[f"{r['set']}_{r['arm']}_prompts_to_target_ratio"] = float(r["prompts_ratio"])
     if gains is not None:
@@ -524,7 +571,8 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
 
 
 STEPS_SCHEMA = {"arm": pl.String, "seed": pl.Int64, "target": pl.Float64, "steps": pl.Int64, "reached": pl.Boolean,
-                "mean_steps": pl.Float64, "ratio": pl.Float64, "set": pl.String}  # an empty steps-to-target table
+                "mean_steps": pl.Float64, "ratio": pl.Float64, "reference": pl.String, "target_fixed": pl.Boolean,
+                "target_problems": pl.Int64, "set": pl.String}  # an empty steps-to-target table
 NO_CURVE = ("the training runs recorded no in-training learning curve (no held-out set while training: "
             "use data.source=testbed or set eval.sets, then retrain)")
 
@@ -534,8 +582,9 @@ def steps_table(curve: pl.DataFrame, problems: pl.DataFrame, cost: pl.DataFrame,
     """Steps-to-target per held-out set of the training curves, with the ratio's bootstrap interval.
     in: curve (arm, seed, set, step, greedy), per-problem curve rows (:func:`curve_problems`), each run's
     generation cost, the reference arm, the config (eval.target_accuracy, steps_bootstrap, ci_level);
-    out: :func:`saerl.evaluate.steps_to_target` rows plus the interval columns and set. When the training runs
-    recorded no curve (they had no held-out set) the table is empty (STEPS_SCHEMA) and a warning says why."""
+    out: :func:`saerl.evaluate.steps_to_target` rows plus the interval columns (null where the row has no ratio: an
+    interval of a ratio that does not exist would read as one) and set. When the training runs recorded no curve
+    (they had no held-out set) the table is empty (STEPS_SCHEMA) and a warning says why."""
     from saerl.evaluate import steps_ratio_interval, steps_to_target
 
     sets = curve["set"].unique().sort().to_list() if "set" in curve.columns else []
@@ -548,27 +597,38 @@ def steps_table(curve: pl.DataFrame, problems: pl.DataFrame, cost: pl.DataFrame,
                       .join(steps_ratio_interval(problems.filter(pl.col("set") == s), reference, e.target_accuracy,
                                                  e.steps_bootstrap, e.ci_level), on="arm", how="left")
                       .with_columns(set=pl.lit(s))
-                      for s in sets], how="diagonal_relaxed")
+                      for s in sets], how="diagonal_relaxed").with_columns(
+        pl.when(pl.col("ratio").is_not_null()).then(pl.col(c)).alias(c) for c in ("ratio_ci_low", "ratio_ci_high"))
 
 
-def format_steps(stt: pl.DataFrame) -> str:
-    """Steps-to-target per set and arm, one line each (on the arm's mean curve over seeds, how many seeds
-    reached the target on their own, ratio to the reference, and where the table has them, the prompts
-    generated for by then and their ratio to the reference's)."""
+def format_steps(stt: pl.DataFrame, final: dict[str, int] | None = None) -> str:
+    """Steps-to-target per set: what the target is (:func:`saerl.evaluate.describe_target`: read on the in-training
+    curve's problems, not the final evaluation's), then one line per arm (on the arm's mean curve over seeds, how
+    many seeds reached the target on their own, ratio to the reference or why there is none, and where the table
+    has them, the prompts generated for by then and their ratio to the reference's).
+    in: the steps-to-target table, {set: problems of the final evaluation} (None: not said); out: the text."""
+    from saerl.evaluate import AT_START, describe_target, no_ratio_reason
     from saerl.report import format_ratio_interval
 
-    lines = ["steps to target (greedy, in-training curve)"]
+    lines = ["steps to target (greedy, in-training curve: the first eval step at which an arm's mean curve over its "
+             "seeds reaches the target)"]
     if stt.is_empty():
         lines.append(f"  none: {NO_CURVE}")
-    for r in stt.unique(["set", "arm"], maintain_order=True).sort("set", "arm").iter_rows(named=True):
-        reached = stt.filter((pl.col("set") == r["set"]) & (pl.col("arm") == r["arm"]))["reached"]
-        steps = "mean curve never reaches it" if r["mean_steps"] is None else f"{r['mean_steps']:.0f} steps"
-        if r["mean_steps"] == 0:  # the first eval (step 0, the starting policy) already meets the target
-            steps += " (at the target from the start)"
-        ratio = "" if r["ratio"] is None else f"  ratio {r['ratio']:.2f}x{format_ratio_interval(r)}"
-        if r.get("mean_prompts") is not None:
-            ratio += f"; rollouts for {r['mean_prompts']:.0f} prompts by then"
-            ratio += "" if r.get("prompts_ratio") is None else f" ({r['prompts_ratio']:.2f}x)"
-        lines.append(f"  {r['set']:<10} {r['arm']:<12} target {100 * r['target']:.1f}%: {steps} "
-                     f"({int(reached.sum())}/{reached.len()} seeds on their own){ratio}")
+    rows = stt.unique(["set", "arm"], maintain_order=True).sort("set", "arm")
+    for set_name in rows["set"].unique(maintain_order=True).to_list():
+        per_set = rows.filter(pl.col("set") == set_name)
+        lines.append(f"  {set_name} target: {describe_target(per_set.row(0, named=True), (final or {}).get(set_name))}")
+        for r in per_set.iter_rows(named=True):
+            reached = stt.filter((pl.col("set") == set_name) & (pl.col("arm") == r["arm"]))["reached"]
+            steps = "mean curve never reaches it" if r["mean_steps"] is None else f"{r['mean_steps']:.0f} steps"
+            if r["mean_steps"] == 0:  # the first eval (step 0, the starting policy) already meets the target
+                steps += f" ({AT_START})"
+            ratio = "" if r["ratio"] is None else f"  ratio {r['ratio']:.2f}x{format_ratio_interval(r)}"
+            why = no_ratio_reason(stt, set_name, r["arm"])  # '' when there is a ratio
+            ratio += f"  {why}" if why else ""
+            if r.get("mean_prompts") is not None:
+                ratio += f"; rollouts for {r['mean_prompts']:.0f} prompts by then"
+                ratio += "" if r.get("prompts_ratio") is None else f" ({r['prompts_ratio']:.2f}x)"
+            lines.append(f"  {set_name:<10} {r['arm']:<12} {steps} "
+                         f"({int(reached.sum())}/{reached.len()} seeds on their own){ratio}")
     return "\n".join(lines) + "\n"

@@ -326,7 +326,8 @@ def format_sweep(children: Sequence[tuple[Setting, Mapping[str, Any]]], shared: 
                      diff, r["verdict"] or NA, steps))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [f"ablation: {len(children)} settings (greedy pass@1 on held-out sets; steps to target: on the mean "
-             f"curve over seeds, {NA} = never reached)"]
+             f"in-training curve over seeds, {NA} = never reached; the target is read on that curve's problems, "
+             "train.eval_problems per set, not on the final evaluation's)"]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines += ["", "stage runs per setting"]
     runs = [(setting_label(s), record) for s, record in children]

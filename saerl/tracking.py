@@ -6,6 +6,7 @@ itself off; the artifacts on disk are the source of truth and a finished run can
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -16,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from saerl.artifacts import MANIFEST
 from saerl.config import PipelineConfig, flatten
 from saerl.runs import StageRecord
 
@@ -41,8 +43,10 @@ LOGGED_TABLES = {  # small tables a person wants beside the run in MLflow
     "train": ("trained_order.parquet", "log.parquet", "curve.parquet"),
     "evaluate": ("comparison.txt", "comparison.parquet", "gains.parquet", "summary.parquet", "steps_to_target.parquet"),
 }
-BUILD_SECONDS = "build_seconds"  # a stage's own 'seconds' metric (what building its artifact took; a cached run
-# reports the build it reuses), renamed so it never lands beside the stage run's wall time 'seconds' at the same step
+BUILD_SECONDS = "build_seconds"  # what building the stage run's artifact took (its manifest's 'seconds'; a cached run
+# reports the build it reuses), beside 'seconds', the stage run's own wall time (0 s for a cache hit)
+WORK_SECONDS = "work_seconds"  # a stage's own 'seconds' metric (the sae stage's SAE training, the encode stage's
+# encoding of the chunks its build ran), renamed so it never lands on the wall time 'seconds' at the same step
 INPUT_TAG = "saerl.input."  # + input name: a stage run's tag holding that input's key or value (StageRecord.inputs)
 VARIANT_INPUTS = ("arm", "seed")  # the inputs naming a training run's variant (saerl.pipeline.train_variants): also
 # logged as params of those names, so MLflow's compare view can group runs by them
@@ -285,7 +289,7 @@ class Tracker:
                 RunTag(k, v) for k, v in sorted(input_tags(inputs or {}).items())]
             now = now_ms()
             ms = [Metric("seconds", float(seconds), now, 0)] + [
-                Metric(metric_key(BUILD_SECONDS if k == "seconds" else k), float(v), now, 0)
+                Metric(metric_key(WORK_SECONDS if k == "seconds" else k), float(v), now, 0)
                 for k, v in (metrics or {}).items()]
             self.client.log_batch(rid, metrics=ms, tags=tags)
             self.client.log_batch(self.parent_id, tags=[RunTag(f"stage.{stage}", f"{status}:{key}")])
@@ -342,6 +346,15 @@ def step_points(steps_log: pl.DataFrame, curve: pl.DataFrame) -> list[tuple[int,
     return points
 
 
+def manifest_seconds(folder: Path) -> float | None:
+    """What building the artifact in `folder` took (its manifest's 'seconds'), or None without a readable one."""
+    try:
+        seconds = json.loads((folder / MANIFEST).read_text()).get("seconds")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(seconds) if isinstance(seconds, int | float) else None
+
+
 def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[str, float] | None) -> None:
     """One nested MLflow run for a stage run: its config slice as params (a training run's arm and seed too),
     key/status/reason and its inputs as tags, its summary metrics, its plots and small tables (LOGGED_TABLES); for a
@@ -351,6 +364,8 @@ def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[
     import polars as pl
 
     folder = Path(rec.path)
+    built = manifest_seconds(folder)
+    metrics = {**(metrics or {}), **({BUILD_SECONDS: built} if built is not None else {})}
     tracker.log_stage(rec.stage, rec.status, rec.key, rec.reason, rec.seconds, rec.config, metrics, rec.inputs)
     for png in sorted(folder.glob("plots/*.png")):
         tracker.log_artifact(png, rec.stage, "plots")

@@ -128,3 +128,19 @@ def test_result_line_counts_the_seeds_that_ran(tmp_path, monkeypatch, capsys):
     assert seen["seeds"] == [0, 1, 2, 3, 4]
     assert result.startswith("RESULT ") and " seeds=5 " in result
     assert "acc_delta_points=2.00" in result and "spread_groups_ratio=2.000" in result
+
+
+def test_no_steps_ratio_has_no_interval_and_the_docstring_says_why(tmp_path):
+    """vanilla at the target from the start: steps_ratio=nan, which the docstring called "never reaches it", while an
+    older artifact's interval still printed steps_ratio_ci_high=inf for the ratio that does not exist."""
+    bench = load_benchmark("rl_efficiency")
+    folder = _evaluate_folder(tmp_path / "evaluate")
+    pl.DataFrame({"set": ["heldout", "heldout"], "arm": ["saerl", "vanilla"], "ratio": [None, None],
+                  "ratio_ci_high": [float("inf"), None], "prompts_ratio": [None, None]},
+                 schema_overrides={"ratio": pl.Float64, "prompts_ratio": pl.Float64}).write_parquet(
+        folder / "steps_to_target.parquet")
+    held = bench.arm_figures(folder, "heldout")
+    assert held["ratio"] != held["ratio"] and held["ratio_high"] != held["ratio_high"]  # both nan
+    doc = " ".join(bench.__doc__.split())
+    assert "or vanilla's is at it from the start" in doc and "nan whenever steps_ratio is" in doc
+    assert "vanilla's final greedy accuracy on those in-training eval problems" in doc  # not the whole set's

@@ -443,3 +443,60 @@ def test_reachable_stratum_comes_from_the_probe_samples_only():
     assert set(stratum["id"]) == {"q1"} and stratum.height == 3  # q1's greedy + 2 samples
     s = {r["set"]: r for r in summarize_eval(out).iter_rows(named=True)}
     assert s["A"]["greedy"] == pytest.approx(2 / 3) and s["A:reachable"]["greedy"] == 1.0 and s["A:reachable"]["n"] == 1
+
+
+def test_steps_to_target_says_what_its_target_is_read_on():
+    """The default target is the reference's final accuracy on the in-training curve (train.eval_problems problems),
+    while the comparison's accuracies are on the final evaluation's problems: the table and its sentence say so."""
+    from saerl.evaluate import describe_target
+
+    curve = pl.DataFrame({"arm": ["vanilla", "vanilla", "saerl", "saerl"], "seed": [0] * 4, "step": [0, 10] * 2,
+                          "accuracy": [0.1, 0.145, 0.1, 0.2], "n": [200] * 4})
+    r = steps_to_target(curve).row(0, named=True)
+    assert (r["reference"], r["target_fixed"], r["target_problems"]) == ("vanilla", False, 200)
+    assert describe_target(r, 500) == ("vanilla's final greedy accuracy on the 200 in-training eval problems (14.5%), "
+                                       "not on the 500 problems of the final evaluation")
+    assert describe_target(r, 200) == "vanilla's final greedy accuracy on the 200 in-training eval problems (14.5%)"
+    fixed = steps_to_target(curve, 0.15).row(0, named=True)
+    assert fixed["target_fixed"] and describe_target(fixed).startswith(
+        "15.0% greedy accuracy (eval.target_accuracy) on the 200 in-training eval problems")
+    bare = steps_to_target(curve.drop("n")).row(0, named=True)  # no problem count: said without one
+    assert bare["target_problems"] is None and "on the in-training eval problems" in describe_target(bare)
+
+
+def test_no_ratio_reason_names_a_reference_at_the_target_from_the_start():
+    """vanilla ends below where it started: its mean curve is at its own final accuracy at step 0, so no arm gets a
+    ratio; the reason is said (the ratio was only left out, and read like "never reached")."""
+    from saerl.evaluate import no_ratio_reason
+
+    curve = pl.DataFrame({"arm": ["vanilla", "vanilla", "saerl", "saerl"], "seed": [0] * 4, "step": [0, 10] * 2,
+                          "accuracy": [0.3, 0.2, 0.1, 0.4]})
+    stt = steps_to_target(curve)
+    assert stt["ratio"].null_count() == stt.height
+    assert no_ratio_reason(stt, "any", "saerl") == "no ratio: vanilla is at the target from the start"
+    assert no_ratio_reason(stt, "any", "vanilla") == ""  # the reference's own line says it is at the start
+    never = steps_to_target(curve, 0.9)  # a fixed target nobody reaches: the arm's own steps say so
+    assert no_ratio_reason(never, "any", "saerl") == ""
+    reaches = steps_to_target(curve, 0.35)  # saerl reaches a fixed target vanilla never does
+    assert no_ratio_reason(reaches, "any", "saerl") == "no ratio: vanilla's mean curve never reaches the target"
+
+
+def test_compare_arms_counts_verifier_failures_and_the_table_says_so():
+    """A verifier timeout/error scores the answer wrong; the final evaluation never said how many there were."""
+    from saerl.evaluate import verifier_failures
+
+    samples = _one_seed_samples()
+    failed = samples.with_columns(pl.when((pl.col("arm") == "saerl") & pl.col("id").is_in(["q60", "q61"]))
+                                  .then(pl.lit("timeout")).otherwise(pl.col("status")).alias("status"))
+    t = {r["arm"]: r for r in compare_arms(None, samples=failed).iter_rows(named=True)}
+    assert t["saerl"]["verifier_failures"] == 2 and t["vanilla"]["verifier_failures"] == 0
+    text = format_comparison(compare_arms(None, samples=failed))
+    assert "  verifier failures: 2 (scored wrong): saerl 2" in text and "set A (100 problems)" in text
+    assert "verifier failures" not in format_comparison(compare_arms(None, samples=samples))  # none: no line
+    mixed = _samples([1, 0], [[1, 0], [0, 0]], statuses={1: "error", 4: "timeout", 5: "timeout"}).with_columns(
+        pl.lit("saerl").alias("arm"))  # rows: q0 greedy, q0 s1, q0 s2, q1 greedy, q1 s1, q1 s2
+    assert verifier_failures(mixed, "greedy")["failures"].to_list() == [0]  # each metric counts its own samples
+    assert verifier_failures(mixed, "mean_k")["failures"].to_list() == [3]
+    assert verifier_failures(mixed)["failures"].to_list() == [3]
+    final = pl.DataFrame({"arm": ["vanilla", "saerl"], "seed": [0, 0], "set": ["A", "A"], "accuracy": [.5, .6]})
+    assert compare_arms(final)["verifier_failures"].to_list() == [None, None]  # no statuses: not counted

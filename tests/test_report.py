@@ -319,3 +319,57 @@ def test_relog_tags_the_code_the_run_ran_not_todays_checkout(tmp_path):
         save_run(tmp_path, record)
         logged = client.get_run(relog(tmp_path, record, uri)).data.tags
         assert {k: logged[k] for k in tags} == tags
+
+
+def _one_seed_report():
+    """A RunReport of one set: one seed per arm (ci_source says the seed variance is not in the intervals), two
+    verifier failures in saerl's samples, and a steps-to-target table whose reference is at the target from the
+    start (vanilla ends where it began), read on 200 in-training problems against the final evaluation's 500."""
+    from saerl.report import RunReport
+    from saerl.runs import RunRecord
+
+    source = "500 paired problems; training-seed variance not included (one seed)"
+    cmp = _compare_rows(["vanilla", "saerl"], "vanilla").with_columns(
+        ci_source=pl.Series([_ref_source(), source]), n_problems=pl.lit(500), verifier_failures=pl.Series([0, 2]))
+    gains = _compare_rows(["base", "saerl"], "base").with_columns(
+        ci_source=pl.Series(["500 problems", source]), verifier_failures=pl.Series([1, 2]))
+    stt = pl.DataFrame({"arm": ["saerl", "vanilla"], "seed": [0, 0], "target": [0.145, 0.145], "steps": [10, 0],
+                        "reached": [True, True], "mean_steps": [10.0, 0.0], "ratio": [None, None],
+                        "reference": ["vanilla", "vanilla"], "target_fixed": [False, False],
+                        "target_problems": [200, 200], "set": ["h", "h"]},
+                       schema_overrides={"ratio": pl.Float64})
+    return RunReport(RunRecord(name="one-seed"), comparison=cmp, gains=gains, steps=stt), source
+
+
+def _ref_source():
+    return "500 problems; training-seed variance not included (one seed)"
+
+
+def test_report_says_what_the_intervals_leave_out_the_failures_and_the_target():
+    """comparison.txt says the intervals leave the training-seed variance out (one seed), how many answer checks
+    failed, and what the steps-to-target target is; `saerl report` said none of it (and gave only the target's
+    percentage, read on the in-training problems, next to accuracies on the whole set)."""
+    from saerl.report import GAINS_TITLE, format_text, render_html
+
+    report, source = _one_seed_report()
+    text = format_text(report)
+    arms = text.split("== Arms")[1].split("\n\n")[0]
+    assert f"intervals from (h): {source}" in arms
+    assert "h: verifier failures: 2 (scored wrong): saerl 2" in arms
+    assert ("the target is vanilla's final greedy accuracy on the 200 in-training eval problems (14.5%), not on the "
+            "500 problems of the final evaluation") in arms
+    gains = text.split(f"== {GAINS_TITLE} ==")[1].split("\n\n")[0]
+    assert f"intervals from (h): {source}" in gains and "verifier failures: 3 (scored wrong): base 1, saerl 2" in gains
+    page = render_html(report)
+    assert f"<p>intervals from (h): {source}</p>" in page and "200 in-training eval problems (14.5%)" in page
+    assert "verifier failures: 2 (scored wrong)" in page
+
+
+def test_steps_cell_says_when_a_ratio_is_missing_because_of_the_start():
+    """vanilla at the target from the start: its cell was a bare "0" and saerl's had no ratio and no reason, where
+    comparison.txt says "(at the target from the start)"."""
+    report, _ = _one_seed_report()
+    table = arm_table(report.comparison, report.steps)
+    cells = dict(zip(table["arm"].to_list(), table["steps to target"].to_list(), strict=True))
+    assert cells["vanilla"] == "0 (at the target from the start)"
+    assert cells["saerl"] == "10 (no ratio: vanilla is at the target from the start)"

@@ -40,7 +40,8 @@ def test_format_steps_names_steps_ratio_and_a_target_met_at_the_start():
     assert "20 steps (1/1 seeds on their own)  ratio 1.00x" in lines[("heldout", "vanilla")]
     # vanilla ends below where the starting policy was: the target is met at step 0, and no ratio is made of it
     reach = lines[("heldout:reachable", "saerl")]
-    assert "0 steps (at the target from the start)" in reach and "ratio" not in reach
+    assert "0 steps (at the target from the start)" in reach and " ratio 0" not in reach
+    assert reach.endswith("no ratio: vanilla is at the target from the start")  # says why there is none
     assert "(at the target from the start)" not in lines[("heldout", "saerl")]
 
 
@@ -168,8 +169,8 @@ def _difficulty_plot(tmp_path, monkeypatch, **kwargs):
 @pytest.mark.parametrize(("model", "name"), [("ridge", "SAE RidgeCV (mean-pooled codes)"),
                                              ("elasticnet", "SAE ElasticNetCV (mean-pooled codes)")])
 def test_difficulty_plot_names_the_regressor_the_score_stage_chose(tmp_path, monkeypatch, model, name):
-    _, legend = _difficulty_plot(tmp_path, monkeypatch, params={"difficulty_model": model, "difficulty_pool": "mean"})
-    assert legend[0].startswith(name + " (Spearman")
+    ax, legend = _difficulty_plot(tmp_path, monkeypatch, params={"difficulty_model": model, "difficulty_pool": "mean"})
+    assert legend[0] == name and "Spearman" in ax.get_title()
 
 
 @pytest.mark.parametrize(("source", "identity"), [("column", True), ("measured", False)])
@@ -179,7 +180,7 @@ def test_difficulty_plot_shows_the_prompts_the_regressor_was_not_fitted_on(tmp_p
     ax, legend = _difficulty_plot(tmp_path, monkeypatch, fitted={f"p{i}" for i in range(7)},
                                   params={"difficulty_model": "ridge", "difficulty_pool": "mean",
                                           "difficulty_source": source})
-    assert "prompts it was not fitted on" in legend[0] and "n=5)" in legend[0]
+    assert "prompts it was not fitted on" in ax.get_title() and "n=5\n" in ax.get_title()
     assert sorted(ax.collections[0].get_offsets()[:, 0].tolist()) == sorted(float(i % 5) for i in range(7, 12))
     assert ("y = x" in legend) is identity
 
@@ -286,3 +287,170 @@ def test_encode_fanned_out_in_shards_reports_what_the_store_holds(tmp_path):
     one, fanned = metrics["one process"], metrics["shards"]
     assert one["n_prompts"] == fanned["n_prompts"] == 12.0 and fanned["chunks_run"] == 0
     assert fanned["n_tokens"] == one["n_tokens"] > 0 and fanned["mean_nonzero"] == one["mean_nonzero"] > 0
+
+
+def test_measured_difficulty_is_plotted_from_the_report_models_held_out_rows(tmp_path, monkeypatch):
+    """Measured difficulty (no difficulty column; the production model was fitted on every measured prompt): the
+    predicted-vs-true plot draws the report's SAE model on its held-out rows against 1 - pass rate, names that
+    model, and says which rows and which truth it shows. Fewer than 3 such rows: no plot."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    import saerl.runners
+    from saerl.scoring import HELDOUT_SCHEMA
+
+    figures: dict = {}
+    monkeypatch.setattr(saerl.runners, "save_figure", lambda fig, path: figures.__setitem__(path.name, fig))
+    n = 12
+    ids = [f"p{i}" for i in range(n)]
+    X = sp.csr_matrix(np.random.default_rng(0).random((n, 6)))
+    prompts = pl.DataFrame({"id": ids, "prompt": ["q"] * n})
+    scores = pl.DataFrame({"id": ids, "cluster": [i % 2 for i in range(n)], "difficulty_hat": [i / n for i in range(n)]})
+    heldout = pl.DataFrame({"id": ids[:5], "difficulty": [0.0, 0.25, 0.5, 0.75, 1.0],
+                            "difficulty_pred": [0.1, 0.2, 0.6, 0.7, 0.9], "model": ["ridge"] * 5, "pool": ["max"] * 5},
+                           schema=HELDOUT_SCHEMA)
+    params = {"difficulty_model": "elasticnet", "difficulty_pool": "mean", "difficulty_source": "measured"}
+    write_score_plots(X, ids, prompts, scores, PipelineConfig(), tmp_path, params=params, fitted=set(ids[:8]),
+                      heldout=heldout)
+    ax = figures["difficulty_pred_vs_true.png"].axes[0]
+    assert ax.get_xlabel() == "measured difficulty (1 - pass rate)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["SAE RidgeCV (max-pooled codes)", "y = x"]
+    assert "Spearman 1.00, n=5" in ax.get_title() and "held-out" in ax.get_title()
+    assert sorted(ax.collections[0].get_offsets()[:, 0].tolist()) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    figures.clear()
+    write_score_plots(X, ids, prompts, scores, PipelineConfig(), tmp_path, params=params, heldout=heldout.head(2))
+    assert "difficulty_pred_vs_true.png" not in figures
+
+
+@pytest.mark.parametrize(("overrides", "want"), [([], {"max", "mean"}), (["score.difficulty_pool=max"], {"max"}),
+                                                 (["extract.pooling=[mean,last]", "score.difficulty_pool=max"], None)])
+def test_score_inputs_give_the_residual_baseline_the_sae_difficulty_poolings(monkeypatch, overrides, want):
+    """The residual difficulty baseline is offered the residuals of the poolings the SAE's difficulty model
+    chooses from (D), where the extract stage stored them; none stored: RD None (score_prompts: mean alone)."""
+    import types
+
+    import numpy as np
+    import scipy.sparse as sp
+
+    import saerl.activation_store
+    import saerl.runners
+    import saerl.sae
+
+    cfg = load_config(None, overrides)
+    read: list[str] = []
+
+    def pooled(kind):
+        read.append(kind)
+        return np.full((3, 2), {"mean": 0.0, "last": 1.0, "max": 2.0}[kind], dtype=np.float32)
+
+    act = types.SimpleNamespace(meta=types.SimpleNamespace(pooling=list(cfg.extract.pooling)), pooled=pooled)
+    monkeypatch.setattr(saerl.activation_store, "open_activations", lambda path: act)
+    monkeypatch.setattr(saerl.sae, "load_codes_csr", lambda path, pool: (["a", "b", "c"], sp.csr_matrix((3, 4))))
+    monkeypatch.setattr(saerl.runners, "read_prompts", lambda inputs: pl.DataFrame({"id": ["a", "b", "c"]}))
+    refs = {name: ArtifactRef(name, "k", "/nowhere") for name in ("encode", "extract", "ingest")}
+    args = saerl.runners.score_inputs(cfg, refs)
+    assert (None if args["RD"] is None else set(args["RD"])) == want
+    assert args["R"] is not None and float(args["R"][0, 0]) == 0.0  # R stays the mean-pooled residuals
+    if want:
+        assert all(float(M[0, 0]) == {"mean": 0.0, "max": 2.0}[k] for k, M in args["RD"].items())
+    assert read.count("mean") == 1, "each pooling is read once"
+
+
+def _at_start_curve() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One set's in-training curve (200 problems a point) and its per-problem rows, where vanilla ends where it
+    started (50%): its mean curve is at the default target at step 0, so no arm has a steps ratio; on some
+    resampled problem draws (q1 twice) vanilla rises, which gave the ratio an interval nonetheless."""
+    per = {"vanilla": {"q0": (1, 0), "q1": (0, 1)}, "saerl": {"q0": (0, 1), "q1": (0, 1)}}
+    problems = pl.DataFrame([{"step": step, "set": "heldout", "id": i, "correct": bool(c[k]), "arm": arm, "seed": 0}
+                             for arm, ids in per.items() for i, c in ids.items() for k, step in enumerate((0, 10))])
+    curve = (problems.group_by("arm", "seed", "set", "step").agg(pl.col("correct").cast(pl.Float64).mean().alias("greedy"))
+             .with_columns(pl.lit(200, pl.Int64).alias("n")))
+    return curve, problems
+
+
+def test_steps_table_gives_no_interval_to_a_ratio_that_does_not_exist():
+    curve, problems = _at_start_curve()
+    cost = curve.select("arm", "seed", "step", (pl.col("step") * 4).alias("prompts"))
+    stt = steps_table(curve, problems, cost, "vanilla", load_config(None, ["eval.steps_bootstrap=200"]))
+    assert stt["ratio"].null_count() == stt.height
+    assert stt["ratio_ci_low"].null_count() == stt.height and stt["ratio_ci_high"].null_count() == stt.height
+    assert stt["reach_share"].null_count() == 0  # what the resamples say about reaching stays
+    text = format_steps(stt, {"heldout": 500})
+    assert ("heldout target: vanilla's final greedy accuracy on the 200 in-training eval problems (50.0%), "
+            "not on the 500 problems of the final evaluation") in text
+    saerl = next(line for line in text.splitlines() if line.split()[:2] == ["heldout", "saerl"])
+    assert saerl.endswith("10 steps (1/1 seeds on their own)  no ratio: vanilla is at the target from the start; "
+                          "rollouts for 40 prompts by then")
+
+
+def test_evaluate_metrics_count_verifier_failures_and_log_no_interval_without_a_ratio(caplog):
+    """The final evaluation's verifier failures were never surfaced; a steps_ratio_ci_high was logged for a ratio
+    that does not exist (the reference at the target from the start)."""
+    from saerl.runners import evaluate_metrics
+
+    table = pl.DataFrame({"set": ["h", "h"], "arm": ["vanilla", "saerl"], "accuracy": [0.4, 0.5],
+                          "diff_pts": [0.0, 10.0]})
+    stt = pl.DataFrame({"set": ["h", "h"], "arm": ["vanilla", "saerl"], "ratio": [None, None],
+                        "ratio_ci_high": [None, float("inf")], "prompts_ratio": [None, None]},
+                       schema_overrides={"ratio": pl.Float64, "prompts_ratio": pl.Float64})
+    summary = pl.DataFrame({"arm": ["vanilla", "saerl", "saerl", "saerl"], "seed": [0, 0, 1, 1],
+                            "set": ["h", "h", "h", "h:reachable"], "failures": [0, 2, 1, 1]})
+    with caplog.at_level("WARNING", logger="saerl.runners"):
+        metrics = evaluate_metrics([table, table], stt, None, summary, "vanilla")
+    assert metrics["h_saerl_verifier_failures"] == 3 and metrics["h_vanilla_verifier_failures"] == 0
+    assert metrics["h:reachable_saerl_verifier_failures"] == 1
+    assert not any("steps_ratio" in k for k in metrics)  # no ratio: neither it nor its interval
+    warned = [r.getMessage() for r in caplog.records if "verifier failures" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("evaluate: 3 answer checks")  # the stratum is not counted twice
+    with_ratio = stt.with_columns(ratio=pl.Series([1.0, 0.5]), ratio_ci_high=pl.Series([1.0, 0.9]))
+    caplog.clear()
+    clean = evaluate_metrics([table, table], with_ratio, None, summary.with_columns(failures=pl.lit(0)), "vanilla")
+    assert clean["h_saerl_steps_ratio"] == 0.5 and clean["h_saerl_steps_ratio_ci_high"] == 0.9
+    assert not caplog.records  # no failures: no warning
+
+
+def test_compute_evaluate_writes_the_failures_and_the_target_into_its_table_and_metrics(tmp_path, monkeypatch, caplog):
+    """The evaluate stage end to end on hand-made training artifacts (no model: loading and generation stubbed):
+    comparison.txt names the target and the verifier failures, the metrics count them, and no steps-ratio interval
+    is logged for the ratio vanilla's start-level curve leaves undefined."""
+    import saerl.evaluate
+    import saerl.policy_lm
+    from saerl.runners import CURVE_PROBLEMS, compute_evaluate
+
+    curve, problems = _at_start_curve()
+    inputs = {}
+    for arm in ("saerl", "vanilla"):
+        folder = tmp_path / f"train-{arm}"
+        (folder / "policy").mkdir(parents=True)
+        curve.filter(pl.col("arm") == arm).select("step", "set", "greedy", "n").write_parquet(folder / "curve.parquet")
+        problems.filter(pl.col("arm") == arm).select("step", "set", "id", "correct").write_parquet(folder / CURVE_PROBLEMS)
+        pl.DataFrame({"step": [10], "reward": [0.5], "frac_reward_zero_std": [0.0]}).write_parquet(folder / "log.parquet")
+        pl.DataFrame({"step": [10] * 4, "id": ["a", "b", "c", "d"]}).write_parquet(folder / "trained_order.parquet")
+        inputs[f"train:{arm}:0"] = ArtifactRef("train", arm, str(folder))
+
+    def fake_eval(model, tok, sets, cfg, max_new_tokens, seed):  # saerl: one greedy answer check timed out
+        ids = [f"q{i}" for i in range(10)]
+        status = ["correct" if i < 5 else "wrong" for i in range(10)]
+        if "saerl" in str(model):
+            status[9] = "timeout"
+        return pl.DataFrame({"set": ["heldout"] * 10, "id": ids, "sample": [0] * 10,
+                             "correct": [s == "correct" for s in status], "status": status}).vstack(
+            pl.DataFrame({"set": ["heldout"] * 10, "id": ids, "sample": [1] * 10, "correct": [True] * 10,
+                          "status": ["correct"] * 10}))
+
+    monkeypatch.setattr(saerl.policy_lm, "load_policy", lambda path, *a, **k: (path, None))
+    monkeypatch.setattr(saerl.evaluate, "evaluate_loaded", fake_eval)
+    monkeypatch.setattr("saerl.runners.eval_sets", lambda cfg, inputs: {"heldout": pl.DataFrame({"id": ["q0"]})})
+    out = tmp_path / "evaluate"
+    (out / "plots").mkdir(parents=True)
+    cfg = load_config(None, ["eval.base_policy=false", "eval.steps_bootstrap=50"])
+    with caplog.at_level("WARNING", logger="saerl.runners"):
+        metrics = compute_evaluate(cfg, inputs, Build(out, {}))
+    assert metrics["heldout_saerl_verifier_failures"] == 1 and metrics["heldout_vanilla_verifier_failures"] == 0
+    assert not any("steps_ratio" in k for k in metrics)
+    assert any("1 answer checks of the final evaluation" in r.getMessage() for r in caplog.records)
+    text = (out / "comparison.txt").read_text()
+    assert "set heldout (10 problems)" in text and "verifier failures: 1 (scored wrong): saerl 1" in text
+    assert ("heldout target: vanilla's final greedy accuracy on the 200 in-training eval problems (50.0%), not on "
+            "the 10 problems of the final evaluation") in text
+    assert pl.read_parquet(out / "comparison.parquet")["verifier_failures"].to_list() == [0, 1, 0, 0]

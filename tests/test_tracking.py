@@ -1,5 +1,6 @@
 """saerl.tracking: parent + nested runs with params and tags; a dead server never stops the pipeline."""
 
+import json
 import logging
 import shutil
 import subprocess
@@ -142,15 +143,27 @@ def test_metrics_are_timestamped_when_logged(tmp_path):
 def test_a_stage_metric_named_seconds_does_not_land_on_the_stage_runs_wall_time(tmp_path):
     """A stage's own metrics may hold 'seconds' (what building its artifact took: the sae stage's); a cached run
     reports the build it reuses. Logged beside the run's wall time at the same step, MLflow showed the larger of
-    the two (30.7 s for a cache hit of 0.0 s): the stage's is logged as 'build_seconds'."""
+    the two (30.7 s for a cache hit of 0.0 s): the stage's is logged as 'work_seconds'. 'build_seconds', what
+    building the artifact took, is its manifest's (README: for every stage run, cached or not; it was logged only
+    for the two stages whose own metrics held 'seconds')."""
+    from saerl.runs import StageRecord
+    from saerl.tracking import log_stage_run
+
     cfg = load_config(None, ["name=secs"])
     t = Tracker(cfg, tmp_path, "run-s")
     t.log_stage("sae", "cached", "k", "r", 0.0, {}, {"seconds": 30.7, "l0": 4.0})
+    built = tmp_path / "curriculum" / "k"
+    built.mkdir(parents=True)
+    (built / "manifest.json").write_text(json.dumps({"seconds": 12.5, "metrics": {}}))
+    log_stage_run(t, "curriculum", StageRecord("curriculum", "k", "cached", "r", {}, {}, seconds=0.01,
+                                               path=str(built)), {"batches": 3.0})
     t.finish()
     client = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path))
     rid = t.stage_runs["sae"]
     assert [m.value for m in client.get_metric_history(rid, "seconds")] == [0.0]
-    assert client.get_run(rid).data.metrics["build_seconds"] == 30.7
+    assert client.get_run(rid).data.metrics["work_seconds"] == 30.7
+    cur = client.get_run(t.stage_runs["curriculum"]).data.metrics
+    assert cur["build_seconds"] == 12.5 and cur["seconds"] == 0.01 and cur["batches"] == 3.0
 
 
 def test_a_metric_name_mlflow_refuses_is_cleaned_not_the_end_of_tracking(tmp_path):
