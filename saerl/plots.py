@@ -26,18 +26,29 @@ MAX_CLUSTER_PANELS = 12  # clusters drawn by cluster_top_features (the largest o
 PANEL_COLUMNS = 4  # panels per row in cluster_top_features
 SHARED_COLOR, OWN_COLOR = "tab:gray", "tab:blue"  # a feature that is top in other clusters too / only in this one
 FEATURE_WEIGHT_LABEL = "mean weight (codes as clustered, unit-norm rows)"  # TF-IDF weighted only when score.tfidf
+CURRICULUM_LEGEND_CLUSTERS = 12  # clusters named in curriculum_difficulty's legend (the rest are drawn unnamed)
 NO_TOPIC, NO_TOPIC_COLOR = "(no topic)", "lightgray"  # prompts without a true topic (null, NaN or "") in cluster_map
 
 
-def _scatter_groups(ax: Axes, xy: np.ndarray, groups: np.ndarray, title: str, max_legend: int = 20) -> None:
-    """Scatter `xy` one colour per group value, with a legend (first `max_legend` groups)."""
+def legend_title(noun: str, shown: int, total: int) -> str:
+    """A legend's title that says when it names only some groups: "cluster", or "cluster (first 12 of 16)"."""
+    return noun if total <= shown else f"{noun} (first {shown} of {total})"
+
+
+def _scatter_groups(ax: Axes, xy: np.ndarray, groups: np.ndarray, title: str, max_legend: int = 20,
+                    noun: str | None = None) -> None:
+    """Scatter `xy` one colour per group value, with a legend (first `max_legend` groups, its title saying so when
+    there are more: legend_title of `noun`, or of "groups" when no noun is given)."""
     cmap = colormaps["tab20"]
-    for j, g in enumerate(np.unique(groups)):
+    names = np.unique(groups)
+    for j, g in enumerate(names):
         m = groups == g
         ax.scatter(xy[m, 0], xy[m, 1], s=6, alpha=0.7, color=cmap(j % 20),
                    label=str(g) if j < max_legend else None)
     ax.set(title=title, xlabel="SVD 1", ylabel="SVD 2")
-    ax.legend(fontsize=6, markerscale=2, loc="best")
+    heading = legend_title(noun or "groups", max_legend, len(names))
+    ax.legend(fontsize=6, markerscale=2, loc="best", title=heading if noun or len(names) > max_legend else None,
+              title_fontsize=6)
 
 
 def topic_names(topics: np.ndarray) -> np.ndarray:
@@ -54,13 +65,13 @@ def cluster_map(Z: sp.spmatrix, clusters: np.ndarray, topics: np.ndarray | None 
     panels = 2 if topics is not None else 1
     fig = Figure(figsize=(6 * panels, 5))
     axes = fig.subplots(1, panels, squeeze=False)
-    _scatter_groups(axes[0, 0], xy, np.asarray(clusters), "prompts by SAE cluster")
+    _scatter_groups(axes[0, 0], xy, np.asarray(clusters), "prompts by SAE cluster", noun="cluster")
     if topics is not None:
         names = topic_names(topics)
         missing = names == ""
         if missing.any():  # drawn first, grey, so its legend entry never reads as a topic
             axes[0, 1].scatter(xy[missing, 0], xy[missing, 1], s=6, alpha=0.7, color=NO_TOPIC_COLOR, label=NO_TOPIC)
-        _scatter_groups(axes[0, 1], xy[~missing], names[~missing], "prompts by true topic")
+        _scatter_groups(axes[0, 1], xy[~missing], names[~missing], "prompts by true topic", noun="topic")
     fig.suptitle("Prompts in SAE feature space")
     fig.tight_layout()
     return fig
@@ -78,37 +89,45 @@ def difficulty_label(model: str | None, pool: str | None) -> str:
 
 
 def difficulty_scatter(y_true: np.ndarray, y_pred: np.ndarray, label: str = "SAE difficulty model",
-                       identity: bool = True) -> Figure:
-    """Predicted vs true difficulty (rows with both), with Spearman rho in the legend and, when `identity` (both
-    on one scale), the y = x line; `label` names the predictor and the rows shown (:func:`difficulty_label`)."""
+                       identity: bool = True, rows: str = "", truth: str = "true difficulty") -> Figure:
+    """Predicted vs true difficulty (rows with both): Spearman rho, n and the `rows` shown (e.g. "prompts it was
+    not fitted on") in the title, `label` (:func:`difficulty_label`, the predictor) in the legend, and, when
+    `identity` (both on one scale), the y = x line; `truth` names the x axis and the title's truth (e.g.
+    "measured difficulty (1 - pass rate)")."""
     y_true, y_pred = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
     ok = ~(np.isnan(y_true) | np.isnan(y_pred))
-    rho = float(spearmanr(y_true[ok], y_pred[ok]).statistic) if ok.sum() > 2 else float("nan")
-    fig = Figure(figsize=(5, 5))
+    ranked = ok.sum() > 2 and np.ptp(y_true[ok]) > 0 and np.ptp(y_pred[ok]) > 0  # a constant side has no rho
+    rho = float(spearmanr(y_true[ok], y_pred[ok]).statistic) if ranked else float("nan")
+    fig = Figure(figsize=(5.5, 5))
     ax = fig.subplots()
-    ax.scatter(y_true[ok], y_pred[ok], s=8, alpha=0.6, label=f"{label} (Spearman {rho:.2f}, n={ok.sum()})")
+    ax.scatter(y_true[ok], y_pred[ok], s=8, alpha=0.6, label=label)
     if ok.any() and identity:
         lo, hi = min(y_true[ok].min(), y_pred[ok].min()), max(y_true[ok].max(), y_pred[ok].max())
         ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
-    ax.set(title="Predicted vs true difficulty", xlabel="true difficulty", ylabel="predicted difficulty")
-    ax.legend(fontsize=8)
+    stats = f"Spearman {rho:.2f}, n={ok.sum()}" + (f"\n{rows}" if rows else "")
+    ax.set_title(f"Predicted vs {truth}\n{stats}", fontsize=10)
+    ax.set(xlabel=truth, ylabel="predicted difficulty")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
 
 
 def curriculum_difficulty(order: pl.DataFrame, window: int = 0) -> Figure:
     """difficulty_hat along the curriculum position (order frame from saerl.curriculum), points coloured by
-    cluster, plus a rolling mean over `window` positions (default: about 2% of the run, at least 1)."""
+    cluster (the legend names the first CURRICULUM_LEGEND_CLUSTERS, and its title says so when there are more),
+    plus a rolling mean over `window` positions (default: about 2% of the run, at least 1)."""
     order = order.sort("position").filter(pl.col("difficulty_hat").is_not_null())
     fig = Figure(figsize=(8, 4))
     ax = fig.subplots()
     if order.height:
         pos, diff = order["position"].to_numpy(), order["difficulty_hat"].to_numpy()
-        _scatter_groups(ax, np.c_[pos, diff], order["cluster"].to_numpy(), "", max_legend=12)
+        clusters = order["cluster"].to_numpy()
+        _scatter_groups(ax, np.c_[pos, diff], clusters, "", max_legend=CURRICULUM_LEGEND_CLUSTERS)
         w = window or max(1, order.height // 50)
         ax.plot(pos, order["difficulty_hat"].rolling_mean(w, min_samples=1).to_numpy(), "k-", lw=1.5,
                 label=f"rolling mean ({w})")
-        ax.legend(fontsize=6, markerscale=2, loc="best", ncol=2, title="cluster", title_fontsize=6)
+        ax.legend(fontsize=6, markerscale=2, loc="best", ncol=2, title_fontsize=6,
+                  title=legend_title("cluster", CURRICULUM_LEGEND_CLUSTERS, len(np.unique(clusters))))
     ax.set(title="Predicted difficulty along the curriculum", xlabel="position", ylabel="difficulty_hat")
     fig.tight_layout()
     return fig

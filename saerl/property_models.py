@@ -194,7 +194,10 @@ def difficulty_model(name: str, cfg: ScoreConfig, family: str = "elasticnet", n_
     """The difficulty regressor of feature set `name` behind its preprocessing: family "elasticnet" is
     ElasticNetCV (CV over cfg.enet_l1_ratios x cfg.enet_n_alphas, its paths on `n_jobs` threads: FitOptions),
     "ridge" is RidgeCV over cfg.ridge_alphas (the elastic net's pure-L2 end, which the ElasticNetCV path does not
-    reach), both on the same seeded K folds scored by mean squared error; the mean predictor for name="majority"."""
+    reach), both on the same seeded K folds scored by mean squared error; the mean predictor for name="majority".
+    The preprocessing step is fitted on all the rows the pipeline is fitted on, before the regressor's internal CV
+    splits them, so the CV error (cv_mse, which fit_difficulty chooses by) is slightly optimistic, most for the text
+    TF-IDF, whose vocabulary sees every fold; no row outside those is read."""
     if name == "majority":
         return DummyRegressor(strategy="mean")
     folds = KFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed)
@@ -245,6 +248,24 @@ def model_family(model: Any) -> str:
     """"ridge", "elasticnet" or "mean": which difficulty_model family a fitted pipeline is."""
     est = _regressor(model)
     return "ridge" if isinstance(est, RidgeCV) else "elasticnet" if isinstance(est, ElasticNetCV) else "mean"
+
+
+def alpha_edge(model: Any) -> str | None:
+    """Where a fitted difficulty_model's chosen penalty sits in the grid it was chosen from: "largest" or
+    "smallest" at an end of the grid (RidgeCV's alphas; ElasticNetCV's path of alphas at its chosen l1_ratio,
+    whose largest alpha is the one that sets every coefficient to 0), None inside it or for the mean predictor.
+    An end means the CV error was still falling there: the best penalty may lie beyond the grid."""
+    est = _regressor(model)
+    if isinstance(est, RidgeCV):
+        grid = np.asarray(est.alphas, dtype=np.float64).ravel()
+    elif isinstance(est, ElasticNetCV):
+        ratios = list(np.atleast_1d(est.l1_ratio))
+        grid = np.atleast_2d(est.alphas_)[ratios.index(est.l1_ratio_)]
+    else:
+        return None
+    if len(grid) < 2 or np.ptp(grid) == 0:  # one penalty (a path of constant labels is all one alpha): no ends
+        return None
+    return "largest" if np.isclose(est.alpha_, grid.max()) else "smallest" if np.isclose(est.alpha_, grid.min()) else None
 
 
 def probe_fittable(y: np.ndarray) -> bool:

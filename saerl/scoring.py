@@ -2,14 +2,21 @@
 
 Inputs: ``X`` (CSR [n_prompts, d_sae], non-negative pooled top-K codes, rows aligned to ``ids``), the prompts
 frame (id, prompt, answer, optional topic / difficulty / quality / labelled), optionally measured pass rates
-(frame id, pass_rate) and dense pooled residuals ``R`` [n_prompts, d_model] for the no-SAE baseline.
+(frame id, pass_rate) and dense mean-pooled residuals ``R`` [n_prompts, d_model] for the no-SAE baseline (and
+``RD``, the residual poolings its difficulty model chooses from, as the SAE's chooses from ``D``).
 
-Every property model is fitted on a labelled subset only. The report fits the same model family on the same
-train rows with each feature set (``FEATURES``) and scores it on held-out rows nobody tuned on.
+Every supervised property model is fitted on a labelled subset only. The report fits the same model family, with
+the same hyper-parameter search, on the same train rows with each feature set (``FEATURES``) and scores it on rows
+no supervised fit of the report read. The unsupervised parts see every pool prompt, the report's test rows and
+held-out topics included: the SAE dictionary (trained upstream on a token sample of every pool prompt), the
+clusters' IDF weights, k-means and the silhouette-chosen k. The report's rows score the procedure (choice of
+pooling, family and penalty made again on the report's train rows, ``model`` / ``pool`` columns), not the
+production model fitted on every labelled row (ScoreResult.params names that one).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +31,7 @@ from saerl.config import ScoreConfig
 from saerl.property_models import (
     MIN_CLASS_ROWS,
     FitOptions,
+    alpha_edge,
     choose_k,
     cluster_table,
     cv_mse,
@@ -44,8 +52,19 @@ from saerl.property_models import (
 FEATURES = ("sae", "residual", "text", "length", "majority")
 # the non-SAE models; "shuffled" (the SAE clusters permuted) is a chance level, not a baseline
 BASELINES = tuple(f for f in FEATURES if f != "sae")
+# model: the fitted model family (difficulty: elasticnet / ridge / mean, as chosen by CV error; quality, topic:
+# logistic / prior; clusters: kmeans / one cluster / permuted); pool: the pooling a difficulty model was chosen to
+# read (sae: a key of D, residual: a key of RD), null for the other feature sets and properties. Out of distribution
+# both list the choice of each tested topic fold in fold order, joined by commas ("mean,mean,max").
 REPORT_SCHEMA = {"property": pl.String, "metric": pl.String, "features": pl.String, "value": pl.Float64,
-                 "n_train": pl.Int64, "n_test": pl.Int64}
+                 "n_train": pl.Int64, "n_test": pl.Int64, "model": pl.String, "pool": pl.String}
+# ScoreResult.heldout (its id column takes the prompts' id type)
+HELDOUT_SCHEMA = {"id": pl.String, "difficulty": pl.Float64, "difficulty_pred": pl.Float64, "model": pl.String,
+                  "pool": pl.String}
+# difficulty_hat whose standard deviation is at most this share of the labels' reads as (near) constant: a note
+# says the curriculum's within-cluster order then carries (almost) no difficulty signal
+NEAR_CONSTANT_SPREAD = 0.01
+CLUSTER_MODELS = {"majority": "one cluster", "shuffled": "permuted"}  # the report's clusterings that are not k-means
 
 
 @dataclass
@@ -54,7 +73,10 @@ class ScoreResult:
     `clusters`: one row per cluster (size, top SAE features, example prompts, dominant true topic);
     `report`: the long property report (REPORT_SCHEMA); `notes`: plain-language caveats;
     `params`: chosen k, silhouette per k, CV'd hyper-parameters and label counts (for MLflow params);
-    `labelled`: the ids of the labelled subset the production models were fitted on."""
+    `labelled`: the ids of the labelled subset the production models were fitted on;
+    `heldout`: the report's in-distribution SAE difficulty model on its test rows (HELDOUT_SCHEMA: id, difficulty =
+    the label (the column, or 1 - pass rate), difficulty_pred = its prediction, model / pool = its family and
+    pooling, as in the report's sae spearman_id row); no rows when it was not tested."""
 
     scores: pl.DataFrame
     clusters: pl.DataFrame
@@ -62,6 +84,7 @@ class ScoreResult:
     notes: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     labelled: list[Any] = field(default_factory=list)
+    heldout: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=HELDOUT_SCHEMA))
 
 
 def resolve_difficulty(prompts: pl.DataFrame, measured: pl.DataFrame | None, source: str) -> tuple[np.ndarray, str]:
@@ -107,7 +130,9 @@ def _cluster_report(labels: np.ndarray, inputs: dict[str, Any], topics: np.ndarr
                     cfg: ScoreConfig) -> list[dict[str, Any]]:
     """NMI / ARI / purity of clusters vs true topics for SAE k-means, the same k-means on each baseline's
     features (centred, L2-normalised residuals; text TF-IDF; log length), one cluster (majority) and the SAE
-    labels shuffled (chance). Above cfg.minibatch_above prompts, all of it on a seeded sample of that many rows
+    labels shuffled (chance). Every clustering has the SAE's k (silhouette-chosen on the SAE codes, or fixed), not a
+    k of its own, deliberately: NMI and ARI depend on the number of clusters, so equal k keeps them comparable
+    (on the demo world the residuals' own silhouette k, 14 instead of 16, moved their NMI by .01). Above cfg.minibatch_above prompts, all of it on a seeded sample of that many rows
     (report_rows): the SAE labels are the whole pool's, restricted to the sample. No rows (no metric) when no
     prompt of the sample has a topic (topics on a few prompts of a big pool)."""
     rows = report_rows(len(labels), cfg)
@@ -133,8 +158,9 @@ def _cluster_report(labels: np.ndarray, inputs: dict[str, Any], topics: np.ndarr
         cm = metrics.cluster.contingency_matrix(topics[has], lab[has])  # purity: majority topic per cluster
         values = {"nmi": metrics.normalized_mutual_info_score(topics[has], lab[has]),
                   "ari": metrics.adjusted_rand_score(topics[has], lab[has]), "purity": cm.max(axis=0).sum() / cm.sum()}
+        model = CLUSTER_MODELS.get(name, "kmeans")
         rows += [dict(property="topic_clusters", metric=m, features=name, value=float(v), n_train=len(labels),
-                      n_test=int(has.sum())) for m, v in values.items()]
+                      n_test=int(has.sum()), model=model, pool=None) for m, v in values.items()]
     return rows
 
 
@@ -150,14 +176,16 @@ def auroc_by_kind(good: np.ndarray, p_good: np.ndarray, kinds: np.ndarray) -> di
 
 
 def _model_rows(prop: str, inputs: dict[str, Any], y: np.ndarray, train: np.ndarray, test: np.ndarray,
-                cfg: ScoreConfig, suffix: str = "", kinds: np.ndarray | None = None,
-                fit: FitOptions | None = None) -> list[dict[str, Any]]:
+                cfg: ScoreConfig, suffix: str = "", kinds: np.ndarray | None = None, fit: FitOptions | None = None,
+                predictions: dict[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
     """Fit each feature set's model on `train` rows and score it on `test` rows (boolean masks): difficulty
     (Spearman rho; a feature set given as {key: matrix} is fitted on each, and the lowest CV error on the
     train rows picks the one tested, as in production: fit_difficulty), quality (AUROC of P(good); average
     precision of finding bad prompts by 1 - P(good); with defect `kinds`, the AUROC per kind), topic
-    (held-out accuracy of a topic probe: is topic linearly decodable). `fit`: how the difficulty elastic nets are
-    computed (default fit_options(cfg))."""
+    (held-out accuracy of a topic probe: is topic linearly decodable). Each row names its model family and, for
+    a difficulty feature set given as {key: matrix}, the key chosen (REPORT_SCHEMA's model, pool). `fit`: how the
+    difficulty elastic nets are computed (default fit_options(cfg)). `predictions`, when given, receives each
+    difficulty model's predictions on the test rows under its feature-set name."""
     if train.sum() < cfg.cv_folds or test.sum() < 3:
         return []
     yt, yv = y[train], y[test]
@@ -167,11 +195,15 @@ def _model_rows(prop: str, inputs: dict[str, Any], y: np.ndarray, train: np.ndar
         return []
     rows = []
     for name, M in inputs.items():
+        family, pool = ("prior" if name == "majority" else "logistic"), None
         if prop == "difficulty":
             cands = M if isinstance(M, dict) else {name: M}
             key, model = fit_difficulty(cands, y, train, name, cfg, fit)
             pred = model.predict(cands[key][test])
             values = {f"spearman{suffix}": spearman(y[test], pred)}
+            family, pool = model_family(model), (key if isinstance(M, dict) else None)
+            if predictions is not None:
+                predictions[name] = np.asarray(pred, dtype=np.float64)
         elif prop == "topic":
             pred = clone(probe_model(name, cfg, yt)).fit(M[train], yt).predict(M[test])
             values = {"accuracy": float(np.mean(pred == yv))}
@@ -181,7 +213,7 @@ def _model_rows(prop: str, inputs: dict[str, Any], y: np.ndarray, train: np.ndar
                       "ap_bad": metrics.average_precision_score(1 - yv, 1 - p_good),
                       **(auroc_by_kind(yv, p_good, kinds[test]) if kinds is not None else {})}
         rows += [dict(property=prop, metric=m, features=name, value=float(v), n_train=int(train.sum()),
-                      n_test=int(test.sum())) for m, v in values.items()]
+                      n_test=int(test.sum()), model=family, pool=pool) for m, v in values.items()]
     return rows
 
 
@@ -206,7 +238,8 @@ def _ood_rows(inputs: dict[str, Any], y: np.ndarray, folds: list[tuple[np.ndarra
               cfg: ScoreConfig, fit: FitOptions | None = None) -> list[dict[str, Any]]:
     """Difficulty report rows out of distribution: each feature set's models fitted and tested on every topic
     fold (:func:`ood_folds`, :func:`_model_rows`), spearman_ood the mean Spearman over the folds it could be
-    tested on, n_train their mean training rows, n_test their test rows together (each held-out row once).
+    tested on, n_train their mean training rows, n_test their test rows together (each held-out row once), model
+    and pool each fold's choice, in fold order, joined by commas (pool null when no fold chose one).
     A fold whose held-out labels are all equal has no ranking to recover (its Spearman would be a 0 that is
     no measurement, pulling every feature set's mean toward 0) and is not tested.
     One held-out draw of topics made the figure a lottery of which topics were held out (the demo world's SAE
@@ -217,15 +250,66 @@ def _ood_rows(inputs: dict[str, Any], y: np.ndarray, folds: list[tuple[np.ndarra
     for name in inputs:
         found = [r for fold in per_fold for r in fold if r["features"] == name]
         if found:
+            pools = [r["pool"] for r in found]
             rows.append({**found[0], "value": float(np.mean([r["value"] for r in found])),
                          "n_train": int(round(np.mean([r["n_train"] for r in found]))),
-                         "n_test": sum(r["n_test"] for r in found)})
+                         "n_test": sum(r["n_test"] for r in found), "model": ",".join(r["model"] for r in found),
+                         "pool": None if all(p is None for p in pools) else ",".join(str(p) for p in pools)})
     return rows
+
+
+def k_edge_note(k: int, sil: dict[int, float]) -> str | None:
+    """A note when the silhouette chose the smallest or the largest k it searched (two k or more searched): the
+    best number of clusters may lie beyond score.k_range. in: choose_k's k and {k: silhouette}; out: note or None."""
+    if len(sil) < 2 or k not in (min(sil), max(sil)):
+        return None
+    side = "largest" if k == max(sil) else "smallest"
+    return (f"the silhouette chose k = {k}, the {side} k searched ({min(sil)}..{max(sil)}, score.k_range): the best "
+            "number of clusters may lie beyond the range; widen score.k_range or fix score.n_clusters")
+
+
+def difficulty_notes(model: Any, pool: str, hat: np.ndarray, y: np.ndarray) -> list[str]:
+    """Notes on the production difficulty model: its penalty at an end of its grid (alpha_edge), and a constant
+    or near-constant difficulty_hat (standard deviation at most NEAR_CONSTANT_SPREAD of the labels'), under which
+    the curriculum's easy_to_hard order within a cluster falls back to its seeded tie-breaking shuffle.
+    in: the fitted model, the pooling it reads, difficulty_hat of every prompt, the labels it was fitted on;
+    out: notes (none when neither holds; one plain note when every label is the same, which no penalty changes)."""
+    if y.size and np.ptp(y) == 0:
+        return [f"every labelled difficulty is {y[0]:g}: difficulty_hat is one value for every prompt, and the "
+                "curriculum's easy_to_hard order within a cluster is its seeded tie-breaking shuffle"]
+    family = model_family(model)
+    name = f"the difficulty model ({family} on {pool}-pooled codes)"
+    notes = []
+    edge = alpha_edge(model)
+    if edge is not None:
+        grid = "score.ridge_alphas" if family == "ridge" else "the elastic net's path of alphas"
+        why = {("largest", "ridge"): "the CV error kept falling toward a constant prediction: the codes predict "
+                                     "these labels little if at all",
+               ("largest", "elasticnet"): "the alpha that sets every coefficient to 0: a constant prediction had "
+                                          "the lowest CV error"}.get((edge, family), "a smaller penalty may fit better")
+        notes.append(f"{name} chose the {edge} penalty of {grid}, alpha = {_alpha(model):.3g}: {why}")
+    spread, label_spread = float(np.std(hat)), float(np.std(y))
+    if hat.size and np.ptp(hat) == 0:
+        notes.append(f"{name} predicts one difficulty_hat ({hat[0]:.3g}) for every prompt: the curriculum's "
+                     "easy_to_hard order within a cluster is its seeded tie-breaking shuffle (no difficulty signal); "
+                     "the codes do not predict these labels (more labels, or other difficulty labels, may)")
+    elif spread <= NEAR_CONSTANT_SPREAD * label_spread:
+        notes.append(f"{name} predicts a near-constant difficulty_hat (standard deviation {spread:.3g}, "
+                     f"{spread / label_spread:.2%} of its labels' {label_spread:.3g}): the curriculum's within-cluster "
+                     "order rests on almost no difficulty signal")
+    return notes
+
+
+def _alpha(model: Any) -> float:
+    """The chosen penalty of a fitted difficulty_model (nan for the mean predictor)."""
+    est = model[-1] if hasattr(model, "steps") else model
+    return float(getattr(est, "alpha_", np.nan))
 
 
 def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measured: pl.DataFrame | None = None,
                   *, ids: Any = None, R: np.ndarray | None = None, C: sp.spmatrix | None = None,
-                  D: dict[str, sp.spmatrix] | None = None, fit: FitOptions | None = None) -> ScoreResult:
+                  D: dict[str, sp.spmatrix] | None = None, fit: FitOptions | None = None,
+                  RD: dict[str, np.ndarray] | None = None) -> ScoreResult:
     """Cluster, score difficulty and quality for every prompt, and build the property report.
 
     X (the codes the quality probe reads, and the difficulty regressor unless `D` is given) rows are aligned to
@@ -234,7 +318,10 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     aligned the same way) are the codes the difficulty regressor is chosen from by CV error on its training
     rows (fit_difficulty; default {cfg.model_pool: X}; the score stage passes every pooling in
     sae.encode_pool when cfg.difficulty_pool is auto); `measured` (id, pass_rate) supplies measured
-    difficulty; `R` enables the residual baseline. The labelled subset is the prompts' ``labelled``
+    difficulty; `R` (mean-pooled residuals) enables the residual baseline; `RD` ({pooling: residuals}, rows
+    aligned the same way; default {"mean": R}) are the residuals its difficulty model is chosen from, as the SAE's
+    from D (the score stage passes the residuals of D's poolings that the extract stage stored), so both get the
+    same search. The labelled subset is the prompts' ``labelled``
     column, else the measured ids (measured source), else a seeded draw of cfg.label_fraction. Production
     models train on the whole labelled subset; report models train on its seeded (1 - heldout_fraction) part
     and are tested on every other row that carries the label: the subset's held-out part, plus the rows
@@ -242,10 +329,12 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     the report's intervals shrink with the labels there are, while no report model sees a test row. Out of
     distribution: trained on the labelled rows of some topics, tested on every labelled row of the others, over
     topic folds that hold out each topic once (ood_folds).
-    `kept` uses cfg.quality_threshold, which the score stage's key does not read: the curriculum re-derives
-    kept from quality_hat, so treat this column as informative. `fit` (default: fit_options(cfg): float64, the
+    `kept` uses cfg.quality_threshold (the score stage's key reads it, so a reused artifact's column matches its
+    config; the curriculum re-derives the filter from quality_hat). `fit` (default: fit_options(cfg): float64, the
     config's thread count) says how every difficulty elastic net is computed; benchmarks/score_speed.py passes
-    FitOptions(n_jobs=1, dtype=None) to time the old way beside it."""
+    FitOptions(n_jobs=1, dtype=None) to time the old way beside it. Notes (ScoreResult.notes) flag, among others,
+    a silhouette k at an end of the range searched (k_edge_note) and a (near) constant difficulty_hat or a
+    difficulty penalty at an end of its grid (difficulty_notes)."""
     X = sp.csr_matrix(X)
     C = X if C is None else sp.csr_matrix(C)
     D = {cfg.model_pool: X} if D is None else {key: sp.csr_matrix(M) for key, M in D.items()}
@@ -253,6 +342,9 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     if not D or any(M.shape[0] != len(ids) for M in (X, C, *D.values())):
         raise ValueError(f"X has {X.shape[0]} rows, C {C.shape[0]} and D {[M.shape[0] for M in D.values()]} but "
                          f"{len(ids)} ids were given (D needs at least one matrix)")
+    if RD is not None and (R is None or not RD or any(len(M) != len(ids) for M in RD.values())):
+        raise ValueError(f"RD (residual poolings {list(RD)}, rows {[len(M) for M in RD.values()]}) needs R (the "
+                         f"mean-pooled residuals) and at least one matrix of {len(ids)} rows, one per id")
     P = pl.DataFrame({"id": ids}).join(prompts, on="id", how="left", maintain_order="left")
     if P.height != len(ids) or P["prompt"].null_count():
         raise ValueError(f"ids of X must each match one prompts row: {P['prompt'].null_count()} unmatched, "
@@ -265,6 +357,8 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
 
     Z = weight_codes(C, cfg.tfidf)
     k, sil = choose_k(Z, cfg)
+    if (k_note := k_edge_note(k, sil)) is not None:
+        notes.append(k_note)
     labels = kmeans(Z, k, cfg)
     clusters = cluster_table(Z, labels, texts, topics, cfg)
     inputs = _inputs(X, R, texts, cfg)
@@ -288,9 +382,21 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
         raise ValueError(f"only {int(has_d.sum())} labelled prompts have a difficulty label; need >= {cfg.cv_folds}")
     d_pool, dmodel = fit_difficulty(D, y_diff, has_d, "sae", cfg, fit)
     difficulty_hat = predict_rows(dmodel, D[d_pool])
+    notes += difficulty_notes(dmodel, d_pool, difficulty_hat, y_diff[has_d])
     reg = dmodel[-1]
     d_inputs = {**inputs, "sae": D}
-    report += _model_rows("difficulty", d_inputs, y_diff, train & has_d, evaluable & known_d, cfg, "_id", fit=fit)
+    if "residual" in d_inputs:
+        d_inputs["residual"] = {"mean": d_inputs["residual"]} if RD is None else {k: np.asarray(M) for k, M in RD.items()}
+    id_test, id_preds = evaluable & known_d, {}
+    id_rows = _model_rows("difficulty", d_inputs, y_diff, train & has_d, id_test, cfg, "_id", fit=fit,
+                          predictions=id_preds)
+    report += id_rows
+    heldout = pl.DataFrame(schema=HELDOUT_SCHEMA)
+    if "sae" in id_preds:
+        sae_row = next(r for r in id_rows if r["features"] == "sae")
+        heldout = pl.DataFrame({"id": ids.filter(pl.Series(id_test)), "difficulty": y_diff[id_test],
+                                "difficulty_pred": id_preds["sae"], "model": sae_row["model"], "pool": sae_row["pool"]},
+                               schema={**HELDOUT_SCHEMA, "id": ids.dtype})
     if topics is not None:
         report += _ood_rows(d_inputs, y_diff, ood_folds(topics, has_d, cfg, known_d), cfg, fit)
     if topics is not None:  # topics with fewer than cv_folds training rows are left out of the topic probe
@@ -334,11 +440,40 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     scores = pl.DataFrame({"id": ids, "cluster": labels, "difficulty_hat": difficulty_hat.astype(np.float64),
                            "quality_hat": quality_hat.astype(np.float64), "kept": kept})
     return ScoreResult(scores, clusters, pl.DataFrame(report, schema=REPORT_SCHEMA), notes, params,
-                       ids.filter(pl.Series(labelled)).to_list())
+                       ids.filter(pl.Series(labelled)).to_list(), heldout)
+
+
+def chosen_text(model: str | None, pool: str | None) -> str:
+    """A report row's chosen difficulty model in words: "max ridge"; over topic folds, each (pooling, family)
+    with its count, most frequent first ("mean ridge x2, max elasticnet"); "-" without a model."""
+    if not model:
+        return "-"
+    models = model.split(",")
+    pools = pool.split(",") if pool else [""] * len(models)
+    picks = Counter(f"{p} {m}".strip() for p, m in zip(pools, models, strict=True))
+    return ", ".join(k + (f" x{n}" if n > 1 else "") for k, n in picks.most_common())
+
+
+def chosen_models(report: pl.DataFrame) -> str:
+    """Which pooling and family each feature set's difficulty model chose on the report's train rows (per topic
+    fold, counted, out of distribution: chosen_text): one line per feature set, one column per difficulty metric;
+    "" when the report has no difficulty rows or no model column (a report written before it had one)."""
+    rows = report.filter(pl.col("property") == "difficulty") if "model" in report.columns else report.clear()
+    if rows.height == 0:
+        return ""
+    metrics_ = list(dict.fromkeys(rows["metric"]))
+    cells = {(r["features"], r["metric"]): chosen_text(r["model"], r["pool"]) for r in rows.iter_rows(named=True)}
+    feats = list(dict.fromkeys(f for f in (*FEATURES, *rows["features"]) if f in set(rows["features"])))
+    w = {m: 2 + max(len(m), *(len(cells.get((f, m), "-")) for f in feats)) for m in metrics_}
+    lines = ["difficulty models chosen on each fit's train rows (pooling family; out of distribution: per topic "
+             "fold, counted):", (f"  {'features':<10}" + "".join(f"{m:<{w[m]}}" for m in metrics_)).rstrip()]
+    lines += [(f"  {f:<10}" + "".join(f"{cells.get((f, m), '-'):<{w[m]}}" for m in metrics_)).rstrip() for f in feats]
+    return "\n".join(lines)
 
 
 def summarize_report(report: pl.DataFrame) -> str:
-    """A fixed-width text table: one line per (property, metric), one column per feature set, plus n_train/n_test."""
+    """A fixed-width text table: one line per (property, metric), one column per feature set, plus n_train/n_test;
+    below it, the difficulty models each feature set chose (chosen_models)."""
     if report.height == 0:
         return "(empty property report)"
     feats = [f for f in (*FEATURES, "shuffled") if f in set(report["features"])]
@@ -349,7 +484,8 @@ def summarize_report(report: pl.DataFrame) -> str:
         vals = dict(zip(g["features"], g["value"], strict=True))
         cells = "".join(f"{vals[f]:>10.3f}" if f in vals else f"{'-':>10}" for f in feats)
         lines.append(f"{prop:<16}{metric:<{w}}{cells}{g['n_train'].max():>9}{g['n_test'].max():>8}")
-    return "\n".join(lines)
+    chosen = chosen_models(report)
+    return "\n".join([*lines, *([chosen] if chosen else [])])
 
 
 def best_baseline(report: pl.DataFrame, property: str, metric: str) -> tuple[str, float] | None:

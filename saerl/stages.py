@@ -51,7 +51,7 @@ STAGES: dict[str, Stage] = {
             ("ingest", "testbed"), "measured pass rates on the labelled subset",
         ),
         Stage(
-            "score", "10",
+            "score", "11",
             ("score.n_clusters", "score.k_range", "score.tfidf", "score.cluster_pool", "score.model_pool",
              "score.difficulty_pool",
              "score.difficulty_source", "score.label_fraction",
@@ -77,7 +77,7 @@ STAGES: dict[str, Stage] = {
             ("ingest", "curriculum", "testbed"),
             "one RL run per (arm, seed): policy checkpoint, per-step log, greedy learning curve",
         ),
-        Stage("evaluate", "12", ("eval", "train.arms", "train.seeds", "train.max_completion_length", "data"),
+        Stage("evaluate", "13", ("eval", "train.arms", "train.seeds", "train.max_completion_length", "data"),
               ("train", "ingest", "testbed"), "eval.parquet, arm comparison, steps-to-target"),
     )
 }

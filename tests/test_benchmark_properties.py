@@ -105,3 +105,23 @@ def test_worlds_flag_and_the_means_over_worlds():
     table = bench.worlds_table({0: a, 1: b}).splitlines()
     assert len(table) == 3 and table[1].split()[:2] == ["0", "0.500"] and table[2].split()[:2] == ["1", "0.900"]
     assert len(table[0].split()) == 7  # every column name stands apart
+
+
+def test_best_baseline_is_labelled_as_the_maximum_over_baselines_on_the_test_rows(capsys):
+    """The printed "best baseline" is the largest of the baselines' test values (an upper bound for them, picked on
+    the test rows), and the docstring says so; it also says the models are tested beyond the labelled subset's
+    held-out part. The printed table lists the difficulty model each feature set chose."""
+    from saerl.scoring import REPORT_SCHEMA
+
+    bench = load_benchmark("properties")
+    rows = [dict(property="difficulty", metric="spearman_id", features=f, value=v, n_train=9, n_test=30, model=m,
+                 pool=p) for f, v, m, p in [("sae", 0.7, "ridge", "max"), ("residual", 0.6, "elasticnet", "mean"),
+                                             ("text", 0.65, "ridge", None), ("majority", 0.0, "mean", None)]]
+    bench.describe("t", pl.DataFrame(rows, schema=REPORT_SCHEMA), {"score": 1.0})
+    out = capsys.readouterr().out
+    assert bench.BEST_BASELINE in out and "upper bound" in bench.BEST_BASELINE and "on the test rows" in out
+    assert "sae 0.700 vs best baseline text 0.650" in out
+    assert "max ridge" in out and "mean elasticnet" in out
+    doc = " ".join(bench.__doc__.split())
+    assert "scored on its held-out part" not in doc and "upper bound" in doc
+    assert "the subset's held-out part plus the rows outside the subset" in doc

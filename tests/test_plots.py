@@ -91,7 +91,8 @@ def test_difficulty_scatter_legend_names_the_chosen_regressor_and_pooling():
     y = np.arange(10, dtype=float)
     fig = difficulty_scatter(y, y[::-1], difficulty_label("ridge", "mean"))
     texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert texts[0].startswith("SAE RidgeCV (mean-pooled codes) (Spearman -1.00") and "y = x" in texts
+    assert texts == ["SAE RidgeCV (mean-pooled codes)", "y = x"]
+    assert "Spearman -1.00, n=10" in fig.axes[0].get_title()
     default = [t.get_text() for t in difficulty_scatter(y, y).axes[0].get_legend().get_texts()]
     assert "ElasticNet" not in default[0], "no regressor is named that the caller did not say was chosen"
 
@@ -130,3 +131,59 @@ def test_cluster_top_features_claims_no_tf_idf_weighting_the_codes_may_not_have(
     label = cluster_top_features(_clusters(1)).axes[0].get_xlabel()
     assert "weighted" not in label and "as clustered" in label  # score.tfidf=false clusters unweighted codes
     assert "TF-IDF weighted when score.tfidf" in ScoreConfig.model_fields["cluster_top_features"].description
+
+
+def test_difficulty_scatter_shows_rho_n_and_rows_in_the_title_and_keeps_the_legend_inside(tmp_path):
+    """The Spearman and n (the point of the plot) were in a legend entry too long for the 5-inch figure and were
+    cut off: they are in the title now, with the rows shown, the legend names only the model, and the axes span
+    most of the figure with the legend inside them."""
+    import numpy as np
+
+    y = np.arange(40, dtype=float) % 5
+    fig = difficulty_scatter(y, y + np.arange(40) / 100, difficulty_label("elasticnet", "mean"), True,
+                             "prompts it was not fitted on", "measured difficulty (1 - pass rate)")
+    ax = fig.axes[0]
+    assert "Spearman 0.98, n=40" in ax.get_title() and "prompts it was not fitted on" in ax.get_title()
+    assert ax.get_title().startswith("Predicted vs measured difficulty (1 - pass rate)")
+    assert ax.get_xlabel() == "measured difficulty (1 - pass rate)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["SAE ElasticNetCV (mean-pooled codes)", "y = x"]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig.savefig(tmp_path / "d.png")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    box, legend = ax.get_window_extent(renderer), ax.get_legend().get_window_extent(renderer)
+    assert box.x0 <= legend.x0 and legend.x1 <= box.x1 and ax.get_position().width > 0.7
+    title = ax.title.get_window_extent(renderer)
+    assert 0 <= title.x0 and title.x1 <= fig.bbox.width, "the title fits the figure"
+
+
+def test_difficulty_scatter_of_a_constant_side_has_no_rho():
+    import warnings
+
+    import numpy as np
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy's ConstantInputWarning
+        fig = difficulty_scatter(np.zeros(5), np.arange(5.0))
+    assert "Spearman nan, n=5" in fig.axes[0].get_title()
+
+
+def test_curriculum_difficulty_legend_says_when_it_names_only_some_clusters():
+    """16 clusters, 12 named: the legend's title says which (it read as if there were 12)."""
+    from saerl.plots import CURRICULUM_LEGEND_CLUSTERS, cluster_map, curriculum_difficulty
+
+    n = 64
+    order = pl.DataFrame({"position": list(range(n)), "cluster": [i % 16 for i in range(n)],
+                          "difficulty_hat": [i / n for i in range(n)]})
+    legend = curriculum_difficulty(order).axes[0].get_legend()
+    assert legend.get_title().get_text() == f"cluster (first {CURRICULUM_LEGEND_CLUSTERS} of 16)"
+    assert [t.get_text() for t in legend.get_texts()][:CURRICULUM_LEGEND_CLUSTERS + 1] == [
+        *map(str, range(CURRICULUM_LEGEND_CLUSTERS)), "rolling mean (1)"]
+    import numpy as np
+    import scipy.sparse as sp
+
+    Z = sp.csr_matrix(np.random.default_rng(0).uniform(size=(30, 5)))
+    title = cluster_map(Z, np.arange(30) % 25).axes[0].get_legend().get_title().get_text()
+    assert title == "cluster (first 20 of 25)"

@@ -9,9 +9,11 @@ import numpy as np
 import polars as pl
 import pytest
 import scipy.sparse as sp
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
 from saerl import property_models as PM
+from saerl import scoring as S
 from saerl.config import ScoreConfig
 from saerl.property_models import (
     choose_k,
@@ -494,3 +496,116 @@ def test_one_or_two_threads_give_the_same_report_bit_for_bit(data):
     assert one.report.equals(two.report)
     assert one.scores["difficulty_hat"].to_list() == two.scores["difficulty_hat"].to_list()
     assert one.params == two.params
+
+
+def test_report_rows_name_the_pooling_and_family_each_fit_chose(data):
+    """The report's difficulty rows say which pooling and family their own CV chose (on the report's train rows,
+    per topic fold out of distribution), for every feature set; the printed table lists them below the values."""
+    X, prompts, _ = data
+    blind = X.tolil()
+    blind[:, 280:288] = 0
+    blind = blind.tocsr()
+    cfg = ScoreConfig(**FAST, n_clusters=4, baselines=False, ood_folds=3)
+    r = score_prompts(blind, prompts, cfg, D={"mean": blind, "max": X})
+    assert {"model", "pool"} <= set(r.report.columns) and dict(r.report.schema) == REPORT_SCHEMA
+    row = r.report.filter((pl.col("metric") == "spearman_id") & (pl.col("features") == "sae")).row(0, named=True)
+    train = np.isin(prompts["id"].to_numpy(), r.labelled) & ~np.isin(prompts["id"].to_numpy(), r.heldout["id"].to_list())
+    key, model = fit_difficulty({"mean": blind, "max": X}, prompts["difficulty"].to_numpy(), train, "sae", cfg)
+    assert row["pool"] == key == "max" and row["model"] == model_family(model)
+    ood = r.report.filter(pl.col("metric") == "spearman_ood").row(0, named=True)
+    assert ood["pool"].split(",") == ["max"] * 3 and len(ood["model"].split(",")) == 3
+    quality = r.report.filter(pl.col("property") == "quality")
+    assert set(quality["model"]) == {"logistic"} and quality["pool"].is_null().all()
+    text = summarize_report(r.report)
+    assert "difficulty models chosen" in text and f"max {row['model']}" in text
+    assert S.chosen_text("ridge,ridge,elasticnet", "mean,mean,max") == "mean ridge x2, max elasticnet"
+    assert S.chosen_text("ridge", None) == "ridge" and S.chosen_text(None, None) == "-"
+
+
+def test_the_residual_difficulty_baseline_chooses_its_pooling_as_the_sae_does():
+    """RD gives the residual baseline's difficulty model the SAE's choice of pooling: CV on the train rows keeps
+    the informative residuals whatever their key, and the report names the one kept; the other residual rows
+    (clusters, quality, topic) read R as before."""
+    X, prompts, R = synth(n=200)
+    noise = np.random.default_rng(5).normal(size=R.shape).astype(np.float32)
+    cfg = ScoreConfig(**FAST, n_clusters=4)
+    both = score_prompts(X, prompts, cfg, R=noise, RD={"mean": noise, "max": R})
+    only = score_prompts(X, prompts, cfg, R=noise, RD={"max": R})
+    plain = score_prompts(X, prompts, cfg, R=noise)
+    for metric in ("spearman_id", "spearman_ood"):
+        got = both.report.filter((pl.col("metric") == metric) & (pl.col("features") == "residual")).row(0, named=True)
+        assert got["value"] == _value(only.report, "difficulty", metric, "residual")
+        assert got["value"] > _value(plain.report, "difficulty", metric, "residual") + 0.3
+        assert set(got["pool"].split(",")) == {"max"}
+    assert _value(plain.report, "difficulty", "spearman_id", "residual") < 0.3  # the noise alone: {"mean": R}
+    assert plain.report.filter((pl.col("metric") == "spearman_id") & (pl.col("features") == "residual"))["pool"][0] == "mean"
+    assert _value(both.report, "quality", "auroc", "residual") == _value(plain.report, "quality", "auroc", "residual")
+    with pytest.raises(ValueError, match="RD"):
+        score_prompts(X, prompts, cfg, RD={"max": R})  # no R
+    with pytest.raises(ValueError, match="RD"):
+        score_prompts(X, prompts, cfg, R=R, RD={"max": R[:10]})
+
+
+def _unpredictable(n: int = 120) -> tuple[sp.csr_matrix, pl.DataFrame]:
+    """Random sparse codes and difficulty labels unrelated to them (no topic, no quality)."""
+    rng = np.random.default_rng(0)
+    X = sp.random(n, 40, density=0.1, random_state=1, format="csr", data_rvs=lambda k: rng.random(k))
+    prompts = pl.DataFrame({"id": [f"p{i}" for i in range(n)], "prompt": [f"q {i}" for i in range(n)],
+                            "answer": ["1"] * n, "difficulty": rng.integers(1, 6, n).astype(float)})
+    return X, prompts
+
+
+@pytest.mark.parametrize(("family", "flat"), [("elasticnet", "predicts one difficulty_hat"),
+                                              ("ridge", "near-constant difficulty_hat")])
+def test_a_constant_difficulty_model_is_noted(family, flat):
+    """Labels the codes cannot predict: the elastic net keeps no coefficient (one difficulty_hat for every prompt)
+    and the ridge the largest alpha of its grid (a near-constant one). The curriculum would then order each
+    cluster by its seeded tie-breaking shuffle: a note says so, and names the penalty at the grid's end."""
+    X, prompts = _unpredictable()
+    cfg = ScoreConfig(**FAST, baselines=False, n_clusters=3, difficulty_models=[family], n_jobs=1)
+    r = score_prompts(X, prompts, cfg)
+    assert any(flat in n for n in r.notes), r.notes
+    assert any("chose the largest penalty" in n for n in r.notes), r.notes
+    assert not [n for n in score_prompts(*synth()[:2], ScoreConfig(**FAST, baselines=False, n_clusters=4)).notes
+                if "difficulty_hat" in n or "penalty" in n]
+
+
+def test_alpha_edge_and_difficulty_notes_read_the_chosen_penalty():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 5))
+    signal, noise = X @ np.arange(1.0, 6.0) + rng.normal(0, 0.1, 60), rng.normal(size=60)
+    ridge = PM.difficulty_model("length", ScoreConfig(**FAST, ridge_alphas=[1e-3, 1.0, 1e6]), "ridge")
+    assert PM.alpha_edge(clone(ridge).fit(X, noise)) == "largest"
+    assert PM.alpha_edge(clone(ridge).fit(X, signal)) == "smallest"
+    assert PM.alpha_edge(PM.difficulty_model("majority", ScoreConfig()).fit(X, signal)) is None
+    fitted = clone(ridge).fit(X, signal)
+    notes = S.difficulty_notes(fitted, "max", fitted.predict(X), signal)
+    assert len(notes) == 1 and "smallest penalty of score.ridge_alphas" in notes[0]
+    flat = PM.difficulty_model("sae", ScoreConfig(**FAST), "elasticnet").fit(np.abs(X), np.zeros(60))
+    assert PM.alpha_edge(flat) is None  # constant labels: a path of one alpha has no ends
+    notes = S.difficulty_notes(flat, "max", np.zeros(60), np.zeros(60))
+    assert len(notes) == 1 and notes[0].startswith("every labelled difficulty is 0: difficulty_hat is one value")
+
+
+def test_a_silhouette_k_at_an_end_of_the_range_is_noted(data):
+    assert "largest k searched (4..16" in S.k_edge_note(16, {k: k / 100 for k in range(4, 17)})
+    assert "smallest" in S.k_edge_note(4, {4: 0.5, 5: 0.4})
+    assert S.k_edge_note(5, {4: 0.1, 5: 0.5, 6: 0.2}) is None and S.k_edge_note(4, {4: 0.5}) is None
+    X, prompts, _ = data  # four planted topics: k = 4 is the best, the bottom of (4, 6) but inside (3, 6)
+    cfg = {**FAST, "baselines": False}
+    edge = score_prompts(X, prompts, ScoreConfig(**{**cfg, "k_range": (4, 6)}))
+    assert edge.params["k"] == 4 and any("the silhouette chose k = 4, the smallest" in n for n in edge.notes)
+    assert not any("silhouette" in n for n in score_prompts(X, prompts, ScoreConfig(**cfg)).notes)
+
+
+def test_heldout_holds_the_report_models_predictions_on_its_test_rows(result, data):
+    """ScoreResult.heldout: the report's in-distribution SAE model on its test rows (the measured-difficulty plot
+    draws it): the same rows, Spearman and choice as the report's sae spearman_id row."""
+    _, prompts, _ = data
+    row = result.report.filter((pl.col("metric") == "spearman_id") & (pl.col("features") == "sae")).row(0, named=True)
+    h = result.heldout
+    assert h.height == row["n_test"] and not set(h["id"]) & (set(result.labelled) - set(h["id"]))
+    truth = dict(zip(prompts["id"], prompts["difficulty"], strict=True))
+    assert h["difficulty"].to_list() == [truth[i] for i in h["id"]]
+    assert PM.spearman(h["difficulty"].to_numpy(), h["difficulty_pred"].to_numpy()) == pytest.approx(row["value"])
+    assert (h["model"][0], h["pool"][0]) == (row["model"], row["pool"])
