@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -31,6 +32,7 @@ from saerl.runs import (
     GIT,
     RUNNING,
     SETTING,
+    STOPPED,
     SWEEP,
     RunRecord,
     StageRecord,
@@ -42,7 +44,7 @@ from saerl.runs import (
 )
 from saerl.stages import stage_key, stage_slice
 from saerl.sweep import planned_run_keys, sweep_tags
-from saerl.tracking import TRACKED_FAILED, Tracker, git_tags, log_stage_run
+from saerl.tracking import TRACKED_FAILED, TRACKED_KILLED, Tracker, git_tags, log_stage_run
 from tasks.stage import plain_record, prepare_shards_task, shard_task, stage_options, stage_task
 
 log = logging.getLogger("saerl.flow")
@@ -160,6 +162,21 @@ def build_sharded(store: ArtifactStore, args: dict[str, Any], n_shards: int, sta
     return future
 
 
+def stop_signal(err: BaseException) -> str | None:
+    """The signal's name when `err` is a person stopping the run (Ctrl-C: KeyboardInterrupt; SIGTERM, which
+    Prefect's flow engine raises as TerminationSignal), else None (an error)."""
+    from prefect.exceptions import TerminationSignal
+
+    if isinstance(err, KeyboardInterrupt):
+        return signal.Signals.SIGINT.name
+    if isinstance(err, TerminationSignal):
+        try:
+            return signal.Signals(err.signal).name
+        except ValueError:
+            return f"signal {err.signal}"
+    return None
+
+
 def mark_failed(stage_run: str, err: BaseException) -> str:
     """What a failed run's record says in extra['failed']: the stage run that was running and the error, one
     line. in: stage run name ('' before the first), the exception; out: text."""
@@ -264,7 +281,8 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None,
         ref = refs[name] = stored_ref(store, stage, key)
         sl = stage_slice(cfg, stage)
         rec = StageRecord(stage=name, key=key, status="computed" if computed else "cached",
-                          reason=explain(name, computed, sl, keys, previous, run["note"]), config=sl, inputs=keys,
+                          reason=explain(name, computed, sl, keys, previous, run["note"], result.get("waited", 0.0)),
+                          config=sl, inputs=keys,
                           seconds=seconds, bytes=store.size_bytes(stage, key), path=ref.path)
         record.stages[name] = rec
         save_run(root, record)  # after every stage: `saerl gc` then sees what a running flow uses
@@ -291,11 +309,15 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None,
                 finish(run)
         for run in pending:
             finish(run)
-    except BaseException as err:  # the record says the run failed, and where, before the error goes on
-        record.extra[FAILED] = mark_failed(active["name"], err)
+    except BaseException as err:  # the record says the run failed (or was stopped), and where, before it goes on
+        sig = stop_signal(err)
+        if sig:
+            record.extra[STOPPED] = f"{active['name'] or 'before the first stage'}: {sig}"
+        else:
+            record.extra[FAILED] = mark_failed(active["name"], err)
         record.extra.pop(RUNNING, None)
         save_run(root, record)
-        tracker.finish(TRACKED_FAILED)  # else MLflow shows the parent run as running forever
+        tracker.finish(TRACKED_KILLED if sig else TRACKED_FAILED)  # else MLflow shows it running forever
         raise
     record.extra.pop(RUNNING, None)
     path = save_run(root, record)

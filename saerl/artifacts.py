@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -26,7 +27,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger("saerl.artifacts")
 MANIFEST = "manifest.json"
+KEY_SHOWN = 12  # characters of an artifact key in a message (as the run's lines print it)
 CACHE_RECORDS_DIR = "prefect-results"  # <root>/<this>/<stage>-<key>: the orchestrator's cache record of a stage run
 # (tasks.stage persists Prefect task results there); saerl gc removes a record once its artifact is gone
 CHUNK_DIR = "_chunks"
@@ -191,6 +194,7 @@ class ArtifactStore:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self._verified: dict[str, float] = {}
+        self.waited: dict[tuple[str, str], float] = {}  # seconds a build lock waited for another process
 
     def path(self, stage: str, key: str) -> Path:
         """Final folder of an artifact (may not exist)."""
@@ -241,15 +245,29 @@ class ArtifactStore:
 
     @contextmanager
     def lock(self, stage: str, key: str) -> Iterator[None]:
-        """Exclusive inter-process lock for building one key."""
+        """Exclusive inter-process lock for building one key. When another process holds it (a second run of the
+        same config building the same artifact), a warning says so before the wait, which may last as long as that
+        build; the seconds waited are kept in `waited[(stage, key)]` (:meth:`take_waited`)."""
         lock_path = self.root / stage / f".lock-{key}"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_path, "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning("%s %s: another process is building this artifact (it holds %s); waiting for it to "
+                            "finish, then reusing what it built", stage, key[:KEY_SHOWN], lock_path)
+                started = time.time()
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                self.waited[(stage, key)] = round(time.time() - started, 3)
             try:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def take_waited(self, stage: str, key: str) -> float:
+        """Seconds the last :meth:`lock` of (stage, key) in this store waited for another process (0 when it did not
+        wait), forgotten once read."""
+        return self.waited.pop((stage, key), 0.0)
 
     def begin(self, stage: str, key: str) -> Build:
         """Open (or reopen, to resume) the partial folder of a build. Hold :meth:`lock` around the build."""

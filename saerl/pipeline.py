@@ -33,11 +33,12 @@ class StageResult:
     computed: bool
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
+    waited: float = 0.0  # seconds spent waiting for another process that was building the same artifact
 
     def to_json(self) -> dict[str, Any]:
         """Small JSON-able form (what Prefect persists as the task result)."""
         return {"stage": self.ref.stage, "key": self.ref.key, "path": self.ref.path, "computed": self.computed,
-                "seconds": self.seconds, "metrics": self.metrics}
+                "seconds": self.seconds, "metrics": self.metrics, "waited": self.waited}
 
 
 def data_file(cfg: PipelineConfig) -> Path | None:
@@ -259,7 +260,7 @@ def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
     ref, computed = store.ensure(stage, key, compute, manifest, take_lock=take_lock)
     if not computed:
         metrics = ref.manifest().get("metrics", {})
-    return StageResult(ref, computed, round(time.time() - started, 3), metrics)
+    return StageResult(ref, computed, round(time.time() - started, 3), metrics, store.take_waited(stage, key))
 
 
 def stage_runs(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, str, tuple[str, ...], dict[str, Any] | None]]:

@@ -31,6 +31,7 @@ from saerl.runs import (
     GIT,
     RUNNING,
     RUNS_DIR,
+    STOPPED,
     RunRecord,
     StageRecord,
     explain,
@@ -284,6 +285,8 @@ def sections(report: RunReport) -> list[tuple[str, Body]]:
                     "rebuild it (the stages still stored are reused)"))
     elif report.record.extra.get(FAILED):
         out.append(("Arms", f"the run failed before its evaluation, at {report.record.extra[FAILED]}"))
+    elif report.record.extra.get(STOPPED):
+        out.append(("Arms", f"the run was stopped before its evaluation, at {report.record.extra[STOPPED]}"))
     elif report.record.extra.get(RUNNING):
         out.append(("Arms", "the run has not finished: it is still running, or was killed before it could record "
                     "its end (run the same config again: the stages it finished are reused)"))
@@ -426,12 +429,13 @@ def run_library_versions(record: RunRecord) -> dict[str, str] | None:
 
 def tracked_status(record: RunRecord) -> str:
     """The MLflow status a run record stands for: FAILED for a run that stopped on an error (as the flow logs it),
-    KILLED for one whose record never said it ended (killed before it could, or still running), else FINISHED."""
+    KILLED for one a person stopped (Ctrl-C, SIGTERM) or whose record never said it ended (killed before it could,
+    or still running), else FINISHED."""
     from saerl.tracking import TRACKED_FAILED, TRACKED_FINISHED, TRACKED_KILLED
 
     if record.extra.get(FAILED):
         return TRACKED_FAILED
-    return TRACKED_KILLED if record.extra.get(RUNNING) else TRACKED_FINISHED
+    return TRACKED_KILLED if record.extra.get(RUNNING) or record.extra.get(STOPPED) else TRACKED_FINISHED
 
 
 def relog(root: Path, record: RunRecord, uri: str | None = None) -> str:

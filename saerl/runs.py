@@ -23,6 +23,7 @@ RUNS_DIR = "runs"
 RECENT_IDS = 5  # run ids an unknown-run error lists
 FAILED = "failed"  # RunRecord.extra key of a run that stopped on an error: "<stage run>: <error>"
 FAILED_CHARS = 300  # of the error text kept there
+STOPPED = "stopped"  # RunRecord.extra key of a run a person stopped (Ctrl-C, SIGTERM): "<stage run>: SIGINT" (no error)
 RUNNING = "running"  # RunRecord.extra key (True) while a run's stages are under way, removed when it ends (done or
 # failed): a record that keeps it is of a run still going, or of one killed before it could say (SIGKILL, out of memory)
 UNFINISHED = "unfinished: still running, or killed before it ended"  # how status shows such a record
@@ -204,11 +205,14 @@ def _diff_dicts(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def explain(
     stage: str, computed: bool, config: dict[str, Any], inputs: dict[str, str],
-    previous: Mapping[str, StageRecord], note: str = "",
+    previous: Mapping[str, StageRecord], note: str = "", waited: float = 0.0,
 ) -> str:
     """Why a stage was computed or reused, relative to the same stage run in an earlier run of the same config
     name. `previous`: {stage run: StageRecord} of earlier runs (:func:`previous_stage_runs`: the newest earlier
-    run of each stage; a run record's `stages` for one run)."""
+    run of each stage; a run record's `stages` for one run); `waited`: seconds a reused one waited for another
+    process building it."""
+    if not computed and waited:
+        return f"cached: built by another process meanwhile (waited {waited:.0f} s for it)"
     if not computed:
         return "cached: same code, inputs and config as a stored artifact"
     if note:

@@ -16,6 +16,7 @@ from saerl.runs import (
     RUNNING,
     RUNS_DIR,
     SETTING,
+    STOPPED,
     UNFINISHED,
     RunRecord,
     list_runs,
@@ -72,6 +73,8 @@ def format_run(root: Path, record: RunRecord) -> str:
             f"{seconds:.1f}s")
     if record.extra.get(FAILED):
         head += f"\nFAILED at {record.extra[FAILED]}"
+    elif record.extra.get(STOPPED):
+        head += f"\nSTOPPED at {record.extra[STOPPED]}"
     elif record.extra.get(RUNNING):
         head += f"\n{UNFINISHED.upper()}"
     return "\n".join([head, *_table(rows)])
@@ -84,10 +87,14 @@ def failed_at(failed: str) -> str:
 
 
 def ended(record: RunRecord) -> str:
-    """How a run ended, for `status --list`: 'failed at <stage run>', 'unfinished: ...' (a record still marked
-    running: the run goes on, or was killed before it could record its end; it read 'ok') or 'ok'."""
+    """How a run ended, for `status --list`: 'failed at <stage run>', 'stopped at <stage run> (SIGINT)' (Ctrl-C or
+    SIGTERM: it read 'failed at'), 'unfinished: ...' (a record still marked running: the run goes on, or was killed
+    before it could record its end; it read 'ok') or 'ok'."""
     if record.extra.get(FAILED):
         return f"failed at {failed_at(record.extra[FAILED])}"
+    if record.extra.get(STOPPED):
+        where, _, sig = record.extra[STOPPED].rpartition(": ")
+        return f"stopped at {where} ({sig})"
     return UNFINISHED if record.extra.get(RUNNING) else "ok"
 
 

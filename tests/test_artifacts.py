@@ -307,3 +307,36 @@ def test_a_write_that_raises_leaves_no_temp_file(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         write_file_atomic(target, broken)
     assert [p.name for p in tmp_path.iterdir()] == ["table.parquet"] and target.read_text() == "old"
+
+
+def test_a_build_waiting_for_another_process_says_so_and_reports_the_wait(tmp_path, caplog):
+    """A second run of the same config waited silently on the build lock (13 minutes in the audit), then printed the
+    artifact as an ordinary cache hit. It now warns before the wait, and the reuse reports the seconds waited."""
+    import threading
+
+    from saerl.runs import explain
+
+    store, other = ArtifactStore(tmp_path), ArtifactStore(tmp_path)
+    started = threading.Event()
+
+    def slow(build):
+        started.set()
+        time.sleep(1.0)
+        (build.path / "x.txt").write_text("built")
+
+    builder = threading.Thread(target=lambda: other.ensure("score", "k" * 20, slow))
+    builder.start()
+    started.wait(10)
+    with caplog.at_level("WARNING", logger="saerl.artifacts"):
+        ref, computed = store.ensure("score", "k" * 20, lambda b: pytest.fail("built twice"))
+    builder.join()
+    assert not computed and (tmp_path / "score" / ("k" * 20) / "x.txt").read_text() == "built"
+    assert any("another process is building this artifact" in r.getMessage() for r in caplog.records)
+    waited = store.take_waited("score", "k" * 20)
+    assert 0.3 < waited < 10 and store.take_waited("score", "k" * 20) == 0.0
+    assert explain("score", False, {}, {}, {}, waited=waited).startswith("cached: built by another process meanwhile")
+    assert explain("score", False, {}, {}, {}) == "cached: same code, inputs and config as a stored artifact"
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="saerl.artifacts"), store.lock("score", "free"):
+        pass  # a free lock: no warning, no wait
+    assert not caplog.records and store.take_waited("score", "free") == 0.0

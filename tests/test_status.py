@@ -130,6 +130,20 @@ def test_list_status_names_the_training_run_a_failed_run_stopped_at(tmp_path):
     assert list_status(tmp_path).splitlines()[1].endswith("failed at before the first stage")
 
 
+def test_a_run_a_person_stopped_reads_stopped_not_failed(tmp_path):
+    """Ctrl-C or SIGTERM was recorded as a failure ('failed at testbed', 'KeyboardInterrupt:'): a stop is no error.
+    The record says where and by which signal, status lists it so, and MLflow's status is KILLED."""
+    from saerl.report import tracked_status
+    from saerl.runs import STOPPED
+
+    rec = RunRecord(name="demo", run_id="20260101-000000-aaaaaa")
+    rec.extra[STOPPED] = "train:vanilla:1: SIGTERM"
+    save_run(tmp_path, rec)
+    assert list_status(tmp_path).splitlines()[1].endswith("stopped at train:vanilla:1 (SIGTERM)")
+    assert "STOPPED at train:vanilla:1: SIGTERM" in run_status(tmp_path)
+    assert tracked_status(rec) == "KILLED"
+
+
 def test_a_record_still_marked_running_reads_unfinished_not_ok(tmp_path):
     """A run killed before it recorded its end (SIGKILL, out of memory) was listed as ended 'ok'."""
     from saerl.runs import RUNNING, UNFINISHED
