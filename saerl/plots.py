@@ -19,11 +19,13 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 from scipy.stats import spearmanr
 from sklearn.decomposition import TruncatedSVD
 
 MAX_CLUSTER_PANELS = 12  # clusters drawn by cluster_top_features (the largest ones)
 PANEL_COLUMNS = 4  # panels per row in cluster_top_features
+X_TICKS = 3  # at most this many x tick intervals on a cluster_top_features panel
 SHARED_COLOR, OWN_COLOR = "tab:gray", "tab:blue"  # a feature that is top in other clusters too / only in this one
 FEATURE_WEIGHT_LABEL = "mean weight (codes as clustered, unit-norm rows)"  # TF-IDF weighted only when score.tfidf
 CURRICULUM_LEGEND_CLUSTERS = 12  # clusters named in curriculum_difficulty's legend (the rest are drawn unnamed)
@@ -147,12 +149,19 @@ def train_curves(log: pl.DataFrame, curve: pl.DataFrame, title: str) -> Figure:
     left.set(title=f"{title}: training", xlabel="RL step (optimizer steps)", ylabel="mean reward / share of groups")
     for s in curve["set"].unique().sort().to_list() if curve.height else []:
         c = curve.filter(pl.col("set") == s).sort("step")
-        right.plot(c["step"], c["greedy"], marker="o", ms=3, label=s)
-    right.set(title="greedy held-out accuracy", xlabel="RL step (optimizer steps)", ylabel="accuracy (fraction correct)")
+        right.plot(c["step"], c["greedy"], marker="o", ms=3, label=s + _problems(c))
+    right.set(title="greedy held-out accuracy (in-training eval problems)", xlabel="RL step (optimizer steps)",
+              ylabel="accuracy (fraction correct)")
     if curve.height:
         right.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _problems(curve: pl.DataFrame) -> str:
+    """' (200 problems)': how many problems a curve's points are scored on (its `n` column), '' without one."""
+    n = curve["n"].max() if "n" in curve.columns and curve.height else None
+    return f" ({_count(int(n), 'problem')})" if n else ""
 
 
 def _count(n: int, noun: str) -> str:
@@ -187,8 +196,8 @@ def accuracy_vs_step(curve: pl.DataFrame, target: float | dict[str, float] | Non
         t = _target_for(target, s)
         if t is not None and not np.isnan(t):
             ax.axhline(t, color="k", ls="--", lw=1, label=f"steps-to-target target ({100 * t:.1f}%)")
-        ax.set(title=f"held-out set {s}: greedy accuracy by RL step", xlabel="RL step (optimizer steps)",
-               ylabel="greedy accuracy (fraction correct)")
+        ax.set(title=f"held-out set {s}: greedy accuracy by RL step\non the in-training eval problems{_problems(per)}",
+               xlabel="RL step (optimizer steps)", ylabel="greedy accuracy (fraction correct)")
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -227,6 +236,7 @@ def cluster_top_features(clusters: pl.DataFrame, max_clusters: int = MAX_CLUSTER
         ax.set_title(_cluster_caption(row), fontsize=8)
         ax.set_xlabel(FEATURE_WEIGHT_LABEL, fontsize=7)
         ax.tick_params(axis="x", labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=X_TICKS))  # small panels: more ticks ran into each other
     for ax in axes[shown.height:]:
         ax.set_axis_off()
     hidden = clusters.height - shown.height

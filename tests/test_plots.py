@@ -187,3 +187,26 @@ def test_curriculum_difficulty_legend_says_when_it_names_only_some_clusters():
     Z = sp.csr_matrix(np.random.default_rng(0).uniform(size=(30, 5)))
     title = cluster_map(Z, np.arange(30) % 25).axes[0].get_legend().get_title().get_text()
     assert title == "cluster (first 20 of 25)"
+
+
+def test_curve_plots_say_they_are_on_the_in_training_eval_problems():
+    """The curves (200 problems per set) were titled 'held-out set heldout' with no n, and their final points
+    disagreed with the comparison table (500 problems): the titles and legends now name the problems."""
+    from saerl.plots import train_curves
+
+    curve = _curve().with_columns(pl.lit(200).alias("n"))
+    fig = accuracy_vs_step(curve)
+    assert all("on the in-training eval problems (200 problems)" in ax.get_title() for ax in fig.axes)
+    assert "in-training eval problems" in accuracy_vs_step(_curve()).axes[0].get_title()  # no n column: no count
+    one = curve.filter((pl.col("arm") == "saerl") & (pl.col("seed") == 0)).drop("arm", "seed")
+    right = train_curves(pl.DataFrame({"step": [1, 2], "reward": [0.1, 0.2]}), one, "saerl (seed 0)").axes[1]
+    assert "in-training eval problems" in right.get_title()
+    assert [ln.get_label() for ln in right.get_lines()] == ["a (200 problems)", "b (200 problems)"]
+
+
+def test_cluster_panels_keep_few_x_ticks():
+    """Small panels labelled every 0.025 of the weight axis, and the labels ran into each other."""
+    from saerl.plots import X_TICKS
+
+    for ax in (a for a in cluster_top_features(_clusters(5)).axes if a.axison):
+        assert len(ax.get_xticks()) <= X_TICKS + 2  # MaxNLocator(nbins) gives at most nbins + 1 ticks, plus an edge
