@@ -64,6 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["runtime.progress=false", "tracking.enabled=false"]
 FRESH_SET = "fresh_levels_1_2"  # the name of the fresh level 1-2 held-out set in every table
 FRESH_LEVEL_MIX = [1.0, 1.0, 0.0, 0.0, 0.0]
+WHOLE_TABLE = {"tbl_cols": -1, "tbl_width_chars": 200, "tbl_hide_dataframe_shape": True}  # every column printed
 QUICK = ["train.max_steps=30", "train.eval_every=10", "eval.max_problems=200", "eval.k_samples=2"]
 
 
@@ -193,13 +194,14 @@ def main() -> None:
     per_level = (pl.read_parquet(folder / "eval.parquet").filter((pl.col("sample") == 0) & (pl.col("set") == "heldout"))
                  .group_by("arm", "difficulty").agg(pl.col("correct").mean().round(3)).sort("difficulty", "arm")
                  .pivot(on="arm", index="difficulty", values="correct"))
-    print("greedy accuracy per level on the held-out split (all seeds):")
-    print(per_level)
-    print("training signal by thirds of the run (mean over seeds): reward, share of generated groups without reward "
-          "spread (no gradient), groups with a spread trained on per step, prompts generated for per step (more than "
-          "the batch under DAPO's dynamic sampling), share of defective prompts read, mean level read:")
     signal = signal_table(results)
-    print(signal)
+    with pl.Config(**WHOLE_TABLE):
+        print("greedy accuracy per level on the held-out split (all seeds):")
+        print(per_level)
+        print("training signal by thirds of the run (mean over seeds): reward, share of generated groups without "
+              "reward spread (no gradient), groups with a spread trained on per step, prompts generated for per step "
+              "(more than the batch under DAPO's dynamic sampling), share of defective prompts read, mean level read:")
+        print(signal)
     ratio = budget_ratios(signal)
     held, reach, fresh = (arm_figures(folder, name) for name in ("heldout", "heldout:reachable", FRESH_SET))
     print(f"RESULT acc_saerl={held['acc_saerl']:.2f} acc_vanilla={held['acc_vanilla']:.2f} "
