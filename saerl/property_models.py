@@ -250,6 +250,11 @@ def model_family(model: Any) -> str:
     return "ridge" if isinstance(est, RidgeCV) else "elasticnet" if isinstance(est, ElasticNetCV) else "mean"
 
 
+def chosen_alpha(model: Any) -> float:
+    """The chosen penalty of a fitted difficulty_model (nan for the mean predictor)."""
+    return float(getattr(_regressor(model), "alpha_", np.nan))
+
+
 def alpha_edge(model: Any) -> str | None:
     """Where a fitted difficulty_model's chosen penalty sits in the grid it was chosen from: "largest" or
     "smallest" at an end of the grid (RidgeCV's alphas; ElasticNetCV's path of alphas at its chosen l1_ratio,

@@ -33,6 +33,7 @@ from saerl.property_models import (
     FitOptions,
     alpha_edge,
     choose_k,
+    chosen_alpha,
     cluster_table,
     cv_mse,
     featurizer,
@@ -287,7 +288,7 @@ def difficulty_notes(model: Any, pool: str, hat: np.ndarray, y: np.ndarray) -> l
                                      "these labels little if at all",
                ("largest", "elasticnet"): "the alpha that sets every coefficient to 0: a constant prediction had "
                                           "the lowest CV error"}.get((edge, family), "a smaller penalty may fit better")
-        notes.append(f"{name} chose the {edge} penalty of {grid}, alpha = {_alpha(model):.3g}: {why}")
+        notes.append(f"{name} chose the {edge} penalty of {grid}, alpha = {chosen_alpha(model):.3g}: {why}")
     spread, label_spread = float(np.std(hat)), float(np.std(y))
     if hat.size and np.ptp(hat) == 0:
         notes.append(f"{name} predicts one difficulty_hat ({hat[0]:.3g}) for every prompt: the curriculum's "
@@ -298,12 +299,6 @@ def difficulty_notes(model: Any, pool: str, hat: np.ndarray, y: np.ndarray) -> l
                      f"{spread / label_spread:.2%} of its labels' {label_spread:.3g}): the curriculum's within-cluster "
                      "order rests on almost no difficulty signal")
     return notes
-
-
-def _alpha(model: Any) -> float:
-    """The chosen penalty of a fitted difficulty_model (nan for the mean predictor)."""
-    est = model[-1] if hasattr(model, "steps") else model
-    return float(getattr(est, "alpha_", np.nan))
 
 
 def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measured: pl.DataFrame | None = None,
