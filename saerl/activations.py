@@ -85,6 +85,14 @@ def hub_kwargs(model_cfg: ModelConfig) -> dict[str, Any]:
     return {"revision": model_cfg.revision, "trust_remote_code": model_cfg.trust_remote_code is True}
 
 
+def weights_kwargs(model_cfg: ModelConfig) -> dict[str, Any]:
+    """The from_pretrained arguments of a model's weights (not its config or tokenizer): :func:`hub_kwargs`,
+    safetensors only, and transformers' hub kernels only when model.hub_kernels asks (transformers >= 5.24 turns
+    them on by default where the kernels package is installed: on a GPU, model.train() then fetches layer code
+    from the hub, and fails offline)."""
+    return {**hub_kwargs(model_cfg), "use_safetensors": True, "use_kernels": model_cfg.hub_kernels is True}
+
+
 def model_config(name: str, model_cfg: ModelConfig) -> Any:
     """A model's transformers config, read from its config file alone (no weights, no tokenizer)."""
     with remote_code_guard(name):
@@ -197,7 +205,7 @@ def load_model(name: str, model_cfg: ModelConfig, device: str = "auto") -> Loade
         "auto" if model_cfg.dtype == "auto" else getattr(torch, model_cfg.dtype))
     cls = AutoModelForCausalLM if causal else AutoModel
     with remote_code_guard(name):
-        model = cls.from_pretrained(path, dtype=dtype, use_safetensors=True, **common).to(dev).eval()
+        model = cls.from_pretrained(path, dtype=dtype, **weights_kwargs(model_cfg)).to(dev).eval()
         tokenizer = AutoTokenizer.from_pretrained(path, **common)
     n_layers = int(config.get_text_config().num_hidden_layers)
     return LoadedModel(model, tokenizer, find_layers(model, n_layers), name, causal, dev)

@@ -152,6 +152,10 @@ class ModelConfig(Section):
         "auto", description="auto = float32 on CPU, the checkpoint's dtype on GPU"
     )
     trust_remote_code: bool = Field(False, description="run a model repo's own code; off unless you ask")
+    hub_kernels: bool = Field(
+        False, description="let transformers swap layers for kernels it downloads from the Hugging Face Hub "
+        "(kernels-community/*, its default on a GPU when the kernels package is installed): code from the hub, and "
+        "training fails without hub access; off unless you ask")
     stop_at_turn_end: bool = Field(
         True, description="completions (RL rollouts, label rollouts, evaluation) also end at the token the chat "
         "template closes an assistant turn with (Qwen's <|im_end|>, Llama 3's <|eot_id|>), not only at EOS: a base "

@@ -71,20 +71,26 @@ def save_tokenizer(tok: PreTrainedTokenizerFast, out_dir: Path) -> None:
 def load_policy(model_dir: str | Path, model_cfg: ModelConfig | None = None,
                 device: str = "cpu") -> tuple[Any, Any]:
     """(model, tokenizer) from a folder, hub id or 'pkg:<module>', through the Auto classes: weights from
-    safetensors only (never a pickled checkpoint), with the pinned revision and trust_remote_code exactly as
-    `model_cfg` says (None = the defaults: no remote code). The model is float32 on `device` ('auto', 'cpu',
+    safetensors only (never a pickled checkpoint), with the pinned revision, trust_remote_code and hub kernels
+    exactly as `model_cfg` says (None = the defaults: no remote code, no hub kernels). The model is float32 on `device` ('auto', 'cpu',
     'cuda': runtime.device, resolved by saerl.activations.pick_device), float32 everywhere as RL trains it, so
     labels, training and evaluation read the same weights; training leaves it on the CPU ("cpu", the default)
     and trl places it. With model.stop_at_turn_end, the chat template's end-of-turn token (:func:`turn_end_id`)
     joins the generation_config's EOS ids, where trl's rollouts and :func:`stop_ids` look. A model that needs its
     own code while model.trust_remote_code is off raises RemoteCodeError naming the flag."""
-    from saerl.activations import hub_kwargs, pick_device, remote_code_guard, resolve_model_path
+    from saerl.activations import (
+        hub_kwargs,
+        pick_device,
+        remote_code_guard,
+        resolve_model_path,
+        weights_kwargs,
+    )
 
-    common = hub_kwargs(model_cfg or ModelConfig())
+    mcfg = model_cfg or ModelConfig()
     path = resolve_model_path(str(model_dir))
     with remote_code_guard(str(model_dir)):  # the model first: its config names any code of the repo's own
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True, **common)
-        tok = AutoTokenizer.from_pretrained(path, **common)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **weights_kwargs(mcfg))
+        tok = AutoTokenizer.from_pretrained(path, **hub_kwargs(mcfg))
     if (model_cfg or ModelConfig()).stop_at_turn_end:
         add_stop_id(model, turn_end_id(tok))
     return model.to(pick_device(device)), tok

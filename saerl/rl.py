@@ -418,11 +418,12 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
 
 def reference_model_kwargs(model_cfg: ModelConfig | None) -> dict[str, Any]:
     """from_pretrained arguments for the KL reference model trl loads itself (train.beta > 0) from the policy's
-    name (GRPOConfig.model_init_kwargs): the pinned revision, model.trust_remote_code and safetensors only, as
-    :func:`saerl.policy_lm.load_policy` loaded the policy. in: model config (None = defaults); out: kwargs."""
-    from saerl.activations import hub_kwargs
+    name (GRPOConfig.model_init_kwargs): the pinned revision, model.trust_remote_code, safetensors only and
+    model.hub_kernels, as :func:`saerl.policy_lm.load_policy` loaded the policy. in: model config (None =
+    defaults); out: kwargs."""
+    from saerl.activations import weights_kwargs
 
-    return {**hub_kwargs(model_cfg or ModelConfig()), "use_safetensors": True}
+    return weights_kwargs(model_cfg or ModelConfig())
 
 
 def _keep_dynamic_sampling(trainer: Any, saving: CurveCheckpoint, resume: Path | None, ckpt_dir: Path) -> None:

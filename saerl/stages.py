@@ -32,7 +32,8 @@ STAGES: dict[str, Stage] = {
         Stage("ingest", "8", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
         Stage(
             "extract", "5",
-            ("model.name_or_path", "model.revision", "model.dtype", "model.trust_remote_code", "extract"),
+            ("model.name_or_path", "model.revision", "model.dtype", "model.trust_remote_code", "model.hub_kernels",
+             "extract"),
             ("ingest", "testbed"), "residual-stream activations in chunked Zarr",
         ),
         Stage(

@@ -229,6 +229,31 @@ def test_policy_loads_pass_trust_remote_code_and_revision_as_configured(monkeypa
     assert calls[1] | {"revision": None, "trust_remote_code": False} == calls[1]
 
 
+@pytest.mark.parametrize("allowed", [False, True])
+def test_weight_loads_ask_for_hub_kernels_only_as_configured(monkeypatch, allowed):
+    """transformers (>= 5.24, with the kernels package it depends on) swaps layers for code fetched from the hub
+    unless told not to: a GPU run then failed offline at model.train(). Every load of weights (extraction, the
+    policy) passes use_kernels exactly as model.hub_kernels says; config and tokenizer loads never get it."""
+    from transformers import LlamaConfig
+
+    from saerl.policy_lm import load_policy
+
+    calls: list[dict] = []
+    monkeypatch.setattr(A.AutoConfig, "from_pretrained", lambda *_a, **_k: LlamaConfig())
+    for cls in (A.AutoTokenizer, A.AutoModelForCausalLM, A.AutoModel):
+        monkeypatch.setattr(cls, "from_pretrained", _recorder(calls))
+    model_cfg = ModelConfig(hub_kernels=allowed)
+    with pytest.raises(_Recorded):
+        A.load_model("some/hub-model", model_cfg, device="cpu")
+    with pytest.raises(_Recorded):
+        load_policy("some/hub-policy", model_cfg)
+    with pytest.raises(_Recorded):
+        load_policy("some/hub-policy")  # no config: no hub kernels
+    assert [c["use_kernels"] for c in calls] == [allowed, allowed, False]
+    assert all(c["use_safetensors"] is True for c in calls)
+
+
+
 # ------------------------------------------------------------------------------------- cross-field checks
 
 

@@ -245,3 +245,18 @@ def test_loaded_policy_and_trl_rollouts_stop_at_the_turn_end(tmp_path, stop_at_t
     trainer = _trainer_class()(model=model, reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
                                args=args, train_dataset=data, processing_class=loaded)
     assert trainer.eos_token_ids == expected
+
+
+def test_a_loaded_policy_uses_no_hub_kernels(tmp_path):
+    """transformers (>= 5.24, with kernels installed) turns hub kernels on by default; the policy saerl loads has
+    them off unless model.hub_kernels asks, so model.train() on a GPU fetches no layer code from the hub."""
+    from tiny import tiny_model
+
+    from saerl.policy_lm import load_policy
+
+    tok = chatml_tokenizer()
+    tiny_model(tok, seed=0, hidden=16).save_pretrained(tmp_path / "p")
+    tok.save_pretrained(tmp_path / "p")
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "p").use_kernels is True  # transformers' own default
+    model, _ = load_policy(tmp_path / "p")
+    assert model.use_kernels is False

@@ -767,3 +767,4 @@ def test_the_kl_reference_is_the_pinned_policy_from_safetensors(tiny_policy_dir,
                    model_cfg=ModelConfig(revision="0123abc"))
     assert seen["model_id"] == str(policy)
     assert (seen["revision"], seen["use_safetensors"], seen["trust_remote_code"]) == ("0123abc", True, False)
+    assert seen["use_kernels"] is False  # no layer code from the hub (model.hub_kernels is off)
