@@ -20,9 +20,11 @@ tokenizer's (30,522 rows instead of 151,936: 1.37B parameters instead of 1.54B) 
 Random weights answer nothing right, so the rewards are all zero and every rollout runs to the completion
 limit: the timings are the worst case of a real run's, the accuracies mean nothing.
 
-Last line: ``RESULT extract_prompts_per_s=.. grpo_s_per_step=.. peak_gpu_gib=.. total_s=.. params_b=..``: the prompts
-extracted over the extract stage's wall time, the train stages' wall time over the steps they trained (both read
-from the artifacts, so a stage reused from the cache reports the run that computed it), the peak GPU memory of the
+Last line: ``RESULT extract_prompts_per_s=.. grpo_s_per_step=.. grpo_step_s=.. peak_gpu_gib=.. total_s=.. params_b=..``:
+the prompts extracted over the extract stage's wall time, the train stages' wall time over the steps they trained
+(loading, in-training evaluation and saving included), the mean of trl's step_time (a step's rollouts and update
+alone; all three read from the artifacts, so a stage reused from the cache reports the run that computed it;
+each train stage also prints its own as it ends), the peak GPU memory of the
 stages computed in this process (nan when every stage was reused, or without a GPU) and the wall time of the
 stages (building the random-weight model not included).
 """
@@ -114,8 +116,25 @@ def stage_figures(results: dict[str, Any]) -> dict[str, float]:
     trains = [res for name, res in results.items() if name.startswith("train:")]
     train_s = sum(float(res.ref.manifest().get("seconds", nan)) for res in trains)
     steps = sum(float(res.metrics.get("steps", nan)) for res in trains)
+    step_s = [train_step_figures(res.ref)["grpo_step_s"] for res in trains]
+    step_s = [s for s in step_s if s == s]
     return {"extract_prompts_per_s": prompts / ext_s if ext_s > 0 else nan,
-            "grpo_s_per_step": train_s / steps if steps > 0 else nan}
+            "grpo_s_per_step": train_s / steps if steps > 0 else nan,
+            "grpo_step_s": sum(step_s) / len(step_s) if step_s else nan}
+
+
+def train_step_figures(ref: Any) -> dict[str, float]:
+    """What one train stage's artifact says its steps cost: grpo_step_s, the mean of trl's per-step `step_time`
+    in log.parquet (a step's rollouts and update, without loading, in-training evaluation or saving), and
+    eval_s, the seconds of its in-training evaluations (curve.parquet); nan for a file or column missing."""
+    import polars as pl
+
+    nan = float("nan")
+    log, curve = ref.file("log.parquet"), ref.file("curve.parquet")
+    times = pl.read_parquet(log)["step_time"].drop_nulls() if log.exists() else None
+    step_s = float(times.mean()) if times is not None and len(times) else nan
+    seconds = pl.read_parquet(curve)["seconds"] if curve.exists() else None
+    return {"grpo_step_s": step_s, "eval_s": float(seconds.sum()) if seconds is not None else nan}
 
 
 def peak_gpu_gib(results: dict[str, Any]) -> float:
@@ -175,8 +194,12 @@ def main() -> None:
 
     def report(name: str, res: object) -> None:
         mem = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+        steps = ""
+        if name.startswith("train:"):  # printed as each arm ends: a run cut short still shows what its steps cost
+            fig = train_step_figures(res.ref)  # type: ignore[attr-defined]
+            steps = f"; GRPO step {fig['grpo_step_s']:.1f} s (mean), in-training evaluation {fig['eval_s']:.1f} s"
         print(f"[{name}] {'computed' if res.computed else 'cached'} in {res.seconds:.1f} s; "  # type: ignore[attr-defined]
-              f"peak GPU memory so far {mem:.1f} GiB", flush=True)
+              f"peak GPU memory so far {mem:.1f} GiB{steps}", flush=True)
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()  # the peak of the stages, not of building the model above
@@ -185,7 +208,7 @@ def main() -> None:
     params_b = parameter_count(model) / 1e9
     figures = stage_figures(results)
     print(f"RESULT extract_prompts_per_s={figures['extract_prompts_per_s']:.1f} "
-          f"grpo_s_per_step={figures['grpo_s_per_step']:.2f} peak_gpu_gib={peak_gpu_gib(results):.1f} "
+          f"grpo_s_per_step={figures['grpo_s_per_step']:.2f} grpo_step_s={figures['grpo_step_s']:.2f} peak_gpu_gib={peak_gpu_gib(results):.1f} "
           f"total_s={total_s:.0f} params_b={params_b:.2f}")
 
 

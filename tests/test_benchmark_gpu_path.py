@@ -2,6 +2,7 @@
 
 import json
 
+import polars as pl
 import pytest
 from bench import load_benchmark
 
@@ -26,7 +27,15 @@ def test_stage_figures_read_the_artifacts_not_the_cache_lookup(tmp_path):
         "train:saerl:0": _result(tmp_path, "train:saerl:0", 30.0, {"steps": 3.0}, False, 0.001),
         "train:vanilla:0": _result(tmp_path, "train:vanilla:0", 50.0, {"steps": 5.0}, True, 50.2),
     }
-    assert bench.stage_figures(results) == {"extract_prompts_per_s": 20.0, "grpo_s_per_step": 10.0}
+    pl.DataFrame({"step": [1, 2], "step_time": [4.0, 6.0]}).write_parquet(results["train:saerl:0"].ref.file("log.parquet"))
+    pl.DataFrame({"step": [1, 2, 3], "step_time": [7.0, 8.0, 9.0]}).write_parquet(
+        results["train:vanilla:0"].ref.file("log.parquet"))
+    pl.DataFrame({"step": [0, 3], "seconds": [1.5, 2.0]}).write_parquet(results["train:saerl:0"].ref.file("curve.parquet"))
+    # grpo_step_s: each arm's mean step_time (5 and 8), averaged over the arms
+    assert bench.stage_figures(results) == {"extract_prompts_per_s": 20.0, "grpo_s_per_step": 10.0, "grpo_step_s": 6.5}
+    assert bench.train_step_figures(results["train:saerl:0"].ref) == {"grpo_step_s": 5.0, "eval_s": 3.5}
+    missing = bench.train_step_figures(results["train:vanilla:0"].ref)  # no curve.parquet
+    assert missing["grpo_step_s"] == 8.0 and missing["eval_s"] != missing["eval_s"]
     figures = bench.stage_figures({})
     assert all(v != v for v in figures.values())  # nan without the stages
 
