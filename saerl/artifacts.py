@@ -35,6 +35,7 @@ CACHE_RECORDS_DIR = "prefect-results"  # <root>/<this>/<stage>-<key>: the orches
 CHUNK_DIR = "_chunks"
 TRACKED_LIBRARIES = (
     "saerl", "torch", "transformers", "trl", "sae-lens", "prefect", "zarr", "polars", "scikit-learn", "mlflow",
+    "math-verify",
 )
 HASH_BLOCK = 1 << 20
 

@@ -30,7 +30,7 @@ from typing import Any
 import polars as pl
 
 from saerl.config import DataConfig
-from saerl.verify import normalize_answers
+from saerl.verify import WORKERS_FAILED, normalize_answers
 
 # Reasons a row (or one of its labels) appears in `rejected`.
 EMPTY_PROMPT = "empty prompt"
@@ -42,6 +42,7 @@ OVERLONG_PROMPT = "over-long prompt"
 INVALID_JSON = "invalid JSON"
 INVALID_LABEL = "invalid label"
 ANSWER_TIMEOUT = "answer timeout"
+ANSWER_CHECK_ERROR = "answer check error"  # the verifier failed on this answer (its detail is in the value)
 INVALID_UTF8 = "invalid UTF-8"
 EXTRA_FIELDS = "too many fields"  # a csv row with more fields than the header (an unquoted comma)
 # These only flag a row: it is kept (a bad label becomes null, bad bytes become U+FFFD).
@@ -699,6 +700,13 @@ def _keep(cfg: DataConfig, candidates: list[dict], issues: list[dict[str, Any]])
     `issues`, a duplicate naming the kept row it repeats ('same as row 3: ...'). Adds `answer` (canonical) and
     fills content-hash ids."""
     normalized = normalize_answers([c["answer_raw"] for c in candidates], cfg.verify_timeout_s)
+    unchecked = [c["row"] for c, n in zip(candidates, normalized, strict=True) if n.detail == WORKERS_FAILED]
+    if unchecked:  # the environment, not the rows: rejecting them would lose good data as "unparseable"
+        raise IngestError(
+            f"the answer verifier could not run ({WORKERS_FAILED}): {len(unchecked)} gold answers (rows "
+            f"{', '.join(map(str, unchecked[:5]))}{', ...' if len(unchecked) > 5 else ''}) were not checked and no "
+            "row was rejected. Check that this Python imports math_verify (python -c 'import math_verify') and "
+            "can start subprocesses, then rerun")
     kept: list[dict[str, Any]] = []
     first_row: dict[str, int] = {}
     id_row: dict[str, int] = {}  # each kept id's source row
@@ -706,8 +714,9 @@ def _keep(cfg: DataConfig, candidates: list[dict], issues: list[dict[str, Any]])
         key = normalize_prompt(item["prompt"])
         item["id"] = item["id"] or hashlib.sha256(key.encode()).hexdigest()[:ID_HEX_CHARS]
         if not norm.ok:
-            reason = ANSWER_TIMEOUT if norm.status == "timeout" else UNPARSEABLE_ANSWER
-            issues.append(_issue(item["row"], cfg.answer, reason, item["answer_raw"]))
+            reason = {"timeout": ANSWER_TIMEOUT, "error": ANSWER_CHECK_ERROR}.get(norm.status, UNPARSEABLE_ANSWER)
+            value = item["answer_raw"] if norm.status != "error" else f"{item['answer_raw']} ({norm.detail})"
+            issues.append(_issue(item["row"], cfg.answer, reason, value))
         elif key in first_row:
             issues.append(
                 _issue(

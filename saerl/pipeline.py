@@ -18,7 +18,7 @@ from typing import Any
 from saerl import runners
 from saerl.artifacts import ArtifactRef, ArtifactStore, Build, file_sha256
 from saerl.config import PipelineConfig
-from saerl.stages import STAGES, stage_key, stage_slice
+from saerl.stages import STAGES, code_version, stage_key, stage_slice
 
 log = logging.getLogger("saerl.pipeline")
 
@@ -256,7 +256,7 @@ def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
         metrics.update(RUNNERS[stage](cfg, upstream, build, **(variant or {})))
         build.note(metrics=metrics)
 
-    manifest = {"code_version": STAGES[stage].version, "inputs": keys, "config": stage_slice(cfg, stage)}
+    manifest = {"code_version": code_version(stage), "inputs": keys, "config": stage_slice(cfg, stage)}
     ref, computed = store.ensure(stage, key, compute, manifest, take_lock=take_lock)
     if not computed:
         metrics = ref.manifest().get("metrics", {})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from saerl import verify
 from saerl.config import PipelineConfig, config_slice, stable_hash
 
 
@@ -117,11 +118,23 @@ def stage_slice(cfg: PipelineConfig, stage: str) -> dict[str, object]:
     return {k: v for k, v in config_slice(cfg, STAGES[stage].reads).items() if k not in unread}
 
 
+# the stages whose outputs pass through saerl.verify (gold answers normalized at ingest; rollouts, rewards and
+# evaluation judged): their keys carry verify.VERSION, so a change of the verdict rules rebuilds them
+VERIFYING: tuple[str, ...] = ("ingest", "label", "train", "evaluate")
+
+
+def code_version(stage: str) -> str:
+    """The code version `stage`'s artifacts are built by: its own version, plus the verifier's for a VERIFYING
+    stage ('12+verify1')."""
+    own = STAGES[stage].version
+    return f"{own}+verify{verify.VERSION}" if stage in VERIFYING else own
+
+
 def stage_key(cfg: PipelineConfig, stage: str, input_keys: dict[str, str]) -> str:
-    """Cache key of `stage`: hash of its name, code version, input artifact keys and config slice."""
+    """Cache key of `stage`: hash of its name, :func:`code_version`, input artifact keys and config slice."""
     s = STAGES[stage]
     return stable_hash(
-        {"stage": s.name, "version": s.version, "inputs": dict(sorted(input_keys.items())),
+        {"stage": s.name, "version": code_version(stage), "inputs": dict(sorted(input_keys.items())),
          "config": stage_slice(cfg, stage)},
         length=20,
     )

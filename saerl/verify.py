@@ -89,6 +89,9 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, NamedTuple
 
+VERSION = "1"  # the verdict rules' version, part of the cache key of every stage that verifies (saerl.stages):
+# bump it with any change that can turn a verdict, a normalized gold answer or an extracted final answer
+WORKERS_FAILED = "verifier workers failed to start"  # the detail of every task of a call whose pool never started
 MAX_SCAN_CHARS = 20_000  # extract_final_answer looks at most at the last this-many characters
 MAX_ANSWER_CHARS = 2_000  # longer answers are not handed to sympy at all
 FLOAT_ROUNDING = 6  # decimal places compared for non-integers, as math-verify's float_rounding
@@ -1425,7 +1428,7 @@ class _Pool:
                 start_failures += self._collect(results, timeout_s)
                 if start_failures >= MAX_START_FAILURES and not any(w.ready for w in self.workers):
                     for i in pending:
-                        results[i] = ("error", "verifier workers failed to start")
+                        results[i] = ("error", WORKERS_FAILED)
                     pending.clear()
         return [r if r is not None else ("error", "no result") for r in results]
 

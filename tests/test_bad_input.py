@@ -229,3 +229,43 @@ def test_csv_extra_fields_that_cannot_be_matched_to_rows_refuse_the_file(tmp_pat
     path.write_bytes(b'question,answer\r\nx,y,,,b""",\nx,y\n," "b\r\n,')
     with pytest.raises(IngestError, match=r"line 2 has more fields than the 2 header columns .*quote"):
         ingest(DataConfig(source="file"), path)
+
+
+def _cfg_file(tmp_path: Path, rows: list[dict]) -> tuple[DataConfig, Path]:
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return DataConfig(source="file", path=str(path), prompt="question", answer="answer"), path
+
+
+def test_a_verifier_that_cannot_start_stops_ingest_instead_of_rejecting_good_rows(tmp_path, monkeypatch):
+    """Workers that never start (math-verify missing, no subprocesses) judged every LaTeX gold 'unparseable
+    answer': good rows were rejected silently. Ingest now refuses, naming the cause and the check to run."""
+    from saerl import verify as V
+
+    monkeypatch.setattr(V, "_WORKER_CMD", "import sys; sys.exit(3)")
+    monkeypatch.setattr(V, "_POOL", V._Pool(2))
+    cfg, path = _cfg_file(tmp_path, [{"question": "2+2?", "answer": "4"}, {"question": "half?", "answer": "\\frac{1}{2}"},
+                                     {"question": "root?", "answer": "$\\sqrt{4}$"}])
+    try:
+        with pytest.raises(IngestError, match=r"answer verifier could not run .*\(rows 1, 2\) were not checked and no "
+                                              r"row was rejected\. Check that this Python imports math_verify"):
+            ingest(cfg, path)
+    finally:
+        V._POOL.shutdown()
+
+
+def test_an_answer_the_verifier_fails_on_is_rejected_as_such_with_its_detail(tmp_path, monkeypatch):
+    """A verifier error on one gold is not an 'unparseable answer': the row says what failed; the others stay."""
+    from saerl.verify import NormalizedAnswer
+
+    def normalize(golds, _timeout):
+        return [NormalizedAnswer("error", "", "verifier worker exited (code -9)") if g == "7" else
+                NormalizedAnswer("ok", g, "number") for g in golds]
+
+    monkeypatch.setattr(D, "normalize_answers", normalize)
+    cfg, path = _cfg_file(tmp_path, [{"question": "a?", "answer": "4"}, {"question": "b?", "answer": "7"},
+                                     {"question": "c?", "answer": "5"}])
+    result = ingest(cfg, path)
+    assert result.kept["answer"].to_list() == ["4", "5"]
+    assert result.rejected.select("row", "reason", "value").to_dicts() == [
+        {"row": 1, "reason": D.ANSWER_CHECK_ERROR, "value": "7 (verifier worker exited (code -9))"}]

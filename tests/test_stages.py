@@ -96,3 +96,17 @@ def test_the_quality_threshold_rescores_so_scores_kept_is_true():
     a threshold change reused a score artifact whose `kept` column said another threshold's filter."""
     assert _key("score", "score.quality_threshold=0.8") != _key("score")
     assert _key("curriculum", "score.quality_threshold=0.8") != _key("curriculum")
+
+
+def test_a_new_verifier_version_rebuilds_the_stages_that_verify_and_no_other(monkeypatch):
+    """A change of the verdict rules (gold normalization at ingest, rewards, label pass rates, evaluation) must not
+    reuse artifacts judged by the old rules: verify.VERSION is part of those stages' keys only."""
+    from saerl import verify
+    from saerl.stages import VERIFYING, code_version
+
+    cfg = PipelineConfig()
+    before = {s: stage_key(cfg, s, {}) for s in STAGES}
+    monkeypatch.setattr(verify, "VERSION", verify.VERSION + "-next")
+    after = {s: stage_key(cfg, s, {}) for s in STAGES}
+    assert {s for s in STAGES if before[s] != after[s]} == set(VERIFYING) == {"ingest", "label", "train", "evaluate"}
+    assert code_version("train").endswith(f"+verify{verify.VERSION}") and "+verify" not in code_version("score")

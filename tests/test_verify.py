@@ -972,3 +972,21 @@ def test_a_number_in_words_as_latex_text_is_its_number(completion, gold, status)
 def test_a_fraction_in_words_whose_decimal_ends_is_judged_in_process(completion, gold, status):
     got = V.fast_verdict(completion, gold)
     assert got is not None and got.status == status, got
+
+
+# sha256 of saerl/verify.py for each verify.VERSION it was reviewed under
+REVIEWED_SOURCES = {"1": "6bfa3722d2d876e6fcbc4617a59e4b4bd869a97beafc8dd2ca18a46213e3d3d7"}
+
+
+def test_a_change_of_verify_py_is_reviewed_for_its_version():
+    """verify.VERSION keys every stage that verifies (saerl.stages.VERIFYING); 11 of 17 changes of verify.py once
+    went in without a stage version bump, so cached verdicts outlived their rules. Any edit of verify.py fails here
+    until someone decides: a change that can turn a verdict, a normalized gold or an extracted answer bumps
+    verify.VERSION; then record the file's new hash (sha256sum saerl/verify.py) under that version."""
+    import hashlib
+    from pathlib import Path
+
+    digest = hashlib.sha256(Path(V.__file__).read_bytes()).hexdigest()
+    assert REVIEWED_SOURCES.get(V.VERSION) == digest, (
+        f"saerl/verify.py changed (sha256 {digest}): if verdicts can change, bump verify.VERSION "
+        f"(now {V.VERSION!r}); then set REVIEWED_SOURCES[verify.VERSION] to this hash in tests/test_verify.py")
