@@ -194,9 +194,10 @@ def summarize_eval(df: pl.DataFrame, by: tuple[str, ...] = ("set",)) -> pl.DataF
     and mean_k_se, pass_k (any of the k right), failures (verifier timeouts/errors, all samples).
     Standard errors are over problems. A null key (a set without difficulty labels) is a group of its own."""
     keys = [*by, "id"]
-    greedy = (df.filter(pl.col("sample") == GREEDY).group_by(keys).agg(pl.col("correct").any().cast(pl.Float64).alias("g"))
+    # maintain_order: the per-problem rows reach the std in one order every call (it moved by ~1e-16 between calls)
+    greedy = (df.filter(pl.col("sample") == GREEDY).group_by(keys, maintain_order=True).agg(pl.col("correct").any().cast(pl.Float64).alias("g"))
               .group_by(by).agg(pl.len().alias("n"), pl.col("g").mean().alias("greedy"), _se("g").alias("greedy_se")))
-    sampled = (df.filter(pl.col("sample") > GREEDY).group_by(keys)
+    sampled = (df.filter(pl.col("sample") > GREEDY).group_by(keys, maintain_order=True)
                .agg(pl.len().alias("k"), pl.col("correct").cast(pl.Float64).mean().alias("m"),
                     pl.col("correct").any().cast(pl.Float64).alias("p"))
                .group_by(by).agg(pl.col("k").max().alias("k"), pl.col("m").mean().alias("mean_k"),

@@ -28,7 +28,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from saerl.artifacts import write_file_atomic
 from saerl.config import ModelConfig, TrainConfig
-from saerl.verify import extract_final_answer, fast_verdict, verify_batch
+from saerl.verify import extract_final_answer, verify_batch
 
 log = logging.getLogger("saerl.rl")
 
@@ -74,20 +74,10 @@ def completion_text(completion: Any) -> str:
 
 def judge(texts: list[str], golds: list[str], timeout_s: float = 5.0) -> list[str]:
     """The verifier's status of each text's final answer (``#### X`` or ``\\boxed{X}``) against its gold:
-    correct / wrong / no_answer / timeout / error, exactly as `saerl.verify.verify_batch` (the final
-    evaluation) judges it. Pairs its in-process fast path decides (a plain number against a plain-number gold,
-    a missing answer) stay in this process; the rest go to verify_batch, bounded by `timeout_s` per item.
-    in: completions, golds, timeout; out: statuses."""
-    out: list[str | None] = []
-    for text, gold in zip(texts, golds, strict=True):
-        verdict = fast_verdict(text, gold)
-        out.append(None if verdict is None else verdict.status)
-    slow = [i for i, status in enumerate(out) if status is None]
-    if slow:
-        res = verify_batch([texts[i] for i in slow], [golds[i] for i in slow], timeout_s)
-        for i, r in zip(slow, res, strict=True):
-            out[i] = r.status
-    return [str(status) for status in out]
+    correct / wrong / no_answer / timeout / error, exactly as the final evaluation judges it: through
+    `saerl.verify.verify_batch`, which decides what it can in this process and sends the rest to its worker
+    pool, each bounded by `timeout_s`. in: completions, golds, timeout; out: statuses."""
+    return [r.status for r in verify_batch(texts, golds, timeout_s)]
 
 
 def is_correct(texts: list[str], golds: list[str]) -> list[bool]:

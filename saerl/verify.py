@@ -1521,7 +1521,8 @@ def _run_unique(tasks: list[tuple[str, tuple]], timeout_s: float) -> list[tuple]
 
 
 def normalize_answers(golds: list[str], timeout_s: float) -> list[NormalizedAnswer]:
-    """Canonical forms of many gold answers: plain numbers in-process, the rest in one pool batch."""
+    """Canonical forms of many gold answers: what _fast_normalize reads (numbers, percents, compound quantities,
+    number words) in this process, the rest in one pool batch bounded by timeout_s each."""
     out: list[NormalizedAnswer | None] = [_fast_normalize(g if isinstance(g, str) else str(g)) for g in golds]
     slow = [i for i, r in enumerate(out) if r is None]
     pooled = _run_unique([("normalize", (str(golds[i]),)) for i in slow], timeout_s)
@@ -1656,8 +1657,10 @@ def fast_verdict(completion: str, gold: str) -> VerifyResult | None:
 
 
 def verify_batch(completions: list[str], golds: list[str], timeout_s: float = 5.0) -> list[VerifyResult]:
-    """Judge each completion against its gold; number-vs-number pairs in-process, the rest in one pool batch
-    where each item is bounded by timeout_s (an overrun is status 'timeout')."""
+    """Judge each completion against its gold: what :func:`fast_verdict` decides (numbers, percents, number
+    words, compound quantities, prose, a missing answer) in this process, the rest by math-verify in one pool
+    batch where each item is bounded by timeout_s (an overrun is status 'timeout'). in: completions, golds
+    (same length), timeout; out: one VerifyResult each, in order."""
     if len(completions) != len(golds):
         raise ValueError(f"{len(completions)} completions but {len(golds)} gold answers")
     first = [_fast_verify(c, g) for c, g in zip(completions, golds, strict=True)]
@@ -1674,6 +1677,7 @@ def verify_batch(completions: list[str], golds: list[str], timeout_s: float = 5.
 
 
 def verify_answer(completion: str, gold: str, timeout_s: float = 5.0) -> VerifyResult:
-    """Judge one completion: its final answer (see extract_final_answer) against the gold, via math-verify's
-    verify(parse(gold), parse(pred)); bounded by timeout_s and safe from any thread."""
+    """Judge one completion: its final answer (see extract_final_answer) against the gold, as
+    :func:`verify_batch` does (in process where it can, else math-verify's verify(parse(gold), parse(pred)) in a
+    worker); bounded by timeout_s and safe from any thread."""
     return verify_batch([completion], [gold], timeout_s)[0]

@@ -62,12 +62,12 @@ def test_correctness_reward_reads_the_final_answer():
 
 
 def test_judge_names_every_outcome_and_the_reward_counts_verifier_failures(monkeypatch):
-    from saerl import rl
-    from saerl.verify import VerifyResult
+    """'#### 1/2' needs math-verify's worker pool (here: every task over its limit), '#### 3' is read in process."""
+    from saerl import verify as V
 
     assert judge(["#### 7", "#### 8", "no answer here", "#### x"], ["7", "7", "7", "7"]) == [
         "correct", "wrong", "no_answer", "wrong"]
-    monkeypatch.setattr(rl, "verify_batch", lambda texts, golds, timeout_s=5.0: [VerifyResult("timeout")] * len(texts))
+    monkeypatch.setattr(V._POOL, "run", lambda tasks, timeout_s: [("timeout", "over the limit")] * len(tasks))
     reward = CorrectnessReward(timeout_s=0.1)
     assert reward(["#### 1/2", "#### 3"], ["0.5", "3"]) == [0.0, 1.0]
     assert (reward.checked, reward.failures) == (2, 1)
@@ -77,7 +77,7 @@ def test_judge_names_every_outcome_and_the_reward_counts_verifier_failures(monke
 def test_judge_agrees_with_the_final_evaluation_on_plain_numbers(monkeypatch):
     """The reward and the in-training curve judge as verify_batch (the final evaluation) does; plain numbers
     against a plain-integer gold stay in process."""
-    from saerl import rl
+    from saerl import verify as V
     from saerl.verify import verify_batch
 
     texts = ["#### 1,000", "\\boxed{18.00}", "#### $18", "#### 18 dollars", "#### 18.", "#### 18.5", "#### 07", "none"]
@@ -88,7 +88,7 @@ def test_judge_agrees_with_the_final_evaluation_on_plain_numbers(monkeypatch):
     def no_pool(*args, **kwargs):
         raise AssertionError("plain numbers must be judged in process")
 
-    monkeypatch.setattr(rl, "verify_batch", no_pool)
+    monkeypatch.setattr(V._POOL, "run", no_pool)
     assert judge(texts, golds) == final
 
 
@@ -185,17 +185,17 @@ def test_eval_curve_judges_with_the_train_timeout_and_counts_failures(monkeypatc
     the verifier's failures (scored wrong) instead of hiding them among the wrong answers."""
     from types import SimpleNamespace
 
-    from saerl import evaluate, rl
+    from saerl import evaluate
+    from saerl import verify as V
     from saerl.rl import EvalCallback
-    from saerl.verify import VerifyResult
 
     seen = {}
 
-    def fake_verify(texts, golds, timeout_s=5.0):
+    def pool_over_time(tasks, timeout_s):  # the worker pool (math-verify): here every task overruns
         seen["timeout_s"] = timeout_s
-        return [VerifyResult("timeout")] * len(texts)
+        return [("timeout", "over the limit")] * len(tasks)
 
-    monkeypatch.setattr(rl, "verify_batch", fake_verify)
+    monkeypatch.setattr(V._POOL, "run", pool_over_time)
     monkeypatch.setattr(evaluate, "generate_batched", lambda model, tok, prompts, *a: (
         ["#### 3", "#### x^2", "#### 5"], [2, 2, 2], [True] * 3))
     heldout = pl.DataFrame({"id": ["a", "b", "c"], "prompt": ["p"] * 3, "answer": ["3", "x^2", "4"]})
