@@ -40,7 +40,7 @@ import polars as pl
 from sklearn.exceptions import ConvergenceWarning
 
 from saerl.config import CurriculumConfig, ScoreConfig
-from saerl.curriculum import build_order
+from saerl.curriculum import build_order, share_kept
 from saerl.property_models import fit_difficulty
 from saerl.sae import CODES_NAME, create_codes_store, load_codes_csr, write_codes_chunk
 from saerl.scoring import score_prompts, summarize_report
@@ -200,8 +200,9 @@ def main() -> None:
             warnings.simplefilter("always", ConvergenceWarning)
             result = score_prompts(X, prompts, scale_score_config(), ids=ids)
         unconverged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+        kept = share_kept(result.scores, scale_score_config().quality_threshold)  # the curriculum's filter
         print(f"score: {time.perf_counter() - t1:.1f} s, k={result.params['k']}, kept "
-              f"{result.params['share_kept']:.3f}, {unconverged} fits stopped at max_iter; peak RSS "
+              f"{kept:.3f}, {unconverged} fits stopped at max_iter; peak RSS "
               f"{peak_rss_gb():.2f} GB", flush=True)
         print(summarize_report(result.report), flush=True)
         wall = time.perf_counter() - t0

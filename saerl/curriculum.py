@@ -105,27 +105,38 @@ def within_reach(pool: pl.DataFrame, max_quantile: float) -> pl.DataFrame:
     return pool.filter(pl.Series(~known | (diff <= cut)))  # NaN <= cut is False: unknown kept by ~known
 
 
-def _kept(scores: pl.DataFrame, quality_threshold: float | None) -> pl.Series:
-    """kept re-derived as quality_hat >= quality_threshold when both are there, else the scores' kept column."""
-    if quality_threshold is not None and "quality_hat" in scores.columns:
-        return (scores["quality_hat"].fill_null(1.0) >= quality_threshold).alias("kept")
-    return scores["kept"] if "kept" in scores.columns else pl.Series("kept", [True] * scores.height)
+def quality_kept(scores: pl.DataFrame, quality_threshold: float) -> pl.Series:
+    """The quality filter's verdict per prompt, the one place it is computed: quality_hat >= quality_threshold
+    (score.quality_threshold); a null quality_hat (no probe read) is kept. The score stage writes quality_hat
+    alone, so a threshold change reruns the curriculum and what follows it, never the score stage's fits.
+    in: scores (id, quality_hat, ...; any older `kept` column is ignored), threshold; out: Boolean Series
+    "kept", one per row. Raises ValueError when scores has no quality_hat column."""
+    if "quality_hat" not in scores.columns:
+        raise ValueError(f"scores has no quality_hat column (columns: {scores.columns}): the quality filter reads "
+                         "it; the score stage always writes it (1.0 where no probe was fitted), so add it, 1.0 to "
+                         "keep a prompt")
+    return (scores["quality_hat"] >= quality_threshold).fill_null(True).alias("kept")
 
 
-def quality_pool(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: float | None = None) -> pl.DataFrame:
-    """`scores` with kept re-derived (:func:`_kept`), less the rows not kept when cfg.filter_quality: the
+def share_kept(scores: pl.DataFrame, quality_threshold: float) -> float:
+    """The share of `scores`' prompts the quality filter keeps (:func:`quality_kept`), whether or not
+    curriculum.filter_quality applies it; 0.0 for no prompts. in: scores, threshold; out: a share in [0, 1]."""
+    return float(quality_kept(scores, quality_threshold).sum()) / max(1, scores.height)
+
+
+def quality_pool(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: float) -> pl.DataFrame:
+    """`scores` with kept (:func:`quality_kept`), less the rows not kept when cfg.filter_quality: the
     prompts the order reads before the difficulty cap."""
-    pool = scores.with_columns(_kept(scores, quality_threshold))
+    pool = scores.with_columns(quality_kept(scores, quality_threshold))
     return pool.filter(pl.col("kept")) if cfg.filter_quality else pool
 
 
-def build_order(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: float | None = None,
+def build_order(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: float,
                 seed: int | None = None) -> pl.DataFrame:
-    """The SAERL order (ORDER_SCHEMA) from `scores` (id, cluster, difficulty_hat, and quality_hat and/or kept).
+    """The SAERL order (ORDER_SCHEMA) from `scores` (id, cluster, difficulty_hat, quality_hat).
 
-    kept is re-derived from quality_hat with `quality_threshold` (score.quality_threshold; the scores' own kept
-    column may come from a cached scoring run under another threshold); with cfg.filter_quality, rows not
-    kept are dropped; then prompts over cfg.max_difficulty_quantile of difficulty_hat (:func:`within_reach`).
+    kept is quality_hat >= `quality_threshold` (score.quality_threshold, :func:`quality_kept`); with
+    cfg.filter_quality, rows not kept are dropped; then prompts over cfg.max_difficulty_quantile of difficulty_hat (:func:`within_reach`).
     Every kept prompt is visited once per epoch (cfg.epochs); each epoch builds
     cluster-first batches as described in :func:`_epoch`, rotating home clusters per cfg.rotation; each
     cluster is read per cfg.ordering (:func:`_queues`). Epochs

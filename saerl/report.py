@@ -87,7 +87,7 @@ def _read(record: RunRecord, stage: str, file: str) -> pl.DataFrame | None:
 def data_numbers(scores: pl.DataFrame | None, order: pl.DataFrame | None,
                  curriculum: dict[str, float] | None = None) -> dict[str, float]:
     """Prompts scored, prompts the SAERL order trains on, the share the quality filter removed and the prompts
-    the difficulty cap left out. in: scores.parquet (id, kept, ...), order.parquet (id, ...), the curriculum
+    the difficulty cap left out. in: scores.parquet (id, ...), order.parquet (id, ...), the curriculum
     artifact's metrics (filtered, out_of_reach; older artifacts have neither: then every prompt missing from
     the order counts as filtered), any may be None; out: {name: value}."""
     out: dict[str, float] = {}

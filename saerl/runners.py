@@ -212,7 +212,7 @@ def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     write_score_plots(C, ids, prompts, result.scores, cfg, build.path / PLOTS, clusters=result.clusters,
                       params=result.params, fitted=set(result.labelled), heldout=result.heldout)
     build.note(notes=result.notes, rows={"scores": result.scores.height}, unconverged_fits=unconverged)
-    # the share kept is the curriculum stage's filtered_share (score_params.json keeps share_kept too)
+    # no quality filter here: kept / share_kept are the curriculum stage's (it reads score.quality_threshold)
     return {"n_clusters": float(result.clusters.height)}
 
 
@@ -274,9 +274,11 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     """Curriculum: the SAERL order (quality-filtered, capped at curriculum.max_difficulty_quantile, cluster-first,
     easy to hard), the vanilla arm's shuffle and the ablation arms' orders (order_only: the same order without
     the quality filter; filter_only: the prompts the quality filter keeps, with no order and no difficulty cap,
-    in a seeded shuffle). out: metrics, among them
-    filtered (prompts the quality filter removed) and out_of_reach (prompts the difficulty cap left out)."""
-    from saerl.curriculum import build_order, quality_pool, vanilla_order
+    in a seeded shuffle). The quality filter (quality_hat >= score.quality_threshold, saerl.curriculum.quality_kept)
+    is applied here, not in the score stage, so a threshold change reruns from this stage on. out: metrics, among
+    them share_kept (the share of prompts the filter keeps, applied or not), filtered (prompts the quality filter
+    removed) and out_of_reach (prompts the difficulty cap left out)."""
+    from saerl.curriculum import build_order, quality_pool, share_kept, vanilla_order
 
     scores = pl.read_parquet(inputs["score"].file(SCORES))
     c = cfg.curriculum
@@ -300,7 +302,8 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     build.note(rows={"order": order.height, "vanilla": vanilla.height, "filtered": filtered,
                      "out_of_reach": out_of_reach})
     return {"order_rows": float(order.height), "filtered": float(filtered),
-            "filtered_share": filtered / max(1, scores.height), "out_of_reach": float(out_of_reach)}
+            "filtered_share": filtered / max(1, scores.height), "out_of_reach": float(out_of_reach),
+            "share_kept": share_kept(scores, cfg.score.quality_threshold)}
 
 
 # ------------------------------------------------------------------------------------------------ train / evaluate
@@ -439,6 +442,49 @@ def reachable_curve(problems: pl.DataFrame) -> pl.DataFrame:
             .select("step", "set", "greedy", "n", "arm", "seed").sort("arm", "seed", "set", "step"))
 
 
+EVAL_PARTS = "eval_parts"  # in the partial folder: one finished evaluation's frame each, removed once the stage is done
+EvalUnit = tuple[str, str | Path, ModelConfig, int]  # (chunk name, policy folder or id, its model settings, seed)
+
+
+def run_evaluations(build: Build, units: list[EvalUnit], sets: dict[str, pl.DataFrame],
+                    cfg: PipelineConfig) -> tuple[dict[str, pl.DataFrame], list[str]]:
+    """The evaluate stage's evaluations, resumable: each unit (chunk, policy, model settings, seed) is
+    :func:`saerl.evaluate.evaluate_loaded` of that policy on `sets` (cfg.eval, train.max_completion_length, on
+    runtime.device), written atomically to build.path/eval_parts/<chunk>.parquet and then recorded in the build's
+    chunk log. A unit the log records with the same fingerprint (policy, model settings, seed, eval settings, the
+    sets' ids), whose file is there, is read back instead: a killed build redoes only unfinished evaluations. One
+    policy is in memory at a time; consecutive units of one policy (the base's evaluation and probe) load it once.
+    in: the build, the units in order, the held-out sets, the config; out: ({chunk: frame}, chunks read back)."""
+    from saerl.artifacts import write_file_atomic
+    from saerl.config import stable_hash
+    from saerl.evaluate import evaluate_loaded
+    from saerl.policy_lm import load_policy
+
+    parts, chunks = build.path / EVAL_PARTS, build.chunks
+    parts.mkdir(parents=True, exist_ok=True)
+    common = {"eval": cfg.eval.model_dump(mode="json"), "max_new_tokens": cfg.train.max_completion_length,
+              "sets": {name: df["id"].cast(pl.String).to_list() for name, df in sets.items()}}
+    frames: dict[str, pl.DataFrame] = {}
+    reused: list[str] = []
+    loaded: dict[str, Any] = {}  # {"policy": its name, "pair": (model, tokenizer)}
+    for chunk, policy, model_cfg, seed in units:
+        part = parts / f"{chunk}.parquet"
+        fingerprint = stable_hash(common | {"policy": str(policy), "model": model_cfg.model_dump(mode="json"),
+                                            "seed": seed})
+        if chunks.get(chunk).get("fingerprint") == fingerprint and part.is_file():
+            frames[chunk] = pl.read_parquet(part)
+            reused.append(chunk)
+            continue
+        if loaded.get("policy") != str(policy):
+            loaded.clear()  # the previous policy leaves memory before the next loads
+            loaded.update(policy=str(policy), pair=load_policy(policy, model_cfg, device=cfg.runtime.device))
+        frames[chunk] = evaluate_loaded(*loaded["pair"], sets, cfg.eval, cfg.train.max_completion_length, seed)
+        write_file_atomic(part, frames[chunk].write_parquet)
+        chunks.mark(chunk, fingerprint=fingerprint, rows=frames[chunk].height)
+    loaded.clear()
+    return frames, reused
+
+
 def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
     """Evaluate: every trained policy (arm x seed) on every held-out set, greedy and k samples; the arm
     comparison (vs vanilla, with intervals) on both metrics; steps-to-target from the training curves.
@@ -446,12 +492,13 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     comparison.parquet, steps_to_target.parquet, curves.parquet, comparison.txt and plots/accuracy_vs_step.png.
     With eval.base_policy the starting policy is scored too (arm "base" in eval.parquet; gains.parquet: each
     arm's RL gain over it), and a separate probe pass of it (reach_probe.parquet) defines each set's reachable
-    stratum, reported in the summary and the comparisons as the set "<set>:reachable"."""
+    stratum, reported in the summary and the comparisons as the set "<set>:reachable". Each evaluation (a trained
+    policy, the base policy, its probe) is a chunk of the build (:func:`run_evaluations`): a killed run resumes from
+    the finished ones and logs which it reused; their part files are removed once every output is written."""
     from saerl.evaluate import (
         BASE_ARM,
         REACH_SEED,
         compare_arms,
-        evaluate_loaded,
         final_problems,
         format_comparison,
         generated_prompts,
@@ -460,7 +507,6 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
         with_reachable,
     )
     from saerl.plots import accuracy_vs_step
-    from saerl.policy_lm import load_policy
 
     runs = train_runs(inputs)
     if not runs:
@@ -470,21 +516,25 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
         raise ValueError("no held-out set to evaluate on: use data.source=testbed or set eval.sets={name: file}")
     frames, curves, costs = [], [], []
     local = cfg.model.model_copy(update={"revision": None})  # trained policies are local folders: no hub revision
+    units: list[EvalUnit] = [(f"train-{arm}-{seed}", ref.file("policy"), local, seed) for arm, seed, ref in runs]
+    if cfg.eval.base_policy:  # the starting point of every arm, scored once, and probed apart for the stratum
+        base_policy = policy_path(cfg, inputs)
+        units += [("base", base_policy, cfg.model, 0), ("reach_probe", base_policy, cfg.model, REACH_SEED)]
+    evaluated, reused = run_evaluations(build, units, sets, cfg)  # each one a chunk: a killed build resumes
+    if reused:
+        log.info("evaluate: reused %d of %d evaluations a killed run of this stage finished: %s", len(reused),
+                 len(units), ", ".join(reused))
+    build.note(evaluations={"run": [u[0] for u in units if u[0] not in reused], "reused": reused})
     for arm, seed, ref in runs:
-        model, tok = load_policy(ref.file("policy"), local, device=cfg.runtime.device)
-        df = evaluate_loaded(model, tok, sets, cfg.eval, cfg.train.max_completion_length, seed)
-        del model  # one policy in memory at a time
         run = {"arm": pl.lit(arm), "seed": pl.lit(seed, pl.Int64)}
-        frames.append(df.with_columns(**run))
+        frames.append(evaluated[f"train-{arm}-{seed}"].with_columns(**run))
         curves.append(pl.read_parquet(ref.file("curve.parquet")).with_columns(**run))
         costs.append(generated_prompts(pl.read_parquet(ref.file("log.parquet")),
                                        pl.read_parquet(ref.file("trained_order.parquet"))).with_columns(**run))
     probe = None
-    if cfg.eval.base_policy:  # the starting point of every arm, scored once, and probed apart for the stratum
-        model, tok = load_policy(policy_path(cfg, inputs), cfg.model, device=cfg.runtime.device)
-        base = evaluate_loaded(model, tok, sets, cfg.eval, cfg.train.max_completion_length, 0)
-        frames.append(base.with_columns(arm=pl.lit(BASE_ARM), seed=pl.lit(0, pl.Int64)))
-        probe = evaluate_loaded(model, tok, sets, cfg.eval, cfg.train.max_completion_length, REACH_SEED)
+    if cfg.eval.base_policy:
+        frames.append(evaluated["base"].with_columns(arm=pl.lit(BASE_ARM), seed=pl.lit(0, pl.Int64)))
+        probe = evaluated["reach_probe"]
         probe.write_parquet(build.path / "reach_probe.parquet")
     samples = pl.concat(frames, how="diagonal_relaxed")
     samples.write_parquet(build.path / "eval.parquet")
@@ -522,6 +572,7 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     (build.path / "comparison.txt").write_text(text)
     targets = dict(stt.unique("set").select("set", "target").iter_rows())
     save_figure(accuracy_vs_step(curve, target=targets), build.path / PLOTS / "accuracy_vs_step.png")
+    shutil.rmtree(build.path / EVAL_PARTS)  # every output is written: the parts would only double eval.parquet
     return evaluate_metrics(tables, stt, gains, summary, reference)
 
 

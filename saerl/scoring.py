@@ -70,7 +70,8 @@ CLUSTER_MODELS = {"majority": "one cluster", "shuffled": "permuted"}  # the repo
 
 @dataclass
 class ScoreResult:
-    """`scores`: id, cluster, difficulty_hat, quality_hat, kept (one row per prompt, X's row order);
+    """`scores`: id, cluster, difficulty_hat, quality_hat (one row per prompt, X's row order; the quality filter,
+    quality_hat >= score.quality_threshold, is the curriculum stage's: saerl.curriculum.quality_kept);
     `clusters`: one row per cluster (size, top SAE features, example prompts, dominant true topic);
     `report`: the long property report (REPORT_SCHEMA); `notes`: plain-language caveats;
     `params`: chosen k, silhouette per k, CV'd hyper-parameters and label counts (for MLflow params);
@@ -324,8 +325,8 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     the report's intervals shrink with the labels there are, while no report model sees a test row. Out of
     distribution: trained on the labelled rows of some topics, tested on every labelled row of the others, over
     topic folds that hold out each topic once (ood_folds).
-    `kept` uses cfg.quality_threshold (the score stage's key reads it, so a reused artifact's column matches its
-    config; the curriculum re-derives the filter from quality_hat). `fit` (default: fit_options(cfg): float64, the
+    cfg.quality_threshold is not read: the filter it sets is the curriculum's (saerl.curriculum.quality_kept), so a
+    threshold change reuses the score stage's fits. `fit` (default: fit_options(cfg): float64, the
     config's thread count) says how every difficulty elastic net is computed; benchmarks/score_speed.py passes
     FitOptions(n_jobs=1, dtype=None) to time the old way beside it. Notes (ScoreResult.notes) flag, among others,
     a silhouette k at an end of the range searched (k_edge_note) and a (near) constant difficulty_hat or a
@@ -418,8 +419,6 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
         quality_hat = np.ones(len(ids))
         notes.append(f"no usable quality labels (need both classes, each in {MIN_CLASS_ROWS} prompts or more, in the "
                      "labelled subset): quality_hat = 1, every prompt kept")
-    kept = quality_hat >= cfg.quality_threshold
-    params["share_kept"] = float(kept.mean())
     if not any(r["metric"] == "spearman_id" for r in report):
         held_out = y_diff[evaluable & known_d]
         notes.append(f"every held-out difficulty label is {held_out[0]:g}: no ranking to test the difficulty models on"
@@ -433,7 +432,7 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     if cfg.baselines and R is None:
         notes.append("no residual activations given: the residual baseline is missing from the report")
     scores = pl.DataFrame({"id": ids, "cluster": labels, "difficulty_hat": difficulty_hat.astype(np.float64),
-                           "quality_hat": quality_hat.astype(np.float64), "kept": kept})
+                           "quality_hat": quality_hat.astype(np.float64)})
     return ScoreResult(scores, clusters, pl.DataFrame(report, schema=REPORT_SCHEMA), notes, params,
                        ids.filter(pl.Series(labelled)).to_list(), heldout)
 

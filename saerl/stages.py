@@ -53,7 +53,7 @@ STAGES: dict[str, Stage] = {
             ("ingest", "testbed"), "measured pass rates on the labelled subset",
         ),
         Stage(
-            "score", "11",
+            "score", "12",
             ("score.n_clusters", "score.k_range", "score.tfidf", "score.cluster_pool", "score.model_pool",
              "score.difficulty_pool",
              "score.difficulty_source", "score.label_fraction",
@@ -61,10 +61,10 @@ STAGES: dict[str, Stage] = {
              "score.cluster_top_features", "score.cluster_examples", "score.cv_folds", "score.difficulty_models",
              "score.ridge_alphas", "score.enet_l1_ratios", "score.dense_fit_mb",
              "score.enet_n_alphas", "score.enet_max_iter", "score.probe_cs", "score.heldout_fraction",
-             "score.ood_folds", "score.baselines", "score.text_max_features", "score.quality_threshold"),
+             "score.ood_folds", "score.baselines", "score.text_max_features"),
             ("ingest", "extract", "encode", "label"), "clusters, difficulty_hat, quality_hat per prompt",
         ),
-        Stage("curriculum", "2", ("curriculum", "score.quality_threshold"), ("score",), "order.parquet"),
+        Stage("curriculum", "3", ("curriculum", "score.quality_threshold"), ("score",), "order.parquet"),
         Stage(
             "train", "12",
             ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.warmup_steps",

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from saerl.config import CurriculumConfig
-from saerl.curriculum import ORDER_SCHEMA, build_order, vanilla_order, whole_batches, within_reach
+from saerl.curriculum import (
+    ORDER_SCHEMA,
+    build_order,
+    quality_kept,
+    share_kept,
+    vanilla_order,
+    whole_batches,
+    within_reach,
+)
 
 
 def _scores(sizes: list[int], seed: int, bad_share: float = 0.2) -> pl.DataFrame:
@@ -17,8 +26,7 @@ def _scores(sizes: list[int], seed: int, bad_share: float = 0.2) -> pl.DataFrame
     n = len(cluster)
     return pl.DataFrame({"id": [f"p{i}" for i in range(n)], "cluster": cluster,
                          "difficulty_hat": rng.integers(0, 5, n).astype(float),  # ties on purpose
-                         "quality_hat": np.where(rng.uniform(size=n) < bad_share, 0.2, 0.9),
-                         "kept": np.ones(n, dtype=bool)})
+                         "quality_hat": np.where(rng.uniform(size=n) < bad_share, 0.2, 0.9)})
 
 
 cases = st.fixed_dictionaries({
@@ -105,12 +113,12 @@ def test_difficulty_monotone_within_cluster_and_deterministic(case):
 
 def test_frontier_reads_each_cluster_from_the_target_outwards():
     scores = pl.DataFrame({"id": [f"p{i}" for i in range(6)], "cluster": [0, 0, 0, 1, 1, 1],
-                           "difficulty_hat": [0.1, 0.55, 0.9, 0.3, 0.6, None], "kept": [True] * 6})
+                           "difficulty_hat": [0.1, 0.55, 0.9, 0.3, 0.6, None], "quality_hat": [1.0] * 6})
     cfg = CurriculumConfig(batch_size=1, mix_ratio=0.0, ordering="frontier", frontier_target=0.5)
-    order = build_order(scores, cfg)
+    order = build_order(scores, cfg, quality_threshold=0.5)
     per_cluster = {c: g.sort("position")["id"].to_list() for (c,), g in order.group_by("cluster")}
     assert per_cluster == {0: ["p1", "p0", "p2"], 1: ["p4", "p3", "p5"]}  # missing difficulty last
-    easy = build_order(scores, cfg.model_copy(update={"ordering": "easy_to_hard"}))
+    easy = build_order(scores, cfg.model_copy(update={"ordering": "easy_to_hard"}), quality_threshold=0.5)
     assert easy.filter(pl.col("cluster") == 0).sort("position")["id"].to_list() == ["p0", "p1", "p2"]
 
 
@@ -126,7 +134,8 @@ def test_mix_zero_gives_pure_batches_and_mix_one_has_no_home():
 
 def test_size_weighted_rotation_gives_big_clusters_more_home_batches_spread_out():
     scores = _scores([64, 16, 16], 0, bad_share=0.0)
-    order = build_order(scores, CurriculumConfig(batch_size=8, mix_ratio=0.0, rotation="size_weighted"))
+    order = build_order(scores, CurriculumConfig(batch_size=8, mix_ratio=0.0, rotation="size_weighted"),
+                        quality_threshold=0.5)
     homes = order.group_by("batch", maintain_order=True).agg(pl.col("home").first())["home"].to_list()
     assert homes.count(0) == 8 and homes.count(1) == 2 and homes.count(2) == 2
     assert homes[:3].count(0) <= 2  # spread, not all big-cluster batches first
@@ -140,10 +149,40 @@ def test_threshold_rederives_kept_and_filter_can_be_off():
     assert everything.height == 20 and everything["kept"].sum() == strict.height
 
 
+def test_quality_kept_is_the_one_filter_and_needs_quality_hat():
+    """kept = quality_hat >= threshold (a null quality_hat kept), whatever a stale `kept` column says; share_kept
+    counts it whether or not the filter applies; a frame without quality_hat is an error naming the column."""
+    scores = pl.DataFrame({"id": ["a", "b", "c", "d"], "quality_hat": [0.2, 0.5, None, 0.9],
+                           "kept": [True, False, False, False]})
+    assert quality_kept(scores, 0.5).to_list() == [False, True, True, True]
+    assert quality_kept(scores, 0.95).to_list() == [False, False, True, False]
+    assert share_kept(scores, 0.5) == 0.75 and share_kept(scores.head(0), 0.5) == 0.0
+    with pytest.raises(ValueError, match="no quality_hat column"):
+        quality_kept(scores.drop("quality_hat"), 0.5)
+
+
+def test_the_score_key_need_not_read_the_quality_threshold(monkeypatch):
+    """The score stage writes quality_hat alone (the filter is the curriculum's): with score.quality_threshold out
+    of its reads (saerl/stages.py), a threshold change keeps the score key (no refit) and still moves the
+    curriculum's, which reads it. The curriculum key takes the score key as its input, as the pipeline passes it."""
+    import dataclasses
+
+    import saerl.stages as stages
+    from saerl.config import PipelineConfig, load_config
+
+    score = stages.STAGES["score"]
+    reads = tuple(r for r in score.reads if r != "score.quality_threshold")
+    monkeypatch.setitem(stages.STAGES, "score", dataclasses.replace(score, reads=reads))
+    a, b = PipelineConfig(), load_config(None, ["score.quality_threshold=0.8"])
+    assert stages.stage_key(a, "score", {}) == stages.stage_key(b, "score", {})
+    up = {"score": stages.stage_key(a, "score", {})}
+    assert stages.stage_key(a, "curriculum", up) != stages.stage_key(b, "curriculum", up)
+
+
 def test_difficulty_cap_leaves_out_the_hardest_and_keeps_unknown_difficulty():
     scores = pl.DataFrame({"id": [f"p{i}" for i in range(10)], "cluster": [0, 1] * 5,
                            "difficulty_hat": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, None],
-                           "quality_hat": [0.9] * 9 + [0.1], "kept": [True] * 10})
+                           "quality_hat": [0.9] * 9 + [0.1]})
     assert within_reach(scores, 1.0).equals(scores)
     assert within_reach(scores, 0.5)["id"].to_list() == ["p0", "p1", "p2", "p3", "p4", "p9"]  # median of 0..8 is 4
     order = build_order(scores, CurriculumConfig(batch_size=2, max_difficulty_quantile=0.25, epochs=2),

@@ -68,7 +68,7 @@ def test_format_steps_adds_the_prompts_generated_by_then_when_the_table_has_them
 def test_curriculum_counts_the_quality_filter_and_the_difficulty_cap_apart(tmp_path):
     scores = pl.DataFrame({"id": [f"p{i}" for i in range(20)], "cluster": [i % 2 for i in range(20)],
                            "difficulty_hat": [float(i) for i in range(20)],
-                           "quality_hat": [0.1] * 4 + [0.9] * 16, "kept": [True] * 20})
+                           "quality_hat": [0.1] * 4 + [0.9] * 16})  # no kept column: the filter is here
     (tmp_path / "score").mkdir()
     scores.write_parquet(tmp_path / "score" / SCORES)
     cfg = PipelineConfig().model_copy(deep=True)
@@ -81,6 +81,12 @@ def test_curriculum_counts_the_quality_filter_and_the_difficulty_cap_apart(tmp_p
     order = pl.read_parquet(out_dir / ORDER)
     assert sorted(order["id"], key=lambda i: int(i[1:])) == [f"p{i}" for i in range(4, 12)]  # p4..p19, median 11.5
     assert metrics["filtered"] == 4 and metrics["out_of_reach"] == 8 and build.notes["rows"]["out_of_reach"] == 8
+    assert metrics["share_kept"] == 0.8 and metrics["filtered_share"] == 0.2  # share_kept: was the score stage's
+    (tmp_path / "out2").mkdir()
+    unfiltered = compute_curriculum(load_config(None, ["curriculum.filter_quality=false"]),
+                                    {"score": ArtifactRef("score", "k", str(tmp_path / "score"))},
+                                    Build(tmp_path / "out2", {}))
+    assert unfiltered["share_kept"] == 0.8 and unfiltered["filtered"] == 0  # kept is counted, applied or not
     filter_only = pl.read_parquet(out_dir / ARM_ORDERS["filter_only"])
     assert set(filter_only["id"]) == {f"p{i}" for i in range(4, 20)}  # the quality filter alone: no cap, shuffled
     order_only = pl.read_parquet(out_dir / ARM_ORDERS["order_only"])

@@ -15,6 +15,7 @@ from sklearn.exceptions import ConvergenceWarning
 from saerl import property_models as PM
 from saerl import scoring as S
 from saerl.config import ScoreConfig
+from saerl.curriculum import quality_kept
 from saerl.property_models import (
     choose_k,
     cv_mse,
@@ -111,12 +112,12 @@ def test_every_baseline_is_reported_on_the_same_split(result):
 def test_scores_clusters_and_threshold(result, data):
     _, prompts, _ = data
     s = result.scores
-    assert s.columns == ["id", "cluster", "difficulty_hat", "quality_hat", "kept"]
+    assert s.columns == ["id", "cluster", "difficulty_hat", "quality_hat"]  # the filter is the curriculum's
     assert s["id"].to_list() == prompts["id"].to_list()
     assert s["quality_hat"].is_between(0, 1).all()
-    assert s["kept"].to_list() == (s["quality_hat"] >= 0.5).to_list()
+    kept = quality_kept(s, 0.5)
     bad = prompts["quality"] < 0.5
-    assert s.filter(~s["kept"]).height > 0 and bad.filter(~s["kept"]).mean() > 0.9  # filtered rows are bad ones
+    assert s.filter(~kept).height > 0 and bad.filter(~kept).mean() > 0.9  # filtered rows are bad ones
     c = result.clusters
     assert c["size"].sum() == prompts.height and c.height == s["cluster"].n_unique()
     assert (c["top_topic_share"] > 0.9).all() and (c["examples"].list.len() == 3).all()
@@ -132,7 +133,7 @@ def test_measured_difficulty_and_no_quality_labels(data):
     cfg = ScoreConfig(**FAST, baselines=False, n_clusters=4)
     r = score_prompts(X, plain, cfg, measured)
     assert r.params["difficulty_source"] == "measured" and r.params["n_labelled"] == len(labelled)
-    assert r.scores["quality_hat"].eq(1.0).all() and r.scores["kept"].all()
+    assert r.scores["quality_hat"].eq(1.0).all() and quality_kept(r.scores, 1.0).all()
     assert any("quality" in n for n in r.notes)
     assert set(r.report["features"]) == {"sae"}
     rho = np.corrcoef(r.scores["difficulty_hat"].rank(), prompts["difficulty"].rank())[0, 1]
@@ -148,11 +149,23 @@ def test_ids_align_rows_and_labelled_column(data):
                       ids=ids)
     assert r.scores["id"].to_list() == ids.to_list()
     q = r.scores["quality_hat"]
-    assert r.scores["kept"].to_list() == (q >= 0.9).to_list() and q.is_between(0.5, 0.9, closed="left").any()
+    assert q.is_between(0.5, 0.9, closed="left").any() and "kept" not in r.scores.columns
     assert r.params["n_labelled"] == 150
     assert any("topic" in n for n in r.notes) and "topic_clusters" not in set(r.report["property"])
     with pytest.raises(ValueError, match="rows"):
         score_prompts(X[:10], prompts, ScoreConfig(**FAST))
+
+
+def test_the_quality_threshold_changes_nothing_the_score_stage_writes(data):
+    """The quality filter is the curriculum's (saerl.curriculum.quality_kept): the scores, clusters, report, notes
+    and params of score_prompts are the same under any score.quality_threshold, so the score stage need not read
+    it and a threshold change reuses its fits. Before, scores carried `kept` and params share_kept."""
+    X, prompts, _ = data
+    low, high = (score_prompts(X, prompts, ScoreConfig(**FAST, baselines=False, n_clusters=4, quality_threshold=t))
+                 for t in (0.1, 0.9))
+    assert low.scores.equals(high.scores) and low.clusters.equals(high.clusters) and low.report.equals(high.report)
+    assert low.params == high.params and low.notes == high.notes and "share_kept" not in low.params
+    assert not quality_kept(low.scores, 0.1).equals(quality_kept(low.scores, 0.9))  # the threshold does filter
 
 
 def test_report_tests_on_every_labelled_row_no_report_model_trained_on(data):
@@ -429,7 +442,7 @@ def test_quality_labels_with_a_class_in_one_labelled_prompt_fit_no_probe(data):
         fitted = (good, bad) == (2, 2)
         assert ("quality_C" in r.params) is fitted
         assert any("no usable quality labels" in n for n in r.notes) is not fitted
-        assert fitted or (r.scores["quality_hat"].eq(1.0).all() and r.scores["kept"].all())
+        assert fitted or r.scores["quality_hat"].eq(1.0).all()
     assert PM.probe_fittable(np.array([0, 0, 1, 1])) and not PM.probe_fittable(np.array([0, 1, 1, 1]))
     assert not PM.probe_fittable(np.array([1, 1, 1]))
 

@@ -91,10 +91,9 @@ def test_the_curve_timeout_is_the_evaluations_and_retrains():
     assert _key("train", "eval.verify_timeout_s=1") != _key("train")
 
 
-def test_the_quality_threshold_rescores_so_scores_kept_is_true():
-    """scores.parquet's `kept` and score_params' share_kept read score.quality_threshold, but the score key did not:
-    a threshold change reused a score artifact whose `kept` column said another threshold's filter."""
-    assert _key("score", "score.quality_threshold=0.8") != _key("score")
+def test_the_quality_threshold_reruns_the_curriculum_not_the_score_fits():
+    """scores.parquet holds quality_hat alone; kept / share_kept are the curriculum's (saerl.curriculum.quality_kept)."""
+    assert _key("score", "score.quality_threshold=0.8") == _key("score")
     assert _key("curriculum", "score.quality_threshold=0.8") != _key("curriculum")
 
 
