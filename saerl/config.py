@@ -279,6 +279,8 @@ class ScoreConfig(Section):
     enet_max_iter: int = Field(
         50_000, gt=0, description="ElasticNet coordinate-descent iteration cap (fits are in float64 and stop once "
         "converged: at 5,000 the residual baseline's smallest alphas stopped short of the tolerance on the demo)")
+    probe_max_iter: int = Field(
+        2000, gt=0, description="iteration cap of each logistic-regression probe fit (quality, topic)")
     dense_fit_mb: float = Field(
         1024, ge=0, description="the difficulty elastic net fits on a dense copy of its labelled rows when they "
         "outnumber the features and the copy takes at most this many MB (float64; the CV fit holds about twice "

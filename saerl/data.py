@@ -87,6 +87,7 @@ KEPT_SCHEMA = {
     "row": pl.Int64,
 }
 LABEL_KINDS = ("topic", "difficulty", "quality", "labelled", "defect")
+GOOD_QUALITY = 0.5  # a quality label (0/1, or a probability of good) at or above this marks a good prompt
 LABEL_TYPES = {"topic": pl.String, "difficulty": pl.Float64, "quality": pl.Float64, "labelled": pl.Boolean,
                "defect": pl.String}
 REJECTED_SCHEMA = {"row": pl.Int64, "field": pl.String, "reason": pl.String, "value": pl.String}

@@ -45,6 +45,7 @@ import polars as pl
 import torch
 
 from saerl.config import EvalConfig, ModelConfig
+from saerl.data import GOOD_QUALITY
 from saerl.verify import verify_batch
 
 GREEDY = 0  # the `sample` index of the greedy completion; sampled ones are 1..k
@@ -471,7 +472,7 @@ def training_signal(log: pl.DataFrame, order: pl.DataFrame, prompts: pl.DataFram
     spread_groups (mean groups per step with a reward spread that the step trained on: DAPO's kept groups, or
     GRPO's groups times 1 - zero_std), prompts_drawn (mean prompts generated for per step: DAPO's draws over
     all its rounds, or GRPO's batch), and, where the prompts carry them, bad_share (share of prompts read with
-    quality < 0.5) and level (mean difficulty label)."""
+    quality < GOOD_QUALITY) and level (mean difficulty label)."""
     if parts < 1:
         raise ValueError(f"parts must be >= 1, got {parts}")
     span = max(1, int(max(log["step"].max() or 0, order["step"].max() or 0)))  # steps 1..span (step 0 joins part 1)
@@ -485,7 +486,7 @@ def training_signal(log: pl.DataFrame, order: pl.DataFrame, prompts: pl.DataFram
         read = order.select("step", "id").join(prompts.select("id", *extra), on="id", how="left").with_columns(part)
         aggs = []
         if "quality" in extra:
-            aggs.append((pl.col("quality").cast(pl.Float64) < 0.5).mean().alias("bad_share"))
+            aggs.append((pl.col("quality").cast(pl.Float64) < GOOD_QUALITY).mean().alias("bad_share"))
         if "difficulty" in extra:
             aggs.append(pl.col("difficulty").cast(pl.Float64).mean().alias("level"))
         out = out.join(read.group_by("part").agg(*aggs), on="part", how="left")

@@ -28,6 +28,7 @@ WEIGHT_BLOCK_NNZ = 1 << 22  # stored values TF-IDF-weighted at a time (a 32 MB f
 PREDICT_BLOCK_ROWS = 1 << 16  # rows per predict call when scoring the whole pool
 MIN_CLASS_ROWS = 2  # a probe's stratified CV needs each class in two folds (its train and its test side)
 FIT_DTYPE = np.float64  # the elastic net's input is cast to this (float32 codes never met its tolerance: FitOptions)
+MINIBATCH_ROWS = 2048  # rows per MiniBatchKMeans step (above score.minibatch_above rows)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def kmeans(M: Any, k: int, cfg: ScoreConfig) -> np.ndarray:
     """Cluster labels of the rows of M: KMeans, or MiniBatchKMeans above cfg.minibatch_above rows."""
     k = max(1, min(k, M.shape[0]))
     if M.shape[0] > cfg.minibatch_above:
-        km = MiniBatchKMeans(k, n_init=cfg.kmeans_n_init, random_state=cfg.seed, batch_size=2048)
+        km = MiniBatchKMeans(k, n_init=cfg.kmeans_n_init, random_state=cfg.seed, batch_size=MINIBATCH_ROWS)
     else:
         km = KMeans(k, n_init=cfg.kmeans_n_init, random_state=cfg.seed)
     return km.fit_predict(M).astype(np.int64)
@@ -289,7 +290,7 @@ def probe_model(name: str, cfg: ScoreConfig, y: np.ndarray) -> Any:
     if name == "majority":
         return DummyClassifier(strategy="prior")
     folds = int(max(MIN_CLASS_ROWS, min(cfg.cv_folds, np.unique(y, return_counts=True)[1].min())))
-    pipe = make_pipeline(featurizer(name, cfg), LogisticRegression(max_iter=2000))
+    pipe = make_pipeline(featurizer(name, cfg), LogisticRegression(max_iter=cfg.probe_max_iter))
     return GridSearchCV(pipe, {"logisticregression__C": list(cfg.probe_cs)}, scoring="neg_log_loss",
                         cv=StratifiedKFold(folds, shuffle=True, random_state=cfg.seed))
 

@@ -201,7 +201,8 @@ def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
                                RD=args["RD"])
     unconverged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
     if unconverged:
-        log.info("score: %d scikit-learn fits stopped before converging (max_iter in score config)", unconverged)
+        log.info("score: %d scikit-learn fits stopped before converging (raise score.enet_max_iter for the "
+                 "elastic nets, score.probe_max_iter for the logistic probes)", unconverged)
     result.scores.write_parquet(build.path / SCORES)
     result.clusters.write_parquet(build.path / "clusters.parquet")
     result.report.write_parquet(build.path / "property_report.parquet")

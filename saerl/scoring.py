@@ -28,6 +28,7 @@ from sklearn.base import clone
 from sklearn.preprocessing import StandardScaler, normalize
 
 from saerl.config import ScoreConfig
+from saerl.data import GOOD_QUALITY
 from saerl.property_models import (
     MIN_CLASS_ROWS,
     FitOptions,
@@ -403,7 +404,7 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     y_q = P["quality"].cast(pl.Float64).fill_null(np.nan).to_numpy() if "quality" in P.columns else None
     known_q = ~np.isnan(y_q) if y_q is not None else np.zeros(len(ids), dtype=bool)
     has_q = labelled & known_q
-    q_good = (np.nan_to_num(y_q) >= 0.5).astype(int) if y_q is not None else None
+    q_good = (np.nan_to_num(y_q) >= GOOD_QUALITY).astype(int) if y_q is not None else None
     params: dict[str, Any] = {"k": k, "silhouette": sil, "difficulty_source": source, "n_labelled": int(labelled.sum()),
                               "n_difficulty_labels": int(has_d.sum()), "n_quality_labels": int(has_q.sum()),
                               "difficulty_model": model_family(dmodel), "difficulty_alpha": float(reg.alpha_),

@@ -60,7 +60,7 @@ STAGES: dict[str, Stage] = {
              "score.seed", "score.minibatch_above", "score.kmeans_n_init", "score.silhouette_sample",
              "score.cluster_top_features", "score.cluster_examples", "score.cv_folds", "score.difficulty_models",
              "score.ridge_alphas", "score.enet_l1_ratios", "score.dense_fit_mb",
-             "score.enet_n_alphas", "score.enet_max_iter", "score.probe_cs", "score.heldout_fraction",
+             "score.enet_n_alphas", "score.enet_max_iter", "score.probe_max_iter", "score.probe_cs", "score.heldout_fraction",
              "score.ood_folds", "score.baselines", "score.text_max_features"),
             ("ingest", "extract", "encode", "label"), "clusters, difficulty_hat, quality_hat per prompt",
         ),
