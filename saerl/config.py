@@ -466,7 +466,9 @@ class TrackingConfig(Section):
 
 
 class RuntimeConfig(Section):
-    """Where and how things run. Does not change any result, so no stage's key reads it."""
+    """Where and how things run. No stage's key reads these fields; the device type `device` resolves to (cpu or
+    cuda) is part of the keys of the stages that load a model (saerl.pipeline.DEVICE_DEPENDENT): it sets their
+    precision."""
 
     artifact_root: str = Field(".saerl", description="root folder for every artifact")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="torch device")

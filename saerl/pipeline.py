@@ -159,9 +159,13 @@ def missing_file(what: str, path: Path, field: str) -> str:
 def folder_stamp(name: str | None) -> str | None:
     """A fingerprint of a local model or SAE folder (each file's path, size and modification time: weights
     rewritten in place change it; hashing gigabytes of weights on every plan would not pay), or None for a
-    hub id, the testbed LM or an unset field."""
+    hub id, the testbed LM or an unset field. A 'pkg:<module>' model is stamped by the folder it resolves to."""
     from saerl.config import stable_hash
 
+    if name and name.startswith("pkg:"):  # a model a Python package ships: its folder, which an upgrade rewrites
+        from saerl.activations import resolve_model_path
+
+        name = resolve_model_path(name)
     if not name or name == "testbed" or not (path := Path(name).expanduser()).is_dir():
         return None
     return stable_hash({p.relative_to(path).as_posix(): [(st := p.stat()).st_size, st.st_mtime_ns]
@@ -180,12 +184,22 @@ def local_models(cfg: PipelineConfig, stage: str) -> dict[str, str | None]:
     return {}
 
 
+# the stages whose numbers depend on the device they run on (runtime.device is otherwise result-neutral): float32 on
+# a CPU, model.dtype / bf16 autocast on a GPU, so a GPU run must not reuse a CPU run's artifacts, nor the reverse
+DEVICE_DEPENDENT: tuple[str, ...] = ("extract", "label", "train", "evaluate")
+
+
 def input_keys(cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef],
                variant: dict[str, Any] | None = None) -> dict[str, str]:
     """Keys of everything `stage` reads besides config: upstream artifacts, the data file for ingest, the
-    held-out set files for train and evaluate, local model / SAE folders (their stamp), and the run's variant
-    (arm, seed) for train."""
+    held-out set files for train and evaluate, local model / SAE folders (their stamp), the device type
+    runtime.device resolves to here for DEVICE_DEPENDENT stages ('cpu', 'cuda'), and the run's variant (arm,
+    seed) for train."""
+    from saerl.activations import pick_device
+
     keys = {name: ref.key for name, ref in upstream.items()}
+    if stage in DEVICE_DEPENDENT:
+        keys["device"] = pick_device(cfg.runtime.device).type
     for name, folder in local_models(cfg, stage).items():
         if (stamp := folder_stamp(folder)) is not None:
             keys[name] = stamp

