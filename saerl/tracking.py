@@ -6,13 +6,15 @@ itself off; the artifacts on disk are the source of truth and a finished run can
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import re
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -74,6 +76,24 @@ def now_ms() -> int:
 def tracking_uri(cfg: PipelineConfig, root: Path) -> str:
     """The configured tracking URI, or a SQLite store under the artifact root."""
     return cfg.tracking.uri or f"{SQLITE_PREFIX}{Path(root).resolve() / 'mlflow.db'}"
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on `<db>.lock` beside a local SQLite tracking store (nothing for other URIs) while a
+    process creates or opens it: two first runs on a new root ran MLflow's schema migration at once and left the
+    store unusable for every later run (a leftover _alembic_tmp_ table). in: tracking URI; out: a context."""
+    db = sqlite_file(uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def sqlite_file(uri: str) -> Path | None:
@@ -236,8 +256,9 @@ class Tracker:
                params: dict[str, Any]) -> None:
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=self.uri)
-        self.experiment_id = self._experiment(cfg.tracking.experiment or cfg.name)
+        with store_lock(self.uri):  # the first client call creates (migrates) a new SQLite store
+            self.client = MlflowClient(tracking_uri=self.uri)
+            self.experiment_id = self._experiment(cfg.tracking.experiment or cfg.name)
         code = {} if GIT_COMMIT_TAG in tags else git_tags()  # the caller's (the run record's), else the checkout's
         all_tags = {**code, **library_tags(), **tags}
         start_ms = int(started * MS_PER_S) if started is not None else None

@@ -347,3 +347,22 @@ def test_a_mapping_param_is_logged_with_sorted_keys(tmp_path):
     assert client.get_run(t.parent_id).data.params["eval.sets"] == str({"a": "y.jsonl", "b": "x.jsonl"})
     assert param_text({"b": [{"d": 1, "c": 2}], "a": None}) == "{'a': None, 'b': [{'c': 2, 'd': 1}]}"
     assert param_text(0.3) == "0.3" and param_text("x" * 7000) == "x" * 6000
+
+
+@pytest.mark.slow
+def test_two_first_runs_on_a_new_root_both_track(tmp_path):
+    """Two runs started at once on a new root both created the SQLite store: MLflow's schema migrations collided and
+    left an _alembic_tmp_ table, and every later run on that root went untracked. The store is created under a lock."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from pathlib import Path; from saerl.config import load_config; "
+              "from saerl.tracking import Tracker; t = Tracker(load_config(None, ['name=both']), Path(sys.argv[1]), "
+              "sys.argv[2]); print('enabled' if t.enabled and t.parent_id else 'untracked')")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), f"run-{i}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(out.strip().endswith("enabled") for out in outs), outs
+    runs = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(
+        [MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment_by_name("both").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["run-0", "run-1"]
