@@ -11,7 +11,7 @@ No curriculum can beat the best oracle pool by much at the same budget, so this 
 on the testbed: if even the oracle pools barely move the held-out split, a +5 point SAERL effect on it is out
 of reach whatever the property models do (docs/testbed.md, session 5).
 
-    .venv/bin/python benchmarks/rl_headroom.py --quick        # 60 steps per pool: a few minutes
+    .venv/bin/python benchmarks/rl_headroom.py --quick        # 60 steps per pool, 4 pools: ~10 min on 2 cores
     .venv/bin/python benchmarks/rl_headroom.py testbed.n_pool=10000 train.max_steps=300
 
 Last line: ``RESULT heldout_gain_best=.. heldout_gain_all=.. reachable_gain_best=.. reachable_gain_all=..
@@ -37,7 +37,8 @@ from saerl.testbed import fresh_problems, read_world
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["runtime.progress=false", "tracking.enabled=false"]
-QUICK = ["train.max_steps=60"]
+QUICK = ["train.max_steps=60", "eval.k_samples=2"]  # --quick: shorter runs, half the sampled evaluation
+FRESH_N = {True: 300, False: 1000}  # fresh level 1-2 held-out problems by default: --quick, full
 FRESH_SEED = 7007  # seed of the fresh level 1-2 problems (pool and held-out draws add 1 and 2)
 POOLS = ("all", "clean", "clean_levels_1_2", "fresh_levels_1_2")  # the oracle pools, in the order they run
 
@@ -91,9 +92,11 @@ def main() -> None:
     ap.add_argument("--root", default=None, help="artifact root for the testbed (default: the config's)")
     ap.add_argument("--out", default=".saerl-bench/rl_headroom", help="where the trained policies go")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--fresh-n", type=int, default=1000, help="fresh level 1-2 held-out problems")
+    ap.add_argument("--fresh-n", type=int, default=None,
+                    help=f"fresh level 1-2 held-out problems (default {FRESH_N[False]}, {FRESH_N[True]} with --quick)")
     ap.add_argument("--pools", default=",".join(POOLS), help="comma-separated oracle pools to train on")
-    ap.add_argument("--quick", action="store_true", help="60 GRPO steps per pool")
+    ap.add_argument("--quick", action="store_true", help=f"60 GRPO steps per pool, k=2 samples, {FRESH_N[True]} fresh "
+                    "problems")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides")
     args = ap.parse_intermixed_args()
     pools = chosen_pools(args.pools)
@@ -105,7 +108,8 @@ def main() -> None:
     world = read_world(Path(testbed))
     lm = Path(testbed) / "lm"
     taken: set[tuple] = set()
-    fresh_eval = fresh_problems(cfg.testbed, world, args.fresh_n, [1, 1, 0, 0, 0], FRESH_SEED + 1, taken)
+    fresh_n = args.fresh_n or FRESH_N[args.quick]
+    fresh_eval = fresh_problems(cfg.testbed, world, fresh_n, [1, 1, 0, 0, 0], FRESH_SEED + 1, taken)
     fresh_pool = fresh_problems(cfg.testbed, world, fresh_pool_size(cfg.train, cfg.curriculum.batch_size),
                                 [1, 1, 0, 0, 0], FRESH_SEED + 2, taken)
     sets = {"heldout": world["eval"], "fresh_levels_1_2": fresh_eval}
@@ -113,6 +117,8 @@ def main() -> None:
     ecfg: EvalConfig = cfg.eval.model_copy(update={"max_problems": None})  # every problem of every set
 
     # the starting policy, scored and probed exactly as the evaluate stage does (reachable_ids, REACH_SEED)
+    print(f"evaluating the starting policy on {world['eval'].height} held-out and {fresh_eval.height} fresh problems "
+          f"(greedy + {ecfg.k_samples} samples), then probing it", flush=True)
     base = evaluate_policy(lm, sets, ecfg, tokens, args.seed)
     reach = reachable_ids(evaluate_policy(lm, {"heldout": world["eval"]}, ecfg, tokens, REACH_SEED))["heldout"]
     print(f"starting policy: held-out {greedy_accuracy(base, 'heldout'):.3f} (reachable {len(reach)} of "

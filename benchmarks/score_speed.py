@@ -44,7 +44,7 @@ from saerl.pipeline import input_keys, plan
 from saerl.property_models import FitOptions, fit_options
 from saerl.runners import score_inputs
 from saerl.scoring import ScoreResult, score_prompts
-from saerl.stages import stage_key
+from saerl.stages import STAGES, stage_key
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
@@ -83,7 +83,7 @@ def newest_refs(root: Path, with_label: bool) -> dict[str, ArtifactRef]:
         ref = todo.pop()
         refs[ref.stage] = ref
         for stage, key in ref.manifest().get("inputs", {}).items():
-            if stage in refs:
+            if stage in refs or stage not in STAGES:  # not an artifact: a data file's hash, the device, arm, seed
                 continue
             if not store.is_complete(stage, key):
                 return {}
