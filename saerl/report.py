@@ -75,10 +75,17 @@ class RunReport:
     data: dict[str, float] = field(default_factory=dict)  # prompts scored / in the order / filtered
     plots: dict[str, list[Path]] = field(default_factory=dict)  # stage run name -> PNG files
     missing: list[str] = field(default_factory=list)  # stage runs whose artifact folder is gone
+    unusable: dict[str, str] = field(default_factory=dict)  # read stage -> what is wrong with its artifact (not read)
 
 
-def _read(record: RunRecord, stage: str, file: str) -> pl.DataFrame | None:
-    """A table of the run's `stage` artifact, or None when the run has no such stage or file."""
+READ_STAGES = ("score", "curriculum", "evaluate")  # the stages whose tables a report reads (verified first)
+
+
+def _read(record: RunRecord, stage: str, file: str, unusable: dict[str, str] | None = None) -> pl.DataFrame | None:
+    """A table of the run's `stage` artifact, or None when the run has no such stage or file, or the artifact is
+    among `unusable` (failed verification)."""
+    if stage in (unusable or {}):
+        return None
     rec = record.stages.get(stage)
     path = Path(rec.path) / file if rec else None
     return pl.read_parquet(path) if path is not None and path.exists() else None
@@ -119,16 +126,19 @@ def load_report(root: Path, run_id: str = "latest") -> RunReport:
         pngs = sorted(folder.glob("plots/*.png"))
         if pngs:
             report.plots[rec.stage] = pngs
-    report.comparison = _read(record, "evaluate", "comparison.parquet")
-    report.gains = _read(record, "evaluate", "gains.parquet")
-    report.steps = _read(record, "evaluate", "steps_to_target.parquet")
-    report.clusters = _read(record, "score", "clusters.parquet")
-    report.properties = _read(record, "score", "property_report.parquet")
+        if rec.stage in READ_STAGES and (problems := ArtifactStore(root).problems(rec.stage, rec.key)):
+            report.unusable[rec.stage] = f"artifact {folder} is not usable ({problems[0]})"
+    bad = report.unusable
+    report.comparison = _read(record, "evaluate", "comparison.parquet", bad)
+    report.gains = _read(record, "evaluate", "gains.parquet", bad)
+    report.steps = _read(record, "evaluate", "steps_to_target.parquet", bad)
+    report.clusters = _read(record, "score", "clusters.parquet", bad)
+    report.properties = _read(record, "score", "property_report.parquet", bad)
     cur = record.stages.get("curriculum")
     cur_metrics = ArtifactRef("curriculum", cur.key, cur.path).manifest().get("metrics", {}) \
-        if cur is not None and (Path(cur.path) / MANIFEST).exists() else {}
-    report.data = data_numbers(_read(record, "score", "scores.parquet"), _read(record, "curriculum", "order.parquet"),
-                               cur_metrics)
+        if cur is not None and "curriculum" not in bad and (Path(cur.path) / MANIFEST).exists() else {}
+    report.data = data_numbers(_read(record, "score", "scores.parquet", bad),
+                               _read(record, "curriculum", "order.parquet", bad), cur_metrics)
     if report.clusters is not None:
         report.data["clusters"] = float(report.clusters.height)
     return report
@@ -280,6 +290,8 @@ def sections(report: RunReport) -> list[tuple[str, Body]]:
                       "the target, see below)")
             notes += target_notes(report.steps, report.comparison)
         out.append((title, Noted(arm_table(report.comparison, report.steps), notes)))
+    elif "evaluate" in report.unusable:
+        out.append(("Arms", f"{report.unusable['evaluate']}: run the same config again to rebuild it"))
     elif "evaluate" in report.record.stages:
         out.append(("Arms", "the evaluate artifact is gone from disk (saerl gc?): run the same config again to "
                     "rebuild it (the stages still stored are reused)"))
@@ -304,6 +316,9 @@ def sections(report: RunReport) -> list[tuple[str, Body]]:
     out.append(("Stage runs", stage_rows(report.record)))
     if report.missing:
         out.append(("Missing artifacts", "gone from disk (garbage-collected?): " + ", ".join(report.missing)))
+    if report.unusable:
+        out.append(("Unusable artifacts", "; ".join(f"{stage}: {why}" for stage, why in report.unusable.items())
+                    + ": their tables are left out; run the same config again to rebuild them"))
     return out
 
 

@@ -97,6 +97,30 @@ def test_report_reads_the_artifacts_of_a_moved_root(tmp_path):
     assert "Missing artifacts" not in format_text(report) and report.record.stages["score"].path.startswith(str(new))
 
 
+def test_a_corrupt_artifact_is_named_and_left_out_not_read(tmp_path):
+    """A truncated comparison.parquet gave a raw polars traceback, and a deleted file read as 'gone from disk';
+    the report verifies the artifacts it reads (as export does), names what is wrong, and reads the rest."""
+    from saerl.artifacts import ArtifactStore
+    from saerl.report import format_text, load_report
+    from saerl.runs import RunRecord, StageRecord, save_run
+
+    clusters = pl.DataFrame({"cluster": [0, 1], "size": [3, 1], "share": [0.75, 0.25], "top_features": [[4], [7]],
+                             "top_topic": [None, None], "top_topic_share": [None, None]})
+    store = ArtifactStore(tmp_path)
+    score, _ = store.ensure("score", "s" * 20, lambda b: clusters.write_parquet(b.path / "clusters.parquet"))
+    ev, _ = store.ensure("evaluate", "e" * 20, lambda b: clusters.write_parquet(b.path / "comparison.parquet"))
+    (Path(ev.path) / "comparison.parquet").write_bytes(b"PAR1 truncated")
+    save_run(tmp_path, RunRecord(name="corrupt", stages={s: StageRecord(
+        stage=s, key=ref.key, status="computed", reason="computed: first", config={}, inputs={}, path=ref.path)
+        for s, ref in (("score", score), ("evaluate", ev))}))
+    report = load_report(tmp_path)
+    assert list(report.unusable) == ["evaluate"] and report.comparison is None
+    assert report.clusters is not None and report.clusters.height == 2  # the intact artifact is still read
+    text = format_text(report)
+    assert f"artifact {ev.path} is not usable" in text and "comparison.parquet" in text
+    assert "gone from disk" not in text and "Unusable artifacts" in text
+
+
 # ------------------------------------------------------------------------------------------------ on a real run
 
 
