@@ -118,6 +118,7 @@ def load_report(root: Path, run_id: str = "latest") -> RunReport:
 
     record = relocated(load_run(Path(root), run_id), Path(root))
     report = RunReport(record)
+    store = ArtifactStore(root)
     for rec in ordered_stages(record):
         folder = Path(rec.path)
         if not folder.exists():
@@ -126,7 +127,7 @@ def load_report(root: Path, run_id: str = "latest") -> RunReport:
         pngs = sorted(folder.glob("plots/*.png"))
         if pngs:
             report.plots[rec.stage] = pngs
-        if rec.stage in READ_STAGES and (problems := ArtifactStore(root).problems(rec.stage, rec.key)):
+        if rec.stage in READ_STAGES and (problems := store.problems(rec.stage, rec.key)):
             report.unusable[rec.stage] = f"artifact {folder} is not usable ({problems[0]})"
     bad = report.unusable
     report.comparison = _read(record, "evaluate", "comparison.parquet", bad)

@@ -467,7 +467,7 @@ def run_evaluations(build: Build, units: list[EvalUnit], sets: dict[str, pl.Data
               "sets": {name: df["id"].cast(pl.String).to_list() for name, df in sets.items()}}
     frames: dict[str, pl.DataFrame] = {}
     reused: list[str] = []
-    loaded: dict[str, Any] = {}  # {"policy": its name, "pair": (model, tokenizer)}
+    loaded_policy, pair = "", None  # the policy in memory and its (model, tokenizer)
     for chunk, policy, model_cfg, seed in units:
         part = parts / f"{chunk}.parquet"
         fingerprint = stable_hash(common | {"policy": str(policy), "model": model_cfg.model_dump(mode="json"),
@@ -476,13 +476,12 @@ def run_evaluations(build: Build, units: list[EvalUnit], sets: dict[str, pl.Data
             frames[chunk] = pl.read_parquet(part)
             reused.append(chunk)
             continue
-        if loaded.get("policy") != str(policy):
-            loaded.clear()  # the previous policy leaves memory before the next loads
-            loaded.update(policy=str(policy), pair=load_policy(policy, model_cfg, device=cfg.runtime.device))
-        frames[chunk] = evaluate_loaded(*loaded["pair"], sets, cfg.eval, cfg.train.max_completion_length, seed)
+        if pair is None or loaded_policy != str(policy):
+            pair = None  # the previous policy leaves memory before the next loads
+            loaded_policy, pair = str(policy), load_policy(policy, model_cfg, device=cfg.runtime.device)
+        frames[chunk] = evaluate_loaded(*pair, sets, cfg.eval, cfg.train.max_completion_length, seed)
         write_file_atomic(part, frames[chunk].write_parquet)
         chunks.mark(chunk, fingerprint=fingerprint, rows=frames[chunk].height)
-    loaded.clear()
     return frames, reused
 
 

@@ -363,6 +363,6 @@ def test_two_first_runs_on_a_new_root_both_track(tmp_path):
                               stderr=subprocess.STDOUT, text=True) for i in range(2)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(out.strip().endswith("enabled") for out in outs), outs
-    runs = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(
-        [MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment_by_name("both").experiment_id])
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("both").experiment_id])
     assert sorted(r.info.run_name for r in runs) == ["run-0", "run-1"]
