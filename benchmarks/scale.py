@@ -43,7 +43,7 @@ from saerl.config import CurriculumConfig, ScoreConfig
 from saerl.curriculum import build_order, share_kept
 from saerl.property_models import fit_difficulty
 from saerl.sae import CODES_NAME, create_codes_store, load_codes_csr, write_codes_chunk
-from saerl.scoring import score_prompts, summarize_report
+from saerl.scoring import property_report, score_prompts, summarize_report
 
 FULL_PROMPTS = 1_000_000
 QUICK_PROMPTS = 100_000
@@ -199,12 +199,13 @@ def main() -> None:
         with warnings.catch_warnings(record=True) as caught:  # as the score runner: counted, not printed
             warnings.simplefilter("always", ConvergenceWarning)
             result = score_prompts(X, prompts, scale_score_config(), ids=ids)
+            report = property_report(X, prompts, scale_score_config(), result.scores, ids=ids, k=result.params["k"])
         unconverged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
         kept = share_kept(result.scores, scale_score_config().quality_threshold)  # the curriculum's filter
-        print(f"score: {time.perf_counter() - t1:.1f} s, k={result.params['k']}, kept "
+        print(f"score + property report: {time.perf_counter() - t1:.1f} s, k={result.params['k']}, kept "
               f"{kept:.3f}, {unconverged} fits stopped at max_iter; peak RSS "
               f"{peak_rss_gb():.2f} GB", flush=True)
-        print(summarize_report(result.report), flush=True)
+        print(summarize_report(report.report), flush=True)
         wall = time.perf_counter() - t0
         wide = dense_fit_speedup(X, ids, prompts, scale_score_config())
         del X

@@ -1,11 +1,11 @@
-"""Score stage speed: :func:`saerl.scoring.score_prompts` on a demo run's inputs, the old way and the new way side by side.
+"""Score stage speed: :func:`saerl.scoring.score_prompts` and :func:`saerl.scoring.property_report` on a demo run's inputs, the old way and the new way side by side.
 
 Reads what the score stage of a config reads from an artifact root that holds a run of it up to encode (the
 demo's: ``saerl demo`` or ``saerl run configs/demo.yaml --until encode``): the pooled SAE codes of every
 pooling (clusters from score.cluster_pool, the quality probe from score.model_pool, the difficulty regressor
 chosen among sae.encode_pool when score.difficulty_pool is auto), the ingested prompts, the mean-pooled
 residuals of the residual baseline and, when the config measures difficulty, the label stage's pass rates;
-exactly as ``saerl.runners.compute_score`` calls it. Then it times score_prompts three times on them, each
+exactly as ``saerl.runners.compute_score`` and ``compute_properties`` call them. Then it times both three times on them, each
 with its own :class:`saerl.property_models.FitOptions` for the difficulty elastic nets:
 
 - ``old``: serial, in the inputs' own float type (float32 codes and residuals), with the score settings of that
@@ -43,7 +43,7 @@ from saerl.config import PipelineConfig, load_config
 from saerl.pipeline import input_keys, plan
 from saerl.property_models import FitOptions, fit_options
 from saerl.runners import score_inputs
-from saerl.scoring import ScoreResult, score_prompts
+from saerl.scoring import PropertyReport, ScoreResult, property_report, score_prompts
 from saerl.stages import STAGES, stage_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,16 +117,19 @@ def upstream_refs(cfg: PipelineConfig, config: str) -> dict[str, ArtifactRef]:
                      "demo's root, .saerl), then rerun this benchmark with --work on that root")
 
 
-def timed_score(inputs: dict[str, Any], cfg: PipelineConfig, fit: FitOptions) -> tuple[ScoreResult, float, int]:
-    """(score_prompts' result, wall seconds, scikit-learn fits that stopped before converging) for one FitOptions."""
+def timed_score(inputs: dict[str, Any], cfg: PipelineConfig,
+                fit: FitOptions) -> tuple[tuple[ScoreResult, PropertyReport], float, int]:
+    """((score_prompts' result, property_report's on its clusters), wall seconds of both, scikit-learn fits that
+    stopped before converging) for one FitOptions: the score and properties stages' fits."""
     args = dict(inputs)
     X, prompts, measured = args.pop("X"), args.pop("prompts"), args.pop("measured")
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        result = score_prompts(X, prompts, cfg.score, measured, fit=fit, **args)
+        result = score_prompts(X, prompts, cfg.score, measured, fit=fit, ids=args["ids"], C=args["C"], D=args["D"])
+        report = property_report(X, prompts, cfg.score, result.scores, measured, fit=fit, k=result.params["k"], **args)
     seconds = time.perf_counter() - started
-    return result, seconds, sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return (result, report), seconds, sum(issubclass(w.category, ConvergenceWarning) for w in caught)
 
 
 def side_by_side(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
@@ -186,15 +189,15 @@ def main() -> None:
     if not (args.quick or args.no_serial):
         runs["float64"] = FitOptions(n_jobs=1)
     runs["new"] = new_fit
-    results: dict[str, tuple[ScoreResult, float, int]] = {}
+    results: dict[str, tuple[tuple[ScoreResult, PropertyReport], float, int]] = {}
     for name, fit in runs.items():
         results[name] = timed_score(inputs, cfg if name == "old" else new_cfg, fit)
-        result, seconds, unconverged = results[name]
+        (result, _), seconds, unconverged = results[name]
         print(f"[{name}]{' ' + ' '.join(args.new_override) if name == 'new' and args.new_override else ''} n_jobs={fit.n_jobs} dtype={'input' if fit.dtype is None else np.dtype(fit.dtype).name}: "
               f"{seconds:.1f}s, {unconverged} fits stopped at max_iter; chose {chosen(result)}", flush=True)
 
-    old, new = results["old"][0], results["new"][0]
-    table = side_by_side(old.report, new.report)
+    (old, old_report), (new, new_report) = results["old"][0], results["new"][0]
+    table = side_by_side(old_report.report, new_report.report)
     with pl.Config(tbl_rows=-1, tbl_width_chars=120, float_precision=4):
         print(table)
     diff = max_abs_diff(table)
@@ -203,7 +206,7 @@ def main() -> None:
           f"{int((table['old'].round(3) != table['new'].round(3)).sum())} of {table.height}); "
           f"max |difficulty_hat diff| {hat:.4g}")
     if "float64" in results:
-        threads = max_abs_diff(side_by_side(results["float64"][0].report, new.report))
+        threads = max_abs_diff(side_by_side(results["float64"][0][1].report, new_report.report))
         what = "the --new-override settings and threads" if args.new_override else "threads change no number"
         print(f"threads_report_diff={threads:.3g} (float64 serial vs new: {what})")
         print(f"float64 alone: {results['old'][1] / results['float64'][1]:.2f}x; threads on top: "

@@ -246,6 +246,8 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None,
 
     def submit(stage: str, name: str, ups: tuple[str, ...], variant: dict[str, Any] | None) -> dict[str, Any]:
         """Start one stage run as a task (its shards first, on Dask); returns what finishing it needs."""
+        from saerl.artifacts import chunks_done
+
         active["name"] = name
         started = time.time()
         upstream = resolve_upstream(stage, ups, refs, variant)
@@ -260,16 +262,20 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None,
                 "upstream": {u: asdict(r) for u, r in upstream.items()}}
         task = stage_task.with_options(**stage_options(stage, root, refresh) | {"task_run_name": name})
         fanned = not complete and stage in SHARDED and cfg.runtime.task_runner == "dask"
+        # a fanned stage's own task finds every chunk done (its shards ran them): what it resumed is counted here
+        before = chunks_done(store.partial_path(stage, key)) if fanned else 0
         if fanned:
             future = build_sharded(store, args, cfg.runtime.workers,
                                    lambda: task.submit(**args, variant=variant, lock_held=True), label)
         else:
             future = task.submit(**args, variant=variant)
         return {"stage": stage, "name": name, "key": key, "keys": keys, "note": note, "future": future,
-                "started": started, "fanned": fanned}
+                "started": started, "fanned": fanned, "chunks_before": before}
 
     def finish(run: dict[str, Any]) -> None:
-        """Wait for a submitted stage run, record it (run record, terminal, MLflow)."""
+        """Wait for a submitted stage run, record it (run record, terminal, MLflow). A build that resumed an
+        interrupted one says first how many of its chunks were already done (the task's counts; a fanned stage's
+        from before its shards ran)."""
         stage, name, key, keys = run["stage"], run["name"], run["key"], run["keys"]
         active["name"] = name
         future = run["future"]
@@ -279,9 +285,11 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None,
         computed = bool(result["computed"]) and state.name != "Cached"
         seconds = run_seconds(run, state, result)
         ref = refs[name] = stored_ref(store, stage, key)
-        sl = stage_slice(cfg, stage)
+        sl = stage_slice(cfg, stage, keys.get("device"))
+        resumed = (run["chunks_before"] if run["fanned"] else result.get("chunks_before", 0), result.get("chunks_total", 0))
         rec = StageRecord(stage=name, key=key, status="computed" if computed else "cached",
-                          reason=explain(name, computed, sl, keys, previous, run["note"], result.get("waited", 0.0)),
+                          reason=explain(name, computed, sl, keys, previous, run["note"], result.get("waited", 0.0),
+                                         resumed),
                           config=sl, inputs=keys,
                           seconds=seconds, bytes=store.size_bytes(stage, key), path=ref.path)
         record.stages[name] = rec

@@ -125,13 +125,6 @@ def resolve_dtype(config: Any, model_cfg: ModelConfig, device: torch.device) -> 
     return dtype_name(getattr(config, "dtype", None)) or "auto"
 
 
-def check_layer(name: str, model_cfg: ModelConfig, cfg: ExtractConfig) -> int:
-    """The block index extract.layer resolves to for model `name`, read from its config file only, so an
-    out-of-range layer fails before any tokenizing or weight loading (ValueError naming extract.layer)."""
-    n_layers, _ = model_shape(name, model_cfg)
-    return resolve_layer(cfg.layer, n_layers)
-
-
 @dataclass
 class LoadedModel:
     """A model ready for extraction: the module, its tokenizer, its block list, device and dtype."""

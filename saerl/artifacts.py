@@ -188,6 +188,14 @@ class Build:
         self.notes.update(fields)
 
 
+def chunks_done(build_folder: Path) -> int:
+    """How many chunks the chunk log of a build folder records as finished (:class:`ChunkLog`:
+    `<folder>/_chunks/<chunk>.json`), reading names only: nothing is created (a ChunkLog would create its folder).
+    in: a partial artifact folder (ArtifactStore.partial_path) or a build's path; out: the count (0 when the folder
+    or its log does not exist)."""
+    return sum(1 for _ in (Path(build_folder) / CHUNK_DIR).glob("*.json"))
+
+
 class ArtifactStore:
     """All artifacts under one root folder, addressed by (stage, key)."""
 

@@ -356,7 +356,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `saerl` console script."""
+    """Entry point of the `saerl` console script. The verifier's workers stop when the command ends, however it
+    ends (:func:`saerl.pipeline.stop_verifier`)."""
     args = parse_args(argv)
     _setup_logging(args.verbose)
     try:
@@ -369,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"saerl: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        from saerl.pipeline import stop_verifier
+
+        stop_verifier()
 
 
 if __name__ == "__main__":

@@ -42,7 +42,6 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-import torch
 
 from saerl.config import EvalConfig, ModelConfig
 from saerl.data import GOOD_QUALITY
@@ -60,71 +59,9 @@ Metric = Literal["greedy", "mean_k"]
 # ------------------------------------------------------------------------------------------------ generation
 
 
-def _sampling_kwargs(temperature: float) -> dict[str, Any]:
-    """HF generate settings for greedy (temperature 0) or plain sampling at `temperature`. Every knob is set
-    explicitly: generate fills fields left at their defaults from the checkpoint's generation_config
-    (a real chat model ships top_p/top_k/repetition_penalty there), which would change what is measured."""
-    if temperature <= 0:
-        return {"do_sample": False, "num_beams": 1, "temperature": None, "top_k": None, "top_p": None,
-                "min_p": None, "repetition_penalty": 1.0}
-    return {"do_sample": True, "num_beams": 1, "temperature": temperature, "top_k": 0, "top_p": 1.0,
-            "min_p": None, "typical_p": 1.0, "repetition_penalty": 1.0}
-
-
 def _seed_for(seed: int, sample: int) -> int:
     """A torch seed for one sample pass, from (run seed, sample index): sample j is the same whatever k is."""
     return int(np.random.SeedSequence([seed, sample]).generate_state(1)[0])
-
-
-@torch.no_grad()
-def generate_batched(model: Any, tok: Any, prompts: list[str], max_new_tokens: int, batch_size: int,
-                     temperature: float, seed: int) -> tuple[list[str], list[int], list[bool]]:
-    """Completions of chat-templated `prompts` with left padding, in batches of similar length.
-    in: model, tokenizer (with a chat template), prompt texts, limits, temperature (0 = greedy), torch seed;
-    out: (decoded completions without special tokens, generated token counts up to and including EOS,
-    whether each completion ended with EOS: one that did not was cut at max_new_tokens).
-    The seed applies inside a fork of torch's RNG: the caller's random state is left as it was (a training
-    run that evaluates every N steps keeps its own seeded sampling)."""
-    devices = [model.device] if model.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        return _generate(model, tok, prompts, max_new_tokens, batch_size, temperature)
-
-
-def _generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int, batch_size: int,
-              temperature: float) -> tuple[list[str], list[int], list[bool]]:
-    """generate_batched's body, drawing from torch's global RNG as it stands. A completion ends at the ids RL
-    rollouts stop at (:func:`saerl.policy_lm.stop_ids`: the tokenizer's EOS and the generation_config's)."""
-    from saerl.policy_lm import stop_ids
-
-    model.eval()
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    eos_ids = set(stop_ids(model, tok))
-    texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-             for p in prompts]
-    ids = tok(texts, add_special_tokens=False)["input_ids"]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # less padding; results go back in input order
-    out_text: list[str] = [""] * len(ids)
-    out_len: list[int] = [0] * len(ids)
-    out_ended: list[bool] = [False] * len(ids)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        width = max(len(ids[i]) for i in rows)
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):  # left padding: generation continues right after each prompt
-            input_ids[r, width - len(ids[i]) :] = torch.tensor(ids[i])
-            mask[r, width - len(ids[i]) :] = 1
-        gen = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
-                             max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=sorted(eos_ids),
-                             **_sampling_kwargs(temperature))[:, width:].cpu()
-        for r, i in enumerate(rows):
-            seq = gen[r].tolist()
-            end = next((j + 1 for j, t in enumerate(seq) if t in eos_ids), None)
-            out_ended[i] = end is not None
-            out_len[i] = end if end is not None else len(seq)
-            out_text[i] = tok.decode(seq[: out_len[i]], skip_special_tokens=True)
-    return out_text, out_len, out_ended
 
 
 def select_problems(df: pl.DataFrame, max_problems: int | None) -> pl.DataFrame:
@@ -140,17 +77,19 @@ def select_problems(df: pl.DataFrame, max_problems: int | None) -> pl.DataFrame:
 def evaluate_loaded(model: Any, tok: Any, eval_sets: dict[str, pl.DataFrame], cfg: EvalConfig,
                     max_new_tokens: int, seed: int) -> pl.DataFrame:
     """:func:`evaluate_policy` on an already loaded model and tokenizer."""
+    from saerl import policy_lm
+
     frames = []
     for name, df in eval_sets.items():
         df = select_problems(df, cfg.max_problems)
         prompts, golds = df["prompt"].to_list(), [str(a) for a in df["answer"].to_list()]
         n = df.height
-        texts, lens, ended = generate_batched(model, tok, prompts, max_new_tokens, cfg.batch_size, 0.0,
-                                              _seed_for(seed, GREEDY))
+        texts, lens, ended = policy_lm.generate(model, tok, prompts, max_new_tokens, cfg.batch_size, 0.0,
+                                                _seed_for(seed, GREEDY))
         samples = [GREEDY] * n
         for j in range(1, cfg.k_samples + 1):
-            t, ln, e = generate_batched(model, tok, prompts, max_new_tokens, cfg.batch_size, cfg.temperature,
-                                        _seed_for(seed, j))
+            t, ln, e = policy_lm.generate(model, tok, prompts, max_new_tokens, cfg.batch_size, cfg.temperature,
+                                          _seed_for(seed, j))
             texts, lens, ended, samples = texts + t, lens + ln, ended + e, samples + [j] * n
         results = verify_batch(texts, golds * (cfg.k_samples + 1), cfg.verify_timeout_s)
         extra = {c: df[c].cast(pl.Utf8).to_list() * (cfg.k_samples + 1) for c in ("difficulty", "topic") if c in df.columns}

@@ -75,7 +75,7 @@ def pass_rates(model: Any, tok: Any, prompts: pl.DataFrame, rollouts: int, tempe
 
     ids, texts, golds = (prompts["id"].cast(pl.String).to_list(), prompts["prompt"].to_list(),
                          prompts["answer"].to_list())
-    completions = generate(model, tok, texts * rollouts, max_new_tokens, batch, temperature, seed, top_k=top_k)
+    completions = generate(model, tok, texts * rollouts, max_new_tokens, batch, temperature, seed, top_k=top_k).texts
     timeout = {} if verify_timeout_s is None else {"timeout_s": verify_timeout_s}
     results = verify_batch(completions, golds * rollouts, **timeout)
     n = len(ids)

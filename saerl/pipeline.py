@@ -9,6 +9,7 @@ wrap `run_stage` one stage each; `flows/` composes them.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from saerl import runners
-from saerl.artifacts import ArtifactRef, ArtifactStore, Build, file_sha256
+from saerl.artifacts import ArtifactRef, ArtifactStore, Build, chunks_done, file_sha256
 from saerl.config import PipelineConfig
 from saerl.stages import STAGES, code_version, stage_key, stage_slice
 
 log = logging.getLogger("saerl.pipeline")
 
-ORDER = ("testbed", "ingest", "extract", "sae", "encode", "label", "score", "curriculum", "train", "evaluate")
+ORDER = ("testbed", "ingest", "extract", "sae", "encode", "label", "score", "properties", "curriculum", "train",
+         "evaluate")
 
 
 @dataclass
@@ -34,11 +36,14 @@ class StageResult:
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
     waited: float = 0.0  # seconds spent waiting for another process that was building the same artifact
+    chunks_before: int = 0  # chunks an interrupted build had finished when this one resumed it (0: none, or reused)
+    chunks_total: int = 0  # chunks of the build when it published (0 for a stage without chunks, or reused)
 
     def to_json(self) -> dict[str, Any]:
         """Small JSON-able form (what Prefect persists as the task result)."""
         return {"stage": self.ref.stage, "key": self.ref.key, "path": self.ref.path, "computed": self.computed,
-                "seconds": self.seconds, "metrics": self.metrics, "waited": self.waited}
+                "seconds": self.seconds, "metrics": self.metrics, "waited": self.waited,
+                "chunks_before": self.chunks_before, "chunks_total": self.chunks_total}
 
 
 def data_file(cfg: PipelineConfig) -> Path | None:
@@ -240,6 +245,7 @@ RUNNERS: dict[str, Callable[[PipelineConfig, dict[str, ArtifactRef], Build], dic
     "encode": runners.compute_encode,
     "label": runners.compute_label,
     "score": runners.compute_score,
+    "properties": runners.compute_properties,
     "curriculum": runners.compute_curriculum,
     "train": runners.compute_train,
     "evaluate": runners.compute_evaluate,
@@ -254,6 +260,17 @@ def set_threads(cfg: PipelineConfig) -> None:
         torch.set_num_threads(cfg.runtime.torch_threads)
 
 
+def stop_verifier() -> None:
+    """Stop the answer verifier's worker processes (saerl.verify's pool), which a stage that verifies answers (ingest,
+    label, train, evaluate) starts in the process that runs it: a Dask worker or a long-lived process that runs many
+    stage runs would otherwise keep up to MAX_WORKERS idle interpreters (~60 MB each) until it exits. A batch
+    still running on another thread finishes first (the pool's lock); the next batch restarts them (~0.4 s).
+    Nothing happens where the verifier was never imported."""
+    verify = sys.modules.get("saerl.verify")
+    if verify is not None:
+        verify.shutdown_verifier()
+
+
 def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef],
               key: str | None = None, variant: dict[str, Any] | None = None, take_lock: bool = True) -> StageResult:
     """Build or reuse `stage`'s artifact for `cfg` given its upstream artifacts (and, for train, the
@@ -265,16 +282,23 @@ def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
     key = key or stage_key(cfg, stage, keys)
     started = time.time()
     metrics: dict[str, float] = {}
+    chunks = [0, 0]  # finished chunks of the build when its compute starts (a resumed build's) and when it ends
 
     def compute(build: Build) -> None:
+        chunks[0] = chunks_done(build.path)
         metrics.update(RUNNERS[stage](cfg, upstream, build, **(variant or {})))
         build.note(metrics=metrics)
+        chunks[1] = chunks_done(build.path)  # publishing removes the chunk log: counted now
 
-    manifest = {"code_version": code_version(stage), "inputs": keys, "config": stage_slice(cfg, stage)}
-    ref, computed = store.ensure(stage, key, compute, manifest, take_lock=take_lock)
+    manifest = {"code_version": code_version(stage), "inputs": keys, "config": stage_slice(cfg, stage, keys.get("device"))}
+    try:
+        ref, computed = store.ensure(stage, key, compute, manifest, take_lock=take_lock)
+    finally:
+        stop_verifier()
     if not computed:
         metrics = ref.manifest().get("metrics", {})
-    return StageResult(ref, computed, round(time.time() - started, 3), metrics, store.take_waited(stage, key))
+    return StageResult(ref, computed, round(time.time() - started, 3), metrics, store.take_waited(stage, key),
+                       *chunks)
 
 
 def stage_runs(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, str, tuple[str, ...], dict[str, Any] | None]]:

@@ -16,7 +16,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import polars as pl
 import torch
@@ -244,28 +244,60 @@ def stop_ids(model: Any, tok: Any) -> list[int]:
     return ids if tok.eos_token_id in ids or tok.eos_token_id is None else [tok.eos_token_id, *ids]
 
 
-@torch.no_grad()
-def generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int, batch: int,
-             temperature: float = 0.0, seed: int = 0, top_k: int = 0) -> list[str]:
-    """Completions (decoded, special tokens dropped) for each prompt, generated on the model's device from
-    left-padded batches (pad = the tokenizer's pad token, else EOS), each stopping at :func:`stop_ids` as RL
-    rollouts do; temperature 0 = greedy, else sampling at
-    `temperature` from the `top_k` most likely tokens (0 = all). Every sampling knob is set explicitly, so a
-    checkpoint's generation_config (top_p, repetition_penalty, ...) does not change what is measured."""
-    from saerl.evaluate import _sampling_kwargs
+def _sampling_kwargs(temperature: float, top_k: int = 0) -> dict[str, Any]:
+    """HF generate settings for greedy (temperature 0) or sampling at `temperature` from the `top_k` most likely
+    tokens (0 = all). Every knob is set explicitly: generate fills fields left at their defaults from the
+    checkpoint's generation_config (a real chat model ships top_p/top_k/repetition_penalty there), which would
+    change what is measured."""
+    if temperature <= 0:
+        return {"do_sample": False, "num_beams": 1, "temperature": None, "top_k": None, "top_p": None,
+                "min_p": None, "repetition_penalty": 1.0}
+    return {"do_sample": True, "num_beams": 1, "temperature": temperature, "top_k": top_k, "top_p": 1.0,
+            "min_p": None, "typical_p": 1.0, "repetition_penalty": 1.0}
 
-    torch.manual_seed(seed)
-    out: list[str] = []
-    model.eval()
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    knobs = {**_sampling_kwargs(temperature), **({"top_k": top_k} if temperature > 0 else {})}
-    for i in range(0, len(prompts), batch):
-        seqs = tok([prompt_text(tok, p) for p in prompts[i : i + batch]], add_special_tokens=False)["input_ids"]
-        ids, mask = left_pad(seqs, pad_id)
-        gen = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                             max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=stop_ids(model, tok),
-                             **knobs)
-        out += tok.batch_decode(gen[:, ids.shape[1] :].cpu(), skip_special_tokens=True)
+
+class Completions(NamedTuple):
+    """What :func:`generate` returns, one entry per prompt, in the prompts' order."""
+
+    texts: list[str]  # decoded completions, special tokens dropped
+    lengths: list[int]  # generated tokens up to and including the stop id (all of them when none came)
+    ended: list[bool]  # whether the completion stopped at a stop id; False: cut at max_new_tokens
+
+
+@torch.no_grad()
+def generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int, batch_size: int,
+             temperature: float = 0.0, seed: int = 0, top_k: int = 0) -> Completions:
+    """Completions of chat-templated `prompts` (:func:`prompt_text`), generated on the model's device, the one
+    generation of the project (label rollouts, in-training and final evaluation, the testbed LM's accuracy).
+    in: model, tokenizer, prompt texts, max_new_tokens, batch_size, temperature (0 = greedy), torch seed, top_k
+    (sampling from the k most likely tokens, 0 = all; ignored when greedy); out: :class:`Completions`.
+    Prompts go in batches of similar token length (sorted by length: less padding; results come back in input
+    order), left-padded whatever the tokenizer's padding_side (pad = the tokenizer's pad token, else EOS); each
+    completion stops at :func:`stop_ids`, as RL rollouts do. Every sampling knob is set explicitly
+    (:func:`_sampling_kwargs`), so a checkpoint's generation_config does not change what is measured. The seed
+    applies inside a fork of torch's RNG: the caller's random state is left as it was (a training run that
+    evaluates every N steps keeps its own seeded sampling). Deterministic for a seed and batch size."""
+    devices = [model.device] if model.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        model.eval()
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        stops = sorted(set(stop_ids(model, tok)))
+        ids = tok([prompt_text(tok, p) for p in prompts], add_special_tokens=False)["input_ids"]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = Completions([""] * len(ids), [0] * len(ids), [False] * len(ids))
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            input_ids, mask = left_pad([ids[i] for i in rows], pad_id)
+            gen = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
+                                 max_new_tokens=max_new_tokens, pad_token_id=pad_id, eos_token_id=stops,
+                                 **_sampling_kwargs(temperature, top_k))[:, input_ids.shape[1] :].cpu()
+            for r, i in enumerate(rows):
+                seq = gen[r].tolist()
+                end = next((j + 1 for j, t in enumerate(seq) if t in stops), None)
+                out.ended[i] = end is not None
+                out.lengths[i] = end if end is not None else len(seq)
+                out.texts[i] = tok.decode(seq[: out.lengths[i]], skip_special_tokens=True)
     return out
 
 
@@ -300,7 +332,8 @@ def train_policy_lm(cfg: TestbedConfig, world: dict[str, pl.DataFrame], out_dir:
     save_tokenizer(tok, out_dir)
     model, tok = load_policy(out_dir)
     ev = world["eval"]
-    flags = correct(generate(model, tok, ev["prompt"].to_list(), cfg.max_new_tokens, cfg.eval_batch), ev["answer"].to_list())
+    flags = correct(generate(model, tok, ev["prompt"].to_list(), cfg.max_new_tokens, cfg.eval_batch).texts,
+                    ev["answer"].to_list())
     table = accuracy_table(ev, flags)
     levels = ", ".join(f"{lv if lv == 'all' else f'L{float(lv):g}'} {acc:.3f}"
                        for lv, acc in zip(table["difficulty"], table["acc"], strict=True))
@@ -315,8 +348,8 @@ def score_policy(model: Any, tok: Any, df: pl.DataFrame, k: int, temperature: fl
     """Per problem of `df` (prompt, answer): greedy correctness and mean correctness over k samples at
     `temperature`. in: policy, frame, k, temperature, limits, seed; out: (greedy flags, mean@k per problem)."""
     prompts, golds = df["prompt"].to_list(), df["answer"].to_list()
-    greedy = correct(generate(model, tok, prompts, max_new_tokens, batch), golds)
-    samples = correct(generate(model, tok, prompts * k, max_new_tokens, batch, temperature, seed), golds * k)
+    greedy = correct(generate(model, tok, prompts, max_new_tokens, batch).texts, golds)
+    samples = correct(generate(model, tok, prompts * k, max_new_tokens, batch, temperature, seed).texts, golds * k)
     n = len(prompts)
     mean_k = [sum(samples[j * n + i] for j in range(k)) / k for i in range(n)]
     return greedy, mean_k

@@ -70,15 +70,15 @@ class RunReport:
     comparison: pl.DataFrame | None = None  # evaluate: comparison.parquet
     gains: pl.DataFrame | None = None  # evaluate: gains.parquet (each arm vs the starting policy, eval.base_policy)
     steps: pl.DataFrame | None = None  # evaluate: steps_to_target.parquet
-    clusters: pl.DataFrame | None = None  # score: clusters.parquet
-    properties: pl.DataFrame | None = None  # score: property_report.parquet
+    clusters: pl.DataFrame | None = None  # properties: clusters.parquet
+    properties: pl.DataFrame | None = None  # properties: property_report.parquet
     data: dict[str, float] = field(default_factory=dict)  # prompts scored / in the order / filtered
     plots: dict[str, list[Path]] = field(default_factory=dict)  # stage run name -> PNG files
     missing: list[str] = field(default_factory=list)  # stage runs whose artifact folder is gone
     unusable: dict[str, str] = field(default_factory=dict)  # read stage -> what is wrong with its artifact (not read)
 
 
-READ_STAGES = ("score", "curriculum", "evaluate")  # the stages whose tables a report reads (verified first)
+READ_STAGES = ("score", "properties", "curriculum", "evaluate")  # the stages whose tables a report reads (verified first)
 
 
 def _read(record: RunRecord, stage: str, file: str, unusable: dict[str, str] | None = None) -> pl.DataFrame | None:
@@ -133,8 +133,9 @@ def load_report(root: Path, run_id: str = "latest") -> RunReport:
     report.comparison = _read(record, "evaluate", "comparison.parquet", bad)
     report.gains = _read(record, "evaluate", "gains.parquet", bad)
     report.steps = _read(record, "evaluate", "steps_to_target.parquet", bad)
-    report.clusters = _read(record, "score", "clusters.parquet", bad)
-    report.properties = _read(record, "score", "property_report.parquet", bad)
+    described = "properties" if "properties" in record.stages else "score"  # a run before the split: the score stage's
+    report.clusters = _read(record, described, "clusters.parquet", bad)
+    report.properties = _read(record, described, "property_report.parquet", bad)
     cur = record.stages.get("curriculum")
     cur_metrics = ArtifactRef("curriculum", cur.key, cur.path).manifest().get("metrics", {}) \
         if cur is not None and "curriculum" not in bad and (Path(cur.path) / MANIFEST).exists() else {}
@@ -412,11 +413,12 @@ def record_results(store: ArtifactStore, cfg: PipelineConfig, results: dict[str,
     previous = previous_stage_runs(store.root, cfg.name, list(results))  # per stage run: its newest earlier run
     for name, res in results.items():
         stage = stage_of(name)
-        sl = stage_slice(cfg, stage)
         inputs = res.ref.manifest().get("inputs", {})
+        sl = stage_slice(cfg, stage, inputs.get("device"))
         record.stages[name] = StageRecord(
             stage=name, key=res.ref.key, status="computed" if res.computed else "cached",
-            reason=explain(name, res.computed, sl, inputs, previous), config=sl, inputs=inputs,
+            reason=explain(name, res.computed, sl, inputs, previous, resumed=(res.chunks_before, res.chunks_total)),
+            config=sl, inputs=inputs,
             seconds=res.seconds, bytes=store.size_bytes(res.ref.stage, res.ref.key), path=res.ref.path)
     return record
 

@@ -228,12 +228,12 @@ class EvalCallback(TrainerCallback):
         self.last_step = -1
 
     def _run(self, model: Any, step: int) -> None:
-        from saerl.evaluate import generate_batched
+        from saerl import policy_lm
 
         was_training = model.training
         for name, df in self.sets.items():
             t0 = time.time()
-            texts, _, _ = generate_batched(model, self.tok, df["prompt"].to_list(), self.max_new_tokens, self.batch, 0.0, 0)
+            texts = policy_lm.generate(model, self.tok, df["prompt"].to_list(), self.max_new_tokens, self.batch).texts
             statuses = judge(texts, [str(a) for a in df["answer"].to_list()], self.timeout_s)
             ok = [s == "correct" for s in statuses]
             self.rows.append({"step": step, "set": name, "greedy": sum(ok) / max(1, len(ok)), "n": len(ok),

@@ -23,6 +23,7 @@ log = logging.getLogger("saerl.runners")
 
 PROMPTS = "prompts.parquet"
 SCORES = "scores.parquet"
+SCORE_PARAMS = "score_params.json"  # the score stage's fitted choices (k, silhouette, difficulty model, ...)
 ORDER = "order.parquet"
 VANILLA = "vanilla_order.parquet"
 PLOTS = "plots"
@@ -187,34 +188,67 @@ def score_inputs(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[st
             "RD": RD if R is not None and RD else None}
 
 
-def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
-    """Score: clusters, difficulty_hat, quality_hat from SAE codes, plus the baselines report."""
+def unconverged_fits(caught: list) -> int:
+    """How many of the recorded warnings are scikit-learn's ConvergenceWarning; logs the settings that raise the
+    iteration caps when there are any. in: warnings.catch_warnings(record=True)'s list; out: the count."""
     from sklearn.exceptions import ConvergenceWarning
 
-    from saerl.scoring import score_prompts, summarize_report
+    n = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+    if n:
+        log.info("%d scikit-learn fits stopped before converging (raise score.enet_max_iter for the elastic nets, "
+                 "score.probe_max_iter for the logistic probes)", n)
+    return n
+
+
+def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
+    """Score: clusters, difficulty_hat, quality_hat per prompt from SAE codes (scores.parquet, what the curriculum
+    reads) and the fitted models' choices (score_params.json)."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    from saerl.scoring import score_prompts
 
     args = score_inputs(cfg, inputs)
-    X, ids, C, prompts = args["X"], args["ids"], args["C"], args["prompts"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        result = score_prompts(X, prompts, cfg.score, args["measured"], ids=ids, R=args["R"], C=C, D=args["D"],
-                               RD=args["RD"])
-    unconverged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
-    if unconverged:
-        log.info("score: %d scikit-learn fits stopped before converging (raise score.enet_max_iter for the "
-                 "elastic nets, score.probe_max_iter for the logistic probes)", unconverged)
+        result = score_prompts(args["X"], args["prompts"], cfg.score, args["measured"], ids=args["ids"], C=args["C"],
+                               D=args["D"])
+    unconverged = unconverged_fits(caught)
     result.scores.write_parquet(build.path / SCORES)
-    result.clusters.write_parquet(build.path / "clusters.parquet")
-    result.report.write_parquet(build.path / "property_report.parquet")
-    (build.path / "score_params.json").write_text(json.dumps(result.params, indent=1, default=str))
-    log.info("property models vs baselines:\n%s", summarize_report(result.report))
+    (build.path / SCORE_PARAMS).write_text(json.dumps(result.params, indent=1, default=str))
     for note in result.notes:
         log.warning("score: %s", note)
-    write_score_plots(C, ids, prompts, result.scores, cfg, build.path / PLOTS, clusters=result.clusters,
-                      params=result.params, fitted=set(result.labelled), heldout=result.heldout)
     build.note(notes=result.notes, rows={"scores": result.scores.height}, unconverged_fits=unconverged)
     # no quality filter here: kept / share_kept are the curriculum stage's (it reads score.quality_threshold)
-    return {"n_clusters": float(result.clusters.height)}
+    return {"n_clusters": float(result.scores["cluster"].n_unique())}
+
+
+def compute_properties(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
+    """Properties: what the score stage's clusters are (clusters.parquet) and how good SAE property models are
+    beside baselines on held-out rows (property_report.parquet), with the plots a person looks at (cluster map,
+    predicted vs true difficulty, top features per cluster). Nothing downstream reads it, so a setting of the
+    report alone (score.baselines, score.ood_folds, score.cluster_examples, ...) reruns this stage only."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    from saerl.scoring import property_report, summarize_report
+
+    args = score_inputs(cfg, inputs)
+    scores = pl.read_parquet(inputs["score"].file(SCORES))
+    params = json.loads(inputs["score"].file(SCORE_PARAMS).read_text())
+    k = params["k"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        result = property_report(args["X"], args["prompts"], cfg.score, scores, args["measured"], ids=args["ids"],
+                                 R=args["R"], C=args["C"], D=args["D"], RD=args["RD"], k=k)
+    unconverged = unconverged_fits(caught)
+    result.clusters.write_parquet(build.path / "clusters.parquet")
+    result.report.write_parquet(build.path / "property_report.parquet")
+    log.info("property models vs baselines:\n%s", summarize_report(result.report))
+    for note in result.notes:
+        log.warning("properties: %s", note)
+    write_score_plots(args["C"], args["ids"], args["prompts"], scores, cfg, build.path / PLOTS, clusters=result.clusters,
+                      params=params, fitted=set(result.labelled), heldout=result.heldout)
+    build.note(notes=result.notes, rows={"property_report": result.report.height}, unconverged_fits=unconverged)
+    return {"report_rows": float(result.report.height)}
 
 
 # the measured-difficulty plot's rows and truth (write_score_plots): the report model's test rows, 1 - pass rate

@@ -4,7 +4,9 @@ A record is a JSON file `<root>/runs/<run_id>.json` with, per stage: key, status
 reason, config slice, input keys, seconds and bytes on disk. The reason for a recompute compares the stage
 with the same stage in the newest earlier run of the same config name that ran it (:func:`previous_stage_runs`:
 a newer run may have stopped before it, `--until`, a sweep's shared upstream run): which config fields changed,
-which input artifacts changed, or that the artifact was missing or corrupt.
+which input artifacts changed, or that the artifact was missing or corrupt; a build that resumed an interrupted one
+(killed, stopped or failed: its partial folder's chunk log kept the finished chunks) says first how many of its
+chunks were already done (:func:`resumed_note`).
 """
 
 from __future__ import annotations
@@ -203,23 +205,45 @@ def _diff_dicts(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [k for k in keys if old.get(k, "<unset>") != new.get(k, "<unset>")]
 
 
+def resumed_note(done: int, total: int) -> str:
+    """What a stage run that resumed an interrupted build (killed, stopped or failed) reused, leading its reason:
+    'resumed an interrupted build: 37 of 40 chunks were already done' ('' when it reused none). in: the chunks its
+    chunk log recorded when the compute started, the build's chunks when it published (0: not known, the count
+    alone is said); out: the note."""
+    if done <= 0:
+        return ""
+    if total <= 0:
+        return f"resumed an interrupted build: {done} chunks were already done"
+    return f"resumed an interrupted build: {min(done, total)} of {total} chunks were already done"
+
+
 def explain(
     stage: str, computed: bool, config: dict[str, Any], inputs: dict[str, str],
-    previous: Mapping[str, StageRecord], note: str = "", waited: float = 0.0,
+    previous: Mapping[str, StageRecord], note: str = "", waited: float = 0.0, resumed: tuple[int, int] = (0, 0),
 ) -> str:
     """Why a stage was computed or reused, relative to the same stage run in an earlier run of the same config
     name. `previous`: {stage run: StageRecord} of earlier runs (:func:`previous_stage_runs`: the newest earlier
-    run of each stage; a run record's `stages` for one run); `waited`: seconds a reused one waited for another
-    process building it."""
+    run of each stage; a run record's `stages` for one run); `note`: a computed run's reason found before it ran
+    (its stored artifact failed verification), said instead of the comparison; `waited`: seconds a reused one
+    waited for another process building it; `resumed`: (chunks already done when the compute started, the
+    build's chunks) of a build that resumed an interrupted one (:func:`resumed_note`), said first, before the rest
+    of the reason; (0, _) reads as a build from scratch."""
     if not computed and waited:
         return f"cached: built by another process meanwhile (waited {waited:.0f} s for it)"
     if not computed:
         return "cached: same code, inputs and config as a stored artifact"
-    if note:
-        return note
+    why = note or "computed: " + _changes(stage, config, inputs, previous)
+    lead = resumed_note(*resumed)
+    return f"computed: {lead}; {why.removeprefix('computed: ')}" if lead else why
+
+
+def _changes(stage: str, config: dict[str, Any], inputs: dict[str, str], previous: Mapping[str, StageRecord]) -> str:
+    """What differs from the stage run's newest earlier run (:func:`explain`): changed config fields and input
+    artifacts, that no earlier run ran it, or, when nothing differs, that the stored artifact was missing or corrupt.
+    in: stage run name, its config slice and input keys, the earlier runs' records; out: the text (no prefix)."""
     prev = previous.get(stage)
     if prev is None:
-        return "computed: no earlier run of this config ran this stage"
+        return "no earlier run of this config ran this stage"
     changed_fields = _diff_dicts(prev.config, config)
     changed_inputs = _diff_dicts(prev.inputs, inputs)
     parts = []
@@ -230,4 +254,4 @@ def explain(
         parts.append("input changed: " + ", ".join(changed_inputs))
     if not parts:
         parts.append("stored artifact was missing or corrupt (or the stage's code version changed)")
-    return "computed: " + "; ".join(parts)
+    return "; ".join(parts)

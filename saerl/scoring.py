@@ -1,4 +1,6 @@
-"""Score stage: clusters, difficulty and quality per prompt from pooled SAE codes, with baselines side by side.
+"""Score and properties stages: clusters, difficulty and quality per prompt from pooled SAE codes
+(:func:`score_prompts`, what the curriculum reads), and how good those models are beside baselines
+(:func:`property_report`, what a person reads).
 
 Inputs: ``X`` (CSR [n_prompts, d_sae], non-negative pooled top-K codes, rows aligned to ``ids``), the prompts
 frame (id, prompt, answer, optional topic / difficulty / quality / labelled), optionally measured pass rates
@@ -60,7 +62,7 @@ BASELINES = tuple(f for f in FEATURES if f != "sae")
 # both list the choice of each tested topic fold in fold order, joined by commas ("mean,mean,max").
 REPORT_SCHEMA = {"property": pl.String, "metric": pl.String, "features": pl.String, "value": pl.Float64,
                  "n_train": pl.Int64, "n_test": pl.Int64, "model": pl.String, "pool": pl.String}
-# ScoreResult.heldout (its id column takes the prompts' id type)
+# PropertyReport.heldout (its id column takes the prompts' id type)
 HELDOUT_SCHEMA = {"id": pl.String, "difficulty": pl.Float64, "difficulty_pred": pl.Float64, "model": pl.String,
                   "pool": pl.String}
 # difficulty_hat whose standard deviation is at most this share of the labels' reads as (near) constant: a note
@@ -71,23 +73,33 @@ CLUSTER_MODELS = {"majority": "one cluster", "shuffled": "permuted"}  # the repo
 
 @dataclass
 class ScoreResult:
-    """`scores`: id, cluster, difficulty_hat, quality_hat (one row per prompt, X's row order; the quality filter,
-    quality_hat >= score.quality_threshold, is the curriculum stage's: saerl.curriculum.quality_kept);
-    `clusters`: one row per cluster (size, top SAE features, example prompts, dominant true topic);
-    `report`: the long property report (REPORT_SCHEMA); `notes`: plain-language caveats;
-    `params`: chosen k, silhouette per k, CV'd hyper-parameters and label counts (for MLflow params);
-    `labelled`: the ids of the labelled subset the production models were fitted on;
-    `heldout`: the report's in-distribution SAE difficulty model on its test rows (HELDOUT_SCHEMA: id, difficulty =
-    the label (the column, or 1 - pass rate), difficulty_pred = its prediction, model / pool = its family and
-    pooling, as in the report's sae spearman_id row); no rows when it was not tested."""
+    """What the curriculum reads, from score_prompts. `scores`: id, cluster, difficulty_hat, quality_hat (one row
+    per prompt, X's row order; the quality filter, quality_hat >= score.quality_threshold, is the curriculum
+    stage's: saerl.curriculum.quality_kept); `notes`: plain-language caveats; `params`: chosen k, silhouette per k,
+    CV'd hyper-parameters and label counts (for MLflow params); `labelled`: the ids of the labelled subset the
+    models were fitted on."""
 
     scores: pl.DataFrame
-    clusters: pl.DataFrame
-    report: pl.DataFrame
     notes: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     labelled: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class PropertyReport:
+    """What a person reads about the score stage's models, from property_report. `report`: the long property
+    report (REPORT_SCHEMA); `clusters`: one row per cluster (size, top SAE features, example prompts, dominant
+    true topic); `heldout`: the report's in-distribution SAE difficulty model on its test rows (HELDOUT_SCHEMA:
+    id, difficulty = the label (the column, or 1 - pass rate), difficulty_pred = its prediction, model / pool =
+    its family and pooling, as in the report's sae spearman_id row), no rows when it was not tested; `notes`:
+    plain-language caveats of the report; `labelled`: the ids of the labelled subset score_prompts fits its models
+    on (the same inputs give the same subset)."""
+
+    report: pl.DataFrame
+    clusters: pl.DataFrame
     heldout: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=HELDOUT_SCHEMA))
+    notes: list[str] = field(default_factory=list)
+    labelled: list[Any] = field(default_factory=list)
 
 
 def resolve_difficulty(prompts: pl.DataFrame, measured: pl.DataFrame | None, source: str) -> tuple[np.ndarray, str]:
@@ -303,35 +315,30 @@ def difficulty_notes(model: Any, pool: str, hat: np.ndarray, y: np.ndarray) -> l
     return notes
 
 
-def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measured: pl.DataFrame | None = None,
-                  *, ids: Any = None, R: np.ndarray | None = None, C: sp.spmatrix | None = None,
-                  D: dict[str, sp.spmatrix] | None = None, fit: FitOptions | None = None,
-                  RD: dict[str, np.ndarray] | None = None) -> ScoreResult:
-    """Cluster, score difficulty and quality for every prompt, and build the property report.
+@dataclass
+class Aligned:
+    """score_prompts' and property_report's inputs aligned to one id order: the codes (X, C, D), the prompts
+    frame P joined to the ids, their texts, their topics (None when no prompt has one), the difficulty labels
+    (NaN where unknown) and their source, and the labelled subset (boolean mask)."""
 
-    X (the codes the quality probe reads, and the difficulty regressor unless `D` is given) rows are aligned to
-    `ids` (default: the prompts' row order); `C`, rows aligned the same way, are the codes the clusters are
-    made from (default: X; the score stage passes the cfg.cluster_pool pooling); `D` ({pooling: codes}, rows
-    aligned the same way) are the codes the difficulty regressor is chosen from by CV error on its training
-    rows (fit_difficulty; default {cfg.model_pool: X}; the score stage passes every pooling in
-    sae.encode_pool when cfg.difficulty_pool is auto); `measured` (id, pass_rate) supplies measured
-    difficulty; `R` (mean-pooled residuals) enables the residual baseline; `RD` ({pooling: residuals}, rows
-    aligned the same way; default {"mean": R}) are the residuals its difficulty model is chosen from, as the SAE's
-    from D (the score stage passes the residuals of D's poolings that the extract stage stored), so both get the
-    same search. The labelled subset is the prompts' ``labelled``
-    column, else the measured ids (measured source), else a seeded draw of cfg.label_fraction. Production
-    models train on the whole labelled subset; report models train on its seeded (1 - heldout_fraction) part
-    and are tested on every other row that carries the label: the subset's held-out part, plus the rows
-    outside the subset when the data labels them too (the testbed labels every row; a user's file may), so
-    the report's intervals shrink with the labels there are, while no report model sees a test row. Out of
-    distribution: trained on the labelled rows of some topics, tested on every labelled row of the others, over
-    topic folds that hold out each topic once (ood_folds).
-    cfg.quality_threshold is not read: the filter it sets is the curriculum's (saerl.curriculum.quality_kept), so a
-    threshold change reuses the score stage's fits. `fit` (default: fit_options(cfg): float64, the
-    config's thread count) says how every difficulty elastic net is computed; benchmarks/score_speed.py passes
-    FitOptions(n_jobs=1, dtype=None) to time the old way beside it. Notes (ScoreResult.notes) flag, among others,
-    a silhouette k at an end of the range searched (k_edge_note) and a (near) constant difficulty_hat or a
-    difficulty penalty at an end of its grid (difficulty_notes)."""
+    ids: pl.Series
+    X: sp.csr_matrix
+    C: sp.csr_matrix
+    D: dict[str, sp.csr_matrix]
+    P: pl.DataFrame
+    texts: np.ndarray
+    topics: np.ndarray | None
+    y_diff: np.ndarray
+    source: str
+    labelled: np.ndarray
+
+
+def align_inputs(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measured: pl.DataFrame | None, ids: Any,
+                 C: sp.spmatrix | None, D: dict[str, sp.spmatrix] | None) -> Aligned:
+    """The codes and prompts of score_prompts / property_report aligned to `ids` (default: the prompts' row order),
+    with the difficulty labels (resolve_difficulty) and the labelled subset: the prompts' ``labelled`` column, else
+    the measured ids (measured source), else a seeded draw of cfg.label_fraction. Raises ValueError when the
+    matrices' rows and the ids disagree or an id matches no prompt."""
     X = sp.csr_matrix(X)
     C = X if C is None else sp.csr_matrix(C)
     D = {cfg.model_pool: X} if D is None else {key: sp.csr_matrix(M) for key, M in D.items()}
@@ -339,9 +346,6 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     if not D or any(M.shape[0] != len(ids) for M in (X, C, *D.values())):
         raise ValueError(f"X has {X.shape[0]} rows, C {C.shape[0]} and D {[M.shape[0] for M in D.values()]} but "
                          f"{len(ids)} ids were given (D needs at least one matrix)")
-    if RD is not None and (R is None or not RD or any(len(M) != len(ids) for M in RD.values())):
-        raise ValueError(f"RD (residual poolings {list(RD)}, rows {[len(M) for M in RD.values()]}) needs R (the "
-                         f"mean-pooled residuals) and at least one matrix of {len(ids)} rows, one per id")
     P = pl.DataFrame({"id": ids}).join(prompts, on="id", how="left", maintain_order="left")
     if P.height != len(ids) or P["prompt"].null_count():
         raise ValueError(f"ids of X must each match one prompts row: {P['prompt'].null_count()} unmatched, "
@@ -349,18 +353,6 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     texts = P["prompt"].fill_null("").to_numpy().astype(object)
     topics = P["topic"].cast(pl.String).fill_null("").to_numpy().astype(str) if "topic" in P.columns else None
     topics = topics if topics is not None and (topics != "").any() else None
-    notes: list[str] = []
-    fit = fit_options(cfg) if fit is None else fit
-
-    Z = weight_codes(C, cfg.tfidf)
-    k, sil = choose_k(Z, cfg)
-    if (k_note := k_edge_note(k, sil)) is not None:
-        notes.append(k_note)
-    labels = kmeans(Z, k, cfg)
-    clusters = cluster_table(Z, labels, texts, topics, cfg)
-    inputs = _inputs(X, R, texts, cfg)
-    report = _cluster_report(labels, inputs, topics, k, cfg) if topics is not None else []
-
     y_diff, source = resolve_difficulty(P, measured, cfg.difficulty_source)
     if "labelled" in P.columns:
         labelled = P["labelled"].fill_null(False).to_numpy().astype(bool)
@@ -368,60 +360,140 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
         labelled = ~np.isnan(y_diff)
     else:
         labelled = seeded_subset(ids.to_numpy(), cfg.label_fraction, cfg.seed)
-    test = np.zeros(len(ids), dtype=bool)
-    test[labelled] = seeded_subset(ids.to_numpy()[labelled], cfg.heldout_fraction, cfg.seed + 1)
-    train = labelled & ~test
-    evaluable = ~train  # rows no report model is fitted on: its test rows wherever they carry the label
+    return Aligned(ids, X, C, D, P, texts, topics, y_diff, source, labelled)
 
-    known_d = ~np.isnan(y_diff)
-    has_d = labelled & known_d
+
+def quality_labels(P: pl.DataFrame) -> tuple[np.ndarray | None, np.ndarray]:
+    """(good: 1 where the quality label is >= GOOD_QUALITY, else 0; None without a quality column, and whether
+    each row has a quality label) for the rows of P."""
+    if "quality" not in P.columns:
+        return None, np.zeros(P.height, dtype=bool)
+    y_q = P["quality"].cast(pl.Float64).fill_null(np.nan).to_numpy()
+    return (np.nan_to_num(y_q) >= GOOD_QUALITY).astype(int), ~np.isnan(y_q)
+
+
+def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measured: pl.DataFrame | None = None,
+                  *, ids: Any = None, C: sp.spmatrix | None = None, D: dict[str, sp.spmatrix] | None = None,
+                  fit: FitOptions | None = None) -> ScoreResult:
+    """Cluster, score difficulty and quality for every prompt: what the curriculum reads. How good these models are,
+    beside baselines, is :func:`property_report`'s (the properties stage), so a setting of the report alone reruns no
+    fit here and nothing the curriculum and training read.
+
+    X (the codes the quality probe reads, and the difficulty regressor unless `D` is given) rows are aligned to
+    `ids` (default: the prompts' row order); `C`, rows aligned the same way, are the codes the clusters are
+    made from (default: X; the score stage passes the cfg.cluster_pool pooling); `D` ({pooling: codes}, rows
+    aligned the same way) are the codes the difficulty regressor is chosen from by CV error on its training
+    rows (fit_difficulty; default {cfg.model_pool: X}; the score stage passes every pooling in
+    sae.encode_pool when cfg.difficulty_pool is auto); `measured` (id, pass_rate) supplies measured
+    difficulty. The models train on the whole labelled subset (align_inputs).
+    cfg.quality_threshold is not read: the filter it sets is the curriculum's (saerl.curriculum.quality_kept), so a
+    threshold change reuses the score stage's fits. `fit` (default: fit_options(cfg): float64, the
+    config's thread count) says how every difficulty elastic net is computed; benchmarks/score_speed.py passes
+    FitOptions(n_jobs=1, dtype=None) to time the old way beside it. Notes (ScoreResult.notes) flag a silhouette k
+    at an end of the range searched (k_edge_note), a (near) constant difficulty_hat or a difficulty penalty at an
+    end of its grid (difficulty_notes), and quality labels too few to fit a probe."""
+    a = align_inputs(X, prompts, cfg, measured, ids, C, D)
+    notes: list[str] = []
+    fit = fit_options(cfg) if fit is None else fit
+    Z = weight_codes(a.C, cfg.tfidf)
+    k, sil = choose_k(Z, cfg)
+    if (k_note := k_edge_note(k, sil)) is not None:
+        notes.append(k_note)
+    labels = kmeans(Z, k, cfg)
+    has_d = a.labelled & ~np.isnan(a.y_diff)
     if has_d.sum() < cfg.cv_folds:
         raise ValueError(f"only {int(has_d.sum())} labelled prompts have a difficulty label; need >= {cfg.cv_folds}")
-    d_pool, dmodel = fit_difficulty(D, y_diff, has_d, "sae", cfg, fit)
-    difficulty_hat = predict_rows(dmodel, D[d_pool])
-    notes += difficulty_notes(dmodel, d_pool, difficulty_hat, y_diff[has_d])
+    d_pool, dmodel = fit_difficulty(a.D, a.y_diff, has_d, "sae", cfg, fit)
+    difficulty_hat = predict_rows(dmodel, a.D[d_pool])
+    notes += difficulty_notes(dmodel, d_pool, difficulty_hat, a.y_diff[has_d])
     reg = dmodel[-1]
-    d_inputs = {**inputs, "sae": D}
+    q_good, known_q = quality_labels(a.P)
+    has_q = a.labelled & known_q
+    params: dict[str, Any] = {"k": k, "silhouette": sil, "difficulty_source": a.source,
+                              "n_labelled": int(a.labelled.sum()), "n_difficulty_labels": int(has_d.sum()),
+                              "n_quality_labels": int(has_q.sum()), "difficulty_model": model_family(dmodel),
+                              "difficulty_alpha": float(reg.alpha_), "difficulty_l1_ratio": float(getattr(reg, "l1_ratio_", 0.0)),
+                              "difficulty_pool": d_pool, "difficulty_cv_mse": cv_mse(dmodel)}
+    if q_good is not None and probe_fittable(q_good[has_q]):
+        qmodel = probe_model("sae", cfg, q_good[has_q]).fit(a.X[has_q], q_good[has_q])
+        quality_hat = predict_rows(qmodel, a.X, proba=True)
+        params["quality_C"] = float(qmodel.best_params_["logisticregression__C"])
+    else:
+        quality_hat = np.ones(len(a.ids))
+        notes.append(f"no usable quality labels (need both classes, each in {MIN_CLASS_ROWS} prompts or more, in the "
+                     "labelled subset): quality_hat = 1, every prompt kept")
+    scores = pl.DataFrame({"id": a.ids, "cluster": labels, "difficulty_hat": difficulty_hat.astype(np.float64),
+                           "quality_hat": quality_hat.astype(np.float64)})
+    return ScoreResult(scores, notes, params, a.ids.filter(pl.Series(a.labelled)).to_list())
+
+
+def property_report(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, scores: pl.DataFrame,
+                    measured: pl.DataFrame | None = None, *, ids: Any = None, R: np.ndarray | None = None,
+                    C: sp.spmatrix | None = None, D: dict[str, sp.spmatrix] | None = None, fit: FitOptions | None = None,
+                    RD: dict[str, np.ndarray] | None = None, k: int | None = None) -> PropertyReport:
+    """What the clusters of `scores` (score_prompts' frame: id, cluster, ...) are, and how good SAE property models
+    are beside baselines, for the properties stage. X, C, D, measured and ids as for score_prompts (the same
+    inputs give the same labelled subset); `R` (mean-pooled residuals) enables the residual baseline; `RD`
+    ({pooling: residuals}, rows aligned the same way; default {"mean": R}) are the residuals its difficulty model
+    is chosen from, as the SAE's from D (the score stage passes the residuals of D's poolings that the extract stage
+    stored), so both get the same search; `k`: the number of clusters the score stage chose (default: the highest
+    cluster id + 1), which every baseline clustering gets too.
+
+    Report models train on the labelled subset's seeded (1 - heldout_fraction) part and are tested on every other
+    row that carries the label: the subset's held-out part, plus the rows outside the subset when the data labels
+    them too (the testbed labels every row; a user's file may), so the report's intervals shrink with the labels
+    there are, while no report model sees a test row. Out of distribution: trained on the labelled rows of some
+    topics, tested on every labelled row of the others, over topic folds that hold out each topic once
+    (ood_folds)."""
+    a = align_inputs(X, prompts, cfg, measured, ids, C, D)
+    if RD is not None and (R is None or not RD or any(len(M) != len(a.ids) for M in RD.values())):
+        raise ValueError(f"RD (residual poolings {list(RD)}, rows {[len(M) for M in RD.values()]}) needs R (the "
+                         f"mean-pooled residuals) and at least one matrix of {len(a.ids)} rows, one per id")
+    joined = pl.DataFrame({"id": a.ids}).join(scores.select(pl.col("id").cast(a.ids.dtype), "cluster"), on="id",
+                                              how="left", maintain_order="left")
+    if joined["cluster"].null_count():
+        raise ValueError(f"{joined['cluster'].null_count()} prompts have no cluster in the scores given (scores must "
+                         "come from score_prompts on the same prompts)")
+    labels = joined["cluster"].to_numpy().astype(np.int64)
+    k = int(labels.max()) + 1 if k is None else k
+    fit = fit_options(cfg) if fit is None else fit
+    notes: list[str] = []
+    clusters = cluster_table(weight_codes(a.C, cfg.tfidf), labels, a.texts, a.topics, cfg)
+    inputs = _inputs(a.X, R, a.texts, cfg)
+    report = _cluster_report(labels, inputs, a.topics, k, cfg) if a.topics is not None else []
+
+    test = np.zeros(len(a.ids), dtype=bool)
+    test[a.labelled] = seeded_subset(a.ids.to_numpy()[a.labelled], cfg.heldout_fraction, cfg.seed + 1)
+    train = a.labelled & ~test
+    evaluable = ~train  # rows no report model is fitted on: its test rows wherever they carry the label
+    known_d = ~np.isnan(a.y_diff)
+    has_d = a.labelled & known_d
+    d_inputs = {**inputs, "sae": a.D}
     if "residual" in d_inputs:
         d_inputs["residual"] = {"mean": d_inputs["residual"]} if RD is None else {k: np.asarray(M) for k, M in RD.items()}
     id_test, id_preds = evaluable & known_d, {}
-    id_rows = _model_rows("difficulty", d_inputs, y_diff, train & has_d, id_test, cfg, "_id", fit=fit,
+    id_rows = _model_rows("difficulty", d_inputs, a.y_diff, train & has_d, id_test, cfg, "_id", fit=fit,
                           predictions=id_preds)
     report += id_rows
     heldout = pl.DataFrame(schema=HELDOUT_SCHEMA)
     if "sae" in id_preds:
         sae_row = next(r for r in id_rows if r["features"] == "sae")
-        heldout = pl.DataFrame({"id": ids.filter(pl.Series(id_test)), "difficulty": y_diff[id_test],
+        heldout = pl.DataFrame({"id": a.ids.filter(pl.Series(id_test)), "difficulty": a.y_diff[id_test],
                                 "difficulty_pred": id_preds["sae"], "model": sae_row["model"], "pool": sae_row["pool"]},
-                               schema={**HELDOUT_SCHEMA, "id": ids.dtype})
+                               schema={**HELDOUT_SCHEMA, "id": a.ids.dtype})
+    topics = a.topics
     if topics is not None:
-        report += _ood_rows(d_inputs, y_diff, ood_folds(topics, has_d, cfg, known_d), cfg, fit)
-    if topics is not None:  # topics with fewer than cv_folds training rows are left out of the topic probe
+        report += _ood_rows(d_inputs, a.y_diff, ood_folds(topics, has_d, cfg, known_d), cfg, fit)
         names, counts = np.unique(topics[train & (topics != "")], return_counts=True)
-        common = np.isin(topics, names[counts >= cfg.cv_folds])
+        common = np.isin(topics, names[counts >= cfg.cv_folds])  # topics with fewer training rows are left out
         report += _model_rows("topic", inputs, topics, train & common, evaluable & common, cfg)
-
-    y_q = P["quality"].cast(pl.Float64).fill_null(np.nan).to_numpy() if "quality" in P.columns else None
-    known_q = ~np.isnan(y_q) if y_q is not None else np.zeros(len(ids), dtype=bool)
-    has_q = labelled & known_q
-    q_good = (np.nan_to_num(y_q) >= GOOD_QUALITY).astype(int) if y_q is not None else None
-    params: dict[str, Any] = {"k": k, "silhouette": sil, "difficulty_source": source, "n_labelled": int(labelled.sum()),
-                              "n_difficulty_labels": int(has_d.sum()), "n_quality_labels": int(has_q.sum()),
-                              "difficulty_model": model_family(dmodel), "difficulty_alpha": float(reg.alpha_),
-                              "difficulty_l1_ratio": float(getattr(reg, "l1_ratio_", 0.0)),
-                              "difficulty_pool": d_pool, "difficulty_cv_mse": cv_mse(dmodel)}
-    if q_good is not None and probe_fittable(q_good[has_q]):
-        qmodel = probe_model("sae", cfg, q_good[has_q]).fit(X[has_q], q_good[has_q])
-        quality_hat = predict_rows(qmodel, X, proba=True)
-        params["quality_C"] = float(qmodel.best_params_["logisticregression__C"])
-        kinds = P["defect"].cast(pl.String).fill_null("").to_numpy().astype(str) if "defect" in P.columns else None
-        report += _model_rows("quality", inputs, q_good, train & has_q, evaluable & known_q, cfg, kinds=kinds)
-    else:
-        quality_hat = np.ones(len(ids))
-        notes.append(f"no usable quality labels (need both classes, each in {MIN_CLASS_ROWS} prompts or more, in the "
-                     "labelled subset): quality_hat = 1, every prompt kept")
+    q_good, known_q = quality_labels(a.P)
+    if q_good is not None and probe_fittable(q_good[a.labelled & known_q]):
+        kinds = a.P["defect"].cast(pl.String).fill_null("").to_numpy().astype(str) if "defect" in a.P.columns else None
+        report += _model_rows("quality", inputs, q_good, train & a.labelled & known_q, evaluable & known_q, cfg,
+                              kinds=kinds)
     if not any(r["metric"] == "spearman_id" for r in report):
-        held_out = y_diff[evaluable & known_d]
+        held_out = a.y_diff[evaluable & known_d]
         notes.append(f"every held-out difficulty label is {held_out[0]:g}: no ranking to test the difficulty models on"
                      if held_out.size >= 3 and np.ptp(held_out) == 0 else
                      "too few labelled prompts to test the difficulty models on held-out rows")
@@ -432,10 +504,8 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
                      "no cluster-vs-topic metrics")
     if cfg.baselines and R is None:
         notes.append("no residual activations given: the residual baseline is missing from the report")
-    scores = pl.DataFrame({"id": ids, "cluster": labels, "difficulty_hat": difficulty_hat.astype(np.float64),
-                           "quality_hat": quality_hat.astype(np.float64)})
-    return ScoreResult(scores, clusters, pl.DataFrame(report, schema=REPORT_SCHEMA), notes, params,
-                       ids.filter(pl.Series(labelled)).to_list(), heldout)
+    return PropertyReport(pl.DataFrame(report, schema=REPORT_SCHEMA), clusters, heldout, notes,
+                          a.ids.filter(pl.Series(a.labelled)).to_list())
 
 
 def chosen_text(model: str | None, pool: str | None) -> str:

@@ -46,23 +46,32 @@ STAGES: dict[str, Stage] = {
         ),
         Stage("encode", "3", ("sae.encode_pool", "sae.encode_top_k", "sae.encode_batch_tokens"), ("extract", "sae"), "sparse top-K SAE codes"),
         Stage(
-            "label", "9",
+            "label", "10",
             ("score.label_fraction", "score.label_rollouts", "score.label_batch",
              "score.label_chunk_rows", "score.seed",
              "model", "train.temperature", "train.top_k", "train.max_completion_length", "train.verify_timeout_s"),
             ("ingest", "testbed"), "measured pass rates on the labelled subset",
         ),
         Stage(
-            "score", "12",
+            "score", "13",
             ("score.n_clusters", "score.k_range", "score.tfidf", "score.cluster_pool", "score.model_pool",
-             "score.difficulty_pool",
-             "score.difficulty_source", "score.label_fraction",
+             "score.difficulty_pool", "score.difficulty_source", "score.label_fraction",
              "score.seed", "score.minibatch_above", "score.kmeans_n_init", "score.silhouette_sample",
-             "score.cluster_top_features", "score.cluster_examples", "score.cv_folds", "score.difficulty_models",
-             "score.ridge_alphas", "score.enet_l1_ratios", "score.dense_fit_mb",
-             "score.enet_n_alphas", "score.enet_max_iter", "score.probe_max_iter", "score.probe_cs", "score.heldout_fraction",
-             "score.ood_folds", "score.baselines", "score.text_max_features"),
+             "score.cv_folds", "score.difficulty_models", "score.ridge_alphas", "score.enet_l1_ratios",
+             "score.dense_fit_mb", "score.enet_n_alphas", "score.enet_max_iter", "score.probe_max_iter",
+             "score.probe_cs"),
             ("ingest", "extract", "encode", "label"), "clusters, difficulty_hat, quality_hat per prompt",
+        ),
+        Stage(
+            "properties", "1",
+            ("score.tfidf", "score.cluster_pool", "score.model_pool", "score.difficulty_pool",
+             "score.difficulty_source", "score.label_fraction", "score.seed", "score.minibatch_above",
+             "score.kmeans_n_init", "score.cv_folds", "score.difficulty_models", "score.ridge_alphas",
+             "score.enet_l1_ratios", "score.dense_fit_mb", "score.enet_n_alphas", "score.enet_max_iter",
+             "score.probe_max_iter", "score.probe_cs", "score.heldout_fraction", "score.ood_folds",
+             "score.baselines", "score.text_max_features", "score.cluster_top_features", "score.cluster_examples"),
+            ("ingest", "extract", "encode", "label", "score"),
+            "what the clusters are and how good the property models are: property report vs baselines, plots",
         ),
         Stage("curriculum", "3", ("curriculum", "score.quality_threshold"), ("score",), "order.parquet"),
         Stage(
@@ -102,19 +111,78 @@ POLICY_ID: tuple[str, ...] = ("model.name_or_path", "model.revision")
 ALGORITHM_UNREAD: dict[str, tuple[str, ...]] = {"dapo": ("train.loss_type",),
                                                 "grpo": ("train.dynamic_sampling_max_rounds",)}
 
+# the fields a run on a CPU ignores, by stage: every model runs in float32 there (saerl.activations.load_model,
+# resolve_dtype; saerl.rl.grpo_config turns bf16 on only on CUDA)
+CPU_UNREAD: dict[str, tuple[str, ...]] = {"extract": ("model.dtype",), "train": ("train.bf16",)}
 
-def unread_fields(cfg: PipelineConfig, stage: str) -> tuple[str, ...]:
-    """Fields among `stage`'s declared reads that its runner ignores under `cfg`: the policy's id (POLICY_ID)
-    for extract when extract.model names another model; for train, what cfg.train.algorithm ignores
-    (ALGORITHM_UNREAD). in: config, stage; out: dotted paths."""
-    if stage == "extract":
-        return POLICY_ID if cfg.extract.model is not None else ()
-    return ALGORITHM_UNREAD[cfg.train.algorithm] if stage == "train" else ()
+# label and train load the policy in float32 on every device (saerl.policy_lm.load_policy; train.bf16 is the
+# autocast): only extraction reads model.dtype
+POLICY_FLOAT32: tuple[str, ...] = ("model.dtype",)
+
+# the sae fields only training reads (saerl.sae.train_sae): a pretrained or local SAE is loaded and scored, never
+# trained (sae.train_tokens, heldout_frac, seed and batch_size still pick and batch its held-out tokens: obtain_sae)
+SAE_TRAINING: tuple[str, ...] = ("sae.architecture", "sae.expansion", "sae.k", "sae.lr", "sae.train_epochs",
+                                 "sae.l1_coefficient", "sae.normalize", "sae.dead_feature_window")
+
+# the fields naming an SAE to load, by the sae.source that loads it (saerl.sae._source_sae)
+SAE_SOURCE_FIELDS: dict[str, tuple[str, ...]] = {"train": (), "pretrained": ("sae.release", "sae.sae_id"),
+                                                 "local": ("sae.path",)}
+
+# the training field each sae.architecture ignores: only the standard SAE's config takes the L1 coefficient and
+# only the TopK SAE's takes k (saerl.sae.train_sae; sae-lens' TopKTrainingSAEConfig has no l1_coefficient and
+# SAETrainer reads none). dead_feature_window stays read under standard: its aux loss ignores dead features, but
+# SAETrainer.set_final_sae_metadata writes their count into the saved cfg.json
+ARCHITECTURE_UNREAD: dict[str, tuple[str, ...]] = {"topk": ("sae.l1_coefficient",), "standard": ("sae.k",)}
+
+# the silhouette's search for k, which a fixed score.n_clusters skips (saerl.property_models.choose_k)
+SILHOUETTE: tuple[str, ...] = ("score.k_range", "score.silhouette_sample")
+
+# each difficulty family's settings, read only when score.difficulty_models lists the family
+# (saerl.property_models.fit_difficulty, difficulty_model; the report's mean predictor reads neither)
+FAMILY_FIELDS: dict[str, tuple[str, ...]] = {
+    "ridge": ("score.ridge_alphas",),
+    "elasticnet": ("score.enet_l1_ratios", "score.enet_n_alphas", "score.enet_max_iter", "score.dense_fit_mb")}
+
+# the properties stage's fields that only its baselines read (the text TF-IDF's vocabulary, the baselines' own
+# k-means: saerl.scoring._inputs, _cluster_report), unread with score.baselines off
+BASELINE_ONLY: tuple[str, ...] = ("score.text_max_features", "score.kmeans_n_init")
 
 
-def stage_slice(cfg: PipelineConfig, stage: str) -> dict[str, object]:
-    """The config fields `stage` reads under `cfg`, as {dotted path: value}."""
-    unread = unread_fields(cfg, stage)
+def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None) -> tuple[str, ...]:
+    """Fields among `stage`'s declared reads that its runner ignores under `cfg` on a `device` type ('cpu', 'cuda':
+    saerl.pipeline.input_keys' "device"; None when not known, which keeps the fields only a CPU ignores).
+    extract: the policy's id when extract.model names another model (POLICY_ID); sae: the fields of the sources it
+    does not load from, every training field when it loads an SAE (SAE_TRAINING), else the one its architecture
+    ignores (ARCHITECTURE_UNREAD); label, train: model.dtype (POLICY_FLOAT32); train: what train.algorithm ignores
+    (ALGORITHM_UNREAD); score, properties: a family's grid when score.difficulty_models leaves it out
+    (FAMILY_FIELDS); score: the silhouette's search under a fixed score.n_clusters (SILHOUETTE); properties: the
+    baselines' settings with score.baselines off (BASELINE_ONLY); curriculum: curriculum.frontier_target unless
+    curriculum.ordering is frontier (saerl.curriculum._queues); on a CPU, CPU_UNREAD.
+    in: config, stage, device type; out: dotted paths."""
+    out = CPU_UNREAD.get(stage, ()) if device == "cpu" else ()
+    if stage == "extract" and cfg.extract.model is not None:
+        out += POLICY_ID
+    elif stage == "sae":
+        out += tuple(f for source, fields in SAE_SOURCE_FIELDS.items() if source != cfg.sae.source for f in fields)
+        out += ARCHITECTURE_UNREAD[cfg.sae.architecture] if cfg.sae.source == "train" else SAE_TRAINING
+    elif stage in ("label", "train"):
+        out += POLICY_FLOAT32 + (ALGORITHM_UNREAD[cfg.train.algorithm] if stage == "train" else ())
+    elif stage in ("score", "properties"):
+        out += tuple(f for family, fields in FAMILY_FIELDS.items() if family not in cfg.score.difficulty_models
+                     for f in fields)
+        if stage == "score" and cfg.score.n_clusters != "auto":
+            out += SILHOUETTE
+        if stage == "properties" and not cfg.score.baselines:
+            out += BASELINE_ONLY
+    elif stage == "curriculum" and cfg.curriculum.ordering != "frontier":
+        out += ("curriculum.frontier_target",)
+    return out
+
+
+def stage_slice(cfg: PipelineConfig, stage: str, device: str | None = None) -> dict[str, object]:
+    """The config fields `stage` reads under `cfg` on a `device` type (input_keys' "device"; None: not known), as
+    {dotted path: value}."""
+    unread = unread_fields(cfg, stage, device)
     return {k: v for k, v in config_slice(cfg, STAGES[stage].reads).items() if k not in unread}
 
 
@@ -135,6 +203,6 @@ def stage_key(cfg: PipelineConfig, stage: str, input_keys: dict[str, str]) -> st
     s = STAGES[stage]
     return stable_hash(
         {"stage": s.name, "version": code_version(stage), "inputs": dict(sorted(input_keys.items())),
-         "config": stage_slice(cfg, stage)},
+         "config": stage_slice(cfg, stage, input_keys.get("device"))},
         length=20,
     )

@@ -3,14 +3,19 @@
 Everything here reads run records (`<root>/runs/<run_id>.json`, :mod:`saerl.runs`) and the artifact folders
 they name; nothing is computed. The "why" is the reason stored when the run ran: for a recompute, the
 config fields and input artifacts that changed since the previous run of the same config name.
+Each artifact still on disk is checked against its manifest (:func:`size_problems`: every listed file there, at its
+recorded size; no file is hashed, so status stays quick on gigabytes of activations): one that fails is shown
+'corrupt', with what is wrong and that running the same config again rebuilds it. A changed byte that keeps a file's
+size is found when a run or `saerl report` reads the artifact (ArtifactStore.problems hashes every file).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
-from saerl.artifacts import MANIFEST
+from saerl.artifacts import MANIFEST, ArtifactStore, _manifest_entries
 from saerl.runs import (
     FAILED,
     RUNNING,
@@ -30,6 +35,9 @@ LIST_LIMIT = 20  # runs shown by `saerl status --list` unless told otherwise
 KEY_CHARS = 12  # key prefix shown (enough to tell artifacts apart; the full key is in the record)
 MB = 1e6
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+CORRUPT = "corrupt"  # the 'on disk' cell of an artifact that fails its manifest check
+PROBLEMS_SHOWN = 2  # problems named per corrupt artifact (the rest are counted)
+REBUILD_HINT = "running the same config again rebuilds it (saerl run CONFIG; the run's other artifacts are reused)"
 
 
 def artifact_dir(root: Path, run_name: str, key: str) -> Path:
@@ -42,6 +50,44 @@ def disk_bytes(folder: Path) -> int | None:
     if not (folder / MANIFEST).exists():
         return None
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def size_problems(folder: Path) -> list[str]:
+    """What a quick check finds wrong with a finished artifact folder: an unreadable manifest, or a file it lists
+    that is missing or whose size is not the recorded one (a truncated or partly copied file). Nothing is hashed:
+    one stat per file (ArtifactStore.problems also hashes every file, which takes seconds per gigabyte). in: the
+    artifact folder (it exists); out: the problems, [] when it passes."""
+    mpath = folder / MANIFEST
+    try:
+        entries = _manifest_entries(json.loads(mpath.read_text()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        return [f"unreadable manifest {mpath}: {type(err).__name__}: {err}"]
+    out = []
+    for rel, size, _ in entries:
+        p = folder / rel
+        if not p.is_file():
+            out.append(f"missing file {p}")
+        elif (now := p.stat().st_size) != size:
+            out.append(f"size mismatch {p}: {now} bytes, the manifest records {size}")
+    return out
+
+
+def artifact_problems(root: Path, run_name: str, key: str, verify: bool = False) -> list[str] | None:
+    """What is wrong with a stage run's artifact now: None when its folder is gone (collected, never built), [] when
+    it passes, else the problems. verify: hash every file as a run does (ArtifactStore.problems: slow on big
+    artifacts) instead of the quick check (:func:`size_problems`). in: artifact root, stage run name, key."""
+    folder = artifact_dir(root, run_name, key)
+    if not folder.is_dir():
+        return None
+    return ArtifactStore(root).problems(stage_of(run_name), key) if verify else size_problems(folder)
+
+
+def corrupt_line(run_name: str, key: str, problems: list[str]) -> str:
+    """The line status prints under its table for a corrupt artifact: which stage run, key prefix, the first
+    PROBLEMS_SHOWN problems (and how many more) and how to rebuild it. in: stage run name, key, its problems."""
+    more = f" (and {len(problems) - PROBLEMS_SHOWN} more)" if len(problems) > PROBLEMS_SHOWN else ""
+    return (f"{CORRUPT}: {run_name} {key[:KEY_CHARS]}: {'; '.join(problems[:PROBLEMS_SHOWN])}{more}; "
+            f"{REBUILD_HINT}")
 
 
 def _table(rows: list[tuple[str, ...]], free_last: bool = True) -> list[str]:
@@ -57,15 +103,25 @@ def format_time(stamp: float) -> str:
     return time.strftime(TIME_FORMAT, time.localtime(stamp))
 
 
-def format_run(root: Path, record: RunRecord) -> str:
+def format_run(root: Path, record: RunRecord, verify: bool = False) -> str:
     """The status of one run: a header (id, config name, start, totals) and one line per stage run with
-    status, key prefix, seconds, MB recorded when it ran, MB on disk now ('gone' once collected) and why,
-    in pipeline order (as the run printed them)."""
+    status, key prefix, seconds, MB recorded when it ran, MB on disk now ('gone' once collected, 'corrupt' when it
+    fails its manifest check, :func:`artifact_problems`) and why, in pipeline order (as the run printed them); then
+    a line per corrupt artifact (:func:`corrupt_line`). verify: hash every file (slow on big artifacts)."""
     rows = [("stage", "status", "key", "seconds", "MB", "on disk", "why")]
+    corrupt = []
     for s in ordered_stages(record):
-        now = disk_bytes(artifact_dir(root, s.stage, s.key))
-        rows.append((s.stage, s.status, s.key[:KEY_CHARS], f"{s.seconds:.1f}", f"{s.bytes / MB:.2f}",
-                     "gone" if now is None else f"{now / MB:.2f}", s.reason))
+        problems = artifact_problems(root, s.stage, s.key, verify)
+        if problems:
+            corrupt.append(corrupt_line(s.stage, s.key, problems))
+        if problems is None:
+            on_disk = "gone"
+        elif problems:
+            on_disk = CORRUPT
+        else:
+            on_disk = f"{(disk_bytes(artifact_dir(root, s.stage, s.key)) or 0) / MB:.2f}"
+        rows.append((s.stage, s.status, s.key[:KEY_CHARS], f"{s.seconds:.1f}", f"{s.bytes / MB:.2f}", on_disk,
+                     s.reason))
     computed = sum(s.status == "computed" for s in record.stages.values())
     seconds = sum(s.seconds for s in record.stages.values())
     head = (f"run {record.run_id} ({record.name}) started {format_time(record.started)}: "
@@ -77,7 +133,7 @@ def format_run(root: Path, record: RunRecord) -> str:
         head += f"\nSTOPPED at {record.extra[STOPPED]}"
     elif record.extra.get(RUNNING):
         head += f"\n{UNFINISHED.upper()}"
-    return "\n".join([head, *_table(rows)])
+    return "\n".join([head, *_table(rows), *corrupt])
 
 
 def failed_at(failed: str) -> str:
@@ -98,9 +154,10 @@ def ended(record: RunRecord) -> str:
     return UNFINISHED if record.extra.get(RUNNING) else "ok"
 
 
-def run_status(root: Path, run_id: str = "latest") -> str:
-    """`saerl status RUN`: the formatted status of a run (a unique id prefix, or 'latest')."""
-    return format_run(root, load_run(root, run_id))
+def run_status(root: Path, run_id: str = "latest", verify: bool = False) -> str:
+    """`saerl status RUN`: the formatted status of a run (a unique id prefix, or 'latest'); verify: hash every
+    artifact file instead of checking sizes (:func:`format_run`)."""
+    return format_run(root, load_run(root, run_id), verify)
 
 
 def list_status(root: Path, limit: int = LIST_LIMIT) -> str:

@@ -40,7 +40,8 @@ METRIC_NAME_BAD = re.compile(r"[^\w\-. :/]")  # characters MLflow refuses in a m
 LOGGED_TABLES = {  # small tables a person wants beside the run in MLflow
     "ingest": ("rejected.parquet",),
     "sae": ("sae_report.json",),
-    "score": ("property_report.parquet", "clusters.parquet", "scores.parquet"),
+    "score": ("scores.parquet", "score_params.json"),
+    "properties": ("property_report.parquet", "clusters.parquet"),
     "curriculum": ("order.parquet", "vanilla_order.parquet"),
     "train": ("trained_order.parquet", "log.parquet", "curve.parquet"),
     "evaluate": ("comparison.txt", "comparison.parquet", "gains.parquet", "summary.parquet", "steps_to_target.parquet"),

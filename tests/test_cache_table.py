@@ -21,13 +21,19 @@ from pydantic import BaseModel, ValidationError
 from saerl.artifacts import ArtifactRef
 from saerl.config import PipelineConfig, field_paths, flatten
 from saerl.data import sample_path
-from saerl.pipeline import input_keys, resolve_upstream, stage_runs
-from saerl.stages import ALGORITHM_UNREAD, RESULT_NEUTRAL, STAGES, stage_key
+from saerl.pipeline import DEVICE_DEPENDENT, input_keys, resolve_upstream, stage_runs
+from saerl.stages import RESULT_NEUTRAL, STAGES, stage_key, unread_fields
 
 CHANGED_TEXT = "changed"  # a new value for a text field
 SCALE, STEP = 0.5, 0.1  # new float values: v * SCALE, v + STEP, then FALLBACK_FLOATS
 FALLBACK_INTS, FALLBACK_FLOATS = (1, 2), (0.5, 1.0)
 EXTRA_KEY = "extra"  # key added to a dict field
+# settings under which a field the defaults ignore is read (saerl.stages.unread_fields): a field no stage reads under
+# the defaults is tested under the first of these under which one does
+READING_BASES: tuple[dict[str, dict[str, Any]], ...] = (
+    {"train": {"algorithm": "dapo"}}, {"train": {"algorithm": "grpo"}}, {"sae": {"architecture": "standard"}},
+    {"sae": {"source": "pretrained"}}, {"sae": {"source": "local"}}, {"runtime": {"device": "cuda"}},
+    {"curriculum": {"ordering": "frontier"}})
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +46,16 @@ def _is_neutral(path: str) -> bool:
     return any(path == n or path.startswith(n + ".") for n in RESULT_NEUTRAL)
 
 
-def _reads(stage: str, path: str) -> bool:
-    return any(path == r or path.startswith(r + ".") for r in STAGES[stage].reads)
+def _reads(stage: str, path: str, cfg: PipelineConfig | None = None) -> bool:
+    """Whether `stage` declares `path` among its reads and, given `cfg`, does not ignore it under it (unread_fields,
+    on the device type input_keys resolves for it)."""
+    declared = any(path == r or path.startswith(r + ".") for r in STAGES[stage].reads)
+    return declared and (cfg is None or path not in unread_fields(cfg, stage, device_type(cfg, stage)))
+
+
+def device_type(cfg: PipelineConfig, stage: str) -> str | None:
+    """The device type in `stage`'s input keys under `cfg` (None for a stage whose keys hold none)."""
+    return input_keys(cfg, stage, {}).get("device") if stage in DEVICE_DEPENDENT else None
 
 
 def _annotation(path: str) -> Any:
@@ -115,23 +129,27 @@ def run_graph(cfg: PipelineConfig) -> tuple[dict[str, str], dict[str, str], dict
 
 
 @cache
-def _base_graph(algorithm: str | None = None) -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:
-    return run_graph(_base_for(algorithm))
+def _base_graph(base: int | None = None) -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:
+    return run_graph(_base_for(base))
 
 
-def _base_for(algorithm: str | None) -> PipelineConfig:
-    """The schema defaults, under train.algorithm `algorithm` (None: the default's)."""
+def _base_for(base: int | None) -> PipelineConfig:
+    """The schema defaults, with READING_BASES[base] set (None: the defaults alone)."""
     cfg = PipelineConfig()
-    return cfg if algorithm is None else cfg.model_copy(update={"train": cfg.train.model_copy(update={"algorithm": algorithm})})
+    if base is None:
+        return cfg
+    return cfg.model_copy(update={section: getattr(cfg, section).model_copy(update=fields)
+                                  for section, fields in READING_BASES[base].items()})
 
 
-def algorithm_reading(path: str) -> str | None:
-    """The train.algorithm under which `path` is read, when the default algorithm ignores it (ALGORITHM_UNREAD:
-    dynamic_sampling_max_rounds is DAPO's alone), else None (the defaults read it)."""
-    default = PipelineConfig().train.algorithm
-    if path not in ALGORITHM_UNREAD[default]:
-        return None
-    return next(a for a, unread in ALGORITHM_UNREAD.items() if path not in unread)
+def base_reading(path: str) -> int | None:
+    """The READING_BASES entry under which a stage reads `path`, when every stage ignores it under the defaults
+    (unread_fields: dynamic_sampling_max_rounds is DAPO's alone, l1_coefficient the standard SAE's, ...), else None
+    (the defaults read it, or nothing reads it under any of them)."""
+    for base in (None, *range(len(READING_BASES))):
+        if any(_reads(stage, path, _base_for(base)) for stage in STAGES):
+            return base
+    return None
 
 
 def changed_config(base: PipelineConfig, path: str) -> tuple[PipelineConfig, dict[str, str]]:
@@ -161,10 +179,12 @@ def getattr_path(cfg: BaseModel, path: str) -> Any:
 def expected_changes(path: str) -> set[str]:
     """Run names that must get a new key when `path` changes: runs whose stage reads it, and every run
     downstream of one of those (in plan order, through the runs' actual upstream)."""
-    _, stages, upstream_names = _base_graph(algorithm_reading(path))
+    base = base_reading(path)
+    cfg = _base_for(base)
+    _, stages, upstream_names = _base_graph(base)
     out: set[str] = set()
     for name, stage in stages.items():
-        if _reads(stage, path) or upstream_names[name] & out:
+        if _reads(stage, path, cfg) or upstream_names[name] & out:
             out.add(name)
     return out
 
@@ -178,11 +198,12 @@ def test_base_plan_runs_every_stage_and_arm(base):
 
 @pytest.mark.parametrize("path", [p for p in field_paths() if not _is_neutral(p)])
 def test_a_field_change_reruns_exactly_its_readers_and_downstream(path):
-    algorithm = algorithm_reading(path)  # a field the default algorithm ignores is tested under the one reading it
-    base_keys = _base_graph(algorithm)[0]
+    base = base_reading(path)  # a field the defaults ignore is tested under settings that read it
+    base_keys = _base_graph(base)[0]
     expected = expected_changes(path)
-    assert expected, f"{path}: no stage reads it; declare it in a stage's reads (saerl/stages.py) or in RESULT_NEUTRAL"
-    _, new_keys = changed_config(_base_for(algorithm), path)
+    assert expected, (f"{path}: no stage reads it; declare it in a stage's reads (saerl/stages.py) or in RESULT_NEUTRAL "
+                      "(or, when unread_fields ignores it under the defaults, add settings that read it to READING_BASES)")
+    _, new_keys = changed_config(_base_for(base), path)
     common = set(base_keys) & set(new_keys)
     changed = {n for n in common if base_keys[n] != new_keys[n]}
     assert changed, f"{path}: changing it changed no stage run's key"

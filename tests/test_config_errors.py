@@ -87,14 +87,12 @@ def test_layer_out_of_range_fails_before_tokenizing(tiny, tmp_path, monkeypatch,
     with pytest.raises(ValueError, match=rf"extract.layer={layer} is out of range for a model with {TINY_LAYERS} "
                                          rf"layers \(use 0..{TINY_LAYERS - 1}"):
         A.prepare_extraction(prompts, ids, tmp_path, ModelConfig(), ExtractConfig(layer=layer), model_path=tiny)
-    with pytest.raises(ValueError, match="extract.layer"):
-        A.check_layer(tiny, ModelConfig(), ExtractConfig(layer=layer))
     assert not (tmp_path / "activations.zarr").exists()
 
 
 def test_layers_in_range_resolve(tiny):
-    assert A.check_layer(tiny, ModelConfig(), ExtractConfig()) == (TINY_LAYERS - 1) // 2
-    assert A.check_layer(tiny, ModelConfig(), ExtractConfig(layer=-1)) == TINY_LAYERS - 1
+    assert A.resolve_layer(None, TINY_LAYERS) == (TINY_LAYERS - 1) // 2
+    assert A.resolve_layer(-1, TINY_LAYERS) == TINY_LAYERS - 1
     assert A.model_shape(tiny, ModelConfig()) == (TINY_LAYERS, 32)
 
 
@@ -159,7 +157,7 @@ def test_loaders_pass_trust_remote_code_only_as_configured(monkeypatch, allowed)
     with pytest.raises(_Recorded):
         A.prepare_extraction(["q"], ["i"], "/nonexistent", model_cfg, ExtractConfig(), model_path="some/hub-model")
     with pytest.raises(_Recorded):
-        A.check_layer("some/hub-model", model_cfg, ExtractConfig())
+        A.model_shape("some/hub-model", model_cfg)
     assert len(calls) == 3 and all(c["trust_remote_code"] is allowed for c in calls)
 
 
@@ -178,7 +176,7 @@ def remote_code_repo(tmp_path) -> Path:
 def test_remote_code_model_asks_for_the_flag(remote_code_repo):
     model_cfg = ModelConfig()
     for call in (lambda: A.load_model(str(remote_code_repo), model_cfg, device="cpu"),
-                 lambda: A.check_layer(str(remote_code_repo), model_cfg, ExtractConfig()),
+                 lambda: A.model_shape(str(remote_code_repo), model_cfg),
                  lambda: A.prepare_extraction(["q"], ["i"], remote_code_repo, model_cfg, ExtractConfig(),
                                               model_path=str(remote_code_repo))):
         with pytest.raises(A.RemoteCodeError) as err:

@@ -16,7 +16,6 @@ from saerl.evaluate import (
     evaluate_policy,
     final_accuracy,
     format_comparison,
-    generate_batched,
     generated_prompts,
     reachable_ids,
     select_problems,
@@ -26,7 +25,7 @@ from saerl.evaluate import (
     training_signal,
     with_reachable,
 )
-from saerl.policy_lm import load_policy, save_tokenizer
+from saerl.policy_lm import Completions, generate, load_policy, save_tokenizer
 
 SETS = {"easy": pl.DataFrame({"id": ["e1", "e2", "e3"], "prompt": ["what is 3 + 4 ?", "what is 1 + 1 ?", "what is 2 + 2 ?"],
                               "answer": ["7", "2", "4"], "difficulty": [1, 1, 2]})}
@@ -68,15 +67,15 @@ def test_evaluate_policy_rows_statuses_and_determinism(saved_policy):
 def test_each_pass_samples_at_the_eval_temperature_with_a_seed_of_its_own(monkeypatch):
     """Pass 0 is greedy; passes 1..k sample at eval.temperature, each from a seed of (run seed, pass) alone: the k
     passes differ, another run seed draws other samples, and pass j is the same whatever k is."""
-    import saerl.evaluate as E
+    import saerl.policy_lm
 
     calls: list[tuple] = []
 
     def fake(model, tok, prompts, max_new_tokens, batch, temperature, seed):
         calls.append((temperature, seed, batch, max_new_tokens))
-        return ["#### 7"] * len(prompts), [2] * len(prompts), [True] * len(prompts)
+        return Completions(["#### 7"] * len(prompts), [2] * len(prompts), [True] * len(prompts))
 
-    monkeypatch.setattr(E, "generate_batched", fake)
+    monkeypatch.setattr(saerl.policy_lm, "generate", fake)
     out = evaluate_loaded(None, None, SETS, EvalConfig(k_samples=3, temperature=0.7, batch_size=5), 9, seed=0)
     assert [c[0] for c in calls] == [0.0, 0.7, 0.7, 0.7] and all(c[2:] == (5, 9) for c in calls)
     seeds = [c[1] for c in calls]
@@ -100,7 +99,7 @@ def test_truncated_means_no_eos_not_a_completion_that_ends_at_the_limit(saved_po
     cut = evaluate_loaded(model, tok, SETS, cfg, max_new_tokens=1, seed=0)
     cut = cut.filter((pl.col("id") == "e1") & (pl.col("sample") == 0)).row(0, named=True)
     assert cut["truncated"] and cut["completion_len"] == 1
-    texts, lens, ended = generate_batched(model, tok, ["what is 3 + 4 ?"], 3, 1, 0.0, seed=0)
+    texts, lens, ended = generate(model, tok, ["what is 3 + 4 ?"], 3, 1, 0.0, seed=0)
     assert (lens, ended) == ([3], [True])
 
 
@@ -109,7 +108,7 @@ def test_generation_stops_at_the_tokenizers_eos_as_rl_rollouts_do(saved_policy):
     when the checkpoint's generation_config names another end token (before, it ran on past the EOS)."""
     model, tok = load_policy(saved_policy)
     model.generation_config.eos_token_id = tok.convert_tokens_to_ids("<u>")  # not the tokenizer's EOS
-    texts, lens, ended = generate_batched(model, tok, ["what is 3 + 4 ?"], 6, 1, 0.0, seed=0)
+    texts, lens, ended = generate(model, tok, ["what is 3 + 4 ?"], 6, 1, 0.0, seed=0)
     assert (lens, ended) == ([3], [True]) and texts[0].split() == ["####", "7"]  # "####", "7", EOS
 
 
@@ -123,10 +122,10 @@ def test_generation_leaves_the_callers_random_state_alone(saved_policy):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    first, _, _ = generate_batched(model, tok, prompts, 4, 2, 1.0, seed=0)
+    first, _, _ = generate(model, tok, prompts, 4, 2, 1.0, seed=0)
     assert torch.equal(torch.rand(3), expected)  # the caller's stream continues as if nothing had run
     torch.manual_seed(7)
-    again, _, _ = generate_batched(model, tok, prompts, 4, 2, 1.0, seed=0)
+    again, _, _ = generate(model, tok, prompts, 4, 2, 1.0, seed=0)
     assert again == first  # the eval's own seed still makes it reproducible
 
 

@@ -35,8 +35,8 @@ def warm_root(prefect_api, tmp_path_factory):
 
 def test_first_run_computes_every_stage(warm_root):
     _, first = warm_root
-    assert list(first["stages"]) == ["testbed", "ingest", "extract", "sae", "encode", "score", "curriculum",
-                                     "train:saerl:0", "train:vanilla:0", "evaluate"]
+    assert list(first["stages"]) == ["testbed", "ingest", "extract", "sae", "encode", "score", "properties",
+                                     "curriculum", "train:saerl:0", "train:vanilla:0", "evaluate"]
     assert set(_status(first).values()) == {"computed"}
 
 
@@ -109,6 +109,21 @@ def test_curriculum_change_recomputes_only_curriculum_and_downstream(warm_root):
     assert "curriculum.mix_ratio 0.2->0.5" in rec["stages"]["curriculum"]["reason"]
 
 
+def test_report_setting_recomputes_only_the_property_report(warm_root):
+    """A setting of the property report alone (its baselines, its held-out share) reruns the properties stage:
+    the scores the curriculum and the arms read are the same, so nothing downstream of them reruns."""
+    root, _ = warm_root
+    rec = _run(root, "score.baselines=false", "score.heldout_fraction=0.4")
+    status = _status(rec)
+    assert status.pop("properties") == "computed"
+    assert set(status.values()) == {"cached"}
+    assert "score.baselines True->False" in rec["stages"]["properties"]["reason"]
+    import polars as pl
+
+    report = pl.read_parquet(Path(rec["stages"]["properties"]["path"]) / "property_report.parquet")
+    assert "residual" not in set(report["features"])
+
+
 def test_layer_change_recomputes_from_extraction(warm_root):
     root, _ = warm_root
     rec = _run(root, "extract.layer=0")
@@ -149,10 +164,11 @@ def test_mlflow_has_parent_and_stage_runs(warm_root):
     assert parent.data.params["curriculum.mix_ratio"] == "0.2"
     score = next(c for c in children if c.info.run_name == "score")
     assert "n_clusters" in score.data.metrics and score.data.tags["saerl.status"] == "computed"
-    plots = {Path(a.path).name for a in client.list_artifacts(score.info.run_id, "plots")}
+    properties = next(c for c in children if c.info.run_name == "properties")
+    plots = {Path(a.path).name for a in client.list_artifacts(properties.info.run_id, "plots")}
     assert {"cluster_map.png", "difficulty_pred_vs_true.png"} <= plots
-    tables = {a.path for a in client.list_artifacts(score.info.run_id)}
-    assert {"property_report.parquet", "scores.parquet"} <= tables
+    assert "property_report.parquet" in {a.path for a in client.list_artifacts(properties.info.run_id)}
+    assert "scores.parquet" in {a.path for a in client.list_artifacts(score.info.run_id)}
     assert any(a.path.endswith(".json") for a in client.list_artifacts(parent.info.run_id))
     train = next(c for c in children if c.info.run_name == "train:saerl:0")
     assert [m.step for m in client.get_metric_history(train.info.run_id, "reward")] == [1, 2, 3]

@@ -19,7 +19,7 @@ from saerl.labels import (
     pass_rate_profile,
     pass_rates,
 )
-from saerl.policy_lm import load_policy, save_tokenizer
+from saerl.policy_lm import Completions, load_policy, save_tokenizer
 
 PROMPTS = pl.DataFrame({"id": ["e1", "e2", "e3"], "prompt": ["what is 3 + 4 ?", "what is 1 + 1 ?", "what is 2 + 2 ?"],
                         "answer": ["7", "2", "4"]})
@@ -204,11 +204,16 @@ def test_label_rollouts_sample_with_top_k_and_verify_with_the_timeout_given(save
     assert timeouts and set(timeouts) == {0.75}
 
 
+def _completions(texts: list[str]):
+    """What saerl.policy_lm.generate returns for these completions, each ended at EOS after one token."""
+    return Completions(texts, [1] * len(texts), [True] * len(texts))
+
+
 def test_pass_rates_of_prompts_with_integer_ids_join_back_to_them(monkeypatch):
     import saerl.policy_lm
     from saerl.scoring import resolve_difficulty
 
-    monkeypatch.setattr(saerl.policy_lm, "generate", lambda model, tok, texts, *a, **k: ["#### 7"] * len(texts))
+    monkeypatch.setattr(saerl.policy_lm, "generate", lambda model, tok, texts, *a, **k: _completions(["#### 7"] * len(texts)))
     prompts = PROMPTS.with_columns(id=pl.Series([10, 20, 30]))
     labels = pass_rates(None, None, prompts, 2, 1.0, 4, 2, 0)
     assert labels["id"].to_list() == ["10", "20", "30"] and labels["pass_rate"].to_list() == [1.0, 0.0, 0.0]
@@ -237,7 +242,7 @@ def test_pass_rates_count_verifier_failures_per_prompt(monkeypatch):
     import saerl.verify
     from saerl.verify import VerifyResult
 
-    monkeypatch.setattr(saerl.policy_lm, "generate", lambda model, tok, texts, *a, **k: list(texts))
+    monkeypatch.setattr(saerl.policy_lm, "generate", lambda model, tok, texts, *a, **k: _completions(list(texts)))
     statuses = {"what is 3 + 4 ?": ["timeout", "correct"], "what is 1 + 1 ?": ["error", "timeout"],
                 "what is 2 + 2 ?": ["wrong", "no_answer"]}
     seen: dict[str, int] = {}

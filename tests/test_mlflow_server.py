@@ -152,7 +152,7 @@ def test_plots_are_artifacts_on_the_server(tracked_run):
     record, url, artifacts = tracked_run
     exp = _get(url, "experiments/get-by-name", experiment_name="smoke")["experiment"]
     runs = {r["info"]["run_name"]: r["info"]["run_id"] for r in _runs(url, exp["experiment_id"])}
-    assert {"cluster_map.png", "cluster_top_features.png"} <= _files(url, runs["score"], "plots")
+    assert {"cluster_map.png", "cluster_top_features.png"} <= _files(url, runs["properties"], "plots")
     assert "accuracy_vs_step.png" in _files(url, runs["evaluate"], "plots")
     assert "train_curves.png" in _files(url, runs["train:vanilla:0"], "plots")
     assert "comparison.parquet" in _files(url, runs["evaluate"])

@@ -13,7 +13,8 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 def test_smoke_plan_reads_testbed_lm_for_extraction():
     p = dict(plan(load_config(CONFIGS / "smoke.yaml")))
-    assert list(p) == ["testbed", "ingest", "extract", "sae", "encode", "score", "curriculum", "train", "evaluate"]
+    assert list(p) == ["testbed", "ingest", "extract", "sae", "encode", "score", "properties", "curriculum", "train",
+                       "evaluate"]
     assert p["extract"] == ("ingest", "testbed") and p["ingest"] == ("testbed",)
     assert p["score"] == ("ingest", "extract", "encode")
     assert p["train"] == ("ingest", "curriculum", "testbed")
@@ -225,3 +226,33 @@ def test_until_testbed_builds_the_testbed_the_later_stages_read():
     assert plan(load_config(CONFIGS / "smoke.yaml"), "testbed") == [("testbed", ())]
     cfg = load_config(CONFIGS / "real-gsm8k.yaml", ["model.name_or_path=some/hub-model"])  # no stage reads it
     assert plan(cfg, "testbed") == [] and "testbed" not in dict(plan(cfg))
+
+
+def test_a_stage_run_stops_the_verifier_workers_it_started(tmp_path, monkeypatch):
+    """A stage that verifies answers starts the verifier's worker processes in the process that runs it; they are
+    gone when the stage run ends, computed or failed (a Dask worker runs many stage runs and would keep them)."""
+    from saerl import pipeline, verify
+    from saerl.artifacts import ArtifactStore
+
+    build = pipeline.RUNNERS["ingest"]
+    started: list[int] = []
+
+    def verifying_ingest(*args, **kwargs):
+        verify.verify_batch(["\\boxed{\\frac{1}{2}}"], ["$\\frac{2}{4}$"])  # only math-verify reads it: a worker
+        started.append(len(verify._POOL.workers))
+        return build(*args, **kwargs)
+
+    monkeypatch.setitem(pipeline.RUNNERS, "ingest", verifying_ingest)
+    cfg = load_config(None, [f"runtime.artifact_root={tmp_path}", "data.source=sample"])
+    pipeline.run_stage(ArtifactStore(tmp_path), cfg, "ingest", {})
+    assert started == [1] and verify._POOL.workers == []
+
+    def failing_ingest(*args, **kwargs):
+        verify.verify_batch(["\\boxed{\\frac{1}{3}}"], ["$\\frac{2}{6}$"])
+        started.append(len(verify._POOL.workers))
+        raise RuntimeError("the data file went away")
+
+    monkeypatch.setitem(pipeline.RUNNERS, "ingest", failing_ingest)
+    with pytest.raises(RuntimeError, match="went away"):
+        pipeline.run_stage(ArtifactStore(tmp_path / "other"), cfg, "ingest", {})
+    assert started == [1, 1] and verify._POOL.workers == []

@@ -104,10 +104,10 @@ def test_generate_samples_from_the_top_k_tokens(one_torch_thread):
     tok = tiny_tokenizer()
     model = tiny_model(tok, "llama")
     prompts = ["what is 3 + 4 ?", "what is 1 + 1 ?"]
-    greedy = generate(model, tok, prompts, 6, 2)
-    hot = [generate(model, tok, prompts, 6, 2, temperature=5.0, seed=s, top_k=1) for s in range(3)]
+    greedy = generate(model, tok, prompts, 6, 2).texts
+    hot = [generate(model, tok, prompts, 6, 2, temperature=5.0, seed=s, top_k=1).texts for s in range(3)]
     assert all(h == greedy for h in hot), "top_k=1 keeps only the most likely token: sampling is greedy"
-    free = [generate(model, tok, prompts, 6, 2, temperature=5.0, seed=s) for s in range(3)]
+    free = [generate(model, tok, prompts, 6, 2, temperature=5.0, seed=s).texts for s in range(3)]
     assert any(f != greedy for f in free), "top_k=0 samples from every token (else the check above proves nothing)"
 
 
@@ -148,11 +148,11 @@ def test_generate_batches_match_one_prompt_at_a_time_whatever_the_tokenizer_pads
     prompts = ["what is 1 + 2 ?", "what is 1 2 + 2 3 4 + 5 6 7 8 9 ?", "3 ?"]
     tok = tiny_tokenizer()
     model = tiny_model(tok, seed=1)
-    alone = [generate(model, tok, [p], 6, 8)[0] for p in prompts]
+    alone = [generate(model, tok, [p], 6, 8).texts[0] for p in prompts]
     tok.padding_side = "right"
-    assert generate(model, tok, prompts, 6, 8) == alone
+    assert generate(model, tok, prompts, 6, 8).texts == alone
     tok.pad_token = None
-    assert generate(model, tok, prompts, 6, 8) == alone
+    assert generate(model, tok, prompts, 6, 8).texts == alone
 
 
 def test_generate_ignores_the_checkpoints_generation_config(one_torch_thread):
@@ -182,11 +182,11 @@ def test_generate_stops_where_rl_rollouts_stop(one_torch_thread):
 
     tok = tiny_tokenizer()
     model = tiny_model(tok, seed=1)
-    full = generate(model, tok, ["what is 1 + 2 ?"], 8, 1)[0]
+    full = generate(model, tok, ["what is 1 + 2 ?"], 8, 1).texts[0]
     first = tok(full.split()[0], add_special_tokens=False)["input_ids"][0]
     model.generation_config.eos_token_id = first  # the policy's first greedy token now ends its turn
     assert stop_ids(model, tok) == [tok.eos_token_id, first]
-    cut = generate(model, tok, ["what is 1 + 2 ?"], 8, 1)[0]
+    cut = generate(model, tok, ["what is 1 + 2 ?"], 8, 1).texts[0]
     assert full.startswith(cut) and len(cut.split()) == 1 < len(full.split())
     gen = lambda eos: SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=eos))  # noqa: E731
     assert stop_ids(gen([tok.eos_token_id, 7]), tok) == [tok.eos_token_id, 7] and stop_ids(gen(None), tok) == [tok.eos_token_id]
@@ -260,3 +260,45 @@ def test_a_loaded_policy_uses_no_hub_kernels(tmp_path):
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "p").use_kernels is True  # transformers' own default
     model, _ = load_policy(tmp_path / "p")
     assert model.use_kernels is False
+
+
+def test_generate_batches_prompts_of_similar_length_and_answers_in_input_order(one_torch_thread):
+    """Prompts are sorted by token length before batching (less padding: a batch of short prompts is not padded to
+    a long one's width); each completion still comes back at its prompt's position, equal to that prompt alone."""
+    from tiny import tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    model = tiny_model(tok, seed=1)
+    long_, short = "what is 1 2 + 2 3 4 + 5 6 7 8 9 ?", "3 ?"
+    prompts = [long_, short, long_, short]
+    widths: list[int] = []
+    real = model.generate
+
+    def recording(*args, **kwargs):
+        widths.append(kwargs["input_ids"].shape[1])
+        return real(*args, **kwargs)
+
+    model.generate = recording
+    out = generate(model, tok, prompts, 6, 2)
+    lengths = [len(tok(prompt_text(tok, p), add_special_tokens=False)["input_ids"]) for p in (short, long_)]
+    assert widths == lengths, "one batch of the two short prompts, one of the two long ones"
+    alone = [generate(model, tok, [p], 6, 1) for p in prompts]
+    assert out.texts == [a.texts[0] for a in alone] and out.lengths == [a.lengths[0] for a in alone]
+    assert out.ended == [a.ended[0] for a in alone]
+
+
+def test_generate_leaves_the_callers_random_state_alone(one_torch_thread):
+    """Label rollouts and evaluations sample from their own seed inside a fork of torch's RNG: the caller's stream
+    goes on as if nothing had run (before, the label stage's generate reseeded torch's global RNG)."""
+    import torch
+    from tiny import tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    model = tiny_model(tok, seed=1)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = generate(model, tok, ["what is 1 + 2 ?", "3 ?"], 6, 2, temperature=5.0, seed=4)
+    assert torch.equal(torch.rand(3), expected)
+    torch.manual_seed(7)
+    assert generate(model, tok, ["what is 1 + 2 ?", "3 ?"], 6, 2, temperature=5.0, seed=4) == first

@@ -191,7 +191,7 @@ def test_relog_creates_parent_and_stage_runs_in_a_fresh_store(smoke_run, tmp_pat
     score = children["score"]
     assert "n_clusters" in score.data.metrics and score.data.tags["saerl.key"] == record.stages["score"].key
     assert {"cluster_map.png", "cluster_top_features.png"} <= {
-        Path(a.path).name for a in client.list_artifacts(score.info.run_id, "plots")}
+        Path(a.path).name for a in client.list_artifacts(children["properties"].info.run_id, "plots")}
     train = children["train:saerl:0"].info.run_id
     assert [m.step for m in client.get_metric_history(train, "reward")] == [1, 2, 3]
     assert children["train:saerl:0"].data.params["arm"] == "saerl" and children["train:vanilla:0"].data.params["seed"] == "0"

@@ -233,3 +233,72 @@ def test_kill_9_during_labelling_resumes_finished_chunks_and_matches_an_uninterr
     assert n_chunks == -(-pl.read_parquet(final / LABELS).height // 2), "chunks of 2 labelled prompts"
     files = json.loads((final / MANIFEST).read_text())["files"]
     assert files[LABELS]["sha256"] == json.loads((ref / MANIFEST).read_text())["files"][LABELS]["sha256"]
+
+
+# ------------------------------------------------------------------------------------------ the flow's reason
+
+
+def test_a_flow_resuming_a_killed_extraction_says_how_many_chunks_were_already_done(reference, tmp_path, prefect_api,
+                                                                                     capsys):
+    """The flow explained a stage run that resumed a killed build as "computed: no earlier run of this config ran
+    this stage": nothing said that most of a long extraction was reused. Its line and run record now lead with
+    'resumed an interrupted build: N of M chunks were already done'; a rerun is a plain cache hit."""
+    from flows.pipeline import pipeline_flow
+
+    root = copy_stages(reference, tmp_path / "root", UPSTREAM)
+    done = kill_after_chunks(start_runner(root, "extract", SLEEP_AFTER_CHUNK_S), root, "extract", KILL_AFTER_CHUNKS)
+    cfg = load_config(SMOKE, OVERRIDES + [f"runtime.artifact_root={root}"])
+    record = pipeline_flow(config=cfg.model_dump(mode="json"), until="extract")
+    summary = json.loads((_only_artifact(root, "extract") / MANIFEST).read_text())["summary"]
+    total = summary["chunks_run"] + summary["chunks_skipped"]
+    assert summary["chunks_skipped"] == len(done) < total
+    why = record["stages"]["extract"]["reason"]
+    assert why == (f"computed: resumed an interrupted build: {len(done)} of {total} chunks were already done; "
+                   "no earlier run of this config ran this stage"), why
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[extract] computed"))
+    assert line.endswith(f"  {why}"), line
+    assert record["stages"]["ingest"]["reason"] == "cached: same code, inputs and config as a stored artifact"
+    again = pipeline_flow(config=cfg.model_dump(mode="json"), until="extract")["stages"]["extract"]
+    assert again["status"] == "cached" and "resumed" not in again["reason"]
+
+
+def test_a_fanned_out_stage_counts_what_it_resumed_before_its_shards_run(tmp_path, monkeypatch):
+    """On Dask a sharded stage's own task finds every chunk done (its shards ran them), so its count of finished
+    chunks is the whole store: the flow counts the partial folder's chunks before it fans out (stage tasks and
+    shards faked: 2 of 5 chunks left by a killed build, the shards run the other 3)."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    import flows.pipeline as fp
+    from saerl.sweep import planned_run_keys
+
+    cfg = load_config(SMOKE, OVERRIDES + [f"runtime.artifact_root={tmp_path}", "runtime.task_runner=dask"])
+    key = planned_run_keys(cfg, "extract")["extract"]
+    partial = ArtifactStore(tmp_path).partial_path("extract", key)
+    for c in range(2):
+        ChunkLog(partial).mark(c)
+    done = {"computed": True, "seconds": 0.1, "metrics": {}}
+    state = SimpleNamespace(name="Completed", result=lambda: done, timestamp=datetime.now(UTC))
+    future = SimpleNamespace(state=state, wait=lambda: None,
+                             add_done_callback=lambda fn: fn(None))
+
+    class Task:
+        def with_options(self, **_):
+            return self
+
+        def submit(self, **_):
+            return future
+
+    def build_sharded(store, args, n_shards, start, label=None):
+        for c in range(2, 5):  # the shards
+            ChunkLog(partial).mark(c)
+        done.update({"chunks_before": 5, "chunks_total": 5})  # the stage task then saw all 5 done
+        return start()
+
+    monkeypatch.setattr(fp, "stage_task", Task())
+    monkeypatch.setattr(fp, "build_sharded", build_sharded)
+    monkeypatch.setattr(fp, "say", lambda message, label=None: None)
+    record = fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="extract")
+    assert record["stages"]["extract"]["reason"].startswith(
+        "computed: resumed an interrupted build: 2 of 5 chunks were already done; "), record["stages"]["extract"]
+    assert record["stages"]["ingest"]["reason"] == "computed: no earlier run of this config ran this stage"

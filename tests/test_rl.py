@@ -185,7 +185,7 @@ def test_eval_curve_judges_with_the_train_timeout_and_counts_failures(monkeypatc
     the verifier's failures (scored wrong) instead of hiding them among the wrong answers."""
     from types import SimpleNamespace
 
-    from saerl import evaluate
+    from saerl import policy_lm
     from saerl import verify as V
     from saerl.rl import EvalCallback
 
@@ -196,7 +196,7 @@ def test_eval_curve_judges_with_the_train_timeout_and_counts_failures(monkeypatc
         return [("timeout", "over the limit")] * len(tasks)
 
     monkeypatch.setattr(V._POOL, "run", pool_over_time)
-    monkeypatch.setattr(evaluate, "generate_batched", lambda model, tok, prompts, *a: (
+    monkeypatch.setattr(policy_lm, "generate", lambda model, tok, prompts, *a, **k: policy_lm.Completions(
         ["#### 3", "#### x^2", "#### 5"], [2, 2, 2], [True] * 3))
     heldout = pl.DataFrame({"id": ["a", "b", "c"], "prompt": ["p"] * 3, "answer": ["3", "x^2", "4"]})
     evals = EvalCallback({"h": heldout}, None, 1, 4, 8, timeout_s=30.0)

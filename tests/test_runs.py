@@ -148,3 +148,69 @@ def test_the_why_looks_past_a_newer_run_that_stopped_before_the_stage(tmp_path):
     assert "no earlier run" in explain("train:saerl:0", True, {}, {}, prev)
     assert set(previous_stage_runs(tmp_path, "demo", wanted=["score"])) == {"score"}, "stops once every wanted is found"
     assert previous_stage_runs(tmp_path, "demo", exclude=full.run_id).keys() == {"score"}
+
+
+def test_a_resumed_build_says_first_how_many_chunks_were_already_done():
+    """A stage run resuming a killed build (37 of 40 chunks done) read "computed: no earlier run of this config ran
+    this stage", nothing saying what it reused. The count leads the reason, before the config diff; a build that
+    resumed no chunk reads as before."""
+    prev = _rec("demo", "extract", {"extract.layer": 1}, {"ingest": "a"}).stages
+    diff = "config changed: extract.layer 1->2"
+    assert explain("extract", True, {"extract.layer": 2}, {"ingest": "a"}, prev, resumed=(37, 40)) == \
+        f"computed: resumed an interrupted build: 37 of 40 chunks were already done; {diff}"
+    assert explain("encode", True, {}, {}, prev, resumed=(3, 60)) == \
+        "computed: resumed an interrupted build: 3 of 60 chunks were already done; no earlier run of this config ran this stage"
+    for zero in ((0, 40), (0, 0)):  # from scratch: exactly the old text
+        assert explain("extract", True, {"extract.layer": 2}, {"ingest": "a"}, prev, resumed=zero) == f"computed: {diff}"
+    bad = "computed: stored artifact failed verification (size mismatch x)"
+    assert explain("extract", True, {}, {}, prev, bad, resumed=(2, 5)) == \
+        "computed: resumed an interrupted build: 2 of 5 chunks were already done; stored artifact failed verification (size mismatch x)"
+    assert explain("extract", True, {}, {}, prev, bad) == bad
+    assert explain("label", True, {}, {}, prev, resumed=(4, 0)).startswith(
+        "computed: resumed an interrupted build: 4 chunks were already done;"), "no total known: the count alone"
+    assert explain("extract", False, {}, {}, prev, resumed=(37, 40)) == \
+        "cached: same code, inputs and config as a stored artifact", "a reused artifact resumed nothing"
+
+
+def test_chunks_done_counts_a_chunk_log_without_creating_one(tmp_path):
+    from saerl.artifacts import CHUNK_DIR, ChunkLog, chunks_done
+
+    assert chunks_done(tmp_path / "nope") == 0 and not (tmp_path / "nope").exists()
+    assert chunks_done(tmp_path) == 0 and not (tmp_path / CHUNK_DIR).exists()
+    log = ChunkLog(tmp_path)
+    for c in (0, 1, 5):
+        log.mark(c, rows=2)
+    (tmp_path / CHUNK_DIR / ".7.json.tmp-123").write_text("{")  # a record being written is not a finished chunk
+    assert chunks_done(tmp_path) == 3
+
+
+def test_run_stage_counts_a_resumed_builds_chunks(tmp_path, monkeypatch):
+    """run_stage counts, per build, the chunks its log recorded when the compute started (what it resumed) and when
+    it ended (all of them; publishing removes the log): what the flow's and record_results' reasons say."""
+    import pytest
+
+    from saerl import pipeline
+    from saerl.artifacts import ArtifactStore
+    from saerl.config import PipelineConfig
+
+    def compute(cfg, upstream, build, stop_after=None):
+        for c in range(5):
+            if not build.chunks.is_done(c):
+                build.chunks.mark(c)
+            if c == stop_after:
+                raise KeyboardInterrupt  # a run stopped mid-build: its partial folder keeps chunks 0-1
+        return {}
+
+    store, cfg = ArtifactStore(tmp_path), PipelineConfig()
+    monkeypatch.setitem(pipeline.RUNNERS, "curriculum", lambda c, u, b: compute(c, u, b, stop_after=1))
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_stage(store, cfg, "curriculum", {}, key="k1")
+    monkeypatch.setitem(pipeline.RUNNERS, "curriculum", compute)
+    res = pipeline.run_stage(store, cfg, "curriculum", {}, key="k1")
+    assert res.computed and (res.chunks_before, res.chunks_total) == (2, 5)
+    assert res.to_json()["chunks_before"] == 2 and res.to_json()["chunks_total"] == 5
+    monkeypatch.setitem(pipeline.RUNNERS, "curriculum", lambda c, u, b: (b.path / "f.txt").write_text("x") and {})
+    plain = pipeline.run_stage(store, cfg, "curriculum", {}, key="k2")  # a stage without chunks
+    assert (plain.chunks_before, plain.chunks_total) == (0, 0)
+    again = pipeline.run_stage(store, cfg, "curriculum", {}, key="k1")
+    assert not again.computed and (again.chunks_before, again.chunks_total) == (0, 0), "a reused artifact began no build"

@@ -4,6 +4,7 @@ difficulty drives a shared block of features, bad quality lights two features.""
 from __future__ import annotations
 
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
@@ -29,6 +30,7 @@ from saerl.scoring import (
     REPORT_SCHEMA,
     best_baseline,
     ood_folds,
+    property_report,
     resolve_difficulty,
     score_prompts,
     summarize_report,
@@ -65,6 +67,16 @@ def synth(n: int = 400, topics: int = 4, d: int = 320, seed: int = 0) -> tuple[s
     return X, prompts, R
 
 
+def scored(X, prompts, cfg, measured=None, *, R=None, RD=None, fit=None, **kw) -> SimpleNamespace:
+    """score_prompts, then property_report on its clusters, as the score and properties stages run them: both
+    results in one namespace (scores, params, labelled; report, clusters, heldout; notes of both)."""
+    s = score_prompts(X, prompts, cfg, measured, fit=fit, **kw)
+    r = property_report(X, prompts, cfg, s.scores, measured, R=R, RD=RD, fit=fit, k=s.params["k"], **kw)
+    assert r.labelled == s.labelled  # the same inputs give both stages the same labelled subset
+    return SimpleNamespace(scores=s.scores, params=s.params, labelled=s.labelled, report=r.report,
+                           clusters=r.clusters, heldout=r.heldout, notes=s.notes + r.notes)
+
+
 @pytest.fixture(scope="module")
 def data():
     return synth()
@@ -73,7 +85,7 @@ def data():
 @pytest.fixture(scope="module")
 def result(data):
     X, prompts, R = data
-    return score_prompts(X, prompts, ScoreConfig(**FAST), R=R)
+    return scored(X, prompts, ScoreConfig(**FAST), R=R)
 
 
 def _value(report: pl.DataFrame, prop: str, metric: str, features: str) -> float:
@@ -131,7 +143,7 @@ def test_measured_difficulty_and_no_quality_labels(data):
     truth = dict(zip(prompts["id"], prompts["difficulty"], strict=True))
     measured = pl.DataFrame({"id": labelled, "pass_rate": [1 - truth[i] for i in labelled]})
     cfg = ScoreConfig(**FAST, baselines=False, n_clusters=4)
-    r = score_prompts(X, plain, cfg, measured)
+    r = scored(X, plain, cfg, measured)
     assert r.params["difficulty_source"] == "measured" and r.params["n_labelled"] == len(labelled)
     assert r.scores["quality_hat"].eq(1.0).all() and quality_kept(r.scores, 1.0).all()
     assert any("quality" in n for n in r.notes)
@@ -145,7 +157,7 @@ def test_ids_align_rows_and_labelled_column(data):
     perm = np.random.default_rng(1).permutation(prompts.height)
     ids = prompts["id"].gather(perm)
     with_lab = prompts.with_columns(labelled=pl.Series(np.arange(prompts.height) < 150)).drop("topic")
-    r = score_prompts(X[perm], with_lab, ScoreConfig(**FAST, baselines=False, n_clusters=4, quality_threshold=0.9),
+    r = scored(X[perm], with_lab, ScoreConfig(**FAST, baselines=False, n_clusters=4, quality_threshold=0.9),
                       ids=ids)
     assert r.scores["id"].to_list() == ids.to_list()
     q = r.scores["quality_hat"]
@@ -153,7 +165,7 @@ def test_ids_align_rows_and_labelled_column(data):
     assert r.params["n_labelled"] == 150
     assert any("topic" in n for n in r.notes) and "topic_clusters" not in set(r.report["property"])
     with pytest.raises(ValueError, match="rows"):
-        score_prompts(X[:10], prompts, ScoreConfig(**FAST))
+        scored(X[:10], prompts, ScoreConfig(**FAST))
 
 
 def test_the_quality_threshold_changes_nothing_the_score_stage_writes(data):
@@ -161,7 +173,7 @@ def test_the_quality_threshold_changes_nothing_the_score_stage_writes(data):
     and params of score_prompts are the same under any score.quality_threshold, so the score stage need not read
     it and a threshold change reuses its fits. Before, scores carried `kept` and params share_kept."""
     X, prompts, _ = data
-    low, high = (score_prompts(X, prompts, ScoreConfig(**FAST, baselines=False, n_clusters=4, quality_threshold=t))
+    low, high = (scored(X, prompts, ScoreConfig(**FAST, baselines=False, n_clusters=4, quality_threshold=t))
                  for t in (0.1, 0.9))
     assert low.scores.equals(high.scores) and low.clusters.equals(high.clusters) and low.report.equals(high.report)
     assert low.params == high.params and low.notes == high.notes and "share_kept" not in low.params
@@ -172,7 +184,7 @@ def test_report_tests_on_every_labelled_row_no_report_model_trained_on(data):
     X, prompts, _ = data
     n_lab = 150
     lab = prompts.with_columns(labelled=pl.Series(np.arange(prompts.height) < n_lab))
-    rep = score_prompts(X, lab, ScoreConfig(**FAST, baselines=False, n_clusters=4)).report
+    rep = scored(X, lab, ScoreConfig(**FAST, baselines=False, n_clusters=4)).report
     n_train = n_lab - round(FAST_HELDOUT * n_lab)
     for metric in ("spearman_id", "auroc"):
         row = rep.filter(pl.col("metric") == metric)
@@ -180,7 +192,7 @@ def test_report_tests_on_every_labelled_row_no_report_model_trained_on(data):
     # labels only inside the labelled subset (a user's file): the test rows are its held-out part alone
     only = lab.with_columns(*(pl.when(pl.col("labelled")).then(pl.col(c)).otherwise(None).alias(c)
                               for c in ("difficulty", "quality")))
-    rep = score_prompts(X, only, ScoreConfig(**FAST, baselines=False, n_clusters=4)).report
+    rep = scored(X, only, ScoreConfig(**FAST, baselines=False, n_clusters=4)).report
     assert rep.filter(pl.col("metric") == "spearman_id")["n_test"].to_list() == [n_lab - n_train]
     ood = rep.filter(pl.col("metric") == "spearman_ood")  # every labelled row tested once, by the fold holding its topic
     assert ood["n_test"][0] == n_lab and 0 < ood["n_train"][0] < n_lab
@@ -222,7 +234,7 @@ def test_ood_mean_leaves_out_a_fold_whose_held_out_difficulty_is_constant(data):
     its fold is not tested, instead of adding a Spearman of 0 to every feature set's mean."""
     X, prompts, _ = data
     flat = prompts.with_columns(difficulty=pl.when(pl.col("topic") == "t3").then(0.5).otherwise(pl.col("difficulty")))
-    rep = score_prompts(X, flat, ScoreConfig(**FAST, baselines=False, n_clusters=4, ood_folds=4)).report
+    rep = scored(X, flat, ScoreConfig(**FAST, baselines=False, n_clusters=4, ood_folds=4)).report
     ood = rep.filter(pl.col("metric") == "spearman_ood")
     assert ood["n_test"].to_list() == [int((prompts["topic"] != "t3").sum())] and ood["value"][0] > 0.7
 
@@ -232,7 +244,7 @@ def test_constant_held_out_difficulty_reports_no_spearman_and_says_why(data):
     spearman_id row (a 0.000 would read as a measurement) and a note that says so, not "too few prompts"."""
     X, prompts, _ = data
     flat = prompts.with_columns(difficulty=pl.lit(1.0))
-    r = score_prompts(X, flat, ScoreConfig(**FAST, baselines=False, n_clusters=4))
+    r = scored(X, flat, ScoreConfig(**FAST, baselines=False, n_clusters=4))
     assert "spearman_id" not in set(r.report["metric"]) and "spearman_ood" not in set(r.report["metric"])
     assert any("every held-out difficulty label is 1: no ranking" in n for n in r.notes), r.notes
 
@@ -301,7 +313,7 @@ def test_quality_auroc_per_defect_kind_separates_visible_from_invisible_defects(
     silent = ~loud & (rng.uniform(size=prompts.height) < 0.15)
     prompts = prompts.with_columns(quality=pl.Series(np.where(loud | silent, 0.0, 1.0)),
                                    defect=pl.Series(np.where(loud, "loud", np.where(silent, "silent", "none"))))
-    rep = score_prompts(X, prompts, ScoreConfig(**FAST)).report
+    rep = scored(X, prompts, ScoreConfig(**FAST)).report
     assert _value(rep, "quality", "auroc_loud", "sae") > 0.9
     assert _value(rep, "quality", "auroc_silent", "sae") < 0.75
     assert _value(rep, "quality", "auroc_loud", "majority") == 0.5
@@ -372,9 +384,9 @@ def test_score_chooses_the_difficulty_pooling_and_reports_the_choice(data):
     blind[:, 280:288] = 0
     blind = blind.tocsr()
     cfg = ScoreConfig(**FAST, baselines=False, n_clusters=4)
-    both = score_prompts(blind, prompts, cfg, D={"mean": blind, "max": X})
-    planted = score_prompts(blind, prompts, cfg, D={"max": X})
-    only_blind = score_prompts(blind, prompts, cfg)
+    both = scored(blind, prompts, cfg, D={"mean": blind, "max": X})
+    planted = scored(blind, prompts, cfg, D={"max": X})
+    only_blind = scored(blind, prompts, cfg)
     assert both.params["difficulty_pool"] == "max" and only_blind.params["difficulty_pool"] == cfg.model_pool
     assert both.scores["difficulty_hat"].to_list() == planted.scores["difficulty_hat"].to_list()
     for metric in ("spearman_id", "spearman_ood"):
@@ -383,7 +395,7 @@ def test_score_chooses_the_difficulty_pooling_and_reports_the_choice(data):
                                                                           "sae") + 0.3
     assert both.params["difficulty_cv_mse"] < only_blind.params["difficulty_cv_mse"]
     with pytest.raises(ValueError, match="D"):
-        score_prompts(X, prompts, cfg, D={"max": X[:10]})
+        scored(X, prompts, cfg, D={"max": X[:10]})
 
 
 def test_fit_difficulty_chooses_the_family_by_cv_error():
@@ -438,7 +450,7 @@ def test_quality_labels_with_a_class_in_one_labelled_prompt_fit_no_probe(data):
     for good, bad in ((1, 1), (3, 1), (2, 2)):
         q = np.full(prompts.height, np.nan)
         q[:good], q[good: good + bad] = 1.0, 0.0
-        r = score_prompts(X, prompts.with_columns(labelled=pl.Series(lab), quality=pl.Series(q)), cfg)
+        r = scored(X, prompts.with_columns(labelled=pl.Series(lab), quality=pl.Series(q)), cfg)
         fitted = (good, bad) == (2, 2)
         assert ("quality_C" in r.params) is fitted
         assert any("no usable quality labels" in n for n in r.notes) is not fitted
@@ -504,7 +516,7 @@ def test_one_or_two_threads_give_the_same_report_bit_for_bit(data):
     chosen hyper-parameters are the serial run's, exactly."""
     X, prompts, R = data
     cfg = ScoreConfig(**FAST)
-    one, two = (score_prompts(X.astype(np.float32), prompts, cfg, R=R, fit=PM.FitOptions(n_jobs=jobs))
+    one, two = (scored(X.astype(np.float32), prompts, cfg, R=R, fit=PM.FitOptions(n_jobs=jobs))
                 for jobs in (1, 2))
     assert one.report.equals(two.report)
     assert one.scores["difficulty_hat"].to_list() == two.scores["difficulty_hat"].to_list()
@@ -519,7 +531,7 @@ def test_report_rows_name_the_pooling_and_family_each_fit_chose(data):
     blind[:, 280:288] = 0
     blind = blind.tocsr()
     cfg = ScoreConfig(**FAST, n_clusters=4, baselines=False, ood_folds=3)
-    r = score_prompts(blind, prompts, cfg, D={"mean": blind, "max": X})
+    r = scored(blind, prompts, cfg, D={"mean": blind, "max": X})
     assert {"model", "pool"} <= set(r.report.columns) and dict(r.report.schema) == REPORT_SCHEMA
     row = r.report.filter((pl.col("metric") == "spearman_id") & (pl.col("features") == "sae")).row(0, named=True)
     train = np.isin(prompts["id"].to_numpy(), r.labelled) & ~np.isin(prompts["id"].to_numpy(), r.heldout["id"].to_list())
@@ -542,9 +554,9 @@ def test_the_residual_difficulty_baseline_chooses_its_pooling_as_the_sae_does():
     X, prompts, R = synth(n=200)
     noise = np.random.default_rng(5).normal(size=R.shape).astype(np.float32)
     cfg = ScoreConfig(**FAST, n_clusters=4)
-    both = score_prompts(X, prompts, cfg, R=noise, RD={"mean": noise, "max": R})
-    only = score_prompts(X, prompts, cfg, R=noise, RD={"max": R})
-    plain = score_prompts(X, prompts, cfg, R=noise)
+    both = scored(X, prompts, cfg, R=noise, RD={"mean": noise, "max": R})
+    only = scored(X, prompts, cfg, R=noise, RD={"max": R})
+    plain = scored(X, prompts, cfg, R=noise)
     for metric in ("spearman_id", "spearman_ood"):
         got = both.report.filter((pl.col("metric") == metric) & (pl.col("features") == "residual")).row(0, named=True)
         assert got["value"] == _value(only.report, "difficulty", metric, "residual")
@@ -554,9 +566,9 @@ def test_the_residual_difficulty_baseline_chooses_its_pooling_as_the_sae_does():
     assert plain.report.filter((pl.col("metric") == "spearman_id") & (pl.col("features") == "residual"))["pool"][0] == "mean"
     assert _value(both.report, "quality", "auroc", "residual") == _value(plain.report, "quality", "auroc", "residual")
     with pytest.raises(ValueError, match="RD"):
-        score_prompts(X, prompts, cfg, RD={"max": R})  # no R
+        scored(X, prompts, cfg, RD={"max": R})  # no R
     with pytest.raises(ValueError, match="RD"):
-        score_prompts(X, prompts, cfg, R=R, RD={"max": R[:10]})
+        scored(X, prompts, cfg, R=R, RD={"max": R[:10]})
 
 
 def _unpredictable(n: int = 120) -> tuple[sp.csr_matrix, pl.DataFrame]:
@@ -576,10 +588,10 @@ def test_a_constant_difficulty_model_is_noted(family, flat):
     cluster by its seeded tie-breaking shuffle: a note says so, and names the penalty at the grid's end."""
     X, prompts = _unpredictable()
     cfg = ScoreConfig(**FAST, baselines=False, n_clusters=3, difficulty_models=[family], n_jobs=1)
-    r = score_prompts(X, prompts, cfg)
+    r = scored(X, prompts, cfg)
     assert any(flat in n for n in r.notes), r.notes
     assert any("chose the largest penalty" in n for n in r.notes), r.notes
-    assert not [n for n in score_prompts(*synth()[:2], ScoreConfig(**FAST, baselines=False, n_clusters=4)).notes
+    assert not [n for n in scored(*synth()[:2], ScoreConfig(**FAST, baselines=False, n_clusters=4)).notes
                 if "difficulty_hat" in n or "penalty" in n]
 
 
@@ -606,9 +618,9 @@ def test_a_silhouette_k_at_an_end_of_the_range_is_noted(data):
     assert S.k_edge_note(5, {4: 0.1, 5: 0.5, 6: 0.2}) is None and S.k_edge_note(4, {4: 0.5}) is None
     X, prompts, _ = data  # four planted topics: k = 4 is the best, the bottom of (4, 6) but inside (3, 6)
     cfg = {**FAST, "baselines": False}
-    edge = score_prompts(X, prompts, ScoreConfig(**{**cfg, "k_range": (4, 6)}))
+    edge = scored(X, prompts, ScoreConfig(**{**cfg, "k_range": (4, 6)}))
     assert edge.params["k"] == 4 and any("the silhouette chose k = 4, the smallest" in n for n in edge.notes)
-    assert not any("silhouette" in n for n in score_prompts(X, prompts, ScoreConfig(**cfg)).notes)
+    assert not any("silhouette" in n for n in scored(X, prompts, ScoreConfig(**cfg)).notes)
 
 
 def test_heldout_holds_the_report_models_predictions_on_its_test_rows(result, data):
@@ -622,3 +634,29 @@ def test_heldout_holds_the_report_models_predictions_on_its_test_rows(result, da
     assert h["difficulty"].to_list() == [truth[i] for i in h["id"]]
     assert PM.spearman(h["difficulty"].to_numpy(), h["difficulty_pred"].to_numpy()) == pytest.approx(row["value"])
     assert (h["model"][0], h["pool"][0]) == (row["model"], row["pool"])
+
+
+def test_report_settings_change_nothing_the_score_stage_writes(data):
+    """The fields only the properties stage reads (saerl.stages.STAGES) change nothing score_prompts returns, so a
+    report setting cannot leave the curriculum and training, which chain on the score stage's key, reading scores
+    of another setting: each such field changed alone gives the same scores and params."""
+    from saerl.stages import STAGES
+
+    changed = {"heldout_fraction": 0.5, "ood_folds": 2, "baselines": False, "text_max_features": 50,
+               "cluster_top_features": 2, "cluster_examples": 1}
+    assert set(STAGES["properties"].reads) - set(STAGES["score"].reads) == {f"score.{k}" for k in changed}
+    X, prompts, _ = data
+    base = score_prompts(X, prompts, ScoreConfig(**FAST))
+    for field_, value in changed.items():
+        other = score_prompts(X, prompts, ScoreConfig(**FAST, **{field_: value}))
+        assert other.scores.equals(base.scores) and other.params == base.params, field_
+
+
+def test_property_report_refuses_scores_of_other_prompts(data):
+    """property_report reads the clusters of the scores it is given: a prompt without one is an error naming the
+    count, not a report on partial clusters."""
+    X, prompts, _ = data
+    cfg = ScoreConfig(**FAST, baselines=False, n_clusters=4)
+    scores = score_prompts(X, prompts, cfg).scores
+    with pytest.raises(ValueError, match="3 prompts have no cluster"):
+        property_report(X, prompts, cfg, scores.slice(3))

@@ -19,7 +19,7 @@ from saerl import property_models as PM
 from saerl.config import ScoreConfig
 from saerl.property_models import difficulty_model, predict_rows, probe_model, report_rows, weight_codes
 from saerl.sae import load_codes_csr
-from saerl.scoring import score_prompts
+from saerl.scoring import property_report, score_prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import scale  # noqa: E402  (benchmarks/ is not a package)
@@ -70,8 +70,9 @@ def test_report_rows_all_or_a_seeded_sample():
 def test_large_pool_reports_clusters_on_the_sample(data):
     X, prompts, R = data
     cfg = ScoreConfig(**FAST, minibatch_above=120, n_clusters=4)
-    result = score_prompts(X, prompts, cfg, R=R)
-    clusters = result.report.filter(pl.col("property") == "topic_clusters")
+    result = score_prompts(X, prompts, cfg)
+    report = property_report(X, prompts, cfg, result.scores, R=R, k=result.params["k"])
+    clusters = report.report.filter(pl.col("property") == "topic_clusters")
     assert set(clusters["n_train"]) == {cfg.minibatch_above}
     assert {"sae", "residual", "text", "length", "majority", "shuffled"} <= set(clusters["features"])
     assert result.scores.height == prompts.height and result.scores["cluster"].n_unique() == 4
@@ -87,8 +88,9 @@ def test_large_pool_whose_report_sample_has_no_topic_reports_no_clusters_and_say
     outside = prompts["id"].to_numpy()[np.setdiff1d(np.arange(prompts.height), report_rows(prompts.height, cfg))]
     lone = prompts.with_columns(topic=pl.when(pl.col("id") == outside[0]).then(pl.col("topic")))
     result = score_prompts(X, lone, cfg)
-    assert "topic_clusters" not in set(result.report["property"]) and result.scores.height == prompts.height
-    assert any("has a topic" in n for n in result.notes)
+    report = property_report(X, lone, cfg, result.scores, k=result.params["k"])
+    assert "topic_clusters" not in set(report.report["property"]) and result.scores.height == prompts.height
+    assert any("has a topic" in n for n in report.notes)
 
 
 def test_synthetic_codes_round_trip_through_the_encode_layout(tmp_path, monkeypatch):

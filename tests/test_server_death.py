@@ -46,7 +46,7 @@ def _assert_stored(root: Path, record: dict, stages: list[str]) -> None:
 # -------------------------------------------------------------------------------------------------- MLflow
 
 MLFLOW_UNTIL = "curriculum"
-MLFLOW_STAGES = ["testbed", "ingest", "extract", "sae", "encode", "score", "curriculum"]
+MLFLOW_STAGES = ["testbed", "ingest", "extract", "sae", "encode", "score", "properties", "curriculum"]
 
 
 class _Messages(logging.Handler):

@@ -109,3 +109,125 @@ def test_a_new_verifier_version_rebuilds_the_stages_that_verify_and_no_other(mon
     after = {s: stage_key(cfg, s, {}) for s in STAGES}
     assert {s for s in STAGES if before[s] != after[s]} == set(VERIFYING) == {"ingest", "label", "train", "evaluate"}
     assert code_version("train").endswith(f"+verify{verify.VERSION}") and "+verify" not in code_version("score")
+
+
+# a changed value per field the tests below change (each valid under every config they use)
+OTHER_VALUE = {"sae.architecture": "standard", "sae.expansion": 4, "sae.k": 16, "sae.lr": 1e-3, "sae.train_epochs": 2,
+               "sae.l1_coefficient": 1.0, "sae.normalize": "none", "sae.dead_feature_window": 50,
+               "sae.release": "some-release", "sae.sae_id": "some-id", "sae.path": "/some/sae",
+               "score.k_range": "[2,5]", "score.silhouette_sample": 500, "score.ridge_alphas": "[1.0]",
+               "score.enet_l1_ratios": "[0.5]", "score.enet_n_alphas": 5, "score.enet_max_iter": 100,
+               "score.dense_fit_mb": 0, "score.text_max_features": 100, "score.kmeans_n_init": 1,
+               "curriculum.frontier_target": 0.3, "model.dtype": "bfloat16", "train.bf16": "false"}
+
+
+def _moves(stage: str, path: str, *under: str) -> bool:
+    """Whether changing `path` (to OTHER_VALUE) changes `stage`'s key under the config of overrides `under`."""
+    return _key(stage, *under, f"{path}={OTHER_VALUE[path]}") != _key(stage, *under)
+
+
+def test_each_sae_architecture_ignores_the_others_sparsity_setting():
+    """sae-lens' TopK training config has no l1_coefficient and its trainer reads none; the standard SAE has no k
+    (saerl.sae.train_sae passes each to its own architecture only)."""
+    topk, standard = "sae.architecture=topk", "sae.architecture=standard"
+    assert not _moves("sae", "sae.l1_coefficient", topk), "a TopK SAE trains without the L1 coefficient"
+    assert _moves("sae", "sae.l1_coefficient", standard)
+    assert not _moves("sae", "sae.k", standard), "a standard (L1) SAE has no k"
+    assert _moves("sae", "sae.k", topk)
+    assert _moves("sae", "sae.dead_feature_window", standard), "its dead-feature count is written to cfg.json"
+
+
+def test_a_loaded_sae_ignores_every_training_field_and_each_source_its_own_fields_only():
+    """A pretrained or local SAE is loaded and scored, never trained: no training field reruns the sae stage, while
+    the held-out sample's fields still do; each source reads only the fields naming what it loads."""
+    from saerl.stages import SAE_TRAINING
+
+    local, pretrained, train = "sae.source=local", "sae.source=pretrained", "sae.source=train"
+    for source in (local, pretrained):
+        assert [p for p in SAE_TRAINING if _moves("sae", p, source)] == [], f"{source} trains nothing"
+    assert [p for p in SAE_TRAINING if not _moves("sae", p, train, "sae.architecture=topk")] == ["sae.l1_coefficient"]
+    assert _key("sae", local, "sae.train_tokens=1000") != _key("sae", local), "it picks the held-out tokens"
+    assert _moves("sae", "sae.path", local) and not _moves("sae", "sae.path", pretrained)
+    assert not _moves("sae", "sae.path", train)
+    for path in ("sae.release", "sae.sae_id"):
+        assert _moves("sae", path, pretrained) and not _moves("sae", path, local) and not _moves("sae", path, train)
+
+
+def test_a_fixed_number_of_clusters_ignores_the_silhouette_search():
+    """choose_k returns a fixed score.n_clusters before it reads score.k_range or score.silhouette_sample."""
+    for path in ("score.k_range", "score.silhouette_sample"):
+        assert not _moves("score", path, "score.n_clusters=8"), f"{path} with n_clusters fixed"
+        assert _moves("score", path, "score.n_clusters=auto"), f"{path} with n_clusters auto"
+
+
+def test_a_difficulty_family_left_out_ignores_its_grid():
+    """fit_difficulty fits only the families score.difficulty_models lists; each family's grid is its own."""
+    from saerl.stages import FAMILY_FIELDS
+
+    ridge, enet, both = ("score.difficulty_models=[ridge]", "score.difficulty_models=[elasticnet]",
+                         "score.difficulty_models=[elasticnet,ridge]")
+    for stage in ("score", "properties"):
+        for path in FAMILY_FIELDS["elasticnet"]:
+            assert not _moves(stage, path, ridge) and _moves(stage, path, enet) and _moves(stage, path, both), path
+        path = "score.ridge_alphas"
+        assert not _moves(stage, path, enet) and _moves(stage, path, ridge) and _moves(stage, path, both), stage
+
+
+def test_the_report_without_baselines_ignores_the_baselines_settings():
+    """With score.baselines off the report fits no text TF-IDF and clusters no baseline features."""
+    for path in ("score.text_max_features", "score.kmeans_n_init"):
+        assert not _moves("properties", path, "score.baselines=false"), path
+        assert _moves("properties", path, "score.baselines=true"), path
+    assert _moves("score", "score.kmeans_n_init", "score.baselines=false"), "the score stage's own k-means reads it"
+
+
+def test_the_frontier_target_is_read_by_the_frontier_ordering_only():
+    assert not _moves("curriculum", "curriculum.frontier_target", "curriculum.ordering=easy_to_hard")
+    assert _moves("curriculum", "curriculum.frontier_target", "curriculum.ordering=frontier")
+
+
+def test_the_policy_runs_in_float32_so_model_dtype_reruns_extraction_only():
+    """label and train load the policy in float32 on every device (saerl.policy_lm.load_policy): model.dtype is
+    extraction's, and only on a GPU."""
+    for stage in ("label", "train"):
+        assert not _moves(stage, "model.dtype"), stage
+    assert _moves("extract", "model.dtype", "runtime.device=cuda")
+
+
+def test_a_cpu_ignores_the_precision_settings_and_a_gpu_or_an_unknown_device_reads_them():
+    """On a CPU every stage runs in float32 (load_model, resolve_dtype; grpo_config turns bf16 on only on CUDA)."""
+    from saerl.stages import unread_fields
+
+    cfg = PipelineConfig()
+    assert "model.dtype" in unread_fields(cfg, "extract", "cpu") and "train.bf16" in unread_fields(cfg, "train", "cpu")
+    for device in ("cuda", None):
+        assert "model.dtype" not in unread_fields(cfg, "extract", device), device
+        assert "train.bf16" not in unread_fields(cfg, "train", device), device
+    assert "train.bf16" not in unread_fields(cfg, "label", "cpu")
+
+
+def test_a_cpu_run_keeps_its_keys_when_the_precision_settings_change():
+    """The keys read the device type from the input keys (saerl.pipeline.input_keys' "device")."""
+    import inspect
+
+    import pytest
+
+    from saerl.stages import stage_slice
+
+    if "device" not in inspect.signature(stage_slice).parameters:
+        pytest.skip("stage_slice / stage_key do not pass the input keys' device type to unread_fields yet")
+    cfg, cpu, cuda = PipelineConfig(), {"device": "cpu"}, {"device": "cuda"}
+    for stage, path in (("extract", "model.dtype"), ("train", "train.bf16")):
+        other = load_config(None, [f"{path}={OTHER_VALUE[path]}"])
+        assert stage_key(other, stage, cpu) == stage_key(cfg, stage, cpu), f"{path} on a CPU"
+        assert stage_key(other, stage, cuda) != stage_key(cfg, stage, cuda), f"{path} on a GPU"
+
+
+def test_planning_keys_imports_no_torch():
+    """unread_fields resolves nothing through torch: the device type comes in with the input keys."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom saerl.config import PipelineConfig\nfrom saerl.stages import STAGES, stage_key\n"
+            "[stage_key(PipelineConfig(), s, {'device': 'cpu'}) for s in STAGES]\nassert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

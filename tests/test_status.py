@@ -152,3 +152,45 @@ def test_a_record_still_marked_running_reads_unfinished_not_ok(tmp_path):
     save_run(tmp_path, rec)
     assert list_status(tmp_path).splitlines()[1].endswith(UNFINISHED)
     assert run_status(tmp_path).splitlines()[1] == UNFINISHED.upper()
+
+
+def test_run_status_marks_a_corrupt_artifact_and_how_to_rebuild_it(tmp_path):
+    """A truncated file of a stored artifact (`saerl report` names it unusable) showed as a healthy artifact with
+    its size on disk. Status checks each artifact's files against its manifest (sizes only: no hashing)."""
+    from saerl.artifacts import MANIFEST
+    from saerl.status import CORRUPT, REBUILD_HINT
+
+    _runs(tmp_path)
+    payload = tmp_path / "curriculum" / ("c2" * 10) / "f.bin"
+    payload.write_bytes(payload.read_bytes()[:-100])  # truncated
+    text = run_status(tmp_path)
+    cur = _line(text, "curriculum")
+    assert cur.split()[5] == CORRUPT and WHY in cur, cur
+    note = _line(text, f"{CORRUPT}: curriculum")
+    assert f"size mismatch {payload}: {PAYLOAD - 100} bytes, the manifest records {PAYLOAD}" in note
+    assert ("c2" * 10)[:KEY_CHARS] in note and note.endswith(REBUILD_HINT)
+    assert _line(text, "train:saerl:0").split()[5] == "2.50", "an intact artifact keeps its size"
+    assert " gone " in _line(text, "train:vanilla:0") and "corrupt: train" not in text
+
+    (tmp_path / "train" / ("t1" * 10) / MANIFEST).unlink()  # a folder without its manifest read as gone
+    saerl = _line(run_status(tmp_path), f"{CORRUPT}: train:saerl:0")
+    assert "unreadable manifest" in saerl and REBUILD_HINT in saerl
+
+
+def test_run_status_verify_hashes_what_the_quick_check_cannot_see(tmp_path):
+    """A changed byte that keeps the file's size passes the quick (size) check; verify=True hashes as a run does."""
+    from saerl.status import CORRUPT
+
+    _runs(tmp_path)
+    payload = tmp_path / "curriculum" / ("c2" * 10) / "f.bin"
+    payload.write_bytes(b"\1" + payload.read_bytes()[1:])
+    assert CORRUPT not in run_status(tmp_path)
+    assert f"hash mismatch {payload}" in _line(run_status(tmp_path, verify=True), f"{CORRUPT}: curriculum")
+
+
+def test_cli_status_shows_a_corrupt_artifact(tmp_path, capsys):
+    _runs(tmp_path)
+    payload = tmp_path / "curriculum" / ("c2" * 10) / "f.bin"
+    payload.write_bytes(b"")
+    assert main(["status", "--root", str(tmp_path)]) == 0
+    assert "corrupt: curriculum" in capsys.readouterr().out

@@ -179,7 +179,7 @@ def test_ablation_flow_pays_for_shared_stages_once(prefect_api, tmp_path, capsys
     cfg = load_config(SMOKE, [f"runtime.artifact_root={tmp_path / 'root'}", "tracking.enabled=false"])
     out = ablation_flow(config=cfg.model_dump(mode="json"), grid={"curriculum.mix_ratio": [0.0, 0.5]})
     first, second = ({k: v["status"] for k, v in run["stages"].items()} for run in out["runs"])
-    shared = ("testbed", "ingest", "extract", "sae", "encode", "score")
+    shared = ("testbed", "ingest", "extract", "sae", "encode", "score", "properties")
     assert all(first[s] == "computed" for s in shared)
     assert all(second[s] == "cached" for s in shared), second
     assert second["curriculum"] == second["train:saerl:0"] == second["evaluate"] == "computed"
@@ -187,7 +187,7 @@ def test_ablation_flow_pays_for_shared_stages_once(prefect_api, tmp_path, capsys
     assert [r["arm"] for r in out["table"]] == ["vanilla", "saerl", "vanilla", "saerl"]
     text = capsys.readouterr().out
     assert "ablation: 2 settings" in text and "steps to target" in text
-    assert "mix_ratio=0.5" in text and "cached:   testbed ingest extract sae encode score train:vanilla:0" in text
+    assert "mix_ratio=0.5" in text and "cached:   testbed ingest extract sae encode score properties train:vanilla:0" in text
     assert "mix_ratio=0.5 | [curriculum] computed" in text, "each child's lines carry its setting"
     assert [r["extra"]["setting"] for r in out["runs"]] == ["mix_ratio=0.0", "mix_ratio=0.5"]
     kept = tmp_path / "root" / "sweeps" / out["sweep_id"]
@@ -200,7 +200,8 @@ def test_shared_until_is_the_common_upstream_of_the_settings(base, tmp_path):
         configs = [cfg for _, cfg in plan_sweep(over or base, grid)]
         return shared_until(configs, until)
 
-    assert shared({"curriculum.mix_ratio": [0, 0.5]}) == "score", "a curriculum grid shares everything before it"
+    assert shared({"curriculum.mix_ratio": [0, 0.5]}) == "properties", "a curriculum grid shares everything before it"
+    assert shared({"score.baselines": [True, False]}) == "score", "a report grid shares the scores"
     assert shared({"sae.k": [4, 8]}) == "extract"
     assert shared({"train.learning_rate": [1e-5, 2e-5]}) == "curriculum"
     assert shared({"eval.k_samples": [2, 3]}) == "train" and shared({"eval.k_samples": [2, 3]}, "curriculum") == "curriculum"
@@ -241,7 +242,7 @@ def test_ablation_children_run_side_by_side_on_dask(prefect_api, tmp_path, capfd
     grid = {"curriculum.mix_ratio": [0.0, 0.5]}
     out = ablation_flow(config=cfg.model_dump(mode="json"), grid=grid)
 
-    upstream = ("testbed", "ingest", "extract", "sae", "encode", "score")
+    upstream = ("testbed", "ingest", "extract", "sae", "encode", "score", "properties")
     shared, runs = out["shared"], out["runs"]
     assert {k: v["status"] for k, v in shared["stages"].items()} == dict.fromkeys(upstream, "computed")
     for run in runs:
@@ -260,13 +261,13 @@ def test_ablation_children_run_side_by_side_on_dask(prefect_api, tmp_path, capfd
         by_name = {r.name: r for r in flow_runs}
         host = by_name[f"{name} | 2 settings on Dask"]
         children = [by_name[f"{name} | {label}"] for label in
-                    ("shared upstream (until score)", "mix_ratio=0.0", "mix_ratio=0.5")]
+                    ("shared upstream (until properties)", "mix_ratio=0.0", "mix_ratio=0.5")]
         assert all(r.state.is_completed() for r in (host, *children))
         assert {client.read_task_run(r.parent_task_run_id).flow_run_id for r in children} == {host.id}
         (s0, e0), (s1, e1) = [(r.start_time, r.end_time) for r in children[1:]]
         assert max(s0, s1) < min(e0, e1), f"the settings' flow runs did not overlap: {(s0, e0)} vs {(s1, e1)}"
     text = capfd.readouterr().out  # with what the children printed on the Dask workers
-    assert "shared upstream  computed: testbed ingest extract sae encode score" in text
+    assert "shared upstream  computed: testbed ingest extract sae encode score properties" in text
     assert shared["extra"]["setting"] == "shared upstream" and [r["extra"]["setting"] for r in runs] == [
         "mix_ratio=0.0", "mix_ratio=0.5"] and len({r["extra"]["sweep"] for r in (shared, *runs)}) == 1
     assert "shared upstream | [score] computed" in text and "mix_ratio=0.5 | [evaluate] computed" in text
