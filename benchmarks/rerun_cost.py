@@ -1,4 +1,4 @@
-"""Rerun cost: what the content-addressed cache saves when only a curriculum setting changes.
+"""Rerun cost: what the content-addressed cache saves when only a curriculum or a report setting changes.
 
 In one process and one fresh temporary artifact root (configs/smoke.yaml with --quick, else configs/demo.yaml):
 
@@ -10,7 +10,9 @@ In one process and one fresh temporary artifact root (configs/smoke.yaml with --
    the curriculum must be a cache hit and exactly the curriculum, the training runs of the arms that read it
    and evaluate must recompute (both asserted). The overhead is that run's wall time minus the time of the
    stage runs that recomputed: planning, key hashing and reading cached manifests.
-3. sweep vs fresh: N settings of ``curriculum.mix_ratio`` through the ablation flow (``flows.sweep.ablation_flow``,
+3. report setting: then ``score.baselines`` flipped (a setting of the property report alone): exactly the properties
+   stage must recompute (asserted); ``report_rerun_ratio`` is that run's wall time over the full run's.
+4. sweep vs fresh: N settings of ``curriculum.mix_ratio`` through the ablation flow (``flows.sweep.ablation_flow``,
    one parent flow, a pipeline subflow per setting, in a fresh root) against N pipeline flow runs
    (``flows.pipeline.pipeline_flow``) each in a fresh root of its own; both under one local Prefect server,
    so both pay the same orchestration. The ratio is sweep time over the N fresh runs' total time.
@@ -18,8 +20,8 @@ In one process and one fresh temporary artifact root (configs/smoke.yaml with --
     .venv/bin/python benchmarks/rerun_cost.py --quick     # smoke config, N=2: about 6 minutes on 2 CPU cores
     .venv/bin/python benchmarks/rerun_cost.py             # demo config, N=3
 
-Last line: ``RESULT full_s=.. rerun_overhead_s=.. rerun_ratio=.. sweep_ratio=.. sweep_n=..`` (seconds;
-rerun_ratio is the rerun's wall time over the full run's; sweep_ratio < 1 means the sweep costs less than the same
+Last line: ``RESULT full_s=.. rerun_overhead_s=.. rerun_ratio=.. report_rerun_ratio=.. sweep_ratio=.. sweep_n=..``
+(seconds; rerun_ratio is the rerun's wall time over the full run's; sweep_ratio < 1 means the sweep costs less than the same
 settings run from scratch).
 """
 
@@ -76,16 +78,21 @@ def timed_run_all(store: ArtifactStore, cfg: PipelineConfig) -> tuple[float, dic
     return time.time() - started, results
 
 
-def rerun_overhead(store: ArtifactStore, cfg: PipelineConfig) -> tuple[float, float]:
-    """Rerun `cfg` (one curriculum field changed from the cached run) and check what recomputed.
-    out: (the run's wall seconds, its overhead: wall seconds minus the recomputed stage runs' seconds)."""
+def rerun_overhead(store: ArtifactStore, cfg: PipelineConfig, expected: set[str]) -> tuple[float, float]:
+    """Rerun `cfg` (one field changed from the cached run) and check that exactly the `expected` stage runs
+    recomputed and every other one was a cache hit. out: (the run's wall seconds, its overhead: wall seconds minus
+    the recomputed stage runs' seconds)."""
     seconds, results = timed_run_all(store, cfg)
-    expected = {name for stage, name, _, variant in stage_runs(cfg) if reads_curriculum(stage, variant)}
     computed = {name for name, r in results.items() if r.computed}
-    above = [name for name in results if name in UPSTREAM]
-    assert above and not computed & set(above), f"stages above the curriculum recomputed: {computed & set(above)}"
     assert computed == expected, f"recomputed {sorted(computed)}, expected exactly {sorted(expected)}"
     return seconds, seconds - sum(results[name].seconds for name in computed)
+
+
+def curriculum_readers(cfg: PipelineConfig) -> set[str]:
+    """The stage runs of `cfg` a curriculum change recomputes (reads_curriculum); none above the curriculum."""
+    expected = {name for stage, name, _, variant in stage_runs(cfg) if reads_curriculum(stage, variant)}
+    assert not expected & set(UPSTREAM)
+    return expected
 
 
 def sweep_vs_fresh(path: Path, base: Path, values: list[float]) -> tuple[float, float]:
@@ -130,7 +137,12 @@ def main() -> None:
         full_s, _ = timed_run_all(store, cfg)
         changed = next(v for v in MIX_RATIOS if v != cfg.curriculum.mix_ratio)
         print(f"rerun with curriculum.mix_ratio {cfg.curriculum.mix_ratio} -> {changed}", flush=True)
-        rerun_s, overhead_s = rerun_overhead(store, config(path, base / "rerun", f"curriculum.mix_ratio={changed}"))
+        moved = config(path, base / "rerun", f"curriculum.mix_ratio={changed}")
+        rerun_s, overhead_s = rerun_overhead(store, moved, curriculum_readers(moved))
+        print(f"rerun with score.baselines {cfg.score.baselines} -> {not cfg.score.baselines} (a report setting)",
+              flush=True)
+        report_s, _ = rerun_overhead(store, config(path, base / "rerun", f"curriculum.mix_ratio={changed}",
+                                                   f"score.baselines={not cfg.score.baselines}"), {"properties"})
         values = list(MIX_RATIOS[:n])
         print(f"sweep of {n} settings curriculum.mix_ratio={values} (ablation flow) vs {n} fresh runs", flush=True)
         sweep_s, fresh_s = sweep_vs_fresh(path, base, values)
@@ -140,9 +152,9 @@ def main() -> None:
 
             shutil.rmtree(base, ignore_errors=True)
     print(f"full {full_s:.1f} s; rerun {rerun_s:.1f} s of which {rerun_s - overhead_s:.1f} s recomputing; "
-          f"sweep {sweep_s:.1f} s vs fresh {fresh_s:.1f} s")
+          f"report setting {report_s:.1f} s; sweep {sweep_s:.1f} s vs fresh {fresh_s:.1f} s")
     print(f"RESULT full_s={full_s:.2f} rerun_overhead_s={overhead_s:.3f} rerun_ratio={rerun_s / full_s:.3f} "
-          f"sweep_ratio={sweep_s / fresh_s:.3f} sweep_n={n}")
+          f"report_rerun_ratio={report_s / full_s:.3f} sweep_ratio={sweep_s / fresh_s:.3f} sweep_n={n}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Runs the pipeline in this process (no Prefect), cached in the config's artifact root (the demo's `.saerl`, so
 a demo run's stages are reused; --root for another): testbed -> ingest ->
-extract -> sae -> encode -> score -> curriculum, then one GRPO run per (arm, seed) and the evaluate stage.
+extract -> sae -> encode -> score -> properties -> curriculum, then one GRPO run per (arm, seed) and the evaluate stage.
 Both arms train for the same steps with the same hyper-parameters and seeds; saerl reads the curriculum
 (quality-filtered, cluster-first, easy to hard), vanilla a seeded shuffle of the whole pool. Held-out
 accuracy is the testbed's clean eval split (greedy pass@1, and mean over k samples); the difference has a
@@ -18,10 +18,15 @@ levels 1-2 drawn anew from the generator (content-disjoint from every split; the
 fresh held-out set), where GRPO does move the policy. It is read like any eval.sets file: in-training curve,
 comparison with intervals, reachable stratum and steps-to-target of its own.
 
-    .venv/bin/python benchmarks/rl_efficiency.py --quick     # 3 seeds, short runs: a few minutes
+    .venv/bin/python benchmarks/rl_efficiency.py --quick     # 3 seeds, short runs: a few minutes (cached testbed)
     .venv/bin/python benchmarks/rl_efficiency.py             # 3 seeds at the demo's RL budget
     .venv/bin/python benchmarks/rl_efficiency.py --seeds 5 train.max_steps=200
     .venv/bin/python benchmarks/rl_efficiency.py --workers 6 testbed.n_pool=10000 train.max_steps=500
+
+Those minutes assume the stages before training are cached under the root (a demo run leaves them there). On a
+cold root the benchmark first builds them, and the testbed stage pretrains the tiny policy LM: about 3 to 5
+minutes more on 2 CPU cores at the demo's testbed.pretrain_steps (165 s alone on the machine); it prints which
+stages it builds, and that estimate, before it starts (:func:`cold_start_note`).
 
 With --workers N the training runs (arms x seeds) fan out over a Dask LocalCluster of N worker processes once
 the shared stages (testbed .. curriculum) are done; each run is the same cached stage run as in sequence.
@@ -54,10 +59,12 @@ from pathlib import Path
 
 import polars as pl
 
-from saerl.artifacts import ArtifactStore
+from saerl.artifacts import MANIFEST, ArtifactStore
 from saerl.config import PipelineConfig, load_config
 from saerl.evaluate import training_signal
 from saerl.pipeline import resolve_upstream, run_all, run_stage, stage_runs
+from saerl.runs import stage_of
+from saerl.sweep import planned_run_keys
 from saerl.testbed import fresh_problems, read_world
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +73,40 @@ FRESH_SET = "fresh_levels_1_2"  # the name of the fresh level 1-2 held-out set i
 FRESH_LEVEL_MIX = [1.0, 1.0, 0.0, 0.0, 0.0]
 WHOLE_TABLE = {"tbl_cols": -1, "tbl_width_chars": 200, "tbl_hide_dataframe_shape": True}  # every column printed
 QUICK = ["train.max_steps=30", "train.eval_every=10", "eval.max_problems=200", "eval.k_samples=2"]
+SHARED_UNTIL = "curriculum"  # the last stage every training run reads (built once, before them)
+# seconds per step of the testbed LM's pretraining at PRETRAIN_BATCH sequences a step on 2 CPU cores: 165 s for the
+# demo's 1500 steps alone on the machine, 3 to 5 minutes beside other jobs (README, measured 2026-12-04)
+PRETRAIN_S_PER_STEP = (0.11, 0.2)
+PRETRAIN_BATCH = 96
+
+
+def cold_stages(store: ArtifactStore, cfg: PipelineConfig, until: str = SHARED_UNTIL) -> list[str]:
+    """The stage runs up to `until` whose artifacts are not in `store` yet (keys planned from the config alone:
+    nothing runs, nothing is hashed). in: store, config, last stage; out: run names in plan order."""
+    return [name for name, key in planned_run_keys(cfg, until).items()
+            if not (store.path(stage_of(name), key) / MANIFEST).exists()]
+
+
+def pretrain_minutes(cfg: PipelineConfig) -> tuple[float, float]:
+    """Roughly how long the testbed stage pretrains the tiny policy LM on 2 CPU cores (PRETRAIN_S_PER_STEP, scaled
+    by testbed.pretrain_steps and batch_size): (low, high) minutes."""
+    scale = cfg.testbed.pretrain_steps * cfg.testbed.batch_size / PRETRAIN_BATCH / 60
+    return PRETRAIN_S_PER_STEP[0] * scale, PRETRAIN_S_PER_STEP[1] * scale
+
+
+def cold_start_note(cfg: PipelineConfig, cold: list[str], root: Path) -> str:
+    """What the benchmark builds before its training runs when they are not cached under `root`, and, when the
+    testbed is among them, that it pretrains the LM and for about how many minutes ('' when nothing is cold).
+    in: config, :func:`cold_stages`, artifact root; out: the text printed before anything runs."""
+    if not cold:
+        return ""
+    note = f"not cached under {root}, built first: {', '.join(cold)}"
+    if "testbed" in cold:
+        low, high = pretrain_minutes(cfg)
+        note += (f"\ntestbed: generating the world and pretraining the tiny policy LM "
+                 f"({cfg.testbed.pretrain_steps} steps): about {max(low, 1):.0f}-{max(high, 1):.0f} minutes on 2 CPU "
+                 "cores, once (cached afterwards)")
+    return note
 
 
 def train_on_dask(store: ArtifactStore, cfg: object, workers: int, report: Callable[[str, object], None]) -> None:
@@ -182,6 +223,8 @@ def main() -> None:
               f"({time.time() - t0:.0f} s so far)", flush=True)
 
     store = ArtifactStore(Path(cfg.runtime.artifact_root))
+    if note := cold_start_note(cfg, cold_stages(store, cfg), store.root):
+        print(note, flush=True)
     if args.fresh and cfg.data.source == "testbed":
         testbed = Path(run_all(store, cfg, until="ingest", report=report)["testbed"].ref.path)
         fresh = write_fresh_set(cfg, testbed, args.fresh, args.fresh_seed, Path(cfg.runtime.artifact_root) / "bench")

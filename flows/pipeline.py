@@ -274,8 +274,10 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None,
 
     def finish(run: dict[str, Any]) -> None:
         """Wait for a submitted stage run, record it (run record, terminal, MLflow). A build that resumed an
-        interrupted one says first how many of its chunks were already done (the task's counts; a fanned stage's
-        from before its shards ran)."""
+        interrupted one says first what it reused (the task's StageResult.resumed: chunks already done, a training
+        run's checkpoint step); a fanned stage's chunks are those counted before its shards ran, of the task's total."""
+        from saerl.runs import resumed_note
+
         stage, name, key, keys = run["stage"], run["name"], run["key"], run["keys"]
         active["name"] = name
         future = run["future"]
@@ -286,7 +288,8 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None,
         seconds = run_seconds(run, state, result)
         ref = refs[name] = stored_ref(store, stage, key)
         sl = stage_slice(cfg, stage, keys.get("device"))
-        resumed = (run["chunks_before"] if run["fanned"] else result.get("chunks_before", 0), result.get("chunks_total", 0))
+        resumed = (resumed_note(run["chunks_before"], result.get("chunks_total", 0)) if run["fanned"]
+                   else result.get("resumed", ""))
         rec = StageRecord(stage=name, key=key, status="computed" if computed else "cached",
                           reason=explain(name, computed, sl, keys, previous, run["note"], result.get("waited", 0.0),
                                          resumed),

@@ -192,12 +192,13 @@ def _root(arg: str | None) -> Path:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """`saerl status [RUN] [--root ROOT] [--list [--limit N]]`: per stage run of a run (default the latest):
-    computed or cached, key, why, seconds and size; or the recent runs."""
+    """`saerl status [RUN] [--root ROOT] [--verify] [--list [--limit N]]`: per stage run of a run (default the
+    latest): computed or cached, key, why, seconds, size and whether its artifact is intact (file sizes; --verify
+    hashes every file); or the recent runs."""
     from saerl.status import list_status, run_status
 
     root = _root(args.root)
-    print(list_status(root, args.limit) if args.list else run_status(root, args.run))
+    print(list_status(root, args.limit) if args.list else run_status(root, args.run, args.verify))
     return 0
 
 
@@ -300,6 +301,9 @@ def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("status", help="what a run computed or reused and why, per stage run; --list: recent runs")
     s.add_argument("run", nargs="?", default="latest", help="run id or a unique prefix (default: latest)")
     s.add_argument("--root", help="artifact root (default: .saerl)")
+    s.add_argument("--verify", action="store_true",
+                   help="hash every artifact file against its manifest, as a run does when it reads one (finds a "
+                   "changed byte that keeps a file's size; seconds per GB); default: file sizes only (quick)")
     s.add_argument("--list", action="store_true", help="list the recent runs instead")
     s.add_argument("--limit", type=_positive_int, default=LIST_LIMIT, help=f"runs listed by --list (default {LIST_LIMIT})")
     s.set_defaults(fn=cmd_status)

@@ -36,14 +36,16 @@ class StageResult:
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
     waited: float = 0.0  # seconds spent waiting for another process that was building the same artifact
-    chunks_before: int = 0  # chunks an interrupted build had finished when this one resumed it (0: none, or reused)
-    chunks_total: int = 0  # chunks of the build when it published (0 for a stage without chunks, or reused)
+    resumed: str = ""  # what a build that resumed an interrupted one reused, leading the reason (saerl.runs.explain):
+    # its runner's note (a training run's checkpoint step), else its chunk counts; '' for a build from scratch, or reused
+    chunks_total: int = 0  # chunks of the build when it published (0 for a stage without chunks, or reused): a flow
+    # that fanned the chunks out to shards says what was resumed from its own count before them and this total
 
     def to_json(self) -> dict[str, Any]:
         """Small JSON-able form (what Prefect persists as the task result)."""
         return {"stage": self.ref.stage, "key": self.ref.key, "path": self.ref.path, "computed": self.computed,
                 "seconds": self.seconds, "metrics": self.metrics, "waited": self.waited,
-                "chunks_before": self.chunks_before, "chunks_total": self.chunks_total}
+                "resumed": self.resumed, "chunks_total": self.chunks_total}
 
 
 def data_file(cfg: PipelineConfig) -> Path | None:
@@ -275,20 +277,25 @@ def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
               key: str | None = None, variant: dict[str, Any] | None = None, take_lock: bool = True) -> StageResult:
     """Build or reuse `stage`'s artifact for `cfg` given its upstream artifacts (and, for train, the
     variant {arm, seed} of the run); take_lock=False when the caller holds the key's build lock for it
-    (ArtifactStore.ensure)."""
+    (ArtifactStore.ensure). A build that resumed an interrupted one says what it reused (StageResult.resumed): the
+    note its runner left (build note saerl.runs.RESUMED), else how many chunks its chunk log held when the compute
+    started, of those it held at the end (saerl.runs.resumed_note)."""
+    from saerl.runs import RESUMED, resumed_note
+
     set_threads(cfg)
     upstream = variant_upstream(stage, upstream, variant)
     keys = input_keys(cfg, stage, upstream, variant)
     key = key or stage_key(cfg, stage, keys)
     started = time.time()
     metrics: dict[str, float] = {}
-    chunks = [0, 0]  # finished chunks of the build when its compute starts (a resumed build's) and when it ends
+    resumed = {"note": "", "chunks": 0}  # what the build resumed, and its chunks when it ended (none when reused)
 
     def compute(build: Build) -> None:
-        chunks[0] = chunks_done(build.path)
+        before = chunks_done(build.path)  # finished chunks of an interrupted build this one resumes
         metrics.update(RUNNERS[stage](cfg, upstream, build, **(variant or {})))
         build.note(metrics=metrics)
-        chunks[1] = chunks_done(build.path)  # publishing removes the chunk log: counted now
+        resumed["chunks"] = chunks_done(build.path)  # publishing removes the chunk log: counted now
+        resumed["note"] = str(build.notes.get(RESUMED) or resumed_note(before, resumed["chunks"]))
 
     manifest = {"code_version": code_version(stage), "inputs": keys, "config": stage_slice(cfg, stage, keys.get("device"))}
     try:
@@ -298,7 +305,7 @@ def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
     if not computed:
         metrics = ref.manifest().get("metrics", {})
     return StageResult(ref, computed, round(time.time() - started, 3), metrics, store.take_waited(stage, key),
-                       *chunks)
+                       resumed["note"], resumed["chunks"])
 
 
 def stage_runs(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, str, tuple[str, ...], dict[str, Any] | None]]:

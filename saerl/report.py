@@ -417,7 +417,7 @@ def record_results(store: ArtifactStore, cfg: PipelineConfig, results: dict[str,
         sl = stage_slice(cfg, stage, inputs.get("device"))
         record.stages[name] = StageRecord(
             stage=name, key=res.ref.key, status="computed" if res.computed else "cached",
-            reason=explain(name, res.computed, sl, inputs, previous, resumed=(res.chunks_before, res.chunks_total)),
+            reason=explain(name, res.computed, sl, inputs, previous, resumed=res.resumed),
             config=sl, inputs=inputs,
             seconds=res.seconds, bytes=store.size_bytes(res.ref.stage, res.ref.key), path=res.ref.path)
     return record

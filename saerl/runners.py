@@ -57,7 +57,7 @@ def read_prompts(inputs: dict[str, ArtifactRef]) -> pl.DataFrame:
 
 
 def compute_testbed(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
-    """Testbed: generate the synthetic world and pretrain (or resume) the tiny policy LM."""
+    """Testbed: generate the synthetic world and pretrain the tiny policy LM."""
     from saerl.testbed import build_testbed
 
     summary = build_testbed(cfg.testbed, build.path, progress=cfg.runtime.progress)
@@ -392,10 +392,13 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     timeouts/errors, scored wrong), curve_problems.parquet (the
     same evaluations per problem: step, set, id, correct), trained_order.parquet
     (position, step, id: the prompts trained on, each at its generation batch's first step; a run stopped inside a
-    generation batch lists all of that batch's prompts) and plots/train_curves.png."""
+    generation batch lists all of that batch's prompts) and plots/train_curves.png. A run that resumed a checkpoint
+    notes it (manifest: resumed_from, and the note RESUMED, 'resumed an interrupted training run from step 40 of 100',
+    that leads the stage run's reason)."""
     from saerl.evaluate import select_problems
     from saerl.plots import train_curves
     from saerl.rl import train_grpo
+    from saerl.runs import RESUMED, resumed_steps_note
 
     t = cfg.train
     order = arm_order(cfg, inputs, arm, seed)
@@ -423,6 +426,8 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
                  ).write_parquet(build.path / "trained_order.parquet")
     save_figure(train_curves(steps_log, curve, f"{arm} (seed {seed})"), build.path / PLOTS / "train_curves.png")
     build.note(arm=arm, seed=seed, steps=run["steps"], seconds=run["seconds"], resumed_from=run["resumed_from"])
+    if run["resumed_from"] is not None:  # leads the stage run's reason (saerl.pipeline.run_stage)
+        build.note(**{RESUMED: resumed_steps_note(run["resumed_from"], t.max_steps)})
     metrics = {"steps": float(run["steps"]), "train_seconds": float(run["seconds"]),
                "verifier_failures": float(run["verifier_failures"]), "reward_checks": float(run["reward_checks"]),
                "curve_verifier_failures": float(curve["failures"].sum())}

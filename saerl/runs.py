@@ -5,8 +5,9 @@ reason, config slice, input keys, seconds and bytes on disk. The reason for a re
 with the same stage in the newest earlier run of the same config name that ran it (:func:`previous_stage_runs`:
 a newer run may have stopped before it, `--until`, a sweep's shared upstream run): which config fields changed,
 which input artifacts changed, or that the artifact was missing or corrupt; a build that resumed an interrupted one
-(killed, stopped or failed: its partial folder's chunk log kept the finished chunks) says first how many of its
-chunks were already done (:func:`resumed_note`).
+(killed, stopped or failed) says first what it reused: how many of its chunks were already done (its partial folder's
+chunk log kept them, :func:`resumed_note`), or the step a training run resumed from (its checkpoint,
+:func:`resumed_steps_note`). That note is one short text from `run_stage` (StageResult.resumed) to :func:`explain`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ UNFINISHED = "unfinished: still running, or killed before it ended"  # how statu
 MICROS = 1_000_000  # microseconds a second: a run id's finest unit
 GIT = "git"  # RunRecord.extra key: the code tags of the checkout the run ran (saerl.tracking.git_tags)
 SWEEP = "sweep"  # RunRecord.extra key of an ablation's child run: the id of its sweep (ROOT/sweeps/<id>/)
+RESUMED = "resumed"  # the build note (Build.note) in which a runner that resumed an interrupted build says what it
+# reused (:func:`resumed_steps_note`); run_stage leads the stage run's reason with it (else with the chunk counts)
 SETTING = "setting"  # RunRecord.extra key of an ablation's child run: its setting's label ('mix_ratio=0.1'), or
 # 'shared upstream' for the run of the stages every child shares (saerl.sweep.SHARED_LABEL)
 
@@ -200,9 +203,31 @@ def previous_stage_runs(root: Path, name: str, wanted: Iterable[str] | None = No
     return found
 
 
+_ABSENT = object()  # a field missing from a config slice (the stage does not read it under that config)
+
+
 def _diff_dicts(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     keys = sorted(set(old) | set(new))
-    return [k for k in keys if old.get(k, "<unset>") != new.get(k, "<unset>")]
+    return [k for k in keys if old.get(k, _ABSENT) != new.get(k, _ABSENT)]
+
+
+def field_change(name: str, old: dict[str, Any], new: dict[str, Any]) -> str:
+    """How one config field of a stage's slice changed, for a recompute's reason: 'sae.k 32->64'; a field the stage
+    stopped reading under the new config ('sae.l1_coefficient (not read under this config)': saerl.stages
+    unread_fields drops it from the slice, e.g. under sae.architecture=topk) or started reading ('sae.k 32 (not read
+    under the earlier config)'). in: the dotted field, the earlier run's slice, this run's slice; out: the text."""
+    if name not in new:
+        return f"{name} (not read under this config)"
+    if name not in old:
+        return f"{name} {new[name]!r} (not read under the earlier config)"
+    return f"{name} {old[name]!r}->{new[name]!r}"
+
+
+def resumed_steps_note(step: int, total: int) -> str:
+    """What a training run that resumed an interrupted one from its newest checkpoint reused, leading its reason:
+    'resumed an interrupted training run from step 40 of 100'. in: the checkpoint's step, the steps the run was
+    to train (0: not known, the step alone is said); out: the note."""
+    return f"resumed an interrupted training run from step {step}" + (f" of {total}" if total > 0 else "")
 
 
 def resumed_note(done: int, total: int) -> str:
@@ -219,22 +244,21 @@ def resumed_note(done: int, total: int) -> str:
 
 def explain(
     stage: str, computed: bool, config: dict[str, Any], inputs: dict[str, str],
-    previous: Mapping[str, StageRecord], note: str = "", waited: float = 0.0, resumed: tuple[int, int] = (0, 0),
+    previous: Mapping[str, StageRecord], note: str = "", waited: float = 0.0, resumed: str = "",
 ) -> str:
     """Why a stage was computed or reused, relative to the same stage run in an earlier run of the same config
     name. `previous`: {stage run: StageRecord} of earlier runs (:func:`previous_stage_runs`: the newest earlier
     run of each stage; a run record's `stages` for one run); `note`: a computed run's reason found before it ran
     (its stored artifact failed verification), said instead of the comparison; `waited`: seconds a reused one
-    waited for another process building it; `resumed`: (chunks already done when the compute started, the
-    build's chunks) of a build that resumed an interrupted one (:func:`resumed_note`), said first, before the rest
-    of the reason; (0, _) reads as a build from scratch."""
+    waited for another process building it; `resumed`: what a computed run that resumed an interrupted build reused
+    (StageResult.resumed: :func:`resumed_note`, :func:`resumed_steps_note`), said first, before the rest of the
+    reason; '' reads as a build from scratch."""
     if not computed and waited:
         return f"cached: built by another process meanwhile (waited {waited:.0f} s for it)"
     if not computed:
         return "cached: same code, inputs and config as a stored artifact"
     why = note or "computed: " + _changes(stage, config, inputs, previous)
-    lead = resumed_note(*resumed)
-    return f"computed: {lead}; {why.removeprefix('computed: ')}" if lead else why
+    return f"computed: {resumed}; {why.removeprefix('computed: ')}" if resumed else why
 
 
 def _changes(stage: str, config: dict[str, Any], inputs: dict[str, str], previous: Mapping[str, StageRecord]) -> str:
@@ -248,8 +272,7 @@ def _changes(stage: str, config: dict[str, Any], inputs: dict[str, str], previou
     changed_inputs = _diff_dicts(prev.inputs, inputs)
     parts = []
     if changed_fields:
-        parts.append("config changed: " + ", ".join(
-            f"{k} {prev.config.get(k, '<unset>')!r}->{config.get(k, '<unset>')!r}" for k in changed_fields))
+        parts.append("config changed: " + ", ".join(field_change(k, prev.config, config) for k in changed_fields))
     if changed_inputs:
         parts.append("input changed: " + ", ".join(changed_inputs))
     if not parts:

@@ -156,14 +156,65 @@ def evaluate_sae(sae: Any, x: torch.Tensor, batch: int) -> dict[str, Any]:
             "dead_frac": round(dead / sae.cfg.d_sae, 4), "n_eval_tokens": len(x)}
 
 
+# torch.load's environment switches (torch.serialization.load reads them at every call): the first makes every load
+# weights_only=True, even one that passes weights_only=False; the second makes a load that passes no weights_only a
+# full unpickle (torch refuses both at once)
+TORCH_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+TORCH_NO_WEIGHTS_ONLY = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+
+
+@contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """Every torch.load inside the block is weights_only=True (torch's restricted unpickler: tensors and plain
+    containers, no code run), whatever its caller passes and whatever the environment said; the environment is
+    restored afterwards. sae-lens 6.54 reads several pretrained releases from .pt/.pth pickles with a bare
+    torch.load (loaders connor_rob_hook_z, goodfire, deepseek_r1, qwen_scope, dictionary_learning_1), which is
+    weights_only=True under torch >= 2.6 only while TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is unset. The switch is the
+    process's environment: a torch.load on another thread meanwhile is weights-only too."""
+    import os
+
+    saved = {name: os.environ.get(name) for name in (TORCH_WEIGHTS_ONLY, TORCH_NO_WEIGHTS_ONLY)}
+    os.environ[TORCH_WEIGHTS_ONLY] = "1"
+    os.environ.pop(TORCH_NO_WEIGHTS_ONLY, None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def load_pretrained_sae(release: str, sae_id: str, device: str) -> Any:
+    """A sae-lens pretrained SAE (SAE.from_pretrained), its weights read from safetensors or, for a release
+    sae-lens reads from a pickle (.pt), through torch's weights-only loader alone (:func:`weights_only_loads`). A
+    pickle that holds more than weights is refused with what to do. in: release, SAE id, device; out: the SAE."""
+    import pickle
+
+    from sae_lens import SAE
+
+    try:
+        with weights_only_loads():
+            return SAE.from_pretrained(release, sae_id, device=device)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"sae.release={release} sae.sae_id={sae_id}: its weights file is a pickle holding more than tensors, and "
+            "saerl reads pickled weights only with torch's weights-only loader (a pickle can run code when loaded). "
+            "Fix: load it once yourself where you trust it, save it with sae-lens (sae.save_model(DIR) writes "
+            "cfg.json + sae_weights.safetensors) and set sae.source=local sae.path=DIR; or use another release. "
+            f"torch said: {' '.join(str(err).split())[:300]}") from err
+
+
 def _source_sae(cfg: SAEConfig, device: str) -> tuple[Any, str]:
-    """Load a pretrained (hub) or local SAE as the config names it; returns (sae, origin text)."""
+    """Load a pretrained (hub: :func:`load_pretrained_sae`) or local SAE (safetensors) as the config names it;
+    returns (sae, origin text)."""
     from sae_lens import SAE
 
     if cfg.source == "pretrained":
         if not (cfg.release and cfg.sae_id):
             raise ValueError("sae.source=pretrained needs sae.release and sae.sae_id (a sae-lens release and id)")
-        return SAE.from_pretrained(cfg.release, cfg.sae_id, device=device), f"{cfg.release}/{cfg.sae_id}"
+        return load_pretrained_sae(cfg.release, cfg.sae_id, device), f"{cfg.release}/{cfg.sae_id}"
     if not cfg.path:
         raise ValueError("sae.source=local needs sae.path (a folder with cfg.json + sae_weights.safetensors)")
     return SAE.load_from_disk(cfg.path, device=device), cfg.path

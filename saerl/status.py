@@ -3,19 +3,18 @@
 Everything here reads run records (`<root>/runs/<run_id>.json`, :mod:`saerl.runs`) and the artifact folders
 they name; nothing is computed. The "why" is the reason stored when the run ran: for a recompute, the
 config fields and input artifacts that changed since the previous run of the same config name.
-Each artifact still on disk is checked against its manifest (:func:`size_problems`: every listed file there, at its
-recorded size; no file is hashed, so status stays quick on gigabytes of activations): one that fails is shown
+Each artifact still on disk is checked against its manifest (:func:`artifact_problems`: every listed file there, at
+its recorded size; no file is hashed, so status stays quick on gigabytes of activations): one that fails is shown
 'corrupt', with what is wrong and that running the same config again rebuilds it. A changed byte that keeps a file's
-size is found when a run or `saerl report` reads the artifact (ArtifactStore.problems hashes every file).
+size is found by `saerl status --verify` (hashes every file, as a run or `saerl report` does when it reads one).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-from saerl.artifacts import MANIFEST, ArtifactStore, _manifest_entries
+from saerl.artifacts import MANIFEST, ArtifactStore
 from saerl.runs import (
     FAILED,
     RUNNING,
@@ -52,34 +51,14 @@ def disk_bytes(folder: Path) -> int | None:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def size_problems(folder: Path) -> list[str]:
-    """What a quick check finds wrong with a finished artifact folder: an unreadable manifest, or a file it lists
-    that is missing or whose size is not the recorded one (a truncated or partly copied file). Nothing is hashed:
-    one stat per file (ArtifactStore.problems also hashes every file, which takes seconds per gigabyte). in: the
-    artifact folder (it exists); out: the problems, [] when it passes."""
-    mpath = folder / MANIFEST
-    try:
-        entries = _manifest_entries(json.loads(mpath.read_text()))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        return [f"unreadable manifest {mpath}: {type(err).__name__}: {err}"]
-    out = []
-    for rel, size, _ in entries:
-        p = folder / rel
-        if not p.is_file():
-            out.append(f"missing file {p}")
-        elif (now := p.stat().st_size) != size:
-            out.append(f"size mismatch {p}: {now} bytes, the manifest records {size}")
-    return out
-
-
 def artifact_problems(root: Path, run_name: str, key: str, verify: bool = False) -> list[str] | None:
-    """What is wrong with a stage run's artifact now: None when its folder is gone (collected, never built), [] when
-    it passes, else the problems. verify: hash every file as a run does (ArtifactStore.problems: slow on big
-    artifacts) instead of the quick check (:func:`size_problems`). in: artifact root, stage run name, key."""
-    folder = artifact_dir(root, run_name, key)
-    if not folder.is_dir():
+    """What is wrong with a stage run's artifact now (ArtifactStore.problems): None when its folder is gone
+    (collected, never built), [] when it passes, else the problems. The quick check stats each file the manifest lists
+    (missing, or not its recorded size: a truncated or partly copied file); verify=True also hashes every file as a
+    run does (seconds per gigabyte). in: artifact root, stage run name, key."""
+    if not artifact_dir(root, run_name, key).is_dir():
         return None
-    return ArtifactStore(root).problems(stage_of(run_name), key) if verify else size_problems(folder)
+    return ArtifactStore(root).problems(stage_of(run_name), key, hashes=verify)
 
 
 def corrupt_line(run_name: str, key: str, problems: list[str]) -> str:

@@ -284,6 +284,23 @@ def test_manifest_listing_a_hash_that_does_not_match(tmp_path):
     assert ArtifactStore(tmp_path).problems("s", "k")[0].startswith("unreadable manifest")
 
 
+def test_problems_without_hashes_checks_sizes_only(tmp_path):
+    """hashes=False (`saerl status` without --verify) stats each listed file: it finds a missing or truncated file
+    but not a changed byte that keeps the size; the default hashes too."""
+    store = ArtifactStore(tmp_path)
+    ref, _ = store.ensure("s", "k", _write)
+    target = ref.file("a.txt")
+    size = target.stat().st_size
+    target.write_bytes(bytes([target.read_bytes()[0] ^ 1]) + target.read_bytes()[1:])
+    assert store.problems("s", "k", hashes=False) == []
+    assert store.problems("s", "k") == [f"hash mismatch {target}"]
+    target.write_bytes(target.read_bytes()[:-1])
+    assert store.problems("s", "k", hashes=False) == [
+        f"size mismatch {target}: {size - 1} bytes, the manifest records {size}"]
+    target.unlink()
+    assert store.problems("s", "k", hashes=False) == [f"missing file {target}"]
+
+
 def test_unreadable_chunk_record_counts_as_not_done(tmp_path):
     from saerl.artifacts import ChunkLog
 

@@ -144,3 +144,41 @@ def test_no_steps_ratio_has_no_interval_and_the_docstring_says_why(tmp_path):
     doc = " ".join(bench.__doc__.split())
     assert "or vanilla's is at it from the start" in doc and "nan whenever steps_ratio is" in doc
     assert "vanilla's final greedy accuracy on those in-training eval problems" in doc  # not the whole set's
+
+
+def test_a_cold_root_says_it_pretrains_the_testbed_and_for_how_long_before_it_starts(tmp_path, monkeypatch, capsys):
+    """`--quick` on a cold machine pretrained the tiny LM for minutes without a word (the docstring promised "a few
+    minutes"): before anything runs it names the stages it builds and the testbed's expected minutes; a warm root
+    says nothing. No stage runs here (run_all faked)."""
+    from saerl.artifacts import ArtifactStore
+    from saerl.config import load_config
+
+    bench = load_benchmark("rl_efficiency")
+    cfg = load_config(bench.ROOT / "configs" / "demo.yaml", [f"runtime.artifact_root={tmp_path / 'root'}"])
+    store = ArtifactStore(tmp_path / "root")
+    cold = bench.cold_stages(store, cfg)
+    assert cold[0] == "testbed" and cold[-1] == "curriculum" and not any(c.startswith("train") for c in cold)
+    note = bench.cold_start_note(cfg, cold, store.root)
+    low, high = bench.pretrain_minutes(cfg)
+    assert 2 <= low < high <= 6, (low, high)  # the demo's 1500 steps: 165 s alone, 3-5 minutes shared
+    assert "pretraining the tiny policy LM" in note and f"about {low:.0f}-{high:.0f} minutes" in note
+    assert bench.cold_start_note(cfg, ["score", "curriculum"], store.root).splitlines() == [
+        f"not cached under {store.root}, built first: score, curriculum"], "no testbed line when it is cached"
+    assert bench.cold_start_note(cfg, [], store.root) == ""
+    for stage, key in bench.planned_run_keys(cfg, bench.SHARED_UNTIL).items():  # a warm root
+        store.ensure(stage, key, lambda b: (b.path / "f").write_text("x"))
+    assert bench.cold_stages(store, cfg) == []
+
+    calls = []
+
+    def fake_run_all(store, cfg, until=None, report=None):
+        calls.append(capsys.readouterr().out)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(bench, "run_all", fake_run_all)
+    monkeypatch.setattr("sys.argv", ["rl_efficiency.py", "--quick", "--root", str(tmp_path / "cold")])
+    with pytest.raises(SystemExit):
+        bench.main()
+    assert "testbed: generating the world and pretraining the tiny policy LM" in calls[0], calls
+    doc = " ".join(bench.__doc__.split())
+    assert "a few minutes (cached testbed)" in doc and "3 to 5 minutes more" in doc

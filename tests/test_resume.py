@@ -292,7 +292,8 @@ def test_a_fanned_out_stage_counts_what_it_resumed_before_its_shards_run(tmp_pat
     def build_sharded(store, args, n_shards, start, label=None):
         for c in range(2, 5):  # the shards
             ChunkLog(partial).mark(c)
-        done.update({"chunks_before": 5, "chunks_total": 5})  # the stage task then saw all 5 done
+        done.update({"resumed": "resumed an interrupted build: 5 of 5 chunks were already done",
+                     "chunks_total": 5})  # the stage task then saw all 5 done
         return start()
 
     monkeypatch.setattr(fp, "stage_task", Task())
@@ -302,3 +303,30 @@ def test_a_fanned_out_stage_counts_what_it_resumed_before_its_shards_run(tmp_pat
     assert record["stages"]["extract"]["reason"].startswith(
         "computed: resumed an interrupted build: 2 of 5 chunks were already done; "), record["stages"]["extract"]
     assert record["stages"]["ingest"]["reason"] == "computed: no earlier run of this config ran this stage"
+
+
+def test_the_flow_leads_a_stage_runs_reason_with_the_note_its_task_returned(tmp_path, monkeypatch):
+    """Not fanned out, the flow's reason leads with the task's own note (StageResult.resumed: chunk counts, or a
+    training run's checkpoint step), not a second count of its own (stage tasks faked)."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    import flows.pipeline as fp
+
+    cfg = load_config(SMOKE, OVERRIDES + [f"runtime.artifact_root={tmp_path}"])
+    note = "resumed an interrupted training run from step 40 of 100"
+    done = {"computed": True, "seconds": 0.1, "metrics": {}, "resumed": note, "chunks_total": 0}
+    state = SimpleNamespace(name="Completed", result=lambda: done, timestamp=datetime.now(UTC))
+    future = SimpleNamespace(state=state, wait=lambda: None, add_done_callback=lambda fn: fn(None))
+
+    class Task:
+        def with_options(self, **_):
+            return self
+
+        def submit(self, **_):
+            return future
+
+    monkeypatch.setattr(fp, "stage_task", Task())
+    monkeypatch.setattr(fp, "say", lambda message, label=None: None)
+    record = fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="ingest")
+    assert record["stages"]["ingest"]["reason"] == f"computed: {note}; no earlier run of this config ran this stage"

@@ -212,16 +212,17 @@ def test_a_held_out_file_needs_only_prompt_and_answer(tmp_path):
     assert h.height == 3 and h["topic"].to_list() == ["t"] * 3 and "difficulty" not in h.columns
 
 
-def test_a_finished_training_run_publishes_no_resumable_checkpoints(tmp_path, monkeypatch):
-    """Checkpoints (weights + optimizer state: ~19 GB each at 1.5B) serve a killed run's resume only: once the run
-    is done its artifact holds the policy and the tables, not them."""
+def fake_training(monkeypatch, resumed_from: int | None = None, steps: int = 1, checkpoint: bool = False) -> None:
+    """compute_train's collaborators faked, on one prompt: train_grpo returns a run of `steps` steps, resumed from
+    checkpoint step `resumed_from` (None: from scratch), leaving a resumable checkpoint behind when `checkpoint`."""
     from saerl import rl, runners
 
     def fake_train(model_dir, prompts, order, cfg, out_dir, *, checkpoint_dir, **_):
-        (Path(checkpoint_dir) / "checkpoint-2").mkdir(parents=True)
-        Path(out_dir).mkdir(parents=True)
+        if checkpoint:
+            (Path(checkpoint_dir) / "checkpoint-2").mkdir(parents=True)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
         return {"log": [{"step": 1, "reward": 0.5}], "curve": [], "curve_problems": [], "order": ["p0"],
-                "order_steps": [1], "steps": 1, "seconds": 0.1, "resumed_from": None, "reward_checks": 2,
+                "order_steps": [1], "steps": steps, "seconds": 0.1, "resumed_from": resumed_from, "reward_checks": 2,
                 "verifier_failures": 0}
 
     monkeypatch.setattr(rl, "train_grpo", fake_train)
@@ -229,12 +230,42 @@ def test_a_finished_training_run_publishes_no_resumable_checkpoints(tmp_path, mo
     monkeypatch.setattr(runners, "eval_sets", lambda *_: {})
     monkeypatch.setattr(runners, "policy_path", lambda *_: "unused")
     monkeypatch.setattr(runners, "read_prompts", lambda _: pl.DataFrame({"id": ["p0"], "prompt": ["q"], "answer": ["1"]}))
+
+
+def test_a_finished_training_run_publishes_no_resumable_checkpoints(tmp_path, monkeypatch):
+    """Checkpoints (weights + optimizer state: ~19 GB each at 1.5B) serve a killed run's resume only: once the run
+    is done its artifact holds the policy and the tables, not them."""
+    from saerl import runners
+
+    fake_training(monkeypatch, checkpoint=True)
     cfg = PipelineConfig().model_copy(deep=True)
     cfg.train.save_every = 1
     (tmp_path / "plots").mkdir()
     metrics = runners.compute_train(cfg, {}, Build(tmp_path, {}), arm="saerl", seed=0)
     assert metrics["steps"] == 1.0 and (tmp_path / "policy").is_dir() and (tmp_path / "trained_order.parquet").is_file()
     assert not (tmp_path / runners.CHECKPOINTS).exists()
+
+
+def test_a_training_run_resumed_from_a_checkpoint_notes_the_step(tmp_path, monkeypatch):
+    """compute_train recorded only resumed_from in the manifest, so the stage run's reason said nothing of the resume:
+    it notes 'resumed an interrupted training run from step N of train.max_steps' (saerl.runs.RESUMED, which
+    run_stage leads the reason with); a run from scratch notes nothing (train_grpo faked)."""
+    from saerl import runners
+    from saerl.runs import RESUMED
+
+    cfg = PipelineConfig().model_copy(deep=True)
+    cfg.train.max_steps = 100
+    fake_training(monkeypatch, resumed_from=40, steps=100)
+    build = Build(tmp_path / "a", {})
+    build.path.mkdir()
+    runners.compute_train(cfg, {}, build, arm="saerl", seed=0)
+    assert build.notes[RESUMED] == "resumed an interrupted training run from step 40 of 100"
+    assert build.notes["resumed_from"] == 40
+    fake_training(monkeypatch, resumed_from=None, steps=100)
+    fresh = Build(tmp_path / "b", {})
+    fresh.path.mkdir()
+    runners.compute_train(cfg, {}, fresh, arm="saerl", seed=0)
+    assert RESUMED not in fresh.notes and fresh.notes["resumed_from"] is None
 
 
 def test_extract_reports_cut_prompts(tmp_path, monkeypatch, caplog):

@@ -154,22 +154,37 @@ def test_a_resumed_build_says_first_how_many_chunks_were_already_done():
     """A stage run resuming a killed build (37 of 40 chunks done) read "computed: no earlier run of this config ran
     this stage", nothing saying what it reused. The count leads the reason, before the config diff; a build that
     resumed no chunk reads as before."""
+    from saerl.runs import resumed_note
+
     prev = _rec("demo", "extract", {"extract.layer": 1}, {"ingest": "a"}).stages
     diff = "config changed: extract.layer 1->2"
-    assert explain("extract", True, {"extract.layer": 2}, {"ingest": "a"}, prev, resumed=(37, 40)) == \
+    assert explain("extract", True, {"extract.layer": 2}, {"ingest": "a"}, prev, resumed=resumed_note(37, 40)) == \
         f"computed: resumed an interrupted build: 37 of 40 chunks were already done; {diff}"
-    assert explain("encode", True, {}, {}, prev, resumed=(3, 60)) == \
+    assert explain("encode", True, {}, {}, prev, resumed=resumed_note(3, 60)) == \
         "computed: resumed an interrupted build: 3 of 60 chunks were already done; no earlier run of this config ran this stage"
     for zero in ((0, 40), (0, 0)):  # from scratch: exactly the old text
-        assert explain("extract", True, {"extract.layer": 2}, {"ingest": "a"}, prev, resumed=zero) == f"computed: {diff}"
+        assert resumed_note(*zero) == ""
+        assert explain("extract", True, {"extract.layer": 2}, {"ingest": "a"}, prev, resumed=resumed_note(*zero)) == \
+            f"computed: {diff}"
     bad = "computed: stored artifact failed verification (size mismatch x)"
-    assert explain("extract", True, {}, {}, prev, bad, resumed=(2, 5)) == \
+    assert explain("extract", True, {}, {}, prev, bad, resumed=resumed_note(2, 5)) == \
         "computed: resumed an interrupted build: 2 of 5 chunks were already done; stored artifact failed verification (size mismatch x)"
     assert explain("extract", True, {}, {}, prev, bad) == bad
-    assert explain("label", True, {}, {}, prev, resumed=(4, 0)).startswith(
-        "computed: resumed an interrupted build: 4 chunks were already done;"), "no total known: the count alone"
-    assert explain("extract", False, {}, {}, prev, resumed=(37, 40)) == \
+    assert resumed_note(4, 0) == "resumed an interrupted build: 4 chunks were already done", "no total known: the count alone"
+    assert explain("extract", False, {}, {}, prev, resumed=resumed_note(37, 40)) == \
         "cached: same code, inputs and config as a stored artifact", "a reused artifact resumed nothing"
+
+
+def test_a_resumed_training_run_says_first_which_step_it_resumed_from():
+    """A training run that resumed a killed one from its newest checkpoint read "computed: no earlier run of this
+    config ran this stage", nothing about the 40 steps it did not train again. Its note leads the reason, as a
+    resumed chunked build's counts do (one field, StageResult.resumed)."""
+    from saerl.runs import resumed_steps_note
+
+    assert resumed_steps_note(40, 100) == "resumed an interrupted training run from step 40 of 100"
+    assert resumed_steps_note(40, 0) == "resumed an interrupted training run from step 40"
+    assert explain("train:saerl:0", True, {}, {}, {}, resumed=resumed_steps_note(40, 100)) == \
+        "computed: resumed an interrupted training run from step 40 of 100; no earlier run of this config ran this stage"
 
 
 def test_chunks_done_counts_a_chunk_log_without_creating_one(tmp_path):
@@ -186,7 +201,8 @@ def test_chunks_done_counts_a_chunk_log_without_creating_one(tmp_path):
 
 def test_run_stage_counts_a_resumed_builds_chunks(tmp_path, monkeypatch):
     """run_stage counts, per build, the chunks its log recorded when the compute started (what it resumed) and when
-    it ended (all of them; publishing removes the log): what the flow's and record_results' reasons say."""
+    it ended (all of them; publishing removes the log): the note (StageResult.resumed) the flow's and
+    record_results' reasons lead with."""
     import pytest
 
     from saerl import pipeline
@@ -207,10 +223,57 @@ def test_run_stage_counts_a_resumed_builds_chunks(tmp_path, monkeypatch):
         pipeline.run_stage(store, cfg, "curriculum", {}, key="k1")
     monkeypatch.setitem(pipeline.RUNNERS, "curriculum", compute)
     res = pipeline.run_stage(store, cfg, "curriculum", {}, key="k1")
-    assert res.computed and (res.chunks_before, res.chunks_total) == (2, 5)
-    assert res.to_json()["chunks_before"] == 2 and res.to_json()["chunks_total"] == 5
+    note = "resumed an interrupted build: 2 of 5 chunks were already done"
+    assert res.computed and (res.resumed, res.chunks_total) == (note, 5)
+    assert res.to_json()["resumed"] == note and res.to_json()["chunks_total"] == 5
     monkeypatch.setitem(pipeline.RUNNERS, "curriculum", lambda c, u, b: (b.path / "f.txt").write_text("x") and {})
     plain = pipeline.run_stage(store, cfg, "curriculum", {}, key="k2")  # a stage without chunks
-    assert (plain.chunks_before, plain.chunks_total) == (0, 0)
+    assert (plain.resumed, plain.chunks_total) == ("", 0)
     again = pipeline.run_stage(store, cfg, "curriculum", {}, key="k1")
-    assert not again.computed and (again.chunks_before, again.chunks_total) == (0, 0), "a reused artifact began no build"
+    assert not again.computed and (again.resumed, again.chunks_total) == ("", 0), "a reused artifact began no build"
+
+
+def test_run_stage_leads_with_the_note_a_runner_left(tmp_path, monkeypatch):
+    """A runner that resumed an interrupted build its own way (a training run from its checkpoint) leaves its note
+    in the build (saerl.runs.RESUMED); run_stage carries it, and record_results' reason leads with it."""
+    from saerl import pipeline
+    from saerl.artifacts import ArtifactStore
+    from saerl.config import PipelineConfig
+    from saerl.report import record_results
+    from saerl.runs import RESUMED, resumed_steps_note
+
+    def compute(cfg, upstream, build):
+        (build.path / "f.txt").write_text("x")
+        build.note(**{RESUMED: resumed_steps_note(40, 100)})
+        return {}
+
+    store, cfg = ArtifactStore(tmp_path), PipelineConfig()
+    monkeypatch.setitem(pipeline.RUNNERS, "curriculum", compute)
+    res = pipeline.run_stage(store, cfg, "curriculum", {}, key="k1")
+    assert res.resumed == "resumed an interrupted training run from step 40 of 100"
+    why = record_results(store, cfg, {"curriculum": res}).stages["curriculum"].reason
+    assert why == "computed: resumed an interrupted training run from step 40 of 100; no earlier run of this config ran this stage"
+    again = pipeline.run_stage(store, cfg, "curriculum", {}, key="k1")
+    assert not again.computed and again.resumed == ""
+    assert record_results(store, cfg, {"curriculum": again}).stages["curriculum"].reason.startswith("cached")
+
+def test_a_field_a_stage_stopped_or_started_reading_is_said_so_not_unset():
+    """Switching sae.architecture to topk drops sae.l1_coefficient from the sae stage's slice (saerl.stages
+    unread_fields) and adds sae.k: the reason read "sae.l1_coefficient 0.001-><unset>" and "sae.k <unset>->32"."""
+    from saerl.config import load_config
+    from saerl.stages import stage_slice
+
+    standard = stage_slice(load_config(None, ["sae.source=train", "sae.architecture=standard"]), "sae")
+    topk = stage_slice(load_config(None, ["sae.source=train", "sae.architecture=topk"]), "sae")
+    assert "sae.l1_coefficient" in standard and "sae.k" in topk and "sae.k" not in standard
+    prev = _rec("demo", "sae", standard, {}).stages
+    why = explain("sae", True, topk, {}, prev)
+    assert "<unset>" not in why, why
+    assert "sae.architecture 'standard'->'topk'" in why
+    assert "sae.l1_coefficient (not read under this config)" in why
+    assert f"sae.k {topk['sae.k']!r} (not read under the earlier config)" in why
+    back = explain("sae", True, standard, {}, _rec("demo", "sae", topk, {}).stages)
+    assert "sae.k (not read under this config)" in back
+    assert f"sae.l1_coefficient {standard['sae.l1_coefficient']!r} (not read under the earlier config)" in back
+    none_valued = explain("x", True, {"a": None}, {}, _rec("demo", "x", {}, {}).stages)
+    assert none_valued == "computed: config changed: a None (not read under the earlier config)"

@@ -361,3 +361,54 @@ def test_an_encode_replacement_killed_mid_delete_with_the_root_left_is_not_kept(
     monkeypatch.undo()
     again = encode_codes(store, sae_dir, cfg, out, ChunkLog(out), progress=False)
     assert again["chunks_run"] == 8 and np.array_equal(load_codes_csr(out)[1].toarray(), ref)
+
+
+class _RunsCode:
+    """A pickle payload that runs code when unpickled in full (makes a folder): what weights_only refuses."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (str(self.marker),)
+
+
+@pytest.mark.parametrize("passed", [{}, {"weights_only": False}])
+def test_a_pretrained_release_read_from_a_pickle_loads_weights_only(tmp_path, monkeypatch, passed):
+    """sae-lens reads some pretrained releases (qwen_scope, deepseek_r1, goodfire, ...) from .pt files with a bare
+    torch.load: a full unpickle that can run code once TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set. Inside
+    load_pretrained_sae every torch.load is weights-only (from_pretrained faked: no hub here): a plain state dict
+    loads, a pickle that runs code is refused naming the release and the fix, and the environment comes back."""
+    import os
+
+    import torch
+    from sae_lens import SAE
+
+    from saerl.sae import TORCH_NO_WEIGHTS_ONLY, TORCH_WEIGHTS_ONLY, load_pretrained_sae
+
+    monkeypatch.setenv(TORCH_NO_WEIGHTS_ONLY, "1")  # a user's setting that made the bare torch.load unpickle all
+    monkeypatch.delenv(TORCH_WEIGHTS_ONLY, raising=False)
+    weights, evil, marker = tmp_path / "w.pt", tmp_path / "evil.pt", tmp_path / "ran"
+    torch.save({"W_enc": torch.ones(2, 3)}, weights)
+    torch.save({"W_enc": _RunsCode(marker)}, evil)
+    files = {"good/0": weights, "evil/0": evil}
+
+    def from_pretrained(release, sae_id, device="cpu"):
+        return torch.load(files[f"{release}/{sae_id}"], map_location=device, **passed)  # as sae-lens' loaders do
+
+    monkeypatch.setattr(SAE, "from_pretrained", from_pretrained)
+    assert torch.equal(load_pretrained_sae("good", "0", "cpu")["W_enc"], torch.ones(2, 3))
+    with pytest.raises(ValueError, match=r"sae.release=evil sae.sae_id=0: .*sae.source=local sae.path"):
+        load_pretrained_sae("evil", "0", "cpu")
+    assert not marker.exists(), "the pickle's code ran"
+    assert os.environ.get(TORCH_NO_WEIGHTS_ONLY) == "1" and TORCH_WEIGHTS_ONLY not in os.environ
+    obtained = {}
+    monkeypatch.setattr("saerl.sae.load_pretrained_sae", lambda r, i, d: obtained.setdefault("args", (r, i, d)))
+    from saerl.sae import _source_sae
+
+    _source_sae(CFG.model_copy(update={"source": "pretrained", "release": "good", "sae_id": "0"}), "cpu")
+    assert obtained["args"] == ("good", "0", "cpu"), "the pretrained source goes through load_pretrained_sae"
+    torch.load(evil, weights_only=False)  # outside the block: the environment is the user's again
+    assert marker.exists()

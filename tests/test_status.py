@@ -194,3 +194,24 @@ def test_cli_status_shows_a_corrupt_artifact(tmp_path, capsys):
     payload.write_bytes(b"")
     assert main(["status", "--root", str(tmp_path)]) == 0
     assert "corrupt: curriculum" in capsys.readouterr().out
+
+
+def test_cli_status_verify_hashes_every_file(tmp_path, capsys):
+    """`saerl status --verify` hashes (the quick check cannot see a changed byte that keeps the size); --help says so."""
+    _runs(tmp_path)
+    payload = tmp_path / "curriculum" / ("c2" * 10) / "f.bin"
+    payload.write_bytes(b"\1" + payload.read_bytes()[1:])
+    assert main(["status", "--root", str(tmp_path)]) == 0
+    assert "corrupt" not in capsys.readouterr().out
+    assert main(["status", "--root", str(tmp_path), "--verify"]) == 0
+    assert f"hash mismatch {payload}" in _line(capsys.readouterr().out, "corrupt: curriculum")
+    with pytest.raises(SystemExit):
+        main(["status", "--help"])
+    assert "--verify" in capsys.readouterr().out
+
+
+def test_status_uses_no_private_manifest_reader():
+    """status checks artifacts through ArtifactStore.problems (hashes=False), not a copy of its manifest reading."""
+    import saerl.status
+
+    assert not hasattr(saerl.status, "_manifest_entries") and not hasattr(saerl.status, "size_problems")
