@@ -288,10 +288,12 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None,
         seconds = run_seconds(run, state, result)
         ref = refs[name] = stored_ref(store, stage, key)
         sl = stage_slice(cfg, stage, keys.get("device"))
+        # a fanned stage waits for another flow's build of its key in this process (build_sharded holds the lock)
+        waited = result.get("waited", 0.0) or (store.take_waited(stage, key) if run["fanned"] else 0.0)
         resumed = (resumed_note(run["chunks_before"], result.get("chunks_total", 0)) if run["fanned"]
                    else result.get("resumed", ""))
         rec = StageRecord(stage=name, key=key, status="computed" if computed else "cached",
-                          reason=explain(name, computed, sl, keys, previous, run["note"], result.get("waited", 0.0),
+                          reason=explain(name, computed, sl, keys, previous, run["note"], waited,
                                          resumed),
                           config=sl, inputs=keys,
                           seconds=seconds, bytes=store.size_bytes(stage, key), path=ref.path)

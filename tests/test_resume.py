@@ -262,10 +262,10 @@ def test_a_flow_resuming_a_killed_extraction_says_how_many_chunks_were_already_d
     assert again["status"] == "cached" and "resumed" not in again["reason"]
 
 
-def test_a_fanned_out_stage_counts_what_it_resumed_before_its_shards_run(tmp_path, monkeypatch):
-    """On Dask a sharded stage's own task finds every chunk done (its shards ran them), so its count of finished
-    chunks is the whole store: the flow counts the partial folder's chunks before it fans out (stage tasks and
-    shards faked: 2 of 5 chunks left by a killed build, the shards run the other 3)."""
+def _fanned_extract(tmp_path, monkeypatch, shards) -> dict:
+    """The extract stage of the smoke config through the flow on a faked Dask fan-out: a killed build left chunks
+    0-1 of 5 in the partial folder; `shards(store, key, done)` stands for build_sharded's work before the stage task
+    starts (`done`: the task's result, to update). out: the flow's record."""
     from datetime import UTC, datetime
     from types import SimpleNamespace
 
@@ -290,19 +290,42 @@ def test_a_fanned_out_stage_counts_what_it_resumed_before_its_shards_run(tmp_pat
             return future
 
     def build_sharded(store, args, n_shards, start, label=None):
-        for c in range(2, 5):  # the shards
-            ChunkLog(partial).mark(c)
-        done.update({"resumed": "resumed an interrupted build: 5 of 5 chunks were already done",
-                     "chunks_total": 5})  # the stage task then saw all 5 done
+        shards(store, key, done)
         return start()
 
     monkeypatch.setattr(fp, "stage_task", Task())
     monkeypatch.setattr(fp, "build_sharded", build_sharded)
     monkeypatch.setattr(fp, "say", lambda message, label=None: None)
-    record = fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="extract")
+    return fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="extract")
+
+
+def test_a_fanned_out_stage_counts_what_it_resumed_before_its_shards_run(tmp_path, monkeypatch):
+    """On Dask a sharded stage's own task finds every chunk done (its shards ran them), so its count of finished
+    chunks is the whole store: the flow counts the partial folder's chunks before it fans out (stage tasks and
+    shards faked: 2 of 5 chunks left by a killed build, the shards run the other 3)."""
+    def shards(store, key, done):
+        for c in range(2, 5):
+            ChunkLog(store.partial_path("extract", key)).mark(c)
+        done.update({"resumed": "resumed an interrupted build: 5 of 5 chunks were already done",
+                     "chunks_total": 5})  # the stage task then saw all 5 done
+
+    record = _fanned_extract(tmp_path, monkeypatch, shards)
     assert record["stages"]["extract"]["reason"].startswith(
         "computed: resumed an interrupted build: 2 of 5 chunks were already done; "), record["stages"]["extract"]
     assert record["stages"]["ingest"]["reason"] == "computed: no earlier run of this config ran this stage"
+
+
+def test_a_fanned_out_stage_that_waited_for_another_flows_build_says_so(tmp_path, monkeypatch):
+    """A second flow fanning out the same extraction waits on the key's build lock (build_sharded) until the first
+    has published, then its stage task finds the artifact: the reason said "same code, inputs and config as a
+    stored artifact", nothing of the wait. It says whose build it reused and how long it waited (the lock's wait,
+    kept by the flow's store; faked here)."""
+    def shards(store, key, done):
+        store.waited[("extract", key)] = 12.0  # what ArtifactStore.lock records after waiting on another process
+        done.update({"computed": False})
+
+    why = _fanned_extract(tmp_path, monkeypatch, shards)["stages"]["extract"]["reason"]
+    assert why == "cached: built by another process meanwhile (waited 12 s for it)", why
 
 
 def test_the_flow_leads_a_stage_runs_reason_with_the_note_its_task_returned(tmp_path, monkeypatch):
