@@ -608,11 +608,32 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
             f"== RL gain over the starting policy, {m} ==\n{format_comparison(gains.filter(pl.col('metric') == k))}"
             for m, k in zip(names, ("greedy", "mean_k"), strict=True))
     text += "\n" + format_steps(stt, final_problems(tables[0]))
+    probe_metrics, probe_line = probe_failures(probe) if probe is not None else ({}, "")
+    text += f"\n{probe_line}" if probe_line else ""
     (build.path / "comparison.txt").write_text(text)
     targets = dict(stt.unique("set").select("set", "target").iter_rows())
     save_figure(accuracy_vs_step(curve, target=targets), build.path / PLOTS / "accuracy_vs_step.png")
     shutil.rmtree(build.path / EVAL_PARTS)  # every output is written: the parts would only double eval.parquet
-    return evaluate_metrics(tables, stt, gains, summary, reference)
+    return evaluate_metrics(tables, stt, gains, summary, reference) | probe_metrics
+
+
+def probe_failures(probe: pl.DataFrame) -> tuple[dict[str, float], str]:
+    """The verifier failures of the base policy's probe pass (reach_probe.parquet): answers whose check timed out or
+    erred count as wrong, so a problem only those answers reached is missing from its set's reachable stratum.
+    in: the probe's per-sample frame (set, sample, status); out: ({<set>_reach_probe_verifier_failures: count}, a line
+    for comparison.txt naming the failures per set, '' when there are none; warned too)."""
+    from saerl.evaluate import verifier_failures
+
+    per = verifier_failures(probe, by=("set",))
+    metrics = {f"{s}_reach_probe_verifier_failures": float(n) for s, n in per.iter_rows()}
+    bad = {s: int(n) for s, n in per.iter_rows() if n > 0}
+    if not bad:
+        return metrics, ""
+    line = (f"reachable strata: {sum(bad.values())} answer checks of the starting policy's probe pass timed out or "
+            f"erred ({', '.join(f'{s} {n}' for s, n in bad.items())}), counted wrong: a problem only those answers "
+            "reached is missing from its set's reachable stratum (eval.verify_timeout_s bounds each check)")
+    log.warning("evaluate: %s", line)
+    return metrics, line
 
 
 def failure_metrics(summary: pl.DataFrame) -> dict[str, float]:

@@ -491,3 +491,21 @@ def test_compute_evaluate_writes_the_failures_and_the_target_into_its_table_and_
     assert ("heldout target: vanilla's final greedy accuracy on the 200 in-training eval problems (50.0%), not on "
             "the 10 problems of the final evaluation") in text
     assert pl.read_parquet(out / "comparison.parquet")["verifier_failures"].to_list() == [0, 1, 0, 0]
+
+
+def test_probe_failures_are_counted_and_said(caplog):
+    """The base policy's probe pass defines each set's reachable stratum; an answer whose check timed out counts as
+    wrong, so its problem may be missing from the stratum: it was never said. Its failures are metrics per set and,
+    when there are any, a line of comparison.txt (and a warning)."""
+    import logging
+
+    from saerl.runners import probe_failures
+
+    probe = pl.DataFrame({"set": ["heldout"] * 4 + ["fresh"] * 2, "sample": [0, 1, 2, 1, 0, 1],
+                          "status": ["ok", "timeout", "error", "ok", "ok", "ok"]})
+    with caplog.at_level(logging.WARNING, logger="saerl.runners"):
+        metrics, line = probe_failures(probe)
+    assert metrics == {"fresh_reach_probe_verifier_failures": 0.0, "heldout_reach_probe_verifier_failures": 2.0}
+    assert line.startswith("reachable strata: 2 answer checks") and "heldout 2" in line and "fresh" not in line
+    assert line in caplog.text
+    assert probe_failures(probe.with_columns(status=pl.lit("ok")))[1] == ""
