@@ -178,7 +178,7 @@ def main() -> None:
     overrides = [*(QUICK_SCORE if args.quick else []), *args.overrides]
     cfg = load_config(args.config, [*OLD_SETTINGS, *overrides, f"runtime.artifact_root={Path(args.work).resolve()}"])
     refs = upstream_refs(cfg, args.config)
-    inputs = score_inputs(cfg, refs)
+    inputs = score_inputs(cfg, refs, residuals=cfg.score.baselines)
     new_cfg = load_config(args.config, [*overrides, *args.new_override,
                                         f"runtime.artifact_root={Path(args.work).resolve()}"])
     new_fit = fit_options(new_cfg.score) if args.jobs is None else FitOptions(n_jobs=args.jobs)

@@ -144,7 +144,7 @@ def fan_out(args: dict[str, Any], n_shards: int, label: str | None = None) -> No
 
 
 def build_sharded(store: ArtifactStore, args: dict[str, Any], n_shards: int, start: Callable[[], Any],
-                  label: str | None = None) -> Any:
+                  label: str | None = None) -> tuple[Any, str]:
     """Build a sharded stage on Dask under its key's build lock, which this process holds from before the shards
     until its stage task has published the artifact. A second flow building the same key meanwhile (two children
     of a sweep sharing an extraction, another run on the root) waits here and then finds the artifact published;
@@ -152,14 +152,23 @@ def build_sharded(store: ArtifactStore, args: dict[str, Any], n_shards: int, sta
     time, and its shards wrote into a folder the first flow's stage task had already renamed into place. The
     stage task, started by `start()` (with lock_held), builds without taking the lock: waiting for it on a Dask
     worker would hold a worker the shards need. in: store, stage task arguments, shard count, start, a sweep
-    run's label (for its printed line); out: the stage task's finished future."""
+    run's label (for its printed line); out: the stage task's finished future, and what the build reused of an
+    interrupted one (saerl.runs.resumed_note: the chunk records the shards left unchanged, counted here because the
+    stage task finds every chunk done; '' when none, or when another flow built the key meanwhile)."""
+    from saerl.artifacts import chunk_records, reused_chunks
+    from saerl.runs import resumed_note
+
     stage, key = args["stage"], args["key"]
+    resumed = ""
     with store.lock(stage, key):
         if not store.is_complete(stage, key):
+            before = chunk_records(store.partial_path(stage, key))
             fan_out(args, n_shards, label)
+            after = chunk_records(store.partial_path(stage, key))
+            resumed = resumed_note(reused_chunks(before, after), len(after))
         future = start()
         wait_awake(future)
-    return future
+    return future, resumed
 
 
 def stop_signal(err: BaseException) -> str | None:
@@ -246,8 +255,6 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None,
 
     def submit(stage: str, name: str, ups: tuple[str, ...], variant: dict[str, Any] | None) -> dict[str, Any]:
         """Start one stage run as a task (its shards first, on Dask); returns what finishing it needs."""
-        from saerl.artifacts import chunks_done
-
         active["name"] = name
         started = time.time()
         upstream = resolve_upstream(stage, ups, refs, variant)
@@ -262,22 +269,19 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None,
                 "upstream": {u: asdict(r) for u, r in upstream.items()}}
         task = stage_task.with_options(**stage_options(stage, root, refresh) | {"task_run_name": name})
         fanned = not complete and stage in SHARDED and cfg.runtime.task_runner == "dask"
-        # a fanned stage's own task finds every chunk done (its shards ran them): what it resumed is counted here
-        before = chunks_done(store.partial_path(stage, key)) if fanned else 0
+        resumed = ""  # a fanned stage's own task finds every chunk done (its shards ran them): build_sharded says
         if fanned:
-            future = build_sharded(store, args, cfg.runtime.workers,
-                                   lambda: task.submit(**args, variant=variant, lock_held=True), label)
+            future, resumed = build_sharded(store, args, cfg.runtime.workers,
+                                            lambda: task.submit(**args, variant=variant, lock_held=True), label)
         else:
             future = task.submit(**args, variant=variant)
         return {"stage": stage, "name": name, "key": key, "keys": keys, "note": note, "future": future,
-                "started": started, "fanned": fanned, "chunks_before": before}
+                "started": started, "fanned": fanned, "resumed": resumed}
 
     def finish(run: dict[str, Any]) -> None:
         """Wait for a submitted stage run, record it (run record, terminal, MLflow). A build that resumed an
         interrupted one says first what it reused (the task's StageResult.resumed: chunks already done, a training
-        run's checkpoint step); a fanned stage's chunks are those counted before its shards ran, of the task's total."""
-        from saerl.runs import resumed_note
-
+        run's checkpoint step; a fanned stage's from build_sharded, around its shards)."""
         stage, name, key, keys = run["stage"], run["name"], run["key"], run["keys"]
         active["name"] = name
         future = run["future"]
@@ -290,8 +294,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None,
         sl = stage_slice(cfg, stage, keys.get("device"))
         # a fanned stage waits for another flow's build of its key in this process (build_sharded holds the lock)
         waited = result.get("waited", 0.0) or (store.take_waited(stage, key) if run["fanned"] else 0.0)
-        resumed = (resumed_note(run["chunks_before"], result.get("chunks_total", 0)) if run["fanned"]
-                   else result.get("resumed", ""))
+        resumed = run["resumed"] if run["fanned"] else result.get("resumed", "")
         rec = StageRecord(stage=name, key=key, status="computed" if computed else "cached",
                           reason=explain(name, computed, sl, keys, previous, run["note"], waited,
                                          resumed),

@@ -188,12 +188,27 @@ class Build:
         self.notes.update(fields)
 
 
-def chunks_done(build_folder: Path) -> int:
-    """How many chunks the chunk log of a build folder records as finished (:class:`ChunkLog`:
-    `<folder>/_chunks/<chunk>.json`), reading names only: nothing is created (a ChunkLog would create its folder).
-    in: a partial artifact folder (ArtifactStore.partial_path) or a build's path; out: the count (0 when the folder
-    or its log does not exist)."""
-    return sum(1 for _ in (Path(build_folder) / CHUNK_DIR).glob("*.json"))
+def chunk_records(build_folder: Path) -> dict[str, tuple[int, int]]:
+    """The chunk log of a build folder (:class:`ChunkLog`: `<folder>/_chunks/<chunk>.json`), each finished chunk's
+    record by name with its (inode, modification time in ns): a chunk the build computes again is marked again, by an
+    atomic rename, so its record changes (:func:`reused_chunks`). Reads names and stats only: nothing is created (a
+    ChunkLog would create its folder). in: a partial artifact folder (ArtifactStore.partial_path) or a build's path;
+    out: {record name: (inode, mtime_ns)} ({} when the folder or its log does not exist)."""
+    out = {}
+    for path in (Path(build_folder) / CHUNK_DIR).glob("*.json"):
+        try:
+            st = path.stat()
+        except FileNotFoundError:  # replaced or removed meanwhile
+            continue
+        out[path.name] = (st.st_ino, st.st_mtime_ns)
+    return out
+
+
+def reused_chunks(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> int:
+    """How many chunks a build reused from the interrupted build it resumed: the records of :func:`chunk_records`
+    taken before it ran that are unchanged after it (a record of a replaced store, another fingerprint, is computed
+    and marked again, so it does not count). in: the two snapshots; out: the count."""
+    return sum(1 for name, stamp in before.items() if after.get(name) == stamp)
 
 
 class ArtifactStore:

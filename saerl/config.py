@@ -225,7 +225,7 @@ class SAEConfig(Section):
 
 
 class ScoreConfig(Section):
-    """Property models on SAE features: clusters, difficulty, quality (label and score stages)."""
+    """Property models on SAE features: clusters, difficulty, quality (label, score and properties stages)."""
 
     n_clusters: Annotated[int, Field(gt=0)] | Literal["auto"] = Field(
         "auto", description="k for k-means, or auto (silhouette over k_range)")

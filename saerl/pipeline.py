@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from saerl import runners
-from saerl.artifacts import ArtifactRef, ArtifactStore, Build, chunks_done, file_sha256
+from saerl.artifacts import ArtifactRef, ArtifactStore, Build, chunk_records, file_sha256, reused_chunks
 from saerl.config import PipelineConfig
 from saerl.stages import STAGES, code_version, stage_key, stage_slice
 
@@ -38,14 +38,12 @@ class StageResult:
     waited: float = 0.0  # seconds spent waiting for another process that was building the same artifact
     resumed: str = ""  # what a build that resumed an interrupted one reused, leading the reason (saerl.runs.explain):
     # its runner's note (a training run's checkpoint step), else its chunk counts; '' for a build from scratch, or reused
-    chunks_total: int = 0  # chunks of the build when it published (0 for a stage without chunks, or reused): a flow
-    # that fanned the chunks out to shards says what was resumed from its own count before them and this total
 
     def to_json(self) -> dict[str, Any]:
         """Small JSON-able form (what Prefect persists as the task result)."""
         return {"stage": self.ref.stage, "key": self.ref.key, "path": self.ref.path, "computed": self.computed,
                 "seconds": self.seconds, "metrics": self.metrics, "waited": self.waited,
-                "resumed": self.resumed, "chunks_total": self.chunks_total}
+                "resumed": self.resumed}
 
 
 def data_file(cfg: PipelineConfig) -> Path | None:
@@ -273,29 +271,44 @@ def stop_verifier() -> None:
         verify.shutdown_verifier()
 
 
+def planned_elsewhere(stage: str, planned: str, own: str, keys: dict[str, str]) -> str:
+    """The error of a stage run given a key (by the flow, which plans every key in its own process) other than the
+    one its inputs give in the process that runs it (a Dask worker): building under the planned key would store an
+    artifact of other inputs under it, reused later as if they were the same. Most often the device: with
+    runtime.device=auto the flow's machine resolves to cpu and a GPU worker's to cuda, and the precision (model.dtype,
+    train.bf16) is read on a GPU only. in: stage, the planned key, this process's key, its input keys; out: the text."""
+    return (f"stage {stage}: the flow planned key {planned[:12]}, but its inputs here give {own[:12]} (inputs here: "
+            f"{dict(sorted(keys.items()))}): the flow and this worker see different inputs, most often the device "
+            f"(runtime.device=auto resolves to {keys.get('device', 'no device')} here and to another type where the "
+            "flow runs); set runtime.device to the workers' device (cuda or cpu) so both resolve alike")
+
+
 def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef],
               key: str | None = None, variant: dict[str, Any] | None = None, take_lock: bool = True) -> StageResult:
     """Build or reuse `stage`'s artifact for `cfg` given its upstream artifacts (and, for train, the
     variant {arm, seed} of the run); take_lock=False when the caller holds the key's build lock for it
     (ArtifactStore.ensure). A build that resumed an interrupted one says what it reused (StageResult.resumed): the
-    note its runner left (build note saerl.runs.RESUMED), else how many chunks its chunk log held when the compute
-    started, of those it held at the end (saerl.runs.resumed_note)."""
+    note its runner left (build note saerl.runs.RESUMED), else how many chunks of its chunk log it kept unchanged
+    from an interrupted build, of those it held at the end (saerl.artifacts.reused_chunks, saerl.runs.resumed_note)."""
     from saerl.runs import RESUMED, resumed_note
 
     set_threads(cfg)
     upstream = variant_upstream(stage, upstream, variant)
     keys = input_keys(cfg, stage, upstream, variant)
-    key = key or stage_key(cfg, stage, keys)
+    own = stage_key(cfg, stage, keys)
+    if key is not None and key != own:
+        raise ValueError(planned_elsewhere(stage, key, own, keys))
+    key = own
     started = time.time()
     metrics: dict[str, float] = {}
-    resumed = {"note": "", "chunks": 0}  # what the build resumed, and its chunks when it ended (none when reused)
+    resumed = {"note": ""}  # what the build reused of an interrupted one ('' from scratch, or reused)
 
     def compute(build: Build) -> None:
-        before = chunks_done(build.path)  # finished chunks of an interrupted build this one resumes
+        before = chunk_records(build.path)  # finished chunks of an interrupted build this one resumes
         metrics.update(RUNNERS[stage](cfg, upstream, build, **(variant or {})))
         build.note(metrics=metrics)
-        resumed["chunks"] = chunks_done(build.path)  # publishing removes the chunk log: counted now
-        resumed["note"] = str(build.notes.get(RESUMED) or resumed_note(before, resumed["chunks"]))
+        after = chunk_records(build.path)  # publishing removes the chunk log: read now
+        resumed["note"] = str(build.notes.get(RESUMED) or resumed_note(reused_chunks(before, after), len(after)))
 
     manifest = {"code_version": code_version(stage), "inputs": keys, "config": stage_slice(cfg, stage, keys.get("device"))}
     try:
@@ -305,7 +318,7 @@ def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
     if not computed:
         metrics = ref.manifest().get("metrics", {})
     return StageResult(ref, computed, round(time.time() - started, 3), metrics, store.take_waited(stage, key),
-                       resumed["note"], resumed["chunks"])
+                       resumed["note"])
 
 
 def stage_runs(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, str, tuple[str, ...], dict[str, Any] | None]]:

@@ -164,13 +164,14 @@ def compute_label(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
             "verifier_failures": float(labels["n_failed"].sum())}
 
 
-def score_inputs(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, Any]:
-    """score_prompts' arguments besides the config, from the score stage's input artifacts: X (score.model_pool
-    codes), prompts, measured (the label stage's pass rates, when it ran), ids, R (mean-pooled residuals when
-    extracted), C (score.cluster_pool codes), D (the difficulty poolings: every sae.encode_pool pooling when
-    score.difficulty_pool is auto), RD (the residuals of D's poolings that extract.pooling stored, so the residual
-    baseline's difficulty model gets the SAE's choice of pooling; None, i.e. mean alone, when it stored none of
-    them). Each pooling is read once."""
+def score_inputs(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], residuals: bool = False) -> dict[str, Any]:
+    """score_prompts' and property_report's arguments besides the config, from their stages' input artifacts: X
+    (score.model_pool codes), prompts, measured (the label stage's pass rates, when it ran), ids, C
+    (score.cluster_pool codes), D (the difficulty poolings: every sae.encode_pool pooling when score.difficulty_pool
+    is auto), and with `residuals` (the report's residual baseline: dense [prompts, d_model] arrays, read only
+    there) R (mean-pooled residuals when extracted) and RD (the residuals of D's poolings that extract.pooling
+    stored, so the residual baseline's difficulty model gets the SAE's choice of pooling; None, i.e. mean alone,
+    when it stored none of them); without, R and RD are None. Each pooling is read once."""
     from saerl.activation_store import open_activations
     from saerl.sae import load_codes_csr
 
@@ -179,10 +180,12 @@ def score_inputs(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[st
     loaded = {pool: load_codes_csr(inputs["encode"].path, pool)
               for pool in dict.fromkeys([sc.model_pool, sc.cluster_pool, *d_pools])}
     ids, X = loaded[sc.model_pool]
-    act = open_activations(inputs["extract"].path)
     measured = pl.read_parquet(inputs["label"].file("labels.parquet")) if "label" in inputs else None
-    R = act.pooled("mean") if "mean" in act.meta.pooling else None
-    RD = {pool: R if pool == "mean" else act.pooled(pool) for pool in d_pools if pool in act.meta.pooling}
+    R, RD = None, {}
+    if residuals:
+        act = open_activations(inputs["extract"].path)
+        R = act.pooled("mean") if "mean" in act.meta.pooling else None
+        RD = {pool: R if pool == "mean" else act.pooled(pool) for pool in d_pools if pool in act.meta.pooling}
     return {"X": X, "prompts": read_prompts(inputs), "measured": measured, "ids": ids, "R": R,
             "C": loaded[sc.cluster_pool][1], "D": {pool: loaded[pool][1] for pool in d_pools},
             "RD": RD if R is not None and RD else None}
@@ -231,7 +234,7 @@ def compute_properties(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
 
     from saerl.scoring import property_report, summarize_report
 
-    args = score_inputs(cfg, inputs)
+    args = score_inputs(cfg, inputs, residuals=cfg.score.baselines)
     scores = pl.read_parquet(inputs["score"].file(SCORES))
     params = json.loads(inputs["score"].file(SCORE_PARAMS).read_text())
     k = params["k"]

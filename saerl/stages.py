@@ -60,7 +60,7 @@ STAGES: dict[str, Stage] = {
              "score.cv_folds", "score.difficulty_models", "score.ridge_alphas", "score.enet_l1_ratios",
              "score.dense_fit_mb", "score.enet_n_alphas", "score.enet_max_iter", "score.probe_max_iter",
              "score.probe_cs"),
-            ("ingest", "extract", "encode", "label"), "clusters, difficulty_hat, quality_hat per prompt",
+            ("ingest", "encode", "label"), "clusters, difficulty_hat, quality_hat per prompt",
         ),
         Stage(
             "properties", "1",

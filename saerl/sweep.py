@@ -241,7 +241,7 @@ def planned_run_keys(cfg: PipelineConfig, until: str | None = None) -> dict[str,
 
 def shared_until(configs: Sequence[PipelineConfig], until: str | None = None) -> str | None:
     """The last stage to run once, for every child, before the children of a sweep run side by side: every
-    stage before the first one whose runs differ between the configs (for a curriculum grid: up to scoring),
+    stage before the first one whose runs differ between the configs (for a curriculum grid: up to the properties stage),
     extended to the last sharded stage (extract, encode) that they all share: built once on every worker before
     the children start, rather than by one child while the others wait on its build lock (children that share a
     sharded key among fewer than all take turns on it: flows.pipeline.build_sharded). None when the first stage

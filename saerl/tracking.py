@@ -40,7 +40,8 @@ METRIC_NAME_BAD = re.compile(r"[^\w\-. :/]")  # characters MLflow refuses in a m
 LOGGED_TABLES = {  # small tables a person wants beside the run in MLflow
     "ingest": ("rejected.parquet",),
     "sae": ("sae_report.json",),
-    "score": ("scores.parquet", "score_params.json"),
+    # a score artifact built before the properties stage existed holds the report and clusters too (a relog of it)
+    "score": ("scores.parquet", "score_params.json", "property_report.parquet", "clusters.parquet"),
     "properties": ("property_report.parquet", "clusters.parquet"),
     "curriculum": ("order.parquet", "vanilla_order.parquet"),
     "train": ("trained_order.parquet", "log.parquet", "curve.parquet"),

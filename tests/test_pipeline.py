@@ -16,7 +16,7 @@ def test_smoke_plan_reads_testbed_lm_for_extraction():
     assert list(p) == ["testbed", "ingest", "extract", "sae", "encode", "score", "properties", "curriculum", "train",
                        "evaluate"]
     assert p["extract"] == ("ingest", "testbed") and p["ingest"] == ("testbed",)
-    assert p["score"] == ("ingest", "extract", "encode")
+    assert p["score"] == ("ingest", "encode") and p["properties"] == ("ingest", "extract", "encode", "score")
     assert p["train"] == ("ingest", "curriculum", "testbed")
     assert p["evaluate"] == ("train", "ingest", "testbed")
 
@@ -256,3 +256,24 @@ def test_a_stage_run_stops_the_verifier_workers_it_started(tmp_path, monkeypatch
     with pytest.raises(RuntimeError, match="went away"):
         pipeline.run_stage(ArtifactStore(tmp_path / "other"), cfg, "ingest", {})
     assert started == [1, 1] and verify._POOL.workers == []
+
+
+def test_a_stage_run_refuses_a_key_its_own_inputs_do_not_give(tmp_path, monkeypatch):
+    """The flow plans every key in its own process; a Dask worker on another device type (runtime.device=auto: cpu
+    where the flow runs, cuda on the worker) has other inputs, and under a CPU-planned key model.dtype is not read:
+    a GPU build in float16 was stored under a key a bfloat16 run reused. run_stage refuses a planned key its own
+    inputs do not give, naming the device and the fix; the key its inputs give builds as before."""
+    import torch
+
+    from saerl import pipeline
+    from saerl.artifacts import ArtifactStore
+    from saerl.stages import stage_key
+
+    cfg = load_config(None, [f"runtime.artifact_root={tmp_path}", "data.source=sample"])
+    monkeypatch.setitem(pipeline.RUNNERS, "extract", lambda c, u, b: (b.path / "f.txt").write_text("x") and {})
+    planned = stage_key(cfg, "extract", input_keys(cfg, "extract", {}))  # on this CPU machine
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the worker's GPU
+    with pytest.raises(ValueError, match="resolves to cuda here.*set runtime.device"):
+        pipeline.run_stage(ArtifactStore(tmp_path), cfg, "extract", {}, key=planned)
+    own = stage_key(cfg, "extract", input_keys(cfg, "extract", {}))
+    assert own != planned and pipeline.run_stage(ArtifactStore(tmp_path), cfg, "extract", {}, key=own).computed

@@ -262,10 +262,11 @@ def test_a_flow_resuming_a_killed_extraction_says_how_many_chunks_were_already_d
     assert again["status"] == "cached" and "resumed" not in again["reason"]
 
 
-def _fanned_extract(tmp_path, monkeypatch, shards) -> dict:
+def _fanned_extract(tmp_path, monkeypatch, fan_out=None, build_sharded=None, computed=True) -> dict:
     """The extract stage of the smoke config through the flow on a faked Dask fan-out: a killed build left chunks
-    0-1 of 5 in the partial folder; `shards(store, key, done)` stands for build_sharded's work before the stage task
-    starts (`done`: the task's result, to update). out: the flow's record."""
+    0-1 of 5 in the partial folder; `fan_out(partial folder, the task's result)` stands for the shards (the real
+    build_sharded runs around it), or `build_sharded(store, args, n_shards, start, label)` for the whole; the stage task is faked
+    (computed or not). out: the flow's record."""
     from datetime import UTC, datetime
     from types import SimpleNamespace
 
@@ -277,7 +278,7 @@ def _fanned_extract(tmp_path, monkeypatch, shards) -> dict:
     partial = ArtifactStore(tmp_path).partial_path("extract", key)
     for c in range(2):
         ChunkLog(partial).mark(c)
-    done = {"computed": True, "seconds": 0.1, "metrics": {}}
+    done = {"computed": computed, "seconds": 0.1, "metrics": {}, "resumed": ""}
     state = SimpleNamespace(name="Completed", result=lambda: done, timestamp=datetime.now(UTC))
     future = SimpleNamespace(state=state, wait=lambda: None,
                              add_done_callback=lambda fn: fn(None))
@@ -289,29 +290,27 @@ def _fanned_extract(tmp_path, monkeypatch, shards) -> dict:
         def submit(self, **_):
             return future
 
-    def build_sharded(store, args, n_shards, start, label=None):
-        shards(store, key, done)
-        return start()
-
     monkeypatch.setattr(fp, "stage_task", Task())
-    monkeypatch.setattr(fp, "build_sharded", build_sharded)
+    if fan_out is not None:
+        monkeypatch.setattr(fp, "fan_out", lambda args, n_shards, label=None: fan_out(partial, done))
+    if build_sharded is not None:
+        monkeypatch.setattr(fp, "build_sharded", build_sharded)
     monkeypatch.setattr(fp, "say", lambda message, label=None: None)
     return fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="extract")
 
 
-def test_a_fanned_out_stage_counts_what_it_resumed_before_its_shards_run(tmp_path, monkeypatch):
-    """On Dask a sharded stage's own task finds every chunk done (its shards ran them), so its count of finished
-    chunks is the whole store: the flow counts the partial folder's chunks before it fans out (stage tasks and
-    shards faked: 2 of 5 chunks left by a killed build, the shards run the other 3)."""
-    def shards(store, key, done):
-        for c in range(2, 5):
-            ChunkLog(store.partial_path("extract", key)).mark(c)
-        done.update({"resumed": "resumed an interrupted build: 5 of 5 chunks were already done",
-                     "chunks_total": 5})  # the stage task then saw all 5 done
+def test_a_fanned_out_stage_counts_what_it_resumed_around_its_shards(tmp_path, monkeypatch):
+    """On Dask a sharded stage's own task finds every chunk done (its shards ran them), so its count is the whole
+    store: build_sharded counts the chunk records its shards left unchanged (2 of 5 left by a killed build; the
+    shards run the other 3 and, a record of a replaced store, chunk 1 again: 1 of 5 reused)."""
+    def shards(partial, done):
+        for c in (1, 2, 3, 4):
+            ChunkLog(partial).mark(c)
+        done["resumed"] = "resumed an interrupted build: 5 of 5 chunks were already done"  # what the task then sees
 
-    record = _fanned_extract(tmp_path, monkeypatch, shards)
+    record = _fanned_extract(tmp_path, monkeypatch, fan_out=shards)
     assert record["stages"]["extract"]["reason"].startswith(
-        "computed: resumed an interrupted build: 2 of 5 chunks were already done; "), record["stages"]["extract"]
+        "computed: resumed an interrupted build: 1 of 5 chunks were already done; "), record["stages"]["extract"]
     assert record["stages"]["ingest"]["reason"] == "computed: no earlier run of this config ran this stage"
 
 
@@ -320,11 +319,11 @@ def test_a_fanned_out_stage_that_waited_for_another_flows_build_says_so(tmp_path
     has published, then its stage task finds the artifact: the reason said "same code, inputs and config as a
     stored artifact", nothing of the wait. It says whose build it reused and how long it waited (the lock's wait,
     kept by the flow's store; faked here)."""
-    def shards(store, key, done):
-        store.waited[("extract", key)] = 12.0  # what ArtifactStore.lock records after waiting on another process
-        done.update({"computed": False})
+    def build_sharded(store, args, n_shards, start, label=None):
+        store.waited[("extract", args["key"])] = 12.0  # what ArtifactStore.lock records after waiting on another
+        return start(), ""
 
-    why = _fanned_extract(tmp_path, monkeypatch, shards)["stages"]["extract"]["reason"]
+    why = _fanned_extract(tmp_path, monkeypatch, build_sharded=build_sharded, computed=False)["stages"]["extract"]["reason"]
     assert why == "cached: built by another process meanwhile (waited 12 s for it)", why
 
 
@@ -338,7 +337,7 @@ def test_the_flow_leads_a_stage_runs_reason_with_the_note_its_task_returned(tmp_
 
     cfg = load_config(SMOKE, OVERRIDES + [f"runtime.artifact_root={tmp_path}"])
     note = "resumed an interrupted training run from step 40 of 100"
-    done = {"computed": True, "seconds": 0.1, "metrics": {}, "resumed": note, "chunks_total": 0}
+    done = {"computed": True, "seconds": 0.1, "metrics": {}, "resumed": note}
     state = SimpleNamespace(name="Completed", result=lambda: done, timestamp=datetime.now(UTC))
     future = SimpleNamespace(state=state, wait=lambda: None, add_done_callback=lambda fn: fn(None))
 

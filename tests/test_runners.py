@@ -305,7 +305,8 @@ def test_encode_fanned_out_in_shards_reports_what_the_store_holds(tmp_path):
     from test_artifacts import write_synthetic_activations
 
     from saerl.artifacts import ArtifactStore
-    from saerl.pipeline import prepare_shards, run_shard, run_stage
+    from saerl.pipeline import input_keys, prepare_shards, run_shard, run_stage
+    from saerl.stages import stage_key
 
     cfg = PipelineConfig.model_validate({"sae": {"encode_top_k": 8}, "runtime": {"progress": False}})
     metrics = {}
@@ -317,10 +318,11 @@ def test_encode_fanned_out_in_shards_reports_what_the_store_holds(tmp_path):
             torch.manual_seed(0)  # the same SAE both ways
             TopKSAE(TopKSAEConfig(d_in=16, d_sae=32, k=4)).save_model(b.path)
         upstream = {"extract": store.open("extract", "x"), "sae": store.open("sae", "s")}
+        key = stage_key(cfg, "encode", input_keys(cfg, "encode", upstream))
         if how == "shards":
-            for ids in prepare_shards(store, cfg, "encode", upstream, "e", n_shards=2):
-                run_shard(store, cfg, "encode", upstream, "e", ids)
-        metrics[how] = run_stage(store, cfg, "encode", upstream, key="e").metrics
+            for ids in prepare_shards(store, cfg, "encode", upstream, key, n_shards=2):
+                run_shard(store, cfg, "encode", upstream, key, ids)
+        metrics[how] = run_stage(store, cfg, "encode", upstream, key=key).metrics
     one, fanned = metrics["one process"], metrics["shards"]
     assert one["n_prompts"] == fanned["n_prompts"] == 12.0 and fanned["chunks_run"] == 0
     assert fanned["n_tokens"] == one["n_tokens"] > 0 and fanned["mean_nonzero"] == one["mean_nonzero"] > 0
@@ -385,7 +387,7 @@ def test_score_inputs_give_the_residual_baseline_the_sae_difficulty_poolings(mon
     monkeypatch.setattr(saerl.sae, "load_codes_csr", lambda path, pool: (["a", "b", "c"], sp.csr_matrix((3, 4))))
     monkeypatch.setattr(saerl.runners, "read_prompts", lambda inputs: pl.DataFrame({"id": ["a", "b", "c"]}))
     refs = {name: ArtifactRef(name, "k", "/nowhere") for name in ("encode", "extract", "ingest")}
-    args = saerl.runners.score_inputs(cfg, refs)
+    args = saerl.runners.score_inputs(cfg, refs, residuals=True)
     assert (None if args["RD"] is None else set(args["RD"])) == want
     assert args["R"] is not None and float(args["R"][0, 0]) == 0.0  # R stays the mean-pooled residuals
     if want:

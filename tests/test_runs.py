@@ -187,17 +187,23 @@ def test_a_resumed_training_run_says_first_which_step_it_resumed_from():
         "computed: resumed an interrupted training run from step 40 of 100; no earlier run of this config ran this stage"
 
 
-def test_chunks_done_counts_a_chunk_log_without_creating_one(tmp_path):
-    from saerl.artifacts import CHUNK_DIR, ChunkLog, chunks_done
+def test_chunk_records_read_a_chunk_log_without_creating_one(tmp_path):
+    """chunk_records reads the finished chunks' records (not one being written) and creates nothing; reused_chunks
+    counts the records left unchanged between two reads: a chunk marked again (computed again) is not reused."""
+    from saerl.artifacts import CHUNK_DIR, ChunkLog, chunk_records, reused_chunks
 
-    assert chunks_done(tmp_path / "nope") == 0 and not (tmp_path / "nope").exists()
-    assert chunks_done(tmp_path) == 0 and not (tmp_path / CHUNK_DIR).exists()
+    assert chunk_records(tmp_path / "nope") == {} and not (tmp_path / "nope").exists()
+    assert chunk_records(tmp_path) == {} and not (tmp_path / CHUNK_DIR).exists()
     log = ChunkLog(tmp_path)
     for c in (0, 1, 5):
         log.mark(c, rows=2)
     (tmp_path / CHUNK_DIR / ".7.json.tmp-123").write_text("{")  # a record being written is not a finished chunk
-    assert chunks_done(tmp_path) == 3
-
+    before = chunk_records(tmp_path)
+    assert sorted(before) == ["0.json", "1.json", "5.json"]
+    log.mark(1, rows=3)  # computed again
+    log.mark(2, rows=2)
+    after = chunk_records(tmp_path)
+    assert len(after) == 4 and reused_chunks(before, after) == 2
 
 def test_run_stage_counts_a_resumed_builds_chunks(tmp_path, monkeypatch):
     """run_stage counts, per build, the chunks its log recorded when the compute started (what it resumed) and when
@@ -209,9 +215,9 @@ def test_run_stage_counts_a_resumed_builds_chunks(tmp_path, monkeypatch):
     from saerl.artifacts import ArtifactStore
     from saerl.config import PipelineConfig
 
-    def compute(cfg, upstream, build, stop_after=None):
+    def compute(cfg, upstream, build, stop_after=None, stale=()):
         for c in range(5):
-            if not build.chunks.is_done(c):
+            if not build.chunks.is_done(c) or c in stale:  # a record of a replaced store is computed again
                 build.chunks.mark(c)
             if c == stop_after:
                 raise KeyboardInterrupt  # a run stopped mid-build: its partial folder keeps chunks 0-1
@@ -220,17 +226,17 @@ def test_run_stage_counts_a_resumed_builds_chunks(tmp_path, monkeypatch):
     store, cfg = ArtifactStore(tmp_path), PipelineConfig()
     monkeypatch.setitem(pipeline.RUNNERS, "curriculum", lambda c, u, b: compute(c, u, b, stop_after=1))
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run_stage(store, cfg, "curriculum", {}, key="k1")
-    monkeypatch.setitem(pipeline.RUNNERS, "curriculum", compute)
-    res = pipeline.run_stage(store, cfg, "curriculum", {}, key="k1")
-    note = "resumed an interrupted build: 2 of 5 chunks were already done"
-    assert res.computed and (res.resumed, res.chunks_total) == (note, 5)
-    assert res.to_json()["resumed"] == note and res.to_json()["chunks_total"] == 5
+        pipeline.run_stage(store, cfg, "curriculum", {})
+    monkeypatch.setitem(pipeline.RUNNERS, "curriculum", lambda c, u, b: compute(c, u, b, stale=(0,)))
+    res = pipeline.run_stage(store, cfg, "curriculum", {})
+    note = "resumed an interrupted build: 1 of 5 chunks were already done"  # chunk 1 kept; chunk 0 computed again
+    assert res.computed and res.resumed == note and res.to_json()["resumed"] == note
     monkeypatch.setitem(pipeline.RUNNERS, "curriculum", lambda c, u, b: (b.path / "f.txt").write_text("x") and {})
-    plain = pipeline.run_stage(store, cfg, "curriculum", {}, key="k2")  # a stage without chunks
-    assert (plain.resumed, plain.chunks_total) == ("", 0)
-    again = pipeline.run_stage(store, cfg, "curriculum", {}, key="k1")
-    assert not again.computed and (again.resumed, again.chunks_total) == ("", 0), "a reused artifact began no build"
+    other = cfg.model_copy(update={"curriculum": cfg.curriculum.model_copy(update={"mix_ratio": 0.7})})
+    plain = pipeline.run_stage(store, other, "curriculum", {})  # a stage without chunks
+    assert plain.resumed == ""
+    again = pipeline.run_stage(store, cfg, "curriculum", {})
+    assert not again.computed and again.resumed == "", "a reused artifact began no build"
 
 
 def test_run_stage_leads_with_the_note_a_runner_left(tmp_path, monkeypatch):
@@ -249,13 +255,14 @@ def test_run_stage_leads_with_the_note_a_runner_left(tmp_path, monkeypatch):
 
     store, cfg = ArtifactStore(tmp_path), PipelineConfig()
     monkeypatch.setitem(pipeline.RUNNERS, "curriculum", compute)
-    res = pipeline.run_stage(store, cfg, "curriculum", {}, key="k1")
+    res = pipeline.run_stage(store, cfg, "curriculum", {})
     assert res.resumed == "resumed an interrupted training run from step 40 of 100"
     why = record_results(store, cfg, {"curriculum": res}).stages["curriculum"].reason
     assert why == "computed: resumed an interrupted training run from step 40 of 100; no earlier run of this config ran this stage"
-    again = pipeline.run_stage(store, cfg, "curriculum", {}, key="k1")
+    again = pipeline.run_stage(store, cfg, "curriculum", {})
     assert not again.computed and again.resumed == ""
     assert record_results(store, cfg, {"curriculum": again}).stages["curriculum"].reason.startswith("cached")
+
 
 def test_a_field_a_stage_stopped_or_started_reading_is_said_so_not_unset():
     """Switching sae.architecture to topk drops sae.l1_coefficient from the sae stage's slice (saerl.stages
