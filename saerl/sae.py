@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -156,40 +157,39 @@ def evaluate_sae(sae: Any, x: torch.Tensor, batch: int) -> dict[str, Any]:
             "dead_frac": round(dead / sae.cfg.d_sae, 4), "n_eval_tokens": len(x)}
 
 
-# torch.load's environment switches (torch.serialization.load reads them at every call): the first makes every load
-# weights_only=True, even one that passes weights_only=False; the second makes a load that passes no weights_only a
-# full unpickle (torch refuses both at once)
-TORCH_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
-TORCH_NO_WEIGHTS_ONLY = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+# a block of weights_only_loads swaps torch.load process-wide: one block at a time (re-entrant for a nested one)
+_WEIGHTS_ONLY_LOCK = threading.RLock()
 
 
 @contextmanager
 def weights_only_loads() -> Iterator[None]:
     """Every torch.load inside the block is weights_only=True (torch's restricted unpickler: tensors and plain
-    containers, no code run), whatever its caller passes and whatever the environment said; the environment is
-    restored afterwards. sae-lens 6.54 reads several pretrained releases from .pt/.pth pickles with a bare
-    torch.load (loaders connor_rob_hook_z, goodfire, deepseek_r1, qwen_scope, dictionary_learning_1), which is
-    weights_only=True under torch >= 2.6 only while TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is unset. The switch is the
-    process's environment: a torch.load on another thread meanwhile is weights-only too."""
-    import os
+    containers, no code run), whatever its caller passes and whatever the environment says (an explicit
+    weights_only=True outranks TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD). sae-lens 6.54 reads several pretrained releases
+    from .pt/.pth pickles with a bare ``torch.load`` looked up on the torch module at call time (loaders
+    connor_rob_hook_z, goodfire, deepseek_r1, qwen_scope, dictionary_learning_1), a full unpickle once
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set. The swap is process-wide, so blocks run one at a time under a module
+    lock (a pretrained SAE loads once per sae stage; a torch.load on another thread meanwhile is weights-only too),
+    and torch's own load is back when the block ends; the environment is never touched."""
+    with _WEIGHTS_ONLY_LOCK:
+        load = torch.load
 
-    saved = {name: os.environ.get(name) for name in (TORCH_WEIGHTS_ONLY, TORCH_NO_WEIGHTS_ONLY)}
-    os.environ[TORCH_WEIGHTS_ONLY] = "1"
-    os.environ.pop(TORCH_NO_WEIGHTS_ONLY, None)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        @functools.wraps(load)
+        def weights_only(*args: Any, **kwargs: Any) -> Any:
+            return load(*args, **(kwargs | {"weights_only": True}))
+
+        torch.load = weights_only
+        try:
+            yield
+        finally:
+            torch.load = load
 
 
 def load_pretrained_sae(release: str, sae_id: str, device: str) -> Any:
     """A sae-lens pretrained SAE (SAE.from_pretrained), its weights read from safetensors or, for a release
-    sae-lens reads from a pickle (.pt), through torch's weights-only loader alone (:func:`weights_only_loads`). A
-    pickle that holds more than weights is refused with what to do. in: release, SAE id, device; out: the SAE."""
+    sae-lens reads from a pickle (.pt), through torch's weights-only loader alone (:func:`weights_only_loads`: safe
+    with other loads on other threads at the same time). A pickle that holds more than weights is refused with what
+    to do. in: release, SAE id, device; out: the SAE."""
     import pickle
 
     from sae_lens import SAE

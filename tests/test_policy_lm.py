@@ -289,7 +289,8 @@ def test_generate_batches_prompts_of_similar_length_and_answers_in_input_order(o
 
 def test_generate_leaves_the_callers_random_state_alone(one_torch_thread):
     """Label rollouts and evaluations sample from their own seed inside a fork of torch's RNG: the caller's stream
-    goes on as if nothing had run (before, the label stage's generate reseeded torch's global RNG)."""
+    goes on as if nothing had run (before, the label stage's generate reseeded torch's global RNG, and an
+    in-training eval reseeded the trainer: every training seed of one order sampled the same rollouts after it)."""
     import torch
     from tiny import tiny_model, tiny_tokenizer
 

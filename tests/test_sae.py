@@ -33,6 +33,11 @@ def trained(store, tmp_path_factory):
     out = tmp_path_factory.mktemp("sae")
     return out, obtain_sae(CFG, store, out)
 
+# torch.load's environment switches (torch.serialization reads them at every call), which a user may have set:
+# the first forces weights_only=True, the second makes a load that passes no weights_only a full unpickle
+TORCH_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+TORCH_NO_WEIGHTS_ONLY = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+
 
 def test_train_report_and_files(trained):
     out, report = trained
@@ -386,7 +391,7 @@ def test_a_pretrained_release_read_from_a_pickle_loads_weights_only(tmp_path, mo
     import torch
     from sae_lens import SAE
 
-    from saerl.sae import TORCH_NO_WEIGHTS_ONLY, TORCH_WEIGHTS_ONLY, load_pretrained_sae
+    from saerl.sae import load_pretrained_sae
 
     monkeypatch.setenv(TORCH_NO_WEIGHTS_ONLY, "1")  # a user's setting that made the bare torch.load unpickle all
     monkeypatch.delenv(TORCH_WEIGHTS_ONLY, raising=False)
@@ -412,3 +417,98 @@ def test_a_pretrained_release_read_from_a_pickle_loads_weights_only(tmp_path, mo
     assert obtained["args"] == ("good", "0", "cpu"), "the pretrained source goes through load_pretrained_sae"
     torch.load(evil, weights_only=False)  # outside the block: the environment is the user's again
     assert marker.exists()
+
+
+def test_pretrained_loads_on_two_threads_stay_weights_only_and_leave_torch_and_the_environment_as_they_were(
+        tmp_path, monkeypatch):
+    """Two pretrained loads overlapping on two threads (two sweep children on one multi-threaded Dask worker): B
+    starts while A is inside its load. Before, A's exit put the user's TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD back under
+    B (a full unpickle ran the code) and B's exit left the environment forcing weights-only loads for good. Now B's
+    bare torch.load of a pickle that runs code is refused, and afterwards torch.load is torch's own again and the
+    environment is the user's."""
+    import os
+    import threading
+    import time
+
+    import torch
+    from sae_lens import SAE
+    from sae_lens.loading import pretrained_sae_loaders
+
+    from saerl.sae import load_pretrained_sae
+
+    monkeypatch.setenv(TORCH_NO_WEIGHTS_ONLY, "1")  # the user's own setting: a bare torch.load unpickles all
+    monkeypatch.delenv(TORCH_WEIGHTS_ONLY, raising=False)
+    before, torch_load = {k: os.environ.get(k) for k in (TORCH_WEIGHTS_ONLY, TORCH_NO_WEIGHTS_ONLY)}, torch.load
+    weights, evil, marker = tmp_path / "w.pt", tmp_path / "evil.pt", tmp_path / "ran"
+    torch.save({"W_enc": torch.ones(2, 3)}, weights)
+    torch.save({"W_enc": _RunsCode(marker)}, evil)
+    a_in, b_started, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def from_pretrained(release, sae_id, device="cpu"):
+        if release == "A":  # inside its load until B has started its own
+            a_in.set()
+            assert b_started.wait(30)
+            time.sleep(0.2)
+            return pretrained_sae_loaders.torch.load(weights, map_location=device)  # as sae-lens' loaders call it
+        assert a_out.wait(30)  # B reads its file only once A's load has ended
+        return pretrained_sae_loaders.torch.load(evil, map_location=device)
+
+    monkeypatch.setattr(SAE, "from_pretrained", from_pretrained)
+    outcome = {}
+
+    def run(name):
+        try:
+            outcome[name] = load_pretrained_sae(name, "0", "cpu")
+        except Exception as err:  # noqa: BLE001 (the test reads it below)
+            outcome[name] = err
+
+    a = threading.Thread(target=lambda: (run("A"), a_out.set()))
+    a.start()
+    assert a_in.wait(30)
+    b = threading.Thread(target=lambda: (b_started.set(), run("B")))
+    b.start()
+    a.join(60)
+    b.join(60)
+    assert torch.equal(outcome["A"]["W_enc"], torch.ones(2, 3))
+    assert isinstance(outcome["B"], ValueError) and "sae.release=B" in str(outcome["B"]) and not marker.exists()
+    assert torch.load is torch_load and {k: os.environ.get(k) for k in before} == before
+
+def test_weights_only_loads_nest(tmp_path):
+    """A block inside a block (the lock is re-entrant) stays weights-only until the outer one closes, and torch's own
+    load is back afterwards."""
+    import torch
+
+    from saerl.sae import weights_only_loads
+
+    evil, ran = tmp_path / "evil.pt", tmp_path / "ran"
+    torch.save({"x": _RunsCode(ran)}, evil)
+    torch_load = torch.load
+    with weights_only_loads():
+        with weights_only_loads():
+            pass
+        with pytest.raises(Exception, match="Weights only load failed"):
+            torch.load(evil, weights_only=False)
+    assert torch.load is torch_load and not ran.exists()
+
+
+def test_sae_lens_reads_torch_load_on_the_torch_module_at_call_time():
+    """weights_only_loads swaps the torch module's ``load``: a sae-lens loader that bound torch's load under another
+    name at import (``from torch import load``, ``import torch as t``, ``torch.serialization.load``) would escape
+    it. Fails when a sae-lens upgrade reads it another way (then patch that name in weights_only_loads too)."""
+    import ast
+    from pathlib import Path
+
+    import sae_lens
+
+    escapes = []
+    for path in sorted((Path(sae_lens.__file__).parent).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch") and any(
+                    a.name == "load" for a in node.names):
+                escapes.append(f"{path.name}:{node.lineno} from {node.module} import load")
+            elif isinstance(node, ast.Import) and any(a.name == "torch" and a.asname for a in node.names):
+                escapes.append(f"{path.name}:{node.lineno} import torch as another name")
+            elif (isinstance(node, ast.Attribute) and node.attr == "load" and isinstance(node.value, ast.Attribute)
+                  and node.value.attr == "serialization"):
+                escapes.append(f"{path.name}:{node.lineno} torch.serialization.load")
+    assert escapes == [], escapes

@@ -48,8 +48,9 @@ def test_difficulty_pool_reruns_scoring_only():
     assert stage_key(a, "score", {}) != stage_key(b, "score", {})
 
 
-def _key(stage: str, *overrides: str) -> str:
-    return stage_key(load_config(None, list(overrides)), stage, {})
+def _key(stage: str, *overrides: str, inputs: dict[str, str] | None = None) -> str:
+    """`stage`'s key under the config of `overrides`, with input keys `inputs` (none by default: device unknown)."""
+    return stage_key(load_config(None, list(overrides)), stage, inputs or {})
 
 
 def test_label_key_follows_how_rollouts_sample_and_are_verified_not_the_difficulty_source():
@@ -121,9 +122,10 @@ OTHER_VALUE = {"sae.architecture": "standard", "sae.expansion": 4, "sae.k": 16, 
                "curriculum.frontier_target": 0.3, "model.dtype": "bfloat16", "train.bf16": "false"}
 
 
-def _moves(stage: str, path: str, *under: str) -> bool:
-    """Whether changing `path` (to OTHER_VALUE) changes `stage`'s key under the config of overrides `under`."""
-    return _key(stage, *under, f"{path}={OTHER_VALUE[path]}") != _key(stage, *under)
+def _moves(stage: str, path: str, *under: str, inputs: dict[str, str] | None = None) -> bool:
+    """Whether changing `path` (to OTHER_VALUE) changes `stage`'s key under the config of overrides `under` and the
+    input keys `inputs` (their "device" is the device type the keys read)."""
+    return _key(stage, *under, f"{path}={OTHER_VALUE[path]}", inputs=inputs) != _key(stage, *under, inputs=inputs)
 
 
 def test_each_sae_architecture_ignores_the_others_sparsity_setting():
@@ -188,10 +190,12 @@ def test_the_frontier_target_is_read_by_the_frontier_ordering_only():
 
 def test_the_policy_runs_in_float32_so_model_dtype_reruns_extraction_only():
     """label and train load the policy in float32 on every device (saerl.policy_lm.load_policy): model.dtype is
-    extraction's, and only on a GPU."""
+    extraction's, and only on a GPU. The keys read the device type from the input keys' "device" (runtime.device
+    never reaches them), so these are a GPU's keys: on a CPU extraction ignores model.dtype too."""
+    gpu = {"device": "cuda"}
     for stage in ("label", "train"):
-        assert not _moves(stage, "model.dtype"), stage
-    assert _moves("extract", "model.dtype", "runtime.device=cuda")
+        assert not _moves(stage, "model.dtype", inputs=gpu), stage
+    assert _moves("extract", "model.dtype", inputs=gpu)
 
 
 def test_a_cpu_ignores_the_precision_settings_and_a_gpu_or_an_unknown_device_reads_them():
@@ -208,14 +212,6 @@ def test_a_cpu_ignores_the_precision_settings_and_a_gpu_or_an_unknown_device_rea
 
 def test_a_cpu_run_keeps_its_keys_when_the_precision_settings_change():
     """The keys read the device type from the input keys (saerl.pipeline.input_keys' "device")."""
-    import inspect
-
-    import pytest
-
-    from saerl.stages import stage_slice
-
-    if "device" not in inspect.signature(stage_slice).parameters:
-        pytest.skip("stage_slice / stage_key do not pass the input keys' device type to unread_fields yet")
     cfg, cpu, cuda = PipelineConfig(), {"device": "cpu"}, {"device": "cuda"}
     for stage, path in (("extract", "model.dtype"), ("train", "train.bf16")):
         other = load_config(None, [f"{path}={OTHER_VALUE[path]}"])
