@@ -262,13 +262,31 @@ def test_a_flow_resuming_a_killed_extraction_says_how_many_chunks_were_already_d
     assert again["status"] == "cached" and "resumed" not in again["reason"]
 
 
+def _fake_stage_task(monkeypatch, done: dict) -> None:
+    """The flow's stage task faked: every stage run returns `done` (a StageResult's JSON form) at once."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    import flows.pipeline as fp
+
+    state = SimpleNamespace(name="Completed", result=lambda: done, timestamp=datetime.now(UTC))
+    future = SimpleNamespace(state=state, wait=lambda: None, add_done_callback=lambda fn: fn(None))
+
+    class Task:
+        def with_options(self, **_):
+            return self
+
+        def submit(self, **_):
+            return future
+
+    monkeypatch.setattr(fp, "stage_task", Task())
+
+
 def _fanned_extract(tmp_path, monkeypatch, fan_out=None, build_sharded=None, computed=True) -> dict:
     """The extract stage of the smoke config through the flow on a faked Dask fan-out: a killed build left chunks
     0-1 of 5 in the partial folder; `fan_out(partial folder, the task's result)` stands for the shards (the real
     build_sharded runs around it), or `build_sharded(store, args, n_shards, start, label)` for the whole; the stage task is faked
     (computed or not). out: the flow's record."""
-    from datetime import UTC, datetime
-    from types import SimpleNamespace
 
     import flows.pipeline as fp
     from saerl.sweep import planned_run_keys
@@ -279,18 +297,7 @@ def _fanned_extract(tmp_path, monkeypatch, fan_out=None, build_sharded=None, com
     for c in range(2):
         ChunkLog(partial).mark(c)
     done = {"computed": computed, "seconds": 0.1, "metrics": {}, "resumed": ""}
-    state = SimpleNamespace(name="Completed", result=lambda: done, timestamp=datetime.now(UTC))
-    future = SimpleNamespace(state=state, wait=lambda: None,
-                             add_done_callback=lambda fn: fn(None))
-
-    class Task:
-        def with_options(self, **_):
-            return self
-
-        def submit(self, **_):
-            return future
-
-    monkeypatch.setattr(fp, "stage_task", Task())
+    _fake_stage_task(monkeypatch, done)
     if fan_out is not None:
         monkeypatch.setattr(fp, "fan_out", lambda args, n_shards, label=None: fan_out(partial, done))
     if build_sharded is not None:
@@ -330,25 +337,12 @@ def test_a_fanned_out_stage_that_waited_for_another_flows_build_says_so(tmp_path
 def test_the_flow_leads_a_stage_runs_reason_with_the_note_its_task_returned(tmp_path, monkeypatch):
     """Not fanned out, the flow's reason leads with the task's own note (StageResult.resumed: chunk counts, or a
     training run's checkpoint step), not a second count of its own (stage tasks faked)."""
-    from datetime import UTC, datetime
-    from types import SimpleNamespace
 
     import flows.pipeline as fp
 
     cfg = load_config(SMOKE, OVERRIDES + [f"runtime.artifact_root={tmp_path}"])
     note = "resumed an interrupted training run from step 40 of 100"
-    done = {"computed": True, "seconds": 0.1, "metrics": {}, "resumed": note}
-    state = SimpleNamespace(name="Completed", result=lambda: done, timestamp=datetime.now(UTC))
-    future = SimpleNamespace(state=state, wait=lambda: None, add_done_callback=lambda fn: fn(None))
-
-    class Task:
-        def with_options(self, **_):
-            return self
-
-        def submit(self, **_):
-            return future
-
-    monkeypatch.setattr(fp, "stage_task", Task())
+    _fake_stage_task(monkeypatch, {"computed": True, "seconds": 0.1, "metrics": {}, "resumed": note})
     monkeypatch.setattr(fp, "say", lambda message, label=None: None)
     record = fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="ingest")
     assert record["stages"]["ingest"]["reason"] == f"computed: {note}; no earlier run of this config ran this stage"
