@@ -1,8 +1,9 @@
 """The user's GPU path at the paper's model size: the Qwen2.5-Math-1.5B config, end to end on one GPU.
 
 Runs every stage of `configs/qwen2.5-math-1.5b.yaml` in this process (no Prefect, no tracking): ingest of a
-math file -> extraction of the layer-14 residual stream -> a TopK SAE trained here -> encoding -> scoring ->
-curriculum -> a few GRPO steps per arm (bf16) -> evaluation, and prints the wall time of each stage, the
+math file -> extraction of the layer-14 residual stream -> a TopK SAE trained here -> encoding -> labelling (the
+policy's pass rates) -> scoring -> properties (the property report against the baselines) -> curriculum -> a few
+GRPO steps per arm (bf16) -> evaluation, and prints the wall time of each stage, the
 extraction and GRPO throughput and the peak GPU memory. Fewer prompts, steps, seeds and held-out problems than
 the config, but the same GRPO step (curriculum.batch_size prompts x train.num_generations rollouts of up to
 train.max_completion_length tokens in train.micro_batches passes), so the peak memory is the long run's;

@@ -1,8 +1,9 @@
 """Property models on SAE features vs baselines (issue #6): topic, difficulty and quality, side by side.
 
-Runs the pipeline up to the score stage (testbed/ingest -> extract -> sae -> encode -> score, no Prefect)
-and prints the score stage's property report: one line per (property, metric), one column per feature set
-(``sae``: pooled SAE codes; ``residual``: raw mean-pooled residuals; ``text``: TF-IDF of the prompt text;
+Runs the pipeline up to the properties stage (testbed/ingest -> extract -> sae -> encode -> score -> properties,
+no Prefect) and prints the properties stage's property report: one line per (property, metric), one column per
+feature set (``sae``: pooled SAE codes; ``residual``: raw residuals, mean-pooled, the difficulty model choosing
+mean or max pooling by CV error as the SAE's does between its poolings; ``text``: TF-IDF of the prompt text;
 ``length``: log prompt length; ``majority``: class prior / mean; ``shuffled``: SAE clusters permuted).
 Every supervised model is fitted on the labelled subset's train part and scored on every other row that carries
 the label: the subset's held-out part plus the rows outside the subset where the data labels them (the testbed
@@ -18,6 +19,8 @@ Data sets:
   GSM8K train (difficulty = solution steps: lines of `answer` before ``####``). Derived fields are written
   to temporary jsonl files under the work root, never into the repository.
 - any labelled file: ``--data FILE --prompt FIELD_OR_TEMPLATE [--topic F] [--difficulty F] [--quality F]``.
+  With a row cap (data.max_rows; --quick sets 600) the rows are read from a seeded shuffled copy of the file under
+  the work root, as for the real sets (a file sorted by a label would otherwise give its head: a skewed subset).
 
     .venv/bin/python benchmarks/properties.py --quick          # a few minutes
     .venv/bin/python benchmarks/properties.py                  # default testbed sizes + real sets
@@ -151,6 +154,50 @@ def derived_file(src: Path, dst: Path, field: str, fn, source_field: str, seed: 
     return dst
 
 
+SHUFFLED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")  # files shuffled_copy can copy in a seeded order
+
+
+def shuffled_order(n: int, seed: int = 0) -> list[int]:
+    """The seeded permutation of n rows that derived_file applies (random.Random(seed).shuffle of the rows, which
+    depends only on their count): row i of the copy is row order[i] of the source."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def shuffled_copy(src: Path, dst_dir: Path, cap: int, seed: int = 0) -> Path:
+    """`src` when it has at most `cap` rows (the row cap cuts nothing), else a copy of it in dst_dir in the seeded
+    shuffled order of derived_file (shuffled_order), so that data.max_rows reads a seeded sample rather than the
+    file's first rows. jsonl lines are copied as text (a broken line stays broken, for ingest to report); a .json
+    array becomes jsonl; csv is read and written as text (no type inference); parquet keeps its types. SystemExit
+    for another kind of file (a Hugging Face folder), naming the fix."""
+    suffix = src.suffix.lower()
+    if suffix not in SHUFFLED_SUFFIXES:
+        raise SystemExit(f"--data {src} with a row cap (data.max_rows={cap}): a seeded shuffled copy is made only of "
+                         f"{', '.join(SHUFFLED_SUFFIXES)} files, so that the cap does not read the file's first rows; "
+                         "convert it to one of those, or pass data.max_rows=null")
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    if suffix in (".jsonl", ".json"):
+        text = src.read_text(encoding="utf-8", errors="replace")
+        array = suffix == ".json" and text.lstrip().startswith("[")
+        lines = [json.dumps(row) for row in json.loads(text)] if array else [ln for ln in text.splitlines() if ln.strip()]
+        if len(lines) <= cap:
+            return src
+        dst = dst_dir / f"{src.stem}.shuffled{seed}.jsonl"
+        dst.write_text("".join(lines[i] + "\n" for i in shuffled_order(len(lines), seed)), encoding="utf-8")
+        return dst
+    frame = pl.read_csv(src, infer_schema=False, encoding="utf8-lossy") if suffix == ".csv" else pl.read_parquet(src)
+    if frame.height <= cap:
+        return src
+    dst = dst_dir / f"{src.stem}.shuffled{seed}{suffix}"
+    frame = frame[shuffled_order(frame.height, seed)]
+    if suffix == ".csv":
+        frame.write_csv(dst)
+    else:
+        frame.write_parquet(dst)
+    return dst
+
+
 def constant_difficulty(src: Path, dst: Path) -> Path:
     """A placeholder difficulty (0) for a set without one: the score stage needs some difficulty column."""
     return derived_file(src, dst, "_difficulty_none", lambda _: 0.0, "question")
@@ -259,6 +306,9 @@ def main() -> None:
                                  "added) or score.difficulty_source=measured with a policy model")
             path, drop = constant_difficulty(path, work / "data" / path.name), ("difficulty",)
             cols.append("data.difficulty=_difficulty_none")
+        elif cfg.data.max_rows is not None and (copy := shuffled_copy(path, work / "data", cfg.data.max_rows)) != path:
+            print(f"(data.max_rows={cfg.data.max_rows}: reading a seeded shuffle of {path}, {copy}, not its first rows)")
+            path = copy
         base = base_for(path)
         cfg = load_config(config, [*base, *args.overrides])
         if not measured:  # difficulty from a column: no label stage, and no testbed LM unless it is read

@@ -1,7 +1,11 @@
 """Does plain GRPO through trl teach the testbed's tiny policy LM anything? (issue #4's acceptance check)
 
-Builds the testbed (or reuses one built from the same testbed config: this script's own build in --testbed-dir,
-or the pipeline's testbed artifact of that config, e.g. the demo's under .saerl/testbed/), draws an RL pool
+Reuses the testbed (world and tiny LM) of its config: without --testbed-dir, the pipeline's testbed artifact of
+that config when it is complete (<runtime.artifact_root>/testbed/<its stage key>, e.g. the demo's under
+.saerl/testbed/ after `saerl demo`), else this script's own build in .saerl/bench/testbed when it came from the same
+testbed config; with --testbed-dir, that folder (either kind). Otherwise it builds the testbed first: on a cold root
+that pretrains the tiny LM (several minutes: 165 s alone on 2 cores, 330 s on a loaded machine) before the RL
+budget starts, and says so. Then it draws an RL pool
 and a held-out set of fresh problems from the same generator at the chosen levels (content disjoint from
 every split of the world and from each other, so RL never sees a prompt twice within the budget and
 cannot pass by memorising answers), measures held-out accuracy (greedy and mean over k samples at T=1) per
@@ -30,7 +34,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from saerl.artifacts import MANIFEST, write_file_atomic
+from saerl.artifacts import MANIFEST, ArtifactStore, write_file_atomic
 from saerl.config import PipelineConfig, TrainConfig, load_config
 from saerl.pipeline import input_keys
 from saerl.policy_lm import load_policy, score_policy
@@ -40,6 +44,36 @@ from saerl.testbed import build_testbed, fresh_problems, read_world
 
 MIN_STEP_SECONDS = 0.2  # no GRPO step is faster on CPU: caps the step count (and the dataset) the budget can use
 STAMP = "testbed_key.txt"  # the testbed stage key of the config a --testbed-dir build came from (written last)
+BUILD_DIR = ".saerl/bench/testbed"  # this script's own build when --testbed-dir is not given and no artifact fits
+BUILDING = "building the testbed (pretraining the tiny LM: several minutes)"
+
+
+def testbed_key(cfg: PipelineConfig) -> str:
+    """The pipeline's testbed stage key of cfg (as saerl.pipeline.run_stage keys it: the stage reads no artifact)."""
+    return stage_key(cfg, "testbed", input_keys(cfg, "testbed", {}))
+
+
+def pipeline_testbed(cfg: PipelineConfig) -> Path | None:
+    """The pipeline's testbed artifact of cfg, <runtime.artifact_root>/testbed/<key>, when it is complete (its
+    manifest verifies); None otherwise (nothing is created under the root)."""
+    root, key = Path(cfg.runtime.artifact_root), testbed_key(cfg)
+    if not (root / "testbed" / key / MANIFEST).exists():
+        return None
+    store = ArtifactStore(root)
+    return store.path("testbed", key) if store.is_complete("testbed", key) else None
+
+
+def choose_testbed(cfg: PipelineConfig, given: str | None) -> Path:
+    """Where the testbed of cfg is read from: `given` (--testbed-dir) when set, else the pipeline's complete testbed
+    artifact of cfg (pipeline_testbed), else BUILD_DIR (this script's own build). Says which on stdout."""
+    if given is not None:
+        return Path(given)
+    if (artifact := pipeline_testbed(cfg)) is not None:
+        print(f"reusing the pipeline's testbed artifact {artifact} (testbed key {artifact.name[:12]})")
+        return artifact
+    print(f"no complete testbed artifact of this config under {Path(cfg.runtime.artifact_root).resolve()}/testbed "
+          f"(key {testbed_key(cfg)[:12]}): using this script's build in {BUILD_DIR}")
+    return Path(BUILD_DIR)
 
 
 def ensure_testbed(cfg: PipelineConfig, root: Path) -> None:
@@ -48,7 +82,7 @@ def ensure_testbed(cfg: PipelineConfig, root: Path) -> None:
     a folder named by it), otherwise built there (a folder built from another testbed config, or of unknown
     origin, is rebuilt: a reused one would be another world than the config's). A pipeline artifact of another
     key is never overwritten: SystemExit."""
-    key = stage_key(cfg, "testbed", input_keys(cfg, "testbed", {}))
+    key = testbed_key(cfg)
     if (root / MANIFEST).exists():  # a published pipeline artifact: complete, named by its key
         if root.name == key:
             return
@@ -56,8 +90,10 @@ def ensure_testbed(cfg: PipelineConfig, root: Path) -> None:
                          f"(key {root.name}, this config's is {key}): pass another --testbed-dir")
     stamp = root / STAMP
     if (root / "lm" / "config.json").exists() and stamp.exists() and stamp.read_text().strip() == key:
+        print(f"reusing this script's testbed build in {root} (testbed key {key[:12]})")
         return
     stamp.unlink(missing_ok=True)
+    print(f"{BUILDING} in {root}", flush=True)
     build_testbed(cfg.testbed, root)
     write_file_atomic(stamp, lambda tmp: tmp.write_text(key + "\n"))
 
@@ -88,8 +124,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"),
                     help="YAML config (default: the demo's: its testbed and GRPO settings)")
-    ap.add_argument("--testbed-dir", default=".saerl/bench/testbed", help="built testbed (built if missing or "
-                    "built from another testbed config)")
+    ap.add_argument("--testbed-dir", default=None, help="built testbed (built if missing or built from another "
+                    "testbed config; default: the pipeline's testbed artifact of the config under its "
+                    f"runtime.artifact_root when complete, else {BUILD_DIR})")
     ap.add_argument("--out", default=".saerl/bench/rl_learnability", help="where the trained policy goes")
     ap.add_argument("--minutes", type=float, default=5.0, help="wall-clock budget of RL")
     ap.add_argument("--max-steps", type=int, default=None, help="step budget instead of the wall clock (for a "
@@ -105,7 +142,7 @@ def main() -> None:
     cfg: PipelineConfig = load_config(args.config, args.overrides)
     tb = cfg.testbed
     torch.set_num_threads(tb.threads)
-    root = Path(args.testbed_dir)
+    root = choose_testbed(cfg, args.testbed_dir)
     ensure_testbed(cfg, root)
     world = read_world(root)
     levels = [int(v) for v in args.levels.split(",")]

@@ -16,10 +16,12 @@ times the difficulty regressors (:func:`saerl.property_models.fit_difficulty`) o
 ``score.dense_fit_mb=0`` (always sparse) and with the default budget, which fits the elastic net on a dense
 copy when the rows outnumber the features; once on this world's labelled rows (more features than rows: both
 stay sparse) and once on a second world of TALL_D_SAE features (as the testbed's codes: the dense copy applies),
-and checks that both give the same predictions. Last line: ``RESULT prompts=<n> wall_s=<x> peak_rss_gb=<x>
-dense_fit_speedup=<x> dense_fit_speedup_wide=<x>`` (wall time of loading, scoring and the curriculum; building
-the synthetic data and the side-by-side fits are apart; each speedup is the always-sparse fit's seconds over the
-default's: the tall world's, and this world's, where it should stay near 1).
+and checks that both give the same predictions. The two fits alternate, ``--repeats`` rounds (default 3, --quick 2)
+of sparse then default, so that load on a shared machine falls on both alike; each side's seconds per round are
+printed. Last line: ``RESULT prompts=<n> wall_s=<x> peak_rss_gb=<x> dense_fit_speedup=<x>
+dense_fit_speedup_wide=<x>`` (wall time of loading, scoring and the curriculum; building the synthetic data and
+the side-by-side fits are apart; each speedup is the median over the rounds of the always-sparse fit's seconds
+over the default's: the tall world's, and this world's, where it should stay near 1).
 
     .venv/bin/python benchmarks/scale.py --quick          # 100k prompts
     .venv/bin/python benchmarks/scale.py                  # 1,000,000 prompts
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
+import statistics
 import tempfile
 import time
 import warnings
@@ -65,6 +68,8 @@ SEED = 0
 WORDS = np.array("how many apples does a farmer sell each day if she buys twice as much and gives away half of"
                  " the rest what is the total cost in dollars per week".split())
 KB_PER_GB = 1024**2  # ru_maxrss is in KiB on Linux
+DEFAULT_REPEATS = 3  # interleaved rounds of the side-by-side difficulty fits (sparse, default, sparse, ...)
+QUICK_REPEATS = 2
 
 
 def peak_rss_gb() -> float:
@@ -157,22 +162,41 @@ def scale_score_config() -> ScoreConfig:
                        enet_l1_ratios=[0.5, 1.0], enet_max_iter=1000, probe_cs=[0.1, 1.0, 10.0])
 
 
-def dense_fit_speedup(X: object, ids: list[str], prompts: pl.DataFrame, cfg: ScoreConfig) -> tuple[float, float, float]:
+def dense_fit_speedup(X: object, ids: list[str], prompts: pl.DataFrame, cfg: ScoreConfig,
+                      repeats: int = DEFAULT_REPEATS) -> tuple[list[float], list[float], float]:
     """Seconds of fit_difficulty on the labelled rows' sparse codes (dense_fit_mb=0) and on a dense copy (cfg's
-    budget), one after the other in this process, and the largest difference of their predictions on those rows."""
+    budget), interleaved in this process for `repeats` rounds (sparse, default, sparse, default, ...: load on a
+    shared machine falls on both alike), and the largest difference of their predictions on those rows over every
+    round. out: (sparse seconds per round, default seconds per round, largest difference)."""
+    if repeats < 1:
+        raise SystemExit(f"--repeats {repeats}: give 1 or more rounds")
     table = pl.DataFrame({"id": pl.Series(list(ids), dtype=pl.String)}).join(prompts, on="id", how="left",
                                                                            maintain_order="left")
     rows = table["labelled"].to_numpy() & table["difficulty"].is_not_null().to_numpy()
     y = table["difficulty"].fill_null(np.nan).to_numpy()
-    seconds, preds = [], []
-    for mb in (0.0, cfg.dense_fit_mb):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            t = time.perf_counter()
-            _, model = fit_difficulty({"sae": X}, y, rows, "sae", cfg.model_copy(update={"dense_fit_mb": mb}))
-            seconds.append(time.perf_counter() - t)
-        preds.append(model.predict(X[rows]))  # type: ignore[index]
-    return seconds[0], seconds[1], float(np.abs(preds[0] - preds[1]).max())
+    budgets = {"sparse": 0.0, "default": cfg.dense_fit_mb}
+    seconds: dict[str, list[float]] = {side: [] for side in budgets}
+    preds: dict[str, list[np.ndarray]] = {side: [] for side in budgets}
+    for _ in range(repeats):
+        for side, mb in budgets.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                t = time.perf_counter()
+                _, model = fit_difficulty({"sae": X}, y, rows, "sae", cfg.model_copy(update={"dense_fit_mb": mb}))
+                seconds[side].append(time.perf_counter() - t)
+            preds[side].append(model.predict(X[rows]))  # type: ignore[index]
+    diff = max(float(np.abs(a - b).max()) for a in preds["sparse"] for b in preds["default"])
+    return seconds["sparse"], seconds["default"], diff
+
+
+def median_ratio(num: list[float], den: list[float]) -> float:
+    """The median over the rounds of num[i] / den[i] (paired: both sides of one round ran under the same load)."""
+    return statistics.median(a / b for a, b in zip(num, den, strict=True))
+
+
+def seconds_text(values: list[float]) -> str:
+    """Seconds per round, '1.4 / 1.3 / 1.5'."""
+    return " / ".join(f"{v:.1f}" for v in values)
 
 
 def main() -> None:
@@ -181,7 +205,12 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=None, help="number of prompts (overrides --quick)")
     parser.add_argument("--labelled", type=int, default=LABELLED, help="rows with difficulty/quality labels")
     parser.add_argument("--workdir", type=Path, default=None, help="where to write codes.zarr (default: a temp dir)")
+    parser.add_argument("--repeats", type=int, default=None, help=f"interleaved rounds of the side-by-side difficulty "
+                        f"fits (default {DEFAULT_REPEATS}, --quick {QUICK_REPEATS}); the speedups are medians")
     args = parser.parse_args()
+    repeats = args.repeats if args.repeats is not None else QUICK_REPEATS if args.quick else DEFAULT_REPEATS
+    if repeats < 1:
+        raise SystemExit(f"--repeats {repeats}: give 1 or more rounds")
     n = args.prompts or (QUICK_PROMPTS if args.quick else FULL_PROMPTS)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="saerl-scale-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -207,7 +236,7 @@ def main() -> None:
               f"{peak_rss_gb():.2f} GB", flush=True)
         print(summarize_report(report.report), flush=True)
         wall = time.perf_counter() - t0
-        wide = dense_fit_speedup(X, ids, prompts, scale_score_config())
+        wide = dense_fit_speedup(X, ids, prompts, scale_score_config(), repeats)
         del X
         t2 = time.perf_counter()
         order = build_order(result.scores, CurriculumConfig(batch_size=32), quality_threshold=0.5)
@@ -217,12 +246,14 @@ def main() -> None:
         tall_dir = workdir / "tall"
         tall_prompts = build_data(args.labelled, tall_dir, args.labelled, TALL_D_SAE)
         tall_ids, tall_X = load_codes_csr(tall_dir)
-        tall = dense_fit_speedup(tall_X, tall_ids, tall_prompts, scale_score_config())
+        tall = dense_fit_speedup(tall_X, tall_ids, tall_prompts, scale_score_config(), repeats)
         for name, (sparse_s, default_s, diff), d in (("wide", wide, D_SAE), ("tall", tall, TALL_D_SAE)):
-            print(f"difficulty fits, {args.labelled:,} labelled rows x {d:,} features ({name}): always sparse "
-                  f"{sparse_s:.1f} s, default {default_s:.1f} s; largest prediction difference {diff:.2g}", flush=True)
+            print(f"difficulty fits, {args.labelled:,} labelled rows x {d:,} features ({name}), {repeats} rounds: "
+                  f"always sparse {seconds_text(sparse_s)} s, default {seconds_text(default_s)} s (median ratio "
+                  f"{median_ratio(sparse_s, default_s):.2f}); largest prediction difference {diff:.2g}", flush=True)
         print(f"RESULT prompts={n} wall_s={wall:.1f} peak_rss_gb={peak_rss_gb():.2f} "
-              f"dense_fit_speedup={tall[0] / tall[1]:.2f} dense_fit_speedup_wide={wide[0] / wide[1]:.2f}")
+              f"dense_fit_speedup={median_ratio(tall[0], tall[1]):.2f} "
+              f"dense_fit_speedup_wide={median_ratio(wide[0], wide[1]):.2f}")
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -5,8 +5,12 @@ demo's: ``saerl demo`` or ``saerl run configs/demo.yaml --until encode``): the p
 pooling (clusters from score.cluster_pool, the quality probe from score.model_pool, the difficulty regressor
 chosen among sae.encode_pool when score.difficulty_pool is auto), the ingested prompts, the mean-pooled
 residuals of the residual baseline and, when the config measures difficulty, the label stage's pass rates;
-exactly as ``saerl.runners.compute_score`` and ``compute_properties`` call them. Then it times both three times on them, each
-with its own :class:`saerl.property_models.FitOptions` for the difficulty elastic nets:
+exactly as ``saerl.runners.compute_score`` and ``compute_properties`` call them. When that root holds no run keyed
+for this code and config, it reads the newest encode artifact and what it was built from (a run by other code of
+the same config, e.g. a frozen copy of the repository), and refuses one that another config built (the config
+name of the root's run records, else the config fields its artifacts' manifests recorded): the config's score
+settings timed on another config's codes would measure neither. Then it times both stages' fits, with one
+:class:`saerl.property_models.FitOptions` per side for the difficulty elastic nets:
 
 - ``old``: serial, in the inputs' own float type (float32 codes and residuals), with the score settings of that
   time (``OLD_SETTINGS``: ``score.enet_max_iter=5000``): the way before this benchmark;
@@ -14,25 +18,32 @@ with its own :class:`saerl.property_models.FitOptions` for the difficulty elasti
 - ``new``: float64 on ``--jobs`` threads (default: the config's, see fit_options: every core), with the
   ``--new-override`` settings when given (a proposed default measured beside the current one).
 
-Per run it prints the seconds and the scikit-learn fits that stopped at max_iter before converging, then the
-property report side by side (old, new, difference) and how far the reports, difficulty_hat and the chosen
-difficulty model differ. The threads never change a number (``float64`` and ``new`` must agree bit for bit:
-``threads_report_diff=0``); the float64 cast does, as the old float32 fits stopped short of their tolerance.
-The machine may be shared: the ratio of two runs side by side means more than either time.
+The sides run interleaved, ``--repeats`` rounds (default 3, --quick 2) of old, [float64,] new, so that load on a
+shared machine falls on every side alike (one sequential pass per side moved the quick ratio from 1.76 to 1.08 on
+the same inputs). Per run it prints the seconds of the score stage's fits (score_prompts) and the properties
+stage's (property_report) and the scikit-learn fits that stopped at max_iter before converging; then each side's
+times, the property report side by side (old, new, difference) and how far the reports, difficulty_hat and the
+chosen difficulty model differ. The threads never change a number (``float64`` and ``new`` must agree bit for
+bit: ``threads_report_diff=0``); the float64 cast does, as the old float32 fits stopped short of their tolerance.
 
-    .venv/bin/python benchmarks/score_speed.py --work /tmp/X/.saerl         # the demo's score stage, 3 runs
+    .venv/bin/python benchmarks/score_speed.py --work /tmp/X/.saerl         # the demo's score stage, 3 rounds
     .venv/bin/python benchmarks/score_speed.py --quick                    # smaller CV grids, no serial float64 run
 
-The last line is ``RESULT speedup=<old s / new s> max_report_diff=<max |old - new| over the report's values>``.
+The last line is ``RESULT speedup=<old s / new s> score_speedup=<..> properties_speedup=<..>
+max_report_diff=<max |old - new| over the report's values>``: each speedup the median over the rounds of that
+round's ratio (both stages' fits; the score stage's alone; the properties stage's alone).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
@@ -43,8 +54,9 @@ from saerl.config import PipelineConfig, load_config
 from saerl.pipeline import input_keys, plan
 from saerl.property_models import FitOptions, fit_options
 from saerl.runners import score_inputs
+from saerl.runs import list_runs, read_run
 from saerl.scoring import PropertyReport, ScoreResult, property_report, score_prompts
-from saerl.stages import STAGES, stage_key
+from saerl.stages import STAGES, stage_key, stage_slice
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
@@ -52,6 +64,9 @@ DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
 QUICK_SCORE = ["score.cv_folds=3", "score.enet_n_alphas=12", "score.enet_l1_ratios=[0.5,1.0]",
                "score.probe_cs=[0.1,1.0,10.0]", "score.k_range=[4,12]"]
 KEY = ["property", "metric", "features"]
+DEFAULT_REPEATS = 3  # interleaved rounds of the sides (old, [float64,] new)
+QUICK_REPEATS = 2
+T = TypeVar("T")
 
 
 def planned_refs(cfg: PipelineConfig) -> tuple[dict[str, ArtifactRef], str | None]:
@@ -99,16 +114,74 @@ def newest_refs(root: Path, with_label: bool) -> dict[str, ArtifactRef]:
     return refs
 
 
+def recorded_configs(root: Path, stage: str, key: str) -> list[str]:
+    """The config names of the saved runs under `root` (saerl.runs records) that computed or reused `stage`'s
+    artifact `key`, newest run first, each name once; an unreadable record is skipped. [] when none did (a run
+    without records, e.g. saerl.pipeline.run_all)."""
+    names: list[str] = []
+    for path in reversed(list_runs(root)):
+        try:
+            record = read_run(path)
+        except ValueError:
+            continue
+        if record.name not in names and any(r.stage == stage and r.key == key for r in record.stages.values()):
+            names.append(record.name)
+    return names
+
+
+def slice_differences(cfg: PipelineConfig, refs: dict[str, ArtifactRef]) -> list[str]:
+    """The config fields that the artifacts in `refs` recorded (each manifest's config slice) with another value
+    than `cfg` gives them, as 'field recorded (config: value)'; only fields both sides know, as other code may read
+    more or fewer (a field this code added, or dropped, is no difference)."""
+    out = []
+    for stage, ref in sorted(refs.items()):
+        manifest = ref.manifest()
+        ours = json.loads(json.dumps(stage_slice(cfg, stage, manifest.get("inputs", {}).get("device")), default=str))
+        out += [f"{field} {value!r} (config: {ours[field]!r})" for field, value in sorted(manifest.get("config", {}).items())
+                if field in ours and ours[field] != value]
+    return out
+
+
+def config_hint(name: str) -> str:
+    """What to pass for a config named `name`: '--config configs/<name>.yaml' when the repository has that file,
+    else a description of it."""
+    path = ROOT / "configs" / f"{name}.yaml"
+    return f"--config {path.relative_to(ROOT)}" if path.exists() else f"--config <the config file named '{name}'>"
+
+
+def check_same_config(cfg: PipelineConfig, config: str, refs: dict[str, ArtifactRef], root: Path) -> None:
+    """Refuse (SystemExit) artifacts that another config than `cfg` (loaded from `config`) built: the config names
+    of the runs that made refs['encode'] (recorded_configs) when there are any, else the fields their manifests
+    recorded (slice_differences). A run of cfg's name whose fields differ (overrides, other code's defaults) only
+    gets a note."""
+    key = refs["encode"].key
+    names = recorded_configs(root, "encode", key)
+    differ = slice_differences(cfg, refs)
+    where = f"the encode artifact {key[:12]} under {root} (the newest; none is keyed for this code and {config})"
+    if names and cfg.name not in names:
+        raise SystemExit(f"{where} was built from config '{names[0]}': pass {config_hint(names[0])} (or --work a root "
+                         f"holding a run of {config})")
+    if differ and not names:
+        raise SystemExit(f"{where} was built from another config than {config}: its artifacts recorded "
+                         f"{'; '.join(differ[:5])}{' ...' if len(differ) > 5 else ''}. Pass the --config (and "
+                         "overrides) that built it, or --work a root holding a run of this config")
+    if differ:
+        print(f"(note: a run of config '{cfg.name}' built it, with other values of {len(differ)} recorded fields: "
+              f"{'; '.join(differ[:5])}{' ...' if len(differ) > 5 else ''})")
+
+
 def upstream_refs(cfg: PipelineConfig, config: str) -> dict[str, ArtifactRef]:
     """What the score stage of `cfg` (loaded from the file `config`) reads: planned_refs when the artifact root has
-    them, else (a run by other code, e.g. a frozen copy of the repository) newest_refs with a note saying so.
-    Raises SystemExit naming the command that makes a run when neither exists."""
+    them, else (a run by other code of the same config, e.g. a frozen copy of the repository) newest_refs with a
+    note saying so, refused (check_same_config) when another config built them. Raises SystemExit naming the
+    command that makes a run when neither exists."""
     refs, missing = planned_refs(cfg)
     if missing is None:
         return refs
     root = Path(cfg.runtime.artifact_root)
     refs = newest_refs(root, with_label=any(stage == "label" for stage, _ in plan(cfg, "score")))
     if refs:
+        check_same_config(cfg, config, refs, root)
         print(f"(no {missing} artifact keyed for this code and config under {root}: reading the newest encode "
               f"artifact, {refs['encode'].key}, and the artifacts it was built from)")
         return refs
@@ -117,19 +190,53 @@ def upstream_refs(cfg: PipelineConfig, config: str) -> dict[str, ArtifactRef]:
                      "demo's root, .saerl), then rerun this benchmark with --work on that root")
 
 
-def timed_score(inputs: dict[str, Any], cfg: PipelineConfig,
-                fit: FitOptions) -> tuple[tuple[ScoreResult, PropertyReport], float, int]:
-    """((score_prompts' result, property_report's on its clusters), wall seconds of both, scikit-learn fits that
-    stopped before converging) for one FitOptions: the score and properties stages' fits."""
+Timed = tuple[tuple[ScoreResult, PropertyReport], tuple[float, float], int]  # timed_score's result
+
+
+def timed_score(inputs: dict[str, Any], cfg: PipelineConfig, fit: FitOptions) -> Timed:
+    """((score_prompts' result, property_report's on its clusters), (wall seconds of score_prompts, of
+    property_report), scikit-learn fits that stopped before converging) for one FitOptions: the score stage's fits
+    and the properties stage's."""
     args = dict(inputs)
     X, prompts, measured = args.pop("X"), args.pop("prompts"), args.pop("measured")
-    started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
+        started = time.perf_counter()
         result = score_prompts(X, prompts, cfg.score, measured, fit=fit, ids=args["ids"], C=args["C"], D=args["D"])
+        scored = time.perf_counter()
         report = property_report(X, prompts, cfg.score, result.scores, measured, fit=fit, k=result.params["k"], **args)
-    seconds = time.perf_counter() - started
+        seconds = (scored - started, time.perf_counter() - scored)
     return (result, report), seconds, sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+
+
+def interleaved(sides: dict[str, Callable[[], T]], repeats: int,
+                done: Callable[[str, int, T], None] | None = None) -> dict[str, list[T]]:
+    """Run every side once per round, in the given order, for `repeats` rounds (a, b, a, b, ...), so that load on a
+    shared machine falls on every side alike rather than on whichever ran in a busy spell. in: {side: a call
+    returning its measurement}, the rounds, and `done(side, round, measurement)` called after each run (printing);
+    out: {side: its measurements in round order}."""
+    if repeats < 1:
+        raise SystemExit(f"--repeats {repeats}: give 1 or more rounds")
+    out: dict[str, list[T]] = {name: [] for name in sides}
+    for i in range(repeats):
+        for name, run in sides.items():
+            out[name].append(run())
+            if done is not None:
+                done(name, i, out[name][-1])
+    return out
+
+
+def median_ratio(num: list[float], den: list[float]) -> float:
+    """The median over the rounds of num[i] / den[i] (paired: both sides of one round ran under the same load)."""
+    return statistics.median(a / b for a, b in zip(num, den, strict=True))
+
+
+def times_line(name: str, seconds: list[tuple[float, float]]) -> str:
+    """One side's times per round: 'old: score 12.1 / 11.8 s, properties 20.3 / 19.9 s, total 32.4 / 31.7 s'."""
+    def fmt(values: list[float]) -> str:
+        return " / ".join(f"{v:.1f}" for v in values)
+    return (f"{name}: score {fmt([s for s, _ in seconds])} s, properties {fmt([p for _, p in seconds])} s, "
+            f"total {fmt([s + p for s, p in seconds])} s")
 
 
 def side_by_side(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
@@ -170,11 +277,16 @@ def main() -> None:
     ap.add_argument("--config", default=str(DEMO_CONFIG), help="the config that run used (default: the demo's)")
     ap.add_argument("--jobs", type=int, default=None, help="threads of the new way (default: the config's)")
     ap.add_argument("--no-serial", action="store_true", help="leave out the serial float64 run")
+    ap.add_argument("--repeats", type=int, default=None, help=f"interleaved rounds of the sides (default "
+                    f"{DEFAULT_REPEATS}, --quick {QUICK_REPEATS}); the speedups are the medians of the rounds' ratios")
     ap.add_argument("--new-override", action="append", default=[], metavar="KEY=VALUE",
                     help="a dotted config override for the new way only, to measure a proposed default (repeatable; "
                          "e.g. score.enet_max_iter=50000)")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides (score.* change what is timed)")
     args = ap.parse_intermixed_args()
+    repeats = args.repeats if args.repeats is not None else QUICK_REPEATS if args.quick else DEFAULT_REPEATS
+    if repeats < 1:
+        raise SystemExit(f"--repeats {repeats}: give 1 or more rounds")
     overrides = [*(QUICK_SCORE if args.quick else []), *args.overrides]
     cfg = load_config(args.config, [*OLD_SETTINGS, *overrides, f"runtime.artifact_root={Path(args.work).resolve()}"])
     refs = upstream_refs(cfg, args.config)
@@ -189,12 +301,24 @@ def main() -> None:
     if not (args.quick or args.no_serial):
         runs["float64"] = FitOptions(n_jobs=1)
     runs["new"] = new_fit
-    results: dict[str, tuple[tuple[ScoreResult, PropertyReport], float, int]] = {}
-    for name, fit in runs.items():
-        results[name] = timed_score(inputs, cfg if name == "old" else new_cfg, fit)
-        (result, _), seconds, unconverged = results[name]
-        print(f"[{name}]{' ' + ' '.join(args.new_override) if name == 'new' and args.new_override else ''} n_jobs={fit.n_jobs} dtype={'input' if fit.dtype is None else np.dtype(fit.dtype).name}: "
-              f"{seconds:.1f}s, {unconverged} fits stopped at max_iter; chose {chosen(result)}", flush=True)
+
+    def report_run(name: str, i: int, timed: Timed) -> None:
+        (result, _), (score_s, props_s), unconverged = timed
+        fit = runs[name]
+        print(f"[{name}]{' ' + ' '.join(args.new_override) if name == 'new' and args.new_override else ''} "
+              f"n_jobs={fit.n_jobs} dtype={'input' if fit.dtype is None else np.dtype(fit.dtype).name}, round "
+              f"{i + 1}/{repeats}: {score_s + props_s:.1f}s (score {score_s:.1f}s, properties {props_s:.1f}s), {unconverged} fits stopped "
+              f"at max_iter; chose {chosen(result)}", flush=True)
+
+    timed = interleaved({name: (lambda name=name, fit=fit: timed_score(inputs, cfg if name == "old" else new_cfg, fit))
+                         for name, fit in runs.items()}, repeats, report_run)
+    results = {name: rounds[0] for name, rounds in timed.items()}  # the first round's results are compared
+    seconds = {name: [t[1] for t in rounds] for name, rounds in timed.items()}  # (score s, properties s) per round
+    for name in runs:
+        print(times_line(name, seconds[name]))
+
+    def speedup(a: str, b: str, part: Callable[[tuple[float, float]], float] = sum) -> float:
+        return median_ratio([part(t) for t in seconds[a]], [part(t) for t in seconds[b]])
 
     (old, old_report), (new, new_report) = results["old"][0], results["new"][0]
     table = side_by_side(old_report.report, new_report.report)
@@ -209,9 +333,10 @@ def main() -> None:
         threads = max_abs_diff(side_by_side(results["float64"][0][1].report, new_report.report))
         what = "the --new-override settings and threads" if args.new_override else "threads change no number"
         print(f"threads_report_diff={threads:.3g} (float64 serial vs new: {what})")
-        print(f"float64 alone: {results['old'][1] / results['float64'][1]:.2f}x; threads on top: "
-              f"{results['float64'][1] / results['new'][1]:.2f}x")
-    print(f"RESULT speedup={results['old'][1] / results['new'][1]:.2f} max_report_diff={diff:.4g}")
+        print(f"float64 alone: {speedup('old', 'float64'):.2f}x; threads on top: {speedup('float64', 'new'):.2f}x "
+              f"(medians over {repeats} rounds)")
+    print(f"RESULT speedup={speedup('old', 'new'):.2f} score_speedup={speedup('old', 'new', lambda t: t[0]):.2f} "
+          f"properties_speedup={speedup('old', 'new', lambda t: t[1]):.2f} max_report_diff={diff:.4g}")
 
 
 if __name__ == "__main__":

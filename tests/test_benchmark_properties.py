@@ -125,3 +125,63 @@ def test_best_baseline_is_labelled_as_the_maximum_over_baselines_on_the_test_row
     doc = " ".join(bench.__doc__.split())
     assert "scored on its held-out part" not in doc and "upper bound" in doc
     assert "the subset's held-out part plus the rows outside the subset" in doc
+
+
+def _capture_data_run(bench, monkeypatch, data: Path, work: Path, *extra: str):
+    """Run --data on `data` (difficulty from its 'level' field) with property_report faked; the config it used."""
+    import sys
+
+    from saerl.scoring import REPORT_SCHEMA
+
+    seen = []
+    monkeypatch.setattr(bench, "property_report", lambda cfg: seen.append(cfg) or (
+        pl.DataFrame(schema=REPORT_SCHEMA), {"score": 0.0, "n_prompts": 1.0}))
+    monkeypatch.setattr(sys, "argv", ["properties.py", "--data", str(data), "--difficulty", "level", "--work", str(work),
+                                      *extra])
+    bench.main()
+    return seen[0]
+
+
+def test_a_row_cap_on_data_reads_a_seeded_shuffle_not_the_files_head(tmp_path, monkeypatch, capsys):
+    """--data with a row cap (data.max_rows; --quick sets 600) read the file's first rows, so a file sorted by a
+    label (ASDiv by solution_type) gave a skewed subset. A capped file is now read from a seeded shuffled copy, the
+    same permutation derived_file gives the real sets; an uncapped one (or one the cap does not cut) is read as is."""
+    import json
+
+    bench = load_benchmark("properties")
+    rows = [{"question": f"{i}+1", "answer": str(i + 1), "level": i // 10} for i in range(30)]  # sorted by level
+    data = tmp_path / "sorted.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = _capture_data_run(bench, monkeypatch, data, tmp_path / "w", "data.max_rows=10")
+    copy = Path(cfg.data.path)
+    assert copy != data.resolve() and copy.parent == (tmp_path / "w" / "data").resolve()
+    read = [json.loads(line) for line in copy.read_text().splitlines()]
+    order = bench.shuffled_order(30)
+    assert read == [rows[i] for i in order] and sorted(order) == list(range(30))
+    assert {r["level"] for r in read[:10]} == {0, 1, 2}  # the head of the copy spans the levels
+    derived = bench.derived_file(data, tmp_path / "d.jsonl", "x", lambda _: 0, "question")
+    assert [json.loads(line)["question"] for line in derived.read_text().splitlines()] == [r["question"] for r in read]
+    assert "reading a seeded shuffle" in capsys.readouterr().out
+    assert Path(_capture_data_run(bench, monkeypatch, data, tmp_path / "w").data.path) == data.resolve()  # no cap
+    assert Path(_capture_data_run(bench, monkeypatch, data, tmp_path / "w", "data.max_rows=30").data.path) == \
+        data.resolve()  # a cap that cuts nothing
+
+    csv = tmp_path / "sorted.csv"
+    pl.DataFrame(rows).with_columns(pl.col("answer").str.zfill(3)).write_csv(csv)  # '001': kept as text
+    copy = Path(_capture_data_run(bench, monkeypatch, csv, tmp_path / "w", "data.max_rows=10").data.path)
+    assert copy.suffix == ".csv" and copy != csv.resolve()
+    back = pl.read_csv(copy, infer_schema=False)
+    assert back["question"].to_list() == [rows[i]["question"] for i in order] and back["answer"][0].startswith("0")
+
+
+def test_a_row_cap_on_a_file_it_cannot_shuffle_is_refused(tmp_path):
+    bench = load_benchmark("properties")
+    folder = tmp_path / "hf_set"
+    folder.mkdir()
+    with pytest.raises(SystemExit, match="data.max_rows=5.*data.max_rows=null"):
+        bench.shuffled_copy(folder, tmp_path / "w", 5)
+    array = tmp_path / "a.json"
+    array.write_text('[{"q": 1}, {"q": 2}, {"q": 3}]')
+    copy = bench.shuffled_copy(array, tmp_path / "w", 2)
+    assert copy.suffix == ".jsonl" and sorted(copy.read_text().splitlines()) == ['{"q": 1}', '{"q": 2}', '{"q": 3}']
+    assert bench.shuffled_copy(array, tmp_path / "w", 3) == array

@@ -101,3 +101,67 @@ def test_the_fresh_pool_holds_the_whole_step_budget(tmp_path, monkeypatch):
                                       str(tmp_path / "out"), "--minutes", "5"])
     bench.main()
     assert drawn[1] == 16 * int(300 / bench.MIN_STEP_SECONDS) > 10_000  # the most steps 5 minutes can buy
+
+
+def _publish_testbed(root: Path, cfg) -> Path:
+    """A published pipeline testbed artifact of cfg under `root` (an lm/ folder and a verified manifest), keyed as
+    saerl.pipeline.run_stage keys it."""
+    from saerl.artifacts import ArtifactStore
+    from saerl.pipeline import input_keys
+    from saerl.stages import stage_key
+
+    def write(build):
+        (build.path / "lm").mkdir(parents=True)
+        (build.path / "lm" / "config.json").write_text("{}")
+
+    key = stage_key(cfg, "testbed", input_keys(cfg, "testbed", {}))
+    ref, _ = ArtifactStore(root).ensure("testbed", key, write, {"config": {}})
+    return Path(ref.path)
+
+
+def test_without_testbed_dir_the_configs_pipeline_testbed_artifact_is_reused(tmp_path, monkeypatch, capsys):
+    """--testbed-dir defaulted to .saerl/bench/testbed and only that folder was looked at, so --quick after a demo
+    pretrained a new LM first (330 s) although the docstring promised the demo's testbed. Without --testbed-dir the
+    pipeline's complete testbed artifact of the config (<runtime.artifact_root>/testbed/<key>) is now read, and
+    the script says which; with none, it says it is building (pretraining) before it does."""
+    from saerl.config import load_config
+
+    bench = load_benchmark("rl_learnability")
+    builds = _fake_run(bench, monkeypatch, tmp_path)
+    monkeypatch.chdir(tmp_path)  # the default artifact root (.saerl) and build folder are relative to the cwd
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    artifact = _publish_testbed(tmp_path / ".saerl", cfg)
+    trained = []
+    fake_train = bench.train_grpo
+    monkeypatch.setattr(bench, "train_grpo", lambda lm, *a, **kw: trained.append(Path(lm)) or fake_train())
+    argv = ["rl_learnability.py", "--out", str(tmp_path / "out"), "--max-steps", "2"]
+    monkeypatch.setattr(sys, "argv", argv)
+    bench.main()
+    assert builds == [] and trained == [artifact.resolve() / "lm"]
+    out = capsys.readouterr().out
+    assert f"reusing the pipeline's testbed artifact {artifact.resolve()}" in out and bench.BUILDING not in out
+    monkeypatch.setattr(sys, "argv", [*argv, "testbed.n_pool=300"])  # another testbed config: no artifact of its key
+    bench.main()
+    assert builds == [300] and trained[-1] == Path(bench.BUILD_DIR) / "lm"
+    out = capsys.readouterr().out
+    assert "no complete testbed artifact of this config" in out
+    assert f"{bench.BUILDING} in {bench.BUILD_DIR}" in out
+    bench.main()  # its own build is reused, stamped with the key
+    assert builds == [300] and "reusing this script's testbed build" in capsys.readouterr().out
+
+
+def test_an_incomplete_pipeline_testbed_artifact_is_not_reused(tmp_path, monkeypatch):
+    """A published artifact whose files no longer match its manifest is not the config's testbed: the script
+    builds its own instead (and never writes into the artifact)."""
+    from saerl.config import load_config
+
+    bench = load_benchmark("rl_learnability")
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml",
+                      [f"runtime.artifact_root={tmp_path / 'root'}"])
+    assert bench.pipeline_testbed(cfg) is None and not (tmp_path / "root").exists()  # nothing created
+    artifact = _publish_testbed(tmp_path / "root", cfg)
+    assert bench.pipeline_testbed(cfg) == artifact
+    (artifact / "lm" / "config.json").write_text('{"changed": 1}')
+    assert bench.pipeline_testbed(cfg) is None
+    assert bench.choose_testbed(cfg, None) == Path(bench.BUILD_DIR)
+    assert bench.choose_testbed(cfg, str(tmp_path / "x")) == tmp_path / "x"  # --testbed-dir wins
