@@ -32,14 +32,15 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
-import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+from sides import interleaved, median_ratio, seconds_text
 from sklearn.exceptions import ConvergenceWarning
 
 from saerl.config import CurriculumConfig, ScoreConfig
@@ -168,35 +169,23 @@ def dense_fit_speedup(X: object, ids: list[str], prompts: pl.DataFrame, cfg: Sco
     budget), interleaved in this process for `repeats` rounds (sparse, default, sparse, default, ...: load on a
     shared machine falls on both alike), and the largest difference of their predictions on those rows over every
     round. out: (sparse seconds per round, default seconds per round, largest difference)."""
-    if repeats < 1:
-        raise SystemExit(f"--repeats {repeats}: give 1 or more rounds")
     table = pl.DataFrame({"id": pl.Series(list(ids), dtype=pl.String)}).join(prompts, on="id", how="left",
                                                                            maintain_order="left")
     rows = table["labelled"].to_numpy() & table["difficulty"].is_not_null().to_numpy()
     y = table["difficulty"].fill_null(np.nan).to_numpy()
-    budgets = {"sparse": 0.0, "default": cfg.dense_fit_mb}
-    seconds: dict[str, list[float]] = {side: [] for side in budgets}
-    preds: dict[str, list[np.ndarray]] = {side: [] for side in budgets}
-    for _ in range(repeats):
-        for side, mb in budgets.items():
+    def fit(mb: float) -> Callable[[], tuple[float, np.ndarray]]:
+        def run() -> tuple[float, np.ndarray]:  # (seconds, predictions on the labelled rows)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 t = time.perf_counter()
                 _, model = fit_difficulty({"sae": X}, y, rows, "sae", cfg.model_copy(update={"dense_fit_mb": mb}))
-                seconds[side].append(time.perf_counter() - t)
-            preds[side].append(model.predict(X[rows]))  # type: ignore[index]
-    diff = max(float(np.abs(a - b).max()) for a in preds["sparse"] for b in preds["default"])
-    return seconds["sparse"], seconds["default"], diff
+                seconds = time.perf_counter() - t
+            return seconds, model.predict(X[rows])  # type: ignore[index]
+        return run
 
-
-def median_ratio(num: list[float], den: list[float]) -> float:
-    """The median over the rounds of num[i] / den[i] (paired: both sides of one round ran under the same load)."""
-    return statistics.median(a / b for a, b in zip(num, den, strict=True))
-
-
-def seconds_text(values: list[float]) -> str:
-    """Seconds per round, '1.4 / 1.3 / 1.5'."""
-    return " / ".join(f"{v:.1f}" for v in values)
+    rounds = interleaved({"sparse": fit(0.0), "default": fit(cfg.dense_fit_mb)}, repeats)
+    diff = max(float(np.abs(a - b).max()) for _, a in rounds["sparse"] for _, b in rounds["default"])
+    return [s for s, _ in rounds["sparse"]], [s for s, _ in rounds["default"]], diff
 
 
 def main() -> None:

@@ -38,15 +38,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import polars as pl
+from sides import interleaved, median_ratio, seconds_text
 from sklearn.exceptions import ConvergenceWarning
 
 from saerl.artifacts import ArtifactRef, ArtifactStore
@@ -66,7 +66,6 @@ QUICK_SCORE = ["score.cv_folds=3", "score.enet_n_alphas=12", "score.enet_l1_rati
 KEY = ["property", "metric", "features"]
 DEFAULT_REPEATS = 3  # interleaved rounds of the sides (old, [float64,] new)
 QUICK_REPEATS = 2
-T = TypeVar("T")
 
 
 def planned_refs(cfg: PipelineConfig) -> tuple[dict[str, ArtifactRef], str | None]:
@@ -209,34 +208,10 @@ def timed_score(inputs: dict[str, Any], cfg: PipelineConfig, fit: FitOptions) ->
     return (result, report), seconds, sum(issubclass(w.category, ConvergenceWarning) for w in caught)
 
 
-def interleaved(sides: dict[str, Callable[[], T]], repeats: int,
-                done: Callable[[str, int, T], None] | None = None) -> dict[str, list[T]]:
-    """Run every side once per round, in the given order, for `repeats` rounds (a, b, a, b, ...), so that load on a
-    shared machine falls on every side alike rather than on whichever ran in a busy spell. in: {side: a call
-    returning its measurement}, the rounds, and `done(side, round, measurement)` called after each run (printing);
-    out: {side: its measurements in round order}."""
-    if repeats < 1:
-        raise SystemExit(f"--repeats {repeats}: give 1 or more rounds")
-    out: dict[str, list[T]] = {name: [] for name in sides}
-    for i in range(repeats):
-        for name, run in sides.items():
-            out[name].append(run())
-            if done is not None:
-                done(name, i, out[name][-1])
-    return out
-
-
-def median_ratio(num: list[float], den: list[float]) -> float:
-    """The median over the rounds of num[i] / den[i] (paired: both sides of one round ran under the same load)."""
-    return statistics.median(a / b for a, b in zip(num, den, strict=True))
-
-
 def times_line(name: str, seconds: list[tuple[float, float]]) -> str:
     """One side's times per round: 'old: score 12.1 / 11.8 s, properties 20.3 / 19.9 s, total 32.4 / 31.7 s'."""
-    def fmt(values: list[float]) -> str:
-        return " / ".join(f"{v:.1f}" for v in values)
-    return (f"{name}: score {fmt([s for s, _ in seconds])} s, properties {fmt([p for _, p in seconds])} s, "
-            f"total {fmt([s + p for s, p in seconds])} s")
+    return (f"{name}: score {seconds_text([s for s, _ in seconds])} s, properties "
+            f"{seconds_text([p for _, p in seconds])} s, total {seconds_text([s + p for s, p in seconds])} s")
 
 
 def side_by_side(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
