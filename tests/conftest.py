@@ -28,3 +28,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def cpu_machine(monkeypatch):
+    """This machine seen as one without a GPU (torch.cuda.is_available() False), for tests of what runtime.device
+    auto resolves to on a CPU: on a GPU machine it resolves to cuda, and their expected keys name cpu."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

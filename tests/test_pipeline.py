@@ -144,7 +144,7 @@ def test_a_users_file_is_ingested_before_the_testbed_lm_pretrains():
     assert [s for s, _ in plan(load_config(CONFIGS / "smoke.yaml"))][:2] == ["testbed", "ingest"]
 
 
-def test_weights_rewritten_in_a_local_folder_rerun_the_stages_that_load_them(tmp_path):
+def test_weights_rewritten_in_a_local_folder_rerun_the_stages_that_load_them(tmp_path, cpu_machine):
     model, sae = tmp_path / "policy", tmp_path / "sae"
     for d in (model, sae):
         d.mkdir()
@@ -159,7 +159,7 @@ def test_weights_rewritten_in_a_local_folder_rerun_the_stages_that_load_them(tmp
     assert input_keys(hub, "train", {}) == {"device": "cpu"} == input_keys(load_config(None, []), "extract", {})
 
 
-def test_a_gpu_run_does_not_reuse_a_cpu_runs_artifacts(monkeypatch):
+def test_a_gpu_run_does_not_reuse_a_cpu_runs_artifacts(monkeypatch, cpu_machine):
     """runtime.device is result-neutral as a field, but the device it resolves to sets the numbers (float32 on a CPU,
     model.dtype and bf16 autocast on a GPU): the stages that load a model key on the device type, no other stage does."""
     import torch
@@ -258,7 +258,7 @@ def test_a_stage_run_stops_the_verifier_workers_it_started(tmp_path, monkeypatch
     assert started == [1, 1] and verify._POOL.workers == []
 
 
-def test_a_stage_run_refuses_a_key_its_own_inputs_do_not_give(tmp_path, monkeypatch):
+def test_a_stage_run_refuses_a_key_its_own_inputs_do_not_give(tmp_path, monkeypatch, cpu_machine):
     """The flow plans every key in its own process; a Dask worker on another device type (runtime.device=auto: cpu
     where the flow runs, cuda on the worker) has other inputs, and under a CPU-planned key model.dtype is not read:
     a GPU build in float16 was stored under a key a bfloat16 run reused. run_stage refuses a planned key its own
@@ -277,3 +277,28 @@ def test_a_stage_run_refuses_a_key_its_own_inputs_do_not_give(tmp_path, monkeypa
         pipeline.run_stage(ArtifactStore(tmp_path), cfg, "extract", {}, key=planned)
     own = stage_key(cfg, "extract", input_keys(cfg, "extract", {}))
     assert own != planned and pipeline.run_stage(ArtifactStore(tmp_path), cfg, "extract", {}, key=own).computed
+
+
+def test_run_all_turns_library_progress_bars_off_as_runtime_progress_says(tmp_path, monkeypatch):
+    """run_all (benchmarks, notebooks) printed transformers' "Loading weights" / "Writing model shards" bars under
+    runtime.progress=false, which only the flow turned off: they are off for the run and restored after it."""
+    from types import SimpleNamespace
+
+    from transformers.utils import logging as hf_logging
+
+    from saerl import pipeline
+
+    seen = []
+
+    def stage(*_, **__):  # what a stage's model load would show: are the bars on?
+        seen.append(hf_logging.is_progress_bar_enabled())
+        return SimpleNamespace(ref=None)
+
+    monkeypatch.setattr(pipeline, "run_stage", stage)
+    before = hf_logging.is_progress_bar_enabled()
+    for progress in ("false", "true"):
+        cfg = load_config(None, [f"runtime.artifact_root={tmp_path}", f"runtime.progress={progress}"])
+        seen.clear()
+        run_all(ArtifactStore(tmp_path), cfg, until="ingest")
+        assert seen and set(seen) == {progress == "true" and before}
+        assert hf_logging.is_progress_bar_enabled() == before

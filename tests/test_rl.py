@@ -594,8 +594,10 @@ def test_overlong_shaping_and_filtering_reach_the_trainer(tiny_policy_dir, tmp_p
     def train(mask: bool) -> tuple[dict, dict[str, torch.Tensor]]:
         cfg = TrainConfig(num_generations=2, max_completion_length=2, overlong_buffer=1, max_steps=1,
                           mask_truncated_completions=mask)
+        # on the CPU: the premise (all 4 rollouts of 2 tokens cut at the limit) is what seed 0 samples there; a GPU
+        # draws other tokens, and one that ends in EOS within 2 tokens is not cut
         run = train_grpo(policy, prompts, prompts["id"].to_list(), cfg, tmp_path / f"rl{mask}", prompts_per_step=2,
-                         seed=0, extra_rewards=[uneven])
+                         seed=0, extra_rewards=[uneven], device="cpu")
         return run, load_file(tmp_path / f"rl{mask}" / "model.safetensors")
 
     (masked, w_masked), (kept, w_kept) = train(True), train(False)
