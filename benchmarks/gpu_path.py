@@ -21,13 +21,15 @@ tokenizer's (30,522 rows instead of 151,936: 1.37B parameters instead of 1.54B) 
 Random weights answer nothing right, so the rewards are all zero and every rollout runs to the completion
 limit: the timings are the worst case of a real run's, the accuracies mean nothing.
 
-Last line: ``RESULT extract_prompts_per_s=.. grpo_s_per_step=.. grpo_step_s=.. peak_gpu_gib=.. total_s=.. params_b=..``:
-the prompts extracted over the extract stage's wall time, the train stages' wall time over the steps they trained
-(loading, in-training evaluation and saving included), the mean of trl's step_time (a step's rollouts and update
-alone; all three read from the artifacts, so a stage reused from the cache reports the run that computed it;
-each train stage also prints its own as it ends), the peak GPU memory of the
-stages computed in this process (nan when every stage was reused, or without a GPU) and the wall time of the
-stages (building the random-weight model not included).
+Last line: ``RESULT extract_prompts_per_s=.. grpo_s_per_step=.. grpo_step_s=.. grpo_warm_step_s=.. peak_gpu_gib=..
+total_s=.. params_b=..``: the prompts extracted over the extract stage's wall time, the train stages' wall time over
+the steps they trained (loading, in-training evaluation and saving included), the mean of trl's step_time (a step's
+rollouts and update alone; each arm's mean, averaged over the arms), the same over every step but the run's first
+(which warms the GPU up: on an H200 the first arm's single step took 56 s, the second arm's 20 s; nan with one step
+in all); all four read from the artifacts, so a stage reused from the cache reports the run that computed it, and
+each train stage prints its own as it ends. Then the peak GPU memory of the stages computed in this process (nan
+when every stage was reused, or without a GPU; with one step per arm it leaves out AdamW's state, and a note says
+so), the wall time of the stages (building the random-weight model not included) and the parameters in billions.
 """
 
 from __future__ import annotations
@@ -119,9 +121,29 @@ def stage_figures(results: dict[str, Any]) -> dict[str, float]:
     steps = sum(float(res.metrics.get("steps", nan)) for res in trains)
     step_s = [train_step_figures(res.ref)["grpo_step_s"] for res in trains]
     step_s = [s for s in step_s if s == s]
+    warm = [t for res in trains for t in step_times(res.ref)][1:]  # the run's first GRPO step warms the GPU up
     return {"extract_prompts_per_s": prompts / ext_s if ext_s > 0 else nan,
             "grpo_s_per_step": train_s / steps if steps > 0 else nan,
-            "grpo_step_s": sum(step_s) / len(step_s) if step_s else nan}
+            "grpo_step_s": sum(step_s) / len(step_s) if step_s else nan,
+            "grpo_warm_step_s": sum(warm) / len(warm) if warm else nan}
+
+
+def step_times(ref: Any) -> list[float]:
+    """trl's per-step `step_time` (seconds) of one train stage's artifact, in step order; [] without a log."""
+    import polars as pl
+
+    log = ref.file("log.parquet")
+    return pl.read_parquet(log).sort("step")["step_time"].drop_nulls().to_list() if log.exists() else []
+
+
+def one_step_peak_note(steps: int) -> str | None:
+    """What the peak GPU memory of a run of `steps` GRPO steps per arm leaves out: with one step, AdamW's two
+    moments (8 bytes a parameter, 11 GB for 1.4B) do not exist yet when that step's backward peaks, since the
+    optimizer creates them in its first update; from the second step on they are held. None for 2 steps or more."""
+    if steps >= 2:
+        return None
+    return ("note: one GRPO step per arm: the peak GPU memory leaves out AdamW's state (created at the first update, "
+            "after the step's backward); run --steps 2 or more for the peak of a long run")
 
 
 def train_step_figures(ref: Any) -> dict[str, float]:
@@ -131,9 +153,9 @@ def train_step_figures(ref: Any) -> dict[str, float]:
     import polars as pl
 
     nan = float("nan")
-    log, curve = ref.file("log.parquet"), ref.file("curve.parquet")
-    times = pl.read_parquet(log)["step_time"].drop_nulls() if log.exists() else None
-    step_s = float(times.mean()) if times is not None and len(times) else nan
+    curve = ref.file("curve.parquet")
+    times = step_times(ref)
+    step_s = sum(times) / len(times) if times else nan
     seconds = pl.read_parquet(curve)["seconds"] if curve.exists() else None
     return {"grpo_step_s": step_s, "eval_s": float(seconds.sum()) if seconds is not None else nan}
 
@@ -208,8 +230,11 @@ def main() -> None:
     total_s = time.time() - t0  # the stages' wall time: counting the parameters below is not part of it
     params_b = parameter_count(model) / 1e9
     figures = stage_figures(results)
+    if note := one_step_peak_note(steps):
+        print(note)
     print(f"RESULT extract_prompts_per_s={figures['extract_prompts_per_s']:.1f} "
-          f"grpo_s_per_step={figures['grpo_s_per_step']:.2f} grpo_step_s={figures['grpo_step_s']:.2f} peak_gpu_gib={peak_gpu_gib(results):.1f} "
+          f"grpo_s_per_step={figures['grpo_s_per_step']:.2f} grpo_step_s={figures['grpo_step_s']:.2f} "
+          f"grpo_warm_step_s={figures['grpo_warm_step_s']:.2f} peak_gpu_gib={peak_gpu_gib(results):.1f} "
           f"total_s={total_s:.0f} params_b={params_b:.2f}")
 
 

@@ -9,14 +9,11 @@ With `runtime.progress` off, :func:`quiet_libraries` silences the libraries' own
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import signal
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,8 +21,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from saerl.artifacts import ArtifactRef, ArtifactStore
-from saerl.config import PipelineConfig, build_config, flatten
-from saerl.pipeline import SHARDED, check_runnable, input_keys, resolve_upstream, stage_runs
+from saerl.config import build_config, flatten
+from saerl.pipeline import SHARDED, check_runnable, input_keys, quiet_libraries, resolve_upstream, stage_runs
 from saerl.runs import (
     FAILED,
     FAILED_CHARS,
@@ -50,8 +47,6 @@ from tasks.stage import plain_record, prepare_shards_task, shard_task, stage_opt
 log = logging.getLogger("saerl.flow")
 WAKE_S = 0.5  # how often the flow's thread wakes while it waits for a stage: how soon a Ctrl-C is seen
 LABEL_SEP = " | "  # between a sweep run's label and the rest: printed lines, its MLflow run name
-HUB_NO_BARS = "HF_HUB_DISABLE_PROGRESS_BARS"  # read by huggingface_hub (and so transformers) at import: Dask workers
-DASK_LOGGER = "distributed"  # parent of the scheduler's, nannies' and workers' loggers (INFO by default)
 
 
 def format_report(record: RunRecord) -> str:
@@ -82,40 +77,6 @@ def say(message: str, label: str | None = None) -> None:
 def tracked_run_name(run_id: str, label: str | None) -> str:
     """The MLflow parent run's name: the run id, led by its setting's label in a sweep ('mix_ratio=0.1 | <id>')."""
     return f"{label}{LABEL_SEP}{run_id}" if label else run_id
-
-
-@contextmanager
-def quiet_libraries(cfg: PipelineConfig) -> Iterator[None]:
-    """With `runtime.progress` off, for the length of the block: transformers' progress bars off ("Loading
-    weights", "Writing model shards": several per run, one per model load or save) in this process and, through
-    HF_HUB_DISABLE_PROGRESS_BARS in the environment they inherit, in Dask worker processes started inside it;
-    and the `distributed` loggers at WARNING (the scheduler's and nannies' INFO lines: ~20 after the final table
-    of a Dask run). Everything is restored afterwards. With progress on it does nothing. Wrap the flow call,
-    so a LocalCluster started by the flow's task runner starts (and closes) inside it. in: the run's config."""
-    if cfg.runtime.progress:
-        yield
-        return
-    from transformers.utils import logging as hf_logging
-
-    bars_on = hf_logging.is_progress_bar_enabled()
-    env_before = os.environ.get(HUB_NO_BARS)
-    if cfg.runtime.task_runner == "dask" and "distributed" not in sys.modules:
-        import distributed  # noqa: F401 - its import sets the `distributed` logger's level: set ours after it
-    dask_log = logging.getLogger(DASK_LOGGER)
-    level_before = dask_log.level
-    hf_logging.disable_progress_bar()
-    os.environ[HUB_NO_BARS] = "1"
-    dask_log.setLevel(max(logging.WARNING, level_before))
-    try:
-        yield
-    finally:
-        dask_log.setLevel(level_before)
-        if env_before is None:
-            os.environ.pop(HUB_NO_BARS, None)
-        else:
-            os.environ[HUB_NO_BARS] = env_before
-        if bars_on:
-            hf_logging.enable_progress_bar()
 
 
 def wait_awake(future: Any) -> None:

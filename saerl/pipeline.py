@@ -9,9 +9,11 @@ wrap `run_stage` one stage each; `flows/` composes them.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,8 @@ from saerl.config import PipelineConfig
 from saerl.stages import STAGES, code_version, stage_key, stage_slice
 
 log = logging.getLogger("saerl.pipeline")
+HUB_NO_BARS = "HF_HUB_DISABLE_PROGRESS_BARS"  # read by huggingface_hub (and so transformers) at import: Dask workers
+DASK_LOGGER = "distributed"  # parent of the scheduler's, nannies' and workers' loggers (INFO by default)
 
 ORDER = ("testbed", "ingest", "extract", "sae", "encode", "label", "score", "properties", "curriculum", "train",
          "evaluate")
@@ -344,18 +348,54 @@ def resolve_upstream(stage: str, ups: tuple[str, ...], refs: dict[str, ArtifactR
     return variant_upstream(stage, out, variant)
 
 
+@contextmanager
+def quiet_libraries(cfg: PipelineConfig) -> Iterator[None]:
+    """With `runtime.progress` off, for the length of the block: transformers' progress bars off ("Loading
+    weights", "Writing model shards": several per run, one per model load or save) in this process and, through
+    HF_HUB_DISABLE_PROGRESS_BARS in the environment they inherit, in Dask worker processes started inside it;
+    and the `distributed` loggers at WARNING (the scheduler's and nannies' INFO lines: ~20 after the final table
+    of a Dask run). Everything is restored afterwards. With progress on it does nothing. Wrap the flow call,
+    so a LocalCluster started by the flow's task runner starts (and closes) inside it. in: the run's config."""
+    if cfg.runtime.progress:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    bars_on = hf_logging.is_progress_bar_enabled()
+    env_before = os.environ.get(HUB_NO_BARS)
+    if cfg.runtime.task_runner == "dask" and "distributed" not in sys.modules:
+        import distributed  # noqa: F401 - its import sets the `distributed` logger's level: set ours after it
+    dask_log = logging.getLogger(DASK_LOGGER)
+    level_before = dask_log.level
+    hf_logging.disable_progress_bar()
+    os.environ[HUB_NO_BARS] = "1"
+    dask_log.setLevel(max(logging.WARNING, level_before))
+    try:
+        yield
+    finally:
+        dask_log.setLevel(level_before)
+        if env_before is None:
+            os.environ.pop(HUB_NO_BARS, None)
+        else:
+            os.environ[HUB_NO_BARS] = env_before
+        if bars_on:
+            hf_logging.enable_progress_bar()
+
+
 def run_all(store: ArtifactStore, cfg: PipelineConfig, until: str | None = None,
             report: Callable[[str, StageResult], None] | None = None) -> dict[str, StageResult]:
     """Every stage run of `cfg` in this process, without Prefect or tracking (benchmarks, notebooks):
-    {run name: result}, each cached in `store` exactly as the flow caches it. `report` is called per run."""
+    {run name: result}, each cached in `store` exactly as the flow caches it. `report` is called per run. With
+    runtime.progress off, the libraries' progress bars are off for the run, as in a flow (:func:`quiet_libraries`)."""
     check_runnable(cfg, until)
     results: dict[str, StageResult] = {}
     refs: dict[str, ArtifactRef] = {}
-    for stage, name, ups, variant in stage_runs(cfg, until):
-        res = run_stage(store, cfg, stage, resolve_upstream(stage, ups, refs, variant), variant=variant)
-        refs[name], results[name] = res.ref, res
-        if report:
-            report(name, res)
+    with quiet_libraries(cfg):
+        for stage, name, ups, variant in stage_runs(cfg, until):
+            res = run_stage(store, cfg, stage, resolve_upstream(stage, ups, refs, variant), variant=variant)
+            refs[name], results[name] = res.ref, res
+            if report:
+                report(name, res)
     return results
 
 

@@ -31,8 +31,10 @@ def test_stage_figures_read_the_artifacts_not_the_cache_lookup(tmp_path):
     pl.DataFrame({"step": [1, 2, 3], "step_time": [7.0, 8.0, 9.0]}).write_parquet(
         results["train:vanilla:0"].ref.file("log.parquet"))
     pl.DataFrame({"step": [0, 3], "seconds": [1.5, 2.0]}).write_parquet(results["train:saerl:0"].ref.file("curve.parquet"))
-    # grpo_step_s: each arm's mean step_time (5 and 8), averaged over the arms
-    assert bench.stage_figures(results) == {"extract_prompts_per_s": 20.0, "grpo_s_per_step": 10.0, "grpo_step_s": 6.5}
+    # grpo_step_s: each arm's mean step_time (5 and 8), averaged over the arms; grpo_warm_step_s: every step but
+    # the run's first (the saerl arm's 4.0 s), (6 + 7 + 8 + 9) / 4
+    assert bench.stage_figures(results) == {"extract_prompts_per_s": 20.0, "grpo_s_per_step": 10.0, "grpo_step_s": 6.5,
+                                            "grpo_warm_step_s": 7.5}
     assert bench.train_step_figures(results["train:saerl:0"].ref) == {"grpo_step_s": 5.0, "eval_s": 3.5}
     missing = bench.train_step_figures(results["train:vanilla:0"].ref)  # no curve.parquet
     assert missing["grpo_step_s"] == 8.0 and missing["eval_s"] != missing["eval_s"]
@@ -162,3 +164,10 @@ def test_explicit_prompts_and_steps_win_over_quick(tmp_path, monkeypatch, flags,
                                       "--root", str(tmp_path), *flags])
     bench.main()
     assert (seen["cfg"].data.max_rows, seen["cfg"].train.max_steps) == expected
+
+
+def test_one_step_per_arm_says_its_peak_leaves_out_the_optimizer_state():
+    """On the H200 a 1-step run peaked at 28.2 GiB where a 2-step one reached 40.6 (AdamW's moments, created at the
+    first update, after the one step's backward): the run says so instead of printing the low peak alone."""
+    bench = load_benchmark("gpu_path")
+    assert "AdamW" in bench.one_step_peak_note(1) and bench.one_step_peak_note(2) is None
