@@ -43,7 +43,7 @@ from saerl.activation_store import (
     store_heads,
 )
 from saerl.artifacts import ChunkLog
-from saerl.config import ExtractConfig, ModelConfig
+from saerl.config import ExtractConfig, ModelConfig, resolve_layer
 
 PKG_PREFIX = "pkg:"
 CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
@@ -202,20 +202,6 @@ def load_model(name: str, model_cfg: ModelConfig, device: str = "auto") -> Loade
         tokenizer = AutoTokenizer.from_pretrained(path, **common)
     n_layers = int(config.get_text_config().num_hidden_layers)
     return LoadedModel(model, tokenizer, find_layers(model, n_layers), name, causal, dev)
-
-
-def resolve_layer(layer: int | None, n_layers: int) -> int:
-    """Block index in [0, n_layers) whose output is read: None -> (n_layers - 1) // 2, the middle of the
-    residual stream (its n_layers + 1 positions run from the embeddings to the last block's output, which the
-    unembedding reads; block i writes position i + 1); negatives count from the top. For a 2-block model
-    that is block 0, not block 1 (the final stream); for 28 blocks, block 13."""
-    idx = (n_layers - 1) // 2 if layer is None else layer
-    if idx < 0:
-        idx += n_layers
-    if not 0 <= idx < n_layers:
-        raise ValueError(f"extract.layer={layer} is out of range for a model with {n_layers} layers "
-                         f"(use 0..{n_layers - 1} or -1..-{n_layers}, or leave it unset for the middle layer)")
-    return idx
 
 
 def render_ids(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], cfg: ExtractConfig) -> list[list[int]]:

@@ -532,6 +532,20 @@ class ConfigError(ValueError):
     """A config problem, phrased for the user: key path, value, what was expected, and a fix."""
 
 
+def resolve_layer(layer: int | None, n_layers: int) -> int:
+    """Block index in [0, n_layers) whose output is read: None -> (n_layers - 1) // 2, the middle of the
+    residual stream (its n_layers + 1 positions run from the embeddings to the last block's output, which the
+    unembedding reads; block i writes position i + 1); negatives count from the top. For a 2-block model
+    that is block 0, not block 1 (the final stream); for 28 blocks, block 13."""
+    idx = (n_layers - 1) // 2 if layer is None else layer
+    if idx < 0:
+        idx += n_layers
+    if not 0 <= idx < n_layers:
+        raise ValueError(f"extract.layer={layer} is out of range for a model with {n_layers} layers "
+                         f"(use 0..{n_layers - 1} or -1..-{n_layers}, or leave it unset for the middle layer)")
+    return idx
+
+
 def field_paths(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> list[str]:
     """All dotted leaf field paths of a config model, e.g. 'curriculum.mix_ratio'."""
     paths: list[str] = []

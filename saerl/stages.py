@@ -9,10 +9,12 @@ run); every other config field must be read by some stage, or a change to it wou
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from saerl import verify
-from saerl.config import PipelineConfig, config_slice, stable_hash
+from saerl.config import PipelineConfig, config_slice, resolve_layer, stable_hash
 
 
 @dataclass(frozen=True)
@@ -179,11 +181,36 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None) ->
     return out
 
 
+def known_depth(cfg: PipelineConfig) -> int | None:
+    """The number of blocks of the model the extract stage reads, where it is known without loading anything: the
+    testbed's LM (testbed.n_layers) or a local folder's config.json (its text model's num_hidden_layers); None for
+    a hub id or a pkg: model, whose config is not at hand before the stage runs. in: config; out: depth or None."""
+    name = cfg.extract.model or cfg.model.name_or_path
+    if name == "testbed":
+        return cfg.testbed.n_layers
+    conf = Path(name).expanduser() / "config.json"
+    if name.startswith("pkg:") or not conf.is_file():
+        return None
+    try:
+        raw = json.loads(conf.read_text())
+        depth = (raw.get("text_config") or raw)["num_hidden_layers"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # the stage's own load names what is wrong with the folder
+    return depth if isinstance(depth, int) and depth > 0 else None
+
+
 def stage_slice(cfg: PipelineConfig, stage: str, device: str | None = None) -> dict[str, object]:
     """The config fields `stage` reads under `cfg` on a `device` type (input_keys' "device"; None: not known), as
-    {dotted path: value}."""
+    {dotted path: value}. extract.layer enters as the block it resolves to where the model's depth is known
+    (:func:`known_depth`), so unset (the middle), a negative index and the same block named plainly share a key."""
     unread = unread_fields(cfg, stage, device)
-    return {k: v for k, v in config_slice(cfg, STAGES[stage].reads).items() if k not in unread}
+    out = {k: v for k, v in config_slice(cfg, STAGES[stage].reads).items() if k not in unread}
+    if "extract.layer" in out and (depth := known_depth(cfg)) is not None:
+        try:
+            out["extract.layer"] = resolve_layer(cfg.extract.layer, depth)
+        except ValueError:
+            pass  # out of range: the stage refuses it with the fix
+    return out
 
 
 # the stages whose outputs pass through saerl.verify (gold answers normalized at ingest; rollouts, rewards and

@@ -227,3 +227,25 @@ def test_planning_keys_imports_no_torch():
     code = ("import sys\nfrom saerl.config import PipelineConfig\nfrom saerl.stages import STAGES, stage_key\n"
             "[stage_key(PipelineConfig(), s, {'device': 'cpu'}) for s in STAGES]\nassert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_extract_layer_keys_on_the_block_it_resolves_to_where_the_depth_is_known(tmp_path):
+    """extract.layer unset (the middle block), a negative index and the same block named plainly extract the same
+    residuals: where the model's depth is known before the stage runs (the testbed LM, a local folder's
+    config.json) they share a key; a hub id's depth is not, so its values stay as written."""
+    from saerl.stages import known_depth, stage_slice
+
+    def layer(*overrides: str) -> object:
+        return stage_slice(load_config(None, list(overrides)), "extract")["extract.layer"]
+
+    assert known_depth(load_config(None, [])) == 2  # the testbed LM
+    assert layer() == layer("extract.layer=0") == layer("extract.layer=-2") == 0 != layer("extract.layer=1")
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"text_config": {"num_hidden_layers": 28}}')
+    local = f"model.name_or_path={folder}"
+    assert layer(local) == layer(local, "extract.layer=13") == layer(local, "extract.layer=-15") == 13
+    assert layer(local, "extract.layer=99") == 99  # out of range: left as written, for the stage to refuse
+    hub = "model.name_or_path=Qwen/Qwen2.5-Math-1.5B"
+    assert layer(hub) is None and layer(hub, "extract.layer=13") == 13
+    assert layer(hub, f"extract.model={folder}") == 13  # extract.model is the model read
