@@ -36,6 +36,18 @@ READING_BASES: tuple[dict[str, dict[str, Any]], ...] = (
     {"curriculum": {"ordering": "frontier"}})
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _cpu_machine():
+    """The keys here are those of a CPU machine (runtime.device auto gives cpu): on a GPU one, auto -> cpu changes
+    the device-dependent stages' keys, as it should. Module-wide, since _base_graph caches the graph the first test
+    builds. The cuda branches stay tested through READING_BASES' runtime.device=cuda base."""
+    import torch
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.cuda, "is_available", lambda: False)
+        yield
+
+
 @pytest.fixture(scope="module")
 def base() -> PipelineConfig:
     """The schema defaults: every stage runs (label too, as difficulty is measured; testbed as the policy)."""
