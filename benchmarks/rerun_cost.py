@@ -6,10 +6,11 @@ In one process and one fresh temporary artifact root (configs/smoke.yaml with --
    importing the heavy libraries (their import time, ~30 s on 2 busy cores, is printed but not counted) and one
    untimed run of the same config in a scratch root (first calls' one-time costs: ~5 s of the smoke config's
    testbed stage).
-2. rerun: the same config with ``curriculum.mix_ratio`` changed, again through ``run_all``. Every stage above
-   the curriculum must be a cache hit and exactly the curriculum, the training runs of the arms that read it
-   and evaluate must recompute (both asserted). The overhead is that run's wall time minus the time of the
-   stage runs that recomputed: planning, key hashing and reading cached manifests.
+2. rerun: the same config with ``curriculum.mix_ratio`` changed, again through ``run_all``. Exactly the stage runs
+   downstream of the curriculum in the plan must recompute (the curriculum, the training runs of the arms that read
+   it and evaluate: :func:`downstream_runs`) and every other one must be a cache hit, read from the run's results
+   (asserted). The overhead is that run's wall time minus the time of the stage runs that recomputed: planning,
+   key hashing and reading cached manifests.
 3. report setting: then ``score.baselines`` flipped (a setting of the property report alone): exactly the properties
    stage must recompute (asserted); ``report_rerun_ratio`` is that run's wall time over the full run's.
 4. sweep vs fresh: N settings of ``curriculum.mix_ratio`` through the ablation flow (``flows.sweep.ablation_flow``,
@@ -31,11 +32,10 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from saerl.artifacts import ArtifactRef, ArtifactStore
 from saerl.config import PipelineConfig, load_config
-from saerl.pipeline import ORDER, StageResult, run_all, stage_runs, variant_upstream
+from saerl.pipeline import StageResult, resolve_upstream, run_all, stage_runs
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ["runtime.progress=false", "tracking.enabled=false"]  # timings without progress bars or MLflow
@@ -43,21 +43,11 @@ MIX_RATIOS = (0.5, 0.0, 0.1, 0.3)  # curriculum.mix_ratio values the rerun and t
 SWEEP_N = {True: 2, False: 3}  # settings in the sweep: --quick, full
 HEAVY_IMPORTS = ("torch", "transformers", "sklearn", "sae_lens.training.sae_trainer", "trl.trainer.grpo_trainer",
                  "saerl.testbed", "saerl.activations", "saerl.sae", "saerl.scoring", "saerl.rl", "saerl.evaluate")
-UPSTREAM = ORDER[: ORDER.index("curriculum")]  # stages above the curriculum: a curriculum change must reuse them
 
 
 def config(path: Path, root: Path, *overrides: str) -> PipelineConfig:
     """The benchmark's config: `path` in artifact root `root` with the common and given overrides."""
     return load_config(path, [*COMMON, f"runtime.artifact_root={root}", *overrides])
-
-
-def reads_curriculum(stage: str, variant: dict[str, Any] | None) -> bool:
-    """Whether a stage run recomputes when only the curriculum changes: the curriculum itself, training runs of
-    arms that read it, and evaluate (which reads every training run)."""
-    if stage == "train":
-        probe = {"curriculum": ArtifactRef("curriculum", "", "")}
-        return "curriculum" in variant_upstream(stage, probe, variant)
-    return stage in ("curriculum", "evaluate")
 
 
 def warm_imports() -> float:
@@ -88,11 +78,19 @@ def rerun_overhead(store: ArtifactStore, cfg: PipelineConfig, expected: set[str]
     return seconds, seconds - sum(results[name].seconds for name in computed)
 
 
-def curriculum_readers(cfg: PipelineConfig) -> set[str]:
-    """The stage runs of `cfg` a curriculum change recomputes (reads_curriculum); none above the curriculum."""
-    expected = {name for stage, name, _, variant in stage_runs(cfg) if reads_curriculum(stage, variant)}
-    assert not expected & set(UPSTREAM)
-    return expected
+def downstream_runs(cfg: PipelineConfig, stage: str) -> set[str]:
+    """The stage runs of `cfg`'s plan (saerl.pipeline.stage_runs) that a change to `stage`'s artifact alone
+    recomputes: `stage` and every run that reads it, directly or through another such run, with the artifacts each
+    run reads as the pipeline resolves them (resolve_upstream: 'train' stands for every training run; the vanilla
+    arm does not read the curriculum). out: their run names."""
+    refs: dict[str, ArtifactRef] = {}
+    hit: set[str] = set()
+    for planned, name, ups, variant in stage_runs(cfg):
+        reads = resolve_upstream(planned, ups, refs, variant)
+        if planned == stage or hit & set(reads):
+            hit.add(name)
+        refs[name] = ArtifactRef(planned, "", "")
+    return hit
 
 
 def sweep_vs_fresh(path: Path, base: Path, values: list[float]) -> tuple[float, float]:
@@ -138,7 +136,7 @@ def main() -> None:
         changed = next(v for v in MIX_RATIOS if v != cfg.curriculum.mix_ratio)
         print(f"rerun with curriculum.mix_ratio {cfg.curriculum.mix_ratio} -> {changed}", flush=True)
         moved = config(path, base / "rerun", f"curriculum.mix_ratio={changed}")
-        rerun_s, overhead_s = rerun_overhead(store, moved, curriculum_readers(moved))
+        rerun_s, overhead_s = rerun_overhead(store, moved, downstream_runs(moved, "curriculum"))
         print(f"rerun with score.baselines {cfg.score.baselines} -> {not cfg.score.baselines} (a report setting)",
               flush=True)
         report_s, _ = rerun_overhead(store, config(path, base / "rerun", f"curriculum.mix_ratio={changed}",

@@ -46,6 +46,7 @@ from sklearn.exceptions import ConvergenceWarning
 from saerl.config import CurriculumConfig, ScoreConfig
 from saerl.curriculum import build_order, share_kept
 from saerl.property_models import fit_difficulty
+from saerl.runners import counting_unconverged
 from saerl.sae import CODES_NAME, create_codes_store, load_codes_csr, write_codes_chunk
 from saerl.scoring import property_report, score_prompts, summarize_report
 
@@ -214,14 +215,12 @@ def main() -> None:
         print(f"load codes: {time.perf_counter() - t0:.1f} s, {X.nnz:,} nonzeros; peak RSS {peak_rss_gb():.2f} GB",
               flush=True)
         t1 = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:  # as the score runner: counted, not printed
-            warnings.simplefilter("always", ConvergenceWarning)
+        with counting_unconverged() as unconverged:  # as the score runner: counted, not printed
             result = score_prompts(X, prompts, scale_score_config(), ids=ids)
             report = property_report(X, prompts, scale_score_config(), result.scores, ids=ids, k=result.params["k"])
-        unconverged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
         kept = share_kept(result.scores, scale_score_config().quality_threshold)  # the curriculum's filter
         print(f"score + property report: {time.perf_counter() - t1:.1f} s, k={result.params['k']}, kept "
-              f"{kept:.3f}, {unconverged} fits stopped at max_iter; peak RSS "
+              f"{kept:.3f}, {unconverged.count} fits stopped at max_iter; peak RSS "
               f"{peak_rss_gb():.2f} GB", flush=True)
         print(summarize_report(report.report), flush=True)
         wall = time.perf_counter() - t0

@@ -11,6 +11,9 @@ import json
 import logging
 import shutil
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -191,38 +194,58 @@ def score_inputs(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], residuals:
             "RD": RD if R is not None and RD else None}
 
 
-def unconverged_fits(caught: list) -> int:
-    """How many of the recorded warnings are scikit-learn's ConvergenceWarning; logs the settings that raise the
-    iteration caps when there are any. in: warnings.catch_warnings(record=True)'s list; out: the count."""
+UNCONVERGED_LOG = ("%d scikit-learn fits stopped before converging (raise score.enet_max_iter for the elastic nets, "
+                   "score.probe_max_iter for the logistic probes)")
+
+
+@dataclass
+class Unconverged:
+    """What :func:`counting_unconverged` counted: `count` is the number of ConvergenceWarnings raised inside its
+    block, set when the block ends (0 while it runs)."""
+
+    count: int = 0
+
+
+@contextmanager
+def counting_unconverged() -> Iterator[Unconverged]:
+    """Count scikit-learn's ConvergenceWarnings raised inside the block instead of printing them, and log the
+    settings that raise the iteration caps when there were any (UNCONVERGED_LOG). Every other warning raised inside
+    is issued again when the block ends, as it would have been without this block. out: an Unconverged whose
+    count is read after the block (build.note(unconverged_fits=...))."""
     from sklearn.exceptions import ConvergenceWarning
 
-    n = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
-    if n:
-        log.info("%d scikit-learn fits stopped before converging (raise score.enet_max_iter for the elastic nets, "
-                 "score.probe_max_iter for the logistic probes)", n)
-    return n
+    counted = Unconverged()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        yield counted
+    others = [w for w in caught if not issubclass(w.category, ConvergenceWarning)]
+    counted.count = len(caught) - len(others)
+    shown: dict = {}  # one registry for them all: a warning raised in a loop is shown once, as it was inside
+    for w in others:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, registry=shown, source=w.source)
+    if counted.count:
+        log.info(UNCONVERGED_LOG, counted.count)
 
 
 def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
     """Score: clusters, difficulty_hat, quality_hat per prompt from SAE codes (scores.parquet, what the curriculum
     reads) and the fitted models' choices (score_params.json)."""
-    from sklearn.exceptions import ConvergenceWarning
-
     from saerl.scoring import score_prompts
 
     args = score_inputs(cfg, inputs)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
+    with counting_unconverged() as unconverged:
         result = score_prompts(args["X"], args["prompts"], cfg.score, args["measured"], ids=args["ids"], C=args["C"],
                                D=args["D"])
-    unconverged = unconverged_fits(caught)
     result.scores.write_parquet(build.path / SCORES)
     (build.path / SCORE_PARAMS).write_text(json.dumps(result.params, indent=1, default=str))
     for note in result.notes:
         log.warning("score: %s", note)
-    build.note(notes=result.notes, rows={"scores": result.scores.height}, unconverged_fits=unconverged)
+    build.note(notes=result.notes, rows={"scores": result.scores.height}, unconverged_fits=unconverged.count)
     # no quality filter here: kept / share_kept are the curriculum stage's (it reads score.quality_threshold)
     return {"n_clusters": float(result.scores["cluster"].n_unique())}
+
+
+PROPERTY_TABLE_LOG = "property models vs baselines:\n%s"  # the properties runner's log of its report table
 
 
 def compute_properties(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
@@ -230,27 +253,23 @@ def compute_properties(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     beside baselines on held-out rows (property_report.parquet), with the plots a person looks at (cluster map,
     predicted vs true difficulty, top features per cluster). Nothing downstream reads it, so a setting of the
     report alone (score.baselines, score.ood_folds, score.cluster_examples, ...) reruns this stage only."""
-    from sklearn.exceptions import ConvergenceWarning
-
     from saerl.scoring import property_report, summarize_report
 
     args = score_inputs(cfg, inputs, residuals=cfg.score.baselines)
     scores = pl.read_parquet(inputs["score"].file(SCORES))
     params = json.loads(inputs["score"].file(SCORE_PARAMS).read_text())
     k = params["k"]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
+    with counting_unconverged() as unconverged:
         result = property_report(args["X"], args["prompts"], cfg.score, scores, args["measured"], ids=args["ids"],
                                  R=args["R"], C=args["C"], D=args["D"], RD=args["RD"], k=k)
-    unconverged = unconverged_fits(caught)
     result.clusters.write_parquet(build.path / "clusters.parquet")
     result.report.write_parquet(build.path / "property_report.parquet")
-    log.info("property models vs baselines:\n%s", summarize_report(result.report))
+    log.info(PROPERTY_TABLE_LOG, summarize_report(result.report))
     for note in result.notes:
         log.warning("properties: %s", note)
     write_score_plots(args["C"], args["ids"], args["prompts"], scores, cfg, build.path / PLOTS, clusters=result.clusters,
                       params=params, fitted=set(result.labelled), heldout=result.heldout)
-    build.note(notes=result.notes, rows={"property_report": result.report.height}, unconverged_fits=unconverged)
+    build.note(notes=result.notes, rows={"property_report": result.report.height}, unconverged_fits=unconverged.count)
     return {"report_rows": float(result.report.height)}
 
 

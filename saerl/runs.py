@@ -233,12 +233,11 @@ def resumed_steps_note(step: int, total: int) -> str:
 def resumed_note(done: int, total: int) -> str:
     """What a stage run that resumed an interrupted build (killed, stopped or failed) reused, leading its reason:
     'resumed an interrupted build: 37 of 40 chunks were already done' ('' when it reused none). in: the chunks its
-    chunk log recorded when the compute started, the build's chunks when it published (0: not known, the count
-    alone is said); out: the note."""
+    chunk log recorded when the compute started that were unchanged when it published (saerl.artifacts.reused_chunks:
+    records found among the build's chunks, so at most `total`), the build's chunks when it published; out: the
+    note."""
     if done <= 0:
         return ""
-    if total <= 0:
-        return f"resumed an interrupted build: {done} chunks were already done"
     return f"resumed an interrupted build: {min(done, total)} of {total} chunks were already done"
 
 

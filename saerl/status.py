@@ -11,6 +11,8 @@ size is found by `saerl status --verify` (hashes every file, as a run or `saerl 
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 
@@ -44,11 +46,22 @@ def artifact_dir(root: Path, run_name: str, key: str) -> Path:
     return Path(root) / stage_of(run_name) / key
 
 
-def disk_bytes(folder: Path) -> int | None:
-    """Bytes of every file under a finished artifact folder, or None when it is gone (collected, never built)."""
-    if not (folder / MANIFEST).exists():
-        return None
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+def disk_bytes(folder: Path) -> int:
+    """Bytes of every file under an artifact folder that just passed its manifest check (artifact_problems: every
+    file the manifest lists is there at its recorded size), with no second stat of those files: their recorded
+    sizes, plus one stat of each file the manifest does not list (the manifest itself, anything added since).
+    in: the artifact folder; out: bytes."""
+    recorded = {rel: int(info["bytes"]) for rel, info in json.loads((folder / MANIFEST).read_text())["files"].items()}
+    total = 0
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            path = Path(parent) / name
+            rel = path.relative_to(folder).as_posix()
+            if rel in recorded:
+                total += recorded[rel]
+            elif path.is_file():
+                total += path.stat().st_size
+    return total
 
 
 def artifact_problems(root: Path, run_name: str, key: str, verify: bool = False) -> list[str] | None:
@@ -98,7 +111,7 @@ def format_run(root: Path, record: RunRecord, verify: bool = False) -> str:
         elif problems:
             on_disk = CORRUPT
         else:
-            on_disk = f"{(disk_bytes(artifact_dir(root, s.stage, s.key)) or 0) / MB:.2f}"
+            on_disk = f"{disk_bytes(artifact_dir(root, s.stage, s.key)) / MB:.2f}"
         rows.append((s.stage, s.status, s.key[:KEY_CHARS], f"{s.seconds:.1f}", f"{s.bytes / MB:.2f}", on_disk,
                      s.reason))
     computed = sum(s.status == "computed" for s in record.stages.values())

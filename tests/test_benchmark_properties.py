@@ -185,3 +185,43 @@ def test_a_row_cap_on_a_file_it_cannot_shuffle_is_refused(tmp_path):
     copy = bench.shuffled_copy(array, tmp_path / "w", 2)
     assert copy.suffix == ".jsonl" and sorted(copy.read_text().splitlines()) == ['{"q": 1}', '{"q": 2}', '{"q": 3}']
     assert bench.shuffled_copy(array, tmp_path / "w", 3) == array
+
+
+def test_the_property_table_is_printed_once_and_the_result_line_last(tmp_path, monkeypatch, capsys, caplog):
+    """A run printed the property table twice: the properties runner logs it (INFO, which the script shows) and
+    describe() prints it. The runner's table line is dropped in the script; its other lines still show, the printed
+    table stays, and the RESULT line is the last one."""
+    import json
+    import logging
+    import sys
+
+    from saerl.runners import PROPERTY_TABLE_LOG
+    from saerl.scoring import REPORT_SCHEMA
+
+    bench = load_benchmark("properties")
+    report = pl.DataFrame([dict(property="difficulty", metric="spearman_id", features=f, value=v, n_train=9, n_test=30,
+                                model="ridge", pool="max") for f, v in [("sae", 0.7), ("text", 0.6)]],
+                          schema=REPORT_SCHEMA)
+    runner_log = logging.getLogger("saerl.runners")
+
+    def fake_report(cfg):  # what run_stage's properties runner logs while the report is computed
+        runner_log.info(PROPERTY_TABLE_LOG, summarize_report(report))
+        runner_log.warning("properties: a note")
+        return report, {"score": 0.0, "n_prompts": 2.0}
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"question": "1+1", "answer": "2", "level": 1}) + "\n")
+    monkeypatch.setattr(bench, "property_report", fake_report)
+    monkeypatch.setattr(sys, "argv", ["properties.py", "--data", str(data), "--difficulty", "level", "--work",
+                                      str(tmp_path / "w")])
+    try:
+        with caplog.at_level(logging.INFO):
+            bench.main()
+    finally:
+        runner_log.removeFilter(bench.RUNNER_TABLE_FILTER)
+    out = capsys.readouterr()
+    header = summarize_report(report).splitlines()[0]
+    shown = out.out + out.err + caplog.text
+    assert shown.count(header) == 1, shown
+    assert "properties: a note" in caplog.text
+    assert out.out.count(header) == 1 and out.out.strip().splitlines()[-1].startswith("RESULT topic_nmi=")

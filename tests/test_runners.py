@@ -511,3 +511,31 @@ def test_probe_failures_are_counted_and_said(caplog):
     assert line.startswith("reachable strata: 2 answer checks") and "heldout 2" in line and "fresh" not in line
     assert line in caplog.text
     assert probe_failures(probe.with_columns(status=pl.lit("ok")))[1] == ""
+
+
+def test_counting_unconverged_counts_convergence_warnings_and_passes_the_others_on(caplog):
+    """The score and properties runners (and benchmarks/scale.py) count scikit-learn's ConvergenceWarnings inside one
+    block (build.note(unconverged_fits=...)) instead of printing each: two raised in a loop count 2, even under a
+    filter that would show one; another warning is not counted and still reaches the caller; the log line names
+    the settings that raise the iteration caps, and a block without any says nothing."""
+    import logging
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from saerl.runners import counting_unconverged
+
+    with warnings.catch_warnings(record=True) as outside:
+        warnings.simplefilter("default")
+        with caplog.at_level(logging.INFO, logger="saerl.runners"), counting_unconverged() as unconverged:
+            for _ in range(2):
+                warnings.warn("lbfgs failed to converge", ConvergenceWarning, stacklevel=1)
+            warnings.warn("some other problem", UserWarning, stacklevel=1)
+            assert unconverged.count == 0, "counted when the block ends"
+    assert unconverged.count == 2
+    assert [(w.category, str(w.message)) for w in outside] == [(UserWarning, "some other problem")]
+    assert "2 scikit-learn fits stopped before converging" in caplog.text and "score.probe_max_iter" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="saerl.runners"), counting_unconverged() as none:
+        pass
+    assert none.count == 0 and "scikit-learn fits" not in caplog.text

@@ -215,3 +215,27 @@ def test_status_uses_no_private_manifest_reader():
     import saerl.status
 
     assert not hasattr(saerl.status, "_manifest_entries") and not hasattr(saerl.status, "size_problems")
+
+
+def test_on_disk_size_stats_no_file_the_manifest_check_already_stat_ed(tmp_path, monkeypatch):
+    """Status stat'ed every file of an artifact twice: once in the manifest check, once again to add up its size.
+    The size now takes the files the manifest lists at their recorded sizes (the check just found them so) and stats
+    only the others (the manifest itself, a file added since), so it is the same number as before."""
+    import pathlib
+
+    from saerl.artifacts import MANIFEST
+    from saerl.status import MB, disk_bytes
+
+    _runs(tmp_path)
+    folder = tmp_path / "curriculum" / ("c2" * 10)
+    (folder / "later").mkdir()
+    (folder / "later" / "extra.txt").write_bytes(b"x" * 1234)
+    every_file = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert every_file == PAYLOAD + 1234 + (folder / MANIFEST).stat().st_size
+    stat_ed = []
+    real_stat = pathlib.Path.stat
+    monkeypatch.setattr(pathlib.Path, "stat", lambda self, **kw: stat_ed.append(self.name) or real_stat(self, **kw))
+    assert disk_bytes(folder) == every_file
+    assert "f.bin" not in stat_ed and {"extra.txt", MANIFEST} <= set(stat_ed)
+    monkeypatch.undo()
+    assert _line(run_status(tmp_path), "curriculum").split()[5] == f"{every_file / MB:.2f}"
