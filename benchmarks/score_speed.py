@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,13 +46,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 from sides import interleaved, median_ratio, seconds_text
-from sklearn.exceptions import ConvergenceWarning
 
 from saerl.artifacts import ArtifactRef, ArtifactStore
 from saerl.config import PipelineConfig, load_config
 from saerl.pipeline import input_keys, plan
 from saerl.property_models import FitOptions, fit_options
-from saerl.runners import score_inputs
+from saerl.runners import counting_unconverged, score_inputs
 from saerl.runs import list_runs, read_run
 from saerl.scoring import PropertyReport, ScoreResult, property_report, score_prompts
 from saerl.stages import STAGES, stage_key, stage_slice
@@ -198,14 +196,13 @@ def timed_score(inputs: dict[str, Any], cfg: PipelineConfig, fit: FitOptions) ->
     and the properties stage's."""
     args = dict(inputs)
     X, prompts, measured = args.pop("X"), args.pop("prompts"), args.pop("measured")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
+    with counting_unconverged() as unconverged:
         started = time.perf_counter()
         result = score_prompts(X, prompts, cfg.score, measured, fit=fit, ids=args["ids"], C=args["C"], D=args["D"])
         scored = time.perf_counter()
         report = property_report(X, prompts, cfg.score, result.scores, measured, fit=fit, k=result.params["k"], **args)
         seconds = (scored - started, time.perf_counter() - scored)
-    return (result, report), seconds, sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return (result, report), seconds, unconverged.count
 
 
 def times_line(name: str, seconds: list[tuple[float, float]]) -> str:

@@ -226,8 +226,8 @@ def field_change(name: str, old: dict[str, Any], new: dict[str, Any]) -> str:
 def resumed_steps_note(step: int, total: int) -> str:
     """What a training run that resumed an interrupted one from its newest checkpoint reused, leading its reason:
     'resumed an interrupted training run from step 40 of 100'. in: the checkpoint's step, the steps the run was
-    to train (0: not known, the step alone is said); out: the note."""
-    return f"resumed an interrupted training run from step {step}" + (f" of {total}" if total > 0 else "")
+    to train (train.max_steps); out: the note."""
+    return f"resumed an interrupted training run from step {step} of {total}"
 
 
 def resumed_note(done: int, total: int) -> str:

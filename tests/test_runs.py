@@ -181,7 +181,6 @@ def test_a_resumed_training_run_says_first_which_step_it_resumed_from():
     from saerl.runs import resumed_steps_note
 
     assert resumed_steps_note(40, 100) == "resumed an interrupted training run from step 40 of 100"
-    assert resumed_steps_note(40, 0) == "resumed an interrupted training run from step 40"
     assert explain("train:saerl:0", True, {}, {}, {}, resumed=resumed_steps_note(40, 100)) == \
         "computed: resumed an interrupted training run from step 40 of 100; no earlier run of this config ran this stage"
 
