@@ -22,7 +22,7 @@ from prefect.serializers import JSONSerializer
 
 from saerl.artifacts import CACHE_RECORDS_DIR, ArtifactRef, ArtifactStore
 from saerl.config import build_config
-from saerl.pipeline import run_stage
+from saerl.pipeline import quiet_libraries, run_stage
 
 RESULTS_DIR = CACHE_RECORDS_DIR  # result storage of the stage tasks, under the artifact root
 # Prefect's default result serializer is cloudpickle (PREFECT_RESULTS_PERSIST_BY_DEFAULT persists every task's
@@ -49,7 +49,9 @@ def stage_task(stage: str, key: str, root: str, config: dict[str, Any], upstream
     fanned out), so the task builds without taking it."""
     cfg = build_config(config)
     refs = to_refs(upstream)
-    return run_stage(ArtifactStore(root), cfg, stage, refs, key=key, variant=variant, take_lock=not lock_held).to_json()
+    with quiet_libraries(cfg):  # on a Dask worker too, which the flow's own quieting does not reach
+        res = run_stage(ArtifactStore(root), cfg, stage, refs, key=key, variant=variant, take_lock=not lock_held)
+    return res.to_json()
 
 
 def record_path(root: str | Path, stage: str, key: str) -> Path:
@@ -95,4 +97,6 @@ def shard_task(stage: str, key: str, root: str, config: dict[str, Any], upstream
     from saerl.pipeline import run_shard
 
     refs = to_refs(upstream)
-    return run_shard(ArtifactStore(root), build_config(config), stage, refs, key, chunk_ids)
+    cfg = build_config(config)
+    with quiet_libraries(cfg):  # a worker of an external cluster inherits nothing from the flow's process
+        return run_shard(ArtifactStore(root), cfg, stage, refs, key, chunk_ids)

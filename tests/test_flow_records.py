@@ -310,3 +310,31 @@ def test_the_deployment_entry_runs_quiet_when_progress_is_off(monkeypatch):
     fp.pipeline_from_file.fn(str(SMOKE))
     fp.pipeline_from_file.fn(str(SMOKE), ["runtime.progress=true"])
     assert seen == [False, before] and hf_logging.is_progress_bar_enabled() == before
+
+
+def test_stage_and_shard_tasks_quiet_the_libraries_in_the_process_they_run_in(monkeypatch):
+    """A worker of an external Dask cluster inherits nothing from the flow's process, whose quiet_libraries covers
+    the flow's own process and the workers it starts: the tasks turn transformers' bars off where they run when
+    runtime.progress is off, and leave them as they were otherwise."""
+    from types import SimpleNamespace
+
+    from transformers.utils import logging as hf_logging
+
+    import saerl.pipeline
+    import tasks.stage as ts
+
+    seen = []
+
+    def stage(*_, **__):
+        seen.append(hf_logging.is_progress_bar_enabled())
+        return SimpleNamespace(to_json=dict)
+
+    monkeypatch.setattr(ts, "run_stage", stage)
+    monkeypatch.setattr(saerl.pipeline, "run_shard", lambda *a, **k: stage() and {})
+    before = hf_logging.is_progress_bar_enabled()
+    for progress in (False, True):
+        config = load_config(SMOKE, [f"runtime.progress={progress}"]).model_dump(mode="json")
+        seen.clear()
+        ts.stage_task.fn("ingest", "k", "root", config, {})
+        ts.shard_task.fn("extract", "k", "root", config, {}, [0])
+        assert seen == [progress and before] * 2 and hf_logging.is_progress_bar_enabled() == before
