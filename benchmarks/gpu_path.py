@@ -24,9 +24,9 @@ limit: the timings are the worst case of a real run's, the accuracies mean nothi
 Last line: ``RESULT extract_prompts_per_s=.. grpo_s_per_step=.. grpo_step_s=.. grpo_warm_step_s=.. peak_gpu_gib=..
 total_s=.. params_b=..``: the prompts extracted over the extract stage's wall time, the train stages' wall time over
 the steps they trained (loading, in-training evaluation and saving included), the mean of trl's step_time (a step's
-rollouts and update alone; each arm's mean, averaged over the arms), the same over every step but the run's first
-(which warms the GPU up: on an H200 the first arm's single step took 56 s, the second arm's 20 s; nan with one step
-in all); all four read from the artifacts, so a stage reused from the cache reports the run that computed it, and
+rollouts and update alone; each arm's mean, averaged over the arms), the mean over the steps of all arms pooled
+less the first step of the first arm computed in this process (which warms the GPU up: on an H200 the first arm's
+single step took 56 s, the second arm's 20 s; nan with nothing left); all four read from the artifacts, so a stage reused from the cache reports the run that computed it, and
 each train stage prints its own as it ends. Then the peak GPU memory of the stages computed in this process (nan
 when every stage was reused, or without a GPU; with one step per arm it leaves out AdamW's state, and a note says
 so), the wall time of the stages (building the random-weight model not included) and the parameters in billions.
@@ -121,7 +121,8 @@ def stage_figures(results: dict[str, Any]) -> dict[str, float]:
     steps = sum(float(res.metrics.get("steps", nan)) for res in trains)
     step_s = [train_step_figures(res.ref)["grpo_step_s"] for res in trains]
     step_s = [s for s in step_s if s == s]
-    warm = [t for res in trains for t in step_times(res.ref)][1:]  # the run's first GRPO step warms the GPU up
+    first = next((i for i, res in enumerate(trains) if res.computed), None)  # its first step warmed this GPU up
+    warm = [t for i, res in enumerate(trains) for t in step_times(res.ref)[int(i == first):]]
     return {"extract_prompts_per_s": prompts / ext_s if ext_s > 0 else nan,
             "grpo_s_per_step": train_s / steps if steps > 0 else nan,
             "grpo_step_s": sum(step_s) / len(step_s) if step_s else nan,
@@ -230,7 +231,7 @@ def main() -> None:
     total_s = time.time() - t0  # the stages' wall time: counting the parameters below is not part of it
     params_b = parameter_count(model) / 1e9
     figures = stage_figures(results)
-    if note := one_step_peak_note(steps):
+    if note := one_step_peak_note(cfg.train.max_steps):  # an override's train.max_steps wins over --steps
         print(note)
     print(f"RESULT extract_prompts_per_s={figures['extract_prompts_per_s']:.1f} "
           f"grpo_s_per_step={figures['grpo_s_per_step']:.2f} grpo_step_s={figures['grpo_step_s']:.2f} "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -348,38 +349,57 @@ def resolve_upstream(stage: str, ups: tuple[str, ...], refs: dict[str, ArtifactR
     return variant_upstream(stage, out, variant)
 
 
+@dataclass
+class _Quiet:
+    """The process's quieting, shared by overlapping quiet_libraries blocks (threads of one Dask worker, a task
+    inside a quiet flow): how many are open, and what the first one found, which the last one restores."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    depth: int = 0
+    saved: tuple[bool, str | None, int] = (True, None, logging.NOTSET)
+
+
+_QUIET = _Quiet()
+
+
 @contextmanager
 def quiet_libraries(cfg: PipelineConfig) -> Iterator[None]:
     """With `runtime.progress` off, for the length of the block: transformers' progress bars off ("Loading
     weights", "Writing model shards": several per run, one per model load or save) in this process and, through
     HF_HUB_DISABLE_PROGRESS_BARS in the environment they inherit, in Dask worker processes started inside it;
     and the `distributed` loggers at WARNING (the scheduler's and nannies' INFO lines: ~20 after the final table
-    of a Dask run). Everything is restored afterwards. With progress on it does nothing. Wrap the flow call,
-    so a LocalCluster started by the flow's task runner starts (and closes) inside it. in: the run's config."""
+    of a Dask run). Blocks may overlap (stage tasks in the threads of one worker): the first to open quiets, the
+    last to close restores what the first found. With progress on it does nothing. Wrap the flow call, so a
+    LocalCluster started by the flow's task runner starts (and closes) inside it. in: the run's config."""
     if cfg.runtime.progress:
         yield
         return
     from transformers.utils import logging as hf_logging
 
-    bars_on = hf_logging.is_progress_bar_enabled()
-    env_before = os.environ.get(HUB_NO_BARS)
     if cfg.runtime.task_runner == "dask" and "distributed" not in sys.modules:
         import distributed  # noqa: F401 - its import sets the `distributed` logger's level: set ours after it
     dask_log = logging.getLogger(DASK_LOGGER)
-    level_before = dask_log.level
-    hf_logging.disable_progress_bar()
-    os.environ[HUB_NO_BARS] = "1"
-    dask_log.setLevel(max(logging.WARNING, level_before))
+    with _QUIET.lock:
+        if _QUIET.depth == 0:
+            _QUIET.saved = (hf_logging.is_progress_bar_enabled(), os.environ.get(HUB_NO_BARS), dask_log.level)
+            hf_logging.disable_progress_bar()
+            os.environ[HUB_NO_BARS] = "1"
+            dask_log.setLevel(max(logging.WARNING, dask_log.level))
+        _QUIET.depth += 1
     try:
         yield
     finally:
-        dask_log.setLevel(level_before)
-        if env_before is None:
-            os.environ.pop(HUB_NO_BARS, None)
-        else:
-            os.environ[HUB_NO_BARS] = env_before
-        if bars_on:
-            hf_logging.enable_progress_bar()
+        with _QUIET.lock:
+            _QUIET.depth -= 1
+            if _QUIET.depth == 0:
+                bars_on, env_before, level_before = _QUIET.saved
+                dask_log.setLevel(level_before)
+                if env_before is None:
+                    os.environ.pop(HUB_NO_BARS, None)
+                else:
+                    os.environ[HUB_NO_BARS] = env_before
+                if bars_on:
+                    hf_logging.enable_progress_bar()
 
 
 def run_all(store: ArtifactStore, cfg: PipelineConfig, until: str | None = None,

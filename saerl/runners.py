@@ -201,7 +201,7 @@ UNCONVERGED_LOG = ("%d scikit-learn fits stopped before converging (raise score.
 @dataclass
 class Unconverged:
     """What :func:`counting_unconverged` counted: `count` is the number of ConvergenceWarnings raised inside its
-    block, set when the block ends (0 while it runs)."""
+    block so far."""
 
     count: int = 0
 
@@ -209,22 +209,28 @@ class Unconverged:
 @contextmanager
 def counting_unconverged() -> Iterator[Unconverged]:
     """Count scikit-learn's ConvergenceWarnings raised inside the block instead of printing them, and log the
-    settings that raise the iteration caps when there were any (UNCONVERGED_LOG). Every other warning raised inside
-    is issued again when the block ends, as it would have been without this block. out: an Unconverged whose
-    count is read after the block (build.note(unconverged_fits=...))."""
+    settings that raise the iteration caps when there were any (UNCONVERGED_LOG), also when the block raises. Every
+    other warning goes on as it would without the block (the caller's filters, registry and display). out: an
+    Unconverged whose count is read after the block (build.note(unconverged_fits=...))."""
     from sklearn.exceptions import ConvergenceWarning
 
     counted = Unconverged()
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings():  # restores the filters and showwarning on the way out
         warnings.simplefilter("always", ConvergenceWarning)
-        yield counted
-    others = [w for w in caught if not issubclass(w.category, ConvergenceWarning)]
-    counted.count = len(caught) - len(others)
-    shown: dict = {}  # one registry for them all: a warning raised in a loop is shown once, as it was inside
-    for w in others:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, registry=shown, source=w.source)
-    if counted.count:
-        log.info(UNCONVERGED_LOG, counted.count)
+        show = warnings.showwarning
+
+        def count_or_show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+            if issubclass(category, ConvergenceWarning):
+                counted.count += 1
+            else:
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = count_or_show
+        try:
+            yield counted
+        finally:
+            if counted.count:
+                log.info(UNCONVERGED_LOG, counted.count)
 
 
 def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:

@@ -185,9 +185,9 @@ def known_depth(cfg: PipelineConfig) -> int | None:
     """The number of blocks of the model the extract stage reads, where it is known without loading anything: the
     testbed's LM (testbed.n_layers) or a local folder's config.json (its text model's num_hidden_layers); None for
     a hub id or a pkg: model, whose config is not at hand before the stage runs. in: config; out: depth or None."""
-    name = cfg.extract.model or cfg.model.name_or_path
-    if name == "testbed":
+    if cfg.extract.model is None and cfg.model.name_or_path == "testbed":
         return cfg.testbed.n_layers
+    name = cfg.extract.model or cfg.model.name_or_path
     conf = Path(name).expanduser() / "config.json"
     if name.startswith("pkg:") or not conf.is_file():
         return None
@@ -201,15 +201,17 @@ def known_depth(cfg: PipelineConfig) -> int | None:
 
 def stage_slice(cfg: PipelineConfig, stage: str, device: str | None = None) -> dict[str, object]:
     """The config fields `stage` reads under `cfg` on a `device` type (input_keys' "device"; None: not known), as
-    {dotted path: value}. extract.layer enters as the block it resolves to where the model's depth is known
-    (:func:`known_depth`), so unset (the middle), a negative index and the same block named plainly share a key."""
+    {dotted path: value}. extract.layer enters by the block it resolves to where the model's depth is known
+    (:func:`known_depth`): None for the middle block (the unset value, so the keys built before stay) and the
+    block's index otherwise, so unset, a negative index and the same block named plainly share a key."""
     unread = unread_fields(cfg, stage, device)
     out = {k: v for k, v in config_slice(cfg, STAGES[stage].reads).items() if k not in unread}
     if "extract.layer" in out and (depth := known_depth(cfg)) is not None:
         try:
-            out["extract.layer"] = resolve_layer(cfg.extract.layer, depth)
+            block = resolve_layer(cfg.extract.layer, depth)
         except ValueError:
-            pass  # out of range: the stage refuses it with the fix
+            return out  # out of range: the stage refuses it with the fix
+        out["extract.layer"] = None if block == resolve_layer(None, depth) else block
     return out
 
 

@@ -111,7 +111,10 @@ def format_run(root: Path, record: RunRecord, verify: bool = False) -> str:
         elif problems:
             on_disk = CORRUPT
         else:
-            on_disk = f"{disk_bytes(artifact_dir(root, s.stage, s.key)) / MB:.2f}"
+            try:
+                on_disk = f"{disk_bytes(artifact_dir(root, s.stage, s.key)) / MB:.2f}"
+            except (OSError, ValueError, KeyError):  # collected between the check and the count (saerl gc)
+                on_disk = "gone"
         rows.append((s.stage, s.status, s.key[:KEY_CHARS], f"{s.seconds:.1f}", f"{s.bytes / MB:.2f}", on_disk,
                      s.reason))
     computed = sum(s.status == "computed" for s in record.stages.values())

@@ -31,10 +31,10 @@ def test_stage_figures_read_the_artifacts_not_the_cache_lookup(tmp_path):
     pl.DataFrame({"step": [1, 2, 3], "step_time": [7.0, 8.0, 9.0]}).write_parquet(
         results["train:vanilla:0"].ref.file("log.parquet"))
     pl.DataFrame({"step": [0, 3], "seconds": [1.5, 2.0]}).write_parquet(results["train:saerl:0"].ref.file("curve.parquet"))
-    # grpo_step_s: each arm's mean step_time (5 and 8), averaged over the arms; grpo_warm_step_s: every step but
-    # the run's first (the saerl arm's 4.0 s), (6 + 7 + 8 + 9) / 4
+    # grpo_step_s: each arm's mean step_time (5 and 8), averaged over the arms; grpo_warm_step_s: the steps pooled
+    # less the first of the first arm computed here (vanilla's 7.0 s: the saerl arm was reused), (4 + 6 + 8 + 9) / 4
     assert bench.stage_figures(results) == {"extract_prompts_per_s": 20.0, "grpo_s_per_step": 10.0, "grpo_step_s": 6.5,
-                                            "grpo_warm_step_s": 7.5}
+                                            "grpo_warm_step_s": 6.75}
     assert bench.train_step_figures(results["train:saerl:0"].ref) == {"grpo_step_s": 5.0, "eval_s": 3.5}
     missing = bench.train_step_figures(results["train:vanilla:0"].ref)  # no curve.parquet
     assert missing["grpo_step_s"] == 8.0 and missing["eval_s"] != missing["eval_s"]

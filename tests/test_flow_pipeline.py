@@ -126,11 +126,12 @@ def test_report_setting_recomputes_only_the_property_report(warm_root):
 
 def test_layer_change_recomputes_from_extraction(warm_root):
     root, _ = warm_root
-    rec = _run(root, "extract.layer=0")
+    assert set(_status(_run(root, "extract.layer=0")).values()) == {"cached"}, "block 0 is the 2-block LM's middle"
+    rec = _run(root, "extract.layer=1")
     status = _status(rec)
     assert status["testbed"] == status["ingest"] == "cached"
     assert all(status[s] == "computed" for s in ("extract", "sae", "encode", "score"))
-    assert "extract.layer None->0" in rec["stages"]["extract"]["reason"]
+    assert "extract.layer None->1" in rec["stages"]["extract"]["reason"]
     assert "input changed: extract" in rec["stages"]["sae"]["reason"]
 
 

@@ -331,6 +331,7 @@ def test_stage_and_shard_tasks_quiet_the_libraries_in_the_process_they_run_in(mo
 
     monkeypatch.setattr(ts, "run_stage", stage)
     monkeypatch.setattr(saerl.pipeline, "run_shard", lambda *a, **k: stage() and {})
+    hf_logging.enable_progress_bar()  # on, as in a fresh process: the progress=false case then tests something
     before = hf_logging.is_progress_bar_enabled()
     for progress in (False, True):
         config = load_config(SMOKE, [f"runtime.progress={progress}"]).model_dump(mode="json")

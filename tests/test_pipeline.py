@@ -295,6 +295,7 @@ def test_run_all_turns_library_progress_bars_off_as_runtime_progress_says(tmp_pa
         return SimpleNamespace(ref=None)
 
     monkeypatch.setattr(pipeline, "run_stage", stage)
+    hf_logging.enable_progress_bar()  # on, as in a fresh process: the progress=false case then tests something
     before = hf_logging.is_progress_bar_enabled()
     for progress in ("false", "true"):
         cfg = load_config(None, [f"runtime.artifact_root={tmp_path}", f"runtime.progress={progress}"])
@@ -302,3 +303,27 @@ def test_run_all_turns_library_progress_bars_off_as_runtime_progress_says(tmp_pa
         run_all(ArtifactStore(tmp_path), cfg, until="ingest")
         assert seen and set(seen) == {progress == "true" and before}
         assert hf_logging.is_progress_bar_enabled() == before
+
+
+def test_overlapping_quiet_blocks_restore_once_the_last_closes(monkeypatch):
+    """Two stage tasks in the threads of one Dask worker: the first to leave turned the bars back on while the
+    other still ran, and the environment variable and Dask's logger level stayed changed after both."""
+    import logging
+    import os
+
+    from transformers.utils import logging as hf_logging
+
+    from saerl.pipeline import DASK_LOGGER, HUB_NO_BARS, quiet_libraries
+
+    hf_logging.enable_progress_bar()
+    monkeypatch.delenv(HUB_NO_BARS, raising=False)
+    dask_log = logging.getLogger(DASK_LOGGER)
+    monkeypatch.setattr(dask_log, "level", logging.INFO)
+    cfg = load_config(None, ["runtime.progress=false"])
+    a, b = quiet_libraries(cfg), quiet_libraries(cfg)
+    a.__enter__()
+    b.__enter__()
+    a.__exit__(None, None, None)
+    assert not hf_logging.is_progress_bar_enabled() and os.environ[HUB_NO_BARS] == "1", "b still runs"
+    b.__exit__(None, None, None)
+    assert hf_logging.is_progress_bar_enabled() and HUB_NO_BARS not in os.environ and dask_log.level == logging.INFO

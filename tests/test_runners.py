@@ -531,7 +531,8 @@ def test_counting_unconverged_counts_convergence_warnings_and_passes_the_others_
             for _ in range(2):
                 warnings.warn("lbfgs failed to converge", ConvergenceWarning, stacklevel=1)
             warnings.warn("some other problem", UserWarning, stacklevel=1)
-            assert unconverged.count == 0, "counted when the block ends"
+            assert [(w.category, str(w.message)) for w in outside] == [(UserWarning, "some other problem")], \
+                "passed on as it is raised"
     assert unconverged.count == 2
     assert [(w.category, str(w.message)) for w in outside] == [(UserWarning, "some other problem")]
     assert "2 scikit-learn fits stopped before converging" in caplog.text and "score.probe_max_iter" in caplog.text
@@ -539,3 +540,15 @@ def test_counting_unconverged_counts_convergence_warnings_and_passes_the_others_
     with caplog.at_level(logging.INFO, logger="saerl.runners"), counting_unconverged() as none:
         pass
     assert none.count == 0 and "scikit-learn fits" not in caplog.text
+    # the caller's filters still rule the others (-W error with a library's warning let through), and a fit that
+    # raises still reports what it counted
+    with warnings.catch_warnings(), pytest.raises(RuntimeError, match="fit broke"):
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        with caplog.at_level(logging.INFO, logger="saerl.runners"), counting_unconverged() as broke:
+            warnings.warn("lbfgs failed to converge", ConvergenceWarning, stacklevel=1)
+            warnings.warn("an old API", FutureWarning, stacklevel=1)
+            with pytest.raises(UserWarning):
+                warnings.warn("an error here", UserWarning, stacklevel=1)
+            raise RuntimeError("fit broke")
+    assert broke.count == 1 and "1 scikit-learn fits stopped" in caplog.text

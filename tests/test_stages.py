@@ -232,20 +232,24 @@ def test_planning_keys_imports_no_torch():
 def test_extract_layer_keys_on_the_block_it_resolves_to_where_the_depth_is_known(tmp_path):
     """extract.layer unset (the middle block), a negative index and the same block named plainly extract the same
     residuals: where the model's depth is known before the stage runs (the testbed LM, a local folder's
-    config.json) they share a key; a hub id's depth is not, so its values stay as written."""
+    config.json) they share a key, the middle block's being the unset value's (None: keys built before stay); a
+    hub id's depth is not known, so its values stay as written."""
     from saerl.stages import known_depth, stage_slice
 
     def layer(*overrides: str) -> object:
         return stage_slice(load_config(None, list(overrides)), "extract")["extract.layer"]
 
     assert known_depth(load_config(None, [])) == 2  # the testbed LM
-    assert layer() == layer("extract.layer=0") == layer("extract.layer=-2") == 0 != layer("extract.layer=1")
+    assert layer() is layer("extract.layer=0") is layer("extract.layer=-2") is None
+    assert layer("extract.layer=1") == layer("extract.layer=-1") == 1
     folder = tmp_path / "m"
     folder.mkdir()
     (folder / "config.json").write_text('{"text_config": {"num_hidden_layers": 28}}')
     local = f"model.name_or_path={folder}"
-    assert layer(local) == layer(local, "extract.layer=13") == layer(local, "extract.layer=-15") == 13
+    assert layer(local) is layer(local, "extract.layer=13") is layer(local, "extract.layer=-15") is None
+    assert layer(local, "extract.layer=20") == layer(local, "extract.layer=-8") == 20
     assert layer(local, "extract.layer=99") == 99  # out of range: left as written, for the stage to refuse
     hub = "model.name_or_path=Qwen/Qwen2.5-Math-1.5B"
-    assert layer(hub) is None and layer(hub, "extract.layer=13") == 13
-    assert layer(hub, f"extract.model={folder}") == 13  # extract.model is the model read
+    assert layer(hub, "extract.layer=13") == 13 != layer(hub) is None
+    assert layer(hub, f"extract.model={folder}", "extract.layer=13") is None  # extract.model is the model read
+    assert known_depth(load_config(None, ["extract.model=testbed"])) is None, "not a model extract can load"

@@ -239,3 +239,21 @@ def test_on_disk_size_stats_no_file_the_manifest_check_already_stat_ed(tmp_path,
     assert "f.bin" not in stat_ed and {"extra.txt", MANIFEST} <= set(stat_ed)
     monkeypatch.undo()
     assert _line(run_status(tmp_path), "curriculum").split()[5] == f"{every_file / MB:.2f}"
+
+
+def test_an_artifact_collected_during_the_listing_reads_gone(tmp_path, monkeypatch):
+    """`saerl gc` removing an artifact between its manifest check and the size count: the row says gone instead of
+    the listing failing."""
+    from saerl import status
+
+    _runs(tmp_path)
+    real = status.disk_bytes
+
+    def collected(folder):
+        import shutil
+
+        shutil.rmtree(folder)
+        return real(folder)
+
+    monkeypatch.setattr(status, "disk_bytes", collected)
+    assert _line(run_status(tmp_path), "curriculum").split()[5] == "gone"
