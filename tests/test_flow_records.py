@@ -312,7 +312,7 @@ def test_the_deployment_entry_runs_quiet_when_progress_is_off(monkeypatch):
     assert seen == [False, before] and hf_logging.is_progress_bar_enabled() == before
 
 
-def test_stage_and_shard_tasks_quiet_the_libraries_in_the_process_they_run_in(monkeypatch):
+def test_stage_and_shard_tasks_quiet_the_libraries_in_the_process_they_run_in(monkeypatch, tmp_path):
     """A worker of an external Dask cluster inherits nothing from the flow's process, whose quiet_libraries covers
     the flow's own process and the workers it starts: the tasks turn transformers' bars off where they run when
     runtime.progress is off, and leave them as they were otherwise."""
@@ -336,6 +336,6 @@ def test_stage_and_shard_tasks_quiet_the_libraries_in_the_process_they_run_in(mo
     for progress in (False, True):
         config = load_config(SMOKE, [f"runtime.progress={progress}"]).model_dump(mode="json")
         seen.clear()
-        ts.stage_task.fn("ingest", "k", "root", config, {})
-        ts.shard_task.fn("extract", "k", "root", config, {}, [0])
+        ts.stage_task.fn("ingest", "k", str(tmp_path), config, {})
+        ts.shard_task.fn("extract", "k", str(tmp_path), config, {}, [0])
         assert seen == [progress and before] * 2 and hf_logging.is_progress_bar_enabled() == before
