@@ -18,7 +18,9 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -70,6 +72,31 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+def build_machine() -> dict[str, str]:
+    """Where an artifact is built, beside its library versions: float results of training depend on the machine
+    too (the testbed LM rebuilt from one config and code on another session's machine came out another model).
+    cpu: the processor's model name; torch_cpu: the vector unit torch's kernels use (AVX2, AVX512, ...) and cuda:
+    the GPU's name, both only when the stage imported torch (a stage that did not has no such kernels)."""
+    out = {"cpu": _cpu_model()}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        out["torch_cpu"] = str(torch.backends.cpu.get_cpu_capability())
+        if torch.cuda.is_initialized():
+            out["cuda"] = torch.cuda.get_device_name()
+    return out
+
+
+def _cpu_model() -> str:
+    """The processor's model name from /proc/cpuinfo (Linux), else platform.processor(), else 'unknown'."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def file_sha256(path: Path) -> str:
@@ -313,6 +340,7 @@ class ArtifactStore:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "seconds": round(time.time() - started, 3),
             "library_versions": library_versions(),
+            "machine": build_machine(),
             **(manifest or {}),
             **notes,
             "files": {rel: f for rel, f in hash_tree(partial).items() if not rel.startswith(f"{CHUNK_DIR}/")},

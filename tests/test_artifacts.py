@@ -17,12 +17,15 @@ def _write(build, text="hello"):
 
 
 def test_build_publishes_with_manifest(tmp_path):
+    import torch  # imported, as by a stage that ran a model: the kernels' vector unit is part of where it was built
+
     store = ArtifactStore(tmp_path)
     ref, computed = store.ensure("s", "k1", _write, {"inputs": {"x": "1"}})
     assert computed
     m = ref.manifest()
     assert m["rows"] == 2 and m["inputs"] == {"x": "1"} and set(m["files"]) == {"a.txt", "sub/b.bin"}
     assert "torch" in m["library_versions"]
+    assert m["machine"]["cpu"] and m["machine"]["torch_cpu"] == torch.backends.cpu.get_cpu_capability()
     assert not store.partial_path("s", "k1").exists()
     ref2, computed2 = store.ensure("s", "k1", lambda b: pytest.fail("must not recompute"))
     assert not computed2 and ref2 == ref
