@@ -25,9 +25,10 @@ Last line: ``RESULT extract_prompts_per_s=.. grpo_s_per_step=.. grpo_step_s=.. g
 total_s=.. params_b=..``: the prompts extracted over the extract stage's wall time, the train stages' wall time over
 the steps they trained (loading, in-training evaluation and saving included), the mean of trl's step_time (a step's
 rollouts and update alone; each arm's mean, averaged over the arms), the mean over the steps of all arms pooled
-less the first step of the first arm computed in this process (which warms the GPU up: on an H200 the first arm's
-single step took 56 s, the second arm's 20 s; nan with nothing left); all four read from the artifacts, so a stage reused from the cache reports the run that computed it, and
-each train stage prints its own as it ends. Then the peak GPU memory of the stages computed in this process (nan
+less the first step of the first arm computed in this process, or of the first arm when all were reused (it warms
+the GPU up: on an H200 the first arm's single step took 56 s, the second arm's 20 s; nan with nothing left); all
+four read from the artifacts, so a stage reused from the cache reports the run that computed it, and each train
+stage prints its own as it ends. Then the peak GPU memory of the stages computed in this process (nan
 when every stage was reused, or without a GPU; with one step per arm it leaves out AdamW's state, and a note says
 so), the wall time of the stages (building the random-weight model not included) and the parameters in billions.
 """
@@ -121,7 +122,8 @@ def stage_figures(results: dict[str, Any]) -> dict[str, float]:
     steps = sum(float(res.metrics.get("steps", nan)) for res in trains)
     step_s = [train_step_figures(res.ref)["grpo_step_s"] for res in trains]
     step_s = [s for s in step_s if s == s]
-    first = next((i for i, res in enumerate(trains) if res.computed), None)  # its first step warmed this GPU up
+    # the first arm computed here had this GPU's first step; with every arm reused, the first arm had its run's
+    first = next((i for i, res in enumerate(trains) if res.computed), 0)
     warm = [t for i, res in enumerate(trains) for t in step_times(res.ref)[int(i == first):]]
     return {"extract_prompts_per_s": prompts / ext_s if ext_s > 0 else nan,
             "grpo_s_per_step": train_s / steps if steps > 0 else nan,

@@ -75,16 +75,21 @@ def library_versions() -> dict[str, str]:
 
 
 def build_machine() -> dict[str, str]:
-    """Where an artifact is built, beside its library versions: float results of training depend on the machine
-    too (the testbed LM rebuilt from one config and code on another session's machine came out another model).
-    cpu: the processor's model name; torch_cpu: the vector unit torch's kernels use (AVX2, AVX512, ...) and cuda:
-    the GPU's name, both only when the stage imported torch (a stage that did not has no such kernels)."""
+    """Where an artifact is published, beside its library versions: float results of training depend on the
+    machine too (the testbed LM rebuilt from one config and code on another session's machine came out another
+    model). cpu: the processor's model name; torch_cpu: the vector unit torch's kernels use (AVX2, AVX512, ...),
+    when this process has imported torch; cuda: the GPU's name, when this process has started CUDA. The publishing
+    process's: a sharded stage's chunks may have been computed on other Dask workers. Never fails a publish (torch
+    half-imported in another thread is left out)."""
     out = {"cpu": _cpu_model()}
     torch = sys.modules.get("torch")
-    if torch is not None:
-        out["torch_cpu"] = str(torch.backends.cpu.get_cpu_capability())
-        if torch.cuda.is_initialized():
-            out["cuda"] = torch.cuda.get_device_name()
+    try:
+        if torch is not None:
+            out["torch_cpu"] = str(torch.backends.cpu.get_cpu_capability())
+            if torch.cuda.is_initialized():
+                out["cuda"] = torch.cuda.get_device_name()
+    except Exception:  # noqa: BLE001 - provenance only: a module mid-import has no backends yet
+        pass
     return out
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -206,31 +207,68 @@ class Unconverged:
     count: int = 0
 
 
+@dataclass
+class _Counting:
+    """The process's counting of ConvergenceWarnings, shared by overlapping counting_unconverged blocks (score and
+    properties in threads of one Dask worker): warnings' filters and showwarning are process-wide, so the first
+    block to open installs one hook and the last to close restores what the first found (a catch_warnings of its
+    own, entered once), whichever threads they run in."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    guard: Any = None  # the open warnings.catch_warnings, while any block is open
+    show: Any = None  # the showwarning the first block found: the other warnings go on to it
+    open: list[Unconverged] = field(default_factory=list)  # the open blocks' counters, oldest first
+    local: threading.local = field(default_factory=threading.local)  # .stack: this thread's open counters
+
+
+_COUNTING = _Counting()
+
+
+def _count_or_show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+    """The hook while a counting block is open: a ConvergenceWarning counts in this thread's innermost block (the
+    oldest open one for a warning from another thread, such as scikit-learn's joblib workers); any other warning
+    goes on to the showwarning the first block found."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    stack = getattr(_COUNTING.local, "stack", None)
+    counter = stack[-1] if stack else (_COUNTING.open[0] if _COUNTING.open else None)
+    if issubclass(category, ConvergenceWarning) and counter is not None:
+        counter.count += 1
+    else:
+        _COUNTING.show(message, category, filename, lineno, file, line)
+
+
 @contextmanager
 def counting_unconverged() -> Iterator[Unconverged]:
     """Count scikit-learn's ConvergenceWarnings raised inside the block instead of printing them, and log the
     settings that raise the iteration caps when there were any (UNCONVERGED_LOG), also when the block raises. Every
-    other warning goes on as it would without the block (the caller's filters, registry and display). out: an
-    Unconverged whose count is read after the block (build.note(unconverged_fits=...))."""
+    other warning goes on as it would without the block (the caller's filters, registry and display). Blocks may
+    overlap across threads (:class:`_Counting`). out: an Unconverged whose count is read after the block
+    (build.note(unconverged_fits=...))."""
     from sklearn.exceptions import ConvergenceWarning
 
     counted = Unconverged()
-    with warnings.catch_warnings():  # restores the filters and showwarning on the way out
-        warnings.simplefilter("always", ConvergenceWarning)
-        show = warnings.showwarning
-
-        def count_or_show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
-            if issubclass(category, ConvergenceWarning):
-                counted.count += 1
-            else:
-                show(message, category, filename, lineno, file, line)
-
-        warnings.showwarning = count_or_show
-        try:
-            yield counted
-        finally:
-            if counted.count:
-                log.info(UNCONVERGED_LOG, counted.count)
+    with _COUNTING.lock:
+        if not _COUNTING.open:
+            _COUNTING.guard = warnings.catch_warnings()  # saves the filters and showwarning, restores them on exit
+            _COUNTING.guard.__enter__()
+            warnings.simplefilter("always", ConvergenceWarning)
+            _COUNTING.show = warnings.showwarning
+            warnings.showwarning = _count_or_show
+        _COUNTING.open.append(counted)
+    stack = _COUNTING.local.__dict__.setdefault("stack", [])
+    stack.append(counted)
+    try:
+        yield counted
+    finally:
+        stack.remove(counted)
+        with _COUNTING.lock:
+            _COUNTING.open.remove(counted)
+            if not _COUNTING.open:
+                _COUNTING.guard.__exit__(None, None, None)
+                _COUNTING.guard = _COUNTING.show = None
+        if counted.count:
+            log.info(UNCONVERGED_LOG, counted.count)
 
 
 def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:

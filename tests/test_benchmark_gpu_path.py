@@ -1,6 +1,7 @@
 """benchmarks/gpu_path.py: the RESULT figures come from the run's artifacts, cached or computed."""
 
 import json
+from dataclasses import replace
 
 import polars as pl
 import pytest
@@ -35,6 +36,8 @@ def test_stage_figures_read_the_artifacts_not_the_cache_lookup(tmp_path):
     # less the first of the first arm computed here (vanilla's 7.0 s: the saerl arm was reused), (4 + 6 + 8 + 9) / 4
     assert bench.stage_figures(results) == {"extract_prompts_per_s": 20.0, "grpo_s_per_step": 10.0, "grpo_step_s": 6.5,
                                             "grpo_warm_step_s": 6.75}
+    reused = {name: replace(res, computed=False) for name, res in results.items()}  # a rerun: the first arm's first
+    assert bench.stage_figures(reused)["grpo_warm_step_s"] == 7.5  # step warmed the run that computed it: (6+7+8+9)/4
     assert bench.train_step_figures(results["train:saerl:0"].ref) == {"grpo_step_s": 5.0, "eval_s": 3.5}
     missing = bench.train_step_figures(results["train:vanilla:0"].ref)  # no curve.parquet
     assert missing["grpo_step_s"] == 8.0 and missing["eval_s"] != missing["eval_s"]

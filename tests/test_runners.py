@@ -552,3 +552,35 @@ def test_counting_unconverged_counts_convergence_warnings_and_passes_the_others_
                 warnings.warn("an error here", UserWarning, stacklevel=1)
             raise RuntimeError("fit broke")
     assert broke.count == 1 and "1 scikit-learn fits stopped" in caplog.text
+
+
+def test_counting_blocks_overlapping_in_threads_count_their_own_and_restore_at_the_last():
+    """Score and properties in two threads of one Dask worker: with per-block catch_warnings the first to close took
+    the other's hook away (its warnings printed, not counted) and the last put the first's hook back for good."""
+    import threading
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from saerl.runners import counting_unconverged
+
+    before_show, before_filters = warnings.showwarning, list(warnings.filters)
+    entered, a_closed = threading.Event(), threading.Event()
+    got = {}
+
+    def b():
+        with counting_unconverged() as mine:
+            entered.set()
+            a_closed.wait(10)
+            warnings.warn("did not converge", ConvergenceWarning, stacklevel=1)
+            got["b"] = mine
+
+    t = threading.Thread(target=b)
+    with counting_unconverged() as a:
+        t.start()
+        entered.wait(10)
+        warnings.warn("did not converge", ConvergenceWarning, stacklevel=1)
+    a_closed.set()
+    t.join(10)
+    assert (a.count, got["b"].count) == (1, 1)
+    assert warnings.showwarning is before_show and warnings.filters == before_filters
