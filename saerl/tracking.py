@@ -32,6 +32,7 @@ PARAM_VALUE_LIMIT = 6000  # MLflow's maximum length of a param value
 BATCH_LIMIT = 100  # MLflow's maximum number of params per log_batch call
 METRIC_BATCH_LIMIT = 1000  # MLflow's maximum number of metrics per log_batch call
 VERSIONED_LIBRARIES = ("torch", "transformers", "trl", "sae-lens", "prefect", "mlflow", "zarr", "polars")
+MACHINE_TAG = "saerl.machine."  # + field: a stage run's tag naming where its artifact was built (its manifest's)
 VERSION_TAG = "saerl.version."  # + package name: a parent-run tag holding that library's installed version
 NOT_INSTALLED = "not installed"
 MS_PER_S = 1000  # MLflow timestamps are epoch milliseconds
@@ -294,10 +295,11 @@ class Tracker:
 
     def log_stage(self, stage: str, status: str, key: str, reason: str, seconds: float,
                   params: dict[str, Any], metrics: dict[str, float] | None = None,
-                  inputs: dict[str, str] | None = None) -> None:
+                  inputs: dict[str, str] | None = None, tags: dict[str, str] | None = None) -> None:
         """One nested run per stage: its config slice as params, key/status/reason as tags, each of its `inputs`
-        (StageRecord.inputs) as a tag 'saerl.input.<name>', and a training run's arm and seed also as params
-        'arm' / 'seed' (:func:`variant_params`), the one thing that tells two training runs of a config apart."""
+        (StageRecord.inputs) as a tag 'saerl.input.<name>', `tags` as they are (the build machine), and a training
+        run's arm and seed also as params 'arm' / 'seed' (:func:`variant_params`), the one thing that tells two
+        training runs of a config apart."""
 
         def do() -> None:
             from mlflow.entities import Metric, RunTag
@@ -307,14 +309,14 @@ class Tracker:
             rid = run.info.run_id
             self.stage_runs[stage] = rid
             self._log_params(rid, {**params, **variant_params(inputs or {})})
-            tags = [RunTag("saerl.stage", stage), RunTag("saerl.key", key), RunTag("saerl.status", status),
-                    RunTag("saerl.reason", reason[:PARAM_VALUE_LIMIT])] + [
-                RunTag(k, v) for k, v in sorted(input_tags(inputs or {}).items())]
+            run_tags = [RunTag("saerl.stage", stage), RunTag("saerl.key", key), RunTag("saerl.status", status),
+                        RunTag("saerl.reason", reason[:PARAM_VALUE_LIMIT])] + [
+                RunTag(k, v) for k, v in sorted({**input_tags(inputs or {}), **(tags or {})}.items())]
             now = now_ms()
             ms = [Metric("seconds", float(seconds), now, 0)] + [
                 Metric(metric_key(WORK_SECONDS if k == "seconds" else k), float(v), now, 0)
                 for k, v in (metrics or {}).items()]
-            self.client.log_batch(rid, metrics=ms, tags=tags)
+            self.client.log_batch(rid, metrics=ms, tags=run_tags)
             self.client.log_batch(self.parent_id, tags=[RunTag(f"stage.{stage}", f"{status}:{key}")])
             self.client.set_terminated(rid)
 
@@ -369,13 +371,17 @@ def step_points(steps_log: pl.DataFrame, curve: pl.DataFrame) -> list[tuple[int,
     return points
 
 
-def manifest_seconds(folder: Path) -> float | None:
-    """What building the artifact in `folder` took (its manifest's 'seconds'), or None without a readable one."""
+def manifest_build(folder: Path) -> tuple[float | None, dict[str, str]]:
+    """What the manifest of the artifact in `folder` says of its build: the seconds it took (None when not
+    recorded) and where it was built, as tags 'saerl.machine.<field>' (cpu, torch_cpu, cuda: see
+    saerl.artifacts.build_machine; none for a manifest without them). (None, {}) without a readable manifest."""
     try:
-        seconds = json.loads((folder / MANIFEST).read_text()).get("seconds")
+        manifest = json.loads((folder / MANIFEST).read_text())
+        seconds, machine = manifest.get("seconds"), manifest.get("machine") or {}
+        tags = {MACHINE_TAG + str(k): str(v)[:PARAM_VALUE_LIMIT] for k, v in machine.items()}
     except (OSError, ValueError, AttributeError):
-        return None
-    return float(seconds) if isinstance(seconds, int | float) else None
+        return None, {}
+    return (float(seconds) if isinstance(seconds, int | float) else None), tags
 
 
 def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[str, float] | None) -> None:
@@ -387,9 +393,10 @@ def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[
     import polars as pl
 
     folder = Path(rec.path)
-    built = manifest_seconds(folder)
+    built, machine = manifest_build(folder)
     metrics = {**(metrics or {}), **({BUILD_SECONDS: built} if built is not None else {})}
-    tracker.log_stage(rec.stage, rec.status, rec.key, rec.reason, rec.seconds, rec.config, metrics, rec.inputs)
+    tracker.log_stage(rec.stage, rec.status, rec.key, rec.reason, rec.seconds, rec.config, metrics, rec.inputs,
+                      tags=machine)
     for png in sorted(folder.glob("plots/*.png")):
         tracker.log_artifact(png, rec.stage, "plots")
     for table in LOGGED_TABLES.get(stage, ()):

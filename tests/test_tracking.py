@@ -366,3 +366,25 @@ def test_two_first_runs_on_a_new_root_both_track(tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("both").experiment_id])
     assert sorted(r.info.run_name for r in runs) == ["run-0", "run-1"]
+
+
+def test_a_stage_run_is_tagged_with_the_machine_its_artifact_was_built_on(tmp_path):
+    """Two runs of one config can differ by where they were built (the demo's LM rebuilt on another session's
+    machine came out another model): each stage run carries its manifest's machine as 'saerl.machine.<field>'
+    tags, so the comparison UI shows it; a manifest without one adds none."""
+    from saerl.runs import StageRecord
+    from saerl.tracking import MACHINE_TAG, log_stage_run
+
+    cfg = load_config(None, ["name=machine"])
+    t = Tracker(cfg, tmp_path, "run-m")
+    for stage, manifest in (("testbed", {"seconds": 3.0, "machine": {"cpu": "AMD EPYC", "torch_cpu": "AVX512"}}),
+                            ("ingest", {"seconds": 1.0})):
+        built = tmp_path / stage / "k"
+        built.mkdir(parents=True)
+        (built / "manifest.json").write_text(json.dumps(manifest))
+        log_stage_run(t, stage, StageRecord(stage, "k", "computed", "r", {}, {}, seconds=1.0, path=str(built)), {})
+    t.finish()
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path))
+    tags = client.get_run(t.stage_runs["testbed"]).data.tags
+    assert tags[MACHINE_TAG + "cpu"] == "AMD EPYC" and tags[MACHINE_TAG + "torch_cpu"] == "AVX512"
+    assert not any(k.startswith(MACHINE_TAG) for k in client.get_run(t.stage_runs["ingest"]).data.tags)
