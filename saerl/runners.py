@@ -199,7 +199,7 @@ UNCONVERGED_LOG = ("%d scikit-learn fits stopped before converging (raise score.
                    "score.probe_max_iter for the logistic probes)")
 
 
-@dataclass
+@dataclass(eq=False)  # each block's own counter, told apart by identity (two blocks at 0 are not one)
 class Unconverged:
     """What :func:`counting_unconverged` counted: `count` is the number of ConvergenceWarnings raised inside its
     block so far."""
@@ -216,7 +216,7 @@ class _Counting:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     guard: Any = None  # the open warnings.catch_warnings, while any block is open
-    show: Any = None  # the showwarning the first block found: the other warnings go on to it
+    show: Any = warnings.showwarning  # what the first block found: the other warnings go on to it (kept after)
     open: list[Unconverged] = field(default_factory=list)  # the open blocks' counters, oldest first
     local: threading.local = field(default_factory=threading.local)  # .stack: this thread's open counters
 
@@ -225,13 +225,16 @@ _COUNTING = _Counting()
 
 
 def _count_or_show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
-    """The hook while a counting block is open: a ConvergenceWarning counts in this thread's innermost block (the
-    oldest open one for a warning from another thread, such as scikit-learn's joblib workers); any other warning
-    goes on to the showwarning the first block found."""
+    """The hook while a counting block is open: a ConvergenceWarning counts in this thread's innermost block, or,
+    from a thread without one (scikit-learn's joblib workers), in the oldest open block: with blocks open in
+    several threads such a warning may land in another stage's count. Any other warning, and every warning once
+    no block is open (a hook some other code's catch_warnings put back late), goes on to the showwarning the first
+    block found."""
     from sklearn.exceptions import ConvergenceWarning
 
     stack = getattr(_COUNTING.local, "stack", None)
-    counter = stack[-1] if stack else (_COUNTING.open[0] if _COUNTING.open else None)
+    oldest = _COUNTING.open[:1]  # one read: another thread may close the last block meanwhile
+    counter = stack[-1] if stack else (oldest[0] if oldest else None)
     if issubclass(category, ConvergenceWarning) and counter is not None:
         counter.count += 1
     else:
@@ -253,7 +256,8 @@ def counting_unconverged() -> Iterator[Unconverged]:
             _COUNTING.guard = warnings.catch_warnings()  # saves the filters and showwarning, restores them on exit
             _COUNTING.guard.__enter__()
             warnings.simplefilter("always", ConvergenceWarning)
-            _COUNTING.show = warnings.showwarning
+            if warnings.showwarning is not _count_or_show:  # not a hook some other code's catch_warnings put back
+                _COUNTING.show = warnings.showwarning
             warnings.showwarning = _count_or_show
         _COUNTING.open.append(counted)
     stack = _COUNTING.local.__dict__.setdefault("stack", [])
@@ -261,12 +265,12 @@ def counting_unconverged() -> Iterator[Unconverged]:
     try:
         yield counted
     finally:
-        stack.remove(counted)
+        stack[:] = [c for c in stack if c is not counted]
         with _COUNTING.lock:
-            _COUNTING.open.remove(counted)
+            _COUNTING.open[:] = [c for c in _COUNTING.open if c is not counted]
             if not _COUNTING.open:
                 _COUNTING.guard.__exit__(None, None, None)
-                _COUNTING.guard = _COUNTING.show = None
+                _COUNTING.guard = None
         if counted.count:
             log.info(UNCONVERGED_LOG, counted.count)
 

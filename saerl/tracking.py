@@ -377,10 +377,13 @@ def manifest_build(folder: Path) -> tuple[float | None, dict[str, str]]:
     saerl.artifacts.build_machine; none for a manifest without them). (None, {}) without a readable manifest."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
-        seconds, machine = manifest.get("seconds"), manifest.get("machine") or {}
-        tags = {MACHINE_TAG + str(k): str(v)[:PARAM_VALUE_LIMIT] for k, v in machine.items()}
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError):
         return None, {}
+    if not isinstance(manifest, dict):
+        return None, {}
+    seconds, machine = manifest.get("seconds"), manifest.get("machine")
+    tags = {MACHINE_TAG + str(k): str(v)[:PARAM_VALUE_LIMIT] for k, v in machine.items()} \
+        if isinstance(machine, dict) else {}
     return (float(seconds) if isinstance(seconds, int | float) else None), tags
 
 

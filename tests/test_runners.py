@@ -584,3 +584,41 @@ def test_counting_blocks_overlapping_in_threads_count_their_own_and_restore_at_t
     t.join(10)
     assert (a.count, got["b"].count) == (1, 1)
     assert warnings.showwarning is before_show and warnings.filters == before_filters
+
+
+def test_counting_blocks_closed_out_of_order_or_nested_keep_their_own_counts():
+    """Two blocks both at 0 were one counter to list.remove (dataclass equality): the second to open closing first
+    took the first's counter out, whose exit then failed. Nested in one thread, the inner counts the inner's; the
+    hook called after every block closed (another library's catch_warnings putting it back late) shows the
+    warning instead of failing."""
+    import threading
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from saerl import runners
+    from saerl.runners import counting_unconverged
+
+    before_show = warnings.showwarning
+    opened, b_closed = threading.Event(), threading.Event()
+
+    def b():
+        with counting_unconverged():
+            opened.set()
+        b_closed.set()
+
+    with counting_unconverged() as a:
+        threading.Thread(target=b).start()
+        opened.wait(10)
+        b_closed.wait(10)  # b opened second and closed first, both counts 0
+        warnings.warn("did not converge", ConvergenceWarning, stacklevel=1)
+    assert a.count == 1 and warnings.showwarning is before_show
+    with counting_unconverged() as outer:
+        with counting_unconverged() as inner:
+            warnings.warn("did not converge", ConvergenceWarning, stacklevel=1)
+        warnings.warn("did not converge", ConvergenceWarning, stacklevel=1)
+        warnings.warn("did not converge", ConvergenceWarning, stacklevel=1)
+    assert (outer.count, inner.count) == (2, 1) and warnings.showwarning is before_show
+    with warnings.catch_warnings(record=True) as shown:
+        runners._count_or_show("late", ConvergenceWarning, "f.py", 1)
+    assert [str(w.message) for w in shown] == ["late"]
