@@ -111,8 +111,9 @@ def stage_figures(results: dict[str, Any]) -> dict[str, float]:
     """Throughput of a run_all result ({run name: StageResult}) read from its artifacts' manifests, which keep
     the wall time of the build that computed them (a cached StageResult's own seconds are the cache lookup's):
     extract_prompts_per_s (prompts extracted, the extract metric n_prompts_total, over the extract stage's
-    seconds) and grpo_s_per_step (the train stages' seconds over the steps they trained, their metric steps);
-    nan for a figure whose stage is missing."""
+    seconds), grpo_s_per_step (the train stages' seconds over the steps they trained, their metric steps),
+    grpo_step_s (each arm's mean trl step_time, averaged over the arms) and grpo_warm_step_s (the steps pooled less
+    the GPU's first); nan for a figure whose stage is missing."""
     nan = float("nan")
     ext = results.get("extract")
     ext_s = float(ext.ref.manifest().get("seconds", nan)) if ext is not None else nan
@@ -120,11 +121,11 @@ def stage_figures(results: dict[str, Any]) -> dict[str, float]:
     trains = [res for name, res in results.items() if name.startswith("train:")]
     train_s = sum(float(res.ref.manifest().get("seconds", nan)) for res in trains)
     steps = sum(float(res.metrics.get("steps", nan)) for res in trains)
-    step_s = [train_step_figures(res.ref)["grpo_step_s"] for res in trains]
-    step_s = [s for s in step_s if s == s]
+    times = [step_times(res.ref) for res in trains]  # each arm's log read once for both step figures
+    step_s = [sum(t) / len(t) for t in times if t]
     # the first arm computed here had this GPU's first step; with every arm reused, the first arm had its run's
     first = next((i for i, res in enumerate(trains) if res.computed), 0)
-    warm = [t for i, res in enumerate(trains) for t in step_times(res.ref)[int(i == first):]]
+    warm = [x for i, t in enumerate(times) for x in t[int(i == first):]]
     return {"extract_prompts_per_s": prompts / ext_s if ext_s > 0 else nan,
             "grpo_s_per_step": train_s / steps if steps > 0 else nan,
             "grpo_step_s": sum(step_s) / len(step_s) if step_s else nan,
