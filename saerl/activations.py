@@ -43,7 +43,7 @@ from saerl.activation_store import (
     store_heads,
 )
 from saerl.artifacts import ChunkLog
-from saerl.config import ExtractConfig, ModelConfig, resolve_layer
+from saerl.config import ExtractConfig, ModelConfig, device_type, resolve_layer
 
 PKG_PREFIX = "pkg:"
 CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
@@ -167,8 +167,8 @@ def resolve_model_path(name: str) -> str:
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else as named."""
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    """'auto' -> cuda when available, else cpu; anything else as named (saerl.config.device_type)."""
+    return torch.device(device_type(device))
 
 
 def find_layers(model: torch.nn.Module, n_layers: int) -> torch.nn.ModuleList:

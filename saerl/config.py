@@ -546,6 +546,17 @@ def resolve_layer(layer: int | None, n_layers: int) -> int:
     return idx
 
 
+def device_type(device: str) -> str:
+    """The device type `runtime.device` resolves to on this machine. in: 'auto', 'cpu' or 'cuda'; out: 'cpu' or
+    'cuda' ('auto': 'cuda' when torch sees a GPU, else 'cpu'). Only 'auto' imports torch, so cache keys of a config
+    that names its device are computed without it."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def field_paths(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> list[str]:
     """All dotted leaf field paths of a config model, e.g. 'curriculum.mix_ratio'."""
     paths: list[str] = []

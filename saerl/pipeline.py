@@ -21,7 +21,7 @@ from typing import Any
 
 from saerl import runners
 from saerl.artifacts import ArtifactRef, ArtifactStore, Build, chunk_records, file_sha256, reused_chunks
-from saerl.config import PipelineConfig
+from saerl.config import PipelineConfig, device_type
 from saerl.stages import STAGES, code_version, stage_key, stage_slice
 
 log = logging.getLogger("saerl.pipeline")
@@ -205,11 +205,9 @@ def input_keys(cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef]
     held-out set files for train and evaluate, local model / SAE folders (their stamp), the device type
     runtime.device resolves to here for DEVICE_DEPENDENT stages ('cpu', 'cuda'), and the run's variant (arm,
     seed) for train."""
-    from saerl.activations import pick_device
-
     keys = {name: ref.key for name, ref in upstream.items()}
     if stage in DEVICE_DEPENDENT:
-        keys["device"] = pick_device(cfg.runtime.device).type
+        keys["device"] = device_type(cfg.runtime.device)
     for name, folder in local_models(cfg, stage).items():
         if (stamp := folder_stamp(folder)) is not None:
             keys[name] = stamp

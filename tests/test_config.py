@@ -9,6 +9,7 @@ from saerl.config import (
     PipelineConfig,
     apply_overrides,
     config_slice,
+    device_type,
     field_paths,
     flatten,
     load_config,
@@ -17,6 +18,7 @@ from saerl.config import (
 )
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ROOT = CONFIGS.parent
 
 
 def test_every_shipped_config_validates():
@@ -188,3 +190,20 @@ def test_an_artifact_root_under_home_is_expanded():
 
     cfg = load_config(None, ["runtime.artifact_root=~/saerl-runs"])
     assert cfg.runtime.artifact_root == os.path.join(os.path.expanduser("~"), "saerl-runs")
+
+
+def test_device_type_resolves_auto_by_the_gpu_and_a_named_device_without_torch(monkeypatch):
+    import subprocess
+    import sys
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert device_type("auto") == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device_type("auto") == "cpu"
+    assert device_type("cuda") == "cuda" and device_type("cpu") == "cpu"
+    # a config that names its device gets its cache keys without importing torch (seconds at every plan)
+    code = "import sys; from saerl.config import device_type; device_type('cuda'); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
