@@ -49,7 +49,7 @@ from sides import interleaved, median_ratio, seconds_text
 
 from saerl.artifacts import ArtifactRef, ArtifactStore
 from saerl.config import PipelineConfig, load_config
-from saerl.pipeline import input_keys, plan
+from saerl.pipeline import input_keys, plan, rows_key
 from saerl.property_models import FitOptions, fit_options
 from saerl.runners import counting_unconverged, score_inputs
 from saerl.runs import list_runs, read_run
@@ -81,16 +81,14 @@ def planned_refs(cfg: PipelineConfig) -> tuple[dict[str, ArtifactRef], str | Non
 
 def newest_refs(root: Path, with_label: bool) -> dict[str, ArtifactRef]:
     """The newest finished encode artifact under `root` (by its manifest's created time) and every artifact it was
-    built from, following each manifest's inputs (extract, sae, ingest, testbed), plus with `with_label` the newest
-    label artifact built from that ingest; {} when there is no encode artifact, or a link of the chain is missing.
+    built from, following each manifest's inputs (extract, sae, testbed; the newest ingest whose rows extraction
+    read: saerl.pipeline.rows_key), plus with `with_label` the newest label artifact built from that ingest; {} when there is no encode artifact, or a link of the chain is missing.
     For a run made by other code than this (its stage versions give other keys than planned_refs computes)."""
     store = ArtifactStore(root)
-    encodes = sorted((ArtifactRef("encode", p.name, str(p)) for p in (root / "encode").glob("*")
-                      if p.is_dir() and store.is_complete("encode", p.name)),
-                     key=lambda ref: str(ref.manifest().get("created", "")))
+    encodes = newest_first(root, "encode", store)
     if not encodes:
         return {}
-    refs, todo = {}, [encodes[-1]]
+    refs, todo = {}, [encodes[0]]
     while todo:
         ref = todo.pop()
         refs[ref.stage] = ref
@@ -100,15 +98,33 @@ def newest_refs(root: Path, with_label: bool) -> dict[str, ArtifactRef]:
             if not store.is_complete(stage, key):
                 return {}
             todo.append(store.open(stage, key))
+    rows = refs["extract"].manifest().get("inputs", {}).get("ingest_rows") if "extract" in refs else None
+    if rows is not None:  # extraction keys on ingest's rows (saerl.pipeline.ROWS_READERS): the newest match
+        ingests = [ref for ref in newest_first(root, "ingest", store) if manifest_rows_key("extract", ref) == rows]
+        if not ingests:
+            return {}
+        refs["ingest"] = ingests[0]
     if with_label:
-        labels = sorted((ArtifactRef("label", p.name, str(p)) for p in (root / "label").glob("*")
-                         if p.is_dir() and store.is_complete("label", p.name)
-                         and ArtifactRef("label", p.name, str(p)).manifest().get("inputs", {}).get("ingest") ==
-                         refs["ingest"].key), key=lambda ref: str(ref.manifest().get("created", "")))
+        labels = [ref for ref in newest_first(root, "label", store)
+                  if ref.manifest().get("inputs", {}).get("ingest") == refs["ingest"].key
+                  or ref.manifest().get("inputs", {}).get("ingest_rows") == manifest_rows_key("label", refs["ingest"])]
         if not labels:
             return {}
-        refs["label"] = labels[-1]
+        refs["label"] = labels[0]
     return refs
+
+
+def newest_first(root: Path, stage: str, store: ArtifactStore) -> list[ArtifactRef]:
+    """The finished artifacts of `stage` under `root`, newest first (by their manifests' created time)."""
+    refs = [ArtifactRef(stage, p.name, str(p)) for p in (root / stage).glob("*")
+            if p.is_dir() and store.is_complete(stage, p.name)]
+    return sorted(refs, key=lambda ref: str(ref.manifest().get("created", "")))[::-1]  # ties: the last listed first
+
+
+def manifest_rows_key(stage: str, ingest: ArtifactRef) -> str:
+    """saerl.pipeline.rows_key of an ingest artifact for a ROWS_READERS `stage`, from its manifest."""
+    m = ingest.manifest()
+    return rows_key(stage, m["code_version"], m.get("inputs", {}), m.get("config", {}))
 
 
 def recorded_configs(root: Path, stage: str, key: str) -> list[str]:

@@ -1,7 +1,9 @@
 """The SAERL pipeline flow: every available stage in order, each a cached task, with a 'what reran' report.
 
-A run of a sweep (flows/sweep.py) passes `sweep` ({"id", "setting"}): its printed lines start with its setting's
-label, its MLflow parent run is named and tagged with it, and its run record keeps both (extra).
+A run of a sweep (flows/sweep.py) passes `sweep` ({"id", "setting", "params"}): its printed lines start with its
+setting's label, its MLflow runs (the parent and every nested stage run) are named and tagged with it and carry
+its swept keys as params, and its run record keeps the id and label (extra). Its MLflow parent run is tagged with
+the Prefect flow run (and deployment) it ran in (:func:`prefect_tags`).
 With `runtime.progress` off, :func:`quiet_libraries` silences the libraries' own progress bars and INFO chatter
 (transformers' weight loading and saving, distributed's scheduler and nannies) for the length of a run.
 """
@@ -35,18 +37,20 @@ from saerl.runs import (
     StageRecord,
     explain,
     list_runs,
+    new_run_id,
     previous_stage_runs,
     read_run,
     save_run,
 )
 from saerl.stages import stage_key, stage_slice
 from saerl.sweep import planned_run_keys, sweep_tags
-from saerl.tracking import TRACKED_FAILED, TRACKED_KILLED, Tracker, git_tags, log_stage_run
+from saerl.tracking import LABEL_SEP, TRACKED_FAILED, TRACKED_KILLED, Tracker, git_tags, log_stage_run
 from tasks.stage import plain_record, prepare_shards_task, shard_task, stage_options, stage_task
 
 log = logging.getLogger("saerl.flow")
 WAKE_S = 0.5  # how often the flow's thread wakes while it waits for a stage: how soon a Ctrl-C is seen
-LABEL_SEP = " | "  # between a sweep run's label and the rest: printed lines, its MLflow run name
+PREFECT_FLOW_RUN_TAG = "prefect.flow_run_id"  # MLflow parent-run tag: the Prefect flow run the pipeline ran in
+PREFECT_DEPLOYMENT_TAG = "prefect.deployment"  # MLflow parent-run tag: the deployment that flow run came from
 
 
 def format_report(record: RunRecord) -> str:
@@ -74,9 +78,21 @@ def say(message: str, label: str | None = None) -> None:
     get_run_logger().info(message)
 
 
-def tracked_run_name(run_id: str, label: str | None) -> str:
-    """The MLflow parent run's name: the run id, led by its setting's label in a sweep ('mix_ratio=0.1 | <id>')."""
-    return f"{label}{LABEL_SEP}{run_id}" if label else run_id
+def prefect_tags() -> dict[str, str]:
+    """The MLflow parent-run tags linking a pipeline run to Prefect, read from `prefect.runtime`: the flow run's id
+    (PREFECT_FLOW_RUN_TAG) and, when the flow run comes from a deployment (a sweep child or a subflow of one
+    inherits it), the deployment's name (PREFECT_DEPLOYMENT_TAG). A value Prefect does not know (None: the flow's
+    body called outside Prefect, a run not from a deployment) is not tagged; nor is the deployment when asking the
+    Prefect API for it fails (that costs the tag, never the run). out: {tag: value}."""
+    from prefect.runtime import deployment, flow_run
+
+    tags = {PREFECT_FLOW_RUN_TAG: flow_run.id}
+    try:  # outside a deployment, deployment.id asks the API for the flow run; its name always does
+        tags[PREFECT_DEPLOYMENT_TAG] = deployment.name if deployment.id else None
+    except Exception as err:  # noqa: BLE001 - a tag is not worth a run
+        log.warning("could not read the Prefect deployment of this flow run (%s); its MLflow run is not tagged with it",
+                    err)
+    return {k: str(v) for k, v in tags.items() if v}
 
 
 def wait_awake(future: Any) -> None:
@@ -187,12 +203,16 @@ def run_seconds(run: dict[str, Any], state: Any, result: dict[str, Any]) -> floa
 
 
 @flow(name="saerl-pipeline")
-def pipeline_flow(config: dict[str, Any], until: str | None = None,
-                  sweep: dict[str, str] | None = None) -> dict[str, Any]:
+def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[str, Any] | None = None,
+                  run_id: str | None = None) -> dict[str, Any]:
     """Run the pipeline for a config dict up to stage `until`; returns the run record as a dict. `sweep`, for a
-    run of an ablation: {"id": the sweep id, "setting": its setting's label, or 'shared upstream'}; its printed
-    lines then start with the label, its MLflow parent run is named '<label> | <run id>' and tagged
-    (saerl.sweep, saerl.setting), and its run record's extra keeps both ('sweep', 'setting')."""
+    run of an ablation: {"id": the sweep id, "setting": its setting's label, or 'shared upstream', "params":
+    {'sweep.<dotted key>': value} of its setting (flows.sweep.sweep_run; absent or {} for the shared run)}; its
+    printed lines then start with the label, its MLflow parent run is named '<label> | <run id>' and each nested
+    stage run '<label> | <stage run>', all of them tagged (saerl.sweep, saerl.setting) and given the params, and its
+    run record's extra keeps the id and label ('sweep', 'setting'). `run_id`: the run's id, when the caller named
+    the flow run after it (:func:`run_pipeline_flow`); None: a new one. The MLflow parent run is tagged with the
+    Prefect flow run and deployment (:func:`prefect_tags`)."""
     cfg = build_config(config)
     check_runnable(cfg, until)  # a deployment's run fails here, not at its last stage
     root = Path(cfg.runtime.artifact_root).resolve()
@@ -202,11 +222,12 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None,
     extra: dict[str, Any] = {RUNNING: True, GIT: code}  # RUNNING until it ends, either way
     if sweep:
         extra |= {SWEEP: sweep["id"], SETTING: label}
-    record = RunRecord(name=cfg.name, config=flatten(cfg), extra=extra)
+    record = RunRecord(name=cfg.name, run_id=run_id or new_run_id(), config=flatten(cfg), extra=extra)
     planned = [name for _, name, _, _ in stage_runs(cfg, until)]
     previous = previous_stage_runs(root, cfg.name, planned)  # per stage run: a newer run may have stopped before it
-    tracker = Tracker(cfg, root, tracked_run_name(record.run_id, label),
-                      tags=code | (sweep_tags(sweep["id"], label) if sweep else {}))
+    tracker = Tracker(cfg, root, record.run_id, tags=code | prefect_tags(), label=label,
+                      common_tags=sweep_tags(sweep["id"], label) if sweep else {},
+                      common_params=(sweep.get("params") or {}) if sweep else {})
     refs: dict[str, ArtifactRef] = {}
 
     def tell(message: str) -> None:
@@ -304,6 +325,14 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None,
     return record.to_json()
 
 
+def named_run(flow_fn: Any) -> tuple[Any, str]:
+    """A pipeline flow (`pipeline_flow`, possibly with options) whose flow run is named after a new run id, and
+    that id, to pass as its `run_id`: Prefect shows the flow run under saerl's id, not a random name.
+    in: the flow; out: (the flow with that name, the run id)."""
+    run_id = new_run_id()
+    return flow_fn.with_options(flow_run_name=run_id), run_id
+
+
 def orchestration_errors() -> tuple[type[BaseException], ...]:
     """What a Prefect API that stopped answering raises in the flow engine: transport failures (refused,
     reset, timed out) and error statuses from a failing server."""
@@ -331,14 +360,16 @@ def finished_record(root: Path, config: dict[str, Any], until: str | None, since
 
 
 def run_pipeline_flow(flow_fn: Any, config: dict[str, Any], until: str | None = None) -> dict[str, Any]:
-    """Call a pipeline flow (`pipeline_flow`, possibly with options) and return its run record. Prefect 3 runs
+    """Call a pipeline flow (`pipeline_flow`, possibly with options) and return its run record. The flow run is
+    named after the run's id (:func:`named_run`). Prefect 3 runs
     task runs on the client, so when the Prefect API dies mid-run every stage still finishes and stores its
     artifact; only reporting the flow run's final state fails. Then, if the record holds every planned stage
     run, warn (the flow run's record in Prefect is incomplete) and return it; any other failure is raised."""
     root = Path(build_config(config).runtime.artifact_root).resolve()
     started = time.time()
     try:
-        return flow_fn(config=config, until=until)
+        named, run_id = named_run(flow_fn)
+        return named(config=config, until=until, run_id=run_id)
     except orchestration_errors() as err:
         record = finished_record(root, config, until, started)
         if record is None:
@@ -386,10 +417,11 @@ def pipeline_from_file(config_path: str = "configs/demo.yaml", overrides: list[s
                        until: str | None = None) -> dict[str, Any]:
     """Deployment entry point: load a YAML config (+ dotted overrides) and run the pipeline as a subflow on the
     task runner the config asks for (runtime.task_runner, runtime.workers), as `saerl run` does, quiet as
-    runtime.progress says (:func:`quiet_libraries`)."""
+    runtime.progress says (:func:`quiet_libraries`); the subflow's run is named after the run id (:func:`named_run`)."""
     from flows.runner import task_runner
     from saerl.config import load_config
 
     cfg = load_config(config_path, overrides or [])
+    named, run_id = named_run(pipeline_flow.with_options(task_runner=task_runner(cfg)))
     with quiet_libraries(cfg):
-        return pipeline_flow.with_options(task_runner=task_runner(cfg))(config=cfg.model_dump(mode="json"), until=until)
+        return named(config=cfg.model_dump(mode="json"), until=until, run_id=run_id)

@@ -14,8 +14,9 @@ same cluster. Every process reports to the one Prefect server of the run (worker
 The flow ends with one table: setting x arm, greedy held-out accuracy, difference to vanilla,
 steps-to-target, and what each child (and the shared run) computed and reused, kept under
 `<root>/sweeps/<sweep id>/` (sweep.parquet, sweep.txt). Every run of a sweep carries the sweep id and its
-setting's label (the shared run: 'shared upstream'): in its printed lines, its MLflow parent run's name and tags,
-and its run record (flows.pipeline.pipeline_flow's `sweep`).
+setting's label (the shared run: 'shared upstream'): in its printed lines, its MLflow runs' names and tags (the
+parent's and every nested stage run's, which also carry each swept key as a param 'sweep.<dotted key>'), and its
+run record (flows.pipeline.pipeline_flow's `sweep`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from saerl.sweep import (
     setting_label,
     shared_until,
     sweep_table,
+    swept_params,
     write_sweep,
 )
 
@@ -61,14 +63,16 @@ def child_run_name(cfg: PipelineConfig, setting: Mapping[str, Any]) -> str:
     return run_name(cfg, setting_label(dict(setting)))
 
 
-def sweep_run(sweep_id: str, label: str) -> dict[str, str]:
-    """What a run of a sweep is told about it (pipeline_flow's `sweep`): {"id": sweep id, "setting": label}."""
-    return {"id": sweep_id, "setting": label}
+def sweep_run(sweep_id: str, label: str, setting: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a run of a sweep is told about it (pipeline_flow's `sweep`): {"id": sweep id, "setting": label,
+    "params": its MLflow sweep params, :func:`saerl.sweep.swept_params` of `setting` ({} for the shared upstream
+    run, which has no setting of its own)}."""
+    return {"id": sweep_id, "setting": label, "params": swept_params(dict(setting or {}))}
 
 
 @task(name="sweep-child", persist_result=False, cache_policy=NO_CACHE)
 def child_task(config: dict[str, Any], until: str | None, name: str,
-               sweep: dict[str, str] | None = None) -> dict[str, Any]:
+               sweep: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one pipeline subflow from a Dask worker, its stage tasks on the same cluster; returns its run record.
     `sweep`: the run's sweep id and label (:func:`sweep_run`).
 
@@ -105,7 +109,8 @@ def ablation_on_dask(children: list[dict[str, Any]], until: str | None = None,
         record = upstream.result()
     say(f"== {len(children)} settings side by side on the Dask cluster (each line led by its setting)")
     futures = [child_task.with_options(task_run_name=literal(setting_label(c["setting"]))).submit(
-        config=c["config"], until=until, name=c["name"], sweep=sweep_run(sweep_id, setting_label(c["setting"])))
+        config=c["config"], until=until, name=c["name"],
+        sweep=sweep_run(sweep_id, setting_label(c["setting"]), c["setting"]))
         for c in children]
     for future in futures:  # every child ends (or fails) before the first failure is raised
         wait_awake(future)
@@ -144,7 +149,7 @@ def ablation_flow(config: dict[str, Any], grid: dict[str, list[Any]], until: str
             say(f"== setting {len(done) + 1}/{len(children)}: {label}")
             child = pipeline_flow.with_options(flow_run_name=child_run_name(cfg, setting), task_runner=task_runner(cfg))
             done.append((setting, child(config=cfg.model_dump(mode="json"), until=until,
-                                        sweep=sweep_run(sweep_id, label))))
+                                        sweep=sweep_run(sweep_id, label, setting))))
     table = sweep_table(done)  # each child's evaluate artifacts, read once for the table and its text
     text = format_sweep(done, shared, table)
     say(text)

@@ -153,7 +153,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_ingest(result, out)
     print(summarize(result))
-    print(f"wrote {out / 'prompts.parquet'} and {out / 'rejected.parquet'}")
+    print(f"wrote {out / 'prompts.parquet'} and {out / 'rejected.parquet'} (one line per problem: row is the "
+          "0-based source row, field, reason, value, and detail saying why where there is more to say)")
     return 0
 
 
@@ -261,8 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("ingest", help="check a data set: kept/rejected summary and both tables")
     i.add_argument("file", help="jsonl / parquet / csv file or HF save_to_disk folder")
-    i.add_argument("--prompt", required=True, help="prompt field, or a template like '{body} {question}'")
-    i.add_argument("--answer", required=True, help="gold answer field")
+    i.add_argument("--prompt", required=True, help="prompt field, or a template like '{body} {question}' (a nested "
+                   "field as a dotted path: extra_info.question; a chat message list is read as its user message)")
+    i.add_argument("--answer", required=True, help="gold answer field (a nested one as a dotted path: "
+                   "reward_model.ground_truth)")
     for name in ("id", "topic", "difficulty", "quality"):
         i.add_argument(f"--{name}", help=f"optional {name} field")
     i.add_argument("--format", choices=["auto", "jsonl", "parquet", "csv", "hf"], help="file format (default auto)")

@@ -52,7 +52,7 @@ class DataConfig(Section):
     defect: str | None = Field(None, description="optional defect-kind field (text; e.g. 'none', 'garbled'): the "
                                "quality report then adds the probe's AUROC per defect kind")
     max_prompt_chars: int = Field(4000, gt=0, description="longer prompts are rejected as over-long")
-    max_rows: int | None = Field(None, gt=0, description="read at most this many rows (after reading, before checks)")
+    max_rows: int | None = Field(None, gt=0, description="take the first N rows of the file (after reading, before checks)")
     verify_timeout_s: float = Field(5.0, gt=0, description="wall-clock bound per answer parse")
 
 

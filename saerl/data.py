@@ -4,10 +4,20 @@ In: a jsonl (or .json array of objects) / parquet / csv file or a HF ``save_to_d
 :class:`~saerl.config.DataConfig` (which field is the prompt, the answer, optional id/topic/difficulty/quality, and
 the limits).
 Out: :class:`IngestResult` with ``kept`` (``id, prompt, answer, answer_raw, row`` + mapped labels) and
-``rejected`` (``row, field, reason, value``), one line per problem found, with a fixed vocabulary of reasons.
+``rejected`` (``row, field, reason, value, detail``), one line per problem found, with a fixed vocabulary of
+reasons; ``detail`` says why when there is more to say than the reason (the verifier's reading of an
+unparseable answer, what a non-text prompt holds and what to map instead), else null.
 
-Rows are numbered from 0 in source order; for jsonl a row is a non-blank line (a broken line keeps its number),
-for a JSON array an element, for csv a record after the header (a blank line is no row).
+Rows (``row`` in both tables) are numbered from 0 in source order; for jsonl a row is a non-blank line (a
+broken line keeps its number), for a JSON array an element, for csv a record after the header (a blank line is
+no row).
+
+A mapped field is a column name, or a dotted path into struct (dict) columns:
+``data.answer=reward_model.ground_truth`` reads verl's layout, also inside a prompt template
+(``'{extra_info.question}'``); a column whose name holds the dots wins. A prompt field holding a chat message
+list (``[{"role": "user", "content": ...}]``, trl's conversational format) is read as its one user message;
+any other non-text prompt value is rejected (see ingest). :func:`check_mapping` checks a mapping against a
+file's columns without reading the whole file.
 Pure library code: no Prefect here.
 """
 
@@ -15,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -42,13 +53,25 @@ OVERLONG_PROMPT = "over-long prompt"
 INVALID_JSON = "invalid JSON"
 INVALID_LABEL = "invalid label"
 ANSWER_TIMEOUT = "answer timeout"
-ANSWER_CHECK_ERROR = "answer check error"  # the verifier failed on this answer (its detail is in the value)
+ANSWER_CHECK_ERROR = "answer check error"  # the verifier failed on this answer (see detail)
+EMPTY_ANSWER = "empty answer"  # the answer field holds "" or whitespace only
+STRUCT_ANSWER = "struct answer"  # the answer field holds a struct: a nested field (a dotted path) is meant
+NON_TEXT_PROMPT = "non-text prompt"  # a number, boolean, list, struct or chat without one user turn
 INVALID_UTF8 = "invalid UTF-8"
 EXTRA_FIELDS = "too many fields"  # a csv row with more fields than the header (an unquoted comma)
 # These only flag a row: it is kept (a bad label becomes null, bad bytes become U+FFFD).
 FLAG_ONLY = frozenset({INVALID_LABEL, INVALID_UTF8})
 
 REJECT_VALUE_CHARS = 200  # `value` in rejected.parquet is cut to this many characters
+REJECT_DETAIL_CHARS = 500  # `detail` in rejected.parquet is cut to this many characters
+HINT_SHARE = 0.05  # a reason rejecting over this share of the rows adds a hint to the summary (ingest_hints)
+HEADER_ROWS = 100  # check_mapping reads this many rows of a jsonl file (all of it when a field is not there)
+SCAN_CHUNK_BYTES = 1 << 23  # check_mapping scans a jsonl file's later rows in chunks of about this size
+MAX_NESTING = 4  # nested fields are listed (and found by check_mapping) down to this many levels
+MAX_LISTED_FIELDS = 40  # an error lists at most this many nested fields
+CHAT_ROLE, CHAT_CONTENT, CHAT_USER = "role", "content", "user"  # a chat message's keys and the prompt's role
+# Keys of a struct answer that likely hold the gold (verl: reward_model.ground_truth), for the hint's example.
+GOLD_KEY_GUESSES = ("ground_truth", "answer", "gold", "target", "solution", "label")
 ID_HEX_CHARS = 16  # content-hash ids: this many hex digits of sha256(normalised prompt)
 SUFFIX_FORMATS = {
     ".jsonl": "jsonl",
@@ -77,6 +100,8 @@ CSV_OTHER_SEPARATORS = {";": "semicolons (';')", "\t": "tabs ('\\t')"}
 TRUE_WORDS = {"1", "true", "yes", "good"}
 FALSE_WORDS = {"0", "false", "no", "bad"}
 NAN_TEXTS = frozenset({"NaN", "Infinity", "-Infinity"})  # json.dumps of non-finite floats
+# What a non-text prompt's detail says the field holds ("field 'q' holds a list; ..."), for the hint.
+_HOLDS = re.compile(r"holds (.+?)(?: with fields|;|:)")
 # a MATH-style difficulty ("Level 5", "level 2"): the number is the label; MATH's "Level ?" stays invalid
 _LEVEL_TEXT = re.compile(r"\s*level\s+(\d+(?:\.\d+)?)\s*", re.IGNORECASE)
 KEPT_SCHEMA = {
@@ -90,7 +115,8 @@ LABEL_KINDS = ("topic", "difficulty", "quality", "labelled", "defect")
 GOOD_QUALITY = 0.5  # a quality label (0/1, or a probability of good) at or above this marks a good prompt
 LABEL_TYPES = {"topic": pl.String, "difficulty": pl.Float64, "quality": pl.Float64, "labelled": pl.Boolean,
                "defect": pl.String}
-REJECTED_SCHEMA = {"row": pl.Int64, "field": pl.String, "reason": pl.String, "value": pl.String}
+REJECTED_SCHEMA = {"row": pl.Int64, "field": pl.String, "reason": pl.String, "value": pl.String,
+                   "detail": pl.String}
 INGEST_OPTIONS = ("prompt", "answer", "id", "topic", "difficulty", "quality")  # mapping fields `saerl ingest` takes
 
 
@@ -106,14 +132,83 @@ class MissingFieldError(KeyError):
         self.field = name
 
 
+class NonTextError(ValueError):
+    """A prompt field of a row holds no text (a number, a list, a struct, a chat without one user turn);
+    `.field` names it, `.value` is what it holds, `.detail` says what it holds and what to map instead."""
+
+    def __init__(self, name: str, value: Any, detail: str) -> None:
+        super().__init__(detail)
+        self.field, self.value, self.detail = name, value, detail
+
+
+@dataclass
+class ChatCounts:
+    """Prompts read from chat message lists: how many, and the turns of other roles left out, by role."""
+
+    prompts: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+
+
+_NO_CHAT = ChatCounts()  # prompt_parts' answer for a prompt read from no chat (never changed)
+
+
 @dataclass
 class LoadedTable:
-    """A read data set: the frame, each frame row's source row number, and rows flagged while reading."""
+    """A read data set: its rows, each row's source row number, and rows flagged while reading.
 
-    frame: pl.DataFrame
+    data: a frame (parquet, csv, HF), or the parsed objects of a jsonl / JSON array file as they were parsed,
+    so a nested or mixed-type value keeps its type (a number stays a number, a list a list) whatever the file
+    format."""
+
+    data: pl.DataFrame | list[dict[str, Any]]
     rows: list[int]
     issues: list[dict[str, Any]] = field(default_factory=list)
     n_source_rows: int = 0
+
+    @property
+    def frame(self) -> pl.DataFrame:
+        """The rows as a frame (JSON objects through _records_frame: a mixed or nested column as text)."""
+        return self.data if isinstance(self.data, pl.DataFrame) else _records_frame(self.data)
+
+    @functools.cached_property
+    def columns(self) -> list[str]:
+        """Top-level column names (for JSON objects: every key, in first-seen order)."""
+        if isinstance(self.data, pl.DataFrame):
+            return self.data.columns
+        names: dict[str, None] = {}
+        for rec in self.data:
+            names.update(dict.fromkeys(rec))
+        return list(names)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Each row as a dict of plain Python values (a struct as a dict, a list column as a list)."""
+        return self.data.iter_rows(named=True) if isinstance(self.data, pl.DataFrame) else iter(self.data)
+
+    def head(self, n: int) -> LoadedTable:
+        """The first `n` rows of the file: table rows from source rows below n, and their issues."""
+        keep = sum(r < n for r in self.rows)
+        data = self.data.head(keep) if isinstance(self.data, pl.DataFrame) else self.data[:keep]
+        return LoadedTable(data, self.rows[:keep], [i for i in self.issues if i["row"] < n],
+                           min(n, self.n_source_rows))
+
+    def has_field(self, name: str) -> bool:
+        """True if `name` is a column, or a dotted path that some row (a frame: its schema) holds."""
+        if name in self.columns:
+            return True
+        if "." not in name:
+            return False
+        if isinstance(self.data, pl.DataFrame):
+            return name in _schema_paths(self.data.schema)
+        return any(_lookup(rec, name) is not _ABSENT for rec in self.data)
+
+    def nested_fields(self) -> list[str]:
+        """Dotted paths into struct columns (a frame: its schema; JSON objects: their first HEADER_ROWS)."""
+        if isinstance(self.data, pl.DataFrame):
+            return _schema_paths(self.data.schema)
+        paths: dict[str, None] = {}
+        for rec in self.data[:HEADER_ROWS]:
+            paths.update(dict.fromkeys(_dict_paths(rec)))
+        return [p for p in paths if "." in p]
 
 
 @dataclass
@@ -128,16 +223,19 @@ class IngestResult:
 # --------------------------------------------------------------------------------------------------- reading
 
 
-def _issue(row: int, field_name: str, reason: str, value: Any) -> dict[str, Any]:
-    """One rejected.parquet line; the value is stringified and cut to REJECT_VALUE_CHARS."""
+def _issue(row: int, field_name: str, reason: str, value: Any, detail: str | None = None) -> dict[str, Any]:
+    """One rejected.parquet line; the value is stringified and cut to REJECT_VALUE_CHARS, the detail (why,
+    when there is more to say than the reason; else None) to REJECT_DETAIL_CHARS."""
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return {"row": row, "field": field_name, "reason": reason, "value": text[:REJECT_VALUE_CHARS]}
+    return {"row": row, "field": field_name, "reason": reason, "value": text[:REJECT_VALUE_CHARS],
+            "detail": detail[:REJECT_DETAIL_CHARS] if detail else None}
 
 
 def _column(values: list[Any]) -> pl.Series:
-    """A Series from one column of JSON values: a column of one scalar type keeps it; mixed or nested types become
-    text, each value as the file wrote it (JSON: ints beside floats stay '3' next to '2.5', so a template or an id
-    reads what the file says and a big int keeps its digits; a NaN becomes 'NaN', see is_missing)."""
+    """A Series from one column of JSON values (read_table's frame of a jsonl file; ingest reads the parsed
+    values themselves): a column of one scalar type keeps it; mixed or nested types become text, each value as
+    the file wrote it (JSON: ints beside floats stay '3' next to '2.5' and a big int keeps its digits; a NaN
+    becomes 'NaN', see is_missing)."""
     kinds = {type(v) for v in values if v is not None}
     if len(kinds) <= 1 and kinds <= {bool, int, float, str}:
         try:
@@ -216,14 +314,17 @@ def _records_frame(records: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame([_column([rec.get(n) for rec in records]).alias(n) for n in names])
 
 
-def _read_jsonl(path: Path) -> LoadedTable:
-    """Line by line: a broken line is an 'invalid JSON' issue, bad bytes are replaced and flagged."""
+def _read_jsonl(path: Path, limit: int | None = None) -> LoadedTable:
+    """Line by line: a broken line is an 'invalid JSON' issue, bad bytes are replaced and flagged. With
+    `limit`, only the first `limit` rows (check_mapping's look at the columns)."""
     records: list[dict[str, Any]] = []
     rows: list[int] = []
     issues: list[dict[str, Any]] = []
     row = -1
     with path.open("rb") as fh:
         for line_no, raw in enumerate(fh, start=1):
+            if limit is not None and row + 1 >= limit:
+                break
             if line_no == 1:  # a UTF-8 BOM before a blank first line leaves that line blank, not a row
                 raw = raw.removeprefix(UTF8_BOM)
             if not raw.strip():
@@ -243,7 +344,7 @@ def _read_jsonl(path: Path) -> LoadedTable:
                 issues.append(_issue(row, "", INVALID_UTF8, f"line {line_no}: lone UTF-16 surrogate escape"))
             records.append(obj)
             rows.append(row)
-    return LoadedTable(_records_frame(records), rows, issues, row + 1)
+    return LoadedTable(records, rows, issues, row + 1)
 
 
 def _is_json_array(path: Path) -> bool:
@@ -294,7 +395,7 @@ def _read_json_array(path: Path) -> LoadedTable:
             issues.append(_issue(row, "", INVALID_UTF8, f"element {row}: lone UTF-16 surrogate escape"))
         records.append(item)
         rows.append(row)
-    return LoadedTable(_records_frame(records), rows, issues, len(items))
+    return LoadedTable(records, rows, issues, len(items))
 
 
 def _csv_error_line(path: Path) -> str:
@@ -431,6 +532,12 @@ def _read_csv(path: Path) -> LoadedTable:
 
 def _read_hf(path: Path, hf_split: str | None) -> pl.DataFrame:
     """A `datasets` save_to_disk folder: a Dataset, or one split of a DatasetDict."""
+    return _hf_dataset(path, hf_split).to_polars()
+
+
+def _hf_dataset(path: Path, hf_split: str | None) -> Any:
+    """The `datasets.Dataset` of a save_to_disk folder (memory-mapped: nothing read yet); IngestError naming
+    the splits of a DatasetDict when `hf_split` picks none of them."""
     import datasets
 
     ds = datasets.load_from_disk(str(path))
@@ -444,7 +551,7 @@ def _read_hf(path: Path, hf_split: str | None) -> pl.DataFrame:
                 f"data.hf_split=SPLIT (config) or --hf-split SPLIT (saerl ingest) (got {hf_split!r})"
             )
         ds = ds[hf_split]
-    return ds.to_polars()
+    return ds
 
 
 def detect_format(path: Path) -> str:
@@ -517,25 +624,79 @@ def read_table(path: Path, fmt: str = "auto", hf_split: str | None = None) -> pl
 
 # ------------------------------------------------------------------------------------------- mapping rows
 
+_ABSENT = object()  # _lookup's answer for a field a row does not have (a null is there: None)
+
 
 def template_fields(template_or_field: str) -> list[str]:
-    """Field names a prompt spec reads: the {placeholders} of a template, else the spec itself."""
+    """Field names a prompt spec reads: the {placeholders} of a template (a dotted path into a struct allowed:
+    '{extra_info.question}'), else the spec itself."""
     try:
         names = [name for _, name, _, _ in string.Formatter().parse(template_or_field) if name is not None]
     except ValueError:  # a lone brace: not a template, a (strange) field name
         return [template_or_field]
-    bad = [n for n in names if not n or n.isdigit() or "." in n or "[" in n]
+    bad = [n for n in names if not n or n.isdigit() or "[" in n or not all(n.split("."))]
     if bad:
         raise IngestError(
             f"prompt template {template_or_field!r} has a placeholder that is not a plain field name "
-            f"({bad[0]!r}); name the fields, e.g. '{{body}} {{question}}'"
+            f"({bad[0]!r}); name the fields, e.g. '{{body}} {{question}}' (a nested field: "
+            "'{extra_info.question}')"
         )
     return list(dict.fromkeys(names)) or [template_or_field]
 
 
+@functools.lru_cache(maxsize=64)
+def _template_fields(template_or_field: str) -> tuple[str, ...]:
+    """template_fields, parsed once per spec (ingest asks for every row)."""
+    return tuple(template_fields(template_or_field))
+
+
+def _lookup(rec: dict[str, Any], name: str) -> Any:
+    """The value field `name` names in one row: the column `name`, else, for a dotted name, the value at that
+    path through nested structs ('reward_model.ground_truth'; a key holding dots is tried whole first);
+    _ABSENT when the row has no such field."""
+    if name in rec:
+        return rec[name]
+    for i, ch in enumerate(name):
+        if ch == "." and isinstance(inner := rec.get(name[:i]), dict):
+            got = _lookup(inner, name[i + 1 :])
+            if got is not _ABSENT:
+                return got
+    return _ABSENT
+
+
+def field_value(rec: dict[str, Any], name: str) -> Any:
+    """The value of mapped field `name` (a column or dotted path, see _lookup) in one row; None if absent."""
+    got = _lookup(rec, name)
+    return None if got is _ABSENT else got
+
+
+def _dict_paths(value: dict[str, Any], prefix: str = "", depth: int = 0) -> Iterator[str]:
+    """Every key of a row (or struct) as a field name, with a dotted path for each key of a nested struct,
+    down to MAX_NESTING levels (lists are not entered)."""
+    for key, inner in value.items():
+        yield prefix + str(key)
+        if isinstance(inner, dict) and depth + 1 < MAX_NESTING:
+            yield from _dict_paths(inner, f"{prefix}{key}.", depth + 1)
+
+
+def _schema_paths(schema: pl.Schema | dict[str, pl.DataType]) -> list[str]:
+    """The dotted paths into a schema's struct columns ('reward_model.ground_truth'), MAX_NESTING deep."""
+    paths: list[str] = []
+
+    def walk(fields: list[tuple[str, pl.DataType]], prefix: str, depth: int) -> None:
+        for name, dtype in fields:
+            if prefix:
+                paths.append(prefix + name)
+            if isinstance(dtype, pl.Struct) and depth < MAX_NESTING:
+                walk([(f.name, f.dtype) for f in dtype.fields], f"{prefix}{name}.", depth + 1)
+
+    walk(list(schema.items()), "", 0)
+    return paths
+
+
 def is_missing(value: Any) -> bool:
     """True for an absent cell: None, a NaN/inf float (pandas and JSON writers store missing text as NaN), or
-    the text 'NaN' that a NaN becomes in a mixed-type jsonl column (see _column)."""
+    the text 'NaN' (a NaN in a mixed-type column of read_table's frame, see _column)."""
     if isinstance(value, float):
         return not math.isfinite(value)
     return value is None or (isinstance(value, str) and value in NAN_TEXTS)
@@ -546,25 +707,111 @@ def is_blank(value: Any) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
-def render_prompt(template_or_field: str, row: dict[str, Any]) -> str:
-    """The prompt text of one row: a template over its fields, or one field; MissingFieldError naming the field
-    if it is absent, null or NaN, or, for a template's field, empty or whitespace only (the template would
-    render without it: '{idx}: {question}' as '1: '; one prompt field left empty is an empty prompt, which
-    _check_row reports as such); IngestError naming the template when a format spec in it does not fit a value
-    ('{n:d}' on text)."""
-    names = template_fields(template_or_field)
-    single = names == [template_or_field]
+def _kind(value: Any) -> str:
+    """What a non-text value is, in words: 'a number', 'a boolean', 'a list', 'a struct', ..."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a struct"
+    return f"a {type(value).__name__}"
+
+
+def _is_chat(value: Any) -> bool:
+    """True for a chat message list: a non-empty list of {role, content} dicts (trl's conversational form)."""
+    return (isinstance(value, list | tuple) and bool(value)
+            and all(isinstance(m, dict) and CHAT_ROLE in m and CHAT_CONTENT in m for m in value))
+
+
+def _text_fix(name: str, value: Any, single: bool) -> str:
+    """What to map instead of prompt field `name` holding non-text `value` (a 'non-text prompt' detail)."""
+    where = "map data.prompt (--prompt) to a text field or a template" if single else \
+        f"use a text field in the prompt template in place of {{{name}}}"
+    if isinstance(value, dict):
+        text_keys = [k for k, v in value.items() if isinstance(v, str)]
+        nested = f"{name}.{text_keys[0]}" if text_keys else f"{name}.FIELD"
+        shown = list(value)[:MAX_LISTED_FIELDS]
+        path = f"data.prompt={nested}" if single else f"{{{nested}}} in the template"
+        return (f"field '{name}' holds a struct with fields {shown}; name its text field with a dotted path "
+                f"({path}), or {where}")
+    return f"field '{name}' holds {_kind(value)}; {where}"
+
+
+def _chat_text(name: str, messages: list[Any], chat: ChatCounts) -> str:
+    """The one user message of a chat message list, counted in `chat` with its other turns (system, assistant)
+    by role; NonTextError when it has no user turn, more than one, or one whose content is not text."""
+    users = [m for m in messages if m[CHAT_ROLE] == CHAT_USER]
+    if len(users) != 1:
+        raise NonTextError(name, messages, (
+            f"field '{name}' holds a chat with {len(users)} user turns; saerl reads a chat prompt as its one "
+            "user message: keep one user turn per row, or map data.prompt (--prompt) to a text field or a "
+            "template"))
+    content = users[0][CHAT_CONTENT]
+    if not isinstance(content, str):
+        raise NonTextError(name, messages, (
+            f"field '{name}' holds a chat whose user message content is {_kind(content)}, not text; map "
+            "data.prompt (--prompt) to a text field or a template"))
+    chat.prompts = 1
+    chat.dropped.update(str(m[CHAT_ROLE]) for m in messages if m[CHAT_ROLE] != CHAT_USER)
+    return content
+
+
+def _prompt_value(name: str, value: Any, single: bool, chat: ChatCounts) -> Any:
+    """What a prompt field puts in the prompt: text as is, a chat message list as its user message (see
+    _chat_text); in a template also a number or other scalar as itself (formatted as written: 3, 2.5, a big
+    int's digits). NonTextError for anything else: a number or boolean as the whole prompt, a list, a struct.
+    """
+    if isinstance(value, str):
+        return value
+    if _is_chat(value):
+        return _chat_text(name, value, chat)
+    if isinstance(value, list | tuple | dict) or (single and not isinstance(value, str)):
+        raise NonTextError(name, value, _text_fix(name, value, single))
+    return value
+
+
+def prompt_parts(template_or_field: str, row: dict[str, Any]) -> tuple[str, ChatCounts]:
+    """The prompt text of one row (see render_prompt) and whether it was read from a chat message list
+    (ChatCounts.prompts 1, else 0) with the turns left out of it, by role."""
+    names = _template_fields(template_or_field)
+    single = names == (template_or_field,)
     for name in names:
-        if is_missing(row.get(name)) or (not single and is_blank(row.get(name))):
+        value = field_value(row, name)
+        if is_missing(value) or (not single and is_blank(value)):
             raise MissingFieldError(name)
+    if single and isinstance(value, str):  # the common case, first
+        return value, _NO_CHAT
+    chat = ChatCounts()
+    values = {n: _prompt_value(n, field_value(row, n), single, chat) for n in names}
     if single:
-        value = row[template_or_field]
-        return value if isinstance(value, str) else str(value)
+        return values[template_or_field], chat
     try:
-        return template_or_field.format_map({n: row[n] for n in names})
-    except (ValueError, TypeError) as e:
+        parts: list[str] = []
+        for literal, name, spec, conversion in string.Formatter().parse(template_or_field):
+            parts.append(literal)
+            if name is not None:
+                value = values[name]
+                if conversion:
+                    value = {"r": repr, "s": str, "a": ascii}[conversion](value)
+                parts.append(format(value, spec or ""))
+        return "".join(parts), chat
+    except (ValueError, TypeError, KeyError) as e:
         raise IngestError(f"prompt template {template_or_field!r} cannot format this row: {e} (write each field "
                           "as a plain {name}, without a format spec or conversion after it)") from e
+
+
+def render_prompt(template_or_field: str, row: dict[str, Any]) -> str:
+    """The prompt text of one row: a template over its fields, or one field (a field may be a dotted path into
+    a struct). A field holding a chat message list gives its one user message (other turns are left out).
+    MissingFieldError naming the field if it is absent, null or NaN, or, for a template's field, empty or
+    whitespace only (the template would render without it: '{idx}: {question}' as '1: '; one prompt field left
+    empty is an empty prompt, which _check_row reports as such); NonTextError when the field holds no text
+    (see _prompt_value); IngestError naming the template when a format spec in it does not fit a value
+    ('{n:d}' on text)."""
+    return prompt_parts(template_or_field, row)[0]
 
 
 def normalize_prompt(text: str) -> str:
@@ -572,26 +819,47 @@ def normalize_prompt(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def _answer_text(value: Any) -> str:
-    """A gold answer cell as text (27.0 stays '27.0'; normalize_answer makes it '27'; lists become JSON)."""
+def _cell_text(value: Any) -> str:
+    """A cell as text: text as is, a list or struct as JSON (the same text from every file format), else str()
+    (27.0 stays '27.0'; normalize_answer makes it '27')."""
     if isinstance(value, str):
         return value
-    return json.dumps(value) if isinstance(value, list | dict) else str(value)
+    return json.dumps(value, default=str) if isinstance(value, list | tuple | dict) else str(value)
+
+
+def _answer_text(value: Any) -> str:
+    """A gold answer cell as text (see _cell_text)."""
+    return _cell_text(value)
+
+
+def _struct_fix(option: str, name: str, value: dict[str, Any]) -> str:
+    """What to map instead of field `name` (of mapping option `option`) holding a struct: a dotted path to the
+    nested field most likely meant (a known gold key, else the first scalar one), in CLI and config form."""
+    keys = [str(k) for k in value]
+    scalar = [k for k, v in value.items() if not isinstance(v, list | tuple | dict)]
+    fallback = scalar[0] if scalar else keys[0] if keys else "FIELD"
+    guess = next((k for k in GOLD_KEY_GUESSES if k in value), fallback)
+    cli = f"--{option} {name}.{guess} (saerl ingest) or " if option in INGEST_OPTIONS else ""
+    return (f"field '{name}' holds a struct with fields {keys[:MAX_LISTED_FIELDS]}: name the nested field "
+            f"with a dotted path, e.g. {cli}data.{option}={name}.{guess} (config)")
 
 
 def _label(kind: str, value: Any) -> float | str | None:
     """A topic or defect kind as text (None when missing: null or NaN, see is_missing), a difficulty as a finite
-    float (MATH's "Level 5" reads as 5.0), a quality as a float in [0, 1]; ValueError if invalid."""
+    float (MATH's "Level 5" reads as 5.0; a boolean is invalid), a quality as a float in [0, 1]; ValueError if
+    invalid."""
     if value is None:
         return None
     if kind in ("topic", "defect"):
         if is_missing(value):
             return None
-        return value if isinstance(value, str) else str(value)
+        return _cell_text(value)
     if kind == "labelled":
         return _label("quality", value) == 1.0
     if kind == "quality" and isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
         return 1.0 if value.strip().lower() in TRUE_WORDS else 0.0
+    if kind == "difficulty" and isinstance(value, bool):  # float(True) is 1.0, but a yes/no is no difficulty
+        raise ValueError(f"difficulty {value!r} is a boolean, not a number")
     level = _LEVEL_TEXT.fullmatch(value) if kind == "difficulty" and isinstance(value, str) else None
     number = float(level.group(1) if level else value)  # ValueError/TypeError for non-numeric text
     if not math.isfinite(number) or (kind == "quality" and not 0.0 <= number <= 1.0):
@@ -620,28 +888,50 @@ def _check_separator(option: str, name: str, columns: list[str]) -> None:
     )
 
 
-def _check_columns(cfg: DataConfig, columns: list[str]) -> None:
-    """IngestError if a mapped field is absent from the whole table: names it, lists columns, suggests one."""
+def _mapped_fields(cfg: DataConfig) -> list[tuple[str, str]]:
+    """(option, field) of every mapped field, in the order they are checked: prompt template fields, answer,
+    id, then labels (IngestError for a template placeholder that is not a field name)."""
     wanted = [("prompt", f) for f in template_fields(cfg.prompt)] + [("answer", cfg.answer)]
-    wanted += [(k, getattr(cfg, k)) for k in ("id", *LABEL_KINDS) if getattr(cfg, k)]
-    for option, name in wanted:
-        if name in columns:
-            continue
-        _check_separator(option, name, columns)
-        close = difflib.get_close_matches(name, columns, n=1, cutoff=0.4)
-        hint = f" Closest: '{close[0]}'." if close else ""
-        fix = close[0] if close else "FIELD"
-        if option == "prompt" and cfg.prompt != name:  # a template: show it with the placeholder fixed
-            fix = repr(cfg.prompt.replace(f"{{{name}}}", f"{{{fix}}}"))
-        cli = f"--{option} {fix} (CLI) or " if option in INGEST_OPTIONS else ""
-        raise IngestError(
-            f"{option} field '{name}' is not in the data. Available columns: {columns}.{hint} "
-            f"Fix: {cli}data.{option}={fix} (config)."
-        )
+    return wanted + [(k, getattr(cfg, k)) for k in ("id", *LABEL_KINDS) if getattr(cfg, k)]
+
+
+def _missing_field_error(cfg: DataConfig, option: str, name: str, columns: list[str],
+                         nested: list[str]) -> IngestError:
+    """The IngestError for mapped field `name` absent from the data: names it, lists the columns (and nested
+    fields a dotted path can name), suggests the closest and the fix in CLI and config form."""
+    _check_separator(option, name, columns)
+    close = difflib.get_close_matches(name, [*columns, *nested], n=1, cutoff=0.4)
+    hint = f" Closest: '{close[0]}'." if close else ""
+    fix = close[0] if close else "FIELD"
+    if option == "prompt" and cfg.prompt != name:  # a template: show it with the placeholder fixed
+        fix = repr(cfg.prompt.replace(f"{{{name}}}", f"{{{fix}}}"))
+    cli = f"--{option} {fix} (CLI) or " if option in INGEST_OPTIONS else ""
+    more = f" (and {len(nested) - MAX_LISTED_FIELDS} more)" if len(nested) > MAX_LISTED_FIELDS else ""
+    listed = f"{nested[:MAX_LISTED_FIELDS]}{more}"
+    shown = f" Nested fields (name one with a dotted path): {listed}." if nested else ""
+    return IngestError(
+        f"{option} field '{name}' is not in the data. Available columns: {columns}.{shown}{hint} "
+        f"Fix: {cli}data.{option}={fix} (config)."
+    )
+
+
+def _resolve_mapping(cfg: DataConfig, table: LoadedTable, labels_optional: bool,
+                     present: frozenset[str] = frozenset()) -> DataConfig:
+    """The mapping checked against a table's fields: IngestError (see _missing_field_error) for the first
+    mapped field the table lacks; with `labels_optional`, a label field it lacks is dropped from the returned
+    mapping instead. in: mapping, table (a whole file, or check_mapping's look at its columns), flag, fields
+    known to be in the file though not in the table (check_mapping: found in later rows); out: the mapping."""
+    absent = [(option, name) for option, name in _mapped_fields(cfg)
+              if name not in present and not table.has_field(name)]
+    if labels_optional:
+        cfg = cfg.model_copy(update={option: None for option, _ in absent if option in LABEL_KINDS})
+        absent = [(option, name) for option, name in absent if option not in LABEL_KINDS]
+    if absent:
+        raise _missing_field_error(cfg, *absent[0], table.columns, table.nested_fields())
+    return cfg
 
 
 # ----------------------------------------------------------------------------------------------- ingest
-
 
 def _decode_bytes(row: int, rec: dict[str, Any], issues: list[dict[str, Any]]) -> dict[str, Any]:
     """The record with binary cells (parquet/HF binary columns) decoded as UTF-8; undecodable bytes become
@@ -659,47 +949,65 @@ def _decode_bytes(row: int, rec: dict[str, Any], issues: list[dict[str, Any]]) -
     return out
 
 
-def _check_row(cfg: DataConfig, row: int, rec: dict[str, Any], issues: list[dict[str, Any]]) -> dict | None:
+def _check_row(cfg: DataConfig, row: int, rec: dict[str, Any], issues: list[dict[str, Any]],
+               chats: ChatCounts) -> dict | None:
     """One source row as a candidate {row, prompt, answer_raw, id, labels...}, or None (with the reason
-    appended to `issues`) when its prompt or a required field is missing (null/NaN), empty or over-long."""
+    appended to `issues`) when its prompt or a required field is missing (null/NaN), its prompt holds no text,
+    is empty or over-long, or its answer is empty or a struct. A prompt read from a chat is counted in
+    `chats`."""
     rec = _decode_bytes(row, rec, issues)
     try:
-        prompt = render_prompt(cfg.prompt, rec)
+        prompt, chat = prompt_parts(cfg.prompt, rec)
     except MissingFieldError as e:
         issues.append(_issue(row, e.field, MISSING_FIELD, ""))
         return None
+    except NonTextError as e:
+        issues.append(_issue(row, e.field, NON_TEXT_PROMPT, e.value, e.detail))
+        return None
     except IngestError as e:
         raise IngestError(f"row {row}: {e}") from e
+    if chat.prompts:
+        chats.prompts += chat.prompts
+        chats.dropped.update(chat.dropped)
     if not prompt.strip():
         issues.append(_issue(row, "prompt", EMPTY_PROMPT, prompt))
         return None
     if len(prompt) > cfg.max_prompt_chars:
         issues.append(_issue(row, "prompt", OVERLONG_PROMPT, prompt))
         return None
-    for name in (cfg.answer, cfg.id):
-        if name and is_missing(rec.get(name)):
+    answer, ident = field_value(rec, cfg.answer), field_value(rec, cfg.id) if cfg.id else None
+    for name, value in ((cfg.answer, answer), (cfg.id, ident)):
+        if name and is_missing(value):
             issues.append(_issue(row, name, MISSING_FIELD, ""))
             return None
-    if cfg.id and not str(rec[cfg.id]).strip():  # an empty id is none (the content hash stood in for it, unsaid)
-        issues.append(_issue(row, cfg.id, MISSING_FIELD, rec[cfg.id]))
+    if cfg.id and not _cell_text(ident).strip():  # an empty id is none (a content hash stood in, unsaid)
+        issues.append(_issue(row, cfg.id, MISSING_FIELD, ident))
         return None
-    item = {"row": row, "prompt": prompt, "answer_raw": _answer_text(rec[cfg.answer])}
-    item["id"] = str(rec[cfg.id]) if cfg.id else None
+    if isinstance(answer, dict):
+        fix = _struct_fix("answer", cfg.answer, answer)
+        issues.append(_issue(row, cfg.answer, STRUCT_ANSWER, answer, fix))
+        return None
+    if is_blank(answer):
+        issues.append(_issue(row, cfg.answer, EMPTY_ANSWER, answer))
+        return None
+    item = {"row": row, "prompt": prompt, "answer_raw": _answer_text(answer)}
+    item["id"] = _cell_text(ident) if cfg.id else None
     for kind in LABEL_KINDS:
         name = getattr(cfg, kind)
         if name:
+            value = field_value(rec, name)
             try:
-                item[kind] = _label(kind, rec.get(name))
+                item[kind] = _label(kind, value)
             except (TypeError, ValueError, OverflowError):
                 item[kind] = None
-                issues.append(_issue(row, name, INVALID_LABEL, rec.get(name)))
+                issues.append(_issue(row, name, INVALID_LABEL, value))
     return item
 
 
 def _keep(cfg: DataConfig, candidates: list[dict], issues: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Candidates whose answer normalises (one batch) and whose prompt and id are first seen; others go to
-    `issues`, a duplicate naming the kept row it repeats ('same as row 3: ...'). Adds `answer` (canonical) and
-    fills content-hash ids."""
+    `issues` (an answer the verifier did not read with its reason as the detail), a duplicate naming the kept
+    row it repeats ('same as row 3: ...'). Adds `answer` (canonical) and fills content-hash ids."""
     normalized = normalize_answers([c["answer_raw"] for c in candidates], cfg.verify_timeout_s)
     unchecked = [c["row"] for c, n in zip(candidates, normalized, strict=True) if n.detail == WORKERS_FAILED]
     if unchecked:  # the environment, not the rows: rejecting them would lose good data as "unparseable"
@@ -716,8 +1024,7 @@ def _keep(cfg: DataConfig, candidates: list[dict], issues: list[dict[str, Any]])
         item["id"] = item["id"] or hashlib.sha256(key.encode()).hexdigest()[:ID_HEX_CHARS]
         if not norm.ok:
             reason = {"timeout": ANSWER_TIMEOUT, "error": ANSWER_CHECK_ERROR}.get(norm.status, UNPARSEABLE_ANSWER)
-            value = item["answer_raw"] if norm.status != "error" else f"{item['answer_raw']} ({norm.detail})"
-            issues.append(_issue(item["row"], cfg.answer, reason, value))
+            issues.append(_issue(item["row"], cfg.answer, reason, item["answer_raw"], norm.detail or None))
         elif key in first_row:
             issues.append(
                 _issue(
@@ -741,33 +1048,33 @@ def ingest(cfg: DataConfig, path: Path, *, labels_optional: bool = False) -> Ing
 
     A row is dropped for (first match wins): invalid JSON (also a line nested too deep or with an integer over
     Python's digit limit, or a JSON array element that is not an object), too many fields (a csv row with more
-    fields than the header: an unquoted comma), missing field (prompt/answer/id null, NaN or absent; an id, and
-    a field a prompt template uses, also when empty or whitespace only), empty prompt (also whitespace-only),
-    over-long prompt (> cfg.max_prompt_chars), unparseable answer, answer timeout (normalising took over
-    cfg.verify_timeout_s), duplicate prompt (same text after whitespace normalisation; the first kept occurrence
-    stays) or duplicate id (both name the row they repeat; a mapped id that repeats adds a hint to the summary, see
-    ingest_hints). A bad label (NaN/inf/non-numeric difficulty or quality, quality outside [0, 1]) does NOT drop
-    the row: the label becomes null and an 'invalid label' line names the field. Undecodable bytes (and lone UTF-16 surrogate escapes in JSON) are replaced by U+FFFD and flagged
-    'invalid UTF-8' (row kept). Raises IngestError when the file cannot be read (with the first bad line of a
-    csv), is empty, is UTF-16/32 encoded, has no rows, or lacks a mapped column (naming the columns it has).
-    """
+    fields than the header: an unquoted comma), missing field (prompt/answer/id null, NaN or absent; an id,
+    and a field a prompt template uses, also when empty or whitespace only), non-text prompt (a prompt field
+    holding a number, boolean, list or struct, or a chat message list without exactly one user message, whose
+    text is the prompt: other turns are left out and counted in the summary; the detail says what to map
+    instead), empty prompt (also whitespace-only), over-long prompt (> cfg.max_prompt_chars), struct answer
+    (the answer field holds a struct: the detail names the dotted path to map), empty answer ('' or whitespace
+    only), unparseable answer (the detail says why the verifier did not read it), answer timeout (normalising
+    took over cfg.verify_timeout_s), answer check error (the verifier failed), duplicate prompt (same text
+    after whitespace normalisation; the first kept occurrence stays) or duplicate id (both name the row they
+    repeat). A bad label (NaN/inf/non-numeric difficulty or quality, quality outside [0, 1]) does NOT drop the
+    row: the label becomes null and an 'invalid label' line names the field. Undecodable bytes (and lone
+    UTF-16 surrogate escapes in JSON) are replaced by U+FFFD and flagged 'invalid UTF-8' (row kept). The
+    summary adds hints when the rejections point at the mapping (see ingest_hints). Raises IngestError when
+    the file cannot be read (with the first bad line of a csv), is empty, is UTF-16/32 encoded, has no rows,
+    or lacks a mapped field (naming the columns it has; see check_mapping for the same check without reading
+    the whole file)."""
     start = time.perf_counter()
     table = load_table(Path(path), cfg.format, cfg.hf_split)
-    frame, rows, issues = table.frame, table.rows, list(table.issues)
-    n_rows = table.n_source_rows
-    if cfg.max_rows is not None and n_rows > cfg.max_rows:
-        n_rows = cfg.max_rows
-        keep = sum(r < n_rows for r in rows)
-        frame, rows = frame.head(keep), rows[:keep]
-        issues = [i for i in issues if i["row"] < n_rows]
-    if rows and labels_optional:
-        cfg = cfg.model_copy(update={k: None for k in LABEL_KINDS if getattr(cfg, k) not in frame.columns})
+    if cfg.max_rows is not None and table.n_source_rows > cfg.max_rows:
+        table = table.head(cfg.max_rows)
+    rows, issues, n_rows = table.rows, list(table.issues), table.n_source_rows
     if rows:  # a file whose every line is broken has no columns to check
-        _check_columns(cfg, frame.columns)
+        cfg = _resolve_mapping(cfg, table, labels_optional)
 
-    checked = (
-        _check_row(cfg, row, rec, issues) for row, rec in zip(rows, frame.iter_rows(named=True), strict=True)
-    )
+    chats = ChatCounts()
+    records = zip(rows, table.records(), strict=True)
+    checked = (_check_row(cfg, row, rec, issues, chats) for row, rec in records)
     kept = _keep(cfg, [c for c in checked if c is not None], issues)
 
     labels = [k for k in LABEL_KINDS if getattr(cfg, k)]
@@ -786,32 +1093,204 @@ def ingest(cfg: DataConfig, path: Path, *, labels_optional: bool = False) -> Ing
         "dropped": n_rows - kept_df.height,
         "reasons": {r: c for r, c in counts.most_common() if r not in FLAG_ONLY},
         "flags": {r: c for r, c in counts.most_common() if r in FLAG_ONLY},
+        "chat_prompts": chats.prompts,  # prompts read from a chat message list (as its one user message)
+        "dropped_turns": dict(chats.dropped.most_common()),
         "seconds": round(time.perf_counter() - start, 3),
-        "hints": ingest_hints(cfg, counts),
+        "hints": ingest_hints(cfg, issues, n_rows),
     }
     return IngestResult(kept_df, rejected_df, summary)
 
 
-def ingest_hints(cfg: DataConfig, counts: Counter[str]) -> list[str]:
-    """What to change when the rejections point at the mapping rather than at bad rows. in: the mapping and the
-    count of each reason; out: one sentence per hint (today: ids that repeat, a mapped --id that is not unique)."""
-    n_dup = counts.get(DUPLICATE_ID, 0)
-    if not (n_dup and cfg.id):
-        return []
-    return [f"{n_dup} rows share an id with an earlier row: the id field '{cfg.id}' is not unique. Leave --id out "
-            "(saerl ingest) or data.id unset (config) to use content-hash ids, or make the ids unique"]
+def check_mapping(cfg: DataConfig, path: Path, *, labels_optional: bool = False) -> None:
+    """Check a mapping against a data file's fields before a run, without reading the whole file: raises the
+    IngestError ingest would raise for a mapped field the file lacks (prompt template fields, answer, id, and
+    label fields unless `labels_optional`, as ingest reads held-out sets), naming the columns it has; also the
+    file-level errors (missing, empty, unknown format, UTF-16, unreadable). Reads a parquet file's schema, a
+    csv file's header, a HF folder's features, and the first HEADER_ROWS rows of a jsonl file; a field not in
+    them may start later, so the rest of the file is scanned for its key (only lines holding it are parsed)
+    and the columns listed are those of the first rows. A JSON array file is read whole. in: mapping
+    (data.format, data.hf_split and data.max_rows are honoured), path; out: None."""
+    path = Path(path)
+    fmt = detect_format(path) if path.exists() and cfg.format == "auto" else cfg.format
+    limit = min(HEADER_ROWS, cfg.max_rows or HEADER_ROWS)
+    header = _header_table(path, fmt, cfg.hf_split, limit) if path.exists() else None
+    if header is None or not header.rows:  # no cheap look, or no good row in it: read it as ingest does
+        table = load_table(path, cfg.format, cfg.hf_split)
+        if cfg.max_rows is not None and table.n_source_rows > cfg.max_rows:
+            table = table.head(cfg.max_rows)
+        if table.rows:
+            _resolve_mapping(cfg, table, labels_optional)
+        return
+    later: set[str] = set()
+    if fmt == "jsonl" and header.n_source_rows >= limit and (cfg.max_rows is None or cfg.max_rows > limit):
+        absent = [name for _, name in _mapped_fields(cfg) if not header.has_field(name)]
+        later = _jsonl_fields_later(path, absent, limit, cfg.max_rows) if absent else set()
+    _resolve_mapping(cfg, header, labels_optional, frozenset(later))
+
+
+def _jsonl_fields_later(path: Path, names: list[str], start: int, max_rows: int | None) -> set[str]:
+    """Which of `names` (mapped fields not in a jsonl file's first `start` rows) a row from `start` on (before
+    `max_rows`) holds. Read in chunks of whole lines; a line is parsed only when it holds the text the field's
+    keys are written with ('"reward_model' and 'ground_truth"'), every line for a key JSON may write escaped
+    (non-ASCII, a quote or a backslash in it)."""
+    pending = {name: _key_needles(name) for name in names}
+    found: set[str] = set()
+    row = -1
+    with path.open("rb") as fh:
+        while row + 1 < start and (raw := fh.readline()):
+            row += 0 if not (raw.removeprefix(UTF8_BOM) if row < 0 else raw).strip() else 1
+        while pending and (chunk := fh.read(SCAN_CHUNK_BYTES) + fh.readline()):
+            hit = [n for n, needles in pending.items() if all(x in chunk for x in needles)]
+            if not hit and max_rows is None:
+                continue
+            for raw in chunk.split(b"\n"):
+                if not raw.strip():
+                    continue
+                row += 1
+                if max_rows is not None and row >= max_rows:
+                    return found
+                wanted = [n for n in hit if n in pending and all(x in raw for x in pending[n])]
+                if wanted and (obj := _parse_line(raw.decode("utf-8", errors="replace"))[0]) is not None:
+                    for n in wanted:
+                        if _lookup(obj, n) is not _ABSENT:
+                            found.add(n)
+                            del pending[n]
+    return found
+
+
+def _key_needles(name: str) -> tuple[bytes, ...]:
+    """Byte strings every jsonl line holding field `name` contains: its first key opened ('"a') and its last
+    key closed ('c"'), whichever way the dotted name splits into keys; none when JSON may escape a key."""
+    first, last = name.split(".")[0], name.split(".")[-1]
+    if not all(k.isascii() and k.isprintable() and '"' not in k and "\\" not in k for k in (first, last)):
+        return ()
+    return (f'"{first}'.encode(), f'{last}"'.encode())
+
+
+def _header_table(path: Path, fmt: str, hf_split: str | None, limit: int) -> LoadedTable | None:
+    """A table of a file's columns without its rows (parquet: schema; csv: header; HF: features) or with its
+    first `limit` rows (jsonl), for check_mapping; None when there is no such cheap look (a JSON array, or a
+    file that does not read so: load_table then reads it, with its error). An empty parquet/HF table has no
+    rows either: IngestError as load_table's."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise IngestError(f"data file {path} is empty (0 bytes)")
+    if path.is_file() and fmt in ("jsonl", "csv"):
+        _check_encoding(path)
+    try:
+        if fmt == "jsonl":
+            if path.suffix.lower() == ".json" and _is_json_array(path):
+                return None
+            return _read_jsonl(path, limit)
+        if fmt == "csv":
+            columns = pl.read_csv(path, n_rows=1, infer_schema=False, encoding="utf8-lossy",
+                                  truncate_ragged_lines=True).columns
+            if any("\r" in name for name in columns):
+                return None  # load_table names the fix
+            return LoadedTable(pl.DataFrame(schema=dict.fromkeys(columns, pl.String)), [0], [], 1)
+        if fmt == "parquet":
+            schema, n = pl.read_parquet_schema(path), pl.scan_parquet(path).select(pl.len()).collect().item()
+        elif fmt == "hf":
+            ds = _hf_dataset(path, hf_split)
+            schema, n = pl.from_arrow(ds.data.table.slice(0, 0)).schema, ds.num_rows
+        else:
+            return None
+    except (OSError, pl.exceptions.PolarsError, ValueError) as e:
+        if isinstance(e, IngestError):
+            raise
+        return None
+    if n == 0:
+        raise IngestError(f"data file {path} has no rows")
+    return LoadedTable(pl.DataFrame(schema=schema), [0], [], 1)
+
+
+def _share(n: int, n_rows: int) -> str:
+    """'30 of 288 rows (10%)'."""
+    return f"{n} of {n_rows} rows ({n / n_rows:.0%})"
+
+
+def _reason_hint(cfg: DataConfig, reason: str, lines: list[dict[str, Any]], n_rows: int) -> str:
+    """The hint for one reason that rejects (or flags) over HINT_SHARE of the rows: what it points at and what
+    to change. in: the mapping, the reason, its rejected lines, the number of rows; out: one sentence."""
+    share = _share(len({i["row"] for i in lines}), n_rows)
+    name = Counter(i["field"] for i in lines).most_common(1)[0][0]
+    first = next((i["detail"] for i in lines if i["field"] == name and i["detail"]), "")
+    if reason == NON_TEXT_PROMPT:
+        held = Counter(m.group(1) for i in lines if (m := _HOLDS.search(i["detail"] or "")))
+        kinds = ", ".join(f"{kind} ({n})" for kind, n in held.most_common())
+        return (f"{share} have a prompt field that holds no text ({kinds}): map --prompt (saerl ingest) or "
+                "data.prompt (config) to a text field, a nested text field with a dotted path (a.b), or a "
+                "template; a chat message list is read as its user message when it holds exactly one")
+    hints = {
+        UNPARSEABLE_ANSWER: (
+            f"have an answer in field '{name}' that is not read as a final answer: saerl reads a number (18, "
+            "-2.5, 1,000, 3/4, 50%, twelve), a quantity with units (5 ft 6 in), what follows GSM8K's '####', "
+            "or LaTeX math ($\\frac{3}{4}$, \\boxed{x^2}); the detail column of rejected.parquet says why "
+            "each was not read. If this field is not the final answer (a worked solution, a struct), map the "
+            "one that is: --answer F (saerl ingest) or data.answer=F (config), a nested field with a dotted "
+            "path (data.answer=reward_model.ground_truth)"),
+        STRUCT_ANSWER: f"were rejected as {reason}: {first}",
+        EMPTY_ANSWER: (f"have an empty answer in field '{name}': check that --answer (saerl ingest) or "
+                       "data.answer (config) names the gold answer field"),
+        MISSING_FIELD: (f"lack field '{name}' (null, NaN, absent or empty): check that the mapping names a "
+                        "field the rows have"),
+        OVERLONG_PROMPT: (f"have a prompt over data.max_prompt_chars={cfg.max_prompt_chars} characters: "
+                          "raise it to keep them"),
+        DUPLICATE_PROMPT: ("repeat an earlier prompt (the first is kept): if they should differ, check that "
+                           "--prompt / data.prompt maps the question (a template joins fields: "
+                           "'{body} {question}')"),
+        ANSWER_TIMEOUT: (f"took over data.verify_timeout_s={cfg.verify_timeout_s}s to read their answer: "
+                         "raise it, or check that the answer field holds final answers, not worked "
+                         "solutions"),
+        EXTRA_FIELDS: ("have more fields than the csv header: quote each field that holds a comma "
+                       '("Add 2, 3"), or convert the file to jsonl'),
+        INVALID_JSON: ("do not parse as a JSON object (the value column names each line and why): fix them, "
+                       "or check that the file is jsonl, one object per line"),
+        INVALID_LABEL: (f"have an invalid label in field '{name}' (it became null, the row is kept): check "
+                        "the mapping"),
+    }
+    verb = "flagged" if reason in FLAG_ONLY else "rejected"
+    return f"{share} " + hints.get(reason, f"were {verb} as {reason}: see their row, value and detail in "
+                                           "rejected.parquet")
+
+
+def ingest_hints(cfg: DataConfig, issues: list[dict[str, Any]], n_rows: int) -> list[str]:
+    """What to change when the rejections point at the mapping rather than at bad rows. in: the mapping, the
+    rejected lines, the number of source rows; out: one sentence per hint: a mapped --id that repeats (any
+    count), then one per reason that rejects or flags over HINT_SHARE of the rows (most rows first; see
+    _reason_hint)."""
+    by_reason: dict[str, list[dict[str, Any]]] = {}
+    for issue in issues:
+        by_reason.setdefault(issue["reason"], []).append(issue)
+    hints = []
+    n_dup = len(by_reason.get(DUPLICATE_ID, []))
+    if n_dup and cfg.id:
+        hints.append(f"{n_dup} rows share an id with an earlier row: the id field '{cfg.id}' is not unique. "
+                     "Leave --id out (saerl ingest) or data.id unset (config) to use content-hash ids, or "
+                     "make the ids unique")
+    for reason, lines in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
+        rows = len({i["row"] for i in lines})
+        if n_rows and rows > HINT_SHARE * n_rows and not (reason == DUPLICATE_ID and cfg.id):
+            hints.append(_reason_hint(cfg, reason, lines, n_rows))
+    return hints
 
 
 def summarize(result: IngestResult) -> str:
-    """One line: 'kept 7473 of 7480 rows; rejected 7: unparseable answer 4, duplicate prompt 3' (+ flags), then
-    one 'hint: ...' line per hint of the summary (see ingest_hints)."""
+    """One line: 'kept 7473 of 7480 rows; rejected 7: unparseable answer 4, duplicate prompt 3' (+ flags), a
+    'chat prompts: ...' line when prompts were chat message lists (their user message read, other turns left
+    out, counted by role), then one 'hint: ...' line per hint of the summary (see ingest_hints)."""
     s = result.summary
     line = f"kept {s['kept']} of {s['rows']} rows; rejected {s['dropped']}"
     if s["reasons"]:
         line += ": " + ", ".join(f"{r} {c}" for r, c in s["reasons"].items())
     if s["flags"]:
         line += "; flagged (row kept): " + ", ".join(f"{r} {c}" for r, c in s["flags"].items())
-    return "\n".join([line, *(f"hint: {h}" for h in s.get("hints", []))])
+    lines = [line]
+    if s.get("chat_prompts"):
+        turns = s.get("dropped_turns") or {}
+        left = ", ".join(f"{role} {c}" for role, c in turns.items()) if turns else "none"
+        lines.append(f"chat prompts: {s['chat_prompts']} prompts were chat message lists, read as their one "
+                     f"user message; other turns left out: {left}")
+    return "\n".join([*lines, *(f"hint: {h}" for h in s.get("hints", []))])
 
 
 def write_ingest(result: IngestResult, out_dir: Path) -> dict[str, int]:

@@ -5,7 +5,9 @@ The order an arm trains on (the curriculum artifact's order file: `order.parquet
 is joined with the ingested prompts (`prompts.parquet`) into one frame in training order: position, id,
 prompt, answer, batch, epoch, cluster, difficulty_hat. Each format writes that frame and, for verl and trl,
 a small sampler module (no saerl import, so it runs where saerl is not installed) and a README.md saying
-how to plug them in. A prompt repeated over epochs appears once per visit. The arms RL reads in whole batches
+how to plug them in. verl also gets a reward module (REWARD) that judges completions with saerl's own verifier,
+as saerl's RL does: verl's built-in gsm8k reward takes only a strict final `#### N` compared as text, which
+misses `\\boxed{}` answers and golds such as `\\frac{3}{4}` or `10%`; that module needs saerl importable. A prompt repeated over epochs appears once per visit. The arms RL reads in whole batches
 (saerl, order_only: :func:`saerl.curriculum.whole_batches`) are exported as trained, without an epoch's short
 last batch, so that every block of batch_size rows is one curriculum batch (one step) in the other trainer too;
 the README and a warning say how many rows of the order that leaves out. The shuffled arms (vanilla, filter_only)
@@ -39,11 +41,15 @@ FORMATS = ("hf", "verl", "trl")
 ARM_FILES = {**ARM_ORDERS, "vanilla": VANILLA}
 WHOLE_BATCH_ARMS = ("saerl", "order_only")  # arms RL reads in whole batches (saerl.runners.arm_order)
 COLUMNS = ("position", "id", "prompt", "answer", "batch", "epoch", "cluster", "difficulty_hat")
-DATA_SOURCE = "openai/gsm8k"  # verl's built-in reward for this source scores a final '#### N', as saerl's does
+# the rows' data_source: verl's built-in reward for it takes only a strict final '#### N' compared as text; the export's
+# REWARD module (the README's command) reads no data_source and judges as saerl does
+DATA_SOURCE = "openai/gsm8k"
 ABILITY = "math"
 TABLE = "train.parquet"
 SAMPLER = "saerl_sampler.py"
 SAMPLER_CLASS = "SaerlOrderSampler"
+REWARD = "reward.py"  # verl's custom reward function module (verl_reward)
+REWARD_FUNCTION = "compute_score"
 README = "README.md"
 EXPORT_MARK = "# saerl export"  # the first line of every README.md an export writes
 HF_FILES = ("dataset_info.json", "state.json")  # what datasets' save_to_disk writes beside its shards
@@ -132,6 +138,42 @@ def ordered(trainer_class: type) -> type:
     Ordered.__name__ = Ordered.__qualname__ = f"Ordered{trainer_class.__name__}"
     return Ordered
 '''
+
+
+VERL_REWARD = '''r"""Exported by saerl: verl's reward for this export, judged by saerl's own verifier (saerl.verify) as saerl's RL
+and evaluation judge it: the completion's final answer (the last `#### X` or `\\boxed{X}`) against the row's gold
+(reward_model.ground_truth), numbers, fractions, percents and LaTeX read alike (`\\boxed{3/4}` matches `\\frac{3}{4}`,
+`\\boxed{10\\%}` matches `10%`). 1.0 when correct, else 0.0; a check that times out or errs scores 0, as in saerl's RL.
+Model output is only parsed, never run.
+
+verl 0.7.1 and later load it with reward.custom_reward_function.path=<this file>
+reward.custom_reward_function.name=compute_score (verl 0.7.0 and earlier: custom_reward_function.path and
+custom_reward_function.name, at the top level). saerl must be importable where verl computes rewards: install it in
+verl's environment.
+"""
+
+from typing import Any
+
+try:
+    from saerl.verify import verify_answer
+except ImportError as err:
+    raise ImportError(f"this reward judges with saerl's verifier: install saerl in verl's environment ({err})") from err
+
+TIMEOUT_S = @TIMEOUT_S@  # the run's train.verify_timeout_s: the wall-clock bound on one answer check
+
+
+def compute_score(data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None = None,
+                  **kwargs: Any) -> float:
+    """1.0 when the final answer of `solution_str` equals `ground_truth` (saerl.verify.verify_answer), else 0.0.
+    data_source, extra_info and any other keyword verl passes are not read."""
+    return float(verify_answer(solution_str, str(ground_truth), TIMEOUT_S).correct)
+'''
+
+
+def verl_reward(timeout_s: float) -> str:
+    """The text of the verl export's REWARD module, each answer check bounded by `timeout_s` seconds (the run's
+    train.verify_timeout_s). in: seconds; out: Python source."""
+    return VERL_REWARD.replace("@TIMEOUT_S@", repr(float(timeout_s)))
 
 
 def stage_dir(root: Path, record: RunRecord, stage: str) -> Path:
@@ -233,19 +275,29 @@ def readme(fmt: str, out: Path, info: dict[str, Any]) -> str:
         return head + (f"```python\nfrom datasets import load_from_disk\nds = load_from_disk({str(out)!r})  "
                        "# columns: " + ", ".join(COLUMNS) + "\n```\n")
     if fmt == "verl":
+        keys = (f"custom_reward_function.path={out / REWARD}", f"custom_reward_function.name={REWARD_FUNCTION}")
+        timeout = info.get("verify_timeout_s", TrainConfig().verify_timeout_s)
         return head + (
             "```bash\npython -m verl.trainer.main_ppo \\\n"
             f"  data.train_files={out / TABLE} \\\n"
             f"  data.train_batch_size={info['batch_size']} \\\n"
-            f"  data.sampler.class_path={out / SAMPLER} data.sampler.class_name={SAMPLER_CLASS} \\\n"
-            "  data.dataloader_num_workers=0 \\\n"
+            "  data.shuffle=False \\\n"
+            f"  reward.{keys[0]} reward.{keys[1]} \\\n"
             f"  actor_rollout_ref.rollout.n={info['num_generations']} \\\n"
             "  trainer.total_epochs=1 ...\n```\n\n"
-            "verl requires `dataloader_num_workers=0` with a custom sampler. `data.shuffle=False` without the "
-            "sampler reads the same order. The file already holds every epoch of the curriculum, so train one "
-            "epoch. `data.filter_overlong_prompts` drops rows but keeps the order of the rest. `data_source` "
-            f"is {info['data_source']!r}: it picks verl's built-in reward (openai/gsm8k scores a final "
-            "`#### N` against reward_model.ground_truth); use custom_reward_function.path for another.\n")
+            "`data.shuffle=False` reads the rows in file order. The file already holds every epoch of the "
+            "curriculum, so train one epoch. `data.filter_overlong_prompts` drops rows but keeps the order of the "
+            f"rest.\n\nThe reward is `{REWARD}`: saerl's own verifier, as saerl's RL judges (the last `#### X` or "
+            "`\\boxed{X}` against reward_model.ground_truth; `\\boxed{3/4}` matches `\\frac{3}{4}`, `10\\%` "
+            f"matches `10%`; each check bounded by {timeout:g} s, the run's train.verify_timeout_s). "
+            "It imports saerl, so saerl must be importable in verl's environment (install it there). Without it "
+            f"verl picks its built-in reward by `data_source` ({info['data_source']!r}); for openai/gsm8k that "
+            "takes only a final `#### N`, compared as text, which saerl's prompts do not ask for: `\\boxed{}` "
+            "answers and golds such as `\\frac{3}{4}` or `10%` would always score 0.\n\n"
+            f"verl 0.7.0 and earlier name the reward keys at the top level: `{' '.join(keys)}`. They also take the "
+            f"sampler written here, `data.sampler.class_path={out / SAMPLER} data.sampler.class_name={SAMPLER_CLASS} "
+            "data.dataloader_num_workers=0` (verl requires no dataloader workers with a custom sampler), which reads the same "
+            "order as `data.shuffle=False`; verl 0.8 dropped custom samplers.\n")
     return head + (
         "```python\nimport importlib.util\nfrom datasets import load_dataset\nfrom trl import GRPOConfig, GRPOTrainer\n\n"
         f"spec = importlib.util.spec_from_file_location('saerl_sampler', {str(out / SAMPLER)!r})\n"
@@ -266,7 +318,7 @@ def is_export_file(name: str) -> bool:
     shards), or the temp name of one that a killed export left. in: a file name; out: bool."""
     temp = _TEMP_NAME.fullmatch(name)
     name = temp.group(1) if temp else name
-    return name in (TABLE, SAMPLER, README, *HF_FILES) or _HF_SHARD.fullmatch(name) is not None
+    return name in (TABLE, SAMPLER, REWARD, README, *HF_FILES) or _HF_SHARD.fullmatch(name) is not None
 
 
 def earlier_export(out: Path) -> list[Path]:
@@ -297,7 +349,9 @@ def earlier_export(out: Path) -> list[Path]:
 
 def _new_files(fmt: str, out: Path) -> set[str]:
     """Names of the files an export of `fmt` wrote into `out`: for hf, README, HF_FILES and the shards its
-    state.json lists; else TABLE, SAMPLER, README."""
+    state.json lists; else TABLE, SAMPLER, README, and for verl REWARD."""
+    if fmt == "verl":
+        return {TABLE, SAMPLER, REWARD, README}
     if fmt != "hf":
         return {TABLE, SAMPLER, README}
     state = json.loads((out / "state.json").read_text(encoding="utf-8"))
@@ -325,6 +379,9 @@ def write_export(frame: pl.DataFrame, fmt: str, out: Path, info: dict[str, Any])
         write_file_atomic(out / TABLE, table.write_parquet)
         _write_text_atomic(out / SAMPLER, VERL_SAMPLER if fmt == "verl" else TRL_SAMPLER)
         written = [out / TABLE, out / SAMPLER]
+        if fmt == "verl":
+            _write_text_atomic(out / REWARD, verl_reward(info.get("verify_timeout_s", TrainConfig().verify_timeout_s)))
+            written.append(out / REWARD)
     _write_text_atomic(out / README, readme(fmt, out.resolve(), info))
     keep = _new_files(fmt, out)
     stale = [f for f in earlier if f.name not in keep]
@@ -368,6 +425,7 @@ def export_run(root: Path, run_id: str, fmt: str, out: Path, arm: str = "saerl",
     info = {"run": record.run_id, "arm": arm, "rows": frame.height, "data_source": data_source,
             "batch_size": batch_size,
             "num_generations": record.config.get("train.num_generations", TrainConfig().num_generations),
+            "verify_timeout_s": record.config.get("train.verify_timeout_s", TrainConfig().verify_timeout_s),
             **order_coverage(curriculum, arm, frame, batch_size)}
     files = write_export(frame, fmt, Path(out), info)
     note = coverage_note(info)

@@ -33,6 +33,10 @@ from saerl.property_models import seeded_subset
 LABELS = "labels.parquet"
 PARTS_DIR = "label_parts"  # in the partial folder: one finished chunk's table each, removed once LABELS is written
 SCHEMA = {"id": pl.String, "pass_rate": pl.Float64, "n_correct": pl.Int64, "n_failed": pl.Int64, "rollouts": pl.Int64}
+# The share of labelled prompts at one end of the pass-rate scale (never solved, or always solved) at or above which the
+# label stage notes that measured difficulty carries little signal: the difficulty model then learns from the few
+# prompts left in between (GSM8K through the testbed LM: 57 of 60 never solved; ASDiv: 51 of 58).
+SATURATED_LABEL_SHARE = 0.8
 
 
 def needs_measured_labels(cfg: PipelineConfig) -> bool:
@@ -98,6 +102,27 @@ def pass_rate_profile(labels: pl.DataFrame) -> tuple[str, bool]:
     text = (f"pass rates of {n} prompts: {never} never solved, {always} always solved, "
             f"{n - never - always} in between, mean {float(rates.mean()):.3f}")
     return text, bool(rates.min() == rates.max())
+
+
+def saturation_notes(labels: pl.DataFrame, model: str, rollouts: int,
+                     share: float = SATURATED_LABEL_SHARE) -> list[str]:
+    """Notes for the label stage's manifest and log when measured pass rates carry little difficulty signal: at least
+    `share` of the labelled prompts were never solved (pass rate 0), or always solved (pass rate 1), by the policy.
+    in: labels (pass_rate per prompt), the policy measured (model.name_or_path), rollouts per prompt
+    (score.label_rollouts), the share; out: one note per end that holds the share ([] when neither does, or no
+    pass rate was measured)."""
+    rates = labels["pass_rate"].drop_nulls().drop_nans()
+    n = rates.len()
+    notes = []
+    for value, what, fix in ((0.0, "never solved", "use a stronger policy (model.name_or_path)"),
+                             (1.0, "always solved", "use a policy the data still challenges (model.name_or_path)")):
+        count = int((rates == value).sum())
+        if n and count / n >= share:
+            notes.append(f"{count} of {n} labelled prompts ({count / n:.0%}) were {what} by the policy "
+                         f"(model.name_or_path={model}) in {rollouts} rollouts each: measured difficulty carries "
+                         f"little signal, so the difficulty model has little to learn from; {fix}, a difficulty "
+                         "column (data.difficulty, score.difficulty_source=column), or more score.label_rollouts")
+    return notes
 
 
 def chunk_seed(seed: int, chunk: int) -> int:

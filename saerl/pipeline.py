@@ -130,18 +130,28 @@ def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple
 def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
     """plan(cfg, until), refusing a run that would fail at its last stage, before hours of extraction and
     training: evaluate with no held-out set (data other than the testbed's and no eval.sets), a data.path that does
-    not exist (every plan starts with ingest), train or evaluate with an eval.sets file that does not exist (their
-    keys hash it). Every entry point
+    not exist or lacks a mapped field (every plan starts with ingest), train or evaluate with an eval.sets file that
+    does not exist (their keys hash it) or lacks the prompt / answer / id field (read with the data mapping, labels
+    optional). The files' fields are read from their headers (saerl.data.check_mapping), not whole. Every entry point
     that runs stages calls it (CLI, flows, sweeps, run_all). in: config, last stage; out: the plan."""
+    from saerl.data import IngestError, check_mapping
+
     stages = plan(cfg, until)
     if any(s == "evaluate" for s, _ in stages) and cfg.data.source != "testbed" and not cfg.eval.sets:
         raise ValueError(NO_HELD_OUT)
-    if cfg.data.source == "file" and cfg.data.path and not Path(cfg.data.path).expanduser().exists():
-        raise FileNotFoundError(missing_file(f"data file {cfg.data.path}", Path(cfg.data.path), "data.path"))
+    if cfg.data.source == "file" and cfg.data.path:
+        if not (path := Path(cfg.data.path).expanduser()).exists():
+            raise FileNotFoundError(missing_file(f"data file {cfg.data.path}", Path(cfg.data.path), "data.path"))
+        check_mapping(cfg.data, path)
     if any(s in ("train", "evaluate") for s, _ in stages):  # their keys hash the held-out files
+        every_row = cfg.data.model_copy(update={"max_rows": None})  # held-out sets are read whole (eval_sets)
         for name, path in cfg.eval.sets.items():
             if not Path(path).expanduser().exists():
                 raise FileNotFoundError(missing_file(f"held-out set {path}", Path(path), f"eval.sets.{name}"))
+            try:
+                check_mapping(every_row, Path(path).expanduser(), labels_optional=True)
+            except IngestError as err:
+                raise IngestError(f"held-out set eval.sets.{name} ({path}), read with the data mapping: {err}") from err
     return stages
 
 
@@ -194,6 +204,39 @@ def local_models(cfg: PipelineConfig, stage: str) -> dict[str, str | None]:
     return {}
 
 
+# the data fields that only label rows (saerl.data: a bad label flags its row, never drops it), so which rows
+# ingest keeps, and their ids, prompts and answers, do not depend on them
+DATA_LABELS: tuple[str, ...] = ("data.topic", "data.difficulty", "data.quality", "data.labelled", "data.defect")
+
+# the stages that read ingest's rows and none of its label columns but these (extract: ids and prompts; label: ids,
+# prompts, answers and the labelled flag, saerl.labels.labelled_subset): they key on ingest's rows
+# (:func:`rows_key`, input "ingest_rows"), so mapping another label column reruns neither extraction nor labelling
+ROWS_READERS: dict[str, tuple[str, ...]] = {"extract": (), "label": ("data.labelled",)}
+
+
+def rows_key(stage: str, ingest_version: str, ingest_inputs: dict[str, str], ingest_slice: dict[str, Any]) -> str:
+    """The key of the part of an ingest artifact a ROWS_READERS `stage` reads: the ingest key's ingredients (its
+    code version, input keys and config slice) less the label fields `stage` does not read. in: the stage, and
+    ingest's code version, input keys and config slice (from a config, or from an ingest artifact's manifest);
+    out: the key."""
+    from saerl.config import stable_hash
+
+    unread = [f for f in DATA_LABELS if f not in ROWS_READERS[stage]]
+    return stable_hash({"stage": "ingest", "rows_for": stage, "version": ingest_version,
+                        "inputs": dict(sorted(ingest_inputs.items())),
+                        "config": {k: v for k, v in ingest_slice.items() if k not in unread}}, length=20)
+
+
+def ingest_rows_key(cfg: PipelineConfig, stage: str) -> str:
+    """:func:`rows_key` of the ingest artifact `cfg` plans, from the config alone (ingest's inputs: the testbed
+    world's key, or the data file's hash). in: config, a ROWS_READERS stage; out: the key."""
+    upstream = {}
+    if needs_testbed(cfg, "ingest"):
+        key = stage_key(cfg, "testbed", input_keys(cfg, "testbed", {}))
+        upstream["testbed"] = ArtifactRef("testbed", key, "")
+    return rows_key(stage, code_version("ingest"), input_keys(cfg, "ingest", upstream), stage_slice(cfg, "ingest"))
+
+
 # the stages whose numbers depend on the device they run on (runtime.device is otherwise result-neutral): float32 on
 # a CPU, model.dtype / bf16 autocast on a GPU, so a GPU run must not reuse a CPU run's artifacts, nor the reverse
 DEVICE_DEPENDENT: tuple[str, ...] = ("extract", "label", "train", "evaluate")
@@ -201,11 +244,14 @@ DEVICE_DEPENDENT: tuple[str, ...] = ("extract", "label", "train", "evaluate")
 
 def input_keys(cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef],
                variant: dict[str, Any] | None = None) -> dict[str, str]:
-    """Keys of everything `stage` reads besides config: upstream artifacts, the data file for ingest, the
+    """Keys of everything `stage` reads besides config: upstream artifacts (ingest's rows only for ROWS_READERS:
+    "ingest_rows", :func:`ingest_rows_key`), the data file for ingest, the
     held-out set files for train and evaluate, local model / SAE folders (their stamp), the device type
     runtime.device resolves to here for DEVICE_DEPENDENT stages ('cpu', 'cuda'), and the run's variant (arm,
     seed) for train."""
     keys = {name: ref.key for name, ref in upstream.items()}
+    if stage in ROWS_READERS and keys.pop("ingest", None) is not None:
+        keys["ingest_rows"] = ingest_rows_key(cfg, stage)
     if stage in DEVICE_DEPENDENT:
         keys["device"] = device_type(cfg.runtime.device)
     for name, folder in local_models(cfg, stage).items():

@@ -1,7 +1,8 @@
 """Reports of a finished run, read from its artifacts on disk only (the paths are in the run record).
 
 - :func:`load_report`: a run's comparison, RL gain over the starting policy, steps-to-target, data-engineering
-  numbers, clusters, property models and plots, as a :class:`RunReport`;
+  numbers (with the label stage's pass-rate profile), clusters, property models, plots and every stage's notes (the
+  warnings its stage log showed, kept in its manifest), as a :class:`RunReport`;
 - :func:`format_text`: the report as plain-text tables for the terminal;
 - :func:`render_html` / :func:`write_html`: one self-contained HTML file (tables as HTML, plots embedded as
   base64 PNG), to share a result without MLflow;
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import logging
 import math
 import time
@@ -45,6 +47,7 @@ log = logging.getLogger("saerl.report")
 REPORTS_DIR = "reports"  # default folder of HTML reports under the artifact root
 PERCENT = 100  # accuracies are stored as fractions, shown in percent
 NO_VALUE = "-"
+NOTES_TITLE = "Warnings and notes (what each stage's log warned of, kept in its manifest)"
 GAINS_TITLE = "RL gain over the starting policy (arm 'base': the policy before RL, scored on the same problems)"
 CSS = ("body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}"
        "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}th{background:#eee}"
@@ -76,6 +79,8 @@ class RunReport:
     plots: dict[str, list[Path]] = field(default_factory=dict)  # stage run name -> PNG files
     missing: list[str] = field(default_factory=list)  # stage runs whose artifact folder is gone
     unusable: dict[str, str] = field(default_factory=dict)  # read stage -> what is wrong with its artifact (not read)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (stage run, note) from every manifest's notes, in order
+    label_profile: str | None = None  # the label stage's pass-rate profile (its manifest's profile), when it ran
 
 
 READ_STAGES = ("score", "properties", "curriculum", "evaluate")  # the stages whose tables a report reads (verified first)
@@ -89,6 +94,22 @@ def _read(record: RunRecord, stage: str, file: str, unusable: dict[str, str] | N
     rec = record.stages.get(stage)
     path = Path(rec.path) / file if rec else None
     return pl.read_parquet(path) if path is not None and path.exists() else None
+
+
+def manifest_of(folder: Path) -> dict[str, Any]:
+    """An artifact folder's manifest, or {} when it has none or it cannot be read (a report still shows the rest)."""
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def manifest_notes(manifest: dict[str, Any]) -> list[str]:
+    """The notes a stage left in its manifest (`notes`: the plain-language warnings its log showed, e.g. the score
+    stage's 'no usable quality labels ...'), as text; [] when it left none."""
+    notes = manifest.get("notes") or []
+    return [str(n) for n in ([notes] if isinstance(notes, str) else notes)]
 
 
 def data_numbers(scores: pl.DataFrame | None, order: pl.DataFrame | None,
@@ -127,6 +148,10 @@ def load_report(root: Path, run_id: str = "latest") -> RunReport:
         pngs = sorted(folder.glob("plots/*.png"))
         if pngs:
             report.plots[rec.stage] = pngs
+        manifest = manifest_of(folder)
+        report.notes += [(rec.stage, note) for note in manifest_notes(manifest)]
+        if stage_of(rec.stage) == "label" and manifest.get("profile"):
+            report.label_profile = str(manifest["profile"])
         if rec.stage in READ_STAGES and (problems := store.problems(rec.stage, rec.key)):
             report.unusable[rec.stage] = f"artifact {folder} is not usable ({problems[0]})"
     bad = report.unusable
@@ -253,11 +278,31 @@ def gains_table(gains: pl.DataFrame) -> pl.DataFrame:
     return arm_table(gains, None).drop("steps to target")
 
 
+N_COLUMNS = {"n_train": "n train", "n_test": "n test"}  # property_report.parquet's row counts, as the report heads them
+
+
 def property_table(properties: pl.DataFrame) -> pl.DataFrame:
     """Property models vs baselines: one row per (property, metric), one column per feature set, values
-    rounded to 3 digits. in: property_report.parquet (property, metric, features, value); out: wide frame."""
-    wide = properties.pivot(on="features", index=["property", "metric"], values="value", aggregate_function="first")
-    return wide.with_columns(pl.exclude("property", "metric").round(3).cast(pl.String).fill_null(NO_VALUE))
+    rounded to 3 digits, then the rows each value rests on (n train: the rows the models were fitted on; n test: the
+    held-out rows they were scored on; out of distribution the mean train rows of the topic folds and every held-out
+    row once; the largest over the feature sets, as summarize_report counts them), so a Spearman of 18 test rows
+    does not read like one of 1,800. in: property_report.parquet (property, metric, features, value, n_train, n_test;
+    a report written without the counts gets no n columns); out: wide frame."""
+    keys = ["property", "metric"]
+    wide = properties.pivot(on="features", index=keys, values="value", aggregate_function="first")
+    wide = wide.with_columns(pl.exclude(keys).round(3).cast(pl.String).fill_null(NO_VALUE))
+    counts = [c for c in N_COLUMNS if c in properties.columns]
+    if not counts:
+        return wide
+    n = properties.group_by(keys, maintain_order=True).agg(
+        [pl.col(c).max().cast(pl.String).fill_null(NO_VALUE).alias(N_COLUMNS[c]) for c in counts])
+    return wide.join(n, on=keys, how="left", maintain_order="left")
+
+
+def notes_table(notes: list[tuple[str, str]]) -> pl.DataFrame:
+    """Display table of the stages' notes: one row per (stage run, note), in stage order."""
+    return pl.DataFrame([{"stage": stage, "note": note} for stage, note in notes], schema={"stage": pl.String,
+                                                                                           "note": pl.String})
 
 
 def cluster_rows(clusters: pl.DataFrame) -> pl.DataFrame:
@@ -285,6 +330,8 @@ def data_rows(data: dict[str, float]) -> pl.DataFrame:
 def sections(report: RunReport) -> list[tuple[str, Body]]:
     """The report's sections in order: (title, display table, a sentence, or a table with notes under it)."""
     out: list[tuple[str, Body]] = []
+    if report.notes:  # first: they qualify every number below (a filter that kept every prompt, flat clusters, ...)
+        out.append((NOTES_TITLE, notes_table(report.notes)))
     if report.comparison is not None and report.comparison.height:
         title, notes = "Arms", interval_notes(report.comparison) + failure_notes(report.comparison)
         if report.steps is not None and report.steps.height:
@@ -309,8 +356,11 @@ def sections(report: RunReport) -> list[tuple[str, Body]]:
     if report.gains is not None and report.gains.height:
         out.append((GAINS_TITLE, Noted(gains_table(report.gains),
                                        interval_notes(report.gains) + failure_notes(report.gains))))
+    profile = [f"label: {report.label_profile}"] if report.label_profile else []
     if report.data:
-        out.append(("Data engineering", data_rows(report.data)))
+        out.append(("Data engineering", Noted(data_rows(report.data), profile)))
+    elif profile:
+        out.append(("Data engineering", profile[0]))
     if report.properties is not None and report.properties.height:
         out.append(("Property models vs baselines (held-out)", property_table(report.properties)))
     if report.clusters is not None and report.clusters.height:

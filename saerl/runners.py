@@ -148,7 +148,7 @@ def compute_label(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     (score.label_chunk_rows prompts each; a killed run resumes from its finished chunks). Rollouts sample as RL
     does (train.temperature, train.top_k, train.max_completion_length) and are checked with the reward's
     train.verify_timeout_s, on runtime.device."""
-    from saerl.labels import labelled_subset, measure_labels, pass_rate_profile
+    from saerl.labels import labelled_subset, measure_labels, pass_rate_profile, saturation_notes
 
     t = cfg.train
     subset = labelled_subset(read_prompts(inputs), cfg.score.label_fraction, cfg.score.seed)
@@ -163,7 +163,10 @@ def compute_label(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
                     "(data.difficulty, score.difficulty_source=column)", profile)
     else:
         log.info("label: %s", profile)
-    build.note(rows={"labels": labels.height}, summary=summary, profile=profile)
+    notes = saturation_notes(labels, cfg.model.name_or_path, cfg.score.label_rollouts)
+    for note in notes:
+        log.warning("label: %s", note)
+    build.note(rows={"labels": labels.height}, summary=summary, profile=profile, notes=notes)
     return {"labelled": float(labels.height), "mean_pass_rate": float(labels["pass_rate"].mean() or 0.0),
             "verifier_failures": float(labels["n_failed"].sum())}
 
@@ -727,7 +730,8 @@ def evaluate_metrics(tables: list[pl.DataFrame], stt: pl.DataFrame, gains: pl.Da
     the starting policy (None without one), the summary by (arm, seed, set), the reference arm;
     out: <set>_<arm>_greedy (and _greedy_delta_pts against the reference), _mean_k, _verifier_failures,
     _steps_ratio with _steps_ratio_ci_high (both only when the ratio exists: not when the arm's mean curve never
-    reaches the target nor when the reference's is at it from the start), _prompts_to_target_ratio, _gain_pts."""
+    reaches the target nor when the reference's is at it from the start), _prompts_to_target_ratio, _gain_pts;
+    with gains, the starting policy's own accuracy too, named like an arm's: <set>_base_greedy, <set>_base_mean_k."""
     from saerl.evaluate import BASE_ARM
 
     metrics: dict[str, float] = {}
@@ -748,6 +752,8 @@ def evaluate_metrics(tables: list[pl.DataFrame], stt: pl.DataFrame, gains: pl.Da
     if gains is not None:
         for r in gains.filter((pl.col("metric") == "greedy") & (pl.col("arm") != BASE_ARM)).iter_rows(named=True):
             metrics[f"{r['set']}_{r['arm']}_gain_pts"] = float(r["diff_pts"])
+        for r in gains.filter(pl.col("arm") == BASE_ARM).iter_rows(named=True):  # the gains' reference row
+            metrics[f"{r['set']}_{BASE_ARM}_{r['metric']}"] = float(r["accuracy"])
     return metrics
 
 

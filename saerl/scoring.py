@@ -68,6 +68,17 @@ HELDOUT_SCHEMA = {"id": pl.String, "difficulty": pl.Float64, "difficulty_pred": 
 # difficulty_hat whose standard deviation is at most this share of the labels' reads as (near) constant: a note
 # says the curriculum's within-cluster order then carries (almost) no difficulty signal
 NEAR_CONSTANT_SPREAD = 0.01
+# A best mean cosine silhouette below this reads as clusters with little structure: a prompt's silhouette is
+# (b - a) / max(a, b), so at 0.05 its mean distance to its own cluster is still 95% of that to the nearest other one.
+# Measured over score.k_range 4..16: the testbed world, whose clusters follow its topics (NMI .49), 0.13 to 0.20;
+# ASDiv 0.06 to 0.08; GSM8K through MiniLM 0.024 to 0.029. Kaufman & Rousseeuw's 0.25 ("no substantial structure")
+# would flag the testbed world too: pooled sparse codes sit low on that scale.
+SILHOUETTE_LOW = 0.05
+# A silhouette curve whose spread over the k searched (max - min) is at most this share of its best reads as flat: no
+# k separates the prompts clearly better than the others, so the k chosen is close to arbitrary (GSM8K through
+# MiniLM: 0.005 of 0.029, 17%; the testbed world 32%, ASDiv 34%). Needs SILHOUETTE_FLAT_MIN_K k searched or more.
+SILHOUETTE_FLAT_SHARE = 0.2
+SILHOUETTE_FLAT_MIN_K = 3  # fewer k searched make no curve to call flat
 CLUSTER_MODELS = {"majority": "one cluster", "shuffled": "permuted"}  # the report's clusterings that are not k-means
 
 
@@ -283,6 +294,32 @@ def k_edge_note(k: int, sil: dict[int, float]) -> str | None:
             "number of clusters may lie beyond the range; widen score.k_range or fix score.n_clusters")
 
 
+def silhouette_note(k: int, sil: dict[int, float], low: float = SILHOUETTE_LOW,
+                    flat_share: float = SILHOUETTE_FLAT_SHARE) -> str | None:
+    """A note when the silhouette that chose k says little: its best mean silhouette is below `low` (the clusters
+    carry little structure), or its curve over the k searched is flat (spread, max - min, at most `flat_share` of its
+    best, with SILHOUETTE_FLAT_MIN_K k or more searched: the k chosen is close to arbitrary). in: choose_k's k and
+    {k: silhouette} ({} when score.n_clusters fixes k: no note); out: note or None."""
+    if not sil:
+        return None
+    best, worst = max(sil.values()), min(sil.values())
+    is_low = best < low
+    is_flat = len(sil) >= SILHOUETTE_FLAT_MIN_K and best > 0 and best - worst <= flat_share * best
+    if not (is_low or is_flat):
+        return None
+    why = [f"low (best {best:.3f}, under {low:g}: a prompt lies about as near the next cluster as its own)" if is_low
+           else "",
+           f"flat ({worst:.3f} to {best:.3f}: no k separates the prompts clearly better than another)" if is_flat
+           else ""]
+    so = ("the clusters carry little structure here, so the curriculum's clusters and the report's cluster table group "
+          "prompts that barely differ (read other codes: score.cluster_pool, extract.layer; fix score.n_clusters if "
+          "a number of groups matters)" if is_low else
+          f"k = {k} is close to arbitrary (fix score.n_clusters if a number of groups matters)")
+    searched = f"{min(sil)}..{max(sil)}" if len(sil) > 1 else f"{k} alone"
+    return (f"the cosine silhouette that chose k = {k} over k = {searched} is "
+            f"{' and '.join(w for w in why if w)}: {so}")
+
+
 def difficulty_notes(model: Any, pool: str, hat: np.ndarray, y: np.ndarray) -> list[str]:
     """Notes on the production difficulty model: its penalty at an end of its grid (alpha_edge), and a constant
     or near-constant difficulty_hat (standard deviation at most NEAR_CONSTANT_SPREAD of the labels'), under which
@@ -390,15 +427,15 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     threshold change reuses the score stage's fits. `fit` (default: fit_options(cfg): float64, the
     config's thread count) says how every difficulty elastic net is computed; benchmarks/score_speed.py passes
     FitOptions(n_jobs=1, dtype=None) to time the old way beside it. Notes (ScoreResult.notes) flag a silhouette k
-    at an end of the range searched (k_edge_note), a (near) constant difficulty_hat or a difficulty penalty at an
-    end of its grid (difficulty_notes), and quality labels too few to fit a probe."""
+    at an end of the range searched (k_edge_note), a low or flat silhouette curve (silhouette_note), a (near)
+    constant difficulty_hat or a difficulty penalty at an end of its grid (difficulty_notes), and quality labels too
+    few to fit a probe."""
     a = align_inputs(X, prompts, cfg, measured, ids, C, D)
     notes: list[str] = []
     fit = fit_options(cfg) if fit is None else fit
     Z = weight_codes(a.C, cfg.tfidf)
     k, sil = choose_k(Z, cfg)
-    if (k_note := k_edge_note(k, sil)) is not None:
-        notes.append(k_note)
+    notes += [note for note in (k_edge_note(k, sil), silhouette_note(k, sil)) if note is not None]
     labels = kmeans(Z, k, cfg)
     has_d = a.labelled & ~np.isnan(a.y_diff)
     if has_d.sum() < cfg.cv_folds:

@@ -43,8 +43,9 @@ SHARED_LABEL = "shared upstream"  # the run of the stages every child shares, be
 SWEEPS_DIR = "sweeps"  # <root>/sweeps/<sweep id>/: what an ablation printed (sweep.txt) and its table (sweep.parquet)
 SWEEP_TABLE = "sweep.parquet"
 SWEEP_TEXT = "sweep.txt"
-SWEEP_TAG = "saerl.sweep"  # MLflow tag of a sweep child's parent run: the sweep id
-SETTING_TAG = "saerl.setting"  # MLflow tag of a sweep child's parent run: its setting's label (or SHARED_LABEL)
+SWEEP_TAG = "saerl.sweep"  # MLflow tag of a sweep child's runs (parent and nested stage runs): the sweep id
+SETTING_TAG = "saerl.setting"  # MLflow tag of a sweep child's runs: its setting's label (or SHARED_LABEL)
+SWEEP_PARAM = "sweep."  # + dotted key: the MLflow param of a sweep child's runs holding that key's swept value
 
 
 @dataclass(frozen=True)
@@ -348,6 +349,13 @@ def sweep_tags(sweep_id: str, label: str) -> dict[str, str]:
     """The MLflow tags of one run of a sweep (a child, or the shared upstream run): {SWEEP_TAG: id, SETTING_TAG:
     label}, so the runs of one sweep and each one's setting can be found and told apart in MLflow."""
     return {SWEEP_TAG: sweep_id, SETTING_TAG: label}
+
+
+def swept_params(setting: Setting) -> dict[str, str]:
+    """The MLflow params of a sweep child's runs naming its setting: {'sweep.<dotted key>': value}, each value
+    written as :func:`setting_label` writes it ({'curriculum.mix_ratio': 0} -> {'sweep.curriculum.mix_ratio':
+    '0'}, matching the label 'mix_ratio=0', where the config param reads '0.0')."""
+    return {SWEEP_PARAM + key: format_value(value) for key, value in setting.items()}
 
 
 def sweep_dir(root: Path, sweep_id: str) -> Path:

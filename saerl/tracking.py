@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -62,6 +63,11 @@ GIT_COMMIT_TAG, GIT_DIRTY_TAG = "saerl.git_commit", "saerl.git_dirty"  # a run's
 SQLITE_PREFIX = "sqlite:///"  # then the database file's path: relative ('sqlite:///m.db') or absolute ('sqlite:////x/m.db')
 SQLITE_MEMORY = ":memory:"
 ARTIFACTS_DIR = "mlruns"  # the folder of logged files beside a local SQLite store (MLflow's own default name)
+LABEL_SEP = " | "  # between a sweep run's label and its name: its MLflow parent and nested run names, printed lines
+PARENT_METRIC_STAGES = ("evaluate",)  # stages whose summary metrics are logged on the parent run too (the outcome)
+STEP_TIME = "step_time"  # trl's per-step log column: seconds one optimizer step took (generation included)
+EVAL_SECONDS = "seconds"  # the eval curve's column: seconds one held-out evaluation took (after its step)
+CREATED_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # a manifest's 'created' (UTC): when the artifact was published
 
 
 def metric_key(name: str) -> str:
@@ -74,6 +80,12 @@ def metric_key(name: str) -> str:
 def now_ms() -> int:
     """The current time as MLflow timestamps it (epoch milliseconds): when a metric is logged."""
     return int(time.time() * MS_PER_S)
+
+
+def labelled_run_name(name: str, label: str | None) -> str:
+    """An MLflow run's name: `name` (a run id, a stage run), led by its sweep setting's label when it has one
+    ('mix_ratio=0.1 | 20261203-134501-042137-9f2c', 'mix_ratio=0.1 | train:saerl:0'). in: name, label or None."""
+    return f"{label}{LABEL_SEP}{name}" if label else name
 
 
 def tracking_uri(cfg: PipelineConfig, root: Path) -> str:
@@ -228,21 +240,31 @@ class Tracker:
     `tags` are added to (and override) the parent run's default tags (git commit and dirty flag, library
     versions); `started` (epoch seconds) back-dates the parent run, for a run re-logged after the fact; `params`
     are the parent run's params (None = the flat config `flatten(cfg)`; a re-logged run passes its record's
-    config as stored, so fields added to the code since are not logged as if the run had them)."""
+    config as stored, so fields added to the code since are not logged as if the run had them).
+    A run of a sweep passes its setting's `label`, which leads the parent's and every nested run's name
+    (:func:`labelled_run_name`), and `common_tags` / `common_params` (the sweep id and setting; each swept key as
+    'sweep.<dotted key>'), set on the parent and on every nested stage run, so the stage runs of two settings can
+    be told apart and filtered on."""
 
     def __init__(self, cfg: PipelineConfig, root: Path, run_name: str, tags: dict[str, str] | None = None,
-                 started: float | None = None, params: dict[str, Any] | None = None) -> None:
+                 started: float | None = None, params: dict[str, Any] | None = None, label: str | None = None,
+                 common_tags: dict[str, str] | None = None, common_params: dict[str, str] | None = None) -> None:
         self.enabled = cfg.tracking.enabled
         self.parent_id: str | None = None
         self.uri = tracking_uri(cfg, root)
         self.artifact_location = artifact_location(cfg, root)
         self.stage_runs: dict[str, str] = {}
+        self.label = label
+        self.common_tags = dict(common_tags or {})
+        self.common_params = dict(common_params or {})
         if not self.enabled:
             return
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(cfg.tracking.http_retries))
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(cfg.tracking.http_timeout_s))
-        self._guard(lambda: self._start(cfg, run_name, tags or {}, started, flatten(cfg) if params is None else params))
+        parent_params = (flatten(cfg) if params is None else params) | self.common_params
+        self._guard(lambda: self._start(cfg, labelled_run_name(run_name, label), (tags or {}) | self.common_tags,
+                                        started, parent_params))
 
     def _guard(self, fn: Callable[[], T]) -> T | None:
         """Run a tracking call; on failure warn once and disable tracking."""
@@ -296,22 +318,24 @@ class Tracker:
     def log_stage(self, stage: str, status: str, key: str, reason: str, seconds: float,
                   params: dict[str, Any], metrics: dict[str, float] | None = None,
                   inputs: dict[str, str] | None = None, tags: dict[str, str] | None = None) -> None:
-        """One nested run per stage: its config slice as params, key/status/reason as tags, each of its `inputs`
+        """One nested run per stage, named after the stage run (led by the sweep setting's label: see
+        :class:`Tracker`): its config slice as params, key/status/reason as tags, each of its `inputs`
         (StageRecord.inputs) as a tag 'saerl.input.<name>', `tags` as they are (the build machine), and a training
         run's arm and seed also as params 'arm' / 'seed' (:func:`variant_params`), the one thing that tells two
-        training runs of a config apart."""
+        training runs of a config apart; the tracker's common tags and params (a sweep child's) too."""
 
         def do() -> None:
             from mlflow.entities import Metric, RunTag
 
-            run = self.client.create_run(
-                self.experiment_id, run_name=stage, tags={"mlflow.parentRunId": self.parent_id})
+            run = self.client.create_run(self.experiment_id, run_name=labelled_run_name(stage, self.label),
+                                         tags={"mlflow.parentRunId": self.parent_id})
             rid = run.info.run_id
             self.stage_runs[stage] = rid
-            self._log_params(rid, {**params, **variant_params(inputs or {})})
+            self._log_params(rid, {**params, **variant_params(inputs or {}), **self.common_params})
             run_tags = [RunTag("saerl.stage", stage), RunTag("saerl.key", key), RunTag("saerl.status", status),
                         RunTag("saerl.reason", reason[:PARAM_VALUE_LIMIT])] + [
-                RunTag(k, v) for k, v in sorted({**input_tags(inputs or {}), **(tags or {})}.items())]
+                RunTag(k, v) for k, v in sorted({**input_tags(inputs or {}), **(tags or {}),
+                                                 **self.common_tags}.items())]
             now = now_ms()
             ms = [Metric("seconds", float(seconds), now, 0)] + [
                 Metric(metric_key(WORK_SECONDS if k == "seconds" else k), float(v), now, 0)
@@ -339,15 +363,19 @@ class Tracker:
 
         self._guard(do)
 
-    def log_history(self, points: list[tuple[int, dict[str, float]]], stage: str | None = None) -> None:
-        """Log many (step, {name: value}) points to the stage's nested run (or the parent), in batches."""
+    def log_history(self, points: list[tuple[int, dict[str, float]]], stage: str | None = None,
+                    times: Mapping[int, int] | None = None) -> None:
+        """Log many (step, {name: value}) points to the stage's nested run (or the parent), in batches, each at
+        its step's time in `times` ({step: epoch ms}: :func:`step_end_times`), else at the time of logging."""
 
         def do() -> None:
             from mlflow.entities import Metric
 
             rid = self.stage_runs.get(stage or "", self.parent_id)
             now = now_ms()
-            ms = [Metric(metric_key(k), float(v), now, step) for step, values in points for k, v in values.items()]
+            when = times or {}
+            ms = [Metric(metric_key(k), float(v), when.get(step, now), step)
+                  for step, values in points for k, v in values.items()]
             for i in range(0, len(ms), METRIC_BATCH_LIMIT):
                 self.client.log_batch(rid, metrics=ms[i : i + METRIC_BATCH_LIMIT])
 
@@ -371,16 +399,55 @@ def step_points(steps_log: pl.DataFrame, curve: pl.DataFrame) -> list[tuple[int,
     return points
 
 
+def step_end_times(steps_log: pl.DataFrame, curve: pl.DataFrame, end: float) -> dict[int, int]:
+    """When each step of a training run ended (epoch ms), for MLflow's wall-time axis: counted back from `end`,
+    the time the run's artifact was published (its manifest's 'created', :func:`manifest_created`), over trl's
+    per-step durations (`step_time` of log.parquet) and the held-out evaluations that followed a step (the curve's
+    `seconds`, summed over its sets; the step-0 one came before the first step). Approximate: the seconds spent
+    after the last step (saving the policy, the plots) are not known, so every point is that much early; a resumed
+    run's steps before its checkpoint are placed as if the run had not stopped. in: the per-step log (step,
+    step_time, ...), the curve (step, set, seconds, ...), the end in epoch seconds; out: {step: epoch ms}, {} when
+    the log holds no per-step durations (an older trl): the points are then logged at the time of logging."""
+    import polars as pl
+
+    if "step" not in steps_log.columns or STEP_TIME not in steps_log.columns:
+        return {}
+    durations = {int(s): float(d or 0.0) for s, d in steps_log.select("step", STEP_TIME).iter_rows()}
+    evals: dict[int, float] = {}
+    if EVAL_SECONDS in curve.columns and "step" in curve.columns:
+        per_step = curve.group_by("step").agg(pl.col(EVAL_SECONDS).fill_null(0.0).sum())
+        evals = {int(s): float(t) for s, t in per_step.iter_rows()}
+    out, t = {}, end
+    for step in sorted(set(durations) | set(evals), reverse=True):
+        t -= evals.get(step, 0.0)  # the evaluation after this step ran from the step's end until t
+        out[step] = int(t * MS_PER_S)
+        t -= durations.get(step, 0.0)
+    return out
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of the artifact in `folder` as a dict, or {} when it is missing or unreadable."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def manifest_created(manifest: Mapping[str, Any]) -> float | None:
+    """When the artifact of `manifest` was published: its 'created' ('2026-12-04T19:54:19Z', UTC) in epoch seconds,
+    or None when missing or not in that form."""
+    try:
+        return datetime.strptime(str(manifest["created"]), CREATED_FORMAT).replace(tzinfo=UTC).timestamp()
+    except (KeyError, ValueError):
+        return None
+
+
 def manifest_build(folder: Path) -> tuple[float | None, dict[str, str]]:
     """What the manifest of the artifact in `folder` says of its build: the seconds it took (None when not
     recorded) and where it was built, as tags 'saerl.machine.<field>' (cpu, torch_cpu, cuda: see
     saerl.artifacts.build_machine; none for a manifest without them). (None, {}) without a readable manifest."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None, {}
-    if not isinstance(manifest, dict):
-        return None, {}
+    manifest = read_manifest(folder)
     seconds, machine = manifest.get("seconds"), manifest.get("machine")
     tags = {MACHINE_TAG + str(k): str(v)[:PARAM_VALUE_LIMIT] for k, v in machine.items()} \
         if isinstance(machine, dict) else {}
@@ -390,21 +457,28 @@ def manifest_build(folder: Path) -> tuple[float | None, dict[str, str]]:
 def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[str, float] | None) -> None:
     """One nested MLflow run for a stage run: its config slice as params (a training run's arm and seed too),
     key/status/reason and its inputs as tags, its summary metrics, its plots and small tables (LOGGED_TABLES); for a
-    training run also trl's per-step metrics and the greedy learning curve, at their steps. in: the tracker, the
-    stage (e.g. 'train'), the stage run's record (name, key, status, reason, config slice, inputs, seconds,
-    artifact path) and its metrics."""
+    training run also trl's per-step metrics and the greedy learning curve, at their steps and at the times they
+    were measured (:func:`step_end_times`). The summary metrics of a stage in PARENT_METRIC_STAGES (evaluate: the
+    run's outcome, cached or computed) go on the parent run too, so MLflow's top-level table compares runs by them.
+    in: the tracker, the stage (e.g. 'train'), the stage run's record (name, key, status, reason, config slice,
+    inputs, seconds, artifact path) and its metrics."""
     import polars as pl
 
     folder = Path(rec.path)
     built, machine = manifest_build(folder)
-    metrics = {**(metrics or {}), **({BUILD_SECONDS: built} if built is not None else {})}
+    own = dict(metrics or {})
+    metrics = {**own, **({BUILD_SECONDS: built} if built is not None else {})}
     tracker.log_stage(rec.stage, rec.status, rec.key, rec.reason, rec.seconds, rec.config, metrics, rec.inputs,
                       tags=machine)
+    if stage in PARENT_METRIC_STAGES and own:
+        tracker.log_metrics(own)
     for png in sorted(folder.glob("plots/*.png")):
         tracker.log_artifact(png, rec.stage, "plots")
     for table in LOGGED_TABLES.get(stage, ()):
         if (folder / table).exists():
             tracker.log_artifact(folder / table, rec.stage)
     if stage == "train":
-        points = step_points(pl.read_parquet(folder / "log.parquet"), pl.read_parquet(folder / "curve.parquet"))
-        tracker.log_history(points, stage=rec.stage)
+        steps_log, curve = pl.read_parquet(folder / "log.parquet"), pl.read_parquet(folder / "curve.parquet")
+        end = manifest_created(read_manifest(folder))
+        times = step_end_times(steps_log, curve, end) if end is not None else {}
+        tracker.log_history(step_points(steps_log, curve), stage=rec.stage, times=times)

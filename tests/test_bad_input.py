@@ -112,12 +112,56 @@ CASES: dict[str, Case] = {
         parquet(pl.DataFrame({"question": ["A?", "B?", "C?"], "answer": ["1", "2", "3"],
                               "difficulty": [math.nan, math.inf, 1.0]})), ".parquet",
         issues=((0, "difficulty", D.INVALID_LABEL), (1, "difficulty", D.INVALID_LABEL)), kept=(0, 1, 2)),
-    "mixed-type column": Case(
+    "mixed-type column": Case(  # a number or a list is no prompt (both were kept as their JSON text)
         jsonl({"question": 12345, "answer": 2.5, "difficulty": "hard"},
               {"question": ["a", "list"], "answer": 4, "difficulty": [1, 2]},
-              {"question": "Half of 8?", "answer": "4", "difficulty": True}),
-        issues=((1, "difficulty", D.INVALID_LABEL), (2, "difficulty", D.INVALID_LABEL),
-                (3, "difficulty", D.INVALID_LABEL)), kept=(0, 1, 2, 3, 4)),
+              {"question": "Half of 8?", "answer": "4", "difficulty": True},
+              {"question": "What is 9 - 4?", "answer": 5, "difficulty": [1, 2]}),
+        issues=((1, "question", D.NON_TEXT_PROMPT), (2, "question", D.NON_TEXT_PROMPT),
+                (3, "difficulty", D.INVALID_LABEL), (4, "difficulty", D.INVALID_LABEL)), kept=(0, 3, 4, 5)),
+    "non-text prompts (jsonl)": Case(
+        jsonl({"question": True, "answer": "1"}, {"question": {"text": "nested?"}, "answer": "2"},
+              {"question": 7.5, "answer": "3"}),
+        issues=((1, "question", D.NON_TEXT_PROMPT), (2, "question", D.NON_TEXT_PROMPT),
+                (3, "question", D.NON_TEXT_PROMPT)), kept=(0, 4)),
+    "numeric prompt column (parquet)": Case(
+        parquet(pl.DataFrame({"question": [1, 2, 3], "answer": ["1", "2", "3"]})), ".parquet", {},
+        issues=((0, "question", D.NON_TEXT_PROMPT), (1, "question", D.NON_TEXT_PROMPT),
+                (2, "question", D.NON_TEXT_PROMPT)), kept=()),
+    "chat prompt with two user turns": Case(
+        jsonl({"question": [{"role": "user", "content": "A?"}, {"role": "user", "content": "B?"}],
+               "answer": "1"},
+              {"question": [{"role": "system", "content": "Be brief."}], "answer": "2"},
+              {"question": [{"role": "user", "content": ["part"]}], "answer": "3"},
+              {"question": [{"role": "system", "content": "Be brief."},
+                            {"role": "user", "content": "What is 5-3?"}], "answer": "2"}),
+        issues=((1, "question", D.NON_TEXT_PROMPT), (2, "question", D.NON_TEXT_PROMPT),
+                (3, "question", D.NON_TEXT_PROMPT)), kept=(0, 4, 5)),
+    "list in a prompt template": Case(jsonl({"question": "Q?", "ctx": ["a", "b"], "answer": "1"}),
+                                      mapping={"prompt": "{ctx} {question}"}, kept=(),
+                                      issues=((0, "ctx", D.MISSING_FIELD), (1, "ctx", D.NON_TEXT_PROMPT),
+                                              (2, "ctx", D.MISSING_FIELD))),
+    "empty answer": Case(jsonl({"question": "What is 1 + 5?", "answer": ""},
+                               {"question": "2 + 5?", "answer": " \t"}),
+                         issues=((1, "answer", D.EMPTY_ANSWER), (2, "answer", D.EMPTY_ANSWER)), kept=(0, 3)),
+    "struct answer (jsonl)": Case(jsonl({"question": "What is 1 + 6?",
+                                         "answer": {"style": "rule", "ground_truth": "7"}}),
+                                  issues=((1, "answer", D.STRUCT_ANSWER),)),
+    "struct answer (parquet)": Case(
+        parquet(pl.DataFrame({"question": ["A?", "B?"], "answer": [{"style": "rule", "ground_truth": "1"}] * 2})),
+        ".parquet", {}, issues=((0, "answer", D.STRUCT_ANSWER), (1, "answer", D.STRUCT_ANSWER)), kept=()),
+    "dotted answer path a row lacks": Case(
+        jsonl({"question": "What is 1 + 7?", "rm": {"style": "rule", "ground_truth": "8"}},
+              {"question": "What is 1 + 8?", "rm": "9"}, {"question": "What is 1 + 9?", "rm": {"style": "rule"}}),
+        mapping={"answer": "rm.ground_truth"}, kept=(1,),
+        issues=((0, "rm.ground_truth", D.MISSING_FIELD), (2, "rm.ground_truth", D.MISSING_FIELD),
+                (3, "rm.ground_truth", D.MISSING_FIELD), (4, "rm.ground_truth", D.MISSING_FIELD))),
+    "dotted answer path no row has": Case(
+        jsonl({"question": "What is 1 + 7?", "answer": "8", "rm": {"style": "rule"}},
+              {"question": "What is 1 + 8?", "answer": "9", "rm": "9"}),
+        mapping={"answer": "rm.ground_truth"},
+        error=r"answer field 'rm.ground_truth' is not in the data\. Available columns: \['question', 'answer', "
+              r"'difficulty', 'rm'\]\. Nested fields \(name one with a dotted path\): \['rm\.style'\]"),
     "empty file (jsonl)": Case(b"", error="is empty"),
     "empty file (csv)": Case(b"", ".csv", error="is empty"),
     "empty file (parquet)": Case(b"", ".parquet", error="is empty"),
@@ -255,7 +299,8 @@ def test_a_verifier_that_cannot_start_stops_ingest_instead_of_rejecting_good_row
 
 
 def test_an_answer_the_verifier_fails_on_is_rejected_as_such_with_its_detail(tmp_path, monkeypatch):
-    """A verifier error on one gold is not an 'unparseable answer': the row says what failed; the others stay."""
+    """A verifier error on one gold is not an 'unparseable answer': the row's detail says what failed; the
+    others stay."""
     from saerl.verify import NormalizedAnswer
 
     def normalize(golds, _timeout):
@@ -267,5 +312,5 @@ def test_an_answer_the_verifier_fails_on_is_rejected_as_such_with_its_detail(tmp
                                      {"question": "c?", "answer": "5"}])
     result = ingest(cfg, path)
     assert result.kept["answer"].to_list() == ["4", "5"]
-    assert result.rejected.select("row", "reason", "value").to_dicts() == [
-        {"row": 1, "reason": D.ANSWER_CHECK_ERROR, "value": "7 (verifier worker exited (code -9))"}]
+    assert result.rejected.select("row", "reason", "value", "detail").to_dicts() == [
+        {"row": 1, "reason": D.ANSWER_CHECK_ERROR, "value": "7", "detail": "verifier worker exited (code -9)"}]

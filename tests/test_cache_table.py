@@ -21,7 +21,14 @@ from pydantic import BaseModel, ValidationError
 from saerl.artifacts import ArtifactRef
 from saerl.config import PipelineConfig, field_paths, flatten
 from saerl.data import sample_path
-from saerl.pipeline import DEVICE_DEPENDENT, input_keys, resolve_upstream, stage_runs
+from saerl.pipeline import (
+    DATA_LABELS,
+    DEVICE_DEPENDENT,
+    ROWS_READERS,
+    input_keys,
+    resolve_upstream,
+    stage_runs,
+)
 from saerl.stages import RESULT_NEUTRAL, STAGES, stage_key, unread_fields
 
 CHANGED_TEXT = "changed"  # a new value for a text field
@@ -196,9 +203,16 @@ def expected_changes(path: str) -> set[str]:
     _, stages, upstream_names = _base_graph(base)
     out: set[str] = set()
     for name, stage in stages.items():
-        if _reads(stage, path, cfg) or upstream_names[name] & out:
+        if _reads(stage, path, cfg) or any(_reaches(u, stage, path) for u in upstream_names[name] & out):
             out.add(name)
     return out
+
+
+def _reaches(upstream: str, stage: str, path: str) -> bool:
+    """Whether a change of `path` in run `upstream` reaches a run of `stage` that reads it: a ROWS_READERS stage reads
+    ingest's rows only, which a label field it does not read never changes (saerl.pipeline.rows_key)."""
+    return not (upstream == "ingest" and stage in ROWS_READERS and path in DATA_LABELS
+                and path not in ROWS_READERS[stage])
 
 
 def test_base_plan_runs_every_stage_and_arm(base):

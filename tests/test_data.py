@@ -261,7 +261,9 @@ def test_render_prompt_template_and_field():
     row = {"body": "Seven apples are in a basket.", "question": "How many?", "n": 3}
     assert render_prompt("{body} {question}", row) == "Seven apples are in a basket. How many?"
     assert render_prompt("question", row) == "How many?"
-    assert render_prompt("n", row) == "3"
+    with pytest.raises(D.NonTextError, match="field 'n' holds a number; map data.prompt"):
+        render_prompt("n", row)  # a number is no prompt (it was kept as the text '3'); in a template it is a value
+    assert render_prompt("{n} apples", row) == "3 apples"
     with pytest.raises(D.MissingFieldError) as err:
         render_prompt("{body} {missing}", row)
     assert err.value.field == "missing"
@@ -284,15 +286,15 @@ def test_an_empty_template_field_is_a_missing_field_not_a_prompt_without_it(tmp_
     path = write_jsonl(tmp_path / "d.jsonl", rows)
     res = ingest(cfg(prompt="{idx}: {question}"), path)
     assert res.kept["prompt"].to_list() == ["0: How many?", "2: What is 4+4?"]
-    assert [(r, f, why) for r, f, why, _ in res.rejected.rows()] == [(1, "question", D.MISSING_FIELD)]
+    assert [(r, f, why) for r, f, why, *_ in res.rejected.rows()] == [(1, "question", D.MISSING_FIELD)]
     res = ingest(cfg(prompt="{body} {question}"), path)
     assert res.kept["prompt"].to_list() == ["Ann has 2 pens. How many?"]
-    assert [(r, f) for r, f, _, _ in res.rejected.rows()] == [(1, "question"), (2, "body")]
+    assert [(r, f) for r, f, *_ in res.rejected.rows()] == [(1, "question"), (2, "body")]
     with pytest.raises(D.MissingFieldError):
         render_prompt("{body} {question}", {"body": "x", "question": "\t"})
     assert render_prompt("{n} apples", {"n": 0}) == "0 apples"  # a falsy number is a value, not a blank
     res = ingest(cfg(prompt="question"), path)  # one field, not a template: an empty one is an empty prompt
-    assert [(r, f, why) for r, f, why, _ in res.rejected.rows()] == [(1, "prompt", D.EMPTY_PROMPT)]
+    assert [(r, f, why) for r, f, why, *_ in res.rejected.rows()] == [(1, "prompt", D.EMPTY_PROMPT)]
 
 
 def test_a_duplicate_id_names_the_row_it_repeats_and_the_summary_says_how_to_fix_the_mapping(tmp_path):
@@ -302,8 +304,8 @@ def test_a_duplicate_id_names_the_row_it_repeats_and_the_summary_says_how_to_fix
             {"k": "ex.1", "question": "C?", "answer": "3"}, {"k": "ex.1", "question": "D?", "answer": "4"}]
     path = write_jsonl(tmp_path / "d.jsonl", rows)
     res = ingest(cfg(id="k"), path)
-    assert res.rejected.rows() == [(2, "k", D.DUPLICATE_ID, "same as row 0: ex.1"),
-                                   (3, "k", D.DUPLICATE_ID, "same as row 0: ex.1")]
+    assert res.rejected.rows() == [(2, "k", D.DUPLICATE_ID, "same as row 0: ex.1", None),
+                                   (3, "k", D.DUPLICATE_ID, "same as row 0: ex.1", None)]
     text = summarize(res)
     assert text.splitlines()[0] == "kept 2 of 4 rows; rejected 2: duplicate id 2"
     assert text.splitlines()[1] == (
@@ -355,6 +357,7 @@ def test_max_rows_and_write_ingest(tmp_path):
         "field",
         "reason",
         "value",
+        "detail",
     ]
 
 
@@ -417,7 +420,10 @@ def test_csv_row_with_unquoted_comma_is_rejected_with_the_fix(tmp_path):
     assert first.startswith("line 2: 3 fields for 2 columns") and "quote" in first
     assert first.endswith("Add 2, 3,5")
     assert res.rejected["value"][1].startswith("line 5: 4 fields for 2 columns")
-    assert summarize(res) == "kept 2 of 4 rows; rejected 2: too many fields 2"
+    assert summarize(res).splitlines() == [
+        "kept 2 of 4 rows; rejected 2: too many fields 2",
+        "hint: 2 of 4 rows (50%) have more fields than the csv header: quote each field that holds a comma "
+        '("Add 2, 3"), or convert the file to jsonl']
 
 
 def test_csv_extra_field_line_numbers_count_quoted_newlines(tmp_path):
@@ -484,7 +490,7 @@ def test_ints_beside_floats_render_as_written_in_templates_and_ids(tmp_path):
     assert res.kept["prompt"].to_list() == ["What is 3 + 4?", "What is 2.5 + 1?", "What is 1 + 1?"]
     assert res.kept["id"].to_list() == ["10", "11.5", "12"]
     assert res.kept["difficulty"].to_list() == [5.0, 6.5, None]
-    assert res.rejected.rows() == [(2, "d", D.INVALID_LABEL, "NaN")]  # a NaN label is still flagged, not dropped
+    assert res.rejected.rows() == [(2, "d", D.INVALID_LABEL, "NaN", None)]  # a NaN label is flagged, not dropped
 
 
 def test_an_empty_id_is_a_missing_id_not_a_silent_content_hash(tmp_path):
@@ -492,7 +498,8 @@ def test_an_empty_id_is_a_missing_id_not_a_silent_content_hash(tmp_path):
             {"k": "c", "question": "C?", "answer": "3"}]
     res = ingest(cfg(id="k"), write_jsonl(tmp_path / "d.jsonl", rows))
     assert res.kept["id"].to_list() == ["c"]
-    assert [(r, f, why) for r, f, why, _ in res.rejected.rows()] == [(0, "k", D.MISSING_FIELD), (1, "k", D.MISSING_FIELD)]
+    assert [(r, f, why) for r, f, why, *_ in res.rejected.rows()] == [(0, "k", D.MISSING_FIELD),
+                                                                      (1, "k", D.MISSING_FIELD)]
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
@@ -559,3 +566,233 @@ def test_labels_optional_leaves_out_the_label_columns_a_file_lacks(tmp_path):
     assert kept.height == 3 and kept["topic"].to_list() == ["t"] * 3 and "difficulty" not in kept.columns
     with pytest.raises(D.IngestError, match="answer field 'answer' is not in the data"):
         D.ingest(cfg.model_copy(update={"answer": "answer"}), f, labels_optional=True)
+
+
+# ------------------------------------------------------------------------------- non-text prompts, nested fields
+
+CHAT_ROWS = [
+    {"prompt": [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What is 0+1?"}],
+     "answer": "1"},
+    {"prompt": [{"role": "user", "content": "What is 2+2?"}], "answer": "4"},
+    {"prompt": [{"role": "user", "content": "A?"}, {"role": "assistant", "content": "B"},
+                {"role": "user", "content": "C?"}], "answer": "3"},
+]
+
+
+def _write_rows(fmt: str, rows: list[dict], tmp_path: Path) -> Path:
+    """`rows` as a jsonl, JSON array, parquet file or HF save_to_disk folder (nested values as structs/lists)."""
+    if fmt == "jsonl":
+        return write_jsonl(tmp_path / "d.jsonl", rows)
+    if fmt == "json":
+        (tmp_path / "d.json").write_text(json.dumps(rows))
+        return tmp_path / "d.json"
+    if fmt == "parquet":
+        pl.DataFrame(rows).write_parquet(tmp_path / "d.parquet")
+        return tmp_path / "d.parquet"
+    import datasets
+
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "hf"))
+    return tmp_path / "hf"
+
+
+def test_non_text_prompts_are_rejected_naming_the_field_and_the_fix(tmp_path):
+    """The auditor's bad.jsonl: prompts 12345, ["What is","1+1?"], {"text":"nested?"} and true were kept as
+    their JSON text, unflagged. Each is now a 'non-text prompt' whose detail says what the field holds and
+    what to map, and the summary's hint counts the kinds."""
+    rows = [{"q": 12345, "sol": "1"}, {"q": ["What is", "1+1?"], "sol": "2"},
+            {"q": {"text": "nested?"}, "sol": "3"}, {"q": True, "sol": "4"}, {"q": "What is 2+3?", "sol": "5"}]
+    res = ingest(cfg(prompt="q", answer="sol"), write_jsonl(tmp_path / "bad.jsonl", rows))
+    assert res.kept["prompt"].to_list() == ["What is 2+3?"]
+    assert res.rejected.select("row", "field", "reason", "value").rows() == [
+        (0, "q", D.NON_TEXT_PROMPT, "12345"), (1, "q", D.NON_TEXT_PROMPT, '["What is", "1+1?"]'),
+        (2, "q", D.NON_TEXT_PROMPT, '{"text": "nested?"}'), (3, "q", D.NON_TEXT_PROMPT, "true")]
+    details = res.rejected["detail"].to_list()
+    assert details[0] == "field 'q' holds a number; map data.prompt (--prompt) to a text field or a template"
+    assert details[1] == "field 'q' holds a list; map data.prompt (--prompt) to a text field or a template"
+    assert details[2].startswith("field 'q' holds a struct with fields ['text']; name its text field with a dotted "
+                                 "path (data.prompt=q.text)")
+    assert details[3].startswith("field 'q' holds a boolean;")
+    hint = summarize(res).splitlines()[1]
+    assert hint.startswith("hint: 4 of 5 rows (80%) have a prompt field that holds no text (a number (1), a list "
+                           "(1), a struct (1), a boolean (1)): map --prompt")
+    nested = ingest(cfg(prompt="q.text", answer="sol"), write_jsonl(tmp_path / "n.jsonl", rows))  # the fix works
+    assert nested.kept["prompt"].to_list() == ["nested?"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "parquet", "hf"])
+def test_a_chat_prompt_is_its_user_message_in_every_format(fmt, tmp_path):
+    """trl's conversational format was kept as JSON text from jsonl and as a Python repr from parquet, so the
+    prompt and its content-hash id depended on the file format. A chat is now its one user message (the system
+    turn left out and counted in the summary); a chat with two user turns is a non-text prompt."""
+    res = ingest(cfg(prompt="prompt"), _write_rows(fmt, CHAT_ROWS, tmp_path))
+    assert res.kept["prompt"].to_list() == ["What is 0+1?", "What is 2+2?"]
+    assert res.kept["id"][0] == hashlib.sha256(b"What is 0+1?").hexdigest()[: D.ID_HEX_CHARS]
+    assert res.rejected.select("row", "field", "reason").rows() == [(2, "prompt", D.NON_TEXT_PROMPT)]
+    assert res.rejected["detail"][0].startswith("field 'prompt' holds a chat with 2 user turns")
+    assert (res.summary["chat_prompts"], res.summary["dropped_turns"]) == (2, {"system": 1})
+    assert summarize(res).splitlines()[1] == ("chat prompts: 2 prompts were chat message lists, read as their one "
+                                              "user message; other turns left out: system 1")
+
+
+def test_saerls_own_trl_and_verl_exports_ingest_back_to_the_same_prompts(tmp_path):
+    """`saerl export --format trl` (and verl) write the prompt as a one-message chat and verl's gold at
+    reward_model.ground_truth: both read back to the text and answers exported."""
+    from saerl.export import trl_table, verl_table
+
+    frame = pl.DataFrame({"position": [0, 1], "id": ["a", "b"], "prompt": ["What is 1+1?", "Half of 8?"],
+                          "answer": ["2", "4"]})
+    trl_table(frame).write_parquet(tmp_path / "trl.parquet")
+    verl_table(frame).write_parquet(tmp_path / "verl.parquet")
+    trl = ingest(cfg(prompt="prompt", id="id"), tmp_path / "trl.parquet").kept
+    verl = ingest(cfg(prompt="prompt", answer="reward_model.ground_truth", id="extra_info.id"),
+                  tmp_path / "verl.parquet").kept
+    for kept in (trl, verl):
+        assert kept.select("id", "prompt", "answer").rows() == [("a", "What is 1+1?", "2"),
+                                                                ("b", "Half of 8?", "4")]
+
+
+VERL_ROWS = [{"data_source": "gsm8k", "prompt": [{"role": "user", "content": f"What is {i} + {i}?"}],
+              "reward_model": {"style": "rule", "ground_truth": str(2 * i)},
+              "extra_info": {"index": i, "question": f"What is {i} + {i}?"}} for i in range(4)]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_verl_layout_answer_is_a_dotted_path_and_a_struct_answer_says_so(fmt, tmp_path):
+    """verl keeps the gold at reward_model.ground_truth: --answer reward_model rejected every row as
+    'unparseable answer' with the struct as its value. A struct answer is now its own reason whose detail and
+    hint name the dotted path; the dotted path (also in a template) reads the gold."""
+    path = _write_rows(fmt, VERL_ROWS, tmp_path)
+    res = ingest(cfg(prompt="prompt", answer="reward_model"), path)
+    assert res.kept.height == 0 and set(res.rejected["reason"]) == {D.STRUCT_ANSWER}
+    assert res.rejected["value"][1] == '{"style": "rule", "ground_truth": "2"}'
+    fix = "--answer reward_model.ground_truth (saerl ingest) or data.answer=reward_model.ground_truth (config)"
+    assert fix in res.rejected["detail"][0]
+    assert summarize(res).splitlines()[-1] == (
+        "hint: 4 of 4 rows (100%) were rejected as struct answer: field 'reward_model' holds a struct with fields "
+        f"['style', 'ground_truth']: name the nested field with a dotted path, e.g. {fix}")
+    good = ingest(cfg(prompt="Q: {extra_info.question}", answer="reward_model.ground_truth"), path)
+    assert good.rejected.height == 0
+    want = [(f"Q: What is {i} + {i}?", str(2 * i)) for i in range(4)]
+    assert good.kept.select("prompt", "answer").rows() == want
+
+
+def test_a_missing_field_lists_nested_fields_and_suggests_the_dotted_path(tmp_path):
+    path = _write_rows("parquet", VERL_ROWS, tmp_path)
+    with pytest.raises(IngestError) as err:
+        ingest(cfg(prompt="prompt", answer="ground_truth"), path)
+    assert str(err.value) == (
+        "answer field 'ground_truth' is not in the data. Available columns: ['data_source', 'prompt', "
+        "'reward_model', 'extra_info']. Nested fields (name one with a dotted path): ['reward_model.style', "
+        "'reward_model.ground_truth', 'extra_info.index', 'extra_info.question']. Closest: "
+        "'reward_model.ground_truth'. Fix: --answer reward_model.ground_truth (CLI) or "
+        "data.answer=reward_model.ground_truth (config).")
+    with pytest.raises(IngestError, match=r"prompt field 'extra_info.qestion' is not in the data.*Closest: "
+                                          r"'extra_info.question'. Fix: --prompt 'Q: \{extra_info.question\}'"):
+        ingest(cfg(prompt="Q: {extra_info.qestion}", answer="reward_model.ground_truth"), path)
+
+
+def test_a_column_whose_name_holds_dots_wins_over_a_nested_path(tmp_path):
+    rows = [{"a.b": "What is 1+2?", "a": {"b": "nested"}, "answer": "3"}]
+    assert ingest(cfg(prompt="a.b"), write_jsonl(tmp_path / "d.jsonl", rows)).kept["prompt"][0] == "What is 1+2?"
+    assert D.field_value({"x": {"y.z": {"w": 1}}}, "x.y.z.w") == 1  # a nested key holding a dot
+    assert D.field_value({"x": {"y": 1}}, "x.q") is None
+
+
+# --------------------------------------------------------------------------------- answer details and hints
+
+
+def test_unparseable_answers_keep_the_verifiers_reason_and_many_add_a_hint(tmp_path):
+    """rejected.parquet showed only the raw value of an unparseable answer; the verifier's reason is now its
+    detail. An empty answer is its own reason. Over HINT_SHARE of the rows rejected for one reason adds a hint
+    saying what forms are read and that another field or a dotted path may be meant; under it, none."""
+    rows = [{"question": f"Q{i}?", "answer": str(i)} for i in range(40)]
+    rows += [{"question": "Clock?", "answer": "3:30 p.m."}, {"question": "Blank?", "answer": ""}]
+    res = ingest(cfg(), write_jsonl(tmp_path / "d.jsonl", rows))
+    assert res.rejected.rows() == [
+        (40, "answer", D.UNPARSEABLE_ANSWER, "3:30 p.m.",
+         "a clock time is not a number (math-verify reads only its hour)"),
+        (41, "answer", D.EMPTY_ANSWER, "", None)]
+    assert res.summary["hints"] == []  # 1 of 42 each: under 5%
+    many = ingest(cfg(), write_jsonl(tmp_path / "m.jsonl", rows[:10] + [
+        {"question": "Multi?", "answer": "236 adult, 342 child"}, {"question": "Clock?", "answer": "3:30 p.m."}]))
+    assert many.rejected["detail"].null_count() == 0
+    hint = summarize(many).splitlines()[1]
+    assert hint.startswith("hint: 2 of 12 rows (17%) have an answer in field 'answer' that is not read as a final "
+                           "answer: saerl reads a number")
+    assert "detail column of rejected.parquet" in hint
+    assert "dotted path (data.answer=reward_model.ground_truth)" in hint
+
+
+def test_over_long_prompts_over_the_share_hint_at_the_limit(tmp_path):
+    rows = [{"question": "x" * 50 + str(i), "answer": "1"} for i in range(3)]
+    rows.append({"question": "Short?", "answer": "1"})
+    res = ingest(cfg(max_prompt_chars=40), write_jsonl(tmp_path / "d.jsonl", rows))
+    assert res.summary["hints"] == [
+        "3 of 4 rows (75%) have a prompt over data.max_prompt_chars=40 characters: raise it to keep them"]
+
+
+# ------------------------------------------------------------------------------------------- check_mapping
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "parquet", "csv", "hf"])
+def test_check_mapping_raises_what_ingest_raises_for_a_field_the_file_lacks(fmt, tmp_path):
+    rows = [{"question": f"Q{i}?", "answer": str(i), "topic": "t"} for i in range(3)]
+    if fmt == "csv":
+        pl.DataFrame(rows).write_csv(tmp_path / "d.csv")
+        path = tmp_path / "d.csv"
+    else:
+        path = _write_rows(fmt, rows, tmp_path)
+    D.check_mapping(cfg(topic="topic"), path)  # a good mapping: no error
+    for bad in (cfg(answer="gold"), cfg(prompt="{body} {question}"), cfg(id="uid"), cfg(difficulty="level")):
+        with pytest.raises(IngestError) as want:
+            ingest(bad, path)
+        with pytest.raises(IngestError) as got:
+            D.check_mapping(bad, path)
+        assert str(got.value) == str(want.value)
+    D.check_mapping(cfg(difficulty="level"), path, labels_optional=True)  # as an eval set is read
+    with pytest.raises(IngestError, match="answer field 'gold'"):
+        D.check_mapping(cfg(answer="gold", difficulty="level"), path, labels_optional=True)
+
+
+def test_check_mapping_reads_only_the_header_of_a_large_file(tmp_path, monkeypatch):
+    """The lead calls it before a run for data.path and every eval set: a schema, a header, the first rows."""
+    n = 200_000
+    frame = pl.DataFrame({"question": [f"What is {i} + 1?" for i in range(n)],
+                          "answer": [str(i + 1) for i in range(n)],
+                          "rm": [{"style": "rule", "ground_truth": str(i + 1)} for i in range(n)]})
+    frame.write_parquet(tmp_path / "big.parquet")
+    frame.drop("rm").write_csv(tmp_path / "big.csv")
+    write_jsonl(tmp_path / "big.jsonl", frame.head(HEADER_PLUS).to_dicts())
+    monkeypatch.setattr(D, "load_table", lambda *a, **k: pytest.fail("check_mapping read the whole file"))
+    mappings = {"big.parquet": cfg(answer="rm.ground_truth"), "big.csv": cfg(), "big.jsonl": cfg()}
+    for name, mapping in mappings.items():
+        start = time.perf_counter()
+        D.check_mapping(mapping, tmp_path / name)
+        assert time.perf_counter() - start < 1.0, name
+    with pytest.raises(IngestError, match=r"answer field 'rm.truth' is not in the data.*'rm.ground_truth'"):
+        D.check_mapping(cfg(answer="rm.truth"), tmp_path / "big.parquet")
+
+
+HEADER_PLUS = D.HEADER_ROWS + 5
+
+
+def test_check_mapping_finds_a_jsonl_column_that_starts_after_the_first_rows(tmp_path, monkeypatch):
+    """A label (or a nested answer) only later rows have is in the data for ingest: check_mapping scans on for
+    its key rather than refuse it, without reading the file as ingest does; a field no row has is refused."""
+    rows = [{"question": f"Q{i}?", "answer": str(i)} for i in range(HEADER_PLUS)]
+    rows[-1].update(topic="late", rm={"gold": "1"})
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    assert ingest(cfg(topic="topic"), path).kept["topic"].to_list()[-1] == "late"
+    monkeypatch.setattr(D, "load_table", lambda *a, **k: pytest.fail("check_mapping read the whole file"))
+    D.check_mapping(cfg(topic="topic", id="rm.gold"), path)
+    with pytest.raises(IngestError, match=r"topic field 'topic' is not in the data"):  # not in the first N rows
+        D.check_mapping(cfg(topic="topic", max_rows=HEADER_PLUS - 1), path)
+    with pytest.raises(IngestError, match=r"answer field 'gold' is not in the data\. Available columns: "
+                                          r"\['question', 'answer'\]"):
+        D.check_mapping(cfg(answer="gold"), path)
+    monkeypatch.undo()
+    with pytest.raises(IngestError, match="does not exist"):
+        D.check_mapping(cfg(), tmp_path / "nope.jsonl")
+    (tmp_path / "e.jsonl").write_bytes(b"")
+    with pytest.raises(IngestError, match="is empty"):
+        D.check_mapping(cfg(), tmp_path / "e.jsonl")

@@ -76,3 +76,24 @@ def _records(root: Path) -> list[dict[str, str]]:
     """{stage run: status} of every run record under an artifact root, oldest first."""
     return [{k: v["status"] for k, v in json.loads(p.read_text())["stages"].items()}
             for p in sorted((root / "runs").glob("*.json"))]
+
+
+def test_the_first_pull_step_names_saerl_home_when_it_is_not_a_checkout(tmp_path, monkeypatch):
+    """The pull step's guard, templated as a worker templates it (prefect.yaml's placeholders from the environment):
+    a SAERL_HOME that is not a saerl checkout fails the run with a message naming SAERL_HOME and the fix, before
+    set_working_directory would leave the flow run in a temporary folder; the checkout itself passes."""
+    import asyncio
+
+    from prefect.deployments.steps.utility import run_shell_script
+    from prefect.utilities.templating import apply_values
+
+    (guard,) = PREFECT_YAML["pull"][0].values()
+    assert "set_working_directory" in next(iter(PREFECT_YAML["pull"][1])), "the guard runs before the directory step"
+    for home, ok in ((tmp_path, False), ("", False), (REPO, True)):  # "": unset where the deployment was made
+        monkeypatch.setenv("SAERL_HOME", str(home))
+        inputs = apply_values(dict(guard), dict(os.environ))  # what prefect's run_step does with a worker's env
+        if ok:
+            asyncio.run(run_shell_script(**inputs))
+            continue
+        with pytest.raises(RuntimeError, match=r"SAERL_HOME=.* is not a saerl checkout.*prefect deploy --all"):
+            asyncio.run(run_shell_script(**inputs))

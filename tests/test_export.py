@@ -14,7 +14,18 @@ import pytest
 from saerl.artifacts import ArtifactStore
 from saerl.cli import main
 from saerl.curriculum import vanilla_order, whole_batches
-from saerl.export import ARM_FILES, README, SAMPLER, SAMPLER_CLASS, TABLE, WHOLE_BATCH_ARMS, export_run
+from saerl.export import (
+    ARM_FILES,
+    README,
+    REWARD,
+    REWARD_FUNCTION,
+    SAMPLER,
+    SAMPLER_CLASS,
+    TABLE,
+    WHOLE_BATCH_ARMS,
+    export_run,
+    verl_reward,
+)
 from saerl.runners import PROMPTS
 from saerl.runs import RunRecord, StageRecord, save_run
 
@@ -116,6 +127,29 @@ def test_verl_round_trips_the_order_and_its_sampler_streams_it(run, tmp_path, mo
     assert isinstance(with_verl(data_source=[0, 1], data_config={}), AbstractSampler)
     text = (out / README).read_text()
     assert f"data.sampler.class_name={SAMPLER_CLASS}" in text and f"data.train_batch_size={BATCH}" in text
+    assert "data.shuffle=False" in text
+
+
+def test_verl_export_writes_a_reward_that_judges_as_saerl_does(run, tmp_path):
+    """verl's built-in openai/gsm8k reward takes only a strict final '#### N' compared as text: a right
+    '\\boxed{3/4}' against the gold '\\frac{3}{4}' scored 0, whatever the policy learned. The export
+    writes reward.py around saerl's verifier and its README's command points verl at it."""
+    root, _ = run
+    out = tmp_path / "verl"
+    export_run(root, "latest", "verl", out)
+    reward = _load_module(out / REWARD, "saerl_export_reward")  # as verl's custom_reward_function loads it
+    score = getattr(reward, REWARD_FUNCTION)
+    assert score("openai/gsm8k", "3 of the 4 slices: \\boxed{3/4}", "\\frac{3}{4}") == 1.0
+    assert score("openai/gsm8k", "so \\boxed{4/3}", "\\frac{3}{4}") == 0.0
+    assert score("openai/gsm8k", "the rise is \\boxed{10\\%}", "10%", extra_info={"index": 0}) == 1.0
+    assert score("other", "#### 18", "18", None, reward_router_address=None) == 1.0  # keywords newer verl adds
+    assert reward.TIMEOUT_S == 5.0  # the run's train.verify_timeout_s (the record sets none: the default)
+    assert "TIMEOUT_S = 2.5 " in verl_reward(2.5)
+    text = (out / README).read_text()
+    assert (f"reward.custom_reward_function.path={out.resolve() / REWARD} "
+            f"reward.custom_reward_function.name={REWARD_FUNCTION}") in text  # verl 0.7.1 and later
+    assert f"`custom_reward_function.path={out.resolve() / REWARD} custom_reward_function.name=" in text  # earlier
+    assert "saerl must be importable in verl's environment" in text
 
 
 def test_trl_round_trips_the_order_and_its_sampler_repeats_each_prompt(run, tmp_path):
@@ -283,10 +317,12 @@ def test_an_export_over_an_earlier_export_of_another_format_removes_its_files(ru
     assert any(f"removed 2 files of an earlier saerl export in {out}" in r.getMessage()
                and f"{SAMPLER}, {TABLE}" in r.getMessage() for r in caplog.records)
     export_run(root, "latest", "verl", out)
-    assert sorted(p.name for p in out.iterdir()) == sorted([README, SAMPLER, TABLE])
+    assert sorted(p.name for p in out.iterdir()) == sorted([README, REWARD, SAMPLER, TABLE])
     export_run(root, "latest", "verl", out, arm="vanilla")  # the same format again: replaced, nothing else
-    assert sorted(p.name for p in out.iterdir()) == sorted([README, SAMPLER, TABLE])
+    assert sorted(p.name for p in out.iterdir()) == sorted([README, REWARD, SAMPLER, TABLE])
     assert "arm vanilla" in (out / README).read_text()
+    export_run(root, "latest", "trl", out)  # trl over verl: verl's reward module goes too
+    assert sorted(p.name for p in out.iterdir()) == sorted([README, SAMPLER, TABLE])
 
 
 @pytest.mark.parametrize("files", [{"notes.txt": "mine"}, {TABLE: "my own data"}, {README: "# my project"},

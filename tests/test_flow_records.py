@@ -72,9 +72,9 @@ def test_the_deployment_entry_runs_the_pipeline_on_the_configs_task_runner(monke
             self.runner = runner
 
         def with_options(self, task_runner=None, **_):
-            return Flow(task_runner)
+            return Flow(task_runner or self.runner)
 
-        def __call__(self, config, until=None):
+        def __call__(self, config, until=None, run_id=None):
             calls.append((self.runner, config["runtime"]["task_runner"], until))
             return {}
 
@@ -254,17 +254,25 @@ def test_a_sweep_run_is_labelled_in_its_lines_its_mlflow_run_and_its_record(tmp_
     monkeypatch.setattr(fp, "get_run_logger", lambda: logging.getLogger("test"))
     cfg = load_config(SMOKE, [f"runtime.artifact_root={tmp_path}", "tracking.enabled=true"])
     fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="ingest",
-                        sweep={"id": "20260101-000000-000000-5eed", "setting": "mix_ratio=0.5"})
+                        sweep={"id": "20260101-000000-000000-5eed", "setting": "mix_ratio=0.5",
+                               "params": {"sweep.curriculum.mix_ratio": "0.5"}})
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines and all(ln.startswith("mix_ratio=0.5 | ") for ln in lines), lines
     assert any(ln.startswith("mix_ratio=0.5 | [ingest] computed") for ln in lines)
     record = load_run(tmp_path, "latest")
     assert record.extra[SWEEP] == "20260101-000000-000000-5eed" and record.extra[SETTING] == "mix_ratio=0.5"
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment or cfg.name).experiment_id],
-                                "tags.`saerl.setting` = 'mix_ratio=0.5'")
-    assert run.info.run_name == f"mix_ratio=0.5 | {record.run_id}"
+    labelled = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment or cfg.name).experiment_id],
+                                  "tags.`saerl.setting` = 'mix_ratio=0.5'")
+    (run,) = [r for r in labelled if "mlflow.parentRunId" not in r.data.tags]
+    assert run.info.run_name == f"mix_ratio=0.5 | {record.run_id}" and len(labelled) == 3
     assert run.data.tags["saerl.sweep"] == "20260101-000000-000000-5eed"
+    # every nested stage run too: named after its stage run led by the label, tagged, the swept key as a param
+    nested = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert sorted(r.info.run_name for r in nested) == ["mix_ratio=0.5 | ingest", "mix_ratio=0.5 | testbed"]
+    for r in nested:
+        assert r.data.tags["saerl.sweep"] == "20260101-000000-000000-5eed"
+        assert r.data.tags["saerl.setting"] == "mix_ratio=0.5" and r.data.params["sweep.curriculum.mix_ratio"] == "0.5"
 
 
 def test_labelled_leads_every_line_or_none():
@@ -301,7 +309,7 @@ def test_the_deployment_entry_runs_quiet_when_progress_is_off(monkeypatch):
         def with_options(self, **_):
             return self
 
-        def __call__(self, config, until=None):
+        def __call__(self, config, until=None, run_id=None):
             seen.append(hf_logging.is_progress_bar_enabled())
             return {}
 
@@ -339,3 +347,68 @@ def test_stage_and_shard_tasks_quiet_the_libraries_in_the_process_they_run_in(mo
         ts.stage_task.fn("ingest", "k", str(tmp_path), config, {})
         ts.shard_task.fn("extract", "k", str(tmp_path), config, {}, [0])
         assert seen == [progress and before] * 2 and hf_logging.is_progress_bar_enabled() == before
+
+
+def test_the_mlflow_parent_run_names_the_prefect_flow_run_and_deployment(tmp_path, monkeypatch):
+    """Nothing linked an MLflow run to the Prefect flow run (or deployment) that made it. The parent run is tagged
+    with both, as prefect.runtime reports them (mocked here through its PREFECT__RUNTIME__* variables); a value
+    Prefect does not know (the flow's body called outside Prefect) is not tagged."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    import flows.pipeline as fp
+    from saerl.runs import load_run
+
+    _fake_stages(monkeypatch)
+    monkeypatch.setattr(fp, "say", lambda message, label=None: None)
+    monkeypatch.setattr(fp, "get_run_logger", lambda: logging.getLogger("test"))
+    cfg = load_config(SMOKE, [f"runtime.artifact_root={tmp_path}", "tracking.enabled=true"])
+    fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="testbed")
+    plain = load_run(tmp_path, "latest").run_id
+    monkeypatch.setenv("PREFECT__RUNTIME__FLOW_RUN__ID", "0f0e-flow-run")
+    monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__ID", "d3p-id")
+    monkeypatch.setenv("PREFECT__RUNTIME__DEPLOYMENT__NAME", "scheduled-pipeline")
+    fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="testbed")
+    deployed = load_run(tmp_path, "latest").run_id
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = [client.get_experiment_by_name(cfg.tracking.experiment or cfg.name).experiment_id]
+    tags = {r.info.run_name: r.data.tags for r in client.search_runs(exp, "attributes.run_name != 'testbed'")}
+    assert tags[deployed][fp.PREFECT_FLOW_RUN_TAG] == "0f0e-flow-run"
+    assert tags[deployed][fp.PREFECT_DEPLOYMENT_TAG] == "scheduled-pipeline"
+    assert fp.PREFECT_FLOW_RUN_TAG not in tags[plain] and fp.PREFECT_DEPLOYMENT_TAG not in tags[plain]
+    monkeypatch.delenv("PREFECT__RUNTIME__DEPLOYMENT__ID")
+    monkeypatch.delenv("PREFECT__RUNTIME__DEPLOYMENT__NAME")
+    assert fp.prefect_tags() == {fp.PREFECT_FLOW_RUN_TAG: "0f0e-flow-run"}, "not from a deployment: no such tag"
+
+
+def test_a_pipeline_flow_run_is_named_after_the_runs_id(tmp_path, monkeypatch):
+    """A pipeline run's Prefect flow run had a random name ('crimson-owl'): `saerl run` and the deployment entry
+    name it after the run id they pass the flow, which its run record (and MLflow parent run) then takes."""
+    import flows.pipeline as fp
+    from saerl.runs import load_run
+
+    calls = []
+
+    class Flow:
+        def __init__(self, name=None):
+            self.name = name
+
+        def with_options(self, flow_run_name=None, **_):
+            return Flow(flow_run_name or self.name)
+
+        def __call__(self, config, until=None, run_id=None):
+            calls.append((self.name, run_id))
+            return {"run_id": run_id}
+
+    real = fp.pipeline_flow
+    cfg = load_config(SMOKE, [f"runtime.artifact_root={tmp_path}"])
+    assert fp.run_pipeline_flow(Flow(), cfg.model_dump(mode="json"))["run_id"] == calls[-1][1]
+    monkeypatch.setattr(fp, "pipeline_flow", Flow())
+    fp.pipeline_from_file.fn(str(SMOKE))
+    assert all(name == run_id and run_id for name, run_id in calls) and len({r for _, r in calls}) == 2
+    _fake_stages(monkeypatch)
+    monkeypatch.setattr(fp, "say", lambda message, label=None: None)
+    off = load_config(SMOKE, [f"runtime.artifact_root={tmp_path}", "tracking.enabled=false"])
+    real.fn(config=off.model_dump(mode="json"), until="testbed", run_id="20260101-000000-000000-abcd")
+    assert load_run(tmp_path, "latest").run_id == "20260101-000000-000000-abcd"

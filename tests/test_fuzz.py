@@ -26,7 +26,7 @@ from saerl.data import IngestError, ingest, load_table
 
 REASONS = {D.EMPTY_PROMPT, D.MISSING_FIELD, D.UNPARSEABLE_ANSWER, D.DUPLICATE_PROMPT, D.DUPLICATE_ID,
            D.OVERLONG_PROMPT, D.INVALID_JSON, D.INVALID_LABEL, D.ANSWER_TIMEOUT, D.INVALID_UTF8, D.EXTRA_FIELDS,
-           D.ANSWER_CHECK_ERROR}
+           D.ANSWER_CHECK_ERROR, D.NON_TEXT_PROMPT, D.STRUCT_ANSWER, D.EMPTY_ANSWER}
 FIELDS = ("question", "answer", "difficulty", "quality", "topic", "k")
 MAPPING = {"difficulty": "difficulty", "quality": "quality", "topic": "topic"}
 TIMEOUT_S = 2.0  # per answer; a timeout is an allowed outcome, not a failure
@@ -64,7 +64,10 @@ scalars = st.one_of(
 values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
                                                        st.dictionaries(st.text(max_size=5), inner, max_size=3)),
                       max_leaves=6)
-prompts = st.one_of(st.text(max_size=MAX_PROMPT_CHARS + 10), st.text(max_size=MAX_PROMPT_CHARS + 10), values)
+chats = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant"]),
+                                         "content": st.one_of(st.text(max_size=20), scalars)}), max_size=3)
+prompts = st.one_of(st.text(max_size=MAX_PROMPT_CHARS + 10), st.text(max_size=MAX_PROMPT_CHARS + 10), values,
+                    chats)
 usual = st.fixed_dictionaries({"question": prompts, "answer": st.one_of(answers, answers, scalars)},
                               optional={f: values for f in FIELDS if f not in ("question", "answer")})
 records = st.one_of(usual, usual, usual, st.dictionaries(st.sampled_from(FIELDS), values, max_size=len(FIELDS)))
@@ -92,9 +95,10 @@ def _check_accounting(res: D.IngestResult) -> None:
     kept = set(res.kept["row"].to_list())
     assert len(kept) == res.kept.height, "a source row kept twice"
     dropped: set[int] = set()
-    for row, fld, reason, value in res.rejected.iter_rows():
+    for row, fld, reason, value, detail in res.rejected.iter_rows():
         assert isinstance(row, int) and 0 <= row < n_rows and isinstance(fld, str) and reason in REASONS
         assert len(value) <= D.REJECT_VALUE_CHARS
+        assert detail is None or 0 < len(detail) <= D.REJECT_DETAIL_CHARS
         if reason not in D.FLAG_ONLY:
             dropped.add(row)
     assert kept.isdisjoint(dropped), kept & dropped
@@ -150,6 +154,21 @@ def test_ingest_json_array_never_crashes_and_accounts_for_every_element(items: l
         return
     assert res.summary["rows"] == len(items)
     _check_accounting(res)
+    for row, prompt in zip(res.kept["row"], res.kept["prompt"], strict=True):  # text, or a chat's one user message
+        assert prompt == _prompt_text(items[row]["question"]), (items[row], prompt)
+
+
+def _prompt_text(value) -> str | None:
+    """What ingest may keep as the prompt of a source `question` value: text as is, a chat message list's one
+    user message (text) when it has exactly one; None for anything else (a number, a list, a struct)."""
+    if isinstance(value, str):
+        return value
+    chat = all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in value) if isinstance(value, list) \
+        else False
+    if chat and value:
+        users = [m["content"] for m in value if m["role"] == "user"]
+        return users[0] if len(users) == 1 and isinstance(users[0], str) else None
+    return None
 
 
 @settings(max_examples=200 * SCALE, deadline=timedelta(seconds=10))

@@ -10,6 +10,7 @@ from saerl.config import ScoreConfig, load_config
 from saerl.labels import (
     LABELS,
     PARTS_DIR,
+    SATURATED_LABEL_SHARE,
     chunk_seed,
     label_fingerprint,
     labelled_subset,
@@ -18,6 +19,7 @@ from saerl.labels import (
     needs_measured_labels,
     pass_rate_profile,
     pass_rates,
+    saturation_notes,
 )
 from saerl.policy_lm import Completions, load_policy, save_tokenizer
 
@@ -266,3 +268,24 @@ def test_pass_rate_profile_counts_never_and_always_solved_and_flags_a_flat_set()
     assert text == "pass rates of 4 prompts: 2 never solved, 1 always solved, 1 in between, mean 0.281" and not flat
     assert pass_rate_profile(pl.DataFrame({"pass_rate": [0.0, 0.0]}))[1]
     assert pass_rate_profile(pl.DataFrame({"pass_rate": []}, schema={"pass_rate": pl.Float64})) == ("no pass rates measured", True)
+
+
+def test_pass_rates_most_of_which_sit_at_one_end_are_noted_naming_the_policy():
+    """GSM8K through the testbed LM: 57 of 60 labelled prompts never solved, and the label stage said nothing
+    (difficulty_hat came out nearly constant, just above the score stage's near-constant threshold)."""
+    gsm8k = pl.DataFrame({"pass_rate": [0.0] * 57 + [0.125, 0.25, 0.125]})
+    notes = saturation_notes(gsm8k, "testbed", 8)
+    assert len(notes) == 1
+    assert notes[0].startswith("57 of 60 labelled prompts (95%) were never solved by the policy "
+                               "(model.name_or_path=testbed) in 8 rollouts each: measured difficulty carries little "
+                               "signal")
+    assert all(fix in notes[0] for fix in ("stronger policy", "data.difficulty", "score.label_rollouts"))
+    easy = saturation_notes(pl.DataFrame({"pass_rate": [1.0] * 9 + [0.5]}), "Qwen/Qwen2.5-0.5B", 4)
+    assert len(easy) == 1 and easy[0].startswith("9 of 10 labelled prompts (90%) were always solved by the policy "
+                                                 "(model.name_or_path=Qwen/Qwen2.5-0.5B)")
+    spread = pl.DataFrame({"pass_rate": [0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0, None]})  # 2 of 7 at either end
+    assert saturation_notes(spread, "testbed", 8) == []
+    at_share = int(SATURATED_LABEL_SHARE * 10)  # exactly the share: noted; one fewer: not
+    assert saturation_notes(pl.DataFrame({"pass_rate": [0.0] * at_share + [0.5] * (10 - at_share)}), "m", 8)
+    assert not saturation_notes(pl.DataFrame({"pass_rate": [0.0] * (at_share - 1) + [0.5] * (11 - at_share)}), "m", 8)
+    assert saturation_notes(pl.DataFrame({"pass_rate": []}, schema={"pass_rate": pl.Float64}), "m", 8) == []

@@ -83,6 +83,24 @@ def test_a_missing_held_out_file_is_refused_before_any_stage_naming_its_field(tm
     assert dict(check_runnable(cfg, "curriculum"))["curriculum"]  # no stage before training reads it
 
 
+def test_a_mapped_field_a_file_lacks_is_refused_before_any_stage_naming_the_file(tmp_path):
+    """The data file's and each held-out set's fields are checked from their headers when a run is planned (a wrong
+    column used to fail inside the ingest task, or, for a held-out set, when training started after extraction,
+    the SAE and labelling); a held-out set needs the prompt and answer fields, not the labels."""
+    from saerl.data import IngestError
+
+    train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+    train.write_text('{"question": "1+1?", "answer": "2", "level": 1}\n')
+    test.write_text('{"problem": "2+2?", "answer": "4"}\n')
+    base = ["data.source=file", f"data.path={train}", "data.difficulty=level", f"eval.sets.t={train}"]
+    check_runnable(load_config(None, base))  # the held-out set without the label column: fine
+    with pytest.raises(IngestError, match=r"prompt field 'problem' is not in the data"):
+        check_runnable(load_config(None, [*base, "data.prompt=problem"]), "ingest")
+    with pytest.raises(IngestError, match=r"eval\.sets\.bad .*test\.jsonl.*prompt field 'question'"):
+        check_runnable(load_config(None, [*base, f"eval.sets.bad={test}"]))
+    check_runnable(load_config(None, [*base, f"eval.sets.bad={test}"]), "score")  # no stage reads it yet
+
+
 def test_no_difficulty_column_adds_measured_label_stage():
     cfg = load_config(CONFIGS / "real-gsm8k.yaml")
     p = dict(plan(cfg, "score"))
@@ -119,6 +137,33 @@ def test_ingest_key_follows_file_content(tmp_path):
     with pytest.raises(FileNotFoundError, match="data.path") as err:
         hash_path(tmp_path / "missing.jsonl")
     assert "relative" not in str(err.value)
+
+
+def test_mapping_another_label_column_reruns_neither_extraction_nor_labelling(tmp_path, cpu_machine):
+    """extract and label key on ingest's rows (ROWS_READERS), not on its label columns: another difficulty or topic
+    column reruns ingest and what reads labels (score on), while a change of the rows (another prompt field, the
+    answer field that decides which rows parse) reruns extraction too; the labelled flag, which the label stage
+    reads, reruns labelling but not extraction."""
+    from saerl.sweep import planned_run_keys
+
+    f = tmp_path / "d.jsonl"
+    f.write_text("".join(f'{{"q": "{i}+1?", "q2": "{i}+2?", "a": "{i + 1}", "lvl": {i % 3}, "top": "t{i % 2}", '
+                         f'"lab": {str(i % 2 == 0).lower()}}}\n' for i in range(20)))
+    base = ["data.source=file", f"data.path={f}", "data.prompt=q", "data.answer=a", "data.labelled=lab",
+            "score.difficulty_source=measured", "model.name_or_path=testbed", f"eval.sets.t={f}"]
+    keys = planned_run_keys(load_config(None, base))
+    assert {"extract", "label", "score"} <= set(keys)
+
+    def changed(*overrides: str) -> set[str]:
+        other = planned_run_keys(load_config(None, [*base, *overrides]))
+        return {name for name in keys if other.get(name) != keys[name]}
+
+    relabelled = changed("data.difficulty=lvl", "data.topic=top")
+    assert "ingest" in relabelled and "score" in relabelled
+    assert not {"extract", "sae", "encode", "label"} & relabelled, relabelled
+    assert {"extract", "sae", "encode", "label"} <= changed("data.prompt=q2")
+    flagged = changed("data.labelled=null")
+    assert "label" in flagged and not {"extract", "sae", "encode"} & flagged, flagged
 
 
 def test_a_missing_relative_path_names_the_folder_it_was_read_from(tmp_path, monkeypatch):

@@ -397,3 +397,75 @@ def test_steps_cell_says_when_a_ratio_is_missing_because_of_the_start():
     cells = dict(zip(table["arm"].to_list(), table["steps to target"].to_list(), strict=True))
     assert cells["vanilla"] == "0 (at the target from the start)"
     assert cells["saerl"] == "10 (no ratio: vanilla is at the target from the start)"
+
+
+# ------------------------------------------------------------------------------------------------ warnings and n
+
+
+def _noted_run(root: Path):
+    """A run of GSM8K's shape through the testbed LM: a label stage whose pass rates are nearly all 0, a score stage
+    that noted no usable quality labels (every prompt kept), a properties stage with a difficulty Spearman on 18
+    test rows, and a curriculum that filtered nothing."""
+    from saerl.artifacts import ArtifactStore
+    from saerl.runs import RunRecord, StageRecord, save_run
+
+    ids = [f"p{i}" for i in range(60)]
+    profile = "pass rates of 60 prompts: 57 never solved, 0 always solved, 3 in between, mean 0.010"
+    quality = "no usable quality labels (need both classes): quality_hat = 1, every prompt kept"
+    silhouette = "the cosine silhouette that chose k = 13 over k = 4..16 is low <and> flat"
+    report = pl.DataFrame({"property": ["difficulty"] * 2, "metric": ["spearman_id"] * 2, "features": ["sae", "text"],
+                           "value": [0.164, 0.351], "n_train": [42, 42], "n_test": [18, 18],
+                           "model": ["ridge", "ridge"], "pool": ["max", None]})
+
+    def stage(name: str, files: dict[str, pl.DataFrame], **notes):
+        def build(b):
+            for file, df in files.items():
+                df.write_parquet(b.path / file)
+            b.note(**notes)
+        return store.ensure(name, name[0] * 20, build)[0]
+
+    store = ArtifactStore(root)
+    refs = {"label": stage("label", {}, profile=profile),
+            "score": stage("score", {"scores.parquet": pl.DataFrame({"id": ids})}, notes=[quality, silhouette]),
+            "properties": stage("properties", {"property_report.parquet": report}, notes=[]),
+            "curriculum": stage("curriculum", {"order.parquet": pl.DataFrame({"id": ids})})}
+    save_run(root, RunRecord(name="gsm8k", stages={s: StageRecord(
+        stage=s, key=ref.key, status="computed", reason="computed: first", config={}, inputs={}, path=ref.path)
+        for s, ref in refs.items()}))
+    return profile, quality, silhouette
+
+
+def test_report_lists_every_stages_warnings_the_label_profile_and_each_propertys_n(tmp_path):
+    """On GSM8K the score manifest held 'no usable quality labels ... every prompt kept' but the report showed only
+    'fraction filtered 0.0%', which reads as a clean pass; its property table gave spearman_id 0.164 with no hint
+    that it rested on 18 test rows, and nothing of the pass rates (57 of 60 prompts never solved)."""
+    from saerl.report import NOTES_TITLE, format_text, load_report, render_html
+
+    profile, quality, silhouette = _noted_run(tmp_path)
+    report = load_report(tmp_path)
+    assert report.notes == [("score", quality), ("score", silhouette)] and report.label_profile == profile
+    text = format_text(report)
+    notes = text.split(f"== {NOTES_TITLE} ==")[1].split("\n\n")[0]
+    assert f"score  {quality}" in notes and f"score  {silhouette}" in notes
+    assert text.index(NOTES_TITLE) < text.index("== Arms"), "the warnings come before the numbers they qualify"
+    data = text.split("== Data engineering ==")[1].split("\n\n")[0]
+    assert "fraction filtered" in data and "0.0%" in data and f"label: {profile}" in data
+    props = text.split("== Property models vs baselines (held-out) ==")[1].split("\n\n")[0].strip().splitlines()
+    assert props[0].split()[-4:] == ["n", "train", "n", "test"] and props[1].split()[-2:] == ["42", "18"]
+    page = render_html(report)
+    assert "<h2>Warnings and notes" in page and f"<td>score</td><td>{quality}</td>" in page
+    assert "&lt;and&gt;" in page and "<and>" not in page, "notes are escaped in the HTML"
+    assert f"<p>label: {profile}</p>" in page and "<th>n test</th>" in page
+
+
+def test_a_run_without_notes_has_no_warnings_section_and_an_old_property_report_no_n(tmp_path):
+    from saerl.report import NOTES_TITLE, format_text, load_report, property_table
+
+    save_dir = tmp_path / "root"
+    _noted_run(save_dir)
+    report = load_report(save_dir)
+    report.notes, report.label_profile = [], None
+    text = format_text(report)
+    assert NOTES_TITLE not in text and "label:" not in text
+    old = pl.DataFrame({"property": ["quality"], "metric": ["auroc"], "features": ["sae"], "value": [0.9]})
+    assert property_table(old).columns == ["property", "metric", "sae"]

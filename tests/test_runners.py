@@ -152,6 +152,27 @@ def test_label_stage_samples_and_verifies_as_rl_does_on_the_runtime_device(tmp_p
     assert seen["temperature"] == 0.7 and seen["max_new_tokens"] == cfg.train.max_completion_length
 
 
+def test_a_label_stage_whose_policy_never_solves_notes_it_naming_the_policy(tmp_path, monkeypatch):
+    """Pass rates that are all 0 carry no difficulty signal: the label stage's manifest notes say so and name
+    model.name_or_path (saerl.labels.saturation_notes), so `saerl report` shows it beside the numbers."""
+    import saerl.labels
+
+    ingest = tmp_path / "ingest"
+    ingest.mkdir()
+    pl.DataFrame({"id": list("abcde"), "prompt": list("vwxyz"), "answer": list("12345")}).write_parquet(
+        ingest / PROMPTS)
+
+    def never(model_dir, prompts, *args, **kw):
+        return prompts.select("id", pass_rate=pl.lit(0.0), n_correct=pl.lit(0), n_failed=pl.lit(0)), {}
+
+    monkeypatch.setattr(saerl.labels, "measure_labels", never)
+    cfg = load_config(None, ["model.name_or_path=some/weak-policy", "runtime.device=cpu", "score.label_fraction=1.0"])
+    build = Build(tmp_path / "out", {})
+    compute_label(cfg, {"ingest": ArtifactRef("ingest", "k", str(ingest))}, build)
+    (note,) = build.notes["notes"]
+    assert "5 of 5" in note and "never solved" in note and "some/weak-policy" in note
+
+
 def _difficulty_plot(tmp_path, monkeypatch, **kwargs):
     """The difficulty plot write_score_plots draws for 12 prompts (difficulty i % 5, prediction i / 12):
     (its axes, its legend texts)."""
@@ -622,3 +643,22 @@ def test_counting_blocks_closed_out_of_order_or_nested_keep_their_own_counts():
     with warnings.catch_warnings(record=True) as shown:
         runners._count_or_show("late", ConvergenceWarning, "f.py", 1)
     assert [str(w.message) for w in shown] == ["late"]
+
+
+def test_evaluate_metrics_log_the_starting_policys_accuracy_named_like_an_arms():
+    """Only each arm's gain over the starting policy was a metric (_gain_pts), never the starting policy's own
+    accuracy: it is <set>_base_greedy and <set>_base_mean_k now, beside <set>_<arm>_greedy / _mean_k."""
+    from saerl.runners import evaluate_metrics
+
+    table = pl.DataFrame({"set": ["h", "h"], "arm": ["vanilla", "saerl"], "accuracy": [0.4, 0.5],
+                          "diff_pts": [0.0, 10.0]})
+    stt = pl.DataFrame({"set": ["h"], "arm": ["saerl"], "ratio": [None], "prompts_ratio": [None]},
+                       schema_overrides={"ratio": pl.Float64, "prompts_ratio": pl.Float64})
+    summary = pl.DataFrame({"arm": ["vanilla", "saerl"], "seed": [0, 0], "set": ["h", "h"], "failures": [0, 0]})
+    gains = pl.DataFrame({"set": ["h"] * 6, "arm": ["base", "vanilla", "saerl"] * 2,
+                          "accuracy": [0.3, 0.4, 0.5, 0.35, 0.45, 0.55], "diff_pts": [0.0, 10.0, 20.0, 0.0, 10.0, 20.0],
+                          "metric": ["greedy"] * 3 + ["mean_k"] * 3})
+    metrics = evaluate_metrics([table, table], stt, gains, summary, "vanilla")
+    assert metrics["h_base_greedy"] == 0.3 and metrics["h_base_mean_k"] == 0.35
+    assert metrics["h_saerl_gain_pts"] == 20.0 and "h_base_gain_pts" not in metrics
+    assert not any(k.startswith("h_base_") for k in evaluate_metrics([table, table], stt, None, summary, "vanilla"))

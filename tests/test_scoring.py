@@ -623,6 +623,44 @@ def test_a_silhouette_k_at_an_end_of_the_range_is_noted(data):
     assert not any("silhouette" in n for n in scored(X, prompts, ScoreConfig(**cfg)).notes)
 
 
+# silhouette curves measured over k = 4..16 (score_params.json): GSM8K through MiniLM, no cluster structure found,
+# and the testbed world, whose clusters follow its topics
+GSM8K_SILHOUETTE = {4: 0.029, 5: 0.027, 6: 0.027, 7: 0.027, 8: 0.025, 9: 0.024, 10: 0.026, 11: 0.026, 12: 0.025,
+                    13: 0.029, 14: 0.028, 15: 0.027, 16: 0.026}
+TESTBED_SILHOUETTE = {4: 0.134, 5: 0.146, 6: 0.149, 7: 0.15, 8: 0.161, 9: 0.159, 10: 0.171, 11: 0.176, 12: 0.165,
+                      13: 0.185, 14: 0.193, 15: 0.196, 16: 0.196}
+
+
+def test_a_low_or_flat_silhouette_is_noted():
+    """GSM8K: the silhouette was 0.024 to 0.029 for every k in 4..16, k = 13 chosen, and the score stage said
+    nothing about its clusters carrying no structure."""
+    note = S.silhouette_note(13, GSM8K_SILHOUETTE)
+    assert note is not None and note.startswith("the cosine silhouette that chose k = 13 over k = 4..16 is low (best "
+                                                f"0.029, under {S.SILHOUETTE_LOW:g}")
+    assert "flat (0.024 to 0.029" in note and "the clusters carry little structure here" in note
+    assert S.silhouette_note(15, TESTBED_SILHOUETTE) is None  # structure the topics confirm: no note
+    flat_high = S.silhouette_note(5, {4: 0.50, 5: 0.52, 6: 0.49})  # separated, but every k alike: k is arbitrary
+    assert flat_high is not None and "flat (0.490 to 0.520" in flat_high and "low" not in flat_high
+    assert "k = 5 is close to arbitrary" in flat_high and "little structure" not in flat_high
+    assert S.silhouette_note(4, {4: 0.5, 5: 0.3}) is None  # two k make no curve to call flat
+    assert "low (best 0.010" in S.silhouette_note(4, {4: 0.01})
+    assert S.silhouette_note(6, {}) is None  # a fixed score.n_clusters computes no silhouette
+
+
+def test_score_prompts_notes_clusters_on_codes_without_structure():
+    """Random sparse codes: score_prompts' notes say the silhouette-chosen clusters carry little structure, and
+    say nothing of the kind with a fixed k (test_a_silhouette_k_at_an_end_of_the_range_is_noted: nor on the planted
+    topics)."""
+    rng = np.random.default_rng(0)
+    X = sp.random(300, 400, density=0.05, random_state=1, format="csr", data_rvs=lambda k: rng.random(k))
+    prompts = pl.DataFrame({"id": [f"p{i}" for i in range(300)], "prompt": [f"q {i}" for i in range(300)],
+                            "answer": ["1"] * 300, "difficulty": rng.uniform(0, 1, 300)})
+    cfg = {**FAST, "baselines": False}
+    notes = score_prompts(X, prompts, ScoreConfig(**cfg)).notes
+    assert any("the clusters carry little structure here" in n for n in notes), notes
+    assert not any("cosine silhouette" in n for n in score_prompts(X, prompts, ScoreConfig(**cfg, n_clusters=4)).notes)
+
+
 def test_heldout_holds_the_report_models_predictions_on_its_test_rows(result, data):
     """ScoreResult.heldout: the report's in-distribution SAE model on its test rows (the measured-difficulty plot
     draws it): the same rows, Spearman and choice as the report's sae spearman_id row."""

@@ -355,8 +355,9 @@ def test_an_ablation_labels_its_children_and_keeps_its_table(base, tmp_path, mon
     config = with_setting(base, {"runtime.artifact_root": str(tmp_path)})
     out = fs.ablation_flow.fn(config=config, grid={"curriculum.mix_ratio": [0.0, 0.5]}, until="curriculum")
     sweep_id = out["sweep_id"]
-    assert [c["sweep"] for c in calls] == [{"id": sweep_id, "setting": "mix_ratio=0.0"},
-                                           {"id": sweep_id, "setting": "mix_ratio=0.5"}]
+    assert [c["sweep"] for c in calls] == [
+        {"id": sweep_id, "setting": "mix_ratio=0.0", "params": {"sweep.curriculum.mix_ratio": "0.0"}},
+        {"id": sweep_id, "setting": "mix_ratio=0.5", "params": {"sweep.curriculum.mix_ratio": "0.5"}}]
     folder = tmp_path / "sweeps" / sweep_id
     assert out["files"] == [str(folder / "sweep.parquet"), str(folder / "sweep.txt")]
     assert pl.read_parquet(folder / "sweep.parquet")["run_id"].to_list() == ["run-1", "run-2"]
@@ -376,6 +377,18 @@ def test_on_dask_the_shared_run_and_each_child_carry_their_labels(monkeypatch):
     children = [{"setting": {"curriculum.mix_ratio": m}, "config": cfg, "name": f"c{m}"} for m in (0, 0.5)]
     out = fs.ablation_on_dask.fn(children=children, shared="score", sweep_id="S")
     assert [(c["until"], c["sweep"]) for c in calls] == [
-        ("score", {"id": "S", "setting": "shared upstream"}), (None, {"id": "S", "setting": "mix_ratio=0"}),
-        (None, {"id": "S", "setting": "mix_ratio=0.5"})]
+        ("score", {"id": "S", "setting": "shared upstream", "params": {}}),
+        (None, {"id": "S", "setting": "mix_ratio=0", "params": {"sweep.curriculum.mix_ratio": "0"}}),
+        (None, {"id": "S", "setting": "mix_ratio=0.5", "params": {"sweep.curriculum.mix_ratio": "0.5"}})]
     assert out["shared"]["run_id"] == "run-1" and [r["run_id"] for r in out["runs"]] == ["run-2", "run-3"]
+
+
+def test_swept_params_write_each_value_as_the_setting_label_does():
+    """A sweep child's stage runs had no param naming its setting (a curriculum key is no param of train or
+    evaluate), and the config param of mix_ratio=0 read '0.0': 'sweep.<dotted key>' holds the label's text."""
+    from saerl.sweep import swept_params
+
+    setting = {"curriculum.mix_ratio": 0, "curriculum.ordering": "random", "score.weights": "a,b"}
+    assert setting_label(setting) == "mix_ratio=0 ordering=random weights='a,b'"
+    assert swept_params(setting) == {"sweep.curriculum.mix_ratio": "0", "sweep.curriculum.ordering": "random",
+                                     "sweep.score.weights": "'a,b'"}

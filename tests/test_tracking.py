@@ -388,3 +388,98 @@ def test_a_stage_run_is_tagged_with_the_machine_its_artifact_was_built_on(tmp_pa
     tags = client.get_run(t.stage_runs["testbed"]).data.tags
     assert tags[MACHINE_TAG + "cpu"] == "AMD EPYC" and tags[MACHINE_TAG + "torch_cpu"] == "AVX512"
     assert not any(k.startswith(MACHINE_TAG) for k in client.get_run(t.stage_runs["ingest"]).data.tags)
+
+
+def test_a_sweep_childs_stage_runs_carry_its_sweep_setting_and_swept_keys(tmp_path):
+    """Two 'train:saerl:0' runs of a mix_ratio sweep had the same name and params and no sweep tag: nothing told
+    the settings apart below the parent. Every nested run of a sweep child now carries the sweep tags, each swept
+    key as 'sweep.<dotted key>' (the label's text), and a name led by the label; a run outside a sweep is unchanged."""
+    from saerl.sweep import sweep_tags, swept_params
+
+    cfg = load_config(None, ["name=swept"])
+    for mix in (0, 0.5):
+        label = f"mix_ratio={mix}"
+        t = Tracker(cfg, tmp_path, f"run-{mix}", label=label, common_tags=sweep_tags("S1", label),
+                    common_params=swept_params({"curriculum.mix_ratio": mix}))
+        t.log_stage("train:saerl:0", "computed", f"k{mix}", "r", 1.0, {"train.learning_rate": 1e-5},
+                    inputs={"arm": "saerl", "seed": "0"})
+        t.finish()
+    plain = Tracker(cfg, tmp_path, "run-plain")
+    plain.log_stage("train:saerl:0", "computed", "kp", "r", 1.0, {}, inputs={"arm": "saerl", "seed": "0"})
+    plain.finish()
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path))
+    exp = [client.get_experiment_by_name("swept").experiment_id]
+    both = client.search_runs(exp, "tags.saerl.sweep = 'S1' and params.arm = 'saerl'")
+    assert sorted(r.info.run_name for r in both) == ["mix_ratio=0 | train:saerl:0", "mix_ratio=0.5 | train:saerl:0"]
+    (zero,) = client.search_runs(exp, "params.sweep.curriculum.mix_ratio = '0' and params.arm = 'saerl'")
+    assert zero.data.tags["saerl.setting"] == "mix_ratio=0" and zero.data.tags["saerl.key"] == "k0"
+    parents = client.search_runs(exp, "tags.saerl.sweep = 'S1' and attributes.run_name LIKE 'mix_ratio=% | run-%'")
+    assert sorted(r.info.run_name for r in parents) == ["mix_ratio=0 | run-0", "mix_ratio=0.5 | run-0.5"]
+    assert all(r.data.params["sweep.curriculum.mix_ratio"] in ("0", "0.5") for r in parents)
+    outside = client.get_run(plain.stage_runs["train:saerl:0"])
+    assert outside.info.run_name == "train:saerl:0" and client.get_run(plain.parent_id).info.run_name == "run-plain"
+    assert "saerl.sweep" not in outside.data.tags and not any(k.startswith("sweep.") for k in outside.data.params)
+
+
+def test_the_evaluate_summary_metrics_are_on_the_parent_run_too(tmp_path):
+    """The outcome (held-out accuracy per arm, the difference to vanilla) was only on the nested evaluate run, so
+    MLflow's top-level table could not compare runs by it. The evaluate stage run's own metrics go on the parent
+    too, cached or computed; other stages' and the build's seconds stay on their nested run."""
+    from saerl.runs import StageRecord
+    from saerl.tracking import log_stage_run
+
+    cfg = load_config(None, ["name=outcome"])
+    t = Tracker(cfg, tmp_path, "run-o")
+    built = tmp_path / "evaluate" / "k"
+    built.mkdir(parents=True)
+    (built / "manifest.json").write_text(json.dumps({"seconds": 40.0, "metrics": {}}))
+    log_stage_run(t, "curriculum", StageRecord("curriculum", "kc", "computed", "r", {}, {}, seconds=1.0,
+                                               path=str(tmp_path / "gone")), {"kept": 10.0})
+    log_stage_run(t, "evaluate", StageRecord("evaluate", "k", "cached", "r", {}, {}, seconds=0.0, path=str(built)),
+                  {"heldout_saerl_greedy": 0.42, "heldout_saerl_greedy_delta_pts": 3.0, "gsm8k+math_base_greedy": 0.3})
+    t.finish()
+    parent = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path)).get_run(t.parent_id).data.metrics
+    assert parent == {"heldout_saerl_greedy": 0.42, "heldout_saerl_greedy_delta_pts": 3.0,
+                      "gsm8k_math_base_greedy": 0.3}
+
+
+def test_step_end_times_count_back_from_the_end_over_step_and_eval_seconds():
+    import polars as pl
+
+    from saerl.tracking import step_end_times
+
+    steps = pl.DataFrame({"step": [1, 2, 3], "step_time": [10.0, None, 5.0], "reward": [0.1, 0.2, 0.3]})
+    curve = pl.DataFrame({"step": [0, 0, 2, 3], "set": ["a", "b", "a", "a"], "seconds": [1.0, 2.0, 4.0, 3.0]})
+    # step 3 ended 3 s (its eval) before the end; step 2 ended 5 s (step 3) + 4 s (step 2's eval) before that; ...
+    assert step_end_times(steps, curve, 1000.0) == {3: 997_000, 2: 988_000, 1: 988_000, 0: 975_000}
+    assert step_end_times(steps.drop("step_time"), curve, 1000.0) == {}, "no per-step durations: no times"
+
+
+def test_a_training_runs_step_points_are_logged_at_the_times_they_were_measured(tmp_path):
+    """Every per-step point of a training run was logged with one timestamp (when it was logged), so MLflow's
+    wall-time axis showed the whole run at one instant. Each step is placed at its time, counted back from when the
+    artifact was published (its manifest's 'created') over trl's step_time and the curve's eval seconds."""
+    import polars as pl
+
+    from saerl.runs import StageRecord
+    from saerl.tracking import log_stage_run
+
+    folder = tmp_path / "train" / "k"
+    folder.mkdir(parents=True)
+    pl.DataFrame({"step": [1, 2], "step_time": [20.0, 30.0], "reward": [0.1, 0.2]}).write_parquet(
+        folder / "log.parquet")
+    pl.DataFrame({"step": [0, 2], "set": ["h", "h"], "greedy": [0.1, 0.3], "seconds": [5.0, 2.0]}).write_parquet(
+        folder / "curve.parquet")
+    (folder / "manifest.json").write_text(json.dumps({"created": "2026-01-02T03:04:05Z", "seconds": 60.0}))
+    cfg = load_config(None, ["name=steptimes"])
+    t = Tracker(cfg, tmp_path, "run-st")
+    log_stage_run(t, "train", StageRecord("train:saerl:0", "k", "cached", "r", {}, {}, seconds=0.0, path=str(folder)),
+                  {"steps": 2.0})
+    t.finish()
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path))
+    rid = t.stage_runs["train:saerl:0"]
+    end_ms = 1_767_323_045_000  # 2026-01-02T03:04:05Z
+    assert [(m.step, m.timestamp) for m in client.get_metric_history(rid, "reward")] == [
+        (1, end_ms - 32_000), (2, end_ms - 2_000)]
+    assert [(m.step, m.timestamp) for m in client.get_metric_history(rid, "eval/h/greedy")] == [
+        (0, end_ms - 57_000), (2, end_ms - 2_000)]
