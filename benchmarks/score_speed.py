@@ -49,7 +49,7 @@ from sides import interleaved, median_ratio, seconds_text
 
 from saerl.artifacts import ArtifactRef, ArtifactStore
 from saerl.config import PipelineConfig, load_config
-from saerl.pipeline import input_keys, plan, rows_key
+from saerl.pipeline import input_keys, manifest_rows_key, plan
 from saerl.property_models import FitOptions, fit_options
 from saerl.runners import counting_unconverged, score_inputs
 from saerl.runs import list_runs, read_run
@@ -82,8 +82,8 @@ def planned_refs(cfg: PipelineConfig) -> tuple[dict[str, ArtifactRef], str | Non
 def newest_refs(root: Path, with_label: bool) -> dict[str, ArtifactRef]:
     """The newest finished encode artifact under `root` (by its manifest's created time) and every artifact it was
     built from, following each manifest's inputs (extract, sae, testbed; the newest ingest whose rows extraction
-    read: saerl.pipeline.rows_key), plus with `with_label` the newest label artifact built from that ingest; {} when there is no encode artifact, or a link of the chain is missing.
-    For a run made by other code than this (its stage versions give other keys than planned_refs computes)."""
+    read: saerl.pipeline.rows_key), plus with `with_label` the newest label artifact built from that ingest; {} when
+    there is no encode artifact, or a link of the chain is missing. For a run made by other code than this (its stage versions give other keys than planned_refs computes)."""
     store = ArtifactStore(root)
     encodes = newest_first(root, "encode", store)
     if not encodes:
@@ -120,11 +120,6 @@ def newest_first(root: Path, stage: str, store: ArtifactStore) -> list[ArtifactR
             if p.is_dir() and store.is_complete(stage, p.name)]
     return sorted(refs, key=lambda ref: str(ref.manifest().get("created", "")))[::-1]  # ties: the last listed first
 
-
-def manifest_rows_key(stage: str, ingest: ArtifactRef) -> str:
-    """saerl.pipeline.rows_key of an ingest artifact for a ROWS_READERS `stage`, from its manifest."""
-    m = ingest.manifest()
-    return rows_key(stage, m["code_version"], m.get("inputs", {}), m.get("config", {}))
 
 
 def recorded_configs(root: Path, stage: str, key: str) -> list[str]:

@@ -33,6 +33,7 @@ from saerl.runs import (
     SETTING,
     STOPPED,
     SWEEP,
+    SWEEP_PARAMS,
     RunRecord,
     StageRecord,
     explain,
@@ -84,11 +85,16 @@ def prefect_tags() -> dict[str, str]:
     inherits it), the deployment's name (PREFECT_DEPLOYMENT_TAG). A value Prefect does not know (None: the flow's
     body called outside Prefect, a run not from a deployment) is not tagged; nor is the deployment when asking the
     Prefect API for it fails (that costs the tag, never the run). out: {tag: value}."""
+    from prefect.context import FlowRunContext
     from prefect.runtime import deployment, flow_run
 
+    ctx = FlowRunContext.get()
+    run = ctx.flow_run if ctx is not None else None
     tags = {PREFECT_FLOW_RUN_TAG: flow_run.id}
-    try:  # outside a deployment, deployment.id asks the API for the flow run; its name always does
-        tags[PREFECT_DEPLOYMENT_TAG] = deployment.name if deployment.id else None
+    try:  # inside a flow run its deployment id is at hand; prefect.runtime's deployment.id would ask the API for the
+        # flow run whenever its context lacks one (every local run). Outside one, prefect.runtime's view (environment)
+        deployed = run.deployment_id if run is not None else deployment.id
+        tags[PREFECT_DEPLOYMENT_TAG] = deployment.name if deployed else None
     except Exception as err:  # noqa: BLE001 - a tag is not worth a run
         log.warning("could not read the Prefect deployment of this flow run (%s); its MLflow run is not tagged with it",
                     err)
@@ -221,7 +227,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
     code = git_tags()  # kept in the record: a later relog tags this code, not the checkout's of that day
     extra: dict[str, Any] = {RUNNING: True, GIT: code}  # RUNNING until it ends, either way
     if sweep:
-        extra |= {SWEEP: sweep["id"], SETTING: label}
+        extra |= {SWEEP: sweep["id"], SETTING: label, SWEEP_PARAMS: sweep.get("params") or {}}
     record = RunRecord(name=cfg.name, run_id=run_id or new_run_id(), config=flatten(cfg), extra=extra)
     planned = [name for _, name, _, _ in stage_runs(cfg, until)]
     previous = previous_stage_runs(root, cfg.name, planned)  # per stage run: a newer run may have stopped before it

@@ -64,6 +64,7 @@ FLAG_ONLY = frozenset({INVALID_LABEL, INVALID_UTF8})
 
 REJECT_VALUE_CHARS = 200  # `value` in rejected.parquet is cut to this many characters
 REJECT_DETAIL_CHARS = 500  # `detail` in rejected.parquet is cut to this many characters
+PLAIN_KEY = re.compile(r"[A-Za-z0-9_ .-]+")  # keys every JSON writer writes as they are (_key_needles)
 HINT_SHARE = 0.05  # a reason rejecting over this share of the rows adds a hint to the summary (ingest_hints)
 HEADER_ROWS = 100  # check_mapping reads this many rows of a jsonl file (all of it when a field is not there)
 SCAN_CHUNK_BYTES = 1 << 23  # check_mapping scans a jsonl file's later rows in chunks of about this size
@@ -639,7 +640,7 @@ def template_fields(template_or_field: str) -> list[str]:
         raise IngestError(
             f"prompt template {template_or_field!r} has a placeholder that is not a plain field name "
             f"({bad[0]!r}); name the fields, e.g. '{{body}} {{question}}' (a nested field: "
-            "'{extra_info.question}')"
+            "'{extra_info.question}'; a literal brace is written twice: '\\boxed{{}}')"
         )
     return list(dict.fromkeys(names)) or [template_or_field]
 
@@ -752,7 +753,8 @@ def _chat_text(name: str, messages: list[Any], chat: ChatCounts) -> str:
     content = users[0][CHAT_CONTENT]
     if not isinstance(content, str):
         raise NonTextError(name, messages, (
-            f"field '{name}' holds a chat whose user message content is {_kind(content)}, not text; map "
+            f"field '{name}' holds a chat whose user message content is "
+            f"{'null' if content is None else _kind(content)}, not text; map "
             "data.prompt (--prompt) to a text field or a template"))
     chat.prompts = 1
     chat.dropped.update(str(m[CHAT_ROLE]) for m in messages if m[CHAT_ROLE] != CHAT_USER)
@@ -1162,7 +1164,7 @@ def _key_needles(name: str) -> tuple[bytes, ...]:
     """Byte strings every jsonl line holding field `name` contains: its first key opened ('"a') and its last
     key closed ('c"'), whichever way the dotted name splits into keys; none when JSON may escape a key."""
     first, last = name.split(".")[0], name.split(".")[-1]
-    if not all(k.isascii() and k.isprintable() and '"' not in k and "\\" not in k for k in (first, last)):
+    if not all(PLAIN_KEY.fullmatch(k) for k in (first, last)):  # JSON may escape others ('/' as '\\/', '\\u0041')
         return ()
     return (f'"{first}'.encode(), f'{last}"'.encode())
 

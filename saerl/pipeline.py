@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from saerl import runners
-from saerl.artifacts import ArtifactRef, ArtifactStore, Build, chunk_records, file_sha256, reused_chunks
+from saerl.artifacts import (
+    MANIFEST,
+    ArtifactRef,
+    ArtifactStore,
+    Build,
+    chunk_records,
+    file_sha256,
+    reused_chunks,
+)
 from saerl.config import PipelineConfig, device_type
 from saerl.stages import STAGES, code_version, stage_key, stage_slice
 
@@ -227,9 +235,21 @@ def rows_key(stage: str, ingest_version: str, ingest_inputs: dict[str, str], ing
                         "config": {k: v for k, v in ingest_slice.items() if k not in unread}}, length=20)
 
 
-def ingest_rows_key(cfg: PipelineConfig, stage: str) -> str:
-    """:func:`rows_key` of the ingest artifact `cfg` plans, from the config alone (ingest's inputs: the testbed
-    world's key, or the data file's hash). in: config, a ROWS_READERS stage; out: the key."""
+def manifest_rows_key(stage: str, ingest: ArtifactRef) -> str:
+    """:func:`rows_key` of a built ingest artifact for a ROWS_READERS `stage`, from its manifest (code version,
+    inputs, config slice). in: the stage, the ingest artifact's ref; out: the key."""
+    m = ingest.manifest()
+    return rows_key(stage, m["code_version"], m.get("inputs", {}), m.get("config", {}))
+
+
+def ingest_rows_key(cfg: PipelineConfig, stage: str, ingest: ArtifactRef) -> str:
+    """:func:`rows_key` of the ingest artifact a ROWS_READERS `stage` reads: from its manifest once it is built (so
+    the key names the rows read, even if the data file changed since), else, when the run is planned before ingest
+    ran, from the config (ingest's inputs: the testbed world's key, or the data file's hash). A run that planned one
+    and builds from the other refuses the build (saerl.pipeline.planned_elsewhere). in: config, the stage, the
+    ingest artifact's ref; out: the key."""
+    if ingest.path and ingest.file(MANIFEST).is_file():
+        return manifest_rows_key(stage, ingest)
     upstream = {}
     if needs_testbed(cfg, "ingest"):
         key = stage_key(cfg, "testbed", input_keys(cfg, "testbed", {}))
@@ -250,8 +270,9 @@ def input_keys(cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef]
     runtime.device resolves to here for DEVICE_DEPENDENT stages ('cpu', 'cuda'), and the run's variant (arm,
     seed) for train."""
     keys = {name: ref.key for name, ref in upstream.items()}
-    if stage in ROWS_READERS and keys.pop("ingest", None) is not None:
-        keys["ingest_rows"] = ingest_rows_key(cfg, stage)
+    if stage in ROWS_READERS and "ingest" in upstream:
+        del keys["ingest"]
+        keys["ingest_rows"] = ingest_rows_key(cfg, stage, upstream["ingest"])
     if stage in DEVICE_DEPENDENT:
         keys["device"] = device_type(cfg.runtime.device)
     for name, folder in local_models(cfg, stage).items():

@@ -33,7 +33,10 @@ from saerl.runs import (
     GIT,
     RUNNING,
     RUNS_DIR,
+    SETTING,
     STOPPED,
+    SWEEP,
+    SWEEP_PARAMS,
     RunRecord,
     StageRecord,
     explain,
@@ -515,6 +518,7 @@ def relog(root: Path, record: RunRecord, uri: str | None = None) -> str:
     in: artifact root, the run record, tracking URI (None = the run's tracking.uri, else SQLite under root);
     out: the new parent run's id. Raises RuntimeError when the tracking store cannot be reached."""
     from saerl.runs import relocated
+    from saerl.sweep import sweep_tags
     from saerl.tracking import Tracker, library_tags, log_stage_run, unknown_git_tags
 
     record = relocated(record, Path(root))  # the artifacts under `root`, not where a moved root was at run time
@@ -525,8 +529,12 @@ def relog(root: Path, record: RunRecord, uri: str | None = None) -> str:
     tags = {"saerl.relogged": "true",
             "saerl.versions_from": "artifact manifests" if versions else "installed at relog time",
             **record.extra.get(GIT, unknown_git_tags())}  # the code the run ran ('unknown' in an older record)
+    sweep = record.extra.get(SWEEP)  # a sweep's child: its runs named, tagged and given its swept keys as it was
+    label = record.extra.get(SETTING) if sweep else None
     tracker = Tracker(cfg, Path(root), record.run_id, tags=tags | library_tags(versions), started=record.started,
-                      params=record.config)  # as the run logged it: not fields the code gained since
+                      params=record.config,  # as the run logged it: not fields the code gained since
+                      label=label, common_tags=sweep_tags(sweep, label) if sweep else {},
+                      common_params=record.extra.get(SWEEP_PARAMS, {}) if sweep else {})
     for rec in ordered_stages(record):
         stage = stage_of(rec.stage)
         if not (Path(rec.path) / MANIFEST).exists():

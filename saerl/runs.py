@@ -35,6 +35,8 @@ GIT = "git"  # RunRecord.extra key: the code tags of the checkout the run ran (s
 SWEEP = "sweep"  # RunRecord.extra key of an ablation's child run: the id of its sweep (ROOT/sweeps/<id>/)
 RESUMED = "resumed"  # the build note (Build.note) in which a runner that resumed an interrupted build says what it
 # reused (:func:`resumed_steps_note`); run_stage leads the stage run's reason with it (else with the chunk counts)
+SWEEP_PARAMS = "sweep_params"  # RunRecord.extra key of an ablation's child run: its swept keys as MLflow params
+# ({'sweep.<dotted key>': value}, saerl.sweep.swept_params), for a relog to log them as the run did
 SETTING = "setting"  # RunRecord.extra key of an ablation's child run: its setting's label ('mix_ratio=0.1'), or
 # 'shared upstream' for the run of the stages every child shares (saerl.sweep.SHARED_LABEL)
 

@@ -83,6 +83,26 @@ def test_a_missing_held_out_file_is_refused_before_any_stage_naming_its_field(tm
     assert dict(check_runnable(cfg, "curriculum"))["curriculum"]  # no stage before training reads it
 
 
+def test_a_built_ingest_gives_its_rows_key_from_its_manifest_and_a_planned_one_from_the_config(tmp_path, cpu_machine):
+    """Before ingest runs, extraction's ingest_rows comes from the config (the data file's hash); once ingest is
+    built, from its manifest, so a data file edited since cannot give a key for rows that were never read. The two
+    agree while the file is unchanged."""
+    from saerl.artifacts import ArtifactRef
+    from saerl.pipeline import run_stage
+
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?", "answer": "4"}\n')
+    cfg = load_config(None, ["data.source=file", f"data.path={f}", f"runtime.artifact_root={tmp_path / 'root'}"])
+    built = run_stage(ArtifactStore(tmp_path / "root"), cfg, "ingest", {}).ref
+    planned = ArtifactRef("ingest", built.key, "")
+    rows = input_keys(cfg, "extract", {"ingest": built})["ingest_rows"]
+    assert "ingest" not in input_keys(cfg, "extract", {"ingest": built})
+    assert input_keys(cfg, "extract", {"ingest": planned})["ingest_rows"] == rows
+    f.write_text('{"question": "3+3?", "answer": "6"}\n')
+    assert input_keys(cfg, "extract", {"ingest": built})["ingest_rows"] == rows, "the rows that were read"
+    assert input_keys(cfg, "extract", {"ingest": planned})["ingest_rows"] != rows, "the file as it is now"
+
+
 def test_a_mapped_field_a_file_lacks_is_refused_before_any_stage_naming_the_file(tmp_path):
     """The data file's and each held-out set's fields are checked from their headers when a run is planned (a wrong
     column used to fail inside the ingest task, or, for a held-out set, when training started after extraction,

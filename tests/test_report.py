@@ -345,6 +345,26 @@ def test_relog_tags_the_code_the_run_ran_not_todays_checkout(tmp_path):
         assert {k: logged[k] for k in tags} == tags
 
 
+def test_relog_of_a_sweep_child_names_tags_and_params_its_runs_as_the_live_run_did(tmp_path):
+    """A relogged sweep child kept plain names and lost its sweep tags and swept params: the record now keeps the
+    params (runs.SWEEP_PARAMS) and relog passes the label, tags and params to the tracker as the flow does."""
+    from mlflow.tracking import MlflowClient
+
+    from saerl.config import PipelineConfig
+    from saerl.report import relog
+    from saerl.runs import SETTING, SWEEP, SWEEP_PARAMS, RunRecord, save_run
+
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    extra = {SWEEP: "sw1", SETTING: "mix_ratio=0", SWEEP_PARAMS: {"sweep.curriculum.mix_ratio": "0"}}
+    record = RunRecord(name="swept", config=flatten(PipelineConfig(name="swept")), extra=extra)
+    save_run(tmp_path, record)
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.get_run(relog(tmp_path, record, uri))
+    assert parent.info.run_name == f"mix_ratio=0 | {record.run_id}"
+    assert parent.data.tags["saerl.sweep"] == "sw1" and parent.data.tags["saerl.setting"] == "mix_ratio=0"
+    assert parent.data.params["sweep.curriculum.mix_ratio"] == "0"
+
+
 def _one_seed_report():
     """A RunReport of one set: one seed per arm (ci_source says the seed variance is not in the intervals), two
     verifier failures in saerl's samples, and a steps-to-target table whose reference is at the target from the
