@@ -582,16 +582,22 @@ def _check_encoding(path: Path) -> None:
                               "UTF-8 (e.g. iconv -f UTF-16 -t UTF-8) and ingest again")
 
 
+def _check_readable(path: Path, fmt: str) -> None:
+    """Refuse a data file that cannot be read as text of its format before reading it: an empty file, and for
+    jsonl / csv an encoding other than UTF-8 (_check_encoding). in: path, format; raises IngestError."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise IngestError(f"data file {path} is empty (0 bytes)")
+    if path.is_file() and fmt in ("jsonl", "csv"):
+        _check_encoding(path)
+
+
 def load_table(path: Path, fmt: str = "auto", hf_split: str | None = None) -> LoadedTable:
     """Read a data set with its source row numbers and read-time issues (broken JSON lines, bad bytes)."""
     path = Path(path)
     if not path.exists():
         raise IngestError(f"data file {path} does not exist (check data.path)")
     fmt = detect_format(path) if fmt == "auto" else fmt
-    if path.is_file() and path.stat().st_size == 0:
-        raise IngestError(f"data file {path} is empty (0 bytes)")
-    if path.is_file() and fmt in ("jsonl", "csv"):
-        _check_encoding(path)
+    _check_readable(path, fmt)
     try:
         if fmt == "jsonl":
             array = path.suffix.lower() == ".json" and _is_json_array(path)
@@ -1174,10 +1180,7 @@ def _header_table(path: Path, fmt: str, hf_split: str | None, limit: int) -> Loa
     first `limit` rows (jsonl), for check_mapping; None when there is no such cheap look (a JSON array, or a
     file that does not read so: load_table then reads it, with its error). An empty parquet/HF table has no
     rows either: IngestError as load_table's."""
-    if path.is_file() and path.stat().st_size == 0:
-        raise IngestError(f"data file {path} is empty (0 bytes)")
-    if path.is_file() and fmt in ("jsonl", "csv"):
-        _check_encoding(path)
+    _check_readable(path, fmt)
     try:
         if fmt == "jsonl":
             if path.suffix.lower() == ".json" and _is_json_array(path):
