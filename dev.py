@@ -2,8 +2,9 @@
 """Set up the project venv (once) and run the demo or the tests: `python3 dev.py demo|test [args]`.
 
 Needs nothing but Python 3.11+. The venv lives in `.venv/`; it is created on first use and reused after,
-and reinstalled when pyproject.toml changes. torch goes in first as the CPU build `torch==2.13.0`, or pip
-would pull a multi-GB CUDA build through a dependency's open torch range.
+and reinstalled when pyproject.toml changes. torch goes in first as `torch==2.13.0`, or pip would pull the newest
+(multi-GB CUDA) torch through a dependency's open torch range; where pip's configuration offers torch's CPU wheel
+(as on the machines this was built on) that is the one installed.
 """
 
 from __future__ import annotations
