@@ -46,6 +46,16 @@ class CorruptArtifact(RuntimeError):
     """An artifact whose manifest is missing or does not match its files."""
 
 
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of the artifact in `folder` as a dict, or {} when it is missing or unreadable (for readers that
+    show what they can: a report, a tracker; ArtifactRef.manifest raises instead). in: artifact folder; out: dict."""
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
 @dataclass(frozen=True)
 class ArtifactRef:
     """A small, picklable reference to a finished artifact: what tasks pass between each other."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
 import math
 import time
@@ -26,7 +25,7 @@ from typing import Any
 
 import polars as pl
 
-from saerl.artifacts import MANIFEST, ArtifactRef, ArtifactStore, write_file_atomic
+from saerl.artifacts import MANIFEST, ArtifactRef, ArtifactStore, read_manifest, write_file_atomic
 from saerl.config import PipelineConfig, build_config, flatten
 from saerl.runs import (
     FAILED,
@@ -99,15 +98,6 @@ def _read(record: RunRecord, stage: str, file: str, unusable: dict[str, str] | N
     return pl.read_parquet(path) if path is not None and path.exists() else None
 
 
-def manifest_of(folder: Path) -> dict[str, Any]:
-    """An artifact folder's manifest, or {} when it has none or it cannot be read (a report still shows the rest)."""
-    try:
-        manifest = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return manifest if isinstance(manifest, dict) else {}
-
-
 def manifest_notes(manifest: dict[str, Any]) -> list[str]:
     """The notes a stage left in its manifest (`notes`: the plain-language warnings its log showed, e.g. the score
     stage's 'no usable quality labels ...'), as text; [] when it left none."""
@@ -151,7 +141,7 @@ def load_report(root: Path, run_id: str = "latest") -> RunReport:
         pngs = sorted(folder.glob("plots/*.png"))
         if pngs:
             report.plots[rec.stage] = pngs
-        manifest = manifest_of(folder)
+        manifest = read_manifest(folder)  # {} when unreadable: the report still shows the rest
         report.notes += [(rec.stage, note) for note in manifest_notes(manifest)]
         if stage_of(rec.stage) == "label" and manifest.get("profile"):
             report.label_profile = str(manifest["profile"])

@@ -7,7 +7,6 @@ itself off; the artifacts on disk are the source of truth and a finished run can
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import re
@@ -20,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from saerl.artifacts import MANIFEST
+from saerl.artifacts import read_manifest
 from saerl.config import PipelineConfig, flatten
 from saerl.runs import StageRecord
 
@@ -425,15 +424,6 @@ def step_end_times(steps_log: pl.DataFrame, curve: pl.DataFrame, end: float) -> 
     return out
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """The manifest of the artifact in `folder` as a dict, or {} when it is missing or unreadable."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return {}
-    return manifest if isinstance(manifest, dict) else {}
-
-
 def manifest_created(manifest: Mapping[str, Any]) -> float | None:
     """When the artifact of `manifest` was published: its 'created' ('2026-12-04T19:54:19Z', UTC) in epoch seconds,
     or None when missing or not in that form."""
@@ -443,11 +433,10 @@ def manifest_created(manifest: Mapping[str, Any]) -> float | None:
         return None
 
 
-def manifest_build(folder: Path) -> tuple[float | None, dict[str, str]]:
-    """What the manifest of the artifact in `folder` says of its build: the seconds it took (None when not
+def manifest_build(manifest: Mapping[str, Any]) -> tuple[float | None, dict[str, str]]:
+    """What an artifact's manifest (:func:`read_manifest`) says of its build: the seconds it took (None when not
     recorded) and where it was built, as tags 'saerl.machine.<field>' (cpu, torch_cpu, cuda: see
-    saerl.artifacts.build_machine; none for a manifest without them). (None, {}) without a readable manifest."""
-    manifest = read_manifest(folder)
+    saerl.artifacts.build_machine; none for a manifest without them). (None, {}) for an empty manifest (unreadable)."""
     seconds, machine = manifest.get("seconds"), manifest.get("machine")
     tags = {MACHINE_TAG + str(k): str(v)[:PARAM_VALUE_LIMIT] for k, v in machine.items()} \
         if isinstance(machine, dict) else {}
@@ -465,7 +454,8 @@ def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[
     import polars as pl
 
     folder = Path(rec.path)
-    built, machine = manifest_build(folder)
+    manifest = read_manifest(folder)  # read once: the build's seconds and machine, and a training run's end
+    built, machine = manifest_build(manifest)
     own = dict(metrics or {})
     metrics = {**own, **({BUILD_SECONDS: built} if built is not None else {})}
     tracker.log_stage(rec.stage, rec.status, rec.key, rec.reason, rec.seconds, rec.config, metrics, rec.inputs,
@@ -479,6 +469,6 @@ def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[
             tracker.log_artifact(folder / table, rec.stage)
     if stage == "train":
         steps_log, curve = pl.read_parquet(folder / "log.parquet"), pl.read_parquet(folder / "curve.parquet")
-        end = manifest_created(read_manifest(folder))
+        end = manifest_created(manifest)
         times = step_end_times(steps_log, curve, end) if end is not None else {}
         tracker.log_history(step_points(steps_log, curve), stage=rec.stage, times=times)
