@@ -5,11 +5,12 @@ The order an arm trains on (the curriculum artifact's order file: `order.parquet
 is joined with the ingested prompts (`prompts.parquet`) into one frame in training order: position, id,
 prompt, answer, batch, epoch, cluster, difficulty_hat. Each format writes that frame and, for verl and trl,
 a small sampler module (no saerl import, so it runs where saerl is not installed) and a README.md saying
-how to plug them in. verl also gets a reward module (REWARD) that judges completions with saerl's own verifier,
-as saerl's RL does: verl's built-in gsm8k reward takes only a strict final `#### N` compared as text, which
-misses `\\boxed{}` answers and golds such as `\\frac{3}{4}` or `10%`; that module needs saerl importable. A prompt repeated over epochs appears once per visit. The arms RL reads in whole batches
-(saerl, order_only: :func:`saerl.curriculum.whole_batches`) are exported as trained, without an epoch's short
-last batch, so that every block of batch_size rows is one curriculum batch (one step) in the other trainer too;
+how to plug them in. verl also gets a reward module (REWARD) that judges completions with saerl's own
+verifier, as saerl's RL does: verl's built-in gsm8k reward takes only a strict final `#### N` compared as
+text, which misses `\\boxed{}` answers and golds such as `\\frac{3}{4}` or `10%`; that module needs saerl
+importable. A prompt repeated over epochs appears once per visit. The arms RL reads in whole batches (saerl,
+order_only: :func:`saerl.curriculum.whole_batches`) are exported as trained, without an epoch's short last
+batch, so that every block of batch_size rows is one curriculum batch (one step) in the other trainer too;
 the README and a warning say how many rows of the order that leaves out. The shuffled arms (vanilla, filter_only)
 are exported whole; their README says how saerl's RL reads them (one stream, a step may span two epochs) and
 which last rows do not fill a batch.
