@@ -60,28 +60,31 @@ def test_drop_pending_events_empties_the_event_queues_and_keeps_the_stop_signal(
     assert drop_pending_events() == 0
 
 
+class _FakeFlow:
+    """A stand-in for flows.pipeline.pipeline_flow: with_options keeps the options it is given (task_runner,
+    flow_run_name, ...), and a call appends them with its arguments to `calls` and returns {"run_id": run_id}."""
+
+    def __init__(self, calls: list[dict], options: dict | None = None) -> None:
+        self.calls, self.options = calls, dict(options or {})
+
+    def with_options(self, **options) -> _FakeFlow:
+        return _FakeFlow(self.calls, {**self.options, **options})
+
+    def __call__(self, config, until=None, run_id=None) -> dict:
+        self.calls.append({"options": self.options, "until": until, "run_id": run_id})
+        return {"run_id": run_id}
+
+
 def test_the_deployment_entry_runs_the_pipeline_on_the_configs_task_runner(monkeypatch):
     """pipeline_from_file (the scheduled deployment) ran its subflow on Prefect's default thread pool whatever
     runtime.task_runner said: a Dask config fanned its shards and training runs out as threads of one process."""
     import flows.pipeline as fp
 
-    calls = []
-
-    class Flow:
-        def __init__(self, runner=None):
-            self.runner = runner
-
-        def with_options(self, task_runner=None, **_):
-            return Flow(task_runner or self.runner)
-
-        def __call__(self, config, until=None, run_id=None):
-            calls.append((self.runner, config["runtime"]["task_runner"], until))
-            return {}
-
-    monkeypatch.setattr(fp, "pipeline_flow", Flow())
+    calls: list[dict] = []
+    monkeypatch.setattr(fp, "pipeline_flow", _FakeFlow(calls))
     fp.pipeline_from_file.fn(str(SMOKE), ["runtime.task_runner=dask", "runtime.workers=3"], until="extract")
     fp.pipeline_from_file.fn(str(SMOKE), ["runtime.task_runner=local", "runtime.workers=3"])
-    (dask, _, until), (local, _, _) = calls
+    (dask, until), (local, _) = [(c["options"]["task_runner"], c["until"]) for c in calls]
     assert type(dask).__name__ == "DaskTaskRunner" and dask.cluster_kwargs["n_workers"] == 3 and until == "extract"
     assert type(local).__name__ == "InterruptibleThreadPoolTaskRunner" and local._max_workers == 3
 
@@ -388,25 +391,14 @@ def test_a_pipeline_flow_run_is_named_after_the_runs_id(tmp_path, monkeypatch):
     import flows.pipeline as fp
     from saerl.runs import load_run
 
-    calls = []
-
-    class Flow:
-        def __init__(self, name=None):
-            self.name = name
-
-        def with_options(self, flow_run_name=None, **_):
-            return Flow(flow_run_name or self.name)
-
-        def __call__(self, config, until=None, run_id=None):
-            calls.append((self.name, run_id))
-            return {"run_id": run_id}
-
+    calls: list[dict] = []
     real = fp.pipeline_flow
     cfg = load_config(SMOKE, [f"runtime.artifact_root={tmp_path}"])
-    assert fp.run_pipeline_flow(Flow(), cfg.model_dump(mode="json"))["run_id"] == calls[-1][1]
-    monkeypatch.setattr(fp, "pipeline_flow", Flow())
+    assert fp.run_pipeline_flow(_FakeFlow(calls), cfg.model_dump(mode="json"))["run_id"] == calls[-1]["run_id"]
+    monkeypatch.setattr(fp, "pipeline_flow", _FakeFlow(calls))
     fp.pipeline_from_file.fn(str(SMOKE))
-    assert all(name == run_id and run_id for name, run_id in calls) and len({r for _, r in calls}) == 2
+    named = [(c["options"].get("flow_run_name"), c["run_id"]) for c in calls]
+    assert all(name == run_id and run_id for name, run_id in named) and len({r for _, r in named}) == 2
     _fake_stages(monkeypatch)
     monkeypatch.setattr(fp, "say", lambda message, label=None: None)
     off = load_config(SMOKE, [f"runtime.artifact_root={tmp_path}", "tracking.enabled=false"])
