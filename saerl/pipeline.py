@@ -30,7 +30,7 @@ from saerl.artifacts import (
     reused_chunks,
 )
 from saerl.config import PipelineConfig, device_type
-from saerl.stages import STAGES, code_version, stage_key, stage_slice
+from saerl.stages import DATA_LABELS, STAGES, code_version, stage_key, stage_slice
 
 log = logging.getLogger("saerl.pipeline")
 HUB_NO_BARS = "HF_HUB_DISABLE_PROGRESS_BARS"  # read by huggingface_hub (and so transformers) at import: Dask workers
@@ -212,14 +212,11 @@ def local_models(cfg: PipelineConfig, stage: str) -> dict[str, str | None]:
     return {}
 
 
-# the data fields that only label rows (saerl.data: a bad label flags its row, never drops it), so which rows
-# ingest keeps, and their ids, prompts and answers, do not depend on them
-DATA_LABELS: tuple[str, ...] = ("data.topic", "data.difficulty", "data.quality", "data.labelled", "data.defect")
-
 # the stages that read ingest's rows and none of its label columns but these (extract: ids and prompts; label: ids,
-# prompts, answers and the labelled flag, saerl.labels.labelled_subset): they key on ingest's rows
-# (:func:`rows_key`, input "ingest_rows"), so mapping another label column reruns neither extraction nor labelling
-ROWS_READERS: dict[str, tuple[str, ...]] = {"extract": (), "label": ("data.labelled",)}
+# prompts, answers and the labelled flag, saerl.labels.labelled_subset; train: ids, prompts and answers, its held-out
+# curve reads no label either, saerl.stages.unread_fields): they key on ingest's rows (:func:`rows_key`, input
+# "ingest_rows"), so mapping another label column reruns neither extraction, labelling nor the vanilla arm's training
+ROWS_READERS: dict[str, tuple[str, ...]] = {"extract": (), "label": ("data.labelled",), "train": ()}
 
 
 def rows_key(stage: str, ingest_version: str, ingest_inputs: dict[str, str], ingest_slice: dict[str, Any]) -> str:

@@ -150,16 +150,23 @@ FAMILY_FIELDS: dict[str, tuple[str, ...]] = {
 BASELINE_ONLY: tuple[str, ...] = ("score.text_max_features", "score.kmeans_n_init")
 
 
+# the data fields that only label rows (saerl.data: a bad label flags its row, never drops it), so which rows
+# ingest keeps, and their ids, prompts and answers, do not depend on them (saerl.pipeline.ROWS_READERS). The train
+# stage reads the data mapping only to read its held-out files (eval.sets): its learning curve scores each set
+# whole, never per label (saerl.runners.compute_train), so it ignores these; evaluate reports per label and reads them
+DATA_LABELS: tuple[str, ...] = ("data.topic", "data.difficulty", "data.quality", "data.labelled", "data.defect")
+
 def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None) -> tuple[str, ...]:
     """Fields among `stage`'s declared reads that its runner ignores under `cfg` on a `device` type ('cpu', 'cuda':
     saerl.pipeline.input_keys' "device"; None when not known, which keeps the fields only a CPU ignores).
     extract: the policy's id when extract.model names another model (POLICY_ID); sae: the fields of the sources it
     does not load from, every training field when it loads an SAE (SAE_TRAINING), else the one its architecture
     ignores (ARCHITECTURE_UNREAD); label, train: model.dtype (POLICY_FLOAT32); train: what train.algorithm ignores
-    (ALGORITHM_UNREAD); score, properties: a family's grid when score.difficulty_models leaves it out
-    (FAMILY_FIELDS); score: the silhouette's search under a fixed score.n_clusters (SILHOUETTE); properties: the
-    baselines' settings with score.baselines off (BASELINE_ONLY); curriculum: curriculum.frontier_target unless
-    curriculum.ordering is frontier (saerl.curriculum._queues); on a CPU, CPU_UNREAD.
+    (ALGORITHM_UNREAD) and the data's label fields (DATA_LABELS); score, properties: a family's grid when
+    score.difficulty_models leaves it out (FAMILY_FIELDS); score: the silhouette's search under a fixed
+    score.n_clusters (SILHOUETTE); properties: the baselines' settings with score.baselines off (BASELINE_ONLY);
+    curriculum: curriculum.frontier_target unless curriculum.ordering is frontier (saerl.curriculum._queues); on a
+    CPU, CPU_UNREAD.
     in: config, stage, device type; out: dotted paths."""
     out = CPU_UNREAD.get(stage, ()) if device == "cpu" else ()
     if stage == "extract" and cfg.extract.model is not None:
@@ -168,7 +175,7 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None) ->
         out += tuple(f for source, fields in SAE_SOURCE_FIELDS.items() if source != cfg.sae.source for f in fields)
         out += ARCHITECTURE_UNREAD[cfg.sae.architecture] if cfg.sae.source == "train" else SAE_TRAINING
     elif stage in ("label", "train"):
-        out += POLICY_FLOAT32 + (ALGORITHM_UNREAD[cfg.train.algorithm] if stage == "train" else ())
+        out += POLICY_FLOAT32 + (ALGORITHM_UNREAD[cfg.train.algorithm] + DATA_LABELS if stage == "train" else ())
     elif stage in ("score", "properties"):
         out += tuple(f for family, fields in FAMILY_FIELDS.items() if family not in cfg.score.difficulty_models
                      for f in fields)

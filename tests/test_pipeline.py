@@ -160,10 +160,11 @@ def test_ingest_key_follows_file_content(tmp_path):
 
 
 def test_mapping_another_label_column_reruns_neither_extraction_nor_labelling(tmp_path, cpu_machine):
-    """extract and label key on ingest's rows (ROWS_READERS), not on its label columns: another difficulty or topic
-    column reruns ingest and what reads labels (score on), while a change of the rows (another prompt field, the
-    answer field that decides which rows parse) reruns extraction too; the labelled flag, which the label stage
-    reads, reruns labelling but not extraction."""
+    """extract, label and train key on ingest's rows (ROWS_READERS), not on its label columns: another difficulty or
+    topic column reruns ingest and what reads labels (score on, the saerl arm through its curriculum, evaluate), not
+    the vanilla arm's training, while a change of the rows (another prompt field, the answer field that decides which
+    rows parse) reruns extraction and every arm too; the labelled flag, which the label stage reads, reruns labelling
+    but not extraction."""
     from saerl.sweep import planned_run_keys
 
     f = tmp_path / "d.jsonl"
@@ -178,10 +179,11 @@ def test_mapping_another_label_column_reruns_neither_extraction_nor_labelling(tm
         other = planned_run_keys(load_config(None, [*base, *overrides]))
         return {name for name in keys if other.get(name) != keys[name]}
 
+    assert {"train:saerl:0", "train:vanilla:0", "evaluate"} <= set(keys)
     relabelled = changed("data.difficulty=lvl", "data.topic=top")
-    assert "ingest" in relabelled and "score" in relabelled
-    assert not {"extract", "sae", "encode", "label"} & relabelled, relabelled
-    assert {"extract", "sae", "encode", "label"} <= changed("data.prompt=q2")
+    assert {"ingest", "score", "train:saerl:0", "evaluate"} <= relabelled
+    assert not {"extract", "sae", "encode", "label", "train:vanilla:0"} & relabelled, relabelled
+    assert {"extract", "sae", "encode", "label", "train:vanilla:0"} <= changed("data.prompt=q2")
     flagged = changed("data.labelled=null")
     assert "label" in flagged and not {"extract", "sae", "encode"} & flagged, flagged
 
