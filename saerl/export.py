@@ -171,6 +171,12 @@ def compute_score(data_source: str, solution_str: str, ground_truth: str, extra_
 '''
 
 
+def reward_timeout(info: dict[str, Any]) -> float:
+    """The seconds one answer check of the verl export's reward may take: the run's train.verify_timeout_s (the
+    export's `info`), else the schema's default. in: export info; out: seconds."""
+    return float(info.get("verify_timeout_s", TrainConfig().verify_timeout_s))
+
+
 def verl_reward(timeout_s: float) -> str:
     """The text of the verl export's REWARD module, each answer check bounded by `timeout_s` seconds (the run's
     train.verify_timeout_s). in: seconds; out: Python source."""
@@ -277,7 +283,7 @@ def readme(fmt: str, out: Path, info: dict[str, Any]) -> str:
                        "# columns: " + ", ".join(COLUMNS) + "\n```\n")
     if fmt == "verl":
         keys = (f"custom_reward_function.path={out / REWARD}", f"custom_reward_function.name={REWARD_FUNCTION}")
-        timeout = info.get("verify_timeout_s", TrainConfig().verify_timeout_s)
+        timeout = reward_timeout(info)
         return head + (
             "```bash\npython -m verl.trainer.main_ppo \\\n"
             f"  data.train_files={out / TABLE} \\\n"
@@ -381,7 +387,7 @@ def write_export(frame: pl.DataFrame, fmt: str, out: Path, info: dict[str, Any])
         _write_text_atomic(out / SAMPLER, VERL_SAMPLER if fmt == "verl" else TRL_SAMPLER)
         written = [out / TABLE, out / SAMPLER]
         if fmt == "verl":
-            _write_text_atomic(out / REWARD, verl_reward(info.get("verify_timeout_s", TrainConfig().verify_timeout_s)))
+            _write_text_atomic(out / REWARD, verl_reward(reward_timeout(info)))
             written.append(out / REWARD)
     _write_text_atomic(out / README, readme(fmt, out.resolve(), info))
     keep = _new_files(fmt, out)
