@@ -942,19 +942,29 @@ def _resolve_mapping(cfg: DataConfig, table: LoadedTable, labels_optional: bool,
 # ----------------------------------------------------------------------------------------------- ingest
 
 def _decode_bytes(row: int, rec: dict[str, Any], issues: list[dict[str, Any]]) -> dict[str, Any]:
-    """The record with binary cells (parquet/HF binary columns) decoded as UTF-8; undecodable bytes become
-    U+FFFD and flag the field 'invalid UTF-8'."""
-    if not any(isinstance(v, bytes) for v in rec.values()):
+    """The record with binary cells (parquet/HF binary columns, and binary values inside struct and list cells)
+    decoded as UTF-8; undecodable bytes become U+FFFD and flag the field (its dotted path inside a struct)
+    'invalid UTF-8'."""
+    if not any(isinstance(v, bytes | dict | list) for v in rec.values()):
         return rec
-    out = dict(rec)
-    for name, value in rec.items():
-        if isinstance(value, bytes):
-            try:
-                out[name] = value.decode("utf-8")
-            except UnicodeDecodeError:
-                out[name] = value.decode("utf-8", errors="replace")
-                issues.append(_issue(row, name, INVALID_UTF8, out[name]))
-    return out
+    return {name: _decoded(row, str(name), value, issues) for name, value in rec.items()}
+
+
+def _decoded(row: int, name: str, value: Any, issues: list[dict[str, Any]]) -> Any:
+    """One cell, or a value inside one, with its bytes decoded as UTF-8 (see _decode_bytes); `name` is its field
+    or dotted path. in: row number, name, value, the issues list to append to; out: the value."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            text = value.decode("utf-8", errors="replace")
+            issues.append(_issue(row, name, INVALID_UTF8, text))
+            return text
+    if isinstance(value, dict):
+        return {k: _decoded(row, f"{name}.{k}", v, issues) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decoded(row, name, v, issues) for v in value]
+    return value
 
 
 def _check_row(cfg: DataConfig, row: int, rec: dict[str, Any], issues: list[dict[str, Any]],

@@ -95,6 +95,12 @@ CASES: dict[str, Case] = {
     "non-UTF-8 bytes (parquet binary)": Case(
         parquet(pl.DataFrame({"question": [b"A?", b"\xff\xfeB?", b"C?"], "answer": ["1", "2", "3"]})),
         ".parquet", {}, issues=((1, "question", D.INVALID_UTF8),), kept=(0, 1, 2)),
+    "non-UTF-8 bytes inside a struct (parquet)": Case(
+        parquet(pl.DataFrame({"problem": [{"text": b"A?"}, {"text": b"\xffB?"}, {"text": b"C?"}],
+                              "reward_model": [{"ground_truth": b"1"}, {"ground_truth": b"2"},
+                                               {"ground_truth": b"3"}]})),
+        ".parquet", {"prompt": "problem.text", "answer": "reward_model.ground_truth"},
+        issues=((1, "problem.text", D.INVALID_UTF8),), kept=(0, 1, 2)),
     "lone surrogate escape": Case(jsonl(b'{"question": "What is \\ud800 2+2?", "answer": "4"}'),
                                   issues=((1, "", D.INVALID_UTF8),), kept=(0, 1, 2)),
     "1 MB prompt": Case(jsonl({"question": "x" * MEGABYTE, "answer": "1"}),
