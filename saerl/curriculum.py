@@ -124,6 +124,20 @@ def share_kept(scores: pl.DataFrame, quality_threshold: float) -> float:
     return float(quality_kept(scores, quality_threshold).sum()) / max(1, scores.height)
 
 
+def inactive_filter_notes(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: float) -> list[str]:
+    """A note when the quality filter is on but keeps every prompt (every quality_hat at or above the threshold):
+    the saerl order is then order_only's and filter_only is vanilla's pool, so those ablation arms repeat the
+    main two. in: scores (quality_hat), curriculum config, score.quality_threshold; out: [] or one note."""
+    if not cfg.filter_quality or scores.is_empty() or not bool(quality_kept(scores, quality_threshold).all()):
+        return []
+    q = scores["quality_hat"].cast(pl.Float64).drop_nulls()
+    spread = (f"quality_hat ranges {q.min():.3g} to {q.max():.3g}, median {q.median():.3g}" if q.len()
+              else "no prompt has a quality_hat")
+    return [f"the quality filter removed no prompt: every quality_hat is at or above score.quality_threshold="
+            f"{quality_threshold:g} ({spread}), so the saerl order equals the order_only arm's and filter_only "
+            "trains on vanilla's pool; to filter, raise score.quality_threshold into that range"]
+
+
 def quality_pool(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: float) -> pl.DataFrame:
     """`scores` with kept (:func:`quality_kept`), less the rows not kept when cfg.filter_quality: the
     prompts the order reads before the difficulty cap."""

@@ -386,7 +386,7 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     is applied here, not in the score stage, so a threshold change reruns from this stage on. out: metrics, among
     them share_kept (the share of prompts the filter keeps, applied or not), filtered (prompts the quality filter
     removed) and out_of_reach (prompts the difficulty cap left out)."""
-    from saerl.curriculum import build_order, quality_pool, share_kept, vanilla_order
+    from saerl.curriculum import build_order, inactive_filter_notes, quality_pool, share_kept, vanilla_order
 
     scores = pl.read_parquet(inputs["score"].file(SCORES))
     c = cfg.curriculum
@@ -407,8 +407,11 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     in_order = order["id"].n_unique()
     reachable = quality_pool(scores, c, cfg.score.quality_threshold)["id"].n_unique()
     filtered, out_of_reach = scores.height - reachable, reachable - in_order
+    notes = inactive_filter_notes(scores, c, cfg.score.quality_threshold)
+    for note in notes:
+        log.warning("curriculum: %s", note)
     build.note(rows={"order": order.height, "vanilla": vanilla.height, "filtered": filtered,
-                     "out_of_reach": out_of_reach})
+                     "out_of_reach": out_of_reach}, notes=notes)
     return {"order_rows": float(order.height), "filtered": float(filtered),
             "filtered_share": filtered / max(1, scores.height), "out_of_reach": float(out_of_reach),
             "share_kept": share_kept(scores, cfg.score.quality_threshold)}

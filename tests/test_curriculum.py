@@ -12,6 +12,7 @@ from saerl.config import CurriculumConfig
 from saerl.curriculum import (
     ORDER_SCHEMA,
     build_order,
+    inactive_filter_notes,
     quality_kept,
     share_kept,
     vanilla_order,
@@ -159,6 +160,18 @@ def test_quality_kept_is_the_one_filter_and_needs_quality_hat():
     assert share_kept(scores, 0.5) == 0.75 and share_kept(scores.head(0), 0.5) == 0.0
     with pytest.raises(ValueError, match="no quality_hat column"):
         quality_kept(scores.drop("quality_hat"), 0.5)
+
+
+def test_a_filter_that_keeps_every_prompt_is_noted():
+    """A quality filter that removes nothing leaves the ablation arms repeating the main two: the note says so with
+    quality_hat's range; a filter that removes a prompt, or is off, says nothing."""
+    scores = pl.DataFrame({"id": ["a", "b", "c"], "quality_hat": [0.59, 0.8, 0.97]})
+    on = CurriculumConfig(filter_quality=True)
+    (note,) = inactive_filter_notes(scores, on, 0.5)
+    assert "removed no prompt" in note and "0.59 to 0.97" in note and "order_only" in note
+    assert inactive_filter_notes(scores, on, 0.6) == []
+    assert inactive_filter_notes(scores, CurriculumConfig(filter_quality=False), 0.5) == []
+    assert inactive_filter_notes(scores.head(0), on, 0.5) == []
 
 
 def test_the_score_key_need_not_read_the_quality_threshold(monkeypatch):

@@ -82,6 +82,12 @@ def test_curriculum_counts_the_quality_filter_and_the_difficulty_cap_apart(tmp_p
     assert sorted(order["id"], key=lambda i: int(i[1:])) == [f"p{i}" for i in range(4, 12)]  # p4..p19, median 11.5
     assert metrics["filtered"] == 4 and metrics["out_of_reach"] == 8 and build.notes["rows"]["out_of_reach"] == 8
     assert metrics["share_kept"] == 0.8 and metrics["filtered_share"] == 0.2  # share_kept: was the score stage's
+    assert build.notes["notes"] == []  # the filter removed 4: nothing to note
+    (tmp_path / "loose").mkdir()
+    loose = Build(tmp_path / "loose", {})
+    compute_curriculum(load_config(None, ["score.quality_threshold=0.05"]),
+                       {"score": ArtifactRef("score", "k", str(tmp_path / "score"))}, loose)
+    assert any("removed no prompt" in n for n in loose.notes["notes"])  # leads saerl report (manifest notes)
     (tmp_path / "out2").mkdir()
     unfiltered = compute_curriculum(load_config(None, ["curriculum.filter_quality=false"]),
                                     {"score": ArtifactRef("score", "k", str(tmp_path / "score"))},
