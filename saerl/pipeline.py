@@ -262,7 +262,8 @@ DEVICE_DEPENDENT: tuple[str, ...] = ("extract", "label", "train", "evaluate")
 def input_keys(cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef],
                variant: dict[str, Any] | None = None) -> dict[str, str]:
     """Keys of everything `stage` reads besides config: upstream artifacts (ingest's rows only for ROWS_READERS:
-    "ingest_rows", :func:`ingest_rows_key`), the data file for ingest, the
+    "ingest_rows", :func:`ingest_rows_key`; an ablation arm's part of the curriculum: "arm_order",
+    :func:`arm_order_key`), the data file for ingest, the
     held-out set files for train and evaluate, local model / SAE folders (their stamp), the device type
     runtime.device resolves to here for DEVICE_DEPENDENT stages ('cpu', 'cuda'), and the run's variant (arm,
     seed) for train."""
@@ -270,6 +271,9 @@ def input_keys(cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef]
     if stage in ROWS_READERS and "ingest" in upstream:
         del keys["ingest"]
         keys["ingest_rows"] = ingest_rows_key(cfg, stage, upstream["ingest"])
+    if stage == "train" and variant and variant.get("arm") in ARM_ORDER_UNREAD and {"score", "curriculum"} <= set(upstream):
+        del keys["curriculum"]
+        keys["arm_order"] = arm_order_key(cfg, variant["arm"], keys.pop("score"))
     if stage in DEVICE_DEPENDENT:
         keys["device"] = device_type(cfg.runtime.device)
     for name, folder in local_models(cfg, stage).items():
@@ -296,12 +300,38 @@ def run_label(stage: str, variant: dict[str, Any] | None) -> str:
     return runners.TRAIN_RUN.format(**variant) if stage == "train" and variant else stage
 
 
+# the curriculum stage's config fields an ablation arm's order does not depend on (saerl.runners.compute_curriculum,
+# arm_order), as dotted prefixes: filter_only trains on the prompts the quality filter keeps, reshuffled per seed,
+# so on the scores and the threshold alone; order_only on the order built without the filter. Their training runs
+# key on that part of the curriculum (input "arm_order", :func:`arm_order_key`), not on the whole artifact, so a
+# sweep over curriculum.mix_ratio does not retrain filter_only, nor one over the threshold order_only.
+ARM_ORDER_UNREAD: dict[str, tuple[str, ...]] = {"filter_only": ("curriculum",),
+                                                "order_only": ("curriculum.filter_quality", "score.quality_threshold")}
+
+
+def arm_order_key(cfg: PipelineConfig, arm: str, score_key: str) -> str:
+    """The key of the part of a curriculum artifact an ARM_ORDER_UNREAD `arm` trains on: the curriculum key's
+    ingredients (its code version, the score artifact's key, its config slice) less the fields that arm's order
+    does not depend on. in: config, the arm, the score artifact's key; out: the key."""
+    from saerl.config import stable_hash
+
+    unread = ARM_ORDER_UNREAD[arm]
+    config = {k: v for k, v in stage_slice(cfg, "curriculum").items()
+              if not any(k == u or k.startswith(u + ".") for u in unread)}
+    return stable_hash({"stage": "curriculum", "order_for": arm, "version": code_version("curriculum"),
+                        "inputs": {"score": score_key}, "config": config}, length=20)
+
+
 def variant_upstream(stage: str, upstream: dict[str, ArtifactRef], variant: dict[str, Any] | None) -> dict[str, ArtifactRef]:
     """What one run of `stage` reads: the vanilla arm does not read the curriculum (its order is a shuffle of
-    the ingested pool), so a curriculum change does not retrain it."""
-    if stage == "train" and variant and variant["arm"] == "vanilla":
-        return {k: v for k, v in upstream.items() if k != "curriculum"}
-    return upstream
+    the ingested pool), so a curriculum change does not retrain it; only the ablation arms (ARM_ORDER_UNREAD) keep
+    the score artifact, whose key their part of the curriculum keys on (:func:`arm_order_key`)."""
+    if stage != "train" or not variant:
+        return upstream
+    drop = {"curriculum"} if variant["arm"] == "vanilla" else set()
+    if variant["arm"] not in ARM_ORDER_UNREAD:
+        drop.add("score")
+    return {k: v for k, v in upstream.items() if k not in drop}
 
 
 RUNNERS: dict[str, Callable[[PipelineConfig, dict[str, ArtifactRef], Build], dict[str, float]]] = {

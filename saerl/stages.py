@@ -87,7 +87,7 @@ STAGES: dict[str, Stage] = {
              "train.dynamic_sampling_max_rounds", "train.eval_every", "train.eval_problems",
              "train.verify_timeout_s", "train.bf16", "train.use_vllm", "curriculum.batch_size", "eval.verify_timeout_s",
              "curriculum.epochs", "curriculum.seed", "eval.sets", "eval.batch_size", "data"),
-            ("ingest", "curriculum", "testbed"),
+            ("ingest", "score", "curriculum", "testbed"),
             "one RL run per (arm, seed): policy checkpoint, per-step log, greedy learning curve",
         ),
         Stage("evaluate", "14", ("eval", "train.arms", "train.seeds", "train.max_completion_length", "data"),

@@ -17,7 +17,7 @@ def test_smoke_plan_reads_testbed_lm_for_extraction():
                        "evaluate"]
     assert p["extract"] == ("ingest", "testbed") and p["ingest"] == ("testbed",)
     assert p["score"] == ("ingest", "encode") and p["properties"] == ("ingest", "extract", "encode", "score")
-    assert p["train"] == ("ingest", "curriculum", "testbed")
+    assert p["train"] == ("ingest", "score", "curriculum", "testbed")  # score: the ablation arms key on it
     assert p["evaluate"] == ("train", "ingest", "testbed")
 
 
@@ -44,6 +44,29 @@ def test_train_runs_one_key_per_arm_and_seed_and_vanilla_ignores_the_curriculum(
     more_seeds = load_config(CONFIGS / "smoke.yaml", ["train.seeds=[0,1,2]"])
     assert key(sae, c=more_seeds) == key(sae), "adding a seed must not retrain the others"
     assert key(sae, c=load_config(CONFIGS / "smoke.yaml", ["train.learning_rate=1e-4"])) != key(sae)
+
+
+def test_the_ablation_arms_retrain_only_when_their_part_of_the_curriculum_changes(cpu_machine):
+    """filter_only trains on the prompts the quality filter keeps (reshuffled per seed), order_only on the order
+    built without the filter: a mix_ratio sweep keeps filter_only's key and moves order_only's and saerl's; a new
+    threshold keeps order_only's; new scores (another score.seed) move both. Keys planned as the flow plans them."""
+    from saerl.sweep import planned_run_keys
+
+    arms = ["train.arms=[saerl,vanilla,order_only,filter_only]"]
+    base = planned_run_keys(load_config(CONFIGS / "smoke.yaml", arms))
+    assert {"train:order_only:0", "train:filter_only:0"} <= set(base)
+
+    def changed(*overrides: str) -> set[str]:
+        other = planned_run_keys(load_config(CONFIGS / "smoke.yaml", [*arms, *overrides]))
+        return {n for n in base if n.startswith("train:") and other[n] != base[n]}
+
+    assert changed("curriculum.mix_ratio=0.5") == {"train:saerl:0", "train:order_only:0"}
+    # filter_only's file applies the filter whatever the switch says, and order_only's never does
+    assert changed("curriculum.filter_quality=false") == {"train:saerl:0"}
+    assert changed("score.quality_threshold=0.7") == {"train:saerl:0", "train:filter_only:0"}
+    assert changed("score.seed=5") == {"train:saerl:0", "train:order_only:0", "train:filter_only:0"}
+    assert changed("curriculum.seed=3") == {"train:saerl:0", "train:vanilla:0", "train:order_only:0",
+                                            "train:filter_only:0"}  # every arm reshuffles with it
 
 
 def test_external_encoder_without_policy_stages_skips_testbed():
@@ -254,12 +277,12 @@ def test_testbed_data_with_a_hub_policy_trains_and_evaluates_on_the_testbed_held
     the testbed, whatever the policy: without it the curves are empty and steps-to-target has nothing to read."""
     cfg = load_config(None, ["data.source=testbed", "data.difficulty=difficulty", "model.name_or_path=some/hub-model"])
     p = dict(plan(cfg))
-    assert p["train"] == ("ingest", "curriculum", "testbed")
+    assert p["train"] == ("ingest", "score", "curriculum", "testbed")  # score: the ablation arms key on it
     assert p["evaluate"] == ("train", "ingest", "testbed")
     assert p["extract"] == ("ingest",), "the hub policy's internals: no testbed LM"
     sample = dict(plan(load_config(None, ["data.difficulty=difficulty", "model.name_or_path=some/hub-model",
                                           "eval.sets={held: held.jsonl}"])))
-    assert "testbed" not in sample and sample["train"] == ("ingest", "curriculum")
+    assert "testbed" not in sample and sample["train"] == ("ingest", "score", "curriculum")
 
 
 def test_shards_get_the_chunks_a_replaced_store_left_recorded(tmp_path, monkeypatch):
