@@ -22,9 +22,14 @@
   compared with each other on the stratum share the problems and the churn (docs/testbed.md, session 5).
 
 Error bars. Two sources of noise are separated. *Training seeds*: an arm trained again with another seed
-lands elsewhere; with >= 2 seeds per arm this is a t-interval (Welch for a difference) over per-seed
-accuracies; in a difference, a side with one seed (the base policy, evaluated once) counts as fixed and the
-other side's seed variance still enters. *Problems*: the eval set is a finite sample of problems. Every arm
+lands elsewhere; with >= 2 seeds per arm this is a t-interval over per-seed accuracies. For a difference
+between arms trained on the same seeds (the design: every arm runs every seed of ``train.seeds``, sharing the
+seed's initial sampling state and its evaluation draws) it is a paired t over the per-seed differences, so
+what the seed shares cancels (two identical arms differ by exactly 0); with other seed sets, Welch's
+unpaired t; a side with one seed (the base policy, evaluated once) counts as fixed and the other side's seed
+variance still enters. With 2 seeds the seed part has 1 degree of freedom (t = 12.7 at 95%), and the
+``ci_source`` column says so: 3 or more seeds give a usable seed interval. Intervals are clipped to the
+possible range (accuracy 0 to 1, a difference -1 to 1). *Problems*: the eval set is a finite sample of problems. Every arm
 is evaluated on the same problems, so the difference is measured on paired per-problem scores (arm minus
 reference, problem by problem): far tighter than treating the two accuracies as independent, because a problem's own
 difficulty cancels. This needs the per-sample frame (``samples=``). When both are available their
@@ -436,6 +441,7 @@ def training_signal(log: pl.DataFrame, order: pl.DataFrame, prompts: pl.DataFram
 
 
 RUN_KEYS = ("arm", "seed", "set")  # what identifies one evaluated policy on one set
+FEW_SEEDS = 2  # the seed count whose seed part has a single degree of freedom: its interval says so
 
 
 def verifier_failures(samples: pl.DataFrame, metric: Metric | None = None,
@@ -479,6 +485,11 @@ def _interval(estimate: float, parts: list[tuple[float, int]], level: float) -> 
     dof = var**2 / sum(v**2 / d for v, d in parts if v > 0)
     half = float(stats.t.ppf(0.5 + level / 2, dof)) * math.sqrt(var)
     return estimate - half, estimate + half
+
+
+def _clipped(lo: float, hi: float, low: float, high: float) -> tuple[float, float]:
+    """An interval cut to the values the quantity can take (NaN bounds stay NaN). in: bounds, range; out: bounds."""
+    return (lo if math.isnan(lo) else max(lo, low)), (hi if math.isnan(hi) else min(hi, high))
 
 
 def _seed_part(acc: list[float]) -> list[tuple[float, int]]:
@@ -525,7 +536,9 @@ def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samp
         arms = fin["arm"].unique().to_list()
         if reference not in arms:
             raise ValueError(f"reference arm {reference!r} missing on set {set_name!r} (arms: {sorted(arms)})")
-        acc = {a: fin.filter(pl.col("arm") == a).sort("seed")["accuracy"].to_list() for a in arms}
+        by_seed = {a: dict(fin.filter(pl.col("arm") == a).sort("seed").select("seed", "accuracy").iter_rows())
+                   for a in arms}
+        acc = {a: list(v.values()) for a, v in by_seed.items()}
         per_problem: dict[str, dict[str, float]] = {}
         if scores is not None:
             s = scores.filter(pl.col("set") == set_name).group_by("arm", "id").agg(pl.col("score").mean())
@@ -534,7 +547,7 @@ def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samp
         for arm in [reference, *sorted(a for a in arms if a != reference)]:
             mean = float(np.mean(acc[arm]))
             own = np.array(list(per_problem.get(arm, {}).values()))
-            lo, hi = _interval(mean, _seed_part(acc[arm]) + _problem_part(own), level)
+            lo, hi = _clipped(*_interval(mean, _seed_part(acc[arm]) + _problem_part(own), level), 0.0, 1.0)
             row = {"set": set_name, "arm": arm, "n_seeds": len(acc[arm]), "n_problems": len(own) or None,
                    "accuracy": mean, "ci_low": lo, "ci_high": hi, "level": level,
                    "verifier_failures": fails.get((set_name, arm), 0) if fails else None}
@@ -543,24 +556,32 @@ def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samp
                              "verdict": "reference", "ci_source": _source(len(acc[arm]), 1, len(own), False)})
                 continue
             diff = mean - float(np.mean(acc[reference]))
-            seed_parts = _seed_part(acc[arm]) + _seed_part(acc[reference])  # a one-seed side counts as fixed
+            seeds_paired = len(acc[arm]) >= 2 and by_seed[arm].keys() == by_seed[reference].keys()
+            if seeds_paired:  # the same seeds: what a seed shares between the arms cancels
+                seed_parts = _seed_part([by_seed[arm][s] - by_seed[reference][s] for s in by_seed[arm]])
+            else:  # Welch; a one-seed side counts as fixed
+                seed_parts = _seed_part(acc[arm]) + _seed_part(acc[reference])
             common = sorted(set(per_problem.get(arm, {})) & set(per_problem.get(reference, {})))
             if scores is not None and not common:
                 raise ValueError(f"arm {arm!r} and {reference!r} share no problem ids on set {set_name!r}")
             d = np.array([per_problem[arm][i] - per_problem[reference][i] for i in common])
-            dlo, dhi = _interval(diff, seed_parts + _problem_part(d), level)
+            dlo, dhi = _clipped(*_interval(diff, seed_parts + _problem_part(d), level), -1.0, 1.0)
             rows.append({**row, "n_problems": len(common) or None, "diff_pts": 100 * diff,
                          "diff_ci_low_pts": 100 * dlo, "diff_ci_high_pts": 100 * dhi, "verdict": _verdict(dlo, dhi),
-                         "ci_source": _source(len(acc[arm]), len(acc[reference]), len(common), True)})
+                         "ci_source": _source(len(acc[arm]), len(acc[reference]), len(common), True,
+                                              seeds_paired)})
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
-def _source(seeds: int, ref_seeds: int, problems: int, paired: bool) -> str:
+def _source(seeds: int, ref_seeds: int, problems: int, paired: bool, seeds_paired: bool = False) -> str:
     """What an interval accounts for, in words (`paired`: a difference to the reference, where each side's
-    training-seed variance enters when it has >= 2 seeds and a one-seed side counts as fixed)."""
+    training-seed variance enters when it has >= 2 seeds and a one-seed side counts as fixed; `seeds_paired`: both
+    sides ran the same >= 2 seeds, compared seed by seed). Two seeds (1 degree of freedom) add a caution."""
     if not paired:
         parts = [f"{seeds} seeds (t)"] if seeds >= 2 else []
         missing = "" if seeds >= 2 else "training-seed variance not included (one seed)"
+    elif seeds_paired:
+        parts, missing = [f"{seeds} seeds paired with the reference's (t)"], ""
     elif seeds >= 2 and ref_seeds >= 2:
         parts, missing = [f"seeds ({seeds} vs {ref_seeds}, Welch t)"], ""
     elif seeds >= 2:
@@ -575,7 +596,11 @@ def _source(seeds: int, ref_seeds: int, problems: int, paired: bool) -> str:
         parts.append(f"{problems} paired problems" if paired else f"{problems} problems")
     if not parts:
         return "none: one seed and no per-sample results"
-    return " + ".join(parts) + (f"; {missing}" if missing else "")
+    counted = [n for n in ((seeds, ref_seeds) if paired and not seeds_paired else (seeds,)) if n >= 2]
+    caution = (f"{FEW_SEEDS} seeds give the seed part 1 degree of freedom (t = 12.7 at 95%), so the interval is "
+               "wide: 3 or more seeds give a usable one") if counted and min(counted) == FEW_SEEDS else ""
+    notes = "; ".join(n for n in (missing, caution) if n)
+    return " + ".join(parts) + (f"; {notes}" if notes else "")
 
 
 def final_problems(comparison: pl.DataFrame) -> dict[str, int]:

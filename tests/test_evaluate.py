@@ -306,8 +306,34 @@ def test_curve_from_per_sample_frames():
     assert steps_to_target(curve, 0.5, reference_arm="a")["steps"].to_list() == [10]
 
 
+def test_compare_arms_pairs_arms_trained_on_the_same_seeds():
+    """Arms run on the same seeds are compared seed by seed (paired t over per-seed differences): a constant
+    +10 points is exact, two identical arms differ by exactly 0; known values otherwise."""
+    final = pl.DataFrame({"arm": ["vanilla"] * 3 + ["saerl"] * 3 + ["same"] * 3, "seed": [0, 1, 2] * 3,
+                          "set": ["A"] * 9, "accuracy": [.5, .6, .7, .6, .75, .8, .5, .6, .7]})
+    t = {r["arm"]: r for r in compare_arms(final).iter_rows(named=True)}
+    half = 4.302653 * float(np.std([.1, .15, .1], ddof=1)) / math.sqrt(3)  # t(0.975, 2) * sd of the differences
+    assert t["saerl"]["diff_ci_low_pts"] == pytest.approx(100 * (0.35 / 3 - half), abs=1e-3)
+    assert t["same"]["diff_ci_low_pts"] == 0.0 == t["same"]["diff_ci_high_pts"]
+    assert "3 seeds paired with the reference's (t)" in t["saerl"]["ci_source"]
+    assert "1 degree of freedom" not in t["saerl"]["ci_source"]
+
+
+def test_two_seeds_are_flagged_and_intervals_stay_in_range():
+    """With 2 seeds the seed part has 1 degree of freedom (t = 12.7): the source says so, and the intervals are
+    clipped to what an accuracy (0..1) and a difference (-1..1) can be."""
+    final = pl.DataFrame({"arm": ["vanilla"] * 2 + ["saerl"] * 2, "seed": [0, 1] * 2, "set": ["A"] * 4,
+                          "accuracy": [.05, .3, .2, .9]})
+    t = {r["arm"]: r for r in compare_arms(final).iter_rows(named=True)}
+    assert t["saerl"]["ci_low"] == 0.0 and t["saerl"]["ci_high"] == 1.0  # unclipped: about -3.6 to +5.7
+    assert t["saerl"]["diff_ci_low_pts"] >= -100 and t["saerl"]["diff_ci_high_pts"] <= 100
+    assert "1 degree of freedom" in t["saerl"]["ci_source"]
+    assert "1 degree of freedom" in t["vanilla"]["ci_source"]
+
+
 def test_compare_arms_seed_t_intervals_known_values():
-    final = pl.DataFrame({"arm": ["vanilla"] * 3 + ["saerl"] * 3, "seed": [0, 1, 2] * 2, "set": ["A"] * 6,
+    """Arms on different seeds: Welch's unpaired t over each arm's per-seed accuracies."""
+    final = pl.DataFrame({"arm": ["vanilla"] * 3 + ["saerl"] * 3, "seed": [0, 1, 2, 3, 4, 5], "set": ["A"] * 6,
                           "accuracy": [.5, .6, .7, .6, .7, .8]})
     t = {r["arm"]: r for r in compare_arms(final).iter_rows(named=True)}
     half = 4.302653 * 0.1 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(3)
