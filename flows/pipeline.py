@@ -43,7 +43,7 @@ from saerl.runs import (
     read_run,
     save_run,
 )
-from saerl.stages import stage_key, stage_slice
+from saerl.stages import code_version, stage_key, stage_slice
 from saerl.sweep import planned_run_keys, sweep_tags
 from saerl.tracking import LABEL_SEP, TRACKED_FAILED, TRACKED_KILLED, Tracker, git_tags, log_stage_run
 from tasks.stage import plain_record, prepare_shards_task, shard_task, stage_options, stage_task
@@ -286,7 +286,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         rec = StageRecord(stage=name, key=key, status="computed" if computed else "cached",
                           reason=explain(name, computed, sl, keys, previous, run["note"], waited,
                                          resumed),
-                          config=sl, inputs=keys,
+                          config=sl, inputs=keys, code_version=code_version(stage),
                           seconds=seconds, bytes=store.size_bytes(stage, key), path=ref.path)
         record.stages[name] = rec
         save_run(root, record)  # after every stage: `saerl gc` then sees what a running flow uses

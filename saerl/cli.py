@@ -20,6 +20,12 @@ from pathlib import Path
 from saerl.config import SHIPPED_CONFIGS, ConfigError, PipelineConfig, load_config
 
 DEMO_CONFIG = SHIPPED_CONFIGS / "demo.yaml"
+OVERRIDES_HELP = ("dotted overrides KEY=VALUE, each VALUE parsed as YAML: a scalar (curriculum.mix_ratio=0.2) or a "
+                  "list ('train.seeds=[0,1]'; quote it for the shell)")
+RUN_EPILOG = (  # `saerl run --help`: override values are YAML, lists included (saerl.config.load_config)
+    "override values are YAML, so lists work too (quote them for the shell), e.g.:\n"
+    "  saerl run configs/demo.yaml curriculum.mix_ratio=0.2 --until curriculum\n"
+    "  saerl run configs/demo.yaml 'train.seeds=[0,1]' 'train.arms=[saerl,vanilla,order_only]'")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -193,13 +199,13 @@ def _root(arg: str | None) -> Path:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """`saerl status [RUN] [--root ROOT] [--verify] [--list [--limit N]]`: per stage run of a run (default the
-    latest): computed or cached, key, why, seconds, size and whether its artifact is intact (file sizes; --verify
-    hashes every file); or the recent runs."""
+    """`saerl status [RUN] [--root ROOT] [--verify] [--paths] [--list [--limit N]]`: per stage run of a run (default
+    the latest): computed or cached, key, why, seconds, size, whether its artifact is intact (file sizes; --verify
+    hashes every file) and, with --paths, its artifact's folder; or the recent runs."""
     from saerl.status import list_status, run_status
 
     root = _root(args.root)
-    print(list_status(root, args.limit) if args.list else run_status(root, args.run, args.verify))
+    print(list_status(root, args.limit) if args.list else run_status(root, args.run, args.verify, args.paths))
     return 0
 
 
@@ -228,13 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="run the pipeline on the embedded default (configs/demo.yaml)")
-    d.add_argument("overrides", nargs="*", help="dotted overrides, e.g. curriculum.mix_ratio=0.2")
+    d.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     d.add_argument("--root", help="artifact root (default: runtime.artifact_root of the demo config)")
     d.set_defaults(fn=cmd_demo)
 
-    r = sub.add_parser("run", help="run the pipeline for a config file")
+    r = sub.add_parser("run", help="run the pipeline for a config file",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RUN_EPILOG)
     r.add_argument("config", help="YAML config, e.g. configs/demo.yaml")
-    r.add_argument("overrides", nargs="*", help="dotted overrides, e.g. curriculum.mix_ratio=0.2")
+    r.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     r.add_argument("--until", help="stop after this stage")
     r.add_argument("--root", help="artifact root (default: runtime.artifact_root of the config)")
     r.set_defaults(fn=cmd_run)
@@ -307,6 +314,9 @@ def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--verify", action="store_true",
                    help="hash every artifact file against its manifest, as a run does when it reads one (finds a "
                    "changed byte that keeps a file's size; seconds per GB); default: file sizes only (quick)")
+    s.add_argument("--paths", action="store_true",
+                   help="add a column with each stage run's artifact folder (ROOT/STAGE/KEY: its files, e.g. "
+                   "evaluate's eval.parquet)")
     s.add_argument("--list", action="store_true", help="list the recent runs instead")
     s.add_argument("--limit", type=_positive_int, default=LIST_LIMIT, help=f"runs listed by --list (default {LIST_LIMIT})")
     s.set_defaults(fn=cmd_status)

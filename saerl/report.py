@@ -456,12 +456,13 @@ def record_results(store: ArtifactStore, cfg: PipelineConfig, results: dict[str,
     previous = previous_stage_runs(store.root, cfg.name, list(results))  # per stage run: its newest earlier run
     for name, res in results.items():
         stage = stage_of(name)
-        inputs = res.ref.manifest().get("inputs", {})
+        manifest = res.ref.manifest()
+        inputs = manifest.get("inputs", {})
         sl = stage_slice(cfg, stage, inputs.get("device"))
         record.stages[name] = StageRecord(
             stage=name, key=res.ref.key, status="computed" if res.computed else "cached",
             reason=explain(name, res.computed, sl, inputs, previous, resumed=res.resumed),
-            config=sl, inputs=inputs,
+            config=sl, inputs=inputs, code_version=str(manifest.get("code_version", "")),
             seconds=res.seconds, bytes=store.size_bytes(res.ref.stage, res.ref.key), path=res.ref.path)
     return record
 

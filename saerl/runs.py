@@ -1,10 +1,12 @@
 """Run records: what each pipeline run computed or reused, and why a stage recomputed.
 
 A record is a JSON file `<root>/runs/<run_id>.json` with, per stage: key, status (computed / cached),
-reason, config slice, input keys, seconds and bytes on disk. The reason for a recompute compares the stage
-with the same stage in the newest earlier run of the same config name that ran it (:func:`previous_stage_runs`:
-a newer run may have stopped before it, `--until`, a sweep's shared upstream run): which config fields changed,
-which input artifacts changed, or that the artifact was missing or corrupt; a build that resumed an interrupted one
+reason, config slice, input keys, code version, seconds and bytes on disk. The reason for a recompute compares the
+stage with the same stage in the newest earlier run of the same config name that ran it (:func:`previous_stage_runs`:
+a newer run may have stopped before it, `--until`, a sweep's shared upstream run): whether the stage's code version
+changed (:func:`code_change`: the record's `code_version`, or for a record older than that field the earlier
+artifact's manifest), which config fields changed, which input artifacts changed, or that the artifact was missing or
+corrupt; a build that resumed an interrupted one
 (killed, stopped or failed) says first what it reused: how many of its chunks were already done (its partial folder's
 chunk log kept them, :func:`resumed_note`), or the step a training run resumed from (its checkpoint,
 :func:`resumed_steps_note`). That note is one short text from `run_stage` (StageResult.resumed) to :func:`explain`.
@@ -39,6 +41,8 @@ SWEEP_PARAMS = "sweep_params"  # RunRecord.extra key of an ablation's child run:
 # ({'sweep.<dotted key>': value}, saerl.sweep.swept_params), for a relog to log them as the run did
 SETTING = "setting"  # RunRecord.extra key of an ablation's child run: its setting's label ('mix_ratio=0.1'), or
 # 'shared upstream' for the run of the stages every child shares (saerl.sweep.SHARED_LABEL)
+VERIFY_PART = "+verify"  # between a verifying stage's own version and the verifier's in its code version ('12+verify1',
+# saerl.stages.code_version)
 
 
 @dataclass
@@ -54,6 +58,7 @@ class StageRecord:
     seconds: float = 0.0
     bytes: int = 0
     path: str = ""
+    code_version: str = ""  # saerl.stages.code_version of the stage when it ran ('' in records older than the field)
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -198,7 +203,7 @@ def previous_stage_runs(root: Path, name: str, wanted: Iterable[str] | None = No
     wanted_set = None if wanted is None else set(wanted)
     found: dict[str, StageRecord] = {}
     for record in runs_of(root, name, exclude):
-        for stage, rec in record.stages.items():
+        for stage, rec in relocated(record, root).stages.items():  # its artifact where the store keeps it now
             found.setdefault(stage, rec)
         if wanted_set is not None and wanted_set <= set(found):
             break
@@ -246,6 +251,7 @@ def resumed_note(done: int, total: int) -> str:
 def explain(
     stage: str, computed: bool, config: dict[str, Any], inputs: dict[str, str],
     previous: Mapping[str, StageRecord], note: str = "", waited: float = 0.0, resumed: str = "",
+    code: str | None = None,
 ) -> str:
     """Why a stage was computed or reused, relative to the same stage run in an earlier run of the same config
     name. `previous`: {stage run: StageRecord} of earlier runs (:func:`previous_stage_runs`: the newest earlier
@@ -253,29 +259,74 @@ def explain(
     (its stored artifact failed verification), said instead of the comparison; `waited`: seconds a reused one
     waited for another process building it; `resumed`: what a computed run that resumed an interrupted build reused
     (StageResult.resumed: :func:`resumed_note`, :func:`resumed_steps_note`), said first, before the rest of the
-    reason; '' reads as a build from scratch."""
+    reason; '' reads as a build from scratch; `code`: the stage's code version in this run (None: looked up,
+    :func:`current_code_version`), compared with the earlier run's (:func:`code_change`)."""
     if not computed and waited:
         return f"cached: built by another process meanwhile (waited {waited:.0f} s for it)"
     if not computed:
         return "cached: same code, inputs and config as a stored artifact"
-    why = note or "computed: " + _changes(stage, config, inputs, previous)
+    why = note or "computed: " + _changes(stage, config, inputs, previous, code)
     return f"computed: {resumed}; {why.removeprefix('computed: ')}" if resumed else why
 
 
-def _changes(stage: str, config: dict[str, Any], inputs: dict[str, str], previous: Mapping[str, StageRecord]) -> str:
-    """What differs from the stage run's newest earlier run (:func:`explain`): changed config fields and input
-    artifacts, that no earlier run ran it, or, when nothing differs, that the stored artifact was missing or corrupt.
-    in: stage run name, its config slice and input keys, the earlier runs' records; out: the text (no prefix)."""
+def current_code_version(stage: str) -> str:
+    """The code version (saerl.stages.code_version) a stage run's artifacts are built by now, '' for a name that is
+    no pipeline stage. in: stage run name ('train:saerl:0'); out: the version ('12+verify1')."""
+    from saerl.stages import STAGES, code_version
+
+    name = stage_of(stage)
+    return code_version(name) if name in STAGES else ""
+
+
+def earlier_code_version(prev: StageRecord) -> str:
+    """The code version an earlier stage run was built by: its record's `code_version`, or, for a record older than
+    that field, the `code_version` in the manifest of the artifact it names (still there unless collected); '' when
+    neither says. in: the earlier StageRecord; out: the version."""
+    if prev.code_version:
+        return prev.code_version
+    if not prev.path:
+        return ""
+    from saerl.artifacts import read_manifest
+
+    return str(read_manifest(Path(prev.path)).get("code_version", ""))
+
+
+def code_change(stage: str, old: str, new: str) -> str:
+    """How a stage's code version changed, for a recompute's reason: 'code changed: ingest version 9 -> 10', and for
+    a verifying stage's verifier part ('10+verify1', saerl.stages.code_version) 'verifier version 1 -> 2'; '' when
+    either is unknown or they are equal. in: stage run name, the earlier and the current code version; out: the
+    text."""
+    if not old or not new or old == new:
+        return ""
+    old_own, _, old_verify = old.partition(VERIFY_PART)
+    new_own, _, new_verify = new.partition(VERIFY_PART)
+    parts = [f"{stage_of(stage)} version {old_own} -> {new_own}"] if old_own != new_own else []
+    if old_verify != new_verify:
+        parts.append(f"verifier version {old_verify or 'none'} -> {new_verify or 'none'}")
+    return "code changed: " + ", ".join(parts)
+
+
+def _changes(stage: str, config: dict[str, Any], inputs: dict[str, str], previous: Mapping[str, StageRecord],
+             code: str | None = None) -> str:
+    """What differs from the stage run's newest earlier run (:func:`explain`): the stage's code version, changed config
+    fields and input artifacts, that no earlier run ran it, or, when nothing differs, that the stored artifact was
+    missing or corrupt (adding that the code version may have changed when the earlier version is unknown).
+    in: stage run name, its config slice and input keys, the earlier runs' records, its code version now (None:
+    looked up); out: the text (no prefix)."""
     prev = previous.get(stage)
     if prev is None:
         return "no earlier run of this config ran this stage"
+    new_code = current_code_version(stage) if code is None else code
+    old_code = earlier_code_version(prev)
     changed_fields = _diff_dicts(prev.config, config)
     changed_inputs = _diff_dicts(prev.inputs, inputs)
-    parts = []
+    parts = [text for text in (code_change(stage, old_code, new_code),) if text]
     if changed_fields:
         parts.append("config changed: " + ", ".join(field_change(k, prev.config, config) for k in changed_fields))
     if changed_inputs:
         parts.append("input changed: " + ", ".join(changed_inputs))
     if not parts:
-        parts.append("stored artifact was missing or corrupt (or the stage's code version changed)")
+        unknown = not old_code or not new_code
+        parts.append("stored artifact was missing or corrupt" +
+                     (" (or the stage's code version changed)" if unknown else ""))
     return "; ".join(parts)

@@ -1,4 +1,5 @@
-"""What a saved run did, for `saerl status`: per stage run computed or cached, key, why, time and size.
+"""What a saved run did, for `saerl status`: per stage run computed or cached, key, why, time and size (and, with
+`--paths`, the folder of its artifact under the root, where its files are: eval.parquet, order.parquet, ...).
 
 Everything here reads run records (`<root>/runs/<run_id>.json`, :mod:`saerl.runs`) and the artifact folders
 they name; nothing is computed. The "why" is the reason stored when the run ran: for a recompute, the
@@ -95,12 +96,14 @@ def format_time(stamp: float) -> str:
     return time.strftime(TIME_FORMAT, time.localtime(stamp))
 
 
-def format_run(root: Path, record: RunRecord, verify: bool = False) -> str:
+def format_run(root: Path, record: RunRecord, verify: bool = False, paths: bool = False) -> str:
     """The status of one run: a header (id, config name, start, totals) and one line per stage run with
     status, key prefix, seconds, MB recorded when it ran, MB on disk now ('gone' once collected, 'corrupt' when it
-    fails its manifest check, :func:`artifact_problems`) and why, in pipeline order (as the run printed them); then
-    a line per corrupt artifact (:func:`corrupt_line`). verify: hash every file (slow on big artifacts)."""
-    rows = [("stage", "status", "key", "seconds", "MB", "on disk", "why")]
+    fails its manifest check, :func:`artifact_problems`), with `paths` its artifact's folder under `root`
+    (:func:`artifact_dir`, where a run reads it; the key prefix alone did not say where eval.parquet is), and why,
+    in pipeline order (as the run printed them); then a line per corrupt artifact (:func:`corrupt_line`).
+    verify: hash every file (slow on big artifacts)."""
+    rows = [("stage", "status", "key", "seconds", "MB", "on disk", *(("path",) if paths else ()), "why")]
     corrupt = []
     for s in ordered_stages(record):
         problems = artifact_problems(root, s.stage, s.key, verify)
@@ -115,8 +118,9 @@ def format_run(root: Path, record: RunRecord, verify: bool = False) -> str:
                 on_disk = f"{disk_bytes(artifact_dir(root, s.stage, s.key)) / MB:.2f}"
             except (OSError, ValueError, KeyError):  # collected between the check and the count (saerl gc)
                 on_disk = "gone"
+        where = (str(artifact_dir(root, s.stage, s.key)),) if paths else ()
         rows.append((s.stage, s.status, s.key[:KEY_CHARS], f"{s.seconds:.1f}", f"{s.bytes / MB:.2f}", on_disk,
-                     s.reason))
+                     *where, s.reason))
     computed = sum(s.status == "computed" for s in record.stages.values())
     seconds = sum(s.seconds for s in record.stages.values())
     head = (f"run {record.run_id} ({record.name}) started {format_time(record.started)}: "
@@ -149,10 +153,10 @@ def ended(record: RunRecord) -> str:
     return UNFINISHED if record.extra.get(RUNNING) else "ok"
 
 
-def run_status(root: Path, run_id: str = "latest", verify: bool = False) -> str:
+def run_status(root: Path, run_id: str = "latest", verify: bool = False, paths: bool = False) -> str:
     """`saerl status RUN`: the formatted status of a run (a unique id prefix, or 'latest'); verify: hash every
-    artifact file instead of checking sizes (:func:`format_run`)."""
-    return format_run(root, load_run(root, run_id), verify)
+    artifact file instead of checking sizes; paths: a column with each artifact's folder (:func:`format_run`)."""
+    return format_run(root, load_run(root, run_id), verify, paths)
 
 
 def list_status(root: Path, limit: int = LIST_LIMIT) -> str:

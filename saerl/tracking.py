@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from saerl.artifacts import read_manifest
 from saerl.config import PipelineConfig, flatten
+from saerl.runners import ARM_ORDERS, VANILLA
 from saerl.runs import StageRecord
 
 if TYPE_CHECKING:
@@ -44,10 +45,13 @@ LOGGED_TABLES = {  # small tables a person wants beside the run in MLflow
     # a score artifact built before the properties stage existed holds the report and clusters too (a relog of it)
     "score": ("scores.parquet", "score_params.json", "property_report.parquet", "clusters.parquet"),
     "properties": ("property_report.parquet", "clusters.parquet"),
-    "curriculum": ("order.parquet", "vanilla_order.parquet"),
+    "curriculum": (*ARM_ORDERS.values(), VANILLA),  # every arm's order: the ablation arms' (order_only, filter_only) too
     "train": ("trained_order.parquet", "log.parquet", "curve.parquet"),
-    "evaluate": ("comparison.txt", "comparison.parquet", "gains.parquet", "summary.parquet", "steps_to_target.parquet"),
+    "evaluate": ("comparison.txt", "comparison.parquet", "gains.parquet", "summary.parquet", "steps_to_target.parquet",
+                 "curves.parquet"),
 }
+CURVES = "curves.parquet"  # the evaluate artifact's in-training curves of every run (arm, seed), reachable strata too
+TRAIN_STAGE = "train"  # a training run's stage run is named 'train:<arm>:<seed>' (saerl.pipeline.stage_runs)
 BUILD_SECONDS = "build_seconds"  # what building the stage run's artifact took (its manifest's 'seconds'; a cached run
 # reports the build it reuses), beside 'seconds', the stage run's own wall time (0 s for a cache hit)
 WORK_SECONDS = "work_seconds"  # a stage's own 'seconds' metric (the sae stage's SAE training, the encode stage's
@@ -447,7 +451,8 @@ def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[
     """One nested MLflow run for a stage run: its config slice as params (a training run's arm and seed too),
     key/status/reason and its inputs as tags, its summary metrics, its plots and small tables (LOGGED_TABLES); for a
     training run also trl's per-step metrics and the greedy learning curve, at their steps and at the times they
-    were measured (:func:`step_end_times`). The summary metrics of a stage in PARENT_METRIC_STAGES (evaluate: the
+    were measured (:func:`step_end_times`); for the evaluate stage each training run's curve on the reachable strata
+    (:func:`log_reachable_curves`), which only it knows, on that training run's nested run. The summary metrics of a stage in PARENT_METRIC_STAGES (evaluate: the
     run's outcome, cached or computed) go on the parent run too, so MLflow's top-level table compares runs by them.
     in: the tracker, the stage (e.g. 'train'), the stage run's record (name, key, status, reason, config slice,
     inputs, seconds, artifact path) and its metrics."""
@@ -472,3 +477,60 @@ def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[
         end = manifest_created(manifest)
         times = step_end_times(steps_log, curve, end) if end is not None else {}
         tracker.log_history(step_points(steps_log, curve), stage=rec.stage, times=times)
+    if stage == "evaluate" and (folder / CURVES).exists():
+        log_reachable_curves(tracker, rec, pl.read_parquet(folder / CURVES))
+
+
+def train_run_name(arm: str, seed: int) -> str:
+    """The stage run name of a training run: 'train:saerl:0'. in: arm, seed; out: the name."""
+    return f"{TRAIN_STAGE}:{arm}:{seed}"
+
+
+def reachable_points(curves: pl.DataFrame) -> dict[tuple[str, int], list[tuple[int, dict[str, float]]]]:
+    """Each training run's in-training greedy curve on the reachable strata (the '<set>:reachable' sets the evaluate
+    stage adds to curves.parquet, saerl.runners.reachable_curve), as metric points named like the run's own curve
+    ('eval/<set>:reachable/greedy', :func:`step_points`). in: the evaluate artifact's curves (step, set, greedy, arm,
+    seed, ...); out: {(arm, seed): [(step, {name: value})]}, {} when it holds no reachable stratum."""
+    import polars as pl
+
+    from saerl.evaluate import REACHABLE
+
+    if not {"step", "set", "greedy", "arm", "seed"} <= set(curves.columns):
+        return {}
+    out: dict[tuple[str, int], list[tuple[int, dict[str, float]]]] = {}
+    rows = curves.filter(pl.col("set").str.ends_with(REACHABLE) & pl.col("greedy").is_not_null())
+    for row in rows.sort("arm", "seed", "step", "set").iter_rows(named=True):
+        out.setdefault((str(row["arm"]), int(row["seed"])), []).append(
+            (int(row["step"]), {f"eval/{row['set']}/greedy": float(row["greedy"])}))
+    return out
+
+
+def train_times(folder: Path) -> dict[int, int]:
+    """When each step of the training run whose artifact is in `folder` ended (:func:`step_end_times`), {} when the
+    artifact or its times are not there. in: the train artifact's folder; out: {step: epoch ms}."""
+    import polars as pl
+
+    end = manifest_created(read_manifest(folder))
+    if end is None or not (folder / "log.parquet").exists() or not (folder / "curve.parquet").exists():
+        return {}
+    return step_end_times(pl.read_parquet(folder / "log.parquet"), pl.read_parquet(folder / "curve.parquet"), end)
+
+
+def log_reachable_curves(tracker: Tracker, rec: StageRecord, curves: pl.DataFrame) -> None:
+    """Log the in-training curve of each training run on the reachable strata (:func:`reachable_points`), which only
+    the evaluate stage knows (its base-policy probe defines them), as metric history on that training run's nested
+    run beside its '<set>' curve, at the times its steps ended (:func:`train_times`, from its artifact: the evaluate
+    record's input key under the same root). A training run this tracker has no nested run for (a relog whose train
+    artifact was gone) gets its points on the evaluate run, named 'eval/<set>:reachable/<arm>/<seed>/greedy'.
+    in: the tracker, the evaluate stage run's record (path, inputs), its curves.parquet frame."""
+    store = Path(rec.path).parent.parent  # <root>/evaluate/<key> -> <root>
+    for (arm, seed), points in reachable_points(curves).items():
+        name = train_run_name(arm, seed)
+        if name in tracker.stage_runs:
+            key = rec.inputs.get(name, "")
+            times = train_times(store / TRAIN_STAGE / key) if key else {}
+            tracker.log_history(points, stage=name, times=times)
+            continue
+        renamed = [(step, {k.removesuffix("/greedy") + f"/{arm}/{seed}/greedy": v for k, v in values.items()})
+                   for step, values in points]
+        tracker.log_history(renamed, stage=rec.stage)

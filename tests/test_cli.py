@@ -285,3 +285,22 @@ def test_a_command_stops_the_verifier_workers_it_started(tmp_path, capsys, monke
     assert main(["ingest", str(src), "--prompt", "q", "--answer", "a", "--out", str(tmp_path / "out")]) == 0
     assert started and started[0] >= 1, "the command started verifier workers (else this proves nothing)"
     assert verify._POOL.workers == []
+
+
+def test_run_help_says_override_values_are_yaml_lists_included(capsys):
+    """`saerl run --help` showed only a scalar override (curriculum.mix_ratio=0.2), so nothing said a list such as
+    train.seeds could be given on the command line. It says values are YAML, with list examples that parse to lists
+    (as the same words given to `saerl run` do)."""
+    import re
+    import shlex
+
+    from saerl.config import load_config
+
+    with pytest.raises(SystemExit):
+        parse_args(["run", "--help"])
+    text = capsys.readouterr().out
+    assert "YAML" in text and "'train.seeds=[0,1]'" in text and "'train.arms=[saerl,vanilla,order_only]'" in text
+    example = next(line for line in text.splitlines() if "train.arms=[" in line)
+    args = parse_args(shlex.split(re.sub(r"^\s*saerl ", "", example)))
+    cfg = load_config(REPO / args.config, args.overrides)
+    assert cfg.train.seeds == [0, 1] and cfg.train.arms == ["saerl", "vanilla", "order_only"]

@@ -289,6 +289,7 @@ def test_a_stage_run_is_explained_against_the_newest_run_that_ran_it(tmp_path, m
     the curriculum: the next curriculum change read "no earlier run of this config ran this stage"."""
     import flows.pipeline as fp
     from saerl.runs import load_run
+    from saerl.stages import code_version
 
     _fake_stages(monkeypatch)
     monkeypatch.setattr(fp, "say", lambda message, label=None: None)
@@ -296,8 +297,9 @@ def test_a_stage_run_is_explained_against_the_newest_run_that_ran_it(tmp_path, m
     for extra, until in (([], "curriculum"), ([], "score"), (["curriculum.mix_ratio=0.5"], "curriculum")):
         cfg = load_config(SMOKE, over + extra)
         fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until=until)
-    why = load_run(tmp_path, "latest").stages["curriculum"].reason
-    assert why == "computed: config changed: curriculum.mix_ratio 0.2->0.5", why
+    latest = load_run(tmp_path, "latest").stages["curriculum"]
+    assert latest.reason == "computed: config changed: curriculum.mix_ratio 0.2->0.5", latest.reason
+    assert latest.code_version == code_version("curriculum")  # a later bump names itself in the reason
 
 
 def test_the_deployment_entry_runs_quiet_when_progress_is_off(monkeypatch):

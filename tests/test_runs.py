@@ -282,3 +282,71 @@ def test_a_field_a_stage_stopped_or_started_reading_is_said_so_not_unset():
     assert f"sae.l1_coefficient {standard['sae.l1_coefficient']!r} (not read under the earlier config)" in back
     none_valued = explain("x", True, {"a": None}, {}, _rec("demo", "x", {}, {}).stages)
     assert none_valued == "computed: config changed: a None (not read under the earlier config)"
+
+
+def test_a_code_version_bump_is_named_in_the_reason(tmp_path):
+    """After the ingest stage's version went 9 -> 10 (saerl.stages), `saerl run` said "stored artifact was missing
+    or corrupt (or the stage's code version changed)". A record now keeps each stage run's code version and the
+    reason names the bump; when the versions match, only "missing or corrupt" is left."""
+    from saerl.runs import read_run
+    from saerl.stages import code_version
+
+    prev = RunRecord(name="demo")
+    prev.stages["ingest"] = StageRecord("ingest", "k9", "computed", "", {"data.prompt": "q"}, {}, code_version="9")
+    prev.stages["train:saerl:0"] = StageRecord("train:saerl:0", "kt", "computed", "", {}, {"curriculum": "a"},
+                                               code_version=code_version("train"))
+    prev = read_run(save_run(tmp_path, prev))  # the field survives a save and a read
+    assert prev.stages["ingest"].code_version == "9"
+
+    why = explain("ingest", True, {"data.prompt": "q"}, {}, prev.stages, code="10")
+    assert why == "computed: code changed: ingest version 9 -> 10"
+    why = explain("ingest", True, {"data.prompt": "p"}, {}, prev.stages, code="10")
+    assert why == "computed: code changed: ingest version 9 -> 10; config changed: data.prompt 'q'->'p'"
+    now = code_version("ingest").partition("+verify")[0]  # looked up in saerl.stages
+    assert explain("ingest", True, {"data.prompt": "q"}, {}, prev.stages).startswith(
+        f"computed: code changed: ingest version 9 -> {now}")
+    assert explain("train:saerl:0", True, {}, {"curriculum": "a"}, prev.stages) == \
+        "computed: stored artifact was missing or corrupt", "same code, inputs and config: nothing else to blame"
+    assert explain("train:saerl:0", True, {}, {"curriculum": "b"}, prev.stages) == \
+        "computed: input changed: curriculum"
+
+
+def test_a_record_without_code_versions_reads_them_from_the_earlier_artifact(tmp_path):
+    """A record written before stage runs kept their code version: the earlier artifact's manifest (where the
+    store keeps it now, even after the root moved) says it; with neither, the reason reads as before."""
+    import json
+
+    from saerl.artifacts import ArtifactStore
+    from saerl.runs import RUNS_DIR, previous_stage_runs
+
+    root = tmp_path / "root"
+    with ArtifactStore(root).build("ingest", "k9", {"code_version": "9"}) as build:
+        (build.path / "prompts.parquet").write_text("x")
+    old = RunRecord(name="demo", run_id="20260101-000000-000000-aaaa")
+    old.stages["ingest"] = StageRecord("ingest", "k9", "computed", "", {}, {}, path="/moved/away/ingest/k9")
+    old.stages["score"] = StageRecord("score", "gone", "computed", "", {}, {})  # collected since
+    path = save_run(root, old)
+    data = json.loads(path.read_text())
+    for stage in data["stages"].values():
+        del stage["code_version"]  # as an older saerl wrote it
+    (root / RUNS_DIR / path.name).write_text(json.dumps(data))
+
+    prev = previous_stage_runs(root, "demo")
+    assert prev["ingest"].code_version == ""
+    assert explain("ingest", True, {}, {}, prev, code="10") == "computed: code changed: ingest version 9 -> 10"
+    assert explain("ingest", True, {}, {}, prev, code="9") == "computed: stored artifact was missing or corrupt"
+    assert explain("score", True, {}, {}, prev, code="13") == \
+        "computed: stored artifact was missing or corrupt (or the stage's code version changed)"
+
+
+def test_a_verifying_stages_reason_says_whose_version_changed():
+    """A verifying stage's code version holds the verifier's too ('10+verify1'): the reason names the part that
+    changed, the stage's own or the verifier's."""
+    from saerl.runs import code_change
+
+    assert code_change("ingest", "10+verify1", "11+verify1") == "code changed: ingest version 10 -> 11"
+    assert code_change("train:saerl:0", "7+verify1", "7+verify2") == "code changed: verifier version 1 -> 2"
+    assert code_change("label", "9+verify1", "10+verify2") == \
+        "code changed: label version 9 -> 10, verifier version 1 -> 2"
+    assert code_change("score", "13", "13+verify1") == "code changed: verifier version none -> 1"
+    assert code_change("score", "", "13") == "" and code_change("score", "13", "13") == ""

@@ -257,3 +257,23 @@ def test_an_artifact_collected_during_the_listing_reads_gone(tmp_path, monkeypat
 
     monkeypatch.setattr(status, "disk_bytes", collected)
     assert _line(run_status(tmp_path), "curriculum").split()[5] == "gone"
+
+
+def test_status_paths_shows_where_each_stage_runs_artifact_is(tmp_path, capsys):
+    """Status showed a 12-character key prefix and no path, so nothing said where a run's eval.parquet (or any
+    artifact file) was. `--paths` adds each stage run's artifact folder under the root, where its files are; the
+    default table is unchanged."""
+    _, second = _runs(tmp_path)
+    text = run_status(tmp_path, paths=True)
+    header = text.splitlines()[1].split()
+    assert header[:8] == ["stage", "status", "key", "seconds", "MB", "on", "disk", "path"]
+    folder = tmp_path / "curriculum" / ("c2" * 10)
+    cur = _line(text, "curriculum")
+    assert cur.split()[6] == str(folder) and (Path(cur.split()[6]) / "f.bin").is_file() and cur.endswith(WHY)
+    assert _line(text, "train:vanilla:0").split()[5:7] == ["gone", str(tmp_path / "train" / ("t9" * 10))]
+    assert "path" not in run_status(tmp_path).splitlines()[1] and str(folder) not in run_status(tmp_path)
+    assert main(["status", "--root", str(tmp_path), "--paths"]) == 0
+    assert str(folder) in _line(capsys.readouterr().out, "curriculum")
+    with pytest.raises(SystemExit):
+        main(["status", "--help"])
+    assert "--paths" in capsys.readouterr().out

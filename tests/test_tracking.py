@@ -483,3 +483,59 @@ def test_a_training_runs_step_points_are_logged_at_the_times_they_were_measured(
         (1, end_ms - 32_000), (2, end_ms - 2_000)]
     assert [(m.step, m.timestamp) for m in client.get_metric_history(rid, "eval/h/greedy")] == [
         (0, end_ms - 57_000), (2, end_ms - 2_000)]
+
+
+def _parquet(path, **columns):
+    """Write a small parquet table `path` with the given columns (creating its folder); returns the folder."""
+    import polars as pl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(columns).write_parquet(path)
+    return path.parent
+
+
+def test_every_arms_order_and_the_eval_curves_are_logged_with_the_reachable_curve(tmp_path):
+    """The curriculum run logged only order.parquet and vanilla_order.parquet (not the ablation arms' order files),
+    the evaluate run not curves.parquet, and the in-training curve on '<set>:reachable' (only the evaluate stage
+    knows the stratum) was no metric history while '<set>' was. Each training run now gets its reachable curve
+    as 'eval/<set>:reachable/greedy' beside 'eval/<set>/greedy', at its steps' times; a training run without a
+    nested run (a relog whose train artifact was gone) gets it on the evaluate run, named by arm and seed."""
+    from saerl.runners import ARM_ORDERS, VANILLA
+    from saerl.runs import StageRecord
+    from saerl.tracking import log_stage_run
+
+    root = tmp_path / "root"
+    cur = root / "curriculum" / "kc"
+    for name in (*ARM_ORDERS.values(), VANILLA):
+        _parquet(cur / name, position=[0], id=["p"])
+    train = _parquet(root / "train" / "kt" / "curve.parquet", step=[0, 2], set=["h", "h"], greedy=[0.1, 0.3],
+                     seconds=[5.0, 2.0])
+    _parquet(train / "log.parquet", step=[1, 2], step_time=[20.0, 30.0])
+    (train / "manifest.json").write_text(json.dumps({"created": "2026-01-02T03:04:05Z"}))
+    curves = {"step": [0, 2, 0, 2, 0, 2], "set": ["h", "h", "h:reachable", "h:reachable", "h:reachable", "h:reachable"],
+              "greedy": [0.1, 0.3, 0.5, 0.75, 0.25, 0.5], "arm": ["saerl"] * 4 + ["order_only"] * 2,
+              "seed": [0] * 6}
+    evaluate = _parquet(root / "evaluate" / "ke" / "curves.parquet", **curves)
+    cfg = load_config(None, ["name=arms"])
+    t = Tracker(cfg, tmp_path, "run-a")
+    log_stage_run(t, "curriculum", StageRecord("curriculum", "kc", "computed", "r", {}, {}, path=str(cur)), {})
+    log_stage_run(t, "train", StageRecord("train:saerl:0", "kt", "computed", "r", {}, {}, path=str(train)), {})
+    log_stage_run(t, "evaluate", StageRecord("evaluate", "ke", "computed", "r", {},
+                                             {"train:saerl:0": "kt", "train:order_only:0": "gone"},
+                                             path=str(evaluate)), {})
+    assert t.enabled
+    t.finish()
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path))
+    assert {a.path for a in client.list_artifacts(t.stage_runs["curriculum"])} == {
+        "order.parquet", "order_only.parquet", "filter_only.parquet", "vanilla_order.parquet"}
+    assert "curves.parquet" in {a.path for a in client.list_artifacts(t.stage_runs["evaluate"])}
+    rid = t.stage_runs["train:saerl:0"]
+    end_ms = 1_767_323_045_000  # 2026-01-02T03:04:05Z: the train artifact's steps ended before it
+    history = client.get_metric_history(rid, "eval/h:reachable/greedy")
+    assert [(m.step, m.value) for m in history] == [(0, 0.5), (2, 0.75)]
+    assert [m.timestamp for m in history] == [m.timestamp for m in client.get_metric_history(rid, "eval/h/greedy")]
+    assert history[1].timestamp == end_ms - 2_000, "at the time its step ended, as the '<set>' curve"
+    fallback = client.get_metric_history(t.stage_runs["evaluate"], "eval/h:reachable/order_only/0/greedy")
+    assert [(m.step, m.value) for m in fallback] == [(0, 0.25), (2, 0.5)]
+    assert not client.get_metric_history(t.stage_runs["evaluate"], "eval/h/order_only/0/greedy"), \
+        "the '<set>' curve stays the training run's own"
