@@ -133,6 +133,19 @@ def test_mix_zero_gives_pure_batches_and_mix_one_has_no_home():
     assert mixed.group_by("batch").agg(pl.col("cluster").n_unique())["cluster"].mean() > 1.5
 
 
+def test_mixed_in_prompts_are_drawn_in_proportion_to_the_prompts_left():
+    """With mix_ratio 1 every slot's cluster is drawn with probability proportional to its prompts left, so a small
+    cluster's prompts are spread over the epoch; drawn uniformly, its 10 prompts beside 90 would be used up in the
+    first few batches (the last batch holding one: about 1.4 of 0..9 on average, against about 8.75)."""
+    scores = _scores([90, 10], 0, bad_share=0.0)
+    last = []
+    for seed in range(20):
+        order = build_order(scores, CurriculumConfig(batch_size=10, mix_ratio=1.0), quality_threshold=0.5, seed=seed)
+        assert order["batch"].max() == 9
+        last.append(order.filter(pl.col("cluster") == 1)["batch"].max())
+    assert np.mean(last) > 5
+
+
 def test_size_weighted_rotation_gives_big_clusters_more_home_batches_spread_out():
     scores = _scores([64, 16, 16], 0, bad_share=0.0)
     order = build_order(scores, CurriculumConfig(batch_size=8, mix_ratio=0.0, rotation="size_weighted"),

@@ -40,6 +40,11 @@ def test_concat_batches_pads_prompts_left_and_completions_right():
     assert m["prompt_ids"].tolist() == [[0, 5, 6], [4, 5, 6]] and m["prompt_mask"].tolist() == [[0, 1, 1], [1, 1, 1]]
     assert m["completion_ids"].tolist() == [[7, 8, 9], [7, 0, 0]] and m["completion_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert m["advantages"].tolist() == [0.5, -0.5] and int(m["num_items_in_batch"]) == 4
+    # tool tokens (tool_mask 0) are no loss tokens: the count leaves them out (loss_tokens); padding is masked by
+    # completion_mask whatever tool_mask's pad
+    tools = concat_batches([{**a, "tool_mask": torch.tensor([[1, 0, 1]])}, {**b, "tool_mask": torch.tensor([[0]])}], 0)
+    assert tools["tool_mask"].tolist() == [[1, 0, 1], [0, 1, 1]]
+    assert int(tools["num_items_in_batch"]) == int((tools["completion_mask"] * tools["tool_mask"]).sum()) == 2
     with pytest.raises(NotImplementedError, match="pixel_values"):
         concat_batches([{**a, "pixel_values": torch.zeros(1, 3)}], 0)
 

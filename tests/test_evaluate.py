@@ -195,6 +195,24 @@ def test_steps_to_target_reads_the_mean_curve_when_a_seed_ends_below_the_target(
     assert steps_to_target(partial).filter(pl.col("arm") == "saerl")["mean_steps"][0] == 10
 
 
+def test_the_default_target_is_the_references_final_accuracy_not_its_peak():
+    """vanilla peaks at .6 (step 10) and ends at .5: the default target is .5, which saerl (.5 at step 10) reaches
+    when vanilla does (ratio 1), on the point estimate and in every resample of the interval; its peak would have
+    set .6, reached by saerl at step 20 only."""
+    n = 10
+    vanilla = [[0] * n, [1] * 6 + [0] * 4, [1] * 5 + [0] * 5]  # .0 / .6 / .5: the final 5 are among the peak's 6
+    saerl = [[0] * n, [1] * 5 + [0] * 5, [1] * n]
+    problems = _problem_curves({("vanilla", 0): vanilla, ("saerl", 0): saerl})
+    curve = problems.group_by("arm", "seed", "step").agg(pl.col("correct").mean().alias("accuracy"))
+    by = {r["arm"]: r for r in steps_to_target(curve).iter_rows(named=True)}
+    assert by["vanilla"]["target"] == pytest.approx(0.5)
+    assert by["vanilla"]["mean_steps"] == 10 and by["saerl"]["mean_steps"] == 10
+    assert by["saerl"]["ratio"] == pytest.approx(1.0)
+    out = {r["arm"]: r for r in steps_ratio_interval(problems, n_boot=200).iter_rows(named=True)}
+    assert out["saerl"]["ratio_ci_low"] == out["saerl"]["ratio_ci_high"] == pytest.approx(1.0)
+    assert out["saerl"]["reach_share"] == 1.0
+
+
 def test_steps_to_target_counts_the_prompts_generated_by_then():
     """With each run's generation cost, the arm-level row says how many prompts the arm generated for (mean over
     seeds) by the step its mean curve reached the target: under DAPO the arms spend differently per step."""
@@ -315,6 +333,7 @@ def test_compare_arms_pairs_arms_trained_on_the_same_seeds():
     half = 4.302653 * float(np.std([.1, .15, .1], ddof=1)) / math.sqrt(3)  # t(0.975, 2) * sd of the differences
     assert t["saerl"]["diff_ci_low_pts"] == pytest.approx(100 * (0.35 / 3 - half), abs=1e-3)
     assert t["same"]["diff_ci_low_pts"] == 0.0 == t["same"]["diff_ci_high_pts"]
+    assert t["same"]["verdict"] == "within noise"  # an interval of exactly [0, 0] contains 0
     assert "3 seeds paired with the reference's (t)" in t["saerl"]["ci_source"]
     assert "1 degree of freedom" not in t["saerl"]["ci_source"]
 
@@ -368,6 +387,17 @@ def test_one_seed_uses_paired_per_problem_differences():
     # one seed and only final accuracies: no interval can be given, and it says so
     final = pl.DataFrame({"arm": ["vanilla", "saerl"], "seed": [0, 0], "set": ["A", "A"], "accuracy": [.5, .6]})
     assert compare_arms(final)["verdict"].to_list() == ["reference", "no CI"]
+
+
+def test_identical_arms_are_within_noise_with_one_seed_or_three():
+    """Two arms with the same per-problem results differ by exactly 0 with a zero-width interval [0, 0]: that
+    interval contains 0, so the verdict is "within noise" (not "worse"), with one seed or three."""
+    for seeds in ((0,), (0, 1, 2)):
+        frames = [_samples([1] * (30 + 10 * s) + [0] * (70 - 10 * s), [[]] * 100).with_columns(
+            pl.lit(arm).alias("arm"), pl.lit(s).alias("seed")) for arm in ("vanilla", "twin") for s in seeds]
+        t = {r["arm"]: r for r in compare_arms(None, samples=pl.concat(frames)).iter_rows(named=True)}["twin"]
+        assert t["diff_pts"] == 0.0 and t["diff_ci_low_pts"] == 0.0 == t["diff_ci_high_pts"]
+        assert t["verdict"] == "within noise"
 
 
 def test_gain_over_a_one_seed_base_includes_the_arms_seed_spread():

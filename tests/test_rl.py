@@ -72,6 +72,10 @@ def test_judge_names_every_outcome_and_the_reward_counts_verifier_failures(monke
     assert reward(["#### 1/2", "#### 3"], ["0.5", "3"]) == [0.0, 1.0]
     assert (reward.checked, reward.failures) == (2, 1)
     assert reward.__name__ == "correctness"
+    monkeypatch.setattr(V._POOL, "run", lambda tasks, timeout_s: [("error", "worker crashed")] * len(tasks))
+    assert judge(["#### 1/2"], ["0.5"]) == ["error"]
+    assert reward(["#### 1/2", "#### 3"], ["0.5", "3"]) == [0.0, 1.0]
+    assert (reward.checked, reward.failures) == (4, 2)  # an error is a verifier failure as a timeout is
 
 
 def test_judge_agrees_with_the_final_evaluation_on_plain_numbers(monkeypatch):

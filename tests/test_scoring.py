@@ -291,6 +291,22 @@ def test_choose_k_fixed_and_auto(data):
     assert k == 4 and set(sil) == set(range(2, 8))
 
 
+def test_choose_k_breaks_a_silhouette_tie_toward_the_smaller_k(data, monkeypatch):
+    """Every k scoring the same silhouette: the smallest k searched is chosen (fewer, larger clusters)."""
+    X, _, _ = data
+    monkeypatch.setattr(PM.metrics, "silhouette_score", lambda *args, **kwargs: 0.1)
+    k, sil = choose_k(weight_codes(X, tfidf=True), ScoreConfig(k_range=(3, 6), kmeans_n_init=2))
+    assert sil == dict.fromkeys(range(3, 7), 0.1) and k == 3
+
+
+def test_a_quality_label_at_the_good_quality_cut_is_good():
+    """quality_labels: a label at or above GOOD_QUALITY (0.5) is good, below it bad, a null unlabelled."""
+    good, labelled = S.quality_labels(pl.DataFrame({"quality": [0.5, 0.49, None, 1.0, 0.0]}))
+    assert good[labelled].tolist() == [1, 0, 1, 0] and labelled.tolist() == [True, True, False, True, True]
+    none, unlabelled = S.quality_labels(pl.DataFrame({"id": ["a", "b"]}))
+    assert none is None and not unlabelled.any()
+
+
 def test_plots_return_titled_figures(result, data, tmp_path):
     from saerl.plots import cluster_map, difficulty_scatter
 

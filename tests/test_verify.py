@@ -282,6 +282,26 @@ def test_long_decimals_compare_without_overflow():
     assert not verify_answer(f"#### {'1' * 40}.6", gold).correct
 
 
+def _no_pool(*args, **kwargs):
+    raise AssertionError("number-vs-number pairs must not reach the worker pool")
+
+
+def test_non_integers_are_equal_to_six_places_not_two(monkeypatch):
+    """FLOAT_ROUNDING is math-verify's 6 places: 3.14 is not pi's 3.14159 nor 0.33 a third's 0.3333, while answers
+    that differ only in the 7th decimal are equal."""
+    monkeypatch.setattr(V._POOL, "run", _no_pool)
+    got = verify_batch(["#### 3.14", "#### 0.33", "#### 2.5000001"], ["3.14159", "0.3333", "2.5"])
+    assert [r.status for r in got] == ["wrong", "wrong", "correct"]
+
+
+def test_a_non_integer_against_an_integer_gold_is_rounded_too(monkeypatch):
+    """Only two integers compare exactly: one non-integer side rounds both to FLOAT_ROUNDING places, so 3.0000001
+    equals 3 and 3.00001 does not."""
+    monkeypatch.setattr(V._POOL, "run", _no_pool)
+    got = verify_batch(["#### 3.0000001", "#### 3.00001", "#### 4"], ["3", "3", "3"])
+    assert [r.status for r in got] == ["correct", "wrong", "wrong"]
+
+
 def test_workers_that_cannot_start_give_errors_not_a_hang(monkeypatch):
     monkeypatch.setattr(V, "_WORKER_CMD", "import sys; sys.exit(3)")
     pool = V._Pool(2)
