@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from saerl.artifacts import read_manifest
 from saerl.config import PipelineConfig, flatten
-from saerl.runners import ARM_ORDERS, VANILLA
+from saerl.runners import ARM_ORDERS, TRAIN_RUN, VANILLA
 from saerl.runs import StageRecord
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ LOGGED_TABLES = {  # small tables a person wants beside the run in MLflow
                  "curves.parquet"),
 }
 CURVES = "curves.parquet"  # the evaluate artifact's in-training curves of every run (arm, seed), reachable strata too
-TRAIN_STAGE = "train"  # a training run's stage run is named 'train:<arm>:<seed>' (saerl.pipeline.stage_runs)
+TRAIN_STAGE = "train"  # the training stage's artifact folder (its runs are named saerl.runners.TRAIN_RUN)
 BUILD_SECONDS = "build_seconds"  # what building the stage run's artifact took (its manifest's 'seconds'; a cached run
 # reports the build it reuses), beside 'seconds', the stage run's own wall time (0 s for a cache hit)
 WORK_SECONDS = "work_seconds"  # a stage's own 'seconds' metric (the sae stage's SAE training, the encode stage's
@@ -481,11 +481,6 @@ def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[
         log_reachable_curves(tracker, rec, pl.read_parquet(folder / CURVES))
 
 
-def train_run_name(arm: str, seed: int) -> str:
-    """The stage run name of a training run: 'train:saerl:0'. in: arm, seed; out: the name."""
-    return f"{TRAIN_STAGE}:{arm}:{seed}"
-
-
 def reachable_points(curves: pl.DataFrame) -> dict[tuple[str, int], list[tuple[int, dict[str, float]]]]:
     """Each training run's in-training greedy curve on the reachable strata (the '<set>:reachable' sets the evaluate
     stage adds to curves.parquet, saerl.runners.reachable_curve), as metric points named like the run's own curve
@@ -525,7 +520,7 @@ def log_reachable_curves(tracker: Tracker, rec: StageRecord, curves: pl.DataFram
     in: the tracker, the evaluate stage run's record (path, inputs), its curves.parquet frame."""
     store = Path(rec.path).parent.parent  # <root>/evaluate/<key> -> <root>
     for (arm, seed), points in reachable_points(curves).items():
-        name = train_run_name(arm, seed)
+        name = TRAIN_RUN.format(arm=arm, seed=seed)
         if name in tracker.stage_runs:
             key = rec.inputs.get(name, "")
             times = train_times(store / TRAIN_STAGE / key) if key else {}
