@@ -24,12 +24,14 @@
 Error bars. Two sources of noise are separated. *Training seeds*: an arm trained again with another seed
 lands elsewhere; with >= 2 seeds per arm this is a t-interval over per-seed accuracies. For a difference
 between arms trained on the same seeds (the design: every arm runs every seed of ``train.seeds``, sharing the
-seed's initial sampling state and its evaluation draws) it is a paired t over the per-seed differences, so
-what the seed shares cancels (two identical arms differ by exactly 0); with other seed sets, Welch's
-unpaired t; a side with one seed (the base policy, evaluated once) counts as fixed and the other side's seed
-variance still enters. With 2 seeds the seed part has 1 degree of freedom (t = 12.7 at 95%), and the
-``ci_source`` column says so: 3 or more seeds give a usable seed interval. Intervals are clipped to the
-possible range (accuracy 0 to 1, a difference -1 to 1). *Problems*: the eval set is a finite sample of problems. Every arm
+seed's initial sampling state and its evaluation draws), at least MIN_PAIRED_SEEDS of them, it is a paired t
+over the per-seed differences, so what the seed shares cancels; otherwise Welch's unpaired t. Differences that
+tie across seeds (accuracies move in steps of 1/n) would give the paired seed part a variance of exactly 0 from a
+handful of seeds, so ties fall back to Welch too, unless the arms gave the same result on every problem and seed
+(two identical arms, e.g. when the quality filter removes nothing): then the difference is exactly 0. A side with one seed (the base policy, evaluated once) counts
+as fixed and the other side's seed variance still enters. A side with 2 seeds estimates its seed variance from 1
+degree of freedom, and the ``ci_source`` column says so. Intervals are clipped to the possible range (accuracy 0
+to 1, a difference -1 to 1). *Problems*: the eval set is a finite sample of problems. Every arm
 is evaluated on the same problems, so the difference is measured on paired per-problem scores (arm minus
 reference, problem by problem): far tighter than treating the two accuracies as independent, because a problem's own
 difficulty cancels. This needs the per-sample frame (``samples=``). When both are available their
@@ -441,7 +443,9 @@ def training_signal(log: pl.DataFrame, order: pl.DataFrame, prompts: pl.DataFram
 
 
 RUN_KEYS = ("arm", "seed", "set")  # what identifies one evaluated policy on one set
-FEW_SEEDS = 2  # the seed count whose seed part has a single degree of freedom: its interval says so
+FEW_SEEDS = 2  # the seed count whose seed variance has a single degree of freedom: its interval says so
+MIN_PAIRED_SEEDS = 3  # arms on the same seeds are compared seed by seed from this many (fewer: Welch)
+TIE_ATOL = 1e-9  # per-seed differences within this of each other tie (an accuracy moves in steps of 1/problems)
 
 
 def verifier_failures(samples: pl.DataFrame, metric: Metric | None = None,
@@ -556,15 +560,19 @@ def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samp
                              "verdict": "reference", "ci_source": _source(len(acc[arm]), 1, len(own), False)})
                 continue
             diff = mean - float(np.mean(acc[reference]))
-            seeds_paired = len(acc[arm]) >= 2 and by_seed[arm].keys() == by_seed[reference].keys()
-            if seeds_paired:  # the same seeds: what a seed shares between the arms cancels
-                seed_parts = _seed_part([by_seed[arm][s] - by_seed[reference][s] for s in by_seed[arm]])
-            else:  # Welch; a one-seed side counts as fixed
-                seed_parts = _seed_part(acc[arm]) + _seed_part(acc[reference])
+            per_seed = ([by_seed[arm][s] - by_seed[reference][s] for s in by_seed[arm]]
+                        if by_seed[arm].keys() == by_seed[reference].keys() else [])
             common = sorted(set(per_problem.get(arm, {})) & set(per_problem.get(reference, {})))
             if scores is not None and not common:
                 raise ValueError(f"arm {arm!r} and {reference!r} share no problem ids on set {set_name!r}")
             d = np.array([per_problem[arm][i] - per_problem[reference][i] for i in common])
+            ties = bool(per_seed) and float(np.ptp(per_seed)) <= TIE_ATOL
+            identical = ties and abs(per_seed[0]) <= TIE_ATOL and not np.any(np.abs(d) > TIE_ATOL)
+            seeds_paired = len(per_seed) >= MIN_PAIRED_SEEDS and (not ties or identical)
+            if seeds_paired:  # the same seeds: what a seed shares between the arms cancels
+                seed_parts = _seed_part([0.0] * len(per_seed) if identical else per_seed)
+            else:  # Welch; a one-seed side counts as fixed
+                seed_parts = _seed_part(acc[arm]) + _seed_part(acc[reference])
             dlo, dhi = _clipped(*_interval(diff, seed_parts + _problem_part(d), level), -1.0, 1.0)
             rows.append({**row, "n_problems": len(common) or None, "diff_pts": 100 * diff,
                          "diff_ci_low_pts": 100 * dlo, "diff_ci_high_pts": 100 * dhi, "verdict": _verdict(dlo, dhi),
@@ -597,8 +605,9 @@ def _source(seeds: int, ref_seeds: int, problems: int, paired: bool, seeds_paire
     if not parts:
         return "none: one seed and no per-sample results"
     counted = [n for n in ((seeds, ref_seeds) if paired and not seeds_paired else (seeds,)) if n >= 2]
-    caution = (f"{FEW_SEEDS} seeds give the seed part 1 degree of freedom (t = 12.7 at 95%), so the interval is "
-               "wide: 3 or more seeds give a usable one") if counted and min(counted) == FEW_SEEDS else ""
+    caution = (f"a side with {FEW_SEEDS} seeds estimates its seed variance from 1 degree of freedom, so this "
+               "interval's width is itself uncertain: 3 or more seeds per arm give a steadier one"
+               ) if FEW_SEEDS in counted else ""
     notes = "; ".join(n for n in (missing, caution) if n)
     return " + ".join(parts) + (f"; {notes}" if notes else "")
 

@@ -325,22 +325,30 @@ def test_curve_from_per_sample_frames():
 
 
 def test_compare_arms_pairs_arms_trained_on_the_same_seeds():
-    """Arms run on the same seeds are compared seed by seed (paired t over per-seed differences): a constant
-    +10 points is exact, two identical arms differ by exactly 0; known values otherwise."""
-    final = pl.DataFrame({"arm": ["vanilla"] * 3 + ["saerl"] * 3 + ["same"] * 3, "seed": [0, 1, 2] * 3,
-                          "set": ["A"] * 9, "accuracy": [.5, .6, .7, .6, .75, .8, .5, .6, .7]})
+    """Arms run on the same 3+ seeds are compared seed by seed (paired t over per-seed differences), with known
+    values; differences that tie across seeds (a constant +10 points) would give a seed variance of exactly 0 from
+    three seeds, so they fall back to Welch, as do 2 seeds and other seed sets; two arms with the same result on
+    every seed differ by exactly 0."""
+    final = pl.DataFrame({"arm": ["vanilla"] * 3 + ["saerl"] * 3 + ["same"] * 3 + ["shifted"] * 3,
+                          "seed": [0, 1, 2] * 4, "set": ["A"] * 12,
+                          "accuracy": [.5, .6, .7, .6, .75, .8, .5, .6, .7, .6, .7, .8]})
     t = {r["arm"]: r for r in compare_arms(final).iter_rows(named=True)}
     half = 4.302653 * float(np.std([.1, .15, .1], ddof=1)) / math.sqrt(3)  # t(0.975, 2) * sd of the differences
     assert t["saerl"]["diff_ci_low_pts"] == pytest.approx(100 * (0.35 / 3 - half), abs=1e-3)
-    assert t["same"]["diff_ci_low_pts"] == 0.0 == t["same"]["diff_ci_high_pts"]
-    assert t["same"]["verdict"] == "within noise"  # an interval of exactly [0, 0] contains 0
     assert "3 seeds paired with the reference's (t)" in t["saerl"]["ci_source"]
     assert "1 degree of freedom" not in t["saerl"]["ci_source"]
+    welch = 2.776445 * math.sqrt(2 * 0.01 / 3)  # Welch dof = 4 for equal variances and sizes
+    assert t["shifted"]["diff_ci_low_pts"] == pytest.approx(100 * (0.1 - welch), abs=1e-3)  # not [10, 10]
+    assert t["shifted"]["verdict"] == t["same"]["verdict"] == "within noise"
+    assert "Welch" in t["shifted"]["ci_source"] and "paired" in t["same"]["ci_source"]
+    assert t["same"]["diff_ci_low_pts"] == 0.0 == t["same"]["diff_ci_high_pts"]
+    two = final.filter(pl.col("seed") < 2)
+    assert "Welch" in {r["arm"]: r for r in compare_arms(two).iter_rows(named=True)}["saerl"]["ci_source"]
 
 
 def test_two_seeds_are_flagged_and_intervals_stay_in_range():
-    """With 2 seeds the seed part has 1 degree of freedom (t = 12.7): the source says so, and the intervals are
-    clipped to what an accuracy (0..1) and a difference (-1..1) can be."""
+    """A side with 2 seeds estimates its seed variance from 1 degree of freedom: the source says so, and the
+    intervals are clipped to what an accuracy (0..1) and a difference (-1..1) can be."""
     final = pl.DataFrame({"arm": ["vanilla"] * 2 + ["saerl"] * 2, "seed": [0, 1] * 2, "set": ["A"] * 4,
                           "accuracy": [.05, .3, .2, .9]})
     t = {r["arm"]: r for r in compare_arms(final).iter_rows(named=True)}
