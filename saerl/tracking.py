@@ -458,6 +458,8 @@ def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[
     inputs, seconds, artifact path) and its metrics."""
     import polars as pl
 
+    if not tracker.enabled:  # tracking off (or failed earlier): read no artifact for it
+        return
     folder = Path(rec.path)
     manifest = read_manifest(folder)  # read once: the build's seconds and machine, and a training run's end
     built, machine = manifest_build(manifest)
@@ -472,13 +474,17 @@ def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[
     for table in LOGGED_TABLES.get(stage, ()):
         if (folder / table).exists():
             tracker.log_artifact(folder / table, rec.stage)
+    # the histories read artifact files: an unreadable one turns tracking off (_guard), never fails the run
     if stage == "train":
-        steps_log, curve = pl.read_parquet(folder / "log.parquet"), pl.read_parquet(folder / "curve.parquet")
-        end = manifest_created(manifest)
-        times = step_end_times(steps_log, curve, end) if end is not None else {}
-        tracker.log_history(step_points(steps_log, curve), stage=rec.stage, times=times)
+        def train_history() -> None:
+            steps_log, curve = pl.read_parquet(folder / "log.parquet"), pl.read_parquet(folder / "curve.parquet")
+            end = manifest_created(manifest)
+            times = step_end_times(steps_log, curve, end) if end is not None else {}
+            tracker.log_history(step_points(steps_log, curve), stage=rec.stage, times=times)
+
+        tracker._guard(train_history)
     if stage == "evaluate" and (folder / CURVES).exists():
-        log_reachable_curves(tracker, rec, pl.read_parquet(folder / CURVES))
+        tracker._guard(lambda: log_reachable_curves(tracker, rec, pl.read_parquet(folder / CURVES)))
 
 
 def reachable_points(curves: pl.DataFrame) -> dict[tuple[str, int], list[tuple[int, dict[str, float]]]]:

@@ -121,6 +121,27 @@ def test_log_stage_run_logs_plots_tables_and_history(tmp_path):
     assert client.get_experiment(t.experiment_id).artifact_location == (tmp_path / "mlruns").resolve().as_uri()
 
 
+def test_an_unreadable_history_file_turns_tracking_off_and_never_fails_the_run(tmp_path):
+    """A training artifact whose curve file is broken: logging its history warns and disables tracking (the run
+    goes on); with tracking off, nothing of the artifact is read."""
+    import polars as pl
+
+    from saerl.runs import StageRecord
+    from saerl.tracking import log_stage_run
+
+    folder = tmp_path / "art"
+    folder.mkdir()
+    pl.DataFrame({"step": [1], "reward": [0.1]}).write_parquet(folder / "log.parquet")
+    (folder / "curve.parquet").write_bytes(b"not parquet")
+    t = Tracker(load_config(None, ["name=broken"]), tmp_path, "run-b")
+    rec = StageRecord(stage="train:saerl:0", key="k", status="computed", reason="r", seconds=1.0, config={},
+                      inputs={}, path=str(folder))
+    log_stage_run(t, "train", rec, {})
+    assert not t.enabled
+    log_stage_run(t, "train", rec, {})  # off: returns at once
+    t.finish()
+
+
 def test_metrics_are_timestamped_when_logged(tmp_path):
     """MLflow reads a metric's timestamp as when it was logged (epoch ms): stage summaries, per-step points and
     plain metrics carry the logging time, not 0 (1970 on MLflow's wall-time axis)."""
