@@ -125,10 +125,14 @@ def share_kept(scores: pl.DataFrame, quality_threshold: float) -> float:
 
 
 def inactive_filter_notes(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: float) -> list[str]:
-    """A note when the quality filter is on but keeps every prompt (every quality_hat at or above the threshold):
-    the saerl order is then order_only's and filter_only is vanilla's pool, so those ablation arms repeat the
-    main two. in: scores (quality_hat), curriculum config, score.quality_threshold; out: [] or one note."""
-    if not cfg.filter_quality or scores.is_empty() or not bool(quality_kept(scores, quality_threshold).all()):
+    """A note when the quality filter removes nothing from the saerl order: it is off (curriculum.filter_quality),
+    so the saerl order is order_only's, or it is on but keeps every prompt (every quality_hat at or above the
+    threshold), so the saerl order is order_only's and filter_only is vanilla's pool: those ablation arms repeat
+    the main two. in: scores (quality_hat), curriculum config, score.quality_threshold; out: [] or one note."""
+    if not cfg.filter_quality:
+        return ["curriculum.filter_quality is off: the saerl order is the order_only arm's (the same order, no "
+                "quality filter)"]
+    if scores.is_empty() or not bool(quality_kept(scores, quality_threshold).all()):
         return []
     q = scores["quality_hat"].cast(pl.Float64).drop_nulls()
     spread = (f"quality_hat ranges {q.min():.3g} to {q.max():.3g}, median {q.median():.3g}" if q.len()

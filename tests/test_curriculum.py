@@ -177,13 +177,14 @@ def test_quality_kept_is_the_one_filter_and_needs_quality_hat():
 
 def test_a_filter_that_keeps_every_prompt_is_noted():
     """A quality filter that removes nothing leaves the ablation arms repeating the main two: the note says so with
-    quality_hat's range; a filter that removes a prompt, or is off, says nothing."""
+    quality_hat's range, or that the filter is off; a filter that removes a prompt says nothing."""
     scores = pl.DataFrame({"id": ["a", "b", "c"], "quality_hat": [0.59, 0.8, 0.97]})
     on = CurriculumConfig(filter_quality=True)
     (note,) = inactive_filter_notes(scores, on, 0.5)
     assert "removed no prompt" in note and "0.59 to 0.97" in note and "order_only" in note
     assert inactive_filter_notes(scores, on, 0.6) == []
-    assert inactive_filter_notes(scores, CurriculumConfig(filter_quality=False), 0.5) == []
+    (off,) = inactive_filter_notes(scores, CurriculumConfig(filter_quality=False), 0.6)
+    assert "filter_quality is off" in off and "order_only" in off
     assert inactive_filter_notes(scores.head(0), on, 0.5) == []
 
 
