@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -668,3 +669,32 @@ def test_evaluate_metrics_log_the_starting_policys_accuracy_named_like_an_arms()
     assert metrics["h_base_greedy"] == 0.3 and metrics["h_base_mean_k"] == 0.35
     assert metrics["h_saerl_gain_pts"] == 20.0 and "h_base_gain_pts" not in metrics
     assert not any(k.startswith("h_base_") for k in evaluate_metrics([table, table], stt, None, summary, "vanilla"))
+
+
+@pytest.mark.parametrize("arm", ["order_only", "filter_only"])
+def test_an_ablation_arms_order_depends_only_on_what_its_key_hashes(tmp_path, arm):
+    """saerl.pipeline.arm_order_key's promise, checked on the orders themselves: over curriculum settings (mixing,
+    threshold, filter switch, difficulty cap, rotation, frontier ordering), settings that give an ablation arm the
+    same key give it the same training order (saerl.runners.arm_order); and the settings do move the key."""
+    from saerl.pipeline import arm_order_key
+
+    rng = np.random.default_rng(0)
+    n = 60
+    scores = pl.DataFrame({"id": [f"p{i}" for i in range(n)], "cluster": rng.integers(0, 3, n).tolist(),
+                           "difficulty_hat": rng.random(n).tolist(), "quality_hat": rng.random(n).tolist()})
+    (tmp_path / "score").mkdir()
+    scores.write_parquet(tmp_path / "score" / SCORES)
+    score = ArtifactRef("score", "k", str(tmp_path / "score"))
+    orders: dict[str, set[tuple[str, ...]]] = {}
+    settings = ([], ["curriculum.mix_ratio=0.6"], ["score.quality_threshold=0.7"], ["curriculum.filter_quality=false"],
+                ["curriculum.max_difficulty_quantile=0.7"], ["curriculum.rotation=size_weighted"],
+                ["curriculum.ordering=frontier", "curriculum.frontier_target=0.3"])
+    for i, overrides in enumerate(settings):
+        cfg = load_config(None, ["curriculum.batch_size=4", *overrides])
+        out = tmp_path / f"c{i}"
+        (out / "plots").mkdir(parents=True)
+        compute_curriculum(cfg, {"score": score}, Build(out, {}))
+        order = arm_order(cfg, {"curriculum": ArtifactRef("curriculum", "c", str(out)), "score": score}, arm, 1)
+        orders.setdefault(arm_order_key(cfg, arm, score.key), set()).add(tuple(order))
+    assert all(len(o) == 1 for o in orders.values()), "one key, several orders: the key misses a field"
+    assert len(orders) >= 2
