@@ -21,23 +21,23 @@
   others outside it, and on ~100 problems the read moves by several points with the probe's draw. Arms
   compared with each other on the stratum share the problems and the churn (docs/testbed.md, session 5).
 
-Error bars. Two sources of noise are separated. *Training seeds*: an arm trained again with another seed
-lands elsewhere; with >= 2 seeds per arm this is a t-interval over per-seed accuracies. For a difference
-between arms trained on the same seeds (the design: every arm runs every seed of ``train.seeds``, sharing the
-seed's initial sampling state and its evaluation draws), at least MIN_PAIRED_SEEDS of them, it is a paired t
-over the per-seed differences, so what the seed shares cancels; otherwise Welch's unpaired t. Differences that
-tie across seeds (accuracies move in steps of 1/n) would give the paired seed part a variance of exactly 0 from a
-handful of seeds, so ties fall back to Welch too, unless the arms gave the same result on every problem and seed
-(two identical arms, e.g. when the quality filter removes nothing): then the difference is exactly 0. A side with one seed (the base policy, evaluated once) counts
-as fixed and the other side's seed variance still enters. A side with 2 seeds estimates its seed variance from 1
-degree of freedom, and the ``ci_source`` column says so. Intervals are clipped to the possible range (accuracy 0
-to 1, a difference -1 to 1). *Problems*: the eval set is a finite sample of problems. Every arm
-is evaluated on the same problems, so the difference is measured on paired per-problem scores (arm minus
-reference, problem by problem): far tighter than treating the two accuracies as independent, because a problem's own
-difficulty cancels. This needs the per-sample frame (``samples=``). When both are available their
-variances add (Welch-Satterthwaite degrees of freedom; slightly conservative, as per-sample noise enters
-both parts); with one seed only the problem part is known, and
-the ``ci_source`` column says whose training-seed variance is and is not included.
+Error bars. Two sources of noise are separated. *Training seeds*: an arm trained again with another seed lands
+elsewhere; with >= 2 seeds per arm this is a t-interval over per-seed accuracies. For a difference between
+arms trained on the same seeds (the design: every arm runs every seed of ``train.seeds``, sharing the seed's
+initial sampling state and its evaluation draws), at least MIN_PAIRED_SEEDS of them, it is a paired t over the
+per-seed differences, so what the seed shares cancels; otherwise Welch's unpaired t. Differences that tie
+across seeds (accuracies move in steps of 1/n) would give the paired seed part a variance of exactly 0 from a
+handful of seeds, so ties fall back to Welch too, unless the arms gave the same result on every problem and
+seed (two identical arms, e.g. when the quality filter removes nothing): then the difference is exactly 0. A
+side with one seed (the base policy, evaluated once) counts as fixed and the other side's seed variance still
+enters. A side with 2 seeds estimates its seed variance from 1 degree of freedom, and the ``ci_source`` column
+says so. Intervals are clipped to the possible range (accuracy 0 to 1, a difference -1 to 1). *Problems*: the
+eval set is a finite sample of problems. Every arm is evaluated on the same problems, so the difference is
+measured on paired per-problem scores (arm minus reference, problem by problem): far tighter than treating the
+two accuracies as independent, because a problem's own difficulty cancels. This needs the per-sample frame
+(``samples=``). When both are available their variances add (Welch-Satterthwaite degrees of freedom; slightly
+conservative, as per-sample noise enters both parts); with one seed only the problem part is known, and the
+``ci_source`` column says whose training-seed variance is and is not included.
 """
 
 from __future__ import annotations

@@ -271,9 +271,10 @@ def input_keys(cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef]
     if stage in ROWS_READERS and "ingest" in upstream:
         del keys["ingest"]
         keys["ingest_rows"] = ingest_rows_key(cfg, stage, upstream["ingest"])
-    if stage == "train" and variant and variant.get("arm") in ARM_ORDER_UNREAD and {"score", "curriculum"} <= set(upstream):
+    arm = (variant or {}).get("arm")
+    if stage == "train" and arm in ARM_ORDER_UNREAD and {"score", "curriculum"} <= set(upstream):
         del keys["curriculum"]
-        keys["arm_order"] = arm_order_key(cfg, variant["arm"], keys.pop("score"))
+        keys["arm_order"] = arm_order_key(cfg, arm, keys.pop("score"))
     if stage in DEVICE_DEPENDENT:
         keys["device"] = device_type(cfg.runtime.device)
     for name, folder in local_models(cfg, stage).items():

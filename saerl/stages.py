@@ -156,6 +156,7 @@ BASELINE_ONLY: tuple[str, ...] = ("score.text_max_features", "score.kmeans_n_ini
 # whole, never per label (saerl.runners.compute_train), so it ignores these; evaluate reports per label and reads them
 DATA_LABELS: tuple[str, ...] = ("data.topic", "data.difficulty", "data.quality", "data.labelled", "data.defect")
 
+
 def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None) -> tuple[str, ...]:
     """Fields among `stage`'s declared reads that its runner ignores under `cfg` on a `device` type ('cpu', 'cuda':
     saerl.pipeline.input_keys' "device"; None when not known, which keeps the fields only a CPU ignores).

@@ -449,13 +449,14 @@ def manifest_build(manifest: Mapping[str, Any]) -> tuple[float | None, dict[str,
 
 def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[str, float] | None) -> None:
     """One nested MLflow run for a stage run: its config slice as params (a training run's arm and seed too),
-    key/status/reason and its inputs as tags, its summary metrics, its plots and small tables (LOGGED_TABLES); for a
-    training run also trl's per-step metrics and the greedy learning curve, at their steps and at the times they
-    were measured (:func:`step_end_times`); for the evaluate stage each training run's curve on the reachable strata
-    (:func:`log_reachable_curves`), which only it knows, on that training run's nested run. The summary metrics of a stage in PARENT_METRIC_STAGES (evaluate: the
-    run's outcome, cached or computed) go on the parent run too, so MLflow's top-level table compares runs by them.
-    in: the tracker, the stage (e.g. 'train'), the stage run's record (name, key, status, reason, config slice,
-    inputs, seconds, artifact path) and its metrics."""
+    key/status/reason and its inputs as tags, its summary metrics, its plots and small tables (LOGGED_TABLES);
+    for a training run also trl's per-step metrics and the greedy learning curve, at their steps and at the
+    times they were measured (:func:`step_end_times`); for the evaluate stage each training run's curve on the
+    reachable strata (:func:`log_reachable_curves`), which only it knows, on that training run's nested run.
+    The summary metrics of a stage in PARENT_METRIC_STAGES (evaluate: the run's outcome, cached or computed)
+    go on the parent run too, so MLflow's top-level table compares runs by them. in: the tracker, the stage
+    (e.g. 'train'), the stage run's record (name, key, status, reason, config slice, inputs, seconds, artifact
+    path) and its metrics."""
     import polars as pl
 
     if not tracker.enabled:  # tracking off (or failed earlier): read no artifact for it
