@@ -41,8 +41,6 @@ SWEEP_PARAMS = "sweep_params"  # RunRecord.extra key of an ablation's child run:
 # ({'sweep.<dotted key>': value}, saerl.sweep.swept_params), for a relog to log them as the run did
 SETTING = "setting"  # RunRecord.extra key of an ablation's child run: its setting's label ('mix_ratio=0.1'), or
 # 'shared upstream' for the run of the stages every child shares (saerl.sweep.SHARED_LABEL)
-VERIFY_PART = "+verify"  # between a verifying stage's own version and the verifier's in its code version ('12+verify1',
-# saerl.stages.code_version)
 
 
 @dataclass
@@ -159,11 +157,16 @@ def ordered_stages(record: RunRecord) -> list[StageRecord]:
     return sorted(record.stages.values(), key=lambda r: rank.get(stage_of(r.stage), len(ORDER)))  # stable
 
 
+def artifact_dir(root: Path, run_name: str, key: str) -> Path:
+    """Where a stage run's artifact lives under `root` (found from the root, so a moved root still works)."""
+    return Path(root) / stage_of(run_name) / key
+
+
 def relocated(record: RunRecord, root: Path) -> RunRecord:
     """The record with each stage run's path under `root` (`root/<stage>/<key>`, where the artifact store keeps
     it) instead of the absolute path saved at run time, so a moved or copied artifact root is read where it is
     now, never from the old location."""
-    stages = {n: replace(s, path=str(Path(root) / stage_of(n) / s.key)) for n, s in record.stages.items()}
+    stages = {n: replace(s, path=str(artifact_dir(root, n, s.key))) for n, s in record.stages.items()}
     return replace(record, stages=stages)
 
 
@@ -296,6 +299,8 @@ def code_change(stage: str, old: str, new: str) -> str:
     a verifying stage's verifier part ('10+verify1', saerl.stages.code_version) 'verifier version 1 -> 2'; '' when
     either is unknown or they are equal. in: stage run name, the earlier and the current code version; out: the
     text."""
+    from saerl.stages import VERIFY_PART
+
     if not old or not new or old == new:
         return ""
     old_own, _, old_verify = old.partition(VERIFY_PART)
@@ -320,7 +325,8 @@ def _changes(stage: str, config: dict[str, Any], inputs: dict[str, str], previou
     old_code = earlier_code_version(prev)
     changed_fields = _diff_dicts(prev.config, config)
     changed_inputs = _diff_dicts(prev.inputs, inputs)
-    parts = [text for text in (code_change(stage, old_code, new_code),) if text]
+    change = code_change(stage, old_code, new_code)
+    parts = [change] if change else []
     if changed_fields:
         parts.append("config changed: " + ", ".join(field_change(k, prev.config, config) for k in changed_fields))
     if changed_inputs:

@@ -226,13 +226,14 @@ def stage_slice(cfg: PipelineConfig, stage: str, device: str | None = None) -> d
 # the stages whose outputs pass through saerl.verify (gold answers normalized at ingest; rollouts, rewards and
 # evaluation judged): their keys carry verify.VERSION, so a change of the verdict rules rebuilds them
 VERIFYING: tuple[str, ...] = ("ingest", "label", "train", "evaluate")
+VERIFY_PART = "+verify"  # between a VERIFYING stage's own version and the verifier's in its code version ('12+verify1')
 
 
 def code_version(stage: str) -> str:
     """The code version `stage`'s artifacts are built by: its own version, plus the verifier's for a VERIFYING
     stage ('12+verify1')."""
     own = STAGES[stage].version
-    return f"{own}+verify{verify.VERSION}" if stage in VERIFYING else own
+    return f"{own}{VERIFY_PART}{verify.VERSION}" if stage in VERIFYING else own
 
 
 def stage_key(cfg: PipelineConfig, stage: str, input_keys: dict[str, str]) -> str:
