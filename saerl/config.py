@@ -773,10 +773,15 @@ def flatten(cfg: BaseModel, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def under(path: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether a dotted config path equals, or lies under, one of the dotted `prefixes` ('curriculum.seed' is
+    under 'curriculum'; 'curriculum_x' is not)."""
+    return any(path == p or path.startswith(p + ".") for p in prefixes)
+
+
 def config_slice(cfg: PipelineConfig, reads: tuple[str, ...]) -> dict[str, Any]:
     """The fields a stage reads: every flat path equal to, or under, one of the `reads` prefixes."""
-    flat = flatten(cfg)
-    return {k: v for k, v in sorted(flat.items()) if any(k == r or k.startswith(r + ".") for r in reads)}
+    return {k: v for k, v in sorted(flatten(cfg).items()) if under(k, reads)}
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:

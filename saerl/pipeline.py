@@ -314,11 +314,9 @@ def arm_order_key(cfg: PipelineConfig, arm: str, score_key: str) -> str:
     """The key of the part of a curriculum artifact an ARM_ORDER_UNREAD `arm` trains on: the curriculum key's
     ingredients (its code version, the score artifact's key, its config slice) less the fields that arm's order
     does not depend on. in: config, the arm, the score artifact's key; out: the key."""
-    from saerl.config import stable_hash
+    from saerl.config import stable_hash, under
 
-    unread = ARM_ORDER_UNREAD[arm]
-    config = {k: v for k, v in stage_slice(cfg, "curriculum").items()
-              if not any(k == u or k.startswith(u + ".") for u in unread)}
+    config = {k: v for k, v in stage_slice(cfg, "curriculum").items() if not under(k, ARM_ORDER_UNREAD[arm])}
     return stable_hash({"stage": "curriculum", "order_for": arm, "version": code_version("curriculum"),
                         "inputs": {"score": score_key}, "config": config}, length=20)
 
