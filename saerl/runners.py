@@ -55,6 +55,14 @@ def internals_model_cfg(cfg: PipelineConfig) -> ModelConfig:
     return cfg.model if cfg.extract.model is None else cfg.model.model_copy(update={"revision": None})
 
 
+def warned(stage: str, notes: list[str]) -> list[str]:
+    """A stage's notes (the plain-language warnings it keeps in its manifest, `build.note(notes=...)`, which
+    `saerl report` leads with), each logged as a warning first. in: stage name, notes; out: the same notes."""
+    for note in notes:
+        log.warning("%s: %s", stage, note)
+    return notes
+
+
 def read_prompts(inputs: dict[str, ArtifactRef]) -> pl.DataFrame:
     """The ingested prompts table."""
     return pl.read_parquet(inputs["ingest"].file(PROMPTS))
@@ -163,9 +171,7 @@ def compute_label(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
                     "(data.difficulty, score.difficulty_source=column)", profile)
     else:
         log.info("label: %s", profile)
-    notes = saturation_notes(labels, cfg.model.name_or_path, cfg.score.label_rollouts)
-    for note in notes:
-        log.warning("label: %s", note)
+    notes = warned("label", saturation_notes(labels, cfg.model.name_or_path, cfg.score.label_rollouts))
     build.note(rows={"labels": labels.height}, summary=summary, profile=profile, notes=notes)
     return {"labelled": float(labels.height), "mean_pass_rate": float(labels["pass_rate"].mean() or 0.0),
             "verifier_failures": float(labels["n_failed"].sum())}
@@ -289,9 +295,8 @@ def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
                                D=args["D"])
     result.scores.write_parquet(build.path / SCORES)
     (build.path / SCORE_PARAMS).write_text(json.dumps(result.params, indent=1, default=str))
-    for note in result.notes:
-        log.warning("score: %s", note)
-    build.note(notes=result.notes, rows={"scores": result.scores.height}, unconverged_fits=unconverged.count)
+    build.note(notes=warned("score", result.notes), rows={"scores": result.scores.height},
+               unconverged_fits=unconverged.count)
     # no quality filter here: kept / share_kept are the curriculum stage's (it reads score.quality_threshold)
     return {"n_clusters": float(result.scores["cluster"].n_unique())}
 
@@ -316,11 +321,10 @@ def compute_properties(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     result.clusters.write_parquet(build.path / "clusters.parquet")
     result.report.write_parquet(build.path / "property_report.parquet")
     log.info(PROPERTY_TABLE_LOG, summarize_report(result.report))
-    for note in result.notes:
-        log.warning("properties: %s", note)
+    notes = warned("properties", result.notes)
     write_score_plots(args["C"], args["ids"], args["prompts"], scores, cfg, build.path / PLOTS, clusters=result.clusters,
                       params=params, fitted=set(result.labelled), heldout=result.heldout)
-    build.note(notes=result.notes, rows={"property_report": result.report.height}, unconverged_fits=unconverged.count)
+    build.note(notes=notes, rows={"property_report": result.report.height}, unconverged_fits=unconverged.count)
     return {"report_rows": float(result.report.height)}
 
 
@@ -407,9 +411,7 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     in_order = order["id"].n_unique()
     reachable = quality_pool(scores, c, cfg.score.quality_threshold)["id"].n_unique()
     filtered, out_of_reach = scores.height - reachable, reachable - in_order
-    notes = inactive_filter_notes(scores, c, cfg.score.quality_threshold)
-    for note in notes:
-        log.warning("curriculum: %s", note)
+    notes = warned("curriculum", inactive_filter_notes(scores, c, cfg.score.quality_threshold))
     build.note(rows={"order": order.height, "vanilla": vanilla.height, "filtered": filtered,
                      "out_of_reach": out_of_reach}, notes=notes)
     return {"order_rows": float(order.height), "filtered": float(filtered),
