@@ -26,6 +26,7 @@ from saerl.runs import (
     STOPPED,
     UNFINISHED,
     RunRecord,
+    artifact_dir,
     list_runs,
     load_run,
     ordered_stages,
@@ -40,11 +41,6 @@ TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 CORRUPT = "corrupt"  # the 'on disk' cell of an artifact that fails its manifest check
 PROBLEMS_SHOWN = 2  # problems named per corrupt artifact (the rest are counted)
 REBUILD_HINT = "running the same config again rebuilds it (saerl run CONFIG; the run's other artifacts are reused)"
-
-
-def artifact_dir(root: Path, run_name: str, key: str) -> Path:
-    """Where a stage run's artifact lives under `root` (found from the root, so a moved root still works)."""
-    return Path(root) / stage_of(run_name) / key
 
 
 def disk_bytes(folder: Path) -> int:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from saerl.artifacts import read_manifest
 from saerl.config import PipelineConfig, flatten
 from saerl.runners import ARM_ORDERS, TRAIN_RUN, VANILLA
-from saerl.runs import StageRecord
+from saerl.runs import StageRecord, artifact_dir
 
 if TYPE_CHECKING:
     import polars as pl
@@ -51,7 +51,6 @@ LOGGED_TABLES = {  # small tables a person wants beside the run in MLflow
                  "curves.parquet"),
 }
 CURVES = "curves.parquet"  # the evaluate artifact's in-training curves of every run (arm, seed), reachable strata too
-TRAIN_STAGE = "train"  # the training stage's artifact folder (its runs are named saerl.runners.TRAIN_RUN)
 BUILD_SECONDS = "build_seconds"  # what building the stage run's artifact took (its manifest's 'seconds'; a cached run
 # reports the build it reuses), beside 'seconds', the stage run's own wall time (0 s for a cache hit)
 WORK_SECONDS = "work_seconds"  # a stage's own 'seconds' metric (the sae stage's SAE training, the encode stage's
@@ -402,18 +401,19 @@ def step_points(steps_log: pl.DataFrame, curve: pl.DataFrame) -> list[tuple[int,
     return points
 
 
-def step_end_times(steps_log: pl.DataFrame, curve: pl.DataFrame, end: float) -> dict[int, int]:
+def step_end_times(steps_log: pl.DataFrame, curve: pl.DataFrame, end: float | None) -> dict[int, int]:
     """When each step of a training run ended (epoch ms), for MLflow's wall-time axis: counted back from `end`,
     the time the run's artifact was published (its manifest's 'created', :func:`manifest_created`), over trl's
     per-step durations (`step_time` of log.parquet) and the held-out evaluations that followed a step (the curve's
     `seconds`, summed over its sets; the step-0 one came before the first step). Approximate: the seconds spent
     after the last step (saving the policy, the plots) are not known, so every point is that much early; a resumed
     run's steps before its checkpoint are placed as if the run had not stopped. in: the per-step log (step,
-    step_time, ...), the curve (step, set, seconds, ...), the end in epoch seconds; out: {step: epoch ms}, {} when
-    the log holds no per-step durations (an older trl): the points are then logged at the time of logging."""
+    step_time, ...), the curve (step, set, seconds, ...), the end in epoch seconds (None: not known); out: {step:
+    epoch ms}, {} when the end is not known or the log holds no per-step durations (an older trl): the points are
+    then logged at the time of logging."""
     import polars as pl
 
-    if "step" not in steps_log.columns or STEP_TIME not in steps_log.columns:
+    if end is None or "step" not in steps_log.columns or STEP_TIME not in steps_log.columns:
         return {}
     durations = {int(s): float(d or 0.0) for s, d in steps_log.select("step", STEP_TIME).iter_rows()}
     evals: dict[int, float] = {}
@@ -479,8 +479,7 @@ def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[
     if stage == "train":
         def train_history() -> None:
             steps_log, curve = pl.read_parquet(folder / "log.parquet"), pl.read_parquet(folder / "curve.parquet")
-            end = manifest_created(manifest)
-            times = step_end_times(steps_log, curve, end) if end is not None else {}
+            times = step_end_times(steps_log, curve, manifest_created(manifest))
             tracker.log_history(step_points(steps_log, curve), stage=rec.stage, times=times)
 
         tracker._guard(train_history)
@@ -512,10 +511,10 @@ def train_times(folder: Path) -> dict[int, int]:
     artifact or its times are not there. in: the train artifact's folder; out: {step: epoch ms}."""
     import polars as pl
 
-    end = manifest_created(read_manifest(folder))
-    if end is None or not (folder / "log.parquet").exists() or not (folder / "curve.parquet").exists():
+    if not (folder / "log.parquet").exists() or not (folder / "curve.parquet").exists():
         return {}
-    return step_end_times(pl.read_parquet(folder / "log.parquet"), pl.read_parquet(folder / "curve.parquet"), end)
+    return step_end_times(pl.read_parquet(folder / "log.parquet"), pl.read_parquet(folder / "curve.parquet"),
+                          manifest_created(read_manifest(folder)))
 
 
 def log_reachable_curves(tracker: Tracker, rec: StageRecord, curves: pl.DataFrame) -> None:
@@ -525,12 +524,12 @@ def log_reachable_curves(tracker: Tracker, rec: StageRecord, curves: pl.DataFram
     record's input key under the same root). A training run this tracker has no nested run for (a relog whose train
     artifact was gone) gets its points on the evaluate run, named 'eval/<set>:reachable/<arm>/<seed>/greedy'.
     in: the tracker, the evaluate stage run's record (path, inputs), its curves.parquet frame."""
-    store = Path(rec.path).parent.parent  # <root>/evaluate/<key> -> <root>
+    root = Path(rec.path).parent.parent  # <root>/evaluate/<key> -> <root>
     for (arm, seed), points in reachable_points(curves).items():
         name = TRAIN_RUN.format(arm=arm, seed=seed)
         if name in tracker.stage_runs:
             key = rec.inputs.get(name, "")
-            times = train_times(store / TRAIN_STAGE / key) if key else {}
+            times = train_times(artifact_dir(root, name, key)) if key else {}
             tracker.log_history(points, stage=name, times=times)
             continue
         renamed = [(step, {k.removesuffix("/greedy") + f"/{arm}/{seed}/greedy": v for k, v in values.items()})
