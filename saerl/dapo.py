@@ -29,7 +29,9 @@ for its metrics (below):
    batch is filled up with dropped groups in stream order, their completions masked out of the loss
    (:func:`mask_out`: no loss terms, not counted in the token-level normaliser, so the step's loss is the
    token mean over the kept groups alone, as DAPO trains on the groups it has), and
-   ``dynamic_sampling/filled_groups`` says how many.
+   ``dynamic_sampling/filled_groups`` says how many. An optimizer step with no group kept at all makes no
+   update (``dynamic_sampling/skipped_updates``): its gradient is 0, and AdamW's momentum alone would still
+   move the weights.
 
 The prompt stream. Prompts are read in the order of the trainer's own train sampler (for
 ``saerl.rl``'s ordered trainer: the curriculum order), one entry per prompt with the sampler's
@@ -43,7 +45,8 @@ longer stream (the cursor wraps to the start when the stream ends: ``dynamic_sam
 Every prompt drawn is recorded in the trainer's ``dynamic_sampling_drawn``: (dataset index, had a reward
 spread, training step), in stream order; the prompts trained on are those with True. The step is the first
 optimizer step of the generation batch the prompt was drawn for (``global_step + 1`` when it was generated;
-with ``steps_per_generation`` > 1 trl shuffles a generation batch's rows over that many steps).
+with ``steps_per_generation`` > 1 the generation batch's groups are split over that many steps in stream
+order, shuffled within each step: ``saerl.rl.shuffle_within_steps``).
 
 Metrics (trl's ``_metrics``, averaged per logging step like trl's own): ``dynamic_sampling/kept_groups``,
 ``dynamic_sampling/dropped_groups``, ``dynamic_sampling/rounds`` (generation rounds in the step, 1 = no
@@ -68,6 +71,7 @@ With ``scale_rewards="batch"`` the advantage scale is the std of each generation
 from __future__ import annotations
 
 import logging
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -242,6 +246,7 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int, spread_reward: str
             self._ds_epoch = 0
             self._ds_rewards: torch.Tensor | None = None
             self._ds_warned = False
+            self._ds_step_tokens = False  # did a loss pass of the current optimizer step have a loss token?
             names = list(self.reward_func_names)
             if spread_reward is not None and spread_reward not in names:
                 raise ValueError(f"dynamic sampling reads the spread of reward {spread_reward!r}, which is not among "
@@ -315,13 +320,36 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int, spread_reward: str
 
         def _compute_loss(self, model: Any, inputs: dict[str, Any]) -> torch.Tensor:
             """trl's loss; a training pass whose rows are all masked out (filler groups alone) logs no token
-            metrics (:func:`blank_token_metrics`) instead of trl's 0."""
+            metrics (:func:`blank_token_metrics`) instead of trl's 0, and is noted for :meth:`create_optimizer`."""
             metrics = self._metrics["train"]
             before = {k: len(v) for k, v in metrics.items()}
             loss = super()._compute_loss(model, inputs)
-            if self.model.training and not bool(loss_tokens(inputs).any()):
-                blank_token_metrics(metrics, before)
+            if self.model.training:
+                if bool(loss_tokens(inputs).any()):
+                    self._ds_step_tokens = True
+                else:
+                    blank_token_metrics(metrics, before)
             return loss
+
+        def create_optimizer(self, *args: Any, **kwargs: Any) -> torch.optim.Optimizer:
+            """trl's optimizer, whose step does nothing for an optimizer step whose loss passes had no loss token
+            (every group a filler: the rounds found no reward spread). Its gradient is 0, but AdamW would still
+            move the weights along its momentum (and decay them); DAPO takes no step without a group to learn
+            from. The step still counts towards max_steps (the run's budget), and the learning-rate schedule
+            goes on; ``dynamic_sampling/skipped_updates`` logs 1 for such a step, else 0."""
+            opt = super().create_optimizer(*args, **kwargs)
+            if getattr(opt, "_saerl_skips_empty_steps", False):
+                return opt
+            step = opt.step
+
+            def guarded(_opt: Any, *a: Any, **kw: Any) -> Any:  # a method: torch's LR scheduler rebinds its __func__
+                learn, self._ds_step_tokens = self._ds_step_tokens, False
+                self._metrics["train"][METRIC + "skipped_updates"].append(float(not learn))
+                return step(*a, **kw) if learn else None
+
+            opt.step = types.MethodType(guarded, opt)
+            opt._saerl_skips_empty_steps = True
+            return opt
 
         def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
             if not self.model.training:

@@ -31,6 +31,9 @@ from saerl.config import ModelConfig, TrainConfig
 from saerl.verify import extract_final_answer, verify_batch
 
 log = logging.getLogger("saerl.rl")
+# trl loss types normalised by the loss tokens of the batch, which a masked (cut-off) rollout does not count in;
+# the others average over rollouts, where it counts as a zero
+TOKEN_NORMALISED_LOSSES = ("dapo", "bnpo")
 
 
 class OrderSampler(Sampler[int]):
@@ -52,17 +55,54 @@ class OrderSampler(Sampler[int]):
         return (self.n // self.batch) * self.batch * self.repeat * self.block_repeats
 
 
+def shuffle_within_steps(batch: dict[str, Any], steps: int) -> dict[str, Any]:
+    """A generation batch's rows shuffled within each of its `steps` consecutive equal parts, not across them
+    (trl's shuffle_sequence_dict on each part; a 0-dim tensor such as num_items_in_batch kept as it is). trl
+    shuffles the whole generation batch before splitting it into its steps, so with steps_per_generation > 1
+    every step would train on rows of every curriculum batch of the generation batch; shuffled part by part,
+    step k trains on the k-th batch of the order. in: trl's batch dict (rows in order), steps; out: the dict."""
+    from trl.trainer.utils import shuffle_sequence_dict, split_tensor_dict
+
+    parts = [shuffle_sequence_dict(p) for p in split_tensor_dict(batch, steps)]
+
+    def join(key: str) -> Any:
+        v = batch[key]
+        if v is None or (isinstance(v, torch.Tensor) and v.ndim == 0):
+            return v
+        if isinstance(v, torch.Tensor):
+            return torch.cat([p[key] for p in parts])
+        return [x for p in parts for x in p[key]]
+
+    return {k: join(k) for k in batch}
+
+
 def _trainer_class() -> type:
     """GRPOTrainer with our sampler (trl is imported lazily: the import costs seconds)."""
+    import trl.trainer.grpo_trainer as grpo_module
     from trl import GRPOTrainer
 
     class OrderedGRPOTrainer(GRPOTrainer):
-        """GRPOTrainer that reads the train dataset in its stored order (no shuffling)."""
+        """GRPOTrainer that reads the train dataset in its stored order (no shuffling), one batch of the order
+        per optimizer step also when a generation batch spans several steps (:func:`shuffle_within_steps`)."""
 
         def _get_train_sampler(self, dataset: Any = None) -> Sampler:
             data = self.train_dataset if dataset is None else dataset
             return OrderSampler(len(data), self.num_generations, self.args.generation_batch_size // self.num_generations,
                                 self.num_iterations * self.args.steps_per_generation)
+
+        def _prepare_inputs(self, generation_batch: Any) -> Any:
+            """trl's, with its shuffle of a new generation batch confined to each optimizer step's rows (trl's
+            steps_per_generation counts micro-batches: steps = it / gradient_accumulation_steps). trl 1.16 calls
+            shuffle_sequence_dict by its module-level name; it is swapped for this call only."""
+            steps = self.args.steps_per_generation // self.args.gradient_accumulation_steps
+            if steps == 1 or not self.model.training:
+                return super()._prepare_inputs(generation_batch)
+            shuffle = grpo_module.shuffle_sequence_dict
+            grpo_module.shuffle_sequence_dict = lambda batch: shuffle_within_steps(batch, steps)
+            try:
+                return super()._prepare_inputs(generation_batch)
+            finally:
+                grpo_module.shuffle_sequence_dict = shuffle
 
     return OrderedGRPOTrainer
 
@@ -402,6 +442,10 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
                   generation_kwargs={"stop_token_ids": stop_token_ids} if stop_token_ids else None)
     if cfg.algorithm == "dapo":
         kw.update(dapo_overrides(cfg))
+    if cfg.mask_truncated_completions and kw["loss_type"] not in TOKEN_NORMALISED_LOSSES:
+        log.warning("train.mask_truncated_completions with loss_type %s: a rollout cut off at the limit still counts "
+                    "in the mean over rollouts, so each step's gradient shrinks with its share of cut-off rollouts; "
+                    "DAPO's overlong filtering assumes a token-level loss (train.loss_type=dapo or bnpo)", kw["loss_type"])
     kw["reward_weights"] = reward_functions(cfg, None)[1]
     return GRPOConfig(**kw)
 

@@ -113,13 +113,14 @@ def compute_extract(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
 
 
 def compute_sae(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
-    """SAE: train one with sae-lens on a token sample (or load one), and report its quality."""
+    """SAE: train one with sae-lens on a token sample (or load one, checked against the extracted layer), and
+    report its quality; a loaded SAE's mismatches under sae.hook_check=warn are the stage's notes."""
     from saerl.activations import pick_device
     from saerl.sae import obtain_sae
 
     report = obtain_sae(cfg.sae, inputs["extract"].path, build.path, device=str(pick_device(cfg.runtime.device)),
                         progress=cfg.runtime.progress)
-    build.note(report=report)
+    build.note(report=report, notes=warned("sae", report["notes"]))
     return {k: float(v) for k, v in report.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
@@ -425,19 +426,25 @@ TRAIN_RUN = "train:{arm}:{seed}"  # the name of one (arm, seed) training run amo
 
 
 def arm_order(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: str, seed: int) -> list[str]:
-    """The prompt ids an arm trains on, in order: vanilla = a seeded shuffle of the whole unfiltered pool per
-    epoch (seed curriculum.seed + training seed, so seed 0 is the curriculum's vanilla_order.parquet);
-    filter_only = the same per-seed shuffle of the filtered prompts (seed 0 is its order file), so both
-    shuffled arms' seed spreads include the order's; saerl and order_only read their order file from the
-    curriculum artifact in whole batches, one per step (:func:`saerl.curriculum.whole_batches`: an epoch's
-    short last batch is left out)."""
+    """The prompt ids an arm trains on, in order, in whole batches, one per step
+    (:func:`saerl.curriculum.whole_batches`: an epoch's short last batch is left out, so no step spans two epochs
+    and holds a prompt twice; trl's own shuffling sampler drops it too): vanilla = a seeded shuffle of the whole
+    unfiltered pool per epoch (seed curriculum.seed + training seed, so seed 0 begins as the curriculum's
+    vanilla_order.parquet), for curriculum.epochs epochs or as many more as the run's stream needs (DAPO's refills
+    read past them: each one a fresh shuffle, not the same ones again); filter_only = the same per-seed shuffle of
+    the filtered prompts (seed 0 begins as its order file), so both shuffled arms' seed spreads include the
+    order's; saerl and order_only read their order file from the curriculum artifact (repeated when the run
+    needs more: the curriculum again)."""
     from saerl.curriculum import vanilla_order, whole_batches
+    from saerl.rl import train_stream_length
 
     c = cfg.curriculum
     if arm in ("vanilla", "filter_only"):
         pool = read_prompts(inputs) if arm == "vanilla" else pl.read_parquet(inputs["curriculum"].file(ARM_ORDERS[arm]))
         ids = sorted(pool["id"].cast(pl.String).unique().to_list())
-        return vanilla_order(ids, c.epochs, c.seed + seed, c.batch_size)["id"].to_list()
+        per_epoch = len(ids) // c.batch_size * c.batch_size or len(ids)
+        epochs = max(c.epochs, -(-train_stream_length(cfg.train, c.batch_size) // max(per_epoch, 1)))
+        return whole_batches(vanilla_order(ids, epochs, c.seed + seed, c.batch_size), c.batch_size)
     return whole_batches(pl.read_parquet(inputs["curriculum"].file(ARM_ORDERS[arm])), c.batch_size)
 
 

@@ -41,7 +41,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage(
             "sae", "2",
-            ("sae.source", "sae.release", "sae.sae_id", "sae.path", "sae.architecture", "sae.expansion", "sae.k",
+            ("sae.source", "sae.release", "sae.sae_id", "sae.path", "sae.hook_check", "sae.architecture", "sae.expansion", "sae.k",
              "sae.lr", "sae.train_tokens", "sae.batch_size", "sae.heldout_frac", "sae.seed", "sae.train_epochs",
              "sae.l1_coefficient", "sae.normalize", "sae.dead_feature_window"),
             ("extract",), "a sae-lens SAE (trained here, local, or pretrained) + its quality report",
@@ -77,7 +77,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage("curriculum", "3", ("curriculum", "score.quality_threshold"), ("score",), "order.parquet"),
         Stage(
-            "train", "12",
+            "train", "13",
             ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.warmup_steps",
              "train.num_generations",
              "train.steps_per_generation", "train.micro_batches",
@@ -129,6 +129,8 @@ SAE_TRAINING: tuple[str, ...] = ("sae.architecture", "sae.expansion", "sae.k", "
 # the fields naming an SAE to load, by the sae.source that loads it (saerl.sae._source_sae)
 SAE_SOURCE_FIELDS: dict[str, tuple[str, ...]] = {"train": (), "pretrained": ("sae.release", "sae.sae_id"),
                                                  "local": ("sae.path",)}
+# what only a loaded SAE's check reads (saerl.sae.check_hook): an SAE trained here reads the store's own layer
+OUTSIDE_SAE: tuple[str, ...] = ("sae.hook_check",)
 
 # the training field each sae.architecture ignores: only the standard SAE's config takes the L1 coefficient and
 # only the TopK SAE's takes k (saerl.sae.train_sae; sae-lens' TopKTrainingSAEConfig has no l1_coefficient and
@@ -162,7 +164,7 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None) ->
     saerl.pipeline.input_keys' "device"; None when not known, which keeps the fields only a CPU ignores).
     extract: the policy's id when extract.model names another model (POLICY_ID); sae: the fields of the sources it
     does not load from, every training field when it loads an SAE (SAE_TRAINING), else the one its architecture
-    ignores (ARCHITECTURE_UNREAD); label, train: model.dtype (POLICY_FLOAT32); train: what train.algorithm ignores
+    ignores (ARCHITECTURE_UNREAD) and the loaded SAE's check (OUTSIDE_SAE); label, train: model.dtype (POLICY_FLOAT32); train: what train.algorithm ignores
     (ALGORITHM_UNREAD) and the data's label fields (DATA_LABELS); score, properties: a family's grid when
     score.difficulty_models leaves it out (FAMILY_FIELDS); score: the silhouette's search under a fixed
     score.n_clusters (SILHOUETTE); properties: the baselines' settings with score.baselines off (BASELINE_ONLY);
@@ -174,7 +176,7 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None) ->
         out += POLICY_ID
     elif stage == "sae":
         out += tuple(f for source, fields in SAE_SOURCE_FIELDS.items() if source != cfg.sae.source for f in fields)
-        out += ARCHITECTURE_UNREAD[cfg.sae.architecture] if cfg.sae.source == "train" else SAE_TRAINING
+        out += ARCHITECTURE_UNREAD[cfg.sae.architecture] + OUTSIDE_SAE if cfg.sae.source == "train" else SAE_TRAINING
     elif stage in ("label", "train"):
         out += POLICY_FLOAT32 + (ALGORITHM_UNREAD[cfg.train.algorithm] + DATA_LABELS if stage == "train" else ())
     elif stage in ("score", "properties"):

@@ -206,6 +206,31 @@ def test_a_pass_of_filler_groups_alone_does_not_dilute_the_steps_entropy(tmp_pat
     assert logs4[0]["entropy"] == pytest.approx(logs1[0]["entropy"], rel=1e-4) and logs1[0]["entropy"] > 0
 
 
+def test_a_step_without_a_kept_group_leaves_the_weights_as_they_are(tmp_path):
+    """Step 2's groups are all flat and no refill round is allowed: its gradient is 0, and AdamW's momentum from
+    step 1 would still move the weights; the step makes no update (logged as skipped), steps 1 and 3 do."""
+    from transformers import TrainerCallback
+
+    weights: list[torch.Tensor] = []
+
+    class Snapshots(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **_):
+            weights.append(torch.cat([p.detach().flatten().clone() for p in model.parameters()]))
+
+        on_step_end = on_train_begin
+
+    class Watched(dynamic_sampling_trainer(_trainer_class(), max_rounds=0)):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(Snapshots())
+
+    _, _, logs, _ = run(Watched, ["spread"] * 2 + ["flat"] * 2 + ["spread"] * 2, tmp_path, steps=3)
+    assert [h["dynamic_sampling/kept_groups"] for h in logs] == [2.0, 0.0, 2.0]
+    assert [h["dynamic_sampling/skipped_updates"] for h in logs] == [0.0, 1.0, 0.0]
+    assert not torch.equal(weights[1], weights[0]) and not torch.equal(weights[3], weights[2])
+    assert torch.equal(weights[2], weights[1])
+
+
 def test_blank_token_metrics_sets_only_the_new_token_means_to_nan():
     metrics = {"entropy": [2.0, 0.0], "clip_ratio/low_mean": [0.0], "reward": [0.5], "entropy_coef": [0.1]}
     dapo.blank_token_metrics(metrics, {"entropy": 1, "reward": 0})

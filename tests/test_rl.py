@@ -774,3 +774,63 @@ def test_the_kl_reference_is_the_pinned_policy_from_safetensors(tiny_policy_dir,
     assert seen["model_id"] == str(policy)
     assert (seen["revision"], seen["use_safetensors"], seen["trust_remote_code"]) == ("0123abc", True, False)
     assert seen["use_kernels"] is False  # no layer code from the hub (model.hub_kernels is off)
+
+
+def test_shuffle_within_steps_keeps_each_steps_rows_together():
+    import torch
+
+    from saerl.rl import shuffle_within_steps
+
+    batch = {"x": torch.arange(8), "names": [f"r{i}" for i in range(8)], "n": torch.tensor(8), "none": None}
+    out = shuffle_within_steps(batch, 2)
+    assert sorted(out["x"][:4].tolist()) == [0, 1, 2, 3] and sorted(out["x"][4:].tolist()) == [4, 5, 6, 7]
+    assert out["names"] == [f"r{i}" for i in out["x"].tolist()]  # every field permuted alike
+    assert int(out["n"]) == 8 and out["none"] is None
+
+
+def test_each_step_of_a_generation_batch_trains_on_its_own_batch_of_the_order(tiny_policy_dir, tmp_path,
+                                                                              one_torch_thread):
+    """steps_per_generation 2 with 2 micro-batches: trl generates for two steps at once and shuffled the rows of
+    both together before splitting them into steps, so each step trained on half-groups of both batches of the
+    order; now each step trains on its own batch's groups, whole, whatever the micro-batch."""
+    from datasets import Dataset
+
+    from saerl.rl import _trainer_class
+
+    policy, prompts = tiny_policy_dir
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok, model = AutoTokenizer.from_pretrained(policy), AutoModelForCausalLM.from_pretrained(policy)
+    seen: dict[int, list[str]] = {}
+
+    class Recording(_trainer_class()):
+        def _compute_loss(self, model, inputs):
+            for ids, mask in zip(inputs["prompt_ids"], inputs["prompt_mask"], strict=True):
+                text = tok.decode(ids[mask.bool()])
+                seen.setdefault(self.state.global_step + 1, []).append(
+                    next(i for i, p in zip(prompts["id"], prompts["prompt"], strict=True) if p in text))
+            return super()._compute_loss(model, inputs)
+
+    def flat(completions, **_):
+        return [0.0] * len(completions)
+
+    steps, per_step = 4, 2
+    cfg = TrainConfig(num_generations=2, max_completion_length=3, max_steps=steps, steps_per_generation=2,
+                      micro_batches=2)
+    args = grpo_config(cfg, tmp_path, per_step, steps, seed=0)
+    data = Dataset.from_dict({"prompt": [[{"role": "user", "content": p}] for p in prompts["prompt"]],
+                              "id": prompts["id"].to_list(), "answer": prompts["answer"].to_list()})
+    args.reward_weights = [1.0]
+    Recording(model=model, reward_funcs=[flat], args=args, train_dataset=data, processing_class=tok).train()
+    ids = prompts["id"].to_list()
+    assert {s: sorted(v) for s, v in seen.items()} == {
+        s: sorted(ids[(s - 1) * per_step: s * per_step] * 2) for s in range(1, steps + 1)}
+
+
+@pytest.mark.parametrize(("overrides", "warned"), [({"loss_type": "grpo"}, True), ({"loss_type": "dr_grpo"}, True),
+                                                   ({"loss_type": "bnpo"}, False), ({"algorithm": "dapo"}, False)])
+def test_overlong_filtering_under_a_mean_over_rollouts_is_warned(tmp_path, caplog, overrides, warned):
+    cfg = TrainConfig(mask_truncated_completions=True, **overrides)
+    with caplog.at_level("WARNING", logger="saerl.rl"):
+        grpo_config(cfg, tmp_path, 2, 4, seed=0)
+    assert ("mask_truncated_completions with loss_type" in caplog.text) == warned

@@ -98,12 +98,30 @@ def test_curriculum_counts_the_quality_filter_and_the_difficulty_cap_apart(tmp_p
     assert set(filter_only["id"]) == {f"p{i}" for i in range(4, 20)}  # the quality filter alone: no cap, shuffled
     order_only = pl.read_parquet(out_dir / ARM_ORDERS["order_only"])
     assert set(order_only["id"]) == {f"p{i}" for i in range(10)}  # no quality filter: the cap is read on all 20
-    # the shuffled arms reshuffle per training seed (seed 0 = the files); the ordered arms read their file
+    # the shuffled arms reshuffle per training seed (seed 0 begins as the files); the ordered arms read their file
     inputs = {"curriculum": ArtifactRef("curriculum", "k", str(out_dir))}
     shuffled = [arm_order(cfg, inputs, "filter_only", s) for s in range(4)]
-    assert shuffled[0] == filter_only["id"].to_list() and len({tuple(o) for o in shuffled}) > 1
-    assert all(sorted(o) == sorted(filter_only["id"]) for o in shuffled)
+    n = filter_only.height
+    assert shuffled[0][:n] == filter_only["id"].to_list() and len({tuple(o[:n]) for o in shuffled}) > 1
+    assert all(sorted(o[:n]) == sorted(filter_only["id"]) for o in shuffled)
     assert arm_order(cfg, inputs, "saerl", 3) == order["id"].to_list()  # 8 prompts = two whole batches of 4
+
+
+def test_a_shuffled_arm_reads_fresh_shuffles_in_whole_batches_for_its_whole_stream(tmp_path):
+    """10 filtered prompts in batches of 4 for a DAPO run whose stream needs 4 steps x 4 prompts x (1 + 3 refill
+    rounds) = 64 prompts: each epoch is a fresh shuffle of which 8 prompts (two whole batches) are read, so no step
+    holds a prompt twice; the order used to read the epochs' short last batches and then the same shuffles again."""
+    ids = [f"p{i}" for i in range(10)]
+    (tmp_path / "c").mkdir()
+    pl.DataFrame({"id": ids}).write_parquet(tmp_path / "c" / ARM_ORDERS["filter_only"])
+    cfg = load_config(None, ["curriculum.batch_size=4", "curriculum.epochs=1", "train.algorithm=dapo",
+                             "train.max_steps=4", "train.dynamic_sampling_max_rounds=3"])
+    order = arm_order(cfg, {"curriculum": ArtifactRef("curriculum", "k", str(tmp_path / "c"))}, "filter_only", 0)
+    assert len(order) == 64
+    steps = [order[i:i + 4] for i in range(0, 64, 4)]
+    assert all(len(set(step)) == 4 for step in steps)
+    epochs = [tuple(order[i:i + 8]) for i in range(0, 64, 8)]
+    assert all(len(set(e)) == 8 for e in epochs) and len(set(epochs)) == 8
 
 
 def test_steps_table_without_a_training_curve_is_empty_and_says_why():
