@@ -193,6 +193,9 @@ class SAEConfig(Section):
     release: str | None = Field(None, description="sae-lens release (source=pretrained)")
     sae_id: str | None = Field(None, description="sae-lens SAE id within the release (source=pretrained)")
     path: str | None = Field(None, description="local sae-lens folder (source=local)")
+    hook_check: Literal["refuse", "warn"] = Field(
+        "refuse", description="a pretrained or local SAE whose hook (cfg metadata hook_name) is not the residual "
+        "stream after the extracted block (extract.layer): refuse it, or warn and use it")
     architecture: Literal["topk", "standard"] = Field("topk", description="architecture when training")
     expansion: int = Field(8, gt=0, description="width = expansion * d_in when training")
     k: int = Field(32, gt=0, description="active features per token (TopK)")

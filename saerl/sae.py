@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -68,6 +69,54 @@ def check_width(d_in: int, act: Activations, origin: str) -> None:
             f"SAE {origin} has d_in={d_in} but layer {act.meta.layer} of {act.meta.model} has width "
             f"d_model={act.d_model}. Fix: use an SAE trained on this model's residual stream (sae.release/"
             f"sae.sae_id or sae.path), set extract.model/extract.layer to the SAE's model, or set sae.source: train.")
+
+
+# hook names of the residual stream after a block, as sae-lens releases and saerl name them: (pattern, offset),
+# the block whose output the hook reads = the number in the name + offset (resid_pre of block N is block N-1's
+# output, which is what extract.layer N-1 reads: hidden_states[N])
+RESIDUAL_HOOKS: tuple[tuple[re.Pattern[str], int], ...] = (
+    (re.compile(r"^blocks\.(\d+)\.hook_resid_post$"), 0), (re.compile(r"^blocks\.(\d+)\.hook_resid_pre$"), -1),
+    (re.compile(r"^model\.layers\.(\d+)$"), 0), (re.compile(r"^layer\.(\d+)\.output$"), 0))
+
+
+def hook_block(hook_name: str) -> int | None:
+    """The block whose output (the residual stream after it) an SAE's hook reads, or None when the hook is not
+    one of the residual-stream names of RESIDUAL_HOOKS (an attention or MLP output, a transcoder's input, ...).
+    in: the SAE's metadata hook_name; out: block index (-1 = the embeddings) or None."""
+    for pattern, offset in RESIDUAL_HOOKS:
+        m = pattern.match(hook_name)
+        if m:
+            return int(m.group(1)) + offset
+    return None
+
+
+def check_hook(hook_name: str | None, model_name: str | None, act: Activations, origin: str,
+               refuse: bool = True) -> list[str]:
+    """Does an outside SAE read what extraction stored, the residual stream after block act.meta.layer? A width
+    check alone passes an SAE of another layer, or of an attention output as wide as the residual. Raises
+    SAEShapeError when its hook reads another block or is not a residual-stream hook (`refuse`, sae.hook_check:
+    refuse), else returns that as a note; a model name other than the store's is a note either way (an SAE can be
+    used on a model of the same family deliberately). in: the SAE's metadata hook_name and model_name, the
+    store, where the SAE came from, refuse; out: notes (also one when the SAE names no hook: not checked)."""
+    layer = act.meta.layer
+    if not hook_name:
+        notes = [f"SAE {origin} names no hook in its metadata: whether it reads block {layer}'s residual stream, "
+                 "which extraction stored, is not checked"]
+    else:
+        notes = []
+    block = hook_block(hook_name) if hook_name else layer
+    if block != layer:
+        what = "not the residual stream after a block" if block is None else f"the residual stream after block {block}"
+        problem = (f"SAE {origin} reads hook {hook_name!r}, {what}, but extraction stored the residual stream after "
+                   f"block {layer} of {act.meta.model}")
+        fix = ("set extract.layer to the SAE's block" if block is not None and block >= 0 else
+               "use an SAE of the residual stream (hook_resid_post / hook_resid_pre)")
+        if refuse:
+            raise SAEShapeError(f"{problem}. Fix: {fix}, or set sae.hook_check=warn to use it anyway.")
+        notes.append(f"{problem} (sae.hook_check=warn)")
+    if model_name and model_name != act.meta.model:
+        notes.append(f"SAE {origin} was trained on model {model_name!r}, the activations come from {act.meta.model!r}")
+    return notes
 
 
 def token_batches(x: torch.Tensor, batch: int, seed: int, device: str) -> Iterator[torch.Tensor]:
@@ -231,9 +280,13 @@ def obtain_sae(cfg: SAEConfig, activations_path: str | Path, out_dir: str | Path
     act = open_activations(activations_path)
     out = Path(out_dir)
     started = time.perf_counter()
-    if cfg.source != "train":  # a wrong width fails before any token is read
+    notes: list[str] = []
+    if cfg.source != "train":  # a wrong width or layer fails before any token is read
         sae, origin = _source_sae(cfg, device)
         check_width(sae.cfg.d_in, act, origin)
+        meta = sae.cfg.metadata
+        notes = check_hook(getattr(meta, "hook_name", None), getattr(meta, "model_name", None), act, origin,
+                           refuse=cfg.hook_check == "refuse")
     n_avail = min(cfg.train_tokens, act.n_content_tokens)
     n_held = max(1, round(n_avail * cfg.heldout_frac))  # the same held-out rows whatever the source
     sample = act.sample_tokens(n_avail if cfg.source == "train" else n_held, cfg.seed, dtype=np.float16)
@@ -249,7 +302,8 @@ def obtain_sae(cfg: SAEConfig, activations_path: str | Path, out_dir: str | Path
     report = {"source": cfg.source, "origin": origin, "architecture": sae.cfg.architecture(),
               "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae, "k": getattr(sae.cfg, "k", None),
               "n_train_tokens": len(train) if cfg.source == "train" else 0,
-              **evaluate_sae(sae, held, cfg.batch_size), "seconds": round(time.perf_counter() - started, 2)}
+              **evaluate_sae(sae, held, cfg.batch_size), "seconds": round(time.perf_counter() - started, 2),
+              "notes": notes}
     (out / REPORT_NAME).write_text(json.dumps(report, indent=1))
     return report
 

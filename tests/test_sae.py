@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import numpy as np
 import pytest
 from test_activations import make_prompts, one_thread, save_tiny_lm, tokenless_store  # noqa: F401 (fixture)
 
+from saerl.activation_store import open_activations
 from saerl.activations import extract
 from saerl.artifacts import ChunkLog
 from saerl.config import ExtractConfig, ModelConfig, SAEConfig
-from saerl.sae import SAEShapeError, encode_codes, load_codes_csr, obtain_sae
+from saerl.sae import SAEShapeError, encode_codes, hook_block, load_codes_csr, obtain_sae
 
 CFG = SAEConfig(expansion=4, k=8, train_tokens=2000, batch_size=128, train_epochs=3, lr=1e-3,
                 encode_top_k=12, encode_batch_tokens=100)
@@ -128,6 +131,35 @@ def test_local_round_trip_and_width_error(store, trained, tmp_path):
         obtain_sae(bad, store, tmp_path / "x")
     with pytest.raises(ValueError, match="sae.release"):
         obtain_sae(CFG.model_copy(update={"source": "pretrained"}), store, tmp_path / "y")
+
+
+@pytest.mark.parametrize(("hook", "expected"), [
+    ("blocks.3.hook_resid_post", 3), ("blocks.3.hook_resid_pre", 2), ("blocks.0.hook_resid_pre", -1),
+    ("model.layers.14", 14), ("layer.0.output", 0), ("blocks.3.attn.hook_z", None), ("blocks.3.hook_mlp_out", None),
+    ("blocks.3.ln2.hook_normalized", None)])
+def test_hook_block_reads_the_residual_hooks_alone(hook, expected):
+    assert hook_block(hook) == expected
+
+
+def test_an_outside_sae_of_another_layer_or_hook_is_refused_or_noted(store, trained, tmp_path):
+    """An SAE of the same width made for the next block, or for an attention output, passed the width check and
+    encoded the wrong activations; now it is refused (sae.hook_check=refuse, the default) or used with a note
+    (warn); the SAE trained here (hook layer.N.output) passes without one."""
+    sae_dir, _ = trained
+    layer = open_activations(store).meta.layer
+    assert json.loads((sae_dir / "cfg.json").read_text())["metadata"]["hook_name"] == f"layer.{layer}.output"
+    assert obtain_sae(CFG.model_copy(update={"source": "local", "path": str(sae_dir)}), store, tmp_path / "ok")["notes"] == []
+    for i, hook in enumerate([f"blocks.{layer + 1}.hook_resid_post", f"blocks.{layer}.attn.hook_z"]):
+        other = tmp_path / f"other{i}"
+        shutil.copytree(sae_dir, other)
+        cfg_json = json.loads((other / "cfg.json").read_text())
+        cfg_json["metadata"]["hook_name"] = hook
+        (other / "cfg.json").write_text(json.dumps(cfg_json))
+        local = CFG.model_copy(update={"source": "local", "path": str(other)})
+        with pytest.raises(SAEShapeError, match=rf"hook '{re.escape(hook)}'.*after block {layer} .*sae.hook_check=warn"):
+            obtain_sae(local, store, tmp_path / f"refused{i}")
+        report = obtain_sae(local.model_copy(update={"hook_check": "warn"}), store, tmp_path / f"warned{i}")
+        assert len(report["notes"]) == 1 and hook in report["notes"][0]
 
 
 def test_trainer_progress_off_silences_sae_lens_bar_and_restores_it():
