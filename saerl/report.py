@@ -77,7 +77,7 @@ class RunReport:
     steps: pl.DataFrame | None = None  # evaluate: steps_to_target.parquet
     clusters: pl.DataFrame | None = None  # properties: clusters.parquet
     properties: pl.DataFrame | None = None  # properties: property_report.parquet
-    data: dict[str, float] = field(default_factory=dict)  # prompts scored / in the order / filtered
+    data: dict[str, float] = field(default_factory=dict)  # prompts scored / in the order / filtered, the SAE's quality
     plots: dict[str, list[Path]] = field(default_factory=dict)  # stage run name -> PNG files
     missing: list[str] = field(default_factory=list)  # stage runs whose artifact folder is gone
     unusable: dict[str, str] = field(default_factory=dict)  # read stage -> what is wrong with its artifact (not read)
@@ -125,6 +125,17 @@ def data_numbers(scores: pl.DataFrame | None, order: pl.DataFrame | None,
     return out
 
 
+def sae_numbers(sae_report: dict[str, Any]) -> dict[str, float]:
+    """How good the SAE is, from the sae stage's report (its manifest's `report`, saerl.sae.obtain_sae): its
+    width, the share of variance it explains and the features active per token (L0) on held-out tokens, and the
+    share of features that never fire there (dead). A low explained share or many dead features undermine every
+    property read from the codes. in: the report dict (a key it lacks is left out); out: {name: value}."""
+    names = {"d_sae": "SAE features", "variance_explained": "fraction of variance the SAE explains (held-out tokens)",
+             "l0": "SAE features active per token (L0)", "dead_frac": "fraction of SAE features dead on held-out tokens"}
+    return {name: float(sae_report[k]) for k, name in names.items()
+            if isinstance(sae_report.get(k), int | float) and not isinstance(sae_report.get(k), bool)}
+
+
 def load_report(root: Path, run_id: str = "latest") -> RunReport:
     """Everything a report shows about run `run_id` (a unique prefix, or 'latest') under artifact root `root`,
     read from the artifacts under `root` (where they are now, should the root have moved since the run)."""
@@ -133,6 +144,7 @@ def load_report(root: Path, run_id: str = "latest") -> RunReport:
     record = relocated(load_run(Path(root), run_id), Path(root))
     report = RunReport(record)
     store = ArtifactStore(root)
+    sae: dict[str, float] = {}
     for rec in ordered_stages(record):
         folder = Path(rec.path)
         if not folder.exists():
@@ -145,6 +157,8 @@ def load_report(root: Path, run_id: str = "latest") -> RunReport:
         report.notes += [(rec.stage, note) for note in manifest_notes(manifest)]
         if stage_of(rec.stage) == "label" and manifest.get("profile"):
             report.label_profile = str(manifest["profile"])
+        if stage_of(rec.stage) == "sae" and isinstance(manifest.get("report"), dict):
+            sae = sae_numbers(manifest["report"])
         if rec.stage in READ_STAGES and (problems := store.problems(rec.stage, rec.key)):
             report.unusable[rec.stage] = f"artifact {folder} is not usable ({problems[0]})"
     bad = report.unusable
@@ -161,6 +175,7 @@ def load_report(root: Path, run_id: str = "latest") -> RunReport:
                                _read(record, "curriculum", "order.parquet", bad), cur_metrics)
     if report.clusters is not None:
         report.data["clusters"] = float(report.clusters.height)
+    report.data |= sae
     return report
 
 
@@ -316,8 +331,8 @@ def stage_rows(record: RunRecord) -> pl.DataFrame:
 
 def data_rows(data: dict[str, float]) -> pl.DataFrame:
     """Display table of the data-engineering numbers (shares in percent, counts as integers)."""
-    return pl.DataFrame([{"quantity": k, "value": _pct(v) if k.startswith("fraction") else f"{v:.0f}"}
-                         for k, v in data.items()])
+    return pl.DataFrame([{"quantity": k, "value": _pct(v) if k.startswith("fraction") else f"{v:.0f}" if v == round(v)
+                          else f"{v:.1f}"} for k, v in data.items()])
 
 
 def sections(report: RunReport) -> list[tuple[str, Body]]:

@@ -151,6 +151,7 @@ def test_text_report_has_arms_verdict_and_data_numbers(smoke_run):
     assert "saerl" in arms and "vanilla" in arms and "reference" in arms
     assert any(v in arms for v in ("within noise", "better", "worse", "no CI"))
     assert "steps to target" in text and "fraction filtered" in text and "clusters" in text
+    assert "fraction of variance the SAE explains (held-out tokens)" in text and "SAE features active per token" in text
     assert "Property models vs baselines" in text and "topic_clusters" in text
     assert all(name in text for name in record.stages)
 
@@ -225,6 +226,17 @@ def test_data_numbers_count_the_quality_filter_and_the_difficulty_cap_apart():
     assert old == {"prompts scored": 10.0, "prompts in the SAERL order": 3.0, "fraction filtered": 0.7}
     new = data_numbers(scores, order, {"filtered": 2.0, "out_of_reach": 5.0})
     assert new["fraction filtered"] == 0.2 and new["prompts out of reach (difficulty cap)"] == 5.0
+
+
+def test_sae_numbers_show_its_quality_and_the_data_table_formats_them():
+    from saerl.report import data_rows, sae_numbers
+
+    numbers = sae_numbers({"source": "train", "d_sae": 1024, "variance_explained": 0.9713, "l0": 31.5,
+                           "dead_frac": 0.4277, "dead_features": 438})
+    assert numbers == {"SAE features": 1024.0, "fraction of variance the SAE explains (held-out tokens)": 0.9713,
+                       "SAE features active per token (L0)": 31.5, "fraction of SAE features dead on held-out tokens": 0.4277}
+    assert data_rows(numbers)["value"].to_list() == ["1024", "97.1%", "31.5", "42.8%"]
+    assert sae_numbers({"d_sae": 8}) == {"SAE features": 8.0}  # an older report's missing keys are left out
 
 
 def test_write_html_stopped_half_way_keeps_the_last_whole_page(tmp_path, monkeypatch):
