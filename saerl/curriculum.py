@@ -194,6 +194,25 @@ def whole_batches(order: pl.DataFrame, batch_size: int) -> list[str]:
     return whole_batch_rows(order, batch_size)["id"].cast(pl.String).to_list()
 
 
+def step_cluster_share(trained: pl.DataFrame, order: pl.DataFrame, prompts_per_step: int) -> float | None:
+    """How cluster-first the steps of a run were: per optimizer step, the share of its prompts that come from its
+    most common cluster, averaged over steps. `trained` lists the prompts trained on in order, each at its
+    generation batch's first step (trained_order.parquet); a generation batch's prompts go to its steps in that
+    order, `prompts_per_step` each (under DAPO a step's kept prompts). Read on the order itself (position, id as
+    step) it gives the designed share; under DAPO, refills from the next batches lower it.
+    in: trained (step, id, in order), the arm's order (id, cluster), prompts per step; out: mean share, or None
+    when nothing was trained."""
+    if trained.height == 0:
+        return None
+    clusters = order.select(pl.col("id").cast(pl.String), "cluster").unique("id")
+    steps = (trained.with_columns(pl.col("id").cast(pl.String),
+                                  part=pl.int_range(pl.len()).over("step") // prompts_per_step)
+             .join(clusters, on="id", how="left")
+             .group_by("step", "part", "cluster").len()
+             .group_by("step", "part").agg(share=pl.col("len").max() / pl.col("len").sum()))
+    return float(steps["share"].mean())
+
+
 def _finish(parts: list[pl.DataFrame]) -> pl.DataFrame:
     """Concatenate epoch parts, number positions 0..n-1 and fix column order and types (ORDER_SCHEMA)."""
     if not parts or sum(p.height for p in parts) == 0:

@@ -505,10 +505,9 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     curve.write_parquet(build.path / "curve.parquet")
     pl.DataFrame(run["curve_problems"], schema={"step": pl.Int64, "set": pl.String, "id": pl.String,
                                                 "correct": pl.Boolean}).write_parquet(build.path / CURVE_PROBLEMS)
-    trained = run["order"]
-    pl.DataFrame({"position": list(range(len(trained))), "step": run["order_steps"], "id": trained},
-                 schema={"position": pl.Int64, "step": pl.Int64, "id": pl.String}
-                 ).write_parquet(build.path / "trained_order.parquet")
+    trained = pl.DataFrame({"position": list(range(len(run["order"]))), "step": run["order_steps"], "id": run["order"]},
+                           schema={"position": pl.Int64, "step": pl.Int64, "id": pl.String})
+    trained.write_parquet(build.path / "trained_order.parquet")
     save_figure(train_curves(steps_log, curve, f"{arm} (seed {seed})"), build.path / PLOTS / "train_curves.png")
     build.note(arm=arm, seed=seed, steps=run["steps"], seconds=run["seconds"], resumed_from=run["resumed_from"])
     if run["resumed_from"] is not None:  # leads the stage run's reason (saerl.pipeline.run_stage)
@@ -516,6 +515,7 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     metrics = {"steps": float(run["steps"]), "train_seconds": float(run["seconds"]),
                "verifier_failures": float(run["verifier_failures"]), "reward_checks": float(run["reward_checks"]),
                "curve_verifier_failures": float(curve["failures"].sum())}
+    metrics |= cluster_shares(cfg, inputs, arm, trained)
     reward_last = steps_log["reward"].tail(max(1, steps_log.height // 4)).mean() if "reward" in steps_log.columns else None
     if reward_last is not None:  # None: no steps logged, or no reward among the last quarter's
         metrics["reward_last"] = float(reward_last)
@@ -525,6 +525,25 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     # a parameter each) would only make the published artifact larger and slower to hash
     shutil.rmtree(build.path / CHECKPOINTS, ignore_errors=True)
     return metrics
+
+
+def cluster_shares(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: str, trained: pl.DataFrame
+                   ) -> dict[str, float]:
+    """For an arm that trains on a curriculum order (saerl, order_only): cluster_share, the mean share of a step's
+    prompts from its most common cluster as trained, and cluster_share_designed, the same over the order's whole
+    batches (:func:`saerl.curriculum.step_cluster_share`); DAPO's refills read the next batches, so the first can
+    fall under the second. {} for the shuffled arms, which read no cluster.
+    in: config, the train stage's inputs, arm, the trained order (step, id); out: metrics."""
+    from saerl.curriculum import step_cluster_share, whole_batch_rows
+
+    if arm not in ("saerl", "order_only"):
+        return {}
+    b = cfg.curriculum.batch_size
+    order = pl.read_parquet(inputs["curriculum"].file(ARM_ORDERS[arm]))
+    designed = whole_batch_rows(order, b).select("id", step=pl.col("batch"))
+    out = {"cluster_share": step_cluster_share(trained, order, b),
+           "cluster_share_designed": step_cluster_share(designed, order, b)}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def train_runs(inputs: dict[str, ArtifactRef]) -> list[tuple[str, int, ArtifactRef]]:

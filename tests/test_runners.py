@@ -15,6 +15,7 @@ from saerl.runners import (
     PROMPTS,
     SCORES,
     arm_order,
+    cluster_shares,
     compute_curriculum,
     compute_label,
     eval_sets,
@@ -122,6 +123,30 @@ def test_a_shuffled_arm_reads_fresh_shuffles_in_whole_batches_for_its_whole_stre
     assert all(len(set(step)) == 4 for step in steps)
     epochs = [tuple(order[i:i + 8]) for i in range(0, 64, 8)]
     assert all(len(set(e)) == 8 for e in epochs) and len(set(epochs)) == 8
+
+
+def test_cluster_shares_compare_the_steps_as_trained_with_the_orders_batches(tmp_path):
+    """An order of batches of 4 with 3 prompts from the home cluster: the design's share is .75. A GRPO run trains
+    on the batches as they are (.75); a DAPO run whose step 1 dropped two prompts and refilled from batch 2 trains
+    on 2 + 2 prompts of two clusters (.5), then goes on from there. Shuffled arms read no cluster: nothing."""
+    clusters = [0, 0, 0, 1, 1, 1, 1, 0, 2, 2, 2, 0]
+    order = pl.DataFrame({"id": [f"p{i}" for i in range(12)], "position": list(range(12)), "batch": [i // 4 for i in range(12)],
+                          "cluster": clusters})
+    (tmp_path / "c").mkdir()
+    order.write_parquet(tmp_path / "c" / ARM_ORDERS["saerl"])
+    cfg = load_config(None, ["curriculum.batch_size=4"])
+    inputs = {"curriculum": ArtifactRef("curriculum", "k", str(tmp_path / "c"))}
+
+    def trained(steps, ids):
+        return pl.DataFrame({"step": steps, "id": ids})
+
+    grpo = cluster_shares(cfg, inputs, "saerl", trained([1] * 4 + [2] * 4, [f"p{i}" for i in range(8)]))
+    assert grpo == {"cluster_share": 0.75, "cluster_share_designed": 0.75}
+    dapo = cluster_shares(cfg, inputs, "saerl", trained([1] * 4 + [2] * 4, ["p0", "p1", "p4", "p5", "p6", "p7", "p8", "p9"]))
+    assert dapo == {"cluster_share": pytest.approx((0.5 + 0.5) / 2), "cluster_share_designed": 0.75}
+    # steps_per_generation 2: one generation batch (step 1) holds two steps' prompts, read 4 at a time
+    assert cluster_shares(cfg, inputs, "saerl", trained([1] * 8, [f"p{i}" for i in range(8)]))["cluster_share"] == 0.75
+    assert cluster_shares(cfg, inputs, "vanilla", trained([1] * 4, [f"p{i}" for i in range(4)])) == {}
 
 
 def test_steps_table_without_a_training_curve_is_empty_and_says_why():
@@ -273,6 +298,7 @@ def fake_training(monkeypatch, resumed_from: int | None = None, steps: int = 1, 
 
     monkeypatch.setattr(rl, "train_grpo", fake_train)
     monkeypatch.setattr(runners, "arm_order", lambda *_: ["p0"])
+    monkeypatch.setattr(runners, "cluster_shares", lambda *_: {})
     monkeypatch.setattr(runners, "eval_sets", lambda *_: {})
     monkeypatch.setattr(runners, "policy_path", lambda *_: "unused")
     monkeypatch.setattr(runners, "read_prompts", lambda _: pl.DataFrame({"id": ["p0"], "prompt": ["q"], "answer": ["1"]}))
