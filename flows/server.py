@@ -19,9 +19,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from saerl.artifacts import file_lock
+
 log = logging.getLogger("saerl.server")
 STARTUP_TIMEOUT_S = 90.0
 POLL_S = 0.25
+START_LOCK = "server-start.lock"  # in PREFECT_HOME: held from a local server's start until it answers
 # Runs in the server's process, then becomes `prefect server start` (exec keeps the pid): on Linux it asks the kernel
 # for SIGTERM when the process that started it dies, since a run killed by SIGTERM or SIGKILL never reaches the
 # `finally` that stops the server (started in a session of its own, it would outlive the run); a starter already
@@ -104,26 +107,32 @@ def prefect_server(root: Path, api_url: str | None = None) -> Iterator[str]:
         return
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
-    logfile = Path(os.environ["PREFECT_HOME"]) / "server.log"
+    home = Path(os.environ["PREFECT_HOME"])
+    logfile = home / "server.log"
     cmd = [sys.executable, "-c", LAUNCHER, str(os.getpid()), prefect_executable(), "server", "start", "--host",
            "127.0.0.1", "--port", str(port), "--analytics-off", "--no-ui", "--no-scheduler", "--no-late-runs"]
-    with open(logfile, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ),
-                                start_new_session=True)
+    proc: subprocess.Popen[bytes] | None = None
     try:
-        deadline = time.time() + STARTUP_TIMEOUT_S
-        while not healthy(url):
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"the local Prefect server did not start; see {logfile}")
-            time.sleep(POLL_S)
+        # one server starting at a time per root: two first runs on a new root migrated prefect.db at once, and
+        # one of them died ('duplicate column name')
+        with file_lock(home / START_LOCK):
+            with open(logfile, "ab") as out:
+                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ),
+                                        start_new_session=True)
+            deadline = time.time() + STARTUP_TIMEOUT_S
+            while not healthy(url):
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"the local Prefect server did not start; see {logfile}")
+                time.sleep(POLL_S)
         log.info("Prefect server on %s (log: %s)", url, logfile)
         os.environ["PREFECT_API_URL"] = url
         with _settings(url):
             yield url
     finally:
         os.environ.pop("PREFECT_API_URL", None)
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()

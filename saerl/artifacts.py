@@ -56,6 +56,19 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest if isinstance(manifest, dict) else {}
 
 
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` (made, with its folder, when missing) for the block, waiting
+    for any other process that holds it: one process at a time on this machine. in: lock file; out: a context."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 @dataclass(frozen=True)
 class ArtifactRef:
     """A small, picklable reference to a finished artifact: what tasks pass between each other."""

@@ -6,7 +6,6 @@ itself off; the artifacts on disk are the source of truth and a finished run can
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import re
@@ -19,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from saerl.artifacts import read_manifest
+from saerl.artifacts import file_lock, read_manifest
 from saerl.config import PipelineConfig, flatten
 from saerl.runners import ARM_ORDERS, TRAIN_RUN, VANILLA
 from saerl.runs import StageRecord, artifact_dir
@@ -104,13 +103,8 @@ def store_lock(uri: str) -> Iterator[None]:
     if db is None:
         yield
         return
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(db.with_name(db.name + ".lock")):
+        yield
 
 
 def sqlite_file(uri: str) -> Path | None:

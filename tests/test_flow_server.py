@@ -76,3 +76,46 @@ def test_the_server_ends_when_the_run_that_started_it_is_killed(tmp_path):
             run.kill()
         if server_pid is not None and alive(server_pid):
             os.kill(server_pid, signal.SIGKILL)
+
+
+def test_a_local_server_starts_under_the_roots_start_lock(tmp_path, monkeypatch):
+    """Two first runs on a new root started their Prefect servers at once, both migrating prefect.db, and one died
+    ('duplicate column name'). The start lock (PREFECT_HOME/server-start.lock) is held from the server's launch until
+    it answers its health check, so a second run's server starts only then; it is free once the server is up."""
+    import fcntl
+
+    import flows.server as server
+
+    lock = tmp_path / "prefect" / server.START_LOCK
+    held_while_starting: list[bool] = []
+
+    def locked() -> bool:
+        with open(lock, "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return False
+
+    class Proc:
+        def poll(self):
+            return None
+
+        def terminate(self):
+            pass
+
+        def wait(self, timeout=None):
+            return 0
+
+    def healthy(url, timeout=2.0):
+        held_while_starting.append(locked())
+        return len(held_while_starting) > 2
+
+    monkeypatch.setattr(server.subprocess, "Popen", lambda *a, **kw: Proc())
+    monkeypatch.setattr(server, "healthy", healthy)
+    monkeypatch.setattr(server, "POLL_S", 0.0)
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"})  # restored after
+    with server.prefect_server(tmp_path):
+        assert not locked()
+    assert held_while_starting == [True, True, True]
