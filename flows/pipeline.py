@@ -38,6 +38,7 @@ from saerl.runs import (
     StageRecord,
     explain,
     list_runs,
+    live_lock,
     new_run_id,
     previous_stage_runs,
     read_run,
@@ -299,32 +300,35 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
 
     # Training runs (arm x seed) read nothing of each other: on Dask they all run at once, one per worker.
     parallel_train = cfg.runtime.task_runner == "dask"
-    pending: list[dict[str, Any]] = []
-    try:
-        for stage, name, ups, variant in stage_runs(cfg, until):
-            if pending and stage != "train":
-                for run in pending:
+    # held until the record says how the run ended: status and gc tell a run killed before that (SIGKILL, out of
+    # memory) from one still going by whether its lock is free
+    with live_lock(root, record.run_id):
+        pending: list[dict[str, Any]] = []
+        try:
+            for stage, name, ups, variant in stage_runs(cfg, until):
+                if pending and stage != "train":
+                    for run in pending:
+                        finish(run)
+                    pending = []
+                run = submit(stage, name, ups, variant)
+                if stage == "train" and parallel_train:
+                    pending.append(run)
+                else:
                     finish(run)
-                pending = []
-            run = submit(stage, name, ups, variant)
-            if stage == "train" and parallel_train:
-                pending.append(run)
-            else:
+            for run in pending:
                 finish(run)
-        for run in pending:
-            finish(run)
-    except BaseException as err:  # the record says the run failed (or was stopped), and where, before it goes on
-        sig = stop_signal(err)
-        if sig:
-            record.extra[STOPPED] = f"{active['name'] or 'before the first stage'}: {sig}"
-        else:
-            record.extra[FAILED] = mark_failed(active["name"], err)
+        except BaseException as err:  # the record says the run failed (or was stopped), and where, before it goes on
+            sig = stop_signal(err)
+            if sig:
+                record.extra[STOPPED] = f"{active['name'] or 'before the first stage'}: {sig}"
+            else:
+                record.extra[FAILED] = mark_failed(active["name"], err)
+            record.extra.pop(RUNNING, None)
+            save_run(root, record)
+            tracker.finish(TRACKED_KILLED if sig else TRACKED_FAILED)  # else MLflow shows it running forever
+            raise
         record.extra.pop(RUNNING, None)
-        save_run(root, record)
-        tracker.finish(TRACKED_KILLED if sig else TRACKED_FAILED)  # else MLflow shows it running forever
-        raise
-    record.extra.pop(RUNNING, None)
-    path = save_run(root, record)
+        path = save_run(root, record)
     tracker.log_artifact(path)
     tracker.finish()
     tell(format_report(record))

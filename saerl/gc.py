@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from saerl.artifacts import CACHE_RECORDS_DIR, MANIFEST
-from saerl.runs import RUNNING, RUNS_DIR, RunRecord, list_runs, read_run, recent_runs, stage_of
+from saerl.runs import RUNNING, RUNS_DIR, RunRecord, list_runs, read_run, recent_runs, run_alive, stage_of
 from saerl.stages import STAGES
 from saerl.status import MB
 
@@ -145,7 +145,8 @@ def orphan_records(root: Path, gone: set[tuple[str, str]]) -> list[Entry]:
 
 def running_records(root: Path, skip: int) -> list[RunRecord]:
     """The run records older than the `skip` newest that are still marked running (a run under way, or one killed
-    before it could end). An unreadable one among them is passed over (what it references is unknown, and it was
+    before it could end whose process cannot be checked: a run killed with its live lock left free is not kept,
+    saerl.runs.run_alive). An unreadable one among them is passed over (what it references is unknown, and it was
     not kept before either). in: artifact root, how many newest records to pass over (negative: all); out: the
     records, newest first."""
     out = []
@@ -154,7 +155,7 @@ def running_records(root: Path, skip: int) -> list[RunRecord]:
             record = read_run(path)
         except ValueError:
             continue
-        if record.extra.get(RUNNING):
+        if record.extra.get(RUNNING) and run_alive(root, record.run_id) is not False:
             out.append(record)
     return out
 

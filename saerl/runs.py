@@ -14,15 +14,17 @@ chunk log kept them, :func:`resumed_note`), or the step a training run resumed f
 
 from __future__ import annotations
 
+import fcntl
 import json
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from saerl.artifacts import write_json_atomic
+from saerl.artifacts import file_lock, write_json_atomic
 
 RUNS_DIR = "runs"
 RECENT_IDS = 5  # run ids an unknown-run error lists
@@ -31,7 +33,11 @@ FAILED_CHARS = 300  # of the error text kept there
 STOPPED = "stopped"  # RunRecord.extra key of a run a person stopped (Ctrl-C, SIGTERM): "<stage run>: SIGINT" (no error)
 RUNNING = "running"  # RunRecord.extra key (True) while a run's stages are under way, removed when it ends (done or
 # failed): a record that keeps it is of a run still going, or of one killed before it could say (SIGKILL, out of memory)
-UNFINISHED = "unfinished: still running, or killed before it ended"  # how status shows such a record
+UNFINISHED = "unfinished: still running, or killed before it ended"  # how status shows such a record, when its
+# process cannot be checked (no live lock: a run before session 27)
+LIVE = ".live"  # runs/<run id>.live: locked by the run's process while it runs (:func:`live_lock`), gone at its end
+STILL_RUNNING = "running"  # how status shows a record marked running whose process holds its live lock
+KILLED = "killed: its process ended before it could record how (SIGKILL, out of memory, a lost machine)"
 MICROS = 1_000_000  # microseconds a second: a run id's finest unit
 GIT = "git"  # RunRecord.extra key: the code tags of the checkout the run ran (saerl.tracking.git_tags)
 SWEEP = "sweep"  # RunRecord.extra key of an ablation's child run: the id of its sweep (ROOT/sweeps/<id>/)
@@ -93,6 +99,50 @@ def save_run(root: Path, record: RunRecord) -> Path:
     path = folder / f"{record.run_id}.json"
     write_json_atomic(path, record.to_json())
     return path
+
+
+def live_path(root: Path, run_id: str) -> Path:
+    """The live lock file of run `run_id` under artifact root `root`."""
+    return Path(root) / RUNS_DIR / f"{run_id}{LIVE}"
+
+
+@contextmanager
+def live_lock(root: Path, run_id: str) -> Iterator[None]:
+    """Hold run `run_id`'s live lock while its stages run, and remove the file when the block ends however it
+    ends; a process that dies (SIGKILL, out of memory) loses the lock with it and leaves the file, which is how
+    :func:`run_alive` tells it from a run still going. in: artifact root, run id; out: a context."""
+    path = live_path(root, run_id)
+    with file_lock(path):
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def run_alive(root: Path, run_id: str) -> bool | None:
+    """Is run `run_id`'s process still going? True: its live lock is held; False: the lock file is there but
+    free (the process died before it could record its end); None: no lock file (the run ended and removed it, or
+    it ran before runs had one). in: artifact root, run id; out: True / False / None."""
+    try:
+        fh = open(live_path(root, run_id))
+    except FileNotFoundError:
+        return None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
+def unfinished(root: Path, record: RunRecord) -> str | None:
+    """How a record still marked running reads (None when it is not): STILL_RUNNING while its process holds the
+    live lock, KILLED once the process is gone, UNFINISHED when that cannot be told. in: root, record; out: text."""
+    if not record.extra.get(RUNNING):
+        return None
+    alive = run_alive(root, record.run_id)
+    return STILL_RUNNING if alive else KILLED if alive is False else UNFINISHED
 
 
 class UnknownRun(KeyError, ValueError):

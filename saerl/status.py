@@ -20,11 +20,9 @@ from pathlib import Path
 from saerl.artifacts import MANIFEST, ArtifactStore
 from saerl.runs import (
     FAILED,
-    RUNNING,
     RUNS_DIR,
     SETTING,
     STOPPED,
-    UNFINISHED,
     RunRecord,
     artifact_dir,
     list_runs,
@@ -32,6 +30,7 @@ from saerl.runs import (
     ordered_stages,
     read_run,
     stage_of,
+    unfinished,
 )
 
 LIST_LIMIT = 20  # runs shown by `saerl status --list` unless told otherwise
@@ -126,8 +125,8 @@ def format_run(root: Path, record: RunRecord, verify: bool = False, paths: bool 
         head += f"\nFAILED at {record.extra[FAILED]}"
     elif record.extra.get(STOPPED):
         head += f"\nSTOPPED at {record.extra[STOPPED]}"
-    elif record.extra.get(RUNNING):
-        head += f"\n{UNFINISHED.upper()}"
+    elif state := unfinished(root, record):
+        head += f"\n{state.upper()}"
     return "\n".join([head, *_table(rows), *corrupt])
 
 
@@ -137,16 +136,17 @@ def failed_at(failed: str) -> str:
     return failed.split(": ", 1)[0]
 
 
-def ended(record: RunRecord) -> str:
+def ended(root: Path, record: RunRecord) -> str:
     """How a run ended, for `status --list`: 'failed at <stage run>', 'stopped at <stage run> (SIGINT)' (Ctrl-C or
-    SIGTERM: it read 'failed at'), 'unfinished: ...' (a record still marked running: the run goes on, or was killed
-    before it could record its end; it read 'ok') or 'ok'."""
+    SIGTERM: it read 'failed at'), for a record still marked running 'running' or 'killed: ...' (its process holds
+    its live lock, or died before it could record its end; 'unfinished: ...' when that cannot be told; it read
+    'ok': saerl.runs.unfinished), or 'ok'. in: artifact root, record; out: text."""
     if record.extra.get(FAILED):
         return f"failed at {failed_at(record.extra[FAILED])}"
     if record.extra.get(STOPPED):
         where, _, sig = record.extra[STOPPED].rpartition(": ")
         return f"stopped at {where} ({sig})"
-    return UNFINISHED if record.extra.get(RUNNING) else "ok"
+    return unfinished(root, record) or "ok"
 
 
 def run_status(root: Path, run_id: str = "latest", verify: bool = False, paths: bool = False) -> str:
@@ -173,5 +173,5 @@ def list_status(root: Path, limit: int = LIST_LIMIT) -> str:
         rows.append((r.run_id, r.name, str(r.extra.get(SETTING, "")), format_time(r.started), str(len(r.stages)), str(computed),
                      str(len(r.stages) - computed), f"{sum(s.seconds for s in r.stages.values()):.1f}",
                      f"{sum(s.bytes for s in r.stages.values()) / MB:.2f}",
-                     ended(r)))
+                     ended(root, r)))
     return "\n".join(_table(rows, free_last=False))

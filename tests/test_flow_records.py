@@ -184,7 +184,7 @@ def test_a_run_killed_mid_way_is_listed_unfinished_not_ok(tmp_path, monkeypatch)
     that `status --list` showed as ended 'ok'. Runs the flow's body without Prefect (fake stage tasks): the record
     on disk while the second stage runs is what such a kill leaves; the finished run's record says ok."""
     import flows.pipeline as fp
-    from saerl.runs import RUNNING, UNFINISHED, load_run
+    from saerl.runs import RUNNING, STILL_RUNNING, live_path, load_run
     from saerl.status import list_status
 
     seen = []
@@ -214,9 +214,10 @@ def test_a_run_killed_mid_way_is_listed_unfinished_not_ok(tmp_path, monkeypatch)
     cfg = load_config(SMOKE, [f"runtime.artifact_root={tmp_path}", "tracking.enabled=false"])
     fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="ingest")
     ((killed, line),) = seen
-    assert killed.extra[RUNNING] is True and list(killed.stages) == ["testbed"] and line.endswith(UNFINISHED)
+    assert killed.extra[RUNNING] is True and list(killed.stages) == ["testbed"] and line.endswith(STILL_RUNNING)
     done = load_run(tmp_path, "latest")
     assert RUNNING not in done.extra and set(done.stages) == {"testbed", "ingest"}
+    assert not live_path(tmp_path, done.run_id).exists()
     assert list_status(tmp_path).splitlines()[1].endswith("ok")
 
 

@@ -180,6 +180,23 @@ def test_a_run_still_going_keeps_what_it_recorded_when_newer_runs_overtake_it(ro
     assert _present(root) == {"ingest/new", "train/a", "train/b"}
 
 
+def test_a_run_killed_before_it_recorded_its_end_keeps_nothing_while_a_live_one_does(root):
+    """A run killed by SIGKILL or out of memory stays marked running in its record, and gc kept what it named until
+    someone deleted the record by hand. Its live lock tells: held by a run still going (kept), left free by one that
+    died (collected as any older run)."""
+    from saerl.runs import RUNNING, live_lock, live_path, read_run
+
+    path = root / "runs" / "20260101-000000-aaaaaa.json"
+    record = read_run(path)
+    record.extra[RUNNING] = True
+    save_run(root, record)
+    with live_lock(root, record.run_id):
+        assert collect(root, keep_runs=2, dry_run=True).running_kept == 1
+    live_path(root, record.run_id).touch()  # what a killed run leaves: the file, its lock free
+    report = collect(root, keep_runs=2)
+    assert report.running_kept == 0 and _present(root) == {"ingest/new", "train/a", "train/b"}
+
+
 def test_cache_records_go_with_their_artifacts(root):
     """gc removed artifacts but left the orchestrator's cache record of each (prefect-results/<stage>-<key>): a
     record goes once its artifact is gone (removed now or before), at the same age; a record of a kept artifact, a

@@ -154,6 +154,22 @@ def test_a_record_still_marked_running_reads_unfinished_not_ok(tmp_path):
     assert run_status(tmp_path).splitlines()[1] == UNFINISHED.upper()
 
 
+def test_a_record_marked_running_reads_running_while_its_process_lives_and_killed_after(tmp_path):
+    """A run's live lock tells a run still going from one killed before it recorded its end (both read 'unfinished:
+    still running, or killed' for as long as the record stayed)."""
+    from saerl.runs import KILLED, RUNNING, STILL_RUNNING, live_lock, live_path
+
+    rec = RunRecord(name="demo", run_id="20260101-000000-aaaaaa", extra={RUNNING: True})
+    save_run(tmp_path, rec)
+    with live_lock(tmp_path, rec.run_id):
+        assert list_status(tmp_path).splitlines()[1].endswith(STILL_RUNNING)
+        assert run_status(tmp_path).splitlines()[1] == STILL_RUNNING.upper()
+    assert not live_path(tmp_path, rec.run_id).exists()  # a run that ends removes it
+    live_path(tmp_path, rec.run_id).touch()  # a killed one leaves it, its lock free
+    assert list_status(tmp_path).splitlines()[1].endswith(KILLED)
+    assert run_status(tmp_path).splitlines()[1] == KILLED.upper()
+
+
 def test_run_status_marks_a_corrupt_artifact_and_how_to_rebuild_it(tmp_path):
     """A truncated file of a stored artifact (`saerl report` names it unusable) showed as a healthy artifact with
     its size on disk. Status checks each artifact's files against its manifest (sizes only: no hashing)."""
