@@ -499,6 +499,9 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     steps_log = pl.DataFrame(run["log"], infer_schema_length=None) if run["log"] else pl.DataFrame({"step": []})
     if "step" in steps_log.columns:
         steps_log = steps_log.with_columns(pl.col("step").cast(pl.Int64))
+    # step first, then by name: a resumed run's history comes back from its checkpoint with its keys sorted, so
+    # trl's own order would make its log differ from an uninterrupted run's in column order alone
+    steps_log = steps_log.select(sorted(steps_log.columns, key=lambda c: (c != "step", c)))
     steps_log.write_parquet(build.path / "log.parquet")
     curve = pl.DataFrame(run["curve"], schema={"step": pl.Int64, "set": pl.String, "greedy": pl.Float64,
                                                "n": pl.Int64, "seconds": pl.Float64, "failures": pl.Int64})

@@ -318,6 +318,23 @@ def test_a_finished_training_run_publishes_no_resumable_checkpoints(tmp_path, mo
     assert not (tmp_path / runners.CHECKPOINTS).exists()
 
 
+def test_a_training_logs_columns_do_not_depend_on_a_resume(tmp_path, monkeypatch):
+    """trl's history lists its keys in its own order; a resumed run's comes back from the checkpoint with them
+    sorted: log.parquet orders them the same either way (step first), so the two runs' files can be the same."""
+    from saerl import rl, runners
+
+    fake_training(monkeypatch)
+    logs = []
+    for i, row in enumerate(({"step": 1, "reward": 0.5, "loss": 0.1}, {"loss": 0.1, "reward": 0.5, "step": 1})):
+        run = {"log": [row], "curve": [], "curve_problems": [], "order": ["p0"], "order_steps": [1], "steps": 1,
+               "seconds": 0.1, "resumed_from": None, "reward_checks": 2, "verifier_failures": 0}
+        monkeypatch.setattr(rl, "train_grpo", lambda *a, run=run, **kw: run)
+        (tmp_path / f"b{i}" / "plots").mkdir(parents=True)
+        runners.compute_train(PipelineConfig(), {}, Build(tmp_path / f"b{i}", {}), arm="saerl", seed=0)
+        logs.append(pl.read_parquet(tmp_path / f"b{i}" / "log.parquet"))
+    assert logs[0].columns == logs[1].columns == ["step", "loss", "reward"]
+
+
 def test_a_training_run_resumed_from_a_checkpoint_notes_the_step(tmp_path, monkeypatch):
     """compute_train recorded only resumed_from in the manifest, so the stage run's reason said nothing of the resume:
     it notes 'resumed an interrupted training run from step N of train.max_steps' (saerl.runs.RESUMED, which
