@@ -8,6 +8,7 @@ wrap `run_stage` one stage each; `flows/` composes them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -348,12 +349,21 @@ RUNNERS: dict[str, Callable[[PipelineConfig, dict[str, ArtifactRef], Build], dic
 }
 
 
-def set_threads(cfg: PipelineConfig) -> None:
-    """Apply runtime.torch_threads to this process (0 leaves torch's default)."""
-    if cfg.runtime.torch_threads:
-        import torch
+@functools.cache
+def default_threads() -> int:
+    """torch's CPU thread count in this process before any stage set one (read at the first stage run here)."""
+    import torch
 
-        torch.set_num_threads(cfg.runtime.torch_threads)
+    return torch.get_num_threads()
+
+
+def set_threads(cfg: PipelineConfig) -> None:
+    """Apply runtime.torch_threads to this process, or, when 0, the process's own default (:func:`default_threads`):
+    a process that runs many stage runs (a Dask worker) kept what an earlier one set, so two runs of one key wrote
+    activations that differed in the last float bits by which worker had run what before."""
+    import torch
+
+    torch.set_num_threads(cfg.runtime.torch_threads or default_threads())
 
 
 def stop_verifier() -> None:

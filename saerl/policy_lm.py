@@ -189,8 +189,18 @@ def length_buckets(lengths: list[int], batch: int, window: int, gen: torch.Gener
 
 def pretrain(model: Any, tok: Any, df: pl.DataFrame, cfg: TestbedConfig, progress: bool = True) -> list[tuple[int, float]]:
     """AdamW with warmup + cosine decay on (prompt -> worked solution) pairs of `df`, loss on the completion.
-    in: model, tokenizer, pretraining frame, config, progress bar on/off; out: [(step, mean loss since last log)]."""
+    in: model, tokenizer, pretraining frame, config, progress bar on/off; out: [(step, mean loss since last log)].
+    Runs on cfg.threads torch threads and gives the process its own count back after."""
+    before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
+    try:
+        return _pretrain(model, tok, df, cfg, progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _pretrain(model: Any, tok: Any, df: pl.DataFrame, cfg: TestbedConfig, progress: bool) -> list[tuple[int, float]]:
+    """:func:`pretrain`'s loop, on the threads it set."""
     examples = encode_examples(tok, df["prompt"].to_list(), df["solution"].to_list())
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

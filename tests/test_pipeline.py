@@ -417,3 +417,20 @@ def test_overlapping_quiet_blocks_restore_once_the_last_closes(monkeypatch):
     assert not hf_logging.is_progress_bar_enabled() and os.environ[HUB_NO_BARS] == "1", "b still runs"
     b.__exit__(None, None, None)
     assert hf_logging.is_progress_bar_enabled() and HUB_NO_BARS not in os.environ and dask_log.level == logging.INFO
+
+
+def test_a_stage_run_applies_the_configs_threads_or_the_processs_own_default():
+    """runtime.torch_threads=0 left whatever an earlier stage run in the same process (a Dask worker) had set, so
+    the same key's activations differed in the last bits between workers; 0 now means the process's default."""
+    import torch
+
+    from saerl.pipeline import default_threads, set_threads
+
+    default = default_threads()
+    try:
+        set_threads(load_config(None, [f"runtime.torch_threads={default + 1}"]))
+        assert torch.get_num_threads() == default + 1
+        set_threads(load_config(None, []))
+        assert torch.get_num_threads() == default
+    finally:
+        torch.set_num_threads(default)

@@ -4,6 +4,7 @@ import json
 
 import polars as pl
 import pytest
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from saerl.config import ModelConfig
@@ -90,8 +91,11 @@ def test_pretrain_on_fewer_examples_than_one_batch(world):
     """testbed.n_pretrain below testbed.batch_size: every step trains on the whole (small) corpus."""
     tok = build_tokenizer(_texts(world))
     small = world["pretrain"].head(5)
-    log = pretrain(new_model(CFG, tok), tok, small, CFG.model_copy(update={"batch_size": 96}), progress=False)
+    before = torch.get_num_threads()
+    log = pretrain(new_model(CFG, tok), tok, small, CFG.model_copy(update={"batch_size": 96, "threads": before + 1}),
+                   progress=False)
     assert [step for step, _ in log] == [1, 2, 3]
+    assert torch.get_num_threads() == before  # a Dask worker's next stage kept pretraining's count
     # fewer steps than log_every (the smoke config: 30 < 50), or a last window cut short: its loss is logged, so
     # the printed final loss is a number, not nan
     short = pretrain(new_model(CFG, tok), tok, small, CFG.model_copy(update={"log_every": 2}), progress=False)
