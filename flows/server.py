@@ -96,8 +96,10 @@ def _settings(api_url: str) -> Iterator[None]:
 
 
 @contextmanager
-def prefect_server(root: Path, api_url: str | None = None) -> Iterator[str]:
-    """Make a Prefect API available for the block: the given/`PREFECT_API_URL` one, or a new local server."""
+def prefect_server(root: Path, api_url: str | None = None, dask_address: str | None = None) -> Iterator[str]:
+    """Make a Prefect API available for the block: the given/`PREFECT_API_URL` one, or a new local server, with a
+    warning when the run's tasks go to an existing Dask cluster (`dask_address`, runtime.dask_address), whose
+    workers cannot use a server on this machine's loopback that ends with the run."""
     os.environ.update(prefect_env(root))
     api_url = api_url or os.environ.get("PREFECT_API_URL")
     if api_url:
@@ -105,6 +107,13 @@ def prefect_server(root: Path, api_url: str | None = None) -> Iterator[str]:
         with _settings(api_url):
             yield api_url
         return
+    if dask_address:
+        log.warning("runtime.dask_address=%s without runtime.prefect_api_url: this run's Prefect server listens on "
+                    "127.0.0.1 and ends with the run, so workers on other machines cannot reach it, and the cluster's "
+                    "long-lived workers stay bound to the first run's server (later runs' task runs go unrecorded, "
+                    "the workers log connection errors). The artifacts are not affected. Fix: run one `prefect server "
+                    "start --host 0.0.0.0` the workers can reach and set runtime.prefect_api_url=http://HOST:4200/api",
+                    dask_address)
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     home = Path(os.environ["PREFECT_HOME"])

@@ -72,7 +72,7 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None) -> dict:
 
     check_runnable(cfg, until)  # before a server starts
     root = Path(cfg.runtime.artifact_root).resolve()
-    with stop_on_interrupt(), prefect_server(root, cfg.runtime.prefect_api_url):
+    with stop_on_interrupt(), prefect_server(root, cfg.runtime.prefect_api_url, cfg.runtime.dask_address):
         from flows.pipeline import pipeline_flow, quiet_libraries, run_pipeline_flow
         from flows.runner import task_runner
 
@@ -136,7 +136,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         check_runnable(child, args.until)  # a child that cannot evaluate fails here, before a server starts
     from flows.server import prefect_server
 
-    with stop_on_interrupt(), prefect_server(Path(cfg.runtime.artifact_root).resolve(), cfg.runtime.prefect_api_url):
+    with stop_on_interrupt(), prefect_server(Path(cfg.runtime.artifact_root).resolve(), cfg.runtime.prefect_api_url,
+                                             cfg.runtime.dask_address):
         from flows.pipeline import quiet_libraries
         from flows.sweep import ablation_flow
 

@@ -119,3 +119,21 @@ def test_a_local_server_starts_under_the_roots_start_lock(tmp_path, monkeypatch)
     with server.prefect_server(tmp_path):
         assert not locked()
     assert held_while_starting == [True, True, True]
+
+
+def test_a_local_server_for_an_existing_dask_cluster_is_warned(tmp_path, monkeypatch, caplog):
+    """Workers of a cluster started apart cannot use a server on this machine's loopback that ends with the run;
+    with runtime.prefect_api_url (a server they reach) nothing is said."""
+    import flows.server as server
+
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"})  # restored after
+    monkeypatch.setattr(server, "_settings", lambda url: __import__("contextlib").nullcontext())
+    with caplog.at_level("WARNING", logger="saerl.server"):
+        with server.prefect_server(tmp_path, "http://10.0.0.5:4200/api", "tcp://10.0.0.5:8786"):
+            pass
+        assert "runtime.prefect_api_url" not in caplog.text
+        os.environ.pop("PREFECT_API_URL")  # the block above set it
+        monkeypatch.setattr(server.subprocess, "Popen", lambda *a, **kw: (_ for _ in ()).throw(OSError("no server")))
+        with pytest.raises(OSError), server.prefect_server(tmp_path, None, "tcp://10.0.0.5:8786"):
+            pass
+    assert "runtime.dask_address=tcp://10.0.0.5:8786 without runtime.prefect_api_url" in caplog.text
