@@ -24,7 +24,16 @@ from prefect import flow, get_run_logger
 
 from saerl.artifacts import ArtifactRef, ArtifactStore
 from saerl.config import build_config, flatten
-from saerl.pipeline import SHARDED, check_runnable, input_keys, quiet_libraries, resolve_upstream, stage_runs
+from saerl.pipeline import (
+    SHARDED,
+    STOPPED_TOKEN,
+    check_runnable,
+    fan_out_token,
+    input_keys,
+    quiet_libraries,
+    resolve_upstream,
+    stage_runs,
+)
 from saerl.runs import (
     FAILED,
     FAILED_CHARS,
@@ -115,16 +124,24 @@ def wait_awake(future: Any) -> None:
 
 def fan_out(args: dict[str, Any], n_shards: int, label: str | None = None) -> None:
     """Run a sharded stage's chunks as parallel shard tasks (on Dask workers); the stage task then publishes.
-    `label`: a sweep run's, leading its printed line (:func:`say`)."""
+    The shards run under a new fan-out token (saerl.pipeline.fan_out_token); when the flow stops (Ctrl-C, SIGTERM)
+    or a shard fails, the token is withdrawn, so the other shards end before their next chunk instead of running
+    on in the cluster's workers. `label`: a sweep run's, leading its printed line (:func:`say`)."""
+    store, stage, key = ArtifactStore(args["root"]), args["stage"], args["key"]
     prepared = prepare_shards_task.submit(**args, n_shards=n_shards)
     wait_awake(prepared)
     shards = prepared.result()
-    futures = [shard_task.with_options(task_run_name=f"{args['stage']}-shard-{i}").submit(**args, chunk_ids=ids)
-               for i, ids in enumerate(shards)]
-    for f in futures:
-        wait_awake(f)
-        f.result()
-    say(f"[{args['stage']}] {sum(map(len, shards))} chunks computed in {len(shards)} shards", label)
+    token = fan_out_token(store, stage, key)
+    try:
+        futures = [shard_task.with_options(task_run_name=f"{stage}-shard-{i}").submit(**args, chunk_ids=ids, token=token)
+                   for i, ids in enumerate(shards)]
+        for f in futures:
+            wait_awake(f)
+            f.result()
+    except BaseException:
+        fan_out_token(store, stage, key, STOPPED_TOKEN)
+        raise
+    say(f"[{stage}] {sum(map(len, shards))} chunks computed in {len(shards)} shards", label)
 
 
 def build_sharded(store: ArtifactStore, args: dict[str, Any], n_shards: int, start: Callable[[], Any],

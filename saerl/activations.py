@@ -42,7 +42,7 @@ from saerl.activation_store import (
     prepare_store,
     store_heads,
 )
-from saerl.artifacts import ChunkLog
+from saerl.artifacts import ChunkLog, while_wanted
 from saerl.config import ExtractConfig, ModelConfig, device_type, resolve_layer
 
 PKG_PREFIX = "pkg:"
@@ -365,11 +365,14 @@ def run_chunk(loaded: LoadedModel, meta: StoreMeta, token_ids: np.ndarray, offse
 def extract_chunks(store_path: str | Path, chunk_log: ChunkLog, chunk_ids: Sequence[int] | None = None,
                    loaded: LoadedModel | None = None, model_cfg: ModelConfig | None = None,
                    device: str = "auto", progress: bool = True,
-                   on_chunk_done: Callable[[int], None] | None = None) -> dict[str, Any]:
+                   on_chunk_done: Callable[[int], None] | None = None,
+                   keep_going: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Compute and write the given prompt-chunks (default: all) of a prepared store, skipping chunks the
     log records as done. Safe to run for disjoint chunk sets in parallel processes (a shard each).
     The model is the store's own unless `loaded` is given. `on_chunk_done(i)` runs after chunk i is
-    written and recorded. Returns a summary: n_prompts, n_tokens, d_model, layer, seconds, tokens_per_s."""
+    written and recorded; `keep_going()`, asked before each chunk, ends the run early when False (a shard whose
+    fan-out stopped). Returns a summary of the chunks run: n_prompts, n_tokens, d_model, layer, seconds,
+    tokens_per_s."""
     group, meta = open_for_write(store_path)
     offsets = group["offsets"][:]
     heads = store_heads(group, len(offsets) - 1)
@@ -393,7 +396,9 @@ def extract_chunks(store_path: str | Path, chunk_log: ChunkLog, chunk_ids: Seque
     bar = tqdm(total=n_tok, unit="tok", unit_scale=True, desc=f"extract L{meta.layer}", disable=not progress)
     with torch.inference_mode(), ThreadPoolExecutor(max_workers=1) as pool_:
         pending: Future[None] | None = None
-        for c in todo:
+        ran: list[int] = []
+        for c in while_wanted(todo, keep_going):
+            ran.append(c)
             lo, hi = ranges[c]
             off = offsets[lo: hi + 1]
             token_ids = group["input_ids"][int(off[0]): int(off[-1])]
@@ -406,8 +411,11 @@ def extract_chunks(store_path: str | Path, chunk_log: ChunkLog, chunk_ids: Seque
             pending.result()
     bar.close()
     seconds = time.perf_counter() - started
+    if len(ran) < len(todo):  # stopped early: the summary counts what ran
+        n_tok = int(sum(offsets[ranges[c][1]] - offsets[ranges[c][0]] for c in ran))
+        n_prompts = int(sum(ranges[c][1] - ranges[c][0] for c in ran))
     return {"n_prompts": n_prompts, "n_tokens": n_tok, "d_model": meta.d_model, "layer": meta.layer,
-            "chunks_run": len(todo), "chunks_skipped": len(wanted) - len(todo), "seconds": round(seconds, 3),
+            "chunks_run": len(ran), "chunks_skipped": len(wanted) - len(todo), "seconds": round(seconds, 3),
             "tokens_per_s": round(n_tok / seconds, 1) if seconds > 0 else 0.0}
 
 

@@ -22,7 +22,7 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from importlib import metadata
@@ -241,6 +241,17 @@ class Build:
     def note(self, **fields: Any) -> None:
         """Add fields (row counts, metrics, ...) to the manifest."""
         self.notes.update(fields)
+
+
+def while_wanted(chunks: Iterable[int], keep_going: Callable[[], bool] | None) -> Iterator[int]:
+    """`chunks` in order, ending before the first one for which `keep_going()` is False (None: all of them): a
+    shard asks before each chunk whether its fan-out still wants it (saerl.pipeline.shard_wanted).
+    in: chunk ids, the check; out: the chunk ids to run."""
+    for c in chunks:
+        if keep_going is not None and not keep_going():
+            log.info("stopping before chunk %s: the fan-out that started this shard was stopped or replaced", c)
+            return
+        yield c
 
 
 def chunk_records(build_folder: Path) -> dict[str, tuple[int, int]]:

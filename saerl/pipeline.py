@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,9 +27,11 @@ from saerl.artifacts import (
     ArtifactRef,
     ArtifactStore,
     Build,
+    ChunkLog,
     chunk_records,
     file_sha256,
     reused_chunks,
+    write_file_atomic,
 )
 from saerl.config import PipelineConfig, device_type
 from saerl.stages import DATA_LABELS, STAGES, code_version, stage_key, stage_slice
@@ -521,6 +524,8 @@ def run_all(store: ArtifactStore, cfg: PipelineConfig, until: str | None = None,
 
 
 SHARDED = ("extract", "encode")
+SHARDS_TOKEN = "shards.token"  # in a sharded build's chunk log folder: the fan-out whose shards may run (fan_out_token)
+STOPPED_TOKEN = "stopped"  # the token a stopped fan-out leaves: no shard runs another chunk
 
 
 def prepare_shards(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef],
@@ -558,22 +563,49 @@ def prepare_shards(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstre
     return [todo[i::n_shards] for i in range(n_shards) if todo[i::n_shards]]
 
 
+def fan_out_token(store: ArtifactStore, stage: str, key: str, token: str | None = None) -> str:
+    """Name the fan-out whose shards may compute chunks of a sharded build: write `token` (default: a new one)
+    into its chunk log's folder (SHARDS_TOKEN; left out of the published artifact with the log). Another token
+    (a new fan-out of the same build, or STOPPED_TOKEN when the flow stops) makes the earlier fan-out's shards
+    end before their next chunk (:func:`shard_wanted`): Dask cannot stop a running task, so a Ctrl-C left the
+    shards of an external cluster computing into a folder the next run would publish under them.
+    in: store, stage, key, token; out: the token written."""
+    token = token or uuid.uuid4().hex
+    write_file_atomic(store.begin(stage, key).chunks.folder / SHARDS_TOKEN, lambda tmp: tmp.write_text(token))
+    return token
+
+
+def shard_wanted(chunk_log: ChunkLog, token: str | None) -> Callable[[], bool]:
+    """The check a shard asks before each chunk: is the fan-out that started it (its `token`) still the build's
+    own? Always yes for a shard given no token (a direct call). in: the build's chunk log, token; out: the check."""
+    path = chunk_log.folder / SHARDS_TOKEN
+
+    def wanted() -> bool:
+        try:
+            return token is None or path.read_text() == token
+        except FileNotFoundError:
+            return False
+    return wanted
+
+
 def run_shard(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef], key: str,
-              chunk_ids: list[int]) -> dict[str, Any]:
+              chunk_ids: list[int], token: str | None = None) -> dict[str, Any]:
     """Compute some chunks of a prepared sharded stage into its partial folder (any process, any machine
-    that sees the artifact root). The stage's own run then finds them done and publishes the artifact."""
+    that sees the artifact root), ending early once the fan-out `token` names is no longer the build's
+    (:func:`shard_wanted`). The stage's own run then finds them done and publishes the artifact."""
     from saerl.activation_store import STORE_NAME
     from saerl.activations import pick_device
 
     set_threads(cfg)
     build = store.begin(stage, key)
     device = str(pick_device(cfg.runtime.device))
+    wanted = shard_wanted(build.chunks, token)
     if stage == "extract":
         from saerl.activations import extract_chunks
 
         return extract_chunks(build.path / STORE_NAME, build.chunks, chunk_ids, model_cfg=runners.internals_model_cfg(cfg),
-                              device=device, progress=False)
+                              device=device, progress=False, keep_going=wanted)
     from saerl.sae import encode_codes
 
     return encode_codes(upstream["extract"].path, upstream["sae"].path, cfg.sae, build.path, build.chunks,
-                        device=device, chunk_ids=chunk_ids, progress=False)
+                        device=device, chunk_ids=chunk_ids, progress=False, keep_going=wanted)

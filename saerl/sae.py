@@ -51,7 +51,7 @@ from saerl.activation_store import (
     kept_or_chained,
     open_activations,
 )
-from saerl.artifacts import ChunkLog, file_sha256
+from saerl.artifacts import ChunkLog, file_sha256, while_wanted
 from saerl.config import SAEConfig, stable_hash
 
 CODES_NAME = "codes.zarr"
@@ -386,12 +386,14 @@ def write_codes_chunk(group: zarr.Group, lo: int, feature_ids: np.ndarray, value
 
 def encode_codes(activations_path: str | Path, sae_dir: str | Path, cfg: SAEConfig, out_dir: str | Path,
                  chunk_log: ChunkLog, device: str = "cpu", chunk_ids: Sequence[int] | None = None,
-                 progress: bool = True, on_chunk_done: Callable[[int], None] | None = None) -> dict[str, Any]:
+                 progress: bool = True, on_chunk_done: Callable[[int], None] | None = None,
+                 keep_going: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Encode every content token (each prompt's rows after its head) with the SAE in sae_dir, pool per prompt
     (each pooling in cfg.encode_pool), keep the top cfg.encode_top_k features per prompt and pooling in
-    out_dir/codes.zarr. Chunk by chunk (default: all chunks), skipping chunks chunk_log records; a rerun resumes.
+    out_dir/codes.zarr. Chunk by chunk (default: all chunks), skipping chunks chunk_log records; a rerun resumes;
+    `keep_going()`, asked before each chunk, ends the run early when False (a shard whose fan-out stopped).
     Returns n_prompts, n_tokens (content tokens encoded), seconds, d_sae, top_k and mean_nonzero (kept features
-    per prompt)."""
+    per prompt), of the chunks run."""
     from sae_lens import SAE
 
     act = open_activations(activations_path)
@@ -403,8 +405,9 @@ def encode_codes(activations_path: str | Path, sae_dir: str | Path, cfg: SAEConf
     group = zarr.open_group(store, mode="r+")
     wanted = range(len(act.ranges)) if chunk_ids is None else chunk_ids
     todo = [c for c in wanted if not (chunk_log.is_done(c) and chunk_log.get(c).get("fingerprint") == fp)]
-    started, n_tok, nonzero = time.perf_counter(), 0, 0
-    for c in tqdm(todo, desc="encode", unit="chunk", disable=not progress):
+    started, n_tok, nonzero, ran = time.perf_counter(), 0, 0, []
+    for c in tqdm(while_wanted(todo, keep_going), total=len(todo), desc="encode", unit="chunk", disable=not progress):
+        ran.append(c)
         lo, hi = act.ranges[c]
         lengths = np.diff(act.offsets[lo: hi + 1])
         starts = np.concatenate([[0], np.cumsum(lengths)])
@@ -430,8 +433,8 @@ def encode_codes(activations_path: str | Path, sae_dir: str | Path, cfg: SAEConf
         if on_chunk_done is not None:
             on_chunk_done(c)
     seconds = time.perf_counter() - started
-    n_prompts = sum(act.ranges[c][1] - act.ranges[c][0] for c in todo)
-    return {"n_prompts": n_prompts, "n_tokens": n_tok, "chunks_run": len(todo), "seconds": round(seconds, 3),
+    n_prompts = sum(act.ranges[c][1] - act.ranges[c][0] for c in ran)
+    return {"n_prompts": n_prompts, "n_tokens": n_tok, "chunks_run": len(ran), "seconds": round(seconds, 3),
             "d_sae": sae.cfg.d_sae, "top_k": k, "mean_nonzero": round(nonzero / max(1, n_prompts), 2)}
 
 

@@ -91,12 +91,13 @@ def prepare_shards_task(stage: str, key: str, root: str, config: dict[str, Any],
 
 @task(retries=1, result_serializer=RESULT_SERIALIZER)
 def shard_task(stage: str, key: str, root: str, config: dict[str, Any], upstream: dict[str, dict[str, str]],
-               chunk_ids: list[int]) -> dict[str, Any]:
-    """Compute some chunks of a sharded stage (runs on a Dask worker under `runtime.task_runner: dask`).
+               chunk_ids: list[int], token: str | None = None) -> dict[str, Any]:
+    """Compute some chunks of a sharded stage (runs on a Dask worker under `runtime.task_runner: dask`), until
+    the fan-out `token` names is no longer the build's (saerl.pipeline.shard_wanted).
     No Prefect cache: finished chunks are recorded in the artifact's chunk log, so a retry skips them."""
     from saerl.pipeline import run_shard
 
     refs = to_refs(upstream)
     cfg = build_config(config)
     with quiet_libraries(cfg):  # a worker of an external cluster inherits nothing from the flow's process
-        return run_shard(ArtifactStore(root), cfg, stage, refs, key, chunk_ids)
+        return run_shard(ArtifactStore(root), cfg, stage, refs, key, chunk_ids, token)

@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from saerl.config import load_config
 from saerl.runs import RunRecord, StageRecord, save_run
 from saerl.sweep import planned_run_keys
@@ -407,3 +409,49 @@ def test_a_pipeline_flow_run_is_named_after_the_runs_id(tmp_path, monkeypatch):
     off = load_config(SMOKE, [f"runtime.artifact_root={tmp_path}", "tracking.enabled=false"])
     real.fn(config=off.model_dump(mode="json"), until="testbed", run_id="20260101-000000-000000-abcd")
     assert load_run(tmp_path, "latest").run_id == "20260101-000000-000000-abcd"
+
+
+def test_a_failed_or_stopped_fan_out_withdraws_its_token_so_its_other_shards_stop(tmp_path, monkeypatch):
+    """One shard fails (or the flow is stopped while it waits): the fan-out's token is replaced by the stopped one
+    before the error goes on, so the shards still running on the cluster end before their next chunk."""
+    import flows.pipeline as fp
+    from saerl.artifacts import ArtifactStore
+    from saerl.pipeline import SHARDS_TOKEN, STOPPED_TOKEN
+
+    class Future:
+        def __init__(self, value):
+            self.value = value
+
+        def add_done_callback(self, fn):
+            fn(self)
+
+        def wait(self):
+            pass
+
+        def result(self):
+            if isinstance(self.value, BaseException):
+                raise self.value
+            return self.value
+
+    class Task:
+        def __init__(self, value):
+            self.value, self.tokens = value, []
+
+        def with_options(self, **_):
+            return self
+
+        def submit(self, **kw):
+            self.tokens.append(kw.get("token"))
+            return Future(self.value)
+
+    store = ArtifactStore(tmp_path)
+    args = {"stage": "extract", "key": "k", "root": str(tmp_path), "config": {}, "upstream": {}}
+    token_file = store.partial_path("extract", "k") / "_chunks" / SHARDS_TOKEN
+    for error in (RuntimeError("shard died"), KeyboardInterrupt()):
+        shards = Task(error)
+        monkeypatch.setattr(fp, "prepare_shards_task", Task([[0, 2], [1, 3]]))
+        monkeypatch.setattr(fp, "shard_task", shards)
+        with pytest.raises(type(error)):
+            fp.fan_out(args, 2)
+        assert len(set(shards.tokens)) == 1 and shards.tokens[0] not in (None, STOPPED_TOKEN)
+        assert token_file.read_text() == STOPPED_TOKEN

@@ -417,6 +417,60 @@ def test_encode_fanned_out_in_shards_reports_what_the_store_holds(tmp_path):
     assert fanned["n_tokens"] == one["n_tokens"] > 0 and fanned["mean_nonzero"] == one["mean_nonzero"] > 0
 
 
+def test_a_shard_ends_before_its_next_chunk_once_its_fan_out_is_withdrawn(tmp_path):
+    """Dask cannot stop a running task: after a Ctrl-C the shards of an external cluster kept computing into the
+    partial folder the next run publishes. A shard now asks before each chunk whether its fan-out's token is still
+    the build's: a new fan-out's token, or the stopped one, ends it; the stage's own run then does the rest, and
+    the published artifact carries no token."""
+    import torch
+    from sae_lens import TopKSAE, TopKSAEConfig
+    from test_artifacts import write_synthetic_activations
+
+    from saerl.artifacts import CHUNK_DIR, ArtifactStore, chunk_records
+    from saerl.pipeline import (
+        SHARDS_TOKEN,
+        STOPPED_TOKEN,
+        fan_out_token,
+        input_keys,
+        prepare_shards,
+        run_shard,
+        run_stage,
+        shard_wanted,
+    )
+    from saerl.sae import encode_codes
+    from saerl.stages import stage_key
+
+    cfg = PipelineConfig.model_validate({"sae": {"encode_top_k": 8}, "runtime": {"progress": False}})
+    store = ArtifactStore(tmp_path)
+    with store.build("extract", "x") as b:
+        write_synthetic_activations(b.path, n_prompts=24, d_model=16)
+    with store.build("sae", "s") as b:
+        torch.manual_seed(0)
+        TopKSAE(TopKSAEConfig(d_in=16, d_sae=32, k=4)).save_model(b.path)
+    upstream = {"extract": store.open("extract", "x"), "sae": store.open("sae", "s")}
+    key = stage_key(cfg, "encode", input_keys(cfg, "encode", upstream))
+    (ids,) = prepare_shards(store, cfg, "encode", upstream, key, n_shards=1)
+    assert len(ids) >= 4
+    old = fan_out_token(store, "encode", key)
+    fan_out_token(store, "encode", key)  # a new fan-out of the same build
+    assert run_shard(store, cfg, "encode", upstream, key, ids, old)["chunks_run"] == 0
+    mine = fan_out_token(store, "encode", key)
+    calls = {"n": 0}
+
+    def stop_after_two(c):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            fan_out_token(store, "encode", key, STOPPED_TOKEN)  # the flow stopped while the shard ran
+
+    build = store.begin("encode", key)
+    done = encode_codes(upstream["extract"].path, upstream["sae"].path, cfg.sae, build.path, build.chunks,
+                        chunk_ids=ids, progress=False, on_chunk_done=stop_after_two,
+                        keep_going=shard_wanted(build.chunks, mine))
+    assert done["chunks_run"] == 2 and len(chunk_records(store.partial_path("encode", key))) == 2
+    ref = run_stage(store, cfg, "encode", upstream, key=key).ref
+    assert not (Path(ref.path) / CHUNK_DIR).exists() and not list(Path(ref.path).rglob(SHARDS_TOKEN))
+
+
 def test_measured_difficulty_is_plotted_from_the_report_models_held_out_rows(tmp_path, monkeypatch):
     """Measured difficulty (no difficulty column; the production model was fitted on every measured prompt): the
     predicted-vs-true plot draws the report's SAE model on its held-out rows against 1 - pass rate, names that
