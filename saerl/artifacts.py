@@ -56,6 +56,22 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest if isinstance(manifest, dict) else {}
 
 
+def lock_held(path: Path) -> bool | None:
+    """Does a process hold the lock on the file `path` (:func:`file_lock`)? None when there is no such file (none
+    is made). in: lock file; out: True / False / None."""
+    try:
+        fh = open(path)
+    except FileNotFoundError:
+        return None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
 @contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on the file `path` (made, with its folder, when missing) for the block, waiting

@@ -14,7 +14,6 @@ chunk log kept them, :func:`resumed_note`), or the step a training run resumed f
 
 from __future__ import annotations
 
-import fcntl
 import json
 import time
 import uuid
@@ -24,7 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from saerl.artifacts import file_lock, write_json_atomic
+from saerl.artifacts import file_lock, lock_held, write_json_atomic
 
 RUNS_DIR = "runs"
 RECENT_IDS = 5  # run ids an unknown-run error lists
@@ -123,17 +122,7 @@ def run_alive(root: Path, run_id: str) -> bool | None:
     """Is run `run_id`'s process still going? True: its live lock is held; False: the lock file is there but
     free (the process died before it could record its end); None: no lock file (the run ended and removed it, or
     it ran before runs had one). in: artifact root, run id; out: True / False / None."""
-    try:
-        fh = open(live_path(root, run_id))
-    except FileNotFoundError:
-        return None
-    with fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        return False
+    return lock_held(live_path(root, run_id))
 
 
 def unfinished(root: Path, record: RunRecord) -> str | None:

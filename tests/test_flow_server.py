@@ -82,21 +82,14 @@ def test_a_local_server_starts_under_the_roots_start_lock(tmp_path, monkeypatch)
     """Two first runs on a new root started their Prefect servers at once, both migrating prefect.db, and one died
     ('duplicate column name'). The start lock (PREFECT_HOME/server-start.lock) is held from the server's launch until
     it answers its health check, so a second run's server starts only then; it is free once the server is up."""
-    import fcntl
-
     import flows.server as server
+    from saerl.artifacts import lock_held
 
     lock = tmp_path / "prefect" / server.START_LOCK
-    held_while_starting: list[bool] = []
+    held_while_starting: list[bool | None] = []
 
-    def locked() -> bool:
-        with open(lock, "a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(fh, fcntl.LOCK_UN)
-            return False
+    def locked() -> bool | None:
+        return lock_held(lock)
 
     class Proc:
         def poll(self):
