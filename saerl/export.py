@@ -8,12 +8,11 @@ a small sampler module (no saerl import, so it runs where saerl is not installed
 how to plug them in. verl also gets a reward module (REWARD) that judges completions with saerl's own
 verifier, as saerl's RL does: verl's built-in gsm8k reward takes only a strict final `#### N` compared as
 text, which misses `\\boxed{}` answers and golds such as `\\frac{3}{4}` or `10%`; that module needs saerl
-importable. A prompt repeated over epochs appears once per visit. The arms RL reads in whole batches (saerl,
-order_only: :func:`saerl.curriculum.whole_batches`) are exported as trained, without an epoch's short last
-batch, so that every block of batch_size rows is one curriculum batch (one step) in the other trainer too;
-the README and a warning say how many rows of the order that leaves out. The shuffled arms (vanilla, filter_only)
-are exported whole; their README says how saerl's RL reads them (one stream, a step may span two epochs) and
-which last rows do not fill a batch.
+importable. A prompt repeated over epochs appears once per visit. Every arm is exported as RL reads it, in whole
+batches (:func:`saerl.curriculum.whole_batches`), without an epoch's short last batch, so that every block of
+batch_size rows is one batch (one step) in the other trainer too: a curriculum batch for saerl and order_only, a
+batch of one epoch's shuffle for vanilla and filter_only; the README and a warning say how many rows of the order
+that leaves out.
 
 The output folder must be new, empty, or an earlier saerl export (its README.md starts with EXPORT_MARK and it
 holds only files an export writes): any other folder is refused, so an export never writes over a user's files.
@@ -40,7 +39,6 @@ from saerl.runs import RunRecord, load_run
 
 FORMATS = ("hf", "verl", "trl")
 ARM_FILES = {**ARM_ORDERS, "vanilla": VANILLA}
-WHOLE_BATCH_ARMS = ("saerl", "order_only")  # arms RL reads in whole batches (saerl.runners.arm_order)
 COLUMNS = ("position", "id", "prompt", "answer", "batch", "epoch", "cluster", "difficulty_hat")
 # the rows' data_source: verl's built-in reward for it takes only a strict final '#### N' compared as text; the export's
 # REWARD module (the README's command) reads no data_source and judges as saerl does
@@ -197,13 +195,13 @@ def stage_dir(root: Path, record: RunRecord, stage: str) -> Path:
 
 def ordered_prompts(curriculum: Path, ingest: Path, arm: str = "saerl", batch_size: int | None = None) -> pl.DataFrame:
     """The arm's order as RL reads it, joined with the prompts, sorted by position. in: curriculum and ingest
-    artifact folders, arm, the run's curriculum.batch_size (None = the order file whole: for the arms in
-    WHOLE_BATCH_ARMS RL leaves an epoch's short last batch out, :func:`saerl.curriculum.whole_batch_rows`);
-    out: frame with COLUMNS. ValueError for an unknown arm or ids missing from the prompts."""
+    artifact folders, arm, the run's curriculum.batch_size (None = the order file whole: RL leaves an epoch's
+    short last batch out, :func:`saerl.curriculum.whole_batch_rows`); out: frame with COLUMNS. ValueError for an
+    unknown arm or ids missing from the prompts."""
     if arm not in ARM_FILES:
         raise ValueError(f"unknown arm '{arm}'; arms: {', '.join(ARM_FILES)}")
     order = pl.read_parquet(curriculum / ARM_FILES[arm])
-    if batch_size is not None and arm in WHOLE_BATCH_ARMS:  # as RL reads it, positions renumbered 0..n-1
+    if batch_size is not None:  # as RL reads it, positions renumbered 0..n-1
         order = whole_batch_rows(order, batch_size).with_columns(position=pl.int_range(0, pl.len(), dtype=pl.Int64))
     prompts = pl.read_parquet(ingest / PROMPTS).select("id", "prompt", "answer")
     frame = order.join(prompts, on="id", how="left").sort("position").select(COLUMNS)
@@ -242,7 +240,7 @@ def coverage_note(info: dict[str, Any]) -> str:
     train on, in a sentence each; '' when every row of the order is in the file and fills a batch.
     in: an export's info (export_run); out: text."""
     b, parts = info["batch_size"], []
-    if info["arm"] in WHOLE_BATCH_ARMS and info["left_out"]:
+    if info["left_out"]:
         absent = (f"; {info['prompts_absent']} of its prompts appear nowhere in the file" if info["prompts_absent"]
                   else "")
         n = info["short_batches"]
@@ -250,12 +248,10 @@ def coverage_note(info: dict[str, Any]) -> str:
                      f"file: the short last batch of each epoch ({n} batch{'es' if n != 1 else ''} of fewer than {b} "
                      f"prompts), which saerl's own RL does not train on: it trains on whole batches only{absent}.")
     tail = info["rows"] % b
-    if tail:
-        saerl_rl = (", nor does saerl's own RL unless its run outlasts one pass of the order (it then reads on into "
-                    "the order's start)" if info["arm"] not in WHOLE_BATCH_ARMS else "")
+    if tail:  # an order with no whole batch, which RL reads as it is
         parts.append(f"The last {tail} rows do not fill a batch of {b}: trainers that read whole batches (the sampler "
                      "written here, trl's, verl's dataloader, which drops the last incomplete batch) do not train on "
-                     f"them{saerl_rl}.")
+                     "them.")
     return " ".join(parts)
 
 
@@ -264,13 +260,10 @@ def readme_head(info: dict[str, Any]) -> str:
     leaves out (coverage_note). in: an export's info (export_run); out: markdown ending in a blank line."""
     b = info["batch_size"]
     head = f"{EXPORT_MARK}: run {info['run']}, arm {info['arm']}, {info['rows']} rows in training order\n\n"
-    if info["arm"] in WHOLE_BATCH_ARMS:
-        body = f"Each block of {b} rows is one saerl batch (one RL step); keep the order: do not shuffle."
-    else:
+    body = f"Each block of {b} rows is one saerl batch (one RL step); keep the order: do not shuffle."
+    if info["arm"] in SHUFFLED_ARMS:
         body = (f"The {info['arm']} arm's shuffle (training seed 0) of {SHUFFLED_ARMS[info['arm']]}, a fresh order "
-                f"each epoch, every row. saerl's RL reads the rows as one stream, {b} rows per RL step, so a "
-                "step can span two epochs and need not match the `batch` column, which numbers batches within an "
-                "epoch (an epoch's last can be short); keep the order: do not shuffle.")
+                f"each epoch. {body}")
     note = coverage_note(info)
     return head + body + (f"\n\n{note}" if note else "") + "\n\n"
 

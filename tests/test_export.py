@@ -22,7 +22,6 @@ from saerl.export import (
     SAMPLER,
     SAMPLER_CLASS,
     TABLE,
-    WHOLE_BATCH_ARMS,
     export_run,
     verl_reward,
 )
@@ -41,14 +40,14 @@ def _publish(store: ArtifactStore, stage: str, key: str, tables: dict[str, pl.Da
     return store.ensure(stage, key, write)[0].path
 
 
-def _make_run(root: Path, epochs: int = EPOCHS) -> tuple[Path, RunRecord]:
+def _make_run(root: Path, epochs: int = EPOCHS, n_prompts: int = N_PROMPTS) -> tuple[Path, RunRecord]:
     """An artifact root with an ingest and a curriculum artifact (every arm's order file stored shuffled, so
-    the export must sort by position; `epochs` epochs of N_PROMPTS) and a run record naming both."""
+    the export must sort by position; `epochs` epochs of `n_prompts`) and a run record naming both."""
     store = ArtifactStore(root)
-    ids = [f"p{i:02d}" for i in range(N_PROMPTS)]
-    prompts = pl.DataFrame({"id": ids, "prompt": [f"What is {i}+1?" for i in range(N_PROMPTS)],
-                            "answer": [str(i + 1) for i in range(N_PROMPTS)], "answer_raw": ids,
-                            "row": list(range(N_PROMPTS))})
+    ids = [f"p{i:02d}" for i in range(n_prompts)]
+    prompts = pl.DataFrame({"id": ids, "prompt": [f"What is {i}+1?" for i in range(n_prompts)],
+                            "answer": [str(i + 1) for i in range(n_prompts)], "answer_raw": ids,
+                            "row": list(range(n_prompts))})
     orders = {f: vanilla_order(ids, epochs, seed, BATCH).sample(fraction=1.0, shuffle=True, seed=seed)
               for seed, f in enumerate(ARM_FILES.values())}
     record = RunRecord(name="t", config={"curriculum.batch_size": BATCH, "train.num_generations": GENERATIONS})
@@ -66,10 +65,9 @@ def run(tmp_path: Path) -> tuple[Path, RunRecord]:
 
 
 def _expected(root: Path, arm: str) -> list[str]:
-    """The arm's ids as RL reads them from the stored order file: in position order, and for the arms read in
-    whole batches without an epoch's short last batch."""
-    order = pl.read_parquet(root / "curriculum" / "kc" / ARM_FILES[arm])
-    return whole_batches(order, BATCH) if arm in WHOLE_BATCH_ARMS else order.sort("position")["id"].to_list()
+    """The arm's ids as RL reads them from the stored order file: in position order, in whole batches (without
+    an epoch's short last batch)."""
+    return whole_batches(pl.read_parquet(root / "curriculum" / "kc" / ARM_FILES[arm]), BATCH)
 
 
 def _load_module(path: Path, name: str) -> types.ModuleType:
@@ -182,10 +180,11 @@ def test_every_arm_exports_its_own_order_file(run, tmp_path, arm):
     assert pl.read_parquet(tmp_path / arm / TABLE)["id"].to_list() == _expected(root, arm)
 
 
-@pytest.mark.parametrize("arm", WHOLE_BATCH_ARMS)
-def test_whole_batch_arms_export_what_rl_reads_one_batch_per_block(run, tmp_path, arm):
-    """RL reads saerl and order_only in whole batches (an epoch's short last batch left out): the export holds
-    the same prompts, so each block of batch_size rows in the other trainer is one curriculum batch."""
+@pytest.mark.parametrize("arm", list(ARM_FILES))
+def test_every_arm_exports_what_rl_reads_one_batch_per_block(run, tmp_path, arm):
+    """RL reads every arm in whole batches (an epoch's short last batch left out): the export holds the same
+    prompts, so each block of batch_size rows in the other trainer is one batch (a curriculum batch for saerl and
+    order_only, a batch of one epoch's shuffle for vanilla and filter_only)."""
     root, _ = run
     export_run(root, "latest", "trl", tmp_path / arm, arm=arm)
     ids = pl.read_parquet(tmp_path / arm / TABLE)["id"].to_list()
@@ -273,26 +272,26 @@ def test_a_whole_batch_export_says_how_many_rows_of_the_order_it_leaves_out_and_
 
 
 @pytest.mark.parametrize("arm", ["vanilla", "filter_only"])
-def test_a_shuffled_arm_export_describes_its_own_arm_and_the_rows_a_sampler_drops(arm, tmp_path, caplog):
-    """vanilla/filter_only are exported whole (10 rows, batch 4) but their README said 'Each block of 4 rows is one
-    saerl batch' and said nothing of the last 2 rows, which the exported trl sampler drops."""
+def test_a_shuffled_arm_export_describes_its_own_arm_and_the_rows_rl_leaves_out(arm, tmp_path, caplog):
+    """vanilla/filter_only (10 rows, batch 4): saerl's RL reads them in whole batches, as the ordered arms, so the
+    export leaves each epoch's short last batch out and says so, and its README names the arm's shuffle; every
+    exported row is in a batch the exported trl sampler yields."""
     root, _ = _make_run(tmp_path / "root", epochs=1)
     with caplog.at_level("WARNING", logger="saerl.export"):
         export_run(root, "latest", "trl", tmp_path / arm, arm=arm)
     df = pl.read_parquet(tmp_path / arm / TABLE)
     tail = N_PROMPTS % BATCH
-    assert df.height == N_PROMPTS and tail
+    assert df.height == N_PROMPTS - tail and tail
     text = (tmp_path / arm / README).read_text()
-    assert "one saerl batch" not in text and f"The {arm} arm's shuffle (training seed 0)" in text
-    assert f"one stream, {BATCH} rows per RL step, so a step can span two epochs" in text
-    note = f"The last {tail} rows do not fill a batch of {BATCH}: trainers that read whole batches"
+    assert f"The {arm} arm's shuffle (training seed 0)" in text and f"Each block of {BATCH} rows is one saerl batch" in text
+    note = f"{tail} of the {N_PROMPTS} rows of the {arm} order are not in this file"
     assert note in text and any(note in r.getMessage() for r in caplog.records)
     sampler = _load_module(tmp_path / arm / SAMPLER, f"trl_sampler_{arm}").SaerlOrderSampler(df, 1, BATCH)
-    assert sorted(set(sampler)) == list(range(N_PROMPTS - tail))  # what the README says: the last rows go
+    assert sorted(set(sampler)) == list(range(N_PROMPTS - tail))
 
 
-def test_an_export_whose_rows_all_fill_batches_says_nothing_is_left_out(run, tmp_path, caplog):
-    root, _ = run  # vanilla over EPOCHS epochs: 20 rows, 5 batches of 4
+def test_an_export_whose_rows_all_fill_batches_says_nothing_is_left_out(tmp_path, caplog):
+    root, _ = _make_run(tmp_path / "root", n_prompts=2 * BATCH)  # vanilla over EPOCHS epochs of 2 whole batches
     with caplog.at_level("WARNING", logger="saerl.export"):
         export_run(root, "latest", "verl", tmp_path / "v", arm="vanilla")
     text = (tmp_path / "v" / README).read_text()
