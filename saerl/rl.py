@@ -9,6 +9,7 @@ judged as :func:`saerl.verify.verify_batch` judges it (plain numbers in process,
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import random
@@ -76,10 +77,46 @@ def shuffle_within_steps(batch: dict[str, Any], steps: int) -> dict[str, Any]:
     return {k: join(k) for k in batch}
 
 
+def step_token_counts(chunks: list[dict[str, Any]], steps: int) -> None:
+    """Give each optimizer step's micro-batches their own step's loss-token count. trl's token-level losses (dapo)
+    divide by num_items_in_batch x gradient_accumulation / steps_per_generation, with num_items_in_batch the
+    count of the whole generation batch: every step got the mean count, which only the shuffle across steps made
+    right on average. With each step on its own rows (:func:`shuffle_within_steps`; under DAPO the kept groups
+    come first, the filler last), a step's loss is its own token mean only when num_items_in_batch is `steps`
+    times its own count. in: the generation batch's micro-batches in step order (trl's _buffered_inputs), steps;
+    changes them in place."""
+    from saerl.dapo import loss_tokens
+
+    per_step = len(chunks) // steps
+    for s in range(steps):
+        part = chunks[s * per_step:(s + 1) * per_step]
+        count = sum(loss_tokens(c).sum() for c in part)
+        for c in part:
+            if isinstance(c.get("num_items_in_batch"), torch.Tensor):
+                c["num_items_in_batch"] = torch.as_tensor(count * steps, device=c["num_items_in_batch"].device)
+
+
+_SHUFFLE_STEPS: contextvars.ContextVar[int] = contextvars.ContextVar("saerl_shuffle_steps", default=1)
+
+
+def _steps_aware_shuffle(original: Any) -> Any:
+    """trl's shuffle_sequence_dict, or :func:`shuffle_within_steps` while an ordered trainer's _prepare_inputs sets
+    _SHUFFLE_STEPS above 1 in this thread (a context variable: trainers in other threads are not affected)."""
+    def shuffle(batch: Any) -> Any:
+        steps = _SHUFFLE_STEPS.get()
+        return shuffle_within_steps(batch, steps) if steps > 1 else original(batch)
+
+    shuffle.saerl_steps_aware = True  # type: ignore[attr-defined]
+    return shuffle
+
+
 def _trainer_class() -> type:
     """GRPOTrainer with our sampler (trl is imported lazily: the import costs seconds)."""
     import trl.trainer.grpo_trainer as grpo_module
     from trl import GRPOTrainer
+
+    if not getattr(grpo_module.shuffle_sequence_dict, "saerl_steps_aware", False):  # trl 1.16 calls it by this name
+        grpo_module.shuffle_sequence_dict = _steps_aware_shuffle(grpo_module.shuffle_sequence_dict)
 
     class OrderedGRPOTrainer(GRPOTrainer):
         """GRPOTrainer that reads the train dataset in its stored order (no shuffling), one batch of the order
@@ -92,17 +129,20 @@ def _trainer_class() -> type:
 
         def _prepare_inputs(self, generation_batch: Any) -> Any:
             """trl's, with its shuffle of a new generation batch confined to each optimizer step's rows (trl's
-            steps_per_generation counts micro-batches: steps = it / gradient_accumulation_steps). trl 1.16 calls
-            shuffle_sequence_dict by its module-level name; it is swapped for this call only."""
+            steps_per_generation counts micro-batches: steps = it / gradient_accumulation_steps) and each step's
+            token count its own (:func:`step_token_counts`)."""
             steps = self.args.steps_per_generation // self.args.gradient_accumulation_steps
             if steps == 1 or not self.model.training:
                 return super()._prepare_inputs(generation_batch)
-            shuffle = grpo_module.shuffle_sequence_dict
-            grpo_module.shuffle_sequence_dict = lambda batch: shuffle_within_steps(batch, steps)
+            fresh = self._buffered_inputs is None or self._step % (self.args.steps_per_generation * self.num_iterations) == 0
+            token = _SHUFFLE_STEPS.set(steps)
             try:
-                return super()._prepare_inputs(generation_batch)
+                inputs = super()._prepare_inputs(generation_batch)
             finally:
-                grpo_module.shuffle_sequence_dict = shuffle
+                _SHUFFLE_STEPS.reset(token)
+            if fresh:  # in place: `inputs` is one of them
+                step_token_counts(self._buffered_inputs, steps)
+            return inputs
 
     return OrderedGRPOTrainer
 

@@ -802,13 +802,16 @@ def test_each_step_of_a_generation_batch_trains_on_its_own_batch_of_the_order(ti
 
     tok, model = AutoTokenizer.from_pretrained(policy), AutoModelForCausalLM.from_pretrained(policy)
     seen: dict[int, list[str]] = {}
+    tokens: dict[int, list[tuple[int, int]]] = {}  # per step: (its micro-batch's loss tokens, num_items_in_batch)
 
     class Recording(_trainer_class()):
         def _compute_loss(self, model, inputs):
+            step = self.state.global_step + 1
             for ids, mask in zip(inputs["prompt_ids"], inputs["prompt_mask"], strict=True):
                 text = tok.decode(ids[mask.bool()])
-                seen.setdefault(self.state.global_step + 1, []).append(
+                seen.setdefault(step, []).append(
                     next(i for i, p in zip(prompts["id"], prompts["prompt"], strict=True) if p in text))
+            tokens.setdefault(step, []).append((int(inputs["completion_mask"].sum()), int(inputs["num_items_in_batch"])))
             return super()._compute_loss(model, inputs)
 
     def flat(completions, **_):
@@ -825,6 +828,9 @@ def test_each_step_of_a_generation_batch_trains_on_its_own_batch_of_the_order(ti
     ids = prompts["id"].to_list()
     assert {s: sorted(v) for s, v in seen.items()} == {
         s: sorted(ids[(s - 1) * per_step: s * per_step] * 2) for s in range(1, steps + 1)}
+    # a token-level loss divides by num_items_in_batch / steps_per_generation: each step's own token count
+    for parts in tokens.values():
+        assert {n for _, n in parts} == {2 * sum(t for t, _ in parts)}
 
 
 @pytest.mark.parametrize(("overrides", "warned"), [({"loss_type": "grpo"}, True), ({"loss_type": "dr_grpo"}, True),
@@ -834,3 +840,27 @@ def test_overlong_filtering_under_a_mean_over_rollouts_is_warned(tmp_path, caplo
     with caplog.at_level("WARNING", logger="saerl.rl"):
         grpo_config(cfg, tmp_path, 2, 4, seed=0)
     assert ("mask_truncated_completions with loss_type" in caplog.text) == warned
+
+
+def test_the_steps_aware_shuffle_follows_its_own_thread_only():
+    """trl's shuffle is wrapped once (module-level); a trainer's per-step setting applied to every trainer in the
+    process while it was swapped in: another thread's trainer, even one generating for a single step, got it."""
+    import threading
+
+    import torch
+
+    from saerl.rl import _SHUFFLE_STEPS, _steps_aware_shuffle
+
+    shuffle = _steps_aware_shuffle(lambda batch: "trl's")
+    batch = {"x": torch.arange(8)}
+    token = _SHUFFLE_STEPS.set(2)
+    try:
+        other: list[object] = []
+        thread = threading.Thread(target=lambda: other.append(shuffle(batch)))
+        thread.start()
+        thread.join()
+        mine = shuffle(batch)
+    finally:
+        _SHUFFLE_STEPS.reset(token)
+    assert other == ["trl's"] and sorted(mine["x"][:4].tolist()) == [0, 1, 2, 3]
+    assert shuffle(batch) == "trl's"
