@@ -13,9 +13,8 @@ from __future__ import annotations
 import logging
 import queue
 import signal
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -115,11 +114,25 @@ def wait_awake(future: Any) -> None:
     """`future.wait()`, woken every WAKE_S: a wait without a timeout cannot be interrupted (a Ctrl-C delivered while
     the flow's thread sleeps in it runs its handler only once the stage is done, half an hour into an extraction),
     while between two short waits Python runs the signal's handler. in: a Prefect future."""
-    done = threading.Event()
-    future.add_done_callback(lambda _: done.set())
-    while not done.wait(WAKE_S):
+    for _ in as_done([future]):
         pass
-    future.wait()
+
+
+def as_done(futures: list[Any]) -> Iterator[Any]:
+    """The futures in the order they finish, each waited for in waits of WAKE_S (:func:`wait_awake`: a Ctrl-C
+    is handled at once). in: Prefect futures; out: the same, finished."""
+    done: queue.Queue[Any] = queue.Queue()
+    for f in futures:
+        f.add_done_callback(done.put)
+    for _ in futures:
+        while True:
+            try:
+                f = done.get(timeout=WAKE_S)
+                break
+            except queue.Empty:
+                continue
+        f.wait()
+        yield f
 
 
 def fan_out(args: dict[str, Any], n_shards: int, label: str | None = None) -> None:
@@ -135,8 +148,7 @@ def fan_out(args: dict[str, Any], n_shards: int, label: str | None = None) -> No
     try:
         futures = [shard_task.with_options(task_run_name=f"{stage}-shard-{i}").submit(**args, chunk_ids=ids, token=token)
                    for i, ids in enumerate(shards)]
-        for f in futures:
-            wait_awake(f)
+        for f in as_done(futures):  # a failed shard is seen when it fails, not after the shards before it
             f.result()
     except BaseException:
         fan_out_token(store, stage, key, STOPPED_TOKEN)

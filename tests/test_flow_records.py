@@ -455,3 +455,48 @@ def test_a_failed_or_stopped_fan_out_withdraws_its_token_so_its_other_shards_sto
             fp.fan_out(args, 2)
         assert len(set(shards.tokens)) == 1 and shards.tokens[0] not in (None, STOPPED_TOKEN)
         assert token_file.read_text() == STOPPED_TOKEN
+
+
+def test_a_shard_that_fails_stops_the_fan_out_while_an_earlier_one_still_runs(tmp_path, monkeypatch):
+    """fan_out waited for the shards in list order, so shard 1's failure was seen only after shard 0 finished, and
+    its other shards ran on meanwhile; it now takes them as they finish."""
+    import flows.pipeline as fp
+    from saerl.artifacts import ArtifactStore
+    from saerl.pipeline import SHARDS_TOKEN, STOPPED_TOKEN
+
+    class Running:  # never finishes
+        def add_done_callback(self, fn):
+            pass
+
+    class Failed:
+        def add_done_callback(self, fn):
+            fn(self)
+
+        def wait(self):
+            pass
+
+        def result(self):
+            raise RuntimeError("shard 1 died")
+
+    class Prepared(Failed):
+        def result(self):
+            return [[0], [1]]
+
+    class Task:
+        def __init__(self, futures):
+            self.futures = iter(futures)
+
+        def with_options(self, **_):
+            return self
+
+        def submit(self, **_):
+            return next(self.futures)
+
+    monkeypatch.setattr(fp, "prepare_shards_task", Task([Prepared()]))
+    monkeypatch.setattr(fp, "shard_task", Task([Running(), Failed()]))
+    monkeypatch.setattr(fp, "WAKE_S", 0.01)
+    args = {"stage": "encode", "key": "k", "root": str(tmp_path), "config": {}, "upstream": {}}
+    with pytest.raises(RuntimeError, match="shard 1 died"):
+        fp.fan_out(args, 2)
+    token = ArtifactStore(tmp_path).partial_path("encode", "k") / "_chunks" / SHARDS_TOKEN
+    assert token.read_text() == STOPPED_TOKEN
