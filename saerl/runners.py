@@ -518,7 +518,7 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     metrics = {"steps": float(run["steps"]), "train_seconds": float(run["seconds"]),
                "verifier_failures": float(run["verifier_failures"]), "reward_checks": float(run["reward_checks"]),
                "curve_verifier_failures": float(curve["failures"].sum())}
-    metrics |= cluster_shares(cfg, inputs, arm, trained)
+    metrics |= cluster_shares(cfg, inputs, arm, trained, run["steps"])
     reward_last = steps_log["reward"].tail(max(1, steps_log.height // 4)).mean() if "reward" in steps_log.columns else None
     if reward_last is not None:  # None: no steps logged, or no reward among the last quarter's
         metrics["reward_last"] = float(reward_last)
@@ -530,20 +530,25 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     return metrics
 
 
-def cluster_shares(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: str, trained: pl.DataFrame
-                   ) -> dict[str, float]:
+def cluster_shares(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: str, trained: pl.DataFrame,
+                   steps: int) -> dict[str, float]:
     """For an arm that trains on a curriculum order (saerl, order_only): cluster_share, the mean share of a step's
-    prompts from its most common cluster as trained, and cluster_share_designed, the same over the order's whole
-    batches (:func:`saerl.curriculum.step_cluster_share`); DAPO's refills read the next batches, so the first can
-    fall under the second. {} for the shuffled arms, which read no cluster.
-    in: config, the train stage's inputs, arm, the trained order (step, id); out: metrics."""
+    prompts from its most common cluster as trained, and cluster_share_designed, the same over the first `steps`
+    whole batches of the order (read again from its start when the run outlasts it: what a run of as many steps
+    reading one batch a step trains on; :func:`saerl.curriculum.step_cluster_share`); DAPO's refills read the next
+    batches, so the first can fall under the second. {} for the shuffled arms, which read no cluster.
+    in: config, the train stage's inputs, arm, the trained order (step, id), the run's steps; out: metrics."""
     from saerl.curriculum import step_cluster_share, whole_batch_rows
 
     if arm not in ("saerl", "order_only"):
         return {}
     b = cfg.curriculum.batch_size
     order = pl.read_parquet(inputs["curriculum"].file(ARM_ORDERS[arm]))
-    designed = whole_batch_rows(order, b).select("id", step=pl.col("batch"))
+    batches = whole_batch_rows(order, b).select("id", step=pl.col("batch").rank("dense").cast(pl.Int64) - 1)
+    n_batches = int(batches["step"].max()) + 1 if batches.height else 0
+    repeats = -(-max(steps, 1) // max(n_batches, 1))
+    designed = pl.concat([batches.with_columns(step=pl.col("step") + r * n_batches) for r in range(repeats)])
+    designed = designed.filter(pl.col("step") < steps)
     out = {"cluster_share": step_cluster_share(trained, order, b),
            "cluster_share_designed": step_cluster_share(designed, order, b)}
     return {k: v for k, v in out.items() if v is not None}

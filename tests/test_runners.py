@@ -140,13 +140,21 @@ def test_cluster_shares_compare_the_steps_as_trained_with_the_orders_batches(tmp
     def trained(steps, ids):
         return pl.DataFrame({"step": steps, "id": ids})
 
-    grpo = cluster_shares(cfg, inputs, "saerl", trained([1] * 4 + [2] * 4, [f"p{i}" for i in range(8)]))
+    grpo = cluster_shares(cfg, inputs, "saerl", trained([1] * 4 + [2] * 4, [f"p{i}" for i in range(8)]), 2)
     assert grpo == {"cluster_share": 0.75, "cluster_share_designed": 0.75}
-    dapo = cluster_shares(cfg, inputs, "saerl", trained([1] * 4 + [2] * 4, ["p0", "p1", "p4", "p5", "p6", "p7", "p8", "p9"]))
+    dapo = cluster_shares(cfg, inputs, "saerl", trained([1] * 4 + [2] * 4, ["p0", "p1", "p4", "p5", "p6", "p7", "p8", "p9"]),
+                          2)
     assert dapo == {"cluster_share": pytest.approx((0.5 + 0.5) / 2), "cluster_share_designed": 0.75}
     # steps_per_generation 2: one generation batch (step 1) holds two steps' prompts, read 4 at a time
-    assert cluster_shares(cfg, inputs, "saerl", trained([1] * 8, [f"p{i}" for i in range(8)]))["cluster_share"] == 0.75
-    assert cluster_shares(cfg, inputs, "vanilla", trained([1] * 4, [f"p{i}" for i in range(4)])) == {}
+    assert cluster_shares(cfg, inputs, "saerl", trained([1] * 8, [f"p{i}" for i in range(8)]), 2)["cluster_share"] == 0.75
+    assert cluster_shares(cfg, inputs, "vanilla", trained([1] * 4, [f"p{i}" for i in range(4)]), 1) == {}
+    # the design is read over the run's steps: 1 step = batch 0 (.75); 4 steps = batches 0-2, then 0 again
+    one = pl.DataFrame({"id": [f"p{i}" for i in range(8)], "position": list(range(8)), "batch": [i // 4 for i in range(8)],
+                        "cluster": [0, 0, 0, 0, 1, 1, 0, 0]})
+    one.write_parquet(tmp_path / "c" / ARM_ORDERS["saerl"])
+    assert cluster_shares(cfg, inputs, "saerl", trained([1] * 4, ["p0"] * 4), 1)["cluster_share_designed"] == 1.0
+    assert cluster_shares(cfg, inputs, "saerl", trained([1] * 4, ["p0"] * 4), 3)["cluster_share_designed"] == \
+        pytest.approx((1.0 + 0.5 + 1.0) / 3)
 
 
 def test_steps_table_without_a_training_curve_is_empty_and_says_why():
