@@ -13,6 +13,7 @@ file's size and sha256); a corrupt or partial artifact raises :class:`CorruptArt
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -58,16 +59,18 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 
 def lock_held(path: Path) -> bool | None:
     """Does a process hold the lock on the file `path` (:func:`file_lock`)? None when there is no such file (none
-    is made). in: lock file; out: True / False / None."""
+    is made) or it cannot be opened. in: lock file; out: True / False / None."""
     try:
         fh = open(path)
-    except FileNotFoundError:
+    except OSError:
         return None
     with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
+        except OSError as err:  # EWOULDBLOCK, or EACCES where flock says so (as gc.try_lock reads it)
+            if err.errno in (errno.EAGAIN, errno.EACCES):
+                return True
+            raise
         fcntl.flock(fh, fcntl.LOCK_UN)
         return False
 

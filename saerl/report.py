@@ -33,6 +33,7 @@ from saerl.runs import (
     RUNNING,
     RUNS_DIR,
     SETTING,
+    STILL_RUNNING,
     STOPPED,
     SWEEP,
     SWEEP_PARAMS,
@@ -42,6 +43,7 @@ from saerl.runs import (
     ordered_stages,
     previous_stage_runs,
     stage_of,
+    unfinished,
 )
 from saerl.stages import stage_slice
 
@@ -83,6 +85,7 @@ class RunReport:
     unusable: dict[str, str] = field(default_factory=dict)  # read stage -> what is wrong with its artifact (not read)
     notes: list[tuple[str, str]] = field(default_factory=list)  # (stage run, note) from every manifest's notes, in order
     label_profile: str | None = None  # the label stage's pass-rate profile (its manifest's profile), when it ran
+    unfinished: str | None = None  # how a record still marked running reads (saerl.runs.unfinished): running, killed
 
 
 READ_STAGES = ("score", "properties", "curriculum", "evaluate")  # the stages whose tables a report reads (verified first)
@@ -142,7 +145,7 @@ def load_report(root: Path, run_id: str = "latest") -> RunReport:
     from saerl.runs import load_run, relocated
 
     record = relocated(load_run(Path(root), run_id), Path(root))
-    report = RunReport(record)
+    report = RunReport(record, unfinished=unfinished(Path(root), record))
     store = ArtifactStore(root)
     sae: dict[str, float] = {}
     for rec in ordered_stages(record):
@@ -356,9 +359,11 @@ def sections(report: RunReport) -> list[tuple[str, Body]]:
         out.append(("Arms", f"the run failed before its evaluation, at {report.record.extra[FAILED]}"))
     elif report.record.extra.get(STOPPED):
         out.append(("Arms", f"the run was stopped before its evaluation, at {report.record.extra[STOPPED]}"))
-    elif report.record.extra.get(RUNNING):
-        out.append(("Arms", "the run has not finished: it is still running, or was killed before it could record "
-                    "its end (run the same config again: the stages it finished are reused)"))
+    elif report.unfinished == STILL_RUNNING:
+        out.append(("Arms", "the run has not finished: it is still running"))
+    elif report.unfinished:
+        out.append(("Arms", f"the run did not finish ({report.unfinished}): run the same config again, the stages it "
+                    "finished are reused"))
     else:
         out.append(("Arms", "no evaluate stage in this run: nothing to compare"))
     if report.gains is not None and report.gains.height:

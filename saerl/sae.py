@@ -99,18 +99,16 @@ def check_hook(hook_name: str | None, model_name: str | None, act: Activations, 
     used on a model of the same family deliberately). in: the SAE's metadata hook_name and model_name, the
     store, where the SAE came from, refuse; out: notes (also one when the SAE names no hook: not checked)."""
     layer = act.meta.layer
-    if not hook_name:
-        notes = [f"SAE {origin} names no hook in its metadata: whether it reads block {layer}'s residual stream, "
-                 "which extraction stored, is not checked"]
-    else:
-        notes = []
+    notes = [] if hook_name else [f"SAE {origin} names no hook in its metadata: whether it reads block {layer}'s "
+                                  "residual stream, which extraction stored, is not checked"]
     block = hook_block(hook_name) if hook_name else layer
     if block != layer:
-        what = "not the residual stream after a block" if block is None else f"the residual stream after block {block}"
+        what = ("not the residual stream after a block" if block is None else "the embeddings (before block 0)"
+                if block < 0 else f"the residual stream after block {block}")
         problem = (f"SAE {origin} reads hook {hook_name!r}, {what}, but extraction stored the residual stream after "
                    f"block {layer} of {act.meta.model}")
-        fix = ("set extract.layer to the SAE's block" if block is not None and block >= 0 else
-               "use an SAE of the residual stream (hook_resid_post / hook_resid_pre)")
+        fix = (f"set extract.layer={block}" if block is not None and block >= 0 else
+               "use an SAE of a block's output (hook_resid_post, or hook_resid_pre of a later block)")
         if refuse:
             raise SAEShapeError(f"{problem}. Fix: {fix}, or set sae.hook_check=warn to use it anyway.")
         notes.append(f"{problem} (sae.hook_check=warn)")

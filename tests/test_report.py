@@ -56,12 +56,17 @@ def test_report_of_a_killed_run_says_it_did_not_finish(tmp_path):
     """A run killed before its evaluation (SIGKILL, out of memory) keeps its running marker: the report said it had
     no evaluate stage, as if it were a short finished run."""
     from saerl.report import format_text, load_report
-    from saerl.runs import RUNNING, RunRecord, StageRecord, save_run
+    from saerl.runs import KILLED, RUNNING, RunRecord, StageRecord, live_lock, live_path, save_run
 
-    save_run(tmp_path, RunRecord(name="killed", extra={RUNNING: True}, stages={"ingest": StageRecord(
-        stage="ingest", key="i" * 16, status="computed", reason="computed: first", config={}, inputs={})}))
+    record = RunRecord(name="killed", extra={RUNNING: True}, stages={"ingest": StageRecord(
+        stage="ingest", key="i" * 16, status="computed", reason="computed: first", config={}, inputs={})})
+    save_run(tmp_path, record)
     text = format_text(load_report(tmp_path))
-    assert "no evaluate stage" not in text and "the run has not finished" in text
+    assert "no evaluate stage" not in text and "the run did not finish (unfinished: still running, or killed" in text
+    with live_lock(tmp_path, record.run_id):  # its process still going
+        assert "the run has not finished: it is still running" in format_text(load_report(tmp_path))
+    live_path(tmp_path, record.run_id).touch()  # its process gone, the lock free
+    assert f"the run did not finish ({KILLED})" in format_text(load_report(tmp_path))
 
 
 def test_report_of_a_collected_evaluate_says_it_is_gone_not_absent(tmp_path):
