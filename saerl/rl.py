@@ -16,7 +16,7 @@ import random
 import shutil
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,20 +77,21 @@ def shuffle_within_steps(batch: dict[str, Any], steps: int) -> dict[str, Any]:
     return {k: join(k) for k in batch}
 
 
-def step_token_counts(chunks: list[dict[str, Any]], steps: int) -> None:
+def step_token_counts(chunks: list[dict[str, Any]], steps: int,
+                      total: Callable[[torch.Tensor], torch.Tensor] = lambda count: count) -> None:
     """Give each optimizer step's micro-batches their own step's loss-token count. trl's token-level losses (dapo)
     divide by num_items_in_batch x gradient_accumulation / steps_per_generation, with num_items_in_batch the
     count of the whole generation batch: every step got the mean count, which only the shuffle across steps made
     right on average. With each step on its own rows (:func:`shuffle_within_steps`; under DAPO the kept groups
     come first, the filler last), a step's loss is its own token mean only when num_items_in_batch is `steps`
-    times its own count. in: the generation batch's micro-batches in step order (trl's _buffered_inputs), steps;
-    changes them in place."""
+    times its own count (summed over processes by `total`, as trl gathers its count). in: the generation batch's
+    micro-batches in step order (trl's _buffered_inputs), steps, the sum over processes; changes them in place."""
     from saerl.dapo import loss_tokens
 
     per_step = len(chunks) // steps
     for s in range(steps):
         part = chunks[s * per_step:(s + 1) * per_step]
-        count = sum(loss_tokens(c).sum() for c in part)
+        count = total(sum(loss_tokens(c).sum() for c in part))
         for c in part:
             if isinstance(c.get("num_items_in_batch"), torch.Tensor):
                 c["num_items_in_batch"] = torch.as_tensor(count * steps, device=c["num_items_in_batch"].device)
@@ -141,7 +142,7 @@ def _trainer_class() -> type:
             finally:
                 _SHUFFLE_STEPS.reset(token)
             if fresh:  # in place: `inputs` is one of them
-                step_token_counts(self._buffered_inputs, steps)
+                step_token_counts(self._buffered_inputs, steps, lambda count: self.accelerator.gather(count).sum())
             return inputs
 
     return OrderedGRPOTrainer
