@@ -123,7 +123,7 @@ def as_done(futures: list[Any]) -> Iterator[Any]:
     is handled at once). in: Prefect futures; out: the same, finished."""
     done: queue.Queue[Any] = queue.Queue()
     for f in futures:
-        f.add_done_callback(done.put)
+        f.add_done_callback(lambda _, f=f: done.put(f))  # the future itself, whatever the callback is given
     for _ in futures:
         while True:
             try:
