@@ -389,8 +389,13 @@ def extract_chunks(store_path: str | Path, chunk_log: ChunkLog, chunk_ids: Seque
                          f"{loaded.dtype} on {loaded.device} (float32 on CPU, model.dtype on GPU with auto = the "
                          "checkpoint's): run every extract shard on the kind of device the store was prepared for "
                          "(runtime.device), or run the extract stage again on this device to rebuild the store")
-    n_tok = int(sum(offsets[ranges[c][1]] - offsets[ranges[c][0]] for c in todo))
-    n_prompts = int(sum(ranges[c][1] - ranges[c][0] for c in todo))
+
+    def size(chunks: Sequence[int]) -> tuple[int, int]:
+        """(tokens, prompts) of the given chunks."""
+        return (int(sum(offsets[ranges[c][1]] - offsets[ranges[c][0]] for c in chunks)),
+                int(sum(ranges[c][1] - ranges[c][0] for c in chunks)))
+
+    n_tok, n_prompts = size(todo)
     writer = ChunkWriter(group, meta)
     started = time.perf_counter()
     bar = tqdm(total=n_tok, unit="tok", unit_scale=True, desc=f"extract L{meta.layer}", disable=not progress)
@@ -412,8 +417,7 @@ def extract_chunks(store_path: str | Path, chunk_log: ChunkLog, chunk_ids: Seque
     bar.close()
     seconds = time.perf_counter() - started
     if len(ran) < len(todo):  # stopped early: the summary counts what ran
-        n_tok = int(sum(offsets[ranges[c][1]] - offsets[ranges[c][0]] for c in ran))
-        n_prompts = int(sum(ranges[c][1] - ranges[c][0] for c in ran))
+        n_tok, n_prompts = size(ran)
     return {"n_prompts": n_prompts, "n_tokens": n_tok, "d_model": meta.d_model, "layer": meta.layer,
             "chunks_run": len(ran), "chunks_skipped": len(wanted) - len(todo), "seconds": round(seconds, 3),
             "tokens_per_s": round(n_tok / seconds, 1) if seconds > 0 else 0.0}

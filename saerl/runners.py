@@ -34,6 +34,7 @@ PLOTS = "plots"
 CURVE_PROBLEMS = "curve_problems.parquet"  # a training run's in-training evaluations, per problem
 CHECKPOINTS = "checkpoints"  # a training run's resumable checkpoints, while it trains
 ARM_ORDERS = {"saerl": ORDER, "order_only": "order_only.parquet", "filter_only": "filter_only.parquet"}
+SHUFFLED_ARMS = ("vanilla", "filter_only")  # arms trained on a seeded shuffle (arm_order); the others on a curriculum
 
 
 def policy_path(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> str:
@@ -439,7 +440,7 @@ def arm_order(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: str, see
     from saerl.rl import train_stream_length
 
     c = cfg.curriculum
-    if arm in ("vanilla", "filter_only"):
+    if arm in SHUFFLED_ARMS:
         pool = read_prompts(inputs) if arm == "vanilla" else pl.read_parquet(inputs["curriculum"].file(ARM_ORDERS[arm]))
         ids = sorted(pool["id"].cast(pl.String).unique().to_list())
         per_epoch = len(ids) // c.batch_size * c.batch_size or len(ids)
@@ -540,7 +541,7 @@ def cluster_shares(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: str
     in: config, the train stage's inputs, arm, the trained order (step, id), the run's steps; out: metrics."""
     from saerl.curriculum import step_cluster_share, whole_batch_rows
 
-    if arm not in ("saerl", "order_only"):
+    if arm in SHUFFLED_ARMS:
         return {}
     b = cfg.curriculum.batch_size
     order = pl.read_parquet(inputs["curriculum"].file(ARM_ORDERS[arm]))
