@@ -326,14 +326,13 @@ def arm_order_key(cfg: PipelineConfig, arm: str, score_key: str) -> str:
 
 
 def variant_upstream(stage: str, upstream: dict[str, ArtifactRef], variant: dict[str, Any] | None) -> dict[str, ArtifactRef]:
-    """What one run of `stage` reads: the vanilla arm does not read the curriculum (its order is a shuffle of
-    the ingested pool), so a curriculum change does not retrain it; only the ablation arms (ARM_ORDER_UNREAD) keep
-    the score artifact, whose key their part of the curriculum keys on (:func:`arm_order_key`)."""
+    """What one run of `stage` reads: the vanilla arm reads neither the curriculum nor the scores (its order is a
+    shuffle of the ingested pool), so a curriculum change does not retrain it; the other arms keep the score
+    artifact too: a curriculum arm's other seeds draw their order from it (saerl.runners.arm_order_frame), and an
+    ablation arm's part of the curriculum keys on it (:func:`arm_order_key`)."""
     if stage != "train" or not variant:
         return upstream
-    drop = {"curriculum"} if variant["arm"] == "vanilla" else set()
-    if variant["arm"] not in ARM_ORDER_UNREAD:
-        drop.add("score")
+    drop = {"curriculum", "score"} if variant["arm"] == "vanilla" else set()
     return {k: v for k, v in upstream.items() if k not in drop}
 
 

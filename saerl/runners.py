@@ -392,18 +392,17 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     is applied here, not in the score stage, so a threshold change reruns from this stage on. out: metrics, among
     them share_kept (the share of prompts the filter keeps, applied or not), filtered (prompts the quality filter
     removed) and out_of_reach (prompts the difficulty cap left out)."""
-    from saerl.curriculum import build_order, inactive_filter_notes, quality_pool, share_kept, vanilla_order
+    from saerl.curriculum import inactive_filter_notes, quality_pool, share_kept, vanilla_order
 
     scores = pl.read_parquet(inputs["score"].file(SCORES))
     c = cfg.curriculum
-    order = build_order(scores, c, cfg.score.quality_threshold, c.seed)
+    order = curriculum_order(scores, cfg, "saerl", c.seed)
     order.write_parquet(build.path / ORDER)
     ids = sorted(scores["id"].cast(pl.String).to_list())
     vanilla = vanilla_order(ids, c.epochs, c.seed, c.batch_size)
     vanilla.write_parquet(build.path / VANILLA)
     # ablation arms: the SAERL order without the quality filter, and the filter without the order
-    build_order(scores, c.model_copy(update={"filter_quality": False}), cfg.score.quality_threshold,
-                c.seed).write_parquet(build.path / ARM_ORDERS["order_only"])
+    curriculum_order(scores, cfg, "order_only", c.seed).write_parquet(build.path / ARM_ORDERS["order_only"])
     filtered_pool = quality_pool(scores, c.model_copy(update={"filter_quality": True}), cfg.score.quality_threshold)
     kept_ids = sorted(filtered_pool["id"].cast(pl.String).unique().to_list())  # the filter alone: no difficulty cap
     vanilla_order(kept_ids, c.epochs, c.seed, c.batch_size).write_parquet(build.path / ARM_ORDERS["filter_only"])
@@ -426,27 +425,57 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
 TRAIN_RUN = "train:{arm}:{seed}"  # the name of one (arm, seed) training run among the stage's inputs and records
 
 
-def arm_order(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: str, seed: int) -> list[str]:
-    """The prompt ids an arm trains on, in order, in whole batches, one per step
-    (:func:`saerl.curriculum.whole_batches`: an epoch's short last batch is left out, so no step spans two epochs
-    and holds a prompt twice; trl's own shuffling sampler drops it too): vanilla = a seeded shuffle of the whole
-    unfiltered pool per epoch (seed curriculum.seed + training seed, so seed 0 begins as the curriculum's
-    vanilla_order.parquet), for curriculum.epochs epochs or as many more as the run's stream needs (DAPO's refills
-    read past them: each one a fresh shuffle, not the same ones again); filter_only = the same per-seed shuffle of
-    the filtered prompts (seed 0 begins as its order file), so both shuffled arms' seed spreads include the
-    order's; saerl and order_only read their order file from the curriculum artifact (repeated when the run
-    needs more: the curriculum again)."""
-    from saerl.curriculum import vanilla_order, whole_batches
+def curriculum_order(scores: pl.DataFrame, cfg: PipelineConfig, arm: str, seed: int) -> pl.DataFrame:
+    """A curriculum arm's order (ORDER_SCHEMA) drawn with `seed` (:func:`saerl.curriculum.build_order`): saerl's
+    quality-filtered one, or order_only's, the same without the filter. The curriculum stage writes the draw of
+    curriculum.seed; a training seed under train.order_draws=per_seed draws its own (:func:`arm_order_frame`).
+    in: scores (id, cluster, difficulty_hat, quality_hat), config, arm (saerl or order_only), seed; out: the order."""
+    from saerl.curriculum import build_order
+
+    c = cfg.curriculum
+    if arm == "order_only":
+        c = c.model_copy(update={"filter_quality": False})
+    return build_order(scores, c, cfg.score.quality_threshold, seed)
+
+
+def order_seed(cfg: PipelineConfig, seed: int) -> int:
+    """The seed of the order a training seed reads: curriculum.seed + seed under train.order_draws=per_seed (so
+    seed 0 reads the curriculum stage's own draw), curriculum.seed for every seed when shared."""
+    return cfg.curriculum.seed + (seed if cfg.train.order_draws == "per_seed" else 0)
+
+
+def arm_order_frame(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: str, seed: int) -> pl.DataFrame:
+    """The order (ORDER_SCHEMA) one training run of an arm reads, drawn with :func:`order_seed`: vanilla = a seeded
+    shuffle of the whole unfiltered pool per epoch, for curriculum.epochs epochs or as many more as the run's stream
+    needs (DAPO's refills read past them: each one a fresh shuffle, not the same ones again); filter_only = the same
+    shuffle of the prompts the quality filter keeps; saerl and order_only = their curriculum (:func:`curriculum_order`;
+    the order file of the curriculum artifact for the curriculum stage's own draw, seed 0's). Draw seed
+    curriculum.seed therefore begins as the curriculum artifact's files for every arm. in: config, the train stage's
+    inputs (curriculum; score for a curriculum arm's other draws), arm, training seed; out: the order."""
+    from saerl.curriculum import vanilla_order
     from saerl.rl import train_stream_length
 
     c = cfg.curriculum
+    draw = order_seed(cfg, seed)
     if arm in SHUFFLED_ARMS:
         pool = read_prompts(inputs) if arm == "vanilla" else pl.read_parquet(inputs["curriculum"].file(ARM_ORDERS[arm]))
         ids = sorted(pool["id"].cast(pl.String).unique().to_list())
         per_epoch = len(ids) // c.batch_size * c.batch_size or len(ids)
         epochs = max(c.epochs, -(-train_stream_length(cfg.train, c.batch_size) // max(per_epoch, 1)))
-        return whole_batches(vanilla_order(ids, epochs, c.seed + seed, c.batch_size), c.batch_size)
-    return whole_batches(pl.read_parquet(inputs["curriculum"].file(ARM_ORDERS[arm])), c.batch_size)
+        return vanilla_order(ids, epochs, draw, c.batch_size)
+    if draw == c.seed:
+        return pl.read_parquet(inputs["curriculum"].file(ARM_ORDERS[arm]))
+    return curriculum_order(pl.read_parquet(inputs["score"].file(SCORES)), cfg, arm, draw)
+
+
+def arm_order(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: str, seed: int) -> list[str]:
+    """The prompt ids one training run of an arm reads, in order, in whole batches, one per step: the whole batches
+    (:func:`saerl.curriculum.whole_batches`) of :func:`arm_order_frame`. An epoch's short last batch is left out, so
+    no step spans two epochs and holds a prompt twice (trl's own shuffling sampler drops it too); saerl and
+    order_only read their order again when the run needs more. in: config, inputs, arm, seed; out: ids."""
+    from saerl.curriculum import whole_batches
+
+    return whole_batches(arm_order_frame(cfg, inputs, arm, seed), cfg.curriculum.batch_size)
 
 
 def eval_sets(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, pl.DataFrame]:
@@ -487,7 +516,10 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     from saerl.runs import RESUMED, resumed_steps_note
 
     t = cfg.train
-    order = arm_order(cfg, inputs, arm, seed)
+    from saerl.curriculum import whole_batches
+
+    order_frame = arm_order_frame(cfg, inputs, arm, seed)
+    order = whole_batches(order_frame, cfg.curriculum.batch_size)
     if not order:
         raise ValueError(f"arm {arm!r} has no prompts to train on (every prompt filtered?): lower "
                          "score.quality_threshold or set curriculum.filter_quality=false")
@@ -519,7 +551,7 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     metrics = {"steps": float(run["steps"]), "train_seconds": float(run["seconds"]),
                "verifier_failures": float(run["verifier_failures"]), "reward_checks": float(run["reward_checks"]),
                "curve_verifier_failures": float(curve["failures"].sum())}
-    metrics |= cluster_shares(cfg, inputs, arm, trained, run["steps"])
+    metrics |= cluster_shares(cfg, order_frame, arm, trained, run["steps"])
     reward_last = steps_log["reward"].tail(max(1, steps_log.height // 4)).mean() if "reward" in steps_log.columns else None
     if reward_last is not None:  # None: no steps logged, or no reward among the last quarter's
         metrics["reward_last"] = float(reward_last)
@@ -531,20 +563,20 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     return metrics
 
 
-def cluster_shares(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: str, trained: pl.DataFrame,
+def cluster_shares(cfg: PipelineConfig, order: pl.DataFrame, arm: str, trained: pl.DataFrame,
                    steps: int) -> dict[str, float]:
     """For an arm that trains on a curriculum order (saerl, order_only): cluster_share, the mean share of a step's
     prompts from its most common cluster as trained, and cluster_share_designed, the same over the first `steps`
     whole batches of the order (read again from its start when the run outlasts it: what a run of as many steps
     reading one batch a step trains on; :func:`saerl.curriculum.step_cluster_share`); DAPO's refills read the next
     batches, so the first can fall under the second. {} for the shuffled arms, which read no cluster.
-    in: config, the train stage's inputs, arm, the trained order (step, id), the run's steps; out: metrics."""
+    in: config, the run's order (:func:`arm_order_frame`), arm, the trained order (step, id), the run's steps;
+    out: metrics."""
     from saerl.curriculum import step_cluster_share, whole_batch_rows
 
     if arm in SHUFFLED_ARMS:
         return {}
     b = cfg.curriculum.batch_size
-    order = pl.read_parquet(inputs["curriculum"].file(ARM_ORDERS[arm]))
     batches = whole_batch_rows(order, b).select("id", step=pl.col("batch").rank("dense").cast(pl.Int64) - 1)
     n_batches = int(batches["step"].max()) + 1 if batches.height else 0
     repeats = -(-max(steps, 1) // max(n_batches, 1))

@@ -17,7 +17,7 @@ def test_smoke_plan_reads_testbed_lm_for_extraction():
                        "evaluate"]
     assert p["extract"] == ("ingest", "testbed") and p["ingest"] == ("testbed",)
     assert p["score"] == ("ingest", "encode") and p["properties"] == ("ingest", "extract", "encode", "score")
-    assert p["train"] == ("ingest", "score", "curriculum", "testbed")  # score: the ablation arms key on it
+    assert p["train"] == ("ingest", "score", "curriculum", "testbed")  # score: other seeds' draws, ablation keys
     assert p["evaluate"] == ("train", "ingest", "testbed")
 
 
@@ -44,6 +44,10 @@ def test_train_runs_one_key_per_arm_and_seed_and_vanilla_ignores_the_curriculum(
     more_seeds = load_config(CONFIGS / "smoke.yaml", ["train.seeds=[0,1,2]"])
     assert key(sae, c=more_seeds) == key(sae), "adding a seed must not retrain the others"
     assert key(sae, c=load_config(CONFIGS / "smoke.yaml", ["train.learning_rate=1e-4"])) != key(sae)
+    shared = load_config(CONFIGS / "smoke.yaml", ["train.seeds=[0,1]", "train.order_draws=shared"])
+    assert key(sae, c=shared) != key(sae), "another order draw per seed must retrain"
+    assert variant_upstream("train", dict(ups, score=ArtifactRef("score", "k", "/x/s")), sae).keys() >= {"score"}
+    assert "score" not in variant_upstream("train", dict(ups, score=ArtifactRef("score", "k", "/x/s")), van)
 
 
 def test_the_ablation_arms_retrain_only_when_their_part_of_the_curriculum_changes(cpu_machine):
@@ -277,7 +281,7 @@ def test_testbed_data_with_a_hub_policy_trains_and_evaluates_on_the_testbed_held
     the testbed, whatever the policy: without it the curves are empty and steps-to-target has nothing to read."""
     cfg = load_config(None, ["data.source=testbed", "data.difficulty=difficulty", "model.name_or_path=some/hub-model"])
     p = dict(plan(cfg))
-    assert p["train"] == ("ingest", "score", "curriculum", "testbed")  # score: the ablation arms key on it
+    assert p["train"] == ("ingest", "score", "curriculum", "testbed")  # score: other seeds' draws, ablation keys
     assert p["evaluate"] == ("train", "ingest", "testbed")
     assert p["extract"] == ("ingest",), "the hub policy's internals: no testbed LM"
     sample = dict(plan(load_config(None, ["data.difficulty=difficulty", "model.name_or_path=some/hub-model",

@@ -15,6 +15,7 @@ from saerl.runners import (
     PROMPTS,
     SCORES,
     arm_order,
+    arm_order_frame,
     cluster_shares,
     compute_curriculum,
     compute_label,
@@ -99,13 +100,50 @@ def test_curriculum_counts_the_quality_filter_and_the_difficulty_cap_apart(tmp_p
     assert set(filter_only["id"]) == {f"p{i}" for i in range(4, 20)}  # the quality filter alone: no cap, shuffled
     order_only = pl.read_parquet(out_dir / ARM_ORDERS["order_only"])
     assert set(order_only["id"]) == {f"p{i}" for i in range(10)}  # no quality filter: the cap is read on all 20
-    # the shuffled arms reshuffle per training seed (seed 0 begins as the files); the ordered arms read their file
-    inputs = {"curriculum": ArtifactRef("curriculum", "k", str(out_dir))}
+    # the shuffled arms reshuffle per training seed (seed 0 begins as the files)
+    inputs = {"curriculum": ArtifactRef("curriculum", "k", str(out_dir)),
+              "score": ArtifactRef("score", "k", str(tmp_path / "score"))}
     shuffled = [arm_order(cfg, inputs, "filter_only", s) for s in range(4)]
     n = filter_only.height
     assert shuffled[0][:n] == filter_only["id"].to_list() and len({tuple(o[:n]) for o in shuffled}) > 1
     assert all(sorted(o[:n]) == sorted(filter_only["id"]) for o in shuffled)
-    assert arm_order(cfg, inputs, "saerl", 3) == order["id"].to_list()  # 8 prompts = two whole batches of 4
+    assert arm_order(cfg, inputs, "saerl", 0) == order["id"].to_list()  # 8 prompts = two whole batches of 4
+    shared = cfg.model_copy(update={"train": cfg.train.model_copy(update={"order_draws": "shared"})})
+    assert arm_order(shared, inputs, "saerl", 3) == order["id"].to_list()
+    assert arm_order(shared, inputs, "filter_only", 3)[:n] == filter_only["id"].to_list()
+
+
+def test_each_training_seed_of_a_curriculum_arm_reads_its_own_draw_of_the_curriculum(tmp_path):
+    """train.order_draws=per_seed: seed s of saerl and order_only reads the curriculum built again with seed
+    curriculum.seed + s (its mixed-in picks and tie-breaks differ), as vanilla reads its own shuffle, so an arm's
+    spread over seeds includes its order's; seed 0 reads the curriculum stage's files. Every draw keeps the design:
+    the same prompts once per epoch, cluster-first batches (6 of 8 from the home cluster at mix_ratio .25), easy
+    to hard within a cluster's home run, the filtered prompts left out (saerl only)."""
+    rng = np.random.default_rng(1)
+    n = 96
+    scores = pl.DataFrame({"id": [f"p{i}" for i in range(n)], "cluster": rng.integers(0, 3, n).tolist(),
+                           "difficulty_hat": rng.integers(0, 4, n).astype(float).tolist(),  # ties: drawn per seed
+                           "quality_hat": rng.random(n).tolist()})
+    (tmp_path / "score").mkdir()
+    scores.write_parquet(tmp_path / "score" / SCORES)
+    cfg = load_config(None, ["curriculum.batch_size=8", "curriculum.mix_ratio=0.25", "curriculum.epochs=1",
+                             "score.quality_threshold=0.2"])
+    (tmp_path / "c" / "plots").mkdir(parents=True)
+    score = ArtifactRef("score", "k", str(tmp_path / "score"))
+    compute_curriculum(cfg, {"score": score}, Build(tmp_path / "c", {}))
+    inputs = {"curriculum": ArtifactRef("curriculum", "k", str(tmp_path / "c")), "score": score}
+    for arm, pool in (("saerl", scores.filter(pl.col("quality_hat") >= 0.2)), ("order_only", scores)):
+        frames = [arm_order_frame(cfg, inputs, arm, s) for s in range(4)]
+        assert frames[0].equals(pl.read_parquet(tmp_path / "c" / ARM_ORDERS[arm]))
+        assert len({tuple(f["id"]) for f in frames}) == 4, f"{arm}: the seeds read one draw"
+        for f in frames:
+            assert sorted(f["id"]) == sorted(pool["id"])
+            whole = f.group_by("batch").agg(pl.len(), (pl.col("cluster") == pl.col("home")).sum().alias("own"))
+            own = whole.filter(pl.col("len") == 8)["own"]
+            assert (own == 6).sum() >= own.len() - 2  # a home cluster running dry near the end fills in less
+            home_runs = f.filter(pl.col("cluster") == pl.col("home")).sort("position")
+            for _, run in home_runs.group_by("cluster"):
+                assert run["difficulty_hat"].is_sorted()
 
 
 def test_a_shuffled_arm_reads_fresh_shuffles_in_whole_batches_for_its_whole_stream(tmp_path):
@@ -132,28 +170,24 @@ def test_cluster_shares_compare_the_steps_as_trained_with_the_orders_batches(tmp
     clusters = [0, 0, 0, 1, 1, 1, 1, 0, 2, 2, 2, 0]
     order = pl.DataFrame({"id": [f"p{i}" for i in range(12)], "position": list(range(12)), "batch": [i // 4 for i in range(12)],
                           "cluster": clusters})
-    (tmp_path / "c").mkdir()
-    order.write_parquet(tmp_path / "c" / ARM_ORDERS["saerl"])
     cfg = load_config(None, ["curriculum.batch_size=4"])
-    inputs = {"curriculum": ArtifactRef("curriculum", "k", str(tmp_path / "c"))}
 
     def trained(steps, ids):
         return pl.DataFrame({"step": steps, "id": ids})
 
-    grpo = cluster_shares(cfg, inputs, "saerl", trained([1] * 4 + [2] * 4, [f"p{i}" for i in range(8)]), 2)
+    grpo = cluster_shares(cfg, order, "saerl", trained([1] * 4 + [2] * 4, [f"p{i}" for i in range(8)]), 2)
     assert grpo == {"cluster_share": 0.75, "cluster_share_designed": 0.75}
-    dapo = cluster_shares(cfg, inputs, "saerl", trained([1] * 4 + [2] * 4, ["p0", "p1", "p4", "p5", "p6", "p7", "p8", "p9"]),
+    dapo = cluster_shares(cfg, order, "saerl", trained([1] * 4 + [2] * 4, ["p0", "p1", "p4", "p5", "p6", "p7", "p8", "p9"]),
                           2)
     assert dapo == {"cluster_share": pytest.approx((0.5 + 0.5) / 2), "cluster_share_designed": 0.75}
     # steps_per_generation 2: one generation batch (step 1) holds two steps' prompts, read 4 at a time
-    assert cluster_shares(cfg, inputs, "saerl", trained([1] * 8, [f"p{i}" for i in range(8)]), 2)["cluster_share"] == 0.75
-    assert cluster_shares(cfg, inputs, "vanilla", trained([1] * 4, [f"p{i}" for i in range(4)]), 1) == {}
+    assert cluster_shares(cfg, order, "saerl", trained([1] * 8, [f"p{i}" for i in range(8)]), 2)["cluster_share"] == 0.75
+    assert cluster_shares(cfg, order, "vanilla", trained([1] * 4, [f"p{i}" for i in range(4)]), 1) == {}
     # the design is read over the run's steps: 1 step = batch 0 (.75); 4 steps = batches 0-2, then 0 again
     one = pl.DataFrame({"id": [f"p{i}" for i in range(8)], "position": list(range(8)), "batch": [i // 4 for i in range(8)],
                         "cluster": [0, 0, 0, 0, 1, 1, 0, 0]})
-    one.write_parquet(tmp_path / "c" / ARM_ORDERS["saerl"])
-    assert cluster_shares(cfg, inputs, "saerl", trained([1] * 4, ["p0"] * 4), 1)["cluster_share_designed"] == 1.0
-    assert cluster_shares(cfg, inputs, "saerl", trained([1] * 4, ["p0"] * 4), 3)["cluster_share_designed"] == \
+    assert cluster_shares(cfg, one, "saerl", trained([1] * 4, ["p0"] * 4), 1)["cluster_share_designed"] == 1.0
+    assert cluster_shares(cfg, one, "saerl", trained([1] * 4, ["p0"] * 4), 3)["cluster_share_designed"] == \
         pytest.approx((1.0 + 0.5 + 1.0) / 3)
 
 
@@ -305,7 +339,7 @@ def fake_training(monkeypatch, resumed_from: int | None = None, steps: int = 1, 
                 "verifier_failures": 0}
 
     monkeypatch.setattr(rl, "train_grpo", fake_train)
-    monkeypatch.setattr(runners, "arm_order", lambda *_: ["p0"])
+    monkeypatch.setattr(runners, "arm_order_frame", lambda *_: pl.DataFrame({"id": ["p0"], "position": [0], "batch": [0]}))
     monkeypatch.setattr(runners, "cluster_shares", lambda *_: {})
     monkeypatch.setattr(runners, "eval_sets", lambda *_: {})
     monkeypatch.setattr(runners, "policy_path", lambda *_: "unused")
