@@ -289,7 +289,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         fanned = not complete and stage in SHARDED and cfg.runtime.task_runner == "dask"
         resumed = ""  # a fanned stage's own task finds every chunk done (its shards ran them): build_sharded says
         if fanned:
-            future, resumed = build_sharded(store, args, cfg.runtime.workers,
+            future, resumed = build_sharded(store, args, cfg.runtime.workers * cfg.runtime.shards_per_worker,
                                             lambda: task.submit(**args, variant=variant, lock_held=True), label)
         else:
             future = task.submit(**args, variant=variant)

@@ -484,6 +484,10 @@ class RuntimeConfig(Section):
     task_runner: Literal["local", "dask"] = Field("local", description="local threads, or Dask via prefect-dask")
     dask_address: str | None = Field(None, description="scheduler address of an existing Dask cluster")
     workers: int = Field(2, gt=0, description="parallel tasks: threads (local) or LocalCluster processes (dask)")
+    shards_per_worker: int = Field(
+        1, gt=0, description="on Dask, extract and encode fan out into workers x this many shards (fixed lists of "
+        "chunks, dealt round-robin); above 1 the scheduler balances them across workers of unequal speed or a "
+        "cluster larger than runtime.workers, at the cost of one model (or SAE) load per shard")
     prefect_api_url: str | None = Field(None, description="use this Prefect server instead of starting one")
     progress: bool = Field(True, description="show progress bars")
     torch_threads: int = Field(
