@@ -15,7 +15,6 @@ uninterrupted one.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +30,7 @@ from saerl.config import ModelConfig, PipelineConfig, ScoreConfig, stable_hash
 from saerl.property_models import seeded_subset
 
 LABELS = "labels.parquet"
-PARTS_DIR = "label_parts"  # in the partial folder: one finished chunk's table each, removed once LABELS is written
+PARTS_DIR = "label_parts"  # in the chunk log's folder: one finished chunk's table each, dropped with the log at publish
 SCHEMA = {"id": pl.String, "pass_rate": pl.Float64, "n_correct": pl.Int64, "n_failed": pl.Int64, "rollouts": pl.Int64}
 # The share of labelled prompts at one end of the pass-rate scale (never solved, or always solved) at or above which the
 # label stage notes that measured difficulty carries little signal: the difficulty model then learns from the few
@@ -148,14 +147,15 @@ def measure_labels(model_dir: str | Path, prompts: pl.DataFrame, cfg: ScoreConfi
     """The label stage, resumable. The subset `prompts` (id, prompt, answer) is cut into chunks of
     cfg.label_chunk_rows rows; chunk c is measured by :func:`pass_rates` (sampling at `temperature` and `top_k`,
     checks bounded by `verify_timeout_s`, the policy on `device`) with seed chunk_seed(cfg.seed, c),
-    written atomically to out_dir/label_parts/<c>.parquet and recorded in `chunk_log` (then `on_chunk_done(c)`
-    runs). Chunks the log records with this fingerprint, whose table is there, are skipped: a killed run
-    redoes only unfinished chunks. Finally every chunk's table, in order, becomes out_dir/labels.parquet and
-    the parts are removed. The policy is loaded only when a chunk is left to do.
+    written atomically to label_parts/<c>.parquet in the chunk log's folder and recorded in `chunk_log` (then
+    `on_chunk_done(c)` runs). Chunks the log records with this fingerprint, whose table is there, are skipped: a
+    killed run redoes only unfinished chunks. Finally every chunk's table, in order, becomes out_dir/labels.parquet.
+    The parts stay with the chunk log, which publishing drops (ArtifactStore.publish), so a run killed between
+    writing labels.parquet and publishing redoes no chunk. The policy is loaded only when a chunk is left to do.
     Returns (labels, summary: n_prompts, chunks_run, chunks_skipped, seconds)."""
     from saerl.policy_lm import load_policy
 
-    parts = Path(out_dir) / PARTS_DIR
+    parts = chunk_log.folder / PARTS_DIR
     parts.mkdir(parents=True, exist_ok=True)
     fp = label_fingerprint(prompts["id"].cast(pl.String).to_list(), cfg, temperature, max_new_tokens, top_k,
                            verify_timeout_s)
@@ -179,6 +179,5 @@ def measure_labels(model_dir: str | Path, prompts: pl.DataFrame, cfg: ScoreConfi
     frames = [pl.read_parquet(part(c)) for c in range(len(ranges))]
     labels = pl.concat(frames) if frames else pl.DataFrame(schema=SCHEMA)
     write_file_atomic(Path(out_dir) / LABELS, labels.write_parquet)
-    shutil.rmtree(parts)
     return labels, {"n_prompts": labels.height, "chunks_run": len(todo), "chunks_skipped": len(ranges) - len(todo),
                     "seconds": round(time.perf_counter() - started, 3)}

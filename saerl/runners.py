@@ -627,7 +627,8 @@ def reachable_curve(problems: pl.DataFrame) -> pl.DataFrame:
             .select("step", "set", "greedy", "n", "arm", "seed").sort("arm", "seed", "set", "step"))
 
 
-EVAL_PARTS = "eval_parts"  # in the partial folder: one finished evaluation's frame each, removed once the stage is done
+EVAL_PARTS = "eval_parts"  # in the chunk log's folder: one finished evaluation's frame each, dropped with the log
+# at publish (so a run killed after writing its outputs and before publishing redoes no evaluation)
 EvalUnit = tuple[str, str | Path, ModelConfig, int]  # (chunk name, policy folder or id, its model settings, seed)
 
 
@@ -635,8 +636,8 @@ def run_evaluations(build: Build, units: list[EvalUnit], sets: dict[str, pl.Data
                     cfg: PipelineConfig) -> tuple[dict[str, pl.DataFrame], list[str]]:
     """The evaluate stage's evaluations, resumable: each unit (chunk, policy, model settings, seed) is
     :func:`saerl.evaluate.evaluate_loaded` of that policy on `sets` (cfg.eval, train.max_completion_length, on
-    runtime.device), written atomically to build.path/eval_parts/<chunk>.parquet and then recorded in the build's
-    chunk log. A unit the log records with the same fingerprint (policy, model settings, seed, eval settings, the
+    runtime.device), written atomically to eval_parts/<chunk>.parquet in the chunk log's folder (dropped with the
+    log when the build is published) and then recorded in the build's chunk log. A unit the log records with the same fingerprint (policy, model settings, seed, eval settings, the
     sets' ids), whose file is there, is read back instead: a killed build redoes only unfinished evaluations. One
     policy is in memory at a time; consecutive units of one policy (the base's evaluation and probe) load it once.
     in: the build, the units in order, the held-out sets, the config; out: ({chunk: frame}, chunks read back)."""
@@ -645,7 +646,7 @@ def run_evaluations(build: Build, units: list[EvalUnit], sets: dict[str, pl.Data
     from saerl.evaluate import evaluate_loaded
     from saerl.policy_lm import load_policy
 
-    parts, chunks = build.path / EVAL_PARTS, build.chunks
+    parts, chunks = build.chunks.folder / EVAL_PARTS, build.chunks
     parts.mkdir(parents=True, exist_ok=True)
     common = {"eval": cfg.eval.model_dump(mode="json"), "max_new_tokens": cfg.train.max_completion_length,
               "sets": {name: df["id"].cast(pl.String).to_list() for name, df in sets.items()}}
@@ -758,7 +759,6 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     (build.path / "comparison.txt").write_text(text)
     targets = dict(stt.unique("set").select("set", "target").iter_rows())
     save_figure(accuracy_vs_step(curve, target=targets), build.path / PLOTS / "accuracy_vs_step.png")
-    shutil.rmtree(build.path / EVAL_PARTS)  # every output is written: the parts would only double eval.parquet
     return evaluate_metrics(tables, stt, gains, summary, reference) | probe_metrics
 
 

@@ -209,7 +209,7 @@ def test_policy_loads_ask_for_the_flag(remote_code_repo, tmp_path):
         with pytest.raises(A.RemoteCodeError) as err:
             call()
         assert "set model.trust_remote_code=true" in str(err.value) and str(remote_code_repo) in str(err.value)
-    assert not list((tmp_path / PARTS_DIR).iterdir()), "no chunk was measured"
+    assert not list((ChunkLog(tmp_path).folder / PARTS_DIR).iterdir()), "no chunk was measured"
 
 
 @pytest.mark.parametrize("allowed", [False, True])

@@ -111,7 +111,7 @@ def test_a_killed_evaluate_redoes_only_the_unfinished_evaluations_and_writes_the
         _run(store, inputs)
     partial = store.partial_path("evaluate", "k" * 20)
     finished = every[:kill_at - 1]
-    assert sorted(p.stem for p in (partial / EVAL_PARTS).glob("*.parquet")) == sorted({c for c, _ in finished})
+    assert sorted(p.stem for p in (partial / CHUNK_DIR / EVAL_PARTS).glob("*.parquet")) == sorted({c for c, _ in finished})
     assert not store.path("evaluate", "k" * 20).exists()
 
     stubbed["calls"].clear()
@@ -151,3 +151,26 @@ def test_a_recorded_evaluation_of_other_settings_is_not_reused(tmp_path, stubbed
     cfg = load_config(None, ["eval.base_policy=true", "eval.steps_bootstrap=20", "eval.k_samples=2"])
     store.ensure("evaluate", "k" * 20, lambda b: compute_evaluate(cfg, inputs, b))
     assert len(stubbed["calls"]) == 6
+
+
+def test_an_evaluate_killed_between_its_last_output_and_publishing_redoes_no_evaluation(tmp_path, stubbed,
+                                                                                      monkeypatch):
+    """The parts used to be removed once every output was written, before the artifact was published: a kill in
+    that window (hashing a large artifact takes a while) left a chunk log naming every evaluation and no part to
+    read back, so the rerun evaluated every policy again. The parts now stay with the chunk log until publish."""
+    inputs = _train_inputs(tmp_path / "inputs")
+    store = ArtifactStore(tmp_path / "root")
+
+    def killed_publish(*_a, **_k):
+        raise Killed("killed while publishing")
+
+    with monkeypatch.context() as m:
+        m.setattr(ArtifactStore, "publish", killed_publish)
+        with pytest.raises(Killed):
+            _run(store, inputs)
+    assert stubbed["calls"] and not store.path("evaluate", "k" * 20).exists()
+    stubbed["calls"].clear()
+    stubbed["loads"].clear()
+    ref, computed = _run(store, inputs)
+    assert computed and stubbed["calls"] == [] and stubbed["loads"] == []
+    assert not (Path(ref.path) / CHUNK_DIR).exists() and (Path(ref.path) / "eval.parquet").is_file()

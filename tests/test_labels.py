@@ -144,7 +144,8 @@ def test_measure_labels_seeds_each_chunk_by_its_index_and_cleans_up(saved_policy
     labels, summary = _measure(saved_policy, tmp_path / "a", cfg)
     assert summary == {**summary, "n_prompts": 3, "chunks_run": 3, "chunks_skipped": 0}
     assert pl.read_parquet(tmp_path / "a" / LABELS).equals(labels)
-    assert not (tmp_path / "a" / PARTS_DIR).exists(), "the per-chunk tables are gone once labels.parquet is written"
+    assert not (tmp_path / "a" / PARTS_DIR).exists(), "the per-chunk tables are not part of the artifact"
+    assert (ChunkLog(tmp_path / "a").folder / PARTS_DIR).is_dir(), "they stay with the chunk log until publish"
     model, tok = load_policy(saved_policy)
     for c in range(3):  # chunk c alone, sampled with its own seed, gives its rows: no dependence on earlier chunks
         alone = pass_rates(model, tok, PROMPTS.slice(c, 1), cfg.label_rollouts, SPREAD_T, 4, cfg.label_batch,
@@ -153,6 +154,21 @@ def test_measure_labels_seeds_each_chunk_by_its_index_and_cleans_up(saved_policy
     other, _ = _measure(saved_policy, tmp_path / "b", _score(seed=4))
     assert not other.equals(labels), "the labels depend on the seed (else equality checks would prove nothing)"
     assert chunk_seed(3, 0) != chunk_seed(3, 1) != chunk_seed(4, 1)
+
+
+def test_measure_labels_killed_after_its_table_redoes_no_chunk(saved_policy, tmp_path, monkeypatch):
+    """A run killed after labels.parquet was written and before the artifact was published finds every chunk's
+    table with the chunk log: it measures nothing again and loads no policy (the parts used to be removed first)."""
+    import saerl.policy_lm
+
+    first, _ = _measure(saved_policy, tmp_path / "a")
+
+    def no_load(*_a, **_k):
+        raise AssertionError("the policy was loaded: a chunk was measured again")
+
+    monkeypatch.setattr(saerl.policy_lm, "load_policy", no_load)
+    again, summary = _measure(saved_policy, tmp_path / "a")
+    assert summary["chunks_run"] == 0 and summary["chunks_skipped"] == 3 and again.equals(first)
 
 
 def test_measure_labels_resumes_from_finished_chunks(saved_policy, tmp_path):
@@ -164,7 +180,7 @@ def test_measure_labels_resumes_from_finished_chunks(saved_policy, tmp_path):
     log = ChunkLog(tmp_path / "run")
     with pytest.raises(_Killed):
         _measure(saved_policy, tmp_path / "run", log=log, on_chunk_done=die_after_first)
-    assert log.done() == ["0"] and (tmp_path / "run" / PARTS_DIR / "0.parquet").is_file()
+    assert log.done() == ["0"] and (log.folder / PARTS_DIR / "0.parquet").is_file()
     redone: list[int] = []
     labels, summary = _measure(saved_policy, tmp_path / "run", log=log, on_chunk_done=redone.append)
     assert redone == [1, 2] and summary["chunks_run"] == 2 and summary["chunks_skipped"] == 1

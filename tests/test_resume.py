@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from test_artifacts import _read_zarr_arrays
 
-from saerl.artifacts import MANIFEST, ArtifactStore, ChunkLog
+from saerl.artifacts import CHUNK_DIR, MANIFEST, ArtifactStore, ChunkLog
 from saerl.config import load_config
 from saerl.pipeline import run_all
 
@@ -216,7 +216,7 @@ def test_kill_9_during_labelling_resumes_finished_chunks_and_matches_an_uninterr
     done = kill_after_chunks(proc, root, "label", KILL_AFTER_CHUNKS)
     assert not [p for p in (root / "label").iterdir() if not p.name.startswith(".")], "killed run published"
     (partial,) = (root / "label").glob(".partial-*")
-    assert all((partial / PARTS_DIR / f"{c}.parquet").is_file() for c in done), "each recorded chunk has its table"
+    assert all((partial / CHUNK_DIR / PARTS_DIR / f"{c}.parquet").is_file() for c in done), "each recorded chunk has its table"
 
     results, marked = finish_marked(start_runner(root, "label", overrides=LABEL_OVERRIDES))
     assert results["label"]["computed"]
@@ -226,7 +226,7 @@ def test_kill_9_during_labelling_resumes_finished_chunks_and_matches_an_uninterr
     assert summary["chunks_skipped"] == len(done) < n_chunks
     # (a) the finished chunks were not measured again: the rerun recorded only the others
     assert sorted(marked, key=int) == [str(c) for c in range(n_chunks) if str(c) not in done]
-    assert not (final / PARTS_DIR).exists()
+    assert not (final / PARTS_DIR).exists() and not (final / CHUNK_DIR).exists()
     # (b) the labels equal the uninterrupted run's, row for row and byte for byte
     ref = _only_artifact(label_reference, "label")
     assert pl.read_parquet(final / LABELS).equals(pl.read_parquet(ref / LABELS))
