@@ -174,7 +174,8 @@ class ExtractConfig(Section):
     token_budget: int = Field(16384, gt=0, description="padded tokens per forward batch")
     max_length: int = Field(512, gt=0, description="truncate prompts to this many tokens")
     chunk_rows: int = Field(512, gt=0, description="prompts per Zarr chunk (the resume unit)")
-    store_tokens: bool = Field(True, description="keep token-level residuals, not only pooled vectors")
+    store_tokens: bool = Field(True, description="keep token-level residuals, not only pooled vectors; the sae and "
+                               "encode stages read them, so false is for runs that stop at extract (--until extract)")
     truncation_side: Literal["left", "right"] = Field(
         "left", description="which end of an over-long prompt is cut (left keeps the end the policy answers from)"
     )
@@ -249,7 +250,8 @@ class ScoreConfig(Section):
     difficulty_source: Literal["auto", "column", "measured"] = Field(
         "auto", description="auto: the dataset's difficulty column if mapped, else measured pass rate"
     )
-    label_fraction: float = Field(0.2, gt=0, le=1, description="share of prompts in the labelled subset")
+    label_fraction: float = Field(0.2, gt=0, le=1, description="share of prompts in the labelled subset, a seeded "
+                                  "draw; unread when data.labelled maps a column (it picks the subset)")
     label_rollouts: int = Field(8, gt=0, description="rollouts per prompt when measuring pass rate")
     label_batch: int = Field(64, gt=0, description="prompts per generation batch when measuring pass rate")
     label_chunk_rows: int = Field(
@@ -288,7 +290,7 @@ class ScoreConfig(Section):
         1024, ge=0, description="the difficulty elastic net fits on a dense copy of its labelled rows when they "
         "outnumber the features and the copy takes at most this many MB (float64; the CV fit holds about twice "
         "that): the same model, fitted through the Gram matrix, which scikit-learn never uses on sparse input "
-        "(1,955 rows x 1,024 codes of the demo world: 10.5 s instead of 19 s; README, Property models); 0: always sparse")
+        "(1,955 rows x 1,024 codes of the demo world: 10.5 s instead of 19 s; docs/results.md, Property models); 0: always sparse")
     n_jobs: int = Field(
         -1, description="threads for each difficulty ElasticNetCV (its l1_ratio x fold paths; joblib: -1 every core, "
         "1 serial); the fitted models are the same for any value (float64), so the score stage's key does not read it")
@@ -358,9 +360,11 @@ class TrainConfig(Section):
         1, ge=1, description="gradient accumulation: each optimizer step's completions go through forward/backward "
         "in this many equal parts (the same update, about 1/N of the activation memory); prompts per step x "
         "num_generations must divide by it")
-    temperature: float = Field(1.0, gt=0, description="sampling temperature for rollouts")
-    top_k: int = Field(0, ge=0, description="top-k sampling; 0 = off")
-    max_completion_length: int = Field(64, gt=0, description="tokens per rollout")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature for rollouts (also the label stage's, "
+                               "whose pass rates are the measured difficulty: a change there remeasures it)")
+    top_k: int = Field(0, ge=0, description="top-k sampling of rollouts, the label stage's too; 0 = off")
+    max_completion_length: int = Field(64, gt=0, description="tokens per rollout (the label stage's and the "
+                                       "evaluation's completions too)")
     beta: float = Field(0.0, ge=0, description="KL coefficient")
     epsilon: float = Field(0.2, gt=0, description="PPO clip (low)")
     epsilon_high: float | None = Field(
@@ -389,7 +393,8 @@ class TrainConfig(Section):
         "up to whole generation batches (steps_per_generation); a killed run resumes from the newest; 0 = final "
         "policy only")
     keep_checkpoints: int = Field(2, gt=0, description="newest checkpoints kept on disk")
-    verify_timeout_s: float = Field(5.0, gt=0, description="wall-clock bound per reward answer check")
+    verify_timeout_s: float = Field(5.0, gt=0, description="wall-clock bound per reward answer check (the label "
+                                    "stage's checks too)")
     bf16: bool = Field(True, description="bfloat16 training on a GPU (CPU always trains in float32)")
     activation_checkpointing: bool = Field(
         True, description="recompute each layer's activations in the backward pass instead of keeping them (trl's "
@@ -470,8 +475,10 @@ class TrackingConfig(Section):
     enabled: bool = Field(True, description="log runs to MLflow")
     uri: str | None = Field(None, description="tracking URI; None = SQLite under the artifact root")
     experiment: str | None = Field(None, description="experiment name; None = the config's name")
-    http_retries: int = Field(2, ge=0, description="retries of a tracking-server request before giving up")
-    http_timeout_s: int = Field(10, gt=0, description="timeout of one tracking-server request")
+    http_retries: int = Field(2, ge=0, description="retries of a tracking-server request before giving up (set as "
+                              "MLFLOW_HTTP_REQUEST_MAX_RETRIES for each run, over an inherited value)")
+    http_timeout_s: int = Field(10, gt=0, description="timeout of one tracking-server request (set as "
+                                "MLFLOW_HTTP_REQUEST_TIMEOUT for each run, over an inherited value)")
 
 
 class RuntimeConfig(Section):

@@ -96,6 +96,9 @@ def available_stages() -> tuple[str, ...]:
     return tuple(s for s in ORDER if s in RUNNERS)
 
 
+NO_TOKEN_STORE = ("extract.store_tokens=false keeps no token residuals, and the sae and encode stages read them: "
+                  "set extract.store_tokens=true, or stop at the extraction with --until extract (a deployment's until "
+                  "parameter)")
 NO_HELD_OUT = ("no held-out set to evaluate on: the evaluate stage (and the learning curve) needs one; use "
                "data.source=testbed, set eval.sets={name: file}, or stop earlier with --until curriculum (a deployment's "
                "until parameter)")
@@ -141,7 +144,8 @@ def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple
 
 def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
     """plan(cfg, until), refusing a run that would fail at its last stage, before hours of extraction and
-    training: evaluate with no held-out set (data other than the testbed's and no eval.sets), a data.path that does
+    training: the sae or encode stage without token residuals (extract.store_tokens off), evaluate with no held-out
+    set (data other than the testbed's and no eval.sets), a data.path that does
     not exist or lacks a mapped field (every plan starts with ingest), train or evaluate with an eval.sets file that
     does not exist (their keys hash it) or lacks the prompt / answer / id field (read with the data mapping, labels
     optional). The files' fields are read from their headers (saerl.data.check_mapping), not whole. Every entry point
@@ -149,6 +153,8 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[
     from saerl.data import IngestError, check_mapping
 
     stages = plan(cfg, until)
+    if not cfg.extract.store_tokens and any(s in ("sae", "encode") for s, _ in stages):
+        raise ValueError(NO_TOKEN_STORE)  # found after the whole extraction, in the sae stage, before
     if any(s == "evaluate" for s, _ in stages) and cfg.data.source != "testbed" and not cfg.eval.sets:
         raise ValueError(NO_HELD_OUT)
     if cfg.data.source == "file" and cfg.data.path:

@@ -159,6 +159,19 @@ BASELINE_ONLY: tuple[str, ...] = ("score.text_max_features", "score.kmeans_n_ini
 DATA_LABELS: tuple[str, ...] = ("data.topic", "data.difficulty", "data.quality", "data.labelled", "data.defect")
 
 
+# the share of prompts drawn for the labelled subset: unread where the data's `labelled` column picks it (the label
+# stage's saerl.labels.labelled_subset, the score and properties stages' saerl.scoring.align_inputs), and by score and
+# properties under measured difficulty, whose labelled rows are the label artifact's (its key carries the share)
+LABEL_DRAW: tuple[str, ...] = ("score.label_fraction",)
+
+
+def label_draw_unread(cfg: PipelineConfig, stage: str) -> bool:
+    """Does `stage` (label, score, properties) ignore LABEL_DRAW under `cfg`? in: config, stage; out: bool."""
+    from saerl.labels import needs_measured_labels
+
+    return cfg.data.labelled is not None or (stage != "label" and needs_measured_labels(cfg))
+
+
 def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None) -> tuple[str, ...]:
     """Fields among `stage`'s declared reads that its runner ignores under `cfg` on a `device` type ('cpu', 'cuda':
     saerl.pipeline.input_keys' "device"; None when not known, which keeps the fields only a CPU ignores).
@@ -168,10 +181,13 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None) ->
     (ALGORITHM_UNREAD) and the data's label fields (DATA_LABELS); score, properties: a family's grid when
     score.difficulty_models leaves it out (FAMILY_FIELDS); score: the silhouette's search under a fixed
     score.n_clusters (SILHOUETTE); properties: the baselines' settings with score.baselines off (BASELINE_ONLY);
+    label, score, properties: the labelled subset's share where something else picks it (LABEL_DRAW);
     curriculum: curriculum.frontier_target unless curriculum.ordering is frontier (saerl.curriculum._queues); on a
     CPU, CPU_UNREAD.
     in: config, stage, device type; out: dotted paths."""
     out = CPU_UNREAD.get(stage, ()) if device == "cpu" else ()
+    if stage in ("label", "score", "properties") and label_draw_unread(cfg, stage):
+        out += LABEL_DRAW
     if stage == "extract" and cfg.extract.model is not None:
         out += POLICY_ID
     elif stage == "sae":

@@ -256,8 +256,10 @@ class Tracker:
         if not self.enabled:
             return
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(cfg.tracking.http_retries))
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(cfg.tracking.http_timeout_s))
+        # MLflow reads these per request: the config's values, set for each run (setdefault kept the first run's in
+        # a process, a sweep's or a relog's, and let an inherited variable override the config silently)
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(cfg.tracking.http_retries)
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(cfg.tracking.http_timeout_s)
         parent_params = (flatten(cfg) if params is None else params) | self.common_params
         self._guard(lambda: self._start(cfg, labelled_run_name(run_name, label), (tags or {}) | self.common_tags,
                                         started, parent_params))

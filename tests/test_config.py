@@ -207,3 +207,15 @@ def test_device_type_resolves_auto_by_the_gpu_and_a_named_device_without_torch(m
     code = "import sys; from saerl.config import device_type; device_type('cuda'); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_demo_keeps_resumable_checkpoints_without_moving_a_key():
+    """README's 'Interrupting and resuming' promises an interrupted demo training run goes on from its checkpoint:
+    train.save_every defaults to 0 (none kept), so the demo's config sets it; it is result-neutral, so no key moves."""
+    from saerl.stages import RESULT_NEUTRAL, stage_key
+
+    demo = load_config(CONFIGS / "demo.yaml")
+    assert 0 < demo.train.save_every < demo.train.max_steps
+    assert "train.save_every" in RESULT_NEUTRAL
+    without = load_config(CONFIGS / "demo.yaml", ["train.save_every=0"])
+    assert stage_key(demo, "train", {}) == stage_key(without, "train", {})

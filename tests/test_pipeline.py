@@ -86,6 +86,20 @@ def _real(tmp_path: Path, *overrides: str):
     return load_config(CONFIGS / "real-gsm8k.yaml", [f"data.path={data}", *overrides])
 
 
+def test_a_run_without_token_residuals_is_refused_before_its_extraction(tmp_path):
+    """extract.store_tokens=false ran the whole extraction and then failed in the sae stage, which reads the token
+    residuals (as encode does): a plan that reaches either is refused before the first stage; one that stops at
+    extract runs."""
+    cfg = load_config(CONFIGS / "smoke.yaml", ["extract.store_tokens=false"])
+    for until in ("sae", "encode", None):
+        with pytest.raises(ValueError, match="store_tokens=false.*--until extract"):
+            check_runnable(cfg, until)
+    with pytest.raises(ValueError, match="store_tokens"):  # run_all checks before its first stage
+        run_all(ArtifactStore(tmp_path), cfg)
+    assert not any(tmp_path.iterdir())
+    assert [s for s, _ in check_runnable(cfg, "extract")][-1] == "extract"
+
+
 def test_a_file_without_held_out_sets_is_refused_before_any_stage_that_would_end_at_evaluate(tmp_path):
     cfg = _real(tmp_path)  # a user's file, no eval.sets
     with pytest.raises(ValueError, match="no held-out set to evaluate on.*eval.sets"):

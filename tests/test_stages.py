@@ -210,6 +210,41 @@ def test_a_cpu_ignores_the_precision_settings_and_a_gpu_or_an_unknown_device_rea
     assert "train.bf16" not in unread_fields(cfg, "label", "cpu")
 
 
+def test_the_labelled_share_is_read_only_where_it_draws_the_labelled_subset():
+    """score.label_fraction draws the labelled subset only when no `labelled` column is mapped: the demo's testbed
+    maps one, so a new share reran score, properties and everything after them for the same scores. Under measured
+    difficulty the score and properties stages read the label artifact's rows (its key carries the share)."""
+    from pathlib import Path
+
+    import numpy as np
+    import scipy.sparse as sp
+
+    from saerl.scoring import align_inputs
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+
+    def reads(overrides: list[str], stage: str) -> bool:
+        cfg, other = load_config(demo, overrides), load_config(demo, [*overrides, "score.label_fraction=0.5"])
+        return stage_key(cfg, stage, {}) != stage_key(other, stage, {})
+
+    for stage in ("label", "score", "properties"):
+        assert not reads([], stage), f"{stage}: the testbed's labelled column picks the subset"
+    unmapped = ["data.labelled=null"]  # the testbed's difficulty column: no label stage, score draws the share
+    assert reads(unmapped, "score") and reads(unmapped, "properties")
+    measured = ["data.labelled=null", "score.difficulty_source=measured"]
+    assert reads(measured, "label") and not reads(measured, "score") and not reads(measured, "properties")
+    # and the subset the score stage aligns does ignore the share when the column is there
+    import polars as pl
+
+    prompts = pl.DataFrame({"id": [f"p{i}" for i in range(40)], "prompt": ["q"] * 40, "difficulty": [1.0] * 40,
+                            "labelled": [i % 4 == 0 for i in range(40)]})
+    X = sp.csr_matrix(np.ones((40, 3)))
+    cfg = load_config(demo)
+    for share in (0.2, 0.9):
+        got = align_inputs(X, prompts, cfg.score.model_copy(update={"label_fraction": share}), None, None, None, None)
+        assert got.labelled.tolist() == [i % 4 == 0 for i in range(40)]
+
+
 def test_a_cpu_run_keeps_its_keys_when_the_precision_settings_change():
     """The keys read the device type from the input keys (saerl.pipeline.input_keys' "device")."""
     cfg, cpu, cuda = PipelineConfig(), {"device": "cpu"}, {"device": "cuda"}

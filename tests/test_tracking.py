@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -35,15 +36,19 @@ def test_parent_and_nested_stage_runs(tmp_path):
 
 
 def test_unreachable_server_warns_once_and_disables(tmp_path, caplog, monkeypatch):
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    cfg = load_config(None, ["tracking.uri=http://127.0.0.1:9"])
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")  # an inherited value: the config's wins
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    cfg = load_config(None, ["tracking.uri=http://127.0.0.1:9", "tracking.http_retries=0", "tracking.http_timeout_s=2"])
     with caplog.at_level(logging.WARNING, logger="saerl.tracking"):
         t = Tracker(cfg, tmp_path, "run")
         t.log_stage("ingest", "computed", "k", "r", 0.1, {})
         t.finish()
     assert not t.enabled
     assert sum("continuing without tracking" in r.message for r in caplog.records) == 1
+    assert (os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"], os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"]) == ("0", "2")
+    # the next run in the process reads its own config's values, not the first's
+    Tracker(load_config(None, ["tracking.uri=http://127.0.0.1:9", "tracking.http_retries=1"]), tmp_path, "b").finish()
+    assert (os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"], os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"]) == ("1", "10")
 
 
 def test_disabled_tracking_logs_nothing(tmp_path):
