@@ -37,7 +37,11 @@ measured on paired per-problem scores (arm minus reference, problem by problem):
 two accuracies as independent, because a problem's own difficulty cancels. This needs the per-sample frame
 (``samples=``). When both are available their variances add (Welch-Satterthwaite degrees of freedom; slightly
 conservative, as per-sample noise enters both parts); with one seed only the problem part is known, and the
-``ci_source`` column says whose training-seed variance is and is not included.
+``ci_source`` column says whose training-seed variance is and is not included. A difference beyond that interval
+when a trained side has one seed says so ("better, 1 seed"): the seed's own effect is not in it, and a retrained
+arm moves by it (at a seed spread of 1-2 points, the testbed's, a one-seed "better" or "worse" under no true
+difference came 12-13% of the time instead of 5%). A difference whose interval has no width without being exact
+(every seed's accuracy repeated, no per-problem scores) has no interval ("no CI").
 """
 
 from __future__ import annotations
@@ -204,7 +208,9 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
                     cost: pl.DataFrame | None = None) -> pl.DataFrame:
     """First eval step at which each arm reaches `target` accuracy, per seed and on the arm's mean curve.
     in: curve (arm, seed, step, accuracy; optionally n, the problems each point is scored on), target (None = the
-    reference arm's final accuracy on the curve, mean over seeds, where "final" is each seed's last step), reference arm, optionally each run's generation cost
+    reference arm's final accuracy on its mean curve over seeds: at the last step every seed of it evaluated, so the
+    reference's mean curve always reaches its own target, and :func:`steps_ratio_interval` reads the same point),
+    reference arm, optionally each run's generation cost
     (arm, seed, step, prompts: cumulative prompts generated for, :func:`generated_prompts`);
     out: one row per (arm, seed): target, steps (that seed's first step with accuracy >= target; null if
     never), reached, mean_steps (the first step at which the arm's curve averaged over its seeds reaches the
@@ -223,11 +229,15 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
     mean, at the last step at the latest."""
     fixed = not (target is None or (isinstance(target, float) and math.isnan(target)))
     source = curve
+    n_seeds = curve.group_by("arm").agg(pl.col("seed").n_unique().alias("n_seeds"))
+    mean_curve = (curve.group_by("arm", "step").agg(pl.col("accuracy").mean(), pl.col("seed").n_unique().alias("n"))
+                  .join(n_seeds, on="arm").filter(pl.col("n") == pl.col("n_seeds")))
     if target is None or not fixed:
         source = curve.filter(pl.col("arm") == reference_arm)
         if source.is_empty():
             raise ValueError(f"reference arm {reference_arm!r} not in the curve (arms: {curve['arm'].unique().to_list()})")
-        target = float(source.group_by("seed").agg(pl.col("accuracy").sort_by("step").last())["accuracy"].mean())
+        shared = mean_curve.filter(pl.col("arm") == reference_arm).sort("step")["accuracy"]
+        target = float(shared[-1]) if shared.len() else float("nan")  # no step every seed evaluated: no target
     n_max = source["n"].max() if "n" in source.columns and source.height else None
     tol = TARGET_RTOL * max(abs(target), 1.0)
     hits = curve.with_columns((pl.col("accuracy") >= target - tol).alias("hit"))
@@ -236,9 +246,6 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
            .with_columns(pl.col("steps").is_not_null().alias("reached"), pl.lit(target).alias("target"),
                          pl.lit(reference_arm, pl.String).alias("reference"), pl.lit(fixed).alias("target_fixed"),
                          pl.lit(None if n_max is None else int(n_max), pl.Int64).alias("target_problems")))
-    n_seeds = curve.group_by("arm").agg(pl.col("seed").n_unique().alias("n_seeds"))
-    mean_curve = (curve.group_by("arm", "step").agg(pl.col("accuracy").mean(), pl.col("seed").n_unique().alias("n"))
-                  .join(n_seeds, on="arm").filter(pl.col("n") == pl.col("n_seeds")))
     arm_mean = mean_curve.group_by("arm").agg(
         pl.col("step").filter(pl.col("accuracy") >= target - tol).min().cast(pl.Float64).alias("mean_steps"))
     ref_mean = arm_mean.filter(pl.col("arm") == reference_arm)["mean_steps"]
@@ -445,6 +452,7 @@ def training_signal(log: pl.DataFrame, order: pl.DataFrame, prompts: pl.DataFram
 RUN_KEYS = ("arm", "seed", "set")  # what identifies one evaluated policy on one set
 FEW_SEEDS = 2  # the seed count whose seed variance has a single degree of freedom: its interval says so
 MIN_PAIRED_SEEDS = 3  # arms on the same seeds are compared seed by seed from this many (fewer: Welch)
+ONE_SEED = ", 1 seed"  # a verdict's suffix when a trained side has one seed: its interval lacks that seed's effect
 TIE_ATOL = 1e-9  # per-seed differences within this of each other tie (an accuracy moves in steps of 1/problems)
 
 
@@ -506,24 +514,44 @@ def _problem_part(values: np.ndarray) -> list[tuple[float, int]]:
     return [(float(np.var(values, ddof=1)) / len(values), len(values) - 1)] if len(values) >= 2 else []
 
 
-def _verdict(lo: float, hi: float) -> str:
+def _verdict(lo: float, hi: float, seeds_known: bool = True) -> str:
+    """The verdict code of a difference's interval: no CI, within noise (it contains 0), better or worse; with
+    `seeds_known` False (a trained side has one seed, so the interval lacks its seed effect) better / worse carry
+    ONE_SEED. in: bounds, whether the seed variance is in them; out: the code."""
     if math.isnan(lo) or math.isnan(hi):
         return "no CI"
     if lo <= 0 <= hi:
         return "within noise"
-    return "better" if lo > 0 else "worse"
+    word = "better" if lo > 0 else "worse"
+    return word if seeds_known else word + ONE_SEED
+
+
+def _same_cells(cells: dict[tuple[str, int, str, str], float], arm: str, reference: str, set_name: str,
+                seeds: list[int]) -> bool:
+    """Did `arm` and `reference` score every problem of `set_name` alike on every seed (per (seed, problem), not
+    averaged over seeds, where opposite differences cancel)? in: {(arm, seed, set, id): score}, arms, set, seeds;
+    out: bool."""
+    for seed in seeds:
+        mine = {i: v for (a, sd, st, i), v in cells.items() if (a, sd, st) == (arm, seed, set_name)}
+        theirs = {i: v for (a, sd, st, i), v in cells.items() if (a, sd, st) == (reference, seed, set_name)}
+        if mine.keys() != theirs.keys() or any(abs(v - theirs[i]) > TIE_ATOL for i, v in mine.items()):
+            return False
+    return True
 
 
 def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samples: pl.DataFrame | None = None,
-                 metric: Metric = "greedy", level: float = EvalConfig.model_fields["ci_level"].default) -> pl.DataFrame:
+                 metric: Metric = "greedy", level: float = EvalConfig.model_fields["ci_level"].default,
+                 reference_fixed: bool = False) -> pl.DataFrame:
     """Each arm's final accuracy and its difference to `reference`, per eval set, with `level` intervals.
     in: final (arm, seed, set, accuracy), or None to derive it from `samples`; reference arm; samples: the
     per-sample frames of :func:`evaluate_policy` stacked with arm and seed columns (enables the paired
     per-problem part of the error; arms must be evaluated on the same problem ids); metric the samples are
-    scored by (greedy pass@1 or mean over the k samples; must be the one `final` holds); confidence level.
+    scored by (greedy pass@1 or mean over the k samples; must be the one `final` holds); confidence level;
+    reference_fixed: the reference is not a trained arm (the base policy), so its one seed has no seed effect.
     out: set, arm, n_seeds, n_problems, accuracy, ci_low, ci_high, diff_pts, diff_ci_low_pts,
     diff_ci_high_pts (arm minus reference, in points), verdict (reference / better / worse / within noise
-    (the interval contains 0) / no CI), ci_source (what the interval accounts for), level, verifier_failures
+    (the interval contains 0) / better, 1 seed / worse, 1 seed (beyond the interval, which lacks the seed effect of
+    a trained side with one seed) / no CI), ci_source (what the interval accounts for), level, verifier_failures
     (the arm's samples the metric scores whose answer check timed out or erred, all seeds: scored wrong; null
     without per-sample statuses)."""
     if final is None:
@@ -531,6 +559,8 @@ def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samp
             raise ValueError("give the final accuracies, the per-sample results, or both")
         final = final_accuracy(samples, metric)
     scores = problem_scores(samples, metric) if samples is not None else None
+    cells = ({(a, sd, st, i): v for a, sd, st, i, v in scores.select("arm", "seed", "set", "id", "score").iter_rows()}
+             if scores is not None else {})
     fails: dict[tuple[str, str], int] = {}
     if samples is not None and "status" in samples.columns:
         fails = {(s, a): n for s, a, n in verifier_failures(samples, metric).iter_rows()}
@@ -567,15 +597,21 @@ def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samp
                 raise ValueError(f"arm {arm!r} and {reference!r} share no problem ids on set {set_name!r}")
             d = np.array([per_problem[arm][i] - per_problem[reference][i] for i in common])
             ties = bool(per_seed) and float(np.ptp(per_seed)) <= TIE_ATOL
-            identical = ties and abs(per_seed[0]) <= TIE_ATOL and not np.any(np.abs(d) > TIE_ATOL)
+            identical = ties and abs(per_seed[0]) <= TIE_ATOL and bool(cells) and _same_cells(
+                cells, arm, reference, set_name, list(by_seed[arm]))
             seeds_paired = len(per_seed) >= MIN_PAIRED_SEEDS and (not ties or identical)
             if seeds_paired:  # the same seeds: what a seed shares between the arms cancels
                 seed_parts = _seed_part([0.0] * len(per_seed) if identical else per_seed)
             else:  # Welch; a one-seed side counts as fixed
                 seed_parts = _seed_part(acc[arm]) + _seed_part(acc[reference])
-            dlo, dhi = _clipped(*_interval(diff, seed_parts + _problem_part(d), level), -1.0, 1.0)
+            parts = seed_parts + _problem_part(d)
+            if not identical and parts and sum(v for v, _ in parts) == 0:
+                parts = []  # no width, yet not shown exact (seeds repeating one accuracy, no per-problem scores)
+            dlo, dhi = _clipped(*_interval(diff, parts, level), -1.0, 1.0)
+            one_seed = len(acc[arm]) < 2 or (len(acc[reference]) < 2 and not reference_fixed)
             rows.append({**row, "n_problems": len(common) or None, "diff_pts": 100 * diff,
-                         "diff_ci_low_pts": 100 * dlo, "diff_ci_high_pts": 100 * dhi, "verdict": _verdict(dlo, dhi),
+                         "diff_ci_low_pts": 100 * dlo, "diff_ci_high_pts": 100 * dhi,
+                         "verdict": _verdict(dlo, dhi, seeds_known=not one_seed),
                          "ci_source": _source(len(acc[arm]), len(acc[reference]), len(common), True,
                                               seeds_paired)})
     return pl.DataFrame(rows, infer_schema_length=None)
@@ -658,7 +694,11 @@ def format_comparison(table: pl.DataFrame) -> str:
                 dci = ("n/a" if r["diff_ci_low_pts"] is None or math.isnan(r["diff_ci_low_pts"])
                        else f"[{r['diff_ci_low_pts']:+.1f}, {r['diff_ci_high_pts']:+.1f}]")
                 verdict = {"within noise": "within noise (CI contains 0)", "better": f"better than {ref}",
-                           "worse": f"worse than {ref}", "no CI": "no CI: need 2+ seeds or per-sample results"}[r["verdict"]]
+                           "worse": f"worse than {ref}", "no CI": "no CI: need 2+ seeds or per-sample results",
+                           "better" + ONE_SEED: f"above {ref} on these problems; one seed, so not yet a "
+                           "difference between the methods: run 3+ seeds",
+                           "worse" + ONE_SEED: f"below {ref} on these problems; one seed, so not yet a "
+                           "difference between the methods: run 3+ seeds"}[r["verdict"]]
             lines.append(f"{r['arm']:<16} {r['n_seeds']:>5} {100 * r['accuracy']:>8.1f}% {ci:>15}   {diff:>22} {dci:>17}  {verdict}")
         sources = table.filter((pl.col("set") == set_name) & (pl.col("verdict") != "reference"))["ci_source"].unique().to_list()
         failed = failures_line(block)

@@ -741,7 +741,8 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     comparison.write_parquet(build.path / "comparison.parquet")
     gains = None
     if cfg.eval.base_policy:  # each arm's RL gain over the starting policy: did RL learn anything at all?
-        gains = pl.concat([compare_arms(None, BASE_ARM, samples=samples, metric=m, level=cfg.eval.ci_level)
+        gains = pl.concat([compare_arms(None, BASE_ARM, samples=samples, metric=m, level=cfg.eval.ci_level,
+                                            reference_fixed=True)
                            .with_columns(metric=pl.lit(m)) for m in ("greedy", "mean_k")], how="diagonal_relaxed")
         gains.write_parquet(build.path / "gains.parquet")
     cost = pl.concat(costs, how="diagonal_relaxed")
