@@ -280,6 +280,20 @@ def test_relog_closes_the_parent_with_the_status_the_record_stands_for(tmp_path,
     assert MlflowClient(tracking_uri=uri).get_run(parent).info.status == status
 
 
+def test_relog_refuses_a_run_that_is_still_going(tmp_path):
+    """A run still going (its live lock held) was re-logged KILLED beside the parent run it is logging itself."""
+    from saerl.config import PipelineConfig
+    from saerl.report import relog
+    from saerl.runs import RunRecord, live_lock, save_run
+
+    record = RunRecord(name="live", config=flatten(PipelineConfig(name="live")), extra={RUNNING: True})
+    save_run(tmp_path, record)
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    with live_lock(tmp_path, record.run_id), pytest.raises(RuntimeError, match="still running"):
+        relog(tmp_path, record, uri)
+    assert not (tmp_path / "fresh.db").exists()
+
+
 def _compare_rows(arms: list[str], ref: str) -> pl.DataFrame:
     """compare_arms-shaped rows of one set and metric: `ref` is the reference, every other arm +10 points."""
     return pl.DataFrame({
