@@ -164,10 +164,11 @@ def _fsync_dir(path: Path) -> None:
 
 
 def hash_tree(folder: Path) -> dict[str, dict[str, Any]]:
-    """{relative path: {sha256, bytes}} for every file under `folder` except the manifest; fsyncs each."""
+    """{relative path: {sha256, bytes}} for every file under `folder` except the manifest and the build's chunk log
+    (CHUNK_DIR, with the part files label and evaluate keep in it: publish drops it); fsyncs each."""
     files = {}
     for p in sorted(folder.rglob("*")):
-        if not p.is_file() or p.name == MANIFEST:
+        if not p.is_file() or p.name == MANIFEST or p.relative_to(folder).parts[0] == CHUNK_DIR:
             continue
         with open(p, "rb") as f:
             os.fsync(f.fileno())
@@ -401,7 +402,7 @@ class ArtifactStore:
             "machine": build_machine(),
             **(manifest or {}),
             **notes,
-            "files": {rel: f for rel, f in hash_tree(partial).items() if not rel.startswith(f"{CHUNK_DIR}/")},
+            "files": hash_tree(partial),
         }
         write_json_atomic(partial / MANIFEST, record)
         shutil.rmtree(partial / CHUNK_DIR, ignore_errors=True)  # only now: a publish cut short still resumes

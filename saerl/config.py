@@ -341,13 +341,9 @@ class TrainConfig(Section):
         ["saerl", "vanilla"], min_length=1, description="arms trained on the same budget: saerl (filtered, "
         "curriculum order), vanilla (whole pool, seeded shuffle), order_only (curriculum order, no filter), "
         "filter_only (filtered, seeded shuffle)")
-    seeds: list[Annotated[int, Field(ge=0)]] = Field([0], description="one run per arm per seed")
-    order_draws: Literal["per_seed", "shared"] = Field(
-        "per_seed", description="per_seed: each training seed reads its own draw of its arm's order (seeded "
-        "curriculum.seed + seed: vanilla and filter_only a shuffle, saerl and order_only the curriculum built again, "
-        "its mixed-in picks and tie-breaks), so an arm's spread over seeds includes its order's, as the method's own "
-        "randomness; seed 0 reads the curriculum stage's order files. shared: every seed reads seed 0's order, so "
-        "the seeds vary RL sampling only")
+    seeds: list[Annotated[int, Field(ge=0)]] = Field([0], description="one run per arm per seed; each seed reads "
+        "its own draw of its arm's order (seeded curriculum.seed + seed: vanilla and filter_only a shuffle, saerl "
+        "and order_only the curriculum built again), so an arm's spread over seeds includes its order's")
     max_steps: int = Field(100, gt=0, description="optimizer steps per arm")
     learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate (constant after the warmup)")
     warmup_steps: int = Field(

@@ -526,17 +526,16 @@ def _verdict(lo: float, hi: float, seeds_known: bool = True) -> str:
     return word if seeds_known else word + ONE_SEED
 
 
-def _same_cells(cells: dict[tuple[str, int, str, str], float], arm: str, reference: str, set_name: str,
-                seeds: list[int]) -> bool:
-    """Did `arm` and `reference` score every problem of `set_name` alike on every seed (per (seed, problem), not
-    averaged over seeds, where opposite differences cancel)? in: {(arm, seed, set, id): score}, arms, set, seeds;
-    out: bool."""
+def _cell_differences(cells: dict[tuple[str, int, str, str], float], arm: str, reference: str, set_name: str,
+                      seeds: list[int]) -> np.ndarray:
+    """`arm` minus `reference` per (seed, problem) of `set_name`, over the seeds and problems both have: not averaged
+    over seeds, where opposite differences cancel. in: {(arm, seed, set, id): score}, arms, set, seeds; out: array."""
+    out = []
     for seed in seeds:
         mine = {i: v for (a, sd, st, i), v in cells.items() if (a, sd, st) == (arm, seed, set_name)}
         theirs = {i: v for (a, sd, st, i), v in cells.items() if (a, sd, st) == (reference, seed, set_name)}
-        if mine.keys() != theirs.keys() or any(abs(v - theirs[i]) > TIE_ATOL for i, v in mine.items()):
-            return False
-    return True
+        out += [v - theirs[i] for i, v in sorted(mine.items()) if i in theirs]
+    return np.array(out, dtype=np.float64)
 
 
 def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samples: pl.DataFrame | None = None,
@@ -597,30 +596,36 @@ def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samp
                 raise ValueError(f"arm {arm!r} and {reference!r} share no problem ids on set {set_name!r}")
             d = np.array([per_problem[arm][i] - per_problem[reference][i] for i in common])
             ties = bool(per_seed) and float(np.ptp(per_seed)) <= TIE_ATOL
-            identical = ties and abs(per_seed[0]) <= TIE_ATOL and bool(cells) and _same_cells(
-                cells, arm, reference, set_name, list(by_seed[arm]))
+            cell_d = _cell_differences(cells, arm, reference, set_name, list(by_seed[arm])) if cells else None
+            identical = (ties and abs(per_seed[0]) <= TIE_ATOL and cell_d is not None
+                         and not np.any(np.abs(cell_d) > TIE_ATOL))
             seeds_paired = len(per_seed) >= MIN_PAIRED_SEEDS and (not ties or identical)
             if seeds_paired:  # the same seeds: what a seed shares between the arms cancels
                 seed_parts = _seed_part([0.0] * len(per_seed) if identical else per_seed)
             else:  # Welch; a one-seed side counts as fixed
                 seed_parts = _seed_part(acc[arm]) + _seed_part(acc[reference])
             parts = seed_parts + _problem_part(d)
-            if not identical and parts and sum(v for v, _ in parts) == 0:
-                parts = []  # no width, yet not shown exact (seeds repeating one accuracy, no per-problem scores)
+            if not identical and parts and sum(v for v, _ in parts) == 0:  # no width, yet the arms are not alike
+                if cell_d is None:
+                    parts = []  # from accuracies alone (seeds repeating one accuracy): nothing is known
+                elif cell_d.size >= 2 and float(np.var(cell_d)) > 0:
+                    parts = _problem_part(cell_d)  # opposite differences cancelled over seeds: the cells' spread
             dlo, dhi = _clipped(*_interval(diff, parts, level), -1.0, 1.0)
             one_seed = len(acc[arm]) < 2 or (len(acc[reference]) < 2 and not reference_fixed)
             rows.append({**row, "n_problems": len(common) or None, "diff_pts": 100 * diff,
                          "diff_ci_low_pts": 100 * dlo, "diff_ci_high_pts": 100 * dhi,
                          "verdict": _verdict(dlo, dhi, seeds_known=not one_seed),
                          "ci_source": _source(len(acc[arm]), len(acc[reference]), len(common), True,
-                                              seeds_paired)})
+                                              seeds_paired, reference_fixed)})
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
-def _source(seeds: int, ref_seeds: int, problems: int, paired: bool, seeds_paired: bool = False) -> str:
+def _source(seeds: int, ref_seeds: int, problems: int, paired: bool, seeds_paired: bool = False,
+            reference_fixed: bool = False) -> str:
     """What an interval accounts for, in words (`paired`: a difference to the reference, where each side's
     training-seed variance enters when it has >= 2 seeds and a one-seed side counts as fixed; `seeds_paired`: both
-    sides ran the same >= 2 seeds, compared seed by seed). Two seeds (1 degree of freedom) add a caution."""
+    sides ran the same >= 2 seeds, compared seed by seed; `reference_fixed`: the reference is the untrained base,
+    with no seed variance to leave out). Two seeds (1 degree of freedom) add a caution."""
     if not paired:
         parts = [f"{seeds} seeds (t)"] if seeds >= 2 else []
         missing = "" if seeds >= 2 else "training-seed variance not included (one seed)"
@@ -630,12 +635,14 @@ def _source(seeds: int, ref_seeds: int, problems: int, paired: bool, seeds_paire
         parts, missing = [f"seeds ({seeds} vs {ref_seeds}, Welch t)"], ""
     elif seeds >= 2:
         parts = [f"the arm's {seeds} seeds (t)"]
-        missing = "the reference's training-seed variance not included (one seed, counted as fixed)"
+        missing = ("the reference is the untrained starting policy: no seed variance" if reference_fixed else
+                   "the reference's training-seed variance not included (one seed, counted as fixed)")
     elif ref_seeds >= 2:
         parts = [f"the reference's {ref_seeds} seeds (t)"]
         missing = "the arm's training-seed variance not included (one seed, counted as fixed)"
     else:
-        parts, missing = [], "training-seed variance not included (one seed)"
+        parts, missing = [], ("the arm's training-seed variance not included (one seed)" if reference_fixed
+                              else "training-seed variance not included (one seed)")
     if problems >= 2:
         parts.append(f"{problems} paired problems" if paired else f"{problems} problems")
     if not parts:
@@ -695,10 +702,10 @@ def format_comparison(table: pl.DataFrame) -> str:
                        else f"[{r['diff_ci_low_pts']:+.1f}, {r['diff_ci_high_pts']:+.1f}]")
                 verdict = {"within noise": "within noise (CI contains 0)", "better": f"better than {ref}",
                            "worse": f"worse than {ref}", "no CI": "no CI: need 2+ seeds or per-sample results",
-                           "better" + ONE_SEED: f"above {ref} on these problems; one seed, so not yet a "
-                           "difference between the methods: run 3+ seeds",
-                           "worse" + ONE_SEED: f"below {ref} on these problems; one seed, so not yet a "
-                           "difference between the methods: run 3+ seeds"}[r["verdict"]]
+                           "better" + ONE_SEED: f"above {ref} on these problems; one seed, whose own effect is "
+                           "not in the interval: run 3+ seeds",
+                           "worse" + ONE_SEED: f"below {ref} on these problems; one seed, whose own effect is "
+                           "not in the interval: run 3+ seeds"}[r["verdict"]]
             lines.append(f"{r['arm']:<16} {r['n_seeds']:>5} {100 * r['accuracy']:>8.1f}% {ci:>15}   {diff:>22} {dci:>17}  {verdict}")
         sources = table.filter((pl.col("set") == set_name) & (pl.col("verdict") != "reference"))["ci_source"].unique().to_list()
         failed = failures_line(block)

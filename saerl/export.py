@@ -1,7 +1,8 @@
 """Export a run's curriculum for other trainers, for `saerl export`: HF datasets, verl, trl.
 
 The order an arm trains on (the curriculum artifact's order file: `order.parquet` for saerl,
-`order_only.parquet`, `filter_only.parquet`, and `vanilla_order.parquet`, the vanilla arm's seed-0 shuffle)
+`order_only.parquet`, `filter_only.parquet`, and `vanilla_order.parquet`, the vanilla arm's seed-0 shuffle: each is
+what training seed 0 read, as every other seed draws its own order, saerl.runners.order_seed)
 is joined with the ingested prompts (`prompts.parquet`) into one frame in training order: position, id,
 prompt, answer, batch, epoch, cluster, difficulty_hat. Each format writes that frame and, for verl and trl,
 a small sampler module (no saerl import, so it runs where saerl is not installed) and a README.md saying
@@ -264,6 +265,8 @@ def readme_head(info: dict[str, Any]) -> str:
     if info["arm"] in SHUFFLED_ARMS:
         body = (f"The {info['arm']} arm's shuffle (training seed 0) of {SHUFFLED_ARMS[info['arm']]}, a fresh order "
                 f"each epoch. {body}")
+    else:  # saerl's other training seeds read their own draws of the curriculum (saerl.runners.order_seed)
+        body = f"The {info['arm']} arm's curriculum as training seed 0 read it (other seeds draw their own). {body}"
     note = coverage_note(info)
     return head + body + (f"\n\n{note}" if note else "") + "\n\n"
 

@@ -15,6 +15,8 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -157,6 +159,11 @@ def measure_labels(model_dir: str | Path, prompts: pl.DataFrame, cfg: ScoreConfi
 
     parts = chunk_log.folder / PARTS_DIR
     parts.mkdir(parents=True, exist_ok=True)
+    legacy = Path(out_dir) / PARTS_DIR  # where a build interrupted before session 28 kept its tables: moved, so its
+    if legacy.is_dir():  # finished chunks (GPU time on real data) are not measured again nor published in the artifact
+        for table in legacy.glob("*.parquet"):
+            os.replace(table, parts / table.name)
+        shutil.rmtree(legacy)
     fp = label_fingerprint(prompts["id"].cast(pl.String).to_list(), cfg, temperature, max_new_tokens, top_k,
                            verify_timeout_s)
     ranges = chunk_ranges(prompts.height, cfg.label_chunk_rows)

@@ -428,7 +428,7 @@ TRAIN_RUN = "train:{arm}:{seed}"  # the name of one (arm, seed) training run amo
 def curriculum_order(scores: pl.DataFrame, cfg: PipelineConfig, arm: str, seed: int) -> pl.DataFrame:
     """A curriculum arm's order (ORDER_SCHEMA) drawn with `seed` (:func:`saerl.curriculum.build_order`): saerl's
     quality-filtered one, or order_only's, the same without the filter. The curriculum stage writes the draw of
-    curriculum.seed; a training seed under train.order_draws=per_seed draws its own (:func:`arm_order_frame`).
+    curriculum.seed; each other training seed draws its own (:func:`arm_order_frame`).
     in: scores (id, cluster, difficulty_hat, quality_hat), config, arm (saerl or order_only), seed; out: the order."""
     from saerl.curriculum import build_order
 
@@ -439,9 +439,10 @@ def curriculum_order(scores: pl.DataFrame, cfg: PipelineConfig, arm: str, seed: 
 
 
 def order_seed(cfg: PipelineConfig, seed: int) -> int:
-    """The seed of the order a training seed reads: curriculum.seed + seed under train.order_draws=per_seed (so
-    seed 0 reads the curriculum stage's own draw), curriculum.seed for every seed when shared."""
-    return cfg.curriculum.seed + (seed if cfg.train.order_draws == "per_seed" else 0)
+    """The seed of the order a training seed reads: curriculum.seed + seed, so seed 0 reads the curriculum stage's own
+    draw and each other seed its own: an arm's spread over seeds includes its order's, for the curriculum arms as for
+    the shuffled ones (until session 28 the curriculum arms' seeds all read one draw)."""
+    return cfg.curriculum.seed + seed
 
 
 def arm_order_frame(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: str, seed: int) -> pl.DataFrame:

@@ -78,7 +78,7 @@ STAGES: dict[str, Stage] = {
         Stage("curriculum", "3", ("curriculum", "score.quality_threshold"), ("score",), "order.parquet"),
         Stage(
             "train", "14",
-            ("model", "train.algorithm", "train.order_draws", "train.max_steps", "train.learning_rate", "train.warmup_steps",
+            ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.warmup_steps",
              "train.num_generations",
              "train.steps_per_generation", "train.micro_batches",
              "train.temperature", "train.top_k", "train.max_completion_length", "train.beta", "train.epsilon",

@@ -386,7 +386,7 @@ def test_one_seed_uses_paired_per_problem_differences():
     assert t["saerl"]["diff_ci_low_pts"] == pytest.approx(100 * (0.1 - 1.984217 * se), abs=1e-3)
     # beyond the problems' noise, but the seed's own effect is not in the interval: not called "better" outright
     assert t["saerl"]["verdict"] == "better, 1 seed" and t["saerl"]["n_problems"] == 100
-    assert "one seed, so not yet a difference between the methods" in format_comparison(compare_arms(None, samples=samples))
+    assert "one seed, whose own effect is not in the interval" in format_comparison(compare_arms(None, samples=samples))
     assert "training-seed variance not included" in t["saerl"]["ci_source"]
     own = math.sqrt(0.24 * 100 / 99 / 100)  # the arm's own accuracy: problem-level SE
     assert t["saerl"]["ci_high"] == pytest.approx(0.6 + 1.984217 * own, abs=1e-5)
@@ -411,22 +411,29 @@ def test_a_one_seed_verdict_says_so_unless_the_one_seed_side_is_the_untrained_ba
     assert gains["saerl"]["verdict"] == "better"
     trained = {r["arm"]: r for r in compare_arms(None, "base", samples=samples).iter_rows(named=True)}
     assert trained["saerl"]["verdict"] == "better, 1 seed"  # were "base" a trained arm, its seed effect is missing
+    assert "the reference is the untrained starting policy" in gains["saerl"]["ci_source"]
+    assert "not included" not in gains["saerl"]["ci_source"]
     one = samples.filter(pl.col("seed") == 0)
     assert {r["arm"]: r for r in compare_arms(None, "base", samples=one, reference_fixed=True)
             .iter_rows(named=True)}["saerl"]["verdict"] == "better, 1 seed"
+    # per-problem scores that all differ alike (every problem won): a zero-width interval, read as measured
+    won = pl.DataFrame([{"arm": a, "seed": 0, "id": f"q{i}", "correct": a == "saerl"} for a in ("vanilla", "saerl")
+                        for i in range(20)]).with_columns(pl.lit("A").alias("set"), pl.lit(0).alias("sample"))
+    assert {r["arm"]: r for r in compare_arms(None, samples=won).iter_rows(named=True)}["saerl"]["verdict"] == \
+        "better, 1 seed"
 
 
 def test_arms_that_differ_seed_by_seed_are_not_taken_for_identical():
     """The exact-0 shortcut read problems averaged over seeds, where opposite differences cancel: two arms that
     differ on 8 of 12 (seed, problem) cells got the interval [0, 0]. Identity is now checked cell by cell; here
     every variance the interval reads is 0 (each arm 50% on every seed, equal averages per problem) without the
-    arms being the same, so there is no interval."""
+    arms being the same, so the cells' own spread gives the interval its width."""
     pattern = {"saerl": {0: [1, 0, 1, 0], 1: [0, 1, 0, 1], 2: [1, 1, 0, 0]},
                "vanilla": {0: [0, 1, 0, 1], 1: [1, 0, 1, 0], 2: [1, 1, 0, 0]}}
     rows = [{"set": "h", "arm": arm, "seed": sd, "id": str(i), "sample": 0, "correct": bool(y)}
             for arm, by in pattern.items() for sd, ys in by.items() for i, y in enumerate(ys)]
     t = {r["arm"]: r for r in compare_arms(None, samples=pl.DataFrame(rows)).iter_rows(named=True)}["saerl"]
-    assert t["diff_pts"] == 0.0 and t["verdict"] == "no CI" and math.isnan(t["diff_ci_high_pts"])
+    assert t["diff_pts"] == 0.0 and t["verdict"] == "within noise" and t["diff_ci_low_pts"] < 0 < t["diff_ci_high_pts"]
 
 
 def test_a_difference_with_no_width_and_no_proof_of_identity_has_no_interval():

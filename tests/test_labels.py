@@ -171,6 +171,24 @@ def test_measure_labels_killed_after_its_table_redoes_no_chunk(saved_policy, tmp
     assert summary["chunks_run"] == 0 and summary["chunks_skipped"] == 3 and again.equals(first)
 
 
+def test_measure_labels_resumes_a_build_that_kept_its_tables_where_builds_before_session_28_did(saved_policy, tmp_path):
+    """A label build interrupted under the previous code kept its finished tables in out_dir/label_parts: the same
+    key resumes it, and those chunks are not measured again, nor is that folder published with the artifact."""
+    log = ChunkLog(tmp_path / "run")
+
+    def die_after_first(c: int) -> None:
+        raise _Killed(c)
+
+    with pytest.raises(_Killed):
+        _measure(saved_policy, tmp_path / "run", log=log, on_chunk_done=die_after_first)
+    (tmp_path / "run" / PARTS_DIR).mkdir()
+    (log.folder / PARTS_DIR / "0.parquet").rename(tmp_path / "run" / PARTS_DIR / "0.parquet")  # the old layout
+    redone: list[int] = []
+    _, summary = _measure(saved_policy, tmp_path / "run", log=log, on_chunk_done=redone.append)
+    assert redone == [1, 2] and summary["chunks_skipped"] == 1
+    assert not (tmp_path / "run" / PARTS_DIR).exists()
+
+
 def test_measure_labels_resumes_from_finished_chunks(saved_policy, tmp_path):
     reference, _ = _measure(saved_policy, tmp_path / "ref")
 
