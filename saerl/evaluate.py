@@ -204,13 +204,23 @@ def prompts_through(cost: pl.DataFrame, arm_mean: pl.DataFrame) -> pl.DataFrame:
             .select("arm", pl.when(pl.col("mean_steps").is_not_null()).then(pl.col("prompts")).alias("mean_prompts")))
 
 
+def gain_target(starts: np.ndarray, finals: np.ndarray, share: float) -> np.ndarray:
+    """The target of eval.target_gain_share: the arms' mean start plus `share` of their mean gain, the same for
+    every arm. in: each arm's first and last mean-curve point (arms on axis -1; a leading axis of resamples is kept),
+    the share; out: the target (per resample). NaN points (a resample with no problem scored) are left out."""
+    start = np.nanmean(starts, axis=-1)
+    return start + share * (np.nanmean(finals, axis=-1) - start)
+
+
 def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_arm: str = "vanilla",
-                    cost: pl.DataFrame | None = None) -> pl.DataFrame:
+                    cost: pl.DataFrame | None = None, gain_share: float | None = None) -> pl.DataFrame:
     """First eval step at which each arm reaches `target` accuracy, per seed and on the arm's mean curve.
     in: curve (arm, seed, step, accuracy; optionally n, the problems each point is scored on), target (None = the
     reference arm's final accuracy on its mean curve over seeds: at the last step every seed of it evaluated, so the
     reference's mean curve always reaches its own target, and :func:`steps_ratio_interval` reads the same point),
-    reference arm, optionally each run's generation cost
+    reference arm, optionally each run's generation cost, gain_share (with no target: the arms' mean start plus this
+    share of their mean gain, :func:`gain_target`, one target for every arm, read on each arm's mean curve over the
+    steps its seeds share)
     (arm, seed, step, prompts: cumulative prompts generated for, :func:`generated_prompts`);
     out: one row per (arm, seed): target, steps (that seed's first step with accuracy >= target; null if
     never), reached, mean_steps (the first step at which the arm's curve averaged over its seeds reaches the
@@ -218,7 +228,8 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
     < 1 means fewer steps than the reference; null when the arm's mean curve never reaches the target, or when
     the reference's is at it from the start (step 0) or never gets there: :func:`no_ratio_reason`),
     reference (the reference arm), target_fixed (False: the target is the reference's final accuracy, True: it
-    was given), target_problems (the problems each point of the curve the target comes from is scored on: the
+    was given), target_share (the gain share the target was derived with; null otherwise), target_problems (the
+    problems each point of the curve the target comes from is scored on: the
     curve's `n` column, the largest; null without one); with `cost` also mean_prompts (prompts generated for through
     mean_steps, mean over the arm's seeds; 0 at step 0) and prompts_ratio (over the reference's): under DAPO
     a step's generation differs between arms, so equal steps are not equal compute.
@@ -238,6 +249,11 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
             raise ValueError(f"reference arm {reference_arm!r} not in the curve (arms: {curve['arm'].unique().to_list()})")
         shared = mean_curve.filter(pl.col("arm") == reference_arm).sort("step")["accuracy"]
         target = float(shared[-1]) if shared.len() else float("nan")  # no step every seed evaluated: no target
+        if gain_share is not None:
+            ends = mean_curve.sort("step").group_by("arm").agg(pl.col("accuracy").first().alias("start"),
+                                                               pl.col("accuracy").last().alias("final"))
+            target = float(gain_target(ends["start"].to_numpy(), ends["final"].to_numpy(), gain_share))
+            source = curve
     n_max = source["n"].max() if "n" in source.columns and source.height else None
     tol = TARGET_RTOL * max(abs(target), 1.0)
     hits = curve.with_columns((pl.col("accuracy") >= target - tol).alias("hit"))
@@ -245,6 +261,7 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
            .agg(pl.col("step").filter(pl.col("hit")).min().alias("steps"))
            .with_columns(pl.col("steps").is_not_null().alias("reached"), pl.lit(target).alias("target"),
                          pl.lit(reference_arm, pl.String).alias("reference"), pl.lit(fixed).alias("target_fixed"),
+                         pl.lit(None if fixed else gain_share, pl.Float64).alias("target_share"),
                          pl.lit(None if n_max is None else int(n_max), pl.Int64).alias("target_problems")))
     arm_mean = mean_curve.group_by("arm").agg(
         pl.col("step").filter(pl.col("accuracy") >= target - tol).min().cast(pl.Float64).alias("mean_steps"))
@@ -253,7 +270,7 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
     out = per.join(arm_mean, on="arm", how="left").with_columns(
         (pl.col("mean_steps") / ref_steps if ref_steps else pl.lit(None, dtype=pl.Float64)).alias("ratio"))
     cols = ["arm", "seed", "target", "steps", "reached", "mean_steps", "ratio", "reference", "target_fixed",
-            "target_problems"]
+            "target_share", "target_problems"]
     if cost is not None:
         spent = prompts_through(cost, arm_mean)
         ref_p = spent.filter(pl.col("arm") == reference_arm)["mean_prompts"]
@@ -284,6 +301,9 @@ def describe_target(r: dict[str, Any], final_problems: int | None = None) -> str
         text = f"{pct} greedy accuracy on {problems}"
     elif r["target_fixed"]:
         text = f"{pct} greedy accuracy (eval.target_accuracy) on {problems}"
+    elif r.get("target_share") is not None:
+        text = (f"the start plus {r['target_share']:.0%} of the arms' mean gain (eval.target_gain_share) on "
+                f"{problems} ({pct})")
     else:
         text = f"{r['reference']}'s final greedy accuracy on {problems} ({pct})"
     if final_problems and final_problems != n:
@@ -337,11 +357,13 @@ def _resampled_curve(g: pl.DataFrame, ids: list[str], weights: np.ndarray, rng: 
 
 
 def steps_ratio_interval(problems: pl.DataFrame, reference_arm: str = "vanilla", target: float | None = None,
-                         n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> pl.DataFrame:
+                         n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+                         gain_share: float | None = None) -> pl.DataFrame:
     """Bootstrap interval of each arm's steps-to-target ratio (:func:`steps_to_target` on the mean curve).
     in: the in-training evaluations of one set, per problem: arm, seed, step, id, correct (the problems every run
     scored are the ones resampled; a run's accuracy at a step is over the problems it scored there); the reference
-    arm; target (None = the reference's final accuracy, recomputed per resample); n_boot resamples at `level`;
+    arm; target (None = the reference's final accuracy, or with `gain_share` :func:`gain_target` over every arm's
+    curve, recomputed per resample); n_boot resamples at `level`;
     out: one row per arm: ratio_ci_low, ratio_ci_high (inf when the arm's mean curve misses the target in more
     than the upper tail's share of resamples), reach_share (share of resamples in which its mean curve reaches
     the target). Each resample draws the problems with replacement (the same draw for every arm, seed and step:
@@ -362,7 +384,13 @@ def steps_ratio_interval(problems: pl.DataFrame, reference_arm: str = "vanilla",
     ref_steps_grid, ref_curve = curves[reference_arm]
     if not ref_steps_grid.size:
         return pl.DataFrame(schema=schema)
-    goal = ref_curve[:, -1] if target is None else np.full(n_boot, float(target))
+    if target is not None:
+        goal = np.full(n_boot, float(target))
+    elif gain_share is not None:
+        ends = [(c[:, 0], c[:, -1]) for grid, c in curves.values() if grid.size]
+        goal = gain_target(np.stack([s for s, _ in ends], axis=-1), np.stack([e for _, e in ends], axis=-1), gain_share)
+    else:
+        goal = ref_curve[:, -1]
     tol = TARGET_RTOL * np.maximum(np.abs(goal), 1.0)
 
     def first(steps: np.ndarray, curve: np.ndarray) -> np.ndarray:

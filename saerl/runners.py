@@ -833,7 +833,7 @@ def evaluate_metrics(tables: list[pl.DataFrame], stt: pl.DataFrame, gains: pl.Da
 
 STEPS_SCHEMA = {"arm": pl.String, "seed": pl.Int64, "target": pl.Float64, "steps": pl.Int64, "reached": pl.Boolean,
                 "mean_steps": pl.Float64, "ratio": pl.Float64, "reference": pl.String, "target_fixed": pl.Boolean,
-                "target_problems": pl.Int64, "set": pl.String}  # an empty steps-to-target table
+                "target_share": pl.Float64, "target_problems": pl.Int64, "set": pl.String}  # an empty steps-to-target table
 NO_CURVE = ("the training runs recorded no in-training learning curve (no held-out set while training: "
             "use data.source=testbed or set eval.sets, then retrain)")
 
@@ -842,7 +842,8 @@ def steps_table(curve: pl.DataFrame, problems: pl.DataFrame, cost: pl.DataFrame,
                 cfg: PipelineConfig) -> pl.DataFrame:
     """Steps-to-target per held-out set of the training curves, with the ratio's bootstrap interval.
     in: curve (arm, seed, set, step, greedy), per-problem curve rows (:func:`curve_problems`), each run's
-    generation cost, the reference arm, the config (eval.target_accuracy, steps_bootstrap, ci_level);
+    generation cost, the reference arm, the config (eval.target_accuracy or target_gain_share, steps_bootstrap,
+    ci_level);
     out: :func:`saerl.evaluate.steps_to_target` rows plus the interval columns (null where the row has no ratio: an
     interval of a ratio that does not exist would read as one) and set. When the training runs recorded no curve
     (they had no held-out set) the table is empty (STEPS_SCHEMA) and a warning says why."""
@@ -854,9 +855,10 @@ def steps_table(curve: pl.DataFrame, problems: pl.DataFrame, cost: pl.DataFrame,
         return pl.DataFrame(schema=STEPS_SCHEMA)
     e = cfg.eval
     return pl.concat([steps_to_target(curve.filter(pl.col("set") == s).rename({"greedy": "accuracy"}),
-                                      e.target_accuracy, reference, cost)
+                                      e.target_accuracy, reference, cost, e.target_gain_share)
                       .join(steps_ratio_interval(problems.filter(pl.col("set") == s), reference, e.target_accuracy,
-                                                 e.steps_bootstrap, e.ci_level), on="arm", how="left")
+                                                 e.steps_bootstrap, e.ci_level, gain_share=e.target_gain_share),
+                            on="arm", how="left")
                       .with_columns(set=pl.lit(s))
                       for s in sets], how="diagonal_relaxed").with_columns(
         pl.when(pl.col("ratio").is_not_null()).then(pl.col(c)).alias(c) for c in ("ratio_ci_low", "ratio_ci_high"))

@@ -623,3 +623,39 @@ def test_the_default_target_is_a_point_of_the_references_own_mean_curve():
     assert by_arm["vanilla"]["target"] == pytest.approx(0.14)
     assert by_arm["vanilla"]["mean_steps"] == 20 and by_arm["saerl"]["mean_steps"] == 10
     assert by_arm["saerl"]["ratio"] == pytest.approx(0.5)
+
+
+def test_a_gain_share_target_is_one_target_for_every_arm_from_their_pooled_gain():
+    """eval.target_gain_share: the arms' mean start plus that share of their mean gain, instead of vanilla's own last
+    point (which vanilla always reaches while an equal arm crosses it earlier or never). Read on each arm's mean curve;
+    the bootstrap derives its target by the same rule (problems that all score alike: every resample is the curve)."""
+    from saerl.evaluate import describe_target
+
+    rows = []
+    for arm, by_step in {"vanilla": {0: 0, 10: 0, 20: 1, 30: 1}, "saerl": {0: 0, 10: 1, 20: 1, 30: 1}}.items():
+        for seed in (0, 1):
+            rows += [{"arm": arm, "seed": seed, "step": st, "id": f"q{i}", "correct": bool(c)}
+                     for st, c in by_step.items() for i in range(4)]
+    problems = pl.DataFrame(rows)
+    curve = problems.group_by("arm", "seed", "step").agg(pl.col("correct").cast(pl.Float64).mean().alias("accuracy"))
+    t = steps_to_target(curve, gain_share=0.5)
+    by_arm = {r["arm"]: r for r in t.unique("arm").iter_rows(named=True)}
+    assert by_arm["vanilla"]["target"] == pytest.approx(0.5) == by_arm["saerl"]["target"]  # 0 + .5 x (1 - 0)
+    assert by_arm["saerl"]["mean_steps"] == 10 and by_arm["vanilla"]["mean_steps"] == 20
+    assert by_arm["saerl"]["ratio"] == pytest.approx(0.5) and by_arm["saerl"]["target_share"] == 0.5
+    assert "the start plus 50% of the arms' mean gain" in describe_target(by_arm["saerl"])
+    assert steps_to_target(curve)["target_share"].null_count() == t.height  # the default rule: no share
+    ci = {r["arm"]: r for r in steps_ratio_interval(problems, gain_share=0.5, n_boot=50).iter_rows(named=True)}
+    assert ci["saerl"]["ratio_ci_low"] == pytest.approx(0.5) == ci["saerl"]["ratio_ci_high"]
+    # and where the rules differ: vanilla's last point dips, so its own final (.25) is below saerl's path
+    dip = curve.with_columns(pl.when((pl.col("arm") == "vanilla") & (pl.col("step") == 30)).then(0.25)
+                             .otherwise(pl.col("accuracy")).alias("accuracy"))
+    assert steps_to_target(dip)["target"][0] == pytest.approx(0.25)
+    assert steps_to_target(dip, gain_share=0.5)["target"][0] == pytest.approx(0.5 * (0.25 + 1.0) / 2)
+
+
+def test_the_steps_target_is_given_or_derived_not_both():
+    from saerl.config import load_config
+
+    with pytest.raises(ValueError, match="both set the steps-to-target target"):
+        load_config(None, ["eval.target_accuracy=0.3", "eval.target_gain_share=0.75"])
