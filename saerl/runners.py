@@ -511,14 +511,13 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     generation batch lists all of that batch's prompts) and plots/train_curves.png. A run that resumed a checkpoint
     notes it (manifest: resumed_from, and the note RESUMED, 'resumed an interrupted training run from step 40 of 100',
     that leads the stage run's reason)."""
+    from saerl.curriculum import whole_batches
     from saerl.evaluate import select_problems
     from saerl.plots import train_curves
     from saerl.rl import train_grpo
     from saerl.runs import RESUMED, resumed_steps_note
 
     t = cfg.train
-    from saerl.curriculum import whole_batches
-
     order_frame = arm_order_frame(cfg, inputs, arm, seed)
     order = whole_batches(order_frame, cfg.curriculum.batch_size)
     if not order:
