@@ -395,10 +395,9 @@ def extract_chunks(store_path: str | Path, chunk_log: ChunkLog, chunk_ids: Seque
         return (int(sum(offsets[ranges[c][1]] - offsets[ranges[c][0]] for c in chunks)),
                 int(sum(ranges[c][1] - ranges[c][0] for c in chunks)))
 
-    n_tok, n_prompts = size(todo)
     writer = ChunkWriter(group, meta)
     started = time.perf_counter()
-    bar = tqdm(total=n_tok, unit="tok", unit_scale=True, desc=f"extract L{meta.layer}", disable=not progress)
+    bar = tqdm(total=size(todo)[0], unit="tok", unit_scale=True, desc=f"extract L{meta.layer}", disable=not progress)
     with torch.inference_mode(), ThreadPoolExecutor(max_workers=1) as pool_:
         pending: Future[None] | None = None
         ran: list[int] = []
@@ -416,8 +415,7 @@ def extract_chunks(store_path: str | Path, chunk_log: ChunkLog, chunk_ids: Seque
             pending.result()
     bar.close()
     seconds = time.perf_counter() - started
-    if len(ran) < len(todo):  # stopped early: the summary counts what ran
-        n_tok, n_prompts = size(ran)
+    n_tok, n_prompts = size(ran)  # all of todo, unless the fan-out stopped it early
     return {"n_prompts": n_prompts, "n_tokens": n_tok, "d_model": meta.d_model, "layer": meta.layer,
             "chunks_run": len(ran), "chunks_skipped": len(wanted) - len(todo), "seconds": round(seconds, 3),
             "tokens_per_s": round(n_tok / seconds, 1) if seconds > 0 else 0.0}

@@ -243,17 +243,18 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
     n_seeds = curve.group_by("arm").agg(pl.col("seed").n_unique().alias("n_seeds"))
     mean_curve = (curve.group_by("arm", "step").agg(pl.col("accuracy").mean(), pl.col("seed").n_unique().alias("n"))
                   .join(n_seeds, on="arm").filter(pl.col("n") == pl.col("n_seeds")))
-    if target is None or not fixed:
-        source = curve.filter(pl.col("arm") == reference_arm)
-        if source.is_empty():
+    if not fixed:
+        ref = curve.filter(pl.col("arm") == reference_arm)
+        if ref.is_empty():
             raise ValueError(f"reference arm {reference_arm!r} not in the curve (arms: {curve['arm'].unique().to_list()})")
-        shared = mean_curve.filter(pl.col("arm") == reference_arm).sort("step")["accuracy"]
-        target = float(shared[-1]) if shared.len() else float("nan")  # no step every seed evaluated: no target
-        if gain_share is not None:
+        if gain_share is not None:  # one target from every arm's mean curve
             ends = mean_curve.sort("step").group_by("arm").agg(pl.col("accuracy").first().alias("start"),
                                                                pl.col("accuracy").last().alias("final"))
             target = float(gain_target(ends["start"].to_numpy(), ends["final"].to_numpy(), gain_share))
-            source = curve
+        else:  # the reference's own: the target's problems are its curve's
+            source = ref
+            shared = mean_curve.filter(pl.col("arm") == reference_arm).sort("step")["accuracy"]
+            target = float(shared[-1]) if shared.len() else float("nan")  # no step every seed evaluated: no target
     n_max = source["n"].max() if "n" in source.columns and source.height else None
     tol = TARGET_RTOL * max(abs(target), 1.0)
     hits = curve.with_columns((pl.col("accuracy") >= target - tol).alias("hit"))
@@ -554,16 +555,14 @@ def _verdict(lo: float, hi: float, seeds_known: bool = True) -> str:
     return word if seeds_known else word + ONE_SEED
 
 
-def _cell_differences(cells: dict[tuple[str, int, str, str], float], arm: str, reference: str, set_name: str,
-                      seeds: list[int]) -> np.ndarray:
-    """`arm` minus `reference` per (seed, problem) of `set_name`, over the seeds and problems both have: not averaged
-    over seeds, where opposite differences cancel. in: {(arm, seed, set, id): score}, arms, set, seeds; out: array."""
-    out = []
-    for seed in seeds:
-        mine = {i: v for (a, sd, st, i), v in cells.items() if (a, sd, st) == (arm, seed, set_name)}
-        theirs = {i: v for (a, sd, st, i), v in cells.items() if (a, sd, st) == (reference, seed, set_name)}
-        out += [v - theirs[i] for i, v in sorted(mine.items()) if i in theirs]
-    return np.array(out, dtype=np.float64)
+def _cell_differences(scores: pl.DataFrame, arm: str, reference: str, set_name: str) -> np.ndarray:
+    """`arm` minus `reference` per (seed, problem) of `set_name`, over the cells both have: not averaged over seeds,
+    where opposite differences cancel. in: :func:`problem_scores` (arm, seed, set, id, score), arms, set; out: array."""
+    def side(a: str) -> pl.DataFrame:
+        return scores.filter((pl.col("arm") == a) & (pl.col("set") == set_name)).select("seed", "id", "score")
+
+    both = side(arm).join(side(reference), on=["seed", "id"], suffix="_ref")
+    return (both["score"] - both["score_ref"]).to_numpy().astype(np.float64)
 
 
 def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samples: pl.DataFrame | None = None,
@@ -586,8 +585,6 @@ def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samp
             raise ValueError("give the final accuracies, the per-sample results, or both")
         final = final_accuracy(samples, metric)
     scores = problem_scores(samples, metric) if samples is not None else None
-    cells = ({(a, sd, st, i): v for a, sd, st, i, v in scores.select("arm", "seed", "set", "id", "score").iter_rows()}
-             if scores is not None else {})
     fails: dict[tuple[str, str], int] = {}
     if samples is not None and "status" in samples.columns:
         fails = {(s, a): n for s, a, n in verifier_failures(samples, metric).iter_rows()}
@@ -624,7 +621,7 @@ def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samp
                 raise ValueError(f"arm {arm!r} and {reference!r} share no problem ids on set {set_name!r}")
             d = np.array([per_problem[arm][i] - per_problem[reference][i] for i in common])
             ties = bool(per_seed) and float(np.ptp(per_seed)) <= TIE_ATOL
-            cell_d = _cell_differences(cells, arm, reference, set_name, list(by_seed[arm])) if cells else None
+            cell_d = _cell_differences(scores, arm, reference, set_name) if scores is not None else None
             identical = (ties and abs(per_seed[0]) <= TIE_ATOL and cell_d is not None
                          and not np.any(np.abs(cell_d) > TIE_ATOL))
             seeds_paired = len(per_seed) >= MIN_PAIRED_SEEDS and (not ties or identical)
@@ -730,10 +727,9 @@ def format_comparison(table: pl.DataFrame) -> str:
                        else f"[{r['diff_ci_low_pts']:+.1f}, {r['diff_ci_high_pts']:+.1f}]")
                 verdict = {"within noise": "within noise (CI contains 0)", "better": f"better than {ref}",
                            "worse": f"worse than {ref}", "no CI": "no CI: need 2+ seeds or per-sample results",
-                           "better" + ONE_SEED: f"above {ref} on these problems; one seed, whose own effect is "
-                           "not in the interval: run 3+ seeds",
-                           "worse" + ONE_SEED: f"below {ref} on these problems; one seed, whose own effect is "
-                           "not in the interval: run 3+ seeds"}[r["verdict"]]
+                           **{word + ONE_SEED: f"{side} {ref} on these problems; one seed, whose own effect is not "
+                              "in the interval: run 3+ seeds" for word, side in (("better", "above"), ("worse", "below"))}
+                           }[r["verdict"]]
             lines.append(f"{r['arm']:<16} {r['n_seeds']:>5} {100 * r['accuracy']:>8.1f}% {ci:>15}   {diff:>22} {dci:>17}  {verdict}")
         sources = table.filter((pl.col("set") == set_name) & (pl.col("verdict") != "reference"))["ci_source"].unique().to_list()
         failed = failures_line(block)

@@ -312,7 +312,7 @@ def run_label(stage: str, variant: dict[str, Any] | None) -> str:
 
 
 # the curriculum stage's config fields an ablation arm's order does not depend on (saerl.runners.compute_curriculum,
-# arm_order), as dotted prefixes: filter_only trains on the prompts the quality filter keeps, reshuffled per seed,
+# arm_order_frame), as dotted prefixes: filter_only trains on the prompts the quality filter keeps, reshuffled per seed,
 # so on the scores and the threshold alone; order_only on the order built without the filter. Their training runs
 # key on that part of the curriculum (input "arm_order", :func:`arm_order_key`), not on the whole artifact, so a
 # sweep over curriculum.mix_ratio does not retrain filter_only, nor one over the threshold order_only.

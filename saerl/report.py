@@ -529,13 +529,13 @@ def relog(root: Path, record: RunRecord, uri: str | None = None) -> str:
     in: artifact root, the run record, tracking URI (None = the run's tracking.uri, else SQLite under root);
     out: the new parent run's id. Raises RuntimeError when the tracking store cannot be reached, or when the run is
     still going (its live lock is held: it would be logged KILLED, and its live parent run is being logged now)."""
-    from saerl.runs import relocated, run_alive
-
-    if record.extra.get(RUNNING) and run_alive(Path(root), record.run_id):
-        raise RuntimeError(f"run {record.run_id} is still running (its live lock is held): relog it once it has "
-                           "ended; its own MLflow run is being logged meanwhile")
+    from saerl.runs import relocated
     from saerl.sweep import sweep_tags
     from saerl.tracking import Tracker, library_tags, log_stage_run, unknown_git_tags
+
+    if unfinished(Path(root), record) == STILL_RUNNING:
+        raise RuntimeError(f"run {record.run_id} is still running (its live lock is held): relog it once it has "
+                           "ended; its own MLflow run is being logged meanwhile")
 
     record = relocated(record, Path(root))  # the artifacts under `root`, not where a moved root was at run time
     cfg = build_config(unflatten(record.config), where=f"run record {record.run_id}")

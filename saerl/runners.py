@@ -34,7 +34,7 @@ PLOTS = "plots"
 CURVE_PROBLEMS = "curve_problems.parquet"  # a training run's in-training evaluations, per problem
 CHECKPOINTS = "checkpoints"  # a training run's resumable checkpoints, while it trains
 ARM_ORDERS = {"saerl": ORDER, "order_only": "order_only.parquet", "filter_only": "filter_only.parquet"}
-SHUFFLED_ARMS = ("vanilla", "filter_only")  # arms trained on a seeded shuffle (arm_order); the others on a curriculum
+SHUFFLED_ARMS = ("vanilla", "filter_only")  # arms trained on a seeded shuffle (arm_order_frame); the others on a curriculum
 
 
 def policy_path(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> str:
@@ -469,16 +469,6 @@ def arm_order_frame(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: st
     return curriculum_order(pl.read_parquet(inputs["score"].file(SCORES)), cfg, arm, draw)
 
 
-def arm_order(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: str, seed: int) -> list[str]:
-    """The prompt ids one training run of an arm reads, in order, in whole batches, one per step: the whole batches
-    (:func:`saerl.curriculum.whole_batches`) of :func:`arm_order_frame`. An epoch's short last batch is left out, so
-    no step spans two epochs and holds a prompt twice (trl's own shuffling sampler drops it too); saerl and
-    order_only read their order again when the run needs more. in: config, inputs, arm, seed; out: ids."""
-    from saerl.curriculum import whole_batches
-
-    return whole_batches(arm_order_frame(cfg, inputs, arm, seed), cfg.curriculum.batch_size)
-
-
 def eval_sets(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, pl.DataFrame]:
     """Held-out sets {name: frame (id, prompt, answer, + label columns)}: the testbed's eval split as
     'heldout' when the data is the testbed, plus every eval.sets file read with the data mapping, whole
@@ -519,6 +509,8 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
 
     t = cfg.train
     order_frame = arm_order_frame(cfg, inputs, arm, seed)
+    # one whole batch per step: an epoch's short last batch is left out, so no step spans two epochs and holds a
+    # prompt twice (trl's own shuffling sampler drops it too); the run reads the order again if it needs more
     order = whole_batches(order_frame, cfg.curriculum.batch_size)
     if not order:
         raise ValueError(f"arm {arm!r} has no prompts to train on (every prompt filtered?): lower "

@@ -8,13 +8,13 @@ import pytest
 
 from saerl.artifacts import ArtifactRef, Build
 from saerl.config import PipelineConfig, load_config
+from saerl.curriculum import whole_batches
 from saerl.evaluate import steps_to_target
 from saerl.runners import (
     ARM_ORDERS,
     ORDER,
     PROMPTS,
     SCORES,
-    arm_order,
     arm_order_frame,
     cluster_shares,
     compute_curriculum,
@@ -69,6 +69,11 @@ def test_format_steps_adds_the_prompts_generated_by_then_when_the_table_has_them
     assert lines[("heldout", "vanilla")].endswith("rollouts for 600 prompts by then (1.00x)")
 
 
+
+def _trained_ids(cfg, inputs, arm, seed):
+    """The ids a training run of `arm` and `seed` reads, in order: compute_train's whole batches of its order."""
+    return whole_batches(arm_order_frame(cfg, inputs, arm, seed), cfg.curriculum.batch_size)
+
 def test_curriculum_counts_the_quality_filter_and_the_difficulty_cap_apart(tmp_path):
     scores = pl.DataFrame({"id": [f"p{i}" for i in range(20)], "cluster": [i % 2 for i in range(20)],
                            "difficulty_hat": [float(i) for i in range(20)],
@@ -104,11 +109,11 @@ def test_curriculum_counts_the_quality_filter_and_the_difficulty_cap_apart(tmp_p
     # the shuffled arms reshuffle per training seed (seed 0 begins as the files)
     inputs = {"curriculum": ArtifactRef("curriculum", "k", str(out_dir)),
               "score": ArtifactRef("score", "k", str(tmp_path / "score"))}
-    shuffled = [arm_order(cfg, inputs, "filter_only", s) for s in range(4)]
+    shuffled = [_trained_ids(cfg, inputs, "filter_only", s) for s in range(4)]
     n = filter_only.height
     assert shuffled[0][:n] == filter_only["id"].to_list() and len({tuple(o[:n]) for o in shuffled}) > 1
     assert all(sorted(o[:n]) == sorted(filter_only["id"]) for o in shuffled)
-    assert arm_order(cfg, inputs, "saerl", 0) == order["id"].to_list()  # 8 prompts = two whole batches of 4
+    assert _trained_ids(cfg, inputs, "saerl", 0) == order["id"].to_list()  # 8 prompts = two whole batches of 4
 
 
 def test_each_training_seed_of_a_curriculum_arm_reads_its_own_draw_of_the_curriculum(tmp_path):
@@ -155,7 +160,7 @@ def test_a_shuffled_arm_reads_fresh_shuffles_in_whole_batches_for_its_whole_stre
     pl.DataFrame({"id": ids}).write_parquet(tmp_path / "c" / ARM_ORDERS["filter_only"])
     cfg = load_config(None, ["curriculum.batch_size=4", "curriculum.epochs=1", "train.algorithm=dapo",
                              "train.max_steps=4", "train.dynamic_sampling_max_rounds=3"])
-    order = arm_order(cfg, {"curriculum": ArtifactRef("curriculum", "k", str(tmp_path / "c"))}, "filter_only", 0)
+    order = _trained_ids(cfg, {"curriculum": ArtifactRef("curriculum", "k", str(tmp_path / "c"))}, "filter_only", 0)
     assert len(order) == 64
     steps = [order[i:i + 4] for i in range(0, 64, 4)]
     assert all(len(set(step)) == 4 for step in steps)
@@ -832,7 +837,7 @@ def test_evaluate_metrics_log_the_starting_policys_accuracy_named_like_an_arms()
 def test_an_ablation_arms_order_depends_only_on_what_its_key_hashes(tmp_path, arm):
     """saerl.pipeline.arm_order_key's promise, checked on the orders themselves: over curriculum settings (mixing,
     threshold, filter switch, difficulty cap, rotation, frontier ordering), settings that give an ablation arm the
-    same key give it the same training order (saerl.runners.arm_order); and the settings do move the key."""
+    same key give it the same training order (saerl.runners.arm_order_frame, in whole batches); and the settings do move the key."""
     from saerl.pipeline import arm_order_key
 
     rng = np.random.default_rng(0)
@@ -851,7 +856,7 @@ def test_an_ablation_arms_order_depends_only_on_what_its_key_hashes(tmp_path, ar
         out = tmp_path / f"c{i}"
         (out / "plots").mkdir(parents=True)
         compute_curriculum(cfg, {"score": score}, Build(out, {}))
-        order = arm_order(cfg, {"curriculum": ArtifactRef("curriculum", "c", str(out)), "score": score}, arm, 1)
+        order = _trained_ids(cfg, {"curriculum": ArtifactRef("curriculum", "c", str(out)), "score": score}, arm, 1)
         orders.setdefault(arm_order_key(cfg, arm, score.key), set()).add(tuple(order))
     assert all(len(o) == 1 for o in orders.values()), "one key, several orders: the key misses a field"
     assert len(orders) >= 2
