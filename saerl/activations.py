@@ -449,13 +449,17 @@ def extract(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, mod
             cfg: ExtractConfig, chunk_log: ChunkLog, model_path: str | None = None, device: str = "auto",
             progress: bool = True, on_chunk_done: Callable[[int], None] | None = None) -> dict[str, Any]:
     """The whole extract stage in one process: prepare_extraction, then every unfinished chunk.
-    Returns extract_chunks's summary plus model, n_layers, store, n_prompts_total, n_tokens_total (every token
-    read), n_content_tokens_total (those after the prompts' heads) and n_truncated (prompts longer than
-    extract.max_length tokens, cut on extract.truncation_side)."""
+    Returns extract_chunks's summary, its n_prompts and n_tokens renamed n_prompts_run and n_tokens_run (the chunks
+    this process ran: none when Dask shards or a killed run ran them all), plus model, n_layers, store, n_prompts
+    and n_prompts_total (the store's prompts), n_tokens and n_tokens_total (every token read), n_content_tokens_total
+    (those after the prompts' heads) and n_truncated (prompts longer than extract.max_length tokens, cut on
+    extract.truncation_side)."""
     store = prepare_extraction(prompts, ids, out_dir, model_cfg, cfg, model_path, device)
     summary = extract_chunks(store, chunk_log, None, None, model_cfg, device, progress, on_chunk_done)
     act = open_activations(store)
     meta = act.meta
-    return {**summary, "model": meta.model, "n_layers": meta.n_layers, "store": str(store),
+    summary["n_prompts_run"], summary["n_tokens_run"] = summary.pop("n_prompts"), summary.pop("n_tokens")
+    return {**summary, "n_prompts": meta.n_prompts, "n_tokens": meta.n_tokens,
+            "model": meta.model, "n_layers": meta.n_layers, "store": str(store),
             "n_prompts_total": meta.n_prompts, "n_tokens_total": meta.n_tokens,
             "n_content_tokens_total": act.n_content_tokens, "n_truncated": meta.n_truncated}

@@ -196,6 +196,9 @@ def test_store_resume_is_bitwise_identical(tiny, tmp_path):
     (log.folder / "1.json").unlink()  # a lost record: that chunk is recomputed too
     again = _extract(tmp_path / "res", tiny, prompts, ids, cfg)
     assert again["chunks_skipped"] >= 2 and again["chunks_run"] <= 5
+    done = _extract(tmp_path / "res", tiny, prompts, ids, cfg)  # every chunk done (as after Dask's shards)
+    assert done["chunks_run"] == 0 and done["n_prompts_run"] == 0 and done["n_prompts"] == 50  # the store's, not 0
+    assert done["n_tokens"] == ref["n_tokens"] > 0
     a, b = _arrays(tmp_path / "ref"), _arrays(tmp_path / "res")
     assert a.keys() == b.keys()
     for k in a:
