@@ -35,7 +35,7 @@ import polars as pl
 from saerl.artifacts import ArtifactStore, CorruptArtifact, write_file_atomic
 from saerl.config import CurriculumConfig, TrainConfig
 from saerl.curriculum import whole_batch_rows
-from saerl.runners import ARM_ORDERS, PROMPTS, VANILLA
+from saerl.runners import ARM_ORDERS, PROMPTS, SHUFFLED_ARMS, VANILLA
 from saerl.runs import RunRecord, load_run
 
 FORMATS = ("hf", "verl", "trl")
@@ -56,8 +56,6 @@ HF_FILES = ("dataset_info.json", "state.json")  # what datasets' save_to_disk wr
 _HF_SHARD = re.compile(r"data-\d{5}-of-\d{5}\.arrow")
 _TEMP_NAME = re.compile(r"\.(.+)\.tmp-\d+")  # saerl.artifacts.write_file_atomic's temp name, left by a killed export
 SHOWN_ENTRIES = 5  # a refused folder's entries named in the error
-SHUFFLED_ARMS = {"vanilla": "every ingested prompt (no filter)", "filter_only": "the prompts the curriculum's filter kept"}
-
 log = logging.getLogger("saerl.export")
 
 VERL_SAMPLER = '''"""Exported by saerl: a verl sampler that reads the train file in its stored (curriculum) order.

@@ -34,7 +34,9 @@ PLOTS = "plots"
 CURVE_PROBLEMS = "curve_problems.parquet"  # a training run's in-training evaluations, per problem
 CHECKPOINTS = "checkpoints"  # a training run's resumable checkpoints, while it trains
 ARM_ORDERS = {"saerl": ORDER, "order_only": "order_only.parquet", "filter_only": "filter_only.parquet"}
-SHUFFLED_ARMS = ("vanilla", "filter_only")  # arms trained on a seeded shuffle (arm_order_frame); the others on a curriculum
+# arms trained on a seeded shuffle (arm_order_frame), with what they shuffle (the export's README says it); the others
+# read a curriculum
+SHUFFLED_ARMS = {"vanilla": "every ingested prompt (no filter)", "filter_only": "the prompts the curriculum's filter kept"}
 
 
 def policy_path(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> str:
