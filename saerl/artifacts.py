@@ -76,14 +76,24 @@ def lock_held(path: Path) -> bool | None:
 
 
 @contextmanager
-def file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[float]:
     """Hold an exclusive lock on the file `path` (made, with its folder, when missing) for the block, waiting
-    for any other process that holds it: one process at a time on this machine. in: lock file; out: a context."""
+    for any other process that holds it: one process at a time on this machine. in: lock file, `on_wait` (called
+    once before waiting, when another process holds the lock); out: a context giving the seconds waited (0.0 when
+    the lock was free)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        waited = 0.0
         try:
-            yield
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            started = time.time()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            waited = round(time.time() - started, 3)
+        try:
+            yield waited
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
@@ -361,20 +371,15 @@ class ArtifactStore:
         same config building the same artifact), a warning says so before the wait, which may last as long as that
         build; the seconds waited are kept in `waited[(stage, key)]` (:meth:`take_waited`)."""
         lock_path = self.root / stage / f".lock-{key}"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "w") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.warning("%s %s: another process is building this artifact (it holds %s); waiting for it to "
-                            "finish, then reusing what it built", stage, key[:KEY_SHOWN], lock_path)
-                started = time.time()
-                fcntl.flock(fh, fcntl.LOCK_EX)
-                self.waited[(stage, key)] = round(time.time() - started, 3)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+
+        def warn() -> None:
+            log.warning("%s %s: another process is building this artifact (it holds %s); waiting for it to finish, "
+                        "then reusing what it built", stage, key[:KEY_SHOWN], lock_path)
+
+        with file_lock(lock_path, on_wait=warn) as waited:
+            if waited:
+                self.waited[(stage, key)] = waited
+            yield
 
     def take_waited(self, stage: str, key: str) -> float:
         """Seconds the last :meth:`lock` of (stage, key) in this store waited for another process (0 when it did not
