@@ -423,15 +423,20 @@ def step_budget(log: pl.DataFrame, order: pl.DataFrame) -> pl.DataFrame:
     dynamic_sampling/prompts_drawn) and the run's trained order (step, id);
     out: one row per logged step: step, reward, frac_reward_zero_std, spread_groups (groups with a reward spread
     the step trained on: DAPO's kept groups, or GRPO's groups times 1 - frac_reward_zero_std) and prompts_drawn
-    (prompts generated for: DAPO's draws over all its rounds, or GRPO's batch)."""
+    (prompts generated for: DAPO's draws over all its rounds, or GRPO's batch). With train.steps_per_generation > 1
+    a generation batch's groups are generated (and its prompts placed in the trained order) at its first step and
+    trl logs the generation metrics there alone: its other steps generated nothing (0 groups and prompts, reward and
+    frac_reward_zero_std null), so a mean over steps counts each group once."""
     per_step = order.group_by("step").len("n_order").with_columns(pl.col("step").cast(log.schema["step"]))
     dapo = {"dynamic_sampling/kept_groups", "dynamic_sampling/prompts_drawn"} <= set(log.columns)
     steps = log.join(per_step, on="step", how="left").with_columns(pl.col("n_order").fill_null(0).cast(pl.Float64))
-    if dapo:
-        spread = pl.col("dynamic_sampling/kept_groups").cast(pl.Float64)
-        drawn = pl.col("dynamic_sampling/prompts_drawn").cast(pl.Float64)
+    if dapo:  # a step without a generation logs no dynamic_sampling metrics
+        spread = pl.col("dynamic_sampling/kept_groups").cast(pl.Float64).fill_null(0.0)
+        drawn = pl.col("dynamic_sampling/prompts_drawn").cast(pl.Float64).fill_null(0.0)
     else:
-        spread, drawn = pl.col("n_order") * (1 - pl.col("frac_reward_zero_std")), pl.col("n_order")
+        spread = (pl.when(pl.col("n_order") > 0).then(pl.col("n_order") * (1 - pl.col("frac_reward_zero_std")))
+                  .otherwise(0.0))
+        drawn = pl.col("n_order")
     return steps.select("step", "reward", "frac_reward_zero_std", spread.alias("spread_groups"),
                         drawn.alias("prompts_drawn")).sort("step")
 

@@ -526,6 +526,24 @@ def test_training_signal_reads_dynamic_sampling_counts():
     assert sig["prompts_drawn"].to_list() == pytest.approx([3.0, 7.0])
 
 
+def test_training_signal_counts_a_generation_batch_once_when_it_spans_several_steps():
+    """train.steps_per_generation 2: each generation batch is generated (and placed in the trained order) at its first
+    step, and trl logs reward and zero_std there alone. The step after it counted as missing, so the mean over steps
+    gave 2x the spread groups per step (8 against 4 drawn: more spread groups than prompts) and, under DAPO, 2x the
+    kept groups and the prompts drawn."""
+    log = pl.DataFrame({"step": [1, 2, 3, 4], "reward": [0.5, None, 0.5, None],
+                        "frac_reward_zero_std": [0.0, None, 0.5, None]})
+    order = pl.DataFrame({"step": [1] * 8 + [3] * 8, "id": [str(i) for i in range(16)]})  # B = 4 a step
+    grpo = training_signal(log, order, None, parts=1)
+    assert grpo["spread_groups"].to_list() == pytest.approx([(8 + 4) / 4])  # 12 groups with a spread over 4 steps
+    assert grpo["prompts_drawn"].to_list() == pytest.approx([4.0]) and grpo["reward"].to_list() == pytest.approx([0.5])
+    dapo = log.with_columns(pl.Series("dynamic_sampling/kept_groups", [8.0, None, 6.0, None]),
+                            pl.Series("dynamic_sampling/prompts_drawn", [12.0, None, 10.0, None]))
+    sig = training_signal(dapo, order.head(14), None, parts=1)
+    assert sig["spread_groups"].to_list() == pytest.approx([14 / 4]) and sig["prompts_drawn"].to_list() == pytest.approx([22 / 4])
+    assert generated_prompts(dapo, order.head(14))["prompts"].to_list() == [12.0, 12.0, 22.0, 22.0]
+
+
 def test_reachable_stratum_comes_from_the_probe_samples_only():
     # probe: q0 right only greedy (not reachable: greedy is not a sample), q1 right in one sample, q2 never
     probe = _samples([1, 0, 0], [[0, 0], [0, 1], [0, 0]])
