@@ -313,7 +313,10 @@ class CurriculumConfig(Section):
     """Batch order from scores (curriculum stage)."""
 
     batch_size: int = Field(16, gt=0, description="prompts per RL batch")
-    mix_ratio: float = Field(0.2, ge=0, le=1, description="share of each batch from other clusters")
+    mix_ratio: float = Field(
+        0.2, ge=0, le=1, description="share of each batch from other clusters: a batch of B takes "
+        "round(B * (1 - mix_ratio)) prompts from its home cluster, Python's round (a half to the even number: B 5 at "
+        "0.5 takes 2, B 1 at 0.5 none, so no home cluster)")
     ordering: Literal["easy_to_hard", "hard_to_easy", "random", "frontier"] = Field(
         "easy_to_hard", description="within a cluster: difficulty_hat ascending, descending, a seeded shuffle, or "
         "frontier: nearest to frontier_target first, then outwards")

@@ -107,7 +107,7 @@ def within_reach(pool: pl.DataFrame, max_quantile: float) -> pl.DataFrame:
 
 def quality_kept(scores: pl.DataFrame, quality_threshold: float) -> pl.Series:
     """The quality filter's verdict per prompt, the one place it is computed: quality_hat >= quality_threshold
-    (score.quality_threshold); a null quality_hat (no probe read) is kept. The score stage writes quality_hat
+    (score.quality_threshold); a null or NaN quality_hat (no probe read) is kept. The score stage writes quality_hat
     alone, so a threshold change reruns the curriculum and what follows it, never the score stage's fits.
     in: scores (id, quality_hat, ...; any older `kept` column is ignored), threshold; out: Boolean Series
     "kept", one per row. Raises ValueError when scores has no quality_hat column."""
@@ -115,7 +115,7 @@ def quality_kept(scores: pl.DataFrame, quality_threshold: float) -> pl.Series:
         raise ValueError(f"scores has no quality_hat column (columns: {scores.columns}): the quality filter reads "
                          "it; the score stage always writes it (1.0 where no probe was fitted), so add it, 1.0 to "
                          "keep a prompt")
-    return (scores["quality_hat"] >= quality_threshold).fill_null(True).alias("kept")
+    return (scores["quality_hat"].cast(pl.Float64).fill_nan(None) >= quality_threshold).fill_null(True).alias("kept")
 
 
 def share_kept(scores: pl.DataFrame, quality_threshold: float) -> float:
@@ -149,6 +149,21 @@ def quality_pool(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold:
     return pool.filter(pl.col("kept")) if cfg.filter_quality else pool
 
 
+def check_clusters(scores: pl.DataFrame) -> None:
+    """Refuse scores whose cluster column is missing, null or negative on some row: an order's `home` column marks
+    a batch with no home cluster (mix_ratio 1) as -1, and a null cluster has no queue. in: scores; raises ValueError
+    naming the first such rows' ids."""
+    if "cluster" not in scores.columns:
+        raise ValueError(f"scores has no cluster column (columns: {scores.columns}): the curriculum batches by it; "
+                         "give every prompt a cluster id >= 0 (one cluster: 0 everywhere)")
+    cluster = pl.col("cluster").cast(pl.Float64, strict=False)
+    bad = scores.filter(cluster.is_null() | cluster.is_nan() | (cluster < 0))
+    if bad.height:
+        raise ValueError(f"{bad.height} of {scores.height} rows of scores have a missing or negative cluster (first "
+                         f"ids: {bad['id'].head(5).to_list()}, clusters: {bad['cluster'].head(5).to_list()}): give "
+                         "each a cluster id >= 0 (a clusterer's noise label, -1, as a cluster of its own)")
+
+
 def build_order(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: float,
                 seed: int | None = None) -> pl.DataFrame:
     """The SAERL order (ORDER_SCHEMA) from `scores` (id, cluster, difficulty_hat, quality_hat).
@@ -158,7 +173,9 @@ def build_order(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: 
     Every kept prompt is visited once per epoch (cfg.epochs); each epoch builds
     cluster-first batches as described in :func:`_epoch`, rotating home clusters per cfg.rotation; each
     cluster is read per cfg.ordering (:func:`_queues`). Epochs
-    use independent draws of one generator seeded by `seed` (default cfg.seed), so the order is deterministic."""
+    use independent draws of one generator seeded by `seed` (default cfg.seed), so the order is deterministic.
+    Raises ValueError when a cluster is missing or negative (-1 is the order's "no home cluster" mark)."""
+    check_clusters(scores)
     rng = np.random.default_rng(cfg.seed if seed is None else seed)
     pool = within_reach(quality_pool(scores, cfg, quality_threshold), cfg.max_difficulty_quantile)
     pool = pool.with_columns(pl.col("id").cast(pl.String), pl.col("cluster").cast(pl.Int64),

@@ -175,6 +175,24 @@ def test_quality_kept_is_the_one_filter_and_needs_quality_hat():
         quality_kept(scores.drop("quality_hat"), 0.5)
 
 
+def test_a_nan_quality_hat_is_kept_like_a_null_one():
+    scores = pl.DataFrame({"id": ["a", "b"], "quality_hat": [float("nan"), 0.1]})
+    assert quality_kept(scores, 0.5).to_list() == [True, False]
+
+
+@pytest.mark.parametrize("bad", [-1, None])
+def test_a_missing_or_negative_cluster_is_refused_naming_its_rows(bad):
+    """A cluster -1 (a clusterer's noise label) was taken for the order's "no home" mark: under mix_ratio 1 its
+    prompts were never mixed in and all went to the epoch's end; a null one failed with "cannot convert float NaN to
+    integer". Both are refused, naming the rows."""
+    scores = _scores([4, 4], seed=0).with_columns(
+        pl.when(pl.col("id").is_in(["p1", "p2"])).then(pl.lit(bad, pl.Int64)).otherwise(pl.col("cluster")).alias("cluster"))
+    with pytest.raises(ValueError, match=r"2 of 8 rows .* missing or negative cluster .*\['p1', 'p2'\]"):
+        build_order(scores, CurriculumConfig(batch_size=2, mix_ratio=1.0), 0.5)
+    with pytest.raises(ValueError, match="no cluster column"):
+        build_order(scores.drop("cluster"), CurriculumConfig(batch_size=2), 0.5)
+
+
 def test_a_filter_that_keeps_every_prompt_is_noted():
     """A quality filter that removes nothing leaves the ablation arms repeating the main two: the note says so with
     quality_hat's range, or that the filter is off; a filter that removes a prompt says nothing."""
