@@ -230,6 +230,19 @@ def step_cluster_share(trained: pl.DataFrame, order: pl.DataFrame, prompts_per_s
     return float(steps["share"].mean())
 
 
+def home_share(order: pl.DataFrame, batch_size: int) -> float | None:
+    """How much of its whole batches an order (ORDER_SCHEMA) took from their home clusters: the mean over whole
+    batches (:func:`whole_batch_rows`) with a home cluster of the share of their prompts from it. The design asks
+    round(B * (1 - mix_ratio)) / B; it is exceeded where the other clusters ran out (unbalanced clusters under
+    round_robin rotation: the last batches of the big clusters are all home). None without such a batch (mix_ratio
+    1, or an empty order). in: order, B; out: the share."""
+    rows = whole_batch_rows(order, batch_size).filter(pl.col("home") >= 0)
+    if rows.is_empty():
+        return None
+    per = rows.group_by("batch").agg((pl.col("cluster") == pl.col("home")).mean().alias("share"))
+    return float(per["share"].mean())
+
+
 def _finish(parts: list[pl.DataFrame]) -> pl.DataFrame:
     """Concatenate epoch parts, number positions 0..n-1 and fix column order and types (ORDER_SCHEMA)."""
     if not parts or sum(p.height for p in parts) == 0:

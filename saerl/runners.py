@@ -393,8 +393,10 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     in a seeded shuffle). The quality filter (quality_hat >= score.quality_threshold, saerl.curriculum.quality_kept)
     is applied here, not in the score stage, so a threshold change reruns from this stage on. out: metrics, among
     them share_kept (the share of prompts the filter keeps, applied or not), filtered (prompts the quality filter
-    removed) and out_of_reach (prompts the difficulty cap left out)."""
-    from saerl.curriculum import inactive_filter_notes, quality_pool, share_kept, vanilla_order
+    removed), out_of_reach (prompts the difficulty cap left out), home_share (the share of a whole batch its home
+    cluster gave, :func:`saerl.curriculum.home_share`; absent under mix_ratio 1) and home_share_designed (what
+    curriculum.mix_ratio asks: round(B * (1 - mix_ratio)) / B)."""
+    from saerl.curriculum import home_share, inactive_filter_notes, quality_pool, share_kept, vanilla_order
 
     scores = pl.read_parquet(inputs["score"].file(SCORES))
     c = cfg.curriculum
@@ -417,9 +419,12 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     notes = warned("curriculum", inactive_filter_notes(scores, c, cfg.score.quality_threshold))
     build.note(rows={"order": order.height, "vanilla": vanilla.height, "filtered": filtered,
                      "out_of_reach": out_of_reach}, notes=notes)
+    home = home_share(order, c.batch_size)
     return {"order_rows": float(order.height), "filtered": float(filtered),
             "filtered_share": filtered / max(1, scores.height), "out_of_reach": float(out_of_reach),
-            "share_kept": share_kept(scores, cfg.score.quality_threshold)}
+            "share_kept": share_kept(scores, cfg.score.quality_threshold),
+            "home_share_designed": round(c.batch_size * (1 - c.mix_ratio)) / c.batch_size,
+            **({} if home is None else {"home_share": home})}
 
 
 # ------------------------------------------------------------------------------------------------ train / evaluate

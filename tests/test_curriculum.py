@@ -12,6 +12,7 @@ from saerl.config import CurriculumConfig
 from saerl.curriculum import (
     ORDER_SCHEMA,
     build_order,
+    home_share,
     inactive_filter_notes,
     quality_kept,
     share_kept,
@@ -153,6 +154,19 @@ def test_size_weighted_rotation_gives_big_clusters_more_home_batches_spread_out(
     homes = order.group_by("batch", maintain_order=True).agg(pl.col("home").first())["home"].to_list()
     assert homes.count(0) == 8 and homes.count(1) == 2 and homes.count(2) == 2
     assert homes[:3].count(0) <= 2  # spread, not all big-cluster batches first
+
+
+def test_home_share_meets_the_design_on_balanced_clusters_and_exceeds_it_where_the_others_run_out():
+    """The designed home share (round(B * (1 - mix_ratio)) / B) holds while every cluster has prompts to mix in;
+    with one big cluster and round_robin rotation the small ones run out and the big one's last batches are all
+    home. mix_ratio 1 has no home cluster: no share."""
+    cfg = CurriculumConfig(batch_size=10, mix_ratio=0.2, filter_quality=False)
+    balanced = build_order(_scores([40, 40, 40, 40], seed=0), cfg, 0.5)
+    assert home_share(balanced, 10) == pytest.approx(0.8, abs=0.03)  # the clusters' last batches share a little
+    skewed = build_order(_scores([300, 20, 20], seed=0), cfg, 0.5)
+    assert home_share(skewed, 10) > 0.9
+    assert home_share(build_order(_scores([40, 40], seed=0), cfg.model_copy(update={"mix_ratio": 1.0}), 0.5), 10) is None
+    assert home_share(balanced.head(0), 10) is None
 
 
 def test_threshold_rederives_kept_and_filter_can_be_off():

@@ -92,6 +92,7 @@ def test_curriculum_counts_the_quality_filter_and_the_difficulty_cap_apart(tmp_p
     assert metrics["filtered"] == 4 and metrics["out_of_reach"] == 8 and build.notes["rows"]["out_of_reach"] == 8
     assert metrics["share_kept"] == 0.8 and metrics["filtered_share"] == 0.2  # share_kept: was the score stage's
     assert build.notes["notes"] == []  # the filter removed 4: nothing to note
+    assert metrics["home_share_designed"] == round(4 * 0.8) / 4 and 0 < metrics["home_share"] <= 1
     (tmp_path / "loose").mkdir()
     loose = Build(tmp_path / "loose", {})
     compute_curriculum(load_config(None, ["score.quality_threshold=0.05"]),
