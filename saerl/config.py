@@ -508,7 +508,8 @@ class RuntimeConfig(Section):
     shards_per_worker: int = Field(
         1, gt=0, description="on Dask, extract and encode fan out into workers x this many shards (fixed lists of "
         "chunks, dealt round-robin); above 1 the scheduler balances them across workers of unequal speed or a "
-        "cluster larger than runtime.workers, at the cost of one model (or SAE) load per shard")
+        "cluster larger than runtime.workers, at the cost of one model load per extract shard (a worker keeps the SAE "
+        "it loaded for its next encode shard)")
     prefect_api_url: str | None = Field(None, description="use this Prefect server instead of starting one")
     progress: bool = Field(True, description="show progress bars")
     torch_threads: int = Field(

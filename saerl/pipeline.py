@@ -613,4 +613,4 @@ def run_shard(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
     from saerl.sae import encode_codes
 
     return encode_codes(upstream["extract"].path, upstream["sae"].path, cfg.sae, build.path, build.chunks,
-                        device=device, chunk_ids=chunk_ids, progress=False, keep_going=wanted)
+                        device=device, chunk_ids=chunk_ids, progress=False, keep_going=wanted, reuse_sae=True)

@@ -328,7 +328,7 @@ def _prepare_codes(store: Path, act: Activations, d_sae: int, k: int, cfg: SAECo
     returns its fingerprint. A replaced store's fingerprint chains from the one it replaces, as the activation
     store's does, so chunk-log records of an earlier store never count as done, even after a change and its undo;
     a folder left unreadable by a replacement killed mid-delete is replaced too."""
-    weights = file_sha256(sae_dir / "sae_weights.safetensors")
+    weights = file_sha256(sae_dir / SAE_WEIGHTS)
     content = stable_hash([act.meta.fingerprint, d_sae, k, list(cfg.encode_pool), weights,
                            json.loads((sae_dir / "cfg.json").read_text())])
     old, previous = kept_or_chained(  # a store that predates the "content" attr: its fingerprint is its content
@@ -382,20 +382,43 @@ def write_codes_chunk(group: zarr.Group, lo: int, feature_ids: np.ndarray, value
     group[f"{pool}/values"][lo:hi] = np.clip(values, -fp16_max, fp16_max).astype(np.float16)
 
 
+SAE_WEIGHTS = "sae_weights.safetensors"  # the weights file of a sae-lens folder (SAE.load_from_disk)
+
+
+@functools.lru_cache(maxsize=1)
+def _load_sae_folder(folder: str, device: str, stamp: tuple[int, int]) -> Any:
+    """SAE.load_from_disk(folder, device), kept for the next call with the same folder, device and weights stamp."""
+    from sae_lens import SAE
+
+    return SAE.load_from_disk(folder, device=device)
+
+
+def load_sae_folder(folder: str | Path, device: str) -> Any:
+    """The SAE in a sae-lens folder on `device`, loaded once per process for as long as it is the last one asked for
+    and its weights file is unchanged (size and modification time): the encode shards a Dask worker runs one after
+    another (runtime.shards_per_worker) load it once, not once each. Only for inference: the SAE is shared between
+    callers. in: folder, device; out: the SAE."""
+    weights = Path(folder) / SAE_WEIGHTS
+    st = weights.stat() if weights.exists() else None
+    stamp = (st.st_size, st.st_mtime_ns) if st is not None else (0, 0)
+    return _load_sae_folder(str(Path(folder).resolve()), device, stamp)
+
+
 def encode_codes(activations_path: str | Path, sae_dir: str | Path, cfg: SAEConfig, out_dir: str | Path,
                  chunk_log: ChunkLog, device: str = "cpu", chunk_ids: Sequence[int] | None = None,
                  progress: bool = True, on_chunk_done: Callable[[int], None] | None = None,
-                 keep_going: Callable[[], bool] | None = None) -> dict[str, Any]:
+                 keep_going: Callable[[], bool] | None = None, reuse_sae: bool = False) -> dict[str, Any]:
     """Encode every content token (each prompt's rows after its head) with the SAE in sae_dir, pool per prompt
     (each pooling in cfg.encode_pool), keep the top cfg.encode_top_k features per prompt and pooling in
     out_dir/codes.zarr. Chunk by chunk (default: all chunks), skipping chunks chunk_log records; a rerun resumes;
-    `keep_going()`, asked before each chunk, ends the run early when False (a shard whose fan-out stopped).
-    Returns n_prompts, n_tokens (content tokens encoded), seconds, d_sae, top_k and mean_nonzero (kept features
+    `keep_going()`, asked before each chunk, ends the run early when False (a shard whose fan-out stopped);
+    `reuse_sae`: take the SAE from :func:`load_sae_folder` (a Dask worker's shards after the first skip the load),
+    else load it for this call alone. Returns n_prompts, n_tokens (content tokens encoded), seconds, d_sae, top_k and mean_nonzero (kept features
     per prompt), of the chunks run."""
     from sae_lens import SAE
 
     act = open_activations(activations_path)
-    sae = SAE.load_from_disk(sae_dir, device=device)
+    sae = load_sae_folder(sae_dir, device) if reuse_sae else SAE.load_from_disk(sae_dir, device=device)
     check_width(sae.cfg.d_in, act, str(sae_dir))
     k = min(cfg.encode_top_k, sae.cfg.d_sae)
     store = Path(out_dir) / CODES_NAME

@@ -42,6 +42,38 @@ TORCH_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
 TORCH_NO_WEIGHTS_ONLY = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
 
 
+def test_encode_shards_of_one_worker_load_the_sae_once_and_match_one_run(store, trained, tmp_path, monkeypatch):
+    """runtime.shards_per_worker > 1 gave each encode shard its own SAE load; a worker's shards now share the one it
+    loaded (reuse_sae), until its weights file changes; the codes equal a single run's."""
+    import os
+
+    from sae_lens import SAE
+
+    import saerl.sae as S
+
+    sae_dir, _ = trained
+    loads, load = [], SAE.load_from_disk
+    monkeypatch.setattr(SAE, "load_from_disk", lambda *a, **k: loads.append(a[0]) or load(*a, **k))
+    S._load_sae_folder.cache_clear()
+    one = encode_codes(store, sae_dir, CFG, tmp_path / "one", ChunkLog(tmp_path / "one"), progress=False)
+    assert len(loads) == 1
+    log = ChunkLog(tmp_path / "shards")
+    encode_codes(store, sae_dir, CFG, tmp_path / "shards", log, chunk_ids=[], progress=False)  # prepare: a load
+    loads.clear()
+    for shard in ([0, 2, 4, 6], [1, 3], [5, 7]):
+        encode_codes(store, sae_dir, CFG, tmp_path / "shards", log, chunk_ids=shard, progress=False, reuse_sae=True)
+    assert len(loads) == 1  # one load for the three shards
+    assert S.load_sae_folder(sae_dir, "cpu") is S.load_sae_folder(sae_dir, "cpu")
+    weights = sae_dir / S.SAE_WEIGHTS
+    st = weights.stat()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a rebuilt SAE in the same folder: reloaded
+    S.load_sae_folder(sae_dir, "cpu")
+    assert len(loads) == 2
+    a, b = load_codes_csr(tmp_path / "one"), load_codes_csr(tmp_path / "shards")
+    assert a[0] == b[0] and (a[1] != b[1]).nnz == 0 and one["chunks_run"] == 8
+    S._load_sae_folder.cache_clear()
+
+
 def test_train_report_and_files(trained):
     out, report = trained
     assert (out / "cfg.json").exists() and (out / "sae_weights.safetensors").exists()
