@@ -238,6 +238,16 @@ def run_seconds(run: dict[str, Any], state: Any, result: dict[str, Any]) -> floa
     return result["seconds"]
 
 
+def waited_seconds(state: Any, result: dict[str, Any], fanned_wait: float) -> float:
+    """Seconds a stage run waited for another process building its artifact: its task's own wait (a fanned stage:
+    the flow's, `fanned_wait`, as build_sharded holds the lock), none for a Prefect cache hit, whose result is the
+    one stored by the task run that computed it (a wait of that run would be reported by every later one).
+    in: the task run's final state, its result, the flow's wait; out: seconds."""
+    if state.name == "Cached":
+        return 0.0
+    return result.get("waited", 0.0) or fanned_wait
+
+
 @flow(name="saerl-pipeline")
 def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[str, Any] | None = None,
                   run_id: str | None = None) -> dict[str, Any]:
@@ -311,7 +321,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         ref = refs[name] = stored_ref(store, stage, key)
         sl = stage_slice(cfg, stage, keys.get("device"))
         # a fanned stage waits for another flow's build of its key in this process (build_sharded holds the lock)
-        waited = result.get("waited", 0.0) or (store.take_waited(stage, key) if run["fanned"] else 0.0)
+        waited = waited_seconds(state, result, store.take_waited(stage, key) if run["fanned"] else 0.0)
         resumed = run["resumed"] if run["fanned"] else result.get("resumed", "")
         rec = StageRecord(stage=name, key=key, status="computed" if computed else "cached",
                           reason=explain(name, computed, sl, keys, previous, run["note"], waited,

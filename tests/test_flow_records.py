@@ -154,6 +154,17 @@ def test_a_stage_fanned_out_on_dask_records_its_shards_time_not_only_its_publish
                        result) >= 30.0
 
 
+def test_a_cache_hit_does_not_repeat_the_wait_of_the_run_that_built_it():
+    """A Prefect cache hit's result is the stored result of the task run that computed it: when that run had waited
+    for another process, every later run printed "built by another process meanwhile (waited 3 s)"."""
+    from flows.pipeline import waited_seconds
+
+    stored = {"computed": False, "waited": 3.0}
+    assert waited_seconds(SimpleNamespace(name="Cached"), stored, 0.0) == 0.0
+    assert waited_seconds(SimpleNamespace(name="Completed"), stored, 0.0) == 3.0
+    assert waited_seconds(SimpleNamespace(name="Completed"), {"computed": False}, 2.5) == 2.5  # a fanned stage's
+
+
 def test_a_failed_run_ends_its_mlflow_run_as_failed(tmp_path, monkeypatch):
     """A run stopped by an error recorded the failure in its run record, but left its MLflow parent run RUNNING
     for ever (set_terminated ran only after the last stage), so `mlflow ui` showed it as still going. Runs the
