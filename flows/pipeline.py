@@ -37,6 +37,7 @@ from saerl.runs import (
     FAILED,
     FAILED_CHARS,
     GIT,
+    PLANNED,
     RUNNING,
     SETTING,
     STOPPED,
@@ -344,6 +345,8 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
     with live_lock(root, record.run_id):
         pending: list[dict[str, Any]] = []
         try:
+            record.extra[PLANNED] = planned_run_keys(cfg, until)
+            save_run(root, record)  # before the first stage: `saerl gc` keeps what the run will build or reuse
             for stage, name, ups, variant in stage_runs(cfg, until):
                 if pending and stage != "train":
                     for run in pending:
@@ -363,10 +366,12 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
             else:
                 record.extra[FAILED] = mark_failed(active["name"], err)
             record.extra.pop(RUNNING, None)
+            record.extra.pop(PLANNED, None)
             save_run(root, record)
             tracker.finish(TRACKED_KILLED if sig else TRACKED_FAILED)  # else MLflow shows it running forever
             raise
         record.extra.pop(RUNNING, None)
+        record.extra.pop(PLANNED, None)
         path = save_run(root, record)
     tracker.log_artifact(path)
     tracker.finish()

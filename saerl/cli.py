@@ -325,7 +325,8 @@ def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser("gc", help="remove artifacts that none of the recent runs references")
     g.add_argument("--root", help="artifact root (default: .saerl)")
     g.add_argument("--keep-runs", type=int, default=KEEP_RUNS,
-                   help=f"keep every artifact of this many newest runs (default {KEEP_RUNS})")
+                   help=f"keep every artifact of this many newest ended runs (default {KEEP_RUNS}); runs "
+                   "still going keep theirs besides")
     g.add_argument("--min-age-hours", type=float, default=MIN_AGE_HOURS,
                    help=f"keep anything younger, e.g. a running pipeline's (default {MIN_AGE_HOURS:g})")
     g.add_argument("--dry-run", action="store_true", help="list what would go and the bytes freed; delete nothing")

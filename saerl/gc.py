@@ -1,12 +1,11 @@
 """Garbage collection of the artifact root, for `saerl gc`: remove what no recent run references.
 
-Kept, always: every artifact a stage run of the `keep_runs` newest run records names (by stage and key), and
-of every older record still marked running (a long run that newer runs overtook: what it finished days ago is
-what its later stages read; a record killed before it could end stays marked, and keeps its artifacts, until
-it is deleted); anything whose build lock another process holds (a build in progress); anything younger than
-`min_age_hours`.
-The age rule protects a pipeline that is still running: its run record is saved after each stage, so an
-artifact it is building (or has built but not recorded yet) is not referenced yet. Removed: the other finished artifacts
+Kept, always: every artifact a stage run of the `keep_runs` newest records of ended runs names (by stage and key),
+and every one a run still going names or plans (its record is saved when it starts, with the key of every stage run
+it plans, and after each stage; a long run that newer runs overtook reads what it finished days ago in its later
+stages; a run still going takes no place among the newest; a run killed before it could record its end is told by
+its free live lock and counts as ended); anything whose build lock another process holds (a build in progress);
+anything younger than `min_age_hours`. Removed: the other finished artifacts
 (`<root>/<stage>/<key>/`), unfinished builds (`.partial-<key>/`, so their resume state goes too) and
 leftovers of replaced artifacts (`.trash-<key>-<pid>/`), and the orchestrator's cache record of a stage run
 (`prefect-results/<stage>-<key>`) once its artifact is gone (removed now or before; same age rule). Nothing else
@@ -15,8 +14,8 @@ file another process has open would let two builders of one key both think they 
 
 A removal takes the key's lock without waiting, renames the folder to a trash name (so it vanishes in one
 step) and then deletes it; a removal cut short leaves a trash folder the next collection takes.
-Not protected: an old artifact that only a pipeline still running reuses (a cache hit takes no lock, and
-that run's record is not written yet); keep_runs covers it whenever a recent run used it too.
+Not protected: an old artifact that only a pipeline still running reuses, when that pipeline's record predates
+planned keys (session 29) or was not written yet (the moment between its start and its first save).
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from saerl.artifacts import CACHE_RECORDS_DIR, MANIFEST
-from saerl.runs import RUNNING, RUNS_DIR, RunRecord, list_runs, read_run, recent_runs, run_alive, stage_of
+from saerl.runs import PLANNED, RUNNING, RUNS_DIR, RunRecord, list_runs, read_run, run_alive, stage_of
 from saerl.stages import STAGES
 from saerl.status import MB
 
@@ -66,7 +65,7 @@ class GcReport:
     locked: list[Entry] = field(default_factory=list)
     young: list[Entry] = field(default_factory=list)
     runs_kept: int = 0
-    running_kept: int = 0  # older records still marked running, whose artifacts are kept too
+    running_kept: int = 0  # records of runs still going, whose artifacts (recorded and planned) are kept too
     dry_run: bool = False
     min_age_hours: float = MIN_AGE_HOURS
 
@@ -143,31 +142,44 @@ def orphan_records(root: Path, gone: set[tuple[str, str]]) -> list[Entry]:
     return out
 
 
-def running_records(root: Path, skip: int) -> list[RunRecord]:
-    """The run records older than the `skip` newest that are still marked running (a run under way, or one killed
-    before it could end whose process cannot be checked: a run killed with its live lock left free is not kept,
-    saerl.runs.run_alive). An unreadable one among them is passed over (what it references is unknown, and it was
-    not kept before either). in: artifact root, how many newest records to pass over (negative: all); out: the
-    records, newest first."""
-    out = []
-    for path in ([] if skip < 0 else list_runs(root)[::-1][skip:]):
+def is_going(root: Path, record: RunRecord) -> bool:
+    """Is a run record's run still under way, as far as can be told: marked running and its live lock not left free
+    (held, or a run from before live locks, whose process cannot be checked; saerl.runs.run_alive). in: root,
+    record; out: the verdict."""
+    return bool(record.extra.get(RUNNING)) and run_alive(root, record.run_id) is not False
+
+
+def kept_records(root: Path, keep_runs: int) -> tuple[list[RunRecord], list[RunRecord]]:
+    """(the `keep_runs` newest run records of runs that ended (every one when negative), every record of a run still
+    going (:func:`is_going`), whatever its age), newest first. A run under way takes no place among the newest: a
+    long run, or gc run during one, would otherwise push out an ended run whose artifacts were kept. A record that
+    cannot be read is an error while places among the newest are left (what it references is unknown), and passed
+    over after them. in: root, runs to keep; out: the two lists."""
+    ended: list[RunRecord] = []
+    going: list[RunRecord] = []
+    for path in list_runs(root)[::-1]:
+        open_place = keep_runs < 0 or len(ended) < keep_runs
         try:
             record = read_run(path)
         except ValueError:
+            if open_place:
+                raise
             continue
-        if record.extra.get(RUNNING) and run_alive(root, record.run_id) is not False:
-            out.append(record)
-    return out
+        if is_going(root, record):
+            going.append(record)
+        elif open_place:
+            ended.append(record)
+    return ended, going
 
 
 def referenced_keys(root: Path, keep_runs: int) -> tuple[set[tuple[str, str]], int, int]:
-    """({(stage, key)} named by the `keep_runs` newest run records and by every older one still marked running,
-    how many newest records that was, how many older running ones). A record among the newest that cannot be
-    read is an error (what it references is unknown)."""
-    records = recent_runs(root, keep_runs)
-    running = running_records(root, len(records) if keep_runs >= 0 else -1)
-    keys = {(stage_of(name), s.key) for r in [*records, *running] for name, s in r.stages.items()}
-    return keys, len(records), len(running)
+    """({(stage, key)} named by the `keep_runs` newest records of ended runs and by every run still going: its stage
+    runs so far and every one it plans (RunRecord.extra PLANNED, saved when it starts: an old artifact it will reuse
+    later is not in its stage runs yet), how many ended runs that was, how many going ones); :func:`kept_records`."""
+    ended, going = kept_records(root, keep_runs)
+    keys = {(stage_of(name), s.key) for r in [*ended, *going] for name, s in r.stages.items()}
+    keys |= {(stage_of(name), key) for r in going for name, key in (r.extra.get(PLANNED) or {}).items()}
+    return keys, len(ended), len(going)
 
 
 @contextmanager
@@ -213,7 +225,7 @@ def collect(root: Path, keep_runs: int = KEEP_RUNS, dry_run: bool = False, min_a
     keep_runs is 0). in: artifact root, runs to keep, dry run, minimum age, the time to age against (default now);
     out: a GcReport."""
     refs, runs_kept, running_kept = referenced_keys(root, keep_runs)
-    if runs_kept == 0 and keep_runs != 0:
+    if keep_runs != 0 and not list_runs(root):
         raise ValueError(f"no run records under {Path(root) / RUNS_DIR}, so nothing says which artifacts are in "
                          "use (is this an artifact root?); pass --keep-runs 0 to remove every artifact anyway")
     now = time.time() if now is None else now
@@ -255,8 +267,8 @@ def format_report(report: GcReport) -> str:
     lines = [f"{verb} {len(report.removed) - records} folders{also}, {report.freed / MB:.2f} MB"
              + (" (dry run: nothing deleted)" if report.dry_run else "")]
     lines += [f"  {e.path.parent.name}/{e.path.name}  {e.kind}  {e.bytes / MB:.2f} MB" for e in report.removed]
-    running = f" and {report.running_kept} older runs still marked running" if report.running_kept else ""
-    lines.append(f"kept: {len(report.referenced)} artifacts referenced by the {report.runs_kept} newest runs{running}, "
+    running = f" and by {report.running_kept} runs still going" if report.running_kept else ""
+    lines.append(f"kept: {len(report.referenced)} artifacts referenced by the {report.runs_kept} newest ended runs{running}, "
                  f"{len(report.locked)} locked by a running build, "
                  f"{len(report.young)} younger than {report.min_age_hours:g} h")
     return "\n".join(lines)

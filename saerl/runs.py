@@ -38,6 +38,8 @@ LIVE = ".live"  # runs/<run id>.live: locked by the run's process while it runs 
 STILL_RUNNING = "running"  # how status shows a record marked running whose process holds its live lock
 KILLED = "killed: its process ended before it could record how (SIGKILL, out of memory, a lost machine)"
 MICROS = 1_000_000  # microseconds a second: a run id's finest unit
+PLANNED = "planned"  # RunRecord.extra key while a run is under way: {stage run: artifact key} of every stage run it
+# plans (saerl.sweep.planned_run_keys), so `saerl gc` keeps what it will reuse (removed when it ends)
 GIT = "git"  # RunRecord.extra key: the code tags of the checkout the run ran (saerl.tracking.git_tags)
 SWEEP = "sweep"  # RunRecord.extra key of an ablation's child run: the id of its sweep (ROOT/sweeps/<id>/)
 RESUMED = "resumed"  # the build note (Build.note) in which a runner that resumed an interrupted build says what it
@@ -174,12 +176,6 @@ def read_run(path: Path) -> RunRecord:
         return RunRecord(**data)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"run record {path} is not readable ({err}); fix or delete it") from err
-
-
-def recent_runs(root: Path, n: int) -> list[RunRecord]:
-    """The `n` newest run records, newest first (every record when n is negative)."""
-    paths = list_runs(root)[::-1]
-    return [read_run(p) for p in (paths if n < 0 else paths[:n])]
 
 
 def stage_of(run_name: str) -> str:

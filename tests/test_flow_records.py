@@ -197,8 +197,9 @@ def test_a_run_killed_mid_way_is_listed_unfinished_not_ok(tmp_path, monkeypatch)
     that `status --list` showed as ended 'ok'. Runs the flow's body without Prefect (fake stage tasks): the record
     on disk while the second stage runs is what such a kill leaves; the finished run's record says ok."""
     import flows.pipeline as fp
-    from saerl.runs import RUNNING, STILL_RUNNING, live_path, load_run
+    from saerl.runs import PLANNED, RUNNING, STILL_RUNNING, live_path, load_run
     from saerl.status import list_status
+    from saerl.sweep import planned_run_keys
 
     seen = []
 
@@ -228,8 +229,9 @@ def test_a_run_killed_mid_way_is_listed_unfinished_not_ok(tmp_path, monkeypatch)
     fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="ingest")
     ((killed, line),) = seen
     assert killed.extra[RUNNING] is True and list(killed.stages) == ["testbed"] and line.endswith(STILL_RUNNING)
+    assert killed.extra[PLANNED] == planned_run_keys(cfg, "ingest") and set(killed.extra[PLANNED]) == {"testbed", "ingest"}
     done = load_run(tmp_path, "latest")
-    assert RUNNING not in done.extra and set(done.stages) == {"testbed", "ingest"}
+    assert RUNNING not in done.extra and PLANNED not in done.extra and set(done.stages) == {"testbed", "ingest"}
     assert not live_path(tmp_path, done.run_id).exists()
     assert list_status(tmp_path).splitlines()[1].endswith("ok")
 

@@ -68,7 +68,7 @@ def test_dry_run_lists_without_deleting(root):
     assert report.freed >= 4 * SIZE and _present(root) == before
     assert not (root / "extract" / ".lock-half").exists(), "a dry run creates no lock files"
     text = format_report(report)
-    assert "would remove 5 folders" in text and "dry run" in text and "referenced by the 2 newest runs" in text
+    assert "would remove 5 folders" in text and "dry run" in text and "referenced by the 2 newest ended runs" in text
 
 
 def test_collect_keeps_every_artifact_a_kept_run_references(root):
@@ -173,7 +173,7 @@ def test_a_run_still_going_keeps_what_it_recorded_when_newer_runs_overtake_it(ro
     save_run(root, record)
     report = collect(root, keep_runs=2)
     assert {"ingest/old", "train/old"} <= _present(root) and report.running_kept == 1
-    assert "and 1 older runs still marked running" in format_report(report)
+    assert "and by 1 runs still going" in format_report(report)
     record.extra.pop(RUNNING)
     save_run(root, record)
     collect(root, keep_runs=2)
@@ -195,6 +195,29 @@ def test_a_run_killed_before_it_recorded_its_end_keeps_nothing_while_a_live_one_
     live_path(root, record.run_id).touch()  # what a killed run leaves: the file, its lock free
     report = collect(root, keep_runs=2)
     assert report.running_kept == 0 and _present(root) == {"ingest/new", "train/a", "train/b"}
+
+
+def test_a_live_run_keeps_what_it_plans_to_reuse_and_takes_no_place_among_the_newest(root):
+    """gc during a run removed the old artifacts the run was about to reuse (its record named only the stages it had
+    reached: the audit lost extract, sae and encode mid-run), and the live run took one of the --keep-runs places,
+    pushing out an ended run's artifacts. A run's record now lists its planned keys from its start (RunRecord.extra
+    PLANNED), kept while it is going, and the newest places go to ended runs."""
+    from saerl.runs import PLANNED, RUNNING, live_lock
+
+    live = RunRecord(name="demo", run_id="20260104-000000-dddddd",
+                     extra={RUNNING: True, PLANNED: {"ingest": "old", "train:saerl:0": "old"}})
+    save_run(root, live)
+    with live_lock(root, live.run_id):
+        report = collect(root, keep_runs=2)
+        assert {"ingest/old", "train/old", "ingest/new", "train/a", "train/b"} <= _present(root)
+        assert report.runs_kept == 2 and report.running_kept == 1
+        assert "and by 1 runs still going" in format_report(report)
+    live.extra.pop(RUNNING)
+    live.extra.pop(PLANNED)
+    live.stages = {"ingest": StageRecord("ingest", "new", "cached", "", {}, {})}
+    save_run(root, live)  # ended: it takes the newest place, and what it only planned goes
+    collect(root, keep_runs=2)
+    assert _present(root) == {"ingest/new", "train/b"}
 
 
 def test_cache_records_go_with_their_artifacts(root):
