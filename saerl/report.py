@@ -531,7 +531,7 @@ def relog(root: Path, record: RunRecord, uri: str | None = None) -> str:
     still going (its live lock is held: it would be logged KILLED, and its live parent run is being logged now)."""
     from saerl.runs import relocated
     from saerl.sweep import sweep_tags
-    from saerl.tracking import Tracker, library_tags, log_stage_run, unknown_git_tags
+    from saerl.tracking import RELOGGED_TAG, Tracker, library_tags, log_stage_run, unknown_git_tags
 
     if unfinished(Path(root), record) == STILL_RUNNING:
         raise RuntimeError(f"run {record.run_id} is still running (its live lock is held): relog it once it has "
@@ -542,7 +542,7 @@ def relog(root: Path, record: RunRecord, uri: str | None = None) -> str:
     cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={
         "enabled": True, "uri": uri or cfg.tracking.uri})})
     versions = run_library_versions(record)
-    tags = {"saerl.relogged": "true",
+    tags = {RELOGGED_TAG: "true",
             "saerl.versions_from": "artifact manifests" if versions else "installed at relog time",
             **record.extra.get(GIT, unknown_git_tags())}  # the code the run ran ('unknown' in an older record)
     sweep = record.extra.get(SWEEP)  # a sweep's child: its runs named, tagged and given its swept keys as it was

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from saerl.artifacts import file_lock, read_manifest
 from saerl.config import PipelineConfig, flatten
 from saerl.runners import ARM_ORDERS, TRAIN_RUN, VANILLA
-from saerl.runs import StageRecord, artifact_dir
+from saerl.runs import StageRecord, artifact_dir, run_alive
 
 if TYPE_CHECKING:
     import polars as pl
@@ -37,6 +37,8 @@ VERSION_TAG = "saerl.version."  # + package name: a parent-run tag holding that 
 NOT_INSTALLED = "not installed"
 MS_PER_S = 1000  # MLflow timestamps are epoch milliseconds
 TRACKED_FINISHED, TRACKED_FAILED, TRACKED_KILLED = "FINISHED", "FAILED", "KILLED"  # MLflow run statuses
+RUN_ID_TAG = "saerl.run_id"  # a parent run's tag: the saerl run (RunRecord.run_id) it tracks
+RELOGGED_TAG = "saerl.relogged"  # a parent run's tag when `saerl report --relog` made it after the run
 METRIC_NAME_BAD = re.compile(r"[^\w\-. :/]")  # characters MLflow refuses in a metric name
 LOGGED_TABLES = {  # small tables a person wants beside the run in MLflow
     "ingest": ("rejected.parquet",),
@@ -230,6 +232,23 @@ def library_tags(versions: dict[str, str] | None = None) -> dict[str, str]:
     return out
 
 
+def close_dead_runs(client: Any, experiment_id: str, root: Path) -> list[str]:
+    """End as KILLED the parent runs of an experiment still RUNNING in MLflow whose saerl run died before it could
+    say how it ended (SIGKILL, out of memory: its live lock is left free, saerl.runs.run_alive), which MLflow would
+    show as running for ever; a relog's parent (made after the run ended) is left alone. Runs tracked before parents
+    carried RUN_ID_TAG are not recognised. in: an MlflowClient, the experiment, the artifact root whose run records
+    the runs are; out: the saerl run ids ended."""
+    closed = []
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
+        run_id = run.data.tags.get(RUN_ID_TAG)
+        if run_id and RELOGGED_TAG not in run.data.tags and run_alive(root, run_id) is False:
+            client.set_terminated(run.info.run_id, status=TRACKED_KILLED)
+            closed.append(run_id)
+    if closed:
+        log.info("MLflow: ended %d runs left RUNNING by saerl runs that were killed: %s", len(closed), ", ".join(closed))
+    return closed
+
+
 class Tracker:
     """Logs one pipeline run to MLflow through an explicit client (safe across threads).
 
@@ -247,6 +266,7 @@ class Tracker:
                  common_tags: dict[str, str] | None = None, common_params: dict[str, str] | None = None) -> None:
         self.enabled = cfg.tracking.enabled
         self.parent_id: str | None = None
+        self.root = Path(root)
         self.uri = tracking_uri(cfg, root)
         self.artifact_location = artifact_location(cfg, root)
         self.stage_runs: dict[str, str] = {}
@@ -261,8 +281,8 @@ class Tracker:
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(cfg.tracking.http_retries)
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(cfg.tracking.http_timeout_s)
         parent_params = (flatten(cfg) if params is None else params) | self.common_params
-        self._guard(lambda: self._start(cfg, labelled_run_name(run_name, label), (tags or {}) | self.common_tags,
-                                        started, parent_params))
+        parent_tags = {RUN_ID_TAG: run_name, **(tags or {}), **self.common_tags}
+        self._guard(lambda: self._start(cfg, labelled_run_name(run_name, label), parent_tags, started, parent_params))
 
     def _guard(self, fn: Callable[[], T]) -> T | None:
         """Run a tracking call; on failure warn once and disable tracking."""
@@ -288,6 +308,7 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, start_time=start_ms, run_name=run_name, tags=all_tags)
         self.parent_id = run.info.run_id
         self._log_params(self.parent_id, params)
+        close_dead_runs(self.client, self.experiment_id, self.root)
 
     def _experiment(self, name: str) -> str:
         """The id of the experiment `name`, created when missing. Runs started side by side (a sweep's children on

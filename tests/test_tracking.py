@@ -35,6 +35,32 @@ def test_parent_and_nested_stage_runs(tmp_path):
     assert parent.info.status == "FINISHED"
 
 
+def test_a_killed_runs_parent_left_running_is_ended_by_the_next_run(tmp_path):
+    """A run killed by SIGKILL never ended its MLflow parent run (six of them RUNNING for ever in the audit's store).
+    The next run's tracker ends, as KILLED, every parent still RUNNING whose saerl run died (its live lock file
+    left free); one whose run is still going (lock held) and a relog's parent stay."""
+    from saerl.runs import live_lock, live_path
+    from saerl.tracking import RELOGGED_TAG, RUN_ID_TAG
+
+    cfg = load_config(None, ["name=trk"])
+    killed, going = Tracker(cfg, tmp_path, "r-killed"), Tracker(cfg, tmp_path, "r-going")
+    relog = Tracker(cfg, tmp_path, "r-relog", tags={RELOGGED_TAG: "true"})
+    for run_id in ("r-killed", "r-relog"):  # what a killed run leaves: its live file, the lock free
+        live_path(tmp_path, run_id).parent.mkdir(parents=True, exist_ok=True)
+        live_path(tmp_path, run_id).touch()
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path))
+
+    def statuses():
+        runs = client.search_runs([client.get_experiment_by_name("trk").experiment_id])
+        return {r.data.tags[RUN_ID_TAG]: r.info.status for r in runs}
+
+    with live_lock(tmp_path, "r-going"):
+        assert statuses() == {"r-killed": "RUNNING", "r-going": "RUNNING", "r-relog": "RUNNING"}
+        Tracker(cfg, tmp_path, "r-next").finish()
+        assert statuses() == {"r-killed": "KILLED", "r-going": "RUNNING", "r-relog": "RUNNING", "r-next": "FINISHED"}
+    assert killed.parent_id and going.parent_id and relog.parent_id
+
+
 def test_unreachable_server_warns_once_and_disables(tmp_path, caplog, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")  # an inherited value: the config's wins
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
