@@ -1223,6 +1223,18 @@ def _share(n: int, n_rows: int) -> str:
     return f"{n} of {n_rows} rows ({n / n_rows:.0%})"
 
 
+def _fields_missing(lines: list[dict[str, Any]]) -> str:
+    """Which fields the rows of a missing-field rejection lack, with their rows when more than one field is named:
+    "field 'answer'", or "fields 'answer' (5 rows), 'question' (1 row)". in: its rejected lines; out: the words."""
+    rows: dict[str, set[int]] = {}
+    for i in lines:
+        rows.setdefault(i["field"], set()).add(i["row"])
+    if len(rows) == 1:
+        return f"field '{next(iter(rows))}'"
+    counts = sorted(rows.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    return "fields " + ", ".join(f"'{f}' ({len(r)} row{'s' if len(r) > 1 else ''})" for f, r in counts)
+
+
 def _reason_hint(cfg: DataConfig, reason: str, lines: list[dict[str, Any]], n_rows: int) -> str:
     """The hint for one reason that rejects (or flags) over HINT_SHARE of the rows: what it points at and what
     to change. in: the mapping, the reason, its rejected lines, the number of rows; out: one sentence."""
@@ -1246,8 +1258,8 @@ def _reason_hint(cfg: DataConfig, reason: str, lines: list[dict[str, Any]], n_ro
         STRUCT_ANSWER: f"were rejected as {reason}: {first}",
         EMPTY_ANSWER: (f"have an empty answer in field '{name}': check that --answer (saerl ingest) or "
                        "data.answer (config) names the gold answer field"),
-        MISSING_FIELD: (f"lack field '{name}' (null, NaN, absent or empty): check that the mapping names a "
-                        "field the rows have"),
+        MISSING_FIELD: (f"lack {_fields_missing(lines)} (null, NaN, absent or empty): check that the mapping "
+                        "names fields the rows have"),
         OVERLONG_PROMPT: (f"have a prompt over data.max_prompt_chars={cfg.max_prompt_chars} characters: "
                           "raise it to keep them"),
         DUPLICATE_PROMPT: ("repeat an earlier prompt (the first is kept): if they should differ, check that "

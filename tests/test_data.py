@@ -731,6 +731,18 @@ def test_over_long_prompts_over_the_share_hint_at_the_limit(tmp_path):
         "3 of 4 rows (75%) have a prompt over data.max_prompt_chars=40 characters: raise it to keep them"]
 
 
+def test_a_missing_field_hint_names_every_field_the_rows_lack():
+    """The hint counted every missing-field row but named the commonest field alone: a row without an answer and one
+    with a null question read "2 of 4 rows lack field 'answer'"."""
+    lines = [{"row": 1, "field": "answer", "reason": D.MISSING_FIELD, "detail": ""},
+             {"row": 3, "field": "question", "reason": D.MISSING_FIELD, "detail": ""},
+             {"row": 5, "field": "answer", "reason": D.MISSING_FIELD, "detail": ""}]
+    (hint,) = D.ingest_hints(cfg(), lines, 6)
+    assert hint.startswith("3 of 6 rows (50%) lack fields 'answer' (2 rows), 'question' (1 row) (null")
+    (one,) = D.ingest_hints(cfg(), lines[:1] + lines[2:], 4)
+    assert "lack field 'answer' (null" in one
+
+
 # ------------------------------------------------------------------------------------------- check_mapping
 
 
