@@ -149,7 +149,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     """`saerl ingest FILE --prompt F --answer F [--hf-split S ...]`: check a data set and write prompts/rejected tables."""
     from saerl.config import DataConfig
-    from saerl.data import INGEST_OPTIONS, ingest, summarize, write_ingest
+    from saerl.data import INGEST_OPTIONS, ingest, require_rows, summarize, write_ingest
 
     if not Path(args.file).exists():  # data.py's message names data.path, the config's field, not this argument
         raise FileNotFoundError(f"data file {args.file} does not exist (check FILE, the first argument of saerl ingest)")
@@ -159,9 +159,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     result = ingest(cfg, Path(args.file))
     out.mkdir(parents=True, exist_ok=True)
     write_ingest(result, out)
-    print(summarize(result))
+    if result.kept.height:
+        print(summarize(result))
     print(f"wrote {out / 'prompts.parquet'} and {out / 'rejected.parquet'} (one line per problem: row is the "
           "0-based source row, field, reason, value, and detail saying why where there is more to say)")
+    require_rows(result)  # none kept: exit status 2, the summary in the error, after the tables to read
     return 0
 
 

@@ -781,6 +781,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raw = yaml.load(p.read_text(), Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
         except ConfigError as err:
             raise ConfigError(f"{p}: {err}") from None
+        except yaml.YAMLError as err:  # its "<unicode string>" is this file
+            raise ConfigError(f"{p} is not valid YAML: {str(err).replace('<unicode string>', str(p))}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}")
         where = str(p)

@@ -1320,6 +1320,16 @@ def summarize(result: IngestResult) -> str:
     return "\n".join([*lines, *(f"hint: {h}" for h in s.get("hints", []))])
 
 
+def require_rows(result: IngestResult) -> None:
+    """Refuse an ingest that kept no row: every later stage needs prompts (extraction failed deep inside the tokenizer
+    on an empty list, and the empty ingest artifact was cached). in: the result; raises IngestError with the summary
+    (its reasons and hints: usually a mapping that names the wrong fields)."""
+    if result.kept.height == 0:
+        raise IngestError(f"ingest kept no row: {summarize(result)}\nfix the mapping (data.prompt / data.answer in "
+                          "the config, --prompt / --answer for saerl ingest) or the file; rejected.parquet names "
+                          "each row's reason")
+
+
 def write_ingest(result: IngestResult, out_dir: Path) -> dict[str, int]:
     """Write prompts.parquet and rejected.parquet into out_dir, each through a temp file renamed into place (the
     stage renames its folder too; `saerl ingest` writes into the user's folder, where a killed write must not

@@ -84,11 +84,12 @@ def compute_testbed(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
 
 def compute_ingest(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
     """Ingest: read the data set (a user file, the sample, or the testbed's pool), write both tables."""
-    from saerl.data import ingest, summarize, write_ingest
+    from saerl.data import ingest, require_rows, summarize, write_ingest
     from saerl.pipeline import data_file
 
     path = data_file(cfg) or inputs["testbed"].file("world/pool.parquet")
     result = ingest(cfg.data, path)
+    require_rows(result)  # before the artifact exists: a fixed mapping reruns it, a rerun says the same
     counts = write_ingest(result, build.path)
     summary = summarize(result)
     log.info("ingest: %s", summary)

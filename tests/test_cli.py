@@ -82,6 +82,28 @@ def test_ingest_command_writes_tables_and_summary(tmp_path, capsys):
     assert pl.read_parquet(out / "rejected.parquet").height == 2
 
 
+def test_an_ingest_that_keeps_no_row_is_an_error_with_its_reasons(tmp_path, capsys):
+    """An answer field mapped to one that holds no final answer kept 0 of 2000 ASDiv rows and exited 0; in a pipeline
+    the empty ingest was published (and cached) and extract then failed inside the tokenizer with an IndexError."""
+    from types import SimpleNamespace
+
+    from saerl.config import DataConfig, load_config
+    from saerl.data import IngestError, ingest, require_rows
+    from saerl.runners import compute_ingest
+
+    src = tmp_path / "d.jsonl"
+    src.write_text("\n".join(json.dumps({"q": f"What is {i}+1?", "kind": "Addition", "a": i + 1}) for i in range(3)) + "\n")
+    assert main(["ingest", str(src), "--prompt", "q", "--answer", "kind", "--out", str(tmp_path / "out")]) == 2
+    out, err = capsys.readouterr()
+    assert "wrote" in out and (tmp_path / "out" / "rejected.parquet").exists()
+    assert "ingest kept no row: kept 0 of 3 rows; rejected 3: unparseable answer 3" in err and "fix the mapping" in err
+    cfg = load_config(None, ["data.source=file", f"data.path={src}", "data.prompt=q", "data.answer=kind"])
+    with pytest.raises(IngestError, match="ingest kept no row"):
+        compute_ingest(cfg, {}, SimpleNamespace(path=tmp_path / "build"))
+    assert not (tmp_path / "build").exists()  # nothing written: no artifact to publish
+    require_rows(ingest(DataConfig(source="file", path=str(src), prompt="q", answer="a"), src))  # rows kept: fine
+
+
 def test_ingest_takes_every_mapping_option_its_errors_name():
     """saerl.data's column errors name `--FIELD` for each of INGEST_OPTIONS: each is an option of saerl ingest."""
     from saerl.data import INGEST_OPTIONS

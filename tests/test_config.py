@@ -62,6 +62,16 @@ def test_unknown_yaml_key_names_path_and_suggests(tmp_path):
     assert "unknown key 'curriculum.mixratio'" in msg and "curriculum.mix_ratio" in msg
 
 
+def test_a_yaml_syntax_error_is_a_config_error_naming_the_file_and_line(tmp_path):
+    """A YAML syntax error ended in a raw traceback whose message named "<unicode string>"."""
+    p = tmp_path / "c.yaml"
+    p.write_text("curriculum:\n  mix_ratio: [0.2\n  batch_size: 16\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert f"{p} is not valid YAML" in msg and f'in "{p}", line' in msg and "<unicode string>" not in msg
+
+
 def test_unknown_section_is_an_error(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("curicculum:\n  mix_ratio: 0.2\n")
