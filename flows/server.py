@@ -24,6 +24,7 @@ from saerl.artifacts import file_lock
 log = logging.getLogger("saerl.server")
 STARTUP_TIMEOUT_S = 90.0
 POLL_S = 0.25
+LOG_DRAIN_S = 5.0  # longest wait for the queued Prefect logs to be sent when a run ends
 START_LOCK = "server-start.lock"  # in PREFECT_HOME: held from a local server's start until it answers
 # Runs in the server's process, then becomes `prefect server start` (exec keeps the pid): on Linux it asks the kernel
 # for SIGTERM when the process that started it dies, since a run killed by SIGTERM or SIGKILL never reaches the
@@ -95,6 +96,17 @@ def _settings(api_url: str) -> Iterator[None]:
         yield
 
 
+def drain_logs() -> None:
+    """Send the flow's and tasks' logs still queued for the Prefect API (a failed run's last lines), waiting at most
+    LOG_DRAIN_S; a failure to send is logged, not raised (the run's own outcome stands)."""
+    try:
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=LOG_DRAIN_S)
+    except Exception as err:  # noqa: BLE001 - losing log lines must not hide the run's own error
+        log.debug("could not send the queued Prefect logs: %s", err)
+
+
 @contextmanager
 def prefect_server(root: Path, api_url: str | None = None, dask_address: str | None = None) -> Iterator[str]:
     """Make a Prefect API available for the block: the given/`PREFECT_API_URL` one, or a new local server, with a
@@ -138,6 +150,8 @@ def prefect_server(root: Path, api_url: str | None = None, dask_address: str | N
         with _settings(url):
             yield url
     finally:
+        if proc is not None:
+            drain_logs()  # while the server still answers: else "--- Error logging to API ---" after a failed run
         os.environ.pop("PREFECT_API_URL", None)
         if proc is not None:
             proc.terminate()

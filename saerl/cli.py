@@ -28,11 +28,33 @@ RUN_EPILOG = (  # `saerl run --help`: override values are YAML, lists included (
     "  saerl run configs/demo.yaml 'train.seeds=[0,1]' 'train.arms=[saerl,vanilla,order_only]'")
 
 
+USER_ERRORS = (ValueError, OSError)  # what main prints as one line, `saerl: error: ...` (a config, data or path
+# problem whose message names the fix)
+PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # where Prefect logs a failed task or flow run
+
+
+class UserErrorTracebacks(logging.Filter):
+    """Keeps the line but drops the traceback Prefect's flow and task run loggers attach to a user error
+    (USER_ERRORS): a stage's "extract.layer=6 is out of range" came after 120-250 lines of tracebacks, then
+    main's own line. Other errors (a bug's) keep theirs; `saerl -v` keeps every one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """in: a log record; out: True (always logged), its exc_info cleared for a user error."""
+        if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "httpcore", "alembic", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        for name in PREFECT_RUN_LOGGERS:
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, UserErrorTracebacks) for f in logger.filters):
+                logger.addFilter(UserErrorTracebacks())
 
 
 def stop_now(signum: int) -> None:
@@ -386,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"saerl: {err}", file=sys.stderr)
         return 2
-    except (ValueError, OSError) as err:  # OSError: a path that cannot be read or written, named in the message
+    except USER_ERRORS as err:  # OSError: a path that cannot be read or written, named in the message
         if args.verbose:
             raise
         print(f"saerl: error: {err}", file=sys.stderr)

@@ -104,6 +104,29 @@ def test_an_ingest_that_keeps_no_row_is_an_error_with_its_reasons(tmp_path, caps
     require_rows(ingest(DataConfig(source="file", path=str(src), prompt="q", answer="a"), src))  # rows kept: fine
 
 
+def test_prefects_run_loggers_keep_a_user_errors_line_but_not_its_traceback():
+    """A stage's user error (a ValueError naming the fix) came after 120-250 lines of Prefect tracebacks; they go,
+    the line stays (main prints the error last); a bug's traceback stays, and -v keeps every one."""
+    import logging
+
+    from saerl.cli import PREFECT_RUN_LOGGERS, UserErrorTracebacks, _setup_logging
+
+    def record(err):
+        try:
+            raise err
+        except Exception:
+            return logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "Task run failed", None,
+                                     sys.exc_info())
+
+    user, bug = record(ValueError("extract.layer=6 is out of range")), record(IndexError("list index"))
+    assert UserErrorTracebacks().filter(user) and user.exc_info is None
+    assert UserErrorTracebacks().filter(bug) and bug.exc_info is not None
+    _setup_logging(False)
+    _setup_logging(False)
+    for name in PREFECT_RUN_LOGGERS:
+        assert sum(isinstance(f, UserErrorTracebacks) for f in logging.getLogger(name).filters) == 1
+
+
 def test_ingest_takes_every_mapping_option_its_errors_name():
     """saerl.data's column errors name `--FIELD` for each of INGEST_OPTIONS: each is an option of saerl ingest."""
     from saerl.data import INGEST_OPTIONS
