@@ -36,7 +36,8 @@ from saerl.artifacts import ArtifactStore, CorruptArtifact, write_file_atomic
 from saerl.config import CurriculumConfig, TrainConfig
 from saerl.curriculum import whole_batch_rows
 from saerl.runners import ARM_ORDERS, PROMPTS, SHUFFLED_ARMS, VANILLA
-from saerl.runs import RunRecord, load_run
+from saerl.runs import RunRecord, list_runs, load_run, read_run
+from saerl.status import ended
 
 FORMATS = ("hf", "verl", "trl")
 ARM_FILES = {**ARM_ORDERS, "vanilla": VANILLA}
@@ -411,6 +412,26 @@ def order_coverage(curriculum: Path, arm: str, frame: pl.DataFrame, batch_size: 
     return {"order_rows": order.height, "left_out": left_out, "short_batches": short, "prompts_absent": int(absent)}
 
 
+def exported_run(root: Path, run_id: str) -> RunRecord:
+    """The run record an export reads: `run_id` (a unique prefix), or for 'latest' the newest run that reached its
+    curriculum stage, saying which when newer runs did not (one that failed or stopped earlier, or ran --until an
+    earlier stage: 'latest' named it, and the export refused). in: artifact root, run id; out: the record."""
+    if run_id != "latest":
+        return load_run(root, run_id)
+    newest = load_run(root, "latest")  # UnknownRun, with its fix, when the root holds no record
+    for path in reversed(list_runs(root)):
+        try:
+            record = read_run(path)
+        except ValueError:
+            continue
+        if "curriculum" in record.stages and "ingest" in record.stages:
+            if record.run_id != newest.run_id:
+                log.warning("the newest run, %s, has no curriculum stage (%s); exporting %s, the newest that has "
+                            "one", newest.run_id, ended(root, newest), record.run_id)
+            return record
+    return newest  # no run has one: stage_dir says so, naming the newest
+
+
 def export_run(root: Path, run_id: str, fmt: str, out: Path, arm: str = "saerl",
                data_source: str = DATA_SOURCE) -> list[Path]:
     """`saerl export`: one run's `arm` order with its prompts, in format `fmt`, into `out` (new, empty or an
@@ -419,7 +440,7 @@ def export_run(root: Path, run_id: str, fmt: str, out: Path, arm: str = "saerl",
     not in the file or do not fill a last batch (coverage_note)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format '{fmt}'; formats: {', '.join(FORMATS)}")
-    record = load_run(root, run_id)
+    record = exported_run(root, run_id)
     batch_size = int(record.config.get("curriculum.batch_size", CurriculumConfig().batch_size))
     curriculum = stage_dir(root, record, "curriculum")
     frame = ordered_prompts(curriculum, stage_dir(root, record, "ingest"), arm, batch_size)

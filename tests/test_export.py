@@ -97,6 +97,27 @@ def test_hf_round_trips_the_order(run, tmp_path):
     assert "load_from_disk" in (out / README).read_text()
 
 
+def test_latest_exports_the_newest_run_with_a_curriculum_saying_so(run, tmp_path, caplog):
+    """After a failed attempt (its record names no curriculum stage) `export latest` refused, though the run before
+    it had one: 'latest' now means the newest run that reached its curriculum, and says when that is not the newest."""
+    import logging
+    import time
+
+    from saerl.runs import FAILED
+
+    root, good = run
+    time.sleep(1.1)  # run ids are by the second
+    failed = RunRecord(name="t", extra={FAILED: "extract: ValueError: extract.layer=6 is out of range"})
+    failed.stages = {"ingest": good.stages["ingest"]}
+    save_run(root, failed)
+    with caplog.at_level(logging.WARNING, logger="saerl.export"):
+        export_run(root, "latest", "hf", tmp_path / "hf")
+    assert f"the newest run, {failed.run_id}, has no curriculum stage (failed at extract); exporting " \
+           f"{good.run_id}" in caplog.text
+    with pytest.raises(ValueError, match=f"run {failed.run_id} has no curriculum stage"):
+        export_run(root, failed.run_id, "hf", tmp_path / "hf2")  # named: that run, refused
+
+
 def test_verl_round_trips_the_order_and_its_sampler_streams_it(run, tmp_path, monkeypatch):
     root, _ = run
     out = tmp_path / "verl"
