@@ -89,7 +89,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, NamedTuple
 
-VERSION = "1"  # the verdict rules' version, part of the cache key of every stage that verifies (saerl.stages):
+VERSION = "2"  # the verdict rules' version, part of the cache key of every stage that verifies (saerl.stages):
 # bump it with any change that can turn a verdict, a normalized gold answer or an extracted final answer
 WORKERS_FAILED = "verifier workers failed to start"  # the detail of every task of a call whose pool never started
 MAX_SCAN_CHARS = 20_000  # extract_final_answer looks at most at the last this-many characters
@@ -1204,11 +1204,16 @@ def _other_answers(text: str, matched: str) -> int:
 def _gold_parse(core: str) -> tuple[tuple, str]:
     """math-verify's reading of a gold answer, and '' or why it is not usable: a gold read as free text (prose,
     $...$ spans) that holds other numbers or math spans besides the one math-verify picked is ambiguous
-    ('236 adult, 342 child', '$64^{\\circ}$ at 2 PM'); a gold with a \\boxed{} answer is read from that box."""
+    ('236 adult, 342 child', '$64^{\\circ}$ at 2 PM'); an equation whose sides are both numbers ('7+2=9', ASDiv's
+    formula field) is a computation, not an answer ('x=5' and 'f(2)=5' are answers); a gold with a \\boxed{} answer
+    is read from that box."""
     parsed, free_text = _mv_read(core)
     matched = next((p for p in parsed if isinstance(p, str)), "")
     if not any(not isinstance(p, str) for p in parsed):
         return parsed, "math-verify found no math" + (f" (matched {parsed[0]!r})" if parsed else "")
+    if _equation_of_numbers(next(p for p in parsed if not isinstance(p, str))):
+        return parsed, (f"an equation of numbers ({core[:60]!r}): a worked computation, not a final answer (a right "
+                        "answer, its right-hand side alone, would be judged wrong)")
     if free_text and _BOXED not in core and (n := _other_answers(core, matched)):
         return parsed, f"ambiguous: math-verify read {matched[:60]!r} but the answer holds {n} more number(s)"
     if (part := _partial_read(parsed)) is not None:
@@ -1216,6 +1221,14 @@ def _gold_parse(core: str) -> tuple[tuple, str]:
     if free_text and _BOXED not in core and (symbol := _lone_symbol(parsed, core)) is not None:
         return parsed, _LONE_SYMBOL.format(symbol)
     return parsed, ""
+
+
+def _equation_of_numbers(expr: Any) -> bool:
+    """Is math-verify's reading of a gold an equation both of whose sides are numbers (Eq(2 + 7, 9))? in: the
+    expression; out: the verdict (False for anything else, and for Eq(x, 5) or Eq(f(2), 5))."""
+    import sympy
+
+    return isinstance(expr, sympy.Equality) and bool(expr.lhs.is_number) and bool(expr.rhs.is_number)
 
 
 def _lone_symbol(parsed: tuple, text: str) -> str | None:

@@ -90,6 +90,9 @@ def test_extract_is_bounded_on_huge_input():
         ("5 ft 6 in", "ok", "5 ft 6 in"), ("5 feet, 6 inches", "ok", "5 ft 6 in"), ("5 ft. 6 in.", "ok", "5 ft 6 in"),
         ("2 hours and 30 minutes", "ok", "2 h 30 min"), ("2 hr 30 min", "ok", "2 h 30 min"), ("3 lb 4 oz", "ok", "3 lb 4 oz"),
         ("$5 \\mathrm{~ft} 6 \\mathrm{~in}$", "ok", "5 ft 6 in"), ("236 adult, 342 child", "unparsed", ""),
+        # an equation of numbers is a computation, not an answer (ASDiv's formula field '7+2=9' was kept, and the right
+        # answer, 9, judged wrong); an equation with an unknown or a function is an answer
+        ("7+2=9", "unparsed", ""), ("\\frac{1}{2}=0.5", "unparsed", ""), ("x=5", "ok", "x=5"), ("f(2)=5", "ok", "f(2)=5"),
     ],
 )
 def test_normalize_answer_shapes(gold, status, text):
@@ -995,7 +998,8 @@ def test_a_fraction_in_words_whose_decimal_ends_is_judged_in_process(completion,
 
 
 # sha256 of saerl/verify.py for each verify.VERSION it was reviewed under
-REVIEWED_SOURCES = {"1": "389ac05f766a6a00cea8b6d6f4d02b71143480dec72fa24d31b18fccc754e926"}
+REVIEWED_SOURCES = {"1": "389ac05f766a6a00cea8b6d6f4d02b71143480dec72fa24d31b18fccc754e926",
+                    "2": "767bddca5d3066e1d9bf396331b0fcaf2d865914b669bf992581e27fb8a90984"}
 
 
 def test_a_change_of_verify_py_is_reviewed_for_its_version():
