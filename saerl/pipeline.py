@@ -142,6 +142,21 @@ def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple
     return [(s, tuple(i for i in STAGES[s].inputs if reads(s, i))) for s in stages]
 
 
+def check_vllm(device: str) -> None:
+    """Refuse train.use_vllm where trl's colocated vLLM cannot run: vLLM not installed, or no CUDA device (runtime.device
+    resolves to cpu). in: runtime.device; raises ValueError naming the fix."""
+    import importlib.util
+
+    from saerl.config import device_type
+
+    if importlib.util.find_spec("vllm") is None:
+        raise ValueError("train.use_vllm=true but vLLM is not installed in this environment: install it (pip install "
+                         "'trl[vllm]', CUDA only) or set train.use_vllm=false (rollouts through transformers' generate)")
+    if device_type(device) != "cuda":
+        raise ValueError(f"train.use_vllm=true needs a CUDA GPU, but runtime.device={device} resolves to cpu here: set "
+                         "train.use_vllm=false, or run on a GPU machine")
+
+
 def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
     """plan(cfg, until), refusing a run that would fail at its last stage, before hours of extraction and
     training: the sae or encode stage without token residuals (extract.store_tokens off), evaluate with no held-out
@@ -155,6 +170,8 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[
     stages = plan(cfg, until)
     if not cfg.extract.store_tokens and any(s in ("sae", "encode") for s, _ in stages):
         raise ValueError(NO_TOKEN_STORE)  # found after the whole extraction, in the sae stage, before
+    if cfg.train.use_vllm and any(s == "train" for s, _ in stages):
+        check_vllm(cfg.runtime.device)  # found when the first training run starts, after extraction and labels
     if any(s == "evaluate" for s, _ in stages) and cfg.data.source != "testbed" and not cfg.eval.sets:
         raise ValueError(NO_HELD_OUT)
     if cfg.data.source == "file" and cfg.data.path:

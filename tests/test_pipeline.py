@@ -84,6 +84,23 @@ def _real(tmp_path: Path, *overrides: str):
     return load_config(CONFIGS / "real-gsm8k.yaml", [f"data.path={data}", *overrides])
 
 
+def test_use_vllm_without_vllm_or_a_gpu_is_refused_before_the_first_stage(monkeypatch):
+    """train.use_vllm=true without vLLM ended in an ImportError when the first training run started, after
+    extraction, the SAE and the label rollouts; it is refused up front, and so is a CPU device."""
+    import importlib.util
+
+    cfg = load_config(CONFIGS / "smoke.yaml", ["train.use_vllm=true", "runtime.device=cuda"])
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    with pytest.raises(ValueError, match="vLLM is not installed.*train.use_vllm=false"):
+        check_runnable(cfg)
+    assert [s for s, _ in check_runnable(cfg, "curriculum")][-1] == "curriculum"  # no training: no vLLM needed
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real(name, *a))
+    check_runnable(cfg)
+    with pytest.raises(ValueError, match="needs a CUDA GPU.*runtime.device=cpu"):
+        check_runnable(load_config(CONFIGS / "smoke.yaml", ["train.use_vllm=true", "runtime.device=cpu"]))
+
+
 def test_a_run_without_token_residuals_is_refused_before_its_extraction(tmp_path):
     """extract.store_tokens=false ran the whole extraction and then failed in the sae stage, which reads the token
     residuals (as encode does): a plan that reaches either is refused before the first stage; one that stops at
