@@ -408,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"saerl: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of our output closed it (`saerl report | head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit fails silently
+        return 0
     except USER_ERRORS as err:  # OSError: a path that cannot be read or written, named in the message
         if args.verbose:
             raise

@@ -8,6 +8,7 @@ wrap `run_stage` one stage each; `flows/` composes them.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
 import os
@@ -124,7 +125,9 @@ def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple
     readers = stages
     if until is not None:
         if until not in ORDER:
-            raise ValueError(f"unknown stage '{until}' to run until (--until / until); stages are: {', '.join(ORDER)}")
+            close = difflib.get_close_matches(until, ORDER, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ValueError(f"unknown stage '{until}' to run until (--until / until); {hint}stages are: {', '.join(ORDER)}")
         if until == "label" and until in available_stages() and until not in stages:
             raise ValueError(no_label_stage(cfg))
         if until not in stages:

@@ -127,6 +127,19 @@ def test_prefects_run_loggers_keep_a_user_errors_line_but_not_its_traceback():
         assert sum(isinstance(f, UserErrorTracebacks) for f in logging.getLogger(name).filters) == 1
 
 
+def test_output_cut_short_by_its_reader_is_not_an_error():
+    """`saerl report | head` ended with "saerl: error: [Errno 32] Broken pipe" and exit status 2."""
+    script = ("import sys, types, saerl.cli as c\n"
+              "def fn(a):\n    for _ in range(20000):\n        print('x' * 100)\n    return 0\n"
+              "c.parse_args = lambda argv=None: types.SimpleNamespace(verbose=False, fn=fn)\n"
+              "sys.exit(c.main())\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith(b"x")
+    proc.stdout.close()  # what head does after its line
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and b"Broken pipe" not in err, err
+
+
 def test_ingest_takes_every_mapping_option_its_errors_name():
     """saerl.data's column errors name `--FIELD` for each of INGEST_OPTIONS: each is an option of saerl ingest."""
     from saerl.data import INGEST_OPTIONS

@@ -191,6 +191,8 @@ def test_until_errors():
     cfg = load_config(CONFIGS / "smoke.yaml")
     with pytest.raises(ValueError, match="unknown stage 'extrakt' to run until \\(--until"):
         plan(cfg, "extrakt")
+    with pytest.raises(ValueError, match="unknown stage 'ingset' .* did you mean 'ingest'\\?"):
+        plan(cfg, "ingset")
 
 
 def test_until_label_without_a_label_stage_says_why_and_how_to_measure():
