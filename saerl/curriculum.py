@@ -135,6 +135,10 @@ def inactive_filter_notes(scores: pl.DataFrame, cfg: CurriculumConfig, quality_t
     if scores.is_empty() or not bool(quality_kept(scores, quality_threshold).all()):
         return []
     q = scores["quality_hat"].cast(pl.Float64).drop_nulls()
+    if q.len() and q.min() == q.max():  # the score stage's 1.0 for every prompt when it fitted no probe
+        return [f"the quality filter removed no prompt: every quality_hat is {q.min():.3g}, so no quality probe was "
+                "fitted (it needs quality labels on the labelled prompts: map data.quality); the "
+                "saerl order equals the order_only arm's and filter_only trains on vanilla's pool"]
     spread = (f"quality_hat ranges {q.min():.3g} to {q.max():.3g}, median {q.median():.3g}" if q.len()
               else "no prompt has a quality_hat")
     return [f"the quality filter removed no prompt: every quality_hat is at or above score.quality_threshold="

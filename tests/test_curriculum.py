@@ -218,6 +218,10 @@ def test_a_filter_that_keeps_every_prompt_is_noted():
     (off,) = inactive_filter_notes(scores, CurriculumConfig(filter_quality=False), 0.6)
     assert "filter_quality is off" in off and "order_only" in off
     assert inactive_filter_notes(scores.head(0), on, 0.5) == []
+    unprobed = scores.with_columns(quality_hat=pl.lit(1.0))  # the score stage's value with no quality labels
+    (none,) = inactive_filter_notes(unprobed, on, 0.5)  # it read "raise score.quality_threshold into that range (1 to 1)"
+    assert "every quality_hat is 1, so no quality probe was fitted" in none and "data.quality" in none
+    assert "into that range" not in none
 
 
 def test_the_score_key_need_not_read_the_quality_threshold(monkeypatch):
