@@ -145,6 +145,49 @@ def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple
     return [(s, tuple(i for i in STAGES[s].inputs if reads(s, i))) for s in stages]
 
 
+CHAT_READERS = ("label", "train", "evaluate")  # stages that prompt the policy through its chat template
+
+
+def check_model(name: str, field: str, chat: bool) -> None:
+    """Refuse a model a config field names that cannot load, before the first stage (transformers' own error came when
+    a stage loaded it, never naming the field): a local folder that does not exist (a path: it starts with '/', '.'
+    or '~', or has more than one '/'; 'org/name' is a hub id, checked when loaded) or holds no config.json, and with
+    `chat` a local folder whose tokenizer has no chat template (RL's prompts are chat-formatted; it failed at the
+    label stage, after extraction and the SAE). 'testbed' and 'pkg:<module>' are left to their stages.
+    in: the value, its config field, whether the plan prompts it; raises FileNotFoundError / ValueError."""
+    from saerl.activations import PKG_PREFIX
+
+    if name == "testbed" or name.startswith(PKG_PREFIX):
+        return
+    path = Path(name).expanduser()
+    if not path.exists():
+        if name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name:
+            raise FileNotFoundError(missing_file(f"model folder {name}", path, field)
+                                    + "; a hub model is named 'org/name'")
+        return  # a hub id
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{field}={name} is a folder without config.json, not a transformers model (a model's "
+                         "save_pretrained folder holds config.json, its weights and its tokenizer)")
+    if chat and not has_chat_template(path):
+        raise ValueError(f"{field}={name}: its tokenizer has no chat template (tokenizer_config.json's chat_template "
+                         "or chat_template.jinja), and RL prompts the policy as a chat (trl): use a chat or instruct "
+                         "model, or set tokenizer.chat_template and save_pretrained it into the folder")
+
+
+def has_chat_template(folder: Path) -> bool:
+    """Does the tokenizer saved in `folder` carry a chat template (a chat_template.jinja file, or the chat_template
+    entry of tokenizer_config.json)? in: model folder; out: the verdict."""
+    import json
+
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    config = folder / "tokenizer_config.json"
+    try:
+        return bool(config.is_file() and json.loads(config.read_text()).get("chat_template"))
+    except (OSError, ValueError):
+        return False
+
+
 def check_vllm(device: str) -> None:
     """Refuse train.use_vllm where trl's colocated vLLM cannot run: vLLM not installed, or no CUDA device (runtime.device
     resolves to cpu). in: runtime.device; raises ValueError naming the fix."""
@@ -175,6 +218,12 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[
         raise ValueError(NO_TOKEN_STORE)  # found after the whole extraction, in the sae stage, before
     if cfg.train.use_vllm and any(s == "train" for s, _ in stages):
         check_vllm(cfg.runtime.device)  # found when the first training run starts, after extraction and labels
+    planned = {s for s, _ in stages}
+    prompted = bool(planned & set(CHAT_READERS))
+    if prompted or ("extract" in planned and not cfg.extract.model):  # the policy is loaded
+        check_model(cfg.model.name_or_path, "model.name_or_path", prompted)
+    if "extract" in planned and cfg.extract.model:
+        check_model(cfg.extract.model, "extract.model", False)
     if any(s == "evaluate" for s, _ in stages) and cfg.data.source != "testbed" and not cfg.eval.sets:
         raise ValueError(NO_HELD_OUT)
     if cfg.data.source == "file" and cfg.data.path:

@@ -84,6 +84,35 @@ def _real(tmp_path: Path, *overrides: str):
     return load_config(CONFIGS / "real-gsm8k.yaml", [f"data.path={data}", *overrides])
 
 
+def test_a_model_folder_that_cannot_load_is_refused_naming_its_field(tmp_path):
+    """A wrong model.name_or_path failed when a stage loaded it, with transformers' message ("Repo id must be in the
+    form 'repo_name'...", "Unrecognized model...") and never the field; a policy without a chat template failed at
+    the label stage, after extraction and the SAE. Each is refused before the first stage; a hub id is left to
+    loading."""
+    import json
+
+    def cfg(*overrides):
+        return load_config(CONFIGS / "smoke.yaml", list(overrides))
+
+    with pytest.raises(FileNotFoundError, match=r"model folder \./nope does not exist \(check model.name_or_path"):
+        check_runnable(cfg("model.name_or_path=./nope"))
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(ValueError, match="model.name_or_path=.*notes is a folder without config.json"):
+        check_runnable(cfg(f"model.name_or_path={tmp_path / 'notes'}"))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "config.json").write_text("{}")
+    (plain / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 512}))
+    with pytest.raises(ValueError, match="its tokenizer has no chat template"):
+        check_runnable(cfg(f"model.name_or_path={plain}"))
+    check_runnable(cfg(f"model.name_or_path={plain}"), "extract")  # extraction alone needs no template
+    (plain / "chat_template.jinja").write_text("{{ messages }}")
+    check_runnable(cfg(f"model.name_or_path={plain}"))
+    check_runnable(cfg("model.name_or_path=Qwen/Qwen2.5-Math-1.5B"), "extract")  # a hub id: checked when loaded
+    with pytest.raises(FileNotFoundError, match="check extract.model"):
+        check_runnable(cfg("extract.model=/no/such/encoder"), "extract")
+
+
 def test_use_vllm_without_vllm_or_a_gpu_is_refused_before_the_first_stage(monkeypatch):
     """train.use_vllm=true without vLLM ended in an ImportError when the first training run started, after
     extraction, the SAE and the label rollouts; it is refused up front, and so is a CPU device."""
