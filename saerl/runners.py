@@ -497,6 +497,25 @@ def eval_sets(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, 
     return sets
 
 
+def held_out_overlap(prompts: pl.DataFrame, sets: dict[str, pl.DataFrame]) -> list[str]:
+    """A note per held-out set that shares prompts with the training data (the same text, case and runs of spaces
+    aside): RL trained on them, so their accuracy measures recall, not generalisation (a held-out file cut from the
+    training file, or a benchmark inside it). in: the ingested training prompts (prompt), the held-out sets
+    {name: frame with prompt}; out: the notes ([] when every set is disjoint)."""
+    def canon(col: pl.Series) -> pl.Series:
+        return col.cast(pl.String).str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
+
+    seen = canon(prompts["prompt"]).implode()
+    notes = []
+    for name, frame in sets.items():
+        n = int(canon(frame["prompt"]).is_in(seen).sum()) if frame.height else 0
+        if n:
+            notes.append(f"held-out set {name}: {n} of {frame.height} prompts are also in the training data (the same "
+                         "text): RL trained on them, so accuracy on this set mixes recall with generalisation; drop "
+                         "them from the held-out file or from the training data")
+    return notes
+
+
 def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build, *, arm: str,
                   seed: int) -> dict[str, float]:
     """Train: one arm and seed of RL (GRPO or DAPO) from the policy in the arm's order, with a greedy
@@ -699,6 +718,7 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     sets = eval_sets(cfg, inputs)
     if not sets:
         raise ValueError("no held-out set to evaluate on: use data.source=testbed or set eval.sets={name: file}")
+    build.note(notes=warned("evaluate", held_out_overlap(read_prompts(inputs), sets)))
     frames, curves, costs = [], [], []
     local = cfg.model.model_copy(update={"revision": None})  # trained policies are local folders: no hub revision
     units: list[EvalUnit] = [(f"train-{arm}-{seed}", ref.file("policy"), local, seed) for arm, seed, ref in runs]

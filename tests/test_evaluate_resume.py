@@ -27,6 +27,9 @@ class Killed(RuntimeError):
 def _train_inputs(root: Path) -> dict[str, ArtifactRef]:
     """Hand-made train artifacts (policy/ empty: loading is stubbed) and a testbed ref for the base policy."""
     inputs = {"testbed": ArtifactRef("testbed", "t", str(root / "testbed"))}
+    (root / "ingest").mkdir(parents=True)
+    pl.DataFrame({"id": ["a"], "prompt": ["What is 5+5?"]}).write_parquet(root / "ingest" / "prompts.parquet")
+    inputs["ingest"] = ArtifactRef("ingest", "i", str(root / "ingest"))
     for arm, seed in RUNS:
         folder = root / f"train-{arm}-{seed}"
         (folder / "policy").mkdir(parents=True)
@@ -73,7 +76,7 @@ def stubbed(monkeypatch):
 
     monkeypatch.setattr(saerl.policy_lm, "load_policy", load)
     monkeypatch.setattr(saerl.evaluate, "evaluate_loaded", evaluate)
-    monkeypatch.setattr("saerl.runners.eval_sets", lambda cfg, inputs: {"heldout": pl.DataFrame({"id": ["q0"]})})
+    monkeypatch.setattr("saerl.runners.eval_sets", lambda cfg, inputs: {"heldout": pl.DataFrame({"id": ["q0"], "prompt": ["What is 1+1?"]})})
     return state
 
 

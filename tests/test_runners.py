@@ -670,13 +670,22 @@ def test_compute_evaluate_writes_the_failures_and_the_target_into_its_table_and_
 
     monkeypatch.setattr(saerl.policy_lm, "load_policy", lambda path, *a, **k: (path, None))
     monkeypatch.setattr(saerl.evaluate, "evaluate_loaded", fake_eval)
-    monkeypatch.setattr("saerl.runners.eval_sets", lambda cfg, inputs: {"heldout": pl.DataFrame({"id": ["q0"]})})
+    monkeypatch.setattr("saerl.runners.eval_sets", lambda cfg, inputs: {
+        "heldout": pl.DataFrame({"id": ["q0", "q1"], "prompt": ["What is  1+1?", "What is 2+2?"]})})
+    (tmp_path / "ingest").mkdir()
+    pl.DataFrame({"id": ["a"], "prompt": ["what is 1+1?"]}).write_parquet(tmp_path / "ingest" / PROMPTS)
+    inputs["ingest"] = ArtifactRef("ingest", "i", str(tmp_path / "ingest"))
     out = tmp_path / "evaluate"
     (out / "plots").mkdir(parents=True)
     cfg = load_config(None, ["eval.base_policy=false", "eval.steps_bootstrap=50"])
     with caplog.at_level("WARNING", logger="saerl.runners"):
-        metrics = compute_evaluate(cfg, inputs, Build(out, {}))
+        build = Build(out, {})
+        metrics = compute_evaluate(cfg, inputs, build)
     assert metrics["heldout_saerl_verifier_failures"] == 1 and metrics["heldout_vanilla_verifier_failures"] == 0
+    # a held-out prompt the training data holds too (case and spacing aside) is noted, as RL trained on it
+    (note,) = build.notes["notes"]
+    assert "held-out set heldout: 1 of 2 prompts are also in the training data" in note
+    assert any("also in the training data" in m for m in caplog.messages)  # warned as it runs
     assert not any("steps_ratio" in k for k in metrics)
     assert any("1 answer checks of the final evaluation" in r.getMessage() for r in caplog.records)
     text = (out / "comparison.txt").read_text()
