@@ -96,6 +96,36 @@ def load_policy(model_dir: str | Path, model_cfg: ModelConfig | None = None,
     return model.to(pick_device(device)), tok
 
 
+UNKNOWN_NOTE_SHARE = 0.02  # a policy whose tokenizer reads more of the prompts' tokens as its unknown token is noted
+
+
+def policy_fit_notes(tok: Any, max_positions: int | None, prompts: list[str], max_completion_length: int) -> list[str]:
+    """Whether a policy can read the training prompts at all, in notes: the share of their tokens its tokenizer maps
+    to its unknown token (above UNKNOWN_NOTE_SHARE: the testbed's tiny LM read 62% of GSM8K's as <|unk|>, and a
+    comparison of arms trained on such prompts says nothing about the method) and how many prompts, chat-templated,
+    leave no room for train.max_completion_length tokens in its context. in: tokenizer, the model's context length
+    (max_position_embeddings; None: unknown), prompts, train.max_completion_length; out: notes ([] when it fits)."""
+    notes = []
+    texts = [prompt_text(tok, p) for p in prompts] if getattr(tok, "chat_template", None) else list(prompts)
+    ids = tok(texts, add_special_tokens=False)["input_ids"] if texts else []
+    total = sum(len(x) for x in ids)
+    unk = tok.unk_token_id
+    if unk is not None and total:
+        share = sum(x.count(unk) for x in ids) / total
+        if share > UNKNOWN_NOTE_SHARE:
+            notes.append(f"the policy's tokenizer reads {share:.0%} of the training prompts' tokens as its unknown "
+                         f"token {tok.unk_token!r}: it cannot read these prompts, so training and the arm comparison "
+                         "check the plumbing, not the method; use a policy trained on such text (model.name_or_path)")
+    if max_positions and ids:
+        over = sum(len(x) + max_completion_length > max_positions for x in ids)
+        if over:
+            notes.append(f"{over} of {len(ids)} training prompts, chat-templated, leave less than "
+                         f"train.max_completion_length={max_completion_length} tokens of the policy's "
+                         f"{max_positions}-token context: their completions are cut short (lower "
+                         "train.max_completion_length, or use a policy with a longer context)")
+    return notes
+
+
 TURN_PROBE = "saerl turn end probe"  # assistant content whose end marks where the template closes the turn
 
 

@@ -545,8 +545,9 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     generation batch's rollouts over its steps_per_generation steps; under DAPO a generation batch trains on as
     many prompts as it kept groups, filled groups without a reward spread are not in the order),
     curve (eval rows: step, set, greedy, n, seconds, failures), curve_problems (the same per problem: step,
-    set, id, correct), resumed_from (step, or None), reward_checks, verifier_failures}."""
-    from saerl.policy_lm import load_policy, stop_ids
+    set, id, correct), resumed_from (step, or None), reward_checks, verifier_failures, notes (whether the policy
+    can read the prompts: saerl.policy_lm.policy_fit_notes)}."""
+    from saerl.policy_lm import load_policy, policy_fit_notes, stop_ids
 
     steps = max_steps or cfg.max_steps
     model, tok = load_policy(model_dir, model_cfg)
@@ -559,6 +560,8 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         raise ValueError(f"{len(missing)} ids of the training order are not among the prompts (first: {missing[0]!r}); "
                          "the order and the prompts come from different runs: rerun the curriculum stage")
     rows = [by_id[i] for i in seq]
+    fit = policy_fit_notes(tok, getattr(model.config, "max_position_embeddings", None),
+                           [by_id[i]["prompt"] for i in dict.fromkeys(seq)], cfg.max_completion_length)
     data = Dataset.from_dict({
         "prompt": [[{"role": "user", "content": r["prompt"]}] for r in rows],
         "answer": [str(r["answer"]) for r in rows],
@@ -615,4 +618,4 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
                     for h in trainer.state.log_history if "loss" in h or "reward" in h],
             "order": [i for i, _ in drawn], "order_steps": [step for _, step in drawn], "curve": evals.rows, "curve_problems": evals.problems,
             "resumed_from": int(resume.name.split("-")[1]) if resume is not None else None,
-            "reward_checks": reward.checked, "verifier_failures": reward.failures}
+            "reward_checks": reward.checked, "verifier_failures": reward.failures, "notes": fit}

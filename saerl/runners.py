@@ -564,7 +564,8 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
                            schema={"position": pl.Int64, "step": pl.Int64, "id": pl.String})
     trained.write_parquet(build.path / "trained_order.parquet")
     save_figure(train_curves(steps_log, curve, f"{arm} (seed {seed})"), build.path / PLOTS / "train_curves.png")
-    build.note(arm=arm, seed=seed, steps=run["steps"], seconds=run["seconds"], resumed_from=run["resumed_from"])
+    build.note(arm=arm, seed=seed, steps=run["steps"], seconds=run["seconds"], resumed_from=run["resumed_from"],
+               notes=warned("train", run["notes"]))
     if run["resumed_from"] is not None:  # leads the stage run's reason (saerl.pipeline.run_stage)
         build.note(**{RESUMED: resumed_steps_note(run["resumed_from"], t.max_steps)})
     metrics = {"steps": float(run["steps"]), "train_seconds": float(run["seconds"]),

@@ -307,3 +307,20 @@ def test_generate_leaves_the_callers_random_state_alone(one_torch_thread):
     assert torch.equal(torch.rand(3), expected)
     torch.manual_seed(7)
     assert generate(model, tok, ["what is 1 + 2 ?", "3 ?"], 6, 2, temperature=5.0, seed=4) == first
+
+
+def test_policy_fit_notes_say_when_the_policy_cannot_read_the_prompts_or_fit_them():
+    """The README's CPU path on real data trained the testbed's tiny LM on GSM8K, whose tokenizer read 62% of the
+    prompts' tokens as <|unk|> and whose context was shorter than prompt plus completion, and printed a full arm
+    comparison without a word; the train stage now notes both."""
+    from saerl.policy_lm import policy_fit_notes
+
+    tok = build_tokenizer(["what is 2 plus 3 ?"])
+    own = ["what is 2 plus 3 ?", "what is 12 plus 7 ?"]
+    assert policy_fit_notes(tok, 512, own, 8) == []
+    foreign = ["Natalia sold clips to 48 of her friends in April ?"]
+    (unknown,) = policy_fit_notes(tok, 512, foreign, 8)
+    assert "reads" in unknown and "as its unknown token" in unknown and "plumbing" in unknown
+    (tight,) = policy_fit_notes(tok, 12, own, 8)  # each chat-templated prompt is over 4 tokens: no room for 8
+    assert tight.startswith("2 of 2 training prompts") and "train.max_completion_length=8" in tight
+    assert policy_fit_notes(tok, None, own, 10**6) == []  # no known context length: no such note

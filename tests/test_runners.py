@@ -342,7 +342,7 @@ def fake_training(monkeypatch, resumed_from: int | None = None, steps: int = 1, 
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         return {"log": [{"step": 1, "reward": 0.5}], "curve": [], "curve_problems": [], "order": ["p0"],
                 "order_steps": [1], "steps": steps, "seconds": 0.1, "resumed_from": resumed_from, "reward_checks": 2,
-                "verifier_failures": 0}
+                "verifier_failures": 0, "notes": []}
 
     monkeypatch.setattr(rl, "train_grpo", fake_train)
     monkeypatch.setattr(runners, "arm_order_frame", lambda *_: pl.DataFrame({"id": ["p0"], "position": [0], "batch": [0]}))
@@ -375,7 +375,7 @@ def test_a_training_logs_columns_do_not_depend_on_a_resume(tmp_path, monkeypatch
     logs = []
     for i, row in enumerate(({"step": 1, "reward": 0.5, "loss": 0.1}, {"loss": 0.1, "reward": 0.5, "step": 1})):
         run = {"log": [row], "curve": [], "curve_problems": [], "order": ["p0"], "order_steps": [1], "steps": 1,
-               "seconds": 0.1, "resumed_from": None, "reward_checks": 2, "verifier_failures": 0}
+               "seconds": 0.1, "resumed_from": None, "reward_checks": 2, "verifier_failures": 0, "notes": []}
         monkeypatch.setattr(rl, "train_grpo", lambda *a, run=run, **kw: run)
         (tmp_path / f"b{i}" / "plots").mkdir(parents=True)
         runners.compute_train(PipelineConfig(), {}, Build(tmp_path / f"b{i}", {}), arm="saerl", seed=0)
