@@ -439,7 +439,10 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     labels = kmeans(Z, k, cfg)
     has_d = a.labelled & ~np.isnan(a.y_diff)
     if has_d.sum() < cfg.cv_folds:
-        raise ValueError(f"only {int(has_d.sum())} labelled prompts have a difficulty label; need >= {cfg.cv_folds}")
+        raise ValueError(f"only {int(has_d.sum())} labelled prompts have a difficulty label; need >= {cfg.cv_folds} "
+                         "(score.cv_folds): label more prompts (score.label_fraction, or a data.labelled column that "
+                         "marks more rows), map a difficulty column with values on them (data.difficulty), or lower "
+                         "score.cv_folds")
     d_pool, dmodel = fit_difficulty(a.D, a.y_diff, has_d, "sae", cfg, fit)
     difficulty_hat = predict_rows(dmodel, a.D[d_pool])
     notes += difficulty_notes(dmodel, d_pool, difficulty_hat, a.y_diff[has_d])

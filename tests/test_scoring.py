@@ -677,6 +677,17 @@ def test_score_prompts_notes_clusters_on_codes_without_structure():
     assert not any("cosine silhouette" in n for n in score_prompts(X, prompts, ScoreConfig(**cfg, n_clusters=4)).notes)
 
 
+def test_too_few_difficulty_labels_name_the_fixes():
+    """'only 2 labelled prompts have a difficulty label; need >= 3' named no way out."""
+    rng = np.random.default_rng(0)
+    X = sp.random(40, 50, density=0.1, random_state=1, format="csr", data_rvs=lambda k: rng.random(k))
+    prompts = pl.DataFrame({"id": [f"p{i}" for i in range(40)], "prompt": [f"q {i}" for i in range(40)],
+                            "answer": ["1"] * 40, "difficulty": [1.0, 2.0] + [None] * 38})
+    with pytest.raises(ValueError, match=r"only 2 labelled prompts .* need >= 3 \(score.cv_folds\): label more "
+                                         r"prompts .*data.difficulty.*lower score.cv_folds"):
+        score_prompts(X, prompts, ScoreConfig(**{**FAST, "label_fraction": 1.0}, n_clusters=3))
+
+
 def test_heldout_holds_the_report_models_predictions_on_its_test_rows(result, data):
     """ScoreResult.heldout: the report's in-distribution SAE model on its test rows (the measured-difficulty plot
     draws it): the same rows, Spearman and choice as the report's sae spearman_id row."""
