@@ -212,8 +212,18 @@ def shuffled_copy(src: Path, dst_dir: Path, cap: int, seed: int = 0) -> Path:
 
 
 def constant_difficulty(src: Path, dst: Path) -> Path:
-    """A placeholder difficulty (0) for a set without one: the score stage needs some difficulty column."""
-    return derived_file(src, dst, "_difficulty_none", lambda _: 0.0, "question")
+    """A placeholder difficulty (0) for a set without one: the score stage needs some difficulty column. A jsonl
+    copy for jsonl `src` (through derived_file), a parquet copy (dst with .parquet) for csv, parquet or json; either
+    in derived_file's seeded shuffled order."""
+    if src.suffix.lower() == ".jsonl":
+        return derived_file(src, dst, "_difficulty_none", lambda _: 0.0, "question")
+    suffix = src.suffix.lower()
+    frame = (pl.read_csv(src, infer_schema=False, encoding="utf8-lossy") if suffix == ".csv"
+             else pl.read_json(src) if suffix == ".json" else pl.read_parquet(src))
+    out = dst.with_suffix(".parquet")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame[shuffled_order(frame.height)].with_columns(_difficulty_none=pl.lit(0.0)).write_parquet(out)
+    return out
 
 
 def real_sets(work: Path) -> list[tuple[str, list[str], tuple[str, ...]]]:
@@ -315,9 +325,11 @@ def main() -> None:
         cfg = load_config(config, [*base_for(path), *args.overrides])
         measured = cfg.score.difficulty_source == "measured"
         if cfg.data.difficulty is None and not measured:  # the score stage needs difficulty labels: a placeholder
-            if path.suffix != ".jsonl":
-                raise SystemExit("--data without --difficulty needs a .jsonl file (a placeholder difficulty is "
-                                 "added) or score.difficulty_source=measured with a policy model")
+            if path.suffix.lower() not in SHUFFLED_SUFFIXES:
+                raise SystemExit(f"--data without --difficulty reads a {', '.join(SHUFFLED_SUFFIXES)} file (a "
+                                 "placeholder difficulty is added) or needs score.difficulty_source=measured")
+            print("(no --difficulty: a placeholder difficulty of 0 on every row, which the score stage notes as a "
+                  "constant difficulty; the difficulty rows are not printed)")
             path, drop = constant_difficulty(path, work / "data" / path.name), ("difficulty",)
             cols.append("data.difficulty=_difficulty_none")
         elif cfg.data.max_rows is not None and (copy := shuffled_copy(path, work / "data", cfg.data.max_rows)) != path:

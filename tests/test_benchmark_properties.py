@@ -83,6 +83,30 @@ def test_data_run_reads_difficulty_from_the_config_file_too(tmp_path, monkeypatc
     assert (Path(cfg.data.path) != data.resolve()) == placeholder
 
 
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_a_data_file_without_difficulty_gets_its_placeholder_in_any_format(tmp_path, monkeypatch, suffix, capsys):
+    """--data FILE without --difficulty refused a parquet or csv file ("needs a .jsonl file"), though the help says
+    they are read: the placeholder difficulty is added to a parquet copy."""
+    import sys
+
+    from saerl.scoring import REPORT_SCHEMA
+
+    bench = load_benchmark("properties")
+    frame = pl.DataFrame({"question": ["1+1", "2+2", "3+3"], "answer": ["2", "4", "6"]})
+    data = tmp_path / f"d.{suffix}"
+    frame.write_csv(data) if suffix == "csv" else frame.write_parquet(data)
+    seen = []
+    monkeypatch.setattr(bench, "property_report", lambda cfg: seen.append(cfg) or (
+        pl.DataFrame(schema=REPORT_SCHEMA), {"score": 0.0, "n_prompts": 3.0}))
+    monkeypatch.setattr(sys, "argv", ["properties.py", "--data", str(data), "--work", str(tmp_path / "w")])
+    bench.main()
+    copy = Path(seen[0].data.path)
+    assert seen[0].data.difficulty == "_difficulty_none" and copy.suffix == ".parquet"
+    read = pl.read_parquet(copy)
+    assert sorted(read["question"].to_list()) == frame["question"].to_list() and read["_difficulty_none"].to_list() == [0.0] * 3
+    assert "a placeholder difficulty of 0 on every row" in capsys.readouterr().out
+
+
 def test_worlds_flag_and_the_means_over_worlds():
     """--worlds: seeds parsed (bad text refused naming the flag), RESULT values are the means over the worlds, the
     smallest SAE value of each metric is kept, and a world without a metric does not pull the mean to NaN."""
