@@ -906,9 +906,11 @@ def _mapped_fields(cfg: DataConfig) -> list[tuple[str, str]]:
 def _missing_field_error(cfg: DataConfig, option: str, name: str, columns: list[str],
                          nested: list[str]) -> IngestError:
     """The IngestError for mapped field `name` absent from the data: names it, lists the columns (and nested
-    fields a dotted path can name), suggests the closest and the fix in CLI and config form."""
+    fields a dotted path can name), suggests the closest that no other option maps (the answer field is never the
+    prompt's) and the fix in CLI and config form."""
     _check_separator(option, name, columns)
-    close = difflib.get_close_matches(name, [*columns, *nested], n=1, cutoff=0.4)
+    taken = {field for other, field in _mapped_fields(cfg) if other != option}  # a field another option reads
+    close = difflib.get_close_matches(name, [c for c in [*columns, *nested] if c not in taken], n=1, cutoff=0.4)
     hint = f" Closest: '{close[0]}'." if close else ""
     fix = close[0] if close else "FIELD"
     if option == "prompt" and cfg.prompt != name:  # a template: show it with the placeholder fixed

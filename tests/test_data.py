@@ -731,6 +731,14 @@ def test_over_long_prompts_over_the_share_hint_at_the_limit(tmp_path):
         "3 of 4 rows (75%) have a prompt over data.max_prompt_chars=40 characters: raise it to keep them"]
 
 
+def test_a_missing_fields_suggestion_is_never_a_field_another_option_reads(tmp_path):
+    """The closest-field suggestion for a missing answer field proposed the prompt's own field (--answer question)."""
+    path = write_jsonl(tmp_path / "d.jsonl", [{"question": "What is 1+1?", "solution_type": "Addition"}])
+    with pytest.raises(IngestError) as err:
+        ingest(cfg(prompt="question", answer="questions_answer"), path)
+    assert "--answer question " not in str(err.value) and "Closest: 'question'" not in str(err.value)
+
+
 def test_a_missing_field_hint_names_every_field_the_rows_lack():
     """The hint counted every missing-field row but named the commonest field alone: a row without an answer and one
     with a null question read "2 of 4 rows lack field 'answer'"."""
