@@ -231,8 +231,8 @@ def test_export_errors_name_the_problem(run, tmp_path):
     del record.stages["curriculum"]
     record.run_id += "z"
     save_run(root, record)
-    with pytest.raises(ValueError, match="until curriculum"):
-        export_run(root, "latest", "trl", tmp_path / "x")
+    with pytest.raises(ValueError, match="until curriculum"):  # named ('latest' reads the run before it)
+        export_run(root, record.run_id, "trl", tmp_path / "x")
 
 
 def test_cli_export(run, tmp_path, capsys):
