@@ -50,11 +50,12 @@ def _setup_logging(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "httpcore", "alembic", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if not verbose:
-        for name in PREFECT_RUN_LOGGERS:
-            logger = logging.getLogger(name)
-            if not any(isinstance(f, UserErrorTracebacks) for f in logger.filters):
-                logger.addFilter(UserErrorTracebacks())
+    for name in PREFECT_RUN_LOGGERS:  # -v keeps every traceback, also after a run without it in this process
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, UserErrorTracebacks)]:
+            logger.removeFilter(old)
+        if not verbose:
+            logger.addFilter(UserErrorTracebacks())
 
 
 def stop_now(signum: int) -> None:
@@ -398,6 +399,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def stdout_closed() -> bool:
+    """Has the reader of standard output closed it (a pipe whose read end is gone: poll reports an error on it)?
+    out: the verdict; False where it cannot be told."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll, or stdout is no file (a captured one)
+        return False
+
+
+def user_error(err: BaseException, verbose: bool) -> int:
+    """Print an error the user can act on as one line, `saerl: error: ...`, saying where its traceback is (exit status
+    2); with -v raise it instead, traceback and all. in: the error, -v; out: the exit status."""
+    if verbose:
+        raise err
+    print(f"saerl: error: {err} (saerl -v ... shows its traceback)", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `saerl` console script. The verifier's workers stop when the command ends, however it
     ends (:func:`saerl.pipeline.stop_verifier`)."""
@@ -408,14 +431,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"saerl: {err}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # the reader of our output closed it (`saerl report | head`): nothing more to say
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit fails silently
-        return 0
+    except BrokenPipeError as err:
+        if stdout_closed():  # the reader of our output closed it (`saerl report | head`): nothing more to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit fails silently
+            return 0
+        return user_error(err, args.verbose)  # another pipe (a worker's, a subprocess's): the command failed
     except USER_ERRORS as err:  # OSError: a path that cannot be read or written, named in the message
-        if args.verbose:
-            raise
-        print(f"saerl: error: {err}", file=sys.stderr)
-        return 2
+        return user_error(err, args.verbose)
     finally:
         from saerl.pipeline import stop_verifier
 

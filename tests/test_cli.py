@@ -125,6 +125,10 @@ def test_prefects_run_loggers_keep_a_user_errors_line_but_not_its_traceback():
     _setup_logging(False)
     for name in PREFECT_RUN_LOGGERS:
         assert sum(isinstance(f, UserErrorTracebacks) for f in logging.getLogger(name).filters) == 1
+    _setup_logging(True)  # -v, even after a run without it in this process
+    for name in PREFECT_RUN_LOGGERS:
+        assert not any(isinstance(f, UserErrorTracebacks) for f in logging.getLogger(name).filters)
+    _setup_logging(False)
 
 
 def test_output_cut_short_by_its_reader_is_not_an_error():
@@ -138,6 +142,11 @@ def test_output_cut_short_by_its_reader_is_not_an_error():
     proc.stdout.close()  # what head does after its line
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and b"Broken pipe" not in err, err
+    # a broken pipe of something else (a worker's socket, a subprocess) while stdout is fine is the command failing
+    other = script.replace("for _ in range(20000):\n        print('x' * 100)\n    return 0",
+                           "raise BrokenPipeError(32, 'a worker went away')")
+    done = subprocess.run([sys.executable, "-c", other], capture_output=True, timeout=60)
+    assert done.returncode == 2 and b"saerl: error: [Errno 32] a worker went away" in done.stderr, done.stderr
 
 
 def test_ingest_takes_every_mapping_option_its_errors_name():
