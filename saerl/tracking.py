@@ -308,7 +308,10 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, start_time=start_ms, run_name=run_name, tags=all_tags)
         self.parent_id = run.info.run_id
         self._log_params(self.parent_id, params)
-        close_dead_runs(self.client, self.experiment_id, self.root)
+        try:  # its own failure must not turn this run's tracking off (its parent would stay RUNNING for ever)
+            close_dead_runs(self.client, self.experiment_id, self.root)
+        except Exception as err:  # noqa: BLE001 - closing other runs is housekeeping
+            log.warning("MLflow: could not end the runs that killed saerl runs left RUNNING (%s)", err)
 
     def _experiment(self, name: str) -> str:
         """The id of the experiment `name`, created when missing. Runs started side by side (a sweep's children on

@@ -61,6 +61,24 @@ def test_a_killed_runs_parent_left_running_is_ended_by_the_next_run(tmp_path):
     assert killed.parent_id and going.parent_id and relog.parent_id
 
 
+def test_a_failure_to_end_killed_runs_leaves_the_new_runs_tracking_on(tmp_path, monkeypatch, caplog):
+    """close_dead_runs ran inside the guarded start: its failure turned tracking off after the parent run was made,
+    so that parent stayed RUNNING for ever."""
+    import saerl.tracking as T
+
+    def broken(*_):
+        raise RuntimeError("search failed")
+
+    monkeypatch.setattr(T, "close_dead_runs", broken)
+    cfg = load_config(None, ["name=trk"])
+    t = Tracker(cfg, tmp_path, "r-1")
+    assert t.enabled and "could not end the runs" in caplog.text
+    t.finish()
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path))
+    (run,) = client.search_runs([client.get_experiment_by_name("trk").experiment_id])
+    assert run.info.status == "FINISHED"
+
+
 def test_unreachable_server_warns_once_and_disables(tmp_path, caplog, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")  # an inherited value: the config's wins
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
