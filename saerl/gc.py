@@ -15,7 +15,8 @@ file another process has open would let two builders of one key both think they 
 A removal takes the key's lock without waiting, renames the folder to a trash name (so it vanishes in one
 step) and then deletes it; a removal cut short leaves a trash folder the next collection takes.
 Not protected: an old artifact that only a pipeline still running reuses, when that pipeline's record predates
-planned keys (session 29) or was not written yet (the moment between its start and its first save).
+planned keys (session 29) or was not written yet (the moment between its start and its first save); anything
+`saerl.pipeline.run_all` (benchmarks, notebooks) reuses, as it writes no run record: the age rule alone covers it.
 """
 
 from __future__ import annotations
@@ -219,8 +220,9 @@ def remove(entry: Entry) -> None:
 
 def collect(root: Path, keep_runs: int = KEEP_RUNS, dry_run: bool = False, min_age_hours: float = MIN_AGE_HOURS,
             now: float | None = None) -> GcReport:
-    """Remove (or with dry_run only list) every artifact, partial build and trash folder under `root` that
-    none of the `keep_runs` newest run records (nor an older one still marked running) references, that no build
+    """Remove (or with dry_run only list) every artifact, partial build and trash folder under `root` that no kept
+    record references (:func:`referenced_keys`: the `keep_runs` newest records of ended runs, every run still going,
+    with what it plans; a partial build of such a key is kept too: a run going now may resume it), that no build
     holds the lock of, and that is at least `min_age_hours` old; ValueError when the root has no run records (unless
     keep_runs is 0). in: artifact root, runs to keep, dry run, minimum age, the time to age against (default now);
     out: a GcReport."""
@@ -231,7 +233,7 @@ def collect(root: Path, keep_runs: int = KEEP_RUNS, dry_run: bool = False, min_a
     now = time.time() if now is None else now
     report = GcReport(runs_kept=runs_kept, running_kept=running_kept, dry_run=dry_run, min_age_hours=min_age_hours)
     for entry in scan(root):
-        if entry.kind == "artifact" and (entry.stage, entry.key) in refs:
+        if entry.kind in ("artifact", "partial") and (entry.stage, entry.key) in refs:
             report.referenced.append(entry)
         elif now - entry.mtime < min_age_hours * SECONDS_PER_HOUR:
             report.young.append(entry)

@@ -205,11 +205,12 @@ def test_a_live_run_keeps_what_it_plans_to_reuse_and_takes_no_place_among_the_ne
     from saerl.runs import PLANNED, RUNNING, live_lock
 
     live = RunRecord(name="demo", run_id="20260104-000000-dddddd",
-                     extra={RUNNING: True, PLANNED: {"ingest": "old", "train:saerl:0": "old"}})
+                     extra={RUNNING: True, PLANNED: {"ingest": "old", "train:saerl:0": "old", "extract": "half"}})
     save_run(root, live)
     with live_lock(root, live.run_id):
         report = collect(root, keep_runs=2)
         assert {"ingest/old", "train/old", "ingest/new", "train/a", "train/b"} <= _present(root)
+        assert "extract/.partial-half" in _present(root)  # the resume state of a build it plans (a killed one's)
         assert report.runs_kept == 2 and report.running_kept == 1
         assert "and by 1 runs still going" in format_report(report)
     live.extra.pop(RUNNING)
