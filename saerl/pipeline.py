@@ -216,14 +216,6 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[
     stages = plan(cfg, until)
     if not cfg.extract.store_tokens and any(s in ("sae", "encode") for s, _ in stages):
         raise ValueError(NO_TOKEN_STORE)  # found after the whole extraction, in the sae stage, before
-    if cfg.train.use_vllm and any(s == "train" for s, _ in stages):
-        check_vllm(cfg.runtime.device)  # found when the first training run starts, after extraction and labels
-    planned = {s for s, _ in stages}
-    prompted = bool(planned & set(CHAT_READERS))
-    if prompted or ("extract" in planned and not cfg.extract.model):  # the policy is loaded
-        check_model(cfg.model.name_or_path, "model.name_or_path", prompted)
-    if "extract" in planned and cfg.extract.model:
-        check_model(cfg.extract.model, "extract.model", False)
     if any(s == "evaluate" for s, _ in stages) and cfg.data.source != "testbed" and not cfg.eval.sets:
         raise ValueError(NO_HELD_OUT)
     if cfg.data.source == "file" and cfg.data.path:
@@ -239,7 +231,31 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[
                 check_mapping(every_row, Path(path).expanduser(), labels_optional=True)
             except IngestError as err:
                 raise IngestError(f"held-out set eval.sets.{name} ({path}), read with the data mapping: {err}") from err
+    check_loaders(cfg, until)
     return stages
+
+
+def check_loaders(cfg: PipelineConfig, until: str | None = None) -> None:
+    """Refuse, before the first stage, what would fail when a stage to compute loads its model: train.use_vllm where
+    vLLM cannot run (:func:`check_vllm`; found when the first training run started, after extraction and labels) and
+    a model folder that cannot load (:func:`check_model`; found when a stage loaded it, never naming the field). Only
+    the stage runs whose artifact is not stored count (a rerun whose every training run is cached needs neither vLLM
+    nor the policy's folder); with runtime.dask_address the workers load the models, on their machines: nothing is
+    checked here. in: config, last stage; raises ValueError / FileNotFoundError."""
+    from saerl.sweep import planned_keys
+
+    if cfg.runtime.dask_address:
+        return
+    store = ArtifactStore(Path(cfg.runtime.artifact_root).expanduser())
+    todo = {stage for stage, runs in planned_keys(cfg, until).items()
+            if any(store.problems(stage, key, hashes=False) for key in runs.values())}  # sizes: no hashing here
+    if cfg.train.use_vllm and "train" in todo:
+        check_vllm(cfg.runtime.device)
+    prompted = bool(todo & set(CHAT_READERS))
+    if prompted or ("extract" in todo and not cfg.extract.model):  # the policy is loaded
+        check_model(cfg.model.name_or_path, "model.name_or_path", prompted)
+    if "extract" in todo and cfg.extract.model:
+        check_model(cfg.extract.model, "extract.model", False)
 
 
 def hash_path(path: Path, field: str = "data.path") -> str:

@@ -113,6 +113,26 @@ def test_a_model_folder_that_cannot_load_is_refused_naming_its_field(tmp_path):
         check_runnable(cfg("extract.model=/no/such/encoder"), "extract")
 
 
+def test_a_rerun_whose_model_stages_are_stored_needs_neither_the_model_nor_vllm(tmp_path, monkeypatch):
+    """The checks of check_loaders read only the stage runs to compute: a rerun whose every stage is stored (the
+    policy's folder moved since, vLLM not installed here) was refused though nothing would load a model."""
+    import importlib.util
+
+    from saerl.sweep import planned_keys
+
+    cfg = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", "model.name_or_path=./moved",
+                                               "train.use_vllm=true", "runtime.device=cuda"])
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    with pytest.raises(ValueError, match="vLLM is not installed"):
+        check_runnable(cfg)
+    store = ArtifactStore(tmp_path)
+    for stage, runs in planned_keys(cfg).items():  # every planned stage run stored
+        for key in runs.values():
+            store.ensure(stage, key, lambda b: (b.path / "f.txt").write_text("x"))
+    check_runnable(cfg)
+
+
 def test_use_vllm_without_vllm_or_a_gpu_is_refused_before_the_first_stage(monkeypatch):
     """train.use_vllm=true without vLLM ended in an ImportError when the first training run started, after
     extraction, the SAE and the label rollouts; it is refused up front, and so is a CPU device."""
@@ -128,6 +148,9 @@ def test_use_vllm_without_vllm_or_a_gpu_is_refused_before_the_first_stage(monkey
     check_runnable(cfg)
     with pytest.raises(ValueError, match="needs a CUDA GPU.*runtime.device=cpu"):
         check_runnable(load_config(CONFIGS / "smoke.yaml", ["train.use_vllm=true", "runtime.device=cpu"]))
+    # on an existing Dask cluster the workers load the models: their environment is not this one's
+    check_runnable(load_config(CONFIGS / "smoke.yaml", ["train.use_vllm=true", "runtime.device=cpu",
+                                                        "runtime.dask_address=tcp://10.0.0.1:8786"]))
 
 
 def test_a_run_without_token_residuals_is_refused_before_its_extraction(tmp_path):
