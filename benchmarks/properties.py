@@ -218,8 +218,10 @@ def constant_difficulty(src: Path, dst: Path) -> Path:
     if src.suffix.lower() == ".jsonl":
         return derived_file(src, dst, "_difficulty_none", lambda _: 0.0, "question")
     suffix = src.suffix.lower()
-    frame = (pl.read_csv(src, infer_schema=False, encoding="utf8-lossy") if suffix == ".csv"
-             else pl.read_json(src) if suffix == ".json" else pl.read_parquet(src))
+    if suffix == ".json":  # a JSON array, or JSON lines under a .json name (saerl reads both)
+        frame = pl.read_json(src) if src.read_text(encoding="utf-8").lstrip().startswith("[") else pl.read_ndjson(src)
+    else:
+        frame = pl.read_csv(src, infer_schema=False, encoding="utf8-lossy") if suffix == ".csv" else pl.read_parquet(src)
     out = dst.with_suffix(".parquet")
     out.parent.mkdir(parents=True, exist_ok=True)
     frame[shuffled_order(frame.height)].with_columns(_difficulty_none=pl.lit(0.0)).write_parquet(out)

@@ -86,7 +86,9 @@ def file_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator
         waited = 0.0
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as err:  # EWOULDBLOCK, or EACCES where flock says so (as lock_held reads it)
+            if err.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
             if on_wait is not None:
                 on_wait()
             started = time.time()

@@ -14,6 +14,8 @@ import polars as pl
 
 from saerl.config import CurriculumConfig
 
+NO_PROBE_QUALITY = 1.0  # every prompt's quality_hat when the score stage could fit no quality probe: all kept
+
 ORDER_SCHEMA = {"id": pl.String, "position": pl.Int64, "batch": pl.Int64, "cluster": pl.Int64,
                 "difficulty_hat": pl.Float64, "kept": pl.Boolean, "epoch": pl.Int64, "home": pl.Int64}
 
@@ -52,6 +54,12 @@ def _next_home(left: dict[int, int], credit: dict[int, float], weights: dict[int
     return home
 
 
+def home_size(batch_size: int, mix_ratio: float) -> int:
+    """The prompts a batch takes from its home cluster: round(B * (1 - mix_ratio)), Python's round (a half to the
+    even number). in: B, curriculum.mix_ratio; out: the count (0: no home cluster)."""
+    return round(batch_size * (1 - mix_ratio))
+
+
 def _epoch(pool: pl.DataFrame, cfg: CurriculumConfig, rng: np.random.Generator) -> list[tuple[int, int]]:
     """One pass over `pool`: (row index, home cluster) in reading order, batch after batch.
 
@@ -68,7 +76,7 @@ def _epoch(pool: pl.DataFrame, cfg: CurriculumConfig, rng: np.random.Generator) 
     weights = {c: float(n) for c, n in left.items()}
     credit = dict.fromkeys(queues, 0.0)
     B = cfg.batch_size
-    h = round(B * (1 - cfg.mix_ratio))
+    h = home_size(B, cfg.mix_ratio)
     out: list[tuple[int, int]] = []
     last: int | None = None
 
@@ -135,7 +143,7 @@ def inactive_filter_notes(scores: pl.DataFrame, cfg: CurriculumConfig, quality_t
     if scores.is_empty() or not bool(quality_kept(scores, quality_threshold).all()):
         return []
     q = scores["quality_hat"].cast(pl.Float64).drop_nulls()
-    if q.len() and q.min() == q.max():  # the score stage's 1.0 for every prompt when it fitted no probe
+    if q.len() and q.min() == q.max() == NO_PROBE_QUALITY:  # the score stage's value when it fitted no probe
         return [f"the quality filter removed no prompt: every quality_hat is {q.min():.3g}, so no quality probe was "
                 "fitted (it needs quality labels on the labelled prompts: map data.quality); the "
                 "saerl order equals the order_only arm's and filter_only trains on vanilla's pool"]

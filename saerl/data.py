@@ -1328,8 +1328,8 @@ def require_rows(result: IngestResult) -> None:
     (its reasons and hints: usually a mapping that names the wrong fields)."""
     if result.kept.height == 0:
         raise IngestError(f"ingest kept no row: {summarize(result)}\nfix the mapping (data.prompt / data.answer in "
-                          "the config, --prompt / --answer for saerl ingest) or the file; rejected.parquet names "
-                          "each row's reason")
+                          "the config, --prompt / --answer for saerl ingest) or the file; `saerl ingest FILE --prompt "
+                          "F --answer F` writes rejected.parquet with each row's reason")
 
 
 def write_ingest(result: IngestResult, out_dir: Path) -> dict[str, int]:

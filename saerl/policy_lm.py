@@ -106,16 +106,18 @@ def policy_fit_notes(tok: Any, max_positions: int | None, prompts: list[str], ma
     leave no room for train.max_completion_length tokens in its context. in: tokenizer, the model's context length
     (max_position_embeddings; None: unknown), prompts, train.max_completion_length; out: notes ([] when it fits)."""
     notes = []
-    texts = [prompt_text(tok, p) for p in prompts] if getattr(tok, "chat_template", None) else list(prompts)
-    ids = tok(texts, add_special_tokens=False)["input_ids"] if texts else []
-    total = sum(len(x) for x in ids)
+    raw = tok(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []  # the prompts' own tokens
+    total = sum(len(x) for x in raw)
     unk = tok.unk_token_id
-    if unk is not None and total:
-        share = sum(x.count(unk) for x in ids) / total
+    if unk is not None and total and unk not in (tok.eos_token_id, tok.bos_token_id, tok.pad_token_id):
+        # (GPT-2's unknown token is its end of text too: not a sign of text it cannot read)
+        share = sum(x.count(unk) for x in raw) / total
         if share > UNKNOWN_NOTE_SHARE:
             notes.append(f"the policy's tokenizer reads {share:.0%} of the training prompts' tokens as its unknown "
                          f"token {tok.unk_token!r}: it cannot read these prompts, so training and the arm comparison "
                          "check the plumbing, not the method; use a policy trained on such text (model.name_or_path)")
+    texts = [prompt_text(tok, p) for p in prompts] if getattr(tok, "chat_template", None) else list(prompts)
+    ids = tok(texts, add_special_tokens=False)["input_ids"] if texts else []
     if max_positions and ids:
         over = sum(len(x) + max_completion_length > max_positions for x in ids)
         if over:

@@ -397,7 +397,14 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     removed), out_of_reach (prompts the difficulty cap left out), home_share (the share of a whole batch its home
     cluster gave, :func:`saerl.curriculum.home_share`; absent under mix_ratio 1) and home_share_designed (what
     curriculum.mix_ratio asks: round(B * (1 - mix_ratio)) / B)."""
-    from saerl.curriculum import home_share, inactive_filter_notes, quality_pool, share_kept, vanilla_order
+    from saerl.curriculum import (
+        home_share,
+        home_size,
+        inactive_filter_notes,
+        quality_pool,
+        share_kept,
+        vanilla_order,
+    )
 
     scores = pl.read_parquet(inputs["score"].file(SCORES))
     c = cfg.curriculum
@@ -424,7 +431,7 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     return {"order_rows": float(order.height), "filtered": float(filtered),
             "filtered_share": filtered / max(1, scores.height), "out_of_reach": float(out_of_reach),
             "share_kept": share_kept(scores, cfg.score.quality_threshold),
-            "home_share_designed": round(c.batch_size * (1 - c.mix_ratio)) / c.batch_size,
+            "home_share_designed": home_size(c.batch_size, c.mix_ratio) / c.batch_size,
             **({} if home is None else {"home_share": home})}
 
 

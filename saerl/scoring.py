@@ -30,6 +30,7 @@ from sklearn.base import clone
 from sklearn.preprocessing import StandardScaler, normalize
 
 from saerl.config import ScoreConfig
+from saerl.curriculum import NO_PROBE_QUALITY
 from saerl.data import GOOD_QUALITY
 from saerl.property_models import (
     MIN_CLASS_ROWS,
@@ -459,7 +460,7 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
         quality_hat = predict_rows(qmodel, a.X, proba=True)
         params["quality_C"] = float(qmodel.best_params_["logisticregression__C"])
     else:
-        quality_hat = np.ones(len(a.ids))
+        quality_hat = np.full(len(a.ids), NO_PROBE_QUALITY)
         notes.append(f"no usable quality labels (need both classes, each in {MIN_CLASS_ROWS} prompts or more, in the "
                      "labelled subset): quality_hat = 1, every prompt kept")
     scores = pl.DataFrame({"id": a.ids, "cluster": labels, "difficulty_hat": difficulty_hat.astype(np.float64),

@@ -83,7 +83,7 @@ def test_data_run_reads_difficulty_from_the_config_file_too(tmp_path, monkeypatc
     assert (Path(cfg.data.path) != data.resolve()) == placeholder
 
 
-@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+@pytest.mark.parametrize("suffix", ["csv", "parquet", "json"])
 def test_a_data_file_without_difficulty_gets_its_placeholder_in_any_format(tmp_path, monkeypatch, suffix, capsys):
     """--data FILE without --difficulty refused a parquet or csv file ("needs a .jsonl file"), though the help says
     they are read: the placeholder difficulty is added to a parquet copy."""
@@ -94,7 +94,7 @@ def test_a_data_file_without_difficulty_gets_its_placeholder_in_any_format(tmp_p
     bench = load_benchmark("properties")
     frame = pl.DataFrame({"question": ["1+1", "2+2", "3+3"], "answer": ["2", "4", "6"]})
     data = tmp_path / f"d.{suffix}"
-    frame.write_csv(data) if suffix == "csv" else frame.write_parquet(data)
+    {"csv": frame.write_csv, "parquet": frame.write_parquet, "json": frame.write_ndjson}[suffix](data)  # JSON lines
     seen = []
     monkeypatch.setattr(bench, "property_report", lambda cfg: seen.append(cfg) or (
         pl.DataFrame(schema=REPORT_SCHEMA), {"score": 0.0, "n_prompts": 3.0}))

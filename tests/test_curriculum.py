@@ -222,6 +222,8 @@ def test_a_filter_that_keeps_every_prompt_is_noted():
     (none,) = inactive_filter_notes(unprobed, on, 0.5)  # it read "raise score.quality_threshold into that range (1 to 1)"
     assert "every quality_hat is 1, so no quality probe was fitted" in none and "data.quality" in none
     assert "into that range" not in none
+    (flat,) = inactive_filter_notes(scores.with_columns(quality_hat=pl.lit(0.7)), on, 0.5)  # a probe's constant
+    assert "ranges 0.7 to 0.7" in flat and "no quality probe" not in flat
 
 
 def test_the_score_key_need_not_read_the_quality_threshold(monkeypatch):

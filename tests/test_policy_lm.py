@@ -324,3 +324,5 @@ def test_policy_fit_notes_say_when_the_policy_cannot_read_the_prompts_or_fit_the
     (tight,) = policy_fit_notes(tok, 12, own, 8)  # each chat-templated prompt is over 4 tokens: no room for 8
     assert tight.startswith("2 of 2 training prompts") and "train.max_completion_length=8" in tight
     assert policy_fit_notes(tok, None, own, 10**6) == []  # no known context length: no such note
+    tok.unk_token = tok.eos_token  # GPT-2's way: one token for unknown and end of text
+    assert policy_fit_notes(tok, 512, ["what is 2 plus 3 ? <|eos|>"], 8) == []
