@@ -443,6 +443,28 @@ class TrainConfig(Section):
         return value
 
 
+class HeldOutSet(Section):
+    """One eval.sets entry with a field mapping of its own: a held-out file whose fields differ from the training
+    data's (ASDiv's '{body} {question}' beside GSM8K's 'question'). Fields left out are the data mapping's."""
+
+    path: str = Field(description="the held-out file (jsonl, json, parquet, csv, or a Hugging Face dataset folder)")
+    prompt: str | None = Field(None, description="its prompt field or template; None = data.prompt")
+    answer: str | None = Field(None, description="its gold answer field; None = data.answer")
+    id: str | None = Field(None, description="its id field; None = data.id (content-hash ids when that is unset)")
+
+
+def held_out_file(entry: str | HeldOutSet) -> Path:
+    """The file of an eval.sets entry (a path, or a HeldOutSet's). in: the entry; out: the path, ~ expanded."""
+    return Path(entry.path if isinstance(entry, HeldOutSet) else entry).expanduser()
+
+
+def held_out_mapping(data: DataConfig, entry: str | HeldOutSet) -> DataConfig:
+    """The field mapping an eval.sets entry is read with: the data mapping, whole (data.max_rows caps the training
+    data only), with the entry's own prompt / answer / id where it gives them. in: data config, entry; out: mapping."""
+    own = {k: v for k in ("prompt", "answer", "id") if isinstance(entry, HeldOutSet) and (v := getattr(entry, k))}
+    return data.model_copy(update={"max_rows": None, **own})
+
+
 class EvalConfig(Section):
     """Held-out evaluation (evaluate stage)."""
 
@@ -470,8 +492,9 @@ class EvalConfig(Section):
     steps_bootstrap: int = Field(
         1000, ge=0, description="resamples (training seeds per arm, and the curve's problems, paired across arms) "
         "for the steps-to-target ratio's interval; 0 = no interval")
-    sets: dict[str, str] = Field(
-        {}, description="extra held-out sets {name: file} read with the data mapping (the testbed adds its own)")
+    sets: dict[str, str | HeldOutSet] = Field(
+        {}, description="extra held-out sets {name: file} read with the data mapping, or {name: {path: file, prompt: "
+        "F, answer: F, id: F}} for a file whose fields differ (the testbed adds its own)")
 
     @model_validator(mode="after")
     def _one_target(self) -> EvalConfig:

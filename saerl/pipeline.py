@@ -34,7 +34,7 @@ from saerl.artifacts import (
     reused_chunks,
     write_file_atomic,
 )
-from saerl.config import PipelineConfig, device_type
+from saerl.config import PipelineConfig, device_type, held_out_file, held_out_mapping
 from saerl.stages import DATA_LABELS, STAGES, code_version, stage_key, stage_slice
 
 log = logging.getLogger("saerl.pipeline")
@@ -223,14 +223,17 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[
             raise FileNotFoundError(missing_file(f"data file {cfg.data.path}", Path(cfg.data.path), "data.path"))
         check_mapping(cfg.data, path)
     if any(s in ("train", "evaluate") for s, _ in stages):  # their keys hash the held-out files
-        every_row = cfg.data.model_copy(update={"max_rows": None})  # held-out sets are read whole (eval_sets)
-        for name, path in cfg.eval.sets.items():
-            if not Path(path).expanduser().exists():
-                raise FileNotFoundError(missing_file(f"held-out set {path}", Path(path), f"eval.sets.{name}"))
+        for name, entry in cfg.eval.sets.items():
+            path = held_out_file(entry)
+            if not path.exists():
+                raise FileNotFoundError(missing_file(f"held-out set {path}", path, f"eval.sets.{name}"))
             try:
-                check_mapping(every_row, Path(path).expanduser(), labels_optional=True)
+                check_mapping(held_out_mapping(cfg.data, entry), path, labels_optional=True)
             except IngestError as err:
-                raise IngestError(f"held-out set eval.sets.{name} ({path}), read with the data mapping: {err}") from err
+                raise IngestError(
+                    f"held-out set eval.sets.{name} ({path}), read with the data mapping and its own fields: {err} "
+                    f"For this file alone, give it its own fields instead of changing data.*: eval.sets.{name}="
+                    f"{{path: {path}, prompt: F, answer: F}} (any of prompt, answer, id)") from err
     check_loaders(cfg, until)
     return stages
 
@@ -378,8 +381,8 @@ def input_keys(cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef]
     if stage == "ingest" and (f := data_file(cfg)) is not None:
         keys["file"] = hash_path(f)
     if stage in ("train", "evaluate"):
-        for name, path in sorted(cfg.eval.sets.items()):
-            keys[f"evalset:{name}"] = hash_path(Path(path).expanduser(), f"eval.sets.{name}")
+        for name, entry in sorted(cfg.eval.sets.items()):  # its mapping is in the eval slice (eval.sets)
+            keys[f"evalset:{name}"] = hash_path(held_out_file(entry), f"eval.sets.{name}")
     for k, v in (variant or {}).items():
         keys[k] = str(v)
     return keys

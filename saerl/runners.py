@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 
 from saerl.artifacts import ArtifactRef, Build
-from saerl.config import ModelConfig, PipelineConfig
+from saerl.config import ModelConfig, PipelineConfig, held_out_file, held_out_mapping
 
 log = logging.getLogger("saerl.runners")
 
@@ -486,7 +486,8 @@ def arm_order_frame(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: st
 
 def eval_sets(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, pl.DataFrame]:
     """Held-out sets {name: frame (id, prompt, answer, + label columns)}: the testbed's eval split as
-    'heldout' when the data is the testbed, plus every eval.sets file read with the data mapping, whole
+    'heldout' when the data is the testbed, plus every eval.sets file read with the data mapping and the set's own
+    fields (saerl.config.held_out_mapping), whole
     (data.max_rows caps the training data only; eval.max_problems caps a held-out set by sha256(id)); a label
     column the training data maps but the held-out file lacks (topic, difficulty, ...) is left out for that file:
     evaluation needs only prompt and answer (and id), and reports per label where the file has one."""
@@ -495,8 +496,8 @@ def eval_sets(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, 
     sets: dict[str, pl.DataFrame] = {}
     if cfg.data.source == "testbed" and "testbed" in inputs:
         sets["heldout"] = pl.read_parquet(inputs["testbed"].file("world/eval.parquet"))
-    for name, path in cfg.eval.sets.items():
-        result = ingest(cfg.data.model_copy(update={"max_rows": None}), Path(path).expanduser(), labels_optional=True)
+    for name, entry in cfg.eval.sets.items():
+        result = ingest(held_out_mapping(cfg.data, entry), held_out_file(entry), labels_optional=True)
         if result.rejected.height:
             log.warning("eval set %s: %d rows rejected (see the ingest rules); %d kept", name,
                         result.rejected.height, result.kept.height)

@@ -331,6 +331,33 @@ def test_a_held_out_file_needs_only_prompt_and_answer(tmp_path):
     assert h.height == 3 and h["topic"].to_list() == ["t"] * 3 and "difficulty" not in h.columns
 
 
+def test_a_held_out_set_can_map_its_own_fields(tmp_path):
+    """A held-out file whose fields differ from the training data's (ASDiv's body + question and 'solution' beside
+    GSM8K's question and answer) was read with the training mapping alone: its prompt lost its body, or its fields
+    were missing. An eval.sets entry {path, prompt, answer, id} maps its own; a plain path keeps the data mapping;
+    check_runnable's error for a wrong field names the set's own fix, not data.* (which moves the training data)."""
+    from saerl.pipeline import check_runnable, input_keys
+
+    asdiv = tmp_path / "asdiv.jsonl"
+    asdiv.write_text("".join(f'{{"body": "Ann has {i} apples.", "question": "How many?", "sol": "{i}"}}\n'
+                             for i in range(1, 4)))
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"question": "What is 1+1?", "answer": "2"}\n')
+    base = ["data.source=file", f"data.path={train}", "data.prompt=question", "data.answer=answer"]
+    own = f"eval.sets.asdiv={{path: {asdiv}, prompt: '{{body}} {{question}}', answer: sol}}"
+    cfg = load_config(None, [*base, own])
+    h = eval_sets(cfg, {})["asdiv"]
+    assert h["prompt"].to_list()[0] == "Ann has 1 apples. How many?" and h["answer"].to_list() == ["1", "2", "3"]
+    check_runnable(cfg, "train")
+    with pytest.raises(ValueError, match=r"eval.sets.asdiv .*answer field 'answer' is not in the data.*own fields "
+                                         r"instead of changing data\.\*: eval.sets.asdiv=\{path: "):
+        check_runnable(load_config(None, [*base, f"eval.sets.asdiv={asdiv}"]), "train")
+    other = load_config(None, [*base, own.replace("answer: sol", "answer: body")])
+    assert input_keys(cfg, "evaluate", {}, None) == input_keys(other, "evaluate", {}, None)  # same file hash
+    from saerl.stages import stage_key
+    assert stage_key(cfg, "evaluate", {}) != stage_key(other, "evaluate", {})  # the mapping moves the key
+
+
 def fake_training(monkeypatch, resumed_from: int | None = None, steps: int = 1, checkpoint: bool = False) -> None:
     """compute_train's collaborators faked, on one prompt: train_grpo returns a run of `steps` steps, resumed from
     checkpoint step `resumed_from` (None: from scratch), leaving a resumable checkpoint behind when `checkpoint`."""
