@@ -34,8 +34,8 @@ from saerl.artifacts import (
     reused_chunks,
     write_file_atomic,
 )
-from saerl.config import PipelineConfig, device_type, held_out_file, held_out_mapping
-from saerl.stages import DATA_LABELS, STAGES, code_version, stage_key, stage_slice
+from saerl.config import PipelineConfig, device_type, held_out_file, held_out_mapping, resolve_layer
+from saerl.stages import DATA_LABELS, STAGES, code_version, known_depth, stage_key, stage_slice
 
 log = logging.getLogger("saerl.pipeline")
 HUB_NO_BARS = "HF_HUB_DISABLE_PROGRESS_BARS"  # read by huggingface_hub (and so transformers) at import: Dask workers
@@ -241,7 +241,8 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[
 def check_loaders(cfg: PipelineConfig, until: str | None = None) -> None:
     """Refuse, before the first stage, what would fail when a stage to compute loads its model: train.use_vllm where
     vLLM cannot run (:func:`check_vllm`; found when the first training run started, after extraction and labels) and
-    a model folder that cannot load (:func:`check_model`; found when a stage loaded it, never naming the field). Only
+    a model folder that cannot load (:func:`check_model`; found when a stage loaded it, never naming the field), an
+    extract.layer out of range where the model's depth is known (saerl.stages.known_depth). Only
     the stage runs whose artifact is not stored count (a rerun whose every training run is cached needs neither vLLM
     nor the policy's folder); with runtime.dask_address the workers load the models, on their machines: nothing is
     checked here. in: config, last stage; raises ValueError / FileNotFoundError."""
@@ -259,6 +260,8 @@ def check_loaders(cfg: PipelineConfig, until: str | None = None) -> None:
         check_model(cfg.model.name_or_path, "model.name_or_path", prompted)
     if "extract" in todo and cfg.extract.model:
         check_model(cfg.extract.model, "extract.model", False)
+    if "extract" in todo and (depth := known_depth(cfg)) is not None:
+        resolve_layer(cfg.extract.layer, depth)  # an extract.layer out of range: refused when the model had loaded
 
 
 def hash_path(path: Path, field: str = "data.path") -> str:

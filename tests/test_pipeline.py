@@ -113,6 +113,14 @@ def test_a_model_folder_that_cannot_load_is_refused_naming_its_field(tmp_path):
         check_runnable(cfg("extract.model=/no/such/encoder"), "extract")
 
 
+def test_an_extract_layer_out_of_range_is_refused_before_the_first_stage(tmp_path):
+    """extract.layer=6 on a 2-block testbed LM was refused by the extract stage, after the testbed and ingest ran."""
+    cfg = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", "extract.layer=6"])
+    with pytest.raises(ValueError, match=r"extract.layer=6 is out of range for a model with \d+ layers"):
+        check_runnable(cfg, "extract")
+    check_runnable(load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", "extract.layer=-1"]))
+
+
 def test_a_rerun_whose_model_stages_are_stored_needs_neither_the_model_nor_vllm(tmp_path, monkeypatch):
     """The checks of check_loaders read only the stage runs to compute: a rerun whose every stage is stored (the
     policy's folder moved since, vLLM not installed here) was refused though nothing would load a model."""
