@@ -678,6 +678,13 @@ def error_path(loc: tuple[int | str, ...]) -> str:
             model = info.annotation
         elif _is_union(info.annotation):
             next(items, None)
+        elif get_origin(info.annotation) is dict and _is_union(value := get_args(info.annotation)[1]):
+            key = next(items, None)  # a mapping of a union (eval.sets: a path or a HeldOutSet): its key, then the
+            if key is not None:  # member tag, and into the member when it is a section ('eval.sets.x.path')
+                parts.append(str(key))
+                tag = next(items, None)
+                model = next((a for a in get_args(value) if isinstance(a, type) and issubclass(a, BaseModel)
+                              and a.__name__ == tag), None)
     return ".".join(parts)
 
 

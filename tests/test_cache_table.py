@@ -118,6 +118,8 @@ def candidates(ann: Any, value: Any) -> list[Any]:
         value = value or {}
         changed = [{**value, k: c} for k, v in value.items() for c in candidates(args[1], v)]
         return changed + [{**value, EXTRA_KEY: c} for c in candidates(args[1], None)]
+    if isinstance(ann, type) and issubclass(ann, BaseModel):  # a section as a value (an eval.sets entry): its fields
+        return [{name: candidates(info.annotation, None)[-1] for name, info in ann.model_fields.items()}]
     raise TypeError(f"no candidate values for type {ann!r}: teach tests/test_cache_table.py::candidates")
 
 
