@@ -46,11 +46,10 @@ from saerl.runs import (
     RunRecord,
     StageRecord,
     explain,
-    list_runs,
     live_lock,
     new_run_id,
     previous_stage_runs,
-    read_run,
+    runs_of,
     save_run,
 )
 from saerl.stages import code_version, stage_key, stage_slice
@@ -402,13 +401,9 @@ def finished_record(root: Path, config: dict[str, Any], until: str | None, since
     the same name, saved meanwhile by a concurrent run, from being taken for this one."""
     cfg = build_config(config)
     planned = planned_run_keys(cfg, until)
-    for path in reversed(list_runs(root)):
-        try:
-            record = read_run(path)
-        except ValueError:
-            continue
+    for record in runs_of(root, cfg.name):
         keys = {name: st.key for name, st in record.stages.items()}
-        if record.name == cfg.name and record.started >= since and keys == planned:
+        if record.started >= since and keys == planned:
             return record
     return None
 

@@ -36,7 +36,7 @@ from saerl.artifacts import ArtifactStore, CorruptArtifact, write_file_atomic
 from saerl.config import CurriculumConfig, TrainConfig
 from saerl.curriculum import whole_batch_rows
 from saerl.runners import ARM_ORDERS, PROMPTS, SHUFFLED_ARMS, VANILLA
-from saerl.runs import RunRecord, list_runs, load_run, read_run
+from saerl.runs import RunRecord, load_run, runs_of
 from saerl.status import ended
 
 FORMATS = ("hf", "verl", "trl")
@@ -419,11 +419,7 @@ def exported_run(root: Path, run_id: str) -> RunRecord:
     if run_id != "latest":
         return load_run(root, run_id)
     newest = load_run(root, "latest")  # UnknownRun, with its fix, when the root holds no record
-    for path in reversed(list_runs(root)):
-        try:
-            record = read_run(path)
-        except ValueError:
-            continue
+    for record in runs_of(root, None):
         if "curriculum" in record.stages and "ingest" in record.stages:
             if record.run_id != newest.run_id:
                 log.warning("the newest run, %s, has no curriculum stage (%s); exporting %s, the newest that has "

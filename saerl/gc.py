@@ -32,7 +32,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from saerl.artifacts import CACHE_RECORDS_DIR, MANIFEST
-from saerl.runs import PLANNED, RUNNING, RUNS_DIR, RunRecord, list_runs, read_run, run_alive, stage_of
+from saerl.runs import (
+    PLANNED,
+    RUNS_DIR,
+    STILL_RUNNING,
+    UNFINISHED,
+    RunRecord,
+    list_runs,
+    read_run,
+    stage_of,
+    unfinished,
+)
 from saerl.stages import STAGES
 from saerl.status import MB
 
@@ -144,10 +154,10 @@ def orphan_records(root: Path, gone: set[tuple[str, str]]) -> list[Entry]:
 
 
 def is_going(root: Path, record: RunRecord) -> bool:
-    """Is a run record's run still under way, as far as can be told: marked running and its live lock not left free
-    (held, or a run from before live locks, whose process cannot be checked; saerl.runs.run_alive). in: root,
-    record; out: the verdict."""
-    return bool(record.extra.get(RUNNING)) and run_alive(root, record.run_id) is not False
+    """Is a run record's run still under way, as far as can be told (saerl.runs.unfinished): marked running and its
+    live lock held, or a run from before live locks, whose process cannot be checked; not one killed with its lock
+    left free. in: root, record; out: the verdict."""
+    return unfinished(root, record) in (STILL_RUNNING, UNFINISHED)
 
 
 def kept_records(root: Path, keep_runs: int) -> tuple[list[RunRecord], list[RunRecord]]:

@@ -193,8 +193,6 @@ def check_vllm(device: str) -> None:
     resolves to cpu). in: runtime.device; raises ValueError naming the fix."""
     import importlib.util
 
-    from saerl.config import device_type
-
     if importlib.util.find_spec("vllm") is None:
         raise ValueError("train.use_vllm=true but vLLM is not installed in this environment: install it (pip install "
                          "'trl[vllm]', CUDA only) or set train.use_vllm=false (rollouts through transformers' generate)")

@@ -510,13 +510,15 @@ def held_out_overlap(prompts: pl.DataFrame, sets: dict[str, pl.DataFrame]) -> li
     aside): RL trained on them, so their accuracy measures recall, not generalisation (a held-out file cut from the
     training file, or a benchmark inside it). in: the ingested training prompts (prompt), the held-out sets
     {name: frame with prompt}; out: the notes ([] when every set is disjoint)."""
-    def canon(col: pl.Series) -> pl.Series:
-        return col.cast(pl.String).str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
+    from saerl.data import normalize_prompt
 
-    seen = canon(prompts["prompt"]).implode()
+    def canon(col: pl.Series) -> set[str]:  # ingest's duplicate form, lowercased
+        return {normalize_prompt(p).lower() for p in col.cast(pl.String).to_list()}
+
+    seen = canon(prompts["prompt"])
     notes = []
     for name, frame in sets.items():
-        n = int(canon(frame["prompt"]).is_in(seen).sum()) if frame.height else 0
+        n = sum(normalize_prompt(p).lower() in seen for p in frame["prompt"].cast(pl.String).to_list())
         if n:
             notes.append(f"held-out set {name}: {n} of {frame.height} prompts are also in the training data (the same "
                          "text): RL trained on them, so accuracy on this set mixes recall with generalisation; drop "

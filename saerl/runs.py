@@ -211,9 +211,9 @@ def list_runs(root: Path) -> list[Path]:
     return sorted(folder.glob("*.json")) if folder.exists() else []
 
 
-def runs_of(root: Path, name: str, exclude: str | None = None) -> Iterator[RunRecord]:
-    """The saved runs of config `name` (other than `exclude`), newest first. A record that is not readable
-    (:func:`read_run`; `saerl status --list` lists it as such) is skipped: it only explains a recompute."""
+def runs_of(root: Path, name: str | None, exclude: str | None = None) -> Iterator[RunRecord]:
+    """The saved runs of config `name` (None: of every config; other than `exclude`), newest first. A record that is
+    not readable (:func:`read_run`; `saerl status --list` lists it as such) is skipped."""
     for path in reversed(list_runs(root)):
         if path.stem == exclude:
             continue
@@ -221,7 +221,7 @@ def runs_of(root: Path, name: str, exclude: str | None = None) -> Iterator[RunRe
             record = read_run(path)
         except ValueError:
             continue
-        if record.name == name:
+        if name is None or record.name == name:
             yield record
 
 
