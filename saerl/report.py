@@ -311,9 +311,15 @@ def property_table(properties: pl.DataFrame) -> pl.DataFrame:
 
 
 def notes_table(notes: list[tuple[str, str]]) -> pl.DataFrame:
-    """Display table of the stages' notes: one row per (stage run, note), in stage order."""
-    return pl.DataFrame([{"stage": stage, "note": note} for stage, note in notes], schema={"stage": pl.String,
-                                                                                           "note": pl.String})
+    """Display table of the stages' notes: one row per note, in stage order, naming every stage run that left it
+    (the train stage's note that the policy cannot read the prompts comes from each arm and seed alike: one row
+    'train:saerl:0, train:vanilla:0', not one per run). in: (stage run, note) pairs; out: table stage, note."""
+    runs: dict[str, list[str]] = {}
+    for stage, note in notes:
+        if stage not in runs.setdefault(note, []):
+            runs[note].append(stage)
+    return pl.DataFrame([{"stage": ", ".join(stages), "note": note} for note, stages in runs.items()],
+                        schema={"stage": pl.String, "note": pl.String})
 
 
 def cluster_rows(clusters: pl.DataFrame) -> pl.DataFrame:

@@ -520,3 +520,15 @@ def test_a_run_without_notes_has_no_warnings_section_and_an_old_property_report_
     assert NOTES_TITLE not in text and "label:" not in text
     old = pl.DataFrame({"property": ["quality"], "metric": ["auroc"], "features": ["sae"], "value": [0.9]})
     assert property_table(old).columns == ["property", "metric", "sae"]
+
+
+def test_a_note_every_arm_and_seed_left_is_one_row_naming_the_runs():
+    """The train stage's note that the policy cannot read the prompts came from every (arm, seed) alike: the
+    report listed it once per run, four identical rows for two arms and two seeds."""
+    from saerl.report import notes_table
+
+    unk = "the policy's tokenizer reads 40% of the training prompts' tokens as its unknown token"
+    table = notes_table([("score", "flat silhouette"), ("train:saerl:0", unk), ("train:vanilla:0", unk),
+                         ("train:saerl:1", unk), ("train:saerl:1", unk), ("evaluate", "overlap")])
+    assert table.rows() == [("score", "flat silhouette"),
+                            ("train:saerl:0, train:vanilla:0, train:saerl:1", unk), ("evaluate", "overlap")]
