@@ -529,3 +529,25 @@ def test_a_stage_run_applies_the_configs_threads_or_the_processs_own_default():
         assert torch.get_num_threads() == default
     finally:
         torch.set_num_threads(default)
+
+
+def test_a_data_file_is_read_once_per_plan_and_again_when_rewritten_even_with_its_old_mtime(tmp_path, monkeypatch):
+    """A run planned its keys three times and hashed each eval set once per (arm, seed) in each: a large held-out
+    file was read dozens of times before the first stage. A file rewritten in place (same size, its modification
+    time set back, as `cp -p` or rsync -t leave it) must still get its new hash."""
+    import os
+
+    import saerl.pipeline as pipeline
+
+    reads = []
+    real = pipeline.file_sha256
+    monkeypatch.setattr(pipeline, "file_sha256", lambda p: reads.append(p) or real(p))
+    f = tmp_path / "eval.jsonl"
+    f.write_text('{"prompt": "1+1", "answer": "2"}\n')
+    first = [hash_path(f) for _ in range(5)]
+    assert len(set(first)) == 1 and len(reads) == 1
+    st = f.stat()
+    f.write_text('{"prompt": "1+2", "answer": "3"}\n')  # same size
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert f.stat().st_mtime_ns == st.st_mtime_ns and f.stat().st_size == st.st_size
+    assert hash_path(f) != first[0] and len(reads) == 2
