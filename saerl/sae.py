@@ -294,6 +294,8 @@ def obtain_sae(cfg: SAEConfig, activations_path: str | Path, out_dir: str | Path
         train_sae(cfg, train, meta, device, progress).save_inference_model(out)
         origin = "trained here"
     else:
+        if (note := fold_expected_average(sae, held)) is not None:
+            notes.append(note)
         sae.save_model(out)
     sae = SAE.load_from_disk(out, device=device)
     check_width(sae.cfg.d_in, act, origin)
@@ -304,6 +306,30 @@ def obtain_sae(cfg: SAEConfig, activations_path: str | Path, out_dir: str | Path
               "notes": notes}
     (out / REPORT_NAME).write_text(json.dumps(report, indent=1))
     return report
+
+
+@torch.no_grad()
+def fold_expected_average(sae: Any, x: torch.Tensor) -> str | None:
+    """Make an outside SAE trained on scaled inputs read the raw activations. sae-lens's normalize_activations
+    'expected_average_only_in' means the SAE was trained on activations scaled to a mean L2 norm of sqrt(d_in);
+    `SAE.from_pretrained` folds the release's factor into the weights where it knows one, `SAE.load_from_disk`
+    never does, and the SAE then encodes raw activations tens of times off its scale (the codes are noise, the
+    variance explained near 0 or negative). The factor is estimated here as sae-lens's trainer does,
+    sqrt(d_in) / mean token norm, on `x`, and folded (W_enc * f, W_dec / f, b_dec / f; normalize_activations
+    becomes 'none'). in: the SAE, activations (tokens x d_in) of the extracted layer; out: a note with the factor,
+    or None for an SAE that asks for no such scaling (left as it is)."""
+    if getattr(sae.cfg, "normalize_activations", "none") != "expected_average_only_in":
+        return None
+    mean_norm = float(x.float().norm(dim=-1).mean())
+    if not mean_norm > 0:
+        raise ValueError("the outside SAE scales its inputs to their mean norm (normalize_activations "
+                         "expected_average_only_in), and the extracted activations sampled for it are all zero; "
+                         "check extract.layer and the extracted store")
+    factor = sae.cfg.d_in ** 0.5 / mean_norm
+    sae.fold_activation_norm_scaling_factor(factor)
+    return (f"the SAE scales its inputs to a mean norm of sqrt(d_in) (normalize_activations "
+            f"expected_average_only_in) and carried no factor: {factor:.4g} (sqrt({sae.cfg.d_in}) / the mean norm "
+            f"of {len(x)} extracted tokens) was folded into its weights, as sae-lens's trainer estimates it")
 
 
 def prompt_groups(lengths: np.ndarray, budget: int) -> list[tuple[int, int]]:

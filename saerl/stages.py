@@ -40,7 +40,7 @@ STAGES: dict[str, Stage] = {
             ("ingest", "testbed"), "residual-stream activations in chunked Zarr",
         ),
         Stage(
-            "sae", "2",
+            "sae", "3",
             ("sae.source", "sae.release", "sae.sae_id", "sae.path", "sae.hook_check", "sae.architecture", "sae.expansion", "sae.k",
              "sae.lr", "sae.train_tokens", "sae.batch_size", "sae.heldout_frac", "sae.seed", "sae.train_epochs",
              "sae.l1_coefficient", "sae.normalize", "sae.dead_feature_window"),

@@ -576,3 +576,37 @@ def test_sae_lens_reads_torch_load_on_the_torch_module_at_call_time():
                   and node.value.attr == "serialization"):
                 escapes.append(f"{path.name}:{node.lineno} torch.serialization.load")
     assert escapes == [], escapes
+
+
+def test_an_outside_sae_that_scales_its_inputs_without_a_factor_gets_one_estimated_and_folded(
+        store, trained, tmp_path, monkeypatch):
+    """An SAE whose cfg.json says normalize_activations 'expected_average_only_in' (trained on inputs scaled to a
+    mean norm of sqrt(d_in)) and carries no factor was loaded as is: sae-lens's load_from_disk folds nothing, so
+    it encoded activations ~48x off its scale. The factor is now estimated on the extracted tokens and folded."""
+    import torch
+    from sae_lens import SAE
+
+    import saerl.sae as sae_mod
+
+    sae_dir, report = trained
+    x = torch.from_numpy(open_activations(store).sample_tokens(2000, 1, dtype=np.float32))
+    scale = 32 ** 0.5 / float(x.norm(dim=-1).mean())
+    assert scale > 10, "the tiny LM's activations are far from norm sqrt(d_in): the test can tell"
+    scaled = SAE.load_from_disk(sae_dir)
+    with torch.no_grad():  # the same SAE, made to read activations scaled by `scale` (sae-lens's unfolded form)
+        scaled.W_enc /= scale
+        scaled.W_dec *= scale
+        scaled.b_dec *= scale
+    scaled.cfg.normalize_activations = "expected_average_only_in"
+    scaled.save_model(tmp_path / "scaled")
+    assert json.loads((tmp_path / "scaled" / "cfg.json").read_text())["normalize_activations"] == "expected_average_only_in"
+    cfg = CFG.model_copy(update={"source": "local", "path": str(tmp_path / "scaled")})
+    folded = obtain_sae(cfg, store, tmp_path / "folded")
+    assert abs(folded["variance_explained"] - report["variance_explained"]) < 0.05
+    (note,) = folded["notes"]
+    factor = float(re.search(r"carried no factor: ([0-9.]+) ", note).group(1))
+    assert "expected_average_only_in" in note and abs(factor / scale - 1) < 0.05
+    assert json.loads((tmp_path / "folded" / "cfg.json").read_text())["normalize_activations"] == "none"
+    monkeypatch.setattr(sae_mod, "fold_expected_average", lambda sae, x: None)
+    unfolded = obtain_sae(cfg, store, tmp_path / "unfolded")
+    assert unfolded["variance_explained"] < report["variance_explained"] - 0.3, "without the fold it encodes noise"
