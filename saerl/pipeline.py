@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
 import logging
 import os
 import sys
@@ -35,7 +36,7 @@ from saerl.artifacts import (
     write_file_atomic,
 )
 from saerl.config import PipelineConfig, device_type, held_out_file, held_out_mapping, resolve_layer
-from saerl.stages import DATA_LABELS, STAGES, code_version, known_depth, stage_key, stage_slice
+from saerl.stages import DATA_LABELS, STAGES, code_version, known_depth, known_size, stage_key, stage_slice
 
 log = logging.getLogger("saerl.pipeline")
 HUB_NO_BARS = "HF_HUB_DISABLE_PROGRESS_BARS"  # read by huggingface_hub (and so transformers) at import: Dask workers
@@ -260,6 +261,24 @@ def check_loaders(cfg: PipelineConfig, until: str | None = None) -> None:
         check_model(cfg.extract.model, "extract.model", False)
     if "extract" in todo and (depth := known_depth(cfg)) is not None:
         resolve_layer(cfg.extract.layer, depth)  # an extract.layer out of range: refused when the model had loaded
+    if "sae" in todo and cfg.sae.source == "local" and cfg.sae.path:
+        check_sae_width(Path(cfg.sae.path).expanduser(), known_size(cfg, "hidden_size"))
+
+
+def check_sae_width(folder: Path, width: int | None) -> None:
+    """Refuse a local SAE (sae.path) whose input width (cfg.json d_in) is not the extracted model's hidden size,
+    before the first stage: the sae stage found it after extraction had run. Nothing is said when either width is
+    unknown (a hub model; a folder without a readable cfg.json, which the stage's load reports). in: the SAE
+    folder, the model's width or None; raises ValueError naming the fields to change."""
+    try:
+        d_in = json.loads((folder / "cfg.json").read_text())["d_in"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if width is not None and isinstance(d_in, int) and d_in != width:
+        raise ValueError(f"the SAE at sae.path={folder} reads vectors of d_in={d_in}, and the model extraction reads "
+                         f"has hidden size {width}. Fix: use an SAE trained on this model's residual stream "
+                         "(sae.path, or sae.release/sae.sae_id), set extract.model to the SAE's model, or set "
+                         "sae.source=train")
 
 
 def hash_path(path: Path, field: str = "data.path") -> str:

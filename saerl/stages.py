@@ -207,22 +207,28 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None) ->
     return out
 
 
-def known_depth(cfg: PipelineConfig) -> int | None:
-    """The number of blocks of the model the extract stage reads, where it is known without loading anything: the
-    testbed's LM (testbed.n_layers) or a local folder's config.json (its text model's num_hidden_layers); None for
-    a hub id or a pkg: model, whose config is not at hand before the stage runs. in: config; out: depth or None."""
+def known_size(cfg: PipelineConfig, field: str) -> int | None:
+    """A size of the model the extract stage reads, where it is known without loading anything: the testbed's LM
+    (testbed.n_layers / testbed.d_model) or a local folder's config.json (its text model's field); None for a hub
+    id or a pkg: model, whose config is not at hand before the stage runs. in: config, 'num_hidden_layers' or
+    'hidden_size'; out: the size or None."""
     if cfg.extract.model is None and cfg.model.name_or_path == "testbed":
-        return cfg.testbed.n_layers
+        return {"num_hidden_layers": cfg.testbed.n_layers, "hidden_size": cfg.testbed.d_model}[field]
     name = cfg.extract.model or cfg.model.name_or_path
     conf = Path(name).expanduser() / "config.json"
     if name.startswith("pkg:") or not conf.is_file():
         return None
     try:
         raw = json.loads(conf.read_text())
-        depth = (raw.get("text_config") or raw)["num_hidden_layers"]
+        size = (raw.get("text_config") or raw)[field]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # the stage's own load names what is wrong with the folder
-    return depth if isinstance(depth, int) and depth > 0 else None
+    return size if isinstance(size, int) and size > 0 else None
+
+
+def known_depth(cfg: PipelineConfig) -> int | None:
+    """The number of blocks of the model the extract stage reads, where known without loading (:func:`known_size`)."""
+    return known_size(cfg, "num_hidden_layers")
 
 
 def stage_slice(cfg: PipelineConfig, stage: str, device: str | None = None) -> dict[str, object]:

@@ -1,5 +1,6 @@
 """saerl.pipeline: which stages a config runs, what each reads, and input keys."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,6 @@ def test_a_model_folder_that_cannot_load_is_refused_naming_its_field(tmp_path):
     form 'repo_name'...", "Unrecognized model...") and never the field; a policy without a chat template failed at
     the label stage, after extraction and the SAE. Each is refused before the first stage; a hub id is left to
     loading."""
-    import json
 
     def cfg(*overrides):
         return load_config(CONFIGS / "smoke.yaml", list(overrides))
@@ -119,6 +119,25 @@ def test_an_extract_layer_out_of_range_is_refused_before_the_first_stage(tmp_pat
     with pytest.raises(ValueError, match=r"extract.layer=6 is out of range for a model with \d+ layers"):
         check_runnable(cfg, "extract")
     check_runnable(load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", "extract.layer=-1"]))
+
+
+def test_a_local_sae_of_another_width_is_refused_before_the_first_stage(tmp_path):
+    """A local SAE whose d_in is not the model's hidden size was refused by the sae stage, after the testbed,
+    ingest and extraction ran; an SAE of the right width, or one whose width is not readable, passes the plan."""
+    smoke = load_config(CONFIGS / "smoke.yaml", [])
+    width = smoke.testbed.d_model
+    for name, d_in in (("wide", width * 2), ("fits", width)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "cfg.json").write_text(json.dumps({"d_in": d_in, "d_sae": 4 * d_in}))
+
+    def cfg(folder: str):
+        return load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path / 'root'}", "sae.source=local",
+                                                    f"sae.path={tmp_path / folder}"])
+    with pytest.raises(ValueError, match=rf"sae.path=.*wide reads vectors of d_in={width * 2}.*hidden size {width}"):
+        check_runnable(cfg("wide"))
+    check_runnable(cfg("wide"), "extract")  # no SAE stage to run: nothing to refuse
+    check_runnable(cfg("fits"))
+    check_runnable(cfg("nothing-here"))  # no cfg.json: the stage's load names what is wrong
 
 
 def test_a_rerun_whose_model_stages_are_stored_needs_neither_the_model_nor_vllm(tmp_path, monkeypatch):
