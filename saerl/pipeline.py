@@ -241,7 +241,8 @@ def check_loaders(cfg: PipelineConfig, until: str | None = None) -> None:
     """Refuse, before the first stage, what would fail when a stage to compute loads its model: train.use_vllm where
     vLLM cannot run (:func:`check_vllm`; found when the first training run started, after extraction and labels) and
     a model folder that cannot load (:func:`check_model`; found when a stage loaded it, never naming the field), an
-    extract.layer out of range where the model's depth is known (saerl.stages.known_depth). Only
+    extract.layer out of range and a local SAE of another width where the model's config is at hand (the testbed
+    LM, a local folder, a hub model in the local Hugging Face cache: saerl.stages.known_size). Only
     the stage runs whose artifact is not stored count (a rerun whose every training run is cached needs neither vLLM
     nor the policy's folder); with runtime.dask_address the workers load the models, on their machines: nothing is
     checked here. in: config, last stage; raises ValueError / FileNotFoundError."""
@@ -259,10 +260,10 @@ def check_loaders(cfg: PipelineConfig, until: str | None = None) -> None:
         check_model(cfg.model.name_or_path, "model.name_or_path", prompted)
     if "extract" in todo and cfg.extract.model:
         check_model(cfg.extract.model, "extract.model", False)
-    if "extract" in todo and (depth := known_depth(cfg)) is not None:
+    if "extract" in todo and (depth := known_depth(cfg, hub_cache=True)) is not None:
         resolve_layer(cfg.extract.layer, depth)  # an extract.layer out of range: refused when the model had loaded
     if "sae" in todo and cfg.sae.source == "local" and cfg.sae.path:
-        check_sae_width(Path(cfg.sae.path).expanduser(), known_size(cfg, "hidden_size"))
+        check_sae_width(Path(cfg.sae.path).expanduser(), known_size(cfg, "hidden_size", hub_cache=True))
 
 
 def check_sae_width(folder: Path, width: int | None) -> None:

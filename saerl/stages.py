@@ -207,16 +207,23 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None) ->
     return out
 
 
-def known_size(cfg: PipelineConfig, field: str) -> int | None:
+def known_size(cfg: PipelineConfig, field: str, hub_cache: bool = False) -> int | None:
     """A size of the model the extract stage reads, where it is known without loading anything: the testbed's LM
-    (testbed.n_layers / testbed.d_model) or a local folder's config.json (its text model's field); None for a hub
-    id or a pkg: model, whose config is not at hand before the stage runs. in: config, 'num_hidden_layers' or
-    'hidden_size'; out: the size or None."""
+    (testbed.n_layers / testbed.d_model), a local folder's config.json (its text model's field) or a hub model's
+    in the local Hugging Face cache (:func:`hub_cached_config`) with `hub_cache`; None for a pkg: model or a hub
+    id (not downloaded yet, or without `hub_cache`), whose config is not at hand before the stage runs. Keys use
+    it without `hub_cache` (:func:`stage_slice`): a download must not change a key. in: config,
+    'num_hidden_layers' or 'hidden_size', whether to read the hub cache; out: the size or None."""
     if cfg.extract.model is None and cfg.model.name_or_path == "testbed":
         return {"num_hidden_layers": cfg.testbed.n_layers, "hidden_size": cfg.testbed.d_model}[field]
     name = cfg.extract.model or cfg.model.name_or_path
     conf = Path(name).expanduser() / "config.json"
-    if name.startswith("pkg:") or not conf.is_file():
+    if name.startswith("pkg:"):
+        return None
+    revision = None if cfg.extract.model else cfg.model.revision
+    if hub_cache and not conf.is_file() and (cached := hub_cached_config(name, revision)):
+        conf = cached
+    if not conf.is_file():
         return None
     try:
         raw = json.loads(conf.read_text())
@@ -226,9 +233,22 @@ def known_size(cfg: PipelineConfig, field: str) -> int | None:
     return size if isinstance(size, int) and size > 0 else None
 
 
-def known_depth(cfg: PipelineConfig) -> int | None:
+def hub_cached_config(repo_id: str, revision: str | None) -> Path | None:
+    """The config.json of a hub model where the local Hugging Face cache holds it (a model a user downloaded
+    before), read without the network; None otherwise (not cached, or not a hub id). in: repo id, revision
+    (None: the main branch); out: its path or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    except ValueError:  # not a valid repo id (a missing local folder): check_model names it
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def known_depth(cfg: PipelineConfig, hub_cache: bool = False) -> int | None:
     """The number of blocks of the model the extract stage reads, where known without loading (:func:`known_size`)."""
-    return known_size(cfg, "num_hidden_layers")
+    return known_size(cfg, "num_hidden_layers", hub_cache)
 
 
 def stage_slice(cfg: PipelineConfig, stage: str, device: str | None = None) -> dict[str, object]:

@@ -1,5 +1,7 @@
 """saerl.stages: every config field is read by a stage or declared result-neutral; keys follow slices."""
 
+import pytest
+
 from saerl.config import PipelineConfig, field_paths, load_config
 from saerl.stages import RESULT_NEUTRAL, STAGES, stage_key
 
@@ -288,3 +290,33 @@ def test_extract_layer_keys_on_the_block_it_resolves_to_where_the_depth_is_known
     assert layer(hub, "extract.layer=13") == 13 != layer(hub) is None
     assert layer(hub, f"extract.model={folder}", "extract.layer=13") is None  # extract.model is the model read
     assert known_depth(load_config(None, ["extract.model=testbed"])) is None, "not a model extract can load"
+
+
+def test_a_hub_models_size_is_read_from_the_local_cache_for_checks_but_never_for_keys(tmp_path, monkeypatch):
+    """A hub id's extract.layer out of range (and a local SAE of another width) was found only when the extract
+    stage loaded the model; where the Hugging Face cache holds its config.json they are refused up front. The
+    key must not read it: downloading the model between two runs would otherwise rerun extraction."""
+    import huggingface_hub.constants
+
+    from saerl.pipeline import check_runnable
+    from saerl.stages import known_depth, known_size, stage_slice
+
+    snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text('{"num_hidden_layers": 6, "hidden_size": 48}')
+    (tmp_path / "hub" / "models--org--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    def cfg(*overrides: str):
+        return load_config(None, ["model.name_or_path=org/tiny", f"runtime.artifact_root={tmp_path / 'root'}",
+                                  *overrides])
+    assert known_depth(cfg(), hub_cache=True) == 6 and known_size(cfg(), "hidden_size", hub_cache=True) == 48
+    assert known_depth(cfg()) is None and known_depth(cfg("model.name_or_path=org/absent"), hub_cache=True) is None
+    assert stage_slice(cfg("extract.layer=3"), "extract")["extract.layer"] == 3, "the key reads no cache"
+    with pytest.raises(ValueError, match=r"extract.layer=9 is out of range for a model with 6 layers"):
+        check_runnable(cfg("extract.layer=9"), "extract")
+    (tmp_path / "sae").mkdir()
+    (tmp_path / "sae" / "cfg.json").write_text('{"d_in": 32}')
+    with pytest.raises(ValueError, match=r"d_in=32, and the model extraction reads has hidden size 48"):
+        check_runnable(cfg("sae.source=local", f"sae.path={tmp_path / 'sae'}"), "sae")
