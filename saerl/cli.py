@@ -301,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "reward_model.ground_truth)")
     for name in ("id", "topic", "difficulty", "quality"):
         i.add_argument(f"--{name}", help=f"optional {name} field")
+    i.add_argument("--labelled", help="optional boolean field marking the labelled subset for the property models")
+    i.add_argument("--defect", help="optional defect-kind field (text, e.g. 'none', 'garbled')")
     i.add_argument("--format", choices=["auto", "jsonl", "parquet", "csv", "hf"], help="file format (default auto)")
     i.add_argument("--hf-split", help="the split to read from a HF DatasetDict folder with several splits")
     i.add_argument("--out", default="ingest-out", help="output folder (default ./ingest-out)")

@@ -118,7 +118,8 @@ LABEL_TYPES = {"topic": pl.String, "difficulty": pl.Float64, "quality": pl.Float
                "defect": pl.String}
 REJECTED_SCHEMA = {"row": pl.Int64, "field": pl.String, "reason": pl.String, "value": pl.String,
                    "detail": pl.String}
-INGEST_OPTIONS = ("prompt", "answer", "id", "topic", "difficulty", "quality")  # mapping fields `saerl ingest` takes
+# mapping fields `saerl ingest` takes (--prompt, --answer, ...)
+INGEST_OPTIONS = ("prompt", "answer", "id", "topic", "difficulty", "quality", "labelled", "defect")
 
 
 class IngestError(ValueError):

@@ -371,3 +371,19 @@ def test_run_help_says_override_values_are_yaml_lists_included(capsys):
     args = parse_args(shlex.split(re.sub(r"^\s*saerl ", "", example)))
     cfg = load_config(REPO / args.config, args.overrides)
     assert cfg.train.seeds == [0, 1] and cfg.train.arms == ["saerl", "vanilla", "order_only"]
+
+
+def test_ingest_maps_the_labelled_subset_and_defect_kinds_a_config_can(tmp_path, capsys):
+    """`saerl ingest` took no --labelled / --defect, so a user could not check those columns before a run."""
+    src = tmp_path / "d.jsonl"
+    rows = [{"q": f"What is {i}+1?", "a": i + 1, "lab": i % 2 == 0, "d": "garbled" if i == 0 else "none"}
+            for i in range(4)] + [{"q": "What is 9+9?", "a": 18, "lab": "maybe", "d": "none"}]
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "out"
+    assert main(["ingest", str(src), "--prompt", "q", "--answer", "a", "--labelled", "lab", "--defect", "d",
+                 "--out", str(out)]) == 0
+    assert "invalid label 1" in capsys.readouterr().out
+    kept = pl.read_parquet(out / "prompts.parquet")
+    assert kept["labelled"].to_list() == [True, False, True, False, None]
+    assert kept["defect"].to_list() == ["garbled", "none", "none", "none", "none"]
+    assert pl.read_parquet(out / "rejected.parquet").select("row", "field").rows() == [(4, "lab")]
