@@ -30,16 +30,23 @@ RUN_EPILOG = (  # `saerl run --help`: override values are YAML, lists included (
 
 USER_ERRORS = (ValueError, OSError)  # what main prints as one line, `saerl: error: ...` (a config, data or path
 # problem whose message names the fix)
+PREFECT_CRASH = "Crash detected!"  # how Prefect's flow engine starts the line it logs when a flow run ends abruptly
 PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # where Prefect logs a failed task or flow run
 
 
 class UserErrorTracebacks(logging.Filter):
     """Keeps the line but drops the traceback Prefect's flow and task run loggers attach to a user error
     (USER_ERRORS): a stage's "extract.layer=6 is out of range" came after 120-250 lines of tracebacks, then
-    main's own line. Other errors (a bug's) keep theirs; `saerl -v` keeps every one."""
+    main's own line. Other errors (a bug's) keep theirs; `saerl -v` keeps every one. Also drops Prefect's
+    "Crash detected! Execution was aborted by an interrupt signal." (an ERROR line on every Ctrl-C, read as a
+    crash) where saerl's own line says the run was stopped and what is kept (:func:`stop_now`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """in: a log record; out: True (always logged), its exc_info cleared for a user error."""
+        """in: a log record; out: False for Prefect's crash line of an interrupt, else True, with exc_info cleared
+        for a user error."""
+        message = record.getMessage()
+        if message.startswith(PREFECT_CRASH) and "interrupt" in message:
+            return False
         if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
             record.exc_info, record.exc_text = None, None
         return True

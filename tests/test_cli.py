@@ -121,6 +121,11 @@ def test_prefects_run_loggers_keep_a_user_errors_line_but_not_its_traceback():
     user, bug = record(ValueError("extract.layer=6 is out of range")), record(IndexError("list index"))
     assert UserErrorTracebacks().filter(user) and user.exc_info is None
     assert UserErrorTracebacks().filter(bug) and bug.exc_info is not None
+    crash = "Crash detected! Execution was aborted by an interrupt signal."  # Prefect's line on every Ctrl-C
+    assert not UserErrorTracebacks().filter(logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, crash,
+                                                              None, None))
+    other = logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, "Crash detected! %s", ("OOM",), None)
+    assert UserErrorTracebacks().filter(other), "a crash that is no interrupt stays"
     _setup_logging(False)
     _setup_logging(False)
     for name in PREFECT_RUN_LOGGERS:
