@@ -144,7 +144,7 @@ def slice_differences(cfg: PipelineConfig, refs: dict[str, ArtifactRef]) -> list
     out = []
     for stage, ref in sorted(refs.items()):
         manifest = ref.manifest()
-        ours = json.loads(json.dumps(stage_slice(cfg, stage, manifest.get("inputs", {}).get("device")), default=str))
+        ours = json.loads(json.dumps(stage_slice(cfg, stage, manifest.get("inputs", {})), default=str))
         out += [f"{field} {value!r} (config: {ours[field]!r})" for field, value in sorted(manifest.get("config", {}).items())
                 if field in ours and ours[field] != value]
     return out

@@ -319,7 +319,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         computed = bool(result["computed"]) and state.name != "Cached"
         seconds = run_seconds(run, state, result)
         ref = refs[name] = stored_ref(store, stage, key)
-        sl = stage_slice(cfg, stage, keys.get("device"))
+        sl = stage_slice(cfg, stage, keys)
         # a fanned stage waits for another flow's build of its key in this process (build_sharded holds the lock)
         waited = waited_seconds(state, result, store.take_waited(stage, key) if run["fanned"] else 0.0)
         resumed = run["resumed"] if run["fanned"] else result.get("resumed", "")

@@ -384,6 +384,13 @@ class TrainConfig(Section):
     dynamic_sampling_max_rounds: int = Field(
         3, ge=0, description="DAPO: extra generation rounds per batch to replace groups without reward spread "
         "(0 = drop and fill only)")
+    dynamic_sampling_refill: Literal["stream", "cluster"] = Field(
+        "stream", description="DAPO: what replaces a group without reward spread. stream: the next prompts of the "
+        "order, which belong to the next curriculum batches (a refilled step mixes clusters: the run's "
+        "cluster_share falls under cluster_share_designed); cluster: the next prompt of the order from the dropped "
+        "prompt's own cluster, searched up to one pass of the order ahead (prompts passed over are read next), so "
+        "a step keeps its cluster mix at the price of reading that cluster's later, harder prompts early. The "
+        "shuffled arms (vanilla, filter_only) have no clusters and read the stream either way")
     eval_every: int = Field(25, gt=0, description="greedy held-out accuracy every N steps (the learning curve)")
     eval_problems: int = Field(
         200, gt=0, description="problems per held-out set in the in-training evaluation (smallest sha256(id))")

@@ -72,7 +72,8 @@ from __future__ import annotations
 
 import logging
 import types
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -218,15 +219,41 @@ def merge_round_metrics(metrics: dict[str, list[float]], before: dict[str, int],
         metrics[k][before.get(k, 0):] = [value]
 
 
-def dynamic_sampling_trainer(base_cls: type, max_rounds: int, spread_reward: str | None = None) -> type:
+def take_next(ahead: list[int], pull: Callable[[], int], clusters: Sequence[int | None] | None, cluster: int | None,
+              lookahead: int) -> int:
+    """The next prompt of the stream, or of `cluster` in it: the first of `ahead` (prompts passed over before, in
+    stream order) or of the stream (`pull`) that is of `cluster`. Prompts of other clusters met on the way go to
+    the end of `ahead`, to be drawn before the stream's next; the search stops once `ahead` holds `lookahead`
+    prompts (a cluster used up for now), and then the next prompt of any cluster is taken. `cluster` None (or no
+    `clusters`): the next prompt of any cluster. in: the passed-over list (changed in place), the stream's next,
+    clusters per dataset index, the cluster wanted, the bound on `ahead`; out: a dataset index."""
+    if cluster is not None and clusters is not None:
+        for pos, i in enumerate(ahead):
+            if clusters[i] == cluster:
+                return ahead.pop(pos)
+        while len(ahead) < lookahead:
+            i = pull()
+            if clusters[i] == cluster:
+                return i
+            ahead.append(i)
+    return ahead.pop(0) if ahead else pull()
+
+
+def dynamic_sampling_trainer(base_cls: type, max_rounds: int, spread_reward: str | None = None,
+                             clusters: Sequence[int | None] | None = None) -> type:
     """A subclass of the GRPOTrainer class `base_cls` (e.g. saerl.rl's ordered trainer) with DAPO dynamic
     sampling: groups without reward spread are replaced by groups of the next prompts of the same ordered
     stream, with at most `max_rounds` extra generation rounds per generation batch. `base_cls` is not changed.
     The spread is that of the reward function named `spread_reward` (its ``__name__``), or of the weighted sum of
-    all of them when None (no group with a zero advantage is kept).
-    in: trainer class, extra rounds (0 = only drop: fill with the dropped groups), reward name; out: the subclass."""
+    all of them when None (no group with a zero advantage is kept). With `clusters` (the cluster of each
+    dataset row's prompt; None for a row without one) a dropped group is replaced by the next prompt of the
+    stream from the dropped prompt's cluster (:func:`take_next`), so a refilled batch keeps the curriculum's
+    cluster mix; without, by the next prompts of any cluster.
+    in: trainer class, extra rounds (0 = only drop: fill with the dropped groups), reward name, clusters per
+    dataset row; out: the subclass."""
     if max_rounds < 0:
         raise ValueError(f"max_rounds must be >= 0, got {max_rounds}")
+    row_clusters = list(clusters) if clusters is not None else None
 
     class DynamicSamplingTrainer(base_cls):  # type: ignore[valid-type, misc]
         """GRPO trainer whose training batches hold only groups with a reward spread (DAPO dynamic sampling)."""
@@ -242,7 +269,11 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int, spread_reward: str
             data = self.train_dataset
             self._ds_rows = self._remove_unused_columns(data, "training") if hasattr(data, "column_names") else data
             self.dynamic_sampling_drawn: list[tuple[int, bool, int]] = []  # (dataset index, had a spread, step), in order
+            if row_clusters is not None and len(row_clusters) != len(data):
+                raise ValueError(f"clusters has {len(row_clusters)} entries for a train dataset of {len(data)} rows")
             self._ds_stream: Iterator[int] | None = None
+            self._ds_pulled = 0  # prompts taken from the stream so far: drawn, or passed over into _ds_ahead
+            self._ds_ahead: list[int] = []  # prompts a same-cluster refill passed over, drawn before the stream's next
             self._ds_epoch = 0
             self._ds_rewards: torch.Tensor | None = None
             self._ds_warned = False
@@ -278,18 +309,28 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int, spread_reward: str
                     yield from block
                 self._ds_epoch += 1
 
-        def _draw(self, n_prompts: int) -> tuple[list[int], list[dict[str, Any]]]:
-            """The next `n_prompts` prompts of the stream: (dataset indices, rows with each prompt
-            num_generations times in a row, as the dataloader gives them)."""
+        def _pull(self) -> int:
+            """The stream's next prompt (dataset index), counted in the cursor."""
             if self._ds_stream is None:
                 self._ds_stream = self._prompt_stream()
-            idx = [next(self._ds_stream) for _ in range(n_prompts)]
+            self._ds_pulled += 1
+            return next(self._ds_stream)
+
+        def _draw(self, n_prompts: int, like: list[int] | None = None) -> tuple[list[int], list[dict[str, Any]]]:
+            """The next `n_prompts` prompts: the stream's (after any a same-cluster refill passed over), or, with
+            `like` (dataset indices of the dropped prompts, one per prompt wanted) and clusters, the next of each
+            one's cluster. out: (dataset indices, rows with each prompt num_generations times in a row, as the
+            dataloader gives them)."""
+            wanted = [None] * n_prompts if like is None or row_clusters is None else [row_clusters[i] for i in like]
+            idx = [take_next(self._ds_ahead, self._pull, row_clusters, c, len(self._ds_rows)) for c in wanted]
             return idx, [dict(self._ds_rows[i]) for i in idx for _ in range(self.num_generations)]
 
         def dynamic_sampling_state(self) -> dict[str, Any]:
-            """What a checkpoint keeps of the prompt stream (JSON-ready): cursor (prompts drawn so far) and drawn
-            (each as [dataset index, had a spread, step], in stream order)."""
-            return {"cursor": len(self.dynamic_sampling_drawn), "drawn": [list(d) for d in self.dynamic_sampling_drawn]}
+            """What a checkpoint keeps of the prompt stream (JSON-ready): cursor (prompts taken from the stream so
+            far), ahead (those a same-cluster refill passed over, not drawn yet) and drawn (each as [dataset index,
+            had a spread, step], in the order drawn)."""
+            return {"cursor": self._ds_pulled, "ahead": list(self._ds_ahead),
+                    "drawn": [list(d) for d in self.dynamic_sampling_drawn]}
 
         def restore_dynamic_sampling(self, state: dict[str, Any]) -> None:
             """Put the prompt stream back where `state` (:meth:`dynamic_sampling_state` of a checkpoint) left it:
@@ -297,19 +338,21 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int, spread_reward: str
             they are not the head of this trainer's stream (the order or the prompts changed since it was saved)."""
             try:
                 drawn = [(int(i), bool(s), int(step)) for i, s, step in state["drawn"]]
+                ahead = [int(i) for i in state.get("ahead", [])]  # a state saved before refills by cluster: none
                 cursor = int(state["cursor"])
             except (KeyError, TypeError, ValueError) as e:
                 raise ValueError(f"bad dynamic-sampling state ({type(e).__name__}: {e}); expected "
-                                 "{'cursor': int, 'drawn': [[index, spread, step], ...]}") from e
-            if cursor != len(drawn):
-                raise ValueError(f"dynamic-sampling state: cursor {cursor} but {len(drawn)} prompts drawn")
-            self._ds_epoch = 0
+                                 "{'cursor': int, 'ahead': [index, ...], 'drawn': [[index, spread, step], ...]}") from e
+            if cursor != len(drawn) + len(ahead):
+                raise ValueError(f"dynamic-sampling state: cursor {cursor} but {len(drawn)} prompts drawn and "
+                                 f"{len(ahead)} passed over")
+            self._ds_epoch, self._ds_pulled = 0, 0
             self._ds_stream = self._prompt_stream()
-            head = [next(self._ds_stream) for _ in range(cursor)]
-            if head != [i for i, _, _ in drawn]:
+            head = [self._pull() for _ in range(cursor)]
+            if Counter(head) != Counter([i for i, _, _ in drawn] + ahead):
                 raise ValueError("the checkpoint's drawn prompts are not the head of this run's prompt stream: the "
                                  "order or the prompts changed since it was saved; delete the checkpoints to start over")
-            self.dynamic_sampling_drawn = drawn
+            self.dynamic_sampling_drawn, self._ds_ahead = drawn, ahead
 
         def _calculate_rewards(self, inputs: list[dict[str, Any]], prompts: list[Any], completions: list[Any],
                                completion_ids_list: list[list[int]]) -> torch.Tensor:
@@ -363,9 +406,10 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int, spread_reward: str
             before = {k: len(v) for k, v in metrics.items()}
             round_rollouts: list[int] = []
             round_rewards: list[torch.Tensor] = []
+            dropped: list[int] = []  # dataset indices of the groups dropped so far, the ones a refill replaces
             while n_kept < want and rounds <= self.dynamic_sampling_max_rounds:
                 need = want - n_kept
-                idx, batch = self._draw(need)
+                idx, batch = self._draw(need, dropped[-need:] if rounds else None)
                 out = super()._generate_and_score_completions(batch)
                 spread = self._spread(self._ds_rewards)
                 round_rollouts.append(need * g)
@@ -377,6 +421,7 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int, spread_reward: str
                 spare.append(select_rows(out, ~rows))
                 n_kept += int(spread.sum())
                 n_dropped += int((~spread).sum())
+                dropped += [i for i, s in zip(idx, spread.tolist(), strict=True) if not s]
                 drawn += need
                 rounds += 1
             filled = want - n_kept

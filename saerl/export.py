@@ -35,8 +35,9 @@ import polars as pl
 from saerl.artifacts import ArtifactStore, CorruptArtifact, write_file_atomic
 from saerl.config import CurriculumConfig, TrainConfig
 from saerl.curriculum import whole_batch_rows
-from saerl.runners import ARM_ORDERS, PROMPTS, SHUFFLED_ARMS, VANILLA
+from saerl.runners import ARM_ORDERS, PROMPTS, VANILLA
 from saerl.runs import RunRecord, load_run, runs_of
+from saerl.stages import SHUFFLED_ARMS
 from saerl.status import ended
 
 FORMATS = ("hf", "verl", "trl")

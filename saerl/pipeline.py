@@ -549,7 +549,7 @@ def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
         after = chunk_records(build.path)  # publishing removes the chunk log: read now
         resumed["note"] = str(build.notes.get(RESUMED) or resumed_note(reused_chunks(before, after), len(after)))
 
-    manifest = {"code_version": code_version(stage), "inputs": keys, "config": stage_slice(cfg, stage, keys.get("device"))}
+    manifest = {"code_version": code_version(stage), "inputs": keys, "config": stage_slice(cfg, stage, keys)}
     try:
         ref, computed = store.ensure(stage, key, compute, manifest, take_lock=take_lock)
     finally:

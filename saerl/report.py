@@ -484,7 +484,7 @@ def record_results(store: ArtifactStore, cfg: PipelineConfig, results: dict[str,
         stage = stage_of(name)
         manifest = res.ref.manifest()
         inputs = manifest.get("inputs", {})
-        sl = stage_slice(cfg, stage, inputs.get("device"))
+        sl = stage_slice(cfg, stage, inputs)
         record.stages[name] = StageRecord(
             stage=name, key=res.ref.key, status="computed" if res.computed else "cached",
             reason=explain(name, res.computed, sl, inputs, previous, resumed=res.resumed),

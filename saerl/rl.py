@@ -522,7 +522,8 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
                extra_rewards: list[Any] | None = None, eval_sets: dict[str, pl.DataFrame] | None = None,
                eval_max_new_tokens: int | None = None, eval_batch: int = 64, eval_timeout_s: float | None = None,
                checkpoint_dir: str | Path | None = None, model_cfg: ModelConfig | None = None,
-               device: str = "auto", progress: bool = True) -> dict[str, Any]:
+               device: str = "auto", progress: bool = True,
+               clusters: dict[str, int | None] | None = None) -> dict[str, Any]:
     """GRPO (or DAPO, by cfg.algorithm) from the policy saved in `model_dir` on `prompts` (id, prompt, answer)
     read in `order` (ids; None = seeded shuffle, the vanilla baseline). Saves the final policy (+ tokenizer)
     to `out_dir`. `extra_rewards` are trl reward functions added to the correctness reward (they see the `id`
@@ -537,9 +538,12 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     reward, loss and completion length when `progress` (runtime.progress), and no per-step dict printed either way.
     The training stream is `order` long enough for whole generation batches (:func:`stream_length`); under DAPO
     also for every round of dynamic sampling (times 1 + cfg.dynamic_sampling_max_rounds), where prompts whose
-    rollouts are all right or all wrong are dropped (DAPO's rule: the correctness reward alone) and the next ones drawn, so the prompts trained on are a subsequence of the stream.
+    rollouts are all right or all wrong are dropped (DAPO's rule: the correctness reward alone) and the next ones
+    drawn (with cfg.dynamic_sampling_refill 'cluster' and `clusters`, id -> cluster: the next of each dropped
+    prompt's cluster, saerl.dapo.take_next), so the prompts trained on are drawn from the stream.
     in: policy folder, prompts, order, config, output folder, prompts per step, seed, optional step/time limits,
-    model config (revision, trust_remote_code; None = no remote code);
+    model config (revision, trust_remote_code; None = no remote code), clusters (id -> cluster, for DAPO's refills
+    by cluster; None: the order has none);
     out: {model_dir, steps, seconds, log (trl's per-step metrics), order (ids trained on, in order),
     order_steps (the first optimizer step of the generation batch each was generated for: trl spreads a
     generation batch's rollouts over its steps_per_generation steps; under DAPO a generation batch trains on as
@@ -587,7 +591,9 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     if dapo:
         from saerl.dapo import dynamic_sampling_trainer
 
-        cls = dynamic_sampling_trainer(cls, cfg.dynamic_sampling_max_rounds, spread_reward=reward.__name__)
+        by_cluster = cfg.dynamic_sampling_refill == "cluster" and clusters is not None
+        cls = dynamic_sampling_trainer(cls, cfg.dynamic_sampling_max_rounds, spread_reward=reward.__name__,
+                                       clusters=[clusters.get(i) for i in seq] if by_cluster else None)
     args = grpo_config(cfg, ckpt_dir, prompts_per_step, steps, seed, device, progress, stop_ids(model, tok))
     args.reward_weights = weights
     if cfg.beta > 0:  # trl loads the reference from the policy's name with these (it warns they are ignored: not so)

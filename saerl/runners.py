@@ -22,6 +22,7 @@ import polars as pl
 
 from saerl.artifacts import ArtifactRef, Build
 from saerl.config import ModelConfig, PipelineConfig, held_out_file, held_out_mapping
+from saerl.stages import SHUFFLED_ARMS
 
 log = logging.getLogger("saerl.runners")
 
@@ -34,9 +35,6 @@ PLOTS = "plots"
 CURVE_PROBLEMS = "curve_problems.parquet"  # a training run's in-training evaluations, per problem
 CHECKPOINTS = "checkpoints"  # a training run's resumable checkpoints, while it trains
 ARM_ORDERS = {"saerl": ORDER, "order_only": "order_only.parquet", "filter_only": "filter_only.parquet"}
-# arms trained on a seeded shuffle (arm_order_frame), with what they shuffle (the export's README says it); the others
-# read a curriculum
-SHUFFLED_ARMS = {"vanilla": "every ingested prompt (no filter)", "filter_only": "the prompts the curriculum's filter kept"}
 
 
 def policy_path(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> str:
@@ -557,7 +555,8 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     run = train_grpo(policy_path(cfg, inputs), read_prompts(inputs), order, t, build.path / "policy",
                      prompts_per_step=pps, seed=seed, eval_sets=sets, eval_batch=cfg.eval.batch_size,
                      eval_timeout_s=cfg.eval.verify_timeout_s, checkpoint_dir=build.path / CHECKPOINTS,
-                     model_cfg=cfg.model, device=cfg.runtime.device, progress=cfg.runtime.progress)
+                     model_cfg=cfg.model, device=cfg.runtime.device, progress=cfg.runtime.progress,
+                     clusters=None if arm in SHUFFLED_ARMS else dict(order_frame.select("id", "cluster").iter_rows()))
     steps_log = pl.DataFrame(run["log"], infer_schema_length=None) if run["log"] else pl.DataFrame({"step": []})
     if "step" in steps_log.columns:
         steps_log = steps_log.with_columns(pl.col("step").cast(pl.Int64))

@@ -10,6 +10,7 @@ run); every other config field must be read by some stage, or a change to it wou
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +85,7 @@ STAGES: dict[str, Stage] = {
              "train.temperature", "train.top_k", "train.max_completion_length", "train.beta", "train.epsilon",
              "train.epsilon_high", "train.loss_type", "train.scale_rewards", "train.format_reward", "train.overlong_buffer",
              "train.mask_truncated_completions",
-             "train.dynamic_sampling_max_rounds", "train.eval_every", "train.eval_problems",
+             "train.dynamic_sampling_max_rounds", "train.dynamic_sampling_refill", "train.eval_every", "train.eval_problems",
              "train.verify_timeout_s", "train.bf16", "train.use_vllm", "curriculum.batch_size", "eval.verify_timeout_s",
              "curriculum.epochs", "curriculum.seed", "eval.sets", "eval.batch_size", "data"),
             ("ingest", "score", "curriculum", "testbed"),
@@ -111,7 +112,16 @@ POLICY_ID: tuple[str, ...] = ("model.name_or_path", "model.revision")
 # and only DAPO refills groups without reward spread (saerl.rl.train_grpo), so a change of either under the other
 # algorithm must not retrain
 ALGORITHM_UNREAD: dict[str, tuple[str, ...]] = {"dapo": ("train.loss_type",),
-                                                "grpo": ("train.dynamic_sampling_max_rounds",)}
+                                                "grpo": ("train.dynamic_sampling_max_rounds",
+                                                         "train.dynamic_sampling_refill")}
+
+# arms trained on a seeded shuffle (saerl.runners.arm_order_frame), with what they shuffle (the export's README says
+# it); the others read a curriculum
+SHUFFLED_ARMS = {"vanilla": "every ingested prompt (no filter)", "filter_only": "the prompts the curriculum's filter kept"}
+
+# the train fields a shuffled arm ignores: its order has no clusters, so DAPO refills it from the stream whatever
+# train.dynamic_sampling_refill says (saerl.runners.compute_train)
+SHUFFLED_UNREAD: tuple[str, ...] = ("train.dynamic_sampling_refill",)
 
 # the fields a run on a CPU ignores, by stage: every model runs in float32 there (saerl.activations.load_model,
 # resolve_dtype; saerl.rl.grpo_config turns bf16 on only on CUDA)
@@ -172,9 +182,10 @@ def label_draw_unread(cfg: PipelineConfig, stage: str) -> bool:
     return cfg.data.labelled is not None or (stage != "label" and needs_measured_labels(cfg))
 
 
-def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None) -> tuple[str, ...]:
+def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None, arm: str | None = None) -> tuple[str, ...]:
     """Fields among `stage`'s declared reads that its runner ignores under `cfg` on a `device` type ('cpu', 'cuda':
-    saerl.pipeline.input_keys' "device"; None when not known, which keeps the fields only a CPU ignores).
+    saerl.pipeline.input_keys' "device"; None when not known, which keeps the fields only a CPU ignores), for a
+    training run of `arm` (None: not a training run, or not known): a shuffled arm reads no cluster (SHUFFLED_UNREAD).
     extract: the policy's id when extract.model names another model (POLICY_ID); sae: the fields of the sources it
     does not load from, every training field when it loads an SAE (SAE_TRAINING), else the one its architecture
     ignores (ARCHITECTURE_UNREAD) and the loaded SAE's check (OUTSIDE_SAE); label, train: model.dtype (POLICY_FLOAT32); train: what train.algorithm ignores
@@ -195,6 +206,8 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None) ->
         out += ARCHITECTURE_UNREAD[cfg.sae.architecture] + OUTSIDE_SAE if cfg.sae.source == "train" else SAE_TRAINING
     elif stage in ("label", "train"):
         out += POLICY_FLOAT32 + (ALGORITHM_UNREAD[cfg.train.algorithm] + DATA_LABELS if stage == "train" else ())
+        if stage == "train" and arm in SHUFFLED_ARMS:
+            out += SHUFFLED_UNREAD
     elif stage in ("score", "properties"):
         out += tuple(f for family, fields in FAMILY_FIELDS.items() if family not in cfg.score.difficulty_models
                      for f in fields)
@@ -251,12 +264,14 @@ def known_depth(cfg: PipelineConfig, hub_cache: bool = False) -> int | None:
     return known_size(cfg, "num_hidden_layers", hub_cache)
 
 
-def stage_slice(cfg: PipelineConfig, stage: str, device: str | None = None) -> dict[str, object]:
-    """The config fields `stage` reads under `cfg` on a `device` type (input_keys' "device"; None: not known), as
-    {dotted path: value}. extract.layer enters by the block it resolves to where the model's depth is known
+def stage_slice(cfg: PipelineConfig, stage: str, keys: Mapping[str, str] | None = None) -> dict[str, object]:
+    """The config fields `stage` reads under `cfg` given its input keys `keys` (saerl.pipeline.input_keys: the
+    device type under "device", a training run's arm under "arm"; either absent: not known), as
+    {dotted path: value} (:func:`unread_fields` left out). extract.layer enters by the block it resolves to where the model's depth is known
     (:func:`known_depth`): None for the middle block (the unset value, so the keys built before stay) and the
     block's index otherwise, so unset, a negative index and the same block named plainly share a key."""
-    unread = unread_fields(cfg, stage, device)
+    keys = keys or {}
+    unread = unread_fields(cfg, stage, keys.get("device"), keys.get("arm"))
     out = {k: v for k, v in config_slice(cfg, STAGES[stage].reads).items() if k not in unread}
     if "extract.layer" in out and (depth := known_depth(cfg)) is not None:
         try:
@@ -285,6 +300,6 @@ def stage_key(cfg: PipelineConfig, stage: str, input_keys: dict[str, str]) -> st
     s = STAGES[stage]
     return stable_hash(
         {"stage": s.name, "version": code_version(stage), "inputs": dict(sorted(input_keys.items())),
-         "config": stage_slice(cfg, stage, input_keys.get("device"))},
+         "config": stage_slice(cfg, stage, input_keys)},
         length=20,
     )

@@ -65,11 +65,11 @@ def _is_neutral(path: str) -> bool:
     return any(path == n or path.startswith(n + ".") for n in RESULT_NEUTRAL)
 
 
-def _reads(stage: str, path: str, cfg: PipelineConfig | None = None) -> bool:
+def _reads(stage: str, path: str, cfg: PipelineConfig | None = None, arm: str | None = None) -> bool:
     """Whether `stage` declares `path` among its reads and, given `cfg`, does not ignore it under it (unread_fields,
-    on the device type input_keys resolves for it)."""
+    on the device type input_keys resolves for it, for a training run of `arm`)."""
     declared = any(path == r or path.startswith(r + ".") for r in STAGES[stage].reads)
-    return declared and (cfg is None or path not in unread_fields(cfg, stage, device_type(cfg, stage)))
+    return declared and (cfg is None or path not in unread_fields(cfg, stage, device_type(cfg, stage), arm))
 
 
 def device_type(cfg: PipelineConfig, stage: str) -> str | None:
@@ -205,7 +205,8 @@ def expected_changes(path: str) -> set[str]:
     _, stages, upstream_names = _base_graph(base)
     out: set[str] = set()
     for name, stage in stages.items():
-        if _reads(stage, path, cfg) or any(_reaches(u, stage, path) for u in upstream_names[name] & out):
+        arm = name.split(":")[1] if stage == "train" else None  # train:ARM:SEED
+        if _reads(stage, path, cfg, arm) or any(_reaches(u, stage, path) for u in upstream_names[name] & out):
             out.add(name)
     return out
 

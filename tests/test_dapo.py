@@ -279,3 +279,45 @@ def test_plain_ordered_grpo_is_unaffected(tmp_path):
     assert calls == [["p00"] * 2 + ["p01"] * 2, ["p02"] * 2 + ["p03"] * 2]  # one generation per step, in order
     assert all((b["advantages"] == 0).sum() == 2 for b in losses)  # the flat group stays in the batch
     assert not any(k.startswith("dynamic_sampling/") for h in logs for k in h)
+
+
+def test_take_next_finds_the_next_prompt_of_a_cluster_and_keeps_what_it_passed_over():
+    from saerl.dapo import take_next
+
+    clusters = [0, 1, 0, 0, 1, 2, 0]
+    stream = iter(range(len(clusters)))
+    ahead: list[int] = []
+    assert take_next(ahead, lambda: next(stream), clusters, 1, 10) == 1 and ahead == [0]
+    assert take_next(ahead, lambda: next(stream), clusters, 1, 10) == 4 and ahead == [0, 2, 3]
+    assert take_next(ahead, lambda: next(stream), clusters, 0, 10) == 0 and ahead == [2, 3], "the passed-over first"
+    assert take_next(ahead, lambda: next(stream), clusters, None, 10) == 2 and ahead == [3]
+    assert take_next(ahead, lambda: next(stream), clusters, 7, 2) == 3 and ahead == [5], "none of it: the next"
+    assert take_next(ahead, lambda: next(stream), None, 1, 10) == 5 and ahead == [], "no clusters: the stream's next"
+
+
+def test_refills_by_cluster_replace_a_dropped_group_with_its_clusters_next_prompt_and_resume(tmp_path):
+    """DAPO refilled a step with the next prompts of the order, which belong to the next curriculum batch: the
+    demo's cluster-first batches trained at a .55 share of their home cluster against .78 designed. With clusters,
+    a dropped prompt is replaced by the next prompt of its own cluster; the prompts passed over come next; a run
+    resumed from a checkpoint continues as the uninterrupted run."""
+    kinds = ["spread", "flat", "spread", "spread", "spread", "spread", "spread", "spread", "spread", "spread"]
+    clusters = [0, 1, 0, 0, 1, 0, 1, 0, 1, 0]
+    by_cluster = dynamic_sampling_trainer(_trainer_class(), max_rounds=3, clusters=clusters)
+    calls, losses, logs, trainer = run(by_cluster, kinds, tmp_path / "c", steps=2)
+    # step 1: p00 (0) p01 (1, flat) -> the next of cluster 1 is p04 (p02, p03 passed over); step 2: p02 p03
+    assert calls == [["p00"] * 2 + ["p01"] * 2, ["p04"] * 2, ["p02"] * 2 + ["p03"] * 2]
+    assert all((b["advantages"] != 0).all() for b in losses)
+    assert [i for i, spread, _ in trainer.dynamic_sampling_drawn if spread] == [0, 4, 2, 3]
+    plain = run(dynamic_sampling_trainer(_trainer_class(), max_rounds=3), kinds, tmp_path / "s", steps=2)[0]
+    assert plain[1] == ["p02"] * 2, "without clusters: the stream's next"
+    _, _, _, first = run(by_cluster, kinds, tmp_path / "cut", steps=1, save_every=1)
+    state = first.dynamic_sampling_state()
+    assert state["cursor"] == 5 and state["ahead"] == [2, 3]
+    ckpt = tmp_path / "cut" / "checkpoint-1"
+    (ckpt / STATE_FILE).write_text(json.dumps(state))
+    resumed_calls, _, _, resumed = run(by_cluster, kinds, tmp_path / "cut", steps=2, resume=ckpt)
+    assert resumed_calls == calls[2:] and resumed.dynamic_sampling_drawn == trainer.dynamic_sampling_drawn
+    with pytest.raises(ValueError, match="cursor 5 but 3 prompts drawn and 1 passed over"):
+        resumed.restore_dynamic_sampling({**state, "ahead": [2]})
+    with pytest.raises(ValueError, match="clusters has 3 entries for a train dataset of 10 rows"):
+        run(dynamic_sampling_trainer(_trainer_class(), max_rounds=3, clusters=[0, 1, 0]), kinds, tmp_path / "x")

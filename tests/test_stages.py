@@ -87,6 +87,12 @@ def test_a_train_field_the_algorithm_ignores_does_not_retrain():
     assert _key("train", grpo, "train.loss_type=bnpo") != _key("train", grpo)
     assert _key("train", grpo, "train.dynamic_sampling_max_rounds=0") == _key("train", grpo), "only DAPO refills"
     assert _key("train", dapo, "train.dynamic_sampling_max_rounds=0") != _key("train", dapo)
+    refill = "train.dynamic_sampling_refill=cluster"
+    assert _key("train", grpo, refill) == _key("train", grpo), "only DAPO refills"
+    for arm, retrains in (("saerl", True), ("order_only", True), ("vanilla", False), ("filter_only", False)):
+        keys = {"arm": arm, "seed": "0"}
+        assert (_key("train", dapo, refill, inputs=keys) != _key("train", dapo, inputs=keys)) is retrains, \
+            f"{arm}: a shuffled arm has no clusters, and DAPO refills it from the stream either way"
 
 
 def test_the_curve_timeout_is_the_evaluations_and_retrains():
