@@ -22,7 +22,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from saerl.artifacts import ArtifactRef, ArtifactStore
-from saerl.config import build_config, flatten
+from saerl.config import build_config, flatten, redacted
 from saerl.pipeline import (
     SHARDED,
     STOPPED_TOKEN,
@@ -268,7 +268,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
     extra: dict[str, Any] = {RUNNING: True, GIT: code}  # RUNNING until it ends, either way
     if sweep:
         extra |= {SWEEP: sweep["id"], SETTING: label, SWEEP_PARAMS: sweep.get("params") or {}}
-    record = RunRecord(name=cfg.name, run_id=run_id or new_run_id(), config=flatten(cfg), extra=extra)
+    record = RunRecord(name=cfg.name, run_id=run_id or new_run_id(), config=redacted(flatten(cfg)), extra=extra)
     planned = [name for _, name, _, _ in stage_runs(cfg, until)]
     previous = previous_stage_runs(root, cfg.name, planned)  # per stage run: a newer run may have stopped before it
     tracker = Tracker(cfg, root, record.run_id, tags=code | prefect_tags(), label=label,

@@ -832,6 +832,27 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return build_config(raw, where)
 
 
+# a URL's user:password part, and query parameters named like a secret (token, key, password, ...): what a run's
+# params, record and warnings must not show (tracking.uri, runtime.prefect_api_url, runtime.dask_address)
+URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]+@")
+SECRET_QUERY = re.compile(r"([?&][^=&#]*(?:token|key|secret|passw|auth|signature)[^=&#]*=)[^&#]*", re.IGNORECASE)
+REDACTED = "***"
+
+
+def redact(value: Any) -> Any:
+    """`value` with the credentials a URL may carry masked ('https://alice:pw@host/api?token=x' ->
+    'https://***@host/api?token=***'); anything else as it is. in: a value; out: the value to show or log."""
+    if not isinstance(value, str) or "://" not in value:
+        return value
+    return SECRET_QUERY.sub(rf"\g<1>{REDACTED}", URL_USERINFO.sub(rf"\g<1>{REDACTED}@", value))
+
+
+def redacted(flat: dict[str, Any]) -> dict[str, Any]:
+    """A flat config (:func:`flatten`) as MLflow params and run records keep it: URL credentials masked
+    (:func:`redact`); the run itself uses the real values. in/out: {dotted path: value}."""
+    return {k: redact(v) for k, v in flat.items()}
+
+
 def flatten(cfg: BaseModel, prefix: str = "") -> dict[str, Any]:
     """Config as {dotted leaf path: JSON-able value}, following the schema (a dict-valued field is one leaf).
 

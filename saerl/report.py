@@ -26,7 +26,7 @@ from typing import Any
 import polars as pl
 
 from saerl.artifacts import MANIFEST, ArtifactRef, ArtifactStore, read_manifest, write_file_atomic
-from saerl.config import PipelineConfig, build_config, flatten
+from saerl.config import REDACTED, PipelineConfig, build_config, flatten, redacted
 from saerl.runs import (
     FAILED,
     GIT,
@@ -478,7 +478,7 @@ def record_results(store: ArtifactStore, cfg: PipelineConfig, results: dict[str,
     :func:`saerl.runs.save_run`."""
     from saerl.tracking import git_tags
 
-    record = RunRecord(name=cfg.name, config=flatten(cfg), extra={GIT: git_tags()})
+    record = RunRecord(name=cfg.name, config=redacted(flatten(cfg)), extra={GIT: git_tags()})
     previous = previous_stage_runs(store.root, cfg.name, list(results))  # per stage run: its newest earlier run
     for name, res in results.items():
         stage = stage_of(name)
@@ -545,6 +545,10 @@ def relog(root: Path, record: RunRecord, uri: str | None = None) -> str:
 
     record = relocated(record, Path(root))  # the artifacts under `root`, not where a moved root was at run time
     cfg = build_config(unflatten(record.config), where=f"run record {record.run_id}")
+    if uri is None and REDACTED in (cfg.tracking.uri or ""):
+        raise RuntimeError(f"run {record.run_id} was tracked at {cfg.tracking.uri}, whose credentials its record "
+                           "does not keep: give the URI with --uri (or the credentials in MLFLOW_TRACKING_USERNAME "
+                           "and MLFLOW_TRACKING_PASSWORD, and --uri without them)")
     cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={
         "enabled": True, "uri": uri or cfg.tracking.uri})})
     versions = run_library_versions(record)

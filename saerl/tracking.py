@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from saerl.artifacts import file_lock, read_manifest
-from saerl.config import PipelineConfig, flatten
+from saerl.config import PipelineConfig, flatten, redact, redacted
 from saerl.runners import ARM_ORDERS, TRAIN_RUN, VANILLA
 from saerl.runs import StageRecord, artifact_dir, run_alive
 
@@ -280,7 +280,7 @@ class Tracker:
         # a process, a sweep's or a relog's, and let an inherited variable override the config silently)
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(cfg.tracking.http_retries)
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(cfg.tracking.http_timeout_s)
-        parent_params = (flatten(cfg) if params is None else params) | self.common_params
+        parent_params = (redacted(flatten(cfg)) if params is None else params) | self.common_params
         parent_tags = {RUN_ID_TAG: run_name, **(tags or {}), **self.common_tags}
         self._guard(lambda: self._start(cfg, labelled_run_name(run_name, label), parent_tags, started, parent_params))
 
@@ -291,7 +291,8 @@ class Tracker:
         try:
             return fn()
         except Exception as err:  # noqa: BLE001 - any tracking failure must not stop the pipeline
-            log.warning("MLflow tracking at %s failed (%s); continuing without tracking", self.uri, err)
+            log.warning("MLflow tracking at %s failed (%s); continuing without tracking", redact(self.uri),
+                        redact(str(err)))
             self.enabled = False
             return None
 

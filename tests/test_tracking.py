@@ -609,3 +609,25 @@ def test_every_arms_order_and_the_eval_curves_are_logged_with_the_reachable_curv
     assert [(m.step, m.value) for m in fallback] == [(0, 0.25), (2, 0.5)]
     assert not client.get_metric_history(t.stage_runs["evaluate"], "eval/h/order_only/0/greedy"), \
         "the '<set>' curve stays the training run's own"
+
+
+def test_credentials_in_urls_are_masked_in_params_warnings_and_run_records(tmp_path, caplog):
+    """A user:password in runtime.prefect_api_url / runtime.dask_address / tracking.uri was logged as an MLflow
+    param, kept in the run record and printed in the tracking warning."""
+    from saerl.config import redact
+
+    cfg = load_config(None, ["name=secret", "runtime.prefect_api_url=https://ci:PREFECT_SECRET@prefect.example/api",
+                             "runtime.dask_address=tls://user:DASK_PW@sched:8786"])
+    t = Tracker(cfg, tmp_path, "run-s")
+    t.finish()
+    params = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path)).get_run(t.parent_id).data.params
+    assert params["runtime.prefect_api_url"] == "https://***@prefect.example/api"
+    assert params["runtime.dask_address"] == "tls://***@sched:8786"
+    assert not any("SECRET" in v or "DASK_PW" in v for v in params.values())
+    bad = load_config(None, ["tracking.uri=http://alice:MLFLOW_SECRET@127.0.0.1:9/", "tracking.http_retries=0",
+                             "tracking.http_timeout_s=2"])
+    with caplog.at_level(logging.WARNING, logger="saerl.tracking"):
+        Tracker(bad, tmp_path, "run-w").finish()
+    assert "http://***@127.0.0.1:9/" in caplog.text and "MLFLOW_SECRET" not in caplog.text
+    assert redact("https://h/api?token=abc&page=2") == "https://h/api?token=***&page=2"
+    assert redact("http://127.0.0.1:4200/api") == "http://127.0.0.1:4200/api" and redact(3) == 3
