@@ -472,6 +472,10 @@ def held_out_mapping(data: DataConfig, entry: str | HeldOutSet) -> DataConfig:
     return data.model_copy(update={"max_rows": None, **own})
 
 
+SET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a held-out set's name (eval.sets keys)
+TESTBED_SET = "heldout"  # the testbed's own held-out set (saerl.runners.eval_sets)
+
+
 class EvalConfig(Section):
     """Held-out evaluation (evaluate stage)."""
 
@@ -502,6 +506,18 @@ class EvalConfig(Section):
     sets: dict[str, str | HeldOutSet] = Field(
         {}, description="extra held-out sets {name: file} read with the data mapping, or {name: {path: file, prompt: "
         "F, answer: F, id: F}} for a file whose fields differ (the testbed adds its own)")
+
+    @field_validator("sets")
+    @classmethod
+    def _set_names(cls, sets: dict[str, Any]) -> dict[str, Any]:
+        """A set's name becomes part of metric names (eval/<set>/greedy) and of table rows ('<set>:reachable' is a
+        set's reachable stratum): letters, digits, '_', '.' and '-' only, starting with a letter, digit or '_'
+        (MLflow refused '..' or 'a//b' and tracking went off for the run; 'x:reachable' collided with x's stratum)."""
+        bad = [name for name in sets if not SET_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(f"eval.sets names {', '.join(map(repr, bad))} are not usable: a set's name names its "
+                             "metrics and table rows; use letters, digits, '_', '.' and '-' (e.g. gsm8k_test)")
+        return sets
 
     @model_validator(mode="after")
     def _one_target(self) -> EvalConfig:
@@ -585,6 +601,9 @@ class PipelineConfig(Section):
                 have, both = ", ".join(stored), ", ".join(dict.fromkeys([*stored, pool]))
                 raise ValueError(f"score.{name} is '{pool}' but sae.encode_pool=[{have}] does not store it: set "
                                  f"sae.encode_pool=[{both}] or score.{name}={stored[0]}")
+        if self.data.source == "testbed" and TESTBED_SET in self.eval.sets:
+            raise ValueError(f"eval.sets names a set '{TESTBED_SET}', the name of the testbed's own held-out set, "
+                             "which it would replace: give yours another name")
         rollouts, parts = self.curriculum.batch_size * self.train.num_generations, self.train.micro_batches
         if rollouts % parts:
             fits = [d for d in range(1, rollouts + 1) if rollouts % d == 0 and d <= 4 * parts][-3:]

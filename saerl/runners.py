@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 
 from saerl.artifacts import ArtifactRef, Build
-from saerl.config import ModelConfig, PipelineConfig, held_out_file, held_out_mapping
+from saerl.config import TESTBED_SET, ModelConfig, PipelineConfig, held_out_file, held_out_mapping
 from saerl.stages import SHUFFLED_ARMS
 
 log = logging.getLogger("saerl.runners")
@@ -489,16 +489,16 @@ def eval_sets(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, 
     (data.max_rows caps the training data only; eval.max_problems caps a held-out set by sha256(id)); a label
     column the training data maps but the held-out file lacks (topic, difficulty, ...) is left out for that file:
     evaluation needs only prompt and answer (and id), and reports per label where the file has one."""
-    from saerl.data import ingest
+    from saerl.data import ingest, summarize
 
     sets: dict[str, pl.DataFrame] = {}
     if cfg.data.source == "testbed" and "testbed" in inputs:
-        sets["heldout"] = pl.read_parquet(inputs["testbed"].file("world/eval.parquet"))
+        sets[TESTBED_SET] = pl.read_parquet(inputs["testbed"].file("world/eval.parquet"))
     for name, entry in cfg.eval.sets.items():
         result = ingest(held_out_mapping(cfg.data, entry), held_out_file(entry), labels_optional=True)
-        if result.rejected.height:
-            log.warning("eval set %s: %d rows rejected (see the ingest rules); %d kept", name,
-                        result.rejected.height, result.kept.height)
+        if result.rejected.height:  # rejected rows or flagged ones (kept), counted by row as saerl ingest counts them
+            log.warning("eval set %s (%s): %s; `saerl ingest %s --prompt F --answer F` lists each row and reason",
+                        name, held_out_file(entry), summarize(result).replace("\n", "; "), held_out_file(entry))
         sets[name] = result.kept
     return sets
 

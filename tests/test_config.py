@@ -229,3 +229,16 @@ def test_the_demo_keeps_resumable_checkpoints_without_moving_a_key():
     assert "train.save_every" in RESULT_NEUTRAL
     without = load_config(CONFIGS / "demo.yaml", ["train.save_every=0"])
     assert stage_key(demo, "train", {}) == stage_key(without, "train", {})
+
+
+def test_held_out_set_names_must_name_metrics_and_keep_off_the_testbeds_own():
+    """eval.sets keys were free text: '..' or 'a//b' made MLflow refuse the metrics (tracking went off for the
+    run), 'x:reachable' collided with set x's reachable stratum, and 'heldout' replaced the testbed's own set."""
+    for name in ("..", "a//b", "x:reachable", "ASDiv (2021)", ".hidden"):
+        with pytest.raises(ConfigError, match="not usable: a set's name names its metrics"):
+            load_config(None, ["data.source=file", "data.path=x.jsonl", f"eval.sets={{'{name}': x.jsonl}}"])
+    with pytest.raises(ConfigError, match="'heldout', the name of the testbed's own held-out set"):
+        load_config(None, ["data.source=testbed", "eval.sets={heldout: x.jsonl}"])
+    ok = load_config(None, ["eval.sets={gsm8k_test: x.jsonl, asdiv-v1.2: y.jsonl}"])
+    assert set(ok.eval.sets) == {"gsm8k_test", "asdiv-v1.2"}
+    assert load_config(None, ["data.source=file", "data.path=x.jsonl", "eval.sets={heldout: x.jsonl}"]).eval.sets

@@ -897,3 +897,20 @@ def test_an_ablation_arms_order_depends_only_on_what_its_key_hashes(tmp_path, ar
         orders.setdefault(arm_order_key(cfg, arm, score.key), set()).add(tuple(order))
     assert all(len(o) == 1 for o in orders.values()), "one key, several orders: the key misses a field"
     assert len(orders) >= 2
+
+
+def test_a_held_out_sets_rejected_rows_are_counted_by_row_and_reason(tmp_path, caplog):
+    """The warning counted rejected.parquet's lines ('9 rows rejected' for 6 rejected rows: a row with two problems
+    and a flagged row that is kept count too) and named no reason nor the file."""
+    import logging
+
+    held = tmp_path / "held.jsonl"
+    rows = [f'{{"question": "q{i}?", "answer": "{i}"}}' for i in range(4)]
+    rows += ['{"question": "", "answer": ""}', '{"question": "q0?", "answer": "0"}', '{"question": "q9?"}']
+    held.write_text("\n".join(rows) + "\n")
+    cfg = load_config(None, ["data.source=file", f"data.path={tmp_path / 'train.jsonl'}", f"eval.sets={{h: {held}}}"])
+    with caplog.at_level(logging.WARNING, logger="saerl.runners"):
+        assert eval_sets(cfg, {})["h"].height == 4
+    (line,) = [r.getMessage() for r in caplog.records if "eval set h" in r.getMessage()]
+    assert f"eval set h ({held}): kept 4 of 7 rows; rejected 3:" in line and "duplicate prompt 1" in line
+    assert f"saerl ingest {held}" in line
