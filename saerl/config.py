@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import reprlib
 import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -613,6 +614,13 @@ class PipelineConfig(Section):
         return self
 
 
+# how a config error shows the value it refused: a few levels, items and characters (YAML aliases can make a small
+# file's value astronomically long to print: nine nested levels of ten aliases each ran out of memory)
+SHORT_REPR = reprlib.Repr()
+SHORT_REPR.maxlevel, SHORT_REPR.maxstring, SHORT_REPR.maxother = 2, 160, 160
+SHORT_REPR.maxdict = SHORT_REPR.maxlist = SHORT_REPR.maxtuple = SHORT_REPR.maxset = 6
+
+
 class ConfigError(ValueError):
     """A config problem, phrased for the user: key path, value, what was expected, and a fix."""
 
@@ -730,7 +738,7 @@ def _format_errors(err: ValidationError, where: str) -> str:
         else:
             value = e.get("input")
             fields[path] = len(lines)
-            lines.append(f"field '{path}': got {value!r} ({type(value).__name__}); {e['msg']}")
+            lines.append(f"field '{path}': got {SHORT_REPR.repr(value)} ({type(value).__name__}); {e['msg']}")
     return f"invalid config ({where}):\n  " + "\n  ".join(lines)
 
 

@@ -242,3 +242,15 @@ def test_held_out_set_names_must_name_metrics_and_keep_off_the_testbeds_own():
     ok = load_config(None, ["eval.sets={gsm8k_test: x.jsonl, asdiv-v1.2: y.jsonl}"])
     assert set(ok.eval.sets) == {"gsm8k_test", "asdiv-v1.2"}
     assert load_config(None, ["data.source=file", "data.path=x.jsonl", "eval.sets={heldout: x.jsonl}"]).eval.sets
+
+
+def test_a_config_error_shows_a_short_form_of_a_huge_value(tmp_path):
+    """Nine levels of ten YAML aliases each (a small file) made the error message print 10^9 items: it ran out of
+    memory. The error shows a few levels and items of the value."""
+    lines = ["eval:", "  sets:", "    s0: &a0 [" + ", ".join(["lol"] * 10) + "]"]
+    lines += [f"    s{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    bomb = tmp_path / "laughs.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=r"field 'eval.sets.s8': got \[\[\[") as err:
+        load_config(bomb)
+    assert len(str(err.value)) < 20_000
