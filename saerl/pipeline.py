@@ -152,8 +152,8 @@ CHAT_READERS = ("label", "train", "evaluate")  # stages that prompt the policy t
 def check_model(name: str, field: str, chat: bool) -> None:
     """Refuse a model a config field names that cannot load, before the first stage (transformers' own error came when
     a stage loaded it, never naming the field): a local folder that does not exist (a path: it starts with '/', '.'
-    or '~', or has more than one '/'; 'org/name' is a hub id, checked when loaded) or holds no config.json, and with
-    `chat` a local folder whose tokenizer has no chat template (RL's prompts are chat-formatted; it failed at the
+    or '~', or has more than one '/'; 'org/name' is a hub id, checked when loaded), holds no config.json or no
+    .safetensors weights (a pickled checkpoint alone: transformers' own error named no field), and with `chat` a local folder whose tokenizer has no chat template (RL's prompts are chat-formatted; it failed at the
     label stage, after extraction and the SAE). 'testbed' and 'pkg:<module>' are left to their stages.
     in: the value, its config field, whether the plan prompts it; raises FileNotFoundError / ValueError."""
     from saerl.activations import PKG_PREFIX
@@ -169,6 +169,11 @@ def check_model(name: str, field: str, chat: bool) -> None:
     if not (path / "config.json").is_file():
         raise ValueError(f"{field}={name} is a folder without config.json, not a transformers model (a model's "
                          "save_pretrained folder holds config.json, its weights and its tokenizer)")
+    if not any(path.glob("*.safetensors")):
+        raise ValueError(f"{field}={name} holds no .safetensors weights: saerl loads model weights from safetensors "
+                         "alone (a pickled pytorch_model.bin can run code when loaded). Fix: where you trust the "
+                         "checkpoint, load it with transformers and save it with save_pretrained(DIR, "
+                         "safe_serialization=True), then name DIR")
     if chat and not has_chat_template(path):
         raise ValueError(f"{field}={name}: its tokenizer has no chat template (tokenizer_config.json's chat_template "
                          "or chat_template.jinja), and RL prompts the policy as a chat (trl): use a chat or instruct "
@@ -263,13 +268,17 @@ def check_loaders(cfg: PipelineConfig, until: str | None = None) -> None:
     if "extract" in todo and (depth := known_depth(cfg, hub_cache=True)) is not None:
         resolve_layer(cfg.extract.layer, depth)  # an extract.layer out of range: refused when the model had loaded
     if "sae" in todo and cfg.sae.source == "local" and cfg.sae.path:
+        from saerl.sae import local_sae_problem
+
+        if problem := local_sae_problem(Path(cfg.sae.path).expanduser()):
+            raise ValueError(problem)
         check_sae_width(Path(cfg.sae.path).expanduser(), known_size(cfg, "hidden_size", hub_cache=True))
 
 
 def check_sae_width(folder: Path, width: int | None) -> None:
     """Refuse a local SAE (sae.path) whose input width (cfg.json d_in) is not the extracted model's hidden size,
     before the first stage: the sae stage found it after extraction had run. Nothing is said when either width is
-    unknown (a hub model; a folder without a readable cfg.json, which the stage's load reports). in: the SAE
+    unknown (a hub model; a cfg.json without an integer d_in, which the stage's load reports). in: the SAE
     folder, the model's width or None; raises ValueError naming the fields to change."""
     try:
         d_in = json.loads((folder / "cfg.json").read_text())["d_in"]

@@ -264,7 +264,41 @@ def _source_sae(cfg: SAEConfig, device: str) -> tuple[Any, str]:
         return load_pretrained_sae(cfg.release, cfg.sae_id, device), f"{cfg.release}/{cfg.sae_id}"
     if not cfg.path:
         raise ValueError("sae.source=local needs sae.path (a folder with cfg.json + sae_weights.safetensors)")
+    if problem := local_sae_problem(Path(cfg.path).expanduser(), known_architectures()):
+        raise ValueError(problem)
     return SAE.load_from_disk(cfg.path, device=device), cfg.path
+
+
+def known_architectures() -> frozenset[str]:
+    """The SAE architectures the installed sae-lens loads (its class registry)."""
+    import sae_lens  # noqa: F401 - importing sae_lens registers its SAE classes
+    from sae_lens.registry import SAE_CLASS_REGISTRY
+
+    return frozenset(SAE_CLASS_REGISTRY)
+
+
+def local_sae_problem(folder: Path, architectures: frozenset[str] | None = None) -> str | None:
+    """What keeps a local SAE folder (sae.path) from loading, said with its field and a fix, or None: a missing
+    folder, no cfg.json (or one that is not a JSON object), no sae_weights.safetensors (saerl loads SAE weights
+    from safetensors alone: a pickle (.pt) can run code when loaded), an architecture not in `architectures`
+    (None: not checked; sae-lens's own error was a bare KeyError). in: the folder, the known architectures;
+    out: the problem or None."""
+    if not folder.is_dir():
+        return f"sae.path={folder} is not a folder (check sae.path: a sae-lens folder of cfg.json + {SAE_WEIGHTS})"
+    try:
+        cfg = json.loads((folder / "cfg.json").read_text())
+    except (OSError, ValueError) as err:
+        return (f"sae.path={folder}: its cfg.json is missing or unreadable ({type(err).__name__}); a sae-lens SAE "
+                f"folder holds cfg.json + {SAE_WEIGHTS} (sae.save_model(DIR) writes both)")
+    if not (folder / SAE_WEIGHTS).is_file():
+        return (f"sae.path={folder} holds no {SAE_WEIGHTS}: saerl reads SAE weights from safetensors alone (a pickled "
+                ".pt can run code when loaded). Fix: where you trust the weights, load them with sae-lens and save "
+                "them with sae.save_model(DIR)")
+    arch = cfg.get("architecture", "standard") if isinstance(cfg, dict) else None
+    if architectures is not None and arch not in architectures:
+        return (f"sae.path={folder}: cfg.json names architecture {arch!r}, which the installed sae-lens does not "
+                f"load (it knows {', '.join(sorted(architectures))})")
+    return None
 
 
 def obtain_sae(cfg: SAEConfig, activations_path: str | Path, out_dir: str | Path, device: str = "cpu",

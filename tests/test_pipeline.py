@@ -102,6 +102,10 @@ def test_a_model_folder_that_cannot_load_is_refused_naming_its_field(tmp_path):
     plain = tmp_path / "plain"
     plain.mkdir()
     (plain / "config.json").write_text("{}")
+    (plain / "pytorch_model.bin").write_bytes(b"a pickle")
+    with pytest.raises(ValueError, match=r"plain holds no .safetensors weights.*safe_serialization=True"):
+        check_runnable(cfg(f"model.name_or_path={plain}"))
+    (plain / "model.safetensors").write_bytes(b"weights")
     (plain / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 512}))
     with pytest.raises(ValueError, match="its tokenizer has no chat template"):
         check_runnable(cfg(f"model.name_or_path={plain}"))
@@ -123,12 +127,14 @@ def test_an_extract_layer_out_of_range_is_refused_before_the_first_stage(tmp_pat
 
 def test_a_local_sae_of_another_width_is_refused_before_the_first_stage(tmp_path):
     """A local SAE whose d_in is not the model's hidden size was refused by the sae stage, after the testbed,
-    ingest and extraction ran; an SAE of the right width, or one whose width is not readable, passes the plan."""
+    ingest and extraction ran, and a folder without cfg.json or safetensors weights by sae-lens's bare error;
+    each is refused before the first stage, naming sae.path; an SAE of the right width passes the plan."""
     smoke = load_config(CONFIGS / "smoke.yaml", [])
     width = smoke.testbed.d_model
     for name, d_in in (("wide", width * 2), ("fits", width)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "cfg.json").write_text(json.dumps({"d_in": d_in, "d_sae": 4 * d_in}))
+    (tmp_path / "wide" / "sae_weights.safetensors").write_bytes(b"weights")
 
     def cfg(folder: str):
         return load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path / 'root'}", "sae.source=local",
@@ -136,8 +142,15 @@ def test_a_local_sae_of_another_width_is_refused_before_the_first_stage(tmp_path
     with pytest.raises(ValueError, match=rf"sae.path=.*wide reads vectors of d_in={width * 2}.*hidden size {width}"):
         check_runnable(cfg("wide"))
     check_runnable(cfg("wide"), "extract")  # no SAE stage to run: nothing to refuse
+    with pytest.raises(ValueError, match=r"fits holds no sae_weights.safetensors.*sae.save_model"):
+        check_runnable(cfg("fits"))
+    (tmp_path / "fits" / "sae_weights.safetensors").write_bytes(b"weights")
     check_runnable(cfg("fits"))
-    check_runnable(cfg("nothing-here"))  # no cfg.json: the stage's load names what is wrong
+    with pytest.raises(ValueError, match=r"nothing-here is not a folder \(check sae.path"):
+        check_runnable(cfg("nothing-here"))
+    (tmp_path / "nothing-here").mkdir()
+    with pytest.raises(ValueError, match=r"nothing-here: its cfg.json is missing or unreadable"):
+        check_runnable(cfg("nothing-here"))
 
 
 def test_a_rerun_whose_model_stages_are_stored_needs_neither_the_model_nor_vllm(tmp_path, monkeypatch):

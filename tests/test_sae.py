@@ -610,3 +610,20 @@ def test_an_outside_sae_that_scales_its_inputs_without_a_factor_gets_one_estimat
     monkeypatch.setattr(sae_mod, "fold_expected_average", lambda sae, x: None)
     unfolded = obtain_sae(cfg, store, tmp_path / "unfolded")
     assert unfolded["variance_explained"] < report["variance_explained"] - 0.3, "without the fold it encodes noise"
+
+
+def test_a_local_sae_folder_that_cannot_load_is_refused_naming_sae_path(store, trained, tmp_path):
+    """A folder of .pt weights only gave sae-lens's bare FileNotFoundError, an unknown architecture a bare
+    KeyError ('os.system'); both name sae.path and a fix now, and no pickle is read."""
+    sae_dir, _ = trained
+    pt_only = tmp_path / "pt"
+    shutil.copytree(sae_dir, pt_only)
+    (pt_only / "sae_weights.safetensors").rename(pt_only / "sae_weights.pt")
+    with pytest.raises(ValueError, match=r"sae.path=.*pt holds no sae_weights.safetensors.*save_model"):
+        obtain_sae(CFG.model_copy(update={"source": "local", "path": str(pt_only)}), store, tmp_path / "a")
+    odd = tmp_path / "odd"
+    shutil.copytree(sae_dir, odd)
+    cfg_json = json.loads((odd / "cfg.json").read_text())
+    (odd / "cfg.json").write_text(json.dumps({**cfg_json, "architecture": "os.system"}))
+    with pytest.raises(ValueError, match=r"architecture 'os.system', which the installed sae-lens does not load.*topk"):
+        obtain_sae(CFG.model_copy(update={"source": "local", "path": str(odd)}), store, tmp_path / "b")
