@@ -15,6 +15,7 @@ chunk log kept them, :func:`resumed_note`), or the step a training run resumed f
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -168,14 +169,27 @@ def _run_fix(runs: list[Path], match: list[Path]) -> str:
            f"{', '.join(p.stem for p in runs[::-1][:RECENT_IDS])})"
 
 
+# what a record's run id, stage keys and stage folders may be: they name files and folders under the root (a record
+# in a copied root is someone else's file: '../../x' would reach out of it)
+SAFE_PART = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def read_run(path: Path) -> RunRecord:
-    """Parse one run record file; ValueError (naming the file) when it is not a readable record."""
+    """Parse one run record file; ValueError (naming the file) when it is not a readable record, or when its run
+    id is not its file's name or a run id, stage key or stage name of it is not a plain name (SAFE_PART): they
+    become paths under the root (the report's HTML file, artifact folders)."""
     try:
         data = json.loads(Path(path).read_text())
         data["stages"] = {k: StageRecord(**v) for k, v in data["stages"].items()}
-        return RunRecord(**data)
+        record = RunRecord(**data)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"run record {path} is not readable ({err}); fix or delete it") from err
+    unsafe = [p for p in (record.run_id, *(stage_of(n) for n in record.stages), *(s.key for s in record.stages.values()))
+              if not SAFE_PART.fullmatch(str(p))]
+    if record.run_id != Path(path).stem or unsafe:
+        raise ValueError(f"run record {path} is not readable (its run id {record.run_id!r} must be its file's name, "
+                         f"and ids, stage names and keys plain names: {unsafe[:3]}); fix or delete it")
+    return record
 
 
 def stage_of(run_name: str) -> str:

@@ -350,3 +350,24 @@ def test_a_verifying_stages_reason_says_whose_version_changed():
         "code changed: label version 9 -> 10, verifier version 1 -> 2"
     assert code_change("score", "13", "13+verify1") == "code changed: verifier version none -> 1"
     assert code_change("score", "", "13") == "" and code_change("score", "13", "13") == ""
+
+
+def test_a_record_whose_ids_would_leave_the_root_is_refused(tmp_path):
+    """A record in a copied root named its run id '../../escape/pwned': `saerl report` wrote its HTML outside the
+    root. A record's run id must be its file's name, and ids, stage names and keys plain names."""
+    import json
+
+    import pytest
+
+    from saerl.runs import read_run
+
+    good = RunRecord(name="r", run_id="20261205-080000-000000-abcd", stages={"train:saerl:0": StageRecord(
+        stage="train:saerl:0", key="0123abcd", status="computed", reason="", config={}, inputs={}, path="x")})
+    path = save_run(tmp_path, good)
+    assert read_run(path).run_id == good.run_id
+    data = json.loads(path.read_text())
+    for change in ({"run_id": "../../escape/pwned"}, {"stages": {"../x": {**data["stages"]["train:saerl:0"]}}},
+                   {"stages": {"train:saerl:0": {**data["stages"]["train:saerl:0"], "key": "../../etc"}}}):
+        path.write_text(json.dumps({**data, **change}))
+        with pytest.raises(ValueError, match="is not readable .*plain names"):
+            read_run(path)
