@@ -18,6 +18,7 @@ The Zarr layout and readers live in :mod:`saerl.activation_store`.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -151,10 +152,18 @@ class LoadedModel:
 
 
 def resolve_model_path(name: str) -> str:
-    """'pkg:<module>' -> the model folder a Python package ships (its get_model_path(), MODEL_DIR, or
-    <package>/model); anything else (local folder or hub id) is returned unchanged."""
+    """'pkg:<module>' -> the model folder a Python package ships: <package>/model, found without importing the
+    package (a plan stamps the folder before any stage runs, and importing runs the module's code), else its
+    get_model_path() or MODEL_DIR, which needs the import; anything else (local folder or hub id) is returned
+    unchanged."""
     if not name.startswith(PKG_PREFIX):
         return name
+    spec = importlib.util.find_spec(name[len(PKG_PREFIX):])
+    if spec is None:
+        raise ModuleNotFoundError(f"{name}: no installed Python package or module named {name[len(PKG_PREFIX):]!r} "
+                                  "(pip install it into this environment, or name a model folder or hub id)")
+    if spec.submodule_search_locations and (folder := Path(list(spec.submodule_search_locations)[0]) / "model").is_dir():
+        return str(folder)
     module = importlib.import_module(name[len(PKG_PREFIX):])
     if callable(getattr(module, "get_model_path", None)):
         return str(module.get_model_path())

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -160,11 +158,21 @@ def test_layer_and_batches_and_template(loaded):
 
 
 def test_pkg_model_path(monkeypatch, tmp_path):
-    shipped = types.ModuleType("shipped_model")
-    shipped.get_model_path = lambda: tmp_path  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "shipped_model", shipped)
-    assert resolve_model_path("pkg:shipped_model") == str(tmp_path)
-    with pytest.raises(ModuleNotFoundError):
+    """'pkg:<module>' names the model a package ships: its model/ folder is found without importing it (a plan
+    stamps the folder before any stage runs: a module beside a downloaded config ran at plan time); a package
+    without one is imported for its get_model_path()."""
+    (tmp_path / "weights").mkdir()
+    shipped = tmp_path / "shipped_model"
+    shipped.mkdir()
+    (shipped / "__init__.py").write_text(f"def get_model_path():\n    return {str(tmp_path / 'weights')!r}\n")
+    foldered = tmp_path / "foldered_model"
+    (foldered / "model").mkdir(parents=True)
+    (foldered / "__init__.py").write_text(f"open({str(tmp_path / 'IMPORTED')!r}, 'w').write('ran')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert resolve_model_path("pkg:shipped_model") == str(tmp_path / "weights")
+    assert resolve_model_path("pkg:foldered_model") == str(foldered / "model")
+    assert not (tmp_path / "IMPORTED").exists(), "its model/ folder is found without running the package"
+    with pytest.raises(ModuleNotFoundError, match="no installed Python package or module named"):
         resolve_model_path("pkg:no_such_package_here")
 
 
