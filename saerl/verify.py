@@ -99,6 +99,10 @@ HARD_KILL_GRACE_S = 1.0  # extra seconds a worker gets past timeout_s before it 
 WORKER_START_TIMEOUT_S = 120.0  # a worker that is not ready (math-verify imported) by then is an error
 MAX_START_FAILURES = 3  # workers failing to start, in one call, before its tasks are given up as errors
 PARSE_CACHE_SIZE = 4096  # parsed answers each worker remembers
+# address space a worker may add after importing math-verify: one answer like \boxed{2^{2^{40}}} grew a worker by
+# 429 MB in 5 s (eight workers of a raised verify_timeout_s: gigabytes beside a training run); past it sympy's
+# allocation fails and the task ends as an "error" (a MemoryError, as any other failure of the verifier)
+WORKER_MEMORY_HEADROOM_MB = 1024
 MAX_WORKERS = max(1, min(8, os.cpu_count() or 1))  # sympy's LaTeX parser is ~30 ms per answer: use the cores
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 _WORKER_CMD = "import sys; from saerl.verify import _worker_main; _worker_main(int(sys.argv[1]))"
@@ -1342,6 +1346,21 @@ def _task_stall(seconds: float) -> tuple[str, str, str]:
 _TASKS = {"normalize": _task_normalize, "verify": _task_verify, "stall": _task_stall}
 
 
+def cap_address_space(headroom_mb: int) -> int | None:
+    """Limit this process's address space (RLIMIT_AS) to what it maps now plus `headroom_mb`, where the system has
+    such a limit (Linux; elsewhere nothing is set). in: headroom in MB; out: the limit set, in bytes, or None."""
+    try:
+        import resource
+
+        pages = int(Path("/proc/self/statm").read_text().split()[0])
+        limit = pages * os.sysconf("SC_PAGE_SIZE") + headroom_mb * 2**20
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+    except (ImportError, OSError, ValueError):
+        return None
+    return limit
+
+
 def _worker_main(fd: int) -> None:
     """Worker loop on socket `fd`: import math-verify, say ready, then run (kind, args, timeout_s) tasks
     until told to stop (None) or the parent goes away."""
@@ -1353,6 +1372,7 @@ def _worker_main(fd: int) -> None:
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     signal.signal(signal.SIGALRM, _on_alarm)
+    cap_address_space(WORKER_MEMORY_HEADROOM_MB)
     conn = Connection(fd)
     conn.send(("ready", None))
     while True:

@@ -1014,3 +1014,18 @@ def test_a_change_of_verify_py_is_reviewed_for_its_version():
     assert REVIEWED_SOURCES.get(V.VERSION) == digest, (
         f"saerl/verify.py changed (sha256 {digest}): if verdicts can change, bump verify.VERSION "
         f"(now {V.VERSION!r}); then set REVIEWED_SOURCES[verify.VERSION] to this hash in tests/test_verify.py")
+
+
+def test_a_worker_caps_its_address_space_so_a_runaway_answer_cannot_take_the_machine():
+    """Verifier workers had no memory cap: one answer grew a worker by 429 MB in 5 s. A worker now caps its address
+    space at what it maps after importing math-verify plus WORKER_MEMORY_HEADROOM_MB (checked in a child process:
+    the cap stays with the process that sets it)."""
+    import subprocess
+    import sys
+
+    code = ("from saerl.verify import cap_address_space\n"
+            "limit = cap_address_space(64)\n"
+            "assert limit is not None\n"
+            "try:\n    bytearray(256 * 2**20)\nexcept MemoryError:\n    print('capped')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "capped", out.stderr
