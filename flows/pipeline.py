@@ -11,6 +11,7 @@ With `runtime.progress` off, :func:`quiet_libraries` silences the libraries' own
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
 import time
@@ -22,7 +23,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from saerl.artifacts import ArtifactRef, ArtifactStore
-from saerl.config import build_config, flatten, redacted
+from saerl.config import CODE_FIELDS, PipelineConfig, build_config, flatten, redacted, runs_outside_code
 from saerl.pipeline import (
     SHARDED,
     STOPPED_TOKEN,
@@ -461,6 +462,27 @@ def drop_pending_events() -> int:
     return dropped
 
 
+ALLOW_CODE_ENV = "SAERL_DEPLOYMENT_ALLOW_CODE"  # set to 1 on a worker to accept deployment parameters that run code
+
+
+def refuse_outside_code(cfg_file: PipelineConfig, cfg: PipelineConfig, grid: dict[str, list[Any]] | None = None) -> None:
+    """Refuse deployment parameters (overrides, an ablation grid) that make the run execute code from outside saerl
+    (saerl.config.runs_outside_code: model.trust_remote_code, model.hub_kernels, a pkg: model) where the config
+    file on the worker does not: anyone who can reach the Prefect server can start a deployment with any
+    parameters, and a hub repo's modelling code would run on the workers. The worker opts in with
+    SAERL_DEPLOYMENT_ALLOW_CODE=1; the config file's own settings are the worker owner's and stay allowed.
+    in: the config file as loaded, the config with the overrides, the grid; raises ValueError naming the fields."""
+    if os.environ.get(ALLOW_CODE_ENV) == "1":
+        return
+    before, after = flatten(cfg_file), flatten(cfg)
+    asked = [f for f in CODE_FIELDS if runs_outside_code(f, after[f]) and not runs_outside_code(f, before[f])]
+    asked += [f"grid {k}" for k, values in (grid or {}).items() if any(runs_outside_code(k, v) for v in values)]
+    if asked:
+        raise ValueError(f"deployment parameters ask to run code from outside saerl ({', '.join(asked)}): a "
+                         "deployment accepts them from anyone who can reach the Prefect server. Put the setting in "
+                         f"the config file on the worker, or set {ALLOW_CODE_ENV}=1 in the worker's environment")
+
+
 @flow(name="saerl-pipeline-from-file")
 def pipeline_from_file(config_path: str = "configs/demo.yaml", overrides: list[str] | None = None,
                        until: str | None = None) -> dict[str, Any]:
@@ -471,6 +493,7 @@ def pipeline_from_file(config_path: str = "configs/demo.yaml", overrides: list[s
     from saerl.config import load_config
 
     cfg = load_config(config_path, overrides or [])
+    refuse_outside_code(load_config(config_path, []), cfg)
     named, run_id = named_run(pipeline_flow.with_options(task_runner=task_runner(cfg)))
     with quiet_libraries(cfg):
         return named(config=cfg.model_dump(mode="json"), until=until, run_id=run_id)

@@ -28,7 +28,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.pipeline import pipeline_flow, quiet_libraries, say, wait_awake
+from flows.pipeline import pipeline_flow, quiet_libraries, refuse_outside_code, say, wait_awake
 from flows.runner import task_runner
 from saerl.config import PipelineConfig, build_config
 from saerl.pipeline import check_runnable
@@ -168,6 +168,7 @@ def ablation_from_file(config_path: str = "configs/demo.yaml", grid: dict[str, l
 
     cfg = load_config(config_path, overrides or [])
     parsed: Grid = parse_grid(grid or [], PARAM_GRID)  # errors name the `grid` parameter, not saerl ablate's --grid
+    refuse_outside_code(load_config(config_path, []), cfg, parsed)
     plan_sweep(cfg.model_dump(mode="json"), parsed, overrides or [], PARAM_GRID)  # every error before a child starts
     check_runnable(cfg, until)
     with quiet_libraries(cfg):

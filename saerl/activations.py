@@ -44,9 +44,9 @@ from saerl.activation_store import (
     store_heads,
 )
 from saerl.artifacts import ChunkLog, while_wanted
-from saerl.config import ExtractConfig, ModelConfig, device_type, resolve_layer
+from saerl.config import PKG_MODEL, ExtractConfig, ModelConfig, device_type, resolve_layer
 
-PKG_PREFIX = "pkg:"
+PKG_PREFIX = PKG_MODEL  # a model a Python package ships: pkg:<module>
 CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 # prompt texts whose renderings' common token prefix is the template's head: their first characters differ in kind
 # (two digits, a lower- and an upper-case letter, punctuation), so at least two of their first tokens differ even in

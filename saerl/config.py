@@ -859,6 +859,22 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return build_config(raw, where)
 
 
+# the model fields that make a run execute code it did not ship with: a hub repo's own modelling code, hub kernels,
+# and a Python package named by `pkg:<module>` (imported when it has no model/ folder)
+CODE_FIELDS: tuple[str, ...] = ("model.trust_remote_code", "model.hub_kernels", "model.name_or_path", "extract.model")
+PKG_MODEL = "pkg:"  # the prefix of a model a Python package ships (saerl.activations.resolve_model_path)
+
+
+def runs_outside_code(field: str, value: Any) -> bool:
+    """Does `value` of config field `field` make a run execute code from outside saerl (CODE_FIELDS)? in: a dotted
+    field and its value; out: the verdict (False for any other field)."""
+    if field in ("model.trust_remote_code", "model.hub_kernels"):
+        return value is True or str(value).lower() == "true"
+    if field in ("model.name_or_path", "extract.model"):
+        return isinstance(value, str) and value.startswith(PKG_MODEL)
+    return False
+
+
 # a URL's user:password part, and query parameters named like a secret (token, key, password, ...): what a run's
 # params, record and warnings must not show (tracking.uri, runtime.prefect_api_url, runtime.dask_address)
 URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]+@")

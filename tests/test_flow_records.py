@@ -91,6 +91,29 @@ def test_the_deployment_entry_runs_the_pipeline_on_the_configs_task_runner(monke
     assert type(local).__name__ == "InterruptibleThreadPoolTaskRunner" and local._max_workers == 3
 
 
+def test_a_deployment_refuses_parameters_that_run_outside_code_unless_the_worker_allows_it(monkeypatch, tmp_path):
+    """A deployment takes overrides (and an ablation grid) from anyone who can reach the Prefect server:
+    model.trust_remote_code=true with their own hub repo ran their code on the workers. Such parameters are
+    refused unless the worker sets SAERL_DEPLOYMENT_ALLOW_CODE=1; the config file's own settings stay allowed."""
+    import flows.pipeline as fp
+    from flows.sweep import ablation_from_file
+
+    calls: list[dict] = []
+    monkeypatch.setattr(fp, "pipeline_flow", _FakeFlow(calls))
+    monkeypatch.delenv(fp.ALLOW_CODE_ENV, raising=False)
+    for overrides in (["model.trust_remote_code=true"], ["model.hub_kernels=true"], ["extract.model=pkg:evilmod"]):
+        with pytest.raises(ValueError, match=r"deployment parameters ask to run code from outside saerl"):
+            fp.pipeline_from_file.fn(str(SMOKE), overrides)
+    with pytest.raises(ValueError, match=r"grid model.trust_remote_code.*SAERL_DEPLOYMENT_ALLOW_CODE=1"):
+        ablation_from_file.fn(config_path=str(SMOKE), grid={"model.trust_remote_code": [False, True]})
+    trusting = tmp_path / "trusting.yaml"
+    trusting.write_text(SMOKE.read_text() + "\nmodel:\n  trust_remote_code: true\n")
+    fp.pipeline_from_file.fn(str(trusting), ["model.trust_remote_code=true"])  # the worker's own file says so
+    monkeypatch.setenv(fp.ALLOW_CODE_ENV, "1")
+    fp.pipeline_from_file.fn(str(SMOKE), ["model.trust_remote_code=true"])
+    assert len(calls) == 2
+
+
 def test_two_flows_fanning_out_one_key_take_turns_and_the_second_fans_out_nothing(tmp_path, monkeypatch):
     """Two Dask flows building one sharded key at once (a sweep's children that share an extraction, two runs on
     one root) both laid its store out and sent shards into the same partial folder, the second's shards writing
