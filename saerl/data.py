@@ -31,6 +31,7 @@ import json
 import math
 import re
 import string
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -403,13 +404,20 @@ def _read_json_array(path: Path) -> LoadedTable:
 def _csv_error_line(path: Path) -> str:
     """Where Python's strict csv reader first fails on a file polars could not parse ('line 3: unexpected end
     of data'), else the first quote inside an unquoted field (see _bare_quote), or '' when neither is found."""
-    with path.open(newline="", encoding="utf-8", errors="replace") as fh:
-        reader = csv.reader(fh, strict=True)
-        try:
-            for _ in reader:
-                pass
-        except csv.Error as e:
-            return f"line {reader.line_num}: {e}"
+    limit = csv.field_size_limit()
+    csv.field_size_limit(sys.maxsize)  # a long field is no error here (polars reads it); the limit came first
+    try:
+        with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+            reader = csv.reader(fh, strict=True)
+            began = 1  # the line the record being read began on: an unclosed quote fails at the file's end
+            try:
+                for _ in reader:
+                    began = reader.line_num + 1
+            except csv.Error as e:
+                where = f"line {began}" if began == reader.line_num else f"the record that begins on line {began}"
+                return f"{where}: {e}"
+    finally:
+        csv.field_size_limit(limit)
     return _bare_quote(path.read_bytes().decode("utf-8", errors="replace"))
 
 

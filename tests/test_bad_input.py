@@ -177,6 +177,12 @@ CASES: dict[str, Case] = {
     "UTF-16 file": Case("question,answer\nA?,1\n".encode("utf-16"), ".csv", {}, error="UTF-16.*UTF-8"),
     "unclosed csv quote": Case(b'question,answer\nA?,1\n"B?,2\nC?,3\n', ".csv", {},
                                error=r"line \d+: unexpected end of data"),
+    "unclosed csv quote early in a long file": Case(  # it named the file's last line (2001 for a quote on line 12)
+        b'question,answer\nA?,1\n"B?,2\n' + b"".join(b"Q%d?,%d\n" % (i, i) for i in range(50)), ".csv", {},
+        error=r"the record that begins on line 3: unexpected end of data"),
+    "unclosed csv quote after a long valid field": Case(  # a field over csv's 128 KiB limit was blamed instead
+        b'question,answer\n"' + b"x" * 200_000 + b'?",1\nA?,1\n"B?,2\nC?,3\n', ".csv", {},
+        error=r"the record that begins on line 4: unexpected end of data"),
     "jsonl with one broken line": Case(jsonl(b'{"question": "What is 2+2?", "answer": '),
                                        issues=((1, "", D.INVALID_JSON),)),
     "non-object line": Case(jsonl(b"[1, 2, 3]"), issues=((1, "", D.INVALID_JSON),)),
