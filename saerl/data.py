@@ -57,6 +57,7 @@ ANSWER_TIMEOUT = "answer timeout"
 ANSWER_CHECK_ERROR = "answer check error"  # the verifier failed on this answer (see detail)
 EMPTY_ANSWER = "empty answer"  # the answer field holds "" or whitespace only
 STRUCT_ANSWER = "struct answer"  # the answer field holds a struct: a nested field (a dotted path) is meant
+LIST_ANSWER = "list answer"  # the answer field holds a list of several values (one value in a list is read as it)
 NON_TEXT_PROMPT = "non-text prompt"  # a number, boolean, list, struct or chat without one user turn
 INVALID_UTF8 = "invalid UTF-8"
 EXTRA_FIELDS = "too many fields"  # a csv row with more fields than the header (an unquoted comma)
@@ -1005,9 +1006,13 @@ def _check_row(cfg: DataConfig, row: int, rec: dict[str, Any], issues: list[dict
         issues.append(_issue(row, "prompt", OVERLONG_PROMPT, prompt))
         return None
     answer, ident = field_value(rec, cfg.answer), field_value(rec, cfg.id) if cfg.id else None
+    if isinstance(answer, list | tuple) and len(answer) == 1:  # ["5"]: one answer kept in a list (HF datasets)
+        answer = answer[0]
     for name, value in ((cfg.answer, answer), (cfg.id, ident)):
         if name and is_missing(value):
-            issues.append(_issue(row, name, MISSING_FIELD, ""))
+            infinite = isinstance(value, float) and math.isinf(value)  # NaN is how pandas writes a missing cell
+            issues.append(_issue(row, name, MISSING_FIELD, str(value) if infinite else "",
+                                 f"not a finite number ({value})" if infinite else None))
             return None
     if cfg.id and not _cell_text(ident).strip():  # an empty id is none (a content hash stood in, unsaid)
         issues.append(_issue(row, cfg.id, MISSING_FIELD, ident))
@@ -1015,6 +1020,11 @@ def _check_row(cfg: DataConfig, row: int, rec: dict[str, Any], issues: list[dict
     if isinstance(answer, dict):
         fix = _struct_fix("answer", cfg.answer, answer)
         issues.append(_issue(row, cfg.answer, STRUCT_ANSWER, answer, fix))
+        return None
+    if isinstance(answer, list | tuple):
+        issues.append(_issue(row, cfg.answer, LIST_ANSWER, answer, f"field '{cfg.answer}' holds {len(answer)} values: "
+                             "a gold is one final answer (a list of two reads as an interval); map one of them, "
+                             "or write the answers as one text"))
         return None
     if is_blank(answer):
         issues.append(_issue(row, cfg.answer, EMPTY_ANSWER, answer))
@@ -1082,9 +1092,10 @@ def ingest(cfg: DataConfig, path: Path, *, labels_optional: bool = False) -> Ing
     holding a number, boolean, list or struct, or a chat message list without exactly one user message, whose
     text is the prompt: other turns are left out and counted in the summary; the detail says what to map
     instead), empty prompt (also whitespace-only), over-long prompt (> cfg.max_prompt_chars), struct answer
-    (the answer field holds a struct: the detail names the dotted path to map), empty answer ('' or whitespace
-    only), unparseable answer (the detail says why the verifier did not read it), answer timeout (normalising
-    took over cfg.verify_timeout_s), answer check error (the verifier failed), duplicate prompt (same text
+    (the answer field holds a struct: the detail names the dotted path to map), list answer (a list of several
+    values; one value in a list is read as that value), empty answer ('' or whitespace
+    only), unparseable answer (the detail says why the verifier did not read it), answer timeout (normalising,
+    which compares the gold once with a number, took over cfg.verify_timeout_s), answer check error (the verifier failed), duplicate prompt (same text
     after whitespace normalisation; the first kept occurrence stays) or duplicate id (both name the row they
     repeat). A bad label (NaN/inf/non-numeric difficulty or quality, quality outside [0, 1]) does NOT drop the
     row: the label becomes null and an 'invalid label' line names the field. Undecodable bytes (and lone
@@ -1267,6 +1278,7 @@ def _reason_hint(cfg: DataConfig, reason: str, lines: list[dict[str, Any]], n_ro
             "one that is: --answer F (saerl ingest) or data.answer=F (config), a nested field with a dotted "
             "path (data.answer=reward_model.ground_truth)"),
         STRUCT_ANSWER: f"were rejected as {reason}: {first}",
+        LIST_ANSWER: f"were rejected as {reason}: {first}",
         EMPTY_ANSWER: (f"have an empty answer in field '{name}': check that --answer (saerl ingest) or "
                        "data.answer (config) names the gold answer field"),
         MISSING_FIELD: (f"lack {_fields_missing(lines)} (null, NaN, absent or empty): check that the mapping "

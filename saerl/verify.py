@@ -89,7 +89,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, NamedTuple
 
-VERSION = "2"  # the verdict rules' version, part of the cache key of every stage that verifies (saerl.stages):
+VERSION = "3"  # the verdict rules' version, part of the cache key of every stage that verifies (saerl.stages):
 # bump it with any change that can turn a verdict, a normalized gold answer or an extracted final answer
 WORKERS_FAILED = "verifier workers failed to start"  # the detail of every task of a call whose pool never started
 MAX_SCAN_CHARS = 20_000  # extract_final_answer looks at most at the last this-many characters
@@ -1291,13 +1291,22 @@ def _gold_core(gold: str) -> str:
 
 
 def _task_normalize(gold: str) -> tuple[str, str, str]:
-    """Worker task: (status, text, detail) for one gold answer."""
+    """Worker task: (status, text, detail) for one gold answer. A gold that parses is also compared once with a
+    plain number (PROBE_ANSWER), inside the task's time bound: a gold such as 10^{10^{10}} parses at once but
+    makes every comparison with it run out of time (each rollout's check, every RL step), so it times out here
+    and ingest rejects its row ('answer timeout') instead."""
+    from math_verify import verify
+
     core = _gold_core(gold)
     parsed, why_not = _gold_parse(core)
     text = None if why_not else _canonical_text(parsed, core)
     if text is None:
         return ("unparsed", "", why_not or "math-verify found no math")
+    verify(list(parsed), list(_mv_parse(PROBE_ANSWER)), timeout_seconds=None, raise_on_error=False)
     return ("ok", text, "math-verify")
+
+
+PROBE_ANSWER = "0"  # what a gold is compared with once when it is normalized (_task_normalize)
 
 
 def _task_verify(gold: str, pred: str, gold_number: str = "", pred_number: str = "") -> tuple[str, str, str]:

@@ -156,6 +156,14 @@ CASES: dict[str, Case] = {
     "struct answer (parquet)": Case(
         parquet(pl.DataFrame({"question": ["A?", "B?"], "answer": [{"style": "rule", "ground_truth": "1"}] * 2})),
         ".parquet", {}, issues=((0, "answer", D.STRUCT_ANSWER), (1, "answer", D.STRUCT_ANSWER)), kept=()),
+    "list answer": Case(  # a list of two read as the interval [2, 3]: '#### 2' was judged wrong
+        jsonl({"question": "Roots of x^2-5x+6?", "answer": [2, 3]}), issues=((1, "answer", D.LIST_ANSWER),)),
+    "one answer in a list (parquet)": Case(
+        parquet(pl.DataFrame({"question": ["A?", "B?"], "answer": [["7"], ["8", "9"]]})), ".parquet", {},
+        issues=((1, "answer", D.LIST_ANSWER),), kept=(0,)),
+    "infinite answer": Case(
+        parquet(pl.DataFrame({"question": ["A?", "B?", "C?"], "answer": [1.0, float("inf"), float("nan")]})),
+        ".parquet", {}, issues=((1, "answer", D.MISSING_FIELD), (2, "answer", D.MISSING_FIELD)), kept=(0,)),
     "dotted answer path a row lacks": Case(
         jsonl({"question": "What is 1 + 7?", "rm": {"style": "rule", "ground_truth": "8"}},
               {"question": "What is 1 + 8?", "rm": "9"}, {"question": "What is 1 + 9?", "rm": {"style": "rule"}}),
@@ -326,3 +334,12 @@ def test_an_answer_the_verifier_fails_on_is_rejected_as_such_with_its_detail(tmp
     assert result.kept["answer"].to_list() == ["4", "5"]
     assert result.rejected.select("row", "reason", "value", "detail").to_dicts() == [
         {"row": 1, "reason": D.ANSWER_CHECK_ERROR, "value": "7", "detail": "verifier worker exited (code -9)"}]
+
+
+def test_an_answer_that_is_no_finite_number_says_so(tmp_path: Path) -> None:
+    """inf (and 1e400 in JSON) were rejected as a 'missing field' with an empty value and no detail."""
+    _write(CASES["infinite answer"], tmp_path / "d.parquet")
+    res = ingest(DataConfig(source="file"), tmp_path / "d.parquet")
+    inf = res.rejected.filter(pl.col("row") == 1).row(0, named=True)
+    assert (inf["value"], inf["detail"]) == ("inf", "not a finite number (inf)")
+    assert res.rejected.filter(pl.col("row") == 2)["detail"].to_list() == [None], "NaN is a missing cell"

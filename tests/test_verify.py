@@ -999,7 +999,8 @@ def test_a_fraction_in_words_whose_decimal_ends_is_judged_in_process(completion,
 
 # sha256 of saerl/verify.py for each verify.VERSION it was reviewed under
 REVIEWED_SOURCES = {"1": "389ac05f766a6a00cea8b6d6f4d02b71143480dec72fa24d31b18fccc754e926",
-                    "2": "767bddca5d3066e1d9bf396331b0fcaf2d865914b669bf992581e27fb8a90984"}
+                    "2": "767bddca5d3066e1d9bf396331b0fcaf2d865914b669bf992581e27fb8a90984",
+                    "3": "a999403ccbd1aae2c944ffb939c65a50a7db5c0c53cb904ccc29959be0913deb"}
 
 
 def test_a_change_of_verify_py_is_reviewed_for_its_version():
@@ -1029,3 +1030,11 @@ def test_a_worker_caps_its_address_space_so_a_runaway_answer_cannot_take_the_mac
             "try:\n    bytearray(256 * 2**20)\nexcept MemoryError:\n    print('capped')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "capped", out.stderr
+
+
+def test_a_gold_every_comparison_with_which_runs_out_of_time_is_refused_when_normalized():
+    """'$10^{10^{10}}$' passed ingest (it parses at once), then every check against it timed out: 16 completions
+    took 41.6 s, at every RL step and evaluation it came up in. Normalizing compares it once with a number, inside
+    the time bound, so ingest rejects its row as an answer timeout; ordinary golds pass."""
+    tower, half, power = V.normalize_answers(["$10^{10^{10}}$", "\\frac{1}{2}", "2^{10}"], 2.0)
+    assert tower.status == "timeout" and (half.status, half.text) == ("ok", "\\frac{1}{2}") and power.ok
