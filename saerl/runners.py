@@ -556,7 +556,7 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
                      prompts_per_step=pps, seed=seed, eval_sets=sets, eval_batch=cfg.eval.batch_size,
                      eval_timeout_s=cfg.eval.verify_timeout_s, checkpoint_dir=build.path / CHECKPOINTS,
                      model_cfg=cfg.model, device=cfg.runtime.device, progress=cfg.runtime.progress,
-                     clusters=None if arm in SHUFFLED_ARMS else dict(order_frame.select("id", "cluster").iter_rows()))
+                     clusters=refill_clusters(cfg, order_frame, arm))
     steps_log = pl.DataFrame(run["log"], infer_schema_length=None) if run["log"] else pl.DataFrame({"step": []})
     if "step" in steps_log.columns:
         steps_log = steps_log.with_columns(pl.col("step").cast(pl.Int64))
@@ -590,6 +590,16 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     # a parameter each) would only make the published artifact larger and slower to hash
     shutil.rmtree(build.path / CHECKPOINTS, ignore_errors=True)
     return metrics
+
+
+def refill_clusters(cfg: PipelineConfig, order: pl.DataFrame, arm: str) -> dict[str, int | None] | None:
+    """What DAPO's refills by cluster read (train.dynamic_sampling_refill 'cluster'): each id's cluster in the
+    run's order; None under GRPO, a stream refill or a shuffled arm (no clusters). in: config, the run's order
+    (:func:`arm_order_frame`), arm; out: {id: cluster} or None."""
+    t = cfg.train
+    if t.algorithm != "dapo" or t.dynamic_sampling_refill != "cluster" or arm in SHUFFLED_ARMS:
+        return None
+    return dict(order.select("id", "cluster").iter_rows())
 
 
 def cluster_shares(cfg: PipelineConfig, order: pl.DataFrame, arm: str, trained: pl.DataFrame,

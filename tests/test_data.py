@@ -237,13 +237,12 @@ def test_wrong_column_names_raise_with_the_fix(option, kw, missing, closest, tmp
 
 
 @pytest.mark.parametrize("option", ["labelled", "defect"])
-def test_wrong_column_of_a_config_only_field_names_no_cli_option(option, tmp_path):
-    """labelled and defect have no `saerl ingest` option: the fix names the config field only (it named a
-    --labelled option the command does not have)."""
+def test_wrong_column_of_labelled_or_defect_names_the_cli_option_too(option, tmp_path):
+    """labelled and defect are options of `saerl ingest` now: the fix names both forms, as for the others."""
     path = write_jsonl(tmp_path / "d.jsonl", GOOD)
     with pytest.raises(IngestError) as err:
         ingest(cfg(**{option: "topics"}), path)
-    assert f"--{option}" not in str(err.value) and f"Fix: data.{option}=topic (config)" in str(err.value)
+    assert f"--{option} topic (CLI) or data.{option}=topic (config)" in str(err.value)
 
 
 def test_template_typo_suggests_the_fixed_template(tmp_path):

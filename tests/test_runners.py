@@ -914,3 +914,16 @@ def test_a_held_out_sets_rejected_rows_are_counted_by_row_and_reason(tmp_path, c
     (line,) = [r.getMessage() for r in caplog.records if "eval set h" in r.getMessage()]
     assert f"eval set h ({held}): kept 4 of 7 rows; rejected 3:" in line and "duplicate prompt 1" in line
     assert f"saerl ingest {held}" in line
+
+
+def test_dapo_refills_by_cluster_read_the_arms_order_clusters_only_where_they_apply():
+    from saerl.runners import refill_clusters
+
+    order = pl.DataFrame({"id": ["a", "b", "c"], "position": [0, 1, 2], "batch": [0, 0, 1], "cluster": [2, 0, 2]})
+    dapo = load_config(None, ["train.algorithm=dapo", "train.dynamic_sampling_refill=cluster"])
+    assert refill_clusters(dapo, order, "saerl") == {"a": 2, "b": 0, "c": 2}
+    assert refill_clusters(dapo, order, "order_only") == {"a": 2, "b": 0, "c": 2}
+    assert refill_clusters(dapo, order.drop("cluster"), "vanilla") is None, "a shuffled arm has no clusters"
+    assert refill_clusters(load_config(None, ["train.algorithm=dapo"]), order, "saerl") is None, "stream refills"
+    grpo = load_config(None, ["train.algorithm=grpo", "train.dynamic_sampling_refill=cluster"])
+    assert refill_clusters(grpo, order, "saerl") is None, "GRPO does not refill"
