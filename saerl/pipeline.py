@@ -35,7 +35,14 @@ from saerl.artifacts import (
     reused_chunks,
     write_file_atomic,
 )
-from saerl.config import PipelineConfig, device_type, held_out_file, held_out_mapping, resolve_layer
+from saerl.config import (
+    PKG_MODEL,
+    PipelineConfig,
+    device_type,
+    held_out_file,
+    held_out_mapping,
+    resolve_layer,
+)
 from saerl.stages import DATA_LABELS, STAGES, code_version, known_depth, known_size, stage_key, stage_slice
 
 log = logging.getLogger("saerl.pipeline")
@@ -180,6 +187,27 @@ def check_model(name: str, field: str, chat: bool) -> None:
                          "model, or set tokenizer.chat_template and save_pretrained it into the folder")
 
 
+def unpinned_hub_model(name: str, revision: str | None) -> str | None:
+    """A warning for a policy named by hub id with no model.revision (None otherwise): artifacts are keyed by the
+    name, so when the repo moves on the hub, stored extraction and label artifacts are reused beside training on
+    the new weights, one run mixing two revisions unsaid. Names the commit the local Hugging Face cache holds for
+    the main branch, when it holds one. in: model.name_or_path, model.revision; out: the warning or None."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    if revision or name in ("testbed",) or name.startswith(PKG_MODEL) or Path(name).expanduser().exists():
+        return None
+    try:
+        ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=name, repo_type="model") / "refs" / "main"
+        sha = ref.read_text().strip() if ref.is_file() else ""
+    except (OSError, ValueError):
+        sha = ""
+    pin = f"model.revision={sha} (the commit your Hugging Face cache holds)" if sha else "model.revision=<commit sha>"
+    return (f"model.name_or_path={name} is a hub id with no model.revision: stored artifacts are keyed by the name, "
+            "so if the repo moves on the hub, cached extraction and labels are reused beside training on the new "
+            f"weights; pin {pin}")
+
+
 def has_chat_template(folder: Path) -> bool:
     """Does the tokenizer saved in `folder` carry a chat template (a chat_template.jinja file, or the chat_template
     entry of tokenizer_config.json)? in: model folder; out: the verdict."""
@@ -263,6 +291,8 @@ def check_loaders(cfg: PipelineConfig, until: str | None = None) -> None:
     prompted = bool(todo & set(CHAT_READERS))
     if prompted or ("extract" in todo and not cfg.extract.model):  # the policy is loaded
         check_model(cfg.model.name_or_path, "model.name_or_path", prompted)
+        if note := unpinned_hub_model(cfg.model.name_or_path, cfg.model.revision):
+            log.warning("%s", note)
     if "extract" in todo and cfg.extract.model:
         check_model(cfg.extract.model, "extract.model", False)
     if "extract" in todo and (depth := known_depth(cfg, hub_cache=True)) is not None:

@@ -78,7 +78,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage("curriculum", "3", ("curriculum", "score.quality_threshold"), ("score",), "order.parquet"),
         Stage(
-            "train", "14",
+            "train", "15",
             ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.warmup_steps",
              "train.num_generations",
              "train.steps_per_generation", "train.micro_batches",
@@ -91,7 +91,7 @@ STAGES: dict[str, Stage] = {
             ("ingest", "score", "curriculum", "testbed"),
             "one RL run per (arm, seed): policy checkpoint, per-step log, greedy learning curve",
         ),
-        Stage("evaluate", "17", ("eval", "train.arms", "train.seeds", "train.max_completion_length", "data"),
+        Stage("evaluate", "18", ("eval", "train.arms", "train.seeds", "train.max_completion_length", "data"),
               ("train", "ingest", "testbed"), "eval.parquet, arm comparison, steps-to-target"),
     )
 }

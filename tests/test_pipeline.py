@@ -583,3 +583,22 @@ def test_a_data_file_is_read_once_per_plan_and_again_when_rewritten_even_with_it
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert f.stat().st_mtime_ns == st.st_mtime_ns and f.stat().st_size == st.st_size
     assert hash_path(f) != first[0] and len(reads) == 2
+
+
+def test_a_policy_named_by_hub_id_without_a_revision_is_warned_with_the_cached_commit(tmp_path, monkeypatch):
+    """Artifacts are keyed by a hub model's name: when the repo moved, cached extraction and labels were reused
+    beside training on the new weights, unsaid. The plan warns, naming the commit the local cache holds."""
+    import huggingface_hub.constants
+
+    from saerl.pipeline import unpinned_hub_model
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    note = unpinned_hub_model("Qwen/Qwen2.5-Math-1.5B", None)
+    assert "hub id with no model.revision" in note and "model.revision=<commit sha>" in note
+    refs = tmp_path / "hub" / "models--Qwen--Qwen2.5-Math-1.5B" / "refs"
+    refs.mkdir(parents=True)
+    (refs / "main").write_text("4a83ca6e4526a4f2da3aa259ec36c259f66b2ab2\n")
+    assert "model.revision=4a83ca6e4526a4f2da3aa259ec36c259f66b2ab2 (the commit" in unpinned_hub_model(
+        "Qwen/Qwen2.5-Math-1.5B", None)
+    assert unpinned_hub_model("Qwen/Qwen2.5-Math-1.5B", "4a83ca6e") is None
+    assert unpinned_hub_model("testbed", None) is None and unpinned_hub_model(str(tmp_path), None) is None
