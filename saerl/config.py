@@ -253,6 +253,11 @@ class ScoreConfig(Section):
     )
     label_fraction: float = Field(0.2, gt=0, le=1, description="share of prompts in the labelled subset, a seeded "
                                   "draw; unread when data.labelled maps a column (it picks the subset)")
+    label_max: int | None = Field(
+        5000, gt=0, description="at most this many prompts in the drawn labelled subset (score.label_fraction of the "
+        "pool, capped; a subset of the uncapped draw): the label stage's rollouts and every property-model fit grow "
+        "with it (20% of 500k prompts: 100k labelled rows, 800k rollouts and hours of fits on 2 cores); null: no cap; "
+        "unread when data.labelled maps a column")
     label_rollouts: int = Field(8, gt=0, description="rollouts per prompt when measuring pass rate")
     label_batch: int = Field(64, gt=0, description="prompts per generation batch when measuring pass rate")
     label_chunk_rows: int = Field(

@@ -47,11 +47,12 @@ def needs_measured_labels(cfg: PipelineConfig) -> bool:
     return src == "measured" or (src == "auto" and not has_column)
 
 
-def labelled_subset(prompts: pl.DataFrame, fraction: float, seed: int) -> pl.DataFrame:
-    """The prompts to label: the data's `labelled` flag when present, else a seeded, order-free draw."""
+def labelled_subset(prompts: pl.DataFrame, fraction: float, seed: int, cap: int | None = None) -> pl.DataFrame:
+    """The prompts to label: the data's `labelled` flag when present, else a seeded, order-free draw of
+    `fraction` of them, at most `cap` (score.label_max)."""
     if "labelled" in prompts.columns:
         return prompts.filter(pl.col("labelled").fill_null(False))
-    return prompts.filter(pl.Series(seeded_subset(prompts["id"].to_numpy(), fraction, seed)))
+    return prompts.filter(pl.Series(seeded_subset(prompts["id"].to_numpy(), fraction, seed, cap)))
 
 
 def measure_pass_rates(model_dir: str | Path, prompts: pl.DataFrame, rollouts: int, temperature: float,

@@ -55,13 +55,14 @@ def fit_options(cfg: ScoreConfig) -> FitOptions:
     return FitOptions(n_jobs=cfg.n_jobs)
 
 
-def seeded_subset(ids: Any, fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask over `ids` choosing round(fraction * n) of them (at least 1), seeded and independent of
-    the row order (the draw is made on the sorted ids), so the label stage and this stage agree."""
+def seeded_subset(ids: Any, fraction: float, seed: int, cap: int | None = None) -> np.ndarray:
+    """Boolean mask over `ids` choosing round(fraction * n) of them (at least 1, at most `cap`: a capped draw is
+    the head of the same permutation, so a subset of the uncapped one), seeded and independent of the row order
+    (the draw is made on the sorted ids), so the label stage and this stage agree."""
     keys = np.asarray(ids).astype(str)
     if len(keys) == 0:
         return np.zeros(0, dtype=bool)
-    m = min(len(keys), max(1, round(fraction * len(keys))))
+    m = min(len(keys), max(1, round(fraction * len(keys))), cap or len(keys))
     chosen = np.sort(keys)[np.random.default_rng(seed).permutation(len(keys))[:m]]
     return np.isin(keys, chosen)
 

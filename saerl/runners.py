@@ -162,7 +162,7 @@ def compute_label(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     from saerl.labels import labelled_subset, measure_labels, pass_rate_profile, saturation_notes
 
     t = cfg.train
-    subset = labelled_subset(read_prompts(inputs), cfg.score.label_fraction, cfg.score.seed)
+    subset = labelled_subset(read_prompts(inputs), cfg.score.label_fraction, cfg.score.seed, cfg.score.label_max)
     labels, summary = measure_labels(policy_path(cfg, inputs), subset, cfg.score, t.temperature,
                                      t.max_completion_length, build.path, build.chunks, cfg.model,
                                      progress=cfg.runtime.progress, top_k=t.top_k,

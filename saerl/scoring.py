@@ -375,8 +375,8 @@ def align_inputs(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measur
                  C: sp.spmatrix | None, D: dict[str, sp.spmatrix] | None) -> Aligned:
     """The codes and prompts of score_prompts / property_report aligned to `ids` (default: the prompts' row order),
     with the difficulty labels (resolve_difficulty) and the labelled subset: the prompts' ``labelled`` column, else
-    the measured ids (measured source), else a seeded draw of cfg.label_fraction. Raises ValueError when the
-    matrices' rows and the ids disagree or an id matches no prompt."""
+    the measured ids (measured source), else a seeded draw of cfg.label_fraction (at most cfg.label_max). Raises
+    ValueError when the matrices' rows and the ids disagree or an id matches no prompt."""
     X = sp.csr_matrix(X)
     C = X if C is None else sp.csr_matrix(C)
     D = {cfg.model_pool: X} if D is None else {key: sp.csr_matrix(M) for key, M in D.items()}
@@ -397,7 +397,7 @@ def align_inputs(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measur
     elif source == "measured":
         labelled = ~np.isnan(y_diff)
     else:
-        labelled = seeded_subset(ids.to_numpy(), cfg.label_fraction, cfg.seed)
+        labelled = seeded_subset(ids.to_numpy(), cfg.label_fraction, cfg.seed, cfg.label_max)
     return Aligned(ids, X, C, D, P, texts, topics, y_diff, source, labelled)
 
 

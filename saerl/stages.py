@@ -50,7 +50,7 @@ STAGES: dict[str, Stage] = {
         Stage("encode", "3", ("sae.encode_pool", "sae.encode_top_k", "sae.encode_batch_tokens"), ("extract", "sae"), "sparse top-K SAE codes"),
         Stage(
             "label", "10",
-            ("score.label_fraction", "score.label_rollouts", "score.label_batch",
+            ("score.label_fraction", "score.label_max", "score.label_rollouts", "score.label_batch",
              "score.label_chunk_rows", "score.seed",
              "model", "train.temperature", "train.top_k", "train.max_completion_length", "train.verify_timeout_s"),
             ("ingest", "testbed"), "measured pass rates on the labelled subset",
@@ -58,7 +58,7 @@ STAGES: dict[str, Stage] = {
         Stage(
             "score", "13",
             ("score.n_clusters", "score.k_range", "score.tfidf", "score.cluster_pool", "score.model_pool",
-             "score.difficulty_pool", "score.difficulty_source", "score.label_fraction",
+             "score.difficulty_pool", "score.difficulty_source", "score.label_fraction", "score.label_max",
              "score.seed", "score.minibatch_above", "score.kmeans_n_init", "score.silhouette_sample",
              "score.cv_folds", "score.difficulty_models", "score.ridge_alphas", "score.enet_l1_ratios",
              "score.dense_fit_mb", "score.enet_n_alphas", "score.enet_max_iter", "score.probe_max_iter",
@@ -68,7 +68,8 @@ STAGES: dict[str, Stage] = {
         Stage(
             "properties", "1",
             ("score.tfidf", "score.cluster_pool", "score.model_pool", "score.difficulty_pool",
-             "score.difficulty_source", "score.label_fraction", "score.seed", "score.minibatch_above",
+             "score.difficulty_source", "score.label_fraction", "score.label_max", "score.seed",
+             "score.minibatch_above",
              "score.kmeans_n_init", "score.cv_folds", "score.difficulty_models", "score.ridge_alphas",
              "score.enet_l1_ratios", "score.dense_fit_mb", "score.enet_n_alphas", "score.enet_max_iter",
              "score.probe_max_iter", "score.probe_cs", "score.heldout_fraction", "score.ood_folds",
@@ -172,7 +173,7 @@ DATA_LABELS: tuple[str, ...] = ("data.topic", "data.difficulty", "data.quality",
 # the share of prompts drawn for the labelled subset: unread where the data's `labelled` column picks it (the label
 # stage's saerl.labels.labelled_subset, the score and properties stages' saerl.scoring.align_inputs), and by score and
 # properties under measured difficulty, whose labelled rows are the label artifact's (its key carries the share)
-LABEL_DRAW: tuple[str, ...] = ("score.label_fraction",)
+LABEL_DRAW: tuple[str, ...] = ("score.label_fraction", "score.label_max")
 
 
 def label_draw_unread(cfg: PipelineConfig, stage: str) -> bool:

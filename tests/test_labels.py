@@ -323,3 +323,19 @@ def test_pass_rates_most_of_which_sit_at_one_end_are_noted_naming_the_policy():
     assert saturation_notes(pl.DataFrame({"pass_rate": [0.0] * at_share + [0.5] * (10 - at_share)}), "m", 8)
     assert not saturation_notes(pl.DataFrame({"pass_rate": [0.0] * (at_share - 1) + [0.5] * (11 - at_share)}), "m", 8)
     assert saturation_notes(pl.DataFrame({"pass_rate": []}, schema={"pass_rate": pl.Float64}), "m", 8) == []
+
+
+def test_the_drawn_labelled_subset_is_capped_and_stays_a_subset_of_the_uncapped_draw():
+    """score.label_fraction 0.2 of 500k prompts labelled 100k: 800k rollouts and hours of fits. score.label_max caps
+    the draw; the capped draw is part of the uncapped one (the same seeded permutation), for the label and score
+    stages alike."""
+    from saerl.labels import labelled_subset
+    from saerl.property_models import seeded_subset
+
+    ids = [f"p{i:05d}" for i in range(5000)]
+    full = seeded_subset(ids, 0.2, 7)
+    capped = seeded_subset(ids, 0.2, 7, 300)
+    assert full.sum() == 1000 and capped.sum() == 300 and not (capped & ~full).any()
+    assert seeded_subset(ids, 0.2, 7, 10**6).tolist() == full.tolist()
+    prompts = pl.DataFrame({"id": ids[::-1]})
+    assert set(labelled_subset(prompts, 0.2, 7, 300)["id"]) == {i for i, c in zip(ids, capped, strict=True) if c}
