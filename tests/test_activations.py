@@ -565,3 +565,22 @@ def test_a_replacement_killed_mid_delete_with_the_root_left_never_keeps_the_half
     act = open_activations(tmp_path)
     assert again["chunks_run"] == 3 and act.meta.fingerprint != old.fingerprint
     assert np.abs(act.pooled("mean")).sum(1).min() > 0 and len(act.chunk_tokens(2)) > 0
+
+
+def test_an_extraction_that_cannot_fit_on_its_disk_is_refused_before_writing(tmp_path, monkeypatch):
+    """Nothing checked free disk: 500k prompts of a 1536-wide model keep 140-230 GB of token residuals, found when the
+    disk filled. The store's size is estimated from its token count and refused up front when it cannot fit."""
+    import shutil as sh
+
+    import saerl.activation_store as store_mod
+
+    token_ids = [[1, 2, 3, 4]] * 3
+    cfg = ExtractConfig(chunk_rows=2, pooling=["mean", "max"])
+    raw = 12 * 64 * 2 + 3 * 2 * 64 * 4  # tokens x d_model float16 + prompts x poolings x d_model float32
+    free = int(raw * store_mod.STORED_SHARE) - 1
+    monkeypatch.setattr(store_mod.shutil, "disk_usage", lambda p: sh._ntuple_diskusage(10**12, 10**12 - free, free))
+    with pytest.raises(OSError, match=r"extraction would write about .* GB of residuals .*extract.store_tokens=false"):
+        prepare_store(tmp_path / "a.zarr", ["a", "b", "c"], token_ids, "m", 0, 64, n_layers=1, cfg=cfg)
+    assert not (tmp_path / "a.zarr").exists(), "refused before anything was written"
+    pooled_only = cfg.model_copy(update={"store_tokens": False})
+    assert prepare_store(tmp_path / "b.zarr", ["a", "b", "c"], token_ids, "m", 0, 64, 1, pooled_only).n_tokens == 12
