@@ -465,22 +465,27 @@ def drop_pending_events() -> int:
 ALLOW_CODE_ENV = "SAERL_DEPLOYMENT_ALLOW_CODE"  # set to 1 on a worker to accept deployment parameters that run code
 
 
-def refuse_outside_code(cfg_file: PipelineConfig, cfg: PipelineConfig, grid: dict[str, list[Any]] | None = None) -> None:
-    """Refuse deployment parameters (overrides, an ablation grid) that make the run execute code from outside saerl
-    (saerl.config.runs_outside_code: model.trust_remote_code, model.hub_kernels, a pkg: model) where the config
-    file on the worker does not: anyone who can reach the Prefect server can start a deployment with any
-    parameters, and a hub repo's modelling code would run on the workers. The worker opts in with
-    SAERL_DEPLOYMENT_ALLOW_CODE=1; the config file's own settings are the worker owner's and stay allowed.
-    in: the config file as loaded, the config with the overrides, the grid; raises ValueError naming the fields."""
+def refuse_outside_code(cfg_file: PipelineConfig, configs: list[PipelineConfig]) -> None:
+    """Refuse deployment parameters (overrides, an ablation grid's settings) that change what outside code a run
+    executes: anyone who can reach the Prefect server can start a deployment with any parameters, and a hub repo's
+    modelling code (model.trust_remote_code), hub kernels or a `pkg:` module would run on the workers. A run config
+    (the overridden one, each sweep child) that executes outside code (saerl.config.runs_outside_code, on the
+    validated values) must keep every CODE_FIELDS value of the config file on the worker, whose settings are its
+    owner's; the worker opts out of the check with SAERL_DEPLOYMENT_ALLOW_CODE=1. in: the config file as loaded,
+    the configs the parameters make; raises ValueError naming the fields."""
     if os.environ.get(ALLOW_CODE_ENV) == "1":
         return
-    before, after = flatten(cfg_file), flatten(cfg)
-    asked = [f for f in CODE_FIELDS if runs_outside_code(f, after[f]) and not runs_outside_code(f, before[f])]
-    asked += [f"grid {k}" for k, values in (grid or {}).items() if any(runs_outside_code(k, v) for v in values)]
-    if asked:
-        raise ValueError(f"deployment parameters ask to run code from outside saerl ({', '.join(asked)}): a "
-                         "deployment accepts them from anyone who can reach the Prefect server. Put the setting in "
-                         f"the config file on the worker, or set {ALLOW_CODE_ENV}=1 in the worker's environment")
+    before = flatten(cfg_file)
+    for cfg in configs:
+        after = flatten(cfg)
+        if not any(runs_outside_code(f, after[f]) for f in CODE_FIELDS):
+            continue
+        changed = [f"{f}={after[f]}" for f in CODE_FIELDS if after[f] != before[f]]
+        if changed:
+            raise ValueError(f"deployment parameters change what outside code the run executes ({', '.join(changed)}, "
+                             "where the run executes code from outside saerl): a deployment accepts them from anyone "
+                             "who can reach the Prefect server. Put the setting in the config file on the worker, or "
+                             f"set {ALLOW_CODE_ENV}=1 in the worker's environment")
 
 
 @flow(name="saerl-pipeline-from-file")
@@ -493,7 +498,7 @@ def pipeline_from_file(config_path: str = "configs/demo.yaml", overrides: list[s
     from saerl.config import load_config
 
     cfg = load_config(config_path, overrides or [])
-    refuse_outside_code(load_config(config_path, []), cfg)
+    refuse_outside_code(load_config(config_path, []), [cfg])
     named, run_id = named_run(pipeline_flow.with_options(task_runner=task_runner(cfg)))
     with quiet_libraries(cfg):
         return named(config=cfg.model_dump(mode="json"), until=until, run_id=run_id)

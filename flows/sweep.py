@@ -168,8 +168,8 @@ def ablation_from_file(config_path: str = "configs/demo.yaml", grid: dict[str, l
 
     cfg = load_config(config_path, overrides or [])
     parsed: Grid = parse_grid(grid or [], PARAM_GRID)  # errors name the `grid` parameter, not saerl ablate's --grid
-    refuse_outside_code(load_config(config_path, []), cfg, parsed)
-    plan_sweep(cfg.model_dump(mode="json"), parsed, overrides or [], PARAM_GRID)  # every error before a child starts
+    children = plan_sweep(cfg.model_dump(mode="json"), parsed, overrides or [], PARAM_GRID)  # every error first
+    refuse_outside_code(load_config(config_path, []), [cfg, *(child for _, child in children)])
     check_runnable(cfg, until)
     with quiet_libraries(cfg):
         return ablation_flow(config=cfg.model_dump(mode="json"), grid=parsed, until=until)

@@ -31,6 +31,7 @@ RUN_EPILOG = (  # `saerl run --help`: override values are YAML, lists included (
 USER_ERRORS = (ValueError, OSError)  # what main prints as one line, `saerl: error: ...` (a config, data or path
 # problem whose message names the fix)
 PREFECT_CRASH = "Crash detected!"  # how Prefect's flow engine starts the line it logs when a flow run ends abruptly
+PREFECT_INTERRUPT = "Execution was aborted by an interrupt signal."  # its cause on Ctrl-C (prefect.states)
 PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # where Prefect logs a failed task or flow run
 
 
@@ -45,7 +46,7 @@ class UserErrorTracebacks(logging.Filter):
         """in: a log record; out: False for Prefect's crash line of an interrupt, else True, with exc_info cleared
         for a user error."""
         message = record.getMessage()
-        if message.startswith(PREFECT_CRASH) and "interrupt" in message:
+        if message.startswith(PREFECT_CRASH) and PREFECT_INTERRUPT in message:
             return False
         if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
             record.exc_info, record.exc_text = None, None

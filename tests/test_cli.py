@@ -124,8 +124,9 @@ def test_prefects_run_loggers_keep_a_user_errors_line_but_not_its_traceback():
     crash = "Crash detected! Execution was aborted by an interrupt signal."  # Prefect's line on every Ctrl-C
     assert not UserErrorTracebacks().filter(logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, crash,
                                                               None, None))
-    other = logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, "Crash detected! %s", ("OOM",), None)
-    assert UserErrorTracebacks().filter(other), "a crash that is no interrupt stays"
+    other = logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, "Crash detected! %s",
+                              ("Execution was interrupted by an unexpected exception: MemoryError",), None)
+    assert UserErrorTracebacks().filter(other), "a crash of another cause (Prefect's own words for it) stays"
     _setup_logging(False)
     _setup_logging(False)
     for name in PREFECT_RUN_LOGGERS:

