@@ -394,7 +394,8 @@ class TrainConfig(Section):
         "stream", description="DAPO: what replaces a group without reward spread. stream: the next prompts of the "
         "order, which belong to the next curriculum batches (a refilled step mixes clusters: the run's "
         "cluster_share falls under cluster_share_designed); cluster: the next prompt of the order from the dropped "
-        "prompt's own cluster, searched up to one pass of the order ahead (prompts passed over are read next), so "
+        "prompt's own cluster, searched to the end of the order's current pass (prompts passed over are read next; "
+        "none left: the next of any cluster), so "
         "a step keeps its cluster mix at the price of reading that cluster's later, harder prompts early. The "
         "shuffled arms (vanilla, filter_only) have no clusters and read the stream either way")
     eval_every: int = Field(25, gt=0, description="greedy held-out accuracy every N steps (the learning curve)")

@@ -37,7 +37,9 @@ The prompt stream. Prompts are read in the order of the trainer's own train samp
 ``saerl.rl``'s ordered trainer: the curriculum order), one entry per prompt with the sampler's
 ``num_generations`` and ``num_iterations`` repeats removed, epoch after epoch. The trainer keeps its own
 cursor in that stream, so every prompt drawn is either trained on or dropped, in stream order, and a
-curriculum is still read front to back. The rows the dataloader hands over only pace the steps; their
+curriculum is still read front to back. With ``clusters`` (refills by cluster) a refill takes the next prompt of
+a dropped prompt's cluster within the stream's current pass, out of order, and the prompts it passed over are
+drawn next. The rows the dataloader hands over only pace the steps; their
 content is not used (the dataloader cannot be asked for more rows mid-step, and it reads one batch ahead).
 A run with dynamic sampling therefore consumes more prompts than ``steps * prompts_per_step``: give it a
 longer stream (the cursor wraps to the start when the stream ends: ``dynamic_sampling/stream_epoch``).
@@ -58,7 +60,7 @@ trl's loss-time token metrics (``entropy``, ``clip_ratio/*``, ``kl``) skip a los
 groups (:func:`blank_token_metrics`; trl would log 0 for it), so they average the kept groups' tokens alone.
 
 Resume. :meth:`dynamic_sampling_state` is what a checkpoint must keep of the stream (the prompts drawn so far,
-whose count is the cursor; ``saerl.rl`` writes it into every checkpoint as :data:`STATE_FILE`), and
+those passed over by refills by cluster, and the cursor: how many prompts were taken from the stream; ``saerl.rl`` writes it into every checkpoint as :data:`STATE_FILE`), and
 :meth:`restore_dynamic_sampling` puts a fresh trainer back at that point, so a resumed run draws the prompts
 the killed one would have drawn next. With ``steps_per_generation`` > 1 a checkpoint inside a generation batch
 resumes with a fresh generation batch (trl does not keep its buffered rollouts), drawn from the cursor on.
@@ -220,18 +222,19 @@ def merge_round_metrics(metrics: dict[str, list[float]], before: dict[str, int],
 
 
 def take_next(ahead: list[int], pull: Callable[[], int], clusters: Sequence[int | None] | None, cluster: int | None,
-              lookahead: int) -> int:
+              can_pull: Callable[[], bool]) -> int:
     """The next prompt of the stream, or of `cluster` in it: the first of `ahead` (prompts passed over before, in
     stream order) or of the stream (`pull`) that is of `cluster`. Prompts of other clusters met on the way go to
-    the end of `ahead`, to be drawn before the stream's next; the search stops once `ahead` holds `lookahead`
-    prompts (a cluster used up for now), and then the next prompt of any cluster is taken. `cluster` None (or no
-    `clusters`): the next prompt of any cluster. in: the passed-over list (changed in place), the stream's next,
-    clusters per dataset index, the cluster wanted, the bound on `ahead`; out: a dataset index."""
+    the end of `ahead`, to be drawn before the stream's next; the search stops where `can_pull` says no (the end of
+    the stream's current pass: beyond it the order starts again, with prompts trained on already, the dropped one
+    among them), and then the next prompt of any cluster is taken. `cluster` None (or no `clusters`): the next
+    prompt of any cluster. in: the passed-over list (changed in place), the stream's next, clusters per dataset
+    index, the cluster wanted, whether the search may read on; out: a dataset index."""
     if cluster is not None and clusters is not None:
         for pos, i in enumerate(ahead):
             if clusters[i] == cluster:
                 return ahead.pop(pos)
-        while len(ahead) < lookahead:
+        while can_pull():
             i = pull()
             if clusters[i] == cluster:
                 return i
@@ -273,6 +276,7 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int, spread_reward: str
                 raise ValueError(f"clusters has {len(row_clusters)} entries for a train dataset of {len(data)} rows")
             self._ds_stream: Iterator[int] | None = None
             self._ds_pulled = 0  # prompts taken from the stream so far: drawn, or passed over into _ds_ahead
+            self._ds_pass_left: int | None = None  # prompts left in the stream's current pass (None: not begun)
             self._ds_ahead: list[int] = []  # prompts a same-cluster refill passed over, drawn before the stream's next
             self._ds_epoch = 0
             self._ds_rewards: torch.Tensor | None = None
@@ -302,11 +306,16 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int, spread_reward: str
                 idx = list(sampler)
                 if len(idx) < span:
                     raise ValueError(f"the train sampler yields {len(idx)} indices, fewer than one generation batch ({span})")
-                for start in range(0, len(idx) - span + 1, span):
+                starts = range(0, len(idx) - span + 1, span)
+                left = len(starts) * per_batch
+                for start in starts:
                     block = idx[start : start + per_batch * g : g]
                     if idx[start : start + per_batch * g] != [i for i in block for _ in range(g)]:
                         raise ValueError("the train sampler does not repeat each prompt num_generations times in a row")
-                    yield from block
+                    for i in block:
+                        left -= 1
+                        self._ds_pass_left = left
+                        yield i
                 self._ds_epoch += 1
 
         def _pull(self) -> int:
@@ -322,7 +331,8 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int, spread_reward: str
             one's cluster. out: (dataset indices, rows with each prompt num_generations times in a row, as the
             dataloader gives them)."""
             wanted = [None] * n_prompts if like is None or row_clusters is None else [row_clusters[i] for i in like]
-            idx = [take_next(self._ds_ahead, self._pull, row_clusters, c, len(self._ds_rows)) for c in wanted]
+            idx = [take_next(self._ds_ahead, self._pull, row_clusters, c, lambda: self._ds_pass_left != 0)
+                   for c in wanted]
             return idx, [dict(self._ds_rows[i]) for i in idx for _ in range(self.num_generations)]
 
         def dynamic_sampling_state(self) -> dict[str, Any]:
@@ -346,10 +356,11 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int, spread_reward: str
             if cursor != len(drawn) + len(ahead):
                 raise ValueError(f"dynamic-sampling state: cursor {cursor} but {len(drawn)} prompts drawn and "
                                  f"{len(ahead)} passed over")
-            self._ds_epoch, self._ds_pulled = 0, 0
+            self._ds_epoch, self._ds_pulled, self._ds_pass_left = 0, 0, None
             self._ds_stream = self._prompt_stream()
             head = [self._pull() for _ in range(cursor)]
-            if Counter(head) != Counter([i for i, _, _ in drawn] + ahead):
+            in_order = row_clusters is None  # stream refills draw in stream order: the head must be the drawn list
+            if (head != [i for i, _, _ in drawn]) if in_order else Counter(head) != Counter([i for i, _, _ in drawn] + ahead):
                 raise ValueError("the checkpoint's drawn prompts are not the head of this run's prompt stream: the "
                                  "order or the prompts changed since it was saved; delete the checkpoints to start over")
             self.dynamic_sampling_drawn, self._ds_ahead = drawn, ahead

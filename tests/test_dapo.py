@@ -286,13 +286,33 @@ def test_take_next_finds_the_next_prompt_of_a_cluster_and_keeps_what_it_passed_o
 
     clusters = [0, 1, 0, 0, 1, 2, 0]
     stream = iter(range(len(clusters)))
+    left = {"n": len(clusters)}  # prompts left in the stream's pass
+
+    def pull() -> int:
+        left["n"] -= 1
+        return next(stream)
+
+    def more() -> bool:
+        return left["n"] > 0
+
     ahead: list[int] = []
-    assert take_next(ahead, lambda: next(stream), clusters, 1, 10) == 1 and ahead == [0]
-    assert take_next(ahead, lambda: next(stream), clusters, 1, 10) == 4 and ahead == [0, 2, 3]
-    assert take_next(ahead, lambda: next(stream), clusters, 0, 10) == 0 and ahead == [2, 3], "the passed-over first"
-    assert take_next(ahead, lambda: next(stream), clusters, None, 10) == 2 and ahead == [3]
-    assert take_next(ahead, lambda: next(stream), clusters, 7, 2) == 3 and ahead == [5], "none of it: the next"
-    assert take_next(ahead, lambda: next(stream), None, 1, 10) == 5 and ahead == [], "no clusters: the stream's next"
+    assert take_next(ahead, pull, clusters, 1, more) == 1 and ahead == [0]
+    assert take_next(ahead, pull, clusters, 1, more) == 4 and ahead == [0, 2, 3]
+    assert take_next(ahead, pull, clusters, 0, more) == 0 and ahead == [2, 3], "the passed-over first"
+    assert take_next(ahead, pull, clusters, None, more) == 2 and ahead == [3]
+    assert take_next(ahead, pull, clusters, 7, more) == 3 and ahead == [5, 6], "none left in the pass: the next"
+    assert take_next(ahead, pull, None, 1, more) == 5 and ahead == [6], "no clusters: the next in order"
+
+
+def test_a_refill_by_cluster_never_reads_past_the_pass_into_prompts_trained_on(tmp_path):
+    """The search for a cluster's next prompt read on into the stream's next pass, which starts the order again: with
+    one prompt of its cluster in the order, a dropped prompt was replaced by itself. It stops at the pass's end and
+    takes the next prompt of any cluster."""
+    kinds = ["flat", "spread", "spread", "spread", "spread", "spread", "spread", "spread"]
+    cls = dynamic_sampling_trainer(_trainer_class(), max_rounds=3, clusters=[0, 1, 1, 1, 1, 1, 1, 1])
+    calls, _, _, trainer = run(cls, kinds, tmp_path, steps=1)
+    assert calls == [["p00"] * 2 + ["p01"] * 2, ["p02"] * 2], "no prompt of cluster 0 is left: the next of any"
+    assert [i for i, _, _ in trainer.dynamic_sampling_drawn] == [0, 1, 2]
 
 
 def test_refills_by_cluster_replace_a_dropped_group_with_its_clusters_next_prompt_and_resume(tmp_path):
