@@ -152,17 +152,18 @@ class LoadedModel:
 
 
 def resolve_model_path(name: str) -> str:
-    """'pkg:<module>' -> the model folder a Python package ships: <package>/model, found without importing the
-    package (a plan stamps the folder before any stage runs, and importing runs the module's code), else its
-    get_model_path() or MODEL_DIR, which needs the import; anything else (local folder or hub id) is returned
-    unchanged."""
+    """'pkg:<module>' -> the model folder a Python package ships: <package>/model holding config.json, found without
+    importing the package (a plan stamps the folder before any stage runs, and importing runs the module's code;
+    a dotted name imports its parents), else its get_model_path() or MODEL_DIR, which needs the import; anything
+    else (local folder or hub id) is returned unchanged."""
     if not name.startswith(PKG_PREFIX):
         return name
     spec = importlib.util.find_spec(name[len(PKG_PREFIX):])
     if spec is None:
         raise ModuleNotFoundError(f"{name}: no installed Python package or module named {name[len(PKG_PREFIX):]!r} "
                                   "(pip install it into this environment, or name a model folder or hub id)")
-    if spec.submodule_search_locations and (folder := Path(list(spec.submodule_search_locations)[0]) / "model").is_dir():
+    folder = Path(list(spec.submodule_search_locations or [""])[0]) / "model"
+    if spec.submodule_search_locations and (folder / "config.json").is_file():  # a model folder, not a subpackage
         return str(folder)
     module = importlib.import_module(name[len(PKG_PREFIX):])
     if callable(getattr(module, "get_model_path", None)):

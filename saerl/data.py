@@ -1021,6 +1021,9 @@ def _check_row(cfg: DataConfig, row: int, rec: dict[str, Any], issues: list[dict
         fix = _struct_fix("answer", cfg.answer, answer)
         issues.append(_issue(row, cfg.answer, STRUCT_ANSWER, answer, fix))
         return None
+    if isinstance(answer, list | tuple) and not answer:
+        issues.append(_issue(row, cfg.answer, EMPTY_ANSWER, answer))
+        return None
     if isinstance(answer, list | tuple):
         issues.append(_issue(row, cfg.answer, LIST_ANSWER, answer, f"field '{cfg.answer}' holds {len(answer)} values: "
                              "a gold is one final answer (a list of two reads as an interval); map one of them, "

@@ -26,7 +26,7 @@ from typing import Any
 import polars as pl
 
 from saerl.artifacts import MANIFEST, ArtifactRef, ArtifactStore, read_manifest, write_file_atomic
-from saerl.config import REDACTED, PipelineConfig, build_config, flatten, redacted
+from saerl.config import REDACTED, PipelineConfig, build_config, flatten, redact, redacted
 from saerl.runs import (
     FAILED,
     GIT,
@@ -572,5 +572,5 @@ def relog(root: Path, record: RunRecord, uri: str | None = None) -> str:
         tracker.log_artifact(run_file)
     tracker.finish(tracked_status(record))
     if not tracker.enabled or tracker.parent_id is None:
-        raise RuntimeError(f"could not log run {record.run_id} to MLflow at {tracker.uri} (see the warning above)")
+        raise RuntimeError(f"could not log run {record.run_id} to MLflow at {redact(tracker.uri)} (see the warning above)")
     return tracker.parent_id

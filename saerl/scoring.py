@@ -441,7 +441,7 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     has_d = a.labelled & ~np.isnan(a.y_diff)
     if has_d.sum() < cfg.cv_folds:
         raise ValueError(f"only {int(has_d.sum())} labelled prompts have a difficulty label; need >= {cfg.cv_folds} "
-                         "(score.cv_folds): label more prompts (score.label_fraction, or a data.labelled column that "
+                         "(score.cv_folds): label more prompts (score.label_fraction and score.label_max, or a data.labelled column that "
                          "marks more rows), map a difficulty column with values on them (data.difficulty), or lower "
                          "score.cv_folds")
     d_pool, dmodel = fit_difficulty(a.D, a.y_diff, has_d, "sae", cfg, fit)

@@ -1363,8 +1363,9 @@ def cap_address_space(headroom_mb: int) -> int | None:
 
         pages = int(Path("/proc/self/statm").read_text().split()[0])
         limit = pages * os.sysconf("SC_PAGE_SIZE") + headroom_mb * 2**20
-        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
-        resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = min([limit, *(v for v in (soft, hard) if v != resource.RLIM_INFINITY)])  # never loosen a user's limit
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     except (ImportError, OSError, ValueError):
         return None
     return limit

@@ -167,6 +167,9 @@ def test_pkg_model_path(monkeypatch, tmp_path):
     (shipped / "__init__.py").write_text(f"def get_model_path():\n    return {str(tmp_path / 'weights')!r}\n")
     foldered = tmp_path / "foldered_model"
     (foldered / "model").mkdir(parents=True)
+    (foldered / "model" / "config.json").write_text("{}")
+    (shipped / "model").mkdir()  # a subpackage named model, no model folder: get_model_path() decides
+    (shipped / "model" / "__init__.py").write_text("")
     (foldered / "__init__.py").write_text(f"open({str(tmp_path / 'IMPORTED')!r}, 'w').write('ran')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert resolve_model_path("pkg:shipped_model") == str(tmp_path / "weights")

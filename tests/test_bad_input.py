@@ -156,6 +156,8 @@ CASES: dict[str, Case] = {
     "struct answer (parquet)": Case(
         parquet(pl.DataFrame({"question": ["A?", "B?"], "answer": [{"style": "rule", "ground_truth": "1"}] * 2})),
         ".parquet", {}, issues=((0, "answer", D.STRUCT_ANSWER), (1, "answer", D.STRUCT_ANSWER)), kept=()),
+    "empty list answer": Case(jsonl({"question": "What is 2 + 9?", "answer": []}),
+                              issues=((1, "answer", D.EMPTY_ANSWER),)),
     "list answer": Case(  # a list of two read as the interval [2, 3]: '#### 2' was judged wrong
         jsonl({"question": "Roots of x^2-5x+6?", "answer": [2, 3]}), issues=((1, "answer", D.LIST_ANSWER),)),
     "one answer in a list (parquet)": Case(
