@@ -99,6 +99,7 @@ HARD_KILL_GRACE_S = 1.0  # extra seconds a worker gets past timeout_s before it 
 WORKER_START_TIMEOUT_S = 120.0  # a worker that is not ready (math-verify imported) by then is an error
 MAX_START_FAILURES = 3  # workers failing to start, in one call, before its tasks are given up as errors
 PARSE_CACHE_SIZE = 4096  # parsed answers each worker remembers
+NORMALIZE_BLOCK = 2048  # gold answers per pool batch when normalizing many: the progress bar's step
 # address space a worker may add after importing math-verify: one answer like \boxed{2^{2^{40}}} grew a worker by
 # 429 MB in 5 s (eight workers of a raised verify_timeout_s: gigabytes beside a training run); past it sympy's
 # allocation fails and the task ends as an "error" (a MemoryError, as any other failure of the verifier)
@@ -1566,9 +1567,14 @@ def _run_unique(tasks: list[tuple[str, tuple]], timeout_s: float) -> list[tuple]
 def normalize_answers(golds: list[str], timeout_s: float) -> list[NormalizedAnswer]:
     """Canonical forms of many gold answers: what _fast_normalize reads (numbers, percents, compound quantities,
     number words) in this process, the rest in one pool batch bounded by timeout_s each."""
+    from tqdm.auto import tqdm
+
     out: list[NormalizedAnswer | None] = [_fast_normalize(g if isinstance(g, str) else str(g)) for g in golds]
     slow = [i for i, r in enumerate(out) if r is None]
-    pooled = _run_unique([("normalize", (str(golds[i]),)) for i in slow], timeout_s)
+    pooled: list[tuple] = []
+    blocks = range(0, len(slow), NORMALIZE_BLOCK)  # a bar where it takes long: LaTeX golds cost ~12 ms each
+    for lo in tqdm(blocks, desc="normalizing gold answers", unit="block", disable=len(blocks) < 2 or None):
+        pooled += _run_unique([("normalize", (str(golds[i]),)) for i in slow[lo : lo + NORMALIZE_BLOCK]], timeout_s)
     for i, res in zip(slow, pooled, strict=True):
         if res[0] == "done":
             out[i] = NormalizedAnswer(*res[1])
