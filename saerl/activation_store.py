@@ -185,9 +185,11 @@ def store_bytes(meta: StoreMeta) -> int:
 def check_disk(store: Path, raw_bytes: int) -> None:
     """Refuse an extraction whose residuals will not fit on the disk of `store` (found when the disk filled, hours
     in: 500k prompts of a 1536-wide model keep 140-230 GB of token residuals): OSError when STORED_SHARE of
-    `raw_bytes` is over the free space, naming the sizes and the fixes. in: the store path, raw bytes."""
+    `raw_bytes` is over the free space (with what a store it replaces takes), naming the sizes and the fixes.
+    in: the store path, raw bytes."""
     folder = next((p for p in (store, *store.parents) if p.exists()), Path("."))
-    free = shutil.disk_usage(folder).free
+    replaced = sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) if store.is_dir() else 0
+    free = shutil.disk_usage(folder).free + replaced  # a store replaced here gives its space back
     need = int(raw_bytes * STORED_SHARE)
     if need > free:
         raise OSError(f"extraction would write about {need / 2**30:.1f} GB of residuals ({raw_bytes / 2**30:.1f} GB "

@@ -585,5 +585,8 @@ def test_an_extraction_that_cannot_fit_on_its_disk_is_refused_before_writing(tmp
     with pytest.raises(OSError, match=r"extraction would write about .* GB of residuals .*extract.store_tokens=false"):
         prepare_store(tmp_path / "a.zarr", ["a", "b", "c"], token_ids, "m", 0, 64, n_layers=1, cfg=cfg)
     assert not (tmp_path / "a.zarr").exists(), "refused before anything was written"
+    (tmp_path / "a.zarr").mkdir()
+    (tmp_path / "a.zarr" / "old").write_bytes(b"x" * 2)  # a store replaced there gives its space back
+    assert prepare_store(tmp_path / "a.zarr", ["a", "b", "c"], token_ids, "m", 0, 64, n_layers=1, cfg=cfg).n_tokens == 12
     pooled_only = cfg.model_copy(update={"store_tokens": False})
     assert prepare_store(tmp_path / "b.zarr", ["a", "b", "c"], token_ids, "m", 0, 64, 1, pooled_only).n_tokens == 12
