@@ -46,7 +46,6 @@ from saerl.activation_store import (
 from saerl.artifacts import ChunkLog, while_wanted
 from saerl.config import PKG_MODEL, ExtractConfig, ModelConfig, device_type, resolve_layer
 
-PKG_PREFIX = PKG_MODEL  # a model a Python package ships: pkg:<module>
 CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 # prompt texts whose renderings' common token prefix is the template's head: their first characters differ in kind
 # (two digits, a lower- and an upper-case letter, punctuation), so at least two of their first tokens differ even in
@@ -156,16 +155,17 @@ def resolve_model_path(name: str) -> str:
     importing the package (a plan stamps the folder before any stage runs, and importing runs the module's code;
     a dotted name imports its parents), else its get_model_path() or MODEL_DIR, which needs the import; anything
     else (local folder or hub id) is returned unchanged."""
-    if not name.startswith(PKG_PREFIX):
+    if not name.startswith(PKG_MODEL):
         return name
-    spec = importlib.util.find_spec(name[len(PKG_PREFIX):])
+    module_name = name[len(PKG_MODEL):]
+    spec = importlib.util.find_spec(module_name)
     if spec is None:
-        raise ModuleNotFoundError(f"{name}: no installed Python package or module named {name[len(PKG_PREFIX):]!r} "
+        raise ModuleNotFoundError(f"{name}: no installed Python package or module named {module_name!r} "
                                   "(pip install it into this environment, or name a model folder or hub id)")
-    folder = Path(list(spec.submodule_search_locations or [""])[0]) / "model"
-    if spec.submodule_search_locations and (folder / "config.json").is_file():  # a model folder, not a subpackage
-        return str(folder)
-    module = importlib.import_module(name[len(PKG_PREFIX):])
+    for location in list(spec.submodule_search_locations or [])[:1]:  # a package's folder (a module has none)
+        if (folder := Path(location) / "model" / "config.json").is_file():  # a model folder, not a subpackage
+            return str(folder.parent)
+    module = importlib.import_module(module_name)
     if callable(getattr(module, "get_model_path", None)):
         return str(module.get_model_path())
     if getattr(module, "MODEL_DIR", None) is not None:

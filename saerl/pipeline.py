@@ -163,9 +163,7 @@ def check_model(name: str, field: str, chat: bool) -> None:
     .safetensors weights (a pickled checkpoint alone: transformers' own error named no field), and with `chat` a local folder whose tokenizer has no chat template (RL's prompts are chat-formatted; it failed at the
     label stage, after extraction and the SAE). 'testbed' and 'pkg:<module>' are left to their stages.
     in: the value, its config field, whether the plan prompts it; raises FileNotFoundError / ValueError."""
-    from saerl.activations import PKG_PREFIX
-
-    if name == "testbed" or name.startswith(PKG_PREFIX):
+    if name == "testbed" or name.startswith(PKG_MODEL):
         return
     path = Path(name).expanduser()
     if not path.exists():
@@ -364,7 +362,7 @@ def folder_stamp(name: str | None) -> str | None:
     hub id, the testbed LM or an unset field. A 'pkg:<module>' model is stamped by the folder it resolves to."""
     from saerl.config import stable_hash
 
-    if name and name.startswith("pkg:"):  # a model a Python package ships: its folder, which an upgrade rewrites
+    if name and name.startswith(PKG_MODEL):  # a model a Python package ships: its folder, which an upgrade rewrites
         from saerl.activations import resolve_model_path
 
         name = resolve_model_path(name)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from saerl import verify
-from saerl.config import PipelineConfig, config_slice, resolve_layer, stable_hash
+from saerl.config import PKG_MODEL, PipelineConfig, config_slice, resolve_layer, stable_hash
 
 
 @dataclass(frozen=True)
@@ -232,7 +232,7 @@ def known_size(cfg: PipelineConfig, field: str, hub_cache: bool = False) -> int 
         return {"num_hidden_layers": cfg.testbed.n_layers, "hidden_size": cfg.testbed.d_model}[field]
     name = cfg.extract.model or cfg.model.name_or_path
     conf = Path(name).expanduser() / "config.json"
-    if name.startswith("pkg:"):
+    if name.startswith(PKG_MODEL):
         return None
     revision = None if cfg.extract.model else cfg.model.revision
     if hub_cache and not conf.is_file() and (cached := hub_cached_config(name, revision)):
