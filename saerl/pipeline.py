@@ -209,8 +209,6 @@ def unpinned_hub_model(name: str, revision: str | None) -> str | None:
 def has_chat_template(folder: Path) -> bool:
     """Does the tokenizer saved in `folder` carry a chat template (a chat_template.jinja file, or the chat_template
     entry of tokenizer_config.json)? in: model folder; out: the verdict."""
-    import json
-
     if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
         return True
     config = folder / "tokenizer_config.json"
@@ -298,25 +296,9 @@ def check_loaders(cfg: PipelineConfig, until: str | None = None) -> None:
     if "sae" in todo and cfg.sae.source == "local" and cfg.sae.path:
         from saerl.sae import local_sae_problem
 
-        if problem := local_sae_problem(Path(cfg.sae.path).expanduser()):
-            raise ValueError(problem)
-        check_sae_width(Path(cfg.sae.path).expanduser(), known_size(cfg, "hidden_size", hub_cache=True))
-
-
-def check_sae_width(folder: Path, width: int | None) -> None:
-    """Refuse a local SAE (sae.path) whose input width (cfg.json d_in) is not the extracted model's hidden size,
-    before the first stage: the sae stage found it after extraction had run. Nothing is said when either width is
-    unknown (a hub model; a cfg.json without an integer d_in, which the stage's load reports). in: the SAE
-    folder, the model's width or None; raises ValueError naming the fields to change."""
-    try:
-        d_in = json.loads((folder / "cfg.json").read_text())["d_in"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return
-    if width is not None and isinstance(d_in, int) and d_in != width:
-        raise ValueError(f"the SAE at sae.path={folder} reads vectors of d_in={d_in}, and the model extraction reads "
-                         f"has hidden size {width}. Fix: use an SAE trained on this model's residual stream "
-                         "(sae.path, or sae.release/sae.sae_id), set extract.model to the SAE's model, or set "
-                         "sae.source=train")
+        width = known_size(cfg, "hidden_size", hub_cache=True)
+        if problem := local_sae_problem(Path(cfg.sae.path).expanduser(), width=width):  # the width checked up front:
+            raise ValueError(problem)  # the sae stage found it after extraction had run
 
 
 def hash_path(path: Path, field: str = "data.path") -> str:

@@ -277,12 +277,15 @@ def known_architectures() -> frozenset[str]:
     return frozenset(SAE_CLASS_REGISTRY)
 
 
-def local_sae_problem(folder: Path, architectures: frozenset[str] | None = None) -> str | None:
+def local_sae_problem(folder: Path, architectures: frozenset[str] | None = None,
+                      width: int | None = None) -> str | None:
     """What keeps a local SAE folder (sae.path) from loading, said with its field and a fix, or None: a missing
     folder, no cfg.json (or one that is not a JSON object), no sae_weights.safetensors (saerl loads SAE weights
     from safetensors alone: a pickle (.pt) can run code when loaded), an architecture not in `architectures`
-    (None: not checked; sae-lens's own error was a bare KeyError). in: the folder, the known architectures;
-    out: the problem or None."""
+    (None: not checked; sae-lens's own error was a bare KeyError), an input width (cfg.json d_in) other than the
+    extracted model's hidden size `width` (None, or a d_in that is no integer: not checked; the stage's
+    check_width reads the store). in: the folder, the known architectures, the model's width; out: the problem or
+    None."""
     if not folder.is_dir():
         return f"sae.path={folder} is not a folder (check sae.path: a sae-lens folder of cfg.json + {SAE_WEIGHTS})"
     try:
@@ -298,6 +301,11 @@ def local_sae_problem(folder: Path, architectures: frozenset[str] | None = None)
     if architectures is not None and arch not in architectures:
         return (f"sae.path={folder}: cfg.json names architecture {arch!r}, which the installed sae-lens does not "
                 f"load (it knows {', '.join(sorted(architectures))})")
+    d_in = cfg.get("d_in") if isinstance(cfg, dict) else None
+    if width is not None and isinstance(d_in, int) and d_in != width:
+        return (f"the SAE at sae.path={folder} reads vectors of d_in={d_in}, and the model extraction reads has "
+                f"hidden size {width}. Fix: use an SAE trained on this model's residual stream (sae.path, or "
+                "sae.release/sae.sae_id), set extract.model to the SAE's model, or set sae.source=train")
     return None
 
 
