@@ -43,7 +43,16 @@ from saerl.config import (
     held_out_mapping,
     resolve_layer,
 )
-from saerl.stages import DATA_LABELS, STAGES, code_version, known_depth, known_size, stage_key, stage_slice
+from saerl.stages import (
+    DATA_LABELS,
+    STAGES,
+    code_version,
+    hub_cached_config,
+    known_depth,
+    known_size,
+    stage_key,
+    stage_slice,
+)
 
 log = logging.getLogger("saerl.pipeline")
 HUB_NO_BARS = "HF_HUB_DISABLE_PROGRESS_BARS"  # read by huggingface_hub (and so transformers) at import: Dask workers
@@ -190,16 +199,10 @@ def unpinned_hub_model(name: str, revision: str | None) -> str | None:
     name, so when the repo moves on the hub, stored extraction and label artifacts are reused beside training on
     the new weights, one run mixing two revisions unsaid. Names the commit the local Hugging Face cache holds for
     the main branch, when it holds one. in: model.name_or_path, model.revision; out: the warning or None."""
-    from huggingface_hub import constants
-    from huggingface_hub.file_download import repo_folder_name
-
     if revision or name in ("testbed",) or name.startswith(PKG_MODEL) or Path(name).expanduser().exists():
         return None
-    try:
-        ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=name, repo_type="model") / "refs" / "main"
-        sha = ref.read_text().strip() if ref.is_file() else ""
-    except (OSError, ValueError):
-        sha = ""
+    cached = hub_cached_config(name, None)  # <cache>/snapshots/<commit>/config.json
+    sha = cached.parent.name if cached is not None else ""
     pin = f"model.revision={sha} (the commit your Hugging Face cache holds)" if sha else "model.revision=<commit sha>"
     return (f"model.name_or_path={name} is a hub id with no model.revision: stored artifacts are keyed by the name, "
             "so if the repo moves on the hub, cached extraction and labels are reused beside training on the new "

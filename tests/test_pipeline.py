@@ -595,9 +595,11 @@ def test_a_policy_named_by_hub_id_without_a_revision_is_warned_with_the_cached_c
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     note = unpinned_hub_model("Qwen/Qwen2.5-Math-1.5B", None)
     assert "hub id with no model.revision" in note and "model.revision=<commit sha>" in note
-    refs = tmp_path / "hub" / "models--Qwen--Qwen2.5-Math-1.5B" / "refs"
-    refs.mkdir(parents=True)
-    (refs / "main").write_text("4a83ca6e4526a4f2da3aa259ec36c259f66b2ab2\n")
+    repo, sha = tmp_path / "hub" / "models--Qwen--Qwen2.5-Math-1.5B", "4a83ca6e4526a4f2da3aa259ec36c259f66b2ab2"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(sha)  # as huggingface_hub writes it: no newline
+    (repo / "snapshots" / sha).mkdir(parents=True)  # what a download leaves: the commit's files
+    (repo / "snapshots" / sha / "config.json").write_text("{}")
     assert "model.revision=4a83ca6e4526a4f2da3aa259ec36c259f66b2ab2 (the commit" in unpinned_hub_model(
         "Qwen/Qwen2.5-Math-1.5B", None)
     assert unpinned_hub_model("Qwen/Qwen2.5-Math-1.5B", "4a83ca6e") is None
