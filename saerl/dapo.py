@@ -275,7 +275,6 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int, spread_reward: str
             if row_clusters is not None and len(row_clusters) != len(data):
                 raise ValueError(f"clusters has {len(row_clusters)} entries for a train dataset of {len(data)} rows")
             self._ds_stream: Iterator[int] | None = None
-            self._ds_pulled = 0  # prompts taken from the stream so far: drawn, or passed over into _ds_ahead
             self._ds_pass_left: int | None = None  # prompts left in the stream's current pass (None: not begun)
             self._ds_ahead: list[int] = []  # prompts a same-cluster refill passed over, drawn before the stream's next
             self._ds_epoch = 0
@@ -319,10 +318,9 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int, spread_reward: str
                 self._ds_epoch += 1
 
         def _pull(self) -> int:
-            """The stream's next prompt (dataset index), counted in the cursor."""
+            """The stream's next prompt (dataset index)."""
             if self._ds_stream is None:
                 self._ds_stream = self._prompt_stream()
-            self._ds_pulled += 1
             return next(self._ds_stream)
 
         def _draw(self, n_prompts: int, like: list[int] | None = None) -> tuple[list[int], list[dict[str, Any]]]:
@@ -337,9 +335,10 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int, spread_reward: str
 
         def dynamic_sampling_state(self) -> dict[str, Any]:
             """What a checkpoint keeps of the prompt stream (JSON-ready): cursor (prompts taken from the stream so
-            far), ahead (those a same-cluster refill passed over, not drawn yet) and drawn (each as [dataset index,
-            had a spread, step], in the order drawn)."""
-            return {"cursor": self._ds_pulled, "ahead": list(self._ds_ahead),
+            far: each one drawn or passed over), ahead (those a same-cluster refill passed over, not drawn yet) and
+            drawn (each as [dataset index, had a spread, step], in the order drawn)."""
+            cursor = len(self.dynamic_sampling_drawn) + len(self._ds_ahead)
+            return {"cursor": cursor, "ahead": list(self._ds_ahead),
                     "drawn": [list(d) for d in self.dynamic_sampling_drawn]}
 
         def restore_dynamic_sampling(self, state: dict[str, Any]) -> None:
@@ -356,7 +355,7 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int, spread_reward: str
             if cursor != len(drawn) + len(ahead):
                 raise ValueError(f"dynamic-sampling state: cursor {cursor} but {len(drawn)} prompts drawn and "
                                  f"{len(ahead)} passed over")
-            self._ds_epoch, self._ds_pulled, self._ds_pass_left = 0, 0, None
+            self._ds_epoch, self._ds_pass_left = 0, None
             self._ds_stream = self._prompt_stream()
             head = [self._pull() for _ in range(cursor)]
             in_order = row_clusters is None  # stream refills draw in stream order: the head must be the drawn list
