@@ -539,11 +539,12 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     The training stream is `order` long enough for whole generation batches (:func:`stream_length`); under DAPO
     also for every round of dynamic sampling (times 1 + cfg.dynamic_sampling_max_rounds), where prompts whose
     rollouts are all right or all wrong are dropped (DAPO's rule: the correctness reward alone) and the next ones
-    drawn (with cfg.dynamic_sampling_refill 'cluster' and `clusters`, id -> cluster: the next of each dropped
-    prompt's cluster, saerl.dapo.take_next), so the prompts trained on are drawn from the stream.
+    drawn (with `clusters`, id -> cluster: the next of each dropped prompt's cluster, saerl.dapo.take_next), so
+    the prompts trained on are drawn from the stream.
     in: policy folder, prompts, order, config, output folder, prompts per step, seed, optional step/time limits,
     model config (revision, trust_remote_code; None = no remote code), clusters (id -> cluster, for DAPO's refills
-    by cluster; None: the order has none);
+    by cluster: saerl.runners.refill_clusters gives them where train.dynamic_sampling_refill is 'cluster'; None:
+    refills read the stream);
     out: {model_dir, steps, seconds, log (trl's per-step metrics), order (ids trained on, in order),
     order_steps (the first optimizer step of the generation batch each was generated for: trl spreads a
     generation batch's rollouts over its steps_per_generation steps; under DAPO a generation batch trains on as
@@ -591,9 +592,8 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     if dapo:
         from saerl.dapo import dynamic_sampling_trainer
 
-        by_cluster = cfg.dynamic_sampling_refill == "cluster" and clusters is not None
         cls = dynamic_sampling_trainer(cls, cfg.dynamic_sampling_max_rounds, spread_reward=reward.__name__,
-                                       clusters=[clusters.get(i) for i in seq] if by_cluster else None)
+                                       clusters=None if clusters is None else [clusters.get(i) for i in seq])
     args = grpo_config(cfg, ckpt_dir, prompts_per_step, steps, seed, device, progress, stop_ids(model, tok))
     args.reward_weights = weights
     if cfg.beta > 0:  # trl loads the reference from the policy's name with these (it warns they are ignored: not so)
