@@ -873,9 +873,9 @@ PKG_MODEL = "pkg:"  # the prefix of a model a Python package ships (saerl.activa
 
 def runs_outside_code(field: str, value: Any) -> bool:
     """Does `value` of config field `field` make a run execute code from outside saerl (CODE_FIELDS)? in: a dotted
-    field and its value; out: the verdict (False for any other field)."""
+    field and its validated value (a flattened config's); out: the verdict (False for any other field)."""
     if field in ("model.trust_remote_code", "model.hub_kernels"):
-        return value is True or str(value).lower() == "true"
+        return value is True
     if field in ("model.name_or_path", "extract.model"):
         return isinstance(value, str) and value.startswith(PKG_MODEL)
     return False

@@ -495,10 +495,11 @@ def eval_sets(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, 
     if cfg.data.source == "testbed" and "testbed" in inputs:
         sets[TESTBED_SET] = pl.read_parquet(inputs["testbed"].file("world/eval.parquet"))
     for name, entry in cfg.eval.sets.items():
-        result = ingest(held_out_mapping(cfg.data, entry), held_out_file(entry), labels_optional=True)
+        path = held_out_file(entry)
+        result = ingest(held_out_mapping(cfg.data, entry), path, labels_optional=True)
         if result.rejected.height:  # rejected rows or flagged ones (kept), counted by row as saerl ingest counts them
             log.warning("eval set %s (%s): %s; `saerl ingest %s --prompt F --answer F` lists each row and reason",
-                        name, held_out_file(entry), summarize(result).replace("\n", "; "), held_out_file(entry))
+                        name, path, summarize(result).replace("\n", "; "), path)
         sets[name] = result.kept
     return sets
 
@@ -510,13 +511,13 @@ def held_out_overlap(prompts: pl.DataFrame, sets: dict[str, pl.DataFrame]) -> li
     {name: frame with prompt}; out: the notes ([] when every set is disjoint)."""
     from saerl.data import normalize_prompt
 
-    def canon(col: pl.Series) -> set[str]:  # ingest's duplicate form, lowercased
-        return {normalize_prompt(p).lower() for p in col.cast(pl.String).to_list()}
+    def canon(col: pl.Series) -> list[str]:  # ingest's duplicate form, lowercased
+        return [normalize_prompt(p).lower() for p in col.cast(pl.String).to_list()]
 
-    seen = canon(prompts["prompt"])
+    seen = set(canon(prompts["prompt"]))
     notes = []
     for name, frame in sets.items():
-        n = sum(normalize_prompt(p).lower() in seen for p in frame["prompt"].cast(pl.String).to_list())
+        n = sum(p in seen for p in canon(frame["prompt"]))
         if n:
             notes.append(f"held-out set {name}: {n} of {frame.height} prompts are also in the training data (the same "
                          "text): RL trained on them, so accuracy on this set mixes recall with generalisation; drop "

@@ -1566,7 +1566,8 @@ def _run_unique(tasks: list[tuple[str, tuple]], timeout_s: float) -> list[tuple]
 
 def normalize_answers(golds: list[str], timeout_s: float) -> list[NormalizedAnswer]:
     """Canonical forms of many gold answers: what _fast_normalize reads (numbers, percents, compound quantities,
-    number words) in this process, the rest in one pool batch bounded by timeout_s each."""
+    number words) in this process, the rest in pool batches of NORMALIZE_BLOCK (a progress bar over them), each
+    answer bounded by timeout_s."""
     from tqdm.auto import tqdm
 
     out: list[NormalizedAnswer | None] = [_fast_normalize(g if isinstance(g, str) else str(g)) for g in golds]
