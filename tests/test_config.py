@@ -53,22 +53,23 @@ def test_unknown_override_key_names_path_and_suggests():
     assert "curriculum.mix_ratoi" in msg and "did you mean 'curriculum.mix_ratio'" in msg
 
 
-def test_unknown_yaml_key_names_path_and_suggests(tmp_path):
-    p = tmp_path / "c.yaml"
-    p.write_text("curriculum:\n  mixratio: 0.2\n")
+def yaml_config_error(folder: Path, text: str) -> tuple[Path, str]:
+    """Write `text` as a config file in `folder` and load it: (its path, the ConfigError's message)."""
+    p = folder / "c.yaml"
+    p.write_text(text)
     with pytest.raises(ConfigError) as err:
         load_config(p)
-    msg = str(err.value)
+    return p, str(err.value)
+
+
+def test_unknown_yaml_key_names_path_and_suggests(tmp_path):
+    _, msg = yaml_config_error(tmp_path, "curriculum:\n  mixratio: 0.2\n")
     assert "unknown key 'curriculum.mixratio'" in msg and "curriculum.mix_ratio" in msg
 
 
 def test_a_yaml_syntax_error_is_a_config_error_naming_the_file_and_line(tmp_path):
     """A YAML syntax error ended in a raw traceback whose message named "<unicode string>"."""
-    p = tmp_path / "c.yaml"
-    p.write_text("curriculum:\n  mix_ratio: [0.2\n  batch_size: 16\n")
-    with pytest.raises(ConfigError) as err:
-        load_config(p)
-    msg = str(err.value)
+    p, msg = yaml_config_error(tmp_path, "curriculum:\n  mix_ratio: [0.2\n  batch_size: 16\n")
     assert f"{p} is not valid YAML" in msg and f'in "{p}", line' in msg and "<unicode string>" not in msg
 
 
