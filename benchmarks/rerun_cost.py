@@ -8,11 +8,14 @@ In one process and one fresh temporary artifact root (configs/smoke.yaml with --
    testbed stage).
 2. rerun: the same config with ``curriculum.mix_ratio`` changed, again through ``run_all``. Exactly the stage runs
    downstream of the curriculum in the plan must recompute (the curriculum, the training runs of the arms that read
-   it and evaluate: :func:`downstream_runs`) and every other one must be a cache hit, read from the run's results
+   it, their held-out evaluations and evaluate: :func:`downstream_runs`) and every other one must be a cache hit, read from the run's results
    (asserted). The overhead is that run's wall time minus the time of the stage runs that recomputed: planning,
    key hashing and reading cached manifests.
 3. report setting: then ``score.baselines`` flipped (a setting of the property report alone): exactly the properties
    stage must recompute (asserted); ``report_rerun_ratio`` is that run's wall time over the full run's.
+   comparison setting: then ``eval.ci_level`` changed (how the arms are compared): exactly the evaluate stage must
+   recompute, no policy's held-out evaluation (asserted); ``compare_rerun_ratio`` is that run's wall time over the
+   full run's.
 4. sweep vs fresh: N settings of ``curriculum.mix_ratio`` through the ablation flow (``flows.sweep.ablation_flow``,
    one parent flow, a pipeline subflow per setting, in a fresh root) against N pipeline flow runs
    (``flows.pipeline.pipeline_flow``) each in a fresh root of its own; both under one local Prefect server,
@@ -21,7 +24,8 @@ In one process and one fresh temporary artifact root (configs/smoke.yaml with --
     .venv/bin/python benchmarks/rerun_cost.py --quick     # smoke config, N=2: about 6 minutes on 2 CPU cores
     .venv/bin/python benchmarks/rerun_cost.py             # demo config, N=3
 
-Last line: ``RESULT full_s=.. rerun_overhead_s=.. rerun_ratio=.. report_rerun_ratio=.. sweep_ratio=.. sweep_n=..``
+Last line: ``RESULT full_s=.. rerun_overhead_s=.. rerun_ratio=.. report_rerun_ratio=.. compare_rerun_ratio=.. sweep_ratio=..
+sweep_n=..``
 (seconds; rerun_ratio is the rerun's wall time over the full run's; sweep_ratio < 1 means the sweep costs less than the same
 settings run from scratch).
 """
@@ -39,7 +43,8 @@ from saerl.pipeline import StageResult, resolve_upstream, run_all, stage_runs
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ["runtime.progress=false", "tracking.enabled=false"]  # timings without progress bars or MLflow
-MIX_RATIOS = (0.5, 0.0, 0.1, 0.3)  # curriculum.mix_ratio values the rerun and the sweep try, in this order
+MIX_RATIOS = (0.5, 0.0, 0.1, 0.3)
+CI_LEVELS = (0.95, 0.9)  # eval.ci_level values the comparison-setting rerun tries, the first that differs  # curriculum.mix_ratio values the rerun and the sweep try, in this order
 SWEEP_N = {True: 2, False: 3}  # settings in the sweep: --quick, full
 HEAVY_IMPORTS = ("torch", "transformers", "sklearn", "sae_lens.training.sae_trainer", "trl.trainer.grpo_trainer",
                  "saerl.testbed", "saerl.activations", "saerl.sae", "saerl.scoring", "saerl.rl", "saerl.evaluate")
@@ -141,6 +146,11 @@ def main() -> None:
               flush=True)
         report_s, _ = rerun_overhead(store, config(path, base / "rerun", f"curriculum.mix_ratio={changed}",
                                                    f"score.baselines={not cfg.score.baselines}"), {"properties"})
+        level = next(v for v in CI_LEVELS if v != cfg.eval.ci_level)
+        print(f"rerun with eval.ci_level {cfg.eval.ci_level} -> {level} (a comparison setting)", flush=True)
+        compare_s, _ = rerun_overhead(store, config(path, base / "rerun", f"curriculum.mix_ratio={changed}",
+                                                    f"score.baselines={not cfg.score.baselines}",
+                                                    f"eval.ci_level={level}"), {"evaluate"})
         values = list(MIX_RATIOS[:n])
         print(f"sweep of {n} settings curriculum.mix_ratio={values} (ablation flow) vs {n} fresh runs", flush=True)
         sweep_s, fresh_s = sweep_vs_fresh(path, base, values)
@@ -150,9 +160,9 @@ def main() -> None:
 
             shutil.rmtree(base, ignore_errors=True)
     print(f"full {full_s:.1f} s; rerun {rerun_s:.1f} s of which {rerun_s - overhead_s:.1f} s recomputing; "
-          f"report setting {report_s:.1f} s; sweep {sweep_s:.1f} s vs fresh {fresh_s:.1f} s")
+          f"report setting {report_s:.1f} s; comparison setting {compare_s:.1f} s; sweep {sweep_s:.1f} s vs fresh {fresh_s:.1f} s")
     print(f"RESULT full_s={full_s:.2f} rerun_overhead_s={overhead_s:.3f} rerun_ratio={rerun_s / full_s:.3f} "
-          f"report_rerun_ratio={report_s / full_s:.3f} sweep_ratio={sweep_s / fresh_s:.3f} sweep_n={n}")
+          f"report_rerun_ratio={report_s / full_s:.3f} compare_rerun_ratio={compare_s / full_s:.3f} sweep_ratio={sweep_s / fresh_s:.3f} sweep_n={n}")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ from saerl.tracking import LABEL_SEP, TRACKED_FAILED, TRACKED_KILLED, Tracker, g
 from tasks.stage import plain_record, prepare_shards_task, shard_task, stage_options, stage_task
 
 log = logging.getLogger("saerl.flow")
+PARALLEL_STAGES = ("train", "heldout")  # stages whose runs (one per variant) run at once on Dask
 WAKE_S = 0.5  # how often the flow's thread wakes while it waits for a stage: how soon a Ctrl-C is seen
 PREFECT_FLOW_RUN_TAG = "prefect.flow_run_id"  # MLflow parent-run tag: the Prefect flow run the pipeline ran in
 PREFECT_DEPLOYMENT_TAG = "prefect.deployment"  # MLflow parent-run tag: the deployment that flow run came from
@@ -338,8 +339,9 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         if stage == "evaluate":
             tell(ref.file("comparison.txt").read_text())
 
-    # Training runs (arm x seed) read nothing of each other: on Dask they all run at once, one per worker.
-    parallel_train = cfg.runtime.task_runner == "dask"
+    # Training runs (arm x seed) read nothing of each other, nor do held-out evaluations (one per policy): on Dask
+    # the runs of each of these stages run at once, one per worker.
+    parallel = PARALLEL_STAGES if cfg.runtime.task_runner == "dask" else ()
     # held until the record says how the run ended: status and gc tell a run killed before that (SIGKILL, out of
     # memory) from one still going by whether its lock is free
     with live_lock(root, record.run_id):
@@ -348,12 +350,12 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
             record.extra[PLANNED] = planned_run_keys(cfg, until)
             save_run(root, record)  # before the first stage: `saerl gc` keeps what the run will build or reuse
             for stage, name, ups, variant in stage_runs(cfg, until):
-                if pending and stage != "train":
+                if pending and stage != pending[-1]["stage"]:  # a stage's runs read the runs of the one before
                     for run in pending:
                         finish(run)
                     pending = []
                 run = submit(stage, name, ups, variant)
-                if stage == "train" and parallel_train:
+                if stage in parallel:
                     pending.append(run)
                 else:
                     finish(run)

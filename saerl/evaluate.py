@@ -62,6 +62,7 @@ GREEDY = 0  # the `sample` index of the greedy completion; sampled ones are 1..k
 FAILED = ("timeout", "error")  # verifier statuses that are failures of the check, not of the model
 BASE_ARM = "base"  # the arm name of the starting policy in eval.parquet (evaluated once, before any RL)
 REACHABLE = ":reachable"  # suffix of a set's reachable stratum: problems the base policy solves at least once
+PROBE_ARM = "reach_probe"  # the arm name of the starting policy's probe pass (saerl.pipeline.heldout_variants)
 REACH_SEED = 1  # seed of the base policy's probe pass that defines the reachable stratum (the scored pass uses 0)
 TARGET_RTOL = 1e-9  # an accuracy within this relative tolerance of the target counts as reaching it
 Metric = Literal["greedy", "mean_k"]

@@ -55,11 +55,12 @@ from saerl.stages import (
 )
 
 log = logging.getLogger("saerl.pipeline")
+TRAIN_PREFIX = "train:"  # the run names of the training runs among a stage's inputs (saerl.runners.STAGE_RUN)
 HUB_NO_BARS = "HF_HUB_DISABLE_PROGRESS_BARS"  # read by huggingface_hub (and so transformers) at import: Dask workers
 DASK_LOGGER = "distributed"  # parent of the scheduler's, nannies' and workers' loggers (INFO by default)
 
 ORDER = ("testbed", "ingest", "extract", "sae", "encode", "label", "score", "properties", "curriculum", "train",
-         "evaluate")
+         "heldout", "evaluate")
 
 
 @dataclass
@@ -95,9 +96,9 @@ def data_file(cfg: PipelineConfig) -> Path | None:
 
 
 def needs_testbed(cfg: PipelineConfig, stage: str) -> bool:
-    """Whether `stage` reads the testbed artifact: its world as data (ingest; train and evaluate, whose held-out
-    set is the world's eval split) or its LM as the model (extract when it reads the policy's internals; label,
-    train and evaluate, which run the policy)."""
+    """Whether `stage` reads the testbed artifact: its world as data (ingest; train and heldout, whose held-out
+    set is the world's eval split) or its LM as the model (extract when it reads the policy's internals;
+    label, train and heldout, which run the policy)."""
     policy = cfg.model.name_or_path == "testbed"
     world = cfg.data.source == "testbed"
     return {
@@ -105,7 +106,7 @@ def needs_testbed(cfg: PipelineConfig, stage: str) -> bool:
         "extract": cfg.extract.model is None and policy,
         "label": policy,
         "train": policy or world,
-        "evaluate": policy or world,
+        "heldout": policy or world,
     }.get(stage, False)
 
 
@@ -162,7 +163,10 @@ def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple
     return [(s, tuple(i for i in STAGES[s].inputs if reads(s, i))) for s in stages]
 
 
-CHAT_READERS = ("label", "train", "evaluate")  # stages that prompt the policy through its chat template
+CHAT_READERS = ("label", "train", "heldout")
+# the stages that read the held-out sets (the learning curve while training, each policy's evaluation): their keys
+# hash the files (evaluate reads the sets' prompts from the heldout artifacts: saerl.runners.HELDOUT_SETS)
+HELD_OUT_READERS: tuple[str, ...] = ("train", "heldout")  # stages that prompt the policy through its chat template
 
 
 def check_model(name: str, field: str, chat: bool) -> None:
@@ -236,9 +240,9 @@ def check_vllm(device: str) -> None:
 
 def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
     """plan(cfg, until), refusing a run that would fail at its last stage, before hours of extraction and
-    training: the sae or encode stage without token residuals (extract.store_tokens off), evaluate with no held-out
-    set (data other than the testbed's and no eval.sets), a data.path that does
-    not exist or lacks a mapped field (every plan starts with ingest), train or evaluate with an eval.sets file that
+    training: the sae or encode stage without token residuals (extract.store_tokens off), heldout or evaluate with no
+    held-out set (data other than the testbed's and no eval.sets), a data.path that does
+    not exist or lacks a mapped field (every plan starts with ingest), a HELD_OUT_READERS stage with an eval.sets file that
     does not exist (their keys hash it) or lacks the prompt / answer / id field (read with the data mapping, labels
     optional). The files' fields are read from their headers (saerl.data.check_mapping), not whole. Every entry point
     that runs stages calls it (CLI, flows, sweeps, run_all). in: config, last stage; out: the plan."""
@@ -247,13 +251,13 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[
     stages = plan(cfg, until)
     if not cfg.extract.store_tokens and any(s in ("sae", "encode") for s, _ in stages):
         raise ValueError(NO_TOKEN_STORE)  # found after the whole extraction, in the sae stage, before
-    if any(s == "evaluate" for s, _ in stages) and cfg.data.source != "testbed" and not cfg.eval.sets:
+    if any(s in ("heldout", "evaluate") for s, _ in stages) and cfg.data.source != "testbed" and not cfg.eval.sets:
         raise ValueError(NO_HELD_OUT)
     if cfg.data.source == "file" and cfg.data.path:
         if not (path := Path(cfg.data.path).expanduser()).exists():
             raise FileNotFoundError(missing_file(f"data file {cfg.data.path}", Path(cfg.data.path), "data.path"))
         check_mapping(cfg.data, path)
-    if any(s in ("train", "evaluate") for s, _ in stages):  # their keys hash the held-out files
+    if any(s in HELD_OUT_READERS for s, _ in stages):  # their keys hash the held-out files
         for name, entry in cfg.eval.sets.items():
             path = held_out_file(entry)
             if not path.exists():
@@ -359,12 +363,12 @@ def folder_stamp(name: str | None) -> str | None:
 
 def local_models(cfg: PipelineConfig, stage: str) -> dict[str, str | None]:
     """The local folders whose weights `stage` loads, by input name: the internals model (extract), the SAE
-    (sae, when sae.source is local), the policy (label, train, evaluate)."""
+    (sae, when sae.source is local), the policy (label, train, heldout)."""
     if stage == "extract":
         return {"model_folder": cfg.extract.model or cfg.model.name_or_path}
     if stage == "sae" and cfg.sae.source == "local":
         return {"sae_folder": cfg.sae.path}
-    if stage in ("label", "train", "evaluate"):
+    if stage in ("label", "train", "heldout"):
         return {"model_folder": cfg.model.name_or_path}
     return {}
 
@@ -413,7 +417,7 @@ def ingest_rows_key(cfg: PipelineConfig, stage: str, ingest: ArtifactRef) -> str
 
 # the stages whose numbers depend on the device they run on (runtime.device is otherwise result-neutral): float32 on
 # a CPU, model.dtype / bf16 autocast on a GPU, so a GPU run must not reuse a CPU run's artifacts, nor the reverse
-DEVICE_DEPENDENT: tuple[str, ...] = ("extract", "label", "train", "evaluate")
+DEVICE_DEPENDENT: tuple[str, ...] = ("extract", "label", "train", "heldout")
 
 
 def input_keys(cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef],
@@ -421,9 +425,9 @@ def input_keys(cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef]
     """Keys of everything `stage` reads besides config: upstream artifacts (ingest's rows only for ROWS_READERS:
     "ingest_rows", :func:`ingest_rows_key`; an ablation arm's part of the curriculum: "arm_order",
     :func:`arm_order_key`), the data file for ingest, the
-    held-out set files for train and evaluate, local model / SAE folders (their stamp), the device type
+    held-out set files for HELD_OUT_READERS, local model / SAE folders (their stamp), the device type
     runtime.device resolves to here for DEVICE_DEPENDENT stages ('cpu', 'cuda'), and the run's variant (arm,
-    seed) for train."""
+    seed) for train and heldout."""
     keys = {name: ref.key for name, ref in upstream.items()}
     if stage in ROWS_READERS and "ingest" in upstream:
         del keys["ingest"]
@@ -439,7 +443,7 @@ def input_keys(cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef]
             keys[name] = stamp
     if stage == "ingest" and (f := data_file(cfg)) is not None:
         keys["file"] = hash_path(f)
-    if stage in ("train", "evaluate"):
+    if stage in HELD_OUT_READERS:
         for name, entry in sorted(cfg.eval.sets.items()):  # its mapping is in the eval slice (eval.sets)
             keys[f"evalset:{name}"] = hash_path(held_out_file(entry), f"eval.sets.{name}")
     for k, v in (variant or {}).items():
@@ -453,9 +457,24 @@ def train_variants(cfg: PipelineConfig) -> list[dict[str, Any]]:
     return [{"arm": arm, "seed": seed} for arm in cfg.train.arms for seed in cfg.train.seeds]
 
 
+def heldout_variants(cfg: PipelineConfig) -> list[dict[str, Any]]:
+    """One held-out evaluation per policy: each training run's (:func:`train_variants`), and with eval.base_policy
+    the starting policy's (arm BASE_ARM, seed 0) and its probe pass (arm PROBE_ARM, seed REACH_SEED), which
+    defines each set's reachable stratum. in: config; out: [{"arm": ..., "seed": ...}, ...]."""
+    from saerl.evaluate import BASE_ARM, PROBE_ARM, REACH_SEED
+
+    base = [{"arm": BASE_ARM, "seed": 0}, {"arm": PROBE_ARM, "seed": REACH_SEED}] if cfg.eval.base_policy else []
+    return train_variants(cfg) + base
+
+
+VARIANTS: dict[str, Callable[[PipelineConfig], list[dict[str, Any]]]] = {"train": train_variants,
+                                                                          "heldout": heldout_variants}
+
+
 def run_label(stage: str, variant: dict[str, Any] | None) -> str:
-    """The name of a stage run in records, inputs and MLflow: 'train:<arm>:<seed>' for a training run."""
-    return runners.TRAIN_RUN.format(**variant) if stage == "train" and variant else stage
+    """The name of a stage run in records, inputs and MLflow: '<stage>:<arm>:<seed>' for a run of a stage with
+    variants (VARIANTS: 'train:saerl:0', 'heldout:base:0'), else the stage's name."""
+    return runners.STAGE_RUN.format(stage=stage, **variant) if stage in VARIANTS and variant else stage
 
 
 # the curriculum stage's config fields an ablation arm's order does not depend on (saerl.runners.compute_curriculum,
@@ -479,12 +498,16 @@ def arm_order_key(cfg: PipelineConfig, arm: str, score_key: str) -> str:
 
 
 def variant_upstream(stage: str, upstream: dict[str, ArtifactRef], variant: dict[str, Any] | None) -> dict[str, ArtifactRef]:
-    """What one run of `stage` reads: the vanilla arm reads neither the curriculum nor the scores (its order is a
-    shuffle of the ingested pool), so a curriculum change does not retrain it; the other arms keep the score
-    artifact too: a curriculum arm's other seeds draw their order from it (saerl.runners.arm_order_frame), and an
-    ablation arm's part of the curriculum keys on it (:func:`arm_order_key`)."""
-    if stage != "train" or not variant:
+    """What one run of `stage` reads. A training run: the vanilla arm reads neither the curriculum nor the scores
+    (its order is a shuffle of the ingested pool), so a curriculum change does not retrain it; the other arms keep
+    the score artifact too: a curriculum arm's other seeds draw their order from it (saerl.runners.arm_order_frame),
+    and an ablation arm's part of the curriculum keys on it (:func:`arm_order_key`). A held-out evaluation: its own
+    training run's policy only (none for the starting policy's), so a new seed or arm evaluates that run alone."""
+    if stage not in VARIANTS or not variant:
         return upstream
+    if stage == "heldout":
+        own = runners.STAGE_RUN.format(stage="train", **variant)
+        return {k: v for k, v in upstream.items() if not k.startswith(TRAIN_PREFIX) or k == own}
     drop = {"curriculum", "score"} if variant["arm"] == "vanilla" else set()
     return {k: v for k, v in upstream.items() if k not in drop}
 
@@ -500,6 +523,7 @@ RUNNERS: dict[str, Callable[[PipelineConfig, dict[str, ArtifactRef], Build], dic
     "properties": runners.compute_properties,
     "curriculum": runners.compute_curriculum,
     "train": runners.compute_train,
+    "heldout": runners.compute_heldout,
     "evaluate": runners.compute_evaluate,
 }
 
@@ -583,23 +607,24 @@ def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
 
 
 def stage_runs(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, str, tuple[str, ...], dict[str, Any] | None]]:
-    """Every stage run of `plan(cfg, until)` in order: (stage, run name, planned inputs, variant). The train
-    stage expands into one run per (arm, seed), named 'train:<arm>:<seed>'."""
+    """Every stage run of `plan(cfg, until)` in order: (stage, run name, planned inputs, variant). A stage with
+    variants (VARIANTS) expands into one run per variant: train per (arm, seed), named 'train:<arm>:<seed>', and
+    heldout per policy, named 'heldout:<arm>:<seed>'."""
     out = []
     for stage, ups in plan(cfg, until):
-        for variant in train_variants(cfg) if stage == "train" else [None]:
+        for variant in VARIANTS[stage](cfg) if stage in VARIANTS else [None]:
             out.append((stage, run_label(stage, variant), ups, variant))
     return out
 
 
 def resolve_upstream(stage: str, ups: tuple[str, ...], refs: dict[str, ArtifactRef],
                      variant: dict[str, Any] | None) -> dict[str, ArtifactRef]:
-    """The artifacts one stage run reads, from the refs of the runs before it: its planned inputs, with
-    'train' standing for every training run, less what its variant does not read."""
+    """The artifacts one stage run reads, from the refs of the runs before it: its planned inputs, with a stage
+    with variants ('train', 'heldout') standing for every run of it, less what its variant does not read."""
     out: dict[str, ArtifactRef] = {}
     for u in ups:
-        if u == "train":
-            out.update({k: v for k, v in refs.items() if k.startswith("train:")})
+        if u in VARIANTS:
+            out.update({k: v for k, v in refs.items() if k.startswith(f"{u}:")})
         else:
             out[u] = refs[u]
     return variant_upstream(stage, out, variant)

@@ -435,7 +435,8 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
 
 # ------------------------------------------------------------------------------------------------ train / evaluate
 
-TRAIN_RUN = "train:{arm}:{seed}"  # the name of one (arm, seed) training run among the stage's inputs and records
+STAGE_RUN = "{stage}:{arm}:{seed}"  # the name of one run of a stage with variants (saerl.pipeline.VARIANTS)
+TRAIN_RUN = STAGE_RUN.replace("{stage}", "train")  # one (arm, seed) training run among the inputs and records
 
 
 def curriculum_order(scores: pl.DataFrame, cfg: PipelineConfig, arm: str, seed: int) -> pl.DataFrame:
@@ -627,14 +628,20 @@ def cluster_shares(cfg: PipelineConfig, order: pl.DataFrame, arm: str, trained: 
     return {k: v for k, v in out.items() if v is not None}
 
 
-def train_runs(inputs: dict[str, ArtifactRef]) -> list[tuple[str, int, ArtifactRef]]:
-    """(arm, seed, ref) of every training run among a stage's inputs."""
+def stage_runs_among(inputs: dict[str, ArtifactRef], stage: str) -> list[tuple[str, int, ArtifactRef]]:
+    """(arm, seed, ref) of every run of a stage with variants ('train', 'heldout': named STAGE_RUN) among a stage's
+    inputs, sorted by (arm, seed)."""
     out = []
     for name, ref in inputs.items():
-        if name.startswith("train:"):
+        if name.startswith(f"{stage}:"):
             _, arm, seed = name.split(":")
             out.append((arm, int(seed), ref))
     return sorted(out, key=lambda r: (r[0], r[1]))
+
+
+def train_runs(inputs: dict[str, ArtifactRef]) -> list[tuple[str, int, ArtifactRef]]:
+    """(arm, seed, ref) of every training run among a stage's inputs."""
+    return stage_runs_among(inputs, "train")
 
 
 def curve_problems(runs: list[tuple[str, int, ArtifactRef]], reach: dict[str, set[str]] | None = None) -> pl.DataFrame:
@@ -667,61 +674,65 @@ def reachable_curve(problems: pl.DataFrame) -> pl.DataFrame:
             .select("step", "set", "greedy", "n", "arm", "seed").sort("arm", "seed", "set", "step"))
 
 
-EVAL_PARTS = "eval_parts"  # in the chunk log's folder: one finished evaluation's frame each, dropped with the log
-# at publish (so a run killed after writing its outputs and before publishing redoes no evaluation)
-EvalUnit = tuple[str, str | Path, ModelConfig, int]  # (chunk name, policy folder or id, its model settings, seed)
+HELDOUT = "eval.parquet"  # a heldout artifact's per-sample frame (one policy on every held-out set)
+REACH_PROBE = "reach_probe.parquet"  # the evaluate artifact's copy of the starting policy's probe pass
+HELDOUT_SETS = "sets.parquet"  # a heldout artifact's held-out problems (set, id, prompt): what evaluate checks
+# against the training data (:func:`held_out_overlap`) without reading the set files again
 
 
-def run_evaluations(build: Build, units: list[EvalUnit], sets: dict[str, pl.DataFrame],
-                    cfg: PipelineConfig) -> tuple[dict[str, pl.DataFrame], list[str]]:
-    """The evaluate stage's evaluations, resumable: each unit (chunk, policy, model settings, seed) is
-    :func:`saerl.evaluate.evaluate_loaded` of that policy on `sets` (cfg.eval, train.max_completion_length, on
-    runtime.device), written atomically to eval_parts/<chunk>.parquet in the chunk log's folder (dropped with the
-    log when the build is published) and then recorded in the build's chunk log. A unit the log records with the same fingerprint (policy, model settings, seed, eval settings, the
-    sets' ids), whose file is there, is read back instead: a killed build redoes only unfinished evaluations. One
-    policy is in memory at a time; consecutive units of one policy (the base's evaluation and probe) load it once.
-    in: the build, the units in order, the held-out sets, the config; out: ({chunk: frame}, chunks read back)."""
-    from saerl.artifacts import write_file_atomic
-    from saerl.config import stable_hash
-    from saerl.evaluate import evaluate_loaded
+def compute_heldout(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build, *, arm: str,
+                    seed: int) -> dict[str, float]:
+    """Heldout: one policy on every held-out set (:func:`saerl.evaluate.evaluate_loaded`: greedy and eval.k_samples
+    samples at eval.temperature, each answer judged by the verifier within eval.verify_timeout_s), the unit the
+    evaluate stage compares. The policy is training run (arm, seed)'s (its train artifact's policy/), or with arm
+    BASE_ARM the starting policy (its scored pass, seed 0) and with PROBE_ARM the starting policy's probe pass
+    (REACH_SEED), which defines each set's reachable stratum. Its own artifact, keyed on that policy and the
+    generation settings alone: a change of how evaluate compares (eval.ci_level, the steps target), a new seed or
+    arm, or a sweep child that shares vanilla's training runs generates nothing again for the policies already
+    evaluated. Writes eval.parquet (set, id, sample, correct, status, completion_len, truncated, + the sets'
+    difficulty/topic) and sets.parquet (set, id, prompt).
+    in: config, inputs (the run's train artifact, or the testbed for its LM; the testbed for its eval split), the
+    build, arm, seed; out: metrics <set>_greedy (accuracy of the greedy pass) and <set>_verifier_failures."""
+    from saerl.evaluate import BASE_ARM, GREEDY, PROBE_ARM, evaluate_loaded, verifier_failures
     from saerl.policy_lm import load_policy
 
-    parts, chunks = build.chunks.folder / EVAL_PARTS, build.chunks
-    parts.mkdir(parents=True, exist_ok=True)
-    common = {"eval": cfg.eval.model_dump(mode="json"), "max_new_tokens": cfg.train.max_completion_length,
-              "sets": {name: df["id"].cast(pl.String).to_list() for name, df in sets.items()}}
-    frames: dict[str, pl.DataFrame] = {}
-    reused: list[str] = []
-    loaded_policy, pair = "", None  # the policy in memory and its (model, tokenizer)
-    for chunk, policy, model_cfg, seed in units:
-        part = parts / f"{chunk}.parquet"
-        fingerprint = stable_hash(common | {"policy": str(policy), "model": model_cfg.model_dump(mode="json"),
-                                            "seed": seed})
-        if chunks.get(chunk).get("fingerprint") == fingerprint and part.is_file():
-            frames[chunk] = pl.read_parquet(part)
-            reused.append(chunk)
-            continue
-        if pair is None or loaded_policy != str(policy):
-            pair = None  # the previous policy leaves memory before the next loads
-            loaded_policy, pair = str(policy), load_policy(policy, model_cfg, device=cfg.runtime.device)
-        frames[chunk] = evaluate_loaded(*pair, sets, cfg.eval, cfg.train.max_completion_length, seed)
-        write_file_atomic(part, frames[chunk].write_parquet)
-        chunks.mark(chunk, fingerprint=fingerprint, rows=frames[chunk].height)
-    return frames, reused
+    sets = eval_sets(cfg, inputs)
+    if not sets:
+        raise ValueError("no held-out set to evaluate on: use data.source=testbed or set eval.sets={name: file}")
+    if arm in (BASE_ARM, PROBE_ARM):
+        policy, model_cfg = policy_path(cfg, inputs), cfg.model
+    else:  # a trained policy is a local folder: no hub revision
+        policy = inputs[TRAIN_RUN.format(arm=arm, seed=seed)].file("policy")
+        model_cfg = cfg.model.model_copy(update={"revision": None})
+    frame = evaluate_loaded(*load_policy(policy, model_cfg, device=cfg.runtime.device), sets, cfg.eval,
+                            cfg.train.max_completion_length, seed)
+    frame.write_parquet(build.path / HELDOUT)
+    pl.concat([df.select(set=pl.lit(name), id=pl.col("id").cast(pl.String), prompt=pl.col("prompt").cast(pl.String))
+               for name, df in sets.items()]).write_parquet(build.path / HELDOUT_SETS)
+    build.note(arm=arm, seed=seed)
+    greedy = frame.filter(pl.col("sample") == GREEDY).group_by("set").agg(pl.col("correct").cast(pl.Float64).mean())
+    return ({f"{name}_greedy": float(acc) for name, acc in greedy.iter_rows()}
+            | {f"{name}_verifier_failures": float(n) for name, n in verifier_failures(frame, by=("set",)).iter_rows()})
+
+
+def heldout_runs(inputs: dict[str, ArtifactRef]) -> dict[tuple[str, int], ArtifactRef]:
+    """{(arm, seed): ref} of every held-out evaluation among the evaluate stage's inputs ('heldout:<arm>:<seed>')."""
+    return {(arm, seed): ref for arm, seed, ref in stage_runs_among(inputs, "heldout")}
 
 
 def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
-    """Evaluate: every trained policy (arm x seed) on every held-out set, greedy and k samples; the arm
-    comparison (vs vanilla, with intervals) on both metrics; steps-to-target from the training curves.
-    Writes eval.parquet (arm, seed, set, id, sample, correct, status, ...), summary.parquet,
+    """Evaluate: the arm comparison (vs vanilla, with intervals) on greedy pass@1 and mean@k of every trained policy
+    (arm x seed), and steps-to-target from the training curves. It reads the heldout stage's evaluations (one
+    artifact per policy: :func:`compute_heldout`) and generates nothing itself, so a change of eval.ci_level,
+    eval.steps_bootstrap or the steps target recomputes only these tables (seconds).
+    Writes eval.parquet (arm, seed, set, id, sample, correct, status, ...: every evaluation's rows), summary.parquet,
     comparison.parquet, steps_to_target.parquet, curves.parquet, comparison.txt and plots/accuracy_vs_step.png.
-    With eval.base_policy the starting policy is scored too (arm "base" in eval.parquet; gains.parquet: each
-    arm's RL gain over it), and a separate probe pass of it (reach_probe.parquet) defines each set's reachable
-    stratum, reported in the summary and the comparisons as the set "<set>:reachable". Each evaluation (a trained
-    policy, the base policy, its probe) is a chunk of the build (:func:`run_evaluations`): a killed run resumes from
-    the finished ones and logs which it reused; their part files are removed once every output is written."""
+    With eval.base_policy the starting policy's evaluation is in eval.parquet too (arm "base"; gains.parquet: each
+    arm's RL gain over it), and its probe pass (reach_probe.parquet) defines each set's reachable stratum, reported in
+    the summary and the comparisons as the set "<set>:reachable"."""
     from saerl.evaluate import (
         BASE_ARM,
+        PROBE_ARM,
         REACH_SEED,
         compare_arms,
         final_problems,
@@ -736,32 +747,26 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     runs = train_runs(inputs)
     if not runs:
         raise ValueError("evaluate needs trained policies: run the train stage first (train.arms, train.seeds)")
-    sets = eval_sets(cfg, inputs)
-    if not sets:
-        raise ValueError("no held-out set to evaluate on: use data.source=testbed or set eval.sets={name: file}")
-    build.note(notes=warned("evaluate", held_out_overlap(read_prompts(inputs), sets)))
+    evaluated = heldout_runs(inputs)
+    missing = [TRAIN_RUN.format(arm=arm, seed=seed) for arm, seed, _ in runs if (arm, seed) not in evaluated]
+    if missing:
+        raise ValueError(f"evaluate needs the heldout stage's evaluation of every training run; missing: {missing}")
+    sets = pl.read_parquet(next(iter(evaluated.values())).file(HELDOUT_SETS))
+    held = {name: sets.filter(pl.col("set") == name) for name in sets["set"].unique(maintain_order=True).to_list()}
+    build.note(notes=warned("evaluate", held_out_overlap(read_prompts(inputs), held)))
     frames, curves, costs = [], [], []
-    local = cfg.model.model_copy(update={"revision": None})  # trained policies are local folders: no hub revision
-    units: list[EvalUnit] = [(f"train-{arm}-{seed}", ref.file("policy"), local, seed) for arm, seed, ref in runs]
-    if cfg.eval.base_policy:  # the starting point of every arm, scored once, and probed apart for the stratum
-        base_policy = policy_path(cfg, inputs)
-        units += [("base", base_policy, cfg.model, 0), ("reach_probe", base_policy, cfg.model, REACH_SEED)]
-    evaluated, reused = run_evaluations(build, units, sets, cfg)  # each one a chunk: a killed build resumes
-    if reused:
-        log.info("evaluate: reused %d of %d evaluations a killed run of this stage finished: %s", len(reused),
-                 len(units), ", ".join(reused))
-    build.note(evaluations={"run": [u[0] for u in units if u[0] not in reused], "reused": reused})
     for arm, seed, ref in runs:
         run = {"arm": pl.lit(arm), "seed": pl.lit(seed, pl.Int64)}
-        frames.append(evaluated[f"train-{arm}-{seed}"].with_columns(**run))
+        frames.append(pl.read_parquet(evaluated[arm, seed].file(HELDOUT)).with_columns(**run))
         curves.append(pl.read_parquet(ref.file("curve.parquet")).with_columns(**run))
         costs.append(generated_prompts(pl.read_parquet(ref.file("log.parquet")),
                                        pl.read_parquet(ref.file("trained_order.parquet"))).with_columns(**run))
     probe = None
     if cfg.eval.base_policy:
-        frames.append(evaluated["base"].with_columns(arm=pl.lit(BASE_ARM), seed=pl.lit(0, pl.Int64)))
-        probe = evaluated["reach_probe"]
-        probe.write_parquet(build.path / "reach_probe.parquet")
+        base = pl.read_parquet(evaluated[BASE_ARM, 0].file(HELDOUT))
+        frames.append(base.with_columns(arm=pl.lit(BASE_ARM), seed=pl.lit(0, pl.Int64)))
+        probe = pl.read_parquet(evaluated[PROBE_ARM, REACH_SEED].file(HELDOUT))
+        probe.write_parquet(build.path / REACH_PROBE)
     samples = pl.concat(frames, how="diagonal_relaxed")
     samples.write_parquet(build.path / "eval.parquet")
     if probe is not None:

@@ -92,8 +92,18 @@ STAGES: dict[str, Stage] = {
             ("ingest", "score", "curriculum", "testbed"),
             "one RL run per (arm, seed): policy checkpoint, per-step log, greedy learning curve",
         ),
-        Stage("evaluate", "18", ("eval", "train.arms", "train.seeds", "train.max_completion_length", "data"),
-              ("train", "ingest", "testbed"), "eval.parquet, arm comparison, steps-to-target"),
+        Stage(
+            "heldout", "1",
+            ("model", "eval.k_samples", "eval.temperature", "eval.max_problems", "eval.batch_size",
+             "eval.verify_timeout_s", "eval.sets", "train.max_completion_length", "data"),
+            ("train", "testbed"),
+            "one policy on the held-out sets, greedy and k samples per problem: an (arm, seed) run's trained policy, "
+            "the starting policy, or the starting policy's probe pass",
+        ),
+        Stage("evaluate", "19",
+              ("eval.base_policy", "eval.k_samples", "eval.target_accuracy", "eval.target_gain_share", "eval.ci_level",
+               "eval.steps_bootstrap", "train.arms", "train.seeds"),
+              ("heldout", "train", "ingest"), "eval.parquet, arm comparison, steps-to-target"),
     )
 }
 
@@ -128,7 +138,7 @@ SHUFFLED_UNREAD: tuple[str, ...] = ("train.dynamic_sampling_refill",)
 # resolve_dtype; saerl.rl.grpo_config turns bf16 on only on CUDA)
 CPU_UNREAD: dict[str, tuple[str, ...]] = {"extract": ("model.dtype",), "train": ("train.bf16",)}
 
-# label and train load the policy in float32 on every device (saerl.policy_lm.load_policy; train.bf16 is the
+# label, train and heldout load the policy in float32 on every device (saerl.policy_lm.load_policy; train.bf16 is the
 # autocast): only extraction reads model.dtype
 POLICY_FLOAT32: tuple[str, ...] = ("model.dtype",)
 
@@ -166,8 +176,16 @@ BASELINE_ONLY: tuple[str, ...] = ("score.text_max_features", "score.kmeans_n_ini
 # the data fields that only label rows (saerl.data: a bad label flags its row, never drops it), so which rows
 # ingest keeps, and their ids, prompts and answers, do not depend on them (saerl.pipeline.ROWS_READERS). The train
 # stage reads the data mapping only to read its held-out files (eval.sets): its learning curve scores each set
-# whole, never per label (saerl.runners.compute_train), so it ignores these; evaluate reports per label and reads them
+# whole, never per label (saerl.runners.compute_train), so it ignores these; heldout keeps each problem's labels (the
+# per-label reports) and reads them
 DATA_LABELS: tuple[str, ...] = ("data.topic", "data.difficulty", "data.quality", "data.labelled", "data.defect")
+
+
+# the data fields a held-out evaluation ignores: it reads each eval.sets file with the data mapping
+# (saerl.runners.eval_sets, saerl.config.held_out_mapping), never the training file nor its row cap, and keeps only the
+# topic and difficulty labels (saerl.evaluate.evaluate_loaded), so a new training file does not evaluate the starting
+# policy again
+HELDOUT_UNREAD: tuple[str, ...] = ("data.path", "data.max_rows", "data.quality", "data.labelled", "data.defect")
 
 
 # the share of prompts drawn for the labelled subset: unread where the data's `labelled` column picks it (the label
@@ -189,7 +207,7 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None, ar
     training run of `arm` (None: not a training run, or not known): a shuffled arm reads no cluster (SHUFFLED_UNREAD).
     extract: the policy's id when extract.model names another model (POLICY_ID); sae: the fields of the sources it
     does not load from, every training field when it loads an SAE (SAE_TRAINING), else the one its architecture
-    ignores (ARCHITECTURE_UNREAD) and the loaded SAE's check (OUTSIDE_SAE); label, train: model.dtype (POLICY_FLOAT32); train: what train.algorithm ignores
+    ignores (ARCHITECTURE_UNREAD) and the loaded SAE's check (OUTSIDE_SAE); label, train, heldout: model.dtype (POLICY_FLOAT32); heldout: the training file and the labels it does not keep (HELDOUT_UNREAD); train: what train.algorithm ignores
     (ALGORITHM_UNREAD) and the data's label fields (DATA_LABELS); score, properties: a family's grid when
     score.difficulty_models leaves it out (FAMILY_FIELDS); score: the silhouette's search under a fixed
     score.n_clusters (SILHOUETTE); properties: the baselines' settings with score.baselines off (BASELINE_ONLY);
@@ -205,8 +223,9 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None, ar
     elif stage == "sae":
         out += tuple(f for source, fields in SAE_SOURCE_FIELDS.items() if source != cfg.sae.source for f in fields)
         out += ARCHITECTURE_UNREAD[cfg.sae.architecture] + OUTSIDE_SAE if cfg.sae.source == "train" else SAE_TRAINING
-    elif stage in ("label", "train"):
+    elif stage in ("label", "train", "heldout"):
         out += POLICY_FLOAT32 + (ALGORITHM_UNREAD[cfg.train.algorithm] + DATA_LABELS if stage == "train" else ())
+        out += HELDOUT_UNREAD if stage == "heldout" else ()
         if stage == "train" and arm in SHUFFLED_ARMS:
             out += SHUFFLED_UNREAD
     elif stage in ("score", "properties"):
@@ -285,7 +304,7 @@ def stage_slice(cfg: PipelineConfig, stage: str, keys: Mapping[str, str] | None 
 
 # the stages whose outputs pass through saerl.verify (gold answers normalized at ingest; rollouts, rewards and
 # evaluation judged): their keys carry verify.VERSION, so a change of the verdict rules rebuilds them
-VERIFYING: tuple[str, ...] = ("ingest", "label", "train", "evaluate")
+VERIFYING: tuple[str, ...] = ("ingest", "label", "train", "heldout")
 VERIFY_PART = "+verify"  # between a VERIFYING stage's own version and the verifier's in its code version ('12+verify1')
 
 

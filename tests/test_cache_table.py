@@ -247,8 +247,19 @@ def test_a_result_neutral_field_changes_no_key(base, path):
 
 
 def test_a_curriculum_change_keeps_vanilla_and_upstream_keys(base):
-    """The table's headline case, spelled out: mix_ratio reruns curriculum, the arms reading it, evaluate."""
+    """The table's headline case, spelled out: mix_ratio reruns curriculum, the arms reading it, their held-out
+    evaluations and evaluate; vanilla's training run and evaluation and the starting policy's stay."""
     base_keys = _base_graph()[0]
     _, new_keys = changed_config(base, "curriculum.mix_ratio")
     changed = {n for n in base_keys if base_keys[n] != new_keys[n]}
-    assert changed == {"curriculum", "train:saerl:0", "evaluate"}
+    assert changed == {"curriculum", "train:saerl:0", "heldout:saerl:0", "evaluate"}
+    assert {"heldout:vanilla:0", "heldout:base:0", "heldout:reach_probe:1"} <= set(base_keys)
+
+
+@pytest.mark.parametrize("path", ["eval.ci_level", "eval.steps_bootstrap", "eval.target_gain_share"])
+def test_how_evaluate_compares_generates_nothing_again(base, path):
+    """A change of how the arms are compared (the interval's level, the bootstrap, the steps target) reruns evaluate
+    alone: every policy's held-out evaluation (the generation, minutes to hours) keeps its key."""
+    base_keys = _base_graph()[0]
+    _, new_keys = changed_config(base, path)
+    assert {n for n in base_keys if base_keys[n] != new_keys[n]} == {"evaluate"}

@@ -1,6 +1,8 @@
-"""The evaluate stage resumes: each evaluation (arm x seed, the base policy, its reach probe) is a chunk of the build,
-so a run killed after some of them redoes only the others and publishes the same tables as an uninterrupted run.
-No model: loading and generation are stubbed on hand-made training artifacts (as test_runners' evaluate test)."""
+"""Held-out evaluation is one heldout artifact per policy (arm x seed, the base policy, its reach probe), and the
+evaluate stage only compares them: a run killed after some evaluations redoes only the others and publishes the same
+tables as an uninterrupted run; a change of how the arms are compared, or a new seed, generates nothing again for the
+policies already evaluated. No model: loading and generation are stubbed on hand-made training artifacts (as
+test_runners' evaluate test), and the stages run through saerl.pipeline.run_stage as the flow runs them."""
 
 from pathlib import Path
 
@@ -10,12 +12,15 @@ from polars.testing import assert_frame_equal
 
 import saerl.evaluate
 import saerl.policy_lm
-from saerl.artifacts import CHUNK_DIR, ArtifactRef, ArtifactStore
+from saerl.artifacts import ArtifactRef, ArtifactStore
 from saerl.config import load_config
 from saerl.evaluate import REACH_SEED
-from saerl.runners import CURVE_PROBLEMS, EVAL_PARTS, compute_evaluate
+from saerl.pipeline import heldout_variants, resolve_upstream, run_label, run_stage
+from saerl.runners import CURVE_PROBLEMS
+from saerl.stages import STAGES
 
 RUNS = [("saerl", 0), ("saerl", 1), ("vanilla", 0), ("vanilla", 1)]  # train_runs' order: sorted by (arm, seed)
+EVERY = [(f"train-{arm}-{seed}", seed) for arm, seed in RUNS] + [("base", 0), ("base", REACH_SEED)]  # evaluated, in order
 TABLES = ("eval.parquet", "reach_probe.parquet", "summary.parquet", "comparison.parquet", "gains.parquet",
           "curves.parquet", "steps_to_target.parquet")
 
@@ -24,15 +29,15 @@ class Killed(RuntimeError):
     """The stand-in for a kill in the middle of an evaluation."""
 
 
-def _train_inputs(root: Path) -> dict[str, ArtifactRef]:
+def _train_inputs(root: Path, runs: list[tuple[str, int]] = RUNS) -> dict[str, ArtifactRef]:
     """Hand-made train artifacts (policy/ empty: loading is stubbed) and a testbed ref for the base policy."""
     inputs = {"testbed": ArtifactRef("testbed", "t", str(root / "testbed"))}
-    (root / "ingest").mkdir(parents=True)
+    (root / "ingest").mkdir(parents=True, exist_ok=True)
     pl.DataFrame({"id": ["a"], "prompt": ["What is 5+5?"]}).write_parquet(root / "ingest" / "prompts.parquet")
     inputs["ingest"] = ArtifactRef("ingest", "i", str(root / "ingest"))
-    for arm, seed in RUNS:
+    for arm, seed in runs:
         folder = root / f"train-{arm}-{seed}"
-        (folder / "policy").mkdir(parents=True)
+        (folder / "policy").mkdir(parents=True, exist_ok=True)
         rows = [{"step": step, "set": "heldout", "id": f"q{i}", "correct": (i + step // 10 + seed) % 3 == 0}
                 for step in (0, 10) for i in range(4)]
         per = pl.DataFrame(rows)
@@ -80,13 +85,26 @@ def stubbed(monkeypatch):
     return state
 
 
-def _cfg():
-    return load_config(None, ["eval.base_policy=true", "eval.steps_bootstrap=20"])
+def _cfg(*overrides: str):
+    return load_config(None, ["eval.base_policy=true", "eval.steps_bootstrap=20", "train.arms=[saerl,vanilla]",
+                              "train.seeds=[0,1]", *overrides])
 
 
-def _run(store: ArtifactStore, inputs: dict[str, ArtifactRef]):
-    cfg = _cfg()
-    return store.ensure("evaluate", "k" * 20, lambda b: compute_evaluate(cfg, inputs, b))
+def _run(store: ArtifactStore, inputs: dict[str, ArtifactRef], cfg=None) -> dict[str, object]:
+    """Every heldout run, then evaluate, as the flow chains them: {run name: StageResult}."""
+    cfg = cfg or _cfg()
+    refs, results = dict(inputs), {}
+    runs = [("heldout", v) for v in heldout_variants(cfg)] + [("evaluate", None)]
+    for stage, variant in runs:
+        upstream = resolve_upstream(stage, STAGES[stage].inputs, refs, variant)
+        name = run_label(stage, variant)
+        results[name] = run_stage(store, cfg, stage, upstream, variant=variant)
+        refs[name] = results[name].ref
+    return results
+
+
+def _computed(results: dict[str, object]) -> list[str]:
+    return [name for name, r in results.items() if r.computed]
 
 
 def _tables(folder: Path) -> dict[str, pl.DataFrame]:
@@ -94,17 +112,14 @@ def _tables(folder: Path) -> dict[str, pl.DataFrame]:
 
 
 @pytest.mark.parametrize("kill_at", [2, 6])  # in the second trained policy's evaluation; in the base policy's probe
-def test_a_killed_evaluate_redoes_only_the_unfinished_evaluations_and_writes_the_same_tables(tmp_path, stubbed,
-                                                                                             kill_at, caplog):
-    """Before: every evaluation ran in one build with no chunk log, so a run killed at the last policy redid them all.
-    Now the resumed run calls evaluate_loaded only for the evaluations the killed one did not finish, loads only
-    their policies, and publishes the same tables (eval.parquet row for row) as an uninterrupted run."""
+def test_a_killed_evaluation_leaves_the_finished_ones_and_a_rerun_writes_the_same_tables(tmp_path, stubbed, kill_at):
+    """Each policy's evaluation is published as its own heldout artifact: a run killed in the middle of one redoes
+    that one and those after it, loads only their policies, and evaluate publishes the same tables (eval.parquet row
+    for row) as an uninterrupted run."""
     inputs = _train_inputs(tmp_path / "inputs")
-    every = [(f"train-{arm}-{seed}", seed) for arm, seed in RUNS] + [("base", 0), ("base", REACH_SEED)]
-
-    whole, _ = _run(ArtifactStore(tmp_path / "whole"), inputs)
-    assert stubbed["calls"] == every
-    expected = _tables(Path(whole.path))
+    whole = _run(ArtifactStore(tmp_path / "whole"), inputs)
+    assert stubbed["calls"] == EVERY
+    expected = _tables(Path(whole["evaluate"].ref.path))
 
     stubbed["calls"].clear()
     stubbed["loads"].clear()
@@ -112,68 +127,57 @@ def test_a_killed_evaluate_redoes_only_the_unfinished_evaluations_and_writes_the
     store = ArtifactStore(tmp_path / "killed")
     with pytest.raises(Killed):
         _run(store, inputs)
-    partial = store.partial_path("evaluate", "k" * 20)
-    finished = every[:kill_at - 1]
-    assert sorted(p.stem for p in (partial / CHUNK_DIR / EVAL_PARTS).glob("*.parquet")) == sorted({c for c, _ in finished})
-    assert not store.path("evaluate", "k" * 20).exists()
+    assert len(list((tmp_path / "killed" / "heldout").glob("*/eval.parquet"))) == kill_at - 1  # published ones
 
     stubbed["calls"].clear()
     stubbed["loads"].clear()
     stubbed["kill_at"] = 0
-    with caplog.at_level("INFO", logger="saerl.runners"):
-        resumed, computed = _run(store, inputs)
-    assert computed and stubbed["calls"] == every[kill_at - 1:]  # only what the killed run left
-    assert stubbed["loads"] == list(dict.fromkeys(c for c, _ in every[kill_at - 1:]))  # each left policy once
-    reused = [c for c, _ in finished]
-    if kill_at == 6:
-        reused = reused[:-1] + ["base"]  # the base evaluation is its own chunk; its probe was left
-    assert any(r.getMessage().startswith(f"evaluate: reused {len(reused)} of 6 evaluations") for r in caplog.records)
-    assert resumed.manifest()["evaluations"]["reused"] == reused
-    got = _tables(Path(resumed.path))
+    resumed = _run(store, inputs)
+    assert stubbed["calls"] == EVERY[kill_at - 1:]  # only what the killed run left
+    assert stubbed["loads"] == [c for c, _ in EVERY[kill_at - 1:]]
+    assert len(_computed(resumed)) == len(EVERY) - kill_at + 2  # the unfinished evaluations and evaluate
+    got = _tables(Path(resumed["evaluate"].ref.path))
     for name in ("eval.parquet", "reach_probe.parquet"):  # the evaluations themselves: row for row, bit for bit
         assert got[name].equals(expected[name]), name
     for name in TABLES:  # what is derived from them: summarize_eval's standard errors move by an ulp from call to
         assert_frame_equal(got[name], expected[name], rel_tol=1e-12, abs_tol=0.0)  # call on one frame (group order)
-    assert (Path(resumed.path) / "comparison.txt").read_text() == (Path(whole.path) / "comparison.txt").read_text()
-    # the parts and the chunk log are gone from both published artifacts, as the label stage's parts are
-    for ref in (whole, resumed):
-        assert not (Path(ref.path) / EVAL_PARTS).exists() and not (Path(ref.path) / CHUNK_DIR).exists()
-        assert not any(f.startswith((EVAL_PARTS, CHUNK_DIR)) for f in ref.manifest()["files"])
+    text = "comparison.txt"
+    assert (Path(resumed["evaluate"].ref.path) / text).read_text() == (Path(whole["evaluate"].ref.path) / text).read_text()
+
+
+def test_a_new_interval_level_or_steps_target_generates_nothing_again(tmp_path, stubbed):
+    """Before, every field of eval was in one stage's key: a new eval.ci_level (or bootstrap count, or steps target)
+    generated every policy's completions again. Now evaluate alone reruns, reads the same evaluations and writes
+    intervals of the new level."""
+    inputs = _train_inputs(tmp_path / "inputs")
+    store = ArtifactStore(tmp_path / "root")
+    first = _run(store, inputs)
+    stubbed["calls"].clear()
+    again = _run(store, inputs, _cfg("eval.ci_level=0.8", "eval.steps_bootstrap=30", "eval.target_gain_share=0.5"))
+    assert stubbed["calls"] == [] and _computed(again) == ["evaluate"]
+    old, new = (pl.read_parquet(Path(r["evaluate"].ref.path) / "comparison.parquet") for r in (first, again))
+    assert old["accuracy"].equals(new["accuracy"])
+    width = (pl.col("ci_high") - pl.col("ci_low")).sum()
+    assert new.select(width).item() < old.select(width).item()  # an 80% interval is narrower than a 95% one
+
+
+def test_a_new_seed_or_arm_evaluates_only_its_own_policies(tmp_path, stubbed):
+    """Adding a training seed evaluates that seed's policies alone: the other runs' evaluations and the starting
+    policy's are reused."""
+    store = ArtifactStore(tmp_path / "root")
+    two = [("saerl", 0), ("vanilla", 0)]
+    _run(store, _train_inputs(tmp_path / "inputs", two), _cfg("train.seeds=[0]"))
+    stubbed["calls"].clear()
+    results = _run(store, _train_inputs(tmp_path / "inputs"), _cfg("train.seeds=[0,1]"))
+    assert stubbed["calls"] == [("train-saerl-1", 1), ("train-vanilla-1", 1)]
+    assert _computed(results) == ["heldout:saerl:1", "heldout:vanilla:1", "evaluate"]
 
 
 def test_a_recorded_evaluation_of_other_settings_is_not_reused(tmp_path, stubbed):
-    """A part recorded with another fingerprint (here another eval.k_samples under the same partial folder) is
-    evaluated again, not read back."""
+    """A generation setting (here eval.k_samples) is in every evaluation's key: each policy is evaluated again."""
     inputs = _train_inputs(tmp_path / "inputs")
     store = ArtifactStore(tmp_path / "a")
-    stubbed["kill_at"] = 3
-    with pytest.raises(Killed):
-        _run(store, inputs)
+    _run(store, inputs)
     stubbed["calls"].clear()
-    stubbed["kill_at"] = 0
-    cfg = load_config(None, ["eval.base_policy=true", "eval.steps_bootstrap=20", "eval.k_samples=2"])
-    store.ensure("evaluate", "k" * 20, lambda b: compute_evaluate(cfg, inputs, b))
-    assert len(stubbed["calls"]) == 6
-
-
-def test_an_evaluate_killed_between_its_last_output_and_publishing_redoes_no_evaluation(tmp_path, stubbed,
-                                                                                      monkeypatch):
-    """The parts used to be removed once every output was written, before the artifact was published: a kill in
-    that window (hashing a large artifact takes a while) left a chunk log naming every evaluation and no part to
-    read back, so the rerun evaluated every policy again. The parts now stay with the chunk log until publish."""
-    inputs = _train_inputs(tmp_path / "inputs")
-    store = ArtifactStore(tmp_path / "root")
-
-    def killed_publish(*_a, **_k):
-        raise Killed("killed while publishing")
-
-    with monkeypatch.context() as m:
-        m.setattr(ArtifactStore, "publish", killed_publish)
-        with pytest.raises(Killed):
-            _run(store, inputs)
-    assert stubbed["calls"] and not store.path("evaluate", "k" * 20).exists()
-    stubbed["calls"].clear()
-    stubbed["loads"].clear()
-    ref, computed = _run(store, inputs)
-    assert computed and stubbed["calls"] == [] and stubbed["loads"] == []
-    assert not (Path(ref.path) / CHUNK_DIR).exists() and (Path(ref.path) / "eval.parquet").is_file()
+    _run(store, inputs, _cfg("eval.k_samples=2"))
+    assert stubbed["calls"] == EVERY

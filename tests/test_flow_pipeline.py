@@ -36,7 +36,8 @@ def warm_root(prefect_api, tmp_path_factory):
 def test_first_run_computes_every_stage(warm_root):
     _, first = warm_root
     assert list(first["stages"]) == ["testbed", "ingest", "extract", "sae", "encode", "score", "properties",
-                                     "curriculum", "train:saerl:0", "train:vanilla:0", "evaluate"]
+                                     "curriculum", "train:saerl:0", "train:vanilla:0", "heldout:saerl:0",
+                                     "heldout:vanilla:0", "heldout:base:0", "heldout:reach_probe:1", "evaluate"]
     assert set(_status(first).values()) == {"computed"}
 
 
@@ -103,10 +104,20 @@ def test_curriculum_change_recomputes_only_curriculum_and_downstream(warm_root):
     root, _ = warm_root
     rec = _run(root, "curriculum.mix_ratio=0.5")
     status = _status(rec)
-    for downstream in ("curriculum", "train:saerl:0", "evaluate"):
+    for downstream in ("curriculum", "train:saerl:0", "heldout:saerl:0", "evaluate"):
         assert status.pop(downstream) == "computed", downstream
-    assert set(status.values()) == {"cached"}, "vanilla reads no curriculum: it must not retrain"
+    assert set(status.values()) == {"cached"}, "vanilla reads no curriculum: it must not retrain nor be evaluated again"
     assert "curriculum.mix_ratio 0.2->0.5" in rec["stages"]["curriculum"]["reason"]
+
+
+def test_a_comparison_setting_recomputes_evaluate_alone(warm_root):
+    """How the arms are compared (the intervals' level) is evaluate's alone: no policy is evaluated again."""
+    root, _ = warm_root
+    rec = _run(root, "eval.ci_level=0.9")
+    status = _status(rec)
+    assert status.pop("evaluate") == "computed"
+    assert set(status.values()) == {"cached"}
+    assert "eval.ci_level 0.95->0.9" in rec["stages"]["evaluate"]["reason"]
 
 
 def test_report_setting_recomputes_only_the_property_report(warm_root):

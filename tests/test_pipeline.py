@@ -15,11 +15,12 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def test_smoke_plan_reads_testbed_lm_for_extraction():
     p = dict(plan(load_config(CONFIGS / "smoke.yaml")))
     assert list(p) == ["testbed", "ingest", "extract", "sae", "encode", "score", "properties", "curriculum", "train",
-                       "evaluate"]
+                       "heldout", "evaluate"]
     assert p["extract"] == ("ingest", "testbed") and p["ingest"] == ("testbed",)
     assert p["score"] == ("ingest", "encode") and p["properties"] == ("ingest", "extract", "encode", "score")
     assert p["train"] == ("ingest", "score", "curriculum", "testbed")  # score: other seeds' draws, ablation keys
-    assert p["evaluate"] == ("train", "ingest", "testbed")
+    assert p["heldout"] == ("train", "testbed")
+    assert p["evaluate"] == ("heldout", "train", "ingest")  # the sets' prompts come from the heldout artifacts
 
 
 def test_train_runs_one_key_per_arm_and_seed_and_vanilla_ignores_the_curriculum():
@@ -367,11 +368,11 @@ def test_weights_rewritten_in_a_local_folder_rerun_the_stages_that_load_them(tmp
         d.mkdir()
         (d / "model.safetensors").write_bytes(b"v1")
     cfg = load_config(None, [f"model.name_or_path={model}", "sae.source=local", f"sae.path={sae}"])
-    before = {s: input_keys(cfg, s, {}) for s in ("extract", "sae", "label", "train", "evaluate", "score")}
+    before = {s: input_keys(cfg, s, {}) for s in ("extract", "sae", "label", "train", "heldout", "evaluate", "score")}
     assert before["score"] == {} and {k for s in before.values() for k in s} == {"model_folder", "sae_folder", "device"}
     (model / "model.safetensors").write_bytes(b"v2 (fine-tuned into the same folder)")
     after = {s: input_keys(cfg, s, {}) for s in before}
-    assert [s for s in before if before[s] != after[s]] == ["extract", "label", "train", "evaluate"]
+    assert [s for s in before if before[s] != after[s]] == ["extract", "label", "train", "heldout"]
     hub = load_config(None, ["model.name_or_path=Qwen/Qwen2.5-Math-1.5B"])
     assert input_keys(hub, "train", {}) == {"device": "cpu"} == input_keys(load_config(None, []), "extract", {})
 
@@ -382,11 +383,11 @@ def test_a_gpu_run_does_not_reuse_a_cpu_runs_artifacts(monkeypatch, cpu_machine)
     import torch
 
     cfg = load_config(None, [])
-    stages = ("ingest", "extract", "sae", "encode", "label", "score", "curriculum", "train", "evaluate")
+    stages = ("ingest", "extract", "sae", "encode", "label", "score", "curriculum", "train", "heldout", "evaluate")
     cpu = {s: input_keys(cfg, s, {}) for s in stages}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     gpu = {s: input_keys(cfg, s, {}) for s in stages}
-    assert [s for s in stages if cpu[s] != gpu[s]] == ["extract", "label", "train", "evaluate"]
+    assert [s for s in stages if cpu[s] != gpu[s]] == ["extract", "label", "train", "heldout"]
     assert gpu["train"]["device"] == "cuda" and input_keys(load_config(None, ["runtime.device=cpu"]), "train", {}) == cpu["train"]
 
 
@@ -405,7 +406,8 @@ def test_testbed_data_with_a_hub_policy_trains_and_evaluates_on_the_testbed_held
     cfg = load_config(None, ["data.source=testbed", "data.difficulty=difficulty", "model.name_or_path=some/hub-model"])
     p = dict(plan(cfg))
     assert p["train"] == ("ingest", "score", "curriculum", "testbed")  # score: other seeds' draws, ablation keys
-    assert p["evaluate"] == ("train", "ingest", "testbed")
+    assert p["heldout"] == ("train", "testbed")
+    assert p["evaluate"] == ("heldout", "train", "ingest")  # the sets' prompts come from the heldout artifacts
     assert p["extract"] == ("ingest",), "the hub policy's internals: no testbed LM"
     sample = dict(plan(load_config(None, ["data.difficulty=difficulty", "model.name_or_path=some/hub-model",
                                           "eval.sets={held: held.jsonl}"])))

@@ -353,9 +353,9 @@ def test_a_held_out_set_can_map_its_own_fields(tmp_path):
                                          r"instead of changing data\.\*: eval.sets.asdiv=\{path: "):
         check_runnable(load_config(None, [*base, f"eval.sets.asdiv={asdiv}"]), "train")
     other = load_config(None, [*base, own.replace("answer: sol", "answer: body")])
-    assert input_keys(cfg, "evaluate", {}, None) == input_keys(other, "evaluate", {}, None)  # same file hash
+    assert input_keys(cfg, "heldout", {}, None) == input_keys(other, "heldout", {}, None)  # same file hash
     from saerl.stages import stage_key
-    assert stage_key(cfg, "evaluate", {}) != stage_key(other, "evaluate", {})  # the mapping moves the key
+    assert stage_key(cfg, "heldout", {}) != stage_key(other, "heldout", {})  # the mapping moves the key
 
 
 def fake_training(monkeypatch, resumed_from: int | None = None, steps: int = 1, checkpoint: bool = False) -> None:
@@ -672,7 +672,7 @@ def test_compute_evaluate_writes_the_failures_and_the_target_into_its_table_and_
     is logged for the ratio vanilla's start-level curve leaves undefined."""
     import saerl.evaluate
     import saerl.policy_lm
-    from saerl.runners import CURVE_PROBLEMS, compute_evaluate
+    from saerl.runners import CURVE_PROBLEMS, compute_evaluate, compute_heldout
 
     curve, problems = _at_start_curve()
     inputs = {}
@@ -705,6 +705,12 @@ def test_compute_evaluate_writes_the_failures_and_the_target_into_its_table_and_
     out = tmp_path / "evaluate"
     (out / "plots").mkdir(parents=True)
     cfg = load_config(None, ["eval.base_policy=false", "eval.steps_bootstrap=50"])
+    for arm in ("saerl", "vanilla"):  # each trained policy's held-out evaluation, the artifacts evaluate compares
+        folder = tmp_path / f"heldout-{arm}"
+        folder.mkdir()
+        own = compute_heldout(cfg, {f"train:{arm}:0": inputs[f"train:{arm}:0"]}, Build(folder, {}), arm=arm, seed=0)
+        assert own == {"heldout_greedy": 0.5, "heldout_verifier_failures": float(arm == "saerl")}
+        inputs[f"heldout:{arm}:0"] = ArtifactRef("heldout", arm, str(folder))
     with caplog.at_level("WARNING", logger="saerl.runners"):
         build = Build(out, {})
         metrics = compute_evaluate(cfg, inputs, build)

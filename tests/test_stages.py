@@ -116,7 +116,7 @@ def test_a_new_verifier_version_rebuilds_the_stages_that_verify_and_no_other(mon
     before = {s: stage_key(cfg, s, {}) for s in STAGES}
     monkeypatch.setattr(verify, "VERSION", verify.VERSION + "-next")
     after = {s: stage_key(cfg, s, {}) for s in STAGES}
-    assert {s for s in STAGES if before[s] != after[s]} == set(VERIFYING) == {"ingest", "label", "train", "evaluate"}
+    assert {s for s in STAGES if before[s] != after[s]} == set(VERIFYING) == {"ingest", "label", "train", "heldout"}
     assert code_version("train").endswith(f"+verify{verify.VERSION}") and "+verify" not in code_version("score")
 
 
