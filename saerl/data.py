@@ -59,6 +59,7 @@ EMPTY_ANSWER = "empty answer"  # the answer field holds "" or whitespace only
 STRUCT_ANSWER = "struct answer"  # the answer field holds a struct: a nested field (a dotted path) is meant
 LIST_ANSWER = "list answer"  # the answer field holds a list of several values (one value in a list is read as it)
 NON_TEXT_PROMPT = "non-text prompt"  # a number, boolean, list, struct or chat without one user turn
+TEMPLATE_ERROR = "template error"  # a format spec / conversion of data.prompt's template does not fit the row's value
 INVALID_UTF8 = "invalid UTF-8"
 EXTRA_FIELDS = "too many fields"  # a csv row with more fields than the header (an unquoted comma)
 # These only flag a row: it is kept (a bad label becomes null, bad bytes become U+FFFD).
@@ -139,6 +140,15 @@ class MissingFieldError(KeyError):
 class NonTextError(ValueError):
     """A prompt field of a row holds no text (a number, a list, a struct, a chat without one user turn);
     `.field` names it, `.value` is what it holds, `.detail` says what it holds and what to map instead."""
+
+    def __init__(self, name: str, value: Any, detail: str) -> None:
+        super().__init__(detail)
+        self.field, self.value, self.detail = name, value, detail
+
+
+class TemplateError(ValueError):
+    """A format spec or conversion of the prompt template does not fit a row's value ('{n:d}' over the text 'x');
+    `.field` names the field, `.value` is its value, `.detail` says why and the fix."""
 
     def __init__(self, name: str, value: Any, detail: str) -> None:
         super().__init__(detail)
@@ -363,10 +373,49 @@ def _is_json_array(path: Path) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class _Unreadable:
+    """An element of a JSON array that does not parse alone (nested too deep, an integer over the digit limit, not
+    an object): `why` says so."""
+
+    why: str
+
+
+def _array_elements(text: str) -> list[str] | None:
+    """The text of each top-level element of a JSON array, split at its top-level commas (outside strings), for a
+    file whose whole parse failed on one element (Python's parser recursed too deep, or refused a huge integer), so
+    the other elements are read one by one. in: the file's text; out: the elements' texts ([] for an empty array),
+    or None when the text is not one array (unbalanced brackets, text after it)."""
+    body = text.strip()
+    if not body.startswith("["):
+        return None
+    parts, depth, start, in_string, escaped = [], 0, 1, False, False
+    for i, ch in enumerate(body):
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (ch == "\\", ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+            if depth == 0:
+                if body[i + 1:].strip():
+                    return None
+                last = body[start:i].strip()
+                return parts + [last] if parts or last else []
+        elif ch == "," and depth == 1:
+            parts.append(body[start:i])
+            start = i + 1
+    return None
+
+
 def _read_json_array(path: Path) -> LoadedTable:
     """A .json file holding one array of row objects: row i is element i. A non-object element is an
-    'invalid JSON' issue; bad bytes and lone surrogate escapes are replaced and the element flagged. A file that
-    does not parse as a whole raises IngestError with the line and column."""
+    'invalid JSON' issue; bad bytes and lone surrogate escapes are replaced and the element flagged. An element
+    Python's parser cannot take (nested too deep, an integer over the digit limit) is an 'invalid JSON' issue of its
+    own, the others read one by one (:func:`_array_elements`). A file that does not parse as JSON raises IngestError
+    with the line and column."""
     raw = path.read_bytes().removeprefix(UTF8_BOM)
     try:
         text, bad_bytes = raw.decode("utf-8"), False
@@ -380,15 +429,21 @@ def _read_json_array(path: Path) -> LoadedTable:
             f"cannot read {path} as a JSON array: line {e.lineno} column {e.colno}: {e.msg} (fix "
             "the JSON there, or convert the file to jsonl, one object per line)"
         ) from e
-    except (ValueError, RecursionError) as e:
-        raise IngestError(
-            f"cannot read {path} as a JSON array: {type(e).__name__}: "
-            f"{str(e)[:REJECT_VALUE_CHARS]} (convert the file to jsonl, one object per line)"
-        ) from e
+    except (ValueError, RecursionError) as e:  # one element nested too deep, or an integer over the digit limit
+        parts = _array_elements(text)
+        if parts is None:
+            raise IngestError(
+                f"cannot read {path} as a JSON array: {type(e).__name__}: "
+                f"{str(e)[:REJECT_VALUE_CHARS]} (convert the file to jsonl, one object per line)"
+            ) from e
+        items = [_Unreadable(why) if obj is None else obj for obj, why in map(_parse_line, parts)]
     records: list[dict[str, Any]] = []
     rows: list[int] = []
     issues: list[dict[str, Any]] = []
     for row, item in enumerate(items):
+        if isinstance(item, _Unreadable):
+            issues.append(_issue(row, "", INVALID_JSON, f"element {row}: {item.why}"))
+            continue
         if not isinstance(item, dict):
             issues.append(_issue(row, "", INVALID_JSON, f"element {row}: not an object: {json.dumps(item)}"))
             continue
@@ -404,7 +459,8 @@ def _read_json_array(path: Path) -> LoadedTable:
 
 def _csv_error_line(path: Path) -> str:
     """Where Python's strict csv reader first fails on a file polars could not parse ('line 3: unexpected end
-    of data'), else the first quote inside an unquoted field (see _bare_quote), or '' when neither is found."""
+    of data'), or '' when it reads the whole file (polars refused it for a quote inside an unquoted field, which
+    Python's reader takes as a plain character: :func:`_read_csv_python`)."""
     limit = csv.field_size_limit()
     csv.field_size_limit(sys.maxsize)  # a long field is no error here (polars reads it); the limit came first
     try:
@@ -419,34 +475,42 @@ def _csv_error_line(path: Path) -> str:
                 return f"{where}: {e}"
     finally:
         csv.field_size_limit(limit)
-    return _bare_quote(path.read_bytes().decode("utf-8", errors="replace"))
-
-
-def _bare_quote(text: str) -> str:
-    """'line N: ...' naming the first field of csv text that holds a quote but does not start with one (an inch
-    mark: 'A 5" nail'), with the field written as it should be; '' when there is none. Python's csv reads such
-    a quote as a plain character, but polars opens a quoted run there and refuses the file."""
-    line, start, quoted, i = 1, 0, False, 0  # start: where the current field begins
-    while i < len(text):
-        ch = text[i]
-        if quoted:
-            if ch == '"' and text.startswith('""', i):  # a doubled quote inside a quoted field
-                i += 1
-            elif ch == '"':
-                quoted = False
-        elif ch == '"' and i == start:
-            quoted = True
-        elif ch == '"':
-            end = min(len(text), *(j for j in (text.find(",", i), text.find("\n", i)) if j >= 0))
-            field_text = text[start:end].rstrip("\r")[:REJECT_VALUE_CHARS]
-            fixed = '"' + field_text.replace('"', '""') + '"'
-            return (f"line {line}: a quote inside an unquoted field ({field_text}): quote the whole field and double "
-                    f"the quote in it, e.g. {fixed}")
-        elif ch in ",\n":
-            start = i + 1
-        line += ch == "\n"
-        i += 1
     return ""
+
+
+def _read_csv_python(path: Path) -> LoadedTable:
+    """A csv file polars refused though Python's csv reader reads it: a quote inside an unquoted field (an inch
+    mark, 'A 5" nail'), which polars takes as the start of a quoted run and Python's reader (and spreadsheets) as a
+    plain character. Read as :func:`_read_csv` reads (every column as text, undecodable bytes replaced and the row
+    flagged, a blank line no row); a row with more fields than the header is a 'too many fields' issue and is not
+    kept, one with fewer is padded with nulls, and an empty field is null, as polars reads it. in: the path; out:
+    the table."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(sys.maxsize)
+    try:
+        with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, [])
+            lines, began = [], reader.line_num + 1  # each record with the line it begins on
+            for rec in reader:
+                lines.append((began, rec))
+                began = reader.line_num + 1
+    finally:
+        csv.field_size_limit(limit)
+    width, fix = len(header), 'an unquoted comma splits a field; quote the whole field that holds it, e.g. "Add 2, 3"'
+    records = [(line, rec) for line, rec in lines if rec]  # a blank line is no row
+    issues, kept, rows = [], [], []
+    for row, (line, rec) in enumerate(records):
+        if len(rec) > width:
+            issues.append(_issue(row, "", EXTRA_FIELDS, f"line {line}: {len(rec)} fields for {width} columns ({fix}): "
+                                 + ",".join(rec)))
+            continue
+        values = dict(zip(header, [v or None for v in rec] + [None] * (width - len(rec)), strict=True))  # '' is null
+        issues += [_issue(row, name, INVALID_UTF8, v) for name, v in values.items() if v and "\ufffd" in v]
+        kept.append(values)
+        rows.append(row)
+    frame = pl.DataFrame({name: [r[name] for r in kept] for name in header}, schema=dict.fromkeys(header, pl.String))
+    return LoadedTable(frame, rows, sorted(issues, key=lambda i: i["row"]), len(records))
 
 
 def _csv_field_counts(records: list[tuple[int, str]]) -> list[int]:
@@ -513,12 +577,14 @@ def _blank_rows(records: list[tuple[int, str]], frame: pl.DataFrame) -> set[int]
 def _read_csv(path: Path) -> LoadedTable:
     """All columns as text (labels are parsed later); undecodable bytes are replaced and the row flagged; a row
     with more fields than the header is a 'too many fields' issue and is not kept; a blank line is no row (rows
-    after it are numbered as if it were not there). A file polars cannot parse (an unclosed quote) raises
-    IngestError naming the first bad line."""
+    after it are numbered as if it were not there). A file polars cannot parse is read by Python's csv reader
+    where that reads it (a quote inside an unquoted field: :func:`_read_csv_python`); one neither can (an unclosed
+    quote) raises IngestError naming the first bad line."""
     try:
         frame = pl.read_csv(path, infer_schema=False, encoding="utf8-lossy", truncate_ragged_lines=True)
     except pl.exceptions.PolarsError as e:
-        where = _csv_error_line(path) or str(e).split("\n", 1)[0]
+        if not (where := _csv_error_line(path)):  # Python's reader reads it: a quote inside an unquoted field
+            return _read_csv_python(path)
         raise IngestError(f"cannot read {path} as csv: {where} (an unclosed quote makes the rest of the file "
                           "one field: fix that line, or convert the file to jsonl)") from e
     if any("\r" in name for name in frame.columns):  # polars splits lines at \n only: the file read as one header
@@ -806,19 +872,20 @@ def prompt_parts(template_or_field: str, row: dict[str, Any]) -> tuple[str, Chat
     values = {n: _prompt_value(n, field_value(row, n), single, chat) for n in names}
     if single:
         return values[template_or_field], chat
-    try:
-        parts: list[str] = []
-        for literal, name, spec, conversion in string.Formatter().parse(template_or_field):
-            parts.append(literal)
-            if name is not None:
-                value = values[name]
+    parts: list[str] = []
+    for literal, name, spec, conversion in string.Formatter().parse(template_or_field):
+        parts.append(literal)
+        if name is not None:
+            value = values[name]
+            try:
                 if conversion:
                     value = {"r": repr, "s": str, "a": ascii}[conversion](value)
                 parts.append(format(value, spec or ""))
-        return "".join(parts), chat
-    except (ValueError, TypeError, KeyError) as e:
-        raise IngestError(f"prompt template {template_or_field!r} cannot format this row: {e} (write each field "
-                          "as a plain {name}, without a format spec or conversion after it)") from e
+            except (ValueError, TypeError, KeyError) as e:
+                raise TemplateError(name, values[name], f"prompt template {template_or_field!r} cannot format field "
+                                    f"{name!r} of this row: {e} (write each field as a plain {{name}}, without a "
+                                    "format spec or conversion after it)") from e
+    return "".join(parts), chat
 
 
 def render_prompt(template_or_field: str, row: dict[str, Any]) -> str:
@@ -827,7 +894,7 @@ def render_prompt(template_or_field: str, row: dict[str, Any]) -> str:
     MissingFieldError naming the field if it is absent, null or NaN, or, for a template's field, empty or
     whitespace only (the template would render without it: '{idx}: {question}' as '1: '; one prompt field left
     empty is an empty prompt, which _check_row reports as such); NonTextError when the field holds no text
-    (see _prompt_value); IngestError naming the template when a format spec in it does not fit a value
+    (see _prompt_value); TemplateError naming the field when a format spec in the template does not fit its value
     ('{n:d}' on text)."""
     return prompt_parts(template_or_field, row)[0]
 
@@ -994,8 +1061,9 @@ def _check_row(cfg: DataConfig, row: int, rec: dict[str, Any], issues: list[dict
     except NonTextError as e:
         issues.append(_issue(row, e.field, NON_TEXT_PROMPT, e.value, e.detail))
         return None
-    except IngestError as e:
-        raise IngestError(f"row {row}: {e}") from e
+    except TemplateError as e:  # this row's value only: the other rows are formatted and kept
+        issues.append(_issue(row, e.field, TEMPLATE_ERROR, e.value, e.detail))
+        return None
     if chat.prompts:
         chats.prompts += chat.prompts
         chats.dropped.update(chat.dropped)

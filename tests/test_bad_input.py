@@ -210,9 +210,12 @@ CASES: dict[str, Case] = {
                                                                 {}, issues=((1, "", D.EXTRA_FIELDS),)),
     "a quoted csv field with doubled quotes and commas": Case(b'question,answer\nA?,1\n"Say ""2, 3"", add",5\n', ".csv",
                                                               {}, kept=(0, 1)),
-    "an inch mark in an unquoted csv field": Case(
+    "an inch mark in an unquoted csv field": Case(  # polars refuses the file; Python's csv reader reads every row
         b'question,answer\r\n"Say ""hi"",\r\nthen add",1\r\nA 5" nail and 2,5\r\nB 6" board?,2\r\n', ".csv", {},
-        error=r'line 4: a quote inside an unquoted field \(A 5" nail and 2\).* e\.g\. "A 5"" nail and 2"'),
+        kept=(0, 1, 2)),
+    "an inch mark beside an unquoted comma and a blank line": Case(
+        b'question,answer\nA 5" nail and 2,5\n\nAdd 2, 3,5\nB 6" board?,2\n', ".csv", {},
+        issues=((1, "", D.EXTRA_FIELDS),), kept=(0, 2)),
     "blank lines in a csv": Case(b"question,answer\nA?,1\n\nB?,2\r\n\r\n\n", ".csv", {}, kept=(0, 1)),
     "blank line before bad bytes (csv)": Case(b"question,answer\nA?,1\n\nCaf\xe9 has 3 cups?,3\nQ?,5\n", ".csv", {},
                                               issues=((1, "question", D.INVALID_UTF8),), kept=(0, 1, 2)),
@@ -228,6 +231,17 @@ CASES: dict[str, Case] = {
         b"[" + b",".join([json.dumps(GOOD_FIRST).encode(), b'{"question": "Caf\xe9 has 5 cups?", "answer": "5"}',
                           json.dumps(GOOD_LAST).encode()]) + b"]", ".json",
         issues=((1, "", D.INVALID_UTF8),), kept=(0, 1, 2)),
+    "JSON array with one element nested too deep": Case(  # refused whole before: the other elements are read alone
+        b"[" + b",".join([json.dumps(GOOD_FIRST).encode(), b'{"q": ' + b"[" * DEEP + b"]" * DEEP + b', "s": "a,]}"}',
+                          json.dumps(GOOD_LAST).encode()]) + b"]", ".json", issues=((1, "", D.INVALID_JSON),)),
+    "JSON array with an integer over the digit limit": Case(
+        b"[" + b",".join([json.dumps(GOOD_FIRST).encode(), b'{"question": "Q?", "answer": ' + b"9" * BIG_DIGITS + b"}",
+                          b'{"question": "Say \\"[{,\\" then 2+2?", "answer": "4"}',
+                          json.dumps(GOOD_LAST).encode()]) + b"]", ".json", issues=((1, "", D.INVALID_JSON),),
+        kept=(0, 2, 3)),
+    "JSON array with a deep element and text after the array": Case(
+        b"[" + json.dumps(GOOD_FIRST).encode() + b"," + b"[" * DEEP + b"]" * DEEP + b"] x", ".json",
+        error=r"as a JSON array: (RecursionError|line 1 column).*convert the file to jsonl"),
     "JSON array cut short": Case(b"[" + json.dumps(GOOD_FIRST).encode() + b",", ".json",
                                  error=r"as a JSON array: line 1 column \d+: .*convert the file to jsonl"),
 }

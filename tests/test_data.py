@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -268,12 +269,16 @@ def test_render_prompt_template_and_field():
     assert err.value.field == "missing"
 
 
-def test_template_format_spec_that_does_not_fit_names_template_and_row(tmp_path):
-    """A format spec a value cannot take ('{n:d}' on text) is an IngestError naming the row, the template and
-    the fix, not a bare ValueError from str.format."""
-    path = write_jsonl(tmp_path / "d.jsonl", [{"n": "3", "answer": "3"}])
-    with pytest.raises(IngestError, match=r"row 0: prompt template 'Count \{n:d\}' .*Unknown format code.*plain"):
-        ingest(cfg(prompt="Count {n:d}"), path)
+def test_a_template_format_spec_that_does_not_fit_one_row_rejects_that_row_alone(tmp_path):
+    """A format spec a value cannot take ('{n:d}' on text) refused the whole file, every good row with it. Now that
+    row alone is rejected (reason 'template error', its field and value, the template and the fix in the detail)."""
+    path = write_jsonl(tmp_path / "d.jsonl", [{"n": 3, "answer": "3"}, {"n": "x", "answer": "4"},
+                                              {"n": 5, "answer": "5"}])
+    res = ingest(cfg(prompt="Count {n:d}"), path)
+    assert res.kept["prompt"].to_list() == ["Count 3", "Count 5"]
+    (row, fld, why, value, detail), = res.rejected.select("row", "field", "reason", "value", "detail").rows()
+    assert (row, fld, why, value) == (1, "n", D.TEMPLATE_ERROR, "x")
+    assert re.search(r"prompt template 'Count \{n:d\}' cannot format field 'n'.*Unknown format code.*plain", detail)
 
 
 def test_an_empty_template_field_is_a_missing_field_not_a_prompt_without_it(tmp_path):

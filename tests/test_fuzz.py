@@ -26,7 +26,8 @@ from saerl.data import IngestError, ingest, load_table
 
 REASONS = {D.EMPTY_PROMPT, D.MISSING_FIELD, D.UNPARSEABLE_ANSWER, D.DUPLICATE_PROMPT, D.DUPLICATE_ID,
            D.OVERLONG_PROMPT, D.INVALID_JSON, D.INVALID_LABEL, D.ANSWER_TIMEOUT, D.INVALID_UTF8, D.EXTRA_FIELDS,
-           D.ANSWER_CHECK_ERROR, D.NON_TEXT_PROMPT, D.STRUCT_ANSWER, D.EMPTY_ANSWER, D.LIST_ANSWER}
+           D.ANSWER_CHECK_ERROR, D.NON_TEXT_PROMPT, D.STRUCT_ANSWER, D.EMPTY_ANSWER, D.LIST_ANSWER,
+           D.TEMPLATE_ERROR}
 FIELDS = ("question", "answer", "difficulty", "quality", "topic", "k")
 MAPPING = {"difficulty": "difficulty", "quality": "quality", "topic": "topic"}
 TIMEOUT_S = 2.0  # per answer; a timeout is an allowed outcome, not a failure
