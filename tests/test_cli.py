@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from saerl.cli import main, parse_args
+from flows.cli import main, parse_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,7 +109,7 @@ def test_prefects_run_loggers_keep_a_user_errors_line_but_not_its_traceback():
     the line stays (main prints the error last); a bug's traceback stays, and -v keeps every one."""
     import logging
 
-    from saerl.cli import PREFECT_RUN_LOGGERS, UserErrorTracebacks, _setup_logging
+    from flows.cli import PREFECT_RUN_LOGGERS, UserErrorTracebacks, _setup_logging
 
     def record(err):
         try:
@@ -139,7 +139,7 @@ def test_prefects_run_loggers_keep_a_user_errors_line_but_not_its_traceback():
 
 def test_output_cut_short_by_its_reader_is_not_an_error():
     """`saerl report | head` ended with "saerl: error: [Errno 32] Broken pipe" and exit status 2."""
-    script = ("import sys, types, saerl.cli as c\n"
+    script = ("import sys, types, flows.cli as c\n"
               "def fn(a):\n    for _ in range(20000):\n        print('x' * 100)\n    return 0\n"
               "c.parse_args = lambda argv=None: types.SimpleNamespace(verbose=False, fn=fn)\n"
               "sys.exit(c.main())\n")
@@ -185,7 +185,7 @@ def test_ingest_out_pointing_at_a_file_is_an_error_naming_out(tmp_path, capsys):
 def test_cli_run_end_to_end_twice(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("PREFECT_API_URL", None)
-    cmd = [sys.executable, "-m", "saerl.cli", "run", str(REPO / "configs" / "smoke.yaml"),
+    cmd = [sys.executable, "-m", "flows.cli", "run", str(REPO / "configs" / "smoke.yaml"),
            f"runtime.artifact_root={tmp_path / 'root'}"]
     first = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -214,7 +214,7 @@ def test_an_interrupt_stops_the_run_inside_a_stage_and_keeps_what_it_finished(tm
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("PREFECT_API_URL", None)
     root = tmp_path / "root"
-    cmd = [sys.executable, "-m", "saerl.cli", "run", str(REPO / "configs" / "smoke.yaml"), f"runtime.artifact_root={root}",
+    cmd = [sys.executable, "-m", "flows.cli", "run", str(REPO / "configs" / "smoke.yaml"), f"runtime.artifact_root={root}",
            "testbed.pretrain_steps=100000", "tracking.enabled=false"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's
@@ -239,7 +239,7 @@ def test_an_interrupt_stops_the_run_inside_a_stage_and_keeps_what_it_finished(tm
 def test_a_run_takes_sigterm_over_only_while_it_runs():
     """stop_on_interrupt sets its SIGTERM handler for a pipeline or ablation run and gives the previous one back, so
     `saerl status` (or a test calling main in-process) keeps the process's own handler."""
-    from saerl.cli import stop_on_interrupt
+    from flows.cli import stop_on_interrupt
 
     before = signal.getsignal(signal.SIGTERM)
     with stop_on_interrupt():
@@ -248,7 +248,7 @@ def test_a_run_takes_sigterm_over_only_while_it_runs():
 
 
 def test_demo_without_its_config_says_where_to_run_it(monkeypatch, tmp_path, capsys):
-    import saerl.cli as cli
+    import flows.cli as cli
 
     monkeypatch.setattr(cli, "DEMO_CONFIG", tmp_path / "configs" / "demo.yaml")  # as in a wheel install
     assert cli.main(["demo"]) != 0

@@ -11,8 +11,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from flows.cli import main
 from saerl.artifacts import ArtifactStore
-from saerl.cli import main
 from saerl.curriculum import vanilla_order, whole_batches
 from saerl.export import (
     ARM_FILES,

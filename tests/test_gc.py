@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from flows.cli import main
 from saerl.artifacts import CACHE_RECORDS_DIR, ArtifactStore
-from saerl.cli import main
 from saerl.gc import SECONDS_PER_HOUR, collect, format_report
 from saerl.runs import RunRecord, StageRecord, save_run
 

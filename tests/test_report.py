@@ -212,7 +212,7 @@ def test_relog_creates_parent_and_stage_runs_in_a_fresh_store(smoke_run, tmp_pat
 
 @pytest.mark.slow
 def test_cli_report_prints_table_and_writes_html(smoke_run, tmp_path, capsys):
-    from saerl.cli import main
+    from flows.cli import main
 
     root, record = smoke_run
     assert main(["report", "--root", str(root), "--html", str(tmp_path / "out.html")]) == 0

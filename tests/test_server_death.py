@@ -120,7 +120,7 @@ if sleep_s:
         mark(self, chunk, **meta)
         time.sleep(sleep_s)
     ChunkLog.mark = slow_mark
-from saerl.cli import main
+from flows.cli import main
 sys.exit(main(sys.argv[2:]))
 """
 

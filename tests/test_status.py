@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from flows.cli import main
 from saerl.artifacts import ArtifactStore
-from saerl.cli import main
 from saerl.runs import RunRecord, StageRecord, UnknownRun, save_run
 from saerl.status import KEY_CHARS, list_status, run_status
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from saerl.cli import main
+from flows.cli import main
 from saerl.config import ConfigError, load_config
 from saerl.sweep import (
     format_sweep,

@@ -1,4 +1,5 @@
-"""The `saerl` command line: demo, run, ablate, ingest, status, report, gc, export.
+"""The `saerl` command line: demo, run, ablate, ingest, status, report, gc, export. It is the top layer (it starts
+flows); the library `saerl` never imports it.
 
 Config errors are reported before anything heavy starts (no server, no model). Flows are imported only
 after the local Prefect server is up, so Prefect picks up the right API URL and home folder.
