@@ -405,6 +405,12 @@ def dynamic_sampling_trainer(base_cls: type, max_rounds: int, spread_reward: str
             return opt
 
         def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+            """trl's generation batch, with dynamic sampling while training: generate and score the batch's
+            groups, keep those with reward spread (:meth:`_spread`), and refill the dropped ones from the stream
+            (:meth:`_draw`, by cluster when given) for up to max_rounds extra rounds; a batch still short is filled
+            with dropped groups whose loss is masked out (:func:`mask_out`). The round metrics are merged as one
+            step's (:func:`merge_round_metrics`). Evaluation batches pass through unchanged.
+            in: the generation batch's inputs (num_generations rows per prompt); out: trl's batch dict."""
             if not self.model.training:
                 return super()._generate_and_score_completions(inputs)
             g = self.num_generations

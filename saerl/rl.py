@@ -438,7 +438,8 @@ def micro_batch(completions: int, parts: int) -> int:
 
 
 def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_steps: int, seed: int,
-                device: str = "auto", progress: bool = True, stop_token_ids: list[int] | None = None) -> Any:
+                device: str = "auto", progress: bool = True, stop_token_ids: list[int] | None = None,
+                trust_remote_code: bool = False) -> Any:
     """trl GRPOConfig from our TrainConfig: on `device` (runtime.device: 'auto' = CUDA when there is one; trl
     would otherwise take a GPU whatever the config says), with a progress bar only when `progress`
     (runtime.progress), fp32 on CPU (bf16 on CUDA when cfg.bf16), constant lr after cfg.warmup_steps of linear
@@ -451,7 +452,8 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
     for algorithm "dapo" the DAPO settings of :func:`saerl.dapo.dapo_overrides` (token-level loss,
     clip-higher); DAPO's overlong filtering when cfg.mask_truncated_completions; the reward weights of
     :func:`reward_functions` (without extra functions); with cfg.use_vllm, vLLM's rollouts stop at
-    `stop_token_ids` (the policy's :func:`saerl.policy_lm.stop_ids`, as trl's own generate stops)."""
+    `stop_token_ids` (the policy's :func:`saerl.policy_lm.stop_ids`, as trl's own generate stops); the policy's
+    model.trust_remote_code, which trl passes to what it loads itself (vLLM's engine, the reference model)."""
     from trl import GRPOConfig
 
     from saerl.activations import pick_device
@@ -475,6 +477,7 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
         report_to=[], disable_tqdm=not progress, bf16=False, use_cpu=not cuda, disable_dropout=True, seed=seed,
         activation_checkpointing=cfg.activation_checkpointing,
         shuffle_dataset=False, mask_truncated_completions=cfg.mask_truncated_completions, log_completions=False, dataloader_num_workers=0,
+        trust_remote_code=trust_remote_code,
     )
     if cuda and cfg.bf16:
         kw["bf16"] = True
@@ -594,7 +597,8 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
 
         cls = dynamic_sampling_trainer(cls, cfg.dynamic_sampling_max_rounds, spread_reward=reward.__name__,
                                        clusters=None if clusters is None else [clusters.get(i) for i in seq])
-    args = grpo_config(cfg, ckpt_dir, prompts_per_step, steps, seed, device, progress, stop_ids(model, tok))
+    args = grpo_config(cfg, ckpt_dir, prompts_per_step, steps, seed, device, progress, stop_ids(model, tok),
+                       trust_remote_code=model_cfg is not None and model_cfg.trust_remote_code)
     args.reward_weights = weights
     if cfg.beta > 0:  # trl loads the reference from the policy's name with these (it warns they are ignored: not so)
         args.model_init_kwargs = reference_model_kwargs(model_cfg)

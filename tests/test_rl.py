@@ -103,6 +103,13 @@ def test_format_reward_and_reward_weights():
     assert grpo_config(TrainConfig(), Path("/tmp/x"), 2, 1, 0).reward_weights == [1.0]
 
 
+def test_the_policys_trust_remote_code_reaches_what_trl_loads_itself():
+    """trl loads vLLM's engine and the reference model with GRPOConfig.trust_remote_code, which was never set: a
+    user's model.trust_remote_code=true did not reach them (and the default stays off)."""
+    assert grpo_config(TrainConfig(), Path("/tmp/x"), 2, 1, 0, trust_remote_code=True).trust_remote_code is True
+    assert grpo_config(TrainConfig(), Path("/tmp/x"), 2, 1, 0).trust_remote_code is False
+
+
 def test_reward_functions_in_order_with_dapo_overlong_shaping():
     """Correctness, the format reward, DAPO's soft overlong punishment (0 up to max_completion_length minus the
     buffer, then linearly down to -1 at the limit), then extra functions; the weights in the same order, and
