@@ -46,6 +46,7 @@ def ensure_venv() -> None:
 
 
 def main() -> int:
+    """`python3 dev.py setup|demo|test [args]`: make the venv current, then run the demo or lint and the tests."""
     if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test", "setup"):
         print(__doc__)
         return 2

@@ -156,6 +156,7 @@ def bench(name: str, path: str, prompts: list[str], cfg: ExtractConfig, repeats:
 
 
 def main() -> None:
+    """Run the extraction benchmark with the command line's arguments (see the module's docstring); prints its RESULT line last."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer prompts, a smaller model, 3 repeats instead of 5")
     ap.add_argument("--prompts", type=int, default=None, help="number of prompts (default 120 quick / 400)")

@@ -190,6 +190,7 @@ def run_overrides(model: str, data: str, held_out: str, root: Path, prompts: int
 
 
 def main() -> None:
+    """Run the GPU-path check with the command line's arguments (see the module's docstring); prints its RESULT line last."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs" / "qwen2.5-math-1.5b.yaml"))
     ap.add_argument("--model", default=None, help="hub id or folder (default: build the random-weight shape)")

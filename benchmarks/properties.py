@@ -49,7 +49,9 @@ import math
 import random
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -153,7 +155,8 @@ def formula_ops(formula: str) -> int:
     return max(1, len(re.findall(r"(?<=[\d)\s])[-+*/](?=[\d(\s])", left)))
 
 
-def derived_file(src: Path, dst: Path, field: str, fn, source_field: str, seed: int = 0) -> Path:
+def derived_file(src: Path, dst: Path, field: str, fn: Callable[[Any], Any], source_field: str,
+                 seed: int = 0) -> Path:
     """Copy jsonl `src` to `dst` with `field` = fn(row[source_field]) added, rows in a seeded shuffled order
     (files like ASDiv are sorted by label, so data.max_rows must not read only their head)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -283,10 +286,12 @@ def worlds_table(per_world: dict[int, dict[str, float]]) -> str:
 
 
 def result_line(values: dict[str, float]) -> str:
+    """The benchmark's last line: 'RESULT name=value ...', each value to 3 decimals."""
     return "RESULT " + " ".join(f"{k}={v:.3f}" for k, v in values.items())
 
 
 def main() -> None:
+    """Run the property-report benchmark with the command line's arguments (see the module's docstring); prints its RESULT line last."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller testbed, 600 rows per real set, fewer SAE tokens")
     ap.add_argument("--work", default=".saerl-bench", help="artifact root and temporary data files")

@@ -121,6 +121,7 @@ def sweep_vs_fresh(path: Path, base: Path, values: list[float]) -> tuple[float, 
 
 
 def main() -> None:
+    """Run the rerun-cost benchmark with the command line's arguments (see the module's docstring); prints its RESULT line last."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="configs/smoke.yaml and a 2-setting sweep")
     ap.add_argument("--config", help="config file (default: smoke.yaml with --quick, else demo.yaml)")

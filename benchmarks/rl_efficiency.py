@@ -199,6 +199,7 @@ def budget_ratios(signal: pl.DataFrame) -> dict[str, float]:
 
 
 def main() -> None:
+    """Run the RL-efficiency benchmark with the command line's arguments (see the module's docstring); prints its RESULT line last."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
     ap.add_argument("--root", default=None, help="artifact root (default: the config's runtime.artifact_root)")

@@ -87,6 +87,7 @@ def chosen_pools(arg: str) -> set[str]:
 
 
 def main() -> None:
+    """Run the RL-headroom benchmark with the command line's arguments (see the module's docstring); prints its RESULT line last."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
     ap.add_argument("--root", default=None, help="artifact root for the testbed (default: the config's)")

@@ -121,6 +121,7 @@ def table(ev: pl.DataFrame, cols: dict[str, list[float]]) -> pl.DataFrame:
 
 
 def main() -> None:
+    """Run the RL-learnability benchmark with the command line's arguments (see the module's docstring); prints its RESULT line last."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"),
                     help="YAML config (default: the demo's: its testbed and GRPO settings)")

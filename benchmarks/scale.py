@@ -190,6 +190,7 @@ def dense_fit_speedup(X: object, ids: list[str], prompts: pl.DataFrame, cfg: Sco
 
 
 def main() -> None:
+    """Run the scale benchmark with the command line's arguments (see the module's docstring); prints its RESULT line last."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_PROMPTS:,} prompts instead of {FULL_PROMPTS:,}")
     parser.add_argument("--prompts", type=int, default=None, help="number of prompts (overrides --quick)")

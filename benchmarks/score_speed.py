@@ -253,6 +253,7 @@ def chosen(result: ScoreResult) -> str:
 
 
 def main() -> None:
+    """Run the score-speed benchmark with the command line's arguments (see the module's docstring); prints its RESULT line last."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller CV grids (as benchmarks/properties.py --quick) and "
                                                          "no serial float64 run")
