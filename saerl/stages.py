@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from saerl import verify
 from saerl.config import PKG_MODEL, PipelineConfig, config_slice, resolve_layer, stable_hash
@@ -284,15 +285,39 @@ def known_depth(cfg: PipelineConfig, hub_cache: bool = False) -> int | None:
     return known_size(cfg, "num_hidden_layers", hub_cache)
 
 
+# the fields naming data files whose content the keys hash (saerl.pipeline.input_keys: the data file under "file",
+# each eval.sets file under "evalset:<name>")
+FILE_FIELDS: tuple[str, ...] = ("data.path", "eval.sets")
+
+
+def file_form(path: str | None) -> str | None:
+    """How a data file's path enters a key: its suffix alone, lower-cased ('.jsonl'; it picks the reader where
+    data.format is auto), as the file's content is hashed apart. in: the path or None; out: the suffix or None."""
+    return None if path is None else Path(path).suffix.lower()
+
+
+def located(field: str, value: Any) -> Any:
+    """A config value as it enters a stage's key: a FILE_FIELDS path by :func:`file_form` (eval.sets: each entry's
+    path, its field mapping kept), so a data or held-out file moved or renamed with its suffix kept reruns nothing
+    (its content hash is the same); any other value as it is. in: dotted field, value; out: the keyed value."""
+    if field == "data.path":
+        return file_form(value)
+    if field == "eval.sets":
+        return {name: file_form(e) if isinstance(e, str) else {**e, "path": file_form(e["path"])}
+                for name, e in value.items()}
+    return value
+
+
 def stage_slice(cfg: PipelineConfig, stage: str, keys: Mapping[str, str] | None = None) -> dict[str, object]:
     """The config fields `stage` reads under `cfg` given its input keys `keys` (saerl.pipeline.input_keys: the
     device type under "device", a training run's arm under "arm"; either absent: not known), as
-    {dotted path: value} (:func:`unread_fields` left out). extract.layer enters by the block it resolves to where the model's depth is known
+    {dotted path: value} (:func:`unread_fields` left out). A field naming a data file enters by its suffix
+    (:func:`located`). extract.layer enters by the block it resolves to where the model's depth is known
     (:func:`known_depth`): None for the middle block (the unset value, so the keys built before stay) and the
     block's index otherwise, so unset, a negative index and the same block named plainly share a key."""
     keys = keys or {}
     unread = unread_fields(cfg, stage, keys.get("device"), keys.get("arm"))
-    out = {k: v for k, v in config_slice(cfg, STAGES[stage].reads).items() if k not in unread}
+    out = {k: located(k, v) for k, v in config_slice(cfg, STAGES[stage].reads).items() if k not in unread}
     if "extract.layer" in out and (depth := known_depth(cfg)) is not None:
         try:
             block = resolve_layer(cfg.extract.layer, depth)

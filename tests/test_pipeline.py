@@ -606,3 +606,31 @@ def test_a_policy_named_by_hub_id_without_a_revision_is_warned_with_the_cached_c
         "Qwen/Qwen2.5-Math-1.5B", None)
     assert unpinned_hub_model("Qwen/Qwen2.5-Math-1.5B", "4a83ca6e") is None
     assert unpinned_hub_model("testbed", None) is None and unpinned_hub_model(str(tmp_path), None) is None
+
+
+def test_a_data_or_held_out_file_moved_with_its_content_kept_reruns_nothing(tmp_path):
+    """The data file and every eval.sets file are hashed by content, yet their paths were in the keys too: moving a
+    data folder (or renaming a file) reran every stage from ingest on. A path now enters by its suffix alone (which
+    picks the reader); a changed suffix or content still reruns."""
+    from saerl.sweep import planned_run_keys
+
+    rows = "".join(f'{{"question": "What is {i}+1?", "answer": "{i + 1}"}}\n' for i in range(6))
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "train.jsonl").write_text(rows)
+        (tmp_path / folder / "held.jsonl").write_text(rows[:40])
+
+    def keys(folder: str, train: str = "train.jsonl", edit: str = "") -> dict[str, str]:
+        if edit:
+            (tmp_path / folder / train).write_text(rows + edit)
+        return planned_run_keys(load_config(None, [
+            "data.source=file", f"data.path={tmp_path / folder / train}", "score.difficulty_source=measured",
+            f"eval.sets.held={{path: {tmp_path / folder / 'held.jsonl'}, prompt: question}}"]))
+
+    moved = keys("b")
+    assert moved == keys("a") and {"ingest", "extract", "label", "evaluate"} <= set(moved)
+    (tmp_path / "b" / "renamed.jsonl").write_text(rows)
+    assert keys("b", "renamed.jsonl") == moved
+    (tmp_path / "b" / "train.csv").write_text("question,answer\n" + "".join(f"What is {i}+1?,{i + 1}\n" for i in range(6)))
+    assert keys("b", "train.csv")["ingest"] != moved["ingest"]  # another reader
+    assert keys("b", edit='{"question": "What is 9+1?", "answer": "10"}\n')["ingest"] != moved["ingest"]
