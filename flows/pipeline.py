@@ -22,7 +22,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from saerl.artifacts import ArtifactRef, ArtifactStore
+from saerl.artifacts import ArtifactRef, ArtifactStore, library_versions, version_drift
 from saerl.config import CODE_FIELDS, PipelineConfig, build_config, flatten, redacted, runs_outside_code
 from saerl.pipeline import (
     SHARDED,
@@ -277,6 +277,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
                       common_tags=sweep_tags(sweep["id"], label) if sweep else {},
                       common_params=(sweep.get("params") or {}) if sweep else {})
     refs: dict[str, ArtifactRef] = {}
+    installed = library_versions()  # what a reused artifact's build is compared with (version_drift)
 
     def tell(message: str) -> None:
         say(message, label)
@@ -327,7 +328,8 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         resumed = run["resumed"] if run["fanned"] else result.get("resumed", "")
         rec = StageRecord(stage=name, key=key, status="computed" if computed else "cached",
                           reason=explain(name, computed, sl, keys, previous, run["note"], waited,
-                                         resumed),
+                                         resumed, drift="" if computed else version_drift(
+                                             ref.manifest().get("library_versions"), installed)),
                           config=sl, inputs=keys, code_version=code_version(stage),
                           seconds=seconds, bytes=store.size_bytes(stage, key), path=ref.path)
         record.stages[name] = rec

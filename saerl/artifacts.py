@@ -128,6 +128,22 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+# the libraries whose versions can move an artifact's numbers (saerl's own code is keyed by stage versions; prefect
+# and mlflow only run and record): a cached artifact built with others is reused, and its reason says so
+RESULT_LIBRARIES = ("torch", "transformers", "trl", "sae-lens", "zarr", "polars", "scikit-learn", "math-verify")
+
+
+def version_drift(built: dict[str, str] | None, now: dict[str, str]) -> str:
+    """The RESULT_LIBRARIES whose installed version differs from the one an artifact was built with, as text
+    ('torch 2.12.0 (now 2.13.0)'), '' when none does or the artifact recorded none. Library versions are in no key:
+    an upgrade would otherwise rebuild every artifact (the testbed LM's pretraining included), while most upgrades
+    change no number; the reason of a reused artifact says it instead. in: the artifact's manifest
+    library_versions, the installed ones (:func:`library_versions`); out: the text."""
+    built = built or {}
+    return ", ".join(f"{name} {built[name]} (now {now.get(name, 'not installed')})" for name in RESULT_LIBRARIES
+                     if name in built and built[name] != now.get(name))
+
+
 def build_machine() -> dict[str, str]:
     """Where an artifact is published, beside its library versions: float results of training depend on the
     machine too (the testbed LM rebuilt from one config and code on another session's machine came out another

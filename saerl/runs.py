@@ -303,7 +303,7 @@ def resumed_note(done: int, total: int) -> str:
 def explain(
     stage: str, computed: bool, config: dict[str, Any], inputs: dict[str, str],
     previous: Mapping[str, StageRecord], note: str = "", waited: float = 0.0, resumed: str = "",
-    code: str | None = None,
+    code: str | None = None, drift: str = "",
 ) -> str:
     """Why a stage was computed or reused, relative to the same stage run in an earlier run of the same config
     name. `previous`: {stage run: StageRecord} of earlier runs (:func:`previous_stage_runs`: the newest earlier
@@ -312,11 +312,13 @@ def explain(
     waited for another process building it; `resumed`: what a computed run that resumed an interrupted build reused
     (StageResult.resumed: :func:`resumed_note`, :func:`resumed_steps_note`), said first, before the rest of the
     reason; '' reads as a build from scratch; `code`: the stage's code version in this run (None: looked up,
-    :func:`current_code_version`), compared with the earlier run's (:func:`code_change`)."""
+    :func:`current_code_version`), compared with the earlier run's (:func:`code_change`); `drift`: for a reused
+    artifact, the libraries it was built with whose installed versions differ now (saerl.artifacts.version_drift)."""
     if not computed and waited:
         return f"cached: built by another process meanwhile (waited {waited:.0f} s for it)"
     if not computed:
-        return "cached: same code, inputs and config as a stored artifact"
+        return "cached: same code, inputs and config as a stored artifact" + (
+            f"; built with other library versions: {drift}" if drift else "")
     why = note or "computed: " + _changes(stage, config, inputs, previous, code)
     return f"computed: {resumed}; {why.removeprefix('computed: ')}" if resumed else why
 

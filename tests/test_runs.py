@@ -371,3 +371,19 @@ def test_a_record_whose_ids_would_leave_the_root_is_refused(tmp_path):
         path.write_text(json.dumps({**data, **change}))
         with pytest.raises(ValueError, match="is not readable .*plain names"):
             read_run(path)
+
+
+def test_a_reused_artifact_built_with_other_library_versions_says_so():
+    """Library versions are in no key (an upgrade would rebuild the testbed LM and everything after it), so a reused
+    artifact built with another torch or transformers was reused unsaid. Its reason names each library that moved;
+    one that only runs or records (prefect, mlflow) is not named."""
+    from saerl.artifacts import version_drift
+
+    built = {"torch": "2.12.0", "transformers": "5.25.0", "prefect": "3.4.0", "polars": "1.30.0"}
+    now = {"torch": "2.13.0", "transformers": "5.25.0", "prefect": "3.5.0"}
+    drift = version_drift(built, now)
+    assert drift == "torch 2.12.0 (now 2.13.0), polars 1.30.0 (now not installed)"
+    assert version_drift(built, built) == "" and version_drift(None, now) == ""
+    assert explain("extract", False, {}, {}, {}, drift=drift) == ("cached: same code, inputs and config as a stored "
+                                                                 f"artifact; built with other library versions: {drift}")
+    assert explain("extract", True, {}, {}, {}, drift=drift).startswith("computed: ")
