@@ -31,6 +31,7 @@ from saerl.pipeline import (
     fan_out_token,
     input_keys,
     quiet_libraries,
+    record_shards,
     resolve_upstream,
     stage_runs,
 )
@@ -59,6 +60,7 @@ from saerl.tracking import LABEL_SEP, TRACKED_FAILED, TRACKED_KILLED, Tracker, g
 from tasks.stage import plain_record, prepare_shards_task, shard_task, stage_options, stage_task
 
 log = logging.getLogger("saerl.flow")
+CLUSTER_TIMEOUT_S = 30  # how long asking an external Dask scheduler for its worker threads may take
 PARALLEL_STAGES = ("train", "heldout")  # stages whose runs (one per variant) run at once on Dask
 WAKE_S = 0.5  # how often the flow's thread wakes while it waits for a stage: how soon a Ctrl-C is seen
 PREFECT_FLOW_RUN_TAG = "prefect.flow_run_id"  # MLflow parent-run tag: the Prefect flow run the pipeline ran in
@@ -137,12 +139,33 @@ def as_done(futures: list[Any]) -> Iterator[Any]:
         yield f
 
 
+def shard_count(cfg: PipelineConfig) -> int:
+    """Shards a sharded stage fans out into: runtime.shards_per_worker per worker thread of the cluster. A LocalCluster
+    has runtime.workers single-thread workers; an external cluster (runtime.dask_address) is asked for its threads
+    at the fan-out: sized from runtime.workers (2 by default), a 16-worker cluster got 2 shards and left 14 workers
+    idle, and a node of one worker with N threads got one shard on one core (the nanny sets OMP_NUM_THREADS=1).
+    in: config; out: the count."""
+    if not cfg.runtime.dask_address:
+        return cfg.runtime.workers * cfg.runtime.shards_per_worker
+    from distributed import Client
+
+    with Client(cfg.runtime.dask_address, set_as_default=False, timeout=CLUSTER_TIMEOUT_S) as client:
+        threads = sum(client.nthreads().values())
+    if threads != cfg.runtime.workers:
+        log.info("the Dask cluster at %s has %d worker threads (runtime.workers=%d is read by a LocalCluster only): "
+                 "%d shards per sharded stage", cfg.runtime.dask_address, threads, cfg.runtime.workers,
+                 max(1, threads) * cfg.runtime.shards_per_worker)
+    return max(1, threads) * cfg.runtime.shards_per_worker
+
+
 def fan_out(args: dict[str, Any], n_shards: int, label: str | None = None) -> None:
     """Run a sharded stage's chunks as parallel shard tasks (on Dask workers); the stage task then publishes.
     The shards run under a new fan-out token (saerl.pipeline.fan_out_token); when the flow stops (Ctrl-C, SIGTERM)
     or a shard fails, the token is withdrawn, so the other shards end before their next chunk instead of running
-    on in the cluster's workers. `label`: a sweep run's, leading its printed line (:func:`say`)."""
+    on in the cluster's workers. What the shards ran and the fan-out's wall time are kept for the build's manifest
+    (saerl.pipeline.record_shards). `label`: a sweep run's, leading its printed line (:func:`say`)."""
     store, stage, key = ArtifactStore(args["root"]), args["stage"], args["key"]
+    started = time.time()
     prepared = prepare_shards_task.submit(**args, n_shards=n_shards)
     wait_awake(prepared)
     shards = prepared.result()
@@ -150,11 +173,11 @@ def fan_out(args: dict[str, Any], n_shards: int, label: str | None = None) -> No
     try:
         futures = [shard_task.with_options(task_run_name=f"{stage}-shard-{i}").submit(**args, chunk_ids=ids, token=token)
                    for i, ids in enumerate(shards)]
-        for f in as_done(futures):  # a failed shard is seen when it fails, not after the shards before it
-            f.result()
+        summaries = [f.result() for f in as_done(futures)]  # a failed shard is seen when it fails
     except BaseException:
         fan_out_token(store, stage, key, STOPPED_TOKEN)
         raise
+    record_shards(store, stage, key, summaries, time.time() - started)  # for the build's manifest and metrics
     say(f"[{stage}] {sum(map(len, shards))} chunks computed in {len(shards)} shards", label)
 
 
@@ -302,7 +325,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         fanned = not complete and stage in SHARDED and cfg.runtime.task_runner == "dask"
         resumed = ""  # a fanned stage's own task finds every chunk done (its shards ran them): build_sharded says
         if fanned:
-            future, resumed = build_sharded(store, args, cfg.runtime.workers * cfg.runtime.shards_per_worker,
+            future, resumed = build_sharded(store, args, shard_count(cfg),
                                             lambda: task.submit(**args, variant=variant, lock_held=True), label)
         else:
             future = task.submit(**args, variant=variant)

@@ -35,6 +35,7 @@ def task_runner(cfg: PipelineConfig) -> Any:
 
     if cfg.runtime.dask_address:
         return DaskTaskRunner(address=cfg.runtime.dask_address)
+    # dashboard on a free port: the scheduler serves HTTP even so, and two runs at once both took 8787 (a warning)
     return DaskTaskRunner(cluster_class="distributed.LocalCluster",
                           cluster_kwargs={"n_workers": cfg.runtime.workers, "threads_per_worker": 1,
-                                          "processes": True, "dashboard_address": None})
+                                          "processes": True, "dashboard_address": ":0"})

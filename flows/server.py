@@ -123,7 +123,7 @@ def prefect_server(root: Path, api_url: str | None = None, dask_address: str | N
         log.warning("runtime.dask_address=%s without runtime.prefect_api_url: this run's Prefect server listens on "
                     "127.0.0.1 and ends with the run, so workers on other machines cannot reach it, and the cluster's "
                     "long-lived workers stay bound to the first run's server (later runs' task runs go unrecorded, "
-                    "the workers log connection errors). The artifacts are not affected. Fix: run one `prefect server "
+                    "without an error on either side). The artifacts are not affected. Fix: run one `prefect server "
                     "start --host 0.0.0.0` the workers can reach and set runtime.prefect_api_url=http://HOST:4200/api",
                     dask_address)
     port = free_port()

@@ -559,9 +559,9 @@ class RuntimeConfig(Section):
     dask_address: str | None = Field(None, description="scheduler address of an existing Dask cluster")
     workers: int = Field(2, gt=0, description="parallel tasks: threads (local) or LocalCluster processes (dask)")
     shards_per_worker: int = Field(
-        1, gt=0, description="on Dask, extract and encode fan out into workers x this many shards (fixed lists of "
-        "chunks, dealt round-robin); above 1 the scheduler balances them across workers of unequal speed or a "
-        "cluster larger than runtime.workers, at the cost of one model load per extract shard (a worker keeps the SAE "
+        1, gt=0, description="on Dask, extract and encode fan out into this many shards per worker thread (fixed "
+        "lists of chunks, dealt round-robin; a LocalCluster has runtime.workers single-thread workers, an external "
+        "cluster is asked for its threads); above 1 the scheduler balances them across workers of unequal speed, at the cost of one model load per extract shard (a worker keeps the SAE "
         "it loaded, on its device, for its next encode shard: a few hundred MB of a GPU for a 16k-feature SAE of a 1.5B "
         "model)")
     prefect_api_url: str | None = Field(None, description="use this Prefect server instead of starting one")

@@ -591,6 +591,8 @@ def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
     def compute(build: Build) -> None:
         before = chunk_records(build.path)  # finished chunks of an interrupted build this one resumes
         metrics.update(RUNNERS[stage](cfg, upstream, build, **(variant or {})))
+        if stage in SHARDED:  # a fan-out's shards ran its chunks: their work, not this run's publish, is the build
+            metrics.update(shard_notes(build))
         build.note(metrics=metrics)
         after = chunk_records(build.path)  # publishing removes the chunk log: read now
         resumed["note"] = str(build.notes.get(RESUMED) or resumed_note(reused_chunks(before, after), len(after)))
@@ -763,6 +765,35 @@ def shard_wanted(chunk_log: ChunkLog, token: str | None) -> Callable[[], bool]:
         except FileNotFoundError:
             return False
     return wanted
+
+
+SHARD_RUNS = "shards.json"  # in a sharded build's chunk log folder: what its last fan-out's shards ran (record_shards)
+
+
+def record_shards(store: ArtifactStore, stage: str, key: str, summaries: list[dict[str, Any]], seconds: float) -> None:
+    """Keep what a fan-out's shards ran (their summaries: chunks_run, n_tokens, seconds) and its wall time in the
+    build's chunk log folder, for the stage's own run to fold into its manifest and metrics (:func:`shard_notes`):
+    that run finds every chunk done, so it measured a build of ~0 s and no throughput. in: store, stage, key, the
+    shards' returned summaries, the fan-out's wall seconds."""
+    record = {"seconds": round(seconds, 3), "shards": summaries}
+    write_file_atomic(store.begin(stage, key).chunks.folder / SHARD_RUNS,
+                      lambda tmp: tmp.write_text(json.dumps(record, default=str)))
+
+
+def shard_notes(build: Build) -> dict[str, float]:
+    """What the shards of the build's fan-out ran (:func:`record_shards`), folded into the build: its manifest's
+    `shards` note (count, chunks run, tokens, wall seconds) and its `seconds` (from the fan-out's start, not the stage
+    run's, which only published); out: the metrics that say it (shard_chunks_run, and tokens_per_s over the fan-out's
+    wall time: the cluster's throughput), {} when no fan-out ran for this build."""
+    path = build.chunks.folder / SHARD_RUNS
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text())
+    shards, wall = record["shards"], float(record["seconds"])
+    chunks, tokens = (sum(int(s.get(k, 0)) for s in shards) for k in ("chunks_run", "n_tokens"))
+    build.note(shards={"n": len(shards), "chunks_run": chunks, "n_tokens": tokens, "seconds": wall},
+               started=float(build.notes.get("started", time.time())) - wall)
+    return {"shard_chunks_run": float(chunks), **({"tokens_per_s": round(tokens / wall, 1)} if wall > 0 else {})}
 
 
 def run_shard(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef], key: str,

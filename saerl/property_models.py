@@ -5,6 +5,7 @@ from :class:`ScoreConfig`."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MaxAbsScaler, StandardScaler, normalize
 
 from saerl.config import ScoreConfig
+
+# joblib in a Dask worker (a daemon process) runs a process-backed n_jobs serially and says so in seven lines, twice
+# a score stage; the elastic nets' own threads (prefer="threads") run all the same
+warnings.filterwarnings("ignore", message="Inside a Dask worker with daemon=True", category=UserWarning)
 
 WEIGHT_BLOCK_NNZ = 1 << 22  # stored values TF-IDF-weighted at a time (a 32 MB float64 temporary)
 PREDICT_BLOCK_ROWS = 1 << 16  # rows per predict call when scoring the whole pool

@@ -362,6 +362,19 @@ def code_change(stage: str, old: str, new: str) -> str:
     return "code changed: " + ", ".join(parts)
 
 
+DROPPED_SHOWN = 3  # fields a stage's code no longer reads, named in a recompute's reason before 'and N more'
+
+
+def declared_read(stage: str, field: str) -> bool:
+    """Whether this code's stage (of a stage run's name) declares reading `field` (saerl.stages reads prefixes),
+    under some config. in: stage run name, dotted field; out: bool."""
+    from saerl.config import under
+    from saerl.stages import STAGES
+
+    name = stage_of(stage)
+    return name in STAGES and under(field, STAGES[name].reads)
+
+
 def _changes(stage: str, config: dict[str, Any], inputs: dict[str, str], previous: Mapping[str, StageRecord],
              code: str | None = None) -> str:
     """What differs from the stage run's newest earlier run (:func:`explain`): the stage's code version, changed config
@@ -375,11 +388,16 @@ def _changes(stage: str, config: dict[str, Any], inputs: dict[str, str], previou
     new_code = current_code_version(stage) if code is None else code
     old_code = earlier_code_version(prev)
     changed_fields = _diff_dicts(prev.config, config)
+    dropped = [k for k in changed_fields if k not in config and not declared_read(stage, k)]
+    changed_fields = [k for k in changed_fields if k not in dropped]
     changed_inputs = _diff_dicts(prev.inputs, inputs)
     change = code_change(stage, old_code, new_code)
     parts = [change] if change else []
     if changed_fields:
         parts.append("config changed: " + ", ".join(field_change(k, prev.config, config) for k in changed_fields))
+    if dropped:  # the stage's new code reads fewer fields: named in brief, not one '(not read ...)' each
+        more = f" and {len(dropped) - DROPPED_SHOWN} more" if len(dropped) > DROPPED_SHOWN else ""
+        parts.append(f"fields this stage no longer reads: {', '.join(dropped[:DROPPED_SHOWN])}{more}")
     if changed_inputs:
         parts.append("input changed: " + ", ".join(changed_inputs))
     if not parts:

@@ -45,8 +45,18 @@ def test_dask_fan_out_matches_in_process(prefect_api, tmp_path, capsys):
     trains = [s for s in dask_runs if s.startswith("train:")]
     assert sorted(trains) == ["train:saerl:0", "train:saerl:1", "train:vanilla:0", "train:vanilla:1"]
     assert all(dask_runs[s]["status"] == "computed" for s in trains) and dask_runs["evaluate"]["status"] == "computed"
+    heldouts = [s for s in dask_runs if s.startswith("heldout:")]  # one evaluation per policy, side by side too
+    assert len(heldouts) == 6 and all(dask_runs[s]["status"] == "computed" for s in heldouts)
     out = capsys.readouterr().out
     assert "[extract] 8 chunks computed in 4 shards" in out  # 120 prompts / 16 a chunk, 2 workers x 2 shards
+    # the build's manifest and metrics say what the shards ran: the stage task that publishes found every chunk
+    # done, and recorded a build of ~0 s and no throughput
+    import json
+
+    manifest = json.loads((Path(dask_runs["extract"]["path"]) / "manifest.json").read_text())
+    assert manifest["shards"]["n"] == 4 and manifest["shards"]["chunks_run"] == 8
+    assert manifest["seconds"] >= manifest["shards"]["seconds"] > 0
+    assert manifest["metrics"]["tokens_per_s"] > 0 and manifest["metrics"]["shard_chunks_run"] == 8
     for stage, store in (("extract", "activations.zarr"), ("encode", "codes.zarr")):
         local = _arrays(Path(records["local"]["stages"][stage]["path"]) / store)
         dask = _arrays(Path(records["dask"]["stages"][stage]["path"]) / store)
@@ -54,3 +64,17 @@ def test_dask_fan_out_matches_in_process(prefect_api, tmp_path, capsys):
         for name in local:
             np.testing.assert_array_equal(local[name], dask[name], err_msg=f"{stage}:{name}")
         assert records["local"]["stages"][stage]["key"] == records["dask"]["stages"][stage]["key"]
+
+
+def test_an_external_cluster_gets_a_shard_per_worker_thread():
+    """Sized from runtime.workers (2 by default), an external cluster of one worker with 3 threads got 2 shards (and
+    a 16-worker one 2, leaving 14 idle): the scheduler is asked for its worker threads."""
+    from distributed import LocalCluster
+
+    from flows.pipeline import shard_count
+
+    with LocalCluster(n_workers=1, threads_per_worker=3, processes=False, dashboard_address=":0") as cluster:
+        cfg = load_config(SMOKE, ["runtime.task_runner=dask", f"runtime.dask_address={cluster.scheduler_address}",
+                                  "runtime.shards_per_worker=2"])
+        assert shard_count(cfg) == 6
+    assert shard_count(load_config(SMOKE, ["runtime.workers=3", "runtime.shards_per_worker=2"])) == 6

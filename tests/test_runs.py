@@ -387,3 +387,20 @@ def test_a_reused_artifact_built_with_other_library_versions_says_so():
     assert explain("extract", False, {}, {}, {}, drift=drift) == ("cached: same code, inputs and config as a stored "
                                                                  f"artifact; built with other library versions: {drift}")
     assert explain("extract", True, {}, {}, {}, drift=drift).startswith("computed: ")
+
+
+def test_fields_a_stages_new_code_no_longer_reads_are_named_in_brief():
+    """When a stage's code stopped reading fields (the evaluate stage, once held-out generation moved to the heldout
+    stage, dropped 21), its reason listed each as '(not read under this config)', a paragraph long. They are named
+    in brief; a field the stage still declares but does not read under this config keeps its own words."""
+    prev = {"evaluate": StageRecord(stage="evaluate", key="k", status="computed", reason="",
+                                    config={"eval.ci_level": 0.95, "eval.batch_size": 64, "data.answer": "a",
+                                            "data.id": None, "eval.temperature": 1.0},
+                                    inputs={}, code_version="18+verify3")}
+    why = explain("evaluate", True, {"eval.ci_level": 0.95}, {}, prev, code="19")
+    assert why == ("computed: code changed: evaluate version 18 -> 19, verifier version 3 -> none; fields this stage "
+                   "no longer reads: data.answer, data.id, eval.batch_size and 1 more")
+    prev["sae"] = StageRecord(stage="sae", key="k", status="computed", reason="", config={"sae.l1_coefficient": 5.0},
+                              inputs={}, code_version="3")
+    assert explain("sae", True, {}, {}, prev, code="3") == \
+        "computed: config changed: sae.l1_coefficient (not read under this config)"
