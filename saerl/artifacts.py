@@ -148,7 +148,8 @@ def build_machine() -> dict[str, str]:
     """Where an artifact is published, beside its library versions: float results of training depend on the
     machine too (the testbed LM rebuilt from one config and code on another session's machine came out another
     model). cpu: the processor's model name; torch_cpu: the vector unit torch's kernels use (AVX2, AVX512, ...),
-    when this process has imported torch; cuda: the GPU's name, when this process has started CUDA. The publishing
+    when this process has imported torch, and torch_threads, its CPU thread count (a Dask worker's 1 thread and a
+    laptop's 2 give one key float results apart in the last bits); cuda: the GPU's name, when this process has started CUDA. The publishing
     process's: a sharded stage's chunks may have been computed on other Dask workers. Never fails a publish (torch
     half-imported in another thread is left out)."""
     out = {"cpu": _cpu_model()}
@@ -156,6 +157,7 @@ def build_machine() -> dict[str, str]:
     try:
         if torch is not None:
             out["torch_cpu"] = str(torch.backends.cpu.get_cpu_capability())
+            out["torch_threads"] = str(torch.get_num_threads())  # CPU float sums move in the last bits with it
             if torch.cuda.is_initialized():
                 out["cuda"] = torch.cuda.get_device_name()
     except Exception:  # noqa: BLE001 - provenance only: a module mid-import has no backends yet

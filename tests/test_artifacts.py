@@ -26,6 +26,7 @@ def test_build_publishes_with_manifest(tmp_path):
     assert m["rows"] == 2 and m["inputs"] == {"x": "1"} and set(m["files"]) == {"a.txt", "sub/b.bin"}
     assert "torch" in m["library_versions"]
     assert m["machine"]["cpu"] and m["machine"]["torch_cpu"] == torch.backends.cpu.get_cpu_capability()
+    assert m["machine"]["torch_threads"] == str(torch.get_num_threads())
     assert not store.partial_path("s", "k1").exists()
     ref2, computed2 = store.ensure("s", "k1", lambda b: pytest.fail("must not recompute"))
     assert not computed2 and ref2 == ref
