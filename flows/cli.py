@@ -31,6 +31,8 @@ RUN_EPILOG = (  # `saerl run --help`: override values are YAML, lists included (
 
 USER_ERRORS = (ValueError, OSError)  # what main prints as one line, `saerl: error: ...` (a config, data or path
 # problem whose message names the fix)
+RESUME_HINT = ("saerl: the run failed (traceback above; `saerl status` names the stage); every finished stage and "
+               "chunk is kept, so once the cause is fixed the same command resumes where it stopped")
 PREFECT_CRASH = "Crash detected!"  # how Prefect's flow engine starts the line it logs when a flow run ends abruptly
 PREFECT_INTERRUPT = "Execution was aborted by an interrupt signal."  # its cause on Ctrl-C (prefect.states)
 PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # where Prefect logs a failed task or flow run
@@ -271,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run the pipeline on the embedded default (configs/demo.yaml)")
     d.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     d.add_argument("--root", help="artifact root (default: runtime.artifact_root of the demo config)")
-    d.set_defaults(fn=cmd_demo)
+    d.set_defaults(fn=cmd_demo, runs_stages=True)
 
     r = sub.add_parser("run", help="run the pipeline for a config file",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RUN_EPILOG)
@@ -279,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     r.add_argument("--until", help="stop after this stage")
     r.add_argument("--root", help="artifact root (default: runtime.artifact_root of the config)")
-    r.set_defaults(fn=cmd_run)
+    r.set_defaults(fn=cmd_run, runs_stages=True)
 
     a = sub.add_parser(
         "ablate", help="run a grid of settings as child runs of one ablation flow; ends in a table",
@@ -300,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--until", metavar="STAGE", help="stop every child after this stage (no accuracy table before evaluate)")
     a.add_argument("--root", help="artifact root (default: runtime.artifact_root of the config); the table is kept "
                    "under ROOT/sweeps/")
-    a.set_defaults(fn=cmd_ablate, late_overrides=[])
+    a.set_defaults(fn=cmd_ablate, late_overrides=[], runs_stages=True)
 
     i = sub.add_parser("ingest", help="check a data set: kept/rejected summary and both tables")
     i.add_argument("file", help="jsonl / parquet / csv file or HF save_to_disk folder")
@@ -449,6 +451,10 @@ def main(argv: list[str] | None = None) -> int:
         return user_error(err, args.verbose)  # another pipe (a worker's, a subprocess's): the command failed
     except USER_ERRORS as err:  # OSError: a path that cannot be read or written, named in the message
         return user_error(err, args.verbose)
+    except Exception:  # a stage failed another way (a bug, a Dask worker lost for good): its traceback, then what
+        if getattr(args, "runs_stages", False):  # the user can do about the run
+            print(RESUME_HINT, file=sys.stderr, flush=True)
+        raise
     finally:
         from saerl.pipeline import stop_verifier
 

@@ -137,6 +137,28 @@ def test_prefects_run_loggers_keep_a_user_errors_line_but_not_its_traceback():
     _setup_logging(False)
 
 
+def test_a_run_that_fails_unexpectedly_says_it_resumes_after_its_traceback(monkeypatch, capsys):
+    """A stage failing with an error that is no user error (a bug, a Dask worker lost for good) ended in a bare
+    traceback, twice as long on Dask, with nothing on what to do; a Ctrl-C said the same command resumes. Now the
+    traceback stays and one line after it says so; commands that run no stage add nothing."""
+    import types
+
+    from distributed.scheduler import KilledWorker
+
+    import flows.cli as cli
+
+    def fail(_args):
+        raise KilledWorker("extract-shard-1", "tcp://10.0.0.2:4001", 3)
+
+    for runs_stages in (True, False):
+        monkeypatch.setattr(cli, "parse_args", lambda argv=None, r=runs_stages: types.SimpleNamespace(
+            verbose=False, fn=fail, runs_stages=r))
+        with pytest.raises(KilledWorker):
+            cli.main([])
+        assert (cli.RESUME_HINT in capsys.readouterr().err) is runs_stages
+    assert "the same command resumes" in cli.RESUME_HINT
+
+
 def test_output_cut_short_by_its_reader_is_not_an_error():
     """`saerl report | head` ended with "saerl: error: [Errno 32] Broken pipe" and exit status 2."""
     script = ("import sys, types, flows.cli as c\n"
