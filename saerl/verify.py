@@ -104,7 +104,18 @@ NORMALIZE_BLOCK = 2048  # gold answers per pool batch when normalizing many: the
 # 429 MB in 5 s (eight workers of a raised verify_timeout_s: gigabytes beside a training run); past it sympy's
 # allocation fails and the task ends as an "error" (a MemoryError, as any other failure of the verifier)
 WORKER_MEMORY_HEADROOM_MB = 1024
-MAX_WORKERS = max(1, min(8, os.cpu_count() or 1))  # sympy's LaTeX parser is ~30 ms per answer: use the cores
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity (a container's cpuset, a batch job's or a pinned Dask worker's
+    share), else the machine's count: os.cpu_count() alone gave a process pinned to 2 of 64 cores 8 workers."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
+MAX_WORKERS = max(1, min(8, usable_cpus()))  # sympy's LaTeX parser is ~30 ms per answer: use the cores
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 _WORKER_CMD = "import sys; from saerl.verify import _worker_main; _worker_main(int(sys.argv[1]))"
 

@@ -1000,7 +1000,7 @@ def test_a_fraction_in_words_whose_decimal_ends_is_judged_in_process(completion,
 # sha256 of saerl/verify.py for each verify.VERSION it was reviewed under
 REVIEWED_SOURCES = {"1": "389ac05f766a6a00cea8b6d6f4d02b71143480dec72fa24d31b18fccc754e926",
                     "2": "767bddca5d3066e1d9bf396331b0fcaf2d865914b669bf992581e27fb8a90984",
-                    "3": "a2d6bb0341d0c426462dcc05d3b3dd2894cdfaa8ca48f45d392ac914eec826df"}
+                    "3": "f00f357d49de521807300feaa857fc74f449dad57b12b73750d2f2cd0a24518c"}
 
 
 def test_a_change_of_verify_py_is_reviewed_for_its_version():
@@ -1048,3 +1048,15 @@ def test_golds_normalized_in_blocks_come_back_in_order(monkeypatch):
     monkeypatch.setattr(V, "NORMALIZE_BLOCK", 2)
     assert [(r.status, r.text) for r in V.normalize_answers(golds, 5.0)] == whole
     assert whole[0] == whole[5] == ("ok", "\\frac{1}{2}")
+
+
+def test_the_worker_pool_is_sized_by_the_cpus_the_process_may_use(monkeypatch):
+    """os.cpu_count() counts the machine's cores: a process pinned to 2 of 64 (a container's cpuset, a batch job) got
+    8 verifier workers. Its affinity sizes the pool; the machine's count only where there is no affinity."""
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert V.usable_cpus() == 2
+    monkeypatch.delattr(os, "sched_getaffinity")
+    assert V.usable_cpus() == 64
