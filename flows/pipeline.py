@@ -22,7 +22,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from saerl.artifacts import ArtifactRef, ArtifactStore, library_versions, version_drift
+from saerl.artifacts import ArtifactRef, ArtifactStore, library_versions, read_manifest, version_drift
 from saerl.config import CODE_FIELDS, PipelineConfig, build_config, flatten, redacted, runs_outside_code
 from saerl.pipeline import (
     SHARDED,
@@ -352,7 +352,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         rec = StageRecord(stage=name, key=key, status="computed" if computed else "cached",
                           reason=explain(name, computed, sl, keys, previous, run["note"], waited,
                                          resumed, drift="" if computed else version_drift(
-                                             ref.manifest().get("library_versions"), installed)),
+                                             read_manifest(Path(ref.path)).get("library_versions"), installed)),
                           config=sl, inputs=keys, code_version=code_version(stage),
                           seconds=seconds, bytes=store.size_bytes(stage, key), path=ref.path)
         record.stages[name] = rec
