@@ -43,8 +43,8 @@ from saerl.pipeline import StageResult, resolve_upstream, run_all, stage_runs
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ["runtime.progress=false", "tracking.enabled=false"]  # timings without progress bars or MLflow
-MIX_RATIOS = (0.5, 0.0, 0.1, 0.3)
-CI_LEVELS = (0.95, 0.9)  # eval.ci_level values the comparison-setting rerun tries, the first that differs  # curriculum.mix_ratio values the rerun and the sweep try, in this order
+MIX_RATIOS = (0.5, 0.0, 0.1, 0.3)  # curriculum.mix_ratio values the rerun and the sweep try, in this order
+CI_LEVELS = (0.95, 0.9)  # eval.ci_level values the comparison-setting rerun tries: the first that differs
 SWEEP_N = {True: 2, False: 3}  # settings in the sweep: --quick, full
 HEAVY_IMPORTS = ("torch", "transformers", "sklearn", "sae_lens.training.sae_trainer", "trl.trainer.grpo_trainer",
                  "saerl.testbed", "saerl.activations", "saerl.sae", "saerl.scoring", "saerl.rl", "saerl.evaluate")

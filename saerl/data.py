@@ -478,6 +478,17 @@ def _csv_error_line(path: Path) -> str:
     return ""
 
 
+def _polars_names(header: list[str]) -> list[str]:
+    """A csv header's column names as polars names them: a repeated name gets '_duplicated_<n>' (the first stays), so
+    a file read by :func:`_read_csv_python` maps its fields as one polars reads does. in: the header; out: names."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in header:
+        out.append(name if name not in seen else f"{name}_duplicated_{seen[name]}")
+        seen[name] = seen.get(name, -1) + 1
+    return out
+
+
 def _read_csv_python(path: Path) -> LoadedTable:
     """A csv file polars refused though Python's csv reader reads it: a quote inside an unquoted field (an inch
     mark, 'A 5" nail'), which polars takes as the start of a quoted run and Python's reader (and spreadsheets) as a
@@ -490,7 +501,7 @@ def _read_csv_python(path: Path) -> LoadedTable:
     try:
         with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
             reader = csv.reader(fh)
-            header = next(reader, [])
+            header = _polars_names(next(reader, []))
             lines, began = [], reader.line_num + 1  # each record with the line it begins on
             for rec in reader:
                 lines.append((began, rec))

@@ -163,10 +163,10 @@ def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple
     return [(s, tuple(i for i in STAGES[s].inputs if reads(s, i))) for s in stages]
 
 
-CHAT_READERS = ("label", "train", "heldout")
+CHAT_READERS = ("label", "train", "heldout")  # stages that prompt the policy through its chat template
 # the stages that read the held-out sets (the learning curve while training, each policy's evaluation): their keys
 # hash the files (evaluate reads the sets' prompts from the heldout artifacts: saerl.runners.HELDOUT_SETS)
-HELD_OUT_READERS: tuple[str, ...] = ("train", "heldout")  # stages that prompt the policy through its chat template
+HELD_OUT_READERS: tuple[str, ...] = ("train", "heldout")
 
 
 def check_model(name: str, field: str, chat: bool) -> None:
@@ -591,8 +591,9 @@ def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
     def compute(build: Build) -> None:
         before = chunk_records(build.path)  # finished chunks of an interrupted build this one resumes
         metrics.update(RUNNERS[stage](cfg, upstream, build, **(variant or {})))
-        if stage in SHARDED:  # a fan-out's shards ran its chunks: their work, not this run's publish, is the build
-            metrics.update(shard_notes(build))
+        if stage in SHARDED and not take_lock:  # the flow fanned it out (and holds its lock): the shards' work,
+            metrics.update(shard_notes(build))  # not this run's publish, is the build; else a fan-out's leftover
+            # record (one whose stage run never published) is not this build's
         build.note(metrics=metrics)
         after = chunk_records(build.path)  # publishing removes the chunk log: read now
         resumed["note"] = str(build.notes.get(RESUMED) or resumed_note(reused_chunks(before, after), len(after)))

@@ -57,7 +57,7 @@ BUILD_SECONDS = "build_seconds"  # what building the stage run's artifact took (
 WORK_SECONDS = "work_seconds"  # a stage's own 'seconds' metric (the sae stage's SAE training, the encode stage's
 # encoding of the chunks its build ran), renamed so it never lands on the wall time 'seconds' at the same step
 INPUT_TAG = "saerl.input."  # + input name: a stage run's tag holding that input's key or value (StageRecord.inputs)
-VARIANT_INPUTS = ("arm", "seed")  # the inputs naming a training run's variant (saerl.pipeline.train_variants): also
+VARIANT_INPUTS = ("arm", "seed")  # the inputs naming a training run's or held-out evaluation's variant (saerl.pipeline.VARIANTS): also
 # logged as params of those names, so MLflow's compare view can group runs by them
 PACKAGE_DIR = Path(__file__).resolve().parent  # the saerl package's folder: its git commit is the code's
 GIT_TIMEOUT_S = 5  # the longest a git call may take before the commit / dirty tags read 'unknown'

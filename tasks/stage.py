@@ -44,7 +44,7 @@ def artifact_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> s
 @task(cache_key_fn=artifact_cache_key, persist_result=True, result_serializer=RESULT_SERIALIZER, retries=0)
 def stage_task(stage: str, key: str, root: str, config: dict[str, Any], upstream: dict[str, dict[str, str]],
                variant: dict[str, Any] | None = None, lock_held: bool = False) -> dict[str, Any]:
-    """Build or reuse one stage's artifact (for train: one {arm, seed} run); returns its reference and
+    """Build or reuse one stage's artifact (for train and heldout: one {arm, seed} run); returns its reference and
     metrics as a small dict. lock_held: the flow holds the key's build lock for this task (a sharded stage it
     fanned out), so the task builds without taking it."""
     cfg = build_config(config)

@@ -359,3 +359,15 @@ def test_an_answer_that_is_no_finite_number_says_so(tmp_path: Path) -> None:
     inf = res.rejected.filter(pl.col("row") == 1).row(0, named=True)
     assert (inf["value"], inf["detail"]) == ("inf", "not a finite number (inf)")
     assert res.rejected.filter(pl.col("row") == 2)["detail"].to_list() == [None], "NaN is a missing cell"
+
+
+def test_a_repeated_csv_header_maps_alike_whichever_reader_reads_the_file(tmp_path):
+    """Python's csv reader (the fallback for a file polars refuses) kept the last of two 'question' columns, polars
+    the first: the same mapping read another prompt by whether a row held an inch mark."""
+    plain = tmp_path / "plain.csv"
+    plain.write_bytes(b"question,question,answer\nFirst 1+1?,Second,2\nFirst 2+2?,Second,4\n")
+    inch = tmp_path / "inch.csv"
+    inch.write_bytes(b'question,question,answer\nFirst 1+1?,Second,2\nA 5" nail plus 2?,Second,7\n')
+    cfg = DataConfig(prompt="question", answer="answer")
+    assert D.ingest(cfg, plain).kept["prompt"].to_list() == ["First 1+1?", "First 2+2?"]
+    assert D.ingest(cfg, inch).kept["prompt"].to_list() == ["First 1+1?", 'A 5" nail plus 2?']
