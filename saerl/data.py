@@ -1360,6 +1360,7 @@ def _reason_hint(cfg: DataConfig, reason: str, lines: list[dict[str, Any]], n_ro
             "one that is: --answer F (saerl ingest) or data.answer=F (config), a nested field with a dotted "
             "path (data.answer=reward_model.ground_truth)"),
         STRUCT_ANSWER: f"were rejected as {reason}: {first}",
+        TEMPLATE_ERROR: f"were rejected as {reason}: {first}",  # the detail names the template, the field, the fix
         LIST_ANSWER: f"were rejected as {reason}: {first}",
         EMPTY_ANSWER: (f"have an empty answer in field '{name}': check that --answer (saerl ingest) or "
                        "data.answer (config) names the gold answer field"),

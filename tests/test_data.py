@@ -279,6 +279,7 @@ def test_a_template_format_spec_that_does_not_fit_one_row_rejects_that_row_alone
     (row, fld, why, value, detail), = res.rejected.select("row", "field", "reason", "value", "detail").rows()
     assert (row, fld, why, value) == (1, "n", D.TEMPLATE_ERROR, "x")
     assert re.search(r"prompt template 'Count \{n:d\}' cannot format field 'n'.*Unknown format code.*plain", detail)
+    assert f"hint: 1 of 3 rows (33%) were rejected as template error: {detail}" in D.summarize(res)
 
 
 def test_an_empty_template_field_is_a_missing_field_not_a_prompt_without_it(tmp_path):
