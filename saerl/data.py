@@ -457,30 +457,34 @@ def _read_json_array(path: Path) -> LoadedTable:
     return LoadedTable(records, rows, issues, len(items))
 
 
-def _csv_error_line(path: Path) -> str:
-    """Where Python's strict csv reader first fails on a file polars could not parse ('line 3: unexpected end
-    of data'), or '' when it reads the whole file (polars refused it for a quote inside an unquoted field, which
-    Python's reader takes as a plain character: :func:`_read_csv_python`)."""
+def _python_csv(path: Path) -> tuple[list[tuple[int, list[str]]], str]:
+    """A csv file polars could not parse, read once by Python's strict csv reader: each record (the header first)
+    with the line it begins on, and '' when the whole file reads; else no records and where the reader failed ('line
+    3: unexpected end of data'; an unclosed quote fails at the file's end, so the record's first line is named).
+    Python's reader takes a quote inside an unquoted field (an inch mark, 'A 5" nail') as a plain character, as
+    spreadsheets do, where polars opens a quoted run and refuses the file. in: the path; out: (records, error)."""
     limit = csv.field_size_limit()
     csv.field_size_limit(sys.maxsize)  # a long field is no error here (polars reads it); the limit came first
+    records: list[tuple[int, list[str]]] = []
     try:
-        with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+        with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
             reader = csv.reader(fh, strict=True)
-            began = 1  # the line the record being read began on: an unclosed quote fails at the file's end
+            began = 1  # the line the record being read began on
             try:
-                for _ in reader:
+                for rec in reader:
+                    records.append((began, rec))
                     began = reader.line_num + 1
             except csv.Error as e:
                 where = f"line {began}" if began == reader.line_num else f"the record that begins on line {began}"
-                return f"{where}: {e}"
+                return [], f"{where}: {e}"
     finally:
         csv.field_size_limit(limit)
-    return ""
+    return records, ""
 
 
 def _polars_names(header: list[str]) -> list[str]:
     """A csv header's column names as polars names them: a repeated name gets '_duplicated_<n>' (the first stays), so
-    a file read by :func:`_read_csv_python` maps its fields as one polars reads does. in: the header; out: names."""
+    a file read by :func:`_csv_table` maps its fields as one polars reads does. in: the header; out: names."""
     seen: dict[str, int] = {}
     out = []
     for name in header:
@@ -489,29 +493,17 @@ def _polars_names(header: list[str]) -> list[str]:
     return out
 
 
-def _read_csv_python(path: Path) -> LoadedTable:
-    """A csv file polars refused though Python's csv reader reads it: a quote inside an unquoted field (an inch
-    mark, 'A 5" nail'), which polars takes as the start of a quoted run and Python's reader (and spreadsheets) as a
-    plain character. Read as :func:`_read_csv` reads (every column as text, undecodable bytes replaced and the row
+def _csv_table(records: list[tuple[int, list[str]]]) -> LoadedTable:
+    """The table of a csv file read by Python's reader (:func:`_python_csv`: records with their first lines, the
+    header first), read as :func:`_read_csv` reads (every column as text, undecodable bytes replaced and the row
     flagged, a blank line no row); a row with more fields than the header is a 'too many fields' issue and is not
-    kept, one with fewer is padded with nulls, and an empty field is null, as polars reads it. in: the path; out:
+    kept, one with fewer is padded with nulls, and an empty field is null, as polars reads it. in: the records; out:
     the table."""
-    limit = csv.field_size_limit()
-    csv.field_size_limit(sys.maxsize)
-    try:
-        with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
-            reader = csv.reader(fh)
-            header = _polars_names(next(reader, []))
-            lines, began = [], reader.line_num + 1  # each record with the line it begins on
-            for rec in reader:
-                lines.append((began, rec))
-                began = reader.line_num + 1
-    finally:
-        csv.field_size_limit(limit)
+    header = _polars_names(records[0][1] if records else [])
     width, fix = len(header), 'an unquoted comma splits a field; quote the whole field that holds it, e.g. "Add 2, 3"'
-    records = [(line, rec) for line, rec in lines if rec]  # a blank line is no row
+    rows_read = [(line, rec) for line, rec in records[1:] if rec]  # a blank line is no row
     issues, kept, rows = [], [], []
-    for row, (line, rec) in enumerate(records):
+    for row, (line, rec) in enumerate(rows_read):
         if len(rec) > width:
             issues.append(_issue(row, "", EXTRA_FIELDS, f"line {line}: {len(rec)} fields for {width} columns ({fix}): "
                                  + ",".join(rec)))
@@ -521,7 +513,7 @@ def _read_csv_python(path: Path) -> LoadedTable:
         kept.append(values)
         rows.append(row)
     frame = pl.DataFrame({name: [r[name] for r in kept] for name in header}, schema=dict.fromkeys(header, pl.String))
-    return LoadedTable(frame, rows, sorted(issues, key=lambda i: i["row"]), len(records))
+    return LoadedTable(frame, rows, sorted(issues, key=lambda i: i["row"]), len(rows_read))
 
 
 def _csv_field_counts(records: list[tuple[int, str]]) -> list[int]:
@@ -589,13 +581,14 @@ def _read_csv(path: Path) -> LoadedTable:
     """All columns as text (labels are parsed later); undecodable bytes are replaced and the row flagged; a row
     with more fields than the header is a 'too many fields' issue and is not kept; a blank line is no row (rows
     after it are numbered as if it were not there). A file polars cannot parse is read by Python's csv reader
-    where that reads it (a quote inside an unquoted field: :func:`_read_csv_python`); one neither can (an unclosed
+    where that reads it (a quote inside an unquoted field: :func:`_python_csv`); one neither can (an unclosed
     quote) raises IngestError naming the first bad line."""
     try:
         frame = pl.read_csv(path, infer_schema=False, encoding="utf8-lossy", truncate_ragged_lines=True)
     except pl.exceptions.PolarsError as e:
-        if not (where := _csv_error_line(path)):  # Python's reader reads it: a quote inside an unquoted field
-            return _read_csv_python(path)
+        records, where = _python_csv(path)
+        if not where:  # Python's reader reads it: a quote inside an unquoted field
+            return _csv_table(records)
         raise IngestError(f"cannot read {path} as csv: {where} (an unclosed quote makes the rest of the file "
                           "one field: fix that line, or convert the file to jsonl)") from e
     if any("\r" in name for name in frame.columns):  # polars splits lines at \n only: the file read as one header
