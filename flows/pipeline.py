@@ -151,11 +151,11 @@ def shard_count(cfg: PipelineConfig) -> int:
 
     with Client(cfg.runtime.dask_address, set_as_default=False, timeout=CLUSTER_TIMEOUT_S) as client:
         threads = sum(client.nthreads().values())
+    shards = max(1, threads) * cfg.runtime.shards_per_worker
     if threads != cfg.runtime.workers:
         log.info("the Dask cluster at %s has %d worker threads (runtime.workers=%d is read by a LocalCluster only): "
-                 "%d shards per sharded stage", cfg.runtime.dask_address, threads, cfg.runtime.workers,
-                 max(1, threads) * cfg.runtime.shards_per_worker)
-    return max(1, threads) * cfg.runtime.shards_per_worker
+                 "%d shards per sharded stage", cfg.runtime.dask_address, threads, cfg.runtime.workers, shards)
+    return shards
 
 
 def fan_out(args: dict[str, Any], n_shards: int, label: str | None = None) -> None:

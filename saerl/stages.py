@@ -285,11 +285,6 @@ def known_depth(cfg: PipelineConfig, hub_cache: bool = False) -> int | None:
     return known_size(cfg, "num_hidden_layers", hub_cache)
 
 
-# the fields naming data files whose content the keys hash (saerl.pipeline.input_keys: the data file under "file",
-# each eval.sets file under "evalset:<name>")
-FILE_FIELDS: tuple[str, ...] = ("data.path", "eval.sets")
-
-
 def file_form(path: str | None) -> str | None:
     """How a data file's path enters a key: its suffix alone, lower-cased ('.jsonl'; it picks the reader where
     data.format is auto), as the file's content is hashed apart. in: the path or None; out: the suffix or None."""
@@ -297,9 +292,11 @@ def file_form(path: str | None) -> str | None:
 
 
 def located(field: str, value: Any) -> Any:
-    """A config value as it enters a stage's key: a FILE_FIELDS path by :func:`file_form` (eval.sets: each entry's
-    path, its field mapping kept), so a data or held-out file moved or renamed with its suffix kept reruns nothing
-    (its content hash is the same); any other value as it is. in: dotted field, value; out: the keyed value."""
+    """A config value as it enters a stage's key: a path naming a data file whose content the keys hash apart
+    (data.path, hashed under input "file"; each eval.sets entry's path, under "evalset:<name>": saerl.pipeline
+    .input_keys) by :func:`file_form`, an eval.sets entry's field mapping kept, so a data or held-out file moved or
+    renamed with its suffix kept reruns nothing; any other value as it is. in: dotted field, value; out: the keyed
+    value."""
     if field == "data.path":
         return file_form(value)
     if field == "eval.sets":
