@@ -87,8 +87,10 @@ def select_problems(df: pl.DataFrame, max_problems: int | None) -> pl.DataFrame:
 
 
 def evaluate_loaded(model: Any, tok: Any, eval_sets: dict[str, pl.DataFrame], cfg: EvalConfig,
-                    max_new_tokens: int, seed: int) -> pl.DataFrame:
-    """:func:`evaluate_policy` on an already loaded model and tokenizer."""
+                    max_new_tokens: int, seed: int, greedy: bool = True) -> pl.DataFrame:
+    """:func:`evaluate_policy` on an already loaded model and tokenizer. `greedy` False generates the sampled
+    completions alone (the base policy's probe pass, whose greedy answers nothing reads: :func:`reachable_ids`),
+    saving one generation pass of every problem."""
     from saerl import policy_lm
 
     frames = []
@@ -96,17 +98,19 @@ def evaluate_loaded(model: Any, tok: Any, eval_sets: dict[str, pl.DataFrame], cf
         df = select_problems(df, cfg.max_problems)
         prompts, golds = df["prompt"].to_list(), [str(a) for a in df["answer"].to_list()]
         n = df.height
-        texts, lens, ended = policy_lm.generate(model, tok, prompts, max_new_tokens, cfg.batch_size, 0.0,
-                                                _seed_for(seed, GREEDY))
-        samples = [GREEDY] * n
-        for j in range(1, cfg.k_samples + 1):
-            t, ln, e = policy_lm.generate(model, tok, prompts, max_new_tokens, cfg.batch_size, cfg.temperature,
-                                          _seed_for(seed, j))
+        texts: list[str] = []
+        lens: list[int] = []
+        ended: list[bool] = []
+        samples: list[int] = []
+        for j in range(GREEDY if greedy else GREEDY + 1, cfg.k_samples + 1):
+            t, ln, e = policy_lm.generate(model, tok, prompts, max_new_tokens, cfg.batch_size,
+                                          0.0 if j == GREEDY else cfg.temperature, _seed_for(seed, j))
             texts, lens, ended, samples = texts + t, lens + ln, ended + e, samples + [j] * n
-        results = verify_batch(texts, golds * (cfg.k_samples + 1), cfg.verify_timeout_s)
-        extra = {c: df[c].cast(pl.Utf8).to_list() * (cfg.k_samples + 1) for c in ("difficulty", "topic") if c in df.columns}
+        passes = len(samples) // max(n, 1)
+        results = verify_batch(texts, golds * passes, cfg.verify_timeout_s)
+        extra = {c: df[c].cast(pl.Utf8).to_list() * passes for c in ("difficulty", "topic") if c in df.columns}
         frames.append(pl.DataFrame({
-            "set": [name] * len(texts), "id": [str(i) for i in df["id"].to_list()] * (cfg.k_samples + 1),
+            "set": [name] * len(texts), "id": [str(i) for i in df["id"].to_list()] * passes,
             "sample": samples, "correct": [r.correct for r in results], "status": [r.status for r in results],
             "completion_len": lens, "truncated": [not e for e in ended], **extra,
         }, schema_overrides={"sample": pl.Int32, "completion_len": pl.Int32}))

@@ -686,13 +686,15 @@ def compute_heldout(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
     samples at eval.temperature, each answer judged by the verifier within eval.verify_timeout_s), the unit the
     evaluate stage compares. The policy is training run (arm, seed)'s (its train artifact's policy/), or with arm
     BASE_ARM the starting policy (its scored pass, seed 0) and with PROBE_ARM the starting policy's probe pass
-    (REACH_SEED), which defines each set's reachable stratum. Its own artifact, keyed on that policy and the
+    (REACH_SEED), which defines each set's reachable stratum from its sampled completions alone (it generates no
+    greedy pass). Its own artifact, keyed on that policy and the
     generation settings alone: a change of how evaluate compares (eval.ci_level, the steps target), a new seed or
     arm, or a sweep child that shares vanilla's training runs generates nothing again for the policies already
     evaluated. Writes eval.parquet (set, id, sample, correct, status, completion_len, truncated, + the sets'
     difficulty/topic) and sets.parquet (set, id, prompt).
     in: config, inputs (the run's train artifact, or the testbed for its LM; the testbed for its eval split), the
-    build, arm, seed; out: metrics <set>_greedy (accuracy of the greedy pass) and <set>_verifier_failures."""
+    build, arm, seed; out: metrics <set>_greedy (accuracy of the greedy pass; none for the probe pass) and
+    <set>_verifier_failures."""
     from saerl.evaluate import BASE_ARM, GREEDY, PROBE_ARM, evaluate_loaded, verifier_failures
     from saerl.policy_lm import load_policy
 
@@ -705,7 +707,7 @@ def compute_heldout(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
         policy = inputs[TRAIN_RUN.format(arm=arm, seed=seed)].file("policy")
         model_cfg = cfg.model.model_copy(update={"revision": None})
     frame = evaluate_loaded(*load_policy(policy, model_cfg, device=cfg.runtime.device), sets, cfg.eval,
-                            cfg.train.max_completion_length, seed)
+                            cfg.train.max_completion_length, seed, greedy=arm != PROBE_ARM)
     frame.write_parquet(build.path / HELDOUT)
     pl.concat([df.select(set=pl.lit(name), id=pl.col("id").cast(pl.String), prompt=pl.col("prompt").cast(pl.String))
                for name, df in sets.items()]).write_parquet(build.path / HELDOUT_SETS)

@@ -87,6 +87,11 @@ def test_each_pass_samples_at_the_eval_temperature_with_a_seed_of_its_own(monkey
     calls.clear()
     evaluate_loaded(None, None, SETS, EvalConfig(k_samples=3, temperature=0.7), 9, seed=1)
     assert not set(c[1] for c in calls[1:]) & set(seeds[1:])
+    calls.clear()  # without the greedy pass (the reach probe's): the same sampled passes, nothing else
+    sampled = evaluate_loaded(None, None, SETS, EvalConfig(k_samples=3, temperature=0.7, batch_size=5), 9, seed=0,
+                              greedy=False)
+    assert [c[:2] for c in calls] == [(0.7, s) for s in seeds[1:]]
+    assert sampled.equals(out.filter(pl.col("sample") > 0))
 
 
 def test_truncated_means_no_eos_not_a_completion_that_ends_at_the_limit(saved_policy):

@@ -73,8 +73,9 @@ def stubbed(monkeypatch):
         state["loads"].append(Path(path).parent.name if "train-" in str(path) else "base")
         return str(path), None
 
-    def evaluate(model, tok, sets, cfg, max_new_tokens, seed):
+    def evaluate(model, tok, sets, cfg, max_new_tokens, seed, greedy=True):
         state["calls"].append((Path(model).parent.name if "train-" in model else "base", seed))
+        state.setdefault("greedy", []).append(greedy)
         if len(state["calls"]) == state["kill_at"]:
             raise Killed("killed in the middle of an evaluation")
         return _fake_eval(model, tok, sets, cfg, max_new_tokens, seed)
@@ -119,6 +120,8 @@ def test_a_killed_evaluation_leaves_the_finished_ones_and_a_rerun_writes_the_sam
     inputs = _train_inputs(tmp_path / "inputs")
     whole = _run(ArtifactStore(tmp_path / "whole"), inputs)
     assert stubbed["calls"] == EVERY
+    # the probe pass (the starting policy at REACH_SEED) generates no greedy pass: nothing reads it
+    assert stubbed["greedy"] == [seed != REACH_SEED or policy != "base" for policy, seed in EVERY]
     expected = _tables(Path(whole["evaluate"].ref.path))
 
     stubbed["calls"].clear()

@@ -53,6 +53,7 @@ def test_evaluate_compares_the_arms_on_held_out_problems(warm_root):
     cmp = pl.read_parquet(folder / "comparison.parquet")
     assert set(cmp["metric"]) == {"greedy", "mean_k"} and set(cmp["arm"]) == {"saerl", "vanilla"}
     reach = pl.read_parquet(folder / "reach_probe.parquet")
+    assert set(reach["sample"].unique()) == {1, 2}  # the probe's sampled completions alone: no greedy pass
     n_reach = reach.filter(pl.col("sample") > 0).group_by("id").agg(pl.col("correct").any())["correct"].sum()
     stratum = cmp.filter(pl.col("set") == "heldout:reachable")
     assert stratum.height == (4 if n_reach else 0) and (not n_reach or stratum["n_problems"].max() == n_reach)

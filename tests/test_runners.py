@@ -685,7 +685,7 @@ def test_compute_evaluate_writes_the_failures_and_the_target_into_its_table_and_
         pl.DataFrame({"step": [10] * 4, "id": ["a", "b", "c", "d"]}).write_parquet(folder / "trained_order.parquet")
         inputs[f"train:{arm}:0"] = ArtifactRef("train", arm, str(folder))
 
-    def fake_eval(model, tok, sets, cfg, max_new_tokens, seed):  # saerl: one greedy answer check timed out
+    def fake_eval(model, tok, sets, cfg, max_new_tokens, seed, greedy=True):  # saerl: one greedy check timed out
         ids = [f"q{i}" for i in range(10)]
         status = ["correct" if i < 5 else "wrong" for i in range(10)]
         if "saerl" in str(model):
