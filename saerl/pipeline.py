@@ -55,7 +55,6 @@ from saerl.stages import (
 )
 
 log = logging.getLogger("saerl.pipeline")
-TRAIN_PREFIX = "train:"  # the run names of the training runs among a stage's inputs (saerl.runners.STAGE_RUN)
 HUB_NO_BARS = "HF_HUB_DISABLE_PROGRESS_BARS"  # read by huggingface_hub (and so transformers) at import: Dask workers
 DASK_LOGGER = "distributed"  # parent of the scheduler's, nannies' and workers' loggers (INFO by default)
 
@@ -506,8 +505,8 @@ def variant_upstream(stage: str, upstream: dict[str, ArtifactRef], variant: dict
     if stage not in VARIANTS or not variant:
         return upstream
     if stage == "heldout":
-        own = runners.STAGE_RUN.format(stage="train", **variant)
-        return {k: v for k, v in upstream.items() if not k.startswith(TRAIN_PREFIX) or k == own}
+        own = runners.TRAIN_RUN.format(**variant)
+        return {k: v for k, v in upstream.items() if not k.startswith(runners.TRAIN_RUN.split("{")[0]) or k == own}
     drop = {"curriculum", "score"} if variant["arm"] == "vanilla" else set()
     return {k: v for k, v in upstream.items() if k not in drop}
 
