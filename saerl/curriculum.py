@@ -1,8 +1,9 @@
 """Curriculum stage: turn per-prompt scores into the order RL reads, and the vanilla (shuffled) order.
 
 An order is a Polars frame with one row per (prompt, epoch) visit: id, position (0..n-1 over the whole run),
-batch (global batch index), cluster, difficulty_hat, kept, epoch, and home (the batch's home cluster, -1 when
-the batch has none). The trainer reads it by position, without shuffling.
+batch (global batch index), cluster, difficulty_hat, kept, epoch, home (the batch's home cluster, -1 when
+the batch has none) and ramp (the climb within its epoch the visit belongs to: :func:`ramps`). The trainer reads it
+by position, without shuffling.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from saerl.config import CurriculumConfig
 NO_PROBE_QUALITY = 1.0  # every prompt's quality_hat when the score stage could fit no quality probe: all kept
 
 ORDER_SCHEMA = {"id": pl.String, "position": pl.Int64, "batch": pl.Int64, "cluster": pl.Int64,
-                "difficulty_hat": pl.Float64, "kept": pl.Boolean, "epoch": pl.Int64, "home": pl.Int64}
+                "difficulty_hat": pl.Float64, "kept": pl.Boolean, "epoch": pl.Int64, "home": pl.Int64,
+                "ramp": pl.Int64}
 
 
 def _queues(pool: pl.DataFrame, ordering: str, rng: np.random.Generator, target: float) -> dict[int, list[int]]:
@@ -101,6 +103,51 @@ def _epoch(pool: pl.DataFrame, cfg: CurriculumConfig, rng: np.random.Generator) 
     return out
 
 
+def apportion(sizes: list[int], total: int) -> list[int]:
+    """`total` split over parts of `sizes` in proportion to them, by largest remainder (ties to the earlier part):
+    the counts sum to `total` and none exceeds its size. in: part sizes, total <= sum(sizes); out: counts."""
+    whole = sum(sizes)
+    if whole == 0:
+        return [0] * len(sizes)
+    exact = [n * total / whole for n in sizes]
+    counts = [int(x) for x in exact]
+    for i in sorted(range(len(sizes)), key=lambda i: (-(exact[i] - counts[i]), i))[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def spread(n: int, m: int) -> list[int]:
+    """`m` of the positions 0..n-1 spread evenly from the first to the last (the middle of each of m equal spans):
+    a thinned copy of a list read easy to hard still runs from its easy end to its hard end. in: n, m <= n;
+    out: m increasing positions."""
+    return [int((j + 0.5) * n / m) for j in range(m)]
+
+
+def ramps(pool: pl.DataFrame, cfg: CurriculumConfig, rng: np.random.Generator, budget: int | None) -> list[list[int]]:
+    """The row indices of `pool` per ramp, in the order the ramps are read. A run that trains on `budget` prompts,
+    fewer than the pool holds, would read an order of the whole pool only as far as its easy end (each cluster read
+    easy to hard): so the first ramp is `budget` prompts spread evenly over each cluster's reading order
+    (:func:`spread`; the clusters in proportion to their sizes, :func:`apportion`), which the run reads from its
+    easiest to its hardest, then the next `budget` of what is left likewise, and so on (only DAPO's refills and
+    later epochs read past the first). With no budget, or one the pool fits in, one ramp: the whole pool.
+    in: pool (cluster, difficulty_hat), curriculum config (ordering, frontier_target), generator, budget;
+    out: [[row index, ...] per ramp]."""
+    if budget is None or budget >= pool.height:
+        return [list(range(pool.height))]
+    left = list(_queues(pool, cfg.ordering, rng, cfg.frontier_target).values())
+    out: list[list[int]] = []
+    while any(left):
+        counts = apportion([len(q) for q in left], min(budget, sum(map(len, left))))
+        ramp, rest = [], []
+        for q, m in zip(left, counts, strict=True):
+            chosen = set(spread(len(q), m))
+            ramp += [i for p, i in enumerate(q) if p in chosen]
+            rest.append([i for p, i in enumerate(q) if p not in chosen])
+        out.append(sorted(ramp))
+        left = rest
+    return out
+
+
 def within_reach(pool: pl.DataFrame, max_quantile: float) -> pl.DataFrame:
     """The rows of `pool` (with difficulty_hat) whose difficulty_hat is at most its `max_quantile` quantile
     (numpy's default, linear interpolation, over the rows that have one); rows without a difficulty_hat stay.
@@ -177,12 +224,13 @@ def check_clusters(scores: pl.DataFrame) -> None:
 
 
 def build_order(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: float,
-                seed: int | None = None) -> pl.DataFrame:
+                seed: int | None = None, budget: int | None = None) -> pl.DataFrame:
     """The SAERL order (ORDER_SCHEMA) from `scores` (id, cluster, difficulty_hat, quality_hat).
 
     kept is quality_hat >= `quality_threshold` (score.quality_threshold, :func:`quality_kept`); with
     cfg.filter_quality, rows not kept are dropped; then prompts over cfg.max_difficulty_quantile of difficulty_hat (:func:`within_reach`).
-    Every kept prompt is visited once per epoch (cfg.epochs); each epoch builds
+    Every kept prompt is visited once per epoch (cfg.epochs); each epoch is read as ramps of at most `budget`
+    prompts (the prompts the run trains on; None: one ramp, the whole pool: :func:`ramps`), and each ramp builds
     cluster-first batches as described in :func:`_epoch`, rotating home clusters per cfg.rotation; each
     cluster is read per cfg.ordering (:func:`_queues`). Epochs
     use independent draws of one generator seeded by `seed` (default cfg.seed), so the order is deterministic.
@@ -195,13 +243,16 @@ def build_order(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: 
     parts: list[pl.DataFrame] = []
     batch0 = 0
     for epoch in range(cfg.epochs):
-        visits = _epoch(pool, cfg, rng) if pool.height else []
-        rows = pool[[i for i, _ in visits]].select("id", "cluster", "difficulty_hat", "kept")
-        n_batches = -(-len(visits) // cfg.batch_size)
-        parts.append(rows.with_columns(
-            batch=pl.Series(batch0 + np.arange(len(visits)) // cfg.batch_size, dtype=pl.Int64),
-            epoch=pl.lit(epoch, pl.Int64), home=pl.Series([c for _, c in visits], dtype=pl.Int64)))
-        batch0 += n_batches
+        for ramp, rows_of in enumerate(ramps(pool, cfg, rng, budget) if pool.height else []):
+            sub = pool[rows_of]
+            visits = _epoch(sub, cfg, rng)
+            rows = sub[[i for i, _ in visits]].select("id", "cluster", "difficulty_hat", "kept")
+            n_batches = -(-len(visits) // cfg.batch_size)
+            parts.append(rows.with_columns(
+                batch=pl.Series(batch0 + np.arange(len(visits)) // cfg.batch_size, dtype=pl.Int64),
+                epoch=pl.lit(epoch, pl.Int64), home=pl.Series([c for _, c in visits], dtype=pl.Int64),
+                ramp=pl.lit(ramp, pl.Int64)))
+            batch0 += n_batches
     return _finish(parts)
 
 
@@ -275,7 +326,7 @@ def vanilla_order(ids: Any, epochs: int, seed: int, batch_size: int) -> pl.DataF
         n = len(ids)
         parts.append(pl.DataFrame({
             "id": ids.gather(rng.permutation(n)), "cluster": [-1] * n, "difficulty_hat": [None] * n,
-            "kept": [True] * n, "epoch": [epoch] * n, "home": [-1] * n,
+            "kept": [True] * n, "epoch": [epoch] * n, "home": [-1] * n, "ramp": [0] * n,
             "batch": batch0 + np.arange(n) // batch_size}, schema_overrides={"difficulty_hat": pl.Float64}))
         batch0 += -(-n // batch_size)
     return _finish(parts)

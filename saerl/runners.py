@@ -449,7 +449,13 @@ def curriculum_order(scores: pl.DataFrame, cfg: PipelineConfig, arm: str, seed: 
     c = cfg.curriculum
     if arm == "order_only":
         c = c.model_copy(update={"filter_quality": False})
-    return build_order(scores, c, cfg.score.quality_threshold, seed)
+    return build_order(scores, c, cfg.score.quality_threshold, seed, order_budget(cfg))
+
+
+def order_budget(cfg: PipelineConfig) -> int | None:
+    """The prompts a curriculum order's ramps hold (saerl.curriculum.ramps): those the run trains on,
+    train.max_steps x curriculum.batch_size, with curriculum.fit_budget; None (one ramp, the whole pool) without."""
+    return cfg.train.max_steps * cfg.curriculum.batch_size if cfg.curriculum.fit_budget else None
 
 
 def order_seed(cfg: PipelineConfig, seed: int) -> int:

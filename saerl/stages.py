@@ -78,7 +78,8 @@ STAGES: dict[str, Stage] = {
             ("ingest", "extract", "encode", "label", "score"),
             "what the clusters are and how good the property models are: property report vs baselines, plots",
         ),
-        Stage("curriculum", "3", ("curriculum", "score.quality_threshold"), ("score",), "order.parquet"),
+        Stage("curriculum", "4", ("curriculum", "score.quality_threshold", "train.max_steps"), ("score",),
+              "order.parquet"),
         Stage(
             "train", "15",
             ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.warmup_steps",
@@ -213,8 +214,8 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None, ar
     score.difficulty_models leaves it out (FAMILY_FIELDS); score: the silhouette's search under a fixed
     score.n_clusters (SILHOUETTE); properties: the baselines' settings with score.baselines off (BASELINE_ONLY);
     label, score, properties: the labelled subset's share where something else picks it (LABEL_DRAW);
-    curriculum: curriculum.frontier_target unless curriculum.ordering is frontier (saerl.curriculum._queues); on a
-    CPU, CPU_UNREAD.
+    curriculum: curriculum.frontier_target unless curriculum.ordering is frontier (saerl.curriculum._queues), and
+    train.max_steps without curriculum.fit_budget (saerl.runners.order_budget); on a CPU, CPU_UNREAD.
     in: config, stage, device type; out: dotted paths."""
     out = CPU_UNREAD.get(stage, ()) if device == "cpu" else ()
     if stage in ("label", "score", "properties") and label_draw_unread(cfg, stage):
@@ -236,8 +237,9 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None, ar
             out += SILHOUETTE
         if stage == "properties" and not cfg.score.baselines:
             out += BASELINE_ONLY
-    elif stage == "curriculum" and cfg.curriculum.ordering != "frontier":
-        out += ("curriculum.frontier_target",)
+    elif stage == "curriculum":
+        out += ("curriculum.frontier_target",) if cfg.curriculum.ordering != "frontier" else ()
+        out += () if cfg.curriculum.fit_budget else ("train.max_steps",)
     return out
 
 

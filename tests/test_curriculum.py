@@ -42,14 +42,15 @@ cases = st.fixed_dictionaries({
     "filter_quality": st.booleans(),
     "max_difficulty_quantile": st.sampled_from([1.0, 1.0, 0.5]),
     "seed": st.integers(0, 3),
+    "budget": st.one_of(st.none(), st.integers(1, 60)),  # prompts the run trains on (saerl.curriculum.ramps)
 })
 fast = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _build(case: dict) -> tuple[pl.DataFrame, pl.DataFrame, CurriculumConfig]:
-    cfg = CurriculumConfig(**{k: v for k, v in case.items() if k != "sizes"})
+    cfg = CurriculumConfig(**{k: v for k, v in case.items() if k not in ("sizes", "budget")})
     scores = _scores(case["sizes"], case["seed"])
-    return scores, build_order(scores, cfg, quality_threshold=0.5, seed=case["seed"]), cfg
+    return scores, build_order(scores, cfg, quality_threshold=0.5, seed=case["seed"], budget=case["budget"]), cfg
 
 
 @fast
@@ -67,10 +68,17 @@ def test_visits_positions_and_filtering(case):
     assert (counts["count"] == cfg.epochs).all()
     per_epoch = order.group_by("epoch").agg(pl.col("id").n_unique().alias("u"), pl.len().alias("n"))
     assert (per_epoch["u"] == per_epoch["n"]).all()
-    # batches: consecutive, full except possibly the last of an epoch
-    sizes = order.group_by(["epoch", "batch"], maintain_order=True).len()
+    # ramps: each epoch's first ramps hold exactly the budget (the run's prompts), its last the rest
+    ramp_sizes = order.group_by("epoch", "ramp").len().sort("epoch", "ramp")
+    for (epoch,), g in ramp_sizes.group_by("epoch"):
+        n = int(g["len"].sum())
+        want = [n] if case["budget"] is None or case["budget"] >= n else [case["budget"]] * (n // case["budget"])
+        want += [n % case["budget"]] if want != [n] and n % case["budget"] else []
+        assert g.sort("ramp")["len"].to_list() == want and g["ramp"].to_list() == list(range(g.height))
+    # batches: consecutive, full except possibly the last of an epoch's ramp
+    sizes = order.group_by(["epoch", "ramp", "batch"], maintain_order=True).len()
     assert sizes["batch"].to_list() == list(range(sizes.height))
-    last = sizes.group_by("epoch").agg(pl.col("batch").max())["batch"].to_list()
+    last = sizes.group_by("epoch", "ramp").agg(pl.col("batch").max())["batch"].to_list()
     assert (sizes.filter(~pl.col("batch").is_in(last))["len"] == cfg.batch_size).all()
     assert (sizes["len"] <= cfg.batch_size).all()
 
@@ -80,8 +88,7 @@ def test_visits_positions_and_filtering(case):
 def test_batch_composition_follows_mix_ratio(case):
     scores, order, cfg = _build(case)
     h = round(cfg.batch_size * (1 - cfg.mix_ratio))
-    for epoch in range(cfg.epochs):
-        part = order.filter(pl.col("epoch") == epoch)
+    for _, part in order.group_by("epoch", "ramp", maintain_order=True):
         left = part["cluster"].value_counts()
         left = dict(zip(left["cluster"], left["count"], strict=True))
         for _, b in part.group_by("batch", maintain_order=True):
@@ -105,12 +112,39 @@ def test_batch_composition_follows_mix_ratio(case):
 def test_difficulty_monotone_within_cluster_and_deterministic(case):
     scores, order, cfg = _build(case)
     if cfg.ordering != "random":
-        for _, g in order.group_by(["epoch", "cluster"]):
+        for _, g in order.group_by(["epoch", "ramp", "cluster"]):
             d = g.sort("position")["difficulty_hat"].to_numpy()
             key = {"easy_to_hard": d, "hard_to_easy": -d, "frontier": np.abs(d - cfg.frontier_target)}[cfg.ordering]
             assert (np.diff(key) >= 0).all()
-    again = build_order(scores, cfg, quality_threshold=0.5, seed=case["seed"])
+    again = build_order(scores, cfg, quality_threshold=0.5, seed=case["seed"], budget=case["budget"])
     assert order.equals(again)
+
+
+def test_a_run_shorter_than_the_pool_climbs_each_cluster_from_its_easiest_to_its_hardest():
+    """A run that trains on fewer prompts than the order holds read each cluster's easy end alone (its hardest prompts
+    never, a selection vanilla's shuffle does not make): the order's first ramp is that many prompts spread evenly
+    over each cluster's reading order, each cluster in proportion to its size, read easy to hard."""
+    rng = np.random.default_rng(0)
+    sizes = [200, 100, 60]
+    n = sum(sizes)
+    scores = pl.DataFrame({"id": [f"p{i}" for i in range(n)], "cluster": np.repeat(np.arange(3), sizes),
+                           "difficulty_hat": rng.uniform(size=n), "quality_hat": [1.0] * n})
+    cfg = CurriculumConfig(batch_size=12, mix_ratio=0.25)
+    budget = 120  # 10 steps of 12: a third of the pool
+    head = build_order(scores, cfg, 0.5, budget=None).head(budget)
+    ramped = build_order(scores, cfg, 0.5, budget=budget)
+    first = ramped.head(budget)
+    assert (first["ramp"] == 0).all() and ramped["ramp"].max() == 2
+    assert sorted(first["cluster"].value_counts().sort("cluster")["count"]) == [20, 33, 67]  # 120 in 200:100:60
+    for c, size in enumerate(sizes):
+        pool = np.sort(scores.filter(pl.col("cluster") == c)["difficulty_hat"].to_numpy())
+        read = first.filter(pl.col("cluster") == c)["difficulty_hat"].to_numpy()
+        assert (np.diff(read) >= 0).all()  # easy to hard within the ramp
+        assert read.max() >= pool[-max(2, size // 20)] and read.min() <= pool[max(1, size // 20)]  # both ends
+        old = head.filter(pl.col("cluster") == c)["difficulty_hat"].to_numpy()
+        assert old.max() < np.quantile(pool, 0.75)  # the head of the whole-pool order: the easy end alone
+    assert abs(first["difficulty_hat"].mean() - scores["difficulty_hat"].mean()) < 0.05
+    assert sorted(ramped["id"]) == sorted(scores["id"])  # every prompt still read once per epoch
 
 
 def test_frontier_reads_each_cluster_from_the_target_outwards():

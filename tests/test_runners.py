@@ -117,6 +117,30 @@ def test_curriculum_counts_the_quality_filter_and_the_difficulty_cap_apart(tmp_p
     assert _trained_ids(cfg, inputs, "saerl", 0) == order["id"].to_list()  # 8 prompts = two whole batches of 4
 
 
+def test_the_curriculum_fits_its_first_ramp_to_the_runs_prompts(tmp_path):
+    """A run of train.max_steps x curriculum.batch_size prompts, fewer than the pool, reads a first ramp of exactly
+    that many spread over each cluster's difficulties (saerl.curriculum.ramps), for both curriculum arms and every
+    seed's draw; curriculum.fit_budget=false keeps one ramp of the whole pool (its head the easy end alone)."""
+    n = 60
+    scores = pl.DataFrame({"id": [f"p{i}" for i in range(n)], "cluster": [i % 2 for i in range(n)],
+                           "difficulty_hat": [float(i) for i in range(n)], "quality_hat": [0.9] * n})
+    (tmp_path / "score").mkdir()
+    scores.write_parquet(tmp_path / "score" / SCORES)
+    score = ArtifactRef("score", "k", str(tmp_path / "score"))
+    for fit in (True, False):
+        cfg = load_config(None, ["curriculum.batch_size=4", "train.max_steps=5", f"curriculum.fit_budget={fit}"])
+        out = tmp_path / f"c{fit}"
+        (out / "plots").mkdir(parents=True)
+        compute_curriculum(cfg, {"score": score}, Build(out, {}))
+        inputs = {"curriculum": ArtifactRef("curriculum", "k", str(out)), "score": score}
+        for arm in ("saerl", "order_only"):
+            for seed in (0, 1):
+                run = _trained_ids(cfg, inputs, arm, seed)[:20]  # the 5 steps of 4 the run trains on
+                hardest = max(int(i[1:]) for i in run)
+                assert (hardest >= 55) if fit else (hardest < 30), (fit, arm, seed, hardest)
+        assert pl.read_parquet(out / ORDER)["ramp"].max() == (2 if fit else 0)
+
+
 def test_each_training_seed_of_a_curriculum_arm_reads_its_own_draw_of_the_curriculum(tmp_path):
     """Seed s of saerl and order_only reads the curriculum built again with seed
     curriculum.seed + s (its mixed-in picks and tie-breaks differ), as vanilla reads its own shuffle, so an arm's
