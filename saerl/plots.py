@@ -117,7 +117,8 @@ def difficulty_scatter(y_true: np.ndarray, y_pred: np.ndarray, label: str = "SAE
 def curriculum_difficulty(order: pl.DataFrame, window: int = 0) -> Figure:
     """difficulty_hat along the curriculum position (order frame from saerl.curriculum), points coloured by
     cluster (the legend names the first CURRICULUM_LEGEND_CLUSTERS, and its title says so when there are more),
-    plus a rolling mean over `window` positions (default: about 2% of the run, at least 1)."""
+    plus a rolling mean over `window` positions (default: about 2% of the run, at least 1), and a dashed line where
+    each ramp or epoch after the first begins (saerl.curriculum.ramps: the first ramp is what a shorter run reads)."""
     order = order.sort("position").filter(pl.col("difficulty_hat").is_not_null())
     fig = Figure(figsize=(8, 4))
     ax = fig.subplots()
@@ -128,6 +129,10 @@ def curriculum_difficulty(order: pl.DataFrame, window: int = 0) -> Figure:
         w = window or max(1, order.height // 50)
         ax.plot(pos, order["difficulty_hat"].rolling_mean(w, min_samples=1).to_numpy(), "k-", lw=1.5,
                 label=f"rolling mean ({w})")
+        if "ramp" in order.columns:  # where each climb after the first begins (a run's budget, an epoch)
+            starts = order.group_by("epoch", "ramp").agg(pl.col("position").min())["position"].sort().to_list()[1:]
+            for j, x in enumerate(starts):
+                ax.axvline(x, color="grey", ls="--", lw=0.8, label="next ramp or epoch" if j == 0 else None)
         ax.legend(fontsize=6, markerscale=2, loc="best", ncol=2, title_fontsize=6,
                   title=legend_title("cluster", CURRICULUM_LEGEND_CLUSTERS, len(np.unique(clusters))))
     ax.set(title="Predicted difficulty along the curriculum", xlabel="position", ylabel="difficulty_hat")

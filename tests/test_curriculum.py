@@ -70,7 +70,7 @@ def test_visits_positions_and_filtering(case):
     assert (per_epoch["u"] == per_epoch["n"]).all()
     # ramps: each epoch's first ramps hold exactly the budget (the run's prompts), its last the rest
     ramp_sizes = order.group_by("epoch", "ramp").len().sort("epoch", "ramp")
-    for (epoch,), g in ramp_sizes.group_by("epoch"):
+    for _, g in ramp_sizes.group_by("epoch"):
         n = int(g["len"].sum())
         want = [n] if case["budget"] is None or case["budget"] >= n else [case["budget"]] * (n // case["budget"])
         want += [n % case["budget"]] if want != [n] and n % case["budget"] else []
@@ -333,6 +333,10 @@ def test_curriculum_plot(tmp_path):
     assert fig.axes[0].get_title() and fig.axes[0].get_legend() is not None
     fig.savefig(tmp_path / "curriculum.png")
     assert curriculum_difficulty(vanilla_order(["a", "b"], 1, 0, 2)).axes[0].get_xlabel() == "position"
+    ramped = build_order(_scores([20, 20, 20], 0), CurriculumConfig(batch_size=8), quality_threshold=0.5, budget=16)
+    lines = [ln for ln in curriculum_difficulty(ramped).axes[0].get_lines() if ln.get_linestyle() == "--"]
+    starts = ramped.group_by("ramp").agg(pl.col("position").min())["position"].sort().to_list()[1:]
+    assert [ln.get_xdata()[0] for ln in lines] == starts and len(starts) >= 2  # each climb after the first marked
 
 
 @given(cases)
