@@ -492,6 +492,7 @@ RUN_KEYS = ("arm", "seed", "set")  # what identifies one evaluated policy on one
 FEW_SEEDS = 2  # the seed count whose seed variance has a single degree of freedom: its interval says so
 MIN_PAIRED_SEEDS = 3  # arms on the same seeds are compared seed by seed from this many (fewer: Welch)
 ONE_SEED = ", 1 seed"  # a verdict's suffix when a trained side has one seed: its interval lacks that seed's effect
+MEAN_OF_SETS = "mean_of_sets"  # the comparison's set of each arm's accuracy averaged over the held-out sets
 TIE_ATOL = 1e-9  # per-seed differences within this of each other tie (an accuracy moves in steps of 1/problems)
 
 
@@ -589,7 +590,8 @@ def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samp
     (the interval contains 0) / better, 1 seed / worse, 1 seed (beyond the interval, which lacks the seed effect of
     a trained side with one seed) / no CI), ci_source (what the interval accounts for), level, verifier_failures
     (the arm's samples the metric scores whose answer check timed out or erred, all seeds: scored wrong; null
-    without per-sample statuses)."""
+    without per-sample statuses). With two or more sets, the rows of set MEAN_OF_SETS too (:func:`_mean_of_sets_rows`:
+    the sets averaged with equal weight)."""
     if final is None:
         if samples is None:
             raise ValueError("give the final accuracies, the per-sample results, or both")
@@ -652,7 +654,70 @@ def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samp
                          "verdict": _verdict(dlo, dhi, seeds_known=not one_seed),
                          "ci_source": _source(len(acc[arm]), len(acc[reference]), len(common), True,
                                               seeds_paired, reference_fixed)})
+    rows += _mean_of_sets_rows(final, scores, reference, level, reference_fixed, fails)
     return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def _mean_of_sets_rows(final: pl.DataFrame, scores: pl.DataFrame | None, reference: str, level: float,
+                       reference_fixed: bool, fails: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
+    """:func:`compare_arms`' rows of the set MEAN_OF_SETS: each arm's accuracy averaged over the held-out sets with
+    equal weight (the paper's headline, "average accuracy"; a reachable stratum is no set of its own), when there
+    are two or more. Per seed the mean over the sets the seed has all of; the interval sums the seed part (the
+    per-seed means; paired seed by seed on MIN_PAIRED_SEEDS or more common seeds whose differences are not all
+    equal, else Welch) and each set's per-problem part scaled by 1/sets^2 (a mean of independent set means).
+    in: final (arm, seed, set, accuracy), problem scores or None, reference arm, level, whether the reference is the
+    untrained base, verifier failures by (set, arm); out: rows (none with fewer than two sets)."""
+    sets = sorted(s for s in final["set"].unique().to_list() if not s.endswith(REACHABLE))
+    if len(sets) < 2:
+        return []
+    part = final.filter(pl.col("set").is_in(sets))
+    whole = (part.group_by("arm", "seed").agg(pl.col("accuracy").mean(), pl.len().alias("n"))
+             .filter(pl.col("n") == len(sets)).sort("arm", "seed"))
+    by_seed = {a: dict(g.select("seed", "accuracy").iter_rows()) for (a,), g in whole.group_by("arm")}
+    if reference not in by_seed:
+        return []
+    per_problem: dict[str, dict[str, dict[str, float]]] = {}  # set -> arm -> id -> score (mean over seeds)
+    if scores is not None:
+        s = scores.filter(pl.col("set").is_in(sets)).group_by("set", "arm", "id").agg(pl.col("score").mean())
+        for (set_name, arm), g in s.group_by("set", "arm"):
+            per_problem.setdefault(set_name, {})[arm] = dict(zip(g["id"].to_list(), g["score"].to_list(), strict=True))
+    scale = 1.0 / len(sets) ** 2
+
+    def problem_parts(values: dict[str, np.ndarray]) -> list[tuple[float, int]]:
+        return [(v * scale, d) for x in values.values() for v, d in _problem_part(x)]
+
+    rows = []
+    ref_acc = list(by_seed[reference].values())
+    for arm in [reference, *sorted(a for a in by_seed if a != reference)]:
+        acc = list(by_seed[arm].values())
+        own = {t: np.array(list(per_problem.get(t, {}).get(arm, {}).values())) for t in sets}
+        n_own = sum(len(v) for v in own.values())
+        lo, hi = _clipped(*_interval(float(np.mean(acc)), _seed_part(acc) + problem_parts(own), level), 0.0, 1.0)
+        row = {"set": MEAN_OF_SETS, "arm": arm, "n_seeds": len(acc), "n_problems": n_own or None,
+               "accuracy": float(np.mean(acc)), "ci_low": lo, "ci_high": hi, "level": level,
+               "verifier_failures": sum(fails.get((t, arm), 0) for t in sets) if fails else None}
+        if arm == reference:
+            rows.append({**row, "diff_pts": 0.0, "diff_ci_low_pts": None, "diff_ci_high_pts": None,
+                         "verdict": "reference", "ci_source": f"mean of {len(sets)} sets: "
+                         + _source(len(acc), 1, n_own, False)})
+            continue
+        diff = float(np.mean(acc)) - float(np.mean(ref_acc))
+        per_seed = ([by_seed[arm][k] - by_seed[reference][k] for k in by_seed[arm]]
+                    if by_seed[arm].keys() == by_seed[reference].keys() else [])
+        seeds_paired = len(per_seed) >= MIN_PAIRED_SEEDS and float(np.ptp(per_seed)) > TIE_ATOL
+        seed_parts = _seed_part(per_seed) if seeds_paired else _seed_part(acc) + _seed_part(ref_acc)
+        d = {}
+        for t in sets:
+            mine, ref = per_problem.get(t, {}).get(arm, {}), per_problem.get(t, {}).get(reference, {})
+            d[t] = np.array([mine[i] - ref[i] for i in sorted(set(mine) & set(ref))])
+        n_common = sum(len(v) for v in d.values())
+        dlo, dhi = _clipped(*_interval(diff, seed_parts + problem_parts(d), level), -1.0, 1.0)
+        one_seed = len(acc) < 2 or (len(ref_acc) < 2 and not reference_fixed)
+        rows.append({**row, "n_problems": n_common or None, "diff_pts": 100 * diff, "diff_ci_low_pts": 100 * dlo,
+                     "diff_ci_high_pts": 100 * dhi, "verdict": _verdict(dlo, dhi, seeds_known=not one_seed),
+                     "ci_source": f"mean of {len(sets)} sets: " + _source(len(acc), len(ref_acc), n_common, True,
+                                                                          seeds_paired, reference_fixed)})
+    return rows
 
 
 def _source(seeds: int, ref_seeds: int, problems: int, paired: bool, seeds_paired: bool = False,

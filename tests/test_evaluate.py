@@ -9,6 +9,7 @@ from tiny import overfit, tiny_model, tiny_tokenizer
 
 from saerl.config import EvalConfig
 from saerl.evaluate import (
+    REACHABLE,
     _interval,
     _problem_part,
     compare_arms,
@@ -17,6 +18,7 @@ from saerl.evaluate import (
     final_accuracy,
     format_comparison,
     generated_prompts,
+    problem_scores,
     reachable_ids,
     select_problems,
     steps_ratio_interval,
@@ -349,6 +351,52 @@ def test_compare_arms_pairs_arms_trained_on_the_same_seeds():
     assert t["same"]["diff_ci_low_pts"] == pytest.approx(-100 * welch, abs=1e-3)
     two = final.filter(pl.col("seed") < 2)
     assert "Welch" in {r["arm"]: r for r in compare_arms(two).iter_rows(named=True)}["saerl"]["ci_source"]
+
+
+def test_compare_arms_averages_the_held_out_sets_with_equal_weight():
+    """The paper's headline is the accuracy averaged over its held-out sets: with two or more sets the comparison has
+    a set "mean_of_sets" (each set weighing the same, whatever its size; a reachable stratum is no set of its own),
+    paired seed by seed, its problem part each set's own scaled by 1/sets^2; with one set there is none."""
+    from scipy import stats
+
+    from saerl.evaluate import MEAN_OF_SETS
+
+    rng = np.random.default_rng(3)
+    frames = []
+    for arm, p in (("vanilla", 0.4), ("saerl", 0.5)):
+        for seed in range(3):
+            for set_name, n in (("A", 10), ("B", 40)):
+                correct = rng.uniform(size=n) < p + 0.05 * seed
+                frames.append(_samples(correct.tolist(), [[False]] * n, set_name=set_name)
+                              .with_columns(arm=pl.lit(arm), seed=pl.lit(seed)))
+    samples = pl.concat(frames)
+    table = compare_arms(None, samples=samples)
+    per = {(r["set"], r["arm"]): r for r in table.iter_rows(named=True)}
+    mean = {arm: per[MEAN_OF_SETS, arm] for arm in ("vanilla", "saerl")}
+    final = final_accuracy(samples)
+    for arm, row in mean.items():  # the mean over seeds of each seed's mean over the two sets
+        want = final.filter(pl.col("arm") == arm).group_by("seed").agg(pl.col("accuracy").mean())["accuracy"].mean()
+        assert row["accuracy"] == pytest.approx(want) and row["n_problems"] == 50
+    assert mean["saerl"]["diff_pts"] == pytest.approx((per["A", "saerl"]["diff_pts"] + per["B", "saerl"]["diff_pts"]) / 2)
+    # the interval: paired seeds + each set's paired per-problem differences, over 2^2
+    acc = final.group_by("arm", "seed").agg(pl.col("accuracy").mean()).sort("seed")
+    d_seed = (acc.filter(pl.col("arm") == "saerl")["accuracy"] - acc.filter(pl.col("arm") == "vanilla")["accuracy"]).to_numpy()
+    parts = [(np.var(d_seed, ddof=1) / 3, 2)]
+    scores = problem_scores(samples).group_by("set", "arm", "id").agg(pl.col("score").mean()).sort("id")
+    for set_name, n in (("A", 10), ("B", 40)):
+        side = {a: scores.filter((pl.col("set") == set_name) & (pl.col("arm") == a))["score"].to_numpy()
+                for a in ("saerl", "vanilla")}
+        parts.append((np.var(side["saerl"] - side["vanilla"], ddof=1) / n / 4, n - 1))
+    var = sum(v for v, _ in parts)
+    dof = var**2 / sum(v**2 / d for v, d in parts)
+    half = 100 * stats.t.ppf(0.975, dof) * math.sqrt(var)
+    assert mean["saerl"]["diff_ci_high_pts"] - mean["saerl"]["diff_pts"] == pytest.approx(half)
+    assert mean["saerl"]["ci_source"].startswith("mean of 2 sets: 3 seeds paired")
+    stratum = samples.filter(pl.col("set") == "A").with_columns(set=pl.lit("A" + REACHABLE))
+    with_stratum = compare_arms(None, samples=pl.concat([samples, stratum]))
+    assert with_stratum.filter(pl.col("set") == MEAN_OF_SETS).equals(table.filter(pl.col("set") == MEAN_OF_SETS))
+    assert MEAN_OF_SETS not in compare_arms(None, samples=samples.filter(pl.col("set") == "A"))["set"].to_list()
+    assert f"set {MEAN_OF_SETS} (50 problems)" in format_comparison(table)
 
 
 def test_two_seeds_are_flagged_and_intervals_stay_in_range():
