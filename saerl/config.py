@@ -322,7 +322,8 @@ class CurriculumConfig(Section):
     mix_ratio: float = Field(
         0.2, ge=0, le=1, description="share of each batch from other clusters: a batch of B takes "
         "round(B * (1 - mix_ratio)) prompts from its home cluster, Python's round (a half to the even number: B 5 at "
-        "0.5 takes 2, B 1 at 0.5 none, so no home cluster)")
+        "0.5 takes 2, B 1 at 0.5 none, so no home cluster). 1: no home cluster, every slot drawn from all clusters, "
+        "random as to clusters but each cluster still read per `ordering` (a random order is ordering=random too)")
     ordering: Literal["easy_to_hard", "hard_to_easy", "random", "frontier"] = Field(
         "easy_to_hard", description="within a cluster: difficulty_hat ascending, descending, a seeded shuffle, or "
         "frontier: nearest to frontier_target first, then outwards")
