@@ -36,6 +36,8 @@ RESUME_HINT = ("saerl: the run failed (traceback above; `saerl status` names the
 PREFECT_CRASH = "Crash detected!"  # how Prefect's flow engine starts the line it logs when a flow run ends abruptly
 PREFECT_INTERRUPT = "Execution was aborted by an interrupt signal."  # its cause on Ctrl-C (prefect.states)
 PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # where Prefect logs a failed task or flow run
+LOGGED_KEPT = 8  # errors whose traceback a Prefect run logger printed, remembered (the last few) by identity
+_logged_tracebacks: list[BaseException] = []  # those errors: main does not print their traceback a second time
 
 
 class UserErrorTracebacks(logging.Filter):
@@ -53,7 +55,15 @@ class UserErrorTracebacks(logging.Filter):
             return False
         if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
             record.exc_info, record.exc_text = None, None
+        elif record.exc_info and record.exc_info[1] is not None:  # printed with its traceback: remembered
+            _logged_tracebacks[:] = [*_logged_tracebacks[-(LOGGED_KEPT - 1):], record.exc_info[1]]
         return True
+
+
+def traceback_logged(err: BaseException) -> bool:
+    """Did a Prefect run logger print `err` with its traceback in this process (:class:`UserErrorTracebacks`
+    remembers it)? A flow run's failure reaches main as the same object. in: an error; out: bool."""
+    return any(e is err for e in _logged_tracebacks)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -451,8 +461,12 @@ def main(argv: list[str] | None = None) -> int:
         return user_error(err, args.verbose)  # another pipe (a worker's, a subprocess's): the command failed
     except USER_ERRORS as err:  # OSError: a path that cannot be read or written, named in the message
         return user_error(err, args.verbose)
-    except Exception:  # a stage failed another way (a bug, a Dask worker lost for good): its traceback, then what
-        if getattr(args, "runs_stages", False):  # the user can do about the run
+    except Exception as err:  # a stage failed another way (a bug, a Dask worker lost for good): its traceback, then
+        if getattr(args, "runs_stages", False):  # what the user can do about the run
+            if traceback_logged(err) and not args.verbose:  # Prefect printed it: once is enough (it came twice)
+                print(f"saerl: {type(err).__name__}: {err}", file=sys.stderr)
+                print(RESUME_HINT, file=sys.stderr, flush=True)
+                return 1
             print(RESUME_HINT, file=sys.stderr, flush=True)
         raise
     finally:

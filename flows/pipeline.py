@@ -65,6 +65,8 @@ PARALLEL_STAGES = ("train", "heldout")  # stages whose runs (one per variant) ru
 WAKE_S = 0.5  # how often the flow's thread wakes while it waits for a stage: how soon a Ctrl-C is seen
 PREFECT_FLOW_RUN_TAG = "prefect.flow_run_id"  # MLflow parent-run tag: the Prefect flow run the pipeline ran in
 PREFECT_DEPLOYMENT_TAG = "prefect.deployment"  # MLflow parent-run tag: the deployment that flow run came from
+LOST_RUN = ("the Dask worker running it died (its process ended without saying how the task ended); the run's "
+            "error says why the flow stopped")  # the message of a task run marked Crashed by crash_lost_runs
 
 
 def format_report(record: RunRecord) -> str:
@@ -139,6 +141,36 @@ def as_done(futures: list[Any]) -> Iterator[Any]:
         yield f
 
 
+def crash_lost_runs(futures: list[Any]) -> int:
+    """Mark as Crashed, in Prefect, the task runs among `futures` whose process ended under them: a Dask future that
+    failed on the Dask side (KilledWorker: the worker died running it; a task's own error comes back as a Prefect
+    state instead) while its task run's state is not final. Prefect showed such a run Running (or Pending) forever,
+    beside a flow run that had failed. Best effort: a failure to reach the API costs the marks (a warning), never
+    the flow's own error; a run the server never heard of is left alone. in: Prefect futures (others than Dask's are
+    skipped); out: how many were marked."""
+    lost = [f for f in futures if getattr(getattr(f, "wrapped_future", None), "status", None) == "error"]
+    if not lost:
+        return 0
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Crashed
+
+    marked = 0
+    try:
+        with get_client(sync_client=True) as client:
+            for f in lost:
+                try:
+                    state = client.read_task_run(f.task_run_id).state
+                except ObjectNotFound:  # its events never reached the server: Prefect shows no run to correct
+                    continue
+                if state is None or not state.is_final():
+                    client.set_task_run_state(f.task_run_id, Crashed(message=LOST_RUN), force=True)
+                    marked += 1
+    except Exception as err:  # noqa: BLE001 - a state in the UI is not worth the run's own error
+        log.warning("could not mark the task runs of dead Dask workers as crashed in Prefect (%s)", err)
+    return marked
+
+
 def shard_count(cfg: PipelineConfig) -> int:
     """Shards a sharded stage fans out into: runtime.shards_per_worker per worker thread of the cluster. A LocalCluster
     has runtime.workers single-thread workers; an external cluster (runtime.dask_address) is asked for its threads
@@ -170,12 +202,15 @@ def fan_out(args: dict[str, Any], n_shards: int, label: str | None = None) -> No
     wait_awake(prepared)
     shards = prepared.result()
     token = fan_out_token(store, stage, key)
+    futures: list[Any] = []
     try:
-        futures = [shard_task.with_options(task_run_name=f"{stage}-shard-{i}").submit(**args, chunk_ids=ids, token=token)
-                   for i, ids in enumerate(shards)]
+        futures += [shard_task.with_options(task_run_name=f"{stage}-shard-{i}").submit(**args, chunk_ids=ids,
+                                                                                        token=token)
+                    for i, ids in enumerate(shards)]
         summaries = [f.result() for f in as_done(futures)]  # a failed shard is seen when it fails
     except BaseException:
         fan_out_token(store, stage, key, STOPPED_TOKEN)
+        crash_lost_runs(futures)
         raise
     record_shards(store, stage, key, summaries, time.time() - started)  # for the build's manifest and metrics
     say(f"[{stage}] {sum(map(len, shards))} chunks computed in {len(shards)} shards", label)
@@ -306,6 +341,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         say(message, label)
 
     active = {"name": ""}  # the stage run being submitted or waited for: where a failed run stopped
+    submitted: list[Any] = []  # every stage task's future: a dead worker's is marked Crashed (crash_lost_runs)
 
     def submit(stage: str, name: str, ups: tuple[str, ...], variant: dict[str, Any] | None) -> dict[str, Any]:
         """Start one stage run as a task (its shards first, on Dask); returns what finishing it needs."""
@@ -329,6 +365,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
                                             lambda: task.submit(**args, variant=variant, lock_held=True), label)
         else:
             future = task.submit(**args, variant=variant)
+        submitted.append(future)
         return {"stage": stage, "name": name, "key": key, "keys": keys, "note": note, "future": future,
                 "started": started, "fanned": fanned, "resumed": resumed}
 
@@ -392,6 +429,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
                 record.extra[STOPPED] = f"{active['name'] or 'before the first stage'}: {sig}"
             else:
                 record.extra[FAILED] = mark_failed(active["name"], err)
+                crash_lost_runs(submitted)
             record.extra.pop(RUNNING, None)
             record.extra.pop(PLANNED, None)
             save_run(root, record)

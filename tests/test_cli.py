@@ -157,6 +157,31 @@ def test_a_run_that_fails_unexpectedly_says_it_resumes_after_its_traceback(monke
             cli.main([])
         assert (cli.RESUME_HINT in capsys.readouterr().err) is runs_stages
     assert "the same command resumes" in cli.RESUME_HINT
+    # Prefect's flow run logger printed the traceback already (the flow's failure reaches main as the same error):
+    # main says the error in one line and the hint, exit status 1, instead of a second traceback of 90 lines
+    import logging
+
+    err = KilledWorker("extract-shard-1", types.SimpleNamespace(address="tcp://10.0.0.2:4001"), 3)
+
+    def logged(_args):
+        try:
+            raise err
+        except KilledWorker:
+            record = logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, "Encountered exception", None,
+                                       sys.exc_info())
+        assert cli.UserErrorTracebacks().filter(record) and record.exc_info is not None  # Prefect's keeps it
+        raise err
+
+    for verbose in (False, True):
+        monkeypatch.setattr(cli, "parse_args", lambda argv=None, v=verbose: types.SimpleNamespace(
+            verbose=v, fn=logged, runs_stages=True))
+        if verbose:  # -v: every traceback, this one too
+            with pytest.raises(KilledWorker):
+                cli.main([])
+            continue
+        assert cli.main([]) == 1
+        out = capsys.readouterr().err
+        assert out.startswith("saerl: KilledWorker: ") and cli.RESUME_HINT in out and "Traceback" not in out
 
 
 def test_output_cut_short_by_its_reader_is_not_an_error():

@@ -78,3 +78,48 @@ def test_an_external_cluster_gets_a_shard_per_worker_thread():
                                   "runtime.shards_per_worker=2"])
         assert shard_count(cfg) == 6
     assert shard_count(load_config(SMOKE, ["runtime.workers=3", "runtime.shards_per_worker=2"])) == 6
+
+
+def test_a_task_run_whose_dask_worker_died_is_marked_crashed(prefect_api):
+    """A Dask worker killed under a task (KilledWorker) left its task run Running or Pending in Prefect forever, beside
+    a failed flow run: the flow marks it Crashed, and leaves alone the runs that ended on their own."""
+    import os
+    import time
+
+    import dask
+    from distributed.scheduler import KilledWorker
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+    from prefect_dask import DaskTaskRunner
+
+    from flows.pipeline import LOST_RUN, crash_lost_runs
+
+    @task
+    def work(x: int) -> int:
+        if x == 1:
+            time.sleep(3)  # running long enough for Prefect's server to hear that it runs
+            os._exit(1)  # the worker process dies under the task, as a kill -9 or the OOM killer does
+        return x
+
+    runner = DaskTaskRunner(cluster_kwargs={"n_workers": 1, "threads_per_worker": 1, "processes": True,
+                                            "dashboard_address": ":0"})
+
+    @flow(task_runner=runner)
+    def one_dies() -> dict:
+        futures = [work.submit(0), work.submit(1)]
+        futures[0].wait()
+        with pytest.raises(KilledWorker):
+            futures[1].result()
+        return {"marked": crash_lost_runs(futures), "ids": [f.task_run_id for f in futures]}
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        out = one_dies()
+    assert out["marked"] == 1, out
+    deadline = time.time() + 30
+    with get_client(sync_client=True) as client:
+        while True:  # the finished run's state reaches the server through Prefect's events: wait for it
+            states = [client.read_task_run(i).state for i in out["ids"]]
+            if states[0] is not None and states[0].is_final() or time.time() > deadline:
+                break
+            time.sleep(0.5)
+    assert states[0].is_completed() and states[1].is_crashed() and states[1].message == LOST_RUN
