@@ -111,7 +111,8 @@ def stage_figures(results: dict[str, Any]) -> dict[str, float]:
     """Throughput of a run_all result ({run name: StageResult}) read from its artifacts' manifests, which keep
     the wall time of the build that computed them (a cached StageResult's own seconds are the cache lookup's):
     extract_prompts_per_s (prompts extracted, the extract metric n_prompts_total, over the extract stage's
-    seconds), grpo_s_per_step (the train stages' seconds over the steps they trained, their metric steps),
+    seconds), grpo_s_per_step (the train stages' trl training seconds, their metric train_seconds, over the steps
+    they trained, their metric steps),
     grpo_step_s (each arm's mean trl step_time, averaged over the arms) and grpo_warm_step_s (the steps pooled less
     the GPU's first); nan for a figure whose stage is missing."""
     nan = float("nan")
@@ -119,7 +120,7 @@ def stage_figures(results: dict[str, Any]) -> dict[str, float]:
     ext_s = float(ext.ref.manifest().get("seconds", nan)) if ext is not None else nan
     prompts = float(ext.metrics.get("n_prompts_total", nan)) if ext is not None else nan
     trains = [res for name, res in results.items() if name.startswith("train:")]
-    train_s = sum(float(res.ref.manifest().get("seconds", nan)) for res in trains)
+    train_s = sum(float(res.metrics.get("train_seconds", nan)) for res in trains)  # trl's training, not the build
     steps = sum(float(res.metrics.get("steps", nan)) for res in trains)
     times = [step_times(res.ref) for res in trains]  # each arm's log read once for both step figures
     step_s = [sum(t) / len(t) for t in times if t]

@@ -222,7 +222,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(f"wrote {write_html(report, Path(args.html) if args.html else default_html_path(root, report.record))}")
     if args.relog:
         try:
-            parent = relog(root, report.record, args.uri)
+            parent = relog(root, report.record, args.uri, again=args.again)
         except RuntimeError as err:
             print(f"saerl: {err}", file=sys.stderr)
             return 1
@@ -335,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--html", help="HTML report path (default: ROOT/reports/RUN.html)")
     rp.add_argument("--relog", action="store_true", help="log the finished run into MLflow from its artifacts")
     rp.add_argument("--uri", help="tracking URI for --relog (default: the run's tracking.uri, else ROOT/mlflow.db)")
+    rp.add_argument("--again", action="store_true", help="with --relog: log the run even if the store holds it "
+                    "already (refused by default: a second copy counts twice in every comparison)")
     rp.set_defaults(fn=cmd_report)
     _add_artifact_commands(sub)
     return p

@@ -40,6 +40,7 @@ from saerl.runs import (
     FAILED_CHARS,
     GIT,
     PLANNED,
+    PREFECT_TAGS,
     RUNNING,
     SETTING,
     STOPPED,
@@ -48,6 +49,7 @@ from saerl.runs import (
     RunRecord,
     StageRecord,
     explain,
+    lineage_config,
     live_lock,
     new_run_id,
     previous_stage_runs,
@@ -325,13 +327,14 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
     store = ArtifactStore(root)
     label = sweep["setting"] if sweep else None
     code = git_tags()  # kept in the record: a later relog tags this code, not the checkout's of that day
-    extra: dict[str, Any] = {RUNNING: True, GIT: code}  # RUNNING until it ends, either way
+    prefect = prefect_tags()  # kept too: a relog tags the flow run and deployment the run was
+    extra: dict[str, Any] = {RUNNING: True, GIT: code, PREFECT_TAGS: prefect}  # RUNNING until it ends, either way
     if sweep:
         extra |= {SWEEP: sweep["id"], SETTING: label, SWEEP_PARAMS: sweep.get("params") or {}}
     record = RunRecord(name=cfg.name, run_id=run_id or new_run_id(), config=redacted(flatten(cfg)), extra=extra)
     planned = [name for _, name, _, _ in stage_runs(cfg, until)]
     previous = previous_stage_runs(root, cfg.name, planned)  # per stage run: a newer run may have stopped before it
-    tracker = Tracker(cfg, root, record.run_id, tags=code | prefect_tags(), label=label,
+    tracker = Tracker(cfg, root, record.run_id, tags=code | prefect, label=label,
                       common_tags=sweep_tags(sweep["id"], label) if sweep else {},
                       common_params=(sweep.get("params") or {}) if sweep else {})
     refs: dict[str, ArtifactRef] = {}
@@ -395,7 +398,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         record.stages[name] = rec
         save_run(root, record)  # after every stage: `saerl gc` then sees what a running flow uses
         tell(f"[{name}] {rec.status} key={key[:12]} {rec.seconds:.1f}s  {rec.reason}")
-        log_stage_run(tracker, stage, rec, result.get("metrics"))
+        log_stage_run(tracker, stage, rec, result.get("metrics"), lineage_config(record.stages, name))
         if stage == "testbed":
             tell(format_levels(result.get("metrics", {})))
         if stage == "evaluate":
@@ -432,8 +435,9 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
                 crash_lost_runs(submitted)
             record.extra.pop(RUNNING, None)
             record.extra.pop(PLANNED, None)
-            save_run(root, record)
-            tracker.finish(TRACKED_KILLED if sig else TRACKED_FAILED)  # else MLflow shows it running forever
+            tracker.log_artifact(save_run(root, record))  # where and why it ended, in MLflow too
+            tracker.finish(TRACKED_KILLED if sig else TRACKED_FAILED,  # else MLflow shows it running forever
+                           ended=record.extra.get(STOPPED) or record.extra.get(FAILED))
             raise
         record.extra.pop(RUNNING, None)
         record.extra.pop(PLANNED, None)

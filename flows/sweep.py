@@ -46,6 +46,7 @@ from saerl.sweep import (
     swept_params,
     write_sweep,
 )
+from saerl.tracking import log_sweep
 
 
 def literal(name: str) -> str:
@@ -153,7 +154,9 @@ def ablation_flow(config: dict[str, Any], grid: dict[str, list[Any]], until: str
     table = sweep_table(done)  # each child's evaluate artifacts, read once for the table and its text
     text = format_sweep(done, shared, table)
     say(text)
-    files = write_sweep(Path(base.runtime.artifact_root).resolve(), sweep_id, table, text)
+    root = Path(base.runtime.artifact_root).resolve()
+    files = write_sweep(root, sweep_id, table, text)
+    log_sweep(base, root, sweep_id, grid, list(files))  # the table across settings, in MLflow beside the children
     say(f"ablation {sweep_id}: wrote {files[0]} and {files[1]}")
     return {"grid": grid, "settings": [s for s, _ in done], "runs": [r for _, r in done], "shared": shared,
             "table": table.to_dicts(), "sweep_id": sweep_id, "files": [str(f) for f in files]}

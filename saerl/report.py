@@ -30,6 +30,7 @@ from saerl.config import REDACTED, PipelineConfig, build_config, flatten, redact
 from saerl.runs import (
     FAILED,
     GIT,
+    PREFECT_TAGS,
     RUNNING,
     RUNS_DIR,
     SETTING,
@@ -526,18 +527,28 @@ def tracked_status(record: RunRecord) -> str:
     return TRACKED_KILLED if record.extra.get(RUNNING) or record.extra.get(STOPPED) else TRACKED_FINISHED
 
 
-def relog(root: Path, record: RunRecord, uri: str | None = None) -> str:
+def relog(root: Path, record: RunRecord, uri: str | None = None, again: bool = False) -> str:
     """Log a finished run into MLflow from its artifacts: the parent run (the record's flat config as params, as
     stored: the params the live run logged, not fields the code gained since; the git tags the record kept, both
     'unknown' in a record saved before records kept them, and library-version tags; the run record as an artifact,
     back-dated to the run's start, closed with the status the record stands for: :func:`tracked_status`) and one nested run per stage run with the params, tags, metrics, plots, tables and
     per-step metrics the flow logs.
     in: artifact root, the run record, tracking URI (None = the run's tracking.uri, else SQLite under root);
-    out: the new parent run's id. Raises RuntimeError when the tracking store cannot be reached, or when the run is
-    still going (its live lock is held: it would be logged KILLED, and its live parent run is being logged now)."""
-    from saerl.runs import relocated
+    out: the new parent run's id. Raises RuntimeError when the tracking store cannot be reached, when the run is
+    still going (its live lock is held: it would be logged KILLED, and its live parent run is being logged now), or
+    when the store holds the run already (its live run's or an earlier relog's parent: a second copy doubles every
+    comparison it is in), unless `again`."""
+    from saerl.runs import lineage_config, relocated
     from saerl.sweep import sweep_tags
-    from saerl.tracking import RELOGGED_TAG, Tracker, library_tags, log_stage_run, unknown_git_tags
+    from saerl.tracking import (
+        RELOGGED_TAG,
+        Tracker,
+        library_tags,
+        log_stage_run,
+        tracked_parents,
+        tracking_uri,
+        unknown_git_tags,
+    )
 
     if unfinished(Path(root), record) == STILL_RUNNING:
         raise RuntimeError(f"run {record.run_id} is still running (its live lock is held): relog it once it has "
@@ -551,10 +562,20 @@ def relog(root: Path, record: RunRecord, uri: str | None = None) -> str:
                            "and MLFLOW_TRACKING_PASSWORD, and --uri without them)")
     cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={
         "enabled": True, "uri": uri or cfg.tracking.uri})})
+    target = tracking_uri(cfg, Path(root))
+    try:
+        there = tracked_parents(target, record.run_id)
+    except Exception as err:  # noqa: BLE001 - any store failure: say which store
+        raise RuntimeError(f"could not read the MLflow store at {redact(target)} ({redact(str(err))})") from err
+    if there and not again:
+        raise RuntimeError(f"run {record.run_id} is in MLflow at {redact(target)} already (parent run "
+                           f"{', '.join(there)}): a second copy would count twice in every comparison; relog it "
+                           "into another store (--uri), or log it again anyway with --again")
     versions = run_library_versions(record)
     tags = {RELOGGED_TAG: "true",
             "saerl.versions_from": "artifact manifests" if versions else "installed at relog time",
-            **record.extra.get(GIT, unknown_git_tags())}  # the code the run ran ('unknown' in an older record)
+            **record.extra.get(GIT, unknown_git_tags()),  # the code the run ran ('unknown' in an older record)
+            **record.extra.get(PREFECT_TAGS, {})}  # the Prefect flow run it ran in (none in an older record)
     sweep = record.extra.get(SWEEP)  # a sweep's child: its runs named, tagged and given its swept keys as it was
     label = record.extra.get(SETTING) if sweep else None
     tracker = Tracker(cfg, Path(root), record.run_id, tags=tags | library_tags(versions), started=record.started,
@@ -566,11 +587,12 @@ def relog(root: Path, record: RunRecord, uri: str | None = None) -> str:
         if not (Path(rec.path) / MANIFEST).exists():
             log.warning("relog: %s's artifact %s is gone; its stage run is not logged", rec.stage, rec.path)
             continue
-        log_stage_run(tracker, stage, rec, ArtifactRef(stage, rec.key, rec.path).manifest().get("metrics", {}))
+        log_stage_run(tracker, stage, rec, ArtifactRef(stage, rec.key, rec.path).manifest().get("metrics", {}),
+                      lineage_config(record.stages, rec.stage))
     run_file = Path(root) / RUNS_DIR / f"{record.run_id}.json"
     if run_file.exists():
         tracker.log_artifact(run_file)
-    tracker.finish(tracked_status(record))
+    tracker.finish(tracked_status(record), ended=record.extra.get(STOPPED) or record.extra.get(FAILED))
     if not tracker.enabled or tracker.parent_id is None:
         raise RuntimeError(f"could not log run {record.run_id} to MLflow at {redact(tracker.uri)} (see the warning above)")
     return tracker.parent_id

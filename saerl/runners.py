@@ -581,7 +581,7 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
                            schema={"position": pl.Int64, "step": pl.Int64, "id": pl.String})
     trained.write_parquet(build.path / "trained_order.parquet")
     save_figure(train_curves(steps_log, curve, f"{arm} (seed {seed})"), build.path / PLOTS / "train_curves.png")
-    build.note(arm=arm, seed=seed, steps=run["steps"], seconds=run["seconds"], resumed_from=run["resumed_from"],
+    build.note(arm=arm, seed=seed, steps=run["steps"], train_seconds=run["seconds"], resumed_from=run["resumed_from"],
                notes=warned("train", run["notes"]))
     if run["resumed_from"] is not None:  # leads the stage run's reason (saerl.pipeline.run_stage)
         build.note(**{RESUMED: resumed_steps_note(run["resumed_from"], t.max_steps)})
@@ -699,8 +699,8 @@ def compute_heldout(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
     evaluated. Writes eval.parquet (set, id, sample, correct, status, completion_len, truncated, + the sets'
     difficulty/topic) and sets.parquet (set, id, prompt).
     in: config, inputs (the run's train artifact, or the testbed for its LM; the testbed for its eval split), the
-    build, arm, seed; out: metrics <set>_greedy (accuracy of the greedy pass; none for the probe pass) and
-    <set>_verifier_failures."""
+    build, arm, seed; out: metrics <set>_greedy (accuracy of the greedy pass; none for the probe pass), <set>_mean_k
+    (over the eval.k_samples samples) and <set>_verifier_failures."""
     from saerl.evaluate import BASE_ARM, GREEDY, PROBE_ARM, evaluate_loaded, verifier_failures
     from saerl.policy_lm import load_policy
 
@@ -718,8 +718,9 @@ def compute_heldout(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
     pl.concat([df.select(set=pl.lit(name), id=pl.col("id").cast(pl.String), prompt=pl.col("prompt").cast(pl.String))
                for name, df in sets.items()]).write_parquet(build.path / HELDOUT_SETS)
     build.note(arm=arm, seed=seed)
-    greedy = frame.filter(pl.col("sample") == GREEDY).group_by("set").agg(pl.col("correct").cast(pl.Float64).mean())
-    return ({f"{name}_greedy": float(acc) for name, acc in greedy.iter_rows()}
+    acc = (frame.group_by("set", greedy=pl.col("sample") == GREEDY)
+           .agg(pl.col("correct").cast(pl.Float64).mean()).sort("set", "greedy"))
+    return ({f"{name}_{'greedy' if g else 'mean_k'}": float(a) for name, g, a in acc.iter_rows()}
             | {f"{name}_verifier_failures": float(n) for name, n in verifier_failures(frame, by=("set",)).iter_rows()})
 
 

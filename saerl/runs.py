@@ -42,6 +42,7 @@ MICROS = 1_000_000  # microseconds a second: a run id's finest unit
 PLANNED = "planned"  # RunRecord.extra key while a run is under way: {stage run: artifact key} of every stage run it
 # plans (saerl.sweep.planned_run_keys), so `saerl gc` keeps what it will reuse (removed when it ends)
 GIT = "git"  # RunRecord.extra key: the code tags of the checkout the run ran (saerl.tracking.git_tags)
+PREFECT_TAGS = "prefect"  # RunRecord.extra key: the Prefect flow run (and deployment) it ran in, as MLflow tags
 SWEEP = "sweep"  # RunRecord.extra key of an ablation's child run: the id of its sweep (ROOT/sweeps/<id>/)
 RESUMED = "resumed"  # the build note (Build.note) in which a runner that resumed an interrupted build says what it
 # reused (:func:`resumed_steps_note`); run_stage leads the stage run's reason with it (else with the chunk counts)
@@ -110,15 +111,29 @@ def live_path(root: Path, run_id: str) -> Path:
 
 @contextmanager
 def live_lock(root: Path, run_id: str) -> Iterator[None]:
-    """Hold run `run_id`'s live lock while its stages run, and remove the file when the block ends however it
-    ends; a process that dies (SIGKILL, out of memory) loses the lock with it and leaves the file, which is how
-    :func:`run_alive` tells it from a run still going. in: artifact root, run id; out: a context."""
+    """Hold run `run_id`'s live lock while its stages run, and remove the file when the block ends, once the run's
+    record says it ended (:func:`record_ended`); a process that dies (SIGKILL, out of memory) loses the lock with it
+    and leaves the file, which is how :func:`run_alive` tells it from a run still going. So does a run whose end
+    was cut short before its record said so (a second Ctrl-C during the first's handling: the file went with the
+    block, and the run read "unfinished" for ever, its MLflow run RUNNING). in: artifact root, run id; out: a
+    context."""
     path = live_path(root, run_id)
     with file_lock(path):
         try:
             yield
         finally:
-            path.unlink(missing_ok=True)
+            if record_ended(root, run_id):
+                path.unlink(missing_ok=True)
+
+
+def record_ended(root: Path, run_id: str) -> bool:
+    """Does run `run_id`'s saved record say the run ended (no RUNNING mark), or is there none to say otherwise?
+    in: artifact root, run id; out: bool."""
+    path = Path(root) / RUNS_DIR / f"{run_id}.json"
+    try:
+        return not json.loads(path.read_text()).get("extra", {}).get(RUNNING)
+    except (OSError, ValueError):  # none, or unreadable: nothing says the run is going
+        return True
 
 
 def run_alive(root: Path, run_id: str) -> bool | None:
@@ -195,6 +210,23 @@ def read_run(path: Path) -> RunRecord:
 def stage_of(run_name: str) -> str:
     """The stage (artifact folder) of a stage run's name: 'train:saerl:0' -> 'train', 'curriculum' -> itself."""
     return run_name.split(":", 1)[0]
+
+
+def lineage_config(stages: dict[str, StageRecord], name: str) -> dict[str, Any]:
+    """The config fields stage run `name`'s upstream stage runs read (their StageRecord.config), through its inputs
+    and theirs: what its artifact depends on besides its own slice (a training run: the curriculum, score, ...
+    settings; vanilla's none of the curriculum's, which it does not read). in: a run's stage records by name, the
+    stage run; out: {dotted field: value}, its own slice left out."""
+    out: dict[str, Any] = {}
+    seen, todo = {name}, list(stages[name].inputs) if name in stages else []
+    while todo:
+        up = todo.pop()
+        if up in seen or up not in stages:
+            continue
+        seen.add(up)
+        out |= stages[up].config
+        todo += list(stages[up].inputs)
+    return {k: v for k, v in out.items() if k not in stages[name].config} if name in stages else out
 
 
 def ordered_stages(record: RunRecord) -> list[StageRecord]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from saerl.artifacts import file_lock, read_manifest
 from saerl.config import PipelineConfig, flatten, redact, redacted
 from saerl.runners import ARM_ORDERS, TRAIN_RUN, VANILLA
-from saerl.runs import StageRecord, artifact_dir, run_alive
+from saerl.runs import StageRecord, artifact_dir, run_alive, stage_of
 
 if TYPE_CHECKING:
     import polars as pl
@@ -39,6 +39,8 @@ MS_PER_S = 1000  # MLflow timestamps are epoch milliseconds
 TRACKED_FINISHED, TRACKED_FAILED, TRACKED_KILLED = "FINISHED", "FAILED", "KILLED"  # MLflow run statuses
 RUN_ID_TAG = "saerl.run_id"  # a parent run's tag: the saerl run (RunRecord.run_id) it tracks
 RELOGGED_TAG = "saerl.relogged"  # a parent run's tag when `saerl report --relog` made it after the run
+ENDED_TAG = "saerl.ended"  # a failed or stopped parent run's tag: where and why ('train:saerl:0: SIGINT', an error)
+STAGE_TAG, STAGE_RUN_TAG = "saerl.stage", "saerl.stage_run"  # a nested run's stage ('heldout'), its run ('heldout:base:0')
 METRIC_NAME_BAD = re.compile(r"[^\w\-. :/]")  # characters MLflow refuses in a metric name
 LOGGED_TABLES = {  # small tables a person wants beside the run in MLflow
     "ingest": ("rejected.parquet",),
@@ -48,6 +50,7 @@ LOGGED_TABLES = {  # small tables a person wants beside the run in MLflow
     "properties": ("property_report.parquet", "clusters.parquet"),
     "curriculum": (*ARM_ORDERS.values(), VANILLA),  # every arm's order: the ablation arms' (order_only, filter_only) too
     "train": ("trained_order.parquet", "log.parquet", "curve.parquet"),
+    "heldout": ("eval.parquet",),  # the policy's answers per problem and sample (correct, status, length)
     "evaluate": ("comparison.txt", "comparison.parquet", "gains.parquet", "summary.parquet", "steps_to_target.parquet",
                  "curves.parquet"),
 }
@@ -94,6 +97,20 @@ def labelled_run_name(name: str, label: str | None) -> str:
 def tracking_uri(cfg: PipelineConfig, root: Path) -> str:
     """The configured tracking URI, or a SQLite store under the artifact root."""
     return cfg.tracking.uri or f"{SQLITE_PREFIX}{Path(root).resolve() / 'mlflow.db'}"
+
+
+def tracked_parents(uri: str, run_id: str) -> list[str]:
+    """The MLflow parent runs (their ids) of saerl run `run_id` in the store at `uri`, over every experiment: the
+    live run's and any relog's. in: tracking URI, saerl run id; out: MLflow run ids."""
+    from mlflow.tracking import MlflowClient
+
+    with store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    runs = client.search_runs(experiments, filter_string=f"tags.`{RUN_ID_TAG}` = '{run_id}'")
+    return [r.info.run_id for r in runs]
 
 
 @contextmanager
@@ -340,9 +357,12 @@ class Tracker:
 
     def log_stage(self, stage: str, status: str, key: str, reason: str, seconds: float,
                   params: dict[str, Any], metrics: dict[str, float] | None = None,
-                  inputs: dict[str, str] | None = None, tags: dict[str, str] | None = None) -> None:
+                  inputs: dict[str, str] | None = None, tags: dict[str, str] | None = None,
+                  upstream: dict[str, Any] | None = None) -> None:
         """One nested run per stage, named after the stage run (led by the sweep setting's label: see
-        :class:`Tracker`): its config slice as params, key/status/reason as tags, each of its `inputs`
+        :class:`Tracker`), spanning its wall time (`seconds`, back from now): its config slice as params, with the
+        `upstream` stage runs' (saerl.runs.lineage_config: a training run also shows the curriculum settings it was
+        trained on), the stage (STAGE_TAG) and stage run (STAGE_RUN_TAG), key/status/reason as tags, each of its `inputs`
         (StageRecord.inputs) as a tag 'saerl.input.<name>', `tags` as they are (the build machine), and a training
         run's arm and seed also as params 'arm' / 'seed' (:func:`variant_params`), the one thing that tells two
         training runs of a config apart; the tracker's common tags and params (a sweep child's) too."""
@@ -350,22 +370,24 @@ class Tracker:
         def do() -> None:
             from mlflow.entities import Metric, RunTag
 
+            now = now_ms()  # the run spans the stage run's wall time: MLflow's duration, and no metric before it
             run = self.client.create_run(self.experiment_id, run_name=labelled_run_name(stage, self.label),
+                                         start_time=now - int(seconds * MS_PER_S),
                                          tags={"mlflow.parentRunId": self.parent_id})
             rid = run.info.run_id
             self.stage_runs[stage] = rid
-            self._log_params(rid, {**params, **variant_params(inputs or {}), **self.common_params})
-            run_tags = [RunTag("saerl.stage", stage), RunTag("saerl.key", key), RunTag("saerl.status", status),
+            self._log_params(rid, {**(upstream or {}), **params, **variant_params(inputs or {}), **self.common_params})
+            run_tags = [RunTag(STAGE_TAG, stage_of(stage)), RunTag(STAGE_RUN_TAG, stage), RunTag("saerl.key", key),
+                        RunTag("saerl.status", status),
                         RunTag("saerl.reason", reason[:PARAM_VALUE_LIMIT])] + [
                 RunTag(k, v) for k, v in sorted({**input_tags(inputs or {}), **(tags or {}),
                                                  **self.common_tags}.items())]
-            now = now_ms()
             ms = [Metric("seconds", float(seconds), now, 0)] + [
                 Metric(metric_key(WORK_SECONDS if k == "seconds" else k), float(v), now, 0)
                 for k, v in (metrics or {}).items()]
             self.client.log_batch(rid, metrics=ms, tags=run_tags)
             self.client.log_batch(self.parent_id, tags=[RunTag(f"stage.{stage}", f"{status}:{key}")])
-            self.client.set_terminated(rid)
+            self.client.set_terminated(rid, end_time=now)
 
         self._guard(do)
 
@@ -404,8 +426,11 @@ class Tracker:
 
         self._guard(do)
 
-    def finish(self, status: str = TRACKED_FINISHED) -> None:
-        """Close the parent run with `status` (FINISHED, FAILED or KILLED)."""
+    def finish(self, status: str = TRACKED_FINISHED, ended: str | None = None) -> None:
+        """Close the parent run with `status` (FINISHED, FAILED or KILLED); `ended`, for a run that failed or was
+        stopped, is where and why (the run record's 'failed' / 'stopped' text), set as the tag ENDED_TAG."""
+        if self.parent_id and ended:
+            self._guard(lambda: self.client.set_tag(self.parent_id, ENDED_TAG, ended[:PARAM_VALUE_LIMIT]))
         if self.parent_id:
             self._guard(lambda: self.client.set_terminated(self.parent_id, status=status))
 
@@ -468,7 +493,26 @@ def manifest_build(manifest: Mapping[str, Any]) -> tuple[float | None, dict[str,
     return (float(seconds) if isinstance(seconds, int | float) else None), tags
 
 
-def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[str, float] | None) -> None:
+SWEEP_RUN_LABEL = "sweep table"  # the saerl.setting tag of a sweep's own run, which holds its table across settings
+
+
+def log_sweep(cfg: PipelineConfig, root: Path, sweep_id: str, grid: dict[str, list[Any]], files: list[Path]) -> None:
+    """One MLflow run for a whole sweep, in its settings' experiment, named 'sweep <id>' and tagged like its children
+    (saerl.sweep; saerl.setting SWEEP_RUN_LABEL): the grid as params ('grid.<dotted key>': the values) and the
+    table across settings (sweep.parquet, sweep.txt) as artifacts, which no child's run holds (each compares the
+    arms of its own setting). Tracking off: nothing. in: the sweep's base config, artifact root, sweep id, grid, the
+    table files; out: none."""
+    from saerl.sweep import sweep_tags
+
+    tracker = Tracker(cfg, root, f"sweep {sweep_id}", tags=sweep_tags(sweep_id, SWEEP_RUN_LABEL),
+                      params={f"grid.{key}": values for key, values in grid.items()})
+    for path in files:
+        tracker.log_artifact(path)
+    tracker.finish()
+
+
+def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[str, float] | None,
+                  upstream: dict[str, Any] | None = None) -> None:
     """One nested MLflow run for a stage run: its config slice as params (a training run's arm and seed too),
     key/status/reason and its inputs as tags, its summary metrics, its plots and small tables (LOGGED_TABLES);
     for a training run also trl's per-step metrics and the greedy learning curve, at their steps and at the
@@ -477,7 +521,7 @@ def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[
     The summary metrics of a stage in PARENT_METRIC_STAGES (evaluate: the run's outcome, cached or computed)
     go on the parent run too, so MLflow's top-level table compares runs by them. in: the tracker, the stage
     (e.g. 'train'), the stage run's record (name, key, status, reason, config slice, inputs, seconds, artifact
-    path) and its metrics."""
+    path), its metrics and the config fields of the stage runs upstream of it (saerl.runs.lineage_config)."""
     import polars as pl
 
     if not tracker.enabled:  # tracking off (or failed earlier): read no artifact for it
@@ -488,7 +532,7 @@ def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[
     own = dict(metrics or {})
     metrics = {**own, **({BUILD_SECONDS: built} if built is not None else {})}
     tracker.log_stage(rec.stage, rec.status, rec.key, rec.reason, rec.seconds, rec.config, metrics, rec.inputs,
-                      tags=machine)
+                      tags=machine, upstream=upstream)
     if stage in PARENT_METRIC_STAGES and own:
         tracker.log_metrics(own)
     for png in sorted(folder.glob("plots/*.png")):

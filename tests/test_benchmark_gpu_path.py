@@ -25,8 +25,10 @@ def test_stage_figures_read_the_artifacts_not_the_cache_lookup(tmp_path):
     bench = load_benchmark("gpu_path")
     results = {
         "extract": _result(tmp_path, "extract", 20.0, {"n_prompts_total": 400.0}, False, 0.002),
-        "train:saerl:0": _result(tmp_path, "train:saerl:0", 30.0, {"steps": 3.0}, False, 0.001),
-        "train:vanilla:0": _result(tmp_path, "train:vanilla:0", 50.0, {"steps": 5.0}, True, 50.2),
+        # a training build's seconds hold its evaluations and loads too: the step figure reads trl's train_seconds
+        "train:saerl:0": _result(tmp_path, "train:saerl:0", 41.0, {"steps": 3.0, "train_seconds": 30.0}, False, 0.001),
+        "train:vanilla:0": _result(tmp_path, "train:vanilla:0", 62.0, {"steps": 5.0, "train_seconds": 50.0}, True,
+                                   50.2),
     }
     pl.DataFrame({"step": [1, 2], "step_time": [4.0, 6.0]}).write_parquet(results["train:saerl:0"].ref.file("log.parquet"))
     pl.DataFrame({"step": [1, 2, 3], "step_time": [7.0, 8.0, 9.0]}).write_parquet(

@@ -39,6 +39,9 @@ def test_first_run_computes_every_stage(warm_root):
                                      "curriculum", "train:saerl:0", "train:vanilla:0", "heldout:saerl:0",
                                      "heldout:vanilla:0", "heldout:base:0", "heldout:reach_probe:1", "evaluate"]
     assert set(_status(first).values()) == {"computed"}
+    # a training build's seconds (MLflow's build_seconds) are its wall time: trl's training, its evaluations, loads
+    manifest = json.loads((Path(first["stages"]["train:saerl:0"]["path"]) / "manifest.json").read_text())
+    assert manifest["seconds"] > manifest["metrics"]["train_seconds"] > 0
 
 
 def test_evaluate_compares_the_arms_on_held_out_problems(warm_root):

@@ -227,6 +227,9 @@ def test_a_failed_run_ends_its_mlflow_run_as_failed(tmp_path, monkeypatch):
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment or cfg.name).experiment_id])
     assert [(r.info.run_name, r.info.status) for r in runs] == [(record.run_id, "FAILED")]
+    # where and why, on the parent run too: its tag and the run record as an artifact
+    assert runs[0].data.tags["saerl.ended"] == record.extra[FAILED]
+    assert [a.path for a in client.list_artifacts(runs[0].info.run_id)] == [f"{record.run_id}.json"]
 
 
 def test_a_run_killed_mid_way_is_listed_unfinished_not_ok(tmp_path, monkeypatch):

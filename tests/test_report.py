@@ -376,6 +376,32 @@ def test_relog_tags_the_code_the_run_ran_not_todays_checkout(tmp_path):
         assert {k: logged[k] for k in tags} == tags
 
 
+def test_relog_refuses_a_run_the_store_holds_already_and_keeps_its_prefect_tags(tmp_path):
+    """Relogging into a store that held the run already added a second parent of the same run id (every comparison
+    then counted it twice), silently; and the relog lost the Prefect flow run the live run was tagged with. Now it is
+    refused unless --again, and the record keeps the Prefect tags."""
+    from mlflow.tracking import MlflowClient
+
+    from saerl.config import PipelineConfig
+    from saerl.report import relog
+    from saerl.runs import PREFECT_TAGS, RunRecord, save_run
+    from saerl.tracking import RUN_ID_TAG
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    prefect = {"prefect.flow_run_id": "5f0c2a1e-0000-4000-8000-000000000001"}
+    record = RunRecord(name="twice", config=flatten(PipelineConfig(name="twice")), extra={PREFECT_TAGS: prefect})
+    save_run(tmp_path, record)
+    first = relog(tmp_path, record, uri)
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_run(first).data.tags["prefect.flow_run_id"] == prefect["prefect.flow_run_id"]
+    with pytest.raises(RuntimeError, match="already .*--again"):
+        relog(tmp_path, record, uri)
+    second = relog(tmp_path, record, uri, again=True)
+    exp = client.get_experiment_by_name("twice").experiment_id
+    parents = client.search_runs([exp], filter_string=f"tags.`{RUN_ID_TAG}` = '{record.run_id}'")
+    assert {r.info.run_id for r in parents} == {first, second}
+
+
 def test_relog_of_a_sweep_child_names_tags_and_params_its_runs_as_the_live_run_did(tmp_path):
     """A relogged sweep child kept plain names and lost its sweep tags and swept params: the record now keeps the
     params (runs.SWEEP_PARAMS) and relog passes the label, tags and params to the tracker as the flow does."""

@@ -733,7 +733,7 @@ def test_compute_evaluate_writes_the_failures_and_the_target_into_its_table_and_
         folder = tmp_path / f"heldout-{arm}"
         folder.mkdir()
         own = compute_heldout(cfg, {f"train:{arm}:0": inputs[f"train:{arm}:0"]}, Build(folder, {}), arm=arm, seed=0)
-        assert own == {"heldout_greedy": 0.5, "heldout_verifier_failures": float(arm == "saerl")}
+        assert own == {"heldout_greedy": 0.5, "heldout_mean_k": 1.0, "heldout_verifier_failures": float(arm == "saerl")}
         inputs[f"heldout:{arm}:0"] = ArtifactRef("heldout", arm, str(folder))
     with caplog.at_level("WARNING", logger="saerl.runners"):
         build = Build(out, {})

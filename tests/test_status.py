@@ -164,10 +164,15 @@ def test_a_record_marked_running_reads_running_while_its_process_lives_and_kille
     with live_lock(tmp_path, rec.run_id):
         assert list_status(tmp_path).splitlines()[1].endswith(STILL_RUNNING)
         assert run_status(tmp_path).splitlines()[1] == STILL_RUNNING.upper()
-    assert not live_path(tmp_path, rec.run_id).exists()  # a run that ends removes it
-    live_path(tmp_path, rec.run_id).touch()  # a killed one leaves it, its lock free
+    # a run whose end was cut short before its record said so (a second Ctrl-C during the first's handling) leaves
+    # the file, its lock free: killed, not "unfinished" for ever
+    assert live_path(tmp_path, rec.run_id).exists()
     assert list_status(tmp_path).splitlines()[1].endswith(KILLED)
     assert run_status(tmp_path).splitlines()[1] == KILLED.upper()
+    with live_lock(tmp_path, rec.run_id):
+        rec.extra.pop(RUNNING)
+        save_run(tmp_path, rec)  # the run recorded its end
+    assert not live_path(tmp_path, rec.run_id).exists()  # a run that ends removes it
 
 
 def test_run_status_marks_a_corrupt_artifact_and_how_to_rebuild_it(tmp_path):

@@ -363,6 +363,14 @@ def test_an_ablation_labels_its_children_and_keeps_its_table(base, tmp_path, mon
     assert pl.read_parquet(folder / "sweep.parquet")["run_id"].to_list() == ["run-1", "run-2"]
     printed = capsys.readouterr().out
     assert (folder / "sweep.txt").read_text().strip() in printed and f"wrote {folder / 'sweep.parquet'}" in printed
+    # and in MLflow: a run of the sweep itself holds the table across settings, which no child's run has
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                filter_string=f"tags.`saerl.sweep` = '{sweep_id}'")
+    assert run.info.run_name == f"sweep {sweep_id}" and run.data.params == {"grid.curriculum.mix_ratio": "[0.0, 0.5]"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"sweep.parquet", "sweep.txt"}
 
 
 def test_on_dask_the_shared_run_and_each_child_carry_their_labels(monkeypatch):

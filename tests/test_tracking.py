@@ -299,6 +299,7 @@ def test_stage_runs_carry_their_inputs_as_tags_and_arm_and_seed_as_params(tmp_pa
                                 for n in ("train:saerl:0", "train:vanilla:1", "evaluate"))
     assert saerl.params == {"train.learning_rate": "1e-05", "arm": "saerl", "seed": "0"}
     assert vanilla.params == {"train.learning_rate": "1e-05", "arm": "vanilla", "seed": "1"}
+    assert saerl.tags["saerl.stage"] == "train" and saerl.tags["saerl.stage_run"] == "train:saerl:0"  # filterable
     assert saerl.tags["saerl.input.curriculum"] == "c" * 20 and saerl.tags["saerl.input.arm"] == "saerl"
     assert "saerl.input.curriculum" not in vanilla.tags and vanilla.tags["saerl.input.seed"] == "1"
     assert evaluate.tags["saerl.input.train:saerl:0"] == "ks" and evaluate.tags["saerl.input.evalset:gsm8k_math"] == "h1"
@@ -631,3 +632,47 @@ def test_credentials_in_urls_are_masked_in_params_warnings_and_run_records(tmp_p
     assert "http://***@127.0.0.1:9/" in caplog.text and "MLFLOW_SECRET" not in caplog.text
     assert redact("https://h/api?token=abc&page=2") == "https://h/api?token=***&page=2"
     assert redact("http://127.0.0.1:4200/api") == "http://127.0.0.1:4200/api" and redact(3) == 3
+
+
+def test_a_stage_run_spans_its_wall_time_and_shows_the_upstream_settings_it_depends_on(tmp_path):
+    """A training run's params were its own stage's fields alone: two runs trained on curricula of other mix ratios
+    looked the same in MLflow's compare view; and every nested run lasted 0 s, its metrics stamped before its start.
+    Its params now hold the upstream stage runs' fields too (saerl.runs.lineage_config), and it spans its seconds."""
+    import time
+
+    from saerl.runs import StageRecord, lineage_config
+
+    stages = {
+        "score": StageRecord(stage="score", key="s", status="cached", reason="", config={"score.seed": 0},
+                             inputs={"encode": "e"}),
+        "curriculum": StageRecord(stage="curriculum", key="c", status="computed", reason="",
+                                  config={"curriculum.mix_ratio": 0.5}, inputs={"score": "s"}),
+        "train:saerl:0": StageRecord(stage="train:saerl:0", key="t", status="computed", reason="",
+                                     config={"train.max_steps": 9}, inputs={"curriculum": "c", "score": "s"}),
+        "train:vanilla:0": StageRecord(stage="train:vanilla:0", key="v", status="computed", reason="",
+                                       config={"train.max_steps": 9}, inputs={"ingest": "i"}),
+    }
+    assert lineage_config(stages, "train:saerl:0") == {"curriculum.mix_ratio": 0.5, "score.seed": 0}
+    assert lineage_config(stages, "train:vanilla:0") == {}  # vanilla reads no curriculum
+    cfg = load_config(None, ["name=lineage"])
+    t = Tracker(cfg, tmp_path, "run-l")
+    before = time.time()
+    t.log_stage("train:saerl:0", "computed", "t", "r", 8.5, {"train.max_steps": 9}, {"steps": 9.0},
+                upstream=lineage_config(stages, "train:saerl:0"))
+    t.finish()
+    run = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path)).get_run(t.stage_runs["train:saerl:0"])
+    assert run.data.params == {"train.max_steps": "9", "curriculum.mix_ratio": "0.5", "score.seed": "0"}
+    assert run.info.end_time - run.info.start_time == 8500
+    assert run.info.start_time <= int(before * 1000) - 8000
+
+
+def test_a_failed_or_stopped_runs_parent_says_where_and_why(tmp_path):
+    """A failed or stopped run's MLflow parent was closed FAILED / KILLED with nothing saying where or why (the run
+    record on disk said it): finish tags it (saerl.ended)."""
+    from saerl.tracking import ENDED_TAG, TRACKED_KILLED
+
+    cfg = load_config(None, ["name=ended"])
+    t = Tracker(cfg, tmp_path, "run-e")
+    t.finish(TRACKED_KILLED, ended="train:saerl:0: SIGINT")
+    parent = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path)).get_run(t.parent_id)
+    assert parent.info.status == "KILLED" and parent.data.tags[ENDED_TAG] == "train:saerl:0: SIGINT"
