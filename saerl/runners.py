@@ -393,8 +393,9 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     is applied here, not in the score stage, so a threshold change reruns from this stage on. out: metrics, among
     them share_kept (the share of prompts the filter keeps, applied or not), filtered (prompts the quality filter
     removed), out_of_reach (prompts the difficulty cap left out), home_share (the share of a whole batch its home
-    cluster gave, :func:`saerl.curriculum.home_share`; absent under mix_ratio 1) and home_share_designed (what
-    curriculum.mix_ratio asks: round(B * (1 - mix_ratio)) / B)."""
+    cluster gave, :func:`saerl.curriculum.home_share`; absent under mix_ratio 1), home_share_designed (what
+    curriculum.mix_ratio asks: round(B * (1 - mix_ratio)) / B), run_share (the share of the order's prompts the run's
+    train.max_steps x batch_size covers) and ramps (how many climbs an epoch is read in: saerl.curriculum.ramps)."""
     from saerl.curriculum import (
         home_share,
         home_size,
@@ -426,7 +427,11 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     build.note(rows={"order": order.height, "vanilla": vanilla.height, "filtered": filtered,
                      "out_of_reach": out_of_reach}, notes=notes)
     home = home_share(order, c.batch_size)
+    first_epoch = order.filter(pl.col("epoch") == 0)
     return {"order_rows": float(order.height), "filtered": float(filtered),
+            # how much of the order's pool the run trains on (DAPO's refills read on), in how many ramps it is read
+            "run_share": min(1.0, cfg.train.max_steps * c.batch_size / max(1, in_order)),
+            "ramps": float(first_epoch["ramp"].n_unique()) if first_epoch.height else 1.0,
             "filtered_share": filtered / max(1, scores.height), "out_of_reach": float(out_of_reach),
             "share_kept": share_kept(scores, cfg.score.quality_threshold),
             "home_share_designed": home_size(c.batch_size, c.mix_ratio) / c.batch_size,

@@ -139,6 +139,8 @@ def test_the_curriculum_fits_its_first_ramp_to_the_runs_prompts(tmp_path):
                 hardest = max(int(i[1:]) for i in run)
                 assert (hardest >= 55) if fit else (hardest < 30), (fit, arm, seed, hardest)
         assert pl.read_parquet(out / ORDER)["ramp"].max() == (2 if fit else 0)
+        metrics = compute_curriculum(cfg, {"score": score}, Build(out, {}))
+        assert metrics["run_share"] == 20 / 60 and metrics["ramps"] == (3.0 if fit else 1.0)
 
 
 def test_each_training_seed_of_a_curriculum_arm_reads_its_own_draw_of_the_curriculum(tmp_path):
