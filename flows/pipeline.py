@@ -64,6 +64,7 @@ from tasks.stage import plain_record, prepare_shards_task, shard_task, stage_opt
 log = logging.getLogger("saerl.flow")
 CLUSTER_TIMEOUT_S = 30  # how long asking an external Dask scheduler for its worker threads may take
 PARALLEL_STAGES = ("train", "heldout")  # stages whose runs (one per variant) run at once on Dask
+SHARDS = "shards"  # pipeline_flow's key of the run's shard count (shard_count)
 WAKE_S = 0.5  # how often the flow's thread wakes while it waits for a stage: how soon a Ctrl-C is seen
 PREFECT_FLOW_RUN_TAG = "prefect.flow_run_id"  # MLflow parent-run tag: the Prefect flow run the pipeline ran in
 PREFECT_DEPLOYMENT_TAG = "prefect.deployment"  # MLflow parent-run tag: the deployment that flow run came from
@@ -345,6 +346,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
 
     active = {"name": ""}  # the stage run being submitted or waited for: where a failed run stopped
     submitted: list[Any] = []  # every stage task's future: a dead worker's is marked Crashed (crash_lost_runs)
+    asked: dict[str, int] = {}  # the shard count, once a fanned-out stage needs it
 
     def submit(stage: str, name: str, ups: tuple[str, ...], variant: dict[str, Any] | None) -> dict[str, Any]:
         """Start one stage run as a task (its shards first, on Dask); returns what finishing it needs."""
@@ -364,7 +366,9 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         fanned = not complete and stage in SHARDED and cfg.runtime.task_runner == "dask"
         resumed = ""  # a fanned stage's own task finds every chunk done (its shards ran them): build_sharded says
         if fanned:
-            future, resumed = build_sharded(store, args, shard_count(cfg),
+            if SHARDS not in asked:  # an external scheduler is asked for its threads once a run, not once a stage
+                asked[SHARDS] = shard_count(cfg)
+            future, resumed = build_sharded(store, args, asked[SHARDS],
                                             lambda: task.submit(**args, variant=variant, lock_held=True), label)
         else:
             future = task.submit(**args, variant=variant)
