@@ -28,9 +28,14 @@ def _arrays(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def test_dask_fan_out_matches_in_process(prefect_api, tmp_path, capsys):
+def test_dask_fan_out_matches_in_process(prefect_api, tmp_path, capsys, monkeypatch):
+    import flows.pipeline as fp
     from flows.pipeline import pipeline_flow
     from flows.runner import task_runner
+
+    asked = []  # an external scheduler is asked for its threads once a run, not once per fanned-out stage
+    count = fp.shard_count
+    monkeypatch.setattr(fp, "shard_count", lambda cfg: asked.append(1) or count(cfg))
 
     records = {}
     for runner in ("local", "dask"):
@@ -49,6 +54,7 @@ def test_dask_fan_out_matches_in_process(prefect_api, tmp_path, capsys):
     assert len(heldouts) == 6 and all(dask_runs[s]["status"] == "computed" for s in heldouts)
     out = capsys.readouterr().out
     assert "[extract] 8 chunks computed in 4 shards" in out  # 120 prompts / 16 a chunk, 2 workers x 2 shards
+    assert len(asked) == 1  # extract and encode fanned out on one count
     # the build's manifest and metrics say what the shards ran: the stage task that publishes found every chunk
     # done, and recorded a build of ~0 s and no throughput
     import json
