@@ -25,7 +25,15 @@ from typing import Any
 
 import polars as pl
 
-from saerl.artifacts import MANIFEST, ArtifactRef, ArtifactStore, read_manifest, write_file_atomic
+from saerl.artifacts import (
+    MANIFEST,
+    ArtifactRef,
+    ArtifactStore,
+    library_versions,
+    read_manifest,
+    version_drift,
+    write_file_atomic,
+)
 from saerl.config import REDACTED, PipelineConfig, build_config, flatten, redact, redacted
 from saerl.runs import (
     FAILED,
@@ -475,20 +483,23 @@ def write_html(report: RunReport, path: Path) -> Path:
 
 def record_results(store: ArtifactStore, cfg: PipelineConfig, results: dict[str, Any]) -> RunRecord:
     """A run record for the results of :func:`saerl.pipeline.run_all` ({run name: StageResult}), with the
-    same fields the flow records (reasons relative to the previous run of the config); save it with
-    :func:`saerl.runs.save_run`."""
+    same fields the flow records (reasons relative to the previous run of the config; a reused artifact's
+    names the libraries it was built with whose installed versions differ now: saerl.artifacts.version_drift);
+    save it with :func:`saerl.runs.save_run`."""
     from saerl.tracking import git_tags
 
     record = RunRecord(name=cfg.name, config=redacted(flatten(cfg)), extra={GIT: git_tags()})
     previous = previous_stage_runs(store.root, cfg.name, list(results))  # per stage run: its newest earlier run
+    installed = library_versions()  # what a reused artifact's build is compared with, as flows.pipeline does
     for name, res in results.items():
         stage = stage_of(name)
         manifest = res.ref.manifest()
         inputs = manifest.get("inputs", {})
         sl = stage_slice(cfg, stage, inputs)
+        drift = "" if res.computed else version_drift(manifest.get("library_versions"), installed)
         record.stages[name] = StageRecord(
             stage=name, key=res.ref.key, status="computed" if res.computed else "cached",
-            reason=explain(name, res.computed, sl, inputs, previous, resumed=res.resumed),
+            reason=explain(name, res.computed, sl, inputs, previous, resumed=res.resumed, drift=drift),
             config=sl, inputs=inputs, code_version=str(manifest.get("code_version", "")),
             seconds=res.seconds, bytes=store.size_bytes(res.ref.stage, res.ref.key), path=res.ref.path)
     return record

@@ -361,3 +361,14 @@ def test_a_build_waiting_for_another_process_says_so_and_reports_the_wait(tmp_pa
     with caplog.at_level("WARNING", logger="saerl.artifacts"), store.lock("score", "free"):
         pass  # a free lock: no warning, no wait
     assert not caplog.records and store.take_waited("score", "free") == 0.0
+
+
+def test_a_reused_artifact_names_every_tracked_library_that_moves_numbers_and_none_that_only_runs():
+    """math-verify decides the verdicts (labels, rewards, held-out accuracy), so a reused artifact built under
+    another version of it must say so, as for torch; saerl (keyed by stage code versions), prefect and mlflow
+    (they only run and record) are not named."""
+    from saerl.artifacts import TRACKED_LIBRARIES, version_drift
+
+    drift = version_drift(dict.fromkeys(TRACKED_LIBRARIES, "0.0"), dict.fromkeys(TRACKED_LIBRARIES, "9.9"))
+    named = {part.split(" ")[0] for part in drift.split(", ")}
+    assert "math-verify" in named and named == set(TRACKED_LIBRARIES) - {"saerl", "prefect", "mlflow"}, drift

@@ -365,9 +365,34 @@ def test_a_repeated_csv_header_maps_alike_whichever_reader_reads_the_file(tmp_pa
     """Python's csv reader (the fallback for a file polars refuses) kept the last of two 'question' columns, polars
     the first: the same mapping read another prompt by whether a row held an inch mark."""
     plain = tmp_path / "plain.csv"
-    plain.write_bytes(b"question,question,answer\nFirst 1+1?,Second,2\nFirst 2+2?,Second,4\n")
+    plain.write_bytes(b"question,question,answer\nFirst 1+1?,Second,2\nFirst 2+2?,Second 2+2?,4\n")
     inch = tmp_path / "inch.csv"
-    inch.write_bytes(b'question,question,answer\nFirst 1+1?,Second,2\nA 5" nail plus 2?,Second,7\n')
+    inch.write_bytes(b'question,question,answer\nFirst 1+1?,Second,2\nA 5" nail plus 2?,Second 5+2?,7\n')
     cfg = DataConfig(prompt="question", answer="answer")
     assert D.ingest(cfg, plain).kept["prompt"].to_list() == ["First 1+1?", "First 2+2?"]
     assert D.ingest(cfg, inch).kept["prompt"].to_list() == ["First 1+1?", 'A 5" nail plus 2?']
+    # the second column under polars' own name for it: question_duplicated_0, in both readers
+    second = DataConfig(prompt="question_duplicated_0", answer="answer")
+    assert D.ingest(second, plain).kept["prompt"].to_list() == ["Second", "Second 2+2?"]
+    assert D.ingest(second, inch).kept["prompt"].to_list() == ["Second", "Second 5+2?"]
+
+
+def test_an_empty_csv_field_is_missing_whichever_reader_reads_the_file(tmp_path):
+    """polars reads an empty csv field as null ('missing field'); the Python reader's fallback must too, or a
+    row with an inch mark and an empty answer is rejected for another reason ('empty answer') than the same
+    row without it. The fallback also leaves the csv module's field size limit as it found it."""
+    import csv
+
+    plain = tmp_path / "plain.csv"
+    plain.write_bytes(b"question,answer\nFirst 1+1?,2\nFirst 3+3?,\n")
+    inch = tmp_path / "inch.csv"
+    inch.write_bytes(b'question,answer\nFirst 1+1?,2\nA 5" nail plus 2?,\n')
+    cfg, limit = DataConfig(prompt="question", answer="answer"), 131_072  # the csv module's default limit
+    before = csv.field_size_limit(limit)  # set here: an earlier test's leak would otherwise hide this one's
+    try:
+        reasons = [D.ingest(cfg, f).rejected.select("row", "field", "reason").to_dicts()
+                   for f in (plain, inch)]
+        assert csv.field_size_limit() == limit, "the fallback reader's raised limit leaked out of it"
+    finally:
+        csv.field_size_limit(before)
+    assert reasons[0] == reasons[1] == [{"row": 1, "field": "answer", "reason": D.MISSING_FIELD}]

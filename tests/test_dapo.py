@@ -341,3 +341,15 @@ def test_refills_by_cluster_replace_a_dropped_group_with_its_clusters_next_promp
         resumed.restore_dynamic_sampling({**state, "ahead": [2]})
     with pytest.raises(ValueError, match="clusters has 3 entries for a train dataset of 10 rows"):
         run(dynamic_sampling_trainer(_trainer_class(), max_rounds=3, clusters=[0, 1, 0]), kinds, tmp_path / "x")
+
+
+def test_a_second_refill_round_replaces_the_groups_the_first_refill_dropped(tmp_path):
+    """Each refill round draws by the clusters of the groups dropped in the round before (the newest drops),
+    not of the first round's, which the first refill already replaced: a cluster-1 refill without spread is
+    replaced by cluster 1's next prompt, not by another of cluster 0."""
+    kinds = ["flat", "flat", "spread", "flat", "spread", "spread", "spread", "spread", "spread", "spread"]
+    cls = dynamic_sampling_trainer(_trainer_class(), max_rounds=3, clusters=[0, 1] * 5)
+    calls, _, _, trainer = run(cls, kinds, tmp_path, steps=1)
+    # round 0: p00 (0) p01 (1) both flat; round 1: p02 (0) kept, p03 (1) flat; round 2: cluster 1's next, p05
+    assert calls == [["p00"] * 2 + ["p01"] * 2, ["p02"] * 2 + ["p03"] * 2, ["p05"] * 2]
+    assert [i for i, spread, _ in trainer.dynamic_sampling_drawn if spread] == [2, 5]

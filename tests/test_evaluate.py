@@ -723,6 +723,23 @@ def test_a_gain_share_target_is_one_target_for_every_arm_from_their_pooled_gain(
                              .otherwise(pl.col("accuracy")).alias("accuracy"))
     assert steps_to_target(dip)["target"][0] == pytest.approx(0.25)
     assert steps_to_target(dip, gain_share=0.5)["target"][0] == pytest.approx(0.5 * (0.25 + 1.0) / 2)
+    # the bootstrap follows the gain-share rule too, not vanilla's own final: with vanilla's last point at 0,
+    # its final is met at step 0 (no ratio at all), while the pooled target (0.25) gives saerl 10 / 20 steps
+    kept = (pl.col("arm") != "vanilla") | (pl.col("step") != 30)
+    lost = problems.with_columns((kept & pl.col("correct")).alias("correct"))
+    by_final = steps_ratio_interval(lost, n_boot=50).filter(pl.col("arm") == "saerl")
+    assert by_final["ratio_ci_low"].to_list() == [None]
+    ci = {r["arm"]: r for r in steps_ratio_interval(lost, gain_share=0.5, n_boot=50).iter_rows(named=True)}
+    assert ci["saerl"]["ratio_ci_low"] == pytest.approx(0.5) == ci["saerl"]["ratio_ci_high"]
+
+
+def test_the_gain_share_target_leaves_out_a_resample_that_scored_no_problem():
+    """A resample with no problem scored gives a NaN start point; the pooled start skips it rather than making
+    the whole target NaN (which no curve ever reaches)."""
+    from saerl.evaluate import gain_target
+
+    target = gain_target(np.array([np.nan, 0.2]), np.array([0.4, 0.6]), 0.5)
+    assert target == pytest.approx(0.2 + 0.5 * (0.5 - 0.2))  # start 0.2 (the NaN left out), mean final 0.5
 
 
 def test_the_steps_target_is_given_or_derived_not_both():

@@ -553,3 +553,43 @@ def test_a_shard_that_fails_stops_the_fan_out_while_an_earlier_one_still_runs(tm
         fp.fan_out(args, 2)
     token = ArtifactStore(tmp_path).partial_path("encode", "k") / "_chunks" / SHARDS_TOKEN
     assert token.read_text() == STOPPED_TOKEN
+
+
+def test_a_reused_stage_run_says_which_libraries_its_artifact_was_built_with_otherwise(tmp_path, monkeypatch):
+    """The flow compares a reused artifact's manifest library_versions with the installed ones: an artifact
+    built under another torch says so in its stage run's reason; one built under the installed ones does
+    not."""
+    import json
+
+    import flows.pipeline as fp
+    from saerl.artifacts import MANIFEST, ArtifactStore, library_versions
+    from saerl.runs import load_run
+
+    class Task:  # builds an empty artifact once per key, as run_stage would, and says whether it built it
+        def with_options(self, **_):
+            return self
+
+        def submit(self, stage, key, root, **_):
+            write = lambda b: (b.path / "f.txt").write_text("x")  # noqa: E731
+            _, computed = ArtifactStore(Path(root)).ensure(stage, key, write)
+            done = {"computed": computed, "seconds": 0.1, "metrics": {}}
+            state = SimpleNamespace(name="Completed", result=lambda: done)
+            future = SimpleNamespace(state=state, wait=lambda: None)
+            future.add_done_callback = lambda fn: fn(future)
+            return future
+
+    monkeypatch.setattr(fp, "stage_task", Task())
+    monkeypatch.setattr(fp, "say", lambda message, label=None: None)
+    cfg = load_config(SMOKE, [f"runtime.artifact_root={tmp_path}", "tracking.enabled=false"])
+    fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="ingest")
+    manifest = Path(load_run(tmp_path, "latest").stages["ingest"].path) / MANIFEST
+    built = json.loads(manifest.read_text())
+    built["library_versions"]["torch"] = "0.0"  # as if built under another torch
+    manifest.write_text(json.dumps(built))
+    fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="ingest")
+    stages = load_run(tmp_path, "latest").stages
+    assert stages["ingest"].status == stages["testbed"].status == "cached"
+    now = library_versions()["torch"]
+    why = stages["ingest"].reason
+    assert why.endswith(f"; built with other library versions: torch 0.0 (now {now})"), why
+    assert "library versions" not in stages["testbed"].reason

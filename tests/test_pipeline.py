@@ -634,3 +634,56 @@ def test_a_data_or_held_out_file_moved_with_its_content_kept_reruns_nothing(tmp_
     (tmp_path / "b" / "train.csv").write_text("question,answer\n" + "".join(f"What is {i}+1?,{i + 1}\n" for i in range(6)))
     assert keys("b", "train.csv")["ingest"] != moved["ingest"]  # another reader
     assert keys("b", edit='{"question": "What is 9+1?", "answer": "10"}\n')["ingest"] != moved["ingest"]
+
+
+def test_heldout_evaluates_the_starting_policy_only_with_eval_base_policy():
+    """eval.base_policy=false must drop the starting policy's two held-out passes (arm base seed 0 and the
+    probe, arm reach_probe seed REACH_SEED): each is a full generation pass over every held-out set, run for
+    nothing."""
+    from saerl.evaluate import BASE_ARM, PROBE_ARM, REACH_SEED
+    from saerl.pipeline import heldout_variants, train_variants
+
+    off = load_config(None, ["eval.base_policy=false"])
+    assert heldout_variants(off) == train_variants(off)
+    on = load_config(None, ["eval.base_policy=true"])
+    assert heldout_variants(on) == train_variants(on) + [{"arm": BASE_ARM, "seed": 0},
+                                                         {"arm": PROBE_ARM, "seed": REACH_SEED}]
+
+
+def test_every_held_out_sets_content_enters_the_heldout_key(tmp_path):
+    """Each eval.sets file is hashed into the heldout key, not only the first set's: a rewritten second set
+    must rerun heldout, or the run reuses held-out results of the old prompts."""
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.jsonl").write_text('{"question": "What is 1+1?", "answer": "2"}\n')
+    cfg = load_config(None, [f"eval.sets={{a: {tmp_path / 'a.jsonl'}, b: {tmp_path / 'b.jsonl'}}}"])
+    before = input_keys(cfg, "heldout", {})
+    (tmp_path / "b.jsonl").write_text('{"question": "What is 2+2?", "answer": "4"}\n')
+    after = input_keys(cfg, "heldout", {})
+    assert before["evalset:a"] == after["evalset:a"] and before["evalset:b"] != after["evalset:b"]
+
+
+def test_a_leftover_shard_record_is_folded_only_into_the_fan_out_it_belongs_to(tmp_path, monkeypatch,
+                                                                              cpu_machine):
+    """A shards.json left by a fan-out whose stage run never published is not a later in-process build's work:
+    that build (which takes its own lock) keeps its own metrics and no `shards` note. The flow's stage run of
+    a fan-out (take_lock=False) folds the record in: chunks and tokens summed over the shards, seconds and
+    start from the fan-out's wall time."""
+    from saerl import pipeline
+    from saerl.stages import stage_key
+
+    write = lambda c, u, b: (b.path / "f.txt").write_text("x") and {}  # noqa: E731
+    monkeypatch.setitem(pipeline.RUNNERS, "extract", write)
+    shards = [{"chunks_run": 3, "n_tokens": 10}, {"chunks_run": 5, "n_tokens": 20}]
+    results = {}
+    for take_lock in (True, False):
+        cfg = load_config(None, [f"runtime.artifact_root={tmp_path / str(take_lock)}", "data.source=sample"])
+        store = ArtifactStore(cfg.runtime.artifact_root)
+        key = stage_key(cfg, "extract", input_keys(cfg, "extract", {}))
+        pipeline.record_shards(store, "extract", key, shards, 30.0)
+        res = pipeline.run_stage(store, cfg, "extract", {}, key=key, take_lock=take_lock)
+        results[take_lock] = (res.metrics, res.ref.manifest())
+    local, fanned = results[True], results[False]
+    assert "shard_chunks_run" not in local[0] and "shards" not in local[1]
+    assert fanned[0] == {"shard_chunks_run": 8.0, "tokens_per_s": 1.0}
+    assert fanned[1]["shards"] == {"n": 2, "chunks_run": 8, "n_tokens": 30, "seconds": 30.0}
+    assert fanned[1]["seconds"] >= 30.0 > local[1]["seconds"]  # the build began when the fan-out did

@@ -558,3 +558,33 @@ def test_a_note_every_arm_and_seed_left_is_one_row_naming_the_runs():
                          ("train:saerl:1", unk), ("train:saerl:1", unk), ("evaluate", "overlap")])
     assert table.rows() == [("score", "flat silhouette"),
                             ("train:saerl:0, train:vanilla:0, train:saerl:1", unk), ("evaluate", "overlap")]
+
+
+def test_a_run_all_record_says_which_libraries_a_reused_artifact_was_built_with_otherwise(tmp_path,
+                                                                                          monkeypatch):
+    """record_results (the run record of run_all, no Prefect) records the reasons the flow does: a reused
+    artifact built under another torch says so, as flows.pipeline's finish() says it; it never passed the
+    drift on."""
+    import json
+
+    from saerl import pipeline
+    from saerl.artifacts import MANIFEST, ArtifactStore, library_versions
+    from saerl.config import PipelineConfig
+    from saerl.report import record_results
+
+    store, cfg = ArtifactStore(tmp_path), PipelineConfig()
+    write = lambda c, u, b: (b.path / "f.txt").write_text("x") and {}  # noqa: E731
+    monkeypatch.setitem(pipeline.RUNNERS, "curriculum", write)
+    built = pipeline.run_stage(store, cfg, "curriculum", {})
+    manifest = built.ref.file(MANIFEST)
+    saved = json.loads(manifest.read_text())
+    saved["library_versions"]["torch"] = "0.0"  # as if built under another torch
+    manifest.write_text(json.dumps(saved))
+    reason = record_results(store, cfg, {"curriculum": built}).stages["curriculum"].reason
+    assert "library versions" not in reason, "a computed run names no drift"
+    again = pipeline.run_stage(store, cfg, "curriculum", {})
+    why = record_results(store, cfg, {"curriculum": again}).stages["curriculum"].reason
+    now = library_versions()["torch"]
+    assert not again.computed, "reused"
+    assert why == ("cached: same code, inputs and config as a stored artifact; built with other library "
+                   f"versions: torch 0.0 (now {now})"), why

@@ -959,3 +959,16 @@ def test_dapo_refills_by_cluster_read_the_arms_order_clusters_only_where_they_ap
     assert refill_clusters(load_config(None, ["train.algorithm=dapo"]), order, "saerl") is None, "stream refills"
     grpo = load_config(None, ["train.algorithm=grpo", "train.dynamic_sampling_refill=cluster"])
     assert refill_clusters(grpo, order, "saerl") is None, "GRPO does not refill"
+
+
+def test_evaluate_without_the_held_out_evaluation_of_a_training_run_names_the_run(tmp_path):
+    """Every training run needs its heldout artifact: a missing one is refused up front, naming the run, not a
+    KeyError (or a missing file) half-way through the comparison."""
+    from saerl.runners import compute_evaluate
+
+    inputs = {f"{stage}:{arm}:0": ArtifactRef(stage, f"k-{arm}", str(tmp_path / f"{stage}-{arm}"))
+              for stage in ("train", "heldout") for arm in ("saerl", "vanilla")}
+    del inputs["heldout:vanilla:0"]
+    cfg = load_config(None, ["eval.base_policy=false"])
+    with pytest.raises(ValueError, match=r"evaluation of every training run; missing: \['train:vanilla:0'\]"):
+        compute_evaluate(cfg, inputs, Build(tmp_path / "evaluate", {}))

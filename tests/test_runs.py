@@ -366,7 +366,9 @@ def test_a_record_whose_ids_would_leave_the_root_is_refused(tmp_path):
     path = save_run(tmp_path, good)
     assert read_run(path).run_id == good.run_id
     data = json.loads(path.read_text())
-    for change in ({"run_id": "../../escape/pwned"}, {"stages": {"../x": {**data["stages"]["train:saerl:0"]}}},
+    # a plain run id that is not the file's name: a copied record would be read as (and overwrite) another run
+    for change in ({"run_id": "../../escape/pwned"}, {"run_id": "20261205-080000-000000-ffff"},
+                   {"stages": {"../x": {**data["stages"]["train:saerl:0"]}}},
                    {"stages": {"train:saerl:0": {**data["stages"]["train:saerl:0"], "key": "../../etc"}}}):
         path.write_text(json.dumps({**data, **change}))
         with pytest.raises(ValueError, match="is not readable .*plain names"):
@@ -393,6 +395,8 @@ def test_fields_a_stages_new_code_no_longer_reads_are_named_in_brief():
     """When a stage's code stopped reading fields (the evaluate stage, once held-out generation moved to the heldout
     stage, dropped 21), its reason listed each as '(not read under this config)', a paragraph long. They are named
     in brief; a field the stage still declares but does not read under this config keeps its own words."""
+    import dataclasses
+
     prev = {"evaluate": StageRecord(stage="evaluate", key="k", status="computed", reason="",
                                     config={"eval.ci_level": 0.95, "eval.batch_size": 64, "data.answer": "a",
                                             "data.id": None, "eval.temperature": 1.0},
@@ -404,3 +408,23 @@ def test_fields_a_stages_new_code_no_longer_reads_are_named_in_brief():
                               inputs={}, code_version="3")
     assert explain("sae", True, {}, {}, prev, code="3") == \
         "computed: config changed: sae.l1_coefficient (not read under this config)"
+    three = {k: v for k, v in prev["evaluate"].config.items() if k != "eval.temperature"}
+    prev["evaluate"] = dataclasses.replace(prev["evaluate"], config=three)
+    assert explain("evaluate", True, {"eval.ci_level": 0.95}, {}, prev, code="18+verify3") == \
+        "computed: fields this stage no longer reads: data.answer, data.id, eval.batch_size"  # no '0 more'
+
+
+def test_a_field_a_training_run_does_not_read_under_its_arm_is_not_one_its_stage_stopped_reading():
+    """A stage run with variants ('train:vanilla:0') is judged by its stage's declared reads (train), not by
+    its run name, which declares none: a field unread under this arm or algorithm would read "no longer
+    reads"."""
+    from saerl.runs import declared_read
+
+    assert declared_read("train:vanilla:0", "train.dynamic_sampling_refill")
+    assert declared_read("heldout:base:0", "eval.sets")
+    assert not declared_read("train:vanilla:0", "eval.ci_level")
+    prev = {"train:vanilla:0": StageRecord(stage="train:vanilla:0", key="k", status="computed", reason="",
+                                           config={"train.dynamic_sampling_refill": "cluster"}, inputs={},
+                                           code_version="5")}
+    assert explain("train:vanilla:0", True, {}, {}, prev, code="5") == \
+        "computed: config changed: train.dynamic_sampling_refill (not read under this config)"

@@ -327,3 +327,21 @@ def test_a_hub_models_size_is_read_from_the_local_cache_for_checks_but_never_for
     (tmp_path / "sae" / "sae_weights.safetensors").write_bytes(b"weights")
     with pytest.raises(ValueError, match=r"d_in=32, and the model extraction reads has hidden size 48"):
         check_runnable(cfg("sae.source=local", f"sae.path={tmp_path / 'sae'}"), "sae")
+
+
+def test_a_held_out_set_given_as_a_plain_path_enters_its_key_by_its_suffix():
+    """An eval.sets entry may be a path string as well as a {path: ...} mapping; the string form kept its full
+    path in the key, so moving the held-out file reran heldout and evaluate though its content (hashed apart)
+    was kept."""
+    from saerl.stages import located
+
+    moved = located("eval.sets", {"x": "/c/d.jsonl"})
+    assert located("eval.sets", {"x": "/a/b.jsonl"}) == moved == {"x": ".jsonl"}
+    assert located("eval.sets", {"x": "/a/b.csv"}) != moved  # another reader
+
+
+def test_a_data_files_suffix_enters_its_key_lower_cased():
+    """The suffix picks the reader case-blind, so train.JSONL and train.jsonl must share a key."""
+    from saerl.stages import file_form
+
+    assert file_form("a/B.JSONL") == file_form("c/d.jsonl") == ".jsonl"

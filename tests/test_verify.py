@@ -93,6 +93,7 @@ def test_extract_is_bounded_on_huge_input():
         # an equation of numbers is a computation, not an answer (ASDiv's formula field '7+2=9' was kept, and the right
         # answer, 9, judged wrong); an equation with an unknown or a function is an answer
         ("7+2=9", "unparsed", ""), ("\\frac{1}{2}=0.5", "unparsed", ""), ("x=5", "ok", "x=5"), ("f(2)=5", "ok", "f(2)=5"),
+        ("3=x", "ok", "3=x"),  # a number on the left alone is no computation: both sides must be numbers
     ],
 )
 def test_normalize_answer_shapes(gold, status, text):
@@ -1030,6 +1031,24 @@ def test_a_worker_caps_its_address_space_so_a_runaway_answer_cannot_take_the_mac
             "try:\n    bytearray(256 * 2**20)\nexcept MemoryError:\n    print('capped')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "capped", out.stderr
+
+
+def test_a_workers_address_space_cap_never_loosens_a_lower_limit_the_user_set():
+    """A soft RLIMIT_AS the user set below the worker's own cap (mapped + headroom) is kept: the worker takes
+    the lower of the two, not its own (checked in a child process: the limit stays with the process that sets
+    it)."""
+    import subprocess
+    import sys
+
+    code = ("import os, resource\n"
+            "from pathlib import Path\n"
+            "from saerl.verify import cap_address_space\n"
+            "mapped = int(Path('/proc/self/statm').read_text().split()[0]) * os.sysconf('SC_PAGE_SIZE')\n"
+            "users = mapped + 32 * 2**20\n"  # below what cap_address_space(64) would set
+            "resource.setrlimit(resource.RLIMIT_AS, (users, resource.getrlimit(resource.RLIMIT_AS)[1]))\n"
+            "print(cap_address_space(64) == users == resource.getrlimit(resource.RLIMIT_AS)[0])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "True", (out.stdout, out.stderr)
 
 
 def test_a_gold_every_comparison_with_which_runs_out_of_time_is_refused_when_normalized():
