@@ -36,8 +36,7 @@ RESUME_HINT = ("saerl: the run failed (traceback above; `saerl status` names the
 PREFECT_CRASH = "Crash detected!"  # how Prefect's flow engine starts the line it logs when a flow run ends abruptly
 PREFECT_INTERRUPT = "Execution was aborted by an interrupt signal."  # its cause on Ctrl-C (prefect.states)
 PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # where Prefect logs a failed task or flow run
-LOGGED_KEPT = 8  # errors whose traceback a Prefect run logger printed, remembered (the last few) by identity
-_logged_tracebacks: list[BaseException] = []  # those errors: main does not print their traceback a second time
+LOGGED = "_saerl_traceback_logged"  # set on an error whose traceback a Prefect run logger printed (main's cue)
 
 
 class UserErrorTracebacks(logging.Filter):
@@ -55,15 +54,18 @@ class UserErrorTracebacks(logging.Filter):
             return False
         if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
             record.exc_info, record.exc_text = None, None
-        elif record.exc_info and record.exc_info[1] is not None:  # printed with its traceback: remembered
-            _logged_tracebacks[:] = [*_logged_tracebacks[-(LOGGED_KEPT - 1):], record.exc_info[1]]
+        elif record.exc_info and record.exc_info[1] is not None:  # printed with its traceback: marked so
+            try:
+                setattr(record.exc_info[1], LOGGED, True)
+            except AttributeError:  # an error type without attributes of its own: main prints it as before
+                pass
         return True
 
 
 def traceback_logged(err: BaseException) -> bool:
-    """Did a Prefect run logger print `err` with its traceback in this process (:class:`UserErrorTracebacks`
-    remembers it)? A flow run's failure reaches main as the same object. in: an error; out: bool."""
-    return any(e is err for e in _logged_tracebacks)
+    """Did a Prefect run logger print `err` with its traceback in this process (:class:`UserErrorTracebacks` marks
+    it)? A flow run's failure reaches main as the same object. in: an error; out: bool."""
+    return bool(getattr(err, LOGGED, False))
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -212,10 +214,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """`saerl report [RUN] [--root ROOT] [--html PATH] [--relog] [--uri URI]`: a run's comparison table read from
+    """`saerl report [RUN] [--root ROOT] [--html PATH] [--relog] [--uri URI] [--again]`: a run's comparison table read from
     its artifacts on disk, a self-contained HTML report, and (--relog) the run logged into MLflow afterwards."""
     from saerl.report import default_html_path, format_text, load_report, relog, write_html
 
+    if args.again and not args.relog:
+        raise ValueError("--again goes with --relog (it logs a run into a store that holds it already)")
     root = _root(args.root)
     report = load_report(root, args.run)  # an unknown run id is a ValueError: main prints it
     print(format_text(report))

@@ -23,7 +23,15 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from saerl.artifacts import ArtifactRef, ArtifactStore, library_versions, read_manifest, version_drift
-from saerl.config import CODE_FIELDS, PipelineConfig, build_config, flatten, redacted, runs_outside_code
+from saerl.config import (
+    CODE_FIELDS,
+    PipelineConfig,
+    build_config,
+    flatten,
+    redact,
+    redacted,
+    runs_outside_code,
+)
 from saerl.pipeline import (
     SHARDED,
     STOPPED_TOKEN,
@@ -64,7 +72,6 @@ from tasks.stage import plain_record, prepare_shards_task, shard_task, stage_opt
 log = logging.getLogger("saerl.flow")
 CLUSTER_TIMEOUT_S = 30  # how long asking an external Dask scheduler for its worker threads may take
 PARALLEL_STAGES = ("train", "heldout")  # stages whose runs (one per variant) run at once on Dask
-SHARDS = "shards"  # pipeline_flow's key of the run's shard count (shard_count)
 WAKE_S = 0.5  # how often the flow's thread wakes while it waits for a stage: how soon a Ctrl-C is seen
 PREFECT_FLOW_RUN_TAG = "prefect.flow_run_id"  # MLflow parent-run tag: the Prefect flow run the pipeline ran in
 PREFECT_DEPLOYMENT_TAG = "prefect.deployment"  # MLflow parent-run tag: the deployment that flow run came from
@@ -205,11 +212,11 @@ def fan_out(args: dict[str, Any], n_shards: int, label: str | None = None) -> No
     wait_awake(prepared)
     shards = prepared.result()
     token = fan_out_token(store, stage, key)
-    futures: list[Any] = []
+    futures: list[Any] = []  # each shard's, as soon as it is submitted: a later submit's failure keeps them
     try:
-        futures += [shard_task.with_options(task_run_name=f"{stage}-shard-{i}").submit(**args, chunk_ids=ids,
-                                                                                        token=token)
-                    for i, ids in enumerate(shards)]
+        for i, ids in enumerate(shards):
+            futures.append(shard_task.with_options(task_run_name=f"{stage}-shard-{i}").submit(**args, chunk_ids=ids,
+                                                                                               token=token))
         summaries = [f.result() for f in as_done(futures)]  # a failed shard is seen when it fails
     except BaseException:
         fan_out_token(store, stage, key, STOPPED_TOKEN)
@@ -264,8 +271,8 @@ def stop_signal(err: BaseException) -> str | None:
 
 def mark_failed(stage_run: str, err: BaseException) -> str:
     """What a failed run's record says in extra['failed']: the stage run that was running and the error, one
-    line. in: stage run name ('' before the first), the exception; out: text."""
-    text = " ".join(f"{type(err).__name__}: {err}".split())
+    line, a URL's credentials masked. in: stage run name ('' before the first), the exception; out: text."""
+    text = " ".join(redact(f"{type(err).__name__}: {err}").split())  # it goes to MLflow too: no credentials
     return f"{stage_run or 'before the first stage'}: {text[:FAILED_CHARS]}"
 
 
@@ -346,10 +353,11 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
 
     active = {"name": ""}  # the stage run being submitted or waited for: where a failed run stopped
     submitted: list[Any] = []  # every stage task's future: a dead worker's is marked Crashed (crash_lost_runs)
-    asked: dict[str, int] = {}  # the shard count, once a fanned-out stage needs it
+    n_shards: int | None = None  # the shard count, asked once a fanned-out stage needs it
 
     def submit(stage: str, name: str, ups: tuple[str, ...], variant: dict[str, Any] | None) -> dict[str, Any]:
         """Start one stage run as a task (its shards first, on Dask); returns what finishing it needs."""
+        nonlocal n_shards
         active["name"] = name
         started = time.time()
         upstream = resolve_upstream(stage, ups, refs, variant)
@@ -366,9 +374,9 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         fanned = not complete and stage in SHARDED and cfg.runtime.task_runner == "dask"
         resumed = ""  # a fanned stage's own task finds every chunk done (its shards ran them): build_sharded says
         if fanned:
-            if SHARDS not in asked:  # an external scheduler is asked for its threads once a run, not once a stage
-                asked[SHARDS] = shard_count(cfg)
-            future, resumed = build_sharded(store, args, asked[SHARDS],
+            if n_shards is None:  # an external scheduler is asked for its threads once a run, not once a stage
+                n_shards = shard_count(cfg)
+            future, resumed = build_sharded(store, args, n_shards,
                                             lambda: task.submit(**args, variant=variant, lock_held=True), label)
         else:
             future = task.submit(**args, variant=variant)
@@ -436,12 +444,14 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
                 record.extra[STOPPED] = f"{active['name'] or 'before the first stage'}: {sig}"
             else:
                 record.extra[FAILED] = mark_failed(active["name"], err)
-                crash_lost_runs(submitted)
             record.extra.pop(RUNNING, None)
             record.extra.pop(PLANNED, None)
-            tracker.log_artifact(save_run(root, record))  # where and why it ended, in MLflow too
+            path = save_run(root, record)  # first: what follows asks servers, which may not answer
+            tracker.log_artifact(path)  # where and why it ended, in MLflow too
             tracker.finish(TRACKED_KILLED if sig else TRACKED_FAILED,  # else MLflow shows it running forever
                            ended=record.extra.get(STOPPED) or record.extra.get(FAILED))
+            if not sig:
+                crash_lost_runs(submitted)
             raise
         record.extra.pop(RUNNING, None)
         record.extra.pop(PLANNED, None)

@@ -337,12 +337,13 @@ class CurriculumConfig(Section):
         "wrong and carry no gradient (DAPO regenerates them). 1.0 keeps every prompt; prompts without a "
         "difficulty_hat are kept. A shorter order is repeated by the trainer when the run needs more prompts")
     fit_budget: bool = Field(
-        True, description="when the run trains on fewer prompts than the order holds (train.max_steps x batch_size "
-        "under the kept pool), read it in ramps of that many: the first spread evenly over each cluster's reading "
-        "order (clusters in proportion to their sizes), so the run climbs each cluster from its easiest prompts to "
-        "its hardest, then the next ramp of what is left (DAPO's refills and later epochs read on). false: one ramp "
-        "of the whole pool, of which a short run reads only each cluster's easy end, a selection vanilla's shuffle "
-        "does not make")
+        True, description="with a climbing ordering (easy_to_hard, hard_to_easy), when the run trains on fewer "
+        "prompts than one epoch of the order holds (train.max_steps x batch_size under the kept pool), read each epoch "
+        "in ramps of that many: the first spread evenly over each cluster's reading order, its first prompt to its "
+        "last (clusters in proportion to their sizes), so the run climbs each cluster's whole range, then the next "
+        "ramp of what is left (DAPO's refills read past the first ramp, into a second climb from the easy end; so do "
+        "later epochs). false: one ramp of the whole pool, of which a short run reads only each cluster's easy end, "
+        "a selection vanilla's shuffle does not make")
     rotation: Literal["round_robin", "size_weighted"] = Field("round_robin", description="cluster rotation policy")
     epochs: int = Field(1, gt=0, description="passes over the kept prompts")
     filter_quality: bool = Field(True, description="drop prompts under score.quality_threshold")

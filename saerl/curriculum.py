@@ -116,34 +116,50 @@ def apportion(sizes: list[int], total: int) -> list[int]:
     return counts
 
 
-def spread(n: int, m: int) -> list[int]:
-    """`m` of the positions 0..n-1 spread evenly from the first to the last (the middle of each of m equal spans):
-    a thinned copy of a list read easy to hard still runs from its easy end to its hard end. in: n, m <= n;
-    out: m increasing positions."""
-    return [int((j + 0.5) * n / m) for j in range(m)]
+CLIMBS = ("easy_to_hard", "hard_to_easy")  # the orderings that climb a cluster's difficulties (fit_budget fits them)
+
+
+def spread(n: int, m: int) -> np.ndarray:
+    """`m` of the positions 0..n-1 spread evenly from the first to the last, both ends included (the middle one for
+    m = 1): a thinned copy of a list read easy to hard still runs from its easiest item to its hardest.
+    in: n, m <= n; out: m increasing positions."""
+    if m <= 1:
+        return np.array([n // 2] if m == 1 else [], dtype=np.int64)
+    return np.rint(np.arange(m) * (n - 1) / (m - 1)).astype(np.int64)
+
+
+def fits_budget(cfg: CurriculumConfig) -> bool:
+    """Is the order read in ramps of the run's size (:func:`ramps`)? With curriculum.fit_budget, for the orderings
+    that climb (CLIMBS); frontier reads the prompts nearest its target first on purpose, and a random order has no
+    end to miss. in: curriculum config; out: bool."""
+    return cfg.fit_budget and cfg.ordering in CLIMBS
 
 
 def ramps(pool: pl.DataFrame, cfg: CurriculumConfig, rng: np.random.Generator, budget: int | None) -> list[list[int]]:
     """The row indices of `pool` per ramp, in the order the ramps are read. A run that trains on `budget` prompts,
-    fewer than the pool holds, would read an order of the whole pool only as far as its easy end (each cluster read
-    easy to hard): so the first ramp is `budget` prompts spread evenly over each cluster's reading order
-    (:func:`spread`; the clusters in proportion to their sizes, :func:`apportion`), which the run reads from its
-    easiest to its hardest, then the next `budget` of what is left likewise, and so on (only DAPO's refills and
-    later epochs read past the first). With no budget, or one the pool fits in, one ramp: the whole pool.
-    in: pool (cluster, difficulty_hat), curriculum config (ordering, frontier_target), generator, budget;
-    out: [[row index, ...] per ramp]."""
+    fewer than the pool holds, would read an order of the whole pool only as far as each cluster's easy end (each
+    read easy to hard): so the first ramp is `budget` prompts spread evenly over each cluster's reading order, from
+    its first prompt to its last (:func:`spread`; the clusters in proportion to their sizes, :func:`apportion`),
+    which the run climbs, then the next `budget` of what is left likewise, and so on (a GRPO run reads the first
+    alone; DAPO's refills read past it, into a second climb from the easy end, and so do later epochs). With no
+    budget, or one the pool fits in, one ramp: the whole pool.
+    in: pool (cluster, difficulty_hat), curriculum config (ordering, frontier_target), generator, budget (>= 1 or
+    None); out: [[row index, ...] per ramp]. Raises ValueError for a budget under 1."""
+    if budget is not None and budget < 1:
+        raise ValueError(f"a curriculum budget is the run's prompts, at least 1; got {budget}")
     if budget is None or budget >= pool.height:
         return [list(range(pool.height))]
-    left = list(_queues(pool, cfg.ordering, rng, cfg.frontier_target).values())
+    left = [np.array(q, dtype=np.int64) for q in _queues(pool, cfg.ordering, rng, cfg.frontier_target).values()]
     out: list[list[int]] = []
-    while any(left):
-        counts = apportion([len(q) for q in left], min(budget, sum(map(len, left))))
+    while any(q.size for q in left):
+        counts = apportion([q.size for q in left], min(budget, sum(q.size for q in left)))
         ramp, rest = [], []
         for q, m in zip(left, counts, strict=True):
-            chosen = set(spread(len(q), m))
-            ramp += [i for p, i in enumerate(q) if p in chosen]
-            rest.append([i for p, i in enumerate(q) if p not in chosen])
-        out.append(sorted(ramp))
+            keep = np.ones(q.size, dtype=bool)
+            keep[spread(q.size, m)] = False
+            ramp.append(q[~keep])
+            rest.append(q[keep])
+        out.append(sorted(int(i) for i in np.concatenate(ramp)))
         left = rest
     return out
 

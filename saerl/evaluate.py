@@ -662,9 +662,11 @@ def _mean_of_sets_rows(final: pl.DataFrame, scores: pl.DataFrame | None, referen
                        reference_fixed: bool, fails: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
     """:func:`compare_arms`' rows of the set MEAN_OF_SETS: each arm's accuracy averaged over the held-out sets with
     equal weight (the paper's headline, "average accuracy"; a reachable stratum is no set of its own), when there
-    are two or more. Per seed the mean over the sets the seed has all of; the interval sums the seed part (the
-    per-seed means; paired seed by seed on MIN_PAIRED_SEEDS or more common seeds whose differences are not all
-    equal, else Welch) and each set's per-problem part scaled by 1/sets^2 (a mean of independent set means).
+    are two or more. Per seed the mean over the sets, for the seeds every set has (a seed one set lacks is left out
+    of these rows); the interval sums the seed part (the per-seed means; paired seed by seed when the two arms have
+    the same MIN_PAIRED_SEEDS or more seeds and their differences are not all equal, else Welch) and each set's
+    per-problem part scaled by 1/sets^2 (a mean of independent set means). An arm with no seed in every set has no
+    row.
     in: final (arm, seed, set, accuracy), problem scores or None, reference arm, level, whether the reference is the
     untrained base, verifier failures by (set, arm); out: rows (none with fewer than two sets)."""
     sets = sorted(s for s in final["set"].unique().to_list() if not s.endswith(REACHABLE))

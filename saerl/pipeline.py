@@ -43,6 +43,7 @@ from saerl.config import (
     held_out_mapping,
     resolve_layer,
 )
+from saerl.runs import stage_of
 from saerl.stages import (
     DATA_LABELS,
     STAGES,
@@ -506,7 +507,7 @@ def variant_upstream(stage: str, upstream: dict[str, ArtifactRef], variant: dict
         return upstream
     if stage == "heldout":
         own = runners.TRAIN_RUN.format(**variant)
-        return {k: v for k, v in upstream.items() if not k.startswith(runners.TRAIN_RUN.split("{")[0]) or k == own}
+        return {k: v for k, v in upstream.items() if stage_of(k) != "train" or k == own}
     drop = {"curriculum", "score"} if variant["arm"] == "vanilla" else set()
     return {k: v for k, v in upstream.items() if k not in drop}
 

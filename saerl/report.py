@@ -553,6 +553,7 @@ def relog(root: Path, record: RunRecord, uri: str | None = None, again: bool = F
     from saerl.sweep import sweep_tags
     from saerl.tracking import (
         RELOGGED_TAG,
+        TRACKED_RUNNING,
         Tracker,
         library_tags,
         log_stage_run,
@@ -575,13 +576,18 @@ def relog(root: Path, record: RunRecord, uri: str | None = None, again: bool = F
         "enabled": True, "uri": uri or cfg.tracking.uri})})
     target = tracking_uri(cfg, Path(root))
     try:
-        there = tracked_parents(target, record.run_id)
+        there = tracked_parents(cfg, Path(root), record.run_id)
     except Exception as err:  # noqa: BLE001 - any store failure: say which store
         raise RuntimeError(f"could not read the MLflow store at {redact(target)} ({redact(str(err))})") from err
-    if there and not again:
+    whole = [run for run, status in there.items() if status != TRACKED_RUNNING]
+    if whole and not again:
         raise RuntimeError(f"run {record.run_id} is in MLflow at {redact(target)} already (parent run "
-                           f"{', '.join(there)}): a second copy would count twice in every comparison; relog it "
+                           f"{', '.join(whole)}): a second copy would count twice in every comparison; relog it "
                            "into another store (--uri), or log it again anyway with --again")
+    for run in set(there) - set(whole):  # the live run's parent, left RUNNING when tracking stopped during the run
+        log.warning("relog: MLflow run %s is this run's parent as far as its tracking got (it stopped during the run, "
+                    "so it reads RUNNING): the relog logs the whole run beside it; delete it in MLflow to keep one "
+                    "copy", run)
     versions = run_library_versions(record)
     tags = {RELOGGED_TAG: "true",
             "saerl.versions_from": "artifact manifests" if versions else "installed at relog time",

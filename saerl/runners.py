@@ -459,8 +459,11 @@ def curriculum_order(scores: pl.DataFrame, cfg: PipelineConfig, arm: str, seed: 
 
 def order_budget(cfg: PipelineConfig) -> int | None:
     """The prompts a curriculum order's ramps hold (saerl.curriculum.ramps): those the run trains on,
-    train.max_steps x curriculum.batch_size, with curriculum.fit_budget; None (one ramp, the whole pool) without."""
-    return cfg.train.max_steps * cfg.curriculum.batch_size if cfg.curriculum.fit_budget else None
+    train.max_steps x curriculum.batch_size, when the order is fitted to the run (saerl.curriculum.fits_budget:
+    curriculum.fit_budget with a climbing ordering); None (one ramp, the whole pool) otherwise."""
+    from saerl.curriculum import fits_budget
+
+    return cfg.train.max_steps * cfg.curriculum.batch_size if fits_budget(cfg.curriculum) else None
 
 
 def order_seed(cfg: PipelineConfig, seed: int) -> int:

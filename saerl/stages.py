@@ -17,6 +17,7 @@ from typing import Any
 
 from saerl import verify
 from saerl.config import PKG_MODEL, PipelineConfig, config_slice, resolve_layer, stable_hash
+from saerl.curriculum import fits_budget
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ STAGES: dict[str, Stage] = {
             ("ingest", "extract", "encode", "label", "score"),
             "what the clusters are and how good the property models are: property report vs baselines, plots",
         ),
-        Stage("curriculum", "4", ("curriculum", "score.quality_threshold", "train.max_steps"), ("score",),
+        Stage("curriculum", "5", ("curriculum", "score.quality_threshold", "train.max_steps"), ("score",),
               "order.parquet"),
         Stage(
             "train", "15",
@@ -215,7 +216,7 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None, ar
     score.n_clusters (SILHOUETTE); properties: the baselines' settings with score.baselines off (BASELINE_ONLY);
     label, score, properties: the labelled subset's share where something else picks it (LABEL_DRAW);
     curriculum: curriculum.frontier_target unless curriculum.ordering is frontier (saerl.curriculum._queues), and
-    train.max_steps without curriculum.fit_budget (saerl.runners.order_budget); on a CPU, CPU_UNREAD.
+    train.max_steps when the order is not fitted to the run (saerl.curriculum.fits_budget); on a CPU, CPU_UNREAD.
     in: config, stage, device type; out: dotted paths."""
     out = CPU_UNREAD.get(stage, ()) if device == "cpu" else ()
     if stage in ("label", "score", "properties") and label_draw_unread(cfg, stage):
@@ -239,7 +240,7 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None, ar
             out += BASELINE_ONLY
     elif stage == "curriculum":
         out += ("curriculum.frontier_target",) if cfg.curriculum.ordering != "frontier" else ()
-        out += () if cfg.curriculum.fit_budget else ("train.max_steps",)
+        out += () if fits_budget(cfg.curriculum) else ("train.max_steps",)
     return out
 
 

@@ -37,6 +37,7 @@ VERSION_TAG = "saerl.version."  # + package name: a parent-run tag holding that 
 NOT_INSTALLED = "not installed"
 MS_PER_S = 1000  # MLflow timestamps are epoch milliseconds
 TRACKED_FINISHED, TRACKED_FAILED, TRACKED_KILLED = "FINISHED", "FAILED", "KILLED"  # MLflow run statuses
+TRACKED_RUNNING = "RUNNING"  # the status of an MLflow run not ended (yet, or ever: tracking stopped mid-run)
 RUN_ID_TAG = "saerl.run_id"  # a parent run's tag: the saerl run (RunRecord.run_id) it tracks
 RELOGGED_TAG = "saerl.relogged"  # a parent run's tag when `saerl report --relog` made it after the run
 ENDED_TAG = "saerl.ended"  # a failed or stopped parent run's tag: where and why ('train:saerl:0: SIGINT', an error)
@@ -99,18 +100,31 @@ def tracking_uri(cfg: PipelineConfig, root: Path) -> str:
     return cfg.tracking.uri or f"{SQLITE_PREFIX}{Path(root).resolve() / 'mlflow.db'}"
 
 
-def tracked_parents(uri: str, run_id: str) -> list[str]:
-    """The MLflow parent runs (their ids) of saerl run `run_id` in the store at `uri`, over every experiment: the
-    live run's and any relog's. in: tracking URI, saerl run id; out: MLflow run ids."""
+def http_settings(cfg: PipelineConfig) -> None:
+    """Give MLflow's client the config's retries and timeout (tracking.http_retries, http_timeout_s), which it reads
+    per request from the environment: set for each run (setdefault kept the first run's in a process, a sweep's or
+    a relog's, and let an inherited variable override the config silently); and no telemetry. in: config."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(cfg.tracking.http_retries)
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(cfg.tracking.http_timeout_s)
+
+
+def tracked_parents(cfg: PipelineConfig, root: Path, run_id: str) -> dict[str, str]:
+    """The MLflow parent runs of saerl run `run_id` in the config's store (:func:`tracking_uri`), over every
+    experiment, the live run's and any relog's, asked with the config's retries and timeout (an unreachable server
+    fails in seconds, not MLflow's default minutes). in: config, artifact root, saerl run id; out: {MLflow run id:
+    its status (RUNNING, FINISHED, ...)}."""
     from mlflow.tracking import MlflowClient
 
+    uri = tracking_uri(cfg, root)
+    http_settings(cfg)
     with store_lock(uri):
         client = MlflowClient(tracking_uri=uri)
         experiments = [e.experiment_id for e in client.search_experiments()]
     if not experiments:
-        return []
+        return {}
     runs = client.search_runs(experiments, filter_string=f"tags.`{RUN_ID_TAG}` = '{run_id}'")
-    return [r.info.run_id for r in runs]
+    return {r.info.run_id: r.info.status for r in runs}
 
 
 @contextmanager
@@ -292,11 +306,7 @@ class Tracker:
         self.common_params = dict(common_params or {})
         if not self.enabled:
             return
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        # MLflow reads these per request: the config's values, set for each run (setdefault kept the first run's in
-        # a process, a sweep's or a relog's, and let an inherited variable override the config silently)
-        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(cfg.tracking.http_retries)
-        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(cfg.tracking.http_timeout_s)
+        http_settings(cfg)
         parent_params = (redacted(flatten(cfg)) if params is None else params) | self.common_params
         parent_tags = {RUN_ID_TAG: run_name, **(tags or {}), **self.common_tags}
         self._guard(lambda: self._start(cfg, labelled_run_name(run_name, label), parent_tags, started, parent_params))

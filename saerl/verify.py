@@ -120,16 +120,25 @@ MAX_WORKERS = max(1, min(MAX_POOL, usable_cpus()))  # this process's pool size o
 
 
 def pool_size() -> int:
-    """Verifier processes this process's pool may run: inside a Dask worker, the worker's threads (capped at
-    MAX_POOL): each worker process of a cluster runs its own pool, and sized by the machine, eight single-thread
-    workers on 16 cores ran eight pools of eight beside each other; elsewhere MAX_WORKERS. Read when the pool first
-    starts (in a worker: within a task). out: the count."""
+    """Verifier processes this process's pool may run: inside a Dask worker, its share of its machine's CPUs (the
+    CPUs over the cluster's workers on that host), at least its threads, at most MAX_POOL: each worker process runs
+    its own pool, and sized by the machine alone, eight single-thread workers on 16 cores ran eight pools of eight
+    beside each other (two workers get eight each, as before); elsewhere MAX_WORKERS. Read when the pool first starts
+    (in a worker: within a task). out: the count."""
     try:
-        from distributed import get_worker
+        from distributed import get_client, get_worker
 
-        return max(1, min(MAX_POOL, get_worker().state.nthreads))
-    except (ImportError, ValueError, AttributeError):  # no distributed, or not inside a Dask worker's task
+        worker = get_worker()
+    except (ImportError, ValueError):  # no distributed, or not inside a Dask worker's task
         return MAX_WORKERS
+    threads = worker.state.nthreads
+    try:
+        workers = get_client().scheduler_info()["workers"]
+        hosts = [w.get("host") for w in workers.values()]
+        share = usable_cpus() // max(1, hosts.count(workers[worker.address].get("host")))
+    except Exception:  # noqa: BLE001 - the scheduler not answering costs the share, never the verification
+        share = threads
+    return max(1, min(MAX_POOL, max(threads, share)))
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 _WORKER_CMD = "import sys; from saerl.verify import _worker_main; _worker_main(int(sys.argv[1]))"
 

