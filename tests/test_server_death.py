@@ -70,8 +70,8 @@ def test_tracking_server_dying_mid_run_loses_no_artifact(prefect_api, tmp_path, 
     logged: list[str] = []
     log_stage_run = fp.log_stage_run
 
-    def log_then_kill(tracker, stage, rec, metrics):  # the server dies once the first stage run reached it
-        log_stage_run(tracker, stage, rec, metrics)
+    def log_then_kill(tracker, stage, rec, metrics, upstream=None):  # the server dies once the first stage run
+        log_stage_run(tracker, stage, rec, metrics, upstream)  # reached it
         logged.append(rec.stage)
         if len(logged) == 1:
             os.killpg(proc.pid, signal.SIGKILL)
