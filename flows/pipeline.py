@@ -61,6 +61,7 @@ from saerl.runs import (
     live_lock,
     new_run_id,
     previous_stage_runs,
+    run_path,
     runs_of,
     save_run,
 )
@@ -511,7 +512,7 @@ def run_pipeline_flow(flow_fn: Any, config: dict[str, Any], until: str | None = 
         log.warning("the Prefect API stopped answering during the run (%s: %s). Every stage run finished and its "
                     "artifact is stored (run record %s); Prefect's view of this flow run is incomplete (no final "
                     "state, task-run events after the outage are lost: %d queued events dropped). Rerun to see it "
-                    "there: all cache hits.", type(err).__name__, err, root / "runs" / f"{record.run_id}.json", dropped)
+                    "there: all cache hits.", type(err).__name__, err, run_path(root, record.run_id), dropped)
         return record.to_json()
 
 

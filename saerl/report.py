@@ -40,7 +40,6 @@ from saerl.runs import (
     GIT,
     PREFECT_TAGS,
     RUNNING,
-    RUNS_DIR,
     SETTING,
     STILL_RUNNING,
     STOPPED,
@@ -549,7 +548,7 @@ def relog(root: Path, record: RunRecord, uri: str | None = None, again: bool = F
     still going (its live lock is held: it would be logged KILLED, and its live parent run is being logged now), or
     when the store holds the run already (its live run's or an earlier relog's parent: a second copy doubles every
     comparison it is in), unless `again`."""
-    from saerl.runs import lineage_config, relocated
+    from saerl.runs import lineage_config, relocated, run_path
     from saerl.sweep import sweep_tags
     from saerl.tracking import (
         RELOGGED_TAG,
@@ -606,7 +605,7 @@ def relog(root: Path, record: RunRecord, uri: str | None = None, again: bool = F
             continue
         log_stage_run(tracker, stage, rec, ArtifactRef(stage, rec.key, rec.path).manifest().get("metrics", {}),
                       lineage_config(record.stages, rec.stage))
-    run_file = Path(root) / RUNS_DIR / f"{record.run_id}.json"
+    run_file = run_path(root, record.run_id)
     if run_file.exists():
         tracker.log_artifact(run_file)
     tracker.finish(tracked_status(record), ended=record.extra.get(STOPPED) or record.extra.get(FAILED))

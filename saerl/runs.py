@@ -95,11 +95,15 @@ class RunRecord:
         return out
 
 
+def run_path(root: Path, run_id: str) -> Path:
+    """The record file of run `run_id` under artifact root `root`."""
+    return Path(root) / RUNS_DIR / f"{run_id}.json"
+
+
 def save_run(root: Path, record: RunRecord) -> Path:
     """Write (or overwrite) a run record atomically; returns its path."""
-    folder = Path(root) / RUNS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{record.run_id}.json"
+    path = run_path(root, record.run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, record.to_json())
     return path
 
@@ -129,9 +133,8 @@ def live_lock(root: Path, run_id: str) -> Iterator[None]:
 def record_ended(root: Path, run_id: str) -> bool:
     """Does run `run_id`'s saved record say the run ended (no RUNNING mark), or is there none to say otherwise?
     in: artifact root, run id; out: bool."""
-    path = Path(root) / RUNS_DIR / f"{run_id}.json"
     try:
-        return not json.loads(path.read_text()).get("extra", {}).get(RUNNING)
+        return not json.loads(run_path(root, run_id).read_text()).get("extra", {}).get(RUNNING)
     except (OSError, ValueError):  # none, or unreadable: nothing says the run is going
         return True
 
