@@ -98,19 +98,19 @@ def evaluate_loaded(model: Any, tok: Any, eval_sets: dict[str, pl.DataFrame], cf
         df = select_problems(df, cfg.max_problems)
         prompts, golds = df["prompt"].to_list(), [str(a) for a in df["answer"].to_list()]
         n = df.height
+        passes = range(GREEDY if greedy else GREEDY + 1, cfg.k_samples + 1)  # the sample indices generated
         texts: list[str] = []
         lens: list[int] = []
         ended: list[bool] = []
         samples: list[int] = []
-        for j in range(GREEDY if greedy else GREEDY + 1, cfg.k_samples + 1):
+        for j in passes:
             t, ln, e = policy_lm.generate(model, tok, prompts, max_new_tokens, cfg.batch_size,
                                           0.0 if j == GREEDY else cfg.temperature, _seed_for(seed, j))
             texts, lens, ended, samples = texts + t, lens + ln, ended + e, samples + [j] * n
-        passes = len(samples) // max(n, 1)
-        results = verify_batch(texts, golds * passes, cfg.verify_timeout_s)
-        extra = {c: df[c].cast(pl.Utf8).to_list() * passes for c in ("difficulty", "topic") if c in df.columns}
+        results = verify_batch(texts, golds * len(passes), cfg.verify_timeout_s)
+        extra = {c: df[c].cast(pl.Utf8).to_list() * len(passes) for c in ("difficulty", "topic") if c in df.columns}
         frames.append(pl.DataFrame({
-            "set": [name] * len(texts), "id": [str(i) for i in df["id"].to_list()] * passes,
+            "set": [name] * len(texts), "id": [str(i) for i in df["id"].to_list()] * len(passes),
             "sample": samples, "correct": [r.correct for r in results], "status": [r.status for r in results],
             "completion_len": lens, "truncated": [not e for e in ended], **extra,
         }, schema_overrides={"sample": pl.Int32, "completion_len": pl.Int32}))
