@@ -430,7 +430,7 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     first_epoch = order.filter(pl.col("epoch") == 0)
     return {"order_rows": float(order.height), "filtered": float(filtered),
             # how much of the order's pool the run trains on (DAPO's refills read on), in how many ramps it is read
-            "run_share": min(1.0, cfg.train.max_steps * c.batch_size / max(1, in_order)),
+            "run_share": min(1.0, run_prompts(cfg) / max(1, in_order)),
             "ramps": float(first_epoch["ramp"].n_unique()) if first_epoch.height else 1.0,
             "filtered_share": filtered / max(1, scores.height), "out_of_reach": float(out_of_reach),
             "share_kept": share_kept(scores, cfg.score.quality_threshold),
@@ -457,13 +457,18 @@ def curriculum_order(scores: pl.DataFrame, cfg: PipelineConfig, arm: str, seed: 
     return build_order(scores, c, cfg.score.quality_threshold, seed, order_budget(cfg))
 
 
+def run_prompts(cfg: PipelineConfig) -> int:
+    """The prompts a training run trains on: train.max_steps x curriculum.batch_size (DAPO generates for more)."""
+    return cfg.train.max_steps * cfg.curriculum.batch_size
+
+
 def order_budget(cfg: PipelineConfig) -> int | None:
-    """The prompts a curriculum order's ramps hold (saerl.curriculum.ramps): those the run trains on,
-    train.max_steps x curriculum.batch_size, when the order is fitted to the run (saerl.curriculum.fits_budget:
-    curriculum.fit_budget with a climbing ordering); None (one ramp, the whole pool) otherwise."""
+    """The prompts a curriculum order's ramps hold (saerl.curriculum.ramps): those the run trains on
+    (:func:`run_prompts`), when the order is fitted to the run (saerl.curriculum.fits_budget: curriculum.fit_budget
+    with a climbing ordering); None (one ramp, the whole pool) otherwise."""
     from saerl.curriculum import fits_budget
 
-    return cfg.train.max_steps * cfg.curriculum.batch_size if fits_budget(cfg.curriculum) else None
+    return run_prompts(cfg) if fits_budget(cfg.curriculum) else None
 
 
 def order_seed(cfg: PipelineConfig, seed: int) -> int:
