@@ -590,8 +590,8 @@ def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samp
     (the interval contains 0) / better, 1 seed / worse, 1 seed (beyond the interval, which lacks the seed effect of
     a trained side with one seed) / no CI), ci_source (what the interval accounts for), level, verifier_failures
     (the arm's samples the metric scores whose answer check timed out or erred, all seeds: scored wrong; null
-    without per-sample statuses). With two or more sets, the rows of set MEAN_OF_SETS too (:func:`_mean_of_sets_rows`:
-    the sets averaged with equal weight)."""
+    without per-sample statuses). With two or more sets, the rows of set MEAN_OF_SETS too (the sets averaged with
+    equal weight; a reachable stratum is no set of its own; :func:`_arm_rows`)."""
     if final is None:
         if samples is None:
             raise ValueError("give the final accuracies, the per-sample results, or both")
@@ -608,82 +608,44 @@ def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samp
             raise ValueError(f"reference arm {reference!r} missing on set {set_name!r} (arms: {sorted(arms)})")
         by_seed = {a: dict(fin.filter(pl.col("arm") == a).sort("seed").select("seed", "accuracy").iter_rows())
                    for a in arms}
-        acc = {a: list(v.values()) for a, v in by_seed.items()}
-        per_problem: dict[str, dict[str, float]] = {}
-        if scores is not None:
-            s = scores.filter(pl.col("set") == set_name).group_by("arm", "id").agg(pl.col("score").mean())
-            per_problem = {a: dict(zip(g["id"].to_list(), g["score"].to_list(), strict=True))
-                           for (a,), g in s.group_by("arm")}
-        for arm in [reference, *sorted(a for a in arms if a != reference)]:
-            mean = float(np.mean(acc[arm]))
-            own = np.array(list(per_problem.get(arm, {}).values()))
-            lo, hi = _clipped(*_interval(mean, _seed_part(acc[arm]) + _problem_part(own), level), 0.0, 1.0)
-            row = {"set": set_name, "arm": arm, "n_seeds": len(acc[arm]), "n_problems": len(own) or None,
-                   "accuracy": mean, "ci_low": lo, "ci_high": hi, "level": level,
-                   "verifier_failures": fails.get((set_name, arm), 0) if fails else None}
-            if arm == reference:
-                rows.append({**row, "diff_pts": 0.0, "diff_ci_low_pts": None, "diff_ci_high_pts": None,
-                             "verdict": "reference", "ci_source": _source(len(acc[arm]), 1, len(own), False)})
-                continue
-            diff = mean - float(np.mean(acc[reference]))
-            per_seed = ([by_seed[arm][s] - by_seed[reference][s] for s in by_seed[arm]]
-                        if by_seed[arm].keys() == by_seed[reference].keys() else [])
-            common = sorted(set(per_problem.get(arm, {})) & set(per_problem.get(reference, {})))
-            if scores is not None and not common:
-                raise ValueError(f"arm {arm!r} and {reference!r} share no problem ids on set {set_name!r}")
-            d = np.array([per_problem[arm][i] - per_problem[reference][i] for i in common])
-            ties = bool(per_seed) and float(np.ptp(per_seed)) <= TIE_ATOL
-            cell_d = _cell_differences(scores, arm, reference, set_name) if scores is not None else None
-            identical = (ties and abs(per_seed[0]) <= TIE_ATOL and cell_d is not None
-                         and not np.any(np.abs(cell_d) > TIE_ATOL))
-            seeds_paired = len(per_seed) >= MIN_PAIRED_SEEDS and (not ties or identical)
-            if seeds_paired:  # the same seeds: what a seed shares between the arms cancels
-                seed_parts = _seed_part([0.0] * len(per_seed) if identical else per_seed)
-            else:  # Welch; a one-seed side counts as fixed
-                seed_parts = _seed_part(acc[arm]) + _seed_part(acc[reference])
-            parts = seed_parts + _problem_part(d)
-            if not identical and parts and sum(v for v, _ in parts) == 0:  # no width, yet the arms are not alike
-                if cell_d is None:
-                    parts = []  # from accuracies alone (seeds repeating one accuracy): nothing is known
-                elif cell_d.size >= 2 and float(np.var(cell_d)) > 0:
-                    parts = _problem_part(cell_d)  # opposite differences cancelled over seeds: the cells' spread
-            dlo, dhi = _clipped(*_interval(diff, parts, level), -1.0, 1.0)
-            one_seed = len(acc[arm]) < 2 or (len(acc[reference]) < 2 and not reference_fixed)
-            rows.append({**row, "n_problems": len(common) or None, "diff_pts": 100 * diff,
-                         "diff_ci_low_pts": 100 * dlo, "diff_ci_high_pts": 100 * dhi,
-                         "verdict": _verdict(dlo, dhi, seeds_known=not one_seed),
-                         "ci_source": _source(len(acc[arm]), len(acc[reference]), len(common), True,
-                                              seeds_paired, reference_fixed)})
-    rows += _mean_of_sets_rows(final, scores, reference, level, reference_fixed, fails)
+        rows += _arm_rows(set_name, [set_name], by_seed, scores, reference, level, reference_fixed, fails)
+    sets = sorted(s for s in final["set"].unique().to_list() if not s.endswith(REACHABLE))
+    if len(sets) >= 2:
+        rows += _arm_rows(MEAN_OF_SETS, sets, _mean_over_sets(final, sets), scores, reference, level,
+                          reference_fixed, fails)
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
-def _mean_of_sets_rows(final: pl.DataFrame, scores: pl.DataFrame | None, reference: str, level: float,
-                       reference_fixed: bool, fails: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
-    """:func:`compare_arms`' rows of the set MEAN_OF_SETS: each arm's accuracy averaged over the held-out sets with
-    equal weight (the paper's headline, "average accuracy"; a reachable stratum is no set of its own), when there
-    are two or more. Per seed the mean over the sets, for the seeds every set has (a seed one set lacks is left out
-    of these rows); the interval sums the seed part (the per-seed means; paired seed by seed when the two arms have
-    the same MIN_PAIRED_SEEDS or more seeds and their differences are not all equal, else Welch) and each set's
-    per-problem part scaled by 1/sets^2 (a mean of independent set means). An arm with no seed in every set has no
-    row.
-    in: final (arm, seed, set, accuracy), problem scores or None, reference arm, level, whether the reference is the
-    untrained base, verifier failures by (set, arm); out: rows (none with fewer than two sets)."""
-    sets = sorted(s for s in final["set"].unique().to_list() if not s.endswith(REACHABLE))
-    if len(sets) < 2:
-        return []
-    part = final.filter(pl.col("set").is_in(sets))
-    whole = (part.group_by("arm", "seed").agg(pl.col("accuracy").mean(), pl.len().alias("n"))
-             .filter(pl.col("n") == len(sets)).sort("arm", "seed"))
-    by_seed = {a: dict(g.select("seed", "accuracy").iter_rows()) for (a,), g in whole.group_by("arm")}
+def _mean_over_sets(final: pl.DataFrame, sets: list[str]) -> dict[str, dict[int, float]]:
+    """Each arm's per-seed accuracy averaged over `sets` with equal weight (the paper's headline, "average
+    accuracy"), for the seeds every set has: a seed one set lacks is left out, and an arm with no seed in every set
+    is left out. in: final (arm, seed, set, accuracy), the sets; out: arm -> seed -> mean accuracy."""
+    whole = (final.filter(pl.col("set").is_in(sets)).group_by("arm", "seed")
+             .agg(pl.col("accuracy").mean(), pl.len().alias("n")).filter(pl.col("n") == len(sets)).sort("arm", "seed"))
+    return {a: dict(g.select("seed", "accuracy").iter_rows()) for (a,), g in whole.group_by("arm")}
+
+
+def _arm_rows(label: str, sets: list[str], by_seed: dict[str, dict[Any, float]], scores: pl.DataFrame | None,
+              reference: str, level: float, reference_fixed: bool,
+              fails: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
+    """:func:`compare_arms`' rows of one comparison set `label`: one held-out set (`sets` is [label]) or the mean of
+    several (MEAN_OF_SETS, with equal weight). The accuracy is the mean over seeds of `by_seed`; its interval sums the
+    seed part and each set's per-problem part scaled by 1/sets^2 (a mean of independent set means). A difference to
+    the reference pairs seeds (the same MIN_PAIRED_SEEDS or more seeds whose differences are not all equal, or arms
+    identical in every cell) or else sums both sides' seed parts (Welch), plus each set's paired per-problem part;
+    where that leaves no width though the arms differ, the per-(seed, problem) cells' spread stands in (opposite
+    differences cancelled over seeds). in: label, sets, arm -> seed -> accuracy, problem scores (arm, seed, set, id,
+    score) or None, reference arm, level, whether the reference is the untrained base, verifier failures by
+    (set, arm); out: rows, the reference's first (none when the reference has no seed)."""
     if reference not in by_seed:
         return []
-    per_problem: dict[str, dict[str, dict[str, float]]] = {}  # set -> arm -> id -> score (mean over seeds)
+    per_problem: dict[str, dict[str, dict[Any, float]]] = {t: {} for t in sets}  # set -> arm -> id -> seeds' mean
     if scores is not None:
         s = scores.filter(pl.col("set").is_in(sets)).group_by("set", "arm", "id").agg(pl.col("score").mean())
         for (set_name, arm), g in s.group_by("set", "arm"):
-            per_problem.setdefault(set_name, {})[arm] = dict(zip(g["id"].to_list(), g["score"].to_list(), strict=True))
+            per_problem[set_name][arm] = dict(zip(g["id"].to_list(), g["score"].to_list(), strict=True))
     scale = 1.0 / len(sets) ** 2
+    prefix = f"mean of {len(sets)} sets: " if len(sets) > 1 else ""
 
     def problem_parts(values: dict[str, np.ndarray]) -> list[tuple[float, int]]:
         return [(v * scale, d) for x in values.values() for v, d in _problem_part(x)]
@@ -692,33 +654,49 @@ def _mean_of_sets_rows(final: pl.DataFrame, scores: pl.DataFrame | None, referen
     ref_acc = list(by_seed[reference].values())
     for arm in [reference, *sorted(a for a in by_seed if a != reference)]:
         acc = list(by_seed[arm].values())
-        own = {t: np.array(list(per_problem.get(t, {}).get(arm, {}).values())) for t in sets}
+        mean = float(np.mean(acc))
+        own = {t: np.array(list(per_problem[t].get(arm, {}).values())) for t in sets}
         n_own = sum(len(v) for v in own.values())
-        lo, hi = _clipped(*_interval(float(np.mean(acc)), _seed_part(acc) + problem_parts(own), level), 0.0, 1.0)
-        row = {"set": MEAN_OF_SETS, "arm": arm, "n_seeds": len(acc), "n_problems": n_own or None,
-               "accuracy": float(np.mean(acc)), "ci_low": lo, "ci_high": hi, "level": level,
+        lo, hi = _clipped(*_interval(mean, _seed_part(acc) + problem_parts(own), level), 0.0, 1.0)
+        row = {"set": label, "arm": arm, "n_seeds": len(acc), "n_problems": n_own or None,
+               "accuracy": mean, "ci_low": lo, "ci_high": hi, "level": level,
                "verifier_failures": sum(fails.get((t, arm), 0) for t in sets) if fails else None}
         if arm == reference:
             rows.append({**row, "diff_pts": 0.0, "diff_ci_low_pts": None, "diff_ci_high_pts": None,
-                         "verdict": "reference", "ci_source": f"mean of {len(sets)} sets: "
-                         + _source(len(acc), 1, n_own, False)})
+                         "verdict": "reference", "ci_source": prefix + _source(len(acc), 1, n_own, False)})
             continue
-        diff = float(np.mean(acc)) - float(np.mean(ref_acc))
+        diff = mean - float(np.mean(ref_acc))
         per_seed = ([by_seed[arm][k] - by_seed[reference][k] for k in by_seed[arm]]
                     if by_seed[arm].keys() == by_seed[reference].keys() else [])
-        seeds_paired = len(per_seed) >= MIN_PAIRED_SEEDS and float(np.ptp(per_seed)) > TIE_ATOL
-        seed_parts = _seed_part(per_seed) if seeds_paired else _seed_part(acc) + _seed_part(ref_acc)
         d = {}
         for t in sets:
-            mine, ref = per_problem.get(t, {}).get(arm, {}), per_problem.get(t, {}).get(reference, {})
-            d[t] = np.array([mine[i] - ref[i] for i in sorted(set(mine) & set(ref))])
+            mine, ref = per_problem[t].get(arm, {}), per_problem[t].get(reference, {})
+            common = sorted(set(mine) & set(ref))
+            if scores is not None and not common:
+                raise ValueError(f"arm {arm!r} and {reference!r} share no problem ids on set {t!r}")
+            d[t] = np.array([mine[i] - ref[i] for i in common])
         n_common = sum(len(v) for v in d.values())
-        dlo, dhi = _clipped(*_interval(diff, seed_parts + problem_parts(d), level), -1.0, 1.0)
+        ties = bool(per_seed) and float(np.ptp(per_seed)) <= TIE_ATOL
+        cells = {t: _cell_differences(scores, arm, reference, t) for t in sets} if scores is not None else None
+        identical = (ties and abs(per_seed[0]) <= TIE_ATOL and cells is not None
+                     and not any(np.any(np.abs(c) > TIE_ATOL) for c in cells.values()))
+        seeds_paired = len(per_seed) >= MIN_PAIRED_SEEDS and (not ties or identical)
+        if seeds_paired:  # the same seeds: what a seed shares between the arms cancels
+            seed_parts = _seed_part([0.0] * len(per_seed) if identical else per_seed)
+        else:  # Welch; a one-seed side counts as fixed
+            seed_parts = _seed_part(acc) + _seed_part(ref_acc)
+        parts = seed_parts + problem_parts(d)
+        if not identical and parts and sum(v for v, _ in parts) == 0:  # no width, yet the arms are not alike
+            if cells is None:
+                parts = []  # from accuracies alone (seeds repeating one accuracy): nothing is known
+            elif sum(v for v, _ in problem_parts(cells)) > 0:
+                parts = problem_parts(cells)  # opposite differences cancelled over seeds: the cells' spread
+        dlo, dhi = _clipped(*_interval(diff, parts, level), -1.0, 1.0)
         one_seed = len(acc) < 2 or (len(ref_acc) < 2 and not reference_fixed)
         rows.append({**row, "n_problems": n_common or None, "diff_pts": 100 * diff, "diff_ci_low_pts": 100 * dlo,
                      "diff_ci_high_pts": 100 * dhi, "verdict": _verdict(dlo, dhi, seeds_known=not one_seed),
-                     "ci_source": f"mean of {len(sets)} sets: " + _source(len(acc), len(ref_acc), n_common, True,
-                                                                          seeds_paired, reference_fixed)})
+                     "ci_source": prefix + _source(len(acc), len(ref_acc), n_common, True, seeds_paired,
+                                                   reference_fixed)})
     return rows
 
 

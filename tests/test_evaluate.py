@@ -483,10 +483,15 @@ def test_arms_that_differ_seed_by_seed_are_not_taken_for_identical():
     arms being the same, so the cells' own spread gives the interval its width."""
     pattern = {"saerl": {0: [1, 0, 1, 0], 1: [0, 1, 0, 1], 2: [1, 1, 0, 0]},
                "vanilla": {0: [0, 1, 0, 1], 1: [1, 0, 1, 0], 2: [1, 1, 0, 0]}}
-    rows = [{"set": "h", "arm": arm, "seed": sd, "id": str(i), "sample": 0, "correct": bool(y)}
-            for arm, by in pattern.items() for sd, ys in by.items() for i, y in enumerate(ys)]
-    t = {r["arm"]: r for r in compare_arms(None, samples=pl.DataFrame(rows)).iter_rows(named=True)}["saerl"]
-    assert t["diff_pts"] == 0.0 and t["verdict"] == "within noise" and t["diff_ci_low_pts"] < 0 < t["diff_ci_high_pts"]
+    from saerl.evaluate import MEAN_OF_SETS
+
+    rows = [{"set": set_name, "arm": arm, "seed": sd, "id": str(i), "sample": 0, "correct": bool(y)}
+            for set_name in ("h", "k") for arm, by in pattern.items() for sd, ys in by.items() for i, y in enumerate(ys)]
+    table = compare_arms(None, samples=pl.DataFrame(rows))
+    for set_name in ("h", MEAN_OF_SETS):  # the mean of the sets reads the same cells (its rows share one code path)
+        t = {r["arm"]: r for r in table.filter(pl.col("set") == set_name).iter_rows(named=True)}["saerl"]
+        assert t["diff_pts"] == 0.0 and t["verdict"] == "within noise"
+        assert t["diff_ci_low_pts"] < 0 < t["diff_ci_high_pts"], set_name
 
 
 def test_a_difference_with_no_width_and_no_proof_of_identity_has_no_interval():
@@ -501,12 +506,17 @@ def test_a_difference_with_no_width_and_no_proof_of_identity_has_no_interval():
 def test_identical_arms_are_within_noise_with_one_seed_or_three():
     """Two arms with the same per-problem results differ by exactly 0 with a zero-width interval [0, 0]: that
     interval contains 0, so the verdict is "within noise" (not "worse"), with one seed or three."""
+    from saerl.evaluate import MEAN_OF_SETS
+
     for seeds in ((0,), (0, 1, 2)):
-        frames = [_samples([1] * (30 + 10 * s) + [0] * (70 - 10 * s), [[]] * 100).with_columns(
-            pl.lit(arm).alias("arm"), pl.lit(s).alias("seed")) for arm in ("vanilla", "twin") for s in seeds]
-        t = {r["arm"]: r for r in compare_arms(None, samples=pl.concat(frames)).iter_rows(named=True)}["twin"]
-        assert t["diff_pts"] == 0.0 and t["diff_ci_low_pts"] == 0.0 == t["diff_ci_high_pts"]
-        assert t["verdict"] == "within noise"
+        frames = [_samples([1] * (30 + 10 * s + 5 * k) + [0] * (70 - 10 * s - 5 * k), [[]] * 100, set_name=set_name)
+                  .with_columns(pl.lit(arm).alias("arm"), pl.lit(s).alias("seed"))
+                  for arm in ("vanilla", "twin") for s in seeds for k, set_name in enumerate(("A", "B"))]
+        table = compare_arms(None, samples=pl.concat(frames))
+        for set_name in ("A", "B", MEAN_OF_SETS):  # the mean of two sets too (it was Welch's width with 3 seeds)
+            t = {r["arm"]: r for r in table.filter(pl.col("set") == set_name).iter_rows(named=True)}["twin"]
+            assert t["diff_pts"] == 0.0 and t["diff_ci_low_pts"] == 0.0 == t["diff_ci_high_pts"], (seeds, set_name)
+            assert t["verdict"] == "within noise"
 
 
 def test_gain_over_a_one_seed_base_includes_the_arms_seed_spread():
