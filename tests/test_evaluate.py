@@ -757,3 +757,18 @@ def test_the_steps_target_is_given_or_derived_not_both():
 
     with pytest.raises(ValueError, match="both set the steps-to-target target"):
         load_config(None, ["eval.target_accuracy=0.3", "eval.target_gain_share=0.75"])
+
+
+def test_a_bound_near_zero_shows_its_side_of_zero():
+    """The demo printed "+2.4 [+0.0, +4.8]  above vanilla": the low bound was +0.049 points, which one decimal
+    rounds to +0.0, so the verdict read as contradicting the interval. A bound that rounds to 0 without being 0 gets
+    the decimals that show its sign; other bounds keep one decimal."""
+    table = compare_arms(None, samples=_one_seed_samples())
+    row = table.filter(pl.col("arm") == "saerl")
+    text = format_comparison(row.with_columns(diff_ci_low_pts=pl.lit(0.049423)).vstack(
+        table.filter(pl.col("arm") == "vanilla")).sort("verdict", descending=True))
+    assert "[+0.049, +" in text and "[+0.0," not in text
+    assert f"{row['diff_ci_high_pts'][0]:+.1f}]" in text
+    text = format_comparison(table.with_columns(
+        diff_ci_low_pts=pl.when(pl.col("arm") == "saerl").then(-0.004).otherwise(pl.col("diff_ci_low_pts"))))
+    assert "[-0.0040, +" in text
