@@ -56,6 +56,25 @@ class DataConfig(Section):
     max_rows: int | None = Field(None, gt=0, description="take the first N rows of the file (after reading, before checks)")
     verify_timeout_s: float = Field(5.0, gt=0, description="wall-clock bound per answer parse")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _file_when_a_path_is_given(cls, data: Any) -> Any:
+        """A data section that names a path and no source reads that file (source 'file'): the default source,
+        the built-in sample, would train on the sample and ignore the path without a word. in: the raw section;
+        out: the same, with source 'file' added when a path is given without a source."""
+        if isinstance(data, dict) and data.get("path") is not None and "source" not in data:
+            return {**data, "source": "file"}
+        return data
+
+    @model_validator(mode="after")
+    def _path_read(self) -> DataConfig:
+        """Refuse a path that the source does not read (source 'sample' or 'testbed' with a path): the run would
+        ignore the file. in: the section; out: the same, or ValueError naming both fields and the fix."""
+        if self.path is not None and self.source != "file":
+            raise ValueError(f"data.path is {self.path!r} but data.source is '{self.source}', which does not read "
+                             "it: set data.source=file to train on that file, or leave data.path out")
+        return self
+
 
 class TestbedConfig(Section):
     """The synthetic math world and its tiny policy LM (testbed stage)."""

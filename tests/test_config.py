@@ -255,3 +255,18 @@ def test_a_config_error_shows_a_short_form_of_a_huge_value(tmp_path):
     with pytest.raises(ConfigError, match=r"field 'eval.sets.s8': got \[\[\[") as err:
         load_config(bomb)
     assert len(str(err.value)) < 20_000
+
+
+def test_a_data_path_without_a_source_reads_that_file_and_a_source_that_ignores_it_is_refused():
+    """data.source defaulted to the built-in sample: a config naming only data.path trained on the sample and
+    ignored the file without a word. A path with no source now reads the file; a path beside a source that does
+    not read it (sample, testbed) is refused, naming both fields."""
+    from saerl.config import ConfigError
+
+    assert load_config(None, ["data.path=/d/train.jsonl"]).data.source == "file"
+    assert load_config(None, []).data.source == "sample"
+    for source in ("sample", "testbed"):
+        with pytest.raises(ConfigError, match=f"data.path is '/d/train.jsonl' but data.source is '{source}'"):
+            load_config(None, [f"data.source={source}", "data.path=/d/train.jsonl"])
+    with pytest.raises(ConfigError, match="set data.source=file"):
+        load_config(CONFIGS / "demo.yaml", ["data.path=/d/train.jsonl"])
