@@ -572,7 +572,7 @@ def _cell_differences(scores: pl.DataFrame, arm: str, reference: str, set_name: 
     def side(a: str) -> pl.DataFrame:
         return scores.filter((pl.col("arm") == a) & (pl.col("set") == set_name)).select("seed", "id", "score")
 
-    both = side(arm).join(side(reference), on=["seed", "id"], suffix="_ref")
+    both = side(arm).join(side(reference), on=["seed", "id"], suffix="_ref").sort("seed", "id")
     return (both["score"] - both["score_ref"]).to_numpy().astype(np.float64)
 
 
@@ -622,7 +622,7 @@ def _mean_over_sets(final: pl.DataFrame, sets: list[str]) -> dict[str, dict[int,
     is left out. in: final (arm, seed, set, accuracy), the sets; out: arm -> seed -> mean accuracy."""
     whole = (final.filter(pl.col("set").is_in(sets)).group_by("arm", "seed")
              .agg(pl.col("accuracy").mean(), pl.len().alias("n")).filter(pl.col("n") == len(sets)).sort("arm", "seed"))
-    return {a: dict(g.select("seed", "accuracy").iter_rows()) for (a,), g in whole.group_by("arm")}
+    return {a: dict(g.select("seed", "accuracy").iter_rows()) for (a,), g in whole.group_by("arm", maintain_order=True)}
 
 
 def _arm_rows(label: str, sets: list[str], by_seed: dict[str, dict[Any, float]], scores: pl.DataFrame | None,
@@ -641,8 +641,10 @@ def _arm_rows(label: str, sets: list[str], by_seed: dict[str, dict[Any, float]],
         return []
     per_problem: dict[str, dict[str, dict[Any, float]]] = {t: {} for t in sets}  # set -> arm -> id -> seeds' mean
     if scores is not None:
-        s = scores.filter(pl.col("set").is_in(sets)).group_by("set", "arm", "id").agg(pl.col("score").mean())
-        for (set_name, arm), g in s.group_by("set", "arm"):
+        # sorted by id: a variance sums its values in this order, and a hash table's order moves between processes
+        s = (scores.filter(pl.col("set").is_in(sets)).group_by("set", "arm", "id").agg(pl.col("score").mean())
+             .sort("set", "arm", "id"))
+        for (set_name, arm), g in s.group_by("set", "arm", maintain_order=True):
             per_problem[set_name][arm] = dict(zip(g["id"].to_list(), g["score"].to_list(), strict=True))
     scale = 1.0 / len(sets) ** 2
     prefix = f"mean of {len(sets)} sets: " if len(sets) > 1 else ""
