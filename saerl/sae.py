@@ -56,6 +56,7 @@ from saerl.config import SAEConfig, stable_hash
 
 CODES_NAME = "codes.zarr"
 REPORT_NAME = "sae_report.json"
+SAE_CFG = "cfg.json"  # the config file of a sae-lens folder (its keys sorted here: :func:`sort_cfg`)
 
 
 class SAEShapeError(ValueError):
@@ -309,6 +310,13 @@ def local_sae_problem(folder: Path, architectures: frozenset[str] | None = None,
     return None
 
 
+def sort_cfg(path: Path) -> None:
+    """Rewrite a sae-lens cfg.json with its keys sorted: sae-lens writes them in the order of a Python set, which
+    moves with PYTHONHASHSEED, so the same SAE saved twice differed in bytes (and in its artifact's hashes).
+    in: the file; out: none (the file rewritten, the same JSON object)."""
+    path.write_text(json.dumps(json.loads(path.read_text()), indent=2, sort_keys=True))
+
+
 def obtain_sae(cfg: SAEConfig, activations_path: str | Path, out_dir: str | Path, device: str = "cpu",
                progress: bool = True) -> dict[str, Any]:
     """Get the SAE cfg.source names, check its width against the store, save it in sae-lens format in
@@ -339,6 +347,7 @@ def obtain_sae(cfg: SAEConfig, activations_path: str | Path, out_dir: str | Path
         if (note := fold_expected_average(sae, held)) is not None:
             notes.append(note)
         sae.save_model(out)
+    sort_cfg(out / SAE_CFG)
     sae = SAE.load_from_disk(out, device=device)
     check_width(sae.cfg.d_in, act, origin)
     report = {"source": cfg.source, "origin": origin, "architecture": sae.cfg.architecture(),

@@ -81,6 +81,8 @@ def test_train_report_and_files(trained):
     assert 0 < report["variance_explained"] <= 1
     assert 0 < report["l0"] <= CFG.k and 0 <= report["dead_features"] <= 128
     assert json.loads((out / "sae_report.json").read_text()) == report
+    keys = list(json.loads((out / "cfg.json").read_text()))  # sae-lens wrote them in a set's order (PYTHONHASHSEED)
+    assert keys == sorted(keys) and len(keys) > 5
 
 
 def test_encode_topk_csr_and_resume(store, trained, tmp_path, monkeypatch):
