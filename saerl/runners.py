@@ -20,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from saerl.artifacts import ArtifactRef, Build
+from saerl.artifacts import ArtifactRef, Build, build_machine
 from saerl.config import TESTBED_SET, ModelConfig, PipelineConfig, held_out_file, held_out_mapping
 from saerl.stages import SHUFFLED_ARMS
 
@@ -74,7 +74,8 @@ def compute_testbed(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
     from saerl.testbed import build_testbed
 
     summary = build_testbed(cfg.testbed, build.path, progress=cfg.runtime.progress)
-    build.note(summary=summary)
+    # the LM pretrained on testbed.threads, which the process gives back before publishing
+    build.note(summary=summary, machine={**build_machine(), "torch_threads": str(cfg.testbed.threads)})
     acc = summary.get("greedy_accuracy", {})
     return {f"greedy_acc_L{k.split('.')[0]}": float(v) for k, v in acc.items() if k != "all"} | {
         "greedy_acc": float(acc.get("all", 0.0))}

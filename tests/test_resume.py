@@ -346,3 +346,13 @@ def test_the_flow_leads_a_stage_runs_reason_with_the_note_its_task_returned(tmp_
     monkeypatch.setattr(fp, "say", lambda message, label=None: None)
     record = fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="ingest")
     assert record["stages"]["ingest"]["reason"] == f"computed: {note}; no earlier run of this config ran this stage"
+
+
+def test_the_testbed_manifest_records_the_threads_its_lm_pretrained_on(tmp_path_factory):
+    """The testbed pretrains on testbed.threads and gives the process its own count back before publishing, so the
+    manifest recorded the process's count (runtime.torch_threads=1 here) for an LM built on two threads."""
+    root = smoke_upstream(tmp_path_factory)
+    cfg = load_config(SMOKE, OVERRIDES)
+    manifest = json.loads((_only_artifact(root, "testbed") / "manifest.json").read_text())
+    assert manifest["machine"]["torch_threads"] == str(cfg.testbed.threads) != "1"
+    assert manifest["machine"]["cpu"] and "greedy_accuracy" in manifest["summary"]
