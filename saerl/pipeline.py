@@ -346,9 +346,11 @@ def missing_file(what: str, path: Path, field: str) -> str:
 
 
 def folder_stamp(name: str | None) -> str | None:
-    """A fingerprint of a local model or SAE folder (each file's path, size and modification time: weights
-    rewritten in place change it; hashing gigabytes of weights on every plan would not pay), or None for a
-    hub id, the testbed LM or an unset field. A 'pkg:<module>' model is stamped by the folder it resolves to."""
+    """A fingerprint of a local model or SAE folder's content (each file's path inside it, size and sha256, read
+    once per process while the file stays as it was: :func:`remembered_sha256`; about a second per GB), or None
+    for a hub id, the testbed LM or an unset field. A 'pkg:<module>' model is stamped by the folder it resolves to.
+    Weights rewritten in place change it; the same weights copied, moved, reinstalled or synced to another machine
+    keep it (their path enters no key: saerl.stages.folder_form)."""
     from saerl.config import stable_hash
 
     if name and name.startswith(PKG_MODEL):  # a model a Python package ships: its folder, which an upgrade rewrites
@@ -357,8 +359,14 @@ def folder_stamp(name: str | None) -> str | None:
         name = resolve_model_path(name)
     if not name or name == "testbed" or not (path := Path(name).expanduser()).is_dir():
         return None
-    return stable_hash({p.relative_to(path).as_posix(): [(st := p.stat()).st_size, st.st_mtime_ns]
-                        for p in sorted(path.rglob("*")) if p.is_file()})
+    return stable_hash({p.relative_to(path).as_posix(): [p.stat().st_size, remembered_sha256(p)]
+                        for p in sorted(path.rglob("*")) if p.is_file() and not _hidden(p.relative_to(path))})
+
+
+def _hidden(rel: Path) -> bool:
+    """Is a path inside a model folder hidden (a part starting with '.': a hub download's .cache metadata, with its
+    own timestamps, a .git folder)? Those are no weights and enter no stamp. in: the path inside; out: bool."""
+    return any(part.startswith(".") for part in rel.parts)
 
 
 def local_models(cfg: PipelineConfig, stage: str) -> dict[str, str | None]:

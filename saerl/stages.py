@@ -294,14 +294,31 @@ def file_form(path: str | None) -> str | None:
     return None if path is None else Path(path).suffix.lower()
 
 
+MODEL_FOLDER_FIELDS = ("model.name_or_path", "extract.model", "sae.path")  # may name a local folder of weights
+LOCAL_FOLDER = "<local folder>"  # how such a folder's path enters a key: its content is keyed apart
+
+
+def folder_form(value: Any) -> Any:
+    """How a model or SAE field enters a key: a local folder (not the testbed LM, not a 'pkg:' model, whose name is
+    stable) as LOCAL_FOLDER, since its files' content is keyed apart (saerl.pipeline.folder_stamp), so the same
+    weights copied, moved or named by another path rerun nothing; a hub id, 'pkg:' name or unset value as it is.
+    in: the value; out: the keyed value."""
+    if (isinstance(value, str) and value != "testbed" and not value.startswith(PKG_MODEL)
+            and Path(value).expanduser().is_dir()):
+        return LOCAL_FOLDER
+    return value
+
+
 def located(field: str, value: Any) -> Any:
     """A config value as it enters a stage's key: a path naming a data file whose content the keys hash apart
     (data.path, hashed under input "file"; each eval.sets entry's path, under "evalset:<name>": saerl.pipeline
     .input_keys) by :func:`file_form`, an eval.sets entry's field mapping kept, so a data or held-out file moved or
-    renamed with its suffix kept reruns nothing; any other value as it is. in: dotted field, value; out: the keyed
-    value."""
+    renamed with its suffix kept reruns nothing; a local model or SAE folder by :func:`folder_form`; any other value
+    as it is. in: dotted field, value; out: the keyed value."""
     if field == "data.path":
         return file_form(value)
+    if field in MODEL_FOLDER_FIELDS:
+        return folder_form(value)
     if field == "eval.sets":
         return {name: file_form(e) if isinstance(e, str) else {**e, "path": file_form(e["path"])}
                 for name, e in value.items()}

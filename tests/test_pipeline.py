@@ -687,3 +687,37 @@ def test_a_leftover_shard_record_is_folded_only_into_the_fan_out_it_belongs_to(t
     assert fanned[0] == {"shard_chunks_run": 8.0, "tokens_per_s": 1.0}
     assert fanned[1]["shards"] == {"n": 2, "chunks_run": 8, "n_tokens": 30, "seconds": 30.0}
     assert fanned[1]["seconds"] >= 30.0 > local[1]["seconds"]  # the build began when the fan-out did
+
+
+def test_a_local_model_folder_is_keyed_by_its_content_not_its_path_or_times(tmp_path, monkeypatch):
+    """A local model folder entered the keys by its path and its files' modification times: the same weights
+    copied, moved, named by a relative path or reinstalled (a 'pkg:' model's files carry the install time) got new
+    keys, so another machine recomputed everything from extraction. Now its files' content is keyed and its path is
+    not; weights rewritten in place still rerun, and a hidden hub-download cache inside the folder is not read."""
+    import os
+    import shutil
+
+    from saerl.stages import stage_key
+
+    first = tmp_path / "a" / "model"
+    first.mkdir(parents=True)
+    (first / "config.json").write_text('{"num_hidden_layers": 4}')
+    (first / "model.safetensors").write_bytes(b"\x01" * 4096)
+
+    def key(folder: str, stage: str = "extract") -> str:
+        cfg = load_config(None, [f"model.name_or_path={folder}", "data.source=sample"])
+        return stage_key(cfg, stage, input_keys(cfg, stage, {}))
+
+    base = {stage: key(str(first), stage) for stage in ("extract", "label", "train", "heldout")}
+    copy = shutil.copytree(first, tmp_path / "b" / "elsewhere")
+    os.utime(copy / "model.safetensors", ns=(1, 1))
+    (copy / ".cache").mkdir()
+    (copy / ".cache" / "download.metadata").write_text("etag, 2026-12-05T10:00")
+    assert {stage: key(str(copy), stage) for stage in base} == base  # moved, renamed, other times, a hidden cache
+    monkeypatch.chdir(tmp_path / "a")
+    assert key("model") == base["extract"]  # a relative path
+    data = bytearray((copy / "model.safetensors").read_bytes())
+    data[100] = 2
+    (copy / "model.safetensors").write_bytes(bytes(data))  # the same size, other weights
+    assert key(str(copy)) != base["extract"]
+    assert key("Qwen/Qwen2.5-Math-1.5B") != key("Qwen/Qwen2-Math-1.5B")  # hub ids stay as written
