@@ -32,6 +32,7 @@ from saerl.config import (
     redacted,
     runs_outside_code,
 )
+from saerl.gc import claim
 from saerl.pipeline import (
     SHARDED,
     STOPPED_TOKEN,
@@ -426,7 +427,9 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         pending: list[dict[str, Any]] = []
         try:
             record.extra[PLANNED] = planned_run_keys(cfg, until)
-            save_run(root, record)  # before the first stage: `saerl gc` keeps what the run will build or reuse
+            # before the first stage: `saerl gc` keeps what the run will build or reuse; one under way ends first
+            with claim(root, lambda: say(f"waiting for a `saerl gc` of {root} to finish", label)):
+                save_run(root, record)
             for stage, name, ups, variant in stage_runs(cfg, until):
                 if pending and stage != pending[-1]["stage"]:  # a stage's runs read the runs of the one before
                     for run in pending:

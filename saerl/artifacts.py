@@ -76,23 +76,25 @@ def lock_held(path: Path) -> bool | None:
 
 
 @contextmanager
-def file_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[float]:
+def file_lock(path: Path, on_wait: Callable[[], None] | None = None, shared: bool = False) -> Iterator[float]:
     """Hold an exclusive lock on the file `path` (made, with its folder, when missing) for the block, waiting
-    for any other process that holds it: one process at a time on this machine. in: lock file, `on_wait` (called
-    once before waiting, when another process holds the lock); out: a context giving the seconds waited (0.0 when
-    the lock was free)."""
+    for any other process that holds it: one process at a time on this machine; with `shared`, a shared one, which
+    any number hold together and which waits only for an exclusive holder. in: lock file, `on_wait` (called once
+    before waiting, when another process holds the lock), shared or not; out: a context giving the seconds waited
+    (0.0 when the lock was free)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     with open(path, "a") as fh:
         waited = 0.0
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fh, mode | fcntl.LOCK_NB)
         except OSError as err:  # EWOULDBLOCK, or EACCES where flock says so (as lock_held reads it)
             if err.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
             if on_wait is not None:
                 on_wait()
             started = time.time()
-            fcntl.flock(fh, fcntl.LOCK_EX)
+            fcntl.flock(fh, mode)
             waited = round(time.time() - started, 3)
         try:
             yield waited

@@ -26,12 +26,12 @@ import fcntl
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from saerl.artifacts import CACHE_RECORDS_DIR, MANIFEST
+from saerl.artifacts import CACHE_RECORDS_DIR, MANIFEST, file_lock
 from saerl.runs import (
     PLANNED,
     RUNS_DIR,
@@ -52,6 +52,18 @@ SECONDS_PER_HOUR = 3600.0
 PARTIAL_PREFIX = ".partial-"  # the artifact store's names inside a stage folder (saerl.artifacts)
 TRASH_PREFIX = ".trash-"
 LOCK_PREFIX = ".lock-"
+GC_LOCK = ".gc.lock"  # <root>/<this>: a collection holds it exclusive, a run saving its first record shared
+
+
+@contextmanager
+def claim(root: Path, on_wait: Callable[[], None] | None = None) -> Iterator[float]:
+    """Hold the root's gc lock shared for the block: a run saves its first record (what it will build or reuse)
+    under it, so a collection under way finishes first (and the run's reuse checks come after it: anything it
+    removed is rebuilt) or starts after the record (and keeps what it names); a collection read the records once
+    and then removed what a run starting meanwhile had found and went on to read. in: artifact root, `on_wait`
+    (called once when a collection holds the lock); out: a context giving the seconds waited."""
+    with file_lock(Path(root) / GC_LOCK, on_wait, shared=True) as waited:
+        yield waited
 
 
 @dataclass(frozen=True)
@@ -235,7 +247,16 @@ def collect(root: Path, keep_runs: int = KEEP_RUNS, dry_run: bool = False, min_a
     with what it plans; a partial build of such a key is kept too: a run going now may resume it), that no build
     holds the lock of, and that is at least `min_age_hours` old; ValueError when the root has no run records (unless
     keep_runs is 0). in: artifact root, runs to keep, dry run, minimum age, the time to age against (default now);
-    out: a GcReport."""
+    out: a GcReport. A collection that removes holds the root's gc lock (GC_LOCK) exclusive throughout: runs
+    save their first record under it (:func:`claim`)."""
+    if dry_run:  # removes nothing: no lock, no lock file
+        return _collect(root, keep_runs, dry_run, min_age_hours, now)
+    with file_lock(Path(root) / GC_LOCK):
+        return _collect(root, keep_runs, dry_run, min_age_hours, now)
+
+
+def _collect(root: Path, keep_runs: int, dry_run: bool, min_age_hours: float, now: float | None) -> GcReport:
+    """:func:`collect`'s body (under the root's gc lock when it removes). in and out: as collect's."""
     refs, runs_kept, running_kept = referenced_keys(root, keep_runs)
     if keep_runs != 0 and not list_runs(root):
         raise ValueError(f"no run records under {Path(root) / RUNS_DIR}, so nothing says which artifacts are in "

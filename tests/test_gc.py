@@ -241,3 +241,49 @@ def test_cache_records_go_with_their_artifacts(root):
     assert sorted(e.path.name for e in report.removed if e.kind == "record") == [
         "curriculum-orphan", "ingest-old", "score-removedlastweek"]
     assert not list(root.glob("score/.lock-*")), "no lock file is made for a stage folder that does not exist"
+
+
+def test_a_collection_waits_for_a_run_saving_its_first_record_and_keeps_what_it_names(root, monkeypatch):
+    """gc read the run records once, then removed: a run starting meanwhile saved its record (naming an artifact it
+    would reuse) too late to be read, and the artifact went from under it (a finished run left with "gone"
+    artifacts, or one that failed mid-way). A run saves that record under the root's gc lock, shared (claim); a
+    collection holds it exclusive, so it waits for the save and keeps what the record names; and a run that
+    claims while a collection is under way waits for it (on_wait told once)."""
+    import threading
+
+    from saerl import gc
+
+    saving, release = threading.Event(), threading.Event()
+
+    def starting_run() -> None:
+        with gc.claim(root):
+            saving.set()
+            release.wait(10)
+            _record(root, "20260104-000000-dddddd", {"curriculum:x": "orphan"})
+
+    run = threading.Thread(target=starting_run)
+    run.start()
+    assert saving.wait(10)
+    reports: list[gc.GcReport] = []
+    collection = threading.Thread(target=lambda: reports.append(collect(root, keep_runs=1, min_age_hours=0)))
+    collection.start()
+    collection.join(0.5)
+    assert collection.is_alive(), "the collection did not wait for the run's first record"
+    release.set()
+    run.join(10)
+    collection.join(10)
+    assert "curriculum/orphan" in _present(root) and "train/old" not in _present(root)
+    assert reports and not reports[0].dry_run
+
+    inside, leave = threading.Event(), threading.Event()
+    body = gc._collect
+    monkeypatch.setattr(gc, "_collect", lambda *a: (inside.set(), leave.wait(10), body(*a))[-1])
+    collection = threading.Thread(target=lambda: collect(root, keep_runs=1, min_age_hours=0))
+    collection.start()
+    assert inside.wait(10)
+    waits: list[bool] = []
+    threading.Timer(0.5, leave.set).start()
+    with gc.claim(root, lambda: waits.append(True)) as waited:
+        assert waits == [True] and waited > 0.2 and not collection.is_alive()
+    collection.join(10)
+    collect(root, keep_runs=1, min_age_hours=0, dry_run=True)  # a dry run takes no lock: it returns at once
