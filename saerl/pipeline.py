@@ -30,6 +30,7 @@ from saerl.artifacts import (
     ArtifactStore,
     Build,
     ChunkLog,
+    CorruptArtifact,
     chunk_records,
     file_sha256,
     reused_chunks,
@@ -576,6 +577,19 @@ def planned_elsewhere(stage: str, planned: str, own: str, keys: dict[str, str]) 
             "flow runs); set runtime.device to the workers' device (cuda or cpu) so both resolve alike")
 
 
+def check_inputs(stage: str, upstream: dict[str, ArtifactRef]) -> None:
+    """Refuse to build `stage` on an input artifact that is gone or broken (its files checked by size, one stat
+    each): one collected by `saerl gc` after this run found it reached the runner as a bare path, which loading a
+    policy read as a hub id ("Repo id must be in the form ..."). in: the stage, its upstream refs; raises
+    CorruptArtifact naming the input, what is wrong and the fix."""
+    for name, ref in upstream.items():
+        folder = Path(ref.path)
+        if problems := ArtifactStore(folder.parent.parent).problems(ref.stage, ref.key, hashes=False):
+            raise CorruptArtifact(f"{stage} cannot read its input {name} ({folder}): {'; '.join(problems[:3])} "
+                                  "(collected by `saerl gc` while this run went on, or damaged?): rerun, and it is "
+                                  "rebuilt")
+
+
 def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef],
               key: str | None = None, variant: dict[str, Any] | None = None, take_lock: bool = True) -> StageResult:
     """Build or reuse `stage`'s artifact for `cfg` given its upstream artifacts (and, for train, the
@@ -597,6 +611,7 @@ def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
     resumed = {"note": ""}  # what the build reused of an interrupted one ('' from scratch, or reused)
 
     def compute(build: Build) -> None:
+        check_inputs(stage, upstream)
         before = chunk_records(build.path)  # finished chunks of an interrupted build this one resumes
         metrics.update(RUNNERS[stage](cfg, upstream, build, **(variant or {})))
         if stage in SHARDED and not take_lock:  # the flow fanned it out (and holds its lock): the shards' work,

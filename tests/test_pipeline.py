@@ -721,3 +721,27 @@ def test_a_local_model_folder_is_keyed_by_its_content_not_its_path_or_times(tmp_
     (copy / "model.safetensors").write_bytes(bytes(data))  # the same size, other weights
     assert key(str(copy)) != base["extract"]
     assert key("Qwen/Qwen2.5-Math-1.5B") != key("Qwen/Qwen2-Math-1.5B")  # hub ids stay as written
+
+
+def test_a_stage_refuses_an_input_collected_from_under_it_naming_the_input_and_the_fix(tmp_path, monkeypatch):
+    """A `saerl gc` that removed an artifact after a run found it left the next stage a bare path: loading a policy
+    from it read it as a hub id ("Repo id must be in the form ..."). A stage that builds now checks its inputs first
+    (sizes only) and names the one that is gone; an intact input builds as before."""
+    import shutil
+
+    from saerl import pipeline
+    from saerl.artifacts import CorruptArtifact
+
+    cfg = load_config(None, [f"runtime.artifact_root={tmp_path}", "data.source=sample"])
+    store = ArtifactStore(tmp_path)
+    extract = store.ensure("extract", "k1", lambda b: (b.path / "a.bin").write_bytes(b"x" * 10))[0]
+    monkeypatch.setitem(pipeline.RUNNERS, "sae", lambda c, u, b: (b.path / "f.txt").write_text("x") and {})
+    built = pipeline.run_stage(store, cfg, "sae", {"extract": extract})
+    assert built.computed
+    shutil.rmtree(built.ref.path)  # so the next call builds again
+    (Path(extract.path) / "a.bin").write_bytes(b"x" * 3)  # another size
+    with pytest.raises(CorruptArtifact, match=r"sae cannot read its input extract.*saerl gc.*rerun"):
+        pipeline.run_stage(store, cfg, "sae", {"extract": extract})
+    shutil.rmtree(extract.path)
+    with pytest.raises(CorruptArtifact, match=r"input extract .*missing"):
+        pipeline.run_stage(store, cfg, "sae", {"extract": extract})
