@@ -62,8 +62,8 @@ from saerl.runs import (
     live_lock,
     new_run_id,
     previous_stage_runs,
+    read_run,
     run_path,
-    runs_of,
     save_run,
 )
 from saerl.stages import code_version, stage_key, stage_slice
@@ -482,18 +482,18 @@ def orchestration_errors() -> tuple[type[BaseException], ...]:
     return (httpx.TransportError, httpx.HTTPStatusError)
 
 
-def finished_record(root: Path, config: dict[str, Any], until: str | None, since: float) -> RunRecord | None:
-    """The run record a pipeline flow for `config` saved after `since` (epoch seconds) if it holds every
-    planned stage run under its planned artifact key (the flow body then finished: all artifacts of exactly
-    this config are stored), else None. Matching keys, not only names, keeps a record of another config of
-    the same name, saved meanwhile by a concurrent run, from being taken for this one."""
-    cfg = build_config(config)
-    planned = planned_run_keys(cfg, until)
-    for record in runs_of(root, cfg.name):
-        keys = {name: st.key for name, st in record.stages.items()}
-        if record.started >= since and keys == planned:
-            return record
-    return None
+def finished_record(root: Path, config: dict[str, Any], until: str | None, run_id: str) -> RunRecord | None:
+    """The run record the pipeline flow run `run_id` saved, if it holds every planned stage run of `config` under
+    its planned artifact key (the flow body then finished: all artifacts of exactly this config are stored), else
+    None (no record, an unreadable one, or one short of a stage). By run id: a record of the same config and keys,
+    saved meanwhile by a concurrent identical run, is that run's, not proof that this one finished."""
+    planned = planned_run_keys(build_config(config), until)
+    path = run_path(root, run_id)
+    try:
+        record = read_run(path)
+    except (OSError, ValueError):
+        return None
+    return record if {name: st.key for name, st in record.stages.items()} == planned else None
 
 
 def run_pipeline_flow(flow_fn: Any, config: dict[str, Any], until: str | None = None) -> dict[str, Any]:
@@ -503,12 +503,11 @@ def run_pipeline_flow(flow_fn: Any, config: dict[str, Any], until: str | None = 
     artifact; only reporting the flow run's final state fails. Then, if the record holds every planned stage
     run, warn (the flow run's record in Prefect is incomplete) and return it; any other failure is raised."""
     root = Path(build_config(config).runtime.artifact_root).resolve()
-    started = time.time()
+    named, run_id = named_run(flow_fn)
     try:
-        named, run_id = named_run(flow_fn)
         return named(config=config, until=until, run_id=run_id)
     except orchestration_errors() as err:
-        record = finished_record(root, config, until, started)
+        record = finished_record(root, config, until, run_id)
         if record is None:
             raise
         dropped = drop_pending_events()

@@ -24,22 +24,23 @@ def _save(root: Path, cfg, drop: str | None = None) -> RunRecord:
     return record
 
 
-def test_finished_record_needs_every_planned_key_of_this_config(tmp_path):
+def test_finished_record_needs_every_planned_key_of_this_config_in_this_runs_own_record(tmp_path):
+    """The record that proves a flow body finished is the flow run's own (by run id) holding every planned key: a
+    record of another config of the same name, one short of a stage, or one of an identical run started at the same
+    time (the same config and keys: the fallback took the newest such record, another run's) is not."""
     from flows.pipeline import finished_record
 
     cfg = load_config(SMOKE, [f"runtime.artifact_root={tmp_path}"])
     other = load_config(SMOKE, [f"runtime.artifact_root={tmp_path}", "curriculum.mix_ratio=0.5"])
-    since = time.time() - 1
-    assert finished_record(tmp_path, cfg.model_dump(mode="json"), None, since) is None
-    _save(tmp_path, other)  # same name, same stage names, other curriculum: not this config's run
-    assert finished_record(tmp_path, cfg.model_dump(mode="json"), None, since) is None
-    _save(tmp_path, cfg, drop="evaluate")  # this config, but the body did not finish
-    assert finished_record(tmp_path, cfg.model_dump(mode="json"), None, since) is None
+    config = cfg.model_dump(mode="json")
+    assert finished_record(tmp_path, config, None, "20260101-000000-000000-none") is None  # no record at all
+    assert finished_record(tmp_path, config, None, _save(tmp_path, other).run_id) is None  # another config's keys
+    assert finished_record(tmp_path, config, None, _save(tmp_path, cfg, drop="evaluate").run_id) is None  # unfinished
     mine = _save(tmp_path, cfg)
-    found = finished_record(tmp_path, cfg.model_dump(mode="json"), None, since)
-    assert found is not None and found.run_id == mine.run_id
-    assert finished_record(tmp_path, cfg.model_dump(mode="json"), None, time.time() + 60) is None  # saved before `since`
-    assert finished_record(tmp_path, cfg.model_dump(mode="json"), "score", since) is None  # until: fewer planned runs
+    twin = _save(tmp_path, cfg)  # an identical run, saved after mine
+    found = finished_record(tmp_path, config, None, mine.run_id)
+    assert found is not None and found.run_id == mine.run_id != twin.run_id
+    assert finished_record(tmp_path, config, "score", mine.run_id) is None  # until: fewer planned runs
 
 
 def test_drop_pending_events_empties_the_event_queues_and_keeps_the_stop_signal(monkeypatch):
