@@ -532,7 +532,6 @@ def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[
     go on the parent run too, so MLflow's top-level table compares runs by them. in: the tracker, the stage
     (e.g. 'train'), the stage run's record (name, key, status, reason, config slice, inputs, seconds, artifact
     path), its metrics and the config fields of the stage runs upstream of it (saerl.runs.lineage_config)."""
-    import polars as pl
 
     if not tracker.enabled:  # tracking off (or failed earlier): read no artifact for it
         return
@@ -550,16 +549,28 @@ def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[
     for table in LOGGED_TABLES.get(stage, ()):
         if (folder / table).exists():
             tracker.log_artifact(folder / table, rec.stage)
-    # the histories read artifact files: an unreadable one turns tracking off (_guard), never fails the run
-    if stage == "train":
-        def train_history() -> None:
-            steps_log, curve = pl.read_parquet(folder / "log.parquet"), pl.read_parquet(folder / "curve.parquet")
-            times = step_end_times(steps_log, curve, manifest_created(manifest))
-            tracker.log_history(step_points(steps_log, curve), stage=rec.stage, times=times)
+    # the histories read artifact files: an unreadable one leaves its history out (history_tables), never fails the
+    # run nor turns tracking off, which only a failing tracking store does (_guard)
+    if stage == "train" and (tables := history_tables(folder, ("log.parquet", "curve.parquet"), rec.stage)):
+        steps_log, curve = tables
+        times = step_end_times(steps_log, curve, manifest_created(manifest))
+        tracker._guard(lambda: tracker.log_history(step_points(steps_log, curve), stage=rec.stage, times=times))
+    if stage == "evaluate" and (folder / CURVES).exists() and (tables := history_tables(folder, (CURVES,), rec.stage)):
+        tracker._guard(lambda: log_reachable_curves(tracker, rec, tables[0]))
 
-        tracker._guard(train_history)
-    if stage == "evaluate" and (folder / CURVES).exists():
-        tracker._guard(lambda: log_reachable_curves(tracker, rec, pl.read_parquet(folder / CURVES)))
+
+def history_tables(folder: Path, names: tuple[str, ...], stage_run: str) -> list[Any] | None:
+    """The Parquet tables `names` of an artifact folder, or None with a warning when one cannot be read (gone:
+    collected by `saerl gc` meanwhile; damaged): that stage run's history is then not logged, and tracking goes on.
+    in: the folder, file names, the stage run's name (for the warning); out: the frames, in order, or None."""
+    import polars as pl
+
+    try:
+        return [pl.read_parquet(folder / name) for name in names]
+    except (OSError, pl.exceptions.PolarsError) as err:
+        log.warning("MLflow: %s of %s could not be read (%s): its history is not logged; tracking goes on",
+                    " / ".join(names), stage_run, redact(str(err)))
+        return None
 
 
 def reachable_points(curves: pl.DataFrame) -> dict[tuple[str, int], list[tuple[int, dict[str, float]]]]:

@@ -170,10 +170,12 @@ def test_log_stage_run_logs_plots_tables_and_history(tmp_path):
     assert client.get_experiment(t.experiment_id).artifact_location == (tmp_path / "mlruns").resolve().as_uri()
 
 
-def test_an_unreadable_history_file_turns_tracking_off_and_never_fails_the_run(tmp_path):
-    """A training artifact whose curve file is broken: logging its history warns and disables tracking (the run
-    goes on); with tracking off, nothing of the artifact is read."""
+def test_an_unreadable_history_file_is_left_out_and_tracking_goes_on(tmp_path, caplog):
+    """A training artifact whose curve file is broken (or was collected by `saerl gc` meanwhile): logging its
+    history warns and leaves it out; it turned tracking off for the rest of the run, so every later stage was
+    missing from MLflow. Now only a failing tracking store does; the next stage run is logged."""
     import polars as pl
+    from mlflow.tracking import MlflowClient
 
     from saerl.runs import StageRecord
     from saerl.tracking import log_stage_run
@@ -185,9 +187,16 @@ def test_an_unreadable_history_file_turns_tracking_off_and_never_fails_the_run(t
     t = Tracker(load_config(None, ["name=broken"]), tmp_path, "run-b")
     rec = StageRecord(stage="train:saerl:0", key="k", status="computed", reason="r", seconds=1.0, config={},
                       inputs={}, path=str(folder))
-    log_stage_run(t, "train", rec, {})
-    assert not t.enabled
-    log_stage_run(t, "train", rec, {})  # off: returns at once
+    with caplog.at_level("WARNING", logger="saerl.tracking"):
+        log_stage_run(t, "train", rec, {"steps": 3.0})
+    assert t.enabled and "log.parquet / curve.parquet of train:saerl:0 could not be read" in caplog.text
+    (folder / "curve.parquet").unlink()  # gone altogether
+    log_stage_run(t, "train", StageRecord(stage="train:vanilla:0", key="k2", status="computed", reason="r",
+                                          seconds=1.0, config={}, inputs={}, path=str(folder)), {"steps": 4.0})
+    assert t.enabled
+    client = MlflowClient(t.uri)
+    runs = {r.data.tags.get("saerl.stage_run"): r for r in client.search_runs([t.experiment_id])}
+    assert runs["train:saerl:0"].data.metrics["steps"] == 3.0 and runs["train:vanilla:0"].data.metrics["steps"] == 4.0
     t.finish()
 
 
