@@ -58,11 +58,13 @@ from saerl.runs import (
     RunRecord,
     StageRecord,
     explain,
+    gone_note,
     lineage_config,
     live_lock,
     new_run_id,
     previous_stage_runs,
     read_run,
+    recorded_builds,
     run_path,
     save_run,
 )
@@ -356,10 +358,11 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
     active = {"name": ""}  # the stage run being submitted or waited for: where a failed run stopped
     submitted: list[Any] = []  # every stage task's future: a dead worker's is marked Crashed (crash_lost_runs)
     n_shards: int | None = None  # the shard count, asked once a fanned-out stage needs it
+    builds: dict[tuple[str, str], str] | None = None  # the artifacts earlier runs had (saerl.runs.recorded_builds)
 
     def submit(stage: str, name: str, ups: tuple[str, ...], variant: dict[str, Any] | None) -> dict[str, Any]:
         """Start one stage run as a task (its shards first, on Dask); returns what finishing it needs."""
-        nonlocal n_shards
+        nonlocal n_shards, builds
         active["name"] = name
         started = time.time()
         upstream = resolve_upstream(stage, ups, refs, variant)
@@ -370,6 +373,11 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         note = ""
         if not complete and store.path(stage, key).exists():
             note = f"computed: stored artifact failed verification ({'; '.join(store.problems(stage, key))[:300]})"
+        elif not complete:
+            if builds is None:  # read once a run, at its first stage run to build
+                builds = recorded_builds(root, exclude=record.run_id)
+            if (earlier := builds.get((stage, key))) is not None:
+                note = gone_note(earlier)
         args = {"stage": stage, "key": key, "root": str(root), "config": cfg.model_dump(mode="json"),
                 "upstream": {u: asdict(r) for u, r in upstream.items()}}
         task = stage_task.with_options(**stage_options(stage, root, refresh) | {"task_run_name": name})

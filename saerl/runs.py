@@ -297,6 +297,25 @@ def previous_stage_runs(root: Path, name: str, wanted: Iterable[str] | None = No
     return found
 
 
+def recorded_builds(root: Path, exclude: str | None = None) -> dict[tuple[str, str], str]:
+    """Which saved run (of any config; other than `exclude`) last computed or reused each artifact: a stage run
+    recomputed under a key a record names had its artifact removed (collected by `saerl gc`, deleted by hand), which
+    its reason says (:func:`gone_note`), not a config change against another run. in: artifact root, a run id to
+    leave out; out: {(stage, key): run id}, the newest run per artifact."""
+    out: dict[tuple[str, str], str] = {}
+    for record in runs_of(root, None, exclude):
+        for name, rec in record.stages.items():
+            if rec.status in ("computed", "cached"):
+                out.setdefault((stage_of(name), rec.key), record.run_id)
+    return out
+
+
+def gone_note(run_id: str) -> str:
+    """The reason of a stage run whose artifact an earlier run (`run_id`) built or reused and which is no longer
+    stored. in: that run's id; out: the reason."""
+    return f"computed: its artifact, which run {run_id} had, is gone (collected by `saerl gc`, or deleted)"
+
+
 _ABSENT = object()  # a field missing from a config slice (the stage does not read it under that config)
 
 

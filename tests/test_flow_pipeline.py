@@ -167,6 +167,20 @@ def test_corrupt_artifact_is_recomputed_not_used(warm_root):
     assert _status(rec)["encode"] == "cached"
 
 
+def test_an_artifact_removed_since_an_earlier_run_says_so(warm_root):
+    """A stage run whose artifact an earlier run had, removed since (`saerl gc`, by hand), was explained against
+    the newest earlier run of the same config name: "config changed: ..." when that run had other settings. Its
+    reason now says the artifact is gone and which run had it."""
+    import shutil
+
+    root, first = warm_root
+    shutil.rmtree(first["stages"]["curriculum"]["path"])
+    rec = _run(root)
+    assert _status(rec)["curriculum"] == "computed" and _status(rec)["score"] == "cached"
+    reason = rec["stages"]["curriculum"]["reason"]
+    assert "its artifact, which run " in reason and "is gone (collected by `saerl gc`" in reason, reason
+
+
 def test_mlflow_has_parent_and_stage_runs(warm_root):
     from mlflow.tracking import MlflowClient
 

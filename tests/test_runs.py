@@ -428,3 +428,21 @@ def test_a_field_a_training_run_does_not_read_under_its_arm_is_not_one_its_stage
                                            code_version="5")}
     assert explain("train:vanilla:0", True, {}, {}, prev, code="5") == \
         "computed: config changed: train.dynamic_sampling_refill (not read under this config)"
+
+
+def test_recorded_builds_names_the_newest_run_that_had_each_artifact(tmp_path):
+    """recorded_builds: per (stage, key), the newest saved run (any config) that computed or reused it, leaving out
+    the given run and stage runs that failed; gone_note says which run had it."""
+    from saerl.runs import RunRecord, StageRecord, gone_note, recorded_builds, save_run
+
+    def save(run_id: str, name: str, stages: dict[str, tuple[str, str]]) -> None:
+        r = RunRecord(name=name, run_id=run_id)
+        r.stages = {n: StageRecord(n, key, status, "", {}, {}) for n, (key, status) in stages.items()}
+        save_run(tmp_path, r)
+
+    save("20260101-000000-aaaaaa", "a", {"score": ("s1", "computed"), "train:saerl:0": ("t1", "computed")})
+    save("20260102-000000-bbbbbb", "b", {"score": ("s1", "cached"), "train:saerl:0": ("t2", "failed")})
+    save("20260103-000000-cccccc", "a", {"score": ("s2", "computed")})
+    builds = recorded_builds(tmp_path, exclude="20260103-000000-cccccc")
+    assert builds == {("score", "s1"): "20260102-000000-bbbbbb", ("train", "t1"): "20260101-000000-aaaaaa"}
+    assert "run 20260102-000000-bbbbbb" in gone_note(builds["score", "s1"]) and "saerl gc" in gone_note("x")
