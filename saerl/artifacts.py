@@ -102,6 +102,29 @@ def file_lock(path: Path, on_wait: Callable[[], None] | None = None, shared: boo
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def folder_problems(folder: Path, hashes: bool = True) -> list[str]:
+    """What is wrong with the artifact folder `folder` (empty list = complete and intact): missing, an unreadable
+    manifest, or a file it lists that is missing, of another size or (hashes=True) of another sha256
+    (:meth:`ArtifactStore.problems`). in: the folder, whether to hash; out: the problems."""
+    if not folder.exists():
+        return ["missing"]
+    mpath = folder / MANIFEST
+    try:
+        entries = _manifest_entries(json.loads(mpath.read_text()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        return [f"unreadable manifest {mpath}: {type(err).__name__}: {err}"]
+    out = []
+    for rel, size, sha in entries:
+        p = folder / rel
+        if not p.is_file():
+            out.append(f"missing file {p}")
+        elif (now := p.stat().st_size) != size:
+            out.append(f"size mismatch {p}: {now} bytes, the manifest records {size}")
+        elif hashes and file_sha256(p) != sha:
+            out.append(f"hash mismatch {p}")
+    return out
+
+
 @dataclass(frozen=True)
 class ArtifactRef:
     """A small, picklable reference to a finished artifact: what tasks pass between each other."""
@@ -350,24 +373,7 @@ class ArtifactStore:
         """What is wrong with a stored artifact (empty list = complete and intact): an unreadable manifest, or a file
         it lists that is missing, of another size or (hashes=True) of another sha256. hashes=False checks sizes only:
         one stat per file, quick on gigabytes (`saerl status`), but blind to a changed byte that keeps the size."""
-        folder = self.path(stage, key)
-        if not folder.exists():
-            return ["missing"]
-        mpath = folder / MANIFEST
-        try:
-            entries = _manifest_entries(json.loads(mpath.read_text()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-            return [f"unreadable manifest {mpath}: {type(err).__name__}: {err}"]
-        out = []
-        for rel, size, sha in entries:
-            p = folder / rel
-            if not p.is_file():
-                out.append(f"missing file {p}")
-            elif (now := p.stat().st_size) != size:
-                out.append(f"size mismatch {p}: {now} bytes, the manifest records {size}")
-            elif hashes and file_sha256(p) != sha:
-                out.append(f"hash mismatch {p}")
-        return out
+        return folder_problems(self.path(stage, key), hashes)
 
     def is_complete(self, stage: str, key: str) -> bool:
         """True when the artifact exists and verifies (verification is memoised per manifest mtime)."""

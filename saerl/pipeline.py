@@ -33,6 +33,7 @@ from saerl.artifacts import (
     CorruptArtifact,
     chunk_records,
     file_sha256,
+    folder_problems,
     reused_chunks,
     write_file_atomic,
 )
@@ -578,13 +579,15 @@ def planned_elsewhere(stage: str, planned: str, own: str, keys: dict[str, str]) 
 
 
 def check_inputs(stage: str, upstream: dict[str, ArtifactRef]) -> None:
-    """Refuse to build `stage` on an input artifact that is gone or broken (its files checked by size, one stat
-    each): one collected by `saerl gc` after this run found it reached the runner as a bare path, which loading a
+    """Refuse to build `stage` on an input artifact that is gone or broken (its files checked by size against its
+    manifest, one stat each): one collected by `saerl gc` after this run found it reached the runner as a bare path, which loading a
     policy read as a hub id ("Repo id must be in the form ..."). in: the stage, its upstream refs; raises
     CorruptArtifact naming the input, what is wrong and the fix."""
     for name, ref in upstream.items():
         folder = Path(ref.path)
-        if problems := ArtifactStore(folder.parent.parent).problems(ref.stage, ref.key, hashes=False):
+        # a folder without a manifest (made by hand, not by a store) is taken as it is
+        if problems := (folder_problems(folder, hashes=False) if (folder / MANIFEST).exists() or not folder.exists()
+                        else []):
             raise CorruptArtifact(f"{stage} cannot read its input {name} ({folder}): {'; '.join(problems[:3])} "
                                   "(collected by `saerl gc` while this run went on, or damaged?): rerun, and it is "
                                   "rebuilt")

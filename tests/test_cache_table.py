@@ -13,6 +13,7 @@ from __future__ import annotations
 import types
 import typing
 from functools import cache
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -40,7 +41,19 @@ EXTRA_KEY = "extra"  # key added to a dict field
 READING_BASES: tuple[dict[str, dict[str, Any]], ...] = (
     {"train": {"algorithm": "dapo"}}, {"train": {"algorithm": "grpo"}}, {"sae": {"architecture": "standard"}},
     {"sae": {"source": "pretrained"}}, {"sae": {"source": "local"}}, {"runtime": {"device": "cuda"}},
-    {"curriculum": {"ordering": "frontier"}})
+    {"curriculum": {"ordering": "frontier"}}, {"data": {"source": "file", "path": str(sample_path())}})
+FILE_BASE = len(READING_BASES) - 1  # data.path is allowed beside source 'file' alone (the config refuses it otherwise)
+
+
+@cache
+def short_sample() -> str:
+    """Another data file than the sample (its first lines), for data.path to change to: keys hash a data file's
+    content, so only a file of other content changes them. Written once per process to a temporary folder."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="saerl-cache-table-")) / "short.jsonl"
+    path.write_text("".join(sample_path().read_text().splitlines(keepends=True)[:20]))
+    return str(path)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -105,7 +118,7 @@ def candidates(ann: Any, value: Any) -> list[Any]:
         near = [value * SCALE, value + STEP] if isinstance(value, int | float) else []
         return near + list(FALLBACK_FLOATS)
     if ann is str:
-        return [f"{value}-{CHANGED_TEXT}" if isinstance(value, str) else CHANGED_TEXT, str(sample_path())]
+        return [f"{value}-{CHANGED_TEXT}" if isinstance(value, str) else CHANGED_TEXT, str(sample_path()), short_sample()]
     if origin is list:
         value = value or []
         first = [] if typing.get_origin(args[0]) is Literal or not value else [
@@ -166,7 +179,9 @@ def _base_for(base: int | None) -> PipelineConfig:
 def base_reading(path: str) -> int | None:
     """The READING_BASES entry under which a stage reads `path`, when every stage ignores it under the defaults
     (unread_fields: dynamic_sampling_max_rounds is DAPO's alone, l1_coefficient the standard SAE's, ...), else None
-    (the defaults read it, or nothing reads it under any of them)."""
+    (the defaults read it, or nothing reads it under any of them). data.path: the base whose source reads it."""
+    if path == "data.path":
+        return FILE_BASE
     for base in (None, *range(len(READING_BASES))):
         if any(_reads(stage, path, _base_for(base)) for stage in STAGES):
             return base

@@ -31,6 +31,7 @@ class Killed(RuntimeError):
 
 def _train_inputs(root: Path, runs: list[tuple[str, int]] = RUNS) -> dict[str, ArtifactRef]:
     """Hand-made train artifacts (policy/ empty: loading is stubbed) and a testbed ref for the base policy."""
+    (root / "testbed").mkdir(parents=True, exist_ok=True)  # read by nothing here (loading is stubbed), yet there
     inputs = {"testbed": ArtifactRef("testbed", "t", str(root / "testbed"))}
     (root / "ingest").mkdir(parents=True, exist_ok=True)
     pl.DataFrame({"id": ["a"], "prompt": ["What is 5+5?"]}).write_parquet(root / "ingest" / "prompts.parquet")
