@@ -2,9 +2,11 @@
 """Set up the project venv (once) and run the demo or the tests: `python3 dev.py demo|test [args]`.
 
 Needs nothing but Python 3.11+. The venv lives in `.venv/`; it is created on first use and reused after,
-and reinstalled when pyproject.toml changes. torch goes in first as `torch==2.13.0`, or pip would pull the newest
-(multi-GB CUDA) torch through a dependency's open torch range; where pip's configuration offers torch's CPU wheel
-(as on the machines this was built on) that is the one installed.
+and reinstalled when pyproject.toml or the constraints change. torch goes in first as `torch==2.13.0`, or pip would
+pull the newest (multi-GB CUDA) torch through a dependency's open torch range; where pip's configuration offers
+torch's CPU wheel (as on the machines this was built on) that is the one installed. On Python 3.11 every other
+package is installed at the version of constraints/py311.txt (the environment CI tested), so two installs a month
+apart test the same stack; on another Python the ranges of pyproject.toml resolve afresh (said when it happens).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ VENV = ROOT / ".venv"
 BIN = VENV / "bin"
 STAMP = VENV / ".saerl-installed"
 TORCH = "torch==2.13.0"
+CONSTRAINTS = ROOT / "constraints" / "py311.txt"  # exact versions, for the Python they were frozen on
+CONSTRAINED_PYTHON = (3, 11)
 PYTEST_WORKERS = "4"
 
 
@@ -33,7 +37,9 @@ def sh(*cmd: str) -> None:
 
 def ensure_venv() -> None:
     """Create .venv and install torch (CPU) then the package with dev extras, unless already current."""
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    pinned = sys.version_info[:2] == CONSTRAINED_PYTHON and CONSTRAINTS.exists()
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()
+                            + (CONSTRAINTS.read_bytes() if pinned else b"")).hexdigest()
     if STAMP.exists() and STAMP.read_text().strip() == wanted:
         return
     if not (BIN / "python").exists():
@@ -41,7 +47,10 @@ def ensure_venv() -> None:
     pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
     sh(*pip, "-q", "--upgrade", "pip")
     sh(*pip, "-q", TORCH)
-    sh(*pip, "-q", "-e", ".[dev]")
+    if not pinned:
+        print(f"dev.py: Python {sys.version.split()[0]}: {CONSTRAINTS.relative_to(ROOT)} pins Python 3.11's tested "
+              "versions, so pyproject.toml's ranges resolve afresh here (an environment CI did not test)", flush=True)
+    sh(*pip, "-q", "-e", ".[dev]", *(["-c", str(CONSTRAINTS)] if pinned else []))
     STAMP.write_text(wanted)
 
 
