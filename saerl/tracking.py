@@ -162,6 +162,35 @@ def artifact_location(cfg: PipelineConfig, root: Path) -> str | None:
     return None if db is None else (db.parent / ARTIFACTS_DIR).as_uri()
 
 
+def moved_location(old: str, new: str) -> bool:
+    """Does an experiment's artifact location `old` name the `mlruns` folder beside another SQLite store than the one
+    now read (whose folder is `new`)? Then the store was moved or copied (`mv`, `cp -a` of an artifact root): MLflow
+    keeps each experiment's location, so a copy went on writing its runs' files into the original root and a moved
+    root re-created its old path. A location saerl did not choose (not a `mlruns` folder) is left alone.
+    in: the experiment's location, the store's own; out: bool."""
+    return old != new and old.rstrip("/").endswith("/" + ARTIFACTS_DIR)
+
+
+def relocate_artifacts(db: Path, old: str, new: str) -> int:
+    """Repoint a local SQLite store's experiments and runs from the artifact folder `old` to `new` (the prefix
+    replaced in experiments.artifact_location and runs.artifact_uri; MLflow has no call for it). Call it holding
+    :func:`store_lock`. in: the database file, the old and new folder URIs; out: the rows changed."""
+    import sqlite3
+
+    old, new = old.rstrip("/"), new.rstrip("/")
+    con = sqlite3.connect(db)
+    try:
+        with con:
+            n = 0
+            for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
+                n += con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "  # noqa: S608 - fixed names
+                                 f"WHERE {column} = ? OR substr({column}, 1, ?) = ?",
+                                 (new, len(old) + 1, old, len(old) + 1, old + "/")).rowcount
+    finally:
+        con.close()
+    return n
+
+
 def _git(args: list[str], cwd: Path) -> str | None:
     """The stripped output of `git <args>` run in `cwd`, or None when git is missing, fails or takes longer than
     GIT_TIMEOUT_S."""
@@ -349,6 +378,13 @@ class Tracker:
 
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
+            old = exp.artifact_location
+            db = sqlite_file(self.uri)
+            if self.artifact_location and db is not None and moved_location(old, self.artifact_location):
+                n = relocate_artifacts(db, old, self.artifact_location)
+                log.warning("MLflow: the store %s was moved or copied from beside %s: its runs' logged files are "
+                            "now read from and written to %s (%d experiments and runs repointed)", db, old,
+                            self.artifact_location, n)
             return exp.experiment_id
         try:
             return self.client.create_experiment(name, artifact_location=self.artifact_location)

@@ -685,3 +685,37 @@ def test_a_failed_or_stopped_runs_parent_says_where_and_why(tmp_path):
     t.finish(TRACKED_KILLED, ended="train:saerl:0: SIGINT")
     parent = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path)).get_run(t.parent_id)
     assert parent.info.status == "KILLED" and parent.data.tags[ENDED_TAG] == "train:saerl:0: SIGINT"
+
+
+def test_a_copied_or_moved_root_logs_into_its_own_mlruns(tmp_path, caplog):
+    """MLflow keeps an experiment's artifact location, set when saerl created it beside the root's mlflow.db: a root
+    copied with `cp -a` (or moved) went on writing its runs' files into the original root's mlruns (a moved one
+    re-created its old path). A tracker that finds its store's experiment pointing beside another store repoints
+    the experiment and its earlier runs to its own mlruns, and says so."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    cfg = load_config(None, ["name=moved"])
+    first = tmp_path / "a"
+    note = tmp_path / "note.txt"
+    note.write_text("x")
+    t = Tracker(cfg, first, "run-a")
+    t.log_artifact(note)
+    t.finish()
+    copy = tmp_path / "b"
+    shutil.copytree(first, copy)
+    with caplog.at_level("WARNING", logger="saerl.tracking"):
+        t = Tracker(cfg, copy, "run-b")
+    assert t.enabled and "was moved or copied" in caplog.text
+    t.log_artifact(note)
+    t.finish()
+    assert len(list((first / "mlruns").rglob("note.txt"))) == 1, "the original root got the copy's file"
+    assert len(list((copy / "mlruns").rglob("note.txt"))) == 2
+    client = MlflowClient(f"sqlite:///{copy / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("moved")
+    assert exp.artifact_location == (copy / "mlruns").resolve().as_uri()
+    uris = [r.info.artifact_uri for r in client.search_runs([exp.experiment_id])]
+    assert len(uris) == 2 and all(u.startswith((copy / "mlruns").resolve().as_uri() + "/") for u in uris)
+    original = MlflowClient(f"sqlite:///{first / 'mlflow.db'}").get_experiment_by_name("moved")
+    assert original.artifact_location == (first / "mlruns").resolve().as_uri()  # the original store is untouched
