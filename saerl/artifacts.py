@@ -262,6 +262,22 @@ def _manifest_entries(manifest: Any) -> list[tuple[str, int, str]]:
     return entries
 
 
+_VERIFIED: dict[str, tuple[Any, ...]] = {}  # artifact folder -> its tree_stamp when it last verified, this process
+
+
+def tree_stamp(folder: Path) -> tuple[Any, ...] | None:
+    """What a verification of the artifact `folder` holds for: (path, size, modification and change times in ns,
+    inode) of its manifest and of every file it lists, or None when the manifest or a listed file cannot be read
+    (nothing is then remembered). One stat per file, no reading. in: the folder; out: the stamp or None."""
+    try:
+        mpath = folder / MANIFEST
+        rels = [MANIFEST, *(rel for rel, _, _ in _manifest_entries(json.loads(mpath.read_text())))]
+        return tuple((rel, (st := (folder / rel).stat()).st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                     for rel in rels)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 class ChunkLog:
     """Records which chunks of a chunked writer are finished, inside a partial artifact folder.
 
@@ -358,7 +374,6 @@ class ArtifactStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-        self._verified: dict[str, float] = {}
         self.waited: dict[tuple[str, str], float] = {}  # seconds a build lock waited for another process
 
     def path(self, stage: str, key: str) -> Path:
@@ -376,14 +391,18 @@ class ArtifactStore:
         return folder_problems(self.path(stage, key), hashes)
 
     def is_complete(self, stage: str, key: str) -> bool:
-        """True when the artifact exists and verifies (verification is memoised per manifest mtime)."""
-        mpath = self.path(stage, key) / MANIFEST
-        stamp = mpath.stat().st_mtime if mpath.exists() else -1.0
-        if self._verified.get(str(mpath)) == stamp:
+        """True when the artifact exists and verifies. A verification is remembered in this process (any store) while
+        the manifest and every file it lists keep their size, modification and change times and inode
+        (:func:`tree_stamp`): a flow that checked an artifact and the task that reuses it, or a build just published,
+        hash it once, while a file rewritten since is hashed again."""
+        folder = self.path(stage, key)
+        stamp = tree_stamp(folder)
+        if stamp is not None and _VERIFIED.get(str(folder)) == stamp:
             return True
         if self.problems(stage, key):
             return False
-        self._verified[str(mpath)] = stamp
+        if stamp is not None:
+            _VERIFIED[str(folder)] = stamp
         return True
 
     def open(self, stage: str, key: str) -> ArtifactRef:
@@ -447,6 +466,8 @@ class ArtifactStore:
             shutil.rmtree(trash, ignore_errors=True)
         os.replace(partial, final)
         _fsync_dir(final.parent)
+        if (stamp := tree_stamp(final)) is not None:  # just hashed into its manifest: no second pass over the files
+            _VERIFIED[str(final)] = stamp
         return self.open(stage, key)
 
     @contextmanager

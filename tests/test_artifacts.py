@@ -3,6 +3,7 @@
 import json
 import multiprocessing as mp
 import time
+from pathlib import Path
 
 import pytest
 
@@ -372,3 +373,21 @@ def test_a_reused_artifact_names_every_tracked_library_that_moves_numbers_and_no
     drift = version_drift(dict.fromkeys(TRACKED_LIBRARIES, "0.0"), dict.fromkeys(TRACKED_LIBRARIES, "9.9"))
     named = {part.split(" ")[0] for part in drift.split(", ")}
     assert "math-verify" in named and named == set(TRACKED_LIBRARIES) - {"saerl", "prefect", "mlflow"}, drift
+
+
+def test_an_artifact_is_hashed_once_per_process_until_a_file_changes(tmp_path, monkeypatch):
+    """A publish hashed every file into the manifest and then hashed them all again to open the artifact, and each
+    new store (a task's, beside the flow's) hashed a reused one once more: about a second per GB each time. A
+    verification is now remembered in the process while every file keeps its stat; a file rewritten since (even
+    to the same size) is hashed again and caught."""
+    from saerl import artifacts
+
+    calls: list[str] = []
+    real = artifacts.file_sha256
+    monkeypatch.setattr(artifacts, "file_sha256", lambda p: calls.append(Path(p).name) or real(p))
+    ref, computed = ArtifactStore(tmp_path).ensure("extract", "k", lambda b: (b.path / "a.bin").write_bytes(b"x" * 64))
+    assert computed and calls.count("a.bin") == 1, calls  # the publish's own pass only
+    assert ArtifactStore(tmp_path).is_complete("extract", "k") and calls.count("a.bin") == 1  # another store
+    time.sleep(0.01)
+    (Path(ref.path) / "a.bin").write_bytes(b"y" * 64)  # the same size, other bytes
+    assert not ArtifactStore(tmp_path).is_complete("extract", "k") and calls.count("a.bin") == 2
