@@ -231,6 +231,13 @@ def hash_tree(folder: Path) -> dict[str, dict[str, Any]]:
     return files
 
 
+def file_stats(folder: Path) -> dict[str, tuple[int, int, int, int]]:
+    """(size, modification and change times in ns, inode) of every file under `folder`, by relative path, as
+    :func:`tree_stamp` records them. in: the folder; out: {relative path: stat tuple}."""
+    return {p.relative_to(folder).as_posix(): (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            for p in folder.rglob("*") if p.is_file() and (st := p.stat())}
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to `path` through a temp file + fsync + rename (:func:`write_file_atomic`)."""
     text = json.dumps(obj, indent=1, sort_keys=True, default=str)
@@ -454,8 +461,9 @@ class ArtifactStore:
             "machine": build_machine(),
             **(manifest or {}),
             **notes,
-            "files": hash_tree(partial),
         }
+        before = file_stats(partial)  # the files as they are hashed: the memo below holds only if none moved since
+        record["files"] = hash_tree(partial)
         write_json_atomic(partial / MANIFEST, record)
         shutil.rmtree(partial / CHUNK_DIR, ignore_errors=True)  # only now: a publish cut short still resumes
         _fsync_dir(partial)
@@ -466,7 +474,8 @@ class ArtifactStore:
             shutil.rmtree(trash, ignore_errors=True)
         os.replace(partial, final)
         _fsync_dir(final.parent)
-        if (stamp := tree_stamp(final)) is not None:  # just hashed into its manifest: no second pass over the files
+        stamp = tree_stamp(final)  # just hashed into its manifest: no second pass, unless a file changed meanwhile
+        if stamp is not None and all(before.get(rel) == tuple(st) for rel, *st in stamp if rel != MANIFEST):
             _VERIFIED[str(final)] = stamp
         return self.open(stage, key)
 

@@ -391,3 +391,21 @@ def test_an_artifact_is_hashed_once_per_process_until_a_file_changes(tmp_path, m
     time.sleep(0.01)
     (Path(ref.path) / "a.bin").write_bytes(b"y" * 64)  # the same size, other bytes
     assert not ArtifactStore(tmp_path).is_complete("extract", "k") and calls.count("a.bin") == 2
+
+
+def test_a_file_changed_while_its_build_was_hashed_is_not_remembered_as_verified(tmp_path, monkeypatch):
+    """A publish remembers its artifact as verified only if no file changed between hashing and the rename: one
+    rewritten right after its hash (a straggling writer) was remembered, and the process would reuse it."""
+    from saerl import artifacts
+
+    real = artifacts.hash_tree
+
+    def hash_then_rewrite(folder: Path) -> dict:
+        files = real(folder)
+        time.sleep(0.01)
+        (folder / "a.bin").write_bytes(b"y" * 64)  # the same size, other bytes, after its hash
+        return files
+
+    monkeypatch.setattr(artifacts, "hash_tree", hash_then_rewrite)
+    with pytest.raises(CorruptArtifact, match="hash mismatch"):
+        ArtifactStore(tmp_path).ensure("extract", "k", lambda b: (b.path / "a.bin").write_bytes(b"x" * 64))
