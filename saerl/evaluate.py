@@ -493,6 +493,7 @@ FEW_SEEDS = 2  # the seed count whose seed variance has a single degree of freed
 MIN_PAIRED_SEEDS = 3  # arms on the same seeds are compared seed by seed from this many (fewer: Welch)
 ONE_SEED = ", 1 seed"  # a verdict's suffix when a trained side has one seed: its interval lacks that seed's effect
 MEAN_OF_SETS = "mean_of_sets"  # the comparison's set of each arm's accuracy averaged over the held-out sets
+TINY_BOUND_PTS = 1e-4  # a bound closer to 0 than this (in points) prints in scientific notation: +1e-07
 TIE_ATOL = 1e-9  # per-seed differences within this of each other tie (an accuracy moves in steps of 1/problems)
 
 
@@ -767,6 +768,8 @@ def _bound(pts: float) -> str:
     text = f"{pts:+.1f}"
     if pts == 0 or float(text) != 0:
         return text
+    if abs(pts) < TINY_BOUND_PTS:
+        return f"{pts:+.0e}"
     return f"{pts:+.{max(2, 1 - math.floor(math.log10(abs(pts))))}f}"
 
 

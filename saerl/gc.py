@@ -249,7 +249,7 @@ def collect(root: Path, keep_runs: int = KEEP_RUNS, dry_run: bool = False, min_a
     keep_runs is 0). in: artifact root, runs to keep, dry run, minimum age, the time to age against (default now);
     out: a GcReport. A collection that removes holds the root's gc lock (GC_LOCK) exclusive throughout: runs
     save their first record under it (:func:`claim`)."""
-    if dry_run:  # removes nothing: no lock, no lock file
+    if dry_run or not Path(root).is_dir():  # removes nothing (a missing root is refused): no lock, no lock file
         return _collect(root, keep_runs, dry_run, min_age_hours, now)
     with file_lock(Path(root) / GC_LOCK):
         return _collect(root, keep_runs, dry_run, min_age_hours, now)

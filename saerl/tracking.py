@@ -589,8 +589,8 @@ def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[
     # run nor turns tracking off, which only a failing tracking store does (_guard)
     if stage == "train" and (tables := history_tables(folder, ("log.parquet", "curve.parquet"), rec.stage)):
         steps_log, curve = tables
-        times = step_end_times(steps_log, curve, manifest_created(manifest))
-        tracker._guard(lambda: tracker.log_history(step_points(steps_log, curve), stage=rec.stage, times=times))
+        tracker._guard(lambda: tracker.log_history(step_points(steps_log, curve), stage=rec.stage,
+                                                   times=step_end_times(steps_log, curve, manifest_created(manifest))))
     if stage == "evaluate" and (folder / CURVES).exists() and (tables := history_tables(folder, (CURVES,), rec.stage)):
         tracker._guard(lambda: log_reachable_curves(tracker, rec, tables[0]))
 

@@ -719,3 +719,24 @@ def test_a_copied_or_moved_root_logs_into_its_own_mlruns(tmp_path, caplog):
     assert len(uris) == 2 and all(u.startswith((copy / "mlruns").resolve().as_uri() + "/") for u in uris)
     original = MlflowClient(f"sqlite:///{first / 'mlflow.db'}").get_experiment_by_name("moved")
     assert original.artifact_location == (first / "mlruns").resolve().as_uri()  # the original store is untouched
+
+
+def test_a_readable_but_odd_history_never_fails_the_run(tmp_path):
+    """Reading the step times of a training log ran outside the tracking guard for a moment: a readable log with
+    a null step raised out of log_stage_run and failed the flow after its stage had been built. It is guarded:
+    tracking warns and stops, the run goes on."""
+    import polars as pl
+
+    from saerl.runs import StageRecord
+    from saerl.tracking import log_stage_run
+
+    folder = tmp_path / "art"
+    folder.mkdir()
+    pl.DataFrame({"step": [None, 2], "reward": [0.1, 0.2]}, schema_overrides={"step": pl.Int64}).write_parquet(
+        folder / "log.parquet")
+    pl.DataFrame({"step": [None], "set": ["h"], "greedy": [0.1], "n": [4]}, schema_overrides={"step": pl.Int64}
+                 ).write_parquet(folder / "curve.parquet")
+    t = Tracker(load_config(None, ["name=odd"]), tmp_path, "run-o")
+    log_stage_run(t, "train", StageRecord(stage="train:saerl:0", key="k", status="computed", reason="r",
+                                          seconds=1.0, config={}, inputs={}, path=str(folder)), {})
+    t.finish()
