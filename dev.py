@@ -37,19 +37,22 @@ def sh(*cmd: str) -> None:
 
 def ensure_venv() -> None:
     """Create .venv and install torch (CPU) then the package with dev extras, unless already current."""
-    pinned = sys.version_info[:2] == CONSTRAINED_PYTHON and CONSTRAINTS.exists()
+    if not (BIN / "python").exists():
+        sh(sys.executable, "-m", "venv", str(VENV))
+    version = subprocess.check_output([str(BIN / "python"), "-c", "import sys; print(*sys.version_info[:2])"],
+                                      text=True).split()
+    pinned = tuple(int(v) for v in version) == CONSTRAINED_PYTHON and CONSTRAINTS.exists()  # the venv's Python
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()
                             + (CONSTRAINTS.read_bytes() if pinned else b"")).hexdigest()
     if STAMP.exists() and STAMP.read_text().strip() == wanted:
         return
-    if not (BIN / "python").exists():
-        sh(sys.executable, "-m", "venv", str(VENV))
     pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
     sh(*pip, "-q", "--upgrade", "pip")
     sh(*pip, "-q", TORCH)
     if not pinned:
-        print(f"dev.py: Python {sys.version.split()[0]}: {CONSTRAINTS.relative_to(ROOT)} pins Python 3.11's tested "
-              "versions, so pyproject.toml's ranges resolve afresh here (an environment CI did not test)", flush=True)
+        print(f"dev.py: .venv has Python {'.'.join(version)}: {CONSTRAINTS.relative_to(ROOT)} pins Python 3.11's "
+              "tested versions, so pyproject.toml's ranges resolve afresh here (an environment CI did not test)",
+              flush=True)
     sh(*pip, "-q", "-e", ".[dev]", *(["-c", str(CONSTRAINTS)] if pinned else []))
     STAMP.write_text(wanted)
 

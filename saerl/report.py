@@ -537,6 +537,16 @@ def tracked_status(record: RunRecord) -> str:
     return TRACKED_KILLED if record.extra.get(RUNNING) or record.extra.get(STOPPED) else TRACKED_FINISHED
 
 
+def recorded_config(flat: dict[str, Any]) -> dict[str, Any]:
+    """A run record's flattened config as a config dict that validates today: a record saved before session 33 may
+    name a data.path beside a source that never read it (the run trained on the built-in sample or the testbed),
+    which the config now refuses; that path is dropped, as the run ignored it. in: the record's config; out: the
+    nested config dict."""
+    if flat.get("data.source", "sample") != "file" and flat.get("data.path") is not None:
+        flat = {k: v for k, v in flat.items() if k != "data.path"}
+    return unflatten(flat)
+
+
 def relog(root: Path, record: RunRecord, uri: str | None = None, again: bool = False) -> str:
     """Log a finished run into MLflow from its artifacts: the parent run (the record's flat config as params, as
     stored: the params the live run logged, not fields the code gained since; the git tags the record kept, both
@@ -566,7 +576,7 @@ def relog(root: Path, record: RunRecord, uri: str | None = None, again: bool = F
                            "ended; its own MLflow run is being logged meanwhile")
 
     record = relocated(record, Path(root))  # the artifacts under `root`, not where a moved root was at run time
-    cfg = build_config(unflatten(record.config), where=f"run record {record.run_id}")
+    cfg = build_config(recorded_config(record.config), where=f"run record {record.run_id}")
     if uri is None and REDACTED in (cfg.tracking.uri or ""):
         raise RuntimeError(f"run {record.run_id} was tracked at {cfg.tracking.uri}, whose credentials its record "
                            "does not keep: give the URI with --uri (or the credentials in MLFLOW_TRACKING_USERNAME "

@@ -598,3 +598,17 @@ def test_a_run_all_record_says_which_libraries_a_reused_artifact_was_built_with_
     assert not again.computed, "reused"
     assert why == ("cached: same code, inputs and config as a stored artifact; built with other library "
                    f"versions: torch 0.0 (now {now})"), why
+
+
+def test_a_record_of_a_path_its_source_ignored_still_reads_as_a_config():
+    """Before session 33 a config could name data.path beside source sample or testbed (the run ignored the path);
+    the config refuses that now, and `saerl relog` of such a run failed on it. The record's path is dropped."""
+    from saerl.config import build_config, flatten
+    from saerl.report import recorded_config
+
+    flat = {**flatten(build_config({})), "data.path": "/d/train.jsonl"}
+    assert flat["data.source"] == "sample"
+    cfg = build_config(recorded_config(flat), where="run record x")
+    assert cfg.data.path is None and cfg.data.source == "sample"
+    kept = {**flatten(build_config({"data": {"source": "file", "path": "/d/t.jsonl"}}))}
+    assert build_config(recorded_config(kept)).data.path == "/d/t.jsonl"
