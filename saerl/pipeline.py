@@ -53,6 +53,7 @@ from saerl.stages import (
     hub_cached_config,
     known_depth,
     known_size,
+    local_folder,
     stage_key,
     stage_slice,
 )
@@ -359,7 +360,7 @@ def folder_stamp(name: str | None) -> str | None:
         from saerl.activations import resolve_model_path
 
         name = resolve_model_path(name)
-    if not name or name == "testbed" or not (path := Path(name).expanduser()).is_dir():
+    if (path := local_folder(name)) is None:
         return None
     return stable_hash({p.relative_to(path).as_posix(): [p.stat().st_size, remembered_sha256(p)]
                         for p in sorted(path.rglob("*")) if p.is_file() and not _hidden(p.relative_to(path))})
@@ -585,9 +586,9 @@ def check_inputs(stage: str, upstream: dict[str, ArtifactRef]) -> None:
     CorruptArtifact naming the input, what is wrong and the fix."""
     for name, ref in upstream.items():
         folder = Path(ref.path)
-        # a folder without a manifest (made by hand, not by a store) is taken as it is
-        if problems := (folder_problems(folder, hashes=False) if (folder / MANIFEST).exists() or not folder.exists()
-                        else []):
+        if folder.exists() and not (folder / MANIFEST).exists():  # made by hand, not by a store: taken as it is
+            continue
+        if problems := folder_problems(folder, hashes=False):
             raise CorruptArtifact(f"{stage} cannot read its input {name} ({folder}): {'; '.join(problems[:3])} "
                                   "(collected by `saerl gc` while this run went on, or damaged?): rerun, and it is "
                                   "rebuilt")

@@ -298,13 +298,21 @@ MODEL_FOLDER_FIELDS = ("model.name_or_path", "extract.model", "sae.path")  # may
 LOCAL_FOLDER = "<local folder>"  # how such a folder's path enters a key: its content is keyed apart
 
 
+def local_folder(name: Any) -> Path | None:
+    """The local folder a model or SAE field names, or None for the testbed LM, a hub id (no such folder) or an
+    unset field. in: the field's value; out: the folder or None."""
+    if not isinstance(name, str) or not name or name == "testbed":
+        return None
+    path = Path(name).expanduser()
+    return path if path.is_dir() else None
+
+
 def folder_form(value: Any) -> Any:
-    """How a model or SAE field enters a key: a local folder (not the testbed LM, not a 'pkg:' model, whose name is
-    stable) as LOCAL_FOLDER, since its files' content is keyed apart (saerl.pipeline.folder_stamp), so the same
+    """How a model or SAE field enters a key: a local folder (:func:`local_folder`; not a 'pkg:' model, whose name
+    is stable) as LOCAL_FOLDER, since its files' content is keyed apart (saerl.pipeline.folder_stamp), so the same
     weights copied, moved or named by another path rerun nothing; a hub id, 'pkg:' name or unset value as it is.
     in: the value; out: the keyed value."""
-    if (isinstance(value, str) and value != "testbed" and not value.startswith(PKG_MODEL)
-            and Path(value).expanduser().is_dir()):
+    if isinstance(value, str) and not value.startswith(PKG_MODEL) and local_folder(value) is not None:
         return LOCAL_FOLDER
     return value
 
