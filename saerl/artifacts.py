@@ -231,11 +231,18 @@ def hash_tree(folder: Path) -> dict[str, dict[str, Any]]:
     return files
 
 
+def file_stat(path: Path) -> tuple[int, int, int, int]:
+    """What a remembered verification of a file holds for (:func:`tree_stamp`): its size, modification and change
+    times in ns, and inode; a rewrite moves the change time whatever it sets the others to. in: the file; out: the
+    tuple."""
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
 def file_stats(folder: Path) -> dict[str, tuple[int, int, int, int]]:
-    """(size, modification and change times in ns, inode) of every file under `folder`, by relative path, as
-    :func:`tree_stamp` records them. in: the folder; out: {relative path: stat tuple}."""
-    return {p.relative_to(folder).as_posix(): (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-            for p in folder.rglob("*") if p.is_file() and (st := p.stat())}
+    """:func:`file_stat` of every file under `folder`, by relative path. in: the folder; out: {relative path:
+    stat tuple}."""
+    return {p.relative_to(folder).as_posix(): file_stat(p) for p in folder.rglob("*") if p.is_file()}
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -279,8 +286,7 @@ def tree_stamp(folder: Path) -> tuple[Any, ...] | None:
     try:
         mpath = folder / MANIFEST
         rels = [MANIFEST, *(rel for rel, _, _ in _manifest_entries(json.loads(mpath.read_text())))]
-        return tuple((rel, (st := (folder / rel).stat()).st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-                     for rel in rels)
+        return tuple((rel, *file_stat(folder / rel)) for rel in rels)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
