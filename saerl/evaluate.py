@@ -761,7 +761,7 @@ def failures_line(rows: pl.DataFrame) -> str:
     return f"verifier failures: {total} (scored wrong): {arms}"
 
 
-def _bound(pts: float) -> str:
+def signed_bound(pts: float) -> str:
     """A difference's interval bound in points, signed, to one decimal; a bound that one decimal would show as
     +0.0 or -0.0 though it is not 0 gets the decimals that show its side of 0 (a verdict "better" beside
     "[+0.0, ...]" read as a contradiction). in: points; out: text."""
@@ -794,7 +794,7 @@ def format_comparison(table: pl.DataFrame) -> str:
             else:
                 diff = f"{r['diff_pts']:+.1f}"
                 dci = ("n/a" if r["diff_ci_low_pts"] is None or math.isnan(r["diff_ci_low_pts"])
-                       else f"[{_bound(r['diff_ci_low_pts'])}, {_bound(r['diff_ci_high_pts'])}]")
+                       else f"[{signed_bound(r['diff_ci_low_pts'])}, {signed_bound(r['diff_ci_high_pts'])}]")
                 verdict = {"within noise": "within noise (CI contains 0)", "better": f"better than {ref}",
                            "worse": f"worse than {ref}", "no CI": "no CI: need 2+ seeds or per-sample results",
                            **{word + ONE_SEED: f"{side} {ref} on these problems; one seed, whose own effect is not "

@@ -201,8 +201,11 @@ def _interval(lo: float | None, hi: float | None, scale: float = PERCENT, signed
     """'[lo, hi]' of an interval in display units, or '-' when it is missing."""
     if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
         return NO_VALUE
-    fmt = "{:+.1f}" if signed else "{:.1f}"
-    return f"[{fmt.format(scale * lo)}, {fmt.format(scale * hi)}]"
+    if signed:  # a difference's bounds: as the printed comparison shows them (+0.049, not +0.0 beside "better")
+        from saerl.evaluate import signed_bound
+
+        return f"[{signed_bound(scale * lo)}, {signed_bound(scale * hi)}]"
+    return f"[{scale * lo:.1f}, {scale * hi:.1f}]"
 
 
 def format_ratio_interval(r: dict[str, Any]) -> str:

@@ -772,9 +772,9 @@ def test_a_bound_near_zero_shows_its_side_of_zero():
     text = format_comparison(table.with_columns(
         diff_ci_low_pts=pl.when(pl.col("arm") == "saerl").then(-0.004).otherwise(pl.col("diff_ci_low_pts"))))
     assert "[-0.0040, +" in text
-    from saerl.evaluate import _bound
+    from saerl.evaluate import signed_bound
 
-    assert _bound(1e-15) == "+1e-15" and len(_bound(5e-324)) < 10  # no run of hundreds of zeros
+    assert signed_bound(1e-15) == "+1e-15" and len(signed_bound(5e-324)) < 10  # no run of hundreds of zeros
 
 
 def test_the_comparison_is_bit_identical_from_one_process_to_the_next():

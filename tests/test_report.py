@@ -37,6 +37,17 @@ def test_arm_table_shows_intervals_verdict_and_steps():
     assert text.splitlines()[0].startswith("set") and len(text.splitlines()) == 3
 
 
+def test_arm_table_shows_a_near_zero_bound_with_its_sign_as_the_printed_comparison_does():
+    """The report printed "[+0.0, +4.8]" beside "better" where the run's own table printed "[+0.049, +4.8]"."""
+    cmp = pl.DataFrame({
+        "set": ["h", "h"], "arm": ["vanilla", "saerl"], "n_seeds": [1, 1], "accuracy": [0.084, 0.108],
+        "ci_low": [0.06, 0.081], "ci_high": [0.11, 0.135], "level": [0.95, 0.95], "diff_pts": [0.0, 2.4],
+        "diff_ci_low_pts": [None, 0.049423], "diff_ci_high_pts": [None, 4.8], "verdict": ["reference", "better"],
+        "metric": ["greedy", "greedy"]})
+    saerl = arm_table(cmp, None).filter(pl.col("arm") == "saerl").row(0, named=True)
+    assert saerl["diff 95% CI"] == "[+0.049, +4.8]"
+
+
 def test_report_of_a_partial_run_says_what_is_missing(tmp_path):
     from saerl.report import format_text, load_report, render_html
     from saerl.runs import RunRecord, StageRecord, save_run
