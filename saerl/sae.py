@@ -56,6 +56,7 @@ from saerl.config import SAEConfig, stable_hash
 
 CODES_NAME = "codes.zarr"
 REPORT_NAME = "sae_report.json"
+BAR_LOSS_EVERY = 10  # SAE training steps between refreshes of the bar's losses (each reads them off the device)
 SAE_CFG = "cfg.json"  # the config file of a sae-lens folder (its keys sorted here: :func:`sort_cfg`)
 
 
@@ -157,8 +158,26 @@ def train_sae(cfg: SAEConfig, x: torch.Tensor, meta: dict[str, Any], device: str
         lr_end=cfg.lr, device=device, dead_feature_window=cfg.dead_feature_window,
         n_batches_for_norm_estimate=math.ceil(len(x) / batch), logger=LoggingConfig(log_to_wandb=False))
     trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=token_batches(x, batch, cfg.seed, device))
+    steady_bar(trainer)
     with trainer_progress(progress):
         return trainer.fit()
+
+
+def steady_bar(trainer: Any) -> None:
+    """Make sae-lens's training bar move every step. SAETrainer moves it (and replaces its "Training SAE" label by
+    the step's losses) once per 100 steps only, so a run of under 100 steps ended at 0% and the demo's 461 steps at
+    87%, labelled "400| mse_loss: ...". Here each step advances it by its samples (ending at the total), the label
+    stays, and the losses are its postfix every BAR_LOSS_EVERY steps. in: an SAETrainer; out: None (its bar
+    update replaced)."""
+    samples = trainer.cfg.train_batch_size_samples
+
+    def update(step_output: Any, pbar: Any, update_interval: int = 1) -> None:
+        pbar.update(min(samples, max(0, pbar.total - pbar.n)))
+        if trainer.n_training_steps % BAR_LOSS_EVERY == 0:
+            pbar.set_postfix_str(" | ".join(f"{name}: {torch.as_tensor(value).item():.4g}" for name, value in
+                                            step_output.losses.items()), refresh=False)
+
+    trainer._update_pbar = update
 
 
 @contextmanager

@@ -225,6 +225,20 @@ def test_train_sae_with_progress_off_draws_no_bar(capfd):
     assert "Estimating norm" not in err and "Training SAE" not in err
 
 
+def test_train_sae_bar_reaches_its_total_and_keeps_its_label(capfd):
+    """sae-lens moved its bar once per 100 steps: a 26-step run stayed at 0%, the demo's 461 steps ended at 87%,
+    and the label "Training SAE" was replaced by "400| mse_loss: ..."."""
+    import torch
+
+    from saerl.sae import train_sae
+
+    x = torch.randn(300, 8).half()
+    train_sae(CFG.model_copy(update={"expansion": 2, "k": 2, "batch_size": 64, "train_epochs": 3}), x, {},
+              progress=True)
+    last = capfd.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert last.startswith("Training SAE: 100%") and "900/900" in last and "mse_loss" in last, last
+
+
 # ------------------------------------------------------------------------------------------- load_codes_csr
 
 CSR_ROWS, CSR_D_SAE, CSR_K, CSR_CHUNK = 50, 40, 6, 7  # chunk rows well under the row count, a ragged last chunk
