@@ -129,6 +129,10 @@ class IngestError(ValueError):
     """A data set that cannot be ingested at all (wrong column names, unreadable or empty file), with a fix."""
 
 
+class FieldNotFoundError(IngestError):
+    """A field the mapping names (prompt template field, answer, id, a label) that the data does not have."""
+
+
 class MissingFieldError(KeyError):
     """A row lacks a field the prompt template or mapping needs; `.field` names it."""
 
@@ -985,7 +989,7 @@ def _mapped_fields(cfg: DataConfig) -> list[tuple[str, str]]:
 
 
 def _missing_field_error(cfg: DataConfig, option: str, name: str, columns: list[str],
-                         nested: list[str]) -> IngestError:
+                         nested: list[str]) -> FieldNotFoundError:
     """The IngestError for mapped field `name` absent from the data: names it, lists the columns (and nested
     fields a dotted path can name), suggests the closest that no other option maps (the answer field is never the
     prompt's) and the fix in CLI and config form."""
@@ -996,13 +1000,13 @@ def _missing_field_error(cfg: DataConfig, option: str, name: str, columns: list[
     fix = close[0] if close else "FIELD"
     if option == "prompt" and cfg.prompt != name:  # a template: show it with the placeholder fixed
         fix = repr(cfg.prompt.replace(f"{{{name}}}", f"{{{fix}}}"))
-    cli = f"--{option} {fix} (CLI) or " if option in INGEST_OPTIONS else ""
+    cli = f"; `saerl ingest --{option} {fix}`" if option in INGEST_OPTIONS else ""  # saerl run has no such flag
     more = f" (and {len(nested) - MAX_LISTED_FIELDS} more)" if len(nested) > MAX_LISTED_FIELDS else ""
     listed = f"{nested[:MAX_LISTED_FIELDS]}{more}"
     shown = f" Nested fields (name one with a dotted path): {listed}." if nested else ""
-    return IngestError(
+    return FieldNotFoundError(
         f"{option} field '{name}' is not in the data. Available columns: {columns}.{shown}{hint} "
-        f"Fix: {cli}data.{option}={fix} (config)."
+        f"Fix: data.{option}={fix} (config, or an override of saerl run{cli})."
     )
 
 

@@ -249,7 +249,7 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[
     does not exist (their keys hash it) or lacks the prompt / answer / id field (read with the data mapping, labels
     optional). The files' fields are read from their headers (saerl.data.check_mapping), not whole. Every entry point
     that runs stages calls it (CLI, flows, sweeps, run_all). in: config, last stage; out: the plan."""
-    from saerl.data import IngestError, check_mapping
+    from saerl.data import FieldNotFoundError, IngestError, check_mapping
 
     stages = plan(cfg, until)
     if not cfg.extract.store_tokens and any(s in ("sae", "encode") for s, _ in stages):
@@ -268,10 +268,12 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[
             try:
                 check_mapping(held_out_mapping(cfg.data, entry), path, labels_optional=True)
             except IngestError as err:
-                raise IngestError(
-                    f"held-out set eval.sets.{name} ({path}), read with the data mapping and its own fields: {err} "
-                    f"For this file alone, give it its own fields instead of changing data.*: eval.sets.{name}="
-                    f"{{path: {path}, prompt: F, answer: F}} (any of prompt, answer, id)") from err
+                own = (f" For this file alone, give it its own fields instead of changing data.*: eval.sets.{name}="
+                       f"{{path: {path}, prompt: F, answer: F}} (any of prompt, answer, id)"
+                       if isinstance(err, FieldNotFoundError) else "")  # an empty or unreadable file: no field fixes it
+                raise IngestError(f"held-out set eval.sets.{name} ({path}), read with the data mapping and its own "
+                                  f"fields: {err}{own}") from err
+            runners.held_out_rows(cfg, name, entry)  # a file whose every row is rejected (small: read whole)
     check_loaders(cfg, until)
     return stages
 

@@ -510,19 +510,36 @@ def eval_sets(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, 
     (data.max_rows caps the training data only; eval.max_problems caps a held-out set by sha256(id)); a label
     column the training data maps but the held-out file lacks (topic, difficulty, ...) is left out for that file:
     evaluation needs only prompt and answer (and id), and reports per label where the file has one."""
-    from saerl.data import ingest, summarize
+    from saerl.data import summarize
 
     sets: dict[str, pl.DataFrame] = {}
     if cfg.data.source == "testbed" and "testbed" in inputs:
         sets[TESTBED_SET] = pl.read_parquet(inputs["testbed"].file("world/eval.parquet"))
     for name, entry in cfg.eval.sets.items():
         path = held_out_file(entry)
-        result = ingest(held_out_mapping(cfg.data, entry), path, labels_optional=True)
+        result = held_out_rows(cfg, name, entry)
         if result.rejected.height:  # rejected rows or flagged ones (kept), counted by row as saerl ingest counts them
             log.warning("eval set %s (%s): %s; `saerl ingest %s --prompt F --answer F` lists each row and reason",
                         name, path, summarize(result).replace("\n", "; "), path)
         sets[name] = result.kept
     return sets
+
+
+def held_out_rows(cfg: PipelineConfig, name: str, entry: Any) -> Any:
+    """eval.sets.<name> read as saerl ingest reads it (the data mapping and the set's own fields, labels optional);
+    refuses a file none of whose rows is usable, naming the set, the rejection counts and the fix (training's
+    in-run evaluation died inside the tokenizer on an empty set). in: config, the set's name and entry; out: the
+    IngestResult (kept and rejected rows)."""
+    from saerl.data import IngestError, ingest, summarize
+
+    path = held_out_file(entry)
+    result = ingest(held_out_mapping(cfg.data, entry), path, labels_optional=True)
+    if result.kept.is_empty():
+        raise IngestError(
+            f"held-out set eval.sets.{name} ({path}) has no usable row: {summarize(result).splitlines()[0]}. Fix: "
+            f"`saerl ingest {path} --prompt F --answer F` lists each row and its reason; correct the file or the "
+            f"fields it is read with (eval.sets.{name}={{path: {path}, prompt: F, answer: F}}), or drop the set")
+    return result
 
 
 def held_out_overlap(prompts: pl.DataFrame, sets: dict[str, pl.DataFrame]) -> list[str]:

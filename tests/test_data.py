@@ -243,7 +243,7 @@ def test_wrong_column_of_labelled_or_defect_names_the_cli_option_too(option, tmp
     path = write_jsonl(tmp_path / "d.jsonl", GOOD)
     with pytest.raises(IngestError) as err:
         ingest(cfg(**{option: "topics"}), path)
-    assert f"--{option} topic (CLI) or data.{option}=topic (config)" in str(err.value)
+    assert f"data.{option}=topic (config, or an override of saerl run; `saerl ingest --{option} topic`)" in str(err.value)
 
 
 def test_template_typo_suggests_the_fixed_template(tmp_path):
@@ -689,10 +689,10 @@ def test_a_missing_field_lists_nested_fields_and_suggests_the_dotted_path(tmp_pa
         "answer field 'ground_truth' is not in the data. Available columns: ['data_source', 'prompt', "
         "'reward_model', 'extra_info']. Nested fields (name one with a dotted path): ['reward_model.style', "
         "'reward_model.ground_truth', 'extra_info.index', 'extra_info.question']. Closest: "
-        "'reward_model.ground_truth'. Fix: --answer reward_model.ground_truth (CLI) or "
-        "data.answer=reward_model.ground_truth (config).")
+        "'reward_model.ground_truth'. Fix: data.answer=reward_model.ground_truth (config, or an override of saerl "
+        "run; `saerl ingest --answer reward_model.ground_truth`).")
     with pytest.raises(IngestError, match=r"prompt field 'extra_info.qestion' is not in the data.*Closest: "
-                                          r"'extra_info.question'. Fix: --prompt 'Q: \{extra_info.question\}'"):
+                                          r"'extra_info.question'. Fix: data.prompt='Q: \{extra_info.question\}'"):
         ingest(cfg(prompt="Q: {extra_info.qestion}", answer="reward_model.ground_truth"), path)
 
 

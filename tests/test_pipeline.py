@@ -232,6 +232,27 @@ def test_a_missing_held_out_file_is_refused_before_any_stage_naming_its_field(tm
     assert dict(check_runnable(cfg, "curriculum"))["curriculum"]  # no stage before training reads it
 
 
+def test_a_held_out_file_whose_every_row_is_rejected_is_refused_before_any_stage(tmp_path):
+    """A held-out file with rows but none usable passed the header check; training's in-run evaluation then died
+    in the tokenizer (IndexError) after ingest, extraction, the SAE, scoring and the curriculum had run."""
+    from saerl.data import IngestError
+    from saerl.runners import eval_sets
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "", "answer": "1"}\n{"question": "x", "answer": ""}\n')
+    cfg = _real(tmp_path, f"eval.sets={{gsm: {bad}}}")
+    with pytest.raises(IngestError, match=r"eval\.sets\.gsm .*bad\.jsonl.* no usable row: kept 0 of 2 rows; "
+                                          r"rejected 2: .*saerl ingest"):
+        check_runnable(cfg)
+    with pytest.raises(IngestError, match="no usable row"):
+        eval_sets(cfg, {})
+    assert dict(check_runnable(cfg, "curriculum"))["curriculum"]  # no stage before training reads it
+    bad.write_text("")  # an empty file: refused, without the advice to give it its own fields (no field fixes it)
+    with pytest.raises(IngestError, match=r"eval\.sets\.gsm .*empty") as err:
+        check_runnable(cfg)
+    assert "own fields instead" not in str(err.value)
+
+
 def test_a_built_ingest_gives_its_rows_key_from_its_manifest_and_a_planned_one_from_the_config(tmp_path, cpu_machine):
     """Before ingest runs, extraction's ingest_rows comes from the config (the data file's hash); once ingest is
     built, from its manifest, so a data file edited since cannot give a key for rows that were never read. The two
