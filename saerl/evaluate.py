@@ -540,6 +540,15 @@ def _interval(estimate: float, parts: list[tuple[float, int]], level: float) -> 
     return estimate - half, estimate + half
 
 
+def _uniform_bound(accuracy: float, problems: int, level: float) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) interval of an accuracy of 0 or 1 on `problems` problems: the t interval of
+    problems that all scored alike has no width ("0.0% [0.0, 0.0]" on 2 problems claimed certainty); the binomial
+    one is [0, 1 - ((1 - level) / 2) ** (1 / n)] at 0 (16 problems: [0, 20.6%]), mirrored at 1. in: accuracy
+    (0.0 or 1.0), problems (>= 1), level; out: bounds."""
+    edge = ((1 - level) / 2) ** (1 / problems)
+    return (0.0, 1 - edge) if accuracy == 0 else (edge, 1.0)
+
+
 def _clipped(lo: float, hi: float, low: float, high: float) -> tuple[float, float]:
     """An interval cut to the values the quantity can take (NaN bounds stay NaN). in: bounds, range; out: bounds."""
     return (lo if math.isnan(lo) else max(lo, low)), (hi if math.isnan(hi) else min(hi, high))
@@ -661,6 +670,8 @@ def _arm_rows(label: str, sets: list[str], by_seed: dict[str, dict[Any, float]],
         own = {t: np.array(list(per_problem[t].get(arm, {}).values())) for t in sets}
         n_own = sum(len(v) for v in own.values())
         lo, hi = _clipped(*_interval(mean, _seed_part(acc) + problem_parts(own), level), 0.0, 1.0)
+        if lo == hi and n_own and mean in (0.0, 1.0):  # every problem (and seed) at 0 or 1: no spread to measure
+            lo, hi = _uniform_bound(mean, n_own, level)
         row = {"set": label, "arm": arm, "n_seeds": len(acc), "n_problems": n_own or None,
                "accuracy": mean, "ci_low": lo, "ci_high": hi, "level": level,
                "verifier_failures": sum(fails.get((t, arm), 0) for t in sets) if fails else None}
@@ -729,7 +740,7 @@ def _source(seeds: int, ref_seeds: int, problems: int, paired: bool, seeds_paire
     if problems >= 2:
         parts.append(f"{problems} paired problems" if paired else f"{problems} problems")
     if not parts:
-        return "none: one seed and no per-sample results"
+        return f"none: one seed and {'one problem' if problems == 1 else 'no per-sample results'}"
     counted = [n for n in ((seeds, ref_seeds) if paired and not seeds_paired else (seeds,)) if n >= 2]
     caution = (f"a side with {FEW_SEEDS} seeds estimates its seed variance from 1 degree of freedom, so this "
                "interval's width is itself uncertain: 3 or more seeds per arm give a steadier one"
@@ -796,7 +807,7 @@ def format_comparison(table: pl.DataFrame) -> str:
                 dci = ("n/a" if r["diff_ci_low_pts"] is None or math.isnan(r["diff_ci_low_pts"])
                        else f"[{signed_bound(r['diff_ci_low_pts'])}, {signed_bound(r['diff_ci_high_pts'])}]")
                 verdict = {"within noise": "within noise (CI contains 0)", "better": f"better than {ref}",
-                           "worse": f"worse than {ref}", "no CI": "no CI: need 2+ seeds or per-sample results",
+                           "worse": f"worse than {ref}", "no CI": "no CI: need 2+ seeds or 2+ problems' per-sample results",
                            **{word + ONE_SEED: f"{side} {ref} on these problems; one seed, whose own effect is not "
                               "in the interval: run 3+ seeds" for word, side in (("better", "above"), ("worse", "below"))}
                            }[r["verdict"]]

@@ -103,7 +103,7 @@ STAGES: dict[str, Stage] = {
             "one policy on the held-out sets, greedy and k samples per problem: an (arm, seed) run's trained policy, "
             "the starting policy, or the starting policy's probe pass",
         ),
-        Stage("evaluate", "20",
+        Stage("evaluate", "21",
               ("eval.base_policy", "eval.k_samples", "eval.target_accuracy", "eval.target_gain_share", "eval.ci_level",
                "eval.steps_bootstrap", "train.arms", "train.seeds"),
               ("heldout", "train", "ingest"), "eval.parquet, arm comparison, steps-to-target"),

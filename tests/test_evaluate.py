@@ -432,6 +432,29 @@ def _one_seed_samples():
     return pl.concat([ref, arm])
 
 
+def test_an_arm_that_solves_no_problem_or_every_problem_gets_an_exact_binomial_interval_not_a_point():
+    """Every problem at 0 gave "0.0% [0.0, 0.0]" on 16 problems (the t interval of problems all alike has no
+    width): certainty from 16 problems. The Clopper-Pearson bound is [0, 1 - 0.025 ** (1/16)] = [0, 20.6%]."""
+    ref = _samples([0] * 16, [[]] * 16).with_columns(pl.lit("vanilla").alias("arm"), pl.lit(0).alias("seed"))
+    arm = _samples([1] * 16, [[]] * 16).with_columns(pl.lit("saerl").alias("arm"), pl.lit(0).alias("seed"))
+    t = {r["arm"]: r for r in compare_arms(None, samples=pl.concat([ref, arm])).iter_rows(named=True)}
+    assert (t["vanilla"]["ci_low"], t["vanilla"]["ci_high"]) == (0.0, pytest.approx(1 - 0.025 ** (1 / 16)))
+    assert (t["saerl"]["ci_low"], t["saerl"]["ci_high"]) == (pytest.approx(0.025 ** (1 / 16)), 1.0)
+    assert "20.6" in format_comparison(compare_arms(None, samples=pl.concat([ref, arm])))
+    mixed = _one_seed_samples()  # problems that differ: the t interval as before
+    row = compare_arms(None, samples=mixed).filter(pl.col("arm") == "vanilla").row(0, named=True)
+    assert row["ci_low"] == pytest.approx(0.5 - 1.984217 * math.sqrt(0.25 * 100 / 99 / 100), abs=1e-6)
+
+
+def test_one_problem_says_it_is_the_one_problem_that_leaves_no_interval():
+    """With per-sample results on one problem the text blamed missing per-sample results."""
+    ref = _samples([0], [[]]).with_columns(pl.lit("vanilla").alias("arm"), pl.lit(0).alias("seed"))
+    arm = _samples([1], [[]]).with_columns(pl.lit("saerl").alias("arm"), pl.lit(0).alias("seed"))
+    table = compare_arms(None, samples=pl.concat([ref, arm]))
+    assert set(table["ci_source"]) == {"none: one seed and one problem"}
+    assert "2+ problems" in format_comparison(table)
+
+
 def test_one_seed_uses_paired_per_problem_differences():
     samples = _one_seed_samples()
     t = {r["arm"]: r for r in compare_arms(None, samples=samples).iter_rows(named=True)}
