@@ -208,13 +208,32 @@ def inactive_filter_notes(scores: pl.DataFrame, cfg: CurriculumConfig, quality_t
     q = scores["quality_hat"].cast(pl.Float64).drop_nulls()
     if q.len() and q.min() == q.max() == NO_PROBE_QUALITY:  # the score stage's value when it fitted no probe
         return [f"the quality filter removed no prompt: every quality_hat is {q.min():.3g}, so no quality probe was "
-                "fitted (it needs quality labels on the labelled prompts: map data.quality); the "
-                "saerl order equals the order_only arm's and filter_only trains on vanilla's pool"]
+                "fitted (the score stage's note says why: no quality column mapped, or too few labelled prompts of a "
+                "class); the saerl order equals the order_only arm's and filter_only trains on vanilla's pool"]
     spread = (f"quality_hat ranges {q.min():.3g} to {q.max():.3g}, median {q.median():.3g}" if q.len()
               else "no prompt has a quality_hat")
     return [f"the quality filter removed no prompt: every quality_hat is at or above score.quality_threshold="
             f"{quality_threshold:g} ({spread}), so the saerl order equals the order_only arm's and filter_only "
             "trains on vanilla's pool; to filter, raise score.quality_threshold into that range"]
+
+
+def short_order_notes(orders: dict[str, pl.DataFrame], batch_size: int, pool: int, filtered: int) -> list[str]:
+    """A note per order (arm name -> ORDER_SCHEMA frame) that cannot fill one batch: an empty one (training that
+    arm fails; found only at its first step before), or one of fewer distinct prompts than curriculum.batch_size
+    (an order with no whole batch is read as it is, so every step repeats prompts). in: orders, B, the pool's
+    prompts and how many the quality filter removed; out: notes."""
+    notes = []
+    for arm, order in orders.items():
+        distinct = order["id"].n_unique()
+        if distinct == 0:
+            notes.append(f"the {arm} order is empty ({filtered} of {pool} prompts removed by the quality filter, the "
+                         "rest by curriculum.max_difficulty_quantile): training that arm fails; lower "
+                         "score.quality_threshold or raise curriculum.max_difficulty_quantile")
+        elif distinct < batch_size:
+            notes.append(f"the {arm} order holds {distinct} prompts, fewer than curriculum.batch_size={batch_size}: "
+                         f"every training step repeats prompts; set curriculum.batch_size={distinct} or less, or add "
+                         "prompts")
+    return notes
 
 
 def quality_pool(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: float) -> pl.DataFrame:

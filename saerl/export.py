@@ -441,6 +441,10 @@ def export_run(root: Path, run_id: str, fmt: str, out: Path, arm: str = "saerl",
     batch_size = int(record.config.get("curriculum.batch_size", CurriculumConfig().batch_size))
     curriculum = stage_dir(root, record, "curriculum")
     frame = ordered_prompts(curriculum, stage_dir(root, record, "ingest"), arm, batch_size)
+    if frame.is_empty():  # wrote 0-row files with exit status 0
+        raise ValueError(f"run {record.run_id}'s {arm} order is empty (its curriculum stage's note says why: the "
+                         "quality filter or the difficulty cap removed every prompt): nothing to export; rerun with a "
+                         "lower score.quality_threshold, or export another arm (--arm vanilla)")
     info = {"run": record.run_id, "arm": arm, "rows": frame.height, "data_source": data_source,
             "batch_size": batch_size,
             "num_generations": record.config.get("train.num_generations", TrainConfig().num_generations),

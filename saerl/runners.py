@@ -403,6 +403,7 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
         inactive_filter_notes,
         quality_pool,
         share_kept,
+        short_order_notes,
         vanilla_order,
     )
 
@@ -424,7 +425,8 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     in_order = order["id"].n_unique()
     reachable = quality_pool(scores, c, cfg.score.quality_threshold)["id"].n_unique()
     filtered, out_of_reach = scores.height - reachable, reachable - in_order
-    notes = warned("curriculum", inactive_filter_notes(scores, c, cfg.score.quality_threshold))
+    notes = warned("curriculum", inactive_filter_notes(scores, c, cfg.score.quality_threshold)
+                   + short_order_notes({"saerl": order, "vanilla": vanilla}, c.batch_size, scores.height, filtered))
     build.note(rows={"order": order.height, "vanilla": vanilla.height, "filtered": filtered,
                      "out_of_reach": out_of_reach}, notes=notes)
     home = home_share(order, c.batch_size)

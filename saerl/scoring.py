@@ -410,6 +410,24 @@ def quality_labels(P: pl.DataFrame) -> tuple[np.ndarray | None, np.ndarray]:
     return (np.nan_to_num(y_q) >= GOOD_QUALITY).astype(int), ~np.isnan(y_q)
 
 
+def quality_label_note(good: np.ndarray | None) -> str:
+    """Why no quality probe was fitted, with the labelled subset's class counts: no quality column (map
+    data.quality), or too few of a class, saying when every labelled prompt is labelled bad (the filter then keeps
+    the very prompts the labels call defective). in: the labelled prompts' good (1) / bad (0) labels, None without a
+    quality column; out: the note."""
+    kept = f"quality_hat = {NO_PROBE_QUALITY:g}, every prompt kept"
+    if good is None:
+        return f"no quality labels (no quality column: map data.quality to filter): {kept}"
+    n_good, n_bad = int(good.sum()), int(len(good) - good.sum())
+    counts = f"{len(good)} labelled prompts have a quality label: {n_good} good, {n_bad} bad"
+    need = f"a probe needs both classes, each in {MIN_CLASS_ROWS} prompts or more"
+    if n_bad and not n_good:
+        return (f"no usable quality labels: every labelled prompt is labelled bad ({counts}; {need}), so {kept}, the "
+                "ones labelled bad too: check data.quality's scale (good is >= "
+                f"{GOOD_QUALITY:g}) or label good prompts")
+    return f"no usable quality labels ({counts}; {need}): {kept}"
+
+
 def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measured: pl.DataFrame | None = None,
                   *, ids: Any = None, C: sp.spmatrix | None = None, D: dict[str, sp.spmatrix] | None = None,
                   fit: FitOptions | None = None) -> ScoreResult:
@@ -461,8 +479,7 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
         params["quality_C"] = float(qmodel.best_params_["logisticregression__C"])
     else:
         quality_hat = np.full(len(a.ids), NO_PROBE_QUALITY)
-        notes.append(f"no usable quality labels (need both classes, each in {MIN_CLASS_ROWS} prompts or more, in the "
-                     "labelled subset): quality_hat = 1, every prompt kept")
+        notes.append(quality_label_note(None if q_good is None else q_good[has_q]))
     scores = pl.DataFrame({"id": a.ids, "cluster": labels, "difficulty_hat": difficulty_hat.astype(np.float64),
                            "quality_hat": quality_hat.astype(np.float64)})
     return ScoreResult(scores, notes, params, a.ids.filter(pl.Series(a.labelled)).to_list())

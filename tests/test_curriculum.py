@@ -16,6 +16,7 @@ from saerl.curriculum import (
     inactive_filter_notes,
     quality_kept,
     share_kept,
+    short_order_notes,
     vanilla_order,
     whole_batches,
     within_reach,
@@ -254,7 +255,7 @@ def test_a_filter_that_keeps_every_prompt_is_noted():
     assert inactive_filter_notes(scores.head(0), on, 0.5) == []
     unprobed = scores.with_columns(quality_hat=pl.lit(1.0))  # the score stage's value with no quality labels
     (none,) = inactive_filter_notes(unprobed, on, 0.5)  # it read "raise score.quality_threshold into that range (1 to 1)"
-    assert "every quality_hat is 1, so no quality probe was fitted" in none and "data.quality" in none
+    assert "every quality_hat is 1, so no quality probe was fitted" in none and "score stage's note says why" in none
     assert "into that range" not in none
     (flat,) = inactive_filter_notes(scores.with_columns(quality_hat=pl.lit(0.7)), on, 0.5)  # a probe's constant
     assert "ranges 0.7 to 0.7" in flat and "no quality probe" not in flat
@@ -355,3 +356,16 @@ def test_rl_reads_whole_curriculum_batches_one_per_step(case):
     batches = [order.filter(pl.col("batch") == b)["id"].to_list() for b in sorted(sizes.filter(pl.col("len") == B)["batch"])]
     steps = [(ids * 2)[i : i + B] for i in range(0, 2 * len(ids), B)]  # the order read twice, as a long run does
     assert steps == batches * 2
+
+
+def test_an_order_that_cannot_fill_one_batch_is_noted():
+    """An order of fewer distinct prompts than a batch is read as it is, so every training step repeated prompts
+    without a word; an empty one (the filter removed everything) failed only when its arm began training."""
+    three = vanilla_order(["a", "b", "c"], 2, 0, 8)
+    full = vanilla_order([f"p{i}" for i in range(10)], 1, 0, 8)
+    empty = three.head(0)
+    (short,) = short_order_notes({"saerl": three, "vanilla": full}, 8, 12, 9)
+    assert "saerl order holds 3 prompts, fewer than curriculum.batch_size=8" in short and "batch_size=3" in short
+    (gone,) = short_order_notes({"saerl": empty, "vanilla": full}, 8, 12, 12)
+    assert gone.startswith("the saerl order is empty (12 of 12 prompts removed by the quality filter")
+    assert short_order_notes({"saerl": full, "vanilla": full}, 8, 10, 0) == []

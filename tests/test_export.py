@@ -233,6 +233,20 @@ def test_export_errors_name_the_problem(run, tmp_path):
         export_run(root, record.run_id, "trl", tmp_path / "x")
 
 
+def test_an_empty_order_is_refused_not_exported_as_empty_files(tmp_path):
+    """An order the quality filter emptied was exported as 0-row files with exit status 0."""
+    root, record = _make_run(tmp_path / "root")
+    orders = {f: pl.read_parquet(root / "curriculum" / "kc" / f) for f in ARM_FILES.values()}
+    orders[ARM_FILES["saerl"]] = orders[ARM_FILES["saerl"]].head(0)
+    record.stages["curriculum"].path = _publish(ArtifactStore(root), "curriculum", "kc2", orders)
+    record.stages["curriculum"].key = "kc2"
+    save_run(root, record)
+    with pytest.raises(ValueError, match="saerl order is empty.*nothing to export"):
+        export_run(root, "latest", "trl", tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+    export_run(root, "latest", "trl", tmp_path / "v", arm="vanilla")  # another arm still exports
+
+
 def test_cli_export(run, tmp_path, capsys):
     root, record = run
     out = tmp_path / "cli"

@@ -475,6 +475,18 @@ def test_quality_labels_with_a_class_in_one_labelled_prompt_fit_no_probe(data):
     assert not PM.probe_fittable(np.array([1, 1, 1]))
 
 
+def test_the_no_probe_note_gives_the_class_counts_and_says_when_every_labelled_prompt_is_bad():
+    """With data.quality mapped and every labelled prompt labelled bad, nothing is filtered and the note only said
+    "need both classes"; the curriculum's note then blamed an unmapped column."""
+    from saerl.scoring import quality_label_note
+
+    assert "map data.quality" in quality_label_note(None)
+    bad = quality_label_note(np.zeros(12, dtype=int))
+    assert "every labelled prompt is labelled bad" in bad and "12 labelled prompts" in bad and "0 good, 12 bad" in bad
+    few = quality_label_note(np.array([1, 1, 1, 0]))
+    assert "3 good, 1 bad" in few and "labelled bad" not in few and "map data.quality" not in few
+
+
 def test_the_job_count_reaches_the_elastic_net_from_the_config():
     """FitOptions.n_jobs is ElasticNetCV's n_jobs; fit_options reads score.n_jobs (default -1, every core);
     float64 unless told otherwise."""
