@@ -3,6 +3,7 @@ title, labelled axes and a legend, and renders to PNG without pyplot."""
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 import pytest
 from matplotlib.figure import Figure
@@ -210,3 +211,138 @@ def test_cluster_panels_keep_few_x_ticks():
 
     for ax in (a for a in cluster_top_features(_clusters(5)).axes if a.axison):
         assert len(ax.get_xticks()) <= X_TICKS + 2  # MaxNLocator(nbins) gives at most nbins + 1 ticks, plus an edge
+
+
+def _facecolors(ax) -> dict[str, tuple[float, ...]]:
+    """{legend label: rgb} of the scatter groups of an axes."""
+    return {c.get_label(): tuple(np.round(c.get_facecolor()[0][:3], 4)) for c in ax.collections}
+
+
+def _rgb(color: str) -> tuple[float, ...]:
+    from matplotlib.colors import to_rgb
+
+    return tuple(np.round(to_rgb(color), 4))
+
+
+def test_few_groups_take_tab10_and_no_two_neighbours_share_a_hue():
+    """tab20 coloured 7 topics blue/light blue, orange/light orange, ...: up to 10 groups now take tab10's ten hues."""
+    import scipy.sparse as sp
+    from matplotlib import colormaps
+
+    from saerl.plots import cluster_map
+
+    n = 70
+    Z = sp.csr_matrix(np.random.default_rng(0).uniform(size=(n, 5)))
+    topics = np.array([f"t{i % 7}" for i in range(n)], dtype=object)
+    colors = _facecolors(cluster_map(Z, np.arange(n) % 7, topics).axes[1])
+    tab10 = [tuple(np.round(c, 4)) for c in colormaps["tab10"].colors]
+    assert [colors[f"t{j}"] for j in range(7)] == tab10[:7]
+
+
+def test_many_groups_never_share_colour_and_marker_nor_take_the_no_topic_grey():
+    """tab20 drew cluster 15 light grey (NO_TOPIC_COLOR's near twin) and cluster 20 as cluster 0: past the palette the
+    marker changes, so every group differs from every other in colour or marker, and none is a light grey."""
+    import scipy.sparse as sp
+    from matplotlib.colors import to_rgb
+
+    from saerl.plots import GROUP_COLORS, NO_TOPIC_COLOR, cluster_map
+
+    k = 2 * len(GROUP_COLORS) + 3
+    Z = sp.csr_matrix(np.random.default_rng(0).uniform(size=(3 * k, 5)))
+    ax = cluster_map(Z, np.arange(3 * k) % k).axes[0]
+    styles = [(tuple(c.get_facecolor()[0][:3]), c.get_paths()[0].vertices.round(4).tobytes()) for c in ax.collections]
+    assert len(styles) == k and len(set(styles)) == k, "two clusters share both colour and marker"
+    grey = np.array(to_rgb(NO_TOPIC_COLOR))
+    for color in [*GROUP_COLORS, *(rgb for rgb, _ in styles)]:
+        assert np.abs(np.array(to_rgb(color)) - grey).max() > 0.1, f"{color} reads as the no-topic grey"
+    assert len(set(GROUP_COLORS)) == len(GROUP_COLORS)
+
+
+def test_a_cluster_has_one_colour_in_the_cluster_map_and_the_curriculum_plot():
+    """The curriculum plot coloured clusters by their rank among those in the order: with clusters 0, 1 and 3 filtered
+    out, cluster 4 took cluster 1's colour there and another one in the cluster map."""
+    import scipy.sparse as sp
+
+    from saerl.plots import cluster_map, curriculum_difficulty
+
+    Z = sp.csr_matrix(np.random.default_rng(0).uniform(size=(30, 5)))
+    in_map = _facecolors(cluster_map(Z, np.arange(30) % 6).axes[0])
+    order = pl.DataFrame({"position": list(range(9)), "cluster": [2, 4, 5] * 3, "difficulty_hat": [i / 9 for i in range(9)]})
+    in_order = {k: v for k, v in _facecolors(curriculum_difficulty(order).axes[0]).items() if k in {"2", "4", "5"}}
+    assert in_order == {c: in_map[c] for c in ("2", "4", "5")}
+
+
+def _arm_lines(fig: Figure) -> dict[str, object]:
+    """{arm: its mean line} of the first panel of accuracy_vs_step."""
+    return {ln.get_label().split(" ")[0]: ln for ln in fig.axes[0].get_lines() if "target" not in ln.get_label()}
+
+
+def test_an_arm_keeps_its_colour_whichever_arms_were_trained():
+    """Arms were coloured by their sorted place: saerl blue beside vanilla, green among four arms."""
+    from typing import get_args
+
+    def colors(arms: tuple[str, ...]) -> dict[str, str]:
+        curve = pl.DataFrame([{"arm": a, "seed": 0, "set": "a", "step": t, "greedy": 0.1 * t}
+                              for a in arms for t in (0, 1)])
+        return {arm: ln.get_color() for arm, ln in _arm_lines(accuracy_vs_step(curve)).items()}
+
+    two, four = colors(("saerl", "vanilla")), colors(("filter_only", "order_only", "saerl", "vanilla"))
+    assert two == {a: four[a] for a in two} and len(set(four.values())) == 4
+    from saerl.config import TrainConfig
+    from saerl.plots import KNOWN_ARMS, arm_styles
+
+    allowed = get_args(get_args(TrainConfig.model_fields["arms"].annotation)[0])
+    assert set(allowed) == set(KNOWN_ARMS), "every arm the config allows has its fixed style"
+    other = arm_styles(["saerl", "mix_0.5", "vanilla", "mix_0.2"])
+    assert other == arm_styles(["mix_0.2", "vanilla", "mix_0.5", "saerl"]), "the same arms, the same styles"
+    known = {s["color"] for s in arm_styles(list(KNOWN_ARMS)).values()}
+    assert len({other["mix_0.2"]["color"], other["mix_0.5"]["color"]} - known) == 2, "another arm takes a further colour"
+
+
+def test_one_seed_draws_no_band_and_its_legend_claims_none():
+    one = _curve().filter(pl.col("seed") == 0)
+    ax = accuracy_vs_step(one).axes[0]
+    assert not ax.collections and not any("band" in t.get_text() for t in ax.get_legend().get_texts())
+    assert "saerl (1 seed)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    ax = accuracy_vs_step(_curve()).axes[0]  # two seeds: a band per arm, and the legend says what it is
+    assert len(ax.collections) == 2
+    assert "saerl (mean of 2 seeds, band = range)" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_equal_curves_both_stay_visible():
+    """Two arms with equal accuracy: the later line hid the earlier; each arm now has its own line style and marker,
+    the solid one drawn first, and a curve at 0 is not clipped under the axis line."""
+    curve = pl.DataFrame([{"arm": a, "seed": 0, "set": "a", "step": t, "greedy": 0.0}
+                          for a in ("vanilla", "saerl", "order_only", "filter_only") for t in (0, 1, 2)])
+    lines = list(_arm_lines(accuracy_vs_step(curve)).values())
+    assert len({ln.get_linestyle() for ln in lines}) == 4 and len({ln.get_marker() for ln in lines}) == 4
+    assert lines[0].get_linestyle() == "-", "the unbroken line is drawn first, under the broken ones"
+    assert not any(ln.get_clip_on() for ln in lines)
+
+
+def _is_whole(ticks: np.ndarray) -> bool:
+    return bool(np.all(np.asarray(ticks) == np.round(ticks)))
+
+
+def test_a_short_run_has_whole_step_ticks_and_an_accuracy_axis_from_zero():
+    """A 3-step all-zero run: steps were ticked 1.25, 1.5, ... and accuracy ran from -0.04 to 0.04."""
+    from saerl.plots import ACCURACY_MARGIN, curriculum_difficulty, train_curves
+
+    zero = pl.DataFrame([{"arm": "saerl", "seed": 0, "set": "a", "step": t, "greedy": 0.0} for t in (1, 2, 3)])
+    fig = train_curves(pl.DataFrame({"step": [1, 2, 3], "reward": [0.0, 0.5, 0.25]}), zero.drop("arm", "seed"), "x")
+    axes = [*fig.axes, *accuracy_vs_step(zero).axes]
+    assert all(_is_whole(ax.get_xticks()) for ax in axes)
+    for ax in axes[1:]:
+        assert ax.get_ylim() == pytest.approx((0, ACCURACY_MARGIN))
+    order = pl.DataFrame({"position": [0, 1, 2], "cluster": [0, 0, 1], "difficulty_hat": [0.1, 0.2, 0.3]})
+    assert _is_whole(curriculum_difficulty(order).axes[0].get_xticks())
+
+
+def test_an_accuracy_axis_shows_its_largest_value_and_target_and_stops_near_one():
+    from saerl.plots import ACCURACY_MARGIN, train_curves
+
+    ax = accuracy_vs_step(_curve(), target=0.6).axes[0]  # curves up to 0.4 (seed 1's band), the target 0.6
+    bottom, top = ax.get_ylim()
+    assert bottom == 0 and 0.6 < top <= 0.6 + ACCURACY_MARGIN + 1e-9
+    full = pl.DataFrame({"step": [0, 1], "set": ["a", "a"], "greedy": [0.5, 1.0]})
+    assert train_curves(pl.DataFrame(), full, "x").axes[1].get_ylim() == pytest.approx((0, 1 + ACCURACY_MARGIN))
