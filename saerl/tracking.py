@@ -109,6 +109,9 @@ def http_settings(cfg: PipelineConfig) -> None:
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(cfg.tracking.http_timeout_s)
 
 
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's tag of a nested run: a stage run's, naming the saerl run's parent
+
+
 def tracked_parents(cfg: PipelineConfig, root: Path, run_id: str) -> dict[str, str]:
     """The MLflow parent runs of saerl run `run_id` in the config's store (:func:`tracking_uri`), over every
     experiment, the live run's and any relog's, asked with the config's retries and timeout (an unreachable server
@@ -123,8 +126,12 @@ def tracked_parents(cfg: PipelineConfig, root: Path, run_id: str) -> dict[str, s
         experiments = [e.experiment_id for e in client.search_experiments()]
     if not experiments:
         return {}
-    runs = client.search_runs(experiments, filter_string=f"tags.`{RUN_ID_TAG}` = '{run_id}'")
-    return {r.info.run_id: r.info.status for r in runs}
+    tagged = client.search_runs(experiments, filter_string=f"tags.`{RUN_ID_TAG}` = '{run_id}'")
+    # a parent logged before saerl tagged its run id (Dec 5 05:34) carries only its name, the run id: relog made a
+    # second parent of such a run, which then counted twice in every comparison
+    named = client.search_runs(experiments, filter_string=f"attributes.run_name = '{run_id}'")
+    return ({r.info.run_id: r.info.status for r in named if PARENT_TAG not in r.data.tags}
+            | {r.info.run_id: r.info.status for r in tagged})
 
 
 @contextmanager

@@ -423,6 +423,31 @@ def test_relog_refuses_a_run_the_store_holds_already_and_keeps_its_prefect_tags(
     assert relog(tmp_path, partial, uri) != live
 
 
+def test_relog_refuses_a_run_whose_parent_an_older_saerl_logged_without_the_run_id_tag(tmp_path):
+    """Parents logged before the saerl.run_id tag (Dec 5) carry the run id as their name alone: relog did not find
+    them and made a second parent of the run. A nested run of that name (a stage's) is no parent."""
+    from mlflow.tracking import MlflowClient
+
+    from saerl.config import PipelineConfig
+    from saerl.report import relog
+    from saerl.runs import RunRecord, save_run
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    record = RunRecord(name="old", config=flatten(PipelineConfig(name="old")))
+    save_run(tmp_path, record)
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("old")
+    other = client.create_run(exp, run_name="someone")
+    client.create_run(exp, run_name=record.run_id, tags={"mlflow.parentRunId": other.info.run_id})  # a nested one
+    assert relog(tmp_path, record, uri)  # no parent of that name yet: relogged
+    second = RunRecord(name="old", config=flatten(PipelineConfig(name="old")))
+    save_run(tmp_path, second)
+    old_parent = client.create_run(exp, run_name=second.run_id)  # as an older saerl logged it: no saerl.run_id tag
+    client.set_terminated(old_parent.info.run_id)
+    with pytest.raises(RuntimeError, match="already .*--again"):
+        relog(tmp_path, second, uri)
+
+
 def test_relog_of_a_sweep_child_names_tags_and_params_its_runs_as_the_live_run_did(tmp_path):
     """A relogged sweep child kept plain names and lost its sweep tags and swept params: the record now keeps the
     params (runs.SWEEP_PARAMS) and relog passes the label, tags and params to the tracker as the flow does."""
