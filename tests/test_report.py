@@ -648,3 +648,17 @@ def test_a_record_of_a_path_its_source_ignored_still_reads_as_a_config():
     assert cfg.data.path is None and cfg.data.source == "sample"
     kept = {**flatten(build_config({"data": {"source": "file", "path": "/d/t.jsonl"}}))}
     assert build_config(recorded_config(kept)).data.path == "/d/t.jsonl"
+
+
+def test_a_record_naming_a_field_the_schema_has_lost_still_reads_as_a_config(caplog):
+    """`saerl relog` of a record saved before score.ood_topic_fraction was removed failed with "unknown key": such
+    fields are left out, with a warning naming them; entries of a mapping field (eval.sets.NAME) are kept."""
+    from saerl.config import build_config, flatten
+    from saerl.report import recorded_config
+
+    flat = {**flatten(build_config({"eval": {"sets": {"gsm": "/d/test.jsonl"}}})), "score.ood_topic_fraction": 0.3,
+            "gone_section.x": 1}
+    with caplog.at_level("WARNING", logger="saerl.report"):
+        cfg = build_config(recorded_config(flat), where="run record x")
+    assert "gone_section.x, score.ood_topic_fraction" in caplog.text
+    assert str(cfg.eval.sets["gsm"]).endswith("test.jsonl")
