@@ -807,7 +807,7 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     if cfg.eval.base_policy:
         base = pl.read_parquet(evaluated[BASE_ARM, 0].file(HELDOUT))
         frames.append(base.with_columns(arm=pl.lit(BASE_ARM), seed=pl.lit(0, pl.Int64)))
-        probe = pl.read_parquet(evaluated[PROBE_ARM, REACH_SEED].file(HELDOUT))
+        probe = probe_samples(pl.read_parquet(evaluated[PROBE_ARM, REACH_SEED].file(HELDOUT)))
         probe.write_parquet(build.path / REACH_PROBE)
     samples = pl.concat(frames, how="diagonal_relaxed")
     samples.write_parquet(build.path / "eval.parquet")
@@ -851,6 +851,16 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     return evaluate_metrics(tables, stt, gains, summary, reference) | probe_metrics
 
 
+def probe_samples(probe: pl.DataFrame) -> pl.DataFrame:
+    """The sampled completions of the starting policy's probe pass, all the reachable strata read: a probe artifact
+    built before the probe generated its samples alone (a heldout stage of Dec 5, 10:33-12:57, reused under the
+    same key) also holds a greedy pass, whose verifier failures were counted as the probe's. in: the probe's
+    per-sample frame; out: its rows with sample > GREEDY."""
+    from saerl.evaluate import GREEDY
+
+    return probe.filter(pl.col("sample") > GREEDY)
+
+
 def probe_failures(probe: pl.DataFrame) -> tuple[dict[str, float], str]:
     """The verifier failures of the base policy's probe pass (reach_probe.parquet): answers whose check timed out or
     erred count as wrong, so a problem only those answers reached is missing from its set's reachable stratum.
@@ -858,7 +868,7 @@ def probe_failures(probe: pl.DataFrame) -> tuple[dict[str, float], str]:
     for comparison.txt naming the failures per set, '' when there are none; warned too)."""
     from saerl.evaluate import verifier_failures
 
-    per = verifier_failures(probe, by=("set",))
+    per = verifier_failures(probe_samples(probe), by=("set",))
     metrics = {f"{s}_reach_probe_verifier_failures": float(n) for s, n in per.iter_rows()}
     bad = {s: int(n) for s, n in per.iter_rows() if n > 0}
     if not bad:

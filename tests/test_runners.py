@@ -778,6 +778,10 @@ def test_probe_failures_are_counted_and_said(caplog):
     assert line.startswith("reachable strata: 2 answer checks") and "heldout 2" in line and "fresh" not in line
     assert line in caplog.text
     assert probe_failures(probe.with_columns(status=pl.lit("ok")))[1] == ""
+    # a probe artifact of Dec 5 (10:33-12:57), reused under its key, holds a greedy pass too: not the probe's
+    stale = probe.with_columns(status=pl.when(pl.col("sample") == 0).then(pl.lit("timeout")).otherwise(pl.lit("ok")))
+    assert probe_failures(stale) == ({"fresh_reach_probe_verifier_failures": 0.0,
+                                      "heldout_reach_probe_verifier_failures": 0.0}, "")
 
 
 def test_counting_unconverged_counts_convergence_warnings_and_passes_the_others_on(caplog):
