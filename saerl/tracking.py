@@ -178,6 +178,29 @@ def moved_location(old: str, new: str) -> bool:
     return old != new and old.rstrip("/").endswith("/" + ARTIFACTS_DIR)
 
 
+def default_location(old: str, experiment_id: str) -> bool:
+    """Is an experiment's artifact location `old` MLflow's default, `<working folder>/mlruns/<experiment id>`? A
+    saerl older than December 3 created its experiments there: in whatever folder the first run started from, so
+    every later run (and every copy of the root) wrote its files outside the root, without a word. in: location,
+    the experiment's id; out: bool."""
+    return old.rstrip("/").endswith(f"/{ARTIFACTS_DIR}/{experiment_id}")
+
+
+def set_experiment_location(db: Path, experiment_id: str, location: str) -> None:
+    """Point one experiment of a local SQLite store at `location` for its new runs (MLflow has no call for it; its
+    runs keep their own artifact_uri, so the files they logged are read where they are). Call it holding
+    :func:`store_lock`. in: the database file, the experiment id, the folder URI; out: None."""
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        with con:
+            con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                        (location, int(experiment_id)))
+    finally:
+        con.close()
+
+
 def relocate_artifacts(db: Path, old: str, new: str) -> int:
     """Repoint a local SQLite store's experiments and runs from the artifact folder `old` to `new` (the prefix
     replaced in experiments.artifact_location and runs.artifact_uri; MLflow has no call for it). Call it holding
@@ -392,6 +415,12 @@ class Tracker:
                 log.warning("MLflow: the store %s was moved or copied from beside %s: its runs' logged files are "
                             "now read from and written to %s (%d experiments and runs repointed)", db, old,
                             self.artifact_location, n)
+            elif self.artifact_location and db is not None and default_location(old, exp.experiment_id):
+                set_experiment_location(db, exp.experiment_id, self.artifact_location)
+                log.warning("MLflow: experiment %r kept its files in %s (MLflow's default, the working folder of the "
+                            "saerl, older than December 3, that created it), outside the artifact root: its new runs' "
+                            "files go to %s; its earlier runs' files stay where they are", name, old,
+                            self.artifact_location)
             return exp.experiment_id
         try:
             return self.client.create_experiment(name, artifact_location=self.artifact_location)

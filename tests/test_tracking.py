@@ -721,6 +721,39 @@ def test_a_copied_or_moved_root_logs_into_its_own_mlruns(tmp_path, caplog):
     assert original.artifact_location == (first / "mlruns").resolve().as_uri()  # the original store is untouched
 
 
+def test_an_experiment_at_mlflows_default_location_logs_its_new_runs_into_the_root(tmp_path, caplog):
+    """A saerl older than December 3 created its experiments at MLflow's default, <working folder>/mlruns/<id>:
+    every later run, and every copy of the root, went on writing files into that folder (an old checkout), without
+    a word. The experiment's new runs now go to the root's mlruns, said once; its earlier runs keep their files."""
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    cfg = load_config(None, ["name=old"])
+    root, cwd = tmp_path / "root", tmp_path / "old-checkout"
+    note = tmp_path / "note.txt"
+    note.write_text("x")
+    t = Tracker(cfg, root, "run-a")
+    t.log_artifact(note)
+    t.finish()
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("old").experiment_id
+    old_place = (cwd / "mlruns" / exp).as_uri()
+    with sqlite3.connect(root / "mlflow.db") as con:  # as the old saerl left it: the default location
+        con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (old_place, int(exp)))
+        con.execute("UPDATE runs SET artifact_uri = ? || '/' || run_uuid || '/artifacts'", (old_place,))
+    (earlier,) = [r.info.artifact_uri for r in client.search_runs([exp])]
+    with caplog.at_level("WARNING", logger="saerl.tracking"):
+        t = Tracker(cfg, root, "run-b")
+    assert "MLflow's default" in caplog.text and "earlier runs' files stay" in caplog.text
+    t.log_artifact(note)
+    t.finish()
+    assert not cwd.exists(), "the new run wrote outside the root"
+    assert client.get_experiment(exp).artifact_location == (root / "mlruns").resolve().as_uri()
+    uris = {r.info.artifact_uri for r in client.search_runs([exp])}
+    assert earlier in uris and len(uris) == 2
+
+
 def test_a_readable_but_odd_history_never_fails_the_run(tmp_path, caplog):
     """Reading the step times of a training log ran outside the tracking guard for a moment: a readable log with
     a null step raised out of log_stage_run and failed the flow after its stage had been built. It is guarded:
