@@ -47,6 +47,9 @@ from saerl.runs import (
     SWEEP_PARAMS,
     RunRecord,
     StageRecord,
+    code_change,
+    current_code_version,
+    earlier_code_version,
     explain,
     ordered_stages,
     previous_stage_runs,
@@ -368,10 +371,10 @@ def sections(report: RunReport) -> list[tuple[str, Body]]:
             notes += target_notes(report.steps, report.comparison)
         out.append((title, Noted(arm_table(report.comparison, report.steps), notes)))
     elif "evaluate" in report.unusable:
-        out.append(("Arms", f"{report.unusable['evaluate']}: run the same config again to rebuild it"))
+        out.append(("Arms", f"{report.unusable['evaluate']}: {rebuild_hint(report.record, 'evaluate')}"))
     elif "evaluate" in report.record.stages:
-        out.append(("Arms", "the evaluate artifact is gone from disk (saerl gc?): run the same config again to "
-                    "rebuild it (the stages still stored are reused)"))
+        out.append(("Arms", f"the evaluate artifact is gone from disk (saerl gc?): "
+                    f"{rebuild_hint(report.record, 'evaluate')}"))
     elif report.record.extra.get(FAILED):
         out.append(("Arms", f"the run failed before its evaluation, at {report.record.extra[FAILED]}"))
     elif report.record.extra.get(STOPPED):
@@ -402,6 +405,19 @@ def sections(report: RunReport) -> list[tuple[str, Body]]:
         out.append(("Unusable artifacts", "; ".join(f"{stage}: {why}" for stage, why in report.unusable.items())
                     + ": their tables are left out; run the same config again to rebuild them"))
     return out
+
+
+def rebuild_hint(record: RunRecord, stage: str) -> str:
+    """How to get a run's missing `stage` artifact back: the same config again, when the code that built it is
+    today's (or unknown); when an older saerl built it, that rebuilds nothing of this run: today's code writes
+    other keys (it said "run the same config again" for ever after a gc). in: the run record, stage run name; out:
+    the sentence."""
+    then = earlier_code_version(record.stages[stage])
+    now = current_code_version(stage)
+    if then and now and then != now:
+        return (f"an older saerl built it ({code_change(stage, then, now).removeprefix('code changed: ')}), so it "
+                "cannot be rebuilt; running the same config again makes a new run with today's code")
+    return "run the same config again to rebuild it (the stages still stored are reused)"
 
 
 def _title(record: RunRecord) -> str:

@@ -662,3 +662,22 @@ def test_a_record_naming_a_field_the_schema_has_lost_still_reads_as_a_config(cap
         cfg = build_config(recorded_config(flat), where="run record x")
     assert "gone_section.x, score.ood_topic_fraction" in caplog.text
     assert str(cfg.eval.sets["gsm"]).endswith("test.jsonl")
+
+
+def test_a_gone_evaluation_of_an_older_saerl_is_not_promised_back_by_the_same_config(tmp_path):
+    """After gc, a run an older saerl made was told "run the same config again to rebuild it": today's code builds
+    other keys, so the report said "gone" for ever. It says an older saerl built it; today's own runs keep the hint."""
+    from saerl.report import format_text, load_report
+    from saerl.runs import RunRecord, StageRecord, current_code_version, save_run
+
+    def report_of(version: str) -> str:
+        rec = RunRecord(name="old", stages={"evaluate": StageRecord(
+            stage="evaluate", key="k" * 16, status="computed", reason="", config={}, inputs={},
+            path=str(tmp_path / "gone"), code_version=version)})
+        save_run(tmp_path / version, rec)
+        return format_text(load_report(tmp_path / version))
+
+    old = report_of("1")
+    assert f"an older saerl built it (evaluate version 1 -> {current_code_version('evaluate')})" in old
+    assert "run the same config again to rebuild it" not in old
+    assert "run the same config again to rebuild it" in report_of(current_code_version("evaluate"))
