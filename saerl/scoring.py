@@ -295,6 +295,27 @@ def k_edge_note(k: int, sil: dict[int, float]) -> str | None:
             "number of clusters may lie beyond the range; widen score.k_range or fix score.n_clusters")
 
 
+def cluster_count_notes(cfg: ScoreConfig, n: int, k: int, sil: dict[int, float], found: int) -> list[str]:
+    """Notes when the clusters are not the k asked for, which nothing said: a fixed score.n_clusters above the pool
+    (capped: a prompt or so a cluster), an automatic k with no k of score.k_range scored (a pool too small or too
+    alike for the silhouette), and k-means finding fewer distinct clusters than k (identical or empty codes: the
+    parameters record k). in: score config, prompts, k used, {k: silhouette}, distinct cluster labels; out: notes."""
+    notes = []
+    if cfg.n_clusters != "auto" and int(cfg.n_clusters) > n:
+        notes.append(f"score.n_clusters={cfg.n_clusters} is more than the {n} prompts: k capped at {k}, about one "
+                     "prompt a cluster")
+    if cfg.n_clusters == "auto" and not sil:
+        lo, hi = min(cfg.k_range), max(cfg.k_range)
+        notes.append(f"no k of score.k_range ({lo}..{hi}) could be scored on {n} prompts (the silhouette needs at "
+                     f"least two clusters that differ and more prompts than k): k = {k} was used; fix "
+                     "score.n_clusters or add prompts")
+    if found < k:
+        notes.append(f"k-means found {found} distinct cluster{'s' if found != 1 else ''} of the k = {k} asked: the "
+                     "prompts' codes hold fewer distinct points (identical prompts, or codes with no active "
+                     "feature); the diversity order has little to rotate over")
+    return notes
+
+
 def silhouette_note(k: int, sil: dict[int, float], low: float = SILHOUETTE_LOW,
                     flat_share: float = SILHOUETTE_FLAT_SHARE) -> str | None:
     """A note when the silhouette that chose k says little: its best mean silhouette is below `low` (the clusters
@@ -375,8 +396,9 @@ def align_inputs(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measur
                  C: sp.spmatrix | None, D: dict[str, sp.spmatrix] | None) -> Aligned:
     """The codes and prompts of score_prompts / property_report aligned to `ids` (default: the prompts' row order),
     with the difficulty labels (resolve_difficulty) and the labelled subset: the prompts' ``labelled`` column, else
-    the measured ids (measured source), else a seeded draw of cfg.label_fraction (at most cfg.label_max). Raises
-    ValueError when the matrices' rows and the ids disagree or an id matches no prompt."""
+    the measured ids (measured source), else a seeded draw of cfg.label_fraction (at most cfg.label_max); a
+    non-finite difficulty is no label. Raises ValueError when the matrices' rows and the ids disagree, an id matches
+    no prompt, or the codes hold NaN / infinite values (naming the first row's id)."""
     X = sp.csr_matrix(X)
     C = X if C is None else sp.csr_matrix(C)
     D = {cfg.model_pool: X} if D is None else {key: sp.csr_matrix(M) for key, M in D.items()}
@@ -391,7 +413,14 @@ def align_inputs(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measur
     texts = P["prompt"].fill_null("").to_numpy().astype(object)
     topics = P["topic"].cast(pl.String).fill_null("").to_numpy().astype(str) if "topic" in P.columns else None
     topics = topics if topics is not None and (topics != "").any() else None
+    for name, M in (("X", X), ("C", C), *((f"D[{key}]", M) for key, M in D.items())):
+        coo = M.tocoo()
+        bad = np.unique(coo.row[~np.isfinite(coo.data)])
+        if bad.size:  # sklearn's own error named no row ("Input contains NaN")
+            raise ValueError(f"codes {name} hold NaN or infinite values in {len(bad)} rows (first: id "
+                             f"{ids[int(bad[0])]!r}): the encoding is broken; rebuild the encode artifact")
     y_diff, source = resolve_difficulty(P, measured, cfg.difficulty_source)
+    y_diff = np.where(np.isfinite(y_diff), y_diff, np.nan)  # an infinite label is no label (as ingest reads it)
     if "labelled" in P.columns:
         labelled = P["labelled"].fill_null(False).to_numpy().astype(bool)
     elif source == "measured":
@@ -407,7 +436,8 @@ def quality_labels(P: pl.DataFrame) -> tuple[np.ndarray | None, np.ndarray]:
     if "quality" not in P.columns:
         return None, np.zeros(P.height, dtype=bool)
     y_q = P["quality"].cast(pl.Float64).fill_null(np.nan).to_numpy()
-    return (np.nan_to_num(y_q) >= GOOD_QUALITY).astype(int), ~np.isnan(y_q)
+    known = np.isfinite(y_q)  # an infinite label is no label, as ingest reads it
+    return (np.where(known, y_q, 0.0) >= GOOD_QUALITY).astype(int), known
 
 
 def quality_label_note(good: np.ndarray | None) -> str:
@@ -456,6 +486,7 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     k, sil = choose_k(Z, cfg)
     notes += [note for note in (k_edge_note(k, sil), silhouette_note(k, sil)) if note is not None]
     labels = kmeans(Z, k, cfg)
+    notes += cluster_count_notes(cfg, Z.shape[0], k, sil, int(np.unique(labels).size))
     has_d = a.labelled & ~np.isnan(a.y_diff)
     if has_d.sum() < cfg.cv_folds:
         raise ValueError(f"only {int(has_d.sum())} labelled prompts have a difficulty label; need >= {cfg.cv_folds} "

@@ -651,6 +651,40 @@ def test_a_silhouette_k_at_an_end_of_the_range_is_noted(data):
     assert not any("silhouette" in n for n in scored(X, prompts, ScoreConfig(**cfg)).notes)
 
 
+def test_clusters_that_are_not_the_k_asked_for_are_noted(data):
+    """A fixed k above the pool was capped, an automatic k that no k of the range could score fell back, and
+    identical codes gave one cluster while the parameters said k = 4: all without a note."""
+    cfg = ScoreConfig(**{**FAST, "n_clusters": 10})
+    (capped,) = S.cluster_count_notes(cfg, 5, 5, {}, 5)
+    assert "score.n_clusters=10 is more than the 5 prompts: k capped at 5" in capped
+    (unscored,) = S.cluster_count_notes(ScoreConfig(**FAST), 3, 3, {}, 3)
+    assert "no k of score.k_range (3..6) could be scored on 3 prompts" in unscored
+    assert S.cluster_count_notes(ScoreConfig(**FAST), 400, 4, {3: 0.1, 4: 0.2}, 4) == []
+    X, prompts, _ = data  # every prompt's codes alike: k-means finds one cluster of the 4 asked
+    same = sp.csr_matrix(np.tile(X[0].toarray(), (X.shape[0], 1)))
+    notes = score_prompts(same, prompts, ScoreConfig(**{**FAST, "n_clusters": 4, "baselines": False})).notes
+    assert any("k-means found 1 distinct cluster of the k = 4 asked" in n for n in notes)
+
+
+def test_non_finite_labels_are_no_labels_and_non_finite_codes_name_their_row(data):
+    """An infinite difficulty label reached sklearn ("Input y contains infinity"), NaN codes its TF-IDF ("does not
+    accept missing values"), naming no row."""
+    X, prompts, _ = data
+    cfg = ScoreConfig(**{**FAST, "n_clusters": 4, "baselines": False})
+    lab = np.arange(prompts.height) < 100
+    d = prompts["difficulty"].cast(pl.Float64).to_numpy().copy()
+    d[0], d[1] = np.inf, -np.inf
+    q = np.where(np.arange(prompts.height) % 2 == 0, 1.0, 0.0)
+    q[2] = np.inf
+    p = prompts.with_columns(labelled=pl.Series(lab), difficulty=pl.Series(d), quality=pl.Series(q))
+    r = score_prompts(X, p, cfg)
+    assert r.params["n_difficulty_labels"] == 98 and r.params["n_quality_labels"] == 99
+    bad = X.tolil()
+    bad[5, int(X[5].indices[0])] = np.nan
+    with pytest.raises(ValueError, match=r"codes X hold NaN or infinite values in 1 rows \(first: id '.*'\)"):
+        score_prompts(bad.tocsr(), p, cfg)
+
+
 # silhouette curves measured over k = 4..16 (score_params.json): GSM8K through MiniLM, no cluster structure found,
 # and the testbed world, whose clusters follow its topics
 GSM8K_SILHOUETTE = {4: 0.029, 5: 0.027, 6: 0.027, 7: 0.027, 8: 0.025, 9: 0.024, 10: 0.026, 11: 0.026, 12: 0.025,
