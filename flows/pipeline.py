@@ -381,6 +381,8 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         args = {"stage": stage, "key": key, "root": str(root), "config": cfg.model_dump(mode="json"),
                 "upstream": {u: asdict(r) for u, r in upstream.items()}}
         task = stage_task.with_options(**stage_options(stage, root, refresh) | {"task_run_name": name})
+        if not complete:  # a long stage says it is running (its end line comes only once it is done)
+            tell(f"[{name}] computing key={key[:12]} ...")
         fanned = not complete and stage in SHARDED and cfg.runtime.task_runner == "dask"
         resumed = ""  # a fanned stage's own task finds every chunk done (its shards ran them): build_sharded says
         if fanned:

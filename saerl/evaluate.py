@@ -53,6 +53,7 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
+from tqdm.auto import tqdm
 
 from saerl.config import EvalConfig, ModelConfig
 from saerl.data import GOOD_QUALITY
@@ -86,11 +87,20 @@ def select_problems(df: pl.DataFrame, max_problems: int | None) -> pl.DataFrame:
     return df.filter(pl.Series([r in keep for r in range(df.height)]))
 
 
+def eval_bar_description(label: str, set_name: str) -> str:
+    """A held-out evaluation bar's description: 'evaluate <label> on <set>' ('evaluate saerl:0 on heldout'), or
+    'evaluate on <set>' without a label. in: the policy's label ('' = none), the set's name; out: text."""
+    return f"evaluate {label} on {set_name}" if label else f"evaluate on {set_name}"
+
+
 def evaluate_loaded(model: Any, tok: Any, eval_sets: dict[str, pl.DataFrame], cfg: EvalConfig,
-                    max_new_tokens: int, seed: int, greedy: bool = True) -> pl.DataFrame:
+                    max_new_tokens: int, seed: int, greedy: bool = True, progress: bool = False,
+                    label: str = "") -> pl.DataFrame:
     """:func:`evaluate_policy` on an already loaded model and tokenizer. `greedy` False generates the sampled
     completions alone (the base policy's probe pass, whose greedy answers nothing reads: :func:`reachable_ids`),
-    saving one generation pass of every problem."""
+    saving one generation pass of every problem. With `progress` (runtime.progress, from the heldout stage) a bar
+    per set counts the completions generated, pass by pass (greedy, then each sample), described by the policy's
+    `label` and the set (:func:`eval_bar_description`)."""
     from saerl import policy_lm
 
     frames = []
@@ -103,10 +113,13 @@ def evaluate_loaded(model: Any, tok: Any, eval_sets: dict[str, pl.DataFrame], cf
         lens: list[int] = []
         ended: list[bool] = []
         samples: list[int] = []
-        for j in passes:
-            t, ln, e = policy_lm.generate(model, tok, prompts, max_new_tokens, cfg.batch_size,
-                                          0.0 if j == GREEDY else cfg.temperature, _seed_for(seed, j))
-            texts, lens, ended, samples = texts + t, lens + ln, ended + e, samples + [j] * n
+        with tqdm(total=n * len(passes), desc=eval_bar_description(label, name), unit="completion",
+                  disable=not progress) as bar:
+            for j in passes:
+                t, ln, e = policy_lm.generate(model, tok, prompts, max_new_tokens, cfg.batch_size,
+                                              0.0 if j == GREEDY else cfg.temperature, _seed_for(seed, j))
+                texts, lens, ended, samples = texts + t, lens + ln, ended + e, samples + [j] * n
+                bar.update(n)
         results = verify_batch(texts, golds * len(passes), cfg.verify_timeout_s)
         extra = {c: df[c].cast(pl.Utf8).to_list() * len(passes) for c in ("difficulty", "topic") if c in df.columns}
         frames.append(pl.DataFrame({

@@ -13,6 +13,7 @@ pretrained on exactly the token sequence trl builds in RL (prompt ids, then comp
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTr
 
 from saerl.config import ModelConfig, TestbedConfig
 
+logger = logging.getLogger("saerl.policy_lm")  # not `log`: the name of the loss log in this module's functions
 PAD, UNK, EOS, USER, ASSISTANT = "<|pad|>", "<|unk|>", "<|eos|>", "<|user|>", "<|assistant|>"
 TOKENIZER_CLASS = "TokenizersBackend"  # transformers 5's name for a plain `tokenizers`-backed tokenizer
 CONT = "~~"  # word-piece continuation prefix (never appears in world text)
@@ -379,8 +381,9 @@ def train_policy_lm(cfg: TestbedConfig, world: dict[str, pl.DataFrame], out_dir:
     table = accuracy_table(ev, flags)
     levels = ", ".join(f"{lv if lv == 'all' else f'L{float(lv):g}'} {acc:.3f}"
                        for lv, acc in zip(table["difficulty"], table["acc"], strict=True))
-    print(f"pretraining: {seconds:.0f} s, {sum(p.numel() for p in model.parameters())/1e6:.2f}M params, "
-          f"final loss {log[-1][1] if log else float('nan'):.3f}; greedy accuracy on the held-out eval split: {levels}")
+    # logged, not printed: the flow prints the per-level accuracy through its own lines (a sweep's led by the setting)
+    logger.info("pretraining: %.0f s, %.2fM params, final loss %.3f; greedy accuracy on the held-out eval split: %s",
+                seconds, sum(p.numel() for p in model.parameters()) / 1e6, log[-1][1] if log else float("nan"), levels)
     return {"pretrain_seconds": round(seconds, 1), "loss_log": log,
             "greedy_accuracy": dict(zip(table["difficulty"].to_list(), table["acc"].to_list(), strict=True))}
 

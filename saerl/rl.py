@@ -268,12 +268,29 @@ class _TimeLimit(TrainerCallback):
 
 
 BAR_FIGURES = ("reward", "loss", "completions/mean_length")  # a step's figures on the training bar
+BAR_PREFIX = "train"  # the training bar's description: 'train <label>' (the runner's label is '<arm>:<seed>')
+
+
+def bar_description(label: str) -> str:
+    """The training bar's description: 'train <label>' ('train saerl:0'), or 'train' without a label.
+    in: the run's label ('' = none); out: text."""
+    return f"{BAR_PREFIX} {label}" if label else BAR_PREFIX
 
 
 class StepBar(ProgressCallback):
-    """transformers' training progress bar with the last step's reward, loss and mean completion length as its
-    postfix, instead of the dict of every logged metric it (and, without a bar, PrinterCallback) prints each step:
-    those go to log.parquet and MLflow."""
+    """transformers' training progress bar, described by `desc` (:func:`bar_description`: which arm and seed the
+    bar is, as the runs of a stage draw theirs one after another), with the last step's reward, loss and mean
+    completion length as its postfix, instead of the dict of every logged metric it (and, without a bar,
+    PrinterCallback) prints each step: those go to log.parquet and MLflow."""
+
+    def __init__(self, desc: str = BAR_PREFIX) -> None:
+        super().__init__()
+        self.desc = desc
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        super().on_train_begin(args, state, control, **kw)
+        if self.training_bar is not None:
+            self.training_bar.set_description(self.desc, refresh=False)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if state.is_world_process_zero and self.training_bar is not None and logs:
@@ -282,13 +299,14 @@ class StepBar(ProgressCallback):
                 self.training_bar.set_postfix(shown, refresh=False)
 
 
-def quiet_logs(trainer: Any, progress: bool) -> None:
+def quiet_logs(trainer: Any, progress: bool, label: str = "") -> None:
     """Replace the trainer's per-step printing of its log dict (ProgressCallback's, or PrinterCallback's without a
-    bar) with :class:`StepBar` when `progress` (runtime.progress), else with nothing."""
+    bar) with :class:`StepBar` described by `label` (:func:`bar_description`) when `progress` (runtime.progress),
+    else with nothing."""
     for cb in (ProgressCallback, PrinterCallback):
         trainer.remove_callback(cb)
     if progress:
-        trainer.add_callback(StepBar)
+        trainer.add_callback(StepBar(bar_description(label)))
 
 
 class EvalCallback(TrainerCallback):
@@ -526,7 +544,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
                eval_max_new_tokens: int | None = None, eval_batch: int = 64, eval_timeout_s: float | None = None,
                checkpoint_dir: str | Path | None = None, model_cfg: ModelConfig | None = None,
                device: str = "auto", progress: bool = True,
-               clusters: dict[str, int | None] | None = None) -> dict[str, Any]:
+               clusters: dict[str, int | None] | None = None, label: str = "") -> dict[str, Any]:
     """GRPO (or DAPO, by cfg.algorithm) from the policy saved in `model_dir` on `prompts` (id, prompt, answer)
     read in `order` (ids; None = seeded shuffle, the vanilla baseline). Saves the final policy (+ tokenizer)
     to `out_dir`. `extra_rewards` are trl reward functions added to the correctness reward (they see the `id`
@@ -538,7 +556,8 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     scheduler, RNG states, data position, learning curve, the reward's counts and the training seconds (which
     `time_limit_s` counts too), and, under DAPO, the prompt stream's cursor and the prompts drawn before.
     Training runs on `device` (runtime.device, see :func:`grpo_config`), with a progress bar showing each step's
-    reward, loss and completion length when `progress` (runtime.progress), and no per-step dict printed either way.
+    reward, loss and completion length when `progress` (runtime.progress), described 'train <label>' (the runner's
+    label is '<arm>:<seed>', so each run's bar says whose it is), and no per-step dict printed either way.
     The training stream is `order` long enough for whole generation batches (:func:`stream_length`); under DAPO
     also for every round of dynamic sampling (times 1 + cfg.dynamic_sampling_max_rounds), where prompts whose
     rollouts are all right or all wrong are dropped (DAPO's rule: the correctness reward alone) and the next ones
@@ -547,7 +566,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     in: policy folder, prompts, order, config, output folder, prompts per step, seed, optional step/time limits,
     model config (revision, trust_remote_code; None = no remote code), clusters (id -> cluster, for DAPO's refills
     by cluster: saerl.runners.refill_clusters gives them where train.dynamic_sampling_refill is 'cluster'; None:
-    refills read the stream);
+    refills read the stream), label (what the progress bar names the run by: :func:`bar_description`);
     out: {model_dir, steps, seconds, log (trl's per-step metrics), order (ids trained on, in order),
     order_steps (the first optimizer step of the generation batch each was generated for: trl spreads a
     generation batch's rollouts over its steps_per_generation steps; under DAPO a generation batch trains on as
@@ -607,7 +626,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         keep=cfg.keep_checkpoints)
     trainer = cls(model=model, reward_funcs=rewards, args=args, train_dataset=data, processing_class=tok,
                   callbacks=[timer, evals, saving, *(callbacks or [])])
-    quiet_logs(trainer, progress)
+    quiet_logs(trainer, progress, label)
     if dapo:
         _keep_dynamic_sampling(trainer, saving, resume, ckpt_dir)
     with warnings.catch_warnings():

@@ -445,6 +445,9 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
 
 STAGE_RUN = "{stage}:{arm}:{seed}"  # the name of one run of a stage with variants (saerl.pipeline.VARIANTS)
 TRAIN_RUN = STAGE_RUN.replace("{stage}", "train")  # one (arm, seed) training run among the inputs and records
+POLICY_LABEL = "{arm}:{seed}"  # how a progress bar names one policy: 'train saerl:0', 'evaluate saerl:0 on heldout'
+# a training run's mean reward over its last quarter of steps (at least one): a steadier read than the last step's
+REWARD_LAST_QUARTER = "reward_last_quarter_mean"
 
 
 def curriculum_order(scores: pl.DataFrame, cfg: PipelineConfig, arm: str, seed: int) -> pl.DataFrame:
@@ -597,7 +600,7 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
                      prompts_per_step=pps, seed=seed, eval_sets=sets, eval_batch=cfg.eval.batch_size,
                      eval_timeout_s=cfg.eval.verify_timeout_s, checkpoint_dir=build.path / CHECKPOINTS,
                      model_cfg=cfg.model, device=cfg.runtime.device, progress=cfg.runtime.progress,
-                     clusters=refill_clusters(cfg, order_frame, arm))
+                     clusters=refill_clusters(cfg, order_frame, arm), label=POLICY_LABEL.format(arm=arm, seed=seed))
     steps_log = pl.DataFrame(run["log"], infer_schema_length=None) if run["log"] else pl.DataFrame({"step": []})
     if "step" in steps_log.columns:
         steps_log = steps_log.with_columns(pl.col("step").cast(pl.Int64))
@@ -622,9 +625,9 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
                "verifier_failures": float(run["verifier_failures"]), "reward_checks": float(run["reward_checks"]),
                "curve_verifier_failures": float(curve["failures"].sum())}
     metrics |= cluster_shares(cfg, order_frame, arm, trained, run["steps"])
-    reward_last = steps_log["reward"].tail(max(1, steps_log.height // 4)).mean() if "reward" in steps_log.columns else None
-    if reward_last is not None:  # None: no steps logged, or no reward among the last quarter's
-        metrics["reward_last"] = float(reward_last)
+    reward_tail = steps_log["reward"].tail(max(1, steps_log.height // 4)).mean() if "reward" in steps_log.columns else None
+    if reward_tail is not None:  # None: no steps logged, or no reward among the last quarter's
+        metrics[REWARD_LAST_QUARTER] = float(reward_tail)
     for r in curve.group_by("set").agg(pl.col("greedy").sort_by("step").last()).iter_rows(named=True):
         metrics[f"eval_{r['set']}_greedy_final"] = float(r["greedy"])
     # the run is done and policy/ holds its result: the resumable checkpoints (weights + optimizer state, ~12 bytes
@@ -746,7 +749,8 @@ def compute_heldout(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
         policy = inputs[TRAIN_RUN.format(arm=arm, seed=seed)].file("policy")
         model_cfg = cfg.model.model_copy(update={"revision": None})
     frame = evaluate_loaded(*load_policy(policy, model_cfg, device=cfg.runtime.device), sets, cfg.eval,
-                            cfg.train.max_completion_length, seed, greedy=arm != PROBE_ARM)
+                            cfg.train.max_completion_length, seed, greedy=arm != PROBE_ARM,
+                            progress=cfg.runtime.progress, label=POLICY_LABEL.format(arm=arm, seed=seed))
     frame.write_parquet(build.path / HELDOUT)
     pl.concat([df.select(set=pl.lit(name), id=pl.col("id").cast(pl.String), prompt=pl.col("prompt").cast(pl.String))
                for name, df in sets.items()]).write_parquet(build.path / HELDOUT_SETS)

@@ -233,9 +233,11 @@ def test_a_moved_artifact_root_is_read_where_it_now_is(prefect_api, tmp_path):
         assert path.is_relative_to(new.resolve()) and (path / "manifest.json").is_file(), (name, path)
 
 
-def test_a_prefect_cache_hit_records_its_own_seconds_not_the_builds(prefect_api, tmp_path, monkeypatch):
+def test_a_prefect_cache_hit_records_its_own_seconds_not_the_builds(prefect_api, tmp_path, monkeypatch, capsys):
     """A rerun answered from Prefect's cache records the seconds it took, not those of the build whose result
-    Prefect persisted (a cached training run would report the hours it once took)."""
+    Prefect persisted (a cached training run would report the hours it once took). A stage run that computes says
+    so when it starts (its end line comes only once it is done: nothing said which stage a long run was in); a
+    cache hit does not."""
     import time
 
     from flows.pipeline import pipeline_flow
@@ -249,9 +251,16 @@ def test_a_prefect_cache_hit_records_its_own_seconds_not_the_builds(prefect_api,
 
     monkeypatch.setitem(pipeline.RUNNERS, "ingest", slow_ingest)
     cfg = load_config(None, [f"runtime.artifact_root={tmp_path}", "data.source=sample", "tracking.enabled=false"])
-    runs = [pipeline_flow(config=cfg.model_dump(mode="json"), until="ingest")["stages"]["ingest"] for _ in range(2)]
+    runs, outs = [], []
+    for _ in range(2):
+        runs.append(pipeline_flow(config=cfg.model_dump(mode="json"), until="ingest")["stages"]["ingest"])
+        outs.append(capsys.readouterr().out.splitlines())
     assert [r["status"] for r in runs] == ["computed", "cached"]
     assert runs[0]["seconds"] >= 2.0 > runs[1]["seconds"]
+    starts = [i for i, ln in enumerate(outs[0]) if ln == f"[ingest] computing key={runs[0]['key'][:12]} ..."]
+    ends = [i for i, ln in enumerate(outs[0]) if ln.startswith("[ingest] computed key=")]
+    assert len(starts) == len(ends) == 1 and starts[0] < ends[0], outs[0]
+    assert not any(" computing " in ln for ln in outs[1]), outs[1]
 
 
 def test_a_failed_run_is_recorded_as_failed_and_where(prefect_api, tmp_path, monkeypatch):

@@ -63,8 +63,13 @@ def test_length_buckets_cover_each_example_once():
     assert sum(spans) / len(spans) < 40, spans
 
 
-def test_pretrained_model_saves_and_reloads_through_auto_classes(world, tmp_path):
-    summary = train_policy_lm(CFG, world, tmp_path)
+def test_pretrained_model_saves_and_reloads_through_auto_classes(world, tmp_path, capsys, caplog):
+    with caplog.at_level("INFO", logger="saerl.policy_lm"):
+        summary = train_policy_lm(CFG, world, tmp_path)
+    # the held-out accuracy is logged, not printed: the flow prints it through its own (labelled) lines
+    assert "pretraining:" not in capsys.readouterr().out
+    assert any(r.levelname == "INFO" and "greedy accuracy on the held-out eval split" in r.getMessage()
+               for r in caplog.records if r.name == "saerl.policy_lm")
     assert (tmp_path / "model.safetensors").exists()
     levels = {str(d) for d in world["eval"]["difficulty"].unique()}
     assert set(summary["greedy_accuracy"]) == levels | {"all"}

@@ -661,15 +661,16 @@ def test_vllm_rollouts_stop_where_the_policy_stops():
 @pytest.mark.parametrize("progress", [True, False])
 def test_training_prints_no_metric_dict_per_step(tiny_policy_dir, tmp_path, one_torch_thread, capsys, progress):
     """transformers printed every step's whole log dict (with the bar, and without it through PrinterCallback):
-    a hundred lines a run in the demo. The bar (runtime.progress) shows the step's reward instead; the metrics
-    still reach the run's log."""
+    a hundred lines a run in the demo. The bar (runtime.progress) shows the step's reward instead, and names the run
+    (the arms' and seeds' bars were alike); the metrics still reach the run's log."""
     policy, prompts = tiny_policy_dir
     cfg = TrainConfig(num_generations=2, max_completion_length=3, max_steps=2)
     run = train_grpo(policy, prompts, prompts["id"].to_list(), cfg, tmp_path / "rl", prompts_per_step=2, seed=0,
-                     progress=progress)
+                     progress=progress, label="saerl:0")
     out = capsys.readouterr()
     assert "{'loss'" not in out.out + out.err and "'reward'" not in out.out + out.err
     assert ("reward=" in out.err) is progress
+    assert ("train saerl:0: 100%" in out.err) is progress, out.err
     assert [h["step"] for h in run["log"] if "reward" in h] == [1, 2]
 
 

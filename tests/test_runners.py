@@ -427,6 +427,34 @@ def test_a_finished_training_run_publishes_no_resumable_checkpoints(tmp_path, mo
     assert not (tmp_path / runners.CHECKPOINTS).exists()
 
 
+def test_a_training_runs_bar_names_its_arm_and_seed(tmp_path, monkeypatch):
+    """The runs of the train stage drew identical unlabelled bars one after another: each names its arm and seed."""
+    from saerl import rl, runners
+
+    fake_training(monkeypatch)
+    fake, labels = rl.train_grpo, []
+    monkeypatch.setattr(rl, "train_grpo", lambda *a, label, **kw: labels.append(label) or fake(*a, **kw))
+    (tmp_path / "plots").mkdir()
+    runners.compute_train(PipelineConfig(), {}, Build(tmp_path, {}), arm="vanilla", seed=2)
+    assert labels == ["vanilla:2"]
+
+
+def test_a_training_runs_reward_metric_is_named_for_the_last_quarters_mean(tmp_path, monkeypatch):
+    """The metric read as the last step's reward ('reward_last') was the mean over the last quarter of the steps: its
+    name says so."""
+    from saerl import rl, runners
+
+    fake_training(monkeypatch)
+    rewards = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.5, 0.25]  # 8 steps: the last quarter is the last 2
+    run = {"log": [{"step": i + 1, "reward": r} for i, r in enumerate(rewards)], "curve": [], "curve_problems": [],
+           "order": ["p0"], "order_steps": [1], "steps": 8, "seconds": 0.1, "resumed_from": None, "reward_checks": 2,
+           "verifier_failures": 0, "notes": []}
+    monkeypatch.setattr(rl, "train_grpo", lambda *a, **kw: run)
+    (tmp_path / "plots").mkdir()
+    metrics = runners.compute_train(PipelineConfig(), {}, Build(tmp_path, {}), arm="saerl", seed=0)
+    assert metrics["reward_last_quarter_mean"] == pytest.approx(0.375) and "reward_last" not in metrics
+
+
 def test_a_training_logs_columns_do_not_depend_on_a_resume(tmp_path, monkeypatch):
     """trl's history lists its keys in its own order; a resumed run's comes back from the checkpoint with them
     sorted: log.parquet orders them the same either way (step first), so the two runs' files can be the same."""
@@ -719,7 +747,10 @@ def test_compute_evaluate_writes_the_failures_and_the_target_into_its_table_and_
         pl.DataFrame({"step": [10] * 4, "id": ["a", "b", "c", "d"]}).write_parquet(folder / "trained_order.parquet")
         inputs[f"train:{arm}:0"] = ArtifactRef("train", arm, str(folder))
 
-    def fake_eval(model, tok, sets, cfg, max_new_tokens, seed, greedy=True):  # saerl: one greedy check timed out
+    bars = []
+
+    def fake_eval(model, tok, sets, cfg, max_new_tokens, seed, greedy=True, **kw):  # saerl: one greedy check timed out
+        bars.append((kw.get("progress"), kw.get("label")))
         ids = [f"q{i}" for i in range(10)]
         status = ["correct" if i < 5 else "wrong" for i in range(10)]
         if "saerl" in str(model):
@@ -745,6 +776,7 @@ def test_compute_evaluate_writes_the_failures_and_the_target_into_its_table_and_
         own = compute_heldout(cfg, {f"train:{arm}:0": inputs[f"train:{arm}:0"]}, Build(folder, {}), arm=arm, seed=0)
         assert own == {"heldout_greedy": 0.5, "heldout_mean_k": 1.0, "heldout_verifier_failures": float(arm == "saerl")}
         inputs[f"heldout:{arm}:0"] = ArtifactRef("heldout", arm, str(folder))
+    assert bars == [(True, "saerl:0"), (True, "vanilla:0")]  # runtime.progress's bar, named after the policy
     with caplog.at_level("WARNING", logger="saerl.runners"):
         build = Build(out, {})
         metrics = compute_evaluate(cfg, inputs, build)
