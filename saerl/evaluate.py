@@ -99,7 +99,7 @@ def evaluate_loaded(model: Any, tok: Any, eval_sets: dict[str, pl.DataFrame], cf
     """:func:`evaluate_policy` on an already loaded model and tokenizer. `greedy` False generates the sampled
     completions alone (the base policy's probe pass, whose greedy answers nothing reads: :func:`reachable_ids`),
     saving one generation pass of every problem. With `progress` (runtime.progress, from the heldout stage) a bar
-    per set counts the completions generated, pass by pass (greedy, then each sample), described by the policy's
+    per set counts the completions generated, batch by batch (greedy pass, then each sample), described by the policy's
     `label` and the set (:func:`eval_bar_description`)."""
     from saerl import policy_lm
 
@@ -117,9 +117,9 @@ def evaluate_loaded(model: Any, tok: Any, eval_sets: dict[str, pl.DataFrame], cf
                   disable=not progress) as bar:
             for j in passes:
                 t, ln, e = policy_lm.generate(model, tok, prompts, max_new_tokens, cfg.batch_size,
-                                              0.0 if j == GREEDY else cfg.temperature, _seed_for(seed, j))
+                                              0.0 if j == GREEDY else cfg.temperature, _seed_for(seed, j),
+                                              on_batch=bar.update)
                 texts, lens, ended, samples = texts + t, lens + ln, ended + e, samples + [j] * n
-                bar.update(n)
         results = verify_batch(texts, golds * len(passes), cfg.verify_timeout_s)
         extra = {c: df[c].cast(pl.Utf8).to_list() * len(passes) for c in ("difficulty", "topic") if c in df.columns}
         frames.append(pl.DataFrame({

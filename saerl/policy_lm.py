@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -310,7 +311,8 @@ class Completions(NamedTuple):
 
 @torch.no_grad()
 def generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int, batch_size: int,
-             temperature: float = 0.0, seed: int = 0, top_k: int = 0) -> Completions:
+             temperature: float = 0.0, seed: int = 0, top_k: int = 0,
+             on_batch: Callable[[int], None] | None = None) -> Completions:
     """Completions of chat-templated `prompts` (:func:`prompt_text`), generated on the model's device, the one
     generation of the project (label rollouts, in-training and final evaluation, the testbed LM's accuracy).
     in: model, tokenizer, prompt texts, max_new_tokens, batch_size, temperature (0 = greedy), torch seed, top_k
@@ -320,7 +322,11 @@ def generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int, batc
     completion stops at :func:`stop_ids`, as RL rollouts do. Every sampling knob is set explicitly
     (:func:`_sampling_kwargs`), so a checkpoint's generation_config does not change what is measured. The seed
     applies inside a fork of torch's RNG: the caller's random state is left as it was (a training run that
-    evaluates every N steps keeps its own seeded sampling). Deterministic for a seed and batch size."""
+    evaluates every N steps keeps its own seeded sampling). Deterministic for a seed and batch size. `on_batch`, when
+    given, is called with each batch's prompt count once it is generated (a progress bar's update). No prompts: no
+    completions."""
+    if not prompts:  # the tokenizer fails on an empty list
+        return Completions([], [], [])
     devices = [model.device] if model.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -342,6 +348,8 @@ def generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int, batc
                 out.ended[i] = end is not None
                 out.lengths[i] = end if end is not None else len(seq)
                 out.texts[i] = tok.decode(seq[: out.lengths[i]], skip_special_tokens=True)
+            if on_batch is not None:
+                on_batch(len(rows))
     return out
 
 

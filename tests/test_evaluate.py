@@ -73,7 +73,7 @@ def test_each_pass_samples_at_the_eval_temperature_with_a_seed_of_its_own(monkey
 
     calls: list[tuple] = []
 
-    def fake(model, tok, prompts, max_new_tokens, batch, temperature, seed):
+    def fake(model, tok, prompts, max_new_tokens, batch, temperature, seed, on_batch=None):
         calls.append((temperature, seed, batch, max_new_tokens))
         return Completions(["#### 7"] * len(prompts), [2] * len(prompts), [True] * len(prompts))
 
@@ -99,10 +99,12 @@ def test_each_pass_samples_at_the_eval_temperature_with_a_seed_of_its_own(monkey
 @pytest.mark.parametrize("progress", [True, False])
 def test_the_evaluation_shows_its_progress_naming_the_policy_and_set(monkeypatch, capsys, progress):
     """Held-out evaluation drew no bar (minutes per policy at 1.5B with k samples): with runtime.progress a bar per
-    set counts the completions pass by pass, described by the policy and the set; without it, nothing is drawn."""
+    set counts the completions batch by batch, described by the policy and the set; without it, nothing is drawn."""
     import saerl.policy_lm
 
-    def fake(model, tok, prompts, max_new_tokens, batch, temperature, seed):
+    def fake(model, tok, prompts, max_new_tokens, batch, temperature, seed, on_batch=None):
+        for start in range(0, len(prompts), batch):  # generate's batches
+            on_batch(len(prompts[start: start + batch]))
         return Completions(["#### 7"] * len(prompts), [2] * len(prompts), [True] * len(prompts))
 
     monkeypatch.setattr(saerl.policy_lm, "generate", fake)

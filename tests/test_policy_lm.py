@@ -288,9 +288,12 @@ def test_generate_batches_prompts_of_similar_length_and_answers_in_input_order(o
         return real(*args, **kwargs)
 
     model.generate = recording
-    out = generate(model, tok, prompts, 6, 2)
+    done: list[int] = []
+    out = generate(model, tok, prompts, 6, 2, on_batch=done.append)
     lengths = [len(tok(prompt_text(tok, p), add_special_tokens=False)["input_ids"]) for p in (short, long_)]
     assert widths == lengths, "one batch of the two short prompts, one of the two long ones"
+    assert done == [2, 2], "each batch reported once it is generated (a progress bar's update)"
+    assert generate(model, tok, [], 6, 2).texts == [], "no prompts: no completions (the tokenizer failed on [])"
     alone = [generate(model, tok, [p], 6, 1) for p in prompts]
     assert out.texts == [a.texts[0] for a in alone] and out.lengths == [a.lengths[0] for a in alone]
     assert out.ended == [a.ended[0] for a in alone]
