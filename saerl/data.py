@@ -1324,9 +1324,10 @@ def _share(n: int, n_rows: int) -> str:
     return f"{n} of {n_rows} rows ({n / n_rows:.0%})"
 
 
-def _fields_missing(lines: list[dict[str, Any]]) -> str:
-    """Which fields the rows of a missing-field rejection lack, with their rows when more than one field is named:
-    "field 'answer'", or "fields 'answer' (5 rows), 'question' (1 row)". in: its rejected lines; out: the words."""
+def _fields_named(lines: list[dict[str, Any]]) -> str:
+    """Which fields the rows of one reason name (the fields a missing-field rejection lacks, those an invalid label
+    was in), with their rows when more than one field is named: "field 'answer'", or "fields 'answer' (5 rows),
+    'question' (1 row)". in: its rejected lines; out: the words."""
     rows: dict[str, set[int]] = {}
     for i in lines:
         rows.setdefault(i["field"], set()).add(i["row"])
@@ -1361,7 +1362,7 @@ def _reason_hint(cfg: DataConfig, reason: str, lines: list[dict[str, Any]], n_ro
         LIST_ANSWER: f"were rejected as {reason}: {first}",
         EMPTY_ANSWER: (f"have an empty answer in field '{name}': check that --answer (saerl ingest) or "
                        "data.answer (config) names the gold answer field"),
-        MISSING_FIELD: (f"lack {_fields_missing(lines)} (null, NaN, absent or empty): check that the mapping "
+        MISSING_FIELD: (f"lack {_fields_named(lines)} (null, NaN, absent or empty): check that the mapping "
                         "names fields the rows have"),
         OVERLONG_PROMPT: (f"have a prompt over data.max_prompt_chars={cfg.max_prompt_chars} characters: "
                           "raise it to keep them"),
@@ -1375,8 +1376,8 @@ def _reason_hint(cfg: DataConfig, reason: str, lines: list[dict[str, Any]], n_ro
                        '("Add 2, 3"), or convert the file to jsonl'),
         INVALID_JSON: ("do not parse as a JSON object (the value column names each line and why): fix them, "
                        "or check that the file is jsonl, one object per line"),
-        INVALID_LABEL: (f"have an invalid label in field '{name}' (it became null, the row is kept): check "
-                        "the mapping"),
+        INVALID_LABEL: (f"have an invalid label in {_fields_named(lines)} (it became null, the row is kept): "
+                        "check the mapping"),
     }
     verb = "flagged" if reason in FLAG_ONLY else "rejected"
     return f"{share} " + hints.get(reason, f"were {verb} as {reason}: see their row, value and detail in "

@@ -754,6 +754,10 @@ def test_a_missing_field_hint_names_every_field_the_rows_lack():
     assert hint.startswith("3 of 6 rows (50%) lack fields 'answer' (2 rows), 'question' (1 row) (null")
     (one,) = D.ingest_hints(cfg(), lines[:1] + lines[2:], 4)
     assert "lack field 'answer' (null" in one
+    labels = [{"row": r, "field": f, "reason": D.INVALID_LABEL, "detail": ""}  # flagged in two fields: it named one
+              for r, f in ((1, "difficulty"), (2, "difficulty"), (3, "difficulty"), (4, "quality"), (5, "quality"))]
+    (bad,) = D.ingest_hints(cfg(), labels, 5)
+    assert "invalid label in fields 'difficulty' (3 rows), 'quality' (2 rows) (it became null" in bad
 
 
 # ------------------------------------------------------------------------------------------- check_mapping
