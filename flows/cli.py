@@ -243,10 +243,13 @@ def _out_dir(arg: str) -> Path:
 
 
 def _root(arg: str | None) -> Path:
-    """The artifact root a command reads: --root, else the config schema's default (.saerl)."""
+    """The artifact root a command reads: --root, else the config schema's default (.saerl), read by the config's
+    own runtime.artifact_root validator, as run, demo and ablate read their --root (:func:`with_root`): '~/runs' is
+    the home folder's runs for every command (status, report, gc and export read a folder named '~' under the
+    current one, and found no runs where `saerl run --root=~/runs` wrote them). in: --root or None; out: the path."""
     from saerl.config import RuntimeConfig
 
-    return Path(arg or RuntimeConfig.model_fields["artifact_root"].default)
+    return Path(RuntimeConfig(**({"artifact_root": arg} if arg else {})).artifact_root)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

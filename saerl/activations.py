@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -153,10 +154,12 @@ class LoadedModel:
 def resolve_model_path(name: str) -> str:
     """'pkg:<module>' -> the model folder a Python package ships: <package>/model holding config.json, found without
     importing the package (a plan stamps the folder before any stage runs, and importing runs the module's code;
-    a dotted name imports its parents), else its get_model_path() or MODEL_DIR, which needs the import; anything
-    else (local folder or hub id) is returned unchanged."""
+    a dotted name imports its parents), else its get_model_path() or MODEL_DIR, which needs the import; a local
+    folder named with '~' ('~/models/x', which the checks and keys read expanded) -> the expanded path when that
+    exists (transformers reads '~/models/x' as a hub id); anything else (a local folder, a hub id) unchanged."""
     if not name.startswith(PKG_MODEL):
-        return name
+        local = os.path.expanduser(name)
+        return local if Path(local).exists() else name
     module_name = name[len(PKG_MODEL):]
     spec = importlib.util.find_spec(module_name)
     if spec is None:
@@ -170,9 +173,13 @@ def resolve_model_path(name: str) -> str:
         return str(module.get_model_path())
     if getattr(module, "MODEL_DIR", None) is not None:
         return str(module.MODEL_DIR)
-    folder = Path(module.__file__).parent / "model"
-    if not folder.is_dir():
-        raise FileNotFoundError(f"package {module.__name__} ships no model folder (looked for {folder})")
+    file = getattr(module, "__file__", None)  # None for a namespace package (no __init__.py), absent for a builtin
+    folders = [str(Path(file).parent)] if file else list(spec.submodule_search_locations or [])  # a namespace's own
+    folder = Path(folders[0]) / "model" if folders else None
+    if folder is None or not folder.is_dir():
+        kind = "" if file else " (a namespace package)" if folder else " (a module without a file or folder)"
+        raise FileNotFoundError(f"package {module.__name__}{kind} ships no model folder (looked for {folder or 'none'}): "
+                                "give it model/config.json, get_model_path() or MODEL_DIR")
     return str(folder)
 
 

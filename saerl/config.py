@@ -804,14 +804,23 @@ def text_fields() -> set[str]:
             if ann is str or (get_origin(ann) in (Union, types.UnionType) and set(get_args(ann)) == {str, type(None)})}
 
 
+def without_empty_sections(raw: dict[str, Any]) -> dict[str, Any]:
+    """A raw config dict less its empty sections: YAML reads a section with nothing under it (`eval:` with its
+    entries commented out) as None, which means all defaults, as an absent section does (an override into it
+    crashed on the None, a plain field override said the section was not one). in: raw dict; out: a new dict."""
+    sections = {p.split(".")[0] for p in field_paths() if "." in p}
+    return {k: v for k, v in raw.items() if not (k in sections and v is None)}
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of a raw config dict with dotted overrides set; unknown paths are errors. A whole section
     given as a mapping ('train={max_steps: 50}') sets the fields it names, as 'train.max_steps=50' would, and
     keeps the section's other fields; one entry of a mapping field is set by its name ('eval.sets.gsm8k=PATH',
     'testbed.defect_kinds.garbled=0.3'), keeping the mapping's other entries. A text field keeps a value that
     YAML reads as something else (a number, boolean, mapping) as written: 'model.revision=0123456' is that
-    commit, not the octal 42798, and 'data.prompt=Solve: {question}' a template, not a mapping."""
-    out = json.loads(json.dumps(raw))
+    commit, not the octal 42798, and 'data.prompt=Solve: {question}' a template, not a mapping. An empty section
+    (None) is an absent one (:func:`without_empty_sections`)."""
+    out = without_empty_sections(json.loads(json.dumps(raw)))
     valid = set(field_paths())
     sections = {p.split(".")[0] for p in valid if "." in p}
     mappings, texts = mapping_fields(), text_fields()
@@ -887,6 +896,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}")
         where = str(p)
+        raw = without_empty_sections(raw)  # `eval:` with nothing under it: the section's defaults
         if "name" not in raw:
             raw["name"] = p.stem
     if overrides:

@@ -525,7 +525,9 @@ def variant_upstream(stage: str, upstream: dict[str, ArtifactRef], variant: dict
     return {k: v for k, v in upstream.items() if k not in drop}
 
 
-RUNNERS: dict[str, Callable[[PipelineConfig, dict[str, ArtifactRef], Build], dict[str, float]]] = {
+# stage -> its runner: (config, upstream artifacts, build) -> metrics; a stage with variants (VARIANTS: train,
+# heldout) takes its variant's keyword-only arm and seed too, so no one Callable signature fits them all
+RUNNERS: dict[str, Callable[..., dict[str, float]]] = {
     "testbed": runners.compute_testbed,
     "ingest": runners.compute_ingest,
     "extract": runners.compute_extract,
@@ -598,13 +600,17 @@ def check_inputs(stage: str, upstream: dict[str, ArtifactRef]) -> None:
 
 def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef],
               key: str | None = None, variant: dict[str, Any] | None = None, take_lock: bool = True) -> StageResult:
-    """Build or reuse `stage`'s artifact for `cfg` given its upstream artifacts (and, for train, the
-    variant {arm, seed} of the run); take_lock=False when the caller holds the key's build lock for it
+    """Build or reuse `stage`'s artifact for `cfg` given its upstream artifacts (and, for a stage with variants,
+    VARIANTS: train and heldout, the variant {arm, seed} of the run, which it needs: ValueError naming the stage
+    without one, before any key, lock or folder); take_lock=False when the caller holds the key's build lock for it
     (ArtifactStore.ensure). A build that resumed an interrupted one says what it reused (StageResult.resumed): the
     note its runner left (build note saerl.runs.RESUMED), else how many chunks of its chunk log it kept unchanged
     from an interrupted build, of those it held at the end (saerl.artifacts.reused_chunks, saerl.runs.resumed_note)."""
     from saerl.runs import RESUMED, resumed_note
 
+    if stage in VARIANTS and not variant:  # its runner needs arm and seed: it failed after taking the lock
+        raise ValueError(f"stage {stage} runs once per variant: pass variant={{'arm': ..., 'seed': ...}} (one of "
+                         f"{stage}'s variants, saerl.pipeline.VARIANTS['{stage}'](cfg))")
     set_threads(cfg)
     upstream = variant_upstream(stage, upstream, variant)
     keys = input_keys(cfg, stage, upstream, variant)

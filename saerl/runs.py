@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import typing
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -192,12 +193,36 @@ def _run_fix(runs: list[Path], match: list[Path]) -> str:
 SAFE_PART = re.compile(r"[A-Za-z0-9_-]+")
 
 
+# the JSON types a record's fields must have, by the kind their annotations name (a number may be written either way)
+JSON_TYPES: dict[type, tuple[type, ...]] = {dict: (dict,), str: (str,), float: (int, float), int: (int, float)}
+
+
+def shape_problem(data: Any, cls: type) -> str | None:
+    """What is wrong with the JSON types of one record (a RunRecord's or a StageRecord's fields, as saved), or None:
+    a field of the wrong type ("extra": null) was read as a record, which status, gc and report then crashed on.
+    Unknown and missing fields are left to the dataclass. in: the parsed JSON, the record class; out: the problem."""
+    if not isinstance(data, dict):
+        return f"a {cls.__name__} must be a JSON object, not {type(data).__name__}"
+    hints = typing.get_type_hints(cls)
+    for name, value in data.items():
+        if name not in hints:
+            continue
+        wanted = JSON_TYPES.get(typing.get_origin(hints[name]) or hints[name])
+        if wanted is not None and (isinstance(value, bool) or not isinstance(value, wanted)):
+            return f"field {name!r} of a {cls.__name__} must be {' or '.join(t.__name__ for t in wanted)}, got {value!r:.60}"
+    return None
+
+
 def read_run(path: Path) -> RunRecord:
-    """Parse one run record file; ValueError (naming the file) when it is not a readable record, or when its run
-    id is not its file's name or a run id, stage key or stage name of it is not a plain name (SAFE_PART): they
-    become paths under the root (the report's HTML file, artifact folders)."""
+    """Parse one run record file; ValueError (naming the file) when it is not a readable record (not JSON, a field
+    missing, unknown or of the wrong JSON type: :func:`shape_problem`), or when its run id is not its file's name
+    or a run id, stage key or stage name of it is not a plain name (SAFE_PART): they become paths under the root
+    (the report's HTML file, artifact folders)."""
     try:
         data = json.loads(Path(path).read_text())
+        if problem := shape_problem(data, RunRecord) or next(  # the stages' only once the record's are sound
+                filter(None, (shape_problem(v, StageRecord) for v in data.get("stages", {}).values())), None):
+            raise ValueError(problem)
         data["stages"] = {k: StageRecord(**v) for k, v in data["stages"].items()}
         record = RunRecord(**data)
     except (OSError, ValueError, KeyError, TypeError) as err:

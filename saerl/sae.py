@@ -284,9 +284,10 @@ def _source_sae(cfg: SAEConfig, device: str) -> tuple[Any, str]:
         return load_pretrained_sae(cfg.release, cfg.sae_id, device), f"{cfg.release}/{cfg.sae_id}"
     if not cfg.path:
         raise ValueError("sae.source=local needs sae.path (a folder with cfg.json + sae_weights.safetensors)")
-    if problem := local_sae_problem(Path(cfg.path).expanduser(), known_architectures()):
+    folder = Path(cfg.path).expanduser()  # '~/saes/x', as the up-front check and the keys read it
+    if problem := local_sae_problem(folder, known_architectures()):
         raise ValueError(problem)
-    return SAE.load_from_disk(cfg.path, device=device), cfg.path
+    return SAE.load_from_disk(folder, device=device), cfg.path
 
 
 def known_architectures() -> frozenset[str]:
@@ -509,8 +510,8 @@ def encode_codes(activations_path: str | Path, sae_dir: str | Path, cfg: SAEConf
     out_dir/codes.zarr. Chunk by chunk (default: all chunks), skipping chunks chunk_log records; a rerun resumes;
     `keep_going()`, asked before each chunk, ends the run early when False (a shard whose fan-out stopped);
     `reuse_sae`: take the SAE from :func:`load_sae_folder` (a Dask worker's shards after the first skip the load),
-    else load it for this call alone. Returns n_prompts, n_tokens (content tokens encoded), seconds, d_sae, top_k and mean_nonzero (kept features
-    per prompt), of the chunks run."""
+    else load it for this call alone. Returns n_prompts, n_tokens (content tokens encoded), chunks_run (how many
+    chunks this call encoded), seconds, d_sae, top_k and mean_nonzero (kept features per prompt), of the chunks run."""
     from sae_lens import SAE
 
     act = open_activations(activations_path)

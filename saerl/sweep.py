@@ -103,13 +103,16 @@ def parse_axis(text: str, source: GridSource = CLI_GRID) -> tuple[str, list[Any]
 def parse_grid(items: Sequence[str] | Mapping[str, Sequence[Any]], source: GridSource = CLI_GRID) -> Grid:
     """Command-line ``--grid`` strings, or an already structured {key: [values]} (a deployment's parameter),
     as one grid in the order given. A key given twice is an error that says how to merge the two. `source`:
-    what the user wrote the grid as, which the errors name."""
+    what the user wrote the grid as, which the errors name. A key with no values is an error (it made a sweep of no
+    settings, which the ablation flow died on)."""
     if isinstance(items, Mapping):
         grid: Grid = {}
         for key, values in items.items():
             if isinstance(values, str) or not isinstance(values, Sequence):
                 raise ConfigError(f"grid key '{key}': values must be a list, got {values!r}; write "
                                   f"{{{key}: [{format_value(values)}, ...]}}")
+            if not values:
+                raise ConfigError(f"grid key '{key}': no values; write {{{key}: [V1, V2]}}")
             grid[key] = list(values)
         return grid
     grid = {}
@@ -181,13 +184,16 @@ def plan_sweep(base: Mapping[str, Any], grid: Grid, overrides: Sequence[str] = (
     the plain overrides (only to reject a key that is also swept); what the user wrote the grid as (the command
     line's --grid, a deployment's grid parameter), which the errors name. out: (setting, validated config) per
     point of the cartesian product, in order. Raises ConfigError naming the key (unknown, a section,
-    result-neutral, set twice), the value (invalid for the field, or equal to another value once validated)."""
+    result-neutral, set twice, given no values), the value (invalid for the field, or equal to another value once
+    validated)."""
     if not grid:
         raise ConfigError(f"an ablation needs at least one {source.whole} (e.g. {_example(source)})")
     _check_overrides(grid, overrides, source)
     for key, values in grid.items():
         check_key(key, source)
         where = source.key.format(key=key)
+        if not values:  # a product with no settings: the ablation flow had no child to read its runner from
+            raise ConfigError(f"{where}: no values; write {_example(source, key, ['V1', 'V2'])}")
         seen: dict[str, Any] = {}
         for value in values:
             cfg = _validated(base, {key: value}, f"{where}: value {format_value(value)} is invalid")

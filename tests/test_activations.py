@@ -179,6 +179,35 @@ def test_pkg_model_path(monkeypatch, tmp_path):
         resolve_model_path("pkg:no_such_package_here")
 
 
+def test_a_pkg_model_of_a_namespace_package_without_a_model_folder_names_the_fix(monkeypatch, tmp_path):
+    """A namespace package (a folder with no __init__.py) has no __file__: 'pkg:NS' failed planning with "TypeError:
+    expected str, bytes or os.PathLike object, not NoneType" before the intended error; its folder is looked in now."""
+    (tmp_path / "bare_namespace_pkg").mkdir()
+    (tmp_path / "modelled_namespace_pkg" / "model").mkdir(parents=True)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"package bare_namespace_pkg \(a namespace package\) ships no model "
+                                                 r"folder \(looked for .*bare_namespace_pkg/model\): give it model/"):
+        resolve_model_path("pkg:bare_namespace_pkg")
+    with pytest.raises(FileNotFoundError, match=r"package json ships no model folder \(looked for .*json/model\)"):
+        resolve_model_path("pkg:json")  # a regular package, as before
+    assert resolve_model_path("pkg:modelled_namespace_pkg") == str(tmp_path / "modelled_namespace_pkg" / "model")
+
+
+def test_a_model_folder_named_under_home_loads(tiny, tmp_path, monkeypatch):
+    """'~/models/x' passed the up-front checks and keyed by its content (both expand '~'), then transformers read
+    the unexpanded name as a hub id ("Repo id must use alphanumeric chars") when a stage loaded it."""
+    from saerl.activations import model_shape
+    from saerl.policy_lm import load_policy
+
+    shutil.copytree(tiny, tmp_path / "home" / "models" / "tiny")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert resolve_model_path("~/models/tiny") == str(tmp_path / "home" / "models" / "tiny")
+    assert resolve_model_path("~/models/none") == "~/models/none"  # nothing there: left as written, for the error
+    assert model_shape("~/models/tiny", ModelConfig()) == (N_LAYERS, 32)
+    assert len(load_model("~/models/tiny", ModelConfig(), device="cpu").layers) == N_LAYERS
+    assert load_policy("~/models/tiny")[0].config.num_hidden_layers == N_LAYERS
+
+
 def _extract(tmp, tiny, prompts, ids, cfg, fail_after=None):
     def boom(chunk):
         if fail_after is not None and chunk == fail_after:

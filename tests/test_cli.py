@@ -448,3 +448,24 @@ def test_again_without_relog_is_refused(tmp_path, capsys):
 
     assert main(["report", "--root", str(tmp_path), "--again"]) == 2
     assert "--again goes with --relog" in capsys.readouterr().err
+
+
+def test_every_command_reads_a_root_under_home_where_run_writes_it(tmp_path, monkeypatch, capsys):
+    """`saerl run CONFIG --root=~/runs` wrote to the home folder's runs (the config's validator expands '~'), while
+    status, report, gc and export read a folder named '~' under the current one and found no runs there (the shell
+    leaves '~' in '--root=~/runs' as it is). Every command now reads the root as runtime.artifact_root does."""
+    from flows.cli import _root, with_root
+    from saerl.config import load_config
+    from saerl.runs import RunRecord, save_run
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    written = load_config(REPO / "configs" / "smoke.yaml", with_root([], "~/runs")).runtime.artifact_root
+    assert _root("~/runs") == Path(written) == tmp_path / "home" / "runs"
+    assert _root(None) == Path(".saerl") and _root("rel") == Path("rel")
+    save_run(Path(written), RunRecord(name="smoke", run_id="20260101-000000-000000-aaaa"))
+    capsys.readouterr()
+    assert main(["status", "--list", "--root=~/runs"]) == 0
+    assert "20260101-000000-000000-aaaa" in capsys.readouterr().out
+    assert main(["gc", "--dry-run", "--root=~/runs"]) == 0, capsys.readouterr().err
+    assert not (tmp_path / "~").exists()

@@ -270,3 +270,16 @@ def test_a_data_path_without_a_source_reads_that_file_and_a_source_that_ignores_
             load_config(None, [f"data.source={source}", "data.path=/d/train.jsonl"])
     with pytest.raises(ConfigError, match="set data.source=file"):
         load_config(CONFIGS / "demo.yaml", ["data.path=/d/train.jsonl"])
+
+
+def test_an_empty_section_is_all_defaults_overrides_into_it_included(tmp_path):
+    """YAML reads `eval:` with nothing under it (its entries commented out) as None: an override of one entry of a
+    mapping in it (eval.sets.gsm=PATH) crashed with AttributeError and a traceback, a plain field override said
+    "'eval' is not a section", and no override at all "got None". An empty section is now an absent one."""
+    path = tmp_path / "emptysec.yaml"
+    path.write_text("name: t\neval:\n  # sets: {}\ndata: {source: sample}\ntestbed:\n")
+    assert load_config(path).eval == PipelineConfig().eval
+    assert load_config(path, ["eval.sets.gsm=x.jsonl"]).eval.sets == {**PipelineConfig().eval.sets, "gsm": "x.jsonl"}
+    assert load_config(path, ["eval.k_samples=2"]).eval.k_samples == 2
+    assert load_config(path, ["testbed.defect_kinds.garbled=0.3"]).testbed.defect_kinds["garbled"] == 0.3
+    assert apply_overrides({"eval": None}, ["eval.k_samples=2"]) == {"eval": {"k_samples": 2}}

@@ -766,3 +766,45 @@ def test_a_stage_refuses_an_input_collected_from_under_it_naming_the_input_and_t
     shutil.rmtree(extract.path)
     with pytest.raises(CorruptArtifact, match=r"input extract .*missing"):
         pipeline.run_stage(store, cfg, "sae", {"extract": extract})
+
+
+def test_a_folder_named_under_home_keys_as_its_absolute_path_does(tmp_path, monkeypatch):
+    """'~/...' in model.name_or_path, extract.model or sae.path keys by the folder's content, as its absolute path
+    does (a stage now loads it expanded too: test_activations and test_sae's ..._named_under_home_loads)."""
+    from saerl.stages import stage_key
+
+    home = tmp_path / "home"
+    for name in ("model", "sae"):
+        (home / name).mkdir(parents=True)
+        (home / name / "config.json").write_text('{"num_hidden_layers": 4}')
+        (home / name / "weights.safetensors").write_bytes(name.encode() * 512)
+    monkeypatch.setenv("HOME", str(home))
+
+    def keys(model: str, sae: str) -> dict[str, tuple[str, dict[str, str]]]:
+        cfg = load_config(None, ["data.source=sample", f"model.name_or_path={model}", f"extract.model={model}",
+                                 "sae.source=local", f"sae.path={sae}"])
+        out = {}
+        for stage in ("extract", "sae", "label", "train", "heldout"):
+            variant = {"arm": "saerl", "seed": 0} if stage in ("train", "heldout") else None
+            inputs = input_keys(cfg, stage, {}, variant)
+            out[stage] = (stage_key(cfg, stage, inputs), inputs)
+        return out
+
+    tilde = keys("~/model", "~/sae")
+    assert tilde == keys(str(home / "model"), str(home / "sae"))
+    assert tilde["extract"][1]["model_folder"] and tilde["sae"][1]["sae_folder"]  # stamped by content
+
+
+@pytest.mark.parametrize("stage", ["train", "heldout"])
+def test_a_stage_with_variants_run_without_one_is_refused_before_its_key_lock_or_folder(stage, tmp_path, monkeypatch):
+    """run_stage(store, cfg, "train", upstream) without a variant computed a key without arm and seed, took its
+    build lock and opened a partial folder, then failed with "compute_train() missing 2 required keyword-only
+    arguments"; it now says the stage needs a variant before anything else."""
+    from saerl import pipeline
+    from saerl.pipeline import run_stage
+
+    monkeypatch.setattr(pipeline, "input_keys", lambda *a, **k: pytest.fail("a key was computed"))
+    store = ArtifactStore(tmp_path / "root")
+    with pytest.raises(ValueError, match=rf"stage {stage} runs once per variant: pass variant="):
+        run_stage(store, load_config(CONFIGS / "smoke.yaml"), stage, {})
+    assert not (tmp_path / "root" / stage).exists()

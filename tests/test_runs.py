@@ -446,3 +446,44 @@ def test_recorded_builds_names_the_newest_run_that_had_each_artifact(tmp_path):
     builds = recorded_builds(tmp_path, exclude="20260103-000000-cccccc")
     assert builds == {("score", "s1"): "20260102-000000-bbbbbb", ("train", "t1"): "20260101-000000-aaaaaa"}
     assert "run 20260102-000000-bbbbbb" in gone_note(builds["score", "s1"]) and "saerl gc" in gone_note("x")
+
+
+def test_a_record_with_fields_of_the_wrong_json_type_is_unreadable_to_status_and_gc(tmp_path, capsys):
+    """A record with "extra": null (or a stage's "inputs": null) was read as a record, and `saerl status`,
+    `status --list`, `gc` and `report` then crashed on it with AttributeError and a traceback. read_run now checks
+    the JSON types, so each command treats it as any unreadable record: status --list lists it as such, gc stops on
+    it while it would be among the runs kept and passes over it after them."""
+    import json
+
+    import pytest
+
+    from flows.cli import main
+    from saerl.runs import read_run
+
+    good = _rec("demo", "ingest", {}, {"testbed": "k"})
+    good.run_id = "20260101-000000-000000-aaaa"
+    data = good.to_json()
+    path = save_run(tmp_path, good)
+    assert read_run(path).stages["ingest"].inputs == {"testbed": "k"}
+    odd = {**data, "run_id": "20260102-000000-000000-bbbb"}
+    stage = data["stages"]["ingest"]
+    for change in ({"extra": None}, {"config": []}, {"started": "yesterday"}, {"started": True}, {"name": 3},
+                   {"stages": None}, {"stages": {"ingest": None}}, {"stages": {"ingest": {**stage, "inputs": None}}},
+                   {"stages": {"ingest": {**stage, "config": None}}}, {"stages": {"ingest": {**stage, "bytes": "1"}}}):
+        bad = save_run(tmp_path, RunRecord(name="demo", run_id=odd["run_id"]))
+        bad.write_text(json.dumps({**odd, **change}))
+        with pytest.raises(ValueError, match=f"run record {bad} is not readable .*must be"):
+            read_run(bad)
+    bad.write_text(json.dumps({**odd, "stages": {"ingest": {**stage, "seconds": 2, "bytes": 5.0}}}))
+    assert read_run(bad).stages["ingest"].seconds == 2  # a number is one, written as an int or a float
+    bad.write_text(json.dumps({**odd, "extra": None}))
+    capsys.readouterr()
+    assert main(["status", "--list", "--root", str(tmp_path)]) == 0
+    listed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "<unreadable record>" in listed[odd["run_id"]] and "demo" in listed[good.run_id]
+    assert main(["gc", "--dry-run", "--root", str(tmp_path)]) == 2  # the newest: what it keeps is unknown
+    assert "is not readable" in capsys.readouterr().err
+    good.run_id = "20260103-000000-000000-cccc"
+    save_run(tmp_path, good)
+    assert main(["gc", "--dry-run", "--keep-runs", "1", "--root", str(tmp_path)]) == 0  # past the runs kept
+    assert "Traceback" not in capsys.readouterr().err

@@ -643,3 +643,16 @@ def test_a_local_sae_folder_that_cannot_load_is_refused_naming_sae_path(store, t
     (odd / "cfg.json").write_text(json.dumps({**cfg_json, "architecture": "os.system"}))
     with pytest.raises(ValueError, match=r"architecture 'os.system', which the installed sae-lens does not load.*topk"):
         obtain_sae(CFG.model_copy(update={"source": "local", "path": str(odd)}), store, tmp_path / "b")
+
+
+def test_a_local_sae_named_under_home_loads(tmp_path, monkeypatch):
+    """sae.path=~/saes/mine passed the up-front check (local_sae_problem reads it expanded) and keyed by its content,
+    then sae-lens was given '~/saes/mine' and failed after the whole extraction (No such file ... '~/saes/mine/cfg.json')."""
+    from sae_lens import TopKSAE
+
+    from saerl.sae import _source_sae
+
+    _random_sae(tmp_path / "home" / "saes" / "mine")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    sae, origin = _source_sae(CFG.model_copy(update={"source": "local", "path": "~/saes/mine"}), "cpu")
+    assert isinstance(sae, TopKSAE) and sae.cfg.d_sae == 64 and origin == "~/saes/mine"

@@ -13,6 +13,7 @@ import pytest
 from flows.cli import main
 from saerl.config import ConfigError, load_config
 from saerl.sweep import (
+    PARAM_GRID,
     format_sweep,
     format_value,
     parse_axis,
@@ -66,6 +67,17 @@ def test_grid_from_a_mapping_keeps_its_order_and_wants_lists():
         parse_grid({"a.y": 0.1})
 
 
+def test_a_grid_key_with_no_values_is_refused_where_it_is_read_and_where_it_is_planned(base):
+    """A deployment's grid {"curriculum.mix_ratio": []} passed parse_grid, plan_sweep returned no settings without
+    a word, and the ablation flow died with IndexError at its first child; now both refuse it naming the key."""
+    with pytest.raises(ConfigError, match=r"grid key 'curriculum.mix_ratio': no values; write "
+                                          r"\{curriculum.mix_ratio: \[V1, V2\]\}"):
+        parse_grid({"curriculum.mix_ratio": [], "curriculum.ordering": ["random"]}, PARAM_GRID)
+    with pytest.raises(ConfigError, match=r"grid key 'curriculum.mix_ratio': no values; write "
+                                          r"grid: \{curriculum.mix_ratio: \[V1, V2\]\}"):
+        plan_sweep(base, {"curriculum.ordering": ["random"], "curriculum.mix_ratio": []}, source=PARAM_GRID)
+
+
 @pytest.mark.parametrize("grid, expected", [
     ({"curriculum.mix_ratoi": [0, 1]}, "unknown key 'curriculum.mix_ratoi' (did you mean 'curriculum.mix_ratio'?)"),
     ({"mix_ratio": [0, 1]}, "did you mean 'curriculum.mix_ratio'?"),
@@ -77,6 +89,7 @@ def test_grid_from_a_mapping_keeps_its_order_and_wants_lists():
     ({"curriculum.ordering": ["easy_to_hrd"]}, "value easy_to_hrd is invalid"),
     ({"curriculum.mix_ratio": [0, 0.0]}, "values 0 and 0.0 are the same setting; list each value once"),
     ({}, "needs at least one --grid KEY=V1,V2"),
+    ({"curriculum.mix_ratio": []}, "--grid curriculum.mix_ratio: no values; write --grid curriculum.mix_ratio=V1,V2"),
 ])
 def test_invalid_grids_name_the_key_and_the_fix(base, grid, expected):
     with pytest.raises(ConfigError) as err:
@@ -291,6 +304,7 @@ def test_ablation_flow_refuses_a_child_that_cannot_evaluate_before_any_child_run
     ({"curriculum.mix_ratio": [0, 0.0]}, "grid key 'curriculum.mix_ratio': values 0 and 0.0 are the same setting"),
     ({"curriculum.mix_ratio": [0, 7]}, "grid key 'curriculum.mix_ratio': value 7 is invalid"),
     ({}, "needs at least one key in its grid parameter, {KEY: [V1, V2]}"),
+    ({"curriculum.mix_ratio": []}, "grid key 'curriculum.mix_ratio': no values; write {curriculum.mix_ratio: [V1, V2]}"),
     (["curriculum.mix_ratio"], "grid entry 'curriculum.mix_ratio': expected KEY=V1,V2"),
     (["curriculum.mix_ratio=0", "curriculum.mix_ratio=1"], "give it once with every value: grid: {curriculum.mix_ratio: [0, 1]}"),
 ])
