@@ -13,6 +13,8 @@ so a record left by an earlier version (cloudpickle) would otherwise be unpickle
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,32 @@ RESULTS_DIR = CACHE_RECORDS_DIR  # result storage of the stage tasks, under the 
 # result): a loaded cache record would unpickle whatever the file holds. Our task results are JSON already; the
 # encoder/decoder hooks are off so a record can only decode to plain JSON values, never to a class it names.
 RESULT_SERIALIZER = JSONSerializer(object_encoder=None, object_decoder=None)
+
+
+# Prefect persists a failed task's exception as a result too, through the task's serializer: plain JSON cannot hold
+# an exception, so every failed stage logged this beside its real error, reading like a second problem. A stage's
+# successful result is always plain JSON, so the message can only be about a failure's exception.
+UNWRITTEN_FAILURE = re.compile(r"^Failed to write result: Failed to serialize object of type '\w+' with serializer "
+                               r"'json'")
+
+
+class UnwrittenFailureFilter(logging.Filter):
+    """Drops Prefect's warning that a failed stage's exception could not be written as a JSON result
+    (UNWRITTEN_FAILURE); the failure itself is logged and raised as before."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not UNWRITTEN_FAILURE.match(record.getMessage())
+
+
+def quiet_unwritten_failures() -> None:
+    """Install UnwrittenFailureFilter on Prefect's task-run logger, once per process (the flow's, and a Dask
+    worker's, which imports this module to run the task)."""
+    runs = logging.getLogger("prefect.task_runs")
+    if not any(isinstance(f, UnwrittenFailureFilter) for f in runs.filters):
+        runs.addFilter(UnwrittenFailureFilter())
+
+
+quiet_unwritten_failures()
 
 
 def to_refs(upstream: dict[str, dict[str, str]]) -> dict[str, ArtifactRef]:

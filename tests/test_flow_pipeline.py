@@ -263,9 +263,10 @@ def test_a_prefect_cache_hit_records_its_own_seconds_not_the_builds(prefect_api,
     assert not any(" computing " in ln for ln in outs[1]), outs[1]
 
 
-def test_a_failed_run_is_recorded_as_failed_and_where(prefect_api, tmp_path, monkeypatch):
+def test_a_failed_run_is_recorded_as_failed_and_where(prefect_api, tmp_path, monkeypatch, capfd):
     """A run stopped by an error leaves a record that says so (it read as a short finished run): the stage run
-    that failed and the error, shown by `saerl status`, `status --list` and the report."""
+    that failed and the error, shown by `saerl status`, `status --list` and the report. Prefect's warning that the
+    error could not be written as a JSON result (beside every failure, reading like a second problem) is not shown."""
     from flows.pipeline import pipeline_flow
     from saerl import pipeline
     from saerl.report import load_report, sections
@@ -279,6 +280,8 @@ def test_a_failed_run_is_recorded_as_failed_and_where(prefect_api, tmp_path, mon
     cfg = load_config(None, [f"runtime.artifact_root={tmp_path}", "data.source=sample", "tracking.enabled=false"])
     with pytest.raises(Exception, match="the data file went away"):
         pipeline_flow(config=cfg.model_dump(mode="json"), until="ingest")
+    err = capfd.readouterr().err
+    assert "the data file went away" in err and "Failed to write result" not in err
     record = load_run(tmp_path, "latest")
     assert record.extra[FAILED] == "ingest: RuntimeError: the data file went away" and not record.stages
     assert "FAILED at ingest: RuntimeError" in run_status(tmp_path)
