@@ -243,7 +243,7 @@ def test_cli_run_end_to_end_twice(tmp_path):
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
     def stage_lines(out: str) -> list[str]:
-        return [ln for ln in out.splitlines() if ln.startswith("[") and " key=" in ln]
+        return [ln for ln in out.splitlines() if ln.startswith("[") and " key=" in ln and " computing " not in ln]
 
     again = stage_lines(second.stdout)
     assert len(again) == len(stage_lines(first.stdout)) >= 10 and all(" cached " in ln for ln in again)

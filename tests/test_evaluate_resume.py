@@ -74,7 +74,7 @@ def stubbed(monkeypatch):
         state["loads"].append(Path(path).parent.name if "train-" in str(path) else "base")
         return str(path), None
 
-    def evaluate(model, tok, sets, cfg, max_new_tokens, seed, greedy=True):
+    def evaluate(model, tok, sets, cfg, max_new_tokens, seed, greedy=True, **kw):
         state["calls"].append((Path(model).parent.name if "train-" in model else "base", seed))
         state.setdefault("greedy", []).append(greedy)
         if len(state["calls"]) == state["kill_at"]:
