@@ -589,7 +589,9 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     t = cfg.train
     order_frame = arm_order_frame(cfg, inputs, arm, seed)
     # one whole batch per step: an epoch's short last batch is left out, so no step spans two epochs and holds a
-    # prompt twice (trl's own shuffling sampler drops it too); the run reads the order again if it needs more
+    # prompt twice (trl's own shuffling sampler drops it too); the run reads the order again if it needs more. An
+    # order of fewer prompts than a batch has no whole batch and is read as it is, so its steps repeat prompts (the
+    # curriculum stage notes it: saerl.curriculum.short_order_notes)
     order = whole_batches(order_frame, cfg.curriculum.batch_size)
     if not order:
         raise ValueError(f"arm {arm!r} has no prompts to train on (every prompt filtered?): lower "
