@@ -82,7 +82,7 @@ STAGES: dict[str, Stage] = {
         Stage("curriculum", "5", ("curriculum", "score.quality_threshold", "train.max_steps"), ("score",),
               "order.parquet"),
         Stage(
-            "train", "15",
+            "train", "16",
             ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.warmup_steps",
              "train.num_generations",
              "train.steps_per_generation", "train.micro_batches",

@@ -872,3 +872,29 @@ def test_the_steps_aware_shuffle_follows_its_own_thread_only():
         _SHUFFLE_STEPS.reset(token)
     assert other == ["trl's"] and sorted(mine["x"][:4].tolist()) == [0, 1, 2, 3]
     assert shuffle(batch) == "trl's"
+
+
+def test_the_in_training_evaluation_reads_the_weights_in_their_own_precision_as_heldout_does(one_torch_thread):
+    """With train.bf16 (a GPU) accelerate wraps the policy's forward in bf16 autocast on the model itself, and the
+    learning curve generated through it, while the heldout stage reads the same weights in float32: one policy
+    measured at two precisions (63 of 300 greedy completions differed on the testbed LM). The callback's
+    generation runs the model's own forward; training's autocast is back after it."""
+    import torch
+    from accelerate import Accelerator
+    from tiny import tiny_model, tiny_tokenizer
+
+    from saerl.rl import EvalCallback
+
+    tok = tiny_tokenizer()
+    model = Accelerator(mixed_precision="bf16", cpu=True).prepare_model(tiny_model(tok, seed=1))
+    seen: list[torch.dtype] = []
+    model.model.layers[0].mlp.down_proj.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    model(torch.tensor([[1, 2, 3]]))
+    assert seen == [torch.bfloat16], "the trainer's wrapping (the case this is about)"
+    seen.clear()
+    evals = EvalCallback({"h": pl.DataFrame({"id": ["a"], "prompt": ["1 + 1 ?"], "answer": ["2"]})}, tok, 1, 3, 4)
+    evals._run(model, 0)
+    assert seen and set(seen) == {torch.float32}
+    seen.clear()
+    model(torch.tensor([[1, 2, 3]]))
+    assert seen == [torch.bfloat16], "training's autocast restored"
