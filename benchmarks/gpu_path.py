@@ -12,6 +12,7 @@ train.max_completion_length tokens in train.micro_batches passes), so the peak m
     python benchmarks/gpu_path.py --model Qwen/Qwen2.5-Math-1.5B --data ../shared/data/gsm8k_train.jsonl \
         --eval ../shared/data/gsm8k_test.jsonl                      # the real model (weights from the hub cache)
     python benchmarks/gpu_path.py --data ... --eval ... --quick      # no weights at hand: see below
+    python benchmarks/gpu_path.py --data ... --eval ... --tiny --quick   # no GPU: a 4-layer model, the same stages
 
 Without --model (a machine that cannot reach the hub), the model is Qwen2.5-Math-1.5B's architecture
 (Qwen2: 28 layers, d=1536, 12 query / 2 key-value heads, MLP 8960, tied embeddings) with random weights,
@@ -22,8 +23,9 @@ Random weights answer nothing right, so the rewards are all zero and every rollo
 limit: the timings are the worst case of a real run's, the accuracies mean nothing.
 
 Last line: ``RESULT extract_prompts_per_s=.. grpo_s_per_step=.. grpo_step_s=.. grpo_warm_step_s=.. peak_gpu_gib=..
-total_s=.. params_b=..``: the prompts extracted over the extract stage's wall time, the train stages' wall time over
-the steps they trained (loading, in-training evaluation and saving included), the mean of trl's step_time (a step's
+total_s=.. params_b=..``: the prompts extracted over the extract stage's wall time, trl's training seconds over
+the steps trained (from the start of training to its last step: the step-0 and intermediate in-training evaluations
+in, loading, saving and the final evaluation out; each train stage's metric train_seconds), the mean of trl's step_time (a step's
 rollouts and update alone; each arm's mean, averaged over the arms), the mean over the steps of all arms pooled
 less the first step of the first arm computed in this process, or of the first arm when all were reused (it warms
 the GPU up: on an H200 the first arm's single step took 56 s, the second arm's 20 s; nan with nothing left); all
@@ -79,6 +81,7 @@ def build_shaped_model(out: Path, tokenizer_dir: Path, shape: dict[str, object],
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     tok.chat_template = CHAT_TEMPLATE
     tok.eos_token = tok.sep_token
+    tok.model_max_length = int(shape["max_position_embeddings"])  # MiniLM's 512 warned of "too long" prompts
     cfg = Qwen2Config(vocab_size=len(tok), bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
                       pad_token_id=tok.pad_token_id, **shape)
     torch.manual_seed(seed)
@@ -206,8 +209,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help=f"{QUICK_RUN[0]} prompts, {QUICK_RUN[1]} steps of 8 prompts, "
                     "128-token rollouts (--prompts and --steps, when given, win)")
     ap.add_argument("--tiny", action="store_true", help="a 4-layer d=64 model of the same architecture (CPU smoke)")
+    ap.add_argument("--cpu", action="store_true", help="run the full-size path without a GPU all the same (hours)")
     ap.add_argument("overrides", nargs="*", help="dotted config overrides")
     args = ap.parse_intermixed_args()
+    if not (torch.cuda.is_available() or args.tiny or args.cpu):  # it built 2.6 GB and extracted for hours on a CPU
+        ap.error("no GPU here: this checks the 1.5B path on a GPU; `--tiny --quick` runs the same stages with a "
+                 "4-layer model as a CPU smoke test (about 6-9 minutes), --cpu the full size on the CPU (hours)")
     default = QUICK_RUN if args.quick else FULL_RUN
     prompts, steps = args.prompts or default[0], args.steps or default[1]  # an explicit value is never dropped
     root = Path(args.root)
@@ -222,13 +229,13 @@ def main() -> None:
     t0 = time.time()
 
     def report(name: str, res: object) -> None:
-        mem = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+        mem = f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if torch.cuda.is_available() else "n/a (no GPU)"
         steps = ""
         if name.startswith("train:"):  # printed as each arm ends: a run cut short still shows what its steps cost
             fig = train_step_figures(res.ref)  # type: ignore[attr-defined]
             steps = f"; GRPO step {fig['grpo_step_s']:.1f} s (mean), in-training evaluation {fig['eval_s']:.1f} s"
         print(f"[{name}] {'computed' if res.computed else 'cached'} in {res.seconds:.1f} s; "  # type: ignore[attr-defined]
-              f"peak GPU memory so far {mem:.1f} GiB{steps}", flush=True)
+              f"peak GPU memory so far {mem}{steps}", flush=True)
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()  # the peak of the stages, not of building the model above
@@ -241,7 +248,7 @@ def main() -> None:
     print(f"RESULT extract_prompts_per_s={figures['extract_prompts_per_s']:.1f} "
           f"grpo_s_per_step={figures['grpo_s_per_step']:.2f} grpo_step_s={figures['grpo_step_s']:.2f} "
           f"grpo_warm_step_s={figures['grpo_warm_step_s']:.2f} peak_gpu_gib={peak_gpu_gib(results):.1f} "
-          f"total_s={total_s:.0f} params_b={params_b:.2f}")
+          f"total_s={total_s:.0f} params_b={params_b:.3g}")  # 3 figures: the tiny model's 0.00195 shows
 
 
 if __name__ == "__main__":

@@ -124,10 +124,26 @@ def test_result_line_peak_is_nan_without_a_gpu_and_total_is_the_stages_time(tmp_
     monkeypatch.setattr(bench, "run_all", lambda store, cfg, report=None: results)
     monkeypatch.setattr(bench, "parameter_count", lambda model: bench.time.time() and 1.5e9)  # ticks the clock
     monkeypatch.setattr(sys, "argv", ["gpu_path.py", "--model", "m", "--data", "d.jsonl", "--eval", "e.jsonl",
-                                      "--root", str(tmp_path)])
+                                      "--root", str(tmp_path), "--cpu"])
     bench.main()
     result = capsys.readouterr().out.strip().splitlines()[-1]
     assert "peak_gpu_gib=nan" in result and "total_s=30 " in result and "extract_prompts_per_s=20.0" in result
+    assert "params_b=1.5 " not in result and result.endswith("params_b=1.5")
+
+
+def test_without_a_gpu_the_full_size_path_is_refused_unless_asked(tmp_path, monkeypatch, capsys):
+    """Without a GPU and without --tiny it built the 1.37B model (2.6 GB) and extracted on the CPU for hours,
+    saying nothing; it now names --tiny --quick, and runs on the CPU only with --cpu."""
+    import sys
+
+    bench = load_benchmark("gpu_path")
+    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(bench, "build_shaped_model", lambda *a, **k: pytest.fail("built the model"))
+    monkeypatch.setattr(sys, "argv", ["gpu_path.py", "--data", "d.jsonl", "--eval", "e.jsonl", "--root", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        bench.main()
+    err = capsys.readouterr().err
+    assert "no GPU here" in err and "`--tiny --quick`" in err
 
 
 def test_an_interrupted_model_build_leaves_no_config_a_rerun_would_trust(tmp_path, monkeypatch):
@@ -166,7 +182,7 @@ def test_explicit_prompts_and_steps_win_over_quick(tmp_path, monkeypatch, flags,
     monkeypatch.setattr(bench, "run_all", lambda store, cfg, report=None: seen.setdefault("cfg", cfg) and {})
     monkeypatch.setattr(bench, "parameter_count", lambda model: 1.5e9)
     monkeypatch.setattr(sys, "argv", ["gpu_path.py", "--model", "m", "--data", "d.jsonl", "--eval", "e.jsonl",
-                                      "--root", str(tmp_path), *flags])
+                                      "--root", str(tmp_path), "--cpu", *flags])
     bench.main()
     assert (seen["cfg"].data.max_rows, seen["cfg"].train.max_steps) == expected
 
