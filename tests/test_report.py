@@ -20,12 +20,17 @@ def test_unflatten_gives_back_the_config():
     assert build_config(unflatten(flatten(cfg))) == cfg
 
 
-def test_arm_table_shows_intervals_verdict_and_steps():
-    cmp = pl.DataFrame({
+def _two_arms() -> pl.DataFrame:
+    """A comparison.parquet of one set: vanilla (the reference) and saerl, 2 seeds each, saerl 10 points better."""
+    return pl.DataFrame({
         "set": ["h", "h"], "arm": ["vanilla", "saerl"], "n_seeds": [2, 2], "accuracy": [0.4, 0.5],
         "ci_low": [0.3, 0.45], "ci_high": [0.5, 0.55], "level": [0.95, 0.95], "diff_pts": [0.0, 10.0],
         "diff_ci_low_pts": [None, 2.0], "diff_ci_high_pts": [None, 18.0], "verdict": ["reference", "better"],
         "metric": ["greedy", "greedy"]})
+
+
+def test_arm_table_shows_intervals_verdict_and_steps():
+    cmp = _two_arms()
     stt = pl.DataFrame({"arm": ["saerl", "vanilla"], "seed": [0, 0], "target": [0.4, 0.4], "steps": [2, 4],
                         "reached": [True, True], "mean_steps": [2.0, 4.0], "ratio": [0.5, 1.0], "set": ["h", "h"]})
     table = arm_table(cmp, stt)
@@ -39,11 +44,8 @@ def test_arm_table_shows_intervals_verdict_and_steps():
 
 def test_arm_table_shows_a_near_zero_bound_with_its_sign_as_the_printed_comparison_does():
     """The report printed "[+0.0, +4.8]" beside "better" where the run's own table printed "[+0.049, +4.8]"."""
-    cmp = pl.DataFrame({
-        "set": ["h", "h"], "arm": ["vanilla", "saerl"], "n_seeds": [1, 1], "accuracy": [0.084, 0.108],
-        "ci_low": [0.06, 0.081], "ci_high": [0.11, 0.135], "level": [0.95, 0.95], "diff_pts": [0.0, 2.4],
-        "diff_ci_low_pts": [None, 0.049423], "diff_ci_high_pts": [None, 4.8], "verdict": ["reference", "better"],
-        "metric": ["greedy", "greedy"]})
+    cmp = _two_arms().with_columns(diff_ci_low_pts=pl.Series([None, 0.049423]),
+                                   diff_ci_high_pts=pl.Series([None, 4.8]))
     saerl = arm_table(cmp, None).filter(pl.col("arm") == "saerl").row(0, named=True)
     assert saerl["diff 95% CI"] == "[+0.049, +4.8]"
 
