@@ -273,7 +273,6 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[
                        if isinstance(err, FieldNotFoundError) else "")  # an empty or unreadable file: no field fixes it
                 raise IngestError(f"held-out set eval.sets.{name} ({path}), read with the data mapping and its own "
                                   f"fields: {err}{own}") from err
-            runners.held_out_rows(cfg, name, entry)  # a file whose every row is rejected (small: read whole)
     check_loaders(cfg, until)
     return stages
 
