@@ -562,6 +562,16 @@ def _uniform_bound(accuracy: float, problems: int, level: float) -> tuple[float,
     return (0.0, 1 - edge) if accuracy == 0 else (edge, 1.0)
 
 
+def _flip_bound(diff: float, problems: list[int], level: float) -> tuple[float, float]:
+    """The interval of a difference of +1 (or -1) when every problem of every set went from wrong to right (right
+    to wrong): the paired t interval has no width, and 0/2 against 2/2 read "[+100.0, +100.0], better". The share
+    of problems that flip that way has the exact lower bound b = ((1 - level) / 2) ** (1 / n) per set (the rest may
+    flip back), so the difference is at least 2b - 1 (averaged over the sets as they are): [2b - 1, 1] for +1 (two
+    problems: [-0.68, 1], within noise), mirrored for -1. in: +1.0 or -1.0, each set's problems, level; out: bounds."""
+    low = float(np.mean([2 * ((1 - level) / 2) ** (1 / n) - 1 for n in problems]))
+    return (low, 1.0) if diff > 0 else (-1.0, -low)
+
+
 def _clipped(lo: float, hi: float, low: float, high: float) -> tuple[float, float]:
     """An interval cut to the values the quantity can take (NaN bounds stay NaN). in: bounds, range; out: bounds."""
     return (lo if math.isnan(lo) else max(lo, low)), (hi if math.isnan(hi) else min(hi, high))
@@ -684,7 +694,9 @@ def _arm_rows(label: str, sets: list[str], by_seed: dict[str, dict[Any, float]],
         n_own = sum(len(v) for v in own.values())
         lo, hi = _clipped(*_interval(mean, _seed_part(acc) + problem_parts(own), level), 0.0, 1.0)
         if lo == hi and n_own and mean in (0.0, 1.0):  # every problem (and seed) at 0 or 1: no spread to measure
-            lo, hi = _uniform_bound(mean, n_own, level)
+            # each set's own exact bound, averaged as the sets are (pooling them let a big set vouch for a small one)
+            bounds = [_uniform_bound(mean, len(v), level) for v in own.values() if len(v)]
+            lo, hi = float(np.mean([b[0] for b in bounds])), float(np.mean([b[1] for b in bounds]))
         row = {"set": label, "arm": arm, "n_seeds": len(acc), "n_problems": n_own or None,
                "accuracy": mean, "ci_low": lo, "ci_high": hi, "level": level,
                "verifier_failures": sum(fails.get((t, arm), 0) for t in sets) if fails else None}
@@ -719,6 +731,8 @@ def _arm_rows(label: str, sets: list[str], by_seed: dict[str, dict[Any, float]],
             elif sum(v for v, _ in problem_parts(cells)) > 0:
                 parts = problem_parts(cells)  # opposite differences cancelled over seeds: the cells' spread
         dlo, dhi = _clipped(*_interval(diff, parts, level), -1.0, 1.0)
+        if dlo == dhi and abs(diff) == 1.0 and n_common:  # every problem flipped the same way: no spread either
+            dlo, dhi = _flip_bound(diff, [len(v) for v in d.values() if len(v)], level)
         one_seed = len(acc) < 2 or (len(ref_acc) < 2 and not reference_fixed)
         rows.append({**row, "n_problems": n_common or None, "diff_pts": 100 * diff, "diff_ci_low_pts": 100 * dlo,
                      "diff_ci_high_pts": 100 * dhi, "verdict": _verdict(dlo, dhi, seeds_known=not one_seed),

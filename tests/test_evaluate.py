@@ -464,6 +464,37 @@ def test_an_arm_that_solves_no_problem_or_every_problem_gets_an_exact_binomial_i
     assert row["ci_low"] == pytest.approx(0.5 - 1.984217 * math.sqrt(0.25 * 100 / 99 / 100), abs=1e-6)
 
 
+def test_every_problem_flipped_one_way_gives_an_exact_bound_not_a_certain_difference():
+    """0/2 against 2/2 read "[+100.0, +100.0], better than vanilla" (paired differences all +1: no width) while the
+    arms' own intervals overlapped. The share of problems flipping that way has an exact lower bound b, so the
+    difference is at least 2b - 1: two problems [-68.4, +100] (within noise); sixteen [+58.8, +100]."""
+    for n, low in ((2, 2 * 0.025 ** (1 / 2) - 1), (16, 2 * 0.025 ** (1 / 16) - 1)):
+        ref = _samples([0] * n, [[]] * n).with_columns(pl.lit("vanilla").alias("arm"), pl.lit(0).alias("seed"))
+        arm = _samples([1] * n, [[]] * n).with_columns(pl.lit("saerl").alias("arm"), pl.lit(0).alias("seed"))
+        row = compare_arms(None, samples=pl.concat([ref, arm])).filter(pl.col("arm") == "saerl").row(0, named=True)
+        assert (row["diff_ci_low_pts"], row["diff_ci_high_pts"]) == (pytest.approx(100 * low), 100.0)
+        assert row["verdict"] == ("within noise" if n == 2 else "better, 1 seed")
+        back = compare_arms(None, samples=pl.concat([ref.with_columns(pl.lit("saerl").alias("arm")),
+                                                    arm.with_columns(pl.lit("vanilla").alias("arm"))]))
+        worse = back.filter(pl.col("arm") == "saerl").row(0, named=True)
+        assert (worse["diff_ci_low_pts"], worse["diff_ci_high_pts"]) == (-100.0, pytest.approx(-100 * low))
+
+
+def test_the_mean_of_sets_exact_bound_averages_each_sets_own():
+    """All wrong on a 2-problem set and a 1000-problem set: pooling the 1002 problems bounded the mean of the sets
+    (equal weights) at 0.4%, though the small set alone allows 84%: each set's bound, averaged."""
+    def arm(name: str) -> pl.DataFrame:
+        return pl.concat([_samples([0] * 2, [[]] * 2, set_name="small"), _samples([0] * 1000, [[]] * 1000,
+                                                                                    set_name="big")]).with_columns(
+            pl.lit(name).alias("arm"), pl.lit(0).alias("seed"))
+
+    from saerl.evaluate import MEAN_OF_SETS
+
+    table = compare_arms(None, samples=pl.concat([arm("vanilla"), arm("saerl")]))
+    mean = table.filter((pl.col("set") == MEAN_OF_SETS) & (pl.col("arm") == "vanilla")).row(0, named=True)
+    assert mean["ci_high"] == pytest.approx(((1 - 0.025 ** (1 / 2)) + (1 - 0.025 ** (1 / 1000))) / 2)
+
+
 def test_one_problem_says_it_is_the_one_problem_that_leaves_no_interval():
     """With per-sample results on one problem the text blamed missing per-sample results."""
     ref = _samples([0], [[]]).with_columns(pl.lit("vanilla").alias("arm"), pl.lit(0).alias("seed"))
