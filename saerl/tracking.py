@@ -129,7 +129,9 @@ def tracked_parents(cfg: PipelineConfig, root: Path, run_id: str) -> dict[str, s
     tagged = client.search_runs(experiments, filter_string=f"tags.`{RUN_ID_TAG}` = '{run_id}'")
     # a parent logged before saerl tagged its run id (Dec 5 05:34) carries only its name, the run id: relog made a
     # second parent of such a run, which then counted twice in every comparison
-    named = client.search_runs(experiments, filter_string=f"attributes.run_name = '{run_id}'")
+    named = [*client.search_runs(experiments, filter_string=f"attributes.run_name = '{run_id}'"),
+             # a sweep child's parent was named '<setting> | <run id>' (Dec 4 20:53 to Dec 5 05:34, untagged too)
+             *client.search_runs(experiments, filter_string=f"attributes.run_name LIKE '% | {run_id}'")]
     return ({r.info.run_id: r.info.status for r in named if PARENT_TAG not in r.data.tags}
             | {r.info.run_id: r.info.status for r in tagged})
 
@@ -417,10 +419,10 @@ class Tracker:
                             self.artifact_location, n)
             elif self.artifact_location and db is not None and default_location(old, exp.experiment_id):
                 set_experiment_location(db, exp.experiment_id, self.artifact_location)
-                log.warning("MLflow: experiment %r kept its files in %s (MLflow's default, the working folder of the "
-                            "saerl, older than December 3, that created it), outside the artifact root: its new runs' "
-                            "files go to %s; its earlier runs' files stay where they are", name, old,
-                            self.artifact_location)
+                log.warning("MLflow: experiment %r kept its files in %s (MLflow's default: the working folder of what "
+                            "created it, a saerl older than December 3 or another MLflow client), outside the artifact "
+                            "root: its new runs' files go to %s; its earlier runs' files stay where they are", name,
+                            old, self.artifact_location)
             return exp.experiment_id
         try:
             return self.client.create_experiment(name, artifact_location=self.artifact_location)

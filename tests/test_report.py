@@ -448,6 +448,11 @@ def test_relog_refuses_a_run_whose_parent_an_older_saerl_logged_without_the_run_
     client.set_terminated(old_parent.info.run_id)
     with pytest.raises(RuntimeError, match="already .*--again"):
         relog(tmp_path, second, uri)
+    third = RunRecord(name="old", config=flatten(PipelineConfig(name="old")))  # a sweep child's, named by its setting
+    save_run(tmp_path, third)
+    client.set_terminated(client.create_run(exp, run_name=f"mix_ratio=0.5 | {third.run_id}").info.run_id)
+    with pytest.raises(RuntimeError, match="already .*--again"):
+        relog(tmp_path, third, uri)
 
 
 def test_relog_of_a_sweep_child_names_tags_and_params_its_runs_as_the_live_run_did(tmp_path):
