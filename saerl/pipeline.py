@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -642,7 +643,15 @@ def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
     def compute(build: Build) -> None:
         check_inputs(stage, upstream)
         before = chunk_records(build.path)  # finished chunks of an interrupted build this one resumes
-        metrics.update(RUNNERS[stage](cfg, upstream, build, **(variant or {})))
+        try:
+            metrics.update(RUNNERS[stage](cfg, upstream, build, **(variant or {})))
+        except BaseException as err:
+            if stage in MODEL_STAGES:  # its traceback's frames hold the run's model (a CUDA out-of-memory in training)
+                traceback.clear_frames(err.__traceback__)  # for as long as the error is kept (Prefect's state)
+            raise
+        finally:
+            if stage in MODEL_STAGES:  # a build only: a cached stage run loaded nothing
+                release_memory()
         if stage in SHARDED and not take_lock:  # the flow fanned it out (and holds its lock): the shards' work,
             metrics.update(shard_notes(build))  # not this run's publish, is the build; else a fan-out's leftover
             # record (one whose stage run never published) is not this build's
@@ -655,8 +664,6 @@ def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
         ref, computed = store.ensure(stage, key, compute, manifest, take_lock=take_lock)
     finally:
         stop_verifier()
-        if stage in MODEL_STAGES:
-            release_memory()
     if not computed:
         metrics = ref.manifest().get("metrics", {})
     return StageResult(ref, computed, round(time.time() - started, 3), metrics, store.take_waited(stage, key),

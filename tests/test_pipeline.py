@@ -529,11 +529,13 @@ def test_a_model_stage_frees_what_its_run_held_when_it_ends(tmp_path, monkeypatc
 
     held: dict[str, weakref.ref] = {}
 
-    def runner(stage):
+    def runner(stage, fail=False):
         def build(c, u, b):
             model = type("Model", (), {})()
             model.me = model  # a reference cycle, as accelerate's bound forward makes
             held[stage] = weakref.ref(model)
+            if fail:
+                raise MemoryError("CUDA out of memory")
             (b.path / "f.txt").write_text("x")
             return {}
         return build
@@ -547,6 +549,11 @@ def test_a_model_stage_frees_what_its_run_held_when_it_ends(tmp_path, monkeypatc
         pipeline.run_stage(ArtifactStore(tmp_path), cfg, "ingest", {})
         assert held["extract"]() is None, "the model stage's cycle outlived the stage"
         assert held["ingest"]() is not None, "a stage that loads no model collected too"
+        monkeypatch.setitem(pipeline.RUNNERS, "sae", runner("sae", fail=True))
+        with pytest.raises(MemoryError) as kept:  # the error is kept (as Prefect's failed state keeps it)
+            pipeline.run_stage(ArtifactStore(tmp_path), cfg, "sae", {"extract": pipeline.run_stage(
+                ArtifactStore(tmp_path), cfg, "extract", {}).ref})
+        assert kept.value.__traceback__ is not None and held["sae"]() is None, "a failed run's model outlived it"
     finally:
         gc.enable()
 
