@@ -408,15 +408,15 @@ def sections(report: RunReport) -> list[tuple[str, Body]]:
 
 
 def rebuild_hint(record: RunRecord, stage: str) -> str:
-    """How to get a run's missing `stage` artifact back: the same config again, when the code that built it is
-    today's (or unknown); when an older saerl built it, that rebuilds nothing of this run: today's code writes
-    other keys (it said "run the same config again" for ever after a gc). in: the run record, stage run name; out:
-    the sentence."""
-    then = earlier_code_version(record.stages[stage])
-    now = current_code_version(stage)
-    if then and now and then != now:
-        return (f"an older saerl built it ({code_change(stage, then, now).removeprefix('code changed: ')}), so it "
-                "cannot be rebuilt; running the same config again makes a new run with today's code")
+    """How to get a run's missing `stage` artifact back: the same config again, when the code that built the run's
+    stages is today's (or unknown); when an older saerl built any of them (that stage, or one it reads: train,
+    heldout, a verifier), that rebuilds nothing of this run: today's code writes other keys (it said "run the same
+    config again" for ever after a gc). in: the run record, stage run name; out: the sentence."""
+    for name in [stage, *(n for n in record.stages if n != stage)]:
+        then, now = earlier_code_version(record.stages[name]), current_code_version(name)
+        if then and now and then != now:
+            return (f"an older saerl built this run ({code_change(name, then, now).removeprefix('code changed: ')}), "
+                    "so it cannot be rebuilt; running the same config again makes a new run with today's code")
     return "run the same config again to rebuild it (the stages still stored are reused)"
 
 

@@ -677,14 +677,19 @@ def test_a_gone_evaluation_of_an_older_saerl_is_not_promised_back_by_the_same_co
     from saerl.report import format_text, load_report
     from saerl.runs import RunRecord, StageRecord, current_code_version, save_run
 
-    def report_of(version: str) -> str:
-        rec = RunRecord(name="old", stages={"evaluate": StageRecord(
-            stage="evaluate", key="k" * 16, status="computed", reason="", config={}, inputs={},
-            path=str(tmp_path / "gone"), code_version=version)})
-        save_run(tmp_path / version, rec)
-        return format_text(load_report(tmp_path / version))
+    def report_of(version: str, train: str | None = None) -> str:
+        stages = {"evaluate": StageRecord(stage="evaluate", key="k" * 16, status="computed", reason="", config={},
+                                          inputs={}, path=str(tmp_path / "gone"), code_version=version)}
+        if train is not None:  # an upstream stage of an older saerl: the evaluation's key moves with it
+            stages["train:saerl:0"] = StageRecord(stage="train:saerl:0", key="t" * 16, status="computed", reason="",
+                                                  config={}, inputs={}, path=str(tmp_path / "gone"), code_version=train)
+        folder = tmp_path / f"{version}-{train}"
+        save_run(folder, RunRecord(name="old", stages=stages))
+        return format_text(load_report(folder))
 
+    now = current_code_version("evaluate")
     old = report_of("1")
-    assert f"an older saerl built it (evaluate version 1 -> {current_code_version('evaluate')})" in old
+    assert f"an older saerl built this run (evaluate version 1 -> {now})" in old
     assert "run the same config again to rebuild it" not in old
-    assert "run the same config again to rebuild it" in report_of(current_code_version("evaluate"))
+    assert "run the same config again to rebuild it" in report_of(now)
+    assert "an older saerl built this run (train version 1 -> " in report_of(now, "1")
