@@ -36,12 +36,14 @@ FEATURE_WEIGHT_LABEL = "mean weight (codes as clustered, unit-norm rows)"  # TF-
 CURRICULUM_LEGEND_CLUSTERS = 12  # clusters named in curriculum_difficulty's legend (the rest are drawn unnamed)
 NO_TOPIC, NO_TOPIC_COLOR = "(no topic)", "lightgray"  # prompts without a true topic (null, NaN or "") in cluster_map
 # Categorical colours of groups (clusters, topics) and arms, in order: tab10 (all that <= 10 groups use), then the
-# darkest shade of each tab20b hue (indigo, olive, ochre, brick, plum). Not tab20: its dark/light pairs of one hue
-# made neighbouring groups look alike and its light grey is NO_TOPIC_COLOR; not tab20c's darkest shades: they are
-# tab10's blue, orange, green, purple and grey again.
-GROUP_COLORS: tuple[str, ...] = tuple(to_hex(c) for c in (*colormaps["tab10"].colors, *colormaps["tab20b"].colors[::4]))
+# darkest shade of tab20b's indigo, olive, ochre and plum (not its brick, #843c39: tab10's brown, #8c564b, again).
+# Not tab20: its dark/light pairs of one hue made neighbouring groups look alike and its light grey is
+# NO_TOPIC_COLOR; not tab20c's darkest shades: they are tab10's blue, orange, green, purple and grey again.
+TAB20B_DARKEST = (0, 4, 8, 16)  # tab20b's indigo, olive, ochre and plum (12: brick, left out)
+GROUP_COLORS: tuple[str, ...] = tuple(to_hex(c) for c in (*colormaps["tab10"].colors,
+                                                         *(colormaps["tab20b"].colors[i] for i in TAB20B_DARKEST)))
 # A group's marker: "o" on the first pass through GROUP_COLORS, "^" on the next, ..., so the first
-# len(GROUP_COLORS) * len(GROUP_MARKERS) (120) groups never share both colour and marker
+# len(GROUP_COLORS) * len(GROUP_MARKERS) (112) groups never share both colour and marker
 GROUP_MARKERS = ("o", "^", "s", "D", "v", "P", "X", "*")
 # The arms train.arms allows (saerl.config.TrainConfig.arms): each keeps its colour, marker and line style in every
 # figure whichever arms a run trained; another arm name takes the next style, in name order

@@ -346,3 +346,26 @@ def test_an_accuracy_axis_shows_its_largest_value_and_target_and_stops_near_one(
     assert bottom == 0 and 0.6 < top <= 0.6 + ACCURACY_MARGIN + 1e-9
     full = pl.DataFrame({"step": [0, 1], "set": ["a", "a"], "greedy": [0.5, 1.0]})
     assert train_curves(pl.DataFrame(), full, "x").axes[1].get_ylim() == pytest.approx((0, 1 + ACCURACY_MARGIN))
+
+
+def test_no_two_group_colours_are_closer_than_tab20s_closest_pair():
+    """The palette put tab20b's brick (#843c39) beside tab10's brown (#8c564b), 12 apart in CIE76 Lab distance,
+    nearer than any pair of tab20 (16.6), which it replaced for its look-alike pairs."""
+    import itertools
+
+    from matplotlib import colormaps
+    from matplotlib.colors import to_rgb
+
+    from saerl.plots import GROUP_COLORS
+
+    def lab(color) -> np.ndarray:
+        rgb = np.array(to_rgb(color))
+        rgb = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+        xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ rgb
+        f = np.cbrt(np.maximum(xyz / np.array([0.95047, 1.0, 1.08883]), 0.008856))
+        return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+    def closest(colors) -> float:
+        return min(float(np.linalg.norm(lab(a) - lab(b))) for a, b in itertools.combinations(colors, 2))
+
+    assert closest(GROUP_COLORS) > closest(colormaps["tab20"].colors)
