@@ -217,18 +217,18 @@ def inactive_filter_notes(scores: pl.DataFrame, cfg: CurriculumConfig, quality_t
             "trains on vanilla's pool; to filter, raise score.quality_threshold into that range"]
 
 
-def short_order_notes(orders: dict[str, pl.DataFrame], batch_size: int, pool: int, filtered: int) -> list[str]:
+def short_order_notes(orders: dict[str, pl.DataFrame], batch_size: int, pool: int) -> list[str]:
     """A note per order (arm name -> ORDER_SCHEMA frame) that cannot fill one batch: an empty one (training that
     arm fails; found only at its first step before), or one of fewer distinct prompts than curriculum.batch_size
     (an order with no whole batch is read as it is, so every step repeats prompts). in: orders, B, the pool's
-    prompts and how many the quality filter removed; out: notes."""
+    prompts; out: notes."""
     notes = []
     for arm, order in orders.items():
         distinct = order["id"].n_unique()
         if distinct == 0:
-            notes.append(f"the {arm} order is empty ({filtered} of {pool} prompts removed by the quality filter, the "
-                         "rest by curriculum.max_difficulty_quantile): training that arm fails; lower "
-                         "score.quality_threshold or raise curriculum.max_difficulty_quantile")
+            notes.append(f"the {arm} order is empty: the quality filter (score.quality_threshold) or the difficulty "
+                         f"cap (curriculum.max_difficulty_quantile) left none of the {pool} prompts, so training that "
+                         "arm fails; lower score.quality_threshold or raise curriculum.max_difficulty_quantile")
         elif distinct < batch_size:
             notes.append(f"the {arm} order holds {distinct} prompts, fewer than curriculum.batch_size={batch_size}: "
                          f"every training step repeats prompts; set curriculum.batch_size={distinct} or less, or add "

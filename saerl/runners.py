@@ -415,10 +415,12 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     vanilla = vanilla_order(ids, c.epochs, c.seed, c.batch_size)
     vanilla.write_parquet(build.path / VANILLA)
     # ablation arms: the SAERL order without the quality filter, and the filter without the order
-    curriculum_order(scores, cfg, "order_only", c.seed).write_parquet(build.path / ARM_ORDERS["order_only"])
+    order_only = curriculum_order(scores, cfg, "order_only", c.seed)
+    order_only.write_parquet(build.path / ARM_ORDERS["order_only"])
     filtered_pool = quality_pool(scores, c.model_copy(update={"filter_quality": True}), cfg.score.quality_threshold)
     kept_ids = sorted(filtered_pool["id"].cast(pl.String).unique().to_list())  # the filter alone: no difficulty cap
-    vanilla_order(kept_ids, c.epochs, c.seed, c.batch_size).write_parquet(build.path / ARM_ORDERS["filter_only"])
+    filter_only = vanilla_order(kept_ids, c.epochs, c.seed, c.batch_size)
+    filter_only.write_parquet(build.path / ARM_ORDERS["filter_only"])
     from saerl.plots import curriculum_difficulty
 
     save_figure(curriculum_difficulty(order), build.path / PLOTS / "curriculum_difficulty.png")
@@ -426,7 +428,8 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     reachable = quality_pool(scores, c, cfg.score.quality_threshold)["id"].n_unique()
     filtered, out_of_reach = scores.height - reachable, reachable - in_order
     notes = warned("curriculum", inactive_filter_notes(scores, c, cfg.score.quality_threshold)
-                   + short_order_notes({"saerl": order, "vanilla": vanilla}, c.batch_size, scores.height, filtered))
+                   + short_order_notes({"saerl": order, "order_only": order_only, "filter_only": filter_only,
+                                        "vanilla": vanilla}, c.batch_size, scores.height))
     build.note(rows={"order": order.height, "vanilla": vanilla.height, "filtered": filtered,
                      "out_of_reach": out_of_reach}, notes=notes)
     home = home_share(order, c.batch_size)
