@@ -568,7 +568,7 @@ def _flip_bound(diff: float, problems: list[int], level: float) -> tuple[float, 
     of problems that flip that way has the exact lower bound b = ((1 - level) / 2) ** (1 / n) per set (the rest may
     flip back), so the difference is at least 2b - 1 (averaged over the sets as they are): [2b - 1, 1] for +1 (two
     problems: [-0.68, 1], within noise), mirrored for -1. in: +1.0 or -1.0, each set's problems, level; out: bounds."""
-    low = float(np.mean([2 * ((1 - level) / 2) ** (1 / n) - 1 for n in problems]))
+    low = float(np.mean([2 * _uniform_bound(1.0, n, level)[0] - 1 for n in problems]))  # b: all n right, at least
     return (low, 1.0) if diff > 0 else (-1.0, -low)
 
 

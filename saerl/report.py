@@ -34,7 +34,7 @@ from saerl.artifacts import (
     version_drift,
     write_file_atomic,
 )
-from saerl.config import REDACTED, PipelineConfig, build_config, flatten, redact, redacted
+from saerl.config import REDACTED, PipelineConfig, build_config, field_paths, flatten, redact, redacted
 from saerl.runs import (
     FAILED,
     GIT,
@@ -560,30 +560,16 @@ def recorded_config(flat: dict[str, Any]) -> dict[str, Any]:
     """A run record's flattened config as a config dict that validates today: a record saved before session 33 may
     name a data.path beside a source that never read it (the run trained on the built-in sample or the testbed),
     which the config now refuses; that path is dropped, as the run ignored it. Fields the schema has lost since the
-    run are left out, with a warning naming them (schema_field). in: the record's config; out: the nested config
-    dict."""
+    run are left out, with a warning naming them (a record's keys are flatten's, today's field_paths). in: the
+    record's config; out: the nested config dict."""
     if flat.get("data.source", "sample") != "file" and flat.get("data.path") is not None:
         flat = {k: v for k, v in flat.items() if k != "data.path"}
-    gone = sorted(k for k in flat if not schema_field(k))
+    known = set(field_paths())
+    gone = sorted(k for k in flat if k not in known)
     if gone:  # a field removed since the run (score.ood_topic_fraction): the record could never be relogged
         log.warning("the run record names fields this saerl no longer has, left out: %s", ", ".join(gone))
         flat = {k: v for k, v in flat.items() if k not in gone}
     return unflatten(flat)
-
-
-def schema_field(key: str) -> bool:
-    """Does a flattened config key name a field of today's schema: a top-level field, or a field of its section
-    ("score.ood_topic_fraction", removed in December 2026, does not; "eval.sets.gsm", an entry of a mapping field,
-    does)? in: dotted key; out: bool."""
-    from pydantic import BaseModel
-
-    section, _, rest = key.partition(".")
-    field = PipelineConfig.model_fields.get(section)
-    if field is None:
-        return False
-    model = field.annotation
-    return not rest or not (isinstance(model, type) and issubclass(model, BaseModel)) \
-        or rest.partition(".")[0] in model.model_fields
 
 
 def relog(root: Path, record: RunRecord, uri: str | None = None, again: bool = False) -> str:

@@ -413,10 +413,14 @@ def align_inputs(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measur
     texts = P["prompt"].fill_null("").to_numpy().astype(object)
     topics = P["topic"].cast(pl.String).fill_null("").to_numpy().astype(str) if "topic" in P.columns else None
     topics = topics if topics is not None and (topics != "").any() else None
+    checked: set[int] = set()  # C and a D entry are X itself by default: each matrix is read once
     for name, M in (("X", X), ("C", C), *((f"D[{key}]", M) for key, M in D.items())):
-        coo = M.tocoo()
-        bad = np.unique(coo.row[~np.isfinite(coo.data)])
-        if bad.size:  # sklearn's own error named no row ("Input contains NaN")
+        if id(M) in checked:
+            continue
+        checked.add(id(M))
+        finite = np.isfinite(M.data)
+        if not finite.all():  # sklearn's own error named no row ("Input contains NaN")
+            bad = np.unique(np.repeat(np.arange(M.shape[0]), np.diff(M.indptr))[~finite])
             raise ValueError(f"codes {name} hold NaN or infinite values in {len(bad)} rows (first: id "
                              f"{ids[int(bad[0])]!r}): the encoding is broken; rebuild the encode artifact")
     y_diff, source = resolve_difficulty(P, measured, cfg.difficulty_source)

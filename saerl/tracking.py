@@ -129,9 +129,9 @@ def tracked_parents(cfg: PipelineConfig, root: Path, run_id: str) -> dict[str, s
     tagged = client.search_runs(experiments, filter_string=f"tags.`{RUN_ID_TAG}` = '{run_id}'")
     # a parent logged before saerl tagged its run id (Dec 5 05:34) carries only its name, the run id: relog made a
     # second parent of such a run, which then counted twice in every comparison
-    named = [*client.search_runs(experiments, filter_string=f"attributes.run_name = '{run_id}'"),
-             # a sweep child's parent was named '<setting> | <run id>' (Dec 4 20:53 to Dec 5 05:34, untagged too)
-             *client.search_runs(experiments, filter_string=f"attributes.run_name LIKE '% | {run_id}'")]
+    # (a sweep child's parent was named '<setting> | <run id>' from Dec 4 20:53, untagged too): one search for a name
+    # ending with the run id finds both
+    named = client.search_runs(experiments, filter_string=f"attributes.run_name LIKE '%{run_id}'")
     return ({r.info.run_id: r.info.status for r in named if PARENT_TAG not in r.data.tags}
             | {r.info.run_id: r.info.status for r in tagged})
 
