@@ -387,10 +387,14 @@ def local_models(cfg: PipelineConfig, stage: str) -> dict[str, str | None]:
 
 
 # the stages that read ingest's rows and none of its label columns but these (extract: ids and prompts; label: ids,
-# prompts, answers and the labelled flag, saerl.labels.labelled_subset; train: ids, prompts and answers, its held-out
-# curve reads no label either, saerl.stages.unread_fields): they key on ingest's rows (:func:`rows_key`, input
-# "ingest_rows"), so mapping another label column reruns neither extraction, labelling nor the vanilla arm's training
-ROWS_READERS: dict[str, tuple[str, ...]] = {"extract": (), "label": ("data.labelled",), "train": ()}
+# prompts, answers and the labelled flag, saerl.labels.labelled_subset; score: ids and prompts, the difficulty and
+# quality labels and the labelled flag, saerl.scoring.align_inputs, quality_labels: its fits read no topic, and only
+# the properties stage's report reads the defect kinds; train: ids, prompts and answers, its held-out curve reads no
+# label either, saerl.stages.unread_fields): they key on ingest's rows (:func:`rows_key`, input "ingest_rows"), so
+# mapping another label column reruns neither extraction, labelling nor the vanilla arm's training, and another topic
+# or defect column no scoring, curriculum nor training
+ROWS_READERS: dict[str, tuple[str, ...]] = {"extract": (), "label": ("data.labelled",),
+                                            "score": ("data.difficulty", "data.quality", "data.labelled"), "train": ()}
 
 
 def rows_key(stage: str, ingest_version: str, ingest_inputs: dict[str, str], ingest_slice: dict[str, Any]) -> str:

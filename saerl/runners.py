@@ -22,7 +22,7 @@ import polars as pl
 
 from saerl.artifacts import ArtifactRef, Build, build_machine
 from saerl.config import TESTBED_SET, ModelConfig, PipelineConfig, held_out_file, held_out_mapping
-from saerl.stages import SHUFFLED_ARMS
+from saerl.stages import SHUFFLED_ARMS, unread_fields
 
 log = logging.getLogger("saerl.runners")
 
@@ -386,6 +386,9 @@ def write_score_plots(X: object, ids: list[str], prompts: pl.DataFrame, scores: 
         save_figure(cluster_top_features(clusters), folder / "cluster_top_features.png")
 
 
+MAX_STEPS = "train.max_steps"  # the field run_share reads, which the curriculum's key leaves out where unread
+
+
 def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
     """Curriculum: the SAERL order (quality-filtered, capped at curriculum.max_difficulty_quantile, cluster-first,
     easy to hard), the vanilla arm's shuffle and the ablation arms' orders (order_only: the same order without
@@ -396,7 +399,9 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     removed), out_of_reach (prompts the difficulty cap left out), home_share (the share of a whole batch its home
     cluster gave, :func:`saerl.curriculum.home_share`; absent under mix_ratio 1), home_share_designed (what
     curriculum.mix_ratio asks: round(B * (1 - mix_ratio)) / B), run_share (the share of the order's prompts the run's
-    train.max_steps x batch_size covers) and ramps (how many climbs an epoch is read in: saerl.curriculum.ramps)."""
+    train.max_steps x batch_size covers; only where the stage's key reads train.max_steps, i.e. the order is fitted
+    to the run: saerl.stages.unread_fields, saerl.curriculum.fits_budget; elsewhere a cached curriculum would report
+    another run's share) and ramps (how many climbs an epoch is read in: saerl.curriculum.ramps)."""
     from saerl.curriculum import (
         home_share,
         home_size,
@@ -434,9 +439,11 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
                      "out_of_reach": out_of_reach}, notes=notes)
     home = home_share(order, c.batch_size)
     first_epoch = order.filter(pl.col("epoch") == 0)
-    return {"order_rows": float(order.height), "filtered": float(filtered),
-            # how much of the order's pool the run trains on (DAPO's refills read on), in how many ramps it is read
-            "run_share": min(1.0, run_prompts(cfg) / max(1, in_order)),
+    # how much of the order's pool the run trains on (DAPO's refills read on), where the key reads train.max_steps
+    read_steps = MAX_STEPS not in unread_fields(cfg, "curriculum")
+    run_share = {"run_share": min(1.0, run_prompts(cfg) / max(1, in_order))} if read_steps else {}
+    return {"order_rows": float(order.height), "filtered": float(filtered), **run_share,
+            # in how many ramps the order is read
             "ramps": float(first_epoch["ramp"].n_unique()) if first_epoch.height else 1.0,
             "filtered_share": filtered / max(1, scores.height), "out_of_reach": float(out_of_reach),
             "share_kept": share_kept(scores, cfg.score.quality_threshold),

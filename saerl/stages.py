@@ -13,10 +13,19 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from saerl import verify
-from saerl.config import PKG_MODEL, PipelineConfig, config_slice, resolve_layer, stable_hash
+from saerl.config import (
+    PKG_MODEL,
+    DataConfig,
+    ExtractConfig,
+    PipelineConfig,
+    ScoreConfig,
+    config_slice,
+    resolve_layer,
+    stable_hash,
+)
 from saerl.curriculum import fits_budget
 
 
@@ -190,6 +199,13 @@ DATA_LABELS: tuple[str, ...] = ("data.topic", "data.difficulty", "data.quality",
 # policy again
 HELDOUT_UNREAD: tuple[str, ...] = ("data.path", "data.max_rows", "data.quality", "data.labelled", "data.defect")
 
+# the data fields train and heldout read only to read the eval.sets files (the data mapping they are read with:
+# saerl.runners.eval_sets, held_out_rows, saerl.config.held_out_mapping): without eval.sets their only held-out set is
+# the testbed world's eval split, read as the testbed stage wrote it (world/eval.parquet: no field of the mapping, no
+# prompt length cap, answer-parse bound nor label column applied), so a data field change does not evaluate the
+# starting policy again. data.source stays read: it says whether that split is read at all
+SETS_MAPPING: tuple[str, ...] = tuple(f"data.{name}" for name in DataConfig.model_fields if name != "source")
+
 
 # the share of prompts drawn for the labelled subset: unread where the data's `labelled` column picks it (the label
 # stage's saerl.labels.labelled_subset, the score and properties stages' saerl.scoring.align_inputs), and by score and
@@ -211,7 +227,8 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None, ar
     extract: the policy's id when extract.model names another model (POLICY_ID); sae: the fields of the sources it
     does not load from, every training field when it loads an SAE (SAE_TRAINING), else the one its architecture
     ignores (ARCHITECTURE_UNREAD) and the loaded SAE's check (OUTSIDE_SAE); label, train, heldout: model.dtype (POLICY_FLOAT32); heldout: the training file and the labels it does not keep (HELDOUT_UNREAD); train: what train.algorithm ignores
-    (ALGORITHM_UNREAD) and the data's label fields (DATA_LABELS); score, properties: a family's grid when
+    (ALGORITHM_UNREAD) and the data's label fields (DATA_LABELS); train and heldout without eval.sets: every data
+    field but data.source (SETS_MAPPING); score, properties: a family's grid when
     score.difficulty_models leaves it out (FAMILY_FIELDS); score: the silhouette's search under a fixed
     score.n_clusters (SILHOUETTE); properties: the baselines' settings with score.baselines off (BASELINE_ONLY);
     label, score, properties: the labelled subset's share where something else picks it (LABEL_DRAW);
@@ -229,6 +246,7 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None, ar
     elif stage in ("label", "train", "heldout"):
         out += POLICY_FLOAT32 + (ALGORITHM_UNREAD[cfg.train.algorithm] + DATA_LABELS if stage == "train" else ())
         out += HELDOUT_UNREAD if stage == "heldout" else ()
+        out += SETS_MAPPING if stage != "label" and not cfg.eval.sets else ()
         if stage == "train" and arm in SHUFFLED_ARMS:
             out += SHUFFLED_UNREAD
     elif stage in ("score", "properties"):
@@ -317,12 +335,45 @@ def folder_form(value: Any) -> Any:
     return value
 
 
+def literal_order(section: type[Any], name: str) -> tuple[str, ...]:
+    """The names a list-of-Literal config field allows, in the schema's order. in: the section's class, the field's
+    name; out: the names."""
+    (item,) = get_args(section.model_fields[name].annotation)
+    return get_args(item)
+
+
+# lists the stages read as sets: their order changes nothing but which of exactly tied candidates wins, so each
+# enters a key in one canonical order, that of its default and of configs/*.yaml (the keys built before stay), and a
+# reordered list reruns nothing. extract.pooling: every pooled vector is stored and read by its name
+# (saerl.activations.extract_chunks, saerl.activation_store.Activations.pooled); score.difficulty_models: each family
+# is fitted and the lowest CV error kept (saerl.property_models.fit_difficulty). Named ones sort in the schema's
+# Literal order. sae.encode_pool is not one: its first pooling is the codes store's default read and the one the
+# encode stage counts kept features in (mean_nonzero: saerl.sae.encode_codes, saerl.runners.encoded_counts)
+NAMED_SETS: dict[str, tuple[str, ...]] = {"extract.pooling": literal_order(ExtractConfig, "pooling"),
+                                          "score.difficulty_models": literal_order(ScoreConfig, "difficulty_models")}
+# the CV grids, searched whole for the value of lowest CV error (RidgeCV, ElasticNetCV's l1_ratio, the quality
+# probe's GridSearchCV over C: saerl.property_models.difficulty_model, probe_model; alpha_edge reads the grid's ends
+# by value): they sort ascending, as their defaults do
+NUMERIC_GRIDS: tuple[str, ...] = ("score.ridge_alphas", "score.enet_l1_ratios", "score.probe_cs")
+
+
+def set_order(field: str, value: Any) -> Any:
+    """A NAMED_SETS or NUMERIC_GRIDS list in its canonical order (as it enters a key; the config keeps the user's
+    order); any other value as it is. in: dotted field, value; out: the keyed value."""
+    if field in NAMED_SETS and isinstance(value, list):
+        return sorted(value, key=NAMED_SETS[field].index)
+    if field in NUMERIC_GRIDS and isinstance(value, list):
+        return sorted(value)
+    return value
+
+
 def located(field: str, value: Any) -> Any:
     """A config value as it enters a stage's key: a path naming a data file whose content the keys hash apart
     (data.path, hashed under input "file"; each eval.sets entry's path, under "evalset:<name>": saerl.pipeline
     .input_keys) by :func:`file_form`, an eval.sets entry's field mapping kept, so a data or held-out file moved or
-    renamed with its suffix kept reruns nothing; a local model or SAE folder by :func:`folder_form`; any other value
-    as it is. in: dotted field, value; out: the keyed value."""
+    renamed with its suffix kept reruns nothing; a local model or SAE folder by :func:`folder_form`; a list read as a
+    set in its canonical order (:func:`set_order`); any other value as it is. in: dotted field, value; out: the keyed
+    value."""
     if field == "data.path":
         return file_form(value)
     if field in MODEL_FOLDER_FIELDS:
@@ -330,7 +381,7 @@ def located(field: str, value: Any) -> Any:
     if field == "eval.sets":
         return {name: file_form(e) if isinstance(e, str) else {**e, "path": file_form(e["path"])}
                 for name, e in value.items()}
-    return value
+    return set_order(field, value)
 
 
 def stage_slice(cfg: PipelineConfig, stage: str, keys: Mapping[str, str] | None = None) -> dict[str, object]:

@@ -252,23 +252,29 @@ def test_a_held_out_file_whose_every_row_is_rejected_is_refused_naming_it(tmp_pa
 
 
 def test_a_built_ingest_gives_its_rows_key_from_its_manifest_and_a_planned_one_from_the_config(tmp_path, cpu_machine):
-    """Before ingest runs, extraction's ingest_rows comes from the config (the data file's hash); once ingest is
-    built, from its manifest, so a data file edited since cannot give a key for rows that were never read. The two
-    agree while the file is unchanged."""
+    """Before ingest runs, a ROWS_READERS stage's ingest_rows (extract, label, score, train) comes from the config
+    (the data file's hash); once ingest is built, from its manifest, so a data file edited since cannot give a key
+    for rows that were never read. The two agree while the file is unchanged, with every label column mapped (each
+    stage leaves out the ones it does not read)."""
     from saerl.artifacts import ArtifactRef
-    from saerl.pipeline import run_stage
+    from saerl.pipeline import ROWS_READERS, run_stage
 
     f = tmp_path / "d.jsonl"
-    f.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?", "answer": "4"}\n')
-    cfg = load_config(None, ["data.source=file", f"data.path={f}", f"runtime.artifact_root={tmp_path / 'root'}"])
+    f.write_text("".join(f'{{"question": "{i}+1?", "answer": "{i + 1}", "lvl": {i}, "top": "t", "q": 1, "lab": true, '
+                         f'"kind": "none"}}\n' for i in range(2)))
+    labels = ["data.difficulty=lvl", "data.topic=top", "data.quality=q", "data.labelled=lab", "data.defect=kind"]
+    cfg = load_config(None, ["data.source=file", f"data.path={f}", *labels, f"runtime.artifact_root={tmp_path / 'root'}"])
     built = run_stage(ArtifactStore(tmp_path / "root"), cfg, "ingest", {}).ref
     planned = ArtifactRef("ingest", built.key, "")
-    rows = input_keys(cfg, "extract", {"ingest": built})["ingest_rows"]
-    assert "ingest" not in input_keys(cfg, "extract", {"ingest": built})
-    assert input_keys(cfg, "extract", {"ingest": planned})["ingest_rows"] == rows
-    f.write_text('{"question": "3+3?", "answer": "6"}\n')
-    assert input_keys(cfg, "extract", {"ingest": built})["ingest_rows"] == rows, "the rows that were read"
-    assert input_keys(cfg, "extract", {"ingest": planned})["ingest_rows"] != rows, "the file as it is now"
+    assert set(ROWS_READERS) == {"extract", "label", "score", "train"}
+    rows = {stage: input_keys(cfg, stage, {"ingest": built})["ingest_rows"] for stage in ROWS_READERS}
+    for stage in ROWS_READERS:
+        assert "ingest" not in input_keys(cfg, stage, {"ingest": built}), stage
+        assert input_keys(cfg, stage, {"ingest": planned})["ingest_rows"] == rows[stage], stage
+    f.write_text('{"question": "3+3?", "answer": "6", "lvl": 0, "top": "t", "q": 1, "lab": true, "kind": "none"}\n')
+    for stage in ROWS_READERS:
+        assert input_keys(cfg, stage, {"ingest": built})["ingest_rows"] == rows[stage], "the rows that were read"
+        assert input_keys(cfg, stage, {"ingest": planned})["ingest_rows"] != rows[stage], "the file as it is now"
 
 
 def test_a_mapped_field_a_file_lacks_is_refused_before_any_stage_naming_the_file(tmp_path):
@@ -356,6 +362,29 @@ def test_mapping_another_label_column_reruns_neither_extraction_nor_labelling(tm
     assert {"extract", "sae", "encode", "label", "train:vanilla:0"} <= changed("data.prompt=q2")
     flagged = changed("data.labelled=null")
     assert "label" in flagged and not {"extract", "sae", "encode"} & flagged, flagged
+
+
+def test_a_topic_or_defect_column_reruns_no_scoring_curriculum_nor_training(cpu_machine):
+    """The score stage reads the difficulty and quality labels and the labelled flag of ingest's rows, never the
+    topic (the cluster-vs-topic report and the out-of-distribution folds are the properties stage's) nor the defect
+    kinds (the report's AUROC per kind): unmapping either reruns ingest, the report and evaluate (which reads the
+    ingested prompts), not the scores, the curriculum, any arm's training or a held-out evaluation (the smoke
+    config's only held-out set is the testbed's, read with no data field); a quality column still reruns scoring."""
+    from saerl.sweep import planned_run_keys
+
+    arms = ["train.arms=[saerl,vanilla,order_only,filter_only]"]
+    keys = planned_run_keys(load_config(CONFIGS / "smoke.yaml", arms))
+
+    def changed(*overrides: str) -> set[str]:
+        other = planned_run_keys(load_config(CONFIGS / "smoke.yaml", [*arms, *overrides]))
+        return {name for name in keys if other.get(name) != keys[name]}
+
+    assert {"score", "curriculum", "train:order_only:0", "train:filter_only:0", "heldout:base:0"} <= set(keys)
+    for unmapped in ("data.defect=null", "data.topic=null"):
+        assert changed(unmapped) == {"ingest", "properties", "evaluate"}, unmapped
+    requalified = changed("data.quality=null")
+    assert {"score", "curriculum", "train:saerl:0", "train:filter_only:0"} <= requalified, requalified
+    assert "train:vanilla:0" not in requalified
 
 
 def test_a_missing_relative_path_names_the_folder_it_was_read_from(tmp_path, monkeypatch):

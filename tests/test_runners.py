@@ -140,15 +140,36 @@ def test_the_curriculum_fits_its_first_ramp_to_the_runs_prompts(tmp_path):
                 assert (hardest >= 55) if fit else (hardest < 30), (fit, arm, seed, hardest)
         assert pl.read_parquet(out / ORDER)["ramp"].max() == (2 if fit else 0)
         metrics = compute_curriculum(cfg, {"score": score}, Build(out, {}))
-        assert metrics["run_share"] == 20 / 60 and metrics["ramps"] == (3.0 if fit else 1.0)
+        # run_share reads train.max_steps, which the key leaves out of an order not fitted to the run: a cached
+        # curriculum would report another run's share, so it is not reported there
+        assert metrics.get("run_share") == (20 / 60 if fit else None) and metrics["ramps"] == (3.0 if fit else 1.0)
     # frontier reads the prompts nearest its target first on purpose: one ramp, and train.max_steps unread
     from saerl.stages import unread_fields
 
     frontier = load_config(None, ["curriculum.batch_size=4", "train.max_steps=5", "curriculum.ordering=frontier"])
     (tmp_path / "cf" / "plots").mkdir(parents=True)
-    assert compute_curriculum(frontier, {"score": score}, Build(tmp_path / "cf", {}))["ramps"] == 1.0
+    metrics = compute_curriculum(frontier, {"score": score}, Build(tmp_path / "cf", {}))
+    assert metrics["ramps"] == 1.0 and "run_share" not in metrics
     assert "train.max_steps" in unread_fields(frontier, "curriculum")
     assert "train.max_steps" not in unread_fields(load_config(None, []), "curriculum")
+
+
+def test_the_worlds_held_out_split_is_read_with_no_data_field(tmp_path):
+    """Without eval.sets, train and heldout evaluate on the testbed world's eval split as the testbed stage wrote it:
+    no field of the data mapping (prompt length cap, answer-parse bound, field names, labels) is applied, so their
+    keys leave the data fields out (saerl.stages.SETS_MAPPING)."""
+    world = tmp_path / "world"
+    world.mkdir()
+    split = pl.DataFrame({"id": ["e0", "e1"], "prompt": ["What is 1+1?", "x" * 50], "answer": ["2", "3"],
+                          "topic": ["a", "b"], "difficulty": [0.1, 0.9]})
+    split.write_parquet(world / "eval.parquet")
+    inputs = {"testbed": ArtifactRef("testbed", "k", str(tmp_path))}
+    base = ["data.source=testbed"]
+    read = eval_sets(load_config(None, base), inputs)
+    assert list(read) == ["heldout"] and read["heldout"].equals(split)
+    other = ["data.max_prompt_chars=5", "data.verify_timeout_s=0.001", "data.prompt=nothing", "data.answer=nothing",
+             "data.topic=null", "data.difficulty=null", "data.id=nothing"]
+    assert read["heldout"].equals(eval_sets(load_config(None, [*base, *other]), inputs)["heldout"])
 
 
 def test_each_training_seed_of_a_curriculum_arm_reads_its_own_draw_of_the_curriculum(tmp_path):

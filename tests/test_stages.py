@@ -1,9 +1,13 @@
 """saerl.stages: every config field is read by a stage or declared result-neutral; keys follow slices."""
 
+from pathlib import Path
+
 import pytest
 
 from saerl.config import PipelineConfig, field_paths, load_config
 from saerl.stages import RESULT_NEUTRAL, STAGES, stage_key
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _read_by(path: str) -> list[str]:
@@ -345,3 +349,66 @@ def test_a_data_files_suffix_enters_its_key_lower_cased():
     from saerl.stages import file_form
 
     assert file_form("a/B.JSONL") == file_form("c/d.jsonl") == ".jsonl"
+
+
+def test_without_eval_sets_train_and_heldout_ignore_the_data_mapping():
+    """train and heldout read the data mapping only to read the eval.sets files: without any, their held-out set is
+    the testbed world's eval split as written, so no data field but data.source (whether that split is read)
+    reruns the starting policy's evaluation or a training run (ingest's rows, its own input, carry the rest); with
+    an eval.sets file, the mapping it is read with is read, and heldout keeps the sets' topic and difficulty."""
+    world = ("data.source=testbed",)
+    sets = (*world, "eval.sets.t=/held/t.jsonl")
+    mapping = ("data.max_prompt_chars=3000", "data.verify_timeout_s=10", "data.prompt=q", "data.answer=a", "data.id=i",
+               "data.format=jsonl", "data.hf_split=test")
+    labels = ("data.topic=t", "data.difficulty=d")
+    for stage in ("train", "heldout"):
+        for change in (*mapping, *labels):
+            assert _key(stage, *world, change) == _key(stage, *world), (stage, change)
+        for change in mapping:
+            assert _key(stage, *sets, change) != _key(stage, *sets), (stage, change)
+        assert _key(stage, "data.source=sample") != _key(stage, *world), "whether the world's split is read"
+    for change in labels:
+        assert _key("heldout", *sets, change) != _key("heldout", *sets), change
+
+
+def _default(path: str) -> list:
+    """A list field's default value. in: dotted path; out: the list."""
+    section, name = path.split(".")
+    return list(getattr(getattr(PipelineConfig(), section), name))
+
+
+def _listed(values: list) -> str:
+    """A list as an override's value ('[a,b]'). in: the list; out: the text."""
+    return "[" + ",".join(str(v) for v in values) + "]"
+
+
+def test_a_list_read_as_a_set_keys_alike_in_any_order():
+    """extract.pooling (pooled vectors are stored and read by name), score.difficulty_models and the CV grids
+    (each searched whole for its best value) change nothing but ties when reordered: the keys of the stages that
+    read them stay, while another set of values still reruns them. sae.encode_pool keeps its order in the key: its
+    first pooling is the codes store's default and the one the encode stage counts kept features in."""
+    readers = {"extract.pooling": ("extract",), "score.difficulty_models": ("score", "properties"),
+               "score.ridge_alphas": ("score", "properties"), "score.enet_l1_ratios": ("score", "properties"),
+               "score.probe_cs": ("score", "properties")}
+    for path, stages in readers.items():
+        default = _default(path)
+        reordered, fewer = _listed(default[::-1]), _listed(default[1:])
+        for stage in stages:
+            assert _key(stage, f"{path}={reordered}") == _key(stage), (path, stage)
+            assert _key(stage, f"{path}={fewer}") != _key(stage), (path, stage)
+    assert _key("encode", f"sae.encode_pool={_listed(_default('sae.encode_pool')[::-1])}") != _key("encode")
+
+
+@pytest.mark.parametrize("name", [None, *sorted(p.name for p in CONFIGS.glob("*.yaml"))])
+def test_the_canonical_order_of_set_lists_leaves_every_configs_keys_as_they_were(name, monkeypatch):
+    """The canonical order (saerl.stages.set_order) is the defaults' and every configs/*.yaml's own, so no key
+    built before it changes: each stage's key (each training arm's too) is the same with the lists keyed in the
+    config's order. in: a config file's name (None: the schema defaults)."""
+    import saerl.stages as stages
+
+    cfg = load_config(None if name is None else CONFIGS / name)
+    runs = [(stage, {"device": "cpu", **({"arm": arm} if stage == "train" else {})})
+            for stage in STAGES for arm in (cfg.train.arms if stage == "train" else [None])]
+    canonical = [stage_key(cfg, stage, inputs) for stage, inputs in runs]
+    monkeypatch.setattr(stages, "set_order", lambda field, value: value)
+    assert [stage_key(cfg, stage, inputs) for stage, inputs in runs] == canonical
