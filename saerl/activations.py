@@ -106,11 +106,6 @@ def config_shape(config: Any) -> tuple[int, int]:
     return int(text.num_hidden_layers), int(text.hidden_size)
 
 
-def model_shape(name: str, model_cfg: ModelConfig) -> tuple[int, int]:
-    """(n_layers, d_model) of a model from its config file alone (no weights, no tokenizer)."""
-    return config_shape(model_config(name, model_cfg))
-
-
 def dtype_name(dtype: torch.dtype | str | None) -> str:
     """A dtype as its bare name: torch.bfloat16 or 'torch.bfloat16' -> 'bfloat16'; None -> ''."""
     return "" if dtype is None else str(dtype).removeprefix("torch.")

@@ -3,8 +3,8 @@
 Every section forbids unknown keys. Errors name the dotted key path, suggest the closest valid key for
 typos, and for wrong types name the field, the value given and the type expected.
 
-Which fields each stage reads is declared in :mod:`saerl.stages`; :func:`config_slice` and
-:func:`slice_hash` turn such a declaration into the part of a stage's cache key that comes from config.
+Which fields each stage reads is declared in :mod:`saerl.stages`; :func:`config_slice` turns such a declaration
+into the part of a stage's cache key that comes from config (hashed there with :func:`stable_hash`).
 """
 
 from __future__ import annotations
@@ -973,8 +973,3 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     """Hex sha256 of canonical JSON (sorted keys), truncated; identical for equal values across runs."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:length]
-
-
-def slice_hash(cfg: PipelineConfig, reads: tuple[str, ...]) -> str:
-    """Stable hash of exactly the config fields a stage reads."""
-    return stable_hash(config_slice(cfg, reads))

@@ -250,7 +250,7 @@ def _issue(row: int, field_name: str, reason: str, value: Any, detail: str | Non
 
 
 def _column(values: list[Any]) -> pl.Series:
-    """A Series from one column of JSON values (read_table's frame of a jsonl file; ingest reads the parsed
+    """A Series from one column of JSON values (load_table's frame of a jsonl file; ingest reads the parsed
     values themselves): a column of one scalar type keeps it; mixed or nested types become text, each value as
     the file wrote it (JSON: ints beside floats stay '3' next to '2.5' and a big int keeps its digits; a NaN
     becomes 'NaN', see is_missing)."""
@@ -708,11 +708,6 @@ def load_table(path: Path, fmt: str = "auto", hf_split: str | None = None) -> Lo
     return table
 
 
-def read_table(path: Path, fmt: str = "auto", hf_split: str | None = None) -> pl.DataFrame:
-    """The data set as a Polars frame (see load_table for row numbers and read-time issues)."""
-    return load_table(path, fmt, hf_split).frame
-
-
 # ------------------------------------------------------------------------------------------- mapping rows
 
 _ABSENT = object()  # _lookup's answer for a field a row does not have (a null is there: None)
@@ -787,7 +782,7 @@ def _schema_paths(schema: pl.Schema | dict[str, pl.DataType]) -> list[str]:
 
 def is_missing(value: Any) -> bool:
     """True for an absent cell: None, a NaN/inf float (pandas and JSON writers store missing text as NaN), or
-    the text 'NaN' (a NaN in a mixed-type column of read_table's frame, see _column)."""
+    the text 'NaN' (a NaN in a mixed-type column of load_table's frame, see _column)."""
     if isinstance(value, float):
         return not math.isfinite(value)
     return value is None or (isinstance(value, str) and value in NAN_TEXTS)
@@ -866,8 +861,14 @@ def _prompt_value(name: str, value: Any, single: bool, chat: ChatCounts) -> Any:
 
 
 def prompt_parts(template_or_field: str, row: dict[str, Any]) -> tuple[str, ChatCounts]:
-    """The prompt text of one row (see render_prompt) and whether it was read from a chat message list
-    (ChatCounts.prompts 1, else 0) with the turns left out of it, by role."""
+    """The prompt text of one row and whether it was read from a chat message list (ChatCounts.prompts 1, else 0)
+    with the turns left out of it, by role. The text is a template over the row's fields, or one field (a field may
+    be a dotted path into a struct); a field holding a chat message list gives its one user message (other turns are
+    left out). MissingFieldError naming the field if it is absent, null or NaN, or, for a template's field, empty or
+    whitespace only (the template would render without it: '{idx}: {question}' as '1: '; one prompt field left
+    empty is an empty prompt, which _check_row reports as such); NonTextError when the field holds no text
+    (see _prompt_value); TemplateError naming the field when a format spec in the template does not fit its value
+    ('{n:d}' on text)."""
     names = _template_fields(template_or_field)
     single = names == (template_or_field,)
     for name in names:
@@ -894,17 +895,6 @@ def prompt_parts(template_or_field: str, row: dict[str, Any]) -> tuple[str, Chat
                                     f"{name!r} of this row: {e} (write each field as a plain {{name}}, without a "
                                     "format spec or conversion after it)") from e
     return "".join(parts), chat
-
-
-def render_prompt(template_or_field: str, row: dict[str, Any]) -> str:
-    """The prompt text of one row: a template over its fields, or one field (a field may be a dotted path into
-    a struct). A field holding a chat message list gives its one user message (other turns are left out).
-    MissingFieldError naming the field if it is absent, null or NaN, or, for a template's field, empty or
-    whitespace only (the template would render without it: '{idx}: {question}' as '1: '; one prompt field left
-    empty is an empty prompt, which _check_row reports as such); NonTextError when the field holds no text
-    (see _prompt_value); TemplateError naming the field when a format spec in the template does not fit its value
-    ('{n:d}' on text)."""
-    return prompt_parts(template_or_field, row)[0]
 
 
 def normalize_prompt(text: str) -> str:

@@ -55,17 +55,6 @@ def labelled_subset(prompts: pl.DataFrame, fraction: float, seed: int, cap: int 
     return prompts.filter(pl.Series(seeded_subset(prompts["id"].to_numpy(), fraction, seed, cap)))
 
 
-def measure_pass_rates(model_dir: str | Path, prompts: pl.DataFrame, rollouts: int, temperature: float,
-                       max_new_tokens: int, batch: int, seed: int, model_cfg: ModelConfig | None = None,
-                       top_k: int = 0, verify_timeout_s: float | None = None, device: str = "cpu") -> pl.DataFrame:
-    """Load the policy (model.trust_remote_code as `model_cfg` says) on `device` and measure :func:`pass_rates`
-    on `prompts`."""
-    from saerl.policy_lm import load_policy
-
-    model, tok = load_policy(model_dir, model_cfg, device=device)
-    return pass_rates(model, tok, prompts, rollouts, temperature, max_new_tokens, batch, seed, top_k, verify_timeout_s)
-
-
 def pass_rates(model: Any, tok: Any, prompts: pl.DataFrame, rollouts: int, temperature: float,
                max_new_tokens: int, batch: int, seed: int, top_k: int = 0,
                verify_timeout_s: float | None = None) -> pl.DataFrame:

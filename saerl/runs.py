@@ -71,7 +71,7 @@ class StageRecord:
 
 def new_run_id(now: float | None = None) -> str:
     """A run id (UTC) that sorts by start time to the microsecond ('20261203-134501-042137-9f2c'): runs started in
-    the same second (an ablation's children) keep their order in `latest`, previous_run and gc. in: epoch
+    the same second (an ablation's children) keep their order in `latest`, runs_of and gc. in: epoch
     seconds (default now); out: the id."""
     now = time.time() if now is None else now
     seconds, micro = divmod(int(round(now * MICROS)), MICROS)  # one rounding: .9999997 s is the next second's 0
@@ -297,11 +297,6 @@ def runs_of(root: Path, name: str | None, exclude: str | None = None) -> Iterato
             continue
         if name is None or record.name == name:
             yield record
-
-
-def previous_run(root: Path, name: str, exclude: str | None = None) -> RunRecord | None:
-    """The latest saved run of config `name` (other than `exclude`), or None (see :func:`runs_of`)."""
-    return next(runs_of(root, name, exclude), None)
 
 
 def previous_stage_runs(root: Path, name: str, wanted: Iterable[str] | None = None,

@@ -254,18 +254,6 @@ def _dirty_of(top: Path | None) -> str:
     return UNKNOWN if status is None else str(bool(status)).lower()
 
 
-def git_commit(package_dir: Path = PACKAGE_DIR) -> str:
-    """The git commit saerl's code is checked out at (whatever the current folder), or 'unknown' when it is not a
-    git checkout (an installed package). in: the package folder; out: the commit hash or 'unknown'."""
-    return _commit_of(source_checkout(package_dir))
-
-
-def git_dirty(package_dir: Path = PACKAGE_DIR) -> str:
-    """Whether saerl's checkout has changes the commit does not hold: 'true' / 'false', or 'unknown' when it is not
-    a git checkout or git did not answer in time. in: the package folder; out: that text."""
-    return _dirty_of(source_checkout(package_dir))
-
-
 def git_tags(package_dir: Path = PACKAGE_DIR) -> dict[str, str]:
     """The code tags of a run: {'saerl.git_commit': hash or 'unknown', 'saerl.git_dirty': 'true' / 'false' /
     'unknown'}, both of saerl's own checkout (see :func:`source_checkout`, asked once). A run record keeps them

@@ -196,14 +196,14 @@ def test_a_pkg_model_of_a_namespace_package_without_a_model_folder_names_the_fix
 def test_a_model_folder_named_under_home_loads(tiny, tmp_path, monkeypatch):
     """'~/models/x' passed the up-front checks and keyed by its content (both expand '~'), then transformers read
     the unexpanded name as a hub id ("Repo id must use alphanumeric chars") when a stage loaded it."""
-    from saerl.activations import model_shape
+    from saerl.activations import config_shape, model_config
     from saerl.policy_lm import load_policy
 
     shutil.copytree(tiny, tmp_path / "home" / "models" / "tiny")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert resolve_model_path("~/models/tiny") == str(tmp_path / "home" / "models" / "tiny")
     assert resolve_model_path("~/models/none") == "~/models/none"  # nothing there: left as written, for the error
-    assert model_shape("~/models/tiny", ModelConfig()) == (N_LAYERS, 32)
+    assert config_shape(model_config("~/models/tiny", ModelConfig())) == (N_LAYERS, 32)
     assert len(load_model("~/models/tiny", ModelConfig(), device="cpu").layers) == N_LAYERS
     assert load_policy("~/models/tiny")[0].config.num_hidden_layers == N_LAYERS
 

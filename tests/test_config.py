@@ -14,7 +14,7 @@ from saerl.config import (
     flatten,
     load_config,
     parse_override,
-    slice_hash,
+    stable_hash,
 )
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -158,9 +158,13 @@ def test_slice_selects_only_declared_fields():
     assert config_slice(cfg, ("train.epsilon",)) == {"train.epsilon": cfg.train.epsilon}
 
 
-def test_slice_hash_is_stable_and_sensitive_only_to_its_fields():
+def test_a_slice_hash_is_stable_and_sensitive_only_to_its_fields():
     a = PipelineConfig()
     b = load_config(None, ["curriculum.mix_ratio=0.9"])
+
+    def slice_hash(cfg: PipelineConfig, reads: tuple[str, ...]) -> str:
+        return stable_hash(config_slice(cfg, reads))
+
     extract_reads = ("extract", "model")
     assert slice_hash(a, extract_reads) == slice_hash(b, extract_reads)
     assert slice_hash(a, ("curriculum",)) != slice_hash(b, ("curriculum",))

@@ -93,7 +93,7 @@ def test_layer_out_of_range_fails_before_tokenizing(tiny, tmp_path, monkeypatch,
 def test_layers_in_range_resolve(tiny):
     assert A.resolve_layer(None, TINY_LAYERS) == (TINY_LAYERS - 1) // 2
     assert A.resolve_layer(-1, TINY_LAYERS) == TINY_LAYERS - 1
-    assert A.model_shape(tiny, ModelConfig()) == (TINY_LAYERS, 32)
+    assert A.config_shape(A.model_config(tiny, ModelConfig())) == (TINY_LAYERS, 32)
 
 
 # ---------------------------------------------------------------------------------------------- SAE width
@@ -157,7 +157,7 @@ def test_loaders_pass_trust_remote_code_only_as_configured(monkeypatch, allowed)
     with pytest.raises(_Recorded):
         A.prepare_extraction(["q"], ["i"], "/nonexistent", model_cfg, ExtractConfig(), model_path="some/hub-model")
     with pytest.raises(_Recorded):
-        A.model_shape("some/hub-model", model_cfg)
+        A.model_config("some/hub-model", model_cfg)
     assert len(calls) == 3 and all(c["trust_remote_code"] is allowed for c in calls)
 
 
@@ -176,7 +176,7 @@ def remote_code_repo(tmp_path) -> Path:
 def test_remote_code_model_asks_for_the_flag(remote_code_repo):
     model_cfg = ModelConfig()
     for call in (lambda: A.load_model(str(remote_code_repo), model_cfg, device="cpu"),
-                 lambda: A.model_shape(str(remote_code_repo), model_cfg),
+                 lambda: A.model_config(str(remote_code_repo), model_cfg),
                  lambda: A.prepare_extraction(["q"], ["i"], remote_code_repo, model_cfg, ExtractConfig(),
                                               model_path=str(remote_code_repo))):
         with pytest.raises(A.RemoteCodeError) as err:
@@ -188,7 +188,7 @@ def test_remote_code_model_asks_for_the_flag(remote_code_repo):
 def test_other_load_errors_pass_through(tmp_path):
     (tmp_path / "config.json").write_text("{}")  # no model_type: transformers' own ValueError, untouched
     with pytest.raises(ValueError, match="model_type") as err:
-        A.model_shape(str(tmp_path), ModelConfig())
+        A.model_config(str(tmp_path), ModelConfig())
     assert not isinstance(err.value, A.RemoteCodeError)
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from saerl import data as D
 from saerl.config import DataConfig
-from saerl.data import IngestError, ingest, read_table, render_prompt, sample_path, summarize, write_ingest
+from saerl.data import IngestError, ingest, load_table, prompt_parts, sample_path, summarize, write_ingest
 from saerl.verify import NormalizedAnswer
 
 GOOD = [
@@ -26,6 +26,16 @@ GOOD = [
     },
     {"question": "What is 6 * 7?", "answer": "42", "topic": "mul", "difficulty": 2.5},
 ]
+
+
+def read_table(path, fmt: str = "auto", hf_split: str | None = None):
+    """The data file as ingest reads it, its frame alone."""
+    return load_table(path, fmt, hf_split).frame
+
+
+def render_prompt(template_or_field: str, row: dict) -> str:
+    """One row's prompt text, as ingest renders it."""
+    return prompt_parts(template_or_field, row)[0]
 
 
 def write_jsonl(path: Path, lines: list[bytes | dict]) -> Path:

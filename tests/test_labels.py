@@ -15,7 +15,6 @@ from saerl.labels import (
     label_fingerprint,
     labelled_subset,
     measure_labels,
-    measure_pass_rates,
     needs_measured_labels,
     pass_rate_profile,
     pass_rates,
@@ -86,7 +85,7 @@ def test_labelled_subset_of_an_empty_frame_is_empty():
     assert labelled_subset(_pool(0), 0.5, seed=0).height == 0
 
 
-# --------------------------------------------------------------------------------------- measure_pass_rates
+# ---------------------------------------------------------------------------------------------- pass_rates
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +102,7 @@ def saved_policy(tmp_path_factory):
 
 
 def test_measure_pass_rates_columns_counts_and_range(saved_policy):
-    df = measure_pass_rates(saved_policy, PROMPTS, rollouts=3, temperature=1.0, max_new_tokens=4, batch=2, seed=0)
+    df = pass_rates(*load_policy(saved_policy), PROMPTS, rollouts=3, temperature=1.0, max_new_tokens=4, batch=2, seed=0)
     assert df.columns == ["id", "pass_rate", "n_correct", "n_failed", "rollouts"]
     assert df.schema["pass_rate"] == pl.Float64 and df.schema["n_correct"] == pl.Int64
     assert df["id"].to_list() == ["e1", "e2", "e3"]
@@ -111,12 +110,12 @@ def test_measure_pass_rates_columns_counts_and_range(saved_policy):
     assert df["pass_rate"].is_between(0.0, 1.0).all()
     assert (df["n_correct"].is_between(0, 3)).all() and (df["n_failed"] == 0).all()
     assert (df["pass_rate"] * 3 - df["n_correct"]).abs().max() < 1e-9
-    again = measure_pass_rates(saved_policy, PROMPTS, rollouts=3, temperature=1.0, max_new_tokens=4, batch=2, seed=0)
+    again = pass_rates(*load_policy(saved_policy), PROMPTS, rollouts=3, temperature=1.0, max_new_tokens=4, batch=2, seed=0)
     assert again.equals(df)  # seeded
 
 
 def test_measure_pass_rates_greedy_reads_what_the_policy_knows(saved_policy):
-    df = measure_pass_rates(saved_policy, PROMPTS, rollouts=2, temperature=0.0, max_new_tokens=4, batch=3, seed=0)
+    df = pass_rates(*load_policy(saved_policy), PROMPTS, rollouts=2, temperature=0.0, max_new_tokens=4, batch=3, seed=0)
     assert dict(zip(df["id"], df["pass_rate"], strict=True)) == {"e1": 1.0, "e2": 1.0, "e3": 0.0}
     assert df["n_correct"].to_list() == [2, 2, 0]
 

@@ -1,6 +1,6 @@
 """saerl.runs: run records and the 'why' of a recompute."""
 
-from saerl.runs import RunRecord, StageRecord, explain, load_run, previous_run, save_run
+from saerl.runs import RunRecord, StageRecord, explain, load_run, runs_of, save_run
 
 
 def _rec(name, stage, cfg, inputs):
@@ -26,22 +26,22 @@ def test_save_load_previous(tmp_path):
     b.run_id = "20260101-000001-bbbbbb"
     save_run(tmp_path, a)
     save_run(tmp_path, b)
-    assert previous_run(tmp_path, "demo").run_id == a.run_id
-    assert previous_run(tmp_path, "demo", exclude=a.run_id) is None
+    assert next(runs_of(tmp_path, "demo"), None).run_id == a.run_id
+    assert next(runs_of(tmp_path, "demo", exclude=a.run_id), None) is None
     assert load_run(tmp_path, "latest").run_id == b.run_id
     assert load_run(tmp_path, "20260101-000000").stages["ingest"].config == {"data.prompt": "q"}
 
 
 def test_run_ids_sort_by_start_time_within_a_second(tmp_path):
     """Runs started in the same second (an ablation's children) come back oldest first: 'latest' and
-    previous_run read the one that started last."""
+    the latest run of a config (runs_of) is the one that started last."""
     from saerl.runs import list_runs, new_run_id
 
     base = 1_764_770_000.0
     for i, dt in enumerate([0.9, 0.05, 0.5]):  # saved out of order
         save_run(tmp_path, RunRecord(name=f"r{i}", run_id=new_run_id(base + dt)))
     assert [load_run(tmp_path, p.stem).name for p in list_runs(tmp_path)] == ["r1", "r2", "r0"]
-    assert load_run(tmp_path, "latest").name == "r0" and previous_run(tmp_path, "r2").name == "r2"
+    assert load_run(tmp_path, "latest").name == "r0" and next(runs_of(tmp_path, "r2"), None).name == "r2"
     assert len({new_run_id(base) for _ in range(20)}) == 20  # the random tail tells apart one microsecond
 
 
@@ -89,7 +89,7 @@ def test_a_run_id_a_hair_before_the_next_second_sorts_after_the_seconds_earlier_
     assert early < late and late[:22] == new_run_id(base + 1.0)[:22]
 
 
-def test_previous_run_skips_an_unreadable_record_instead_of_failing_the_run(tmp_path):
+def test_the_latest_run_of_a_config_skips_an_unreadable_record_instead_of_failing_the_run(tmp_path):
     """A record that parses as JSON but is no run record (a list, a stage without its fields) stopped every later
     run of the config before its first stage: only unparseable JSON was skipped."""
     import json
@@ -102,12 +102,12 @@ def test_previous_run_skips_an_unreadable_record_instead_of_failing_the_run(tmp_
     bad = tmp_path / RUNS_DIR / "20260102-000000-000000-bbbb.json"
     for text in (json.dumps({"name": "demo", "stages": {"x": {"stage": "x"}}}), "[1]", "{"):
         bad.write_text(text)
-        assert previous_run(tmp_path, "demo").run_id == good.run_id
+        assert next(runs_of(tmp_path, "demo"), None).run_id == good.run_id
 
 
 def test_run_ids_sort_by_start_time_across_the_hour_clocks_go_back(monkeypatch):
     """Ids are UTC: in local time the two 02:30s of a daylight-saving fallback (Berlin, 2026-10-25) read the same,
-    and the later run could sort first (latest, previous_run and gc read the order)."""
+    and the later run could sort first (latest, runs_of and gc read the order)."""
     import time
 
     from saerl.runs import new_run_id
@@ -143,7 +143,7 @@ def test_the_why_looks_past_a_newer_run_that_stopped_before_the_stage(tmp_path):
     assert prev["curriculum"].config == {"curriculum.mix_ratio": 0.1} and prev["score"].config == {"score.k": 8}
     why = explain("curriculum", True, {"curriculum.mix_ratio": 0.3}, {"score": "a"}, prev)
     assert why == "computed: config changed: curriculum.mix_ratio 0.1->0.3"
-    assert "no earlier run" in explain("curriculum", True, {}, {}, previous_run(tmp_path, "demo").stages), \
+    assert "no earlier run" in explain("curriculum", True, {}, {}, next(runs_of(tmp_path, "demo"), None).stages), \
         "one record's stage runs work too"
     assert "no earlier run" in explain("train:saerl:0", True, {}, {}, prev)
     assert set(previous_stage_runs(tmp_path, "demo", wanted=["score"])) == {"score"}, "stops once every wanted is found"

@@ -373,7 +373,7 @@ def checkout(tmp_path):
 def test_git_tags_read_the_package_checkout_whatever_the_current_folder(checkout, tmp_path, monkeypatch):
     """git ran in the current folder: 'unknown' outside the checkout, another repository's commit inside a user's
     own repository. It reads the package's checkout now, and says whether it has uncommitted changes."""
-    from saerl.tracking import git_commit, git_dirty, git_tags
+    from saerl.tracking import git_tags
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -383,10 +383,10 @@ def test_git_tags_read_the_package_checkout_whatever_the_current_folder(checkout
     head = _git(checkout, "rev-parse", "HEAD")
     assert git_tags(checkout / "pkg") == {"saerl.git_commit": head, "saerl.git_dirty": "false"}
     (checkout / "pkg" / "mod.py").write_text("x = 2\n")
-    assert git_dirty(checkout / "pkg") == "true"
+    assert git_tags(checkout / "pkg")["saerl.git_dirty"] == "true"
     # a package folder that is not the top of the repository git finds (installed into a user's repository)
     (checkout / "site" / "pkg").mkdir(parents=True)
-    assert git_commit(checkout / "site" / "pkg") == "unknown" and git_dirty(checkout / "site" / "pkg") == "unknown"
+    assert git_tags(checkout / "site" / "pkg") == {"saerl.git_commit": "unknown", "saerl.git_dirty": "unknown"}
     outside = tmp_path / "plain" / "pkg"
     outside.mkdir(parents=True)
     assert git_tags(outside) == {"saerl.git_commit": "unknown", "saerl.git_dirty": "unknown"}
