@@ -138,9 +138,10 @@ def with_root(overrides: list[str], root: str | None) -> list[str]:
 def cmd_demo(args: argparse.Namespace) -> int:
     """`saerl demo`: the whole available pipeline on the embedded default."""
     overrides = with_root(args.overrides, args.root)
-    if not DEMO_CONFIG.exists():  # configs/ is not package data: a wheel install has no demo to run
-        raise ConfigError(f"saerl demo reads {DEMO_CONFIG}, which this install does not have: run it from a clone "
-                          "of the repository (python3 dev.py demo), or `saerl run CONFIG` with a config of yours")
+    if not DEMO_CONFIG.exists():  # a checkout has it in configs/, a wheel in saerl/configs/: a broken install
+        raise ConfigError(f"saerl demo reads {DEMO_CONFIG}, which this install does not have: reinstall saerl, or run "
+                          "it from a clone of the repository (python3 dev.py demo), or `saerl run CONFIG` with a config "
+                          "of yours")
     cfg = load_config(DEMO_CONFIG, overrides)
     run_pipeline(cfg)
     return 0

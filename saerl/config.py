@@ -23,9 +23,20 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the configs of a checkout (not in a wheel)
+CHECKOUT_CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # a checkout's top-level configs/
+PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"  # the same files as a wheel installs them (pyproject.toml)
 TESTBED_LEVELS = 5  # difficulty levels of the synthetic world (saerl.testbed): one entry each in the level lists
 TESTBED_DEFECTS = ("wrong_gold", "missing_info", "garbled", "near_duplicate", "off_distribution")  # saerl.testbed
+
+
+def shipped_configs(packaged: Path = PACKAGED_CONFIGS, checkout: Path = CHECKOUT_CONFIGS) -> Path:
+    """The folder of the configs saerl ships (demo.yaml, smoke.yaml, the examples): the package's own copy where a wheel
+    installed one (saerl/configs; a checkout has none, and the folder beside an installed package is site-packages',
+    whose `configs` could be anything), else the checkout's configs/. in: both candidates; out: the folder."""
+    return packaged if packaged.is_dir() else checkout
+
+
+SHIPPED_CONFIGS = shipped_configs()
 
 
 class Section(BaseModel):
@@ -878,6 +889,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def shipped_hint(missing: Path, shipped: Path | None = None) -> str:
+    """The end of a missing config file's error: where the shipped configs are, naming the one of the same name when
+    it exists ('; the shipped configs are in DIR: DIR/demo.yaml'), or nothing when this install has none. in: the path
+    not found, the shipped folder (None: SHIPPED_CONFIGS); out: the text."""
+    shipped = SHIPPED_CONFIGS if shipped is None else shipped
+    if not shipped.is_dir():
+        return ""
+    same = shipped / missing.name
+    return f"; the shipped configs are in {shipped}" + (f": {same}" if same.is_file() else "")
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> PipelineConfig:
     """Read a YAML config (None = all defaults), apply dotted overrides, validate."""
     raw: dict[str, Any] = {}
@@ -885,8 +907,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         p = Path(path)
         if not p.exists():
-            raise ConfigError(f"config file {p} does not exist (read relative to the current folder {Path.cwd()}; "
-                              f"the shipped ones are in {SHIPPED_CONFIGS})")
+            raise ConfigError(f"config file {p} does not exist (read relative to the current folder {Path.cwd()}"
+                              f"{shipped_hint(p)})")
         try:
             raw = yaml.load(p.read_text(), Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
         except ConfigError as err:
