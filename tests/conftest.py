@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+# The suite's own environment, set when pytest loads this file (before any test module imports prefect, which reads
+# its settings and creates its home when first imported): no Prefect setting of the developer's shell or profile
+# reaches a test (a PREFECT_API_URL, a Cloud workspace's key, a profile or a server database URL sent the tests' flow
+# runs and deployments to the user's own server, or failed them), Prefect's home and matplotlib's cache lie in a
+# folder removed when the process ends instead of ~/.prefect and ~/.cache, and wandb never logs. The session server
+# (prefect_api) and the CLI still set their own PREFECT_HOME, under their artifact root (flows.server.prefect_env).
+SUITE_HOME = tempfile.TemporaryDirectory(prefix="saerl-tests-")  # removed at interpreter exit
+PREFECT_PREFIX = "PREFECT_"
+for _name in [n for n in os.environ if n.startswith(PREFECT_PREFIX)]:
+    del os.environ[_name]
+os.environ["PREFECT_HOME"] = os.path.join(SUITE_HOME.name, "prefect")
+os.environ["MPLCONFIGDIR"] = os.path.join(SUITE_HOME.name, "matplotlib")
+os.environ["WANDB_MODE"] = "disabled"
 
 
 @pytest.fixture(scope="session")

@@ -45,15 +45,25 @@ READING_BASES: tuple[dict[str, dict[str, Any]], ...] = (
 FILE_BASE = len(READING_BASES) - 1  # data.path is allowed beside source 'file' alone (the config refuses it otherwise)
 
 
-@cache
+SHORT_SAMPLE_LINES = 20
+_short_sample: list[Path] = []  # the file _write_short_sample wrote for this module's tests
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _write_short_sample(tmp_path_factory):
+    """Writes short_sample()'s file in pytest's temporary folder (removed with it, as a tempfile.mkdtemp folder
+    per run was not)."""
+    path = tmp_path_factory.mktemp("cache-table") / "short.jsonl"
+    path.write_text("".join(sample_path().read_text().splitlines(keepends=True)[:SHORT_SAMPLE_LINES]))
+    _short_sample.append(path)
+    yield
+    _short_sample.remove(path)
+
+
 def short_sample() -> str:
     """Another data file than the sample (its first lines), for data.path to change to: keys hash a data file's
-    content, so only a file of other content changes them. Written once per process to a temporary folder."""
-    import tempfile
-
-    path = Path(tempfile.mkdtemp(prefix="saerl-cache-table-")) / "short.jsonl"
-    path.write_text("".join(sample_path().read_text().splitlines(keepends=True)[:20]))
-    return str(path)
+    content, so only a file of other content changes them. Written once per module by _write_short_sample."""
+    return str(_short_sample[-1])
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -278,3 +288,9 @@ def test_how_evaluate_compares_generates_nothing_again(base, path):
     base_keys = _base_graph()[0]
     _, new_keys = changed_config(base, path)
     assert {n for n in base_keys if base_keys[n] != new_keys[n]} == {"evaluate"}
+
+
+def test_the_short_sample_lies_in_pytests_temporary_folder(tmp_path_factory):
+    """short_sample()'s file goes with pytest's temporary folders (it kept one more folder in /tmp per run)."""
+    assert Path(short_sample()).is_relative_to(tmp_path_factory.getbasetemp())
+    assert len(Path(short_sample()).read_text().splitlines()) == SHORT_SAMPLE_LINES

@@ -849,6 +849,7 @@ def test_a_bound_near_zero_shows_its_side_of_zero():
     assert signed_bound(1e-15) == "+1e-15" and len(signed_bound(5e-324)) < 10  # no run of hundreds of zeros
 
 
+@pytest.mark.slow
 def test_the_comparison_is_bit_identical_from_one_process_to_the_next():
     """compare_arms summed each variance over problems in the order of a hash table's groups, which moves between
     processes (Polars seeds its hashes per process): two identical runs wrote comparison.parquet files differing in

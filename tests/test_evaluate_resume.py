@@ -19,6 +19,8 @@ from saerl.pipeline import heldout_variants, resolve_upstream, run_label, run_st
 from saerl.runners import CURVE_PROBLEMS
 from saerl.stages import STAGES
 
+pytestmark = pytest.mark.slow  # each test runs the heldout and evaluate stages end to end, some twice
+
 RUNS = [("saerl", 0), ("saerl", 1), ("vanilla", 0), ("vanilla", 1)]  # train_runs' order: sorted by (arm, seed)
 EVERY = [(f"train-{arm}-{seed}", seed) for arm, seed in RUNS] + [("base", 0), ("base", REACH_SEED)]  # evaluated, in order
 TABLES = ("eval.parquet", "reach_probe.parquet", "summary.parquet", "comparison.parquet", "gains.parquet",

@@ -261,22 +261,39 @@ def test_eval_curve_and_checkpoints_during_training(tiny_tb, tmp_path):
     assert run["reward_checks"] == 5 * 2 * 2 and run["resumed_from"] is None
 
 
+# the killed run: 6 steps, checkpoints every 2; it stops at the end of step 5 (trained one step past checkpoint-4,
+# kept in memory alone) and waits there to be killed, so the kill always lands between two checkpoints
+RESUME_STEPS, HOLD_STEP, SAVE_EVERY = 6, 5, 2
+HOLD_FILE = "held"  # in the run's folder: written by the child when it stops at HOLD_STEP
+HOLD_MAX_S = 600  # a child never killed (its test failed first) ends by itself after this
 RESUME_SCRIPT = """
-import sys, polars as pl, torch
+import sys, time, polars as pl, torch
+from transformers import TrainerCallback
 from saerl.config import TrainConfig
 from saerl.rl import train_grpo
 torch.set_num_threads(1)
-tb, out, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+tb, out, steps, save_every, hold, hold_file, hold_max_s = sys.argv[1:8]
+
+class Hold(TrainerCallback):
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == int(hold):
+            open(out + "/" + hold_file, "w").close()
+            time.sleep(float(hold_max_s))
+            sys.exit("held at step " + hold + " and never killed")
+
 pool = pl.read_parquet(tb + "/world/pool.parquet")
 heldout = pl.read_parquet(tb + "/world/eval.parquet").head(6)
-cfg = TrainConfig(num_generations=2, max_completion_length=6, max_steps=steps, eval_every=2, save_every=2)
+cfg = TrainConfig(num_generations=2, max_completion_length=6, max_steps=int(steps), eval_every=2,
+                  save_every=int(save_every))
 train_grpo(tb + "/lm", pool, None, cfg, out + "/policy", prompts_per_step=2, seed=0, eval_sets={"h": heldout},
-           checkpoint_dir=out + "/ck")
+           checkpoint_dir=out + "/ck", callbacks=[Hold()])
 """
 
 
 @pytest.mark.slow
 def test_killed_training_resumes_from_its_last_checkpoint(tiny_tb, tmp_path, one_torch_thread):
+    """A run killed between two checkpoints (held at HOLD_STEP, one step past the last) resumes from the last one
+    and ends as the uninterrupted run does: same metrics per step, prompt order and learning curve."""
     import signal
     import subprocess
     import sys
@@ -284,21 +301,28 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_tb, tmp_path, one
 
     from saerl.rl import last_checkpoint
 
-    steps = 400
-    proc = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(tiny_tb), str(tmp_path / "k"), str(steps)])
-    deadline = time.time() + 300
-    while (last_checkpoint(tmp_path / "k" / "ck") or Path("checkpoint-0")).name == "checkpoint-0":
-        assert proc.poll() is None and time.time() < deadline, "the training subprocess ended before a checkpoint"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "k" / "policy" / "model.safetensors").exists(), "killed before the end"
+    steps, killed = RESUME_STEPS, tmp_path / "k"
+    killed.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(tiny_tb), str(killed), str(steps),
+                             str(SAVE_EVERY), str(HOLD_STEP), HOLD_FILE, str(HOLD_MAX_S)])
+    try:
+        deadline = time.time() + 300
+        while not (killed / HOLD_FILE).exists():
+            assert proc.poll() is None and time.time() < deadline, "the training subprocess ended before the hold"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    last = HOLD_STEP // SAVE_EVERY * SAVE_EVERY
+    assert last_checkpoint(killed / "ck") == killed / "ck" / f"checkpoint-{last}"
+    assert not (killed / "policy" / "model.safetensors").exists(), "killed before the end"
     pool = pl.read_parquet(tiny_tb / "world" / "pool.parquet")
     heldout = pl.read_parquet(tiny_tb / "world" / "eval.parquet").head(6)
-    cfg = TrainConfig(num_generations=2, max_completion_length=6, max_steps=steps, eval_every=2, save_every=2)
-    resumed = train_grpo(tiny_tb / "lm", pool, None, cfg, tmp_path / "k" / "policy", prompts_per_step=2, seed=0,
-                         eval_sets={"h": heldout}, checkpoint_dir=tmp_path / "k" / "ck")
+    cfg = TrainConfig(num_generations=2, max_completion_length=6, max_steps=steps, eval_every=2, save_every=SAVE_EVERY)
+    resumed = train_grpo(tiny_tb / "lm", pool, None, cfg, killed / "policy", prompts_per_step=2, seed=0,
+                         eval_sets={"h": heldout}, checkpoint_dir=killed / "ck")
     assert resumed["resumed_from"] is not None and 2 <= resumed["resumed_from"] < steps
+    assert resumed["resumed_from"] == last
     assert resumed["steps"] == steps
     curve_steps = [r["step"] for r in resumed["curve"]]
     assert curve_steps == sorted(set(curve_steps)) and curve_steps[0] == 0 and curve_steps[-1] == steps
@@ -874,7 +898,20 @@ def test_the_steps_aware_shuffle_follows_its_own_thread_only():
     assert shuffle(batch) == "trl's"
 
 
-def test_the_in_training_evaluation_reads_the_weights_in_their_own_precision_as_heldout_does(one_torch_thread):
+@pytest.fixture
+def fresh_accelerator_state():
+    """accelerate's AcceleratorState is one per process: a training run earlier in it (any train_grpo test) left it
+    without mixed precision, and Accelerator(mixed_precision="bf16") then refused to start. Cleared before the test,
+    and after it, so that no bf16 state is left for the next one."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_the_in_training_evaluation_reads_the_weights_in_their_own_precision_as_heldout_does(one_torch_thread,
+                                                                                             fresh_accelerator_state):
     """With train.bf16 (a GPU) accelerate wraps the policy's forward in bf16 autocast on the model itself, and the
     learning curve generated through it, while the heldout stage reads the same weights in float32: one policy
     measured at two precisions (63 of 300 greedy completions differed on the testbed LM). The callback's

@@ -539,6 +539,7 @@ def test_enet_rows_casts_floating_rows_only():
     assert PM.enet_rows(texts, 1.0, np.float64) is texts  # the text baseline's strings go to its vectorizer
 
 
+@pytest.mark.slow
 def test_one_or_two_threads_give_the_same_report_bit_for_bit(data):
     """The elastic net's (l1_ratio, fold) paths on two threads: every report value, difficulty_hat and the
     chosen hyper-parameters are the serial run's, exactly."""
@@ -575,6 +576,7 @@ def test_report_rows_name_the_pooling_and_family_each_fit_chose(data):
     assert S.chosen_text("ridge", None) == "ridge" and S.chosen_text(None, None) == "-"
 
 
+@pytest.mark.slow
 def test_the_residual_difficulty_baseline_chooses_its_pooling_as_the_sae_does():
     """RD gives the residual baseline's difficulty model the SAE's choice of pooling: CV on the train rows keeps
     the informative residuals whatever their key, and the report names the one kept; the other residual rows
@@ -651,6 +653,7 @@ def test_a_silhouette_k_at_an_end_of_the_range_is_noted(data):
     assert not any("silhouette" in n for n in scored(X, prompts, ScoreConfig(**cfg)).notes)
 
 
+@pytest.mark.slow
 def test_clusters_that_are_not_the_k_asked_for_are_noted(data):
     """A fixed k above the pool was capped, an automatic k that no k of the range could score fell back, and
     identical codes gave one cluster while the parameters said k = 4: all without a note."""

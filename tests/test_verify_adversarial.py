@@ -72,6 +72,7 @@ def warm_pool():
     yield
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gold", ["5", "\\frac{1}{2}"])
 def test_adversarial_completions_are_bounded_per_batch(gold: str) -> None:
     names = list(ADVERSARIAL)
@@ -85,6 +86,7 @@ def test_adversarial_completions_are_bounded_per_batch(gold: str) -> None:
             assert res.pred is None or len(res.pred) <= V.MAX_SCAN_CHARS
 
 
+@pytest.mark.slow
 def test_adversarial_golds_are_bounded_per_batch() -> None:
     golds = list(ADVERSARIAL.values())
     for batch in _batches(golds, V.MAX_WORKERS):
