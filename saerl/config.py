@@ -17,16 +17,28 @@ import os
 import re
 import reprlib
 import types
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 CHECKOUT_CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # a checkout's top-level configs/
 PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"  # the same files as a wheel installs them (pyproject.toml)
 TESTBED_LEVELS = 5  # difficulty levels of the synthetic world (saerl.testbed): one entry each in the level lists
 TESTBED_DEFECTS = ("wrong_gold", "missing_info", "garbled", "near_duplicate", "off_distribution")  # saerl.testbed
+ROPE_PAIR = 2  # the testbed LM's rotary position embeddings turn pairs of dimensions: a head's width divides by it
+MIN_CLUSTERS = 2  # the smallest k the auto k search (score.k_range) tries: one cluster orders nothing
 
 
 def shipped_configs(packaged: Path = PACKAGED_CONFIGS, checkout: Path = CHECKOUT_CONFIGS) -> Path:
@@ -40,9 +52,10 @@ SHIPPED_CONFIGS = shipped_configs()
 
 
 class Section(BaseModel):
-    """Base for every config section: unknown keys are errors, assignments are validated."""
+    """Base for every config section: unknown keys are errors, assignments are validated, and no number field takes
+    inf or nan (none means anything there: a learning rate of .inf trained nonsense without a word)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
@@ -172,6 +185,22 @@ class TestbedConfig(Section):
             raise ValueError("testbed.defect_kinds: the shares sum to 0; give at least one kind a positive share, "
                              "e.g. testbed.defect_kinds={garbled: 1} (no defects at all: testbed.defect_share=0)")
         return value
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TestbedConfig:
+        """Each attention head of the LM takes d_model / n_heads dimensions, turned in pairs by its rotary position
+        embeddings (ROPE_PAIR): d_model must divide by n_heads into an even width (transformers refused it inside
+        the testbed stage, naming no config field). in: the section; out: the same, or ValueError naming both fields
+        and the nearest values that fit."""
+        step = ROPE_PAIR * self.n_heads
+        if self.d_model % step == 0:
+            return self
+        width = max(step, round(self.d_model / step) * step)
+        heads = [h for h in range(1, self.d_model + 1) if self.d_model % (ROPE_PAIR * h) == 0]
+        other = (f" or testbed.n_heads={min(heads, key=lambda h: (abs(h - self.n_heads), h))}" if heads else "")
+        raise ValueError(f"testbed.d_model={self.d_model} does not split into testbed.n_heads={self.n_heads} heads of an "
+                         f"even width (each head takes d_model / n_heads dimensions, turned in pairs by its rotary "
+                         f"position embeddings): set testbed.d_model={width}{other}")
 
 
 class ModelConfig(Section):
@@ -305,17 +334,19 @@ class ScoreConfig(Section):
                                       "rows L2-normalised)")
     cluster_examples: int = Field(3, ge=0, description="example prompts listed per cluster")
     cv_folds: int = Field(5, ge=2, description="cross-validation folds for every property model's hyper-parameters")
-    enet_l1_ratios: list[float] = Field(
-        [0.1, 0.5, 0.9, 1.0], min_length=1, description="ElasticNetCV l1_ratio grid (difficulty)"
+    enet_l1_ratios: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        [0.1, 0.5, 0.9, 1.0], min_length=1, description="ElasticNetCV l1_ratio grid (difficulty), each in (0, 1]: 1 "
+        "is the lasso; 0 (pure L2, the ridge family's) has no automatic alpha path, and above 1 the L2 term turns "
+        "negative"
     )
     difficulty_models: list[Literal["elasticnet", "ridge"]] = Field(
         ["elasticnet", "ridge"], min_length=1, description="difficulty regressor families; each is fitted (with its "
         "own CV'd penalty) and the lowest cross-validated error on the labelled rows is kept: elasticnet "
         "(ElasticNetCV), ridge (RidgeCV, the elastic net's pure-L2 end, which generalised best from a few hundred "
         "labels on the testbed: docs/testbed.md, session 7)")
-    ridge_alphas: list[float] = Field(
+    ridge_alphas: list[Annotated[float, Field(gt=0)]] = Field(
         [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0], min_length=1,
-        description="RidgeCV penalty grid (difficulty, family ridge)")
+        description="RidgeCV penalty grid (difficulty, family ridge), each > 0")
     enet_n_alphas: int = Field(30, gt=0, description="ElasticNetCV alphas per l1_ratio along the regularisation path")
     enet_max_iter: int = Field(
         50_000, gt=0, description="ElasticNet coordinate-descent iteration cap (fits are in float64 and stop once "
@@ -330,8 +361,9 @@ class ScoreConfig(Section):
     n_jobs: int = Field(
         -1, description="threads for each difficulty ElasticNetCV (its l1_ratio x fold paths; joblib: -1 every core, "
         "1 serial); the fitted models are the same for any value (float64), so the score stage's key does not read it")
-    probe_cs: list[float] = Field(
-        [0.01, 0.1, 1.0, 10.0, 100.0], min_length=1, description="inverse-regularisation C grid of the quality probe (CV'd by log loss)"
+    probe_cs: list[Annotated[float, Field(gt=0)]] = Field(
+        [0.01, 0.1, 1.0, 10.0, 100.0], min_length=1, description="inverse-regularisation C grid of the quality probe "
+        "(CV'd by log loss), each > 0"
     )
     heldout_fraction: float = Field(
         0.3, gt=0, lt=1, description="share of the labelled subset held out to test property models in the report"
@@ -343,6 +375,27 @@ class ScoreConfig(Section):
         "(held-out labels not all equal)")
     baselines: bool = Field(True, description="fit baselines (residuals, text TF-IDF, length, majority) for the report")
     text_max_features: int = Field(20_000, gt=0, description="vocabulary cap of the prompt-text TF-IDF baseline")
+
+    @field_validator("k_range")
+    @classmethod
+    def _some_k_searched(cls, value: tuple[int, int]) -> tuple[int, int]:
+        """The auto search tries k from MIN_CLUSTERS up: a range below it searched nothing and gave one cluster,
+        which orders nothing, without a word. in: the range; out: the same, or ValueError naming the fix."""
+        if max(value) < MIN_CLUSTERS:
+            raise ValueError(f"score.k_range={list(value)} holds no k of {MIN_CLUSTERS} or more, and k = 1 is never "
+                             f"searched (one cluster orders nothing): set e.g. score.k_range=[{MIN_CLUSTERS}, 16] (a "
+                             "fixed k: score.n_clusters=K)")
+        return value
+
+    @field_validator("n_jobs")
+    @classmethod
+    def _threads(cls, value: int) -> int:
+        """joblib's thread count: -1 (every core) or 1 and up; 0 failed inside the score stage ('n_jobs == 0 in
+        Parallel has no meaning'), naming no field. in: the value; out: the same, or ValueError naming the fix."""
+        if value == 0 or value < -1:
+            raise ValueError(f"score.n_jobs={value} is not a thread count: give -1 (every core) or 1 or more, e.g. "
+                             "score.n_jobs=1 (serial)")
+        return value
 
 
 class CurriculumConfig(Section):
@@ -412,7 +465,8 @@ class TrainConfig(Section):
     beta: float = Field(0.0, ge=0, description="KL coefficient")
     epsilon: float = Field(0.2, gt=0, description="PPO clip (low)")
     epsilon_high: float | None = Field(
-        None, description="PPO clip (high); None = epsilon under algorithm=grpo, DAPO's 0.28 under algorithm=dapo")
+        None, gt=0, description="PPO clip (high): trl clips the ratio to [1 - epsilon, 1 + epsilon_high]; None = "
+        "epsilon under algorithm=grpo, DAPO's 0.28 under algorithm=dapo")
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field(
         "grpo", description="trl loss aggregation under algorithm=grpo: grpo (GRPO's: each rollout's token mean, then "
         "the mean over rollouts), dapo (token-level: every token of the batch weighs the same), dr_grpo, bnpo; "
@@ -496,14 +550,32 @@ class TrainConfig(Section):
         return value
 
 
+# the HeldOutSet fields that say how its file is read, added after configs with {path, prompt, ...} entries keyed
+# their runs: left out of the entry's dump (flatten, stage keys, records) while unset, so those keys stay as they were
+HELD_OUT_READING: tuple[str, ...] = ("format", "hf_split")
+
+
 class HeldOutSet(Section):
     """One eval.sets entry with a field mapping of its own: a held-out file whose fields differ from the training
-    data's (ASDiv's '{body} {question}' beside GSM8K's 'question'). Fields left out are the data mapping's."""
+    data's (ASDiv's '{body} {question}' beside GSM8K's 'question'), or that is read otherwise (its own format, a
+    split of a Hugging Face DatasetDict folder). Mapping fields left out are the data mapping's."""
 
     path: str = Field(description="the held-out file (jsonl, json, parquet, csv, or a Hugging Face dataset folder)")
     prompt: str | None = Field(None, description="its prompt field or template; None = data.prompt")
     answer: str | None = Field(None, description="its gold answer field; None = data.answer")
     id: str | None = Field(None, description="its id field; None = data.id (content-hash ids when that is unset)")
+    format: Literal["auto", "jsonl", "parquet", "csv", "hf"] | None = Field(
+        None, description="its file format; None = the one its suffix names (a HF folder: hf), or data.format for "
+        "a file whose suffix names none")
+    hf_split: str | None = Field(
+        None, description="the split read from a Hugging Face DatasetDict folder; None = its only split (a folder "
+        "of several names one; never data.hf_split, the training data's)")
+
+    @model_serializer(mode="wrap")
+    def _unset_reading_left_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The entry as dumped, less the HELD_OUT_READING fields left unset (None), so an entry that does not set
+        them dumps, and keys its runs, as before they existed. in: the entry; out: its dict."""
+        return {k: v for k, v in handler(self).items() if not (k in HELD_OUT_READING and v is None)}
 
 
 def held_out_file(entry: str | HeldOutSet) -> Path:
@@ -512,10 +584,21 @@ def held_out_file(entry: str | HeldOutSet) -> Path:
 
 
 def held_out_mapping(data: DataConfig, entry: str | HeldOutSet) -> DataConfig:
-    """The field mapping an eval.sets entry is read with: the data mapping, whole (data.max_rows caps the training
-    data only), with the entry's own prompt / answer / id where it gives them. in: data config, entry; out: mapping."""
+    """How an eval.sets entry is read: the data mapping, whole (data.max_rows caps the training data only), with the
+    entry's own prompt / answer / id where it gives them; its file format is its own format, else the one its
+    suffix names, else data.format (saerl.data.held_out_format: a jsonl held-out set beside a training file whose
+    format is named); its split is its own hf_split, else the folder's only one (data.hf_split is the training
+    data's). Refuses a set that is the training data's HF folder read with the training split
+    (saerl.data.refuse_training_split). in: data config, entry; out: mapping; raises saerl.data.IngestError."""
+    from saerl.data import held_out_format, refuse_training_split
+
     own = {k: v for k in ("prompt", "answer", "id") if isinstance(entry, HeldOutSet) and (v := getattr(entry, k))}
-    return data.model_copy(update={"max_rows": None, **own})
+    path = held_out_file(entry)
+    fmt = entry.format if isinstance(entry, HeldOutSet) and entry.format else held_out_format(path, data.format)
+    split = entry.hf_split if isinstance(entry, HeldOutSet) else None
+    mapping = data.model_copy(update={"max_rows": None, "format": fmt, "hf_split": split, **own})
+    refuse_training_split(data, mapping, path)
+    return mapping
 
 
 SET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a held-out set's name (eval.sets keys)
@@ -551,7 +634,9 @@ class EvalConfig(Section):
         "for the steps-to-target ratio's interval; 0 = no interval")
     sets: dict[str, str | HeldOutSet] = Field(
         {}, description="extra held-out sets {name: file} read with the data mapping, or {name: {path: file, prompt: "
-        "F, answer: F, id: F}} for a file whose fields differ (the testbed adds its own)")
+        "F, answer: F, id: F, format: F, hf_split: S}} for a file whose fields or reading differ (the testbed adds "
+        "its own); a file's format is the one its suffix names, a DatasetDict folder's split its only one unless "
+        "hf_split names it")
 
     @field_validator("sets")
     @classmethod
@@ -725,8 +810,29 @@ def leaf_annotations() -> dict[str, Any]:
     return out
 
 
+# keys users write for a knob that lives elsewhere, which difflib matched to another stage's knob or an unrelated one
+# (train.batch_size -> sae.batch_size, the SAE's token batch, where the RL batch is curriculum.batch_size): checked
+# before difflib by suggest_key. {unknown key: the valid key meant}
+KEY_ALIASES: dict[str, str] = {
+    "train.batch_size": "curriculum.batch_size", "train.batch": "curriculum.batch_size",
+    "train.epochs": "curriculum.epochs", "train.lr": "train.learning_rate", "curriculum.lr": "train.learning_rate",
+    "sae.learning_rate": "sae.lr", "testbed.learning_rate": "testbed.lr", "eval.k": "eval.k_samples",
+    "train.group_size": "train.num_generations", "train.kl_coef": "train.beta", "train.temp": "train.temperature",
+    "train.max_new_tokens": "train.max_completion_length", "eval.max_new_tokens": "train.max_completion_length",
+    "score.k": "score.n_clusters", "data.file": "data.path",
+}
+
+
 def suggest_key(path: str) -> str:
-    """' (did you mean 'x.y'?)' for the valid key closest to `path`, or ''."""
+    """' (did you mean 'x.y'?)' for the key `path` stands for (KEY_ALIASES), else the valid key closest to it, or
+    ''."""
+    if path in KEY_ALIASES:
+        return f" (did you mean '{KEY_ALIASES[path]}'?)"
+    entry, _, last = path.rpartition(".")
+    mapping = next((m for m in mapping_fields() if entry.startswith(f"{m}.")), None)
+    if mapping is not None:  # a field of a mapping's entry (eval.sets.a.promt): the entry's fields, not the data's
+        close = difflib.get_close_matches(last, entry_fields(mapping), n=1, cutoff=0.6)
+        return f" (did you mean '{entry}.{close[0]}'?)" if close else ""
     valid = field_paths() + [p.split(".")[0] for p in field_paths()]
     last = path.split(".")[-1]
     close = difflib.get_close_matches(path, valid, n=1, cutoff=0.6)
@@ -789,14 +895,32 @@ def _format_errors(err: ValidationError, where: str) -> str:
     return f"invalid config ({where}):\n  " + "\n  ".join(lines)
 
 
+LEADING_ZERO_INT = re.compile(r"[-+]?0[0-9_]+")  # an integer with a leading zero, which YAML 1.1 reads as octal
+
+
+class _OverrideLoader(yaml.SafeLoader):
+    """yaml's safe loader for override values, reading an integer written with a leading zero (LEADING_ZERO_INT)
+    as the text it is, not as YAML 1.1's octal ('train.max_steps=010' trained 8 steps): a number field reads that
+    text in decimal (10), a text field keeps it ('model.revision=0123456')."""
+
+
+def _leading_zero_as_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    """An override's integer: its text where it has a leading zero, else the number. in: loader, node; out: value."""
+    return node.value if LEADING_ZERO_INT.fullmatch(node.value) else loader.construct_yaml_int(node)
+
+
+_OverrideLoader.add_constructor("tag:yaml.org,2002:int", _leading_zero_as_text)
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """Split 'a.b=value' into ('a.b', value) with the value parsed as YAML (numbers, lists, null...)."""
+    """Split 'a.b=value' into ('a.b', value) with the value parsed as YAML (numbers, lists, null...); an integer
+    with a leading zero stays its text, read in decimal by a number field (:class:`_OverrideLoader`)."""
     if "=" not in text:
         raise ConfigError(f"override '{text}' is not of the form key.path=value (e.g. curriculum.mix_ratio=0.2)")
     key, raw = text.split("=", 1)
     key = key.strip()
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_OverrideLoader) if raw.strip() else ""  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError:
         value = raw
     text = raw.strip()
@@ -823,14 +947,82 @@ def without_empty_sections(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if not (k in sections and v is None)}
 
 
+def override_paths(key: str, value: Any, sections: set[str], mappings: set[str]) -> tuple[list[str], list[str]]:
+    """What one override does to a raw config: (the dotted paths it replaces whole, the dotted paths it sets). A
+    field replaces and sets itself; a section mapping ('train={max_steps: 50}') its fields; a mapping field given
+    whole ('eval.sets={a: F}') replaces the mapping and sets its entries ('eval.sets.a'); an entry
+    ('eval.sets.a=F') itself. in: the override's key and parsed value, the section names, the mapping fields'
+    paths; out: (replaced, set)."""
+    if key in sections and isinstance(value, dict):
+        parts = [override_paths(f"{key}.{name}", v, sections, mappings) for name, v in value.items()]
+        return [p for replaced, _ in parts for p in replaced], [p for _, done in parts for p in done]
+    if key in mappings and isinstance(value, dict):
+        return [key], [f"{key}.{entry}" for entry in value]
+    return [key], [key]
+
+
+def refuse_rewrites(overrides: Sequence[str]) -> None:
+    """Refuse overrides given in one go (a command line's, a flow's `overrides` parameter) one of which undoes an
+    earlier one, which apply_overrides lets win without a word: the same key again ('train.max_steps=5
+    train.max_steps=6'), or a mapping given whole after one of its entries ('eval.sets.a=F' then
+    'eval.sets={b: G}' dropped set a). A YAML file refuses a key given twice too. Code that layers its own
+    overrides under a user's (benchmarks' defaults, then the user's; --root after the overrides) passes the
+    layers to apply_overrides as one list, the later winning, and checks only the user's with this. in: the
+    overrides; raises ConfigError naming both overrides and the fix."""
+    valid = set(field_paths())
+    sections = {p.split(".")[0] for p in valid if "." in p}
+    mappings = mapping_fields()
+    written: dict[str, str] = {}  # each dotted path an override set: that override
+    for text in overrides:
+        key, value = parse_override(text)
+        replaced, done = override_paths(key, value, sections, mappings)
+        for path in replaced:
+            earlier = next((w for w in written if w == path or w.startswith(f"{path}.")), None)
+            if earlier == path:
+                raise ConfigError(f"override '{text}' sets {path} again, after '{written[earlier]}': the last one "
+                                  "would win without a word; give each key once")
+            if earlier is not None:
+                raise ConfigError(f"override '{text}' replaces {path} whole, dropping {earlier}, which "
+                                  f"'{written[earlier]}' set: give {path} once with every entry ({path}={{NAME: ..., "
+                                  f"NAME2: ...}}), or each entry by an override of its own ({path}.NAME=...)")
+        written.update(dict.fromkeys(done, text))
+
+
+def entry_fields(mapping: str) -> list[str]:
+    """The fields of a mapping field's entries where an entry may be a section (eval.sets: HeldOutSet's path,
+    prompt, ...), else []. in: the mapping's dotted path; out: field names."""
+    value = get_args(leaf_annotations()[mapping])[1]
+    return [name for a in (get_args(value) or (value,)) if isinstance(a, type) and issubclass(a, BaseModel)
+            for name in a.model_fields]
+
+
+def refuse_entry_field(text: str, mapping: str, entry: str, current: Any) -> None:
+    """Refuse an override of one field of a mapping's entry ('eval.sets.a.prompt=q': a HeldOutSet field), which
+    was read as an unknown key and matched to the data mapping's field: an entry is set whole. A dotted name
+    whose last part is no entry field is a name ('eval.sets.asdiv-v1.2=F'). in: the override's text, the mapping's
+    path, what follows it in the key, the mapping as it stands; raises ConfigError with the entry as a mapping."""
+    name, _, field = entry.rpartition(".")
+    fields = entry_fields(mapping)
+    if not name or field not in fields:
+        return
+    entry_now = current.get(name) if isinstance(current, dict) else None
+    path = entry_now.get("path") if isinstance(entry_now, dict) else entry_now
+    example = {"path": path or "FILE", field: text.split("=", 1)[1].strip()}
+    raise ConfigError(f"override '{text}': an entry of {mapping} is set whole, not field by field: give it as a "
+                      f"mapping, {mapping}.{name}={{{', '.join(f'{k}: {v}' for k, v in example.items())}}} (its "
+                      f"fields: {', '.join(fields)})")
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of a raw config dict with dotted overrides set; unknown paths are errors. A whole section
     given as a mapping ('train={max_steps: 50}') sets the fields it names, as 'train.max_steps=50' would, and
     keeps the section's other fields; one entry of a mapping field is set by its name ('eval.sets.gsm8k=PATH',
-    'testbed.defect_kinds.garbled=0.3'), keeping the mapping's other entries. A text field keeps a value that
-    YAML reads as something else (a number, boolean, mapping) as written: 'model.revision=0123456' is that
-    commit, not the octal 42798, and 'data.prompt=Solve: {question}' a template, not a mapping. An empty section
-    (None) is an absent one (:func:`without_empty_sections`)."""
+    'testbed.defect_kinds.garbled=0.3'; a name may hold dots), keeping the mapping's other entries, and set whole
+    (:func:`refuse_entry_field`). A text field keeps a value that YAML reads as something else (a number,
+    boolean, mapping) as written: 'model.revision=0123456' is that commit, not the octal 42798, and
+    'data.prompt=Solve: {question}' a template, not a mapping. A key given twice takes the later value (callers
+    layer overrides: a benchmark's defaults, then the user's); :func:`refuse_rewrites` refuses it in overrides a
+    user gives in one go. An empty section (None) is an absent one (:func:`without_empty_sections`)."""
     out = without_empty_sections(json.loads(json.dumps(raw)))
     valid = set(field_paths())
     sections = {p.split(".")[0] for p in valid if "." in p}
@@ -839,20 +1031,20 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         key, value = parse_override(text)
         if key in texts and value is not None and not isinstance(value, str):
             value = text.split("=", 1)[1].strip()
-        parent = key.rsplit(".", 1)[0]
-        if key not in valid and parent in mappings:  # one entry of a mapping: the mapping as it stands, plus it
-            section, name = parent.split(".")
-            current = out.get(section, {}).get(name)
-            default = getattr(getattr(PipelineConfig(), section), name)
-            out.setdefault(section, {})[name] = {**(current if isinstance(current, dict) else default),
-                                                 key.rsplit(".", 1)[1]: value}
-            continue
+        mapping = next((m for m in mappings if key.startswith(f"{m}.")), None)
         if key in sections and not isinstance(value, dict):
             example = next(p for p in sorted(valid) if p.startswith(f"{key}."))
             raise ConfigError(f"override '{text}': '{key}' is a section, not a field; set one of its fields "
                               f"({example}=...) or several as a mapping ({key}={{{example.split('.', 1)[1]}: ...}})")
-        if key not in valid and key not in sections:
+        if key not in valid and key not in sections and mapping is None:
             raise ConfigError(f"unknown key '{key}' in override '{text}'{suggest_key(key)}")
+        if mapping is not None:  # one entry of a mapping: the mapping as it stands, plus it
+            section, name = mapping.split(".")
+            current, entry = out.get(section, {}).get(name), key[len(mapping) + 1:]
+            refuse_entry_field(text, mapping, entry, current)
+            default = getattr(getattr(PipelineConfig(), section), name)
+            out.setdefault(section, {})[name] = {**(current if isinstance(current, dict) else default), entry: value}
+            continue
         node = out
         parts = key.split(".")
         for part in parts[:-1]:

@@ -86,6 +86,8 @@ SUFFIX_FORMATS = {
     ".csv": "csv",
 }
 HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+HF_SPLITS_FILE = "dataset_dict.json"  # a DatasetDict folder's list of its splits ({"splits": [...]})
+HELD_OUT_FIX = "eval.sets.NAME={path: P, %s: %s}"  # how a held-out set reads its file its own way (config.HeldOutSet)
 UTF8_BOM = b"\xef\xbb\xbf"
 SNIFF_BYTES = 4096  # read this much at a time looking for the first non-space byte of a .json file
 # Byte-order marks of encodings other than UTF-8: such a file is refused with a fix, not read as garbage.
@@ -633,7 +635,8 @@ def _hf_dataset(path: Path, hf_split: str | None) -> Any:
         if hf_split not in ds:
             raise IngestError(
                 f"{path} is a DatasetDict with splits {splits}; pick one with "
-                f"data.hf_split=SPLIT (config) or --hf-split SPLIT (saerl ingest) (got {hf_split!r})"
+                f"data.hf_split=SPLIT (config; a held-out set's own: {HELD_OUT_FIX % ('hf_split', 'SPLIT')}) or "
+                f"--hf-split SPLIT (saerl ingest) (got {hf_split!r})"
             )
         ds = ds[hf_split]
     return ds
@@ -650,7 +653,7 @@ def detect_format(path: Path) -> str:
         raise IngestError(
             f"cannot tell the format of {path.name} from its suffix; known suffixes "
             f"{sorted(SUFFIX_FORMATS)}; set --format jsonl|parquet|csv|hf (saerl ingest) or "
-            "data.format=jsonl|parquet|csv|hf (config)"
+            f"data.format=jsonl|parquet|csv|hf (config; a held-out set's own: {HELD_OUT_FIX % ('format', 'F')})"
         )
     return fmt
 
@@ -700,12 +703,55 @@ def load_table(path: Path, fmt: str = "auto", hf_split: str | None = None) -> Lo
             guess = detect_format(path)
         except IngestError:  # no telling suffix: no hint
             guess = fmt
-        hint = (f" (it looks like {guess}: set data.format={guess} or --format {guess}, or auto)" if guess != fmt
-                else "")
+        hint = (f" (it looks like {guess}: set data.format={guess} or --format {guess}, or auto; a held-out set's "
+                f"own: {HELD_OUT_FIX % ('format', guess)})" if guess != fmt else "")
         raise IngestError(f"cannot read {path} as {fmt}{hint}: {type(e).__name__}: {e}") from e
     if table.n_source_rows == 0:
         raise IngestError(f"data file {path} has no rows")
     return table
+
+
+def held_out_format(path: Path, data_format: str) -> str:
+    """The format a held-out file is read as when its eval.sets entry names none: 'auto' (by its suffix, or a HF
+    folder) where the suffix names a format (SUFFIX_FORMATS) or the path is a folder, not the training file's
+    data.format (a jsonl held-out set beside a training file whose format is named was read as that format);
+    else data.format, as before. in: the held-out path, data.format; out: the format to read it as."""
+    return "auto" if path.is_dir() or path.suffix.lower() in SUFFIX_FORMATS else data_format
+
+
+def hf_splits(path: Path) -> list[str] | None:
+    """The splits of a HF save_to_disk folder holding a DatasetDict (its HF_SPLITS_FILE), or None for one holding a
+    single Dataset or anything else. in: a path; out: the split names or None."""
+    listing = path / HF_SPLITS_FILE
+    return [str(s) for s in json.loads(listing.read_text())["splits"]] if listing.is_file() else None
+
+
+def refuse_training_split(data: DataConfig, held: DataConfig, path: Path) -> None:
+    """Refuse a held-out set that is the training data: data.path's HF folder (data.source file) read as the split
+    training reads (a split given, or a DatasetDict's only one; a single Dataset folder has none, so every row is
+    a training prompt). RL trains on those prompts, so its 'held-out' accuracy measured recall (the evaluate stage
+    only noted the overlap). Another folder, or another split of this one, passes; a split left ambiguous is
+    refused by the read itself. in: the data config, the held-out set's (config.held_out_mapping), its path;
+    raises IngestError naming the split and the fix."""
+    train = Path(data.path).expanduser() if data.source == "file" and data.path else None
+    if train is None or not path.is_dir() or not train.is_dir() or train.resolve() != path.resolve():
+        return
+    splits = hf_splits(path)
+    if splits is None:
+        raise IngestError(f"{path} is the training data's folder (data.path), a single Dataset without splits: every "
+                          "row of it is a training prompt, so accuracy on it would measure recall; give the held-out "
+                          "set a file or folder of its own")
+
+    def read(split: str | None) -> str | None:
+        return splits[0] if split is None and len(splits) == 1 else split
+
+    if read(held.hf_split) is not None and read(held.hf_split) == read(data.hf_split):
+        others = [s for s in splits if s != read(data.hf_split)]
+        fix = (f"read another of its splits {others}: {HELD_OUT_FIX % ('hf_split', others[0])}" if others else
+               "it has no other split: give the held-out set a file or folder of its own")
+        raise IngestError(f"{path} is the training data's DatasetDict folder (data.path), read as the training split "
+                          f"'{read(data.hf_split)}': RL trains on its prompts, so accuracy on it would measure "
+                          f"recall; {fix}")
 
 
 # ------------------------------------------------------------------------------------------- mapping rows

@@ -541,14 +541,18 @@ def eval_sets(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, 
 
 
 def held_out_rows(cfg: PipelineConfig, name: str, entry: Any) -> Any:
-    """eval.sets.<name> read as saerl ingest reads it (the data mapping and the set's own fields, labels optional);
-    refuses a file none of whose rows is usable, naming the set, the rejection counts and the fix (training's
-    in-run evaluation died inside the tokenizer on an empty set). in: config, the set's name and entry; out: the
-    IngestResult (kept and rejected rows)."""
+    """eval.sets.<name> read as saerl ingest reads it (the data mapping and the set's own fields and reading, labels
+    optional: saerl.config.held_out_mapping); refuses a file none of whose rows is usable, naming the set, the
+    rejection counts and the fix (training's in-run evaluation died inside the tokenizer on an empty set), and a
+    file that cannot be read, or is the training data's split, naming the set. in: config, the set's name and
+    entry; out: the IngestResult (kept and rejected rows)."""
     from saerl.data import IngestError, ingest, summarize
 
     path = held_out_file(entry)
-    result = ingest(held_out_mapping(cfg.data, entry), path, labels_optional=True)
+    try:
+        result = ingest(held_out_mapping(cfg.data, entry), path, labels_optional=True)
+    except IngestError as err:
+        raise type(err)(f"held-out set eval.sets.{name} ({path}): {err}") from err
     if result.kept.is_empty():
         raise IngestError(
             f"held-out set eval.sets.{name} ({path}) has no usable row: {summarize(result).splitlines()[0]}. Fix: "

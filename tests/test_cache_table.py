@@ -122,8 +122,8 @@ def candidates(ann: Any, value: Any) -> list[Any]:
     if ann is bool:
         return [not value] if isinstance(value, bool) else [True, False]
     if ann is int:
-        near = [value + 1, value - 1] if isinstance(value, int) and not isinstance(value, bool) else []
-        return near + list(FALLBACK_INTS)
+        near = [value + 1, value - 1, value * 2] if isinstance(value, int) and not isinstance(value, bool) else []
+        return near + list(FALLBACK_INTS)  # value * 2: a width its heads still split evenly (testbed.d_model)
     if ann is float:
         near = [value * SCALE, value + STEP] if isinstance(value, int | float) else []
         return near + list(FALLBACK_FLOATS)

@@ -287,3 +287,120 @@ def test_an_empty_section_is_all_defaults_overrides_into_it_included(tmp_path):
     assert load_config(path, ["eval.k_samples=2"]).eval.k_samples == 2
     assert load_config(path, ["testbed.defect_kinds.garbled=0.3"]).testbed.defect_kinds["garbled"] == 0.3
     assert apply_overrides({"eval": None}, ["eval.k_samples=2"]) == {"eval": {"k_samples": 2}}
+
+
+def test_held_out_reading_fields_left_unset_keep_the_keys_of_configs_written_before():
+    """eval.sets entries gained format and hf_split; a config whose entries leave them out (qwen's asdiv and aime24
+    mappings) must dump, and so key its heldout and train runs, as before; one that sets them is keyed by them."""
+    from saerl.stages import located
+
+    cfg = load_config(CONFIGS / "qwen2.5-math-1.5b.yaml")
+    data = "../shared/data"
+    assert flatten(cfg)["eval.sets"] == {  # the form written before the new fields existed
+        "gsm8k_test": f"{data}/gsm8k_test.jsonl", "college_math": f"{data}/college_math_test.jsonl",
+        "amc23": f"{data}/amc23_test.jsonl",
+        "asdiv": {"path": f"{data}/asdiv_test.jsonl", "prompt": "{body} {question}", "answer": None, "id": None},
+        "aime24": {"path": f"{data}/aime24_test.jsonl", "prompt": "problem", "answer": None, "id": None}}
+    assert PipelineConfig.model_validate(cfg.model_dump(mode="json")) == cfg  # a record's dump reads back the same
+    split = load_config(None, ["eval.sets.t={path: d/hf, hf_split: test}", "eval.sets.u={path: d/u, format: csv}"])
+    flat = located("eval.sets", flatten(split)["eval.sets"])
+    assert flat["t"]["hf_split"] == "test" and flat["u"]["format"] == "csv" and "format" not in flat["t"]
+
+
+@pytest.mark.parametrize(("override", "names"), [
+    ("score.n_jobs=0", ["score.n_jobs=0 is not a thread count", "score.n_jobs=1"]),
+    ("score.n_jobs=-2", ["score.n_jobs=-2", "-1 (every core)"]),
+    ("score.probe_cs=[0.1, 0]", ["score.probe_cs.1", "got 0", "greater than 0"]),
+    ("score.ridge_alphas=[-1.0]", ["score.ridge_alphas.0", "got -1.0", "greater than 0"]),
+    ("score.enet_l1_ratios=[0.5, 2.0]", ["score.enet_l1_ratios.1", "got 2.0", "less than or equal to 1"]),
+    ("score.enet_l1_ratios=[0]", ["score.enet_l1_ratios.0", "greater than 0"]),
+    ("train.epsilon_high=-0.5", ["train.epsilon_high", "got -0.5", "greater than 0"]),
+    ("train.learning_rate=.inf", ["train.learning_rate", "got inf", "finite number"]),
+    ("curriculum.frontier_target=.nan", ["curriculum.frontier_target", "got nan", "finite number"]),
+    ("testbed.defect_kinds.garbled=.inf", ["testbed.defect_kinds.garbled", "finite number"]),
+    ("testbed.d_model=30", ["testbed.d_model=30", "testbed.n_heads=4", "testbed.d_model=32", "testbed.n_heads=3"]),
+    ("testbed.d_model=20", ["testbed.d_model=20", "even width", "testbed.d_model=16", "testbed.n_heads=5"]),
+    ("testbed.n_heads=3", ["testbed.d_model=128", "testbed.n_heads=3", "testbed.d_model=126"]),
+    ("score.k_range=[1, 1]", ["score.k_range=[1, 1]", "k = 1 is never searched", "score.k_range=[2, 16]"]),
+])
+def test_numbers_a_stage_fails_on_or_bends_silently_are_refused_naming_the_field_and_the_fix(override, names):
+    """score.n_jobs=0, a C or alpha <= 0 and a testbed width its heads do not split failed inside their stage naming
+    no field; an l1_ratio above 1 (a negative L2 term), a negative epsilon_high (an upper clip below the lower
+    one), an inf or nan anywhere and a k_range under 2 (one cluster) ran on without a word."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert all(n in str(err.value) for n in names), str(err.value)
+
+
+def test_numbers_at_the_edge_of_their_range_load():
+    cfg = load_config(None, ["score.n_jobs=-1", "score.enet_l1_ratios=[1.0]", "train.epsilon_high=0.28",
+                             "testbed.d_model=136", "score.k_range=[1, 2]"])
+    assert (cfg.score.n_jobs, cfg.score.enet_l1_ratios, cfg.testbed.d_model, cfg.score.k_range) == (-1, [1.0], 136, (1, 2))
+    assert load_config(None, ["score.n_jobs=4", "testbed.n_heads=8", "testbed.d_model=64"]).score.n_jobs == 4
+
+
+@pytest.mark.parametrize(("key", "meant"), [
+    ("train.batch_size", "curriculum.batch_size"), ("train.epochs", "curriculum.epochs"),
+    ("train.lr", "train.learning_rate"), ("eval.k", "eval.k_samples"), ("sae.learning_rate", "sae.lr"),
+])
+def test_an_unknown_key_for_a_knob_elsewhere_suggests_that_knob_not_another_stages(key, meant):
+    """difflib matched train.batch_size to sae.batch_size (the SAE's token batch: following it reran the SAE and left
+    the RL batch as it was), train.lr to train.arms and eval.k to the section eval."""
+    with pytest.raises(ConfigError, match=rf"unknown key '{key}'.*did you mean '{meant}'"):
+        load_config(None, [f"{key}=1"])
+
+
+def test_every_key_alias_names_a_valid_key_for_an_invalid_one():
+    from saerl.config import KEY_ALIASES
+
+    paths = set(field_paths())
+    assert all(meant in paths and key not in paths for key, meant in KEY_ALIASES.items())
+
+
+def test_a_held_out_sets_field_is_set_through_its_entry_and_a_dotted_set_name_is_a_name():
+    """'eval.sets.a.prompt=q' was an unknown key with a suggestion of data.prompt (the training data's prompt):
+    an entry is given whole, and the error writes it so; a field misspelt inside an entry suggests the entry's."""
+    with pytest.raises(ConfigError, match=r"eval.sets is set whole.*eval.sets.a=\{path: x.jsonl, prompt: q\}"):
+        load_config(None, ["eval.sets.a=x.jsonl", "eval.sets.a.prompt=q"])
+    with pytest.raises(ConfigError, match=r"unknown key 'eval.sets.a.promt' \(did you mean 'eval.sets.a.prompt'"):
+        load_config(None, ["eval.sets.a={path: x.jsonl, promt: q}"])
+    assert load_config(None, ["eval.sets.asdiv-v1.2=x.jsonl"]).eval.sets == {"asdiv-v1.2": "x.jsonl"}
+
+
+@pytest.mark.parametrize(("overrides", "names"), [
+    (["train.max_steps=5", "train.max_steps=6"], ["'train.max_steps=6' sets train.max_steps again",
+                                                  "after 'train.max_steps=5'"]),
+    (["train.max_steps=5", "train={max_steps: 6}"], ["sets train.max_steps again"]),
+    (["eval.sets.a=x.jsonl", "eval.sets={b: y.jsonl}"], ["replaces eval.sets whole, dropping eval.sets.a",
+                                                         "'eval.sets.a=x.jsonl'"]),
+    (["eval.sets.a=x.jsonl", "eval={sets: {b: y.jsonl}}"], ["replaces eval.sets whole"]),
+    (["eval.sets={a: x.jsonl}", "eval.sets.a=y.jsonl"], ["sets eval.sets.a again"]),
+    (["testbed.defect_kinds.garbled=0.1", "testbed.defect_kinds.garbled=0.2"], ["testbed.defect_kinds.garbled again"]),
+])
+def test_a_users_override_that_undoes_an_earlier_one_is_refused(overrides, names):
+    """The last of two overrides of a key won without a word, and 'eval.sets={b: F}' after 'eval.sets.a=G' dropped
+    set a (a YAML file refuses a key given twice)."""
+    from saerl.config import refuse_rewrites
+
+    with pytest.raises(ConfigError) as err:
+        refuse_rewrites(overrides)
+    assert all(n in str(err.value) for n in names), str(err.value)
+
+
+def test_overrides_that_add_to_one_another_pass_and_layered_overrides_take_the_later_value():
+    from saerl.config import refuse_rewrites
+
+    adding = ["eval.sets={b: y.jsonl}", "eval.sets.a=x.jsonl", "train={max_steps: 6}", "train.seeds=[1]"]
+    refuse_rewrites(adding)
+    cfg = load_config(None, adding)
+    assert cfg.eval.sets == {"b": "y.jsonl", "a": "x.jsonl"} and (cfg.train.max_steps, cfg.train.seeds) == (6, [1])
+    # code layers its own overrides under a user's (a benchmark's defaults; --root after them): the later one wins
+    assert load_config(None, ["train.seeds=[0, 1, 2]", "train.seeds=[0]"]).train.seeds == [0]
+
+
+def test_an_override_integer_with_a_leading_zero_is_decimal_not_octal():
+    """YAML 1.1 read train.max_steps=010 as octal 8; a number field reads it in decimal, a text field keeps it."""
+    cfg = load_config(None, ["train.max_steps=010", "train.seeds=[07, 010]", "model.revision=0123456",
+                             "eval.sets.a=0123", "train.learning_rate=1e-4", "testbed.n_pool=0x10"])
+    assert (cfg.train.max_steps, cfg.train.seeds, cfg.model.revision) == (10, [7, 10], "0123456")
+    assert cfg.eval.sets == {"a": "0123"} and cfg.train.learning_rate == 1e-4 and cfg.testbed.n_pool == 16

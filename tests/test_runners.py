@@ -413,6 +413,72 @@ def test_a_held_out_set_can_map_its_own_fields(tmp_path):
     assert stage_key(cfg, "heldout", {}) != stage_key(other, "heldout", {})  # the mapping moves the key
 
 
+def _dataset_dict(folder: Path, splits: dict[str, int]) -> Path:
+    """A HF DatasetDict saved to `folder`: split name -> its number of rows (ids '<split>-<i>')."""
+    import datasets
+
+    datasets.DatasetDict({name: datasets.Dataset.from_dict({
+        "id": [f"{name}-{i}" for i in range(n)], "question": [f"What is {i}+{name}?" for i in range(n)],
+        "answer": [str(i) for i in range(n)]}) for name, n in splits.items()}).save_to_disk(str(folder))
+    return folder
+
+
+def test_a_held_out_dataset_dict_is_read_at_its_own_split_and_never_at_the_training_one(tmp_path):
+    """A held-out set in a DatasetDict folder took data.hf_split, the training data's: pointed at the training
+    folder it evaluated on the training split (only a note said so). It reads its own hf_split, or the folder's only
+    split; several unnamed is an error naming the entry's field; the training folder at the training split (named, or
+    its only one) is refused before the first stage."""
+    from saerl.data import IngestError
+    from saerl.pipeline import check_runnable
+
+    dd = _dataset_dict(tmp_path / "dd", {"train": 10, "test": 5})
+    base = ["data.source=file", f"data.path={dd}", "data.hf_split=train", "data.id=id"]
+    cfg = load_config(None, [*base, f"eval.sets.t={{path: {dd}, hf_split: test}}"])
+    check_runnable(cfg, "train")
+    assert eval_sets(cfg, {})["t"]["id"].to_list() == [f"test-{i}" for i in range(5)]
+    refused = load_config(None, [*base, f"eval.sets.t={{path: {dd}, hf_split: train}}"])
+    with pytest.raises(IngestError, match=r"eval.sets.t .*training data's DatasetDict folder .*training split "
+                                          r"'train'.*eval.sets.NAME=\{path: P, hf_split: test\}"):
+        check_runnable(refused, "train")
+    with pytest.raises(IngestError, match=r"eval.sets.t .*training split 'train'"):
+        eval_sets(refused, {})
+    with pytest.raises(IngestError, match=r"eval.sets.t .*splits \['train', 'test'\].*eval.sets.NAME=\{path: P, "
+                                          r"hf_split: SPLIT\}"):  # data.hf_split=train is not the set's split
+        check_runnable(load_config(None, [*base, f"eval.sets.t={dd}"]), "train")
+    one = _dataset_dict(tmp_path / "one", {"train": 3})
+    with pytest.raises(IngestError, match="training split 'train'.*it has no other split"):
+        check_runnable(load_config(None, ["data.source=file", f"data.path={one}", f"eval.sets.t={one}"]), "train")
+    other = _dataset_dict(tmp_path / "other", {"train": 4, "test": 2})
+    unnamed = load_config(None, [*base, f"eval.sets.o={other}"])  # data.hf_split=train is not the set's split
+    with pytest.raises(IngestError, match=r"eval.sets.o .*splits \['train', 'test'\].*eval.sets.NAME=\{path: P, "
+                                          r"hf_split: SPLIT\}"):
+        check_runnable(unnamed, "train")
+    only = _dataset_dict(tmp_path / "only", {"test": 2})
+    assert eval_sets(load_config(None, [*base, f"eval.sets.o={only}"]), {})["o"].height == 2
+
+
+def test_a_held_out_file_is_read_in_its_suffixs_format_not_the_training_files(tmp_path):
+    """A jsonl held-out set beside a training file whose format is named (data.format=parquet for train.bin) was
+    read as parquet, and format auto failed on the training file: it could not be configured. The set reads by its
+    suffix; a suffix naming no format keeps data.format; an entry may name its own."""
+    from saerl.pipeline import check_runnable
+
+    train = tmp_path / "train.bin"
+    pl.DataFrame({"question": ["What is 1+1?"], "answer": ["2"]}).write_parquet(train)
+    rows = "".join(f'{{"question": "q{i}?", "answer": "{i}"}}\n' for i in range(3))
+    (tmp_path / "extra.jsonl").write_text(rows)
+    (tmp_path / "extra.dat").write_text(rows)
+    base = ["data.source=file", f"data.path={train}", "data.format=parquet"]
+    cfg = load_config(None, [*base, f"eval.sets.extra={tmp_path / 'extra.jsonl'}"])
+    check_runnable(cfg, "train")
+    assert eval_sets(cfg, {})["extra"].height == 3
+    own = load_config(None, [*base, f"eval.sets.extra={{path: {tmp_path / 'extra.dat'}, format: jsonl}}"])
+    assert eval_sets(own, {})["extra"].height == 3
+    jsonl = load_config(None, ["data.source=file", f"data.path={tmp_path / 'extra.jsonl'}", "data.format=jsonl",
+                               f"eval.sets.extra={tmp_path / 'extra.dat'}"])
+    assert eval_sets(jsonl, {})["extra"].height == 3  # no format in the suffix: data.format, as before
+
+
 def fake_training(monkeypatch, resumed_from: int | None = None, steps: int = 1, checkpoint: bool = False) -> None:
     """compute_train's collaborators faked, on one prompt: train_grpo returns a run of `steps` steps, resumed from
     checkpoint step `resumed_from` (None: from scratch), leaving a resumable checkpoint behind when `checkpoint`."""
