@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from saerl.config import SHIPPED_CONFIGS, ConfigError, PipelineConfig, load_config
+from saerl.config import SHIPPED_CONFIGS, ConfigError, PipelineConfig, load_config, refuse_rewrites
 
 DEMO_CONFIG = SHIPPED_CONFIGS / "demo.yaml"
 OVERRIDES_HELP = ("dotted overrides KEY=VALUE, each VALUE parsed as YAML: a scalar (curriculum.mix_ratio=0.2) or a "
@@ -128,8 +128,10 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None) -> dict:
 
 
 def with_root(overrides: list[str], root: str | None) -> list[str]:
-    """The overrides with `--root ROOT` appended as runtime.artifact_root (last, so it wins over an override of
-    the same key), or unchanged without --root. in: dotted overrides, the --root value; out: a new list."""
+    """The user's overrides, each key given once (saerl.config.refuse_rewrites: a repeat would win without a word),
+    with `--root ROOT` appended as runtime.artifact_root (last, so it wins over an override of the same key), or
+    unchanged without --root. in: dotted overrides, the --root value; out: a new list."""
+    refuse_rewrites(overrides)
     if not root:
         return list(overrides)
     return [*overrides, f"runtime.artifact_root={json.dumps(root)}"]  # a quoted string: '#', digits kept

@@ -591,8 +591,9 @@ def pipeline_from_file(config_path: str = "configs/demo.yaml", overrides: list[s
     task runner the config asks for (runtime.task_runner, runtime.workers), as `saerl run` does, quiet as
     runtime.progress says (:func:`quiet_libraries`); the subflow's run is named after the run id (:func:`named_run`)."""
     from flows.runner import task_runner
-    from saerl.config import load_config
+    from saerl.config import load_config, refuse_rewrites
 
+    refuse_rewrites(overrides or [])  # a deployment's parameter: each key once, as on the command line
     cfg = load_config(config_path, overrides or [])
     refuse_outside_code(load_config(config_path, []), [cfg])
     named, run_id = named_run(pipeline_flow.with_options(task_runner=task_runner(cfg)))

@@ -167,8 +167,9 @@ def ablation_from_file(config_path: str = "configs/demo.yaml", grid: dict[str, l
                        overrides: list[str] | None = None, until: str | None = None) -> dict[str, Any]:
     """Deployment entry point: load a YAML config (+ dotted overrides) and run the ablation over `grid`, given
     as {dotted key: [values]} or as command-line strings ["curriculum.mix_ratio=0,0.1,0.3", ...]."""
-    from saerl.config import load_config
+    from saerl.config import load_config, refuse_rewrites
 
+    refuse_rewrites(overrides or [])  # a deployment's parameter: each key once, as on the command line
     cfg = load_config(config_path, overrides or [])
     parsed: Grid = parse_grid(grid or [], PARAM_GRID)  # errors name the `grid` parameter, not saerl ablate's --grid
     children = plan_sweep(cfg.model_dump(mode="json"), parsed, overrides or [], PARAM_GRID)  # every error first

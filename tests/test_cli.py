@@ -469,3 +469,27 @@ def test_every_command_reads_a_root_under_home_where_run_writes_it(tmp_path, mon
     assert "20260101-000000-000000-aaaa" in capsys.readouterr().out
     assert main(["gc", "--dry-run", "--root=~/runs"]) == 0, capsys.readouterr().err
     assert not (tmp_path / "~").exists()
+
+
+def test_a_key_given_twice_on_the_command_line_is_refused_before_anything_runs(capsys):
+    """`train.max_steps=5 train.max_steps=6` trained 6 steps without a word (the last override won); --root's own
+    override after the user's runtime.artifact_root still wins, as documented."""
+    assert main(["run", str(REPO / "configs" / "demo.yaml"), "train.max_steps=5", "train.max_steps=6"]) == 2
+    assert "sets train.max_steps again, after 'train.max_steps=5'" in capsys.readouterr().err
+    assert main(["demo", "eval.sets.a=x.jsonl", "eval.sets={b: y.jsonl}"]) == 2
+    assert "dropping eval.sets.a" in capsys.readouterr().err
+    from flows.cli import with_root
+
+    assert with_root(["runtime.artifact_root=/a"], "/b")[-1] == 'runtime.artifact_root="/b"'
+
+
+@pytest.mark.parametrize("entry", ["flows.pipeline:pipeline_from_file", "flows.sweep:ablation_from_file"])
+def test_a_deployments_overrides_give_each_key_once(entry):
+    import importlib
+
+    from saerl.config import ConfigError
+
+    module, name = entry.split(":")
+    flow = getattr(importlib.import_module(module), name)
+    with pytest.raises(ConfigError, match="sets curriculum.mix_ratio again"):
+        flow.fn(str(REPO / "configs" / "smoke.yaml"), overrides=["curriculum.mix_ratio=0.1", "curriculum.mix_ratio=0.3"])
