@@ -3,7 +3,8 @@
 Layout (``P`` prompts, ``T`` tokens in all, ``d`` = d_model, prompt-chunk ``c`` = prompts
 ``[c * chunk_rows, (c + 1) * chunk_rows)``)::
 
-    attrs             StoreMeta: model, layer, d_model, n_layers, chunk_rows, pooling, ..., fingerprint
+    attrs             meta (StoreMeta: model, layer, d_model, n_layers, chunk_rows, pooling, ..., fingerprint),
+                      content (its inputs' hash), previous; content_model once a resume renamed meta.model
     ids               str     [P]        prompt ids (written up front)
     offsets           int64   [P + 1]    prompt i's tokens are rows offsets[i]:offsets[i+1] (up front)
     heads             int32   [P]        prompt i's first heads[i] tokens are its head (up front; see below)
@@ -30,7 +31,7 @@ import json
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,9 @@ STORE_NAME = "activations.zarr"
 TOKENS = "tokens"
 POOLED = "pooled"
 HEADS = "heads"
+# attr of a store resumed under another model path (a root copied or moved, a model folder moved): the model name its
+# `content` hash was taken with, kept when meta.model is renamed to the path the model is now read from
+CONTENT_MODEL = "content_model"
 NO_TOKENS = (
     "this store kept no token residuals (extract.store_tokens was false); the sae and encode stages "
     "read them: set extract.store_tokens=true and run extract again"
@@ -128,10 +132,12 @@ def prepare_store(store: str | Path, ids: list[str], token_ids: list[list[int]],
     """Create the store's up-front arrays (ids, offsets, heads, input_ids, empty pooled arrays) and attrs (with
     `n_truncated`, the prompts tokenization cut to extract.max_length, and cfg.skip_head); `heads` are the head
     lengths per prompt (None = 0 each; each must leave its prompt at least one token: 0 <= head < length). An
-    existing store with the same content (same ids, tokens, heads, model, resolved `dtype` and settings) is kept,
-    so a rerun resumes; any other is replaced, with a fingerprint no earlier store had (chunk-log records of a
-    replaced store never count as done, even after a change and its undo; a folder left unreadable by a replacement
-    killed mid-delete is replaced too). Call once before any extract_chunks (one process)."""
+    existing store with the same content (same ids, tokens, heads, model shape, resolved `dtype` and settings) is
+    kept, so a rerun resumes; the model's name is not compared (the artifact key pins the model, and a root copied
+    or moved gives it another path): a kept store's meta.model becomes `model` (:func:`renamed_model`). Any other
+    store is replaced, with a fingerprint no earlier store had (chunk-log records of a replaced store never count as
+    done, even after a change and its undo; a folder left unreadable by a replacement killed mid-delete is replaced
+    too). Call once before any extract_chunks (one process)."""
     if len(ids) != len(token_ids):
         raise ValueError(f"{len(ids)} ids for {len(token_ids)} prompts")
     lengths = np.array([len(t) for t in token_ids], dtype=np.int64)
@@ -147,10 +153,19 @@ def prepare_store(store: str | Path, ids: list[str], token_ids: list[list[int]],
               "token_block_rows": cfg.token_block_rows, "dtype": dtype, "n_truncated": n_truncated,
               "skip_head": cfg.skip_head}
     content = _fingerprint(list(ids), flat, offsets, head, fields)
-    old, previous = kept_or_chained(store, content, lambda g: (g.attrs.get("meta") or {}).get("fingerprint"),
-                                    lambda g: g.attrs.get("content") if g.attrs.get("meta") else None)
+
+    def held(group: zarr.Group) -> str | None:
+        """The content a complete store holds (None while incomplete), equal to `content` when it differs only in
+        the model's name (the artifact key pins the model: its path moves with the root)."""
+        if not group.attrs.get("meta"):
+            return None
+        stored, named = group.attrs.get("content"), hashed_model(group)
+        same = named != model and stored == _fingerprint(list(ids), flat, offsets, head, {**fields, "model": named})
+        return content if same else stored
+
+    old, previous = kept_or_chained(store, content, lambda g: (g.attrs.get("meta") or {}).get("fingerprint"), held)
     if old is not None:
-        return _meta(old)
+        return renamed_model(store, old, model)
     meta = StoreMeta(**fields, fingerprint=fingerprint_after(previous, content))  # type: ignore[arg-type]
     check_disk(Path(store), store_bytes(meta))
     group = zarr.open_group(store, mode="w")
@@ -168,6 +183,26 @@ def prepare_store(store: str | Path, ids: list[str], token_ids: list[list[int]],
     group.attrs["content"] = content
     group.attrs["meta"] = asdict(meta)
     return meta
+
+
+def hashed_model(group: zarr.Group) -> str:
+    """The model name a store's `content` hash was taken with: its CONTENT_MODEL attr (left when a resume renamed
+    meta.model), else meta.model. in: an open store; out: the name."""
+    return str(group.attrs.get(CONTENT_MODEL) or group.attrs["meta"]["model"])
+
+
+def renamed_model(store: str | Path, group: zarr.Group, model: str) -> StoreMeta:
+    """The metadata of a store kept to resume, its meta.model set to `model`, the name the model is read from now
+    (its shards load it by that name, which may be another path than the one it was prepared under: a root copied or
+    moved), with the name its content hash was taken with kept in CONTENT_MODEL; its fingerprint is unchanged, so
+    its chunk records count. A store prepared under `model` is left as it is. in: the store's path, the store open
+    for reading, the model name; out: its metadata."""
+    meta = _meta(group)
+    if meta.model == model:
+        return meta
+    renamed = replace(meta, model=model)
+    zarr.open_group(store, mode="r+").attrs.update({"meta": asdict(renamed), CONTENT_MODEL: hashed_model(group)})
+    return renamed
 
 
 # the share of its raw size a store takes on disk (Zarr's default compression of float16 residuals: the demo's

@@ -462,7 +462,8 @@ def extract(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, mod
             progress: bool = True, on_chunk_done: Callable[[int], None] | None = None) -> dict[str, Any]:
     """The whole extract stage in one process: prepare_extraction, then every unfinished chunk.
     Returns extract_chunks's summary, its n_prompts and n_tokens renamed n_prompts_run and n_tokens_run (the chunks
-    this process ran: none when Dask shards or a killed run ran them all), plus model, n_layers, store, n_prompts
+    this process ran: none when Dask shards or a killed run ran them all), plus model, n_layers, store (the store's
+    name inside `out_dir`: the build folder is renamed when its artifact is published), n_prompts
     and n_prompts_total (the store's prompts), n_tokens and n_tokens_total (every token read), n_content_tokens_total
     (those after the prompts' heads) and n_truncated (prompts longer than extract.max_length tokens, cut on
     extract.truncation_side)."""
@@ -472,6 +473,6 @@ def extract(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, mod
     meta = act.meta
     summary["n_prompts_run"], summary["n_tokens_run"] = summary.pop("n_prompts"), summary.pop("n_tokens")
     return {**summary, "n_prompts": meta.n_prompts, "n_tokens": meta.n_tokens,
-            "model": meta.model, "n_layers": meta.n_layers, "store": str(store),
+            "model": meta.model, "n_layers": meta.n_layers, "store": STORE_NAME,
             "n_prompts_total": meta.n_prompts, "n_tokens_total": meta.n_tokens,
             "n_content_tokens_total": act.n_content_tokens, "n_truncated": meta.n_truncated}

@@ -1412,8 +1412,8 @@ def _reason_hint(cfg: DataConfig, reason: str, lines: list[dict[str, Any]], n_ro
                        '("Add 2, 3"), or convert the file to jsonl'),
         INVALID_JSON: ("do not parse as a JSON object (the value column names each line and why): fix them, "
                        "or check that the file is jsonl, one object per line"),
-        INVALID_LABEL: (f"have an invalid label in {_fields_named(lines)} (it became null, the row is kept): "
-                        "check the mapping"),
+        INVALID_LABEL: (f"have an invalid label in {_fields_named(lines)} (it became null; the row is kept unless "
+                        "rejected for another reason): check the mapping"),
     }
     verb = "flagged" if reason in FLAG_ONLY else "rejected"
     return f"{share} " + hints.get(reason, f"were {verb} as {reason}: see their row, value and detail in "
@@ -1441,16 +1441,27 @@ def ingest_hints(cfg: DataConfig, issues: list[dict[str, Any]], n_rows: int) -> 
     return hints
 
 
+def kept_flags(result: IngestResult) -> dict[str, int]:
+    """The flag lines (FLAG_ONLY reasons: a label made null, bytes replaced) of the rows the ingest kept, counted by
+    reason, most first: a flagged row that was also rejected (a duplicate prompt with an invalid label) is counted
+    with its rejection only. in: the result; out: {reason: lines}."""
+    kept = set(result.kept["row"].to_list())
+    flags = Counter(r for r, row in zip(result.rejected["reason"], result.rejected["row"], strict=True)
+                    if r in FLAG_ONLY and row in kept)
+    return dict(flags.most_common())
+
+
 def summarize(result: IngestResult) -> str:
-    """One line: 'kept 7473 of 7480 rows; rejected 7: unparseable answer 4, duplicate prompt 3' (+ flags), a
+    """One line: 'kept 7473 of 7480 rows; rejected 7: unparseable answer 4, duplicate prompt 3' (+ the flags of
+    kept rows: kept_flags), a
     'chat prompts: ...' line when prompts were chat message lists (their user message read, other turns left
     out, counted by role), then one 'hint: ...' line per hint of the summary (see ingest_hints)."""
     s = result.summary
     line = f"kept {s['kept']} of {s['rows']} rows; rejected {s['dropped']}"
     if s["reasons"]:
         line += ": " + ", ".join(f"{r} {c}" for r, c in s["reasons"].items())
-    if s["flags"]:
-        line += "; flagged (row kept): " + ", ".join(f"{r} {c}" for r, c in s["flags"].items())
+    if flags := kept_flags(result):
+        line += "; flagged (row kept): " + ", ".join(f"{r} {c}" for r, c in flags.items())
     lines = [line]
     if s.get("chat_prompts"):
         turns = s.get("dropped_turns") or {}

@@ -4,16 +4,17 @@ The order an arm trains on (the curriculum artifact's order file: `order.parquet
 `order_only.parquet`, `filter_only.parquet`, and `vanilla_order.parquet`, the vanilla arm's seed-0 shuffle: each is
 what training seed 0 read, as every other seed draws its own order, saerl.runners.order_seed)
 is joined with the ingested prompts (`prompts.parquet`) into one frame in training order: position, id,
-prompt, answer, batch, epoch, cluster, difficulty_hat. Each format writes that frame and, for verl and trl,
+prompt, answer, batch, epoch, cluster, difficulty_hat, ramp. Each format writes that frame and, for verl and trl,
 a small sampler module (no saerl import, so it runs where saerl is not installed) and a README.md saying
-how to plug them in. verl also gets a reward module (REWARD) that judges completions with saerl's own
-verifier, as saerl's RL does: verl's built-in gsm8k reward takes only a strict final `#### N` compared as
-text, which misses `\\boxed{}` answers and golds such as `\\frac{3}{4}` or `10%`; that module needs saerl
-importable. A prompt repeated over epochs appears once per visit. Every arm is exported as RL reads it, in whole
-batches (:func:`saerl.curriculum.whole_batches`), without an epoch's short last batch, so that every block of
-batch_size rows is one batch (one step) in the other trainer too: a curriculum batch for saerl and order_only, a
-batch of one epoch's shuffle for vanilla and filter_only; the README and a warning say how many rows of the order
-that leaves out.
+how to plug them in and how many steps saerl's run trained (train.max_steps). verl and trl also get a reward module
+(REWARD) that judges completions with saerl's own verifier, as saerl's RL does: verl's built-in gsm8k reward takes
+only a strict final `#### N` compared as text, which misses `\\boxed{}` answers and golds such as `\\frac{3}{4}` or
+`10%`, and trl's stock accuracy_reward reads a `solution` column (not `answer`) and scores a final `#### N` 0; that
+module needs saerl importable. A prompt repeated over epochs appears once per visit. Every arm is exported as RL
+reads it, in whole batches (:func:`saerl.curriculum.whole_batches`), without an epoch's short last batch, so that
+every block of batch_size rows is one batch (one step) in the other trainer too: a curriculum batch for saerl and
+order_only, a batch of one epoch's shuffle for vanilla and filter_only; the README and a warning say how many rows of
+the order that leaves out.
 
 The output folder must be new, empty, or an earlier saerl export (its README.md starts with EXPORT_MARK and it
 holds only files an export writes): any other folder is refused, so an export never writes over a user's files.
@@ -42,7 +43,7 @@ from saerl.status import ended
 
 FORMATS = ("hf", "verl", "trl")
 ARM_FILES = {**ARM_ORDERS, "vanilla": VANILLA}
-COLUMNS = ("position", "id", "prompt", "answer", "batch", "epoch", "cluster", "difficulty_hat")
+COLUMNS = ("position", "id", "prompt", "answer", "batch", "epoch", "cluster", "difficulty_hat", "ramp")
 # the rows' data_source: verl's built-in reward for it takes only a strict final '#### N' compared as text; the export's
 # REWARD module (the README's command) reads no data_source and judges as saerl does
 DATA_SOURCE = "openai/gsm8k"
@@ -50,7 +51,7 @@ ABILITY = "math"
 TABLE = "train.parquet"
 SAMPLER = "saerl_sampler.py"
 SAMPLER_CLASS = "SaerlOrderSampler"
-REWARD = "reward.py"  # verl's custom reward function module (verl_reward)
+REWARD = "reward.py"  # verl's custom reward function module (verl_reward), or trl's reward function (trl_reward)
 REWARD_FUNCTION = "compute_score"
 README = "README.md"
 EXPORT_MARK = "# saerl export"  # the first line of every README.md an export writes
@@ -169,6 +170,39 @@ def compute_score(data_source: str, solution_str: str, ground_truth: str, extra_
     return float(verify_answer(solution_str, str(ground_truth), TIMEOUT_S).correct)
 '''
 
+TRL_REWARD = '''r"""Exported by saerl: a trl reward function for this export, judged by saerl's own verifier
+(saerl.verify) as saerl's RL and evaluation judge it: each completion's final answer (the last `#### X` or
+`\\boxed{X}`) against its row's `answer` column, numbers, fractions, percents and LaTeX read alike
+(`\\boxed{3/4}` matches `\\frac{3}{4}`, `\\boxed{10\\%}` matches `10%`). 1.0 when correct, else 0.0; a check that
+times out or errs scores 0, as in saerl's RL. Model output is only parsed, never run.
+
+Load it from its path and pass reward_funcs=[module.compute_score] to GRPOTrainer. saerl must be importable where
+trl runs: install it in trl's environment.
+"""
+
+from typing import Any
+
+try:
+    from saerl.verify import verify_batch
+except ImportError as err:
+    raise ImportError(f"this reward judges with saerl's verifier: install saerl in trl's environment ({err})") from err
+
+TIMEOUT_S = @TIMEOUT_S@  # the run's train.verify_timeout_s: the wall-clock bound on one answer check
+
+
+def completion_text(completion: Any) -> str:
+    """The text of a trl completion: a string as it is; a conversational one (a list of chat messages) as its
+    messages' contents joined, as saerl's RL reads it."""
+    return completion if isinstance(completion, str) else "".join(m["content"] for m in completion)
+
+
+def compute_score(completions: list[Any], answer: list[str], **kwargs: Any) -> list[float]:
+    """trl's reward function signature: 1.0 for each completion whose final answer equals its row's `answer`
+    (saerl.verify.verify_batch), else 0.0. prompts and the other columns trl passes as keywords are not read."""
+    results = verify_batch([completion_text(c) for c in completions], [str(a) for a in answer], TIMEOUT_S)
+    return [float(r.correct) for r in results]
+'''
+
 
 def reward_timeout(info: dict[str, Any]) -> float:
     """The seconds one answer check of the verl export's reward may take: the run's train.verify_timeout_s (the
@@ -180,6 +214,13 @@ def verl_reward(timeout_s: float) -> str:
     """The text of the verl export's REWARD module, each answer check bounded by `timeout_s` seconds (the run's
     train.verify_timeout_s). in: seconds; out: Python source."""
     return VERL_REWARD.replace("@TIMEOUT_S@", repr(float(timeout_s)))
+
+
+def trl_reward(timeout_s: float) -> str:
+    """The text of the trl export's REWARD module (a trl reward function, compute_score(completions, answer,
+    **kwargs)), each answer check bounded by `timeout_s` seconds (the run's train.verify_timeout_s).
+    in: seconds; out: Python source."""
+    return TRL_REWARD.replace("@TIMEOUT_S@", repr(float(timeout_s)))
 
 
 def stage_dir(root: Path, record: RunRecord, stage: str) -> Path:
@@ -202,6 +243,8 @@ def ordered_prompts(curriculum: Path, ingest: Path, arm: str = "saerl", batch_si
     if arm not in ARM_FILES:
         raise ValueError(f"unknown arm '{arm}'; arms: {', '.join(ARM_FILES)}")
     order = pl.read_parquet(curriculum / ARM_FILES[arm])
+    if "ramp" not in order.columns:  # an order from before ramps (curriculum stage v3): each epoch was one climb
+        order = order.with_columns(ramp=pl.lit(0, pl.Int64))
     if batch_size is not None:  # as RL reads it, positions renumbered 0..n-1
         order = whole_batch_rows(order, batch_size).with_columns(position=pl.int_range(0, pl.len(), dtype=pl.Int64))
     prompts = pl.read_parquet(ingest / PROMPTS).select("id", "prompt", "answer")
@@ -220,20 +263,20 @@ def user_messages(column: str) -> pl.Expr:
 
 def verl_table(frame: pl.DataFrame, data_source: str = DATA_SOURCE) -> pl.DataFrame:
     """verl's RL dataset rows: data_source, prompt (chat messages), ability, reward_model {style: rule,
-    ground_truth: answer}, extra_info {index: position, id}, in the frame's order."""
+    ground_truth: answer}, extra_info {index: position, id, ramp}, in the frame's order."""
     return frame.select(
         pl.lit(data_source).alias("data_source"),
         user_messages("prompt").alias("prompt"),
         pl.lit(ABILITY).alias("ability"),
         pl.struct(pl.lit("rule").alias("style"), pl.col("answer").alias("ground_truth")).alias("reward_model"),
-        pl.struct(pl.col("position").alias("index"), pl.col("id")).alias("extra_info"),
+        pl.struct(pl.col("position").alias("index"), pl.col("id"), pl.col("ramp")).alias("extra_info"),
     )
 
 
 def trl_table(frame: pl.DataFrame) -> pl.DataFrame:
     """trl's conversational prompt rows in order: position, id, prompt (chat messages), answer (the
-    column trl passes to reward functions)."""
-    return frame.select("position", "id", user_messages("prompt").alias("prompt"), "answer")
+    column trl passes to reward functions), ramp."""
+    return frame.select("position", "id", user_messages("prompt").alias("prompt"), "answer", "ramp")
 
 
 def coverage_note(info: dict[str, Any]) -> str:
@@ -271,26 +314,68 @@ def readme_head(info: dict[str, Any]) -> str:
     return head + body + (f"\n\n{note}" if note else "") + "\n\n"
 
 
+def trained_rows(info: dict[str, Any]) -> int:
+    """The rows saerl's RL trains a run on: train.max_steps steps of batch_size prompts (GRPO; DAPO's refills read
+    more). in: an export's info (export_run); out: rows."""
+    return int(info["max_steps"]) * int(info["batch_size"])
+
+
+def file_passes(info: dict[str, Any]) -> int:
+    """How many times a trainer reading whole batches of the file must read it for train.max_steps steps: 1, or
+    more when the run needs more batches than the file holds (saerl's RL reads such an order again from the top).
+    in: an export's info; out: passes (>= 1)."""
+    batches = max(1, int(info["rows"]) // int(info["batch_size"]))
+    return max(1, -(-int(info["max_steps"]) // batches))
+
+
+def budget_note(info: dict[str, Any]) -> str:
+    """What of the file saerl's run trains on, in a sentence or two: train.max_steps steps of batch_size rows, the
+    first rows of the file (the rest never read), or the whole file and again from the top; under train.algorithm
+    dapo, that its refills read further. in: an export's info (export_run); out: text."""
+    steps, b, rows, n = info["max_steps"], info["batch_size"], info["rows"], trained_rows(info)
+    if n <= rows:
+        read = f"the first {n} rows of this file" + (
+            f"; it does not read the {rows - n} rows after them" if n < rows else "")
+    else:
+        read = (f"all {rows} rows, then the file again from the top ({n} rows in all: saerl's RL reads an order "
+                "shorter than the run again)")
+    text = f"saerl's RL trains this run for train.max_steps={steps} steps of {b} prompts: {read}."
+    if info.get("algorithm") == "dapo":
+        text += " This run is train.algorithm=dapo: its dynamic-sampling refills read further rows than these."
+    return text
+
+
 def readme(fmt: str, out: Path, info: dict[str, Any]) -> str:
-    """The README.md text for one export: what is in the folder and how to point the trainer at it."""
-    head = readme_head(info)
+    """The README.md text for one export: what is in the folder, what of it saerl's RL trains on (budget_note),
+    and how to point the trainer at it with the run's step budget (train.max_steps)."""
+    head = readme_head(info) + budget_note(info) + "\n\n"
+    steps, b, g = info["max_steps"], info["batch_size"], info["num_generations"]
     if fmt == "hf":
         return head + (f"```python\nfrom datasets import load_from_disk\nds = load_from_disk({str(out)!r})  "
                        "# columns: " + ", ".join(COLUMNS) + "\n```\n")
+    timeout = reward_timeout(info)
     if fmt == "verl":
         keys = (f"custom_reward_function.path={out / REWARD}", f"custom_reward_function.name={REWARD_FUNCTION}")
-        timeout = reward_timeout(info)
+        passes = file_passes(info)
         return head + (
             "```bash\npython -m verl.trainer.main_ppo \\\n"
             f"  data.train_files={out / TABLE} \\\n"
-            f"  data.train_batch_size={info['batch_size']} \\\n"
+            f"  data.train_batch_size={b} \\\n"
             "  data.shuffle=False \\\n"
             f"  reward.{keys[0]} reward.{keys[1]} \\\n"
-            f"  actor_rollout_ref.rollout.n={info['num_generations']} \\\n"
-            "  trainer.total_epochs=1 ...\n```\n\n"
+            f"  actor_rollout_ref.rollout.n={g} \\\n"
+            f"  actor_rollout_ref.actor.ppo_mini_batch_size={b} \\\n"
+            f"  trainer.total_training_steps={steps} \\\n"
+            f"  trainer.total_epochs={passes} ...\n```\n\n"
             "`data.shuffle=False` reads the rows in file order. The file already holds every epoch of the "
-            "curriculum, so train one epoch. `data.filter_overlong_prompts` drops rows but keeps the order of the "
-            f"rest.\n\nThe reward is `{REWARD}`: saerl's own verifier, as saerl's RL judges (the last `#### X` or "
+            f"curriculum; `trainer.total_training_steps={steps}` stops where saerl's RL stops, and "
+            f"`trainer.total_epochs={passes}` lets verl read the file "
+            + ("once" if passes == 1 else f"{passes} times, as saerl's RL reads it again") + " (verl stops at "
+            "whichever ends first). `actor_rollout_ref.actor.ppo_mini_batch_size` is one update per batch, as "
+            f"saerl's RL does (verl's default, 256, is over data.train_batch_size={b} and fails its config check). "
+            "The rows' `extra_info` carries `index` (position), `id` and `ramp`. `data.filter_overlong_prompts` "
+            "drops rows but keeps the order of the rest.\n\n"
+            f"The reward is `{REWARD}`: saerl's own verifier, as saerl's RL judges (the last `#### X` or "
             "`\\boxed{X}` against reward_model.ground_truth; `\\boxed{3/4}` matches `\\frac{3}{4}`, `10\\%` "
             f"matches `10%`; each check bounded by {timeout:g} s, the run's train.verify_timeout_s). "
             "It imports saerl, so saerl must be importable in verl's environment (install it there). Without it "
@@ -302,18 +387,34 @@ def readme(fmt: str, out: Path, info: dict[str, Any]) -> str:
             "data.dataloader_num_workers=0` (verl requires no dataloader workers with a custom sampler), which reads the same "
             "order as `data.shuffle=False`; verl 0.8 dropped custom samplers.\n")
     return head + (
-        "```python\nimport importlib.util\nfrom datasets import load_dataset\nfrom trl import GRPOConfig, GRPOTrainer\n\n"
-        f"spec = importlib.util.spec_from_file_location('saerl_sampler', {str(out / SAMPLER)!r})\n"
-        "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
+        "```python\nimport importlib.util\nfrom datasets import load_dataset\n"
+        "from trl import GRPOConfig, GRPOTrainer\n\n\n"
+        "def load(name, path):\n"
+        "    spec = importlib.util.spec_from_file_location(name, path)\n"
+        "    module = importlib.util.module_from_spec(spec)\n"
+        "    spec.loader.exec_module(module)\n"
+        "    return module\n\n\n"
+        f"mod = load('saerl_sampler', {str(out / SAMPLER)!r})\n"
+        f"reward = load('saerl_reward', {str(out / REWARD)!r})\n"
         f"data = load_dataset('parquet', data_files={str(out / TABLE)!r}, split='train')\n"
-        "trainer = mod.ordered(GRPOTrainer)(model=..., reward_funcs=..., train_dataset=data,\n"
-        f"    args=GRPOConfig(num_generations={info['num_generations']}, "
-        f"per_device_train_batch_size={info['batch_size'] * info['num_generations']}, ...))\n```\n\n"
+        f"trainer = mod.ordered(GRPOTrainer)(model=..., reward_funcs=[reward.{REWARD_FUNCTION}], train_dataset=data,\n"
+        f"    args=GRPOConfig(num_generations={g}, per_device_train_batch_size={b * g}, max_steps={steps}, ...))\n"
+        "```\n\n"
+        f"`max_steps={steps}` trains as many steps as saerl's RL does for this run (trl's default, "
+        f"num_train_epochs=3 with no max_steps, would read the file three times). "
+        f"per_device_train_batch_size={b * g} is {b} prompts x num_generations={g} "
+        "completions, one batch of the file per step, on one process: on N processes (GPUs) divide it by N (trl's "
+        "step reads per_device_train_batch_size x N completions).\n\n"
         "`mod.ordered(cls)` subclasses a GRPOTrainer with `_get_train_sampler` returning "
         f"`{SAMPLER_CLASS}(dataset, num_generations, generation_batch_size // num_generations, "
         "num_iterations * steps_per_generation)`: each prompt num_generations times in a row, in file order. "
         "`GRPOConfig(shuffle_dataset=False)` gives the same order with trl's own sampler. "
-        "The `answer` column reaches reward functions as a keyword argument.\n")
+        "The `answer` column (and `id`, `position`, `ramp`) reach reward functions as keyword arguments.\n\n"
+        f"The reward is `{REWARD}`'s `{REWARD_FUNCTION}(completions, answer, **kwargs)`: saerl's own verifier, as "
+        "saerl's RL judges (the last `#### X` or `\\boxed{X}` against `answer`, plain or conversational "
+        f"completions; each check bounded by {timeout:g} s, the run's train.verify_timeout_s). It imports saerl, so "
+        "saerl must be importable in trl's environment. trl's stock `accuracy_reward` does not fit this file: it "
+        "reads a `solution` column, and scores a final `#### N` 0.\n")
 
 
 def is_export_file(name: str) -> bool:
@@ -352,11 +453,9 @@ def earlier_export(out: Path) -> list[Path]:
 
 def _new_files(fmt: str, out: Path) -> set[str]:
     """Names of the files an export of `fmt` wrote into `out`: for hf, README, HF_FILES and the shards its
-    state.json lists; else TABLE, SAMPLER, README, and for verl REWARD."""
-    if fmt == "verl":
-        return {TABLE, SAMPLER, REWARD, README}
+    state.json lists; else TABLE, SAMPLER, REWARD, README."""
     if fmt != "hf":
-        return {TABLE, SAMPLER, README}
+        return {TABLE, SAMPLER, REWARD, README}
     state = json.loads((out / "state.json").read_text(encoding="utf-8"))
     return {README, *HF_FILES, *(f["filename"] for f in state.get("_data_files", []))}
 
@@ -382,9 +481,9 @@ def write_export(frame: pl.DataFrame, fmt: str, out: Path, info: dict[str, Any])
         write_file_atomic(out / TABLE, table.write_parquet)
         _write_text_atomic(out / SAMPLER, VERL_SAMPLER if fmt == "verl" else TRL_SAMPLER)
         written = [out / TABLE, out / SAMPLER]
-        if fmt == "verl":
-            _write_text_atomic(out / REWARD, verl_reward(reward_timeout(info)))
-            written.append(out / REWARD)
+        reward = verl_reward if fmt == "verl" else trl_reward
+        _write_text_atomic(out / REWARD, reward(reward_timeout(info)))
+        written.append(out / REWARD)
     _write_text_atomic(out / README, readme(fmt, out.resolve(), info))
     keep = _new_files(fmt, out)
     stale = [f for f in earlier if f.name not in keep]
@@ -447,6 +546,8 @@ def export_run(root: Path, run_id: str, fmt: str, out: Path, arm: str = "saerl",
                          "lower score.quality_threshold, or export another arm (--arm vanilla)")
     info = {"run": record.run_id, "arm": arm, "rows": frame.height, "data_source": data_source,
             "batch_size": batch_size,
+            "max_steps": int(record.config.get("train.max_steps", TrainConfig().max_steps)),
+            "algorithm": record.config.get("train.algorithm", TrainConfig().algorithm),
             "num_generations": record.config.get("train.num_generations", TrainConfig().num_generations),
             "verify_timeout_s": record.config.get("train.verify_timeout_s", TrainConfig().verify_timeout_s),
             **order_coverage(curriculum, arm, frame, batch_size)}

@@ -92,13 +92,28 @@ def hook_block(hook_name: str) -> int | None:
     return None
 
 
+# a testbed policy's folder, <artifact root>/testbed/<key>/lm (saerl.runners.policy_path): its path moves with the
+# root, its stage and key do not
+TESTBED_STAGE, TESTBED_LM = "testbed", "lm"
+
+
+def model_identity(name: str) -> str:
+    """The name a model is compared by whatever root it is read from: 'testbed:<key>' for a testbed policy's folder
+    (<root>/testbed/<key>/lm: an SAE trained on a root that was copied or moved names the old root's path), else the
+    name as it is (a hub id or a folder). in: a model id or path; out: the name compared."""
+    parts = Path(name).parts
+    if len(parts) >= 3 and parts[-3] == TESTBED_STAGE and parts[-1] == TESTBED_LM:
+        return f"{TESTBED_STAGE}:{parts[-2]}"
+    return name
+
+
 def check_hook(hook_name: str | None, model_name: str | None, act: Activations, origin: str,
                refuse: bool = True) -> list[str]:
     """Does an outside SAE read what extraction stored, the residual stream after block act.meta.layer? A width
     check alone passes an SAE of another layer, or of an attention output as wide as the residual. Raises
     SAEShapeError when its hook reads another block or is not a residual-stream hook (`refuse`, sae.hook_check:
     refuse), else returns that as a note; a model name other than the store's is a note either way (an SAE can be
-    used on a model of the same family deliberately). in: the SAE's metadata hook_name and model_name, the
+    used on a model of the same family deliberately; a testbed policy is compared by its key: model_identity). in: the SAE's metadata hook_name and model_name, the
     store, where the SAE came from, refuse; out: notes (also one when the SAE names no hook: not checked)."""
     layer = act.meta.layer
     notes = [] if hook_name else [f"SAE {origin} names no hook in its metadata: whether it reads block {layer}'s "
@@ -114,7 +129,7 @@ def check_hook(hook_name: str | None, model_name: str | None, act: Activations, 
         if refuse:
             raise SAEShapeError(f"{problem}. Fix: {fix}, or set sae.hook_check=warn to use it anyway.")
         notes.append(f"{problem} (sae.hook_check=warn)")
-    if model_name and model_name != act.meta.model:
+    if model_name and model_identity(model_name) != model_identity(act.meta.model):
         notes.append(f"SAE {origin} was trained on model {model_name!r}, the activations come from {act.meta.model!r}")
     return notes
 

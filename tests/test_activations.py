@@ -619,3 +619,50 @@ def test_an_extraction_that_cannot_fit_on_its_disk_is_refused_before_writing(tmp
     assert prepare_store(tmp_path / "a.zarr", ["a", "b", "c"], token_ids, "m", 0, 64, n_layers=1, cfg=cfg).n_tokens == 12
     pooled_only = cfg.model_copy(update={"store_tokens": False})
     assert prepare_store(tmp_path / "b.zarr", ["a", "b", "c"], token_ids, "m", 0, 64, 1, pooled_only).n_tokens == 12
+
+
+def test_an_extraction_interrupted_on_one_root_resumes_its_chunks_after_the_root_is_moved(tiny, tmp_path):
+    """The store's resume check hashed the model's absolute path (a testbed policy lives in the root), so an
+    extraction killed on one root and resumed after `cp -a`/`mv` of the root recomputed every chunk. The model's
+    name is left out of what the resume compares (the artifact key pins the model); the kept store's meta.model
+    becomes the new path (shards load it by that name), its fingerprint and so its chunk records are unchanged,
+    and a store prepared fresh writes the same attrs as before (its content hash still takes the model's name)."""
+    prompts, ids = make_prompts(20, seed=7)
+    cfg = ExtractConfig(chunk_rows=4, token_budget=64)
+    ref = _extract(tmp_path / "ref", tiny, prompts, ids, cfg)
+    root_a, root_b, root_c = tmp_path / "A", tmp_path / "B", tmp_path / "C"
+    shutil.copytree(tiny, root_a / "lm")
+    with pytest.raises(RuntimeError, match="injected"):
+        _extract(root_a / "build", str(root_a / "lm"), prompts, ids, cfg, fail_after=1)
+    before = open_activations(root_a / "build").meta
+    assert before.model == str(root_a / "lm") and set(ChunkLog(root_a / "build").done()) >= {"0", "1"}
+    shutil.move(root_a, root_b)  # the root moved: nothing is left at A's path
+    resumed = _extract(root_b / "build", str(root_b / "lm"), prompts, ids, cfg)
+    meta = open_activations(root_b / "build").meta
+    assert resumed["chunks_skipped"] >= 2 and resumed["chunks_run"] <= 3, resumed
+    assert meta.model == str(root_b / "lm") and meta.fingerprint == before.fingerprint
+    shutil.copytree(root_b, root_c)  # moved again: the content hash is still checked with A's name
+    assert _extract(root_c / "build", str(root_c / "lm"), prompts, ids, cfg)["chunks_run"] == 0
+    a, b = _arrays(tmp_path / "ref"), _arrays(root_c / "build")
+    assert all(a[k].tobytes() == b[k].tobytes() for k in a) and a.keys() == b.keys()
+    fresh = zarr.open_group(tmp_path / "ref" / STORE_NAME, mode="r").attrs.asdict()
+    assert sorted(fresh) == ["content", "meta", "previous"] and ref["model"] == tiny  # as stores were written before
+    # the summary (the manifest's) named the store in the build folder, .partial-<key>, gone once published
+    assert ref["store"] == resumed["store"] == STORE_NAME
+
+
+def test_the_resume_check_leaves_out_only_the_models_name(tmp_path):
+    """A store prepared under another model name is kept only when all else matches: another width (another model)
+    or another setting still replaces it."""
+    token_ids = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
+    cfg = ExtractConfig(chunk_rows=2)
+    store = tmp_path / STORE_NAME
+    first = prepare_store(store, ["a", "b", "c"], token_ids, "/old/root/lm", 0, 8, n_layers=2, cfg=cfg)
+    kept = prepare_store(store, ["a", "b", "c"], token_ids, "/new/root/lm", 0, 8, n_layers=2, cfg=cfg)
+    assert kept.fingerprint == first.fingerprint and kept.model == "/new/root/lm"
+    assert zarr.open_group(store, mode="r").attrs["content_model"] == "/old/root/lm"
+    wider = prepare_store(store, ["a", "b", "c"], token_ids, "/new/root/lm", 0, 16, n_layers=2, cfg=cfg)
+    assert wider.fingerprint != first.fingerprint
+    rows_1 = cfg.model_copy(update={"chunk_rows": 1})
+    other = prepare_store(store, ["a", "b", "c"], token_ids, "/x/lm", 0, 16, 2, rows_1)
+    assert other.fingerprint != wider.fingerprint and "content_model" not in zarr.open_group(store, mode="r").attrs

@@ -193,6 +193,23 @@ def test_label_rejection_keeps_row_with_null_label(tmp_path):
     assert "flagged (row kept): invalid label 2" in summarize(res)
 
 
+def test_the_summary_counts_flags_of_kept_rows_only(tmp_path):
+    """A duplicate prompt with an invalid label is rejected (the duplicate) and flagged (the label): the summary said
+    'flagged (row kept): invalid label 1' of a row that was not kept. Flags are counted over kept rows; the
+    rejected row keeps both lines in rejected.parquet."""
+    rows = [{"question": "Q1?", "answer": "1", "diff": 1}, {"question": "Q2?", "answer": "2", "diff": 2},
+            {"question": "Q1?", "answer": "1", "diff": "x"}, {"question": "Q3?", "answer": "3", "diff": "y"}]
+    res = ingest(cfg(difficulty="diff"), write_jsonl(tmp_path / "d.jsonl", rows))
+    assert res.kept["row"].to_list() == [0, 1, 3]
+    assert sorted(res.rejected.select("row", "reason").rows()) == [
+        (2, D.DUPLICATE_PROMPT), (2, D.INVALID_LABEL), (3, D.INVALID_LABEL)]
+    line = summarize(res).splitlines()[0]
+    assert line == "kept 3 of 4 rows; rejected 1: duplicate prompt 1; flagged (row kept): invalid label 1", line
+    dropped_only = ingest(cfg(difficulty="diff"), write_jsonl(tmp_path / "e.jsonl", rows[:3]))
+    assert "flagged" not in summarize(dropped_only).splitlines()[0]
+    assert "(it became null; the row is kept unless rejected for another reason)" in summarize(dropped_only)
+
+
 def test_math_style_level_text_is_a_difficulty(tmp_path):
     """MATH's `level` column holds "Level 1".."Level 5" (and "Level ?" on a few rows): the number is the label,
     the unknown level is flagged with the row kept."""
@@ -655,7 +672,7 @@ def test_saerls_own_trl_and_verl_exports_ingest_back_to_the_same_prompts(tmp_pat
     from saerl.export import trl_table, verl_table
 
     frame = pl.DataFrame({"position": [0, 1], "id": ["a", "b"], "prompt": ["What is 1+1?", "Half of 8?"],
-                          "answer": ["2", "4"]})
+                          "answer": ["2", "4"], "ramp": [0, 0]})
     trl_table(frame).write_parquet(tmp_path / "trl.parquet")
     verl_table(frame).write_parquet(tmp_path / "verl.parquet")
     trl = ingest(cfg(prompt="prompt", id="id"), tmp_path / "trl.parquet").kept

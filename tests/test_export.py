@@ -13,9 +13,10 @@ import pytest
 
 from flows.cli import main
 from saerl.artifacts import ArtifactStore
-from saerl.curriculum import vanilla_order, whole_batches
+from saerl.curriculum import vanilla_order, whole_batch_rows, whole_batches
 from saerl.export import (
     ARM_FILES,
+    COLUMNS,
     README,
     REWARD,
     REWARD_FUNCTION,
@@ -23,6 +24,7 @@ from saerl.export import (
     SAMPLER_CLASS,
     TABLE,
     export_run,
+    trl_reward,
     verl_reward,
 )
 from saerl.runners import PROMPTS
@@ -40,9 +42,11 @@ def _publish(store: ArtifactStore, stage: str, key: str, tables: dict[str, pl.Da
     return store.ensure(stage, key, write)[0].path
 
 
-def _make_run(root: Path, epochs: int = EPOCHS, n_prompts: int = N_PROMPTS) -> tuple[Path, RunRecord]:
+def _make_run(root: Path, epochs: int = EPOCHS, n_prompts: int = N_PROMPTS,
+              config: dict | None = None) -> tuple[Path, RunRecord]:
     """An artifact root with an ingest and a curriculum artifact (every arm's order file stored shuffled, so
-    the export must sort by position; `epochs` epochs of `n_prompts`) and a run record naming both."""
+    the export must sort by position; `epochs` epochs of `n_prompts`) and a run record naming both, its config
+    the batch size, the generations and `config`."""
     store = ArtifactStore(root)
     ids = [f"p{i:02d}" for i in range(n_prompts)]
     prompts = pl.DataFrame({"id": ids, "prompt": [f"What is {i}+1?" for i in range(n_prompts)],
@@ -50,7 +54,8 @@ def _make_run(root: Path, epochs: int = EPOCHS, n_prompts: int = N_PROMPTS) -> t
                             "row": list(range(n_prompts))})
     orders = {f: vanilla_order(ids, epochs, seed, BATCH).sample(fraction=1.0, shuffle=True, seed=seed)
               for seed, f in enumerate(ARM_FILES.values())}
-    record = RunRecord(name="t", config={"curriculum.batch_size": BATCH, "train.num_generations": GENERATIONS})
+    record = RunRecord(name="t", config={"curriculum.batch_size": BATCH, "train.num_generations": GENERATIONS,
+                                         **(config or {})})
     for stage, key, tables in (("ingest", "ki", {PROMPTS: prompts}), ("curriculum", "kc", orders)):
         path = _publish(store, stage, key, tables)
         record.stages[stage] = StageRecord(stage, key, "computed", "", {}, {}, path=path)
@@ -344,17 +349,18 @@ def test_an_export_over_an_earlier_export_of_another_format_removes_its_files(ru
     export_run(root, "latest", "trl", out)
     with caplog.at_level("WARNING", logger="saerl.export"):
         export_run(root, "latest", "hf", out)
-    assert not (out / TABLE).exists() and not (out / SAMPLER).exists()
+    assert not (out / TABLE).exists() and not (out / SAMPLER).exists() and not (out / REWARD).exists()
     assert load_from_disk(str(out))["id"] == _expected(root, "saerl")
-    assert any(f"removed 2 files of an earlier saerl export in {out}" in r.getMessage()
-               and f"{SAMPLER}, {TABLE}" in r.getMessage() for r in caplog.records)
+    assert any(f"removed 3 files of an earlier saerl export in {out}" in r.getMessage()
+               and f"{REWARD}, {SAMPLER}, {TABLE}" in r.getMessage() for r in caplog.records)
     export_run(root, "latest", "verl", out)
     assert sorted(p.name for p in out.iterdir()) == sorted([README, REWARD, SAMPLER, TABLE])
     export_run(root, "latest", "verl", out, arm="vanilla")  # the same format again: replaced, nothing else
     assert sorted(p.name for p in out.iterdir()) == sorted([README, REWARD, SAMPLER, TABLE])
     assert "arm vanilla" in (out / README).read_text()
-    export_run(root, "latest", "trl", out)  # trl over verl: verl's reward module goes too
-    assert sorted(p.name for p in out.iterdir()) == sorted([README, SAMPLER, TABLE])
+    export_run(root, "latest", "trl", out)  # trl over verl: trl's own reward module replaces verl's
+    assert sorted(p.name for p in out.iterdir()) == sorted([README, REWARD, SAMPLER, TABLE])
+    assert "def compute_score(completions" in (out / REWARD).read_text()
 
 
 @pytest.mark.parametrize("files", [{"notes.txt": "mine"}, {TABLE: "my own data"}, {README: "# my project"},
@@ -378,3 +384,83 @@ def test_cli_export_into_a_users_folder_is_an_error(run, tmp_path, capsys):
     (tmp_path / "mine" / "notes.txt").write_text("x")
     assert main(["export", "latest", "--root", str(root), "--format", "hf", "--out", str(tmp_path / "mine")]) == 2
     assert "files no saerl export writes (notes.txt)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ trl's reward, the step budget
+
+
+def test_trl_export_writes_a_reward_that_judges_as_saerl_does(run, tmp_path):
+    """The trl export had no reward module, and trl's stock accuracy_reward takes a `solution` column (the file has
+    `answer`) and scored a final '#### 17' 0. It now writes reward.py around saerl's verifier with trl's
+    signature, for plain and conversational completions, and its README passes it as reward_funcs."""
+    root, _ = run
+    out = tmp_path / "trl"
+    export_run(root, "latest", "trl", out)
+    reward = _load_module(out / REWARD, "saerl_export_trl_reward")  # as the README loads it
+    score = getattr(reward, REWARD_FUNCTION)
+    plain = ["so 10 + 7 = 17\n#### 17", "the total is \\boxed{17}", "#### 18", "no answer here"]
+    assert score(plain, ["17"] * 4) == [1.0, 1.0, 0.0, 0.0]
+    chat = [[{"role": "assistant", "content": text}] for text in plain]
+    assert score(prompts=[[{"role": "user", "content": "q"}]] * 4, completions=chat, answer=["17"] * 4,
+                 id=["p0"] * 4, position=[0] * 4, ramp=[0] * 4, completion_ids=[[1]] * 4) == [1.0, 1.0, 0.0, 0.0]
+    assert score(["3 of 4: \\boxed{3/4}"], ["\\frac{3}{4}"]) == [1.0]
+    assert reward.TIMEOUT_S == 5.0 and "TIMEOUT_S = 2.5 " in trl_reward(2.5)
+    text = (out / README).read_text()
+    assert f"reward = load('saerl_reward', {str(out.resolve() / REWARD)!r})" in text
+    assert f"reward_funcs=[reward.{REWARD_FUNCTION}]" in text
+    assert "saerl must be importable in trl's environment" in text
+
+
+@pytest.mark.parametrize(("max_steps", "trained", "passes"), [
+    (1, "the first 4 rows of this file; it does not read the 12 rows after them", 1),
+    (4, "the first 16 rows of this file.", 1),
+    (9, "all 16 rows, then the file again from the top (36 rows in all", 3)])
+def test_trl_and_verl_readmes_train_the_runs_step_budget(tmp_path, max_steps, trained, passes):
+    """trl's README kept GRPOConfig's default num_train_epochs=3 (the file read three times; saerl trained
+    train.max_steps steps, the first max_steps x batch_size rows), verl's gave no step budget, and its command
+    failed verl's check (ppo_mini_batch_size 256 over train_batch_size). Both now state the run's train.max_steps
+    and the rows it reads, and set it; trl's says to divide the per-device batch by the number of processes."""
+    root, _ = _make_run(tmp_path / "root", config={"train.max_steps": max_steps})  # 16 rows: 4 batches of BATCH
+    export_run(root, "latest", "trl", tmp_path / "trl")
+    export_run(root, "latest", "verl", tmp_path / "verl")
+    trl_text, verl_text = (tmp_path / "trl" / README).read_text(), (tmp_path / "verl" / README).read_text()
+    said = f"saerl's RL trains this run for train.max_steps={max_steps} steps of {BATCH} prompts: {trained}"
+    assert said in trl_text and said in verl_text
+    assert (f"GRPOConfig(num_generations={GENERATIONS}, per_device_train_batch_size={BATCH * GENERATIONS}, "
+            f"max_steps={max_steps}, ...)") in trl_text
+    assert "on N processes (GPUs) divide it by N" in trl_text
+    for key in (f"trainer.total_training_steps={max_steps} ", f"trainer.total_epochs={passes} ",
+                f"actor_rollout_ref.actor.ppo_mini_batch_size={BATCH} ", f"data.train_batch_size={BATCH} "):
+        assert key in verl_text, key
+
+
+def test_dapo_runs_readmes_say_refills_read_further(tmp_path):
+    root, _ = _make_run(tmp_path / "root", config={"train.max_steps": 2, "train.algorithm": "dapo"})
+    export_run(root, "latest", "hf", tmp_path / "hf")
+    assert "dynamic-sampling refills read further rows" in (tmp_path / "hf" / README).read_text()
+
+
+def test_every_format_exports_the_ramp(run, tmp_path):
+    """The order's `ramp` (which climb of its epoch a row belongs to: the run's budget is the first) was dropped by
+    every format: hf and trl carry it as a column, verl in extra_info. An order from before ramps reads as ramp 0."""
+    from datasets import load_from_disk
+
+    root, record = run
+    orders = {f: pl.read_parquet(root / "curriculum" / "kc" / f) for f in ARM_FILES.values()}
+    saerl = orders[ARM_FILES["saerl"]].sort("position")
+    orders[ARM_FILES["saerl"]] = saerl.with_columns(ramp=(pl.col("position") >= 8).cast(pl.Int64))
+    orders[ARM_FILES["vanilla"]] = orders[ARM_FILES["vanilla"]].drop("ramp")  # an order from curriculum v3
+    record.stages["curriculum"].path = _publish(ArtifactStore(root), "curriculum", "kr", orders)
+    record.stages["curriculum"].key = "kr"
+    save_run(root, record)
+    expected = (whole_batch_rows(orders[ARM_FILES["saerl"]], BATCH))["ramp"].to_list()
+    assert set(expected) == {0, 1}
+    export_run(root, "latest", "hf", tmp_path / "hf")
+    assert tuple(load_from_disk(str(tmp_path / "hf")).column_names) == COLUMNS
+    assert load_from_disk(str(tmp_path / "hf"))["ramp"] == expected
+    export_run(root, "latest", "trl", tmp_path / "trl")
+    assert pl.read_parquet(tmp_path / "trl" / TABLE)["ramp"].to_list() == expected
+    export_run(root, "latest", "verl", tmp_path / "verl")
+    assert pl.read_parquet(tmp_path / "verl" / TABLE)["extra_info"].struct.field("ramp").to_list() == expected
+    export_run(root, "latest", "trl", tmp_path / "vanilla", arm="vanilla")
+    assert set(pl.read_parquet(tmp_path / "vanilla" / TABLE)["ramp"]) == {0}

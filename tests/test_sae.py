@@ -14,7 +14,7 @@ from saerl.activation_store import open_activations
 from saerl.activations import extract
 from saerl.artifacts import ChunkLog
 from saerl.config import ExtractConfig, ModelConfig, SAEConfig
-from saerl.sae import SAEShapeError, encode_codes, hook_block, load_codes_csr, obtain_sae
+from saerl.sae import SAEShapeError, check_hook, encode_codes, hook_block, load_codes_csr, obtain_sae
 
 CFG = SAEConfig(expansion=4, k=8, train_tokens=2000, batch_size=128, train_epochs=3, lr=1e-3,
                 encode_top_k=12, encode_batch_tokens=100)
@@ -194,6 +194,21 @@ def test_an_outside_sae_of_another_layer_or_hook_is_refused_or_noted(store, trai
             obtain_sae(local, store, tmp_path / f"refused{i}")
         report = obtain_sae(local.model_copy(update={"hook_check": "warn"}), store, tmp_path / f"warned{i}")
         assert len(report["notes"]) == 1 and hook in report["notes"][0]
+
+
+def test_an_sae_trained_on_a_testbed_policy_of_a_moved_root_is_not_noted_as_another_model():
+    """An SAE trained here names the testbed policy by its folder, <root>/testbed/<key>/lm; reused (sae.source=local)
+    after the root was copied or moved, it was noted as trained on another model. The testbed policy is compared by
+    its key; another key, or another hub model, is still noted."""
+    from types import SimpleNamespace
+
+    act = SimpleNamespace(meta=SimpleNamespace(layer=2, model="/new/root/testbed/c1f83a/lm"))
+    assert check_hook("layer.2.output", "/old/root/testbed/c1f83a/lm", act, "x") == []
+    other = check_hook("layer.2.output", "/old/root/testbed/0d9e11/lm", act, "x")
+    assert len(other) == 1 and "was trained on model '/old/root/testbed/0d9e11/lm'" in other[0]
+    hub = SimpleNamespace(meta=SimpleNamespace(layer=2, model="Qwen/Qwen2.5-0.5B"))
+    assert len(check_hook("layer.2.output", "Qwen/Qwen2.5-1.5B", hub, "x")) == 1
+    assert check_hook("layer.2.output", "Qwen/Qwen2.5-0.5B", hub, "x") == []
 
 
 def test_trainer_progress_off_silences_sae_lens_bar_and_restores_it():
