@@ -390,11 +390,12 @@ class ScoreConfig(Section):
     @field_validator("n_jobs")
     @classmethod
     def _threads(cls, value: int) -> int:
-        """joblib's thread count: -1 (every core) or 1 and up; 0 failed inside the score stage ('n_jobs == 0 in
-        Parallel has no meaning'), naming no field. in: the value; out: the same, or ValueError naming the fix."""
-        if value == 0 or value < -1:
-            raise ValueError(f"score.n_jobs={value} is not a thread count: give -1 (every core) or 1 or more, e.g. "
-                             "score.n_jobs=1 (serial)")
+        """joblib's thread count: 1 and up, or -1 (every core), -2 (every core but one), ...; 0 failed inside the
+        score stage ('n_jobs == 0 in Parallel has no meaning'), naming no field. in: the value; out: the same, or
+        ValueError naming the fix."""
+        if value == 0:
+            raise ValueError("score.n_jobs=0 is not a thread count: give 1 or more, or -1 (every core), -2 (every core "
+                             "but one), as joblib reads them, e.g. score.n_jobs=1 (serial)")
         return value
 
 
@@ -977,7 +978,8 @@ def refuse_rewrites(overrides: Sequence[str]) -> None:
         key, value = parse_override(text)
         replaced, done = override_paths(key, value, sections, mappings)
         for path in replaced:
-            earlier = next((w for w in written if w == path or w.startswith(f"{path}.")), None)
+            whole = path in sections or path in mappings  # what has entries; an entry's name may hold dots
+            earlier = next((w for w in written if w == path or (whole and w.startswith(f"{path}."))), None)
             if earlier == path:
                 raise ConfigError(f"override '{text}' sets {path} again, after '{written[earlier]}': the last one "
                                   "would win without a word; give each key once")
