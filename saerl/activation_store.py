@@ -156,11 +156,14 @@ def prepare_store(store: str | Path, ids: list[str], token_ids: list[list[int]],
 
     def held(group: zarr.Group) -> str | None:
         """The content a complete store holds (None while incomplete), equal to `content` when it differs only in
-        the model's name (the artifact key pins the model: its path moves with the root)."""
+        the model's folder, both named by absolute paths (the artifact key pins the model by its content: its folder
+        moves with the root); a hub id names another model (a library caller reusing one folder for two)."""
         if not group.attrs.get("meta"):
             return None
         stored, named = group.attrs.get("content"), hashed_model(group)
-        same = named != model and stored == _fingerprint(list(ids), flat, offsets, head, {**fields, "model": named})
+        folders = Path(named).is_absolute() and Path(model).is_absolute()
+        same = folders and named != model and stored == _fingerprint(list(ids), flat, offsets, head,
+                                                                     {**fields, "model": named})
         return content if same else stored
 
     old, previous = kept_or_chained(store, content, lambda g: (g.attrs.get("meta") or {}).get("fingerprint"), held)

@@ -666,3 +666,6 @@ def test_the_resume_check_leaves_out_only_the_models_name(tmp_path):
     rows_1 = cfg.model_copy(update={"chunk_rows": 1})
     other = prepare_store(store, ["a", "b", "c"], token_ids, "/x/lm", 0, 16, 2, rows_1)
     assert other.fingerprint != wider.fingerprint and "content_model" not in zarr.open_group(store, mode="r").attrs
+    hub = prepare_store(tmp_path / "hub", ["a", "b", "c"], token_ids, "Qwen/Qwen2.5-0.5B", 0, 8, 2, cfg)
+    instruct = prepare_store(tmp_path / "hub", ["a", "b", "c"], token_ids, "Qwen/Qwen2.5-0.5B-Instruct", 0, 8, 2, cfg)
+    assert instruct.fingerprint != hub.fingerprint  # hub ids name models, not folders: another one replaces it
