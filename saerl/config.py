@@ -795,6 +795,11 @@ def field_paths(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> li
     return paths
 
 
+def section_names() -> set[str]:
+    """The names of the config's sections (train, eval, ...): the top-level fields that hold fields."""
+    return {p.split(".")[0] for p in field_paths() if "." in p}
+
+
 def mapping_fields() -> set[str]:
     """The dotted paths of mapping-valued fields (eval.sets, testbed.defect_kinds), whose entries an override may
     name: 'eval.sets.gsm8k=PATH'."""
@@ -944,7 +949,7 @@ def without_empty_sections(raw: dict[str, Any]) -> dict[str, Any]:
     """A raw config dict less its empty sections: YAML reads a section with nothing under it (`eval:` with its
     entries commented out) as None, which means all defaults, as an absent section does (an override into it
     crashed on the None, a plain field override said the section was not one). in: raw dict; out: a new dict."""
-    sections = {p.split(".")[0] for p in field_paths() if "." in p}
+    sections = section_names()
     return {k: v for k, v in raw.items() if not (k in sections and v is None)}
 
 
@@ -970,9 +975,7 @@ def refuse_rewrites(overrides: Sequence[str]) -> None:
     overrides under a user's (benchmarks' defaults, then the user's; --root after the overrides) passes the
     layers to apply_overrides as one list, the later winning, and checks only the user's with this. in: the
     overrides; raises ConfigError naming both overrides and the fix."""
-    valid = set(field_paths())
-    sections = {p.split(".")[0] for p in valid if "." in p}
-    mappings = mapping_fields()
+    sections, mappings = section_names(), mapping_fields()
     written: dict[str, str] = {}  # each dotted path an override set: that override
     for text in overrides:
         key, value = parse_override(text)
@@ -1026,8 +1029,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     layer overrides: a benchmark's defaults, then the user's); :func:`refuse_rewrites` refuses it in overrides a
     user gives in one go. An empty section (None) is an absent one (:func:`without_empty_sections`)."""
     out = without_empty_sections(json.loads(json.dumps(raw)))
-    valid = set(field_paths())
-    sections = {p.split(".")[0] for p in valid if "." in p}
+    valid, sections = set(field_paths()), section_names()
     mappings, texts = mapping_fields(), text_fields()
     for text in overrides:
         key, value = parse_override(text)

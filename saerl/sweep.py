@@ -28,7 +28,15 @@ import polars as pl
 import yaml
 
 from saerl.artifacts import ArtifactRef, write_file_atomic
-from saerl.config import ConfigError, PipelineConfig, build_config, field_paths, parse_override, suggest_key
+from saerl.config import (
+    ConfigError,
+    PipelineConfig,
+    build_config,
+    field_paths,
+    parse_override,
+    section_names,
+    suggest_key,
+)
 from saerl.stages import RESULT_NEUTRAL, stage_key
 
 Grid = dict[str, list[Any]]  # {dotted config key: values}, in the order given
@@ -131,7 +139,7 @@ def check_key(key: str, source: GridSource = CLI_GRID) -> None:
     names the key as `source` (the command line's --grid, a deployment's grid parameter) has it."""
     paths = field_paths()
     where = source.key.format(key=key)
-    if key in {p.split(".")[0] for p in paths if "." in p}:
+    if key in section_names():
         example = next(p for p in paths if p.startswith(f"{key}."))
         raise ConfigError(f"{where}: '{key}' is a section; sweep one of its fields, e.g. "
                           f"{_example(source, example, ['V1', 'V2'])}")
