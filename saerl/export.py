@@ -51,7 +51,7 @@ ABILITY = "math"
 TABLE = "train.parquet"
 SAMPLER = "saerl_sampler.py"
 SAMPLER_CLASS = "SaerlOrderSampler"
-REWARD = "reward.py"  # verl's custom reward function module (verl_reward), or trl's reward function (trl_reward)
+REWARD = "reward.py"  # verl's custom reward function module, or trl's reward function (reward_module)
 REWARD_FUNCTION = "compute_score"
 README = "README.md"
 EXPORT_MARK = "# saerl export"  # the first line of every README.md an export writes
@@ -203,6 +203,8 @@ def compute_score(completions: list[Any], answer: list[str], **kwargs: Any) -> l
     return [float(r.correct) for r in results]
 '''
 
+REWARD_TEMPLATES = {"verl": VERL_REWARD, "trl": TRL_REWARD}  # REWARD's source per format (reward_module)
+
 
 def reward_timeout(info: dict[str, Any]) -> float:
     """The seconds one answer check of the verl export's reward may take: the run's train.verify_timeout_s (the
@@ -210,17 +212,12 @@ def reward_timeout(info: dict[str, Any]) -> float:
     return float(info.get("verify_timeout_s", TrainConfig().verify_timeout_s))
 
 
-def verl_reward(timeout_s: float) -> str:
-    """The text of the verl export's REWARD module, each answer check bounded by `timeout_s` seconds (the run's
-    train.verify_timeout_s). in: seconds; out: Python source."""
-    return VERL_REWARD.replace("@TIMEOUT_S@", repr(float(timeout_s)))
-
-
-def trl_reward(timeout_s: float) -> str:
-    """The text of the trl export's REWARD module (a trl reward function, compute_score(completions, answer,
-    **kwargs)), each answer check bounded by `timeout_s` seconds (the run's train.verify_timeout_s).
-    in: seconds; out: Python source."""
-    return TRL_REWARD.replace("@TIMEOUT_S@", repr(float(timeout_s)))
+def reward_module(fmt: str, timeout_s: float) -> str:
+    """The text of a verl or trl export's REWARD module (REWARD_TEMPLATES: verl's custom reward function
+    compute_score(data_source, solution_str, ground_truth, ...), or trl's reward function compute_score(completions,
+    answer, **kwargs)), each answer check bounded by `timeout_s` seconds (the run's train.verify_timeout_s).
+    in: 'verl' or 'trl', seconds; out: Python source."""
+    return REWARD_TEMPLATES[fmt].replace("@TIMEOUT_S@", repr(float(timeout_s)))
 
 
 def stage_dir(root: Path, record: RunRecord, stage: str) -> Path:
@@ -481,8 +478,7 @@ def write_export(frame: pl.DataFrame, fmt: str, out: Path, info: dict[str, Any])
         write_file_atomic(out / TABLE, table.write_parquet)
         _write_text_atomic(out / SAMPLER, VERL_SAMPLER if fmt == "verl" else TRL_SAMPLER)
         written = [out / TABLE, out / SAMPLER]
-        reward = verl_reward if fmt == "verl" else trl_reward
-        _write_text_atomic(out / REWARD, reward(reward_timeout(info)))
+        _write_text_atomic(out / REWARD, reward_module(fmt, reward_timeout(info)))
         written.append(out / REWARD)
     _write_text_atomic(out / README, readme(fmt, out.resolve(), info))
     keep = _new_files(fmt, out)

@@ -24,8 +24,7 @@ from saerl.export import (
     SAMPLER_CLASS,
     TABLE,
     export_run,
-    trl_reward,
-    verl_reward,
+    reward_module,
 )
 from saerl.runners import PROMPTS
 from saerl.runs import RunRecord, StageRecord, save_run
@@ -166,7 +165,7 @@ def test_verl_export_writes_a_reward_that_judges_as_saerl_does(run, tmp_path):
     assert score("openai/gsm8k", "the rise is \\boxed{10\\%}", "10%", extra_info={"index": 0}) == 1.0
     assert score("other", "#### 18", "18", None, reward_router_address=None) == 1.0  # keywords newer verl adds
     assert reward.TIMEOUT_S == 5.0  # the run's train.verify_timeout_s (the record sets none: the default)
-    assert "TIMEOUT_S = 2.5 " in verl_reward(2.5)
+    assert "TIMEOUT_S = 2.5 " in reward_module("verl", 2.5)
     text = (out / README).read_text()
     assert (f"reward.custom_reward_function.path={out.resolve() / REWARD} "
             f"reward.custom_reward_function.name={REWARD_FUNCTION}") in text  # verl 0.7.1 and later
@@ -404,7 +403,7 @@ def test_trl_export_writes_a_reward_that_judges_as_saerl_does(run, tmp_path):
     assert score(prompts=[[{"role": "user", "content": "q"}]] * 4, completions=chat, answer=["17"] * 4,
                  id=["p0"] * 4, position=[0] * 4, ramp=[0] * 4, completion_ids=[[1]] * 4) == [1.0, 1.0, 0.0, 0.0]
     assert score(["3 of 4: \\boxed{3/4}"], ["\\frac{3}{4}"]) == [1.0]
-    assert reward.TIMEOUT_S == 5.0 and "TIMEOUT_S = 2.5 " in trl_reward(2.5)
+    assert reward.TIMEOUT_S == 5.0 and "TIMEOUT_S = 2.5 " in reward_module("trl", 2.5)
     text = (out / README).read_text()
     assert f"reward = load('saerl_reward', {str(out.resolve() / REWARD)!r})" in text
     assert f"reward_funcs=[reward.{REWARD_FUNCTION}]" in text
