@@ -1241,13 +1241,16 @@ def ingest(cfg: DataConfig, path: Path, *, labels_optional: bool = False) -> Ing
         pl.DataFrame(issues, schema=REJECTED_SCHEMA) if issues else pl.DataFrame(schema=REJECTED_SCHEMA)
     )
     counts = Counter(i["reason"] for i in issues)
+    kept_rows = set(kept_df["row"].to_list())
+    # the flags of kept rows: a flagged row also rejected (a duplicate prompt with an invalid label) counts as rejected
+    flags = Counter(i["reason"] for i in issues if i["reason"] in FLAG_ONLY and i["row"] in kept_rows)
     summary = {
         "source": str(path),
         "rows": n_rows,
         "kept": kept_df.height,
         "dropped": n_rows - kept_df.height,
         "reasons": {r: c for r, c in counts.most_common() if r not in FLAG_ONLY},
-        "flags": {r: c for r, c in counts.most_common() if r in FLAG_ONLY},
+        "flags": dict(flags.most_common()),
         "chat_prompts": chats.prompts,  # prompts read from a chat message list (as its one user message)
         "dropped_turns": dict(chats.dropped.most_common()),
         "seconds": round(time.perf_counter() - start, 3),
@@ -1441,27 +1444,16 @@ def ingest_hints(cfg: DataConfig, issues: list[dict[str, Any]], n_rows: int) -> 
     return hints
 
 
-def kept_flags(result: IngestResult) -> dict[str, int]:
-    """The flag lines (FLAG_ONLY reasons: a label made null, bytes replaced) of the rows the ingest kept, counted by
-    reason, most first: a flagged row that was also rejected (a duplicate prompt with an invalid label) is counted
-    with its rejection only. in: the result; out: {reason: lines}."""
-    kept = set(result.kept["row"].to_list())
-    flags = Counter(r for r, row in zip(result.rejected["reason"], result.rejected["row"], strict=True)
-                    if r in FLAG_ONLY and row in kept)
-    return dict(flags.most_common())
-
-
 def summarize(result: IngestResult) -> str:
     """One line: 'kept 7473 of 7480 rows; rejected 7: unparseable answer 4, duplicate prompt 3' (+ the flags of
-    kept rows: kept_flags), a
-    'chat prompts: ...' line when prompts were chat message lists (their user message read, other turns left
+    kept rows), a 'chat prompts: ...' line when prompts were chat message lists (their user message read, other turns left
     out, counted by role), then one 'hint: ...' line per hint of the summary (see ingest_hints)."""
     s = result.summary
     line = f"kept {s['kept']} of {s['rows']} rows; rejected {s['dropped']}"
     if s["reasons"]:
         line += ": " + ", ".join(f"{r} {c}" for r, c in s["reasons"].items())
-    if flags := kept_flags(result):
-        line += "; flagged (row kept): " + ", ".join(f"{r} {c}" for r, c in flags.items())
+    if s["flags"]:
+        line += "; flagged (row kept): " + ", ".join(f"{r} {c}" for r, c in s["flags"].items())
     lines = [line]
     if s.get("chat_prompts"):
         turns = s.get("dropped_turns") or {}

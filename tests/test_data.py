@@ -205,6 +205,7 @@ def test_the_summary_counts_flags_of_kept_rows_only(tmp_path):
         (2, D.DUPLICATE_PROMPT), (2, D.INVALID_LABEL), (3, D.INVALID_LABEL)]
     line = summarize(res).splitlines()[0]
     assert line == "kept 3 of 4 rows; rejected 1: duplicate prompt 1; flagged (row kept): invalid label 1", line
+    assert res.summary["flags"] == {D.INVALID_LABEL: 1}  # the summary the ingest manifest keeps says the same
     dropped_only = ingest(cfg(difficulty="diff"), write_jsonl(tmp_path / "e.jsonl", rows[:3]))
     assert "flagged" not in summarize(dropped_only).splitlines()[0]
     assert "(it became null; the row is kept unless rejected for another reason)" in summarize(dropped_only)
