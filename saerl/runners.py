@@ -40,7 +40,9 @@ ARM_ORDERS = {"saerl": ORDER, "order_only": "order_only.parquet", "filter_only":
 def policy_path(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> str:
     """The policy model: the testbed's tiny LM when model.name_or_path is 'testbed', else the id/folder."""
     if cfg.model.name_or_path == "testbed":
-        return str(inputs["testbed"].file("lm"))
+        from saerl.testbed import LM_FOLDER
+
+        return str(inputs["testbed"].file(LM_FOLDER))
     return cfg.model.name_or_path
 
 

@@ -53,6 +53,7 @@ from saerl.activation_store import (
 )
 from saerl.artifacts import ChunkLog, file_sha256, while_wanted
 from saerl.config import SAEConfig, stable_hash
+from saerl.testbed import LM_FOLDER
 
 CODES_NAME = "codes.zarr"
 REPORT_NAME = "sae_report.json"
@@ -92,9 +93,9 @@ def hook_block(hook_name: str) -> int | None:
     return None
 
 
-# a testbed policy's folder, <artifact root>/testbed/<key>/lm (saerl.runners.policy_path): its path moves with the
-# root, its stage and key do not
-TESTBED_STAGE, TESTBED_LM = "testbed", "lm"
+# a testbed policy's folder, <artifact root>/testbed/<key>/LM_FOLDER (saerl.runners.policy_path): its path moves with
+# the root, its stage and key do not
+TESTBED_STAGE = "testbed"
 
 
 def model_identity(name: str) -> str:
@@ -102,7 +103,7 @@ def model_identity(name: str) -> str:
     (<root>/testbed/<key>/lm: an SAE trained on a root that was copied or moved names the old root's path), else the
     name as it is (a hub id or a folder). in: a model id or path; out: the name compared."""
     parts = Path(name).parts
-    if len(parts) >= 3 and parts[-3] == TESTBED_STAGE and parts[-1] == TESTBED_LM:
+    if len(parts) >= 3 and parts[-3] == TESTBED_STAGE and parts[-1] == LM_FOLDER:
         return f"{TESTBED_STAGE}:{parts[-2]}"
     return name
 

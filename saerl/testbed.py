@@ -27,6 +27,7 @@ import polars as pl
 from saerl.config import TESTBED_DEFECTS, TestbedConfig
 
 ANSWER_MARK = "####"
+LM_FOLDER = "lm"  # the testbed artifact's policy LM, <root>/testbed/<key>/lm (build_testbed)
 REVERSED = "rev"  # marks a step result written least-significant digit first (see Calc.step)
 DEFECTS = TESTBED_DEFECTS
 NAMES = ("Ann", "Ben", "Carl", "Dana", "Eva", "Finn", "Gina", "Hugo", "Ivy", "Jack", "Kim", "Leo", "Mia",
@@ -515,5 +516,5 @@ def build_testbed(cfg: TestbedConfig, out_dir: Path, progress: bool = True) -> d
     out_dir = Path(out_dir)
     world = generate_world(cfg)
     write_world(world, out_dir)
-    lm = train_policy_lm(cfg, world, out_dir / "lm", progress)
+    lm = train_policy_lm(cfg, world, out_dir / LM_FOLDER, progress)
     return {"rows": {k: v.height for k, v in world.items()}, **lm}
