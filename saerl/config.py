@@ -904,7 +904,7 @@ def _format_errors(err: ValidationError, where: str) -> str:
 LEADING_ZERO_INT = re.compile(r"[-+]?0[0-9_]+")  # an integer with a leading zero, which YAML 1.1 reads as octal
 
 
-class _OverrideLoader(yaml.SafeLoader):
+class OverrideLoader(yaml.SafeLoader):
     """yaml's safe loader for override values, reading an integer written with a leading zero (LEADING_ZERO_INT)
     as the text it is, not as YAML 1.1's octal ('train.max_steps=010' trained 8 steps): a number field reads that
     text in decimal (10), a text field keeps it ('model.revision=0123456')."""
@@ -915,18 +915,18 @@ def _leading_zero_as_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any
     return node.value if LEADING_ZERO_INT.fullmatch(node.value) else loader.construct_yaml_int(node)
 
 
-_OverrideLoader.add_constructor("tag:yaml.org,2002:int", _leading_zero_as_text)
+OverrideLoader.add_constructor("tag:yaml.org,2002:int", _leading_zero_as_text)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
     """Split 'a.b=value' into ('a.b', value) with the value parsed as YAML (numbers, lists, null...); an integer
-    with a leading zero stays its text, read in decimal by a number field (:class:`_OverrideLoader`)."""
+    with a leading zero stays its text, read in decimal by a number field (:class:`OverrideLoader`)."""
     if "=" not in text:
         raise ConfigError(f"override '{text}' is not of the form key.path=value (e.g. curriculum.mix_ratio=0.2)")
     key, raw = text.split("=", 1)
     key = key.strip()
     try:
-        value = yaml.load(raw, Loader=_OverrideLoader) if raw.strip() else ""  # noqa: S506 - a SafeLoader subclass
+        value = yaml.load(raw, Loader=OverrideLoader) if raw.strip() else ""  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError:
         value = raw
     text = raw.strip()

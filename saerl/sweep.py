@@ -30,6 +30,7 @@ import yaml
 from saerl.artifacts import ArtifactRef, write_file_atomic
 from saerl.config import (
     ConfigError,
+    OverrideLoader,
     PipelineConfig,
     build_config,
     field_paths,
@@ -91,14 +92,15 @@ def _example(source: GridSource, key: str = GRID_EXAMPLE.split("=")[0],
 
 def parse_axis(text: str, source: GridSource = CLI_GRID) -> tuple[str, list[Any]]:
     """One ``--grid`` argument 'a.b=v1,v2' -> ('a.b', [v1, v2]), each value parsed as YAML (quote a value
-    that contains a comma: a.b='x,y'). Raises ConfigError naming the argument (as `source` calls it) when it
+    that contains a comma: a.b='x,y'), an integer with a leading zero as an override's is (config.OverrideLoader:
+    decimal, not YAML 1.1's octal). Raises ConfigError naming the argument (as `source` calls it) when it
     cannot be read."""
     where = source.entry.format(text=text)
     if "=" not in text:
         raise ConfigError(f"{where}: expected KEY=V1,V2,... (e.g. {_example(source)})")
     key, raw = (part.strip() for part in text.split("=", 1))
     try:
-        values = yaml.safe_load(f"[{raw}]")
+        values = yaml.load(f"[{raw}]", Loader=OverrideLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         problem = str(err).splitlines()[0]
         raise ConfigError(f"{where}: cannot read the values of '{key}' ({problem}); write them comma-"

@@ -45,6 +45,14 @@ def test_axis_values_are_yaml():
     assert parse_axis("data.path='a,b.jsonl',c.jsonl") == ("data.path", ["a,b.jsonl", "c.jsonl"])
 
 
+def test_a_grid_integer_with_a_leading_zero_is_decimal_as_in_an_override(base):
+    """YAML 1.1 read --grid train.max_steps=010,20 as octal 8: the sweep trained 8 steps where 'train.max_steps=010'
+    trains 10; a text field keeps its digits (a commit hash)."""
+    key, values = parse_axis("train.max_steps=010,20")
+    assert [c.train.max_steps for _, c in plan_sweep(base, {key: values})] == [10, 20]
+    assert parse_axis("model.revision=0123456,abc")[1] == ["0123456", "abc"]
+
+
 @pytest.mark.parametrize("text, expected", [
     ("curriculum.mix_ratio", "expected KEY=V1,V2"),
     ("curriculum.mix_ratio=", "no values for 'curriculum.mix_ratio'; write curriculum.mix_ratio=V1,V2"),
