@@ -111,9 +111,33 @@ def drain_logs() -> None:
 def prefect_server(root: Path, api_url: str | None = None, dask_address: str | None = None) -> Iterator[str]:
     """Make a Prefect API available for the block: the given/`PREFECT_API_URL` one, or a new local server, with a
     warning when the run's tasks go to an existing Dask cluster (`dask_address`, runtime.dask_address), whose
-    workers cannot use a server on this machine's loopback that ends with the run."""
-    os.environ.update(prefect_env(root))
-    api_url = api_url or os.environ.get("PREFECT_API_URL")
+    workers cannot use a server on this machine's loopback that ends with the run. The environment it sets
+    (prefect_env, PREFECT_API_URL: read by the Dask workers and subprocesses the run starts) is as before once the
+    block ends, so a later Prefect call of the same process (a notebook's) does not use this root's home or a
+    server that has stopped."""
+    env = prefect_env(root)
+    with _restored_env([*env, "PREFECT_API_URL"]):
+        os.environ.update(env)
+        yield from _serve(api_url or os.environ.get("PREFECT_API_URL"), dask_address)
+
+
+@contextmanager
+def _restored_env(names: list[str]) -> Iterator[None]:
+    """Put the environment variables `names` back as they were (set, or unset) when the block ends. in: names."""
+    before = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _serve(api_url: str | None, dask_address: str | None) -> Iterator[str]:
+    """prefect_server's body, in its environment: yield the given API's URL, or start a local server and yield its
+    URL until the generator closes, then stop it."""
     if api_url:
         os.environ["PREFECT_API_URL"] = api_url
         with _settings(api_url):
@@ -152,7 +176,6 @@ def prefect_server(root: Path, api_url: str | None = None, dask_address: str | N
     finally:
         if proc is not None:
             drain_logs()  # while the server still answers: else "--- Error logging to API ---" after a failed run
-        os.environ.pop("PREFECT_API_URL", None)
         if proc is not None:
             proc.terminate()
             try:

@@ -125,8 +125,29 @@ def test_a_local_server_for_an_existing_dask_cluster_is_warned(tmp_path, monkeyp
         with server.prefect_server(tmp_path, "http://10.0.0.5:4200/api", "tcp://10.0.0.5:8786"):
             pass
         assert "runtime.prefect_api_url" not in caplog.text
-        os.environ.pop("PREFECT_API_URL")  # the block above set it
         monkeypatch.setattr(server.subprocess, "Popen", lambda *a, **kw: (_ for _ in ()).throw(OSError("no server")))
         with pytest.raises(OSError), server.prefect_server(tmp_path, None, "tcp://10.0.0.5:8786"):
             pass
     assert "runtime.dask_address=tcp://10.0.0.5:8786 without runtime.prefect_api_url" in caplog.text
+
+
+def test_the_environment_is_as_before_once_the_block_ends(tmp_path, monkeypatch):
+    """The block left PREFECT_HOME (this root's), PREFECT_API_URL (a server that had stopped) and the rest of
+    prefect_env set in the process: a notebook's next Prefect call used them. Inside the block they are set (the
+    run's Dask workers and subprocesses read them); after it, a variable set before has its old value again and one
+    unset before is unset, also when the block raised."""
+    import flows.server as server
+
+    unset = ("PREFECT_API_URL", "DO_NOT_TRACK")
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k not in unset}
+                        | {"PREFECT_HOME": "/before/home"})  # restored after
+    monkeypatch.setattr(server, "_settings", lambda url: __import__("contextlib").nullcontext())
+    with server.prefect_server(tmp_path, "http://10.0.0.5:4200/api"):
+        assert os.environ["PREFECT_API_URL"] == "http://10.0.0.5:4200/api"
+        assert os.environ["PREFECT_HOME"] == str(tmp_path.resolve() / "prefect")
+        assert os.environ["DO_NOT_TRACK"] == "1"
+    assert os.environ["PREFECT_HOME"] == "/before/home"
+    assert "PREFECT_API_URL" not in os.environ and "DO_NOT_TRACK" not in os.environ
+    with pytest.raises(RuntimeError), server.prefect_server(tmp_path, "http://10.0.0.5:4200/api"):
+        raise RuntimeError("the run failed")
+    assert os.environ["PREFECT_HOME"] == "/before/home" and "PREFECT_API_URL" not in os.environ
