@@ -8,9 +8,11 @@ after the local Prefect server is up, so Prefect picks up the right API URL and 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -110,6 +112,27 @@ def stop_on_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, before)
 
 
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)  # the errors of a disk that is full, or a quota used up
+
+
+@contextmanager
+def naming_a_full_disk(root: Path) -> Iterator[None]:
+    """Re-raise a full disk's OSError (FULL_DISK) of the block with what to do: Zarr's ENOSPC named no file, so
+    the user read only '[Errno 28] No space left on device' and no hint that the run resumes. The new error names
+    the root, its free space now and the fixes; others pass unchanged. in: the run's artifact root."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in FULL_DISK:
+            raise
+        where = f" writing {err.filename}" if err.filename else ""
+        free = shutil.disk_usage(root).free if root.exists() else 0
+        raise OSError(err.errno, f"{err.strerror}{where}; the run's artifact root {root} has {free / 2**30:.1f} GB "
+                      f"free now. Free space (`saerl gc --root {root} --dry-run` lists what can go; the Hugging Face "
+                      "cache and /tmp may share that disk) or point runtime.artifact_root at a larger disk, then "
+                      "rerun the same command: every finished stage and chunk is kept") from err
+
+
 def run_pipeline(cfg: PipelineConfig, until: str | None = None) -> dict:
     """Run the pipeline flow for a validated config under one local Prefect server; returns the run record.
     A Prefect server that dies mid-run costs a warning, not the run (flows.pipeline.run_pipeline_flow)."""
@@ -118,7 +141,8 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None) -> dict:
 
     check_runnable(cfg, until)  # before a server starts
     root = Path(cfg.runtime.artifact_root).resolve()
-    with stop_on_interrupt(), prefect_server(root, cfg.runtime.prefect_api_url, cfg.runtime.dask_address):
+    with naming_a_full_disk(root), stop_on_interrupt(), prefect_server(root, cfg.runtime.prefect_api_url,
+                                                                      cfg.runtime.dask_address):
         from flows.pipeline import pipeline_flow, quiet_libraries, run_pipeline_flow
         from flows.runner import task_runner
 
@@ -185,8 +209,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         check_runnable(child, args.until)  # a child that cannot evaluate fails here, before a server starts
     from flows.server import prefect_server
 
-    with stop_on_interrupt(), prefect_server(Path(cfg.runtime.artifact_root).resolve(), cfg.runtime.prefect_api_url,
-                                             cfg.runtime.dask_address):
+    root = Path(cfg.runtime.artifact_root).resolve()
+    with naming_a_full_disk(root), stop_on_interrupt(), prefect_server(root, cfg.runtime.prefect_api_url,
+                                                                      cfg.runtime.dask_address):
         from flows.pipeline import quiet_libraries
         from flows.sweep import ablation_flow
 

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -251,9 +252,13 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_file_atomic(path, lambda tmp: tmp.write_text(text))
 
 
+TEMP_NAME = re.compile(r"\.(.+)\.tmp-\d+")  # write_file_atomic's temp name ('.<name>.tmp-<pid>'), left by a kill
+
+
 def write_file_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write a file through `write(tmp)` under a temp name beside `path`, fsync it and rename it into place, so a
-    reader (or a resumed run) sees the whole file or none of it; a `write` that raises leaves no temp file behind."""
+    """Write a file through `write(tmp)` under a temp name beside `path` (TEMP_NAME), fsync it and rename it into
+    place, so a reader (or a resumed run) sees the whole file or none of it; a `write` that raises leaves no temp
+    file behind (a killed process does: :func:`remove_temp_files`)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
@@ -263,6 +268,15 @@ def write_file_atomic(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:  # a failed write leaves neither a half file nor its temp beside `path`
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Delete the temp files (TEMP_NAME) a killed :func:`write_file_atomic` left anywhere under `folder` (a partial
+    build reopened to resume: only its lock holder writes there). in: a folder; out: the paths removed."""
+    stale = [p for p in folder.rglob(".*.tmp-*") if p.is_file() and TEMP_NAME.fullmatch(p.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def _manifest_entries(manifest: Any) -> list[tuple[str, int, str]]:
@@ -450,6 +464,7 @@ class ArtifactStore:
         """Open (or reopen, to resume) the partial folder of a build. Hold :meth:`lock` around the build."""
         partial = self.partial_path(stage, key)
         partial.mkdir(parents=True, exist_ok=True)
+        remove_temp_files(partial)  # a killed build's half-written file would be hashed into the artifact
         return Build(partial, {"started": time.time()})
 
     def publish(self, stage: str, key: str, build: Build, manifest: dict[str, Any] | None = None) -> ArtifactRef:

@@ -33,7 +33,7 @@ from typing import Any
 
 import polars as pl
 
-from saerl.artifacts import ArtifactStore, CorruptArtifact, write_file_atomic
+from saerl.artifacts import TEMP_NAME, ArtifactStore, CorruptArtifact, write_file_atomic
 from saerl.config import CurriculumConfig, TrainConfig
 from saerl.curriculum import whole_batch_rows
 from saerl.runners import ARM_ORDERS, PROMPTS, VANILLA
@@ -57,7 +57,6 @@ README = "README.md"
 EXPORT_MARK = "# saerl export"  # the first line of every README.md an export writes
 HF_FILES = ("dataset_info.json", "state.json")  # what datasets' save_to_disk writes beside its shards
 _HF_SHARD = re.compile(r"data-\d{5}-of-\d{5}\.arrow")
-_TEMP_NAME = re.compile(r"\.(.+)\.tmp-\d+")  # saerl.artifacts.write_file_atomic's temp name, left by a killed export
 SHOWN_ENTRIES = 5  # a refused folder's entries named in the error
 log = logging.getLogger("saerl.export")
 
@@ -417,7 +416,7 @@ def readme(fmt: str, out: Path, info: dict[str, Any]) -> str:
 def is_export_file(name: str) -> bool:
     """True for the name of a file some saerl export writes (any format: TABLE, SAMPLER, README, hf's files and
     shards), or the temp name of one that a killed export left. in: a file name; out: bool."""
-    temp = _TEMP_NAME.fullmatch(name)
+    temp = TEMP_NAME.fullmatch(name)  # the temp name of a file a killed export left
     name = temp.group(1) if temp else name
     return name in (TABLE, SAMPLER, REWARD, README, *HF_FILES) or _HF_SHARD.fullmatch(name) is not None
 

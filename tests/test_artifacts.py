@@ -46,6 +46,26 @@ def test_failed_build_leaves_no_final_and_keeps_partial(tmp_path):
     assert (store.partial_path("s", "k") / "half.txt").exists()
 
 
+def test_a_killed_atomic_writes_temp_file_is_not_published_by_the_resumed_build(tmp_path):
+    """A process killed inside write_file_atomic leaves '.<name>.tmp-<pid>' in the partial folder; the resumed
+    build hashed it into the artifact (a label stage's 5 MB of stale parquet, listed in the manifest). Reopening
+    the partial removes such temp files, and only those."""
+    from saerl.artifacts import write_file_atomic
+
+    store = ArtifactStore(tmp_path)
+    partial = store.partial_path("s", "k")
+    (partial / "sub").mkdir(parents=True)
+    (partial / ".labels.parquet.tmp-26168").write_bytes(b"half")  # what SIGKILL inside the write left
+    (partial / "sub" / ".b.bin.tmp-7").write_bytes(b"half")
+    (partial / ".keep.tmp-notapid").write_bytes(b"a file of the stage's own")
+
+    def build(b):
+        write_file_atomic(b.path / "labels.parquet", lambda tmp: tmp.write_bytes(b"whole"))
+
+    ref, _ = store.ensure("s", "k", build)
+    assert set(ref.manifest()["files"]) == {"labels.parquet", ".keep.tmp-notapid"}
+
+
 def test_resume_skips_finished_chunks(tmp_path):
     store = ArtifactStore(tmp_path)
     calls = []

@@ -493,3 +493,33 @@ def test_a_deployments_overrides_give_each_key_once(entry):
     flow = getattr(importlib.import_module(module), name)
     with pytest.raises(ConfigError, match="sets curriculum.mix_ratio again"):
         flow.fn(str(REPO / "configs" / "smoke.yaml"), overrides=["curriculum.mix_ratio=0.1", "curriculum.mix_ratio=0.3"])
+
+
+@pytest.mark.parametrize("command", ["run", "ablate"])
+def test_a_full_disk_names_the_root_its_free_space_and_that_the_run_resumes(command, monkeypatch, tmp_path, capsys):
+    """Zarr's ENOSPC named no file: a full disk mid-extraction printed only '[Errno 28] No space left on device',
+    without the disk, gc or a word that the run resumes. The run and ablate commands name the root, its free
+    space and the fixes; another OSError passes unchanged."""
+    import errno
+
+    import flows.pipeline
+    import flows.sweep
+
+    _no_server(monkeypatch)
+    error = OSError(errno.ENOSPC, "No space left on device")
+
+    def full(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(flows.pipeline, "run_pipeline_flow", full)
+    monkeypatch.setattr(flows.sweep, "ablation_flow", full)
+    root = tmp_path / "root"
+    argv = [command, str(REPO / "configs" / "smoke.yaml"), "--root", str(root)]
+    argv += ["--grid", "curriculum.mix_ratio=0,0.5"] if command == "ablate" else []
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "[Errno 28] No space left on device; the run's artifact root" in err and str(root) in err
+    assert "GB free now" in err and f"saerl gc --root {root} --dry-run" in err and "rerun the same command" in err
+    error = OSError(errno.EACCES, "Permission denied")
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith("saerl: error: [Errno 13] Permission denied (saerl -v")
