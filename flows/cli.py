@@ -293,7 +293,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     """`saerl gc [--root ROOT] [--keep-runs N] [--min-age-hours H] [--dry-run]`: remove artifacts no recent
-    run references."""
+    run references, nor the latest complete run of a config name (saerl.gc.kept_runs)."""
     from saerl.gc import collect, format_report
 
     print(format_report(collect(_root(args.root), args.keep_runs, args.dry_run, args.min_age_hours)))
@@ -410,8 +410,10 @@ def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser("gc", help="remove artifacts that none of the recent runs references")
     g.add_argument("--root", help="artifact root (default: .saerl)")
     g.add_argument("--keep-runs", type=int, default=KEEP_RUNS,
-                   help=f"keep every artifact of this many newest ended runs (default {KEEP_RUNS}); runs "
-                   "still going keep theirs besides")
+                   help=f"keep every artifact of this many newest ended runs (default {KEEP_RUNS}); besides, runs "
+                   "still going keep theirs, the latest complete run (not cut short by --until) of each config name "
+                   "keeps its, and the latest failed, stopped or killed run of each config name its unfinished builds "
+                   "(resume state); 0 keeps nothing of ended runs")
     g.add_argument("--min-age-hours", type=float, default=MIN_AGE_HOURS,
                    help=f"keep anything younger, e.g. a running pipeline's (default {MIN_AGE_HOURS:g})")
     g.add_argument("--dry-run", action="store_true", help="list what would go and the bytes freed; delete nothing")

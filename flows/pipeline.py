@@ -458,8 +458,8 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
                 record.extra[STOPPED] = f"{active['name'] or 'before the first stage'}: {sig}"
             else:
                 record.extra[FAILED] = mark_failed(active["name"], err)
-            record.extra.pop(RUNNING, None)
-            record.extra.pop(PLANNED, None)
+            record.extra.pop(RUNNING, None)  # PLANNED stays: `saerl gc` keeps the partial builds of the latest run of
+            # a config that failed or was stopped (its resume state: a training run's checkpoints)
             path = save_run(root, record)  # first: what follows asks servers, which may not answer
             tracker.log_artifact(path)  # where and why it ended, in MLflow too
             tracker.finish(TRACKED_KILLED if sig else TRACKED_FAILED,  # else MLflow shows it running forever

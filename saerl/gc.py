@@ -5,7 +5,13 @@ and every one a run still going names or plans (its record is saved when it star
 it plans, and after each stage; a long run that newer runs overtook reads what it finished days ago in its later
 stages; a run still going takes no place among the newest; a run killed before it could record its end is told by
 its free live lock and counts as ended); anything whose build lock another process holds (a build in progress);
-anything younger than `min_age_hours`. Removed: the other finished artifacts
+anything younger than `min_age_hours`. Besides the newest (unless `keep_runs` is 0), per config name
+(RunRecord.name): every artifact of the latest complete run (ended ok with the pipeline's last stage, FINAL_STAGE,
+recorded: not cut short by `--until`), which `--until` runs, sweep children, failed and killed runs pushed out of
+the newest places (hours of training on a real model); and the unfinished builds (`.partial-<key>/`: resume state,
+a training run's checkpoints) of every stage run that the latest run that did not end ok (failed, stopped or
+killed) planned (RunRecord.extra PLANNED, which a record keeps unless its run ended ok; a record without it, from
+before session 36, keeps nothing by this rule), not its finished artifacts. Removed: the other finished artifacts
 (`<root>/<stage>/<key>/`), unfinished builds (`.partial-<key>/`, so their resume state goes too) and
 leftovers of replaced artifacts (`.trash-<key>-<pid>/`), and the orchestrator's cache record of a stage run
 (`prefect-results/<stage>-<key>`) once its artifact is gone (removed now or before; same age rule). Nothing else
@@ -33,9 +39,12 @@ from pathlib import Path
 
 from saerl.artifacts import CACHE_RECORDS_DIR, MANIFEST, file_lock
 from saerl.runs import (
+    FAILED,
+    KILLED,
     PLANNED,
     RUNS_DIR,
     STILL_RUNNING,
+    STOPPED,
     UNFINISHED,
     RunRecord,
     list_runs,
@@ -53,6 +62,10 @@ PARTIAL_PREFIX = ".partial-"  # the artifact store's names inside a stage folder
 TRASH_PREFIX = ".trash-"
 LOCK_PREFIX = ".lock-"
 GC_LOCK = ".gc.lock"  # <root>/<this>: a collection holds it exclusive, a run saving its first record shared
+FINAL_STAGE = next(reversed(STAGES))  # the pipeline's last stage (evaluate): a run that recorded it was not cut short
+ENDED_OK = "ok"  # how a run ended (:func:`ended_how`): done, every stage it planned recorded
+ENDED_KILLED = "killed"  # its process died before its record said how it ended (saerl.runs.KILLED)
+Key = tuple[str, str]  # (stage, artifact key)
 
 
 @contextmanager
@@ -79,6 +92,31 @@ class Entry:
     mtime: float
 
 
+@dataclass(frozen=True)
+class KeptRun:
+    """A run kept besides the newest, per config name: the latest complete run (every artifact it names), or the
+    latest run that did not end ok (the unfinished builds of what it planned: its resume state)."""
+
+    name: str  # its config name (RunRecord.name)
+    run_id: str
+    ended: str  # how it ended (:func:`ended_how`): ENDED_OK, FAILED, STOPPED or ENDED_KILLED
+    keys: frozenset[Key]  # what it keeps: its stage runs' artifacts, or the planned keys whose partial builds stay
+    newest: bool  # whether it is among the keep_runs newest ended runs anyway
+
+
+@dataclass
+class Kept:
+    """What the run records keep (:func:`kept_runs`): artifact keys kept whole (with their partial builds), keys
+    whose partial build alone is kept, and the runs that keep them."""
+
+    keys: set[Key]
+    partials: set[Key]
+    runs_kept: int  # the newest ended runs
+    running_kept: int  # runs still going, whose artifacts (recorded and planned) are kept too
+    complete: list[KeptRun] = field(default_factory=list)  # the latest complete run per config name
+    resumable: list[KeptRun] = field(default_factory=list)  # the latest run per config name that did not end ok
+
+
 @dataclass
 class GcReport:
     """What a collection removed (or, in a dry run, would remove) and what it kept and why."""
@@ -89,6 +127,9 @@ class GcReport:
     young: list[Entry] = field(default_factory=list)
     runs_kept: int = 0
     running_kept: int = 0  # records of runs still going, whose artifacts (recorded and planned) are kept too
+    complete: list[KeptRun] = field(default_factory=list)  # the latest complete run per config name, kept whole
+    resumable: list[KeptRun] = field(default_factory=list)  # the latest per config name that failed, stopped or
+    # was killed: the partial builds of what it planned are kept
     dry_run: bool = False
     min_age_hours: float = MIN_AGE_HOURS
 
@@ -165,21 +206,49 @@ def orphan_records(root: Path, gone: set[tuple[str, str]]) -> list[Entry]:
     return out
 
 
-def is_going(root: Path, record: RunRecord) -> bool:
-    """Is a run record's run still under way, as far as can be told (saerl.runs.unfinished): marked running and its
-    live lock held, or a run from before live locks, whose process cannot be checked; not one killed with its lock
-    left free. in: root, record; out: the verdict."""
-    return unfinished(root, record) in (STILL_RUNNING, UNFINISHED)
+def ended_how(root: Path, record: RunRecord) -> str | None:
+    """How a run ended: ENDED_OK, FAILED (an error), STOPPED (Ctrl-C, SIGTERM) or ENDED_KILLED (marked running, its
+    live lock left free: its process died before its record said, SIGKILL, out of memory); None for a run still
+    going, as far as can be told (saerl.runs.unfinished: marked running and its live lock held, or a run from before
+    live locks, whose process cannot be checked). in: root, record; out: the label."""
+    state = unfinished(root, record)
+    if state in (STILL_RUNNING, UNFINISHED):
+        return None
+    if state == KILLED:
+        return ENDED_KILLED
+    return FAILED if record.extra.get(FAILED) else STOPPED if record.extra.get(STOPPED) else ENDED_OK
 
 
-def kept_records(root: Path, keep_runs: int) -> tuple[list[RunRecord], list[RunRecord]]:
-    """(the `keep_runs` newest run records of runs that ended (every one when negative), every record of a run still
-    going (:func:`is_going`), whatever its age), newest first. A run under way takes no place among the newest: a
-    long run, or gc run during one, would otherwise push out an ended run whose artifacts were kept. A record that
-    cannot be read is an error while places among the newest are left (what it references is unknown), and passed
-    over after them. in: root, runs to keep; out: the two lists."""
+def is_complete(record: RunRecord) -> bool:
+    """Did an ended-ok run go through the whole pipeline: did it record a run of its last stage (FINAL_STAGE), which a
+    run cut short by `--until` (a preview, a sweep's shared upstream run) does not? in: record; out: the verdict."""
+    return any(stage_of(name) == FINAL_STAGE for name in record.stages)
+
+
+def stage_keys(record: RunRecord) -> frozenset[Key]:
+    """{(stage, key)} of a record's stage runs."""
+    return frozenset((stage_of(name), s.key) for name, s in record.stages.items())
+
+
+def planned_keys(record: RunRecord) -> frozenset[Key]:
+    """{(stage, key)} of the stage runs a record plans (RunRecord.extra PLANNED; empty when it holds none, or
+    something other than {stage run: key})."""
+    planned = record.extra.get(PLANNED)
+    return frozenset((stage_of(name), key) for name, key in planned.items()) if isinstance(planned, dict) else frozenset()
+
+
+def kept_records(root: Path, keep_runs: int) -> tuple[list[RunRecord], list[RunRecord], dict[str, RunRecord],
+                                                    dict[str, tuple[RunRecord, str]]]:
+    """Read every run record, newest first: (the `keep_runs` newest ended (every one when negative), every one still
+    going, {config name: its latest complete run}, {config name: (its latest run that did not end ok, how)}; the
+    last two are empty when keep_runs is 0). A run under way takes no place among the newest: a long run, or gc run
+    during one, would otherwise push out an ended run whose artifacts were kept. A record that cannot be read is an
+    error while places among the newest are left (what it references is unknown), and passed over after them.
+    in: root, runs to keep; out: the four."""
     ended: list[RunRecord] = []
     going: list[RunRecord] = []
+    complete: dict[str, RunRecord] = {}
+    resumable: dict[str, tuple[RunRecord, str]] = {}
     for path in list_runs(root)[::-1]:
         open_place = keep_runs < 0 or len(ended) < keep_runs
         try:
@@ -188,21 +257,37 @@ def kept_records(root: Path, keep_runs: int) -> tuple[list[RunRecord], list[RunR
             if open_place:
                 raise
             continue
-        if is_going(root, record):
+        how = ended_how(root, record)
+        if how is None:
             going.append(record)
-        elif open_place:
+            continue
+        if open_place:
             ended.append(record)
-    return ended, going
+        if keep_runs == 0:
+            continue
+        if how == ENDED_OK and is_complete(record):
+            complete.setdefault(record.name, record)
+        elif how != ENDED_OK:
+            resumable.setdefault(record.name, (record, how))
+    return ended, going, complete, resumable
 
 
-def referenced_keys(root: Path, keep_runs: int) -> tuple[set[tuple[str, str]], int, int]:
-    """({(stage, key)} named by the `keep_runs` newest records of ended runs and by every run still going: its stage
-    runs so far and every one it plans (RunRecord.extra PLANNED, saved when it starts: an old artifact it will reuse
-    later is not in its stage runs yet), how many ended runs that was, how many going ones); :func:`kept_records`."""
-    ended, going = kept_records(root, keep_runs)
-    keys = {(stage_of(name), s.key) for r in [*ended, *going] for name, s in r.stages.items()}
-    keys |= {(stage_of(name), key) for r in going for name, key in (r.extra.get(PLANNED) or {}).items()}
-    return keys, len(ended), len(going)
+def kept_runs(root: Path, keep_runs: int) -> Kept:
+    """What the run records keep: whole, every (stage, key) named by the `keep_runs` newest records of ended runs,
+    by the latest complete run of each config name (:func:`is_complete`) and by every run still going (its stage
+    runs so far and every one it plans: RunRecord.extra PLANNED, saved when it starts: an old artifact it will reuse
+    later is not in its stage runs yet); the partial builds alone of every (stage, key) that the latest run of each
+    config name that did not end ok plans (its resume state). With keep_runs 0 no ended run keeps anything.
+    in: root, runs to keep; out: a Kept (:func:`kept_records`)."""
+    ended, going, complete, resumable = kept_records(root, keep_runs)
+    newest = {r.run_id for r in ended}
+    keys = {k for r in [*ended, *going, *complete.values()] for k in stage_keys(r)}
+    keys |= {k for r in going for k in planned_keys(r)}
+    wholes = [KeptRun(r.name, r.run_id, ENDED_OK, stage_keys(r), r.run_id in newest) for r in complete.values()]
+    partly = [KeptRun(r.name, r.run_id, how, planned_keys(r), r.run_id in newest) for r, how in resumable.values()]
+    partials = {k for r in partly for k in r.keys}
+    return Kept(keys, partials, len(ended), len(going), sorted(wholes, key=lambda r: r.name),
+                sorted(partly, key=lambda r: r.name))
 
 
 @contextmanager
@@ -243,8 +328,10 @@ def remove(entry: Entry) -> None:
 def collect(root: Path, keep_runs: int = KEEP_RUNS, dry_run: bool = False, min_age_hours: float = MIN_AGE_HOURS,
             now: float | None = None) -> GcReport:
     """Remove (or with dry_run only list) every artifact, partial build and trash folder under `root` that no kept
-    record references (:func:`referenced_keys`: the `keep_runs` newest records of ended runs, every run still going,
-    with what it plans; a partial build of such a key is kept too: a run going now may resume it), that no build
+    record references (:func:`kept_runs`: the `keep_runs` newest records of ended runs, the latest complete run of
+    each config name, every run still going, with what it plans; a partial build of such a key is kept too: a run
+    going now may resume it; and the partial builds of what the latest run of each config name that failed, was
+    stopped or was killed planned: its resume state), that no build
     holds the lock of, and that is at least `min_age_hours` old; ValueError when the root has no run records (unless
     keep_runs is 0). in: artifact root, runs to keep, dry run, minimum age, the time to age against (default now);
     out: a GcReport. A collection that removes holds the root's gc lock (GC_LOCK) exclusive throughout: runs
@@ -257,14 +344,17 @@ def collect(root: Path, keep_runs: int = KEEP_RUNS, dry_run: bool = False, min_a
 
 def _collect(root: Path, keep_runs: int, dry_run: bool, min_age_hours: float, now: float | None) -> GcReport:
     """:func:`collect`'s body (under the root's gc lock when it removes). in and out: as collect's."""
-    refs, runs_kept, running_kept = referenced_keys(root, keep_runs)
+    kept = kept_runs(root, keep_runs)
     if keep_runs != 0 and not list_runs(root):
         raise ValueError(f"no run records under {Path(root) / RUNS_DIR}, so nothing says which artifacts are in "
                          "use (is this an artifact root?); pass --keep-runs 0 to remove every artifact anyway")
     now = time.time() if now is None else now
-    report = GcReport(runs_kept=runs_kept, running_kept=running_kept, dry_run=dry_run, min_age_hours=min_age_hours)
+    report = GcReport(runs_kept=kept.runs_kept, running_kept=kept.running_kept, complete=kept.complete,
+                      resumable=kept.resumable, dry_run=dry_run, min_age_hours=min_age_hours)
     for entry in scan(root):
-        if entry.kind in ("artifact", "partial") and (entry.stage, entry.key) in refs:
+        key = (entry.stage, entry.key)
+        if (entry.kind in ("artifact", "partial") and key in kept.keys
+                or entry.kind == "partial" and key in kept.partials):
             report.referenced.append(entry)
         elif now - entry.mtime < min_age_hours * SECONDS_PER_HOUR:
             report.young.append(entry)
@@ -293,7 +383,8 @@ def take(root: Path, entry: Entry, dry_run: bool) -> bool | None:
 
 
 def format_report(report: GcReport) -> str:
-    """Lines for the terminal: what went (or would go) with sizes, the bytes freed, and what was kept."""
+    """Lines for the terminal: what went (or would go) with sizes, the bytes freed, and what was kept: the counts,
+    then one line per run kept besides the newest (:func:`kept_run_line`)."""
     verb = "would remove" if report.dry_run else "removed"
     records = sum(e.kind == "record" for e in report.removed)
     also = f" and {records} cache records of artifacts gone" if records else ""
@@ -301,7 +392,26 @@ def format_report(report: GcReport) -> str:
              + (" (dry run: nothing deleted)" if report.dry_run else "")]
     lines += [f"  {e.path.parent.name}/{e.path.name}  {e.kind}  {e.bytes / MB:.2f} MB" for e in report.removed]
     running = f" and by {report.running_kept} runs still going" if report.running_kept else ""
-    lines.append(f"kept: {len(report.referenced)} artifacts referenced by the {report.runs_kept} newest ended runs{running}, "
-                 f"{len(report.locked)} locked by a running build, "
+    kept = [line for run in [*report.complete, *report.resumable] if (line := kept_run_line(run, report))]
+    below = " and by the runs below" if kept else ""
+    lines.append(f"kept: {len(report.referenced)} artifacts referenced by the {report.runs_kept} newest ended runs"
+                 f"{running}{below}, {len(report.locked)} locked by a running build, "
                  f"{len(report.young)} younger than {report.min_age_hours:g} h")
-    return "\n".join(lines)
+    return "\n".join(lines + kept)
+
+
+def kept_run_line(run: KeptRun, report: GcReport) -> str:
+    """The report's line for a run kept besides the newest: 'kept: the latest complete run of demo (<run id>): 12
+    artifacts, 13.63 MB, not among the 3 newest ended runs', or for one that did not end ok 'kept: the resume state
+    of the latest killed run of demo (<run id>): 1 unfinished builds, 13.44 MB' ('' for the latter when it kept
+    none: it left none, or its record plans none). in: the run, the report (its referenced entries are counted);
+    out: the line."""
+    kind = "partial" if run.ended != ENDED_OK else "artifact"
+    held = [e for e in report.referenced if e.kind == kind and (e.stage, e.key) in run.keys]
+    what = f"the latest complete run of {run.name}" if run.ended == ENDED_OK else \
+        f"the resume state of the latest {run.ended} run of {run.name}"
+    unit = "artifacts" if run.ended == ENDED_OK else "unfinished builds"
+    if run.ended != ENDED_OK and not held:
+        return ""
+    older = "" if run.newest else f", not among the {report.runs_kept} newest ended runs"
+    return f"kept: {what} ({run.run_id}): {len(held)} {unit}, {sum(e.bytes for e in held) / MB:.2f} MB{older}"

@@ -210,7 +210,7 @@ def test_a_failed_run_ends_its_mlflow_run_as_failed(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     import flows.pipeline as fp
-    from saerl.runs import FAILED, load_run
+    from saerl.runs import FAILED, PLANNED, load_run
 
     def gone(*args, **kwargs):
         raise RuntimeError("the data file went away")
@@ -225,6 +225,8 @@ def test_a_failed_run_ends_its_mlflow_run_as_failed(tmp_path, monkeypatch):
         raise AssertionError("the flow did not raise")
     record = load_run(tmp_path, "latest")
     assert record.extra[FAILED].startswith("ingest: RuntimeError")
+    # its plan stays, so `saerl gc` keeps the resume state (partial builds) of what it planned
+    assert record.extra[PLANNED] == planned_run_keys(cfg, "ingest") and record.extra[PLANNED]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment or cfg.name).experiment_id])
     assert [(r.info.run_name, r.info.status) for r in runs] == [(record.run_id, "FAILED")]

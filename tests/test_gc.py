@@ -22,9 +22,9 @@ def _artifact(store: ArtifactStore, stage: str, key: str) -> Path:
     return Path(store.ensure(stage, key, lambda b: (b.path / "f.bin").write_bytes(b"\0" * SIZE))[0].path)
 
 
-def _record(root: Path, run_id: str, stages: dict[str, str]) -> None:
-    """A saved run record whose stage runs {run name: key} name those artifacts."""
-    r = RunRecord(name="demo", run_id=run_id)
+def _record(root: Path, run_id: str, stages: dict[str, str], name: str = "demo", extra: dict | None = None) -> None:
+    """A saved run record of config `name` whose stage runs {run name: key} name those artifacts."""
+    r = RunRecord(name=name, run_id=run_id, extra=extra or {})
     r.stages = {name: StageRecord(name, key, "computed", "", {}, {}) for name, key in stages.items()}
     save_run(root, r)
 
@@ -291,3 +291,74 @@ def test_a_collection_waits_for_a_run_saving_its_first_record_and_keeps_what_it_
     with pytest.raises(ValueError, match="no run records"):
         collect(missing, keep_runs=1, min_age_hours=0)
     assert not missing.exists(), "a mistyped root is refused, not made (with a lock file in it)"
+
+
+def test_the_latest_complete_run_of_each_config_keeps_its_artifacts_whatever_newer_runs_there_are(tmp_path):
+    """`--keep-runs N` kept the N newest ended records whatever they were: a few `--until` previews, sweep children
+    or failed runs pushed the latest complete run (trained policies, evaluations: GPU hours) out, and gc removed its
+    artifacts without a word. The latest complete run of each config name (it recorded the last stage, evaluate,
+    and ended ok) is kept besides the newest, and the report names it; an older complete run is not."""
+    from saerl.runs import FAILED
+
+    store = ArtifactStore(tmp_path)
+    for stage, key in (("ingest", "a"), ("train", "a"), ("evaluate", "a"), ("train", "old"), ("evaluate", "old"),
+                       ("ingest", "b"), ("train", "other"), ("evaluate", "other"), ("curriculum", "c")):
+        _artifact(store, stage, key)
+    _record(tmp_path, "20260101-000000-000000-aaaa", {"ingest": "a", "train:saerl:0": "old", "evaluate": "old"})
+    _record(tmp_path, "20260102-000000-000000-aaaa", {"train:saerl:0": "other", "evaluate": "other"}, name="other")
+    _record(tmp_path, "20260103-000000-000000-cccc", {"ingest": "a", "train:saerl:0": "a", "evaluate": "a"})
+    _record(tmp_path, "20260104-000000-000000-dddd", {"ingest": "b", "curriculum": "c"})  # --until curriculum
+    _record(tmp_path, "20260105-000000-000000-eeee", {"ingest": "b"},  # failed before its evaluation
+            extra={FAILED: "train:saerl:0: RuntimeError: CUDA out of memory"})
+    _record(tmp_path, "20260106-000000-000000-ffff", {"ingest": "b", "curriculum": "c"},  # a preview sweep's child
+            extra={"sweep": "s1", "setting": "mix_ratio=0.1"})
+    for stage in ("ingest", "train", "evaluate", "curriculum"):
+        _age(tmp_path / stage, 2 * DAY_S)
+    report = collect(tmp_path, keep_runs=2, dry_run=True)
+    assert {f"{e.stage}/{e.key}" for e in report.removed} == {"train/old", "evaluate/old"}
+    text = format_report(report)
+    assert ("kept: the latest complete run of demo (20260103-000000-000000-cccc): 3 artifacts, 0.00 MB, "
+            "not among the 2 newest ended runs") in text
+    assert "kept: the latest complete run of other (20260102-000000-000000-aaaa): 2 artifacts" in text
+    collect(tmp_path, keep_runs=2)
+    assert _present(tmp_path) == {"ingest/a", "train/a", "evaluate/a", "ingest/b", "curriculum/c", "train/other",
+                                  "evaluate/other"}
+    collect(tmp_path, keep_runs=0)  # keeps no ended run's artifacts at all
+    assert _present(tmp_path) == set()
+
+
+def test_the_latest_run_that_did_not_end_ok_keeps_the_partial_builds_it_planned(tmp_path):
+    """A killed run's unfinished builds (`.partial-<key>`: a training run's checkpoints) went once older than
+    --min-age-hours, even when it was the newest run: only a run still going kept what it planned. The latest run of
+    each config name that did not end ok keeps the partial builds of its planned keys (its resume state; not the
+    finished artifacts it planned), and the report says so; an older one's go."""
+    from saerl.runs import FAILED, PLANNED, RUNNING, live_path
+
+    store = ArtifactStore(tmp_path)
+    for stage, key in (("ingest", "a"), ("train", "done"), ("curriculum", "planned")):
+        _artifact(store, stage, key)
+    for stage, key in (("train", "half"), ("train", "older"), ("train", "stray"), ("extract", "failedhalf")):
+        (store.partial_path(stage, key) / "checkpoint-50").mkdir(parents=True)
+        (store.partial_path(stage, key) / "checkpoint-50" / "model.bin").write_bytes(b"\0" * SIZE)
+    killed = {RUNNING: True, PLANNED: {"ingest": "a", "curriculum": "planned", "train:saerl:0": "half"}}
+    _record(tmp_path, "20260101-000000-000000-aaaa", {"ingest": "a"},  # an older killed run of demo
+            extra={RUNNING: True, PLANNED: {"ingest": "a", "train:saerl:0": "older"}})
+    _record(tmp_path, "20260102-000000-000000-bbbb", {"ingest": "a", "train:saerl:0": "done"})
+    _record(tmp_path, "20260103-000000-000000-cccc", {"ingest": "a"}, extra=killed)
+    _record(tmp_path, "20260104-000000-000000-dddd", {}, name="other",  # a failed run that kept its plan
+            extra={FAILED: "extract: OSError: [Errno 28] No space left on device", PLANNED: {"extract": "failedhalf"}})
+    for run_id in ("20260101-000000-000000-aaaa", "20260103-000000-000000-cccc"):
+        live_path(tmp_path, run_id).touch()  # what a killed run leaves: the file, its lock free
+    for stage in ("ingest", "train", "curriculum", "extract"):
+        _age(tmp_path / stage, 2 * DAY_S)
+    report = collect(tmp_path, keep_runs=1, dry_run=True)
+    assert report.running_kept == 0
+    assert {f"{e.stage}/{e.path.name}" for e in report.removed} == {
+        "ingest/a", "train/done", "curriculum/planned", "train/.partial-older", "train/.partial-stray"}
+    text = format_report(report)
+    assert "kept: the resume state of the latest killed run of demo (20260103-000000-000000-cccc): " \
+           "1 unfinished builds, 0.00 MB, not among the 1 newest ended runs" in text
+    assert "kept: the resume state of the latest failed run of other (20260104-000000-000000-dddd): " \
+           "1 unfinished builds, 0.00 MB" in text
+    collect(tmp_path, keep_runs=1)
+    assert _present(tmp_path) == {"train/.partial-half", "extract/.partial-failedhalf"}
