@@ -29,8 +29,11 @@ def _queues(pool: pl.DataFrame, ordering: str, rng: np.random.Generator, target:
     tie = rng.permutation(pool.height)
     diff = pool["difficulty_hat"].cast(pl.Float64).fill_null(np.nan).to_numpy()
     missing = np.isnan(diff)
-    by = {"hard_to_easy": -diff, "frontier": np.abs(diff - target)}.get(ordering, diff)
-    key = np.where(missing, 0.0, by)
+    keys = {"easy_to_hard": diff, "hard_to_easy": -diff, "frontier": np.abs(diff - target), "random": diff}
+    if ordering not in keys:  # a name added to curriculum.ordering without its order here read easy_to_hard silently
+        raise ValueError(f"curriculum.ordering={ordering!r} has no queue order in saerl.curriculum._queues (it has "
+                         f"{', '.join(keys)}): add its sort key there")
+    key = np.where(missing, 0.0, keys[ordering])
     order = np.lexsort((tie, key, missing)) if ordering != "random" else tie
     clusters = pool["cluster"].to_numpy()
     queues: dict[int, list[int]] = {int(c): [] for c in np.unique(clusters)}

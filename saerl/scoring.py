@@ -19,6 +19,7 @@ production model fitted on every labelled row (ScoreResult.params names that one
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,7 +143,7 @@ def resolve_difficulty(prompts: pl.DataFrame, measured: pl.DataFrame | None, sou
 
 def _inputs(X: sp.csr_matrix, R: np.ndarray | None, texts: np.ndarray, cfg: ScoreConfig) -> dict[str, Any]:
     """Model inputs per feature set (rows aligned to X); residual only when R is given, baselines only if on."""
-    out: dict[str, Any] = {"sae": X}
+    out: dict[str, Any] = {"sae": X}  # every name one of FEATURES: the report's columns and best baseline read those
     if cfg.baselines:
         if R is not None and len(R) != X.shape[0]:
             raise ValueError(f"R has {len(R)} rows but X has {X.shape[0]}: both must follow the ids' order")
@@ -151,6 +152,15 @@ def _inputs(X: sp.csr_matrix, R: np.ndarray | None, texts: np.ndarray, cfg: Scor
         lengths = np.log1p(np.array([len(t) for t in texts], dtype=np.float64))[:, None]
         out.update(text=texts, length=lengths, majority=np.zeros((len(texts), 1)))
     return out
+
+
+# how each baseline's features are prepared for the same k-means as the SAE's (_cluster_report): centred,
+# L2-normalised residuals; the text's TF-IDF; standardised log length
+CLUSTER_FEATURES: dict[str, Callable[[Any, ScoreConfig], Any]] = {
+    "residual": lambda M, cfg: normalize(M - M.mean(axis=0)),
+    "text": lambda M, cfg: featurizer("text", cfg).fit_transform(M),
+    "length": lambda M, cfg: StandardScaler().fit_transform(M),
+}
 
 
 def _cluster_report(labels: np.ndarray, inputs: dict[str, Any], topics: np.ndarray, k: int,
@@ -172,12 +182,12 @@ def _cluster_report(labels: np.ndarray, inputs: dict[str, Any], topics: np.ndarr
     found = {"sae": labels}
     if cfg.baselines:
         for name, M in inputs.items():
-            if name == "residual":
-                found[name] = kmeans(normalize(M - M.mean(axis=0)), k, cfg)
-            elif name == "text":
-                found[name] = kmeans(featurizer("text", cfg).fit_transform(M), k, cfg)
-            elif name == "length":
-                found[name] = kmeans(StandardScaler().fit_transform(M), k, cfg)
+            if name in ("sae", "majority"):  # the SAE's own labels above; one cluster below
+                continue
+            if name not in CLUSTER_FEATURES:  # a baseline added to _inputs alone left the cluster rows silently
+                raise ValueError(f"baseline {name!r} has no clustering input in saerl.scoring.CLUSTER_FEATURES: add "
+                                 "how its features are prepared for k-means there")
+            found[name] = kmeans(CLUSTER_FEATURES[name](M, cfg), k, cfg)
         found["majority"] = np.zeros(len(labels), dtype=np.int64)
         found["shuffled"] = np.random.default_rng(cfg.seed).permutation(labels)
     rows = []

@@ -8,7 +8,7 @@ import pytest
 from bench import load_benchmark
 
 from saerl.config import load_config
-from saerl.scoring import summarize_report
+from saerl.scoring import FEATURES, summarize_report
 
 pytestmark = pytest.mark.slow
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
@@ -21,7 +21,7 @@ def test_property_table_on_smoke_config(tmp_path):
     report, seconds = bench.property_report(cfg)
     assert "score" in seconds and "extract" in seconds
     feats = set(report["features"])
-    assert {"sae", "residual", "text", "length", "majority"} <= feats
+    assert set(FEATURES) <= feats
     # every report model is tested on all rows that carry the label and that it was not fitted on: the tiny
     # world labels every row, so even its few labelled rows give a quality AUROC
     for prop, metric in [("topic_clusters", "nmi"), ("topic_clusters", "purity"), ("difficulty", "spearman_id")]:

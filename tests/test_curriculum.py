@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 import polars as pl
 import pytest
@@ -22,6 +24,8 @@ from saerl.curriculum import (
     within_reach,
 )
 
+ORDERINGS = list(get_args(CurriculumConfig.model_fields["ordering"].annotation))  # every ordering the config takes
+
 
 def _scores(sizes: list[int], seed: int, bad_share: float = 0.2) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
@@ -36,7 +40,7 @@ cases = st.fixed_dictionaries({
     "sizes": st.lists(st.integers(0, 30), min_size=1, max_size=6),
     "batch_size": st.integers(1, 12),
     "mix_ratio": st.sampled_from([0.0, 0.1, 0.25, 0.5, 1.0]),
-    "ordering": st.sampled_from(["easy_to_hard", "hard_to_easy", "random", "frontier"]),
+    "ordering": st.sampled_from(ORDERINGS),  # every value the config takes: a new one is exercised too
     "frontier_target": st.sampled_from([0.5, 2.0, 3.5]),
     "rotation": st.sampled_from(["round_robin", "size_weighted"]),
     "epochs": st.integers(1, 3),
@@ -115,7 +119,8 @@ def test_difficulty_monotone_within_cluster_and_deterministic(case):
     if cfg.ordering != "random":
         for _, g in order.group_by(["epoch", "ramp", "cluster"]):
             d = g.sort("position")["difficulty_hat"].to_numpy()
-            key = {"easy_to_hard": d, "hard_to_easy": -d, "frontier": np.abs(d - cfg.frontier_target)}[cfg.ordering]
+            key = {"easy_to_hard": d, "hard_to_easy": -d, "frontier": np.abs(d - cfg.frontier_target)}.get(cfg.ordering)
+            assert key is not None, f"no monotonicity rule for ordering {cfg.ordering!r}: add the key it sorts by"
             assert (np.diff(key) >= 0).all()
     again = build_order(scores, cfg, quality_threshold=0.5, seed=case["seed"], budget=case["budget"])
     assert order.equals(again)
@@ -369,3 +374,16 @@ def test_an_order_that_cannot_fill_one_batch_is_noted():
     (gone,) = short_order_notes({"saerl": full, "filter_only": empty, "vanilla": full}, 8, 12)  # any arm's order
     assert gone.startswith("the filter_only order is empty: the quality filter") and "none of the 12 prompts" in gone
     assert short_order_notes({"saerl": full, "vanilla": full}, 8, 10) == []
+
+
+def test_every_ordering_the_config_takes_has_its_own_queue_order():
+    """An ordering added to curriculum.ordering without its sort key in _queues read easy_to_hard silently (under
+    a new cache key, so an ablation showed it as a result of its own). Each value gives its own order on a pool of
+    distinct difficulties, and a name _queues does not know is an error."""
+    from saerl.curriculum import _queues
+
+    pool = pl.DataFrame({"cluster": [0] * 12, "difficulty_hat": np.linspace(0.0, 4.0, 12)})
+    queues = {o: _queues(pool, o, np.random.default_rng(0), 2.1)[0] for o in ORDERINGS}
+    assert len({tuple(q) for q in queues.values()}) == len(ORDERINGS), queues
+    with pytest.raises(ValueError, match="curriculum.ordering='medium_first' has no queue order"):
+        _queues(pool, "medium_first", np.random.default_rng(0), 2.1)

@@ -110,7 +110,7 @@ def test_every_baseline_is_reported_on_the_same_split(result):
     for prop, metric in [("topic_clusters", "nmi"), ("difficulty", "spearman_id"), ("difficulty", "spearman_ood"),
                          ("quality", "auroc"), ("quality", "ap_bad")]:
         rows = rep.filter((pl.col("property") == prop) & (pl.col("metric") == metric))
-        assert {"sae", "residual", "text", "length", "majority"} <= set(rows["features"]), (prop, metric)
+        assert set(S.FEATURES) <= set(rows["features"]), (prop, metric)  # every feature set, not a list of some
         assert rows["n_train"].n_unique() == 1 and rows["n_test"].n_unique() == 1
     assert _value(rep, "quality", "auroc", "majority") == 0.5
     assert _value(rep, "difficulty", "spearman_id", "majority") == 0.0
@@ -774,3 +774,20 @@ def test_property_report_refuses_scores_of_other_prompts(data):
     scores = score_prompts(X, prompts, cfg).scores
     with pytest.raises(ValueError, match="3 prompts have no cluster"):
         property_report(X, prompts, cfg, scores.slice(3))
+
+
+def test_every_feature_set_of_the_report_is_one_of_features_and_clusters_or_is_refused():
+    """A baseline is named in three places (_inputs, FEATURES, _cluster_report's clustering input): one added to
+    _inputs alone was dropped silently from the cluster rows, the table's columns and the best baseline. The
+    inputs are FEATURES, every baseline among them clusters, and one without a clustering input is an error."""
+    texts = np.array(["What is 1+1?", "Add 2 and 3.", "What is 7-2?", "Take 4 from 9."])
+    X = sp.csr_matrix(np.eye(4))
+    cfg = ScoreConfig(**FAST)
+    inputs = S._inputs(X, np.eye(4), texts, cfg)
+    assert set(inputs) == set(S.FEATURES)
+    assert set(S.BASELINES) - {"majority"} == set(S.CLUSTER_FEATURES)
+    topics = np.array(["a", "a", "b", "b"])
+    rows = S._cluster_report(np.array([0, 0, 1, 1]), inputs, topics, 2, cfg)
+    assert {r["features"] for r in rows} == {*S.FEATURES, "shuffled"}
+    with pytest.raises(ValueError, match="baseline 'digits' has no clustering input .*CLUSTER_FEATURES"):
+        S._cluster_report(np.array([0, 0, 1, 1]), {**inputs, "digits": np.eye(4)}, topics, 2, cfg)

@@ -19,7 +19,7 @@ from saerl import property_models as PM
 from saerl.config import ScoreConfig
 from saerl.property_models import difficulty_model, predict_rows, probe_model, report_rows, weight_codes
 from saerl.sae import load_codes_csr
-from saerl.scoring import property_report, score_prompts
+from saerl.scoring import FEATURES, property_report, score_prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import scale  # noqa: E402  (benchmarks/ is not a package)
@@ -74,7 +74,7 @@ def test_large_pool_reports_clusters_on_the_sample(data):
     report = property_report(X, prompts, cfg, result.scores, R=R, k=result.params["k"])
     clusters = report.report.filter(pl.col("property") == "topic_clusters")
     assert set(clusters["n_train"]) == {cfg.minibatch_above}
-    assert {"sae", "residual", "text", "length", "majority", "shuffled"} <= set(clusters["features"])
+    assert {*FEATURES, "shuffled"} <= set(clusters["features"])
     assert result.scores.height == prompts.height and result.scores["cluster"].n_unique() == 4
     sae_nmi = clusters.filter((pl.col("features") == "sae") & (pl.col("metric") == "nmi"))["value"][0]
     assert sae_nmi > 0.5
