@@ -392,7 +392,7 @@ def explain(
     if not computed and waited:
         return f"cached: built by another process meanwhile (waited {waited:.0f} s for it)"
     if not computed:
-        return "cached: same code, inputs and config as a stored artifact" + (
+        return "cached: same code version, inputs and config as a stored artifact" + (
             f"; built with other library versions: {drift}" if drift else "")
     why = note or "computed: " + _changes(stage, config, inputs, previous, code)
     return f"computed: {resumed}; {why.removeprefix('computed: ')}" if resumed else why

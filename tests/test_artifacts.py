@@ -377,7 +377,7 @@ def test_a_build_waiting_for_another_process_says_so_and_reports_the_wait(tmp_pa
     waited = store.take_waited("score", "k" * 20)
     assert 0.3 < waited < 10 and store.take_waited("score", "k" * 20) == 0.0
     assert explain("score", False, {}, {}, {}, waited=waited).startswith("cached: built by another process meanwhile")
-    assert explain("score", False, {}, {}, {}) == "cached: same code, inputs and config as a stored artifact"
+    assert explain("score", False, {}, {}, {}) == "cached: same code version, inputs and config as a stored artifact"
     caplog.clear()
     with caplog.at_level("WARNING", logger="saerl.artifacts"), store.lock("score", "free"):
         pass  # a free lock: no warning, no wait

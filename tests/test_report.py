@@ -639,7 +639,7 @@ def test_a_run_all_record_says_which_libraries_a_reused_artifact_was_built_with_
     why = record_results(store, cfg, {"curriculum": again}).stages["curriculum"].reason
     now = library_versions()["torch"]
     assert not again.computed, "reused"
-    assert why == ("cached: same code, inputs and config as a stored artifact; built with other library "
+    assert why == ("cached: same code version, inputs and config as a stored artifact; built with other library "
                    f"versions: torch 0.0 (now {now})"), why
 
 

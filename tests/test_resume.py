@@ -257,7 +257,7 @@ def test_a_flow_resuming_a_killed_extraction_says_how_many_chunks_were_already_d
                    "no earlier run of this config ran this stage"), why
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[extract] computed"))
     assert line.endswith(f"  {why}"), line
-    assert record["stages"]["ingest"]["reason"] == "cached: same code, inputs and config as a stored artifact"
+    assert record["stages"]["ingest"]["reason"] == "cached: same code version, inputs and config as a stored artifact"
     again = pipeline_flow(config=cfg.model_dump(mode="json"), until="extract")["stages"]["extract"]
     assert again["status"] == "cached" and "resumed" not in again["reason"]
 

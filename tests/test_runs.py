@@ -171,7 +171,7 @@ def test_a_resumed_build_says_first_how_many_chunks_were_already_done():
         "computed: resumed an interrupted build: 2 of 5 chunks were already done; stored artifact failed verification (size mismatch x)"
     assert explain("extract", True, {}, {}, prev, bad) == bad
     assert explain("extract", False, {}, {}, prev, resumed=resumed_note(37, 40)) == \
-        "cached: same code, inputs and config as a stored artifact", "a reused artifact resumed nothing"
+        "cached: same code version, inputs and config as a stored artifact", "a reused artifact resumed nothing"
 
 
 def test_a_resumed_training_run_says_first_which_step_it_resumed_from():
@@ -386,7 +386,7 @@ def test_a_reused_artifact_built_with_other_library_versions_says_so():
     drift = version_drift(built, now)
     assert drift == "torch 2.12.0 (now 2.13.0), polars 1.30.0 (now not installed)"
     assert version_drift(built, built) == "" and version_drift(None, now) == ""
-    assert explain("extract", False, {}, {}, {}, drift=drift) == ("cached: same code, inputs and config as a stored "
+    assert explain("extract", False, {}, {}, {}, drift=drift) == ("cached: same code version, inputs and config as a stored "
                                                                  f"artifact; built with other library versions: {drift}")
     assert explain("extract", True, {}, {}, {}, drift=drift).startswith("computed: ")
 

@@ -30,7 +30,7 @@ def _runs(root: Path) -> tuple[RunRecord, RunRecord]:
     second.stages["train:saerl:0"] = StageRecord("train:saerl:0", "t1" * 10, "computed",
                                                  "computed: input changed: curriculum", {}, {}, 70.0, PAYLOAD)
     second.stages["train:vanilla:0"] = StageRecord("train:vanilla:0", "t9" * 10, "cached",
-                                                   "cached: same code, inputs and config", {}, {}, 0.1, PAYLOAD)
+                                                   "cached: same code version, inputs and config", {}, {}, 0.1, PAYLOAD)
     for r in (first, second):
         save_run(root, r)
     return first, second

@@ -1,0 +1,153 @@
+"""A change to a module whose code shapes a stage's artifacts must be a decision: bump the version of each stage
+whose output it alters (saerl/stages.py; then every stored artifact of it is rebuilt), or re-pin the module when
+it alters none (a docstring, a log line, how a plot looks). Without this, a contributor who edited
+saerl/curriculum.py and forgot the bump got the old order reused, its reason saying 'same code version', and one
+who bumped only the stage of the file they edited left another stage stale: curriculum.py's vanilla_order is
+the train stage's vanilla order too (session 36's contributor audit).
+
+SHAPES maps each module to the stages whose artifacts its code shapes: traced by running every stage of the smoke
+config (score.difficulty_source=measured for label) and recording which saerl modules ran while each computed,
+plus the paths a smoke run does not take (Dask shards: pipeline.prepare_shards; held-out files: data; the label
+stage's seeded subset: property_models). A new module must be placed in SHAPES or NO_ARTIFACT."""
+
+from __future__ import annotations
+
+import hashlib
+import pprint
+import sys
+from pathlib import Path
+
+from saerl.stages import STAGES, code_version
+
+SAERL = Path(__file__).resolve().parents[1] / "saerl"
+ALL = tuple(STAGES)
+SHAPES: dict[str, tuple[str, ...]] = {
+    "activation_store": ("extract", "sae", "encode", "label", "score", "properties"),
+    "activations": ("testbed", "extract", "sae", "encode", "label", "train", "heldout"),
+    "artifacts": ALL,
+    "config": ALL,  # its validators and defaults are what every stage's config slice holds
+    "curriculum": ("curriculum", "train"),  # train: vanilla_order, whole_batches, cluster shares
+    "dapo": ("train",),
+    "data": ("ingest", "heldout", "evaluate"),
+    "evaluate": ("train", "heldout", "evaluate"),
+    "labels": ("label",),
+    "pipeline": ("ingest", "extract", "encode"),  # data_file; prepare_shards lays out a sharded store
+    "plots": ("properties", "curriculum", "train", "evaluate"),
+    "policy_lm": ("testbed", "label", "train", "heldout"),
+    "property_models": ("label", "score", "properties"),  # label: seeded_subset
+    "report": ("evaluate",),
+    "rl": ("testbed", "train"),
+    "runners": ALL,
+    "sae": ("sae", "encode", "score", "properties"),
+    "scoring": ("score", "properties"),
+    "stages": ALL,  # unread_fields, SHUFFLED_ARMS: what a runner ignores or shuffles
+    "testbed": ("testbed", "label"),
+}
+# modules whose code writes no stage's artifact: orchestration, records, reading and exporting results
+NO_ARTIFACT = ("__init__", "export", "gc", "runs", "status", "sweep", "tracking")
+# pinned by tests/test_verify.py (REVIEWED_SOURCES) against verify.VERSION, which the code version of every stage
+# that verifies carries (saerl.stages.VERIFYING)
+PINNED_ELSEWHERE = ("verify",)
+
+REPIN = "python tests/test_stage_sources.py (from the venv: it rewrites REVIEWED at the end of this file)"
+MARK = "# the sources as last reviewed, with every stage's code version then (written by `python " \
+    "tests/test_stage_sources.py`)\n"
+
+
+def sha(module: str) -> str:
+    """sha256 of saerl/<module>.py's bytes."""
+    return hashlib.sha256((SAERL / f"{module}.py").read_bytes()).hexdigest()
+
+
+def current() -> dict[str, dict[str, str]]:
+    """What REVIEWED would be if everything now were reviewed: the stages' code versions and the sources' hashes."""
+    return {"versions": {s: code_version(s) for s in ALL}, "sources": {m: sha(m) for m in sorted(SHAPES)}}
+
+
+def test_every_module_is_placed():
+    """A new module shapes some stage's artifacts or none: say which, so its changes are watched."""
+    modules = {p.stem for p in SAERL.glob("*.py")}
+    placed = [*SHAPES, *NO_ARTIFACT, *PINNED_ELSEWHERE]
+    assert len(placed) == len(set(placed)), "a module is placed twice"
+    assert modules == set(placed), (f"place these in tests/test_stage_sources.py (SHAPES or NO_ARTIFACT): "
+                                    f"{sorted(modules - set(placed))}; remove these: {sorted(set(placed) - modules)}")
+    assert all(set(stages) <= set(ALL) for stages in SHAPES.values())
+
+
+def unbumped(reviewed: dict[str, dict[str, str]], now: dict[str, dict[str, str]]) -> list[str]:
+    """The modules of SHAPES whose source differs from `reviewed` while every stage they shape has the code version
+    `reviewed` recorded. in: REVIEWED, current(); out: one line per module."""
+    versions, sources = reviewed.get("versions", {}), reviewed.get("sources", {})
+    return [f"saerl/{m}.py shapes {', '.join(SHAPES[m])}" for m in SHAPES
+            if m in sources and sources[m] != now["sources"][m]
+            and all(versions.get(s) == now["versions"][s] for s in SHAPES[m])]
+
+
+def test_a_module_that_shapes_artifacts_changes_only_with_a_decision():
+    """A module's source changed while none of the stages it shapes changed its code version: its stored
+    artifacts would be reused as if the code were the same. Decide: bump, or re-pin."""
+    now = current()
+    stale = unbumped(REVIEWED, now)
+    assert not stale, (
+        "changed without a stage version bump:\n  " + "\n  ".join(stale) + "\nIf the change alters what a stage "
+        "writes (a number, a row, a file), bump that stage's version in saerl/stages.py and docs/design.md's stage "
+        f"table; if it alters none (a docstring, a message, a plot's looks), do not. Either way, then re-pin: {REPIN}")
+    assert REVIEWED == now, f"the sources or stage versions changed since they were reviewed; re-pin: {REPIN}"
+
+
+def test_a_change_counts_as_decided_once_a_stage_it_shapes_is_bumped():
+    """curriculum.py shapes curriculum and train: editing it unbumped is caught; bumping train alone (vanilla_order
+    changed) decides it; a change to another module's source is that module's."""
+    now = {"versions": {s: "1" for s in ALL}, "sources": {m: "a" for m in SHAPES}}
+    edited = {**now, "sources": {**now["sources"], "curriculum": "b"}}
+    assert unbumped(now, edited) == ["saerl/curriculum.py shapes curriculum, train"]
+    assert unbumped(now, {**edited, "versions": {**now["versions"], "train": "2"}}) == []
+    assert unbumped(now, {**edited, "versions": {**now["versions"], "score": "2"}}) != []
+
+
+def repin() -> None:
+    """Rewrite REVIEWED (after MARK, the end of this file) as everything is now: run it once the change is decided."""
+    path = Path(__file__)
+    text = path.read_text()
+    head = text[: text.index(MARK) + len(MARK)] if MARK in text else text.rstrip("\n") + "\n\n\n" + MARK
+    path.write_text(f"{head}REVIEWED = {pprint.pformat(current(), width=116, sort_dicts=True)}\n")
+    print(f"re-pinned {len(SHAPES)} modules and {len(ALL)} stage versions in {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    repin()
+
+
+# the sources as last reviewed, with every stage's code version then (written by `python tests/test_stage_sources.py`)
+REVIEWED = {'sources': {'activation_store': 'd2d6ff80fad723f8f0b3ca73b816fe8fd057d0952cc300abde95840721ee834e',
+             'activations': '43511743fb8d41d3984255d85c1ed6804ed41fbcd723b96e5be9d2272761775c',
+             'artifacts': 'add42425618c1a7306c51c41bfd3b86cfa57a220e4130a270b3aa9c3fdba4250',
+             'config': '4ca2356f70bea240094928f165dc5b93af55475bef32c10d915ea5a6d3f76118',
+             'curriculum': '333471045fa0ea5b425c411214b2dde35f4aea35c491e5db53a20a9b089ef559',
+             'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
+             'data': 'e75718c7d75002ce0e3522ad87d494fd2e3a0d3da37eb09bb6d32ee65d3ed963',
+             'evaluate': '8ddaa13b376fde8943b4b25ae2027cab5424f457a7230a2346fe07b1fc7f4ea5',
+             'labels': 'efa69972dd231fade4df377302b2c553b07108846fd9a319d176a2549c1c9aa1',
+             'pipeline': 'de48cbe88f2a7b4efe01796925b4cf230bf47e0b1d53c947c633d8ceed03250a',
+             'plots': '800a0b238bf527bdbdbf27405efb926f7e48765527676b1e9b6b087f23ff925b',
+             'policy_lm': 'a325451f81b1a1dbff579c18ae633cfc07f2cbea7377d6e155d2b7256f809f44',
+             'property_models': 'fcb87252bd3461ea3199021ae4908054d8173902b8864ccf73d18b2b3a47c951',
+             'report': 'b5c725ca66f04a31f6e8875479b0f107a0d733e222227cfdaa8b73c4441eae25',
+             'rl': '00960857b04e8fe5de7f7a527687722de83656bbe56bd594c7eaac09099c8549',
+             'runners': '3ab29ef5863865642528d41160e656ca9cd5810efb3a4b696c69697cd8edd1a9',
+             'sae': '5b5d0ef0825ec9fcc9c73c7490b1e7db79adee905c2c7edaaa4b6e0bb3a9d7df',
+             'scoring': '0b9fa51bd8b56d25efd6479b811679ccc9ee288fc85525b8629738feacd7b686',
+             'stages': 'a65540c843d3f0926c49636fb94a15580ab52fd93bf623c35714f3f2ce8e3492',
+             'testbed': 'f6d5b7b30b1750d0ceef8d792aba1cd7c542dc05f4b83cde4f9848aa01153211'},
+ 'versions': {'curriculum': '5',
+              'encode': '3',
+              'evaluate': '21',
+              'extract': '5',
+              'heldout': '1+verify3',
+              'ingest': '11+verify3',
+              'label': '10+verify3',
+              'properties': '1',
+              'sae': '3',
+              'score': '13',
+              'testbed': '6',
+              'train': '16+verify3'}}
