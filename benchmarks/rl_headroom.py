@@ -117,12 +117,14 @@ def main() -> None:
     sets = {"heldout": world["eval"], "fresh_levels_1_2": fresh_eval}
     tokens = cfg.train.max_completion_length  # the evaluate stage's generation limit (the rollouts' too)
     ecfg: EvalConfig = cfg.eval.model_copy(update={"max_problems": None})  # every problem of every set
+    device = cfg.runtime.device  # where the heldout stage evaluates
 
     # the starting policy, scored and probed exactly as the evaluate stage does (reachable_ids, REACH_SEED)
     print(f"evaluating the starting policy on {world['eval'].height} held-out and {fresh_eval.height} fresh problems "
           f"(greedy + {ecfg.k_samples} samples), then probing it", flush=True)
-    base = evaluate_policy(lm, sets, ecfg, tokens, args.seed)
-    reach = reachable_ids(evaluate_policy(lm, {"heldout": world["eval"]}, ecfg, tokens, REACH_SEED))["heldout"]
+    base = evaluate_policy(lm, sets, ecfg, tokens, args.seed, device=device)
+    probe = evaluate_policy(lm, {"heldout": world["eval"]}, ecfg, tokens, REACH_SEED, device=device)
+    reach = reachable_ids(probe)["heldout"]
     print(f"starting policy: held-out {greedy_accuracy(base, 'heldout'):.3f} (reachable {len(reach)} of "
           f"{world['eval'].height}: {greedy_accuracy(base, 'heldout', reach):.3f}), fresh levels 1-2 "
           f"{greedy_accuracy(base, 'fresh_levels_1_2'):.3f}", flush=True)
@@ -136,7 +138,8 @@ def main() -> None:
         row = {"pool": name, "prompts": pool.height, "steps": run["steps"],
                "reward": round(float(log["reward"].mean()), 3),
                "zero_std": round(float(log["frac_reward_zero_std"].mean()), 3),
-               **gains_over(base, evaluate_policy(run["model_dir"], sets, ecfg, tokens, args.seed), reach)}
+               **gains_over(base, evaluate_policy(run["model_dir"], sets, ecfg, tokens, args.seed, device=device),
+                            reach)}
         rows.append(row)
         print(f"[{name}] {pool.height} prompts, {run['steps']} steps in {run['seconds']:.0f} s; greedy gain "
               f"held-out {row['heldout']:+.1f}, reachable {row['reachable']:+.1f}, fresh levels 1-2 "

@@ -138,6 +138,17 @@ def fits_budget(cfg: CurriculumConfig) -> bool:
     return cfg.fit_budget and cfg.ordering in CLIMBS
 
 
+def budget_problem(cfg: CurriculumConfig, budget: int | None) -> str | None:
+    """Why :func:`build_order` cannot build the order `cfg` asks for with `budget`, or None: an order fitted to the
+    run (:func:`fits_budget`) needs the run's size, and without it was built as one ramp, another order than the
+    curriculum stage's from the same config. in: curriculum config, budget; out: the problem, with its fix."""
+    if budget is None and fits_budget(cfg):
+        return (f"curriculum.fit_budget with ordering {cfg.ordering} fits the order to the run: give budget, the "
+                "prompts the run trains on (train.max_steps x curriculum.batch_size: saerl.runners.run_prompts(cfg)), "
+                "or set curriculum.fit_budget=false for one ramp of the whole pool")
+    return None
+
+
 def ramps(pool: pl.DataFrame, cfg: CurriculumConfig, rng: np.random.Generator, budget: int | None) -> list[list[int]]:
     """The row indices of `pool` per ramp, in the order the ramps are read. A run that trains on `budget` prompts,
     fewer than the pool holds, would read an order of the whole pool only as far as each cluster's easy end (each
@@ -267,13 +278,19 @@ def build_order(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: 
 
     kept is quality_hat >= `quality_threshold` (score.quality_threshold, :func:`quality_kept`); with
     cfg.filter_quality, rows not kept are dropped; then prompts over cfg.max_difficulty_quantile of difficulty_hat (:func:`within_reach`).
-    Every kept prompt is visited once per epoch (cfg.epochs); each epoch is read as ramps of at most `budget`
-    prompts (the prompts the run trains on; None: one ramp, the whole pool: :func:`ramps`), and each ramp builds
-    cluster-first batches as described in :func:`_epoch`, rotating home clusters per cfg.rotation; each
-    cluster is read per cfg.ordering (:func:`_queues`). Epochs
+    Every kept prompt is visited once per epoch (cfg.epochs). `budget` is the prompts the run trains on
+    (train.max_steps x curriculum.batch_size, saerl.runners.run_prompts): where the order is fitted to the run
+    (:func:`fits_budget`: cfg.fit_budget with a climbing ordering) each epoch is read as ramps of at most `budget`
+    prompts (:func:`ramps`), as the curriculum stage builds it; otherwise as one ramp, the whole pool, and `budget`
+    is not read. Each ramp builds cluster-first batches as described in :func:`_epoch`, rotating home clusters per
+    cfg.rotation; each cluster is read per cfg.ordering (:func:`_queues`). Epochs
     use independent draws of one generator seeded by `seed` (default cfg.seed), so the order is deterministic.
-    Raises ValueError when a cluster is missing or negative (-1 is the order's "no home cluster" mark)."""
+    Raises ValueError when the order is fitted to the run and no budget is given (:func:`budget_problem`), or when
+    a cluster is missing or negative (-1 is the order's "no home cluster" mark)."""
+    if problem := budget_problem(cfg, budget):
+        raise ValueError(problem)
     check_clusters(scores)
+    budget = budget if fits_budget(cfg) else None
     rng = np.random.default_rng(cfg.seed if seed is None else seed)
     pool = within_reach(quality_pool(scores, cfg, quality_threshold), cfg.max_difficulty_quantile)
     pool = pool.with_columns(pl.col("id").cast(pl.String), pl.col("cluster").cast(pl.Int64),

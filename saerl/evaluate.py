@@ -133,7 +133,8 @@ def evaluate_loaded(model: Any, tok: Any, eval_sets: dict[str, pl.DataFrame], cf
 
 
 def evaluate_policy(model_dir: str | Path, eval_sets: dict[str, pl.DataFrame], cfg: EvalConfig,
-                    max_new_tokens: int, seed: int, model_cfg: ModelConfig | None = None) -> pl.DataFrame:
+                    max_new_tokens: int, seed: int, model_cfg: ModelConfig | None = None,
+                    device: str = "auto") -> pl.DataFrame:
     """Per problem and sample: is the policy in `model_dir` right on each held-out set?
     in: saved policy folder (any HF causal LM with a chat template), {set name: frame (id, prompt, answer,
     optional difficulty/topic)}, eval config, generation limit, seed;
@@ -141,10 +142,12 @@ def evaluate_policy(model_dir: str | Path, eval_sets: dict[str, pl.DataFrame], c
     status (the verifier's: correct/wrong/no_answer/timeout/error), completion_len (tokens, EOS included),
     truncated (cut at max_new_tokens: no EOS generated), and difficulty/topic (as text) where the set has them.
     Deterministic for a seed and batch size (sample j draws from its own seed derived from (seed, j)).
-    `model_cfg` says whether the policy's own code may run (model.trust_remote_code; None = no)."""
+    `model_cfg` says whether the policy's own code may run (model.trust_remote_code; None = no); `device` where it
+    runs ('auto': a GPU where there is one, else the CPU; 'cpu'; 'cuda': runtime.device, as the heldout stage
+    passes it)."""
     from saerl.policy_lm import load_policy
 
-    model, tok = load_policy(model_dir, model_cfg)
+    model, tok = load_policy(model_dir, model_cfg, device=device)
     return evaluate_loaded(model, tok, eval_sets, cfg, max_new_tokens, seed)
 
 
@@ -230,10 +233,30 @@ def gain_target(starts: np.ndarray, finals: np.ndarray, share: float) -> np.ndar
     return start + share * (np.nanmean(finals, axis=-1) - start)
 
 
+def one_curve(curve: pl.DataFrame, metric: str = "accuracy", set_name: str | None = None) -> pl.DataFrame:
+    """The learning curve of one held-out set, its accuracy column named `accuracy`, as :func:`steps_to_target`
+    reads it: from a curve of its own shape, or from the evaluate artifact's curves.parquet (arm, seed, set, step,
+    greedy, n: metric="greedy" and the set). in: curve, the accuracy column, the set to read (None: the curve's
+    only set, or a curve without a set column); out: (arm, seed, step, accuracy, ...) rows of that set. Raises
+    ValueError naming the columns when `metric` is not one, or the sets when the curve holds several and no
+    set_name (or one it lacks) is given."""
+    if metric not in curve.columns:
+        raise ValueError(f"the curve has no {metric!r} column (columns: {curve.columns}): give metric=, the column "
+                         "of its accuracy (curves.parquet's is 'greedy')")
+    sets = curve["set"].unique().sort().to_list() if "set" in curve.columns else []
+    if set_name is not None or len(sets) > 1:
+        if set_name not in sets:
+            raise ValueError(f"the curve holds the sets {sets}: give set_name=, one of them (got {set_name!r})")
+        curve = curve.filter(pl.col("set") == set_name)
+    return curve if metric == "accuracy" else curve.drop("accuracy", strict=False).rename({metric: "accuracy"})
+
+
 def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_arm: str = "vanilla",
-                    cost: pl.DataFrame | None = None, gain_share: float | None = None) -> pl.DataFrame:
+                    cost: pl.DataFrame | None = None, gain_share: float | None = None, metric: str = "accuracy",
+                    set_name: str | None = None) -> pl.DataFrame:
     """First eval step at which each arm reaches `target` accuracy, per seed and on the arm's mean curve.
-    in: curve (arm, seed, step, accuracy; optionally n, the problems each point is scored on), target (None = the
+    in: curve (arm, seed, step, accuracy; optionally n, the problems each point is scored on; the evaluate
+    artifact's curves.parquet with metric="greedy" and set_name, :func:`one_curve`), target (None = the
     reference arm's final accuracy on its mean curve over seeds: at the last step every seed of it evaluated, so the
     reference's mean curve always reaches its own target, and :func:`steps_ratio_interval` reads the same point),
     reference arm, optionally each run's generation cost, gain_share (with no target: the arms' mean start plus this
@@ -256,6 +279,7 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
     final accuracy) some reference seed usually ends below it, so "every seed reaches it" would leave the
     reference without a step count about half the time, while its mean curve always reaches its own final
     mean, at the last step at the latest."""
+    curve = one_curve(curve, metric, set_name)
     fixed = not (target is None or (isinstance(target, float) and math.isnan(target)))
     source = curve
     n_seeds = curve.group_by("arm").agg(pl.col("seed").n_unique().alias("n_seeds"))

@@ -755,7 +755,16 @@ def run_all(store: ArtifactStore, cfg: PipelineConfig, until: str | None = None,
             report: Callable[[str, StageResult], None] | None = None) -> dict[str, StageResult]:
     """Every stage run of `cfg` in this process, without Prefect or tracking (benchmarks, notebooks):
     {run name: result}, each cached in `store` exactly as the flow caches it. `report` is called per run. With
-    runtime.progress off, the libraries' progress bars are off for the run, as in a flow (:func:`quiet_libraries`)."""
+    runtime.progress off, the libraries' progress bars are off for the run, as in a flow (:func:`quiet_libraries`).
+
+    It saves no run record (the flow does): its run is not seen by `saerl status`, `report` or `export` ('latest'
+    names the newest recorded run), and `saerl gc` keeps only the artifacts a kept record names, so it collects
+    this run's once they are older than --min-age-hours. To record it, as `saerl run` would, after it returns::
+
+        from saerl.report import record_results
+        from saerl.runs import save_run
+        save_run(store.root, record_results(store, cfg, results))  # results: what run_all returned
+    """
     check_runnable(cfg, until)
     results: dict[str, StageResult] = {}
     refs: dict[str, ArtifactRef] = {}

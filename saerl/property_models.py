@@ -26,8 +26,11 @@ from sklearn.preprocessing import MaxAbsScaler, StandardScaler, normalize
 from saerl.config import ScoreConfig
 
 # joblib in a Dask worker (a daemon process) runs a process-backed n_jobs serially and says so in seven lines, twice
-# a score stage; the elastic nets' own threads (prefer="threads") run all the same
-warnings.filterwarnings("ignore", message="Inside a Dask worker with daemon=True", category=UserWarning)
+# a score stage (ElasticNetCV.fit asks joblib's default backend for its effective n_jobs); the elastic nets' own
+# threads (prefer="threads") run all the same. Silenced around those fits alone (:func:`fit_difficulty`), not at
+# import: importing saerl changes no process-wide state. warnings' filters are process-wide, so of two fits in
+# threads of one worker the first to end may lift the other's silencing early: the warning then prints, no more
+DASK_DAEMON_WARNING = "Inside a Dask worker with daemon=True"
 
 WEIGHT_BLOCK_NNZ = 1 << 22  # stored values TF-IDF-weighted at a time (a 32 MB float64 temporary)
 PREDICT_BLOCK_ROWS = 1 << 16  # rows per predict call when scoring the whole pool
@@ -238,15 +241,19 @@ def fit_difficulty(candidates: dict[str, Any], y: np.ndarray, rows: np.ndarray, 
     (matrix, family) with the lowest cross-validated mean squared error on those rows (the same seeded folds
     for every candidate, so the errors are comparable; no other row is read); the elastic net on a dense copy of
     those rows where that is faster (dense_for_gram, within cfg.dense_fit_mb), in `fit`'s dtype on its threads
-    (default: fit_options(cfg)). in: {key: matrix}, labels, mask, feature-set name, config, fit options; out:
-    (chosen key, fitted pipeline); the first candidate on ties or without a CV error (the mean predictor)."""
+    (default: fit_options(cfg)); joblib's warning that a Dask worker runs a process-backed n_jobs serially
+    (DASK_DAEMON_WARNING) is silenced while they fit. in: {key: matrix}, labels, mask, feature-set name, config,
+    fit options; out: (chosen key, fitted pipeline); the first candidate on ties or without a CV error (the mean
+    predictor)."""
     fit = fit_options(cfg) if fit is None else fit
     families = ["elasticnet"] if name == "majority" else list(dict.fromkeys(cfg.difficulty_models))
     fitted = []
-    for key, M in candidates.items():
-        for family in families:
-            X = enet_rows(M[rows], cfg.dense_fit_mb, fit.dtype) if family == "elasticnet" else M[rows]
-            fitted.append((key, clone(difficulty_model(name, cfg, family, fit.n_jobs)).fit(X, y[rows])))
+    with warnings.catch_warnings():  # the filters as they were once the fits are done
+        warnings.filterwarnings("ignore", message=DASK_DAEMON_WARNING, category=UserWarning)
+        for key, M in candidates.items():
+            for family in families:
+                X = enet_rows(M[rows], cfg.dense_fit_mb, fit.dtype) if family == "elasticnet" else M[rows]
+                fitted.append((key, clone(difficulty_model(name, cfg, family, fit.n_jobs)).fit(X, y[rows])))
     errors = [np.nan_to_num(cv_mse(model), nan=np.inf) for _, model in fitted]
     return fitted[int(np.argmin(errors))]
 

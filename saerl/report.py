@@ -153,9 +153,9 @@ def sae_numbers(sae_report: dict[str, Any]) -> dict[str, float]:
 def load_report(root: Path, run_id: str = "latest") -> RunReport:
     """Everything a report shows about run `run_id` (a unique prefix, or 'latest') under artifact root `root`,
     read from the artifacts under `root` (where they are now, should the root have moved since the run)."""
-    from saerl.runs import load_run, relocated
+    from saerl.runs import load_run
 
-    record = relocated(load_run(Path(root), run_id), Path(root))
+    record = load_run(Path(root), run_id)  # its paths under `root` (load_run relocates them)
     report = RunReport(record, unfinished=unfinished(Path(root), record))
     store = ArtifactStore(root)
     sae: dict[str, float] = {}

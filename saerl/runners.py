@@ -472,21 +472,12 @@ def curriculum_order(scores: pl.DataFrame, cfg: PipelineConfig, arm: str, seed: 
     c = cfg.curriculum
     if arm == "order_only":
         c = c.model_copy(update={"filter_quality": False})
-    return build_order(scores, c, cfg.score.quality_threshold, seed, order_budget(cfg))
+    return build_order(scores, c, cfg.score.quality_threshold, seed, run_prompts(cfg))  # read where fits_budget
 
 
 def run_prompts(cfg: PipelineConfig) -> int:
     """The prompts a training run trains on: train.max_steps x curriculum.batch_size (DAPO generates for more)."""
     return cfg.train.max_steps * cfg.curriculum.batch_size
-
-
-def order_budget(cfg: PipelineConfig) -> int | None:
-    """The prompts a curriculum order's ramps hold (saerl.curriculum.ramps): those the run trains on
-    (:func:`run_prompts`), when the order is fitted to the run (saerl.curriculum.fits_budget: curriculum.fit_budget
-    with a climbing ordering); None (one ramp, the whole pool) otherwise."""
-    from saerl.curriculum import fits_budget
-
-    return run_prompts(cfg) if fits_budget(cfg.curriculum) else None
 
 
 def order_seed(cfg: PipelineConfig, seed: int) -> int:
@@ -973,8 +964,8 @@ def steps_table(curve: pl.DataFrame, problems: pl.DataFrame, cost: pl.DataFrame,
         log.warning("evaluate: no steps-to-target: %s", NO_CURVE)
         return pl.DataFrame(schema=STEPS_SCHEMA)
     e = cfg.eval
-    return pl.concat([steps_to_target(curve.filter(pl.col("set") == s).rename({"greedy": "accuracy"}),
-                                      e.target_accuracy, reference, cost, e.target_gain_share)
+    return pl.concat([steps_to_target(curve, e.target_accuracy, reference, cost, e.target_gain_share,
+                                      metric="greedy", set_name=s)
                       .join(steps_ratio_interval(problems.filter(pl.col("set") == s), reference, e.target_accuracy,
                                                  e.steps_bootstrap, e.ci_level, gain_share=e.target_gain_share),
                             on="arm", how="left")

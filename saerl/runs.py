@@ -165,7 +165,9 @@ class UnknownRun(KeyError, ValueError):
 
 
 def load_run(root: Path, run_id: str) -> RunRecord:
-    """Read a saved run record (run_id may be a unique prefix, or 'latest'); UnknownRun when none matches."""
+    """Read a saved run record (run_id may be a unique prefix, or 'latest') under `root`, each stage run's path
+    re-rooted at `root` (:func:`relocated`: a moved or copied root is read where it is now, never from where it was
+    at run time); UnknownRun when none matches. in: artifact root, run id; out: the record."""
     runs = list_runs(root)
     if run_id == "latest":
         match = runs[-1:]
@@ -173,7 +175,7 @@ def load_run(root: Path, run_id: str) -> RunRecord:
         match = [p for p in runs if p.stem.startswith(run_id)]
     if len(match) != 1:
         raise UnknownRun(f"no unique run '{run_id}' under {Path(root) / RUNS_DIR}: {_run_fix(runs, match)}")
-    return read_run(match[0])
+    return relocated(read_run(match[0]), Path(root))
 
 
 def _run_fix(runs: list[Path], match: list[Path]) -> str:

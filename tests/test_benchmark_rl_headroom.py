@@ -49,8 +49,11 @@ def test_result_line_reads_unrounded_gains_at_the_evaluate_stages_token_limit(tm
     solved = {"lm": 100, "all": 104, "clean": 105}  # greedy right on the first this-many held-out problems
     tokens = []
 
-    def fake_eval(model_dir, sets, ecfg, max_new_tokens, seed):
+    devices = []
+
+    def fake_eval(model_dir, sets, ecfg, max_new_tokens, seed, device="cpu"):
         tokens.append(max_new_tokens)
+        devices.append(device)
         k = solved[Path(model_dir).name]
         return pl.concat([_frame(name, {f"{name}{i}": [i < k, True] for i in range(n)}) for name in sets])
 
@@ -71,6 +74,7 @@ def test_result_line_reads_unrounded_gains_at_the_evaluate_stages_token_limit(tm
     result = capsys.readouterr().out.strip().splitlines()[-1]
     assert "heldout_gain_best=1.25 heldout_gain_all=1.00" in result and result.endswith("best_pool=clean")
     assert set(tokens) == {40}
+    assert set(devices) == {"auto"}  # runtime.device, where the heldout stage evaluates (evaluate_policy's was the CPU)
 
 
 

@@ -14,6 +14,7 @@ from saerl.config import CurriculumConfig
 from saerl.curriculum import (
     ORDER_SCHEMA,
     build_order,
+    fits_budget,
     home_share,
     inactive_filter_notes,
     quality_kept,
@@ -36,6 +37,11 @@ def _scores(sizes: list[int], seed: int, bad_share: float = 0.2) -> pl.DataFrame
                          "quality_hat": np.where(rng.uniform(size=n) < bad_share, 0.2, 0.9)})
 
 
+def _whole(**fields) -> CurriculumConfig:
+    """A curriculum config whose order is one ramp of the whole pool (fit_budget off: no run size to fit it to)."""
+    return CurriculumConfig(fit_budget=False, **fields)
+
+
 cases = st.fixed_dictionaries({
     "sizes": st.lists(st.integers(0, 30), min_size=1, max_size=6),
     "batch_size": st.integers(1, 12),
@@ -47,13 +53,18 @@ cases = st.fixed_dictionaries({
     "filter_quality": st.booleans(),
     "max_difficulty_quantile": st.sampled_from([1.0, 1.0, 0.5]),
     "seed": st.integers(0, 3),
+    "fit_budget": st.booleans(),
     "budget": st.one_of(st.none(), st.integers(1, 60)),  # prompts the run trains on (saerl.curriculum.ramps)
 })
 fast = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _build(case: dict) -> tuple[pl.DataFrame, pl.DataFrame, CurriculumConfig]:
+    """A case's scores, order and config; with no budget, an order fitted to the run (fits_budget) cannot be built:
+    the case builds one ramp instead (fit_budget off), as the caller is told to."""
     cfg = CurriculumConfig(**{k: v for k, v in case.items() if k not in ("sizes", "budget")})
+    if case["budget"] is None:
+        cfg = cfg.model_copy(update={"fit_budget": False})
     scores = _scores(case["sizes"], case["seed"])
     return scores, build_order(scores, cfg, quality_threshold=0.5, seed=case["seed"], budget=case["budget"]), cfg
 
@@ -73,12 +84,14 @@ def test_visits_positions_and_filtering(case):
     assert (counts["count"] == cfg.epochs).all()
     per_epoch = order.group_by("epoch").agg(pl.col("id").n_unique().alias("u"), pl.len().alias("n"))
     assert (per_epoch["u"] == per_epoch["n"]).all()
-    # ramps: each epoch's first ramps hold exactly the budget (the run's prompts), its last the rest
+    # ramps: where the order is fitted to the run, each epoch's first ramps hold exactly the budget (the run's
+    # prompts), its last the rest; elsewhere one ramp (a budget given is not read)
+    budget = case["budget"] if fits_budget(cfg) else None
     ramp_sizes = order.group_by("epoch", "ramp").len().sort("epoch", "ramp")
     for _, g in ramp_sizes.group_by("epoch"):
         n = int(g["len"].sum())
-        want = [n] if case["budget"] is None or case["budget"] >= n else [case["budget"]] * (n // case["budget"])
-        want += [n % case["budget"]] if want != [n] and n % case["budget"] else []
+        want = [n] if budget is None or budget >= n else [budget] * (n // budget)
+        want += [n % budget] if want != [n] and n % budget else []
         assert g.sort("ramp")["len"].to_list() == want and g["ramp"].to_list() == list(range(g.height))
     # batches: consecutive, full except possibly the last of an epoch's ramp
     sizes = order.group_by(["epoch", "ramp", "batch"], maintain_order=True).len()
@@ -137,7 +150,7 @@ def test_a_run_shorter_than_the_pool_climbs_each_cluster_from_its_easiest_to_its
                            "difficulty_hat": rng.uniform(size=n), "quality_hat": [1.0] * n})
     cfg = CurriculumConfig(batch_size=12, mix_ratio=0.25)
     budget = 120  # 10 steps of 12: a third of the pool
-    head = build_order(scores, cfg, 0.5, budget=None).head(budget)
+    head = build_order(scores, cfg.model_copy(update={"fit_budget": False}), 0.5).head(budget)
     ramped = build_order(scores, cfg, 0.5, budget=budget)
     first = ramped.head(budget)
     assert (first["ramp"] == 0).all() and ramped["ramp"].max() == 2
@@ -156,7 +169,7 @@ def test_a_run_shorter_than_the_pool_climbs_each_cluster_from_its_easiest_to_its
 def test_frontier_reads_each_cluster_from_the_target_outwards():
     scores = pl.DataFrame({"id": [f"p{i}" for i in range(6)], "cluster": [0, 0, 0, 1, 1, 1],
                            "difficulty_hat": [0.1, 0.55, 0.9, 0.3, 0.6, None], "quality_hat": [1.0] * 6})
-    cfg = CurriculumConfig(batch_size=1, mix_ratio=0.0, ordering="frontier", frontier_target=0.5)
+    cfg = _whole(batch_size=1, mix_ratio=0.0, ordering="frontier", frontier_target=0.5)
     order = build_order(scores, cfg, quality_threshold=0.5)
     per_cluster = {c: g.sort("position")["id"].to_list() for (c,), g in order.group_by("cluster")}
     assert per_cluster == {0: ["p1", "p0", "p2"], 1: ["p4", "p3", "p5"]}  # missing difficulty last
@@ -166,10 +179,10 @@ def test_frontier_reads_each_cluster_from_the_target_outwards():
 
 def test_mix_zero_gives_pure_batches_and_mix_one_has_no_home():
     scores = _scores([16, 16, 16], 0, bad_share=0.0)
-    pure = build_order(scores, CurriculumConfig(batch_size=8, mix_ratio=0.0), quality_threshold=0.5)
+    pure = build_order(scores, _whole(batch_size=8, mix_ratio=0.0), quality_threshold=0.5)
     assert (pure.group_by("batch").agg(pl.col("cluster").n_unique())["cluster"] == 1).all()
     assert pure.group_by("batch", maintain_order=True).agg(pl.col("home").first())["home"].to_list()[:3] == [0, 1, 2]
-    mixed = build_order(scores, CurriculumConfig(batch_size=8, mix_ratio=1.0), quality_threshold=0.5)
+    mixed = build_order(scores, _whole(batch_size=8, mix_ratio=1.0), quality_threshold=0.5)
     assert (mixed["home"] == -1).all()
     assert mixed.group_by("batch").agg(pl.col("cluster").n_unique())["cluster"].mean() > 1.5
 
@@ -181,7 +194,7 @@ def test_mixed_in_prompts_are_drawn_in_proportion_to_the_prompts_left():
     scores = _scores([90, 10], 0, bad_share=0.0)
     last = []
     for seed in range(20):
-        order = build_order(scores, CurriculumConfig(batch_size=10, mix_ratio=1.0), quality_threshold=0.5, seed=seed)
+        order = build_order(scores, _whole(batch_size=10, mix_ratio=1.0), quality_threshold=0.5, seed=seed)
         assert order["batch"].max() == 9
         last.append(order.filter(pl.col("cluster") == 1)["batch"].max())
     assert np.mean(last) > 5
@@ -189,7 +202,7 @@ def test_mixed_in_prompts_are_drawn_in_proportion_to_the_prompts_left():
 
 def test_size_weighted_rotation_gives_big_clusters_more_home_batches_spread_out():
     scores = _scores([64, 16, 16], 0, bad_share=0.0)
-    order = build_order(scores, CurriculumConfig(batch_size=8, mix_ratio=0.0, rotation="size_weighted"),
+    order = build_order(scores, _whole(batch_size=8, mix_ratio=0.0, rotation="size_weighted"),
                         quality_threshold=0.5)
     homes = order.group_by("batch", maintain_order=True).agg(pl.col("home").first())["home"].to_list()
     assert homes.count(0) == 8 and homes.count(1) == 2 and homes.count(2) == 2
@@ -200,7 +213,7 @@ def test_home_share_meets_the_design_on_balanced_clusters_and_exceeds_it_where_t
     """The designed home share (round(B * (1 - mix_ratio)) / B) holds while every cluster has prompts to mix in;
     with one big cluster and round_robin rotation the small ones run out and the big one's last batches are all
     home. mix_ratio 1 has no home cluster: no share."""
-    cfg = CurriculumConfig(batch_size=10, mix_ratio=0.2, filter_quality=False)
+    cfg = _whole(batch_size=10, mix_ratio=0.2, filter_quality=False)
     balanced = build_order(_scores([40, 40, 40, 40], seed=0), cfg, 0.5)
     assert home_share(balanced, 10) == pytest.approx(0.8, abs=0.03)  # the clusters' last batches share a little
     skewed = build_order(_scores([300, 20, 20], seed=0), cfg, 0.5)
@@ -211,9 +224,9 @@ def test_home_share_meets_the_design_on_balanced_clusters_and_exceeds_it_where_t
 
 def test_threshold_rederives_kept_and_filter_can_be_off():
     scores = _scores([10, 10], 1, bad_share=0.5).with_columns(kept=pl.lit(True))
-    strict = build_order(scores, CurriculumConfig(), quality_threshold=0.5)
+    strict = build_order(scores, _whole(), quality_threshold=0.5)
     assert set(strict["id"]) == set(scores.filter(pl.col("quality_hat") >= 0.5)["id"])
-    everything = build_order(scores, CurriculumConfig(filter_quality=False), quality_threshold=0.5)
+    everything = build_order(scores, _whole(filter_quality=False), quality_threshold=0.5)
     assert everything.height == 20 and everything["kept"].sum() == strict.height
 
 
@@ -242,9 +255,9 @@ def test_a_missing_or_negative_cluster_is_refused_naming_its_rows(bad):
     scores = _scores([4, 4], seed=0).with_columns(
         pl.when(pl.col("id").is_in(["p1", "p2"])).then(pl.lit(bad, pl.Int64)).otherwise(pl.col("cluster")).alias("cluster"))
     with pytest.raises(ValueError, match=r"2 of 8 rows .* missing or negative cluster .*\['p1', 'p2'\]"):
-        build_order(scores, CurriculumConfig(batch_size=2, mix_ratio=1.0), 0.5)
+        build_order(scores, _whole(batch_size=2, mix_ratio=1.0), 0.5)
     with pytest.raises(ValueError, match="no cluster column"):
-        build_order(scores.drop("cluster"), CurriculumConfig(batch_size=2), 0.5)
+        build_order(scores.drop("cluster"), _whole(batch_size=2), 0.5)
 
 
 def test_a_filter_that_keeps_every_prompt_is_noted():
@@ -290,11 +303,11 @@ def test_difficulty_cap_leaves_out_the_hardest_and_keeps_unknown_difficulty():
                            "quality_hat": [0.9] * 9 + [0.1]})
     assert within_reach(scores, 1.0).equals(scores)
     assert within_reach(scores, 0.5)["id"].to_list() == ["p0", "p1", "p2", "p3", "p4", "p9"]  # median of 0..8 is 4
-    order = build_order(scores, CurriculumConfig(batch_size=2, max_difficulty_quantile=0.25, epochs=2),
+    order = build_order(scores, _whole(batch_size=2, max_difficulty_quantile=0.25, epochs=2),
                         quality_threshold=0.5)
     assert sorted(set(order["id"])) == ["p0", "p1", "p2"]  # cut at the kept pool's quantile; p9 filtered on quality
     assert order.height == 6 and (order["difficulty_hat"] <= 2.0).all()
-    unfiltered = build_order(scores, CurriculumConfig(batch_size=2, max_difficulty_quantile=0.25,
+    unfiltered = build_order(scores, _whole(batch_size=2, max_difficulty_quantile=0.25,
                                                       filter_quality=False), quality_threshold=0.5)
     assert sorted(set(unfiltered["id"])) == ["p0", "p1", "p2", "p9"]  # unknown difficulty stays
 
@@ -328,13 +341,13 @@ def test_epochs_draw_independently_from_one_generator():
 
 def test_empty_pool():
     scores = _scores([0], 0)
-    assert build_order(scores, CurriculumConfig(), quality_threshold=0.5).height == 0
+    assert build_order(scores, _whole(), quality_threshold=0.5).height == 0
 
 
 def test_curriculum_plot(tmp_path):
     from saerl.plots import curriculum_difficulty
 
-    order = build_order(_scores([20, 20, 20], 0), CurriculumConfig(batch_size=8), quality_threshold=0.5)
+    order = build_order(_scores([20, 20, 20], 0), _whole(batch_size=8), quality_threshold=0.5)
     fig = curriculum_difficulty(order)
     assert fig.axes[0].get_title() and fig.axes[0].get_legend() is not None
     fig.savefig(tmp_path / "curriculum.png")
@@ -387,3 +400,19 @@ def test_every_ordering_the_config_takes_has_its_own_queue_order():
     assert len({tuple(q) for q in queues.values()}) == len(ORDERINGS), queues
     with pytest.raises(ValueError, match="curriculum.ordering='medium_first' has no queue order"):
         _queues(pool, "medium_first", np.random.default_rng(0), 2.1)
+
+
+def test_build_order_honours_fit_budget_as_the_stage_does():
+    """build_order left fit_budget to the runner: with the run's config and no budget it built one ramp (the stage
+    two), and a budget given with fit_budget off, or with frontier/random (never ramped), still ramped. Now an
+    order fitted to the run needs its budget (the error names it), and one not fitted ignores a budget given."""
+    scores = _scores([40, 40, 40], 0, bad_share=0.0)
+    fitted = CurriculumConfig(batch_size=8)
+    with pytest.raises(ValueError, match=r"give budget.*train\.max_steps x curriculum\.batch_size.*fit_budget=false"):
+        build_order(scores, fitted, 0.5)
+    assert build_order(scores, fitted, 0.5, budget=40)["ramp"].max() == 2  # 120 prompts in climbs of 40
+    for update in ({"fit_budget": False}, {"ordering": "frontier"}, {"ordering": "random"}):
+        cfg = fitted.model_copy(update=update)
+        whole = build_order(scores, cfg.model_copy(update={"fit_budget": False}), 0.5)
+        assert build_order(scores, cfg, 0.5, budget=40).equals(whole), update
+        assert (whole["ramp"] == 0).all()

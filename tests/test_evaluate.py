@@ -48,6 +48,22 @@ def saved_policy(tmp_path_factory):
     return out
 
 
+def test_evaluate_policy_loads_on_the_device_given(monkeypatch):
+    """evaluate_policy had no device and always loaded on the CPU (load_policy's default), where the heldout stage
+    loads on runtime.device: a notebook on a GPU box evaluated on the CPU, saying nothing. 'auto' by default, as
+    the rest of the library (saerl.activations.pick_device)."""
+    import saerl.policy_lm as policy_lm
+
+    seen = []
+    monkeypatch.setattr(policy_lm, "load_policy",
+                        lambda path, model_cfg=None, device="cpu": seen.append(device) or (1, 2))
+    monkeypatch.setattr("saerl.evaluate.evaluate_loaded", lambda model, tok, *args, **kw: (model, tok))
+    cfg = EvalConfig()
+    assert evaluate_policy("p", SETS, cfg, 4, 0) == (1, 2) and seen == ["auto"]
+    evaluate_policy("p", SETS, cfg, 4, 0, device="cuda")
+    assert seen == ["auto", "cuda"]
+
+
 def test_evaluate_policy_rows_statuses_and_determinism(saved_policy):
     cfg = EvalConfig(k_samples=2, temperature=1.0, batch_size=2)
     df = evaluate_policy(saved_policy, SETS, cfg, max_new_tokens=4, seed=0)
@@ -709,6 +725,25 @@ def test_steps_to_target_says_what_its_target_is_read_on():
         "15.0% greedy accuracy (eval.target_accuracy) on the 200 in-training eval problems")
     bare = steps_to_target(curve.drop("n")).row(0, named=True)  # no problem count: said without one
     assert bare["target_problems"] is None and "on the in-training eval problems" in describe_target(bare)
+
+
+def test_steps_to_target_reads_the_evaluate_artifacts_curves():
+    """curves.parquet (arm, seed, set, step, greedy, n) failed with ColumnNotFoundError "accuracy": the evaluate
+    stage filtered a set and renamed greedy itself. metric= and set_name= read it, as the stage does; a curve of
+    several sets without set_name, or without the metric's column, is refused naming what to give."""
+    rows = {"arm": ["vanilla", "vanilla", "saerl", "saerl"] * 2, "seed": [0] * 8, "step": [0, 10] * 4,
+            "set": ["heldout"] * 4 + ["heldout:reachable"] * 4,
+            "greedy": [0.1, 0.3, 0.1, 0.4, 0.2, 0.6, 0.2, 0.5], "n": [20] * 4 + [5] * 4}
+    curves = pl.DataFrame(rows)
+    for s in ("heldout", "heldout:reachable"):
+        want = steps_to_target(curves.filter(pl.col("set") == s).drop("set").rename({"greedy": "accuracy"}), 0.35)
+        assert steps_to_target(curves, 0.35, metric="greedy", set_name=s).equals(want)
+    one = curves.filter(pl.col("set") == "heldout")
+    assert steps_to_target(one, metric="greedy").equals(steps_to_target(one, metric="greedy", set_name="heldout"))
+    with pytest.raises(ValueError, match=r"holds the sets \['heldout', 'heldout:reachable'\]: give set_name="):
+        steps_to_target(curves, metric="greedy")
+    with pytest.raises(ValueError, match=r"no 'accuracy' column .*give metric=.*'greedy'"):
+        steps_to_target(curves, set_name="heldout")
 
 
 def test_no_ratio_reason_names_a_reference_at_the_target_from_the_start():

@@ -693,3 +693,30 @@ def test_a_gone_evaluation_of_an_older_saerl_is_not_promised_back_by_the_same_co
     assert "run the same config again to rebuild it" not in old
     assert "run the same config again to rebuild it" in report_of(now)
     assert "an older saerl built this run (train version 1 -> " in report_of(now, "1")
+
+
+def test_run_all_says_how_to_record_its_run_and_the_recipe_works(tmp_path):
+    """run_all's results were neither recorded (not seen by status/report/export) nor kept by `saerl gc`, and
+    nothing said so: its docstring gives the calls, which (run as written there) make the run seen and kept."""
+    import textwrap
+
+    from saerl.artifacts import ArtifactStore
+    from saerl.gc import collect
+    from saerl.pipeline import run_all
+    from saerl.runs import UnknownRun, load_run
+    from saerl.status import run_status
+
+    doc = run_all.__doc__ or ""
+    assert "saves no run record" in doc and "saerl gc" in doc
+    recipe = textwrap.dedent(doc.split("::", 1)[1]) if "::" in doc else ""
+    assert "record_results(store, cfg, results)" in recipe and "save_run(store.root" in recipe
+    cfg = load_config(None, [f"runtime.artifact_root={tmp_path}", "runtime.progress=false", "tracking.enabled=false"])
+    store = ArtifactStore(tmp_path)
+    results = run_all(store, cfg, until="ingest")
+    with pytest.raises(UnknownRun):  # not recorded: status and report see no run
+        load_run(tmp_path, "latest")
+    exec(recipe, {"store": store, "cfg": cfg, "results": results})  # noqa: S102 - the docstring's own recipe
+    record = load_run(tmp_path, "latest")
+    assert list(record.stages) == ["ingest"] and record.run_id in run_status(tmp_path)
+    swept = collect(tmp_path, dry_run=True, min_age_hours=0)
+    assert not swept.removed and [e.key for e in swept.referenced] == [results["ingest"].ref.key]

@@ -1,5 +1,7 @@
 """saerl.runs: run records and the 'why' of a recompute."""
 
+from pathlib import Path
+
 from saerl.runs import RunRecord, StageRecord, explain, load_run, runs_of, save_run
 
 
@@ -74,9 +76,29 @@ def test_ordered_and_relocated_stage_runs(tmp_path):
     back = load_run(tmp_path, "latest")
     assert list(back.stages) == ["evaluate", "score", "train:saerl:0"]
     assert [s.stage for s in ordered_stages(back)] == ["score", "train:saerl:0", "evaluate"]
+    assert back.stages["score"].path == str(tmp_path / "score" / "scorekey"), "load_run reads it under its root"
     moved = relocated(back, tmp_path / "new")
     assert moved.stages["train:saerl:0"].path == str(tmp_path / "new" / "train" / "trainkey")
-    assert back.stages["score"].path == "/old/root/score", "the record read is left as it was"
+    assert back.stages["score"].path == str(tmp_path / "score" / "scorekey"), "the record given is left as it was"
+    assert relocated(moved, tmp_path / "new") == moved, "relocating twice to one root changes nothing"
+
+
+def test_load_run_reads_a_moved_root_where_it_is_now(tmp_path):
+    """A root moved whole (`mv`, as the README allows): load_run's paths pointed at the old root, so reading a
+    stage's files from them failed (FileNotFoundError) or, with the old root still there, read the other root's."""
+    import shutil
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    r = RunRecord(name="demo", run_id="20260101-000000-aaaaaa")
+    r.stages["curriculum"] = StageRecord("curriculum", "ckey", "computed", "", {}, {},
+                                         path=str(old / "curriculum" / "ckey"))
+    (old / "curriculum" / "ckey").mkdir(parents=True)
+    (old / "curriculum" / "ckey" / "order.parquet").write_text("x")
+    save_run(old, r)
+    shutil.move(old, new)
+    rec = load_run(new, "latest").stages["curriculum"]
+    assert rec.path == str(new / "curriculum" / "ckey")
+    assert (Path(rec.path) / "order.parquet").read_text() == "x"
 
 
 def test_a_run_id_a_hair_before_the_next_second_sorts_after_the_seconds_earlier_runs():
