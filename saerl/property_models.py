@@ -75,14 +75,33 @@ def seeded_subset(ids: Any, fraction: float, seed: int, cap: int | None = None) 
     return np.isin(keys, chosen)
 
 
-def kmeans(M: Any, k: int, cfg: ScoreConfig) -> np.ndarray:
-    """Cluster labels of the rows of M: KMeans, or MiniBatchKMeans above cfg.minibatch_above rows."""
+def fit_kmeans(M: Any, k: int, cfg: ScoreConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(cluster labels of the rows of M, centroids [k, features] float64): KMeans, or MiniBatchKMeans above
+    cfg.minibatch_above rows (k capped at the rows). Each label is its row's nearest centroid (Euclidean), as the
+    fitted model's predict gives it: :func:`nearest_centroid` places new rows the same way."""
     k = max(1, min(k, M.shape[0]))
     if M.shape[0] > cfg.minibatch_above:
         km = MiniBatchKMeans(k, n_init=cfg.kmeans_n_init, random_state=cfg.seed, batch_size=MINIBATCH_ROWS)
     else:
         km = KMeans(k, n_init=cfg.kmeans_n_init, random_state=cfg.seed)
-    return km.fit_predict(M).astype(np.int64)
+    labels = km.fit_predict(M).astype(np.int64)
+    return labels, np.asarray(km.cluster_centers_, dtype=np.float64)
+
+
+def kmeans(M: Any, k: int, cfg: ScoreConfig) -> np.ndarray:
+    """Cluster labels of the rows of M: KMeans, or MiniBatchKMeans above cfg.minibatch_above rows (fit_kmeans)."""
+    return fit_kmeans(M, k, cfg)[0]
+
+
+def nearest_centroid(Z: Any, centroids: np.ndarray) -> np.ndarray:
+    """The index of each row's nearest centroid by Euclidean distance (the first on ties), as k-means' predict
+    assigns it; in: rows [n, features] (sparse or dense), centroids [k, features]; out: int64 labels [n]. Computed
+    as argmin(|c|^2 - 2 z.c), PREDICT_BLOCK_ROWS rows at a time (|z|^2 is the same for every centroid of a row)."""
+    centroids = np.asarray(centroids, dtype=np.float64)
+    sq = (centroids**2).sum(axis=1)
+    parts = [np.argmin(sq - 2.0 * np.asarray(Z[start: start + PREDICT_BLOCK_ROWS] @ centroids.T), axis=1)
+             for start in range(0, Z.shape[0], PREDICT_BLOCK_ROWS)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
 
 def choose_k(Z: sp.csr_matrix, cfg: ScoreConfig) -> tuple[int, dict[int, float]]:
@@ -106,14 +125,28 @@ def choose_k(Z: sp.csr_matrix, cfg: ScoreConfig) -> tuple[int, dict[int, float]]
     return max(sil, key=lambda k: (sil[k], -k)), sil
 
 
-def weight_codes(X: sp.spmatrix, tfidf: bool) -> sp.csr_matrix:
+def code_idf(X: sp.spmatrix) -> np.ndarray:
+    """The IDF weight of each feature of the codes X (feature = term, prompt = document), as
+    TfidfTransformer(norm="l2") fits it on a float64 copy: float64 [features]. What :func:`weight_codes` weighs the
+    rows it fits on with, and what the score stage keeps to weigh new prompts' codes the same way."""
+    return TfidfTransformer(norm="l2").fit(sp.csr_matrix(X, dtype=np.float64)).idf_.astype(np.float64)
+
+
+def weight_codes(X: sp.spmatrix, tfidf: bool, idf: np.ndarray | None = None) -> sp.csr_matrix:
     """Rows of X TF-IDF weighted (feature = term, prompt = document; when `tfidf`) and L2-normalised, as a new
-    float64 CSR matrix (X is not changed). The same numbers as TfidfTransformer(norm="l2").fit_transform, but
-    weighted in place on the one float64 copy, WEIGHT_BLOCK_NNZ stored values at a time, so the peak memory is
-    that copy plus a block (scikit-learn's transform makes a second copy and an nnz-sized temporary)."""
+    float64 CSR matrix (X is not changed). The IDF is fitted on X's own rows (code_idf), or is `idf` when given
+    (a pool's fitted IDF applied to new rows: ScoreModels); `idf` with tfidf off is a ValueError. The same numbers as
+    TfidfTransformer(norm="l2").fit_transform, but weighted in place on the one float64 copy, WEIGHT_BLOCK_NNZ
+    stored values at a time, so the peak memory is that copy plus a block (scikit-learn's transform makes a second
+    copy and an nnz-sized temporary)."""
+    if idf is not None and not tfidf:
+        raise ValueError("weight_codes was given an idf with tfidf off: pass tfidf=True to apply it, or no idf")
     Z = sp.csr_matrix(X, dtype=np.float64, copy=True)
+    if idf is not None and len(idf) != Z.shape[1]:
+        raise ValueError(f"the idf has {len(idf)} weights but the codes have {Z.shape[1]} features: both must come "
+                         "from the same SAE")
     if tfidf:
-        idf = TfidfTransformer(norm="l2").fit(Z).idf_
+        idf = TfidfTransformer(norm="l2").fit(Z).idf_ if idf is None else np.asarray(idf, dtype=np.float64)
         for start in range(0, Z.nnz, WEIGHT_BLOCK_NNZ):
             block = slice(start, start + WEIGHT_BLOCK_NNZ)
             Z.data[block] *= idf[Z.indices[block]]
@@ -306,6 +339,29 @@ def probe_model(name: str, cfg: ScoreConfig, y: np.ndarray) -> Any:
     pipe = make_pipeline(featurizer(name, cfg), LogisticRegression(max_iter=cfg.probe_max_iter))
     return GridSearchCV(pipe, {"logisticregression__C": list(cfg.probe_cs)}, scoring="neg_log_loss",
                         cv=StratifiedKFold(folds, shuffle=True, random_state=cfg.seed))
+
+
+def linear_weights(model: Any) -> tuple[np.ndarray, float]:
+    """The effective (weights [features] float64, intercept) of a fitted linear model on raw codes: a
+    difficulty_model pipeline (MaxAbsScaler, then ElasticNetCV or RidgeCV; DummyRegressor: zero weights, its mean)
+    or a binary probe_model (GridSearchCV over MaxAbsScaler + LogisticRegression: the log-odds of class 1), with
+    the scaler folded in (w = coef / max_abs), so x @ w + b is the model's prediction (the probe's decision
+    function) up to float rounding. Any other step is a ValueError naming it."""
+    model = getattr(model, "best_estimator_", model)
+    steps = [step for _, step in model.steps] if hasattr(model, "steps") else [model]
+    *pre, est = steps
+    if isinstance(est, DummyRegressor):
+        return np.zeros(int(est.n_features_in_)), float(np.ravel(est.constant_)[0])
+    scale = None
+    for step in pre:
+        if not isinstance(step, MaxAbsScaler):
+            raise ValueError(f"linear_weights folds a MaxAbsScaler only, not {type(step).__name__}")
+        scale = np.asarray(step.scale_, dtype=np.float64)
+    coef = np.asarray(est.coef_, dtype=np.float64)
+    if coef.ndim == 2 and coef.shape[0] != 1:
+        raise ValueError(f"linear_weights reads one output, not {coef.shape[0]} ({type(est).__name__})")
+    coef = coef.ravel()
+    return (coef if scale is None else coef / scale), float(np.ravel(est.intercept_)[0])
 
 
 def spearman(y: np.ndarray, p: np.ndarray) -> float:

@@ -292,8 +292,9 @@ def counting_unconverged() -> Iterator[Unconverged]:
 
 def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
     """Score: clusters, difficulty_hat, quality_hat per prompt from SAE codes (scores.parquet, what the curriculum
-    reads) and the fitted models' choices (score_params.json)."""
-    from saerl.scoring import score_prompts
+    reads), the fitted models' choices (score_params.json) and the fitted models themselves (score_models.safetensors
+    + score_models.json: saerl.scoring.save_score_models; saerl.scoring.score_new scores new prompts with them)."""
+    from saerl.scoring import save_score_models, score_prompts
 
     args = score_inputs(cfg, inputs)
     with counting_unconverged() as unconverged:
@@ -301,6 +302,7 @@ def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
                                D=args["D"])
     result.scores.write_parquet(build.path / SCORES)
     (build.path / SCORE_PARAMS).write_text(json.dumps(result.params, indent=1, default=str))
+    save_score_models(result.models, build.path)
     build.note(notes=warned("score", result.notes), rows={"scores": result.scores.height},
                unconverged_fits=unconverged.count)
     # no quality filter here: kept / share_kept are the curriculum stage's (it reads score.quality_threshold)

@@ -18,14 +18,17 @@ production model fitted on every labelled row (ScoreResult.params names that one
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
+from scipy.special import expit
 from sklearn import metrics
 from sklearn.base import clone
 from sklearn.preprocessing import StandardScaler, normalize
@@ -40,12 +43,16 @@ from saerl.property_models import (
     choose_k,
     chosen_alpha,
     cluster_table,
+    code_idf,
     cv_mse,
     featurizer,
     fit_difficulty,
+    fit_kmeans,
     fit_options,
     kmeans,
+    linear_weights,
     model_family,
+    nearest_centroid,
     predict_rows,
     probe_fittable,
     probe_model,
@@ -84,18 +91,151 @@ SILHOUETTE_FLAT_MIN_K = 3  # fewer k searched make no curve to call flat
 CLUSTER_MODELS = {"majority": "one cluster", "shuffled": "permuted"}  # the report's clusterings that are not k-means
 
 
+# the score artifact's fitted models (ScoreModels: save_score_models / load_score_models): arrays, then the rest
+SCORE_MODELS_ARRAYS = "score_models.safetensors"
+SCORE_MODELS_META = "score_models.json"
+SCORE_MODELS_FORMAT = 1  # the layout of those two files; load_score_models refuses another
+SCORES_COLUMNS = ("id", "cluster", "difficulty_hat", "quality_hat")  # scores.parquet's, and ScoreModels.predict's
+
+
+@dataclass(frozen=True)
+class ScoreModels:
+    """The score stage's fitted models in plain arrays (no pickle): what places a new prompt's pooled SAE codes in
+    the run's clusters and gives its difficulty_hat and quality_hat (:meth:`predict`), as score_prompts scored the
+    pool. Every array is float64 over the SAE's d_sae features.
+
+    centroids [k, d_sae]: k-means' centroids in the weighted space (codes of `cluster_pool`, TF-IDF weighted by
+    `idf` when not None (score.tfidf), L2-normalised: weight_codes); a row's cluster is its nearest centroid
+    (Euclidean, as k-means assigns). difficulty_weights [d_sae] / difficulty_intercept: the whole difficulty
+    pipeline (its MaxAbsScaler folded in: linear_weights) on `difficulty_pool` codes, difficulty_hat = x @ w + b
+    (nothing clipped, as predict_rows gives it); `difficulty_model` its family. quality_weights [d_sae] /
+    quality_intercept: the quality probe's log-odds on `quality_pool` codes, quality_hat = sigmoid(x @ w + b); both
+    None when no probe was fitted (no usable quality labels), and quality_hat is then NO_PROBE_QUALITY."""
+
+    centroids: np.ndarray
+    idf: np.ndarray | None
+    cluster_pool: str
+    difficulty_pool: str
+    difficulty_weights: np.ndarray
+    difficulty_intercept: float
+    difficulty_model: str
+    quality_pool: str
+    quality_weights: np.ndarray | None = None
+    quality_intercept: float | None = None
+
+    def __repr__(self) -> str:
+        """One line: k, width, poolings, families (not the arrays)."""
+        probe = "a quality probe" if self.quality_weights is not None else f"no quality probe ({NO_PROBE_QUALITY:g})"
+        return (f"ScoreModels(k={self.k}, d_sae={self.d_sae}, tfidf={self.idf is not None}, cluster_pool="
+                f"{self.cluster_pool!r}, difficulty={self.difficulty_model} on {self.difficulty_pool!r}, {probe} on "
+                f"{self.quality_pool!r})")
+
+    @property
+    def k(self) -> int:
+        """The number of clusters."""
+        return int(self.centroids.shape[0])
+
+    @property
+    def d_sae(self) -> int:
+        """The SAE width the models read."""
+        return int(self.centroids.shape[1])
+
+    @property
+    def pools(self) -> list[str]:
+        """The code poolings predict reads (cluster, difficulty, quality; each once)."""
+        return list(dict.fromkeys([self.cluster_pool, self.difficulty_pool, self.quality_pool]))
+
+    def predict(self, codes_by_pool: dict[str, sp.spmatrix], ids: Sequence[Any]) -> pl.DataFrame:
+        """Score rows of pooled SAE codes with the fitted models. in: {pooling: codes [n, d_sae]} holding every
+        pooling of `pools` (rows aligned to `ids`, as saerl.sae.load_codes_csr reads them from an encode store),
+        the n ids; out: a frame (id, cluster, difficulty_hat, quality_hat) in the ids' order, scores.parquet's
+        columns. A pooling missing, a matrix of other rows or width, or non-finite codes are a ValueError."""
+        ids = list(ids)
+        missing = [pool for pool in self.pools if pool not in codes_by_pool]
+        if missing:
+            raise ValueError(f"the score models read the poolings {self.pools}; codes_by_pool lacks {missing} (encode "
+                             "with the run's sae.encode_pool)")
+        codes = {pool: sp.csr_matrix(codes_by_pool[pool]) for pool in self.pools}
+        for pool, M in codes.items():
+            if M.shape != (len(ids), self.d_sae):
+                raise ValueError(f"the {pool} codes are {M.shape[0]} x {M.shape[1]}, the models need {len(ids)} rows "
+                                 f"(one per id) x {self.d_sae} features (the run's SAE width)")
+            if not np.isfinite(M.data).all():
+                raise ValueError(f"the {pool} codes hold NaN or infinite values: the encoding is broken")
+        Z = weight_codes(codes[self.cluster_pool], self.idf is not None, self.idf)
+        cluster = nearest_centroid(Z, self.centroids)
+        difficulty = np.asarray(codes[self.difficulty_pool] @ self.difficulty_weights).ravel() + self.difficulty_intercept
+        if self.quality_weights is None:
+            quality = np.full(len(ids), NO_PROBE_QUALITY, dtype=np.float64)
+        else:
+            logit = np.asarray(codes[self.quality_pool] @ self.quality_weights).ravel() + self.quality_intercept
+            quality = expit(logit)
+        return pl.DataFrame({"id": ids, "cluster": cluster, "difficulty_hat": difficulty.astype(np.float64),
+                             "quality_hat": quality.astype(np.float64)})
+
+
+def save_score_models(models: ScoreModels, folder: str | Path) -> list[Path]:
+    """Write `models` into `folder` as SCORE_MODELS_ARRAYS (safetensors: centroids, idf, the weights) and
+    SCORE_MODELS_META (JSON: format, poolings, k, d_sae, intercepts, difficulty family); no pickle. in: the models,
+    an existing folder (the score stage's build folder); out: the two paths written."""
+    from safetensors.numpy import save_file
+
+    arrays = {"centroids": models.centroids, "difficulty_weights": models.difficulty_weights}
+    if models.idf is not None:
+        arrays["idf"] = models.idf
+    if models.quality_weights is not None:
+        arrays["quality_weights"] = models.quality_weights
+    meta = {"format": SCORE_MODELS_FORMAT, "k": models.k, "d_sae": models.d_sae, "cluster_pool": models.cluster_pool,
+            "difficulty_pool": models.difficulty_pool, "difficulty_model": models.difficulty_model,
+            "difficulty_intercept": models.difficulty_intercept, "quality_pool": models.quality_pool,
+            "quality_intercept": models.quality_intercept, "tfidf": models.idf is not None,
+            "quality_probe": models.quality_weights is not None}
+    folder = Path(folder)
+    paths = [folder / SCORE_MODELS_ARRAYS, folder / SCORE_MODELS_META]
+    save_file({name: np.ascontiguousarray(a, dtype=np.float64) for name, a in arrays.items()}, str(paths[0]))
+    paths[1].write_text(json.dumps(meta, indent=1))
+    return paths
+
+
+def load_score_models(folder: str | Path) -> ScoreModels:
+    """The ScoreModels a score artifact holds (save_score_models' two files in `folder`, e.g. a run's
+    ``stages['score'].path``). A folder without them (a score artifact written before the score stage saved its
+    models, version 14) or of another format is a ValueError naming the fix."""
+    from safetensors.numpy import load_file
+
+    folder = Path(folder)
+    arrays_path, meta_path = folder / SCORE_MODELS_ARRAYS, folder / SCORE_MODELS_META
+    if not (arrays_path.is_file() and meta_path.is_file()):
+        raise ValueError(f"{folder} holds no fitted score models ({SCORE_MODELS_ARRAYS}, {SCORE_MODELS_META}): it is "
+                         "not a score artifact, or one written before the score stage saved its models; run the "
+                         "pipeline again with the run's config (saerl run <config>) to rebuild its score stage")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != SCORE_MODELS_FORMAT:
+        raise ValueError(f"{meta_path} has format {meta.get('format')!r}, this saerl reads {SCORE_MODELS_FORMAT}: "
+                         "rebuild the score stage with this saerl")
+    arrays = load_file(str(arrays_path))
+    return ScoreModels(centroids=arrays["centroids"], idf=arrays.get("idf"), cluster_pool=meta["cluster_pool"],
+                       difficulty_pool=meta["difficulty_pool"], difficulty_weights=arrays["difficulty_weights"],
+                       difficulty_intercept=float(meta["difficulty_intercept"]),
+                       difficulty_model=meta["difficulty_model"], quality_pool=meta["quality_pool"],
+                       quality_weights=arrays.get("quality_weights"),
+                       quality_intercept=None if meta["quality_intercept"] is None else float(meta["quality_intercept"]))
+
+
 @dataclass
 class ScoreResult:
     """What the curriculum reads, from score_prompts. `scores`: id, cluster, difficulty_hat, quality_hat (one row
     per prompt, X's row order; the quality filter, quality_hat >= score.quality_threshold, is the curriculum
     stage's: saerl.curriculum.quality_kept); `notes`: plain-language caveats; `params`: chosen k, silhouette per k,
     CV'd hyper-parameters and label counts (for MLflow params); `labelled`: the ids of the labelled subset the
-    models were fitted on."""
+    models were fitted on; `models`: the fitted models themselves (ScoreModels: new prompts' codes are scored with
+    them, the score stage saves them), None only in a result built by hand."""
 
     scores: pl.DataFrame
     notes: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     labelled: list[Any] = field(default_factory=list)
+    models: ScoreModels | None = None
 
 
 @dataclass
@@ -402,17 +542,25 @@ class Aligned:
     labelled: np.ndarray
 
 
-def align_inputs(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measured: pl.DataFrame | None, ids: Any,
-                 C: sp.spmatrix | None, D: dict[str, sp.spmatrix] | None) -> Aligned:
-    """The codes and prompts of score_prompts / property_report aligned to `ids` (default: the prompts' row order),
-    with the difficulty labels (resolve_difficulty) and the labelled subset: the prompts' ``labelled`` column, else
+def align_inputs(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measured: pl.DataFrame | None, *,
+                 ids: Sequence[Any], C: sp.spmatrix | None = None, D: dict[str, sp.spmatrix] | None = None) -> Aligned:
+    """The codes and prompts of score_prompts / property_report aligned to `ids` (required, one per row of the
+    codes: the codes carry no ids of their own, so the prompts' row order is never assumed to be theirs), with the
+    difficulty labels (resolve_difficulty) and the labelled subset: the prompts' ``labelled`` column, else
     the measured ids (measured source), else a seeded draw of cfg.label_fraction (at most cfg.label_max); a
-    non-finite difficulty is no label. Raises ValueError when the matrices' rows and the ids disagree, an id matches
-    no prompt, or the codes hold NaN / infinite values (naming the first row's id)."""
+    non-finite difficulty is no label. Raises ValueError when `ids` is None or repeats an id, the matrices' rows and
+    the ids disagree, an id matches no prompt, or the codes hold NaN / infinite values (naming the first row's id)."""
+    if ids is None:
+        raise ValueError("ids is required: the ids of the codes' rows, in their order (saerl.sae.load_codes_csr "
+                         "returns them with the codes); the prompts frame is joined to them by id")
     X = sp.csr_matrix(X)
     C = X if C is None else sp.csr_matrix(C)
     D = {cfg.model_pool: X} if D is None else {key: sp.csr_matrix(M) for key, M in D.items()}
-    ids = prompts["id"] if ids is None else pl.Series("id", list(ids)).cast(prompts["id"].dtype)
+    ids = pl.Series("id", list(ids)).cast(prompts["id"].dtype)
+    if ids.n_unique() != len(ids):
+        dup = ids.filter(ids.is_duplicated())[0]
+        raise ValueError(f"ids repeat an id ({dup!r} and {len(ids) - ids.n_unique()} more repeats): each row of the "
+                         "codes needs its own id")
     if not D or any(M.shape[0] != len(ids) for M in (X, C, *D.values())):
         raise ValueError(f"X has {X.shape[0]} rows, C {C.shape[0]} and D {[M.shape[0] for M in D.values()]} but "
                          f"{len(ids)} ids were given (D needs at least one matrix)")
@@ -473,14 +621,15 @@ def quality_label_note(good: np.ndarray | None) -> str:
 
 
 def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measured: pl.DataFrame | None = None,
-                  *, ids: Any = None, C: sp.spmatrix | None = None, D: dict[str, sp.spmatrix] | None = None,
+                  *, ids: Sequence[Any], C: sp.spmatrix | None = None, D: dict[str, sp.spmatrix] | None = None,
                   fit: FitOptions | None = None) -> ScoreResult:
     """Cluster, score difficulty and quality for every prompt: what the curriculum reads. How good these models are,
     beside baselines, is :func:`property_report`'s (the properties stage), so a setting of the report alone reruns no
     fit here and nothing the curriculum and training read.
 
-    X (the codes the quality probe reads, and the difficulty regressor unless `D` is given) rows are aligned to
-    `ids` (default: the prompts' row order); `C`, rows aligned the same way, are the codes the clusters are
+    X (the cfg.model_pool codes the quality probe reads, and the difficulty regressor unless `D` is given) rows are
+    aligned to `ids` (required: the ids load_codes_csr returns with the codes; the prompts frame is joined to them
+    by id, in any order of its own); `C`, rows aligned the same way, are the codes the clusters are
     made from (default: X; the score stage passes the cfg.cluster_pool pooling); `D` ({pooling: codes}, rows
     aligned the same way) are the codes the difficulty regressor is chosen from by CV error on its training
     rows (fit_difficulty; default {cfg.model_pool: X}; the score stage passes every pooling in
@@ -492,14 +641,16 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     FitOptions(n_jobs=1, dtype=None) to time the old way beside it. Notes (ScoreResult.notes) flag a silhouette k
     at an end of the range searched (k_edge_note), a low or flat silhouette curve (silhouette_note), a (near)
     constant difficulty_hat or a difficulty penalty at an end of its grid (difficulty_notes), and quality labels too
-    few to fit a probe."""
-    a = align_inputs(X, prompts, cfg, measured, ids, C, D)
+    few to fit a probe. ScoreResult.models holds the fitted models (ScoreModels), whose predict on these codes
+    gives these scores again (clusters equal; difficulty and quality up to float rounding)."""
+    a = align_inputs(X, prompts, cfg, measured, ids=ids, C=C, D=D)
     notes: list[str] = []
     fit = fit_options(cfg) if fit is None else fit
-    Z = weight_codes(a.C, cfg.tfidf)
+    idf = code_idf(a.C) if cfg.tfidf else None
+    Z = weight_codes(a.C, cfg.tfidf, idf)
     k, sil = choose_k(Z, cfg)
     notes += [note for note in (k_edge_note(k, sil), silhouette_note(k, sil)) if note is not None]
-    labels = kmeans(Z, k, cfg)
+    labels, centroids = fit_kmeans(Z, k, cfg)
     notes += cluster_count_notes(cfg, Z.shape[0], k, sil, int(np.unique(labels).size))
     has_d = a.labelled & ~np.isnan(a.y_diff)
     if has_d.sum() < cfg.cv_folds:
@@ -518,20 +669,27 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
                               "n_quality_labels": int(has_q.sum()), "difficulty_model": model_family(dmodel),
                               "difficulty_alpha": float(reg.alpha_), "difficulty_l1_ratio": float(getattr(reg, "l1_ratio_", 0.0)),
                               "difficulty_pool": d_pool, "difficulty_cv_mse": cv_mse(dmodel)}
+    q_weights, q_intercept = None, None
     if q_good is not None and probe_fittable(q_good[has_q]):
         qmodel = probe_model("sae", cfg, q_good[has_q]).fit(a.X[has_q], q_good[has_q])
         quality_hat = predict_rows(qmodel, a.X, proba=True)
         params["quality_C"] = float(qmodel.best_params_["logisticregression__C"])
+        q_weights, q_intercept = linear_weights(qmodel)
     else:
         quality_hat = np.full(len(a.ids), NO_PROBE_QUALITY)
         notes.append(quality_label_note(None if q_good is None else q_good[has_q]))
+    d_weights, d_intercept = linear_weights(dmodel)
+    models = ScoreModels(centroids=centroids, idf=idf, cluster_pool=cfg.model_pool if C is None else cfg.cluster_pool,
+                         difficulty_pool=d_pool, difficulty_weights=d_weights, difficulty_intercept=d_intercept,
+                         difficulty_model=model_family(dmodel), quality_pool=cfg.model_pool, quality_weights=q_weights,
+                         quality_intercept=q_intercept)
     scores = pl.DataFrame({"id": a.ids, "cluster": labels, "difficulty_hat": difficulty_hat.astype(np.float64),
                            "quality_hat": quality_hat.astype(np.float64)})
-    return ScoreResult(scores, notes, params, a.ids.filter(pl.Series(a.labelled)).to_list())
+    return ScoreResult(scores, notes, params, a.ids.filter(pl.Series(a.labelled)).to_list(), models)
 
 
 def property_report(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, scores: pl.DataFrame,
-                    measured: pl.DataFrame | None = None, *, ids: Any = None, R: np.ndarray | None = None,
+                    measured: pl.DataFrame | None = None, *, ids: Sequence[Any], R: np.ndarray | None = None,
                     C: sp.spmatrix | None = None, D: dict[str, sp.spmatrix] | None = None, fit: FitOptions | None = None,
                     RD: dict[str, np.ndarray] | None = None, k: int | None = None) -> PropertyReport:
     """What the clusters of `scores` (score_prompts' frame: id, cluster, ...) are, and how good SAE property models
@@ -548,7 +706,7 @@ def property_report(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, sco
     there are, while no report model sees a test row. Out of distribution: trained on the labelled rows of some
     topics, tested on every labelled row of the others, over topic folds that hold out each topic once
     (ood_folds)."""
-    a = align_inputs(X, prompts, cfg, measured, ids, C, D)
+    a = align_inputs(X, prompts, cfg, measured, ids=ids, C=C, D=D)
     if RD is not None and (R is None or not RD or any(len(M) != len(a.ids) for M in RD.values())):
         raise ValueError(f"RD (residual poolings {list(RD)}, rows {[len(M) for M in RD.values()]}) needs R (the "
                          f"mean-pooled residuals) and at least one matrix of {len(a.ids)} rows, one per id")
@@ -665,3 +823,64 @@ def best_baseline(report: pl.DataFrame, property: str, metric: str) -> tuple[str
         return None
     best = rows.sort("value", descending=True).row(0, named=True)
     return str(best["features"]), float(best["value"])
+
+
+# the stage artifacts score_new reads from a run (the testbed's too when the run's policy is the testbed LM)
+SCORE_NEW_STAGES = ("extract", "sae", "encode", "score")
+
+
+def score_new(root: str | Path, run_id: str, prompts: Sequence[str], *, ids: Sequence[str] | None = None,
+              device: str | None = None, progress: bool = False) -> pl.DataFrame:
+    """Score new prompts with a finished run's models, without refitting anything: their residuals are extracted
+    with the run's model and layer (extract.*) and encoded with the run's SAE (sae.*) into a temporary folder,
+    as the run's extract and encode stages did for its pool, then its score stage's saved models (ScoreModels)
+    place each in one of the run's clusters (the clusters of its scores.parquet, clusters.parquet and curriculum) and
+    give its difficulty_hat and quality_hat. A prompt of the run's pool gets its stored scores again (difficulty and
+    quality up to float rounding).
+
+    in: the artifact root, a run id (a unique prefix, or 'latest'), the prompt texts as the model reads them (the
+    `prompt` column of the run's prompts.parquet: after data.prompt's template), optional ids (default new-0,
+    new-1, ...), the device (default: the run's runtime.device), whether to show progress bars; out: a frame (id,
+    cluster, difficulty_hat, quality_hat) in the prompts' order, scores.parquet's columns. The quality filter is
+    quality_hat >= the run's score.quality_threshold (saerl.curriculum.quality_kept). Raises ValueError for no
+    prompts, ids that repeat or do not match the prompts, or a run without the stages it needs, and load_score_models'
+    error for a run whose score stage saved no models."""
+    import tempfile
+
+    from saerl.activations import extract, pick_device
+    from saerl.artifacts import ArtifactRef, ChunkLog
+    from saerl.config import build_config
+    from saerl.pipeline import quiet_libraries
+    from saerl.report import recorded_config
+    from saerl.runners import internals_model, internals_model_cfg
+    from saerl.runs import load_run
+    from saerl.sae import encode_codes, load_codes_csr
+
+    prompts = [str(p) for p in prompts]
+    ids = [f"new-{i}" for i in range(len(prompts))] if ids is None else [str(i) for i in ids]
+    if not prompts:
+        raise ValueError("score_new was given no prompts")
+    if len(ids) != len(prompts) or len(set(ids)) != len(ids):
+        raise ValueError(f"score_new needs one distinct id per prompt: {len(prompts)} prompts, {len(ids)} ids, "
+                         f"{len(set(ids))} distinct")
+    record = load_run(Path(root), run_id)  # its artifacts under `root`, even a moved one
+    missing = [stage for stage in SCORE_NEW_STAGES if stage not in record.stages]
+    if missing:
+        raise ValueError(f"run {record.run_id} has no {', '.join(missing)} stage: score_new needs a run that reached "
+                         "the score stage (saerl run <config> --until score, or a whole run)")
+    cfg = build_config(recorded_config(record.config), where=f"run record {record.run_id}")
+    device = cfg.runtime.device if device is None else device
+    cfg = cfg.model_copy(update={"runtime": cfg.runtime.model_copy(update={"progress": progress})})
+    inputs = {name: ArtifactRef(name, s.key, s.path) for name, s in record.stages.items()}
+    models = load_score_models(inputs["score"].path)
+    with tempfile.TemporaryDirectory(prefix="saerl-score-new-") as tmp, quiet_libraries(cfg):
+        ext, enc = Path(tmp) / "extract", Path(tmp) / "encode"
+        extract(prompts, ids, ext, internals_model_cfg(cfg), cfg.extract, ChunkLog(ext),
+                model_path=internals_model(cfg, inputs), device=device, progress=progress)
+        encode_codes(ext, inputs["sae"].path, cfg.sae, enc, ChunkLog(enc), device=str(pick_device(device)),
+                     progress=progress)
+        loaded = {pool: load_codes_csr(enc, pool) for pool in models.pools}
+    codes_ids = loaded[models.pools[0]][0]
+    scored = models.predict({pool: M for pool, (_, M) in loaded.items()}, codes_ids)
+    order = pl.DataFrame({"id": ids})
+    return order.join(scored.with_columns(pl.col("id").cast(pl.String)), on="id", how="left", maintain_order="left")

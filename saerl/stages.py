@@ -67,7 +67,7 @@ STAGES: dict[str, Stage] = {
             ("ingest", "testbed"), "measured pass rates on the labelled subset",
         ),
         Stage(
-            "score", "13",
+            "score", "14",
             ("score.n_clusters", "score.k_range", "score.tfidf", "score.cluster_pool", "score.model_pool",
              "score.difficulty_pool", "score.difficulty_source", "score.label_fraction", "score.label_max",
              "score.seed", "score.minibatch_above", "score.kmeans_n_init", "score.silhouette_sample",

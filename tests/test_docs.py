@@ -45,3 +45,19 @@ def test_relative_links_in_the_docs_name_files_of_the_checkout():
         and not (REPO in (path := (doc.parent / target.split("#")[0]).resolve()).parents and path.exists())
     ]
     assert broken == []
+
+
+def test_the_readmes_python_example_compiles_and_imports_what_saerl_has():
+    """README's "Using saerl from Python" example (run end to end on a smoke run by
+    tests/test_scoring.py::test_score_new_scores_new_prompts_with_a_finished_runs_models' calls) names functions
+    saerl has: it compiles, and each `from saerl.x import y` resolves."""
+    import importlib
+
+    text = (REPO / "README.md").read_text()
+    code = re.search(r"## Using saerl from Python.*?```python\n(.*?)```", text, re.S).group(1)
+    compile(code, "README.md", "exec")
+    names = re.findall(r"^from (saerl\.\w+) import (.+)$", code, re.M)
+    assert names, "the example imports from saerl"
+    for module, items in names:
+        for item in items.split(","):
+            assert hasattr(importlib.import_module(module), item.strip()), f"README: {module}.{item.strip()}"

@@ -69,7 +69,9 @@ def synth(n: int = 400, topics: int = 4, d: int = 320, seed: int = 0) -> tuple[s
 
 def scored(X, prompts, cfg, measured=None, *, R=None, RD=None, fit=None, **kw) -> SimpleNamespace:
     """score_prompts, then property_report on its clusters, as the score and properties stages run them: both
-    results in one namespace (scores, params, labelled; report, clusters, heldout; notes of both)."""
+    results in one namespace (scores, params, labelled; report, clusters, heldout; notes of both). ids: the prompts'
+    (their row order is the codes' in these tests) unless given."""
+    kw.setdefault("ids", prompts["id"])
     s = score_prompts(X, prompts, cfg, measured, fit=fit, **kw)
     r = property_report(X, prompts, cfg, s.scores, measured, R=R, RD=RD, fit=fit, k=s.params["k"], **kw)
     assert r.labelled == s.labelled  # the same inputs give both stages the same labelled subset
@@ -665,7 +667,7 @@ def test_clusters_that_are_not_the_k_asked_for_are_noted(data):
     assert S.cluster_count_notes(ScoreConfig(**FAST), 400, 4, {3: 0.1, 4: 0.2}, 4) == []
     X, prompts, _ = data  # every prompt's codes alike: k-means finds one cluster of the 4 asked
     same = sp.csr_matrix(np.tile(X[0].toarray(), (X.shape[0], 1)))
-    notes = score_prompts(same, prompts, ScoreConfig(**{**FAST, "n_clusters": 4, "baselines": False})).notes
+    notes = score_prompts(same, prompts, ScoreConfig(**{**FAST, "n_clusters": 4, "baselines": False}), ids=prompts["id"]).notes
     assert any("k-means found 1 distinct cluster of the k = 4 asked" in n for n in notes)
 
 
@@ -680,12 +682,12 @@ def test_non_finite_labels_are_no_labels_and_non_finite_codes_name_their_row(dat
     q = np.where(np.arange(prompts.height) % 2 == 0, 1.0, 0.0)
     q[2] = np.inf
     p = prompts.with_columns(labelled=pl.Series(lab), difficulty=pl.Series(d), quality=pl.Series(q))
-    r = score_prompts(X, p, cfg)
+    r = score_prompts(X, p, cfg, ids=p["id"])
     assert r.params["n_difficulty_labels"] == 98 and r.params["n_quality_labels"] == 99
     bad = X.tolil()
     bad[5, int(X[5].indices[0])] = np.nan
     with pytest.raises(ValueError, match=r"codes X hold NaN or infinite values in 1 rows \(first: id '.*'\)"):
-        score_prompts(bad.tocsr(), p, cfg)
+        score_prompts(bad.tocsr(), p, cfg, ids=p["id"])
 
 
 # silhouette curves measured over k = 4..16 (score_params.json): GSM8K through MiniLM, no cluster structure found,
@@ -721,9 +723,10 @@ def test_score_prompts_notes_clusters_on_codes_without_structure():
     prompts = pl.DataFrame({"id": [f"p{i}" for i in range(300)], "prompt": [f"q {i}" for i in range(300)],
                             "answer": ["1"] * 300, "difficulty": rng.uniform(0, 1, 300)})
     cfg = {**FAST, "baselines": False}
-    notes = score_prompts(X, prompts, ScoreConfig(**cfg)).notes
+    notes = score_prompts(X, prompts, ScoreConfig(**cfg), ids=prompts["id"]).notes
     assert any("the clusters carry little structure here" in n for n in notes), notes
-    assert not any("cosine silhouette" in n for n in score_prompts(X, prompts, ScoreConfig(**cfg, n_clusters=4)).notes)
+    assert not any("cosine silhouette" in n for n in score_prompts(X, prompts, ScoreConfig(**cfg, n_clusters=4),
+                                                                        ids=prompts["id"]).notes)
 
 
 def test_too_few_difficulty_labels_name_the_fixes():
@@ -734,7 +737,7 @@ def test_too_few_difficulty_labels_name_the_fixes():
                             "answer": ["1"] * 40, "difficulty": [1.0, 2.0] + [None] * 38})
     with pytest.raises(ValueError, match=r"only 2 labelled prompts .* need >= 3 \(score.cv_folds\): label more "
                                          r"prompts .*data.difficulty.*lower score.cv_folds"):
-        score_prompts(X, prompts, ScoreConfig(**{**FAST, "label_fraction": 1.0}, n_clusters=3))
+        score_prompts(X, prompts, ScoreConfig(**{**FAST, "label_fraction": 1.0}, n_clusters=3), ids=prompts["id"])
 
 
 def test_heldout_holds_the_report_models_predictions_on_its_test_rows(result, data):
@@ -760,9 +763,9 @@ def test_report_settings_change_nothing_the_score_stage_writes(data):
                "cluster_top_features": 2, "cluster_examples": 1}
     assert set(STAGES["properties"].reads) - set(STAGES["score"].reads) == {f"score.{k}" for k in changed}
     X, prompts, _ = data
-    base = score_prompts(X, prompts, ScoreConfig(**FAST))
+    base = score_prompts(X, prompts, ScoreConfig(**FAST), ids=prompts["id"])
     for field_, value in changed.items():
-        other = score_prompts(X, prompts, ScoreConfig(**FAST, **{field_: value}))
+        other = score_prompts(X, prompts, ScoreConfig(**FAST, **{field_: value}), ids=prompts["id"])
         assert other.scores.equals(base.scores) and other.params == base.params, field_
 
 
@@ -771,9 +774,9 @@ def test_property_report_refuses_scores_of_other_prompts(data):
     count, not a report on partial clusters."""
     X, prompts, _ = data
     cfg = ScoreConfig(**FAST, baselines=False, n_clusters=4)
-    scores = score_prompts(X, prompts, cfg).scores
+    scores = score_prompts(X, prompts, cfg, ids=prompts["id"]).scores
     with pytest.raises(ValueError, match="3 prompts have no cluster"):
-        property_report(X, prompts, cfg, scores.slice(3))
+        property_report(X, prompts, cfg, scores.slice(3), ids=prompts["id"])
 
 
 def test_every_feature_set_of_the_report_is_one_of_features_and_clusters_or_is_refused():
@@ -791,3 +794,142 @@ def test_every_feature_set_of_the_report_is_one_of_features_and_clusters_or_is_r
     assert {r["features"] for r in rows} == {*S.FEATURES, "shuffled"}
     with pytest.raises(ValueError, match="baseline 'digits' has no clustering input .*CLUSTER_FEATURES"):
         S._cluster_report(np.array([0, 0, 1, 1]), {**inputs, "digits": np.eye(4)}, topics, 2, cfg)
+
+
+@pytest.mark.parametrize("case", ["pools", "ridge_no_tfidf", "no_probe"])
+def test_the_fitted_models_score_the_training_codes_as_score_prompts_did(data, case):
+    """ScoreResult.models (ScoreModels) was missing: the k-means, difficulty and quality fits were thrown away and
+    new prompts could only be scored by a refit that relabelled the clusters. Its predict on the training codes gives
+    score_prompts' scores back: the clusters equal, difficulty_hat and quality_hat up to float rounding; each model
+    reads the pooling it was fitted on (clusters C, difficulty a key of D, quality X)."""
+    from saerl.curriculum import NO_PROBE_QUALITY
+
+    X, prompts, _ = data
+    X32 = X.astype(np.float32)  # the encode stage's dtype: the pipelines scale in float32, the weights in float64
+    blind = sp.hstack([X32[:, :40], sp.csr_matrix((X.shape[0], X.shape[1] - 40), dtype=np.float32)]).tocsr()
+    if case == "pools":
+        cfg = ScoreConfig(**FAST, baselines=False, n_clusters=4)
+        kw, codes = {"C": X32, "D": {"mean": blind, "max": X32}}, {"mean": blind, "max": X32}
+        cfg = cfg.model_copy(update={"model_pool": "mean", "cluster_pool": "max"})
+        X_in = blind
+    else:
+        cfg = ScoreConfig(**FAST, baselines=False, n_clusters=4, difficulty_models=["ridge"], tfidf=False)
+        kw, codes, X_in = {}, {cfg.model_pool: X32}, X32
+    p = prompts.drop("quality") if case == "no_probe" else prompts
+    r = score_prompts(X_in, p, cfg, ids=p["id"], **kw)
+    m = r.models
+    got = m.predict(codes, p["id"])
+    assert got.columns == list(S.SCORES_COLUMNS) and got["id"].to_list() == p["id"].to_list()
+    assert got["cluster"].to_list() == r.scores["cluster"].to_list()
+    assert np.allclose(got["difficulty_hat"], r.scores["difficulty_hat"], rtol=1e-6, atol=1e-9)
+    assert np.allclose(got["quality_hat"], r.scores["quality_hat"], rtol=1e-6, atol=1e-9)
+    assert m.k == r.params["k"] and m.d_sae == X.shape[1] and m.difficulty_pool == r.params["difficulty_pool"]
+    if case == "pools":
+        assert (m.cluster_pool, m.quality_pool, m.difficulty_pool) == ("max", "mean", "max") and m.idf is not None
+        assert m.quality_weights is not None and r.scores["quality_hat"].n_unique() > 2
+    else:
+        assert m.idf is None and m.difficulty_model == "ridge" and m.pools == ["max"]
+    if case == "no_probe":
+        assert m.quality_weights is None and set(got["quality_hat"]) == {NO_PROBE_QUALITY}
+    # a new prompt's codes: one of the run's clusters, the same scores alone as beside the pool
+    one = m.predict({pool: M[[7]] for pool, M in codes.items()}, ["new"])
+    assert one.row(0) == ("new", *got.row(7)[1:])
+    with pytest.raises(ValueError, match=r"codes_by_pool lacks \["):
+        m.predict({}, p["id"])
+    with pytest.raises(ValueError, match=r"need 3 rows \(one per id\) x 320 features"):
+        m.predict({pool: M[:2] for pool, M in codes.items()}, ["a", "b", "c"])
+
+
+def test_score_models_round_trip_through_safetensors_and_json(data, tmp_path):
+    """save_score_models / load_score_models: plain arrays and JSON, no pickle; the loaded models predict the same
+    numbers. A folder without them (a score artifact written before version 14) names the fix."""
+    X, prompts, _ = data
+    for quality in (True, False):
+        p = prompts if quality else prompts.drop("quality")
+        m = score_prompts(X, p, ScoreConfig(**FAST, baselines=False, n_clusters=4), ids=p["id"]).models
+        folder = tmp_path / str(quality)
+        folder.mkdir()
+        paths = S.save_score_models(m, folder)
+        assert sorted(f.name for f in folder.iterdir()) == sorted([S.SCORE_MODELS_ARRAYS, S.SCORE_MODELS_META])
+        assert [f.name for f in paths] == [S.SCORE_MODELS_ARRAYS, S.SCORE_MODELS_META]
+        back = S.load_score_models(folder)
+        assert repr(back) == repr(m) and f"k={m.k}" in repr(m)
+        for name in ("centroids", "idf", "difficulty_weights", "quality_weights"):
+            a, b = getattr(m, name), getattr(back, name)
+            assert (a is None and b is None) or np.array_equal(a, b), name
+        assert back.predict({"max": X}, p["id"]).equals(m.predict({"max": X}, p["id"]))
+    with pytest.raises(ValueError, match=r"holds no fitted score models .*saerl run <config>"):
+        S.load_score_models(tmp_path)
+
+
+def test_ids_are_required_so_a_prompts_frame_in_another_order_cannot_misalign_the_codes(data):
+    """ids defaulted to the prompts' row order: a prompts frame sorted or filtered another way than the codes fitted
+    every model on permuted labels, silently (Spearman .76 -> .05 on the demo). ids is now required (keyword-only):
+    with it, the prompts frame may come in any order and the scores are the same."""
+    X, prompts, _ = data
+    cfg = ScoreConfig(**FAST, baselines=False, n_clusters=4)
+    with pytest.raises(TypeError, match="ids"):
+        score_prompts(X, prompts, cfg)
+    with pytest.raises(TypeError, match="ids"):
+        property_report(X, prompts, cfg, prompts.select("id").with_columns(cluster=pl.lit(0)))
+    with pytest.raises(ValueError, match="ids is required"):
+        S.align_inputs(X, prompts, cfg, None, ids=None)
+    with pytest.raises(ValueError, match=r"ids repeat an id \('p0000'"):
+        S.align_inputs(X, prompts, cfg, None, ids=["p0000"] * X.shape[0])
+    aligned = score_prompts(X, prompts, cfg, ids=prompts["id"])
+    shuffled = prompts.sample(fraction=1.0, shuffle=True, seed=3)
+    assert shuffled["id"].to_list() != prompts["id"].to_list()
+    again = score_prompts(X, shuffled, cfg, ids=prompts["id"])
+    assert again.scores.equals(aligned.scores) and again.params == aligned.params
+
+
+@pytest.mark.slow
+def test_score_new_scores_new_prompts_with_a_finished_runs_models(tmp_path):
+    """score_new on a smoke run (its score stage saves its models: score_models.safetensors + .json): prompts of
+    the run's pool get their stored scores back (re-extracted and re-encoded with the run's model and SAE), a new
+    prompt well-formed scores in one of the run's clusters; a run that stopped before the score stage says so."""
+    from pathlib import Path
+
+    from saerl.artifacts import ArtifactStore
+    from saerl.config import load_config
+    from saerl.pipeline import run_all
+    from saerl.report import record_results
+    from saerl.runs import save_run
+    from saerl.sae import load_codes_csr
+
+    smoke = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+    root = tmp_path / "root"
+    store = ArtifactStore(root)
+    early = load_config(smoke, ["runtime.torch_threads=1", "tracking.enabled=false", f"runtime.artifact_root={root}",
+                                "testbed.defect_share=0.35"])
+    save_run(root, record_results(store, early, run_all(store, early, until="encode")))
+    with pytest.raises(ValueError, match=r"has no score stage: score_new needs a run that reached the score stage"):
+        S.score_new(root, "latest", ["what is 1 + 1 ?"])
+    results = run_all(store, early, until="score")
+    save_run(root, record_results(store, early, results))
+    score_dir = Path(results["score"].ref.path)
+    stored = pl.read_parquet(score_dir / "scores.parquet")
+    models = S.load_score_models(score_dir)
+    assert models.quality_weights is not None, "the defects give the quality probe labels of both classes"
+    # the runner saved the models score_prompts fitted: on the stored codes they give the stored scores
+    codes = {pool: load_codes_csr(results["encode"].ref.path, pool) for pool in models.pools}
+    ids = codes[models.pools[0]][0]
+    again = models.predict({pool: M for pool, (_, M) in codes.items()}, ids)
+    expect = pl.DataFrame({"id": ids}).join(stored, on="id", how="left", maintain_order="left")
+    assert again["cluster"].to_list() == expect["cluster"].to_list()
+    assert np.allclose(again["difficulty_hat"], expect["difficulty_hat"], rtol=1e-5, atol=1e-6)
+    assert np.allclose(again["quality_hat"], expect["quality_hat"], rtol=1e-5, atol=1e-6)
+
+    pool = pl.read_parquet(Path(results["ingest"].ref.path) / "prompts.parquet").head(4)
+    new = "what is 2 + 3 ?"
+    got = S.score_new(root, "latest", [*pool["prompt"], new], ids=[*pool["id"], "mine"])
+    assert got.columns == list(S.SCORES_COLUMNS) and got["id"].to_list() == [*pool["id"], "mine"]
+    mine = pool.select("id").join(stored, on="id", how="left", maintain_order="left")
+    assert got.head(4)["cluster"].to_list() == mine["cluster"].to_list()
+    assert np.allclose(got.head(4)["difficulty_hat"], mine["difficulty_hat"], rtol=1e-5, atol=1e-6)
+    assert np.allclose(got.head(4)["quality_hat"], mine["quality_hat"], rtol=1e-5, atol=1e-6)
+    last = got.row(4, named=True)
+    assert 0 <= last["cluster"] < models.k and np.isfinite(last["difficulty_hat"]) and 0 < last["quality_hat"] < 1
+    assert S.score_new(root, "latest", [new])["id"].to_list() == ["new-0"]  # default ids
+    with pytest.raises(ValueError, match="one distinct id per prompt"):
+        S.score_new(root, "latest", [new, new], ids=["a", "a"])

@@ -70,8 +70,8 @@ def test_report_rows_all_or_a_seeded_sample():
 def test_large_pool_reports_clusters_on_the_sample(data):
     X, prompts, R = data
     cfg = ScoreConfig(**FAST, minibatch_above=120, n_clusters=4)
-    result = score_prompts(X, prompts, cfg)
-    report = property_report(X, prompts, cfg, result.scores, R=R, k=result.params["k"])
+    result = score_prompts(X, prompts, cfg, ids=prompts["id"])
+    report = property_report(X, prompts, cfg, result.scores, ids=prompts["id"], R=R, k=result.params["k"])
     clusters = report.report.filter(pl.col("property") == "topic_clusters")
     assert set(clusters["n_train"]) == {cfg.minibatch_above}
     assert {*FEATURES, "shuffled"} <= set(clusters["features"])
@@ -87,8 +87,8 @@ def test_large_pool_whose_report_sample_has_no_topic_reports_no_clusters_and_say
     cfg = ScoreConfig(**FAST, minibatch_above=120, n_clusters=4, baselines=False)
     outside = prompts["id"].to_numpy()[np.setdiff1d(np.arange(prompts.height), report_rows(prompts.height, cfg))]
     lone = prompts.with_columns(topic=pl.when(pl.col("id") == outside[0]).then(pl.col("topic")))
-    result = score_prompts(X, lone, cfg)
-    report = property_report(X, lone, cfg, result.scores, k=result.params["k"])
+    result = score_prompts(X, lone, cfg, ids=lone["id"])
+    report = property_report(X, lone, cfg, result.scores, ids=lone["id"], k=result.params["k"])
     assert "topic_clusters" not in set(report.report["property"]) and result.scores.height == prompts.height
     assert any("has a topic" in n for n in report.notes)
 

@@ -253,7 +253,7 @@ def test_the_labelled_share_is_read_only_where_it_draws_the_labelled_subset():
     X = sp.csr_matrix(np.ones((40, 3)))
     cfg = load_config(demo)
     for share in (0.2, 0.9):
-        got = align_inputs(X, prompts, cfg.score.model_copy(update={"label_fraction": share}), None, None, None, None)
+        got = align_inputs(X, prompts, cfg.score.model_copy(update={"label_fraction": share}), None, ids=prompts["id"])
         assert got.labelled.tolist() == [i % 4 == 0 for i in range(40)]
 
 
