@@ -1,7 +1,8 @@
 """Answer extraction and verification, bounded in wall time and safe to call from any thread.
 
 - :func:`extract_final_answer` finds the answer a model wrote (the last ``#### X`` or ``\\boxed{...}``,
-  whichever comes later; boxes written together, ``\\boxed{3}, \\boxed{5}``, are one answer, as in math-verify).
+  whichever comes later; boxes written together, ``\\boxed{3}, \\boxed{5}``, are one answer, as in math-verify: only
+  whitespace, math delimiters and one separator between them, so ``\\boxed{3}. Wait, ... \\boxed{5}`` answers 5).
 - :func:`normalize_answer` / :func:`normalize_answers` turn a gold answer in any common shape into canonical text.
 - :func:`verify_answer` / :func:`verify_batch` judge a completion against a gold answer.
 
@@ -60,8 +61,12 @@ A mixed number (``2 1/2``) or a repeating decimal (``0.\\overline{3}``) goes to 
 an answer with unit words after it without them (``3/4 cup`` as 3/4). An answer whose canonical text would be over
 MAX_ANSWER_CHARS (``'1' * 1990 + 'e999'`` written out) is not read: a gold unparsed, a prediction wrong. A gold that
 math-verify can only read as one pick among several answers ('236 adult, 342 child', or a number it found inside LaTeX
-that does not parse as a whole: '$R=1, I=(-1,1)$'), or a clock time, is unparsed, not a guess; a prediction read that
-way ('#### 17 | 18') is wrong. A verdict shows the gold's canonical text (as normalize_answer gives it).
+that does not parse as a whole: '$R=1, I=(-1,1)$'), or a clock time with a.m./p.m., is unparsed, not a guess; a
+prediction read that way ('#### 17 | 18') is wrong, and so is a false equation of numbers ('50=51': math-verify
+compared its right-hand side). A bare clock time (``5:45``) is read as its time, not the ratio 1/9: only the same time
+matches it (``5:45 p.m.`` does), and a number only where the gold may also be a ratio in lowest terms (``9:10``: see
+_CLOCK). A unit in parentheses after a number is unit words only (``9 (apples)``, ``4 (m)``): ``2(x+1)``, ``3(5)`` and
+``3 (x)`` are math (see _UNIT_PAREN). A verdict shows the gold's canonical text (as normalize_answer gives it).
 Everything else goes through math-verify's ``parse``/``verify`` in a small persistent pool of worker processes.
 math-verify's own timeouts use ``signal.alarm`` and fail outside the main thread, so they are switched off
 (``parsing_timeout=None``/``timeout_seconds=None``) and time is bounded here: each worker arms its own interval
@@ -85,11 +90,12 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
 from functools import lru_cache
+from math import gcd
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, NamedTuple
 
-VERSION = "3"  # the verdict rules' version, part of the cache key of every stage that verifies (saerl.stages):
+VERSION = "4"  # the verdict rules' version, part of the cache key of every stage that verifies (saerl.stages):
 # bump it with any change that can turn a verdict, a normalized gold answer or an extracted final answer
 WORKERS_FAILED = "verifier workers failed to start"  # the detail of every task of a call whose pool never started
 MAX_SCAN_CHARS = 20_000  # extract_final_answer looks at most at the last this-many characters
@@ -218,7 +224,27 @@ def _trie_pattern(words: frozenset[str]) -> str:
 # the lookahead of three letters first, so that no word list is tried where no word stands (after the number itself).
 _TAIL_WORD = (rf"(?=[A-Za-z]{{3}})(?!(?i:{_trie_pattern(_NUMBER_WORDS | _FRACTION_WORDS)})(?![A-Za-z])|{_PERCENT_WORD})"
               rf"[A-Za-z]{{3,}}")
-_UNIT_TAIL = rf"(?:\s*{_CURRENCY})?(?:\s*(?:\([^()]{{0,60}}\)|{_TAIL_WORD}(?: {_TAIL_WORD}){{0,3}}))?(?:\s*\.)?\s*"
+# Words LaTeX names as math: never prose nor a unit ('sin x', '2 pi', '3 (pi)' stay math).
+_MATH_NAMES = frozenset(
+    "alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi omicron pi varpi rho "
+    "sigma tau upsilon phi varphi chi psi omega sqrt sin cos tan cot csc arcsin arccos arctan sinh cosh tanh log ln lg "
+    "exp inf infty infinity arcsec arccsc arccot sech csch coth gcd lcm det".split()
+)
+# A unit in parentheses after a number (ASDiv's '9 (apples)', '18 (cm)', '4 (m)', '3 (pieces of candy)', '2 (t-shirts)'):
+# unit words only, letters with spaces, hyphens, apostrophes and full stops between them, with a word of two or more
+# letters that LaTeX does not name as math, or, after a space, one of the unit letters UNIT_LETTERS. A parenthesis holding a
+# digit, an operator, a backslash or a brace is math, and so is a lone variable or math name ('2(x+1)', '4(1+\sqrt{3})',
+# '3(5)', '5(x-3)', '3 (x)', '4(s)', '2 (pi)'): each was read as its bare number, so '\boxed{2(x+1)}' was right against 2 and
+# the gold '6(x+y+z)' was stored as 6.
+UNIT_LETTERS = "mglsh"  # metre, gram, litre, second, hour: ASDiv writes '4 (m)', '350 (g)'; any other letter is a variable
+MAX_UNIT_PAREN_CHARS = 60  # the longest unit in parentheses read ('3 (pieces of drawing paper)')
+_UNIT_PAREN = (
+    rf"(?<=\s)\(\s*(?i:[{UNIT_LETTERS}])\s*\)"  # a unit letter after a space: '4 (m)' (no space: '4(s)' is a product)
+    rf"|\(\s*(?=[^()]{{0,{MAX_UNIT_PAREN_CHARS}}}?[A-Za-z]{{2}})"
+    rf"(?![^()]{{0,{MAX_UNIT_PAREN_CHARS}}}?(?<![A-Za-z]){_trie_pattern(_MATH_NAMES)}(?![A-Za-z]))"
+    rf"[A-Za-z][A-Za-z .'\-]{{0,{MAX_UNIT_PAREN_CHARS - 1}}}\)"
+)
+_UNIT_TAIL = rf"(?:\s*{_CURRENCY})?(?:\s*(?:{_UNIT_PAREN}|{_TAIL_WORD}(?: {_TAIL_WORD}){{0,3}}))?(?:\s*\.)?\s*"
 # A scale or power word written as LaTeX text ('1.5 \text{ million}', '5\mathrm{~squared}'): read as the plain word.
 _LATEX_NUMBER_WORD = re.compile(rf"\\(?:text|textrm|mathrm|mbox)\{{[\s~]*((?i:{_NUMBER_WORD_ALT}))\s*\}}")
 # The scale or power word after a plain number ('1.5 million', '$1.5$ million', '5 squared'); an article stands for
@@ -273,12 +299,23 @@ _REPEATING = re.compile(
     rf"\s*(?:\$\s*)?(?P<sign>{_SIGN}?)(?P<whole>\d*)\.(?P<fixed>\d*)\\(?:overline|bar)\{{(?P<rep>\d+)\}}(?:\s*\$)?\s*"
 )
 _BOXED = "\\boxed{"
-# Boxes written together are one answer ('\boxed{3}, \boxed{5}' is {3, 5}), as math-verify joins them
-# (latex2sympy2_extended's extract_boxed_content): an earlier box joins when fewer than BOX_JOIN_NEAR_CHARS
-# characters separate it from the next, or, holding another answer, fewer than BOX_JOIN_SEP_CHARS with a separator.
-BOX_JOIN_NEAR_CHARS = 10
-BOX_JOIN_SEP_CHARS = 70
-_BOX_SEPARATOR = re.compile(r"\b(?:and|or)\b|,|;")
+# Boxes written together are one answer ('\boxed{3}, \boxed{5}' is {3, 5}, '$\boxed{3}$ or $\boxed{5}$' a hedge), as
+# math-verify joins them (math_verify.parser's boxed pattern: math environments holding a box, apart by whitespace and
+# one ',', 'and' or 'or'): an earlier box joins the next when only these stand between them (see _BOX_GAP):
+# - whitespace, math delimiters ('$', '\(', '\]') and LaTeX spaces ('\quad', '\,', '~'), with at most one separator
+#   (',', ';', 'and', 'or', ', and', ', or', '\lor', '\vee', or one of these as LaTeX text: '\text{ or }');
+# - or, math-verify's shape, the earlier box's math environment closing, one separator, the next one opening, each
+#   environment holding other math around its box ('$x = \boxed{3}$ or $x = \boxed{5}$').
+# Prose between them is no joining ('\boxed{3}. Wait, let me recheck: 2+3=5, so the answer is \boxed{5}' answers 5:
+# a self-correction; a comma anywhere in 70 characters between them used to join it into the set {3, 5}, wrong).
+_BOX_FILL = r"(?:\s|\$|\\[()\[\]]|\\[,;:! ]|\\q?quad(?![A-Za-z])|~)"
+_BOX_SEP = r"(?:,\s*)?(?i:and|or)(?![A-Za-z])|[,;]|\\(?:lor|vee)(?![A-Za-z])"
+_BOX_SEPARATOR = rf"(?:{_BOX_SEP}|\\(?:text|textrm|mathrm|mbox)\{{\s*(?:{_BOX_SEP})\s*\}})"
+_MATH_INSIDE = r"(?:[^$\n\\]|\\(?![()\[\]]))"  # a character inside one math environment
+_BOX_GAP = re.compile(
+    rf"{_BOX_FILL}*+(?:{_BOX_SEPARATOR}{_BOX_FILL}*+)?"
+    rf"|{_MATH_INSIDE}*+(?:\$\$?|\\[)\]])\s*{_BOX_SEPARATOR}\s*(?:\$\$?|\\[(\[]){_MATH_INSIDE}*+"
+)
 _EMPHASIS = re.compile(r"\s*(?P<mark>\*\*?)(?P<inner>[^*]+)(?P=mark)\s*")  # markdown bold/italic: '**18**'
 _ANSWER_JOIN = ", "  # how the boxes of one answer are joined: a set to math-verify ('3,500' would be one number)
 _HASHES = "####"
@@ -313,6 +350,27 @@ _LEADING_RELATION = re.compile(r"\s*(?:=|\\approx|\\simeq|\u2248)\s*")
 _AND = " and "  # how math-verify joins the $...$ spans it read as one answer
 # A clock time ('3:30 p.m.', '9:03:36 AM', '$2: 15$ PM'): math-verify reads the hour alone (or h/mm as a ratio).
 _CLOCK_TIME = re.compile(r"\d{1,2}:\s?\d{2}(?::\d{2})?\s*\$?\s*[ap]\.?\s?m\b\.?", re.I)
+# A bare clock time ('5:45', '12:50', '17:03', '9:03:36'; ASDiv's "It is 2:00. What time will it be in three hours and
+# forty-five minutes?"): an hour of one or two digits (0-23), minutes (and seconds) of two (00-59). math-verify read it
+# as a ratio, 5:45 as 1/9, so '\boxed{3:27}' and '\boxed{\frac{1}{9}}' were right, '\boxed{5:45 PM}' wrong, and the
+# gold was stored as '\frac{1}{9}'. Such a gold is read as its time (canonical text '5:45', detail _CLOCK), and a
+# prediction written with a colon matches it only as the same time ('5:45', '05:45', '5{:}45'; with a.m./p.m., which
+# the gold leaves open, its hour on either clock: '5:45 p.m.' matches 5:45 and 17:45); times are never converted
+# ('17:45' is not 5:45) and an equal ratio is no match ('3:27'). The text alone cannot tell a ratio from a time (ASDiv's
+# ratio golds '9:10', '7:50', '22:15' look like times, its times '8:15', '14:55' like ratios), but a ratio answer is
+# written in lowest terms (every ASDiv ratio gold is): a gold whose hour and minutes are coprime, with no leading zero
+# and no seconds, may be a ratio, and a prediction written without a colon ('\frac{9}{10}', '0.9') is compared with
+# that ratio by math-verify; against any other ('5:45', '17:03': a time) it is wrong. A ratio whose second term is no
+# two digits ('5:6', '13:1', '11:9') cannot be a time and stays math-verify's ratio ('15:18' is 5:6).
+_CLOCK = "clock time"  # the detail of a gold normalised as one
+_CLOCK_UNITS = ("h", "min", "s")  # the parts of a clock time, as a _Reading's quantities
+_HOURS_PER_DAY, _MINUTES_PER_HOUR, _HOURS_PER_HALF_DAY = 24, 60, 12
+_NO_LEADING_ZERO = 10  # the least two-digit minutes written without a leading zero ('9:10'; '17:03' is a time)
+_CLOCK_COLON = re.compile(r"\{:\}|\\colon(?![A-Za-z])")  # LaTeX colons: '5{:}45', '5 \colon 45'
+_PAIR_WRITTEN = re.compile(r":|\\colon(?![A-Za-z])")  # a prediction written as a pair or a time: with a colon
+_CLOCK_READ = re.compile(
+    r"\s*(?P<h>\d{1,2})\s*:\s*(?P<m>\d{2})(?:\s*:\s*(?P<s>\d{2}))?(?:\s*(?P<half>[ap])\.?\s?m(?![A-Za-z])\.?)?\s*", re.I
+)
 _NOT_A_NUMBER = re.compile(r"\s*(?:\$\s*)?[+-]?nan(?:\s*\$)?\s*", re.I)  # 'NaN' (a missing value written out) is no answer
 # A number-like answer followed by short words ('3/4 cup', '12 in', '3/4 of a cup', '60 km/h', '18 sq. ft.'): read as LaTeX,
 # the words become variables (3/4 cup = 3/(4*c*u*p)). Words of 3+ letters and the two-letter units are units or prose,
@@ -325,11 +383,6 @@ _NUMBER_HEAD = (
 )
 _NUMBER_WITH_WORDS = re.compile(
     rf"\s*(?P<head>{_NUMBER_HEAD})\s+(?P<words>{_UNIT_WORD}(?:(?:\s+|\s*/\s*){_UNIT_WORD}){{0,{MAX_UNIT_WORDS - 1}}})\s*"
-)
-_MATH_NAMES = frozenset(
-    "alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi omicron pi varpi rho "
-    "sigma tau upsilon phi varphi chi psi omega sqrt sin cos tan cot csc arcsin arccos arctan sinh cosh tanh log ln lg "
-    "exp inf infty infinity arcsec arccsc arccot sech csch coth gcd lcm det".split()
 )
 # Two-letter words that are units or prose ('12 in', '18 sq. ft.', '3/4 of a cup'); any other ('4 xy', '4 ac', '12 or B',
 # '3 IV') is a product of variables or a pick among answers, and keeps the answer whole.
@@ -437,10 +490,10 @@ def _last_hashes_answer(tail: str) -> tuple[int, str | None]:
 
 def _joined_boxes(tail: str, last: int) -> tuple[str, ...] | None:
     """The contents of the last ``\\boxed{`` (at `last`) and of the boxes written together with it, first to last,
-    as math-verify joins them: an earlier box joins when fewer than BOX_JOIN_NEAR_CHARS characters separate it from
-    the next one, or when it holds another answer and fewer than BOX_JOIN_SEP_CHARS characters with a separator
-    (',', ';', 'and', 'or') do ('\\boxed{3}, \\boxed{5}', '$\\boxed{3}$ or $\\boxed{5}$'); a repeat of the next
-    box's answer right before it is dropped. None when the last box is unclosed or empty. Linear in the text."""
+    as math-verify joins them: an earlier box joins the next one when only whitespace, math delimiters and at most one
+    separator stand between them (see _BOX_GAP: '\\boxed{3}, \\boxed{5}', '$\\boxed{3}$ or $\\boxed{5}$',
+    '\\boxed{3}\\boxed{5}'; not '\\boxed{3}. Wait, so it is \\boxed{5}'); a repeat of the next box's answer right
+    before it is dropped. None when the last box is unclosed or empty. Linear in the text."""
     content = _boxed_content(tail, last)
     if content is None or not content.strip():
         return None
@@ -451,9 +504,7 @@ def _joined_boxes(tail: str, last: int) -> tuple[str, ...] | None:
             break
         between = tail[start + len(_BOXED) + len(earlier) + 1 : later]
         earlier = earlier.strip()
-        near = len(between) < BOX_JOIN_NEAR_CHARS
-        if not near and (earlier == parts[0] or len(between) >= BOX_JOIN_SEP_CHARS
-                         or not _BOX_SEPARATOR.search(between)):
+        if _BOX_GAP.fullmatch(between) is None:
             break
         if earlier != parts[0]:
             parts.insert(0, earlier)
@@ -1005,7 +1056,8 @@ class _Reading(NamedTuple):
     """An answer as the fast path reads it (see _read_answer), on either side.
 
     kind: _NUMBER_DETAIL (value: the number), _PERCENT_DETAIL (value: N of N%; number_text: N's canonical text, '12.5'
-        or '\\frac{1}{3}') or _COMPOUND (negative, quantities).
+        or '\\frac{1}{3}'), _COMPOUND (negative, quantities) or _CLOCK (a gold only: quantities, its hour, minutes and
+        seconds, see _clock_time).
     A NamedTuple, and its canonical text a property: both sides are read for every verdict, and only the gold's text
     is ever written out (its length is checked for both: see _read_answer).
     """
@@ -1018,9 +1070,12 @@ class _Reading(NamedTuple):
 
     @property
     def text(self) -> str:
-        """Canonical text, which reads back the same ('18', '12.5%', '\\frac{1}{3}%', '-5 ft 6 in')."""
+        """Canonical text, which reads back the same ('18', '12.5%', '\\frac{1}{3}%', '-5 ft 6 in', '5:45')."""
         if self.kind == _COMPOUND:
             return _compound_text(self.negative, self.quantities)
+        if self.kind == _CLOCK:
+            hour, *rest = (int(value) for value, _ in self.quantities)
+            return ":".join([str(hour), *(f"{part:02d}" for part in rest)])
         return f"{self.number_text}%" if self.kind == _PERCENT_DETAIL else _number_text(self.value)
 
 
@@ -1102,6 +1157,72 @@ def _unread_reason(text: str) -> str | None:
     return None
 
 
+class _ClockTime(NamedTuple):
+    """A clock time as written (see _clock_time): hour, minutes, seconds (None when not written), and its a.m./p.m.
+    marker ('a', 'p'; None when not written)."""
+
+    hour: int
+    minutes: int
+    seconds: int | None
+    half: str | None
+
+
+def _clock_time(text: str) -> _ClockTime | None:
+    """A bare clock time ('5:45', '$12:50$', '17:03', '9:03:36', '5{:}45'; markdown emphasis, a full stop and LaTeX text
+    around its a.m./p.m. as for any answer: '5:45 \\text{ p.m.}', '**5:45 PM**'), else None; also None for an hour over 23
+    (over 12, or 0, with a.m./p.m.) or minutes or seconds over 59 ('25:30', '5:75', '13:30 p.m.'). Linear in the text."""
+    if len(text) > MAX_ANSWER_CHARS or (":" not in text and "colon" not in text):
+        return None  # cheap: most answers hold no colon
+    text = _plain_answer(text)
+    if (m := _ENCLOSING_MATH.fullmatch(text)) is not None:
+        text = next(g for g in m.groups() if g is not None)
+    text = _LATEX_SPACE.sub(" ", _LATEX_UNIT.sub(r" \1 ", _CLOCK_COLON.sub(":", text)))
+    m = _CLOCK_READ.fullmatch(text.replace("$", " ")) if "\\$" not in text else None
+    if m is None:
+        return None
+    hour, minutes, seconds = int(m.group("h")), int(m.group("m")), None if m.group("s") is None else int(m.group("s"))
+    half = m.group("half").lower() if m.group("half") else None
+    hours = range(1, _HOURS_PER_HALF_DAY + 1) if half else range(_HOURS_PER_DAY)
+    if hour not in hours or minutes >= _MINUTES_PER_HOUR or (seconds or 0) >= _MINUTES_PER_HOUR:
+        return None
+    return _ClockTime(hour, minutes, seconds, half)
+
+
+def _clock_reading(text: str) -> _Reading | None:
+    """A gold that is a bare clock time without a.m./p.m. ('5:45', see _clock_time) as its _Reading (kind _CLOCK,
+    canonical text '5:45', '9:03:36'), else None."""
+    time_ = _clock_time(text)
+    if time_ is None or time_.half is not None:
+        return None
+    parts = (time_.hour, time_.minutes) if time_.seconds is None else (time_.hour, time_.minutes, time_.seconds)
+    return _Reading(_CLOCK, quantities=tuple((Decimal(p), u) for p, u in zip(parts, _CLOCK_UNITS, strict=False)))
+
+
+def _may_be_ratio(gold: _Reading) -> bool:
+    """True if a _CLOCK gold may as well be a ratio in lowest terms: hour and minutes only, coprime, the minutes written
+    without a leading zero ('9:10', '8:15', '22:15'; not '5:45', '12:50', '17:03', '9:03:36', '0:45')."""
+    if len(gold.quantities) != len(_CLOCK_UNITS) - 1:
+        return False
+    hour, minutes = (int(value) for value, _ in gold.quantities)
+    return hour > 0 and minutes >= _NO_LEADING_ZERO and gcd(hour, minutes) == 1
+
+
+def _same_clock_time(gold: _Reading, pred: str) -> bool:
+    """True if `pred` states the clock time of a _CLOCK gold: the same hour, minutes and seconds ('5:45', '05:45',
+    '5{:}45' against 5:45); with a.m./p.m., which the gold leaves open, its hour on either clock ('5:45 p.m.' against
+    5:45 or 17:45, '12:50 a.m.' against 12:50 or 0:50). Never converted otherwise ('17:45' against 5:45 is wrong)."""
+    time_ = _clock_time(pred)
+    if time_ is None:
+        return False
+    hour, minutes, *seconds = (int(value) for value, _ in gold.quantities)
+    if (time_.minutes, time_.seconds) != (minutes, seconds[0] if seconds else None):
+        return False
+    if time_.half is None:
+        return time_.hour == hour
+    on_24h_clock = time_.hour % _HOURS_PER_HALF_DAY + (_HOURS_PER_HALF_DAY if time_.half == "p" else 0)
+    return hour in (time_.hour, on_24h_clock)
+
+
 def _refused_prediction(pred: str) -> str | None:
     """Why a prediction is wrong against any single-answer gold, or None: a compound quantity ('5 ft 6 in'; see
     _compound_quantity), or an answer the verifier does not read ('2 1/2 dozen', '5 ft -6 in'; see _unread_reason). A
@@ -1132,6 +1253,8 @@ def _fast_gold(gold: str) -> _Reading | NormalizedAnswer | None:
         return NormalizedAnswer("unparsed", "", "NaN (a missing value) is not an answer")
     if _CLOCK_TIME.search(core):
         return NormalizedAnswer("unparsed", "", "a clock time is not a number (math-verify reads only its hour)")
+    if (clock := _clock_reading(core)) is not None:  # '5:45': its time, not the ratio 1/9
+        return clock
     if (reading := _read_answer(core)) is not None:
         return reading
     if (why := _unread_reason(_plain_answer(core))) is not None:
@@ -1270,6 +1393,20 @@ def _equation_of_numbers(expr: Any) -> bool:
     return isinstance(expr, sympy.Equality) and bool(expr.lhs.is_number) and bool(expr.rhs.is_number)
 
 
+_FALSE_EQUATION = "a false equation of numbers (math-verify would compare its right-hand side alone)"
+
+
+def _false_equation(parsed: tuple) -> bool:
+    """Is math-verify's reading of a prediction an equation of numbers whose sides math-verify finds unequal ('50=51',
+    '2+2=5')? math-verify compares an equation's right-hand side with a number gold, so '\\boxed{50=51}' was right
+    against 51. A true one ('2+3=5', '\\frac{1}{2}=0.5') and an equation with a variable ('x=5') are not. in: the parse;
+    out: the verdict."""
+    from math_verify import verify
+
+    expr = next((p for p in parsed if not isinstance(p, str)), None)
+    return _equation_of_numbers(expr) and not verify(expr.lhs, expr.rhs, timeout_seconds=None, raise_on_error=True)
+
+
 def _lone_symbol(parsed: tuple, text: str) -> str | None:
     """The symbol, when math-verify's reading of a free text is one bare symbol and the text outside its math spans is
     prose (a word of two or more letters: '$C$ is not invertible', 'Any $h$ will work.', 'Only $\\mathbf{w}$ is a unit
@@ -1364,6 +1501,8 @@ def _task_verify(gold: str, pred: str, gold_number: str = "", pred_number: str =
         return ("no_answer", gold_text, "prediction could not be parsed")
     if (part := _partial_read(pred_parsed)) is not None:  # '17 | 18': a pick among answers, read as the last one
         return ("wrong", gold_text, f"ambiguous prediction: math-verify read only {pred_parsed[0]} out of {part[:60]!r}")
+    if _false_equation(pred_parsed):  # '50=51': math-verify compared its right-hand side alone
+        return ("wrong", gold_text, _FALSE_EQUATION)
     if verify(list(gold_parsed), list(pred_parsed), timeout_seconds=None, raise_on_error=True):
         return ("correct", gold_text, "math-verify")
     if gold_number or pred_number:  # one more comparison, for a percent pair only
@@ -1675,7 +1814,13 @@ def _judge_fast_gold(gold: _Reading, pred: str, single: bool) -> VerifyResult | 
     """The judgement of a prediction (`single`: one answer, not boxes written together) against a gold the fast path
     read, when no sympy is needed, else None. The prediction is read by the same reader as the gold (see _read_answer)
     and the two readings compared (see _same_reading); against a compound-quantity gold anything else is wrong, and so
-    is, against any gold, a prediction no single-answer gold can match (see _refused_prediction)."""
+    is, against any gold, a prediction no single-answer gold can match (see _refused_prediction). Against a clock-time
+    gold only the same time is right (see _same_clock_time), except that a prediction without a colon goes to
+    math-verify when the gold may also be a ratio (see _may_be_ratio: '\\frac{9}{10}' against '9:10')."""
+    if gold.kind == _CLOCK:  # the same time (see _same_clock_time), or a number against a possible ratio (math-verify)
+        if single and _PAIR_WRITTEN.search(pred) is None and _may_be_ratio(gold):
+            return None
+        return VerifyResult("correct" if single and _same_clock_time(gold, pred) else "wrong", pred, gold.text, _CLOCK)
     reading = _read_answer(pred) if single else None
     if gold.kind == _COMPOUND:
         same = reading is not None and _same_reading(gold, reading)
@@ -1734,7 +1879,8 @@ def fast_verdict(completion: str, gold: str) -> VerifyResult | None:
     unusable gold, a number or percent against a number or percent gold, each read by the one reader (``#### 1,000``,
     ``\\boxed{18.00}``, ``#### $18``, ``#### 18 dollars``, ``#### **18**``, ``#### 1 000 of them``, ``#### 1.5 thousand``,
     ``#### 2 thousand 5 hundred`` against 1000/18/1500/2500, ``#### 10%``, ``#### 1/2%`` against 0.1, 0.005), anything
-    against a compound-quantity gold (``5 ft 6 in``, ``5'6"``), or a prediction no single-answer gold matches
+    against a compound-quantity gold (``5 ft 6 in``, ``5'6"``) or a clock-time gold (``5:45``; a number against one that
+    may be a ratio, ``9:10``, goes to math-verify), or a prediction no single-answer gold matches
     (``#### 5 ft 6 in``, ``#### 2 1/2 dozen``, ``#### 5 ft -6 in`` against a number), and prose against a number, a
     percent or a compound quantity (``#### Yes``, ``\\boxed{Det}``; ``#### ten`` is read as 10). in: completion, gold; out: that VerifyResult, or None
     when the pair needs math-verify (call verify_batch for it)."""

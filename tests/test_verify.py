@@ -33,7 +33,8 @@ def warm_pool():
         ("The answer is $\\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
         ("\\boxed{\\frac{a}{b^{2}}} done", "\\frac{a}{b^{2}}"),
         ("\\boxed{1}\nThen we check the work again.\n\\boxed{2}", "2"),
-        ("\\boxed{1} and later \\boxed{2}", "1, 2"),  # written together: math-verify's {1, 2}
+        ("\\boxed{1}, \\boxed{2}", "1, 2"),  # written together: math-verify's {1, 2}
+        ("\\boxed{1} and later \\boxed{2}", "2"),  # prose between them: the last box
         ("\\boxed{7} then #### 8", "8"),  # a later #### wins over \boxed
         ("#### \n\\boxed{5}", "5"),  # an empty #### falls through to \boxed
         ("#### Step 2: double\n7*2=14\n\nThe final answer is \\boxed{14}.", "14"),  # the later marker wins
@@ -998,10 +999,156 @@ def test_a_fraction_in_words_whose_decimal_ends_is_judged_in_process(completion,
     assert got is not None and got.status == status, got
 
 
+@pytest.mark.parametrize(
+    ("gold", "text", "detail"),
+    [("9 (apples)", "9", "number"), ("4 (m)", "4", "number"), ("350 (g)", "350", "number"), ("2 (GB)", "2", "number"),
+     ("3 (pieces of candy)", "3", "number"), ("2 (t-shirts)", "2", "number"), ("5 (children's books)", "5", "number"),
+     ("18 (sq. ft.)", "18", "number"), ("9 (apples).", "9", "number"),
+     ("2(x+1)", "2(x+1)", "math-verify"), ("4(1+\\sqrt{3})", "4(1+\\sqrt{3})", "math-verify"), ("3(5)", "8", "math-verify"),
+     ("6(x+y+z)", "6(x+y+z)", "math-verify"), ("$6(x+y+z) $", "6(x+y+z)", "math-verify"), ("5(x-3)", "5(x-3)", "math-verify"),
+     ("3 (n-1)", "3 (n-1)", "math-verify"), ("3 (x)", "3 (x)", "math-verify"), ("4(s)", "4(s)", "math-verify"),
+     ("2 (pi)", "2 (pi)", "math-verify"), ("12 (x y)", "12 (x y)", "math-verify")],
+)
+def test_a_parenthesis_after_a_number_is_a_unit_only_when_it_holds_unit_words(gold, text, detail):
+    """Any parenthesis after a number was a unit ('9 (apples)'): '2(x+1)', '4(1+\\sqrt{3})', '3(5)' were stored as 2, 4, 3.
+    A unit is letters with spaces, hyphens, apostrophes and full stops, with a word of two or more letters that is no
+    math name, or a unit letter after a space (ASDiv's '4 (m)', '350 (g)'); a lone variable is a product ('3 (x)' is 3x).
+    ('3(5)' is math-verify's own reading, 8.)"""
+    got = normalize_answer(gold, 10)
+    assert (got.status, got.text, got.detail) == ("ok", text, detail), got
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status"),
+    [("\\boxed{2(x+1)}", "#### 2", "wrong"), ("\\boxed{2(x+1)}", "$2x+2$", "correct"),
+     ("\\boxed{2(\\sqrt{2}-1)}", "2", "wrong"), ("\\boxed{2(\\sqrt{2}-1)}", "$2\\sqrt{2}-2$", "correct"),
+     ("\\boxed{3(5)}", "3", "wrong"), ("\\boxed{5(x-3)}", "5", "wrong"), ("\\boxed{5(x-3)}", "$5x-15$", "correct"),
+     ("\\boxed{4 (1 + \\sqrt{3})}", "4", "wrong"), ("\\boxed{10 (\\pi - 2)}", "10", "wrong"), ("\\boxed{8 (mod 5)}", "8", "wrong"),
+     ("\\boxed{3 (n-1)}", "3", "wrong"), ("\\boxed{3 (x)}", "3", "wrong"), ("\\boxed{-2(x-1)}", "-2", "wrong"),
+     ("\\boxed{6}", "6(x+y+z)", "wrong"), ("\\boxed{6x+6y+6z}", "6(x+y+z)", "correct"),
+     ("\\boxed{2(5^{3/2}-8)}", "$2\\left(5^{3 / 2}-8\\right) $", "correct"), ("\\boxed{2}", "$2\\left(5^{3 / 2}-8\\right) $", "wrong"),
+     ("\\boxed{9 (apples)}", "9", "correct"), ("#### 4 (m)", "4 (m)", "correct"), ("#### 18 (cm)", "18", "correct")],
+)
+def test_a_number_before_math_in_parentheses_is_not_that_number(completion, gold, status):
+    """'\\boxed{2(x+1)}' was right against 2 and a right factored '\\boxed{5(x-3)}' wrong against 5x-15: math-verify was
+    handed the bare 2 and 5."""
+    got = verify_answer(completion, gold, 10)
+    assert got.status == status, got
+
+
+# Golds of each shape the verifier reads (GSM8K, ASDiv, CollegeMath, AMC/AIME-like), for the round-trip test below.
+REPRESENTATIVE_GOLDS = [
+    "Natalia sold 48/2 = 24 clips.\n#### 1,000", "9 (apples)", "4 (m)", "27.0", "-2", "1e-07", "$\\frac12$", "0.5", "10%",
+    "1/2%", "12.5 percent", "5 ft 6 in", "5'6\"", "2 hours and 30 minutes", "ten", "twelve apples", "2 and a half", "2 thirds",
+    "2 1/2", "0.\\overline{3}", "1.5 million", "2 thousand 5 hundred", "3/4 cup", "3.6 hours", "$4 \\frac{4}{9}$ days",
+    "$6(x+y+z) $", "2(x+1)", "4(1+\\sqrt{3})", "$2\\left(5^{3 / 2}-8\\right) $", "$x=-3$ or $x=11$", "$(1,3)$",
+    "$(-\\infty, 2) \\cup(3, \\infty)$", "$\\{1,2,3\\}$", "75,25", "$x^2+2x+1$", "$2 \\sqrt{3}$", "$\\infty$", "B", "$x=3$",
+    "5:45", "12:50", "17:03", "9:10", "5:6", "13:1", "033", "$7.474 \\times 10^{3}$", "$0.435 \\mathrm{~km}^{2}$",
+]
+
+
+@pytest.mark.parametrize("gold", REPRESENTATIVE_GOLDS)
+def test_a_canonical_gold_reads_back_as_itself_and_its_boxed_self_is_right(gold):
+    """Every stage verifies against the canonical `answer` column, so normalizing must be idempotent and a boxed canonical
+    gold right against it: '$6(x+y+z) $' was stored as '6(x+y+z)', which read back as 6 (so '\\boxed{6x+6y+6z}' was
+    wrong against the stored gold and '\\boxed{6}' right)."""
+    first = normalize_answer(gold, 10)
+    assert first.ok, first
+    again = normalize_answer(first.text, 10)  # the same text; its detail may name the faster path ('13:1' -> '13': number)
+    assert (again.status, again.text) == (first.status, first.text), (first, again)
+    got = verify_answer(f"\\boxed{{{first.text}}}", first.text, 10)
+    assert got.correct, got
+
+
+@pytest.mark.parametrize(
+    ("completion", "pred"),
+    [("So the answer is $\\boxed{3}$. Wait, let me recheck: 2+3=5, so the answer is $\\boxed{5}$.", "5"),
+     ("Thus $x = \\boxed{3}$. Hmm, that's wrong, it should be $\\boxed{5}$.", "5"),
+     ("First $\\boxed{3}$. Wait, correction: $\\boxed{5}$", "5"), ("$\\boxed{3}$; no, $\\boxed{5}$", "5"),
+     ("$\\boxed{12}$ → $\\boxed{5}$", "5"), ("\\boxed{3}. Wait \\boxed{5}", "5"), ("$\\boxed{3}$. Or $\\boxed{5}$", "5"),
+     ("\\boxed{3}, so that, and then \\boxed{5}", "5"), ("The answer is $\\boxed{5}$, i.e. $\\boxed{5}$.", "5")],
+)
+def test_a_self_correction_after_prose_is_the_last_box(completion, pred):
+    """A comma, 'and' or 'or' anywhere within 70 characters of prose joined two boxes: a self-correction ('\\boxed{3}.
+    Wait, ... \\boxed{5}') became the set {3, 5}, wrong against 5. math-verify joins boxes only across whitespace, math
+    delimiters and one separator."""
+    assert extract_final_answer(completion) == pred
+    got = verify_answer(completion, "#### 5", 10)
+    assert (got.status, got.pred) == ("correct", pred), got
+
+
+@pytest.mark.parametrize(
+    "completion",
+    ["\\boxed{3} or \\boxed{5}", "\\boxed{3}, \\boxed{5}", "$\\boxed{3}$ or $\\boxed{5}$", "$\\boxed{3}$, $\\boxed{5}$",
+     "\\boxed{3}\\boxed{5}", "\\boxed{3}; \\boxed{5}", "\\boxed{3}, and \\boxed{5}", "\\boxed{3} OR \\boxed{5}",
+     "$x = \\boxed{3}$ or $x = \\boxed{5}$", "$\\boxed{3} \\text{ or } \\boxed{5}$", "\\boxed{3} \\lor \\boxed{5}",
+     "\\[\\boxed{3}\\] or \\[\\boxed{5}\\]", "\\(\\boxed{3}\\), \\(\\boxed{5}\\)", "$\\boxed{3}$\n and $\\boxed{5}$",
+     "\\boxed{3}\\quad\\boxed{5}", "$$\\boxed{3}$$ or $$\\boxed{5}$$"],
+)
+def test_a_hedge_across_one_separator_is_still_one_answer(completion):
+    """Boxing each candidate is no answer: boxes apart by whitespace, math delimiters and one separator stay one set."""
+    assert extract_final_answer(completion) == "3, 5"
+    assert verify_answer(completion, "#### 5", 10).status == "wrong"
+
+
+@pytest.mark.parametrize(
+    ("gold", "text"),
+    [("5:45", "5:45"), ("12:50", "12:50"), ("17:03", "17:03"), ("05:45", "5:45"), ("9:03:36", "9:03:36"), ("$3:45$", "3:45"),
+     ("9:10", "9:10")],
+)
+def test_a_bare_clock_time_gold_is_its_time_not_a_ratio(gold, text):
+    """math-verify read '5:45' as the ratio 1/9: the gold was stored as '\\frac{1}{9}'."""
+    got = normalize_answer(gold, 10)
+    assert (got.status, got.text, got.detail) == ("ok", text, V._CLOCK), got
+
+
+@pytest.mark.parametrize(("gold", "text"), [("5:6", "\\frac{5}{6}"), ("13:1", "13"), ("11:9", "\\frac{11}{9}"),
+                                            ("$11: 4$", "\\frac{11}{4}"), ("25:30", "\\frac{5}{6}")])
+def test_a_ratio_that_cannot_be_a_time_stays_a_ratio(gold, text):
+    got = normalize_answer(gold, 10)
+    assert (got.status, got.text) == ("ok", text), got
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status"),
+    [("\\boxed{5:45}", "5:45", "correct"), ("\\boxed{05:45}", "5:45", "correct"), ("\\boxed{5{:}45}", "5:45", "correct"),
+     ("\\boxed{5:45 PM}", "5:45", "correct"), ("\\boxed{5:45 \\text{ p.m.}}", "5:45", "correct"),
+     ("#### 5:45 a.m.", "5:45", "correct"), ("\\boxed{5:45 p.m.}", "17:45", "correct"), ("\\boxed{12:50 a.m.}", "0:50", "correct"),
+     ("\\boxed{3:27}", "5:45", "wrong"), ("\\boxed{\\frac{1}{9}}", "5:45", "wrong"), ("\\boxed{0.111111}", "5:45", "wrong"),
+     ("\\boxed{17:45}", "5:45", "wrong"), ("\\boxed{5:45 a.m.}", "17:45", "wrong"), ("\\boxed{5:46}", "5:45", "wrong"),
+     ("\\boxed{\\frac{17}{3}}", "17:03", "wrong"), ("\\boxed{9:03}", "9:03:36", "wrong"), ("\\boxed{9:03:36}", "9:03:36", "correct"),
+     ("\\boxed{5:45}, \\boxed{6:45}", "5:45", "wrong"),
+     # a gold that may be a ratio in lowest terms: a number is compared with the ratio, a pair only as that pair
+     ("\\boxed{9:10}", "9:10", "correct"), ("\\boxed{\\frac{9}{10}}", "9:10", "correct"), ("\\boxed{0.9}", "9:10", "correct"),
+     ("\\boxed{18:20}", "9:10", "wrong"), ("\\boxed{27:30}", "9:10", "wrong"),
+     # a ratio that is no time stays math-verify's
+     ("\\boxed{15:18}", "5:6", "correct"), ("\\boxed{\\frac{5}{6}}", "5:6", "correct"), ("\\boxed{9:10}", "0.9", "correct")],
+)
+def test_a_clock_time_gold_is_matched_by_the_same_time(completion, gold, status):
+    """'\\boxed{3:27}' was right against '5:45' (both 1/9) and '\\boxed{5:45 PM}' wrong."""
+    got = verify_answer(completion, gold, 10)
+    assert got.status == status, got
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status"),
+    [("\\boxed{50=51}", "51", "wrong"), ("\\boxed{50=51}", "$x=51$", "wrong"), ("\\boxed{2+2=5}", "5", "wrong"),
+     ("\\boxed{2+3=5}", "5", "correct"), ("\\boxed{0.1+0.2=0.3}", "0.3", "correct"), ("\\boxed{\\frac{1}{2}=0.5}", "0.5", "correct"),
+     ("\\boxed{x=51}", "51", "correct")],
+)
+def test_a_false_equation_of_numbers_is_wrong(completion, gold, status):
+    """math-verify compares an equation's right-hand side with a number: '\\boxed{50=51}' was right against 51."""
+    got = verify_answer(completion, gold, 10)
+    assert got.status == status, got
+    if completion == "\\boxed{50=51}":
+        assert got.detail == V._FALSE_EQUATION
+
+
 # sha256 of saerl/verify.py for each verify.VERSION it was reviewed under
 REVIEWED_SOURCES = {"1": "389ac05f766a6a00cea8b6d6f4d02b71143480dec72fa24d31b18fccc754e926",
                     "2": "767bddca5d3066e1d9bf396331b0fcaf2d865914b669bf992581e27fb8a90984",
-                    "3": "fe32c5be8852f83abc248399b1d709bddff29f9a8e5b4baa67ff7ebed9082352"}
+                    "3": "fe32c5be8852f83abc248399b1d709bddff29f9a8e5b4baa67ff7ebed9082352",
+                    "4": "a44e439f118523ec422f97c3610449aa18749b80a4228db179f77db9bef5ceb7"}
 
 
 def test_a_change_of_verify_py_is_reviewed_for_its_version():
