@@ -143,11 +143,11 @@ REVIEWED = {'sources': {'activation_store': 'd2d6ff80fad723f8f0b3ca73b816fe8fd05
               'encode': '3',
               'evaluate': '21',
               'extract': '5',
-              'heldout': '1+verify3',
-              'ingest': '11+verify3',
-              'label': '10+verify3',
+              'heldout': '1+verify4',
+              'ingest': '11+verify4',
+              'label': '10+verify4',
               'properties': '1',
               'sae': '3',
               'score': '14',
               'testbed': '6',
-              'train': '16+verify3'}}
+              'train': '16+verify4'}}
