@@ -272,7 +272,7 @@ def write_file_atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def remove_temp_files(folder: Path) -> list[Path]:
     """Delete the temp files (TEMP_NAME) a killed :func:`write_file_atomic` left anywhere under `folder` (a partial
-    build reopened to resume: only its lock holder writes there). in: a folder; out: the paths removed."""
+    build being published: no writer is left in it). in: a folder; out: the paths removed."""
     stale = [p for p in folder.rglob(".*.tmp-*") if p.is_file() and TEMP_NAME.fullmatch(p.name)]
     for path in stale:
         path.unlink(missing_ok=True)
@@ -464,7 +464,6 @@ class ArtifactStore:
         """Open (or reopen, to resume) the partial folder of a build. Hold :meth:`lock` around the build."""
         partial = self.partial_path(stage, key)
         partial.mkdir(parents=True, exist_ok=True)
-        remove_temp_files(partial)  # a killed build's half-written file would be hashed into the artifact
         return Build(partial, {"started": time.time()})
 
     def publish(self, stage: str, key: str, build: Build, manifest: dict[str, Any] | None = None) -> ArtifactRef:
@@ -483,6 +482,9 @@ class ArtifactStore:
             **(manifest or {}),
             **notes,
         }
+        # a killed writer's half-written file would be hashed into the artifact; only now, with every writer done: the
+        # shards of a sharded build write into one partial folder at once (their chunk marks), each through begin
+        remove_temp_files(partial)
         before = file_stats(partial)  # the files as they are hashed: the memo below holds only if none moved since
         record["files"] = hash_tree(partial)
         write_json_atomic(partial / MANIFEST, record)

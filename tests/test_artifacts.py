@@ -48,8 +48,9 @@ def test_failed_build_leaves_no_final_and_keeps_partial(tmp_path):
 
 def test_a_killed_atomic_writes_temp_file_is_not_published_by_the_resumed_build(tmp_path):
     """A process killed inside write_file_atomic leaves '.<name>.tmp-<pid>' in the partial folder; the resumed
-    build hashed it into the artifact (a label stage's 5 MB of stale parquet, listed in the manifest). Reopening
-    the partial removes such temp files, and only those."""
+    build hashed it into the artifact (a label stage's 5 MB of stale parquet, listed in the manifest). Publishing
+    removes such temp files, and only those; reopening the partial does not: the shards of a sharded build reopen
+    one partial folder while others write their chunk marks through temp files there."""
     from saerl.artifacts import write_file_atomic
 
     store = ArtifactStore(tmp_path)
@@ -62,6 +63,8 @@ def test_a_killed_atomic_writes_temp_file_is_not_published_by_the_resumed_build(
     def build(b):
         write_file_atomic(b.path / "labels.parquet", lambda tmp: tmp.write_bytes(b"whole"))
 
+    store.begin("s", "k")  # a second shard starting while the first one writes
+    assert (partial / ".labels.parquet.tmp-26168").exists(), "another writer's temp file is left alone"
     ref, _ = store.ensure("s", "k", build)
     assert set(ref.manifest()["files"]) == {"labels.parquet", ".keep.tmp-notapid"}
 
