@@ -6,12 +6,12 @@ it plans, and after each stage; a long run that newer runs overtook reads what i
 stages; a run still going takes no place among the newest; a run killed before it could record its end is told by
 its free live lock and counts as ended); anything whose build lock another process holds (a build in progress);
 anything younger than `min_age_hours`. Besides the newest (unless `keep_runs` is 0), per config name
-(RunRecord.name): every artifact of the latest complete run (ended ok with the pipeline's last stage, FINAL_STAGE,
+(RunRecord.name; per sweep too for an ablation's children: :func:`lineage`): every artifact of the latest complete run (ended ok with the pipeline's last stage, FINAL_STAGE,
 recorded: not cut short by `--until`), which `--until` runs, sweep children, failed and killed runs pushed out of
 the newest places (hours of training on a real model); and the unfinished builds (`.partial-<key>/`: resume state,
 a training run's checkpoints) of every stage run that the latest run that did not end ok (failed, stopped or
-killed) planned (RunRecord.extra PLANNED, which a record keeps unless its run ended ok; a record without it, from
-before session 36, keeps nothing by this rule), not its finished artifacts. Removed: the other finished artifacts
+killed) planned, unless a newer run of it is complete (RunRecord.extra PLANNED, which a record keeps unless its run
+ended ok; a record without it, from before session 36, keeps nothing by this rule), not its finished artifacts. Removed: the other finished artifacts
 (`<root>/<stage>/<key>/`), unfinished builds (`.partial-<key>/`, so their resume state goes too) and
 leftovers of replaced artifacts (`.trash-<key>-<pid>/`), and the orchestrator's cache record of a stage run
 (`prefect-results/<stage>-<key>`) once its artifact is gone (removed now or before; same age rule). Nothing else
@@ -45,6 +45,7 @@ from saerl.runs import (
     RUNS_DIR,
     STILL_RUNNING,
     STOPPED,
+    SWEEP,
     UNFINISHED,
     RunRecord,
     list_runs,
@@ -240,8 +241,9 @@ def planned_keys(record: RunRecord) -> frozenset[Key]:
 def kept_records(root: Path, keep_runs: int) -> tuple[list[RunRecord], list[RunRecord], dict[str, RunRecord],
                                                     dict[str, tuple[RunRecord, str]]]:
     """Read every run record, newest first: (the `keep_runs` newest ended (every one when negative), every one still
-    going, {config name: its latest complete run}, {config name: (its latest run that did not end ok, how)}; the
-    last two are empty when keep_runs is 0). A run under way takes no place among the newest: a long run, or gc run
+    going, {lineage: its latest complete run}, {lineage: (its latest run that did not end ok, how), unless a newer
+    run of it is complete}; the last two are empty when keep_runs is 0; :func:`lineage`: the config name, and the
+    sweep of an ablation's child). A run under way takes no place among the newest: a long run, or gc run
     during one, would otherwise push out an ended run whose artifacts were kept. A record that cannot be read is an
     error while places among the newest are left (what it references is unknown), and passed over after them.
     in: root, runs to keep; out: the four."""
@@ -265,11 +267,20 @@ def kept_records(root: Path, keep_runs: int) -> tuple[list[RunRecord], list[RunR
             ended.append(record)
         if keep_runs == 0:
             continue
+        line = lineage(record)
         if how == ENDED_OK and is_complete(record):
-            complete.setdefault(record.name, record)
-        elif how != ENDED_OK:
-            resumable.setdefault(record.name, (record, how))
+            complete.setdefault(line, record)
+        elif how != ENDED_OK and line not in complete:  # a newer complete run of its line left its checkpoints stale
+            resumable.setdefault(line, (record, how))
     return ended, going, complete, resumable
+
+
+def lineage(record: RunRecord) -> str:
+    """What gc keeps a latest run of: its config name, and for an ablation's child its sweep too ('demo (sweep
+    <id>)'), since a sweep's children carry their base config's name: the last child of a sweep was 'the latest
+    complete run of demo' and a plain run of demo lost its trained policies to it. in: a record; out: the name."""
+    sweep = record.extra.get(SWEEP)
+    return f"{record.name} (sweep {sweep})" if sweep else record.name
 
 
 def kept_runs(root: Path, keep_runs: int) -> Kept:

@@ -362,3 +362,31 @@ def test_the_latest_run_that_did_not_end_ok_keeps_the_partial_builds_it_planned(
            "1 unfinished builds, 0.00 MB" in text
     collect(tmp_path, keep_runs=1)
     assert _present(tmp_path) == {"train/.partial-half", "extract/.partial-failedhalf"}
+
+
+def test_a_sweeps_complete_children_keep_their_own_latest_not_the_plain_runs_place(tmp_path):
+    """A sweep's children carry their base config's name: the last complete child was 'the latest complete run of
+    demo', and a plain `saerl run` of demo before the sweep lost its trained policies and evaluation. A plain run
+    and each sweep keep their own latest complete run. A failed run's resume state goes once a newer run of its line
+    is complete (its checkpoints are stale: GBs a failure would otherwise hold until the next one)."""
+    from saerl.runs import FAILED, PLANNED
+
+    store = ArtifactStore(tmp_path)
+    for key in ("plain", "child0", "child1", "child2", "child3"):
+        _artifact(store, "train", key)
+        _artifact(store, "evaluate", key)
+    (store.partial_path("train", "stale") / "checkpoint-50").mkdir(parents=True)
+    _record(tmp_path, "20260101-000000-000000-aaaa", {}, extra={FAILED: "train:saerl:0: boom",
+                                                                 PLANNED: {"train:saerl:0": "stale"}})
+    _record(tmp_path, "20260102-000000-000000-aaaa", {"train:saerl:0": "plain", "evaluate": "plain"})
+    for i in range(4):
+        _record(tmp_path, f"2026010{3 + i}-000000-000000-aaaa", {"train:saerl:0": f"child{i}", "evaluate": f"child{i}"},
+                extra={"sweep": "s1", "setting": f"mix_ratio=0.{i}"})
+    for stage in ("train", "evaluate"):
+        _age(tmp_path / stage, 2 * DAY_S)
+    report = collect(tmp_path, keep_runs=3, dry_run=True)
+    assert {f"{e.stage}/{e.path.name}" for e in report.removed} == {"train/child0", "evaluate/child0",
+                                                                    "train/.partial-stale"}
+    text = format_report(report)
+    assert "kept: the latest complete run of demo (20260102-000000-000000-aaaa): 2 artifacts" in text
+    assert "resume state" not in text
