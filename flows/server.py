@@ -113,12 +113,26 @@ def prefect_server(root: Path, api_url: str | None = None, dask_address: str | N
     warning when the run's tasks go to an existing Dask cluster (`dask_address`, runtime.dask_address), whose
     workers cannot use a server on this machine's loopback that ends with the run. The environment it sets
     (prefect_env, PREFECT_API_URL: read by the Dask workers and subprocesses the run starts) is as before once the
-    block ends, so a later Prefect call of the same process (a notebook's) does not use this root's home or a
-    server that has stopped."""
+    block ends, and so are Prefect's global settings where Prefect was imported meanwhile (:func:`_refresh_prefect`),
+    so a later Prefect call of the same process (a notebook's) does not use this root's home or a server that has
+    stopped."""
     env = prefect_env(root)
-    with _restored_env([*env, "PREFECT_API_URL"]):
-        os.environ.update(env)
-        yield from _serve(api_url or os.environ.get("PREFECT_API_URL"), dask_address)
+    try:
+        with _restored_env([*env, "PREFECT_API_URL"]):
+            os.environ.update(env)
+            yield from _serve(api_url or os.environ.get("PREFECT_API_URL"), dask_address)
+    finally:
+        _refresh_prefect()
+
+
+def _refresh_prefect() -> None:
+    """Read Prefect's global settings anew from the environment, as restored: Prefect reads them once, when first
+    imported, which for the CLI and a notebook's first run is inside prefect_server's block (its API URL and home
+    then stayed the stopped server's). Nothing to do where no Prefect was imported."""
+    context = sys.modules.get("prefect.context")
+    refresh = getattr(context, "refresh_global_settings_context", None)
+    if refresh is not None:
+        refresh()
 
 
 @contextmanager

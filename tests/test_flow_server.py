@@ -151,3 +151,27 @@ def test_the_environment_is_as_before_once_the_block_ends(tmp_path, monkeypatch)
     with pytest.raises(RuntimeError), server.prefect_server(tmp_path, "http://10.0.0.5:4200/api"):
         raise RuntimeError("the run failed")
     assert os.environ["PREFECT_HOME"] == "/before/home" and "PREFECT_API_URL" not in os.environ
+
+
+def test_prefects_own_settings_are_the_callers_again_once_the_block_ends(tmp_path):
+    """Prefect reads its settings from the environment once, at its first import, which for the CLI and a
+    notebook's first run comes inside the block: its API URL and home stayed the stopped server's and this root's
+    even with os.environ put back. In a fresh interpreter (Prefect not imported before the block)."""
+    code = f"""
+import os, sys
+from pathlib import Path
+os.environ.pop("PREFECT_API_URL", None)
+os.environ["PREFECT_HOME"] = {str(tmp_path / "mine")!r}
+from flows.server import prefect_server
+assert "prefect" not in sys.modules
+with prefect_server(Path({str(tmp_path / "root")!r}), api_url="http://127.0.0.1:9/api"):
+    from prefect.settings import get_current_settings
+    assert get_current_settings().api.url == "http://127.0.0.1:9/api"
+s = get_current_settings()
+assert s.api.url is None and str(s.home) == {str(tmp_path / "mine")!r}, (s.api.url, s.home)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env | {"PYTHONPATH": str(root)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
