@@ -7,8 +7,12 @@ the train stage's vanilla order too (session 36's contributor audit).
 
 SHAPES maps each module to the stages whose artifacts its code shapes: traced by running every stage of the smoke
 config (score.difficulty_source=measured for label) and recording which saerl modules ran while each computed,
-plus the paths a smoke run does not take (Dask shards: pipeline.prepare_shards; held-out files: data; the label
-stage's seeded subset: property_models). A new module must be placed in SHAPES or NO_ARTIFACT."""
+plus the paths a smoke run does not take (Dask shards: pipeline.prepare_shards; held-out files: data, in heldout and
+in train's learning curve; the label stage's seeded subset: property_models) and the constants a trace does not see
+(data.GOOD_QUALITY and curriculum.NO_PROBE_QUALITY in what score writes). A new module must be placed in SHAPES or
+NO_ARTIFACT. A change that bumps some of a module's stages and not others is a decision about each: the failure lists
+the stages whose versions stayed, since one left out is reused stale (curriculum.py changed and curriculum bumped
+alone: the vanilla arm's training, keyed on no curriculum version, kept its old order)."""
 
 from __future__ import annotations
 
@@ -26,9 +30,9 @@ SHAPES: dict[str, tuple[str, ...]] = {
     "activations": ("testbed", "extract", "sae", "encode", "label", "train", "heldout"),
     "artifacts": ALL,
     "config": ALL,  # its validators and defaults are what every stage's config slice holds
-    "curriculum": ("curriculum", "train"),  # train: vanilla_order, whole_batches, cluster shares
+    "curriculum": ("score", "curriculum", "train"),  # train: vanilla_order, whole_batches; score: NO_PROBE_QUALITY
     "dapo": ("train",),
-    "data": ("ingest", "heldout", "evaluate"),
+    "data": ("ingest", "score", "properties", "train", "heldout", "evaluate"),  # train: its eval sets; GOOD_QUALITY
     "evaluate": ("train", "heldout", "evaluate"),
     "labels": ("label",),
     "pipeline": ("ingest", "extract", "encode"),  # data_file; prepare_shards lays out a sharded store
@@ -83,6 +87,18 @@ def unbumped(reviewed: dict[str, dict[str, str]], now: dict[str, dict[str, str]]
             and all(versions.get(s) == now["versions"][s] for s in SHAPES[m])]
 
 
+def kept_versions(reviewed: dict[str, dict[str, str]], now: dict[str, dict[str, str]]) -> list[str]:
+    """For each module of SHAPES whose source differs from `reviewed`, the stages it shapes whose code version did not
+    change (all of them for an unbumped module). in: REVIEWED, current(); out: one line per such module."""
+    versions, sources = reviewed.get("versions", {}), reviewed.get("sources", {})
+    out = []
+    for m in SHAPES:
+        same = [s for s in SHAPES[m] if versions.get(s) == now["versions"][s]]
+        if m in sources and sources[m] != now["sources"][m] and same:
+            out.append(f"saerl/{m}.py: {', '.join(same)}")
+    return out
+
+
 def test_a_module_that_shapes_artifacts_changes_only_with_a_decision():
     """A module's source changed while none of the stages it shapes changed its code version: its stored
     artifacts would be reused as if the code were the same. Decide: bump, or re-pin."""
@@ -92,17 +108,25 @@ def test_a_module_that_shapes_artifacts_changes_only_with_a_decision():
         "changed without a stage version bump:\n  " + "\n  ".join(stale) + "\nIf the change alters what a stage "
         "writes (a number, a row, a file), bump that stage's version in saerl/stages.py and docs/design.md's stage "
         f"table; if it alters none (a docstring, a message, a plot's looks), do not. Either way, then re-pin: {REPIN}")
-    assert REVIEWED == now, f"the sources or stage versions changed since they were reviewed; re-pin: {REPIN}"
+    kept = kept_versions(REVIEWED, now)
+    assert REVIEWED == now, ("the sources or stage versions changed since they were reviewed" + (
+        "; of the stages these changed modules shape, these kept their versions: bump each whose output the change "
+        "alters:\n  " + "\n  ".join(kept) + "\n" if kept else "") + f"; re-pin: {REPIN}")
 
 
 def test_a_change_counts_as_decided_once_a_stage_it_shapes_is_bumped():
-    """curriculum.py shapes curriculum and train: editing it unbumped is caught; bumping train alone (vanilla_order
-    changed) decides it; a change to another module's source is that module's."""
+    """curriculum.py shapes score, curriculum and train: editing it unbumped is caught; bumping train (vanilla_order
+    changed) decides it; bumping curriculum alone decides it too, but the failure names score and train, which kept
+    their versions; a bump of a stage it does not shape decides nothing."""
     now = {"versions": {s: "1" for s in ALL}, "sources": {m: "a" for m in SHAPES}}
     edited = {**now, "sources": {**now["sources"], "curriculum": "b"}}
-    assert unbumped(now, edited) == ["saerl/curriculum.py shapes curriculum, train"]
+    assert unbumped(now, edited) == ["saerl/curriculum.py shapes score, curriculum, train"]
+    assert kept_versions(now, edited) == ["saerl/curriculum.py: score, curriculum, train"]
     assert unbumped(now, {**edited, "versions": {**now["versions"], "train": "2"}}) == []
-    assert unbumped(now, {**edited, "versions": {**now["versions"], "score": "2"}}) != []
+    curriculum_bumped = {**edited, "versions": {**now["versions"], "curriculum": "2"}}
+    assert unbumped(now, curriculum_bumped) == []
+    assert kept_versions(now, curriculum_bumped) == ["saerl/curriculum.py: score, train"]
+    assert unbumped(now, {**edited, "versions": {**now["versions"], "sae": "2"}}) != []
 
 
 def repin() -> None:
@@ -121,7 +145,7 @@ if __name__ == "__main__":
 # the sources as last reviewed, with every stage's code version then (written by `python tests/test_stage_sources.py`)
 REVIEWED = {'sources': {'activation_store': 'd2d6ff80fad723f8f0b3ca73b816fe8fd057d0952cc300abde95840721ee834e',
              'activations': '43511743fb8d41d3984255d85c1ed6804ed41fbcd723b96e5be9d2272761775c',
-             'artifacts': 'add42425618c1a7306c51c41bfd3b86cfa57a220e4130a270b3aa9c3fdba4250',
+             'artifacts': '4ba43d5a960f71165eb92471f0e8adcf765b04b6fb5d6fe7038d16b5dd079928',
              'config': '4ca2356f70bea240094928f165dc5b93af55475bef32c10d915ea5a6d3f76118',
              'curriculum': '8a9096694c616d99190c235c467e9d78076b27ae81a84d041bfb07edb7265c68',
              'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
