@@ -209,10 +209,10 @@ def renamed_model(store: str | Path, group: zarr.Group, model: str) -> StoreMeta
 
 
 def store_bytes(meta: StoreMeta) -> int:
-    """Raw bytes of a store's residuals: every token's (float16) when meta.store_tokens, plus each pooled vector
-    (float32). in: store metadata; out: bytes."""
+    """Raw bytes of a store: every token's residual (float16) when meta.store_tokens, each pooled vector (float32)
+    and every token's id (int32, stored either way). in: store metadata; out: bytes."""
     tokens = meta.n_tokens * meta.d_model * 2 if meta.store_tokens else 0
-    return tokens + meta.n_prompts * len(meta.pooling) * meta.d_model * 4
+    return tokens + meta.n_prompts * len(meta.pooling) * meta.d_model * 4 + meta.n_tokens * 4
 
 
 def check_disk(store: Path, raw_bytes: int) -> None:

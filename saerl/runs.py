@@ -40,9 +40,9 @@ LIVE = ".live"  # runs/<run id>.live: locked by the run's process while it runs 
 STILL_RUNNING = "running"  # how status shows a record marked running whose process holds its live lock
 KILLED = "killed: its process ended before it could record how (SIGKILL, out of memory, a lost machine)"
 MICROS = 1_000_000  # microseconds a second: a run id's finest unit
-PLANNED = "planned"  # RunRecord.extra key while a run is under way: {stage run: artifact key} of every stage run it
-# plans (saerl.sweep.planned_run_keys), so `saerl gc` keeps what it will reuse (removed when it ends ok; a failed,
-# stopped or killed run's keeps it: gc keeps the partial builds of the latest such run of a config, its resume state)
+PLANNED = "planned"  # RunRecord.extra key from a run's start: {stage run: artifact key} of every stage run it plans
+# (saerl.sweep.planned_run_keys), so `saerl gc` keeps what a run under way will reuse; removed when it ends ok, kept
+# when it fails, stops or is killed: gc keeps the partial builds of the latest such run of a config, its resume state
 GIT = "git"  # RunRecord.extra key: the code tags of the checkout the run ran (saerl.tracking.git_tags)
 PREFECT_TAGS = "prefect"  # RunRecord.extra key: the Prefect flow run (and deployment) it ran in, as MLflow tags
 SWEEP = "sweep"  # RunRecord.extra key of an ablation's child run: the id of its sweep (ROOT/sweeps/<id>/)

@@ -608,7 +608,8 @@ def test_an_extraction_that_cannot_fit_on_its_disk_is_refused_before_writing(tmp
 
     token_ids = [[1, 2, 3, 4]] * 3
     cfg = ExtractConfig(chunk_rows=2, pooling=["mean", "max"])
-    raw = 12 * 64 * 2 + 3 * 2 * 64 * 4  # tokens x d_model float16 + prompts x poolings x d_model float32
+    raw = 12 * 64 * 2 + 3 * 2 * 64 * 4 + 12 * 4  # tokens x d_model float16 + prompts x poolings x d_model float32
+    # + token ids int32
     free = raw - 1  # a check at 75% of the raw size passed a store that took 78% of it (94% at a real width)
     monkeypatch.setattr(store_mod.shutil, "disk_usage", lambda p: sh._ntuple_diskusage(10**12, 10**12 - free, free))
     with pytest.raises(OSError, match=r"extraction would write up to .* GB of residuals .*extract.store_tokens=false"):

@@ -143,7 +143,7 @@ if __name__ == "__main__":
 
 
 # the sources as last reviewed, with every stage's code version then (written by `python tests/test_stage_sources.py`)
-REVIEWED = {'sources': {'activation_store': 'd2d6ff80fad723f8f0b3ca73b816fe8fd057d0952cc300abde95840721ee834e',
+REVIEWED = {'sources': {'activation_store': 'c2b38d177fa16a1a72c2a6ce044576ce9ff3239b3e43cdd0e23957e0d83245fc',
              'activations': '43511743fb8d41d3984255d85c1ed6804ed41fbcd723b96e5be9d2272761775c',
              'artifacts': '4ba43d5a960f71165eb92471f0e8adcf765b04b6fb5d6fe7038d16b5dd079928',
              'config': '4ca2356f70bea240094928f165dc5b93af55475bef32c10d915ea5a6d3f76118',
