@@ -62,11 +62,12 @@ an answer with unit words after it without them (``3/4 cup`` as 3/4). An answer 
 MAX_ANSWER_CHARS (``'1' * 1990 + 'e999'`` written out) is not read: a gold unparsed, a prediction wrong. A gold that
 math-verify can only read as one pick among several answers ('236 adult, 342 child', or a number it found inside LaTeX
 that does not parse as a whole: '$R=1, I=(-1,1)$'), or a clock time with a.m./p.m., is unparsed, not a guess; a
-prediction read that way ('#### 17 | 18') is wrong, and so is a false equation of numbers ('50=51': math-verify
-compared its right-hand side). A bare clock time (``5:45``) is read as its time, not the ratio 1/9: only the same time
-matches it (``5:45 p.m.`` does), and a number only where the gold may also be a ratio in lowest terms (``9:10``: see
-_CLOCK). A unit in parentheses after a number is unit words only (``9 (apples)``, ``4 (m)``): ``2(x+1)``, ``3(5)`` and
-``3 (x)`` are math (see _UNIT_PAREN). A verdict shows the gold's canonical text (as normalize_answer gives it).
+prediction read that way ('#### 17 | 18') is wrong. An equation of numbers in a prediction is math-verify's: it compares
+the right-hand side (``\\frac{1}{3}=0.33`` is right against 0.33). A bare clock time (``5:45``) is read as its time, not
+the ratio 1/9: only the same time matches it (``5:45 p.m.`` does), and a number only where the gold may also be a ratio
+in lowest terms (``9:10``: see _CLOCK). A unit in parentheses after a number is unit words only (``9 (apples)``,
+``4 (m)``, ``20 (km/h)``, ``5 (cm^2)``): ``2(x+1)``, ``3(5)``, ``3 (x)`` and ``2(ab)`` are math (see _UNIT_PAREN). A
+verdict shows the gold's canonical text (as normalize_answer gives it).
 Everything else goes through math-verify's ``parse``/``verify`` in a small persistent pool of worker processes.
 math-verify's own timeouts use ``signal.alarm`` and fail outside the main thread, so they are switched off
 (``parsing_timeout=None``/``timeout_seconds=None``) and time is bounded here: each worker arms its own interval
@@ -230,19 +231,53 @@ _MATH_NAMES = frozenset(
     "sigma tau upsilon phi varphi chi psi omega sqrt sin cos tan cot csc arcsin arccos arctan sinh cosh tanh log ln lg "
     "exp inf infty infinity arcsec arccsc arccot sech csch coth gcd lcm det".split()
 )
-# A unit in parentheses after a number (ASDiv's '9 (apples)', '18 (cm)', '4 (m)', '3 (pieces of candy)', '2 (t-shirts)'):
-# unit words only, letters with spaces, hyphens, apostrophes and full stops between them, with a word of two or more
-# letters that LaTeX does not name as math, or, after a space, one of the unit letters UNIT_LETTERS. A parenthesis holding a
-# digit, an operator, a backslash or a brace is math, and so is a lone variable or math name ('2(x+1)', '4(1+\sqrt{3})',
-# '3(5)', '5(x-3)', '3 (x)', '4(s)', '2 (pi)'): each was read as its bare number, so '\boxed{2(x+1)}' was right against 2 and
+# Two-letter words that are units or prose ('12 in', '18 sq. ft.', '3/4 of a cup'); any other ('4 xy', '4 ac', '12 or B',
+# '3 IV') is a product of variables or a pick among answers, and keeps the answer whole.
+_SHORT_WORDS = frozenset("in ft yd mi mm cm km nm kg mg lb oz ml hr yr ms hz kw kb mb gb tb sq cu pt qt rs of an at on".split())
+# Three-letter words read as a unit standing alone in parentheses ('60 (mph)', '359 (lbs)', ASDiv's '32 (CDs)'): a run of
+# three letters is as likely a product of variables ('6(xyz)', '2(abc)'), so only these are units; any other is math,
+# English count words included ('5 (men)' is read, '4 (box)' is math: no ASDiv gold is one). A phrase of several words
+# needs one known unit among them ('3 (hot dogs)', '2 (pet fish)': 'dogs', 'fish'; see _UNIT_PAREN).
+UNIT_ABBREVIATIONS = frozenset(
+    "sec min hrs yrs day wks mos lbs kgs ozs gal qts pts cup tsp tbs yds mph kph kmh rpm fps cal deg amp mol pcs doz "
+    "cts usd eur gbp inr cds men".split()
+)
+# A unit in parentheses after a number (ASDiv's '9 (apples)', '18 (cm)', '4 (m)', '3 (pieces of candy)', '2 (t-shirts)',
+# and '20 (km/h)', '5 (cm^2)', '8 (cm3)', '3 (m²)'): unit words, with at most MAX_UNIT_PAREN_CHARS characters inside, as
+# - one word: a known unit (of two letters in _SHORT_WORDS, of three in UNIT_ABBREVIATIONS, or of four or more letters:
+#   '(apples)', '(t-shirts)', "(children's)"), or, after a space, a unit letter of UNIT_LETTERS ('4 (m)', '350 (g)');
+# - a compound unit: such words (and unit letters, after a space or not) joined by '/' or 'per' ('(km/h)', '(m/s)',
+#   '(kg/m)', '(km per hr)'; not '(km/x)');
+# - a phrase: words joined by spaces, with one known unit among them ('(pieces of candy)', '(sq. ft.)'), or such phrases
+#   joined by '/' or 'per' ('(sq. ft./min)');
+# each word optionally with a full stop ('(in.)') and a square or cube ('^2', '^{3}', '2', ' 3', '²', '³': '(cm^2)',
+# '(cm3)', '(cm 3)'), and no word LaTeX names as math, in any case ('2 (pi)', '2 (Pi)', '3 (sin x)'). Anything else is
+# math: a digit other than a power ('3(5)', '8 (mod 5)'; '3 (1/2 cups)' is then no number and unread), an operator other
+# than '/', a backslash or a brace ('2(x+1)', '4(1+\sqrt{3})'), a lone variable ('3 (x)', '4(s)') and a product of
+# letters ('2(ab)', '6(xyz)', '5 (xy)', '12 (x y)'). Read as its bare number, '\boxed{2(x+1)}' was right against 2 and
 # the gold '6(x+y+z)' was stored as 6.
 UNIT_LETTERS = "mglsh"  # metre, gram, litre, second, hour: ASDiv writes '4 (m)', '350 (g)'; any other letter is a variable
 MAX_UNIT_PAREN_CHARS = 60  # the longest unit in parentheses read ('3 (pieces of drawing paper)')
+_NOT_MATH_NAME = rf"(?!(?i:{_trie_pattern(_MATH_NAMES)})(?![A-Za-z]))"
+_UNIT_POWER = r"(?:\s?\^\s?(?:[23]|\{[23]\})|\s?[23]|[²³])(?![\d^])"  # a square or cube: '^2', '^{3}', '2', ' 3', '²'
+# a unit word standing alone: two letters in _SHORT_WORDS, three in UNIT_ABBREVIATIONS, or four or more letters
+# (with hyphens between parts of two or more letters and a possessive: 't-shirts', "children's", "boys'")
+_LONG_WORD = r"[A-Za-z](?:-?[A-Za-z]){3,}(?:-[A-Za-z]{2,})*(?:'s?)?(?![A-Za-z'\-])"
+_KNOWN_UNIT = (rf"{_NOT_MATH_NAME}(?:{_LONG_WORD}|(?i:{_trie_pattern(UNIT_ABBREVIATIONS)}|"
+               rf"{_trie_pattern(_SHORT_WORDS)})(?![A-Za-z'\-]))\.?")
+_UNIT_LETTER = rf"(?i:[{UNIT_LETTERS}])(?![A-Za-z'\-])\.?"
+_ANY_WORD = rf"{_NOT_MATH_NAME}[A-Za-z]+(?:-[A-Za-z]{{2,}})*(?:'s?)?(?![A-Za-z'\-])\.?"
+_UNIT_PER = r"\s*/\s*|\s+per\s+"
+# a phrase: two or more words apart by spaces, one of them a known unit ('pieces of candy', 'sq. ft.', 'square feet')
+_UNIT_PHRASE = (rf"(?=[^()/]*?(?<![A-Za-z]){_KNOWN_UNIT})"
+                rf"{_ANY_WORD}(?:{_UNIT_POWER})?(?:\s+{_ANY_WORD}(?:{_UNIT_POWER})?)+")
+_UNIT_PART = rf"{_UNIT_PHRASE}|(?:{_KNOWN_UNIT}|{_UNIT_LETTER})(?:{_UNIT_POWER})?"  # one side of a '/' or 'per'
 _UNIT_PAREN = (
-    rf"(?<=\s)\(\s*(?i:[{UNIT_LETTERS}])\s*\)"  # a unit letter after a space: '4 (m)' (no space: '4(s)' is a product)
-    rf"|\(\s*(?=[^()]{{0,{MAX_UNIT_PAREN_CHARS}}}?[A-Za-z]{{2}})"
-    rf"(?![^()]{{0,{MAX_UNIT_PAREN_CHARS}}}?(?<![A-Za-z]){_trie_pattern(_MATH_NAMES)}(?![A-Za-z]))"
-    rf"[A-Za-z][A-Za-z .'\-]{{0,{MAX_UNIT_PAREN_CHARS - 1}}}\)"
+    rf"(?<=\s)\(\s*{_UNIT_LETTER}(?:{_UNIT_POWER})?\s*\)"  # a unit letter after a space: '4 (m)' ('4(s)' is a product)
+    rf"|\((?=[^()]{{0,{MAX_UNIT_PAREN_CHARS}}}\))\s*"
+    rf"(?:(?:{_UNIT_PHRASE}|{_KNOWN_UNIT}(?:{_UNIT_POWER})?)(?:(?:{_UNIT_PER})(?:{_UNIT_PART}))*"  # '(apples)', '(km/h)'
+    rf"|{_UNIT_LETTER}(?:{_UNIT_POWER})?(?:(?:{_UNIT_PER})(?:{_UNIT_PART}))+)"  # '(m/s)'
+    rf"\s*\)"
 )
 _UNIT_TAIL = rf"(?:\s*{_CURRENCY})?(?:\s*(?:{_UNIT_PAREN}|{_TAIL_WORD}(?: {_TAIL_WORD}){{0,3}}))?(?:\s*\.)?\s*"
 # A scale or power word written as LaTeX text ('1.5 \text{ million}', '5\mathrm{~squared}'): read as the plain word.
@@ -361,7 +396,8 @@ _CLOCK_TIME = re.compile(r"\d{1,2}:\s?\d{2}(?::\d{2})?\s*\$?\s*[ap]\.?\s?m\b\.?"
 # written in lowest terms (every ASDiv ratio gold is): a gold whose hour and minutes are coprime, with no leading zero
 # and no seconds, may be a ratio, and a prediction written without a colon ('\frac{9}{10}', '0.9') is compared with
 # that ratio by math-verify; against any other ('5:45', '17:03': a time) it is wrong. A ratio whose second term is no
-# two digits ('5:6', '13:1', '11:9') cannot be a time and stays math-verify's ratio ('15:18' is 5:6).
+# two digits ('5:6', '13:1', '11:9') cannot be a time and stays math-verify's ratio (a prediction '15:18' is right
+# against it; a gold written '15:18' is a clock time, so '5:6' is wrong against that gold).
 _CLOCK = "clock time"  # the detail of a gold normalised as one
 _CLOCK_UNITS = ("h", "min", "s")  # the parts of a clock time, as a _Reading's quantities
 _HOURS_PER_DAY, _MINUTES_PER_HOUR, _HOURS_PER_HALF_DAY = 24, 60, 12
@@ -384,9 +420,7 @@ _NUMBER_HEAD = (
 _NUMBER_WITH_WORDS = re.compile(
     rf"\s*(?P<head>{_NUMBER_HEAD})\s+(?P<words>{_UNIT_WORD}(?:(?:\s+|\s*/\s*){_UNIT_WORD}){{0,{MAX_UNIT_WORDS - 1}}})\s*"
 )
-# Two-letter words that are units or prose ('12 in', '18 sq. ft.', '3/4 of a cup'); any other ('4 xy', '4 ac', '12 or B',
-# '3 IV') is a product of variables or a pick among answers, and keeps the answer whole.
-_SHORT_WORDS = frozenset("in ft yd mi mm cm km nm kg mg lb oz ml hr yr ms hz kw kb mb gb tb sq cu pt qt rs of an at on".split())
+# _SHORT_WORDS: the two-letter words that are units or prose (see above, before _UNIT_PAREN).
 # Math names that are also units ('30 sec', '5 min'): math when an argument word follows ('2 sec x', '3 mod n').
 _UNIT_OR_FUNCTION = frozenset("sec min max mod".split())
 _ARTICLE = "a"  # the one single-letter word that is prose ('3/4 of a cup'); any other is a variable ('3/4 of x')
@@ -1393,20 +1427,6 @@ def _equation_of_numbers(expr: Any) -> bool:
     return isinstance(expr, sympy.Equality) and bool(expr.lhs.is_number) and bool(expr.rhs.is_number)
 
 
-_FALSE_EQUATION = "a false equation of numbers (math-verify would compare its right-hand side alone)"
-
-
-def _false_equation(parsed: tuple) -> bool:
-    """Is math-verify's reading of a prediction an equation of numbers whose sides math-verify finds unequal ('50=51',
-    '2+2=5')? math-verify compares an equation's right-hand side with a number gold, so '\\boxed{50=51}' was right
-    against 51. A true one ('2+3=5', '\\frac{1}{2}=0.5') and an equation with a variable ('x=5') are not. in: the parse;
-    out: the verdict."""
-    from math_verify import verify
-
-    expr = next((p for p in parsed if not isinstance(p, str)), None)
-    return _equation_of_numbers(expr) and not verify(expr.lhs, expr.rhs, timeout_seconds=None, raise_on_error=True)
-
-
 def _lone_symbol(parsed: tuple, text: str) -> str | None:
     """The symbol, when math-verify's reading of a free text is one bare symbol and the text outside its math spans is
     prose (a word of two or more letters: '$C$ is not invertible', 'Any $h$ will work.', 'Only $\\mathbf{w}$ is a unit
@@ -1501,8 +1521,6 @@ def _task_verify(gold: str, pred: str, gold_number: str = "", pred_number: str =
         return ("no_answer", gold_text, "prediction could not be parsed")
     if (part := _partial_read(pred_parsed)) is not None:  # '17 | 18': a pick among answers, read as the last one
         return ("wrong", gold_text, f"ambiguous prediction: math-verify read only {pred_parsed[0]} out of {part[:60]!r}")
-    if _false_equation(pred_parsed):  # '50=51': math-verify compared its right-hand side alone
-        return ("wrong", gold_text, _FALSE_EQUATION)
     if verify(list(gold_parsed), list(pred_parsed), timeout_seconds=None, raise_on_error=True):
         return ("correct", gold_text, "math-verify")
     if gold_number or pred_number:  # one more comparison, for a percent pair only
