@@ -800,6 +800,18 @@ def section_names() -> set[str]:
     return {p.split(".")[0] for p in field_paths() if "." in p}
 
 
+def require_section(cfg: Any, section: str, where: str) -> None:
+    """Refuse a config that is not the section `section` of PipelineConfig a library function takes (a notebook
+    passed the whole config, or a dict, and met "'PipelineConfig' object has no attribute 'seed'"): TypeError naming
+    the function (`where`) and what to pass. in: the value given, the section's name, the function's name."""
+    expected = PipelineConfig.model_fields[section].annotation
+    if isinstance(cfg, expected):
+        return
+    fix = (f"pass its {section} section, cfg.{section}" if isinstance(cfg, PipelineConfig) else
+           f"pass a {expected.__name__} (saerl.config; a run's whole config's section: cfg.{section})")
+    raise TypeError(f"{where} takes the config's {section} section, not a {type(cfg).__name__}: {fix}")
+
+
 def mapping_fields() -> set[str]:
     """The dotted paths of mapping-valued fields (eval.sets, testbed.defect_kinds), whose entries an override may
     name: 'eval.sets.gsm8k=PATH'."""

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from saerl.config import CurriculumConfig
+from saerl.config import CurriculumConfig, require_section
 
 NO_PROBE_QUALITY = 1.0  # every prompt's quality_hat when the score stage could fit no quality probe: all kept
 
@@ -287,6 +287,10 @@ def build_order(scores: pl.DataFrame, cfg: CurriculumConfig, quality_threshold: 
     use independent draws of one generator seeded by `seed` (default cfg.seed), so the order is deterministic.
     Raises ValueError when the order is fitted to the run and no budget is given (:func:`budget_problem`), or when
     a cluster is missing or negative (-1 is the order's "no home cluster" mark)."""
+    require_section(cfg, "curriculum", "build_order")
+    if not isinstance(scores, pl.DataFrame):
+        raise TypeError(f"build_order takes the scores as a polars DataFrame, not a {type(scores).__name__}: read the "
+                        "score artifact's scores.parquet with pl.read_parquet (pl.from_pandas for a pandas frame)")
     if problem := budget_problem(cfg, budget):
         raise ValueError(problem)
     check_clusters(scores)

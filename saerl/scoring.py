@@ -33,7 +33,7 @@ from sklearn import metrics
 from sklearn.base import clone
 from sklearn.preprocessing import StandardScaler, normalize
 
-from saerl.config import ScoreConfig
+from saerl.config import ScoreConfig, require_section
 from saerl.curriculum import NO_PROBE_QUALITY
 from saerl.data import GOOD_QUALITY
 from saerl.property_models import (
@@ -550,6 +550,10 @@ def align_inputs(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measur
     the measured ids (measured source), else a seeded draw of cfg.label_fraction (at most cfg.label_max); a
     non-finite difficulty is no label. Raises ValueError when `ids` is None or repeats an id, the matrices' rows and
     the ids disagree, an id matches no prompt, or the codes hold NaN / infinite values (naming the first row's id)."""
+    require_section(cfg, "score", "score_prompts / property_report")
+    if not isinstance(prompts, pl.DataFrame):
+        raise TypeError(f"the prompts must be a polars DataFrame (id, prompt, ...), not a {type(prompts).__name__}: read "
+                        "the ingest artifact's prompts.parquet with pl.read_parquet (pl.from_pandas for a pandas frame)")
     if ids is None:
         raise ValueError("ids is required: the ids of the codes' rows, in their order (saerl.sae.load_codes_csr "
                          "returns them with the codes); the prompts frame is joined to them by id")

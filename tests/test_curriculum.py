@@ -416,3 +416,18 @@ def test_build_order_honours_fit_budget_as_the_stage_does():
         whole = build_order(scores, cfg.model_copy(update={"fit_budget": False}), 0.5)
         assert build_order(scores, cfg, 0.5, budget=40).equals(whole), update
         assert (whole["ramp"] == 0).all()
+
+
+def test_build_order_names_what_to_pass_for_the_whole_config_or_a_path():
+    """A notebook passed the run's whole config ("'PipelineConfig' object has no attribute 'seed'") or the scores'
+    path ("'str' object has no attribute 'columns'"): each is a TypeError naming what to pass."""
+    from saerl.config import PipelineConfig
+
+    scores = _scores([10, 10], 0)
+    with pytest.raises(TypeError, match=r"build_order takes the config's curriculum section, not a PipelineConfig: "
+                                        r"pass its curriculum section, cfg\.curriculum"):
+        build_order(scores, PipelineConfig(), 0.5)
+    with pytest.raises(TypeError, match=r"not a dict: pass a CurriculumConfig"):
+        build_order(scores, {"seed": 0}, 0.5)
+    with pytest.raises(TypeError, match=r"scores as a polars DataFrame, not a str: read .*scores\.parquet"):
+        build_order("scores.parquet", CurriculumConfig(fit_budget=False), 0.5)

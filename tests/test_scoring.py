@@ -933,3 +933,15 @@ def test_score_new_scores_new_prompts_with_a_finished_runs_models(tmp_path):
     assert S.score_new(root, "latest", [new])["id"].to_list() == ["new-0"]  # default ids
     with pytest.raises(ValueError, match="one distinct id per prompt"):
         S.score_new(root, "latest", [new, new], ids=["a", "a"])
+
+
+def test_score_prompts_names_what_to_pass_for_the_whole_config_or_a_path(data):
+    """The whole config ("'PipelineConfig' object has no attribute 'model_pool'") or the prompts' path ("string
+    indices must be integers") passed from a notebook: a TypeError naming what to pass."""
+    from saerl.config import PipelineConfig
+
+    X, prompts, _ = data
+    with pytest.raises(TypeError, match=r"takes the config's score section, not a PipelineConfig: .*cfg\.score"):
+        score_prompts(X, prompts, PipelineConfig(), ids=prompts["id"])
+    with pytest.raises(TypeError, match=r"prompts must be a polars DataFrame .*not a str: read .*prompts\.parquet"):
+        score_prompts(X, "prompts.parquet", ScoreConfig(**FAST), ids=prompts["id"])
