@@ -146,7 +146,7 @@ def weight_codes(X: sp.spmatrix, tfidf: bool, idf: np.ndarray | None = None) -> 
         raise ValueError(f"the idf has {len(idf)} weights but the codes have {Z.shape[1]} features: both must come "
                          "from the same SAE")
     if tfidf:
-        idf = TfidfTransformer(norm="l2").fit(Z).idf_ if idf is None else np.asarray(idf, dtype=np.float64)
+        idf = code_idf(Z) if idf is None else np.asarray(idf, dtype=np.float64)  # Z is float64 CSR: no copy there
         for start in range(0, Z.nnz, WEIGHT_BLOCK_NNZ):
             block = slice(start, start + WEIGHT_BLOCK_NNZ)
             Z.data[block] *= idf[Z.indices[block]]

@@ -160,8 +160,7 @@ class ScoreModels:
             if M.shape != (len(ids), self.d_sae):
                 raise ValueError(f"the {pool} codes are {M.shape[0]} x {M.shape[1]}, the models need {len(ids)} rows "
                                  f"(one per id) x {self.d_sae} features (the run's SAE width)")
-            if not np.isfinite(M.data).all():
-                raise ValueError(f"the {pool} codes hold NaN or infinite values: the encoding is broken")
+            check_finite(M, pool, ids)
         Z = weight_codes(codes[self.cluster_pool], self.idf is not None, self.idf)
         cluster = nearest_centroid(Z, self.centroids)
         difficulty = np.asarray(codes[self.difficulty_pool] @ self.difficulty_weights).ravel() + self.difficulty_intercept
@@ -542,6 +541,16 @@ class Aligned:
     labelled: np.ndarray
 
 
+def check_finite(M: sp.csr_matrix, name: str, ids: Sequence[Any]) -> None:
+    """Refuse codes holding NaN or infinite values, naming how many rows and the first one's id (sklearn's own error
+    named no row: "Input contains NaN"). in: CSR codes, their name, the ids of their rows."""
+    finite = np.isfinite(M.data)
+    if not finite.all():
+        bad = np.unique(np.repeat(np.arange(M.shape[0]), np.diff(M.indptr))[~finite])
+        raise ValueError(f"codes {name} hold NaN or infinite values in {len(bad)} rows (first: id "
+                         f"{ids[int(bad[0])]!r}): the encoding is broken; rebuild the encode artifact")
+
+
 def align_inputs(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measured: pl.DataFrame | None, *,
                  ids: Sequence[Any], C: sp.spmatrix | None = None, D: dict[str, sp.spmatrix] | None = None) -> Aligned:
     """The codes and prompts of score_prompts / property_report aligned to `ids` (required, one per row of the
@@ -580,11 +589,7 @@ def align_inputs(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measur
         if id(M) in checked:
             continue
         checked.add(id(M))
-        finite = np.isfinite(M.data)
-        if not finite.all():  # sklearn's own error named no row ("Input contains NaN")
-            bad = np.unique(np.repeat(np.arange(M.shape[0]), np.diff(M.indptr))[~finite])
-            raise ValueError(f"codes {name} hold NaN or infinite values in {len(bad)} rows (first: id "
-                             f"{ids[int(bad[0])]!r}): the encoding is broken; rebuild the encode artifact")
+        check_finite(M, name, ids)
     y_diff, source = resolve_difficulty(P, measured, cfg.difficulty_source)
     y_diff = np.where(np.isfinite(y_diff), y_diff, np.nan)  # an infinite label is no label (as ingest reads it)
     if "labelled" in P.columns:
