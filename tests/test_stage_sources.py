@@ -78,25 +78,28 @@ def test_every_module_is_placed():
     assert all(set(stages) <= set(ALL) for stages in SHAPES.values())
 
 
-def unbumped(reviewed: dict[str, dict[str, str]], now: dict[str, dict[str, str]]) -> list[str]:
-    """The modules of SHAPES whose source differs from `reviewed` while every stage they shape has the code version
-    `reviewed` recorded. in: REVIEWED, current(); out: one line per module."""
+def stayed(reviewed: dict[str, dict[str, str]], now: dict[str, dict[str, str]]) -> dict[str, list[str]]:
+    """{module of SHAPES whose source differs from `reviewed`: the stages it shapes whose code version is the one
+    `reviewed` recorded}, modules with none left out. in: REVIEWED, current(); out: that mapping."""
     versions, sources = reviewed.get("versions", {}), reviewed.get("sources", {})
-    return [f"saerl/{m}.py shapes {', '.join(SHAPES[m])}" for m in SHAPES
-            if m in sources and sources[m] != now["sources"][m]
-            and all(versions.get(s) == now["versions"][s] for s in SHAPES[m])]
-
-
-def kept_versions(reviewed: dict[str, dict[str, str]], now: dict[str, dict[str, str]]) -> list[str]:
-    """For each module of SHAPES whose source differs from `reviewed`, the stages it shapes whose code version did not
-    change (all of them for an unbumped module). in: REVIEWED, current(); out: one line per such module."""
-    versions, sources = reviewed.get("versions", {}), reviewed.get("sources", {})
-    out = []
+    out = {}
     for m in SHAPES:
         same = [s for s in SHAPES[m] if versions.get(s) == now["versions"][s]]
         if m in sources and sources[m] != now["sources"][m] and same:
-            out.append(f"saerl/{m}.py: {', '.join(same)}")
+            out[m] = same
     return out
+
+
+def unbumped(reviewed: dict[str, dict[str, str]], now: dict[str, dict[str, str]]) -> list[str]:
+    """The changed modules (:func:`stayed`) none of whose stages changed its code version. in: REVIEWED, current();
+    out: one line per module."""
+    return [f"saerl/{m}.py shapes {', '.join(same)}" for m, same in stayed(reviewed, now).items() if same == list(SHAPES[m])]
+
+
+def kept_versions(reviewed: dict[str, dict[str, str]], now: dict[str, dict[str, str]]) -> list[str]:
+    """For each changed module (:func:`stayed`), the stages it shapes whose code version did not change (all of them
+    for an unbumped module). in: REVIEWED, current(); out: one line per such module."""
+    return [f"saerl/{m}.py: {', '.join(same)}" for m, same in stayed(reviewed, now).items()]
 
 
 def test_a_module_that_shapes_artifacts_changes_only_with_a_decision():
