@@ -4,7 +4,9 @@ An SAE comes from one of three sources, behind :func:`obtain_sae`: a sae-lens pr
 (``SAE.from_pretrained``, needs hub access), a local sae-lens folder (``SAE.load_from_disk``), or one
 trained here with sae-lens's ``SAETrainer`` on a seeded random token sample of the activation store
 (content tokens only: never a prompt's head, see :mod:`saerl.activation_store`).
-Whatever the source, the SAE is saved in sae-lens format in ``out_dir`` and scored on held-out tokens.
+Whatever the source, the SAE is saved in sae-lens format in ``out_dir`` and scored on held-out tokens. An outside SAE
+trained on TransformerLens's centred residual stream (``center_writing_weights`` in its metadata) is fed each token's
+residual less its mean over d_model, in the report as in the codes (:func:`sae_input`).
 
 ``codes.zarr`` (P prompts, K = min(encode_top_k, d_sae)), one group per pooling in ``sae.encode_pool``::
 
@@ -132,6 +134,67 @@ def check_hook(hook_name: str | None, model_name: str | None, act: Activations, 
         notes.append(f"{problem} (sae.hook_check=warn)")
     if model_name and model_identity(model_name) != model_identity(act.meta.model):
         notes.append(f"SAE {origin} was trained on model {model_name!r}, the activations come from {act.meta.model!r}")
+    return notes
+
+
+# TransformerLens's from_pretrained options an SAE's metadata may name (model_from_pretrained_kwargs: how its model
+# was loaded for training) that leave every residual stream as transformers computes it: folded layer-norm weights,
+# value biases and factored attention matrices change the weights after the stream, not the stream; the rest are
+# placement and precision. center_writing_weights is the one option read (centres_inputs); any other is noted.
+RESIDUAL_NEUTRAL_KWARGS = frozenset({"fold_ln", "center_unembed", "fold_value_biases",
+                                     "refactor_factored_attn_matrices", "device", "n_devices", "move_to_device",
+                                     "dtype", "torch_dtype", "first_n_layers", "center_writing_weights"})
+
+
+def pretrained_kwargs(sae: Any) -> dict[str, Any]:
+    """The TransformerLens from_pretrained options an SAE's metadata says its model was loaded with
+    (model_from_pretrained_kwargs; {} when it names none, as an SAE trained here). in: a sae-lens SAE; out: a dict."""
+    return dict(getattr(getattr(sae.cfg, "metadata", None), "model_from_pretrained_kwargs", None) or {})
+
+
+def centres_inputs(sae: Any) -> bool:
+    """True if the SAE was trained on TransformerLens's residual stream with center_writing_weights (its metadata's
+    model_from_pretrained_kwargs: sae-lens's gpt2-small-res-jb and others): every write to that stream is centred
+    over d_model, so each token's residual is the transformers residual less its mean over d_model (exactly, for a
+    LayerNorm model, whose layers read the stream through a mean-subtracting norm). The sae and encode stages feed
+    such an SAE centred residuals (sae_input). in: a sae-lens SAE; out: the flag."""
+    return bool(pretrained_kwargs(sae).get("center_writing_weights"))
+
+
+def sae_input(sae: Any, x: torch.Tensor) -> torch.Tensor:
+    """The token rows x [n, d_in] as `sae` reads them: centred per row (its mean over d_in subtracted) when it
+    centres_inputs, else x itself; the mean and difference are taken in float32 (x may be the fp16 token sample).
+    in: the SAE, rows; out: rows of the same shape and dtype."""
+    if not centres_inputs(sae):
+        return x
+    wide = x.float()
+    return (wide - wide.mean(dim=-1, keepdim=True)).to(x.dtype)
+
+
+def processing_notes(sae: Any, act: Activations, origin: str) -> list[str]:
+    """What an outside SAE's metadata says about the model's processing that extraction did not do alike: its
+    residuals centred (centres_inputs: done here, said), TransformerLens options that would change the residual
+    stream and are not applied (not RESIDUAL_NEUTRAL_KWARGS), and a BOS token before every training text
+    (metadata prepend_bos) where the extracted prompts do not all begin with one same token (no BOS nor chat-template
+    head: each prompt's own first token then holds the attention sink that the SAE saw only on BOS). in: the SAE,
+    the store, where the SAE came from; out: notes ([] when nothing differs)."""
+    notes = []
+    kwargs = pretrained_kwargs(sae)
+    if centres_inputs(sae):
+        notes.append(f"SAE {origin} was trained on TransformerLens's residual stream with center_writing_weights "
+                     "(metadata model_from_pretrained_kwargs): each token's residual is centred (its mean over d_model "
+                     "subtracted) before it is encoded, which is that stream for a LayerNorm model")
+    if other := sorted(set(kwargs) - RESIDUAL_NEUTRAL_KWARGS):
+        notes.append(f"SAE {origin} was trained on a model loaded with TransformerLens options "
+                     f"{ {k: kwargs[k] for k in other} } (metadata model_from_pretrained_kwargs), which extraction "
+                     "does not apply: its codes may read activations unlike its training ones")
+    if getattr(getattr(sae.cfg, "metadata", None), "prepend_bos", None) and act.n_prompts > 1:
+        first = act.group["input_ids"].get_orthogonal_selection(act.offsets[:-1].astype(np.int64))
+        if len(np.unique(first)) > 1:
+            notes.append(f"SAE {origin} was trained on texts that begin with a BOS token (metadata prepend_bos), but "
+                         f"the extracted prompts of {act.meta.model} begin with their own first tokens (no BOS nor "
+                         "chat-template head): that token holds the attention sink, which the SAE saw on BOS alone; "
+                         "use a tokenizer that adds BOS, or extract.chat_template=true with one that has a template")
     return notes
 
 
@@ -370,7 +433,7 @@ def obtain_sae(cfg: SAEConfig, activations_path: str | Path, out_dir: str | Path
         check_width(sae.cfg.d_in, act, origin)
         meta = sae.cfg.metadata
         notes = check_hook(getattr(meta, "hook_name", None), getattr(meta, "model_name", None), act, origin,
-                           refuse=cfg.hook_check == "refuse")
+                           refuse=cfg.hook_check == "refuse") + processing_notes(sae, act, origin)
     n_avail = min(cfg.train_tokens, act.n_content_tokens)
     n_held = max(1, round(n_avail * cfg.heldout_frac))  # the same held-out rows whatever the source
     sample = act.sample_tokens(n_avail if cfg.source == "train" else n_held, cfg.seed, dtype=np.float16)
@@ -380,7 +443,7 @@ def obtain_sae(cfg: SAEConfig, activations_path: str | Path, out_dir: str | Path
         train_sae(cfg, train, meta, device, progress).save_inference_model(out)
         origin = "trained here"
     else:
-        if (note := fold_expected_average(sae, held)) is not None:
+        if (note := fold_expected_average(sae, sae_input(sae, held))) is not None:
             notes.append(note)
         sae.save_model(out)
     sort_cfg(out / SAE_CFG)
@@ -389,7 +452,7 @@ def obtain_sae(cfg: SAEConfig, activations_path: str | Path, out_dir: str | Path
     report = {"source": cfg.source, "origin": origin, "architecture": sae.cfg.architecture(),
               "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae, "k": getattr(sae.cfg, "k", None),
               "n_train_tokens": len(train) if cfg.source == "train" else 0,
-              **evaluate_sae(sae, held, cfg.batch_size), "seconds": round(time.perf_counter() - started, 2),
+              **evaluate_sae(sae, sae_input(sae, held), cfg.batch_size), "seconds": round(time.perf_counter() - started, 2),
               "notes": notes}
     (out / REPORT_NAME).write_text(json.dumps(report, indent=1))
     return report
@@ -551,7 +614,7 @@ def encode_codes(activations_path: str | Path, sae_dir: str | Path, cfg: SAEConf
         with torch.no_grad():
             for a, b in prompt_groups(content, cfg.encode_batch_tokens):
                 rows = slice(starts[a], starts[b])
-                x = torch.from_numpy(tokens[rows][keep[rows]]).to(device, torch.float32)
+                x = sae_input(sae, torch.from_numpy(tokens[rows][keep[rows]]).to(device, torch.float32))
                 lens = torch.from_numpy(content[a:b]).to(device)
                 codes = sae.encode(x).float()  # a bf16/fp16 SAE: pool in float32 (numpy has no bfloat16)
                 for pool in cfg.encode_pool:

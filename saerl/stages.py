@@ -52,13 +52,13 @@ STAGES: dict[str, Stage] = {
             ("ingest", "testbed"), "residual-stream activations in chunked Zarr",
         ),
         Stage(
-            "sae", "3",
+            "sae", "4",
             ("sae.source", "sae.release", "sae.sae_id", "sae.path", "sae.hook_check", "sae.architecture", "sae.expansion", "sae.k",
              "sae.lr", "sae.train_tokens", "sae.batch_size", "sae.heldout_frac", "sae.seed", "sae.train_epochs",
              "sae.l1_coefficient", "sae.normalize", "sae.dead_feature_window"),
             ("extract",), "a sae-lens SAE (trained here, local, or pretrained) + its quality report",
         ),
-        Stage("encode", "3", ("sae.encode_pool", "sae.encode_top_k", "sae.encode_batch_tokens"), ("extract", "sae"), "sparse top-K SAE codes"),
+        Stage("encode", "4", ("sae.encode_pool", "sae.encode_top_k", "sae.encode_batch_tokens"), ("extract", "sae"), "sparse top-K SAE codes"),
         Stage(
             "label", "10",
             ("score.label_fraction", "score.label_max", "score.label_rollouts", "score.label_batch",

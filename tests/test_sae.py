@@ -671,3 +671,71 @@ def test_a_local_sae_named_under_home_loads(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     sae, origin = _source_sae(CFG.model_copy(update={"source": "local", "path": "~/saes/mine"}), "cpu")
     assert isinstance(sae, TopKSAE) and sae.cfg.d_sae == 64 and origin == "~/saes/mine"
+
+
+def _with_metadata(sae_dir, out, **metadata):
+    """A copy of the sae-lens folder sae_dir at out, its cfg.json metadata updated with `metadata`."""
+    shutil.copytree(sae_dir, out)
+    cfg_json = json.loads((out / "cfg.json").read_text())
+    cfg_json["metadata"].update(metadata)
+    (out / "cfg.json").write_text(json.dumps(cfg_json))
+    return out
+
+
+def test_an_sae_trained_on_centred_residuals_encodes_centred_residuals(store, trained, tmp_path):
+    """sae-lens's gpt2-small-res-jb (and other releases) were trained on TransformerLens's residual stream with
+    center_writing_weights (metadata model_from_pretrained_kwargs): each token's residual less its mean over d_model.
+    saerl fed them raw transformers residuals, with no note. Now the sae and encode stages centre each token for such
+    an SAE, and say so: its codes equal those of the same SAE with the centring folded into its encoder (an
+    independent form of the same map), and differ from what the raw residuals gave."""
+    import torch
+    from sae_lens import SAE
+
+    sae_dir, report = trained
+    centred = _with_metadata(sae_dir, tmp_path / "centred",
+                             model_from_pretrained_kwargs={"center_writing_weights": True, "fold_ln": True})
+    folded = SAE.load_from_disk(sae_dir)
+    assert folded.cfg.apply_b_dec_to_input
+    with torch.no_grad():  # (x - m·1 - b_dec) W + b_enc = (x - b_dec) (W - mean_rows W) + b_enc - mean(b_dec) W.sum(0)
+        b_enc = folded.b_enc - folded.b_dec.mean() * folded.W_enc.sum(0)
+        folded.W_enc -= folded.W_enc.mean(0, keepdim=True)
+        folded.b_enc.copy_(b_enc)
+    folded.save_model(tmp_path / "folded")
+
+    def codes(folder, name):
+        cfg = CFG.model_copy(update={"source": "local", "path": str(folder)})
+        rep = obtain_sae(cfg, store, tmp_path / f"sae_{name}")
+        encode_codes(store, tmp_path / f"sae_{name}", cfg, tmp_path / name, ChunkLog(tmp_path / name), progress=False)
+        return rep, load_codes_csr(tmp_path / name)[1].toarray()
+
+    rep_c, got = codes(centred, "c")
+    rep_f, want = codes(tmp_path / "folded", "f")
+    _, raw = codes(sae_dir, "raw")
+    scale = np.abs(raw).max()  # the tiny SAE's codes are small: compare with their scale, and which features are kept
+    assert np.abs(got - want).max() <= 1e-3 * scale and np.array_equal(got > 0, want > 0)
+    assert ((got > 0) != (raw > 0)).sum() > 0.1 * (raw > 0).sum(), "raw residuals keep other features: it can tell"
+    assert rep_f["notes"] == [] and len(rep_c["notes"]) == 1 and "center_writing_weights" in rep_c["notes"][0]
+    assert rep_c["l0"] == rep_f["l0"] and rep_c["dead_features"] == rep_f["dead_features"]
+
+
+def test_an_sae_of_other_model_processing_or_a_bos_the_prompts_lack_is_noted(store, trained, tmp_path):
+    """A TransformerLens loading option that changes the residual stream and is not applied, and an SAE trained on
+    texts that begin with BOS read on prompts that do not (no template head, no BOS: each prompt's first token is the
+    attention sink), are notes in the SAE report; options that leave the stream as it is and a store whose prompts
+    all begin with the template's head are not."""
+    sae_dir, _ = trained
+    quiet = _with_metadata(sae_dir, tmp_path / "quiet", prepend_bos=True,
+                           model_from_pretrained_kwargs={"fold_ln": True, "fold_value_biases": True})
+    cfg = CFG.model_copy(update={"source": "local", "path": str(quiet)})
+    assert obtain_sae(cfg, store, tmp_path / "a")["notes"] == []
+    odd = _with_metadata(sae_dir, tmp_path / "odd", model_from_pretrained_kwargs={"default_padding_side": "left"})
+    (note,) = obtain_sae(cfg.model_copy(update={"path": str(odd)}), store, tmp_path / "b")["notes"]
+    assert "default_padding_side" in note and "not apply" in note
+    model = save_tiny_lm(tmp_path / "model")
+    prompts, ids = make_prompts(40, seed=3)
+    plain = tmp_path / "plain"  # no chat template, and the tokenizer adds no BOS
+    extract(prompts, ids, plain, ModelConfig(), ExtractConfig(chunk_rows=16, token_budget=256, chat_template=False),
+            ChunkLog(plain), model_path=model, device="cpu", progress=False)
+    notes = obtain_sae(cfg, plain, tmp_path / "c")["notes"]  # and one of another model: the SAE's is another folder
+    assert len(notes) == 2 and "was trained on model" in notes[0]
+    assert "prepend_bos" in notes[1] and "chat_template" in notes[1]
