@@ -400,6 +400,9 @@ class ArtifactStore:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
+        if self.root.exists() and not self.root.is_dir():  # mkdir said only "[Errno 17] File exists"
+            raise NotADirectoryError(f"the artifact root {self.root} is a file, not a folder: pass --root (or "
+                                     "runtime.artifact_root) a folder, new or one your runs wrote to")
         self.root.mkdir(parents=True, exist_ok=True)
         self.waited: dict[tuple[str, str], float] = {}  # seconds a build lock waited for another process
 

@@ -93,7 +93,11 @@ def compute_ingest(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: B
     require_rows(result)  # before the artifact exists: a fixed mapping reruns it, a rerun says the same
     counts = write_ingest(result, build.path)
     summary = summarize(result)
-    log.info("ingest: %s", summary)
+    if result.rejected.height:  # rows rejected, or flagged and kept: say where each row's field and reason are
+        log.warning("ingest: %s; each row, field and reason: %s, or `saerl ingest %s --prompt F --answer F`",
+                    summary.replace("\n", "; "), build.path / REJECTED_TABLE, path)
+    else:
+        log.info("ingest: %s", summary)
     build.note(rows=counts, summary=summary, source=str(path))
     return {"kept": float(result.kept.height), "rejected": float(result.rejected.height)}
 
@@ -513,6 +517,13 @@ def arm_order_frame(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: st
     return curriculum_order(pl.read_parquet(inputs["score"].file(SCORES)), cfg, arm, draw)
 
 
+REJECTED_TABLE = "rejected.parquet"  # the ingest artifact's table of rejected and flagged rows (saerl.data.write_ingest)
+
+# the held-out sets whose rejected rows this process has warned of, (name, file, rows): every train and heldout run
+# reads every set (six stage runs in a two-arm run), and said the same warning each time
+_WARNED_SETS: set[tuple[str, str, int]] = set()
+
+
 def eval_sets(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, pl.DataFrame]:
     """Held-out sets {name: frame (id, prompt, answer, + label columns)}: the testbed's eval split as
     'heldout' when the data is the testbed, plus every eval.sets file read with the data mapping and the set's own
@@ -528,7 +539,9 @@ def eval_sets(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, 
     for name, entry in cfg.eval.sets.items():
         path = held_out_file(entry)
         result = held_out_rows(cfg, name, entry)
-        if result.rejected.height:  # rejected rows or flagged ones (kept), counted by row as saerl ingest counts them
+        warned = (name, str(path), result.rejected.height)
+        if result.rejected.height and warned not in _WARNED_SETS:  # rejected or flagged (kept) rows, counted by row as
+            _WARNED_SETS.add(warned)  # saerl ingest counts them; once a process, not once per stage run reading the set
             log.warning("eval set %s (%s): %s; `saerl ingest %s --prompt F --answer F` lists each row and reason",
                         name, path, summarize(result).replace("\n", "; "), path)
         sets[name] = result.kept

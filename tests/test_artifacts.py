@@ -432,3 +432,15 @@ def test_a_file_changed_while_its_build_was_hashed_is_not_remembered_as_verified
     monkeypatch.setattr(artifacts, "hash_tree", hash_then_rewrite)
     with pytest.raises(CorruptArtifact, match="hash mismatch"):
         ArtifactStore(tmp_path).ensure("extract", "k", lambda b: (b.path / "a.bin").write_bytes(b"x" * 64))
+
+
+def test_an_artifact_root_that_is_a_file_is_refused_naming_it(tmp_path):
+    """`saerl run ... --root FILE` said only "[Errno 17] File exists: FILE"; now the root is named as a file with
+    the fix, as an OSError the CLI prints on one line."""
+    from saerl.artifacts import ArtifactStore
+
+    root = tmp_path / "root"
+    root.write_text("")
+    with pytest.raises(OSError, match=r"artifact root .*root is a file, not a folder: pass --root"):
+        ArtifactStore(root)
+    assert ArtifactStore(tmp_path / "new").root.is_dir()

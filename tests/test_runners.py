@@ -1103,3 +1103,50 @@ def test_evaluate_without_the_held_out_evaluation_of_a_training_run_names_the_ru
     cfg = load_config(None, ["eval.base_policy=false"])
     with pytest.raises(ValueError, match=r"evaluation of every training run; missing: \['train:vanilla:0'\]"):
         compute_evaluate(cfg, inputs, Build(tmp_path / "evaluate", {}))
+
+
+def test_an_ingest_that_rejects_rows_says_where_each_row_and_reason_is(tmp_path, caplog):
+    """A run over a file with a broken row said 'kept 23 of 24 rows; rejected 1: invalid JSON 1' at INFO, with no
+    row nor where to see it; now it is a warning naming the ingest artifact's rejected table and the command that
+    lists each row; a file with nothing rejected stays an INFO line."""
+    import logging
+
+    from saerl.runners import REJECTED_TABLE, compute_ingest
+
+    src = tmp_path / "d.jsonl"
+    src.write_text("".join(f'{{"q": "What is {i}+1?", "a": {i + 1}}}\n' for i in range(3)) + '{"q": broken\n')
+    cfg = load_config(None, ["data.source=file", f"data.path={src}", "data.prompt=q", "data.answer=a"])
+    build = Build(tmp_path / "build", {})
+    with caplog.at_level(logging.INFO, logger="saerl.runners"):
+        compute_ingest(cfg, {}, build)
+    (warned,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "rejected 1: invalid JSON 1" in warned.getMessage() and str(build.path / REJECTED_TABLE) in warned.getMessage()
+    assert f"saerl ingest {src}" in warned.getMessage() and (build.path / REJECTED_TABLE).is_file()
+    caplog.clear()
+    src.write_text("".join(f'{{"q": "What is {i}+1?", "a": {i + 1}}}\n' for i in range(3)))
+    with caplog.at_level(logging.INFO, logger="saerl.runners"):
+        compute_ingest(cfg, {}, Build(tmp_path / "build2", {}))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING] and "kept 3 of 3" in caplog.text
+
+
+def test_a_held_out_sets_rejected_rows_are_warned_of_once_a_process(tmp_path, caplog, monkeypatch):
+    """Every train and heldout stage run reads every held-out set: a set with a broken row was warned of once per
+    stage run (six times in a two-arm run); now once a process, and again only for another set or file."""
+    import logging
+
+    import saerl.runners as runners
+
+    monkeypatch.setattr(runners, "_WARNED_SETS", set())
+    held = tmp_path / "held.jsonl"
+    held.write_text("".join(f'{{"question": "q{i}?", "answer": "{i}"}}\n' for i in range(3)) + "{broken\n")
+    cfg = load_config(None, ["data.source=file", f"data.path={tmp_path / 'train.jsonl'}",
+                             f"eval.sets={{\"h\": \"{held}\"}}"])
+    with caplog.at_level(logging.WARNING, logger="saerl.runners"):
+        for _ in range(3):
+            assert eval_sets(cfg, {})["h"].height == 3
+    assert len([r for r in caplog.records if "eval set h" in r.getMessage()]) == 1
+    other = load_config(None, ["data.source=file", f"data.path={tmp_path / 'train.jsonl'}",
+                               f"eval.sets={{\"g\": \"{held}\"}}"])
+    with caplog.at_level(logging.WARNING, logger="saerl.runners"):
+        eval_sets(other, {})
+    assert len([r for r in caplog.records if "eval set g" in r.getMessage()]) == 1

@@ -147,8 +147,8 @@ if __name__ == "__main__":
 
 # the sources as last reviewed, with every stage's code version then (written by `python tests/test_stage_sources.py`)
 REVIEWED = {'sources': {'activation_store': 'c2b38d177fa16a1a72c2a6ce044576ce9ff3239b3e43cdd0e23957e0d83245fc',
-             'activations': '43511743fb8d41d3984255d85c1ed6804ed41fbcd723b96e5be9d2272761775c',
-             'artifacts': '4ba43d5a960f71165eb92471f0e8adcf765b04b6fb5d6fe7038d16b5dd079928',
+             'activations': 'b790eb69fb74f12d4dea21f2de3d42b2e73d7eb778b0cec57da3178b48b96439',
+             'artifacts': 'a5bb07db780bec07094e7c8b4f0b3cc83942ace0b553a232a3b4c1d9f0852095',
              'config': 'e62a510edb7a64ebb3f53c52b6ca1f88eef2f9de7fa2da4ae905608fc04186c2',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
              'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
@@ -161,9 +161,9 @@ REVIEWED = {'sources': {'activation_store': 'c2b38d177fa16a1a72c2a6ce044576ce9ff
              'property_models': '45ebe372e3a21bcaab415e3038ba8578db9e36e574805137cfb68ea93d6267b7',
              'report': 'f1079101cd97341c43c98dd1216bf1f40e98850b325b2d8944a621dea8ac85fc',
              'rl': '00960857b04e8fe5de7f7a527687722de83656bbe56bd594c7eaac09099c8549',
-             'runners': 'c7d44fe1e7bd106c4d4b7ac76874ebd0e1ab533487ae4e39e59f64c6461d2bd7',
+             'runners': 'bf0c2249510b83c16d53eb317377777100762841f935476aa2ac05267d063609',
              'sae': 'f72b746a47f22e23f8889fcbcf04d202edb3098d36390fab9fb162a53f9b64a9',
-             'scoring': 'b83ee64a099825a52dbb458368fd7064d0c998c451fb59bea2fbddc64b4ffd70',
+             'scoring': '992d7ff282ddd8f013fbd94b3cd611259f1c55da8accbefbebd6a68ebeda2407',
              'stages': '8dee8cda0ab3bc8fbc38827049775f6e64eeef2706565a65295eb6d0b67ad873',
              'testbed': 'f6d5b7b30b1750d0ceef8d792aba1cd7c542dc05f4b83cde4f9848aa01153211'},
  'versions': {'curriculum': '5',
