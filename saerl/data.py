@@ -76,6 +76,18 @@ MAX_LISTED_FIELDS = 40  # an error lists at most this many nested fields
 CHAT_ROLE, CHAT_CONTENT, CHAT_USER = "role", "content", "user"  # a chat message's keys and the prompt's role
 # Keys of a struct answer that likely hold the gold (verl: reward_model.ground_truth), for the hint's example.
 GOLD_KEY_GUESSES = ("ground_truth", "answer", "gold", "target", "solution", "label")
+# Column names (a name's last dotted part, or a word of it, case and a plural 's' aside) that usually hold a prompt / a
+# gold answer, most likely first: a missing prompt or answer field's suggestion prefers them, and never offers a column
+# named like the other kind (data.prompt=solution would train on the worked solutions as prompts).
+PROMPT_NAMES = ("problem", "question", "prompt", "query", "instruction", "input")
+ANSWER_NAMES = ("answer", "solution", "ground_truth", "gold", "target", "output", "label", "response", "completion")
+ID_NAMES = ("id", "idx", "index", "uid")  # words of an id column's name ('question_id'): never a prompt or an answer
+_NAME_WORD = re.compile(r"[a-z0-9]+")
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")  # where 'GroundTruth' splits into words
+TYPO_CUTOFF = 0.75  # a column at least this similar (difflib ratio, case aside) to a missing field's name is its typo
+CLOSE_CUTOFF = 0.4  # a missing id or label field's suggestion: the closest column at least this similar
+_FIELD_START = re.compile(r"[A-Za-z_][\w.]*")  # a field name after an unclosed '{' (the fixed template closes it)
+_FIELD_END = re.compile(r"[A-Za-z_][\w.]*$")  # a field name before a '}' that closes no '{'
 ID_HEX_CHARS = 16  # content-hash ids: this many hex digits of sha256(normalised prompt)
 SUFFIX_FORMATS = {
     ".jsonl": "jsonl",
@@ -1024,26 +1036,190 @@ def _mapped_fields(cfg: DataConfig) -> list[tuple[str, str]]:
     return wanted + [(k, getattr(cfg, k)) for k in ("id", *LABEL_KINDS) if getattr(cfg, k)]
 
 
+def _cli_fix(option: str, fix: str) -> str:
+    """Where a fix `data.OPTION=fix` is given: the config, an override of saerl run, and `saerl ingest --OPTION fix`
+    where saerl ingest has that option. in: option, the value to give; out: the parenthesis ending a message."""
+    cli = f"; `saerl ingest --{option} {fix}`" if option in INGEST_OPTIONS else ""  # saerl run has no such flag
+    return f"(config, or an override of saerl run{cli})"
+
+
+def _template_without(template: str, name: str) -> str:
+    """`template` with its placeholders of field `name` left out (each kept as '{QUESTION_FIELD}' where no other field
+    would be left), surrounding whitespace stripped: '{question} {answer}' -> '{question}'. in: a template that
+    parses, a field it reads; out: the template."""
+    others = [n for n in template_fields(template) if n != name]
+    parts: list[str] = []
+    for literal, field_name, spec, conversion in string.Formatter().parse(template):
+        parts.append(literal.replace("{", "{{").replace("}", "}}"))
+        if field_name is None:
+            continue
+        if field_name == name:
+            parts.append("" if others else "{QUESTION_FIELD}")
+        else:
+            parts.append("{" + field_name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}")
+    return "".join(parts).strip()
+
+
+def _refuse_answer_in_prompt(cfg: DataConfig, held_out: bool = False) -> None:
+    """IngestError when data.prompt reads the answer field (data.answer is the prompt's field, or one of its
+    template's fields): every prompt would show the policy its own gold answer, and rewards, difficulty and the
+    comparison would mean nothing. Names data.prompt, the field and the fix (the template without that field; a map
+    of the question's field); for a held-out set's mapping (`held_out`: the data mapping with the set's own fields)
+    also the set's own prompt. Checks the mapping only, not the rows' text. in: mapping, flag; out: None when they
+    differ."""
+    fields = template_fields(cfg.prompt)
+    if cfg.answer not in fields:
+        return
+    own = " (or a held-out set's own prompt and answer)" if held_out else ""
+    if fields == [cfg.prompt]:
+        raise IngestError(
+            f"data.prompt and data.answer{own} both name field '{cfg.answer}': every prompt would be its own gold "
+            f"answer. Fix: map data.prompt to the field that holds the question, data.prompt=FIELD "
+            f"{_cli_fix('prompt', 'FIELD')}, and data.answer to the one that holds the gold answer"
+            + (f" (a held-out set's own: {HELD_OUT_FIX % ('prompt', 'FIELD')})." if held_out else ".")
+        )
+    fixed = _template_without(cfg.prompt, cfg.answer)
+    raise IngestError(
+        f"data.prompt{own} {cfg.prompt!r} uses the answer field '{cfg.answer}' (data.answer): every prompt would "
+        f"show the policy its own gold answer. Fix: drop {{{cfg.answer}}} from the template, data.prompt={fixed!r} "
+        f"{_cli_fix('prompt', repr(fixed))}"
+        + (f" (a held-out set's own: {HELD_OUT_FIX % ('prompt', repr(fixed))})." if held_out else ".")
+    )
+
+
+def _named_like(name: str, known: tuple[str, ...]) -> tuple[int, int] | None:
+    """How field `name` is named like one of `known` (PROMPT_NAMES, ANSWER_NAMES): (0 when its last dotted part is
+    a known name, 1 when only a word of it is; the known name's rank), case and a plural 's' aside ('Question',
+    'extra_info.question', 'problem_text', 'answers', 'GroundTruth'); None when it is not, or is named like an id
+    ('question_id'). in: field name, known names; out: the sort key, or None."""
+    last = _CAMEL_HUMP.sub("_", name.rsplit(".", 1)[-1]).lower()
+    words = _NAME_WORD.findall(last)
+    if any(w in ID_NAMES for w in words):
+        return None
+    whole = "_".join(words)
+    for exact, names in ((0, [whole, whole.removesuffix("s")]), (1, [*words, *(w.removesuffix("s") for w in words)])):
+        ranks = [known.index(n) for n in names if n in known]
+        if ranks:
+            return exact, min(ranks)
+    return None
+
+
+def _similarity(name: str, column: str) -> float:
+    """How alike a missing field's name and a column are (difflib ratio, case aside): the whole names, or their last
+    dotted parts ('ground_truth' and 'reward_model.ground_truth' are alike). in: two names; out: 0 to 1."""
+    def ratio(a: str, b: str) -> float:
+        return difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio()
+    return max(ratio(name, column), ratio(name.rsplit(".", 1)[-1], column.rsplit(".", 1)[-1]))
+
+
+def _suggest(option: str, name: str, candidates: list[str]) -> tuple[str | None, str]:
+    """The field to map in place of missing field `name` of `option`, from `candidates` (fields no other option
+    reads), and the sentence saying why. For the prompt and the answer: a column named like the other kind is never
+    offered (PROMPT_NAMES, ANSWER_NAMES); a typo of `name` (TYPO_CUTOFF) comes first, then a column named like the
+    option's kind, else none, said so. For an id or a label: the closest column (CLOSE_CUTOFF), else none.
+    in: option, field name, candidates; out: (field or None, sentence)."""
+    if option not in ("prompt", "answer"):
+        close = difflib.get_close_matches(name, candidates, n=1, cutoff=CLOSE_CUTOFF)
+        return (close[0], f" Closest: '{close[0]}'.") if close else (None, "")
+    known = PROMPT_NAMES if option == "prompt" else ANSWER_NAMES
+    if option == "prompt":  # a column named like an answer (also 'question_answer') is never the prompt
+        free = [c for c in candidates if _named_like(c, ANSWER_NAMES) is None]
+    else:  # one named like a prompt is the answer only when it is named like an answer too
+        free = [c for c in candidates if _named_like(c, PROMPT_NAMES) is None or _named_like(c, ANSWER_NAMES)]
+    typos = [c for c in free if _similarity(name, c) >= TYPO_CUTOFF]
+    if typos:
+        best = max(typos, key=lambda c: _similarity(name, c))
+        return best, f" Closest: '{best}'."
+    liked = sorted((key, i, c) for i, c in enumerate(free) if (key := _named_like(c, known)) is not None)
+    what, holds = ("a prompt", "the question") if option == "prompt" else ("a gold answer", "the gold answer")
+    if liked:
+        best = liked[0][2]
+        return best, f" Likely: '{best}' (named like {what} column)."
+    return None, (f" No column looks like {what} (none is named like {', '.join(known)}, or like '{name}'): map "
+                  f"data.{option} to the field that holds {holds}.")
+
+
 def _missing_field_error(cfg: DataConfig, option: str, name: str, columns: list[str],
                          nested: list[str]) -> FieldNotFoundError:
     """The IngestError for mapped field `name` absent from the data: names it, lists the columns (and nested
-    fields a dotted path can name), suggests the closest that no other option maps (the answer field is never the
-    prompt's) and the fix in CLI and config form."""
+    fields a dotted path can name), suggests a field that no other option maps (see _suggest: the answer's field,
+    or a column named like an answer, is never the prompt's; a template's other fields are not suggested for it)
+    and the fix in CLI and config form. A prompt that is no field but a template with an unmatched brace raises
+    its own IngestError (see _check_braces)."""
+    if option == "prompt" and name == cfg.prompt:
+        _check_braces(name, columns)
     _check_separator(option, name, columns)
-    taken = {field for other, field in _mapped_fields(cfg) if other != option}  # a field another option reads
-    close = difflib.get_close_matches(name, [c for c in [*columns, *nested] if c not in taken], n=1, cutoff=0.4)
-    hint = f" Closest: '{close[0]}'." if close else ""
-    fix = close[0] if close else "FIELD"
+    taken = {field for other, field in _mapped_fields(cfg) if other != option or field != name}  # read elsewhere
+    close, hint = _suggest(option, name, [c for c in [*columns, *nested] if c not in taken])
+    fix = close or "FIELD"
     if option == "prompt" and cfg.prompt != name:  # a template: show it with the placeholder fixed
         fix = repr(cfg.prompt.replace(f"{{{name}}}", f"{{{fix}}}"))
-    cli = f"; `saerl ingest --{option} {fix}`" if option in INGEST_OPTIONS else ""  # saerl run has no such flag
     more = f" (and {len(nested) - MAX_LISTED_FIELDS} more)" if len(nested) > MAX_LISTED_FIELDS else ""
     listed = f"{nested[:MAX_LISTED_FIELDS]}{more}"
     shown = f" Nested fields (name one with a dotted path): {listed}." if nested else ""
     return FieldNotFoundError(
         f"{option} field '{name}' is not in the data. Available columns: {columns}.{shown}{hint} "
-        f"Fix: data.{option}={fix} (config, or an override of saerl run{cli})."
+        f"Fix: data.{option}={fix} {_cli_fix(option, fix)}."
     )
+
+
+def _brace_fixed(template: str) -> tuple[str, str] | None:
+    """The first unmatched brace of `template` and the template with it fixed: an unclosed '{' closed after the
+    field name that follows it ('Solve: {question' -> 'Solve: {question}'), a '}' that closes no '{' opened before
+    the field name that precedes it ('Solve: question}' -> 'Solve: {question}'), else the brace doubled (a literal
+    one: '\\boxed{' -> '\\boxed{{'). in: template; out: ('{' or '}', fixed template), or None when every brace
+    is matched."""
+    i = 0
+    while i < len(template):
+        if template.startswith(("{{", "}}"), i):
+            i += 2
+        elif template[i] == "}":
+            word = _FIELD_END.search(template, 0, i)
+            at = word.start() if word else i
+            return "}", template[:at] + ("{" if word else "}") + template[at:]
+        elif template[i] == "{":
+            close, reopen = template.find("}", i + 1), template.find("{", i + 1)
+            if close != -1 and (reopen == -1 or close < reopen):  # a placeholder: on after it
+                i = close + 1
+                continue
+            word = _FIELD_START.match(template, i + 1)
+            at = word.end() if word else i
+            return "{", template[:at] + ("}" if word else "{") + template[at:]
+        else:
+            i += 1
+    return None
+
+
+def _check_braces(template: str, columns: list[str]) -> None:
+    """IngestError when data.prompt, not found as a field, is a template with an unmatched brace (it was read as
+    one strange field name): names the first such brace and shows the template with every one fixed (see
+    _brace_fixed), where that parses. in: data.prompt, the data's columns; out: None when it parses as a
+    template."""
+    if _parses(template):
+        return
+    first = _brace_fixed(template)
+    fixed = template
+    for _ in range(len(template)):  # each step fixes one brace of at most len(template)
+        if (step := _brace_fixed(fixed)) is None:
+            break
+        fixed = step[1]
+    fixed = fixed if first is not None and _parses(fixed) else "TEMPLATE"  # a tangle _brace_fixed does not fix
+    what = {"{": "an unclosed '{'", "}": "a '}' that closes no '{'"}[first[0]] if first else "an unmatched brace"
+    raise IngestError(
+        f"data.prompt {template!r} has {what}: no field of the data has that name (Available columns: {columns}), "
+        f"and as a template it cannot be read (a field is written in braces, '{{question}}'; a literal brace twice, "
+        f"'{{{{'). Fix: data.prompt={fixed!r} "
+        f"{_cli_fix('prompt', repr(fixed))}."
+    )
+
+
+def _parses(template: str) -> bool:
+    """True when string.Formatter parses `template` (its braces match). in: template; out: bool."""
+    try:
+        list(string.Formatter().parse(template))
+    except ValueError:
+        return False
+    return True
 
 
 def _resolve_mapping(cfg: DataConfig, table: LoadedTable, labels_optional: bool,
@@ -1218,8 +1394,9 @@ def ingest(cfg: DataConfig, path: Path, *, labels_optional: bool = False) -> Ing
     summary adds hints when the rejections point at the mapping (see ingest_hints). Raises IngestError when
     the file cannot be read (with the first bad line of a csv), is empty, is UTF-16/32 encoded, has no rows,
     or lacks a mapped field (naming the columns it has; see check_mapping for the same check without reading
-    the whole file)."""
+    the whole file), and before reading it when the prompt reads the answer field (_refuse_answer_in_prompt)."""
     start = time.perf_counter()
+    _refuse_answer_in_prompt(cfg, held_out=labels_optional)
     table = load_table(Path(path), cfg.format, cfg.hf_split)
     if cfg.max_rows is not None and table.n_source_rows > cfg.max_rows:
         table = table.head(cfg.max_rows)
@@ -1262,12 +1439,14 @@ def ingest(cfg: DataConfig, path: Path, *, labels_optional: bool = False) -> Ing
 def check_mapping(cfg: DataConfig, path: Path, *, labels_optional: bool = False) -> None:
     """Check a mapping against a data file's fields before a run, without reading the whole file: raises the
     IngestError ingest would raise for a mapped field the file lacks (prompt template fields, answer, id, and
-    label fields unless `labels_optional`, as ingest reads held-out sets), naming the columns it has; also the
+    label fields unless `labels_optional`, as ingest reads held-out sets), naming the columns it has; also a prompt
+    that reads the answer field (_refuse_answer_in_prompt), an unmatched brace of a prompt template, and the
     file-level errors (missing, empty, unknown format, UTF-16, unreadable). Reads a parquet file's schema, a
     csv file's header, a HF folder's features, and the first HEADER_ROWS rows of a jsonl file; a field not in
     them may start later, so the rest of the file is scanned for its key (only lines holding it are parsed)
     and the columns listed are those of the first rows. A JSON array file is read whole. in: mapping
     (data.format, data.hf_split and data.max_rows are honoured), path; out: None."""
+    _refuse_answer_in_prompt(cfg, held_out=labels_optional)
     path = Path(path)
     fmt = detect_format(path) if path.exists() and cfg.format == "auto" else cfg.format
     limit = min(HEADER_ROWS, cfg.max_rows or HEADER_ROWS)

@@ -68,6 +68,14 @@ CASES: dict[str, Case] = {
     "wrong column names": Case(jsonl(), mapping={"prompt": "problem"},
                                error=r"prompt field 'problem' is not in the data\. Available columns: "
                                      r"\['question', 'answer', 'difficulty'\]"),
+    "prompt column missing beside a solution column": Case(  # it suggested the solutions as prompts
+        b'{"problem": "What is 1 + 1?", "solution": "1 + 1 = 2"}\n', mapping={},
+        error=r"prompt field 'question' is not in the data\. Available columns: \['problem', 'solution'\]\. Likely: "
+              r"'problem' \(named like a prompt column\)\. Fix: data\.prompt=problem "),
+    "unclosed brace in a prompt template": Case(  # it was read as one field name, the fix dropping the template text
+        jsonl(), mapping={"prompt": "Solve: {question"},
+        error=r"data\.prompt 'Solve: \{question' has an unclosed '\{'.*Available columns.*Fix: "
+              r"data\.prompt='Solve: \{question\}' "),
     "unparseable answer": Case(jsonl({"question": "Shade the region.", "answer": "see the figure"}),
                                issues=((1, "answer", D.UNPARSEABLE_ANSWER),)),
     "duplicate prompt": Case(jsonl({"question": "  Tom has 3 apples and buys 4 more.  How many apples?",

@@ -772,6 +772,124 @@ def test_a_missing_fields_suggestion_is_never_a_field_another_option_reads(tmp_p
     assert "--answer question " not in str(err.value) and "Closest: 'question'" not in str(err.value)
 
 
+MATH_ROWS = [{"problem": "What is 2 + 3?", "solution": "2 + 3 = 5.\n#### 5"},
+             {"problem": "What is 4 * 6?", "solution": "4 * 6 = 24.\n#### 24"}]
+
+
+def test_a_missing_prompt_field_never_suggests_the_answer_column(tmp_path):
+    """MATH-style columns (problem, solution) and data.prompt=question suggested 'solution' (difflib's closest): a run
+    following it trains on the worked solutions as prompts; the answer error then suggested nothing. Now the prompt
+    gets the column named like a prompt, the answer the one named like an answer, a held-out set alike."""
+    from saerl.config import HeldOutSet, held_out_mapping
+
+    path = write_jsonl(tmp_path / "math.jsonl", MATH_ROWS)
+    with pytest.raises(IngestError) as err:
+        ingest(cfg(prompt="question", answer="answer"), path)
+    msg = str(err.value)
+    assert "prompt field 'question' is not in the data" in msg and "Likely: 'problem'" in msg
+    assert "Fix: data.prompt=problem (config, or an override of saerl run; `saerl ingest --prompt problem`)" in msg
+    assert "'solution'." not in msg and "data.prompt=solution" not in msg
+    with pytest.raises(IngestError, match=r"answer field 'answer' is not in the data.*Likely: 'solution' \(named like "
+                                          r"a gold answer column\)\. Fix: data\.answer=solution "):
+        ingest(cfg(prompt="problem", answer="answer"), path)
+    assert ingest(cfg(prompt="problem", answer="solution"), path).kept.height == 2  # the fixes read the file
+    with pytest.raises(IngestError, match=r"prompt field 'question'.*Likely: 'problem'.*Fix: data\.prompt=problem "):
+        D.check_mapping(held_out_mapping(cfg(), HeldOutSet(path=str(path))), path, labels_optional=True)
+    with pytest.raises(IngestError, match=r"answer field 'gold'.*Likely: 'solution'.*Fix: data\.answer=solution "):
+        D.check_mapping(held_out_mapping(cfg(), HeldOutSet(path=str(path), prompt="problem", answer="gold")), path,
+                        labels_optional=True)
+
+
+def test_a_missing_fields_suggestion_prefers_names_like_its_kind_and_says_when_none_fits(tmp_path):
+    """Column names are matched by a word (case, plural and camel case aside), an id column never; a typo of the
+    missing name comes first; when no column looks like the field, the message says so instead of a poor match."""
+    rows = [{"question_id": "q1", "Question_Text": "What is 1+1?", "GroundTruths": "2", "notes": "easy"}]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    with pytest.raises(IngestError, match=r"Likely: 'Question_Text' \(named like a prompt column\)\. Fix: "
+                                          r"data\.prompt=Question_Text "):
+        ingest(cfg(prompt="prompt", answer="GroundTruths"), path)
+    with pytest.raises(IngestError, match=r"Likely: 'GroundTruths' .*Fix: data\.answer=GroundTruths "):
+        ingest(cfg(prompt="Question_Text", answer="answer"), path)
+    with pytest.raises(IngestError, match=r"Closest: 'Question_Text'\. Fix: data\.prompt=Question_Text "):
+        ingest(cfg(prompt="question_txt", answer="GroundTruths"), path)  # a typo
+    lone = write_jsonl(tmp_path / "lone.jsonl", [{"body": "Ann has 3 apples.", "solution": "3", "notes": "x"}])
+    with pytest.raises(IngestError) as err:
+        ingest(cfg(prompt="question", answer="solution"), lone)
+    assert ("No column looks like a prompt (none is named like problem, question, prompt, query, instruction, input, "
+            "or like 'question'): map data.prompt to the field that holds the question. Fix: data.prompt=FIELD "
+            "(config") in str(err.value)
+    with pytest.raises(IngestError, match=r"No column looks like a gold answer \(none is named like answer, solution"
+                                          r".*Fix: data\.answer=FIELD "):
+        ingest(cfg(prompt="body", answer="answer"), write_jsonl(tmp_path / "q.jsonl", [{"body": "1+1?", "hint": "x"}]))
+    with pytest.raises(IngestError) as err:  # the template's other field is not offered for the missing one
+        ingest(cfg(prompt="{body} {question}", answer="solution"), lone)
+    assert "No column looks like a prompt" in str(err.value) and "'{body} {body}'" not in str(err.value)
+
+
+@pytest.mark.parametrize(("prompt", "answer", "said", "fixed"), [
+    ("{question} {answer}", "answer", "data.prompt '{question} {answer}' uses the answer field 'answer' (data.answer)",
+     "'{question}'"),
+    ("Q: {question}\nA: {answer}", "answer", "uses the answer field 'answer'", "'Q: {question}\\nA:'"),
+    ("Solve: {gold}", "gold", "uses the answer field 'gold'", "'Solve: {QUESTION_FIELD}'"),
+    ("{rm.q} {rm.truth}", "rm.truth", "uses the answer field 'rm.truth'", "'{rm.q}'"),
+])
+def test_a_prompt_template_that_reads_the_answer_field_is_refused(prompt, answer, said, fixed, tmp_path, monkeypatch):
+    """`--prompt "{question} {answer}" --answer answer` kept every row: every RL prompt showed its own gold answer.
+    The mapping is refused before the file is read, by ingest and by the run's check (a held-out set's own fields
+    too), naming data.prompt, the field and the template without it."""
+    from saerl.config import HeldOutSet, held_out_mapping
+
+    rows = [{"question": "What is 1+1?", "answer": "2", "gold": "2", "rm": {"q": "1+1?", "truth": "2"}}]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    monkeypatch.setattr(D, "load_table", lambda *a, **k: pytest.fail("read the file of a refused mapping"))
+    for check in (lambda c: ingest(c, path), lambda c: D.check_mapping(c, path)):
+        with pytest.raises(IngestError) as err:
+            check(cfg(prompt=prompt, answer=answer))
+        msg = str(err.value)
+        assert said in msg and "every prompt would show the policy its own gold answer" in msg
+        assert f"Fix: drop {{{answer}}} from the template, data.prompt={fixed} " in msg
+        assert f"`saerl ingest --prompt {fixed}`" in msg
+    held = held_out_mapping(cfg(), HeldOutSet(path=str(path), prompt=prompt, answer=answer))
+    for check in (D.check_mapping, ingest):  # as the run's check and the held-out stages read a set
+        with pytest.raises(IngestError) as err:
+            check(held, path, labels_optional=True)
+        assert "data.prompt (or a held-out set's own prompt and answer)" in str(err.value) and said[-20:] in str(err.value)
+        assert f"(a held-out set's own: eval.sets.NAME={{path: P, prompt: {fixed}}})" in str(err.value)
+
+
+def test_a_prompt_naming_the_answer_field_is_refused(tmp_path):
+    """`--prompt question --answer question` kept the one row whose question parsed as a number, its question as its
+    gold; now the two options naming one field are refused, saying so."""
+    path = write_jsonl(tmp_path / "d.jsonl", GOOD)
+    with pytest.raises(IngestError) as err:
+        ingest(cfg(prompt="question", answer="question"), path)
+    assert str(err.value).startswith(
+        "data.prompt and data.answer both name field 'question': every prompt would be its own gold answer. Fix: "
+        "map data.prompt to the field that holds the question, data.prompt=FIELD (config, or an override of saerl "
+        "run; `saerl ingest --prompt FIELD`), and data.answer to the one that holds the gold answer")
+    assert ingest(cfg(prompt="Q: {question}", answer="answer"), path).kept.height == len(GOOD)  # no answer: kept
+
+
+@pytest.mark.parametrize(("prompt", "what", "fixed"), [
+    ("Solve: {question", "an unclosed '{'", "'Solve: {question}'"),
+    ("Solve {question and show your work", "an unclosed '{'", "'Solve {question} and show your work'"),
+    ("Solve: question}", "a '}' that closes no '{'", "'Solve: {question}'"),
+    ("{question} Put it in \\boxed{", "an unclosed '{'", "'{question} Put it in \\\\boxed{{'"),
+])
+def test_a_prompt_template_with_an_unmatched_brace_says_so_and_shows_it_fixed(prompt, what, fixed, tmp_path):
+    """`--prompt "Solve: {question"` said "prompt field 'Solve: {question' is not in the data ... Fix:
+    data.prompt=question" (read as a field name, the fix dropped the template's text)."""
+    path = write_jsonl(tmp_path / "d.jsonl", GOOD)
+    for check in (ingest, D.check_mapping):
+        with pytest.raises(IngestError) as err:
+            check(cfg(prompt=prompt), path)
+        msg = str(err.value)
+        assert msg.startswith(f"data.prompt {prompt!r} has {what}: no field of the data has that name")
+        assert f"Fix: data.prompt={fixed} (config, or an override of saerl run; `saerl ingest --prompt {fixed}`)" in msg
+    rows = [{"Solve: {question": "What is 1+1?", "answer": "2"}]  # a column of that name: read as before
+    assert ingest(cfg(prompt="Solve: {question"), write_jsonl(tmp_path / "c.jsonl", rows)).kept.height == 1
+
+
 def test_a_missing_field_hint_names_every_field_the_rows_lack():
     """The hint counted every missing-field row but named the commonest field alone: a row without an answer and one
     with a null question read "2 of 4 rows lack field 'answer'"."""

@@ -152,7 +152,7 @@ REVIEWED = {'sources': {'activation_store': 'c2b38d177fa16a1a72c2a6ce044576ce9ff
              'config': 'e62a510edb7a64ebb3f53c52b6ca1f88eef2f9de7fa2da4ae905608fc04186c2',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
              'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
-             'data': 'e75718c7d75002ce0e3522ad87d494fd2e3a0d3da37eb09bb6d32ee65d3ed963',
+             'data': '3b1f15478fd396285c9dfc13494665d77ef347c7d61793b1e4f0f16fc913a10a',
              'evaluate': 'd8ec7bd64434cf571a39d6ae1c5585b97e729983248ada2936827072481f0bce',
              'labels': 'efa69972dd231fade4df377302b2c553b07108846fd9a319d176a2549c1c9aa1',
              'pipeline': 'c77ad40b67599707eb3369ff5a5c343799ea668258608e2abc2e3869f533cf07',
