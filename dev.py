@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ STAMP = VENV / ".saerl-installed"
 TORCH = "torch==2.13.0"
 CONSTRAINTS = ROOT / "constraints" / "py311.txt"  # exact versions, for the Python they were frozen on
 CONSTRAINED_PYTHON = (3, 11)
+MIN_PYTHON = (3, 11)  # pyproject.toml's requires-python
 PYTEST_WORKERS = "4"
 
 
@@ -35,12 +37,34 @@ def sh(*cmd: str) -> None:
         sys.exit(code)
 
 
+def check_python() -> None:
+    """Exit with the fix when the Python running dev.py is older than MIN_PYTHON: a 3.10 went on to make .venv, pull
+    a CUDA torch (gigabytes) and only then be refused by pip. in/out: nothing."""
+    if tuple(sys.version_info[:2]) < MIN_PYTHON:
+        want = ".".join(map(str, MIN_PYTHON))
+        print(f"dev.py: this is Python {'.'.join(map(str, sys.version_info[:2]))}; saerl needs Python {want} or newer "
+              f"(pyproject.toml's requires-python): run it with a newer one, e.g. `python{want} dev.py "
+              f"{' '.join(sys.argv[1:]) or 'demo'}`", file=sys.stderr)
+        sys.exit(2)
+
+
+def venv_version() -> tuple[int, ...]:
+    """The major and minor version of .venv's Python. in: nothing; out: e.g. (3, 11)."""
+    out = subprocess.check_output([str(BIN / "python"), "-c", "import sys; print(*sys.version_info[:2])"], text=True)
+    return tuple(int(v) for v in out.split())
+
+
 def ensure_venv() -> None:
-    """Create .venv and install torch (CPU) then the package with dev extras, unless already current."""
+    """Create .venv and install torch (CPU) then the package with dev extras, unless already current. A .venv of a
+    Python older than MIN_PYTHON (made by an older python3 before) is made again with the one running dev.py."""
+    check_python()
+    if (BIN / "python").exists() and venv_version() < MIN_PYTHON:
+        print(f"dev.py: .venv has Python {'.'.join(map(str, venv_version()))}, older than saerl needs: making it "
+              f"again with Python {'.'.join(map(str, sys.version_info[:2]))}", flush=True)
+        shutil.rmtree(VENV)
     if not (BIN / "python").exists():
         sh(sys.executable, "-m", "venv", str(VENV))
-    version = subprocess.check_output([str(BIN / "python"), "-c", "import sys; print(*sys.version_info[:2])"],
-                                      text=True).split()
+    version = [str(v) for v in venv_version()]
     pinned = tuple(int(v) for v in version) == CONSTRAINED_PYTHON and CONSTRAINTS.exists()  # the venv's Python
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()
                             + (CONSTRAINTS.read_bytes() if pinned else b"")).hexdigest()

@@ -86,8 +86,12 @@ def _setup_logging(verbose: bool) -> None:
 def stop_now(signum: int) -> None:
     """End the process at once on an interrupt, saying what is kept: the stages' threads are not waited for (a
     stage stops where it is; its finished chunks and every finished artifact stay, and the same command resumes);
-    the local Prefect server stops with its parent (flows.server.LAUNCHER). Exit status 128 + the signal's number,
-    as a shell reports a process a signal ended. in: the signal's number."""
+    the local Prefect server is sent SIGTERM (flows.server.stop_servers; on Linux it also stops with its parent,
+    flows.server.LAUNCHER). Exit status 128 + the signal's number, as a shell reports a process a signal ended.
+    in: the signal's number."""
+    from flows.server import stop_servers
+
+    stop_servers()
     print(f"\nsaerl: stopped by {signal.Signals(signum).name}: finished stages and chunks are kept; run the same "
           "command again to resume", file=sys.stderr, flush=True)
     sys.stdout.flush()

@@ -29,7 +29,8 @@ START_LOCK = "server-start.lock"  # in PREFECT_HOME: held from a local server's 
 # Runs in the server's process, then becomes `prefect server start` (exec keeps the pid): on Linux it asks the kernel
 # for SIGTERM when the process that started it dies, since a run killed by SIGTERM or SIGKILL never reaches the
 # `finally` that stops the server (started in a session of its own, it would outlive the run); a starter already
-# gone means exit at once. Without prctl (not Linux) only that `finally` stops the server.
+# gone means exit at once. Without prctl (not Linux) only that `finally`, or stop_servers on Ctrl-C or SIGTERM (the CLI
+# ends then without it), stops the server.
 # argv: the starter's pid, then the server command.
 LAUNCHER = """import ctypes, os, signal, sys
 try:
@@ -40,6 +41,23 @@ if os.getppid() != int(sys.argv[1]):
     sys.exit(0)
 os.execvp(sys.argv[2], sys.argv[2:])
 """
+
+
+# the local servers this process started and has not stopped yet (_serve): stop_servers ends them where the process
+# ends without reaching _serve's `finally`
+_STARTED: set[subprocess.Popen[bytes]] = set()
+
+
+def stop_servers() -> None:
+    """Send SIGTERM to every local Prefect server this process started and has not stopped, without waiting: the CLI
+    ends at once on Ctrl-C or SIGTERM (flows.cli.stop_now: os._exit, no `finally` runs), and where the kernel has no
+    parent-death signal for the LAUNCHER to ask for (macOS) the server outlived the run, its parent pid 1.
+    in/out: nothing."""
+    for proc in list(_STARTED):
+        try:
+            proc.terminate()
+        except OSError:  # already gone
+            pass
 
 
 def prefect_env(root: Path) -> dict[str, str]:
@@ -178,6 +196,7 @@ def _serve(api_url: str | None, dask_address: str | None) -> Iterator[str]:
             with open(logfile, "ab") as out:
                 proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ),
                                         start_new_session=True)
+            _STARTED.add(proc)
             deadline = time.time() + STARTUP_TIMEOUT_S
             while not healthy(url):
                 if proc.poll() is not None or time.time() > deadline:
@@ -191,6 +210,7 @@ def _serve(api_url: str | None, dask_address: str | None) -> Iterator[str]:
         if proc is not None:
             drain_logs()  # while the server still answers: else "--- Error logging to API ---" after a failed run
         if proc is not None:
+            _STARTED.discard(proc)
             proc.terminate()
             try:
                 proc.wait(timeout=15)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ import os
 import platform
 import re
 import shutil
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -270,6 +272,38 @@ def write_file_atomic(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+@functools.lru_cache(maxsize=1)
+def umask_modes() -> tuple[int, int]:
+    """(file mode, folder mode): what this process's umask leaves of 0o666 and 0o777, read off a probe file and
+    folder made in a private temp folder (os.umask reads the mask only by setting it, which would race with the
+    files other threads create meanwhile). in: nothing; out: the two permission modes."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.close(os.open(os.path.join(tmp, "f"), os.O_CREAT | os.O_WRONLY, 0o666))
+        os.mkdir(os.path.join(tmp, "d"), 0o777)
+        return (stat.S_IMODE(os.stat(os.path.join(tmp, "f")).st_mode),
+                stat.S_IMODE(os.stat(os.path.join(tmp, "d")).st_mode))
+
+
+def follow_umask(folder: Path) -> int:
+    """Widen every file and folder under `folder` (itself included) to at least what the umask gives a new one
+    (umask_modes): safetensors writes its files 0600 whatever the umask (the policy LM, SAE weights, score models,
+    trained policies), so another user sharing the root, or reading it with `saerl report`, was refused them. Never
+    narrows a mode. in: a folder; out: how many paths were widened."""
+    file_mode, folder_mode = umask_modes()
+    widened = 0
+    for path in [folder, *folder.rglob("*")]:
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            continue
+        want = folder_mode if stat.S_ISDIR(st.st_mode) else file_mode
+        if stat.S_IMODE(st.st_mode) | want != stat.S_IMODE(st.st_mode):
+            os.chmod(path, stat.S_IMODE(st.st_mode) | want)
+            widened += 1
+    return widened
+
+
 def remove_temp_files(folder: Path) -> list[Path]:
     """Delete the temp files (TEMP_NAME) a killed :func:`write_file_atomic` left anywhere under `folder` (a partial
     build being published: no writer is left in it). in: a folder; out: the paths removed."""
@@ -488,6 +522,7 @@ class ArtifactStore:
         # a killed writer's half-written file would be hashed into the artifact; only now, with every writer done: the
         # shards of a sharded build write into one partial folder at once (their chunk marks), each through begin
         remove_temp_files(partial)
+        follow_umask(partial)  # before the stats: a mode change is no content change, but keep them in step
         before = file_stats(partial)  # the files as they are hashed: the memo below holds only if none moved since
         record["files"] = hash_tree(partial)
         write_json_atomic(partial / MANIFEST, record)

@@ -1118,7 +1118,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"config file {p} does not exist (read relative to the current folder {Path.cwd()}"
                               f"{shipped_hint(p)})")
         try:
-            raw = yaml.load(p.read_text(), Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
+            raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
         except ConfigError as err:
             raise ConfigError(f"{p}: {err}") from None
         except yaml.YAMLError as err:  # its "<unicode string>" is this file

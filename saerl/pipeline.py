@@ -224,7 +224,7 @@ def has_chat_template(folder: Path) -> bool:
         return True
     config = folder / "tokenizer_config.json"
     try:
-        return bool(config.is_file() and json.loads(config.read_text()).get("chat_template"))
+        return bool(config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
     except (OSError, ValueError):
         return False
 

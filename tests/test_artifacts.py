@@ -2,6 +2,7 @@
 
 import json
 import multiprocessing as mp
+import os
 import time
 from pathlib import Path
 
@@ -444,3 +445,35 @@ def test_an_artifact_root_that_is_a_file_is_refused_naming_it(tmp_path):
     with pytest.raises(OSError, match=r"artifact root .*root is a file, not a folder: pass --root"):
         ArtifactStore(root)
     assert ArtifactStore(tmp_path / "new").root.is_dir()
+
+
+def test_published_files_follow_the_umask_even_where_a_writer_made_them_private(tmp_path):
+    """safetensors writes its files 0600 whatever the umask, so the policy LM, SAE weights and score models of a root
+    were refused to another user reading it (`saerl report`, `status --verify`) or sharing it; a published artifact's
+    files and folders now get at least what the umask gives a new file, and a wider mode is kept."""
+    import stat
+
+    from saerl.artifacts import ArtifactStore, umask_modes
+
+    file_mode, folder_mode = umask_modes()
+    old = os.umask(0o022)
+    try:
+        umask_modes.cache_clear()
+        store = ArtifactStore(tmp_path / "root")
+
+        def write(build):
+            (build.path / "sub").mkdir(mode=0o700)
+            for name, mode in (("model.safetensors", 0o600), ("sub/x.bin", 0o600), ("open.txt", 0o666)):
+                path = build.path / name
+                path.write_bytes(b"w")
+                os.chmod(path, mode)
+
+        ref, _ = store.ensure("s", "k", write, {})
+        modes = {p.relative_to(ref.path).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in Path(ref.path).rglob("*")}
+        assert modes["model.safetensors"] == modes["sub/x.bin"] == 0o644 and modes["sub"] == 0o755
+        assert modes["open.txt"] == 0o666 and store.open("s", "k").path  # never narrowed; still verifies
+        assert not store.problems("s", "k")
+    finally:
+        os.umask(old)
+        umask_modes.cache_clear()
+    assert umask_modes() == (file_mode, folder_mode)

@@ -175,3 +175,30 @@ assert s.api.url is None and str(s.home) == {str(tmp_path / "mine")!r}, (s.api.u
     done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env | {"PYTHONPATH": str(root)},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_an_interrupted_cli_run_stops_the_local_server_it_started(monkeypatch, capsys):
+    """Ctrl-C or SIGTERM ends a CLI run at once (os._exit: no `finally` stops its Prefect server); on Linux the
+    server stops with its parent, but where there is no parent-death signal (macOS) it lived on under pid 1. The
+    CLI's stop now sends it SIGTERM first."""
+    import signal
+    import subprocess
+    import sys
+
+    from flows import cli, server
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # stands for the server
+    try:
+        monkeypatch.setattr(server, "_STARTED", {proc})
+
+        def exit_(code):
+            raise SystemExit(code)
+
+        monkeypatch.setattr(cli.os, "_exit", exit_)
+        with pytest.raises(SystemExit) as ended:
+            cli.stop_now(signal.SIGINT)
+        assert ended.value.code == 128 + signal.SIGINT and proc.wait(timeout=10) == -signal.SIGTERM
+        assert "stopped by SIGINT" in capsys.readouterr().err
+    finally:
+        proc.kill()
+        proc.wait()
