@@ -36,6 +36,7 @@ from saerl.gc import claim
 from saerl.pipeline import (
     SHARDED,
     STOPPED_TOKEN,
+    check_ingested,
     check_runnable,
     fan_out_token,
     input_keys,
@@ -425,6 +426,8 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         log_stage_run(tracker, stage, rec, result.get("metrics"), lineage_config(record.stages, name))
         if stage == "testbed":
             tell(format_levels(result.get("metrics", {})))
+        if stage == "ingest":  # a run that could not score stops here, not after extraction, the SAE and encoding
+            check_ingested(cfg, ref, until)
         if stage == "evaluate":
             tell(ref.file("comparison.txt").read_text())
 

@@ -441,6 +441,24 @@ DEVICE_DEPENDENT: tuple[str, ...] = ("extract", "label", "train", "heldout")
 MODEL_STAGES: tuple[str, ...] = ("extract", "sae", "encode", "label", "train", "heldout")
 
 
+def check_ingested(cfg: PipelineConfig, ingest: ArtifactRef, until: str | None = None) -> None:
+    """Refuse, right after ingest, a run whose score stage would find no difficulty label: difficulty read from the
+    data's column (no label stage planned) where no ingested row has a valid value ('easy' / 'hard' are no numbers):
+    the run went on through extraction, the SAE and encoding, then failed at score. Raises the ValueError the score
+    stage would (saerl.scoring.resolve_difficulty), naming data.difficulty and the fix. in: config, the ingest
+    artifact, --until; out: None when the run can score, or does not."""
+    import polars as pl
+
+    from saerl.runners import PROMPTS
+    from saerl.scoring import resolve_difficulty
+
+    planned = {stage for stage, _ in plan(cfg, until)}
+    if "score" not in planned or "label" in planned:
+        return
+    prompts = pl.read_parquet(ingest.file(PROMPTS), columns=["difficulty"] if cfg.data.difficulty else [])
+    resolve_difficulty(prompts, None, cfg.score.difficulty_source)
+
+
 def release_memory() -> None:
     """Free what a finished stage run's models held, now: a trained policy, its trainer and (DAPO) its optimizer
     state are kept by reference cycles (accelerate and trl bind methods to the model), so they waited for Python's
@@ -772,6 +790,8 @@ def run_all(store: ArtifactStore, cfg: PipelineConfig, until: str | None = None,
         for stage, name, ups, variant in stage_runs(cfg, until):
             res = run_stage(store, cfg, stage, resolve_upstream(stage, ups, refs, variant), variant=variant)
             refs[name], results[name] = res.ref, res
+            if stage == "ingest":
+                check_ingested(cfg, res.ref, until)
             if report:
                 report(name, res)
     return results

@@ -876,3 +876,31 @@ def test_a_stage_with_variants_run_without_one_is_refused_before_its_key_lock_or
     with pytest.raises(ValueError, match=rf"stage {stage} runs once per variant: pass variant="):
         run_stage(store, load_config(CONFIGS / "smoke.yaml"), stage, {})
     assert not (tmp_path / "root" / stage).exists()
+
+
+def test_a_difficulty_column_without_one_valid_value_stops_the_run_after_ingest(tmp_path):
+    """Difficulty read from the data's column ('easy', 'medium', 'hard': no numbers, each flagged by ingest) went on
+    through extraction, the SAE and encoding, and failed at the score stage; the run now stops right after ingest
+    with the score stage's error, nothing else built. A column with one number, or a run that ends before scoring,
+    goes on."""
+    from saerl.pipeline import check_ingested
+
+    src = tmp_path / "d.jsonl"
+    levels = ["easy", "medium", "hard"]
+    src.write_text("".join(json.dumps({"question": f"What is {i} + 2?", "answer": str(i + 2),
+                                       "difficulty": levels[i % 3]}) + "\n" for i in range(12)))
+    cfg = load_config(None, ["data.source=file", f"data.path={src}", "data.difficulty=difficulty"])
+    store = ArtifactStore(tmp_path / "root")
+    with pytest.raises(ValueError, match=r"no difficulty labels: the prompts' difficulty column \(data.difficulty\) "
+                                         r"has no values.*map data.difficulty to a field with values"):
+        run_all(store, cfg, until="score")
+    assert sorted(p.name for p in store.root.iterdir() if not p.name.startswith(".")) == ["ingest"]
+    (key,) = [p.name for p in (store.root / "ingest").iterdir() if not p.name.startswith(".")]
+    ingest = store.open("ingest", key)
+    check_ingested(cfg, ingest, until="encode")  # no score stage planned: nothing to check
+    measured = load_config(None, ["data.source=file", f"data.path={src}", "data.difficulty=difficulty",
+                                  "score.difficulty_source=measured"])
+    check_ingested(measured, ingest, until="score")  # the label stage measures it
+    src.write_text(src.read_text().replace('"easy"', "1", 1))
+    one = run_all(ArtifactStore(tmp_path / "one"), cfg, until="ingest")["ingest"].ref
+    check_ingested(cfg, one, until="score")  # one valid value: the score stage can fit on it

@@ -155,7 +155,7 @@ REVIEWED = {'sources': {'activation_store': 'c2b38d177fa16a1a72c2a6ce044576ce9ff
              'data': '3b1f15478fd396285c9dfc13494665d77ef347c7d61793b1e4f0f16fc913a10a',
              'evaluate': 'd8ec7bd64434cf571a39d6ae1c5585b97e729983248ada2936827072481f0bce',
              'labels': 'efa69972dd231fade4df377302b2c553b07108846fd9a319d176a2549c1c9aa1',
-             'pipeline': '49613c500021d3b93df2cf309162d1bf05791b6a9f46431ef3d962fbbe9a9787',
+             'pipeline': '1017e1219a6c49f9e1303fa12ddded81500aeb9d3dd602e7a14e12db20544db1',
              'plots': '800a0b238bf527bdbdbf27405efb926f7e48765527676b1e9b6b087f23ff925b',
              'policy_lm': 'a325451f81b1a1dbff579c18ae633cfc07f2cbea7377d6e155d2b7256f809f44',
              'property_models': '45ebe372e3a21bcaab415e3038ba8578db9e36e574805137cfb68ea93d6267b7',
