@@ -203,14 +203,14 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     """`saerl ablate CONFIG --grid KEY=V1,V2 [--grid ...] [key=value ...] [--until STAGE] [--root ROOT]`: every
     setting of the grid as a child run of one ablation flow, then the table (kept under ROOT/sweeps/). Config,
     grid and --until are checked before anything starts."""
-    from saerl.pipeline import check_runnable
     from saerl.sweep import parse_grid, plan_sweep
 
     overrides = with_root(args.overrides, args.root)
     cfg = load_config(args.config, overrides)
     grid = parse_grid(args.grid)
-    for _, child in plan_sweep(cfg.model_dump(mode="json"), grid, overrides):
-        check_runnable(child, args.until)  # a child that cannot evaluate fails here, before a server starts
+    # a child that cannot run up to --until (saerl.pipeline.check_runnable), or repeats another's runs, fails here,
+    # before a server starts
+    plan_sweep(cfg.model_dump(mode="json"), grid, overrides, until=args.until)
     from flows.server import prefect_server
 
     root = Path(cfg.runtime.artifact_root).resolve()
@@ -392,6 +392,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    """An argparse type: a whole number of at least 0 (argparse names the option in its error); `gc --keep-runs -1`
+    was taken as "keep every run", which its help does not say."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value} (0 keeps nothing of ended runs)")
+    return value
+
+
 def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
     """The status, gc and export subcommands (they read run records and artifacts; no server, no model)."""
     from saerl.export import ARM_FILES, DATA_SOURCE, FORMATS
@@ -413,7 +425,7 @@ def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
 
     g = sub.add_parser("gc", help="remove artifacts that none of the recent runs references")
     g.add_argument("--root", help="artifact root (default: .saerl)")
-    g.add_argument("--keep-runs", type=int, default=KEEP_RUNS,
+    g.add_argument("--keep-runs", type=_count, default=KEEP_RUNS,
                    help=f"keep every artifact of this many newest ended runs (default {KEEP_RUNS}); besides, runs "
                    "still going keep theirs, the latest complete run (not cut short by --until) of each config name "
                    "keeps its, and the latest failed, stopped or killed run of each config name its unfinished builds "

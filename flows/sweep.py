@@ -127,9 +127,8 @@ def ablation_flow(config: dict[str, Any], grid: dict[str, list[Any]], until: str
     parameter (`saerl ablate` checks its --grid before it calls the flow).
     Returns {"grid", "settings": [{key: value}], "runs": [run record dicts], "shared": the shared run's record
     (Dask) or None, "table": [row dicts], "sweep_id", "files": [table path, text path]}."""
-    children = plan_sweep(config, grid, source=PARAM_GRID)
-    for _, cfg in children:  # a child that cannot evaluate fails now, not after the children before it ran
-        check_runnable(cfg, until)
+    # a child that cannot evaluate, or repeats another's runs, fails now, not after the children before it ran
+    children = plan_sweep(config, grid, source=PARAM_GRID, until=until)
     sweep_id = new_run_id()
     say(f"ablation {sweep_id} over {' x '.join(grid)}: {len(children)} settings")
     base = children[0][1]  # runtime is result-neutral, so never swept: every child has the same runner
@@ -172,7 +171,8 @@ def ablation_from_file(config_path: str = "configs/demo.yaml", grid: dict[str, l
     refuse_rewrites(overrides or [])  # a deployment's parameter: each key once, as on the command line
     cfg = load_config(config_path, overrides or [])
     parsed: Grid = parse_grid(grid or [], PARAM_GRID)  # errors name the `grid` parameter, not saerl ablate's --grid
-    children = plan_sweep(cfg.model_dump(mode="json"), parsed, overrides or [], PARAM_GRID)  # every error first
+    # every grid error first; what the settings run is checked after the outside-code check, by ablation_flow
+    children = plan_sweep(cfg.model_dump(mode="json"), parsed, overrides or [], PARAM_GRID, runs=False)
     refuse_outside_code(load_config(config_path, []), [cfg, *(child for _, child in children)])
     check_runnable(cfg, until)
     with quiet_libraries(cfg):

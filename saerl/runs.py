@@ -79,9 +79,37 @@ def new_run_id(now: float | None = None) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime(seconds))}-{micro:06d}-{uuid.uuid4().hex[:4]}"
 
 
+class MissingStage(KeyError):
+    """A stage run a run record does not hold (``record.stages["score"]``); its text (:func:`missing_stage_text`,
+    made when it is read: it may read the root's run records) says which stage runs the record holds and how to pick
+    a run that has the one asked for. in: the name asked for, the record's stage runs."""
+
+    def __init__(self, name: str, stages: StageRuns | None = None) -> None:
+        super().__init__(name)
+        self.stages = stages
+
+    def __str__(self) -> str:
+        name = str(self.args[0]) if self.args else ""
+        return repr(name) if self.stages is None else missing_stage_text(self.stages, name)
+
+
+class StageRuns(dict[str, StageRecord]):
+    """A run's stage records by stage run name (RunRecord.stages), in execution order: a dict whose lookup of a
+    stage run the run does not hold raises MissingStage saying which it holds and how to pick a run that reached
+    it, where a bare KeyError('score') said neither; `get`, `in` and iteration are a dict's. `run_id` and `root`
+    (where the record was read from, when known) are what the message names."""
+
+    run_id: str = ""
+    root: Path | None = None
+
+    def __missing__(self, name: str) -> StageRecord:
+        raise MissingStage(name, self)
+
+
 @dataclass
 class RunRecord:
-    """One pipeline run: its config name, flat config and stage outcomes in execution order."""
+    """One pipeline run: its config name, flat config and stage outcomes in execution order (`stages`: a
+    :class:`StageRuns`, whatever mapping it was given)."""
 
     name: str
     run_id: str = field(default_factory=lambda: new_run_id())
@@ -90,11 +118,41 @@ class RunRecord:
     stages: dict[str, StageRecord] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        root = getattr(self.stages, "root", None)
+        self.stages = StageRuns(self.stages)
+        self.stages.run_id, self.stages.root = self.run_id, root
+
     def to_json(self) -> dict[str, Any]:
         """Plain-dict form for saving."""
         out = asdict(self)
         out["stages"] = {k: asdict(v) for k, v in self.stages.items()}
         return out
+
+
+def missing_stage_text(stages: StageRuns, name: str) -> str:
+    """What to say when a run's record is asked for a stage run it does not hold, with the stage runs it holds: for
+    a stage with a run per arm and seed ('train'), the names of this run's ('train:saerl:0'); for a name that is no
+    stage, the stage names; for a stage the run did not run (it stopped before it: --until, a failure), the newest
+    run under its root that did (when the root is known: load_run), else how to find or make one. in: the run's
+    stage records, the name asked for; out: one line."""
+    from saerl.stages import STAGES
+
+    stage = stage_of(name)
+    head = f"run {stages.run_id or '?'} has no stage run '{name}' (it ran: {', '.join(stages) or 'none'})"
+    if runs := [n for n in stages if stage_of(n) == stage]:
+        return (f"{head}; a stage with a run per arm and seed names each '{stage}:ARM:SEED': ask for one of "
+                f"{', '.join(runs)}")
+    if stage not in STAGES:
+        return f"{head}; '{stage}' is no stage: stages are {', '.join(STAGES)}"
+    if stages.root is None:
+        return f"{head}; pick a run that reached it (`saerl status --list` lists them): load_run(root, RUN_ID)"
+    found = next((r for r in runs_of(stages.root, None, exclude=stages.run_id)
+                  if any(n == name or (n.startswith(f"{name}:") and ":" not in name) for n in r.stages)), None)
+    if found is None:
+        return f"{head}; no run under {stages.root} has it: run `saerl run CONFIG --until {stage}` (or a whole run) first"
+    return (f"{head}; the newest run under {stages.root} that has it is {found.run_id} (config {found.name}): "
+            f"load_run(root, '{found.run_id}')")
 
 
 def run_path(root: Path, run_id: str) -> Path:
@@ -164,10 +222,17 @@ class UnknownRun(KeyError, ValueError):
         return str(self.args[0]) if self.args else ""
 
 
-def load_run(root: Path, run_id: str) -> RunRecord:
-    """Read a saved run record (run_id may be a unique prefix, or 'latest') under `root`, each stage run's path
-    re-rooted at `root` (:func:`relocated`: a moved or copied root is read where it is now, never from where it was
-    at run time); UnknownRun when none matches. in: artifact root, run id; out: the record."""
+def load_run(root: Path, run_id: str | RunRecord) -> RunRecord:
+    """Read a saved run record (run_id may be a unique prefix, or 'latest'; a RunRecord stands for its run id) under
+    `root`, each stage run's path re-rooted at `root` (:func:`relocated`: a moved or copied root is read where it is
+    now, never from where it was at run time); UnknownRun when none matches, TypeError for a run id that is neither a
+    str nor a RunRecord. in: artifact root, run id; out: the record (its stages' missing lookups name runs under
+    `root` that have them: :class:`StageRuns`)."""
+    run_id = run_id.run_id if isinstance(run_id, RunRecord) else run_id
+    if not isinstance(run_id, str):
+        fix = f"pass '{run_id}'" if isinstance(run_id, int) else "e.g. pass 'latest'"
+        raise TypeError(f"run_id must be a str (a run id, a unique prefix of one, or 'latest') or a RunRecord, got "
+                        f"{type(run_id).__name__} {run_id!r}: {fix}")
     runs = list_runs(root)
     if run_id == "latest":
         match = runs[-1:]
@@ -175,7 +240,9 @@ def load_run(root: Path, run_id: str) -> RunRecord:
         match = [p for p in runs if p.stem.startswith(run_id)]
     if len(match) != 1:
         raise UnknownRun(f"no unique run '{run_id}' under {Path(root) / RUNS_DIR}: {_run_fix(runs, match)}")
-    return relocated(read_run(match[0]), Path(root))
+    record = relocated(read_run(match[0]), Path(root))
+    record.stages.root = Path(root)
+    return record
 
 
 def _run_fix(runs: list[Path], match: list[Path]) -> str:

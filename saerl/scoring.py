@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -61,6 +61,9 @@ from saerl.property_models import (
     spearman,
     weight_codes,
 )
+
+if TYPE_CHECKING:
+    from saerl.runs import RunRecord
 
 FEATURES = ("sae", "residual", "text", "length", "majority")
 # the non-SAE models; "shuffled" (the SAE clusters permuted) is a chance level, not a baseline
@@ -839,7 +842,7 @@ def best_baseline(report: pl.DataFrame, property: str, metric: str) -> tuple[str
 SCORE_NEW_STAGES = ("extract", "sae", "encode", "score")
 
 
-def score_new(root: str | Path, run_id: str, prompts: Sequence[str], *, ids: Sequence[str] | None = None,
+def score_new(root: str | Path, run_id: str | RunRecord, prompts: Sequence[str], *, ids: Sequence[str] | None = None,
               device: str | None = None, progress: bool = False) -> pl.DataFrame:
     """Score new prompts with a finished run's models, without refitting anything: their residuals are extracted
     with the run's model and layer (extract.*) and encoded with the run's SAE (sae.*) into a temporary folder,
@@ -848,13 +851,15 @@ def score_new(root: str | Path, run_id: str, prompts: Sequence[str], *, ids: Seq
     give its difficulty_hat and quality_hat. A prompt of the run's pool gets its stored scores again (difficulty and
     quality up to float rounding).
 
-    in: the artifact root, a run id (a unique prefix, or 'latest'), the prompt texts as the model reads them (the
-    `prompt` column of the run's prompts.parquet: after data.prompt's template), optional ids (default new-0,
-    new-1, ...), the device (default: the run's runtime.device), whether to show progress bars; out: a frame (id,
-    cluster, difficulty_hat, quality_hat) in the prompts' order, scores.parquet's columns. The quality filter is
-    quality_hat >= the run's score.quality_threshold (saerl.curriculum.quality_kept). Raises ValueError for no
-    prompts, ids that repeat or do not match the prompts, or a run without the stages it needs, and load_score_models'
-    error for a run whose score stage saved no models."""
+    in: the artifact root, a run id (a unique prefix, or 'latest'; or the run's RunRecord), a list of the prompt
+    texts as the model reads them (the `prompt` column of the run's prompts.parquet: after data.prompt's template),
+    optional ids (default new-0, new-1, ...), the device (default: the run's runtime.device), whether to show
+    progress bars; out: a frame (id, cluster, difficulty_hat, quality_hat) in the prompts' order, scores.parquet's
+    columns. The quality filter is quality_hat >= the run's score.quality_threshold (saerl.curriculum.quality_kept).
+    Raises TypeError for one str as the prompts (it was scored a character at a time) or an item that is not a str
+    (None and 5 were scored as the texts 'None' and '5'), ValueError for no prompts, ids that repeat or do not match
+    the prompts, or a run without the stages it needs, and load_score_models' error for a run whose score stage saved
+    no models."""
     import tempfile
 
     from saerl.activations import extract, pick_device
@@ -866,6 +871,14 @@ def score_new(root: str | Path, run_id: str, prompts: Sequence[str], *, ids: Seq
     from saerl.runs import load_run
     from saerl.sae import encode_codes, load_codes_csr
 
+    if isinstance(prompts, str) or not isinstance(prompts, Iterable):
+        one = "one str" if isinstance(prompts, str) else f"{type(prompts).__name__} {prompts!r:.60}"
+        raise TypeError(f"score_new's prompts must be a list of prompt texts, got {one}: wrap one prompt in a list, "
+                        "score_new(root, run_id, [prompt])")
+    prompts = list(prompts)
+    if (bad := next((i for i, p in enumerate(prompts) if not isinstance(p, str)), None)) is not None:
+        raise TypeError(f"score_new's prompts[{bad}] is {type(prompts[bad]).__name__} {prompts[bad]!r:.60}, not a "
+                        "prompt text (str): drop it or give its text")
     prompts = [str(p) for p in prompts]
     ids = [f"new-{i}" for i in range(len(prompts))] if ids is None else [str(i) for i in ids]
     if not prompts:

@@ -61,20 +61,23 @@ SWEEP_PARAM = "sweep."  # + dotted key: the MLflow param of a sweep child's runs
 class GridSource:
     """Where a grid was written, so that an error names what the user set and shows the fix in that form.
     `key`, `axis`, `entry` are format strings: `key` names one swept key, `axis` one key with its values
-    (`key`, `values`: joined by `sep`), `entry` one unparsed 'KEY=V1,V2' string (`text`); `whole` names the grid."""
+    (`key`, `values`: joined by `sep`), `entry` one unparsed 'KEY=V1,V2' string (`text`); `whole` names the grid;
+    `until` names the last stage the sweep runs (`stage`), as the command line or the flow's parameter sets it."""
 
     key: str
     axis: str
     sep: str
     entry: str
     whole: str
+    until: str
 
 
 # `saerl ablate`'s --grid; a flow's `grid` parameter (a deployment run's, set in prefect.yaml or with --param)
 CLI_GRID = GridSource(key="--grid {key}", axis="--grid {key}={values}", sep=",", entry="--grid {text}",
-                      whole="--grid KEY=V1,V2")
+                      whole="--grid KEY=V1,V2", until="--until {stage}")
 PARAM_GRID = GridSource(key="grid key '{key}'", axis="grid: {{{key}: [{values}]}}", sep=", ",
-                        entry="grid entry '{text}'", whole="key in its grid parameter, {KEY: [V1, V2]}")
+                        entry="grid entry '{text}'", whole="key in its grid parameter, {KEY: [V1, V2]}",
+                        until="until={stage}")
 
 
 def format_value(value: Any) -> str:
@@ -188,14 +191,20 @@ def _check_overrides(grid: Grid, overrides: Sequence[str], source: GridSource = 
 
 
 def plan_sweep(base: Mapping[str, Any], grid: Grid, overrides: Sequence[str] = (),
-               source: GridSource = CLI_GRID) -> list[tuple[Setting, PipelineConfig]]:
+               source: GridSource = CLI_GRID, until: str | None = None,
+               runs: bool = True) -> list[tuple[Setting, PipelineConfig]]:
     """Validate a grid against a base config and expand it.
     in: base, a validated config as a raw dict (``cfg.model_dump(mode="json")``, overrides applied); the grid;
     the plain overrides (only to reject a key that is also swept); what the user wrote the grid as (the command
-    line's --grid, a deployment's grid parameter), which the errors name. out: (setting, validated config) per
-    point of the cartesian product, in order. Raises ConfigError naming the key (unknown, a section,
-    result-neutral, set twice, given no values), the value (invalid for the field, or equal to another value once
-    validated)."""
+    line's --grid, a deployment's grid parameter), which the errors name; the last stage the sweep runs (None:
+    every stage); `runs`: also check what the settings would run (:func:`refuse_repeats`: each one runnable up to
+    `until`, no two the same runs), which stamps local model folders and so may import a `pkg:` model's module
+    (False where a deployment's parameters must be refused outside code first: flows.pipeline.refuse_outside_code).
+    out: (setting, validated config) per point of the cartesian product, in order. Raises ConfigError naming the
+    key (unknown, a section, result-neutral, set twice, given no values, or read by no stage up to `until` under
+    this config), the value (invalid for the field, or equal to another value once validated), or the settings
+    that would run the same stage runs; a setting that cannot run up to `until` raises what
+    saerl.pipeline.check_runnable raises."""
     if not grid:
         raise ConfigError(f"an ablation needs at least one {source.whole} (e.g. {_example(source)})")
     _check_overrides(grid, overrides, source)
@@ -212,7 +221,10 @@ def plan_sweep(base: Mapping[str, Any], grid: Grid, overrides: Sequence[str] = (
                 raise ConfigError(f"{where}: values {format_value(seen[canonical])} and {format_value(value)} "
                                   "are the same setting; list each value once")
             seen[canonical] = value
-    return [(s, _validated(base, s, f"grid setting {setting_label(s)} is invalid")) for s in settings(grid)]
+    children = [(s, _validated(base, s, f"grid setting {setting_label(s)} is invalid")) for s in settings(grid)]
+    if runs:
+        refuse_repeats(children, until, source)
+    return children
 
 
 def _validated(base: Mapping[str, Any], setting: Setting, where: str) -> PipelineConfig:
@@ -275,6 +287,88 @@ def shared_until(configs: Sequence[PipelineConfig], until: str | None = None) ->
         prefix += 1
     last = max([prefix - 1] + [order.index(s) for s in shared if s in SHARDED])
     return order[last] if last >= 0 else None
+
+
+def _plan_text(cfg: PipelineConfig, until: str | None) -> str:
+    """:func:`planned_keys` of a config as one comparable string: equal exactly when two configs run the same
+    stage runs with the same artifact keys."""
+    return json.dumps(planned_keys(cfg, until), sort_keys=True)
+
+
+def _changes_nothing(key: str, settings_: Sequence[Setting], plans: Sequence[str]) -> bool:
+    """Does every value of `key` give the same plan, whatever the other keys' values? in: a grid key, the
+    settings and their plans (:func:`_plan_text`), in the same order; out: bool."""
+    groups: dict[str, set[str]] = {}
+    for setting, plan in zip(settings_, plans, strict=True):
+        rest = json.dumps({k: v for k, v in setting.items() if k != key}, sort_keys=True, default=str)
+        groups.setdefault(rest, set()).add(plan)
+    return all(len(plans_) == 1 for plans_ in groups.values())
+
+
+def _readers(key: str) -> list[str]:
+    """The stages that declare `key` among their reads (saerl.stages.STAGES), in pipeline order."""
+    from saerl.stages import STAGES
+
+    return [name for name, stage in STAGES.items() if any(key == r or key.startswith(f"{r}.") for r in stage.reads)]
+
+
+def _unread_reason(key: str, cfg: PipelineConfig, until: str | None, source: GridSource) -> str:
+    """Why no stage run of `cfg` up to `until` changes with `key`, and the fix, for :func:`refuse_repeats`:
+    no stage up to `until` reads it (sweep it with a later until), a stage there ignores it under this config
+    (saerl.stages.unread_fields: drop it or change what makes the stage ignore it), or every value gives that
+    stage the same input."""
+    from saerl.config import device_type
+    from saerl.stages import unread_fields
+
+    planned = list(planned_keys(cfg, until))
+    readers = _readers(key)
+    here = [s for s in readers if s in planned]
+    if not here:
+        later = [s for s in readers if s not in planned]
+        if until is None or not later:
+            return "no stage reads it; drop it from the grid"
+        return (f"no stage up to {source.until.format(stage=until)} reads it ({', '.join(later)} "
+                f"{'does' if len(later) == 1 else 'do'}); sweep it with {source.until.format(stage=later[0])} or "
+                "a later stage, or drop it from the grid")
+    device = device_type(cfg.runtime.device)
+    if all(key in unread_fields(cfg, s, device) for s in here):
+        return (f"the {' and '.join(here)} stage{'' if len(here) == 1 else 's'} ignore{'s' if len(here) == 1 else ''}"
+                " it under this config (README, 'What the demo does': a field 'not read under this config'); drop it "
+                "from the grid, or set the config so that a stage reads it")
+    return (f"every value gives the {' and '.join(here)} stage{'' if len(here) == 1 else 's'} the same input under "
+            "this config; drop it from the grid, or sweep values that differ there")
+
+
+def refuse_repeats(children: Sequence[tuple[Setting, PipelineConfig]], until: str | None = None,
+                   source: GridSource = CLI_GRID) -> None:
+    """Raise ConfigError when two settings of a sweep would run the same stage runs with the same artifact keys
+    (:func:`planned_keys` up to `until`): their children would be one run repeated. A grid key whose values never
+    change the plan is named with why (:func:`_unread_reason`: e.g. sae.l1_coefficient for a TopK SAE, or
+    train.max_steps up to --until score); otherwise the settings that coincide are named. Each setting is first
+    checked to be runnable up to `until` (saerl.pipeline.check_runnable, whose errors it raises), as its keys
+    hash its data files. in: the (setting, config) pairs of :func:`plan_sweep`, the last stage, where the grid
+    was written (which the error names)."""
+    from saerl.pipeline import check_runnable
+
+    for _, cfg in children:
+        check_runnable(cfg, until)
+    plans = [_plan_text(cfg, until) for _, cfg in children]
+    if len(set(plans)) == len(plans):
+        return
+    settings_ = [s for s, _ in children]
+    scope = f" up to {source.until.format(stage=until)}" if until else ""
+    dead = [key for key in settings_[0] if _changes_nothing(key, settings_, plans)]
+    if dead:
+        raise ConfigError("; ".join(
+            f"{source.key.format(key=key)} changes no stage run{scope}, so its values would repeat one run: "
+            f"{_unread_reason(key, children[0][1], until, source)}" for key in dead))
+    groups: dict[str, list[str]] = {}
+    for setting, plan in zip(settings_, plans, strict=True):
+        groups.setdefault(plan, []).append(f"'{setting_label(setting)}'")
+    same = "; ".join(" and ".join(labels) for labels in groups.values() if len(labels) > 1)
+    raise ConfigError(f"grid settings {same} run the same stage runs{scope} (the same artifacts), so they would "
+                      "repeat one run; drop a value that makes them coincide, or split the grid into ablations whose "
+                      "settings each run something of their own")
 
 
 # ---------------------------------------------------------------------------------------------- result table

@@ -131,6 +131,16 @@ def test_cli_gc(root, capsys):
     assert _present(root) == {"ingest/new", "train/a", "train/b"}
 
 
+def test_cli_gc_refuses_a_negative_keep_runs_and_removes_nothing(root, capsys):
+    """`saerl gc --keep-runs -1` was accepted and kept every run, which its help does not say."""
+    before = _present(root)
+    with pytest.raises(SystemExit) as exit_:
+        main(["gc", "--root", str(root), "--keep-runs", "-1"])
+    assert exit_.value.code == 2 and "--keep-runs: must be 0 or more, got -1" in capsys.readouterr().err
+    assert _present(root) == before
+    assert main(["gc", "--root", str(root), "--keep-runs", "0", "--dry-run"]) == 0, "0 stays allowed"
+
+
 def test_a_root_without_run_records_is_refused_unless_keep_runs_is_zero(root):
     for record in (root / "runs").iterdir():
         record.unlink()

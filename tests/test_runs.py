@@ -509,3 +509,58 @@ def test_a_record_with_fields_of_the_wrong_json_type_is_unreadable_to_status_and
     save_run(tmp_path, good)
     assert main(["gc", "--dry-run", "--keep-runs", "1", "--root", str(tmp_path)]) == 0  # past the runs kept
     assert "Traceback" not in capsys.readouterr().err
+
+
+def _stopped_and_whole_runs(root):
+    """Two runs of config demo under `root`: a whole one (score, two training runs), then a newer one that stopped
+    after ingest (--until ingest). out: (whole run id, stopped run id)."""
+    whole = RunRecord(name="demo", run_id="20260101-000000-aaaaaa")
+    for name in ("ingest", "score", "train:saerl:0", "train:vanilla:0"):
+        whole.stages[name] = StageRecord(name.split(":")[0], "k", "computed", "", {}, {})
+    stopped = _rec("demo", "ingest", {}, {})
+    stopped.run_id = "20260102-000000-bbbbbb"
+    save_run(root, whole)
+    save_run(root, stopped)
+    return whole.run_id, stopped.run_id
+
+
+def test_a_stage_a_run_stopped_before_names_the_newest_run_that_has_it(tmp_path):
+    """load_run(root, "latest").stages["score"] on a run that stopped early (the README's example) raised a bare
+    KeyError('score')."""
+    import pytest
+
+    whole, stopped = _stopped_and_whole_runs(tmp_path)
+    latest = load_run(tmp_path, "latest")
+    with pytest.raises(KeyError) as err:
+        latest.stages["score"]
+    assert str(err.value) == (f"run {stopped} has no stage run 'score' (it ran: ingest); the newest run under "
+                              f"{tmp_path} that has it is {whole} (config demo): load_run(root, '{whole}')")
+    assert "score" not in latest.stages and latest.stages.get("score") is None and list(latest.stages) == ["ingest"]
+    with pytest.raises(KeyError, match=f"no run under {tmp_path} has it: run `saerl run CONFIG --until evaluate`"):
+        latest.stages["evaluate"]
+    with pytest.raises(KeyError, match="pick a run that reached it"):
+        RunRecord(name="demo").stages["score"]  # a record not read from a root
+    with pytest.raises(KeyError, match="'scores' is no stage: stages are testbed, ingest"):
+        latest.stages["scores"]
+
+
+def test_a_stage_with_a_run_per_arm_and_seed_names_its_runs():
+    """stages["train"] instead of "train:saerl:0" raised a bare KeyError('train')."""
+    import pytest
+
+    record = RunRecord(name="demo", run_id="20260101-000000-aaaaaa")
+    for name in ("score", "train:saerl:0", "train:vanilla:0"):
+        record.stages[name] = StageRecord(name.split(":")[0], "k", "computed", "", {}, {})
+    with pytest.raises(KeyError, match="names each 'train:ARM:SEED': ask for one of train:saerl:0, train:vanilla:0"):
+        record.stages["train"]
+
+
+def test_load_run_takes_a_run_record_and_names_run_id_for_other_types(tmp_path):
+    """load_run(root, <RunRecord>) and load_run(root, 20260101) failed with "startswith first arg must be str"."""
+    import pytest
+
+    whole, _ = _stopped_and_whole_runs(tmp_path)
+    assert load_run(tmp_path, load_run(tmp_path, whole)).run_id == whole
+    with pytest.raises(TypeError, match=r"run_id must be a str \(a run id, a unique prefix of one, or 'latest'\) or a "
+                       "RunRecord, got int 20260101: pass '20260101'"):
+        load_run(tmp_path, 20260101)

@@ -937,6 +937,30 @@ def test_score_new_scores_new_prompts_with_a_finished_runs_models(tmp_path):
         S.score_new(root, "latest", [new, new], ids=["a", "a"])
 
 
+@pytest.mark.parametrize("prompts, expected", [
+    ("What is the second biggest of 12 , 85 , 40 , 7 ?", "got one str: wrap one prompt in a list"),
+    (["What is 2 + 3 ?", None, 5], r"prompts\[1\] is NoneType None, not a prompt text \(str\)"),
+    (["What is 2 + 3 ?", 5], r"prompts\[1\] is int 5"),
+    (7, "got int 7: wrap one prompt in a list"),
+])
+def test_score_new_refuses_one_str_or_items_that_are_not_text(tmp_path, prompts, expected):
+    """score_new(root, run, "one prompt") scored each character as a prompt (48 rows), and None / 5 in the list were
+    scored as the texts 'None' and '5'; refused before the run is read."""
+    with pytest.raises(TypeError, match=expected):
+        S.score_new(tmp_path, "latest", prompts)
+
+
+def test_score_new_takes_the_runs_record_for_its_id(tmp_path):
+    """score_new(root, load_run(root, ...), ...) failed with "startswith first arg must be str ..., not RunRecord"."""
+    from saerl.runs import RunRecord, StageRecord, load_run, save_run
+
+    record = RunRecord(name="demo", run_id="20260101-000000-aaaaaa")
+    record.stages["ingest"] = StageRecord("ingest", "ikey", "computed", "", {}, {})
+    save_run(tmp_path, record)
+    with pytest.raises(ValueError, match="run 20260101-000000-aaaaaa has no extract, sae, encode, score stage"):
+        S.score_new(tmp_path, load_run(tmp_path, "latest"), ["what is 1 + 1 ?"])
+
+
 def test_score_prompts_names_what_to_pass_for_the_whole_config_or_a_path(data):
     """The whole config ("'PipelineConfig' object has no attribute 'model_pool'") or the prompts' path ("string
     indices must be integers") passed from a notebook: a TypeError naming what to pass."""

@@ -163,7 +163,7 @@ REVIEWED = {'sources': {'activation_store': 'c2b38d177fa16a1a72c2a6ce044576ce9ff
              'rl': '00960857b04e8fe5de7f7a527687722de83656bbe56bd594c7eaac09099c8549',
              'runners': 'bf0c2249510b83c16d53eb317377777100762841f935476aa2ac05267d063609',
              'sae': 'f72b746a47f22e23f8889fcbcf04d202edb3098d36390fab9fb162a53f9b64a9',
-             'scoring': '992d7ff282ddd8f013fbd94b3cd611259f1c55da8accbefbebd6a68ebeda2407',
+             'scoring': '5f385c702c8ccb366721985353006016c920562c5296973f5ba9c3b582385d66',
              'stages': '8dee8cda0ab3bc8fbc38827049775f6e64eeef2706565a65295eb6d0b67ad873',
              'testbed': 'f6d5b7b30b1750d0ceef8d792aba1cd7c542dc05f4b83cde4f9848aa01153211'},
  'versions': {'curriculum': '5',

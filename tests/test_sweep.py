@@ -110,6 +110,42 @@ def test_a_swept_key_cannot_also_be_an_override(base):
         plan_sweep(base, {"curriculum.mix_ratio": [0, 1]}, ["curriculum.mix_ratio=0.5"])
 
 
+@pytest.mark.parametrize("grid, until, expected", [
+    ({"sae.l1_coefficient": [1, 2]}, "sae",
+     "--grid sae.l1_coefficient changes no stage run up to --until sae, so its values would repeat one run: the sae "
+     "stage ignores it under this config"),
+    ({"sae.l1_coefficient": [1, 2], "curriculum.mix_ratio": [0, 0.5]}, None, "--grid sae.l1_coefficient changes no "
+     "stage run, so"),
+    ({"train.max_steps": [3, 4]}, "score", "--grid train.max_steps changes no stage run up to --until score, so its "
+     "values would repeat one run: no stage up to --until score reads it (curriculum, train do); sweep it with "
+     "--until curriculum or a later stage, or drop it from the grid"),
+])
+def test_a_grid_key_no_stage_reads_under_this_config_or_until_is_refused(base, grid, until, expected):
+    """`saerl ablate configs/smoke.yaml --grid sae.l1_coefficient=1,2` (a TopK SAE reads no L1 coefficient) and
+    `--grid train.max_steps=3,4 --until score` ran their settings as identical children, without a word."""
+    with pytest.raises(ConfigError) as err:
+        plan_sweep(base, grid, until=until)
+    assert expected in str(err.value) and "drop it from the grid" in str(err.value)
+
+
+def test_settings_that_would_repeat_one_run_are_named(base):
+    """A key read under some settings of the grid but not others: the settings that coincide are named."""
+    grid = {"sae.architecture": ["topk", "standard"], "sae.l1_coefficient": [1, 2]}
+    with pytest.raises(ConfigError, match="grid settings 'architecture=topk l1_coefficient=1' and 'architecture=topk "
+                       "l1_coefficient=2' run the same stage runs up to --until sae .* drop a value that makes them coincide"):
+        plan_sweep(base, grid, until="sae")
+    assert len(plan_sweep(base, {"sae.architecture": ["topk", "standard"], "sae.k": [4]}, until="sae")) == 2
+    assert len(plan_sweep(base, {"train.max_steps": [3, 4]}, until="curriculum")) == 2, "curriculum reads it"
+
+
+def test_cli_refuses_a_grid_that_repeats_one_run_before_a_server_starts(tmp_path, capsys):
+    started = time.time()
+    assert main(["ablate", str(SMOKE), "--grid", "train.max_steps=3,4", "--until", "score",
+                 "--root", str(tmp_path)]) == 2
+    assert "--grid train.max_steps changes no stage run up to --until score" in capsys.readouterr().err
+    assert time.time() - started < 30 and not any(tmp_path.iterdir()), "refused before a server or a stage starts"
+
+
 def test_product_first_key_slowest_and_configs_validated(base):
     grid = parse_grid(["curriculum.mix_ratio=0,0.1,0.3", "curriculum.ordering=easy_to_hard,random"])
     points = settings(grid)
@@ -230,7 +266,7 @@ def test_shared_until_is_the_common_upstream_of_the_settings(base, tmp_path):
     # the testbed differs but extraction (an external encoder over a data file) does not: the shared run goes
     # on to the last sharded stage, so two children never fan out the same extraction at once
     held_out = tmp_path / "held_out.jsonl"  # data that is not the testbed evaluates on a set of its own
-    held_out.write_text('{"prompt": "1 + 1 ?", "answer": "2"}\n')
+    held_out.write_text('{"id": "h0", "prompt": "1 + 1 ?", "answer": "2"}\n')
     other = load_config(SMOKE, ["data.source=sample", "extract.model=some/encoder",
                                 f"eval.sets={{held: {held_out}}}"]).model_dump(mode="json")
     assert shared({"testbed.seed": [0, 1]}, over=other) == "encode"
@@ -303,6 +339,17 @@ def test_ablation_flow_refuses_a_child_that_cannot_evaluate_before_any_child_run
     config = with_setting(base, {"runtime.artifact_root": str(tmp_path)})
     with pytest.raises(ValueError, match="no held-out set"):
         ablation_flow.fn(config=config, grid={"data.source": ["testbed", "sample"]})
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_ablation_flow_names_its_until_parameter_for_a_key_no_stage_reads(base, tmp_path):
+    """A deployment's grid that repeats one run is refused by the flow before any child, naming its parameters."""
+    from flows.sweep import ablation_flow
+
+    config = with_setting(base, {"runtime.artifact_root": str(tmp_path)})
+    with pytest.raises(ConfigError, match="grid key 'train.max_steps' changes no stage run up to until=score.*"
+                       "sweep it with until=curriculum"):
+        ablation_flow.fn(config=config, grid={"train.max_steps": [3, 4]}, until="score")
     assert not (tmp_path / "runs").exists()
 
 
