@@ -183,8 +183,15 @@ def resolve_model_path(name: str) -> str:
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else as named (saerl.config.device_type)."""
-    return torch.device(device_type(device))
+    """'auto' -> cuda when available, else cpu; anything else as named (saerl.config.device_type). A name torch
+    does not know ('gpu', from a library call's `device` argument: the config allows auto, cpu and cuda alone) is
+    refused with a ValueError naming the names to use, where torch's own error listed its every device type. in:
+    the device; out: the torch device."""
+    try:
+        return torch.device(device_type(device))
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is not a torch device: use 'auto' (a GPU where torch sees one, else "
+                         "the CPU), 'cpu' or 'cuda'") from None
 
 
 def find_layers(model: torch.nn.Module, n_layers: int) -> torch.nn.ModuleList:

@@ -39,6 +39,9 @@ TESTBED_LEVELS = 5  # difficulty levels of the synthetic world (saerl.testbed): 
 TESTBED_DEFECTS = ("wrong_gold", "missing_info", "garbled", "near_duplicate", "off_distribution")  # saerl.testbed
 ROPE_PAIR = 2  # the testbed LM's rotary position embeddings turn pairs of dimensions: a head's width divides by it
 MIN_CLUSTERS = 2  # the smallest k the auto k search (score.k_range) tries: one cluster orders nothing
+DAPO_EPSILON_HIGH = 0.28  # DAPO's clip-higher upper bound, train.epsilon_high under algorithm=dapo when unset (as
+# saerl.dapo.DAPO_EPSILON_HIGH, which trains with it; a test checks the two agree)
+DAPO_EPSILON = 0.2  # DAPO's lower clip bound (paper, section 3.1), which its epsilon_high is above
 
 
 def shipped_configs(packaged: Path = PACKAGED_CONFIGS, checkout: Path = CHECKOUT_CONFIGS) -> Path:
@@ -464,7 +467,7 @@ class TrainConfig(Section):
     max_completion_length: int = Field(64, gt=0, description="tokens per rollout (the label stage's and the "
                                        "evaluation's completions too)")
     beta: float = Field(0.0, ge=0, description="KL coefficient")
-    epsilon: float = Field(0.2, gt=0, description="PPO clip (low)")
+    epsilon: float = Field(0.2, gt=0, description="PPO clip (low), below 1: trl clips the ratio from 1 - epsilon")
     epsilon_high: float | None = Field(
         None, gt=0, description="PPO clip (high): trl clips the ratio to [1 - epsilon, 1 + epsilon_high]; None = "
         "epsilon under algorithm=grpo, DAPO's 0.28 under algorithm=dapo")
@@ -518,6 +521,28 @@ class TrainConfig(Section):
             raise ValueError(f"train.overlong_buffer={self.overlong_buffer} is not below train.max_completion_length="
                              f"{self.max_completion_length}: the penalty would start at the first token; set "
                              f"train.overlong_buffer={self.max_completion_length // 5} (DAPO's fifth) or 0 (off)")
+        return self
+
+    @model_validator(mode="after")
+    def _clip_higher(self) -> TrainConfig:
+        """The clip's upper bound is not below its lower one (clip-higher: trl clips the ratio to [1 - epsilon,
+        1 + epsilon_high], epsilon_high None meaning epsilon under algorithm=grpo and DAPO_EPSILON_HIGH under dapo):
+        an epsilon_high under epsilon clips the rollouts the update favours tighter than those it disfavours, the
+        reverse of DAPO's recipe. in: the section; out: the same, or ValueError naming both fields and the fix."""
+        high = self.epsilon_high
+        if self.epsilon >= 1:
+            raise ValueError(f"train.epsilon={self.epsilon} is not below 1: trl clips the ratio from 1 - epsilon, "
+                             f"which would leave no lower clip; set train.epsilon below 1 (PPO's and DAPO's: "
+                             f"{DAPO_EPSILON})")
+        if high is None and self.algorithm == "dapo" and DAPO_EPSILON_HIGH < self.epsilon:
+            raise ValueError(f"train.epsilon={self.epsilon} is above the train.epsilon_high algorithm=dapo uses when "
+                             f"none is set ({DAPO_EPSILON_HIGH}): set train.epsilon_high={self.epsilon} or above "
+                             f"(DAPO's clip-higher is epsilon_high {DAPO_EPSILON_HIGH} over epsilon {DAPO_EPSILON})")
+        if high is not None and high < self.epsilon:
+            unset = ", or leave it unset (null: epsilon under grpo)" if self.algorithm == "grpo" else ""
+            raise ValueError(f"train.epsilon_high={high} is below train.epsilon={self.epsilon}: clip-higher means "
+                             f"epsilon_high >= epsilon (DAPO's: epsilon_high {DAPO_EPSILON_HIGH} over epsilon "
+                             f"{DAPO_EPSILON}); set train.epsilon_high={self.epsilon} or above{unset}")
         return self
 
     @model_validator(mode="after")
@@ -783,6 +808,24 @@ def device_type(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def no_gpu_problem(device: str) -> str | None:
+    """Why a CUDA device ('cuda', 'cuda:1') cannot run here: torch sees no GPU (a CPU build of torch, or a CUDA
+    build with no device visible), which failed deep in the first stage to load a model ("Torch not compiled with
+    CUDA enabled"); None for another device or where torch sees a GPU. Imports torch only for a CUDA device. in:
+    runtime.device; out: one line naming it, the cause and the fix, or None."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    why = (f"torch {torch.__version__} is built without CUDA" if torch.version.cuda is None else
+           f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU (none visible: check the driver, "
+           "nvidia-smi and CUDA_VISIBLE_DEVICES)")
+    return (f"runtime.device={device} but {why}: set runtime.device=auto (a GPU where torch sees one, else the CPU) or cpu, or "
+            "install a torch built for your GPU's CUDA")
+
+
 def field_paths(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> list[str]:
     """All dotted leaf field paths of a config model, e.g. 'curriculum.mix_ratio'."""
     paths: list[str] = []
@@ -841,23 +884,62 @@ KEY_ALIASES: dict[str, str] = {
 }
 
 
-def suggest_key(path: str) -> str:
-    """' (did you mean 'x.y'?)' for the key `path` stands for (KEY_ALIASES), else the valid key closest to it, or
-    ''."""
+def closest_key(path: str) -> str | None:
+    """The key `path` stands for (KEY_ALIASES), else the valid key closest to it, or None."""
     if path in KEY_ALIASES:
-        return f" (did you mean '{KEY_ALIASES[path]}'?)"
+        return KEY_ALIASES[path]
     entry, _, last = path.rpartition(".")
     mapping = next((m for m in mapping_fields() if entry.startswith(f"{m}.")), None)
     if mapping is not None:  # a field of a mapping's entry (eval.sets.a.promt): the entry's fields, not the data's
         close = difflib.get_close_matches(last, entry_fields(mapping), n=1, cutoff=0.6)
-        return f" (did you mean '{entry}.{close[0]}'?)" if close else ""
+        return f"{entry}.{close[0]}" if close else None
     valid = field_paths() + [p.split(".")[0] for p in field_paths()]
     last = path.split(".")[-1]
     close = difflib.get_close_matches(path, valid, n=1, cutoff=0.6)
     if not close:
         same_leaf = [p for p in field_paths() if difflib.get_close_matches(last, [p.split(".")[-1]], cutoff=0.75)]
         close = same_leaf[:1]
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return close[0] if close else None
+
+
+def suggest_key(path: str) -> str:
+    """' (did you mean 'x.y'?)' for the key `path` stands for (:func:`closest_key`), or ''."""
+    close = closest_key(path)
+    return f" (did you mean '{close}'?)" if close else ""
+
+
+def scalar_text(value: Any) -> str:
+    """A value as YAML reads it back, for an example in a message: text as it is where YAML reads it so (local),
+    else a scalar in JSON (0.3, true, null, "0123"), which YAML reads alike; anything else '...'."""
+    if isinstance(value, str) and value.isprintable() and value.strip() == value != "":
+        try:
+            if yaml.safe_load(value) == value:
+                return value
+        except yaml.YAMLError:  # '[' and the like: quoted below
+            pass
+    return json.dumps(value) if value is None or isinstance(value, (bool, int, float, str)) else "..."
+
+
+def nested_form(path: str, value: Any) -> str:
+    """A dotted key and its value as a YAML file or a dict nests them, on one line: ('curriculum.mix_ratio', 0.3) ->
+    'curriculum: {mix_ratio: 0.3}' (:func:`scalar_text`)."""
+    *parents, leaf = path.split(".")
+    text = f"{leaf}: {scalar_text(value)}"
+    for part in reversed(parents):
+        text = f"{part}: {{{text}}}"
+    return text
+
+
+def dotted_key_error(path: str, key: str, value: Any) -> str:
+    """The error for a dotted key written in a YAML file or a dict (`curriculum.mix_ratio: 0.3` at the top level),
+    which said "did you mean 'curriculum.mix_ratio'?", itself: dotted keys are the command line's, and the
+    nested form of the key meant. in: the error's dotted path, the dotted key as written, its value; out: one line."""
+    meant = key if key in field_paths() else closest_key(key)
+    if meant is None:
+        return (f"unknown key '{path}': dotted keys are for command-line overrides ({key}=VALUE); in a YAML file or a "
+                "dict nest each part under the one before")
+    return (f"unknown key '{path}': dotted keys are for command-line overrides ({meant}={scalar_text(value)}); "
+            f"in a YAML file or a dict nest it under its section: {nested_form(meant, value)}")
 
 
 def _is_union(annotation: Any) -> bool:
@@ -902,6 +984,8 @@ def _format_errors(err: ValidationError, where: str) -> str:
         path = error_path(e["loc"])
         if not path:  # a cross-field check of the whole config: its message names the fields and the fix
             lines.append(str(e.get("ctx", {}).get("error", e["msg"])))
+        elif e["type"] == "extra_forbidden" and "." in str(e["loc"][-1]):
+            lines.append(dotted_key_error(path, str(e["loc"][-1]), e.get("input")))
         elif e["type"] == "extra_forbidden":
             lines.append(f"unknown key '{path}'{suggest_key(path)}")
         elif path in fields:
@@ -930,11 +1014,60 @@ def _leading_zero_as_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any
 OverrideLoader.add_constructor("tag:yaml.org,2002:int", _leading_zero_as_text)
 
 
+CONFIG_SUFFIXES = (".yaml", ".yml")  # a word of the command line with one of these names a config file
+BRACKETS = {"[": "]", "{": "}"}  # the YAML flow collections an override's value may open: opener -> closer
+
+
+def unclosed(text: str) -> bool:
+    """Does `text` open more YAML flow brackets ('[', '{') than it closes? ('train.seeds=[0,' does.)"""
+    return any(text.count(opener) > text.count(closer) for opener, closer in BRACKETS.items())
+
+
+def split_value(words: Sequence[str], at: int) -> str | None:
+    """The override the shell split at spaces into `words[at]` and its neighbours, put back together: from the
+    nearest earlier override (a word with '=') whose value stays open (:func:`unclosed`) up to `at`, then on while
+    it stays open ('train.seeds=[0,' '1,' '2]' -> 'train.seeds=[0, 1, 2]'); None when no earlier override is open.
+    in: the overrides as given, the index of a word without '='; out: the whole override or None."""
+    start = next((j for j in range(at - 1, -1, -1) if "=" in words[j]), None)
+    if start is None or not unclosed(" ".join(words[start:at])):
+        return None
+    end = at + 1
+    while end < len(words) and "=" not in words[end] and unclosed(" ".join(words[start:end])):
+        end += 1
+    return " ".join(words[start:end])
+
+
+def no_equals_error(words: Sequence[str], at: int) -> str:
+    """The error for an override without '=', saying what it looks like: a config file given after an override
+    (`saerl run curriculum.mix_ratio=0.5 configs/smoke.yaml`), the rest of a list or mapping the shell split at a
+    space (`train.seeds=[0, 1]` unquoted gave '1]'), else the form an override takes. in: the overrides as given,
+    the index of the one without '='; out: one line naming the word and the fix."""
+    text = words[at]
+    if text.lower().endswith(CONFIG_SUFFIXES):
+        return (f"override '{text}' has no '=' and looks like a config file: the config file comes first, the "
+                "overrides after it (saerl run CONFIG KEY=VALUE ..., e.g. saerl run configs/smoke.yaml "
+                "curriculum.mix_ratio=0.2)")
+    whole = split_value(words, at)
+    if whole is not None or any(text.count(closer) > text.count(opener) for opener, closer in BRACKETS.items()):
+        example = f"'{whole}'" if whole else "(e.g. 'train.seeds=[0, 1]')"
+        return (f"override '{text}' looks like the rest of a list or mapping the shell split at a space: quote the "
+                f"whole override {example}, or write it without spaces")
+    return f"override '{text}' is not of the form key.path=value (e.g. curriculum.mix_ratio=0.2)"
+
+
+def check_override_words(overrides: Sequence[str]) -> None:
+    """Refuse a list of overrides one of which has no '=' (:func:`no_equals_error` says what it looks like, with
+    the other words at hand). in: the overrides as given; raises ConfigError."""
+    for at, text in enumerate(overrides):
+        if "=" not in text:
+            raise ConfigError(no_equals_error(overrides, at))
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """Split 'a.b=value' into ('a.b', value) with the value parsed as YAML (numbers, lists, null...); an integer
     with a leading zero stays its text, read in decimal by a number field (:class:`OverrideLoader`)."""
     if "=" not in text:
-        raise ConfigError(f"override '{text}' is not of the form key.path=value (e.g. curriculum.mix_ratio=0.2)")
+        raise ConfigError(no_equals_error([text], 0))
     key, raw = text.split("=", 1)
     key = key.strip()
     try:
@@ -987,6 +1120,7 @@ def refuse_rewrites(overrides: Sequence[str]) -> None:
     overrides under a user's (benchmarks' defaults, then the user's; --root after the overrides) passes the
     layers to apply_overrides as one list, the later winning, and checks only the user's with this. in: the
     overrides; raises ConfigError naming both overrides and the fix."""
+    check_override_words(overrides)
     sections, mappings = section_names(), mapping_fields()
     written: dict[str, str] = {}  # each dotted path an override set: that override
     for text in overrides:
@@ -1040,6 +1174,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     'data.prompt=Solve: {question}' a template, not a mapping. A key given twice takes the later value (callers
     layer overrides: a benchmark's defaults, then the user's); :func:`refuse_rewrites` refuses it in overrides a
     user gives in one go. An empty section (None) is an absent one (:func:`without_empty_sections`)."""
+    check_override_words(overrides)
     out = without_empty_sections(json.loads(json.dumps(raw)))
     valid, sections = set(field_paths()), section_names()
     mappings, texts = mapping_fields(), text_fields()
@@ -1108,15 +1243,35 @@ def shipped_hint(missing: Path, shipped: Path | None = None) -> str:
     return f"; the shipped configs are in {shipped}" + (f": {same}" if same.is_file() else "")
 
 
+def require_override_list(overrides: Any) -> None:
+    """Refuse overrides that are not a list of 'key=value' strings (a dict {'curriculum.mix_ratio': 0.3} was read
+    key by key and said "override 'curriculum.mix_ratio' is not of the form key.path=value"; one string
+    'curriculum.mix_ratio=0.3' letter by letter): TypeError naming the argument and the form, with the value given
+    as such a list where it can be. in: load_config's overrides."""
+    if overrides is None or (isinstance(overrides, (list, tuple)) and all(isinstance(o, str) for o in overrides)):
+        return
+    if isinstance(overrides, dict):
+        fix = f"[{', '.join(repr(f'{k}={scalar_text(v)}') for k, v in list(overrides.items())[:2])}]"
+    elif isinstance(overrides, str):
+        fix = f"[{overrides!r}]"
+    else:
+        fix = "['curriculum.mix_ratio=0.3']"
+    raise TypeError(f"load_config's overrides must be a list of 'key=value' strings, not a {type(overrides).__name__}"
+                    f"{' holding other things' if isinstance(overrides, (list, tuple)) else ''}: e.g. {fix}")
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> PipelineConfig:
-    """Read a YAML config (None = all defaults), apply dotted overrides, validate."""
+    """Read a YAML config (None = all defaults), apply dotted overrides (a list of 'key=value' strings), validate."""
+    require_override_list(overrides)
     raw: dict[str, Any] = {}
     where = "defaults"
     if path is not None:
         p = Path(path)
         if not p.exists():
+            looks = (": it looks like an override (KEY=VALUE); the config file comes first, the overrides after it"
+                     if "=" in p.name else "")
             raise ConfigError(f"config file {p} does not exist (read relative to the current folder {Path.cwd()}"
-                              f"{shipped_hint(p)})")
+                              f"{shipped_hint(p)}){looks}")
         try:
             raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
         except ConfigError as err:

@@ -44,11 +44,13 @@ from saerl.config import (
     device_type,
     held_out_file,
     held_out_mapping,
+    no_gpu_problem,
     resolve_layer,
 )
 from saerl.runs import stage_of
 from saerl.stages import (
     DATA_LABELS,
+    SAE_SOURCE_FIELDS,
     STAGES,
     code_version,
     hub_cached_config,
@@ -242,9 +244,33 @@ def check_vllm(device: str) -> None:
                          "train.use_vllm=false, or run on a GPU machine")
 
 
+def sae_source_problem(cfg: PipelineConfig) -> str | None:
+    """What the sae stage would do wrong with the fields naming the SAE to load (SAE_SOURCE_FIELDS): one that
+    sae.source does not read (sae.path beside source 'train', which used the SAE it trained and ignored the path
+    without a word), or one its source needs left unset (sae.source=local without sae.path: refused by the sae
+    stage, after the whole extraction). The config takes both, so that a key, a grid or a run record may name them
+    (saerl.stages.unread_fields leaves them out of the sae stage's key). in: config; out: one line naming the fields
+    and the fix, or None."""
+    sae = cfg.sae
+    for source, fields in SAE_SOURCE_FIELDS.items():
+        given = [f for f in fields if getattr(sae, f.split(".")[1]) is not None]
+        if source != sae.source and given:
+            values = " and ".join(f"{f} is {getattr(sae, f.split('.')[1])!r}" for f in given)
+            return (f"{values} but sae.source is '{sae.source}', which does not read {'it' if len(given) == 1 else 'them'}"
+                    f": set sae.source={source} to load that SAE, or leave {' and '.join(given)} out")
+    if sae.source == "pretrained" and not (sae.release and sae.sae_id):
+        return ("sae.source=pretrained needs sae.release and sae.sae_id (a sae-lens release and id): set both, or "
+                "sae.source=train to train an SAE here")
+    if sae.source == "local" and not sae.path:
+        return ("sae.source=local needs sae.path (a folder with cfg.json + sae_weights.safetensors): set it, or "
+                "sae.source=train to train an SAE here")
+    return None
+
+
 def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
     """plan(cfg, until), refusing a run that would fail at its last stage, before hours of extraction and
-    training: the sae or encode stage without token residuals (extract.store_tokens off), heldout or evaluate with no
+    training: the sae or encode stage without token residuals (extract.store_tokens off) or with the fields naming
+    its SAE at odds with sae.source (:func:`sae_source_problem`), heldout or evaluate with no
     held-out set (data other than the testbed's and no eval.sets), a data.path that does
     not exist or lacks a mapped field (every plan starts with ingest), a HELD_OUT_READERS stage with an eval.sets file that
     does not exist (their keys hash it) or lacks the prompt / answer / id field (read with the data mapping, labels
@@ -255,6 +281,8 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[
     stages = plan(cfg, until)
     if not cfg.extract.store_tokens and any(s in ("sae", "encode") for s, _ in stages):
         raise ValueError(NO_TOKEN_STORE)  # found after the whole extraction, in the sae stage, before
+    if any(s == "sae" for s, _ in stages) and (problem := sae_source_problem(cfg)):
+        raise ValueError(problem)
     if any(s in ("heldout", "evaluate") for s, _ in stages) and cfg.data.source != "testbed" and not cfg.eval.sets:
         raise ValueError(NO_HELD_OUT)
     if cfg.data.source == "file" and cfg.data.path:
@@ -280,7 +308,9 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[
 
 def check_loaders(cfg: PipelineConfig, until: str | None = None) -> None:
     """Refuse, before the first stage, what would fail when a stage to compute loads its model: train.use_vllm where
-    vLLM cannot run (:func:`check_vllm`; found when the first training run started, after extraction and labels) and
+    vLLM cannot run (:func:`check_vllm`; found when the first training run started, after extraction and labels),
+    runtime.device=cuda where torch sees no GPU (saerl.config.no_gpu_problem; a traceback from the first model the
+    extract stage moved), and
     a model folder that cannot load (:func:`check_model`; found when a stage loaded it, never naming the field), an
     extract.layer out of range and a local SAE of another width where the model's config is at hand (the testbed
     LM, a local folder, a hub model in the local Hugging Face cache: saerl.stages.known_size). Only
@@ -296,6 +326,8 @@ def check_loaders(cfg: PipelineConfig, until: str | None = None) -> None:
             if any(store.problems(stage, key, hashes=False) for key in runs.values())}  # sizes: no hashing here
     if cfg.train.use_vllm and "train" in todo:
         check_vllm(cfg.runtime.device)
+    if todo & set(MODEL_STAGES) and (problem := no_gpu_problem(cfg.runtime.device)):
+        raise ValueError(problem)  # found deep in the extract stage's first model load ("Torch not compiled with CUDA")
     prompted = bool(todo & set(CHAT_READERS))
     if prompted or ("extract" in todo and not cfg.extract.model):  # the policy is loaded
         check_model(cfg.model.name_or_path, "model.name_or_path", prompted)

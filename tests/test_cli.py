@@ -61,6 +61,21 @@ def test_missing_config_file(capsys, tmp_path, monkeypatch):
     assert "does not exist" in err and f"current folder {tmp_path}" in err and str(REPO / "configs") in err
 
 
+@pytest.mark.parametrize(("words", "names"), [
+    (["curriculum.mix_ratio=0.5", str(REPO / "configs" / "smoke.yaml")],
+     ["looks like a config file: the config file comes first", "saerl run CONFIG KEY=VALUE"]),
+    ([str(REPO / "configs" / "smoke.yaml"), "train.seeds=[0,", "1]", "--until", "ingest"],
+     ["override '1]' looks like the rest of a list or mapping the shell split at a space",
+      "quote the whole override 'train.seeds=[0, 1]'"]),
+])
+def test_a_swapped_config_or_a_list_split_by_the_shell_says_what_happened(words, names, capsys):
+    """`saerl run curriculum.mix_ratio=0.5 configs/smoke.yaml` and an unquoted `train.seeds=[0, 1]` said only
+    "override '...' is not of the form key.path=value"."""
+    assert main(["run", *words]) == 2
+    err = capsys.readouterr().err
+    assert all(n in err for n in names), err
+
+
 def test_a_config_error_names_the_overrides_given(capsys):
     """The header said '+ overrides' for an override the user never typed (--root adds one): it lists them."""
     assert main(["run", str(REPO / "configs" / "demo.yaml"), "train.max_steps=-5", "--root", "/tmp/x"]) == 2

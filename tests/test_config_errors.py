@@ -335,3 +335,86 @@ def test_one_entry_of_a_mapping_field_is_set_by_its_name(tmp_path):
     assert cfg.testbed.defect_kinds["garbled"] == 0.5 and cfg.testbed.defect_kinds["wrong_gold"] == 0.3
     with pytest.raises(ConfigError, match="unknown key 'eval.setz.b'"):
         load_config(None, ["eval.setz.b=/x"])
+
+
+@pytest.mark.parametrize(("overrides", "names"), [
+    (["train.epsilon=1.5"], ["train.epsilon=1.5 is not below 1", "set train.epsilon below 1"]),
+    (["train.epsilon=0.3", "train.epsilon_high=0.1"],
+     ["train.epsilon_high=0.1 is below train.epsilon=0.3", "epsilon_high 0.28 over epsilon 0.2",
+      "set train.epsilon_high=0.3 or above"]),
+    (["train.algorithm=dapo", "train.epsilon=0.3"],
+     ["train.epsilon=0.3 is above the train.epsilon_high algorithm=dapo uses when none is set (0.28)",
+      "set train.epsilon_high=0.3 or above"]),
+])
+def test_a_clip_range_upside_down_is_refused_naming_both_bounds(overrides, names):
+    """train.epsilon_high under train.epsilon (and train.epsilon of 1 or more, whose lower clip 1 - epsilon is no
+    clip) trained without a word: clip-higher is epsilon_high above epsilon (DAPO: 0.28 over 0.2)."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert all(n in str(err.value) for n in names), str(err.value)
+
+
+def test_clip_higher_defaults_agree_with_trl_and_dapo():
+    """epsilon_high unset is epsilon under grpo (trl's GRPOTrainer: None -> epsilon) and DAPO's 0.28 under dapo, the
+    value saerl.dapo trains with; an equal or higher epsilon_high is taken."""
+    from saerl import config
+    from saerl.dapo import DAPO_EPSILON_HIGH, dapo_overrides
+
+    assert config.DAPO_EPSILON_HIGH == DAPO_EPSILON_HIGH
+    dapo = load_config(None, ["train.algorithm=dapo"]).train
+    assert dapo.epsilon_high is None and dapo_overrides(dapo)["epsilon_high"] >= dapo.epsilon
+    assert load_config(None, ["train.epsilon=0.3", "train.epsilon_high=0.3"]).train.epsilon_high == 0.3
+    assert load_config(None, ["train.algorithm=dapo", "train.epsilon=0.3", "train.epsilon_high=0.4"]).train.epsilon == 0.3
+
+
+@pytest.mark.parametrize("raw", [{"curriculum.mix_ratio": 0.3}, {"curriculum": {"curriculum.mix_ratio": 0.3}}])
+def test_a_dotted_key_in_a_file_or_dict_shows_its_nested_form(raw, tmp_path):
+    """A dotted key at the top of a YAML file said "did you mean 'curriculum.mix_ratio'?", itself: dotted keys are
+    the command line's; a file or a dict nests them."""
+    from saerl.config import build_config
+
+    with pytest.raises(ConfigError) as err:
+        build_config(raw)
+    msg = str(err.value)
+    assert "dotted keys are for command-line overrides (curriculum.mix_ratio=0.3)" in msg, msg
+    assert "nest it under its section: curriculum: {mix_ratio: 0.3}" in msg and "did you mean" not in msg, msg
+    (tmp_path / "c.yaml").write_text("curriculum.mix_ratio: 0.3\n")
+    with pytest.raises(ConfigError, match=r"curriculum: \{mix_ratio: 0\.3\}"):
+        load_config(tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize(("overrides", "names"), [
+    (["curriculum.mix_ratio=0.5", "configs/smoke.yaml"],
+     ["override 'configs/smoke.yaml' has no '=' and looks like a config file", "the config file comes first",
+      "saerl run CONFIG KEY=VALUE"]),
+    (["train.seeds=[0,", "1]"], ["override '1]' looks like the rest of a list or mapping the shell split at a space",
+                                 "quote the whole override 'train.seeds=[0, 1]'"]),
+    (["train.seeds=[0,", "1,", "2]", "train.max_steps=4"], ["override '1,'", "'train.seeds=[0, 1, 2]'"]),
+    (["eval.sets={a:", "x.jsonl}"], ["override 'x.jsonl}'", "'eval.sets={a: x.jsonl}'"]),
+    (["curriculum.mix_ratio"], ["override 'curriculum.mix_ratio' is not of the form key.path=value"]),
+])
+def test_an_override_without_equals_says_what_it_looks_like(overrides, names):
+    """A config file after an override ('saerl run curriculum.mix_ratio=0.5 configs/smoke.yaml') and the rest of a
+    list the shell split at a space ('train.seeds=[0, 1]' unquoted gave '1]') were 'not of the form key.path=value'."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert all(n in str(err.value) for n in names), str(err.value)
+
+
+def test_a_config_path_that_is_an_override_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"does not exist .*: it looks like an override \(KEY=VALUE\); the config "
+                                          "file comes first"):
+        load_config("curriculum.mix_ratio=0.5")
+
+
+@pytest.mark.parametrize(("overrides", "given"), [({"curriculum.mix_ratio": 0.3}, "dict"),
+                                                  ("curriculum.mix_ratio=0.3", "str"),
+                                                  ([("curriculum.mix_ratio", 0.3)], "list holding other things")])
+def test_load_config_says_overrides_are_a_list_of_strings(overrides, given):
+    """A dict of overrides was read key by key ("override 'curriculum.mix_ratio' is not of the form ..."), a string
+    letter by letter ("override 'c' ...")."""
+    with pytest.raises(TypeError) as err:
+        load_config(None, overrides)
+    assert str(err.value) == (f"load_config's overrides must be a list of 'key=value' strings, not a {given}: e.g. "
+                              "['curriculum.mix_ratio=0.3']")

@@ -174,11 +174,71 @@ def test_a_rerun_whose_model_stages_are_stored_needs_neither_the_model_nor_vllm(
     check_runnable(cfg)
 
 
+@pytest.mark.parametrize(("overrides", "names"), [
+    (["sae.path=models/sae"], ["sae.path is 'models/sae' but sae.source is 'train', which does not read it",
+                               "set sae.source=local to load that SAE, or leave sae.path out"]),
+    (["sae.release=gpt2-small-res-jb", "sae.sae_id=x"],
+     ["sae.release is 'gpt2-small-res-jb' and sae.sae_id is 'x' but sae.source is 'train', which does not read them",
+      "set sae.source=pretrained"]),
+    (["sae.source=local", "sae.path=models/sae", "sae.release=r"], ["sae.release is 'r' but sae.source is 'local'"]),
+    (["sae.source=local"], ["sae.source=local needs sae.path (a folder with cfg.json + sae_weights.safetensors)"]),
+    (["sae.source=pretrained", "sae.release=gpt2-small-res-jb"],
+     ["sae.source=pretrained needs sae.release and sae.sae_id (a sae-lens release and id)"]),
+])
+def test_sae_fields_at_odds_with_sae_source_are_refused_before_the_first_stage(tmp_path, overrides, names):
+    """sae.path beside sae.source 'train' trained an SAE and ignored the path without a word; sae.source=local
+    without sae.path (pretrained without its release and id) was refused by the sae stage, after the whole
+    extraction. Both are refused with the plan, where the sae stage is planned."""
+    cfg = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", *overrides])
+    with pytest.raises(ValueError) as err:
+        check_runnable(cfg, "sae")
+    assert all(n in str(err.value) for n in names), str(err.value)
+    assert [s for s, _ in check_runnable(cfg, "extract")][-1] == "extract", "no sae stage: nothing read them"
+
+
+@pytest.mark.parametrize("cuda_build", [None, "12.4"])
+def test_a_cuda_device_torch_sees_no_gpu_for_is_refused_before_the_first_stage(tmp_path, monkeypatch, cuda_build):
+    """runtime.device=cuda on a machine whose torch sees no GPU failed inside the extract stage with two tracebacks
+    ("Torch not compiled with CUDA enabled"), naming no field: refused with the plan, naming runtime.device and the
+    fix; a run whose model stages are all stored loads no model and is not refused."""
+    import torch
+
+    from saerl.sweep import planned_keys
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", cuda_build)
+    cfg = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", "runtime.device=cuda"])
+    with pytest.raises(ValueError) as err:
+        check_runnable(cfg, "extract")
+    why = "is built without CUDA" if cuda_build is None else f"(CUDA {cuda_build}) sees no GPU"
+    assert f"runtime.device=cuda but torch {torch.__version__} {why}" in str(err.value), str(err.value)
+    assert "set runtime.device=auto (a GPU where torch sees one, else the CPU) or cpu" in str(err.value)
+    assert check_runnable(cfg, "ingest")[-1][0] == "ingest", "no stage loads a model"
+    assert check_runnable(load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}"]), "extract")
+    store = ArtifactStore(tmp_path)
+    for stage, runs in planned_keys(cfg, "extract").items():  # every planned stage run stored
+        for key in runs.values():
+            store.ensure(stage, key, lambda b: (b.path / "f.txt").write_text("x"))
+    check_runnable(cfg, "extract")
+
+
+def test_a_device_name_torch_does_not_know_is_refused_naming_the_names_to_use():
+    """score_new(..., device="gpu") ended in torch's error listing its every device type."""
+    from saerl.activations import pick_device
+
+    with pytest.raises(ValueError, match=r"^device='gpu' is not a torch device: use 'auto' .*'cpu' or 'cuda'$"):
+        pick_device("gpu")
+    assert pick_device("cpu").type == "cpu"
+
+
 def test_use_vllm_without_vllm_or_a_gpu_is_refused_before_the_first_stage(monkeypatch):
     """train.use_vllm=true without vLLM ended in an ImportError when the first training run started, after
     extraction, the SAE and the label rollouts; it is refused up front, and so is a CPU device."""
     import importlib.util
 
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine: runtime.device=cuda can run
     cfg = load_config(CONFIGS / "smoke.yaml", ["train.use_vllm=true", "runtime.device=cuda"])
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))

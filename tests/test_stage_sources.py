@@ -147,15 +147,15 @@ if __name__ == "__main__":
 
 # the sources as last reviewed, with every stage's code version then (written by `python tests/test_stage_sources.py`)
 REVIEWED = {'sources': {'activation_store': 'c2b38d177fa16a1a72c2a6ce044576ce9ff3239b3e43cdd0e23957e0d83245fc',
-             'activations': 'b790eb69fb74f12d4dea21f2de3d42b2e73d7eb778b0cec57da3178b48b96439',
+             'activations': '8c7498c32177230951fbb0c47cc05be2559f4d573bc51347bd4834a58c5d97df',
              'artifacts': '7f899518afecb1f919aaf98b9219dc8c21ca8842f7edd1e4587b34c754cd00db',
-             'config': 'a625b1e30a04a76e50ef1ee7d915cb0ef5af358f9f5b8e0529a70795c8b51146',
+             'config': '84bba4f7bf8e1b9fd6e874b9f602ca23e71dccac9d8274539cbd02779126aafb',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
              'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
              'data': '3b1f15478fd396285c9dfc13494665d77ef347c7d61793b1e4f0f16fc913a10a',
              'evaluate': 'd8ec7bd64434cf571a39d6ae1c5585b97e729983248ada2936827072481f0bce',
              'labels': 'efa69972dd231fade4df377302b2c553b07108846fd9a319d176a2549c1c9aa1',
-             'pipeline': '1017e1219a6c49f9e1303fa12ddded81500aeb9d3dd602e7a14e12db20544db1',
+             'pipeline': 'eede648dfbbaaca093b85e5367e15297a4408aacf4f580b858aadfc387014fec',
              'plots': '800a0b238bf527bdbdbf27405efb926f7e48765527676b1e9b6b087f23ff925b',
              'policy_lm': 'a325451f81b1a1dbff579c18ae633cfc07f2cbea7377d6e155d2b7256f809f44',
              'property_models': '45ebe372e3a21bcaab415e3038ba8578db9e36e574805137cfb68ea93d6267b7',
