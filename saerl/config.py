@@ -1260,6 +1260,12 @@ def require_override_list(overrides: Any) -> None:
                     f"{' holding other things' if isinstance(overrides, (list, tuple)) else ''}: e.g. {fix}")
 
 
+MAX_LISTED_CONFIGS = 8  # a config path that is a folder: the YAML files in it the error lists at most
+# a config path with one of these suffixes that is no YAML is a data set given where the config goes (saerl.data reads
+# them)
+DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".pq")  # saerl.data.SUFFIX_FORMATS
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> PipelineConfig:
     """Read a YAML config (None = all defaults), apply dotted overrides (a list of 'key=value' strings), validate."""
     require_override_list(overrides)
@@ -1272,12 +1278,18 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
                      if "=" in p.name else "")
             raise ConfigError(f"config file {p} does not exist (read relative to the current folder {Path.cwd()}"
                               f"{shipped_hint(p)}){looks}")
+        if p.is_dir():  # was "[Errno 21] Is a directory"
+            inside = sorted(q.name for q in p.glob("*.y*ml"))[:MAX_LISTED_CONFIGS]
+            raise ConfigError(f"config file {p} is a folder: name a YAML file" +
+                              (f" in it, e.g. {p / inside[0]} (it holds {', '.join(inside)})" if inside else ""))
         try:
             raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
         except ConfigError as err:
             raise ConfigError(f"{p}: {err}") from None
         except yaml.YAMLError as err:  # its "<unicode string>" is this file
-            raise ConfigError(f"{p} is not valid YAML: {str(err).replace('<unicode string>', str(p))}") from None
+            data = (f"; {p.name} looks like a data file: a config names it as data.path (data.source=file), and "
+                    "`saerl ingest FILE` checks it" if p.suffix.lower() in DATA_SUFFIXES else "")
+            raise ConfigError(f"{p} is not valid YAML: {str(err).replace('<unicode string>', str(p))}{data}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}")
         where = str(p)

@@ -418,3 +418,22 @@ def test_load_config_says_overrides_are_a_list_of_strings(overrides, given):
         load_config(None, overrides)
     assert str(err.value) == (f"load_config's overrides must be a list of 'key=value' strings, not a {given}: e.g. "
                               "['curriculum.mix_ratio=0.3']")
+
+
+def test_a_config_path_that_is_a_folder_or_a_data_file_says_so(tmp_path):
+    """`saerl run configs` said "[Errno 21] Is a directory"; `saerl run data.jsonl` said only that it is no valid
+    YAML. Now a folder is named as one with the YAML files in it, and a data file's suffix adds where a data set goes."""
+    from saerl.config import DATA_SUFFIXES, ConfigError, load_config
+    from saerl.data import SUFFIX_FORMATS
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "smoke.yaml").write_text("name: s\n")
+    with pytest.raises(ConfigError, match=r"configs is a folder: name a YAML file in it, e.g. .*smoke.yaml"):
+        load_config(folder)
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"question": "What is 1+1?", "answer": "2"}\n{"question": "What is 2+2?", "answer": "4"}\n')
+    with pytest.raises(ConfigError, match=r"(?s)not valid YAML: .*train.jsonl looks like a data file: a config names it "
+                                          r"as data.path"):
+        load_config(data)
+    assert set(DATA_SUFFIXES) == set(SUFFIX_FORMATS)
