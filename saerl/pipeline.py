@@ -190,6 +190,9 @@ def check_model(name: str, field: str, chat: bool) -> None:
             raise FileNotFoundError(missing_file(f"model folder {name}", path, field)
                                     + "; a hub model is named 'org/name'")
         return  # a hub id
+    if path.is_file():  # a file of the model ('.../config.json', '.../model.safetensors') where its folder goes
+        raise ValueError(f"{field}={name} is a file, not a model folder: name the folder that holds it, "
+                         f"{field}={path.parent}")
     if not (path / "config.json").is_file():
         raise ValueError(f"{field}={name} is a folder without config.json, not a transformers model (a model's "
                          "save_pretrained folder holds config.json, its weights and its tokenizer)")

@@ -103,6 +103,9 @@ def test_a_model_folder_that_cannot_load_is_refused_naming_its_field(tmp_path):
     plain = tmp_path / "plain"
     plain.mkdir()
     (plain / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"config.json is a file, not a model folder: name the folder that holds it, "
+                                         r"model.name_or_path=.*plain$"):  # it said: a folder without config.json
+        check_runnable(cfg(f"model.name_or_path={plain / 'config.json'}"))
     (plain / "pytorch_model.bin").write_bytes(b"a pickle")
     with pytest.raises(ValueError, match=r"plain holds no .safetensors weights.*safe_serialization=True"):
         check_runnable(cfg(f"model.name_or_path={plain}"))

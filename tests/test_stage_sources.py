@@ -155,7 +155,7 @@ REVIEWED = {'sources': {'activation_store': 'c2b38d177fa16a1a72c2a6ce044576ce9ff
              'data': '3b1f15478fd396285c9dfc13494665d77ef347c7d61793b1e4f0f16fc913a10a',
              'evaluate': 'd8ec7bd64434cf571a39d6ae1c5585b97e729983248ada2936827072481f0bce',
              'labels': 'efa69972dd231fade4df377302b2c553b07108846fd9a319d176a2549c1c9aa1',
-             'pipeline': 'eede648dfbbaaca093b85e5367e15297a4408aacf4f580b858aadfc387014fec',
+             'pipeline': 'b7be7ec01c1bb5c08e38020304ca2a60ba0885482c6cc4d7cb8e4d2392d44ead',
              'plots': '800a0b238bf527bdbdbf27405efb926f7e48765527676b1e9b6b087f23ff925b',
              'policy_lm': 'a325451f81b1a1dbff579c18ae633cfc07f2cbea7377d6e155d2b7256f809f44',
              'property_models': '45ebe372e3a21bcaab415e3038ba8578db9e36e574805137cfb68ea93d6267b7',
