@@ -3,7 +3,8 @@
 A run of a sweep (flows/sweep.py) passes `sweep` ({"id", "setting", "params"}): its printed lines start with its
 setting's label, its MLflow runs (the parent and every nested stage run) are named and tagged with it and carry
 its swept keys as params, and its run record keeps the id and label (extra). Its MLflow parent run is tagged with
-the Prefect flow run (and deployment) it ran in (:func:`prefect_tags`).
+the Prefect flow run (and deployment) it belongs to (:func:`prefect_tags`). A deployment's flow run stops, recorded
+as stopped, when the Prefect worker that started its process dies (:func:`stopped_with_worker`).
 With `runtime.progress` off, :func:`quiet_libraries` silences the libraries' own progress bars and INFO chatter
 (transformers' weight loading and saving, distributed's scheduler and nannies) for the length of a run.
 """
@@ -14,20 +15,25 @@ import logging
 import os
 import queue
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.server import die_with_parent
 from saerl.artifacts import ArtifactRef, ArtifactStore, library_versions, read_manifest, version_drift
 from saerl.config import (
+    ADDRESS_FIELDS,
     CODE_FIELDS,
     PipelineConfig,
     build_config,
     flatten,
+    names_other_server,
     redact,
     redacted,
     runs_outside_code,
@@ -78,8 +84,14 @@ log = logging.getLogger("saerl.flow")
 CLUSTER_TIMEOUT_S = 30  # how long asking an external Dask scheduler for its worker threads may take
 PARALLEL_STAGES = ("train", "heldout")  # stages whose runs (one per variant) run at once on Dask
 WAKE_S = 0.5  # how often the flow's thread wakes while it waits for a stage: how soon a Ctrl-C is seen
-PREFECT_FLOW_RUN_TAG = "prefect.flow_run_id"  # MLflow parent-run tag: the Prefect flow run the pipeline ran in
+PREFECT_FLOW_RUN_TAG = "prefect.flow_run_id"  # MLflow parent-run tag: the Prefect flow run the pipeline belongs to
 PREFECT_DEPLOYMENT_TAG = "prefect.deployment"  # MLflow parent-run tag: the deployment that flow run came from
+DEPLOYMENT_DEPTH = 8  # flow runs walked up from a pipeline run to its deployment's (a sweep child on Dask: 4)
+WORKER_LOST = signal.SIGHUP  # what the kernel sends a deployment's flow-run process when its worker dies
+WORKER_DIED = "its Prefect worker died"  # how a run record's stop says so: 'train:saerl:0: SIGTERM, its Prefect ...'
+FLOW_RUN_ENV = "PREFECT__FLOW_RUN_ID"  # what a Prefect worker (or runner) tells the process it starts to run
+STARTED_BY = os.getppid()  # this process's parent as the module is imported: a deployment flow run's, its worker
+WORKER_GONE = threading.Event()  # set once this process has seen its worker die (worker_lost)
 LOST_RUN = ("the Dask worker running it died (its process ended without saying how the task ended); the run's "
             "error says why the flow stopped")  # the message of a task run marked Crashed by crash_lost_runs
 
@@ -110,25 +122,56 @@ def say(message: str, label: str | None = None) -> None:
 
 
 def prefect_tags() -> dict[str, str]:
-    """The MLflow parent-run tags linking a pipeline run to Prefect, read from `prefect.runtime`: the flow run's id
-    (PREFECT_FLOW_RUN_TAG) and, when the flow run comes from a deployment (a sweep child or a subflow of one
-    inherits it), the deployment's name (PREFECT_DEPLOYMENT_TAG). A value Prefect does not know (None: the flow's
-    body called outside Prefect, a run not from a deployment) is not tagged; nor is the deployment when asking the
-    Prefect API for it fails (that costs the tag, never the run). out: {tag: value}."""
+    """The MLflow parent-run tags linking a pipeline run to Prefect: the flow run it belongs to (PREFECT_FLOW_RUN_TAG)
+    and, when a deployment started it, the deployment's name (PREFECT_DEPLOYMENT_TAG). Under a deployment that flow
+    run is the deployment's own (the id `prefect deployment run` prints), found by walking up from the pipeline's
+    flow run (:func:`deployment_run`): the deployment entry points run the pipeline as a subflow, a sweep child is
+    one or more levels further down, and Prefect 3 gives a subflow no deployment id of its own. Otherwise it is the
+    pipeline's own flow run. Called outside a flow run, `prefect.runtime`'s view (its environment variables). A value
+    Prefect does not know (None) is not tagged; nor is the deployment when asking the Prefect API for it fails (that
+    costs the tag, never the run). out: {tag: value}."""
     from prefect.context import FlowRunContext
     from prefect.runtime import deployment, flow_run
 
     ctx = FlowRunContext.get()
     run = ctx.flow_run if ctx is not None else None
-    tags = {PREFECT_FLOW_RUN_TAG: flow_run.id}
-    try:  # inside a flow run its deployment id is at hand; prefect.runtime's deployment.id would ask the API for the
-        # flow run whenever its context lacks one (every local run). Outside one, prefect.runtime's view (environment)
-        deployed = run.deployment_id if run is not None else deployment.id
-        tags[PREFECT_DEPLOYMENT_TAG] = deployment.name if deployed else None
+    tags: dict[str, Any] = {PREFECT_FLOW_RUN_TAG: run.id if run is not None else flow_run.id}
+    try:
+        if run is None:  # prefect.runtime's deployment.id asks the API for the flow run when it has no context
+            tags[PREFECT_DEPLOYMENT_TAG] = deployment.name if deployment.id else None
+        elif (started := deployment_run(run)) is not None:
+            tags = {PREFECT_FLOW_RUN_TAG: started.id, PREFECT_DEPLOYMENT_TAG: deployment_name(started.deployment_id)}
     except Exception as err:  # noqa: BLE001 - a tag is not worth a run
         log.warning("could not read the Prefect deployment of this flow run (%s); its MLflow run is not tagged with it",
                     err)
     return {k: str(v) for k, v in tags.items() if v}
+
+
+def deployment_run(run: Any) -> Any | None:
+    """The flow run a deployment started that `run` is, or runs under: `run` itself when it has a deployment id,
+    else its parent flow run's (a subflow's parent task run belongs to it), asked of the Prefect API, and so on up,
+    at most DEPLOYMENT_DEPTH flow runs; None when the top one came from no deployment. A top-level run reads no API.
+    in: a Prefect FlowRun; out: a FlowRun or None."""
+    from prefect.client.orchestration import get_client
+
+    if run.deployment_id is not None or run.parent_task_run_id is None:
+        return run if run.deployment_id is not None else None
+    with get_client(sync_client=True) as client:
+        for _ in range(DEPLOYMENT_DEPTH):
+            if run.deployment_id is not None:
+                return run
+            if run.parent_task_run_id is None:
+                return None
+            run = client.read_flow_run(client.read_task_run(run.parent_task_run_id).flow_run_id)
+    return None
+
+
+def deployment_name(deployment_id: Any) -> str:
+    """The name of the deployment `deployment_id` (e.g. scheduled-pipeline), asked of the Prefect API."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_deployment(deployment_id).name
 
 
 def wait_awake(future: Any) -> None:
@@ -261,16 +304,18 @@ def build_sharded(store: ArtifactStore, args: dict[str, Any], n_shards: int, sta
 
 def stop_signal(err: BaseException) -> str | None:
     """The signal's name when `err` is a person stopping the run (Ctrl-C: KeyboardInterrupt; SIGTERM, which
-    Prefect's flow engine raises as TerminationSignal), else None (an error)."""
+    Prefect's flow engine raises as TerminationSignal; followed by WORKER_DIED when it came of that,
+    :func:`worker_lost`), else None (an error)."""
     from prefect.exceptions import TerminationSignal
 
     if isinstance(err, KeyboardInterrupt):
         return signal.Signals.SIGINT.name
     if isinstance(err, TerminationSignal):
         try:
-            return signal.Signals(err.signal).name
+            name = signal.Signals(err.signal).name
         except ValueError:
-            return f"signal {err.signal}"
+            name = f"signal {err.signal}"
+        return f"{name}, {WORKER_DIED}" if WORKER_GONE.is_set() else name
     return None
 
 
@@ -562,21 +607,33 @@ def drop_pending_events() -> int:
 
 
 ALLOW_CODE_ENV = "SAERL_DEPLOYMENT_ALLOW_CODE"  # set to 1 on a worker to accept deployment parameters that run code
+# or point the run at other servers
 
 
-def refuse_outside_code(cfg_file: PipelineConfig, configs: list[PipelineConfig]) -> None:
+def refuse_untrusted(cfg_file: PipelineConfig, configs: list[PipelineConfig]) -> None:
     """Refuse deployment parameters (overrides, an ablation grid's settings) that change what outside code a run
-    executes: anyone who can reach the Prefect server can start a deployment with any parameters, and a hub repo's
-    modelling code (model.trust_remote_code), hub kernels or a `pkg:` module would run on the workers. A run config
-    (the overridden one, each sweep child) that executes outside code (saerl.config.runs_outside_code, on the
-    validated values) must keep every CODE_FIELDS value of the config file on the worker, whose settings are its
-    owner's; the worker opts out of the check with SAERL_DEPLOYMENT_ALLOW_CODE=1. in: the config file as loaded,
-    the configs the parameters make; raises ValueError naming the fields."""
+    executes, or point it at a server of their choosing: anyone who can reach the Prefect server can start a
+    deployment with any parameters. A hub repo's modelling code (model.trust_remote_code), hub kernels or a `pkg:`
+    module would run on the workers; a Dask scheduler of theirs (runtime.dask_address) would trade pickles with
+    them, which runs code both ways; a tracking server of theirs (tracking.uri) would receive the run's config and
+    metrics. A run config (the overridden one, each sweep child) that executes outside code
+    (saerl.config.runs_outside_code, on the validated values) must keep every CODE_FIELDS value of the config file
+    on the worker, whose settings are its owner's, and one naming another server (saerl.config.names_other_server)
+    must name the config file's; the worker opts out of both checks with SAERL_DEPLOYMENT_ALLOW_CODE=1.
+    in: the config file as loaded, the configs the parameters make; raises ValueError naming the fields."""
     if os.environ.get(ALLOW_CODE_ENV) == "1":
         return
     before = flatten(cfg_file)
     for cfg in configs:
         after = flatten(cfg)
+        moved = [f"{f}={redact(after[f])}" for f in ADDRESS_FIELDS
+                 if after[f] != before[f] and names_other_server(f, after[f])]
+        if moved:
+            raise ValueError(f"deployment parameters point the run at another server ({', '.join(moved)}; the config "
+                             "file names another or none): a deployment accepts them from anyone who can reach the "
+                             "Prefect server, and a Dask scheduler runs code on the worker, a tracking server receives "
+                             "the run's config and metrics. Put the setting in the config file on the worker, or set "
+                             f"{ALLOW_CODE_ENV}=1 in the worker's environment")
         if not any(runs_outside_code(f, after[f]) for f in CODE_FIELDS):
             continue
         changed = [f"{f}={after[f]}" for f in CODE_FIELDS if after[f] != before[f]]
@@ -587,18 +644,79 @@ def refuse_outside_code(cfg_file: PipelineConfig, configs: list[PipelineConfig])
                              f"set {ALLOW_CODE_ENV}=1 in the worker's environment")
 
 
+def started_by_worker() -> bool:
+    """Was this process started by a Prefect worker (or a `flow.serve` runner) to run the flow run it is running,
+    and is this its main thread? They pass the process the flow run's id (FLOW_RUN_ENV); a flow called in-process
+    (`saerl run`, `saerl ablate`, a test, a notebook) runs with no such variable, or another flow run's id. out: bool."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    run = ctx.flow_run if ctx is not None else None
+    return (run is not None and os.environ.get(FLOW_RUN_ENV) == str(run.id)
+            and threading.current_thread() is threading.main_thread())
+
+
+def worker_lost(signum: int, frame: Any) -> None:
+    """WORKER_LOST's handler: the worker that started this process has died, and with it the reader of the process's
+    output. Point stdout and stderr at /dev/null (a write to the dead worker's pipe fails, and rich's console, which
+    Prefect logs through, turns that into SystemExit(1) in the middle of Prefect's crash handling: the run ended
+    'FAILED ... SystemExit: 1', its flow runs left Running in Prefect, once its stage had finished), say why in the
+    flow run's log (Prefect's API), and stop the run as a cancel does: SIGTERM, which Prefect's flow engine raises in
+    the flow (the run record says stopped, MLflow KILLED, Prefect Crashed) and, once the flow runs have ended, hands
+    back to its default action, ending the process at once (a stage's thread is not waited for). in: the signal's
+    number and frame (unused). The kernel sends the signal again as each thread of the dying worker ends: only the
+    first is acted on (a second stop, raised while the first one saved the run's record, cost the record)."""
+    if WORKER_GONE.is_set():
+        return
+    WORKER_GONE.set()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (1, 2):
+        os.dup2(devnull, stream)
+    os.close(devnull)
+    try:
+        get_run_logger().warning("the Prefect worker that started this flow run's process (pid %d) has died: "
+                                 "stopping the run; the next run of it resumes what it built", STARTED_BY)
+    except Exception:  # noqa: BLE001, S110 - the stop matters, not its log line
+        pass
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+@contextmanager
+def stopped_with_worker() -> Iterator[None]:
+    """For the block (a deployment entry point's body): when the process was started by a Prefect worker for this
+    flow run (:func:`started_by_worker`) on Linux, the run stops when that worker dies, even by SIGKILL
+    (:func:`worker_lost`, on the WORKER_LOST the kernel then sends: flows.server.die_with_parent); also when it had
+    died before the block. Prefect's process worker leaves a flow run's process running when it dies: it trained on
+    with no one to cancel it, then failed at its next log line. Elsewhere (a flow called in-process: `saerl run`, a
+    test; not Linux) the block runs as it is; after it, neither the signal nor its handler stays."""
+    if not started_by_worker():
+        yield
+        return
+    before = signal.signal(WORKER_LOST, worker_lost)  # first: the signal may come as soon as it is asked for
+    try:
+        if die_with_parent(WORKER_LOST) and os.getppid() != STARTED_BY:  # the worker died before it was asked for
+            worker_lost(WORKER_LOST, None)
+        yield
+    finally:
+        die_with_parent(0)  # 0: no signal
+        signal.signal(WORKER_LOST, before)
+
+
 @flow(name="saerl-pipeline-from-file")
 def pipeline_from_file(config_path: str = "configs/demo.yaml", overrides: list[str] | None = None,
                        until: str | None = None) -> dict[str, Any]:
     """Deployment entry point: load a YAML config (+ dotted overrides) and run the pipeline as a subflow on the
     task runner the config asks for (runtime.task_runner, runtime.workers), as `saerl run` does, quiet as
-    runtime.progress says (:func:`quiet_libraries`); the subflow's run is named after the run id (:func:`named_run`)."""
+    runtime.progress says (:func:`quiet_libraries`); the subflow's run is named after the run id (:func:`named_run`).
+    Parameters that run outside code or name other servers are refused (:func:`refuse_untrusted`); the run stops
+    when the worker that started it dies (:func:`stopped_with_worker`)."""
     from flows.runner import task_runner
     from saerl.config import load_config, refuse_rewrites
 
-    refuse_rewrites(overrides or [])  # a deployment's parameter: each key once, as on the command line
-    cfg = load_config(config_path, overrides or [])
-    refuse_outside_code(load_config(config_path, []), [cfg])
-    named, run_id = named_run(pipeline_flow.with_options(task_runner=task_runner(cfg)))
-    with quiet_libraries(cfg):
-        return named(config=cfg.model_dump(mode="json"), until=until, run_id=run_id)
+    with stopped_with_worker():
+        refuse_rewrites(overrides or [])  # a deployment's parameter: each key once, as on the command line
+        cfg = load_config(config_path, overrides or [])
+        refuse_untrusted(load_config(config_path, []), [cfg])
+        named, run_id = named_run(pipeline_flow.with_options(task_runner=task_runner(cfg)))
+        with quiet_libraries(cfg):
+            return named(config=cfg.model_dump(mode="json"), until=until, run_id=run_id)

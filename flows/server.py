@@ -8,6 +8,7 @@ stops when the block ends, and on Linux also when the run that started it is kil
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import socket
@@ -26,17 +27,31 @@ STARTUP_TIMEOUT_S = 90.0
 POLL_S = 0.25
 LOG_DRAIN_S = 5.0  # longest wait for the queued Prefect logs to be sent when a run ends
 START_LOCK = "server-start.lock"  # in PREFECT_HOME: held from a local server's start until it answers
+
+
+def die_with_parent(signum: int) -> bool:
+    """Ask the kernel to send this process `signum` when the thread that started it (its parent) ends, even by
+    SIGKILL, which leaves it no `finally` to stop its children (Linux's PR_SET_PDEATHSIG; the setting is not passed
+    on to the children it starts). in: the signal; out: whether it was set (False without prctl: not Linux). Also
+    the first lines of LAUNCHER, which runs it as its own source: keep it self-contained."""
+    import ctypes
+
+    pr_set_pdeathsig = 1  # prctl's option number (linux/prctl.h)
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signum) == 0
+    except (OSError, AttributeError):  # no prctl in the C library
+        return False
+
+
 # Runs in the server's process, then becomes `prefect server start` (exec keeps the pid): on Linux it asks the kernel
-# for SIGTERM when the process that started it dies, since a run killed by SIGTERM or SIGKILL never reaches the
-# `finally` that stops the server (started in a session of its own, it would outlive the run); a starter already
-# gone means exit at once. Without prctl (not Linux) only that `finally`, or stop_servers on Ctrl-C or SIGTERM (the CLI
-# ends then without it), stops the server.
+# for SIGTERM when the process that started it dies (die_with_parent), since a run killed by SIGTERM or SIGKILL never
+# reaches the `finally` that stops the server (started in a session of its own, it would outlive the run); a starter
+# already gone means exit at once. Without prctl (not Linux) only that `finally`, or stop_servers on Ctrl-C or SIGTERM
+# (the CLI ends then without it), stops the server.
 # argv: the starter's pid, then the server command.
-LAUNCHER = """import ctypes, os, signal, sys
-try:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-except (OSError, AttributeError):
-    pass
+LAUNCHER = f"""import os, signal, sys
+{inspect.getsource(die_with_parent)}
+die_with_parent(signal.SIGTERM)
 if os.getppid() != int(sys.argv[1]):
     sys.exit(0)
 os.execvp(sys.argv[2], sys.argv[2:])

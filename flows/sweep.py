@@ -28,7 +28,14 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.pipeline import pipeline_flow, quiet_libraries, refuse_outside_code, say, wait_awake
+from flows.pipeline import (
+    pipeline_flow,
+    quiet_libraries,
+    refuse_untrusted,
+    say,
+    stopped_with_worker,
+    wait_awake,
+)
 from flows.runner import task_runner
 from saerl.config import PipelineConfig, build_config
 from saerl.pipeline import check_runnable
@@ -165,15 +172,19 @@ def ablation_flow(config: dict[str, Any], grid: dict[str, list[Any]], until: str
 def ablation_from_file(config_path: str = "configs/demo.yaml", grid: dict[str, list[Any]] | list[str] | None = None,
                        overrides: list[str] | None = None, until: str | None = None) -> dict[str, Any]:
     """Deployment entry point: load a YAML config (+ dotted overrides) and run the ablation over `grid`, given
-    as {dotted key: [values]} or as command-line strings ["curriculum.mix_ratio=0,0.1,0.3", ...]."""
+    as {dotted key: [values]} or as command-line strings ["curriculum.mix_ratio=0,0.1,0.3", ...]. Parameters that
+    run outside code or name other servers are refused (flows.pipeline.refuse_untrusted); the sweep stops when the
+    worker that started it dies (flows.pipeline.stopped_with_worker)."""
     from saerl.config import load_config, refuse_rewrites
 
-    refuse_rewrites(overrides or [])  # a deployment's parameter: each key once, as on the command line
-    cfg = load_config(config_path, overrides or [])
-    parsed: Grid = parse_grid(grid or [], PARAM_GRID)  # errors name the `grid` parameter, not saerl ablate's --grid
-    # every grid error first; what the settings run is checked after the outside-code check, by ablation_flow
-    children = plan_sweep(cfg.model_dump(mode="json"), parsed, overrides or [], PARAM_GRID, runs=False)
-    refuse_outside_code(load_config(config_path, []), [cfg, *(child for _, child in children)])
-    check_runnable(cfg, until)
-    with quiet_libraries(cfg):
-        return ablation_flow(config=cfg.model_dump(mode="json"), grid=parsed, until=until)
+    with stopped_with_worker():
+        refuse_rewrites(overrides or [])  # a deployment's parameter: each key once, as on the command line
+        cfg = load_config(config_path, overrides or [])
+        parsed: Grid = parse_grid(grid or [], PARAM_GRID)  # errors name the `grid` parameter, not saerl ablate's
+        # every grid error first; what the settings run is checked after the untrusted-parameter check, by
+        # ablation_flow (their keys may import a `pkg:` model's module)
+        children = plan_sweep(cfg.model_dump(mode="json"), parsed, overrides or [], PARAM_GRID, runs=False)
+        refuse_untrusted(load_config(config_path, []), [cfg, *(child for _, child in children)])
+        check_runnable(cfg, until)
+        with quiet_libraries(cfg):
+            return ablation_flow(config=cfg.model_dump(mode="json"), grid=parsed, until=until)

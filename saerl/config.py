@@ -1318,6 +1318,19 @@ def runs_outside_code(field: str, value: Any) -> bool:
     return False
 
 
+# the fields naming a server a run connects to (or a store it writes to) in place of its own: a Dask scheduler (the
+# client trades pickled task results with it and its workers, so code runs both ways) and an MLflow tracking store
+# (sent the run's config and metrics). None: the run's own, a LocalCluster and the SQLite store under the root
+ADDRESS_FIELDS: tuple[str, ...] = ("runtime.dask_address", "tracking.uri")
+
+
+def names_other_server(field: str, value: Any) -> bool:
+    """Does `value` of config field `field` point a run at a server or store other than its own (ADDRESS_FIELDS)?
+    in: a dotted field and its validated value (a flattened config's); out: the verdict (False for None, the run's
+    own, and for any other field)."""
+    return field in ADDRESS_FIELDS and value is not None
+
+
 # a URL's user:password part, and query parameters named like a secret (token, key, password, ...): what a run's
 # params, record and warnings must not show (tracking.uri, runtime.prefect_api_url, runtime.dask_address)
 URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]+@")

@@ -199,7 +199,7 @@ def plan_sweep(base: Mapping[str, Any], grid: Grid, overrides: Sequence[str] = (
     line's --grid, a deployment's grid parameter), which the errors name; the last stage the sweep runs (None:
     every stage); `runs`: also check what the settings would run (:func:`refuse_repeats`: each one runnable up to
     `until`, no two the same runs), which stamps local model folders and so may import a `pkg:` model's module
-    (False where a deployment's parameters must be refused outside code first: flows.pipeline.refuse_outside_code).
+    (False where a deployment's parameters must be refused outside code first: flows.pipeline.refuse_untrusted).
     out: (setting, validated config) per point of the cartesian product, in order. Raises ConfigError naming the
     key (unknown, a section, result-neutral, set twice, given no values, or read by no stage up to `until` under
     this config), the value (invalid for the field, or equal to another value once validated), or the settings

@@ -597,3 +597,50 @@ def test_a_reused_stage_run_says_which_libraries_its_artifact_was_built_with_oth
     why = stages["ingest"].reason
     assert why.endswith(f"; built with other library versions: torch 0.0 (now {now})"), why
     assert "library versions" not in stages["testbed"].reason
+
+
+def test_a_deployment_refuses_parameters_that_point_the_run_at_another_server(monkeypatch, tmp_path):
+    """The deployment guard let runtime.dask_address and tracking.uri through: anyone who can reach the Prefect
+    server could point a worker at their own Dask scheduler (which trades pickles with it: code runs both ways) or
+    tracking server (sent the config and metrics). Refused from parameters, a grid's settings included, unless the
+    worker sets SAERL_DEPLOYMENT_ALLOW_CODE=1; the config file's own values stay allowed, and so does going back to
+    the run's own (null); a URL's credentials are masked in the message."""
+    import re
+
+    import flows.pipeline as fp
+    from flows.sweep import ablation_from_file
+
+    calls: list[dict] = []
+    monkeypatch.setattr(fp, "pipeline_flow", _FakeFlow(calls))
+    monkeypatch.delenv(fp.ALLOW_CODE_ENV, raising=False)
+    for override, shown in (("runtime.dask_address=tcp://203.0.113.9:8786", "runtime.dask_address=tcp://203.0.113.9"),
+                            ("tracking.uri=http://alice:pw@203.0.113.9:5000", "tracking.uri=http://***@203.0.113.9")):
+        with pytest.raises(ValueError, match=rf"point the run at another server \({re.escape(shown)}.*Put the setting in the "
+                                             r"config file on the worker, or set SAERL_DEPLOYMENT_ALLOW_CODE=1"):
+            fp.pipeline_from_file.fn(str(SMOKE), ["runtime.task_runner=dask", override])
+    with pytest.raises(ValueError, match=r"tracking.uri=sqlite:///elsewhere.db"):
+        ablation_from_file.fn(config_path=str(SMOKE), grid={"curriculum.mix_ratio": [0.0, 0.5]},
+                              overrides=["tracking.uri=sqlite:///elsewhere.db"])
+    own = tmp_path / "own.yaml"
+    own.write_text(SMOKE.read_text() + "\ntracking:\n  uri: http://mlflow.internal:5000\n")
+    fp.pipeline_from_file.fn(str(own), ["tracking.uri=http://mlflow.internal:5000"])  # the worker's own file says so
+    fp.pipeline_from_file.fn(str(own), ["tracking.uri=null"])  # the run's own store
+    with pytest.raises(ValueError, match=r"tracking.uri=http://203.0.113.9"):
+        fp.pipeline_from_file.fn(str(own), ["tracking.uri=http://203.0.113.9"])
+    monkeypatch.setenv(fp.ALLOW_CODE_ENV, "1")
+    fp.pipeline_from_file.fn(str(SMOKE), ["tracking.uri=http://203.0.113.9"])
+    assert len(calls) == 3
+
+
+def test_the_dask_dashboard_of_a_local_cluster_listens_on_loopback_only():
+    """A dask-runner run's LocalCluster served its dashboard on every interface (':0'): anyone on the network could
+    read the run's task stream. Built from what the run's task runner asks for (workers left out): its dashboard
+    listens on 127.0.0.1 alone."""
+    from distributed import LocalCluster
+
+    from flows.runner import task_runner
+
+    kwargs = task_runner(load_config(SMOKE, ["runtime.task_runner=dask"])).cluster_kwargs
+    with LocalCluster(**{**kwargs, "n_workers": 0, "processes": False}) as cluster:
+        hosts = {sock.getsockname()[0] for sock in cluster.scheduler.http_server._sockets.values()}
+    assert hosts == {"127.0.0.1"}

@@ -149,7 +149,7 @@ if __name__ == "__main__":
 REVIEWED = {'sources': {'activation_store': 'c2b38d177fa16a1a72c2a6ce044576ce9ff3239b3e43cdd0e23957e0d83245fc',
              'activations': '8c7498c32177230951fbb0c47cc05be2559f4d573bc51347bd4834a58c5d97df',
              'artifacts': '7f899518afecb1f919aaf98b9219dc8c21ca8842f7edd1e4587b34c754cd00db',
-             'config': 'ee79bfdeb3780762fd124f3b88d1f350e61b0f6ebca4f2e52506b1fd6964ea3a',
+             'config': 'a72edb4602f4fee99bbb7eff2418c69e39072b358855f4fa0c4be02221d7b426',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
              'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
              'data': '3b1f15478fd396285c9dfc13494665d77ef347c7d61793b1e4f0f16fc913a10a',
