@@ -157,7 +157,7 @@ def deployment_run(run: Any) -> Any | None:
     if run.deployment_id is not None or run.parent_task_run_id is None:
         return run if run.deployment_id is not None else None
     with get_client(sync_client=True) as client:
-        for _ in range(DEPLOYMENT_DEPTH):
+        for _ in range(DEPLOYMENT_DEPTH + 1):  # the run itself, then up to DEPLOYMENT_DEPTH flow runs above it
             if run.deployment_id is not None:
                 return run
             if run.parent_task_run_id is None:
@@ -666,8 +666,8 @@ def worker_lost(signum: int, frame: Any) -> None:
     back to its default action, ending the process at once (a stage's thread is not waited for). in: the signal's
     number and frame (unused). The kernel sends the signal again as each thread of the dying worker ends: only the
     first is acted on (a second stop, raised while the first one saved the run's record, cost the record)."""
-    if WORKER_GONE.is_set():
-        return
+    if WORKER_GONE.is_set() or os.getppid() == STARTED_BY:  # acted on already; or the thread that started this
+        return  # process ended, not the worker (the kernel signals either way): its parent is still the worker
     WORKER_GONE.set()
     devnull = os.open(os.devnull, os.O_WRONLY)
     for stream in (1, 2):

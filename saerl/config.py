@@ -524,28 +524,6 @@ class TrainConfig(Section):
         return self
 
     @model_validator(mode="after")
-    def _clip_higher(self) -> TrainConfig:
-        """The clip's upper bound is not below its lower one (clip-higher: trl clips the ratio to [1 - epsilon,
-        1 + epsilon_high], epsilon_high None meaning epsilon under algorithm=grpo and DAPO_EPSILON_HIGH under dapo):
-        an epsilon_high under epsilon clips the rollouts the update favours tighter than those it disfavours, the
-        reverse of DAPO's recipe. in: the section; out: the same, or ValueError naming both fields and the fix."""
-        high = self.epsilon_high
-        if self.epsilon >= 1:
-            raise ValueError(f"train.epsilon={self.epsilon} is not below 1: trl clips the ratio from 1 - epsilon, "
-                             f"which would leave no lower clip; set train.epsilon below 1 (PPO's and DAPO's: "
-                             f"{DAPO_EPSILON})")
-        if high is None and self.algorithm == "dapo" and DAPO_EPSILON_HIGH < self.epsilon:
-            raise ValueError(f"train.epsilon={self.epsilon} is above the train.epsilon_high algorithm=dapo uses when "
-                             f"none is set ({DAPO_EPSILON_HIGH}): set train.epsilon_high={self.epsilon} or above "
-                             f"(DAPO's clip-higher is epsilon_high {DAPO_EPSILON_HIGH} over epsilon {DAPO_EPSILON})")
-        if high is not None and high < self.epsilon:
-            unset = ", or leave it unset (null: epsilon under grpo)" if self.algorithm == "grpo" else ""
-            raise ValueError(f"train.epsilon_high={high} is below train.epsilon={self.epsilon}: clip-higher means "
-                             f"epsilon_high >= epsilon (DAPO's: epsilon_high {DAPO_EPSILON_HIGH} over epsilon "
-                             f"{DAPO_EPSILON}); set train.epsilon_high={self.epsilon} or above{unset}")
-        return self
-
-    @model_validator(mode="after")
     def _whole_generation_batches(self) -> TrainConfig:
         """A run ends on a whole generation batch: trl generates steps_per_generation steps' rollouts at once, so a
         run stopping inside one would have generated rollouts it never trains on (and which trained_order.parquet
@@ -806,6 +784,29 @@ def device_type(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def clip_problem(train: TrainConfig) -> str | None:
+    """What is wrong with the clip range (None when nothing): its upper bound below its lower one (clip-higher: trl
+    clips the ratio to [1 - epsilon, 1 + epsilon_high], epsilon_high None meaning epsilon under algorithm=grpo and
+    DAPO_EPSILON_HIGH under dapo; an epsilon_high under epsilon clips the rollouts the update favours tighter than those
+    it disfavours, the reverse of DAPO's recipe), or an epsilon of 1 or more (no lower clip). Checked before a run
+    that trains (saerl.pipeline.check_runnable), not by the schema: a run record of such a run still reads (relog,
+    score_new). in: the train section; out: one line naming the fields and the fix, or None."""
+    high = train.epsilon_high
+    if train.epsilon >= 1:
+        return (f"train.epsilon={train.epsilon} is not below 1: trl clips the ratio from 1 - epsilon, which would leave "
+                f"no lower clip; set train.epsilon below 1 (PPO's and DAPO's: {DAPO_EPSILON})")
+    if high is None and train.algorithm == "dapo" and DAPO_EPSILON_HIGH < train.epsilon:
+        return (f"train.epsilon={train.epsilon} is above the train.epsilon_high algorithm=dapo uses when none is set "
+                f"({DAPO_EPSILON_HIGH}): set train.epsilon_high={train.epsilon} or above (DAPO's clip-higher is "
+                f"epsilon_high {DAPO_EPSILON_HIGH} over epsilon {DAPO_EPSILON})")
+    if high is not None and high < train.epsilon:
+        unset = ", or leave it unset (null: epsilon under grpo)" if train.algorithm == "grpo" else ""
+        return (f"train.epsilon_high={high} is below train.epsilon={train.epsilon}: clip-higher means epsilon_high >= "
+                f"epsilon (DAPO's: epsilon_high {DAPO_EPSILON_HIGH} over epsilon {DAPO_EPSILON}); set "
+                f"train.epsilon_high={train.epsilon} or above{unset}")
+    return None
 
 
 def no_gpu_problem(device: str) -> str | None:

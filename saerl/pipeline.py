@@ -41,6 +41,7 @@ from saerl.artifacts import (
 from saerl.config import (
     PKG_MODEL,
     PipelineConfig,
+    clip_problem,
     device_type,
     held_out_file,
     held_out_mapping,
@@ -247,13 +248,11 @@ def check_vllm(device: str) -> None:
                          "train.use_vllm=false, or run on a GPU machine")
 
 
-def sae_source_problem(cfg: PipelineConfig) -> str | None:
-    """What the sae stage would do wrong with the fields naming the SAE to load (SAE_SOURCE_FIELDS): one that
-    sae.source does not read (sae.path beside source 'train', which used the SAE it trained and ignored the path
-    without a word), or one its source needs left unset (sae.source=local without sae.path: refused by the sae
-    stage, after the whole extraction). The config takes both, so that a key, a grid or a run record may name them
-    (saerl.stages.unread_fields leaves them out of the sae stage's key). in: config; out: one line naming the fields
-    and the fix, or None."""
+def sae_source_unread(cfg: PipelineConfig) -> str | None:
+    """A warning for the fields naming an SAE to load (SAE_SOURCE_FIELDS) that sae.source does not read: sae.path
+    beside source 'train', which trains its own SAE and ignored the path without a word. Not refused: a sweep of
+    sae.source=train,local with sae.path compares a trained SAE with a loaded one (saerl.stages.unread_fields leaves
+    such fields out of the sae stage's key). in: config; out: one line naming the fields and the fix, or None."""
     sae = cfg.sae
     for source, fields in SAE_SOURCE_FIELDS.items():
         given = [f for f in fields if getattr(sae, f.split(".")[1]) is not None]
@@ -261,6 +260,13 @@ def sae_source_problem(cfg: PipelineConfig) -> str | None:
             values = " and ".join(f"{f} is {getattr(sae, f.split('.')[1])!r}" for f in given)
             return (f"{values} but sae.source is '{sae.source}', which does not read {'it' if len(given) == 1 else 'them'}"
                     f": set sae.source={source} to load that SAE, or leave {' and '.join(given)} out")
+    return None
+
+
+def sae_source_problem(cfg: PipelineConfig) -> str | None:
+    """What the sae stage would refuse after the whole extraction: sae.source=local without sae.path, or pretrained
+    without sae.release and sae.sae_id. in: config; out: one line naming the fields and the fix, or None."""
+    sae = cfg.sae
     if sae.source == "pretrained" and not (sae.release and sae.sae_id):
         return ("sae.source=pretrained needs sae.release and sae.sae_id (a sae-lens release and id): set both, or "
                 "sae.source=train to train an SAE here")
@@ -285,6 +291,10 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[
     if not cfg.extract.store_tokens and any(s in ("sae", "encode") for s, _ in stages):
         raise ValueError(NO_TOKEN_STORE)  # found after the whole extraction, in the sae stage, before
     if any(s == "sae" for s, _ in stages) and (problem := sae_source_problem(cfg)):
+        raise ValueError(problem)
+    if any(s == "sae" for s, _ in stages) and (unread := sae_source_unread(cfg)):
+        log.warning(unread)
+    if any(s == "train" for s, _ in stages) and (problem := clip_problem(cfg.train)):
         raise ValueError(problem)
     if any(s in ("heldout", "evaluate") for s, _ in stages) and cfg.data.source != "testbed" and not cfg.eval.sets:
         raise ValueError(NO_HELD_OUT)

@@ -94,8 +94,8 @@ def compute_ingest(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: B
     counts = write_ingest(result, build.path)
     summary = summarize(result)
     if result.rejected.height:  # rows rejected, or flagged and kept: say where each row's field and reason are
-        log.warning("ingest: %s; each row, field and reason: %s, or `saerl ingest %s --prompt F --answer F`",
-                    summary.replace("\n", "; "), build.path / REJECTED_TABLE, path)
+        log.warning("ingest: %s; each row, field and reason: %s in the ingest artifact (its folder: `saerl status`), "
+                    "or `saerl ingest %s --prompt F --answer F`", summary.replace("\n", "; "), REJECTED_TABLE, path)
     else:
         log.info("ingest: %s", summary)
     build.note(rows=counts, summary=summary, source=str(path))

@@ -629,8 +629,9 @@ def quality_label_note(good: np.ndarray | None) -> str:
         return (f"no usable quality labels: every labelled prompt is labelled bad ({counts}; {need}), so {kept}, the "
                 "ones labelled bad too: check data.quality's scale (good is >= "
                 f"{GOOD_QUALITY:g}) or label good prompts")
-    return (f"no usable quality labels ({counts}; {need}): {kept}; the labelled subset is score.label_fraction of the "
-            "prompts, at most score.label_max: raise them, or map data.labelled to the rows you labelled")
+    return (f"no usable quality labels ({counts}; {need}): {kept}; the labelled prompts are data.labelled's rows where "
+            "it is mapped, else score.label_fraction of the prompts (at most score.label_max): label more prompts of "
+            "the missing class, or raise those")
 
 
 def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measured: pl.DataFrame | None = None,

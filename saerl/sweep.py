@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from saerl.config import (
     suggest_key,
 )
 from saerl.stages import RESULT_NEUTRAL, stage_key
+
+log = logging.getLogger("saerl.sweep")
 
 Grid = dict[str, list[Any]]  # {dotted config key: values}, in the order given
 Setting = dict[str, Any]  # {dotted config key: one value}: one point of the grid
@@ -341,10 +344,10 @@ def _unread_reason(key: str, cfg: PipelineConfig, until: str | None, source: Gri
 
 def refuse_repeats(children: Sequence[tuple[Setting, PipelineConfig]], until: str | None = None,
                    source: GridSource = CLI_GRID) -> None:
-    """Raise ConfigError when two settings of a sweep would run the same stage runs with the same artifact keys
-    (:func:`planned_keys` up to `until`): their children would be one run repeated. A grid key whose values never
-    change the plan is named with why (:func:`_unread_reason`: e.g. sae.l1_coefficient for a TopK SAE, or
-    train.max_steps up to --until score); otherwise the settings that coincide are named. Each setting is first
+    """Raise ConfigError when a grid key's values never change what a sweep runs (:func:`planned_keys` up to
+    `until`): every child would repeat another's runs. The key is named with why (:func:`_unread_reason`: e.g.
+    sae.l1_coefficient for a TopK SAE, or train.max_steps up to --until score). Settings that coincide otherwise (a
+    corner of the grid: topk x two l1 coefficients) are a warning naming them. Each setting is first
     checked to be runnable up to `until` (saerl.pipeline.check_runnable, whose errors it raises), as its keys
     hash its data files. in: the (setting, config) pairs of :func:`plan_sweep`, the last stage, where the grid
     was written (which the error names)."""
@@ -366,9 +369,11 @@ def refuse_repeats(children: Sequence[tuple[Setting, PipelineConfig]], until: st
     for setting, plan in zip(settings_, plans, strict=True):
         groups.setdefault(plan, []).append(f"'{setting_label(setting)}'")
     same = "; ".join(" and ".join(labels) for labels in groups.values() if len(labels) > 1)
-    raise ConfigError(f"grid settings {same} run the same stage runs{scope} (the same artifacts), so they would "
-                      "repeat one run; drop a value that makes them coincide, or split the grid into ablations whose "
-                      "settings each run something of their own")
+    # not refused: a full grid whose corner coincides (topk x two l1 coefficients) still gives its one table, and
+    # the repeated child reuses every artifact of the first
+    log.warning("grid settings %s run the same stage runs%s (the same artifacts): their rows of the table are one "
+                "run repeated; drop a value that makes them coincide, or split the grid into ablations whose settings "
+                "each run something of their own", same, scope)
 
 
 # ---------------------------------------------------------------------------------------------- result table

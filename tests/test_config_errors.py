@@ -337,23 +337,6 @@ def test_one_entry_of_a_mapping_field_is_set_by_its_name(tmp_path):
         load_config(None, ["eval.setz.b=/x"])
 
 
-@pytest.mark.parametrize(("overrides", "names"), [
-    (["train.epsilon=1.5"], ["train.epsilon=1.5 is not below 1", "set train.epsilon below 1"]),
-    (["train.epsilon=0.3", "train.epsilon_high=0.1"],
-     ["train.epsilon_high=0.1 is below train.epsilon=0.3", "epsilon_high 0.28 over epsilon 0.2",
-      "set train.epsilon_high=0.3 or above"]),
-    (["train.algorithm=dapo", "train.epsilon=0.3"],
-     ["train.epsilon=0.3 is above the train.epsilon_high algorithm=dapo uses when none is set (0.28)",
-      "set train.epsilon_high=0.3 or above"]),
-])
-def test_a_clip_range_upside_down_is_refused_naming_both_bounds(overrides, names):
-    """train.epsilon_high under train.epsilon (and train.epsilon of 1 or more, whose lower clip 1 - epsilon is no
-    clip) trained without a word: clip-higher is epsilon_high above epsilon (DAPO: 0.28 over 0.2)."""
-    with pytest.raises(ConfigError) as err:
-        load_config(None, overrides)
-    assert all(n in str(err.value) for n in names), str(err.value)
-
-
 def test_clip_higher_defaults_agree_with_trl_and_dapo():
     """epsilon_high unset is epsilon under grpo (trl's GRPOTrainer: None -> epsilon) and DAPO's 0.28 under dapo, the
     value saerl.dapo trains with; an equal or higher epsilon_high is taken."""

@@ -177,26 +177,59 @@ def test_a_rerun_whose_model_stages_are_stored_needs_neither_the_model_nor_vllm(
     check_runnable(cfg)
 
 
-@pytest.mark.parametrize(("overrides", "names"), [
+@pytest.mark.parametrize(("overrides", "names", "refused"), [
     (["sae.path=models/sae"], ["sae.path is 'models/sae' but sae.source is 'train', which does not read it",
-                               "set sae.source=local to load that SAE, or leave sae.path out"]),
+                               "set sae.source=local to load that SAE, or leave sae.path out"], False),
     (["sae.release=gpt2-small-res-jb", "sae.sae_id=x"],
      ["sae.release is 'gpt2-small-res-jb' and sae.sae_id is 'x' but sae.source is 'train', which does not read them",
-      "set sae.source=pretrained"]),
-    (["sae.source=local", "sae.path=models/sae", "sae.release=r"], ["sae.release is 'r' but sae.source is 'local'"]),
-    (["sae.source=local"], ["sae.source=local needs sae.path (a folder with cfg.json + sae_weights.safetensors)"]),
+      "set sae.source=pretrained"], False),
+    (["sae.source=pretrained", "sae.release=r", "sae.sae_id=x", "sae.path=models/sae"],
+     ["sae.path is 'models/sae' but sae.source is 'pretrained'"], False),
+    (["sae.source=local"], ["sae.source=local needs sae.path (a folder with cfg.json + sae_weights.safetensors)"], True),
     (["sae.source=pretrained", "sae.release=gpt2-small-res-jb"],
-     ["sae.source=pretrained needs sae.release and sae.sae_id (a sae-lens release and id)"]),
+     ["sae.source=pretrained needs sae.release and sae.sae_id (a sae-lens release and id)"], True),
 ])
-def test_sae_fields_at_odds_with_sae_source_are_refused_before_the_first_stage(tmp_path, overrides, names):
-    """sae.path beside sae.source 'train' trained an SAE and ignored the path without a word; sae.source=local
-    without sae.path (pretrained without its release and id) was refused by the sae stage, after the whole
-    extraction. Both are refused with the plan, where the sae stage is planned."""
+def test_sae_fields_at_odds_with_sae_source_are_refused_or_warned_before_the_first_stage(tmp_path, caplog, overrides,
+                                                                                         names, refused):
+    """sae.source=local without sae.path (pretrained without its release and id) was refused by the sae stage, after
+    the whole extraction: refused with the plan, where the sae stage is planned. sae.path beside sae.source 'train'
+    trained an SAE and ignored the path without a word: a warning with the plan (not refused: a sweep of
+    sae.source=train,local with sae.path compares a trained SAE with a loaded one, and its train child has the path)."""
+    import logging
+
     cfg = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", *overrides])
-    with pytest.raises(ValueError) as err:
-        check_runnable(cfg, "sae")
-    assert all(n in str(err.value) for n in names), str(err.value)
-    assert [s for s, _ in check_runnable(cfg, "extract")][-1] == "extract", "no sae stage: nothing read them"
+    if refused:
+        with pytest.raises(ValueError) as err:
+            check_runnable(cfg, "sae")
+        said = str(err.value)
+    else:
+        with caplog.at_level(logging.WARNING, logger="saerl.pipeline"):
+            check_runnable(cfg, "sae")
+        said = caplog.text
+    assert all(n in said for n in names), said
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="saerl.pipeline"):
+        assert [s for s, _ in check_runnable(cfg, "extract")][-1] == "extract", "no sae stage: nothing read them"
+    assert "sae.source" not in caplog.text
+
+
+def test_a_clip_range_upside_down_is_refused_before_a_run_that_trains_and_an_old_record_still_reads(tmp_path):
+    """train.epsilon_high under train.epsilon (and train.epsilon of 1 or more, whose lower clip 1 - epsilon is no
+    clip) trained without a word: refused with the plan of a run that trains, naming both bounds. The schema takes
+    them, so that a run record of such a run still validates (relog, score_new re-read its config)."""
+    from saerl.config import build_config
+
+    for overrides, names in ((["train.epsilon=0.3", "train.epsilon_high=0.2"],
+                              ["train.epsilon_high=0.2 is below train.epsilon=0.3", "epsilon_high 0.28 over epsilon 0.2"]),
+                             (["train.epsilon=1.5"], ["train.epsilon=1.5 is not below 1"]),
+                             (["train.algorithm=dapo", "train.epsilon=0.3"],
+                              ["above the train.epsilon_high algorithm=dapo uses when none is set (0.28)"])):
+        cfg = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", *overrides])
+        with pytest.raises(ValueError) as err:
+            check_runnable(cfg, "train")
+        assert all(n in str(err.value) for n in names), str(err.value)
+        assert check_runnable(cfg, "curriculum")[-1][0] == "curriculum", "no training: nothing reads them"
+        assert build_config(cfg.model_dump(mode="json")).train.epsilon == cfg.train.epsilon  # a record still reads
 
 
 @pytest.mark.parametrize("cuda_build", [None, "12.4"])

@@ -474,7 +474,8 @@ def test_quality_labels_with_a_class_in_one_labelled_prompt_fit_no_probe(data):
         assert any("no usable quality labels" in n for n in r.notes) is not fitted
         assert fitted or r.scores["quality_hat"].eq(1.0).all()
         # too few of a class names the settings that label more prompts
-        assert fitted or any("raise them, or map data.labelled" in n and "score.label_fraction" in n for n in r.notes)
+        assert fitted or any("data.labelled's rows where it is mapped, else score.label_fraction" in n
+                             for n in r.notes)
     assert PM.probe_fittable(np.array([0, 0, 1, 1])) and not PM.probe_fittable(np.array([0, 1, 1, 1]))
     assert not PM.probe_fittable(np.array([1, 1, 1]))
 
