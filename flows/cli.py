@@ -381,27 +381,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1 (argparse names the option in its error)."""
+def _int_at_least(text: str, least: int, why: str = "") -> int:
+    """A command-line option's value as a whole number of at least `least`, else argparse's error (argparse names the
+    option in it), ending in `why`. in: the text given, the least value, what the bound means; out: the number."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}{why}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    return _int_at_least(text, 1)
 
 
 def _count(text: str) -> int:
-    """An argparse type: a whole number of at least 0 (argparse names the option in its error); `gc --keep-runs -1`
-    was taken as "keep every run", which its help does not say."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value} (0 keeps nothing of ended runs)")
-    return value
+    """An argparse type: a whole number of at least 0; `gc --keep-runs -1` was taken as "keep every run", which its
+    help does not say."""
+    return _int_at_least(text, 0, " (0 keeps nothing of ended runs)")
 
 
 def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:

@@ -136,7 +136,7 @@ def test_cli_gc_refuses_a_negative_keep_runs_and_removes_nothing(root, capsys):
     before = _present(root)
     with pytest.raises(SystemExit) as exit_:
         main(["gc", "--root", str(root), "--keep-runs", "-1"])
-    assert exit_.value.code == 2 and "--keep-runs: must be 0 or more, got -1" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "--keep-runs: must be at least 0, got -1 (0 keeps nothing of ended runs)" in capsys.readouterr().err
     assert _present(root) == before
     assert main(["gc", "--root", str(root), "--keep-runs", "0", "--dry-run"]) == 0, "0 stays allowed"
 
