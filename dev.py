@@ -58,14 +58,14 @@ def ensure_venv() -> None:
     """Create .venv and install torch (CPU) then the package with dev extras, unless already current. A .venv of a
     Python older than MIN_PYTHON (made by an older python3 before) is made again with the one running dev.py."""
     check_python()
-    if (BIN / "python").exists() and venv_version() < MIN_PYTHON:
-        print(f"dev.py: .venv has Python {'.'.join(map(str, venv_version()))}, older than saerl needs: making it "
+    if (BIN / "python").exists() and (old := venv_version()) < MIN_PYTHON:
+        print(f"dev.py: .venv has Python {'.'.join(map(str, old))}, older than saerl needs: making it "
               f"again with Python {'.'.join(map(str, sys.version_info[:2]))}", flush=True)
         shutil.rmtree(VENV)
     if not (BIN / "python").exists():
         sh(sys.executable, "-m", "venv", str(VENV))
-    version = [str(v) for v in venv_version()]
-    pinned = tuple(int(v) for v in version) == CONSTRAINED_PYTHON and CONSTRAINTS.exists()  # the venv's Python
+    version = venv_version()
+    pinned = version == CONSTRAINED_PYTHON and CONSTRAINTS.exists()  # the venv's Python
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()
                             + (CONSTRAINTS.read_bytes() if pinned else b"")).hexdigest()
     if STAMP.exists() and STAMP.read_text().strip() == wanted:
@@ -74,7 +74,7 @@ def ensure_venv() -> None:
     sh(*pip, "-q", "--upgrade", "pip")
     sh(*pip, "-q", TORCH)
     if not pinned:
-        print(f"dev.py: .venv has Python {'.'.join(version)}: {CONSTRAINTS.relative_to(ROOT)} pins Python 3.11's "
+        print(f"dev.py: .venv has Python {'.'.join(map(str, version))}: {CONSTRAINTS.relative_to(ROOT)} pins Python 3.11's "
               "tested versions, so pyproject.toml's ranges resolve afresh here (an environment CI did not test)",
               flush=True)
     sh(*pip, "-q", "-e", ".[dev]", *(["-c", str(CONSTRAINTS)] if pinned else []))

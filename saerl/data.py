@@ -88,6 +88,7 @@ TYPO_CUTOFF = 0.75  # a column at least this similar (difflib ratio, case aside)
 CLOSE_CUTOFF = 0.4  # a missing id or label field's suggestion: the closest column at least this similar
 _FIELD_START = re.compile(r"[A-Za-z_][\w.]*")  # a field name after an unclosed '{' (the fixed template closes it)
 _FIELD_END = re.compile(r"[A-Za-z_][\w.]*$")  # a field name before a '}' that closes no '{'
+REJECTED_TABLE = "rejected.parquet"  # an ingest's table of rejected and flagged rows (write_ingest)
 ID_HEX_CHARS = 16  # content-hash ids: this many hex digits of sha256(normalised prompt)
 SUFFIX_FORMATS = {
     ".jsonl": "jsonl",
@@ -1661,7 +1662,7 @@ def write_ingest(result: IngestResult, out_dir: Path) -> dict[str, int]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_file_atomic(out_dir / "prompts.parquet", result.kept.write_parquet)
-    write_file_atomic(out_dir / "rejected.parquet", result.rejected.write_parquet)
+    write_file_atomic(out_dir / REJECTED_TABLE, result.rejected.write_parquet)
     return {"prompts": result.kept.height, "rejected": result.rejected.height}
 
 

@@ -290,10 +290,11 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[
     stages = plan(cfg, until)
     if not cfg.extract.store_tokens and any(s in ("sae", "encode") for s, _ in stages):
         raise ValueError(NO_TOKEN_STORE)  # found after the whole extraction, in the sae stage, before
-    if any(s == "sae" for s, _ in stages) and (problem := sae_source_problem(cfg)):
-        raise ValueError(problem)
-    if any(s == "sae" for s, _ in stages) and (unread := sae_source_unread(cfg)):
-        log.warning(unread)
+    if any(s == "sae" for s, _ in stages):
+        if problem := sae_source_problem(cfg):
+            raise ValueError(problem)
+        if unread := sae_source_unread(cfg):
+            log.warning(unread)
     if any(s == "train" for s, _ in stages) and (problem := clip_problem(cfg.train)):
         raise ValueError(problem)
     if any(s in ("heldout", "evaluate") for s, _ in stages) and cfg.data.source != "testbed" and not cfg.eval.sets:

@@ -85,7 +85,7 @@ def compute_testbed(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
 
 def compute_ingest(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
     """Ingest: read the data set (a user file, the sample, or the testbed's pool), write both tables."""
-    from saerl.data import ingest, require_rows, summarize, write_ingest
+    from saerl.data import REJECTED_TABLE, ingest, require_rows, summarize, write_ingest
     from saerl.pipeline import data_file
 
     path = data_file(cfg) or inputs["testbed"].file("world/pool.parquet")
@@ -516,8 +516,6 @@ def arm_order_frame(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: st
         return pl.read_parquet(inputs["curriculum"].file(ARM_ORDERS[arm]))
     return curriculum_order(pl.read_parquet(inputs["score"].file(SCORES)), cfg, arm, draw)
 
-
-REJECTED_TABLE = "rejected.parquet"  # the ingest artifact's table of rejected and flagged rows (saerl.data.write_ingest)
 
 # the held-out sets whose rejected rows this process has warned of, (name, file, rows): every train and heldout run
 # reads every set (six stage runs in a two-arm run), and said the same warning each time

@@ -443,7 +443,8 @@ def obtain_sae(cfg: SAEConfig, activations_path: str | Path, out_dir: str | Path
         train_sae(cfg, train, meta, device, progress).save_inference_model(out)
         origin = "trained here"
     else:
-        if (note := fold_expected_average(sae, sae_input(sae, held))) is not None:
+        held = sae_input(sae, held)  # the tokens as this SAE reads them, for its scale and its report alike
+        if (note := fold_expected_average(sae, held)) is not None:
             notes.append(note)
         sae.save_model(out)
     sort_cfg(out / SAE_CFG)
@@ -452,7 +453,7 @@ def obtain_sae(cfg: SAEConfig, activations_path: str | Path, out_dir: str | Path
     report = {"source": cfg.source, "origin": origin, "architecture": sae.cfg.architecture(),
               "d_in": sae.cfg.d_in, "d_sae": sae.cfg.d_sae, "k": getattr(sae.cfg, "k", None),
               "n_train_tokens": len(train) if cfg.source == "train" else 0,
-              **evaluate_sae(sae, sae_input(sae, held), cfg.batch_size), "seconds": round(time.perf_counter() - started, 2),
+              **evaluate_sae(sae, held, cfg.batch_size), "seconds": round(time.perf_counter() - started, 2),
               "notes": notes}
     (out / REPORT_NAME).write_text(json.dumps(report, indent=1))
     return report

@@ -880,7 +880,6 @@ def score_new(root: str | Path, run_id: str | RunRecord, prompts: Sequence[str],
     if (bad := next((i for i, p in enumerate(prompts) if not isinstance(p, str)), None)) is not None:
         raise TypeError(f"score_new's prompts[{bad}] is {type(prompts[bad]).__name__} {prompts[bad]!r:.60}, not a "
                         "prompt text (str): drop it or give its text")
-    prompts = [str(p) for p in prompts]
     ids = [f"new-{i}" for i in range(len(prompts))] if ids is None else [str(i) for i in ids]
     if not prompts:
         raise ValueError("score_new was given no prompts")

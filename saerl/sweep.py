@@ -201,12 +201,12 @@ def plan_sweep(base: Mapping[str, Any], grid: Grid, overrides: Sequence[str] = (
     the plain overrides (only to reject a key that is also swept); what the user wrote the grid as (the command
     line's --grid, a deployment's grid parameter), which the errors name; the last stage the sweep runs (None:
     every stage); `runs`: also check what the settings would run (:func:`refuse_repeats`: each one runnable up to
-    `until`, no two the same runs), which stamps local model folders and so may import a `pkg:` model's module
+    `until`, every key changing some run), which stamps local model folders and so may import a `pkg:` model's module
     (False where a deployment's parameters must be refused outside code first: flows.pipeline.refuse_untrusted).
     out: (setting, validated config) per point of the cartesian product, in order. Raises ConfigError naming the
     key (unknown, a section, result-neutral, set twice, given no values, or read by no stage up to `until` under
-    this config), the value (invalid for the field, or equal to another value once validated), or the settings
-    that would run the same stage runs; a setting that cannot run up to `until` raises what
+    this config), or the value (invalid for the field, or equal to another value once validated), and warns of
+    settings that would run the same stage runs; a setting that cannot run up to `until` raises what
     saerl.pipeline.check_runnable raises."""
     if not grid:
         raise ConfigError(f"an ablation needs at least one {source.whole} (e.g. {_example(source)})")
@@ -292,15 +292,9 @@ def shared_until(configs: Sequence[PipelineConfig], until: str | None = None) ->
     return order[last] if last >= 0 else None
 
 
-def _plan_text(cfg: PipelineConfig, until: str | None) -> str:
-    """:func:`planned_keys` of a config as one comparable string: equal exactly when two configs run the same
-    stage runs with the same artifact keys."""
-    return json.dumps(planned_keys(cfg, until), sort_keys=True)
-
-
 def _changes_nothing(key: str, settings_: Sequence[Setting], plans: Sequence[str]) -> bool:
     """Does every value of `key` give the same plan, whatever the other keys' values? in: a grid key, the
-    settings and their plans (:func:`_plan_text`), in the same order; out: bool."""
+    settings and their plans (:func:`planned_keys` as JSON text), in the same order; out: bool."""
     groups: dict[str, set[str]] = {}
     for setting, plan in zip(settings_, plans, strict=True):
         rest = json.dumps({k: v for k, v in setting.items() if k != key}, sort_keys=True, default=str)
@@ -315,15 +309,15 @@ def _readers(key: str) -> list[str]:
     return [name for name, stage in STAGES.items() if any(key == r or key.startswith(f"{r}.") for r in stage.reads)]
 
 
-def _unread_reason(key: str, cfg: PipelineConfig, until: str | None, source: GridSource) -> str:
-    """Why no stage run of `cfg` up to `until` changes with `key`, and the fix, for :func:`refuse_repeats`:
-    no stage up to `until` reads it (sweep it with a later until), a stage there ignores it under this config
-    (saerl.stages.unread_fields: drop it or change what makes the stage ignore it), or every value gives that
-    stage the same input."""
+def _unread_reason(key: str, cfg: PipelineConfig, planned: Sequence[str], until: str | None,
+                   source: GridSource) -> str:
+    """Why no stage run of `cfg` up to `until` (its planned stages, `planned`) changes with `key`, and the fix, for
+    :func:`refuse_repeats`: no stage up to `until` reads it (sweep it with a later until), a stage there ignores it
+    under this config (saerl.stages.unread_fields: drop it or change what makes the stage ignore it), or every value
+    gives that stage the same input."""
     from saerl.config import device_type
     from saerl.stages import unread_fields
 
-    planned = list(planned_keys(cfg, until))
     readers = _readers(key)
     here = [s for s in readers if s in planned]
     if not here:
@@ -355,7 +349,8 @@ def refuse_repeats(children: Sequence[tuple[Setting, PipelineConfig]], until: st
 
     for _, cfg in children:
         check_runnable(cfg, until)
-    plans = [_plan_text(cfg, until) for _, cfg in children]
+    planned = [planned_keys(cfg, until) for _, cfg in children]
+    plans = [json.dumps(p, sort_keys=True) for p in planned]  # equal exactly when two settings run the same runs
     if len(set(plans)) == len(plans):
         return
     settings_ = [s for s, _ in children]
@@ -364,7 +359,7 @@ def refuse_repeats(children: Sequence[tuple[Setting, PipelineConfig]], until: st
     if dead:
         raise ConfigError("; ".join(
             f"{source.key.format(key=key)} changes no stage run{scope}, so its values would repeat one run: "
-            f"{_unread_reason(key, children[0][1], until, source)}" for key in dead))
+            f"{_unread_reason(key, children[0][1], list(planned[0]), until, source)}" for key in dead))
     groups: dict[str, list[str]] = {}
     for setting, plan in zip(settings_, plans, strict=True):
         groups.setdefault(plan, []).append(f"'{setting_label(setting)}'")

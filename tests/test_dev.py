@@ -63,7 +63,7 @@ def test_a_venv_of_a_too_old_python_is_made_again(tmp_path, monkeypatch, capsys)
     """A .venv an older python3 made was reused by every later run, even under Python 3.11; it is made again."""
     dev, calls = _dev(tmp_path, monkeypatch, "3.10")
     monkeypatch.setattr(sys, "version_info", (3, 11, 7))
-    versions = iter(["3 10\n", "3 10\n", "3 11\n"])  # the old venv (checked, then named), then the new one
+    versions = iter(["3 10\n", "3 11\n"])  # the old venv, then the new one
 
     def made_again(cmd):
         (tmp_path / ".venv" / "bin").mkdir(parents=True, exist_ok=True)

@@ -1111,7 +1111,8 @@ def test_an_ingest_that_rejects_rows_says_where_each_row_and_reason_is(tmp_path,
     lists each row; a file with nothing rejected stays an INFO line."""
     import logging
 
-    from saerl.runners import REJECTED_TABLE, compute_ingest
+    from saerl.data import REJECTED_TABLE
+    from saerl.runners import compute_ingest
 
     src = tmp_path / "d.jsonl"
     src.write_text("".join(f'{{"q": "What is {i}+1?", "a": {i + 1}}}\n' for i in range(3)) + '{"q": broken\n')
