@@ -39,28 +39,48 @@ PREFECT_CRASH = "Crash detected!"  # how Prefect's flow engine starts the line i
 PREFECT_INTERRUPT = "Execution was aborted by an interrupt signal."  # its cause on Ctrl-C (prefect.states)
 PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # where Prefect logs a failed task or flow run
 LOGGED = "_saerl_traceback_logged"  # set on an error whose traceback a Prefect run logger printed (main's cue)
+USER_LINE_LOGGED = "_saerl_user_line_logged"  # set on a user error whose line a Prefect run logger printed
+PREFECT_FAILED_STATE = "Finished in state Failed("  # how Prefect's task engine starts its line after the failure's
+SEEN_KEPT = 8  # the user errors UserErrorTracebacks remembers for that line (the latest; a run stops at its first)
 
 
 class UserErrorTracebacks(logging.Filter):
-    """Keeps the line but drops the traceback Prefect's flow and task run loggers attach to a user error
+    """Keeps the first line but drops the traceback Prefect's flow and task run loggers attach to a user error
     (USER_ERRORS): a stage's "extract.layer=6 is out of range" came after 120-250 lines of tracebacks, then
-    main's own line. Other errors (a bug's) keep theirs; `saerl -v` keeps every one. Also drops Prefect's
-    "Crash detected! Execution was aborted by an interrupt signal." (an ERROR line on every Ctrl-C, read as a
-    crash) where saerl's own line says the run was stopped and what is kept (:func:`stop_now`)."""
+    main's own line. Other errors (a bug's) keep theirs; `saerl -v` keeps every one. The same user error logged
+    again (the task's "Finished in state Failed(...)" line, then once per enclosing flow run: the same object goes
+    up) is dropped, so a stage's user error reads once from Prefect and once from main, not five times. Also drops
+    Prefect's "Crash detected! Execution was aborted by an interrupt signal." (an ERROR line on every Ctrl-C, read
+    as a crash) where saerl's own line says the run was stopped and what is kept (:func:`stop_now`). One instance
+    serves both run loggers (:func:`_setup_logging`), so it knows what either printed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []  # "Type: message" of the user errors printed, as Prefect's state line words them
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """in: a log record; out: False for Prefect's crash line of an interrupt, else True, with exc_info cleared
-        for a user error."""
+        """in: a log record; out: False for Prefect's crash line of an interrupt and for a user error printed
+        before, else True, with exc_info cleared for a user error."""
         message = record.getMessage()
         if message.startswith(PREFECT_CRASH) and PREFECT_INTERRUPT in message:
             return False
-        if record.exc_info and isinstance(record.exc_info[1], USER_ERRORS):
+        err = record.exc_info[1] if record.exc_info else None
+        if isinstance(err, USER_ERRORS):
             record.exc_info, record.exc_text = None, None
-        elif record.exc_info and record.exc_info[1] is not None:  # printed with its traceback: marked so
+            if getattr(err, USER_LINE_LOGGED, False):
+                return False
             try:
-                setattr(record.exc_info[1], LOGGED, True)
+                setattr(err, USER_LINE_LOGGED, True)
+            except AttributeError:  # an error type without attributes of its own: printed each time, as before
+                pass
+            self.seen = [*self.seen[-SEEN_KEPT + 1:], f"{type(err).__name__}: {err}"]
+        elif err is not None:  # printed with its traceback: marked so
+            try:
+                setattr(err, LOGGED, True)
             except AttributeError:  # an error type without attributes of its own: main prints it as before
                 pass
+        elif message.startswith(PREFECT_FAILED_STATE) and any(text in message for text in self.seen):
+            return False
         return True
 
 
@@ -75,12 +95,13 @@ def _setup_logging(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "httpcore", "alembic", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    shared = UserErrorTracebacks()  # one for both loggers: a task's error is printed again by its flow's logger
     for name in PREFECT_RUN_LOGGERS:  # -v keeps every traceback, also after a run without it in this process
         logger = logging.getLogger(name)
         for old in [f for f in logger.filters if isinstance(f, UserErrorTracebacks)]:
             logger.removeFilter(old)
         if not verbose:
-            logger.addFilter(UserErrorTracebacks())
+            logger.addFilter(shared)
 
 
 def stop_now(signum: int) -> None:

@@ -13,6 +13,7 @@ import datetime
 import difflib
 import hashlib
 import json
+import logging
 import os
 import re
 import reprlib
@@ -33,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 
+log = logging.getLogger(__name__)
 CHECKOUT_CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # a checkout's top-level configs/
 PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"  # the same files as a wheel installs them (pyproject.toml)
 TESTBED_LEVELS = 5  # difficulty levels of the synthetic world (saerl.testbed): one entry each in the level lists
@@ -894,9 +896,15 @@ def closest_key(path: str) -> str | None:
     if mapping is not None:  # a field of a mapping's entry (eval.sets.a.promt): the entry's fields, not the data's
         close = difflib.get_close_matches(last, entry_fields(mapping), n=1, cutoff=0.6)
         return f"{entry}.{close[0]}" if close else None
-    valid = field_paths() + [p.split(".")[0] for p in field_paths()]
+    section, _, rest = path.partition(".")
+    in_section = [p for p in field_paths() if rest and p.startswith(f"{section}.")]
+    # a key of a real section (runtime.root) names a field, not the section itself ('did you mean runtime?')
+    valid = field_paths() + ([] if in_section else [p.split(".")[0] for p in field_paths()])
     last = path.split(".")[-1]
     close = difflib.get_close_matches(path, valid, n=1, cutoff=0.6)
+    if not close:  # a word of the field's name (runtime.root: runtime.artifact_root), where one field has it
+        close = [p for p in in_section if last in p.split(".")[-1].split("_")][:2]
+        close = close if len(close) == 1 else []
     if not close:
         same_leaf = [p for p in field_paths() if difflib.get_close_matches(last, [p.split(".")[-1]], cutoff=0.75)]
         close = same_leaf[:1]
@@ -1284,13 +1292,17 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"config file {p} is a folder: name a YAML file" +
                               (f" in it, e.g. {p / inside[0]} (it holds {', '.join(inside)})" if inside else ""))
         try:
-            raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
+            loaded = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
         except ConfigError as err:
             raise ConfigError(f"{p}: {err}") from None
         except yaml.YAMLError as err:  # its "<unicode string>" is this file
             data = (f"; {p.name} looks like a data file: a config names it as data.path (data.source=file), and "
                     "`saerl ingest FILE` checks it" if p.suffix.lower() in DATA_SUFFIXES else "")
             raise ConfigError(f"{p} is not valid YAML: {str(err).replace('<unicode string>', str(p))}{data}") from None
+        if loaded is None:  # nothing but blanks and comments: a run of every default, likely not what was meant
+            log.warning("config file %s is empty: every setting is its default (data.source=%s, model.name_or_path=%s); "
+                        "check that it is the file you meant", p, DataConfig().source, ModelConfig().name_or_path)
+        raw = {} if loaded is None else loaded
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(raw).__name__}")
         where = str(p)

@@ -1331,8 +1331,23 @@ def _check_row(cfg: DataConfig, row: int, rec: dict[str, Any], issues: list[dict
                 item[kind] = _label(kind, value)
             except (TypeError, ValueError, OverflowError):
                 item[kind] = None
-                issues.append(_issue(row, name, INVALID_LABEL, value))
+                issues.append(_issue(row, name, INVALID_LABEL, value, _invalid_label_detail(kind, name, value)))
     return item
+
+
+def _invalid_label_detail(kind: str, field_name: str, value: Any) -> str:
+    """Why a label cell is invalid and what the field must hold instead (rejected.parquet's detail of an 'invalid
+    label' line: it was empty, leaving "hard" beside "invalid label" unexplained). in: the label kind (LABEL_KINDS),
+    the field mapped to it, the cell; out: text."""
+    shown = (repr(value) if isinstance(value, str) else f"a {type(value).__name__}" if isinstance(value, list | dict)
+             else "a yes/no" if isinstance(value, bool) else str(value))
+    if kind == "difficulty":
+        return (f"the difficulty field '{field_name}' must hold finite numbers (a level: 3, 2.5 or 'Level 3'; higher = "
+                f"harder): {shown} is none; map a numeric field, or write text levels as numbers (easy/medium/hard "
+                "as 1/2/3)")
+    words = "/".join(sorted(TRUE_WORDS | FALSE_WORDS))
+    return (f"the {kind} field '{field_name}' must hold a number in [0, 1] or one of {words}: {shown} is neither; "
+            "map such a field, or write the labels so")
 
 
 def _keep(cfg: DataConfig, candidates: list[dict], issues: list[dict[str, Any]]) -> list[dict[str, Any]]:

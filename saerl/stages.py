@@ -44,7 +44,7 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
         Stage("testbed", "6", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
-        Stage("ingest", "11", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
+        Stage("ingest", "12", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
         Stage(
             "extract", "5",
             ("model.name_or_path", "model.revision", "model.dtype", "model.trust_remote_code", "model.hub_kernels",

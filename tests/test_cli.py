@@ -152,6 +152,57 @@ def test_prefects_run_loggers_keep_a_user_errors_line_but_not_its_traceback():
     _setup_logging(False)
 
 
+def test_a_stage_user_error_reads_once_from_prefect_not_once_per_run_level(prefect_api):
+    """A user error raised in a task of a flow run inside another (a stage inside a sweep's child run) read five
+    times: Prefect's task line, its "Finished in state Failed(...)", one line per flow run level, then main's.
+    Now Prefect prints it once (no traceback) and main once; a bug's error keeps Prefect's every line."""
+    import logging
+
+    from prefect import flow, task
+
+    from flows.cli import PREFECT_RUN_LOGGERS, _setup_logging
+
+    class Keep(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.records = []
+
+        def emit(self, record):
+            self.records.append(record)
+
+    @task
+    def stage(err):
+        raise err
+
+    @flow
+    def child(err):
+        return stage.submit(err).result()
+
+    @flow
+    def sweep(err):
+        return child(err)
+
+    def prefect_records(err, text):
+        _setup_logging(False)
+        keep.records.clear()
+        with pytest.raises(type(err)):
+            sweep(err)
+        return [r for r in keep.records if text in r.getMessage()]
+
+    keep = Keep()
+    for name in PREFECT_RUN_LOGGERS:  # after the loggers' filters, as any handler of theirs (Prefect's own too)
+        logging.getLogger(name).addHandler(keep)
+    try:
+        user = prefect_records(ValueError("USER-ERR-7 set data.x"), "USER-ERR-7")
+        assert len(user) == 1 and user[0].exc_info is None, [r.getMessage() for r in user]
+        bug = prefect_records(IndexError("BUG-ERR-7"), "BUG-ERR-7")
+        assert len(bug) >= 3 and bug[0].exc_info is not None, "a bug's error keeps every line, with its traceback"
+    finally:
+        for name in PREFECT_RUN_LOGGERS:
+            logging.getLogger(name).removeHandler(keep)
+        _setup_logging(False)
+
+
 def test_a_run_that_fails_unexpectedly_says_it_resumes_after_its_traceback(monkeypatch, capsys):
     """A stage failing with an error that is no user error (a bug, a Dask worker lost for good) ended in a bare
     traceback, twice as long on Dask, with nothing on what to do; a Ctrl-C said the same command resumes. Now the

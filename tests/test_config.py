@@ -289,6 +289,24 @@ def test_an_empty_section_is_all_defaults_overrides_into_it_included(tmp_path):
     assert apply_overrides({"eval": None}, ["eval.k_samples=2"]) == {"eval": {"k_samples": 2}}
 
 
+def test_an_empty_config_file_runs_the_defaults_with_a_warning(tmp_path, caplog):
+    """A config file with nothing but comments (the wrong file, or one saved empty) ran every default without a
+    word: the built-in sample data, not the user's. It still loads, and the log says so."""
+    import logging
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("# data:\n#   path: problems.jsonl\n\n")
+    with caplog.at_level(logging.WARNING, logger="saerl.config"):
+        cfg = load_config(path)
+    assert cfg.data == PipelineConfig().data and cfg.name == "mine"
+    assert any(f"config file {path} is empty" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    path.write_text("name: mine\n")
+    with caplog.at_level(logging.WARNING, logger="saerl.config"):
+        load_config(path)
+    assert not caplog.records, "a file with settings says nothing"
+
+
 def test_held_out_reading_fields_left_unset_keep_the_keys_of_configs_written_before():
     """eval.sets entries gained format and hf_split; a config whose entries leave them out (qwen's asdiv and aime24
     mappings) must dump, and so key its heldout and train runs, as before; one that sets them is keyed by them."""
@@ -337,6 +355,13 @@ def test_numbers_at_the_edge_of_their_range_load():
     assert (cfg.score.n_jobs, cfg.score.enet_l1_ratios, cfg.testbed.d_model, cfg.score.k_range) == (-1, [1.0], 136, (1, 2))
     assert load_config(None, ["score.n_jobs=4", "testbed.n_heads=8", "testbed.d_model=64"]).score.n_jobs == 4
     assert load_config(None, ["score.n_jobs=-2"]).score.n_jobs == -2  # joblib: every core but one, as before
+
+
+@pytest.mark.parametrize(("key", "meant"), [("runtime.root", "runtime.artifact_root"), ("eval.problems", "eval.max_problems")])
+def test_an_unknown_field_of_a_real_section_suggests_a_field_not_the_section(key, meant):
+    """`runtime.root=DIR` said "did you mean 'runtime'?": the section the user had already named, no field of it."""
+    with pytest.raises(ConfigError, match=rf"unknown key '{key}'.*did you mean '{meant}'"):
+        load_config(None, [f"{key}=x"])
 
 
 @pytest.mark.parametrize(("key", "meant"), [

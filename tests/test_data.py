@@ -191,6 +191,10 @@ def test_label_rejection_keeps_row_with_null_label(tmp_path):
         ("q", "invalid label"),
     ]
     assert "flagged (row kept): invalid label 2" in summarize(res)
+    # each line says what the field must hold (the detail was empty: "NaN" beside "invalid label", no more)
+    detail = dict(zip(res.rejected["field"], res.rejected["detail"], strict=True))
+    assert "'difficulty' must hold finite numbers" in detail["difficulty"] and "nan is none" in detail["difficulty"]
+    assert "'q' must hold a number in [0, 1]" in detail["q"] and "2.0 is neither" in detail["q"]
 
 
 def test_the_summary_counts_flags_of_kept_rows_only(tmp_path):
@@ -523,7 +527,7 @@ def test_ints_beside_floats_render_as_written_in_templates_and_ids(tmp_path):
     assert res.kept["prompt"].to_list() == ["What is 3 + 4?", "What is 2.5 + 1?", "What is 1 + 1?"]
     assert res.kept["id"].to_list() == ["10", "11.5", "12"]
     assert res.kept["difficulty"].to_list() == [5.0, 6.5, None]
-    assert res.rejected.rows() == [(2, "d", D.INVALID_LABEL, "NaN", None)]  # a NaN label is flagged, not dropped
+    assert [row[:4] for row in res.rejected.rows()] == [(2, "d", D.INVALID_LABEL, "NaN")]  # a NaN label is flagged, not dropped
 
 
 def test_an_empty_id_is_a_missing_id_not_a_silent_content_hash(tmp_path):
