@@ -171,15 +171,18 @@ def plan(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple
 
 
 CHAT_READERS = ("label", "train", "heldout")  # stages that prompt the policy through its chat template
+HUB_CHECK_TIMEOUT_S = 10.0  # seconds the up-front check of a hub model not cached here waits for the hub (hub_model_problem)
+HUB_CHECKS_KEPT = 16  # the hub models whose check a process remembers
 # the stages that read the held-out sets (the learning curve while training, each policy's evaluation): their keys
 # hash the files (evaluate reads the sets' prompts from the heldout artifacts: saerl.runners.HELDOUT_SETS)
 HELD_OUT_READERS: tuple[str, ...] = ("train", "heldout")
 
 
-def check_model(name: str, field: str, chat: bool) -> None:
+def check_model(name: str, field: str, chat: bool, revision: str | None = None) -> None:
     """Refuse a model a config field names that cannot load, before the first stage (transformers' own error came when
-    a stage loaded it, never naming the field): a local folder that does not exist (a path: it starts with '/', '.'
-    or '~', or has more than one '/'; 'org/name' is a hub id, checked when loaded), holds no config.json or no
+    a stage loaded it, never naming the field): a hub id ('org/name') that is neither in the local Hugging Face cache
+    nor on a hub this machine reaches (:func:`hub_model_problem`), a local folder that does not exist (a path: it
+    starts with '/', '.' or '~', or has more than one '/'), holds no config.json or no
     .safetensors weights (a pickled checkpoint alone: transformers' own error named no field), and with `chat` a local folder whose tokenizer has no chat template (RL's prompts are chat-formatted; it failed at the
     label stage, after extraction and the SAE). 'testbed' and 'pkg:<module>' are left to their stages.
     in: the value, its config field, whether the plan prompts it; raises FileNotFoundError / ValueError."""
@@ -190,7 +193,9 @@ def check_model(name: str, field: str, chat: bool) -> None:
         if name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name:
             raise FileNotFoundError(missing_file(f"model folder {name}", path, field)
                                     + "; a hub model is named 'org/name'")
-        return  # a hub id
+        if problem := hub_model_problem(name, field, revision):  # a hub id
+            raise ValueError(problem)
+        return
     if path.is_file():  # a file of the model ('.../config.json', '.../model.safetensors') where its folder goes
         raise ValueError(f"{field}={name} is a file, not a model folder: name the folder that holds it, "
                          f"{field}={path.parent}")
@@ -206,6 +211,45 @@ def check_model(name: str, field: str, chat: bool) -> None:
         raise ValueError(f"{field}={name}: its tokenizer has no chat template (tokenizer_config.json's chat_template "
                          "or chat_template.jinja), and RL prompts the policy as a chat (trl): use a chat or instruct "
                          "model, or set tokenizer.chat_template and save_pretrained it into the folder")
+
+
+@functools.lru_cache(maxsize=HUB_CHECKS_KEPT)
+def hub_model_problem(name: str, field: str, revision: str | None) -> str | None:
+    """Why a hub model cannot load here, or None: not in the local Hugging Face cache, and the hub unreachable (offline
+    mode, or no network: transformers retried for 30 s after the testbed and ingest had run, then said "couldn't
+    connect to 'https://huggingface.co'", naming no field), or the hub says it has no such model, revision or access.
+    One metadata request of at most HUB_CHECK_TIMEOUT_S, once a process (a sweep plans each child); a hub that answers
+    with another error is left to loading.
+    in: the hub id, its config field, its revision (None: main); out: the problem, naming the field and a fix."""
+    if hub_cached_config(name, revision) is not None:
+        return None
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    fix = (f"download it where the hub can be reached (`hf download {name}`) and copy the Hugging Face cache "
+           f"({constants.HF_HUB_CACHE}) here, or name a local save_pretrained folder in {field}")
+    if constants.is_offline_mode():
+        return f"{field}={name} is not in the local Hugging Face cache and the hub is off (HF_HUB_OFFLINE): {fix}"
+    try:
+        HfApi().model_info(name, revision=revision, timeout=HUB_CHECK_TIMEOUT_S)
+    except GatedRepoError:
+        return (f"{field}={name} is gated on the hub: accept its terms on https://huggingface.co/{name}, then log in "
+                "(`hf auth login`) or set HF_TOKEN")
+    except RepositoryNotFoundError:
+        return (f"{field}={name} is no model on the hub (or a private one: log in with `hf auth login` or set HF_TOKEN); "
+                "check its spelling, or name a local folder (a path starts with /, ./ or ~)")
+    except RevisionNotFoundError:
+        return f"model.revision={revision} is no branch, tag or commit of {name} on the hub: check model.revision"
+    except HfHubHTTPError as err:  # the hub answered, with another error: loading will say more, or succeed
+        log.warning("checking %s=%s on the hub: %s", field, name, str(err).splitlines()[0])
+    except Exception as err:  # noqa: BLE001 - any transport failure (DNS, refused, timeout, proxy) is "unreachable"
+        return f"{field}={name} is not in the local Hugging Face cache and the hub cannot be reached ({err}): {fix}"
+    return None
 
 
 def unpinned_hub_model(name: str, revision: str | None) -> str | None:
@@ -344,7 +388,7 @@ def check_loaders(cfg: PipelineConfig, until: str | None = None) -> None:
         raise ValueError(problem)  # found deep in the extract stage's first model load ("Torch not compiled with CUDA")
     prompted = bool(todo & set(CHAT_READERS))
     if prompted or ("extract" in todo and not cfg.extract.model):  # the policy is loaded
-        check_model(cfg.model.name_or_path, "model.name_or_path", prompted)
+        check_model(cfg.model.name_or_path, "model.name_or_path", prompted, cfg.model.revision)
         if note := unpinned_hub_model(cfg.model.name_or_path, cfg.model.revision):
             log.warning("%s", note)
     if "extract" in todo and cfg.extract.model:

@@ -36,7 +36,7 @@ from saerl.runs import (
 LIST_LIMIT = 20  # runs shown by `saerl status --list` unless told otherwise
 KEY_CHARS = 12  # key prefix shown (enough to tell artifacts apart; the full key is in the record)
 MB = 1e6
-TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S %Z"  # local time and its zone (run ids are UTC: a zone-less time read as either)
 CORRUPT = "corrupt"  # the 'on disk' cell of an artifact that fails its manifest check
 PROBLEMS_SHOWN = 2  # problems named per corrupt artifact (the rest are counted)
 REBUILD_HINT = "running the same config again rebuilds it (saerl run CONFIG; the run's other artifacts are reused)"
@@ -87,7 +87,7 @@ def _table(rows: list[tuple[str, ...]], free_last: bool = True) -> list[str]:
 
 
 def format_time(stamp: float) -> str:
-    """A Unix time as local 'YYYY-MM-DD HH:MM:SS'."""
+    """A Unix time as local 'YYYY-MM-DD HH:MM:SS ZONE'."""
     return time.strftime(TIME_FORMAT, time.localtime(stamp))
 
 

@@ -147,7 +147,10 @@ def pool_size() -> int:
         share = threads
     return max(1, min(MAX_POOL, max(threads, share)))
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
-_WORKER_CMD = "import sys; from saerl.verify import _worker_main; _worker_main(int(sys.argv[1]))"
+# a worker ignores Ctrl-C from its first line (the terminal sends SIGINT to the whole process group: each worker printed
+# a KeyboardInterrupt traceback under saerl's "stopped by SIGINT"); its parent stops it (EOF on its socket, or kill)
+_WORKER_CMD = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+               "import sys; from saerl.verify import _worker_main; _worker_main(int(sys.argv[1]))")
 
 MAX_EXPONENT_DIGITS = 3  # '1e-07', '2.5e+20' (how polars/pandas write floats) are plain numbers; 1e999 at most
 # A number: digits with thousands separators (',', LaTeX's '{,}', ',\!' and '\,', a thin space; no leading 0: '0,245'
@@ -1576,7 +1579,8 @@ def _worker_main(fd: int) -> None:
     signal.signal(signal.SIGALRM, _on_alarm)
     cap_address_space(WORKER_MEMORY_HEADROOM_MB)
     conn = Connection(fd)
-    conn.send(("ready", None))
+    if not _send(conn, ("ready", None)):
+        return
     while True:
         try:
             msg = conn.recv()
@@ -1600,7 +1604,18 @@ def _worker_main(fd: int) -> None:
                 if _TIMED_OUT
                 else ("error", f"{type(e).__name__}: {e}"[:300])
             )
-        conn.send(out)
+        if not _send(conn, out):
+            return
+
+
+def _send(conn: Connection, message: tuple) -> bool:
+    """Send `message` to the parent; False when the parent is gone (it was stopped or died mid-task: a traceback of
+    BrokenPipeError per worker followed saerl's own line), so the worker ends quietly. in: the socket, a message."""
+    try:
+        conn.send(message)
+    except OSError:  # BrokenPipeError, ConnectionResetError
+        return False
+    return True
 
 
 # ------------------------------------------------------------------------------------------- parent-side pool

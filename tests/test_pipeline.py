@@ -86,7 +86,7 @@ def _real(tmp_path: Path, *overrides: str):
     return load_config(CONFIGS / "real-gsm8k.yaml", [f"data.path={data}", *overrides])
 
 
-def test_a_model_folder_that_cannot_load_is_refused_naming_its_field(tmp_path):
+def test_a_model_folder_that_cannot_load_is_refused_naming_its_field(tmp_path, monkeypatch):
     """A wrong model.name_or_path failed when a stage loaded it, with transformers' message ("Repo id must be in the
     form 'repo_name'...", "Unrecognized model...") and never the field; a policy without a chat template failed at
     the label stage, after extraction and the SAE. Each is refused before the first stage; a hub id is left to
@@ -116,9 +116,66 @@ def test_a_model_folder_that_cannot_load_is_refused_naming_its_field(tmp_path):
     check_runnable(cfg(f"model.name_or_path={plain}"), "extract")  # extraction alone needs no template
     (plain / "chat_template.jinja").write_text("{{ messages }}")
     check_runnable(cfg(f"model.name_or_path={plain}"))
-    check_runnable(cfg("model.name_or_path=Qwen/Qwen2.5-Math-1.5B"), "extract")  # a hub id: checked when loaded
+    from huggingface_hub import HfApi
+
+    import saerl.pipeline as P
+
+    monkeypatch.setattr(HfApi, "model_info", lambda self, *a, **k: None)  # a hub that has it
+    P.hub_model_problem.cache_clear()
+    check_runnable(cfg("model.name_or_path=Qwen/Qwen2.5-Math-1.5B"), "extract")  # a hub id: the hub has it
+    P.hub_model_problem.cache_clear()
     with pytest.raises(FileNotFoundError, match="check extract.model"):
         check_runnable(cfg("extract.model=/no/such/encoder"), "extract")
+
+
+def test_a_hub_model_neither_cached_nor_reachable_is_refused_before_the_first_stage(monkeypatch, tmp_path):
+    """Offline, model.name_or_path=Qwen/Qwen2.5-Math-1.5B built the testbed and ingested, then transformers retried
+    the hub for 30 s and said "couldn't connect to 'https://huggingface.co'", naming no field (75 s for the smoke
+    config). The plan now asks the hub once, up front, for a model the local cache lacks: unreachable, off, no such
+    model or revision, or gated, each is refused naming the field and the fix; cached, nothing is asked."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    import saerl.pipeline as P
+
+    def hub_raising(err):
+        def model_info(self, name, revision=None, timeout=None):
+            asked.append((name, revision, timeout))
+            if err is not None:
+                raise err
+        return model_info
+
+    def error(kind):  # the hub's error types need an HTTP response to build; the check reads only their type
+        err = kind.__new__(kind)
+        Exception.__init__(err, f"{kind.__name__} from the hub")
+        return err
+
+    asked = []
+    monkeypatch.setattr(constants, "is_offline_mode", lambda: False)
+    cfg = load_config(CONFIGS / "smoke.yaml", ["model.name_or_path=Qwen/Qwen2.5-Math-1.5B", "model.revision=v9",
+                                               f"runtime.artifact_root={tmp_path}"])
+    cases = [(ConnectionError("[Errno -2] Name or service not known"),
+              r"model.name_or_path=Qwen/Qwen2.5-Math-1.5B is not in the local Hugging Face cache and the hub cannot "
+              r"be reached \(\[Errno -2\].*`hf download Qwen/Qwen2.5-Math-1.5B`"),
+             (error(RepositoryNotFoundError), "is no model on the hub .*check its spelling"),
+             (error(GatedRepoError), "is gated on the hub: accept its terms"),
+             (error(RevisionNotFoundError), "model.revision=v9 is no branch, tag or commit of Qwen/Qwen2.5-Math-1.5B")]
+    for err, message in cases:
+        monkeypatch.setattr(HfApi, "model_info", hub_raising(err))
+        P.hub_model_problem.cache_clear()  # one check a process: each case is another process's
+        with pytest.raises(ValueError, match=message):
+            check_runnable(cfg, "extract")
+    assert asked[-1] == ("Qwen/Qwen2.5-Math-1.5B", "v9", P.HUB_CHECK_TIMEOUT_S)
+    monkeypatch.setattr(constants, "is_offline_mode", lambda: True)
+    n_asked = len(asked)
+    P.hub_model_problem.cache_clear()
+    with pytest.raises(ValueError, match=r"the hub is off \(HF_HUB_OFFLINE\)"):
+        check_runnable(cfg, "extract")
+    monkeypatch.setattr(P, "hub_cached_config", lambda name, revision: tmp_path / "config.json")  # in the cache
+    P.hub_model_problem.cache_clear()
+    check_runnable(cfg, "extract")
+    P.hub_model_problem.cache_clear()
+    assert len(asked) == n_asked, "neither offline nor for a cached model is the hub asked"
 
 
 def test_an_extract_layer_out_of_range_is_refused_before_the_first_stage(tmp_path):

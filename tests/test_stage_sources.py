@@ -155,7 +155,7 @@ REVIEWED = {'sources': {'activation_store': 'c2b38d177fa16a1a72c2a6ce044576ce9ff
              'data': 'ca7c2b6171daecbbdd58e60ff93e524a5b5a46a956323fc228fcc9046078c9c3',
              'evaluate': 'd8ec7bd64434cf571a39d6ae1c5585b97e729983248ada2936827072481f0bce',
              'labels': 'efa69972dd231fade4df377302b2c553b07108846fd9a319d176a2549c1c9aa1',
-             'pipeline': 'f8ae50d8c7ca2e70fe6df8099aab0ab60f0703ea57425fc8476aa47d6837dccf',
+             'pipeline': 'e8bb018850081902120cde8cae09454ad24dcb19d6d31db16862850e6de4ab90',
              'plots': '800a0b238bf527bdbdbf27405efb926f7e48765527676b1e9b6b087f23ff925b',
              'policy_lm': 'a325451f81b1a1dbff579c18ae633cfc07f2cbea7377d6e155d2b7256f809f44',
              'property_models': '45ebe372e3a21bcaab415e3038ba8578db9e36e574805137cfb68ea93d6267b7',

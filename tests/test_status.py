@@ -61,14 +61,27 @@ def test_run_status_by_prefix_and_unknown(tmp_path):
         run_status(tmp_path, "2026")
 
 
-def test_list_status_newest_first_and_unreadable_records(tmp_path):
+def test_list_status_newest_first_and_unreadable_records(tmp_path, monkeypatch):
+    """Newest first, an unreadable record named; a start time says its zone (run ids are UTC, the times local)."""
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        _list_newest_first(tmp_path)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def _list_newest_first(tmp_path):
     first, second = _runs(tmp_path)
     (tmp_path / "runs" / "20260103-000000-cccccc.json").write_text("{not json")
     lines = list_status(tmp_path).splitlines()
     assert lines[0].split()[:4] == ["run", "name", "setting", "started"]
     assert lines[1].startswith("20260103-000000-cccccc") and "unreadable" in lines[1]
     assert lines[2].startswith(second.run_id) and lines[3].startswith(first.run_id)
-    assert lines[2].split()[4:8] == ["3", "2", "1", "71.6"]
+    assert lines[2].split()[2:9] == ["1970-01-02", "00:00:00", "UTC", "3", "2", "1", "71.6"]  # the time's zone said
     assert len(list_status(tmp_path, limit=1).splitlines()) == 2
     assert "no runs" in list_status(tmp_path / "empty")
 

@@ -1183,7 +1183,7 @@ def test_an_exact_value_then_its_rounding_is_judged_by_the_rounding(completion, 
 REVIEWED_SOURCES = {"1": "389ac05f766a6a00cea8b6d6f4d02b71143480dec72fa24d31b18fccc754e926",
                     "2": "767bddca5d3066e1d9bf396331b0fcaf2d865914b669bf992581e27fb8a90984",
                     "3": "fe32c5be8852f83abc248399b1d709bddff29f9a8e5b4baa67ff7ebed9082352",
-                    "4": "9bc10a2df777896500fae69646ea99a186f882b48810d156a7bac9cd149f5e6b"}
+                    "4": "2ec85e78742ea3b07fe8ddc98d93129a332b1d871ae2d9e1672360e31341cf36"}
 
 
 def test_a_change_of_verify_py_is_reviewed_for_its_version():
@@ -1198,6 +1198,32 @@ def test_a_change_of_verify_py_is_reviewed_for_its_version():
     assert REVIEWED_SOURCES.get(V.VERSION) == digest, (
         f"saerl/verify.py changed (sha256 {digest}): if verdicts can change, bump verify.VERSION "
         f"(now {V.VERSION!r}); then set REVIEWED_SOURCES[verify.VERSION] to this hash in tests/test_verify.py")
+
+
+def test_a_worker_whose_parent_stops_ends_quietly():
+    """Ctrl-C (SIGINT to the whole process group) and a parent gone mid-task (its socket closed) printed a
+    KeyboardInterrupt or BrokenPipeError traceback per verifier worker under saerl's "stopped" line. A worker now
+    ignores SIGINT and ends without a word, exit status 0, when its parent is gone."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from multiprocessing.connection import Connection
+    from pathlib import Path
+
+    ours, theirs = socket.socketpair()
+    env = {**os.environ, "PYTHONPATH": str(Path(V.__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", V._WORKER_CMD, str(theirs.fileno())], pass_fds=(theirs.fileno(),),
+                            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    theirs.close()
+    conn = Connection(ours.detach())
+    assert conn.recv() == ("ready", None)
+    os.kill(proc.pid, signal.SIGINT)
+    conn.send(("stall", (0.5,), 5.0))  # its answer comes after the parent's end is closed
+    conn.close()
+    assert proc.wait(timeout=30) == 0
+    assert "Traceback" not in proc.stderr.read().decode()
 
 
 def test_a_worker_caps_its_address_space_so_a_runaway_answer_cannot_take_the_machine():
