@@ -214,15 +214,11 @@ def check_model(name: str, field: str, chat: bool, revision: str | None = None) 
 
 
 @functools.lru_cache(maxsize=HUB_CHECKS_KEPT)
-def hub_model_problem(name: str, field: str, revision: str | None) -> str | None:
-    """Why a hub model cannot load here, or None: not in the local Hugging Face cache, and the hub unreachable (offline
-    mode, or no network: transformers retried for 30 s after the testbed and ingest had run, then said "couldn't
-    connect to 'https://huggingface.co'", naming no field), or the hub says it has no such model, revision or access.
-    One metadata request of at most HUB_CHECK_TIMEOUT_S, once a process (a sweep plans each child); a hub that answers
-    with another error is left to loading.
-    in: the hub id, its config field, its revision (None: main); out: the problem, naming the field and a fix."""
-    if hub_cached_config(name, revision) is not None:
-        return None
+def hub_answer(repo_id: str, revision: str | None) -> tuple[str, str] | None:
+    """What the hub says of a model repo this machine has not cached: None (it has it, or answered with an error
+    loading will name), or (kind, detail) with kind 'offline' (HF_HUB_OFFLINE), 'unreachable' (any transport failure;
+    detail: the error), 'gated', 'missing' (no such repo, or a private one) or 'revision'. One metadata request of at
+    most HUB_CHECK_TIMEOUT_S, once a process (a sweep plans each child). in: repo id, revision (None: main)."""
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -231,25 +227,74 @@ def hub_model_problem(name: str, field: str, revision: str | None) -> str | None
         RevisionNotFoundError,
     )
 
-    fix = (f"download it where the hub can be reached (`hf download {name}`) and copy the Hugging Face cache "
-           f"({constants.HF_HUB_CACHE}) here, or name a local save_pretrained folder in {field}")
     if constants.is_offline_mode():
-        return f"{field}={name} is not in the local Hugging Face cache and the hub is off (HF_HUB_OFFLINE): {fix}"
+        return "offline", "HF_HUB_OFFLINE"
     try:
-        HfApi().model_info(name, revision=revision, timeout=HUB_CHECK_TIMEOUT_S)
+        HfApi().model_info(repo_id, revision=revision, timeout=HUB_CHECK_TIMEOUT_S)
     except GatedRepoError:
-        return (f"{field}={name} is gated on the hub: accept its terms on https://huggingface.co/{name}, then log in "
-                "(`hf auth login`) or set HF_TOKEN")
+        return "gated", ""
     except RepositoryNotFoundError:
-        return (f"{field}={name} is no model on the hub (or a private one: log in with `hf auth login` or set HF_TOKEN); "
-                "check its spelling, or name a local folder (a path starts with /, ./ or ~)")
+        return "missing", ""
     except RevisionNotFoundError:
-        return f"model.revision={revision} is no branch, tag or commit of {name} on the hub: check model.revision"
+        return "revision", str(revision)
     except HfHubHTTPError as err:  # the hub answered, with another error: loading will say more, or succeed
-        log.warning("checking %s=%s on the hub: %s", field, name, str(err).splitlines()[0])
+        log.warning("checking %s on the hub: %s", repo_id, str(err).splitlines()[0])
     except Exception as err:  # noqa: BLE001 - any transport failure (DNS, refused, timeout, proxy) is "unreachable"
-        return f"{field}={name} is not in the local Hugging Face cache and the hub cannot be reached ({err}): {fix}"
+        return "unreachable", str(err)
     return None
+
+
+def hub_problem(answer: tuple[str, str], shown: str, repo_id: str, local_fix: str) -> str:
+    """A message for the hub's answer (:func:`hub_answer`) about a repo a config names. in: the answer, the config
+    field as the user wrote it ('model.name_or_path=Qwen/...'), the repo, what to set for a local copy instead;
+    out: one line naming the field and the fix."""
+    from huggingface_hub import constants
+
+    kind, detail = answer
+    fix = (f"download it where the hub can be reached (`hf download {repo_id}`) and copy the Hugging Face cache "
+           f"({constants.HF_HUB_CACHE}) here, or {local_fix}")
+    return {
+        "offline": f"{shown} is not in the local Hugging Face cache and the hub is off (HF_HUB_OFFLINE): {fix}",
+        "unreachable": f"{shown} is not in the local Hugging Face cache and the hub cannot be reached ({detail}): {fix}",
+        "gated": (f"{shown} is gated on the hub: accept its terms on https://huggingface.co/{repo_id}, then log in "
+                  "(`hf auth login`) or set HF_TOKEN"),
+        "missing": (f"{shown} is no model on the hub (or a private one: log in with `hf auth login` or set HF_TOKEN); "
+                    f"check its spelling, or {local_fix}"),
+        "revision": f"model.revision={detail} is no branch, tag or commit of {repo_id} on the hub: check model.revision",
+    }[kind]
+
+
+def hub_model_problem(name: str, field: str, revision: str | None) -> str | None:
+    """Why a hub model cannot load here, or None: not in the local Hugging Face cache, and the hub unreachable (offline
+    mode, or no network: transformers retried for 30 s after the testbed and ingest had run, then said "couldn't
+    connect to 'https://huggingface.co'", naming no field), or the hub says it has no such model, revision or access
+    (:func:`hub_answer`). in: the hub id, its config field, its revision (None: main); out: the problem or None."""
+    if hub_cached_config(name, revision) is not None:
+        return None
+    answer = hub_answer(name, revision)
+    return None if answer is None else hub_problem(answer, f"{field}={name}", name,
+                                                   f"name a local save_pretrained folder in {field}")
+
+
+def pretrained_sae_problem(release: str, sae_id: str) -> str | None:
+    """Why sae.source=pretrained cannot load sae.release / sae.sae_id here, or None: a release sae-lens does not list
+    (and no hub repo), an id its release lacks (:func:`saerl.sae.release_problem`: both found by the sae stage after
+    the whole extraction), or a repo neither in the local Hugging Face cache nor on a reachable hub (sae-lens retried
+    for 40 s). in: release, SAE id; out: the problem or None."""
+    from huggingface_hub import constants
+
+    from saerl.sae import release_problem, release_repo
+
+    if problem := release_problem(release, sae_id):
+        return problem
+    repo_id = release_repo(release)
+    if (Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}").is_dir():  # downloaded before
+        return None
+    answer = hub_answer(repo_id, None)
+    if answer is None or (answer[0] == "missing" and repo_id == release):  # no hub repo either: release_problem's
+        return None if answer is None else release_problem(release, sae_id, hub_repo=False)
+    return hub_problem(answer, f"sae.release={release} (hub repo {repo_id})", repo_id,
+                       "save it with sae-lens into a folder and set sae.source=local sae.path=DIR")
 
 
 def unpinned_hub_model(name: str, revision: str | None) -> str | None:
@@ -395,6 +440,9 @@ def check_loaders(cfg: PipelineConfig, until: str | None = None) -> None:
         check_model(cfg.extract.model, "extract.model", False)
     if "extract" in todo and (depth := known_depth(cfg, hub_cache=True)) is not None:
         resolve_layer(cfg.extract.layer, depth)  # an extract.layer out of range: refused when the model had loaded
+    if "sae" in todo and cfg.sae.source == "pretrained" and cfg.sae.release and cfg.sae.sae_id:
+        if problem := pretrained_sae_problem(cfg.sae.release, cfg.sae.sae_id):
+            raise ValueError(problem)
     if "sae" in todo and cfg.sae.source == "local" and cfg.sae.path:
         from saerl.sae import local_sae_problem
 

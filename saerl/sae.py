@@ -58,6 +58,7 @@ from saerl.config import SAEConfig, stable_hash
 from saerl.testbed import LM_FOLDER
 
 CODES_NAME = "codes.zarr"
+CLOSEST_SHOWN = 3  # the closest releases or SAE ids a refusal of sae.release / sae.sae_id names
 REPORT_NAME = "sae_report.json"
 BAR_LOSS_EVERY = 10  # SAE training steps between refreshes of the bar's losses (each reads them off the device)
 SAE_CFG = "cfg.json"  # the config file of a sae-lens folder (its keys sorted here: :func:`sort_cfg`)
@@ -329,6 +330,39 @@ def weights_only_loads() -> Iterator[None]:
             yield
         finally:
             torch.load = load
+
+
+def release_repo(release: str) -> str:
+    """The hub repo a sae-lens release loads from: its entry in sae-lens's pretrained directory, or the release
+    itself (sae-lens also reads a hub repo id as a release). in: sae.release; out: a repo id."""
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    entry = get_pretrained_saes_directory().get(release)
+    return entry.repo_id if entry is not None else release
+
+
+def release_problem(release: str, sae_id: str, hub_repo: bool = True) -> str | None:
+    """Why sae-lens's directory rules out sae.release / sae.sae_id (read offline, from the installed sae-lens), or
+    None: an id its listed release lacks, or (hub_repo=False: the hub has no repo of that name either) a release it
+    does not list. Each names the closest entries. in: release, SAE id, whether an unlisted release may be a hub
+    repo; out: one line naming the field and the fix, or None."""
+    import difflib
+
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    directory = get_pretrained_saes_directory()
+    entry = directory.get(release)
+    if entry is None:
+        if hub_repo and "/" in release:  # 'org/name': a hub repo, maybe (the hub answers that)
+            return None
+        close = difflib.get_close_matches(release, list(directory), n=CLOSEST_SHOWN, cutoff=0.5)
+        return (f"sae.release={release} is no release sae-lens lists and no hub repo"
+                + (f"; closest: {', '.join(close)}" if close else "") + " (sae-lens's pretrained_saes.yaml lists them)")
+    if sae_id in entry.saes_map:
+        return None
+    close = difflib.get_close_matches(sae_id, list(entry.saes_map), n=CLOSEST_SHOWN, cutoff=0.5)
+    return (f"sae.sae_id={sae_id} is no SAE of release {release}" + (f"; closest: {', '.join(close)}" if close else "")
+            + f" ({len(entry.saes_map)} ids, e.g. {next(iter(entry.saes_map))})")
 
 
 def load_pretrained_sae(release: str, sae_id: str, device: str) -> Any:

@@ -121,9 +121,9 @@ def test_a_model_folder_that_cannot_load_is_refused_naming_its_field(tmp_path, m
     import saerl.pipeline as P
 
     monkeypatch.setattr(HfApi, "model_info", lambda self, *a, **k: None)  # a hub that has it
-    P.hub_model_problem.cache_clear()
+    P.hub_answer.cache_clear()
     check_runnable(cfg("model.name_or_path=Qwen/Qwen2.5-Math-1.5B"), "extract")  # a hub id: the hub has it
-    P.hub_model_problem.cache_clear()
+    P.hub_answer.cache_clear()
     with pytest.raises(FileNotFoundError, match="check extract.model"):
         check_runnable(cfg("extract.model=/no/such/encoder"), "extract")
 
@@ -162,19 +162,19 @@ def test_a_hub_model_neither_cached_nor_reachable_is_refused_before_the_first_st
              (error(RevisionNotFoundError), "model.revision=v9 is no branch, tag or commit of Qwen/Qwen2.5-Math-1.5B")]
     for err, message in cases:
         monkeypatch.setattr(HfApi, "model_info", hub_raising(err))
-        P.hub_model_problem.cache_clear()  # one check a process: each case is another process's
+        P.hub_answer.cache_clear()  # one check a process: each case is another process's
         with pytest.raises(ValueError, match=message):
             check_runnable(cfg, "extract")
     assert asked[-1] == ("Qwen/Qwen2.5-Math-1.5B", "v9", P.HUB_CHECK_TIMEOUT_S)
     monkeypatch.setattr(constants, "is_offline_mode", lambda: True)
     n_asked = len(asked)
-    P.hub_model_problem.cache_clear()
+    P.hub_answer.cache_clear()
     with pytest.raises(ValueError, match=r"the hub is off \(HF_HUB_OFFLINE\)"):
         check_runnable(cfg, "extract")
     monkeypatch.setattr(P, "hub_cached_config", lambda name, revision: tmp_path / "config.json")  # in the cache
-    P.hub_model_problem.cache_clear()
+    P.hub_answer.cache_clear()
     check_runnable(cfg, "extract")
-    P.hub_model_problem.cache_clear()
+    P.hub_answer.cache_clear()
     assert len(asked) == n_asked, "neither offline nor for a cached model is the hub asked"
 
 
@@ -246,14 +246,15 @@ def test_a_rerun_whose_model_stages_are_stored_needs_neither_the_model_nor_vllm(
     (["sae.source=pretrained", "sae.release=gpt2-small-res-jb"],
      ["sae.source=pretrained needs sae.release and sae.sae_id (a sae-lens release and id)"], True),
 ])
-def test_sae_fields_at_odds_with_sae_source_are_refused_or_warned_before_the_first_stage(tmp_path, caplog, overrides,
-                                                                                         names, refused):
+def test_sae_fields_at_odds_with_sae_source_are_refused_or_warned_before_the_first_stage(tmp_path, caplog, monkeypatch,
+                                                                                         overrides, names, refused):
     """sae.source=local without sae.path (pretrained without its release and id) was refused by the sae stage, after
     the whole extraction: refused with the plan, where the sae stage is planned. sae.path beside sae.source 'train'
     trained an SAE and ignored the path without a word: a warning with the plan (not refused: a sweep of
     sae.source=train,local with sae.path compares a trained SAE with a loaded one, and its train child has the path)."""
     import logging
 
+    monkeypatch.setattr("saerl.pipeline.pretrained_sae_problem", lambda release, sae_id: None)  # a release the hub has
     cfg = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", *overrides])
     if refused:
         with pytest.raises(ValueError) as err:
@@ -268,6 +269,35 @@ def test_sae_fields_at_odds_with_sae_source_are_refused_or_warned_before_the_fir
     with caplog.at_level(logging.WARNING, logger="saerl.pipeline"):
         assert [s for s, _ in check_runnable(cfg, "extract")][-1] == "extract", "no sae stage: nothing read them"
     assert "sae.source" not in caplog.text
+
+
+def test_a_pretrained_sae_that_cannot_load_is_refused_before_the_extraction(tmp_path, monkeypatch):
+    """sae.source=pretrained with a release sae-lens does not list, or an id its release lacks, failed in the sae
+    stage after the whole extraction; offline, sae-lens retried the hub for 40 s first. Refused with the plan now,
+    naming the closest entries (read from the installed sae-lens, no network) or the hub's problem and the fix."""
+    import saerl.pipeline as P
+
+    def refusal(release, sae_id):
+        cfg = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", "sae.source=pretrained",
+                                                   f"sae.release={release}", f"sae.sae_id={sae_id}"])
+        with pytest.raises(ValueError) as err:
+            check_runnable(cfg, "sae")
+        return str(err.value)
+
+    monkeypatch.setattr(P, "hub_answer", lambda repo_id, revision: ("missing", ""))
+    assert "sae.release=gpt2-small-res-jbb is no release sae-lens lists and no hub repo; closest: gpt2-small-res-jb" in (
+        refusal("gpt2-small-res-jbb", "blocks.8.hook_resid_pre"))
+    said = refusal("gpt2-small-res-jb", "blocks.8.hook_resid_pos")
+    assert "sae.sae_id=blocks.8.hook_resid_pos is no SAE of release gpt2-small-res-jb" in said
+    assert "blocks.8.hook_resid_pre" in said.split("closest:")[1]
+    monkeypatch.setattr(P, "hub_answer", lambda repo_id, revision: ("unreachable", "[Errno -2] Name or service not known"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))  # nothing downloaded here
+    assert ("sae.release=gpt2-small-res-jb (hub repo jbloom/GPT2-Small-SAEs-Reformatted) is not in the local Hugging "
+            "Face cache and the hub cannot be reached") in refusal("gpt2-small-res-jb", "blocks.8.hook_resid_pre")
+    (tmp_path / "hf" / "models--jbloom--GPT2-Small-SAEs-Reformatted").mkdir(parents=True)  # downloaded before
+    cfg = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", "sae.source=pretrained",
+                                               "sae.release=gpt2-small-res-jb", "sae.sae_id=blocks.8.hook_resid_pre"])
+    assert [s for s, _ in check_runnable(cfg, "sae")][-1] == "sae"
 
 
 def test_a_clip_range_upside_down_is_refused_before_a_run_that_trains_and_an_old_record_still_reads(tmp_path):
