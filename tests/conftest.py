@@ -52,3 +52,16 @@ def cpu_machine(monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.fixture(autouse=True)
+def hub_has_every_model(monkeypatch):
+    """The hub, as the up-front check of a model or SAE repo the local cache lacks asks it (saerl.pipeline.hub_answer),
+    answers "it has it" without a request: tests name made-up hub ids ('some/encoder') and never reach the network.
+    A test of the check patches HfApi.model_info again, after this."""
+    from huggingface_hub import HfApi
+
+    import saerl.pipeline
+
+    monkeypatch.setattr(HfApi, "model_info", lambda self, *args, **kwargs: None)
+    saerl.pipeline.hub_answer.cache_clear()
