@@ -29,6 +29,7 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -56,11 +57,38 @@ def shipped_configs(packaged: Path = PACKAGED_CONFIGS, checkout: Path = CHECKOUT
 SHIPPED_CONFIGS = shipped_configs()
 
 
+def number_not_bool(annotation: Any) -> bool:
+    """Does a field of this type take a number (int or float, also as one member of a union or inside Annotated) but
+    not a bool? in: a type annotation; out: the verdict."""
+    members: list[Any] = []
+    todo = [annotation]
+    while todo:
+        ann = todo.pop()
+        origin = get_origin(ann)
+        if origin is Annotated:
+            todo.append(get_args(ann)[0])
+        elif origin in (Union, types.UnionType):
+            todo.extend(get_args(ann))
+        else:
+            members.append(ann)
+    return bool({int, float} & set(members)) and bool not in members
+
+
 class Section(BaseModel):
     """Base for every config section: unknown keys are errors, assignments are validated, and no number field takes
     inf or nan (none means anything there: a learning rate of .inf trained nonsense without a word)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_yes_no_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """A number field refuses true/false (YAML reads yes/no/on/off so too): pydantic read
+        `train.max_steps=yes` as 1 and `score.n_clusters=true` as k = 1, without a word."""
+        if isinstance(value, bool) and info.field_name and number_not_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"takes a number, not {str(value).lower()} (a yes/no: YAML reads yes, no, on and off "
+                             "as such too)")
+        return value
 
 
 class DataConfig(Section):
@@ -290,7 +318,9 @@ class SAEConfig(Section):
     def _one_pool(cls, value: Any) -> Any:
         """A single pooling name ("max") means that pooling alone; duplicates are dropped, order kept."""
         value = [value] if isinstance(value, str) else value
-        return list(dict.fromkeys(value)) if isinstance(value, list) else value
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(dict.fromkeys(value))
+        return value  # other items ([[max]]): the schema names the field and what it takes
 
 
 class ScoreConfig(Section):
@@ -1002,7 +1032,8 @@ def _format_errors(err: ValidationError, where: str) -> str:
         else:
             value = e.get("input")
             fields[path] = len(lines)
-            lines.append(f"field '{path}': got {SHORT_REPR.repr(value)} ({type(value).__name__}); {e['msg']}")
+            said = e.get("ctx", {}).get("error", e["msg"]) if e["type"] == "value_error" else e["msg"]  # no "Value error, "
+            lines.append(f"field '{path}': got {SHORT_REPR.repr(value)} ({type(value).__name__}); {said}")
     return f"invalid config ({where}):\n  " + "\n  ".join(lines)
 
 
@@ -1226,14 +1257,25 @@ def build_config(raw: dict[str, Any], where: str = "config") -> PipelineConfig:
         raise ConfigError(_format_errors(err, where)) from None
 
 
+YAML_MERGE_TAG = "tag:yaml.org,2002:merge"  # the tag of YAML's merge key, `<<`
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """yaml's safe loader, refusing a key given twice in one mapping (safe_load keeps the last one silently: a
     second `eval:` block would drop the first one's settings)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """A mapping node as a dict: its own keys each once (a merge key `<<: *anchor` brings keys an own key may
+        override, as YAML means, and is resolved by the safe loader); a key must be a scalar (`? [a]` was a raw
+        TypeError). in: the node; out: the dict; raises ConfigError naming the line."""
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == YAML_MERGE_TAG:  # constructed by flatten_mapping (the parent's), not as a key
+                continue
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: a key must be a name, got a "
+                                  f"{type(key).__name__}")
             if key in seen:
                 raise ConfigError(f"key '{key}' appears twice in one mapping (lines {seen[key] + 1} and "
                                   f"{key_node.start_mark.line + 1}): merge the two into one")

@@ -73,6 +73,43 @@ def test_a_yaml_syntax_error_is_a_config_error_naming_the_file_and_line(tmp_path
     assert f"{p} is not valid YAML" in msg and f'in "{p}", line' in msg and "<unicode string>" not in msg
 
 
+def test_yaml_merge_keys_load_and_a_key_that_is_no_name_is_a_config_error(tmp_path):
+    """The loader that refuses a key given twice built YAML's merge key `<<` as a key and refused a valid file as
+    "not valid YAML: could not determine a constructor for the tag ...merge"; a key that is a list (`? [a]`) was a
+    raw TypeError. Merges load as YAML means (an own key overrides a merged one); a key twice is still refused."""
+    merged = tmp_path / "merge.yaml"
+    merged.write_text("eval:\n  sets:\n    a: &s {path: a.jsonl, prompt: q, answer: ans}\n"
+                      "    b: {<<: *s, path: b.jsonl}\ntrain: {<<: {max_steps: 3, seeds: [0]}, seeds: [1]}\n")
+    cfg = load_config(merged)
+    assert (cfg.eval.sets["b"].path, cfg.eval.sets["b"].prompt, cfg.eval.sets["a"].path) == ("b.jsonl", "q", "a.jsonl")
+    assert (cfg.train.max_steps, cfg.train.seeds) == (3, [1])
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("train: {<<: {max_steps: 3}, seeds: [0], seeds: [1]}\n")
+    with pytest.raises(ConfigError, match="key 'seeds' appears twice"):
+        load_config(twice)
+    listed = tmp_path / "listkey.yaml"
+    listed.write_text("name: x\n? [a]\n: b\n")
+    with pytest.raises(ConfigError, match="line 2: a key must be a name, got a list"):
+        load_config(listed)
+
+
+@pytest.mark.parametrize("override", ["train.max_steps=yes", "score.n_clusters=true", "train.learning_rate=false",
+                                      "data.max_rows=on"])
+def test_a_number_field_refuses_a_yes_or_no(override):
+    """pydantic read `train.max_steps=yes` as 1 step and `score.n_clusters=true` as k = 1, without a word."""
+    with pytest.raises(ConfigError, match=rf"field '{override.split('=')[0]}': got (True|False) \(bool\); takes a "
+                                          r"number, not (true|false)"):
+        load_config(None, [override])
+    assert load_config(None, ["train.use_vllm=yes"]).train.use_vllm is True, "a yes/no field still takes one"
+
+
+def test_a_nested_list_of_poolings_is_a_config_error_naming_the_item():
+    """sae.encode_pool=[[max]] was a raw TypeError (unhashable type: 'list') from the validator that drops repeats."""
+    with pytest.raises(ConfigError, match=r"field 'sae.encode_pool.0': got \['max'\]"):
+        load_config(None, ["sae.encode_pool=[[max]]"])
+    assert load_config(None, ["sae.encode_pool=[max, mean, max]"]).sae.encode_pool == ["max", "mean"]
+
+
 def test_unknown_section_is_an_error(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("curicculum:\n  mix_ratio: 0.2\n")
