@@ -508,8 +508,13 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
                 record.extra[FAILED] = mark_failed(active["name"], err)
             record.extra.pop(RUNNING, None)  # PLANNED stays: `saerl gc` keeps the partial builds of the latest run of
             # a config that failed or was stopped (its resume state: a training run's checkpoints)
-            path = save_run(root, record)  # first: what follows asks servers, which may not answer
-            tracker.log_artifact(path)  # where and why it ended, in MLflow too
+            try:
+                path = save_run(root, record)  # first: what follows asks servers, which may not answer
+                tracker.log_artifact(path)  # where and why it ended, in MLflow too
+            except OSError as lost:  # a full disk leaves no room for the record: MLflow and the lost runs still
+                # hear how it ended, and the stage's own error, not this one, is raised (status reads it as killed)
+                log.warning("the run record of %s could not be saved (%s): `saerl status` will read it as killed",
+                            record.run_id, lost)
             tracker.finish(TRACKED_KILLED if sig else TRACKED_FAILED,  # else MLflow shows it running forever
                            ended=record.extra.get(STOPPED) or record.extra.get(FAILED))
             if not sig:

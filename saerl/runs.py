@@ -38,7 +38,8 @@ UNFINISHED = "unfinished: still running, or killed before it ended"  # how statu
 # process cannot be checked (no live lock: a run before session 27)
 LIVE = ".live"  # runs/<run id>.live: locked by the run's process while it runs (:func:`live_lock`), gone at its end
 STILL_RUNNING = "running"  # how status shows a record marked running whose process holds its live lock
-KILLED = "killed: its process ended before it could record how (SIGKILL, out of memory, a lost machine)"
+KILLED = ("killed: its process ended before it could record how (SIGKILL, out of memory, a lost machine; or it failed "
+          "on a full disk, which left no room for the record)")
 MICROS = 1_000_000  # microseconds a second: a run id's finest unit
 PLANNED = "planned"  # RunRecord.extra key from a run's start: {stage run: artifact key} of every stage run it plans
 # (saerl.sweep.planned_run_keys), so `saerl gc` keeps what a run under way will reuse; removed when it ends ok, kept

@@ -235,6 +235,41 @@ def test_a_failed_run_ends_its_mlflow_run_as_failed(tmp_path, monkeypatch):
     assert [a.path for a in client.list_artifacts(runs[0].info.run_id)] == [f"{record.run_id}.json"]
 
 
+def test_a_run_that_fails_on_a_full_disk_raises_its_own_error_and_ends_its_mlflow_run(tmp_path, monkeypatch):
+    """On a full disk the failure's record could not be written either: that second ENOSPC replaced the stage's
+    error, left the MLflow parent run RUNNING and skipped crashing the stage runs. The stage's error goes up now,
+    MLflow says FAILED and where, and status reads the record (still marked running) as killed, naming a full disk."""
+    import errno
+
+    from mlflow.tracking import MlflowClient
+
+    import flows.pipeline as fp
+    from saerl.runs import KILLED, RUNNING, load_run, unfinished
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "ROOT/extract/.partial-1/c.3")
+
+    saved, save_run = [], fp.save_run
+
+    def save_until_full(root, record):
+        if saved:
+            raise OSError(errno.ENOSPC, "No space left on device", "ROOT/runs/tmp")
+        saved.append(record.run_id)
+        return save_run(root, record)
+
+    monkeypatch.setattr(fp, "resolve_upstream", full)
+    monkeypatch.setattr(fp, "save_run", save_until_full)
+    cfg = load_config(None, [f"runtime.artifact_root={tmp_path}", "data.source=sample", "tracking.enabled=true"])
+    with pytest.raises(OSError, match=r"c\.3"):  # the stage's error, not the record's
+        fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="ingest")
+    record = load_run(tmp_path, "latest")
+    assert record.extra.get(RUNNING) and unfinished(tmp_path, record) == KILLED and "full disk" in KILLED
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment or cfg.name).experiment_id])
+    assert [(r.info.run_name, r.info.status) for r in runs] == [(record.run_id, "FAILED")]
+    assert runs[0].data.tags["saerl.ended"].startswith("ingest: OSError")
+
+
 def test_a_run_killed_mid_way_is_listed_unfinished_not_ok(tmp_path, monkeypatch):
     """The record is saved after every stage run, so a run killed before its end (SIGKILL, out of memory) left one
     that `status --list` showed as ended 'ok'. Runs the flow's body without Prefect (fake stage tasks): the record
