@@ -58,6 +58,7 @@ from saerl.stages import (
     known_depth,
     known_size,
     local_folder,
+    rows_version,
     stage_key,
     stage_slice,
 )
@@ -531,6 +532,7 @@ def local_models(cfg: PipelineConfig, stage: str) -> dict[str, str | None]:
 # label either, saerl.stages.unread_fields): they key on ingest's rows (:func:`rows_key`, input "ingest_rows"), so
 # mapping another label column reruns neither extraction, labelling nor the vanilla arm's training, and another topic
 # or defect column no scoring, curriculum nor training
+ROWS_VERSION = "rows_version"  # an ingest manifest's field: the version its kept rows were written by (rows_version)
 ROWS_READERS: dict[str, tuple[str, ...]] = {"extract": (), "label": ("data.labelled",),
                                             "score": ("data.difficulty", "data.quality", "data.labelled"), "train": ()}
 
@@ -551,8 +553,8 @@ def rows_key(stage: str, ingest_version: str, ingest_inputs: dict[str, str], ing
 def manifest_rows_key(stage: str, ingest: ArtifactRef) -> str:
     """:func:`rows_key` of a built ingest artifact for a ROWS_READERS `stage`, from its manifest (code version,
     inputs, config slice). in: the stage, the ingest artifact's ref; out: the key."""
-    m = ingest.manifest()
-    return rows_key(stage, m["code_version"], m.get("inputs", {}), m.get("config", {}))
+    m = ingest.manifest()  # ROWS_VERSION: an artifact built before the field was written by its own code version
+    return rows_key(stage, m.get(ROWS_VERSION, m["code_version"]), m.get("inputs", {}), m.get("config", {}))
 
 
 def ingest_rows_key(cfg: PipelineConfig, stage: str, ingest: ArtifactRef) -> str:
@@ -567,7 +569,7 @@ def ingest_rows_key(cfg: PipelineConfig, stage: str, ingest: ArtifactRef) -> str
     if needs_testbed(cfg, "ingest"):
         key = stage_key(cfg, "testbed", input_keys(cfg, "testbed", {}))
         upstream["testbed"] = ArtifactRef("testbed", key, "")
-    return rows_key(stage, code_version("ingest"), input_keys(cfg, "ingest", upstream), stage_slice(cfg, "ingest"))
+    return rows_key(stage, rows_version(), input_keys(cfg, "ingest", upstream), stage_slice(cfg, "ingest"))
 
 
 # the stages whose numbers depend on the device they run on (runtime.device is otherwise result-neutral): float32 on
@@ -820,6 +822,8 @@ def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
         resumed["note"] = str(build.notes.get(RESUMED) or resumed_note(reused_chunks(before, after), len(after)))
 
     manifest = {"code_version": code_version(stage), "inputs": keys, "config": stage_slice(cfg, stage, keys)}
+    if stage == "ingest":  # what the stages reading its rows key on (saerl.stages.INGEST_ROWS_VERSION)
+        manifest[ROWS_VERSION] = rows_version()
     try:
         ref, computed = store.ensure(stage, key, compute, manifest, take_lock=take_lock)
     finally:

@@ -409,6 +409,20 @@ VERIFYING: tuple[str, ...] = ("ingest", "label", "train", "heldout")
 VERIFY_PART = "+verify"  # between a VERIFYING stage's own version and the verifier's in its code version ('12+verify1')
 
 
+# the ingest version whose kept rows (prompts.parquet: ids, prompts, answers, labels) the code writes now. The stages
+# that read ingest's rows (saerl.pipeline.ROWS_READERS: extract, label, score, train) key on it, not on ingest's own
+# version, so a change of what ingest writes beside the rows (rejected.parquet's details, its summary) reruns ingest
+# alone, not the extraction and all after it. Bump it to ingest's version when a change alters the kept rows
+# (tests/test_stages.py pins the rows of a sample ingest for each value).
+INGEST_ROWS_VERSION = "11"
+
+
+def rows_version() -> str:
+    """The version ingest's kept rows are written by: INGEST_ROWS_VERSION plus the verifier's (gold answers are
+    normalized, and rows dropped, by saerl.verify), as code_version writes it ('11+verify4')."""
+    return f"{INGEST_ROWS_VERSION}{VERIFY_PART}{verify.VERSION}"
+
+
 def code_version(stage: str) -> str:
     """The code version `stage`'s artifacts are built by: its own version, plus the verifier's for a VERIFYING
     stage ('12+verify1')."""

@@ -453,6 +453,32 @@ def test_a_built_ingest_gives_its_rows_key_from_its_manifest_and_a_planned_one_f
         assert input_keys(cfg, stage, {"ingest": planned})["ingest_rows"] != rows[stage], "the file as it is now"
 
 
+def test_the_stages_reading_ingests_rows_key_on_its_rows_version_not_its_own(tmp_path, monkeypatch, cpu_machine):
+    """ingest 11 -> 12 (rejected.parquet's invalid-label lines say what the field must hold; the kept rows are the
+    same) changed every extraction key, so the extraction, the SAE and everything after them reran. The rows readers
+    now key on INGEST_ROWS_VERSION (planned, and from a built ingest's manifest, which records it); an ingest artifact
+    built before the manifest field reads as its code version."""
+    import dataclasses
+
+    import saerl.pipeline as P
+    import saerl.stages as S
+    from saerl.artifacts import ArtifactRef
+    from saerl.pipeline import ROWS_READERS, run_stage
+
+    cfg = load_config(None, ["data.source=sample", f"runtime.artifact_root={tmp_path / 'root'}"])
+    before = {stage: P.ingest_rows_key(cfg, stage, ArtifactRef("ingest", "k", "")) for stage in ROWS_READERS}
+    monkeypatch.setitem(S.STAGES, "ingest", dataclasses.replace(S.STAGES["ingest"], version="99"))  # ingest bumped
+    assert {s: P.ingest_rows_key(cfg, s, ArtifactRef("ingest", "k", "")) for s in ROWS_READERS} == before
+    built = run_stage(ArtifactStore(tmp_path / "root"), cfg, "ingest", {}).ref
+    assert built.manifest()["code_version"].startswith("99+") and built.manifest()[P.ROWS_VERSION] == S.rows_version()
+    assert {s: P.ingest_rows_key(cfg, s, built) for s in ROWS_READERS} == before, "built and planned agree"
+    monkeypatch.setattr(S, "INGEST_ROWS_VERSION", "98")  # the kept rows changed
+    assert all(P.ingest_rows_key(cfg, s, ArtifactRef("ingest", "k", "")) != before[s] for s in ROWS_READERS)
+    old = {k: v for k, v in built.manifest().items() if k != P.ROWS_VERSION}  # built before the field existed
+    monkeypatch.setattr(ArtifactRef, "manifest", lambda self: {**old, "code_version": "98+verify" + S.verify.VERSION})
+    assert P.ingest_rows_key(cfg, "extract", built) == P.ingest_rows_key(cfg, "extract", ArtifactRef("ingest", "k", ""))
+
+
 def test_a_mapped_field_a_file_lacks_is_refused_before_any_stage_naming_the_file(tmp_path):
     """The data file's and each held-out set's fields are checked from their headers when a run is planned (a wrong
     column used to fail inside the ingest task, or, for a held-out set, when training started after extraction,

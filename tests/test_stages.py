@@ -412,3 +412,41 @@ def test_the_canonical_order_of_set_lists_leaves_every_configs_keys_as_they_were
     canonical = [stage_key(cfg, stage, inputs) for stage, inputs in runs]
     monkeypatch.setattr(stages, "set_order", lambda field, value: value)
     assert [stage_key(cfg, stage, inputs) for stage, inputs in runs] == canonical
+
+
+# sha256 of the kept rows a sample ingest writes (tests/test_stages.py:_sample_rows), for each INGEST_ROWS_VERSION
+REVIEWED_ROWS = {"11": "45b7f06f4fb56dca5a4af8f7de31f17b712ac8d00076cc92aded24a91ea06f39"}
+
+
+def _sample_rows(tmp_path: Path) -> str:
+    """The kept rows of the built-in sample plus rows that reach ingest's edge cases (a level as text, yes/no quality,
+    a NaN and a bad label, a duplicate, a percent, a fraction, a thousands separator), as one sha256."""
+    import hashlib
+    import json
+
+    from saerl.config import DataConfig
+    from saerl.data import ingest, sample_path
+
+    extra = tmp_path / "edge.jsonl"
+    rows = [{"question": "Q1 edge?", "answer": "#### 1,000", "topic": "t", "difficulty": "Level 3", "q": "yes"},
+            {"question": "Q2 edge?", "answer": "\\frac{3}{4}", "topic": "t", "difficulty": "hard", "q": 0.5},
+            {"question": "Q3 edge?", "answer": "12.5%", "topic": None, "difficulty": 2, "q": False},
+            {"question": "Q1  edge?", "answer": "7", "topic": "u", "difficulty": 1, "q": "no"}]
+    extra.write_text("\n".join(json.dumps(r) for r in rows) + '\n{"question": "Q4?", "answer": "2", "difficulty": NaN}\n')
+    cfg = DataConfig(source="file", topic="topic", difficulty="difficulty")
+    kept = [ingest(cfg, sample_path()).kept.to_dicts(), ingest(cfg.model_copy(update={"quality": "q"}), extra).kept.to_dicts()]
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def test_a_change_of_ingests_kept_rows_bumps_its_rows_version(tmp_path):
+    """extract, label, score and train key on the version of ingest's kept rows (INGEST_ROWS_VERSION), not on ingest's
+    own, so that a change of rejected.parquet alone does not rerun the extraction and everything after it. A change of
+    the kept rows that left INGEST_ROWS_VERSION as it was would reuse extractions of other rows: it fails here until
+    someone bumps INGEST_ROWS_VERSION to ingest's version and records the new hash under it."""
+    from saerl.stages import INGEST_ROWS_VERSION
+
+    digest = _sample_rows(tmp_path)
+    assert REVIEWED_ROWS.get(INGEST_ROWS_VERSION) == digest, (
+        f"ingest's kept rows changed (sha256 {digest}): bump saerl.stages.INGEST_ROWS_VERSION (now "
+        f"{INGEST_ROWS_VERSION!r}) to ingest's version and set REVIEWED_ROWS[INGEST_ROWS_VERSION] to this hash")
+    assert int(INGEST_ROWS_VERSION) <= int(STAGES["ingest"].version)
