@@ -1014,6 +1014,21 @@ def error_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts)
 
 
+def shape_fix(kind: str, path: str, value: Any) -> str:
+    """The fix for a value of the wrong shape, where pydantic's words give none: a scalar where a list goes
+    ('train.seeds=5': "Input should be a valid list"), a list where a mapping goes (eval.sets), a pair given one
+    value (score.k_range=[1]: "field 'score.k_range.1' ... Field required"). in: the pydantic error type, the
+    dotted path, the value; out: '; ...' or ''."""
+    if kind in ("list_type", "tuple_type") and not isinstance(value, dict):
+        return f"; write a list: {path}=[{scalar_text(value)}] (quote it for the shell)"
+    if kind == "dict_type":
+        return f"; write a mapping of names to values: {path}.NAME=VALUE, or NAME: VALUE under {path} in YAML"
+    parent, _, index = path.rpartition(".")
+    if kind == "missing" and index.isdigit() and isinstance(value, list | tuple):
+        return f"; {parent} takes {int(index) + 1} values, got {len(value)}: {parent}=[{', '.join(['...'] * (int(index) + 1))}]"
+    return ""
+
+
 def _format_errors(err: ValidationError, where: str) -> str:
     """Turn pydantic errors into one line per problem naming key path, value and expectation (a value no
     member of a union type accepts: one line, each member's expectation joined by 'or')."""
@@ -1033,7 +1048,8 @@ def _format_errors(err: ValidationError, where: str) -> str:
             value = e.get("input")
             fields[path] = len(lines)
             said = e.get("ctx", {}).get("error", e["msg"]) if e["type"] == "value_error" else e["msg"]  # no "Value error, "
-            lines.append(f"field '{path}': got {SHORT_REPR.repr(value)} ({type(value).__name__}); {said}")
+            lines.append(f"field '{path}': got {SHORT_REPR.repr(value)} ({type(value).__name__}); {said}"
+                         f"{shape_fix(e['type'], path, value)}")
     return f"invalid config ({where}):\n  " + "\n  ".join(lines)
 
 

@@ -5,6 +5,7 @@ model.trust_remote_code (which saerl never turns on by itself)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -420,3 +421,16 @@ def test_a_config_path_that_is_a_folder_or_a_data_file_says_so(tmp_path):
                                           r"as data.path"):
         load_config(data)
     assert set(DATA_SUFFIXES) == set(SUFFIX_FORMATS)
+
+
+@pytest.mark.parametrize(("override", "fix"), [
+    ("train.seeds=5", "write a list: train.seeds=[5]"),
+    ("extract.pooling=max", "write a list: extract.pooling=[max]"),
+    ("eval.sets=[a.jsonl]", "write a mapping of names to values: eval.sets.NAME=VALUE"),
+    ("score.k_range=[1]", "score.k_range takes 2 values, got 1"),
+])
+def test_a_value_of_the_wrong_shape_is_shown_in_the_right_one(override, fix):
+    """pydantic's "Input should be a valid list" (or dictionary; or "Field required" for the second of a pair) named
+    no fix: the message now shows the value in the shape the field takes."""
+    with pytest.raises(ConfigError, match=re.escape(fix)):
+        load_config(None, [override])

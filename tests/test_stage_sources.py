@@ -149,7 +149,7 @@ if __name__ == "__main__":
 REVIEWED = {'sources': {'activation_store': 'c2b38d177fa16a1a72c2a6ce044576ce9ff3239b3e43cdd0e23957e0d83245fc',
              'activations': '8c7498c32177230951fbb0c47cc05be2559f4d573bc51347bd4834a58c5d97df',
              'artifacts': '7f899518afecb1f919aaf98b9219dc8c21ca8842f7edd1e4587b34c754cd00db',
-             'config': 'bb05de65a6b9b3d63a923d69416853a897f9ed3746e5f494f14a6a54b9efdfb5',
+             'config': '744139e871cb6ad983d31cb52bf584c25a119fa00d9573ebdc0c48b2e3101533',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
              'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
              'data': 'ca7c2b6171daecbbdd58e60ff93e524a5b5a46a956323fc228fcc9046078c9c3',
