@@ -138,24 +138,77 @@ def stop_on_interrupt() -> Iterator[None]:
 
 
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)  # the errors of a disk that is full, or a quota used up
+# how a library that raises no OSError says the disk is full: Rust's io::Error in polars and safetensors ends
+# '(os error 28)'; sqlite says 'database or disk is full' (SQLITE_FULL)
+FULL_DISK_WORDS = {code: (os.strerror(code).lower(), f"(os error {code})") for code in FULL_DISK}
+SQLITE_FULL_WORDS = "database or disk is full"
+# free space under which a failed write whose message does not say why (torch.save's 'unexpected pos 576 vs 534')
+# is taken for a full disk: less than any stage's artifacts need, far less than a disk a run can go on with
+NEARLY_FULL_BYTES = 64 * 2**20
+
+
+def _error_chain(err: BaseException | None) -> Iterator[BaseException]:
+    """The error, then what it was raised from or during (__cause__, else __context__), each once."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def free_bytes(root: Path) -> int | None:
+    """Free space on the disk holding `root` (its nearest existing folder while it is not made yet), in bytes;
+    None where it cannot be read."""
+    folder = next((p for p in (root, *root.parents) if p.exists()), None)
+    try:
+        return shutil.disk_usage(folder).free if folder is not None else None
+    except OSError:
+        return None
+
+
+def full_disk_errno(err: BaseException, free: int | None) -> tuple[int, bool] | None:
+    """Is `err` a full disk's error? (errno, said): an OSError of FULL_DISK in its chain or a message that says the
+    disk is full (FULL_DISK_WORDS, SQLITE_FULL_WORDS) gives that errno and said=True; any other error but a config's
+    while the disk has under NEARLY_FULL_BYTES free gives ENOSPC and said=False; None otherwise. in: the error, the
+    root's free bytes (None: unknown)."""
+    chain = list(_error_chain(err))
+    if code := next((e.errno for e in chain if isinstance(e, OSError) and e.errno in FULL_DISK), None):
+        return code, True
+    for e in chain:
+        text = str(e).lower()
+        if code := next((c for c, words in FULL_DISK_WORDS.items() if any(w in text for w in words)), None):
+            return code, True
+        if SQLITE_FULL_WORDS in text:
+            return errno.ENOSPC, True
+    if free is not None and free < NEARLY_FULL_BYTES and not isinstance(err, ConfigError):
+        return errno.ENOSPC, False
+    return None
 
 
 @contextmanager
 def naming_a_full_disk(root: Path) -> Iterator[None]:
-    """Re-raise a full disk's OSError (FULL_DISK) of the block with what to do: Zarr's ENOSPC named no file, so
-    the user read only '[Errno 28] No space left on device' and no hint that the run resumes. The new error names
-    the root, its free space now and the fixes; others pass unchanged. in: the run's artifact root."""
+    """Re-raise a full disk's error of the block with what to do: Zarr's ENOSPC named no file, so the user read only
+    '[Errno 28] No space left on device' and no hint that the run resumes; polars, safetensors, sqlite and torch
+    raise no OSError on a full disk (:func:`full_disk_errno` tells them). The new error, an OSError of the full
+    disk's errno raised from the original, names the root, its free space now and the fixes; others pass unchanged.
+    in: the run's artifact root."""
     try:
         yield
-    except OSError as err:
-        if err.errno not in FULL_DISK:
+    except Exception as err:
+        free = free_bytes(root)
+        found = full_disk_errno(err, free)
+        if found is None:
             raise
-        where = f" writing {err.filename}" if err.filename else ""
-        free = shutil.disk_usage(root).free if root.exists() else 0
-        raise OSError(err.errno, f"{err.strerror}{where}; the run's artifact root {root} has {free / 2**30:.1f} GB "
-                      f"free now. Free space (`saerl gc --root {root} --dry-run` lists what can go; the Hugging Face "
-                      "cache and /tmp may share that disk) or point runtime.artifact_root at a larger disk, then "
-                      "rerun the same command: every finished stage and chunk is kept") from err
+        code, said = found
+        if isinstance(err, OSError) and err.errno in FULL_DISK:
+            what = f"{err.strerror}{f' writing {err.filename}' if err.filename else ''}"
+        else:
+            what = f"{type(err).__name__}: {err}{'' if said else ', with the disk all but full'}"
+        space = f"has {free / 2**30:.1f} GB free now" if free is not None else "(its free space cannot be read)"
+        raise OSError(code, f"{what}; the run's artifact root {root} {space}. Free space (`saerl gc --root {root} "
+                      "--dry-run` lists what can go; the Hugging Face cache and /tmp may share that disk) or point "
+                      "runtime.artifact_root at a larger disk, then rerun the same command: every finished stage "
+                      "and chunk is kept") from err
 
 
 def run_pipeline(cfg: PipelineConfig, until: str | None = None) -> dict:
@@ -266,6 +319,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)  # a folder the user may not write (read-only, not theirs)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """`saerl report [RUN] [--root ROOT] [--html PATH] [--relog] [--uri URI] [--again]`: a run's comparison table read from
     its artifacts on disk, a self-contained HTML report, and (--relog) the run logged into MLflow afterwards."""
@@ -276,7 +332,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     root = _root(args.root)
     report = load_report(root, args.run)  # an unknown run id is a ValueError: main prints it
     print(format_text(report))
-    print(f"wrote {write_html(report, Path(args.html) if args.html else default_html_path(root, report.record))}")
+    html = Path(args.html) if args.html else default_html_path(root, report.record)
+    try:
+        print(f"wrote {write_html(report, html)}")
+    except OSError as err:  # a read-only root: the table is printed, only the page the user did not ask for is lost
+        if args.html or err.errno not in UNWRITABLE:
+            raise
+        print(f"saerl: could not write the HTML report to {html} ({err.strerror}): pass --html PATH", file=sys.stderr)
     if args.relog:
         try:
             parent = relog(root, report.record, args.uri, again=args.again)

@@ -296,7 +296,8 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
         else:  # the reference's own: the target's problems are its curve's
             source = ref
             shared = mean_curve.filter(pl.col("arm") == reference_arm).sort("step")["accuracy"]
-            target = float(shared[-1]) if shared.len() else float("nan")  # no step every seed evaluated: no target
+            last = shared[-1] if shared.len() else None  # a null final accuracy (no score) is a NaN one
+            target = float("nan") if last is None else float(last)  # no step every seed evaluated: no target
     n_max = source["n"].max() if "n" in source.columns and source.height else None
     tol = TARGET_RTOL * max(abs(target), 1.0)
     hits = curve.with_columns((pl.col("accuracy") >= target - tol).alias("hit"))
@@ -392,7 +393,9 @@ def _resampled_curve(g: pl.DataFrame, ids: list[str], weights: np.ndarray, rng: 
         return steps, np.full((n_boot, 0), np.nan)
     full = (g.filter(pl.col("step").is_in(steps.tolist())).with_columns(pl.col("correct").cast(pl.Float64))
             .pivot(on="id", index=["seed", "step"], values="correct", aggregate_function="mean").sort("seed", "step"))
-    values = full.select(ids).to_numpy().astype(np.float64).reshape(len(seeds), len(steps), len(ids))
+    # an id every run scored, but only at steps the seeds do not share, has no column: not scored (null) here
+    values = (full.select([pl.col(i) if i in full.columns else pl.lit(None, pl.Float64).alias(i) for i in ids])
+              .to_numpy().astype(np.float64).reshape(len(seeds), len(steps), len(ids)))
     scored = ~np.isnan(values)
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = (np.where(scored, values, 0.0) @ weights) / (scored @ weights)  # (seeds, steps, B)

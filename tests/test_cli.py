@@ -516,6 +516,40 @@ def test_again_without_relog_is_refused(tmp_path, capsys):
     assert "--again goes with --relog" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("error", [OSError(30, "Read-only file system"), PermissionError(13, "Permission denied")])
+def test_report_on_a_root_it_cannot_write_prints_the_table_and_warns_about_the_default_page(error, tmp_path, monkeypatch,
+                                                                                           capsys):
+    """`saerl report` on a read-only root printed the whole table, then failed (rc 2) on the HTML page nobody asked
+    for (ROOT/reports/RUN.html). Now the default page that cannot be written is a warning naming --html (rc 0);
+    a page the user named with --html, or another error, stays an error. The writer raises as a read-only or
+    another user's folder does (a test run as root may write anywhere)."""
+    import errno
+    from types import SimpleNamespace
+
+    import saerl.report
+
+    writes = []
+
+    def unwritable(report, path):
+        writes.append(path)
+        raise type(error)(error.errno, error.strerror, str(path.parent))
+
+    monkeypatch.setattr(saerl.report, "load_report", lambda root, run: SimpleNamespace(record=SimpleNamespace(run_id="r1")))
+    monkeypatch.setattr(saerl.report, "format_text", lambda report: "THE TABLE")
+    monkeypatch.setattr(saerl.report, "write_html", unwritable)
+    assert main(["report", "--root", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "THE TABLE" in captured.out and "wrote" not in captured.out
+    assert captured.err == (f"saerl: could not write the HTML report to {tmp_path / 'reports' / 'r1.html'} "
+                            f"({error.strerror}): pass --html PATH\n")
+    assert writes == [tmp_path / "reports" / "r1.html"]
+    assert main(["report", "--root", str(tmp_path), "--html", str(tmp_path / "mine.html")]) == 2
+    assert capsys.readouterr().err.startswith(f"saerl: error: [Errno {error.errno}] {error.strerror}")
+    error = OSError(errno.ENOSPC, "No space left on device")  # what the writer raises from now on: not unwritable
+    assert main(["report", "--root", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("saerl: error: [Errno 28] No space left on device")
+
+
 def test_every_command_reads_a_root_under_home_where_run_writes_it(tmp_path, monkeypatch, capsys):
     """`saerl run CONFIG --root=~/runs` wrote to the home folder's runs (the config's validator expands '~'), while
     status, report, gc and export read a folder named '~' under the current one and found no runs there (the shell
@@ -559,6 +593,102 @@ def test_a_deployments_overrides_give_each_key_once(entry):
     flow = getattr(importlib.import_module(module), name)
     with pytest.raises(ConfigError, match="sets curriculum.mix_ratio again"):
         flow.fn(str(REPO / "configs" / "smoke.yaml"), overrides=["curriculum.mix_ratio=0.1", "curriculum.mix_ratio=0.3"])
+
+
+def _polars_full_disk() -> Exception:
+    """polars' own error on a full disk: a parquet file written to /dev/full (every write there fails with ENOSPC)."""
+    import numpy as np
+
+    if not Path("/dev/full").is_char_device():
+        pytest.skip("no /dev/full device to fill")
+    try:
+        pl.DataFrame({"x": np.random.default_rng(0).random(100_000)}).write_parquet("/dev/full")  # no compressing
+    except Exception as err:  # noqa: BLE001 - the error is what the test needs
+        return err
+    raise AssertionError("writing to /dev/full did not fail")
+
+
+def _sqlite_full_disk() -> Exception:
+    """sqlite's own error on a full disk (SQLITE_FULL), from a database allowed two pages."""
+    import sqlite3
+
+    db = sqlite3.connect(":memory:")
+    db.execute("pragma max_page_count=2")
+    db.execute("create table t(x)")
+    try:
+        db.execute("insert into t values (?)", (b"x" * 100_000,))
+    except sqlite3.OperationalError as err:
+        return err
+    raise AssertionError("a two-page database took 100 kB")
+
+
+def _safetensors_full_disk() -> Exception:
+    """safetensors' error type with the message it gave on a full 1 MB tmpfs (a real write needs a full disk)."""
+    from safetensors import SafetensorError
+
+    return SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
+def _quota_full() -> Exception:
+    """A Rust library's error on a used-up quota (EDQUOT)."""
+    return RuntimeError("failed to write chunk: Disk quota exceeded (os error 122)")
+
+
+@pytest.mark.parametrize("make", [_polars_full_disk, _sqlite_full_disk, _safetensors_full_disk, _quota_full])
+def test_a_full_disk_a_library_reports_in_its_own_words_gets_the_same_hint(make, monkeypatch, tmp_path, capsys):
+    """polars (ComputeError '... (os error 28)'), safetensors (SafetensorError), sqlite (OperationalError 'database
+    or disk is full') raise no OSError on a full disk: the error reached the user raw, with no root, free space,
+    `saerl gc` or word that the run resumes. Now a message saying the disk is full gets the hint, whatever the
+    disk's free space now (the failed write freed its temp file), the original error chained."""
+    import errno
+
+    import flows.pipeline
+    from flows.cli import naming_a_full_disk
+
+    error = make()
+    code = errno.EDQUOT if make is _quota_full else errno.ENOSPC
+    with pytest.raises(OSError) as raised, naming_a_full_disk(tmp_path):
+        raise error
+    assert raised.value.errno == code and raised.value.__cause__ is error
+
+    def full(*args, **kwargs):
+        raise error
+
+    _no_server(monkeypatch)
+    monkeypatch.setattr(flows.pipeline, "run_pipeline_flow", full)
+    root = tmp_path / "root"
+    assert main(["run", str(REPO / "configs" / "smoke.yaml"), "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"saerl: error: [Errno {code}] {type(error).__name__}: {error}; the run's artifact root {root} has ")
+    assert f"saerl gc --root {root} --dry-run" in err and "rerun the same command" in err
+
+
+def test_an_error_that_does_not_say_why_is_a_full_disk_only_when_the_disk_is_all_but_full(monkeypatch, tmp_path):
+    """torch.save on a full disk says only 'unexpected pos 576 vs 534'. With the root's disk all but full
+    (NEARLY_FULL_BYTES) it gets the full disk's hint, chained; with room left it, and a config error on a full
+    disk, pass unchanged."""
+    import errno
+    import shutil
+
+    from flows.cli import NEARLY_FULL_BYTES, naming_a_full_disk
+    from saerl.config import ConfigError
+
+    error = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+    for free, hinted in [(NEARLY_FULL_BYTES - 1, True), (NEARLY_FULL_BYTES, False), (10 * 2**30, False)]:
+        monkeypatch.setattr(shutil, "disk_usage", lambda p, free=free: shutil._ntuple_diskusage(2**40, 2**40 - free, free))
+        with pytest.raises(Exception) as raised, naming_a_full_disk(tmp_path / "not made yet"):
+            raise error
+        if hinted:
+            assert isinstance(raised.value, OSError) and raised.value.errno == errno.ENOSPC
+            assert raised.value.__cause__ is error
+            assert str(raised.value).startswith(f"[Errno 28] RuntimeError: {error}, with the disk all but full; the "
+                                                f"run's artifact root {tmp_path / 'not made yet'} has 0.1 GB free now")
+            config = ConfigError("train.max_steps must be positive")
+            with pytest.raises(ConfigError) as raised, naming_a_full_disk(tmp_path):
+                raise config
+            assert raised.value is config
+        else:
+            assert raised.value is error
 
 
 @pytest.mark.parametrize("command", ["run", "ablate"])

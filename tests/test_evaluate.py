@@ -356,6 +356,34 @@ def test_steps_ratio_interval_reads_a_run_over_the_problems_it_scored():
     assert steps_ratio_interval(staggered, reference_arm="saerl", n_boot=50).is_empty()
 
 
+def test_steps_ratio_interval_counts_a_problem_missing_at_a_shared_step_as_not_scored():
+    """q2 is scored by every run, but each vanilla seed scored it only at a step the other seed lacks (5, 15): the
+    pivot over the shared steps had no q2 column, and the interval crashed with ColumnNotFoundError. Now q2 is not
+    scored at the shared steps (null), as a missing row is: vanilla reaches 100% at step 20, saerl at 10."""
+    fast, slow = [[0, 0], [1, 1], [1, 1]], [[0, 0], [0, 0], [1, 1]]
+    base = _problem_curves({("vanilla", 0): slow, ("vanilla", 1): slow, ("saerl", 0): fast, ("saerl", 1): fast})
+    extra = pl.DataFrame([{"arm": arm, "seed": seed, "step": step, "id": "q2", "correct": True}
+                          for arm, seed, step in [("vanilla", 0, 5), ("vanilla", 1, 15), ("saerl", 0, 10), ("saerl", 1, 10)]])
+    problems = pl.concat([base, extra])
+    out = {r["arm"]: r for r in steps_ratio_interval(problems, n_boot=200).iter_rows(named=True)}
+    assert out["saerl"]["ratio_ci_low"] == out["saerl"]["ratio_ci_high"] == pytest.approx(0.5)
+    assert out["vanilla"]["ratio_ci_low"] == out["vanilla"]["ratio_ci_high"] == pytest.approx(1.0)
+    # the same as q2 written at vanilla's shared steps with no score (null)
+    nulls = pl.DataFrame([{"arm": "vanilla", "seed": seed, "step": step, "id": "q2", "correct": None}
+                          for seed in (0, 1) for step in (0, 10, 20)], schema=problems.schema)
+    assert steps_ratio_interval(problems, n_boot=200).equals(steps_ratio_interval(pl.concat([problems, nulls]), n_boot=200))
+
+
+def test_steps_to_target_with_a_null_final_reference_accuracy_has_no_target():
+    """A null accuracy at the reference's last step raised a raw TypeError (float(None)); a NaN one already meant no
+    target. Now a null is read as a NaN: no target, so no arm reaches it and there is no ratio."""
+    curve = pl.DataFrame({"arm": ["vanilla", "vanilla", "saerl", "saerl"], "seed": [0] * 4, "step": [0, 10, 0, 10],
+                          "accuracy": [0.2, None, 0.2, 0.5], "n": [10] * 4}, schema_overrides={"accuracy": pl.Float64})
+    out = steps_to_target(curve)
+    assert out["target"].is_nan().all() and out["mean_steps"].is_null().all() and out["ratio"].is_null().all()
+    assert not out.filter(pl.col("arm") == "saerl")["reached"][0]
+
+
 def test_curve_from_per_sample_frames():
     frames = [_samples([1] * c + [0] * (4 - c), [[]] * 4).with_columns(pl.lit("a").alias("arm"), pl.lit(0).alias("seed"),
                                                                       pl.lit(step).alias("step"))

@@ -153,7 +153,7 @@ REVIEWED = {'sources': {'activation_store': 'c2b38d177fa16a1a72c2a6ce044576ce9ff
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
              'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
              'data': 'ca7c2b6171daecbbdd58e60ff93e524a5b5a46a956323fc228fcc9046078c9c3',
-             'evaluate': 'd8ec7bd64434cf571a39d6ae1c5585b97e729983248ada2936827072481f0bce',
+             'evaluate': '0b6f83c5a646e7a9b2d19fa8205886bd5c1134215ad39b5eae8517c086503639',
              'labels': 'efa69972dd231fade4df377302b2c553b07108846fd9a319d176a2549c1c9aa1',
              'pipeline': 'f6f1847901943a342a096b72ce3fb79edf8b8a57adb7d2cd474a9f0b697eec77',
              'plots': '800a0b238bf527bdbdbf27405efb926f7e48765527676b1e9b6b087f23ff925b',
