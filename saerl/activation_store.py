@@ -30,7 +30,7 @@ import hashlib
 import json
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -88,12 +88,52 @@ def content_mask(lengths: np.ndarray, heads: np.ndarray) -> np.ndarray:
     return position >= np.repeat(np.asarray(heads, dtype=np.int64), lengths)
 
 
+@dataclass(frozen=True)
+class TokenIds:
+    """The token ids of consecutive prompts, laid out as a store keeps them: prompt i's ids are
+    flat[offsets[i]:offsets[i+1]] (flat int32 [T], offsets int64 [P + 1], offsets[0] = 0). About 4 bytes a token,
+    where a tokenizer's lists of Python ints take about 145 (a 500k-prompt pool: 0.3 GB, not 6.5-11 GB)."""
+
+    flat: np.ndarray
+    offsets: np.ndarray
+
+    @classmethod
+    def of(cls, seqs: TokenIds | Sequence[Sequence[int]]) -> TokenIds:
+        """`seqs` as TokenIds: itself when it is one, else its lists of ids packed."""
+        if isinstance(seqs, TokenIds):
+            return seqs
+        lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        flat = np.fromiter((t for seq in seqs for t in seq), dtype=np.int32, count=int(offsets[-1]))
+        return cls(flat, offsets)
+
+    def __len__(self) -> int:
+        """How many prompts."""
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        """Prompt i's ids (a view into flat)."""
+        return self.flat[self.offsets[i]: self.offsets[i + 1]]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """Each prompt's ids in order."""
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per prompt (int64 [P])."""
+        return np.diff(self.offsets)
+
+    def tolist(self) -> list[list[int]]:
+        """Each prompt's ids as a list of ints (for small pools: tests, benchmarks)."""
+        return [seq.tolist() for seq in self]
+
+
 def _fingerprint(ids: list[str], flat: np.ndarray, offsets: np.ndarray, heads: np.ndarray,
                  fields: dict[str, object]) -> str:
     h = hashlib.sha256(json.dumps([ids, fields], sort_keys=True).encode())
-    h.update(offsets.tobytes())
-    h.update(flat.tobytes())
-    h.update(heads.tobytes())
+    for array in (offsets, flat, heads):  # their bytes, read in place (tobytes() copied the token ids once more)
+        h.update(np.ascontiguousarray(array))
     return h.hexdigest()[:20]
 
 
@@ -126,27 +166,29 @@ def kept_or_chained(store: str | Path, content: str, fingerprint_of: Callable[[z
     return None, previous
 
 
-def prepare_store(store: str | Path, ids: list[str], token_ids: list[list[int]], model: str, layer: int,
-                  d_model: int, n_layers: int, cfg: ExtractConfig, dtype: str = "", n_truncated: int = 0,
+def prepare_store(store: str | Path, ids: list[str], token_ids: TokenIds | Sequence[Sequence[int]], model: str,
+                  layer: int, d_model: int, n_layers: int, cfg: ExtractConfig, dtype: str = "", n_truncated: int = 0,
                   heads: Sequence[int] | np.ndarray | None = None) -> StoreMeta:
     """Create the store's up-front arrays (ids, offsets, heads, input_ids, empty pooled arrays) and attrs (with
-    `n_truncated`, the prompts tokenization cut to extract.max_length, and cfg.skip_head); `heads` are the head
-    lengths per prompt (None = 0 each; each must leave its prompt at least one token: 0 <= head < length). An
-    existing store with the same content (same ids, tokens, heads, model shape, resolved `dtype` and settings) is
-    kept, so a rerun resumes; the model's name is not compared (the artifact key pins the model, and a root copied
-    or moved gives it another path): a kept store's meta.model becomes `model` (:func:`renamed_model`). Any other
-    store is replaced, with a fingerprint no earlier store had (chunk-log records of a replaced store never count as
-    done, even after a change and its undo; a folder left unreadable by a replacement killed mid-delete is replaced
-    too). Call once before any extract_chunks (one process)."""
+    `n_truncated`, the prompts tokenization cut to extract.max_length, and cfg.skip_head); `token_ids` are each
+    prompt's ids, packed (TokenIds, as extraction gives them) or as lists; `heads` are the head lengths per prompt
+    (None = 0 each; each must leave its prompt at least one token: 0 <= head < length). An existing store with the
+    same content (same ids, tokens, heads, model shape, resolved `dtype` and settings) is kept, so a rerun resumes;
+    the model's name is not compared (the artifact key pins the model, and a root copied or moved gives it another
+    path): a kept store's meta.model becomes `model` (:func:`renamed_model`). Any other store is replaced, with a
+    fingerprint no earlier store had (chunk-log records of a replaced store never count as done, even after a change
+    and its undo; a folder left unreadable by a replacement killed mid-delete is replaced too). Call once before any
+    extract_chunks (one process)."""
     if len(ids) != len(token_ids):
         raise ValueError(f"{len(ids)} ids for {len(token_ids)} prompts")
-    lengths = np.array([len(t) for t in token_ids], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    packed = TokenIds.of(token_ids)
+    flat = np.ascontiguousarray(packed.flat, dtype=np.int32)  # as stored and hashed (no copy when already so)
+    offsets = np.ascontiguousarray(packed.offsets, dtype=np.int64)
+    lengths = np.diff(offsets)
     head = np.zeros(len(ids), dtype=np.int32) if heads is None else np.asarray(heads, dtype=np.int32)
     if head.shape != lengths.shape or (head < 0).any() or (len(head) and (head >= lengths).any()):
         raise ValueError(f"heads must give one length per prompt, each in [0, its token count): got {len(head)} "
                          f"heads for {len(lengths)} prompts")
-    flat = np.fromiter((t for seq in token_ids for t in seq), dtype=np.int32, count=int(offsets[-1]))
     fields = {"model": model, "layer": layer, "d_model": d_model, "n_layers": n_layers, "n_prompts": len(ids),
               "n_tokens": int(offsets[-1]), "chunk_rows": cfg.chunk_rows, "pooling": tuple(cfg.pooling),
               "store_tokens": cfg.store_tokens, "token_budget": cfg.token_budget,

