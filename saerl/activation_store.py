@@ -322,9 +322,22 @@ class ChunkWriter:
         """Write one chunk, then record it in the log (a chunk is done only once its bytes are), then
         call on_done(chunk)."""
         self.write(chunk, tokens, pooled)
-        log.mark(chunk, fingerprint=self.meta.fingerprint, n_tokens=0 if tokens is None else len(tokens))
+        log.mark(chunk, fingerprint=self.meta.fingerprint, n_tokens=0 if tokens is None else len(tokens),
+                 n_clipped=clipped_values(tokens))
         if on_done is not None:
             on_done(chunk)
+
+
+FP16_MAX = float(np.finfo(np.float16).max)  # 65504: token rows are stored float16, clamped to +-this (run_chunk)
+
+
+def clipped_values(tokens: np.ndarray | None) -> int:
+    """How many values of a chunk's float16 token rows sit at +-FP16_MAX: residuals beyond float16's range, which
+    extraction clamps there (a value of exactly 65504 is as good as never a model's own). in: the rows (None: no
+    token rows stored); out: the count."""
+    if tokens is None or not tokens.size:
+        return 0
+    return int(np.count_nonzero(np.abs(tokens) >= np.float16(FP16_MAX)))
 
 
 def _zarr_path(path: str | Path) -> Path:

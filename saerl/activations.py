@@ -506,14 +506,17 @@ def extract(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, mod
     this process ran: none when Dask shards or a killed run ran them all), plus model, n_layers, store (the store's
     name inside `out_dir`: the build folder is renamed when its artifact is published), n_prompts
     and n_prompts_total (the store's prompts), n_tokens and n_tokens_total (every token read), n_content_tokens_total
-    (those after the prompts' heads) and n_truncated (prompts longer than extract.max_length tokens, cut on
-    extract.truncation_side)."""
+    (those after the prompts' heads), n_truncated (prompts longer than extract.max_length tokens, cut on
+    extract.truncation_side) and n_clipped (stored token values beyond float16's range, clamped to +-65504: counted
+    by each chunk's log record; 0 for chunks a run recorded before the count existed)."""
     store = prepare_extraction(prompts, ids, out_dir, model_cfg, cfg, model_path, device)
     summary = extract_chunks(store, chunk_log, None, None, model_cfg, device, progress, on_chunk_done)
     act = open_activations(store)
     meta = act.meta
     summary["n_prompts_run"], summary["n_tokens_run"] = summary.pop("n_prompts"), summary.pop("n_tokens")
+    n_chunks = len(chunk_ranges(meta.n_prompts, meta.chunk_rows))  # every chunk's, this process's or a shard's
+    n_clipped = sum(int(chunk_log.get(c).get("n_clipped", 0)) for c in range(n_chunks))
     return {**summary, "n_prompts": meta.n_prompts, "n_tokens": meta.n_tokens,
             "model": meta.model, "n_layers": meta.n_layers, "store": STORE_NAME,
             "n_prompts_total": meta.n_prompts, "n_tokens_total": meta.n_tokens,
-            "n_content_tokens_total": act.n_content_tokens, "n_truncated": meta.n_truncated}
+            "n_content_tokens_total": act.n_content_tokens, "n_truncated": meta.n_truncated, "n_clipped": n_clipped}

@@ -115,7 +115,14 @@ def compute_extract(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
         log.warning("extract: %d of %d prompts are longer than extract.max_length=%d tokens and were cut on the %s "
                     "(raise extract.max_length to keep them whole)", summary["n_truncated"],
                     summary["n_prompts_total"], cfg.extract.max_length, cfg.extract.truncation_side)
-    metrics = {k: float(summary[k]) for k in ("n_prompts_total", "n_tokens_total", "d_model", "layer", "n_truncated")}
+    if summary["n_clipped"]:
+        log.warning("extract: %d residual values (of %d tokens x %d) lie beyond float16's range and are stored "
+                    "clamped to +-65504 in the token rows the SAE trains and encodes on (the pooled vectors are "
+                    "float32, unclamped); a few are a model's outlier dimensions, many say the layer's scale does "
+                    "not fit float16 (another extract.layer may)", summary["n_clipped"], summary["n_tokens_total"],
+                    summary["d_model"])
+    metrics = {k: float(summary[k]) for k in ("n_prompts_total", "n_tokens_total", "d_model", "layer", "n_truncated",
+                                              "n_clipped")}
     if summary["chunks_run"]:  # the throughput of the chunks run here: none when Dask shards (or a killed run) ran
         metrics["tokens_per_s"] = float(summary["tokens_per_s"])  # them all (it said 0 tokens/s)
     return metrics

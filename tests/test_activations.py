@@ -808,3 +808,29 @@ def test_an_empty_pool_is_refused_by_name(loaded):
 
     with pytest.raises(ValueError, match="no prompts to tokenize"):
         encode_prompts(loaded.tokenizer, [], ExtractConfig())
+
+
+def test_residuals_beyond_float16_are_counted_where_the_token_rows_clamp_them(tiny, tmp_path):
+    """Token rows are stored float16, clamped to +-65504: a model whose residuals exceed that (outlier dimensions)
+    lost them without a word. Each chunk's record counts the clamped values and extract sums them over every chunk
+    (a resumed run's and a shard's too); a model within range counts none."""
+    from saerl.activation_store import FP16_MAX, clipped_values
+
+    prompts, ids = make_prompts(12)
+    cfg = ExtractConfig(chunk_rows=4, token_budget=64, token_block_rows=16)
+    assert _extract(tmp_path / "ok", tiny, prompts, ids, cfg)["n_clipped"] == 0
+    big = tmp_path / "big-lm"
+    shutil.copytree(tiny, big)
+    model = AutoModelForCausalLM.from_pretrained(big)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(1e6)  # every residual far beyond float16 (LayerNorms hide it)
+    model.save_pretrained(big)
+    out = _extract(tmp_path / "out", str(big), prompts, ids, cfg)
+    act = open_activations(tmp_path / "out")
+    rows = np.concatenate([act.chunk_tokens(c) for c in list_chunks(tmp_path / "out" / "activations.zarr")])
+    assert out["n_clipped"] == clipped_values(rows) > 0 and np.isfinite(rows).all()
+    assert np.abs(rows).max() == np.float16(FP16_MAX)
+    records = [ChunkLog(tmp_path / "out").get(c) for c in range(out["chunks_run"])]
+    assert sum(r["n_clipped"] for r in records) == out["n_clipped"] and all(r["n_clipped"] for r in records)
+    assert _extract(tmp_path / "out", str(big), prompts, ids, cfg)["n_clipped"] == out["n_clipped"], "a rerun's too"
+    assert clipped_values(None) == 0 and clipped_values(np.array([[65504.0, -65504.0, 1.0]], np.float16)) == 2

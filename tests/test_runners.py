@@ -588,13 +588,15 @@ def test_extract_reports_cut_prompts(tmp_path, monkeypatch, caplog):
     from saerl import activations, runners
 
     summary = {"n_prompts_total": 10, "n_tokens_total": 90, "d_model": 8, "layer": 0, "tokens_per_s": 1.0,
-               "n_truncated": 3, "chunks_run": 1}
+               "n_truncated": 3, "chunks_run": 1, "n_clipped": 7}
     monkeypatch.setattr(activations, "extract", lambda *a, **k: summary)
     monkeypatch.setattr(runners, "read_prompts", lambda _: pl.DataFrame({"id": ["p0"], "prompt": ["q"]}))
     monkeypatch.setattr(runners, "internals_model", lambda *_: "unused")
     with caplog.at_level(logging.WARNING, logger="saerl.runners"):
         metrics = runners.compute_extract(PipelineConfig(), {}, Build(tmp_path, {}))
     assert metrics["n_truncated"] == 3.0 and "3 of 10 prompts are longer than extract.max_length" in caplog.text
+    # and values beyond float16's range, clamped in the token rows the SAE reads (saerl.activation_store.clipped_values)
+    assert metrics["n_clipped"] == 7.0 and "7 residual values (of 90 tokens x 8) lie beyond float16's range" in caplog.text
 
 
 def test_extract_run_by_shards_reports_no_throughput_of_its_own(tmp_path, monkeypatch):
@@ -602,7 +604,7 @@ def test_extract_run_by_shards_reports_no_throughput_of_its_own(tmp_path, monkey
     from saerl import activations, runners
 
     summary = {"n_prompts_total": 10, "n_tokens_total": 90, "d_model": 8, "layer": 0, "tokens_per_s": 0.0,
-               "n_truncated": 0, "chunks_run": 0}
+               "n_truncated": 0, "chunks_run": 0, "n_clipped": 0}
     monkeypatch.setattr(activations, "extract", lambda *a, **k: summary)
     monkeypatch.setattr(runners, "read_prompts", lambda _: pl.DataFrame({"id": ["p0"], "prompt": ["q"]}))
     monkeypatch.setattr(runners, "internals_model", lambda *_: "unused")

@@ -146,8 +146,8 @@ if __name__ == "__main__":
 
 
 # the sources as last reviewed, with every stage's code version then (written by `python tests/test_stage_sources.py`)
-REVIEWED = {'sources': {'activation_store': '0328481fb05ea182cc6d4d76a5de75382697d4e750aaa0169006b3031fa9211b',
-             'activations': '2b938aa365a29dbf5747f0ccf71585458d1a46a9d181ee7a3020559ead8bc3a0',
+REVIEWED = {'sources': {'activation_store': 'f18fdda6e78806a0d3a3b5bc59ebf1c77883aa95cf8634db53dcf371995c4f83',
+             'activations': 'c040a56606a552147efbc54fb0bc94b387f604aab0f75b1941803b3adfaa76b2',
              'artifacts': '7f899518afecb1f919aaf98b9219dc8c21ca8842f7edd1e4587b34c754cd00db',
              'config': '744139e871cb6ad983d31cb52bf584c25a119fa00d9573ebdc0c48b2e3101533',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
@@ -161,7 +161,7 @@ REVIEWED = {'sources': {'activation_store': '0328481fb05ea182cc6d4d76a5de7538269
              'property_models': '45ebe372e3a21bcaab415e3038ba8578db9e36e574805137cfb68ea93d6267b7',
              'report': 'f1079101cd97341c43c98dd1216bf1f40e98850b325b2d8944a621dea8ac85fc',
              'rl': '00960857b04e8fe5de7f7a527687722de83656bbe56bd594c7eaac09099c8549',
-             'runners': '2b2183e7ff18ccea10f5ae9925746ffa4eca56fd6350929313ad8530ab9c6ef5',
+             'runners': '2ad71be743bbd4cc1387fb96b58fc7bfe49f495f3ba4dd7abac4a3ff3d19aeeb',
              'sae': '52ea4f65fdfe301643b20683757aec40dde639beb8bbaa6f79ee7365e4ae99ce',
              'scoring': '06107c957bb35ac5cdce4b94ae279e9011ea30950dcf33c20d1614157f3f0dc7',
              'stages': '3186299204bbdbfd2e3b763b5402fd31640a8b086d3951034bee662fcff86d4b',
