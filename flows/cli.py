@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from saerl.config import SHIPPED_CONFIGS, ConfigError, PipelineConfig, load_config, refuse_rewrites
+from saerl.privacy import credentials_to_env, telemetry_off, without_uri_credentials
 
 DEMO_CONFIG = SHIPPED_CONFIGS / "demo.yaml"
 OVERRIDES_HELP = ("dotted overrides KEY=VALUE, each VALUE parsed as YAML: a scalar (curriculum.mix_ratio=0.2) or a "
@@ -218,6 +219,7 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None) -> dict:
     from saerl.pipeline import check_runnable
 
     check_runnable(cfg, until)  # before a server starts
+    cfg = without_uri_credentials(cfg)  # the flow's parameters are kept in clear by Prefect
     root = Path(cfg.runtime.artifact_root).resolve()
     with naming_a_full_disk(root), stop_on_interrupt(), prefect_server(root, cfg.runtime.prefect_api_url,
                                                                       cfg.runtime.dask_address):
@@ -285,6 +287,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     # a child that cannot run up to --until (saerl.pipeline.check_runnable), or repeats another's runs, fails here,
     # before a server starts
     plan_sweep(cfg.model_dump(mode="json"), grid, overrides, until=args.until)
+    cfg = without_uri_credentials(cfg)  # the flow's parameters are kept in clear by Prefect
     from flows.server import prefect_server
 
     root = Path(cfg.runtime.artifact_root).resolve()
@@ -341,7 +344,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"saerl: could not write the HTML report to {html} ({err.strerror}): pass --html PATH", file=sys.stderr)
     if args.relog:
         try:
-            parent = relog(root, report.record, args.uri, again=args.again)
+            parent = relog(root, report.record, credentials_to_env(args.uri), again=args.again)
         except RuntimeError as err:
             print(f"saerl: {err}", file=sys.stderr)
             return 1
@@ -586,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `saerl` console script. The verifier's workers stop when the command ends, however it
     ends (:func:`saerl.pipeline.stop_verifier`)."""
     args = parse_args(argv)
+    telemetry_off()  # before any command imports huggingface_hub, which reads its setting once
     _setup_logging(args.verbose)
     try:
         return args.fn(args)

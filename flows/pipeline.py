@@ -649,6 +649,31 @@ def refuse_untrusted(cfg_file: PipelineConfig, configs: list[PipelineConfig]) ->
                              f"set {ALLOW_CODE_ENV}=1 in the worker's environment")
 
 
+CONFIG_DIRS_ENV = "SAERL_DEPLOYMENT_CONFIGS"  # folders (os.pathsep) a worker reads deployment configs from, beyond
+# the flow run's working directory (SAERL_HOME, prefect.yaml's pull step) and the configs saerl ships
+
+
+def refuse_config_path(config_path: str) -> None:
+    """Refuse a deployment's config_path outside the folders the worker's owner chose: the flow run's working
+    directory (SAERL_HOME), the configs saerl ships, and CONFIG_DIRS_ENV's folders. The config file is what
+    :func:`refuse_untrusted` trusts, so a file anyone can write (/tmp/x.yaml) naming a Dask scheduler or a `pkg:`
+    model of theirs ran their code on the worker. SAERL_DEPLOYMENT_ALLOW_CODE=1 allows any path. in: the parameter;
+    raises ValueError naming the folders and the fix."""
+    if os.environ.get(ALLOW_CODE_ENV) == "1":
+        return
+    from saerl.config import SHIPPED_CONFIGS
+
+    extra = [Path(d).expanduser() for d in os.environ.get(CONFIG_DIRS_ENV, "").split(os.pathsep) if d]
+    allowed = [Path.cwd(), SHIPPED_CONFIGS, *extra]
+    path = Path(config_path).expanduser().resolve()
+    if not any(path.is_relative_to(folder.resolve()) for folder in allowed):
+        raise ValueError(f"deployment parameter config_path={config_path} lies outside the folders this worker reads "
+                         f"configs from ({', '.join(str(f) for f in allowed)}): a deployment accepts it from anyone "
+                         "who can reach the Prefect server, and the config file is what the run trusts. Put the file "
+                         f"in one of them, add its folder to {CONFIG_DIRS_ENV} in the worker's environment, or set "
+                         f"{ALLOW_CODE_ENV}=1 there")
+
+
 def started_by_worker() -> bool:
     """Was this process started by a Prefect worker (or a `flow.serve` runner) to run the flow run it is running,
     and is this its main thread? They pass the process the flow run's id (FLOW_RUN_ENV); a flow called in-process
@@ -717,11 +742,15 @@ def pipeline_from_file(config_path: str = "configs/demo.yaml", overrides: list[s
     when the worker that started it dies (:func:`stopped_with_worker`)."""
     from flows.runner import task_runner
     from saerl.config import load_config, refuse_rewrites
+    from saerl.privacy import telemetry_off, without_uri_credentials
 
     with stopped_with_worker():
+        telemetry_off()
+        refuse_config_path(config_path)
         refuse_rewrites(overrides or [])  # a deployment's parameter: each key once, as on the command line
         cfg = load_config(config_path, overrides or [])
         refuse_untrusted(load_config(config_path, []), [cfg])
+        cfg = without_uri_credentials(cfg)  # the subflow's parameters are kept in clear by Prefect
         named, run_id = named_run(pipeline_flow.with_options(task_runner=task_runner(cfg)))
         with quiet_libraries(cfg):
             return named(config=cfg.model_dump(mode="json"), until=until, run_id=run_id)

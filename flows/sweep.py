@@ -31,6 +31,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.pipeline import (
     pipeline_flow,
     quiet_libraries,
+    refuse_config_path,
     refuse_untrusted,
     say,
     stopped_with_worker,
@@ -176,8 +177,11 @@ def ablation_from_file(config_path: str = "configs/demo.yaml", grid: dict[str, l
     run outside code or name other servers are refused (flows.pipeline.refuse_untrusted); the sweep stops when the
     worker that started it dies (flows.pipeline.stopped_with_worker)."""
     from saerl.config import load_config, refuse_rewrites
+    from saerl.privacy import telemetry_off, without_uri_credentials
 
     with stopped_with_worker():
+        telemetry_off()
+        refuse_config_path(config_path)
         refuse_rewrites(overrides or [])  # a deployment's parameter: each key once, as on the command line
         cfg = load_config(config_path, overrides or [])
         parsed: Grid = parse_grid(grid or [], PARAM_GRID)  # errors name the `grid` parameter, not saerl ablate's
@@ -186,5 +190,6 @@ def ablation_from_file(config_path: str = "configs/demo.yaml", grid: dict[str, l
         children = plan_sweep(cfg.model_dump(mode="json"), parsed, overrides or [], PARAM_GRID, runs=False)
         refuse_untrusted(load_config(config_path, []), [cfg, *(child for _, child in children)])
         check_runnable(cfg, until)
+        cfg = without_uri_credentials(cfg)  # the subflow's parameters are kept in clear by Prefect
         with quiet_libraries(cfg):
             return ablation_flow(config=cfg.model_dump(mode="json"), grid=parsed, until=until)

@@ -1402,10 +1402,12 @@ def names_other_server(field: str, value: Any) -> bool:
     return field in ADDRESS_FIELDS and value is not None
 
 
-# a URL's user:password part, and query parameters named like a secret (token, key, password, ...): what a run's
-# params, record and warnings must not show (tracking.uri, runtime.prefect_api_url, runtime.dask_address)
-URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]+@")
-SECRET_QUERY = re.compile(r"([?&][^=&#]*(?:token|key|secret|passw|auth|signature)[^=&#]*=)[^&#]*", re.IGNORECASE)
+# a URL's user:password part, and query parameters named like a secret (token, key, password, an Azure SAS's sig,
+# ...): what a run's params, record and warnings must not show (tracking.uri, runtime.prefect_api_url,
+# runtime.dask_address). The user:password part runs to the URL's last '@' (a password may hold '/', '#', '?' or '@',
+# as SQLAlchemy reads 'postgresql://bob:pa/ss@db/x'): masking a path's '@' too is the safe error
+URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s]*@")
+SECRET_QUERY = re.compile(r"([?&][^=&#]*(?:token|key|secret|passw|auth|sig)[^=&#]*=)[^&#]*", re.IGNORECASE)
 REDACTED = "***"
 
 

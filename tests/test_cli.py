@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -719,3 +720,30 @@ def test_a_full_disk_names_the_root_its_free_space_and_that_the_run_resumes(comm
     error = OSError(errno.EACCES, "Permission denied")
     assert main(argv) == 2
     assert capsys.readouterr().err.startswith("saerl: error: [Errno 13] Permission denied (saerl -v")
+
+
+def test_tracking_credentials_stay_out_of_the_flows_parameters_and_telemetry_is_off(monkeypatch, tmp_path):
+    """tracking.uri=http://alice:pw@host reached Prefect's flow-run parameters (the whole config, in clear in
+    prefect.db and served by its API) and MLflow's printed run links. The command line moves an http(s) URI's
+    credentials to MLflow's own variables first; and turns Hugging Face's telemetry off before any command imports
+    huggingface_hub (a hub model's up-front check imported it before the server's environment said so, and trl's
+    trainers then sent telemetry)."""
+    import flows.cli as cli
+    import flows.pipeline as fp
+    import saerl.pipeline as sp
+    from saerl.privacy import MLFLOW_CREDENTIALS, TELEMETRY_OFF
+
+    for name in (*MLFLOW_CREDENTIALS, *TELEMETRY_OFF):
+        monkeypatch.delenv(name, raising=False)
+    given = {}
+    monkeypatch.setattr(sp, "check_runnable", lambda cfg, until=None: [])
+    monkeypatch.setattr(fp, "run_pipeline_flow", lambda flow, config, until: given.setdefault("config", config))
+    monkeypatch.setattr("flows.server.prefect_server", lambda *a, **k: contextlib.nullcontext("http://x/api"))
+    assert cli.main(["run", str(REPO / "configs" / "smoke.yaml"), "tracking.uri=http://alice:S3CRET@127.0.0.1:5000", "--root",
+                     str(tmp_path)]) == 0
+    assert given["config"]["tracking"]["uri"] == "http://127.0.0.1:5000" and "S3CRET" not in str(given["config"])
+    assert [os.environ[n] for n in MLFLOW_CREDENTIALS] == ["alice", "S3CRET"]
+    assert all(os.environ[n] == v for n, v in TELEMETRY_OFF.items())
+    import huggingface_hub.constants
+
+    assert huggingface_hub.constants.HF_HUB_DISABLE_TELEMETRY is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -74,7 +75,7 @@ class _FakeFlow:
         return _FakeFlow(self.calls, {**self.options, **options})
 
     def __call__(self, config, until=None, run_id=None) -> dict:
-        self.calls.append({"options": self.options, "until": until, "run_id": run_id})
+        self.calls.append({"options": self.options, "until": until, "run_id": run_id, "config": config})
         return {"run_id": run_id}
 
 
@@ -92,6 +93,46 @@ def test_the_deployment_entry_runs_the_pipeline_on_the_configs_task_runner(monke
     assert type(local).__name__ == "InterruptibleThreadPoolTaskRunner" and local._max_workers == 3
 
 
+def test_a_deployment_reads_its_config_only_from_the_folders_the_worker_chose(monkeypatch, tmp_path):
+    """The config file is what a deployment run trusts (refuse_untrusted compares the parameters with it), and
+    config_path is a parameter too: /tmp/evil.yaml, written by anyone, naming their Dask scheduler and tracking
+    server, was accepted. A config_path outside the flow run's working directory, the shipped configs and
+    SAERL_DEPLOYMENT_CONFIGS is refused; the worker's opt-out allows any."""
+    import flows.pipeline as fp
+    from flows.sweep import ablation_from_file
+
+    calls: list[dict] = []
+    monkeypatch.setattr(fp, "pipeline_flow", _FakeFlow(calls))
+    monkeypatch.delenv(fp.ALLOW_CODE_ENV, raising=False)
+    monkeypatch.delenv(fp.CONFIG_DIRS_ENV, raising=False)
+    import yaml
+
+    raw = yaml.safe_load(SMOKE.read_text())
+    raw["runtime"]["dask_address"] = "tcp://203.0.113.9:8786"  # their scheduler: pickles both ways, their code
+    evil = tmp_path / "evil.yaml"
+    evil.write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(SMOKE.parents[1])  # a checkout, as prefect.yaml's pull step makes SAERL_HOME the cwd
+    for run in (lambda: fp.pipeline_from_file.fn(str(evil)), lambda: ablation_from_file.fn(
+            config_path=str(evil), grid={"curriculum.mix_ratio": [0.1, 0.2]})):
+        with pytest.raises(ValueError, match=rf"config_path={evil} lies outside the folders this worker reads"):
+            run()
+    fp.pipeline_from_file.fn("configs/smoke.yaml")  # the working directory's
+    fp.pipeline_from_file.fn(str(SMOKE))
+    monkeypatch.setenv(fp.CONFIG_DIRS_ENV, f"/nowhere{os.pathsep}{tmp_path}")
+    allowed = tmp_path / "mine.yaml"
+    allowed.write_text(SMOKE.read_text())
+    fp.pipeline_from_file.fn(str(allowed))
+    link = tmp_path / "sub" / "link.yaml"  # a link in an allowed folder counts where it leads
+    link.parent.mkdir()
+    link.symlink_to(evil)
+    monkeypatch.setenv(fp.CONFIG_DIRS_ENV, str(link.parent))
+    with pytest.raises(ValueError, match="lies outside"):
+        fp.pipeline_from_file.fn(str(link))
+    monkeypatch.setenv(fp.ALLOW_CODE_ENV, "1")
+    fp.pipeline_from_file.fn(str(evil))
+    assert len(calls) == 4
+
+
 def test_a_deployment_refuses_parameters_that_run_outside_code_unless_the_worker_allows_it(monkeypatch, tmp_path):
     """A deployment takes overrides (and an ablation grid) from anyone who can reach the Prefect server:
     model.trust_remote_code=true with their own hub repo ran their code on the workers. Parameters that change what
@@ -106,6 +147,7 @@ def test_a_deployment_refuses_parameters_that_run_outside_code_unless_the_worker
     calls: list[dict] = []
     monkeypatch.setattr(fp, "pipeline_flow", _FakeFlow(calls))
     monkeypatch.delenv(fp.ALLOW_CODE_ENV, raising=False)
+    monkeypatch.setenv(fp.CONFIG_DIRS_ENV, str(tmp_path))  # the worker reads configs from there
     for overrides in (["model.trust_remote_code=true"], ["model.hub_kernels=yes"], ["extract.model=pkg:evilmod"]):
         with pytest.raises(ValueError, match=r"deployment parameters change what outside code the run executes"):
             fp.pipeline_from_file.fn(str(SMOKE), overrides)
@@ -648,6 +690,7 @@ def test_a_deployment_refuses_parameters_that_point_the_run_at_another_server(mo
     calls: list[dict] = []
     monkeypatch.setattr(fp, "pipeline_flow", _FakeFlow(calls))
     monkeypatch.delenv(fp.ALLOW_CODE_ENV, raising=False)
+    monkeypatch.setenv(fp.CONFIG_DIRS_ENV, str(tmp_path))  # the worker reads configs from there
     for override, shown in (("runtime.dask_address=tcp://203.0.113.9:8786", "runtime.dask_address=tcp://203.0.113.9"),
                             ("tracking.uri=http://alice:pw@203.0.113.9:5000", "tracking.uri=http://***@203.0.113.9")):
         with pytest.raises(ValueError, match=rf"point the run at another server \({re.escape(shown)}.*Put the setting in the "
@@ -665,6 +708,14 @@ def test_a_deployment_refuses_parameters_that_point_the_run_at_another_server(mo
     monkeypatch.setenv(fp.ALLOW_CODE_ENV, "1")
     fp.pipeline_from_file.fn(str(SMOKE), ["tracking.uri=http://203.0.113.9"])
     assert len(calls) == 3
+    # credentials go to MLflow's variables, not into the subflow's parameters (Prefect keeps those in clear)
+    from saerl.privacy import MLFLOW_CREDENTIALS
+
+    for name in MLFLOW_CREDENTIALS:
+        monkeypatch.delenv(name, raising=False)
+    fp.pipeline_from_file.fn(str(SMOKE), ["tracking.uri=http://alice:p%40ss@203.0.113.9:5000/x"])
+    assert calls[-1]["config"]["tracking"]["uri"] == "http://203.0.113.9:5000/x"
+    assert [os.environ[name] for name in MLFLOW_CREDENTIALS] == ["alice", "p@ss"]
 
 
 def test_the_dask_dashboard_of_a_local_cluster_listens_on_loopback_only():

@@ -48,7 +48,7 @@ SHAPES: dict[str, tuple[str, ...]] = {
     "testbed": ("testbed", "label"),
 }
 # modules whose code writes no stage's artifact: orchestration, records, reading and exporting results
-NO_ARTIFACT = ("__init__", "export", "gc", "runs", "status", "sweep", "tracking")
+NO_ARTIFACT = ("__init__", "export", "gc", "privacy", "runs", "status", "sweep", "tracking")
 # pinned by tests/test_verify.py (REVIEWED_SOURCES) against verify.VERSION, which the code version of every stage
 # that verifies carries (saerl.stages.VERIFYING)
 PINNED_ELSEWHERE = ("verify",)
@@ -149,7 +149,7 @@ if __name__ == "__main__":
 REVIEWED = {'sources': {'activation_store': 'f18fdda6e78806a0d3a3b5bc59ebf1c77883aa95cf8634db53dcf371995c4f83',
              'activations': 'c040a56606a552147efbc54fb0bc94b387f604aab0f75b1941803b3adfaa76b2',
              'artifacts': '7f899518afecb1f919aaf98b9219dc8c21ca8842f7edd1e4587b34c754cd00db',
-             'config': '744139e871cb6ad983d31cb52bf584c25a119fa00d9573ebdc0c48b2e3101533',
+             'config': 'a829b1e8b5a251423c1e24bd869e9ea2c6fd13ad774d461069788e9d87e834a4',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
              'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
              'data': 'ca7c2b6171daecbbdd58e60ff93e524a5b5a46a956323fc228fcc9046078c9c3',

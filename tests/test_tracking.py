@@ -641,6 +641,13 @@ def test_credentials_in_urls_are_masked_in_params_warnings_and_run_records(tmp_p
     assert "http://***@127.0.0.1:9/" in caplog.text and "MLFLOW_SECRET" not in caplog.text
     assert redact("https://h/api?token=abc&page=2") == "https://h/api?token=***&page=2"
     assert redact("http://127.0.0.1:4200/api") == "http://127.0.0.1:4200/api" and redact(3) == 3
+    # a password holding '/', '#', '?' or '@' (SQLAlchemy reads 'pa/ss' whole) was shown, or half of it; an Azure
+    # SAS URL's sig was left in
+    for url, shown in (("postgresql://bob:pa/ss@db/mlflow", "postgresql://***@db/mlflow"),
+                       ("http://alice:p@ss@host/api", "http://***@host/api"), ("http://a:p#s?s@h/x", "http://***@h/x"),
+                       ("https://acct.blob.core.windows.net/c?sv=2022&sig=SIG", "https://acct.blob.core.windows.net/c?sv=2022&sig=***"),
+                       ("see http://a:b@h1/x and http://c:d@h2/y", "see http://***@h1/x and http://***@h2/y")):
+        assert redact(url) == shown, url
 
 
 def test_a_stage_run_spans_its_wall_time_and_shows_the_upstream_settings_it_depends_on(tmp_path):

@@ -1,0 +1,52 @@
+"""What a run must not leak: tracking credentials out of the config a flow is given (Prefect keeps flow-run
+parameters in clear), and telemetry off. Light to import: the command line calls it before anything heavy."""
+
+from __future__ import annotations
+
+import os
+import sys
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from saerl.config import PipelineConfig
+
+MLFLOW_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")  # what MLflow's http client reads
+TELEMETRY_OFF = {"HF_HUB_DISABLE_TELEMETRY": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+
+
+def credentials_to_env(uri: str | None) -> str | None:
+    """An http(s) tracking URI without its user:password part, which goes to MLflow's own variables
+    (MLFLOW_CREDENTIALS) in this process's environment, and so its workers': in the URI it reached Prefect's flow-run
+    parameters (the config, in clear in prefect.db) and the run and experiment links MLflow prints. Other URIs (a
+    database's, whose driver reads its password from the URI alone; none) are returned as they are.
+    in: tracking.uri; out: the URI to use."""
+    if not uri:
+        return uri
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return uri
+    user, colon, password = parts.netloc.rpartition("@")[0].partition(":")
+    os.environ[MLFLOW_CREDENTIALS[0]] = unquote(user)
+    if colon:
+        os.environ[MLFLOW_CREDENTIALS[1]] = unquote(password)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def without_uri_credentials(cfg: PipelineConfig) -> PipelineConfig:
+    """`cfg` with tracking.uri's credentials moved to the environment (:func:`credentials_to_env`), before it becomes
+    a flow's parameters. in/out: a config (the same object when there were none)."""
+    uri = credentials_to_env(cfg.tracking.uri)
+    if uri == cfg.tracking.uri:
+        return cfg
+    return cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"uri": uri})})
+
+
+def telemetry_off() -> None:
+    """Turn off the telemetry of Hugging Face's hub client (trl's trainers send it), MLflow and any library that
+    follows DO_NOT_TRACK, unless the environment says otherwise: huggingface_hub reads its setting once, at import,
+    which a hub model's up-front check made before the local server's environment was set (its setting is then
+    written into the imported module too)."""
+    for name, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(name, value)
+    hub = sys.modules.get("huggingface_hub.constants")
+    if hub is not None and os.environ["HF_HUB_DISABLE_TELEMETRY"] not in ("0", "false", "False"):
+        hub.HF_HUB_DISABLE_TELEMETRY = True

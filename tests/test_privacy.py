@@ -1,0 +1,58 @@
+"""saerl.privacy: tracking credentials out of flow parameters, telemetry off."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from saerl.config import load_config
+from saerl.privacy import (
+    MLFLOW_CREDENTIALS,
+    TELEMETRY_OFF,
+    credentials_to_env,
+    telemetry_off,
+    without_uri_credentials,
+)
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """No MLflow credentials or telemetry settings from the developer's shell."""
+    for name in (*MLFLOW_CREDENTIALS, *TELEMETRY_OFF):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_an_http_uris_credentials_move_to_mlflows_variables(clean_env):
+    """Percent-escapes decoded, the host, port and path kept; a user alone sets no password; a database URI (whose
+    driver reads its password from the URI alone), a URI without credentials and none are left as they are."""
+    assert credentials_to_env("https://alice:p%40s%2Fs@mlflow.example:5000/api") == "https://mlflow.example:5000/api"
+    assert [os.environ[n] for n in MLFLOW_CREDENTIALS] == ["alice", "p@s/s"]
+    os.environ.pop(MLFLOW_CREDENTIALS[1])
+    assert credentials_to_env("http://bob@host") == "http://host" and MLFLOW_CREDENTIALS[1] not in os.environ
+    for uri in ("postgresql://a:b@db/mlflow", "http://host:5000", "sqlite:///x.db", None, ""):
+        assert credentials_to_env(uri) == uri
+
+
+def test_a_config_without_uri_credentials_is_the_same_object_else_a_copy(clean_env):
+    cfg = load_config(None, ["tracking.uri=http://127.0.0.1:5000"])
+    assert without_uri_credentials(cfg) is cfg
+    secret = load_config(None, ["tracking.uri=http://alice:pw@127.0.0.1:5000"])
+    bare = without_uri_credentials(secret)
+    assert bare.tracking.uri == "http://127.0.0.1:5000" and secret.tracking.uri.endswith("pw@127.0.0.1:5000")
+    assert bare.model_dump()["train"] == secret.model_dump()["train"]
+
+
+def test_telemetry_goes_off_unless_the_environment_says_otherwise(clean_env, monkeypatch):
+    """huggingface_hub reads HF_HUB_DISABLE_TELEMETRY once, at import: an imported module's setting is written too."""
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_DISABLE_TELEMETRY", False)
+    telemetry_off()
+    assert all(os.environ[n] == v for n, v in TELEMETRY_OFF.items()) and hub.HF_HUB_DISABLE_TELEMETRY is True
+    monkeypatch.setattr(hub, "HF_HUB_DISABLE_TELEMETRY", False)
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "0")  # the user's choice stands
+    telemetry_off()
+    assert os.environ["HF_HUB_DISABLE_TELEMETRY"] == "0" and hub.HF_HUB_DISABLE_TELEMETRY is False
+    assert "huggingface_hub.constants" in sys.modules
