@@ -10,6 +10,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from saerl.config import PipelineConfig
 
 DASHBOARD_ADDRESS = "127.0.0.1:0"  # a LocalCluster's Dask dashboard: loopback, a free port
+# a LocalCluster's security: True is distributed.Security.temporary(), mutual TLS under a throwaway CA held in memory by
+# this process and its workers. Plain tcp:// on loopback let any local user's Client run code in the workers (as the
+# run's user, with its environment's tokens)
+LOCAL_CLUSTER_SECURITY = True
 INTERRUPTS = (KeyboardInterrupt, TerminationSignal)  # Ctrl-C; SIGTERM, as Prefect's flow engine raises it
 
 
@@ -34,7 +38,8 @@ class InterruptibleThreadPoolTaskRunner(ThreadPoolTaskRunner):
 def task_runner(cfg: PipelineConfig) -> Any:
     """A thread pool of `runtime.workers` threads for `runtime.task_runner: local`
     (:class:`InterruptibleThreadPoolTaskRunner`); a DaskTaskRunner on an existing scheduler
-    (`runtime.dask_address`) or a temporary LocalCluster of `runtime.workers` single-thread processes."""
+    (`runtime.dask_address`) or a temporary LocalCluster of `runtime.workers` single-thread processes, which only
+    this run's client and workers can reach (mutual TLS, LOCAL_CLUSTER_SECURITY)."""
     if cfg.runtime.task_runner == "local":
         return InterruptibleThreadPoolTaskRunner(max_workers=cfg.runtime.workers)
     from prefect_dask import DaskTaskRunner
@@ -45,4 +50,5 @@ def task_runner(cfg: PipelineConfig) -> Any:
     # loopback only: ":0" listened on every interface, open to the network
     return DaskTaskRunner(cluster_class="distributed.LocalCluster",
                           cluster_kwargs={"n_workers": cfg.runtime.workers, "threads_per_worker": 1,
-                                          "processes": True, "dashboard_address": DASHBOARD_ADDRESS})
+                                          "processes": True, "dashboard_address": DASHBOARD_ADDRESS,
+                                          "security": LOCAL_CLUSTER_SECURITY})

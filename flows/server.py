@@ -3,7 +3,9 @@
 Without an API URL every Prefect process starts its own temporary server (seconds each, and one per Dask
 worker). The CLI therefore starts one `prefect server start` on loopback before importing any flow, points
 `PREFECT_API_URL` at it, keeps `PREFECT_HOME` under the artifact root and turns telemetry off. The server
-stops when the block ends, and on Linux also when the run that started it is killed (LAUNCHER).
+answers only the run's own clients (a random per-server auth string, CORS for its own origin only) and is reached
+without any HTTP proxy. It stops when the block ends, and on Linux also when the run that started it is killed
+(LAUNCHER).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -27,6 +30,10 @@ STARTUP_TIMEOUT_S = 90.0
 POLL_S = 0.25
 LOG_DRAIN_S = 5.0  # longest wait for the queued Prefect logs to be sent when a run ends
 START_LOCK = "server-start.lock"  # in PREFECT_HOME: held from a local server's start until it answers
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")  # never reached through a proxy (NO_PROXY): the local server is there
+NO_PROXY_VARS = ("NO_PROXY", "no_proxy")  # both spellings: urllib, httpx and requests read either
+AUTH_USER = "saerl"  # the user part of a local server's auth string ('user:password', HTTP basic auth)
+AUTH_SECRET_BYTES = 32  # random bytes of a local server's password (secrets.token_urlsafe)
 
 
 def die_with_parent(signum: int) -> bool:
@@ -88,7 +95,24 @@ def prefect_env(root: Path) -> dict[str, str]:
         "PREFECT_RESULTS_DEFAULT_SERIALIZER": "json",  # flow results too: JSON records, never pickles
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "1",
-    }
+    } | no_proxy_env()
+
+
+def no_proxy_env() -> dict[str, str]:
+    """NO_PROXY and no_proxy, each listing what either lists now plus loopback (LOOPBACK_HOSTS): with HTTP_PROXY set
+    and no NO_PROXY, the health check and Prefect's client sent the local server's requests to the proxy, and the run
+    waited STARTUP_TIMEOUT_S to say the server did not start. A list with the wildcard '*' is kept as it is.
+    in: nothing (the environment); out: {name: comma-separated hosts}."""
+    hosts = [h.strip() for name in NO_PROXY_VARS for h in os.environ.get(name, "").split(",") if h.strip()]
+    if "*" not in hosts:
+        hosts += LOOPBACK_HOSTS
+    return dict.fromkeys(NO_PROXY_VARS, ",".join(dict.fromkeys(hosts)))
+
+
+def local_server_auth() -> str:
+    """A new random auth string ('saerl:<secret>') for a local server and its clients: without one, any local user
+    (or a web page that found the port) could read every flow run's parameters and change flow-run states."""
+    return f"{AUTH_USER}:{secrets.token_urlsafe(AUTH_SECRET_BYTES)}"
 
 
 def free_port() -> int:
@@ -99,9 +123,11 @@ def free_port() -> int:
 
 
 def healthy(api_url: str, timeout: float = 2.0) -> bool:
-    """True when a Prefect API answers its health check."""
+    """True when a Prefect API answers its health check, asked directly (a proxy of the environment would get the
+    request for loopback, and the server seemed never to start)."""
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout) as resp:
+        with direct.open(f"{api_url.rstrip('/')}/health", timeout=timeout) as resp:
             return resp.status == 200
     except OSError:
         return False
@@ -114,9 +140,11 @@ def prefect_executable() -> str:
 
 
 @contextmanager
-def _settings(api_url: str) -> Iterator[None]:
-    """Apply the API URL and home to Prefect's settings even if Prefect was imported before (it reads env once)."""
+def _settings(api_url: str, auth: str | None = None) -> Iterator[None]:
+    """Apply the API URL (and a local server's `auth` string, if any) and home to Prefect's settings even if Prefect
+    was imported before (it reads env once)."""
     from prefect.settings import (
+        PREFECT_API_AUTH_STRING,
         PREFECT_API_URL,
         PREFECT_HOME,
         PREFECT_SERVER_ANALYTICS_ENABLED,
@@ -125,6 +153,8 @@ def _settings(api_url: str) -> Iterator[None]:
 
     updates = {PREFECT_API_URL: api_url, PREFECT_HOME: os.environ["PREFECT_HOME"],
                PREFECT_SERVER_ANALYTICS_ENABLED: False}
+    if auth is not None:
+        updates[PREFECT_API_AUTH_STRING] = auth
     with temporary_settings(updates=updates):
         yield
 
@@ -145,13 +175,13 @@ def prefect_server(root: Path, api_url: str | None = None, dask_address: str | N
     """Make a Prefect API available for the block: the given/`PREFECT_API_URL` one, or a new local server, with a
     warning when the run's tasks go to an existing Dask cluster (`dask_address`, runtime.dask_address), whose
     workers cannot use a server on this machine's loopback that ends with the run. The environment it sets
-    (prefect_env, PREFECT_API_URL: read by the Dask workers and subprocesses the run starts) is as before once the
-    block ends, and so are Prefect's global settings where Prefect was imported meanwhile (:func:`_refresh_prefect`),
-    so a later Prefect call of the same process (a notebook's) does not use this root's home or a server that has
-    stopped."""
+    (prefect_env, PREFECT_API_URL, a local server's PREFECT_API_AUTH_STRING: read by the Dask workers and
+    subprocesses the run starts) is as before once the block ends, and so are Prefect's global settings where Prefect
+    was imported meanwhile (:func:`_refresh_prefect`), so a later Prefect call of the same process (a notebook's) does
+    not use this root's home or a server that has stopped."""
     env = prefect_env(root)
     try:
-        with _restored_env([*env, "PREFECT_API_URL"]):
+        with _restored_env([*env, "PREFECT_API_URL", "PREFECT_API_AUTH_STRING"]):
             os.environ.update(env)
             yield from _serve(api_url or os.environ.get("PREFECT_API_URL"), dask_address)
     finally:
@@ -184,7 +214,9 @@ def _restored_env(names: list[str]) -> Iterator[None]:
 
 def _serve(api_url: str | None, dask_address: str | None) -> Iterator[str]:
     """prefect_server's body, in its environment: yield the given API's URL, or start a local server and yield its
-    URL until the generator closes, then stop it."""
+    URL until the generator closes, then stop it. A local server requires a new random auth string, which this
+    process and what it starts send (PREFECT_API_AUTH_STRING), and allows cross-origin requests from its own origin
+    only; a given server is the user's, its settings theirs."""
     if api_url:
         os.environ["PREFECT_API_URL"] = api_url
         with _settings(api_url):
@@ -198,7 +230,11 @@ def _serve(api_url: str | None, dask_address: str | None) -> Iterator[str]:
                     "start --host 0.0.0.0` the workers can reach and set runtime.prefect_api_url=http://HOST:4200/api",
                     dask_address)
     port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
+    origin = f"http://127.0.0.1:{port}"
+    url = f"{origin}/api"
+    auth = local_server_auth()
+    os.environ["PREFECT_API_AUTH_STRING"] = auth
+    server_env = dict(os.environ, PREFECT_SERVER_API_AUTH_STRING=auth, PREFECT_SERVER_CORS_ALLOWED_ORIGINS=origin)
     home = Path(os.environ["PREFECT_HOME"])
     logfile = home / "server.log"
     cmd = [sys.executable, "-c", LAUNCHER, str(os.getpid()), prefect_executable(), "server", "start", "--host",
@@ -209,7 +245,7 @@ def _serve(api_url: str | None, dask_address: str | None) -> Iterator[str]:
         # one of them died ('duplicate column name')
         with file_lock(home / START_LOCK):
             with open(logfile, "ab") as out:
-                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ),
+                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=server_env,
                                         start_new_session=True)
             _STARTED.add(proc)
             deadline = time.time() + STARTUP_TIMEOUT_S
@@ -219,7 +255,7 @@ def _serve(api_url: str | None, dask_address: str | None) -> Iterator[str]:
                 time.sleep(POLL_S)
         log.info("Prefect server on %s (log: %s)", url, logfile)
         os.environ["PREFECT_API_URL"] = url
-        with _settings(url):
+        with _settings(url, auth):
             yield url
     finally:
         if proc is not None:

@@ -88,12 +88,13 @@ def child_task(config: dict[str, Any], until: str | None, name: str,
     The task secedes from the worker's thread pool while its subflow waits on its own stage tasks
     (`distributed.worker_client`): otherwise N children on N single-thread workers would hold every worker
     and wait forever for stage tasks that have nowhere to run. Caching is the stage tasks' business (their
-    keys are the artifact keys), so this task caches and persists nothing."""
+    keys are the artifact keys), so this task caches and persists nothing. The subflow's runner connects with the
+    worker's own security (the TLS certificates of saerl's LocalCluster, flows.runner): without it, it could not."""
     from distributed import worker_client
     from prefect_dask import DaskTaskRunner
 
     with worker_client() as client:
-        runner = DaskTaskRunner(address=client.scheduler.address)
+        runner = DaskTaskRunner(address=client.scheduler.address, client_kwargs={"security": client.security})
         return pipeline_flow.with_options(flow_run_name=name, task_runner=runner)(config=config, until=until,
                                                                                   sweep=sweep)
 

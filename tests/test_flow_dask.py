@@ -129,3 +129,47 @@ def test_a_task_run_whose_dask_worker_died_is_marked_crashed(prefect_api):
                 break
             time.sleep(0.5)
     assert states[0].is_completed() and states[1].is_crashed() and states[1].message == LOST_RUN
+
+
+OUTSIDER_TIMEOUT_S = 5  # an outside Client's connect timeout
+# another local user's process: distributed's Client at the scheduler's address, without the run's certificates
+OUTSIDER = f"""import sys
+from distributed import Client
+try:
+    with Client(sys.argv[1], timeout={OUTSIDER_TIMEOUT_S}) as client:
+        print(client.run(lambda: "RAN"))
+except Exception as err:
+    print("refused:", type(err).__name__)
+"""
+
+
+def test_only_the_run_reaches_the_local_cluster_saerl_starts(prefect_api, tmp_path):
+    """saerl's LocalCluster listened on plain tcp:// on loopback without authentication: any local user's Client ran
+    code in its workers, as the run's user and with its environment's tokens. The flow's own tasks run on it; an
+    outside Client, at the scheduler's address or at its tcp:// twin, runs nothing."""
+    import os
+    import subprocess
+    import sys
+
+    from prefect import flow, task
+
+    from flows.runner import task_runner
+
+    cfg = load_config(SMOKE, ["runtime.task_runner=dask", "runtime.workers=1"])
+
+    @task
+    def scheduler_address() -> str:
+        from distributed import get_worker
+
+        return get_worker().scheduler.address
+
+    @flow(task_runner=task_runner(cfg))
+    def probe() -> dict[str, str]:
+        address = scheduler_address.submit().result()
+        tcp = "tcp://" + address.split("://", 1)[1]
+        env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}  # no dask config, no credentials of the run
+        return {addr: subprocess.run([sys.executable, "-c", OUTSIDER, addr], capture_output=True, text=True, env=env,
+                                     timeout=60).stdout for addr in dict.fromkeys([address, tcp])}
+
+    outsiders = probe()
+    assert outsiders and all(out.startswith("refused:") for out in outsiders.values()), outsiders

@@ -202,3 +202,68 @@ def test_an_interrupted_cli_run_stops_the_local_server_it_started(monkeypatch, c
     finally:
         proc.kill()
         proc.wait()
+
+
+FOREIGN_ORIGIN = "http://evil.example"  # a web page's origin, other than the server's own
+
+
+def _ask(url: str, method: str = "POST", headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:
+    """An HTTP request straight to `url` (no proxy), with no credentials but `headers`; out: status, headers."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=b"{}" if method == "POST" else None, method=method,
+                                     headers={"Content-Type": "application/json"} | (headers or {}))
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=30) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}
+    except urllib.error.HTTPError as err:
+        return err.code, {k.lower(): v for k, v in err.headers.items()}
+
+
+def test_the_local_server_answers_only_the_runs_own_clients(prefect_api):
+    """The local server had no API authentication and answered CORS with '*': any local user (or a web page in the
+    user's browser that found the port) could read every flow run's parameters, the whole config, and change flow-run
+    states. A request without the run's auth string is refused; a browser is let in only from the server's own
+    origin; the run's own client (this process, through PREFECT_API_AUTH_STRING) runs flows as before."""
+    from prefect import flow
+
+    @flow
+    def with_parameters(config: dict) -> int:
+        return len(config)
+
+    assert with_parameters({"token": "hf_not-a-token"}) == 1
+    runs = f"{prefect_api}/flow_runs/filter"
+    assert _ask(runs)[0] == 401
+    assert _ask(runs, headers={"Origin": FOREIGN_ORIGIN})[0] == 401
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    status, headers = _ask(runs, "OPTIONS", preflight | {"Origin": FOREIGN_ORIGIN})
+    assert status != 200 and headers.get("access-control-allow-origin") not in ("*", FOREIGN_ORIGIN), headers
+    own = prefect_api.removesuffix("/api")
+    assert _ask(runs, "OPTIONS", preflight | {"Origin": own})[1].get("access-control-allow-origin") == own
+
+
+PAST_A_PROXY = """import os, sys
+from pathlib import Path
+import httpx
+from flows.server import healthy, prefect_env
+print(healthy(sys.argv[1]))
+os.environ.update(prefect_env(Path(sys.argv[2])))
+print(httpx.get(sys.argv[1] + "/health", timeout=30).status_code)
+"""
+
+
+def test_the_local_server_is_reached_past_a_proxy(prefect_api, tmp_path, monkeypatch):
+    """With HTTP_PROXY set and no NO_PROXY, the health check (urllib) and Prefect's client (httpx) sent the loopback
+    server's requests to the proxy: `saerl run` waited 90 s and said the server did not start. In a fresh interpreter
+    (urllib reads the proxies at its first request) whose proxy is a closed port; a user's NO_PROXY entries stay."""
+    from flows.server import free_port, prefect_env
+
+    env = {k: v for k, v in os.environ.items() if k.lower() != "no_proxy"} | {"PYTHONPATH": str(REPO)}
+    env |= {name: f"http://127.0.0.1:{free_port()}" for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")}
+    done = subprocess.run([sys.executable, "-c", PAST_A_PROXY, prefect_api, str(tmp_path)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=START_TIMEOUT_S)
+    assert done.stdout.split() == ["True", "200"], done.stdout + done.stderr[-2000:]
+    monkeypatch.setenv("NO_PROXY", "corp.example,.internal")  # restored after
+    monkeypatch.setenv("no_proxy", "corp.example")
+    assert prefect_env(tmp_path)["no_proxy"].split(",") == ["corp.example", ".internal", "127.0.0.1", "localhost"]
