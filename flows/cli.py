@@ -80,7 +80,8 @@ class UserErrorTracebacks(logging.Filter):
                 setattr(err, LOGGED, True)
             except AttributeError:  # an error type without attributes of its own: main prints it as before
                 pass
-        elif message.startswith(PREFECT_FAILED_STATE) and any(text in message for text in self.seen):
+        elif message.startswith(PREFECT_FAILED_STATE) and any(text in message or repr(text)[1:-1] in message
+                                                              for text in self.seen):  # repr: a message's newlines
             return False
         return True
 
@@ -169,8 +170,9 @@ def free_bytes(root: Path) -> int | None:
 
 def full_disk_errno(err: BaseException, free: int | None) -> tuple[int, bool] | None:
     """Is `err` a full disk's error? (errno, said): an OSError of FULL_DISK in its chain or a message that says the
-    disk is full (FULL_DISK_WORDS, SQLITE_FULL_WORDS) gives that errno and said=True; any other error but a config's
-    while the disk has under NEARLY_FULL_BYTES free gives ENOSPC and said=False; None otherwise. in: the error, the
+    disk is full (FULL_DISK_WORDS, SQLITE_FULL_WORDS) gives that errno and said=True; a RuntimeError (torch.save's
+    'unexpected pos') while the disk has under NEARLY_FULL_BYTES free gives ENOSPC and said=False; None otherwise (a
+    ValueError or a bug's error keeps its own words and traceback). in: the error, the
     root's free bytes (None: unknown)."""
     chain = list(_error_chain(err))
     if code := next((e.errno for e in chain if isinstance(e, OSError) and e.errno in FULL_DISK), None):
@@ -181,8 +183,8 @@ def full_disk_errno(err: BaseException, free: int | None) -> tuple[int, bool] | 
             return code, True
         if SQLITE_FULL_WORDS in text:
             return errno.ENOSPC, True
-    if free is not None and free < NEARLY_FULL_BYTES and not isinstance(err, ConfigError):
-        return errno.ENOSPC, False
+    if free is not None and free < NEARLY_FULL_BYTES and isinstance(err, RuntimeError):  # a failed write's words
+        return errno.ENOSPC, False  # (torch.save's); a user's ValueError or a bug's IndexError keeps its own
     return None
 
 

@@ -74,6 +74,22 @@ def number_not_bool(annotation: Any) -> bool:
     return bool({int, float} & set(members)) and bool not in members
 
 
+def item_annotations(annotation: Any) -> list[Any]:
+    """The item types of a list or tuple field (list[int]: [int]; tuple[int, int]: [int, int]), also inside a union
+    or Annotated; [] for any other. in: a type annotation; out: the item annotations."""
+    todo, items = [annotation], []
+    while todo:
+        ann = todo.pop()
+        origin = get_origin(ann)
+        if origin is Annotated:
+            todo.append(get_args(ann)[0])
+        elif origin in (Union, types.UnionType):
+            todo.extend(get_args(ann))
+        elif origin in (list, tuple):
+            items.extend(a for a in get_args(ann) if a is not Ellipsis)
+    return items
+
+
 class Section(BaseModel):
     """Base for every config section: unknown keys are errors, assignments are validated, and no number field takes
     inf or nan (none means anything there: a learning rate of .inf trained nonsense without a word)."""
@@ -85,9 +101,14 @@ class Section(BaseModel):
     def _no_yes_no_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
         """A number field refuses true/false (YAML reads yes/no/on/off so too): pydantic read
         `train.max_steps=yes` as 1 and `score.n_clusters=true` as k = 1, without a word."""
-        if isinstance(value, bool) and info.field_name and number_not_bool(cls.model_fields[info.field_name].annotation):
+        annotation = cls.model_fields[info.field_name].annotation if info.field_name else None
+        if isinstance(value, bool) and number_not_bool(annotation):
             raise ValueError(f"takes a number, not {str(value).lower()} (a yes/no: YAML reads yes, no, on and off "
                              "as such too)")
+        if isinstance(value, list | tuple) and any(isinstance(v, bool) for v in value) and any(
+                number_not_bool(item) for item in item_annotations(annotation)):  # train.seeds=[yes, no]: [1, 0]
+            raise ValueError(f"takes numbers, not {[str(v).lower() if isinstance(v, bool) else v for v in value]} "
+                             "(yes/no items: YAML reads yes, no, on and off as such too)")
         return value
 
 
@@ -1019,7 +1040,7 @@ def shape_fix(kind: str, path: str, value: Any) -> str:
     ('train.seeds=5': "Input should be a valid list"), a list where a mapping goes (eval.sets), a pair given one
     value (score.k_range=[1]: "field 'score.k_range.1' ... Field required"). in: the pydantic error type, the
     dotted path, the value; out: '; ...' or ''."""
-    if kind in ("list_type", "tuple_type") and not isinstance(value, dict):
+    if kind in ("list_type", "tuple_type") and value is not None and not isinstance(value, dict):
         return f"; write a list: {path}=[{scalar_text(value)}] (quote it for the shell)"
     if kind == "dict_type":
         return f"; write a mapping of names to values: {path}.NAME=VALUE, or NAME: VALUE under {path} in YAML"

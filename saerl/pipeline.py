@@ -218,12 +218,14 @@ def check_model(name: str, field: str, chat: bool, revision: str | None = None) 
 def hub_answer(repo_id: str, revision: str | None) -> tuple[str, str] | None:
     """What the hub says of a model repo this machine has not cached: None (it has it, or answered with an error
     loading will name), or (kind, detail) with kind 'offline' (HF_HUB_OFFLINE), 'unreachable' (any transport failure;
-    detail: the error), 'gated', 'missing' (no such repo, or a private one) or 'revision'. One metadata request of at
-    most HUB_CHECK_TIMEOUT_S, once a process (a sweep plans each child). in: repo id, revision (None: main)."""
+    detail: the error), 'gated', 'missing' (no such repo, or a private one), 'revision' or 'invalid' (no repo id).
+    One metadata request of at most HUB_CHECK_TIMEOUT_S, once a process (a sweep plans each child). in: repo id,
+    revision (None: main)."""
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
+        HFValidationError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
@@ -238,6 +240,8 @@ def hub_answer(repo_id: str, revision: str | None) -> tuple[str, str] | None:
         return "missing", ""
     except RevisionNotFoundError:
         return "revision", str(revision)
+    except HFValidationError:  # no request made: the value is no repo id ('my-org/bad name')
+        return "invalid", ""
     except HfHubHTTPError as err:  # the hub answered, with another error: loading will say more, or succeed
         log.warning("checking %s on the hub: %s", repo_id, str(err).splitlines()[0])
     except Exception as err:  # noqa: BLE001 - any transport failure (DNS, refused, timeout, proxy) is "unreachable"
@@ -262,6 +266,8 @@ def hub_problem(answer: tuple[str, str], shown: str, repo_id: str, local_fix: st
         "missing": (f"{shown} is no model on the hub (or a private one: log in with `hf auth login` or set HF_TOKEN); "
                     f"check its spelling, or {local_fix}"),
         "revision": f"model.revision={detail} is no branch, tag or commit of {repo_id} on the hub: check model.revision",
+        "invalid": (f"{shown} is neither a local folder nor a hub repo id (ORG/NAME of letters, digits, '-', '_', '.'): "
+                    f"check its spelling, or {local_fix}"),
     }[kind]
 
 

@@ -10,12 +10,12 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from saerl.config import PipelineConfig
 
 MLFLOW_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")  # what MLflow's http client reads
-TELEMETRY_OFF = {"HF_HUB_DISABLE_TELEMETRY": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+TELEMETRY_OFF = {"HF_HUB_DISABLE_TELEMETRY": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}  # each library's own switch
 
 
 def credentials_to_env(uri: str | None) -> str | None:
     """An http(s) tracking URI without its user:password part, which goes to MLflow's own variables
-    (MLFLOW_CREDENTIALS) in this process's environment, and so its workers': in the URI it reached Prefect's flow-run
+    (MLFLOW_CREDENTIALS) in this process's environment, and so the workers it starts: in the URI it reached Prefect's flow-run
     parameters (the config, in clear in prefect.db) and the run and experiment links MLflow prints. Other URIs (a
     database's, whose driver reads its password from the URI alone; none) are returned as they are.
     in: tracking.uri; out: the URI to use."""
@@ -33,7 +33,11 @@ def credentials_to_env(uri: str | None) -> str | None:
 
 def without_uri_credentials(cfg: PipelineConfig) -> PipelineConfig:
     """`cfg` with tracking.uri's credentials moved to the environment (:func:`credentials_to_env`), before it becomes
-    a flow's parameters. in/out: a config (the same object when there were none)."""
+    a flow's parameters; as it is with runtime.dask_address, whose workers were started before (a sweep's children
+    track from them) and would not see this process's environment. in/out: a config (the same object when there
+    were none, or it keeps them)."""
+    if cfg.runtime.dask_address:
+        return cfg
     uri = credentials_to_env(cfg.tracking.uri)
     if uri == cfg.tracking.uri:
         return cfg
@@ -41,10 +45,10 @@ def without_uri_credentials(cfg: PipelineConfig) -> PipelineConfig:
 
 
 def telemetry_off() -> None:
-    """Turn off the telemetry of Hugging Face's hub client (trl's trainers send it), MLflow and any library that
-    follows DO_NOT_TRACK, unless the environment says otherwise: huggingface_hub reads its setting once, at import,
-    which a hub model's up-front check made before the local server's environment was set (its setting is then
-    written into the imported module too)."""
+    """Turn off the telemetry of Hugging Face's hub client (trl's trainers send it) and MLflow, unless the environment
+    says otherwise (each library's own variable; DO_NOT_TRACK is left to the user): huggingface_hub reads its setting
+    once, at import, which a hub model's up-front check made before the local server's environment was set (its
+    setting is then written into the imported module too)."""
     for name, value in TELEMETRY_OFF.items():
         os.environ.setdefault(name, value)
     hub = sys.modules.get("huggingface_hub.constants")

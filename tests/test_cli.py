@@ -666,8 +666,8 @@ def test_a_full_disk_a_library_reports_in_its_own_words_gets_the_same_hint(make,
 
 def test_an_error_that_does_not_say_why_is_a_full_disk_only_when_the_disk_is_all_but_full(monkeypatch, tmp_path):
     """torch.save on a full disk says only 'unexpected pos 576 vs 534'. With the root's disk all but full
-    (NEARLY_FULL_BYTES) it gets the full disk's hint, chained; with room left it, and a config error on a full
-    disk, pass unchanged."""
+    (NEARLY_FULL_BYTES) it gets the full disk's hint, chained; with room left it, and a config, value or bug's error
+    on a full disk, pass unchanged."""
     import errno
     import shutil
 
@@ -684,10 +684,11 @@ def test_an_error_that_does_not_say_why_is_a_full_disk_only_when_the_disk_is_all
             assert raised.value.__cause__ is error
             assert str(raised.value).startswith(f"[Errno 28] RuntimeError: {error}, with the disk all but full; the "
                                                 f"run's artifact root {tmp_path / 'not made yet'} has 0.1 GB free now")
-            config = ConfigError("train.max_steps must be positive")
-            with pytest.raises(ConfigError) as raised, naming_a_full_disk(tmp_path):
-                raise config
-            assert raised.value is config
+            for other in (ConfigError("train.max_steps must be positive"), ValueError("extract.layer=60 is out of "
+                          "range"), IndexError("list index out of range")):  # a user's or a bug's own words (a review)
+                with pytest.raises(type(other)) as raised, naming_a_full_disk(tmp_path):
+                    raise other
+                assert raised.value is other
         else:
             assert raised.value is error
 
@@ -728,13 +729,17 @@ def test_tracking_credentials_stay_out_of_the_flows_parameters_and_telemetry_is_
     credentials to MLflow's own variables first; and turns Hugging Face's telemetry off before any command imports
     huggingface_hub (a hub model's up-front check imported it before the server's environment said so, and trl's
     trainers then sent telemetry)."""
+    import huggingface_hub.constants
+
     import flows.cli as cli
     import flows.pipeline as fp
     import saerl.pipeline as sp
     from saerl.privacy import MLFLOW_CREDENTIALS, TELEMETRY_OFF
 
     for name in (*MLFLOW_CREDENTIALS, *TELEMETRY_OFF):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # so that monkeypatch restores it as it was (absent), not what the run sets
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", False)  # restored after
     given = {}
     monkeypatch.setattr(sp, "check_runnable", lambda cfg, until=None: [])
     monkeypatch.setattr(fp, "run_pipeline_flow", lambda flow, config, until: given.setdefault("config", config))
@@ -744,6 +749,4 @@ def test_tracking_credentials_stay_out_of_the_flows_parameters_and_telemetry_is_
     assert given["config"]["tracking"]["uri"] == "http://127.0.0.1:5000" and "S3CRET" not in str(given["config"])
     assert [os.environ[n] for n in MLFLOW_CREDENTIALS] == ["alice", "S3CRET"]
     assert all(os.environ[n] == v for n, v in TELEMETRY_OFF.items())
-    import huggingface_hub.constants
-
     assert huggingface_hub.constants.HF_HUB_DISABLE_TELEMETRY is True

@@ -103,6 +103,14 @@ def test_a_number_field_refuses_a_yes_or_no(override):
     assert load_config(None, ["train.use_vllm=yes"]).train.use_vllm is True, "a yes/no field still takes one"
 
 
+def test_a_list_of_numbers_refuses_yes_or_no_items():
+    """`train.seeds=[yes, no]` still loaded as seeds [1, 0] (a review): the items of a list of numbers are checked."""
+    for override in ("train.seeds=[yes, no]", "score.k_range=[true, 4]"):
+        with pytest.raises(ConfigError, match=r"takes numbers, not \['true'"):
+            load_config(None, [override])
+    assert load_config(None, ["train.seeds=[0, 1]"]).train.seeds == [0, 1]
+
+
 def test_a_nested_list_of_poolings_is_a_config_error_naming_the_item():
     """sae.encode_pool=[[max]] was a raw TypeError (unhashable type: 'list') from the validator that drops repeats."""
     with pytest.raises(ConfigError, match=r"field 'sae.encode_pool.0': got \['max'\]"):

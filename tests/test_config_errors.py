@@ -434,3 +434,6 @@ def test_a_value_of_the_wrong_shape_is_shown_in_the_right_one(override, fix):
     no fix: the message now shows the value in the shape the field takes."""
     with pytest.raises(ConfigError, match=re.escape(fix)):
         load_config(None, [override])
+    with pytest.raises(ConfigError) as err:  # no fix that is no value either ("write a list: train.seeds=[null]")
+        load_config(None, ["train.seeds=null"])
+    assert "[null]" not in str(err.value)

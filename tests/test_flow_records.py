@@ -712,7 +712,8 @@ def test_a_deployment_refuses_parameters_that_point_the_run_at_another_server(mo
     from saerl.privacy import MLFLOW_CREDENTIALS
 
     for name in MLFLOW_CREDENTIALS:
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # so that monkeypatch restores it as it was (absent), not what the run sets
+        monkeypatch.delenv(name)
     fp.pipeline_from_file.fn(str(SMOKE), ["tracking.uri=http://alice:p%40ss@203.0.113.9:5000/x"])
     assert calls[-1]["config"]["tracking"]["uri"] == "http://203.0.113.9:5000/x"
     assert [os.environ[name] for name in MLFLOW_CREDENTIALS] == ["alice", "p@ss"]

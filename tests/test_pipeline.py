@@ -159,6 +159,13 @@ def test_a_hub_model_neither_cached_nor_reachable_is_refused_before_the_first_st
         with pytest.raises(ValueError, match=message):
             check_runnable(cfg, "extract")
     assert asked[-1] == ("Qwen/Qwen2.5-Math-1.5B", "v9", P.HUB_CHECK_TIMEOUT_S)
+    from huggingface_hub.errors import HFValidationError
+
+    monkeypatch.setattr(HfApi, "model_info", hub_raising(HFValidationError("Repo id must use alphanumeric chars")))
+    P.hub_answer.cache_clear()
+    bad = load_config(CONFIGS / "smoke.yaml", ["model.name_or_path=my-org/bad name", f"runtime.artifact_root={tmp_path}"])
+    with pytest.raises(ValueError, match=r"my-org/bad name is neither a local folder nor a hub repo id"):  # not
+        check_runnable(bad, "extract")  # "the hub cannot be reached" (a review)
     monkeypatch.setattr(constants, "is_offline_mode", lambda: True)
     n_asked = len(asked)
     P.hub_answer.cache_clear()

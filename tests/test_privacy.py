@@ -19,9 +19,11 @@ from saerl.privacy import (
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    """No MLflow credentials or telemetry settings from the developer's shell."""
+    """No MLflow credentials or telemetry settings from the developer's shell, and none left to later tests (set
+    first, so that monkeypatch restores each as it was, absent included)."""
     for name in (*MLFLOW_CREDENTIALS, *TELEMETRY_OFF):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
 
 
 def test_an_http_uris_credentials_move_to_mlflows_variables(clean_env):
@@ -56,3 +58,10 @@ def test_telemetry_goes_off_unless_the_environment_says_otherwise(clean_env, mon
     telemetry_off()
     assert os.environ["HF_HUB_DISABLE_TELEMETRY"] == "0" and hub.HF_HUB_DISABLE_TELEMETRY is False
     assert "huggingface_hub.constants" in sys.modules
+
+
+def test_an_existing_dask_cluster_keeps_the_uris_credentials(clean_env):
+    """A sweep's children on runtime.dask_address track from workers started before this process moved the
+    credentials to its environment: they would have lost them (a review found it). Such a config keeps its URI."""
+    cfg = load_config(None, ["tracking.uri=http://alice:pw@127.0.0.1:5000", "runtime.dask_address=tcp://10.0.0.2:8786"])
+    assert without_uri_credentials(cfg) is cfg and MLFLOW_CREDENTIALS[0] not in os.environ

@@ -146,16 +146,16 @@ if __name__ == "__main__":
 
 
 # the sources as last reviewed, with every stage's code version then (written by `python tests/test_stage_sources.py`)
-REVIEWED = {'sources': {'activation_store': 'f18fdda6e78806a0d3a3b5bc59ebf1c77883aa95cf8634db53dcf371995c4f83',
+REVIEWED = {'sources': {'activation_store': '4fd205f0a19edb63e57da574a2589c31f0aaf78aeffdab8a9359eb534aa672d3',
              'activations': 'c040a56606a552147efbc54fb0bc94b387f604aab0f75b1941803b3adfaa76b2',
              'artifacts': '7f899518afecb1f919aaf98b9219dc8c21ca8842f7edd1e4587b34c754cd00db',
-             'config': 'a829b1e8b5a251423c1e24bd869e9ea2c6fd13ad774d461069788e9d87e834a4',
+             'config': '8072eec777128376ea7c8e6d159197a85e01f2ad51b85b7383111ef19d80abf8',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
              'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
              'data': 'ca7c2b6171daecbbdd58e60ff93e524a5b5a46a956323fc228fcc9046078c9c3',
              'evaluate': '0b6f83c5a646e7a9b2d19fa8205886bd5c1134215ad39b5eae8517c086503639',
              'labels': 'efa69972dd231fade4df377302b2c553b07108846fd9a319d176a2549c1c9aa1',
-             'pipeline': 'f6f1847901943a342a096b72ce3fb79edf8b8a57adb7d2cd474a9f0b697eec77',
+             'pipeline': '7239c40f40be2bef27af7a017e798c2259a7d38de8b9501392a3e99f4b727bc2',
              'plots': '800a0b238bf527bdbdbf27405efb926f7e48765527676b1e9b6b087f23ff925b',
              'policy_lm': 'a325451f81b1a1dbff579c18ae633cfc07f2cbea7377d6e155d2b7256f809f44',
              'property_models': '45ebe372e3a21bcaab415e3038ba8578db9e36e574805137cfb68ea93d6267b7',
