@@ -57,11 +57,10 @@ def shipped_configs(packaged: Path = PACKAGED_CONFIGS, checkout: Path = CHECKOUT
 SHIPPED_CONFIGS = shipped_configs()
 
 
-def number_not_bool(annotation: Any) -> bool:
-    """Does a field of this type take a number (int or float, also as one member of a union or inside Annotated) but
-    not a bool? in: a type annotation; out: the verdict."""
-    members: list[Any] = []
-    todo = [annotation]
+def union_members(annotation: Any) -> list[Any]:
+    """The types a field of this annotation takes: the members of a union (X | None, Union[...]), each unwrapped of
+    Annotated. in: a type annotation; out: the member annotations."""
+    todo, members = [annotation], []
     while todo:
         ann = todo.pop()
         origin = get_origin(ann)
@@ -71,23 +70,20 @@ def number_not_bool(annotation: Any) -> bool:
             todo.extend(get_args(ann))
         else:
             members.append(ann)
+    return members
+
+
+def number_not_bool(annotation: Any) -> bool:
+    """Does a field of this type take a number (int or float, also as one member of a union or inside Annotated) but
+    not a bool? in: a type annotation; out: the verdict."""
+    members = union_members(annotation)
     return bool({int, float} & set(members)) and bool not in members
 
 
 def item_annotations(annotation: Any) -> list[Any]:
     """The item types of a list or tuple field (list[int]: [int]; tuple[int, int]: [int, int]), also inside a union
     or Annotated; [] for any other. in: a type annotation; out: the item annotations."""
-    todo, items = [annotation], []
-    while todo:
-        ann = todo.pop()
-        origin = get_origin(ann)
-        if origin is Annotated:
-            todo.append(get_args(ann)[0])
-        elif origin in (Union, types.UnionType):
-            todo.extend(get_args(ann))
-        elif origin in (list, tuple):
-            items.extend(a for a in get_args(ann) if a is not Ellipsis)
-    return items
+    return [a for m in union_members(annotation) if get_origin(m) in (list, tuple) for a in get_args(m) if a is not Ellipsis]
 
 
 class Section(BaseModel):

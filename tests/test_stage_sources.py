@@ -149,7 +149,7 @@ if __name__ == "__main__":
 REVIEWED = {'sources': {'activation_store': '4fd205f0a19edb63e57da574a2589c31f0aaf78aeffdab8a9359eb534aa672d3',
              'activations': 'c040a56606a552147efbc54fb0bc94b387f604aab0f75b1941803b3adfaa76b2',
              'artifacts': '7f899518afecb1f919aaf98b9219dc8c21ca8842f7edd1e4587b34c754cd00db',
-             'config': '8072eec777128376ea7c8e6d159197a85e01f2ad51b85b7383111ef19d80abf8',
+             'config': '8495ee6cd6650a3a74179ef7f72501f0e499808e5f85b3c48f556bcbf5a025dd',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
              'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
              'data': 'ca7c2b6171daecbbdd58e60ff93e524a5b5a46a956323fc228fcc9046078c9c3',
