@@ -732,6 +732,20 @@ def stopped_with_worker() -> Iterator[None]:
         signal.signal(WORKER_LOST, before)
 
 
+def deployment_config(config_path: str, overrides: list[str] | None) -> PipelineConfig:
+    """A deployment entry point's config (pipeline_from_file, flows.sweep.ablation_from_file), its parameters checked
+    before anything is read: telemetry off (saerl.privacy.telemetry_off), config_path in the folders the worker reads
+    configs from (:func:`refuse_config_path`), each override's key once, as on the command line
+    (saerl.config.refuse_rewrites); then the file with the overrides. in: the two parameters; out: the config."""
+    from saerl.config import load_config, refuse_rewrites
+    from saerl.privacy import telemetry_off
+
+    telemetry_off()
+    refuse_config_path(config_path)
+    refuse_rewrites(overrides or [])
+    return load_config(config_path, overrides or [])
+
+
 @flow(name="saerl-pipeline-from-file")
 def pipeline_from_file(config_path: str = "configs/demo.yaml", overrides: list[str] | None = None,
                        until: str | None = None) -> dict[str, Any]:
@@ -741,14 +755,11 @@ def pipeline_from_file(config_path: str = "configs/demo.yaml", overrides: list[s
     Parameters that run outside code or name other servers are refused (:func:`refuse_untrusted`); the run stops
     when the worker that started it dies (:func:`stopped_with_worker`)."""
     from flows.runner import task_runner
-    from saerl.config import load_config, refuse_rewrites
-    from saerl.privacy import telemetry_off, without_uri_credentials
+    from saerl.config import load_config
+    from saerl.privacy import without_uri_credentials
 
     with stopped_with_worker():
-        telemetry_off()
-        refuse_config_path(config_path)
-        refuse_rewrites(overrides or [])  # a deployment's parameter: each key once, as on the command line
-        cfg = load_config(config_path, overrides or [])
+        cfg = deployment_config(config_path, overrides)
         refuse_untrusted(load_config(config_path, []), [cfg])
         cfg = without_uri_credentials(cfg)  # the subflow's parameters are kept in clear by Prefect
         named, run_id = named_run(pipeline_flow.with_options(task_runner=task_runner(cfg)))

@@ -29,9 +29,9 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.pipeline import (
+    deployment_config,
     pipeline_flow,
     quiet_libraries,
-    refuse_config_path,
     refuse_untrusted,
     say,
     stopped_with_worker,
@@ -177,14 +177,11 @@ def ablation_from_file(config_path: str = "configs/demo.yaml", grid: dict[str, l
     as {dotted key: [values]} or as command-line strings ["curriculum.mix_ratio=0,0.1,0.3", ...]. Parameters that
     run outside code or name other servers are refused (flows.pipeline.refuse_untrusted); the sweep stops when the
     worker that started it dies (flows.pipeline.stopped_with_worker)."""
-    from saerl.config import load_config, refuse_rewrites
-    from saerl.privacy import telemetry_off, without_uri_credentials
+    from saerl.config import load_config
+    from saerl.privacy import without_uri_credentials
 
     with stopped_with_worker():
-        telemetry_off()
-        refuse_config_path(config_path)
-        refuse_rewrites(overrides or [])  # a deployment's parameter: each key once, as on the command line
-        cfg = load_config(config_path, overrides or [])
+        cfg = deployment_config(config_path, overrides)
         parsed: Grid = parse_grid(grid or [], PARAM_GRID)  # errors name the `grid` parameter, not saerl ablate's
         # every grid error first; what the settings run is checked after the untrusted-parameter check, by
         # ablation_flow (their keys may import a `pkg:` model's module)

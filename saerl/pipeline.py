@@ -289,14 +289,15 @@ def pretrained_sae_problem(release: str, sae_id: str) -> str | None:
     the whole extraction), or a repo neither in the local Hugging Face cache nor on a reachable hub (sae-lens retried
     for 40 s). in: release, SAE id; out: the problem or None."""
     from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
 
     from saerl.sae import release_problem, release_repo
 
     if problem := release_problem(release, sae_id):
         return problem
     repo_id = release_repo(release)
-    if (Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}").is_dir():  # downloaded before
-        return None
+    if (Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")).is_dir():  # downloaded
+        return None  # before (its layout varies by release: the repo's folder, not one file of it)
     answer = hub_answer(repo_id, None)
     if answer is None or (answer[0] == "missing" and repo_id == release):  # no hub repo either: release_problem's
         return None if answer is None else release_problem(release, sae_id, hub_repo=False)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_flow_server import alive
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -142,15 +143,6 @@ pipeline_from_file = fp.pipeline_from_file
 '''
 
 
-def _alive(pid: int) -> bool:
-    """Whether a process runs (a zombie left unreaped by a container's init counts as ended)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def _deployment(client, flow_name: str, name: str, entrypoint: str, directory: Path, pool: str | None = None):
     """A deployment of `flow_name` as `prefect deploy` makes it from prefect.yaml: its code read from `directory` (a
     set_working_directory pull step); returns its id."""
@@ -200,13 +192,13 @@ def test_a_deployment_run_stops_when_its_worker_is_killed_and_names_the_deployme
         assert started.exists(), f"the flow run never began its stage: {(tmp_path / 'worker.log').read_text()[-3000:]}"
         engine = int(started.read_text())
         time.sleep(WORKER_ALIVE_S)
-        assert _alive(engine), "the run stopped while its worker lived"
+        assert alive(engine), "the run stopped while its worker lived"
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         deadline = time.monotonic() + STOP_S
-        while _alive(engine) and time.monotonic() < deadline:
+        while alive(engine) and time.monotonic() < deadline:
             time.sleep(POLL_S)
-        assert not _alive(engine), "the flow run's process outlived its worker"
+        assert not alive(engine), "the flow run's process outlived its worker"
         record = load_run(root, "latest")
         assert record.extra[STOPPED] == "testbed: SIGTERM, its Prefect worker died"
         assert record.extra[PREFECT_TAGS] == {PREFECT_FLOW_RUN_TAG: str(flow_run.id),
@@ -219,7 +211,7 @@ def test_a_deployment_run_stops_when_its_worker_is_killed_and_names_the_deployme
     finally:
         if worker.poll() is None:
             worker.kill()
-        if engine is not None and _alive(engine):
+        if engine is not None and alive(engine):
             os.kill(engine, signal.SIGKILL)
 
 

@@ -155,7 +155,7 @@ REVIEWED = {'sources': {'activation_store': '4fd205f0a19edb63e57da574a2589c31f0a
              'data': 'ca7c2b6171daecbbdd58e60ff93e524a5b5a46a956323fc228fcc9046078c9c3',
              'evaluate': '0b6f83c5a646e7a9b2d19fa8205886bd5c1134215ad39b5eae8517c086503639',
              'labels': 'efa69972dd231fade4df377302b2c553b07108846fd9a319d176a2549c1c9aa1',
-             'pipeline': '7239c40f40be2bef27af7a017e798c2259a7d38de8b9501392a3e99f4b727bc2',
+             'pipeline': '33c8ffd6ac8fb49baa5ad81f1b4a0697eae0a37b8906bd3ed018ed25ec946bd4',
              'plots': '800a0b238bf527bdbdbf27405efb926f7e48765527676b1e9b6b087f23ff925b',
              'policy_lm': 'a325451f81b1a1dbff579c18ae633cfc07f2cbea7377d6e155d2b7256f809f44',
              'property_models': '45ebe372e3a21bcaab415e3038ba8578db9e36e574805137cfb68ea93d6267b7',
