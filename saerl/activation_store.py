@@ -47,6 +47,7 @@ HEADS = "heads"
 # attr of a store resumed under another model path (a root copied or moved, a model folder moved): the model name its
 # `content` hash was taken with, kept when meta.model is renamed to the path the model is now read from
 CONTENT_MODEL = "content_model"
+DRAW_BLOCK = 1 << 20  # token indices keyed at a time by draw_distinct (8 MB of keys)
 NO_TOKENS = (
     "this store kept no token residuals (extract.store_tokens was false); the sae and encode stages "
     "read them: set extract.store_tokens=true and run extract again"
@@ -406,13 +407,12 @@ class Activations:
 
     def sample_tokens(self, n: int, seed: int, dtype: type = np.float32) -> np.ndarray:
         """n distinct content token rows (never a head row) drawn uniformly (all of them if n >= n_content_tokens),
-        [n, d] in `dtype`, in random order. Prefix-consistent: a smaller n with the same seed gives the first n rows
-        of a larger one (held-out rows are the same whatever is sampled after them). With heads of 0 it draws the
-        same rows as before heads existed. Reads only the Zarr chunks hit."""
+        [n, d] in `dtype`, in random order (:func:`draw_distinct`). Prefix-consistent: a smaller n with the same seed
+        gives the first n rows of a larger one (held-out rows are the same whatever is sampled after them). With heads
+        of 0 it draws the same rows as before heads existed. Reads only the Zarr chunks hit."""
         self._require_tokens()
         n = min(n, self.n_content_tokens)
-        drawn = np.random.default_rng(seed).permutation(self.n_content_tokens)[:n]
-        picked = self._content_rows(drawn)
+        picked = self._content_rows(draw_distinct(self.n_content_tokens, n, seed))
         out = np.empty((n, self.d_model), dtype=dtype)
         starts = np.array([self.offsets[lo] for lo, _ in self.ranges] + [self.n_tokens])
         owner = np.searchsorted(starts, picked, side="right") - 1
@@ -429,6 +429,23 @@ class Activations:
         content_offsets = np.concatenate([[0], np.cumsum(np.diff(self.offsets) - self.heads)])
         prompt = np.searchsorted(content_offsets, k, side="right") - 1
         return k + self.offsets[prompt] + self.heads[prompt] - content_offsets[prompt]
+
+
+def draw_distinct(total: int, n: int, seed: int, block: int = DRAW_BLOCK) -> np.ndarray:
+    """n distinct integers of [0, total) drawn uniformly, in random order, in memory bounded by n + `block` (shuffling
+    every index took 8 bytes a token: 400 MB for a 50M-token store to draw a sample of 200k). Each index gets a
+    uniform key from the seed's stream, read `block` at a time, and the n smallest keys win, in key order: the same
+    draw whatever `block` is, and prefix-consistent (a smaller n gives the first n of a larger one's draw). in: total,
+    n (<= total), seed; out: int64 indices [n]."""
+    rng = np.random.default_rng(seed)
+    keys, index = np.empty(0), np.empty(0, dtype=np.int64)
+    for start in range(0, total, block):
+        keys = np.concatenate([keys, rng.random(min(block, total - start))])
+        index = np.concatenate([index, np.arange(start, min(start + block, total), dtype=np.int64)])
+        if len(keys) > n:
+            best = np.argpartition(keys, n - 1)[:n] if n else np.empty(0, dtype=np.int64)
+            keys, index = keys[best], index[best]
+    return index[np.lexsort((index, keys))]
 
 
 def open_activations(path: str | Path) -> Activations:

@@ -286,13 +286,35 @@ def _column(values: list[Any]) -> pl.Series:
     )
 
 
+class _RepeatedKey(ValueError):
+    """A JSON object names one key twice with different values (json.loads would keep the last one silently)."""
+
+
+def _one_value_a_key(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON object hook: the object of `pairs`; raises _RepeatedKey when a key repeats with another value ('a row
+    saying "answer": "3" and later "answer": "4"' has no one answer; a key repeated with the same value is harmless)."""
+    obj = dict(pairs)
+    if len(obj) < len(pairs):
+        for key, value in pairs:
+            if obj[key] is not value and obj[key] != value:
+                raise _RepeatedKey(f"key {key!r} appears more than once with different values ({json.dumps(value)[:40]} "
+                                   f"and {json.dumps(obj[key])[:40]}): keep the one you mean")
+    return obj
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_one_value_a_key)  # every JSON object ingest reads goes through it
+
+
 def _parse_line(text: str) -> tuple[dict[str, Any] | None, str]:
-    """One jsonl line as (object, "") or (None, why not): broken JSON, a non-object, nesting too deep for
-    the parser, or an integer over Python's digit limit all count as an invalid line, never a crash."""
+    """One jsonl line as (object, "") or (None, why not): broken JSON, a non-object, a key repeated with another value
+    (:func:`_one_value_a_key`), nesting too deep for the parser, or an integer over Python's digit limit all count as an
+    invalid line, never a crash."""
     try:
-        obj = json.loads(text)
+        obj = _DECODER.decode(text)
     except json.JSONDecodeError as e:
         return None, e.msg
+    except _RepeatedKey as e:
+        return None, str(e)
     except (ValueError, RecursionError) as e:
         return None, f"{type(e).__name__}: {str(e)[:REJECT_VALUE_CHARS]}"
     if not isinstance(obj, dict):
@@ -442,7 +464,7 @@ def _read_json_array(path: Path) -> LoadedTable:
         text, bad_bytes = raw.decode("utf-8", errors="replace"), True
     escapes = _SURROGATE_ESCAPE.search(text) is not None
     try:
-        items = json.loads(text)
+        items = _DECODER.decode(text)
     except json.JSONDecodeError as e:
         raise IngestError(
             f"cannot read {path} as a JSON array: line {e.lineno} column {e.colno}: {e.msg} (fix "

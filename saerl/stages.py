@@ -44,7 +44,7 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
         Stage("testbed", "6", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
-        Stage("ingest", "12", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
+        Stage("ingest", "13", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
         Stage(
             "extract", "5",
             ("model.name_or_path", "model.revision", "model.dtype", "model.trust_remote_code", "model.hub_kernels",
@@ -52,7 +52,7 @@ STAGES: dict[str, Stage] = {
             ("ingest", "testbed"), "residual-stream activations in chunked Zarr",
         ),
         Stage(
-            "sae", "4",
+            "sae", "5",
             ("sae.source", "sae.release", "sae.sae_id", "sae.path", "sae.hook_check", "sae.architecture", "sae.expansion", "sae.k",
              "sae.lr", "sae.train_tokens", "sae.batch_size", "sae.heldout_frac", "sae.seed", "sae.train_epochs",
              "sae.l1_coefficient", "sae.normalize", "sae.dead_feature_window"),
@@ -414,7 +414,7 @@ VERIFY_PART = "+verify"  # between a VERIFYING stage's own version and the verif
 # version, so a change of what ingest writes beside the rows (rejected.parquet's details, its summary) reruns ingest
 # alone, not the extraction and all after it. Bump it to ingest's version when a change alters the kept rows
 # (tests/test_stages.py pins the rows of a sample ingest for each value).
-INGEST_ROWS_VERSION = "11"
+INGEST_ROWS_VERSION = "13"
 
 
 def rows_version() -> str:

@@ -96,7 +96,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, NamedTuple
 
-VERSION = "4"  # the verdict rules' version, part of the cache key of every stage that verifies (saerl.stages):
+VERSION = "5"  # the verdict rules' version, part of the cache key of every stage that verifies (saerl.stages):
 # bump it with any change that can turn a verdict, a normalized gold answer or an extracted final answer
 WORKERS_FAILED = "verifier workers failed to start"  # the detail of every task of a call whose pool never started
 MAX_SCAN_CHARS = 20_000  # extract_final_answer looks at most at the last this-many characters
@@ -1410,6 +1410,9 @@ def _gold_parse(core: str) -> tuple[tuple, str]:
     matched = next((p for p in parsed if isinstance(p, str)), "")
     if not any(not isinstance(p, str) for p in parsed):
         return parsed, "math-verify found no math" + (f" (matched {parsed[0]!r})" if parsed else "")
+    if _undefined(next(p for p in parsed if not isinstance(p, str))):
+        return parsed, (f"undefined ({core[:60]!r} divides by zero): no answer equals it, so every check against it "
+                        "would fail (an infinite answer is written \\infty)")
     if _equation_of_numbers(next(p for p in parsed if not isinstance(p, str))):
         return parsed, (f"an equation of numbers ({core[:60]!r}): a worked computation, not a final answer (a right "
                         "answer, its right-hand side alone, would be judged wrong)")
@@ -1420,6 +1423,20 @@ def _gold_parse(core: str) -> tuple[tuple, str]:
     if free_text and _BOXED not in core and (symbol := _lone_symbol(parsed, core)) is not None:
         return parsed, _LONE_SYMBOL.format(symbol)
     return parsed, ""
+
+
+def _undefined(expr: Any) -> bool:
+    """Does math-verify's reading of a gold divide by zero: hold sympy's complex infinity or NaN ('\\frac{1}{0}',
+    '0/0'), or a negative power of what sympy knows is zero (math-verify leaves 'x/0', '\\frac{2}{1-1}' and
+    '(1-1)^{-1/2}' unevaluated)? in: the expression; out: the verdict (False for \\infty, which is an answer, for
+    '\\frac{1}{x-x}', which sympy does not know is zero, and for anything that is not a sympy expression)."""
+    import sympy
+
+    if not isinstance(expr, sympy.Basic):
+        return False
+    return expr.has(sympy.zoo, sympy.nan) or any(
+        isinstance(node, sympy.Pow) and node.exp.is_negative and node.base.is_zero
+        for node in sympy.preorder_traversal(expr))
 
 
 def _equation_of_numbers(expr: Any) -> bool:

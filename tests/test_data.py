@@ -486,6 +486,27 @@ def test_json_array_file_reads_every_element(tmp_path):
     assert ingest(cfg(), lines).kept.height == 2
 
 
+def test_a_key_repeated_with_another_value_rejects_its_row_alone(tmp_path):
+    rows = [
+        b'{"question": "What is 2+2?", "answer": "4", "answer": "5"}',  # which answer? json.loads kept "5"
+        b'{"question": "What is 3+3?", "answer": "6", "answer": "6"}',  # the same value twice: harmless
+        b'{"question": "What is 1+1?", "answer": "2", "meta": {"a": 1, "a": 2}}',  # nested too
+        b'{"question": "What is 5+5?", "answer": "10"}',
+    ]
+    res = ingest(cfg(), write_jsonl(tmp_path / "d.jsonl", rows))
+    assert res.kept["row"].to_list() == [1, 3]
+    assert res.kept["answer"].to_list() == ["6", "10"]
+    assert res.rejected["row"].to_list() == [0, 2]
+    assert set(res.rejected["reason"]) == {D.INVALID_JSON}
+    assert res.rejected["value"][0].startswith("line 1: key 'answer' appears more than once with different values "
+                                               '("4" and "5"): keep the one you mean')
+    array = tmp_path / "d.json"  # a JSON array: the element alone, the others read one by one
+    array.write_text("[" + ",".join(r.decode() for r in rows) + "]")
+    res = ingest(cfg(), array)
+    assert res.kept["row"].to_list() == [1, 3]
+    assert res.rejected["value"][0].startswith("element 0: key 'answer' appears more than once")
+
+
 def test_broken_json_array_names_the_line(tmp_path):
     path = tmp_path / "d.json"
     path.write_text('[\n {"question": "A?", "answer": "1"},\n {"question": "B?" "answer": "2"}\n]')

@@ -96,6 +96,11 @@ def test_extract_is_bounded_on_huge_input():
         # answer, 9, judged wrong); an equation with an unknown or a function is an answer
         ("7+2=9", "unparsed", ""), ("\\frac{1}{2}=0.5", "unparsed", ""), ("x=5", "ok", "x=5"), ("f(2)=5", "ok", "f(2)=5"),
         ("3=x", "ok", "3=x"),  # a number on the left alone is no computation: both sides must be numbers
+        # a gold dividing by zero is undefined: it was kept, and every check against it an error ('\\frac{1}{0}') or
+        # wrong (math-verify leaves 'x/0' unevaluated); infinity is an answer
+        ("\\frac{1}{0}", "unparsed", ""), ("0/0", "unparsed", ""), ("x/0", "unparsed", ""), ("\\frac{2}{1-1}", "unparsed", ""),
+        ("(1-1)^{-1/2}", "unparsed", ""), ("\\{1, 1/0\\}", "unparsed", ""), ("x=1/0", "unparsed", ""),
+        ("\\infty", "ok", "\\infty"), ("[0, \\infty)", "ok", "[0, \\infty)"), ("x^{-1}", "ok", "x^{-1}"),
     ],
 )
 def test_normalize_answer_shapes(gold, status, text):
@@ -103,6 +108,11 @@ def test_normalize_answer_shapes(gold, status, text):
     assert (got.status, got.text) == (status, text), got
     if got.ok:  # the canonical text is stored as the gold: it must read back the same
         assert normalize_answer(got.text, timeout_s=10) == got
+
+
+def test_a_gold_dividing_by_zero_says_so():
+    got = normalize_answer("#### \\frac{3}{0}", timeout_s=10)
+    assert got.status == "unparsed" and got.detail.startswith("undefined ('\\\\frac{3}{0}' divides by zero)"), got
 
 
 def test_normalize_answers_batch_keeps_order():
@@ -1183,7 +1193,8 @@ def test_an_exact_value_then_its_rounding_is_judged_by_the_rounding(completion, 
 REVIEWED_SOURCES = {"1": "389ac05f766a6a00cea8b6d6f4d02b71143480dec72fa24d31b18fccc754e926",
                     "2": "767bddca5d3066e1d9bf396331b0fcaf2d865914b669bf992581e27fb8a90984",
                     "3": "fe32c5be8852f83abc248399b1d709bddff29f9a8e5b4baa67ff7ebed9082352",
-                    "4": "2ec85e78742ea3b07fe8ddc98d93129a332b1d871ae2d9e1672360e31341cf36"}
+                    "4": "2ec85e78742ea3b07fe8ddc98d93129a332b1d871ae2d9e1672360e31341cf36",
+                    "5": "42fa58a905ede8eac6248d2b487368fdea878722acec145a39b41caa87a397a8"}
 
 
 def test_a_change_of_verify_py_is_reviewed_for_its_version():
