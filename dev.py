@@ -6,7 +6,9 @@ and reinstalled when pyproject.toml or the constraints change. torch goes in fir
 pull the newest (multi-GB CUDA) torch through a dependency's open torch range; where pip's configuration offers
 torch's CPU wheel (as on the machines this was built on) that is the one installed. On Python 3.11 every other
 package is installed at the version of constraints/py311.txt (the environment CI tested), so two installs a month
-apart test the same stack; on another Python the ranges of pyproject.toml resolve afresh (said when it happens).
+apart test the same stack; where they do not resolve (pip says a pinned version has no file for that Python, or the
+pins conflict) the ranges of pyproject.toml resolve afresh (said when it happens); any other failure of the pinned
+install (the network's) stops dev.py, to be run again.
 """
 
 from __future__ import annotations
@@ -27,6 +29,16 @@ CONSTRAINTS = ROOT / "constraints" / "py311.txt"  # the exact versions CI tests,
 # wheel for 3.12 and 3.13 too, and their tests pass there: session 38)
 MIN_PYTHON = (3, 11)  # pyproject.toml's requires-python
 PYTEST_WORKERS = "4"
+# what pip writes when the network failed it (urllib3's errors, its retries, no index answering) ...
+NETWORK_ERRORS = ("Retrying (Retry(", "NewConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
+                  "ProtocolError", "Max retries exceeded", "Connection broken", "Temporary failure in name resolution",
+                  "Name or service not known", "Network is unreachable", "ProxyError", "SSLError", "IncompleteRead",
+                  "HTTP error", "Could not fetch URL", "(from versions: none)")
+# ... and when the pins do not resolve on this Python: a pinned version with no file for it, conflicting pins, or a
+# pinned sdist that does not build here
+MISFIT_ERRORS = ("Could not find a version that satisfies", "No matching distribution found", "ResolutionImpossible",
+                 "requires a different python version", "subprocess-exited-with-error", "Failed to build",
+                 "Failed building wheel")
 
 
 def sh(*cmd: str) -> None:
@@ -37,10 +49,23 @@ def sh(*cmd: str) -> None:
         sys.exit(code)
 
 
-def attempt(*cmd: str) -> bool:
-    """Run a command from the repo root; True when it succeeded (a failure is the caller's to handle)."""
+def attempt(*cmd: str) -> tuple[int, str]:
+    """Run a command from the repo root, its output shown once it ends (a failure is the caller's to handle).
+    out: (its exit code, its output: stdout and stderr together)."""
     print("+", " ".join(cmd), flush=True)
-    return subprocess.call(cmd, cwd=ROOT) == 0
+    done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    print(done.stdout, end="", flush=True)
+    return done.returncode, done.stdout
+
+
+def pins_misfit(output: str) -> bool:
+    """Did a pinned install fail because the pins do not resolve on this Python (a pinned version with no wheel or
+    build for it, pins that conflict: MISFIT_ERRORS), not for a reason that passes (the network: NETWORK_ERRORS,
+    which wins, as pip says "(from versions: none)" when it reached no index)? in: pip's output; out: the verdict
+    (False for a failure neither names: nothing says the pins do not fit)."""
+    if any(marker in output for marker in NETWORK_ERRORS):
+        return False
+    return any(marker in output for marker in MISFIT_ERRORS)
 
 
 def check_python() -> None:
@@ -79,9 +104,15 @@ def ensure_venv() -> None:
     sh(*pip, "-q", TORCH)
     # the versions CI tested wherever they install (they were kept to Python 3.11, and 3.12's and 3.13's installs
     # drifted to other numpy, scipy and zarr versions though the pins install there); else the ranges, said so
-    pinned = CONSTRAINTS.exists() and attempt(*pip, "-q", "-e", ".[dev]", "-c", str(CONSTRAINTS))
+    code, output = attempt(*pip, "-q", "-e", ".[dev]", "-c", str(CONSTRAINTS)) if CONSTRAINTS.exists() else (1, "")
+    pinned = code == 0
+    version = ".".join(map(str, venv_version()))
+    if not pinned and CONSTRAINTS.exists() and not pins_misfit(output):  # a failure that passes: no " unpinned" stamp
+        print(f"dev.py: installing {CONSTRAINTS.relative_to(ROOT)} (the versions CI tested) failed, and pip's output "
+              f"above does not say they do not fit Python {version} (a network failure?): nothing was recorded; run "
+              "dev.py again once that is fixed", file=sys.stderr, flush=True)
+        sys.exit(code)
     if not pinned:
-        version = ".".join(map(str, venv_version()))
         print(f"dev.py: {CONSTRAINTS.relative_to(ROOT)} (the versions CI tested, on Python 3.11) does not install on "
               f"Python {version}: pyproject.toml's ranges resolve afresh here (an environment CI did not test)",
               flush=True)

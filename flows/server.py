@@ -15,6 +15,7 @@ import logging
 import os
 import secrets
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost")  # never reached through a proxy (NO
 NO_PROXY_VARS = ("NO_PROXY", "no_proxy")  # both spellings: urllib, httpx and requests read either
 AUTH_USER = "saerl"  # the user part of a local server's auth string ('user:password', HTTP basic auth)
 AUTH_SECRET_BYTES = 32  # random bytes of a local server's password (secrets.token_urlsafe)
+OTHERS_BITS = 0o007  # a mode's bits for other users: none on PREFECT_HOME and what is in it (a team's group keeps its own)
 
 
 def die_with_parent(signum: int) -> bool:
@@ -54,13 +56,15 @@ def die_with_parent(signum: int) -> bool:
 # for SIGTERM when the process that started it dies (die_with_parent), since a run killed by SIGTERM or SIGKILL never
 # reaches the `finally` that stops the server (started in a session of its own, it would outlive the run); a starter
 # already gone means exit at once. Without prctl (not Linux) only that `finally`, or stop_servers on Ctrl-C or SIGTERM
-# (the CLI ends then without it), stops the server.
+# (the CLI ends then without it), stops the server. Its umask gives other users nothing (OTHERS_BITS) of what the
+# server writes: prefect.db holds every flow run's parameters (a database tracking URI's password among them).
 # argv: the starter's pid, then the server command.
 LAUNCHER = f"""import os, signal, sys
 {inspect.getsource(die_with_parent)}
 die_with_parent(signal.SIGTERM)
 if os.getppid() != int(sys.argv[1]):
     sys.exit(0)
+os.umask(os.umask(0) | {OTHERS_BITS:#o})
 os.execvp(sys.argv[2], sys.argv[2:])
 """
 
@@ -82,10 +86,28 @@ def stop_servers() -> None:
             pass
 
 
+def keep_from_others(path: Path) -> None:
+    """Take other users' permission bits (OTHERS_BITS) off `path`, the group's kept (a team shares a root through
+    one); left as it is where this user may not change it (a teammate's), and a link (its target may lie anywhere).
+    in: a file or folder; out: nothing."""
+    try:
+        mode = path.lstat().st_mode
+        if mode & OTHERS_BITS and not stat.S_ISLNK(mode):
+            path.chmod(stat.S_IMODE(mode) & ~OTHERS_BITS)
+    except PermissionError:
+        log.debug("could not take other users' access off %s: not this user's", path)
+    except FileNotFoundError:  # removed meanwhile (a finished server's SQLite journal)
+        pass
+
+
 def prefect_env(root: Path) -> dict[str, str]:
-    """Environment for Prefect processes of this artifact root: home under the root, no telemetry."""
+    """Environment for Prefect processes of this artifact root: home under the root, no telemetry. The home and
+    what it holds (prefect.db: every flow run's parameters; results, server.log) are kept from other users
+    (:func:`keep_from_others`; under a umask of 022 prefect.db was world-readable): an older root's too."""
     home = Path(root).resolve() / "prefect"
     home.mkdir(parents=True, exist_ok=True)
+    for path in (home, *home.iterdir()):
+        keep_from_others(path)
     return {
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

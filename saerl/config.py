@@ -1421,11 +1421,41 @@ def names_other_server(field: str, value: Any) -> bool:
 
 # a URL's user:password part, and query parameters named like a secret (token, key, password, an Azure SAS's sig,
 # ...): what a run's params, record and warnings must not show (tracking.uri, runtime.prefect_api_url,
-# runtime.dask_address). The user:password part runs to the URL's last '@' (a password may hold '/', '#', '?' or '@',
-# as SQLAlchemy reads 'postgresql://bob:pa/ss@db/x'): masking a path's '@' too is the safe error
-URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s]*@")
+# runtime.dask_address). An HTTP client (urllib3, httpx) ends a URL's authority at its first '/', '?' or '#' (RFC
+# 3986), so an http(s) URL whose authority is a plain host[:port] has no user:password, and an '@' after it is its
+# path's or query's ('http://h:5000/x?owner=bob@corp.com' is shown whole). Anywhere else the user:password part runs
+# to the URL's last '@': a password may hold '/', '#', '?' or '@' (SQLAlchemy reads 'postgresql://bob:pa/ss@db/x'
+# whole; 'http://a:p/ss@h' is no host:port), and masking a path's '@' too is the safe error
+URL_START = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*)://")  # a URL's scheme and '//'
+URL_REST = re.compile(r"\S*")  # a URL's text after '//': up to the next whitespace
+URL_DELIMITERS = re.compile(r"[/?#]")  # what ends a URL's authority (RFC 3986)
+PLAIN_AUTHORITY = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+,;=-]*)(?::[0-9]*)?")  # host[:port]
+AUTHORITY_SCHEMES = ("http", "https")  # whose clients read the authority as RFC 3986 does
 SECRET_QUERY = re.compile(r"([?&][^=&#]*(?:token|key|secret|passw|auth|sig)[^=&#]*=)[^&#]*", re.IGNORECASE)
 REDACTED = "***"
+
+
+def has_userinfo(scheme: str, rest: str) -> bool:
+    """Does a URL carry a user:password part (URL_START's comment says how it is read)? in: its scheme, and its text
+    after '//' up to the next whitespace, holding an '@'; out: the verdict."""
+    authority = URL_DELIMITERS.split(rest, maxsplit=1)[0]
+    return "@" in authority or not (scheme.lower() in AUTHORITY_SCHEMES and PLAIN_AUTHORITY.fullmatch(authority))
+
+
+def mask_userinfo(text: str) -> str:
+    """`text` with every URL's user:password part (:func:`has_userinfo`) masked, up to the URL's last '@'; a URL
+    inside another's path or query ('http://h/?next=http://u:p@h2') is read on its own. in/out: text."""
+    out: list[str] = []
+    pos = 0
+    for m in URL_START.finditer(text):
+        if m.start() < pos:  # inside a part masked already
+            continue
+        rest = URL_REST.match(text, m.end())[0]
+        at = rest.rfind("@")
+        if at >= 0 and has_userinfo(m[1], rest):
+            out += [text[pos:m.end()], REDACTED]
+            pos = m.end() + at
+    return "".join(out) + text[pos:]
 
 
 def redact(value: Any) -> Any:
@@ -1433,7 +1463,7 @@ def redact(value: Any) -> Any:
     'https://***@host/api?token=***'); anything else as it is. in: a value; out: the value to show or log."""
     if not isinstance(value, str) or "://" not in value:
         return value
-    return SECRET_QUERY.sub(rf"\g<1>{REDACTED}", URL_USERINFO.sub(rf"\g<1>{REDACTED}@", value))
+    return SECRET_QUERY.sub(rf"\g<1>{REDACTED}", mask_userinfo(value))
 
 
 def redacted(flat: dict[str, Any]) -> dict[str, Any]:

@@ -233,6 +233,16 @@ def gain_target(starts: np.ndarray, finals: np.ndarray, share: float) -> np.ndar
     return start + share * (np.nanmean(finals, axis=-1) - start)
 
 
+def reaches(target: float) -> pl.Expr:
+    """Whether a curve point's `accuracy` reaches `target` (within TARGET_RTOL). A NaN point (no problem scored)
+    never does, and a NaN target (no target: the reference has no final accuracy) is reached by no point; polars
+    orders NaN above every number, so a bare `>=` counted both as reached. in: the target; out: a boolean expression
+    (null for a null point, which a filter drops too)."""
+    if math.isnan(target):
+        return pl.lit(False)
+    return pl.col("accuracy").fill_nan(None) >= target - TARGET_RTOL * max(abs(target), 1.0)
+
+
 def one_curve(curve: pl.DataFrame, metric: str = "accuracy", set_name: str | None = None) -> pl.DataFrame:
     """The learning curve of one held-out set, its accuracy column named `accuracy`, as :func:`steps_to_target`
     reads it: from a curve of its own shape, or from the evaluate artifact's curves.parquet (arm, seed, set, step,
@@ -256,16 +266,16 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
                     set_name: str | None = None) -> pl.DataFrame:
     """First eval step at which each arm reaches `target` accuracy, per seed and on the arm's mean curve.
     in: curve (arm, seed, step, accuracy; optionally n, the problems each point is scored on; the evaluate
-    artifact's curves.parquet with metric="greedy" and set_name, :func:`one_curve`), target (None = the
+    artifact's curves.parquet with metric="greedy" and set_name, :func:`one_curve`), target (None or NaN = the
     reference arm's final accuracy on its mean curve over seeds: at the last step every seed of it evaluated, so the
     reference's mean curve always reaches its own target, and :func:`steps_ratio_interval` reads the same point),
     reference arm, optionally each run's generation cost, gain_share (with no target: the arms' mean start plus this
     share of their mean gain, :func:`gain_target`, one target for every arm, read on each arm's mean curve over the
     steps its seeds share)
     (arm, seed, step, prompts: cumulative prompts generated for, :func:`generated_prompts`);
-    out: one row per (arm, seed): target, steps (that seed's first step with accuracy >= target; null if
-    never), reached, mean_steps (the first step at which the arm's curve averaged over its seeds reaches the
-    target, over the steps every seed evaluated; null if never) and ratio (mean_steps over the reference's;
+    out: one row per (arm, seed): target, steps (that seed's first step with accuracy >= target, :func:`reaches`:
+    a NaN point or target never does; null if never), reached, mean_steps (the first step at which the arm's curve
+    averaged over its seeds reaches the target, over the steps every seed evaluated; null if never) and ratio (mean_steps over the reference's;
     < 1 means fewer steps than the reference; null when the arm's mean curve never reaches the target, or when
     the reference's is at it from the start (step 0) or never gets there: :func:`no_ratio_reason`),
     reference (the reference arm), target_fixed (False: the target is the reference's final accuracy, True: it
@@ -299,8 +309,7 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
             last = shared[-1] if shared.len() else None  # a null final accuracy (no score) is a NaN one
             target = float("nan") if last is None else float(last)  # no step every seed evaluated: no target
     n_max = source["n"].max() if "n" in source.columns and source.height else None
-    tol = TARGET_RTOL * max(abs(target), 1.0)
-    hits = curve.with_columns((pl.col("accuracy") >= target - tol).alias("hit"))
+    hits = curve.with_columns(reaches(target).alias("hit"))
     per = (hits.group_by("arm", "seed")
            .agg(pl.col("step").filter(pl.col("hit")).min().alias("steps"))
            .with_columns(pl.col("steps").is_not_null().alias("reached"), pl.lit(target).alias("target"),
@@ -308,7 +317,7 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
                          pl.lit(None if fixed else gain_share, pl.Float64).alias("target_share"),
                          pl.lit(None if n_max is None else int(n_max), pl.Int64).alias("target_problems")))
     arm_mean = mean_curve.group_by("arm").agg(
-        pl.col("step").filter(pl.col("accuracy") >= target - tol).min().cast(pl.Float64).alias("mean_steps"))
+        pl.col("step").filter(reaches(target)).min().cast(pl.Float64).alias("mean_steps"))
     ref_mean = arm_mean.filter(pl.col("arm") == reference_arm)["mean_steps"]
     ref_steps = ref_mean[0] if ref_mean.len() and ref_mean[0] is not None else None
     out = per.join(arm_mean, on="arm", how="left").with_columns(
@@ -408,8 +417,8 @@ def steps_ratio_interval(problems: pl.DataFrame, reference_arm: str = "vanilla",
     """Bootstrap interval of each arm's steps-to-target ratio (:func:`steps_to_target` on the mean curve).
     in: the in-training evaluations of one set, per problem: arm, seed, step, id, correct (the problems every run
     scored are the ones resampled; a run's accuracy at a step is over the problems it scored there); the reference
-    arm; target (None = the reference's final accuracy, or with `gain_share` :func:`gain_target` over every arm's
-    curve, recomputed per resample); n_boot resamples at `level`;
+    arm; target (None or NaN = the reference's final accuracy, or with `gain_share` :func:`gain_target` over every
+    arm's curve, recomputed per resample); n_boot resamples at `level`;
     out: one row per arm: ratio_ci_low, ratio_ci_high (inf when the arm's mean curve misses the target in more
     than the upper tail's share of resamples), reach_share (share of resamples in which its mean curve reaches
     the target). Each resample draws the problems with replacement (the same draw for every arm, seed and step:
@@ -430,7 +439,7 @@ def steps_ratio_interval(problems: pl.DataFrame, reference_arm: str = "vanilla",
     ref_steps_grid, ref_curve = curves[reference_arm]
     if not ref_steps_grid.size:
         return pl.DataFrame(schema=schema)
-    if target is not None:
+    if target is not None and not math.isnan(target):  # a NaN target is none, as in steps_to_target
         goal = np.full(n_boot, float(target))
     elif gain_share is not None:
         ends = [(c[:, 0], c[:, -1]) for grid, c in curves.values() if grid.size]

@@ -13,16 +13,32 @@ MLFLOW_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")  #
 TELEMETRY_OFF = {"HF_HUB_DISABLE_TELEMETRY": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}  # each library's own switch
 
 
+RAW_DELIMITER_HELP = (
+    "the tracking URI holds an '@' after its host (in its path, query or fragment): an HTTP client ends the host at the "
+    "first '/', '?' or '#', so a password holding one of them, raw, is read as part of the host or path and would stay "
+    "in the URI (kept in clear by Prefect and shown in MLflow's links) instead of being sent as credentials. "
+    "Percent-encode the password's '/', '?', '#' and '@' (%2F, %3F, %23, %40: https://alice:p%2Fss@host:5000), "
+    "and an '@' of the path or query as %40")
+
+
 def credentials_to_env(uri: str | None) -> str | None:
     """An http(s) tracking URI without its user:password part, which goes to MLflow's own variables
     (MLFLOW_CREDENTIALS) in this process's environment, and so the workers it starts: in the URI it reached Prefect's flow-run
     parameters (the config, in clear in prefect.db) and the run and experiment links MLflow prints. Other URIs (a
     database's, whose driver reads its password from the URI alone; none) are returned as they are.
-    in: tracking.uri; out: the URI to use."""
+    An http(s) URI with an '@' after its host ('http://alice:p/ss@host', a password's raw '/', '?' or '#') is
+    refused with a ValueError (RAW_DELIMITER_HELP, which does not repeat the URI): read as an HTTP client reads it,
+    its credentials would stay in the URI silently (or half of them, with the wrong host), and reading it to its last
+    '@' instead could take a path's or query's '@' ('?owner=bob@corp.com') for a password's and send the rest of
+    the URI to another host as credentials. in: tracking.uri; out: the URI to use."""
     if not uri:
         return uri
     parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+    if parts.scheme not in ("http", "https"):
+        return uri
+    if "@" in parts.path + parts.query + parts.fragment:
+        raise ValueError(RAW_DELIMITER_HELP)
+    if "@" not in parts.netloc:
         return uri
     user, colon, password = parts.netloc.rpartition("@")[0].partition(":")
     os.environ[MLFLOW_CREDENTIALS[0]] = unquote(user)

@@ -14,6 +14,7 @@ from saerl.config import (
     flatten,
     load_config,
     parse_override,
+    redact,
     stable_hash,
 )
 
@@ -478,3 +479,23 @@ def test_an_override_integer_with_a_leading_zero_is_decimal_not_octal():
                              "eval.sets.a=0123", "train.learning_rate=1e-4", "testbed.n_pool=0x10"])
     assert (cfg.train.max_steps, cfg.train.seeds, cfg.model.revision) == (10, [7, 10], "0123456")
     assert cfg.eval.sets == {"a": "0123"} and cfg.train.learning_rate == 1e-4 and cfg.testbed.n_pool == 16
+
+
+def test_redact_masks_a_user_password_part_alone_not_an_at_sign_after_an_http_host():
+    """'http://host:5000/path?owner=bob@corp.com' was shown as 'http://***@corp.com': an '@' anywhere in a URL was
+    read as the end of a user:password part. An http(s) URL whose authority (up to the first '/', '?' or '#') is a
+    plain host[:port] has none; a real one is still masked, one with a raw '/', '#', '?' or '@' in its password (no
+    host:port before it, or a database URL, which SQLAlchemy reads to the '@') to the last '@', as are secret query
+    values and a URL inside another's query."""
+    for url in ("http://host:5000/path?owner=bob@corp.com", "https://h/u@team/api", "http://[::1]:5000/a@b",
+                "http://127.0.0.1:4200/api"):
+        assert redact(url) == url, url
+    for url, shown in (("https://alice:pw@host:5000/api?token=x", "https://***@host:5000/api?token=***"),
+                       ("http://host:5000/x?owner=bob@corp.com&sig=S", "http://host:5000/x?owner=bob@corp.com&sig=***"),
+                       ("postgresql://bob:pa/ss@db/mlflow", "postgresql://***@db/mlflow"),
+                       ("http://alice:p@ss@host/api", "http://***@host/api"), ("http://a:p#s?s@h/x", "http://***@h/x"),
+                       ("http://a:p/ss@h:5000/x", "http://***@h:5000/x"),
+                       ("http://h/?next=http://u:p@h2/x", "http://h/?next=http://***@h2/x"),
+                       ("tls://user:DASK_PW@sched:8786", "tls://***@sched:8786"),
+                       ("see http://a:b@h1/x and http://c:d@h2/y", "see http://***@h1/x and http://***@h2/y")):
+        assert redact(url) == shown, url

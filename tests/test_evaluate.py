@@ -20,6 +20,7 @@ from saerl.evaluate import (
     generated_prompts,
     problem_scores,
     reachable_ids,
+    reaches,
     select_problems,
     steps_ratio_interval,
     steps_to_target,
@@ -382,6 +383,32 @@ def test_steps_to_target_with_a_null_final_reference_accuracy_has_no_target():
     out = steps_to_target(curve)
     assert out["target"].is_nan().all() and out["mean_steps"].is_null().all() and out["ratio"].is_null().all()
     assert not out.filter(pl.col("arm") == "saerl")["reached"][0]
+
+
+def test_steps_to_target_never_counts_a_nan_point_or_a_nan_target_as_reached():
+    """polars orders NaN above every number: a NaN accuracy (a point with no problem scored) counted as reaching any
+    target, and a NaN target (the reference's final accuracy NaN) was reached by every NaN point. Now neither is."""
+    nan = float("nan")
+    curve = pl.DataFrame({"arm": ["vanilla"] * 3 + ["saerl"] * 3, "seed": [0] * 6, "step": [0, 10, 20] * 2,
+                          "accuracy": [0.2, 0.4, 0.6, 0.2, nan, 0.7], "n": [10] * 6})
+    fixed = {r["arm"]: r for r in steps_to_target(curve, 0.5).iter_rows(named=True)}
+    assert fixed["saerl"]["steps"] == 20 and fixed["saerl"]["mean_steps"] == 20.0  # not 10, its NaN point
+    assert fixed["saerl"]["ratio"] == pytest.approx(1.0)
+    no_final = curve.with_columns(pl.when((pl.col("arm") == "vanilla") & (pl.col("step") == 20)).then(nan)
+                                  .otherwise(pl.col("accuracy")).alias("accuracy"))
+    out = steps_to_target(no_final)
+    assert out["target"].is_nan().all() and out["steps"].is_null().all() and not out["reached"].any()
+    assert out["mean_steps"].is_null().all() and out["ratio"].is_null().all()
+    assert not pl.DataFrame({"accuracy": [nan, 1.0]}).select(reaches(nan))[:, 0].any()
+
+
+def test_steps_ratio_interval_reads_a_nan_target_as_none():
+    """steps_to_target reads a NaN target as none (the reference's final accuracy); the interval beside it took it
+    as a fixed target nobody reaches, and gave no interval to a row with a ratio. Now both read the same target."""
+    n = 20
+    fast, slow = [[0] * n, [1] * n, [1] * n], [[0] * n, [0] * n, [1] * n]
+    clear = _problem_curves({("vanilla", 0): slow, ("vanilla", 1): slow, ("saerl", 0): fast, ("saerl", 1): fast})
+    assert steps_ratio_interval(clear, target=float("nan"), n_boot=50).equals(steps_ratio_interval(clear, n_boot=50))
 
 
 def test_curve_from_per_sample_frames():

@@ -114,6 +114,34 @@ def test_a_local_server_starts_under_the_roots_start_lock(tmp_path, monkeypatch)
     assert held_while_starting == [True, True, True]
 
 
+def test_the_servers_home_is_kept_from_other_users(tmp_path, monkeypatch):
+    """Under a umask of 022 the local server's prefect.db (every flow run's parameters: a database tracking URI's
+    password among them) was world-readable, and so was PREFECT_HOME. Other users' bits are now off what the server
+    writes (its umask) and off the home and what an older run left in it; the group's stay (a team shares a root)."""
+    import flows.server as server
+
+    fake = tmp_path / "prefect-fake"
+    fake.write_text(FAKE_SERVER.replace("server.serve_forever()", "open(os.path.join(os.environ['PREFECT_HOME'], "
+                                        "'prefect.db'), 'w').close()\nserver.serve_forever()"))
+    fake.chmod(0o755)
+    root = tmp_path / "root"
+    monkeypatch.setattr(server, "prefect_executable", lambda: str(fake))
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+                        | {"FAKE_SERVER_PID": str(tmp_path / "server.pid")})  # restored after
+    monkeypatch.setattr(server, "_settings", lambda url, auth=None: __import__("contextlib").nullcontext())
+    old = os.umask(0o002)  # a team's: the group may write
+    try:
+        (root / "prefect").mkdir(parents=True)
+        (root / "prefect" / "server.log").write_text("an older run's\n")
+        with server.prefect_server(root):
+            home = root / "prefect"
+            assert (home.stat().st_mode & 0o777) == 0o770
+            assert (home / "server.log").stat().st_mode & 0o777 == 0o660
+            assert (home / "prefect.db").stat().st_mode & 0o777 == 0o660
+    finally:
+        os.umask(old)
+
+
 def test_a_local_server_for_an_existing_dask_cluster_is_warned(tmp_path, monkeypatch, caplog):
     """Workers of a cluster started apart cannot use a server on this machine's loopback that ends with the run;
     with runtime.prefect_api_url (a server they reach) nothing is said."""
@@ -233,6 +261,8 @@ def test_the_local_server_answers_only_the_runs_own_clients(prefect_api):
         return len(config)
 
     assert with_parameters({"token": "hf_not-a-token"}) == 1
+    home = Path(os.environ["PREFECT_HOME"])  # other users reach nothing in it, and not the flow runs' database
+    assert not [p.name for p in (home, *home.glob("prefect.db*")) if p.stat().st_mode & 0o007], "others read it"
     runs = f"{prefect_api}/flow_runs/filter"
     assert _ask(runs)[0] == 401
     assert _ask(runs, headers={"Origin": FOREIGN_ORIGIN})[0] == 401

@@ -37,6 +37,22 @@ def test_an_http_uris_credentials_move_to_mlflows_variables(clean_env):
         assert credentials_to_env(uri) == uri
 
 
+def test_an_http_uri_with_an_at_sign_after_its_host_is_refused(clean_env):
+    """A password holding a raw '/', '?' or '#' ended the host there: 'http://alice:p/ss@host/api' came back as it
+    was, its credentials in the URI (Prefect keeps it in clear), and 'http://alice:p@s/s@host/api' as
+    'http://s/s@host/api' (the wrong host, half the password left). Now it is refused, asking for percent-encoding,
+    without repeating the URI, and nothing is moved to the environment; an encoded one moves whole."""
+    for uri in ("http://alice:p/PW@host/api", "http://alice:p@PW/s@host/api", "https://a:p?PW@host", "http://a:p#PW@h",
+                "http://host:5000/x?owner=PW@corp.com"):
+        with pytest.raises(ValueError, match="Percent-encode") as err:
+            credentials_to_env(uri)
+        assert "PW" not in str(err.value) and not any(n in os.environ for n in MLFLOW_CREDENTIALS)
+    secret = load_config(None, ["tracking.uri=http://alice:p/ss@127.0.0.1:5000"])
+    with pytest.raises(ValueError, match="%2F"):
+        without_uri_credentials(secret)
+    assert credentials_to_env("http://alice:p%2Fss@host/api") == "http://host/api" and os.environ[MLFLOW_CREDENTIALS[1]] == "p/ss"
+
+
 def test_a_config_without_uri_credentials_is_the_same_object_else_a_copy(clean_env):
     cfg = load_config(None, ["tracking.uri=http://127.0.0.1:5000"])
     assert without_uri_credentials(cfg) is cfg
