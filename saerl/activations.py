@@ -7,7 +7,9 @@ in RL (chat template, generation prompt) unless the tokenizer has no template (e
 
 With extract.skip_head, a causal model's prompts each have a *head* (see :mod:`saerl.activation_store`): the
 chat template's tokens before the prompt text (:func:`template_head`), and at least the first token (the attention
-sink). The mean and max pooled vectors are taken over the tokens after it; "last" is the final token.
+sink). The mean and max pooled vectors are taken over the tokens after it; "last" is the final token. A causal model
+is a text decoder or a multimodal model that generates with one (:func:`is_causal`); the blocks hooked are its text
+decoder's, never a vision tower's (:func:`find_layers`).
 
 Work is split into *prompt-chunks* of ``extract.chunk_rows`` prompts, the unit of resume and of sharding.
 Batches are length-sorted and bounded by a padded-token budget *within* one chunk, so a chunk's bytes
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +40,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+)
 
 from saerl.activation_store import (
     STORE_NAME,
@@ -53,7 +61,16 @@ from saerl.activation_store import (
 from saerl.artifacts import ChunkLog, while_wanted
 from saerl.config import PKG_MODEL, ExtractConfig, ModelConfig, device_type, resolve_layer
 
+log = logging.getLogger("saerl.activations")
 CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+# the architectures of transformers' multimodal models that generate text with a causal text decoder (its
+# image-text-to-text classes: Gemma3ForConditionalGeneration, LlavaForConditionalGeneration, ...)
+MULTIMODAL_DECODERS = frozenset(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES.values())
+MULTIMODAL_SUFFIX = "ForConditionalGeneration"  # another multimodal one (an audio LM) counts with a causal text config
+CAUSAL_TYPES = frozenset(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)  # model types transformers loads as causal LMs
+# model types with a masked-LM head (BERT, RoBERTa, ...): bidirectional encoders unless their config says is_decoder
+# (their *LMHeadModel / *ForCausalLM class loads with is_decoder off: bidirectional attention, a new LM head)
+ENCODER_TYPES = frozenset(MODEL_FOR_MASKED_LM_MAPPING_NAMES)
 # prompt texts whose renderings' common token prefix is the template's head: their first characters differ in kind
 # (two digits, a lower- and an upper-case letter, punctuation), so at least two of their first tokens differ even in
 # a tokenizer that knows few of them (all unknown ones become its one unknown token) or lowercases its input
@@ -200,17 +217,62 @@ def pick_device(device: str = "auto") -> torch.device:
                          "the CPU), 'cpu' or 'cuda'") from None
 
 
-def find_layers(model: torch.nn.Module, n_layers: int) -> torch.nn.ModuleList:
-    """The model's list of transformer blocks: the first ModuleList holding exactly n_layers modules."""
-    for _, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:
-            return module
+def text_decoder(model: torch.nn.Module) -> torch.nn.Module:
+    """A causal model's text decoder, where transformers' get_decoder() names one (a multimodal model's language
+    model, a causal LM's base model), else the model itself."""
+    get = getattr(model, "get_decoder", None)
+    try:
+        decoder = get() if callable(get) else None
+    except (AttributeError, NotImplementedError, TypeError, ValueError):  # a model without a rule for it
+        decoder = None
+    return decoder if isinstance(decoder, torch.nn.Module) else model
+
+
+def find_layers(model: torch.nn.Module, n_layers: int, causal: bool = False) -> torch.nn.ModuleList:
+    """The model's list of transformer blocks: the first ModuleList holding exactly n_layers modules, looked for in a
+    causal model's text decoder first (:func:`text_decoder`: a multimodal model's vision tower may hold as many
+    blocks, and come first), then in the whole model."""
+    roots = [text_decoder(model), model] if causal else [model]
+    for root in roots:
+        for _, module in root.named_modules():
+            if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:
+                return module
     raise ValueError(f"no ModuleList of {n_layers} blocks found in {type(model).__name__}")
 
 
-def is_causal(config: Any) -> bool:
-    """Whether a transformers config is a causal LM's (an architecture named *ForCausalLM or *LMHeadModel)."""
+def reads_both_ways(config: Any) -> bool:
+    """Whether a transformers config is a bidirectional encoder's: a model type with a masked-LM head (BERT,
+    RoBERTa, ...) whose config does not set is_decoder (its LM-head class then attends both ways)."""
+    return config.model_type in ENCODER_TYPES and not getattr(config, "is_decoder", False)
+
+
+def has_text_decoder(config: Any) -> bool:
+    """Whether a multimodal config (an architecture named *ForConditionalGeneration, not an encoder-decoder) generates
+    with a causal text model: its text config's type is one transformers loads as a causal LM."""
+    if not any(a.endswith(MULTIMODAL_SUFFIX) for a in (config.architectures or [])):
+        return False
+    try:
+        text = config.get_text_config(decoder=True)
+    except ValueError:  # more than one text config: no single decoder to read
+        return False
+    return text is not config and text.model_type in CAUSAL_TYPES and not reads_both_ways(text)
+
+
+def names_causal_lm(config: Any) -> bool:
+    """Whether a config's architectures name a text causal LM class (*ForCausalLM or *LMHeadModel)."""
     return any(a.endswith(CAUSAL_SUFFIXES) for a in (config.architectures or []))
+
+
+def is_causal(config: Any) -> bool:
+    """Whether a transformers config is a causal LM's, which reads a prompt left to right: a text decoder (an
+    architecture named *ForCausalLM or *LMHeadModel, but not an encoder's LM head with is_decoder off, such as BERT's
+    BertLMHeadModel: :func:`reads_both_ways`) or a multimodal model that generates text with one (an architecture of
+    transformers' image-text-to-text mapping, such as Gemma3ForConditionalGeneration, or :func:`has_text_decoder`).
+    An encoder-decoder is not."""
+    if getattr(config, "is_encoder_decoder", False) or reads_both_ways(config):
+        return False
+    archs = config.architectures or []
+    return names_causal_lm(config) or any(a in MULTIMODAL_DECODERS for a in archs) or has_text_decoder(config)
 
 
 def load_model(name: str, model_cfg: ModelConfig, device: str = "auto") -> LoadedModel:
@@ -225,12 +287,13 @@ def load_model(name: str, model_cfg: ModelConfig, device: str = "auto") -> Loade
     dev = pick_device(device)
     dtype: Any = torch.float32 if dev.type == "cpu" else (
         "auto" if model_cfg.dtype == "auto" else getattr(torch, model_cfg.dtype))
-    cls = AutoModelForCausalLM if causal else AutoModel
+    # a multimodal model loads as its base model (AutoModel: the text decoder and the vision tower, no LM head)
+    cls = AutoModelForCausalLM if causal and names_causal_lm(config) else AutoModel
     with remote_code_guard(name):
         model = cls.from_pretrained(path, dtype=dtype, **weights_kwargs(model_cfg)).to(dev).eval()
         tokenizer = AutoTokenizer.from_pretrained(path, **common)
     n_layers = int(config.get_text_config().num_hidden_layers)
-    return LoadedModel(model, tokenizer, find_layers(model, n_layers), name, causal, dev)
+    return LoadedModel(model, tokenizer, find_layers(model, n_layers, causal), name, causal, dev)
 
 
 def render_ids(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], cfg: ExtractConfig) -> list[list[int]]:
@@ -247,20 +310,21 @@ def render_ids(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], cfg: 
 
 
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                   cfg: ExtractConfig) -> tuple[TokenIds, int]:
+                   cfg: ExtractConfig) -> tuple[TokenIds, np.ndarray]:
     """Token ids per prompt as :func:`render_ids` gives them, truncated to cfg.max_length on
     cfg.truncation_side, packed flat (TokenIds: 4 bytes a token). Tokenized TOKENIZE_BATCH prompts a call, each
     batch cut and packed before the next, so the tokenizer's Python lists never hold more than one batch (the whole
-    pool at once took ~145 bytes a token: 6.5-11 GB for 500k prompts). Returns (ids, how many prompts were cut)."""
+    pool at once took ~145 bytes a token: 6.5-11 GB for 500k prompts). Returns (ids, how many tokens were cut from
+    each prompt: int64, 0 for a prompt kept whole)."""
     if not len(prompts):
         raise ValueError("no prompts to tokenize: extraction needs at least one prompt")
     cut = cfg.max_length
     parts: list[np.ndarray] = []
     lengths = np.empty(len(prompts), dtype=np.int64)
-    n_truncated = 0
+    n_cut = np.zeros(len(prompts), dtype=np.int64)
     for lo in range(0, len(prompts), TOKENIZE_BATCH):
         batch = render_ids(tokenizer, prompts[lo: lo + TOKENIZE_BATCH], cfg)
-        n_truncated += sum(len(x) > cut for x in batch)
+        n_cut[lo: lo + len(batch)] = [max(0, len(x) - cut) for x in batch]
         batch = [x[-cut:] if cfg.truncation_side == "left" else x[:cut] for x in batch]
         lengths[lo: lo + len(batch)] = [len(x) for x in batch]
         parts.append(np.fromiter(chain.from_iterable(batch), dtype=np.int32, count=sum(map(len, batch))))
@@ -268,7 +332,7 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
     if empty:
         raise ValueError(f"{len(empty)} prompts tokenize to nothing (first rows: {empty[:5]}); drop them at ingest")
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return TokenIds(np.concatenate(parts), offsets), n_truncated
+    return TokenIds(np.concatenate(parts), offsets), n_cut
 
 
 def tokenize_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], cfg: ExtractConfig) -> list[list[int]]:
@@ -288,24 +352,30 @@ def template_head(tokenizer: PreTrainedTokenizerBase, cfg: ExtractConfig) -> lis
     return head
 
 
-def head_lengths(token_ids: TokenIds | Sequence[Sequence[int]], head: Sequence[int], skip: bool) -> np.ndarray:
-    """Head tokens per prompt (int32): when `skip`, how many of its first ids equal `head`'s first ids (len(head)
-    for a prompt that starts with it; 0 for one cut on the left; fewer where the prompt's first token merged with
-    the template's last ones, as a BPE merges a template's trailing space into the next word: a causal model's
-    residuals there equal every prompt's), then at least 1 (the first token, the attention sink) and at most its
-    length - 1 (every prompt keeps a token); without `skip`, 0 each. Read from the packed ids one head position at a
-    time (memory: a few arrays of one value a prompt)."""
+def head_lengths(token_ids: TokenIds | Sequence[Sequence[int]], head: Sequence[int], skip: bool,
+                 left_cut: np.ndarray | Sequence[int] | None = None) -> np.ndarray:
+    """Head tokens per prompt (int32): when `skip`, how many of its first ids equal `head`'s ids from position n on,
+    n the tokens cut from its left (`left_cut`; None: none cut): len(head) for a prompt that starts with the head,
+    len(head) - n for one whose cut took the head's first n tokens, 0 for one cut past the head, fewer where the
+    prompt's first token merged with the template's last ones (as a BPE merges a template's trailing space into the
+    next word: a causal model's residuals there equal every prompt's); then at least 1 (the first token, the attention
+    sink) and at most its length - 1 (every prompt keeps a token). Without `skip`, 0 each. Read from the packed ids
+    one head position at a time (memory: a few arrays of one value a prompt)."""
     packed = TokenIds.of(token_ids)
     lengths = packed.lengths
     if not skip:
         return np.zeros(len(lengths), dtype=np.int32)
-    shared = np.zeros(len(lengths), dtype=np.int64)  # the common prefix of each prompt and the head
+    shared = np.zeros(len(lengths), dtype=np.int64)  # the common prefix of each prompt and the head's kept part
     alive = np.ones(len(lengths), dtype=bool)  # prompts that matched the head so far
     starts, last = packed.offsets[:-1], max(len(packed.flat) - 1, 0)
-    for j, want in enumerate(head):
+    first = np.zeros(len(lengths), dtype=np.int64) if left_cut is None else np.asarray(left_cut, dtype=np.int64)
+    wanted = np.asarray(head, dtype=np.int64)
+    for j in range(len(wanted)):
         if not len(packed.flat):
             break
-        alive &= (j < lengths) & (packed.flat[np.minimum(starts + j, last)] == want)
+        at = first + j  # the head position each prompt's j-th kept token stands at
+        want = wanted[np.minimum(at, len(wanted) - 1)]
+        alive &= (j < lengths) & (at < len(wanted)) & (packed.flat[np.minimum(starts + j, last)] == want)
         shared += alive
     return np.minimum(np.maximum(1, shared), lengths - 1).astype(np.int32)
 
@@ -346,7 +416,14 @@ def forward_to_layer(loaded: LoadedModel, layer: int, input_ids: torch.Tensor, m
         handle.remove()
     if "h" not in captured:
         raise RuntimeError(f"block {layer} of {loaded.name} never ran: the model skipped its layer list")
-    return captured["h"]
+    h = captured["h"]
+    if not isinstance(h, torch.Tensor) or h.dim() != 3 or tuple(h.shape[:2]) != tuple(input_ids.shape):
+        shape = list(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__
+        raise ValueError(f"block {layer} of {loaded.name} outputs {shape}, not one residual stream of [batch, tokens, "
+                         f"d_model] = {[*input_ids.shape, loaded.d_model]} (Gemma 3n's blocks stack several streams, "
+                         "[streams, batch, tokens, d]), so saerl cannot read it: extract another model's internals "
+                         "(extract.model, or model.name_or_path when extract.model is unset)")
+    return h
 
 
 def pad_batch(seqs: Sequence[np.ndarray], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -479,8 +556,9 @@ def prepare_extraction(prompts: Sequence[str], ids: Sequence[str], out_dir: str 
     """Tokenize and lay out ``out_dir/activations.zarr`` without running the model (config + tokenizer
     only), so shards can then run extract_chunks in other processes. The model is `model_path`, else
     cfg.model, else model_cfg.name_or_path. Each prompt's head length (head_lengths of template_head, when
-    cfg.skip_head and the model is causal; else 0) goes into the store. An existing store for the same inputs is
-    kept (resume); the inputs include the heads and the dtype the model resolves to on `device` (see
+    cfg.skip_head and the model is causal, else 0; a prompt cut on the left keeps what its cut left of the head) goes
+    into the store; a template head of extract.max_length tokens or more is warned of. An existing store for the
+    same inputs is kept (resume); the inputs include the heads and the dtype the model resolves to on `device` (see
     resolve_dtype), so a store begun on another kind of device or with other heads is rebuilt, never mixed."""
     name = model_path or cfg.model or model_cfg.name_or_path
     config = model_config(name, model_cfg)
@@ -489,12 +567,18 @@ def prepare_extraction(prompts: Sequence[str], ids: Sequence[str], out_dir: str 
     dtype = resolve_dtype(config, model_cfg, pick_device(device))
     with remote_code_guard(name):
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name), **hub_kwargs(model_cfg))
-    token_ids, n_truncated = encode_prompts(tokenizer, prompts, cfg)
+    token_ids, n_cut = encode_prompts(tokenizer, prompts, cfg)
     skip = cfg.skip_head and is_causal(config)
-    heads = head_lengths(token_ids, template_head(tokenizer, cfg) if skip else [], skip)
+    head = template_head(tokenizer, cfg)
+    if len(head) >= cfg.max_length:
+        log.warning("extract: %s puts %d template tokens before every prompt's text, at least extract.max_length=%d: "
+                    "every prompt is cut (extract.truncation_side=%s), and the model reads none as the policy sees it "
+                    "(raise extract.max_length above %d)", name, len(head), cfg.max_length, cfg.truncation_side,
+                    len(head))
+    heads = head_lengths(token_ids, head if skip else [], skip, n_cut if cfg.truncation_side == "left" else None)
     store = Path(out_dir) / STORE_NAME
     prepare_store(store, list(ids), token_ids, model=name, layer=layer, d_model=d_model, n_layers=n_layers, cfg=cfg,
-                  dtype=dtype, n_truncated=n_truncated, heads=heads)
+                  dtype=dtype, n_truncated=int(np.count_nonzero(n_cut)), heads=heads)
     return store
 
 

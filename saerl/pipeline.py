@@ -183,15 +183,24 @@ def check_model(name: str, field: str, chat: bool, revision: str | None = None) 
     """Refuse a model a config field names that cannot load, before the first stage (transformers' own error came when
     a stage loaded it, never naming the field): a hub id ('org/name') that is neither in the local Hugging Face cache
     nor on a hub this machine reaches (:func:`hub_model_problem`), a local folder that does not exist (a path: it
-    starts with '/', '.' or '~', or has more than one '/'), holds no config.json or no
-    .safetensors weights (a pickled checkpoint alone: transformers' own error named no field), and with `chat` a local folder whose tokenizer has no chat template (RL's prompts are chat-formatted; it failed at the
-    label stage, after extraction and the SAE). 'testbed' and 'pkg:<module>' are left to their stages.
+    starts with '/', '.' or '~', or has more than one '/'), holds no config.json or no .safetensors weights (a pickled
+    checkpoint alone: transformers' own error named no field), and with `chat` (the plan prompts it: it is the policy)
+    a local folder whose model is no causal LM (:func:`saerl.policy_lm.not_causal_problem`: an encoder such as MiniLM
+    ran every stage to training, and generated from a random LM head), whose tokenizer has no chat template (RL's
+    prompts are chat-formatted; it failed at the label stage, after extraction and the SAE) or no eos_token (trl's
+    first training step failed on None). A 'pkg:<module>' model is checked as the folder it resolves to; 'testbed'
+    is left to its stage.
     in: the value, its config field, whether the plan prompts it; raises FileNotFoundError / ValueError."""
-    if name == "testbed" or name.startswith(PKG_MODEL):
+    if name == "testbed":
         return
-    path = Path(name).expanduser()
+    local = name  # the folder or hub id it names
+    if name.startswith(PKG_MODEL):  # (a package not installed failed planning already: folder_stamp resolves it)
+        from saerl.activations import resolve_model_path
+
+        local = resolve_model_path(name)
+    path = Path(local).expanduser()
     if not path.exists():
-        if name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name:
+        if local.startswith(("/", ".", "~")) or local.count("/") > 1 or "\\" in local:
             raise FileNotFoundError(missing_file(f"model folder {name}", path, field)
                                     + "; a hub model is named 'org/name'")
         if problem := hub_model_problem(name, field, revision):  # a hub id
@@ -208,10 +217,37 @@ def check_model(name: str, field: str, chat: bool, revision: str | None = None) 
                          "alone (a pickled pytorch_model.bin can run code when loaded). Fix: where you trust the "
                          "checkpoint, load it with transformers and save it with save_pretrained(DIR, "
                          "safe_serialization=True), then name DIR")
-    if chat and not has_chat_template(path):
-        raise ValueError(f"{field}={name}: its tokenizer has no chat template (tokenizer_config.json's chat_template "
+    if chat:
+        check_policy_folder(path, f"{field}={name}")
+
+
+def check_policy_folder(path: Path, shown: str) -> None:
+    """Refuse a local policy folder RL cannot prompt: its model is no causal LM (read from its config where
+    transformers reads it without the repo's own code), its tokenizer has no chat template or no eos_token. in: the
+    folder, the field as the user wrote it ('model.name_or_path=...'); raises ValueError naming the fix."""
+    from saerl.policy_lm import not_causal_problem
+
+    if (config := local_config(path)) is not None and (problem := not_causal_problem(config, shown)):
+        raise ValueError(problem)
+    if not has_chat_template(path):
+        raise ValueError(f"{shown}: its tokenizer has no chat template (tokenizer_config.json's chat_template "
                          "or chat_template.jinja), and RL prompts the policy as a chat (trl): use a chat or instruct "
                          "model, or set tokenizer.chat_template and save_pretrained it into the folder")
+    if has_eos_token(path) is False:
+        raise ValueError(f"{shown}: its tokenizer has no eos_token, and RL (trl) ends each completion at it (the first "
+                         "training step failed on None): set tokenizer.eos_token, e.g. to the chat template's "
+                         "end-of-turn token, and save_pretrained it into the folder")
+
+
+def local_config(path: Path) -> Any | None:
+    """The transformers config of a local model folder, or None where transformers cannot read it alone (a model
+    type of the repo's own code: its stage names the flag; a config.json it cannot parse: loading names it)."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (ValueError, OSError, KeyError, TypeError):
+        return None
 
 
 @functools.lru_cache(maxsize=HUB_CHECKS_KEPT)
@@ -330,6 +366,25 @@ def has_chat_template(folder: Path) -> bool:
         return bool(config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
     except (OSError, ValueError):
         return False
+
+
+def has_eos_token(folder: Path) -> bool | None:
+    """Does the tokenizer saved in `folder` have an eos_token? True where tokenizer_config.json or
+    special_tokens_map.json names one, else the tokenizer loaded (a tokenizer class can bring its own default, as
+    GPT-2's does); None where it cannot load without the repo's own code or at all (its stage names why). in: model
+    folder; out: the verdict."""
+    from transformers import AutoTokenizer
+
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        try:
+            if json.loads((folder / name).read_text(encoding="utf-8")).get("eos_token"):
+                return True
+        except (OSError, ValueError, AttributeError):  # no such file, no JSON, or not an object
+            continue
+    try:
+        return AutoTokenizer.from_pretrained(folder).eos_token is not None
+    except (ValueError, OSError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def check_vllm(device: str) -> None:

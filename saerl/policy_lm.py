@@ -80,7 +80,8 @@ def load_policy(model_dir: str | Path, model_cfg: ModelConfig | None = None,
     labels, training and evaluation read the same weights; training leaves it on the CPU ("cpu", the default)
     and trl places it. With model.stop_at_turn_end, the chat template's end-of-turn token (:func:`turn_end_id`)
     joins the generation_config's EOS ids, where trl's rollouts and :func:`stop_ids` look. A model that needs its
-    own code while model.trust_remote_code is off raises RemoteCodeError naming the flag."""
+    own code while model.trust_remote_code is off raises RemoteCodeError naming the flag; a model that is no causal
+    LM (:func:`not_causal_problem`: BERT's BertLMHeadModel loaded with a new, random LM head) a ValueError."""
     from saerl.activations import (
         hub_kwargs,
         pick_device,
@@ -93,10 +94,33 @@ def load_policy(model_dir: str | Path, model_cfg: ModelConfig | None = None,
     path = resolve_model_path(str(model_dir))
     with remote_code_guard(str(model_dir)):  # the model first: its config names any code of the repo's own
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **weights_kwargs(mcfg))
+        if problem := not_causal_problem(model.config, f"the policy model {model_dir}"):
+            raise ValueError(problem)
         tok = AutoTokenizer.from_pretrained(path, **hub_kwargs(mcfg))
     if (model_cfg or ModelConfig()).stop_at_turn_end:
         add_stop_id(model, turn_end_id(tok))
     return model.to(pick_device(device)), tok
+
+
+def not_causal_problem(config: Any, shown: str) -> str | None:
+    """Why a model cannot be the policy, or None: RL generates with it, so it must be a causal LM
+    (saerl.activations.is_causal); an encoder (BERT, MiniLM) loaded as one gets bidirectional attention and a new,
+    random LM head, and generates without complaint. A config naming no architecture passes unless its type is an
+    encoder's or an encoder-decoder's. in: its transformers config, how to name it in the message
+    ('model.name_or_path=...'); out: one line naming the fix, or None."""
+    from saerl.activations import ENCODER_TYPES, is_causal, reads_both_ways
+
+    if is_causal(config):
+        return None
+    if not config.architectures and not reads_both_ways(config) and not getattr(config, "is_encoder_decoder", False):
+        return None  # a config.json naming no architecture (older checkpoints): nothing says it is not causal
+    archs = ", ".join(config.architectures or []) or f"model type {config.model_type}"
+    kind = ("an encoder" if config.model_type in ENCODER_TYPES else
+            "an encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "a model")
+    return (f"{shown} is {kind} ({archs}), not a causal LM, and the policy must be one: RL generates with it left "
+            "to right (an architecture named *ForCausalLM or *LMHeadModel, or a multimodal one with a text decoder "
+            "such as Gemma3ForConditionalGeneration). An encoder's internals can still be read: set "
+            "extract.model to it and keep a causal LM as model.name_or_path")
 
 
 UNKNOWN_NOTE_SHARE = 0.02  # a policy whose tokenizer reads more of the prompts' tokens as its unknown token is noted

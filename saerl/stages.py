@@ -46,7 +46,7 @@ STAGES: dict[str, Stage] = {
         Stage("testbed", "6", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
         Stage("ingest", "13", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
         Stage(
-            "extract", "5",
+            "extract", "6",
             ("model.name_or_path", "model.revision", "model.dtype", "model.trust_remote_code", "model.hub_kernels",
              "extract"),
             ("ingest", "testbed"), "residual-stream activations in chunked Zarr",

