@@ -214,8 +214,9 @@ def naming_a_full_disk(root: Path) -> Iterator[None]:
                       "and chunk is kept") from err
 
 
-def run_pipeline(cfg: PipelineConfig, until: str | None = None) -> dict:
+def run_pipeline(cfg: PipelineConfig, until: str | None = None, invocation: str | None = None) -> dict:
     """Run the pipeline flow for a validated config under one local Prefect server; returns the run record.
+    `invocation`: the command line, which the run record and MLflow keep (:func:`command_line`).
     A Prefect server that dies mid-run costs a warning, not the run (flows.pipeline.run_pipeline_flow)."""
     from flows.server import prefect_server
     from saerl.pipeline import check_runnable
@@ -230,7 +231,7 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None) -> dict:
 
         flow = pipeline_flow.with_options(task_runner=task_runner(cfg))
         with quiet_libraries(cfg):  # runtime.progress off: no library progress bars or Dask INFO lines either
-            return run_pipeline_flow(flow, cfg.model_dump(mode="json"), until)
+            return run_pipeline_flow(flow, cfg.model_dump(mode="json"), until, invocation)
 
 
 def with_root(overrides: list[str], root: str | None) -> list[str]:
@@ -251,15 +252,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
                           "it from a clone of the repository (python3 dev.py demo), or `saerl run CONFIG` with a config "
                           "of yours")
     cfg = load_config(DEMO_CONFIG, overrides)
-    run_pipeline(cfg)
+    run_pipeline(cfg, invocation=command_line(args))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`saerl run CONFIG [key=value ...] [--until STAGE] [--root ROOT]`."""
     cfg = load_config(args.config, with_root(args.overrides, args.root))
-    run_pipeline(cfg, args.until)  # checks --until and the plan before a server starts
+    run_pipeline(cfg, args.until, command_line(args))  # checks --until and the plan before a server starts
     return 0
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that started this run, as the shell would read it back ('saerl run configs/smoke.yaml a=1 --until
+    score'), URL credentials masked: the run record and its MLflow parent keep it. in: parsed args (parse_args keeps
+    the words); out: the text."""
+    import shlex
+
+    from saerl.config import redact
+
+    return redact(shlex.join(["saerl", *getattr(args, "argv", [])]))
 
 
 class GridAction(argparse.Action):
@@ -554,6 +566,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
+    args.argv = argv  # the words as given: what the run records as its command (command_line)
     stray = [a for a in rest if a.startswith("-") or "=" not in a]
     if stray or (rest and getattr(args, "overrides", None) is None):
         parser.error(f"unrecognized arguments: {' '.join(stray or rest)}")

@@ -26,7 +26,16 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.server import die_with_parent
-from saerl.artifacts import ArtifactRef, ArtifactStore, library_versions, read_manifest, version_drift
+from saerl.artifacts import (
+    ArtifactRef,
+    ArtifactStore,
+    build_code,
+    build_machine,
+    code_drift,
+    library_versions,
+    read_manifest,
+    version_drift,
+)
 from saerl.config import (
     ADDRESS_FIELDS,
     CODE_FIELDS,
@@ -51,10 +60,13 @@ from saerl.pipeline import (
     resolve_upstream,
     stage_runs,
 )
+from saerl.report import recorded_config
 from saerl.runs import (
     FAILED,
     FAILED_CHARS,
     GIT,
+    INVOCATION,
+    MACHINE,
     PLANNED,
     PREFECT_TAGS,
     RUNNING,
@@ -62,6 +74,8 @@ from saerl.runs import (
     STOPPED,
     SWEEP,
     SWEEP_PARAMS,
+    UNTIL,
+    VERSIONS,
     RunRecord,
     StageRecord,
     explain,
@@ -77,7 +91,18 @@ from saerl.runs import (
 )
 from saerl.stages import code_version, stage_key, stage_slice
 from saerl.sweep import planned_run_keys, sweep_tags
-from saerl.tracking import LABEL_SEP, TRACKED_FAILED, TRACKED_KILLED, Tracker, git_tags, log_stage_run
+from saerl.tracking import (
+    CONFIG_FILE,
+    LABEL_SEP,
+    TRACKED_FAILED,
+    TRACKED_KILLED,
+    Tracker,
+    config_text,
+    git_tags,
+    log_stage_run,
+    record_tags,
+    rerun_command,
+)
 from tasks.stage import plain_record, prepare_shards_task, shard_task, stage_options, stage_task
 
 log = logging.getLogger("saerl.flow")
@@ -370,33 +395,39 @@ def waited_seconds(state: Any, result: dict[str, Any], fanned_wait: float) -> fl
 
 @flow(name="saerl-pipeline")
 def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[str, Any] | None = None,
-                  run_id: str | None = None) -> dict[str, Any]:
+                  run_id: str | None = None, invocation: str | None = None) -> dict[str, Any]:
     """Run the pipeline for a config dict up to stage `until`; returns the run record as a dict. `sweep`, for a
     run of an ablation: {"id": the sweep id, "setting": its setting's label, or 'shared upstream', "params":
     {'sweep.<dotted key>': value} of its setting (flows.sweep.sweep_run; absent or {} for the shared run)}; its
     printed lines then start with the label, its MLflow parent run is named '<label> | <run id>' and each nested
     stage run '<label> | <stage run>', all of them tagged (saerl.sweep, saerl.setting) and given the params, and its
     run record's extra keeps the id and label ('sweep', 'setting'). `run_id`: the run's id, when the caller named
-    the flow run after it (:func:`run_pipeline_flow`); None: a new one. The MLflow parent run is tagged with the
-    Prefect flow run and deployment (:func:`prefect_tags`)."""
+    the flow run after it (:func:`run_pipeline_flow`); None: a new one. `invocation`: the command that started it
+    (credentials masked), kept in the run record and tagged; None (a sweep child, a call from Python): its equivalent
+    on the run's config file. The MLflow parent run is tagged with the Prefect flow run and deployment
+    (:func:`prefect_tags`), the code, library versions and machine at its start (saerl.tracking.record_tags), and
+    holds the run's config as CONFIG_FILE, which `saerl run` takes to run it again."""
     cfg = build_config(config)
     check_runnable(cfg, until)  # a deployment's run fails here, not at its last stage
     root = Path(cfg.runtime.artifact_root).resolve()
     store = ArtifactStore(root)
     label = sweep["setting"] if sweep else None
-    code = git_tags()  # kept in the record: a later relog tags this code, not the checkout's of that day
     prefect = prefect_tags()  # kept too: a relog tags the flow run and deployment the run was
-    extra: dict[str, Any] = {RUNNING: True, GIT: code, PREFECT_TAGS: prefect}  # RUNNING until it ends, either way
+    installed = library_versions()  # what a reused artifact's build is compared with (version_drift)
+    # kept in the record: a later relog tags this code, these versions and machine, not the relog's
+    extra: dict[str, Any] = {RUNNING: True, GIT: git_tags(), PREFECT_TAGS: prefect,  # RUNNING until it ends, either way
+                             VERSIONS: installed, MACHINE: build_machine(), UNTIL: until,
+                             INVOCATION: redact(invocation) if invocation else f"(equivalent) {rerun_command(until)}"}
     if sweep:
         extra |= {SWEEP: sweep["id"], SETTING: label, SWEEP_PARAMS: sweep.get("params") or {}}
     record = RunRecord(name=cfg.name, run_id=run_id or new_run_id(), config=redacted(flatten(cfg)), extra=extra)
     planned = [name for _, name, _, _ in stage_runs(cfg, until)]
     previous = previous_stage_runs(root, cfg.name, planned)  # per stage run: a newer run may have stopped before it
-    tracker = Tracker(cfg, root, record.run_id, tags=code | prefect, label=label,
+    tracker = Tracker(cfg, root, record.run_id, tags=record_tags(extra) | prefect, label=label,
                       common_tags=sweep_tags(sweep["id"], label) if sweep else {},
                       common_params=(sweep.get("params") or {}) if sweep else {})
+    tracker.log_text(config_text(recorded_config(record.config), record.run_id, until), CONFIG_FILE)
     refs: dict[str, ArtifactRef] = {}
-    installed = library_versions()  # what a reused artifact's build is compared with (version_drift)
 
     def tell(message: str) -> None:
         say(message, label)
@@ -455,14 +486,16 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         computed = bool(result["computed"]) and state.name != "Cached"
         seconds = run_seconds(run, state, result)
         ref = refs[name] = stored_ref(store, stage, key)
+        built = {} if computed else read_manifest(Path(ref.path))  # a reused artifact's build: versions, code
         sl = stage_slice(cfg, stage, keys)
         # a fanned stage waits for another flow's build of its key in this process (build_sharded holds the lock)
         waited = waited_seconds(state, result, store.take_waited(stage, key) if run["fanned"] else 0.0)
         resumed = run["resumed"] if run["fanned"] else result.get("resumed", "")
         rec = StageRecord(stage=name, key=key, status="computed" if computed else "cached",
-                          reason=explain(name, computed, sl, keys, previous, run["note"], waited,
-                                         resumed, drift="" if computed else version_drift(
-                                             read_manifest(Path(ref.path)).get("library_versions"), installed)),
+                          reason=explain(name, computed, sl, keys, previous, run["note"], waited, resumed,
+                                         drift="" if computed else version_drift(built.get("library_versions"),
+                                                                                 installed),
+                                         code_drift="" if computed else code_drift(built.get("git"), build_code())),
                           config=sl, inputs=keys, code_version=code_version(stage),
                           seconds=seconds, bytes=store.size_bytes(stage, key), path=ref.path)
         record.stages[name] = rec
@@ -559,16 +592,17 @@ def finished_record(root: Path, config: dict[str, Any], until: str | None, run_i
     return record if {name: st.key for name, st in record.stages.items()} == planned else None
 
 
-def run_pipeline_flow(flow_fn: Any, config: dict[str, Any], until: str | None = None) -> dict[str, Any]:
-    """Call a pipeline flow (`pipeline_flow`, possibly with options) and return its run record. The flow run is
-    named after the run's id (:func:`named_run`). Prefect 3 runs
+def run_pipeline_flow(flow_fn: Any, config: dict[str, Any], until: str | None = None,
+                      invocation: str | None = None) -> dict[str, Any]:
+    """Call a pipeline flow (`pipeline_flow`, possibly with options) and return its run record; `invocation`: the
+    command that started it (:func:`pipeline_flow`). The flow run is named after the run's id (:func:`named_run`). Prefect 3 runs
     task runs on the client, so when the Prefect API dies mid-run every stage still finishes and stores its
     artifact; only reporting the flow run's final state fails. Then, if the record holds every planned stage
     run, warn (the flow run's record in Prefect is incomplete) and return it; any other failure is raised."""
     root = Path(build_config(config).runtime.artifact_root).resolve()
     named, run_id = named_run(flow_fn)
     try:
-        return named(config=config, until=until, run_id=run_id)
+        return named(config=config, until=until, run_id=run_id, invocation=invocation)
     except orchestration_errors() as err:
         record = finished_record(root, config, until, run_id)
         if record is None:
@@ -746,6 +780,15 @@ def deployment_config(config_path: str, overrides: list[str] | None) -> Pipeline
     return load_config(config_path, overrides or [])
 
 
+def deployment_invocation(config_path: str, overrides: list[str] | None, until: str | None) -> str:
+    """What a deployment's run records as its command (RunRecord.extra INVOCATION): the `saerl run` command line its
+    parameters stand for, marked as a deployment's. in: its config_path, overrides and until; out: the text."""
+    import shlex
+
+    return "(deployment) " + shlex.join(["saerl", "run", config_path, *(overrides or []),
+                                         *(["--until", until] if until else [])])
+
+
 @flow(name="saerl-pipeline-from-file")
 def pipeline_from_file(config_path: str = "configs/demo.yaml", overrides: list[str] | None = None,
                        until: str | None = None) -> dict[str, Any]:
@@ -764,4 +807,5 @@ def pipeline_from_file(config_path: str = "configs/demo.yaml", overrides: list[s
         cfg = without_uri_credentials(cfg)  # the subflow's parameters are kept in clear by Prefect
         named, run_id = named_run(pipeline_flow.with_options(task_runner=task_runner(cfg)))
         with quiet_libraries(cfg):
-            return named(config=cfg.model_dump(mode="json"), until=until, run_id=run_id)
+            return named(config=cfg.model_dump(mode="json"), until=until, run_id=run_id,
+                         invocation=deployment_invocation(config_path, overrides, until))

@@ -127,6 +127,20 @@ def model_config(name: str, model_cfg: ModelConfig) -> Any:
         return AutoConfig.from_pretrained(resolve_model_path(name), **hub_kwargs(model_cfg))
 
 
+def hub_commit(name: str, model_cfg: ModelConfig) -> str | None:
+    """The hub commit a model named by hub id loads from, for the extract manifest (saerl.artifacts.HUB_COMMIT): the
+    snapshot of model.revision (None: the main branch) the local Hugging Face cache holds once the model is loaded,
+    which is the commit the load resolved (transformers >= 5 keeps no config._commit_hash); None for a local folder
+    (the testbed's included), a pkg: model, or one the cache does not hold. in: model name or path, its settings;
+    out: the commit or None."""
+    from saerl.stages import hub_cached_config
+
+    if name.startswith(PKG_MODEL) or Path(name).expanduser().exists():
+        return None
+    cached = hub_cached_config(name, model_cfg.revision)  # <cache>/models--org--name/snapshots/<commit>/config.json
+    return cached.parent.name if cached is not None else None
+
+
 def config_shape(config: Any) -> tuple[int, int]:
     """(n_layers, d_model) of a transformers config (its text model's, for a multimodal one)."""
     text = config.get_text_config()

@@ -24,6 +24,7 @@ import platform
 import re
 import shutil
 import stat
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -41,9 +42,18 @@ CACHE_RECORDS_DIR = "prefect-results"  # <root>/<this>/<stage>-<key>: the orches
 CHUNK_DIR = "_chunks"
 TRACKED_LIBRARIES = (
     "saerl", "torch", "transformers", "trl", "sae-lens", "prefect", "zarr", "polars", "scikit-learn", "mlflow",
-    "math-verify",
+    "math-verify", "numpy", "scipy",
 )
+HUB_COMMIT = "hub_commit"  # a manifest's field: the hub commit of the model or SAE its build loaded (where known)
+PYTHON = "python"  # library_versions' entry for the interpreter's version (no package to ask importlib for)
 HASH_BLOCK = 1 << 20
+PACKAGE_DIR = Path(__file__).resolve().parent  # the saerl package's folder: its git commit is the code's
+CODE_PATHS = ("saerl", "flows", "tasks", "pyproject.toml")  # a checkout's code, relative to its top: what its dirty
+# flag reads (an artifact root, an MLflow store or a scratch file elsewhere in the checkout is no code change)
+GIT_TIMEOUT_S = 5  # the longest a git call may take before the commit / dirty fields read 'unknown'
+UNKNOWN = "unknown"
+DIRTY_SHOWN = 5  # changed files a code state names (the first, sorted), before '+N more'
+DIFF_SHOWN = 12  # hex characters of the hash of a dirty checkout's changes (:func:`code_state`)
 
 
 class CorruptArtifact(RuntimeError):
@@ -146,8 +156,9 @@ class ArtifactRef:
 
 
 def library_versions() -> dict[str, str]:
-    """Installed versions of the libraries whose behaviour shapes artifacts."""
-    out = {}
+    """Installed versions of the libraries whose behaviour shapes artifacts (TRACKED_LIBRARIES; one not installed
+    is left out), and the interpreter's under PYTHON. in: nothing; out: {package: version}."""
+    out = {PYTHON: platform.python_version()}
     for name in TRACKED_LIBRARIES:
         try:
             out[name] = metadata.version(name)
@@ -158,7 +169,8 @@ def library_versions() -> dict[str, str]:
 
 # the libraries whose versions can move an artifact's numbers (saerl's own code is keyed by stage versions; prefect
 # and mlflow only run and record): a cached artifact built with others is reused, and its reason says so
-RESULT_LIBRARIES = ("torch", "transformers", "trl", "sae-lens", "zarr", "polars", "scikit-learn", "math-verify")
+RESULT_LIBRARIES = ("torch", "transformers", "trl", "sae-lens", "zarr", "polars", "scikit-learn", "math-verify",
+                    "numpy", "scipy")
 
 
 def version_drift(built: dict[str, str] | None, now: dict[str, str]) -> str:
@@ -202,6 +214,78 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def git_output(args: list[str], cwd: Path) -> str | None:
+    """The stripped output of `git <args>` run in `cwd`, or None when git is missing, fails or takes longer than
+    GIT_TIMEOUT_S."""
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT_S,
+                             check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def source_checkout(package_dir: Path = PACKAGE_DIR) -> Path | None:
+    """The git work tree saerl's code is checked out in: the repository git finds from the package's folder, when
+    its top level is the package's parent (a saerl installed in site-packages inside a user's own repository is
+    not that repository's code). in: the package folder; out: the work tree's root, or None."""
+    top = git_output(["rev-parse", "--show-toplevel"], package_dir)
+    return Path(top).resolve() if top and Path(top).resolve() == Path(package_dir).resolve().parent else None
+
+
+def code_state(package_dir: Path = PACKAGE_DIR) -> dict[str, Any]:
+    """The code of saerl's own checkout (:func:`source_checkout`) as it is now: {'commit': hash, 'dirty': 'true' /
+    'false'}, 'unknown' where it cannot be told (no checkout: an installed saerl; git missing or slow). Dirty reads
+    the code alone (CODE_PATHS, each under the package's folder's parent: modified, staged or untracked files not
+    ignored); a dirty one also gives 'diff', a hash (DIFF_SHOWN hex) of `git diff HEAD` over those paths and of the
+    untracked files' names and contents (two checkouts of one commit with the same changes give the same hash), and
+    'files', the first DIRTY_SHOWN changed paths ('+N more' after them). in: the package folder; out: the dict."""
+    top = source_checkout(package_dir)
+    commit = (git_output(["rev-parse", "HEAD"], top) if top else None) or UNKNOWN
+    changed = git_output(["diff", "HEAD", "--name-only", "--", *CODE_PATHS], top) if top else None
+    untracked = git_output(["ls-files", "--others", "--exclude-standard", "--", *CODE_PATHS], top) if top else None
+    diff = git_output(["diff", "HEAD", "--", *CODE_PATHS], top) if changed else ""
+    if top is None or changed is None or untracked is None or diff is None:
+        return {"commit": commit, "dirty": UNKNOWN}
+    new = untracked.splitlines()
+    files = sorted(set(changed.splitlines()) | set(new))
+    if not files:
+        return {"commit": commit, "dirty": "false"}
+    h = hashlib.sha256(diff.encode())
+    for rel in sorted(new):
+        h.update(rel.encode() + b"\0")
+        h.update(file_sha256(top / rel).encode() if (top / rel).is_file() else b"")
+    more = [f"+{len(files) - DIRTY_SHOWN} more"] if len(files) > DIRTY_SHOWN else []
+    return {"commit": commit, "dirty": "true", "diff": h.hexdigest()[:DIFF_SHOWN], "files": files[:DIRTY_SHOWN] + more}
+
+
+@functools.lru_cache(maxsize=1)
+def build_code() -> dict[str, Any]:
+    """:func:`code_state` of saerl's checkout, read once a process (four git calls, five when dirty), at its first
+    ask: the code a process runs is what it imported, so its later edits are not its code. Every manifest records it
+    (ArtifactStore.publish), and a run's record and MLflow tags (saerl.tracking.git_tags). out: the dict (do not
+    change it)."""
+    return code_state()
+
+
+def code_drift(built: Any, now: dict[str, Any]) -> str:
+    """How the code an artifact was built by (its manifest's 'git': :func:`code_state`) differs from the code of the
+    run reusing it (`now`), as text: 'at commit 1a2b3c4d5e6f (now 5d6e7f8a9b0c)', 'with uncommitted changes (diff
+    0123456789ab: saerl/runners.py)', both, or '' when they match or either is unknown (a manifest from before
+    manifests recorded it, a saerl outside a checkout). Code is in no key beyond the stages' versions: a stage's code
+    edited without a version bump is reused, and its reason says so. in: the manifest's 'git' (anything), the
+    current state; out: the text."""
+    if not isinstance(built, dict) or UNKNOWN in (built.get("commit", UNKNOWN), now.get("commit", UNKNOWN)):
+        return ""
+    out = []
+    if built["commit"] != now["commit"]:
+        out.append(f"at commit {str(built['commit'])[:KEY_SHOWN]} (now {str(now['commit'])[:KEY_SHOWN]})")
+    if built.get("dirty") == "true" and (now.get("dirty") != "true" or built.get("diff") != now.get("diff")):
+        out.append(f"with uncommitted changes (diff {built.get('diff', UNKNOWN)}: "
+                   f"{', '.join(map(str, built.get('files') or []))})")
+    return "; ".join(out)
 
 
 def file_sha256(path: Path) -> str:
@@ -516,6 +600,7 @@ class ArtifactStore:
             "seconds": round(time.time() - started, 3),
             "library_versions": library_versions(),
             "machine": build_machine(),
+            "git": build_code(),  # the code that built it: a stage's code edited without a version bump keys alike
             **(manifest or {}),
             **notes,
         }

@@ -29,6 +29,9 @@ from saerl.artifacts import (
     MANIFEST,
     ArtifactRef,
     ArtifactStore,
+    build_code,
+    build_machine,
+    code_drift,
     library_versions,
     read_manifest,
     version_drift,
@@ -38,6 +41,8 @@ from saerl.config import REDACTED, PipelineConfig, build_config, field_paths, fl
 from saerl.runs import (
     FAILED,
     GIT,
+    INVOCATION,
+    MACHINE,
     PREFECT_TAGS,
     RUNNING,
     SETTING,
@@ -45,9 +50,12 @@ from saerl.runs import (
     STOPPED,
     SWEEP,
     SWEEP_PARAMS,
+    UNTIL,
+    VERSIONS,
     RunRecord,
     StageRecord,
     code_change,
+    code_summary,
     current_code_version,
     earlier_code_version,
     explain,
@@ -63,6 +71,8 @@ REPORTS_DIR = "reports"  # default folder of HTML reports under the artifact roo
 PERCENT = 100  # accuracies are stored as fractions, shown in percent
 NO_VALUE = "-"
 NOTES_TITLE = "Warnings and notes (what each stage's log warned of, kept in its manifest)"
+PROVENANCE_TITLE = "Provenance (what produced these numbers, and how to run it again)"
+UNKNOWN_TEXT = "not recorded"  # a provenance field a record older than it lacks
 GAINS_TITLE = "RL gain over the starting policy (arm 'base': the policy before RL, scored on the same problems)"
 CSS = ("body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}"
        "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}th{background:#eee}"
@@ -399,12 +409,50 @@ def sections(report: RunReport) -> list[tuple[str, Body]]:
     if report.clusters is not None and report.clusters.height:
         out.append(("Clusters", cluster_rows(report.clusters)))
     out.append(("Stage runs", stage_rows(report.record)))
+    out.append((PROVENANCE_TITLE, Noted(provenance_rows(report.record), [rerun_note(report.record)])))
     if report.missing:
         out.append(("Missing artifacts", "gone from disk (garbage-collected?): " + ", ".join(report.missing)))
     if report.unusable:
         out.append(("Unusable artifacts", "; ".join(f"{stage}: {why}" for stage, why in report.unusable.items())
                     + ": their tables are left out; run the same config again to rebuild them"))
     return out
+
+
+def non_default(flat: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a run record's flat config whose value is not the schema's default (credentials masked as the
+    record keeps them): what the config file and overrides set. in: RunRecord.config; out: {dotted field: value}."""
+    defaults = redacted(flatten(build_config({}, "defaults")))
+    return {k: v for k, v in flat.items() if k not in defaults or defaults[k] != v}
+
+
+def provenance_rows(record: RunRecord) -> pl.DataFrame:
+    """Display table of what produced a run's numbers: run and config name, the code (saerl.runs.code_summary), the
+    saerl and library versions and the machine at its start (an older record: versions from its manifests, machine
+    not recorded), its command, the data file's sha256 (ingest's input), the config fields it set (:func:`non_default`).
+    in: the run record; out: a (what, value) frame."""
+    versions = run_library_versions(record) or {}
+    machine = record.extra.get(MACHINE) or {}
+    ingest = next((s for s in record.stages.values() if stage_of(s.stage) == "ingest"), None)
+    rows = [("run", f"{record.run_id} ({record.name})"), ("code", code_summary(record.extra)),
+            ("saerl", versions.get("saerl", UNKNOWN_TEXT)),
+            ("libraries", ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if k != "saerl") or UNKNOWN_TEXT),
+            ("machine", ", ".join(f"{k}={v}" for k, v in machine.items()) or UNKNOWN_TEXT),
+            ("command", str(record.extra.get(INVOCATION) or UNKNOWN_TEXT))]
+    if ingest is not None and ingest.inputs.get("file"):
+        rows.append(("data file sha256", f"{ingest.inputs['file']}... (its first characters)"))
+    rows.append(("config (fields not at their default)",
+                 ", ".join(f"{k}={v}" for k, v in sorted(non_default(record.config).items()))))
+    return pl.DataFrame({"what": [r[0] for r in rows], "value": [r[1] for r in rows]})
+
+
+def rerun_note(record: RunRecord) -> str:
+    """How to run a recorded run again (saerl.tracking.rerun_command): its config file from its MLflow parent run (or
+    the run record). in: the record; out: the sentence."""
+    from saerl.tracking import CONFIG_FILE, rerun_command
+
+    return (f"to run it again: download {CONFIG_FILE} from the run's MLflow parent run (tag saerl.run_id = "
+            f"{record.run_id}), then `{rerun_command(record.extra.get(UNTIL))}` (the original root reuses the stages "
+            "still stored there; README: Re-running a recorded run)")
 
 
 def rebuild_hint(record: RunRecord, stage: str) -> str:
@@ -506,18 +554,21 @@ def record_results(store: ArtifactStore, cfg: PipelineConfig, results: dict[str,
     save it with :func:`saerl.runs.save_run`."""
     from saerl.tracking import git_tags
 
-    record = RunRecord(name=cfg.name, config=redacted(flatten(cfg)), extra={GIT: git_tags()})
-    previous = previous_stage_runs(store.root, cfg.name, list(results))  # per stage run: its newest earlier run
     installed = library_versions()  # what a reused artifact's build is compared with, as flows.pipeline does
+    record = RunRecord(name=cfg.name, config=redacted(flatten(cfg)),
+                       extra={GIT: git_tags(), VERSIONS: installed, MACHINE: build_machine()})
+    previous = previous_stage_runs(store.root, cfg.name, list(results))  # per stage run: its newest earlier run
     for name, res in results.items():
         stage = stage_of(name)
         manifest = res.ref.manifest()
         inputs = manifest.get("inputs", {})
         sl = stage_slice(cfg, stage, inputs)
         drift = "" if res.computed else version_drift(manifest.get("library_versions"), installed)
+        other_code = "" if res.computed else code_drift(manifest.get("git"), build_code())
         record.stages[name] = StageRecord(
             stage=name, key=res.ref.key, status="computed" if res.computed else "cached",
-            reason=explain(name, res.computed, sl, inputs, previous, resumed=res.resumed, drift=drift),
+            reason=explain(name, res.computed, sl, inputs, previous, resumed=res.resumed, drift=drift,
+                           code_drift=other_code),
             config=sl, inputs=inputs, code_version=str(manifest.get("code_version", "")),
             seconds=res.seconds, bytes=store.size_bytes(res.ref.stage, res.ref.key), path=res.ref.path)
     return record
@@ -536,8 +587,11 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_library_versions(record: RunRecord) -> dict[str, str] | None:
-    """Library versions at run time: from the manifest of the last artifact the run computed (None when the
-    run computed nothing, so the versions then are unknown)."""
+    """Library versions at run time: the run record's (saerl.runs.VERSIONS, taken at its start), else, for a record
+    older than that, from the manifest of the last artifact the run computed (None when the run computed nothing,
+    so the versions then are unknown)."""
+    if isinstance(record.extra.get(VERSIONS), dict):
+        return record.extra[VERSIONS]
     for rec in reversed(ordered_stages(record)):
         manifest = Path(rec.path) / MANIFEST
         if rec.status == "computed" and manifest.exists():
@@ -586,14 +640,16 @@ def relog(root: Path, record: RunRecord, uri: str | None = None, again: bool = F
     from saerl.runs import lineage_config, relocated, run_path
     from saerl.sweep import sweep_tags
     from saerl.tracking import (
+        CONFIG_FILE,
         RELOGGED_TAG,
         TRACKED_RUNNING,
         Tracker,
+        config_text,
         library_tags,
         log_stage_run,
+        record_tags,
         tracked_parents,
         tracking_uri,
-        unknown_git_tags,
     )
 
     if unfinished(Path(root), record) == STILL_RUNNING:
@@ -623,16 +679,18 @@ def relog(root: Path, record: RunRecord, uri: str | None = None, again: bool = F
                     "so it reads RUNNING): the relog logs the whole run beside it; delete it in MLflow to keep one "
                     "copy", run)
     versions = run_library_versions(record)
-    tags = {RELOGGED_TAG: "true",
-            "saerl.versions_from": "artifact manifests" if versions else "installed at relog time",
-            **record.extra.get(GIT, unknown_git_tags()),  # the code the run ran ('unknown' in an older record)
+    found = "run record" if VERSIONS in record.extra else "artifact manifests" if versions else "installed at relog time"
+    tags = {RELOGGED_TAG: "true", "saerl.versions_from": found,
+            **record_tags(record.extra),  # the code, versions, machine and command of the run ('unknown' code, no
+            # others, in an older record)
             **record.extra.get(PREFECT_TAGS, {})}  # the Prefect flow run it ran in (none in an older record)
     sweep = record.extra.get(SWEEP)  # a sweep's child: its runs named, tagged and given its swept keys as it was
     label = record.extra.get(SETTING) if sweep else None
-    tracker = Tracker(cfg, Path(root), record.run_id, tags=tags | library_tags(versions), started=record.started,
+    tracker = Tracker(cfg, Path(root), record.run_id, tags=library_tags(versions) | tags, started=record.started,
                       params=record.config,  # as the run logged it: not fields the code gained since
                       label=label, common_tags=sweep_tags(sweep, label) if sweep else {},
                       common_params=record.extra.get(SWEEP_PARAMS, {}) if sweep else {})
+    tracker.log_text(config_text(recorded_config(record.config), record.run_id, record.extra.get(UNTIL)), CONFIG_FILE)
     for rec in ordered_stages(record):
         stage = stage_of(rec.stage)
         if not (Path(rec.path) / MANIFEST).exists():

@@ -20,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from saerl.artifacts import ArtifactRef, Build, build_machine
+from saerl.artifacts import HUB_COMMIT, ArtifactRef, Build, build_machine
 from saerl.config import TESTBED_SET, ModelConfig, PipelineConfig, held_out_file, held_out_mapping
 from saerl.stages import SHUFFLED_ARMS, unread_fields
 
@@ -104,13 +104,16 @@ def compute_ingest(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: B
 
 def compute_extract(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
     """Extract: residual stream at the configured layer for every prompt, into chunked Zarr (resumable)."""
-    from saerl.activations import extract
+    from saerl.activations import extract, hub_commit
 
     prompts = read_prompts(inputs)
-    summary = extract(prompts["prompt"].to_list(), prompts["id"].to_list(), build.path, internals_model_cfg(cfg),
-                      cfg.extract, build.chunks, model_path=internals_model(cfg, inputs), device=cfg.runtime.device,
+    model, model_cfg = internals_model(cfg, inputs), internals_model_cfg(cfg)
+    summary = extract(prompts["prompt"].to_list(), prompts["id"].to_list(), build.path, model_cfg,
+                      cfg.extract, build.chunks, model_path=model, device=cfg.runtime.device,
                       progress=cfg.runtime.progress)
     build.note(summary=summary)
+    if commit := hub_commit(model, model_cfg):  # an unpinned hub model's commit is in no key: the manifest says it
+        build.note(**{HUB_COMMIT: commit})
     if summary["n_truncated"]:
         log.warning("extract: %d of %d prompts are longer than extract.max_length=%d tokens and were cut on the %s "
                     "(raise extract.max_length to keep them whole)", summary["n_truncated"],
@@ -132,11 +135,13 @@ def compute_sae(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Buil
     """SAE: train one with sae-lens on a token sample (or load one, checked against the extracted layer), and
     report its quality; a loaded SAE's mismatches under sae.hook_check=warn are the stage's notes."""
     from saerl.activations import pick_device
-    from saerl.sae import obtain_sae
+    from saerl.sae import cached_repo_commit, obtain_sae, release_repo
 
     report = obtain_sae(cfg.sae, inputs["extract"].path, build.path, device=str(pick_device(cfg.runtime.device)),
                         progress=cfg.runtime.progress)
     build.note(report=report, notes=warned("sae", report["notes"]))
+    if cfg.sae.source == "pretrained" and (commit := cached_repo_commit(release_repo(cfg.sae.release or ""))):
+        build.note(**{HUB_COMMIT: commit})  # the release's repo commit loaded: in no key, the manifest says it
     return {k: float(v) for k, v in report.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 

@@ -45,6 +45,13 @@ PLANNED = "planned"  # RunRecord.extra key from a run's start: {stage run: artif
 # (saerl.sweep.planned_run_keys), so `saerl gc` keeps what a run under way will reuse; removed when it ends ok, kept
 # when it fails, stops or is killed: gc keeps the partial builds of the latest such run of a config, its resume state
 GIT = "git"  # RunRecord.extra key: the code tags of the checkout the run ran (saerl.tracking.git_tags)
+GIT_PREFIX = "saerl.git_"  # those tags' prefix: + commit, dirty, and for a dirty checkout diff, dirty_files
+VERSIONS = "versions"  # RunRecord.extra key: the library versions installed at the run's start
+# (saerl.artifacts.library_versions), which a relog tags (an all-cached run's manifests hold other runs' versions)
+MACHINE = "machine"  # RunRecord.extra key: the machine the run started on (saerl.artifacts.build_machine)
+INVOCATION = "invocation"  # RunRecord.extra key: the command that started the run (credentials masked), or its
+# equivalent on the run's logged config file for a run started otherwise (a sweep child, a test, Python)
+UNTIL = "until"  # RunRecord.extra key: the stage the run was asked to stop after (--until), None for every stage
 PREFECT_TAGS = "prefect"  # RunRecord.extra key: the Prefect flow run (and deployment) it ran in, as MLflow tags
 SWEEP = "sweep"  # RunRecord.extra key of an ablation's child run: the id of its sweep (ROOT/sweeps/<id>/)
 RESUMED = "resumed"  # the build note (Build.note) in which a runner that resumed an interrupted build says what it
@@ -306,6 +313,20 @@ def read_run(path: Path) -> RunRecord:
     return record
 
 
+def code_summary(extra: Mapping[str, Any]) -> str:
+    """The code a run ran, in words, from its record's GIT tags: 'commit 1a2b3c4d5e6f, clean', 'commit 1a2b3c4d5e6f
+    with uncommitted changes (diff 0123456789ab: saerl/runners.py)', 'commit unknown (not a git checkout, or a record
+    older than the field)'. in: RunRecord.extra; out: the text."""
+    tags = extra.get(GIT) or {}
+    commit, dirty = tags.get(GIT_PREFIX + "commit", "unknown"), tags.get(GIT_PREFIX + "dirty", "unknown")
+    if commit == "unknown":
+        return "commit unknown (not a git checkout, or a record older than the field)"
+    if dirty == "true":
+        return (f"commit {commit[:12]} with uncommitted changes (diff {tags.get(GIT_PREFIX + 'diff', 'unknown')}: "
+                f"{tags.get(GIT_PREFIX + 'dirty_files', '')})")
+    return f"commit {commit[:12]}, {'clean' if dirty == 'false' else 'dirty flag unknown'}"
+
+
 def stage_of(run_name: str) -> str:
     """The stage (artifact folder) of a stage run's name: 'train:saerl:0' -> 'train', 'curriculum' -> itself."""
     return run_name.split(":", 1)[0]
@@ -448,7 +469,7 @@ def resumed_note(done: int, total: int) -> str:
 def explain(
     stage: str, computed: bool, config: dict[str, Any], inputs: dict[str, str],
     previous: Mapping[str, StageRecord], note: str = "", waited: float = 0.0, resumed: str = "",
-    code: str | None = None, drift: str = "",
+    code: str | None = None, drift: str = "", code_drift: str = "",
 ) -> str:
     """Why a stage was computed or reused, relative to the same stage run in an earlier run of the same config
     name. `previous`: {stage run: StageRecord} of earlier runs (:func:`previous_stage_runs`: the newest earlier
@@ -458,11 +479,14 @@ def explain(
     (StageResult.resumed: :func:`resumed_note`, :func:`resumed_steps_note`), said first, before the rest of the
     reason; '' reads as a build from scratch; `code`: the stage's code version in this run (None: looked up,
     :func:`current_code_version`), compared with the earlier run's (:func:`code_change`); `drift`: for a reused
-    artifact, the libraries it was built with whose installed versions differ now (saerl.artifacts.version_drift)."""
+    artifact, the libraries it was built with whose installed versions differ now (saerl.artifacts.version_drift);
+    `code_drift`: for a reused artifact, how the code that built it differs from this run's (another commit,
+    uncommitted changes: saerl.artifacts.code_drift)."""
     if not computed and waited:
         return f"cached: built by another process meanwhile (waited {waited:.0f} s for it)"
     if not computed:
         return "cached: same code version, inputs and config as a stored artifact" + (
+            f"; built by other code: {code_drift}" if code_drift else "") + (
             f"; built with other library versions: {drift}" if drift else "")
     why = note or "computed: " + _changes(stage, config, inputs, previous, code)
     return f"computed: {resumed}; {why.removeprefix('computed: ')}" if resumed else why

@@ -341,6 +341,20 @@ def release_repo(release: str) -> str:
     return entry.repo_id if entry is not None else release
 
 
+def cached_repo_commit(repo_id: str) -> str | None:
+    """The commit of a hub repo's main branch that the local Hugging Face cache holds (refs/main), which a sae-lens
+    pretrained SAE has just been loaded from, for the sae manifest (saerl.artifacts.HUB_COMMIT); None when the cache
+    holds no such ref. in: repo id (:func:`release_repo`); out: the commit or None."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    ref = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model") / "refs" / "main"
+    try:
+        return ref.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
 def release_problem(release: str, sae_id: str, hub_repo: bool = True) -> str | None:
     """Why sae-lens's directory rules out sae.release / sae.sae_id (read offline, from the installed sae-lens), or
     None: an id its listed release lacks, or (hub_repo=False: the hub has no repo of that name either) a release it

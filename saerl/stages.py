@@ -23,6 +23,8 @@ from saerl.config import (
     PipelineConfig,
     ScoreConfig,
     config_slice,
+    flatten,
+    redacted,
     resolve_layer,
     stable_hash,
 )
@@ -400,6 +402,23 @@ def stage_slice(cfg: PipelineConfig, stage: str, keys: Mapping[str, str] | None 
         except ValueError:
             return out  # out of range: the stage refuses it with the fix
         out["extract.layer"] = None if block == resolve_layer(None, depth) else block
+    return out
+
+
+def ran_values(cfg: PipelineConfig, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The config fields of a stage slice (:func:`stage_slice`, the keyed form) as the run had them, for a reader: each
+    as `cfg` holds it (a data file's or local folder's real path, a list in the user's order; credentials masked as
+    in a run record), and extract.layer as the block index it resolved to where the model's depth is known (block 0
+    shows 0, not the key's None for the middle block; -1 shows the last block's index). A field whose value in `cfg`
+    does not key to the slice's (:func:`located`; `cfg` lacks it) keeps the slice's. A stage run's MLflow params: its
+    key is computed from the keyed form alone. in: the run's config, the fields; out: {dotted field: value}."""
+    flat = redacted(flatten(cfg))
+    out = {k: flat[k] if k in flat and located(k, flat[k]) == v else v for k, v in fields.items()}
+    if "extract.layer" in out and (depth := known_depth(cfg)) is not None:
+        try:
+            out["extract.layer"] = resolve_layer(cfg.extract.layer, depth)
+        except ValueError:  # out of range: the stage refused it
+            pass
     return out
 
 

@@ -25,6 +25,7 @@ from saerl.runs import (
     STOPPED,
     RunRecord,
     artifact_dir,
+    code_summary,
     list_runs,
     load_run,
     ordered_stages,
@@ -92,7 +93,8 @@ def format_time(stamp: float) -> str:
 
 
 def format_run(root: Path, record: RunRecord, verify: bool = False, paths: bool = False) -> str:
-    """The status of one run: a header (id, config name, start, totals) and one line per stage run with
+    """The status of one run: a header (id, config name, start, totals; the code it ran: saerl.runs.code_summary)
+    and one line per stage run with
     status, key prefix, seconds, MB recorded when it ran, MB on disk now ('gone' once collected, 'corrupt' when it
     fails its manifest check, :func:`artifact_problems`), with `paths` its artifact's folder under `root`
     (:func:`artifact_dir`, where a run reads it; the key prefix alone did not say where eval.parquet is), and why,
@@ -120,7 +122,7 @@ def format_run(root: Path, record: RunRecord, verify: bool = False, paths: bool 
     seconds = sum(s.seconds for s in record.stages.values())
     head = (f"run {record.run_id} ({record.name}) started {format_time(record.started)}: "
             f"{len(record.stages)} stage runs, {computed} computed, {len(record.stages) - computed} cached, "
-            f"{seconds:.1f}s")
+            f"{seconds:.1f}s; code: {code_summary(record.extra)}")
     if record.extra.get(FAILED):
         head += f"\nFAILED at {record.extra[FAILED]}"
     elif record.extra.get(STOPPED):

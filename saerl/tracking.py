@@ -9,19 +9,39 @@ from __future__ import annotations
 import logging
 import os
 import re
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from saerl.artifacts import file_lock, read_manifest
+from saerl.artifacts import (
+    HUB_COMMIT,
+    PYTHON,
+    TRACKED_LIBRARIES,
+    UNKNOWN,
+    build_code,
+    code_state,
+    file_lock,
+    library_versions,
+    read_manifest,
+)
 from saerl.config import PipelineConfig, flatten, redact, redacted
 from saerl.runners import ARM_ORDERS, TRAIN_RUN, VANILLA
-from saerl.runs import StageRecord, artifact_dir, run_alive, stage_of
+from saerl.runs import (
+    GIT,
+    GIT_PREFIX,
+    INVOCATION,
+    MACHINE,
+    UNTIL,
+    VERSIONS,
+    StageRecord,
+    artifact_dir,
+    run_alive,
+    stage_of,
+)
+from saerl.stages import ran_values
 
 if TYPE_CHECKING:
     import polars as pl
@@ -31,8 +51,11 @@ T = TypeVar("T")
 PARAM_VALUE_LIMIT = 6000  # MLflow's maximum length of a param value
 BATCH_LIMIT = 100  # MLflow's maximum number of params per log_batch call
 METRIC_BATCH_LIMIT = 1000  # MLflow's maximum number of metrics per log_batch call
-VERSIONED_LIBRARIES = ("torch", "transformers", "trl", "sae-lens", "prefect", "mlflow", "zarr", "polars")
+VERSIONED_LIBRARIES = (PYTHON, *TRACKED_LIBRARIES)  # tagged on a parent run: the interpreter and every library a
+# manifest records (saerl.artifacts.library_versions), those that can move a result's numbers among them
+LATER_VERSIONS = (PYTHON, "numpy", "scipy")  # recorded in manifests since session 39: an older one does not say
 MACHINE_TAG = "saerl.machine."  # + field: a stage run's tag naming where its artifact was built (its manifest's)
+BUILD_TAG = "saerl.build."  # + field: a stage run's tag saying when and by what code its artifact was built
 VERSION_TAG = "saerl.version."  # + package name: a parent-run tag holding that library's installed version
 NOT_INSTALLED = "not installed"
 MS_PER_S = 1000  # MLflow timestamps are epoch milliseconds
@@ -63,10 +86,10 @@ WORK_SECONDS = "work_seconds"  # a stage's own 'seconds' metric (the sae stage's
 INPUT_TAG = "saerl.input."  # + input name: a stage run's tag holding that input's key or value (StageRecord.inputs)
 VARIANT_INPUTS = ("arm", "seed")  # the inputs naming a training run's or held-out evaluation's variant (saerl.pipeline.VARIANTS): also
 # logged as params of those names, so MLflow's compare view can group runs by them
-PACKAGE_DIR = Path(__file__).resolve().parent  # the saerl package's folder: its git commit is the code's
-GIT_TIMEOUT_S = 5  # the longest a git call may take before the commit / dirty tags read 'unknown'
-UNKNOWN = "unknown"
-GIT_COMMIT_TAG, GIT_DIRTY_TAG = "saerl.git_commit", "saerl.git_dirty"  # a run's code: see git_tags
+GIT_COMMIT_TAG, GIT_DIRTY_TAG = GIT_PREFIX + "commit", GIT_PREFIX + "dirty"  # a run's code: see git_tags
+CONFIG_FILE = "config.yaml"  # a parent run's artifact: the run's whole config, credentials masked (config_text)
+INVOCATION_TAG, UNTIL_TAG = "saerl.invocation", "saerl.until"  # a parent run's tags: the command that started the
+# run (its equivalent, for a run started otherwise: saerl.runs.INVOCATION) and its --until stage (none: every stage)
 SQLITE_PREFIX = "sqlite:///"  # then the database file's path: relative ('sqlite:///m.db') or absolute ('sqlite:////x/m.db')
 SQLITE_MEMORY = ":memory:"
 ARTIFACTS_DIR = "mlruns"  # the folder of logged files beside a local SQLite store (MLflow's own default name)
@@ -223,48 +246,70 @@ def relocate_artifacts(db: Path, old: str, new: str) -> int:
     return n
 
 
-def _git(args: list[str], cwd: Path) -> str | None:
-    """The stripped output of `git <args>` run in `cwd`, or None when git is missing, fails or takes longer than
-    GIT_TIMEOUT_S."""
-    try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT_S,
-                             check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def source_checkout(package_dir: Path = PACKAGE_DIR) -> Path | None:
-    """The git work tree saerl's code is checked out in: the repository git finds from the package's folder, when
-    its top level is the package's parent (a saerl installed in site-packages inside a user's own repository is
-    not that repository's code). in: the package folder; out: the work tree's root, or None."""
-    top = _git(["rev-parse", "--show-toplevel"], package_dir)
-    return Path(top).resolve() if top and Path(top).resolve() == Path(package_dir).resolve().parent else None
-
-
-def _commit_of(top: Path | None) -> str:
-    """The commit checked out in work tree `top`, or 'unknown' (no work tree, git missing or slow)."""
-    return (_git(["rev-parse", "HEAD"], top) if top else None) or UNKNOWN
-
-
-def _dirty_of(top: Path | None) -> str:
-    """'true' / 'false': whether work tree `top` has changes its commit does not hold (`git status --porcelain`:
-    modified, staged or untracked files), or 'unknown' (no work tree, git missing or slow)."""
-    status = _git(["status", "--porcelain"], top) if top else None
-    return UNKNOWN if status is None else str(bool(status)).lower()
-
-
-def git_tags(package_dir: Path = PACKAGE_DIR) -> dict[str, str]:
+def git_tags(package_dir: Path | None = None) -> dict[str, str]:
     """The code tags of a run: {'saerl.git_commit': hash or 'unknown', 'saerl.git_dirty': 'true' / 'false' /
-    'unknown'}, both of saerl's own checkout (see :func:`source_checkout`, asked once). A run record keeps them
-    (RunRecord.extra['git']), so that relogging it later tags the code it ran, not today's."""
-    top = source_checkout(package_dir)
-    return {GIT_COMMIT_TAG: _commit_of(top), GIT_DIRTY_TAG: _dirty_of(top)}
+    'unknown'} of saerl's own checkout (saerl.artifacts.code_state: dirty reads the code paths alone), and for a
+    dirty one 'saerl.git_diff' (the hash of its changes) and 'saerl.git_dirty_files' (the first few). None: this
+    process's code, as every manifest it publishes records it (saerl.artifacts.build_code, read once); a folder: that
+    package's checkout now. A run record keeps them (RunRecord.extra['git']), so that relogging it later tags the code
+    it ran, not today's. in: the package folder or None; out: the tags."""
+    return code_tags(build_code() if package_dir is None else code_state(package_dir))
+
+
+def code_tags(state: Mapping[str, Any], prefix: str = GIT_PREFIX) -> dict[str, str]:
+    """A code state (saerl.artifacts.code_state; a manifest's 'git') as tags '<prefix>commit', '<prefix>dirty' and,
+    when dirty, '<prefix>diff' and '<prefix>dirty_files' (comma-separated). in: the state, the tag prefix; out: the
+    tags."""
+    out = {prefix + "commit": str(state.get("commit", UNKNOWN)), prefix + "dirty": str(state.get("dirty", UNKNOWN))}
+    if state.get("diff"):
+        out[prefix + "diff"] = str(state["diff"])
+    if state.get("files"):
+        out[prefix + "dirty_files"] = ", ".join(map(str, state["files"]))[:PARAM_VALUE_LIMIT]
+    return out
 
 
 def unknown_git_tags() -> dict[str, str]:
     """The code tags of a run whose record does not say (saved before records kept them): both 'unknown'."""
     return {GIT_COMMIT_TAG: UNKNOWN, GIT_DIRTY_TAG: UNKNOWN}
+
+
+def rerun_command(until: str | None, root: str = "NEW_ROOT", uri: str = "NEW_URI") -> str:
+    """The command that runs a recorded run again from its logged config file (CONFIG_FILE, downloaded from its MLflow
+    parent run; `saerl report` writes it too), into the artifact root and tracking store given (both are recorded as
+    the original run's absolute paths). in: the run's --until stage (None: every stage), the root and URI to name;
+    out: the command."""
+    return f"saerl run {CONFIG_FILE} runtime.artifact_root={root} tracking.uri={uri}" + (
+        f" --until {until}" if until else "")
+
+
+def config_text(config: dict[str, Any], run_id: str, until: str | None = None) -> str:
+    """A run's config as the YAML file CONFIG_FILE a parent run holds, headed by how to run it again
+    (:func:`rerun_command`): it loads with saerl.config.load_config to the run's config (URL credentials masked, as
+    its record keeps them). in: the config as a nested dict (saerl.report.recorded_config of a run record's), the run
+    id, its --until stage; out: the text."""
+    import yaml
+
+    head = (f"# the config of saerl run {run_id} (URL credentials masked). Run it again with:\n"
+            f"#   {rerun_command(until)}\n")
+    return head + yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+
+
+def record_tags(extra: Mapping[str, Any]) -> dict[str, str]:
+    """What a run record's extra says of its run, as parent-run tags: the code (saerl.runs.GIT, 'unknown' in a record
+    older than it), the library versions and machine at its start (VERSIONS: :func:`library_tags`; MACHINE:
+    MACHINE_TAG + field), its command (INVOCATION_TAG) and --until stage (UNTIL_TAG, set only for a run that had
+    one); a field the record lacks (an older one) gives no tag (the versions: none either, for the caller to find).
+    in: RunRecord.extra; out: the tags."""
+    out = dict(extra.get(GIT) or unknown_git_tags())
+    if isinstance(extra.get(VERSIONS), dict):
+        out |= library_tags(extra[VERSIONS])
+    if isinstance(extra.get(MACHINE), dict):
+        out |= {MACHINE_TAG + str(k): str(v)[:PARAM_VALUE_LIMIT] for k, v in extra[MACHINE].items()}
+    if extra.get(INVOCATION):
+        out[INVOCATION_TAG] = str(extra[INVOCATION])[:PARAM_VALUE_LIMIT]
+    if extra.get(UNTIL):
+        out[UNTIL_TAG] = str(extra[UNTIL])
+    return out
 
 
 def param_text(value: Any) -> str:
@@ -298,18 +343,13 @@ def variant_params(inputs: dict[str, str]) -> dict[str, str]:
 
 def library_tags(versions: dict[str, str] | None = None) -> dict[str, str]:
     """Parent-run tags naming the version of each library in VERSIONED_LIBRARIES.
-    in: known versions {package: version} (None = ask importlib.metadata for the installed ones);
-    out: {'saerl.version.<package>': version or 'not installed'}."""
-    out = {}
-    for name in VERSIONED_LIBRARIES:
-        if versions is not None:
-            out[VERSION_TAG + name] = versions.get(name, NOT_INSTALLED)
-            continue
-        try:
-            out[VERSION_TAG + name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[VERSION_TAG + name] = NOT_INSTALLED
-    return out
+    in: known versions {package: version} (None = the installed ones, saerl.artifacts.library_versions: one not
+    installed is missing); out: {'saerl.version.<package>': version, 'not installed' where missing from installed
+    versions, 'unknown' for a LATER_VERSIONS entry that known versions from before they were recorded lack}."""
+    known = library_versions() if versions is None else versions
+    older = versions is not None and PYTHON not in versions
+    return {VERSION_TAG + name: known.get(name, UNKNOWN if older and name in LATER_VERSIONS else NOT_INSTALLED)
+            for name in VERSIONED_LIBRARIES}
 
 
 def close_dead_runs(client: Any, experiment_id: str, root: Path) -> list[str]:
@@ -345,6 +385,7 @@ class Tracker:
                  started: float | None = None, params: dict[str, Any] | None = None, label: str | None = None,
                  common_tags: dict[str, str] | None = None, common_params: dict[str, str] | None = None) -> None:
         self.enabled = cfg.tracking.enabled
+        self.cfg = cfg  # what its stage runs' params show (saerl.stages.ran_values)
         self.parent_id: str | None = None
         self.root = Path(root)
         self.uri = tracking_uri(cfg, root)
@@ -463,6 +504,10 @@ class Tracker:
 
         self._guard(do)
 
+    def log_text(self, text: str, name: str) -> None:
+        """Attach `text` to the parent run as the file `name` (CONFIG_FILE: the run's config)."""
+        self._guard(lambda: self.client.log_text(self.parent_id, text, name))
+
     def log_artifact(self, path: Path, stage: str | None = None, folder: str | None = None) -> None:
         """Attach a file to the stage's nested run (or the parent run), under `folder` in its artifacts."""
         self._guard(lambda: self.client.log_artifact(
@@ -557,11 +602,16 @@ def manifest_created(manifest: Mapping[str, Any]) -> float | None:
 
 def manifest_build(manifest: Mapping[str, Any]) -> tuple[float | None, dict[str, str]]:
     """What an artifact's manifest (:func:`read_manifest`) says of its build: the seconds it took (None when not
-    recorded) and where it was built, as tags 'saerl.machine.<field>' (cpu, torch_cpu, cuda: see
-    saerl.artifacts.build_machine; none for a manifest without them). (None, {}) for an empty manifest (unreadable)."""
-    seconds, machine = manifest.get("seconds"), manifest.get("machine")
+    recorded), where it was built, as tags 'saerl.machine.<field>' (cpu, torch_cpu, cuda: see
+    saerl.artifacts.build_machine), and by what, as tags BUILD_TAG + 'created' (when it was published), the code that
+    built it (:func:`code_tags` of its 'git': git_commit, git_dirty, and git_diff / git_dirty_files when dirty) and
+    'hub_commit' (the hub commit of the model or SAE it loaded, where it loaded one); none of them for a manifest
+    without them (older ones). (None, {}) for an empty manifest (unreadable)."""
+    seconds, machine, code = manifest.get("seconds"), manifest.get("machine"), manifest.get("git")
     tags = {MACHINE_TAG + str(k): str(v)[:PARAM_VALUE_LIMIT] for k, v in machine.items()} \
         if isinstance(machine, dict) else {}
+    tags |= code_tags(code, BUILD_TAG + "git_") if isinstance(code, dict) else {}
+    tags |= {BUILD_TAG + k: str(manifest[k]) for k in ("created", HUB_COMMIT) if manifest.get(k)}
     return (float(seconds) if isinstance(seconds, int | float) else None), tags
 
 
@@ -585,8 +635,10 @@ def log_sweep(cfg: PipelineConfig, root: Path, sweep_id: str, grid: dict[str, li
 
 def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[str, float] | None,
                   upstream: dict[str, Any] | None = None) -> None:
-    """One nested MLflow run for a stage run: its config slice as params (a training run's arm and seed too),
-    key/status/reason and its inputs as tags, its summary metrics, its plots and small tables (LOGGED_TABLES);
+    """One nested MLflow run for a stage run: its config slice as params, as the run had the fields
+    (saerl.stages.ran_values: the real data path, the resolved layer; its key holds their keyed form), a training
+    run's arm and seed too, key/status/reason and its inputs as tags, what its artifact's manifest says of the build
+    (:func:`manifest_build`: machine, code, time) as tags, its summary metrics, its plots and small tables (LOGGED_TABLES);
     for a training run also trl's per-step metrics and the greedy learning curve, at their steps and at the
     times they were measured (:func:`step_end_times`); for the evaluate stage each training run's curve on the
     reachable strata (:func:`log_reachable_curves`), which only it knows, on that training run's nested run.
@@ -599,11 +651,11 @@ def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[
         return
     folder = Path(rec.path)
     manifest = read_manifest(folder)  # read once: the build's seconds and machine, and a training run's end
-    built, machine = manifest_build(manifest)
+    built, build_tags = manifest_build(manifest)
     own = dict(metrics or {})
     metrics = {**own, **({BUILD_SECONDS: built} if built is not None else {})}
-    tracker.log_stage(rec.stage, rec.status, rec.key, rec.reason, rec.seconds, rec.config, metrics, rec.inputs,
-                      tags=machine, upstream=upstream)
+    tracker.log_stage(rec.stage, rec.status, rec.key, rec.reason, rec.seconds, ran_values(tracker.cfg, rec.config),
+                      metrics, rec.inputs, tags=build_tags, upstream=ran_values(tracker.cfg, upstream or {}))
     if stage in PARENT_METRIC_STAGES and own:
         tracker.log_metrics(own)
     for png in sorted(folder.glob("plots/*.png")):

@@ -983,3 +983,23 @@ def test_a_prompt_cut_inside_the_template_head_skips_what_is_left_of_it(loaded, 
         prepare_extraction(prompts, ["a", "b", "c"], tmp_path / "short", ModelConfig(),
                            ExtractConfig(max_length=len(head)), model_path=tiny, device="cpu")
     assert f"puts {len(head)} template tokens before every prompt's text, at least extract.max_length" in caplog.text
+
+
+def test_hub_commit_names_the_commit_a_models_config_resolved_to(tmp_path, monkeypatch):
+    """An unpinned hub model's commit was recorded nowhere (a log warning at most): the extract manifest records
+    the commit its load resolved now (the snapshot the hub cache holds), and a local folder has none."""
+    from huggingface_hub import constants
+    from transformers import GPT2Config
+
+    from saerl.activations import hub_commit
+    from saerl.config import ModelConfig
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    repo = tmp_path / "hub" / "models--org--lm"
+    GPT2Config(n_layer=1).save_pretrained(repo / "snapshots" / ("c" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("c" * 40)
+    GPT2Config(n_layer=1).save_pretrained(tmp_path / "plain")
+    assert hub_commit("org/lm", ModelConfig()) == "c" * 40
+    assert hub_commit(str(tmp_path / "plain"), ModelConfig()) is None
+    assert hub_commit(str(tmp_path / "missing"), ModelConfig()) is None

@@ -477,3 +477,77 @@ def test_published_files_follow_the_umask_even_where_a_writer_made_them_private(
         os.umask(old)
         umask_modes.cache_clear()
     assert umask_modes() == (file_mode, folder_mode)
+
+
+def _git(repo: Path, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=repo, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def code_checkout(tmp_path):
+    """A git work tree laid out as saerl's (a `saerl` package, pyproject.toml), one commit."""
+    import shutil
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    (repo / "saerl").mkdir(parents=True)
+    (repo / "saerl" / "mod.py").write_text("x = 1\n")
+    (repo / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "one")
+    return repo
+
+
+def test_a_manifest_records_the_code_and_interpreter_that_built_it(tmp_path):
+    """No manifest held a git commit or dirty flag: an artifact built by uncommitted code was reused by a clean run
+    of the same commit, its record crediting that commit. Nor python, numpy or scipy, which move floats too."""
+    import platform
+
+    from saerl.artifacts import build_code
+
+    store = ArtifactStore(tmp_path)
+    with store.build("s", "k") as b:
+        _write(b)
+    m = store.open("s", "k").manifest()
+    assert m["git"] == build_code() and {"commit", "dirty"} <= set(m["git"])
+    assert m["library_versions"]["python"] == platform.python_version()
+    assert {"numpy", "scipy"} <= set(m["library_versions"])
+
+
+def test_the_dirty_flag_reads_the_code_alone_and_names_the_changes(code_checkout):
+    """An artifact root (or any untracked file) inside the checkout marked every run dirty: `git status --porcelain`
+    counted it. The flag reads saerl's code paths now, and a dirty state names its files and hashes its changes."""
+    from saerl.artifacts import code_state
+
+    repo, pkg = code_checkout, code_checkout / "saerl"
+    head = _git(repo, "rev-parse", "HEAD")
+    (repo / "myroot").mkdir()
+    (repo / "myroot" / "mlflow.db").write_text("db")
+    (repo / "notes.txt").write_text("scratch")
+    assert code_state(pkg) == {"commit": head, "dirty": "false"}
+    (pkg / "mod.py").write_text("x = 2\n")
+    edited = code_state(pkg)
+    assert edited["dirty"] == "true" and edited["files"] == ["saerl/mod.py"] and len(edited["diff"]) == 12
+    assert code_state(pkg) == edited, "the same changes hash alike"
+    (pkg / "new.py").write_text("y = 1\n")
+    added = code_state(pkg)
+    assert added["files"] == ["saerl/mod.py", "saerl/new.py"] and added["diff"] != edited["diff"]
+    (pkg / "new.py").write_text("y = 2\n")
+    assert code_state(pkg)["diff"] != added["diff"], "an untracked file's content is in the hash"
+    assert code_state(repo / "elsewhere") == {"commit": "unknown", "dirty": "unknown"}
+
+
+def test_code_drift_says_what_other_code_built_an_artifact():
+    from saerl.artifacts import code_drift
+
+    clean = {"commit": "b" * 40, "dirty": "false"}
+    dirty = {"commit": "b" * 40, "dirty": "true", "diff": "0123456789ab", "files": ["saerl/runners.py"]}
+    assert code_drift(clean, clean) == "" and code_drift(dirty, dirty) == ""
+    assert code_drift(dirty, clean) == "with uncommitted changes (diff 0123456789ab: saerl/runners.py)"
+    assert code_drift({"commit": "a" * 40, "dirty": "false"}, clean) == f"at commit {'a' * 12} (now {'b' * 12})"
+    assert code_drift(None, clean) == "" and code_drift(clean, {"commit": "unknown", "dirty": "unknown"}) == ""

@@ -421,7 +421,8 @@ def test_run_takes_root_and_runs_quiet_when_progress_is_off(monkeypatch, tmp_pat
     seen = []
     _no_server(monkeypatch)
     monkeypatch.setattr(flows.pipeline, "run_pipeline_flow",
-                        lambda flow, config, until: seen.append((config["runtime"]["artifact_root"], until, _quiet_state())))
+                        lambda flow, config, until, invocation=None: seen.append(
+                            (config["runtime"]["artifact_root"], until, _quiet_state())))
     import distributed  # noqa: F401 - its import sets its logger's level (the flow imports it anyway on Dask)
 
     before = _quiet_state()
@@ -742,7 +743,7 @@ def test_tracking_credentials_stay_out_of_the_flows_parameters_and_telemetry_is_
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", False)  # restored after
     given = {}
     monkeypatch.setattr(sp, "check_runnable", lambda cfg, until=None: [])
-    monkeypatch.setattr(fp, "run_pipeline_flow", lambda flow, config, until: given.setdefault("config", config))
+    monkeypatch.setattr(fp, "run_pipeline_flow", lambda flow, config, until, invocation=None: given.setdefault("config", config))
     monkeypatch.setattr("flows.server.prefect_server", lambda *a, **k: contextlib.nullcontext("http://x/api"))
     assert cli.main(["run", str(REPO / "configs" / "smoke.yaml"), "tracking.uri=http://alice:S3CRET@127.0.0.1:5000", "--root",
                      str(tmp_path)]) == 0
@@ -750,3 +751,18 @@ def test_tracking_credentials_stay_out_of_the_flows_parameters_and_telemetry_is_
     assert [os.environ[n] for n in MLFLOW_CREDENTIALS] == ["alice", "S3CRET"]
     assert all(os.environ[n] == v for n, v in TELEMETRY_OFF.items())
     assert huggingface_hub.constants.HF_HUB_DISABLE_TELEMETRY is True
+
+
+def test_a_run_records_the_command_that_started_it(monkeypatch):
+    """No record said how a run was started (its overrides, --until): `saerl run` passes its command line, URL
+    credentials masked, which the run record and its MLflow parent keep."""
+    import flows.cli
+
+    calls = []
+    monkeypatch.setattr(flows.cli, "run_pipeline", lambda cfg, until=None, invocation=None: calls.append(
+        (until, invocation)))
+    argv = ["run", "configs/smoke.yaml", "curriculum.mix_ratio=0.5", "--until", "curriculum",
+            "tracking.uri=https://u:pw@mlflow.example/api", "train.seeds=[3]"]
+    assert main(argv) == 0
+    assert calls == [("curriculum", "saerl run configs/smoke.yaml curriculum.mix_ratio=0.5 --until curriculum "
+                                    "tracking.uri=https://***@mlflow.example/api 'train.seeds=[3]'")]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from saerl.config import load_config
+from saerl.config import flatten, load_config
 
 pytestmark = pytest.mark.slow
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
@@ -338,3 +338,45 @@ def test_a_pickled_cache_record_is_never_unpickled_but_rewritten_as_json(prefect
     assert not marker.exists(), "a cache hit unpickled a record"
     assert second["status"] == "cached" and second["key"] == first["key"]
     assert json.loads(path.read_text())["metadata"]["serializer"] == RESULT_SERIALIZER.model_dump(mode="json")
+
+
+def test_a_reused_artifact_says_what_code_built_it_and_the_run_how_to_run_it_again(prefect_api, tmp_path,
+                                                                                    monkeypatch):
+    """An artifact built by uncommitted code was reused by a clean run of the same commit: its stage run said
+    "same code version" and the run was credited with the clean commit alone. The reason and the stage run's tags
+    name the code that built it now; the parent run holds the config file (which loads back to the run's config),
+    the command and --until, and the record the versions and machine at the start."""
+    from mlflow.tracking import MlflowClient
+
+    import flows.pipeline as fp
+    import saerl.artifacts
+    import saerl.tracking
+    from saerl.config import redacted
+    from saerl.tracking import CONFIG_FILE
+
+    def code(state):
+        for module in (saerl.artifacts, saerl.tracking, fp):
+            monkeypatch.setattr(module, "build_code", lambda: state)
+
+    cfg = load_config(None, [f"runtime.artifact_root={tmp_path}", "data.source=sample", "name=prov"])
+    code({"commit": "a" * 40, "dirty": "true", "diff": "0123456789ab", "files": ["saerl/runners.py"]})
+    first = fp.pipeline_flow(config=cfg.model_dump(mode="json"), until="ingest", invocation="saerl run x.yaml")
+    code({"commit": "b" * 40, "dirty": "false"})
+    second = fp.pipeline_flow(config=cfg.model_dump(mode="json"), until="ingest")
+    reason = second["stages"]["ingest"]["reason"]
+    assert reason.startswith("cached: ") and "built by other code: at commit aaaaaaaaaaaa (now bbbbbbbbbbbb); with " \
+        "uncommitted changes (diff 0123456789ab: saerl/runners.py)" in reason, reason
+    assert {"python", "numpy", "torch"} <= set(second["extra"]["versions"]) and second["extra"]["machine"]["cpu"]
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("prov").experiment_id])
+    parents = {r.info.run_name: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    one, two = parents[first["run_id"]], parents[second["run_id"]]
+    assert one.data.tags["saerl.invocation"] == "saerl run x.yaml" and one.data.tags["saerl.until"] == "ingest"
+    assert two.data.tags["saerl.git_commit"] == "b" * 40 and "saerl.version.numpy" in two.data.tags
+    ingest = next(r for r in runs if r.data.tags.get("mlflow.parentRunId") == two.info.run_id
+                  and r.info.run_name == "ingest")
+    assert ingest.data.tags["saerl.build.git_commit"] == "a" * 40 and ingest.data.tags["saerl.build.git_dirty"] == "true"
+    assert ingest.data.tags["saerl.build.created"]
+    config = Path(client.download_artifacts(two.info.run_id, CONFIG_FILE, str(tmp_path)))
+    assert redacted(flatten(load_config(config))) == second["config"] == redacted(flatten(cfg))

@@ -74,8 +74,9 @@ class _FakeFlow:
     def with_options(self, **options) -> _FakeFlow:
         return _FakeFlow(self.calls, {**self.options, **options})
 
-    def __call__(self, config, until=None, run_id=None) -> dict:
-        self.calls.append({"options": self.options, "until": until, "run_id": run_id, "config": config})
+    def __call__(self, config, until=None, run_id=None, invocation=None) -> dict:
+        self.calls.append({"options": self.options, "until": until, "run_id": run_id, "config": config,
+                           "invocation": invocation})
         return {"run_id": run_id}
 
 
@@ -274,7 +275,7 @@ def test_a_failed_run_ends_its_mlflow_run_as_failed(tmp_path, monkeypatch):
     assert [(r.info.run_name, r.info.status) for r in runs] == [(record.run_id, "FAILED")]
     # where and why, on the parent run too: its tag and the run record as an artifact
     assert runs[0].data.tags["saerl.ended"] == record.extra[FAILED]
-    assert [a.path for a in client.list_artifacts(runs[0].info.run_id)] == [f"{record.run_id}.json"]
+    assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} == {"config.yaml", f"{record.run_id}.json"}
 
 
 def test_a_run_that_fails_on_a_full_disk_raises_its_own_error_and_ends_its_mlflow_run(tmp_path, monkeypatch):
@@ -451,7 +452,7 @@ def test_the_deployment_entry_runs_quiet_when_progress_is_off(monkeypatch):
         def with_options(self, **_):
             return self
 
-        def __call__(self, config, until=None, run_id=None):
+        def __call__(self, config, until=None, run_id=None, invocation=None):
             seen.append(hf_logging.is_progress_bar_enabled())
             return {}
 

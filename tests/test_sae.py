@@ -739,3 +739,16 @@ def test_an_sae_of_other_model_processing_or_a_bos_the_prompts_lack_is_noted(sto
     notes = obtain_sae(cfg, plain, tmp_path / "c")["notes"]  # and one of another model: the SAE's is another folder
     assert len(notes) == 2 and "was trained on model" in notes[0]
     assert "prepend_bos" in notes[1] and "chat_template" in notes[1]
+
+
+def test_a_pretrained_releases_commit_is_read_from_the_hub_cache(tmp_path, monkeypatch):
+    """A pretrained SAE's resolved revision was recorded nowhere: the sae manifest records the commit the local
+    cache holds for the release's repo."""
+    from huggingface_hub import constants
+
+    from saerl.sae import cached_repo_commit
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    (tmp_path / "models--org--saes" / "refs").mkdir(parents=True)
+    (tmp_path / "models--org--saes" / "refs" / "main").write_text("d" * 40)
+    assert cached_repo_commit("org/saes") == "d" * 40 and cached_repo_commit("org/other") is None

@@ -311,3 +311,17 @@ def test_status_paths_shows_where_each_stage_runs_artifact_is(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["status", "--help"])
     assert "--paths" in capsys.readouterr().out
+
+
+def test_the_status_header_names_the_code_the_run_ran(tmp_path):
+    """`saerl status` showed no commit or dirty flag: which code a run ran was in MLflow alone."""
+    from saerl.runs import GIT
+
+    code = {"saerl.git_commit": "0123abcd" * 5, "saerl.git_dirty": "true", "saerl.git_diff": "feedfacecafe",
+            "saerl.git_dirty_files": "saerl/runners.py"}
+    save_run(tmp_path, RunRecord(name="demo", run_id="20260101-000000-aaaaaa", extra={GIT: code}))
+    assert run_status(tmp_path).splitlines()[0].endswith(
+        "code: commit 0123abcd0123 with uncommitted changes (diff feedfacecafe: saerl/runners.py)")
+    save_run(tmp_path, RunRecord(name="demo", run_id="20260101-000001-aaaaaa"))
+    assert run_status(tmp_path).splitlines()[0].endswith("code: commit unknown (not a git checkout, or a record "
+                                                          "older than the field)")

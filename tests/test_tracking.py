@@ -358,14 +358,14 @@ def _git(repo: Path, *args: str) -> str:
 
 @pytest.fixture
 def checkout(tmp_path):
-    """A git work tree holding a package folder `pkg` (as a saerl checkout holds `saerl`), one commit."""
+    """A git work tree holding a package folder `saerl` (as a saerl checkout does), one commit."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     repo = tmp_path / "repo"
-    (repo / "pkg").mkdir(parents=True)
-    (repo / "pkg" / "mod.py").write_text("x = 1\n")
+    (repo / "saerl").mkdir(parents=True)
+    (repo / "saerl" / "mod.py").write_text("x = 1\n")
     _git(repo, "init", "-q")
-    _git(repo, "add", "pkg")
+    _git(repo, "add", "saerl")
     _git(repo, "commit", "-q", "-m", "one")
     return repo
 
@@ -381,19 +381,21 @@ def test_git_tags_read_the_package_checkout_whatever_the_current_folder(checkout
     _git(elsewhere, "commit", "-q", "--allow-empty", "-m", "other")
     monkeypatch.chdir(elsewhere)
     head = _git(checkout, "rev-parse", "HEAD")
-    assert git_tags(checkout / "pkg") == {"saerl.git_commit": head, "saerl.git_dirty": "false"}
-    (checkout / "pkg" / "mod.py").write_text("x = 2\n")
-    assert git_tags(checkout / "pkg")["saerl.git_dirty"] == "true"
+    assert git_tags(checkout / "saerl") == {"saerl.git_commit": head, "saerl.git_dirty": "false"}
+    (checkout / "saerl" / "mod.py").write_text("x = 2\n")
+    tags = git_tags(checkout / "saerl")
+    assert tags["saerl.git_dirty"] == "true" and tags["saerl.git_dirty_files"] == "saerl/mod.py"
+    assert len(tags["saerl.git_diff"]) == 12
     # a package folder that is not the top of the repository git finds (installed into a user's repository)
-    (checkout / "site" / "pkg").mkdir(parents=True)
-    assert git_tags(checkout / "site" / "pkg") == {"saerl.git_commit": "unknown", "saerl.git_dirty": "unknown"}
-    outside = tmp_path / "plain" / "pkg"
+    (checkout / "site" / "saerl").mkdir(parents=True)
+    assert git_tags(checkout / "site" / "saerl") == {"saerl.git_commit": "unknown", "saerl.git_dirty": "unknown"}
+    outside = tmp_path / "plain" / "saerl"
     outside.mkdir(parents=True)
     assert git_tags(outside) == {"saerl.git_commit": "unknown", "saerl.git_dirty": "unknown"}
 
 
 def test_the_parent_run_tags_saerls_own_commit_from_any_folder(tmp_path, monkeypatch):
-    from saerl.tracking import PACKAGE_DIR
+    from saerl.artifacts import PACKAGE_DIR
 
     if shutil.which("git") is None or not (PACKAGE_DIR.parent / ".git").exists():
         pytest.skip("saerl is not run from a git checkout here")
@@ -782,3 +784,89 @@ def test_a_readable_but_odd_history_never_fails_the_run(tmp_path, caplog):
                                               seconds=1.0, config={}, inputs={}, path=str(folder)), {})
     assert not t.enabled and "continuing without tracking" in caplog.text  # the guard caught it: the run goes on
     t.finish()
+
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+
+
+def test_a_stage_runs_params_show_the_layer_and_data_file_that_ran(tmp_path):
+    """A stage run's params were its key slice: extract.layer=0 on a 2-block model showed None (the key's form of the
+    middle block) and data.path its suffix, '.jsonl'. They show what ran now; the key is unchanged."""
+    from saerl.runs import StageRecord
+    from saerl.stages import stage_key, stage_slice
+    from saerl.tracking import log_stage_run
+
+    cfg = load_config(SMOKE, ["extract.layer=0", "data.source=file", f"data.path={tmp_path / 'd.jsonl'}"])
+    assert stage_slice(cfg, "extract")["extract.layer"] is None and stage_slice(cfg, "ingest")["data.path"] == ".jsonl"
+    key = stage_key(cfg, "extract", {})
+    t = Tracker(cfg, tmp_path, "run-p")
+    for stage in ("ingest", "extract"):
+        rec = StageRecord(stage=stage, key="k", status="computed", reason="computed: first", seconds=1.0,
+                          config=stage_slice(cfg, stage), inputs={}, path=str(tmp_path / stage))
+        log_stage_run(t, stage, rec, {}, upstream=stage_slice(cfg, "ingest") if stage == "extract" else None)
+    t.finish()
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path))
+    extract, ingest = (client.get_run(t.stage_runs[s]).data.params for s in ("extract", "ingest"))
+    assert extract["extract.layer"] == "0" and ingest["data.path"] == str(tmp_path / "d.jsonl")
+    assert extract["data.path"] == str(tmp_path / "d.jsonl"), "the upstream fields show what ran too"
+    assert stage_key(cfg, "extract", {}) == key
+
+
+def test_a_stage_run_tags_the_code_and_time_that_built_its_artifact(tmp_path):
+    """A reused artifact's stage run was credited to the current run's commit alone: nothing said which code built
+    it. The manifest's code, publish time and loaded hub commit are its tags now."""
+    from saerl.artifacts import write_json_atomic
+    from saerl.runs import StageRecord
+    from saerl.tracking import log_stage_run
+
+    folder = tmp_path / "art"
+    folder.mkdir()
+    write_json_atomic(folder / "manifest.json", {
+        "created": "2026-12-04T19:54:19Z", "seconds": 3.0, "hub_commit": "c" * 40, "files": {},
+        "git": {"commit": "a" * 40, "dirty": "true", "diff": "0123456789ab", "files": ["saerl/runners.py"]}})
+    cfg = load_config(None, ["name=built"])
+    t = Tracker(cfg, tmp_path, "run-b")
+    rec = StageRecord(stage="extract", key="k", status="cached", reason="cached: x", seconds=0.0, config={},
+                      inputs={}, path=str(folder))
+    log_stage_run(t, "extract", rec, {})
+    t.finish()
+    tags = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path)).get_run(t.stage_runs["extract"]).data.tags
+    assert tags["saerl.build.git_commit"] == "a" * 40 and tags["saerl.build.git_dirty"] == "true"
+    assert tags["saerl.build.git_diff"] == "0123456789ab" and tags["saerl.build.git_dirty_files"] == "saerl/runners.py"
+    assert tags["saerl.build.created"] == "2026-12-04T19:54:19Z" and tags["saerl.build.hub_commit"] == "c" * 40
+
+
+def test_version_tags_cover_every_tracked_library_and_python_numpy_scipy():
+    """The parent's version tags left out scikit-learn, math-verify and saerl, which manifests record, and python,
+    numpy and scipy, which can move sklearn's and torch's floats too."""
+    import platform
+    from importlib import metadata
+
+    from saerl.artifacts import RESULT_LIBRARIES, TRACKED_LIBRARIES
+    from saerl.tracking import VERSION_TAG, library_tags
+
+    tags = library_tags()
+    assert {VERSION_TAG + n for n in (*TRACKED_LIBRARIES, *RESULT_LIBRARIES, "python", "numpy", "scipy")} <= set(tags)
+    assert tags[VERSION_TAG + "python"] == platform.python_version()
+    assert tags[VERSION_TAG + "numpy"] == metadata.version("numpy")
+    assert library_tags({"torch": "2.0"})[VERSION_TAG + "python"] == "unknown", "an older record did not say"
+
+
+def test_the_logged_config_file_loads_back_to_the_runs_config(tmp_path):
+    """A parent run held no config file (only the run record JSON), and its params are Python reprs the override
+    language misreads ('None' is the text None). CONFIG_FILE loads with the config loader to the run's config, and
+    `saerl run config.yaml runtime.artifact_root=... tracking.uri=...` runs it again."""
+    from saerl.config import redacted
+    from saerl.report import recorded_config
+    from saerl.tracking import CONFIG_FILE, config_text
+
+    cfg = load_config(SMOKE, ["model.revision=null", "curriculum.mix_ratio=0.5", "train.seeds=[3, 1]",
+                              "eval.sets={b: x.jsonl, a: y.jsonl}", "tracking.uri=https://u:pw@mlflow.example/api"])
+    flat = redacted(flatten(cfg))
+    path = tmp_path / CONFIG_FILE
+    path.write_text(config_text(recorded_config(flat), "run-x", "curriculum"))
+    assert "--until curriculum" in path.read_text() and "pw" not in path.read_text()
+    assert redacted(flatten(load_config(path))) == flat
+    again = load_config(path, [f"runtime.artifact_root={tmp_path / 'new'}", "tracking.uri=sqlite:///m.db"])
+    assert {k: v for k, v in flatten(again).items() if k not in ("runtime.artifact_root", "tracking.uri")} == {
+        k: v for k, v in flat.items() if k not in ("runtime.artifact_root", "tracking.uri")}
