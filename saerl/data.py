@@ -761,14 +761,31 @@ def hf_splits(path: Path) -> list[str] | None:
     return [str(s) for s in json.loads(listing.read_text())["splits"]] if listing.is_file() else None
 
 
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths are one data file: the same file once resolved (a link, a relative path), or two files of
+    the same bytes (a copy: same size, then same sha256). in: two paths; out: bool (False unless both are files)."""
+    from saerl.artifacts import file_sha256
+
+    if not (a.is_file() and b.is_file()):
+        return False
+    return a.resolve() == b.resolve() or (a.stat().st_size == b.stat().st_size and file_sha256(a) == file_sha256(b))
+
+
 def refuse_training_split(data: DataConfig, held: DataConfig, path: Path) -> None:
-    """Refuse a held-out set that is the training data: data.path's HF folder (data.source file) read as the split
-    training reads (a split given, or a DatasetDict's only one; a single Dataset folder has none, so every row is
-    a training prompt). RL trains on those prompts, so its 'held-out' accuracy measured recall (the evaluate stage
-    only noted the overlap). Another folder, or another split of this one, passes; a split left ambiguous is
-    refused by the read itself. in: the data config, the held-out set's (config.held_out_mapping), its path;
-    raises IngestError naming the split and the fix."""
+    """Refuse a held-out set that is the training data: data.path's file itself (data.source file; the same path or
+    the same bytes: :func:`same_file`), or its HF folder read as the split training reads (a split given, or a
+    DatasetDict's only one; a single Dataset folder has none, so every row is a training prompt). RL trains on those
+    prompts, so its 'held-out' accuracy measured recall (the evaluate stage only noted the overlap, and the set
+    counted in the mean of the sets). Another file or folder, or another split of this one, passes; a split left
+    ambiguous is refused by the read itself. in: the data config, the held-out set's (config.held_out_mapping), its
+    path; raises IngestError naming the file or split and the fix (the caller names the eval.sets entry)."""
     train = Path(data.path).expanduser() if data.source == "file" and data.path else None
+    if train is not None and same_file(train, path):
+        copy = "" if train.resolve() == path.resolve() else ", a copy of it"
+        raise IngestError(f"{path} is the training data's file (data.path {train}{copy}): "
+                          "RL trains on every prompt of it, so accuracy on it would measure recall; give the held-out "
+                          "set a file of its own whose problems the training file lacks (split the file into a "
+                          "training part for data.path and a held-out part for the set), or drop the set")
     if train is None or not path.is_dir() or not train.is_dir() or train.resolve() != path.resolve():
         return
     splits = hf_splits(path)
@@ -981,6 +998,27 @@ def prompt_parts(template_or_field: str, row: dict[str, Any]) -> tuple[str, Chat
 def normalize_prompt(text: str) -> str:
     """Whitespace collapsed and stripped: the form duplicates and content-hash ids are computed on."""
     return re.sub(r"\s+", " ", text).strip()
+
+
+THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")  # a comma between digit groups: 1,000 -> 1000
+DECIMAL_ZEROS = re.compile(r"(\.\d*?)0+(?!\d)")  # a decimal's trailing zeros: 2.50 -> 2.5, .50 -> .5, 3.0 -> 3.
+PROSE_PUNCTUATION = re.compile(r"[,;:!?\"'`\u2018\u2019\u201c\u201d\u2026]|\.(?!\d)")  # a '.' before a digit stays
+SIGN_SPACE = re.compile(r" (?=\W)|(?<=\W) ")  # a space beside a sign or bracket: 3 + 4 -> 3+4 (never 1 2 -> 12)
+
+
+def canonical_prompt(text: str) -> str:
+    """The form two prompts are the same problem in, for the overlap checks (held-out sets against the training
+    data, and against each other): Unicode compatibility forms folded (NFKC), case folded, thousands separators and
+    a decimal's trailing zeros dropped (1,000 = 1000, 2.50 = 2.5, 3.0 = 3), prose punctuation (, ; : ! ? . quotes)
+    read as a space, whitespace collapsed and a space beside a sign dropped (7 ? = 7?, 3 + 4 = 3+4). Mathematical
+    signs and brackets stay (3 + 4 and 3 - 4 are two problems), and a space between two words or numbers.
+    Two prompts match when these forms are equal: a reworded problem, another template around it or swapped operands
+    are not caught. in: prompt text; out: its canonical form."""
+    import unicodedata
+
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = DECIMAL_ZEROS.sub(r"\1", THOUSANDS.sub("", text))
+    return SIGN_SPACE.sub("", normalize_prompt(PROSE_PUNCTUATION.sub(" ", text)))
 
 
 def _cell_text(value: Any) -> str:

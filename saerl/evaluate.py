@@ -11,7 +11,9 @@
   problems, train.eval_problems of them, not on the final evaluation's) and why an arm has no ratio, in words.
 - :func:`compare_arms` / :func:`format_comparison`: each arm's accuracy and its difference to the reference
   arm, with confidence intervals, and a verdict that says "within noise" when the interval contains 0; the
-  verifier failures (timeouts/errors, scored wrong) behind each accuracy (:func:`verifier_failures`).
+  verifier failures (timeouts/errors, scored wrong) behind each accuracy (:func:`verifier_failures`). With two or
+  more sets, MEAN_OF_SETS averages them with equal weight as independent samples of problems, so a set sharing
+  problems with another is left out of it, with a note (:func:`sets_to_average`).
 - :func:`with_reachable`: the *reachable* stratum of every set, the problems the starting (base) policy
   solves in at least one of k samples drawn apart from the scored ones. Short RL sharpens what the base policy can already sample (pass@k
   turns into pass@1); it rarely teaches a problem the base policy never solves. So a difference between
@@ -48,6 +50,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,6 +68,7 @@ BASE_ARM = "base"  # the arm name of the starting policy in eval.parquet (evalua
 REACHABLE = ":reachable"  # suffix of a set's reachable stratum: problems the base policy solves at least once
 PROBE_ARM = "reach_probe"  # the arm name of the starting policy's probe pass (saerl.pipeline.heldout_variants)
 REACH_SEED = 1  # seed of the base policy's probe pass that defines the reachable stratum (the scored pass uses 0)
+PROBE_STREAM = 1  # spawn key of the probe pass's sample seeds: a stream no scored pass's (no spawn key) reaches
 TARGET_RTOL = 1e-9  # an accuracy within this relative tolerance of the target counts as reaching it
 Metric = Literal["greedy", "mean_k"]
 
@@ -72,9 +76,14 @@ Metric = Literal["greedy", "mean_k"]
 # ------------------------------------------------------------------------------------------------ generation
 
 
-def _seed_for(seed: int, sample: int) -> int:
-    """A torch seed for one sample pass, from (run seed, sample index): sample j is the same whatever k is."""
-    return int(np.random.SeedSequence([seed, sample]).generate_state(1)[0])
+def _seed_for(seed: int, sample: int, probe: bool = False) -> int:
+    """A torch seed for one sample pass, from (run seed, sample index): sample j is the same whatever k is. The
+    probe pass (`probe`) draws from its own stream, the SeedSequence of spawn key (PROBE_STREAM,): its entropy is
+    padded and tagged apart from every scored pass's, so no run seed reaches it (the probe at REACH_SEED = 1 drew
+    the seeds every training run of seed 1 drew, and a policy RL had barely moved then re-drew the completions
+    that chose its reachable stratum: the stratum's gains over the base came from seed 1 alone)."""
+    key = (PROBE_STREAM,) if probe else ()
+    return int(np.random.SeedSequence([seed, sample], spawn_key=key).generate_state(1)[0])
 
 
 def select_problems(df: pl.DataFrame, max_problems: int | None) -> pl.DataFrame:
@@ -95,12 +104,13 @@ def eval_bar_description(label: str, set_name: str) -> str:
 
 def evaluate_loaded(model: Any, tok: Any, eval_sets: dict[str, pl.DataFrame], cfg: EvalConfig,
                     max_new_tokens: int, seed: int, greedy: bool = True, progress: bool = False,
-                    label: str = "") -> pl.DataFrame:
+                    label: str = "", probe: bool = False) -> pl.DataFrame:
     """:func:`evaluate_policy` on an already loaded model and tokenizer. `greedy` False generates the sampled
     completions alone (the base policy's probe pass, whose greedy answers nothing reads: :func:`reachable_ids`),
-    saving one generation pass of every problem. With `progress` (runtime.progress, from the heldout stage) a bar
-    per set counts the completions generated, batch by batch (greedy pass, then each sample), described by the policy's
-    `label` and the set (:func:`eval_bar_description`)."""
+    saving one generation pass of every problem. `probe` draws the samples from the probe's own seed stream
+    (:func:`_seed_for`), apart from every scored pass's. With `progress` (runtime.progress, from the heldout stage)
+    a bar per set counts the completions generated, batch by batch (greedy pass, then each sample), described by
+    the policy's `label` and the set (:func:`eval_bar_description`)."""
     from saerl import policy_lm
 
     frames = []
@@ -117,7 +127,7 @@ def evaluate_loaded(model: Any, tok: Any, eval_sets: dict[str, pl.DataFrame], cf
                   disable=not progress) as bar:
             for j in passes:
                 t, ln, e = policy_lm.generate(model, tok, prompts, max_new_tokens, cfg.batch_size,
-                                              0.0 if j == GREEDY else cfg.temperature, _seed_for(seed, j),
+                                              0.0 if j == GREEDY else cfg.temperature, _seed_for(seed, j, probe),
                                               on_batch=bar.update)
                 texts, lens, ended, samples = texts + t, lens + ln, ended + e, samples + [j] * n
         results = verify_batch(texts, golds * len(passes), cfg.verify_timeout_s)
@@ -182,9 +192,10 @@ def summarize_eval(df: pl.DataFrame, by: tuple[str, ...] = ("set",)) -> pl.DataF
 
 def reachable_ids(probe: pl.DataFrame) -> dict[str, set[str]]:
     """Per set, the ids of the problems the base policy answered right in at least one of its *sampled*
-    completions (sample >= 1) in `probe`: a pass of the base policy with its own seed, kept apart from the
-    completions that are scored, so that selecting the stratum does not select on the scored outcomes (which
-    would bias the base's stratum accuracy up and every gain over it down).
+    completions (sample >= 1) in `probe`: a pass of the base policy on its own seed stream (:func:`_seed_for`: no
+    trained run's scored pass draws those seeds), kept apart from the completions that are scored, so that
+    selecting the stratum does not select on the scored outcomes (which would bias the base's stratum accuracy up
+    and every gain over it down).
     in: per-sample frame (set, id, sample, correct) of the probe pass; out: {set: ids}."""
     hits = (probe.filter(pl.col("sample") > GREEDY).group_by("set", "id").agg(pl.col("correct").any())
             .filter(pl.col("correct")))
@@ -645,9 +656,36 @@ def _cell_differences(scores: pl.DataFrame, arm: str, reference: str, set_name: 
     return (both["score"] - both["score_ref"]).to_numpy().astype(np.float64)
 
 
+def sets_to_average(prompts: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+    """The held-out sets MEAN_OF_SETS leaves out because they share problems with another set (the same prompt in
+    saerl.data.canonical_prompt's form), and a note per set left out. The mean's interval treats its sets as
+    independent samples of problems; a problem in two sets entered it twice, so a set passed twice (or MATH-500
+    beside MATH test) narrowed the interval by about 1/sqrt(2) with no new problem. The sets are taken largest first
+    (ties by name) and one sharing a problem with a set already taken is left out whole: the mean stays an
+    equal-weight mean of the sets it names, over problems that are all distinct (deduplicating the shared problems
+    would change what each set's accuracy means). in: {set: its evaluated prompts}; out: (sets left out, notes)."""
+    from saerl.data import canonical_prompt
+
+    canon = {name: {canonical_prompt(p) for p in ps} for name, ps in prompts.items()}
+    kept: dict[str, set[str]] = {}
+    left, notes = [], []
+    for name in sorted(canon, key=lambda t: (-len(canon[t]), t)):
+        shared = {t: len(canon[name] & c) for t, c in kept.items() if canon[name] & c}
+        if not shared:
+            kept[name] = canon[name]
+            continue
+        left.append(name)
+        with_ = ", ".join(f"{n} with {t}" for t, n in shared.items())
+        notes.append(f"held-out set {name} shares problems with another set ({with_}; the same prompt once case, "
+                     f"spacing, punctuation and number formatting are set aside): {MEAN_OF_SETS} leaves it out, as "
+                     "it averages the sets as independent samples (a shared problem counted twice narrows its "
+                     "interval); the set's own rows are reported as they are")
+    return sorted(left), notes
+
+
 def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samples: pl.DataFrame | None = None,
                  metric: Metric = "greedy", level: float = EvalConfig.model_fields["ci_level"].default,
-                 reference_fixed: bool = False) -> pl.DataFrame:
+                 reference_fixed: bool = False, left_out: Collection[str] = ()) -> pl.DataFrame:
     """Each arm's final accuracy and its difference to `reference`, per eval set, with `level` intervals.
     in: final (arm, seed, set, accuracy), or None to derive it from `samples`; reference arm; samples: the
     per-sample frames of :func:`evaluate_policy` stacked with arm and seed columns (enables the paired
@@ -660,7 +698,8 @@ def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samp
     a trained side with one seed) / no CI), ci_source (what the interval accounts for), level, verifier_failures
     (the arm's samples the metric scores whose answer check timed out or erred, all seeds: scored wrong; null
     without per-sample statuses). With two or more sets, the rows of set MEAN_OF_SETS too (the sets averaged with
-    equal weight; a reachable stratum is no set of its own; :func:`_arm_rows`)."""
+    equal weight; a reachable stratum is no set of its own, nor is a set in `left_out`, one sharing problems with
+    another: :func:`sets_to_average`; :func:`_arm_rows`)."""
     if final is None:
         if samples is None:
             raise ValueError("give the final accuracies, the per-sample results, or both")
@@ -678,7 +717,7 @@ def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samp
         by_seed = {a: dict(fin.filter(pl.col("arm") == a).sort("seed").select("seed", "accuracy").iter_rows())
                    for a in arms}
         rows += _arm_rows(set_name, [set_name], by_seed, scores, reference, level, reference_fixed, fails)
-    sets = sorted(s for s in final["set"].unique().to_list() if not s.endswith(REACHABLE))
+    sets = sorted(s for s in final["set"].unique().to_list() if not s.endswith(REACHABLE) and s not in left_out)
     if len(sets) >= 2:
         rows += _arm_rows(MEAN_OF_SETS, sets, _mean_over_sets(final, sets), scores, reference, level,
                           reference_fixed, fails)
@@ -699,7 +738,8 @@ def _arm_rows(label: str, sets: list[str], by_seed: dict[str, dict[Any, float]],
               fails: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
     """:func:`compare_arms`' rows of one comparison set `label`: one held-out set (`sets` is [label]) or the mean of
     several (MEAN_OF_SETS, with equal weight). The accuracy is the mean over seeds of `by_seed`; its interval sums the
-    seed part and each set's per-problem part scaled by 1/sets^2 (a mean of independent set means). A difference to
+    seed part and each set's per-problem part scaled by 1/sets^2 (a mean of independent set means: sets sharing
+    problems are not averaged together, :func:`sets_to_average`). A difference to
     the reference pairs seeds (the same MIN_PAIRED_SEEDS or more seeds whose differences are not all equal, or arms
     identical in every cell) or else sums both sides' seed parts (Welch), plus each set's paired per-problem part;
     where that leaves no width though the arms differ, the per-(seed, problem) cells' spread stands in (opposite

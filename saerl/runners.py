@@ -580,14 +580,16 @@ def held_out_rows(cfg: PipelineConfig, name: str, entry: Any) -> Any:
 
 
 def held_out_overlap(prompts: pl.DataFrame, sets: dict[str, pl.DataFrame]) -> list[str]:
-    """A note per held-out set that shares prompts with the training data (the same text, case and runs of spaces
-    aside): RL trained on them, so their accuracy measures recall, not generalisation (a held-out file cut from the
-    training file, or a benchmark inside it). in: the ingested training prompts (prompt), the held-out sets
-    {name: frame with prompt}; out: the notes ([] when every set is disjoint)."""
-    from saerl.data import normalize_prompt
+    """A note per held-out set that shares prompts with the training data (the same text once case, spacing, prose
+    punctuation, thousands separators and decimals' trailing zeros are set aside: saerl.data.canonical_prompt, an
+    exact match of those forms, so a reworded problem or one in another template is not caught): RL trained on them,
+    so their accuracy measures recall, not generalisation (a held-out file cut from the training file, or a
+    benchmark inside it). in: the ingested training prompts (prompt), the held-out sets {name: frame with prompt};
+    out: the notes ([] when every set is disjoint)."""
+    from saerl.data import canonical_prompt
 
-    def canon(col: pl.Series) -> list[str]:  # ingest's duplicate form, lowercased
-        return [normalize_prompt(p).lower() for p in col.cast(pl.String).to_list()]
+    def canon(col: pl.Series) -> list[str]:
+        return [canonical_prompt(p) for p in col.cast(pl.String).to_list()]
 
     seen = set(canon(prompts["prompt"]))
     notes = []
@@ -595,8 +597,9 @@ def held_out_overlap(prompts: pl.DataFrame, sets: dict[str, pl.DataFrame]) -> li
         n = sum(p in seen for p in canon(frame["prompt"]))
         if n:
             notes.append(f"held-out set {name}: {n} of {frame.height} prompts are also in the training data (the same "
-                         "text): RL trained on them, so accuracy on this set mixes recall with generalisation; drop "
-                         "them from the held-out file or from the training data")
+                         "text once case, spacing, punctuation and number formatting are set aside): RL trained on "
+                         "them, so accuracy on this set mixes recall with generalisation; drop them from the "
+                         "held-out file or from the training data")
     return notes
 
 
@@ -762,9 +765,9 @@ def compute_heldout(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
     samples at eval.temperature, each answer judged by the verifier within eval.verify_timeout_s), the unit the
     evaluate stage compares. The policy is training run (arm, seed)'s (its train artifact's policy/), or with arm
     BASE_ARM the starting policy (its scored pass, seed 0) and with PROBE_ARM the starting policy's probe pass
-    (REACH_SEED), which defines each set's reachable stratum from its sampled completions alone (it generates no
-    greedy pass). Its own artifact, keyed on that policy and the
-    generation settings alone: a change of how evaluate compares (eval.ci_level, the steps target), a new seed or
+    (REACH_SEED, on the probe's own seed stream: saerl.evaluate._seed_for), which defines each set's reachable
+    stratum from its sampled completions alone (it generates no greedy pass). Its own artifact, keyed on that
+    policy and the generation settings alone: a change of how evaluate compares (eval.ci_level, the steps target), a new seed or
     arm, or a sweep child that shares vanilla's training runs generates nothing again for the policies already
     evaluated. Writes eval.parquet (set, id, sample, correct, status, completion_len, truncated, + the sets'
     difficulty/topic) and sets.parquet (set, id, prompt).
@@ -784,7 +787,8 @@ def compute_heldout(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
         model_cfg = cfg.model.model_copy(update={"revision": None})
     frame = evaluate_loaded(*load_policy(policy, model_cfg, device=cfg.runtime.device), sets, cfg.eval,
                             cfg.train.max_completion_length, seed, greedy=arm != PROBE_ARM,
-                            progress=cfg.runtime.progress, label=POLICY_LABEL.format(arm=arm, seed=seed))
+                            progress=cfg.runtime.progress, label=POLICY_LABEL.format(arm=arm, seed=seed),
+                            probe=arm == PROBE_ARM)
     frame.write_parquet(build.path / HELDOUT)
     pl.concat([df.select(set=pl.lit(name), id=pl.col("id").cast(pl.String), prompt=pl.col("prompt").cast(pl.String))
                for name, df in sets.items()]).write_parquet(build.path / HELDOUT_SETS)
@@ -809,7 +813,9 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     comparison.parquet, steps_to_target.parquet, curves.parquet, comparison.txt and plots/accuracy_vs_step.png.
     With eval.base_policy the starting policy's evaluation is in eval.parquet too (arm "base"; gains.parquet: each
     arm's RL gain over it), and its probe pass (reach_probe.parquet) defines each set's reachable stratum, reported in
-    the summary and the comparisons as the set "<set>:reachable"."""
+    the summary and the comparisons as the set "<set>:reachable". Its notes (a held-out set sharing prompts with the
+    training data: :func:`held_out_overlap`; a set left out of the mean of the sets for sharing problems with
+    another: saerl.evaluate.sets_to_average) head comparison.txt, above the tables, and the manifest."""
     from saerl.evaluate import (
         BASE_ARM,
         PROBE_ARM,
@@ -819,6 +825,7 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
         format_comparison,
         generated_prompts,
         reachable_ids,
+        sets_to_average,
         summarize_eval,
         with_reachable,
     )
@@ -833,7 +840,7 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
         raise ValueError(f"evaluate needs the heldout stage's evaluation of every training run; missing: {missing}")
     sets = pl.read_parquet(next(iter(evaluated.values())).file(HELDOUT_SETS))
     held = {name: sets.filter(pl.col("set") == name) for name in sets["set"].unique(maintain_order=True).to_list()}
-    build.note(notes=warned("evaluate", held_out_overlap(read_prompts(inputs), held)))
+    overlap = held_out_overlap(read_prompts(inputs), held)
     frames, curves, costs = [], [], []
     for arm, seed, ref in runs:
         run = {"arm": pl.lit(arm), "seed": pl.lit(seed, pl.Int64)}
@@ -849,6 +856,9 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
         probe.write_parquet(build.path / REACH_PROBE)
     samples = pl.concat(frames, how="diagonal_relaxed")
     samples.write_parquet(build.path / "eval.parquet")
+    left_out, shared = sets_to_average(evaluated_prompts(sets, samples))
+    notes = warned("evaluate", overlap + shared)
+    build.note(notes=notes)
     if probe is not None:
         samples = with_reachable(samples, probe)
     problems = curve_problems(runs, reachable_ids(probe) if probe is not None else None)
@@ -861,21 +871,22 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     arms = {a for a, _, _ in runs}
     reference = "vanilla" if "vanilla" in arms else sorted(arms)[0]
     trained = samples.filter(pl.col("arm") != BASE_ARM)
-    tables = [compare_arms(None, reference, samples=trained, metric=m, level=cfg.eval.ci_level)
+    tables = [compare_arms(None, reference, samples=trained, metric=m, level=cfg.eval.ci_level, left_out=left_out)
               .with_columns(metric=pl.lit(m)) for m in ("greedy", "mean_k")]
     comparison = pl.concat(tables, how="diagonal_relaxed")
     comparison.write_parquet(build.path / "comparison.parquet")
     gains = None
     if cfg.eval.base_policy:  # each arm's RL gain over the starting policy: did RL learn anything at all?
         gains = pl.concat([compare_arms(None, BASE_ARM, samples=samples, metric=m, level=cfg.eval.ci_level,
-                                            reference_fixed=True)
+                                            reference_fixed=True, left_out=left_out)
                            .with_columns(metric=pl.lit(m)) for m in ("greedy", "mean_k")], how="diagonal_relaxed")
         gains.write_parquet(build.path / "gains.parquet")
     cost = pl.concat(costs, how="diagonal_relaxed")
     stt = steps_table(curve, problems, cost, reference, cfg)
     stt.write_parquet(build.path / "steps_to_target.parquet")
     names = ("greedy pass@1", f"mean@{cfg.eval.k_samples}")
-    text = "\n".join(f"== {m} ==\n{format_comparison(t)}" for m, t in zip(names, tables, strict=True))
+    text = "".join(f"note: {n}\n" for n in notes)  # above the tables: what a reader of them must know first
+    text += "\n".join(f"== {m} ==\n{format_comparison(t)}" for m, t in zip(names, tables, strict=True))
     if gains is not None:
         text += "\n" + "\n".join(
             f"== RL gain over the starting policy, {m} ==\n{format_comparison(gains.filter(pl.col('metric') == k))}"
@@ -887,6 +898,16 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     targets = dict(stt.unique("set").select("set", "target").iter_rows())
     save_figure(accuracy_vs_step(curve, target=targets), build.path / PLOTS / "accuracy_vs_step.png")
     return evaluate_metrics(tables, stt, gains, summary, reference) | probe_metrics
+
+
+def evaluated_prompts(sets: pl.DataFrame, samples: pl.DataFrame) -> dict[str, list[str]]:
+    """Per held-out set, the prompts of the problems the evaluation scored (eval.max_problems may have kept a part
+    of a set): what the mean of the sets averages (saerl.evaluate.sets_to_average). in: a heldout artifact's
+    sets.parquet (set, id, prompt), the per-sample frame (set, id, ...); out: {set: prompts}, sets in file order."""
+    scored = samples.select("set", pl.col("id").cast(pl.String)).unique()
+    rows = sets.join(scored, on=["set", "id"], how="semi")
+    return {name: rows.filter(pl.col("set") == name)["prompt"].to_list()
+            for name in sets["set"].unique(maintain_order=True).to_list()}
 
 
 def probe_samples(probe: pl.DataFrame) -> pl.DataFrame:

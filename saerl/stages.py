@@ -107,14 +107,14 @@ STAGES: dict[str, Stage] = {
             "one RL run per (arm, seed): policy checkpoint, per-step log, greedy learning curve",
         ),
         Stage(
-            "heldout", "1",
+            "heldout", "2",
             ("model", "eval.k_samples", "eval.temperature", "eval.max_problems", "eval.batch_size",
              "eval.verify_timeout_s", "eval.sets", "train.max_completion_length", "data"),
             ("train", "testbed"),
             "one policy on the held-out sets, greedy and k samples per problem: an (arm, seed) run's trained policy, "
             "the starting policy, or the starting policy's probe pass",
         ),
-        Stage("evaluate", "21",
+        Stage("evaluate", "22",
               ("eval.base_policy", "eval.k_samples", "eval.target_accuracy", "eval.target_gain_share", "eval.ci_level",
                "eval.steps_bootstrap", "train.arms", "train.seeds"),
               ("heldout", "train", "ingest"), "eval.parquet, arm comparison, steps-to-target"),

@@ -113,6 +113,37 @@ def test_each_pass_samples_at_the_eval_temperature_with_a_seed_of_its_own(monkey
     assert sampled.equals(out.filter(pl.col("sample") > 0))
 
 
+def test_the_probe_pass_draws_from_a_seed_stream_no_run_seed_reaches(monkeypatch):
+    """The reach probe (REACH_SEED = 1) drew its samples from _seed_for(1, j), the seeds every training run of seed 1
+    drew its scored samples from: a policy RL barely moved re-drew the completions that chose its reachable stratum,
+    and the stratum's gain over the base came from seed 1 alone. The probe draws from a stream of its own; every
+    scored pass keeps its seeds (pinned: their outputs do not change)."""
+    import saerl.policy_lm
+    from saerl.evaluate import REACH_SEED, _seed_for
+
+    k = 16
+    probe = {_seed_for(REACH_SEED, j, probe=True) for j in range(1, k + 1)}
+    scored = {_seed_for(s, j) for s in range(1000) for j in range(k + 1)}
+    assert not probe & scored
+    assert not {_seed_for(s, j, probe=True) for s in range(50) for j in range(k + 1)} & scored
+    assert [_seed_for(0, j) for j in range(4)] == [2968811710, 3964924996, 3141116543, 2613022947]
+    assert [_seed_for(1, j) for j in range(3)] == [1835504127, 1189033389, 1596810411]
+    assert _seed_for(7, 5) == 1002604896
+    calls: list[int] = []
+
+    def fake(model, tok, prompts, max_new_tokens, batch, temperature, seed, on_batch=None):
+        calls.append(seed)
+        return Completions(["#### 7"] * len(prompts), [2] * len(prompts), [True] * len(prompts))
+
+    monkeypatch.setattr(saerl.policy_lm, "generate", fake)
+    cfg = EvalConfig(k_samples=3, temperature=0.7)
+    evaluate_loaded(None, None, SETS, cfg, 9, seed=REACH_SEED, greedy=False, probe=True)
+    assert calls == [_seed_for(REACH_SEED, j, probe=True) for j in (1, 2, 3)] and not set(calls) & scored
+    calls.clear()
+    evaluate_loaded(None, None, SETS, cfg, 9, seed=REACH_SEED)  # a trained policy of seed 1: as before
+    assert calls == [1835504127, 1189033389, 1596810411, _seed_for(1, 3)]
+
+
 @pytest.mark.parametrize("progress", [True, False])
 def test_the_evaluation_shows_its_progress_naming_the_policy_and_set(monkeypatch, capsys, progress):
     """Held-out evaluation drew no bar (minutes per policy at 1.5B with k samples): with runtime.progress a bar per
@@ -486,6 +517,38 @@ def test_compare_arms_averages_the_held_out_sets_with_equal_weight():
     assert with_stratum.filter(pl.col("set") == MEAN_OF_SETS).equals(table.filter(pl.col("set") == MEAN_OF_SETS))
     assert MEAN_OF_SETS not in compare_arms(None, samples=samples.filter(pl.col("set") == "A"))["set"].to_list()
     assert f"set {MEAN_OF_SETS} (50 problems)" in format_comparison(table)
+
+
+def test_sets_sharing_problems_are_left_out_of_the_mean_of_sets():
+    """The mean of the sets added each set's per-problem variance as if the sets were independent: a set passed twice
+    (or MATH-500 beside MATH test) counted its problems twice and narrowed the mean's interval by about 1/sqrt(2),
+    claiming twice the paired problems. A set sharing a problem (the same prompt once case, spacing, punctuation and
+    number formatting are set aside) with a larger set is left out of the mean, with a note; disjoint sets stay."""
+    from saerl.evaluate import MEAN_OF_SETS, sets_to_average
+
+    a = [f"What is {i} + 1,000?" for i in range(200)]
+    c = [f"What is {i} - 1?" for i in range(50)]
+    left, notes = sets_to_average({"A": a, "B": [p.lower().replace(",", "").replace("?", " ?") for p in a[:30]],
+                                   "C": c})
+    assert left == ["B"] and len(notes) == 1
+    assert notes[0].startswith("held-out set B shares problems with another set (30 with A;") and MEAN_OF_SETS in notes[0]
+    assert sets_to_average({"A": a, "C": c}) == ([], [])
+    assert sets_to_average({"A": a[:10], "Z": a})[0] == ["A"]  # the larger set stays
+    rng = np.random.default_rng(5)
+    frames = []
+    for arm, p in (("vanilla", 0.4), ("saerl", 0.45)):
+        for set_name, n in (("A", 200), ("C", 50)):
+            correct = (rng.uniform(size=n) < p).tolist()
+            frames.append(_samples(correct, [[False]] * n, set_name=set_name).with_columns(arm=pl.lit(arm), seed=pl.lit(0)))
+    samples = pl.concat(frames)
+    twice = pl.concat([samples, samples.filter(pl.col("set") == "A").with_columns(set=pl.lit("B"))])
+    table = compare_arms(None, samples=twice, left_out=left)
+    assert table.filter(pl.col("set") == MEAN_OF_SETS).equals(compare_arms(None, samples=samples)
+                                                              .filter(pl.col("set") == MEAN_OF_SETS))
+    assert table.filter(pl.col("set") == MEAN_OF_SETS)["n_problems"].to_list() == [250, 250]
+    assert set(table["set"]) == {"A", "B", "C", MEAN_OF_SETS}  # the set's own rows stay
+    alone = compare_arms(None, samples=twice.filter(pl.col("set") != "C"), left_out=["B"])
+    assert MEAN_OF_SETS not in alone["set"].to_list()  # one set left: no mean
 
 
 def test_two_seeds_are_flagged_and_intervals_stay_in_range():

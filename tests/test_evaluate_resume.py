@@ -79,6 +79,7 @@ def stubbed(monkeypatch):
     def evaluate(model, tok, sets, cfg, max_new_tokens, seed, greedy=True, **kw):
         state["calls"].append((Path(model).parent.name if "train-" in model else "base", seed))
         state.setdefault("greedy", []).append(greedy)
+        state.setdefault("probe", []).append(kw.get("probe", False))
         if len(state["calls"]) == state["kill_at"]:
             raise Killed("killed in the middle of an evaluation")
         return _fake_eval(model, tok, sets, cfg, max_new_tokens, seed)
@@ -125,6 +126,8 @@ def test_a_killed_evaluation_leaves_the_finished_ones_and_a_rerun_writes_the_sam
     assert stubbed["calls"] == EVERY
     # the probe pass (the starting policy at REACH_SEED) generates no greedy pass: nothing reads it
     assert stubbed["greedy"] == [seed != REACH_SEED or policy != "base" for policy, seed in EVERY]
+    # and it alone draws from the probe's own seed stream (saerl.evaluate._seed_for), apart from every scored pass's
+    assert stubbed["probe"] == [not greedy for greedy in stubbed["greedy"]]
     expected = _tables(Path(whole["evaluate"].ref.path))
 
     stubbed["calls"].clear()

@@ -443,7 +443,7 @@ def test_a_file_without_held_out_sets_is_refused_before_any_stage_that_would_end
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.jsonl"]
     assert dict(check_runnable(cfg, "train"))["train"]  # training alone needs none
     held = tmp_path / "x.jsonl"
-    held.write_text('{"question": "1+1?", "answer": "2"}\n')
+    held.write_text('{"question": "2+2?", "answer": "4"}\n')  # not train.jsonl's bytes: that one is refused
     assert "evaluate" in dict(check_runnable(_real(tmp_path, f"eval.sets={{gsm: {held}}}")))
 
 
@@ -538,7 +538,8 @@ def test_a_mapped_field_a_file_lacks_is_refused_before_any_stage_naming_the_file
     train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
     train.write_text('{"question": "1+1?", "answer": "2", "level": 1}\n')
     test.write_text('{"problem": "2+2?", "answer": "4"}\n')
-    base = ["data.source=file", f"data.path={train}", "data.difficulty=level", f"eval.sets.t={train}"]
+    (tmp_path / "held.jsonl").write_text('{"question": "3+3?", "answer": "6"}\n')
+    base = ["data.source=file", f"data.path={train}", "data.difficulty=level", f"eval.sets.t={tmp_path / 'held.jsonl'}"]
     check_runnable(load_config(None, base))  # the held-out set without the label column: fine
     with pytest.raises(IngestError, match=r"prompt field 'problem' is not in the data"):
         check_runnable(load_config(None, [*base, "data.prompt=problem"]), "ingest")

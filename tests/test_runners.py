@@ -457,6 +457,55 @@ def test_a_held_out_dataset_dict_is_read_at_its_own_split_and_never_at_the_train
     assert eval_sets(load_config(None, [*base, f"eval.sets.o={only}"]), {})["o"].height == 2
 
 
+def test_a_held_out_set_that_is_the_training_file_or_a_copy_of_it_is_refused(tmp_path, monkeypatch):
+    """The training file itself given as an eval set (data.path's jsonl) ran to the end: a warning noted that every
+    prompt was a training prompt, and the set counted in comparison.txt and its mean of the sets. It is refused
+    before the first stage as the training split of a HF folder is: the same path (relative or through a link) or a
+    copy of its bytes, naming the entry and the fix; another file passes."""
+    from saerl.data import IngestError
+    from saerl.pipeline import check_runnable
+
+    rows = "".join(f'{{"question": "What is {i}+1?", "answer": "{i + 1}"}}\n' for i in range(4))
+    train = tmp_path / "train.jsonl"
+    train.write_text(rows)
+    (tmp_path / "copy.jsonl").write_text(rows)
+    (tmp_path / "link.jsonl").symlink_to(train)
+    (tmp_path / "test.jsonl").write_text(rows.replace("+1?", "+2?"))
+    monkeypatch.chdir(tmp_path)
+    base = ["data.source=file", f"data.path={train}", "data.prompt=question", "data.answer=answer"]
+    for held in ("train.jsonl", str(train), "link.jsonl", "copy.jsonl"):
+        cfg = load_config(None, [*base, f"eval.sets.same={held}"])
+        with pytest.raises(IngestError, match=r"eval.sets.same .*is the training data's file \(data.path .*recall; "
+                                              r"give the held-out set a file of its own"):
+            check_runnable(cfg, "train")
+        with pytest.raises(IngestError, match=r"eval.sets.same .*training data's file"):
+            eval_sets(cfg, {})
+    cfg = load_config(None, [*base, "eval.sets.test=test.jsonl"])
+    check_runnable(cfg, "train")
+    assert eval_sets(cfg, {})["test"].height == 4
+
+
+def test_the_overlap_note_sees_a_prompt_through_case_spacing_punctuation_and_number_formatting():
+    """The overlap check matched prompts with case and runs of spaces aside: '1,000' against '1000', '2.50' against
+    '2.5', '7 ?' against '7?' or a dropped final '?' passed as held-out problems. They match now; another problem
+    (other numbers, another operation, swapped operands: no fuzzy matching) does not."""
+    from saerl.runners import held_out_overlap
+
+    train = pl.DataFrame({"prompt": ["Natalia sold clips to 48 of her friends in April. How many clips did she sell?",
+                                     "A store sells 1,000 apples at $2.50 each. What is the revenue?",
+                                     "What is 12 plus 7 ?", "Compute 3 + 4 ."]})
+    same = ["natalia  sold clips to 48 of her friends in april.\nHow many clips did she sell",
+            "A store sells 1000 apples at $2.5 each. What is the revenue?",
+            "a store sells 1,000 apples at $2.50 each what is the revenue", "What is 12 plus 7?",
+            "What is 12\u00a0plus 7", "Compute 3+4.", "“What is 12 plus 7?”"]
+    other = ["What is 7 plus 12 ?", "Compute 3 - 4 .", "A store sells 100 apples at $2.50 each. What is the revenue?",
+             "A store sells 1,000 apples at $25 each. What is the revenue?", "Compute 34 ."]
+    for prompt in same:
+        (note,) = held_out_overlap(train, {"s": pl.DataFrame({"prompt": [prompt]})})
+        assert note.startswith("held-out set s: 1 of 1 prompts are also in the training data"), prompt
+    assert held_out_overlap(train, {"o": pl.DataFrame({"prompt": other})}) == []
+
+
 def test_a_held_out_file_is_read_in_its_suffixs_format_not_the_training_files(tmp_path):
     """A jsonl held-out set beside a training file whose format is named (data.format=parquet for train.bin) was
     read as parquet, and format auto failed on the training file: it could not be configured. The set reads by its
@@ -474,7 +523,9 @@ def test_a_held_out_file_is_read_in_its_suffixs_format_not_the_training_files(tm
     assert eval_sets(cfg, {})["extra"].height == 3
     own = load_config(None, [*base, f"eval.sets.extra={{path: {tmp_path / 'extra.dat'}, format: jsonl}}"])
     assert eval_sets(own, {})["extra"].height == 3
-    jsonl = load_config(None, ["data.source=file", f"data.path={tmp_path / 'extra.jsonl'}", "data.format=jsonl",
+    # a training file of its own: extra.jsonl, the set's bytes, would be refused as the training file
+    (tmp_path / "train.jsonl").write_text('{"question": "What is 1+1?", "answer": "2"}\n')
+    jsonl = load_config(None, ["data.source=file", f"data.path={tmp_path / 'train.jsonl'}", "data.format=jsonl",
                                f"eval.sets.extra={tmp_path / 'extra.dat'}"])
     assert eval_sets(jsonl, {})["extra"].height == 3  # no format in the suffix: data.format, as before
 
@@ -878,9 +929,66 @@ def test_compute_evaluate_writes_the_failures_and_the_target_into_its_table_and_
     assert any("1 answer checks of the final evaluation" in r.getMessage() for r in caplog.records)
     text = (out / "comparison.txt").read_text()
     assert "set heldout (10 problems)" in text and "verifier failures: 1 (scored wrong): saerl 1" in text
+    # the overlap note heads comparison.txt, above the tables (it was only in the log and the manifest)
+    assert text.startswith(f"note: {note}\n== greedy pass@1 ==\n")
     assert ("heldout target: vanilla's final greedy accuracy on the 200 in-training eval problems (50.0%), not on "
             "the 10 problems of the final evaluation") in text
     assert pl.read_parquet(out / "comparison.parquet")["verifier_failures"].to_list() == [0, 1, 0, 0]
+
+
+def test_compute_evaluate_leaves_a_set_sharing_problems_out_of_the_mean_and_says_so_above_the_tables(tmp_path,
+                                                                                                   monkeypatch):
+    """Two eval sets holding the same problems (one file passed twice, a benchmark inside another) entered the mean
+    of the sets as independent: its interval was too narrow and its problem count double. The evaluate stage leaves
+    the smaller one out of the mean, and comparison.txt says so above its tables, beside the training overlap note."""
+    import saerl.evaluate
+    import saerl.policy_lm
+    from saerl.evaluate import MEAN_OF_SETS
+    from saerl.runners import CURVE_PROBLEMS, compute_evaluate, compute_heldout
+
+    curve, problems = _at_start_curve()
+    inputs = {}
+    for arm in ("saerl", "vanilla"):
+        folder = tmp_path / f"train-{arm}"
+        (folder / "policy").mkdir(parents=True)
+        curve.filter(pl.col("arm") == arm).select("step", "set", "greedy", "n").write_parquet(folder / "curve.parquet")
+        problems.filter(pl.col("arm") == arm).select("step", "set", "id", "correct").write_parquet(folder / CURVE_PROBLEMS)
+        pl.DataFrame({"step": [10], "reward": [0.5], "frac_reward_zero_std": [0.0]}).write_parquet(folder / "log.parquet")
+        pl.DataFrame({"step": [10], "id": ["a"]}).write_parquet(folder / "trained_order.parquet")
+        inputs[f"train:{arm}:0"] = ArtifactRef("train", arm, str(folder))
+    prompts = {"heldout": [f"What is {i}+1?" for i in range(10)], "other": [f"What is {i}*3?" for i in range(6)],
+               "part": [f"what is {i} + 1" for i in range(4)]}  # part: 4 of heldout's problems, written otherwise
+
+    def fake_eval(model, tok, sets, cfg, max_new_tokens, seed, greedy=True, **kw):
+        rows = [{"set": name, "id": f"{name}{i}", "sample": j, "correct": (i + j + ("saerl" in str(model))) % 2 == 0,
+                 "status": "correct"} for name, df in sets.items() for i in range(df.height) for j in (0, 1)]
+        return pl.DataFrame(rows)
+
+    monkeypatch.setattr(saerl.policy_lm, "load_policy", lambda path, *a, **k: (path, None))
+    monkeypatch.setattr(saerl.evaluate, "evaluate_loaded", fake_eval)
+    monkeypatch.setattr("saerl.runners.eval_sets", lambda cfg, inputs: {
+        name: pl.DataFrame({"id": [f"{name}{i}" for i in range(len(ps))], "prompt": ps}) for name, ps in prompts.items()})
+    (tmp_path / "ingest").mkdir()
+    pl.DataFrame({"id": ["a"], "prompt": ["What is 5 * 3"]}).write_parquet(tmp_path / "ingest" / PROMPTS)
+    inputs["ingest"] = ArtifactRef("ingest", "i", str(tmp_path / "ingest"))
+    cfg = load_config(None, ["eval.base_policy=false", "eval.steps_bootstrap=20"])
+    for arm in ("saerl", "vanilla"):
+        folder = tmp_path / f"heldout-{arm}"
+        folder.mkdir()
+        compute_heldout(cfg, {f"train:{arm}:0": inputs[f"train:{arm}:0"]}, Build(folder, {}), arm=arm, seed=0)
+        inputs[f"heldout:{arm}:0"] = ArtifactRef("heldout", arm, str(folder))
+    out = tmp_path / "evaluate"
+    (out / "plots").mkdir(parents=True)
+    build = Build(out, {})
+    compute_evaluate(cfg, inputs, build)
+    train_note, shared_note = build.notes["notes"]
+    assert train_note.startswith("held-out set other: 1 of 6 prompts are also in the training data")
+    assert shared_note.startswith("held-out set part shares problems with another set (4 with heldout;")
+    text = (out / "comparison.txt").read_text()
+    assert text.startswith(f"note: {train_note}\nnote: {shared_note}\n== greedy pass@1 ==\n")
+    assert f"set {MEAN_OF_SETS} (16 problems)" in text  # heldout and other: 10 + 6, not 20
+    table = pl.read_parquet(out / "comparison.parquet")
+    assert set(table["set"]) == {"heldout", "other", "part", MEAN_OF_SETS}
 
 
 def test_probe_failures_are_counted_and_said(caplog):
