@@ -486,6 +486,31 @@ class CurriculumConfig(Section):
     seed: int = Field(0, ge=0, description="tie-breaking and mixing seed")
 
 
+class HealthConfig(Section):
+    """The train stage's health checks: when a training run's per-step log (trl's metrics, log.parquet) earns a
+    note in its manifest (logged as a warning, shown by `saerl report`; saerl.rl.health_notes). Notes only: none
+    stops a run (weights that turn non-finite always do), and a change here reruns nothing
+    (saerl.stages.RESULT_NEUTRAL: a reused run keeps the notes of the thresholds it ran under)."""
+
+    entropy_floor: float = Field(
+        0.05, ge=0, description="note a collapse when the policy's mean token entropy (nats) over the run's last "
+        "steps (tail_share) is below this: rollouts of a group come out (nearly) identical, so GRPO has no spread "
+        "to learn from; 0 = off")
+    tail_share: float = Field(0.25, gt=0, le=1, description="share of the run's last steps (at least one) the "
+                              "entropy check averages over")
+    truncated_share: float = Field(
+        0.5, ge=0, le=1, description="note when the mean share of rollouts cut off at train.max_completion_length "
+        "(trl's completions/clipped_ratio) over the run is above this")
+    no_signal_share: float = Field(
+        0.5, ge=0, le=1, description="note when more than this share of steps had no group with a reward spread "
+        "(frac_reward_zero_std = 1: every advantage 0, so no gradient from the reward)")
+    verifier_failure_share: float = Field(
+        0.01, ge=0, le=1, description="note when more than this share of the reward's answer checks timed out or "
+        "erred (scored 0: the reward was noise there)")
+    kl_bound: float = Field(1.0, gt=0, description="with train.beta > 0: note when a step's mean KL to the reference "
+                            "policy (nats/token) is above this")
+
+
 class TrainConfig(Section):
     """RL training through trl (train stage)."""
 
@@ -768,6 +793,7 @@ class PipelineConfig(Section):
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import math
 import random
 import shutil
 import time
@@ -29,7 +30,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from saerl.artifacts import write_file_atomic
-from saerl.config import ModelConfig, TrainConfig
+from saerl.config import HealthConfig, ModelConfig, TrainConfig
 from saerl.verify import extract_final_answer, verify_batch
 
 log = logging.getLogger("saerl.rl")
@@ -334,6 +335,108 @@ def own_precision(model: Any) -> Iterator[None]:
             model.forward = wrapped
 
 
+# trl's per-step metrics the health checks read (saerl.rl.health_notes)
+ENTROPY, CLIPPED, ZERO_STD, KL = "entropy", "completions/clipped_ratio", "frac_reward_zero_std", "kl"
+NON_FINITE_METRICS = ("loss", "grad_norm")  # a step logging either as nan/inf trained on garbage
+
+
+def first_non_finite(log_rows: list[dict[str, Any]]) -> tuple[int, str, float] | None:
+    """The first logged step whose loss or grad_norm is nan or inf (transformers logs them as they are:
+    grpo_config turns its logging_nan_inf_filter off). in: trl's per-step log rows; out: (step, metric, value) or
+    None."""
+    for row in log_rows:
+        for name in NON_FINITE_METRICS:
+            value = row.get(name)
+            if isinstance(value, int | float) and not math.isfinite(value):
+                return int(row.get("step", 0)), name, float(value)
+    return None
+
+
+def _series(log_rows: list[dict[str, Any]], name: str) -> list[tuple[int, float]]:
+    """(step, value) of each logged step that has a finite `name` metric. in: log rows, metric; out: pairs."""
+    return [(int(r.get("step", 0)), float(r[name])) for r in log_rows
+            if isinstance(r.get(name), int | float) and math.isfinite(r[name])]
+
+
+def health_notes(log_rows: list[dict[str, Any]], cfg: TrainConfig, h: HealthConfig, reward_checks: int = 0,
+                 verifier_failures: int = 0) -> list[str]:
+    """Plain-language notes on a training run's health from trl's per-step log, by the thresholds `h`
+    (:class:`saerl.config.HealthConfig`): a non-finite loss or grad_norm (its first step), entropy collapse over
+    the last steps, rollouts cut off at max_completion_length, steps without any reward spread (no learning
+    signal), reward checks the verifier failed, and (beta > 0) KL to the reference above its bound.
+    in: log rows (step, metric: value), train config, health thresholds, the reward's checks and verifier
+    failures; out: notes ([] for a healthy run)."""
+    steps = len(log_rows)
+    notes: list[str] = []
+    bad = first_non_finite(log_rows)
+    if bad is not None:
+        notes.append(f"{bad[1]} was {bad[2]} at step {bad[0]}: the update was not finite (numerical overflow); lower "
+                     f"train.learning_rate (now {cfg.learning_rate:g})")
+    entropy = _series(log_rows, ENTROPY)
+    if entropy and h.entropy_floor > 0:
+        tail = entropy[-max(1, round(len(entropy) * h.tail_share)):]
+        mean = sum(v for _, v in tail) / len(tail)
+        if mean < h.entropy_floor:
+            notes.append(f"policy entropy fell from {entropy[0][1]:.3g} (step {entropy[0][0]}) to {mean:.3g} "
+                         f"nats/token over the last {len(tail)} steps, under health.entropy_floor="
+                         f"{h.entropy_floor:g}: the policy collapsed (a group's rollouts are near-identical, so GRPO "
+                         "has no spread to learn from); lower train.learning_rate or raise train.beta")
+    clipped = _series(log_rows, CLIPPED)
+    if clipped:
+        share = sum(v for _, v in clipped) / len(clipped)
+        if share > h.truncated_share:
+            notes.append(f"{share:.0%} of rollouts hit train.max_completion_length={cfg.max_completion_length} and "
+                         f"were cut off (over health.truncated_share={h.truncated_share:g}): a cut-off answer "
+                         "has no final answer to reward; raise train.max_completion_length")
+    flat = [s for s, v in _series(log_rows, ZERO_STD) if v >= 1.0]
+    if steps and len(flat) / steps > h.no_signal_share:
+        rewards = _series(log_rows, "reward")
+        level = f"; mean reward {sum(v for _, v in rewards) / len(rewards):.3g}" if rewards else ""
+        notes.append(f"no group had a reward spread on {len(flat)} of {steps} steps (frac_reward_zero_std = 1{level}): "
+                     "every advantage was 0, so those steps did not learn from the reward (the prompts are all too "
+                     "hard or all too easy for the policy, or its answers are cut off or unreadable)")
+    if reward_checks and verifier_failures / reward_checks > h.verifier_failure_share:
+        notes.append(f"{verifier_failures} of {reward_checks} reward checks ({verifier_failures / reward_checks:.0%}) "
+                     "timed out or erred and were scored 0: the reward was noise there; raise train.verify_timeout_s")
+    if cfg.beta > 0:
+        over = [(s, v) for s, v in _series(log_rows, KL) if v > h.kl_bound]
+        if over:
+            notes.append(f"KL to the reference policy exceeded health.kl_bound={h.kl_bound:g} nats/token on "
+                         f"{len(over)} of {steps} steps (first step {over[0][0]}: {over[0][1]:.3g}; max "
+                         f"{max(v for _, v in over):.3g}): the policy drifted far from where it started; raise "
+                         "train.beta or lower train.learning_rate")
+    return notes
+
+
+def finite_weights(model: Any) -> bool:
+    """Whether every parameter of `model` is finite (one device sync). in: a torch model; out: flag."""
+    checks = [torch.isfinite(p).all() for p in model.parameters()]
+    return bool(torch.stack(checks).all()) if checks else True
+
+
+def non_finite_error(step: int, cfg: TrainConfig, log_rows: list[dict[str, Any]]) -> ValueError:
+    """The error a run whose weights turned non-finite fails with: the step, the first non-finite loss/grad_norm
+    logged (if any) and the fix. in: the optimizer step, train config, log rows so far; out: the error."""
+    bad = first_non_finite(log_rows)
+    first = f"; {bad[1]} was first {bad[2]} at step {bad[0]}" if bad is not None else ""
+    return ValueError(f"the policy's weights are not finite after optimizer step {step} (learning rate "
+                      f"{cfg.learning_rate:g}{first}); not saving it. Fix: lower train.learning_rate (e.g. "
+                      f"{cfg.learning_rate / 10:g}) or add train.warmup_steps")
+
+
+class FiniteWeights(TrainerCallback):
+    """Stop training with :func:`non_finite_error` as soon as an optimizer step leaves a non-finite weight (an
+    overflow), before the next rollouts sample from it (torch's 'probability tensor contains either inf, nan' named
+    neither the step nor the cause) and before a checkpoint saves it."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+        if model is not None and not finite_weights(model):
+            raise non_finite_error(state.global_step, self.cfg, state.log_history)
+
+
 class EvalCallback(TrainerCallback):
     """Greedy accuracy on held-out sets before training, every `every` optimizer steps, and after the last
     step (the learning curve steps-to-target reads). Each point is a row of :attr:`rows`:
@@ -523,6 +626,7 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
         activation_checkpointing=cfg.activation_checkpointing,
         shuffle_dataset=False, mask_truncated_completions=cfg.mask_truncated_completions, log_completions=False, dataloader_num_workers=0,
         trust_remote_code=trust_remote_code,
+        logging_nan_inf_filter=False,  # a non-finite loss is logged as it is (health_notes reads it)
     )
     if cuda and cfg.bf16:
         kw["bf16"] = True
@@ -571,7 +675,8 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
                eval_max_new_tokens: int | None = None, eval_batch: int = 64, eval_timeout_s: float | None = None,
                checkpoint_dir: str | Path | None = None, model_cfg: ModelConfig | None = None,
                device: str = "auto", progress: bool = True,
-               clusters: dict[str, int | None] | None = None, label: str = "") -> dict[str, Any]:
+               clusters: dict[str, int | None] | None = None, label: str = "",
+               health: HealthConfig | None = None) -> dict[str, Any]:
     """GRPO (or DAPO, by cfg.algorithm) from the policy saved in `model_dir` on `prompts` (id, prompt, answer)
     read in `order` (ids; None = seeded shuffle, the vanilla baseline). Saves the final policy (+ tokenizer)
     to `out_dir`. `extra_rewards` are trl reward functions added to the correctness reward (they see the `id`
@@ -593,14 +698,17 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     in: policy folder, prompts, order, config, output folder, prompts per step, seed, optional step/time limits,
     model config (revision, trust_remote_code; None = no remote code), clusters (id -> cluster, for DAPO's refills
     by cluster: saerl.runners.refill_clusters gives them where train.dynamic_sampling_refill is 'cluster'; None:
-    refills read the stream), label (what the progress bar names the run by: :func:`bar_description`);
+    refills read the stream), label (what the progress bar names the run by: :func:`bar_description`), health
+    (the thresholds of :func:`health_notes`; None = the defaults);
     out: {model_dir, steps, seconds, log (trl's per-step metrics), order (ids trained on, in order),
     order_steps (the first optimizer step of the generation batch each was generated for: trl spreads a
     generation batch's rollouts over its steps_per_generation steps; under DAPO a generation batch trains on as
     many prompts as it kept groups, filled groups without a reward spread are not in the order),
     curve (eval rows: step, set, greedy, n, seconds, failures), curve_problems (the same per problem: step,
     set, id, correct), resumed_from (step, or None), reward_checks, verifier_failures, notes (whether the policy
-    can read the prompts: saerl.policy_lm.policy_fit_notes)}."""
+    can read the prompts: saerl.policy_lm.policy_fit_notes; then the run's health: :func:`health_notes`)}.
+    A step that leaves a non-finite weight stops the run with a ValueError naming the step and the fix
+    (:class:`FiniteWeights`); a non-finite policy is never saved."""
     from saerl.policy_lm import load_policy, policy_fit_notes, stop_ids
 
     steps = max_steps or cfg.max_steps
@@ -652,7 +760,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         "reward_checks": reward.checked, "verifier_failures": reward.failures, "seconds": timer.elapsed()}},
         keep=cfg.keep_checkpoints)
     trainer = cls(model=model, reward_funcs=rewards, args=args, train_dataset=data, processing_class=tok,
-                  callbacks=[timer, evals, saving, *(callbacks or [])])
+                  callbacks=[FiniteWeights(cfg), timer, evals, saving, *(callbacks or [])])
     quiet_logs(trainer, progress, label)
     if dapo:
         _keep_dynamic_sampling(trainer, saving, resume, ckpt_dir)
@@ -660,6 +768,8 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         warnings.filterwarnings("ignore", message=TRL_DEPRECATIONS, category=FutureWarning)
         trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     out = Path(out_dir)
+    if not finite_weights(trainer.model):  # never publish a policy of nan/inf weights
+        raise non_finite_error(trainer.state.global_step, cfg, trainer.state.log_history)
     trainer.model.save_pretrained(out)
     tok.save_pretrained(out)  # the policy's own tokenizer class and settings, as loaded
     done = trainer.state.global_step
@@ -669,9 +779,10 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         per_gen = prompts_per_step * cfg.steps_per_generation
         generated = -(-done // cfg.steps_per_generation) * per_gen
         drawn = [(i, n // per_gen * cfg.steps_per_generation + 1) for n, i in enumerate(seq[:generated])]
-    return {"model_dir": str(out), "steps": done, "seconds": round(timer.seconds, 1),
-            "log": [{k: v for k, v in h.items() if k not in STREAM_ONLY_METRICS}
-                    for h in trainer.state.log_history if "loss" in h or "reward" in h],
+    steps_log = [{k: v for k, v in h.items() if k not in STREAM_ONLY_METRICS}
+                 for h in trainer.state.log_history if "loss" in h or "reward" in h]
+    health_found = health_notes(steps_log, cfg, health or HealthConfig(), reward.checked, reward.failures)
+    return {"model_dir": str(out), "steps": done, "seconds": round(timer.seconds, 1), "log": steps_log,
             "order": [i for i, _ in drawn], "order_steps": [step for _, step in drawn], "curve": evals.rows, "curve_problems": evals.problems,
             "resumed_from": int(resume.name.split("-")[1]) if resume is not None else None,
-            "reward_checks": reward.checked, "verifier_failures": reward.failures, "notes": fit}
+            "reward_checks": reward.checked, "verifier_failures": reward.failures, "notes": fit + health_found}

@@ -637,7 +637,8 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
                      prompts_per_step=pps, seed=seed, eval_sets=sets, eval_batch=cfg.eval.batch_size,
                      eval_timeout_s=cfg.eval.verify_timeout_s, checkpoint_dir=build.path / CHECKPOINTS,
                      model_cfg=cfg.model, device=cfg.runtime.device, progress=cfg.runtime.progress,
-                     clusters=refill_clusters(cfg, order_frame, arm), label=POLICY_LABEL.format(arm=arm, seed=seed))
+                     clusters=refill_clusters(cfg, order_frame, arm), label=POLICY_LABEL.format(arm=arm, seed=seed),
+                     health=cfg.health)
     steps_log = pl.DataFrame(run["log"], infer_schema_length=None) if run["log"] else pl.DataFrame({"step": []})
     if "step" in steps_log.columns:
         steps_log = steps_log.with_columns(pl.col("step").cast(pl.Int64))

@@ -93,7 +93,7 @@ STAGES: dict[str, Stage] = {
         Stage("curriculum", "5", ("curriculum", "score.quality_threshold", "train.max_steps"), ("score",),
               "order.parquet"),
         Stage(
-            "train", "16",
+            "train", "17",
             ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.warmup_steps",
              "train.num_generations",
              "train.steps_per_generation", "train.micro_batches",
@@ -122,9 +122,11 @@ STAGES: dict[str, Stage] = {
 }
 
 # train.save_every / train.keep_checkpoints only decide which resumable checkpoints a run keeps on disk: a run
-# resumed from one continues as the uninterrupted run would (saerl.rl.train_grpo)
+# resumed from one continues as the uninterrupted run would (saerl.rl.train_grpo); health only decides which advisory
+# notes a training run's manifest carries (saerl.rl.health_notes), never what it trains, so a new threshold must not
+# retrain (a reused run keeps the notes of the thresholds it ran under)
 RESULT_NEUTRAL: tuple[str, ...] = ("name", "tracking", "runtime", "train.save_every", "train.keep_checkpoints",
-                                   "score.n_jobs", "train.activation_checkpointing")
+                                   "score.n_jobs", "train.activation_checkpointing", "health")
 
 
 # the policy's name and pinned revision, which extraction reads only when it reads the policy's internals: with

@@ -6,14 +6,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from saerl.config import HealthConfig, TrainConfig
 from saerl.config import TestbedConfig as TBConfig
-from saerl.config import TrainConfig
 from saerl.rl import (
     CorrectnessReward,
     OrderSampler,
     completion_text,
     format_reward,
     grpo_config,
+    health_notes,
     is_correct,
     judge,
     reward_functions,
@@ -935,3 +936,84 @@ def test_the_in_training_evaluation_reads_the_weights_in_their_own_precision_as_
     seen.clear()
     model(torch.tensor([[1, 2, 3]]))
     assert seen == [torch.bfloat16], "training's autocast restored"
+
+
+H = HealthConfig()  # the default thresholds
+
+
+def healthy_step(step: int, **over: float) -> dict[str, float]:
+    """One step's row of trl's log as a healthy run logs it, with `over` replacing some metrics."""
+    return {"step": step, "loss": 0.01, "grad_norm": 0.3, "entropy": 1.2, "completions/clipped_ratio": 0.1,
+            "frac_reward_zero_std": 0.25, "reward": 0.4, "kl": 0.02, **over}
+
+
+def test_grpo_config_logs_a_non_finite_loss_as_it_is():
+    """transformers' logging_nan_inf_filter replaced a nan/inf step loss by the running mean before logging it, so
+    log.parquet and MLflow could never show one (the audit's NaN run logged loss 0.0): it is off."""
+    assert grpo_config(TrainConfig(), Path("/tmp/unused"), 2, 1, 0, device="cpu").logging_nan_inf_filter is False
+
+
+def test_a_healthy_run_earns_no_health_note():
+    assert health_notes([healthy_step(s) for s in range(1, 9)], TrainConfig(beta=0.1), H, 64, 0) == []
+    assert health_notes([], TrainConfig(), H, 0, 0) == []
+
+
+def test_health_notes_name_each_failure_and_its_first_step():
+    """Each failure the RL-health audit provoked ended with notes [] (exit 0, no warning): each earns a note."""
+    cfg = TrainConfig(learning_rate=1e-3)
+    nan = [healthy_step(1), healthy_step(2, grad_norm=float("nan")), healthy_step(3, loss=float("inf"))]
+    [note] = health_notes(nan, cfg, H)
+    assert "grad_norm was nan at step 2" in note and "lower train.learning_rate (now 0.001)" in note
+    collapse = [healthy_step(s, entropy=e) for s, e in enumerate([4.4, 2.0, 0.5, 0.1, 0.01, 0.0, 0.0, 0.0], 1)]
+    [note] = health_notes(collapse, cfg, H)  # the last quarter: steps 7-8
+    assert "entropy fell from 4.4 (step 1) to 0 nats/token over the last 2 steps" in note
+    assert health_notes(collapse, cfg, HealthConfig(entropy_floor=0.0)) == []  # 0 = off
+    assert len(health_notes(collapse, cfg, HealthConfig(entropy_floor=0.02, tail_share=1 / 8))) == 1  # step 8 only
+    cut = [healthy_step(s, **{"completions/clipped_ratio": 1.0}) for s in range(1, 4)]
+    [note] = health_notes(cut, cfg.model_copy(update={"max_completion_length": 12}), H)
+    assert "100% of rollouts hit train.max_completion_length=12" in note
+    flat = [healthy_step(s, frac_reward_zero_std=1.0, reward=0.0) for s in range(1, 4)] + [healthy_step(4)]
+    [note] = health_notes(flat, cfg, H)
+    assert "no group had a reward spread on 3 of 4 steps" in note and "mean reward 0.1" in note
+    assert health_notes(flat[2:], cfg, H) == []  # 1 of 2 steps: not over the default half
+    [note] = health_notes([healthy_step(1)], cfg, H, reward_checks=24, verifier_failures=24)
+    assert "24 of 24 reward checks (100%) timed out or erred" in note and "train.verify_timeout_s" in note
+    assert health_notes([healthy_step(1)], cfg, H, reward_checks=1000, verifier_failures=10) == []  # 1%: at the ceiling
+    drift = [healthy_step(s, kl=k) for s, k in enumerate([0.0, 0.7, 1.9, 2.5], 1)]
+    [note] = health_notes(drift, cfg.model_copy(update={"beta": 0.05}), H)
+    assert "exceeded health.kl_bound=1 nats/token on 2 of 4 steps (first step 3: 1.9; max 2.5)" in note
+    assert health_notes(drift, cfg, H) == []  # beta 0: trl measures no KL, and none is judged
+
+
+def test_a_run_without_reward_spread_notes_it(tiny_policy_dir, tmp_path, one_torch_thread):
+    """A run whose reward never differs within a group (the smoke config's: reward 0 everywhere) took no gradient
+    from it; train_grpo's notes, which the train stage keeps in its manifest and logs as warnings, say so."""
+    policy, prompts = tiny_policy_dir
+    cfg = TrainConfig(num_generations=2, max_completion_length=3, max_steps=2)
+    run = train_grpo(policy, prompts, prompts["id"].to_list(), cfg, tmp_path / "rl", prompts_per_step=2, seed=0)
+    assert [h["frac_reward_zero_std"] for h in run["log"]] == [1.0, 1.0]  # the premise: the tiny LM never answers
+    assert any("no group had a reward spread on 2 of 2 steps" in n for n in run["notes"]), run["notes"]
+
+
+def test_a_step_leaving_non_finite_weights_fails_the_run_and_saves_no_policy(tiny_policy_dir, tmp_path,
+                                                                              one_torch_thread):
+    """An overflow on a run's last step (here: a weight set to nan after the second optimizer step) published an
+    all-NaN policy as a successful train artifact: the run now fails at that step, naming it and the fix, and
+    saves nothing."""
+    import torch
+    from transformers import TrainerCallback
+
+    policy, prompts = tiny_policy_dir
+
+    class Overflow(TrainerCallback):
+        def on_optimizer_step(self, args, state, control, model=None, **kw):
+            if state.global_step == 1:  # the second optimizer step (global_step counts it after this event)
+                with torch.no_grad():
+                    next(model.parameters()).view(-1)[0] = float("nan")
+
+    cfg = TrainConfig(num_generations=2, max_completion_length=3, max_steps=2, learning_rate=1e-4)
+    with pytest.raises(ValueError, match=r"not finite after optimizer step 2 \(learning rate 0.0001\).*not saving it.*"
+                                         r"lower train.learning_rate \(e.g. 1e-05\)"):
+        train_grpo(policy, prompts, prompts["id"].to_list(), cfg, tmp_path / "rl", prompts_per_step=2, seed=0,
+                   callbacks=[Overflow()])
+    assert not list((tmp_path / "rl").glob("*.safetensors"))

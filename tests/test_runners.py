@@ -577,6 +577,30 @@ def test_a_training_runs_bar_names_its_arm_and_seed(tmp_path, monkeypatch):
     assert labels == ["vanilla:2"]
 
 
+def test_a_training_runs_health_notes_follow_the_health_section_into_the_manifest(tmp_path, monkeypatch, caplog):
+    """compute_train hands the health section's thresholds to train_grpo, whose health notes (saerl.rl.health_notes)
+    land in the train manifest's notes (which `saerl report` and MLflow show) and are logged as warnings."""
+    from saerl import rl, runners
+
+    fake_training(monkeypatch)
+    fake, seen = rl.train_grpo, []
+
+    def judged(*a, health, **kw):
+        seen.append(health)
+        run = fake(*a, **kw)
+        return {**run, "notes": rl.health_notes([{"step": 1, "frac_reward_zero_std": 1.0}], a[3], health)}
+
+    monkeypatch.setattr(rl, "train_grpo", judged)
+    cfg = load_config(None, ["health.no_signal_share=0.9"])
+    (tmp_path / "plots").mkdir()
+    build = Build(tmp_path, {})
+    with caplog.at_level("WARNING", logger="saerl"):
+        runners.compute_train(cfg, {}, build, arm="saerl", seed=0)
+    assert seen == [cfg.health] and seen[0].no_signal_share == 0.9
+    [note] = build.notes["notes"]
+    assert "no group had a reward spread on 1 of 1 steps" in note and f"train: {note}" in caplog.text
+
+
 def test_a_training_runs_reward_metric_is_named_for_the_last_quarters_mean(tmp_path, monkeypatch):
     """The metric read as the last step's reward ('reward_last') was the mean over the last quarter of the steps: its
     name says so."""
