@@ -33,7 +33,7 @@ PYTEST_WORKERS = "4"
 NETWORK_ERRORS = ("Retrying (Retry(", "NewConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
                   "ProtocolError", "Max retries exceeded", "Connection broken", "Temporary failure in name resolution",
                   "Name or service not known", "Network is unreachable", "ProxyError", "SSLError", "IncompleteRead",
-                  "HTTP error", "Could not fetch URL", "(from versions: none)")
+                  "HTTP error", "Could not fetch URL")
 # ... and when the pins do not resolve on this Python: a pinned version with no file for it, conflicting pins, or a
 # pinned sdist that does not build here
 MISFIT_ERRORS = ("Could not find a version that satisfies", "No matching distribution found", "ResolutionImpossible",
@@ -53,7 +53,8 @@ def attempt(*cmd: str) -> tuple[int, str]:
     """Run a command from the repo root, its output shown once it ends (a failure is the caller's to handle).
     out: (its exit code, its output: stdout and stderr together)."""
     print("+", " ".join(cmd), flush=True)
-    done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace")
     print(done.stdout, end="", flush=True)
     return done.returncode, done.stdout
 
@@ -61,8 +62,9 @@ def attempt(*cmd: str) -> tuple[int, str]:
 def pins_misfit(output: str) -> bool:
     """Did a pinned install fail because the pins do not resolve on this Python (a pinned version with no wheel or
     build for it, pins that conflict: MISFIT_ERRORS), not for a reason that passes (the network: NETWORK_ERRORS,
-    which wins, as pip says "(from versions: none)" when it reached no index)? in: pip's output; out: the verdict
-    (False for a failure neither names: nothing says the pins do not fit)."""
+    which wins; "(from versions: none)" says neither: pip prints it offline and where no release fits this
+    Python)? in: pip's output; out: the verdict (False for a failure neither names: nothing says the pins do not
+    fit)."""
     if any(marker in output for marker in NETWORK_ERRORS):
         return False
     return any(marker in output for marker in MISFIT_ERRORS)

@@ -782,11 +782,12 @@ def deployment_config(config_path: str, overrides: list[str] | None) -> Pipeline
 
 def deployment_invocation(config_path: str, overrides: list[str] | None, until: str | None) -> str:
     """What a deployment's run records as its command (RunRecord.extra INVOCATION): the `saerl run` command line its
-    parameters stand for, marked as a deployment's. in: its config_path, overrides and until; out: the text."""
+    parameters stand for, marked as a deployment's, URL credentials masked (it becomes a subflow's parameter, which
+    Prefect keeps in clear). in: its config_path, overrides and until; out: the text."""
     import shlex
 
-    return "(deployment) " + shlex.join(["saerl", "run", config_path, *(overrides or []),
-                                         *(["--until", until] if until else [])])
+    return redact("(deployment) " + shlex.join(["saerl", "run", config_path, *(overrides or []),
+                                                *(["--until", until] if until else [])]))
 
 
 @flow(name="saerl-pipeline-from-file")

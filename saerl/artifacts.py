@@ -276,7 +276,8 @@ def code_drift(built: Any, now: dict[str, Any]) -> str:
     0123456789ab: saerl/runners.py)', both, or '' when they match or either is unknown (a manifest from before
     manifests recorded it, a saerl outside a checkout). Code is in no key beyond the stages' versions: a stage's code
     edited without a version bump is reused, and its reason says so. in: the manifest's 'git' (anything), the
-    current state; out: the text."""
+    current state; out: the text (also when this run's checkout has uncommitted changes and the build's had none: the
+    case of a stage edited without a version bump)."""
     if not isinstance(built, dict) or UNKNOWN in (built.get("commit", UNKNOWN), now.get("commit", UNKNOWN)):
         return ""
     out = []
@@ -285,6 +286,9 @@ def code_drift(built: Any, now: dict[str, Any]) -> str:
     if built.get("dirty") == "true" and (now.get("dirty") != "true" or built.get("diff") != now.get("diff")):
         out.append(f"with uncommitted changes (diff {built.get('diff', UNKNOWN)}: "
                    f"{', '.join(map(str, built.get('files') or []))})")
+    elif built.get("dirty") == "false" and now.get("dirty") == "true":  # code edited since, without a version bump
+        out.append(f"by the committed code, while this run has uncommitted changes (diff {now.get('diff', UNKNOWN)}: "
+                   f"{', '.join(map(str, now.get('files') or []))})")
     return "; ".join(out)
 
 

@@ -1448,10 +1448,11 @@ def names_other_server(field: str, value: Any) -> bool:
 # a URL's user:password part, and query parameters named like a secret (token, key, password, an Azure SAS's sig,
 # ...): what a run's params, record and warnings must not show (tracking.uri, runtime.prefect_api_url,
 # runtime.dask_address). An HTTP client (urllib3, httpx) ends a URL's authority at its first '/', '?' or '#' (RFC
-# 3986), so an http(s) URL whose authority is a plain host[:port] has no user:password, and an '@' after it is its
-# path's or query's ('http://h:5000/x?owner=bob@corp.com' is shown whole). Anywhere else the user:password part runs
-# to the URL's last '@': a password may hold '/', '#', '?' or '@' (SQLAlchemy reads 'postgresql://bob:pa/ss@db/x'
-# whole; 'http://a:p/ss@h' is no host:port), and masking a path's '@' too is the safe error
+# 3986), so an http(s) URL whose authority is a plain host[:port] and whose every later '@' sits in a query value
+# ('http://h:5000/x?owner=bob@corp.com') has no user:password and is shown whole. Anywhere else the user:password
+# part runs to the URL's last '@': a password may hold '/', '#', '?' or '@' (SQLAlchemy reads
+# 'postgresql://bob:pa/ss@db/x' whole; 'http://bob:2024/Secret@h' is a password starting with digits, not port
+# 2024 and a path), and masking a path's '@' too is the safe error
 URL_START = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*)://")  # a URL's scheme and '//'
 URL_REST = re.compile(r"\S*")  # a URL's text after '//': up to the next whitespace
 URL_DELIMITERS = re.compile(r"[/?#]")  # what ends a URL's authority (RFC 3986)
@@ -1465,7 +1466,11 @@ def has_userinfo(scheme: str, rest: str) -> bool:
     """Does a URL carry a user:password part (URL_START's comment says how it is read)? in: its scheme, and its text
     after '//' up to the next whitespace, holding an '@'; out: the verdict."""
     authority = URL_DELIMITERS.split(rest, maxsplit=1)[0]
-    return "@" in authority or not (scheme.lower() in AUTHORITY_SCHEMES and PLAIN_AUTHORITY.fullmatch(authority))
+    if "@" in authority or not (scheme.lower() in AUTHORITY_SCHEMES and PLAIN_AUTHORITY.fullmatch(authority)):
+        return True
+    before_fragment, _, fragment = rest[len(authority):].partition("#")
+    path, _, query = before_fragment.partition("?")
+    return "@" in path + fragment or any("@" in p.partition("=")[0] for p in query.split("&"))
 
 
 def mask_userinfo(text: str) -> str:

@@ -1002,15 +1002,18 @@ def normalize_prompt(text: str) -> str:
 
 THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")  # a comma between digit groups: 1,000 -> 1000
 DECIMAL_ZEROS = re.compile(r"(\.\d*?)0+(?!\d)")  # a decimal's trailing zeros: 2.50 -> 2.5, .50 -> .5, 3.0 -> 3.
-PROSE_PUNCTUATION = re.compile(r"[,;:!?\"'`\u2018\u2019\u201c\u201d\u2026]|\.(?!\d)")  # a '.' before a digit stays
+# prose punctuation, read as a space by canonical_prompt; a '.' before a digit, a '!' after a digit or bracket (5!),
+# a "'" after a letter or bracket (f'(2)) and a ':' between digits (3:4) are maths and stay
+PROSE_PUNCTUATION = re.compile(r"""[,;?"`\u2018\u2019\u201c\u201d\u2026]|\.(?!\d)|(?<![\w)\]}])!|(?<![\w)\]}])'|"""
+                               r"""(?<!\d):|:(?!\d)""")
 SIGN_SPACE = re.compile(r" (?=\W)|(?<=\W) ")  # a space beside a sign or bracket: 3 + 4 -> 3+4 (never 1 2 -> 12)
 
 
 def canonical_prompt(text: str) -> str:
     """The form two prompts are the same problem in, for the overlap checks (held-out sets against the training
     data, and against each other): Unicode compatibility forms folded (NFKC), case folded, thousands separators and
-    a decimal's trailing zeros dropped (1,000 = 1000, 2.50 = 2.5, 3.0 = 3), prose punctuation (, ; : ! ? . quotes)
-    read as a space, whitespace collapsed and a space beside a sign dropped (7 ? = 7?, 3 + 4 = 3+4). Mathematical
+    a decimal's trailing zeros dropped (1,000 = 1000, 2.50 = 2.5, 3.0 = 3), prose punctuation (, ; ? . quotes, and ! '
+    : where they are no maths: PROSE_PUNCTUATION) read as a space, whitespace collapsed and a space beside a sign dropped (7 ? = 7?, 3 + 4 = 3+4). Mathematical
     signs and brackets stay (3 + 4 and 3 - 4 are two problems), and a space between two words or numbers.
     Two prompts match when these forms are equal: a reworded problem, another template around it or swapped operands
     are not caught. in: prompt text; out: its canonical form."""

@@ -7,7 +7,7 @@ import os
 import sys
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from saerl.config import PipelineConfig
+from saerl.config import PipelineConfig, has_userinfo
 
 MLFLOW_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")  # what MLflow's http client reads
 TELEMETRY_OFF = {"HF_HUB_DISABLE_TELEMETRY": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}  # each library's own switch
@@ -26,7 +26,8 @@ def credentials_to_env(uri: str | None) -> str | None:
     (MLFLOW_CREDENTIALS) in this process's environment, and so the workers it starts: in the URI it reached Prefect's flow-run
     parameters (the config, in clear in prefect.db) and the run and experiment links MLflow prints. Other URIs (a
     database's, whose driver reads its password from the URI alone; none) are returned as they are.
-    An http(s) URI with an '@' after its host ('http://alice:p/ss@host', a password's raw '/', '?' or '#') is
+    An http(s) URI with an '@' after its host ('http://alice:p/ss@host', a password's raw '/', '?' or '#'; an '@'
+    of a query value alone, '?owner=bob@corp.com', is no credential: :func:`saerl.config.has_userinfo`) is
     refused with a ValueError (RAW_DELIMITER_HELP, which does not repeat the URI): read as an HTTP client reads it,
     its credentials would stay in the URI silently (or half of them, with the wrong host), and reading it to its last
     '@' instead could take a path's or query's '@' ('?owner=bob@corp.com') for a password's and send the rest of
@@ -35,6 +36,10 @@ def credentials_to_env(uri: str | None) -> str | None:
         return uri
     parts = urlsplit(uri)
     if parts.scheme not in ("http", "https"):
+        return uri
+    if "@" in parts.path + parts.query + parts.fragment and "@" not in parts.netloc:
+        if has_userinfo(parts.scheme, uri.split("//", 1)[1]):  # not a query value's '@' ('?owner=bob@corp.com')
+            raise ValueError(RAW_DELIMITER_HELP)
         return uri
     if "@" in parts.path + parts.query + parts.fragment:
         raise ValueError(RAW_DELIMITER_HELP)

@@ -439,7 +439,8 @@ def provenance_rows(record: RunRecord) -> pl.DataFrame:
             ("machine", ", ".join(f"{k}={v}" for k, v in machine.items()) or UNKNOWN_TEXT),
             ("command", str(record.extra.get(INVOCATION) or UNKNOWN_TEXT))]
     if ingest is not None and ingest.inputs.get("file"):
-        rows.append(("data file sha256", f"{ingest.inputs['file']}... (its first characters)"))
+        rows.append(("data content hash", f"{ingest.inputs['file']} (ingest's key input: a file's sha256 prefix, "
+                                          "a folder's hash of its files' sha256)"))
     rows.append(("config (fields not at their default)",
                  ", ".join(f"{k}={v}" for k, v in sorted(non_default(record.config).items()))))
     return pl.DataFrame({"what": [r[0] for r in rows], "value": [r[1] for r in rows]})

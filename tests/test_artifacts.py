@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from gitrepo import git_in, make_saerl_checkout
 
 from saerl.artifacts import MANIFEST, ArtifactStore, CorruptArtifact
 
@@ -479,28 +480,10 @@ def test_published_files_follow_the_umask_even_where_a_writer_made_them_private(
     assert umask_modes() == (file_mode, folder_mode)
 
 
-def _git(repo: Path, *args: str) -> str:
-    import subprocess
-
-    return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=repo, check=True,
-                          capture_output=True, text=True).stdout.strip()
-
-
 @pytest.fixture
 def code_checkout(tmp_path):
     """A git work tree laid out as saerl's (a `saerl` package, pyproject.toml), one commit."""
-    import shutil
-
-    if shutil.which("git") is None:
-        pytest.skip("git is not installed")
-    repo = tmp_path / "repo"
-    (repo / "saerl").mkdir(parents=True)
-    (repo / "saerl" / "mod.py").write_text("x = 1\n")
-    (repo / "pyproject.toml").write_text("[project]\nname = 'x'\n")
-    _git(repo, "init", "-q")
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-q", "-m", "one")
-    return repo
+    return make_saerl_checkout(tmp_path)
 
 
 def test_a_manifest_records_the_code_and_interpreter_that_built_it(tmp_path):
@@ -525,7 +508,7 @@ def test_the_dirty_flag_reads_the_code_alone_and_names_the_changes(code_checkout
     from saerl.artifacts import code_state
 
     repo, pkg = code_checkout, code_checkout / "saerl"
-    head = _git(repo, "rev-parse", "HEAD")
+    head = git_in(repo, "rev-parse", "HEAD")
     (repo / "myroot").mkdir()
     (repo / "myroot" / "mlflow.db").write_text("db")
     (repo / "notes.txt").write_text("scratch")
@@ -549,5 +532,8 @@ def test_code_drift_says_what_other_code_built_an_artifact():
     dirty = {"commit": "b" * 40, "dirty": "true", "diff": "0123456789ab", "files": ["saerl/runners.py"]}
     assert code_drift(clean, clean) == "" and code_drift(dirty, dirty) == ""
     assert code_drift(dirty, clean) == "with uncommitted changes (diff 0123456789ab: saerl/runners.py)"
+    # a stage edited without a version bump: this run's checkout is dirty, the reused build was not (review)
+    assert code_drift(clean, dirty) == ("by the committed code, while this run has uncommitted changes (diff "
+                                        "0123456789ab: saerl/runners.py)")
     assert code_drift({"commit": "a" * 40, "dirty": "false"}, clean) == f"at commit {'a' * 12} (now {'b' * 12})"
     assert code_drift(None, clean) == "" and code_drift(clean, {"commit": "unknown", "dirty": "unknown"}) == ""

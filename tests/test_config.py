@@ -484,12 +484,15 @@ def test_an_override_integer_with_a_leading_zero_is_decimal_not_octal():
 def test_redact_masks_a_user_password_part_alone_not_an_at_sign_after_an_http_host():
     """'http://host:5000/path?owner=bob@corp.com' was shown as 'http://***@corp.com': an '@' anywhere in a URL was
     read as the end of a user:password part. An http(s) URL whose authority (up to the first '/', '?' or '#') is a
-    plain host[:port] has none; a real one is still masked, one with a raw '/', '#', '?' or '@' in its password (no
-    host:port before it, or a database URL, which SQLAlchemy reads to the '@') to the last '@', as are secret query
-    values and a URL inside another's query."""
-    for url in ("http://host:5000/path?owner=bob@corp.com", "https://h/u@team/api", "http://[::1]:5000/a@b",
-                "http://127.0.0.1:4200/api"):
+    plain host[:port] and whose every later '@' sits in a query value has none; a real one is still masked, one with a
+    raw '/', '#', '?' or '@' in its password (a database URL, which SQLAlchemy reads to the '@'; a password starting
+    with digits, which reads as a port) to the last '@', as are secret query values and a URL inside another's
+    query. An '@' in an http path is masked too: the safe error."""
+    for url in ("http://host:5000/path?owner=bob@corp.com", "http://127.0.0.1:4200/api"):
         assert redact(url) == url, url
+    for url, shown in (("http://bob:2024/Secret@mlflow:5000", "http://***@mlflow:5000"), ("http://bob:/x@h", "http://***@h"),
+                       ("http://a:99#Pw@h", "http://***@h"), ("http://[::1]:5000/a@b", "http://***@b")):
+        assert redact(url) == shown, url  # shown whole by a rule that read 'bob:2024' as a host and a port
     for url, shown in (("https://alice:pw@host:5000/api?token=x", "https://***@host:5000/api?token=***"),
                        ("http://host:5000/x?owner=bob@corp.com&sig=S", "http://host:5000/x?owner=bob@corp.com&sig=***"),
                        ("postgresql://bob:pa/ss@db/mlflow", "postgresql://***@db/mlflow"),

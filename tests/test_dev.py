@@ -108,3 +108,7 @@ def test_a_pinned_install_failing_for_a_passing_reason_is_not_recorded_unpinned(
     assert [c for c in calls if "-e" in c and "-c" not in c] == [], "the ranges were not installed"
     assert "run dev.py again" in capsys.readouterr().err
     assert dev.pins_misfit(MISFIT) and not dev.pins_misfit(OFFLINE)
+    no_release = ("ERROR: Ignored the following versions that require a different python version: 0.1 Requires-Python "
+                  ">=3.8,<3.13\nERROR: Could not find a version that satisfies the requirement foo==0.2 (from versions: "
+                  "none)\nERROR: No matching distribution found for foo==0.2\n")
+    assert dev.pins_misfit(no_release), "no release fits this Python: the ranges go in (it looped on 'run again')"

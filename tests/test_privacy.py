@@ -43,10 +43,13 @@ def test_an_http_uri_with_an_at_sign_after_its_host_is_refused(clean_env):
     'http://s/s@host/api' (the wrong host, half the password left). Now it is refused, asking for percent-encoding,
     without repeating the URI, and nothing is moved to the environment; an encoded one moves whole."""
     for uri in ("http://alice:p/PW@host/api", "http://alice:p@PW/s@host/api", "https://a:p?PW@host", "http://a:p#PW@h",
-                "http://host:5000/x?owner=PW@corp.com"):
+                "http://bob:2024/PW@host"):
         with pytest.raises(ValueError, match="Percent-encode") as err:
             credentials_to_env(uri)
         assert "PW" not in str(err.value) and not any(n in os.environ for n in MLFLOW_CREDENTIALS)
+    # a query value's '@' is no credential: the URI is used as it is
+    assert credentials_to_env("http://host:5000/x?owner=bob@corp.com") == "http://host:5000/x?owner=bob@corp.com"
+    assert not any(n in os.environ for n in MLFLOW_CREDENTIALS)
     secret = load_config(None, ["tracking.uri=http://alice:p/ss@127.0.0.1:5000"])
     with pytest.raises(ValueError, match="%2F"):
         without_uri_credentials(secret)

@@ -504,6 +504,12 @@ def test_the_overlap_note_sees_a_prompt_through_case_spacing_punctuation_and_num
         (note,) = held_out_overlap(train, {"s": pl.DataFrame({"prompt": [prompt]})})
         assert note.startswith("held-out set s: 1 of 1 prompts are also in the training data"), prompt
     assert held_out_overlap(train, {"o": pl.DataFrame({"prompt": other})}) == []
+    from saerl.data import canonical_prompt
+
+    # '!', "'" and ':' are maths after a number, a letter or a bracket
+    for a, b in (("What is 5!?", "What is 5?"), ("Find f'(2).", "Find f(2)."), ("Simplify 3:4", "Simplify 3 4")):
+        assert canonical_prompt(a) != canonical_prompt(b), a
+    assert canonical_prompt("Note: what is 2+2 !") == canonical_prompt("note what is 2 + 2")
 
 
 def test_a_held_out_file_is_read_in_its_suffixs_format_not_the_training_files(tmp_path):
@@ -839,6 +845,24 @@ def test_score_inputs_give_the_residual_baseline_the_sae_difficulty_poolings(mon
     assert read.count("mean") == 1, "each pooling is read once"
 
 
+def _trained_arms(tmp_path: Path, trained_ids: list[str]) -> dict[str, ArtifactRef]:
+    """Train artifacts of arms saerl and vanilla (seed 0) holding :func:`_at_start_curve`'s in-training curve, a
+    one-step log and the ids trained on, as the evaluate stage reads them. out: {'train:<arm>:0': its ref}."""
+    from saerl.runners import CURVE_PROBLEMS
+
+    curve, problems = _at_start_curve()
+    inputs = {}
+    for arm in ("saerl", "vanilla"):
+        folder = tmp_path / f"train-{arm}"
+        (folder / "policy").mkdir(parents=True)
+        curve.filter(pl.col("arm") == arm).select("step", "set", "greedy", "n").write_parquet(folder / "curve.parquet")
+        problems.filter(pl.col("arm") == arm).select("step", "set", "id", "correct").write_parquet(folder / CURVE_PROBLEMS)
+        pl.DataFrame({"step": [10], "reward": [0.5], "frac_reward_zero_std": [0.0]}).write_parquet(folder / "log.parquet")
+        pl.DataFrame({"step": [10] * len(trained_ids), "id": trained_ids}).write_parquet(folder / "trained_order.parquet")
+        inputs[f"train:{arm}:0"] = ArtifactRef("train", arm, str(folder))
+    return inputs
+
+
 def _at_start_curve() -> tuple[pl.DataFrame, pl.DataFrame]:
     """One set's in-training curve (200 problems a point) and its per-problem rows, where vanilla ends where it
     started (50%): its mean curve is at the default target at step 0, so no arm has a steps ratio; on some
@@ -898,18 +922,9 @@ def test_compute_evaluate_writes_the_failures_and_the_target_into_its_table_and_
     is logged for the ratio vanilla's start-level curve leaves undefined."""
     import saerl.evaluate
     import saerl.policy_lm
-    from saerl.runners import CURVE_PROBLEMS, compute_evaluate, compute_heldout
+    from saerl.runners import compute_evaluate, compute_heldout
 
-    curve, problems = _at_start_curve()
-    inputs = {}
-    for arm in ("saerl", "vanilla"):
-        folder = tmp_path / f"train-{arm}"
-        (folder / "policy").mkdir(parents=True)
-        curve.filter(pl.col("arm") == arm).select("step", "set", "greedy", "n").write_parquet(folder / "curve.parquet")
-        problems.filter(pl.col("arm") == arm).select("step", "set", "id", "correct").write_parquet(folder / CURVE_PROBLEMS)
-        pl.DataFrame({"step": [10], "reward": [0.5], "frac_reward_zero_std": [0.0]}).write_parquet(folder / "log.parquet")
-        pl.DataFrame({"step": [10] * 4, "id": ["a", "b", "c", "d"]}).write_parquet(folder / "trained_order.parquet")
-        inputs[f"train:{arm}:0"] = ArtifactRef("train", arm, str(folder))
+    inputs = _trained_arms(tmp_path, ["a", "b", "c", "d"])
 
     bars = []
 
@@ -968,18 +983,9 @@ def test_compute_evaluate_leaves_a_set_sharing_problems_out_of_the_mean_and_says
     import saerl.evaluate
     import saerl.policy_lm
     from saerl.evaluate import MEAN_OF_SETS
-    from saerl.runners import CURVE_PROBLEMS, compute_evaluate, compute_heldout
+    from saerl.runners import compute_evaluate, compute_heldout
 
-    curve, problems = _at_start_curve()
-    inputs = {}
-    for arm in ("saerl", "vanilla"):
-        folder = tmp_path / f"train-{arm}"
-        (folder / "policy").mkdir(parents=True)
-        curve.filter(pl.col("arm") == arm).select("step", "set", "greedy", "n").write_parquet(folder / "curve.parquet")
-        problems.filter(pl.col("arm") == arm).select("step", "set", "id", "correct").write_parquet(folder / CURVE_PROBLEMS)
-        pl.DataFrame({"step": [10], "reward": [0.5], "frac_reward_zero_std": [0.0]}).write_parquet(folder / "log.parquet")
-        pl.DataFrame({"step": [10], "id": ["a"]}).write_parquet(folder / "trained_order.parquet")
-        inputs[f"train:{arm}:0"] = ArtifactRef("train", arm, str(folder))
+    inputs = _trained_arms(tmp_path, ["a"])
     prompts = {"heldout": [f"What is {i}+1?" for i in range(10)], "other": [f"What is {i}*3?" for i in range(6)],
                "part": [f"what is {i} + 1" for i in range(4)]}  # part: 4 of heldout's problems, written otherwise
 

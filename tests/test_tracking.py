@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from gitrepo import git_in, make_saerl_checkout
 from mlflow.tracking import MlflowClient
 
 from saerl.config import flatten, load_config
@@ -351,23 +352,10 @@ def test_a_configured_sqlite_store_keeps_logged_files_beside_it_not_in_the_curre
     assert not (cwd / "mlruns").exists(), "nothing is written into the folder the run started in"
 
 
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=repo, check=True,
-                          capture_output=True, text=True).stdout.strip()
-
-
 @pytest.fixture
 def checkout(tmp_path):
     """A git work tree holding a package folder `saerl` (as a saerl checkout does), one commit."""
-    if shutil.which("git") is None:
-        pytest.skip("git is not installed")
-    repo = tmp_path / "repo"
-    (repo / "saerl").mkdir(parents=True)
-    (repo / "saerl" / "mod.py").write_text("x = 1\n")
-    _git(repo, "init", "-q")
-    _git(repo, "add", "saerl")
-    _git(repo, "commit", "-q", "-m", "one")
-    return repo
+    return make_saerl_checkout(tmp_path)
 
 
 def test_git_tags_read_the_package_checkout_whatever_the_current_folder(checkout, tmp_path, monkeypatch):
@@ -377,10 +365,10 @@ def test_git_tags_read_the_package_checkout_whatever_the_current_folder(checkout
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    _git(elsewhere, "init", "-q")
-    _git(elsewhere, "commit", "-q", "--allow-empty", "-m", "other")
+    git_in(elsewhere, "init", "-q")
+    git_in(elsewhere, "commit", "-q", "--allow-empty", "-m", "other")
     monkeypatch.chdir(elsewhere)
-    head = _git(checkout, "rev-parse", "HEAD")
+    head = git_in(checkout, "rev-parse", "HEAD")
     assert git_tags(checkout / "saerl") == {"saerl.git_commit": head, "saerl.git_dirty": "false"}
     (checkout / "saerl" / "mod.py").write_text("x = 2\n")
     tags = git_tags(checkout / "saerl")
