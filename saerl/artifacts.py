@@ -301,6 +301,22 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+_SHA256_SEEN: dict[tuple[int, ...], str] = {}  # a file's stat (below) -> its sha256, for this process
+
+
+def remembered_sha256(path: Path) -> str:
+    """sha256 of a data file, read once per process while the file stays as it was: one plan hashes an eval set
+    for every (arm, seed) and a run plans its keys more than once. 'As it was' is its device, inode, size,
+    modification and change times; the change time moves on every write and no tool sets it back, so a
+    rewritten file is read again. in: path; out: hex digest (the artifact store's integrity checks read files
+    afresh, not through this)."""
+    st = path.stat()
+    seen = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if seen not in _SHA256_SEEN:
+        _SHA256_SEEN[seen] = file_sha256(path)
+    return _SHA256_SEEN[seen]
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -763,12 +763,14 @@ def hf_splits(path: Path) -> list[str] | None:
 
 def same_file(a: Path, b: Path) -> bool:
     """Whether two paths are one data file: the same file once resolved (a link, a relative path), or two files of
-    the same bytes (a copy: same size, then same sha256). in: two paths; out: bool (False unless both are files)."""
-    from saerl.artifacts import file_sha256
+    the same bytes (a copy: same size, then same sha256, each file read once per process while it stays as it was:
+    the plan and every held-out variant ask). in: two paths; out: bool (False unless both are files)."""
+    from saerl.artifacts import remembered_sha256
 
     if not (a.is_file() and b.is_file()):
         return False
-    return a.resolve() == b.resolve() or (a.stat().st_size == b.stat().st_size and file_sha256(a) == file_sha256(b))
+    return a.resolve() == b.resolve() or (a.stat().st_size == b.stat().st_size
+                                          and remembered_sha256(a) == remembered_sha256(b))
 
 
 def refuse_training_split(data: DataConfig, held: DataConfig, path: Path) -> None:

@@ -996,3 +996,22 @@ def test_check_mapping_finds_a_jsonl_column_that_starts_after_the_first_rows(tmp
     (tmp_path / "e.jsonl").write_bytes(b"")
     with pytest.raises(IngestError, match="is empty"):
         D.check_mapping(cfg(), tmp_path / "e.jsonl")
+
+
+def test_same_file_reads_each_file_once_per_process_and_again_when_rewritten(tmp_path, monkeypatch):
+    """same_file hashed both files afresh on every call: the plan and each held-out variant ask it of the training
+    file, so a large pair of same-size files was read whole every time. It reads each once while it stays as it
+    was, and again after a rewrite (same size)."""
+    import saerl.artifacts as artifacts
+
+    reads = []
+    real = artifacts.file_sha256
+    monkeypatch.setattr(artifacts, "file_sha256", lambda p: reads.append(Path(p).name) or real(p))
+    a, b, c = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "c.jsonl"
+    a.write_text('{"prompt": "1+1", "answer": "2"}\n')
+    b.write_text(a.read_text())
+    c.write_text('{"prompt": "1+2", "answer": "3"}\n')
+    assert all(D.same_file(a, b) for _ in range(4)) and sorted(reads) == ["a.jsonl", "b.jsonl"]
+    assert not D.same_file(a, c) and sorted(reads) == ["a.jsonl", "b.jsonl", "c.jsonl"]
+    b.write_text(c.read_text())  # same size, other bytes
+    assert not D.same_file(a, b) and reads.count("b.jsonl") == 2

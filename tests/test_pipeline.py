@@ -913,11 +913,11 @@ def test_a_data_file_is_read_once_per_plan_and_again_when_rewritten_even_with_it
     time set back, as `cp -p` or rsync -t leave it) must still get its new hash."""
     import os
 
-    import saerl.pipeline as pipeline
+    import saerl.artifacts as artifacts
 
     reads = []
-    real = pipeline.file_sha256
-    monkeypatch.setattr(pipeline, "file_sha256", lambda p: reads.append(p) or real(p))
+    real = artifacts.file_sha256
+    monkeypatch.setattr(artifacts, "file_sha256", lambda p: reads.append(p) or real(p))
     f = tmp_path / "eval.jsonl"
     f.write_text('{"prompt": "1+1", "answer": "2"}\n')
     first = [hash_path(f) for _ in range(5)]
