@@ -497,7 +497,7 @@ class HealthConfig(Section):
         "steps (tail_share) is below this: rollouts of a group come out (nearly) identical, so GRPO has no spread "
         "to learn from; 0 = off")
     tail_share: float = Field(0.25, gt=0, le=1, description="share of the run's last steps (at least one) the "
-                              "entropy check averages over")
+                              "entropy and format_only_share checks average over")
     truncated_share: float = Field(
         0.5, ge=0, le=1, description="note when the mean share of rollouts cut off at train.max_completion_length "
         "(trl's completions/clipped_ratio) over the run is above this")
@@ -509,6 +509,10 @@ class HealthConfig(Section):
         "erred (scored 0: the reward was noise there)")
     kl_bound: float = Field(1.0, gt=0, description="with train.beta > 0: note when a step's mean KL to the reference "
                             "policy (nats/token) is above this")
+    format_only_share: float = Field(
+        0.5, ge=0, le=1, description="with train.format_reward > 0: note when, over the run's last steps (tail_share), "
+        "the format reward's mean exceeds the correctness reward's by more than this: that share of rollouts earned "
+        "reward for a readable final answer alone, not a right one (format-reward hacking)")
 
 
 class TrainConfig(Section):
@@ -525,6 +529,9 @@ class TrainConfig(Section):
         "and order_only the curriculum built again), so an arm's spread over seeds includes its order's")
     max_steps: int = Field(100, gt=0, description="optimizer steps per arm")
     learning_rate: float = Field(5e-5, gt=0, description="AdamW learning rate (constant after the warmup)")
+    max_grad_norm: float = Field(
+        1.0, gt=0, description="clip each optimizer step's gradient to this global L2 norm (trl's and transformers' "
+        "default, 1.0; trl logs the norm before clipping as grad_norm)")
     warmup_steps: int = Field(
         0, ge=0, description="optimizer steps of linear learning-rate warmup from 0 (DAPO's recipe: 20); 0 = none")
     num_generations: int = Field(8, ge=2, description="rollouts per prompt (group size)")

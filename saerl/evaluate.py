@@ -887,6 +887,27 @@ def signed_bound(pts: float) -> str:
     return f"{pts:+.{max(2, 1 - math.floor(math.log10(abs(pts))))}f}"
 
 
+def worse_than_base_notes(gains: pl.DataFrame, metric_names: dict[str, str]) -> list[str]:
+    """A note per arm that ended worse than the starting policy: the rows of `gains` (:func:`compare_arms` against
+    BASE_ARM, a metric column) whose interval of the gain lies wholly below 0 (verdict worse, or worse with one
+    seed), each named by set, metric, gain and interval, and what to check. A reachable stratum is left out: the
+    problems the base solves sit mostly there, so any change of the policy loses some of them there (see the module
+    doc). in: the gains table, metric code -> its name in comparison.txt; out: notes ([] when no arm lost accuracy
+    beyond its interval)."""
+    worse = gains.filter(pl.col("verdict").is_in(["worse", "worse" + ONE_SEED]) & ~pl.col("set").str.ends_with(REACHABLE))
+    notes = []
+    for (arm,), rows in worse.group_by("arm", maintain_order=True):
+        where = "; ".join(
+            f"on set {r['set']}, {metric_names.get(r['metric'], r['metric'])} {r['diff_pts']:+.1f} points "
+            f"[{signed_bound(r['diff_ci_low_pts'])}, {signed_bound(r['diff_ci_high_pts'])}]"
+            + (" (1 seed: its own effect is not in the interval)" if r["verdict"] != "worse" else "")
+            for r in rows.iter_rows(named=True))
+        notes.append(f"arm {arm} ended worse than the starting policy, its gain's whole interval below 0: {where}. "
+                     f"RL lowered accuracy: check train.learning_rate (too high?), train.beta (0: nothing holds the "
+                     f"policy near its start) and the health notes of arm {arm}'s train runs (saerl report)")
+    return notes
+
+
 def format_comparison(table: pl.DataFrame) -> str:
     """A printable table of :func:`compare_arms` output, one block per set (headed by its problem count); says
     when a difference is within noise, what the intervals account for, and how many answer checks failed (the

@@ -10,6 +10,7 @@ judged as :func:`saerl.verify.verify_batch` judges it (plain numbers in process,
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import logging
 import math
@@ -17,10 +18,10 @@ import random
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 import torch
@@ -37,6 +38,7 @@ log = logging.getLogger("saerl.rl")
 # trl loss types normalised by the loss tokens of the batch, which a masked (cut-off) rollout does not count in;
 # the others average over rollouts, where it counts as a zero
 TOKEN_NORMALISED_LOSSES = ("dapo", "bnpo")
+CORRECTNESS = "correctness"  # the correctness reward's name (CorrectnessReward.__name__), which trl logs it by
 
 
 class OrderSampler(Sampler[int]):
@@ -174,7 +176,7 @@ class CorrectnessReward:
     out: rewards."""
 
     def __init__(self, timeout_s: float = 5.0) -> None:
-        self.__name__ = "correctness"
+        self.__name__ = CORRECTNESS
         self.timeout_s = timeout_s
         self.checked = 0
         self.failures = 0
@@ -186,22 +188,40 @@ class CorrectnessReward:
         return [float(s == "correct") for s in statuses]
 
 
-def format_reward(completions: list[Any], **_: Any) -> list[float]:
+def cut_off(ids: Sequence[int], limit: int, stops: Collection[int]) -> bool:
+    """Whether a rollout's token ids were cut off at the length limit: `limit` tokens or more, the last not a stop
+    id (a rollout that stopped on its own is shorter, or ends on its stop id at the limit; trl's
+    completions/clipped_ratio counts the same rollouts). in: completion ids, train.max_completion_length, the
+    policy's stop ids; out: flag."""
+    return len(ids) >= limit and (not ids or ids[-1] not in stops)
+
+
+def format_reward(completions: list[Any], completion_ids: list[list[int]] | None = None, *,
+                  max_completion_length: int | None = None, stop_ids: Collection[int] = (), **_: Any) -> list[float]:
     """trl reward function: 1.0 when the completion states a final answer the verifier can read
-    (``#### X`` or ``\\boxed{X}``), else 0.0."""
-    return [float(extract_final_answer(completion_text(c)) is not None) for c in completions]
+    (``#### X`` or ``\\boxed{X}``) and was not cut off at `max_completion_length` (:func:`cut_off`, on the
+    `completion_ids` trl passes every reward function: a cut-off rollout earned the format reward for an answer
+    it had not finished), else 0.0. Without ids or a limit, the text alone decides.
+    in: completions, their token ids, the limit, the policy's stop ids; out: rewards."""
+    ended = ([not cut_off(i, max_completion_length, stop_ids) for i in completion_ids]
+             if completion_ids is not None and max_completion_length is not None else [True] * len(completions))
+    return [float(done and extract_final_answer(completion_text(c)) is not None)
+            for c, done in zip(completions, ended, strict=True)]
 
 
-def reward_functions(cfg: TrainConfig, correctness: Any, extra: list[Any] | None = None) -> tuple[list[Any], list[float]]:
+def reward_functions(cfg: TrainConfig, correctness: Any, extra: list[Any] | None = None,
+                     stop_ids: Collection[int] = ()) -> tuple[list[Any], list[float]]:
     """trl reward functions and their weights, in this order: `correctness` (weight 1), :func:`format_reward`
-    (cfg.format_reward) when on, DAPO's soft overlong punishment when cfg.overlong_buffer is on (weight 1: trl's
+    (cfg.format_reward) when on, for rollouts not cut off at cfg.max_completion_length (`stop_ids`: the policy's,
+    which end a rollout), DAPO's soft overlong punishment when cfg.overlong_buffer is on (weight 1: trl's
     ``get_soft_overlong_punishment``: 0 up to max_completion_length - overlong_buffer tokens, then falling linearly
     to -1 at max_completion_length), then the `extra` functions (weight 1 each).
-    in: train config, the correctness reward, extra reward functions; out: (functions, weights)."""
+    in: train config, the correctness reward, extra reward functions, stop ids; out: (functions, weights)."""
     funcs: list[Any] = [correctness]
     weights = [1.0]
-    if cfg.format_reward > 0:
-        funcs.append(format_reward)
+    if cfg.format_reward > 0:  # a partial keeps the name trl logs it by: rewards/format_reward/mean
+        funcs.append(functools.partial(format_reward, max_completion_length=cfg.max_completion_length,
+                                       stop_ids=frozenset(stop_ids)))
         weights.append(cfg.format_reward)
     if cfg.overlong_buffer > 0:
         from trl.rewards import get_soft_overlong_punishment
@@ -337,6 +357,8 @@ def own_precision(model: Any) -> Iterator[None]:
 
 # trl's per-step metrics the health checks read (saerl.rl.health_notes)
 ENTROPY, CLIPPED, ZERO_STD, KL = "entropy", "completions/clipped_ratio", "frac_reward_zero_std", "kl"
+FILLED = "dynamic_sampling/filled_groups"  # DAPO: groups still without a reward spread when the rounds ran out
+SKIPPED = "dynamic_sampling/skipped_updates"  # DAPO: 1 for an optimizer step with no group kept (no update)
 NON_FINITE_METRICS = ("loss", "grad_norm")  # a step logging either as nan/inf trained on garbage
 
 
@@ -358,12 +380,65 @@ def _series(log_rows: list[dict[str, Any]], name: str) -> list[tuple[int, float]
             if isinstance(r.get(name), int | float) and math.isfinite(r[name])]
 
 
+def reward_metric(name: str) -> str:
+    """The per-step metric trl logs a reward function's mean under: rewards/<name>/mean (unweighted)."""
+    return f"rewards/{name}/mean"
+
+
+_Row = TypeVar("_Row")  # one logged step's item, of whatever shape a health check reads
+
+
+def _tail(rows: list[_Row], share: float) -> list[_Row]:
+    """The last `share` of a run's logged steps, at least one (health.tail_share). in: per-step items, share."""
+    return rows[-max(1, round(len(rows) * share)):]
+
+
+def format_only_note(log_rows: list[dict[str, Any]], cfg: TrainConfig, h: HealthConfig) -> str | None:
+    """The note on format-reward hacking: with cfg.format_reward on, over the last h.tail_share of the steps that
+    logged both rewards, the format reward's mean above the correctness reward's by more than
+    h.format_only_share (that share of rollouts was rewarded for a readable final answer alone). in: log rows, train
+    config, thresholds; out: the note or None."""
+    fmt, right = _series(log_rows, reward_metric(format_reward.__name__)), dict(_series(log_rows, reward_metric(CORRECTNESS)))
+    both = [(s, v, right[s]) for s, v in fmt if s in right]
+    if cfg.format_reward <= 0 or not both:
+        return None
+    tail = _tail(both, h.tail_share)
+    f_mean, c_mean = (sum(x[i] for x in tail) / len(tail) for i in (1, 2))
+    if f_mean - c_mean <= h.format_only_share:
+        return None
+    return (f"over the last {len(tail)} steps the format reward averaged {f_mean:.3g} and correctness {c_mean:.3g}: "
+            f"{f_mean - c_mean:.0%} of rollouts earned reward for a readable final answer alone, not a right one "
+            f"(over health.format_only_share={h.format_only_share:g}), so the policy can raise its reward without "
+            f"solving more; lower train.format_reward (now {cfg.format_reward:g}) or set it to 0 (off)")
+
+
+def exhausted_rounds_note(log_rows: list[dict[str, Any]], cfg: TrainConfig) -> str | None:
+    """The note on DAPO's dynamic sampling running out of rounds: the generation batches that still held groups
+    without a reward spread after cfg.dynamic_sampling_max_rounds extra rounds (filled with groups masked out of the
+    loss: dynamic_sampling/filled_groups), and the optimizer steps that made no update for want of any group
+    (dynamic_sampling/skipped_updates). in: log rows, train config; out: the note or None (GRPO, or never ran out)."""
+    filled = [v for _, v in _series(log_rows, FILLED)]
+    short = [v for v in filled if v > 0]
+    if cfg.algorithm != "dapo" or not short:
+        return None
+    skipped = sum(v >= 1.0 for _, v in _series(log_rows, SKIPPED))
+    idle = f"; {skipped} optimizer steps made no update (no group to learn from)" if skipped else ""
+    return (f"DAPO's dynamic sampling ran out of its train.dynamic_sampling_max_rounds="
+            f"{cfg.dynamic_sampling_max_rounds} extra rounds on {len(short)} of {len(filled)} generation batches, "
+            f"leaving {sum(short):g} groups without a reward spread (filled in, masked out of the loss: those steps "
+            f"trained on fewer groups){idle}; raise train.dynamic_sampling_max_rounds, or train on prompts "
+            "nearer the policy's level (all-wrong groups: curriculum.max_difficulty_quantile below 1 leaves out the "
+            "predicted out-of-reach tail)")
+
+
 def health_notes(log_rows: list[dict[str, Any]], cfg: TrainConfig, h: HealthConfig, reward_checks: int = 0,
                  verifier_failures: int = 0) -> list[str]:
     """Plain-language notes on a training run's health from trl's per-step log, by the thresholds `h`
     (:class:`saerl.config.HealthConfig`): a non-finite loss or grad_norm (its first step), entropy collapse over
     the last steps, rollouts cut off at max_completion_length, steps without any reward spread (no learning
-    signal), reward checks the verifier failed, and (beta > 0) KL to the reference above its bound.
+    signal), reward checks the verifier failed, (beta > 0) KL to the reference above its bound, reward earned from
+    the format alone (:func:`format_only_note`) and, under DAPO, dynamic sampling out of rounds
+    (:func:`exhausted_rounds_note`, whenever it happened).
     in: log rows (step, metric: value), train config, health thresholds, the reward's checks and verifier
     failures; out: notes ([] for a healthy run)."""
     steps = len(log_rows)
@@ -374,7 +449,7 @@ def health_notes(log_rows: list[dict[str, Any]], cfg: TrainConfig, h: HealthConf
                      f"train.learning_rate (now {cfg.learning_rate:g})")
     entropy = _series(log_rows, ENTROPY)
     if entropy and h.entropy_floor > 0:
-        tail = entropy[-max(1, round(len(entropy) * h.tail_share)):]
+        tail = _tail(entropy, h.tail_share)
         mean = sum(v for _, v in tail) / len(tail)
         if mean < h.entropy_floor:
             notes.append(f"policy entropy fell from {entropy[0][1]:.3g} (step {entropy[0][0]}) to {mean:.3g} "
@@ -405,7 +480,7 @@ def health_notes(log_rows: list[dict[str, Any]], cfg: TrainConfig, h: HealthConf
                          f"{len(over)} of {steps} steps (first step {over[0][0]}: {over[0][1]:.3g}; max "
                          f"{max(v for _, v in over):.3g}): the policy drifted far from where it started; raise "
                          "train.beta or lower train.learning_rate")
-    return notes
+    return notes + [n for n in (format_only_note(log_rows, cfg, h), exhausted_rounds_note(log_rows, cfg)) if n]
 
 
 def finite_weights(model: Any) -> bool:
@@ -591,7 +666,7 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
     """trl GRPOConfig from our TrainConfig: on `device` (runtime.device: 'auto' = CUDA when there is one; trl
     would otherwise take a GPU whatever the config says), with a progress bar only when `progress`
     (runtime.progress), fp32 on CPU (bf16 on CUDA when cfg.bf16), constant lr after cfg.warmup_steps of linear
-    warmup, no shuffling; a step's
+    warmup, the gradient's norm clipped to cfg.max_grad_norm, no shuffling; a step's
     prompts_per_step x num_generations completions in cfg.micro_batches forward/backward passes (gradient
     accumulation: trl's steps_per_generation counts passes, cfg's counts optimizer steps); resumable trainer
     checkpoints (model as safetensors + optimizer, scheduler and RNG states) in `out_dir` every
@@ -611,7 +686,7 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
     micro = micro_batch(prompts_per_step * cfg.num_generations, cfg.micro_batches)
 
     kw: dict[str, Any] = dict(
-        output_dir=str(out_dir), learning_rate=cfg.learning_rate,
+        output_dir=str(out_dir), learning_rate=cfg.learning_rate, max_grad_norm=cfg.max_grad_norm,
         lr_scheduler_type="constant_with_warmup" if cfg.warmup_steps else "constant", warmup_steps=cfg.warmup_steps,
         per_device_train_batch_size=micro, gradient_accumulation_steps=cfg.micro_batches,
         num_generations=cfg.num_generations,
@@ -743,7 +818,8 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     timer = _TimeLimit(time_limit_s, float(so_far.get("seconds", 0.0)))
     reward = CorrectnessReward(cfg.verify_timeout_s)
     reward.checked, reward.failures = int(so_far.get("reward_checks", 0)), int(so_far.get("verifier_failures", 0))
-    rewards, weights = reward_functions(cfg, reward, extra_rewards)
+    stops = stop_ids(model, tok)
+    rewards, weights = reward_functions(cfg, reward, extra_rewards, stops)
     torch.manual_seed(seed)
     cls = _trainer_class()
     if dapo:
@@ -751,7 +827,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
 
         cls = dynamic_sampling_trainer(cls, cfg.dynamic_sampling_max_rounds, spread_reward=reward.__name__,
                                        clusters=None if clusters is None else [clusters.get(i) for i in seq])
-    args = grpo_config(cfg, ckpt_dir, prompts_per_step, steps, seed, device, progress, stop_ids(model, tok),
+    args = grpo_config(cfg, ckpt_dir, prompts_per_step, steps, seed, device, progress, stops,
                        trust_remote_code=model_cfg is not None and model_cfg.trust_remote_code)
     args.reward_weights = weights
     if cfg.beta > 0:  # trl loads the reference from the policy's name with these (it warns they are ignored: not so)

@@ -816,7 +816,8 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     arm's RL gain over it), and its probe pass (reach_probe.parquet) defines each set's reachable stratum, reported in
     the summary and the comparisons as the set "<set>:reachable". Its notes (a held-out set sharing prompts with the
     training data: :func:`held_out_overlap`; a set left out of the mean of the sets for sharing problems with
-    another: saerl.evaluate.sets_to_average) head comparison.txt, above the tables, and the manifest."""
+    another: saerl.evaluate.sets_to_average; an arm that ended worse than the starting policy:
+    saerl.evaluate.worse_than_base_notes) head comparison.txt, above the tables, and the manifest."""
     from saerl.evaluate import (
         BASE_ARM,
         PROBE_ARM,
@@ -829,6 +830,7 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
         sets_to_average,
         summarize_eval,
         with_reachable,
+        worse_than_base_notes,
     )
     from saerl.plots import accuracy_vs_step
 
@@ -858,8 +860,6 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     samples = pl.concat(frames, how="diagonal_relaxed")
     samples.write_parquet(build.path / "eval.parquet")
     left_out, shared = sets_to_average(evaluated_prompts(sets, samples))
-    notes = warned("evaluate", overlap + shared)
-    build.note(notes=notes)
     if probe is not None:
         samples = with_reachable(samples, probe)
     problems = curve_problems(runs, reachable_ids(probe) if probe is not None else None)
@@ -882,10 +882,13 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
                                             reference_fixed=True, left_out=left_out)
                            .with_columns(metric=pl.lit(m)) for m in ("greedy", "mean_k")], how="diagonal_relaxed")
         gains.write_parquet(build.path / "gains.parquet")
+    names = ("greedy pass@1", f"mean@{cfg.eval.k_samples}")
+    worse = worse_than_base_notes(gains, dict(zip(("greedy", "mean_k"), names, strict=True))) if gains is not None else []
+    notes = warned("evaluate", overlap + shared + worse)
+    build.note(notes=notes)
     cost = pl.concat(costs, how="diagonal_relaxed")
     stt = steps_table(curve, problems, cost, reference, cfg)
     stt.write_parquet(build.path / "steps_to_target.parquet")
-    names = ("greedy pass@1", f"mean@{cfg.eval.k_samples}")
     text = "".join(f"note: {n}\n" for n in notes)  # above the tables: what a reader of them must know first
     text += "\n".join(f"== {m} ==\n{format_comparison(t)}" for m, t in zip(names, tables, strict=True))
     if gains is not None:

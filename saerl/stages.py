@@ -93,8 +93,9 @@ STAGES: dict[str, Stage] = {
         Stage("curriculum", "5", ("curriculum", "score.quality_threshold", "train.max_steps"), ("score",),
               "order.parquet"),
         Stage(
-            "train", "17",
-            ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.warmup_steps",
+            "train", "18",
+            ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.max_grad_norm",
+             "train.warmup_steps",
              "train.num_generations",
              "train.steps_per_generation", "train.micro_batches",
              "train.temperature", "train.top_k", "train.max_completion_length", "train.beta", "train.epsilon",
@@ -114,7 +115,7 @@ STAGES: dict[str, Stage] = {
             "one policy on the held-out sets, greedy and k samples per problem: an (arm, seed) run's trained policy, "
             "the starting policy, or the starting policy's probe pass",
         ),
-        Stage("evaluate", "22",
+        Stage("evaluate", "23",
               ("eval.base_policy", "eval.k_samples", "eval.target_accuracy", "eval.target_gain_share", "eval.ci_level",
                "eval.steps_bootstrap", "train.arms", "train.seeds"),
               ("heldout", "train", "ingest"), "eval.parquet, arm comparison, steps-to-target"),

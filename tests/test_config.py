@@ -379,6 +379,8 @@ def test_held_out_reading_fields_left_unset_keep_the_keys_of_configs_written_bef
     ("score.enet_l1_ratios=[0]", ["score.enet_l1_ratios.0", "greater than 0"]),
     ("train.epsilon_high=-0.5", ["train.epsilon_high", "got -0.5", "greater than 0"]),
     ("train.learning_rate=.inf", ["train.learning_rate", "got inf", "finite number"]),
+    ("train.max_grad_norm=0", ["train.max_grad_norm", "got 0", "greater than 0"]),
+    ("health.format_only_share=1.5", ["health.format_only_share", "got 1.5", "less than or equal to 1"]),
     ("curriculum.frontier_target=.nan", ["curriculum.frontier_target", "got nan", "finite number"]),
     ("testbed.defect_kinds.garbled=.inf", ["testbed.defect_kinds.garbled", "finite number"]),
     ("testbed.d_model=30", ["testbed.d_model=30", "testbed.n_heads=4", "testbed.d_model=32", "testbed.n_heads=3"]),

@@ -27,6 +27,7 @@ from saerl.evaluate import (
     summarize_eval,
     training_signal,
     with_reachable,
+    worse_than_base_notes,
 )
 from saerl.policy_lm import Completions, generate, load_policy, save_tokenizer
 
@@ -739,6 +740,29 @@ def test_gain_over_a_one_seed_base_includes_the_arms_seed_spread():
     assert "the arm's 3 seeds (t)" in t["ci_source"] and "100 paired problems" in t["ci_source"]
     assert "the reference's training-seed variance not included" in t["ci_source"]
     assert "(one seed)" not in t["ci_source"].split(";")[0]
+
+
+def test_an_arm_worse_than_the_starting_policy_is_noted_by_set_metric_and_interval():
+    """A final policy below the base was only a "worse" row in the gains block of comparison.txt: each arm whose
+    gain's interval lies wholly below 0 gets one note naming the set, metric, gain and what to check; an arm within
+    noise gets none, nor does a reachable stratum (the base's solved problems sit there, so any change loses some)."""
+    rows = [{"arm": "base", "seed": 0, "id": f"q{i}", "correct": i < 60} for i in range(200)]
+    rows += [{"arm": arm, "seed": s, "id": f"q{i}", "correct": i < acc}
+             for arm, accs in (("saerl", (20, 22, 24)), ("vanilla", (58, 60, 63))) for s, acc in enumerate(accs)
+             for i in range(200)]
+    samples = pl.DataFrame(rows).with_columns(pl.lit("A").alias("set"), pl.lit(0).alias("sample"))
+    stratum = samples.with_columns(pl.lit("A" + REACHABLE).alias("set"))
+    gains = (compare_arms(None, "base", samples=pl.concat([samples, stratum]), reference_fixed=True)
+             .with_columns(metric=pl.lit("greedy")))
+    assert set(gains.filter(pl.col("arm") == "saerl")["verdict"]) == {"worse"}  # the premise, on the stratum too
+    [note] = worse_than_base_notes(gains, {"greedy": "greedy pass@1"})
+    assert note.startswith("arm saerl ended worse than the starting policy, its gain's whole interval below 0: "
+                           "on set A, greedy pass@1 -19.0 points [-24.5, -13.5]. RL lowered accuracy")
+    assert REACHABLE not in note and "vanilla" not in note
+    assert "train.learning_rate" in note and "train.beta" in note and "health notes of arm saerl's train runs" in note
+    one = gains.filter(pl.col("arm") == "saerl").with_columns(verdict=pl.lit("worse, 1 seed"))
+    assert "(1 seed: its own effect is not in the interval)" in worse_than_base_notes(one, {})[0]
+    assert worse_than_base_notes(gains.filter(pl.col("arm") != "saerl"), {}) == []
 
 
 def test_compare_arms_needs_shared_problems_and_the_reference():

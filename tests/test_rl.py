@@ -104,6 +104,42 @@ def test_format_reward_and_reward_weights():
     assert grpo_config(TrainConfig(), Path("/tmp/x"), 2, 1, 0).reward_weights == [1.0]
 
 
+def test_train_max_grad_norm_reaches_trl_and_defaults_to_what_ran_before():
+    """Gradient clipping was transformers' default 1.0, not a config field: train.max_grad_norm sets it."""
+    assert grpo_config(TrainConfig(), Path("/tmp/x"), 2, 1, 0).max_grad_norm == 1.0
+    assert grpo_config(TrainConfig(max_grad_norm=0.5), Path("/tmp/x"), 2, 1, 0).max_grad_norm == 0.5
+
+
+def test_a_cut_off_completion_earns_no_format_reward():
+    """format_reward gave 1.0 to any completion holding '#### X', one cut off at max_completion_length too, so a
+    policy could earn it with unfinished answers. trl passes each reward function the completion's token ids: a
+    completion of the limit's length that does not end on a stop id was cut off and earns 0; one that ends on its
+    stop id at the limit, or stops before it, earns the reward. reward_functions binds the limit and stop ids."""
+    texts = ["#### 3"] * 4 + ["no answer"]
+    ids = [[5, 6, 7, 8], [5, 6, 0], [5, 6, 7, 0], [5, 6, 7, 8, 9], [5, 0]]
+    assert format_reward(texts, ids, max_completion_length=4, stop_ids={0}) == [0.0, 1.0, 1.0, 0.0, 0.0]
+    assert format_reward(texts, ids) == [1.0, 1.0, 1.0, 1.0, 0.0]  # no limit given: the text alone decides
+    funcs, _ = reward_functions(TrainConfig(format_reward=0.1, max_completion_length=4), CorrectnessReward(), None, [0])
+    assert funcs[1](completions=texts, completion_ids=ids, answer=["3"] * 5) == [0.0, 1.0, 1.0, 0.0, 0.0]
+    from trl.trainer.utils import get_callable_name
+
+    assert get_callable_name(funcs[1]) == "format_reward"  # the name trl logs it by: rewards/format_reward/mean
+
+
+def test_the_format_reward_goes_to_rollouts_that_were_not_cut_off(tiny_policy_dir, tmp_path, one_torch_thread,
+                                                                  monkeypatch):
+    """In a run, with every text read as answered, the format reward's mean is the share of rollouts that were not
+    cut off at the limit, as trl counts them (completions/clipped_ratio): trl passes the ids and the stop ids are
+    the policy's."""
+    policy, prompts = tiny_policy_dir
+    monkeypatch.setattr("saerl.rl.extract_final_answer", lambda text: "1")
+    cfg = TrainConfig(num_generations=4, max_completion_length=3, max_steps=2, format_reward=0.5)
+    run = train_grpo(policy, prompts, prompts["id"].to_list(), cfg, tmp_path / "rl", prompts_per_step=2, seed=0)
+    assert any(h["completions/clipped_ratio"] > 0 for h in run["log"])  # the premise: some rollouts were cut off
+    for h in run["log"]:
+        assert h["rewards/format_reward/mean"] == pytest.approx(1 - h["completions/clipped_ratio"])
+
+
 def test_the_policys_trust_remote_code_reaches_what_trl_loads_itself():
     """trl loads vLLM's engine and the reference model with GRPOConfig.trust_remote_code, which was never set: a
     user's model.trust_remote_code=true did not reach them (and the default stays off)."""
@@ -122,7 +158,8 @@ def test_reward_functions_in_order_with_dapo_overlong_shaping():
 
     cfg = TrainConfig(format_reward=0.2, max_completion_length=10, overlong_buffer=4)
     funcs, weights = reward_functions(cfg, correct, [extra])
-    assert funcs[0] is correct and funcs[1] is format_reward and funcs[3] is extra and weights == [1.0, 0.2, 1.0, 1.0]
+    assert funcs[0] is correct and funcs[1].func is format_reward and funcs[3] is extra
+    assert weights == [1.0, 0.2, 1.0, 1.0]
     assert funcs[2]([[1] * 6, [1] * 7, [1] * 8, [1] * 10]) == [0.0, -0.25, -0.5, -1.0]
     assert reward_functions(TrainConfig(), correct) == ([correct], [1.0])
     args = grpo_config(cfg.model_copy(update={"mask_truncated_completions": True}), Path("/tmp/x"), 2, 1, 0)
@@ -985,6 +1022,40 @@ def test_health_notes_name_each_failure_and_its_first_step():
     assert health_notes(drift, cfg, H) == []  # beta 0: trl measures no KL, and none is judged
 
 
+def test_reward_earned_from_the_format_alone_is_noted():
+    """A policy can raise its reward by writing '#### X' with the format reward on while staying wrong: over the
+    last quarter of the steps (health.tail_share) the format reward's mean above correctness's by more than
+    health.format_only_share earns a note naming both means and the fix."""
+    cfg = TrainConfig(format_reward=0.2)
+
+    def step(s: int, fmt: float, right: float) -> dict[str, float]:
+        return healthy_step(s, **{"rewards/format_reward/mean": fmt, "rewards/correctness/mean": right})
+
+    hacked = [step(s, f, 0.05) for s, f in enumerate([0.1, 0.3, 0.6, 0.8, 0.9, 0.95, 1.0, 1.0], 1)]
+    [note] = health_notes(hacked, cfg, H)
+    assert "over the last 2 steps the format reward averaged 1 and correctness 0.05: 95% of rollouts" in note
+    assert "health.format_only_share=0.5" in note and "lower train.format_reward (now 0.2) or set it to 0" in note
+    assert health_notes(hacked, cfg.model_copy(update={"format_reward": 0.0}), H) == []  # off: no format reward
+    assert health_notes(hacked, cfg, HealthConfig(format_only_share=0.96)) == []
+    learning = [step(s, 1.0, c) for s, c in enumerate([0.1, 0.2, 0.4, 0.6], 1)]  # formatted and getting right
+    assert health_notes(learning, cfg, H) == []
+
+
+def test_dapo_running_out_of_rounds_is_noted():
+    """DAPO's dynamic sampling that used every extra round and still had groups without a reward spread only logged
+    a warning (once): the train manifest notes on how many generation batches it happened, with the fix."""
+    cfg = TrainConfig(algorithm="dapo", dynamic_sampling_max_rounds=2)
+    rows = [healthy_step(s, **{"dynamic_sampling/filled_groups": f, "dynamic_sampling/skipped_updates": k})
+            for s, (f, k) in enumerate([(0, 0), (3, 0), (0, 0), (4, 1)], 1)]
+    [note] = health_notes(rows, cfg, H)
+    assert ("ran out of its train.dynamic_sampling_max_rounds=2 extra rounds on 2 of 4 generation batches, "
+            "leaving 7 groups without a reward spread") in note
+    assert "1 optimizer steps made no update (no group to learn from)" in note
+    assert "raise train.dynamic_sampling_max_rounds" in note
+    never = [healthy_step(s, **{"dynamic_sampling/filled_groups": 0.0}) for s in (1, 2)]
+    assert health_notes(never, cfg, H) == []
+
+
 def test_a_run_without_reward_spread_notes_it(tiny_policy_dir, tmp_path, one_torch_thread):
     """A run whose reward never differs within a group (the smoke config's: reward 0 everywhere) took no gradient
     from it; train_grpo's notes, which the train stage keeps in its manifest and logs as warnings, say so."""
@@ -993,6 +1064,18 @@ def test_a_run_without_reward_spread_notes_it(tiny_policy_dir, tmp_path, one_tor
     run = train_grpo(policy, prompts, prompts["id"].to_list(), cfg, tmp_path / "rl", prompts_per_step=2, seed=0)
     assert [h["frac_reward_zero_std"] for h in run["log"]] == [1.0, 1.0]  # the premise: the tiny LM never answers
     assert any("no group had a reward spread on 2 of 2 steps" in n for n in run["notes"]), run["notes"]
+
+
+def test_a_dapo_run_that_runs_out_of_rounds_notes_it(tiny_policy_dir, tmp_path, one_torch_thread):
+    """Under DAPO the same run (no reward spread anywhere) uses every extra round on every generation batch and
+    trains on no group: train_grpo's notes, which reach the train manifest, say so."""
+    policy, prompts = tiny_policy_dir
+    cfg = TrainConfig(algorithm="dapo", num_generations=2, max_completion_length=3, max_steps=2,
+                      dynamic_sampling_max_rounds=1)
+    run = train_grpo(policy, prompts, prompts["id"].to_list(), cfg, tmp_path / "rl", prompts_per_step=2, seed=0)
+    assert [h["dynamic_sampling/filled_groups"] for h in run["log"]] == [2.0, 2.0]  # the premise
+    assert any("rounds on 2 of 2 generation batches, leaving 4 groups" in n and "2 optimizer steps made no update"
+               in n for n in run["notes"]), run["notes"]
 
 
 def test_a_step_leaving_non_finite_weights_fails_the_run_and_saves_no_policy(tiny_policy_dir, tmp_path,

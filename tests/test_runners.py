@@ -1021,6 +1021,36 @@ def test_compute_evaluate_leaves_a_set_sharing_problems_out_of_the_mean_and_says
     assert set(table["set"]) == {"heldout", "other", "part", MEAN_OF_SETS}
 
 
+def test_compute_evaluate_notes_an_arm_that_ended_worse_than_the_starting_policy(tmp_path):
+    """A final policy worse than the base was flagged only inside comparison.txt's gains block: the evaluate stage
+    notes it where its notes go (the manifest, a warning, the head of comparison.txt), naming the arm and set."""
+    from saerl.evaluate import BASE_ARM, PROBE_ARM, REACH_SEED
+    from saerl.runners import HELDOUT, HELDOUT_SETS, compute_evaluate
+
+    inputs = _trained_arms(tmp_path, ["a"])
+    ids = [f"q{i}" for i in range(40)]
+    right = {"saerl": 4, "vanilla": 29, BASE_ARM: 30, PROBE_ARM: 40}  # problems each policy answers right
+    for arm, seed in (("saerl", 0), ("vanilla", 0), (BASE_ARM, 0), (PROBE_ARM, REACH_SEED)):
+        folder = tmp_path / f"heldout-{arm}"
+        folder.mkdir()
+        pl.DataFrame([{"set": "heldout", "id": i, "sample": j, "correct": n < right[arm], "status": "correct"}
+                      for n, i in enumerate(ids) for j in (0, 1)]).write_parquet(folder / HELDOUT)
+        pl.DataFrame({"set": ["heldout"] * len(ids), "id": ids, "prompt": [f"What is {n}+1?" for n in range(len(ids))]}
+                     ).write_parquet(folder / HELDOUT_SETS)
+        inputs[f"heldout:{arm}:{seed}"] = ArtifactRef("heldout", arm, str(folder))
+    (tmp_path / "ingest").mkdir()
+    pl.DataFrame({"id": ["a"], "prompt": ["What is 5 * 3"]}).write_parquet(tmp_path / "ingest" / PROMPTS)
+    inputs["ingest"] = ArtifactRef("ingest", "i", str(tmp_path / "ingest"))
+    out = tmp_path / "evaluate"
+    (out / "plots").mkdir(parents=True)
+    build = Build(out, {})
+    compute_evaluate(load_config(None, ["eval.base_policy=true", "eval.steps_bootstrap=20"]), inputs, build)
+    (note,) = build.notes["notes"]
+    assert note.startswith("arm saerl ended worse than the starting policy") and "vanilla" not in note
+    assert "on set heldout, greedy pass@1 -65.0 points" in note and "on set heldout, mean@4 -65.0 points" in note
+    assert (out / "comparison.txt").read_text().startswith(f"note: {note}\n== greedy pass@1 ==\n")
+
+
 def test_probe_failures_are_counted_and_said(caplog):
     """The base policy's probe pass defines each set's reachable stratum; an answer whose check timed out counts as
     wrong, so its problem may be missing from the stratum: it was never said. Its failures are metrics per set and,
