@@ -3,7 +3,8 @@
 Runs the pipeline up to the properties stage (testbed/ingest -> extract -> sae -> encode -> score -> properties,
 no Prefect) and prints the properties stage's property report: one line per (property, metric), one column per
 feature set (``sae``: pooled SAE codes; ``residual``: raw residuals, mean-pooled, the difficulty model choosing
-mean or max pooling by CV error as the SAE's does between its poolings; ``text``: TF-IDF of the prompt text;
+mean or max pooling by CV error as the SAE's does between its poolings; ``text``: TF-IDF of the prompt text (character
+1-3-grams inside words, ``score.text_analyzer``);
 ``length``: log prompt length; ``majority``: class prior / mean; ``shuffled``: SAE clusters permuted).
 Every supervised model is fitted on the labelled subset's train part and scored on every other row that carries
 the label: the subset's held-out part plus the rows outside the subset where the data labels them (the testbed

@@ -427,6 +427,10 @@ class ScoreConfig(Section):
         "(held-out labels not all equal)")
     baselines: bool = Field(True, description="fit baselines (residuals, text TF-IDF, length, majority) for the report")
     text_max_features: int = Field(20_000, gt=0, description="vocabulary cap of the prompt-text TF-IDF baseline")
+    text_analyzer: Literal["char_wb", "word"] = Field(
+        "char_wb", description="what the prompt-text TF-IDF baseline reads: char_wb, character 1-3-grams inside words "
+        "(any script, with or without spaces between words); word, word tokens of two or more characters (the "
+        "baseline before properties stage version 2: each clause of Chinese or Japanese text was one token)")
 
     @field_validator("k_range")
     @classmethod

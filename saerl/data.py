@@ -1006,22 +1006,34 @@ THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")  # a comma between digit grou
 DECIMAL_ZEROS = re.compile(r"(\.\d*?)0+(?!\d)")  # a decimal's trailing zeros: 2.50 -> 2.5, .50 -> .5, 3.0 -> 3.
 # prose punctuation, read as a space by canonical_prompt; a '.' before a digit, a '!' after a digit or bracket (5!),
 # a "'" after a letter or bracket (f'(2)) and a ':' between digits (3:4) are maths and stay
-PROSE_PUNCTUATION = re.compile(r"""[,;?"`\u2018\u2019\u201c\u201d\u2026]|\.(?!\d)|(?<![\w)\]}])!|(?<![\w)\]}])'|"""
-                               r"""(?<!\d):|:(?!\d)""")
+PROSE_PUNCTUATION = re.compile(r"""[,;?"`\u2018\u2019\u201c\u201d\u2026\u3001\u3002\u300a-\u300f\u3010\u3011\u060c\u061f]|"""
+                               r"""\.(?!\d)|(?<![\w)\]}])!|(?<![\w)\]}])'|(?<!\d):|:(?!\d)""")
+# superscript digits and signs (a run of them): canonical_prompt writes them as '^' and their plain form before NFKC,
+# which would make 2³ the number 23 and x² the name x2
+SUPERSCRIPTS = re.compile("[\u00b2\u00b3\u00b9\u2070\u2071\u2074-\u207f]+")
+# dashes written for a minus sign (U+2212 minus, U+2012 figure dash, U+2013 en dash, U+2014 em dash, U+FE63 small
+# hyphen-minus): canonical_prompt reads each as '-'
+MINUS_SIGNS = re.compile("[\u2212\u2012-\u2014\ufe63]")
 SIGN_SPACE = re.compile(r" (?=\W)|(?<=\W) ")  # a space beside a sign or bracket: 3 + 4 -> 3+4 (never 1 2 -> 12)
 
 
 def canonical_prompt(text: str) -> str:
     """The form two prompts are the same problem in, for the overlap checks (held-out sets against the training
-    data, and against each other): Unicode compatibility forms folded (NFKC), case folded, thousands separators and
-    a decimal's trailing zeros dropped (1,000 = 1000, 2.50 = 2.5, 3.0 = 3), prose punctuation (, ; ? . quotes, and ! '
-    : where they are no maths: PROSE_PUNCTUATION) read as a space, whitespace collapsed and a space beside a sign dropped (7 ? = 7?, 3 + 4 = 3+4). Mathematical
-    signs and brackets stay (3 + 4 and 3 - 4 are two problems), and a space between two words or numbers.
-    Two prompts match when these forms are equal: a reworded problem, another template around it or swapped operands
-    are not caught. in: prompt text; out: its canonical form."""
+    data, and against each other): superscripts written as powers (2³ -> 2^3, never the 23 NFKC makes of it),
+    Unicode compatibility forms folded (NFKC: full-width forms, ligatures), format characters (category Cf: zero-width
+    space, word joiner, soft hyphen, BOM, direction marks) dropped, a dash written for a minus sign read as '-'
+    (MINUS_SIGNS), every decimal digit as its ASCII digit (Arabic-Indic ٣ = 3), case folded, thousands separators
+    and a decimal's trailing zeros dropped (1,000 = 1000, 2.50 = 2.5, 3.0 = 3), prose punctuation (, ; ? . quotes, the
+    CJK and Arabic marks, and ! ' : where they are no maths: PROSE_PUNCTUATION) read as a space, whitespace collapsed
+    and a space beside a sign dropped (7 ? = 7?, 3 + 4 = 3+4). Mathematical signs and brackets stay (3 + 4 and 3 - 4
+    are two problems), and a space between two words or numbers. Two prompts match when these forms are equal: a
+    reworded problem, another template around it or swapped operands are not caught. in: prompt text; out: its
+    canonical form."""
     import unicodedata
 
-    text = unicodedata.normalize("NFKC", text).casefold()
+    text = SUPERSCRIPTS.sub(lambda m: "^" + unicodedata.normalize("NFKC", m.group()), text)
+    text = "".join(c for c in unicodedata.normalize("NFKC", text) if unicodedata.category(c) != "Cf")
+    text = re.sub(r"\d", lambda m: str(unicodedata.decimal(m.group())), MINUS_SIGNS.sub("-", text)).casefold()
     text = DECIMAL_ZEROS.sub(r"\1", THOUSANDS.sub("", text))
     return SIGN_SPACE.sub("", normalize_prompt(PROSE_PUNCTUATION.sub(" ", text)))
 

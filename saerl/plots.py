@@ -9,12 +9,19 @@
 - :func:`train_curves` / :func:`accuracy_vs_step`: one training run, and every arm's held-out accuracy
   (with the steps-to-target target line).
 
+Every figure draws its texts in the installed fonts of FONT_FALLBACK, glyph by glyph; a topic no installed font can
+draw is named by an ASCII stand-in ("topic 2": :func:`stand_ins`), whose key :func:`stand_in_note` gives.
+
 Groups (clusters, topics) and arms take their colours from one categorical palette, GROUP_COLORS
 (:func:`group_style`, :func:`arm_styles`): a cluster has one colour in cluster_map and curriculum_difficulty, an
 arm one colour in every figure.
 """
 
 from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import polars as pl
@@ -24,6 +31,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 from scipy.stats import spearmanr
 from sklearn.decomposition import TruncatedSVD
@@ -53,6 +61,104 @@ ACCURACY_MARGIN = 0.05  # headroom above an accuracy axis's largest value (fract
 # Axes.plot keywords of an accuracy curve: drawn whole and over the axis line, so a curve at 0 (the axis's bottom)
 # is not cut in half and hidden under it
 ON_THE_AXIS = {"clip_on": False, "zorder": 3}
+
+
+log = logging.getLogger("saerl.plots")
+
+# Font families a figure's texts are drawn in, tried glyph by glyph in this order (matplotlib >= 3.6): matplotlib's
+# own DejaVu Sans (Latin, Greek, Cyrillic, Arabic, Hebrew), then fonts with Chinese, Japanese, Korean, Thai or Indic
+# glyphs where installed (label_fonts names only the installed ones: a missing family is a findfont warning)
+FONT_FALLBACK = ("DejaVu Sans", "Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK KR", "Noto Sans CJK TC",
+                 "Source Han Sans SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback",
+                 "Microsoft YaHei", "PingFang SC", "Hiragino Sans", "Arial Unicode MS", "Noto Sans Thai",
+                 "Noto Sans Devanagari", "Noto Sans Bengali", "Noto Sans Arabic", "Noto Sans Hebrew")
+FONT_FIX = ("install a font that has them (Debian/Ubuntu: apt-get install fonts-noto-cjk for Chinese, Japanese and "
+            "Korean; fonts-noto for other scripts)")
+STAND_IN_KEY_SHOWN = 20  # stand-ins whose names stand_in_note lists (the cluster map's legend names 20 topics)
+UNDRAWABLE = "?"  # what a figure draws for a character no installed font has, in a text no stand-in replaced
+
+
+@functools.cache
+def label_fonts() -> tuple[tuple[str, ...], frozenset[int]]:
+    """The font families a figure's texts are drawn in: matplotlib's default sans-serif font (rcParams; DejaVu Sans
+    unless configured), then the FONT_FALLBACK families installed here, in order; and every code point one of them
+    has a glyph for (read once per process: a font installed later is seen by the next run)."""
+    from matplotlib import font_manager
+
+    default = font_manager.findfont(font_manager.FontProperties(family=["sans-serif"]))
+    default = font_manager.get_font(default).family_name
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    families = tuple(dict.fromkeys(name for name in (default, *FONT_FALLBACK) if name in installed))
+    covered: set[int] = set()
+    for name in families:
+        path = font_manager.findfont(font_manager.FontProperties(family=[name]), fallback_to_default=False)
+        covered.update(font_manager.get_font(path).get_charmap())
+    return families, frozenset(covered)
+
+
+def drawable(text: str) -> bool:
+    """Whether an installed FONT_FALLBACK font has a glyph for every character of `text` (line breaks aside):
+    matplotlib draws any other as an empty box, with a UserWarning per glyph."""
+    covered = label_fonts()[1]
+    return all(ord(c) in covered for c in text if c != "\n")
+
+
+def stand_ins(names: Iterable[str], noun: str) -> dict[str, str]:
+    """What the figures draw for each of some names a user gave (topics): the name itself where it is drawable, else
+    an ASCII stand-in "<noun> <i>", i its place among the distinct names in sorted order (from 1; primed when
+    another name is that text already), so one pool's topics get the same stand-ins in every figure. in: the
+    names (repeats and "" allowed, "" left out); out: {name: text drawn}."""
+    distinct = sorted({str(n) for n in names if n})
+    out: dict[str, str] = {}
+    taken = set(distinct)
+    for i, name in enumerate(distinct, 1):
+        shown = name
+        if not drawable(name):
+            shown = f"{noun} {i}"
+            while shown in taken:
+                shown += "'"
+            taken.add(shown)
+        out[name] = shown
+    return out
+
+
+def stand_in_note(shown: Mapping[str, str], noun: str) -> str | None:
+    """The one warning about a figure's stand-ins (stand_ins): how many names no installed font can draw, the key
+    (stand-in = name, the first STAND_IN_KEY_SHOWN) and the fix; None when every name is drawn as itself."""
+    swapped = [(text, name) for name, text in shown.items() if text != name]
+    if not swapped:
+        return None
+    key = ", ".join(f"{text} = {name}" for text, name in swapped[:STAND_IN_KEY_SHOWN])
+    more = f" and {len(swapped) - STAND_IN_KEY_SHOWN} more" if len(swapped) > STAND_IN_KEY_SHOWN else ""
+    return (f"{_count(len(swapped), noun + ' name')} use{'s' if len(swapped) == 1 else ''} characters no installed "
+            f"font has, so the plots draw a stand-in: {key}{more}; to see "
+            f"the names themselves, {FONT_FIX} (plots drawn after that show them)")
+
+
+def use_label_fonts(fig: Figure) -> Figure:
+    """Every text of `fig` drawn in the installed FONT_FALLBACK fonts (label_fonts), glyph by glyph; in a text still
+    holding a character none of them has (a name no stand-in replaced: a caller's own set or arm name), that
+    character is drawn as UNDRAWABLE, with one warning for the figure, instead of an empty box and a matplotlib
+    UserWarning per glyph. Call it before the figure's layout is computed (tight_layout measures the texts)."""
+    families = list(label_fonts()[0])
+    missing: set[str] = set()
+    for text in fig.findobj(Text):
+        text.set_fontfamily(families)
+        value = text.get_text()
+        if not drawable(value):
+            missing.update(c for c in value if c != "\n" and not drawable(c))
+            text.set_text("".join(c if c == "\n" or drawable(c) else UNDRAWABLE for c in value))
+    if missing:
+        log.warning("a figure's labels use %d characters no installed font has (%s): drawn as %r; %s", len(missing),
+                    "".join(sorted(missing)[:STAND_IN_KEY_SHOWN]), UNDRAWABLE, FONT_FIX)
+    return fig
+
+
+def _layout(fig: Figure, **tight: object) -> Figure:
+    """The figure's fonts set (use_label_fonts), then its tight layout (keywords of Figure.tight_layout)."""
+    use_label_fonts(fig)
+    fig.tight_layout(**tight)  # type: ignore[arg-type]
+    return fig
 
 
 def legend_title(noun: str, shown: int, total: int) -> str:
@@ -99,24 +205,40 @@ def topic_names(topics: np.ndarray) -> np.ndarray:
     return np.array(["" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t) for t in topics], dtype=str)
 
 
-def cluster_map(Z: sp.spmatrix, clusters: np.ndarray, topics: np.ndarray | None = None, seed: int = 0) -> Figure:
+def _shown_names(given: Iterable[str], names: Mapping[str, str] | None, noun: str) -> Mapping[str, str]:
+    """`names` when given; else stand_ins of the `given` names, their stand_in_note logged as a warning (a figure
+    drawn outside a stage, which would have kept the note)."""
+    if names is not None:
+        return names
+    shown = stand_ins(given, noun)
+    note = stand_in_note(shown, noun)
+    if note:
+        log.warning(note)
+    return shown
+
+
+def cluster_map(Z: sp.spmatrix, clusters: np.ndarray, topics: np.ndarray | None = None, seed: int = 0,
+                names: Mapping[str, str] | None = None) -> Figure:
     """2-D TruncatedSVD projection of the SAE codes Z [n, d_sae] as clustered (L2-normalised, TF-IDF weighted
     when score.tfidf); left panel coloured by k-means cluster (group_style of the cluster id, as in
     curriculum_difficulty), right panel by true topic (when `topics` is given; prompts without one are grey, named
-    NO_TOPIC)."""
+    NO_TOPIC), each topic named as `names` says (stand_ins of the pool's topics, which the caller reports with
+    stand_in_note; None: stand_ins of `topics`, the note logged as a warning)."""
     xy = TruncatedSVD(2, random_state=seed).fit_transform(Z) if min(Z.shape) > 2 else np.zeros((Z.shape[0], 2))
     panels = 2 if topics is not None else 1
     fig = Figure(figsize=(6 * panels, 5))
     axes = fig.subplots(1, panels, squeeze=False)
     _scatter_groups(axes[0, 0], xy, np.asarray(clusters), "prompts by SAE cluster", noun="cluster", by_id=True)
     if topics is not None:
-        names = topic_names(topics)
-        missing = names == ""
+        given = topic_names(topics)
+        shown = _shown_names(given, names, "topic")
+        missing = given == ""
         if missing.any():  # drawn first, grey, so its legend entry never reads as a topic
             axes[0, 1].scatter(xy[missing, 0], xy[missing, 1], s=6, alpha=0.7, color=NO_TOPIC_COLOR, label=NO_TOPIC)
-        _scatter_groups(axes[0, 1], xy[~missing], names[~missing], "prompts by true topic", noun="topic")
+        drawn = np.array([shown.get(t, t) for t in given[~missing]], dtype=str)
+        _scatter_groups(axes[0, 1], xy[~missing], drawn, "prompts by true topic", noun="topic")
     fig.suptitle("Prompts in SAE feature space")
-    fig.tight_layout()
+    _layout(fig)
     return fig
 
 
@@ -151,7 +273,7 @@ def difficulty_scatter(y_true: np.ndarray, y_pred: np.ndarray, label: str = "SAE
     ax.set_title(f"Predicted vs {truth}\n{stats}", fontsize=10)
     ax.set(xlabel=truth, ylabel="predicted difficulty")
     ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
+    _layout(fig)
     return fig
 
 
@@ -179,7 +301,7 @@ def curriculum_difficulty(order: pl.DataFrame, window: int = 0) -> Figure:
                   title=legend_title("cluster", CURRICULUM_LEGEND_CLUSTERS, len(np.unique(clusters))))
     ax.set(title="Predicted difficulty along the curriculum", xlabel="position", ylabel="difficulty_hat")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # positions are whole numbers
-    fig.tight_layout()
+    _layout(fig)
     return fig
 
 
@@ -205,7 +327,7 @@ def train_curves(log: pl.DataFrame, curve: pl.DataFrame, title: str) -> Figure:
         _step_axis(ax)
     if curve.height:
         right.legend(fontsize=7)
-    fig.tight_layout()
+    _layout(fig)
     return fig
 
 
@@ -286,25 +408,30 @@ def accuracy_vs_step(curve: pl.DataFrame, target: float | dict[str, float] | Non
         _step_axis(ax)
         _accuracy_axis(ax, drawn)
         ax.legend(fontsize=8)
-    fig.tight_layout()
+    _layout(fig)
     return fig
 
 
-def _cluster_caption(row: dict) -> str:
-    """A cluster panel's title: id, size and share, and its dominant true topic when known."""
+def _cluster_caption(row: dict, names: Mapping[str, str]) -> str:
+    """A cluster panel's title: id, size and share, and its dominant true topic when known (as `names` draws it)."""
     text = f"cluster {row['cluster']}: {_count(row['size'], 'prompt')} ({100 * row['share']:.0f}%)"
     if row.get("top_topic") is not None:
-        text += f"\nmostly {row['top_topic']} ({100 * row['top_topic_share']:.0f}%)"
+        topic = names.get(row["top_topic"], row["top_topic"])
+        text += f"\nmostly {topic} ({100 * row['top_topic_share']:.0f}%)"
     return text
 
 
-def cluster_top_features(clusters: pl.DataFrame, max_clusters: int = MAX_CLUSTER_PANELS) -> Figure:
+def cluster_top_features(clusters: pl.DataFrame, max_clusters: int = MAX_CLUSTER_PANELS,
+                         names: Mapping[str, str] | None = None) -> Figure:
     """The top SAE features of each cluster as horizontal bars of their mean weight (in the L2-normalised codes,
     TF-IDF weighted when score.tfidf, as the clustering saw them), one panel per cluster (the `max_clusters` largest); a
     feature that is also among another cluster's top features is drawn grey, one only this cluster has blue.
     in: the score stage's clusters frame (cluster, size, share, top_features, top_weights, top_topic,
-    top_topic_share); out: Figure."""
+    top_topic_share), `names`: each topic as drawn, as for cluster_map (None: stand_ins of the top topics, the note
+    logged); out: Figure."""
     shown = clusters.sort("size", descending=True).head(max_clusters).sort("cluster")
+    topic_text = _shown_names(shown["top_topic"].drop_nulls().to_list() if "top_topic" in shown.columns else [],
+                              names, "topic")
     counts: dict[int, int] = {}
     for feats in clusters["top_features"].to_list():
         for f in feats or []:
@@ -320,7 +447,7 @@ def cluster_top_features(clusters: pl.DataFrame, max_clusters: int = MAX_CLUSTER
         ax.barh(range(len(feats)), weights, color=colors)
         ax.set_yticks(range(len(feats)), [f"feature {f}" for f in feats], fontsize=7)
         ax.invert_yaxis()
-        ax.set_title(_cluster_caption(row), fontsize=8)
+        ax.set_title(_cluster_caption(row, topic_text), fontsize=8)
         ax.set_xlabel(FEATURE_WEIGHT_LABEL, fontsize=7)
         ax.tick_params(axis="x", labelsize=7)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=X_TICKS))  # small panels: more ticks ran into each other
@@ -332,5 +459,5 @@ def cluster_top_features(clusters: pl.DataFrame, max_clusters: int = MAX_CLUSTER
     fig.legend(handles=[Patch(color=OWN_COLOR, label="top in this cluster only"),
                         Patch(color=SHARED_COLOR, label="also top in another cluster")],
                loc="lower center", ncol=2, fontsize=8)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    _layout(fig, rect=(0, 0.06, 1, 1))
     return fig

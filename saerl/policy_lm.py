@@ -123,25 +123,37 @@ def not_causal_problem(config: Any, shown: str) -> str | None:
             "extract.model to it and keep a causal LM as model.name_or_path")
 
 
-UNKNOWN_NOTE_SHARE = 0.02  # a policy whose tokenizer reads more of the prompts' tokens as its unknown token is noted
+# a policy whose tokenizer reads more of the prompts' tokens as its unknown token, or finds it in more of the prompts,
+# is noted
+UNKNOWN_NOTE_SHARE = 0.02
+
+
+def unknown_shares(raw: list[list[int]], unk: int) -> tuple[float, int]:
+    """How much of some tokenized prompts is the unknown token: the share of their tokens that are `unk`, and how
+    many prompts hold it at least once. A word-level tokenizer (the testbed's, BERT-like WordPiece ones) reads a whole
+    Chinese sentence as one unknown token, so the token share alone (3% for 2 unreadable prompts of 10) understates
+    what the policy cannot read. in: each prompt's token ids, the unknown token's id; out: (token share, prompts)."""
+    total = sum(len(x) for x in raw)
+    return (sum(x.count(unk) for x in raw) / total if total else 0.0), sum(unk in x for x in raw)
 
 
 def policy_fit_notes(tok: Any, max_positions: int | None, prompts: list[str], max_completion_length: int) -> list[str]:
     """Whether a policy can read the training prompts at all, in notes: the share of their tokens its tokenizer maps
-    to its unknown token (above UNKNOWN_NOTE_SHARE: the testbed's tiny LM read 62% of GSM8K's as <|unk|>, and a
-    comparison of arms trained on such prompts says nothing about the method) and how many prompts, chat-templated,
-    leave no room for train.max_completion_length tokens in its context. in: tokenizer, the model's context length
+    to its unknown token and the share of prompts holding it at least once (unknown_shares; either above
+    UNKNOWN_NOTE_SHARE: the testbed's tiny LM read 62% of GSM8K's tokens as <|unk|>, and a comparison of arms trained
+    on such prompts says nothing about the method) and how many prompts, chat-templated, leave no room for
+    train.max_completion_length tokens in its context. in: tokenizer, the model's context length
     (max_position_embeddings; None: unknown), prompts, train.max_completion_length; out: notes ([] when it fits)."""
     notes = []
     raw = tok(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []  # the prompts' own tokens
-    total = sum(len(x) for x in raw)
     unk = tok.unk_token_id
-    if unk is not None and total and unk not in (tok.eos_token_id, tok.bos_token_id, tok.pad_token_id):
+    if unk is not None and raw and unk not in (tok.eos_token_id, tok.bos_token_id, tok.pad_token_id):
         # (GPT-2's unknown token is its end of text too: not a sign of text it cannot read)
-        share = sum(x.count(unk) for x in raw) / total
-        if share > UNKNOWN_NOTE_SHARE:
+        share, holding = unknown_shares(raw, unk)
+        if max(share, holding / len(raw)) > UNKNOWN_NOTE_SHARE:
             notes.append(f"the policy's tokenizer reads {share:.0%} of the training prompts' tokens as its unknown "
-                         f"token {tok.unk_token!r}: it cannot read these prompts, so training and the arm comparison "
+                         f"token {tok.unk_token!r}, and {holding} of {len(raw)} prompts ({holding / len(raw):.0%}) "
+                         "hold it: it cannot read those prompts whole, so training on them and the arm comparison "
                          "check the plumbing, not the method; use a policy trained on such text (model.name_or_path)")
     texts = [prompt_text(tok, p) for p in prompts] if getattr(tok, "chat_template", None) else list(prompts)
     ids = tok(texts, add_special_tokens=False)["input_ids"] if texts else []

@@ -334,6 +334,23 @@ def property_table(properties: pl.DataFrame) -> pl.DataFrame:
     return wide.join(n, on=keys, how="left", maintain_order="left")
 
 
+# what the text baseline's TF-IDF read, by the analyzer its report rows name (pool; saerl.property_models.text_analyzer)
+TEXT_ANALYZER_WORDS = {"word": "word tokens (score.text_analyzer=word)",
+                       "char_wb1-3": "character 1-3-grams inside words (score.text_analyzer=char_wb)"}
+
+
+def property_notes(properties: pl.DataFrame) -> list[str]:
+    """The lines under the property table: which tokens the text baseline's TF-IDF read (its rows' pool,
+    TEXT_ANALYZER_WORDS), when the report names them (one written before it did, or without a text row: none).
+    in: property_report.parquet; out: lines."""
+    if "pool" not in properties.columns:
+        return []
+    named = properties.filter((pl.col("features") == "text") & pl.col("pool").is_not_null())["pool"]
+    analyzers = sorted({a for p in named.to_list() for a in p.split(",")})
+    return [f"text: TF-IDF of the prompts' {' / '.join(TEXT_ANALYZER_WORDS.get(a, a) for a in analyzers)}"] \
+        if analyzers else []
+
+
 def notes_table(notes: list[tuple[str, str]]) -> pl.DataFrame:
     """Display table of the stages' notes: one row per note, in stage order, naming every stage run that left it
     (the train stage's note that the policy cannot read the prompts comes from each arm and seed alike: one row
@@ -405,7 +422,8 @@ def sections(report: RunReport) -> list[tuple[str, Body]]:
     elif profile:
         out.append(("Data engineering", profile[0]))
     if report.properties is not None and report.properties.height:
-        out.append(("Property models vs baselines (held-out)", property_table(report.properties)))
+        out.append(("Property models vs baselines (held-out)",
+                    Noted(property_table(report.properties), property_notes(report.properties))))
     if report.clusters is not None and report.clusters.height:
         out.append(("Clusters", cluster_rows(report.clusters)))
     out.append(("Stage runs", stage_rows(report.record)))

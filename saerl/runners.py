@@ -345,9 +345,10 @@ def compute_properties(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     result.clusters.write_parquet(build.path / "clusters.parquet")
     result.report.write_parquet(build.path / "property_report.parquet")
     log.info(PROPERTY_TABLE_LOG, summarize_report(result.report))
-    notes = warned("properties", result.notes)
-    write_score_plots(args["C"], args["ids"], args["prompts"], scores, cfg, build.path / PLOTS, clusters=result.clusters,
-                      params=params, fitted=set(result.labelled), heldout=result.heldout)
+    drawn = write_score_plots(args["C"], args["ids"], args["prompts"], scores, cfg, build.path / PLOTS,
+                              clusters=result.clusters, params=params, fitted=set(result.labelled),
+                              heldout=result.heldout)
+    notes = warned("properties", result.notes + drawn)
     build.note(notes=notes, rows={"property_report": result.report.height}, unconverged_fits=unconverged.count)
     return {"report_rows": float(result.report.height)}
 
@@ -365,7 +366,7 @@ def save_figure(fig: object, path: Path) -> None:
 
 def write_score_plots(X: object, ids: list[str], prompts: pl.DataFrame, scores: pl.DataFrame, cfg: PipelineConfig,
                       folder: Path, clusters: pl.DataFrame | None = None, params: dict | None = None,
-                      fitted: set | None = None, heldout: pl.DataFrame | None = None) -> None:
+                      fitted: set | None = None, heldout: pl.DataFrame | None = None) -> list[str]:
     """Cluster map of the codes X the clusters were made from (by cluster, and by true topic when known),
     predicted vs true difficulty, and the top SAE features per cluster (when the clusters frame is given).
 
@@ -376,8 +377,20 @@ def write_score_plots(X: object, ids: list[str], prompts: pl.DataFrame, scores: 
     predicts measured difficulty (1 - pass rate, another scale than the data's column). Without one (measured
     difficulty: the production model was fitted on every measured prompt): the report's in-distribution SAE
     model against the measured label, 1 - pass rate, on the report's held-out rows (`heldout`: ScoreResult.heldout,
-    at least 3 rows; the legend names that model's own family and pooling), with the y = x line (one scale)."""
-    from saerl.plots import cluster_map, cluster_top_features, difficulty_label, difficulty_scatter
+    at least 3 rows; the legend names that model's own family and pooling), with the y = x line (one scale).
+
+    Topics no installed font can draw are named by ASCII stand-ins, the same in both figures (saerl.plots.stand_ins
+    of every prompt's topic); out: the stage notes of the plots (saerl.plots.stand_in_note: the stand-ins' key and
+    the fix; [] when every topic is drawn as itself)."""
+    from saerl.plots import (
+        cluster_map,
+        cluster_top_features,
+        difficulty_label,
+        difficulty_scatter,
+        stand_in_note,
+        stand_ins,
+        topic_names,
+    )
     from saerl.property_models import report_rows, weight_codes
 
     rows = report_rows(len(ids), cfg.score)  # above score.minibatch_above prompts, a seeded sample is drawn
@@ -385,8 +398,9 @@ def write_score_plots(X: object, ids: list[str], prompts: pl.DataFrame, scores: 
     ids = [ids[i] for i in rows]
     joined = pl.DataFrame({"id": ids}).join(scores, on="id", how="left").join(prompts, on="id", how="left")
     topics = joined["topic"].to_numpy() if "topic" in joined.columns else None
-    save_figure(cluster_map(weight_codes(X, cfg.score.tfidf), joined["cluster"].to_numpy(), topics, cfg.score.seed),
-                folder / "cluster_map.png")
+    names = stand_ins(topic_names(prompts["topic"].to_numpy()) if "topic" in prompts.columns else [], "topic")
+    save_figure(cluster_map(weight_codes(X, cfg.score.tfidf), joined["cluster"].to_numpy(), topics, cfg.score.seed,
+                            names), folder / "cluster_map.png")
     if "difficulty" in joined.columns:
         label = difficulty_label((params or {}).get("difficulty_model"), (params or {}).get("difficulty_pool"))
         shown, rows = joined, ""
@@ -403,7 +417,9 @@ def write_score_plots(X: object, ids: list[str], prompts: pl.DataFrame, scores: 
                                        label, True, HELDOUT_ROWS, MEASURED_TRUTH),
                     folder / "difficulty_pred_vs_true.png")
     if clusters is not None and clusters.height:
-        save_figure(cluster_top_features(clusters), folder / "cluster_top_features.png")
+        save_figure(cluster_top_features(clusters, names=names), folder / "cluster_top_features.png")
+    note = stand_in_note(names, "topic")
+    return [note] if note else []
 
 
 MAX_STEPS = "train.max_steps"  # the field run_share reads, which the curriculum's key leaves out where unread

@@ -59,6 +59,7 @@ from saerl.property_models import (
     report_rows,
     seeded_subset,
     spearman,
+    text_analyzer,
     weight_codes,
 )
 
@@ -70,7 +71,8 @@ FEATURES = ("sae", "residual", "text", "length", "majority")
 BASELINES = tuple(f for f in FEATURES if f != "sae")
 # model: the fitted model family (difficulty: elasticnet / ridge / mean, as chosen by CV error; quality, topic:
 # logistic / prior; clusters: kmeans / one cluster / permuted); pool: the pooling a difficulty model was chosen to
-# read (sae: a key of D, residual: a key of RD), null for the other feature sets and properties. Out of distribution
+# read (sae: a key of D, residual: a key of RD), for the text baseline the tokens its TF-IDF read (text_analyzer:
+# "char_wb1-3" or "word", score.text_analyzer), null for the other feature sets and properties. Out of distribution
 # both list the choice of each tested topic fold in fold order, joined by commas ("mean,mean,max").
 REPORT_SCHEMA = {"property": pl.String, "metric": pl.String, "features": pl.String, "value": pl.Float64,
                  "n_train": pl.Int64, "n_test": pl.Int64, "model": pl.String, "pool": pl.String}
@@ -338,8 +340,9 @@ def _cluster_report(labels: np.ndarray, inputs: dict[str, Any], topics: np.ndarr
         values = {"nmi": metrics.normalized_mutual_info_score(topics[has], lab[has]),
                   "ari": metrics.adjusted_rand_score(topics[has], lab[has]), "purity": cm.max(axis=0).sum() / cm.sum()}
         model = CLUSTER_MODELS.get(name, "kmeans")
+        pool = text_analyzer(cfg) if name == "text" else None
         rows += [dict(property="topic_clusters", metric=m, features=name, value=float(v), n_train=len(labels),
-                      n_test=int(has.sum()), model=model, pool=None) for m, v in values.items()]
+                      n_test=int(has.sum()), model=model, pool=pool) for m, v in values.items()]
     return rows
 
 
@@ -391,6 +394,8 @@ def _model_rows(prop: str, inputs: dict[str, Any], y: np.ndarray, train: np.ndar
             values = {"auroc": metrics.roc_auc_score(yv, p_good),
                       "ap_bad": metrics.average_precision_score(1 - yv, 1 - p_good),
                       **(auroc_by_kind(yv, p_good, kinds[test]) if kinds is not None else {})}
+        if name == "text":
+            pool = text_analyzer(cfg)
         rows += [dict(property=prop, metric=m, features=name, value=float(v), n_train=int(train.sum()),
                       n_test=int(test.sum()), model=family, pool=pool) for m, v in values.items()]
     return rows

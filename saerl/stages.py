@@ -79,14 +79,15 @@ STAGES: dict[str, Stage] = {
             ("ingest", "encode", "label"), "clusters, difficulty_hat, quality_hat per prompt",
         ),
         Stage(
-            "properties", "1",
+            "properties", "2",
             ("score.tfidf", "score.cluster_pool", "score.model_pool", "score.difficulty_pool",
              "score.difficulty_source", "score.label_fraction", "score.label_max", "score.seed",
              "score.minibatch_above",
              "score.kmeans_n_init", "score.cv_folds", "score.difficulty_models", "score.ridge_alphas",
              "score.enet_l1_ratios", "score.dense_fit_mb", "score.enet_n_alphas", "score.enet_max_iter",
              "score.probe_max_iter", "score.probe_cs", "score.heldout_fraction", "score.ood_folds",
-             "score.baselines", "score.text_max_features", "score.cluster_top_features", "score.cluster_examples"),
+             "score.baselines", "score.text_max_features", "score.text_analyzer", "score.cluster_top_features",
+             "score.cluster_examples"),
             ("ingest", "extract", "encode", "label", "score"),
             "what the clusters are and how good the property models are: property report vs baselines, plots",
         ),
@@ -185,9 +186,9 @@ FAMILY_FIELDS: dict[str, tuple[str, ...]] = {
     "ridge": ("score.ridge_alphas",),
     "elasticnet": ("score.enet_l1_ratios", "score.enet_n_alphas", "score.enet_max_iter", "score.dense_fit_mb")}
 
-# the properties stage's fields that only its baselines read (the text TF-IDF's vocabulary, the baselines' own
+# the properties stage's fields that only its baselines read (the text TF-IDF's vocabulary and tokens, the baselines' own
 # k-means: saerl.scoring._inputs, _cluster_report), unread with score.baselines off
-BASELINE_ONLY: tuple[str, ...] = ("score.text_max_features", "score.kmeans_n_init")
+BASELINE_ONLY: tuple[str, ...] = ("score.text_max_features", "score.text_analyzer", "score.kmeans_n_init")
 
 
 # the data fields that only label rows (saerl.data: a bad label flags its row, never drops it), so which rows

@@ -369,3 +369,81 @@ def test_no_two_group_colours_are_closer_than_tab20s_closest_pair():
         return min(float(np.linalg.norm(lab(a) - lab(b))) for a, b in itertools.combinations(colors, 2))
 
     assert closest(GROUP_COLORS) > closest(colormaps["tab20"].colors)
+
+
+@pytest.fixture
+def no_cjk_font(monkeypatch):
+    """The installed fonts as saerl.plots sees them, less every CJK glyph: the figures then behave as on a machine
+    without a CJK font (this one has none; a machine with one would draw the names themselves)."""
+    import saerl.plots as plots
+
+    families, covered = plots.label_fonts()
+    monkeypatch.setattr(plots, "label_fonts", lambda: (families, frozenset(c for c in covered
+                                                                           if not 0x2E80 <= c <= 0x9FFF)))
+
+
+def _glyph_warnings(caught) -> list[str]:
+    return [str(w.message) for w in caught if "missing from font" in str(w.message)]
+
+
+def test_topics_no_font_can_draw_get_ascii_stand_ins_and_one_warning_with_the_key(no_cjk_font, caplog, tmp_path):
+    """Chinese topics (代数, 几何) drew as identical empty boxes in the cluster map's legend, with a matplotlib
+    UserWarning per glyph (~20 in a Chinese run; i18n audit, finding 8). They are named 'topic N' (N: the name's
+    place among the pool's topics), one saerl warning gives the key and the fix, and matplotlib warns of nothing."""
+    import warnings
+
+    import numpy as np
+    import scipy.sparse as sp
+
+    from saerl.plots import cluster_map, cluster_top_features, stand_in_note, stand_ins
+
+    Z = sp.csr_matrix(np.random.default_rng(0).uniform(size=(9, 5)))
+    topics = np.array(["代数", "几何", "add"] * 3, dtype=object)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level("WARNING", logger="saerl.plots"):
+        warnings.simplefilter("always")
+        fig = cluster_map(Z, np.array([0, 1, 2] * 3), topics)
+        fig.savefig(tmp_path / "map.png")
+    assert _glyph_warnings(caught) == []
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["add", "topic 2", "topic 3"]
+    (record,) = caplog.records
+    assert "topic 2 = 代数, topic 3 = 几何" in record.getMessage() and "fonts-noto-cjk" in record.getMessage()
+    names = stand_ins(topics, "topic")  # what a stage computes once and hands both figures: no warning of their own
+    caplog.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        two = _clusters(2).with_columns(pl.lit("几何").alias("top_topic"), pl.lit(0.75).alias("top_topic_share"))
+        panels = cluster_top_features(two, names=names)
+        panels.savefig(tmp_path / "top.png")
+    assert _glyph_warnings(caught) == [] and not caplog.records
+    assert "mostly topic 3 (75%)" in panels.axes[1].get_title()
+    assert stand_in_note(stand_ins(["add", "mul"], "topic"), "topic") is None
+
+
+def test_stand_ins_never_take_a_real_name_and_their_note_lists_a_bounded_key(no_cjk_font):
+    from saerl.plots import STAND_IN_KEY_SHOWN, stand_in_note, stand_ins
+
+    assert stand_ins(["topic 2", "代数", "", "代数"], "topic") == {"topic 2": "topic 2", "代数": "topic 2'"}
+    many = stand_ins([f"题{chr(0x4E00 + i)}" for i in range(STAND_IN_KEY_SHOWN + 5)], "topic")
+    note = stand_in_note(many, "topic")
+    assert note.startswith(f"{STAND_IN_KEY_SHOWN + 5} topic names use characters no installed font has")
+    assert note.count(" = ") == STAND_IN_KEY_SHOWN and " and 5 more;" in note
+
+
+def test_any_other_text_no_font_can_draw_is_drawn_as_a_placeholder_not_a_glyph_warning(no_cjk_font, caplog, tmp_path):
+    """A caller's own set name in Chinese (outside the pipeline, which keeps set names ASCII): one saerl warning,
+    '?' in its place, no matplotlib UserWarning; every text is drawn in the installed fallback fonts."""
+    import warnings
+
+    from saerl.plots import UNDRAWABLE, accuracy_vs_step, label_fonts
+
+    curve = _curve().with_columns(pl.when(pl.col("set") == "a").then(pl.lit("高考")).otherwise("set").alias("set"))
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level("WARNING", logger="saerl.plots"):
+        warnings.simplefilter("always")
+        fig = accuracy_vs_step(curve)
+        fig.savefig(tmp_path / "acc.png")
+    assert _glyph_warnings(caught) == []
+    assert any(ax.get_title().startswith(f"held-out set {UNDRAWABLE * 2}:") for ax in fig.axes)
+    assert len(caplog.records) == 1 and "fonts-noto-cjk" in caplog.records[0].getMessage()
+    families = list(label_fonts()[0])
+    assert families[0] == "DejaVu Sans" and all(t.get_fontfamily() == families for t in fig.axes[0].texts + [
+        fig.axes[0].title, *fig.axes[0].get_legend().get_texts()])

@@ -367,3 +367,22 @@ def test_policy_fit_notes_say_when_the_policy_cannot_read_the_prompts_or_fit_the
     assert policy_fit_notes(tok, None, own, 10**6) == []  # no known context length: no such note
     tok.unk_token = tok.eos_token  # GPT-2's way: one token for unknown and end of text
     assert policy_fit_notes(tok, 512, ["what is 2 plus 3 ? <|eos|>"], 8) == []
+
+
+def test_the_unknown_token_note_counts_the_prompts_a_policy_cannot_read_not_only_their_tokens():
+    """The testbed's word-level tokenizer reads a whole Chinese sentence as one <|unk|>: with 2 of 10 prompts
+    Chinese (a fifth of them unreadable) the unknown tokens were 2% of the tokens and no note was given (i18n
+    audit, finding 9). The note triggers on the larger of the token and the prompt share, and gives both."""
+    from saerl.policy_lm import UNKNOWN_NOTE_SHARE, policy_fit_notes, unknown_shares
+
+    world = ["Ann has 3 apples and buys 4 more . How many apples does Ann have now ?",
+             "Ben has 5 pens and gives 2 away . How many pens does Ben have left ?"] * 4
+    zh = ["小明有3个苹果，又买了4个，一共有几个？", "小红有5支笔，送给同学2支，还剩几支？"]
+    tok = build_tokenizer(world)
+    raw = tok(world + zh, add_special_tokens=False)["input_ids"]
+    share, holding = unknown_shares(raw, tok.unk_token_id)
+    assert share <= UNKNOWN_NOTE_SHARE < holding / len(raw), "the token share alone would give no note"
+    (note,) = policy_fit_notes(tok, 512, world + zh, 8)
+    assert f"reads {share:.0%} of the training prompts' tokens" in note
+    assert "2 of 10 prompts (20%) hold it" in note and "plumbing" in note
+    assert policy_fit_notes(tok, 512, world, 8) == []

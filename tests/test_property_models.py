@@ -132,3 +132,22 @@ def test_linear_weights_fold_the_scaler_into_each_fitted_model():
     probe = probe_model("sae", cfg, good).fit(X, good)
     w, b = linear_weights(probe)
     assert np.allclose(expit(X @ w + b), probe.predict_proba(X)[:, 1], rtol=1e-10, atol=1e-12)
+
+
+def test_the_text_baseline_reads_character_ngrams_in_any_script():
+    """TfidfVectorizer's word tokens made each Chinese clause one token (小明有3个苹果 and 小明有8个苹果 shared none),
+    so the property report compared the SAE with a crippled text baseline on CJK data (i18n audit, finding 5). The
+    baseline reads character 1-3-grams inside words by default; score.text_analyzer=word keeps the old tokens."""
+    from saerl.config import ScoreConfig
+    from saerl.property_models import featurizer, text_analyzer
+
+    zh = ["小明有3个苹果，一共有几个？", "小明有8个苹果，一共有几个？"]
+    cfg = ScoreConfig()
+    assert cfg.text_analyzer == "char_wb" and text_analyzer(cfg) == "char_wb1-3"
+    chars = featurizer("text", cfg).fit(zh)
+    rows = chars.transform(zh)
+    assert {"小", "小明", "苹果", "几个？"} <= set(chars.vocabulary_) and (rows[0] @ rows[1].T).toarray()[0, 0] > 0.5
+    words_cfg = ScoreConfig(text_analyzer="word")
+    words = featurizer("text", words_cfg).fit(zh)
+    assert text_analyzer(words_cfg) == "word" and set(words.vocabulary_) == {"小明有3个苹果", "小明有8个苹果", "一共有几个"}
+    assert featurizer("text", ScoreConfig(text_max_features=7)).fit(zh).transform(zh).shape == (2, 7)

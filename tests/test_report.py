@@ -769,3 +769,17 @@ def test_the_report_says_what_produced_its_numbers_and_how_to_run_it_again(tmp_p
         assert "curriculum.mix_ratio=0.37" in page and "7a6ab4153dca" in page
         assert "saerl run config.yaml runtime.artifact_root=NEW_ROOT tracking.uri=NEW_URI --until curriculum" in page
         assert "train.max_steps=" not in page, "only the fields the run set"
+
+
+def test_the_property_table_says_which_tokens_the_text_baseline_read():
+    """The text baseline's TF-IDF reads character n-grams since properties version 2 (word tokens made a Chinese clause
+    one token): the report names the analyzer its rows record (pool), and says nothing for a report without it."""
+    from saerl.report import property_notes
+
+    rows = pl.DataFrame({"property": ["topic_clusters", "difficulty", "difficulty"], "metric": ["nmi", "spearman_id",
+                         "spearman_ood"], "features": ["text", "text", "sae"], "value": [0.5, 0.6, 0.7],
+                         "model": ["kmeans", "ridge", "ridge,ridge"], "pool": ["char_wb1-3", "char_wb1-3", "max,max"]})
+    assert property_notes(rows) == ["text: TF-IDF of the prompts' character 1-3-grams inside words "
+                                    "(score.text_analyzer=char_wb)"]
+    old = rows.with_columns(pl.when(pl.col("features") == "text").then(None).otherwise(pl.col("pool")).alias("pool"))
+    assert property_notes(old) == [] and property_notes(rows.drop("pool")) == []

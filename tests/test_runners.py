@@ -512,6 +512,47 @@ def test_the_overlap_note_sees_a_prompt_through_case_spacing_punctuation_and_num
     assert canonical_prompt("Note: what is 2+2 !") == canonical_prompt("note what is 2 + 2")
 
 
+@pytest.mark.parametrize(("held", "train"), [
+    ("What is 2+\u200b2?", "What is 2+2?"),  # zero-width space
+    ("What is 2+\u20602?", "What is 2+2?"),  # word joiner
+    ("What is 2+2\u00ad?", "What is 2+2?"),  # soft hyphen
+    ("\ufeffWhat is 2+2?", "What is 2+2?"),  # a BOM inside the text
+    ("\u200fWhat is 2+2?", "What is 2+2?"),  # right-to-left mark
+    ("What is 2\u22123?", "What is 2-3?"),  # U+2212 minus sign
+    ("What is 2\u20133?", "What is 2-3?"),  # en dash
+    ("What is 2\ufe633?", "What is 2-3?"),  # small hyphen-minus
+    ("一共有几个。", "一共有几个."),  # CJK full stop
+    ("3、4和5", "3，4和5"),  # CJK enumeration comma
+    ("《数学》「小明」有3个苹果【题】", "数学 小明 有3个苹果 题"),  # CJK brackets and quotes
+    ("ما هو \u0663 + \u0664 ؟", "ما هو 3 + 4 ؟"),  # Arabic-Indic digits
+    ("What is 2³?", "What is 2^3?"),  # a superscript is a power
+])
+def test_the_overlap_form_sees_a_prompt_through_unicode_variants(held, train):
+    """Held-out prompts differing from a training prompt only by an invisible format character, a minus written as
+    U+2212 or a dash, CJK punctuation or another script's digits passed as unseen problems (i18n audit, finding 6)."""
+    from saerl.data import canonical_prompt
+    from saerl.runners import held_out_overlap
+
+    assert canonical_prompt(held) == canonical_prompt(train)
+    (note,) = held_out_overlap(pl.DataFrame({"prompt": [train]}), {"s": pl.DataFrame({"prompt": [held]})})
+    assert note.startswith("held-out set s: 1 of 1 prompts are also in the training data")
+
+
+def test_the_overlap_form_keeps_a_superscript_apart_from_a_digit():
+    """NFKC made 2³ the number 23 and x² the name x2: 'What is 2³?' matched 'What is 23?', and evaluate left a set
+    out of the mean of the sets for a problem it did not share. A superscript stays a power."""
+    from saerl.data import canonical_prompt
+    from saerl.evaluate import sets_to_average
+    from saerl.runners import held_out_overlap
+
+    for a, b in (("What is 2³?", "What is 23?"), ("Solve x² = 4", "Solve x2 = 4"), ("10⁻³ m", "10-3 m"),
+                 ("What is 2³?", "What is 2³?".replace("³", "\u2083"))):  # a subscript 3 is not a power either
+        assert canonical_prompt(a) != canonical_prompt(b), (a, b)
+    assert canonical_prompt("10⁻³ m") == canonical_prompt("10^-3 m")
+    assert held_out_overlap(pl.DataFrame({"prompt": ["What is 2³?"]}), {"s": pl.DataFrame({"prompt": ["What is 23?"]})}) == []
+    assert sets_to_average({"a": ["What is 2³?", "What is 5+5?"], "b": ["What is 23?"]}) == ([], [])
+
+
 def test_a_held_out_file_is_read_in_its_suffixs_format_not_the_training_files(tmp_path):
     """A jsonl held-out set beside a training file whose format is named (data.format=parquet for train.bin) was
     read as parquet, and format auto failed on the training file: it could not be configured. The set reads by its
@@ -1322,3 +1363,58 @@ def test_a_held_out_sets_rejected_rows_are_warned_of_once_a_process(tmp_path, ca
     with caplog.at_level(logging.WARNING, logger="saerl.runners"):
         eval_sets(other, {})
     assert len([r for r in caplog.records if "eval set g" in r.getMessage()]) == 1
+
+
+def test_the_properties_stage_draws_chinese_topics_readably_and_warns_once(tmp_path, monkeypatch):
+    """A Chinese run's properties stage drew its four topics (代数, 几何, 数论, 概率) as identical empty boxes in the
+    cluster map and the cluster captions, and printed ~20 matplotlib 'Glyph ... missing from font(s)' UserWarnings
+    (i18n audit, finding 8). On a machine without a CJK font (this one) the plots name them 'topic N', the same in
+    both figures, and the stage keeps one note with the key and the fix; with such a font, the names themselves."""
+    import json
+    import warnings
+
+    import scipy.sparse as sp
+
+    import saerl.runners
+    import saerl.scoring
+    from saerl.plots import drawable
+    from saerl.runners import PLOTS, SCORE_PARAMS, compute_properties
+    from saerl.scoring import HELDOUT_SCHEMA, REPORT_SCHEMA, PropertyReport
+
+    n, names = 24, ["代数", "几何", "数论", "algebra"]
+    ids = [f"p{i}" for i in range(n)]
+    prompts = pl.DataFrame({"id": ids, "prompt": ["q"] * n, "topic": [names[i % 4] for i in range(n)]})
+    X = sp.csr_matrix(np.random.default_rng(0).random((n, 6)))
+    score = tmp_path / "score"
+    score.mkdir()
+    pl.DataFrame({"id": ids, "cluster": [i % 2 for i in range(n)], "difficulty_hat": [0.5] * n}).write_parquet(
+        score / SCORES)
+    (score / SCORE_PARAMS).write_text(json.dumps({"k": 2}))
+    clusters = pl.DataFrame({"cluster": [0, 1], "size": [12, 12], "share": [0.5, 0.5], "top_features": [[1], [2]],
+                             "top_weights": [[0.5], [0.4]], "examples": [["q"], ["q"]], "top_topic": ["代数", "algebra"],
+                             "top_topic_share": [0.5, 0.5]})
+    result = PropertyReport(pl.DataFrame(schema=REPORT_SCHEMA), clusters, pl.DataFrame(schema=HELDOUT_SCHEMA), [], [])
+    monkeypatch.setattr(saerl.runners, "score_inputs", lambda cfg, inputs, residuals=False: {
+        "X": X, "prompts": prompts, "measured": None, "ids": ids, "R": None, "C": X, "D": {"mean": X}, "RD": None})
+    monkeypatch.setattr(saerl.scoring, "property_report", lambda *args, **kwargs: result)
+    figures: dict = {}
+    draw = saerl.runners.save_figure
+    monkeypatch.setattr(saerl.runners, "save_figure", lambda fig, path: (figures.__setitem__(path.name, fig),
+                                                                         draw(fig, path)))
+    (tmp_path / "out").mkdir()
+    build = Build(tmp_path / "out", {})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compute_properties(PipelineConfig(), {"score": ArtifactRef("score", "k", str(score))}, build)
+    assert [str(w.message) for w in caught if "missing from font" in str(w.message)] == []
+    assert (tmp_path / "out" / PLOTS / "cluster_map.png").stat().st_size > 0
+    legend = [t.get_text() for t in figures["cluster_map.png"].axes[1].get_legend().get_texts()]
+    caption = figures["cluster_top_features.png"].axes[0].get_title()
+    if drawable("代数几何数论"):  # a CJK font is installed: the names themselves, no note
+        assert legend == ["algebra", "代数", "几何", "数论"] and "mostly 代数" in caption
+        assert build.notes["notes"] == []
+        return
+    assert legend == ["algebra", "topic 2", "topic 3", "topic 4"] and "mostly topic 2 (50%)" in caption
+    (note,) = build.notes["notes"]
+    assert "3 topic names" in note and "topic 2 = 代数, topic 3 = 几何, topic 4 = 数论" in note
+    assert "apt-get install fonts-noto-cjk" in note

@@ -123,6 +123,24 @@ def test_every_baseline_is_reported_on_the_same_split(result):
     assert best_baseline(rep, "quality", "no_such_metric") is None
 
 
+def test_the_text_baseline_reads_chinese_prompts_and_its_rows_name_what_it_read(result):
+    """On Chinese prompts the word TF-IDF made each clause one token, so its topic probe was at chance whatever the
+    text said (i18n audit, finding 5). With character n-grams the topic, written inside a clause, is read; each text
+    row of the report names the tokens its TF-IDF read (pool; per topic fold out of distribution)."""
+    text_rows = result.report.filter(pl.col("features") == "text")
+    assert text_rows.height and {a for p in text_rows["pool"] for a in p.split(",")} == {"char_wb1-3"}
+    rng = np.random.default_rng(0)
+    n, marks, filler = 240, "代几数概", "小明有个苹果又买了一共还剩多少支笔送给同学"
+    topics = np.array([f"t{i % 4}" for i in range(n)])
+    texts = np.array(["".join(rng.choice(list(filler), 6)) + marks[i % 4] + "".join(rng.choice(list(filler), 6))
+                      + "，" + "".join(rng.choice(list(filler), 5)) + "？" for i in range(n)], dtype=object)
+    train = np.arange(n) < n // 2
+    (chars,) = S._model_rows("topic", {"text": texts}, topics, train, ~train, ScoreConfig(**FAST))
+    (words,) = S._model_rows("topic", {"text": texts}, topics, train, ~train, ScoreConfig(**FAST, text_analyzer="word"))
+    assert (chars["pool"], words["pool"]) == ("char_wb1-3", "word")
+    assert chars["value"] > 0.7 and words["value"] < 0.4, (chars["value"], words["value"])  # 4 topics: chance .25
+
+
 def test_scores_clusters_and_threshold(result, data):
     _, prompts, _ = data
     s = result.scores
@@ -763,7 +781,7 @@ def test_report_settings_change_nothing_the_score_stage_writes(data):
     from saerl.stages import STAGES
 
     changed = {"heldout_fraction": 0.5, "ood_folds": 2, "baselines": False, "text_max_features": 50,
-               "cluster_top_features": 2, "cluster_examples": 1}
+               "text_analyzer": "word", "cluster_top_features": 2, "cluster_examples": 1}
     assert set(STAGES["properties"].reads) - set(STAGES["score"].reads) == {f"score.{k}" for k in changed}
     X, prompts, _ = data
     base = score_prompts(X, prompts, ScoreConfig(**FAST), ids=prompts["id"])

@@ -130,7 +130,7 @@ OTHER_VALUE = {"sae.architecture": "standard", "sae.expansion": 4, "sae.k": 16, 
                "sae.release": "some-release", "sae.sae_id": "some-id", "sae.path": "/some/sae",
                "score.k_range": "[2,5]", "score.silhouette_sample": 500, "score.ridge_alphas": "[1.0]",
                "score.enet_l1_ratios": "[0.5]", "score.enet_n_alphas": 5, "score.enet_max_iter": 100,
-               "score.dense_fit_mb": 0, "score.text_max_features": 100, "score.kmeans_n_init": 1,
+               "score.dense_fit_mb": 0, "score.text_max_features": 100, "score.text_analyzer": "word", "score.kmeans_n_init": 1,
                "curriculum.frontier_target": 0.3, "model.dtype": "bfloat16", "train.bf16": "false"}
 
 
@@ -189,7 +189,7 @@ def test_a_difficulty_family_left_out_ignores_its_grid():
 
 def test_the_report_without_baselines_ignores_the_baselines_settings():
     """With score.baselines off the report fits no text TF-IDF and clusters no baseline features."""
-    for path in ("score.text_max_features", "score.kmeans_n_init"):
+    for path in ("score.text_max_features", "score.text_analyzer", "score.kmeans_n_init"):
         assert not _moves("properties", path, "score.baselines=false"), path
         assert _moves("properties", path, "score.baselines=true"), path
     assert _moves("score", "score.kmeans_n_init", "score.baselines=false"), "the score stage's own k-means reads it"
