@@ -33,6 +33,7 @@ import re
 import string
 import sys
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -69,6 +70,13 @@ REJECT_VALUE_CHARS = 200  # `value` in rejected.parquet is cut to this many char
 REJECT_DETAIL_CHARS = 500  # `detail` in rejected.parquet is cut to this many characters
 PLAIN_KEY = re.compile(r"[A-Za-z0-9_ .-]+")  # keys every JSON writer writes as they are (_key_needles)
 HINT_SHARE = 0.05  # a reason rejecting over this share of the rows adds a hint to the summary (ingest_hints)
+# Golds written the European way: a decimal comma ('3,5', '0,25': read as the set {3, 5}) or thousands dots ('1.000',
+# '2.500.000': read as 1 and 2.5). Over NUMBER_FORMAT_HINT_SHARE of the kept golds so written adds a hint (see
+# number_format_hint); English data holds some ('1,2' lists two roots), a translated one a few percent at least.
+DECIMAL_COMMA = re.compile(r"[-\u2212]?\d+,\d{1,2}")
+THOUSANDS_DOTS = re.compile(r"[-\u2212]?\d{1,3}(?:\.\d{3})+")
+NUMBER_FORMAT_HINT_SHARE = 0.02
+NUMBER_FORMAT_EXAMPLES = 3  # the hint quotes this many such golds
 HEADER_ROWS = 100  # check_mapping reads this many rows of a jsonl file (all of it when a field is not there)
 SCAN_CHUNK_BYTES = 1 << 23  # check_mapping scans a jsonl file's later rows in chunks of about this size
 MAX_NESTING = 4  # nested fields are listed (and found by check_mapping) down to this many levels
@@ -102,10 +110,18 @@ HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 HF_SPLITS_FILE = "dataset_dict.json"  # a DatasetDict folder's list of its splits ({"splits": [...]})
 HELD_OUT_FIX = "eval.sets.NAME={path: P, %s: %s}"  # how a held-out set reads its file its own way (config.HeldOutSet)
 UTF8_BOM = b"\xef\xbb\xbf"
-SNIFF_BYTES = 4096  # read this much at a time looking for the first non-space byte of a .json file
+SNIFF_BYTES = 4096  # read this much at a time looking for the first non-space byte of a .json file; and the encoding
 # Byte-order marks of encodings other than UTF-8: such a file is refused with a fix, not read as garbage.
 OTHER_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
               b"\xfe\xff": "UTF-16"}
+# UTF-16 without a byte-order mark: in the first SNIFF_BYTES, at least this share of the bytes at odd (UTF-16LE) or even
+# (UTF-16BE) offsets are NUL, as every ASCII character's second byte is. Read as UTF-8 every jsonl line was 'invalid
+# JSON' and a csv's columns were named 'q\x00'; a UTF-8 file holds a NUL byte only where a row is broken.
+UTF16_NUL_SHARE = 0.5
+# When over this share of the rows are flagged invalid UTF-8, the file is likely another 8-bit encoding: the hint
+# names cp1252/Latin-1 and the iconv line that converts it (every row kept with U+FFFD in place of its accents).
+LEGACY_ENCODING_SHARE = 0.5
+LEGACY_ENCODING_FIX = "iconv -f cp1252 -t utf-8 IN > OUT"
 # A JSON \u escape of a UTF-16 surrogate: after json.loads it may leave a lone surrogate no encoder accepts.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 # A double-quoted run ("" escapes read as two adjacent runs): as polars splits records, a newline in one does not end
@@ -694,14 +710,27 @@ def detect_format(path: Path) -> str:
 
 
 def _check_encoding(path: Path) -> None:
-    """IngestError for a text file that starts with a UTF-16/32 byte-order mark (read as UTF-8 it would be
-    garbage or 'no rows'); a UTF-8 BOM is fine."""
+    """IngestError for a text file that starts with a UTF-16/32 byte-order mark, or that is UTF-16 without one (see
+    _utf16_without_bom): read as UTF-8 it would be garbage or 'no rows'; a UTF-8 BOM is fine."""
     with path.open("rb") as fh:
-        head = fh.read(max(len(b) for b in OTHER_BOMS))
+        head = fh.read(SNIFF_BYTES)
     for bom, name in OTHER_BOMS.items():
         if head.startswith(bom):
             raise IngestError(f"data file {path} is {name}-encoded (byte-order mark {bom!r}); save it as "
-                              "UTF-8 (e.g. iconv -f UTF-16 -t UTF-8) and ingest again")
+                              f"UTF-8 (e.g. iconv -f {name} -t UTF-8 IN > OUT) and ingest again")
+    if (name := _utf16_without_bom(head)) is not None:
+        raise IngestError(f"data file {path} looks {name}-encoded without a byte-order mark (NUL in every other byte "
+                          f"of its start); save it as UTF-8 (e.g. iconv -f {name} -t UTF-8 IN > OUT) and ingest again")
+
+
+def _utf16_without_bom(head: bytes) -> str | None:
+    """'UTF-16LE' or 'UTF-16BE' when at least UTF16_NUL_SHARE of the bytes at odd (LE) or even (BE) offsets of a file's
+    first bytes are NUL, as in UTF-16 text of mostly ASCII characters; else None. in: the first bytes; out: the name."""
+    for name, offset in (("UTF-16LE", 1), ("UTF-16BE", 0)):
+        half = head[offset::2]
+        if len(half) > 1 and half.count(0) >= UTF16_NUL_SHARE * len(half):
+            return name
+    return None
 
 
 def _check_readable(path: Path, fmt: str) -> None:
@@ -998,8 +1027,25 @@ def prompt_parts(template_or_field: str, row: dict[str, Any]) -> tuple[str, Chat
 
 
 def normalize_prompt(text: str) -> str:
-    """Whitespace collapsed and stripped: the form duplicates and content-hash ids are computed on."""
+    """Whitespace collapsed and stripped: the form content-hash ids are computed on (see duplicate_key)."""
     return re.sub(r"\s+", " ", text).strip()
+
+
+FORMAT_CATEGORY = "Cf"  # Unicode's format characters: zero-width spaces and joiners, bidi marks, soft hyphens, BOM
+
+
+def without_format_characters(text: str) -> str:
+    """`text` without Unicode format characters (category Cf: U+200B, U+2060, U+200F, U+202E, U+00AD, U+FEFF), which
+    show as nothing. in: text; out: text."""
+    return "".join(c for c in text if unicodedata.category(c) != FORMAT_CATEGORY)
+
+
+def duplicate_key(text: str) -> str:
+    """The form two prompts are one row in at ingest (a duplicate prompt): format characters dropped (see
+    without_format_characters), Unicode NFC (a composed 'é' and 'e' with a combining accent are one), whitespace
+    collapsed and stripped (normalize_prompt). The prompt is kept as written, and its content-hash id is computed on
+    normalize_prompt alone, as before. in: prompt text; out: its key."""
+    return normalize_prompt(unicodedata.normalize("NFC", without_format_characters(text)))
 
 
 THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")  # a comma between digit groups: 1,000 -> 1000
@@ -1365,7 +1411,7 @@ def _check_row(cfg: DataConfig, row: int, rec: dict[str, Any], issues: list[dict
     if chat.prompts:
         chats.prompts += chat.prompts
         chats.dropped.update(chat.dropped)
-    if not prompt.strip():
+    if not without_format_characters(prompt).strip():  # whitespace or zero-width characters only
         issues.append(_issue(row, "prompt", EMPTY_PROMPT, prompt))
         return None
     if len(prompt) > cfg.max_prompt_chars:
@@ -1443,8 +1489,8 @@ def _keep(cfg: DataConfig, candidates: list[dict], issues: list[dict[str, Any]])
     first_row: dict[str, int] = {}
     id_row: dict[str, int] = {}  # each kept id's source row
     for item, norm in zip(candidates, normalized, strict=True):
-        key = normalize_prompt(item["prompt"])
-        item["id"] = item["id"] or hashlib.sha256(key.encode()).hexdigest()[:ID_HEX_CHARS]
+        key = duplicate_key(item["prompt"])
+        item["id"] = item["id"] or hashlib.sha256(normalize_prompt(item["prompt"]).encode()).hexdigest()[:ID_HEX_CHARS]
         if not norm.ok:
             reason = {"timeout": ANSWER_TIMEOUT, "error": ANSWER_CHECK_ERROR}.get(norm.status, UNPARSEABLE_ANSWER)
             issues.append(_issue(item["row"], cfg.answer, reason, item["answer_raw"], norm.detail or None))
@@ -1475,12 +1521,13 @@ def ingest(cfg: DataConfig, path: Path, *, labels_optional: bool = False) -> Ing
     and a field a prompt template uses, also when empty or whitespace only), non-text prompt (a prompt field
     holding a number, boolean, list or struct, or a chat message list without exactly one user message, whose
     text is the prompt: other turns are left out and counted in the summary; the detail says what to map
-    instead), empty prompt (also whitespace-only), over-long prompt (> cfg.max_prompt_chars), struct answer
+    instead), empty prompt (also whitespace or zero-width characters only), over-long prompt (> cfg.max_prompt_chars), struct answer
     (the answer field holds a struct: the detail names the dotted path to map), list answer (a list of several
     values; one value in a list is read as that value), empty answer ('' or whitespace
     only), unparseable answer (the detail says why the verifier did not read it), answer timeout (normalising,
     which compares the gold once with a number, took over cfg.verify_timeout_s), answer check error (the verifier failed), duplicate prompt (same text
-    after whitespace normalisation; the first kept occurrence stays) or duplicate id (both name the row they
+    after whitespace normalisation, Unicode NFC and without zero-width and bidi characters: see duplicate_key; the first
+    kept occurrence stays) or duplicate id (both name the row they
     repeat). A bad label (NaN/inf/non-numeric difficulty or quality, quality outside [0, 1]) does NOT drop the
     row: the label becomes null and an 'invalid label' line names the field. Undecodable bytes (and lone
     UTF-16 surrogate escapes in JSON) are replaced by U+FFFD and flagged 'invalid UTF-8' (row kept). The
@@ -1524,7 +1571,7 @@ def ingest(cfg: DataConfig, path: Path, *, labels_optional: bool = False) -> Ing
         "chat_prompts": chats.prompts,  # prompts read from a chat message list (as its one user message)
         "dropped_turns": dict(chats.dropped.most_common()),
         "seconds": round(time.perf_counter() - start, 3),
-        "hints": ingest_hints(cfg, issues, n_rows),
+        "hints": ingest_hints(cfg, issues, n_rows, kept_df["answer_raw"].to_list()),
     }
     return IngestResult(kept_df, rejected_df, summary)
 
@@ -1690,16 +1737,37 @@ def _reason_hint(cfg: DataConfig, reason: str, lines: list[dict[str, Any]], n_ro
         INVALID_LABEL: (f"have an invalid label in {_fields_named(lines)} (it became null; the row is kept unless "
                         "rejected for another reason): check the mapping"),
     }
+    if reason == INVALID_UTF8 and len({i["row"] for i in lines}) > LEGACY_ENCODING_SHARE * n_rows:
+        hints[reason] = ("were flagged as invalid UTF-8 (kept, with U+FFFD in place of the bad bytes): the file is "
+                         "probably cp1252 / Latin-1, not UTF-8. Convert it and ingest again: "
+                         f"{LEGACY_ENCODING_FIX}")
     verb = "flagged" if reason in FLAG_ONLY else "rejected"
     return f"{share} " + hints.get(reason, f"were {verb} as {reason}: see their row, value and detail in "
                                            "rejected.parquet")
 
 
-def ingest_hints(cfg: DataConfig, issues: list[dict[str, Any]], n_rows: int) -> list[str]:
+def number_format_hint(golds: list[str]) -> str | None:
+    """A hint when over NUMBER_FORMAT_HINT_SHARE of the golds are written with a decimal comma ('3,5') or thousands
+    dots ('1.000'): how the verifier reads them and the fix; else None. in: the kept rows' golds as written; out: one
+    sentence or None."""
+    written = [g.strip() for g in golds]
+    odd = [g for g in written if DECIMAL_COMMA.fullmatch(g) or THOUSANDS_DOTS.fullmatch(g)]
+    if not golds or len(odd) <= NUMBER_FORMAT_HINT_SHARE * len(golds):
+        return None
+    examples = ", ".join(repr(g) for g in odd[:NUMBER_FORMAT_EXAMPLES])
+    return (f"{len(odd)} of {len(golds)} kept golds ({len(odd) / len(golds):.0%}) look written with a decimal comma or "
+            f"thousands dots ({examples}): "
+            "the verifier reads '3,5' as the set {3, 5} (so 3.5 is wrong and '5, 3' right) and '1.000' as 1. If the "
+            "data writes numbers the European way, rewrite those golds with a decimal point and no thousands dots "
+            "(3.5, 1000) and ingest again")
+
+
+def ingest_hints(cfg: DataConfig, issues: list[dict[str, Any]], n_rows: int,
+                 golds: list[str] | None = None) -> list[str]:
     """What to change when the rejections point at the mapping rather than at bad rows. in: the mapping, the
-    rejected lines, the number of source rows; out: one sentence per hint: a mapped --id that repeats (any
-    count), then one per reason that rejects or flags over HINT_SHARE of the rows (most rows first; see
-    _reason_hint)."""
+    rejected lines, the number of source rows, the kept rows' golds as written (optional); out: one sentence per hint:
+    a mapped --id that repeats (any count), then one per reason that rejects or flags over HINT_SHARE of the rows (most
+    rows first; see _reason_hint), then one when the golds look written with decimal commas (see number_format_hint)."""
     by_reason: dict[str, list[dict[str, Any]]] = {}
     for issue in issues:
         by_reason.setdefault(issue["reason"], []).append(issue)
@@ -1713,6 +1781,8 @@ def ingest_hints(cfg: DataConfig, issues: list[dict[str, Any]], n_rows: int) -> 
         rows = len({i["row"] for i in lines})
         if n_rows and rows > HINT_SHARE * n_rows and not (reason == DUPLICATE_ID and cfg.id):
             hints.append(_reason_hint(cfg, reason, lines, n_rows))
+    if golds and (numbers := number_format_hint(golds)) is not None:
+        hints.append(numbers)
     return hints
 
 

@@ -46,7 +46,7 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
         Stage("testbed", "6", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
-        Stage("ingest", "13", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
+        Stage("ingest", "14", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
         Stage(
             "extract", "6",
             ("model.name_or_path", "model.revision", "model.dtype", "model.trust_remote_code", "model.hub_kernels",
@@ -437,7 +437,7 @@ VERIFY_PART = "+verify"  # between a VERIFYING stage's own version and the verif
 # version, so a change of what ingest writes beside the rows (rejected.parquet's details, its summary) reruns ingest
 # alone, not the extraction and all after it. Bump it to ingest's version when a change alters the kept rows
 # (tests/test_stages.py pins the rows of a sample ingest for each value).
-INGEST_ROWS_VERSION = "13"
+INGEST_ROWS_VERSION = "14"
 
 
 def rows_version() -> str:

@@ -9,7 +9,13 @@
 One reader, :func:`_read_answer`, reads a gold (what follows its ``####``) and a prediction alike, in this process (Decimal
 comparison, no sympy), into a number, a percent or a compound quantity: a pair it reads on both sides is judged there
 (so is any prediction against a compound-quantity gold, and a prediction it refuses, below), and whatever it does not
-read goes to math-verify.
+read goes to math-verify. Before anything reads them, a gold and each part of a final answer are folded (see
+:func:`fold_unicode`): format characters (zero-width spaces, bidi marks) are dropped; superscripts after a number, a
+letter or a bracket are powers (``3²`` is 9, ``x²`` is x^2; a unit's ``12 m²`` stays 12); vulgar fractions are fractions
+(``½``, ``2½``); NFKC folds full-width forms (``－５``, ``０．５``, ``50％``, ``（1，2）``) and ``①``; ``√2``, ``∞``, ``·``,
+``∈`` and ``、`` become the LaTeX math-verify reads; ``50‰`` is 0.05 (a per mille sign after anything but a plain number
+is not read). A decimal comma is not read as one (``3,5`` is the set {3, 5}, ``1.000`` is 1), only English number words
+are read (``三`` is no number), and the final-answer markers are ASCII (``＃＃＃＃ 7``, ``\\boxed｛7｝`` hold no answer).
 
 - A number: plain (``18``, ``-2.50``, ``1,000``, ``1\\,000``, ``1 000``, ``1e-07``, ``9 (apples)``, ``-$5``, ``−5``, ``€5``),
   also without markdown emphasis around it or a full stop after it (``**18**``, ``18.``) and with unit words or short
@@ -86,6 +92,7 @@ import subprocess
 import sys
 import threading
 import time
+import unicodedata
 from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation, localcontext
@@ -96,7 +103,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, NamedTuple
 
-VERSION = "5"  # the verdict rules' version, part of the cache key of every stage that verifies (saerl.stages):
+VERSION = "6"  # the verdict rules' version, part of the cache key of every stage that verifies (saerl.stages):
 # bump it with any change that can turn a verdict, a normalized gold answer or an extracted final answer
 WORKERS_FAILED = "verifier workers failed to start"  # the detail of every task of a call whose pool never started
 MAX_SCAN_CHARS = 20_000  # extract_final_answer looks at most at the last this-many characters
@@ -158,7 +165,8 @@ MAX_EXPONENT_DIGITS = 3  # '1e-07', '2.5e+20' (how polars/pandas write floats) a
 # and with an optional exponent (math-verify would read the 'e' of '1e-07' as Euler's number, and '1\,000' as 0).
 # A sign may be '-' or the unicode minus U+2212 ('−5').
 _SIGN = r"[+\-\u2212]"
-_THOUSANDS_SEP = r"(?:,\\!|\{,\}|\\,|[, \u2009\u202f])"  # ' ': '1 000' (math-verify's LaTeX reads 1*000 = 0)
+# ' ': '1 000' (math-verify's LaTeX reads 1*000 = 0); the no-break spaces U+00A0 and U+202F, the thin space U+2009
+_THOUSANDS_SEP = r"(?:,\\!|\{,\}|\\,|[, \u00a0\u2009\u202f])"
 _NUM = (
     rf"{_SIGN}?[1-9]\d{{0,2}}(?:{_THOUSANDS_SEP}\d{{3}})+(?:\.\d+)?"
     rf"|{_SIGN}?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d{{1,{MAX_EXPONENT_DIGITS}}})?"
@@ -450,6 +458,167 @@ _UNREAD_FRACTION_WORDS = ("a fraction word after a number is read only as 'N <fr
                           "'2 thirds', '1 half'; 'N quarters' is coins, 'N quarters of ...' a fraction) or 'N and <fraction>' "
                           "(a proper fraction: '2 and a half'), with unit words after it; not '2 half', '2 and 3 halves', "
                           "'2 cups and a half', '2 and a half!', '$2$ thirds'")
+
+
+# ------------------------------------------------------------------------------------------------ Unicode fold
+# One fold (see fold_unicode) rewrites Unicode math into what the readers below read, on a gold (at normalisation and
+# again, idempotently, when it is judged against) and on each extracted final answer, before anything reads them.
+# math-verify dropped what it did not know: '3²' was 3, '50％' 50, '50‰' 50, and '√2', '∞', '½', '－5', '0．5',
+# '(1，2)', 'Ａ' or a bidi mark were no math (a gold unparsed, a right prediction wrong).
+# Superscript and subscript runs after a number, a letter or a closing bracket, as LaTeX powers and indices ('3²' ->
+# '3^{2}', 'x⁻¹' -> 'x^{-1}', 'x₁' -> 'x_{1}'): NFKC would make '3²' the number 32 and 'x₁' the product x1.
+_SUPERSCRIPTS, _SUBSCRIPTS = "⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻ⁿ", "₀₁₂₃₄₅₆₇₈₉₊₋"
+_SCRIPT_PLAIN = str.maketrans(_SUPERSCRIPTS + _SUBSCRIPTS, "0123456789+-n" + "0123456789+-")
+_SCRIPT_BASE = rf"(?<=[^\W{_SUPERSCRIPTS}{_SUBSCRIPTS}]|[)\]}}）］｝])"  # a letter or digit (not a script), or a closer
+_SCRIPT_RUN = re.compile(rf"{_SCRIPT_BASE}(?:(?P<sup>[{_SUPERSCRIPTS}]+)|(?P<sub>[{_SUBSCRIPTS}]+))")
+# A unit's square or cube stays as written ('12 m²', '5 cm³', '9.8 m/s²': the unit after a number; as '12 m^{2}' it would
+# be the product 12*m^2, and math-verify reads '12 m²' as 12): a known unit word, or a unit letter after a space or '/'.
+_UNIT_SQUARES = "²³"
+UNIT_CONTEXT_CHARS = 40  # how far before a '²' or '³' its number and unit are looked for
+_UNIT_BEFORE_SQUARE = re.compile(
+    rf"\d\s*(?:(?:{_KNOWN_UNIT}|{_UNIT_LETTER})\s*/\s*)*(?:{_KNOWN_UNIT}|(?<=[\s/]){_UNIT_LETTER})\Z")
+# A vulgar fraction ('½', '⅓', '¾'), after a whole number or not ('2½', '2 ½'): its LaTeX fraction ('\frac{1}{2}',
+# '\frac{5}{2}'). NFKC would write '1⁄2' with the fraction slash, and '2½' would be the digits 21/2.
+_VULGAR = re.compile(r"(?:(?<![\d.,])(?P<whole>\d+)[ \u00a0\u2009\u202f]?)?(?P<frac>[\u00bc-\u00be\u2150-\u215e\u2189])")
+_FRACTION_SLASH = "\u2044"  # how NFKC writes a vulgar fraction ('½' is '1⁄2'), and a fraction written with it
+# Characters NFKC would change into something read differently, kept as written: math-verify reads 'ℝ' as the reals
+# ('R' is a variable), 'ϖ' is a variable ('π' a number), '″' is the inch mark of 5′6″ (see _FEET_INCHES), 'º' and 'ª'
+# after a number are dropped by math-verify ('45º' is 45; 'o' would be a factor), 'µ' ('μ' is the variable mu).
+# A unit's '²' and '³' (see _UNIT_BEFORE_SQUARE), and the CJK unit squares NFKC writes with a digit ('㎡' as 'm2', a
+# product with 2): math-verify drops them ('12㎡' is 12).
+_CJK_UNIT_SQUARES = "".join(c for c in map(chr, range(0x3380, 0x3400))
+                            if any(d.isdigit() for d in unicodedata.normalize("NFKC", c)))
+_NFKC_KEPT = re.compile(f"([ℝℕℤℚℂϖ″‴ºªµ{_UNIT_SQUARES}{_CJK_UNIT_SQUARES}])")
+# Symbols math-verify does not read, as the LaTeX it reads; '、' (the CJK enumeration comma), '。' (the CJK full stop)
+# and the CJK answer brackets ('【A】': a choice letter, as '(A)')
+_SYMBOLS = {"∞": "\\infty", "·": "\\cdot", "∙": "\\cdot", "∈": "\\in", "∉": "\\notin", "、": ",", "。": ".",
+            _FRACTION_SLASH: "/", "【": "(", "】": ")"}
+_SYMBOL = re.compile("[" + "".join(_SYMBOLS) + "]")
+# A root sign and its operand ('√2' -> '\sqrt{2}', '2√3', '√(x+1)' -> '\sqrt{x+1}', '√{2}', '√x', '∛8' ->
+# '\sqrt[3]{8}'): the number, the letter or the bracketed group right after it; anything else stays after '\sqrt '.
+_ROOTS = {"√": "\\sqrt", "∛": "\\sqrt[3]", "∜": "\\sqrt[4]"}
+_ROOT_OPERAND = re.compile(r"[ \t]*(?:(?P<group>[({])|(?P<atom>-?\d+(?:\.\d+)?|[^\W\d_]))")
+_CLOSER = {"(": ")", "{": "}"}
+# Per mille and per ten thousand after a plain number, as that number's thousandth ('50‰' -> '0.05'); math-verify read
+# '50‰' as 50. Such a sign anywhere else is not read (see _unread_reason): a gold unparsed, a prediction wrong.
+_PER_MILLE = {"‰": 3, "‱": 4}  # the sign, and the power of ten it divides by
+_PER_MILLE_NUMBER = re.compile(rf"(?<![\d.,])(?P<num>{_NUM})[ \u00a0]?(?P<sign>[‰‱])(?![\d‰‱])")  # not '1,5‰', '5‰‰'
+_UNREAD_PER_MILLE = "a per mille sign is read only right after a plain number ('50‰' is 0.05)"
+
+
+def _drop_format_characters(text: str) -> str:
+    """`text` without format characters (Unicode category Cf: zero-width spaces and joiners, bidi marks such as U+200F
+    and U+202E, soft hyphens, a byte-order mark inside), which no reader reads."""
+    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+
+
+def _scripts_as_latex(text: str) -> str:
+    """Superscript and subscript runs after a number, a letter or a closing bracket as LaTeX ('3²' -> '3^{2}', '(−2)²'
+    -> '(−2)^{2}', '1.5×10⁶' -> '1.5×10^{6}', 'x₁' -> 'x_{1}'), but a unit's square or cube ('12 m²', see
+    _UNIT_BEFORE_SQUARE); a run elsewhere ('⁷' alone) is left to NFKC (a digit; '²' and '³' stay as written)."""
+    def latex(m: re.Match) -> str:
+        mark, run = ("^", m.group("sup")) if m.group("sup") else ("_", m.group("sub"))
+        if run in _UNIT_SQUARES and _UNIT_BEFORE_SQUARE.search(text, max(0, m.start() - UNIT_CONTEXT_CHARS), m.start()):
+            return run  # '12 m²': a unit's square (see _UNIT_BEFORE_SQUARE)
+        return f"{mark}{{{run.translate(_SCRIPT_PLAIN)}}}"
+
+    return _SCRIPT_RUN.sub(latex, text)
+
+
+def _vulgar_fractions(text: str) -> str:
+    """Vulgar fractions as LaTeX fractions, a whole number before one as a mixed number ('½' -> '\\frac{1}{2}', '2½' ->
+    '\\frac{5}{2}', '−¾' -> '−\\frac{3}{4}')."""
+    def latex(m: re.Match) -> str:
+        num, den = (int(part) for part in unicodedata.normalize("NFKC", m.group("frac")).split(_FRACTION_SLASH))
+        whole = int(m.group("whole")) if m.group("whole") else 0
+        return f"\\frac{{{whole * den + num}}}{{{den}}}"
+
+    return _VULGAR.sub(latex, text)
+
+
+def _nfkc(text: str) -> str:
+    """NFKC of `text` (full-width forms '－５' -> '-5', '％' -> '%', '（１，２）' -> '(1,2)', circled numbers '①' -> '1',
+    ideographic and no-break spaces -> ' ', ligatures, '㎡' -> 'm2'), except the characters of _NFKC_KEPT."""
+    return "".join(part if i % 2 else unicodedata.normalize("NFKC", part)
+                   for i, part in enumerate(_NFKC_KEPT.split(text)))
+
+
+def _before_letter(text: str, end: int, command: str) -> str:
+    """`command`, with a space after it when it is a LaTeX command and a letter follows at `end` ('\\infty' before 'x':
+    '\\infty x')."""
+    return f"{command} " if command.startswith("\\") and end < len(text) and text[end].isalpha() else command
+
+
+def _latex_symbols(text: str) -> str:
+    """The symbols of _SYMBOLS as the LaTeX math-verify reads ('∞' -> '\\infty', '2·3' -> '2\\cdot3', 'x∈[0,1]' ->
+    'x\\in[0,1]', '1、2' -> '1,2', '1⁄2' -> '1/2')."""
+    return _SYMBOL.sub(lambda m: _before_letter(text, m.end(), _SYMBOLS[m.group()]), text)
+
+
+def _closers(text: str) -> dict[int, int]:
+    """The position of each '(' and '{' in `text` that is closed, mapped to the position of its closer (one pass)."""
+    opened: list[tuple[str, int]] = []
+    closes: dict[int, int] = {}
+    for i, c in enumerate(text):
+        if c in _CLOSER:
+            opened.append((_CLOSER[c], i))
+        elif opened and c == opened[-1][0]:
+            closes[opened.pop()[1]] = i
+    return closes
+
+
+def _latex_roots(text: str) -> str:
+    """Root signs as LaTeX roots of their operand (see _ROOT_OPERAND): '√2' -> '\\sqrt{2}', '2√3' -> '2\\sqrt{3}',
+    '√(x+1)' -> '\\sqrt{x+1}', '√{2}' -> '\\sqrt{2}', '√x' -> '\\sqrt{x}', '∛8' -> '\\sqrt[3]{8}', '√ab' -> '\\sqrt{a}b'.
+    Linear in the text (nested roots included)."""
+    if not any(root in text for root in _ROOTS):
+        return text
+    closes, out, braces, i = _closers(text), [], set(), 0
+    while i < len(text):
+        c = text[i]
+        if c not in _ROOTS:
+            out.append("}" if i in braces else c)
+            i += 1
+            continue
+        m = _ROOT_OPERAND.match(text, i + 1)
+        if m is None or (m.group("group") and m.start("group") not in closes):
+            out.append(_before_letter(text, i + 1, _ROOTS[c]))
+            i += 1
+        elif m.group("group"):  # the group's inside, its own roots folded as the loop goes on
+            out.append(_ROOTS[c] + "{")
+            braces.add(closes[m.start("group")])
+            i = m.end()
+        else:
+            out.append(f"{_ROOTS[c]}{{{m.group('atom')}}}")
+            i = m.end()
+    return "".join(out)
+
+
+def _per_mille_numbers(text: str) -> str:
+    """A plain number with a per mille (or per ten thousand) sign as its thousandth ('50‰' -> '0.05', '−2.5‰' ->
+    '-0.0025', '1,000‱' -> '0.1'); a sign after anything else stays (and is not read: see _UNREAD_PER_MILLE)."""
+    def value(m: re.Match) -> str:
+        number = _num_value(m.group("num"))
+        return m.group() if number is None else _number_text(number.scaleb(-_PER_MILLE[m.group("sign")]))
+
+    return _PER_MILLE_NUMBER.sub(value, text) if any(sign in text for sign in _PER_MILLE) else text
+
+
+def fold_unicode(text: str) -> str:
+    """Unicode math as the text the verifier reads, applied to a gold and to an extracted final answer before any
+    reading (ASCII text is returned as it is). In order: format characters are dropped (see _drop_format_characters);
+    superscript and subscript runs after a number, letter or closing bracket become LaTeX powers and indices ('3²' ->
+    '3^{2}': before NFKC, which would make it 32); vulgar fractions become LaTeX fractions ('½', '2½'); NFKC, but for
+    _NFKC_KEPT (full-width forms, '％', '①', spaces); the symbols math-verify does not read as LaTeX ('∞', '·', '∈',
+    '、', '⁄') and root signs as '\\sqrt{...}'; a number with a per mille sign as its thousandth ('50‰' -> '0.05');
+    last, a '²' or '³' NFKC kept is read again after what the steps made of the text before it ('™²' is 'TM^{2}'), and
+    NFKC is applied once more where a LaTeX command now stands before a combining mark. Idempotent: a folded text folds
+    to itself. in: the text; out: the folded text."""
+    if text.isascii():
+        return text
+    text = _vulgar_fractions(_scripts_as_latex(_drop_format_characters(text)))
+    text = _nfkc(_latex_roots(_latex_symbols(_nfkc(text))))
+    return _scripts_as_latex(_per_mille_numbers(text))
 
 
 @dataclass(frozen=True)
@@ -1181,8 +1350,9 @@ def _unread_reason(text: str) -> str | None:
     """Why `text` (markdown emphasis and a full stop left out) is an answer the verifier does not read, or None: a
     compound quantity with a sign before a later number ('5 ft -6 in', see _SIGNED_PART), a number with a scale or power
     word it is not read with ('2 1/2 dozen', '2 thousand 15 hundred', see _unread_number_words), an answer the reader
-    reads whose canonical text is over MAX_ANSWER_CHARS ('1' * 1990 + 'e999', see _overlong_reading). Such a gold is
-    unparsed, such a prediction wrong."""
+    reads whose canonical text is over MAX_ANSWER_CHARS ('1' * 1990 + 'e999', see _overlong_reading), a per mille sign
+    fold_unicode left (not after a plain number: 'x‰', see _UNREAD_PER_MILLE). Such a gold is unparsed, such a
+    prediction wrong."""
     if _signed_part(text):
         return _SIGNED_PART
     if _unread_number_words(text):
@@ -1191,6 +1361,8 @@ def _unread_reason(text: str) -> str | None:
         return _UNREAD_FRACTION_WORDS
     if _overlong_reading(text):
         return _OVERLONG_READING
+    if any(sign in text for sign in _PER_MILLE):  # left by fold_unicode: not after a plain number
+        return _UNREAD_PER_MILLE
     return None
 
 
@@ -1790,17 +1962,18 @@ def _run_unique(tasks: list[tuple[str, tuple]], timeout_s: float) -> list[tuple]
 
 
 def normalize_answers(golds: list[str], timeout_s: float) -> list[NormalizedAnswer]:
-    """Canonical forms of many gold answers: what _fast_normalize reads (numbers, percents, compound quantities,
-    number words) in this process, the rest in pool batches of NORMALIZE_BLOCK (a progress bar over them), each
-    answer bounded by timeout_s."""
+    """Canonical forms of many gold answers, each folded first (see fold_unicode: '3²' is 9, '50％' 50%): what
+    _fast_normalize reads (numbers, percents, compound quantities, number words) in this process, the rest in pool
+    batches of NORMALIZE_BLOCK (a progress bar over them), each answer bounded by timeout_s."""
     from tqdm.auto import tqdm
 
-    out: list[NormalizedAnswer | None] = [_fast_normalize(g if isinstance(g, str) else str(g)) for g in golds]
+    golds = [fold_unicode(g if isinstance(g, str) else str(g)) for g in golds]  # '3²' as '3^{2}', '50％' as '50%'
+    out: list[NormalizedAnswer | None] = [_fast_normalize(g) for g in golds]
     slow = [i for i, r in enumerate(out) if r is None]
     pooled: list[tuple] = []
     blocks = range(0, len(slow), NORMALIZE_BLOCK)  # a bar where it takes long: LaTeX golds cost ~12 ms each
     for lo in tqdm(blocks, desc="normalizing gold answers", unit="block", disable=len(blocks) < 2 or None):
-        pooled += _run_unique([("normalize", (str(golds[i]),)) for i in slow[lo : lo + NORMALIZE_BLOCK]], timeout_s)
+        pooled += _run_unique([("normalize", (golds[i],)) for i in slow[lo : lo + NORMALIZE_BLOCK]], timeout_s)
     for i, res in zip(slow, pooled, strict=True):
         if res[0] == "done":
             out[i] = NormalizedAnswer(*res[1])
@@ -1834,12 +2007,15 @@ class _PoolPair(NamedTuple):
 
 
 def _fast_verify(completion: str, gold: str) -> VerifyResult | _PoolPair:
-    """A final VerifyResult when no sympy is needed, else the pair to send to the pool (see _PoolPair)."""
+    """A final VerifyResult when no sympy is needed, else the pair to send to the pool (see _PoolPair). The gold and each
+    part of the final answer are folded (see fold_unicode) before they are read; the verdict shows the folded answer."""
     parts = _final_answer(completion)
     if parts is None:
         return VerifyResult("no_answer", None, None, "no '####' or closed '\\boxed{}' found")
+    parts = tuple(fold_unicode(p) for p in parts)
     pred = _ANSWER_JOIN.join(parts)
-    gold_r = _fast_gold(gold if isinstance(gold, str) else str(gold))
+    gold = fold_unicode(gold if isinstance(gold, str) else str(gold))
+    gold_r = _fast_gold(gold)
     if isinstance(gold_r, NormalizedAnswer):
         return VerifyResult("error", pred, None, f"gold answer unusable: {gold_r.detail}")
     if len(pred) > MAX_ANSWER_CHARS:
@@ -1852,7 +2028,7 @@ def _fast_verify(completion: str, gold: str) -> VerifyResult | _PoolPair:
     if gold_r is None:  # a percent prediction ('12.5%', '1/3%') also as its number
         reading = _read_answer(pred) if len(parts) == 1 else None
         percent = reading.number_text if reading is not None and reading.kind == _PERCENT_DETAIL else ""
-        return _PoolPair(pred, pred_math, str(gold), pred_number=percent)
+        return _PoolPair(pred, pred_math, gold, pred_number=percent)
     if gold_r.kind != _PERCENT_DETAIL:
         return _PoolPair(pred, pred_math, gold_r.text, gold_r.text)
     # a percent whose decimal does not end ('\\frac{1}{3}%') as math-verify reads it; '12.5%' it reads as it is

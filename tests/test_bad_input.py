@@ -55,6 +55,14 @@ CASES: dict[str, Case] = {
     "empty prompt": Case(jsonl({"question": "", "answer": "1"}), issues=((1, "prompt", D.EMPTY_PROMPT),)),
     "whitespace-only prompt": Case(jsonl({"question": " \t\n ", "answer": "1"}),
                                    issues=((1, "prompt", D.EMPTY_PROMPT),)),
+    "zero-width-only prompt": Case(jsonl({"question": "\u200b\u2060\ufeff\u200f", "answer": "1"}),  # kept before
+                                   issues=((1, "prompt", D.EMPTY_PROMPT),)),
+    # Unicode variants of one prompt are one row (each was kept, with its own id): its NFD form, a zero-width copy
+    "NFD copy of a prompt": Case(jsonl({"question": "Caf\u00e9 sells 5 cups. How many?", "answer": "5"},
+                                       {"question": "Cafe\u0301 sells 5 cups. How many?", "answer": "5"}),
+                                 issues=((2, "prompt", D.DUPLICATE_PROMPT),), kept=(0, 1, 3)),
+    "zero-width copy of a prompt": Case(jsonl({"question": "Tom has 3 apples\u200b and buys 4 more. How many apples?",
+                                               "answer": "7"}), issues=((1, "prompt", D.DUPLICATE_PROMPT),)),
     "missing answer field": Case(jsonl({"question": "What is 1 + 1?"}), issues=((1, "answer", D.MISSING_FIELD),)),
     "null answer": Case(jsonl({"question": "What is 1 + 2?", "answer": None}),
                         issues=((1, "answer", D.MISSING_FIELD),)),
@@ -193,6 +201,14 @@ CASES: dict[str, Case] = {
     "header-only csv": Case(b"question,answer\n", ".csv", {}, error="has no rows"),
     "garbage parquet": Case(b"PAR1 not really parquet", ".parquet", {}, error="cannot read .* as parquet"),
     "UTF-16 file": Case("question,answer\nA?,1\n".encode("utf-16"), ".csv", {}, error="UTF-16.*UTF-8"),
+    # without a byte-order mark: every jsonl line was 'invalid JSON' and a csv's columns 'q\x00' (the fix: the mapping)
+    "UTF-16 file without a byte-order mark (csv)": Case("question,answer\nA?,1\n".encode("utf-16-le"), ".csv", {},
+                                                        error=r"UTF-16LE-encoded without a byte-order mark.*iconv -f "
+                                                              r"UTF-16LE -t UTF-8"),
+    "UTF-16BE file without a byte-order mark, CJK prompts (jsonl)": Case(
+        json.dumps({"question": "小明有3个苹果，吃了1个，还剩几个？", "answer": "2"}, ensure_ascii=False).encode("utf-16-be"),
+        error=r"UTF-16BE-encoded without a byte-order mark.*iconv -f UTF-16BE -t UTF-8"),
+    "a NUL byte in one line is no UTF-16": Case(jsonl(b"\x00"), issues=((1, "", D.INVALID_JSON),)),
     "unclosed csv quote": Case(b'question,answer\nA?,1\n"B?,2\nC?,3\n', ".csv", {},
                                error=r"line \d+: unexpected end of data"),
     "unclosed csv quote early in a long file": Case(  # it named the file's last line (2001 for a quote on line 12)

@@ -781,6 +781,55 @@ def test_unparseable_answers_keep_the_verifiers_reason_and_many_add_a_hint(tmp_p
     assert "dotted path (data.answer=reward_model.ground_truth)" in hint
 
 
+def test_golds_with_decimal_commas_or_thousands_dots_add_a_hint_with_the_fix(tmp_path):
+    """A European data set's golds '3,5' and '1.000' were kept with no word: the verifier reads '3,5' as the set {3, 5}
+    (3.5 wrong, '5, 3' right) and '1.000' as 1. Over NUMBER_FORMAT_HINT_SHARE of the kept golds so written adds a hint
+    that says how they are read and the fix; fewer (an English set's '1,2', a list of two roots) add none."""
+    rows = [{"question": f"Q{i}?", "answer": str(i)} for i in range(20)]
+    rows += [{"question": "A?", "answer": "3,5"}, {"question": "B?", "answer": "1.000"}, {"question": "C?", "answer": "0,25"}]
+    res = ingest(cfg(), write_jsonl(tmp_path / "d.jsonl", rows))
+    (hint,) = res.summary["hints"]
+    assert hint.startswith("3 of 23 kept golds (13%) look written with a decimal comma or thousands dots ('3,5', "
+                           "'1.000', '0,25'): the verifier reads '3,5' as the set {3, 5}")
+    assert "'1.000' as 1" in hint and "rewrite those golds with a decimal point and no thousands dots (3.5, 1000)" in hint
+    assert res.kept.filter(pl.col("answer_raw") == "1.000")["answer"].to_list() == ["1"]  # read as before, not changed
+    rows = [{"question": f"Q{i}?", "answer": str(i)} for i in range(60)] + [{"question": "Roots?", "answer": "1,2"}]
+    assert ingest(cfg(), write_jsonl(tmp_path / "e.jsonl", rows)).summary["hints"] == []  # 1 of 61: under the share
+    assert D.number_format_hint(["1,000", "2.5", "12,75", "2.500.000"]) is not None  # '1,000' and '2.5' are not so
+    assert D.number_format_hint(["1,000", "2.5", "1,2345", "1.50"]) is None
+
+
+def test_a_file_mostly_not_utf8_hints_at_cp1252_and_the_iconv_line(tmp_path):
+    """A Latin-1 / cp1252 file was kept whole with U+FFFD in place of its accents ('Caf\ufffd'), and the hint named
+    neither the encoding nor the fix. Over LEGACY_ENCODING_SHARE of the rows flagged invalid UTF-8 names both; a few
+    flagged rows keep the plain hint."""
+    path = tmp_path / "d.csv"
+    path.write_bytes("question,answer\nCaf\xe9 1?,1\nNum\xe9ro 2?,2\nPlain?,3\n".encode("cp1252"))
+    res = ingest(cfg(), path)
+    assert res.summary["hints"] == [
+        "2 of 3 rows (67%) were flagged as invalid UTF-8 (kept, with U+FFFD in place of the bad bytes): the file is "
+        "probably cp1252 / Latin-1, not UTF-8. Convert it and ingest again: iconv -f cp1252 -t utf-8 IN > OUT"]
+    path.write_bytes("question,answer\nCaf\xe9 1?,1\nPlain?,2\nOther?,3\n".encode("cp1252"))
+    (few,) = ingest(cfg(), path).summary["hints"]
+    assert "cp1252" not in few and few.startswith("1 of 3 rows (33%) were flagged as invalid UTF-8: see their row")
+
+
+def test_unicode_variants_of_a_prompt_are_one_row_kept_as_written_with_todays_id(tmp_path):
+    """Ingest deduplicated on whitespace alone: a prompt's NFD form and a copy with a zero-width space were kept as
+    more rows (trained twice). The duplicate key folds NFC and drops format characters; the first prompt is kept as
+    written, and its content-hash id is computed as before (on the text with whitespace collapsed)."""
+    nfd = "Cafe\u0301 sells 5 cups. How many?"
+    rows = [{"question": nfd, "answer": "5"}, {"question": "Caf\u00e9 sells 5 cups.  How many?", "answer": "5"},
+            {"question": "Caf\u00e9\u200b sells 5 cups. How many?", "answer": "5"}, {"question": "\u200b\u200b", "answer": "1"}]
+    res = ingest(cfg(), write_jsonl(tmp_path / "d.jsonl", rows))
+    assert res.kept["prompt"].to_list() == [nfd]
+    assert res.kept["id"].to_list() == [hashlib.sha256(nfd.encode()).hexdigest()[: D.ID_HEX_CHARS]]
+    assert [(r, why) for r, _, why, *_ in res.rejected.rows()] == [
+        (1, D.DUPLICATE_PROMPT), (2, D.DUPLICATE_PROMPT), (3, D.EMPTY_PROMPT)]
+    assert D.duplicate_key("\u200fCaf\u00e9\u00ad  x") == D.duplicate_key("Cafe\u0301 x") == "Caf\u00e9 x"
+    assert D.normalize_prompt("Cafe\u0301\u200b x") == "Cafe\u0301\u200b x"  # ids and canonical_prompt: as before
+
+
 def test_over_long_prompts_over_the_share_hint_at_the_limit(tmp_path):
     rows = [{"question": "x" * 50 + str(i), "answer": "1"} for i in range(3)]
     rows.append({"question": "Short?", "answer": "1"})

@@ -223,6 +223,22 @@ def test_normalise_is_idempotent_on_its_own_output(gold: str) -> None:
     assert again.ok and again.text == first.text, (gold, first, again)
 
 
+# Unicode math the fold rewrites, and characters around it that once made a second fold differ from the first ('∈²',
+# '0‰‰', '∞' before a combining accent)
+UNICODE_MATH = "0123456789x m()[]{}.,-/ ²³⁴⁻ⁿ₁½⅓⁄√∛∞·∈、。【】‰‱％－０．Ａ①ℝº″㎡π™（）\u200b\u200f\u00a0\u0301"
+
+
+@FAST
+@given(st.one_of(st.text(st.sampled_from(UNICODE_MATH), max_size=20), st.text(max_size=40)))
+@example("\u2208\u00b2")
+@example("0\u2030\u2030")
+@example("\u221e\u0301")
+def test_the_unicode_fold_is_idempotent(text: str) -> None:
+    """A gold is folded when it is normalized and again when it is judged against (saerl.verify.fold_unicode)."""
+    folded = V.fold_unicode(text)
+    assert V.fold_unicode(folded) == folded
+
+
 @FAST
 @given(st.text(max_size=400), st.sampled_from(["", "#### ", "\\boxed{", "}", "{", "\\", "\n"]))
 def test_extract_final_answer_is_total(text: str, marker: str) -> None:

@@ -416,15 +416,19 @@ def test_the_canonical_order_of_set_lists_leaves_every_configs_keys_as_they_were
 
 # sha256 of the kept rows a sample ingest writes (tests/test_stages.py:_sample_rows), for each INGEST_ROWS_VERSION
 # (13: the sample gained two edge rows, a gold dividing by zero and a key repeated with another value, which 13
-# rejects, so its kept rows hash as 11's did; under 11's code both rows were kept)
+# rejects, so its kept rows hash as 11's did; under 11's code both rows were kept. 14: the old sample's rows hash as 13's
+# did; the sample gained Unicode edge rows, an NFD copy of an NFC prompt, a copy with a zero-width space, a prompt of
+# zero-width characters only, and the golds '3²' and '50％', which 13 kept as more rows and as the golds 3 and 50)
 REVIEWED_ROWS = {"11": "45b7f06f4fb56dca5a4af8f7de31f17b712ac8d00076cc92aded24a91ea06f39",
-                 "13": "45b7f06f4fb56dca5a4af8f7de31f17b712ac8d00076cc92aded24a91ea06f39"}
+                 "13": "45b7f06f4fb56dca5a4af8f7de31f17b712ac8d00076cc92aded24a91ea06f39",
+                 "14": "8b29b7b09b9b9ab933969b8942eb775722a4b599a62236dfff3dfb698ee46008"}
 
 
 def _sample_rows(tmp_path: Path) -> str:
     """The kept rows of the built-in sample plus rows that reach ingest's edge cases (a level as text, yes/no quality,
     a NaN and a bad label, a duplicate, a percent, a fraction, a thousands separator, a gold dividing by zero, a key
-    repeated with another value), as one sha256."""
+    repeated with another value, Unicode variants of a prompt, a prompt of zero-width characters, a superscript and a
+    full-width percent in a gold), as one sha256."""
     import hashlib
     import json
 
@@ -435,7 +439,10 @@ def _sample_rows(tmp_path: Path) -> str:
     rows = [{"question": "Q1 edge?", "answer": "#### 1,000", "topic": "t", "difficulty": "Level 3", "q": "yes"},
             {"question": "Q2 edge?", "answer": "\\frac{3}{4}", "topic": "t", "difficulty": "hard", "q": 0.5},
             {"question": "Q3 edge?", "answer": "12.5%", "topic": None, "difficulty": 2, "q": False},
-            {"question": "Q1  edge?", "answer": "7", "topic": "u", "difficulty": 1, "q": "no"}]
+            {"question": "Q1  edge?", "answer": "7", "topic": "u", "difficulty": 1, "q": "no"},
+            {"question": "Caf\u00e9 edge?", "answer": "3\u00b2"}, {"question": "Cafe\u0301 edge?", "answer": "9"},
+            {"question": "Q7 edge?", "answer": "50\uff05"}, {"question": "Q7\u200b edge?", "answer": "1"},
+            {"question": "\u200b\u200b", "answer": "1"}]
     extra.write_text("\n".join(json.dumps(r) for r in rows) + '\n{"question": "Q4?", "answer": "2", "difficulty": NaN}\n'
                      '{"question": "Q5 edge?", "answer": "\\\\frac{1}{0}"}\n{"question": "Q6 edge?", "answer": "4", "answer": "5"}\n')
     cfg = DataConfig(source="file", topic="topic", difficulty="difficulty")

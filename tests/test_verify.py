@@ -1190,11 +1190,129 @@ def test_an_exact_value_then_its_rounding_is_judged_by_the_rounding(completion, 
 
 
 # sha256 of saerl/verify.py for each verify.VERSION it was reviewed under
+# ------------------------------------------------------------------ Unicode answers (the i18n audit's findings 1-3, 11)
+
+UNICODE_FOLDS = [
+    # superscripts after a number, a letter or a bracket are powers, before NFKC (which would make '3²' the number 32)
+    ("3²", "3^{2}"), ("10³", "10^{3}"), ("2⁵", "2^{5}"), ("4¹²", "4^{12}"), ("(\u22122)²", "(\u22122)^{2}"),
+    ("x²+1", "x^{2}+1"), ("1.5×10⁶", "1.5×10^{6}"), ("x⁻¹", "x^{-1}"), ("2ⁿ", "2^{n}"), ("x₁", "x_{1}"),
+    # vulgar fractions (a whole number before one: a mixed number) and the fraction slash
+    ("½", "\\frac{1}{2}"), ("⅓", "\\frac{1}{3}"), ("\u2212½", "\u2212\\frac{1}{2}"), ("2½", "\\frac{5}{2}"),
+    ("1\u20442", "1/2"),
+    # NFKC: full-width forms, the full-width and small percent signs, circled numbers, no-break spaces
+    ("\uff0d5", "-5"), ("\uff0d12", "-12"), ("0\uff0e5", "0.5"), ("\uff3b1\uff0c2\uff3d", "[1,2]"), ("(1\uff0c2)", "(1,2)"),
+    ("1\uff0c2", "1,2"), ("\uff38\uff1d\uff13", "X=3"), ("x\uff1d3", "x=3"), ("\uff21", "A"), ("(\uff11)", "(1)"),
+    ("\uff11\uff12\uff13", "123"), ("50\uff05", "50%"), ("50\ufe6a", "50%"), ("\u2460", "1"), ("1\u00a0000", "1 000"),
+    # symbols math-verify does not read, root signs with their operand
+    ("√2", "\\sqrt{2}"), ("2√3", "2\\sqrt{3}"), ("√4", "\\sqrt{4}"), ("√(x+1)", "\\sqrt{x+1}"), ("√{2}", "\\sqrt{2}"),
+    ("√2/2", "\\sqrt{2}/2"), ("\\frac{√3}{2}", "\\frac{\\sqrt{3}}{2}"), ("√ab", "\\sqrt{a}b"), ("∛8", "\\sqrt[3]{8}"),
+    ("∞", "\\infty"), ("-∞", "-\\infty"), ("(-∞, 3]", "(-\\infty, 3]"), ("∞x", "\\infty x"), ("2·3", "2\\cdot3"),
+    ("x∈[0,1]", "x\\in[0,1]"), ("1\u30012", "1,2"), ("7\u3002", "7."), ("\u3010A\u3011", "(A)"),
+    # format characters: bidi marks, zero-width space, a byte-order mark inside
+    ("\u200f7", "7"), ("\u202e7", "7"), ("7\u200b", "7"), ("\ufeff7", "7"),
+    # per mille and per ten thousand after a number: its thousandth; anywhere else it stays (and is not read)
+    ("50‰", "0.05"), ("-2.5‰", "-0.0025"), ("1,000‱", "0.1"), ("x‰", "x‰"),
+    # unchanged: ASCII, LaTeX, sets and intervals, a unit's square or cube, what math-verify reads as written
+    ("x^2", "x^2"), ("\\frac{1}{2}", "\\frac{1}{2}"), ("\\{1, 2\\}", "\\{1, 2\\}"), ("(0, 1]", "(0, 1]"),
+    ("12 m²", "12 m²"), ("5 cm³", "5 cm³"), ("9.8 m/s²", "9.8 m/s²"), ("12\u33a1", "12\u33a1"), ("5\u20326\u2033", "5\u20326\u2033"),
+    ("\u211d", "\u211d"), ("45º", "45º"), ("\u22125", "\u22125"), ("π", "π"), ("x≤1", "x≤1"), ("3个", "3个"), ("²", "²"),
+]
+
+
+@pytest.mark.parametrize(("text", "folded"), UNICODE_FOLDS)
+def test_unicode_math_is_folded_into_what_the_verifier_reads(text, folded):
+    """math-verify dropped what it did not know ('3²' was 3, '50％' 50, '50‰' 50; '√2', '∞', '½', '－5', '0．5', 'Ａ' or a
+    bidi mark were no math). One fold rewrites them into what the readers read; it is idempotent (a normalized gold is
+    folded again when judged against)."""
+    assert V.fold_unicode(text) == folded
+    assert V.fold_unicode(folded) == folded
+
+
+def test_folding_roots_is_linear_in_nested_roots():
+    nested = "√(" * 20_000 + "2" + ")" * 20_000
+    start = time.perf_counter()
+    assert V.fold_unicode(nested) == "\\sqrt{" * 20_000 + "2" + "}" * 20_000
+    assert time.perf_counter() - start < 1.0
+
+
+def test_a_no_break_space_is_a_thousands_separator():
+    assert V._plain_number("1\u00a0000") == 1000  # also without the fold (NFKC makes it a space)
+
+
+@pytest.mark.parametrize(
+    ("gold", "status", "text"),
+    [
+        ("3²", "ok", "3^{2}"), ("10³", "ok", "10^{3}"), ("(\u22122)²", "ok", "(\u22122)^{2}"), ("x²+1", "ok", "x^{2}+1"),
+        ("1.5×10⁶", "ok", "1.5×10^{6}"), ("50\uff05", "ok", "50%"), ("√2", "ok", "\\sqrt{2}"), ("2√3", "ok", "2\\sqrt{3}"),
+        ("√2/2", "ok", "\\sqrt{2}/2"), ("∞", "ok", "\\infty"), ("-∞", "ok", "-\\infty"), ("½", "ok", "\\frac{1}{2}"),
+        ("⅓", "ok", "\\frac{1}{3}"), ("\u2212½", "ok", "-\\frac{1}{2}"), ("\uff0d12", "ok", "-12"), ("0\uff0e5", "ok", "0.5"),
+        ("1\u00a0000", "ok", "1000"), ("(1\uff0c2)", "ok", "(1,2)"), ("1\uff0c2", "ok", "1,2"), ("\uff21", "ok", "A"),
+        ("(\uff11)", "ok", "1"), ("\u3010A\u3011", "ok", "(A)"), ("\u2460", "ok", "1"), ("x∈[0,1]", "ok", "x\\in[0,1]"),
+        ("x∈\uff3b0\uff0c1\uff3d", "ok", "x\\in[0,1]"), ("\u200f7", "ok", "7"), ("\u202e7", "ok", "7"), ("7\u200b", "ok", "7"),
+        ("50‰", "ok", "0.05"), ("x‰", "unparsed", ""),
+        # unchanged
+        ("12 m²", "ok", "12"), ("5 cm³", "ok", "5"), ("12\u33a1", "ok", "12"), ("45°", "ok", "45"), ("\u22125", "ok", "-5"),
+        ("\uff11\uff12\uff13", "ok", "123"), ("50%", "ok", "50%"), ("x^2", "ok", "x^2"), ("[0, 1)", "ok", "[0, 1)"),
+    ],
+)
+def test_a_unicode_gold_is_normalized_as_its_math(gold, status, text):
+    """A gold '3²' was kept as 3 (and '10³' as 10), '50％' as 50; '√2', '∞', '½', '－12', '0．5', '(1，2)', 'Ａ', '①',
+    'x∈[0,1]' and a gold with a bidi mark were rejected at ingest; '50‰' is its thousandth, a per mille sign elsewhere
+    is not read."""
+    got = normalize_answer(gold, timeout_s=10)
+    assert (got.status, got.text) == (status, text), got
+    if got.ok:  # the canonical text is stored as the gold: it must read back the same
+        again = normalize_answer(got.text, timeout_s=10)
+        assert (again.status, again.text) == (got.status, got.text), again
+
+
+@pytest.mark.parametrize(
+    ("completion", "gold", "status"),
+    [
+        # the audit's wrong verdicts (a careful grader's): now the value is read, on either side
+        ("\\boxed{\uff0d5}", "-5", "correct"), ("\\boxed{√2}", "\\sqrt{2}", "correct"), ("\\boxed{\\sqrt{2}}", "√2", "correct"),
+        ("\\boxed{2\\sqrt{3}}", "2√3", "correct"), ("\\boxed{2√3}", "2\\sqrt{3}", "correct"), ("\\boxed{√4}", "2", "correct"),
+        ("\\boxed{√9}", "3", "correct"), ("\\boxed{3}", "√9", "correct"), ("\\boxed{\\infty}", "∞", "correct"),
+        ("\\boxed{∞}", "\\infty", "correct"), ("#### ∞", "\\infty", "correct"), ("\\boxed{x^2}", "x²", "correct"),
+        ("\\boxed{x²}", "x^2", "correct"), ("\\boxed{3²}", "9", "correct"), ("\\boxed{3²}", "3", "wrong"),
+        ("\\boxed{2³}", "8", "correct"), ("\\boxed{2³}", "2", "wrong"), ("\\boxed{1000}", "10³", "correct"),
+        ("\\boxed{10}", "10³", "wrong"), ("\\boxed{9}", "3²", "correct"), ("\\boxed{3}", "3²", "wrong"),
+        ("\\boxed{4}", "(\u22122)²", "correct"), ("\\boxed{1.5×10⁶}", "1500000", "correct"),
+        ("\\boxed{1.5×10⁶}", "15", "wrong"), ("\\boxed{1\u00a0000}", "1000", "correct"), ("\\boxed{½}", "1/2", "correct"),
+        ("\\boxed{1/2}", "½", "correct"), ("\\boxed{1\u20442}", "1/2", "correct"), ("\\boxed{2·3}", "6", "correct"),
+        ("\\boxed{0\uff0e5}", "0.5", "correct"), ("\\boxed{\uff3b1\uff0c2\uff3d}", "[1,2]", "correct"),
+        ("\\boxed{(1\uff0c2)}", "(1,2)", "correct"), ("\\boxed{(1,2)}", "(1\uff0c2)", "correct"),
+        ("\\boxed{1\u30012}", "1,2", "correct"), ("\\boxed{\uff38\uff1d\uff13}", "x=3", "correct"),
+        ("\\boxed{x\uff1d3}", "3", "correct"), ("\\boxed{\uff21}", "A", "correct"), ("\\boxed{A}", "\uff21", "correct"),
+        ("\\boxed{\u200f7}", "7", "correct"), ("\\boxed{\u202e7}", "7", "correct"), ("\\boxed{0.5}", "50\uff05", "correct"),
+        ("\\boxed{50}", "50\uff05", "correct"), ("\\boxed{50\uff05}", "50%", "correct"),
+        # per mille: its thousandth ('50‰' was right against 50 and 50%)
+        ("\\boxed{50‰}", "0.05", "correct"), ("\\boxed{50‰}", "5%", "correct"), ("\\boxed{50‰}", "50", "wrong"),
+        ("\\boxed{50‰}", "50%", "wrong"), ("\\boxed{0.05}", "50‰", "correct"), ("\\boxed{x‰}", "0.05", "wrong"),
+        # unchanged: a unit's square, feet and inches, a degree sign, sets and intervals, ASCII and LaTeX
+        ("\\boxed{12 m²}", "12", "correct"), ("\\boxed{12}", "12 m²", "correct"), ("\\boxed{5 cm³}", "5", "correct"),
+        ("\\boxed{3 (m²)}", "3", "correct"), ("\\boxed{12\u33a1}", "12", "correct"), ("\\boxed{5\u20326\u2033}", "5 ft 6 in", "correct"),
+        ("\\boxed{45º}", "45", "correct"), ("\\boxed{\u22125}", "-5", "correct"), ("\\boxed{\uff11\uff12}\u3002", "12", "correct"),
+        ("\\boxed{\\{2, 1\\}}", "\\{1, 2\\}", "correct"), ("\\boxed{[0, 1]}", "(0, 1]", "wrong"),
+        ("\\boxed{x \\le 1}", "x≤1", "correct"), ("\\boxed{2\\sqrt{3}}", "2\\sqrt{3}", "correct"), ("#### 18", "18", "correct"),
+    ],
+)
+def test_a_unicode_answer_is_judged_by_its_math(completion, gold, status):
+    assert verify_answer(completion, gold, timeout_s=10).status == status
+
+
+def test_an_unread_per_mille_sign_says_why():
+    got = normalize_answer("x‰", timeout_s=10)
+    assert got.detail == V._UNREAD_PER_MILLE
+    assert verify_answer("\\boxed{x‰}", "0.05", timeout_s=10).detail == V._UNREAD_PER_MILLE
+
+
 REVIEWED_SOURCES = {"1": "389ac05f766a6a00cea8b6d6f4d02b71143480dec72fa24d31b18fccc754e926",
                     "2": "767bddca5d3066e1d9bf396331b0fcaf2d865914b669bf992581e27fb8a90984",
                     "3": "fe32c5be8852f83abc248399b1d709bddff29f9a8e5b4baa67ff7ebed9082352",
                     "4": "2ec85e78742ea3b07fe8ddc98d93129a332b1d871ae2d9e1672360e31341cf36",
-                    "5": "42fa58a905ede8eac6248d2b487368fdea878722acec145a39b41caa87a397a8"}
+                    "5": "42fa58a905ede8eac6248d2b487368fdea878722acec145a39b41caa87a397a8",
+                    "6": "243df22f04ae71fe8fb6ad5ca6d403d43370e177ab1ff154970cd99e300a6ac4"}
 
 
 def test_a_change_of_verify_py_is_reviewed_for_its_version():
