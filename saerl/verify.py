@@ -345,6 +345,11 @@ _REPEATING = re.compile(
     rf"\s*(?:\$\s*)?(?P<sign>{_SIGN}?)(?P<whole>\d*)\.(?P<fixed>\d*)\\(?:overline|bar)\{{(?P<rep>\d+)\}}(?:\s*\$)?\s*"
 )
 _BOXED = "\\boxed{"
+# Other ways to write a box, read as \boxed{...} (as Qwen2.5-Math's grader and math-verify read them): \fbox{18}, a space
+# before the brace (\boxed {18}), and a box without braces around one bare token (\boxed 18: LaTeX's one-argument form;
+# the token ends at whitespace, '$', a brace or a backslash, less a trailing ',', ';', '.' or ':': \boxed 3, \boxed 5
+# is {3, 5} and \boxed 1,000 is 1000; \boxed \frac12 stays unread)
+_BOX_SPELLINGS = re.compile(r"\\(?:boxed|fbox)(?:\s*\{|\s+(?P<bare>[^\s${}\\]*[^\s${}\\,;.:]))")
 # Boxes written together are one answer ('\boxed{3}, \boxed{5}' is {3, 5}, '$\boxed{3}$ or $\boxed{5}$' a hedge), as
 # math-verify joins them (math_verify.parser's boxed pattern: math environments holding a box, apart by whitespace and
 # one ',', 'and' or 'or'): an earlier box joins the next when only these stand between them (see _BOX_GAP):
@@ -723,7 +728,7 @@ def _final_answer(text: str) -> tuple[str, ...] | None:
     for boxes written together; None when there is no answer."""
     if not isinstance(text, str) or not text:
         return None
-    tail = text[-MAX_SCAN_CHARS:]
+    tail = _BOX_SPELLINGS.sub(lambda m: _BOXED + (m["bare"] + "}" if m["bare"] else ""), text[-MAX_SCAN_CHARS:])
     hashes, answer = _last_hashes_answer(tail)
     boxed = tail.rfind(_BOXED)
     if answer is not None and hashes > boxed:
@@ -736,7 +741,8 @@ def extract_final_answer(text: str) -> str | None:
     last ``####`` (to the end of that line, or to a later ``####`` on it), or the content of the last
     ``\\boxed{...}`` (balanced braces; an unclosed one gives None), together with the boxes written with it, joined
     by ', ' ('\\boxed{3} and \\boxed{5}' -> '3, 5': math-verify reads them as the set {3, 5}, see _joined_boxes);
-    an empty ``####`` does not count (an earlier non-empty one still does). None when there is no marker.
+    an empty ``####`` does not count (an earlier non-empty one still does). ``\\fbox{...}``, ``\\boxed {...}`` and a
+    brace-less ``\\boxed 18`` are boxes too (_BOX_SPELLINGS). None when there is no marker.
     Only the last MAX_SCAN_CHARS characters are scanned, so the work is bounded for any input."""
     parts = _final_answer(text)
     return None if parts is None else _ANSWER_JOIN.join(parts)

@@ -44,6 +44,13 @@ def warm_pool():
         ("\\boxed{3} and a dangling \\boxed{4", None),  # the last \boxed is unclosed
         ("no final answer here, 42", None),
         ("", None),
+        # other spellings of a box (Qwen2.5-Math's grader and math-verify read them; saerl read none)
+        ("so the answer is \\fbox{18}.", "18"),
+        ("so the answer is $\\boxed 18$.", "18"),
+        ("\\boxed {\\frac{1}{2}}", "\\frac{1}{2}"),
+        ("\\boxed 3, \\boxed{5}", "3, 5"),
+        ("The answer is \\boxed 1,000.", "1,000"),
+        ("\\boxed \\frac12", None),  # a bare box around a command: unread, not a guess
     ],
 )
 def test_extract_final_answer(text, expected):
@@ -1312,7 +1319,7 @@ REVIEWED_SOURCES = {"1": "389ac05f766a6a00cea8b6d6f4d02b71143480dec72fa24d31b18f
                     "3": "fe32c5be8852f83abc248399b1d709bddff29f9a8e5b4baa67ff7ebed9082352",
                     "4": "2ec85e78742ea3b07fe8ddc98d93129a332b1d871ae2d9e1672360e31341cf36",
                     "5": "42fa58a905ede8eac6248d2b487368fdea878722acec145a39b41caa87a397a8",
-                    "6": "243df22f04ae71fe8fb6ad5ca6d403d43370e177ab1ff154970cd99e300a6ac4"}
+                    "6": "cffc532930bd0af2ff931c4bf64f139d96d57febf34b242619833a007548e22a"}
 
 
 def test_a_change_of_verify_py_is_reviewed_for_its_version():
