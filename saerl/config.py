@@ -690,6 +690,12 @@ def held_out_mapping(data: DataConfig, entry: str | HeldOutSet) -> DataConfig:
     return mapping
 
 
+def eval_max_new_tokens(cfg: PipelineConfig) -> int:
+    """The generation limit of the final held-out evaluation: eval.max_new_tokens, or train.max_completion_length
+    where it is unset (the in-training curve's limit). in: the config; out: tokens per completion."""
+    return cfg.eval.max_new_tokens if cfg.eval.max_new_tokens is not None else cfg.train.max_completion_length
+
+
 SET_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a held-out set's name (eval.sets keys)
 TESTBED_SET = "heldout"  # the testbed's own held-out set (saerl.runners.eval_sets)
 
@@ -714,6 +720,14 @@ class EvalConfig(Section):
     max_problems: int | None = Field(
         None, gt=0, description="cap per held-out set: the problems with the smallest sha256(id) (same for every arm)"
     )
+    max_new_tokens: int | None = Field(
+        None, gt=0, description="tokens per completion of the final held-out evaluation (the heldout stage; the "
+        "in-training curve generates up to train.max_completion_length); None = train.max_completion_length. A "
+        "completion cut at the limit has no final answer and is scored wrong: a higher limit re-evaluates every "
+        "policy without retraining")
+    truncation_note_share: float = Field(
+        0.05, ge=0, le=1, description="a held-out set whose completions of some arm are cut at the generation limit "
+        "(eval.max_new_tokens), or give no final answer, in over this share gets a note above the comparison")
     batch_size: int = Field(64, gt=0, description="prompts per generation batch (left-padded HF generate)")
     verify_timeout_s: float = Field(5.0, gt=0, description="wall-clock bound per answer check (the final evaluation "
                                     "and the in-training held-out curve)")
@@ -966,7 +980,7 @@ KEY_ALIASES: dict[str, str] = {
     "train.epochs": "curriculum.epochs", "train.lr": "train.learning_rate", "curriculum.lr": "train.learning_rate",
     "sae.learning_rate": "sae.lr", "testbed.learning_rate": "testbed.lr", "eval.k": "eval.k_samples",
     "train.group_size": "train.num_generations", "train.kl_coef": "train.beta", "train.temp": "train.temperature",
-    "train.max_new_tokens": "train.max_completion_length", "eval.max_new_tokens": "train.max_completion_length",
+    "train.max_new_tokens": "train.max_completion_length",
     "score.k": "score.n_clusters", "data.file": "data.path",
 }
 

@@ -64,6 +64,7 @@ from saerl.verify import verify_batch
 
 GREEDY = 0  # the `sample` index of the greedy completion; sampled ones are 1..k
 FAILED = ("timeout", "error")  # verifier statuses that are failures of the check, not of the model
+NO_ANSWER = "no_answer"  # the verifier's status of a completion with no final answer (no '####' nor closed \boxed{})
 BASE_ARM = "base"  # the arm name of the starting policy in eval.parquet (evaluated once, before any RL)
 REACHABLE = ":reachable"  # suffix of a set's reachable stratum: problems the base policy solves at least once
 PROBE_ARM = "reach_probe"  # the arm name of the starting policy's probe pass (saerl.pipeline.heldout_variants)
@@ -173,8 +174,9 @@ def summarize_eval(df: pl.DataFrame, by: tuple[str, ...] = ("set",)) -> pl.DataF
     """Accuracy per group of an :func:`evaluate_policy` frame.
     in: per-sample frame, grouping columns (e.g. ("set", "difficulty"));
     out: by..., n (problems), greedy (pass@1) and greedy_se, k, mean_k (mean accuracy over the k samples)
-    and mean_k_se, pass_k (any of the k right), failures (verifier timeouts/errors, all samples).
-    Standard errors are over problems. A null key (a set without difficulty labels) is a group of its own."""
+    and mean_k_se, pass_k (any of the k right), failures (verifier timeouts/errors, all samples), truncated and
+    no_answer (:func:`completion_ends`: the shares of all samples cut at the generation limit, and with no final
+    answer). Standard errors are over problems. A null key (a set without difficulty labels) is a group of its own."""
     keys = [*by, "id"]
     # maintain_order: the per-problem rows reach the std in one order every call (it moved by ~1e-16 between calls)
     greedy = (df.filter(pl.col("sample") == GREEDY).group_by(keys, maintain_order=True).agg(pl.col("correct").any().cast(pl.Float64).alias("g"))
@@ -184,10 +186,55 @@ def summarize_eval(df: pl.DataFrame, by: tuple[str, ...] = ("set",)) -> pl.DataF
                     pl.col("correct").any().cast(pl.Float64).alias("p"))
                .group_by(by).agg(pl.col("k").max().alias("k"), pl.col("m").mean().alias("mean_k"),
                                  _se("m").alias("mean_k_se"), pl.col("p").mean().alias("pass_k")))
-    fails = df.group_by(by).agg(pl.col("status").is_in(FAILED).sum().alias("failures"))
+    fails = df.group_by(by).agg(pl.col("status").is_in(FAILED).sum().alias("failures"), *completion_ends(df))
     out = (greedy.join(sampled, on=list(by), how="left", nulls_equal=True)  # a null group ('difficulty') is a group
            .join(fails, on=list(by), how="left", nulls_equal=True))
     return out.with_columns(pl.col("k").fill_null(0)).sort(list(by))
+
+
+def completion_ends(samples: pl.DataFrame) -> list[pl.Expr]:
+    """Aggregations of how a group's completions ended: truncated (the share cut at the generation limit, no end
+    token: eval.max_new_tokens; null for a frame without the column) and no_answer (the share the verifier found no
+    final answer in, NO_ANSWER; a cut completion usually has none). Both count as wrong. in: the per-sample frame
+    (whose columns decide the expressions); out: the expressions."""
+    cut = (pl.col("truncated").cast(pl.Float64).mean() if "truncated" in samples.columns
+           else pl.lit(None, pl.Float64))
+    return [cut.alias("truncated"), (pl.col("status") == NO_ANSWER).cast(pl.Float64).mean().alias("no_answer")]
+
+
+def completion_shares(samples: pl.DataFrame) -> pl.DataFrame:
+    """Per set and arm, over every seed and sample (greedy and sampled), the shares :func:`completion_ends` gives.
+    in: the per-sample frame (set, arm, status, truncated); out: (set, arm, truncated, no_answer), sorted."""
+    return samples.group_by("set", "arm").agg(*completion_ends(samples)).sort("set", "arm")
+
+
+def _shares(rows: pl.DataFrame, col: str) -> str:
+    """'base 100%, saerl 60%': each arm's share in column `col` of :func:`completion_shares` rows (nulls left out)."""
+    return ", ".join(f"{a} {100 * v:.0f}%" for a, v in rows.select("arm", col).iter_rows() if v is not None)
+
+
+def truncation_notes(shares: pl.DataFrame, threshold: float, limit: int) -> list[str]:
+    """A note per held-out set (its reachable stratum, a subset, aside) where some arm's completions were cut at the
+    generation limit, or gave no final answer, in over `threshold` of its samples (eval.truncation_note_share): both
+    are scored wrong, so its accuracies then measure answering within the limit or in the verifier's form as much
+    as solving. The fix: a higher eval.max_new_tokens when completions were cut (the heldout stage generates
+    again, no retraining), else a prompt that asks for the final answer in \\boxed{} (data.prompt).
+    in: :func:`completion_shares`, the threshold, the limit the evaluation generated with; out: the notes."""
+    notes = []
+    for (set_name,), rows in shares.filter(~pl.col("set").str.ends_with(REACHABLE)).group_by("set", maintain_order=True):
+        cut = rows.filter(pl.col("truncated").fill_null(0.0) > threshold).height > 0
+        bare = rows.filter(pl.col("no_answer") > threshold).height > 0
+        if not (cut or bare):
+            continue
+        parts = [f"cut at the {limit}-token generation limit without ending: {_shares(rows, 'truncated')}"] if cut else []
+        parts.append(f"with no final answer ('####' or \\boxed{{}}): {_shares(rows, 'no_answer')}")
+        fix = (f"raise eval.max_new_tokens (now {limit}; the heldout stage generates again, nothing is retrained)"
+               if cut else "prompt the policy to put its final answer in \\boxed{} (data.prompt; README, 'The "
+               "paper's setting on a GPU')")
+        notes.append(f"held-out set {set_name}: of the completions of each arm (greedy and sampled, every seed), "
+                     f"{'; '.join(parts)}. Both are scored wrong, so these accuracies measure "
+                     f"{'finishing within the limit' if cut else 'the answer format'} as much as solving: {fix}")
+    return notes
 
 
 def reachable_ids(probe: pl.DataFrame) -> dict[str, set[str]]:
@@ -422,6 +469,26 @@ def _resampled_curve(g: pl.DataFrame, ids: list[str], weights: np.ndarray, rng: 
     return steps, acc[pick, :, np.arange(n_boot)[:, None]].mean(axis=1)
 
 
+STRATUM_SEP = "\x1f"  # between a problem's set and id where a bootstrap draws the problems of several sets
+
+
+def _problem_weights(ids: list[str], strata: list[str], rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    """Each resample's weight of every problem (problems, B): a draw with replacement of len(ids) of them, each
+    weighing 1/len(ids); with `strata` (the sets of MEAN_OF_SETS, `ids` as '<set>STRATUM_SEP<id>'), each set's own
+    problems drawn within it, each weighing 1/(its set's size x the sets), so every set weighs alike in a run's mean
+    (a set none of whose problems every run scored weighs nothing). in: ids (sorted), strata, rng, resamples;
+    out: the weights."""
+    if not strata:
+        return rng.multinomial(len(ids), np.full(len(ids), 1 / len(ids)), size=n_boot).T / len(ids)
+    weights = np.zeros((len(ids), n_boot))
+    for stratum in strata:
+        rows = [i for i, p in enumerate(ids) if p.startswith(stratum + STRATUM_SEP)]
+        if rows:
+            draw = rng.multinomial(len(rows), np.full(len(rows), 1 / len(rows)), size=n_boot).T
+            weights[rows] = draw / (len(rows) * len(strata))
+    return weights
+
+
 def steps_ratio_interval(problems: pl.DataFrame, reference_arm: str = "vanilla", target: float | None = None,
                          n_boot: int = 1000, level: float = 0.95, seed: int = 0,
                          gain_share: float | None = None) -> pl.DataFrame:
@@ -435,15 +502,20 @@ def steps_ratio_interval(problems: pl.DataFrame, reference_arm: str = "vanilla",
     the target). Each resample draws the problems with replacement (the same draw for every arm, seed and step:
     the arms are compared on paired problems) and each arm's seeds with replacement. Resamples in which the
     reference reaches the target at step 0, or never (a fixed target), make no ratio and are left out. Empty
-    without the reference arm, without a problem every run scored, or when the reference's seeds share no eval step."""
+    without the reference arm, without a problem every run scored, or when the reference's seeds share no eval step.
+    Rows of two or more sets (a set column) are the curve of MEAN_OF_SETS: each set's problems are drawn within it,
+    and a run's accuracy at a step is the equal-weight mean of its sets' (:func:`_problem_weights`)."""
     schema = {"arm": pl.String, "ratio_ci_low": pl.Float64, "ratio_ci_high": pl.Float64, "reach_share": pl.Float64}
     if n_boot < 1 or problems.is_empty() or reference_arm not in problems["arm"].unique().to_list():
         return pl.DataFrame(schema=schema)
+    strata = sorted(problems["set"].unique().to_list()) if "set" in problems.columns else []
+    if len(strata) > 1:  # a problem is its set and id: ids repeat across sets
+        problems = problems.with_columns(id=pl.col("set") + STRATUM_SEP + pl.col("id").cast(pl.String))
     ids = sorted(set.intersection(*(set(g["id"].to_list()) for _, g in problems.group_by("arm", "seed"))))
     if not ids:  # no paired problems to resample
         return pl.DataFrame(schema=schema)
     rng = np.random.default_rng(seed)
-    weights = rng.multinomial(len(ids), np.full(len(ids), 1 / len(ids)), size=n_boot).T / len(ids)  # (problems, B)
+    weights = _problem_weights(ids, strata if len(strata) > 1 else [], rng, n_boot)  # (problems, B)
     shared = problems.filter(pl.col("id").is_in(ids))
     curves = {str(arm): _resampled_curve(shared.filter(pl.col("arm") == arm), ids, weights, rng, n_boot)
               for arm in sorted(shared["arm"].unique().to_list())}  # a fixed order: every arm draws from the one rng
@@ -683,6 +755,81 @@ def sets_to_average(prompts: dict[str, list[str]]) -> tuple[list[str], list[str]
     return sorted(left), notes
 
 
+def problem_set_notes(samples: pl.DataFrame) -> list[str]:
+    """A note per held-out set whose evaluated policies (arm and seed) were not all scored on the same problems.
+    Every heldout stage run reads the set's file again, and a gold whose reading runs near its bound
+    (data.verify_timeout_s) can be kept in one run and dropped in another under load, which moves eval.max_problems'
+    cut too. A difference between arms pairs the problems both have, but each arm's accuracy is on its own.
+    in: the per-sample frame (set, arm, seed, id); out: the notes ([] when every policy has the same problems)."""
+    notes = []
+    runs = samples.filter(~pl.col("set").str.ends_with(REACHABLE)).select("set", "arm", "seed", pl.col("id").cast(pl.String))
+    for (set_name,), rows in runs.unique().group_by("set", maintain_order=True):
+        every = rows["id"].n_unique()
+        own = rows.group_by("arm", "seed").agg(pl.len().alias("n")).sort("arm", "seed")
+        lacking = [(a, sd, every - n) for a, sd, n in own.iter_rows() if n < every]
+        if not lacking:
+            continue
+        shared = rows.group_by("id").agg(pl.len().alias("n")).filter(pl.col("n") == own.height).height
+        names = ", ".join(f"{a}:{sd} lacks {k}" for a, sd, k in lacking)
+        missing = every - shared
+        notes.append(f"held-out set {set_name}: the policies were not all evaluated on the same problems ({missing} "
+                     f"of the {every} problems some policy was scored on {'is' if missing == 1 else 'are'} missing "
+                     f"from another: {names}). Each "
+                     "heldout run reads the set's file again, and a gold whose reading nears its bound "
+                     "(data.verify_timeout_s) can be kept in one run and dropped in another under load; each arm's "
+                     "accuracy is on its own problems and a difference pairs the problems both have. To score every "
+                     "policy on one list, raise data.verify_timeout_s (it reruns ingest and every stage after it)")
+    return notes
+
+
+# how the held-out ingest's rejection reasons (saerl.data) read in a note, (one, several): "552 golds the verifier
+# cannot read"
+REASON_WORDS = {"unparseable answer": ("gold the verifier cannot read", "golds the verifier cannot read"),
+                "duplicate prompt": ("duplicate prompt", "duplicate prompts"),
+                "answer timeout": ("gold whose reading timed out (data.verify_timeout_s)",
+                                   "golds whose reading timed out (data.verify_timeout_s)"),
+                "answer check error": ("gold whose reading failed", "golds whose reading failed")}
+
+
+def _reason_words(reason: str, count: int) -> str:
+    """'552 golds the verifier cannot read': a held-out ingest's rejection reason and count, in words
+    (REASON_WORDS; another reason as '3 rejected as empty prompt'). in: reason, count; out: text."""
+    if reason not in REASON_WORDS:
+        return f"{count} rejected as {reason}"
+    return f"{count} {REASON_WORDS[reason][count != 1]}"
+
+
+def read_notes(read: pl.DataFrame, evaluated: dict[str, int]) -> list[str]:
+    """A note per held-out set whose file's rows were not all read (a heldout artifact's ingest.parquet): golds the
+    verifier cannot read, duplicate prompts and golds whose reading timed out are dropped at ingest, so the set's
+    accuracies are on the rest, not on the file as published (on CollegeMath 20% of the rows, and not evenly across
+    its topics). in: the frame (set, rows, kept, reasons: [{reason, count}]), {set: problems the final evaluation
+    scored} (eval.max_problems may keep fewer than were read); out: the notes."""
+    notes = []
+    for r in read.filter(pl.col("kept") < pl.col("rows")).iter_rows(named=True):
+        why = ", ".join(_reason_words(x["reason"], x["count"]) for x in r["reasons"] or [])
+        n = evaluated.get(r["set"])
+        scored = f" ({n} of them: eval.max_problems)" if n is not None and n < r["kept"] else ""
+        notes.append(f"held-out set {r['set']}: {r['kept']} of the file's {r['rows']} rows read"
+                     f"{f' ({why})' if why else ''}: its accuracies are on those rows{scored}, not on the whole file, "
+                     "so they do not compare with numbers published on the whole set; `saerl ingest FILE --prompt F "
+                     "--answer F` lists each row left out and why")
+    return notes
+
+
+def set_size(n: int, read: tuple[int, int] | None = None) -> str:
+    """A comparison block's problem count: '(500 problems)'; with how the set's file was read, (kept rows, file
+    rows), also what share it is: '(500 of 1319 problems)' under eval.max_problems, '(2249 readable of 2818 rows)'
+    when ingest dropped rows, '(500 of 2249 readable of 2818 rows)' with both. in: problems scored, (kept, rows) or
+    None; out: the text."""
+    if read is None or (n >= read[0] and read[0] >= read[1]):
+        return f"({n} problems)"
+    kept, rows = read
+    if kept >= rows:
+        return f"({n} of {rows} problems)"
+    return f"({n} readable of {rows} rows)" if n >= kept else f"({n} of {kept} readable of {rows} rows)"
+
+
 def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samples: pl.DataFrame | None = None,
                  metric: Metric = "greedy", level: float = EvalConfig.model_fields["ci_level"].default,
                  reference_fixed: bool = False, left_out: Collection[str] = ()) -> pl.DataFrame:
@@ -908,8 +1055,9 @@ def worse_than_base_notes(gains: pl.DataFrame, metric_names: dict[str, str]) -> 
     return notes
 
 
-def format_comparison(table: pl.DataFrame) -> str:
-    """A printable table of :func:`compare_arms` output, one block per set (headed by its problem count); says
+def format_comparison(table: pl.DataFrame, read: dict[str, tuple[int, int]] | None = None) -> str:
+    """A printable table of :func:`compare_arms` output, one block per set (headed by its problem count, and with
+    `read`, {set: (rows kept, rows in its file)}, the share of the file that is: :func:`set_size`); says
     when a difference is within noise, what the intervals account for, and how many answer checks failed (the
     verifier's timeouts/errors, scored wrong) where any did."""
     if table.is_empty():
@@ -921,7 +1069,7 @@ def format_comparison(table: pl.DataFrame) -> str:
     for set_name in table["set"].unique(maintain_order=True).to_list():
         block = table.filter(pl.col("set") == set_name)
         n = block.filter(pl.col("verdict") == "reference")["n_problems"].first() if "n_problems" in block.columns else None
-        lines += [f"set {set_name}" + (f" ({n} problems)" if n else ""), head]
+        lines += [f"set {set_name}" + (f" {set_size(n, (read or {}).get(set_name))}" if n else ""), head]
         for r in table.filter(pl.col("set") == set_name).iter_rows(named=True):
             ci = "n/a" if math.isnan(r["ci_low"]) else f"[{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
             if r["verdict"] == "reference":

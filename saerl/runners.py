@@ -12,7 +12,7 @@ import logging
 import shutil
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +21,14 @@ from typing import Any
 import polars as pl
 
 from saerl.artifacts import HUB_COMMIT, ArtifactRef, Build, build_machine
-from saerl.config import TESTBED_SET, ModelConfig, PipelineConfig, held_out_file, held_out_mapping
+from saerl.config import (
+    TESTBED_SET,
+    ModelConfig,
+    PipelineConfig,
+    eval_max_new_tokens,
+    held_out_file,
+    held_out_mapping,
+)
 from saerl.stages import SHUFFLED_ARMS, unread_fields
 
 log = logging.getLogger("saerl.runners")
@@ -557,11 +564,29 @@ def eval_sets(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, 
     (data.max_rows caps the training data only; eval.max_problems caps a held-out set by sha256(id)); a label
     column the training data maps but the held-out file lacks (topic, difficulty, ...) is left out for that file:
     evaluation needs only prompt and answer (and id), and reports per label where the file has one."""
+    return read_eval_sets(cfg, inputs)[0]
+
+
+# a heldout artifact's record of how each held-out set was read: the file's rows, the rows kept, and the rejected
+# rows' count per reason (saerl.data's vocabulary), so the evaluate stage can say what share of a file it scored
+# without reading the files again
+HELDOUT_INGEST = "ingest.parquet"
+INGEST_SCHEMA = {"set": pl.String, "rows": pl.Int64, "kept": pl.Int64,
+                 "reasons": pl.List(pl.Struct({"reason": pl.String, "count": pl.Int64}))}
+
+
+def read_eval_sets(cfg: PipelineConfig,
+                   inputs: dict[str, ArtifactRef]) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+    """:func:`eval_sets` with how each set was read: (the sets, a frame of INGEST_SCHEMA with one row per set: the
+    rows of its file, the rows kept and the rejected rows' count per reason; the testbed's split is read whole).
+    Rejected (or flagged) rows are warned of once a process. in: config, the stage's inputs; out: (sets, frame)."""
     from saerl.data import summarize
 
     sets: dict[str, pl.DataFrame] = {}
+    read = []
     if cfg.data.source == "testbed" and "testbed" in inputs:
         sets[TESTBED_SET] = pl.read_parquet(inputs["testbed"].file("world/eval.parquet"))
+        read.append(whole_set(TESTBED_SET, sets[TESTBED_SET].height))
     for name, entry in cfg.eval.sets.items():
         path = held_out_file(entry)
         result = held_out_rows(cfg, name, entry)
@@ -571,7 +596,15 @@ def eval_sets(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, 
             log.warning("eval set %s (%s): %s; `saerl ingest %s --prompt F --answer F` lists each row and reason",
                         name, path, summarize(result).replace("\n", "; "), path)
         sets[name] = result.kept
-    return sets
+        s = result.summary
+        read.append({"set": name, "rows": s["rows"], "kept": s["kept"],
+                     "reasons": [{"reason": r, "count": c} for r, c in s["reasons"].items()]})
+    return sets, pl.DataFrame(read, schema=INGEST_SCHEMA)
+
+
+def whole_set(name: str, rows: int) -> dict[str, Any]:
+    """An INGEST_SCHEMA row of a set read whole (the testbed's split: no row rejected). in: name, rows; out: row."""
+    return {"set": name, "rows": rows, "kept": rows, "reasons": []}
 
 
 def held_out_rows(cfg: PipelineConfig, name: str, entry: Any) -> Any:
@@ -779,7 +812,8 @@ HELDOUT_SETS = "sets.parquet"  # a heldout artifact's held-out problems (set, id
 def compute_heldout(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build, *, arm: str,
                     seed: int) -> dict[str, float]:
     """Heldout: one policy on every held-out set (:func:`saerl.evaluate.evaluate_loaded`: greedy and eval.k_samples
-    samples at eval.temperature, each answer judged by the verifier within eval.verify_timeout_s), the unit the
+    samples at eval.temperature, up to eval.max_new_tokens tokens each (unset: train.max_completion_length:
+    saerl.config.eval_max_new_tokens), each answer judged by the verifier within eval.verify_timeout_s), the unit the
     evaluate stage compares. The policy is training run (arm, seed)'s (its train artifact's policy/), or with arm
     BASE_ARM the starting policy (its scored pass, seed 0) and with PROBE_ARM the starting policy's probe pass
     (REACH_SEED, on the probe's own seed stream: saerl.evaluate._seed_for), which defines each set's reachable
@@ -787,14 +821,15 @@ def compute_heldout(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
     policy and the generation settings alone: a change of how evaluate compares (eval.ci_level, the steps target), a new seed or
     arm, or a sweep child that shares vanilla's training runs generates nothing again for the policies already
     evaluated. Writes eval.parquet (set, id, sample, correct, status, completion_len, truncated, + the sets'
-    difficulty/topic) and sets.parquet (set, id, prompt).
+    difficulty/topic), sets.parquet (set, id, prompt) and ingest.parquet (HELDOUT_INGEST: how each set's file was
+    read, :func:`read_eval_sets`).
     in: config, inputs (the run's train artifact, or the testbed for its LM; the testbed for its eval split), the
     build, arm, seed; out: metrics <set>_greedy (accuracy of the greedy pass; none for the probe pass), <set>_mean_k
     (over the eval.k_samples samples) and <set>_verifier_failures."""
     from saerl.evaluate import BASE_ARM, GREEDY, PROBE_ARM, evaluate_loaded, verifier_failures
     from saerl.policy_lm import load_policy
 
-    sets = eval_sets(cfg, inputs)
+    sets, read = read_eval_sets(cfg, inputs)
     if not sets:
         raise ValueError("no held-out set to evaluate on: use data.source=testbed or set eval.sets={name: file}")
     if arm in (BASE_ARM, PROBE_ARM):
@@ -803,12 +838,13 @@ def compute_heldout(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
         policy = inputs[TRAIN_RUN.format(arm=arm, seed=seed)].file("policy")
         model_cfg = cfg.model.model_copy(update={"revision": None})
     frame = evaluate_loaded(*load_policy(policy, model_cfg, device=cfg.runtime.device), sets, cfg.eval,
-                            cfg.train.max_completion_length, seed, greedy=arm != PROBE_ARM,
+                            eval_max_new_tokens(cfg), seed, greedy=arm != PROBE_ARM,
                             progress=cfg.runtime.progress, label=POLICY_LABEL.format(arm=arm, seed=seed),
                             probe=arm == PROBE_ARM)
     frame.write_parquet(build.path / HELDOUT)
     pl.concat([df.select(set=pl.lit(name), id=pl.col("id").cast(pl.String), prompt=pl.col("prompt").cast(pl.String))
                for name, df in sets.items()]).write_parquet(build.path / HELDOUT_SETS)
+    read.write_parquet(build.path / HELDOUT_INGEST)
     build.note(arm=arm, seed=seed)
     acc = (frame.group_by("set", greedy=pl.col("sample") == GREEDY)
            .agg(pl.col("correct").cast(pl.Float64).mean()).sort("set", "greedy"))
@@ -830,21 +866,29 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     comparison.parquet, steps_to_target.parquet, curves.parquet, comparison.txt and plots/accuracy_vs_step.png.
     With eval.base_policy the starting policy's evaluation is in eval.parquet too (arm "base"; gains.parquet: each
     arm's RL gain over it), and its probe pass (reach_probe.parquet) defines each set's reachable stratum, reported in
-    the summary and the comparisons as the set "<set>:reachable". Its notes (a held-out set sharing prompts with the
-    training data: :func:`held_out_overlap`; a set left out of the mean of the sets for sharing problems with
-    another: saerl.evaluate.sets_to_average; an arm that ended worse than the starting policy:
-    saerl.evaluate.worse_than_base_notes) head comparison.txt, above the tables, and the manifest."""
+    the summary and the comparisons as the set "<set>:reachable". Its notes (a held-out set whose file's rows were
+    not all read: saerl.evaluate.read_notes, from the heldout artifact's ingest.parquet; a set whose policies were
+    not scored on the same problems: problem_set_notes; a set whose completions were cut at the generation limit,
+    or gave no final answer, in over eval.truncation_note_share: truncation_notes; a held-out set sharing prompts
+    with the training data: :func:`held_out_overlap`; a set left out of the mean of the sets for sharing problems
+    with another: saerl.evaluate.sets_to_average; an arm that ended worse than the starting policy:
+    saerl.evaluate.worse_than_base_notes) head comparison.txt, above the tables, and the manifest. Each
+    set's table is headed by the share of its file it scored (saerl.evaluate.set_size)."""
     from saerl.evaluate import (
         BASE_ARM,
         PROBE_ARM,
         REACH_SEED,
         compare_arms,
+        completion_shares,
         final_problems,
         format_comparison,
         generated_prompts,
+        problem_set_notes,
         reachable_ids,
+        read_notes,
         sets_to_average,
         summarize_eval,
+        truncation_notes,
         with_reachable,
         worse_than_base_notes,
     )
@@ -857,7 +901,9 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     missing = [TRAIN_RUN.format(arm=arm, seed=seed) for arm, seed, _ in runs if (arm, seed) not in evaluated]
     if missing:
         raise ValueError(f"evaluate needs the heldout stage's evaluation of every training run; missing: {missing}")
-    sets = pl.read_parquet(next(iter(evaluated.values())).file(HELDOUT_SETS))
+    first = next(iter(evaluated.values()))
+    sets = pl.read_parquet(first.file(HELDOUT_SETS))
+    read = pl.read_parquet(first.file(HELDOUT_INGEST))
     held = {name: sets.filter(pl.col("set") == name) for name in sets["set"].unique(maintain_order=True).to_list()}
     overlap = held_out_overlap(read_prompts(inputs), held)
     frames, curves, costs = [], [], []
@@ -876,6 +922,9 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     samples = pl.concat(frames, how="diagonal_relaxed")
     samples.write_parquet(build.path / "eval.parquet")
     left_out, shared = sets_to_average(evaluated_prompts(sets, samples))
+    shares = completion_shares(samples)
+    ends = truncation_notes(shares, cfg.eval.truncation_note_share, eval_max_new_tokens(cfg))
+    differ = problem_set_notes(samples)
     if probe is not None:
         samples = with_reachable(samples, probe)
     problems = curve_problems(runs, reachable_ids(probe) if probe is not None else None)
@@ -898,18 +947,20 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
                                             reference_fixed=True, left_out=left_out)
                            .with_columns(metric=pl.lit(m)) for m in ("greedy", "mean_k")], how="diagonal_relaxed")
         gains.write_parquet(build.path / "gains.parquet")
+    cost = pl.concat(costs, how="diagonal_relaxed")
+    stt = steps_table(curve, problems, cost, reference, cfg, left_out)
+    stt.write_parquet(build.path / "steps_to_target.parquet")
     names = ("greedy pass@1", f"mean@{cfg.eval.k_samples}")
     worse = worse_than_base_notes(gains, dict(zip(("greedy", "mean_k"), names, strict=True))) if gains is not None else []
-    notes = warned("evaluate", overlap + shared + worse)
+    notes = warned("evaluate", read_notes(read, final_problems(tables[0])) + differ + ends + overlap + shared + worse)
     build.note(notes=notes)
-    cost = pl.concat(costs, how="diagonal_relaxed")
-    stt = steps_table(curve, problems, cost, reference, cfg)
-    stt.write_parquet(build.path / "steps_to_target.parquet")
+    sizes = {r["set"]: (r["kept"], r["rows"]) for r in read.iter_rows(named=True)}
     text = "".join(f"note: {n}\n" for n in notes)  # above the tables: what a reader of them must know first
-    text += "\n".join(f"== {m} ==\n{format_comparison(t)}" for m, t in zip(names, tables, strict=True))
+    text += "\n".join(f"== {m} ==\n{format_comparison(t, sizes)}" for m, t in zip(names, tables, strict=True))
     if gains is not None:
         text += "\n" + "\n".join(
-            f"== RL gain over the starting policy, {m} ==\n{format_comparison(gains.filter(pl.col('metric') == k))}"
+            f"== RL gain over the starting policy, {m} ==\n"
+            f"{format_comparison(gains.filter(pl.col('metric') == k), sizes)}"
             for m, k in zip(names, ("greedy", "mean_k"), strict=True))
     text += "\n" + format_steps(stt, final_problems(tables[0]))
     probe_metrics, probe_line = probe_failures(probe) if probe is not None else ({}, "")
@@ -917,7 +968,7 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     (build.path / "comparison.txt").write_text(text)
     targets = dict(stt.unique("set").select("set", "target").iter_rows())
     save_figure(accuracy_vs_step(curve, target=targets), build.path / PLOTS / "accuracy_vs_step.png")
-    return evaluate_metrics(tables, stt, gains, summary, reference) | probe_metrics
+    return evaluate_metrics(tables, stt, gains, summary, reference, shares, read) | probe_metrics
 
 
 def evaluated_prompts(sets: pl.DataFrame, samples: pl.DataFrame) -> dict[str, list[str]]:
@@ -975,16 +1026,27 @@ def failure_metrics(summary: pl.DataFrame) -> dict[str, float]:
 
 
 def evaluate_metrics(tables: list[pl.DataFrame], stt: pl.DataFrame, gains: pl.DataFrame | None,
-                     summary: pl.DataFrame, reference: str) -> dict[str, float]:
+                     summary: pl.DataFrame, reference: str, shares: pl.DataFrame | None = None,
+                     read: pl.DataFrame | None = None) -> dict[str, float]:
     """The evaluate stage's metrics. in: the greedy and mean_k comparisons, the steps-to-target table, the gains over
-    the starting policy (None without one), the summary by (arm, seed, set), the reference arm;
+    the starting policy (None without one), the summary by (arm, seed, set), the reference arm, each set's and arm's
+    completion shares (saerl.evaluate.completion_shares; None: none), how each set's file was read (a heldout
+    artifact's ingest.parquet; None: not known);
     out: <set>_<arm>_greedy (and _greedy_delta_pts against the reference), _mean_k, _verifier_failures,
     _steps_ratio with _steps_ratio_ci_high (both only when the ratio exists: not when the arm's mean curve never
-    reaches the target nor when the reference's is at it from the start), _prompts_to_target_ratio, _gain_pts;
+    reaches the target nor when the reference's is at it from the start), _prompts_to_target_ratio, _gain_pts,
+    _truncated_share and _no_answer_share (of every seed's greedy and sampled completions; no truncated share for
+    an evaluation that did not record it); <set>_file_rows and <set>_kept_rows (the rows of the set's file and those
+    read);
     with gains, the starting policy's own accuracy too, named like an arm's: <set>_base_greedy, <set>_base_mean_k."""
     from saerl.evaluate import BASE_ARM
 
     metrics: dict[str, float] = {}
+    for r in (shares.iter_rows(named=True) if shares is not None else ()):
+        metrics |= {f"{r['set']}_{r['arm']}_{c}_share": float(r[c]) for c in ("truncated", "no_answer")
+                    if r[c] is not None}
+    for r in (read.iter_rows(named=True) if read is not None else ()):
+        metrics |= {f"{r['set']}_file_rows": float(r["rows"]), f"{r['set']}_kept_rows": float(r["kept"])}
     for r in tables[0].iter_rows(named=True):
         metrics[f"{r['set']}_{r['arm']}_greedy"] = float(r["accuracy"])
         if r["arm"] != reference:
@@ -1009,35 +1071,68 @@ def evaluate_metrics(tables: list[pl.DataFrame], stt: pl.DataFrame, gains: pl.Da
 
 STEPS_SCHEMA = {"arm": pl.String, "seed": pl.Int64, "target": pl.Float64, "steps": pl.Int64, "reached": pl.Boolean,
                 "mean_steps": pl.Float64, "ratio": pl.Float64, "reference": pl.String, "target_fixed": pl.Boolean,
-                "target_share": pl.Float64, "target_problems": pl.Int64, "set": pl.String}  # an empty steps-to-target table
+                "target_share": pl.Float64, "target_problems": pl.Int64, "set": pl.String,
+                "averaged": pl.String}  # an empty steps-to-target table
 NO_CURVE = ("the training runs recorded no in-training learning curve (no held-out set while training: "
             "use data.source=testbed or set eval.sets, then retrain)")
 
 
 def steps_table(curve: pl.DataFrame, problems: pl.DataFrame, cost: pl.DataFrame, reference: str,
-                cfg: PipelineConfig) -> pl.DataFrame:
-    """Steps-to-target per held-out set of the training curves, with the ratio's bootstrap interval.
+                cfg: PipelineConfig, left_out: Collection[str] = ()) -> pl.DataFrame:
+    """Steps-to-target per held-out set of the training curves, with the ratio's bootstrap interval, and with two or
+    more sets averaged (:func:`averaged_sets`) the same for MEAN_OF_SETS: the steps that go with the comparison's
+    headline, read on the curve of those sets' greedy accuracies averaged with equal weight at each eval step
+    (:func:`mean_of_sets_curve`; its bootstrap draws each set's problems within it).
     in: curve (arm, seed, set, step, greedy), per-problem curve rows (:func:`curve_problems`), each run's
     generation cost, the reference arm, the config (eval.target_accuracy or target_gain_share, steps_bootstrap,
-    ci_level);
+    ci_level), the sets the comparison's mean leaves out (saerl.evaluate.sets_to_average);
     out: :func:`saerl.evaluate.steps_to_target` rows plus the interval columns (null where the row has no ratio: an
-    interval of a ratio that does not exist would read as one) and set. When the training runs recorded no curve
-    (they had no held-out set) the table is empty (STEPS_SCHEMA) and a warning says why."""
-    from saerl.evaluate import steps_ratio_interval, steps_to_target
+    interval of a ratio that does not exist would read as one), set and averaged (the sets a MEAN_OF_SETS row
+    averages, ', '-joined; null on a set's own rows). When the training runs recorded no curve (they had no
+    held-out set) the table is empty (STEPS_SCHEMA) and a warning says why."""
+    from saerl.evaluate import MEAN_OF_SETS, steps_ratio_interval, steps_to_target
 
     sets = curve["set"].unique().sort().to_list() if "set" in curve.columns else []
     if not sets:
         log.warning("evaluate: no steps-to-target: %s", NO_CURVE)
         return pl.DataFrame(schema=STEPS_SCHEMA)
     e = cfg.eval
-    return pl.concat([steps_to_target(curve, e.target_accuracy, reference, cost, e.target_gain_share,
+    averaged = averaged_sets(sets, left_out)
+    reads = [(s, curve, problems.filter(pl.col("set") == s)) for s in sets]
+    if averaged:
+        reads.append((MEAN_OF_SETS, mean_of_sets_curve(curve, averaged), problems.filter(pl.col("set").is_in(averaged))))
+    return pl.concat([steps_to_target(c, e.target_accuracy, reference, cost, e.target_gain_share,
                                       metric="greedy", set_name=s)
-                      .join(steps_ratio_interval(problems.filter(pl.col("set") == s), reference, e.target_accuracy,
+                      .join(steps_ratio_interval(p, reference, e.target_accuracy,
                                                  e.steps_bootstrap, e.ci_level, gain_share=e.target_gain_share),
                             on="arm", how="left")
-                      .with_columns(set=pl.lit(s))
-                      for s in sets], how="diagonal_relaxed").with_columns(
+                      .with_columns(set=pl.lit(s), averaged=pl.lit(", ".join(averaged) if s == MEAN_OF_SETS else None,
+                                                                   pl.String))
+                      for s, c, p in reads], how="diagonal_relaxed").with_columns(
         pl.when(pl.col("ratio").is_not_null()).then(pl.col(c)).alias(c) for c in ("ratio_ci_low", "ratio_ci_high"))
+
+
+def averaged_sets(sets: list[str], left_out: Collection[str] = ()) -> list[str]:
+    """The in-training sets MEAN_OF_SETS averages, as the comparison's headline does (saerl.evaluate.compare_arms):
+    every set but a reachable stratum and one sharing problems with another (`left_out`); [] with fewer than two.
+    in: the curve's sets, the sets left out; out: the sets, sorted."""
+    from saerl.evaluate import REACHABLE
+
+    kept = sorted(s for s in sets if not s.endswith(REACHABLE) and s not in left_out)
+    return kept if len(kept) >= 2 else []
+
+
+def mean_of_sets_curve(curve: pl.DataFrame, sets: list[str]) -> pl.DataFrame:
+    """Each run's in-training curve averaged over `sets` with equal weight, at the steps it evaluated every one of
+    them: (arm, seed, step, greedy, n: the problems summed over the sets, set MEAN_OF_SETS). in: the curves (arm,
+    seed, set, step, greedy, n), the sets; out: the mean curve."""
+    from saerl.evaluate import MEAN_OF_SETS
+
+    n = pl.col("n").sum() if "n" in curve.columns else pl.lit(None, pl.Int64)
+    return (curve.filter(pl.col("set").is_in(sets)).group_by("arm", "seed", "step")
+            .agg(pl.col("greedy").mean(), n.alias("n"), pl.col("set").n_unique().alias("sets"))
+            .filter(pl.col("sets") == len(sets)).drop("sets").with_columns(set=pl.lit(MEAN_OF_SETS))
+            .sort("arm", "seed", "step"))
 
 
 def format_steps(stt: pl.DataFrame, final: dict[str, int] | None = None) -> str:
@@ -1046,16 +1141,20 @@ def format_steps(stt: pl.DataFrame, final: dict[str, int] | None = None) -> str:
     many seeds reached the target on their own, ratio to the reference or why there is none, and where the table
     has them, the prompts generated for by then and their ratio to the reference's).
     in: the steps-to-target table, {set: problems of the final evaluation} (None: not said); out: the text."""
-    from saerl.evaluate import AT_START, describe_target, no_ratio_reason
+    from saerl.evaluate import AT_START, MEAN_OF_SETS, describe_target, no_ratio_reason
     from saerl.report import format_ratio_interval
 
     lines = ["steps to target (greedy, in-training curve: the first eval step at which an arm's mean curve over its "
              "seeds reaches the target)"]
     if stt.is_empty():
         lines.append(f"  none: {NO_CURVE}")
-    rows = stt.unique(["set", "arm"], maintain_order=True).sort("set", "arm")
+    rows = stt.unique(["set", "arm"], maintain_order=True).sort(pl.col("set") == MEAN_OF_SETS, "set", "arm")
     for set_name in rows["set"].unique(maintain_order=True).to_list():
         per_set = rows.filter(pl.col("set") == set_name)
+        averaged = per_set["averaged"][0] if "averaged" in per_set.columns else None
+        if averaged:  # a MEAN_OF_SETS row
+            lines.append(f"  {set_name}: the steps that go with the headline {set_name}, read on each eval step's "
+                         f"greedy accuracy averaged over {averaged} with equal weight")
         lines.append(f"  {set_name} target: {describe_target(per_set.row(0, named=True), (final or {}).get(set_name))}")
         for r in per_set.iter_rows(named=True):
             reached = stt.filter((pl.col("set") == set_name) & (pl.col("arm") == r["arm"]))["reached"]

@@ -23,6 +23,7 @@ from saerl.config import (
     PipelineConfig,
     ScoreConfig,
     config_slice,
+    eval_max_new_tokens,
     flatten,
     redacted,
     resolve_layer,
@@ -109,16 +110,16 @@ STAGES: dict[str, Stage] = {
             "one RL run per (arm, seed): policy checkpoint, per-step log, greedy learning curve",
         ),
         Stage(
-            "heldout", "2",
+            "heldout", "3",
             ("model", "eval.k_samples", "eval.temperature", "eval.max_problems", "eval.batch_size",
-             "eval.verify_timeout_s", "eval.sets", "train.max_completion_length", "data"),
+             "eval.verify_timeout_s", "eval.sets", "eval.max_new_tokens", "train.max_completion_length", "data"),
             ("train", "testbed"),
             "one policy on the held-out sets, greedy and k samples per problem: an (arm, seed) run's trained policy, "
             "the starting policy, or the starting policy's probe pass",
         ),
         Stage("evaluate", "23",
               ("eval.base_policy", "eval.k_samples", "eval.target_accuracy", "eval.target_gain_share", "eval.ci_level",
-               "eval.steps_bootstrap", "train.arms", "train.seeds"),
+               "eval.steps_bootstrap", "eval.truncation_note_share", "train.arms", "train.seeds"),
               ("heldout", "train", "ingest"), "eval.parquet, arm comparison, steps-to-target"),
     )
 }
@@ -390,16 +391,25 @@ def located(field: str, value: Any) -> Any:
     return set_order(field, value)
 
 
+# the final evaluation's generation limit and the field it falls back to (saerl.config.eval_max_new_tokens)
+EVAL_BUDGET: tuple[str, str] = ("eval.max_new_tokens", "train.max_completion_length")
+
+
 def stage_slice(cfg: PipelineConfig, stage: str, keys: Mapping[str, str] | None = None) -> dict[str, object]:
     """The config fields `stage` reads under `cfg` given its input keys `keys` (saerl.pipeline.input_keys: the
     device type under "device", a training run's arm under "arm"; either absent: not known), as
     {dotted path: value} (:func:`unread_fields` left out). A field naming a data file enters by its suffix
     (:func:`located`). extract.layer enters by the block it resolves to where the model's depth is known
     (:func:`known_depth`): None for the middle block (the unset value, so the keys built before stay) and the
-    block's index otherwise, so unset, a negative index and the same block named plainly share a key."""
+    block's index otherwise, so unset, a negative index and the same block named plainly share a key. A stage that
+    reads eval.max_new_tokens (heldout) keys the limit it generates with under that name, in place of both
+    EVAL_BUDGET fields, so unset (train.max_completion_length's) and the same number named plainly share a key."""
     keys = keys or {}
     unread = unread_fields(cfg, stage, keys.get("device"), keys.get("arm"))
     out = {k: located(k, v) for k, v in config_slice(cfg, STAGES[stage].reads).items() if k not in unread}
+    if EVAL_BUDGET[0] in out:
+        out.pop(EVAL_BUDGET[1], None)
+        out[EVAL_BUDGET[0]] = eval_max_new_tokens(cfg)
     if "extract.layer" in out and (depth := known_depth(cfg)) is not None:
         try:
             block = resolve_layer(cfg.extract.layer, depth)

@@ -74,7 +74,8 @@ LOGGED_TABLES = {  # small tables a person wants beside the run in MLflow
     "properties": ("property_report.parquet", "clusters.parquet"),
     "curriculum": (*ARM_ORDERS.values(), VANILLA),  # every arm's order: the ablation arms' (order_only, filter_only) too
     "train": ("trained_order.parquet", "log.parquet", "curve.parquet"),
-    "heldout": ("eval.parquet",),  # the policy's answers per problem and sample (correct, status, length)
+    # the policy's answers per problem and sample (correct, status, length), and how each set's file was read
+    "heldout": ("eval.parquet", "ingest.parquet"),
     "evaluate": ("comparison.txt", "comparison.parquet", "gains.parquet", "summary.parquet", "steps_to_target.parquet",
                  "curves.parquet"),
 }

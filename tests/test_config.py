@@ -423,6 +423,22 @@ def test_an_unknown_key_for_a_knob_elsewhere_suggests_that_knob_not_another_stag
         load_config(None, [f"{key}=1"])
 
 
+def test_the_final_evaluations_limit_is_its_own_field_defaulting_to_the_training_length():
+    """eval.max_new_tokens was a key alias of train.max_completion_length (the only limit, the train key's too): it
+    is a field of its own, unset meaning the training length, and the paper's config evaluates at the 2048 tokens
+    Qwen2.5-Math's own suite generates."""
+    from saerl.config import KEY_ALIASES, eval_max_new_tokens
+
+    assert "eval.max_new_tokens" not in KEY_ALIASES
+    default = load_config(None, ["train.max_completion_length=40"])
+    assert default.eval.max_new_tokens is None and eval_max_new_tokens(default) == 40
+    assert eval_max_new_tokens(load_config(None, ["train.max_completion_length=40", "eval.max_new_tokens=96"])) == 96
+    with pytest.raises(ConfigError, match="eval.max_new_tokens"):
+        load_config(None, ["eval.max_new_tokens=0"])
+    qwen = load_config(CONFIGS / "qwen2.5-math-1.5b.yaml")
+    assert (eval_max_new_tokens(qwen), qwen.train.max_completion_length) == (2048, 512)
+
+
 def test_every_key_alias_names_a_valid_key_for_an_invalid_one():
     from saerl.config import KEY_ALIASES
 

@@ -19,13 +19,16 @@ from saerl.evaluate import (
     format_comparison,
     generated_prompts,
     problem_scores,
+    problem_set_notes,
     reachable_ids,
     reaches,
     select_problems,
+    set_size,
     steps_ratio_interval,
     steps_to_target,
     summarize_eval,
     training_signal,
+    truncation_notes,
     with_reachable,
     worse_than_base_notes,
 )
@@ -224,6 +227,60 @@ def test_summarize_eval_known_values():
     assert s["greedy"] == 0.5 and s["greedy_se"] == pytest.approx(0.57735 / 2, abs=1e-5)
     assert s["mean_k"] == 0.5 and s["mean_k_se"] == pytest.approx(0.408248 / 2, abs=1e-5)
     assert s["pass_k"] == 0.75
+
+
+def test_summarize_eval_gives_the_shares_of_completions_cut_and_unanswered():
+    """eval.parquet recorded each completion's truncation and status, but no summary read them: a 0% caused by the
+    generation limit read like a real 0%. summary.parquet has the share of all samples cut at the limit and with no
+    final answer (null truncated share for a frame without the column)."""
+    df = _samples([1, 0], [[1, 0], [0, 0]], statuses={1: "no_answer", 3: "no_answer", 4: "no_answer"})
+    s = summarize_eval(df.with_columns(truncated=pl.Series([False, True, False, True, True, False])))
+    assert s.row(0, named=True)["truncated"] == 0.5 and s.row(0, named=True)["no_answer"] == 0.5
+    bare = summarize_eval(df).row(0, named=True)
+    assert bare["truncated"] is None and bare["no_answer"] == 0.5
+
+
+def test_truncation_notes_name_the_fix_above_the_share_only():
+    """A set where some arm's completions are cut at the limit (or give no final answer) in over
+    eval.truncation_note_share gets a note naming the fix; a reachable stratum is a subset, noted through its set."""
+    shares = pl.DataFrame({"set": ["A", "A", "B", "B", "C", "A:reachable"], "arm": ["base", "saerl"] * 3,
+                           "truncated": [0.02, 0.3, 0.0, 0.01, 0.0, 0.9], "no_answer": [0.02, 0.31, 0.4, 0.0, 0.0, 0.9]})
+    a, b = truncation_notes(shares, 0.05, 512)
+    assert a.startswith("held-out set A: of the completions of each arm (greedy and sampled, every seed), cut at the "
+                        "512-token generation limit without ending: base 2%, saerl 30%; with no final answer")
+    assert a.endswith("raise eval.max_new_tokens (now 512; the heldout stage generates again, nothing is retrained)")
+    assert b.startswith("held-out set B: of the completions of each arm (greedy and sampled, every seed), with no "
+                        "final answer ('####' or \\boxed{}): base 40%, saerl 0%. Both are scored wrong, so these "
+                        "accuracies measure the answer format as much as solving: prompt the policy")
+    assert truncation_notes(shares, 0.95, 512) == []
+
+
+def test_problem_set_notes_name_the_set_and_the_policies_short_of_problems():
+    """Held-out ingest bounds each gold's reading in time, so one heldout run can keep a problem another dropped: each
+    arm's accuracy was then on its own list, unremarked."""
+    one = _samples([1, 0, 1], [[1], [0], [1]])
+    frames = [one.with_columns(arm=pl.lit(a), seed=pl.lit(0)) for a in ("base", "vanilla")]
+    short = one.filter(pl.col("id") != "q2").with_columns(arm=pl.lit("saerl"), seed=pl.lit(1))
+    assert problem_set_notes(pl.concat(frames)) == []
+    stratum = short.with_columns(set=pl.lit("A" + REACHABLE))
+    (note,) = problem_set_notes(pl.concat([*frames, short, stratum], how="diagonal_relaxed"))
+    assert note.startswith("held-out set A: the policies were not all evaluated on the same problems (1 of the 3 "
+                           "problems some policy was scored on is missing from another: saerl:1 lacks 1).")
+
+
+@pytest.mark.parametrize(("n", "read", "text"), [
+    (500, None, "(500 problems)"), (1319, (1319, 1319), "(1319 problems)"), (500, (1319, 1319), "(500 of 1319 problems)"),
+    (2249, (2249, 2818), "(2249 readable of 2818 rows)"), (500, (2249, 2818), "(500 of 2249 readable of 2818 rows)"),
+])
+def test_a_sets_header_gives_the_share_of_its_file(n, read, text):
+    """'set college_math (500 problems)' hid that the 500 were drawn (eval.max_problems) from the 2249 rows of 2818
+    whose golds the verifier reads."""
+    assert set_size(n, read) == text
+    table = compare_arms(pl.DataFrame({"arm": ["vanilla", "saerl"], "seed": [0, 0], "set": ["s", "s"],
+                                       "accuracy": [0.5, 0.6]}),
+                         samples=_samples([1, 0], [[1], [0]], set_name="s").with_columns(arm=pl.lit("vanilla"), seed=pl.lit(0))
+                         .vstack(_samples([1, 1], [[1], [1]], set_name="s").with_columns(arm=pl.lit("saerl"), seed=pl.lit(0))))
+    assert format_comparison(table, {"s": (4, 9)}).splitlines()[0] == "set s (2 of 4 readable of 9 rows)"
 
 
 def test_summarize_eval_by_a_column_some_sets_lack():

@@ -16,7 +16,7 @@ from saerl.artifacts import ArtifactRef, ArtifactStore
 from saerl.config import load_config
 from saerl.evaluate import REACH_SEED
 from saerl.pipeline import heldout_variants, resolve_upstream, run_label, run_stage
-from saerl.runners import CURVE_PROBLEMS
+from saerl.runners import CURVE_PROBLEMS, INGEST_SCHEMA, whole_set
 from saerl.stages import STAGES
 
 pytestmark = pytest.mark.slow  # each test runs the heldout and evaluate stages end to end, some twice
@@ -86,7 +86,9 @@ def stubbed(monkeypatch):
 
     monkeypatch.setattr(saerl.policy_lm, "load_policy", load)
     monkeypatch.setattr(saerl.evaluate, "evaluate_loaded", evaluate)
-    monkeypatch.setattr("saerl.runners.eval_sets", lambda cfg, inputs: {"heldout": pl.DataFrame({"id": ["q0"], "prompt": ["What is 1+1?"]})})
+    sets = {"heldout": pl.DataFrame({"id": ["q0"], "prompt": ["What is 1+1?"]})}
+    read = pl.DataFrame([whole_set(name, df.height) for name, df in sets.items()], schema=INGEST_SCHEMA)
+    monkeypatch.setattr("saerl.runners.read_eval_sets", lambda cfg, inputs: (sets, read))
     return state
 
 

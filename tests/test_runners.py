@@ -9,7 +9,7 @@ import pytest
 from saerl.artifacts import ArtifactRef, Build
 from saerl.config import PipelineConfig, load_config
 from saerl.curriculum import whole_batches
-from saerl.evaluate import steps_to_target
+from saerl.evaluate import MEAN_OF_SETS, steps_to_target
 from saerl.runners import (
     ARM_ORDERS,
     ORDER,
@@ -272,7 +272,60 @@ def test_steps_table_reads_every_set_of_the_curve():
                             "arm", "seed")
     cost = curve.select("arm", "seed", "step", (pl.col("step") * 4).alias("prompts")).unique()
     stt = steps_table(curve, problems, cost, "vanilla", load_config(None, ["eval.steps_bootstrap=0"]))
-    assert sorted(stt["set"].unique()) == ["a", "b"] and set(stt["arm"]) == {"saerl", "vanilla"}
+    assert sorted(stt["set"].unique()) == ["a", "b", MEAN_OF_SETS] and set(stt["arm"]) == {"saerl", "vanilla"}
+
+
+def _two_set_curve() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """In-training curves of sets a (8 problems) and b (2), every problem of a set alike at each step, one seed:
+    vanilla solves b from step 10 and a from step 20, saerl a from step 10 and b from step 20. Averaged with equal
+    weight both arms are at 50% at step 10; weighted by problems (the sets pooled) vanilla is at 20% there and saerl
+    at 80%. out: (curve, per-problem rows)."""
+    first = {"vanilla": {"a": 20, "b": 10}, "saerl": {"a": 10, "b": 20}}
+    problems = pl.DataFrame([{"step": step, "set": s, "id": f"{s}{i}", "correct": step >= first[arm][s], "arm": arm,
+                              "seed": 0}
+                             for arm in first for s, n in (("a", 8), ("b", 2)) for i in range(n) for step in (0, 10, 20)])
+    curve = (problems.group_by("arm", "seed", "set", "step")
+             .agg(pl.col("correct").cast(pl.Float64).mean().alias("greedy"), pl.len().cast(pl.Int64).alias("n"))
+             .sort("arm", "set", "step"))
+    return curve, problems
+
+
+def test_steps_to_target_of_the_mean_of_sets_reads_the_equal_weight_mean_curve():
+    """The headline accuracy is mean_of_sets, but steps-to-target existed per set only, so the '<= 0.7x steps' claim
+    could not be read for the headline. With two or more sets the table has a mean_of_sets row, read on the sets'
+    curves averaged with equal weight at each step, and its bootstrap draws each set's problems within it (every
+    problem of a set alike here, so every resample gives the point's ratio: pooling the sets' problems would move
+    the mix of a and b, and the ratio with it)."""
+    curve, problems = _two_set_curve()
+    cost = curve.select("arm", "seed", "step", (pl.col("step") * 4).alias("prompts")).unique()
+    cfg = load_config(None, ["eval.target_accuracy=0.5", "eval.steps_bootstrap=200"])
+    stt = steps_table(curve, problems, cost, "vanilla", cfg).unique(["set", "arm"])
+    row = {(r["set"], r["arm"]): r for r in stt.iter_rows(named=True)}
+    assert row["a", "saerl"]["ratio"] == 0.5 and row["b", "saerl"]["ratio"] == 2.0
+    mean = row[MEAN_OF_SETS, "saerl"]
+    assert (mean["mean_steps"], row[MEAN_OF_SETS, "vanilla"]["mean_steps"], mean["ratio"]) == (10.0, 10.0, 1.0)
+    assert (mean["ratio_ci_low"], mean["ratio_ci_high"]) == (1.0, 1.0)
+    assert mean["averaged"] == "a, b" and mean["target_problems"] == 10 and row["a", "saerl"]["averaged"] is None
+    text = format_steps(stt, {"a": 8, "b": 2, MEAN_OF_SETS: 10})
+    lines = text.splitlines()
+    at = lines.index(f"  {MEAN_OF_SETS}: the steps that go with the headline {MEAN_OF_SETS}, read on each eval "
+                     "step's greedy accuracy averaged over a, b with equal weight")
+    assert at > max(i for i, line in enumerate(lines) if line.split()[0] in ("a", "b"))  # after the sets' own rows
+    assert any(line.split()[:2] == [MEAN_OF_SETS, "saerl"] and "ratio 1.00x [1.00, 1.00]" in line for line in lines)
+
+
+def test_no_mean_of_sets_steps_row_without_two_averaged_sets():
+    """One set has no mean to read; a set the headline leaves out (it shares problems with another) is left out of
+    the steps row's mean too, and with one set left no row is made."""
+    curve, problems = _two_set_curve()
+    cost = curve.select("arm", "seed", "step", (pl.col("step") * 4).alias("prompts")).unique()
+    cfg = load_config(None, ["eval.target_accuracy=0.5", "eval.steps_bootstrap=0"])
+    alone = steps_table(curve.filter(pl.col("set") == "a"), problems.filter(pl.col("set") == "a"), cost, "vanilla", cfg)
+    assert set(alone["set"]) == {"a"}
+    assert set(steps_table(curve, problems, cost, "vanilla", cfg, left_out=["b"])["set"]) == {"a", "b"}
+    reach = curve.filter(pl.col("set") == "a").with_columns(set=pl.lit("a:reachable"))
+    assert set(steps_table(pl.concat([curve.filter(pl.col("set") == "a"), reach]), problems, cost, "vanilla",
+                           cfg)["set"]) == {"a", "a:reachable"}
 
 
 def test_extraction_of_another_model_does_not_pin_the_policy_revision():
@@ -886,6 +939,17 @@ def test_score_inputs_give_the_residual_baseline_the_sae_difficulty_poolings(mon
     assert read.count("mean") == 1, "each pooling is read once"
 
 
+def _stub_sets(monkeypatch: pytest.MonkeyPatch, sets: dict[str, pl.DataFrame],
+               read: pl.DataFrame | None = None) -> None:
+    """The held-out sets the heldout stage reads, stubbed: `sets`, each read whole from its file unless `read`
+    (INGEST_SCHEMA) says how."""
+    from saerl.runners import INGEST_SCHEMA, whole_set
+
+    if read is None:
+        read = pl.DataFrame([whole_set(name, df.height) for name, df in sets.items()], schema=INGEST_SCHEMA)
+    monkeypatch.setattr("saerl.runners.read_eval_sets", lambda cfg, inputs: (sets, read))
+
+
 def _trained_arms(tmp_path: Path, trained_ids: list[str]) -> dict[str, ArtifactRef]:
     """Train artifacts of arms saerl and vanilla (seed 0) holding :func:`_at_start_curve`'s in-training curve, a
     one-step log and the ids trained on, as the evaluate stage reads them. out: {'train:<arm>:0': its ref}."""
@@ -982,8 +1046,7 @@ def test_compute_evaluate_writes_the_failures_and_the_target_into_its_table_and_
 
     monkeypatch.setattr(saerl.policy_lm, "load_policy", lambda path, *a, **k: (path, None))
     monkeypatch.setattr(saerl.evaluate, "evaluate_loaded", fake_eval)
-    monkeypatch.setattr("saerl.runners.eval_sets", lambda cfg, inputs: {
-        "heldout": pl.DataFrame({"id": ["q0", "q1"], "prompt": ["What is  1+1?", "What is 2+2?"]})})
+    _stub_sets(monkeypatch, {"heldout": pl.DataFrame({"id": ["q0", "q1"], "prompt": ["What is  1+1?", "What is 2+2?"]})})
     (tmp_path / "ingest").mkdir()
     pl.DataFrame({"id": ["a"], "prompt": ["what is 1+1?"]}).write_parquet(tmp_path / "ingest" / PROMPTS)
     inputs["ingest"] = ArtifactRef("ingest", "i", str(tmp_path / "ingest"))
@@ -1037,8 +1100,8 @@ def test_compute_evaluate_leaves_a_set_sharing_problems_out_of_the_mean_and_says
 
     monkeypatch.setattr(saerl.policy_lm, "load_policy", lambda path, *a, **k: (path, None))
     monkeypatch.setattr(saerl.evaluate, "evaluate_loaded", fake_eval)
-    monkeypatch.setattr("saerl.runners.eval_sets", lambda cfg, inputs: {
-        name: pl.DataFrame({"id": [f"{name}{i}" for i in range(len(ps))], "prompt": ps}) for name, ps in prompts.items()})
+    _stub_sets(monkeypatch, {name: pl.DataFrame({"id": [f"{name}{i}" for i in range(len(ps))], "prompt": ps})
+                             for name, ps in prompts.items()})
     (tmp_path / "ingest").mkdir()
     pl.DataFrame({"id": ["a"], "prompt": ["What is 5 * 3"]}).write_parquet(tmp_path / "ingest" / PROMPTS)
     inputs["ingest"] = ArtifactRef("ingest", "i", str(tmp_path / "ingest"))
@@ -1066,7 +1129,7 @@ def test_compute_evaluate_notes_an_arm_that_ended_worse_than_the_starting_policy
     """A final policy worse than the base was flagged only inside comparison.txt's gains block: the evaluate stage
     notes it where its notes go (the manifest, a warning, the head of comparison.txt), naming the arm and set."""
     from saerl.evaluate import BASE_ARM, PROBE_ARM, REACH_SEED
-    from saerl.runners import HELDOUT, HELDOUT_SETS, compute_evaluate
+    from saerl.runners import HELDOUT, HELDOUT_INGEST, HELDOUT_SETS, INGEST_SCHEMA, compute_evaluate
 
     inputs = _trained_arms(tmp_path, ["a"])
     ids = [f"q{i}" for i in range(40)]
@@ -1078,6 +1141,8 @@ def test_compute_evaluate_notes_an_arm_that_ended_worse_than_the_starting_policy
                       for n, i in enumerate(ids) for j in (0, 1)]).write_parquet(folder / HELDOUT)
         pl.DataFrame({"set": ["heldout"] * len(ids), "id": ids, "prompt": [f"What is {n}+1?" for n in range(len(ids))]}
                      ).write_parquet(folder / HELDOUT_SETS)
+        pl.DataFrame([{"set": "heldout", "rows": len(ids), "kept": len(ids), "reasons": []}], schema=INGEST_SCHEMA
+                     ).write_parquet(folder / HELDOUT_INGEST)
         inputs[f"heldout:{arm}:{seed}"] = ArtifactRef("heldout", arm, str(folder))
     (tmp_path / "ingest").mkdir()
     pl.DataFrame({"id": ["a"], "prompt": ["What is 5 * 3"]}).write_parquet(tmp_path / "ingest" / PROMPTS)
@@ -1090,6 +1155,112 @@ def test_compute_evaluate_notes_an_arm_that_ended_worse_than_the_starting_policy
     assert note.startswith("arm saerl ended worse than the starting policy") and "vanilla" not in note
     assert "on set heldout, greedy pass@1 -65.0 points" in note and "on set heldout, mean@4 -65.0 points" in note
     assert (out / "comparison.txt").read_text().startswith(f"note: {note}\n== greedy pass@1 ==\n")
+
+
+def test_compute_evaluate_says_what_share_of_each_file_it_scored_and_how_completions_ended(tmp_path, monkeypatch):
+    """The held-out rows ingest rejects (golds the verifier cannot read, duplicates: a fifth of CollegeMath) were a log
+    warning only, the header said '(10 problems)' of a capped, filtered pool, completions cut at the generation limit
+    (scored wrong) were reported nowhere, and arms scored on different problem lists passed unremarked. Now the
+    heldout artifact records how each file was read (ingest.parquet), and evaluate heads comparison.txt and its
+    manifest with a note per filtered set, per set whose completions were cut or unanswered over
+    eval.truncation_note_share, and per set whose policies' problems differ; each table's header gives the share of
+    the file, and the shares are in summary.parquet and the metrics."""
+    import saerl.evaluate
+    import saerl.policy_lm
+    from saerl.runners import HELDOUT_INGEST, INGEST_SCHEMA, compute_evaluate, compute_heldout
+
+    inputs = _trained_arms(tmp_path, ["a"])
+    limits = []
+
+    def fake_eval(model, tok, sets, cfg, max_new_tokens, seed, greedy=True, **kw):  # saerl lost q9; vanilla runs long
+        limits.append(max_new_tokens)
+        vanilla = "vanilla" in str(model)
+        ids = [f"q{i}" for i in range(10 - (not vanilla))]
+        return pl.DataFrame([{"set": "heldout", "id": i, "sample": j, "correct": n % 2 == 0 and not vanilla,
+                              "status": "no_answer" if vanilla else ("correct" if n % 2 == 0 else "wrong"),
+                              "truncated": vanilla and j == 0, "completion_len": 3}
+                             for n, i in enumerate(ids) for j in (0, 1)])
+
+    monkeypatch.setattr(saerl.policy_lm, "load_policy", lambda path, *a, **k: (path, None))
+    monkeypatch.setattr(saerl.evaluate, "evaluate_loaded", fake_eval)
+    read = pl.DataFrame([{"set": "heldout", "rows": 20, "kept": 12,
+                          "reasons": [{"reason": "unparseable answer", "count": 6}, {"reason": "duplicate prompt", "count": 1},
+                                      {"reason": "empty prompt", "count": 1}]}], schema=INGEST_SCHEMA)
+    _stub_sets(monkeypatch, {"heldout": pl.DataFrame({"id": ["q0"], "prompt": ["What is 7+7?"]})}, read)
+    (tmp_path / "ingest").mkdir()
+    pl.DataFrame({"id": ["a"], "prompt": ["What is 5 * 3"]}).write_parquet(tmp_path / "ingest" / PROMPTS)
+    inputs["ingest"] = ArtifactRef("ingest", "i", str(tmp_path / "ingest"))
+    cfg = load_config(None, ["eval.base_policy=false", "eval.steps_bootstrap=20", "eval.max_new_tokens=48",
+                             "eval.truncation_note_share=0.4"])
+    for arm in ("saerl", "vanilla"):
+        folder = tmp_path / f"heldout-{arm}"
+        folder.mkdir()
+        compute_heldout(cfg, {f"train:{arm}:0": inputs[f"train:{arm}:0"]}, Build(folder, {}), arm=arm, seed=0)
+        assert pl.read_parquet(folder / HELDOUT_INGEST).equals(read)
+        inputs[f"heldout:{arm}:0"] = ArtifactRef("heldout", arm, str(folder))
+    assert limits == [48, 48]  # eval.max_new_tokens, not train.max_completion_length
+    out = tmp_path / "evaluate"
+    (out / "plots").mkdir(parents=True)
+    build = Build(out, {})
+    metrics = compute_evaluate(cfg, inputs, build)
+    read_note, differ_note, ends_note = build.notes["notes"]
+    assert read_note == ("held-out set heldout: 12 of the file's 20 rows read (6 golds the verifier cannot read, 1 "
+                         "duplicate prompt, 1 rejected as empty prompt): its accuracies are on those rows (10 of them: "
+                         "eval.max_problems), not on the whole file, so they do not compare with numbers published on "
+                         "the whole set; `saerl ingest FILE --prompt F --answer F` lists each row left out and why")
+    assert differ_note.startswith("held-out set heldout: the policies were not all evaluated on the same problems (1 of "
+                                  "the 10 problems some policy was scored on is missing from another: saerl:0 lacks 1)")
+    assert ends_note.startswith("held-out set heldout: of the completions of each arm (greedy and sampled, every seed), "
+                                "cut at the 48-token generation limit without ending: saerl 0%, vanilla 50%; with no "
+                                "final answer ('####' or \\boxed{}): saerl 0%, vanilla 100%. Both are scored wrong")
+    assert ends_note.endswith("raise eval.max_new_tokens (now 48; the heldout stage generates again, nothing is "
+                              "retrained)")
+    text = (out / "comparison.txt").read_text()
+    assert text.startswith(f"note: {read_note}\nnote: {differ_note}\nnote: {ends_note}\n== greedy pass@1 ==\n"
+                           "set heldout (10 of 12 readable of 20 rows)\n")
+    summary = pl.read_parquet(out / "summary.parquet").sort("arm")
+    assert summary["truncated"].to_list() == [0.0, 0.5] and summary["no_answer"].to_list() == [0.0, 1.0]
+    assert (metrics["heldout_vanilla_truncated_share"], metrics["heldout_vanilla_no_answer_share"],
+            metrics["heldout_saerl_truncated_share"]) == (0.5, 1.0, 0.0)
+    assert (metrics["heldout_file_rows"], metrics["heldout_kept_rows"]) == (20.0, 12.0)
+    quiet = Build(tmp_path / "evaluate2", {})
+    (quiet.path / "plots").mkdir(parents=True)
+    compute_evaluate(load_config(None, ["eval.base_policy=false", "eval.steps_bootstrap=20",
+                                        "eval.truncation_note_share=1"]), inputs, quiet)
+    assert len(quiet.notes["notes"]) == 2  # no arm over the share: no note of how completions ended
+
+
+def test_compute_heldout_records_how_each_file_was_read_and_generates_to_eval_max_new_tokens(tmp_path, monkeypatch):
+    """The heldout stage reads each eval.sets file as saerl ingest does; how many of the file's rows it kept, and why
+    it dropped the others, reached only a log line. It is written beside the evaluation (ingest.parquet), which the
+    evaluate stage reads; and the final evaluation generates up to eval.max_new_tokens, falling back to
+    train.max_completion_length, the in-training curve's limit (it was the only one)."""
+    import saerl.evaluate
+    import saerl.policy_lm
+    from saerl.runners import HELDOUT_INGEST, compute_heldout
+
+    held = tmp_path / "held.jsonl"
+    held.write_text('{"question": "What is 1+1?", "answer": "2"}\n{"question": "Is it so?", "answer": "Yes"}\n'
+                    '{"question": "What is 1+1?", "answer": "2"}\n{"question": "What is 3+3?", "answer": "6"}\n')
+    limits = []
+
+    def fake_eval(model, tok, sets, cfg, max_new_tokens, seed, greedy=True, **kw):
+        limits.append(max_new_tokens)
+        return pl.DataFrame({"set": ["h"], "id": ["x"], "sample": [0], "correct": [True], "status": ["correct"]})
+
+    monkeypatch.setattr(saerl.policy_lm, "load_policy", lambda path, *a, **k: (path, None))
+    monkeypatch.setattr(saerl.evaluate, "evaluate_loaded", fake_eval)
+    base = ["data.source=file", f"data.path={tmp_path / 'train.jsonl'}", f"eval.sets={{\"h\": \"{held}\"}}",
+            "train.max_completion_length=24"]
+    inputs = {"train:saerl:0": ArtifactRef("train", "t", str(tmp_path / "train"))}
+    for extra, limit in (([], 24), (["eval.max_new_tokens=96"], 96)):
+        folder = tmp_path / f"heldout{limit}"
+        folder.mkdir()
+        compute_heldout(load_config(None, [*base, *extra]), inputs, Build(folder, {}), arm="saerl", seed=0)
+        assert limits[-1] == limit
+        assert pl.read_parquet(folder / HELDOUT_INGEST).to_dicts() == [
+            {"set": "h", "rows": 4, "kept": 2, "reasons": [{"reason": "unparseable answer", "count": 1},
+                                                          {"reason": "duplicate prompt", "count": 1}]}]
 
 
 def test_probe_failures_are_counted_and_said(caplog):

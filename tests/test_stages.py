@@ -104,6 +104,20 @@ def test_the_curve_timeout_is_the_evaluations_and_retrains():
     assert _key("train", "eval.verify_timeout_s=1") != _key("train")
 
 
+def test_the_final_evaluations_generation_limit_reruns_the_held_out_runs_alone():
+    """The final evaluation generated up to train.max_completion_length, part of the train key: evaluating at a longer
+    limit retrained every arm. eval.max_new_tokens is the heldout stage's alone; unset it is
+    train.max_completion_length, and the same number named plainly keys alike (no re-evaluation)."""
+    base, longer = _key("heldout"), _key("heldout", "eval.max_new_tokens=2048")
+    assert longer != base and _key("heldout", "train.max_completion_length=2048") == longer
+    assert _key("heldout", f"eval.max_new_tokens={PipelineConfig().train.max_completion_length}") == base
+    assert _key("heldout", "eval.max_new_tokens=2048", "train.max_completion_length=32") == longer  # the limit named
+    for stage in ("train", "label", "evaluate"):
+        assert _key(stage, "eval.max_new_tokens=2048") == _key(stage), stage
+    assert _key("evaluate", "eval.truncation_note_share=0.2") != _key("evaluate")  # its notes head comparison.txt
+    assert _key("heldout", "eval.truncation_note_share=0.2") == base
+
+
 def test_the_quality_threshold_reruns_the_curriculum_not_the_score_fits():
     """scores.parquet holds quality_hat alone; kept / share_kept are the curriculum's (saerl.curriculum.quality_kept)."""
     assert _key("score", "score.quality_threshold=0.8") == _key("score")
