@@ -42,6 +42,7 @@ PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # where Prefec
 LOGGED = "_saerl_traceback_logged"  # set on an error whose traceback a Prefect run logger printed (main's cue)
 USER_LINE_LOGGED = "_saerl_user_line_logged"  # set on a user error whose line a Prefect run logger printed
 PREFECT_FAILED_STATE = "Finished in state Failed("  # how Prefect's task engine starts its line after the failure's
+LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"  # the date too: a long run's log file crosses midnight
 SEEN_KEPT = 8  # the user errors UserErrorTracebacks remembers for that line (the latest; a run stops at its first)
 
 
@@ -94,7 +95,7 @@ def traceback_logged(err: BaseException) -> bool:
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt=LOG_DATEFMT)
     for noisy in ("httpx", "httpcore", "alembic", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     shared = UserErrorTracebacks()  # one for both loggers: a task's error is printed again by its flow's logger

@@ -25,6 +25,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.runlog import say_logger, send_saerl_warnings
 from flows.server import die_with_parent
 from saerl.artifacts import (
     ArtifactRef,
@@ -80,6 +81,7 @@ from saerl.runs import (
     StageRecord,
     explain,
     gone_note,
+    killed_runs,
     lineage_config,
     live_lock,
     new_run_id,
@@ -117,8 +119,11 @@ WORKER_DIED = "its Prefect worker died"  # how a run record's stop says so: 'tra
 FLOW_RUN_ENV = "PREFECT__FLOW_RUN_ID"  # what a Prefect worker (or runner) tells the process it starts to run
 STARTED_BY = os.getppid()  # this process's parent as the module is imported: a deployment flow run's, its worker
 WORKER_GONE = threading.Event()  # set once this process has seen its worker die (worker_lost)
+STAMP = "%H:%M:%S"  # the local time of day leading each line say() prints (a log file then says when a stage began)
 LOST_RUN = ("the Dask worker running it died (its process ended without saying how the task ended); the run's "
             "error says why the flow stopped")  # the message of a task run marked Crashed by crash_lost_runs
+KILLED_RUN = ("saerl run {run_id} was killed (its process ended before it could say how: SIGKILL, out of memory, a "
+              "lost machine); marked by the next run on its artifact root")  # crash_killed_runs's message
 
 
 def format_report(record: RunRecord) -> str:
@@ -139,11 +144,19 @@ def labelled(message: str, label: str | None) -> str:
     return "\n".join(f"{label}{LABEL_SEP}{line}" for line in message.split("\n"))
 
 
+def stamped(text: str) -> str:
+    """`text` led by the local time of day now (STAMP: '12:18:56 [train:saerl:0] computing ...') on its first line,
+    its other lines (a table's) as they are. in: text; out: text."""
+    return f"{time.strftime(STAMP)} {text}"
+
+
 def say(message: str, label: str | None = None) -> None:
-    """Print a line for the person at the terminal (each line led by `label`, :func:`labelled`) and log it to the
-    flow run (visible in Prefect, where the flow run's name says whose it is)."""
-    print(labelled(message, label), flush=True)
-    get_run_logger().info(message)
+    """Print a line for the person at the terminal, led by the time (:func:`stamped`; each line by `label` first,
+    :func:`labelled`), and send it to the Prefect flow or task run it is said in (its log in the Prefect UI, where
+    the flow run's name says whose it is), at INFO, without printing it again (flows.runlog.say_logger). Said
+    outside a Prefect run, it is printed only."""
+    print(stamped(labelled(message, label)), flush=True)
+    say_logger().info(message)
 
 
 def prefect_tags() -> dict[str, str]:
@@ -251,6 +264,81 @@ def crash_lost_runs(futures: list[Any]) -> int:
                     marked += 1
     except Exception as err:  # noqa: BLE001 - a state in the UI is not worth the run's own error
         log.warning("could not mark the task runs of dead Dask workers as crashed in Prefect (%s)", err)
+    return marked
+
+
+def crash_killed_runs(root: Path) -> list[str]:
+    """Mark as Crashed, in Prefect, the pipeline flow runs of the saerl runs under `root` that were killed (SIGKILL,
+    out of memory: saerl.runs.killed_runs) and are not in a final state, with their task runs that are not: Prefect
+    showed them Running for good, as MLflow showed their parent runs (saerl.tracking.close_dead_runs, which ends
+    those when the next run's tracking starts). The flow run is the record's PREFECT_FLOW_RUN_TAG where that is the
+    pipeline's own (no PREFECT_DEPLOYMENT_TAG); under a deployment, the tag is the deployment's flow run, which its
+    worker reports, and the pipeline's is found by its name, the run id (:func:`named_run`). Best effort: a failure
+    to reach the API is a warning, never the run's error. in: artifact root; out: the saerl run ids whose flow runs
+    were marked."""
+    killed = killed_runs(root)
+    if not killed:
+        return []
+    from prefect.client.orchestration import get_client
+
+    marked = []
+    try:
+        with get_client(sync_client=True) as client:
+            for record in killed:
+                flow_runs = pipeline_flow_runs(client, record)
+                if sum(crash_flow_run(client, flow_run_id, record.run_id) for flow_run_id in flow_runs):
+                    marked.append(record.run_id)
+    except Exception as err:  # noqa: BLE001 - a state in the UI is not worth the run
+        log.warning("Prefect: could not mark the flow runs of saerl runs that were killed as crashed (%s)", err)
+    if marked:
+        log.info("Prefect: marked the flow runs of %d saerl runs that were killed as Crashed: %s", len(marked),
+                 ", ".join(marked))
+    return marked
+
+
+def pipeline_flow_runs(client: Any, record: RunRecord) -> list[Any]:
+    """The ids of the Prefect flow runs that ran the pipeline of `record` (:func:`crash_killed_runs`): its
+    PREFECT_FLOW_RUN_TAG when no deployment started it, else the flow runs named after its run id; none for a record
+    without Prefect tags. in: a sync Prefect client, a run record; out: flow run ids."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    tags = record.extra.get(PREFECT_TAGS) or {}
+    if PREFECT_DEPLOYMENT_TAG not in tags:
+        return [tags[PREFECT_FLOW_RUN_TAG]] if tags.get(PREFECT_FLOW_RUN_TAG) else []
+    runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[record.run_id])))
+    return [run.id for run in runs]
+
+
+def crash_flow_run(client: Any, flow_run_id: Any, run_id: str) -> int:
+    """Set flow run `flow_run_id` and its task runs Crashed, each unless already final (a run the server does not
+    know is left alone), saying that saerl run `run_id` was killed. in: a sync Prefect client, the flow run's id,
+    the saerl run id; out: how many runs were marked."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import TERMINAL_STATES, StateType
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Crashed
+
+    try:
+        flow_run = client.read_flow_run(flow_run_id)
+    except ObjectNotFound:
+        return 0
+    message = KILLED_RUN.format(run_id=run_id)
+    open_types = [t for t in StateType if t not in TERMINAL_STATES]
+    tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])),
+                                  task_run_filter=TaskRunFilter(state=TaskRunFilterState(
+                                      type=TaskRunFilterStateType(any_=open_types))))
+    for task_run in tasks:
+        client.set_task_run_state(task_run.id, Crashed(message=message), force=True)
+    marked = len(tasks)
+    if flow_run.state is None or not flow_run.state.is_final():
+        client.set_flow_run_state(flow_run.id, Crashed(message=message), force=True)
+        marked += 1
     return marked
 
 
@@ -406,7 +494,10 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
     (credentials masked), kept in the run record and tagged; None (a sweep child, a call from Python): its equivalent
     on the run's config file. The MLflow parent run is tagged with the Prefect flow run and deployment
     (:func:`prefect_tags`), the code, library versions and machine at its start (saerl.tracking.record_tags), and
-    holds the run's config as CONFIG_FILE, which `saerl run` takes to run it again."""
+    holds the run's config as CONFIG_FILE, which `saerl run` takes to run it again. saerl's warnings logged in it
+    go to its Prefect log too (flows.runlog.send_saerl_warnings), and the Prefect flow runs of killed runs on the
+    root are marked Crashed (:func:`crash_killed_runs`), as the Tracker ends their MLflow runs."""
+    send_saerl_warnings()
     cfg = build_config(config)
     check_runnable(cfg, until)  # a deployment's run fails here, not at its last stage
     root = Path(cfg.runtime.artifact_root).resolve()
@@ -427,6 +518,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
                       common_tags=sweep_tags(sweep["id"], label) if sweep else {},
                       common_params=(sweep.get("params") or {}) if sweep else {})
     tracker.log_text(config_text(recorded_config(record.config), record.run_id, until), CONFIG_FILE)
+    crash_killed_runs(root)
     refs: dict[str, ArtifactRef] = {}
 
     def tell(message: str) -> None:

@@ -286,8 +286,10 @@ def _pretrain(model: Any, tok: Any, df: pl.DataFrame, cfg: TestbedConfig, progre
     model.train()
     batches: list[list[int]] = []
     log, acc = [], []
-    bar = tqdm(range(cfg.pretrain_steps), desc="pretrain", mininterval=5, disable=not progress)
-    for step in bar:
+    # counted by hand, not by iterating the bar: an iterating tqdm updates its count lazily, and a postfix drawn
+    # between two updates showed a stale step (126/1500 beside a loss of step 150)
+    bar = tqdm(total=cfg.pretrain_steps, desc="pretrain", mininterval=5, disable=not progress)
+    for step in range(cfg.pretrain_steps):
         if not batches:
             batches = length_buckets([len(e[0]) for e in examples], cfg.batch_size, cfg.bucket_batches, gen)
         ids, labels = _batch([examples[i] for i in batches.pop()], tok.pad_token_id)
@@ -298,10 +300,12 @@ def _pretrain(model: Any, tok: Any, df: pl.DataFrame, cfg: TestbedConfig, progre
         opt.step()
         sched.step()
         acc.append(loss.item())
+        bar.update()
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.pretrain_steps:  # the last window, even short
             log.append((step + 1, sum(acc) / len(acc)))
             bar.set_postfix(loss=f"{log[-1][1]:.3f}")
             acc = []
+    bar.close()
     model.eval()
     return log
 

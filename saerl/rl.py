@@ -9,6 +9,7 @@ judged as :func:`saerl.verify.verify_batch` judges it (plain numbers in process,
 
 from __future__ import annotations
 
+import ast
 import contextvars
 import functools
 import json
@@ -16,6 +17,7 @@ import logging
 import math
 import random
 import shutil
+import threading
 import time
 import warnings
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -27,6 +29,7 @@ import polars as pl
 import torch
 from datasets import Dataset
 from torch.utils.data import Sampler
+from tqdm.auto import tqdm
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -310,9 +313,11 @@ class StepBar(ProgressCallback):
         self.desc = desc
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        super().on_train_begin(args, state, control, **kw)
-        if self.training_bar is not None:
-            self.training_bar.set_description(self.desc, refresh=False)
+        """ProgressCallback's bar, described from its first frame: set after the parent drew it, the description
+        came only with the second frame, so a log file's first one said nothing of whose bar it was."""
+        if state.is_world_process_zero:
+            self.training_bar = tqdm(total=state.max_steps, desc=self.desc, dynamic_ncols=True)
+        self.current_step = 0
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
         if state.is_world_process_zero and self.training_bar is not None and logs:
@@ -743,6 +748,93 @@ def _keep_dynamic_sampling(trainer: Any, saving: CurveCheckpoint, resume: Path |
     trainer.restore_dynamic_sampling(json.loads((resume / STATE_FILE).read_text()))
 
 
+TRAINER_LOGGER = "transformers.trainer"  # the logger of transformers' Trainer, which warns of missing keys on resume
+MISSING_KEYS = "There were missing keys in the checkpoint model loaded: "  # how that warning starts (a list follows)
+
+
+def tied_twins(model: Any) -> dict[str, set[str]]:
+    """For each parameter name of `model` that names a tied weight, the other names of the same tensor (a head tied
+    to its embeddings: {'lm_head.weight': {'model.embed_tokens.weight'}, and back}). A checkpoint stores a tied
+    tensor once, under one of its names. in: a torch module; out: {name: the other names}."""
+    names: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    return {n: set(group) - {n} for group in names.values() if len(group) > 1 for n in group}
+
+
+def missing_keys(message: str) -> list[str] | None:
+    """The keys transformers' resume warning (MISSING_KEYS) lists, or None for any other message.
+    in: a log message; out: the keys."""
+    if not message.startswith(MISSING_KEYS):
+        return None
+    try:
+        keys = ast.literal_eval(message.removeprefix(MISSING_KEYS).rstrip("."))
+    except (ValueError, SyntaxError):
+        return None
+    return [str(k) for k in keys] if isinstance(keys, list | tuple) else None
+
+
+class TiedKeysFilter(logging.Filter):
+    """Drops transformers' "There were missing keys in the checkpoint model loaded: ['lm_head.weight']" on a resume
+    where every missing key names a weight tied to one the checkpoint holds (`twins`: :func:`tied_twins`): the
+    testbed LM ties its head to its embeddings, and its checkpoints store the tensor once, as the embeddings; loaded
+    into them, it is the head too (checked: after a resume the head is the embeddings' tensor, with the checkpoint's
+    values). It read like a corrupt checkpoint in the middle of every resume. Any other missing key is warned."""
+
+    def __init__(self, twins: dict[str, set[str]]) -> None:
+        super().__init__()
+        self.twins = twins
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """in: a record; out: False for the warning whose missing keys are all tied to a key it does not list."""
+        keys = missing_keys(record.getMessage())
+        return not keys or not all(self.twins.get(k, set()) - set(keys) for k in keys)
+
+
+@contextmanager
+def tied_keys_quiet(model: Any) -> Iterator[None]:
+    """:class:`TiedKeysFilter` for `model` on transformers' Trainer logger for the block (a training run).
+    in: the model trained; out: a context."""
+    quiet = TiedKeysFilter(tied_twins(model))
+    logger = logging.getLogger(TRAINER_LOGGER)
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+class _HubBars:
+    """Which blocks of :func:`hub_bars_off` are open, and whether transformers' bars were on before the first."""
+
+    lock = threading.Lock()
+    depth = 0
+    were_on = True
+
+
+@contextmanager
+def hub_bars_off() -> Iterator[None]:
+    """transformers' own progress bars off for the block (a training run): its "Writing model shards" bar at each
+    checkpoint, drawn below the training bar, wrote cursor-up codes (ESC[A) into a log file and the middle of the
+    training bar's line. saerl's training bar is tqdm's own, not affected. Blocks may overlap (training runs in the
+    threads of one process): the first to open turns them off, the last to close puts back what the first found
+    (off already under runtime.progress=false: saerl.pipeline.quiet_libraries)."""
+    from transformers.utils import logging as hf_logging
+
+    with _HubBars.lock:
+        if _HubBars.depth == 0:
+            _HubBars.were_on = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()
+        _HubBars.depth += 1
+    try:
+        yield
+    finally:
+        with _HubBars.lock:
+            _HubBars.depth -= 1
+            if _HubBars.depth == 0 and _HubBars.were_on:
+                hf_logging.enable_progress_bar()
+
+
 def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | None, cfg: TrainConfig,
                out_dir: str | Path, *, prompts_per_step: int, seed: int = 0, max_steps: int | None = None,
                time_limit_s: float | None = None, callbacks: list[Any] | None = None,
@@ -764,7 +856,9 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     `time_limit_s` counts too), and, under DAPO, the prompt stream's cursor and the prompts drawn before.
     Training runs on `device` (runtime.device, see :func:`grpo_config`), with a progress bar showing each step's
     reward, loss and completion length when `progress` (runtime.progress), described 'train <label>' (the runner's
-    label is '<arm>:<seed>', so each run's bar says whose it is), and no per-step dict printed either way.
+    label is '<arm>:<seed>', so each run's bar says whose it is), and no per-step dict printed either way;
+    transformers' own bars (a checkpoint's "Writing model shards") are off while it trains (:func:`hub_bars_off`),
+    and a resume does not warn of the tied head the checkpoint stores as the embeddings (:class:`TiedKeysFilter`).
     The training stream is `order` long enough for whole generation batches (:func:`stream_length`); under DAPO
     also for every round of dynamic sampling (times 1 + cfg.dynamic_sampling_max_rounds), where prompts whose
     rollouts are all right or all wrong are dropped (DAPO's rule: the correctness reward alone) and the next ones
@@ -840,7 +934,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     quiet_logs(trainer, progress, label)
     if dapo:
         _keep_dynamic_sampling(trainer, saving, resume, ckpt_dir)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), hub_bars_off(), tied_keys_quiet(trainer.model):
         warnings.filterwarnings("ignore", message=TRL_DEPRECATIONS, category=FutureWarning)
         trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     out = Path(out_dir)

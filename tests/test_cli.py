@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -151,6 +152,21 @@ def test_prefects_run_loggers_keep_a_user_errors_line_but_not_its_traceback():
     for name in PREFECT_RUN_LOGGERS:
         assert not any(isinstance(f, UserErrorTracebacks) for f in logging.getLogger(name).filters)
     _setup_logging(False)
+
+
+def test_log_lines_carry_the_date(monkeypatch):
+    """saerl's log lines said the time of day alone (12:04:02): in the log file of a run crossing midnight, or kept
+    for days, one could not tell when a line was written. They carry the date too."""
+    import logging
+
+    from flows.cli import _setup_logging
+
+    asked: dict = {}
+    monkeypatch.setattr(logging, "basicConfig", lambda **kw: asked.update(kw))
+    _setup_logging(False)
+    line = logging.Formatter(asked["format"], asked["datefmt"]).format(
+        logging.LogRecord("saerl.flow", logging.INFO, __file__, 1, "said", None, None))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO saerl\.flow: said", line), line
 
 
 def test_a_stage_user_error_reads_once_from_prefect_not_once_per_run_level(prefect_api):
@@ -310,7 +326,8 @@ def test_cli_run_end_to_end_twice(tmp_path):
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
     def stage_lines(out: str) -> list[str]:
-        return [ln for ln in out.splitlines() if ln.startswith("[") and " key=" in ln and " computing " not in ln]
+        return [ln for ln in out.splitlines() if re.match(r"\d\d:\d\d:\d\d \[", ln) and " key=" in ln
+                and " computing " not in ln]
 
     again = stage_lines(second.stdout)
     assert len(again) == len(stage_lines(first.stdout)) >= 10 and all(" cached " in ln for ln in again)

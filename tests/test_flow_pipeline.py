@@ -4,6 +4,7 @@ changed field recompute (and say why), corrupt artifacts are rebuilt, MLflow get
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from saerl.config import flatten, load_config
 
 pytestmark = pytest.mark.slow
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
+STAMP = re.compile(r"\d\d:\d\d:\d\d ")  # the time of day leading each line the flow says (flows.pipeline.say)
 
 
 def _run(root, *overrides, until=None):
@@ -257,8 +259,9 @@ def test_a_prefect_cache_hit_records_its_own_seconds_not_the_builds(prefect_api,
         outs.append(capsys.readouterr().out.splitlines())
     assert [r["status"] for r in runs] == ["computed", "cached"]
     assert runs[0]["seconds"] >= 2.0 > runs[1]["seconds"]
-    starts = [i for i, ln in enumerate(outs[0]) if ln == f"[ingest] computing key={runs[0]['key'][:12]} ..."]
-    ends = [i for i, ln in enumerate(outs[0]) if ln.startswith("[ingest] computed key=")]
+    said = [STAMP.sub("", ln, count=1) for ln in outs[0]]  # each line led by the time it was said
+    starts = [i for i, ln in enumerate(said) if ln == f"[ingest] computing key={runs[0]['key'][:12]} ..."]
+    ends = [i for i, ln in enumerate(said) if ln.startswith("[ingest] computed key=")]
     assert len(starts) == len(ends) == 1 and starts[0] < ends[0], outs[0]
     assert not any(" computing " in ln for ln in outs[1]), outs[1]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -398,8 +399,8 @@ def test_a_sweep_run_is_labelled_in_its_lines_its_mlflow_run_and_its_record(tmp_
                         sweep={"id": "20260101-000000-000000-5eed", "setting": "mix_ratio=0.5",
                                "params": {"sweep.curriculum.mix_ratio": "0.5"}})
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines and all(ln.startswith("mix_ratio=0.5 | ") for ln in lines), lines
-    assert any(ln.startswith("mix_ratio=0.5 | [ingest] computed") for ln in lines)
+    assert lines and all(re.match(r"(\d\d:\d\d:\d\d )?mix_ratio=0.5 \| ", ln) for ln in lines), lines
+    assert any(re.match(r"\d\d:\d\d:\d\d mix_ratio=0.5 \| \[ingest\] computed", ln) for ln in lines)
     record = load_run(tmp_path, "latest")
     assert record.extra[SWEEP] == "20260101-000000-000000-5eed" and record.extra[SETTING] == "mix_ratio=0.5"
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -297,3 +297,105 @@ def test_the_local_server_is_reached_past_a_proxy(prefect_api, tmp_path, monkeyp
     monkeypatch.setenv("NO_PROXY", "corp.example,.internal")  # restored after
     monkeypatch.setenv("no_proxy", "corp.example")
     assert prefect_env(tmp_path)["no_proxy"].split(",") == ["corp.example", ".internal", "127.0.0.1", "localhost"]
+
+
+SAID = "[ingest] computing key=0123456789ab ..."
+STAMP_LINE = r"\d\d:\d\d:\d\d "  # the local time leading each line say() prints
+
+
+def test_said_lines_reach_the_flow_runs_log_and_the_terminal_once(prefect_api, capfd):
+    """say() promised its lines were "logged to the flow run (visible in Prefect)", but logged them at INFO through
+    Prefect's run logger, at the WARNING the run sets: the audit's Prefect databases held no log line at all. Its lines
+    are now in the flow run's log, printed once on the terminal (led by the time), not again by Prefect's console;
+    saerl's own warnings reach the run's log too."""
+    import logging
+    import re
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.context import FlowRunContext
+
+    from flows.pipeline import say
+    from flows.runlog import send_saerl_warnings
+    from flows.server import drain_logs
+
+    @flow(name="says")
+    def says() -> str:
+        send_saerl_warnings()
+        say(SAID)
+        logging.getLogger("saerl.flowtest").warning("a saerl warning")
+        return str(FlowRunContext.get().flow_run.id)
+
+    flow_run_id = says()
+    drain_logs()
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    assert {SAID, "a saerl warning"} <= {entry.message for entry in logs}, [entry.message for entry in logs]
+    out, err = capfd.readouterr()
+    assert (out + err).count(SAID) == 1, out + err
+    assert re.search(rf"^{STAMP_LINE}{re.escape(SAID)}$", out, re.M), out
+
+
+def test_said_outside_a_flow_run_is_printed_only(capsys, recwarn):
+    """Outside a Prefect run (no run's log to send to) say() prints its line, led by the time, and nothing warns
+    (Prefect's run logger raised there, and its API handler warns)."""
+    import re
+
+    from flows.pipeline import say
+
+    say("line one\ntable row", label="mix_ratio=0.5")
+    assert re.fullmatch(rf"{STAMP_LINE}mix_ratio=0.5 \| line one\nmix_ratio=0.5 \| table row\n", capsys.readouterr().out)
+    assert not recwarn.list
+
+
+def test_the_flow_runs_of_killed_saerl_runs_are_marked_crashed(prefect_api, tmp_path):
+    """A `saerl run` killed by SIGKILL left its Prefect flow run and the task run it was in Running for good (MLflow's
+    parent run is ended by the next run). The next run marks them Crashed, saying why: the flow run its record names,
+    and under a deployment the pipeline's flow run named after its run id; a run still going (its live lock held), a
+    run that ended, and runs already final are left as they are."""
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed, Running
+
+    from flows.pipeline import KILLED_RUN, PREFECT_DEPLOYMENT_TAG, PREFECT_FLOW_RUN_TAG, crash_killed_runs
+    from saerl.runs import PREFECT_TAGS, RUNNING, RunRecord, live_lock, live_path, save_run
+
+    @flow(name="saerl-pipeline")
+    def stand_in() -> None:
+        pass
+
+    @task(name="stage")
+    def stage() -> None:
+        pass
+
+    with get_client(sync_client=True) as client:
+        def started(name: str) -> tuple[object, object]:
+            run = client.create_flow_run(stand_in, name=name, state=Running())
+            return run.id, client.create_task_run(stage, run.id, "0", state=Running()).id
+
+        runs = {name: started(name) for name in ("killed", "going", "ended", "20260101-000000-000000-dep1")}
+        done = client.create_task_run(stage, runs["killed"][0], "1", state=Completed()).id
+        records = {
+            "20260101-000000-000000-kill": {PREFECT_FLOW_RUN_TAG: str(runs["killed"][0])},
+            "20260101-000000-000000-goin": {PREFECT_FLOW_RUN_TAG: str(runs["going"][0])},
+            "20260101-000000-000000-dep1": {PREFECT_FLOW_RUN_TAG: "not-the-pipelines", PREFECT_DEPLOYMENT_TAG: "d"},
+        }
+        for run_id, tags in records.items():
+            save_run(tmp_path, RunRecord(name="demo", run_id=run_id, extra={RUNNING: True, PREFECT_TAGS: tags}))
+            live_path(tmp_path, run_id).touch()  # what a killed run leaves: its live file, the lock free
+        save_run(tmp_path, RunRecord(name="demo", run_id="20260101-000000-000000-endd",
+                                     extra={PREFECT_TAGS: {PREFECT_FLOW_RUN_TAG: str(runs["ended"][0])}}))
+
+        def states() -> dict[str, tuple[str, str]]:
+            return {name: (client.read_flow_run(f).state.name, client.read_task_run(t).state.name)
+                    for name, (f, t) in runs.items()}
+
+        with live_lock(tmp_path, "20260101-000000-000000-goin"):
+            assert crash_killed_runs(tmp_path) == ["20260101-000000-000000-dep1", "20260101-000000-000000-kill"]
+            assert states() == {"killed": ("Crashed", "Crashed"), "going": ("Running", "Running"),
+                                "ended": ("Running", "Running"), "20260101-000000-000000-dep1": ("Crashed", "Crashed")}
+            assert client.read_task_run(done).state.name == "Completed"
+            assert client.read_flow_run(runs["killed"][0]).state.message == KILLED_RUN.format(
+                run_id="20260101-000000-000000-kill")
+            assert crash_killed_runs(tmp_path) == [], "final states are left as they are"

@@ -107,6 +107,19 @@ def test_pretrain_on_fewer_examples_than_one_batch(world):
     assert [step for step, _ in short] == [2, 3] and all(loss == loss for _, loss in short)
 
 
+def test_the_pretraining_bar_shows_the_step_its_loss_is_from(world, capfd):
+    """The bar iterated over the steps, whose count tqdm updates lazily: each new loss was drawn beside the count of
+    an older step (126/1500 with step 150's loss in the audit's log). Each loss now comes with its own step."""
+    import re
+
+    tok = build_tokenizer(_texts(world))
+    capfd.readouterr()
+    log = pretrain(new_model(CFG, tok), tok, world["pretrain"].head(16), CFG, progress=True)
+    frames = re.split(r"[\r\n]", capfd.readouterr().err)
+    shown = [(int(m[1]), m[2]) for f in frames if (m := re.search(r" (\d+)/3 .*loss=([0-9.]+)", f))]
+    assert shown[: len(log)] == [(step, f"{loss:.3f}") for step, loss in log], frames
+
+
 def test_generate_samples_from_the_top_k_tokens(one_torch_thread):
     from tiny import tiny_model, tiny_tokenizer
 

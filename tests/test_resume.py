@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -255,7 +256,7 @@ def test_a_flow_resuming_a_killed_extraction_says_how_many_chunks_were_already_d
     why = record["stages"]["extract"]["reason"]
     assert why == (f"computed: resumed an interrupted build: {len(done)} of {total} chunks were already done; "
                    "no earlier run of this config ran this stage"), why
-    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[extract] computed"))
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if re.match(r"\d\d:\d\d:\d\d \[extract\] computed", ln))
     assert line.endswith(f"  {why}"), line
     assert record["stages"]["ingest"]["reason"] == "cached: same code version, inputs and config as a stored artifact"
     again = pipeline_flow(config=cfg.model_dump(mode="json"), until="extract")["stages"]["extract"]

@@ -559,6 +559,118 @@ def test_resumed_run_keeps_its_reward_counts_and_training_seconds(tiny_policy_di
     assert limited["resumed_from"] == 2 and limited["steps"] == 3 and limited["seconds"] >= 1000
 
 
+def test_a_resumed_tied_policy_takes_its_head_from_the_checkpoints_embeddings_unwarned(tiny_policy_dir, tmp_path,
+                                                                                      one_torch_thread):
+    """The testbed LM ties its head to its embeddings, and its checkpoints hold that tensor once, as the embeddings:
+    every resume warned "There were missing keys in the checkpoint model loaded: ['lm_head.weight']", which read like
+    a corrupt checkpoint. Checked here: the resumed head is the embeddings' tensor, with the checkpoint's values
+    (shifted after the kill, so a head left as the starting policy had it would differ); the warning is dropped."""
+    import logging
+
+    import torch
+    from safetensors.torch import load_file, save_file
+    from tiny import tiny_model, tiny_tokenizer
+    from transformers import TrainerCallback
+
+    from saerl.rl import TRAINER_LOGGER
+
+    _, prompts = tiny_policy_dir
+    tok, policy = tiny_tokenizer(), tmp_path / "tied"
+    tiny_model(tok, "llama", seed=0, hidden=16, tied=True).save_pretrained(policy)
+    tok.save_pretrained(policy)
+    seen: list[tuple[bool, bool]] = []
+
+    class Killed(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            raise KeyboardInterrupt
+
+    class Head(TrainerCallback):  # after the checkpoint is loaded, before the first step
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            head, embed = model.lm_head.weight, model.model.embed_tokens.weight
+            seen.append((head.data_ptr() == embed.data_ptr(), torch.equal(head.detach(), saved)))
+
+    class Warned(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    def train(callbacks):
+        cfg = TrainConfig(num_generations=2, max_completion_length=3, max_steps=4, save_every=2, keep_checkpoints=5)
+        return train_grpo(policy, prompts, None, cfg, tmp_path / "out", prompts_per_step=2, seed=0,
+                          checkpoint_dir=tmp_path / "ck", callbacks=callbacks, progress=False)
+
+    with pytest.raises(KeyboardInterrupt):
+        train([Killed()])
+    weights = tmp_path / "ck" / "checkpoint-2" / "model.safetensors"
+    tensors = load_file(weights)
+    assert "lm_head.weight" not in tensors  # stored once, as the embeddings
+    saved = tensors["model.embed_tokens.weight"] = tensors["model.embed_tokens.weight"] + 1.0
+    save_file(tensors, weights, metadata={"format": "pt"})
+    warned = Warned()
+    logging.getLogger(TRAINER_LOGGER).addHandler(warned)
+    try:
+        resumed = train([Head()])
+    finally:
+        logging.getLogger(TRAINER_LOGGER).removeHandler(warned)
+    assert resumed["resumed_from"] == 2 and seen == [(True, True)]
+    assert not [m for m in warned.messages if "missing keys" in m], warned.messages
+
+
+def test_only_missing_keys_tied_to_a_stored_one_go_unwarned():
+    """The missing-keys warning is dropped only where every key it lists shares its tensor with one it does not."""
+    import logging
+
+    from tiny import tiny_model, tiny_tokenizer
+
+    from saerl.rl import MISSING_KEYS, TiedKeysFilter, tied_twins
+
+    twins = tied_twins(tiny_model(tiny_tokenizer(), "llama", hidden=16, tied=True))
+    assert twins == {"lm_head.weight": {"model.embed_tokens.weight"}, "model.embed_tokens.weight": {"lm_head.weight"}}
+    assert tied_twins(tiny_model(tiny_tokenizer(), "llama", hidden=16)) == {}
+    quiet = TiedKeysFilter(twins)
+
+    def passes(message: str) -> bool:
+        return quiet.filter(logging.LogRecord("transformers.trainer", logging.WARNING, "", 0, message, None, None))
+
+    assert not passes(f"{MISSING_KEYS}['lm_head.weight'].")
+    assert passes(f"{MISSING_KEYS}['model.norm.weight'].")
+    assert passes(f"{MISSING_KEYS}['lm_head.weight', 'model.embed_tokens.weight'].")  # neither stored
+    assert passes(f"{MISSING_KEYS}['lm_head.weight', 'model.norm.weight'].")
+    assert passes("There were unexpected keys in the checkpoint model loaded: ['lm_head.weight'].")
+
+
+def test_the_training_bar_is_named_from_its_first_frame_and_checkpoints_draw_no_bar(tiny_policy_dir, tmp_path,
+                                                                                  one_torch_thread, capfd):
+    """The training bar's first frame had no description (it was set after the bar drew itself), and transformers'
+    "Writing model shards" bar at each checkpoint, drawn below the training bar, wrote cursor-up codes (ESC[A) into
+    a log file. The bar says whose it is from its first frame; checkpoints draw no bar (the trained policy's own
+    save, after the training bar closed, still does), and transformers' bars are on again after training."""
+    import re
+
+    from transformers.utils import logging as hf_logging
+
+    policy, prompts = tiny_policy_dir
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    try:
+        cfg = TrainConfig(num_generations=2, max_completion_length=3, max_steps=4, save_every=2, keep_checkpoints=5)
+        capfd.readouterr()
+        train_grpo(policy, prompts, None, cfg, tmp_path / "out", prompts_per_step=2, seed=0,
+                   checkpoint_dir=tmp_path / "ck", progress=True, label="saerl:0")
+        err = capfd.readouterr().err
+        assert hf_logging.is_progress_bar_enabled()
+    finally:
+        (hf_logging.enable_progress_bar if was_on else hf_logging.disable_progress_bar)()
+    assert sorted(c.name for c in (tmp_path / "ck").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    first = next(f for f in re.split(r"[\r\n]", err) if "/4 [" in f)
+    assert first.startswith("train saerl:0: "), first
+    assert "\x1b[" not in err, repr(err)
+    assert err.count("Writing model shards: 100%") == 1, err  # the trained policy's save, none per checkpoint
+
+
 def test_the_trained_policy_keeps_its_tokenizer_class(tiny_policy_dir, tmp_path, one_torch_thread):
     """A hub policy's tokenizer (here named Qwen2Tokenizer) is saved with the trained policy as it was loaded,
     not renamed to the testbed's plain class."""

@@ -21,12 +21,14 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return tok
 
 
-def tiny_model(tok: PreTrainedTokenizerFast, kind: str = "qwen2", seed: int = 0, hidden: int = 32):
-    """A randomly initialised 1-layer Qwen2 or Llama causal LM sized for `tok`."""
+def tiny_model(tok: PreTrainedTokenizerFast, kind: str = "qwen2", seed: int = 0, hidden: int = 32, tied: bool = False):
+    """A randomly initialised 1-layer Qwen2 or Llama causal LM sized for `tok`; `tied`: its head is its embeddings
+    (tie_word_embeddings, as the testbed LM's)."""
     conf_cls = Qwen2Config if kind == "qwen2" else LlamaConfig
     conf = conf_cls(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=1,
                     num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
-                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
+                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id,
+                    tie_word_embeddings=tied)
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(conf)
 
