@@ -91,11 +91,13 @@ from saerl.runs import (
     run_path,
     save_run,
 )
-from saerl.stages import code_version, stage_key, stage_slice
+from saerl.stages import code_version, ran_values, stage_key, stage_slice
+from saerl.status import IN_PROGRESS
 from saerl.sweep import planned_run_keys, sweep_tags
 from saerl.tracking import (
     CONFIG_FILE,
     LABEL_SEP,
+    LIVE_STAGES,
     TRACKED_FAILED,
     TRACKED_KILLED,
     Tracker,
@@ -494,7 +496,10 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
     (credentials masked), kept in the run record and tagged; None (a sweep child, a call from Python): its equivalent
     on the run's config file. The MLflow parent run is tagged with the Prefect flow run and deployment
     (:func:`prefect_tags`), the code, library versions and machine at its start (saerl.tracking.record_tags), and
-    holds the run's config as CONFIG_FILE, which `saerl run` takes to run it again. saerl's warnings logged in it
+    holds the run's config as CONFIG_FILE, which `saerl run` takes to run it again. A stage run that starts
+    computing is saved in the run record as in progress (saerl.status.IN_PROGRESS) and gets its nested MLflow run
+    then, RUNNING; a training run's per-step metrics arrive there while it trains (its task is given the run's id:
+    saerl.tracking.live_metrics), and its end fills the run in. saerl's warnings logged in it
     go to its Prefect log too (flows.runlog.send_saerl_warnings), and the Prefect flow runs of killed runs on the
     root are marked Crashed (:func:`crash_killed_runs`), as the Tracker ends their MLflow runs."""
     send_saerl_warnings()
@@ -550,8 +555,10 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         args = {"stage": stage, "key": key, "root": str(root), "config": cfg.model_dump(mode="json"),
                 "upstream": {u: asdict(r) for u, r in upstream.items()}}
         task = stage_task.with_options(**stage_options(stage, root, refresh) | {"task_run_name": name})
+        live_run = None  # its nested MLflow run, made now: a training run's points arrive there while it trains
         if not complete:  # a long stage says it is running (its end line comes only once it is done)
             tell(f"[{name}] computing key={key[:12]} ...")
+            live_run = started_computing(stage, name, key, started, keys)
         fanned = not complete and stage in SHARDED and cfg.runtime.task_runner == "dask"
         resumed = ""  # a fanned stage's own task finds every chunk done (its shards ran them): build_sharded says
         if fanned:
@@ -560,10 +567,20 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
             future, resumed = build_sharded(store, args, n_shards,
                                             lambda: task.submit(**args, variant=variant, lock_held=True), label)
         else:
-            future = task.submit(**args, variant=variant)
+            future = task.submit(**args, variant=variant, live_run=live_run if stage in LIVE_STAGES else None)
         submitted.append(future)
         return {"stage": stage, "name": name, "key": key, "keys": keys, "note": note, "future": future,
                 "started": started, "fanned": fanned, "resumed": resumed}
+
+    def started_computing(stage: str, name: str, key: str, started: float, keys: dict[str, str]) -> str | None:
+        """Say in the run record that stage run `name` computes since `started` (IN_PROGRESS: `saerl status` shows
+        it, and a killed run's record keeps where it died) and make its nested MLflow run, RUNNING
+        (Tracker.start_stage). in: stage, stage run, key, start (epoch s), input keys; out: the MLflow run id or
+        None (tracking off)."""
+        record.extra.setdefault(IN_PROGRESS, {})[name] = {"started": started, "key": key}
+        save_run(root, record)
+        return tracker.start_stage(name, key, ran_values(cfg, stage_slice(cfg, stage, keys)), keys,
+                                   ran_values(cfg, lineage_config(record.stages, name)))
 
     def finish(run: dict[str, Any]) -> None:
         """Wait for a submitted stage run, record it (run record, terminal, MLflow). A build that resumed an
@@ -591,6 +608,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
                           config=sl, inputs=keys, code_version=code_version(stage),
                           seconds=seconds, bytes=store.size_bytes(stage, key), path=ref.path)
         record.stages[name] = rec
+        record.extra.get(IN_PROGRESS, {}).pop(name, None)
         save_run(root, record)  # after every stage: `saerl gc` then sees what a running flow uses
         tell(f"[{name}] {rec.status} key={key[:12]} {rec.seconds:.1f}s  {rec.reason}")
         log_stage_run(tracker, stage, rec, result.get("metrics"), lineage_config(record.stages, name))
@@ -633,6 +651,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
                 record.extra[FAILED] = mark_failed(active["name"], err)
             record.extra.pop(RUNNING, None)  # PLANNED stays: `saerl gc` keeps the partial builds of the latest run of
             # a config that failed or was stopped (its resume state: a training run's checkpoints)
+            record.extra.pop(IN_PROGRESS, None)  # FAILED / STOPPED say where it ended
             try:
                 path = save_run(root, record)  # first: what follows asks servers, which may not answer
                 tracker.log_artifact(path)  # where and why it ended, in MLflow too
@@ -647,6 +666,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
             raise
         record.extra.pop(RUNNING, None)
         record.extra.pop(PLANNED, None)
+        record.extra.pop(IN_PROGRESS, None)
         path = save_run(root, record)
     tracker.log_artifact(path)
     tracker.finish()

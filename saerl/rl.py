@@ -326,14 +326,105 @@ class StepBar(ProgressCallback):
                 self.training_bar.set_postfix(shown, refresh=False)
 
 
+PROGRESS_LOG_S = 60.0  # with runtime.progress off, at most one INFO progress line per this many seconds of training
+# (and one after the first and the last step): a heartbeat in a log file, where no bar is drawn
+
+
+class ProgressLog(TrainerCallback):
+    """With no progress bar (runtime.progress off), an INFO line after the first optimizer step, then once at least
+    `every_s` seconds (PROGRESS_LOG_S) have passed since the last line, and after the last step: 'train saerl:0:
+    step 40/200, 12.1 s/step, ETA 32 min, reward 0.41' (seconds per step since the last line, in-training
+    evaluations included; the ETA from the mean step time of this process's training; the mean reward of the steps
+    since the last line). A log file then says a run is alive and how far it is, where it printed nothing from
+    '[train:saerl:0] computing' to its end. in: the run's label (:func:`bar_description`), the period (None:
+    PROGRESS_LOG_S), the clock (epoch seconds)."""
+
+    def __init__(self, label: str = "", every_s: float | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.desc, self.every_s, self.clock = bar_description(label), every_s or PROGRESS_LOG_S, clock
+        self.start = self.last_t = clock()
+        self.first_step = self.last_step = 0
+        self.rewards: list[float] = []
+        self.lines = 0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.start = self.last_t = self.clock()
+        self.first_step = self.last_step = state.global_step  # a resumed run starts at its checkpoint's step
+        self.rewards, self.lines = [], 0
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        row = state.log_history[-1] if state.log_history else {}
+        if not state.is_world_process_zero or not is_step_row(row):
+            return
+        if isinstance(row.get("reward"), int | float) and math.isfinite(row["reward"]):
+            self.rewards.append(float(row["reward"]))
+        now, step = self.clock(), state.global_step
+        if self.lines and now - self.last_t < self.every_s and step < state.max_steps:
+            return
+        log.info("%s", self.line(step, state.max_steps, now))
+        self.last_t, self.last_step, self.rewards, self.lines = now, step, [], self.lines + 1
+
+    def line(self, step: int, max_steps: int, now: float) -> str:
+        """The progress line at optimizer `step` of `max_steps`, at time `now`. in: step, max steps, epoch seconds."""
+        from saerl.status import format_duration
+
+        per_step = (now - self.last_t) / max(1, step - self.last_step)
+        mean = (now - self.start) / max(1, step - self.first_step)
+        reward = f", reward {sum(self.rewards) / len(self.rewards):.3g}" if self.rewards else ""
+        return (f"{self.desc}: step {step}/{max_steps}, {per_step:.3g} s/step, "
+                f"ETA {format_duration(max(0, max_steps - step) * mean)}{reward}")
+
+
 def quiet_logs(trainer: Any, progress: bool, label: str = "") -> None:
     """Replace the trainer's per-step printing of its log dict (ProgressCallback's, or PrinterCallback's without a
     bar) with :class:`StepBar` described by `label` (:func:`bar_description`) when `progress` (runtime.progress),
-    else with nothing."""
+    else with an INFO line now and then (:class:`ProgressLog`)."""
     for cb in (ProgressCallback, PrinterCallback):
         trainer.remove_callback(cb)
-    if progress:
-        trainer.add_callback(StepBar(bar_description(label)))
+    trainer.add_callback(StepBar(bar_description(label)) if progress else ProgressLog(label))
+
+
+StepSink = Callable[[int, dict[str, float]], None]  # (optimizer step, {metric: value}): one step's points, as measured
+_STEP_SINK: contextvars.ContextVar[StepSink | None] = contextvars.ContextVar("saerl_step_sink", default=None)
+
+
+@contextmanager
+def step_sink(sink: StepSink | None) -> Iterator[None]:
+    """For the block, every training run :func:`train_grpo` runs in this thread (or a context copied from it) hands
+    each step's metrics (:class:`LiveMetrics`) and each in-training evaluation (:class:`EvalCallback`) to `sink` as
+    they are measured (saerl.tracking.live_metrics sends them to the stage run's MLflow run); None: to no one. The
+    run's outputs are the same either way. in: the sink; out: a context."""
+    token = _STEP_SINK.set(sink)
+    try:
+        yield
+    finally:
+        _STEP_SINK.reset(token)
+
+
+def is_step_row(row: dict[str, Any]) -> bool:
+    """Is a row of the trainer's log history an optimizer step's metrics (log.parquet holds those alone), not the
+    summary transformers logs at the end of training (train_runtime, train_loss)? in: a log_history row."""
+    return "loss" in row or "reward" in row
+
+
+def step_values(row: dict[str, Any]) -> dict[str, float]:
+    """The metrics of a step row as log.parquet and MLflow hold them: every number but 'step' and the
+    STREAM_ONLY_METRICS, a metric trl logged as None (no valid value) left out (saerl.tracking.step_points reads
+    the same from log.parquet). in: a log_history row; out: {name: value}."""
+    return {k: float(v) for k, v in row.items()
+            if k != "step" and k not in STREAM_ONLY_METRICS and isinstance(v, int | float)}
+
+
+class LiveMetrics(TrainerCallback):
+    """Hands each optimizer step's metrics (:func:`step_values` of its log row) to `sink` as soon as the trainer
+    logs them (after the step and its evaluation, before its checkpoint), on the main process only."""
+
+    def __init__(self, sink: StepSink) -> None:
+        self.sink = sink
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+        row = state.log_history[-1] if state.log_history else {}
+        if state.is_world_process_zero and is_step_row(row):
+            self.sink(int(row.get("step", state.global_step)), step_values(row))
 
 
 @contextmanager
@@ -524,12 +615,17 @@ class EvalCallback(TrainerCallback):
     timeouts/errors, scored wrong and counted); :attr:`problems` holds the same evaluations per problem
     (step, set, id, correct), so a curve can be read on any subset later. Answers are judged as the reward
     judges them (:func:`judge`, bounded by `timeout_s` per answer).
-    in: {set name: frame (id, prompt, answer)}, tokenizer, period, generation limit and batch, verifier timeout."""
+    Each evaluation is logged at INFO as it ends ('train saerl:0 step 40: heldout greedy 0.214 (100 problems,
+    38.2 s)': a long one is not mistaken for a hang) and handed to `sink` (:func:`step_sink`) as the metric
+    'eval/<set>/greedy' at its step, as it is measured.
+    in: {set name: frame (id, prompt, answer)}, tokenizer, period, generation limit and batch, verifier timeout,
+    the run's label (:func:`bar_description`), the sink (None: none)."""
 
     def __init__(self, sets: dict[str, pl.DataFrame], tok: Any, every: int, max_new_tokens: int, batch: int,
-                 timeout_s: float = 5.0) -> None:
+                 timeout_s: float = 5.0, label: str = "", sink: StepSink | None = None) -> None:
         self.sets, self.tok, self.every = sets, tok, every
         self.max_new_tokens, self.batch, self.timeout_s = max_new_tokens, batch, timeout_s
+        self.desc, self.sink = bar_description(label), sink
         self.rows: list[dict[str, Any]] = []
         self.problems: list[dict[str, Any]] = []
         self.last_step = -1
@@ -548,12 +644,21 @@ class EvalCallback(TrainerCallback):
             self.rows.append({"step": step, "set": name, "greedy": sum(ok) / max(1, len(ok)), "n": len(ok),
                               "seconds": round(time.time() - t0, 3),
                               "failures": sum(s in ("timeout", "error") for s in statuses)})
+            self._measured(self.rows[-1])
             if "id" in df.columns:
                 self.problems += [{"step": step, "set": name, "id": str(i), "correct": c}
                                   for i, c in zip(df["id"].to_list(), ok, strict=True)]
         self.last_step = step
         if was_training:
             model.train()
+
+    def _measured(self, row: dict[str, Any]) -> None:
+        """Say one evaluation's result (an INFO line) and hand it to the sink. in: its curve row."""
+        failed = f", {row['failures']} verifier failures" if row["failures"] else ""
+        log.info("%s step %d: %s greedy %.3f (%d problems, %.1f s%s)", self.desc, row["step"], row["set"],
+                 row["greedy"], row["n"], row["seconds"], failed)
+        if self.sink is not None:
+            self.sink(row["step"], {f"eval/{row['set']}/greedy": float(row["greedy"])})
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
         # step 0, or a resumed run's step when it is on the schedule and was not measured before the checkpoint
@@ -856,7 +961,9 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     `time_limit_s` counts too), and, under DAPO, the prompt stream's cursor and the prompts drawn before.
     Training runs on `device` (runtime.device, see :func:`grpo_config`), with a progress bar showing each step's
     reward, loss and completion length when `progress` (runtime.progress), described 'train <label>' (the runner's
-    label is '<arm>:<seed>', so each run's bar says whose it is), and no per-step dict printed either way;
+    label is '<arm>:<seed>', so each run's bar says whose it is), else an INFO progress line now and then
+    (:class:`ProgressLog`), and no per-step dict printed either way; each in-training evaluation is logged at INFO.
+    Inside :func:`step_sink` each step's metrics and evaluations also go to its sink as they are measured.
     transformers' own bars (a checkpoint's "Writing model shards") are off while it trains (:func:`hub_bars_off`),
     and a resume does not warn of the tied head the checkpoint stores as the embeddings (:class:`TiedKeysFilter`).
     The training stream is `order` long enough for whole generation batches (:func:`stream_length`); under DAPO
@@ -898,8 +1005,10 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         "answer": [str(r["answer"]) for r in rows],
         "id": [r["id"] for r in rows],
     })
+    sink = _STEP_SINK.get()  # where each step's metrics go as they are measured (step_sink), if anywhere
     evals = EvalCallback(eval_sets or {}, tok, cfg.eval_every, eval_max_new_tokens or cfg.max_completion_length,
-                         eval_batch, cfg.verify_timeout_s if eval_timeout_s is None else eval_timeout_s)
+                         eval_batch, cfg.verify_timeout_s if eval_timeout_s is None else eval_timeout_s,
+                         label=label, sink=sink)
     ckpt_dir = Path(checkpoint_dir or Path(out_dir) / "checkpoints")
     resume = last_checkpoint(ckpt_dir, cfg.steps_per_generation, steps) if cfg.save_every else None
     if resume is not None:
@@ -930,7 +1039,8 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         "reward_checks": reward.checked, "verifier_failures": reward.failures, "seconds": timer.elapsed()}},
         keep=cfg.keep_checkpoints)
     trainer = cls(model=model, reward_funcs=rewards, args=args, train_dataset=data, processing_class=tok,
-                  callbacks=[FiniteWeights(cfg), timer, evals, saving, *(callbacks or [])])
+                  callbacks=[FiniteWeights(cfg), timer, evals, saving, *([LiveMetrics(sink)] if sink else []),
+                             *(callbacks or [])])
     quiet_logs(trainer, progress, label)
     if dapo:
         _keep_dynamic_sampling(trainer, saving, resume, ckpt_dir)
@@ -950,7 +1060,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         generated = -(-done // cfg.steps_per_generation) * per_gen
         drawn = [(i, n // per_gen * cfg.steps_per_generation + 1) for n, i in enumerate(seq[:generated])]
     steps_log = [{k: v for k, v in h.items() if k not in STREAM_ONLY_METRICS}
-                 for h in trainer.state.log_history if "loss" in h or "reward" in h]
+                 for h in trainer.state.log_history if is_step_row(h)]
     health_found = health_notes(steps_log, cfg, health or HealthConfig(), reward.checked, reward.failures)
     return {"model_dir": str(out), "steps": done, "seconds": round(timer.seconds, 1), "log": steps_log,
             "order": [i for i, _ in drawn], "order_steps": [step for _, step in drawn], "curve": evals.rows, "curve_problems": evals.problems,

@@ -20,8 +20,10 @@ from pathlib import Path
 from saerl.artifacts import MANIFEST, ArtifactStore
 from saerl.runs import (
     FAILED,
+    KILLED,
     RUNS_DIR,
     SETTING,
+    STILL_RUNNING,
     STOPPED,
     RunRecord,
     artifact_dir,
@@ -41,6 +43,13 @@ TIME_FORMAT = "%Y-%m-%d %H:%M:%S %Z"  # local time and its zone (run ids are UTC
 CORRUPT = "corrupt"  # the 'on disk' cell of an artifact that fails its manifest check
 PROBLEMS_SHOWN = 2  # problems named per corrupt artifact (the rest are counted)
 REBUILD_HINT = "running the same config again rebuilds it (saerl run CONFIG; the run's other artifacts are reused)"
+IN_PROGRESS = "in_progress"  # RunRecord.extra key while a run goes: {stage run: {"started": epoch seconds, "key":
+# artifact key}} of each stage run computing now, saved as it starts and removed as it ends (flows.pipeline); a run
+# killed meanwhile keeps it in its record: where it died
+TRAINER_STATE = "trainer_state.json"  # the file transformers writes into a checkpoint folder as it saves it
+CHECKPOINT_PREFIX = "checkpoint-"  # + optimizer step: a training run's checkpoint folder (transformers' naming)
+CLOCK_FORMAT = "%H:%M:%S"  # a time of today (local)
+DAY_SECONDS, HOUR_SECONDS, MINUTE_SECONDS = 86400, 3600, 60
 
 
 def disk_bytes(folder: Path) -> int:
@@ -92,13 +101,96 @@ def format_time(stamp: float) -> str:
     return time.strftime(TIME_FORMAT, time.localtime(stamp))
 
 
+def format_duration(seconds: float) -> str:
+    """A span as a person reads it: '45 s', '3 m 12 s', '1 h 02 m', '2 d 03 h'. in: seconds; out: text."""
+    s = max(0, round(seconds))
+    if s < MINUTE_SECONDS:
+        return f"{s} s"
+    if s < HOUR_SECONDS:
+        return f"{s // MINUTE_SECONDS} m {s % MINUTE_SECONDS:02d} s"
+    if s < DAY_SECONDS:
+        return f"{s // HOUR_SECONDS} h {s % HOUR_SECONDS // MINUTE_SECONDS:02d} m"
+    return f"{s // DAY_SECONDS} d {s % DAY_SECONDS // HOUR_SECONDS:02d} h"
+
+
+def format_clock(stamp: float, now: float | None = None) -> str:
+    """A Unix time as local 'HH:MM:SS' when it is today (of `now`, default the current time), else as
+    :func:`format_time` does. in: epoch seconds; out: text."""
+    day = time.localtime(time.time() if now is None else now)[:3]
+    return time.strftime(CLOCK_FORMAT, time.localtime(stamp)) if time.localtime(stamp)[:3] == day \
+        else format_time(stamp)
+
+
+def newest_checkpoint(root: Path, run_name: str, key: str) -> tuple[int, float] | None:
+    """The newest checkpoint a training run under way (or killed) has saved in its unfinished build: (its optimizer
+    step, when it was saved), from the folder names alone (`<root>/train/.partial-<key>/checkpoints/checkpoint-N`
+    holding transformers' TRAINER_STATE); None when there is none (not a training run, none saved yet, or the build
+    is gone). A kill while a checkpoint was saved can leave its folder incomplete: the run then resumes from the one
+    before. in: artifact root, stage run name, key; out: (step, epoch seconds) or None."""
+    from saerl.runners import CHECKPOINTS
+
+    folder = ArtifactStore(root).partial_path(stage_of(run_name), key) / CHECKPOINTS
+    found = []
+    for c in folder.glob(CHECKPOINT_PREFIX + "*"):
+        step = c.name.removeprefix(CHECKPOINT_PREFIX)
+        if step.isdigit() and (c / TRAINER_STATE).exists():
+            found.append((int(step), (c / TRAINER_STATE).stat().st_mtime))
+    return max(found, default=None)
+
+
+def checkpoint_note(root: Path, record: RunRecord, run_name: str, key: str, verb: str) -> str:
+    """'<verb> checkpoint: step 60 of 200, saved 12:30:11' of a training run's newest checkpoint
+    (:func:`newest_checkpoint`; 'of N' from the record's train.max_steps), 'no checkpoint yet' for a training run
+    that has none, 'no checkpoints (train.save_every=0)' for one that saves none, '' for another stage.
+    in: root, record, stage run name, key, 'newest' or 'last'; out: text."""
+    if stage_of(run_name) != "train":
+        return ""
+    found = newest_checkpoint(root, run_name, key)
+    if found is None:
+        return "no checkpoints (train.save_every=0)" if record.config.get("train.save_every") == 0 else \
+            "no checkpoint yet"
+    total = record.config.get("train.max_steps")
+    of = f" of {total}" if isinstance(total, int) else ""
+    return f"{verb} checkpoint: step {found[0]}{of}, saved {format_clock(found[1])}"
+
+
+def in_progress_lines(root: Path, record: RunRecord, state: str | None, now: float | None = None) -> list[str]:
+    """What a record still marked running says of the stage runs it was computing (extra IN_PROGRESS): for a run
+    under way 'in progress: train:saerl:0 since 12:18:56 (1 h 02 m; newest checkpoint: step 60 of 200, saved
+    12:30:11)', for a killed one 'died in train:saerl:0 (started 12:18:56; last checkpoint: step 60 of 200, ...)',
+    when that cannot be told 'in progress or died in: ...', in the order they started; [] for an ended run, or a
+    record from before IN_PROGRESS.
+    in: artifact root, record, its saerl.runs.unfinished state, the time now (default: the current time); out:
+    lines."""
+    entries = record.extra.get(IN_PROGRESS)
+    if not state or not isinstance(entries, dict):
+        return []
+    now = time.time() if now is None else now
+    lines = []
+    for name, entry in sorted(entries.items(), key=lambda item: float(item[1].get("started", 0.0))):
+        started, key = float(entry.get("started", 0.0)), str(entry.get("key", ""))
+        since = format_clock(started, now)
+        if state == KILLED:
+            notes = "; ".join(n for n in (f"started {since}",
+                                          checkpoint_note(root, record, name, key, "last")) if n)
+            lines.append(f"died in {name} ({notes})")
+            continue
+        notes = "; ".join(n for n in (format_duration(now - started),
+                                      checkpoint_note(root, record, name, key, "newest")) if n)
+        lead = "in progress" if state == STILL_RUNNING else "in progress or died in"
+        lines.append(f"{lead}: {name} since {since} ({notes})")
+    return lines
+
+
 def format_run(root: Path, record: RunRecord, verify: bool = False, paths: bool = False) -> str:
     """The status of one run: a header (id, config name, start, totals; the code it ran: saerl.runs.code_summary)
     and one line per stage run with
     status, key prefix, seconds, MB recorded when it ran, MB on disk now ('gone' once collected, 'corrupt' when it
     fails its manifest check, :func:`artifact_problems`), with `paths` its artifact's folder under `root`
     (:func:`artifact_dir`, where a run reads it; the key prefix alone did not say where eval.parquet is), and why,
-    in pipeline order (as the run printed them); then a line per corrupt artifact (:func:`corrupt_line`).
+    in pipeline order (as the run printed them); then a line per corrupt artifact (:func:`corrupt_line`). A record
+    still marked running says under its header whether the run is still going or was killed, and the stage runs it
+    was computing (:func:`in_progress_lines`: since when, a training run's newest checkpoint).
     verify: hash every file (slow on big artifacts)."""
     rows = [("stage", "status", "key", "seconds", "MB", "on disk", *(("path",) if paths else ()), "why")]
     corrupt = []
@@ -128,7 +220,7 @@ def format_run(root: Path, record: RunRecord, verify: bool = False, paths: bool 
     elif record.extra.get(STOPPED):
         head += f"\nSTOPPED at {record.extra[STOPPED]}"
     elif state := unfinished(root, record):
-        head += f"\n{state.upper()}"
+        head += "\n" + "\n".join([state.upper(), *in_progress_lines(root, record, state)])
     return "\n".join([head, *_table(rows), *corrupt])
 
 

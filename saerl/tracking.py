@@ -99,6 +99,11 @@ PARENT_METRIC_STAGES = ("evaluate",)  # stages whose summary metrics are logged 
 STEP_TIME = "step_time"  # trl's per-step log column: seconds one optimizer step took (generation included)
 EVAL_SECONDS = "seconds"  # the eval curve's column: seconds one held-out evaluation took (after its step)
 CREATED_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # a manifest's 'created' (UTC): when the artifact was published
+COMPUTING = "computing"  # the saerl.status tag of a stage run's nested run while it computes (Tracker.start_stage)
+ENDED_STATUS = {TRACKED_FAILED: "failed", TRACKED_KILLED: "stopped"}  # the saerl.status a nested run still computing
+# gets when its pipeline run ends so (Tracker.finish)
+LIVE_STAGES = ("train",)  # stages whose computing run sends its metric points to MLflow as they are measured
+# (:func:`live_metrics`): a training run's per-step metrics and in-training evaluations
 
 
 def metric_key(name: str) -> str:
@@ -356,21 +361,47 @@ def library_tags(versions: dict[str, str] | None = None) -> dict[str, str]:
 def close_dead_runs(client: Any, experiment_id: str, root: Path) -> list[str]:
     """End as KILLED the parent runs of an experiment still RUNNING in MLflow whose saerl run died before it could
     say how it ended (SIGKILL, out of memory: its live lock is left free, saerl.runs.run_alive), which MLflow would
-    show as running for ever; a relog's parent (made after the run ended) is left alone. Runs tracked before parents
+    show as running for ever, and with each its nested runs still RUNNING (the stage runs it was computing); a
+    relog's parent (made after the run ended) is left alone. Runs tracked before parents
     carried RUN_ID_TAG are not recognised. in: an MlflowClient, the experiment, the artifact root whose run records
     the runs are; out: the saerl run ids ended."""
     closed = []
-    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
+    running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'")
+    for run in running:
         run_id = run.data.tags.get(RUN_ID_TAG)
         if run_id and RELOGGED_TAG not in run.data.tags and run_alive(root, run_id) is False:
             client.set_terminated(run.info.run_id, status=TRACKED_KILLED)
             closed.append(run_id)
+            for nested in running:  # the stage runs it was computing (Tracker.start_stage): where it died
+                if nested.data.tags.get(PARENT_TAG) == run.info.run_id:
+                    client.set_terminated(nested.info.run_id, status=TRACKED_KILLED)
     if closed:
         log.info("MLflow: ended %d runs left RUNNING by saerl runs that were killed: %s", len(closed), ", ".join(closed))
     return closed
 
 
-class Tracker:
+class _Guarded:
+    """What tracking calls share: :meth:`_guard` runs one and, when it fails, warns once (the store's URI and the
+    error, credentials masked), saying `stopped` (what goes on without it), and turns this object's tracking off
+    (`enabled`): a tracking failure never stops a pipeline."""
+
+    enabled: bool
+    uri: str
+    stopped = "continuing without tracking"
+
+    def _guard(self, fn: Callable[[], T]) -> T | None:
+        """Run a tracking call; on failure warn once and disable tracking."""
+        if not self.enabled:
+            return None
+        try:
+            return fn()
+        except Exception as err:  # noqa: BLE001 - any tracking failure must not stop the pipeline
+            log.warning("MLflow tracking at %s failed (%s); %s", redact(self.uri), redact(str(err)), self.stopped)
+            self.enabled = False
+            return None
+
+
+class Tracker(_Guarded):
     """Logs one pipeline run to MLflow through an explicit client (safe across threads).
 
     `tags` are added to (and override) the parent run's default tags (git commit and dirty flag, library
@@ -380,7 +411,9 @@ class Tracker:
     A run of a sweep passes its setting's `label`, which leads the parent's and every nested run's name
     (:func:`labelled_run_name`), and `common_tags` / `common_params` (the sweep id and setting; each swept key as
     'sweep.<dotted key>'), set on the parent and on every nested stage run, so the stage runs of two settings can
-    be told apart and filtered on."""
+    be told apart and filtered on.
+    A stage run that starts computing gets its nested run then (:meth:`start_stage`: RUNNING, while its metric points
+    arrive, :func:`live_metrics`), which its end fills in and ends (:meth:`log_stage`)."""
 
     def __init__(self, cfg: PipelineConfig, root: Path, run_name: str, tags: dict[str, str] | None = None,
                  started: float | None = None, params: dict[str, Any] | None = None, label: str | None = None,
@@ -392,6 +425,7 @@ class Tracker:
         self.uri = tracking_uri(cfg, root)
         self.artifact_location = artifact_location(cfg, root)
         self.stage_runs: dict[str, str] = {}
+        self.live: dict[str, str] = {}  # stage run -> its nested run, made as it started computing, not yet ended
         self.label = label
         self.common_tags = dict(common_tags or {})
         self.common_params = dict(common_params or {})
@@ -401,18 +435,6 @@ class Tracker:
         parent_params = (redacted(flatten(cfg)) if params is None else params) | self.common_params
         parent_tags = {RUN_ID_TAG: run_name, **(tags or {}), **self.common_tags}
         self._guard(lambda: self._start(cfg, labelled_run_name(run_name, label), parent_tags, started, parent_params))
-
-    def _guard(self, fn: Callable[[], T]) -> T | None:
-        """Run a tracking call; on failure warn once and disable tracking."""
-        if not self.enabled:
-            return None
-        try:
-            return fn()
-        except Exception as err:  # noqa: BLE001 - any tracking failure must not stop the pipeline
-            log.warning("MLflow tracking at %s failed (%s); continuing without tracking", redact(self.uri),
-                        redact(str(err)))
-            self.enabled = False
-            return None
 
     def _start(self, cfg: PipelineConfig, run_name: str, tags: dict[str, str], started: float | None,
                params: dict[str, Any]) -> None:
@@ -469,6 +491,47 @@ class Tracker:
         for i in range(0, len(items), BATCH_LIMIT):
             self.client.log_batch(run_id, params=items[i : i + BATCH_LIMIT])
 
+    def _stage_tags(self, stage: str, key: str, status: str, reason: str, inputs: dict[str, str] | None,
+                    tags: dict[str, str] | None) -> list[Any]:
+        """A nested run's tags: its stage (STAGE_TAG) and stage run (STAGE_RUN_TAG), key, status and reason, each
+        input as 'saerl.input.<name>' (:func:`input_tags`), `tags` as they are, the tracker's common tags. out:
+        MLflow RunTags."""
+        from mlflow.entities import RunTag
+
+        return [RunTag(STAGE_TAG, stage_of(stage)), RunTag(STAGE_RUN_TAG, stage), RunTag("saerl.key", key),
+                RunTag("saerl.status", status), RunTag("saerl.reason", reason[:PARAM_VALUE_LIMIT])] + [
+            RunTag(k, v) for k, v in sorted({**input_tags(inputs or {}), **(tags or {}), **self.common_tags}.items())]
+
+    def _new_stage_run(self, stage: str, start_ms: int, params: dict[str, Any], inputs: dict[str, str] | None,
+                       upstream: dict[str, Any] | None) -> str:
+        """Create a stage run's nested run (named after it, led by the sweep label) starting at `start_ms`, with its
+        params (the config slice, `upstream`'s, the variant's, the common ones). out: its MLflow run id."""
+        run = self.client.create_run(self.experiment_id, run_name=labelled_run_name(stage, self.label),
+                                     start_time=start_ms, tags={PARENT_TAG: self.parent_id})
+        rid = run.info.run_id
+        self.stage_runs[stage] = rid
+        self._log_params(rid, {**(upstream or {}), **params, **variant_params(inputs or {}), **self.common_params})
+        return rid
+
+    def start_stage(self, stage: str, key: str, params: dict[str, Any], inputs: dict[str, str] | None = None,
+                    upstream: dict[str, Any] | None = None) -> str | None:
+        """The nested run of a stage run that starts computing, made now and left RUNNING: its params and tags as
+        :meth:`log_stage` gives them, status COMPUTING and no reason yet, and the parent's 'stage.<name>' tag
+        'computing:<key>', so MLflow shows what is running and since when, and a training run's metric points can
+        arrive while it trains (:func:`live_metrics`, given the id returned). :meth:`log_stage` fills it in and
+        ends it. in: as log_stage; out: its MLflow run id, None with tracking off (or failed)."""
+
+        def do() -> str:
+            from mlflow.entities import RunTag
+
+            rid = self._new_stage_run(stage, now_ms(), params, inputs, upstream)
+            self.client.log_batch(rid, tags=self._stage_tags(stage, key, COMPUTING, "", inputs, None))
+            self.client.log_batch(self.parent_id, tags=[RunTag(f"stage.{stage}", f"{COMPUTING}:{key}")])
+            self.live[stage] = rid
+            return rid
+
+        return self._guard(do)
+
     def log_stage(self, stage: str, status: str, key: str, reason: str, seconds: float,
                   params: dict[str, Any], metrics: dict[str, float] | None = None,
                   inputs: dict[str, str] | None = None, tags: dict[str, str] | None = None,
@@ -479,31 +542,38 @@ class Tracker:
         trained on), the stage (STAGE_TAG) and stage run (STAGE_RUN_TAG), key/status/reason as tags, each of its `inputs`
         (StageRecord.inputs) as a tag 'saerl.input.<name>', `tags` as they are (the build machine), and a training
         run's arm and seed also as params 'arm' / 'seed' (:func:`variant_params`), the one thing that tells two
-        training runs of a config apart; the tracker's common tags and params (a sweep child's) too."""
+        training runs of a config apart; the tracker's common tags and params (a sweep child's) too. A stage run
+        that has its nested run from its start (:meth:`start_stage`) gets it filled in and ended now instead: it
+        starts when the stage run started, and keeps the params and metric points it has."""
 
         def do() -> None:
             from mlflow.entities import Metric, RunTag
 
             now = now_ms()  # the run spans the stage run's wall time: MLflow's duration, and no metric before it
-            run = self.client.create_run(self.experiment_id, run_name=labelled_run_name(stage, self.label),
-                                         start_time=now - int(seconds * MS_PER_S),
-                                         tags={"mlflow.parentRunId": self.parent_id})
-            rid = run.info.run_id
-            self.stage_runs[stage] = rid
-            self._log_params(rid, {**(upstream or {}), **params, **variant_params(inputs or {}), **self.common_params})
-            run_tags = [RunTag(STAGE_TAG, stage_of(stage)), RunTag(STAGE_RUN_TAG, stage), RunTag("saerl.key", key),
-                        RunTag("saerl.status", status),
-                        RunTag("saerl.reason", reason[:PARAM_VALUE_LIMIT])] + [
-                RunTag(k, v) for k, v in sorted({**input_tags(inputs or {}), **(tags or {}),
-                                                 **self.common_tags}.items())]
+            rid = self.live.get(stage) or self._new_stage_run(stage, now - int(seconds * MS_PER_S), params, inputs,
+                                                              upstream)
             ms = [Metric("seconds", float(seconds), now, 0)] + [
                 Metric(metric_key(WORK_SECONDS if k == "seconds" else k), float(v), now, 0)
                 for k, v in (metrics or {}).items()]
-            self.client.log_batch(rid, metrics=ms, tags=run_tags)
+            self.client.log_batch(rid, metrics=ms, tags=self._stage_tags(stage, key, status, reason, inputs, tags))
             self.client.log_batch(self.parent_id, tags=[RunTag(f"stage.{stage}", f"{status}:{key}")])
             self.client.set_terminated(rid, end_time=now)
+            self.live.pop(stage, None)
 
         self._guard(do)
+
+    def unlogged(self, points: list[tuple[int, dict[str, float]]],
+                 stage: str) -> list[tuple[int, dict[str, float]]]:
+        """`points` less each (metric, step) the stage run's nested run already holds: those sent while it ran
+        (:func:`live_metrics`), so that logging its whole history at its end logs each step once. A resumed
+        training run's steps before its checkpoint, or any a failed send missed, are still logged. One metric
+        history read per metric name. in: (step, {name: value}) points, the stage run; out: the points left."""
+        rid = self.stage_runs[stage]
+        names = {metric_key(k) for _, values in points for k in values}
+        have = {(name, m.step) for name in names for m in self.client.get_metric_history(rid, name)}
+        out = [(step, {k: v for k, v in values.items() if (metric_key(k), step) not in have})
+               for step, values in points]
+        return [(step, values) for step, values in out if values]
 
     def log_text(self, text: str, name: str) -> None:
         """Attach `text` to the parent run as the file `name` (CONFIG_FILE: the run's config)."""
@@ -544,13 +614,80 @@ class Tracker:
 
         self._guard(do)
 
+    def _end_unfinished(self, rid: str, status: str) -> None:
+        """End a nested run still computing with `status`, its saerl.status saying how (ENDED_STATUS)."""
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(rid, tags=[RunTag("saerl.status", ENDED_STATUS.get(status, status.lower()))])
+        self.client.set_terminated(rid, status=status)
+
     def finish(self, status: str = TRACKED_FINISHED, ended: str | None = None) -> None:
         """Close the parent run with `status` (FINISHED, FAILED or KILLED); `ended`, for a run that failed or was
-        stopped, is where and why (the run record's 'failed' / 'stopped' text), set as the tag ENDED_TAG."""
+        stopped, is where and why (the run record's 'failed' / 'stopped' text), set as the tag ENDED_TAG. A nested
+        run still computing (:meth:`start_stage`: the stage runs under way when the run failed or was stopped) ends
+        with the same status, its saerl.status 'failed' or 'stopped' (ENDED_STATUS)."""
+        for rid in list(self.live.values()):
+            self._guard(lambda rid=rid: self._end_unfinished(rid, status))
+        self.live.clear()
         if self.parent_id and ended:
             self._guard(lambda: self.client.set_tag(self.parent_id, ENDED_TAG, ended[:PARAM_VALUE_LIMIT]))
         if self.parent_id:
             self._guard(lambda: self.client.set_terminated(self.parent_id, status=status))
+
+
+class LiveStageRun(_Guarded):
+    """A computing stage run's metric points, sent to its nested MLflow run (:meth:`Tracker.start_stage`) as they are
+    measured, from the process that runs the stage (the flow's, or a Dask worker's: it is given the run's id, and
+    makes its own client from the config, :func:`tracking_uri`). Called as a saerl.rl step sink: (step, {name:
+    value}), each call one MlflowClient.log_batch at the time of the call. A failure warns once and stops the live
+    points of this stage run alone (the stage's end logs what is missing). in: config, artifact root, MLflow run id."""
+
+    stopped = "no more live metric points for this stage run (its end logs the rest); the stage goes on"
+
+    def __init__(self, cfg: PipelineConfig, root: Path, run_id: str) -> None:
+        self.enabled = cfg.tracking.enabled
+        self.cfg, self.run_id = cfg, run_id
+        self.uri = tracking_uri(cfg, root)
+        self.client: Any = None
+
+    def _connect(self) -> Any:
+        """The client, made at the first send (with the config's retries and timeout; a new SQLite store is not
+        made here: the flow made it): the run must exist."""
+        if self.client is None:
+            from mlflow.tracking import MlflowClient
+
+            http_settings(self.cfg)
+            with store_lock(self.uri):
+                client = MlflowClient(tracking_uri=self.uri)
+                client.get_run(self.run_id)
+            self.client = client
+        return self.client
+
+    def __call__(self, step: int, values: Mapping[str, float]) -> None:
+        def do() -> None:
+            from mlflow.entities import Metric
+
+            client, now = self._connect(), now_ms()
+            ms = [Metric(metric_key(k), float(v), now, step) for k, v in values.items()]
+            for i in range(0, len(ms), METRIC_BATCH_LIMIT):
+                client.log_batch(self.run_id, metrics=ms[i : i + METRIC_BATCH_LIMIT])
+
+        self._guard(do)
+
+
+@contextmanager
+def live_metrics(cfg: PipelineConfig, root: str | Path, run_id: str | None) -> Iterator[None]:
+    """For the block (a stage run computing, in whatever process runs it), send its metric points as they are
+    measured to its nested MLflow run `run_id` (:class:`LiveStageRun` as saerl.rl's step sink: a training run's
+    per-step metrics and in-training evaluations). No run id, or tracking off: nothing. in: config, artifact root,
+    the nested run's id or None; out: a context."""
+    if not run_id or not cfg.tracking.enabled:
+        yield
+        return
+    from saerl.rl import step_sink
+
+    with step_sink(LiveStageRun(cfg, Path(root), run_id)):
+        yield
 
 
 def step_points(steps_log: pl.DataFrame, curve: pl.DataFrame) -> list[tuple[int, dict[str, float]]]:
@@ -641,7 +778,8 @@ def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[
     run's arm and seed too, key/status/reason and its inputs as tags, what its artifact's manifest says of the build
     (:func:`manifest_build`: machine, code, time) as tags, its summary metrics, its plots and small tables (LOGGED_TABLES);
     for a training run also trl's per-step metrics and the greedy learning curve, at their steps and at the
-    times they were measured (:func:`step_end_times`); for the evaluate stage each training run's curve on the
+    times they were measured (:func:`step_end_times`), less the points its nested run got while it trained
+    (:func:`live_metrics`, :meth:`Tracker.unlogged`: each step once); for the evaluate stage each training run's curve on the
     reachable strata (:func:`log_reachable_curves`), which only it knows, on that training run's nested run.
     The summary metrics of a stage in PARENT_METRIC_STAGES (evaluate: the run's outcome, cached or computed)
     go on the parent run too, so MLflow's top-level table compares runs by them. in: the tracker, the stage
@@ -655,6 +793,7 @@ def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[
     built, build_tags = manifest_build(manifest)
     own = dict(metrics or {})
     metrics = {**own, **({BUILD_SECONDS: built} if built is not None else {})}
+    live = rec.stage in tracker.live  # its nested run was made as it started: it holds the points sent meanwhile
     tracker.log_stage(rec.stage, rec.status, rec.key, rec.reason, rec.seconds, ran_values(tracker.cfg, rec.config),
                       metrics, rec.inputs, tags=build_tags, upstream=ran_values(tracker.cfg, upstream or {}))
     if stage in PARENT_METRIC_STAGES and own:
@@ -668,8 +807,13 @@ def log_stage_run(tracker: Tracker, stage: str, rec: StageRecord, metrics: dict[
     # run nor turns tracking off, which only a failing tracking store does (_guard)
     if stage == "train" and (tables := history_tables(folder, ("log.parquet", "curve.parquet"), rec.stage)):
         steps_log, curve = tables
-        tracker._guard(lambda: tracker.log_history(step_points(steps_log, curve), stage=rec.stage,
-                                                   times=step_end_times(steps_log, curve, manifest_created(manifest))))
+
+        def history() -> None:
+            points = step_points(steps_log, curve)
+            tracker.log_history(tracker.unlogged(points, rec.stage) if live else points, stage=rec.stage,
+                                times=step_end_times(steps_log, curve, manifest_created(manifest)))
+
+        tracker._guard(history)
     if stage == "evaluate" and (folder / CURVES).exists() and (tables := history_tables(folder, (CURVES,), rec.stage)):
         tracker._guard(lambda: log_reachable_curves(tracker, rec, tables[0]))
 

@@ -25,6 +25,7 @@ from prefect.serializers import JSONSerializer
 from saerl.artifacts import CACHE_RECORDS_DIR, ArtifactRef, ArtifactStore
 from saerl.config import build_config
 from saerl.pipeline import quiet_libraries, run_stage
+from saerl.tracking import live_metrics
 
 RESULTS_DIR = CACHE_RECORDS_DIR  # result storage of the stage tasks, under the artifact root
 # Prefect's default result serializer is cloudpickle (PREFECT_RESULTS_PERSIST_BY_DEFAULT persists every task's
@@ -71,13 +72,17 @@ def artifact_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> s
 
 @task(cache_key_fn=artifact_cache_key, persist_result=True, result_serializer=RESULT_SERIALIZER, retries=0)
 def stage_task(stage: str, key: str, root: str, config: dict[str, Any], upstream: dict[str, dict[str, str]],
-               variant: dict[str, Any] | None = None, lock_held: bool = False) -> dict[str, Any]:
+               variant: dict[str, Any] | None = None, lock_held: bool = False,
+               live_run: str | None = None) -> dict[str, Any]:
     """Build or reuse one stage's artifact (for train and heldout: one {arm, seed} run); returns its reference and
     metrics as a small dict. lock_held: the flow holds the key's build lock for this task (a sharded stage it
-    fanned out), so the task builds without taking it."""
+    fanned out), so the task builds without taking it. live_run: the id of the stage run's nested MLflow run, made
+    as it started computing (saerl.tracking.Tracker.start_stage), which its metric points are sent to as they are
+    measured, from whatever process runs the task (saerl.tracking.live_metrics); None: none are."""
     cfg = build_config(config)
     refs = to_refs(upstream)
-    with quiet_libraries(cfg):  # on a Dask worker too, which the flow's own quieting does not reach
+    # on a Dask worker too, which the flow's own quieting does not reach
+    with quiet_libraries(cfg), live_metrics(cfg, root, live_run):
         res = run_stage(ArtifactStore(root), cfg, stage, refs, key=key, variant=variant, take_lock=not lock_held)
     return res.to_json()
 

@@ -192,7 +192,8 @@ def test_mlflow_has_parent_and_stage_runs(warm_root):
     runs = client.search_runs([exp.experiment_id])
     parent = next(r for r in runs if r.info.run_name == first["run_id"])
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert {c.info.run_name for c in children} == set(first["stages"])
+    assert sorted(c.info.run_name for c in children) == sorted(first["stages"]), "one nested run per stage run"
+    assert {c.info.status for c in children} == {"FINISHED"}
     assert parent.data.params["curriculum.mix_ratio"] == "0.2"
     score = next(c for c in children if c.info.run_name == "score")
     assert "n_clusters" in score.data.metrics and score.data.tags["saerl.status"] == "computed"
@@ -208,6 +209,46 @@ def test_mlflow_has_parent_and_stage_runs(warm_root):
     assert "train.learning_rate" in train.data.params
     evaluate = next(c for c in children if c.info.run_name == "evaluate")
     assert "accuracy_vs_step.png" in {Path(a.path).name for a in client.list_artifacts(evaluate.info.run_id, "plots")}
+
+
+def test_a_training_task_sends_its_points_to_its_mlflow_run_while_it_trains(warm_root, monkeypatch):
+    """The stage task of a training run given its nested run's id (as the flow gives it: Tracker.start_stage) sends
+    each step's metrics there as they are measured: when the points of a step are sent, MLflow already holds those
+    of every step before it. The task runs in this process here; on Dask it runs in a worker, given the same id."""
+    from dataclasses import asdict
+
+    from mlflow.tracking import MlflowClient
+
+    import saerl.tracking as tracking
+    from saerl.artifacts import ArtifactRef
+    from saerl.pipeline import input_keys, resolve_upstream, stage_runs
+    from saerl.runs import stage_of
+    from saerl.stages import stage_key
+    from tasks.stage import stage_task
+
+    root, first = warm_root
+    cfg = load_config(SMOKE, [f"runtime.artifact_root={root}", "train.max_steps=4"])
+    tracker = tracking.Tracker(cfg, root, "live-task")
+    rid = tracker.start_stage("train:saerl:0", "k", {})
+    client = MlflowClient(tracking_uri=tracking.tracking_uri(cfg, root))
+    held: list[tuple[int, list[int]]] = []
+    send = tracking.LiveStageRun.__call__
+
+    def probe(self, step, values):  # what MLflow holds as a step's points are sent
+        if "reward" in values:
+            held.append((step, [m.step for m in client.get_metric_history(rid, "reward")]))
+        send(self, step, values)
+
+    monkeypatch.setattr(tracking.LiveStageRun, "__call__", probe)
+    refs = {name: ArtifactRef(stage_of(name), st["key"], st["path"]) for name, st in first["stages"].items()}
+    (ups,) = [u for stage, name, u, _ in stage_runs(cfg, "train") if name == "train:saerl:0"]
+    variant = {"arm": "saerl", "seed": 0}
+    upstream = resolve_upstream("train", ups, refs, variant)
+    key = stage_key(cfg, "train", input_keys(cfg, "train", upstream, variant))
+    result = stage_task.fn(stage="train", key=key, root=str(root), config=cfg.model_dump(mode="json"),
+                           upstream={u: asdict(r) for u, r in upstream.items()}, variant=variant, live_run=rid)
+    tracker.finish()
+    assert result["computed"] and held == [(1, []), (2, [1]), (3, [1, 2]), (4, [1, 2, 3])]
 
 
 def test_until_stops_early(warm_root):

@@ -733,3 +733,64 @@ def test_the_dask_dashboard_of_a_local_cluster_listens_on_loopback_only():
     with LocalCluster(**{**kwargs, "n_workers": 0, "processes": False}) as cluster:
         hosts = {sock.getsockname()[0] for sock in cluster.scheduler.http_server._sockets.values()}
     assert hosts == {"127.0.0.1"}
+
+
+def test_a_stage_run_is_in_progress_in_its_record_and_mlflow_from_its_start_and_its_task_gets_the_run(
+        tmp_path, monkeypatch):
+    """Nothing said which stage run was computing: the record was saved after each stage run ended, and its nested
+    MLflow run was made after its end. Now, as each stage run starts computing, its record says so (in_progress:
+    since when, its key), its nested MLflow run is made (RUNNING, status 'computing'), and a training run's task
+    is given that run's id (its per-step metrics go there while it trains); its end removes the entry and fills in
+    and ends that same run. Runs the flow's body without Prefect (fake stage tasks) up to the training runs."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    import flows.pipeline as fp
+    from saerl.runs import load_run
+    from saerl.status import IN_PROGRESS
+
+    cfg = load_config(SMOKE, [f"runtime.artifact_root={tmp_path}", "tracking.enabled=true"])
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    at_submit: dict[str, tuple] = {}
+
+    class Future:
+        state = SimpleNamespace(name="Completed", result=lambda: {"computed": True, "seconds": 0.1, "metrics": {}})
+
+        def add_done_callback(self, fn):
+            fn(self)
+
+        def wait(self):
+            pass
+
+    class Task:
+        name = ""
+
+        def with_options(self, task_run_name, **_):
+            self.name = task_run_name
+            return self
+
+        def submit(self, key, live_run=None, **_):
+            record = load_run(tmp_path, "latest")
+            nested = client.search_runs([client.get_experiment_by_name(cfg.name).experiment_id],
+                                        f"attributes.run_name = '{self.name}'")
+            at_submit[self.name] = (record.extra[IN_PROGRESS], [(r.info.status, r.data.tags["saerl.status"])
+                                                                for r in nested], live_run,
+                                    [r.info.run_id for r in nested])
+            return Future()
+
+    monkeypatch.setattr(fp, "stage_task", Task())
+    monkeypatch.setattr(fp, "check_ingested", lambda *_, **__: None)
+    monkeypatch.setattr(fp, "get_run_logger", lambda: logging.getLogger("test"))
+    fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="train")
+    record = load_run(tmp_path, "latest")
+    assert set(at_submit) == set(record.stages) and "train:vanilla:0" in at_submit
+    for name, (in_progress, nested, live_run, ids) in at_submit.items():
+        assert list(in_progress) == [name] and in_progress[name]["key"] == record.stages[name].key
+        assert nested == [("RUNNING", "computing")], name
+        assert live_run == (ids[0] if name.startswith("train:") else None), name
+    assert IN_PROGRESS not in record.extra
+    ended = client.search_runs([client.get_experiment_by_name(cfg.name).experiment_id],
+                               "tags.`saerl.stage_run` = 'train:saerl:0'")
+    assert [(r.info.run_id, r.info.status, r.data.tags["saerl.status"]) for r in ended] == [
+        (at_submit["train:saerl:0"][3][0], "FINISHED", "computed")]

@@ -918,7 +918,7 @@ def test_the_curve_judges_with_the_timeout_it_is_given(tiny_policy_dir, tmp_path
     class Stop(Exception):
         pass
 
-    def record(sets, tok, every, max_new_tokens, batch, timeout_s=5.0):
+    def record(sets, tok, every, max_new_tokens, batch, timeout_s=5.0, **_):  # label, sink
         seen["timeout_s"] = timeout_s
         raise Stop
 
@@ -1212,3 +1212,85 @@ def test_a_step_leaving_non_finite_weights_fails_the_run_and_saves_no_policy(tin
         train_grpo(policy, prompts, prompts["id"].to_list(), cfg, tmp_path / "rl", prompts_per_step=2, seed=0,
                    callbacks=[Overflow()])
     assert not list((tmp_path / "rl").glob("*.safetensors"))
+
+
+def test_a_step_sink_gets_each_step_and_evaluation_as_measured_and_progress_off_logs_lines(
+        tiny_policy_dir, tmp_path, one_torch_thread, caplog):
+    """Nothing of a training run left it before its end (MLflow got the whole history at once), and with
+    runtime.progress off a log file said nothing from '[train:saerl:0] computing' to its end. Inside step_sink each
+    step's metrics (as log.parquet holds them) and each in-training evaluation reach the sink as they are measured
+    (the probe, at each step's end, sees the steps before it and this step's evaluation); each evaluation is an INFO
+    line; and an INFO progress line follows the first and the last step (the run is shorter than PROGRESS_LOG_S)."""
+    import logging
+
+    from transformers import TrainerCallback
+
+    from saerl.rl import STREAM_ONLY_METRICS, step_sink
+
+    policy, prompts = tiny_policy_dir
+    got: list[tuple[int, dict[str, float]]] = []
+    seen: dict[int, list[tuple[int, str]]] = {}
+
+    class Probe(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            seen[state.global_step] = [(step, next(iter(v))) for step, v in got]
+
+    cfg = TrainConfig(num_generations=2, max_completion_length=3, max_steps=3, eval_every=2)
+    with caplog.at_level(logging.INFO, logger="saerl.rl"), step_sink(lambda step, values: got.append((step, values))):
+        run = train_grpo(policy, prompts, prompts["id"].to_list(), cfg, tmp_path / "rl", prompts_per_step=2, seed=0,
+                         eval_sets={"h": prompts.head(4)}, progress=False, label="saerl:0", callbacks=[Probe()])
+    steps = [(s, v) for s, v in got if "eval/h/greedy" not in v]
+    evals = [(s, v["eval/h/greedy"]) for s, v in got if "eval/h/greedy" in v]
+    assert steps == [(row["step"], {k: float(v) for k, v in row.items() if k != "step" and k not in STREAM_ONLY_METRICS
+                                    and v is not None}) for row in run["log"]]
+    assert evals == [(r["step"], r["greedy"]) for r in run["curve"]] and [s for s, _ in evals] == [0, 2, 3]
+    # at step 2's end: step 0's evaluation, step 1's metrics and step 2's evaluation (measured at its end, before its
+    # log); at step 3's end step 2's metrics too; step 3's own come after its end (its log)
+    assert [s for s, _ in seen[2]] == [0, 1, 2] and [s for s, _ in seen[3]] == [0, 1, 2, 2], seen
+    lines = [r.getMessage() for r in caplog.records if r.name == "saerl.rl"]
+    assert [ln for ln in lines if ln.startswith("train saerl:0 step ")] == [
+        f"train saerl:0 step {r['step']}: h greedy {r['greedy']:.3f} (4 problems, {r['seconds']:.1f} s)"
+        for r in run["curve"]]
+    progress = [ln for ln in lines if ln.startswith("train saerl:0: step ")]
+    assert [ln.split(",")[0] for ln in progress] == ["train saerl:0: step 1/3", "train saerl:0: step 3/3"], lines
+    assert all(" s/step, ETA " in ln and ", reward " in ln for ln in progress)
+    assert progress[-1].split("ETA ")[1].startswith("0 s")
+
+
+def test_the_progress_line_comes_every_period_with_the_mean_reward_since_the_last(caplog):
+    """ProgressLog on a clock it is given: a line after the first step, then once PROGRESS_LOG_S has passed, then
+    after the last step; s/step since the last line, ETA from the mean step time, the mean reward since the last."""
+    import logging
+    from types import SimpleNamespace
+
+    from saerl.rl import ProgressLog
+
+    now = [1000.0]
+    bar = ProgressLog("saerl:0", every_s=60.0, clock=lambda: now[0])
+    state = SimpleNamespace(global_step=0, max_steps=10, log_history=[], is_world_process_zero=True)
+    bar.on_train_begin(None, state, None)
+    with caplog.at_level(logging.INFO, logger="saerl.rl"):
+        for step in range(1, 11):
+            now[0] += 20.0
+            state.global_step = step
+            state.log_history.append({"loss": 0.0, "reward": step / 10, "step": step})
+            bar.on_log(None, state, None)
+        state.log_history.append({"train_runtime": 200.0, "step": 10})  # transformers' summary: no line
+        bar.on_log(None, state, None)
+    assert [r.getMessage() for r in caplog.records] == [
+        "train saerl:0: step 1/10, 20 s/step, ETA 3 m 00 s, reward 0.1",
+        "train saerl:0: step 4/10, 20 s/step, ETA 2 m 00 s, reward 0.3",  # steps 2-4: 60 s since the last line
+        "train saerl:0: step 7/10, 20 s/step, ETA 1 m 00 s, reward 0.6",
+        "train saerl:0: step 10/10, 20 s/step, ETA 0 s, reward 0.9"]
+
+
+def test_without_a_step_sink_no_live_callback_is_added(tiny_policy_dir, tmp_path, one_torch_thread, monkeypatch):
+    """Outside step_sink (a run without tracking, a benchmark) the trainer gets no LiveMetrics callback."""
+    import saerl.rl as rl
+
+    made = []
+    monkeypatch.setattr(rl, "LiveMetrics", lambda sink: made.append(sink))
+    policy, prompts = tiny_policy_dir
+    cfg = TrainConfig(num_generations=2, max_completion_length=3, max_steps=1)
+    train_grpo(policy, prompts, prompts["id"].to_list(), cfg, tmp_path / "rl", prompts_per_step=2, seed=0)
+    assert made == []

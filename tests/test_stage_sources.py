@@ -160,7 +160,7 @@ REVIEWED = {'sources': {'activation_store': '8eb418a6e6b6398a9267219d7fafb943c17
              'policy_lm': '63d95918485f82debb9712e96402c3846ee10c220577e5e0c03b04da2541e2b6',
              'property_models': 'd486d756fc0261047773d1eb96c69ea89c5ccb5c8679842d605326fe1c83cfd8',
              'report': 'f78069f0cb72e2869b1f603e835a7147c00c0bc6b7741a7575c17d7558c21c1d',
-             'rl': 'b2ec7dc0bbf080c7688e67d58e43726bf7f647fcae7815b892262f2c735e1531',
+             'rl': '8f941e80d8a08b5ced4c4f3229e853018c93119784bf57438c958c9ac3dea872',
              'runners': 'a39266e6dc0e358d61464cbbd3e3b3bd49818731c46c88f814daa30e1abd215e',
              'sae': '710f3e3987f37474fa4cba5fece1b61b89473c4fe45eaccb6bec3fab6ce319a5',
              'scoring': '58a5b8bed8d5424cf7b09330c611818a37b92f5d38083595b4507785d93ad709',

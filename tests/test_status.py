@@ -325,3 +325,68 @@ def test_the_status_header_names_the_code_the_run_ran(tmp_path):
     save_run(tmp_path, RunRecord(name="demo", run_id="20260101-000001-aaaaaa"))
     assert run_status(tmp_path).splitlines()[0].endswith("code: commit unknown (not a git checkout, or a record "
                                                           "older than the field)")
+
+
+def _in_progress_run(root: Path, started: float) -> RunRecord:
+    """A record still marked running whose process was computing train:saerl:0 (key 'k1' * 10, train.max_steps 10)
+    and the score stage, with the training run's checkpoints 2 and 4 saved and 6 half-written (no trainer state)."""
+    from saerl.runs import RUNNING
+    from saerl.status import IN_PROGRESS
+
+    checkpoints = ArtifactStore(root).partial_path("train", "k1" * 10) / "checkpoints"
+    for step in (2, 4, 6):
+        (checkpoints / f"checkpoint-{step}").mkdir(parents=True)
+        if step < 6:
+            (checkpoints / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    rec = RunRecord(name="demo", run_id="20260101-000000-aaaaaa", config={"train.max_steps": 10},
+                    extra={RUNNING: True, IN_PROGRESS: {"train:saerl:0": {"started": started, "key": "k1" * 10},
+                                                        "score": {"started": started + 5, "key": "s1" * 10}}})
+    save_run(root, rec)
+    return rec
+
+
+def test_status_names_the_stage_runs_in_progress_and_where_a_killed_run_died(tmp_path):
+    """While a run went, `saerl status` showed its finished stage runs alone (for the 1.5 hours of a training run it
+    said 'curriculum' was last), and after a kill -9 the word 'train' appeared nowhere. A running record names each
+    stage run it computes, since when, for how long, and a training run's newest complete checkpoint; a killed
+    one names where it died and its last checkpoint."""
+    import time
+
+    from saerl.runs import KILLED, STILL_RUNNING, live_lock
+    from saerl.status import format_clock, in_progress_lines
+
+    started = time.time() - 3725  # 1 h 02 m 05 s ago
+    rec = _in_progress_run(tmp_path, started)
+    saved = format_clock((ArtifactStore(tmp_path).partial_path("train", "k1" * 10) / "checkpoints" / "checkpoint-4"
+                          / "trainer_state.json").stat().st_mtime)
+    with live_lock(tmp_path, rec.run_id):
+        lines = run_status(tmp_path).splitlines()
+    assert lines[1:4] == [
+        STILL_RUNNING.upper(),
+        f"in progress: train:saerl:0 since {format_clock(started)} (1 h 02 m; newest checkpoint: step 4 of 10, "
+        f"saved {saved})",
+        f"in progress: score since {format_clock(started + 5)} (1 h 02 m)"]
+    lines = run_status(tmp_path).splitlines()  # the lock is free: its process died
+    assert lines[1:4] == [KILLED.upper(),
+                          f"died in train:saerl:0 (started {format_clock(started)}; last checkpoint: step 4 of 10, "
+                          f"saved {saved})",
+                          f"died in score (started {format_clock(started + 5)})"]
+    shutil.rmtree(ArtifactStore(tmp_path).partial_path("train", "k1" * 10))
+    assert in_progress_lines(tmp_path, rec, STILL_RUNNING, now=started + 65)[0] == \
+        f"in progress: train:saerl:0 since {format_clock(started)} (1 m 05 s; no checkpoint yet)"
+    rec.config["train.save_every"] = 0
+    assert in_progress_lines(tmp_path, rec, KILLED)[0] == \
+        f"died in train:saerl:0 (started {format_clock(started)}; no checkpoints (train.save_every=0))"
+    assert in_progress_lines(tmp_path, rec, None) == [], "an ended run has nothing in progress"
+
+
+def test_durations_and_clock_times_read_as_a_person_reads_them():
+    import time
+
+    from saerl.status import format_clock, format_duration, format_time
+
+    assert [format_duration(s) for s in (0, 44.6, 192, 3725, 90061)] == ["0 s", "45 s", "3 m 12 s", "1 h 02 m",
+                                                                         "1 d 01 h"]
+    noon = time.mktime((2026, 1, 2, 12, 0, 0, 0, 0, -1))
+    assert format_clock(noon - 3600, now=noon) == "11:00:00"
+    assert format_clock(noon - 86400, now=noon) == format_time(noon - 86400), "another day: its date too"

@@ -858,3 +858,170 @@ def test_the_logged_config_file_loads_back_to_the_runs_config(tmp_path):
     again = load_config(path, [f"runtime.artifact_root={tmp_path / 'new'}", "tracking.uri=sqlite:///m.db"])
     assert {k: v for k, v in flatten(again).items() if k not in ("runtime.artifact_root", "tracking.uri")} == {
         k: v for k, v in flat.items() if k not in ("runtime.artifact_root", "tracking.uri")}
+
+
+def _train_artifact(folder: Path, run: dict) -> Path:
+    """What compute_train writes of a train_grpo result that log_stage_run reads: log.parquet, curve.parquet, a
+    manifest. in: the artifact folder, the result; out: the folder."""
+    import time
+
+    import polars as pl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(run["log"], infer_schema_length=None).write_parquet(folder / "log.parquet")
+    pl.DataFrame(run["curve"]).write_parquet(folder / "curve.parquet")
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    (folder / "manifest.json").write_text(json.dumps({"created": created, "seconds": 5.0}))
+    return folder
+
+
+def test_a_training_runs_points_reach_mlflow_while_it_trains_and_each_step_once(tmp_path):
+    """MLflow got nothing of a training run until it had finished (its nested run was made at the end, with the whole
+    history at once). The nested run is made as the stage run starts computing (RUNNING); inside live_metrics each
+    step's metrics and each in-training evaluation reach it as they are measured (a probe reads MLflow at each
+    step's end); the stage's end fills in that same run (FINISHED, no second nested run) and logs each step once."""
+    import time
+
+    import polars as pl
+    import torch
+    from tiny import tiny_model, tiny_tokenizer
+    from transformers import TrainerCallback
+
+    from saerl.config import TrainConfig
+    from saerl.rl import train_grpo
+    from saerl.runs import StageRecord
+    from saerl.tracking import live_metrics, log_stage_run
+
+    tok = tiny_tokenizer()
+    tiny_model(tok, "llama", seed=0, hidden=16).save_pretrained(tmp_path / "policy")
+    tok.save_pretrained(tmp_path / "policy")
+    prompts = pl.DataFrame({"id": [f"p{i}" for i in range(8)], "prompt": [f"what is {i} + 1 ?" for i in range(8)],
+                            "answer": [str(i + 1) for i in range(8)]})
+    cfg = load_config(None, ["name=live"])
+    t = Tracker(cfg, tmp_path, "run-live")
+    before = time.time()
+    rid = t.start_stage("train:saerl:0", "k", {"train.max_steps": 3}, {"arm": "saerl", "seed": "0"})
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path))
+    assert client.get_run(rid).data.tags["saerl.status"] == "computing"
+    seen: dict[int, tuple[str, list[int], list[int]]] = {}
+
+    class Probe(TrainerCallback):  # what a person polling MLflow sees at each step's end
+        def on_step_end(self, args, state, control, **kw):
+            seen[state.global_step] = (client.get_run(rid).info.status,
+                                       [m.step for m in client.get_metric_history(rid, "reward")],
+                                       [m.step for m in client.get_metric_history(rid, "eval/h/greedy")])
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with live_metrics(cfg, tmp_path, rid):
+            run = train_grpo(tmp_path / "policy", prompts, prompts["id"].to_list(),
+                             TrainConfig(num_generations=2, max_completion_length=3, max_steps=3, eval_every=2),
+                             tmp_path / "rl", prompts_per_step=2, seed=0, eval_sets={"h": prompts.head(4)},
+                             progress=False, callbacks=[Probe()])
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == {1: ("RUNNING", [], [0]), 2: ("RUNNING", [1], [0, 2]), 3: ("RUNNING", [1, 2], [0, 2])}
+    folder = _train_artifact(tmp_path / "train" / "k", run)
+    log_stage_run(t, "train", StageRecord("train:saerl:0", "k", "computed", "computed: first run", {},
+                                          {"arm": "saerl", "seed": "0"}, seconds=time.time() - before,
+                                          path=str(folder)), {"steps": 3.0})
+    t.finish()
+    nested = client.search_runs([client.get_experiment_by_name("live").experiment_id],
+                                f"tags.mlflow.parentRunId = '{t.parent_id}'")
+    assert [r.info.run_id for r in nested] == [rid], "the stage's end fills in the run made at its start"
+    done = nested[0]
+    assert done.info.status == "FINISHED" and done.data.tags["saerl.status"] == "computed"
+    assert done.data.tags["saerl.reason"] == "computed: first run" and done.data.params["arm"] == "saerl"
+    assert done.info.start_time <= int(before * 1000) + 1000 and done.data.metrics["steps"] == 3.0
+    log = pl.read_parquet(folder / "log.parquet")
+    for name in (c for c in log.columns if c != "step"):  # every metric: each step once
+        want = log.filter(pl.col(name).is_not_null())["step"].to_list()
+        assert [m.step for m in client.get_metric_history(rid, name)] == want, name
+    assert [(m.step, m.value) for m in client.get_metric_history(rid, "eval/h/greedy")] == [
+        (r["step"], r["greedy"]) for r in run["curve"]]
+
+
+def test_the_end_of_a_live_run_logs_only_the_points_it_lacks(tmp_path):
+    """A resumed training run sends live only the steps after its checkpoint (and a failed send loses some): its end
+    logs the rest of its history, and none of what the run already holds a second time."""
+    import polars as pl
+
+    from saerl.runs import StageRecord
+    from saerl.tracking import LiveStageRun, log_stage_run
+
+    cfg = load_config(None, ["name=resumed"])
+    t = Tracker(cfg, tmp_path, "run-r")
+    rid = t.start_stage("train:saerl:0", "k", {})
+    send = LiveStageRun(cfg, tmp_path, rid)
+    send(2, {"reward": 0.2, "loss": 0.5})
+    send(3, {"reward": 0.3})  # its loss was not sent
+    folder = tmp_path / "train" / "k"
+    folder.mkdir(parents=True)
+    pl.DataFrame({"step": [1, 2, 3], "reward": [0.1, 0.2, 0.3], "loss": [0.4, 0.5, 0.6]}).write_parquet(
+        folder / "log.parquet")
+    pl.DataFrame({"step": [0], "set": ["h"], "greedy": [0.25]}).write_parquet(folder / "curve.parquet")
+    log_stage_run(t, "train", StageRecord("train:saerl:0", "k", "computed", "r", {}, {}, seconds=1.0,
+                                          path=str(folder)), {})
+    t.finish()
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path))
+    history = {name: sorted((m.step, m.value) for m in client.get_metric_history(rid, name))
+               for name in ("reward", "loss", "eval/h/greedy")}
+    assert history == {"reward": [(1, 0.1), (2, 0.2), (3, 0.3)], "loss": [(1, 0.4), (2, 0.5), (3, 0.6)],
+                       "eval/h/greedy": [(0, 0.25)]}
+
+
+def test_a_stage_run_still_computing_ends_with_its_run_stopped_failed_or_killed(tmp_path):
+    """A nested run made as its stage run started stayed RUNNING for ever when the pipeline run failed, was stopped
+    or was killed. A failed or stopped run ends it with its own status (saerl.status says how); a killed run's is
+    ended KILLED with its parent by the next run (close_dead_runs)."""
+    from saerl.runs import live_path
+    from saerl.tracking import RUN_ID_TAG
+
+    cfg = load_config(None, ["name=ends"])
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path))
+    for status, said in (("FAILED", "failed"), ("KILLED", "stopped")):
+        t = Tracker(cfg, tmp_path, f"run-{said}")
+        rid = t.start_stage("train:saerl:0", "k", {})
+        assert client.get_run(t.parent_id).data.tags["stage.train:saerl:0"] == "computing:k"
+        t.finish(status, ended="train:saerl:0: boom")
+        run = client.get_run(rid)
+        assert (run.info.status, run.data.tags["saerl.status"]) == (status, said) and not t.live
+    killed = Tracker(cfg, tmp_path, "run-killed")
+    rid = killed.start_stage("train:saerl:0", "k", {})
+    live_path(tmp_path, "run-killed").parent.mkdir(parents=True, exist_ok=True)
+    live_path(tmp_path, "run-killed").touch()  # what a killed run leaves: its live file, the lock free
+    Tracker(cfg, tmp_path, "run-next").finish()
+    assert client.get_run(rid).info.status == "KILLED"
+    parents = client.search_runs([client.get_experiment_by_name("ends").experiment_id], f"tags.`{RUN_ID_TAG}` = 'run-killed'")
+    assert [p.info.status for p in parents] == ["KILLED"]
+
+
+def test_live_metrics_are_a_no_op_with_tracking_off_or_no_run(tmp_path):
+    """tracking.enabled=false: no nested run is made, and the stage's task sends nothing (no step sink is set)."""
+    from saerl.rl import _STEP_SINK
+    from saerl.tracking import LiveStageRun, live_metrics
+
+    off = load_config(None, ["tracking.enabled=false"])
+    assert Tracker(off, tmp_path, "run").start_stage("train:saerl:0", "k", {}) is None
+    with live_metrics(off, tmp_path, "some-run"):
+        assert _STEP_SINK.get() is None
+    with live_metrics(load_config(None, []), tmp_path, None):
+        assert _STEP_SINK.get() is None
+    with live_metrics(load_config(None, []), tmp_path, "some-run"):
+        assert isinstance(_STEP_SINK.get(), LiveStageRun)
+    assert _STEP_SINK.get() is None and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_live_send_that_fails_warns_once_and_the_stage_goes_on(tmp_path, caplog):
+    """A tracking server that stops answering while a stage run trains costs its live points (one warning), never
+    the training run."""
+    from saerl.tracking import LiveStageRun
+
+    cfg = load_config(None, ["tracking.uri=http://127.0.0.1:9", "tracking.http_retries=0", "tracking.http_timeout_s=2"])
+    send = LiveStageRun(cfg, tmp_path, "0123")
+    with caplog.at_level(logging.WARNING, logger="saerl.tracking"):
+        send(1, {"reward": 0.1})
+        send(2, {"reward": 0.2})
+    assert not send.enabled
+    assert sum("no more live metric points for this stage run" in r.message for r in caplog.records) == 1
