@@ -224,19 +224,16 @@ def unfinished(root: Path, record: RunRecord) -> str | None:
 
 
 def killed_runs(root: Path) -> list[RunRecord]:
-    """The records of the runs under `root` that were killed: still marked running, their live lock file left free
-    (:func:`unfinished` reads them KILLED). Only a run going or killed has a lock file, so only those records are
+    """The records of the runs under `root` that were killed: those :func:`unfinished` reads KILLED (still marked
+    running, their live lock file left free). Only a run going or killed has a lock file, so only those records are
     read; one that is missing or not readable is skipped. in: artifact root; out: the records, oldest first."""
     killed = []
     for lock in sorted((Path(root) / RUNS_DIR).glob(f"*{LIVE}")):
-        run_id = lock.name.removesuffix(LIVE)
-        if run_alive(root, run_id) is not False:
-            continue
         try:
-            record = read_run(run_path(root, run_id))
+            record = read_run(run_path(root, lock.name.removesuffix(LIVE)))
         except ValueError:  # no record (the run died before saving it) or an unreadable one
             continue
-        if record.extra.get(RUNNING):
+        if unfinished(root, record) == KILLED:
             killed.append(record)
     return killed
 
