@@ -501,7 +501,8 @@ class HealthConfig(Section):
         "steps (tail_share) is below this: rollouts of a group come out (nearly) identical, so GRPO has no spread "
         "to learn from; 0 = off")
     tail_share: float = Field(0.25, gt=0, le=1, description="share of the run's last steps (at least one) the "
-                              "entropy and format_only_share checks average over")
+                              "entropy, format_only_share, reward_drop_share and length_factor checks average over "
+                              "(the last two compare it with the same share of the first steps)")
     truncated_share: float = Field(
         0.5, ge=0, le=1, description="note when the mean share of rollouts cut off at train.max_completion_length "
         "(trl's completions/clipped_ratio) over the run is above this")
@@ -517,6 +518,37 @@ class HealthConfig(Section):
         0.5, ge=0, le=1, description="with train.format_reward > 0: note when, over the run's last steps (tail_share), "
         "the format reward's mean exceeds the correctness reward's by more than this: that share of rollouts earned "
         "reward for a readable final answer alone, not a right one (format-reward hacking)")
+    reward_drop_share: float = Field(
+        0.9, ge=0, le=1, description="note a reward collapse when the mean reward over the run's last steps "
+        "(tail_share) is below its mean over the first steps (tail_share) by more than this share of it, the early "
+        "mean being at least reward_floor: the run unlearned what it knew (a finite but ruinous update: a learning "
+        "rate too high). A curriculum order trains on harder prompts later, so its reward falls by design: the "
+        "demo's saerl arm fell 85% (0.16 -> 0.024) while its held-out accuracy moved 3.5 points at most; 0 = off")
+    reward_floor: float = Field(
+        0.05, ge=0, description="the early mean reward (first tail_share of the steps) a reward collapse "
+        "(reward_drop_share) needs: below it the run had little reward to lose")
+    eval_drop: float = Field(
+        0.05, ge=0, le=1, description="note when a held-out set's in-training greedy accuracy at the run's last "
+        "evaluation is below its first (step 0) by more than this (accuracy points: 0.05 = 5 points): training made "
+        "the policy worse on problems it did not train on; 0 = off")
+    grad_spike_factor: float = Field(
+        10.0, ge=0, description="note the steps whose grad_norm (trl's, before clipping to train.max_grad_norm) is "
+        "above this many times the run's median grad_norm over the steps that had a gradient (grad_norm > 0: a step "
+        "without a reward spread has none); above 1; 0 = off")
+    length_factor: float = Field(
+        2.0, ge=0, description="note when the mean completion length (trl's completions/mean_length) over the run's "
+        "last steps (tail_share) is above this many times its mean over the first steps (blow-up: rambling or "
+        "degenerate repetition) or below 1/this of it (collapse); above 1; 0 = off")
+
+    @field_validator("grad_spike_factor", "length_factor")
+    @classmethod
+    def _factor_above_one(cls, value: float, info: Any) -> float:
+        """A factor over a run's own level: above 1 (at or below it every run would be noted), or 0 (off)."""
+        if 0 < value <= 1:
+            raise ValueError(f"health.{info.field_name}={value:g} is a factor over the run's own level and must be "
+                             f"above 1 (e.g. health.{info.field_name}={cls.model_fields[info.field_name].default:g}),"
+                             f" or 0 to turn the note off")
+        return value
 
 
 class TrainConfig(Section):

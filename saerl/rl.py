@@ -17,6 +17,7 @@ import logging
 import math
 import random
 import shutil
+import statistics
 import threading
 import time
 import warnings
@@ -453,6 +454,7 @@ def own_precision(model: Any) -> Iterator[None]:
 
 # trl's per-step metrics the health checks read (saerl.rl.health_notes)
 ENTROPY, CLIPPED, ZERO_STD, KL = "entropy", "completions/clipped_ratio", "frac_reward_zero_std", "kl"
+REWARD, GRAD_NORM, MEAN_LENGTH = "reward", "grad_norm", "completions/mean_length"
 FILLED = "dynamic_sampling/filled_groups"  # DAPO: groups still without a reward spread when the rounds ran out
 SKIPPED = "dynamic_sampling/skipped_updates"  # DAPO: 1 for an optimizer step with no group kept (no update)
 NON_FINITE_METRICS = ("loss", "grad_norm")  # a step logging either as nan/inf trained on garbage
@@ -487,6 +489,116 @@ _Row = TypeVar("_Row")  # one logged step's item, of whatever shape a health che
 def _tail(rows: list[_Row], share: float) -> list[_Row]:
     """The last `share` of a run's logged steps, at least one (health.tail_share). in: per-step items, share."""
     return rows[-max(1, round(len(rows) * share)):]
+
+
+def _head(rows: list[_Row], share: float) -> list[_Row]:
+    """The first `share` of a run's logged steps, at least one (what :func:`_tail`'s last steps are compared with).
+    in: per-step items, share."""
+    return rows[:max(1, round(len(rows) * share))]
+
+
+def _mean(pairs: list[tuple[int, float]]) -> float:
+    """The mean value of (step, value) pairs (at least one). in: pairs; out: mean."""
+    return sum(v for _, v in pairs) / len(pairs)
+
+
+def _steps(pairs: list[tuple[int, float]]) -> str:
+    """'steps 46-60' (or 'step 7') for the (step, value) pairs a mean was taken over. in: pairs; out: text."""
+    first, last = pairs[0][0], pairs[-1][0]
+    return f"step {first}" if first == last else f"steps {first}-{last}"
+
+
+def _fix_learning_rate(cfg: TrainConfig) -> str:
+    """The fix a finite but ruinous update calls for, with the run's settings. in: train config; out: text."""
+    warmup = f" or lengthen train.warmup_steps (now {cfg.warmup_steps})" if cfg.warmup_steps else " or add train.warmup_steps"
+    return f"lower train.learning_rate (now {cfg.learning_rate:g}, e.g. {cfg.learning_rate / 10:g}){warmup}"
+
+
+def reward_collapse_note(log_rows: list[dict[str, Any]], cfg: TrainConfig, h: HealthConfig) -> str | None:
+    """The note on a reward collapse: the mean reward over the last h.tail_share of the steps below its mean over the
+    first h.tail_share by more than h.reward_drop_share of it, the early mean being at least h.reward_floor (the run
+    unlearned what it knew: a learning rate too high wrecks a policy while every number stays finite).
+    in: log rows, train config, thresholds; out: the note or None (off at reward_drop_share 0)."""
+    rewards = _series(log_rows, REWARD)
+    if h.reward_drop_share <= 0 or not rewards:
+        return None
+    early, late = _head(rewards, h.tail_share), _tail(rewards, h.tail_share)
+    before, after = _mean(early), _mean(late)
+    if before <= 0 or before < h.reward_floor or before - after <= h.reward_drop_share * before:
+        return None
+    return (f"the mean reward fell from {before:.3g} over the first {len(early)} steps ({_steps(early)}) to {after:.3g} "
+            f"over the last {len(late)} ({_steps(late)}), {(before - after) / before:.0%} of it (over "
+            f"health.reward_drop_share={h.reward_drop_share:g}): the run unlearned what it knew, as a finite but too "
+            f"large update does; {_fix_learning_rate(cfg)}. A curriculum order trains on harder prompts later, so "
+            "part of such a fall can be the order's: the held-out accuracy tells them apart")
+
+
+def eval_drop_notes(curve: list[dict[str, Any]], cfg: TrainConfig, h: HealthConfig) -> list[str]:
+    """The notes on held-out accuracy lost in training: per set of the in-training evaluation (rows: step, set,
+    greedy, n), its last point below its first (step 0) by more than h.eval_drop, with the first evaluation that
+    was. in: curve rows, train config, thresholds; out: one note per set that lost it ([] at eval_drop 0)."""
+    if h.eval_drop <= 0:
+        return []
+    notes = []
+    for name in dict.fromkeys(r["set"] for r in curve):
+        points = sorted((r for r in curve if r["set"] == name), key=lambda r: r["step"])
+        first, last = points[0], points[-1]
+        drop = first["greedy"] - last["greedy"]
+        if last["step"] <= first["step"] or drop <= h.eval_drop or math.isclose(drop, h.eval_drop):
+            continue
+        below = next(r for r in points if first["greedy"] - r["greedy"] > h.eval_drop)
+        notes.append(f"held-out set {name!r}: in-training greedy accuracy fell from {first['greedy']:.3g} at step "
+                     f"{first['step']} to {last['greedy']:.3g} at step {last['step']} ({last['n']} problems), "
+                     f"{drop * 100:.1f} points (over health.eval_drop={h.eval_drop:g}; first more than that below at "
+                     f"step {below['step']}: {below['greedy']:.3g}): training made the policy worse on problems it "
+                     f"did not train on, and the heldout stage evaluates this final policy; {_fix_learning_rate(cfg)}")
+    return notes
+
+
+def grad_spike_note(log_rows: list[dict[str, Any]], cfg: TrainConfig, h: HealthConfig) -> str | None:
+    """The note on grad-norm spikes: the steps whose grad_norm (before clipping) is above h.grad_spike_factor times
+    the run's median over the steps that had a gradient (grad_norm > 0), with the first and the largest.
+    in: log rows, train config, thresholds; out: the note or None (off at grad_spike_factor 0)."""
+    norms = [(s, v) for s, v in _series(log_rows, GRAD_NORM) if v > 0]
+    if h.grad_spike_factor <= 0 or not norms:
+        return None
+    median = statistics.median(v for _, v in norms)
+    spikes = [(s, v) for s, v in norms if v > h.grad_spike_factor * median]
+    if not spikes:
+        return None
+    top = max(spikes, key=lambda x: x[1])
+    clipped = sum(v > cfg.max_grad_norm for _, v in spikes)
+    return (f"grad_norm was above health.grad_spike_factor={h.grad_spike_factor:g} times the run's median "
+            f"({median:.3g}) on {len(spikes)} of {len(norms)} steps with a gradient (first step {spikes[0][0]}: "
+            f"{spikes[0][1]:.3g}; max {top[1]:.3g} at step {top[0]}; {clipped} clipped to train.max_grad_norm="
+            f"{cfg.max_grad_norm:g}): the loss turned steep there, and a step that large can throw the policy off what "
+            f"it learned (watch the reward and held-out accuracy after it); lower train.max_grad_norm or "
+            f"{_fix_learning_rate(cfg).removeprefix('lower ')}")
+
+
+def length_change_note(log_rows: list[dict[str, Any]], cfg: TrainConfig, h: HealthConfig) -> str | None:
+    """The note on a completion-length blow-up or collapse: the mean completion length over the last h.tail_share
+    of the steps above h.length_factor times its mean over the first h.tail_share, or below 1/h.length_factor of
+    it. in: log rows, train config, thresholds; out: the note or None (off at length_factor 0)."""
+    lengths = _series(log_rows, MEAN_LENGTH)
+    if h.length_factor <= 0 or not lengths:
+        return None
+    early, late = _head(lengths, h.tail_share), _tail(lengths, h.tail_share)
+    before, after = _mean(early), _mean(late)
+    if before <= 0 or 1 / h.length_factor <= after / before <= h.length_factor:
+        return None
+    change = (f"the mean completion length went from {before:.3g} tokens over the first {len(early)} steps "
+              f"({_steps(early)}) to {after:.3g} over the last {len(late)} ({_steps(late)}), {after / before:.2g}x "
+              f"(beyond health.length_factor={h.length_factor:g})")
+    if after > before:
+        cut = dict(_series(log_rows, CLIPPED))
+        late_cut = [cut[s] for s, _ in late if s in cut]
+        share = f"; {sum(late_cut) / len(late_cut):.0%} cut off at train.max_completion_length=" \
+                f"{cfg.max_completion_length} over those steps" if late_cut else ""
+        return (f"{change}: the answers blew up (rambling or degenerate repetition, which a too large update "
+                f"drives{share}); {_fix_learning_rate(cfg)}")
+    return (f"{change}: the answers collapsed (the policy learned to stop early, or to emit next to nothing); "
+            f"{_fix_learning_rate(cfg)}, or look for a reward that pays for short answers")
 
 
 def format_only_note(log_rows: list[dict[str, Any]], cfg: TrainConfig, h: HealthConfig) -> str | None:
@@ -528,15 +640,19 @@ def exhausted_rounds_note(log_rows: list[dict[str, Any]], cfg: TrainConfig) -> s
 
 
 def health_notes(log_rows: list[dict[str, Any]], cfg: TrainConfig, h: HealthConfig, reward_checks: int = 0,
-                 verifier_failures: int = 0) -> list[str]:
+                 verifier_failures: int = 0, curve: list[dict[str, Any]] | None = None) -> list[str]:
     """Plain-language notes on a training run's health from trl's per-step log, by the thresholds `h`
     (:class:`saerl.config.HealthConfig`): a non-finite loss or grad_norm (its first step), entropy collapse over
     the last steps, rollouts cut off at max_completion_length, steps without any reward spread (no learning
     signal), reward checks the verifier failed, (beta > 0) KL to the reference above its bound, reward earned from
     the format alone (:func:`format_only_note`) and, under DAPO, dynamic sampling out of rounds
-    (:func:`exhausted_rounds_note`, whenever it happened).
+    (:func:`exhausted_rounds_note`, whenever it happened); then what a finite but ruinous update (a learning rate
+    too high) leaves, which none of those names as such: a reward collapse (:func:`reward_collapse_note`), held-out
+    accuracy lost in training (:func:`eval_drop_notes`, from the in-training evaluation `curve`), grad-norm spikes
+    (:func:`grad_spike_note`) and a completion-length blow-up or collapse (:func:`length_change_note`).
     in: log rows (step, metric: value), train config, health thresholds, the reward's checks and verifier
-    failures; out: notes ([] for a healthy run)."""
+    failures, the in-training evaluation's rows (step, set, greedy, n; None = none); out: notes ([] for a healthy
+    run)."""
     steps = len(log_rows)
     notes: list[str] = []
     bad = first_non_finite(log_rows)
@@ -555,10 +671,14 @@ def health_notes(log_rows: list[dict[str, Any]], cfg: TrainConfig, h: HealthConf
     clipped = _series(log_rows, CLIPPED)
     if clipped:
         share = sum(v for _, v in clipped) / len(clipped)
+        early, late = _mean(_head(clipped, h.tail_share)), _mean(_tail(clipped, h.tail_share))
+        grew = (f"; or, since only {early:.0%} were cut off over the first steps and {late:.0%} over the last (the "
+                f"answers grew while training, as a too large update makes them), {_fix_learning_rate(cfg)}"
+                if early <= h.truncated_share < late else "")
         if share > h.truncated_share:
             notes.append(f"{share:.0%} of rollouts hit train.max_completion_length={cfg.max_completion_length} and "
                          f"were cut off (over health.truncated_share={h.truncated_share:g}): a cut-off answer "
-                         "has no final answer to reward; raise train.max_completion_length")
+                         f"has no final answer to reward; raise train.max_completion_length{grew}")
     flat = [s for s, v in _series(log_rows, ZERO_STD) if v >= 1.0]
     if steps and len(flat) / steps > h.no_signal_share:
         rewards = _series(log_rows, "reward")
@@ -576,7 +696,10 @@ def health_notes(log_rows: list[dict[str, Any]], cfg: TrainConfig, h: HealthConf
                          f"{len(over)} of {steps} steps (first step {over[0][0]}: {over[0][1]:.3g}; max "
                          f"{max(v for _, v in over):.3g}): the policy drifted far from where it started; raise "
                          "train.beta or lower train.learning_rate")
-    return notes + [n for n in (format_only_note(log_rows, cfg, h), exhausted_rounds_note(log_rows, cfg)) if n]
+    notes += [n for n in (format_only_note(log_rows, cfg, h), exhausted_rounds_note(log_rows, cfg),
+                          reward_collapse_note(log_rows, cfg, h)) if n]
+    notes += eval_drop_notes(curve or [], cfg, h)
+    return notes + [n for n in (grad_spike_note(log_rows, cfg, h), length_change_note(log_rows, cfg, h)) if n]
 
 
 def finite_weights(model: Any) -> bool:
@@ -1061,7 +1184,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         drawn = [(i, n // per_gen * cfg.steps_per_generation + 1) for n, i in enumerate(seq[:generated])]
     steps_log = [{k: v for k, v in h.items() if k not in STREAM_ONLY_METRICS}
                  for h in trainer.state.log_history if is_step_row(h)]
-    health_found = health_notes(steps_log, cfg, health or HealthConfig(), reward.checked, reward.failures)
+    health_found = health_notes(steps_log, cfg, health or HealthConfig(), reward.checked, reward.failures, evals.rows)
     return {"model_dir": str(out), "steps": done, "seconds": round(timer.seconds, 1), "log": steps_log,
             "order": [i for i, _ in drawn], "order_steps": [step for _, step in drawn], "curve": evals.rows, "curve_problems": evals.problems,
             "resumed_from": int(resume.name.split("-")[1]) if resume is not None else None,

@@ -1,6 +1,7 @@
 """GRPO through trl: our sampler, the order trained, the reward."""
 
 import json
+import math
 from pathlib import Path
 
 import polars as pl
@@ -1166,6 +1167,154 @@ def test_dapo_running_out_of_rounds_is_noted():
     assert "raise train.dynamic_sampling_max_rounds" in note
     never = [healthy_step(s, **{"dynamic_sampling/filled_groups": 0.0}) for s in (1, 2)]
     assert health_notes(never, cfg, H) == []
+
+
+WRECK = TrainConfig(learning_rate=1e-2, max_completion_length=64)  # the probe's: GRPO at 200x the default rate
+
+
+def test_a_reward_collapse_is_noted_after_the_reward_was_there():
+    """A learning rate too high wrecks a policy while every number stays finite, and no note said so: the mean reward
+    over the last quarter of the steps (health.tail_share) below the first quarter's by more than
+    health.reward_drop_share of it, after an early mean of at least health.reward_floor, earns a note naming both
+    means, their steps and the learning-rate fix."""
+    wreck = [healthy_step(s, reward=r) for s, r in enumerate([0.5, 0.6, 0.3, 0.1, 0.0, 0.0, 0.02, 0.0], 1)]
+    [note] = health_notes(wreck, WRECK, H)
+    assert ("the mean reward fell from 0.55 over the first 2 steps (steps 1-2) to 0.01 over the last 2 (steps 7-8), "
+            "98% of it (over health.reward_drop_share=0.9)") in note
+    assert "lower train.learning_rate (now 0.01, e.g. 0.001) or add train.warmup_steps" in note
+    assert health_notes(wreck, WRECK, HealthConfig(reward_drop_share=0.0)) == []  # 0 = off
+    assert health_notes(wreck, WRECK, HealthConfig(reward_drop_share=0.99)) == []
+    assert health_notes(wreck, WRECK, HealthConfig(reward_floor=0.6)) == []  # little to lose: not a collapse
+    curriculum = [healthy_step(s, reward=r) for s, r in enumerate([0.16, 0.15, 0.1, 0.08, 0.05, 0.04, 0.03, 0.02], 1)]
+    assert health_notes(curriculum, WRECK, H) == []  # 85% down, as the demo's saerl arm on ever harder prompts
+    never = [healthy_step(s, reward=r) for s, r in enumerate([0.02, 0.0, 0.0, 0.0], 1)]
+    assert health_notes(never, WRECK, H) == []  # under the floor: nothing was learned to lose
+
+
+def test_held_out_accuracy_lost_in_training_is_noted():
+    """The probe's wreck (learning rate 1e-2) took the in-training held-out accuracy from 0.1 at step 0 to 0 by step
+    12 with no note about it (only truncation and no reward spread, whose fixes point elsewhere): a set's last
+    point below its step-0 one by more than health.eval_drop earns a note with both points and the first step
+    that was."""
+    def curve(points: list[tuple[int, float]], name: str = "heldout") -> list[dict]:
+        return [{"step": s, "set": name, "greedy": g, "n": 100} for s, g in points]
+
+    wreck = curve([(0, 0.1), (12, 0.0), (24, 0.0), (36, 0.0)]) + curve([(0, 0.5), (12, 0.49), (36, 0.47)], "math")
+    rows = [healthy_step(s) for s in range(1, 37)]
+    [note] = health_notes(rows, WRECK, H, curve=wreck)  # 'math' lost 3 points: within the default 5
+    assert ("held-out set 'heldout': in-training greedy accuracy fell from 0.1 at step 0 to 0 at step 36 (100 "
+            "problems), 10.0 points (over health.eval_drop=0.05; first more than that below at step 12: 0)") in note
+    assert "lower train.learning_rate (now 0.01, e.g. 0.001)" in note
+    assert len(health_notes(rows, WRECK, HealthConfig(eval_drop=0.02), curve=wreck)) == 2
+    assert health_notes(rows, WRECK, HealthConfig(eval_drop=0.0), curve=wreck) == []  # 0 = off
+    demo = curve([(0, 0.16), (25, 0.135), (50, 0.115), (75, 0.125), (100, 0.125)])  # the demo's worst: 3.5 points
+    assert health_notes(rows, WRECK, H, curve=demo) == []
+    assert health_notes(rows, WRECK, H, curve=curve([(0, 0.3), (0, 0.3)])) == []  # only step 0: nothing trained
+    assert health_notes(rows, WRECK, H, curve=curve([(0, 0.15), (10, 0.1)])) == []  # 5 points: not more than 5
+
+
+def test_grad_norm_spikes_are_noted_against_the_runs_median():
+    """A step whose gradient norm is many times the run's usual was logged and nothing said: the steps above
+    health.grad_spike_factor times the median over the steps that had a gradient earn a note with the first and the
+    largest, how many were clipped, and the fix. Steps without a reward spread (grad_norm 0) are not the run's
+    usual."""
+    norms = [0.3, 0.0, 0.25, 0.35, 4.0, 0.3, 0.0, 12.0, 0.28, 0.3]
+    spiky = [healthy_step(s, grad_norm=g) for s, g in enumerate(norms, 1)]
+    [note] = health_notes(spiky, WRECK, H)
+    assert ("grad_norm was above health.grad_spike_factor=10 times the run's median (0.3) on 2 of 8 steps with a "
+            "gradient (first step 5: 4; max 12 at step 8; 2 clipped to train.max_grad_norm=1)") in note
+    assert "lower train.max_grad_norm or train.learning_rate (now 0.01, e.g. 0.001) or add train.warmup_steps" in note
+    assert health_notes(spiky, WRECK, HealthConfig(grad_spike_factor=0.0)) == []  # 0 = off
+    assert health_notes(spiky, WRECK, HealthConfig(grad_spike_factor=50.0)) == []
+    demo = [healthy_step(s, grad_norm=g) for s, g in enumerate([0.3, 0.35, 1.25, 0.28, 0.31], 1)]  # demo's 4x
+    assert health_notes(demo, WRECK, H) == []
+    assert health_notes([healthy_step(s, grad_norm=0.0) for s in (1, 2)], WRECK, H) == []  # no gradient at all
+
+
+def test_a_completion_length_blow_up_or_collapse_is_noted():
+    """The probe's wreck drove the answers from 25 tokens to the 64-token limit; the mean completion length over the
+    last quarter beyond health.length_factor times the first quarter's (or below 1/factor of it) earns a note."""
+    def step(s: int, length: float, cut: float = 0.0) -> dict[str, float]:
+        return healthy_step(s, **{"completions/mean_length": length, "completions/clipped_ratio": cut})
+
+    blow_up = [step(s, n, c) for s, (n, c) in enumerate([(20, 0), (22, 0), (30, 0.1), (45, 0.4), (55, 0.7),
+                                                         (60, 0.8), (63, 0.9), (64, 1.0)], 1)]
+    notes = health_notes(blow_up, WRECK, H)
+    [note] = [n for n in notes if "completion length" in n]
+    assert ("the mean completion length went from 21 tokens over the first 2 steps (steps 1-2) to 63.5 over the last "
+            "2 (steps 7-8), 3x (beyond health.length_factor=2): the answers blew up") in note
+    assert "95% cut off at train.max_completion_length=64 over those steps" in note
+    assert "lower train.learning_rate (now 0.01" in note
+    collapse = [step(s, n) for s, n in enumerate([40, 38, 30, 20, 10, 5, 3, 2], 1)]
+    [note] = health_notes(collapse, WRECK, H)
+    assert "from 39 tokens over the first 2 steps (steps 1-2) to 2.5 over the last 2" in note
+    assert "the answers collapsed" in note
+    assert health_notes(collapse, WRECK, HealthConfig(length_factor=0.0)) == []  # 0 = off
+    assert health_notes(collapse, WRECK, HealthConfig(length_factor=20.0)) == []
+    curriculum = [step(s, n) for s, n in enumerate([15, 15.6, 18, 20, 22, 24, 25, 25.2], 1)]  # the demo's 1.6x
+    assert health_notes(curriculum, WRECK, H) == []
+
+
+def test_truncation_that_grew_while_training_points_at_the_learning_rate_too():
+    """The probe's wreck earned the truncation note, whose only fix was a longer limit, though 41% were cut off over
+    its first quarter and 96% over its last: when the first steps were under health.truncated_share and the last
+    over, the note says so and names the learning-rate fix as well; a run cut off from the start does not."""
+    grew = [healthy_step(s, **{"completions/clipped_ratio": c}) for s, c in
+            enumerate([0.1, 0.2, 0.5, 0.7, 0.9, 1.0, 1.0, 1.0], 1)]
+    [note] = health_notes(grew, WRECK, H)
+    assert "raise train.max_completion_length; or, since only 15% were cut off over the first steps and 100% " in note
+    assert "lower train.learning_rate (now 0.01, e.g. 0.001)" in note
+    always = [healthy_step(s, **{"completions/clipped_ratio": 0.9}) for s in range(1, 9)]
+    [note] = health_notes(always, WRECK, H)
+    assert note.endswith("raise train.max_completion_length")
+
+
+@pytest.mark.parametrize("field", ["grad_spike_factor", "length_factor"])
+def test_a_health_factor_at_or_below_one_is_refused(field):
+    with pytest.raises(ValueError, match=rf"health.{field}=1 is a factor over the run's own level and must be above 1"):
+        HealthConfig(**{field: 1.0})
+    assert getattr(HealthConfig(**{field: 0.0}), field) == 0.0  # off
+
+
+@pytest.fixture(scope="module")
+def knowing_policy_dir(tmp_path_factory):
+    """A saved tiny policy that answers its four prompts right (greedy), and those prompts."""
+    from tiny import overfit, tiny_model, tiny_tokenizer
+
+    pairs = [(f"what is {a} + {b} ?", f"#### {a + b}") for a, b in [(3, 4), (1, 1), (2, 5), (6, 2)]]
+    root = tmp_path_factory.mktemp("knowing")
+    tok = tiny_tokenizer()
+    model = tiny_model(tok, "llama", seed=0, hidden=16)
+    overfit(model, tok, pairs)
+    model.save_pretrained(root)
+    tok.save_pretrained(root)
+    prompts = pl.DataFrame({"id": [f"k{i}" for i in range(len(pairs))], "prompt": [p for p, _ in pairs],
+                            "answer": [c.split()[-1] for _, c in pairs]})
+    return root, prompts
+
+
+def test_a_run_at_an_absurd_learning_rate_notes_the_held_out_accuracy_it_lost(knowing_policy_dir, tmp_path,
+                                                                               one_torch_thread):
+    """A real run: a policy that answers its held-out prompts right, two GRPO steps at learning rate 1 (finite, and
+    ruinous), then greedy accuracy 0: train_grpo's notes (the train manifest's) name the loss and the fix. At the
+    default rate the same run keeps its accuracy and earns no note."""
+    policy, prompts = knowing_policy_dir
+
+    def alternate(completions, **_):  # one rollout of each group rewarded, the other not: the gradient is not zero
+        return [float(i % 2) for i in range(len(completions))]
+
+    def train(rate: float) -> dict:
+        cfg = TrainConfig(num_generations=2, max_completion_length=4, max_steps=2, eval_every=2, learning_rate=rate,
+                          temperature=1.0)
+        return train_grpo(policy, prompts, prompts["id"].to_list(), cfg, tmp_path / f"rl{rate:g}", prompts_per_step=2,
+                          seed=0, extra_rewards=[alternate], eval_sets={"h": prompts})
+
+    wrecked, sane = train(1.0), train(TrainConfig().learning_rate)
+    assert [(r["step"], r["greedy"]) for r in wrecked["curve"]] == [(0, 1.0), (2, 0.0)], wrecked["curve"]
+    assert all(math.isfinite(h["grad_norm"]) for h in wrecked["log"])  # every number finite: FiniteWeights let it be
+    assert any("held-out set 'h': in-training greedy accuracy fell from 1 at step 0 to 0 at step 2 (4 problems)" in n
+               and "lower train.learning_rate (now 1, e.g. 0.1)" in n for n in wrecked["notes"]), wrecked["notes"]
+    assert [(r["step"], r["greedy"]) for r in sane["curve"]] == [(0, 1.0), (2, 1.0)] and sane["notes"] == []
 
 
 def test_a_run_without_reward_spread_notes_it(tiny_policy_dir, tmp_path, one_torch_thread):
