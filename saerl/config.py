@@ -671,9 +671,10 @@ class TrainConfig(Section):
         return value
 
 
-# the HeldOutSet fields that say how its file is read, added after configs with {path, prompt, ...} entries keyed
-# their runs: left out of the entry's dump (flatten, stage keys, records) while unset, so those keys stay as they were
-HELD_OUT_READING: tuple[str, ...] = ("format", "hf_split")
+# the HeldOutSet fields added after configs with {path, prompt, ...} entries keyed their runs: how its file is read
+# (format, hf_split) and its own samples per problem (k_samples): left out of the entry's dump (flatten, stage keys,
+# records) while unset, so those keys stay as they were
+HELD_OUT_READING: tuple[str, ...] = ("format", "hf_split", "k_samples")
 
 
 class HeldOutSet(Section):
@@ -691,6 +692,10 @@ class HeldOutSet(Section):
     hf_split: str | None = Field(
         None, description="the split read from a Hugging Face DatasetDict folder; None = its only split (a folder "
         "of several names one; never data.hf_split, the training data's)")
+    k_samples: int | None = Field(
+        None, gt=0, description="sampled completions per problem of this set's mean@k (and of its reachable "
+        "stratum's probe): AIME and AMC are reported as avg@32 where GSM8K and MATH take fewer; None = "
+        "eval.k_samples")
 
     @model_serializer(mode="wrap")
     def _unset_reading_left_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -722,6 +727,14 @@ def held_out_mapping(data: DataConfig, entry: str | HeldOutSet) -> DataConfig:
     return mapping
 
 
+def set_samples(cfg: EvalConfig, name: str) -> int:
+    """The sampled completions per problem of held-out set `name`: its eval.sets entry's own k_samples where it
+    sets one, else eval.k_samples (the testbed's own set, a plain-path entry). in: eval config, set name; out: k."""
+    entry = cfg.sets.get(name)
+    own = entry.k_samples if isinstance(entry, HeldOutSet) else None
+    return cfg.k_samples if own is None else own
+
+
 def eval_max_new_tokens(cfg: PipelineConfig) -> int:
     """The generation limit of the final held-out evaluation: eval.max_new_tokens, or train.max_completion_length
     where it is unset (the in-training curve's limit). in: the config; out: tokens per completion."""
@@ -735,7 +748,8 @@ TESTBED_SET = "heldout"  # the testbed's own held-out set (saerl.runners.eval_se
 class EvalConfig(Section):
     """Held-out evaluation (evaluate stage)."""
 
-    k_samples: int = Field(4, gt=0, description="samples per problem for mean accuracy")
+    k_samples: int = Field(4, gt=0, description="samples per problem for mean accuracy (mean@k); a set's own "
+                           "eval.sets.NAME.k_samples overrides it for that set")
     base_policy: bool = Field(
         True, description="also evaluate the starting policy: each arm's RL gain over it, and every set's "
         "reachable stratum (problems the starting policy solves in at least one of k_samples probe samples, a pass "
@@ -769,9 +783,15 @@ class EvalConfig(Section):
         "for the steps-to-target ratio's interval; 0 = no interval")
     sets: dict[str, str | HeldOutSet] = Field(
         {}, description="extra held-out sets {name: file} read with the data mapping, or {name: {path: file, prompt: "
-        "F, answer: F, id: F, format: F, hf_split: S}} for a file whose fields or reading differ (the testbed adds "
-        "its own); a file's format is the one its suffix names, a DatasetDict folder's split its only one unless "
-        "hf_split names it")
+        "F, answer: F, id: F, format: F, hf_split: S, k_samples: K}} for a file whose fields, reading or samples "
+        "per problem differ (the testbed adds its own); a file's format is the one its suffix names, a DatasetDict "
+        "folder's split its only one unless hf_split names it")
+    answer_extraction: Literal["boxed", "boxed_or_last"] = Field(
+        "boxed", description="how the held-out evaluation (the heldout stage and the in-training curve; never the "
+        "training reward) reads a completion's final answer: 'boxed' = the verifier's (the last \\boxed{} or "
+        "'####'; none = no answer, scored wrong); 'boxed_or_last' = that, else the last 'the (final) answer is X', "
+        "else the completion's last number, as Qwen2.5-Math's evaluation and lm-eval's flexible extract read an "
+        "unboxed answer (saerl.answers)")
 
     @field_validator("sets")
     @classmethod

@@ -1,7 +1,9 @@
 """Held-out evaluation of a policy, steps-to-target, and arm comparisons with honest error bars (evaluate stage).
 
 - :func:`evaluate_policy` / :func:`evaluate_loaded`: per problem, one greedy completion (``sample`` 0) and
-  ``k`` sampled ones (``sample`` 1..k at ``cfg.temperature``), each judged by :func:`saerl.verify.verify_batch`.
+  ``k`` sampled ones (``sample`` 1..k at ``cfg.temperature``; k is the set's own eval.sets.NAME.k_samples, else
+  eval.k_samples: :func:`saerl.config.set_samples`), each judged by :func:`saerl.verify.verify_batch` on the answer
+  eval.answer_extraction reads (:func:`saerl.answers.judge_held_out`; 'boxed_or_last' adds a FALLBACK column).
   A verifier failure keeps its own ``status`` ("timeout"/"error") and counts as not correct.
 - :func:`summarize_eval`: greedy pass@1, mean accuracy over the k samples and pass@k per set, with standard
   errors over problems.
@@ -58,9 +60,9 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from saerl.config import EvalConfig, ModelConfig
+from saerl.answers import BOXED, BOXED_OR_LAST, FALLBACK, judge_held_out
+from saerl.config import EvalConfig, ModelConfig, set_samples
 from saerl.data import GOOD_QUALITY
-from saerl.verify import verify_batch
 
 GREEDY = 0  # the `sample` index of the greedy completion; sampled ones are 1..k
 FAILED = ("timeout", "error")  # verifier statuses that are failures of the check, not of the model
@@ -119,7 +121,7 @@ def evaluate_loaded(model: Any, tok: Any, eval_sets: dict[str, pl.DataFrame], cf
         df = select_problems(df, cfg.max_problems)
         prompts, golds = df["prompt"].to_list(), [str(a) for a in df["answer"].to_list()]
         n = df.height
-        passes = range(GREEDY if greedy else GREEDY + 1, cfg.k_samples + 1)  # the sample indices generated
+        passes = range(GREEDY if greedy else GREEDY + 1, set_samples(cfg, name) + 1)  # the sample indices generated
         texts: list[str] = []
         lens: list[int] = []
         ended: list[bool] = []
@@ -131,12 +133,14 @@ def evaluate_loaded(model: Any, tok: Any, eval_sets: dict[str, pl.DataFrame], cf
                                               0.0 if j == GREEDY else cfg.temperature, _seed_for(seed, j, probe),
                                               on_batch=bar.update)
                 texts, lens, ended, samples = texts + t, lens + ln, ended + e, samples + [j] * n
-        results = verify_batch(texts, golds * len(passes), cfg.verify_timeout_s)
+        results, fell_back = judge_held_out(texts, golds * len(passes), cfg.verify_timeout_s, cfg.answer_extraction)
         extra = {c: df[c].cast(pl.Utf8).to_list() * len(passes) for c in ("difficulty", "topic") if c in df.columns}
+        # which answers the fallback read: a column only where it may read any, so 'boxed' writes what it wrote before
+        read = {FALLBACK: fell_back} if cfg.answer_extraction != BOXED else {}
         frames.append(pl.DataFrame({
             "set": [name] * len(texts), "id": [str(i) for i in df["id"].to_list()] * len(passes),
             "sample": samples, "correct": [r.correct for r in results], "status": [r.status for r in results],
-            "completion_len": lens, "truncated": [not e for e in ended], **extra,
+            "completion_len": lens, "truncated": [not e for e in ended], **extra, **read,
         }, schema_overrides={"sample": pl.Int32, "completion_len": pl.Int32}))
     if not frames:
         raise ValueError("no eval sets given")
@@ -149,9 +153,12 @@ def evaluate_policy(model_dir: str | Path, eval_sets: dict[str, pl.DataFrame], c
     """Per problem and sample: is the policy in `model_dir` right on each held-out set?
     in: saved policy folder (any HF causal LM with a chat template), {set name: frame (id, prompt, answer,
     optional difficulty/topic)}, eval config, generation limit, seed;
-    out: one row per (set, id, sample) with sample 0 = greedy and 1..k = sampled at cfg.temperature, correct,
-    status (the verifier's: correct/wrong/no_answer/timeout/error), completion_len (tokens, EOS included),
-    truncated (cut at max_new_tokens: no EOS generated), and difficulty/topic (as text) where the set has them.
+    out: one row per (set, id, sample) with sample 0 = greedy and 1..k = sampled at cfg.temperature (k: the set's
+    own k_samples, else cfg.k_samples: saerl.config.set_samples), correct, status (the verifier's:
+    correct/wrong/no_answer/timeout/error, on the answer cfg.answer_extraction reads: saerl.answers), completion_len
+    (tokens, EOS included), truncated (cut at max_new_tokens: no EOS generated), difficulty/topic (as text) where the
+    set has them, and under answer_extraction 'boxed_or_last' fallback (the answer had no box nor '####' and was
+    read from 'the answer is X' or the last number).
     Deterministic for a seed and batch size (sample j draws from its own seed derived from (seed, j)).
     `model_cfg` says whether the policy's own code may run (model.trust_remote_code; None = no); `device` where it
     runs ('auto': a GPU where there is one, else the CPU; 'cpu'; 'cuda': runtime.device, as the heldout stage
@@ -195,11 +202,13 @@ def summarize_eval(df: pl.DataFrame, by: tuple[str, ...] = ("set",)) -> pl.DataF
 def completion_ends(samples: pl.DataFrame) -> list[pl.Expr]:
     """Aggregations of how a group's completions ended: truncated (the share cut at the generation limit, no end
     token: eval.max_new_tokens; null for a frame without the column) and no_answer (the share the verifier found no
-    final answer in, NO_ANSWER; a cut completion usually has none). Both count as wrong. in: the per-sample frame
-    (whose columns decide the expressions); out: the expressions."""
+    final answer in, NO_ANSWER; a cut completion usually has none). Both count as wrong. A frame evaluated under
+    eval.answer_extraction 'boxed_or_last' (its FALLBACK column) adds fallback: the share whose answer the fallback
+    read (saerl.answers). in: the per-sample frame (whose columns decide the expressions); out: the expressions."""
     cut = (pl.col("truncated").cast(pl.Float64).mean() if "truncated" in samples.columns
            else pl.lit(None, pl.Float64))
-    return [cut.alias("truncated"), (pl.col("status") == NO_ANSWER).cast(pl.Float64).mean().alias("no_answer")]
+    read = [pl.col(FALLBACK).cast(pl.Float64).mean().alias(FALLBACK)] if FALLBACK in samples.columns else []
+    return [cut.alias("truncated"), (pl.col("status") == NO_ANSWER).cast(pl.Float64).mean().alias("no_answer"), *read]
 
 
 def completion_shares(samples: pl.DataFrame) -> pl.DataFrame:
@@ -235,6 +244,48 @@ def truncation_notes(shares: pl.DataFrame, threshold: float, limit: int) -> list
                      f"{'; '.join(parts)}. Both are scored wrong, so these accuracies measure "
                      f"{'finishing within the limit' if cut else 'the answer format'} as much as solving: {fix}")
     return notes
+
+
+def fallback_note(samples: pl.DataFrame) -> str | None:
+    """The note of an evaluation whose answers were read under eval.answer_extraction 'boxed_or_last' (the
+    per-sample frame has the FALLBACK column): how its answers were read, and per set and arm how many of the
+    completions (greedy and sampled, every seed) had no box nor '####' and were read by the fallback, so a reader
+    knows how much of each accuracy rests on it; None under 'boxed' (no such column). in: the per-sample frame (set,
+    arm, fallback; a set's reachable stratum, a subset, left out); out: the note or None."""
+    if FALLBACK not in samples.columns:
+        return None
+    rows = samples.filter(~pl.col("set").str.ends_with(REACHABLE))
+    per = (rows.group_by("set", "arm").agg(pl.col(FALLBACK).fill_null(False).sum().alias("n"), pl.len().alias("of"))
+           .sort("set", "arm"))
+    sets = "; ".join(f"{name}: " + ", ".join(f"{a} {n} of {m} ({100 * n / max(1, m):.0f}%)"
+                                             for a, n, m in g.select("arm", "n", "of").iter_rows())
+                     for (name,), g in per.group_by("set", maintain_order=True))
+    return (f"answers read with eval.answer_extraction={BOXED_OR_LAST}: a completion with no \\boxed{{}} nor '####' "
+            "answer is read from its last 'the (final) answer is X', else its last number (as Qwen2.5-Math's "
+            "evaluation and lm-eval's flexible extract read it), and scored by the verifier's comparison; the training "
+            f"reward never reads so. Completions read that way, of every seed's greedy and sampled ones: {sets}")
+
+
+def samples_per_set(samples: pl.DataFrame) -> dict[str, int]:
+    """Per set (and reachable stratum), the k its mean@k averages: the most sampled completions any problem of it
+    has (the set's own eval.sets.NAME.k_samples, else eval.k_samples). in: the per-sample frame (set, sample);
+    out: {set: k}, sets without sampled rows left out."""
+    sampled = samples.filter(pl.col("sample") > GREEDY).group_by("set").agg(pl.col("sample").max())
+    return {name: int(k) for name, k in sampled.iter_rows()}
+
+
+def mean_k_names(ks: dict[str, int]) -> tuple[str, dict[str, str]]:
+    """How the mean@k comparison is named: with one k over every set, 'mean@4' and no label per set (as it always
+    read); with sets of different k (eval.sets.NAME.k_samples), 'mean@k (each set's own k)' and a label per set
+    ('mean@32'), MEAN_OF_SETS's naming the ks it averages. in: {set: k} (:func:`samples_per_set`); out: (the
+    metric's name, {set: its label})."""
+    distinct = sorted(set(ks.values()))
+    if len(distinct) <= 1:
+        return f"mean@{distinct[0] if distinct else 'k'}", {}
+    labels = {name: f"mean@{k}" for name, k in ks.items()}
+    own = ", ".join(f"{name} {k}" for name, k in sorted(ks.items()) if not name.endswith(REACHABLE))
+    labels[MEAN_OF_SETS] = f"the mean of each set's own mean@k ({own})"
+    return "mean@k (each set's own k)", labels
 
 
 def reachable_ids(probe: pl.DataFrame) -> dict[str, set[str]]:
@@ -1055,9 +1106,11 @@ def worse_than_base_notes(gains: pl.DataFrame, metric_names: dict[str, str]) -> 
     return notes
 
 
-def format_comparison(table: pl.DataFrame, read: dict[str, tuple[int, int]] | None = None) -> str:
+def format_comparison(table: pl.DataFrame, read: dict[str, tuple[int, int]] | None = None,
+                      labels: dict[str, str] | None = None) -> str:
     """A printable table of :func:`compare_arms` output, one block per set (headed by its problem count, and with
-    `read`, {set: (rows kept, rows in its file)}, the share of the file that is: :func:`set_size`); says
+    `read`, {set: (rows kept, rows in its file)}, the share of the file that is: :func:`set_size`; with `labels`,
+    {set: what its accuracies are, e.g. 'mean@32'}, that too: :func:`mean_k_names`); says
     when a difference is within noise, what the intervals account for, and how many answer checks failed (the
     verifier's timeouts/errors, scored wrong) where any did."""
     if table.is_empty():
@@ -1069,7 +1122,9 @@ def format_comparison(table: pl.DataFrame, read: dict[str, tuple[int, int]] | No
     for set_name in table["set"].unique(maintain_order=True).to_list():
         block = table.filter(pl.col("set") == set_name)
         n = block.filter(pl.col("verdict") == "reference")["n_problems"].first() if "n_problems" in block.columns else None
-        lines += [f"set {set_name}" + (f" {set_size(n, (read or {}).get(set_name))}" if n else ""), head]
+        label = (labels or {}).get(set_name)
+        lines += [f"set {set_name}" + (f" {set_size(n, (read or {}).get(set_name))}" if n else "")
+                  + (f": {label}" if label else ""), head]
         for r in table.filter(pl.col("set") == set_name).iter_rows(named=True):
             ci = "n/a" if math.isnan(r["ci_low"]) else f"[{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
             if r["verdict"] == "reference":

@@ -98,6 +98,7 @@ class RunReport:
     comparison: pl.DataFrame | None = None  # evaluate: comparison.parquet
     gains: pl.DataFrame | None = None  # evaluate: gains.parquet (each arm vs the starting policy, eval.base_policy)
     steps: pl.DataFrame | None = None  # evaluate: steps_to_target.parquet
+    k_samples: dict[str, int] = field(default_factory=dict)  # evaluate: each set's k of mean@k (summary.parquet)
     clusters: pl.DataFrame | None = None  # properties: clusters.parquet
     properties: pl.DataFrame | None = None  # properties: property_report.parquet
     data: dict[str, float] = field(default_factory=dict)  # prompts scored / in the order / filtered, the SAE's quality
@@ -189,6 +190,7 @@ def load_report(root: Path, run_id: str = "latest") -> RunReport:
     report.comparison = _read(record, "evaluate", "comparison.parquet", bad)
     report.gains = _read(record, "evaluate", "gains.parquet", bad)
     report.steps = _read(record, "evaluate", "steps_to_target.parquet", bad)
+    report.k_samples = samples_per_set(_read(record, "evaluate", "summary.parquet", bad))
     described = "properties" if "properties" in record.stages else "score"  # a run before the split: the score stage's
     report.clusters = _read(record, described, "clusters.parquet", bad)
     report.properties = _read(record, described, "property_report.parquet", bad)
@@ -250,17 +252,41 @@ def _steps_cell(steps: pl.DataFrame | None, set_name: str, arm: str) -> str:
     return f"{r['mean_steps']:.0f}{ratio}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
-def arm_table(comparison: pl.DataFrame, steps: pl.DataFrame | None) -> pl.DataFrame:
-    """Display table of the arm comparison: per set, metric and arm the seeds, final accuracy with its
-    interval, the difference to the reference arm (points) with its interval and verdict, and (greedy rows)
-    the steps to reach the target. in: comparison.parquet, steps_to_target.parquet; out: all-string frame."""
+def samples_per_set(summary: pl.DataFrame | None) -> dict[str, int]:
+    """Each set's k of its mean@k (an eval.sets entry's own k_samples, else eval.k_samples), from the evaluate
+    stage's summary.parquet (set, k per arm and seed); {} without one. in: the summary or None; out: {set: k}."""
+    if summary is None or "k" not in summary.columns:
+        return {}
+    return {name: int(k) for name, k in summary.group_by("set").agg(pl.col("k").max()).iter_rows() if k}
+
+
+def metric_name(metric: str, set_name: str, ks: dict[str, int]) -> str:
+    """How the Arms table names a row's metric: 'greedy', or the mean over samples as 'mean@8' with its set's k
+    (`ks`: :func:`samples_per_set`; MEAN_OF_SETS's is its sets' one k, or 'mean@k (each set's own)' where they
+    differ); 'mean_k' where the k is not known. in: metric code, set, {set: k}; out: the name."""
+    from saerl.evaluate import MEAN_OF_SETS, REACHABLE
+
+    if metric != "mean_k" or not ks:
+        return metric
+    if set_name == MEAN_OF_SETS:
+        distinct = {k for name, k in ks.items() if not name.endswith(REACHABLE)}
+        return f"mean@{distinct.pop()}" if len(distinct) == 1 else "mean@k (each set's own)"
+    return f"mean@{ks[set_name]}" if set_name in ks else metric
+
+
+def arm_table(comparison: pl.DataFrame, steps: pl.DataFrame | None, ks: dict[str, int] | None = None) -> pl.DataFrame:
+    """Display table of the arm comparison: per set, metric (with `ks`, {set: k}, the mean over samples named by
+    its set's k: :func:`metric_name`) and arm the seeds, final accuracy with its interval, the difference to the
+    reference arm (points) with its interval and verdict, and (greedy rows) the steps to reach the target.
+    in: comparison.parquet, steps_to_target.parquet, {set: k}; out: all-string frame."""
     ref = comparison.filter(pl.col("verdict") == "reference")["arm"].first() or "reference"
     level = f"{PERCENT * float(comparison['level'][0]):.0f}% CI" if "level" in comparison.columns else "CI"
     rows = []
     for r in comparison.iter_rows(named=True):
         is_ref = r["verdict"] == "reference"
         rows.append({
-            "set": r["set"], "metric": r.get("metric") or "greedy", "arm": r["arm"], "seeds": str(r["n_seeds"]),
+            "set": r["set"], "metric": metric_name(r.get("metric") or "greedy", r["set"], ks or {}), "arm": r["arm"],
+            "seeds": str(r["n_seeds"]),
             "accuracy": _pct(r["accuracy"]), level: _interval(r["ci_low"], r["ci_high"]),
             f"diff vs {ref} (pts)": NO_VALUE if is_ref else f"{r['diff_pts']:+.1f}",
             f"diff {level}": NO_VALUE if is_ref else _interval(r["diff_ci_low_pts"], r["diff_ci_high_pts"], 1, True),
@@ -306,11 +332,12 @@ def target_notes(steps: pl.DataFrame, comparison: pl.DataFrame | None = None) ->
             for r in steps.unique("set", maintain_order=True).sort("set").iter_rows(named=True)]
 
 
-def gains_table(gains: pl.DataFrame) -> pl.DataFrame:
+def gains_table(gains: pl.DataFrame, ks: dict[str, int] | None = None) -> pl.DataFrame:
     """Display table of each arm's RL gain over the starting policy (arm 'base'): :func:`arm_table`'s columns (the
     same as the Arms table, read against 'base'), without steps to target, which the starting policy has none of.
-    in: gains.parquet (compare_arms rows with a metric column); out: all-string frame."""
-    return arm_table(gains, None).drop("steps to target")
+    in: gains.parquet (compare_arms rows with a metric column), {set: k} (:func:`metric_name`); out: all-string
+    frame."""
+    return arm_table(gains, None, ks).drop("steps to target")
 
 
 N_COLUMNS = {"n_train": "n train", "n_test": "n test"}  # property_report.parquet's row counts, as the report heads them
@@ -396,7 +423,7 @@ def sections(report: RunReport) -> list[tuple[str, Body]]:
             title += (" (steps to target: the first in-training eval step at which an arm's mean greedy curve reaches "
                       "the target, see below)")
             notes += target_notes(report.steps, report.comparison)
-        out.append((title, Noted(arm_table(report.comparison, report.steps), notes)))
+        out.append((title, Noted(arm_table(report.comparison, report.steps, report.k_samples), notes)))
     elif "evaluate" in report.unusable:
         out.append(("Arms", f"{report.unusable['evaluate']}: {rebuild_hint(report.record, 'evaluate')}"))
     elif "evaluate" in report.record.stages:
@@ -414,7 +441,7 @@ def sections(report: RunReport) -> list[tuple[str, Body]]:
     else:
         out.append(("Arms", "no evaluate stage in this run: nothing to compare"))
     if report.gains is not None and report.gains.height:
-        out.append((GAINS_TITLE, Noted(gains_table(report.gains),
+        out.append((GAINS_TITLE, Noted(gains_table(report.gains, report.k_samples),
                                        interval_notes(report.gains) + failure_notes(report.gains))))
     profile = [f"label: {report.label_profile}"] if report.label_profile else []
     if report.data:

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from saerl.answers import BOXED, judge_held_out
 from saerl.artifacts import write_file_atomic
 from saerl.config import HealthConfig, ModelConfig, TrainConfig
 from saerl.verify import extract_final_answer, verify_batch
@@ -736,17 +737,20 @@ class EvalCallback(TrainerCallback):
     step (the learning curve steps-to-target reads). Each point is a row of :attr:`rows`:
     step, set, greedy (accuracy), n (problems), seconds (time the evaluation took), failures (verifier
     timeouts/errors, scored wrong and counted); :attr:`problems` holds the same evaluations per problem
-    (step, set, id, correct), so a curve can be read on any subset later. Answers are judged as the reward
-    judges them (:func:`judge`, bounded by `timeout_s` per answer).
+    (step, set, id, correct), so a curve can be read on any subset later. Answers are judged as the final
+    held-out evaluation judges them (saerl.answers.judge_held_out, bounded by `timeout_s` per answer): as the reward
+    judges them under `extraction` 'boxed' (eval.answer_extraction's default), and under 'boxed_or_last' an unboxed
+    answer read as the final evaluation reads it (the reward never reads so).
     Each evaluation is logged at INFO as it ends ('train saerl:0 step 40: heldout greedy 0.214 (100 problems,
     38.2 s)': a long one is not mistaken for a hang) and handed to `sink` (:func:`step_sink`) as the metric
     'eval/<set>/greedy' at its step, as it is measured.
     in: {set name: frame (id, prompt, answer)}, tokenizer, period, generation limit and batch, verifier timeout,
-    the run's label (:func:`bar_description`), the sink (None: none)."""
+    the run's label (:func:`bar_description`), the sink (None: none), eval.answer_extraction."""
 
     def __init__(self, sets: dict[str, pl.DataFrame], tok: Any, every: int, max_new_tokens: int, batch: int,
-                 timeout_s: float = 5.0, label: str = "", sink: StepSink | None = None) -> None:
-        self.sets, self.tok, self.every = sets, tok, every
+                 timeout_s: float = 5.0, label: str = "", sink: StepSink | None = None,
+                 extraction: str = BOXED) -> None:
+        self.sets, self.tok, self.every, self.extraction = sets, tok, every, extraction
         self.max_new_tokens, self.batch, self.timeout_s = max_new_tokens, batch, timeout_s
         self.desc, self.sink = bar_description(label), sink
         self.rows: list[dict[str, Any]] = []
@@ -762,7 +766,9 @@ class EvalCallback(TrainerCallback):
             with own_precision(model):  # as the heldout stage loads and reads the same weights
                 texts = policy_lm.generate(model, self.tok, df["prompt"].to_list(), self.max_new_tokens,
                                            self.batch).texts
-            statuses = judge(texts, [str(a) for a in df["answer"].to_list()], self.timeout_s)
+            results, _ = judge_held_out(texts, [str(a) for a in df["answer"].to_list()], self.timeout_s,
+                                        self.extraction)
+            statuses = [r.status for r in results]
             ok = [s == "correct" for s in statuses]
             self.rows.append({"step": step, "set": name, "greedy": sum(ok) / max(1, len(ok)), "n": len(ok),
                               "seconds": round(time.time() - t0, 3),
@@ -1068,6 +1074,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
                time_limit_s: float | None = None, callbacks: list[Any] | None = None,
                extra_rewards: list[Any] | None = None, eval_sets: dict[str, pl.DataFrame] | None = None,
                eval_max_new_tokens: int | None = None, eval_batch: int = 64, eval_timeout_s: float | None = None,
+               eval_extraction: str = BOXED,
                checkpoint_dir: str | Path | None = None, model_cfg: ModelConfig | None = None,
                device: str = "auto", progress: bool = True,
                clusters: dict[str, int | None] | None = None, label: str = "",
@@ -1077,8 +1084,10 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     to `out_dir`. `extra_rewards` are trl reward functions added to the correctness reward (they see the `id`
     and `answer` columns). With `eval_sets`, greedy held-out accuracy is measured before training, every
     cfg.eval_every steps and at the end, each answer check bounded by `eval_timeout_s` (eval.verify_timeout_s, as
-    the final evaluation's; None = cfg.verify_timeout_s, the reward's). With cfg.save_every > 0, resumable
-    checkpoints go to `checkpoint_dir` (default `<out_dir>/checkpoints`) every cfg.save_every steps (rounded up
+    the final evaluation's; None = cfg.verify_timeout_s, the reward's) and each answer read as `eval_extraction`
+    (eval.answer_extraction: saerl.answers; the reward always reads the verifier's boxed answer). With
+    cfg.save_every > 0, resumable checkpoints go to `checkpoint_dir` (default `<out_dir>/checkpoints`) every
+    cfg.save_every steps (rounded up
     to whole generation batches, :func:`save_period`), and a run that finds one there (it was killed) resumes from the newest: optimizer,
     scheduler, RNG states, data position, learning curve, the reward's counts and the training seconds (which
     `time_limit_s` counts too), and, under DAPO, the prompt stream's cursor and the prompts drawn before.
@@ -1131,7 +1140,7 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     sink = _STEP_SINK.get()  # where each step's metrics go as they are measured (step_sink), if anywhere
     evals = EvalCallback(eval_sets or {}, tok, cfg.eval_every, eval_max_new_tokens or cfg.max_completion_length,
                          eval_batch, cfg.verify_timeout_s if eval_timeout_s is None else eval_timeout_s,
-                         label=label, sink=sink)
+                         label=label, sink=sink, extraction=eval_extraction)
     ckpt_dir = Path(checkpoint_dir or Path(out_dir) / "checkpoints")
     resume = last_checkpoint(ckpt_dir, cfg.steps_per_generation, steps) if cfg.save_every else None
     if resume is not None:

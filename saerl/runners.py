@@ -684,7 +684,8 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     pps = cfg.curriculum.batch_size
     run = train_grpo(policy_path(cfg, inputs), read_prompts(inputs), order, t, build.path / "policy",
                      prompts_per_step=pps, seed=seed, eval_sets=sets, eval_batch=cfg.eval.batch_size,
-                     eval_timeout_s=cfg.eval.verify_timeout_s, checkpoint_dir=build.path / CHECKPOINTS,
+                     eval_timeout_s=cfg.eval.verify_timeout_s, eval_extraction=cfg.eval.answer_extraction,
+                     checkpoint_dir=build.path / CHECKPOINTS,
                      model_cfg=cfg.model, device=cfg.runtime.device, progress=cfg.runtime.progress,
                      clusters=refill_clusters(cfg, order_frame, arm), label=POLICY_LABEL.format(arm=arm, seed=seed),
                      health=cfg.health)
@@ -811,9 +812,11 @@ HELDOUT_SETS = "sets.parquet"  # a heldout artifact's held-out problems (set, id
 
 def compute_heldout(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build, *, arm: str,
                     seed: int) -> dict[str, float]:
-    """Heldout: one policy on every held-out set (:func:`saerl.evaluate.evaluate_loaded`: greedy and eval.k_samples
-    samples at eval.temperature, up to eval.max_new_tokens tokens each (unset: train.max_completion_length:
-    saerl.config.eval_max_new_tokens), each answer judged by the verifier within eval.verify_timeout_s), the unit the
+    """Heldout: one policy on every held-out set (:func:`saerl.evaluate.evaluate_loaded`: greedy and k samples at
+    eval.temperature, k the set's own eval.sets.NAME.k_samples else eval.k_samples (saerl.config.set_samples), up to
+    eval.max_new_tokens tokens each (unset: train.max_completion_length: saerl.config.eval_max_new_tokens), each
+    answer, read as eval.answer_extraction says (saerl.answers), judged by the verifier within
+    eval.verify_timeout_s), the unit the
     evaluate stage compares. The policy is training run (arm, seed)'s (its train artifact's policy/), or with arm
     BASE_ARM the starting policy (its scored pass, seed 0) and with PROBE_ARM the starting policy's probe pass
     (REACH_SEED, on the probe's own seed stream: saerl.evaluate._seed_for), which defines each set's reachable
@@ -821,11 +824,11 @@ def compute_heldout(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
     policy and the generation settings alone: a change of how evaluate compares (eval.ci_level, the steps target), a new seed or
     arm, or a sweep child that shares vanilla's training runs generates nothing again for the policies already
     evaluated. Writes eval.parquet (set, id, sample, correct, status, completion_len, truncated, + the sets'
-    difficulty/topic), sets.parquet (set, id, prompt) and ingest.parquet (HELDOUT_INGEST: how each set's file was
+    difficulty/topic, + fallback under answer_extraction 'boxed_or_last'), sets.parquet (set, id, prompt) and ingest.parquet (HELDOUT_INGEST: how each set's file was
     read, :func:`read_eval_sets`).
     in: config, inputs (the run's train artifact, or the testbed for its LM; the testbed for its eval split), the
     build, arm, seed; out: metrics <set>_greedy (accuracy of the greedy pass; none for the probe pass), <set>_mean_k
-    (over the eval.k_samples samples) and <set>_verifier_failures."""
+    (over the set's k samples) and <set>_verifier_failures."""
     from saerl.evaluate import BASE_ARM, GREEDY, PROBE_ARM, evaluate_loaded, verifier_failures
     from saerl.policy_lm import load_policy
 
@@ -872,20 +875,27 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     or gave no final answer, in over eval.truncation_note_share: truncation_notes; a held-out set sharing prompts
     with the training data: :func:`held_out_overlap`; a set left out of the mean of the sets for sharing problems
     with another: saerl.evaluate.sets_to_average; an arm that ended worse than the starting policy:
-    saerl.evaluate.worse_than_base_notes) head comparison.txt, above the tables, and the manifest. Each
-    set's table is headed by the share of its file it scored (saerl.evaluate.set_size)."""
+    saerl.evaluate.worse_than_base_notes; under eval.answer_extraction 'boxed_or_last', how answers were read and
+    per set and arm how many the fallback read: saerl.evaluate.fallback_note, and the tables' titles say so) head
+    comparison.txt, above the tables, and the manifest. Each set's table is headed by the share of its file it
+    scored (saerl.evaluate.set_size), and where the sets' k differ (eval.sets.NAME.k_samples) the mean@k blocks are
+    each headed by their set's own k (saerl.evaluate.mean_k_names)."""
+    from saerl.answers import BOXED_OR_LAST, FALLBACK
     from saerl.evaluate import (
         BASE_ARM,
         PROBE_ARM,
         REACH_SEED,
         compare_arms,
         completion_shares,
+        fallback_note,
         final_problems,
         format_comparison,
         generated_prompts,
+        mean_k_names,
         problem_set_notes,
         reachable_ids,
         read_notes,
+        samples_per_set,
         sets_to_average,
         summarize_eval,
         truncation_notes,
@@ -950,18 +960,24 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     cost = pl.concat(costs, how="diagonal_relaxed")
     stt = steps_table(curve, problems, cost, reference, cfg, left_out)
     stt.write_parquet(build.path / "steps_to_target.parquet")
-    names = ("greedy pass@1", f"mean@{cfg.eval.k_samples}")
+    mean_name, k_labels = mean_k_names(samples_per_set(samples))  # each set's own k, where they differ
+    read_by = f" (answers: {BOXED_OR_LAST})" if FALLBACK in samples.columns else ""  # eval.answer_extraction
+    names = ("greedy pass@1" + read_by, mean_name + read_by)
     worse = worse_than_base_notes(gains, dict(zip(("greedy", "mean_k"), names, strict=True))) if gains is not None else []
-    notes = warned("evaluate", read_notes(read, final_problems(tables[0])) + differ + ends + overlap + shared + worse)
+    fallback = [n for n in (fallback_note(samples),) if n]
+    notes = warned("evaluate", fallback + read_notes(read, final_problems(tables[0])) + differ + ends + overlap + shared
+                   + worse)
     build.note(notes=notes)
     sizes = {r["set"]: (r["kept"], r["rows"]) for r in read.iter_rows(named=True)}
+    labels = ({}, k_labels)  # the greedy blocks need none; the mean@k blocks name their set's k where ks differ
     text = "".join(f"note: {n}\n" for n in notes)  # above the tables: what a reader of them must know first
-    text += "\n".join(f"== {m} ==\n{format_comparison(t, sizes)}" for m, t in zip(names, tables, strict=True))
+    text += "\n".join(f"== {m} ==\n{format_comparison(t, sizes, lab)}"
+                      for m, t, lab in zip(names, tables, labels, strict=True))
     if gains is not None:
         text += "\n" + "\n".join(
             f"== RL gain over the starting policy, {m} ==\n"
-            f"{format_comparison(gains.filter(pl.col('metric') == k), sizes)}"
-            for m, k in zip(names, ("greedy", "mean_k"), strict=True))
+            f"{format_comparison(gains.filter(pl.col('metric') == k), sizes, lab)}"
+            for m, k, lab in zip(names, ("greedy", "mean_k"), labels, strict=True))
     text += "\n" + format_steps(stt, final_problems(tables[0]))
     probe_metrics, probe_line = probe_failures(probe) if probe is not None else ({}, "")
     text += f"\n{probe_line}" if probe_line else ""
@@ -1036,15 +1052,16 @@ def evaluate_metrics(tables: list[pl.DataFrame], stt: pl.DataFrame, gains: pl.Da
     _steps_ratio with _steps_ratio_ci_high (both only when the ratio exists: not when the arm's mean curve never
     reaches the target nor when the reference's is at it from the start), _prompts_to_target_ratio, _gain_pts,
     _truncated_share and _no_answer_share (of every seed's greedy and sampled completions; no truncated share for
-    an evaluation that did not record it); <set>_file_rows and <set>_kept_rows (the rows of the set's file and those
+    an evaluation that did not record it), _fallback_share (the same completions' share whose answer
+    eval.answer_extraction 'boxed_or_last' read unboxed; only under it); <set>_file_rows and <set>_kept_rows (the rows of the set's file and those
     read);
     with gains, the starting policy's own accuracy too, named like an arm's: <set>_base_greedy, <set>_base_mean_k."""
     from saerl.evaluate import BASE_ARM
 
     metrics: dict[str, float] = {}
     for r in (shares.iter_rows(named=True) if shares is not None else ()):
-        metrics |= {f"{r['set']}_{r['arm']}_{c}_share": float(r[c]) for c in ("truncated", "no_answer")
-                    if r[c] is not None}
+        metrics |= {f"{r['set']}_{r['arm']}_{c}_share": float(r[c]) for c in ("truncated", "no_answer", "fallback")
+                    if r.get(c) is not None}
     for r in (read.iter_rows(named=True) if read is not None else ()):
         metrics |= {f"{r['set']}_file_rows": float(r["rows"]), f"{r['set']}_kept_rows": float(r["kept"])}
     for r in tables[0].iter_rows(named=True):

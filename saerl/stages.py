@@ -105,14 +105,15 @@ STAGES: dict[str, Stage] = {
              "train.mask_truncated_completions",
              "train.dynamic_sampling_max_rounds", "train.dynamic_sampling_refill", "train.eval_every", "train.eval_problems",
              "train.verify_timeout_s", "train.bf16", "train.use_vllm", "curriculum.batch_size", "eval.verify_timeout_s",
-             "curriculum.epochs", "curriculum.seed", "eval.sets", "eval.batch_size", "data"),
+             "curriculum.epochs", "curriculum.seed", "eval.sets", "eval.batch_size", "eval.answer_extraction", "data"),
             ("ingest", "score", "curriculum", "testbed"),
             "one RL run per (arm, seed): policy checkpoint, per-step log, greedy learning curve",
         ),
         Stage(
             "heldout", "3",
             ("model", "eval.k_samples", "eval.temperature", "eval.max_problems", "eval.batch_size",
-             "eval.verify_timeout_s", "eval.sets", "eval.max_new_tokens", "train.max_completion_length", "data"),
+             "eval.verify_timeout_s", "eval.sets", "eval.max_new_tokens", "train.max_completion_length",
+             "eval.answer_extraction", "data"),
             ("train", "testbed"),
             "one policy on the held-out sets, greedy and k samples per problem: an (arm, seed) run's trained policy, "
             "the starting policy, or the starting policy's probe pass",
@@ -391,8 +392,27 @@ def located(field: str, value: Any) -> Any:
     return set_order(field, value)
 
 
+# fields added after keys were built, with the value that does what the code did before them: a stage slice leaves
+# such a field out while it holds that value, so the keys of configs that do not set it stay as they were, and one
+# set otherwise keys the stages that read it (eval.answer_extraction 'boxed' is the verifier's reading alone)
+KEYED_WHEN_SET: dict[str, object] = {"eval.answer_extraction": "boxed"}
+
+# the eval.sets entries' fields a stage ignores, left out of each entry in its slice: the in-training curve is a
+# greedy pass (saerl.rl.EvalCallback), so a set's own samples per problem (k_samples) must not retrain
+SET_ENTRY_UNREAD: dict[str, tuple[str, ...]] = {"train": ("k_samples",)}
+
 # the final evaluation's generation limit and the field it falls back to (saerl.config.eval_max_new_tokens)
 EVAL_BUDGET: tuple[str, str] = ("eval.max_new_tokens", "train.max_completion_length")
+
+
+def set_entry_keyed(cfg: PipelineConfig, stage: str, entry: Any) -> Any:
+    """An eval.sets entry as it enters `stage`'s key (after :func:`located`): a mapping less the fields the stage
+    ignores (SET_ENTRY_UNREAD) and less a k_samples equal to eval.k_samples, so the samples a set takes anyway,
+    named plainly, key as unset; a plain path as it is. in: config, stage, the entry's keyed form; out: that form."""
+    if not isinstance(entry, dict):
+        return entry
+    ignored = SET_ENTRY_UNREAD.get(stage, ())
+    return {f: v for f, v in entry.items() if f not in ignored and not (f == "k_samples" and v == cfg.eval.k_samples)}
 
 
 def stage_slice(cfg: PipelineConfig, stage: str, keys: Mapping[str, str] | None = None) -> dict[str, object]:
@@ -403,10 +423,15 @@ def stage_slice(cfg: PipelineConfig, stage: str, keys: Mapping[str, str] | None 
     (:func:`known_depth`): None for the middle block (the unset value, so the keys built before stay) and the
     block's index otherwise, so unset, a negative index and the same block named plainly share a key. A stage that
     reads eval.max_new_tokens (heldout) keys the limit it generates with under that name, in place of both
-    EVAL_BUDGET fields, so unset (train.max_completion_length's) and the same number named plainly share a key."""
+    EVAL_BUDGET fields, so unset (train.max_completion_length's) and the same number named plainly share a key. A
+    KEYED_WHEN_SET field at its former value is left out, and each eval.sets entry enters by
+    :func:`set_entry_keyed`."""
     keys = keys or {}
     unread = unread_fields(cfg, stage, keys.get("device"), keys.get("arm"))
-    out = {k: located(k, v) for k, v in config_slice(cfg, STAGES[stage].reads).items() if k not in unread}
+    out = {k: located(k, v) for k, v in config_slice(cfg, STAGES[stage].reads).items() if k not in unread
+           and not (k in KEYED_WHEN_SET and v == KEYED_WHEN_SET[k])}
+    if isinstance(out.get("eval.sets"), dict):
+        out["eval.sets"] = {name: set_entry_keyed(cfg, stage, e) for name, e in out["eval.sets"].items()}
     if EVAL_BUDGET[0] in out:
         out.pop(EVAL_BUDGET[1], None)
         out[EVAL_BUDGET[0]] = eval_max_new_tokens(cfg)

@@ -1104,3 +1104,66 @@ print([repr(v) for c in ("ci_low", "ci_high", "diff_ci_low_pts", "diff_ci_high_p
     outs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
             for _ in range(8)}
     assert len(outs) == 1, outs
+
+
+def test_a_set_with_its_own_k_samples_generates_that_many_passes_and_the_others_eval_k_samples(monkeypatch):
+    """AIME/AMC are reported as avg@32 beside GSM8K's fewer samples: an eval.sets entry's own k_samples sets its
+    passes (the reach probe's too); the other sets keep eval.k_samples; sample j draws the same seed in both."""
+    import saerl.policy_lm
+    from saerl.config import HeldOutSet
+
+    calls: list[tuple[str, float, int]] = []
+
+    def fake(model, tok, prompts, max_new_tokens, batch, temperature, seed, on_batch=None):
+        calls.append((prompts[0], temperature, seed))
+        return Completions(["#### 7"] * len(prompts), [2] * len(prompts), [True] * len(prompts))
+
+    monkeypatch.setattr(saerl.policy_lm, "generate", fake)
+    hard = pl.DataFrame({"id": ["h1"], "prompt": ["what is 9 * 9 ?"], "answer": ["81"]})
+    cfg = EvalConfig(k_samples=4, sets={"hard": HeldOutSet(path="hard.jsonl", k_samples=8)})
+    out = evaluate_loaded(None, None, {**SETS, "hard": hard}, cfg, 9, seed=0)
+    k = out.filter(pl.col("sample") > 0).group_by("set").agg(pl.col("sample").max(), pl.len()).sort("set")
+    assert k.rows() == [("easy", 4, 3 * 4), ("hard", 8, 8)]
+    easy = [c[2] for c in calls if c[0] == SETS["easy"]["prompt"][0]]
+    assert [c[2] for c in calls if c[0] == "what is 9 * 9 ?"][:5] == easy  # sample j: the same seed in every set
+    calls.clear()
+    probe = evaluate_loaded(None, None, {**SETS, "hard": hard}, cfg, 9, seed=1, greedy=False, probe=True)
+    assert probe.filter(pl.col("set") == "hard")["sample"].to_list() == list(range(1, 9))
+
+
+def test_answer_extraction_reads_an_unboxed_answer_only_when_asked_and_marks_it(monkeypatch):
+    """eval.answer_extraction 'boxed' (the default) writes the frame it always wrote: an unboxed 'The answer is 7'
+    is no answer; 'boxed_or_last' scores it by the verifier's comparison and marks the row (fallback), which the
+    summary counts per set."""
+    import saerl.policy_lm
+
+    def fake(model, tok, prompts, max_new_tokens, batch, temperature, seed, on_batch=None):
+        return Completions(["The answer is 7.", "#### 2", "so it is 5"], [4] * 3, [True] * 3)
+
+    monkeypatch.setattr(saerl.policy_lm, "generate", fake)
+    boxed = evaluate_loaded(None, None, SETS, EvalConfig(k_samples=1), 9, seed=0)
+    assert "fallback" not in boxed.columns and boxed["status"].to_list()[:3] == ["no_answer", "correct", "no_answer"]
+    last = evaluate_loaded(None, None, SETS, EvalConfig(k_samples=1, answer_extraction="boxed_or_last"), 9, seed=0)
+    assert last["status"].to_list()[:3] == ["correct", "correct", "wrong"]
+    assert last["fallback"].to_list()[:3] == [True, False, True]
+    assert summarize_eval(last)["fallback"].to_list() == [pytest.approx(2 / 3)]
+    assert "fallback" not in summarize_eval(boxed).columns
+
+
+def test_a_comparison_of_sets_of_different_k_names_each_sets_k():
+    """The mean@k table's title named eval.k_samples for every set: with a set of its own k it says so, and each
+    set's block (the mean of the sets too) names its own k; one k over every set reads as it always did."""
+    from saerl.evaluate import MEAN_OF_SETS, mean_k_names, samples_per_set
+
+    rows = [{"set": s, "id": f"{s}{i}", "sample": j, "correct": (i + j) % 2 == 0, "arm": a, "seed": 0, "status": "x"}
+            for s, k in (("gsm", 4), ("aime", 8)) for i in range(3) for j in range(k + 1) for a in ("saerl", "vanilla")]
+    samples = pl.DataFrame(rows)
+    assert samples_per_set(samples) == {"gsm": 4, "aime": 8}
+    name, labels = mean_k_names(samples_per_set(samples))
+    assert name == "mean@k (each set's own k)" and labels["aime"] == "mean@8" and labels["gsm"] == "mean@4"
+    assert mean_k_names({"gsm": 4, "aime": 4}) == ("mean@4", {})
+    table = compare_arms(None, samples=samples, metric="mean_k")
+    text = format_comparison(table, labels=labels)
+    assert "set aime (3 problems): mean@8\n" in text and "set gsm (3 problems): mean@4\n" in text
+    assert f"set {MEAN_OF_SETS} (6 problems): the mean of each set's own mean@k (aime 8, gsm 4)\n" in text
+    assert format_comparison(table) == format_comparison(table, labels={})  # no labels: the blocks as before

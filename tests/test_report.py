@@ -50,6 +50,22 @@ def test_arm_table_shows_a_near_zero_bound_with_its_sign_as_the_printed_comparis
     assert saerl["diff 95% CI"] == "[+0.049, +4.8]"
 
 
+def test_arm_table_names_each_sets_mean_at_its_own_k():
+    """The report named the mean over samples 'mean_k' for every set: it names each set's k (summary.parquet's,
+    eval.sets.NAME.k_samples where a set sets its own), and the mean of the sets says when theirs differ."""
+    from saerl.evaluate import MEAN_OF_SETS
+    from saerl.report import samples_per_set
+
+    cmp = pl.concat([_two_arms().with_columns(set=pl.lit(s), metric=pl.lit("mean_k")) for s in ("h", "aime", MEAN_OF_SETS)])
+    summary = pl.DataFrame({"set": ["h", "aime", "h"], "arm": ["saerl", "saerl", "vanilla"], "k": [4, 8, 4]})
+    ks = samples_per_set(summary)
+    assert ks == {"h": 4, "aime": 8}
+    names = dict(zip(arm_table(cmp, None, ks)["set"], arm_table(cmp, None, ks)["metric"], strict=False))
+    assert names == {"h": "mean@4", "aime": "mean@8", MEAN_OF_SETS: "mean@k (each set's own)"}
+    assert set(arm_table(cmp, None)["metric"]) == {"mean_k"}  # k not known: as before
+    assert set(arm_table(cmp, None, {"h": 4, "aime": 4})["metric"]) == {"mean@4"}
+
+
 def test_report_of_a_partial_run_says_what_is_missing(tmp_path):
     from saerl.report import format_text, load_report, render_html
     from saerl.runs import RunRecord, StageRecord, save_run

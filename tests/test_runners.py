@@ -1138,7 +1138,7 @@ def test_compute_evaluate_notes_an_arm_that_ended_worse_than_the_starting_policy
         folder = tmp_path / f"heldout-{arm}"
         folder.mkdir()
         pl.DataFrame([{"set": "heldout", "id": i, "sample": j, "correct": n < right[arm], "status": "correct"}
-                      for n, i in enumerate(ids) for j in (0, 1)]).write_parquet(folder / HELDOUT)
+                      for n, i in enumerate(ids) for j in range(5)]).write_parquet(folder / HELDOUT)  # eval.k_samples 4
         pl.DataFrame({"set": ["heldout"] * len(ids), "id": ids, "prompt": [f"What is {n}+1?" for n in range(len(ids))]}
                      ).write_parquet(folder / HELDOUT_SETS)
         pl.DataFrame([{"set": "heldout", "rows": len(ids), "kept": len(ids), "reasons": []}], schema=INGEST_SCHEMA
@@ -1589,3 +1589,83 @@ def test_the_properties_stage_draws_chinese_topics_readably_and_warns_once(tmp_p
     (note,) = build.notes["notes"]
     assert "3 topic names" in note and "topic 2 = 代数, topic 3 = 几何, topic 4 = 数论" in note
     assert "apt-get install fonts-noto-cjk" in note
+
+
+def _heldout_and_evaluate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str],
+                          texts: dict[str, str]) -> tuple[dict[str, float], Path]:
+    """The heldout stage of saerl, vanilla, the starting policy and its reach probe on two stubbed sets, 'heldout'
+    (the testbed's name: eval.k_samples) and 'aime' (an eval.sets entry), generation stubbed to answer each policy's
+    `texts` (arm -> completion; loading stubbed), then the evaluate stage on them. in: tmp folder, monkeypatch,
+    config overrides, texts; out: (evaluate's metrics, its folder)."""
+    import saerl.policy_lm
+    from saerl.evaluate import BASE_ARM, PROBE_ARM, REACH_SEED
+    from saerl.runners import compute_evaluate, compute_heldout
+
+    def fake(model, tok, prompts, max_new_tokens, batch, temperature, seed, on_batch=None):
+        arm = next(a for a in texts if a in str(model))
+        return saerl.policy_lm.Completions([texts[arm]] * len(prompts), [4] * len(prompts), [True] * len(prompts))
+
+    monkeypatch.setattr(saerl.policy_lm, "load_policy", lambda path, *a, **k: (path, None))
+    monkeypatch.setattr(saerl.policy_lm, "generate", fake)
+    sets = {"heldout": pl.DataFrame({"id": ["q0", "q1"], "prompt": ["What is 9+9?", "What is 9+8?"],
+                                     "answer": ["18", "17"]}),
+            "aime": pl.DataFrame({"id": ["a0"], "prompt": ["What is 6*3?"], "answer": ["18"]})}
+    _stub_sets(monkeypatch, sets)
+    inputs = _trained_arms(tmp_path, ["a"])
+    (tmp_path / "ingest").mkdir()
+    pl.DataFrame({"id": ["a"], "prompt": ["What is 5 * 3"]}).write_parquet(tmp_path / "ingest" / PROMPTS)
+    inputs["ingest"] = ArtifactRef("ingest", "i", str(tmp_path / "ingest"))
+    cfg = load_config(None, ["data.source=file", "data.path=train.jsonl", "model.name_or_path=base-policy",
+                             "eval.steps_bootstrap=20", "eval.k_samples=4", *overrides])
+    for arm, seed in (("saerl", 0), ("vanilla", 0), (BASE_ARM, 0), (PROBE_ARM, REACH_SEED)):
+        folder = tmp_path / f"heldout-{arm}"
+        folder.mkdir()
+        own = {k: v for k, v in inputs.items() if k == f"train:{arm}:0"}
+        compute_heldout(cfg, own, Build(folder, {}), arm=arm, seed=seed)
+        inputs[f"heldout:{arm}:{seed}"] = ArtifactRef("heldout", arm, str(folder))
+    out = tmp_path / "evaluate"
+    (out / "plots").mkdir(parents=True)
+    return compute_evaluate(cfg, inputs, Build(out, {})), out
+
+
+def test_a_set_of_its_own_k_samples_is_generated_compared_and_named_at_its_k(tmp_path, monkeypatch):
+    """eval.k_samples was one number for every held-out set: an eval.sets entry's own k_samples (AIME's avg@32
+    beside GSM8K's fewer) sets that set's passes in every policy's heldout run and the reach probe, and the
+    comparison names each set's k, where its one title said mean@{eval.k_samples} of every set."""
+    from saerl.evaluate import BASE_ARM, MEAN_OF_SETS, PROBE_ARM, REACHABLE
+
+    texts = {"saerl": "#### 18", "vanilla": "#### 17", "base-policy": "#### 18"}
+    _, out = _heldout_and_evaluate(tmp_path, monkeypatch, ['eval.sets={"aime": {"path": "a.jsonl", "k_samples": 8}}'],
+                                   texts)
+    for arm in ("saerl", BASE_ARM, PROBE_ARM):
+        frame = pl.read_parquet(tmp_path / f"heldout-{arm}" / "eval.parquet")
+        k = dict(frame.group_by("set").agg(pl.col("sample").max()).iter_rows())
+        assert k == {"heldout": 4, "aime": 8}, arm
+    summary = pl.read_parquet(out / "summary.parquet").filter(pl.col("arm") == "saerl")
+    assert dict(summary.select("set", "k").iter_rows()) == {"heldout": 4, "aime": 8, "aime" + REACHABLE: 8,
+                                                           "heldout" + REACHABLE: 4}
+    text = (out / "comparison.txt").read_text()
+    assert "== mean@k (each set's own k) ==" in text and "== mean@4 ==" not in text
+    assert "set aime (1 problems): mean@8\n" in text and "set heldout (2 problems): mean@4\n" in text
+    assert f"set {MEAN_OF_SETS} (3 problems): the mean of each set's own mean@k (aime 8, heldout 4)" in text
+    assert "== RL gain over the starting policy, mean@k (each set's own k) ==" in text
+    assert "answer_extraction" not in text  # the default reading says nothing
+
+
+def test_answer_extraction_boxed_or_last_is_said_counted_per_set_and_arm_and_scored(tmp_path, monkeypatch):
+    """Qwen2.5-Math's evaluation and lm-eval read 'The answer is 18' where the verifier finds no answer: with
+    eval.answer_extraction boxed_or_last the heldout stage scores it, the evaluate stage's tables say which reading
+    they used, a note counts per set and arm the answers the fallback read, and the metrics carry the share; the
+    default reads as before."""
+    texts = {"saerl": "The answer is 18.", "vanilla": "#### 18", "base-policy": "so it is 18"}
+    metrics, out = _heldout_and_evaluate(tmp_path, monkeypatch, ["eval.answer_extraction=boxed_or_last"], texts)
+    text = (out / "comparison.txt").read_text()
+    assert "== greedy pass@1 (answers: boxed_or_last) ==" in text and "== mean@4 (answers: boxed_or_last) ==" in text
+    note = next(line for line in text.splitlines() if "eval.answer_extraction=boxed_or_last" in line)
+    assert ("heldout: base 10 of 10 (100%), saerl 10 of 10 (100%), vanilla 0 of 10 (0%)" in note
+            and "aime: base 5 of 5 (100%)" in note), note
+    assert metrics["heldout_saerl_greedy"] == 0.5 and metrics["heldout_saerl_fallback_share"] == 1.0  # q0 right
+    assert metrics["heldout_vanilla_fallback_share"] == 0.0
+    boxed, out = _heldout_and_evaluate(tmp_path / "boxed", monkeypatch, [], texts)
+    assert boxed["heldout_saerl_greedy"] == 0.0 and "heldout_saerl_fallback_share" not in boxed
+    assert "== greedy pass@1 ==\n" in (out / "comparison.txt").read_text()

@@ -27,6 +27,7 @@ SAERL = Path(__file__).resolve().parents[1] / "saerl"
 ALL = tuple(STAGES)
 SHAPES: dict[str, tuple[str, ...]] = {
     "activation_store": ("extract", "sae", "encode", "label", "score", "properties"),
+    "answers": ("train", "heldout", "evaluate"),  # eval.answer_extraction: the curve, the final evaluation, its note
     "activations": ("testbed", "extract", "sae", "encode", "label", "train", "heldout"),
     "artifacts": ALL,
     "config": ALL,  # its validators and defaults are what every stage's config slice holds
@@ -148,23 +149,24 @@ if __name__ == "__main__":
 # the sources as last reviewed, with every stage's code version then (written by `python tests/test_stage_sources.py`)
 REVIEWED = {'sources': {'activation_store': '8eb418a6e6b6398a9267219d7fafb943c171d79228c976c9aad650547308f152',
              'activations': '99824ff270fcd19101cb4e4ac88f61957155b6bf3e3e8dcdfaa506a55cd9ff4e',
+             'answers': '07c4594420c7a3f6b075a2399f25f253a4ecdaedfd48582437988610817bf12b',
              'artifacts': '01af1f22797c7b99bb116b73fad9e97093798834851971a23f565ce2a9e03288',
-             'config': '9c6696d28f040468860c28f2a39f659ad624fa8647ba8e59fd0d83c8fd191ad4',
+             'config': '77f716a2ce1ad28ce71bda5ef6797f58ef4e6e19ddf10f5715990270d5a2eae6',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
              'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
              'data': 'fc90e37bd8d0246a896d64ab8d53125fc545eedf32fb1481b1bd4d826eecb539',
-             'evaluate': 'bcfa6b191b9acd27e4f2cff94e6c56c52c51fef7f20cba269dbc1819706dc290',
+             'evaluate': '35ddd46cb6eb8711a8b9acc2ff631f8f73ba2659636abdc62136e3c5a16c9a59',
              'labels': 'efa69972dd231fade4df377302b2c553b07108846fd9a319d176a2549c1c9aa1',
              'pipeline': 'a3f6eb3943b21ce685f0e82eb205304f46d4a7ebd0c03bbffa500ac3d85ed321',
              'plots': 'f3c453289f57b16db2ec189a65b6962fa8ea3f0240a5b883bb515faa9da46fb4',
              'policy_lm': '63d95918485f82debb9712e96402c3846ee10c220577e5e0c03b04da2541e2b6',
              'property_models': 'd486d756fc0261047773d1eb96c69ea89c5ccb5c8679842d605326fe1c83cfd8',
-             'report': 'f78069f0cb72e2869b1f603e835a7147c00c0bc6b7741a7575c17d7558c21c1d',
-             'rl': '4d2e2bef0dd916050d1d74c8f28ea6506df8fea39182c0b988ce6f9a867b4c51',
-             'runners': 'a39266e6dc0e358d61464cbbd3e3b3bd49818731c46c88f814daa30e1abd215e',
+             'report': 'c9214d06ca674d3aa4e611bb80d294cebe3c7fd7ed5fae80c4c2043bf86c4345',
+             'rl': '7ab6953aca9d077a252c1707d6c1f004fbb402cf28663d1373954999c968e95b',
+             'runners': '74a1a357ac2cd5ac79b554238c5f66a18fbf2da06f2e0230c6d4e5fd59b1f931',
              'sae': '710f3e3987f37474fa4cba5fece1b61b89473c4fe45eaccb6bec3fab6ce319a5',
              'scoring': '58a5b8bed8d5424cf7b09330c611818a37b92f5d38083595b4507785d93ad709',
-             'stages': '3c38b95fd4cb299f3f98509647c6ade0053d4ceb43d028dfaddd6c45d7abcaab',
+             'stages': '64113884bb297cd747c24a731cc5426a222aadc4212f41fe353f7cb69e6740ef',
              'testbed': 'f6d5b7b30b1750d0ceef8d792aba1cd7c542dc05f4b83cde4f9848aa01153211'},
  'versions': {'curriculum': '5',
               'encode': '4',

@@ -118,6 +118,41 @@ def test_the_final_evaluations_generation_limit_reruns_the_held_out_runs_alone()
     assert _key("heldout", "eval.truncation_note_share=0.2") == base
 
 
+def test_a_sets_own_k_samples_reruns_its_held_out_runs_not_training_and_unset_keys_as_before():
+    """An eval.sets entry's k_samples (AIME's avg@32) is the heldout stage's: it reruns every held-out run (and
+    evaluate through their keys) but never retrains, as the in-training curve is greedy; an entry that leaves it
+    unset dumps, and keys, as before the field existed (saerl.config.HELD_OUT_READING), and so does one naming
+    eval.k_samples."""
+    from saerl.config import flatten
+    from saerl.stages import stage_slice
+
+    file = ["data.source=file", "data.path=x.jsonl"]
+    entry = 'eval.sets={"aime": {"path": "a.jsonl", "prompt": "problem"%s}}'
+    unset, own = (*file, entry % ""), (*file, entry % ', "k_samples": 32')
+    assert flatten(load_config(None, list(unset)))["eval.sets"] == {
+        "aime": {"path": "a.jsonl", "prompt": "problem", "answer": None, "id": None}}
+    assert _key("heldout", *own) != _key("heldout", *unset)
+    assert _key("train", *own) == _key("train", *unset)
+    assert stage_slice(load_config(None, list(own)), "heldout")["eval.sets"]["aime"]["k_samples"] == 32
+    # the samples it takes anyway, named plainly, key as unset (eval.k_samples is 4)
+    assert _key("heldout", *file, entry % ', "k_samples": 4') == _key("heldout", *unset)
+    assert _key("heldout", *file, entry % ', "k_samples": 32', "eval.k_samples=32") == _key(
+        "heldout", *unset, "eval.k_samples=32")
+
+
+def test_answer_extraction_keys_the_held_out_evaluation_and_curve_only_when_set():
+    """eval.answer_extraction 'boxed' (the default) is what the code did before the field: no stage's key holds it,
+    so every config's keys stay; 'boxed_or_last' reruns the held-out runs and, as the in-training curve reads
+    answers so too, the training runs; nothing else."""
+    from saerl.stages import stage_slice
+
+    assert not any("eval.answer_extraction" in stage_slice(PipelineConfig(), stage) for stage in STAGES)
+    other = "eval.answer_extraction=boxed_or_last"
+    changed = {stage for stage in STAGES if _key(stage, other) != _key(stage)}
+    assert changed == {"heldout", "train"}
+    assert _key("heldout", "eval.answer_extraction=boxed") == _key("heldout")
+
+
 def test_the_quality_threshold_reruns_the_curriculum_not_the_score_fits():
     """scores.parquet holds quality_hat alone; kept / share_kept are the curriculum's (saerl.curriculum.quality_kept)."""
     assert _key("score", "score.quality_threshold=0.8") == _key("score")

@@ -1,0 +1,69 @@
+"""eval.answer_extraction: the held-out evaluation's opt-in reading of an unboxed final answer (saerl.answers)."""
+
+from types import SimpleNamespace
+
+import polars as pl
+import pytest
+
+from saerl.answers import BOXED, BOXED_OR_LAST, fallback_answer, held_out_reading, judge_held_out
+
+
+@pytest.mark.parametrize(("text", "answer"), [
+    ("The answer is 18.", "18"),
+    ("so x = 3 and y = 5, which leaves 42 apples", "42"),
+    ("First 3 + 4 = 7. The final answer is: $7$. I hope it is correct.", "$7$"),
+    ("the answer is 12, then I checked again: The answer is 14", "14"),  # the last phrase
+    ("The answer is\n\n  2.5 litres", "2.5 litres"),  # its first non-empty line
+    ("in all 1,000 people came", "1,000"),
+    ("the temperature fell to -4 overnight", "-4"),
+    ("from 3-5", "5"),  # a minus between two terms is no sign
+    ("He paid 3.50 dollars.", "3.50"),
+    ("no number at all", None),
+    ("", None),
+])
+def test_the_fallback_reads_the_answer_phrase_else_the_last_number(text, answer):
+    assert fallback_answer(text) == answer
+
+
+def test_a_boxed_or_hashes_answer_wins_over_a_later_number_and_boxed_mode_reads_as_before():
+    boxed = "so \\boxed{5} apples, which took 7 minutes"
+    assert held_out_reading(boxed, BOXED_OR_LAST) == (boxed, False)
+    assert held_out_reading("#### 5\nthen 9", BOXED_OR_LAST) == ("#### 5\nthen 9", False)
+    assert held_out_reading("The answer is 18.", BOXED) == ("The answer is 18.", False)  # the default: unchanged
+    assert held_out_reading("The answer is 18.", BOXED_OR_LAST) == ("#### 18", True)
+    assert held_out_reading("no number", BOXED_OR_LAST) == ("no number", False)
+
+
+def test_the_answer_read_is_judged_by_the_verifiers_own_comparison():
+    """Under 'boxed' an unboxed answer is no answer (as the verifier reads it); under 'boxed_or_last' it is compared
+    as the verifier compares a '####' answer (18.0 = 18, a thousands separator, a unit word), and a completion the
+    fallback finds nothing in stays no answer."""
+    texts = ["The answer is 18.", "so 1,000 people", "\\boxed{5} then 7", "nothing here", "The answer is 18.00 apples"]
+    golds = ["18", "1000", "5", "3", "18"]
+    results, used = judge_held_out(texts, golds, 5.0)
+    assert [r.status for r in results] == ["no_answer", "no_answer", "correct", "no_answer", "no_answer"]
+    assert used == [False] * 5
+    results, used = judge_held_out(texts, golds, 5.0, BOXED_OR_LAST)
+    assert [r.status for r in results] == ["correct", "correct", "correct", "no_answer", "correct"]
+    assert used == [True, True, False, False, True]
+
+
+def test_the_training_reward_never_reads_an_unboxed_answer_while_the_held_out_curve_may(monkeypatch):
+    """eval.answer_extraction is the held-out evaluation's alone: the correctness reward (and the format reward)
+    score 'The answer is 18.' as no answer whatever it says, so RL never rewards an answer the policy did not box;
+    the in-training curve under 'boxed_or_last' reads it as the final evaluation does."""
+    from saerl import policy_lm
+    from saerl.rl import CorrectnessReward, EvalCallback, format_reward
+
+    unboxed = [[{"role": "assistant", "content": "The answer is 18."}], "so it is 18 apples"]
+    assert CorrectnessReward()(unboxed, ["18", "18"]) == [0.0, 0.0]
+    assert format_reward(unboxed) == [0.0, 0.0]
+    monkeypatch.setattr(policy_lm, "generate", lambda model, tok, prompts, *a, **k: policy_lm.Completions(
+        ["The answer is 18.", "\\boxed{4}"], [5, 3], [True, True]))
+    held = pl.DataFrame({"id": ["a", "b"], "prompt": ["p", "q"], "answer": ["18", "4"]})
+    curves = {}
+    for mode in (BOXED, BOXED_OR_LAST):
+        evals = EvalCallback({"h": held}, None, 1, 8, 2, extraction=mode)
+        evals._run(SimpleNamespace(training=False), 0)
+        curves[mode] = [p["correct"] for p in evals.problems]
+    assert curves == {BOXED: [False, True], BOXED_OR_LAST: [True, True]}
