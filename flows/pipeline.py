@@ -25,7 +25,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.runlog import say_logger, send_saerl_warnings
+from flows.runlog import say_logger, send_saerl_lines
 from flows.server import die_with_parent
 from saerl.artifacts import (
     ArtifactRef,
@@ -499,10 +499,10 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
     holds the run's config as CONFIG_FILE, which `saerl run` takes to run it again. A stage run that starts
     computing is saved in the run record as in progress (saerl.status.IN_PROGRESS) and gets its nested MLflow run
     then, RUNNING; a training run's per-step metrics arrive there while it trains (its task is given the run's id:
-    saerl.tracking.live_metrics), and its end fills the run in. saerl's warnings logged in it
-    go to its Prefect log too (flows.runlog.send_saerl_warnings), and the Prefect flow runs of killed runs on the
+    saerl.tracking.live_metrics), and its end fills the run in. saerl's INFO lines and warnings logged in it, by this
+    process or a Dask worker's, go to its Prefect log too (flows.runlog.send_saerl_lines, send_worker_lines), and the Prefect flow runs of killed runs on the
     root are marked Crashed (:func:`crash_killed_runs`), as the Tracker ends their MLflow runs."""
-    send_saerl_warnings()
+    send_saerl_lines()
     cfg = build_config(config)
     check_runnable(cfg, until)  # a deployment's run fails here, not at its last stage
     root = Path(cfg.runtime.artifact_root).resolve()

@@ -6,11 +6,17 @@ is the `prefect` logger's, PREFECT_LOGGING_LEVEL, which a saerl run sets to WARN
 Prefect's per-task INFO lines off the terminal. So a line logged at INFO through `get_run_logger()` reached neither,
 and at INFO with that level raised it would have been printed twice (once by `print`, once by Prefect's console).
 Instead, the lines :func:`flows.pipeline.say` prints go to SAY_LOGGER, which sends them to the API alone (its own
-APILogHandler, no propagation), whatever PREFECT_LOGGING_LEVEL is; and WARNING records of saerl's own loggers
-(training health, silhouette at the edge of k_range, ingest rejections) logged in a flow or task run of this process
-reach the run's log too, beside their usual line on the terminal. Outside a run (no flow or task run context:
-`saerl status`, a thread a library started) nothing is sent. A stage task on a Dask worker logs in that worker's
-process, whose saerl warnings are not sent.
+APILogHandler, no propagation), whatever PREFECT_LOGGING_LEVEL is; and INFO (and worse) records of saerl's own
+loggers (a stage's notes and progress lines, training health, silhouette at the edge of k_range, ingest rejections)
+logged in a flow or task run of this process reach the run's log too, beside their usual line on the terminal
+(:func:`send_saerl_lines`). Outside a run (no flow or task run context: `saerl status`, a thread a library started)
+nothing is sent.
+
+A stage task on a Dask worker logs in that worker's process, which the flow's setup does not reach: no handler
+sent its saerl lines to the run's log, and its root logger, at Prefect's WARNING, dropped their INFO lines (an
+extraction's shard said nothing anywhere). The stage tasks start with :func:`send_worker_lines`, which in such a
+process sends saerl's lines of INFO and up to the task run's log (in the flow run's) and prints them on the worker's
+console, as Prefect's handler does its warnings (a LocalCluster's worker writes to the run's terminal).
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ import logging
 import threading
 
 SAY_LOGGER = "saerl.say"  # the logger of say()'s lines: to the flow run's log only (the terminal has them already)
-SAERL_LOGGER = "saerl"  # saerl's own loggers' parent: their warnings go to the run's log as well
+SAERL_LOGGER = "saerl"  # saerl's own loggers' parent: their INFO lines and warnings go to the run's log as well
+SAERL_LEVEL = logging.INFO  # the least level of saerl's records sent to the run's log (what the CLI prints)
 HANDLER_NAME = "saerl-run-log"  # the name of the API handler added here (added once per logger)
 _ADDING = threading.Lock()  # flows of one process (a sweep's children in threads) add a handler once
+FLOW_PROCESS = threading.Event()  # set in a process a pipeline flow runs in (send_saerl_lines): not a Dask worker's
 
 
 def in_run(record: logging.LogRecord) -> bool:
@@ -62,8 +70,25 @@ def say_logger() -> logging.Logger:
     return logger
 
 
-def send_saerl_warnings() -> None:
-    """Have saerl's own loggers send their WARNING (and worse) records logged in a Prefect run of this process to
-    that run's log as well (:func:`send_to_run_log`); they still reach the terminal as before. Called as a pipeline
-    flow starts; once is enough for the process."""
-    send_to_run_log(logging.getLogger(SAERL_LOGGER), logging.WARNING)
+def send_saerl_lines() -> None:
+    """Have saerl's own loggers send their records of SAERL_LEVEL and up logged in a Prefect run of this process to
+    that run's log as well (:func:`send_to_run_log`); they still reach the terminal as before. Marks this process as
+    one a flow runs in (FLOW_PROCESS: :func:`send_worker_lines` leaves it be). Called as a pipeline flow starts; once is
+    enough for the process."""
+    FLOW_PROCESS.set()
+    send_to_run_log(logging.getLogger(SAERL_LOGGER), SAERL_LEVEL)
+
+
+def send_worker_lines() -> None:
+    """At the start of a stage task: in a process no pipeline flow runs in (a Dask worker's), have saerl's records of
+    SAERL_LEVEL and up made (its logger set to that level where it was above: a worker's root logger is at Prefect's
+    WARNING, so its INFO lines were dropped), go on to the worker's console handlers (Prefect's, on its stderr) and
+    reach the task run's log, which is in the flow run's (:func:`send_to_run_log`). Prefect's sender sends them in
+    batches, and what is queued as the worker's process ends (its cluster closing) before that process exits. In a
+    flow's own process (a local run's stage threads) it does nothing: :func:`send_saerl_lines` did it there."""
+    if FLOW_PROCESS.is_set():
+        return
+    logger = logging.getLogger(SAERL_LOGGER)
+    if logger.getEffectiveLevel() > SAERL_LEVEL:
+        logger.setLevel(SAERL_LEVEL)
+    send_to_run_log(logger, SAERL_LEVEL)

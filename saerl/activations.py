@@ -521,6 +521,7 @@ def extract_chunks(store_path: str | Path, chunk_log: ChunkLog, chunk_ids: Seque
     offsets = group["offsets"][:]
     heads = store_heads(group, len(offsets) - 1)
     ranges = chunk_ranges(len(offsets) - 1, meta.chunk_rows)
+    chunk_log.plan(len(ranges), meta.fingerprint)  # every chunk of the store, whichever this call runs (saerl status)
     wanted = range(len(ranges)) if chunk_ids is None else chunk_ids
     todo = [c for c in wanted if not (chunk_log.is_done(c) and chunk_log.get(c).get("fingerprint") == meta.fingerprint)]
     if loaded is None and todo:

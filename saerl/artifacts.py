@@ -40,6 +40,8 @@ KEY_SHOWN = 12  # characters of an artifact key in a message (as the run's lines
 CACHE_RECORDS_DIR = "prefect-results"  # <root>/<this>/<stage>-<key>: the orchestrator's cache record of a stage run
 # (tasks.stage persists Prefect task results there); saerl gc removes a record once its artifact is gone
 CHUNK_DIR = "_chunks"
+CHUNK_PLAN = "plan.info"  # in a chunk log's folder: {"chunks": how many the writer plans, "fingerprint": its records'}
+# (ChunkLog.plan; not *.json, so no chunk record; dropped with the log at publish), read by chunk_progress
 TRACKED_LIBRARIES = (
     "saerl", "torch", "transformers", "trl", "sae-lens", "prefect", "zarr", "polars", "scikit-learn", "mlflow",
     "math-verify", "numpy", "scipy",
@@ -481,6 +483,21 @@ class ChunkLog:
         """Names of all finished chunks."""
         return sorted(p.stem for p in self.folder.glob("*.json"))
 
+    def plan(self, n_chunks: int, fingerprint: str = "") -> None:
+        """Record how many chunks the writer plans in all and the fingerprint its chunk records carry (CHUNK_PLAN),
+        so `saerl status` can say how far an unfinished build got (:func:`chunk_progress`): none of the artifact's
+        files, no chunk record. Written when it changes (a shard that finds its plan there leaves it); two threads of
+        one process writing the same plan at once (one temp name) leave it written by one.
+        in: the number of chunks, the fingerprint ('' = records are not told apart)."""
+        path = self.folder / CHUNK_PLAN
+        record = {"chunks": int(n_chunks), "fingerprint": fingerprint}
+        if read_chunk_plan(path.parent) == record:
+            return
+        try:
+            write_json_atomic(path, record)
+        except FileNotFoundError:  # the other writer renamed the shared temp file first: the same plan is there
+            pass
+
 
 @dataclass
 class Build:
@@ -510,20 +527,77 @@ def while_wanted(chunks: Iterable[int], keep_going: Callable[[], bool] | None) -
         yield c
 
 
+def is_chunk_record(path: Path) -> bool:
+    """Whether a file of a chunk log's folder is a chunk's record (`<chunk id>.json`, chunk ids being numbers) and
+    not another file kept there (a fan-out's shards.json, the plan). in: its path; out: bool."""
+    return path.suffix == ".json" and path.stem.isdigit()
+
+
 def chunk_records(build_folder: Path) -> dict[str, tuple[int, int]]:
     """The chunk log of a build folder (:class:`ChunkLog`: `<folder>/_chunks/<chunk>.json`), each finished chunk's
-    record by name with its (inode, modification time in ns): a chunk the build computes again is marked again, by an
-    atomic rename, so its record changes (:func:`reused_chunks`). Reads names and stats only: nothing is created (a
-    ChunkLog would create its folder). in: a partial artifact folder (ArtifactStore.partial_path) or a build's path;
+    record by name (:func:`is_chunk_record`: a fan-out's shards.json is none) with its (inode, modification time in
+    ns): a chunk the build computes again is marked again, by an atomic rename, so its record changes
+    (:func:`reused_chunks`). Reads names and stats only: nothing is created (a ChunkLog would create its folder). in: a partial artifact folder (ArtifactStore.partial_path) or a build's path;
     out: {record name: (inode, mtime_ns)} ({} when the folder or its log does not exist)."""
     out = {}
     for path in (Path(build_folder) / CHUNK_DIR).glob("*.json"):
+        if not is_chunk_record(path):
+            continue
         try:
             st = path.stat()
         except FileNotFoundError:  # replaced or removed meanwhile
             continue
         out[path.name] = (st.st_ino, st.st_mtime_ns)
     return out
+
+
+def read_chunk_plan(log_folder: Path) -> dict[str, Any]:
+    """The plan a chunk log's folder records (:meth:`ChunkLog.plan`): {"chunks": int, "fingerprint": str}; {} when it
+    has none (a build that has not planned yet, or one begun before plans were recorded) or it cannot be read.
+    in: the log's folder (`<build>/_chunks`); out: the plan."""
+    try:
+        plan = json.loads((Path(log_folder) / CHUNK_PLAN).read_text())
+    except (OSError, ValueError):
+        return {}
+    ok = isinstance(plan, dict) and isinstance(plan.get("chunks"), int) and isinstance(plan.get("fingerprint"), str)
+    return plan if ok else {}
+
+
+@dataclass(frozen=True)
+class ChunkProgress:
+    """How far an unfinished chunked build got: chunks done, chunks planned (None: not recorded), and when the
+    newest of those done was recorded (epoch seconds; None when none is)."""
+
+    done: int
+    planned: int | None
+    newest: float | None
+
+
+def chunk_progress(build_folder: Path) -> ChunkProgress | None:
+    """How far a chunked build got, from its chunk log alone (:class:`ChunkLog`; no chunk data is read): the chunk
+    records (`<chunk id>.json`, readable) that carry the plan's fingerprint (any, without a plan: a build begun before
+    plans were recorded, whose total is then unknown), the planned count (:func:`read_chunk_plan`) and the newest
+    record's modification time. A record of a replaced store (another fingerprint) is work to do again, as the writer
+    decides; other files of the folder (a fan-out's shards.json, temp files) are no chunks. None when the folder has
+    neither plan nor record (no chunked stage, not started, or published). in: a partial artifact folder
+    (ArtifactStore.partial_path); out: the progress or None."""
+    folder = Path(build_folder) / CHUNK_DIR
+    plan = read_chunk_plan(folder)
+    wanted = plan.get("fingerprint")
+    done, newest = 0, None
+    for path in folder.glob("*.json"):
+        if not is_chunk_record(path):
+            continue
+        try:
+            record, mtime = json.loads(path.read_text()), path.stat().st_mtime
+        except (OSError, ValueError):  # unreadable, or replaced or removed meanwhile
+            continue
+        if not isinstance(record, dict) or (wanted and record.get("fingerprint") != wanted):
+            continue
+        done, newest = done + 1, max(mtime, newest or mtime)
+    if not plan and not done:
+        return None
+    return ChunkProgress(done, plan.get("chunks"), newest)
 
 
 def reused_chunks(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> int:

@@ -157,6 +157,7 @@ def measure_labels(model_dir: str | Path, prompts: pl.DataFrame, cfg: ScoreConfi
     fp = label_fingerprint(prompts["id"].cast(pl.String).to_list(), cfg, temperature, max_new_tokens, top_k,
                            verify_timeout_s)
     ranges = chunk_ranges(prompts.height, cfg.label_chunk_rows)
+    chunk_log.plan(len(ranges), fp)  # for saerl status: how many chunks of how many are measured
 
     def part(c: int) -> Path:
         return parts / f"{c}.parquet"

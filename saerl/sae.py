@@ -649,6 +649,7 @@ def encode_codes(activations_path: str | Path, sae_dir: str | Path, cfg: SAEConf
     store = Path(out_dir) / CODES_NAME
     fp = _prepare_codes(store, act, sae.cfg.d_sae, k, cfg, Path(sae_dir))
     group = zarr.open_group(store, mode="r+")
+    chunk_log.plan(len(act.ranges), fp)  # every chunk of the store, whichever this call runs (saerl status)
     wanted = range(len(act.ranges)) if chunk_ids is None else chunk_ids
     todo = [c for c in wanted if not (chunk_log.is_done(c) and chunk_log.get(c).get("fingerprint") == fp)]
     started, n_tok, nonzero, ran = time.perf_counter(), 0, 0, []

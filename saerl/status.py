@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from saerl.artifacts import MANIFEST, ArtifactStore
+from saerl.artifacts import MANIFEST, ArtifactStore, chunk_progress
 from saerl.runs import (
     FAILED,
     KILLED,
@@ -154,12 +154,34 @@ def checkpoint_note(root: Path, record: RunRecord, run_name: str, key: str, verb
     return f"{verb} checkpoint: step {found[0]}{of}, saved {format_clock(found[1])}"
 
 
+def chunk_note(root: Path, run_name: str, key: str, killed: bool) -> str:
+    """How far a chunked stage run (extract, encode, label) under way or killed got, from its unfinished build's
+    chunk log (saerl.artifacts.chunk_progress: the log's small records, no chunk data): 'chunks: 12 of 40 done,
+    newest 12:30:11' for one under way, '12 of 40 chunks done: a rerun resumes from there' for a killed one ('of 40'
+    where the build recorded its plan; 'chunks: 0 of 40 done' before the first); '' for a build with no chunk log
+    (another stage, one still preparing its store, or gone), or one that cannot be read. in: artifact root, stage run
+    name, key, whether the run was killed; out: text."""
+    try:
+        progress = chunk_progress(ArtifactStore(root).partial_path(stage_of(run_name), key))
+    except OSError:  # the folder went or turned unreadable meanwhile: say nothing of it
+        return ""
+    if progress is None:
+        return ""
+    of = f" of {progress.planned}" if progress.planned is not None else ""
+    if killed:
+        return f"{progress.done}{of} chunks done" + (": a rerun resumes from there" if progress.done else "")
+    newest = f", newest {format_clock(progress.newest)}" if progress.newest is not None else ""
+    return f"chunks: {progress.done}{of} done{newest}"
+
+
 def in_progress_lines(root: Path, record: RunRecord, state: str | None, now: float | None = None) -> list[str]:
     """What a record still marked running says of the stage runs it was computing (extra IN_PROGRESS): for a run
     under way 'in progress: train:saerl:0 since 12:18:56 (1 h 02 m; newest checkpoint: step 60 of 200, saved
-    12:30:11)', for a killed one 'died in train:saerl:0 (started 12:18:56; last checkpoint: step 60 of 200, ...)',
-    when that cannot be told 'in progress or died in: ...', in the order they started; [] for an ended run, or a
-    record from before IN_PROGRESS.
+    12:30:11)' or, for a chunked stage, 'in progress: extract since 12:18:56 (1 h 02 m; chunks: 12 of 40 done, newest
+    12:30:11)' (:func:`chunk_note`), for a killed one 'died in train:saerl:0 (started 12:18:56; last checkpoint: step
+    60 of 200, ...)' or 'died in extract (started 12:18:56; 12 of 40 chunks done: a rerun resumes from there)', when
+    that cannot be told 'in progress or died in: ...', in the order they started; [] for an ended run, or a record
+    from before IN_PROGRESS.
     in: artifact root, record, its saerl.runs.unfinished state, the time now (default: the current time); out:
     lines."""
     entries = record.extra.get(IN_PROGRESS)
@@ -171,12 +193,12 @@ def in_progress_lines(root: Path, record: RunRecord, state: str | None, now: flo
         started, key = float(entry.get("started", 0.0)), str(entry.get("key", ""))
         since = format_clock(started, now)
         if state == KILLED:
-            notes = "; ".join(n for n in (f"started {since}",
-                                          checkpoint_note(root, record, name, key, "last")) if n)
+            notes = "; ".join(n for n in (f"started {since}", checkpoint_note(root, record, name, key, "last"),
+                                          chunk_note(root, name, key, killed=True)) if n)
             lines.append(f"died in {name} ({notes})")
             continue
-        notes = "; ".join(n for n in (format_duration(now - started),
-                                      checkpoint_note(root, record, name, key, "newest")) if n)
+        notes = "; ".join(n for n in (format_duration(now - started), checkpoint_note(root, record, name, key, "newest"),
+                                      chunk_note(root, name, key, killed=False)) if n)
         lead = "in progress" if state == STILL_RUNNING else "in progress or died in"
         lines.append(f"{lead}: {name} since {since} ({notes})")
     return lines
@@ -190,7 +212,8 @@ def format_run(root: Path, record: RunRecord, verify: bool = False, paths: bool 
     (:func:`artifact_dir`, where a run reads it; the key prefix alone did not say where eval.parquet is), and why,
     in pipeline order (as the run printed them); then a line per corrupt artifact (:func:`corrupt_line`). A record
     still marked running says under its header whether the run is still going or was killed, and the stage runs it
-    was computing (:func:`in_progress_lines`: since when, a training run's newest checkpoint).
+    was computing (:func:`in_progress_lines`: since when, a training run's newest checkpoint, a chunked stage's
+    chunks done).
     verify: hash every file (slow on big artifacts)."""
     rows = [("stage", "status", "key", "seconds", "MB", "on disk", *(("path",) if paths else ()), "why")]
     corrupt = []

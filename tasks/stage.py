@@ -22,6 +22,7 @@ from prefect import task
 from prefect.context import TaskRunContext
 from prefect.serializers import JSONSerializer
 
+from flows.runlog import send_worker_lines
 from saerl.artifacts import CACHE_RECORDS_DIR, ArtifactRef, ArtifactStore
 from saerl.config import build_config
 from saerl.pipeline import quiet_libraries, run_stage
@@ -78,7 +79,9 @@ def stage_task(stage: str, key: str, root: str, config: dict[str, Any], upstream
     metrics as a small dict. lock_held: the flow holds the key's build lock for this task (a sharded stage it
     fanned out), so the task builds without taking it. live_run: the id of the stage run's nested MLflow run, made
     as it started computing (saerl.tracking.Tracker.start_stage), which its metric points are sent to as they are
-    measured, from whatever process runs the task (saerl.tracking.live_metrics); None: none are."""
+    measured, from whatever process runs the task (saerl.tracking.live_metrics); None: none are. saerl's log lines
+    reach the flow run's log from a Dask worker too (flows.runlog.send_worker_lines)."""
+    send_worker_lines()
     cfg = build_config(config)
     refs = to_refs(upstream)
     # on a Dask worker too, which the flow's own quieting does not reach
@@ -118,6 +121,7 @@ def prepare_shards_task(stage: str, key: str, root: str, config: dict[str, Any],
     """Lay out a sharded stage's store and return its unfinished chunks split into shards."""
     from saerl.pipeline import prepare_shards
 
+    send_worker_lines()
     refs = to_refs(upstream)
     return prepare_shards(ArtifactStore(root), build_config(config), stage, refs, key, n_shards)
 
@@ -127,9 +131,11 @@ def shard_task(stage: str, key: str, root: str, config: dict[str, Any], upstream
                chunk_ids: list[int], token: str | None = None) -> dict[str, Any]:
     """Compute some chunks of a sharded stage (runs on a Dask worker under `runtime.task_runner: dask`), until
     the fan-out `token` names is no longer the build's (saerl.pipeline.shard_wanted).
-    No Prefect cache: finished chunks are recorded in the artifact's chunk log, so a retry skips them."""
+    No Prefect cache: finished chunks are recorded in the artifact's chunk log, so a retry skips them. Its saerl log
+    lines reach the flow run's log (flows.runlog.send_worker_lines)."""
     from saerl.pipeline import run_shard
 
+    send_worker_lines()
     refs = to_refs(upstream)
     cfg = build_config(config)
     with quiet_libraries(cfg):  # a worker of an external cluster inherits nothing from the flow's process

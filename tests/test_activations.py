@@ -41,7 +41,7 @@ from saerl.activations import (
     template_head,
     tokenize_prompts,
 )
-from saerl.artifacts import ChunkLog
+from saerl.artifacts import ChunkLog, chunk_progress
 from saerl.config import ExtractConfig, ModelConfig
 
 WORDS = "what is the sum of two and three apples cost many more how left did she buy".split()
@@ -234,6 +234,8 @@ def test_store_resume_is_bitwise_identical(tiny, tmp_path):
         _extract(tmp_path / "res", tiny, prompts, ids, cfg, fail_after=2)
     log = ChunkLog(tmp_path / "res")
     assert set(log.done()) >= {"0", "1", "2"} and "6" not in log.done()
+    progress = chunk_progress(tmp_path / "res")  # what saerl status says of the killed build: its plan names all 7
+    assert progress is not None and progress.planned == 7 and progress.done == len(log.done())
     (log.folder / "1.json").unlink()  # a lost record: that chunk is recomputed too
     again = _extract(tmp_path / "res", tiny, prompts, ids, cfg)
     assert again["chunks_skipped"] >= 2 and again["chunks_run"] <= 5

@@ -173,3 +173,28 @@ def test_only_the_run_reaches_the_local_cluster_saerl_starts(prefect_api, tmp_pa
 
     outsiders = probe()
     assert outsiders and all(out.startswith("refused:") for out in outsiders.values()), outsiders
+
+
+def test_saerl_lines_a_stage_logs_on_a_dask_worker_reach_the_flow_runs_log(prefect_api, tmp_path, capfd):
+    """A stage task on a Dask worker logs in the worker's process, which the flow's log setup did not reach: its
+    saerl INFO lines (an extraction's shard, ingest's summary) were in neither the flow run's Prefect log nor on the
+    terminal, and its warnings only on the terminal. They now reach both, as a local run's do."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from flows.pipeline import PREFECT_FLOW_RUN_TAG, pipeline_flow
+    from flows.runner import task_runner
+    from flows.server import drain_logs
+    from saerl.runs import PREFECT_TAGS, load_run
+
+    cfg = load_config(SMOKE, [f"runtime.artifact_root={tmp_path}", "runtime.task_runner=dask", "runtime.workers=1",
+                              "runtime.torch_threads=1", "tracking.enabled=false"])
+    pipeline_flow.with_options(task_runner=task_runner(cfg))(config=cfg.model_dump(mode="json"), until="ingest")
+    drain_logs()
+    flow_run_id = load_run(tmp_path, "latest").extra[PREFECT_TAGS][PREFECT_FLOW_RUN_TAG]
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    ingest = [e for e in logs if e.name == "saerl.runners" and e.message.startswith("ingest: ")]  # logged at INFO
+    assert ingest and ingest[0].task_run_id is not None, [(e.name, e.message) for e in logs]
+    out, err = capfd.readouterr()
+    assert ingest[0].message.splitlines()[0] in out + err, "printed on the terminal too (the worker's stderr)"

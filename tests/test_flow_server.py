@@ -307,7 +307,8 @@ def test_said_lines_reach_the_flow_runs_log_and_the_terminal_once(prefect_api, c
     """say() promised its lines were "logged to the flow run (visible in Prefect)", but logged them at INFO through
     Prefect's run logger, at the WARNING the run sets: the audit's Prefect databases held no log line at all. Its lines
     are now in the flow run's log, printed once on the terminal (led by the time), not again by Prefect's console;
-    saerl's own warnings reach the run's log too."""
+    saerl's own warnings and INFO lines (a stage's notes, which the terminal showed: the CLI logs at INFO) reach the
+    run's log too."""
     import logging
     import re
 
@@ -317,21 +318,24 @@ def test_said_lines_reach_the_flow_runs_log_and_the_terminal_once(prefect_api, c
     from prefect.context import FlowRunContext
 
     from flows.pipeline import say
-    from flows.runlog import send_saerl_warnings
+    from flows.runlog import send_saerl_lines
     from flows.server import drain_logs
+
+    logging.getLogger("saerl.flowtest").setLevel(logging.INFO)  # as under the CLI's INFO root
 
     @flow(name="says")
     def says() -> str:
-        send_saerl_warnings()
+        send_saerl_lines()
         say(SAID)
         logging.getLogger("saerl.flowtest").warning("a saerl warning")
+        logging.getLogger("saerl.flowtest").info("a saerl note")
         return str(FlowRunContext.get().flow_run.id)
 
     flow_run_id = says()
     drain_logs()
     with get_client(sync_client=True) as client:
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-    assert {SAID, "a saerl warning"} <= {entry.message for entry in logs}, [entry.message for entry in logs]
+    assert {SAID, "a saerl warning", "a saerl note"} <= {e.message for e in logs}, [e.message for e in logs]
     out, err = capfd.readouterr()
     assert (out + err).count(SAID) == 1, out + err
     assert re.search(rf"^{STAMP_LINE}{re.escape(SAID)}$", out, re.M), out

@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 from tiny import overfit, tiny_model, tiny_tokenizer
 
-from saerl.artifacts import ChunkLog
+from saerl.artifacts import ChunkLog, chunk_progress
 from saerl.config import ScoreConfig, load_config
 from saerl.labels import (
     LABELS,
@@ -198,6 +198,8 @@ def test_measure_labels_resumes_from_finished_chunks(saved_policy, tmp_path):
     with pytest.raises(_Killed):
         _measure(saved_policy, tmp_path / "run", log=log, on_chunk_done=die_after_first)
     assert log.done() == ["0"] and (log.folder / PARTS_DIR / "0.parquet").is_file()
+    progress = chunk_progress(tmp_path / "run")  # what saerl status says of the killed build: 1 of 3 chunks
+    assert progress is not None and (progress.done, progress.planned) == (1, 3)
     redone: list[int] = []
     labels, summary = _measure(saved_policy, tmp_path / "run", log=log, on_chunk_done=redone.append)
     assert redone == [1, 2] and summary["chunks_run"] == 2 and summary["chunks_skipped"] == 1

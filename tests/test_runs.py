@@ -222,6 +222,10 @@ def test_chunk_records_read_a_chunk_log_without_creating_one(tmp_path):
     assert sorted(before) == ["0.json", "1.json", "5.json"]
     log.mark(1, rows=3)  # computed again
     log.mark(2, rows=2)
+    # neither what a fan-out's shards ran nor the plan is a chunk (shards.json made a Dask resume of 8 chunks read
+    # '3 of 9 chunks were already done')
+    (tmp_path / CHUNK_DIR / "shards.json").write_text("{}")
+    log.plan(6, "fp")
     after = chunk_records(tmp_path)
     assert len(after) == 4 and reused_chunks(before, after) == 2
 

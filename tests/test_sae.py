@@ -12,7 +12,7 @@ from test_activations import make_prompts, one_thread, save_tiny_lm, tokenless_s
 
 from saerl.activation_store import open_activations
 from saerl.activations import extract
-from saerl.artifacts import ChunkLog
+from saerl.artifacts import ChunkLog, ChunkProgress, chunk_progress
 from saerl.config import ExtractConfig, ModelConfig, SAEConfig
 from saerl.sae import SAEShapeError, check_hook, encode_codes, hook_block, load_codes_csr, obtain_sae
 
@@ -59,6 +59,7 @@ def test_encode_shards_of_one_worker_load_the_sae_once_and_match_one_run(store, 
     assert len(loads) == 1
     log = ChunkLog(tmp_path / "shards")
     encode_codes(store, sae_dir, CFG, tmp_path / "shards", log, chunk_ids=[], progress=False)  # prepare: a load
+    assert chunk_progress(tmp_path / "shards") == ChunkProgress(0, 8, None), "planned before any shard runs"
     loads.clear()
     for shard in ([0, 2, 4, 6], [1, 3], [5, 7]):
         encode_codes(store, sae_dir, CFG, tmp_path / "shards", log, chunk_ids=shard, progress=False, reuse_sae=True)

@@ -380,6 +380,85 @@ def test_status_names_the_stage_runs_in_progress_and_where_a_killed_run_died(tmp
     assert in_progress_lines(tmp_path, rec, None) == [], "an ended run has nothing in progress"
 
 
+EXTRACT_KEY = "e1" * 10
+
+
+def _extracting_run(root: Path, started: float, done: int = 3, planned: int = 8) -> Path:
+    """A record still marked running whose process was extracting (key EXTRACT_KEY), its unfinished build's chunk log
+    planning `planned` chunks (fingerprint 'fp') with chunks 0..done-1 recorded; besides them a record of a replaced
+    store (another fingerprint: work to do again), a fan-out's shards.json and a killed writer's temp file, none of
+    them a chunk done. out: the build's chunk log folder."""
+    from saerl.artifacts import ChunkLog
+    from saerl.runs import RUNNING
+    from saerl.status import IN_PROGRESS
+
+    log = ChunkLog(ArtifactStore(root).partial_path("extract", EXTRACT_KEY))
+    log.plan(planned, "fp")
+    for c in range(done):
+        log.mark(c, fingerprint="fp", n_tokens=10)
+    log.mark(done + 1, fingerprint="old", n_tokens=10)
+    (log.folder / "shards.json").write_text('{"seconds": 1.0, "shards": []}')
+    (log.folder / f".{done + 2}.json.tmp-123").write_text('{"fingerp')
+    save_run(root, RunRecord(name="demo", run_id="20260101-000000-aaaaaa",
+                             extra={RUNNING: True, IN_PROGRESS: {"extract": {"started": started, "key": EXTRACT_KEY}}}))
+    return log.folder
+
+
+def test_status_says_how_many_chunks_a_chunked_stage_has_done(tmp_path):
+    """An hour-long extraction on a real model showed only 'in progress: extract since 12:18 (1 h 02 m)', and a
+    killed one 'died in extract (started ...)': nothing said how far it got. The line now counts the chunks its
+    unfinished build recorded (with its fingerprint, out of those it planned) and when the newest was, read from the
+    chunk log alone; a killed one says a rerun resumes from there."""
+    import os
+    import time
+
+    from saerl.runs import KILLED, STILL_RUNNING, live_lock
+    from saerl.status import format_clock
+
+    started = time.time() - 3725
+    folder = _extracting_run(tmp_path, started)
+    for c, after in ((0, 300), (1, 600), (2, 450)):  # chunk 1 recorded last (the replaced store's record is newer)
+        os.utime(folder / f"{c}.json", (started + after, started + after))
+    with live_lock(tmp_path, "20260101-000000-aaaaaa"):
+        lines = run_status(tmp_path).splitlines()
+    assert lines[1:3] == [STILL_RUNNING.upper(), f"in progress: extract since {format_clock(started)} (1 h 02 m; "
+                                                 f"chunks: 3 of 8 done, newest {format_clock(started + 600)})"]
+    lines = run_status(tmp_path).splitlines()  # the lock is free: its process died
+    assert lines[1:3] == [KILLED.upper(), f"died in extract (started {format_clock(started)}; 3 of 8 chunks done: "
+                                          "a rerun resumes from there)"]
+
+
+def test_a_chunk_log_half_written_or_absent_shows_no_progress_and_no_error(tmp_path):
+    """status reads a build's chunk log while its writers go: an unreadable record is no chunk done, an unreadable
+    plan no total, a build with no log (one still tokenizing, a build gone) no note at all, and a log from before
+    plans were recorded counts its records without a total."""
+    import time
+
+    from saerl.artifacts import CHUNK_PLAN, ChunkLog
+    from saerl.runs import KILLED, STILL_RUNNING, load_run
+    from saerl.status import format_clock, in_progress_lines
+
+    started = time.time() - 65
+    folder = _extracting_run(tmp_path, started)
+    rec = load_run(tmp_path, "latest")
+    (folder / "2.json").write_text('{"fingerprint": "f')  # a half-written record
+    assert "chunks: 2 of 8 done" in in_progress_lines(tmp_path, rec, STILL_RUNNING, now=started + 65)[0]
+    (folder / CHUNK_PLAN).write_text('{"chunks": 8, "fin')  # a half-written plan: records of any fingerprint count
+    assert in_progress_lines(tmp_path, rec, KILLED)[0].endswith("; 3 chunks done: a rerun resumes from there)")
+    (folder / CHUNK_PLAN).unlink()  # a build begun before plans were recorded
+    assert "; chunks: 3 done, newest " in in_progress_lines(tmp_path, rec, STILL_RUNNING, now=started + 65)[0]
+    for name in ("0.json", "1.json", "2.json", "4.json"):
+        (folder / name).unlink()
+    assert in_progress_lines(tmp_path, rec, STILL_RUNNING, now=started + 65)[0].endswith("(1 m 05 s)"), "a log with no chunk: no note"
+    shutil.rmtree(folder)  # the build has not begun its log (still tokenizing), or went
+    assert in_progress_lines(tmp_path, rec, KILLED)[0].endswith(f"(started {format_clock(started)})")
+    shutil.rmtree(folder.parent)
+    assert in_progress_lines(tmp_path, rec, STILL_RUNNING, now=started + 65)[0].endswith("(1 m 05 s)")
+    ChunkLog(folder.parent).plan(8, "fp")  # planned, none done yet
+    assert in_progress_lines(tmp_path, rec, STILL_RUNNING, now=started + 65)[0].endswith("(1 m 05 s; chunks: 0 of 8 done)")
+    assert in_progress_lines(tmp_path, rec, KILLED)[0].endswith("; 0 of 8 chunks done)")
+
+
 def test_durations_and_clock_times_read_as_a_person_reads_them():
     import time
 
