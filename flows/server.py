@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from saerl.artifacts import file_lock
+from saerl.distributed import die_with_parent  # LAUNCHER's first lines (flows.pipeline imports it from here)
 
 log = logging.getLogger("saerl.server")
 STARTUP_TIMEOUT_S = 90.0
@@ -36,20 +37,6 @@ NO_PROXY_VARS = ("NO_PROXY", "no_proxy")  # both spellings: urllib, httpx and re
 AUTH_USER = "saerl"  # the user part of a local server's auth string ('user:password', HTTP basic auth)
 AUTH_SECRET_BYTES = 32  # random bytes of a local server's password (secrets.token_urlsafe)
 OTHERS_BITS = 0o007  # a mode's bits for other users: none on PREFECT_HOME and what is in it (a team's group keeps its own)
-
-
-def die_with_parent(signum: int) -> bool:
-    """Ask the kernel to send this process `signum` when the thread that started it (its parent) ends, even by
-    SIGKILL, which leaves it no `finally` to stop its children (Linux's PR_SET_PDEATHSIG; the setting is not passed
-    on to the children it starts). in: the signal; out: whether it was set (False without prctl: not Linux). Also
-    the first lines of LAUNCHER, which runs it as its own source: keep it self-contained."""
-    import ctypes
-
-    pr_set_pdeathsig = 1  # prctl's option number (linux/prctl.h)
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signum) == 0
-    except (OSError, AttributeError):  # no prctl in the C library
-        return False
 
 
 # Runs in the server's process, then becomes `prefect server start` (exec keeps the pid): on Linux it asks the kernel

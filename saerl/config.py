@@ -629,6 +629,12 @@ class TrainConfig(Section):
         "gradients either way (tested: the same weights bit for bit), so result-neutral; turn it off where memory is to "
         "spare for faster steps (the demo does: on its CPU LM 100 steps took 97.7 s on, 88.2 s off)")
     use_vllm: bool = Field(False, description="generate rollouts with vLLM (colocated; GPU only, needs trl[vllm])")
+    num_processes: int = Field(
+        1, ge=1, description="processes that train one (arm, seed) run together, one GPU each on CUDA (the first N "
+        "of CUDA_VISIBLE_DEVICES): the runner starts them with torchrun (saerl.distributed) and each generates and "
+        "trains on its 1/N of every step's rollouts, gradients summed (DDP), so a step is the same batch of the "
+        "order as in one process; curriculum.batch_size must divide by it. 1 = in the stage's own process (keys "
+        "read it only above 1). GRPO only")
 
     @model_validator(mode="after")
     def _buffer_inside_limit(self) -> TrainConfig:
@@ -650,6 +656,15 @@ class TrainConfig(Section):
             raise ValueError(f"train.max_steps={self.max_steps} is not a multiple of train.steps_per_generation={spg}: "
                              f"the last generation batch would be generated but not all trained on; set "
                              f"train.max_steps={-(-self.max_steps // spg) * spg} (or a steps_per_generation dividing it)")
+        return self
+
+    @model_validator(mode="after")
+    def _processes_for_grpo(self) -> TrainConfig:
+        """Several training processes run GRPO only: DAPO's dynamic sampling draws its prompts in one process."""
+        if self.num_processes > 1 and self.algorithm == "dapo":
+            raise ValueError(f"train.num_processes={self.num_processes} with train.algorithm=dapo: DAPO's dynamic "
+                             "sampling draws its prompts in one process; set train.num_processes=1 or "
+                             "train.algorithm=grpo")
         return self
 
     @field_validator("seeds")
@@ -878,8 +893,9 @@ class PipelineConfig(Section):
     @model_validator(mode="after")
     def _consistent(self) -> PipelineConfig:
         """Fields that must agree across sections, checked before any stage runs: the data file when
-        data.source is 'file', every pooling the score stage reads among those the encode stage stores, and
-        train.micro_batches dividing a step's completions (curriculum.batch_size x train.num_generations)."""
+        data.source is 'file', every pooling the score stage reads among those the encode stage stores,
+        train.num_processes dividing a step's prompts (curriculum.batch_size), and train.micro_batches dividing a
+        step's completions (curriculum.batch_size x train.num_generations) on each process."""
         if self.data.source == "file" and not self.data.path:
             raise ValueError("data.source is 'file' but data.path is not set: set data.path=/path/to/file.jsonl "
                              "(or data.source=sample / testbed)")
@@ -894,6 +910,20 @@ class PipelineConfig(Section):
             raise ValueError(f"eval.sets names a set '{TESTBED_SET}', the name of the testbed's own held-out set, "
                              "which it would replace: give yours another name")
         rollouts, parts = self.curriculum.batch_size * self.train.num_generations, self.train.micro_batches
+        procs = self.train.num_processes
+        if self.curriculum.batch_size % procs:
+            fits = [d for d in range(1, self.curriculum.batch_size + 1) if self.curriculum.batch_size % d == 0]
+            raise ValueError(f"train.num_processes={procs} does not divide curriculum.batch_size="
+                             f"{self.curriculum.batch_size}: each process generates whole groups of every step's "
+                             f"prompts; set train.num_processes to one of {fits[-3:]} or curriculum.batch_size to a "
+                             f"multiple of {procs}")
+        if procs > 1 and (rollouts // procs) % parts:
+            share = rollouts // procs
+            fits = [d for d in range(1, share + 1) if share % d == 0 and d <= 4 * parts][-3:]
+            raise ValueError(f"train.micro_batches={parts} does not divide each of the train.num_processes={procs} "
+                             f"processes' {share} completions of a step (curriculum.batch_size "
+                             f"{self.curriculum.batch_size} x train.num_generations {self.train.num_generations} / "
+                             f"{procs}): set train.micro_batches to one of {fits}")
         if rollouts % parts:
             fits = [d for d in range(1, rollouts + 1) if rollouts % d == 0 and d <= 4 * parts][-3:]
             raise ValueError(f"train.micro_batches={parts} does not divide a step's {rollouts} completions "

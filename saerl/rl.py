@@ -15,6 +15,7 @@ import functools
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import statistics
@@ -47,16 +48,35 @@ CORRECTNESS = "correctness"  # the correctness reward's name (CorrectnessReward.
 
 
 class OrderSampler(Sampler[int]):
-    """Dataset indices 0..n-1 in order, each repeated `repeat` times in a row; every block of `batch` prompts is
-    yielded `block_repeats` times (trl reuses one generation batch for num_iterations * steps_per_generation).
-    in: n prompts, group size, prompts per generation batch, block repeats; out: an index stream."""
+    """Dataset indices 0..n-1 in order, each repeated `repeat` times in a row; every block of `batch` prompts (a
+    generation batch: `steps` optimizer steps' prompts) is yielded `block_repeats` times (trl reuses one generation
+    batch for num_iterations * steps_per_generation). With `processes` > 1, accelerate hands process r the r-th of
+    `processes` equal contiguous parts of each block, which trl splits into its `steps` steps in turn: the block is
+    laid out process by process, then step by step, so that each process's k-th part holds its share of the k-th
+    step's prompts (whole groups: a step's prompts must divide by `processes`), and optimizer step k trains on the
+    k-th batch of the order across all processes, as in one. in: n prompts, group size, prompts per generation
+    batch, block repeats, processes, steps per generation batch; out: an index stream."""
 
-    def __init__(self, n: int, repeat: int, batch: int, block_repeats: int = 1) -> None:
+    def __init__(self, n: int, repeat: int, batch: int, block_repeats: int = 1, processes: int = 1,
+                 steps: int = 1) -> None:
+        if batch % steps or (batch // steps) % processes:
+            raise ValueError(f"a generation batch of {batch} prompts over {steps} steps does not give each of "
+                             f"{processes} processes whole groups of a step: the prompts per step "
+                             "(curriculum.batch_size) must divide by train.num_processes")
         self.n, self.repeat, self.batch, self.block_repeats = n, repeat, batch, block_repeats
+        self.processes, self.steps = processes, steps
+
+    def block(self, start: int) -> list[int]:
+        """The prompts of the generation batch from `start` in the order processes receive them (see the class).
+        in: the first prompt's index; out: indices, each once."""
+        per_step = self.batch // self.steps
+        share = per_step // self.processes
+        return [start + s * per_step + r * share + i
+                for r in range(self.processes) for s in range(self.steps) for i in range(share)]
 
     def __iter__(self) -> Iterator[int]:
         for start in range(0, self.n - self.batch + 1, self.batch):
-            block = range(start, start + self.batch)
+            block = self.block(start)
             for _ in range(self.block_repeats):
                 for i in block:
                     yield from [i] * self.repeat
@@ -135,7 +155,8 @@ def _trainer_class() -> type:
         def _get_train_sampler(self, dataset: Any = None) -> Sampler:
             data = self.train_dataset if dataset is None else dataset
             return OrderSampler(len(data), self.num_generations, self.args.generation_batch_size // self.num_generations,
-                                self.num_iterations * self.args.steps_per_generation)
+                                self.num_iterations * self.args.steps_per_generation, self.accelerator.num_processes,
+                                self.args.steps_per_generation // self.args.gradient_accumulation_steps)
 
         def _prepare_inputs(self, generation_batch: Any) -> Any:
             """trl's, with its shuffle of a new generation batch confined to each optimizer step's rows (trl's
@@ -400,6 +421,12 @@ def step_sink(sink: StepSink | None) -> Iterator[None]:
         yield
     finally:
         _STEP_SINK.reset(token)
+
+
+def current_sink() -> StepSink | None:
+    """The step sink of this thread's :func:`step_sink` block, or None (saerl.distributed hands it a run's points
+    from the processes that train it). out: the sink."""
+    return _STEP_SINK.get()
 
 
 def is_step_row(row: dict[str, Any]) -> bool:
@@ -829,9 +856,11 @@ class CurveCheckpoint(TrainerCallback):
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         ckpt = self.folder / f"checkpoint-{state.global_step}"
-        if ckpt.is_dir():
-            for name, get_state in self.states.items():
-                _write_json(ckpt / name, get_state())
+        states = {name: get_state() for name, get_state in self.states.items()}  # in every process: one may sum them
+        wait_for_all()  # several processes: each has written its own files of the checkpoint (its RNG state)
+        if ckpt.is_dir() and state.is_world_process_zero:  # the first process alone writes, marks and prunes
+            for name, value in states.items():
+                _write_json(ckpt / name, value)
             _write_json(ckpt / CURVE_FILE, {"rows": self.evals.rows, "problems": self.evals.problems})
             if self.keep is not None:
                 prune_checkpoints(self.folder, self.keep, ckpt)
@@ -890,13 +919,53 @@ STREAM_ONLY_METRICS = ("epoch",)
 TRL_DEPRECATIONS = r"`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated"
 
 
-def micro_batch(completions: int, parts: int) -> int:
-    """Completions per forward/backward pass when a step's `completions` go through in `parts` passes
-    (train.micro_batches); ValueError naming the setting when `parts` does not divide them."""
-    if parts < 1 or completions % parts:
-        raise ValueError(f"train.micro_batches={parts} does not divide a step's {completions} completions (prompts per "
-                         "step x train.num_generations): pick a divisor")
-    return completions // parts
+def micro_batch(completions: int, parts: int, processes: int = 1) -> int:
+    """Completions per forward/backward pass of one process when a step's `completions` are shared by `processes`
+    training processes (train.num_processes), each taking its share in `parts` passes (train.micro_batches);
+    ValueError naming the settings when `parts` x `processes` does not divide them."""
+    if parts < 1 or processes < 1 or completions % (parts * processes):
+        among = f" x train.num_processes={processes}" if processes > 1 else ""
+        raise ValueError(f"train.micro_batches={parts}{among} does not divide a step's {completions} completions "
+                         "(prompts per step x train.num_generations): pick a divisor")
+    return completions // (parts * processes)
+
+
+def world_size() -> int:
+    """How many processes train together: the WORLD_SIZE torchrun (or accelerate launch) gives each of them, 1 in
+    a process started plainly. in: the environment; out: processes."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def process_rank() -> int:
+    """This process's rank among those training together (torchrun's RANK), 0 in a process started plainly."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def _distributed() -> Any:
+    """torch.distributed when a process group of more than one process is up (the Trainer sets it up under
+    torchrun), else None."""
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 else None
+
+
+def sum_over_processes(values: Sequence[float]) -> list[float]:
+    """`values` summed element-wise over every process training together (all_reduce; on nccl through this rank's
+    GPU); as they are in one process. Every process must call it at the same point. in: numbers; out: the sums."""
+    dist = _distributed()
+    if dist is None:
+        return list(values)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    total = torch.tensor(list(values), dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.tolist()
+
+
+def wait_for_all() -> None:
+    """Wait until every process training together reaches this point (a barrier); nothing in one process."""
+    dist = _distributed()
+    if dist is not None:
+        dist.barrier()
 
 
 def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_steps: int, seed: int,
@@ -922,7 +991,7 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
     from saerl.dapo import dapo_overrides
 
     cuda = torch.cuda.is_available() and pick_device(device).type == "cuda"
-    micro = micro_batch(prompts_per_step * cfg.num_generations, cfg.micro_batches)
+    micro = micro_batch(prompts_per_step * cfg.num_generations, cfg.micro_batches, world_size())
 
     kw: dict[str, Any] = dict(
         output_dir=str(out_dir), learning_rate=cfg.learning_rate, max_grad_norm=cfg.max_grad_norm,
@@ -1103,6 +1172,10 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     rollouts are all right or all wrong are dropped (DAPO's rule: the correctness reward alone) and the next ones
     drawn (with `clusters`, id -> cluster: the next of each dropped prompt's cluster, saerl.dapo.take_next), so
     the prompts trained on are drawn from the stream.
+    Started by torchrun in several processes (saerl.distributed, train.num_processes; GRPO only), every process
+    runs this with the same arguments: each generates and trains on its share of every step's rollouts
+    (:class:`OrderSampler`), so a step trains on the same batch of the order as in one process; the reward's counts
+    are summed over the processes, and the first process alone writes the policy and the checkpoints' own files.
     in: policy folder, prompts, order, config, output folder, prompts per step, seed, optional step/time limits,
     model config (revision, trust_remote_code; None = no remote code), clusters (id -> cluster, for DAPO's refills
     by cluster: saerl.runners.refill_clusters gives them where train.dynamic_sampling_refill is 'cluster'; None:
@@ -1152,7 +1225,8 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     so_far = json.loads((resume / RUN_FILE).read_text()) if resume is not None and (resume / RUN_FILE).exists() else {}
     timer = _TimeLimit(time_limit_s, float(so_far.get("seconds", 0.0)))
     reward = CorrectnessReward(cfg.verify_timeout_s)
-    reward.checked, reward.failures = int(so_far.get("reward_checks", 0)), int(so_far.get("verifier_failures", 0))
+    if process_rank() == 0:  # the run's counts so far; each process counts the rollouts it judges, summed on use
+        reward.checked, reward.failures = int(so_far.get("reward_checks", 0)), int(so_far.get("verifier_failures", 0))
     stops = stop_ids(model, tok)
     rewards, weights = reward_functions(cfg, reward, extra_rewards, stops)
     torch.manual_seed(seed)
@@ -1167,9 +1241,11 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     args.reward_weights = weights
     if cfg.beta > 0:  # trl loads the reference from the policy's name with these (it warns they are ignored: not so)
         args.model_init_kwargs = reference_model_kwargs(model_cfg)
-    saving = CurveCheckpoint(evals, ckpt_dir, {RUN_FILE: lambda: {
-        "reward_checks": reward.checked, "verifier_failures": reward.failures, "seconds": timer.elapsed()}},
-        keep=cfg.keep_checkpoints)
+    def run_state() -> dict[str, Any]:
+        checks, failures = sum_over_processes([reward.checked, reward.failures])
+        return {"reward_checks": int(checks), "verifier_failures": int(failures), "seconds": timer.elapsed()}
+
+    saving = CurveCheckpoint(evals, ckpt_dir, {RUN_FILE: run_state}, keep=cfg.keep_checkpoints)
     trainer = cls(model=model, reward_funcs=rewards, args=args, train_dataset=data, processing_class=tok,
                   callbacks=[FiniteWeights(cfg), timer, evals, saving, *([LiveMetrics(sink)] if sink else []),
                              *(callbacks or [])])
@@ -1182,9 +1258,11 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     out = Path(out_dir)
     if not finite_weights(trainer.model):  # never publish a policy of nan/inf weights
         raise non_finite_error(trainer.state.global_step, cfg, trainer.state.log_history)
-    trainer.model.save_pretrained(out)
-    tok.save_pretrained(out)  # the policy's own tokenizer class and settings, as loaded
+    if trainer.is_world_process_zero():  # one writer where several processes trained it
+        trainer.model.save_pretrained(out)
+        tok.save_pretrained(out)  # the policy's own tokenizer class and settings, as loaded
     done = trainer.state.global_step
+    checks, failures = (int(n) for n in sum_over_processes([reward.checked, reward.failures]))
     if dapo:
         drawn = [(seq[i], step) for i, spread, step in trainer.dynamic_sampling_drawn if spread]
     else:  # whole generation batches: a run stopped inside one had generated for all its prompts
@@ -1193,8 +1271,8 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         drawn = [(i, n // per_gen * cfg.steps_per_generation + 1) for n, i in enumerate(seq[:generated])]
     steps_log = [{k: v for k, v in h.items() if k not in STREAM_ONLY_METRICS}
                  for h in trainer.state.log_history if is_step_row(h)]
-    health_found = health_notes(steps_log, cfg, health or HealthConfig(), reward.checked, reward.failures, evals.rows)
+    health_found = health_notes(steps_log, cfg, health or HealthConfig(), checks, failures, evals.rows)
     return {"model_dir": str(out), "steps": done, "seconds": round(timer.seconds, 1), "log": steps_log,
             "order": [i for i, _ in drawn], "order_steps": [step for _, step in drawn], "curve": evals.rows, "curve_problems": evals.problems,
             "resumed_from": int(resume.name.split("-")[1]) if resume is not None else None,
-            "reward_checks": reward.checked, "verifier_failures": reward.failures, "notes": fit + health_found}
+            "reward_checks": checks, "verifier_failures": failures, "notes": fit + health_found}

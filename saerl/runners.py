@@ -7,6 +7,7 @@ numbers for the run report and MLflow. Heavy imports stay inside the functions s
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -41,6 +42,7 @@ VANILLA = "vanilla_order.parquet"
 PLOTS = "plots"
 CURVE_PROBLEMS = "curve_problems.parquet"  # a training run's in-training evaluations, per problem
 CHECKPOINTS = "checkpoints"  # a training run's resumable checkpoints, while it trains
+LAUNCH = "processes"  # a training run's spec for its processes (train.num_processes > 1), while they train
 ARM_ORDERS = {"saerl": ORDER, "order_only": "order_only.parquet", "filter_only": "filter_only.parquet"}
 
 
@@ -661,10 +663,13 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     timeouts/errors, scored wrong), curve_problems.parquet (the
     same evaluations per problem: step, set, id, correct), trained_order.parquet
     (position, step, id: the prompts trained on, each at its generation batch's first step; a run stopped inside a
-    generation batch lists all of that batch's prompts) and plots/train_curves.png. A run that resumed a checkpoint
+    generation batch lists all of that batch's prompts) and plots/train_curves.png. With train.num_processes above
+    1 the run trains in that many processes started by torchrun (saerl.distributed.train_in_processes, its spec in
+    processes/ while they run) and writes the same files. A run that resumed a checkpoint
     notes it (manifest: resumed_from, and the note RESUMED, 'resumed an interrupted training run from step 40 of 100',
     that leads the stage run's reason)."""
     from saerl.curriculum import whole_batches
+    from saerl.distributed import train_in_processes
     from saerl.evaluate import select_problems
     from saerl.plots import train_curves
     from saerl.rl import train_grpo
@@ -682,7 +687,8 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
                          "score.quality_threshold or set curriculum.filter_quality=false")
     sets = {n: select_problems(df, t.eval_problems) for n, df in eval_sets(cfg, inputs).items()}
     pps = cfg.curriculum.batch_size
-    run = train_grpo(policy_path(cfg, inputs), read_prompts(inputs), order, t, build.path / "policy",
+    train = train_grpo if t.num_processes == 1 else functools.partial(train_in_processes, folder=build.path / LAUNCH)
+    run = train(policy_path(cfg, inputs), read_prompts(inputs), order, t, build.path / "policy",
                      prompts_per_step=pps, seed=seed, eval_sets=sets, eval_batch=cfg.eval.batch_size,
                      eval_timeout_s=cfg.eval.verify_timeout_s, eval_extraction=cfg.eval.answer_extraction,
                      checkpoint_dir=build.path / CHECKPOINTS,
@@ -721,6 +727,7 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     # the run is done and policy/ holds its result: the resumable checkpoints (weights + optimizer state, ~12 bytes
     # a parameter each) would only make the published artifact larger and slower to hash
     shutil.rmtree(build.path / CHECKPOINTS, ignore_errors=True)
+    shutil.rmtree(build.path / LAUNCH, ignore_errors=True)
     return metrics
 
 

@@ -104,7 +104,8 @@ STAGES: dict[str, Stage] = {
              "train.epsilon_high", "train.loss_type", "train.scale_rewards", "train.format_reward", "train.overlong_buffer",
              "train.mask_truncated_completions",
              "train.dynamic_sampling_max_rounds", "train.dynamic_sampling_refill", "train.eval_every", "train.eval_problems",
-             "train.verify_timeout_s", "train.bf16", "train.use_vllm", "curriculum.batch_size", "eval.verify_timeout_s",
+             "train.verify_timeout_s", "train.bf16", "train.use_vllm", "train.num_processes", "curriculum.batch_size",
+             "eval.verify_timeout_s",
              "curriculum.epochs", "curriculum.seed", "eval.sets", "eval.batch_size", "eval.answer_extraction", "data"),
             ("ingest", "score", "curriculum", "testbed"),
             "one RL run per (arm, seed): policy checkpoint, per-step log, greedy learning curve",
@@ -153,6 +154,11 @@ SHUFFLED_ARMS = {"vanilla": "every ingested prompt (no filter)", "filter_only": 
 # the train fields a shuffled arm ignores: its order has no clusters, so DAPO refills it from the stream whatever
 # train.dynamic_sampling_refill says (saerl.runners.compute_train)
 SHUFFLED_UNREAD: tuple[str, ...] = ("train.dynamic_sampling_refill",)
+
+# the train field a run in the stage's own process ignores (train.num_processes 1, its default): keyed only above 1,
+# where each process samples its share of the rollouts from its own seed (trl seeds each process apart), so the
+# keys built before the field existed stay (saerl.runners.compute_train)
+IN_PROCESS_UNREAD: tuple[str, ...] = ("train.num_processes",)
 
 # the fields a run on a CPU ignores, by stage: every model runs in float32 there (saerl.activations.load_model,
 # resolve_dtype; saerl.rl.grpo_config turns bf16 on only on CUDA)
@@ -235,7 +241,8 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None, ar
     extract: the policy's id when extract.model names another model (POLICY_ID); sae: the fields of the sources it
     does not load from, every training field when it loads an SAE (SAE_TRAINING), else the one its architecture
     ignores (ARCHITECTURE_UNREAD) and the loaded SAE's check (OUTSIDE_SAE); label, train, heldout: model.dtype (POLICY_FLOAT32); heldout: the training file and the labels it does not keep (HELDOUT_UNREAD); train: what train.algorithm ignores
-    (ALGORITHM_UNREAD) and the data's label fields (DATA_LABELS); train and heldout without eval.sets: every data
+    (ALGORITHM_UNREAD), the data's label fields (DATA_LABELS) and, in one process, train.num_processes
+    (IN_PROCESS_UNREAD); train and heldout without eval.sets: every data
     field but data.source (SETS_MAPPING); score, properties: a family's grid when
     score.difficulty_models leaves it out (FAMILY_FIELDS); score: the silhouette's search under a fixed
     score.n_clusters (SILHOUETTE); properties: the baselines' settings with score.baselines off (BASELINE_ONLY);
@@ -257,6 +264,8 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None, ar
         out += SETS_MAPPING if stage != "label" and not cfg.eval.sets else ()
         if stage == "train" and arm in SHUFFLED_ARMS:
             out += SHUFFLED_UNREAD
+        if stage == "train" and cfg.train.num_processes == 1:
+            out += IN_PROCESS_UNREAD
     elif stage in ("score", "properties"):
         out += tuple(f for family, fields in FAMILY_FIELDS.items() if family not in cfg.score.difficulty_models
                      for f in fields)

@@ -197,7 +197,7 @@ def test_checkpoint_is_complete_only_once_our_files_are_written(tmp_path):
     evals = EvalCallback({}, None, 1, 1, 1)
     evals.rows = [{"step": 0, "set": "h", "greedy": 0.5, "n": 2, "seconds": 0.1}]
     saving = CurveCheckpoint(evals, tmp_path, {"extra.json": lambda: {"cursor": 3}})
-    saving.on_save(None, SimpleNamespace(global_step=2), None)
+    saving.on_save(None, SimpleNamespace(global_step=2, is_world_process_zero=True), None)
     assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-2"  # checkpoint-4 lacks the curve: incomplete
     assert json.loads((tmp_path / "checkpoint-2" / CURVE_FILE).read_text())["rows"] == evals.rows
     assert json.loads((tmp_path / "checkpoint-2" / "extra.json").read_text()) == {"cursor": 3}
@@ -209,7 +209,7 @@ def test_checkpoint_is_complete_only_once_our_files_are_written(tmp_path):
 
     saving.states["extra.json"] = killed
     with pytest.raises(KeyboardInterrupt):
-        saving.on_save(None, SimpleNamespace(global_step=4), None)
+        saving.on_save(None, SimpleNamespace(global_step=4, is_world_process_zero=True), None)
     assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-2"
 
 
@@ -898,10 +898,10 @@ def test_checkpoints_are_pruned_only_once_the_newest_is_complete(tmp_path):
 
     saving.states["extra.json"] = killed
     with pytest.raises(KeyboardInterrupt):
-        saving.on_save(None, SimpleNamespace(global_step=8), None)
+        saving.on_save(None, SimpleNamespace(global_step=8, is_world_process_zero=True), None)
     assert sorted(c.name for c in tmp_path.glob("checkpoint-*")) == [f"checkpoint-{s}" for s in (2, 4, 6, 8)]
     saving.states["extra.json"] = dict
-    saving.on_save(None, SimpleNamespace(global_step=8), None)
+    saving.on_save(None, SimpleNamespace(global_step=8, is_world_process_zero=True), None)
     assert sorted(c.name for c in tmp_path.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
     assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-8"
 

@@ -33,6 +33,7 @@ SHAPES: dict[str, tuple[str, ...]] = {
     "config": ALL,  # its validators and defaults are what every stage's config slice holds
     "curriculum": ("score", "curriculum", "train"),  # train: vanilla_order, whole_batches; score: NO_PROBE_QUALITY
     "dapo": ("train",),
+    "distributed": ("train",),  # a run of train.num_processes > 1: the ranks' spec, their result read back
     "data": ("ingest", "score", "properties", "train", "heldout", "evaluate"),  # train: its eval sets; GOOD_QUALITY
     "evaluate": ("train", "heldout", "evaluate"),
     "labels": ("label",),
@@ -151,10 +152,11 @@ REVIEWED = {'sources': {'activation_store': '8eb418a6e6b6398a9267219d7fafb943c17
              'activations': '6dd25a384ebb597bdb80ebbdb58103e2d955da4c69ce436451ea899312a75db6',
              'answers': '07c4594420c7a3f6b075a2399f25f253a4ecdaedfd48582437988610817bf12b',
              'artifacts': 'd723e1e1f6262609e0aa4592ed4f660e3941a5ca76d5f9becba548ac64f8ade8',
-             'config': '77f716a2ce1ad28ce71bda5ef6797f58ef4e6e19ddf10f5715990270d5a2eae6',
+             'config': 'b26f27ea7d16c09f5a162dd2fb9e332f47ee22131b23d2b88ae95d200951cd53',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
              'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
              'data': 'fc90e37bd8d0246a896d64ab8d53125fc545eedf32fb1481b1bd4d826eecb539',
+             'distributed': '4ad419283542d13e7ebafbaf5f57c72c65ef2d4e0071ed7eef2afda7c48e2aaa',
              'evaluate': '35ddd46cb6eb8711a8b9acc2ff631f8f73ba2659636abdc62136e3c5a16c9a59',
              'labels': 'f8bc6ba17e983e618400efcc0cfa9aa4734194b95c0ed8019ae386beb8f59b9d',
              'pipeline': 'a3f6eb3943b21ce685f0e82eb205304f46d4a7ebd0c03bbffa500ac3d85ed321',
@@ -162,11 +164,11 @@ REVIEWED = {'sources': {'activation_store': '8eb418a6e6b6398a9267219d7fafb943c17
              'policy_lm': '63d95918485f82debb9712e96402c3846ee10c220577e5e0c03b04da2541e2b6',
              'property_models': 'd486d756fc0261047773d1eb96c69ea89c5ccb5c8679842d605326fe1c83cfd8',
              'report': 'c9214d06ca674d3aa4e611bb80d294cebe3c7fd7ed5fae80c4c2043bf86c4345',
-             'rl': '7ab6953aca9d077a252c1707d6c1f004fbb402cf28663d1373954999c968e95b',
-             'runners': '74a1a357ac2cd5ac79b554238c5f66a18fbf2da06f2e0230c6d4e5fd59b1f931',
+             'rl': 'b56202a648ab2b3f61b65b450718c13b35fa48f4052173fde14a3e6c9a30149f',
+             'runners': '1db70f79e99eea3fcc4aa11a6584e6e827cc67bd8846920afb4d66aadf4cce6e',
              'sae': '4a7ae7f62727173b6a9d18370c8d8cd0187ed075bcb91f1da83ca054af156d3e',
              'scoring': '58a5b8bed8d5424cf7b09330c611818a37b92f5d38083595b4507785d93ad709',
-             'stages': '64113884bb297cd747c24a731cc5426a222aadc4212f41fe353f7cb69e6740ef',
+             'stages': '85daa1a1a799f08558a49ce51a2f1f1a87734066955bb184cb6e0644ce183427',
              'testbed': 'f6d5b7b30b1750d0ceef8d792aba1cd7c542dc05f4b83cde4f9848aa01153211'},
  'versions': {'curriculum': '5',
               'encode': '4',
