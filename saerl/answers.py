@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections import deque
 
-from saerl.verify import MAX_SCAN_CHARS, VerifyResult, extract_final_answer, verify_batch
+from saerl.verify import MAX_SCAN_CHARS, VerifyResult, extract_final_answer, fold_unicode, verify_batch
 
 BOXED = "boxed"  # eval.answer_extraction's default: the verifier's reading alone
 BOXED_OR_LAST = "boxed_or_last"  # the verifier's reading, else the answer phrase, else the last number
@@ -27,9 +27,11 @@ FALLBACK = "fallback"  # the per-sample column (eval.parquet) saying the fallbac
 _ANSWER_PHRASE = re.compile(r"(?i)\b(?:final\s+)?answer\s+is\b\s*:?")
 # a sentence's end after the answer ('18. I hope it is correct'): a period before a space or the end, not a decimal
 _SENTENCE_END = re.compile(r"\.(?=\s|$)")
+_MINUS = "-\u2212"  # a number's minus signs (_NUMBER): ASCII and U+2212 (fold_unicode keeps it; the verifier reads it)
 # a number as the last-number rule reads it: digits with thousands commas ('1,000') or without, an optional decimal
-# part, a minus sign (not one between two terms: '3-5' ends on 5)
-_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|-?\.\d+")
+# part, or a fraction of two integers as fold_unicode writes a vulgar fraction ('½' -> '\frac{1}{2}'); a minus sign
+# (not one between two terms: '3-5' ends on 5)
+_NUMBER = re.compile(r"[-\u2212]?(?:\\frac\{\d+\}\{\d+\}|(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\.\d+)")
 _MARKER = "#### "  # how an answer the fallback read is handed to the verifier: as a '####' answer
 
 
@@ -58,17 +60,19 @@ def _last_number(tail: str) -> str | None:
         return None
     number = last.group()
     before = tail[last.start() - 1] if last.start() else ""
-    return number[1:] if number.startswith("-") and (before.isalnum() or before in ")]}") else number
+    return number[1:] if number[0] in _MINUS and (before.isalnum() or before in ")]}") else number
 
 
 def fallback_answer(text: str) -> str | None:
     """The answer of a completion that boxed none, as the community's math harnesses read it: what follows the last
     'the (final) answer is' (Qwen2.5-Math's evaluation; 'The answer is 18.' -> '18'), else the last number in it
     (lm-eval's flexible extract; 'so x = 3 ... 42 apples' -> '42'); None when it has neither. Reads the same last
-    MAX_SCAN_CHARS characters the verifier does. in: completion; out: the answer text or None."""
+    MAX_SCAN_CHARS characters the verifier does, Unicode math folded first as the verifier folds it
+    (saerl.verify.fold_unicode: '−4' keeps its sign, '½' is '\\frac{1}{2}'). in: completion; out: the answer text or
+    None."""
     if not isinstance(text, str) or not text:
         return None
-    tail = text[-MAX_SCAN_CHARS:]
+    tail = fold_unicode(text[-MAX_SCAN_CHARS:])
     return _phrase_answer(tail) or _last_number(tail)
 
 

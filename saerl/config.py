@@ -784,11 +784,12 @@ class EvalConfig(Section):
     max_new_tokens: int | None = Field(
         None, gt=0, description="tokens per completion of the final held-out evaluation (the heldout stage; the "
         "in-training curve generates up to train.max_completion_length); None = train.max_completion_length. A "
-        "completion cut at the limit has no final answer and is scored wrong: a higher limit re-evaluates every "
-        "policy without retraining")
+        "completion cut at the limit is scored wrong unless it wrote a right final answer before the cut: a higher "
+        "limit re-evaluates every policy without retraining")
     truncation_note_share: float = Field(
         0.05, ge=0, le=1, description="a held-out set whose completions of some arm are cut at the generation limit "
-        "(eval.max_new_tokens), or give no final answer, in over this share gets a note above the comparison")
+        "(eval.max_new_tokens) and not right, or give no final answer, in over this share gets a note above the "
+        "comparison")
     batch_size: int = Field(64, gt=0, description="prompts per generation batch (left-padded HF generate)")
     verify_timeout_s: float = Field(5.0, gt=0, description="wall-clock bound per answer check (the final evaluation "
                                     "and the in-training held-out curve)")

@@ -73,8 +73,11 @@ HINT_SHARE = 0.05  # a reason rejecting over this share of the rows adds a hint 
 # Golds written the European way: a decimal comma ('3,5', '0,25': read as the set {3, 5}) or thousands dots ('1.000',
 # '2.500.000': read as 1 and 2.5). Over NUMBER_FORMAT_HINT_SHARE of the kept golds so written adds a hint (see
 # number_format_hint); English data holds some ('1,2' lists two roots), a translated one a few percent at least.
+# Thousands dots are counted only where a decimal is unlikely: no leading zero ('0.125' is a decimal), a single dotted
+# group only as '.000' ('3.142' and '2.500' are read as the decimals they likely are), else two groups or more
+# ('1.234.567')
 DECIMAL_COMMA = re.compile(r"[-\u2212]?\d+,\d{1,2}")
-THOUSANDS_DOTS = re.compile(r"[-\u2212]?\d{1,3}(?:\.\d{3})+")
+THOUSANDS_DOTS = re.compile(r"[-\u2212]?[1-9]\d{0,2}(?:\.000|(?:\.\d{3}){2,})")
 NUMBER_FORMAT_HINT_SHARE = 0.02
 NUMBER_FORMAT_EXAMPLES = 3  # the hint quotes this many such golds
 HEADER_ROWS = 100  # check_mapping reads this many rows of a jsonl file (all of it when a field is not there)

@@ -67,6 +67,10 @@ from saerl.data import GOOD_QUALITY
 GREEDY = 0  # the `sample` index of the greedy completion; sampled ones are 1..k
 FAILED = ("timeout", "error")  # verifier statuses that are failures of the check, not of the model
 NO_ANSWER = "no_answer"  # the verifier's status of a completion with no final answer (no '####' nor closed \boxed{})
+CUT_WRONG = "cut_wrong"  # the share of completions cut at the generation limit and not scored right (completion_ends)
+# how a note names the completions with no answer, per eval.answer_extraction (what its NO_ANSWER status means)
+NO_ANSWER_READ = {BOXED: "with no final answer ('####' or \\boxed{})",
+                  BOXED_OR_LAST: "with no answer (no \\boxed{} nor '####', and no 'the answer is X' nor any number)"}
 BASE_ARM = "base"  # the arm name of the starting policy in eval.parquet (evaluated once, before any RL)
 REACHABLE = ":reachable"  # suffix of a set's reachable stratum: problems the base policy solves at least once
 PROBE_ARM = "reach_probe"  # the arm name of the starting policy's probe pass (saerl.pipeline.heldout_variants)
@@ -201,19 +205,26 @@ def summarize_eval(df: pl.DataFrame, by: tuple[str, ...] = ("set",)) -> pl.DataF
 
 def completion_ends(samples: pl.DataFrame) -> list[pl.Expr]:
     """Aggregations of how a group's completions ended: truncated (the share cut at the generation limit, no end
-    token: eval.max_new_tokens; null for a frame without the column) and no_answer (the share the verifier found no
-    final answer in, NO_ANSWER; a cut completion usually has none). Both count as wrong. A frame evaluated under
-    eval.answer_extraction 'boxed_or_last' (its FALLBACK column) adds fallback: the share whose answer the fallback
-    read (saerl.answers). in: the per-sample frame (whose columns decide the expressions); out: the expressions."""
-    cut = (pl.col("truncated").cast(pl.Float64).mean() if "truncated" in samples.columns
-           else pl.lit(None, pl.Float64))
+    token: eval.max_new_tokens; null for a frame without the column), cut_wrong (the share cut there and not scored
+    right: a cut completion whose final answer written before the cut is right is scored right, as the verifier
+    reads its last box or '####', or the fallback under 'boxed_or_last'; null likewise) and no_answer (the share the
+    verifier found no final answer in, NO_ANSWER: under eval.answer_extraction 'boxed_or_last' not even the
+    fallback's 'the answer is X' nor a last number; scored wrong). A frame evaluated under 'boxed_or_last' (its
+    FALLBACK column) adds fallback: the share whose answer the fallback read (saerl.answers). in: the per-sample frame
+    (whose columns decide the expressions); out: the expressions."""
+    has_cut = "truncated" in samples.columns
+    cut = pl.col("truncated").cast(pl.Float64).mean() if has_cut else pl.lit(None, pl.Float64)
+    cut_wrong = ((pl.col("truncated") & ~pl.col("correct")).cast(pl.Float64).mean() if has_cut
+                 else pl.lit(None, pl.Float64))
     read = [pl.col(FALLBACK).cast(pl.Float64).mean().alias(FALLBACK)] if FALLBACK in samples.columns else []
-    return [cut.alias("truncated"), (pl.col("status") == NO_ANSWER).cast(pl.Float64).mean().alias("no_answer"), *read]
+    return [cut.alias("truncated"), cut_wrong.alias(CUT_WRONG),
+            (pl.col("status") == NO_ANSWER).cast(pl.Float64).mean().alias("no_answer"), *read]
 
 
 def completion_shares(samples: pl.DataFrame) -> pl.DataFrame:
     """Per set and arm, over every seed and sample (greedy and sampled), the shares :func:`completion_ends` gives.
-    in: the per-sample frame (set, arm, status, truncated); out: (set, arm, truncated, no_answer), sorted."""
+    in: the per-sample frame (set, arm, correct, status, truncated); out: (set, arm, truncated, cut_wrong, no_answer,
+    and fallback under 'boxed_or_last'), sorted."""
     return samples.group_by("set", "arm").agg(*completion_ends(samples)).sort("set", "arm")
 
 
@@ -224,24 +235,29 @@ def _shares(rows: pl.DataFrame, col: str) -> str:
 
 def truncation_notes(shares: pl.DataFrame, threshold: float, limit: int) -> list[str]:
     """A note per held-out set (its reachable stratum, a subset, aside) where some arm's completions were cut at the
-    generation limit, or gave no final answer, in over `threshold` of its samples (eval.truncation_note_share): both
-    are scored wrong, so its accuracies then measure answering within the limit or in the verifier's form as much
-    as solving. The fix: a higher eval.max_new_tokens when completions were cut (the heldout stage generates
-    again, no retraining), else a prompt that asks for the final answer in \\boxed{} (data.prompt).
-    in: :func:`completion_shares`, the threshold, the limit the evaluation generated with; out: the notes."""
+    generation limit and not right, or gave no answer, in over `threshold` of its samples
+    (eval.truncation_note_share): those are scored wrong, so its accuracies then measure answering within the limit
+    or in the verifier's form as much as solving. A cut completion that wrote a right final answer before the cut
+    is scored right and not counted (the share of all cut ones is given beside). The fix: a higher
+    eval.max_new_tokens when completions were cut (the heldout stage generates again, no retraining), else a prompt
+    that asks for the final answer in \\boxed{} (data.prompt).
+    in: :func:`completion_shares` (a fallback column: evaluated under eval.answer_extraction 'boxed_or_last'), the
+    threshold, the limit the evaluation generated with; out: the notes."""
+    unread = (NO_ANSWER_READ[BOXED_OR_LAST] if FALLBACK in shares.columns else NO_ANSWER_READ[BOXED])
     notes = []
     for (set_name,), rows in shares.filter(~pl.col("set").str.ends_with(REACHABLE)).group_by("set", maintain_order=True):
-        cut = rows.filter(pl.col("truncated").fill_null(0.0) > threshold).height > 0
+        cut = rows.filter(pl.col(CUT_WRONG).fill_null(0.0) > threshold).height > 0
         bare = rows.filter(pl.col("no_answer") > threshold).height > 0
         if not (cut or bare):
             continue
-        parts = [f"cut at the {limit}-token generation limit without ending: {_shares(rows, 'truncated')}"] if cut else []
-        parts.append(f"with no final answer ('####' or \\boxed{{}}): {_shares(rows, 'no_answer')}")
+        parts = [f"cut at the {limit}-token generation limit and not right: {_shares(rows, CUT_WRONG)} (cut in all, "
+                 f"with those that wrote a right answer before the cut: {_shares(rows, 'truncated')})"] if cut else []
+        parts.append(f"{unread}: {_shares(rows, 'no_answer')}")
         fix = (f"raise eval.max_new_tokens (now {limit}; the heldout stage generates again, nothing is retrained)"
                if cut else "prompt the policy to put its final answer in \\boxed{} (data.prompt; README, 'The "
                "paper's setting on a GPU')")
         notes.append(f"held-out set {set_name}: of the completions of each arm (greedy and sampled, every seed), "
-                     f"{'; '.join(parts)}. Both are scored wrong, so these accuracies measure "
+                     f"{'; '.join(parts)}. These are scored wrong, so these accuracies measure "
                      f"{'finishing within the limit' if cut else 'the answer format'} as much as solving: {fix}")
     return notes
 

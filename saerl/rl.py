@@ -37,6 +37,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from saerl.answers import BOXED, judge_held_out
 from saerl.artifacts import write_file_atomic
+from saerl.checkpoints import CURVE_FILE, checkpoint_folders, checkpoint_step, is_complete, last_checkpoint
 from saerl.config import HealthConfig, ModelConfig, TrainConfig
 from saerl.verify import extract_final_answer, verify_batch
 
@@ -567,14 +568,18 @@ def eval_drop_notes(curve: list[dict[str, Any]], cfg: TrainConfig, h: HealthConf
     was. in: curve rows, train config, thresholds; out: one note per set that lost it ([] at eval_drop 0)."""
     if h.eval_drop <= 0:
         return []
+
+    def over(drop: float) -> bool:  # more than h.eval_drop, a drop equal to it up to float error not (0.56 - 0.51)
+        return drop > h.eval_drop and not math.isclose(drop, h.eval_drop)
+
     notes = []
     for name in dict.fromkeys(r["set"] for r in curve):
         points = sorted((r for r in curve if r["set"] == name), key=lambda r: r["step"])
         first, last = points[0], points[-1]
         drop = first["greedy"] - last["greedy"]
-        if last["step"] <= first["step"] or drop <= h.eval_drop or math.isclose(drop, h.eval_drop):
+        if last["step"] <= first["step"] or not over(drop):
             continue
-        below = next(r for r in points if first["greedy"] - r["greedy"] > h.eval_drop)
+        below = next(r for r in points if over(first["greedy"] - r["greedy"]))
         notes.append(f"held-out set {name!r}: in-training greedy accuracy fell from {first['greedy']:.3g} at step "
                      f"{first['step']} to {last['greedy']:.3g} at step {last['step']} ({last['n']} problems), "
                      f"{drop * 100:.1f} points (over health.eval_drop={h.eval_drop:g}; first more than that below at "
@@ -831,7 +836,6 @@ class EvalCallback(TrainerCallback):
             self._run(model, state.global_step)
 
 
-CURVE_FILE = "saerl_curve.json"  # the eval rows (and per-problem results) so far, inside each trainer checkpoint
 RUN_FILE = "saerl_run.json"  # the reward's checks and verifier failures and the training seconds so far, likewise
 
 
@@ -845,8 +849,8 @@ class CurveCheckpoint(TrainerCallback):
     (``checkpoint-<N>/saerl_curve.json``), so a resumed run keeps the learning curve measured before it was
     killed; before it, the JSON files of `states` ({file name: function returning the state to keep}, e.g.
     DAPO's prompt stream). Every file is written atomically and the curve file last: it marks the checkpoint
-    complete (:func:`last_checkpoint`), so a run killed while saving resumes from the checkpoint before. Only
-    then are older checkpoints pruned to the newest `keep` complete ones (:func:`prune_checkpoints`; None =
+    complete (:func:`saerl.checkpoints.last_checkpoint`), so a run killed while saving resumes from the checkpoint
+    before. Only then are older checkpoints pruned to the newest `keep` complete ones (:func:`prune_checkpoints`; None =
     keep all): the trainer itself prunes nothing (:func:`grpo_config`), since it would prune before our files
     land and a kill in between would leave no complete checkpoint."""
 
@@ -874,38 +878,15 @@ def save_period(save_every: int, steps_per_generation: int) -> int:
     return -(-save_every // steps_per_generation) * steps_per_generation
 
 
-def _checkpoint_step(c: Path) -> int:
-    """N of a ``checkpoint-<N>`` folder."""
-    return int(c.name.split("-")[1])
-
-
-def _complete(c: Path) -> bool:
-    """Whether checkpoint folder `c` holds trainer_state.json (the trainer's last file) and saerl_curve.json
-    (ours, written after it by :class:`CurveCheckpoint`)."""
-    return (c / "trainer_state.json").exists() and (c / CURVE_FILE).exists()
-
-
-def last_checkpoint(folder: Path, every: int = 1, final: int | None = None) -> Path | None:
-    """The newest complete trainer checkpoint in `folder` (:func:`_complete`), ``checkpoint-<N>`` whose N is
-    a multiple of `every` (a generation-batch boundary, :func:`save_period`) or at least `final` (the run's
-    last step: nothing is left to train)."""
-    def resumable(c: Path) -> bool:
-        step = _checkpoint_step(c)
-        return step % every == 0 or (final is not None and step >= final)
-
-    done = [c for c in Path(folder).glob("checkpoint-*") if _complete(c) and resumable(c)]
-    return max(done, key=_checkpoint_step, default=None)
-
-
 def prune_checkpoints(folder: Path, keep: int, newest: Path) -> None:
     """Remove from `folder` the complete checkpoints older than the `keep` newest complete ones, and the
     incomplete ones (left by a kill while saving) older than `newest`, the checkpoint just completed, which
     stays whatever `keep` says. A removed checkpoint loses its curve file first, so one half removed by a kill is
     never taken for complete. in: checkpoint folder, train.keep_checkpoints, the newest complete checkpoint."""
-    ckpts = sorted(Path(folder).glob("checkpoint-*"), key=_checkpoint_step, reverse=True)
-    kept = {newest, *[c for c in ckpts if _complete(c)][:keep]}
+    ckpts = sorted(checkpoint_folders(folder), key=checkpoint_step, reverse=True)
+    kept = {newest, *[c for c in ckpts if is_complete(c)][:keep]}
     for c in ckpts:
-        if c not in kept and (_complete(c) or _checkpoint_step(c) < _checkpoint_step(newest)):
+        if c not in kept and (is_complete(c) or checkpoint_step(c) < checkpoint_step(newest)):
             (c / CURVE_FILE).unlink(missing_ok=True)
             shutil.rmtree(c, ignore_errors=True)
 

@@ -878,9 +878,9 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     arm's RL gain over it), and its probe pass (reach_probe.parquet) defines each set's reachable stratum, reported in
     the summary and the comparisons as the set "<set>:reachable". Its notes (a held-out set whose file's rows were
     not all read: saerl.evaluate.read_notes, from the heldout artifact's ingest.parquet; a set whose policies were
-    not scored on the same problems: problem_set_notes; a set whose completions were cut at the generation limit,
-    or gave no final answer, in over eval.truncation_note_share: truncation_notes; a held-out set sharing prompts
-    with the training data: :func:`held_out_overlap`; a set left out of the mean of the sets for sharing problems
+    not scored on the same problems: problem_set_notes; a set whose completions were cut at the generation limit
+    and not right, or gave no answer, in over eval.truncation_note_share: truncation_notes; a held-out set sharing
+    prompts with the training data: :func:`held_out_overlap`; a set left out of the mean of the sets for sharing problems
     with another: saerl.evaluate.sets_to_average; an arm that ended worse than the starting policy:
     saerl.evaluate.worse_than_base_notes; under eval.answer_extraction 'boxed_or_last', how answers were read and
     per set and arm how many the fallback read: saerl.evaluate.fallback_note, and the tables' titles say so) head
@@ -1058,16 +1058,16 @@ def evaluate_metrics(tables: list[pl.DataFrame], stt: pl.DataFrame, gains: pl.Da
     out: <set>_<arm>_greedy (and _greedy_delta_pts against the reference), _mean_k, _verifier_failures,
     _steps_ratio with _steps_ratio_ci_high (both only when the ratio exists: not when the arm's mean curve never
     reaches the target nor when the reference's is at it from the start), _prompts_to_target_ratio, _gain_pts,
-    _truncated_share and _no_answer_share (of every seed's greedy and sampled completions; no truncated share for
-    an evaluation that did not record it), _fallback_share (the same completions' share whose answer
-    eval.answer_extraction 'boxed_or_last' read unboxed; only under it); <set>_file_rows and <set>_kept_rows (the rows of the set's file and those
+    _truncated_share, _cut_wrong_share (cut and not right) and _no_answer_share (of every seed's greedy and sampled
+    completions; no truncated nor cut_wrong share for an evaluation that did not record it), _fallback_share (the
+    same completions' share whose answer eval.answer_extraction 'boxed_or_last' read unboxed; only under it); <set>_file_rows and <set>_kept_rows (the rows of the set's file and those
     read);
     with gains, the starting policy's own accuracy too, named like an arm's: <set>_base_greedy, <set>_base_mean_k."""
-    from saerl.evaluate import BASE_ARM
+    from saerl.evaluate import BASE_ARM, CUT_WRONG
 
     metrics: dict[str, float] = {}
     for r in (shares.iter_rows(named=True) if shares is not None else ()):
-        metrics |= {f"{r['set']}_{r['arm']}_{c}_share": float(r[c]) for c in ("truncated", "no_answer", "fallback")
+        metrics |= {f"{r['set']}_{r['arm']}_{c}_share": float(r[c]) for c in ("truncated", CUT_WRONG, "no_answer", "fallback")
                     if r.get(c) is not None}
     for r in (read.iter_rows(named=True) if read is not None else ()):
         metrics |= {f"{r['set']}_file_rows": float(r["rows"]), f"{r['set']}_kept_rows": float(r["kept"])}

@@ -47,7 +47,7 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
         Stage("testbed", "6", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
-        Stage("ingest", "14", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
+        Stage("ingest", "15", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
         Stage(
             "extract", "6",
             ("model.name_or_path", "model.revision", "model.dtype", "model.trust_remote_code", "model.hub_kernels",
@@ -119,7 +119,7 @@ STAGES: dict[str, Stage] = {
             "one policy on the held-out sets, greedy and k samples per problem: an (arm, seed) run's trained policy, "
             "the starting policy, or the starting policy's probe pass",
         ),
-        Stage("evaluate", "23",
+        Stage("evaluate", "24",
               ("eval.base_policy", "eval.k_samples", "eval.target_accuracy", "eval.target_gain_share", "eval.ci_level",
                "eval.steps_bootstrap", "eval.truncation_note_share", "train.arms", "train.seeds"),
               ("heldout", "train", "ingest"), "eval.parquet, arm comparison, steps-to-target"),

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from saerl.artifacts import MANIFEST, ArtifactStore, chunk_progress
+from saerl.checkpoints import CURVE_FILE, checkpoint_step, last_checkpoint
 from saerl.runs import (
     FAILED,
     KILLED,
@@ -46,8 +47,6 @@ REBUILD_HINT = "running the same config again rebuilds it (saerl run CONFIG; the
 IN_PROGRESS = "in_progress"  # RunRecord.extra key while a run goes: {stage run: {"started": epoch seconds, "key":
 # artifact key}} of each stage run computing now, saved as it starts and removed as it ends (flows.pipeline); a run
 # killed meanwhile keeps it in its record: where it died
-TRAINER_STATE = "trainer_state.json"  # the file transformers writes into a checkpoint folder as it saves it
-CHECKPOINT_PREFIX = "checkpoint-"  # + optimizer step: a training run's checkpoint folder (transformers' naming)
 CLOCK_FORMAT = "%H:%M:%S"  # a time of today (local)
 DAY_SECONDS, HOUR_SECONDS, MINUTE_SECONDS = 86400, 3600, 60
 
@@ -121,35 +120,39 @@ def format_clock(stamp: float, now: float | None = None) -> str:
         else format_time(stamp)
 
 
-def newest_checkpoint(root: Path, run_name: str, key: str) -> tuple[int, float] | None:
-    """The newest checkpoint a training run under way (or killed) has saved in its unfinished build: (its optimizer
-    step, when it was saved), from the folder names alone (`<root>/train/.partial-<key>/checkpoints/checkpoint-N`
-    holding transformers' TRAINER_STATE); None when there is none (not a training run, none saved yet, or the build
-    is gone). A kill while a checkpoint was saved can leave its folder incomplete: the run then resumes from the one
-    before. in: artifact root, stage run name, key; out: (step, epoch seconds) or None."""
+def newest_checkpoint(root: Path, run_name: str, key: str, every: int = 1,
+                      final: int | None = None) -> tuple[int, float] | None:
+    """The checkpoint a training run under way (or killed) would resume from, in its unfinished build
+    (`<root>/train/.partial-<key>/checkpoints`): (its optimizer step, when it was completed: its CURVE_FILE, written
+    last), chosen as the resume chooses it (saerl.checkpoints.last_checkpoint: complete, on a generation-batch
+    boundary `every` or at least the run's last step `final`), so one a kill left half-written or half-pruned is not
+    named; None when there is none (not a training run, none saved yet, or the build is gone).
+    in: artifact root, stage run name, key, train.steps_per_generation, train.max_steps; out: (step, epoch seconds)
+    or None."""
     from saerl.runners import CHECKPOINTS
 
     folder = ArtifactStore(root).partial_path(stage_of(run_name), key) / CHECKPOINTS
-    found = []
-    for c in folder.glob(CHECKPOINT_PREFIX + "*"):
-        step = c.name.removeprefix(CHECKPOINT_PREFIX)
-        if step.isdigit() and (c / TRAINER_STATE).exists():
-            found.append((int(step), (c / TRAINER_STATE).stat().st_mtime))
-    return max(found, default=None)
+    found = last_checkpoint(folder, every, final)
+    try:
+        return None if found is None else (checkpoint_step(found), (found / CURVE_FILE).stat().st_mtime)
+    except OSError:  # pruned meanwhile by the run, which has just completed a newer one
+        return None
 
 
 def checkpoint_note(root: Path, record: RunRecord, run_name: str, key: str, verb: str) -> str:
-    """'<verb> checkpoint: step 60 of 200, saved 12:30:11' of a training run's newest checkpoint
-    (:func:`newest_checkpoint`; 'of N' from the record's train.max_steps), 'no checkpoint yet' for a training run
+    """'<verb> checkpoint: step 60 of 200, saved 12:30:11' of the checkpoint a training run would resume from
+    (:func:`newest_checkpoint`, on the record's train.steps_per_generation and train.max_steps; 'of N' from the
+    latter), 'no checkpoint yet' for a training run
     that has none, 'no checkpoints (train.save_every=0)' for one that saves none, '' for another stage.
     in: root, record, stage run name, key, 'newest' or 'last'; out: text."""
     if stage_of(run_name) != "train":
         return ""
-    found = newest_checkpoint(root, run_name, key)
+    every, total = record.config.get("train.steps_per_generation"), record.config.get("train.max_steps")
+    found = newest_checkpoint(root, run_name, key, every if isinstance(every, int) and every > 0 else 1,
+                              total if isinstance(total, int) else None)
     if found is None:
         return "no checkpoints (train.save_every=0)" if record.config.get("train.save_every") == 0 else \
             "no checkpoint yet"
-    total = record.config.get("train.max_steps")
     of = f" of {total}" if isinstance(total, int) else ""
     return f"{verb} checkpoint: step {found[0]}{of}, saved {format_clock(found[1])}"
 

@@ -103,7 +103,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, NamedTuple
 
-VERSION = "6"  # the verdict rules' version, part of the cache key of every stage that verifies (saerl.stages):
+VERSION = "7"  # the verdict rules' version, part of the cache key of every stage that verifies (saerl.stages):
 # bump it with any change that can turn a verdict, a normalized gold answer or an extracted final answer
 WORKERS_FAILED = "verifier workers failed to start"  # the detail of every task of a call whose pool never started
 MAX_SCAN_CHARS = 20_000  # extract_final_answer looks at most at the last this-many characters
@@ -347,9 +347,12 @@ _REPEATING = re.compile(
 _BOXED = "\\boxed{"
 # Other ways to write a box, read as \boxed{...} (as Qwen2.5-Math's grader and math-verify read them): \fbox{18}, a space
 # before the brace (\boxed {18}), and a box without braces around one bare token (\boxed 18: LaTeX's one-argument form;
-# the token ends at whitespace, '$', a brace or a backslash, less a trailing ',', ';', '.' or ':': \boxed 3, \boxed 5
-# is {3, 5} and \boxed 1,000 is 1000; \boxed \frac12 stays unread)
-_BOX_SPELLINGS = re.compile(r"\\(?:boxed|fbox)(?:\s*\{|\s+(?P<bare>[^\s${}\\]*[^\s${}\\,;.:]))")
+# the token ends at whitespace, '$', an unpaired brace or a backslash, less a trailing ',', ';', '.' or ':', and holds
+# the closed brace groups written in it as Qwen2.5-Math's grader reads them: \boxed 3, \boxed 5 is {3, 5}, \boxed 1,000
+# is 1000, \boxed 2^{10} is 2^{10}; \boxed \frac12 stays unread)
+_BARE_GROUP = r"\{[^\s${}\\]*\}"  # a closed brace group inside a bare token (no space, '$', brace or backslash in it)
+_BOX_SPELLINGS = re.compile(
+    rf"\\(?:boxed|fbox)(?:\s*\{{|\s+(?P<bare>(?:[^\s${{}}\\]|{_BARE_GROUP})*(?:[^\s${{}}\\,;.:]|{_BARE_GROUP})))")
 # Boxes written together are one answer ('\boxed{3}, \boxed{5}' is {3, 5}, '$\boxed{3}$ or $\boxed{5}$' a hedge), as
 # math-verify joins them (math_verify.parser's boxed pattern: math environments holding a box, apart by whitespace and
 # one ',', 'and' or 'or'): an earlier box joins the next when only these stand between them (see _BOX_GAP):
@@ -500,14 +503,20 @@ _SYMBOLS = {"∞": "\\infty", "·": "\\cdot", "∙": "\\cdot", "∈": "\\in", "�
             _FRACTION_SLASH: "/", "【": "(", "】": ")"}
 _SYMBOL = re.compile("[" + "".join(_SYMBOLS) + "]")
 # A root sign and its operand ('√2' -> '\sqrt{2}', '2√3', '√(x+1)' -> '\sqrt{x+1}', '√{2}', '√x', '∛8' ->
-# '\sqrt[3]{8}'): the number, the letter or the bracketed group right after it; anything else stays after '\sqrt '.
+# '\sqrt[3]{8}'): the number, the letter or the bracketed group right after it, another root with its own operand
+# ('√√16' -> '\sqrt{\sqrt{16}}'), or a LaTeX command with the closed brace groups after it ('√½', folded to
+# '√\frac{1}{2}' before, -> '\sqrt{\frac{1}{2}}'; a command without a group only when it is a symbol: _ROOT_SYMBOL,
+# '√∞' -> '\sqrt{\infty}'); anything else stays after '\sqrt '.
 _ROOTS = {"√": "\\sqrt", "∛": "\\sqrt[3]", "∜": "\\sqrt[4]"}
-_ROOT_OPERAND = re.compile(r"[ \t]*(?:(?P<group>[({])|(?P<atom>-?\d+(?:\.\d+)?|[^\W\d_]))")
+_ROOT_OPERAND = re.compile(
+    r"[ \t]*(?:(?P<group>[({])|(?P<root>[√∛∜])|(?P<command>\\[A-Za-z]+)|(?P<atom>-?\d+(?:\.\d+)?|[^\W\d_]))")
+_ROOT_SYMBOL = re.compile(r"\\(?:infty|pi)")  # a command that is a root's whole operand without a brace group
 _CLOSER = {"(": ")", "{": "}"}
 # Per mille and per ten thousand after a plain number, as that number's thousandth ('50‰' -> '0.05'); math-verify read
 # '50‰' as 50. Such a sign anywhere else is not read (see _unread_reason): a gold unparsed, a prediction wrong.
 _PER_MILLE = {"‰": 3, "‱": 4}  # the sign, and the power of ten it divides by
-_PER_MILLE_NUMBER = re.compile(rf"(?<![\d.,])(?P<num>{_NUM})[ \u00a0]?(?P<sign>[‰‱])(?![\d‰‱])")  # not '1,5‰', '5‰‰'
+# not '1,5‰', '5‰‰', nor '1‰ ‱' (folded as '0.001 ‱', a second fold would read '0.0000001': not idempotent)
+_PER_MILLE_NUMBER = re.compile(rf"(?<![\d.,])(?P<num>{_NUM})[ \u00a0]?(?P<sign>[‰‱])(?![\d‰‱]|[ \u00a0][‰‱])")
 _UNREAD_PER_MILLE = "a per mille sign is read only right after a plain number ('50‰' is 0.05)"
 
 
@@ -572,31 +581,58 @@ def _closers(text: str) -> dict[int, int]:
     return closes
 
 
+def _command_end(text: str, m: re.Match, closes: dict[int, int]) -> int | None:
+    """Where the LaTeX command `m` ("command" group of _ROOT_OPERAND) as a root's operand ends: the position of the
+    closer of the last closed brace group right after it ('\\frac{1}{2}'), else of its name's last letter when it is
+    a symbol (_ROOT_SYMBOL: '\\infty'); None when it is no operand ('\\left(' or '\\frac12' stay after the root)."""
+    end, at = None, m.end("command")
+    while at < len(text) and text[at] == "{" and at in closes:
+        end = closes[at]
+        at = end + 1
+    if end is None and _ROOT_SYMBOL.fullmatch(m.group("command")):
+        end = m.end("command") - 1
+    return end
+
+
 def _latex_roots(text: str) -> str:
     """Root signs as LaTeX roots of their operand (see _ROOT_OPERAND): '√2' -> '\\sqrt{2}', '2√3' -> '2\\sqrt{3}',
-    '√(x+1)' -> '\\sqrt{x+1}', '√{2}' -> '\\sqrt{2}', '√x' -> '\\sqrt{x}', '∛8' -> '\\sqrt[3]{8}', '√ab' -> '\\sqrt{a}b'.
-    Linear in the text (nested roots included)."""
+    '√(x+1)' -> '\\sqrt{x+1}', '√{2}' -> '\\sqrt{2}', '√x' -> '\\sqrt{x}', '∛8' -> '\\sqrt[3]{8}', '√ab' -> '\\sqrt{a}b',
+    '√√16' -> '\\sqrt{\\sqrt{16}}', '√\\frac{1}{2}' -> '\\sqrt{\\frac{1}{2}}'. Linear in the text (nested roots
+    included): a root whose operand is another root or a command opens its brace and leaves its closing to the position
+    where that operand ends (`after`: the braces to close after each position; `pending`: those of roots waiting for
+    the next operand)."""
     if not any(root in text for root in _ROOTS):
         return text
     closes, out, braces, i = _closers(text), [], set(), 0
+    after: dict[int, int] = {}
+    pending = 0
     while i < len(text):
         c = text[i]
         if c not in _ROOTS:
-            out.append("}" if i in braces else c)
+            out.append(("}" if i in braces else c) + "}" * after.pop(i, 0))
             i += 1
             continue
         m = _ROOT_OPERAND.match(text, i + 1)
-        if m is None or (m.group("group") and m.start("group") not in closes):
-            out.append(_before_letter(text, i + 1, _ROOTS[c]))
-            i += 1
+        end = _command_end(text, m, closes) if m is not None and m.group("command") else None
+        if m is None or (m.group("group") and m.start("group") not in closes) or (m.group("command") and end is None):
+            out.append(_before_letter(text, i + 1, _ROOTS[c]) + "}" * pending)
+            pending, i = 0, i + 1
+        elif m.group("root"):  # the inner root's operand closes this one's brace too
+            out.append(_ROOTS[c] + "{")
+            pending, i = pending + 1, m.start("root")
+        elif m.group("command"):  # the command and its groups, their own roots folded as the loop goes on
+            out.append(_ROOTS[c] + "{")
+            after[end] = after.get(end, 0) + 1 + pending
+            pending, i = 0, m.start("command")
         elif m.group("group"):  # the group's inside, its own roots folded as the loop goes on
             out.append(_ROOTS[c] + "{")
             braces.add(closes[m.start("group")])
-            i = m.end()
+            after[closes[m.start("group")]] = after.get(closes[m.start("group")], 0) + pending
+            pending, i = 0, m.end()
         else:
-            out.append(f"{_ROOTS[c]}{{{m.group('atom')}}}")
-            i = m.end()
-    return "".join(out)
+            out.append(f"{_ROOTS[c]}{{{m.group('atom')}}}" + "}" * pending)
+            pending, i = 0, m.end()
+    return "".join(out) + "}" * pending
 
 
 def _per_mille_numbers(text: str) -> str:

@@ -25,6 +25,21 @@ def test_the_fallback_reads_the_answer_phrase_else_the_last_number(text, answer)
     assert fallback_answer(text) == answer
 
 
+@pytest.mark.parametrize(("text", "answer", "gold"), [
+    ("the temperature fell to \u22124 overnight", "\u22124", "-4"),  # U+2212 MINUS SIGN: the sign was dropped
+    ("from 3\u22125", "5", "5"),  # a Unicode minus between two terms is no sign either
+    ("so x = \u00bd", "\\frac{1}{2}", "1/2"),  # a vulgar fraction read no number at all
+    ("it takes 2\u00bd hours", "\\frac{5}{2}", "2.5"),
+    ("x = -\\frac{3}{4}", "-\\frac{3}{4}", "-3/4"),
+])
+def test_the_fallback_reads_unicode_math_as_the_verifier_does(text, answer, gold):
+    """fallback_answer read '\u22124' (the verifier reads it as -4) as 4, judged wrong against -4, and '\u00bd' as no
+    number: it folds the text as the verifier folds an answer (saerl.verify.fold_unicode) before reading it."""
+    assert fallback_answer(text) == answer
+    (result,), _ = judge_held_out([text], [gold], 5.0, BOXED_OR_LAST)
+    assert result.status == "correct", result
+
+
 def test_a_boxed_or_hashes_answer_wins_over_a_later_number_and_boxed_mode_reads_as_before():
     boxed = "so \\boxed{5} apples, which took 7 minutes"
     assert held_out_reading(boxed, BOXED_OR_LAST) == (boxed, False)

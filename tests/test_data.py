@@ -799,6 +799,22 @@ def test_golds_with_decimal_commas_or_thousands_dots_add_a_hint_with_the_fix(tmp
     assert D.number_format_hint(["1,000", "2.5", "1,2345", "1.50"]) is None
 
 
+@pytest.mark.parametrize("gold", ["0.125", "0.375", "3.142", "-0.001", "\u22120.625", "2.500", "12.345"])
+def test_ordinary_decimals_are_not_taken_for_thousands_dots(gold):
+    """'0.125', '3.142' fullmatched the thousands-dots pattern, so a probability or measurement data set with 3 of 100
+    golds written to three decimals was told to rewrite them (the verifier reads them right). A leading zero is never
+    a thousands group, and a single dotted group counts only as '.000'."""
+    plain = [str(i) for i in range(97)]
+    assert D.number_format_hint([*plain, gold, gold, gold]) is None
+    assert D.THOUSANDS_DOTS.fullmatch(gold) is None
+
+
+@pytest.mark.parametrize("gold", ["1.000", "12.000", "-5.000", "1.234.567", "2.500.000", "\u2212100.000.000"])
+def test_dotted_thousands_still_count(gold):
+    assert D.THOUSANDS_DOTS.fullmatch(gold) is not None
+    assert D.number_format_hint([*(str(i) for i in range(97)), gold, gold, gold]) is not None
+
+
 def test_a_file_mostly_not_utf8_hints_at_cp1252_and_the_iconv_line(tmp_path):
     """A Latin-1 / cp1252 file was kept whole with U+FFFD in place of its accents ('Caf\ufffd'), and the hint named
     neither the encoding nor the fix. Over LEGACY_ENCODING_SHARE of the rows flagged invalid UTF-8 names both; a few

@@ -13,6 +13,7 @@ from saerl.evaluate import (
     _interval,
     _problem_part,
     compare_arms,
+    completion_shares,
     evaluate_loaded,
     evaluate_policy,
     final_accuracy,
@@ -236,23 +237,47 @@ def test_summarize_eval_gives_the_shares_of_completions_cut_and_unanswered():
     df = _samples([1, 0], [[1, 0], [0, 0]], statuses={1: "no_answer", 3: "no_answer", 4: "no_answer"})
     s = summarize_eval(df.with_columns(truncated=pl.Series([False, True, False, True, True, False])))
     assert s.row(0, named=True)["truncated"] == 0.5 and s.row(0, named=True)["no_answer"] == 0.5
+    assert s.row(0, named=True)["cut_wrong"] == pytest.approx(1 / 3)  # q0's cut sample 1 is right: not counted
     bare = summarize_eval(df).row(0, named=True)
-    assert bare["truncated"] is None and bare["no_answer"] == 0.5
+    assert bare["truncated"] is None and bare["cut_wrong"] is None and bare["no_answer"] == 0.5
 
 
 def test_truncation_notes_name_the_fix_above_the_share_only():
     """A set where some arm's completions are cut at the limit (or give no final answer) in over
     eval.truncation_note_share gets a note naming the fix; a reachable stratum is a subset, noted through its set."""
     shares = pl.DataFrame({"set": ["A", "A", "B", "B", "C", "A:reachable"], "arm": ["base", "saerl"] * 3,
-                           "truncated": [0.02, 0.3, 0.0, 0.01, 0.0, 0.9], "no_answer": [0.02, 0.31, 0.4, 0.0, 0.0, 0.9]})
+                           "truncated": [0.02, 0.3, 0.0, 0.01, 0.0, 0.9], "cut_wrong": [0.02, 0.25, 0.0, 0.01, 0.0, 0.9],
+                           "no_answer": [0.02, 0.31, 0.4, 0.0, 0.0, 0.9]})
     a, b = truncation_notes(shares, 0.05, 512)
     assert a.startswith("held-out set A: of the completions of each arm (greedy and sampled, every seed), cut at the "
-                        "512-token generation limit without ending: base 2%, saerl 30%; with no final answer")
+                        "512-token generation limit and not right: base 2%, saerl 25% (cut in all, with those that "
+                        "wrote a right answer before the cut: base 2%, saerl 30%); with no final answer")
     assert a.endswith("raise eval.max_new_tokens (now 512; the heldout stage generates again, nothing is retrained)")
     assert b.startswith("held-out set B: of the completions of each arm (greedy and sampled, every seed), with no "
-                        "final answer ('####' or \\boxed{}): base 40%, saerl 0%. Both are scored wrong, so these "
+                        "final answer ('####' or \\boxed{}): base 40%, saerl 0%. These are scored wrong, so these "
                         "accuracies measure the answer format as much as solving: prompt the policy")
     assert truncation_notes(shares, 0.95, 512) == []
+
+
+def test_completions_cut_after_a_right_answer_are_not_noted_as_scored_wrong():
+    """The note said every completion cut at the generation limit was scored wrong, yet the verifier reads a box
+    written before the cut: a policy that boxes 18 and rambles on to the limit scored 100% under a note saying its
+    accuracy measured finishing within the limit. It counts the completions cut and not right; under
+    eval.answer_extraction boxed_or_last a completion with no answer had not even a last number."""
+    def frame(correct: list[bool], status: list[str]) -> pl.DataFrame:
+        return pl.DataFrame({"set": "A", "arm": "saerl", "correct": correct, "status": status, "truncated": True})
+
+    right = frame([True] * 4, ["correct"] * 4)
+    assert completion_shares(right)["cut_wrong"].to_list() == [0.0]
+    assert truncation_notes(completion_shares(right), 0.05, 9) == []
+    half = frame([True, True, False, False], ["correct", "correct", "wrong", "no_answer"])
+    (note,) = truncation_notes(completion_shares(half), 0.05, 9)
+    assert note.startswith("held-out set A: of the completions of each arm (greedy and sampled, every seed), cut at the "
+                           "9-token generation limit and not right: saerl 50% (cut in all, with those that wrote a "
+                           "right answer before the cut: saerl 100%); with no final answer ('####' or \\boxed{}): "
+                           "saerl 25%. These are scored wrong"), note
+    (read,) = truncation_notes(completion_shares(half.with_columns(fallback=pl.lit(False))), 0.05, 9)
+    assert "; with no answer (no \\boxed{} nor '####', and no 'the answer is X' nor any number): saerl 25%." in read
 
 
 def test_problem_set_notes_name_the_set_and_the_policies_short_of_problems():

@@ -1211,6 +1211,11 @@ def test_held_out_accuracy_lost_in_training_is_noted():
     assert health_notes(rows, WRECK, H, curve=demo) == []
     assert health_notes(rows, WRECK, H, curve=curve([(0, 0.3), (0, 0.3)])) == []  # only step 0: nothing trained
     assert health_notes(rows, WRECK, H, curve=curve([(0, 0.15), (10, 0.1)])) == []  # 5 points: not more than 5
+    # 0.56 - 0.51 is 0.050000000000000044 in floats: exactly 5 points, not more, at the end and on the way
+    assert health_notes(rows, WRECK, H, curve=curve([(0, 0.56), (10, 0.52), (20, 0.51)])) == []
+    [note] = health_notes(rows, WRECK, H, curve=curve([(0, 0.56), (10, 0.51), (20, 0.50)]))
+    assert "fell from 0.56 at step 0 to 0.5 at step 20 (100 problems), 6.0 points (over health.eval_drop=0.05; first " \
+        "more than that below at step 20: 0.5)" in note, note
 
 
 def test_grad_norm_spikes_are_noted_against_the_runs_median():

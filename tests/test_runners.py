@@ -1211,8 +1211,9 @@ def test_compute_evaluate_says_what_share_of_each_file_it_scored_and_how_complet
     assert differ_note.startswith("held-out set heldout: the policies were not all evaluated on the same problems (1 of "
                                   "the 10 problems some policy was scored on is missing from another: saerl:0 lacks 1)")
     assert ends_note.startswith("held-out set heldout: of the completions of each arm (greedy and sampled, every seed), "
-                                "cut at the 48-token generation limit without ending: saerl 0%, vanilla 50%; with no "
-                                "final answer ('####' or \\boxed{}): saerl 0%, vanilla 100%. Both are scored wrong")
+                                "cut at the 48-token generation limit and not right: saerl 0%, vanilla 50% (cut in all, "
+                                "with those that wrote a right answer before the cut: saerl 0%, vanilla 50%); with no "
+                                "final answer ('####' or \\boxed{}): saerl 0%, vanilla 100%. These are scored wrong")
     assert ends_note.endswith("raise eval.max_new_tokens (now 48; the heldout stage generates again, nothing is "
                               "retrained)")
     text = (out / "comparison.txt").read_text()
@@ -1221,7 +1222,7 @@ def test_compute_evaluate_says_what_share_of_each_file_it_scored_and_how_complet
     summary = pl.read_parquet(out / "summary.parquet").sort("arm")
     assert summary["truncated"].to_list() == [0.0, 0.5] and summary["no_answer"].to_list() == [0.0, 1.0]
     assert (metrics["heldout_vanilla_truncated_share"], metrics["heldout_vanilla_no_answer_share"],
-            metrics["heldout_saerl_truncated_share"]) == (0.5, 1.0, 0.0)
+            metrics["heldout_saerl_truncated_share"], metrics["heldout_vanilla_cut_wrong_share"]) == (0.5, 1.0, 0.0, 0.5)
     assert (metrics["heldout_file_rows"], metrics["heldout_kept_rows"]) == (20.0, 12.0)
     quiet = Build(tmp_path / "evaluate2", {})
     (quiet.path / "plots").mkdir(parents=True)
@@ -1662,8 +1663,9 @@ def test_answer_extraction_boxed_or_last_is_said_counted_per_set_and_arm_and_sco
     text = (out / "comparison.txt").read_text()
     assert "== greedy pass@1 (answers: boxed_or_last) ==" in text and "== mean@4 (answers: boxed_or_last) ==" in text
     note = next(line for line in text.splitlines() if "eval.answer_extraction=boxed_or_last" in line)
-    assert ("heldout: base 10 of 10 (100%), saerl 10 of 10 (100%), vanilla 0 of 10 (0%)" in note
-            and "aime: base 5 of 5 (100%)" in note), note
+    assert note.endswith("of every seed's greedy and sampled ones: aime: base 5 of 5 (100%), saerl 5 of 5 (100%), "
+                         "vanilla 0 of 5 (0%); heldout: base 10 of 10 (100%), saerl 10 of 10 (100%), vanilla 0 of 10 "
+                         "(0%)"), note  # every set and arm, and no reachable stratum (a subset of its set's rows)
     assert metrics["heldout_saerl_greedy"] == 0.5 and metrics["heldout_saerl_fallback_share"] == 1.0  # q0 right
     assert metrics["heldout_vanilla_fallback_share"] == 0.0
     boxed, out = _heldout_and_evaluate(tmp_path / "boxed", monkeypatch, [], texts)

@@ -329,15 +329,19 @@ def test_the_status_header_names_the_code_the_run_ran(tmp_path):
 
 def _in_progress_run(root: Path, started: float) -> RunRecord:
     """A record still marked running whose process was computing train:saerl:0 (key 'k1' * 10, train.max_steps 10)
-    and the score stage, with the training run's checkpoints 2 and 4 saved and 6 half-written (no trainer state)."""
+    and the score stage, with the training run's checkpoints 2 and 4 saved, 6 killed after transformers' save and
+    before saerl's curve file (or while pruned: the curve file goes first), and 8 half-written (no trainer state)."""
+    from saerl.checkpoints import CURVE_FILE
     from saerl.runs import RUNNING
     from saerl.status import IN_PROGRESS
 
     checkpoints = ArtifactStore(root).partial_path("train", "k1" * 10) / "checkpoints"
-    for step in (2, 4, 6):
+    for step in (2, 4, 6, 8):
         (checkpoints / f"checkpoint-{step}").mkdir(parents=True)
-        if step < 6:
+        if step < 8:
             (checkpoints / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+        if step < 6:
+            (checkpoints / f"checkpoint-{step}" / CURVE_FILE).write_text('{"rows": []}')
     rec = RunRecord(name="demo", run_id="20260101-000000-aaaaaa", config={"train.max_steps": 10},
                     extra={RUNNING: True, IN_PROGRESS: {"train:saerl:0": {"started": started, "key": "k1" * 10},
                                                         "score": {"started": started + 5, "key": "s1" * 10}}})
@@ -348,17 +352,20 @@ def _in_progress_run(root: Path, started: float) -> RunRecord:
 def test_status_names_the_stage_runs_in_progress_and_where_a_killed_run_died(tmp_path):
     """While a run went, `saerl status` showed its finished stage runs alone (for the 1.5 hours of a training run it
     said 'curriculum' was last), and after a kill -9 the word 'train' appeared nowhere. A running record names each
-    stage run it computes, since when, for how long, and a training run's newest complete checkpoint; a killed
-    one names where it died and its last checkpoint."""
+    stage run it computes, since when, for how long, and the checkpoint a training run would resume from (the one
+    saerl.checkpoints.last_checkpoint picks: step 4, not the newer 6 a kill left without its curve file); a killed
+    one names where it died and that checkpoint."""
     import time
 
+    from saerl.checkpoints import CURVE_FILE, last_checkpoint
     from saerl.runs import KILLED, STILL_RUNNING, live_lock
     from saerl.status import format_clock, in_progress_lines
 
     started = time.time() - 3725  # 1 h 02 m 05 s ago
     rec = _in_progress_run(tmp_path, started)
-    saved = format_clock((ArtifactStore(tmp_path).partial_path("train", "k1" * 10) / "checkpoints" / "checkpoint-4"
-                          / "trainer_state.json").stat().st_mtime)
+    folder = ArtifactStore(tmp_path).partial_path("train", "k1" * 10) / "checkpoints"
+    assert last_checkpoint(folder) == folder / "checkpoint-4"
+    saved = format_clock((folder / "checkpoint-4" / CURVE_FILE).stat().st_mtime)
     with live_lock(tmp_path, rec.run_id):
         lines = run_status(tmp_path).splitlines()
     assert lines[1:4] == [
@@ -371,6 +378,10 @@ def test_status_names_the_stage_runs_in_progress_and_where_a_killed_run_died(tmp
                           f"died in train:saerl:0 (started {format_clock(started)}; last checkpoint: step 4 of 10, "
                           f"saved {saved})",
                           f"died in score (started {format_clock(started + 5)})"]
+    rec.config["train.steps_per_generation"] = 3  # 2 and 4 are inside a generation batch: a resume starts afresh
+    assert in_progress_lines(tmp_path, rec, KILLED)[0] == \
+        f"died in train:saerl:0 (started {format_clock(started)}; no checkpoint yet)"
+    del rec.config["train.steps_per_generation"]
     shutil.rmtree(ArtifactStore(tmp_path).partial_path("train", "k1" * 10))
     assert in_progress_lines(tmp_path, rec, STILL_RUNNING, now=started + 65)[0] == \
         f"in progress: train:saerl:0 since {format_clock(started)} (1 m 05 s; no checkpoint yet)"

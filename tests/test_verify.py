@@ -51,6 +51,8 @@ def warm_pool():
         ("\\boxed 3, \\boxed{5}", "3, 5"),
         ("The answer is \\boxed 1,000.", "1,000"),
         ("\\boxed \\frac12", None),  # a bare box around a command: unread, not a guess
+        # a bare token holds its closed brace groups, as Qwen2.5-Math's grader reads it ('2^' was read)
+        ("\\boxed 2^{10}", "2^{10}"), ("so $\\boxed x_{1}+1$.", "x_{1}+1"), ("\\boxed 2^{10}.", "2^{10}"),
     ],
 )
 def test_extract_final_answer(text, expected):
@@ -1218,7 +1220,13 @@ UNICODE_FOLDS = [
     # format characters: bidi marks, zero-width space, a byte-order mark inside
     ("\u200f7", "7"), ("\u202e7", "7"), ("7\u200b", "7"), ("\ufeff7", "7"),
     # per mille and per ten thousand after a number: its thousandth; anywhere else it stays (and is not read)
-    ("50‰", "0.05"), ("-2.5‰", "-0.0025"), ("1,000‱", "0.1"), ("x‰", "x‰"),
+    ("50‰", "0.05"), ("-2.5‰", "-0.0025"), ("1,000‱", "0.1"), ("x‰", "x‰"), ("50‰ 30‰", "0.05 0.03"),
+    ("1‰ ‱", "1‰ ‱"),  # two signs apart by a space: neither read ('0.001 ‱' folded again to '0.0000001')
+    # a root of a root, of a vulgar fraction (folded to \frac first) or of a symbol: its operand braced whole
+    ("√√16", "\\sqrt{\\sqrt{16}}"), ("2√√16", "2\\sqrt{\\sqrt{16}}"), ("∛√64", "\\sqrt[3]{\\sqrt{64}}"),
+    ("√√(x+1)", "\\sqrt{\\sqrt{x+1}}"), ("√½", "\\sqrt{\\frac{1}{2}}"), ("√¼", "\\sqrt{\\frac{1}{4}}"),
+    ("√∞", "\\sqrt{\\infty}"), ("√\\frac{√3}{2}", "\\sqrt{\\frac{\\sqrt{3}}{2}}"), ("√\\pi r", "\\sqrt{\\pi} r"),
+    ("√\\frac12", "\\sqrt\\frac12"), ("√\\left(2\\right)", "\\sqrt\\left(2\\right)"),  # no brace group: as before
     # unchanged: ASCII, LaTeX, sets and intervals, a unit's square or cube, what math-verify reads as written
     ("x^2", "x^2"), ("\\frac{1}{2}", "\\frac{1}{2}"), ("\\{1, 2\\}", "\\{1, 2\\}"), ("(0, 1]", "(0, 1]"),
     ("12 m²", "12 m²"), ("5 cm³", "5 cm³"), ("9.8 m/s²", "9.8 m/s²"), ("12\u33a1", "12\u33a1"), ("5\u20326\u2033", "5\u20326\u2033"),
@@ -1296,6 +1304,9 @@ def test_a_unicode_gold_is_normalized_as_its_math(gold, status, text):
         # per mille: its thousandth ('50‰' was right against 50 and 50%)
         ("\\boxed{50‰}", "0.05", "correct"), ("\\boxed{50‰}", "5%", "correct"), ("\\boxed{50‰}", "50", "wrong"),
         ("\\boxed{50‰}", "50%", "wrong"), ("\\boxed{0.05}", "50‰", "correct"), ("\\boxed{x‰}", "0.05", "wrong"),
+        # roots of roots and of vulgar fractions ('\\sqrt\\sqrt{16}' was wrong against 2), a bare box's power
+        ("\\boxed{√√16}", "2", "correct"), ("\\boxed{2√√16}", "4", "correct"), ("\\boxed{√¼}", "\\frac{1}{2}", "correct"),
+        ("\\boxed{√½}", "\\frac{\\sqrt{2}}{2}", "correct"), ("\\boxed 2^{10}", "1024", "correct"),
         # unchanged: a unit's square, feet and inches, a degree sign, sets and intervals, ASCII and LaTeX
         ("\\boxed{12 m²}", "12", "correct"), ("\\boxed{12}", "12 m²", "correct"), ("\\boxed{5 cm³}", "5", "correct"),
         ("\\boxed{3 (m²)}", "3", "correct"), ("\\boxed{12\u33a1}", "12", "correct"), ("\\boxed{5\u20326\u2033}", "5 ft 6 in", "correct"),
@@ -1319,7 +1330,8 @@ REVIEWED_SOURCES = {"1": "389ac05f766a6a00cea8b6d6f4d02b71143480dec72fa24d31b18f
                     "3": "fe32c5be8852f83abc248399b1d709bddff29f9a8e5b4baa67ff7ebed9082352",
                     "4": "2ec85e78742ea3b07fe8ddc98d93129a332b1d871ae2d9e1672360e31341cf36",
                     "5": "42fa58a905ede8eac6248d2b487368fdea878722acec145a39b41caa87a397a8",
-                    "6": "cffc532930bd0af2ff931c4bf64f139d96d57febf34b242619833a007548e22a"}
+                    "6": "cffc532930bd0af2ff931c4bf64f139d96d57febf34b242619833a007548e22a",
+                    "7": "eb21d11c3a65e3052ddfb536dc92998f99370a13e5bbb0d2dadcce0ed1059028"}
 
 
 def test_a_change_of_verify_py_is_reviewed_for_its_version():
