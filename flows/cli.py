@@ -11,17 +11,24 @@ import argparse
 import errno
 import json
 import logging
+import math
 import os
 import shutil
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from saerl.config import SHIPPED_CONFIGS, ConfigError, PipelineConfig, load_config, refuse_rewrites
 from saerl.privacy import credentials_to_env, telemetry_off, without_uri_credentials
+
+if TYPE_CHECKING:
+    from saerl.runs import RunRecord
 
 DEMO_CONFIG = SHIPPED_CONFIGS / "demo.yaml"
 OVERRIDES_HELP = ("dotted overrides KEY=VALUE, each VALUE parsed as YAML: a scalar (curriculum.mix_ratio=0.2) or a "
@@ -34,8 +41,33 @@ RUN_EPILOG = (  # `saerl run --help`: override values are YAML, lists included (
 
 USER_ERRORS = (ValueError, OSError)  # what main prints as one line, `saerl: error: ...` (a config, data or path
 # problem whose message names the fix)
-RESUME_HINT = ("saerl: the run failed (traceback above; `saerl status` names the stage); every finished stage and "
-               "chunk is kept, so once the cause is fixed the same command resumes where it stopped")
+EXIT_OK = 0  # the command did what it was asked (a read-only command whose reader closed stdout early too)
+EXIT_FAILED = 1  # a run started and failed (its record says at which stage; the same command resumes), an ablation
+# child failed, `status --check` of a failed run, or an unexpected error (Python's own status for an uncaught one)
+EXIT_USAGE = 2  # the command line, the config, an input or the environment is wrong: nothing ran (argparse's own)
+EXIT_NOT_ENDED_OK = 3  # `status --check`: the run was stopped (a signal) or killed before it could record its end
+EXIT_RUNNING = 4  # `status --check`: the run is still going (or it cannot be told whether its process is alive)
+EXIT_SIGNAL_BASE = 128  # a run a signal stopped exits 128 + the signal's number (129 SIGHUP, 130 SIGINT, 143 SIGTERM)
+EXIT_CODES = (  # the `saerl --help` epilog; README's "Exit statuses" says the same
+    "exit statuses:\n"
+    f"  {EXIT_OK}    done (also a read-only command whose reader closed its output early: saerl report | head)\n"
+    f"  {EXIT_FAILED}    a run started and failed: stderr names the run id and the stage, `saerl status RUN` too; the\n"
+    "       same command resumes it. Also an ablation whose child failed, or an unexpected error\n"
+    f"  {EXIT_USAGE}    bad command line, config, input or environment (a stale PREFECT_API_URL): nothing ran\n"
+    f"  {EXIT_NOT_ENDED_OK}    status --check: the run was stopped or killed (the same command resumes it)\n"
+    f"  {EXIT_RUNNING}    status --check: the run is still going\n"
+    f"  {EXIT_SIGNAL_BASE}+N a run stopped by signal N: 129 SIGHUP, 130 Ctrl-C, 143 SIGTERM (recorded as stopped)")
+
+
+def resume_hint(run_id: str | None = None) -> str:
+    """What a failed run's last stderr line says: what is kept, that the same command resumes, and the `saerl status`
+    command naming the stage. in: the run's id (None: not known, e.g. an ablation's); out: the line."""
+    status = f"saerl status {run_id}" if run_id else "saerl status"
+    return (f"saerl: the run failed (`{status}` names the stage); every finished stage and chunk is kept, so once "
+            "the cause is fixed the same command resumes where it stopped")
+
+
+RESUME_HINT = resume_hint()
 PREFECT_CRASH = "Crash detected!"  # how Prefect's flow engine starts the line it logs when a flow run ends abruptly
 PREFECT_INTERRUPT = "Execution was aborted by an interrupt signal."  # its cause on Ctrl-C (prefect.states)
 PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # where Prefect logs a failed task or flow run
@@ -116,28 +148,49 @@ def stop_now(signum: int) -> None:
     from flows.server import stop_servers
 
     stop_servers()
-    print(f"\nsaerl: stopped by {signal.Signals(signum).name}: finished stages and chunks are kept; run the same "
-          "command again to resume", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(128 + signum)
+    try:  # a closed terminal (SIGHUP) takes stderr and stdout with it: the exit status still says why
+        print(f"\nsaerl: stopped by {signal.Signals(signum).name}: finished stages and chunks are kept; run the same "
+              "command again to resume", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+    except OSError:
+        pass
+    os._exit(EXIT_SIGNAL_BASE + signum)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGHUP (a closed terminal or ssh session, a cron job's parent gone) raised as a Ctrl-C is, naming its signal
+    (`signum`): the flow records the run as stopped by it (flows.pipeline.stop_signal) and :func:`stop_on_interrupt`
+    ends the process with 128 + its number. It ended the process at once, leaving a record that read 'killed'."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    """SIGHUP's handler during a run: raise :class:`Interrupted` in the main thread (where the flow runs)."""
+    raise Interrupted(signum)
 
 
 @contextmanager
 def stop_on_interrupt() -> Iterator[None]:
-    """For the block (a pipeline or ablation run): Ctrl-C and SIGTERM end the process at once (:func:`stop_now`).
-    Prefect's flow engine takes SIGTERM over while a flow runs and hands it back, once the flow has ended on it, to
-    the handler set here; the previous handler is restored after the block. Outside the main thread (where no
+    """For the block (a pipeline or ablation run): Ctrl-C, SIGHUP and SIGTERM end the process at once
+    (:func:`stop_now`). Prefect's flow engine takes SIGTERM over while a flow runs and hands it back, once the flow
+    has ended on it, to the handler set here; SIGHUP is raised as an interrupt (:class:`Interrupted`), which the
+    flow records as Ctrl-C's. The previous handlers are restored after the block. Outside the main thread (where no
     handler can be set) the block runs as it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     before = signal.signal(signal.SIGTERM, lambda signum, _frame: stop_now(signum))
+    before_hup = signal.signal(signal.SIGHUP, _raise_interrupted)
     try:
         yield
-    except KeyboardInterrupt:
-        stop_now(signal.SIGINT)
+    except KeyboardInterrupt as err:
+        stop_now(getattr(err, "signum", signal.SIGINT))
     finally:
         signal.signal(signal.SIGTERM, before)
+        signal.signal(signal.SIGHUP, before_hup)
 
 
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)  # the errors of a disk that is full, or a quota used up
@@ -215,16 +268,32 @@ def naming_a_full_disk(root: Path) -> Iterator[None]:
                       "and chunk is kept") from err
 
 
-def run_pipeline(cfg: PipelineConfig, until: str | None = None, invocation: str | None = None) -> dict:
+@dataclass
+class Launch:
+    """A run or ablation a command started, for main to name when it fails (:func:`run_failed`): its artifact root,
+    the run's id (None: an ablation, whose children have their own) and whether it got past its checks and the
+    server's start (`started`: from then on its failure is the run's, exit status EXIT_FAILED; before, nothing ran)."""
+
+    root: Path
+    run_id: str | None = None
+    started: bool = False
+
+
+def run_pipeline(cfg: PipelineConfig, until: str | None = None, invocation: str | None = None,
+                 launch: Launch | None = None) -> dict:
     """Run the pipeline flow for a validated config under one local Prefect server; returns the run record.
-    `invocation`: the command line, which the run record and MLflow keep (:func:`command_line`).
+    `invocation`: the command line, which the run record and MLflow keep (:func:`command_line`). `launch`, when
+    given, gets the root, the run's id and `started` once the flow is called (main names the run if it fails).
     A Prefect server that dies mid-run costs a warning, not the run (flows.pipeline.run_pipeline_flow)."""
     from flows.server import prefect_server
     from saerl.pipeline import check_runnable
+    from saerl.runs import new_run_id
 
     check_runnable(cfg, until)  # before a server starts
     cfg = without_uri_credentials(cfg)  # the flow's parameters are kept in clear by Prefect
     root = Path(cfg.runtime.artifact_root).resolve()
+    launch = launch or Launch(root)
+    launch.root, launch.run_id = root, new_run_id()
     with naming_a_full_disk(root), stop_on_interrupt(), prefect_server(root, cfg.runtime.prefect_api_url,
                                                                       cfg.runtime.dask_address):
         from flows.pipeline import pipeline_flow, quiet_libraries, run_pipeline_flow
@@ -232,7 +301,8 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, invocation: str 
 
         flow = pipeline_flow.with_options(task_runner=task_runner(cfg))
         with quiet_libraries(cfg):  # runtime.progress off: no library progress bars or Dask INFO lines either
-            return run_pipeline_flow(flow, cfg.model_dump(mode="json"), until, invocation)
+            launch.started = True
+            return run_pipeline_flow(flow, cfg.model_dump(mode="json"), until, invocation, launch.run_id)
 
 
 def with_root(overrides: list[str], root: str | None) -> list[str]:
@@ -253,15 +323,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
                           "it from a clone of the repository (python3 dev.py demo), or `saerl run CONFIG` with a config "
                           "of yours")
     cfg = load_config(DEMO_CONFIG, overrides)
-    run_pipeline(cfg, invocation=command_line(args))
-    return 0
+    args.launch = Launch(Path(cfg.runtime.artifact_root))
+    run_pipeline(cfg, invocation=command_line(args), launch=args.launch)
+    return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`saerl run CONFIG [key=value ...] [--until STAGE] [--root ROOT]`."""
     cfg = load_config(args.config, with_root(args.overrides, args.root))
-    run_pipeline(cfg, args.until, command_line(args))  # checks --until and the plan before a server starts
-    return 0
+    args.launch = Launch(Path(cfg.runtime.artifact_root))
+    run_pipeline(cfg, args.until, command_line(args), args.launch)  # checks --until and the plan before a server
+    return EXIT_OK  # starts
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -306,14 +378,16 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from flows.server import prefect_server
 
     root = Path(cfg.runtime.artifact_root).resolve()
+    args.launch = Launch(root)
     with naming_a_full_disk(root), stop_on_interrupt(), prefect_server(root, cfg.runtime.prefect_api_url,
                                                                       cfg.runtime.dask_address):
         from flows.pipeline import quiet_libraries
         from flows.sweep import ablation_flow
 
         with quiet_libraries(cfg):
+            args.launch.started = True
             ablation_flow(config=cfg.model_dump(mode="json"), grid=grid, until=args.until)
-    return 0
+    return EXIT_OK
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -350,6 +424,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     root = _root(args.root)
     report = load_report(root, args.run)  # an unknown run id is a ValueError: main prints it
     print(format_text(report))
+    say_unfinished(root, report.record)
     html = Path(args.html) if args.html else default_html_path(root, report.record)
     try:
         print(f"wrote {write_html(report, html)}")
@@ -365,6 +440,19 @@ def cmd_report(args: argparse.Namespace) -> int:
             return 1
         print(f"re-logged run {report.record.run_id} into MLflow: parent run {parent}")
     return 0
+
+
+def say_unfinished(root: Path, record: RunRecord) -> None:
+    """Say on stderr that the run a report shows did not finish (failed, stopped, killed or still running), and how a
+    script tests that: the exit status stays 0, as the report of what the run computed is what was asked for
+    (`saerl status RUN --check` exits with the outcome). in: artifact root, the run's record."""
+    from saerl.status import outcome
+
+    word, at = outcome(root, record)
+    if word != "ok":
+        where = f" at {at}" if at else ""
+        print(f"saerl: run {record.run_id} did not finish ({word}{where}): the report shows what it computed; "
+              f"`saerl status {record.run_id} --check` exits non-zero for it", file=sys.stderr)
 
 
 def _out_dir(arg: str) -> Path:
@@ -385,15 +473,29 @@ def _root(arg: str | None) -> Path:
     return Path(RuntimeConfig(**({"artifact_root": arg} if arg else {})).artifact_root)
 
 
+CHECK_EXIT = {"ok": EXIT_OK, "failed": EXIT_FAILED, "stopped": EXIT_NOT_ENDED_OK, "killed": EXIT_NOT_ENDED_OK,
+              "running": EXIT_RUNNING, "unfinished": EXIT_RUNNING}  # `status --check`: per outcome (saerl.status.outcome)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    """`saerl status [RUN] [--root ROOT] [--verify] [--paths] [--list [--limit N]]`: per stage run of a run (default
-    the latest): computed or cached, key, why, seconds, size, whether its artifact is intact (file sizes; --verify
-    hashes every file) and, with --paths, its artifact's folder; or the recent runs."""
-    from saerl.status import list_status, run_status
+    """`saerl status [RUN] [--root ROOT] [--verify] [--paths] [--json] [--check] [--list [--limit N]]`: per stage run
+    of a run (default the latest): computed or cached, key, why, seconds, size, whether its artifact is intact (file
+    sizes; --verify hashes every file) and, with --paths, its artifact's folder; or the recent runs. --json prints
+    the run's record with its outcome instead (saerl.status.run_json); --check exits with the run's outcome
+    (CHECK_EXIT), so a script can test how a run ended."""
+    from saerl.runs import load_run
+    from saerl.status import list_status, outcome, run_json, run_status
 
     root = _root(args.root)
-    print(list_status(root, args.limit) if args.list else run_status(root, args.run, args.verify, args.paths))
-    return 0
+    if args.list:
+        if args.json or args.check:
+            raise ValueError("--list lists runs as a table: --json and --check read one run (saerl status RUN --json)")
+        print(list_status(root, args.limit))
+        return EXIT_OK
+    record = load_run(root, args.run)  # once: `latest` may be another run a moment later
+    print(json.dumps(run_json(root, record), indent=1) if args.json else run_status(root, record, args.verify,
+                                                                                    args.paths))
+    return CHECK_EXIT[outcome(root, record)[0]] if args.check else EXIT_OK
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -416,7 +518,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
-    p = argparse.ArgumentParser(prog="saerl", description="SAE-guided data engineering for RL post-training.")
+    p = argparse.ArgumentParser(prog="saerl", description="SAE-guided data engineering for RL post-training.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -505,6 +608,18 @@ def _count(text: str) -> int:
     return _int_at_least(text, 0, " (0 keeps nothing of ended runs)")
 
 
+def _hours(text: str) -> float:
+    """An argparse type: a number of hours of at least 0, 'inf' allowed (keep everything); `gc --min-age-hours nan`
+    turned the age guard off and -5 kept nothing young, both without a word."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of hours of at least 0 (inf keeps everything), got {text}")
+    return value
+
+
 def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
     """The status, gc and export subcommands (they read run records and artifacts; no server, no model)."""
     from saerl.export import ARM_FILES, DATA_SOURCE, FORMATS
@@ -520,6 +635,10 @@ def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--paths", action="store_true",
                    help="add a column with each stage run's artifact folder (ROOT/STAGE/KEY: its files, e.g. "
                    "evaluate's eval.parquet)")
+    s.add_argument("--json", action="store_true", help="print the run's record as JSON instead, with its outcome "
+                   "(ok, failed, stopped, killed, running) and the stage it ended at")
+    s.add_argument("--check", action="store_true", help=f"exit with how the run ended: {EXIT_OK} ok, {EXIT_FAILED} "
+                   f"failed, {EXIT_NOT_ENDED_OK} stopped or killed, {EXIT_RUNNING} still running")
     s.add_argument("--list", action="store_true", help="list the recent runs instead")
     s.add_argument("--limit", type=_positive_int, default=LIST_LIMIT, help=f"runs listed by --list (default {LIST_LIMIT})")
     s.set_defaults(fn=cmd_status)
@@ -531,7 +650,7 @@ def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
                    "still going keep theirs, the latest complete run (not cut short by --until) of each config name "
                    "keeps its, and the latest failed, stopped or killed run of each config name its unfinished builds "
                    "(resume state); 0 keeps nothing of ended runs")
-    g.add_argument("--min-age-hours", type=float, default=MIN_AGE_HOURS,
+    g.add_argument("--min-age-hours", type=_hours, default=MIN_AGE_HOURS,
                    help=f"keep anything younger, e.g. a running pipeline's (default {MIN_AGE_HOURS:g})")
     g.add_argument("--dry-run", action="store_true", help="list what would go and the bytes freed; delete nothing")
     g.set_defaults(fn=cmd_gc)
@@ -592,41 +711,95 @@ def stdout_closed() -> bool:
         return False
 
 
+def stdout_to_devnull() -> None:
+    """Point standard output at /dev/null (its reader is gone); a standard output that is no file is left be."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # a captured one
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def user_error(err: BaseException, verbose: bool) -> int:
     """Print an error the user can act on as one line, `saerl: error: ...`, saying where its traceback is (exit status
-    2); with -v raise it instead, traceback and all. in: the error, -v; out: the exit status."""
+    EXIT_USAGE); with -v raise it instead, traceback and all. in: the error, -v; out: the exit status."""
     if verbose:
         raise err
     print(f"saerl: error: {err} (saerl -v ... shows its traceback)", file=sys.stderr)
-    return 2
+    return EXIT_USAGE
+
+
+def failed_stage(launch: Launch) -> str:
+    """Where a started run failed, from its record (extra['failed']: '<stage run>: <error>'): 'at <stage run>',
+    'before its record was saved' when there is none to read, '' for an ablation (its children's records say).
+    in: the launch; out: text."""
+    from saerl.runs import FAILED, read_run, run_path
+    from saerl.status import failed_at
+
+    if launch.run_id is None:
+        return ""
+    try:
+        failed = read_run(run_path(launch.root, launch.run_id)).extra.get(FAILED)
+    except (OSError, ValueError):
+        return "before its record was saved"
+    return f"at {failed_at(failed)}" if failed else "at an unrecorded point"
+
+
+def run_failed(err: BaseException, launch: Launch, verbose: bool) -> int:
+    """Say that a run that started failed, and exit with EXIT_FAILED, whatever the error (a stage's ValueError, a
+    full disk's OSError exited 2, as a wrong command line does, and named neither the run nor the stage): a bug's
+    traceback first where Prefect did not print it (every one with -v), then 'saerl: run ID failed at STAGE: error'
+    and the resume hint naming `saerl status ID` (an ablation: 'saerl: the ablation failed: error').
+    in: the error, the launch, -v; out: the exit status."""
+    if verbose or not (isinstance(err, USER_ERRORS) or traceback_logged(err)):
+        traceback.print_exception(err)
+    what = f"{type(err).__name__}: {err}" if not isinstance(err, USER_ERRORS) else str(err)
+    tail = "" if verbose or not isinstance(err, USER_ERRORS) else " (saerl -v ... shows its traceback)"
+    run = f"run {launch.run_id} failed {failed_stage(launch)}" if launch.run_id else "the ablation failed"
+    print(f"saerl: {run}: {what}{tail}", file=sys.stderr)
+    print(resume_hint(launch.run_id), file=sys.stderr, flush=True)
+    return EXIT_FAILED
+
+
+def failed(err: Exception, args: argparse.Namespace) -> int:
+    """main's answer to a command's error: a run that started (:class:`Launch`) failed (:func:`run_failed`); a
+    config error is one line, `saerl: ...`; a read-only command whose reader closed stdout (`saerl report | head`)
+    is done; a user error (USER_ERRORS) is one line (:func:`user_error`); a run that failed before it started (a
+    bug, the server not starting) prints the resume hint before its traceback is raised; anything else is raised.
+    in: the error, the parsed command line; out: the exit status."""
+    runs_stages = getattr(args, "runs_stages", False)
+    launch = getattr(args, "launch", None)
+    if isinstance(launch, Launch) and launch.started:
+        return run_failed(err, launch, args.verbose)
+    if isinstance(err, ConfigError):
+        print(f"saerl: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(err, BrokenPipeError) and not runs_stages and stdout_closed():  # its reader had what it wanted
+        stdout_to_devnull()  # Python's flush at exit then fails silently
+        return EXIT_OK
+    if isinstance(err, USER_ERRORS):  # OSError: a path that cannot be read or written, named in the message; a
+        return user_error(err, args.verbose)  # BrokenPipeError of another pipe (a worker's): the command failed
+    if runs_stages:  # failed another way (a bug, a Dask worker lost for good): what the user can do about the run
+        if traceback_logged(err) and not args.verbose:  # Prefect printed it: once is enough (it came twice)
+            print(f"saerl: {type(err).__name__}: {err}", file=sys.stderr)
+            print(RESUME_HINT, file=sys.stderr, flush=True)
+            return EXIT_FAILED
+        print(RESUME_HINT, file=sys.stderr, flush=True)
+    raise err
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `saerl` console script. The verifier's workers stop when the command ends, however it
-    ends (:func:`saerl.pipeline.stop_verifier`)."""
+    """Entry point of the `saerl` console script; its exit statuses are EXIT_CODES. The verifier's workers stop
+    when the command ends, however it ends (:func:`saerl.pipeline.stop_verifier`)."""
     args = parse_args(argv)
     telemetry_off()  # before any command imports huggingface_hub, which reads its setting once
     _setup_logging(args.verbose)
     try:
         return args.fn(args)
-    except ConfigError as err:
-        print(f"saerl: {err}", file=sys.stderr)
-        return 2
-    except BrokenPipeError as err:
-        if stdout_closed():  # the reader of our output closed it (`saerl report | head`): nothing more to say
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit fails silently
-            return 0
-        return user_error(err, args.verbose)  # another pipe (a worker's, a subprocess's): the command failed
-    except USER_ERRORS as err:  # OSError: a path that cannot be read or written, named in the message
-        return user_error(err, args.verbose)
-    except Exception as err:  # a stage failed another way (a bug, a Dask worker lost for good): its traceback, then
-        if getattr(args, "runs_stages", False):  # what the user can do about the run
-            if traceback_logged(err) and not args.verbose:  # Prefect printed it: once is enough (it came twice)
-                print(f"saerl: {type(err).__name__}: {err}", file=sys.stderr)
-                print(RESUME_HINT, file=sys.stderr, flush=True)
-                return 1
-            print(RESUME_HINT, file=sys.stderr, flush=True)
-        raise
+    except Exception as err:
+        return failed(err, args)
     finally:
         from saerl.pipeline import stop_verifier
 

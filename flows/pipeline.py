@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -156,9 +157,44 @@ def say(message: str, label: str | None = None) -> None:
     """Print a line for the person at the terminal, led by the time (:func:`stamped`; each line by `label` first,
     :func:`labelled`), and send it to the Prefect flow or task run it is said in (its log in the Prefect UI, where
     the flow run's name says whose it is), at INFO, without printing it again (flows.runlog.say_logger). Said
-    outside a Prefect run, it is printed only."""
-    print(stamped(labelled(message, label)), flush=True)
+    outside a Prefect run, it is printed only. Once the reader of standard output has gone, the lines go nowhere
+    and the run goes on (:func:`stdout_gone`)."""
+    try:
+        print(stamped(labelled(message, label)), flush=True)
+    except BrokenPipeError:
+        stdout_gone()
     say_logger().info(message)
+
+
+def stdout_gone() -> None:
+    """Point this process's standard output at /dev/null, once its reader has closed it (`saerl run ... | head -2`),
+    as Python's documentation on SIGPIPE advises, and say so once on stderr. The next stage line raised
+    BrokenPipeError inside the flow: the run failed at that stage, nothing was trained, and saerl exited 0. A run's
+    results live on disk, not in its output: it goes on, its lines still reach the Prefect run's log, and its record
+    says how it ended. A standard output that is no file (captured) is left as it is."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # no file under it: nothing to point elsewhere
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+    log.warning("the reader of standard output has closed it: the run goes on without printing its lines (`saerl "
+                "status` shows them, the Prefect run's log has them)")
+
+
+def announce(root: Path, run_id: str, label: str | None = None) -> None:
+    """Say on stderr, once the run's record is saved, which run this is and how to follow it: a failed or stopped
+    run never printed its id (a successful one only in its last table), so a script could only guess with
+    `latest`, wrong as soon as two runs share a root. One line, led by `label` for a sweep's run; a stderr that is
+    gone is let be. in: artifact root, run id, a sweep run's label."""
+    line = f"saerl: run {run_id} started; `saerl status {run_id} --root {root}` follows it (--json: its record)"
+    try:
+        print(labelled(line, label), file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def prefect_tags() -> dict[str, str]:
@@ -418,13 +454,14 @@ def build_sharded(store: ArtifactStore, args: dict[str, Any], n_shards: int, sta
 
 
 def stop_signal(err: BaseException) -> str | None:
-    """The signal's name when `err` is a person stopping the run (Ctrl-C: KeyboardInterrupt; SIGTERM, which
-    Prefect's flow engine raises as TerminationSignal; followed by WORKER_DIED when it came of that,
-    :func:`worker_lost`), else None (an error)."""
+    """The signal's name when `err` is a person stopping the run (Ctrl-C: KeyboardInterrupt; SIGHUP, which the CLI
+    raises as a KeyboardInterrupt naming it in `signum`, flows.cli.Interrupted; SIGTERM, which Prefect's flow engine
+    raises as TerminationSignal; followed by WORKER_DIED when it came of that, :func:`worker_lost`), else None (an
+    error)."""
     from prefect.exceptions import TerminationSignal
 
     if isinstance(err, KeyboardInterrupt):
-        return signal.Signals.SIGINT.name
+        return signal.Signals(getattr(err, "signum", signal.SIGINT)).name
     if isinstance(err, TerminationSignal):
         try:
             name = signal.Signals(err.signal).name
@@ -631,6 +668,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
             # before the first stage: `saerl gc` keeps what the run will build or reuse; one under way ends first
             with claim(root, lambda: say(f"waiting for a `saerl gc` of {root} to finish", label)):
                 save_run(root, record)
+            announce(root, record.run_id, label)
             for stage, name, ups, variant in stage_runs(cfg, until):
                 if pending and stage != pending[-1]["stage"]:  # a stage's runs read the runs of the one before
                     for run in pending:
@@ -674,11 +712,11 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
     return record.to_json()
 
 
-def named_run(flow_fn: Any) -> tuple[Any, str]:
-    """A pipeline flow (`pipeline_flow`, possibly with options) whose flow run is named after a new run id, and
-    that id, to pass as its `run_id`: Prefect shows the flow run under saerl's id, not a random name.
-    in: the flow; out: (the flow with that name, the run id)."""
-    run_id = new_run_id()
+def named_run(flow_fn: Any, run_id: str | None = None) -> tuple[Any, str]:
+    """A pipeline flow (`pipeline_flow`, possibly with options) whose flow run is named after `run_id` (None: a new
+    run id), and that id, to pass as its `run_id`: Prefect shows the flow run under saerl's id, not a random name.
+    in: the flow, the run id or None; out: (the flow with that name, the run id)."""
+    run_id = run_id or new_run_id()
     return flow_fn.with_options(flow_run_name=run_id), run_id
 
 
@@ -705,14 +743,15 @@ def finished_record(root: Path, config: dict[str, Any], until: str | None, run_i
 
 
 def run_pipeline_flow(flow_fn: Any, config: dict[str, Any], until: str | None = None,
-                      invocation: str | None = None) -> dict[str, Any]:
+                      invocation: str | None = None, run_id: str | None = None) -> dict[str, Any]:
     """Call a pipeline flow (`pipeline_flow`, possibly with options) and return its run record; `invocation`: the
-    command that started it (:func:`pipeline_flow`). The flow run is named after the run's id (:func:`named_run`). Prefect 3 runs
+    command that started it (:func:`pipeline_flow`); `run_id`: the run's id, chosen by the caller (the CLI names it
+    when the run fails), None: a new one. The flow run is named after the run's id (:func:`named_run`). Prefect 3 runs
     task runs on the client, so when the Prefect API dies mid-run every stage still finishes and stores its
     artifact; only reporting the flow run's final state fails. Then, if the record holds every planned stage
     run, warn (the flow run's record in Prefect is incomplete) and return it; any other failure is raised."""
     root = Path(build_config(config).runtime.artifact_root).resolve()
-    named, run_id = named_run(flow_fn)
+    named, run_id = named_run(flow_fn, run_id)
     try:
         return named(config=config, until=until, run_id=run_id, invocation=invocation)
     except orchestration_errors() as err:

@@ -19,6 +19,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +37,9 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost")  # never reached through a proxy (NO
 NO_PROXY_VARS = ("NO_PROXY", "no_proxy")  # both spellings: urllib, httpx and requests read either
 AUTH_USER = "saerl"  # the user part of a local server's auth string ('user:password', HTTP basic auth)
 AUTH_SECRET_BYTES = 32  # random bytes of a local server's password (secrets.token_urlsafe)
+API_CHECK_TIMEOUT_S = 10.0  # how long a given Prefect API (PREFECT_API_URL, runtime.prefect_api_url) has to answer
+API_URL_ENV = "PREFECT_API_URL"  # the environment variable a given Prefect API may come from
+API_URL_FIELD = "runtime.prefect_api_url"  # the config field it may come from
 OTHERS_BITS = 0o007  # a mode's bits for other users: none on PREFECT_HOME and what is in it (a team's group keeps its own)
 
 
@@ -142,6 +146,34 @@ def healthy(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def answers(api_url: str, timeout: float = API_CHECK_TIMEOUT_S) -> bool:
+    """Does a server answer HTTP at a given Prefect API's health URL, asked as Prefect's client asks (through the
+    environment's proxies)? Any status counts (a server that wants credentials answers 401); a refused or timed out
+    connection, or a URL that is none, does not. in: the API URL, seconds to wait; out: bool."""
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout):  # noqa: S310 - the user's URL
+            return True
+    except urllib.error.HTTPError:  # a status: something answers there
+        return True
+    except (OSError, ValueError):  # refused, unreachable, timed out; ValueError: not a URL
+        return False
+
+
+def require_answer(api_url: str, source: str) -> None:
+    """Refuse a given Prefect API that does not answer (:func:`answers`), naming where its URL came from and the
+    fix: a PREFECT_API_URL left in the environment (a CI image's, a shell's) failed the run after 6 s with a
+    117-line traceback ending 'Failed to reach API', after a hint that the run would resume. in: the URL, its
+    source (the variable or config field); raises ConfigError."""
+    from saerl.config import ConfigError, redact
+
+    if answers(api_url):
+        return
+    fix = (f"unset {source} to let saerl start a Prefect server of its own for the run" if source == API_URL_ENV
+           else f"drop {source} to let saerl start a Prefect server of its own for the run")
+    raise ConfigError(f"the Prefect API at {redact(api_url)} (from {source}) does not answer: start that server "
+                      f"(prefect server start), or {fix}")
+
+
 def prefect_executable() -> str:
     """The `prefect` console script of the running interpreter's environment."""
     candidate = Path(sys.executable).parent / "prefect"
@@ -181,8 +213,9 @@ def drain_logs() -> None:
 
 @contextmanager
 def prefect_server(root: Path, api_url: str | None = None, dask_address: str | None = None) -> Iterator[str]:
-    """Make a Prefect API available for the block: the given/`PREFECT_API_URL` one, or a new local server, with a
-    warning when the run's tasks go to an existing Dask cluster (`dask_address`, runtime.dask_address), whose
+    """Make a Prefect API available for the block: the given/`PREFECT_API_URL` one (refused when it does not answer:
+    :func:`require_answer`), or a new local server, with a warning when the run's tasks go to an existing Dask
+    cluster (`dask_address`, runtime.dask_address), whose
     workers cannot use a server on this machine's loopback that ends with the run. The environment it sets
     (prefect_env, PREFECT_API_URL, a local server's PREFECT_API_AUTH_STRING: read by the Dask workers and
     subprocesses the run starts) is as before once the block ends, and so are Prefect's global settings where Prefect
@@ -192,7 +225,10 @@ def prefect_server(root: Path, api_url: str | None = None, dask_address: str | N
     try:
         with _restored_env([*env, "PREFECT_API_URL", "PREFECT_API_AUTH_STRING"]):
             os.environ.update(env)
-            yield from _serve(api_url or os.environ.get("PREFECT_API_URL"), dask_address)
+            given = api_url or os.environ.get(API_URL_ENV)
+            if given:
+                require_answer(given, API_URL_FIELD if api_url else API_URL_ENV)
+            yield from _serve(given, dask_address)
     finally:
         _refresh_prefect()
 

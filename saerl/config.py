@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import reprlib
+import sys
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -843,6 +844,18 @@ class TrackingConfig(Section):
                                 "MLFLOW_HTTP_REQUEST_TIMEOUT for each run, over an inherited value)")
 
 
+PROGRESS_AUTO = "auto"  # runtime.progress's default: bars while stderr is a terminal (RuntimeConfig._progress_auto)
+
+
+def stderr_is_terminal() -> bool:
+    """Is this process's stderr, where progress bars are drawn, a terminal? False where it cannot be told (no
+    stderr, a captured one). out: bool."""
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 class RuntimeConfig(Section):
     """Where and how things run. No stage's key reads these fields; the device type `device` resolves to (cpu or
     cuda) is part of the keys of the stages that load a model (saerl.pipeline.DEVICE_DEPENDENT): it sets their
@@ -860,12 +873,23 @@ class RuntimeConfig(Section):
         "it loaded, on its device, for its next encode shard: a few hundred MB of a GPU for a 16k-feature SAE of a 1.5B "
         "model)")
     prefect_api_url: str | None = Field(None, description="use this Prefect server instead of starting one")
-    progress: bool = Field(True, description="show progress bars")
+    progress: bool = Field(
+        PROGRESS_AUTO, validate_default=True, description="show progress bars: true, false, or auto (the default): "
+        "while stderr is a terminal, so a log file, a pipe or a CI log gets no bar frames; auto is resolved as the "
+        "config is loaded")
     torch_threads: int = Field(
         0, ge=0, description="torch CPU threads per process; 0 = torch's default. Float results are bitwise "
         "reproducible across runs and runners only at an equal thread count (Dask workers default to 1; on the demo "
         "1 and 2 threads gave the same bits). On a 2-core machine where another process keeps a core busy set 1: "
         "torch's 2 threads then wait on each other (a rollout step 1.07 s at 2 threads, 0.47 s at 1)")
+
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _progress_auto(cls, value: Any) -> Any:
+        """'auto' (the default) is whether stderr is a terminal (:func:`stderr_is_terminal`): progress bars went into
+        every `2>log` and CI log by default ('\\r'-joined tqdm frames). Resolved where the config is loaded (the
+        CLI's process; a deployment's worker), so the flow, its tasks and Dask workers get true or false."""
+        return stderr_is_terminal() if value == PROGRESS_AUTO else value
 
     @field_validator("artifact_root")
     @classmethod

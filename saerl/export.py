@@ -28,13 +28,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from saerl.artifacts import TEMP_NAME, ArtifactStore, CorruptArtifact, write_file_atomic
-from saerl.config import CurriculumConfig, TrainConfig
+from saerl.config import CurriculumConfig, TrainConfig, stderr_is_terminal
 from saerl.curriculum import whole_batch_rows
 from saerl.runners import ARM_ORDERS, PROMPTS, VANILLA
 from saerl.runs import RunRecord, load_run, runs_of
@@ -456,6 +458,23 @@ def _new_files(fmt: str, out: Path) -> set[str]:
     return {README, *HF_FILES, *(f["filename"] for f in state.get("_data_files", []))}
 
 
+@contextmanager
+def datasets_bars(show: bool) -> Iterator[None]:
+    """For the block, datasets' progress bars ('Saving the dataset (0/1 shards)') on only when `show` (an export
+    has no runtime.progress: :func:`write_export` passes whether stderr is a terminal, as runtime.progress's auto
+    does); they went into every redirected stderr. Put back as they were after it. in: whether to show them."""
+    from datasets.utils import logging as ds_logging
+
+    before = ds_logging.is_progress_bar_enabled()
+    if not show:
+        ds_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if before and not show:
+            ds_logging.enable_progress_bar()
+
+
 def write_export(frame: pl.DataFrame, fmt: str, out: Path, info: dict[str, Any]) -> list[Path]:
     """Write an ordered frame in one format into `out` (created); returns the files written (for hf, the
     dataset folder itself and its README). The verl/trl files and the README are each written under a temp name
@@ -470,7 +489,8 @@ def write_export(frame: pl.DataFrame, fmt: str, out: Path, info: dict[str, Any])
     if fmt == "hf":
         from datasets import Dataset
 
-        Dataset.from_polars(frame).save_to_disk(str(out))
+        with datasets_bars(stderr_is_terminal()):
+            Dataset.from_polars(frame).save_to_disk(str(out))
         written = [out]
     else:
         table = verl_table(frame, info["data_source"]) if fmt == "verl" else trl_table(frame)

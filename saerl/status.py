@@ -16,6 +16,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from saerl.artifacts import MANIFEST, ArtifactStore, chunk_progress
 from saerl.checkpoints import CURVE_FILE, checkpoint_step, last_checkpoint
@@ -33,6 +34,7 @@ from saerl.runs import (
     load_run,
     ordered_stages,
     read_run,
+    run_path,
     stage_of,
     unfinished,
 )
@@ -269,10 +271,39 @@ def ended(root: Path, record: RunRecord) -> str:
     return unfinished(root, record) or "ok"
 
 
-def run_status(root: Path, run_id: str = "latest", verify: bool = False, paths: bool = False) -> str:
-    """`saerl status RUN`: the formatted status of a run (a unique id prefix, or 'latest'); verify: hash every
-    artifact file instead of checking sizes; paths: a column with each artifact's folder (:func:`format_run`)."""
+def run_status(root: Path, run_id: str | RunRecord = "latest", verify: bool = False, paths: bool = False) -> str:
+    """`saerl status RUN`: the formatted status of a run (a unique id prefix, 'latest', or its record); verify: hash
+    every artifact file instead of checking sizes; paths: a column with each artifact's folder (:func:`format_run`)."""
     return format_run(root, load_run(root, run_id), verify, paths)
+
+
+OUTCOMES = ("ok", "failed", "stopped", "killed", "running", "unfinished")  # how a run ended, for scripts (outcome)
+
+
+def outcome(root: Path, record: RunRecord) -> tuple[str, str | None]:
+    """How a run ended, as one word of OUTCOMES, and the stage run it ended at (None for 'ok' and a run going):
+    what `saerl status --json` and `--check` give a script instead of :func:`ended`'s words. 'unfinished': marked
+    running, and whether its process is alive cannot be told (saerl.runs.unfinished). in: root, record; out:
+    (outcome, stage run or None)."""
+    if failed := record.extra.get(FAILED):
+        return "failed", failed_at(failed)
+    if stopped := record.extra.get(STOPPED):
+        return "stopped", stopped.rpartition(": ")[0]
+    state = unfinished(root, record)
+    if state is None:
+        return "ok", None
+    dying = sorted(record.extra.get(IN_PROGRESS) or {})
+    word = "running" if state == STILL_RUNNING else "killed" if state == KILLED else "unfinished"
+    return word, (", ".join(dying) or None) if word != "running" else None
+
+
+def run_json(root: Path, run_id: str | RunRecord = "latest") -> dict[str, Any]:
+    """`saerl status RUN --json`: the run's record (ROOT/runs/<id>.json, its stage runs' paths under `root`), led by
+    its outcome, the stage run it ended at (:func:`outcome`) and the record file's path. in: root, run id, prefix,
+    'latest' or record; out: a JSON-ready dict."""
+    record = load_run(root, run_id)
+    word, at = outcome(root, record)
+    return {"outcome": word, "ended_at": at, "record_path": str(run_path(root, record.run_id)), **record.to_json()}
 
 
 def list_status(root: Path, limit: int = LIST_LIMIT) -> str:

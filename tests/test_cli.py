@@ -334,9 +334,9 @@ def test_cli_run_end_to_end_twice(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_an_interrupt_stops_the_run_inside_a_stage_and_keeps_what_it_finished(tmp_path, sig):
-    """Ctrl-C or SIGTERM while a stage runs ends `saerl run` there (status 128 + the signal, saying what is kept),
+    """Ctrl-C, SIGTERM or SIGHUP while a stage runs ends `saerl run` there (status 128 + the signal, saying what is kept),
     instead of after the stage: Prefect's thread pool waited for the running stage, and a wait without a timeout
     ran the Ctrl-C handler only once the stage was done. The stage in flight (a pretraining made long here) is
     left unfinished; the run record says where the run stopped."""
@@ -438,7 +438,7 @@ def test_run_takes_root_and_runs_quiet_when_progress_is_off(monkeypatch, tmp_pat
     seen = []
     _no_server(monkeypatch)
     monkeypatch.setattr(flows.pipeline, "run_pipeline_flow",
-                        lambda flow, config, until, invocation=None: seen.append(
+                        lambda flow, config, until, invocation=None, run_id=None: seen.append(
                             (config["runtime"]["artifact_root"], until, _quiet_state())))
     import distributed  # noqa: F401 - its import sets its logger's level (the flow imports it anyway on Dask)
 
@@ -553,7 +553,7 @@ def test_report_on_a_root_it_cannot_write_prints_the_table_and_warns_about_the_d
         writes.append(path)
         raise type(error)(error.errno, error.strerror, str(path.parent))
 
-    monkeypatch.setattr(saerl.report, "load_report", lambda root, run: SimpleNamespace(record=SimpleNamespace(run_id="r1")))
+    monkeypatch.setattr(saerl.report, "load_report", lambda root, run: SimpleNamespace(record=SimpleNamespace(run_id="r1", extra={})))
     monkeypatch.setattr(saerl.report, "format_text", lambda report: "THE TABLE")
     monkeypatch.setattr(saerl.report, "write_html", unwritable)
     assert main(["report", "--root", str(tmp_path)]) == 0
@@ -676,9 +676,9 @@ def test_a_full_disk_a_library_reports_in_its_own_words_gets_the_same_hint(make,
     _no_server(monkeypatch)
     monkeypatch.setattr(flows.pipeline, "run_pipeline_flow", full)
     root = tmp_path / "root"
-    assert main(["run", str(REPO / "configs" / "smoke.yaml"), "--root", str(root)]) == 2
+    assert main(["run", str(REPO / "configs" / "smoke.yaml"), "--root", str(root)]) == 1  # the run started: failed
     err = capsys.readouterr().err
-    assert err.startswith(f"saerl: error: [Errno {code}] {type(error).__name__}: {error}; the run's artifact root {root} has ")
+    assert f": [Errno {code}] {type(error).__name__}: {error}; the run's artifact root {root} has " in err
     assert f"saerl gc --root {root} --dry-run" in err and "rerun the same command" in err
 
 
@@ -732,13 +732,15 @@ def test_a_full_disk_names_the_root_its_free_space_and_that_the_run_resumes(comm
     root = tmp_path / "root"
     argv = [command, str(REPO / "configs" / "smoke.yaml"), "--root", str(root)]
     argv += ["--grid", "curriculum.mix_ratio=0,0.5"] if command == "ablate" else []
-    assert main(argv) == 2
+    assert main(argv) == 1  # the run started, then failed: not a wrong command line's 2
     err = capsys.readouterr().err
     assert "[Errno 28] No space left on device; the run's artifact root" in err and str(root) in err
     assert "GB free now" in err and f"saerl gc --root {root} --dry-run" in err and "rerun the same command" in err
     error = OSError(errno.EACCES, "Permission denied")
-    assert main(argv) == 2
-    assert capsys.readouterr().err.startswith("saerl: error: [Errno 13] Permission denied (saerl -v")
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    lead = "saerl: the ablation failed: " if command == "ablate" else "saerl: run "
+    assert err.startswith(lead) and ": [Errno 13] Permission denied (saerl -v" in err, err
 
 
 def test_tracking_credentials_stay_out_of_the_flows_parameters_and_telemetry_is_off(monkeypatch, tmp_path):
@@ -760,7 +762,7 @@ def test_tracking_credentials_stay_out_of_the_flows_parameters_and_telemetry_is_
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", False)  # restored after
     given = {}
     monkeypatch.setattr(sp, "check_runnable", lambda cfg, until=None: [])
-    monkeypatch.setattr(fp, "run_pipeline_flow", lambda flow, config, until, invocation=None: given.setdefault("config", config))
+    monkeypatch.setattr(fp, "run_pipeline_flow", lambda flow, config, until, invocation=None, run_id=None: given.setdefault("config", config))
     monkeypatch.setattr("flows.server.prefect_server", lambda *a, **k: contextlib.nullcontext("http://x/api"))
     assert cli.main(["run", str(REPO / "configs" / "smoke.yaml"), "tracking.uri=http://alice:S3CRET@127.0.0.1:5000", "--root",
                      str(tmp_path)]) == 0
@@ -776,10 +778,157 @@ def test_a_run_records_the_command_that_started_it(monkeypatch):
     import flows.cli
 
     calls = []
-    monkeypatch.setattr(flows.cli, "run_pipeline", lambda cfg, until=None, invocation=None: calls.append(
+    monkeypatch.setattr(flows.cli, "run_pipeline", lambda cfg, until=None, invocation=None, launch=None: calls.append(
         (until, invocation)))
     argv = ["run", "configs/smoke.yaml", "curriculum.mix_ratio=0.5", "--until", "curriculum",
             "tracking.uri=https://u:pw@mlflow.example/api", "train.seeds=[3]"]
     assert main(argv) == 0
     assert calls == [("curriculum", "saerl run configs/smoke.yaml curriculum.mix_ratio=0.5 --until curriculum "
                                     "tracking.uri=https://***@mlflow.example/api 'train.seeds=[3]'")]
+
+
+def test_a_runs_lines_stop_when_the_reader_of_stdout_goes_and_the_run_goes_on():
+    """`saerl run ... | head -2`: the next stage line raised BrokenPipeError inside the flow, the run failed at that
+    stage (nothing trained) and saerl exited 0. say() now points stdout at /dev/null at the first broken write and
+    says so once on stderr; the run goes on to its end."""
+    script = ("import sys\nfrom flows.pipeline import say\n"
+              "for i in range(3000):\n    say('[stage] computed key=' + 'x' * 200)\n"
+              "print('RUN-WENT-ON', file=sys.stderr)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    assert b"[stage] computed" in proc.stdout.readline()
+    proc.stdout.close()  # what head does after its lines
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and b"RUN-WENT-ON" in err and b"Traceback" not in err, err[-2000:]
+    assert err.count(b"the reader of standard output has closed it") == 1
+
+
+def test_a_closed_stdout_is_success_only_for_a_command_that_runs_no_stage(monkeypatch, tmp_path, capsys):
+    """main returned 0 for any BrokenPipeError once stdout was closed: a run it had killed (`saerl run | head`)
+    exited 0. A read-only command (`saerl report | head`) still does; a run that started exits 1, naming itself."""
+    import types
+
+    import flows.cli as cli
+
+    monkeypatch.setattr(cli, "stdout_closed", lambda: True)
+
+    def broken(args):
+        if args.runs_stages:
+            args.launch = cli.Launch(tmp_path, "20261206-150357-158103-980e", started=True)
+        raise BrokenPipeError(32, "Broken pipe")
+
+    for runs_stages, code in ((False, cli.EXIT_OK), (True, cli.EXIT_FAILED)):
+        monkeypatch.setattr(cli, "parse_args", lambda argv=None, r=runs_stages: types.SimpleNamespace(
+            verbose=False, fn=broken, runs_stages=r))
+        assert cli.main([]) == code
+    err = capsys.readouterr().err
+    assert "saerl: run 20261206-150357-158103-980e failed" in err and "saerl status 20261206-150357-158103-980e" in err
+
+
+def test_a_stage_failing_mid_run_exits_1_naming_the_run_the_stage_and_the_resume(monkeypatch, tmp_path, capsys):
+    """A stage's ValueError or OSError mid-run (a full disk, a permission error) exited 2, as a wrong command line
+    does, with one line naming neither the stage nor the run, and no resume hint. Once a run has started its
+    failure exits 1: 'saerl: run ID failed at STAGE: ...' and the hint naming `saerl status ID`; a wrong config
+    still exits 2 before anything starts."""
+    import flows.pipeline
+    from saerl.runs import FAILED, RunRecord, save_run
+
+    def fails_at_curriculum(flow, config, until, invocation=None, run_id=None):
+        root = Path(config["runtime"]["artifact_root"])
+        save_run(root, RunRecord(name="smoke", run_id=run_id, extra={FAILED: "curriculum: ValueError: injected"}))
+        raise ValueError("injected failure in curriculum")
+
+    _no_server(monkeypatch)
+    monkeypatch.setattr(flows.pipeline, "run_pipeline_flow", fails_at_curriculum)
+    assert main(["run", str(REPO / "configs" / "smoke.yaml"), "--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    (run_id,) = [p.stem for p in (tmp_path / "runs").glob("*.json")]
+    assert f"saerl: run {run_id} failed at curriculum: injected failure in curriculum" in err
+    assert f"`saerl status {run_id}` names the stage" in err and "the same command resumes" in err
+    assert main(["run", str(REPO / "configs" / "smoke.yaml"), "train.max_steps=-5", "--root", str(tmp_path)]) == 2
+
+
+def test_saerl_help_lists_the_exit_statuses(capsys):
+    """No exit status was documented (2 meant both a wrong command line and a stage's failure)."""
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert "exit statuses:" in out and "a run started and failed" in out and "129 SIGHUP" in out
+    assert "status --check" in out
+
+
+def test_a_stale_prefect_api_url_is_one_line_naming_the_variable_and_the_fix(monkeypatch, tmp_path, capsys):
+    """A PREFECT_API_URL left in the environment with no server there failed the run after 6 s with a 117-line
+    traceback ending 'Failed to reach API', after a hint that the run resumes. It is refused before the run starts:
+    one line naming the variable and the fix, exit status 2."""
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # port 9: nothing listens
+    started = time.time()
+    assert main(["run", str(REPO / "configs" / "smoke.yaml"), "--root", str(tmp_path), "--until", "ingest"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "http://127.0.0.1:9/api (from PREFECT_API_URL) does not answer" in err, err
+    assert "unset PREFECT_API_URL" in err and "Traceback" not in err and time.time() - started < 60
+    monkeypatch.delenv("PREFECT_API_URL")
+    argv = ["run", str(REPO / "configs" / "smoke.yaml"), "--root", str(tmp_path), "runtime.prefect_api_url=http://127.0.0.1:9/api"]
+    assert main(argv) == 2
+    assert "(from runtime.prefect_api_url) does not answer" in capsys.readouterr().err
+
+
+def test_sighup_stops_a_run_as_ctrl_c_does(monkeypatch):
+    """A closed terminal or ssh session (SIGHUP) ended a run at once by the signal, no 'stopped' line, and its record
+    read 'killed'. During a run SIGHUP is raised as an interrupt naming it, which the flow records as stopped by
+    SIGHUP, and the process ends with 129."""
+    import flows.cli as cli
+    from flows.pipeline import stop_signal
+
+    seen: list[int] = []
+    monkeypatch.setattr(cli, "stop_now", seen.append)
+    before = signal.signal(signal.SIGHUP, lambda *a: seen.append(-1))  # without the fix: this one, not a dead pytest
+    try:
+        with cli.stop_on_interrupt():
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.5)
+        assert seen == [signal.SIGHUP]
+        assert signal.getsignal(signal.SIGHUP) is not None and seen == [signal.SIGHUP], "the handler before is back"
+    finally:
+        signal.signal(signal.SIGHUP, before)
+    assert stop_signal(cli.Interrupted(signal.SIGHUP)) == "SIGHUP" and stop_signal(KeyboardInterrupt()) == "SIGINT"
+    assert cli.EXIT_SIGNAL_BASE + signal.SIGHUP == 129
+
+
+@pytest.mark.parametrize("hours", ["nan", "-5", "NaN", "x"])
+def test_gc_refuses_a_min_age_that_is_no_age(hours, capsys):
+    """`gc --min-age-hours nan` turned the age guard off (and missed the cache records), -5 kept nothing young."""
+    with pytest.raises(SystemExit):
+        parse_args(["gc", "--dry-run", "--min-age-hours", hours])
+    assert "--min-age-hours" in capsys.readouterr().err
+    assert parse_args(["gc", "--min-age-hours", "inf"]).min_age_hours == float("inf")
+
+
+def test_progress_bars_follow_whether_stderr_is_a_terminal(monkeypatch):
+    """runtime.progress defaulted to true: '\\r' tqdm frames went into every `2>log` and CI log (demo.yaml, the
+    Qwen config). Its default, auto, is whether stderr is a terminal; true and false are kept."""
+    import io
+
+    from saerl.config import RuntimeConfig, load_config
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream, shown in ((io.StringIO(), False), (Tty(), True)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        assert RuntimeConfig().progress is shown and RuntimeConfig(progress="auto").progress is shown
+        assert load_config(REPO / "configs" / "demo.yaml", []).runtime.progress is shown
+        assert RuntimeConfig(progress=True).progress is True and RuntimeConfig(progress=False).progress is False
+
+
+def test_a_report_of_a_run_that_did_not_finish_says_so_on_stderr_and_exits_0(tmp_path, capsys):
+    """`saerl report` of a failed or killed run printed 'the run did not finish' inside its table only, exit 0, so
+    a script reading its output could take it for a result. It says so on stderr too, naming `status --check`
+    (the report of what the run computed is what was asked: exit 0)."""
+    from saerl.runs import FAILED, RunRecord, save_run
+
+    save_run(tmp_path, RunRecord(name="smoke", run_id="20260101-000000-aaaaaa", extra={FAILED: "curriculum: x"}))
+    assert main(["report", "--root", str(tmp_path), "--html", str(tmp_path / "r.html")]) == 0
+    err = capsys.readouterr().err
+    assert "saerl: run 20260101-000000-aaaaaa did not finish (failed at curriculum)" in err
+    assert "saerl status 20260101-000000-aaaaaa --check" in err

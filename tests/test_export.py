@@ -463,3 +463,24 @@ def test_every_format_exports_the_ramp(run, tmp_path):
     assert pl.read_parquet(tmp_path / "verl" / TABLE)["extra_info"].struct.field("ramp").to_list() == expected
     export_run(root, "latest", "trl", tmp_path / "vanilla", arm="vanilla")
     assert set(pl.read_parquet(tmp_path / "vanilla" / TABLE)["ramp"]) == {0}
+
+
+def test_an_hf_export_draws_no_progress_bar_into_a_stderr_that_is_no_terminal(run, tmp_path, monkeypatch):
+    """`saerl export --format hf` wrote 'Saving the dataset (0/1 shards)' frames into a redirected stderr, whatever
+    it was: datasets' bars are off while it saves unless stderr is a terminal, and as they were after."""
+    import datasets
+    from datasets.utils import logging as ds_logging
+
+    import saerl.export as ex
+
+    root, _ = run
+    seen: list[bool] = []
+    save = datasets.Dataset.save_to_disk
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk",
+                        lambda self, *a, **k: (seen.append(ds_logging.is_progress_bar_enabled()), save(self, *a, **k))[1])
+    ds_logging.enable_progress_bar()
+    for terminal in (False, True):
+        monkeypatch.setattr(ex, "stderr_is_terminal", lambda t=terminal: t)
+        export_run(root, "latest", "hf", tmp_path / f"hf{terminal}")
+        assert ds_logging.is_progress_bar_enabled(), "as they were after"
+    assert seen == [False, True]

@@ -794,3 +794,18 @@ def test_a_stage_run_is_in_progress_in_its_record_and_mlflow_from_its_start_and_
                                "tags.`saerl.stage_run` = 'train:saerl:0'")
     assert [(r.info.run_id, r.info.status, r.data.tags["saerl.status"]) for r in ended] == [
         (at_submit["train:saerl:0"][3][0], "FINISHED", "computed")]
+
+
+def test_a_run_says_its_id_on_stderr_as_it_starts(tmp_path, monkeypatch, capsys):
+    """The run id showed once, in the last table of a run that succeeded: a failed or stopped run never printed it,
+    and a script guessed with `latest`, wrong once two runs share a root. The flow says it on stderr as soon as the
+    run's record is saved, with the `saerl status` command that follows it."""
+    import flows.pipeline as fp
+
+    _fake_stages(monkeypatch)
+    monkeypatch.setattr(fp, "say", lambda message, label=None: None)
+    cfg = load_config(SMOKE, [f"runtime.artifact_root={tmp_path}", "tracking.enabled=false"])
+    run_id = "20260101-000000-000000-abcd"
+    fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="testbed", run_id=run_id)
+    err = capsys.readouterr().err
+    assert f"saerl: run {run_id} started; `saerl status {run_id} --root {tmp_path.resolve()}` follows it" in err

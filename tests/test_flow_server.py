@@ -149,6 +149,7 @@ def test_a_local_server_for_an_existing_dask_cluster_is_warned(tmp_path, monkeyp
 
     monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"})  # restored after
     monkeypatch.setattr(server, "_settings", lambda url: __import__("contextlib").nullcontext())
+    monkeypatch.setattr(server, "answers", lambda url: True)  # no server there: said to answer
     with caplog.at_level("WARNING", logger="saerl.server"):
         with server.prefect_server(tmp_path, "http://10.0.0.5:4200/api", "tcp://10.0.0.5:8786"):
             pass
@@ -170,6 +171,7 @@ def test_the_environment_is_as_before_once_the_block_ends(tmp_path, monkeypatch)
     monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k not in unset}
                         | {"PREFECT_HOME": "/before/home"})  # restored after
     monkeypatch.setattr(server, "_settings", lambda url: __import__("contextlib").nullcontext())
+    monkeypatch.setattr(server, "answers", lambda url: True)  # no server there: said to answer
     with server.prefect_server(tmp_path, "http://10.0.0.5:4200/api"):
         assert os.environ["PREFECT_API_URL"] == "http://10.0.0.5:4200/api"
         assert os.environ["PREFECT_HOME"] == str(tmp_path.resolve() / "prefect")
@@ -190,7 +192,9 @@ import os, sys
 from pathlib import Path
 os.environ.pop("PREFECT_API_URL", None)
 os.environ["PREFECT_HOME"] = {str(tmp_path / "mine")!r}
+import flows.server
 from flows.server import prefect_server
+flows.server.answers = lambda url: True  # no server there: said to answer
 assert "prefect" not in sys.modules
 with prefect_server(Path({str(tmp_path / "root")!r}), api_url="http://127.0.0.1:9/api"):
     from prefect.settings import get_current_settings

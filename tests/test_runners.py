@@ -1052,7 +1052,7 @@ def test_compute_evaluate_writes_the_failures_and_the_target_into_its_table_and_
     inputs["ingest"] = ArtifactRef("ingest", "i", str(tmp_path / "ingest"))
     out = tmp_path / "evaluate"
     (out / "plots").mkdir(parents=True)
-    cfg = load_config(None, ["eval.base_policy=false", "eval.steps_bootstrap=50"])
+    cfg = load_config(None, ["eval.base_policy=false", "eval.steps_bootstrap=50", "runtime.progress=true"])
     for arm in ("saerl", "vanilla"):  # each trained policy's held-out evaluation, the artifacts evaluate compares
         folder = tmp_path / f"heldout-{arm}"
         folder.mkdir()

@@ -154,7 +154,7 @@ REVIEWED = {'sources': {'activation_store': '8eb418a6e6b6398a9267219d7fafb943c17
              'answers': 'ef2788a8f4384049782b3749a87aebd41143ae3aaa982757abea5e7db0aa8874',
              'artifacts': 'd723e1e1f6262609e0aa4592ed4f660e3941a5ca76d5f9becba548ac64f8ade8',
              'checkpoints': '952f79e64b79843ac68dbcadba37746f0a7acd59624ec4a7649cda605260b1ad',
-             'config': '6de14a621df3d3b7796c749614e09eecc7998af2500c9bde75afcde6e36a3bfa',
+             'config': 'd8645f8fa45a3746ee9eaa34f5b99a9880fb2e0c13ef99af4f2a254570200d4b',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
              'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
              'data': '769713f4b742be5bfdf4cee1ef1f9c75c8dd4e94078d7e8282d2f89958ed1584',

@@ -480,3 +480,33 @@ def test_durations_and_clock_times_read_as_a_person_reads_them():
     noon = time.mktime((2026, 1, 2, 12, 0, 0, 0, 0, -1))
     assert format_clock(noon - 3600, now=noon) == "11:00:00"
     assert format_clock(noon - 86400, now=noon) == format_time(noon - 86400), "another day: its date too"
+
+
+def test_status_check_exits_with_how_the_run_ended_and_json_prints_its_record(tmp_path, capsys):
+    """`saerl status` and `report` exited 0 on a failed or killed run: a cron check had to grep text, and
+    `status --list` was awkward to parse. --check's exit status says how the run ended (0 ok, 1 failed, 3 stopped or
+    killed, 4 still running); --json prints the record with its outcome and the stage it ended at."""
+    import json
+
+    from saerl.runs import FAILED, RUNNING, STOPPED, live_lock, run_path
+
+    rec = RunRecord(name="demo", run_id="20260101-000000-aaaaaa")
+    root = str(tmp_path)
+    cases = [({}, 0, "ok", None), ({FAILED: "train:vanilla:1: RuntimeError: CUDA error"}, 1, "failed", "train:vanilla:1"),
+             ({STOPPED: "train:saerl:0: SIGHUP"}, 3, "stopped", "train:saerl:0")]
+    for extra, code, outcome, at in cases:
+        rec.extra = dict(extra)
+        save_run(tmp_path, rec)
+        assert main(["status", "--root", root, "--check"]) == code, outcome
+        capsys.readouterr()
+        assert main(["status", rec.run_id[:8], "--root", root, "--json"]) == 0, "without --check: 0"
+        shown = json.loads(capsys.readouterr().out)
+        assert (shown["outcome"], shown["ended_at"], shown["run_id"]) == (outcome, at, rec.run_id)
+        assert shown["record_path"] == str(run_path(tmp_path, rec.run_id))
+    rec.extra = {RUNNING: True, "in_progress": {"extract": {"started": 0.0, "key": "k"}}}
+    save_run(tmp_path, rec)
+    with live_lock(tmp_path, rec.run_id):
+        assert main(["status", "--root", root, "--check"]) == 4
+    assert main(["status", "--root", root, "--check"]) == 3, "its process gone: killed"
+    assert main(["status", "--root", root, "--list", "--json"]) == 2, "--json reads one run"
+
