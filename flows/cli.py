@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from saerl.config import SHIPPED_CONFIGS, ConfigError, PipelineConfig, load_config, refuse_rewrites
 from saerl.privacy import credentials_to_env, telemetry_off, without_uri_credentials
@@ -516,19 +516,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_command(sub: Any, name: str, **kw: Any) -> argparse.ArgumentParser:
+    """A subcommand's parser in `sub` (build_parser's subparsers): -v accepted after the subcommand too (`saerl run
+    CONFIG -v` was 'unrecognized arguments'; its default SUPPRESS leaves the top level's value when not given), and no
+    abbreviated options (`saerl run --roo X` was read as --root: a script's typo, or a later option sharing the
+    prefix, changed what ran). in: subparsers, name, add_parser's keywords; out: the parser."""
+    verbose = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    return sub.add_parser(name, parents=[verbose], allow_abbrev=False, **kw)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     p = argparse.ArgumentParser(prog="saerl", description="SAE-guided data engineering for RL post-training.",
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES)
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES,
+                                allow_abbrev=False)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="run the pipeline on the embedded default (configs/demo.yaml)")
+    d = add_command(sub, "demo", help="run the pipeline on the embedded default (configs/demo.yaml)")
     d.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     d.add_argument("--root", help="artifact root (default: runtime.artifact_root of the demo config)")
     d.set_defaults(fn=cmd_demo, runs_stages=True)
 
-    r = sub.add_parser("run", help="run the pipeline for a config file",
+    r = add_command(sub, "run", help="run the pipeline for a config file",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RUN_EPILOG)
     r.add_argument("config", help="YAML config, e.g. configs/demo.yaml")
     r.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
@@ -536,8 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--root", help="artifact root (default: runtime.artifact_root of the config)")
     r.set_defaults(fn=cmd_run, runs_stages=True)
 
-    a = sub.add_parser(
-        "ablate", help="run a grid of settings as child runs of one ablation flow; ends in a table",
+    a = add_command(
+        sub, "ablate", help="run a grid of settings as child runs of one ablation flow; ends in a table",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run the pipeline once per setting of the cartesian product of the --grid values, as child\n"
         "flow runs of one Prefect flow, then print per setting and arm the greedy held-out accuracy and\n"
@@ -557,7 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "under ROOT/sweeps/")
     a.set_defaults(fn=cmd_ablate, late_overrides=[], runs_stages=True)
 
-    i = sub.add_parser("ingest", help="check a data set: kept/rejected summary and both tables")
+    i = add_command(sub, "ingest", help="check a data set: kept/rejected summary and both tables")
     i.add_argument("file", help="jsonl / parquet / csv file or HF save_to_disk folder")
     i.add_argument("--prompt", required=True, help="prompt field, or a template like '{body} {question}' (a nested "
                    "field as a dotted path: extra_info.question; a chat message list is read as its user message)")
@@ -572,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", default="ingest-out", help="output folder (default ./ingest-out)")
     i.set_defaults(fn=cmd_ingest)
 
-    rp = sub.add_parser("report", help="a run's comparison table and an HTML report, from its artifacts")
+    rp = add_command(sub, "report", help="a run's comparison table and an HTML report, from its artifacts")
     rp.add_argument("run", nargs="?", default="latest", help="run id or a unique prefix (default: latest)")
     rp.add_argument("--root", help="artifact root (default: .saerl)")
     rp.add_argument("--html", help="HTML report path (default: ROOT/reports/RUN.html)")
@@ -626,7 +637,7 @@ def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
     from saerl.gc import KEEP_RUNS, MIN_AGE_HOURS
     from saerl.status import LIST_LIMIT
 
-    s = sub.add_parser("status", help="what a run computed or reused and why, per stage run; --list: recent runs")
+    s = add_command(sub, "status", help="what a run computed or reused and why, per stage run; --list: recent runs")
     s.add_argument("run", nargs="?", default="latest", help="run id or a unique prefix (default: latest)")
     s.add_argument("--root", help="artifact root (default: .saerl)")
     s.add_argument("--verify", action="store_true",
@@ -643,7 +654,7 @@ def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--limit", type=_positive_int, default=LIST_LIMIT, help=f"runs listed by --list (default {LIST_LIMIT})")
     s.set_defaults(fn=cmd_status)
 
-    g = sub.add_parser("gc", help="remove artifacts that none of the recent runs references")
+    g = add_command(sub, "gc", help="remove artifacts that none of the recent runs references")
     g.add_argument("--root", help="artifact root (default: .saerl)")
     g.add_argument("--keep-runs", type=_count, default=KEEP_RUNS,
                    help=f"keep every artifact of this many newest ended runs (default {KEEP_RUNS}); besides, runs "
@@ -655,7 +666,7 @@ def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--dry-run", action="store_true", help="list what would go and the bytes freed; delete nothing")
     g.set_defaults(fn=cmd_gc)
 
-    e = sub.add_parser("export", help="a run's curriculum with its prompts for HF datasets, verl or trl")
+    e = add_command(sub, "export", help="a run's curriculum with its prompts for HF datasets, verl or trl")
     e.add_argument("run", help="run id or a unique prefix, or 'latest'")
     e.add_argument("--format", required=True, choices=FORMATS, help="hf: save_to_disk folder; verl/trl: "
                    "parquet + sampler module + README")

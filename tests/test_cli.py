@@ -932,3 +932,16 @@ def test_a_report_of_a_run_that_did_not_finish_says_so_on_stderr_and_exits_0(tmp
     err = capsys.readouterr().err
     assert "saerl: run 20260101-000000-aaaaaa did not finish (failed at curriculum)" in err
     assert "saerl status 20260101-000000-aaaaaa --check" in err
+
+
+def test_verbose_after_the_subcommand_and_no_abbreviated_options(capsys):
+    """-v is taken after the subcommand as before it ('saerl run CONFIG -v' was 'unrecognized arguments'), and an
+    abbreviated option is an error, not the option it begins (--roo was read as --root)."""
+    assert parse_args(["status", "-v"]).verbose and parse_args(["-v", "status"]).verbose
+    assert not parse_args(["status"]).verbose
+    assert parse_args(["run", "c.yaml", "a.b=1", "-v"]).verbose
+    for argv in (["status", "--roo", "/x"], ["run", "c.yaml", "--unt", "score"]):
+        with pytest.raises(SystemExit) as err:
+            parse_args(argv)
+        assert err.value.code == 2
+        assert argv[-2] in capsys.readouterr().err
