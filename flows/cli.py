@@ -142,12 +142,15 @@ def _setup_logging(verbose: bool) -> None:
 def stop_now(signum: int) -> None:
     """End the process at once on an interrupt, saying what is kept: the stages' threads are not waited for (a
     stage stops where it is; its finished chunks and every finished artifact stay, and the same command resumes);
-    the local Prefect server is sent SIGTERM (flows.server.stop_servers; on Linux it also stops with its parent,
-    flows.server.LAUNCHER). Exit status 128 + the signal's number, as a shell reports a process a signal ended.
-    in: the signal's number."""
+    the local Prefect server and a training run's torchrun (train.num_processes > 1) are sent SIGTERM
+    (flows.server.stop_servers, saerl.distributed.stop_training; on Linux they also stop with their parent, their
+    launcher's die_with_parent; without prctl, macOS, only this stops them). Exit status 128 + the signal's number,
+    as a shell reports a process a signal ended. in: the signal's number."""
     from flows.server import stop_servers
+    from saerl.distributed import stop_training
 
     stop_servers()
+    stop_training()
     try:  # a closed terminal (SIGHUP) takes stderr and stdout with it: the exit status still says why
         print(f"\nsaerl: stopped by {signal.Signals(signum).name}: finished stages and chunks are kept; run the same "
               "command again to resume", file=sys.stderr, flush=True)

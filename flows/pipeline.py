@@ -27,7 +27,6 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.runlog import say_logger, send_saerl_lines
-from flows.server import die_with_parent
 from saerl.artifacts import (
     ArtifactRef,
     ArtifactStore,
@@ -49,6 +48,7 @@ from saerl.config import (
     redacted,
     runs_outside_code,
 )
+from saerl.distributed import die_with_parent
 from saerl.gc import claim
 from saerl.pipeline import (
     SHARDED,
@@ -900,7 +900,7 @@ def worker_lost(signum: int, frame: Any) -> None:
 def stopped_with_worker() -> Iterator[None]:
     """For the block (a deployment entry point's body): when the process was started by a Prefect worker for this
     flow run (:func:`started_by_worker`) on Linux, the run stops when that worker dies, even by SIGKILL
-    (:func:`worker_lost`, on the WORKER_LOST the kernel then sends: flows.server.die_with_parent); also when it had
+    (:func:`worker_lost`, on the WORKER_LOST the kernel then sends: saerl.distributed.die_with_parent); also when it had
     died before the block. Prefect's process worker leaves a flow run's process running when it dies: it trained on
     with no one to cancel it, then failed at its next log line. Elsewhere (a flow called in-process: `saerl run`, a
     test; not Linux) the block runs as it is; after it, neither the signal nor its handler stays."""

@@ -10,7 +10,6 @@ without any HTTP proxy. It stops when the block ends, and on Linux also when the
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import secrets
@@ -26,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from saerl.artifacts import file_lock
-from saerl.distributed import die_with_parent  # LAUNCHER's first lines (flows.pipeline imports it from here)
+from saerl.distributed import launcher
 
 log = logging.getLogger("saerl.server")
 STARTUP_TIMEOUT_S = 90.0
@@ -43,21 +42,14 @@ API_URL_FIELD = "runtime.prefect_api_url"  # the config field it may come from
 OTHERS_BITS = 0o007  # a mode's bits for other users: none on PREFECT_HOME and what is in it (a team's group keeps its own)
 
 
-# Runs in the server's process, then becomes `prefect server start` (exec keeps the pid): on Linux it asks the kernel
-# for SIGTERM when the process that started it dies (die_with_parent), since a run killed by SIGTERM or SIGKILL never
-# reaches the `finally` that stops the server (started in a session of its own, it would outlive the run); a starter
-# already gone means exit at once. Without prctl (not Linux) only that `finally`, or stop_servers on Ctrl-C or SIGTERM
-# (the CLI ends then without it), stops the server. Its umask gives other users nothing (OTHERS_BITS) of what the
-# server writes: prefect.db holds every flow run's parameters (a database tracking URI's password among them).
-# argv: the starter's pid, then the server command.
-LAUNCHER = f"""import os, signal, sys
-{inspect.getsource(die_with_parent)}
-die_with_parent(signal.SIGTERM)
-if os.getppid() != int(sys.argv[1]):
-    sys.exit(0)
-os.umask(os.umask(0) | {OTHERS_BITS:#o})
-os.execvp(sys.argv[2], sys.argv[2:])
-"""
+# Runs in the server's process, then becomes `prefect server start` (saerl.distributed.launcher): on Linux it asks
+# the kernel for SIGTERM when the process that started it dies (die_with_parent), since a run killed by SIGTERM or
+# SIGKILL never reaches the `finally` that stops the server (started in a session of its own, it would outlive the
+# run); a starter already gone means exit at once (status 0). Without prctl (not Linux) only that `finally`, or
+# stop_servers on Ctrl-C or SIGTERM (the CLI ends then without it), stops the server. Its umask gives other users
+# nothing (OTHERS_BITS) of what the server writes: prefect.db holds every flow run's parameters (a database tracking
+# URI's password among them). argv: the starter's pid, then the server command.
+LAUNCHER = launcher(orphan_status=0, umask_bits=OTHERS_BITS)
 
 
 # the local servers this process started and has not stopped yet (_serve): stop_servers ends them where the process

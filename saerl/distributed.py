@@ -5,9 +5,12 @@ gloo on a CPU, nccl with one GPU per process), and the stage's own process waits
 The stage's process writes what the run needs into a folder (:func:`write_spec`); every rank reads it and runs
 :func:`saerl.rl.train_grpo`; rank 0 alone writes the policy, the checkpoints' own files and the run's result
 (``result.json``), and appends each step's metrics to ``steps.jsonl``, which the stage's process hands to its step sink
-as they arrive (:func:`saerl.rl.step_sink`: the stage run's MLflow run). The ranks' output goes to the stage's stderr;
-a rank that fails leaves its error in ``error-<rank>.json``, and the stage's process raises it with the output's tail.
-This module's top level imports nothing heavy: flows/server.py imports :func:`die_with_parent` from it.
+as they arrive (:func:`saerl.rl.step_sink`: the stage run's MLflow run), and its saerl log records to ``log.jsonl``,
+which the stage's process logs again through the same loggers (so a Prefect run's log has them, as with one process).
+The ranks' other output goes to the stage's stderr; a rank that fails leaves its error in ``error-<rank>.json``, and
+the stage's process raises it with the output's tail. The torchruns this process started and has not seen end are
+kept (:func:`stop_training` ends them where the CLI stops at once). This module's top level imports nothing heavy:
+flows/server.py imports :func:`launcher` from it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from saerl.answers import BOXED
+
 log = logging.getLogger("saerl.distributed")
 
 WORKER = "saerl.distributed"  # the module torchrun runs in each process
@@ -35,6 +40,9 @@ PROMPTS = "prompts.parquet"
 SETS = "sets"  # the in-training held-out sets, <i>.parquet in the spec's order
 RESULT = "result.json"  # rank 0's return value of train_grpo
 STEPS = "steps.jsonl"  # rank 0's step sink: one {"step", "values"} line per point, as measured
+LOGS = "log.jsonl"  # rank 0's saerl log records: one RECORD_FIELDS line per record, as logged
+RECORD_FIELDS = ("name", "levelno", "levelname", "msg", "created", "msecs", "exc_text")  # a record's, as re-logged
+SAERL_LOGGER = "saerl"  # the logger whose records (its children's) rank 0 writes to LOGS
 ERROR = "error-{rank}.json"  # a failed rank's error: {"rank", "type", "message"}
 POLL_S = 0.5  # how often the stage's process reads new step points while the ranks train
 TAIL_CHARS = 6000  # how much of the ranks' output a failure quotes
@@ -60,17 +68,36 @@ def die_with_parent(signum: int) -> bool:
         return False
 
 
-# Runs first in torchrun's process, then becomes torchrun (exec keeps the pid): on Linux the kernel sends it SIGTERM
-# when the stage's process dies (a run stopped by Ctrl-C ends with os._exit, one killed by SIGKILL runs no `finally`),
-# and torchrun stops its ranks on SIGTERM; a starter already gone means exit at once. argv: the starter's pid, then
-# the command.
-LAUNCHER = f"""import os, signal, sys
-{inspect.getsource(die_with_parent)}
-die_with_parent(signal.SIGTERM)
-if os.getppid() != int(sys.argv[1]):
-    sys.exit(1)
-os.execvp(sys.argv[2], sys.argv[2:])
-"""
+def launcher(orphan_status: int = 1, umask_bits: int | None = None) -> str:
+    """The source of a `python -c` launcher that runs first in a child's process, then becomes the command (exec
+    keeps the pid): it asks for SIGTERM when the process that started it dies (:func:`die_with_parent`: on Linux; a
+    run stopped by Ctrl-C ends with os._exit, one killed by SIGKILL runs no `finally`), exits at once with
+    `orphan_status` where that starter is already gone, and with `umask_bits` adds them to its umask (what the
+    command writes keeps them off). Its argv: the starter's pid, then the command. Used for torchrun
+    (:data:`LAUNCHER`) and the local Prefect server (flows/server.py). in: exit status, umask bits or None; out: the
+    source."""
+    umask = "" if umask_bits is None else f"os.umask(os.umask(0) | {umask_bits:#o})\n"
+    return (f"import os, signal, sys\n{inspect.getsource(die_with_parent)}\ndie_with_parent(signal.SIGTERM)\n"
+            f"if os.getppid() != int(sys.argv[1]):\n    sys.exit({orphan_status})\n{umask}"
+            "os.execvp(sys.argv[2], sys.argv[2:])\n")
+
+
+# torchrun's launcher (:func:`launcher`): torchrun stops its ranks on the SIGTERM it gets when the stage's process dies
+LAUNCHER = launcher()
+# the torchruns this process started (train_in_processes) and has not seen end: stop_training ends them where the
+# process ends without reaching train_in_processes' `finally` (flows.cli.stop_now: os._exit), which without prctl
+# (macOS: no parent-death signal) left torchrun and its ranks training after the CLI had gone
+_RUNNING: set[subprocess.Popen[bytes]] = set()
+
+
+def stop_training() -> None:
+    """Send SIGTERM to every torchrun this process started and has not seen end (torchrun stops its ranks on it),
+    without waiting: the CLI calls it as it ends at once on Ctrl-C or SIGTERM (flows.cli.stop_now). in/out: nothing."""
+    for proc in list(_RUNNING):
+        try:
+            proc.terminate()
+        except OSError:  # already gone
+            pass
 
 
 def torchrun_command(processes: int, folder: Path, python: str = sys.executable) -> list[str]:
@@ -106,6 +133,26 @@ def check_processes(processes: int, device: str, algorithm: str = "grpo") -> Non
                              f"train.num_processes={max(seen, 1)} or make {processes} GPUs visible")
 
 
+def shared_gpus_problem(processes: int, device: str, task_runner: str, dask_address: str | None) -> str | None:
+    """Why several processes per run cannot train under Dask here (None where they can): the train stage's runs run at
+    once there (flows.pipeline.PARALLEL_STAGES), and each run's torchrun puts its ranks on the first N GPUs the
+    machine shows, so the runs on one machine would share the same cards. Allowed on a CPU device (runtime.device=cpu,
+    or 'auto' with no GPU here and no dask_address): the runs share the cores only. 'auto' with a dask_address counts as
+    a GPU (the workers' devices are not known here). in: train.num_processes, runtime.device, runtime.task_runner,
+    runtime.dask_address; out: one line naming the fix, or None."""
+    from saerl.config import device_type
+
+    if processes == 1 or (task_runner != "dask" and not dask_address):
+        return None
+    if device == "cpu" or (device == "auto" and not dask_address and device_type(device) == "cpu"):
+        return None
+    where = f"runtime.dask_address={dask_address}" if dask_address else "runtime.task_runner=dask"
+    return (f"train.num_processes={processes} with {where} on runtime.device={device}: Dask runs the training runs "
+            f"at once and each run's {processes} processes take the first {processes} GPUs of their machine, so the "
+            "runs would share them; set runtime.task_runner=local (the runs take the GPUs one after another), or "
+            "train.num_processes=1 (one run per Dask worker, each worker with its own GPU), or runtime.device=cpu")
+
+
 def write_spec(folder: Path, args: dict[str, Any], prompts: Any, eval_sets: dict[str, Any]) -> None:
     """Write one run's arguments into `folder` (made afresh): `args` (JSON values: configs as their dicts) as SPEC,
     the prompts and each held-out set as parquet. in: the folder, the arguments, the prompts frame, {set: frame}."""
@@ -133,6 +180,36 @@ def read_spec(folder: Path) -> dict[str, Any]:
     return {**spec, "prompts": pl.read_parquet(folder / PROMPTS), "eval_sets": sets}
 
 
+def reward_name(reward: Any) -> str:
+    """An extra reward as the ranks import it (:func:`imported`): a 'package.module:function' path as it is, a
+    function by its module and name; one the ranks cannot import by name (a lambda, a function defined inside
+    another, a method, one of a script run as __main__) is refused, naming the form. in: a path or a function; out: the path."""
+    if isinstance(reward, str):
+        return reward
+    module, name = getattr(reward, "__module__", None), getattr(reward, "__qualname__", "")
+    if not module or module == "__main__" or not name or "<" in name or "." in name:
+        raise ValueError(f"extra reward {reward!r} cannot cross into the training processes (train.num_processes > 1): "
+                         "they import each one by name, so give a function defined at the top of an importable module, "
+                         "or its path 'package.module:function'")
+    return f"{module}:{name}"
+
+
+def rank_env(processes: int, device: str, cpus: int | None = None) -> dict[str, str]:
+    """The ranks' environment: this one, with this saerl first on PYTHONPATH (the ranks import it, whatever their
+    working folder), and on a CPU device OMP_NUM_THREADS at the cores / `processes` each (torchrun sets 1 where it is
+    unset, so 2 ranks on a 32-core box used 2 threads where one process used them all); an OMP_NUM_THREADS set here is
+    kept. in: train.num_processes, runtime.device, the cores (None: those this process may run on); out: the
+    environment."""
+    from saerl.config import device_type
+
+    here = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    if "OMP_NUM_THREADS" not in env and device_type(device) == "cpu":
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # not on macOS
+        env["OMP_NUM_THREADS"] = str(max(1, (cpus or usable or 1) // processes))
+    return env
+
+
 def imported(name: str) -> Any:
     """The object a 'package.module:name' path names (an extra reward function crosses into the ranks by its
     path). in: the path; out: the object."""
@@ -154,17 +231,74 @@ class FileSink:
             f.write(json.dumps({"step": step, "values": values}) + "\n")
 
 
-def forward_steps(path: Path, done: int, sink: Any) -> int:
-    """Hand the points of `path` after its first `done` complete lines to `sink` (None: read them only); a line not
-    ended yet waits for the next call. in: the STEPS file, lines already handed, the sink; out: lines handed now."""
+class RecordFile(logging.Handler):
+    """A logging handler that appends each record (:data:`RECORD_FIELDS`, its message formatted, a traceback as
+    text) to a JSON-lines file, flushed at once, for the stage's process to log again (:func:`forward_logs`).
+    in: the file."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            exc_text = logging.Formatter().formatException(record.exc_info) if record.exc_info else record.exc_text
+            fields = {"name": record.name, "levelno": record.levelno, "levelname": record.levelname,
+                      "msg": record.getMessage(), "created": record.created, "msecs": record.msecs,
+                      "exc_text": exc_text}
+            with self.path.open("a") as f:
+                f.write(json.dumps(fields) + "\n")
+        except Exception:  # noqa: BLE001 - logging's rule: a failing handler reports, never raises
+            self.handleError(record)
+
+
+def send_saerl_records(path: Path) -> RecordFile:
+    """In rank 0: write saerl's log records to `path` (:class:`RecordFile`) instead of printing them, since the stage's
+    process logs them again (:func:`forward_logs`) through its own handlers: its console prints them there, once,
+    and a Prefect run's log gets them (rank 0's own output reaches the terminal only, as raw text). Records of other
+    loggers (trl, transformers, torch) print as before. in: the LOGS file; out: the handler added."""
+    handler = RecordFile(path)
+    logger = logging.getLogger(SAERL_LOGGER)
+    logger.addHandler(handler)
+    logger.propagate = False
+    return handler
+
+
+def new_lines(path: Path, offset: int) -> tuple[list[str], int]:
+    """The lines of `path` ended after byte `offset` (a line not ended yet waits for the next call), read from there
+    only. in: a JSON-lines file another process appends to, bytes already read; out: (lines, the new offset)."""
     if not path.exists():
-        return done
-    lines = path.read_text().split("\n")[:-1]  # the last piece is unfinished (or empty)
-    for line in lines[done:]:
+        return [], offset
+    with path.open("rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1  # 0: no line ended yet
+    return data[:end].decode().splitlines(), offset + end
+
+
+def forward_steps(path: Path, offset: int, sink: Any) -> int:
+    """Hand the points of `path` ended after byte `offset` to `sink` (None: read them only; :func:`new_lines`).
+    in: the STEPS file, bytes already handed, the sink; out: bytes handed now."""
+    lines, offset = new_lines(path, offset)
+    for line in lines:
         point = json.loads(line)
         if sink is not None:
             sink(int(point["step"]), point["values"])
-    return max(done, len(lines))
+    return offset
+
+
+def forward_logs(path: Path, offset: int) -> int:
+    """Log the records of `path` ended after byte `offset` (rank 0's, :class:`RecordFile`) again in this thread,
+    through the loggers that logged them, at their levels where those loggers take them: this process's handlers
+    print them and, inside a Prefect run, send them to its log (flows.runlog), as with one process.
+    in: the LOGS file, bytes already logged; out: bytes logged now."""
+    lines, offset = new_lines(path, offset)
+    for line in lines:
+        fields = json.loads(line)
+        logger = logging.getLogger(fields["name"])
+        if logger.isEnabledFor(fields["levelno"]):
+            logger.handle(logging.makeLogRecord({k: fields.get(k) for k in RECORD_FIELDS}))
+    return offset
 
 
 def _pump(stream: Any, tail: deque[str]) -> None:
@@ -194,48 +328,60 @@ def rank_error(folder: Path, processes: int, returncode: int, tail: str) -> Exce
                f"train.num_processes; {first['type']}){quote}")
 
 
+# train_grpo's arguments train_in_processes does not take: Python objects of this process (trainer callbacks)
+NOT_FORWARDED = ("callbacks",)
+
+
 def train_in_processes(model_dir: str | Path, prompts: Any, order: list[str] | None, cfg: Any,
                        out_dir: str | Path, *, folder: Path, prompts_per_step: int, seed: int = 0,
-                       eval_sets: dict[str, Any] | None = None, eval_batch: int = 64,
-                       eval_timeout_s: float | None = None, checkpoint_dir: str | Path | None = None,
-                       model_cfg: Any = None, device: str = "auto", progress: bool = True,
-                       clusters: dict[str, int | None] | None = None, label: str = "", health: Any = None,
-                       extra_rewards: Sequence[str] = ()) -> dict[str, Any]:
+                       max_steps: int | None = None, time_limit_s: float | None = None,
+                       extra_rewards: Sequence[Any] | None = None, eval_sets: dict[str, Any] | None = None,
+                       eval_max_new_tokens: int | None = None, eval_batch: int = 64,
+                       eval_timeout_s: float | None = None, eval_extraction: str = BOXED,
+                       checkpoint_dir: str | Path | None = None, model_cfg: Any = None, device: str = "auto",
+                       progress: bool = True, clusters: dict[str, int | None] | None = None, label: str = "",
+                       health: Any = None) -> dict[str, Any]:
     """:func:`saerl.rl.train_grpo` in cfg.num_processes processes started by torchrun (:func:`launch_command`),
-    waited for here: the same arguments (`extra_rewards` by 'module:function' path) and the same result, read back
-    from rank 0's RESULT; each step's points go to this thread's step sink as rank 0 measures them. `folder` holds
-    the run's spec while it runs (the caller removes it). A failed rank raises its error (:func:`rank_error`);
-    torchrun is stopped if this thread stops waiting. in: as train_grpo, the spec folder; out: train_grpo's dict."""
+    waited for here: the same arguments but NOT_FORWARDED (`extra_rewards` as functions or 'module:function' paths:
+    :func:`reward_name`) and the same result, read back from rank 0's RESULT; each step's points go to this thread's
+    step sink and rank 0's saerl log records to this thread's loggers as rank 0 makes them (:func:`forward_steps`,
+    :func:`forward_logs`). `folder` holds the run's spec while it runs (the caller removes it). A failed rank raises
+    its error (:func:`rank_error`); torchrun is stopped if this thread stops waiting, or by :func:`stop_training`.
+    in: as train_grpo, the spec folder; out: train_grpo's dict."""
     from saerl.rl import current_sink
 
     processes = cfg.num_processes
     check_processes(processes, device, cfg.algorithm)
     dump = (lambda c: None if c is None else c.model_dump(mode="json"))  # noqa: E731 - a config or None
     args = {"model_dir": str(model_dir), "order": order, "cfg": dump(cfg), "out_dir": str(out_dir),
-            "prompts_per_step": prompts_per_step, "seed": seed, "eval_batch": eval_batch,
-            "eval_timeout_s": eval_timeout_s, "checkpoint_dir": None if checkpoint_dir is None else str(checkpoint_dir),
-            "model_cfg": dump(model_cfg), "device": device, "progress": progress, "clusters": clusters,
-            "label": label, "health": dump(health), "extra_rewards": list(extra_rewards)}
+            "prompts_per_step": prompts_per_step, "seed": seed, "max_steps": max_steps, "time_limit_s": time_limit_s,
+            "extra_rewards": [reward_name(r) for r in extra_rewards or ()],
+            "eval_max_new_tokens": eval_max_new_tokens, "eval_batch": eval_batch, "eval_timeout_s": eval_timeout_s,
+            "eval_extraction": eval_extraction,
+            "checkpoint_dir": None if checkpoint_dir is None else str(checkpoint_dir), "model_cfg": dump(model_cfg),
+            "device": device, "progress": progress, "clusters": clusters, "label": label, "health": dump(health)}
     write_spec(folder, args, prompts.select("id", "prompt", "answer"), eval_sets or {})
-    here = str(Path(__file__).resolve().parents[1])  # the ranks import this saerl, whatever their working folder
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])}
     log.info("training %s in %d processes (train.num_processes): %s", label or "the run", processes,
              " ".join(torchrun_command(processes, folder)))
-    sink, handed, tail = current_sink(), 0, deque[str](maxlen=TAIL_CHARS)
+    sink, stepped, logged, tail = current_sink(), 0, 0, deque[str](maxlen=TAIL_CHARS)
     proc = subprocess.Popen(launch_command(processes, folder), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=env)
+                            env=rank_env(processes, device))
+    _RUNNING.add(proc)
     pump = threading.Thread(target=_pump, args=(proc.stdout, tail), daemon=True)
     pump.start()
     try:
         while proc.poll() is None:
-            handed = forward_steps(folder / STEPS, handed, sink)
+            stepped = forward_steps(folder / STEPS, stepped, sink)
+            logged = forward_logs(folder / LOGS, logged)
             time.sleep(POLL_S)
         pump.join()
-        forward_steps(folder / STEPS, handed, sink)
+        forward_steps(folder / STEPS, stepped, sink)
+        forward_logs(folder / LOGS, logged)
     finally:
         if proc.poll() is None:
             proc.terminate()
             proc.wait()
+        _RUNNING.discard(proc)
     if proc.returncode != 0 or not (folder / RESULT).exists():
         raise rank_error(folder, processes, proc.returncode, "".join(tail))
     return json.loads((folder / RESULT).read_text())
@@ -243,8 +389,8 @@ def train_in_processes(model_dir: str | Path, prompts: Any, order: list[str] | N
 
 def main(argv: Sequence[str] | None = None) -> None:
     """One rank of a multi-process training run (torchrun runs it): :func:`saerl.rl.train_grpo` on the spec in
-    argv[0]; rank 0 logs at INFO, sends its step points to STEPS and writes RESULT; the others log warnings only
-    and draw no progress bar. A failure writes ERROR for the stage's process, then ends the rank with it.
+    argv[0]; rank 0 logs at INFO (saerl's records to LOGS, :func:`send_saerl_records`), sends its step points to
+    STEPS and writes RESULT; the others log warnings only and draw no progress bar. A failure writes ERROR for the stage's process, then ends the rank with it.
     in: [the spec folder]."""
     from saerl.artifacts import write_file_atomic
     from saerl.rl import process_rank, step_sink, train_grpo
@@ -252,6 +398,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     folder = Path((argv if argv is not None else sys.argv[1:])[0])
     rank = process_rank()
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format=LOG_FORMAT, datefmt=LOG_DATEFMT)
+    if rank == 0:
+        send_saerl_records(folder / LOGS)
     try:
         kwargs = read_spec(folder)
         if rank != 0 or not kwargs["progress"]:

@@ -48,6 +48,7 @@ from saerl.config import (
     no_gpu_problem,
     resolve_layer,
 )
+from saerl.distributed import check_processes, shared_gpus_problem
 from saerl.runs import stage_of
 from saerl.stages import (
     DATA_LABELS,
@@ -449,6 +450,9 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[
             log.warning(unread)
     if any(s == "train" for s, _ in stages) and (problem := clip_problem(cfg.train)):
         raise ValueError(problem)
+    if any(s == "train" for s, _ in stages) and (problem := shared_gpus_problem(
+            cfg.train.num_processes, cfg.runtime.device, cfg.runtime.task_runner, cfg.runtime.dask_address)):
+        raise ValueError(problem)  # train.num_processes > 1 under Dask on GPUs: the runs would share them
     if any(s in ("heldout", "evaluate") for s, _ in stages) and cfg.data.source != "testbed" and not cfg.eval.sets:
         raise ValueError(NO_HELD_OUT)
     if cfg.data.source == "file" and cfg.data.path:
@@ -475,6 +479,8 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[
 def check_loaders(cfg: PipelineConfig, until: str | None = None) -> None:
     """Refuse, before the first stage, what would fail when a stage to compute loads its model: train.use_vllm where
     vLLM cannot run (:func:`check_vllm`; found when the first training run started, after extraction and labels),
+    train.num_processes above the GPUs torch sees on a CUDA device (saerl.distributed.check_processes; found as the
+    first training run started),
     runtime.device=cuda where torch sees no GPU (saerl.config.no_gpu_problem; a traceback from the first model the
     extract stage moved), and
     a model folder that cannot load (:func:`check_model`; found when a stage loaded it, never naming the field), an
@@ -494,6 +500,8 @@ def check_loaders(cfg: PipelineConfig, until: str | None = None) -> None:
         check_vllm(cfg.runtime.device)
     if todo & set(MODEL_STAGES) and (problem := no_gpu_problem(cfg.runtime.device)):
         raise ValueError(problem)  # found deep in the extract stage's first model load ("Torch not compiled with CUDA")
+    if "train" in todo:
+        check_processes(cfg.train.num_processes, cfg.runtime.device, cfg.train.algorithm)
     prompted = bool(todo & set(CHAT_READERS))
     if prompted or ("extract" in todo and not cfg.extract.model):  # the policy is loaded
         check_model(cfg.model.name_or_path, "model.name_or_path", prompted, cfg.model.revision)

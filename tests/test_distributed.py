@@ -3,8 +3,14 @@ command torchrun runs, the config's checks and keys, and (slow) a two-process ru
 
 from __future__ import annotations
 
+import inspect
 import json
+import logging
 import os
+import signal
+import sys
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +18,7 @@ import polars as pl
 import pytest
 
 from saerl import distributed
-from saerl.config import PipelineConfig, TrainConfig
+from saerl.config import HealthConfig, ModelConfig, PipelineConfig, TrainConfig
 from saerl.rl import CURVE_FILE, CurveCheckpoint, OrderSampler, micro_batch, step_sink, train_grpo
 
 TESTS = Path(__file__).resolve().parent
@@ -84,6 +90,102 @@ def test_the_command_is_torchrun_of_the_installed_torch_running_the_worker(tmp_p
     assert "die_with_parent(signal.SIGTERM)" in distributed.LAUNCHER
 
 
+def test_the_server_and_torchrun_launchers_are_one_source():
+    """flows/server.py's launcher and torchrun's were two pasted copies: one builder, differing in the status a
+    launcher whose starter is gone exits with and the server's umask."""
+    from flows import server
+
+    for source in (server.LAUNCHER, distributed.LAUNCHER):
+        compile(source, "launcher", "exec")
+        assert "die_with_parent(signal.SIGTERM)" in source and source.endswith("os.execvp(sys.argv[2], sys.argv[2:])\n")
+    assert "sys.exit(0)\nos.umask(os.umask(0) | 0o7)\n" in server.LAUNCHER
+    assert "sys.exit(1)\nos.execvp" in distributed.LAUNCHER and "umask" not in distributed.LAUNCHER
+
+
+def test_every_train_grpo_argument_crosses_into_the_processes(tmp_path, monkeypatch):
+    """compute_train's call with train.num_processes > 1 failed at once ("unexpected keyword argument
+    'eval_extraction'"): train_in_processes takes train_grpo's arguments, with its defaults (but NOT_FORWARDED, and
+    the spec's folder), and each one given reaches the ranks' train_grpo (read back from the spec as they read it), so
+    the next argument train_grpo gains fails here until it crosses too."""
+    from saerl.answers import BOXED_OR_LAST
+
+    grpo = inspect.signature(train_grpo).parameters
+    procs = inspect.signature(distributed.train_in_processes).parameters
+    assert [n for n in grpo if n not in distributed.NOT_FORWARDED] == [n for n in procs if n != "folder"]
+    assert all((procs[n].default, procs[n].kind) == (grpo[n].default, grpo[n].kind) for n in procs if n != "folder")
+    frame = pl.DataFrame({"id": ["p0", "p1"], "prompt": ["q0", "q1"], "answer": ["1", "2"]})
+    given = {"model_dir": tmp_path / "m", "prompts": frame.with_columns(extra=pl.lit(1)), "order": ["p1", "p0"],
+             "cfg": TrainConfig(num_processes=2, learning_rate=2e-6), "out_dir": tmp_path / "o", "prompts_per_step": 2,
+             "seed": 3, "max_steps": 5, "time_limit_s": 6.0, "extra_rewards": [distributed.imported, "json:dumps"],
+             "eval_sets": {"h": frame.head(1)}, "eval_max_new_tokens": 7, "eval_batch": 8, "eval_timeout_s": 9.0,
+             "eval_extraction": BOXED_OR_LAST, "checkpoint_dir": tmp_path / "c", "model_cfg": ModelConfig(revision="r"),
+             "device": "cpu", "progress": False, "clusters": {"p0": 1, "p1": None}, "label": "saerl:3",
+             "health": HealthConfig(no_signal_share=0.9)}
+    assert set(given) == set(procs) - {"folder"}, "give the new argument a value other than its default here"
+    assert all(procs[n].default is inspect.Parameter.empty or given[n] != procs[n].default for n in given)
+    monkeypatch.setattr(distributed, "launch_command", lambda *_: [sys.executable, "-c", "pass"])  # no ranks
+    with pytest.raises(RuntimeError, match="torchrun exited with status 0"):  # no result written
+        distributed.train_in_processes(**given, folder=tmp_path / "spec")
+    got = distributed.read_spec(tmp_path / "spec")
+    inspect.signature(train_grpo).bind(**got)
+    assert got.keys() == given.keys()
+    crossed = {**given, "model_dir": str(tmp_path / "m"), "out_dir": str(tmp_path / "o"), "prompts": frame,
+               "checkpoint_dir": str(tmp_path / "c"), "extra_rewards": [distributed.imported, json.dumps]}
+    for name, value in crossed.items():
+        same = value.equals(got[name]) if isinstance(value, pl.DataFrame) else (
+            value.keys() == got[name].keys() and all(v.equals(got[name][k]) for k, v in value.items())
+            if name == "eval_sets" else got[name] == value)
+        assert same, name
+
+
+def test_an_extra_reward_the_ranks_cannot_import_is_refused_naming_the_form():
+    """train_grpo takes reward functions: train_in_processes takes them too, by their module and name, and refuses one
+    the ranks cannot import (it failed as 'Object of type function is not JSON serializable')."""
+    assert distributed.reward_name(distributed.imported) == "saerl.distributed:imported"
+    assert distributed.reward_name("pkg.mod:fn") == "pkg.mod:fn"
+
+    def local(completions, **_):
+        return [0.0] * len(completions)
+
+    for fn in (local, lambda completions, **_: [0.0], TrainConfig.model_validate):
+        with pytest.raises(ValueError, match=r"cannot cross into the training processes.*'package.module:function'"):
+            distributed.reward_name(fn)
+
+
+def test_each_cpu_rank_gets_its_share_of_the_cores(monkeypatch):
+    """torchrun sets OMP_NUM_THREADS=1 where it is unset: on a CPU each rank gets the cores / N instead; a value set
+    here is kept, and a GPU run is left to torchrun."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    env = distributed.rank_env(2, "cpu", cpus=8)
+    assert env["OMP_NUM_THREADS"] == "4" and env["PYTHONPATH"].split(os.pathsep)[0] == str(TESTS.parent)
+    assert distributed.rank_env(4, "cpu", cpus=2)["OMP_NUM_THREADS"] == "1"
+    assert "OMP_NUM_THREADS" not in distributed.rank_env(2, "cuda", cpus=8)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert distributed.rank_env(2, "cpu", cpus=8)["OMP_NUM_THREADS"] == "3"
+
+
+def test_several_processes_on_gpus_under_dask_are_refused_before_the_first_stage(tmp_path, monkeypatch):
+    """Dask runs a stage's training runs at once, each torchrun on the first N GPUs: the runs shared the cards. Refused
+    with the plan on a GPU device (an 'auto' under a dask_address counts as one); on a CPU they share cores only."""
+    from saerl.config import load_config
+    from saerl.pipeline import check_runnable
+
+    problem = distributed.shared_gpus_problem(2, "cuda", "dask", None)
+    assert problem and "runtime.task_runner=dask on runtime.device=cuda" in problem
+    assert "set runtime.task_runner=local" in problem
+    assert "runtime.dask_address=tcp://h:1" in distributed.shared_gpus_problem(2, "auto", "local", "tcp://h:1")
+    assert distributed.shared_gpus_problem(2, "cpu", "dask", "tcp://h:1") is None
+    assert distributed.shared_gpus_problem(1, "cuda", "dask", None) is None
+    assert distributed.shared_gpus_problem(2, "cuda", "local", None) is None
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # a GPU machine
+    over = [f"runtime.artifact_root={tmp_path}", "train.num_processes=2", "runtime.task_runner=dask"]
+    cfg = load_config(CONFIGS / "smoke.yaml", [*over, "runtime.device=cuda"])
+    with pytest.raises(ValueError, match=r"train.num_processes=2 with runtime.task_runner=dask"):
+        check_runnable(cfg)
+    assert check_runnable(cfg, "curriculum")[-1][0] == "curriculum"  # no training run: nothing shares a GPU
+    check_runnable(load_config(CONFIGS / "smoke.yaml", [*over, "runtime.device=cpu"]), "curriculum")
+
+
 def test_config_checks_the_processes_against_the_step():
     assert TrainConfig().num_processes == 1
     PipelineConfig.model_validate({"curriculum": {"batch_size": 8}, "train": {"num_processes": 4}})
@@ -105,6 +207,21 @@ def test_more_processes_than_visible_gpus_is_refused(monkeypatch):
         distributed.check_processes(2, "cuda")
     distributed.check_processes(2, "cpu")
     distributed.check_processes(1, "cuda")
+
+
+def test_more_processes_than_visible_gpus_is_refused_before_the_first_stage(tmp_path, monkeypatch):
+    """Too few GPUs was refused only as the train stage started, after extraction, the SAE and the labels: refused
+    with the plan, where a training run is to compute."""
+    from saerl.config import load_config
+    from saerl.pipeline import check_runnable
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    cfg = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", "train.num_processes=2",
+                                               "runtime.device=cuda"])
+    with pytest.raises(ValueError, match=r"train.num_processes=2 needs one GPU per process, but torch sees 1"):
+        check_runnable(cfg)
+    assert check_runnable(cfg, "curriculum")[-1][0] == "curriculum"  # no training run: no GPUs needed
 
 
 def test_one_process_keeps_the_train_keys_and_more_processes_change_them():
@@ -152,17 +269,91 @@ def test_only_the_first_process_writes_a_checkpoints_files(tmp_path):
 
 
 def test_step_points_are_handed_on_as_whole_lines(tmp_path):
+    """Each poll reads the bytes after the last whole line handed on (it read the whole file twice a second, so a
+    long run's poll grew with its length); a line rank 0 is still writing waits."""
     path = tmp_path / distributed.STEPS
     got = []
     assert distributed.forward_steps(path, 0, lambda s, v: got.append((s, v))) == 0
     distributed.FileSink(path)(1, {"reward": 0.5})
+    first = path.stat().st_size
     with path.open("a") as f:
         f.write('{"step": 2, "val')  # rank 0 is still writing it
-    assert distributed.forward_steps(path, 0, lambda s, v: got.append((s, v))) == 1
+    assert distributed.forward_steps(path, 0, lambda s, v: got.append((s, v))) == first
+    with path.open("r+") as f:
+        f.write("x" * (first - 1))  # what was handed on is not read again
     with path.open("a") as f:
         f.write('ues": {"loss": 1.0}}\n')
-    assert distributed.forward_steps(path, 1, lambda s, v: got.append((s, v))) == 2
+    assert distributed.forward_steps(path, first, lambda s, v: got.append((s, v))) == path.stat().st_size
     assert got == [(1, {"reward": 0.5}), (2, {"loss": 1.0})]
+
+
+def test_rank_zeros_saerl_lines_are_logged_again_in_the_stages_thread(tmp_path, caplog):
+    """The ranks' saerl lines (in-training evaluations, the resume, progress) reached the terminal as raw text only,
+    never a Prefect run's log: rank 0 writes its saerl records to LOGS instead of printing them, and the stage's
+    thread logs them again through the same loggers, at their levels, once (a partial line waits)."""
+    path = tmp_path / distributed.LOGS
+    saerl = logging.getLogger(distributed.SAERL_LOGGER)
+    with caplog.at_level(logging.INFO, logger="saerl"):
+        handler = distributed.send_saerl_records(path)
+        try:
+            logging.getLogger("saerl.rl").info("train %s step %d: h greedy %.3f", "saerl:0", 2, 0.5)
+            logging.getLogger("saerl.rl").debug("not at INFO")
+            try:
+                raise KeyError("boom")
+            except KeyError:
+                logging.getLogger("saerl.x").exception("100% failed")
+        finally:
+            saerl.removeHandler(handler)
+            saerl.propagate = True
+        assert caplog.records == []  # not printed in rank 0: the stage's process prints them
+        with path.open("a") as f:
+            f.write('{"name": "saerl.rl", "lev')
+        whole = path.read_bytes().rfind(b"\n") + 1
+        assert distributed.forward_logs(path, 0) == whole
+    got = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
+    assert got == [("saerl.rl", logging.INFO, "train saerl:0 step 2: h greedy 0.500"),
+                   ("saerl.x", logging.ERROR, "100% failed")]
+    assert "KeyError: 'boom'" in caplog.text and "Traceback" in caplog.records[1].exc_text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="saerl"):
+        distributed.forward_logs(path, 0)
+    assert [r.levelno for r in caplog.records] == [logging.ERROR]  # the level this process takes
+
+
+def test_a_stopped_cli_stops_the_torchrun_it_started(tmp_path, monkeypatch, capsys):
+    """Ctrl-C or SIGTERM ends a CLI run at once (os._exit: no `finally` stops torchrun); on Linux torchrun stops with
+    its parent, but without prctl (macOS; here: a child started without the launcher) it trained on. The CLI's stop
+    sends it SIGTERM, and a torchrun that has ended is forgotten."""
+    from flows import cli
+
+    monkeypatch.setattr(distributed, "launch_command", lambda *_: [sys.executable, "-c", "import time; time.sleep(60)"])
+    ended: list[BaseException] = []
+
+    def train() -> None:
+        try:
+            distributed.train_in_processes("m", pl.DataFrame({"id": ["p"], "prompt": ["q"], "answer": ["1"]}), None,
+                                           TrainConfig(num_processes=2), tmp_path / "o", folder=tmp_path / "spec",
+                                           prompts_per_step=2, device="cpu")
+        except BaseException as err:  # noqa: BLE001 - the test reads it
+            ended.append(err)
+
+    waiting = threading.Thread(target=train)
+    waiting.start()
+    deadline = time.monotonic() + 30
+    while not distributed._RUNNING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [proc] = distributed._RUNNING
+    try:
+        monkeypatch.setattr(cli.os, "_exit", lambda code: (_ for _ in ()).throw(SystemExit(code)))
+        with pytest.raises(SystemExit):
+            cli.stop_now(signal.SIGTERM)
+        assert proc.wait(timeout=10) == -signal.SIGTERM
+        waiting.join(timeout=10)
+        assert "torchrun exited with status -15" in str(ended[0]) and not distributed._RUNNING
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_a_failed_rank_raises_its_own_error_first_with_the_output(tmp_path):
@@ -192,54 +383,86 @@ def tiny_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_two_processes_train_the_order_and_write_one_run(tiny_run, tmp_path, monkeypatch):
-    """torchrun with 2 CPU processes (gloo): the prompts the reward function scores, process 0's share of a step
-    then process 1's, follow the order step by step (2 steps per generation batch); one set of checkpoints, each
-    with both processes' RNG states and our files once; the step points reach this process's sink; the policy
-    loads; and the result has a one-process run's keys, log columns, order and curve steps, with the reward
-    checks of both processes."""
+def test_two_processes_train_the_order_and_write_one_run(tiny_run, tmp_path, monkeypatch, caplog, capfd):
+    """The train stage's runner (compute_train, its inputs faked) with train.num_processes=2: torchrun with 2 CPU
+    processes (gloo). The prompts the reward function scores, process 0's share of a step then process 1's, follow
+    the order step by step (2 steps per generation batch); one set of checkpoints, each with both processes' RNG
+    states and our files once; the step points reach this process's sink and rank 0's evaluation lines this process's
+    loggers (printed here once, not by the rank); eval.answer_extraction reaches the ranks; the policy loads; and the
+    result has a one-process run's keys, log columns, order and curve steps, with the reward checks of both
+    processes."""
     from rank_reward import SEEN, record, seen
     from transformers import AutoModelForCausalLM
+
+    from saerl import runners
+    from saerl.artifacts import Build
+    from saerl.config import load_config
 
     policy, prompts = tiny_run
     order = prompts["id"].to_list()[::-1]
     monkeypatch.setenv(SEEN, str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])]))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    cfg = TrainConfig(num_generations=2, max_completion_length=3, max_steps=4, steps_per_generation=2, save_every=2,
-                      keep_checkpoints=5, eval_every=2, num_processes=2)
     sets = {"h": prompts.head(6)}
+    monkeypatch.setattr(runners, "arm_order_frame", lambda *_: pl.DataFrame(
+        {"id": order, "position": range(len(order)), "batch": [i // 4 for i in range(len(order))]}))
+    monkeypatch.setattr(runners, "eval_sets", lambda *_: sets)
+    monkeypatch.setattr(runners, "policy_path", lambda *_: str(policy))
+    monkeypatch.setattr(runners, "read_prompts", lambda _: prompts)
+    monkeypatch.setattr(runners, "cluster_shares", lambda *_: {})
+    real, seen_here = distributed.train_in_processes, {}
+
+    def rewarded(*args, **kwargs):
+        """train_in_processes with the extra reward that records what each rank scores, and what the runner removes
+        once the run is done (the spec, the checkpoints) read first."""
+        run = real(*args, **kwargs, extra_rewards=["rank_reward:record"])
+        ck = Path(kwargs["checkpoint_dir"])
+        seen_here.update(run=run, spec=json.loads((kwargs["folder"] / distributed.SPEC).read_text()),
+                         ckpts={c.name: {p.name for p in c.iterdir()} for c in ck.glob("checkpoint-*")},
+                         run_json=json.loads((ck / "checkpoint-4" / "saerl_run.json").read_text()))
+        return run
+
+    monkeypatch.setattr(distributed, "train_in_processes", rewarded)
+    cfg = load_config(None, ["train.num_generations=2", "train.max_completion_length=3", "train.max_steps=4",
+                             "train.steps_per_generation=2", "train.save_every=2", "train.keep_checkpoints=5",
+                             "train.eval_every=2", "train.num_processes=2", "curriculum.batch_size=4",
+                             "runtime.device=cpu", "runtime.progress=false", "eval.answer_extraction=boxed_or_last"])
+    build = Build(tmp_path / "build", {})
+    (build.path / "plots").mkdir(parents=True)
     points: list[tuple[int, dict]] = []
-    with step_sink(lambda step, values: points.append((step, values))):
-        run = distributed.train_in_processes(policy, prompts, order, cfg, tmp_path / "out", folder=tmp_path / "spec",
-                                             prompts_per_step=4, seed=0, eval_sets=sets, device="cpu",
-                                             checkpoint_dir=tmp_path / "ck", progress=False,
-                                             extra_rewards=["rank_reward:record"])
+    with step_sink(lambda step, values: points.append((step, values))), caplog.at_level(logging.INFO, logger="saerl"):
+        metrics = runners.compute_train(cfg, {}, build, arm="saerl", seed=0)
+    run = seen_here["run"]
+    assert metrics["steps"] == 4.0 and seen_here["spec"]["eval_extraction"] == "boxed_or_last"
+    assert not (build.path / runners.LAUNCH).exists() and not (build.path / runners.CHECKPOINTS).exists()
     per_rank = [seen(tmp_path, r) for r in (0, 1)]
     assert [len(calls) for calls in per_rank] == [2, 2]  # one reward call per generation batch and process
     steps = [per_rank[0][g][k * 4:(k + 1) * 4] + per_rank[1][g][k * 4:(k + 1) * 4] for g in range(2) for k in range(2)]
     assert steps == [[i for i in order[k * 4:(k + 1) * 4] for _ in range(2)] for k in range(4)]
     assert run["steps"] == 4 and run["reward_checks"] == 4 * 4 * 2
     assert run["order"] == order[:16] and run["order_steps"] == [1] * 8 + [3] * 8
+    assert pl.read_parquet(build.path / "trained_order.parquet")["id"].to_list() == order[:16]
     assert [r["step"] for r in run["curve"]] == [0, 2, 4]
-    ckpts = sorted(p.name for p in (tmp_path / "ck").glob("checkpoint-*"))
-    assert ckpts == ["checkpoint-2", "checkpoint-4"]
-    for c in ckpts:
-        names = {p.name for p in (tmp_path / "ck" / c).iterdir()}
+    assert sorted(seen_here["ckpts"]) == ["checkpoint-2", "checkpoint-4"]
+    for names in seen_here["ckpts"].values():
         assert {"rng_state_0.pth", "rng_state_1.pth", CURVE_FILE, "saerl_run.json", "model.safetensors"} <= names
-    assert json.loads((tmp_path / "ck" / "checkpoint-4" / "saerl_run.json").read_text())["reward_checks"] == 32
+    assert seen_here["run_json"]["reward_checks"] == 32
     assert {s for s, v in points if "loss" in v} == {1, 2, 3, 4}
     assert {s for s, v in points if "eval/h/greedy" in v} == {0, 2, 4}
-    AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    evals = [r.getMessage() for r in caplog.records if r.name == "saerl.rl" and " greedy " in r.getMessage()]
+    assert [m.split(":", 2)[1] for m in evals] == ["0 step 0", "0 step 2", "0 step 4"], evals  # 'train saerl:0 step 2: h'
+    assert " greedy " not in capfd.readouterr().err  # the rank did not print them too
+    AutoModelForCausalLM.from_pretrained(build.path / "policy")
 
-    one = train_grpo(policy, prompts, order, cfg.model_copy(update={"num_processes": 1}), tmp_path / "one",
+    out = build.path / "policy"
+    one = train_grpo(policy, prompts, order, cfg.train.model_copy(update={"num_processes": 1}), tmp_path / "one",
                      prompts_per_step=4, seed=0, eval_sets=sets, device="cpu", progress=False, extra_rewards=[record],
                      checkpoint_dir=tmp_path / "ck1")
     assert run.keys() == one.keys() and run["log"][0].keys() == one["log"][0].keys()
     assert (run["order"], run["order_steps"], run["reward_checks"]) == (one["order"], one["order_steps"],
                                                                          one["reward_checks"])
     assert [r["step"] for r in run["curve"]] == [r["step"] for r in one["curve"]]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
 
 
 @pytest.mark.slow

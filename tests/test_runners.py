@@ -665,6 +665,29 @@ def test_a_finished_training_run_publishes_no_resumable_checkpoints(tmp_path, mo
     assert not (tmp_path / runners.CHECKPOINTS).exists()
 
 
+def test_a_training_run_in_several_processes_is_called_as_train_in_processes_takes_it(tmp_path, monkeypatch):
+    """Every pipeline run with train.num_processes > 1 failed at once: compute_train called train_in_processes with an
+    argument it did not take ('eval_extraction'). The call binds to its signature, the spec's folder in the build."""
+    import inspect
+
+    from saerl import distributed, rl, runners
+
+    fake_training(monkeypatch)
+    fake, calls = rl.train_grpo, []
+    takes = inspect.signature(distributed.train_in_processes)
+
+    def bound(*a, **kw):
+        calls.append(takes.bind(*a, **kw).arguments)
+        return fake(*a, **{k: v for k, v in kw.items() if k != "folder"})
+
+    monkeypatch.setattr(distributed, "train_in_processes", bound)
+    cfg = load_config(None, ["train.num_processes=2", "curriculum.batch_size=4", "eval.answer_extraction=boxed_or_last"])
+    (tmp_path / "plots").mkdir()
+    assert runners.compute_train(cfg, {}, Build(tmp_path, {}), arm="saerl", seed=0)["steps"] == 1.0
+    [args] = calls
+    assert args["folder"] == tmp_path / runners.LAUNCH and args["eval_extraction"] == "boxed_or_last"
+
+
 def test_a_training_runs_bar_names_its_arm_and_seed(tmp_path, monkeypatch):
     """The runs of the train stage drew identical unlabelled bars one after another: each names its arm and seed."""
     from saerl import rl, runners
