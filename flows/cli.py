@@ -512,10 +512,13 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """`saerl export RUN --format hf|verl|trl [--arm ARM] --out DIR`: a run's curriculum with its prompts."""
-    from saerl.export import export_run
+    from saerl.export import export_run, exported_run
 
-    files = export_run(_root(args.root), args.run, args.format, _out_dir(args.out), args.arm, args.data_source)
-    print("wrote " + ", ".join(str(f) for f in files))
+    root = _root(args.root)
+    run_id = exported_run(root, args.run).run_id  # 'latest' resolved once, and named on stdout: it may not be the
+    # newest run (one without a curriculum stage is passed over, with a warning on stderr a script does not read)
+    files = export_run(root, run_id, args.format, _out_dir(args.out), args.arm, args.data_source)
+    print(f"exported run {run_id}, arm {args.arm}: wrote " + ", ".join(str(f) for f in files))
     return 0
 
 

@@ -370,16 +370,9 @@ def test_a_failed_rank_raises_its_own_error_first_with_the_output(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A saved 1-layer policy with the word-level tokenizer of tests/tiny.py, and prompts it can read."""
-    from tiny import tiny_model, tiny_tokenizer
+    from tiny import tiny_policy
 
-    root = tmp_path_factory.mktemp("policy")
-    tok = tiny_tokenizer()
-    tiny_model(tok, "llama", seed=0, hidden=16).save_pretrained(root)
-    tok.save_pretrained(root)
-    prompts = pl.DataFrame({"id": [f"p{i:02d}" for i in range(40)],
-                            "prompt": [f"what is {i % 10} + {i // 10} ?" for i in range(40)],
-                            "answer": [str(i % 10 + i // 10) for i in range(40)]})
-    return root, prompts
+    return tiny_policy(tmp_path_factory.mktemp("policy"))
 
 
 @pytest.mark.slow

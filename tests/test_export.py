@@ -255,7 +255,9 @@ def test_cli_export(run, tmp_path, capsys):
     root, record = run
     out = tmp_path / "cli"
     assert main(["export", record.run_id[:15], "--format", "verl", "--out", str(out), "--root", str(root)]) == 0
-    assert str(out / TABLE) in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert str(out / TABLE) in printed
+    assert f"exported run {record.run_id}, arm saerl:" in printed, "the run exported, named in full on stdout"
     assert main(["export", "nope", "--format", "trl", "--out", str(out), "--root", str(root)]) == 2
     assert "no unique run 'nope'" in capsys.readouterr().err
 

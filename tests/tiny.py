@@ -49,3 +49,18 @@ def overfit(model, tok: PreTrainedTokenizerFast, pairs: list[tuple[str, str]], s
         loss.backward()
         opt.step()
     model.eval()
+
+
+def tiny_policy(root):
+    """Save a 1-layer llama policy with :func:`tiny_tokenizer`'s word-level tokenizer into `root`, and 40 addition
+    prompts it can read (id, prompt, answer). in: a folder; out: (the folder, the prompts frame)."""
+    import polars as pl
+
+    tok = tiny_tokenizer()
+    tiny_model(tok, "llama", seed=0, hidden=16).save_pretrained(root)
+    tok.save_pretrained(root)
+    prompts = pl.DataFrame({"id": [f"p{i:02d}" for i in range(40)],
+                            "prompt": [f"what is {i % 10} + {i // 10} ?" for i in range(40)],
+                            "answer": [str(i % 10 + i // 10) for i in range(40)]})
+    return root, prompts
+
