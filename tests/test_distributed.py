@@ -324,7 +324,7 @@ def test_a_stopped_cli_stops_the_torchrun_it_started(tmp_path, monkeypatch, caps
     """Ctrl-C or SIGTERM ends a CLI run at once (os._exit: no `finally` stops torchrun); on Linux torchrun stops with
     its parent, but without prctl (macOS; here: a child started without the launcher) it trained on. The CLI's stop
     sends it SIGTERM, and a torchrun that has ended is forgotten."""
-    from flows import cli
+    from flows import cli, server
 
     monkeypatch.setattr(distributed, "launch_command", lambda *_: [sys.executable, "-c", "import time; time.sleep(60)"])
     ended: list[BaseException] = []
@@ -345,6 +345,7 @@ def test_a_stopped_cli_stops_the_torchrun_it_started(tmp_path, monkeypatch, caps
     [proc] = distributed._RUNNING
     try:
         monkeypatch.setattr(cli.os, "_exit", lambda code: (_ for _ in ()).throw(SystemExit(code)))
+        monkeypatch.setattr(server, "_STARTED", set())  # not the suite's own Prefect server (conftest's prefect_api)
         with pytest.raises(SystemExit):
             cli.stop_now(signal.SIGTERM)
         assert proc.wait(timeout=10) == -signal.SIGTERM
