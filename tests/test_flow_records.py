@@ -358,25 +358,28 @@ def test_a_run_killed_mid_way_is_listed_unfinished_not_ok(tmp_path, monkeypatch)
     assert list_status(tmp_path).splitlines()[1].endswith("ok")
 
 
+class ComputedFuture:
+    """A stage task's future that has ended: the stage computed (for the flow's body run without Prefect)."""
+
+    state = SimpleNamespace(name="Completed", result=lambda: {"computed": True, "seconds": 0.1, "metrics": {}})
+
+    def add_done_callback(self, fn):
+        fn(self)
+
+    def wait(self):
+        pass
+
+
 def _fake_stages(monkeypatch) -> None:
     """Stage tasks that compute nothing and say they computed, so the flow's body runs without Prefect."""
     import flows.pipeline as fp
-
-    class Future:
-        state = SimpleNamespace(name="Completed", result=lambda: {"computed": True, "seconds": 0.1, "metrics": {}})
-
-        def add_done_callback(self, fn):
-            fn(self)
-
-        def wait(self):
-            pass
 
     class Task:
         def with_options(self, **_):
             return self
 
         def submit(self, **_):
-            return Future()
+            return ComputedFuture()
 
     monkeypatch.setattr(fp, "stage_task", Task())
     monkeypatch.setattr(fp, "check_ingested", lambda *_, **__: None)  # no ingested table to check: nothing ran
@@ -754,15 +757,6 @@ def test_a_stage_run_is_in_progress_in_its_record_and_mlflow_from_its_start_and_
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     at_submit: dict[str, tuple] = {}
 
-    class Future:
-        state = SimpleNamespace(name="Completed", result=lambda: {"computed": True, "seconds": 0.1, "metrics": {}})
-
-        def add_done_callback(self, fn):
-            fn(self)
-
-        def wait(self):
-            pass
-
     class Task:
         name = ""
 
@@ -777,7 +771,7 @@ def test_a_stage_run_is_in_progress_in_its_record_and_mlflow_from_its_start_and_
             at_submit[self.name] = (record.extra[IN_PROGRESS], [(r.info.status, r.data.tags["saerl.status"])
                                                                 for r in nested], live_run,
                                     [r.info.run_id for r in nested])
-            return Future()
+            return ComputedFuture()
 
     monkeypatch.setattr(fp, "stage_task", Task())
     monkeypatch.setattr(fp, "check_ingested", lambda *_, **__: None)
