@@ -201,12 +201,12 @@ def rank_env(processes: int, device: str, cpus: int | None = None) -> dict[str, 
     kept. in: train.num_processes, runtime.device, the cores (None: those this process may run on); out: the
     environment."""
     from saerl.config import device_type
+    from saerl.verify import usable_cpus
 
     here = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])}
     if "OMP_NUM_THREADS" not in env and device_type(device) == "cpu":
-        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # not on macOS
-        env["OMP_NUM_THREADS"] = str(max(1, (cpus or usable or 1) // processes))
+        env["OMP_NUM_THREADS"] = str(max(1, (cpus or usable_cpus()) // processes))
     return env
 
 
