@@ -155,11 +155,6 @@ SHUFFLED_ARMS = {"vanilla": "every ingested prompt (no filter)", "filter_only": 
 # train.dynamic_sampling_refill says (saerl.runners.compute_train)
 SHUFFLED_UNREAD: tuple[str, ...] = ("train.dynamic_sampling_refill",)
 
-# the train field a run in the stage's own process ignores (train.num_processes 1, its default): keyed only above 1,
-# where each process samples its share of the rollouts from its own seed (trl seeds each process apart), so the
-# keys built before the field existed stay (saerl.runners.compute_train)
-IN_PROCESS_UNREAD: tuple[str, ...] = ("train.num_processes",)
-
 # the fields a run on a CPU ignores, by stage: every model runs in float32 there (saerl.activations.load_model,
 # resolve_dtype; saerl.rl.grpo_config turns bf16 on only on CUDA)
 CPU_UNREAD: dict[str, tuple[str, ...]] = {"extract": ("model.dtype",), "train": ("train.bf16",)}
@@ -241,8 +236,7 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None, ar
     extract: the policy's id when extract.model names another model (POLICY_ID); sae: the fields of the sources it
     does not load from, every training field when it loads an SAE (SAE_TRAINING), else the one its architecture
     ignores (ARCHITECTURE_UNREAD) and the loaded SAE's check (OUTSIDE_SAE); label, train, heldout: model.dtype (POLICY_FLOAT32); heldout: the training file and the labels it does not keep (HELDOUT_UNREAD); train: what train.algorithm ignores
-    (ALGORITHM_UNREAD), the data's label fields (DATA_LABELS) and, in one process, train.num_processes
-    (IN_PROCESS_UNREAD); train and heldout without eval.sets: every data
+    (ALGORITHM_UNREAD) and the data's label fields (DATA_LABELS); train and heldout without eval.sets: every data
     field but data.source (SETS_MAPPING); score, properties: a family's grid when
     score.difficulty_models leaves it out (FAMILY_FIELDS); score: the silhouette's search under a fixed
     score.n_clusters (SILHOUETTE); properties: the baselines' settings with score.baselines off (BASELINE_ONLY);
@@ -264,8 +258,6 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None, ar
         out += SETS_MAPPING if stage != "label" and not cfg.eval.sets else ()
         if stage == "train" and arm in SHUFFLED_ARMS:
             out += SHUFFLED_UNREAD
-        if stage == "train" and cfg.train.num_processes == 1:
-            out += IN_PROCESS_UNREAD
     elif stage in ("score", "properties"):
         out += tuple(f for family, fields in FAMILY_FIELDS.items() if family not in cfg.score.difficulty_models
                      for f in fields)
@@ -403,8 +395,10 @@ def located(field: str, value: Any) -> Any:
 
 # fields added after keys were built, with the value that does what the code did before them: a stage slice leaves
 # such a field out while it holds that value, so the keys of configs that do not set it stay as they were, and one
-# set otherwise keys the stages that read it (eval.answer_extraction 'boxed' is the verifier's reading alone)
-KEYED_WHEN_SET: dict[str, object] = {"eval.answer_extraction": "boxed"}
+# set otherwise keys the stages that read it (eval.answer_extraction 'boxed' is the verifier's reading alone;
+# train.num_processes 1 trains in the stage's own process, as before the field: above 1 each process samples its share
+# of the rollouts from its own seed, as trl seeds each process apart: saerl.runners.compute_train)
+KEYED_WHEN_SET: dict[str, object] = {"eval.answer_extraction": "boxed", "train.num_processes": 1}
 
 # the eval.sets entries' fields a stage ignores, left out of each entry in its slice: the in-training curve is a
 # greedy pass (saerl.rl.EvalCallback), so a set's own samples per problem (k_samples) must not retrain

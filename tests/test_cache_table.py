@@ -41,7 +41,7 @@ EXTRA_KEY = "extra"  # key added to a dict field
 READING_BASES: tuple[dict[str, dict[str, Any]], ...] = (
     {"train": {"algorithm": "dapo"}}, {"train": {"algorithm": "grpo"}}, {"sae": {"architecture": "standard"}},
     {"sae": {"source": "pretrained"}}, {"sae": {"source": "local"}}, {"runtime": {"device": "cuda"}},
-    {"curriculum": {"ordering": "frontier"}}, {"train": {"num_processes": 2}},
+    {"curriculum": {"ordering": "frontier"}},
     {"data": {"source": "file", "path": str(sample_path())}})
 FILE_BASE = len(READING_BASES) - 1  # data.path is allowed beside source 'file' alone (the config refuses it otherwise)
 

@@ -170,7 +170,7 @@ REVIEWED = {'sources': {'activation_store': '8eb418a6e6b6398a9267219d7fafb943c17
              'runners': 'ad324250134d321f0ac62e5e6f0f0ba99aafe05e95418378944968758f887b95',
              'sae': '4a7ae7f62727173b6a9d18370c8d8cd0187ed075bcb91f1da83ca054af156d3e',
              'scoring': '58a5b8bed8d5424cf7b09330c611818a37b92f5d38083595b4507785d93ad709',
-             'stages': 'bb807d16b5bbbfd0aed83604b42642ffc5402bed2d9eadc63916406a4d77d437',
+             'stages': '46b67dc39771d84659b1e054d3e3708ed8c1e44ff447657a096ac4008a2d50a5',
              'testbed': 'f6d5b7b30b1750d0ceef8d792aba1cd7c542dc05f4b83cde4f9848aa01153211'},
  'versions': {'curriculum': '5',
               'encode': '4',
