@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from saerl.config import SHIPPED_CONFIGS, ConfigError, PipelineConfig, load_config, refuse_rewrites
 from saerl.privacy import credentials_to_env, telemetry_off, without_uri_credentials
@@ -69,7 +69,10 @@ def resume_hint(run_id: str | None = None) -> str:
 
 RESUME_HINT = resume_hint()
 PREFECT_CRASH = "Crash detected!"  # how Prefect's flow engine starts the line it logs when a flow run ends abruptly
-PREFECT_INTERRUPT = "Execution was aborted by an interrupt signal."  # its cause on Ctrl-C (prefect.states)
+PREFECT_INTERRUPT = "Execution was aborted by an interrupt signal."  # its cause on Ctrl-C (and SIGHUP: Interrupted)
+PREFECT_TERMINATION = "Execution was aborted by a termination signal."  # its cause on SIGTERM (TerminationSignal)
+PREFECT_SIGNAL_CAUSES = (PREFECT_INTERRUPT, PREFECT_TERMINATION)  # the words prefect.states.exception_to_crashed_state
+# gives a person's stop; any other crash (an unexpected exception, a lost server) keeps its line
 PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # where Prefect logs a failed task or flow run
 LOGGED = "_saerl_traceback_logged"  # set on an error whose traceback a Prefect run logger printed (main's cue)
 USER_LINE_LOGGED = "_saerl_user_line_logged"  # set on a user error whose line a Prefect run logger printed
@@ -84,19 +87,21 @@ class UserErrorTracebacks(logging.Filter):
     main's own line. Other errors (a bug's) keep theirs; `saerl -v` keeps every one. The same user error logged
     again (the task's "Finished in state Failed(...)" line, then once per enclosing flow run: the same object goes
     up) is dropped, so a stage's user error reads once from Prefect and once from main, not five times. Also drops
-    Prefect's "Crash detected! Execution was aborted by an interrupt signal." (an ERROR line on every Ctrl-C, read
-    as a crash) where saerl's own line says the run was stopped and what is kept (:func:`stop_now`). One instance
-    serves both run loggers (:func:`_setup_logging`), so it knows what either printed."""
+    Prefect's "Crash detected! Execution was aborted by an interrupt signal." and "... by a termination signal."
+    (PREFECT_SIGNAL_CAUSES: an ERROR line on every Ctrl-C, SIGHUP and SIGTERM, read as a crash; Prefect's flow engine
+    logs one for any BaseException that ends a flow run, with no way to tell it a stop was asked for) where saerl's
+    own line says the run was stopped by which signal and what is kept (:func:`stop_now`); a crash of any other cause
+    keeps its line. One instance serves both run loggers (:func:`_setup_logging`), so it knows what either printed."""
 
     def __init__(self) -> None:
         super().__init__()
         self.seen: list[str] = []  # "Type: message" of the user errors printed, as Prefect's state line words them
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """in: a log record; out: False for Prefect's crash line of an interrupt and for a user error printed
+        """in: a log record; out: False for Prefect's crash line of a stop by a signal and for a user error printed
         before, else True, with exc_info cleared for a user error."""
         message = record.getMessage()
-        if message.startswith(PREFECT_CRASH) and PREFECT_INTERRUPT in message:
+        if message.startswith(PREFECT_CRASH) and any(cause in message for cause in PREFECT_SIGNAL_CAUSES):
             return False
         err = record.exc_info[1] if record.exc_info else None
         if isinstance(err, USER_ERRORS):
@@ -481,19 +486,27 @@ CHECK_EXIT = {"ok": EXIT_OK, "failed": EXIT_FAILED, "stopped": EXIT_NOT_ENDED_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """`saerl status [RUN] [--root ROOT] [--verify] [--paths] [--json] [--check] [--list [--limit N]]`: per stage run
-    of a run (default the latest): computed or cached, key, why, seconds, size, whether its artifact is intact (file
-    sizes; --verify hashes every file) and, with --paths, its artifact's folder; or the recent runs. --json prints
-    the run's record with its outcome instead (saerl.status.run_json); --check exits with the run's outcome
-    (CHECK_EXIT), so a script can test how a run ended."""
-    from saerl.runs import load_run
-    from saerl.status import list_status, outcome, run_json, run_status
+    """`saerl status [RUN] [--root ROOT] [--verify] [--paths] [--json] [--check] [--list [--json] [--limit N]]`:
+    per stage run of a run (default the latest): computed or cached, key, why, seconds, size, whether its artifact is intact (file
+    sizes; --verify hashes every file) and, with --paths, its artifact's folder; or the recent runs (--list; with
+    --json a JSON array of them, saerl.status.list_json). --json prints the run's record with its outcome instead
+    (saerl.status.run_json); --check exits with the run's outcome (CHECK_EXIT), so a script can test how a run ended
+    (one run: --list --check is refused)."""
+    from saerl.runs import RUNS_DIR, load_run
+    from saerl.status import list_json, list_status, outcome, run_json, run_status
 
     root = _root(args.root)
     if args.list:
-        if args.json or args.check:
-            raise ValueError("--list lists runs as a table: --json and --check read one run (saerl status RUN --json)")
-        print(list_status(root, args.limit))
+        if args.check:
+            raise ValueError("--check exits with how one run ended, so it does not go with --list: saerl status RUN "
+                             "--check (or read each run's outcome from saerl status --list --json)")
+        if not args.json:
+            print(list_status(root, args.limit))
+            return EXIT_OK
+        runs = list_json(root, args.limit)
+        if not runs:  # stdout stays the JSON alone; a mistyped --root is said where a person reads it
+            print(f"saerl: no runs under {root / RUNS_DIR}", file=sys.stderr)
+        print(json.dumps(runs, indent=1))
         return EXIT_OK
     record = load_run(root, args.run)  # once: `latest` may be another run a moment later
     print(json.dumps(run_json(root, record), indent=1) if args.json else run_status(root, record, args.verify,
@@ -522,6 +535,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+class CommandParser(argparse.ArgumentParser):
+    """saerl's top-level parser: an error met once a subcommand is chosen (an option it does not know, a word that is
+    no override: :func:`parse_args`; a bad value, on a Python whose subparsers hand their errors up) prints that
+    subcommand's usage line and the error, `usage: saerl status [-h] ...` then `saerl status: error: ...`, where it
+    printed the top level's `usage: saerl [-h] [-v] {demo,run,...} ...`, which shows none of the subcommand's
+    options. Exit status EXIT_USAGE, as argparse's own errors."""
+
+    chosen: argparse.ArgumentParser | None = None  # the chosen subcommand's parser (:class:`Commands` sets it)
+
+    def error(self, message: str) -> NoReturn:
+        """Print the chosen subcommand's usage (else the top level's) and `message`; exit EXIT_USAGE."""
+        if self.chosen is not None:
+            self.chosen.error(message)
+        super().error(message)
+
+
+class Commands(argparse._SubParsersAction):
+    """build_parser's subcommands, as argparse's, but noting the chosen subcommand's parser on the top-level parser
+    (:class:`CommandParser`'s `chosen`) before it parses the subcommand's words, so their errors show its usage."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if isinstance(parser, CommandParser) and values and values[0] in self.choices:
+            parser.chosen = self.choices[values[0]]
+        super().__call__(parser, namespace, values, option_string)
+
+
 def add_command(sub: Any, name: str, **kw: Any) -> argparse.ArgumentParser:
     """A subcommand's parser in `sub` (build_parser's subparsers): -v accepted after the subcommand too (`saerl run
     CONFIG -v` was 'unrecognized arguments'; its default SUPPRESS leaves the top level's value when not given), and no
@@ -532,13 +572,12 @@ def add_command(sub: Any, name: str, **kw: Any) -> argparse.ArgumentParser:
     return sub.add_parser(name, parents=[verbose], allow_abbrev=False, **kw)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every subcommand."""
-    p = argparse.ArgumentParser(prog="saerl", description="SAE-guided data engineering for RL post-training.",
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES,
-                                allow_abbrev=False)
+def build_parser() -> CommandParser:
+    """The argument parser for every subcommand (a CommandParser: an error shows the subcommand's usage line)."""
+    p = CommandParser(prog="saerl", description="SAE-guided data engineering for RL post-training.",
+                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES, allow_abbrev=False)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, action=Commands)
 
     d = add_command(sub, "demo", help="run the pipeline on the embedded default (configs/demo.yaml)")
     d.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
@@ -653,7 +692,8 @@ def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
                    help="add a column with each stage run's artifact folder (ROOT/STAGE/KEY: its files, e.g. "
                    "evaluate's eval.parquet)")
     s.add_argument("--json", action="store_true", help="print the run's record as JSON instead, with its outcome "
-                   "(ok, failed, stopped, killed, running) and the stage it ended at")
+                   "(ok, failed, stopped, killed, running) and the stage it ended at; with --list, the recent runs "
+                   "as a JSON array (outcome, stage, signal or error, start and end times, counts per run)")
     s.add_argument("--check", action="store_true", help=f"exit with how the run ended: {EXIT_OK} ok, {EXIT_FAILED} "
                    f"failed, {EXIT_NOT_ENDED_OK} stopped or killed, {EXIT_RUNNING} still running")
     s.add_argument("--list", action="store_true", help="list the recent runs instead")
@@ -699,13 +739,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse a command line, letting dotted overrides come before and after options (`saerl run c.yaml
     a=1 --until score b=2`, `saerl ablate c.yaml a=1 --grid k=1,2 a=2`), which argparse alone refuses for a
     positional list. Overrides keep their command-line order, so a later one still wins; a stray option or a
-    word without "=" is an error naming it."""
+    word without "=" is an error naming it, under the subcommand's usage line (:class:`CommandParser`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
+    parser = build_parser()  # a CommandParser: an error shows the subcommand's usage
     args, rest = parser.parse_known_args(argv)
     args.argv = argv  # the words as given: what the run records as its command (command_line)
     stray = [a for a in rest if a.startswith("-") or "=" not in a]
     if stray or (rest and getattr(args, "overrides", None) is None):
+        if args.command in argv and set(stray or rest) & set(argv[:argv.index(args.command)]):
+            parser.chosen = None  # a word before the subcommand (saerl --bogus status): the top level's usage
         parser.error(f"unrecognized arguments: {' '.join(stray or rest)}")
     if getattr(args, "overrides", None) is not None:
         words = [*args.overrides, *getattr(args, "late_overrides", []), *rest]

@@ -22,11 +22,16 @@ from saerl.artifacts import MANIFEST, ArtifactStore, chunk_progress
 from saerl.checkpoints import CURVE_FILE, checkpoint_step, last_checkpoint
 from saerl.runs import (
     FAILED,
+    GIT,
+    GIT_PREFIX,
+    INVOCATION,
     KILLED,
     RUNS_DIR,
     SETTING,
     STILL_RUNNING,
     STOPPED,
+    SWEEP,
+    UNTIL,
     RunRecord,
     artifact_dir,
     code_summary,
@@ -306,18 +311,29 @@ def run_json(root: Path, run_id: str | RunRecord = "latest") -> dict[str, Any]:
     return {"outcome": word, "ended_at": at, "record_path": str(run_path(root, record.run_id)), **record.to_json()}
 
 
+def recent_records(root: Path, limit: int = LIST_LIMIT) -> list[tuple[Path, RunRecord | ValueError]]:
+    """The `limit` newest run record files under `root`, newest first, each with its record or, for one that cannot
+    be read (saerl.runs.read_run), the ValueError saying why: the runs `status --list` shows, as a table or JSON.
+    in: artifact root, how many; out: [(record file, record or error)]."""
+    out: list[tuple[Path, RunRecord | ValueError]] = []
+    for path in list_runs(root)[::-1][:limit]:
+        try:
+            out.append((path, read_run(path)))
+        except ValueError as err:
+            out.append((path, err))
+    return out
+
+
 def list_status(root: Path, limit: int = LIST_LIMIT) -> str:
     """`saerl status --list`: the `limit` newest runs, newest first: id, config name, a sweep child's setting, start,
     stage runs, computed and cached counts, total seconds, recorded MB and how it ended (:func:`ended`). An
     unreadable record is listed as such."""
-    paths = list_runs(root)[::-1][:limit]
-    if not paths:
+    runs = recent_records(root, limit)
+    if not runs:
         return f"no runs under {Path(root) / RUNS_DIR}"
     rows = [("run", "name", "setting", "started", "stages", "computed", "cached", "seconds", "MB", "ended")]
-    for path in paths:
-        try:
-            r = read_run(path)
-        except ValueError:
+    for path, r in runs:
+        if isinstance(r, ValueError):
             rows.append((path.stem, "<unreadable record>", "", "", "", "", "", "", "", ""))
             continue
         computed = sum(s.status == "computed" for s in r.stages.values())
@@ -326,3 +342,49 @@ def list_status(root: Path, limit: int = LIST_LIMIT) -> str:
                      f"{sum(s.bytes for s in r.stages.values()) / MB:.2f}",
                      ended(root, r)))
     return "\n".join(_table(rows, free_last=False))
+
+
+UNREADABLE = "unreadable"  # the outcome `status --list --json` gives a record it cannot read (its `error` says why)
+ENDED_OUTCOMES = ("ok", "failed", "stopped")  # outcomes whose record was last saved as the run ended (list_json's
+# `ended`); a killed run's was saved at its last finished stage, a running one's is still being written
+LIST_FIELDS = ("run_id", "name", "setting", "sweep", "outcome", "ended_at", "signal", "error", "started", "ended",
+               "until", "invocation", "commit", "stage_runs", "computed", "cached", "seconds", "bytes",
+               "record_path")  # every object of `status --list --json` has these keys (null where it has no value)
+
+
+def list_entry(root: Path, path: Path, record: RunRecord | ValueError) -> dict[str, Any]:
+    """One run of `saerl status --list --json`, LIST_FIELDS (null where it has no value): run_id, config name,
+    a sweep child's setting and sweep id; its outcome (:func:`outcome`: OUTCOMES, or UNREADABLE for a record that
+    cannot be read, whose `error` says why) and the stage run it ended at; the signal that stopped it and the error it
+    failed on (as its record says them: extra['stopped'], extra['failed']); started and ended (epoch seconds: its
+    start, and when its record was last saved for a run that ended, ENDED_OUTCOMES, else null); --until, the command
+    that started it, its git commit; stage run, computed and cached counts, total stage seconds and recorded bytes;
+    its record file. in: artifact root, record file, its record or read error; out: a JSON-ready dict."""
+    entry: dict[str, Any] = dict.fromkeys(LIST_FIELDS)
+    entry |= {"run_id": path.stem, "record_path": str(path)}
+    if isinstance(record, ValueError):
+        return entry | {"outcome": UNREADABLE, "error": str(record)}
+    word, at = outcome(root, record)
+    failed, stopped = record.extra.get(FAILED), record.extra.get(STOPPED)
+    try:
+        saved = path.stat().st_mtime if word in ENDED_OUTCOMES else None
+    except OSError:  # deleted meanwhile (by a person: saerl gc keeps every record)
+        saved = None
+    computed = sum(s.status == "computed" for s in record.stages.values())
+    return entry | {
+        "run_id": record.run_id, "name": record.name, "setting": record.extra.get(SETTING),
+        "sweep": record.extra.get(SWEEP), "outcome": word, "ended_at": at,
+        "signal": stopped.rpartition(": ")[2] if stopped else None,
+        "error": failed.split(": ", 1)[1] if failed and ": " in failed else None,
+        "started": record.started, "ended": saved, "until": record.extra.get(UNTIL),
+        "invocation": record.extra.get(INVOCATION), "commit": (record.extra.get(GIT) or {}).get(GIT_PREFIX + "commit"),
+        "stage_runs": len(record.stages), "computed": computed, "cached": len(record.stages) - computed,
+        "seconds": round(float(sum(s.seconds for s in record.stages.values())), 3),
+        "bytes": sum(s.bytes for s in record.stages.values())}
+
+
+def list_json(root: Path, limit: int = LIST_LIMIT) -> list[dict[str, Any]]:
+    """`saerl status --list --json`: the runs `status --list` shows (:func:`recent_records`: the `limit` newest,
+    newest first), each as :func:`list_entry`; [] when there are none. in: artifact root, how many; out: JSON-ready
+    list."""
+    return [list_entry(root, path, record) for path, record in recent_records(root, limit)]

@@ -154,6 +154,53 @@ def test_prefects_run_loggers_keep_a_user_errors_line_but_not_its_traceback():
     _setup_logging(False)
 
 
+def test_prefects_crash_line_of_a_stop_by_any_signal_is_dropped_in_its_own_words():
+    """`kill -TERM` of a run logged Prefect's ERROR 'Crash detected! Execution was aborted by a termination signal.'
+    beside saerl's 'stopped by SIGTERM' line (Ctrl-C's crash line was dropped already): Prefect's flow engine logs a
+    crash for any BaseException ending a flow run. The filter drops the line for each signal's cause, in the words
+    Prefect's installed version gives it (prefect.states.exception_to_crashed_state), and keeps any other crash."""
+    import logging
+
+    from prefect.exceptions import TerminationSignal
+    from prefect.states import exception_to_crashed_state
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    from flows.cli import PREFECT_CRASH, Interrupted, UserErrorTracebacks
+
+    def crash_line(err: BaseException) -> logging.LogRecord:  # as Prefect's FlowRunEngine.handle_crash logs it
+        message = run_coro_as_sync(exception_to_crashed_state(err)).message
+        return logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, f"{PREFECT_CRASH} {message}", None,
+                                 None)
+
+    for stop in (KeyboardInterrupt(), Interrupted(signal.SIGHUP), TerminationSignal(signal.SIGTERM)):
+        assert not UserErrorTracebacks().filter(crash_line(stop)), type(stop).__name__
+    for other in (MemoryError(), SystemExit(1)):
+        assert UserErrorTracebacks().filter(crash_line(other)), type(other).__name__
+
+
+@pytest.mark.parametrize("argv", [["status", "--limit", "0"], ["status", "--bogus"], ["run", "c.yaml", "--bogus"],
+                                  ["run", "--bogus"], ["gc", "--min-age-hours", "nan"], ["gc", "--dry-run", "a.b=1"],
+                                  ["status", "RUN", "stray"], ["export", "RUN", "--out", "o", "--format", "bad"]])
+def test_a_subcommands_bad_argument_shows_the_subcommands_usage(argv, capsys):
+    """An option a subcommand does not know, or a stray word, printed the top level's usage (`usage: saerl [-h] [-v]
+    {demo,run,...} ...`, none of the subcommand's options) above 'saerl: error: unrecognized arguments'. Every error
+    of a subcommand's arguments shows its own usage line and its name, exit status 2."""
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert err.startswith(f"usage: saerl {argv[0]} [-h]") and f"saerl {argv[0]}: error: " in err, err
+
+
+def test_a_bad_word_before_the_subcommand_shows_the_top_levels_usage(capsys):
+    """A stray word before the subcommand is the top level's error (its usage is the one that word belongs to)."""
+    for argv in (["--bogus", "status"], ["nosuch"], []):
+        with pytest.raises(SystemExit) as exit_:
+            parse_args(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.startswith("usage: saerl [-h] [-v] {") and "saerl: error: " in err
+
+
 def test_log_lines_carry_the_date(monkeypatch):
     """saerl's log lines said the time of day alone (12:04:02): in the log file of a run crossing midnight, or kept
     for days, one could not tell when a line was written. They carry the date too."""
@@ -365,6 +412,7 @@ def test_an_interrupt_stops_the_run_inside_a_stage_and_keeps_what_it_finished(tm
     (path,) = list_runs(root)
     extra = read_run(path).extra  # a person's stop, not a failure (`status --list` read 'failed at testbed')
     assert extra[STOPPED] == f"testbed: {signal.Signals(sig).name}" and FAILED not in extra
+    assert "Crash detected" not in err and " ERROR " not in err, "a stop asked for is no crash (SIGTERM's read so)"
 
 
 def test_a_run_takes_sigterm_over_only_while_it_runs():

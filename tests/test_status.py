@@ -508,5 +508,74 @@ def test_status_check_exits_with_how_the_run_ended_and_json_prints_its_record(tm
     with live_lock(tmp_path, rec.run_id):
         assert main(["status", "--root", root, "--check"]) == 4
     assert main(["status", "--root", root, "--check"]) == 3, "its process gone: killed"
-    assert main(["status", "--root", root, "--list", "--json"]) == 2, "--json reads one run"
+    capsys.readouterr()
+    assert main(["status", "--root", root, "--list", "--check"]) == 2, "--check tests one run"
+    assert "--check" in capsys.readouterr().err
+
+
+def test_status_list_json_prints_the_listed_runs_as_a_json_array(tmp_path, capsys):
+    """`status --list --json` was refused ('--json reads one run'), so a script listing runs parsed the table. It
+    prints the runs the table lists, in its order, as a JSON array on stdout alone: per run its id, config name,
+    setting, outcome, the stage it ended at, the signal or error, start and end times, --until, command, commit
+    and the table's counts; an unreadable record says so."""
+    import json
+    import os
+
+    from saerl.runs import (
+        FAILED,
+        GIT,
+        INVOCATION,
+        RUNNING,
+        SETTING,
+        STOPPED,
+        SWEEP,
+        UNTIL,
+        live_lock,
+        run_path,
+    )
+    from saerl.status import LIST_FIELDS, UNREADABLE
+
+    first, second = _runs(tmp_path)  # ok, ok (3 stage runs, 2 computed)
+    failed = RunRecord(name="demo", run_id="20260103-000000-cccccc", started=3.0,
+                       extra={FAILED: "train:vanilla:1: RuntimeError: CUDA error: out of memory", UNTIL: "train",
+                              INVOCATION: "saerl run configs/demo.yaml --until train",
+                              GIT: {"saerl.git_commit": "1a2b3c4d" * 5, "saerl.git_dirty": "false"}})
+    stopped = RunRecord(name="sweep", run_id="20260104-000000-dddddd", started=4.0,
+                        extra={STOPPED: "extract: SIGTERM", SWEEP: "s1", SETTING: "mix_ratio=0.1"})
+    going = RunRecord(name="demo", run_id="20260105-000000-eeeeee", started=5.0, extra={RUNNING: True})
+    for r in (failed, stopped, going):
+        save_run(tmp_path, r)
+    os.utime(run_path(tmp_path, second.run_id), (86500.0, 86500.0))  # when its record was last saved: its end
+    (tmp_path / "runs" / "20260106-000000-ffffff.json").write_text("{not json")
+    root = str(tmp_path)
+    with live_lock(tmp_path, going.run_id):
+        assert main(["status", "--list", "--json", "--root", root]) == 0
+        shown = json.loads(capsys.readouterr().out)  # stdout is the JSON alone
+        table = list_status(tmp_path).splitlines()[1:]
+    assert [r["run_id"] for r in shown] == [ln.split()[0] for ln in table], "the table's runs, in its order"
+    assert all(tuple(r) == LIST_FIELDS for r in shown), "every object has the same keys"
+    bad, now, stop, fail, last, oldest = shown
+    assert (bad["outcome"], bad["name"], bad["record_path"]) == (UNREADABLE, None,
+                                                                 str(tmp_path / "runs" / "20260106-000000-ffffff.json"))
+    assert "not readable" in bad["error"]
+    assert (now["outcome"], now["ended_at"], now["started"], now["ended"]) == ("running", None, 5.0, None)
+    assert {k: stop[k] for k in ("name", "outcome", "ended_at", "signal", "error", "setting", "sweep")} == {
+        "name": "sweep", "outcome": "stopped", "ended_at": "extract", "signal": "SIGTERM", "error": None,
+        "setting": "mix_ratio=0.1", "sweep": "s1"}
+    assert {k: fail[k] for k in ("outcome", "ended_at", "signal", "error", "until", "invocation", "commit")} == {
+        "outcome": "failed", "ended_at": "train:vanilla:1", "signal": None,
+        "error": "RuntimeError: CUDA error: out of memory", "until": "train",
+        "invocation": "saerl run configs/demo.yaml --until train", "commit": "1a2b3c4d" * 5}
+    assert fail["ended"] == run_path(tmp_path, failed.run_id).stat().st_mtime
+    assert {k: last[k] for k in ("run_id", "name", "outcome", "ended_at", "started", "ended", "stage_runs", "computed",
+                                 "cached", "seconds", "bytes", "record_path")} == {
+        "run_id": second.run_id, "name": "demo", "outcome": "ok", "ended_at": None, "started": 86400.0,
+        "ended": 86500.0, "stage_runs": 3, "computed": 2, "cached": 1, "seconds": 71.6, "bytes": 3 * PAYLOAD,
+        "record_path": str(run_path(tmp_path, second.run_id))}
+    assert oldest["run_id"] == first.run_id and oldest["computed"] == 1
+    assert main(["status", "--list", "--json", "--limit", "2", "--root", root]) == 0
+    assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == [bad["run_id"], going.run_id]
+    assert main(["status", "--list", "--json", "--root", str(tmp_path / "empty")]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == [] and "no runs under" in err
 
