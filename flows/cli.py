@@ -497,6 +497,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     root = _root(args.root)
     if args.list:
+        if args.run != "latest":  # a run named beside --list was silently ignored
+            raise ValueError(f"--list lists the recent runs, so it reads no run id ({args.run!r}): saerl status "
+                             f"{args.run} for that run, or saerl status --list")
         if args.check:
             raise ValueError("--check exits with how one run ended, so it does not go with --list: saerl status RUN "
                              "--check (or read each run's outcome from saerl status --list --json)")

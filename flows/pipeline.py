@@ -64,6 +64,7 @@ from saerl.pipeline import (
 )
 from saerl.report import recorded_config
 from saerl.runs import (
+    ENDED,
     FAILED,
     FAILED_CHARS,
     GIT,
@@ -690,6 +691,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
             record.extra.pop(RUNNING, None)  # PLANNED stays: `saerl gc` keeps the partial builds of the latest run of
             # a config that failed or was stopped (its resume state: a training run's checkpoints)
             record.extra.pop(IN_PROGRESS, None)  # FAILED / STOPPED say where it ended
+            record.extra[ENDED] = time.time()
             try:
                 path = save_run(root, record)  # first: what follows asks servers, which may not answer
                 tracker.log_artifact(path)  # where and why it ended, in MLflow too
@@ -705,6 +707,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         record.extra.pop(RUNNING, None)
         record.extra.pop(PLANNED, None)
         record.extra.pop(IN_PROGRESS, None)
+        record.extra[ENDED] = time.time()
         path = save_run(root, record)
     tracker.log_artifact(path)
     tracker.finish()

@@ -32,6 +32,8 @@ RECENT_IDS = 5  # run ids an unknown-run error lists
 FAILED = "failed"  # RunRecord.extra key of a run that stopped on an error: "<stage run>: <error>"
 FAILED_CHARS = 300  # of the error text kept there
 STOPPED = "stopped"  # RunRecord.extra key of a run a person stopped (Ctrl-C, SIGTERM): "<stage run>: SIGINT" (no error)
+ENDED = "ended"  # RunRecord.extra key: when the run ended (epoch seconds), ok, failed or stopped; absent while it runs,
+# for a run killed before it could say, and in records from before session 42
 RUNNING = "running"  # RunRecord.extra key (True) while a run's stages are under way, removed when it ends (done or
 # failed): a record that keeps it is of a run still going, or of one killed before it could say (SIGKILL, out of memory)
 UNFINISHED = "unfinished: still running, or killed before it ended"  # how status shows such a record, when its

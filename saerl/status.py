@@ -21,6 +21,7 @@ from typing import Any
 from saerl.artifacts import MANIFEST, ArtifactStore, chunk_progress
 from saerl.checkpoints import CURVE_FILE, checkpoint_step, last_checkpoint
 from saerl.runs import (
+    ENDED,
     FAILED,
     GIT,
     GIT_PREFIX,
@@ -345,8 +346,9 @@ def list_status(root: Path, limit: int = LIST_LIMIT) -> str:
 
 
 UNREADABLE = "unreadable"  # the outcome `status --list --json` gives a record it cannot read (its `error` says why)
-ENDED_OUTCOMES = ("ok", "failed", "stopped")  # outcomes whose record was last saved as the run ended (list_json's
-# `ended`); a killed run's was saved at its last finished stage, a running one's is still being written
+ENDED_OUTCOMES = ("ok", "failed", "stopped")  # outcomes that record when the run ended (saerl.runs.ENDED, list_json's
+# `ended`; a record from before it: when it was last saved, as the run ended); a killed run never said, a running one
+# has not ended
 LIST_FIELDS = ("run_id", "name", "setting", "sweep", "outcome", "ended_at", "signal", "error", "started", "ended",
                "until", "invocation", "commit", "stage_runs", "computed", "cached", "seconds", "bytes",
                "record_path")  # every object of `status --list --json` has these keys (null where it has no value)
@@ -357,7 +359,8 @@ def list_entry(root: Path, path: Path, record: RunRecord | ValueError) -> dict[s
     a sweep child's setting and sweep id; its outcome (:func:`outcome`: OUTCOMES, or UNREADABLE for a record that
     cannot be read, whose `error` says why) and the stage run it ended at; the signal that stopped it and the error it
     failed on (as its record says them: extra['stopped'], extra['failed']); started and ended (epoch seconds: its
-    start, and when its record was last saved for a run that ended, ENDED_OUTCOMES, else null); --until, the command
+    start, and its end for a run that ended, ENDED_OUTCOMES (saerl.runs.ENDED; for a record from before it, when the
+    record was last saved), else null); --until, the command
     that started it, its git commit; stage run, computed and cached counts, total stage seconds and recorded bytes;
     its record file. in: artifact root, record file, its record or read error; out: a JSON-ready dict."""
     entry: dict[str, Any] = dict.fromkeys(LIST_FIELDS)
@@ -366,10 +369,12 @@ def list_entry(root: Path, path: Path, record: RunRecord | ValueError) -> dict[s
         return entry | {"outcome": UNREADABLE, "error": str(record)}
     word, at = outcome(root, record)
     failed, stopped = record.extra.get(FAILED), record.extra.get(STOPPED)
-    try:
-        saved = path.stat().st_mtime if word in ENDED_OUTCOMES else None
-    except OSError:  # deleted meanwhile (by a person: saerl gc keeps every record)
-        saved = None
+    saved = record.extra.get(ENDED) if word in ENDED_OUTCOMES else None
+    if saved is None and word in ENDED_OUTCOMES:  # a record from before ENDED: when it was last saved
+        try:
+            saved = path.stat().st_mtime
+        except OSError:  # deleted meanwhile (by a person: saerl gc keeps every record)
+            saved = None
     computed = sum(s.status == "computed" for s in record.stages.values())
     return entry | {
         "run_id": record.run_id, "name": record.name, "setting": record.extra.get(SETTING),

@@ -254,7 +254,7 @@ def test_a_failed_run_ends_its_mlflow_run_as_failed(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     import flows.pipeline as fp
-    from saerl.runs import FAILED, PLANNED, load_run
+    from saerl.runs import ENDED, FAILED, PLANNED, load_run
 
     def gone(*args, **kwargs):
         raise RuntimeError("the data file went away")
@@ -269,6 +269,7 @@ def test_a_failed_run_ends_its_mlflow_run_as_failed(tmp_path, monkeypatch):
         raise AssertionError("the flow did not raise")
     record = load_run(tmp_path, "latest")
     assert record.extra[FAILED].startswith("ingest: RuntimeError")
+    assert record.started <= record.extra[ENDED] <= time.time(), "a failed run's record says when it ended"
     # its plan stays, so `saerl gc` keeps the resume state (partial builds) of what it planned
     assert record.extra[PLANNED] == planned_run_keys(cfg, "ingest") and record.extra[PLANNED]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -319,7 +320,7 @@ def test_a_run_killed_mid_way_is_listed_unfinished_not_ok(tmp_path, monkeypatch)
     that `status --list` showed as ended 'ok'. Runs the flow's body without Prefect (fake stage tasks): the record
     on disk while the second stage runs is what such a kill leaves; the finished run's record says ok."""
     import flows.pipeline as fp
-    from saerl.runs import PLANNED, RUNNING, STILL_RUNNING, live_path, load_run
+    from saerl.runs import ENDED, PLANNED, RUNNING, STILL_RUNNING, live_path, load_run
     from saerl.status import list_status
     from saerl.sweep import planned_run_keys
 
@@ -351,9 +352,11 @@ def test_a_run_killed_mid_way_is_listed_unfinished_not_ok(tmp_path, monkeypatch)
     fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="ingest")
     ((killed, line),) = seen
     assert killed.extra[RUNNING] is True and list(killed.stages) == ["testbed"] and line.endswith(STILL_RUNNING)
+    assert ENDED not in killed.extra, "a run under way has not ended"
     assert killed.extra[PLANNED] == planned_run_keys(cfg, "ingest") and set(killed.extra[PLANNED]) == {"testbed", "ingest"}
     done = load_run(tmp_path, "latest")
     assert RUNNING not in done.extra and PLANNED not in done.extra and set(done.stages) == {"testbed", "ingest"}
+    assert done.started <= done.extra[ENDED] <= time.time(), "the record says when the run ended"
     assert not live_path(tmp_path, done.run_id).exists()
     assert list_status(tmp_path).splitlines()[1].endswith("ok")
 

@@ -511,6 +511,8 @@ def test_status_check_exits_with_how_the_run_ended_and_json_prints_its_record(tm
     capsys.readouterr()
     assert main(["status", "--root", root, "--list", "--check"]) == 2, "--check tests one run"
     assert "--check" in capsys.readouterr().err
+    assert main(["status", rec.run_id, "--root", root, "--list"]) == 2, "a run id beside --list was ignored"
+    assert f"saerl status {rec.run_id} for that run" in capsys.readouterr().err
 
 
 def test_status_list_json_prints_the_listed_runs_as_a_json_array(tmp_path, capsys):
@@ -522,6 +524,7 @@ def test_status_list_json_prints_the_listed_runs_as_a_json_array(tmp_path, capsy
     import os
 
     from saerl.runs import (
+        ENDED,
         FAILED,
         GIT,
         INVOCATION,
@@ -538,6 +541,7 @@ def test_status_list_json_prints_the_listed_runs_as_a_json_array(tmp_path, capsy
     first, second = _runs(tmp_path)  # ok, ok (3 stage runs, 2 computed)
     failed = RunRecord(name="demo", run_id="20260103-000000-cccccc", started=3.0,
                        extra={FAILED: "train:vanilla:1: RuntimeError: CUDA error: out of memory", UNTIL: "train",
+                              ENDED: 3600.0,
                               INVOCATION: "saerl run configs/demo.yaml --until train",
                               GIT: {"saerl.git_commit": "1a2b3c4d" * 5, "saerl.git_dirty": "false"}})
     stopped = RunRecord(name="sweep", run_id="20260104-000000-dddddd", started=4.0,
@@ -545,7 +549,8 @@ def test_status_list_json_prints_the_listed_runs_as_a_json_array(tmp_path, capsy
     going = RunRecord(name="demo", run_id="20260105-000000-eeeeee", started=5.0, extra={RUNNING: True})
     for r in (failed, stopped, going):
         save_run(tmp_path, r)
-    os.utime(run_path(tmp_path, second.run_id), (86500.0, 86500.0))  # when its record was last saved: its end
+    # a record from before ENDED: when it was last saved, its end
+    os.utime(run_path(tmp_path, second.run_id), (86500.0, 86500.0))
     (tmp_path / "runs" / "20260106-000000-ffffff.json").write_text("{not json")
     root = str(tmp_path)
     with live_lock(tmp_path, going.run_id):
@@ -566,7 +571,7 @@ def test_status_list_json_prints_the_listed_runs_as_a_json_array(tmp_path, capsy
         "outcome": "failed", "ended_at": "train:vanilla:1", "signal": None,
         "error": "RuntimeError: CUDA error: out of memory", "until": "train",
         "invocation": "saerl run configs/demo.yaml --until train", "commit": "1a2b3c4d" * 5}
-    assert fail["ended"] == run_path(tmp_path, failed.run_id).stat().st_mtime
+    assert fail["ended"] == 3600.0, "the end the record says, not when its file was last written"
     assert {k: last[k] for k in ("run_id", "name", "outcome", "ended_at", "started", "ended", "stage_runs", "computed",
                                  "cached", "seconds", "bytes", "record_path")} == {
         "run_id": second.run_id, "name": "demo", "outcome": "ok", "ended_at": None, "started": 86400.0,
