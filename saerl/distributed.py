@@ -6,9 +6,10 @@ The stage's process writes what the run needs into a folder (:func:`write_spec`)
 :func:`saerl.rl.train_grpo`; rank 0 alone writes the policy, the checkpoints' own files and the run's result
 (``result.json``), and appends each step's metrics to ``steps.jsonl``, which the stage's process hands to its step sink
 as they arrive (:func:`saerl.rl.step_sink`: the stage run's MLflow run), and its saerl log records to ``log.jsonl``,
-which the stage's process logs again through the same loggers (so a Prefect run's log has them, as with one process).
-The ranks' other output goes to the stage's stderr; a rank that fails leaves its error in ``error-<rank>.json``, and
-the stage's process raises it with the output's tail. The torchruns this process started and has not seen end are
+which the stage's process logs again through the same loggers (so a Prefect run's log has them, as with one process);
+the other ranks log saerl's warnings and errors alone, each to its own ``log-<rank>.jsonl``, logged again likewise with
+'[rank <r>] ' before the message. The ranks' other output goes to the stage's stderr; a rank that fails leaves its
+error in ``error-<rank>.json``, and the stage's process raises it with the output's tail. The torchruns this process started and has not seen end are
 kept (:func:`stop_training` ends them where the CLI stops at once). This module's top level imports nothing heavy:
 flows/server.py imports :func:`launcher` from it.
 """
@@ -41,8 +42,9 @@ SETS = "sets"  # the in-training held-out sets, <i>.parquet in the spec's order
 RESULT = "result.json"  # rank 0's return value of train_grpo
 STEPS = "steps.jsonl"  # rank 0's step sink: one {"step", "values"} line per point, as measured
 LOGS = "log.jsonl"  # rank 0's saerl log records: one RECORD_FIELDS line per record, as logged
+RANK_LOGS = "log-{rank}.jsonl"  # another rank's saerl records (its WARNING and above), likewise
 RECORD_FIELDS = ("name", "levelno", "levelname", "msg", "created", "msecs", "exc_text")  # a record's, as re-logged
-SAERL_LOGGER = "saerl"  # the logger whose records (its children's) rank 0 writes to LOGS
+SAERL_LOGGER = "saerl"  # the logger whose records (its children's) each rank writes to its log file (log_file)
 ERROR = "error-{rank}.json"  # a failed rank's error: {"rank", "type", "message"}
 POLL_S = 0.5  # how often the stage's process reads new step points while the ranks train
 TAIL_CHARS = 6000  # how much of the ranks' output a failure quotes
@@ -252,11 +254,24 @@ class RecordFile(logging.Handler):
             self.handleError(record)
 
 
+def log_file(rank: int) -> str:
+    """The file a rank writes its saerl log records to (:func:`send_saerl_records`): LOGS for rank 0, RANK_LOGS for
+    another. in: the rank; out: the file's name in the spec folder."""
+    return LOGS if rank == 0 else RANK_LOGS.format(rank=rank)
+
+
+def rank_prefix(rank: int) -> str:
+    """What the stage's process puts before a rank's re-logged messages (:func:`forward_logs`): nothing for rank 0
+    (its records are the run's, as one process logs them), '[rank <r>] ' for another. in: the rank; out: text."""
+    return "" if rank == 0 else f"[rank {rank}] "
+
+
 def send_saerl_records(path: Path) -> RecordFile:
-    """In rank 0: write saerl's log records to `path` (:class:`RecordFile`) instead of printing them, since the stage's
-    process logs them again (:func:`forward_logs`) through its own handlers: its console prints them there, once,
-    and a Prefect run's log gets them (rank 0's own output reaches the terminal only, as raw text). Records of other
-    loggers (trl, transformers, torch) print as before. in: the LOGS file; out: the handler added."""
+    """In a rank: write saerl's log records (those its level lets through: INFO in rank 0, WARNING in the others) to
+    `path` (:class:`RecordFile`) instead of printing them, since the stage's process logs them again
+    (:func:`forward_logs`) through its own handlers: its console prints them there, once, and a Prefect run's log gets
+    them (a rank's own output reaches the terminal only, as raw text). Records of other loggers (trl, transformers,
+    torch) print as before. in: the rank's file (:func:`log_file`); out: the handler added."""
     handler = RecordFile(path)
     logger = logging.getLogger(SAERL_LOGGER)
     logger.addHandler(handler)
@@ -287,17 +302,20 @@ def forward_steps(path: Path, offset: int, sink: Any) -> int:
     return offset
 
 
-def forward_logs(path: Path, offset: int) -> int:
-    """Log the records of `path` ended after byte `offset` (rank 0's, :class:`RecordFile`) again in this thread,
-    through the loggers that logged them, at their levels where those loggers take them: this process's handlers
-    print them and, inside a Prefect run, send them to its log (flows.runlog), as with one process.
-    in: the LOGS file, bytes already logged; out: bytes logged now."""
+def forward_logs(path: Path, offset: int, prefix: str = "") -> int:
+    """Log the records of `path` ended after byte `offset` (a rank's, :class:`RecordFile`) again in this thread,
+    through the loggers that logged them, at their levels where those loggers take them, `prefix` before each message
+    (:func:`rank_prefix`): this process's handlers print them and, inside a Prefect run, send them to its log
+    (flows.runlog), as with one process. in: the rank's log file, bytes already logged, the prefix; out: bytes logged
+    now."""
     lines, offset = new_lines(path, offset)
     for line in lines:
         fields = json.loads(line)
         logger = logging.getLogger(fields["name"])
         if logger.isEnabledFor(fields["levelno"]):
-            logger.handle(logging.makeLogRecord({k: fields.get(k) for k in RECORD_FIELDS}))
+            record = logging.makeLogRecord({k: fields.get(k) for k in RECORD_FIELDS})
+            record.msg = f"{prefix}{record.msg}"
+            logger.handle(record)
     return offset
 
 
@@ -344,9 +362,10 @@ def train_in_processes(model_dir: str | Path, prompts: Any, order: list[str] | N
     """:func:`saerl.rl.train_grpo` in cfg.num_processes processes started by torchrun (:func:`launch_command`),
     waited for here: the same arguments but NOT_FORWARDED (`extra_rewards` as functions or 'module:function' paths:
     :func:`reward_name`) and the same result, read back from rank 0's RESULT; each step's points go to this thread's
-    step sink and rank 0's saerl log records to this thread's loggers as rank 0 makes them (:func:`forward_steps`,
-    :func:`forward_logs`). `folder` holds the run's spec while it runs (the caller removes it). A failed rank raises
-    its error (:func:`rank_error`); torchrun is stopped if this thread stops waiting, or by :func:`stop_training`.
+    step sink and the ranks' saerl log records (rank 0's, the others' warnings, :func:`rank_prefix`) to this thread's
+    loggers as the ranks make them (:func:`forward_steps`, :func:`forward_logs`). `folder` holds the run's spec while
+    it runs (the caller removes it). A failed rank raises its error (:func:`rank_error`); torchrun is stopped if this
+    thread stops waiting, or by :func:`stop_training`.
     in: as train_grpo, the spec folder; out: train_grpo's dict."""
     from saerl.rl import current_sink
 
@@ -363,7 +382,7 @@ def train_in_processes(model_dir: str | Path, prompts: Any, order: list[str] | N
     write_spec(folder, args, prompts.select("id", "prompt", "answer"), eval_sets or {})
     log.info("training %s in %d processes (train.num_processes): %s", label or "the run", processes,
              " ".join(torchrun_command(processes, folder)))
-    sink, stepped, logged, tail = current_sink(), 0, 0, deque[str](maxlen=TAIL_CHARS)
+    sink, stepped, logged, tail = current_sink(), 0, [0] * processes, deque[str](maxlen=TAIL_CHARS)
     proc = subprocess.Popen(launch_command(processes, folder), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env=rank_env(processes, device))
     _RUNNING.add(proc)
@@ -372,11 +391,12 @@ def train_in_processes(model_dir: str | Path, prompts: Any, order: list[str] | N
     try:
         while proc.poll() is None:
             stepped = forward_steps(folder / STEPS, stepped, sink)
-            logged = forward_logs(folder / LOGS, logged)
+            logged = [forward_logs(folder / log_file(r), n, rank_prefix(r)) for r, n in enumerate(logged)]
             time.sleep(POLL_S)
         pump.join()
         forward_steps(folder / STEPS, stepped, sink)
-        forward_logs(folder / LOGS, logged)
+        for r, n in enumerate(logged):
+            forward_logs(folder / log_file(r), n, rank_prefix(r))
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -389,8 +409,9 @@ def train_in_processes(model_dir: str | Path, prompts: Any, order: list[str] | N
 
 def main(argv: Sequence[str] | None = None) -> None:
     """One rank of a multi-process training run (torchrun runs it): :func:`saerl.rl.train_grpo` on the spec in
-    argv[0]; rank 0 logs at INFO (saerl's records to LOGS, :func:`send_saerl_records`), sends its step points to
-    STEPS and writes RESULT; the others log warnings only and draw no progress bar. A failure writes ERROR for the stage's process, then ends the rank with it.
+    argv[0]; rank 0 logs at INFO, the others warnings only, saerl's records each to its own file
+    (:func:`send_saerl_records`, :func:`log_file`); rank 0 sends its step points to STEPS and writes RESULT; the others
+    draw no progress bar. A failure writes ERROR for the stage's process, then ends the rank with it.
     in: [the spec folder]."""
     from saerl.artifacts import write_file_atomic
     from saerl.rl import process_rank, step_sink, train_grpo
@@ -398,8 +419,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     folder = Path((argv if argv is not None else sys.argv[1:])[0])
     rank = process_rank()
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format=LOG_FORMAT, datefmt=LOG_DATEFMT)
-    if rank == 0:
-        send_saerl_records(folder / LOGS)
+    send_saerl_records(folder / log_file(rank))
     try:
         kwargs = read_spec(folder)
         if rank != 0 or not kwargs["progress"]:

@@ -298,7 +298,9 @@ def training_order(ids: list[str], order: list[str] | None, n_needed: int, seed:
 
 class _TimeLimit(TrainerCallback):
     """Stop training once `limit_s` seconds of training have passed, counting the `before` seconds a resumed run's
-    checkpoint had trained, and record the seconds so far at each step end (:attr:`seconds`)."""
+    checkpoint had trained, and record the seconds so far at each step end (:attr:`seconds`). Where several
+    processes train together, each has its own clock: they stop at the step where any of them is over the limit
+    (:func:`sum_over_processes`), so all of them end, and evaluate a last time (:class:`EvalCallback`), at one step."""
 
     def __init__(self, limit_s: float | None, before: float = 0.0) -> None:
         self.limit_s, self.before, self.start, self.seconds = limit_s, before, time.time(), before
@@ -312,7 +314,7 @@ class _TimeLimit(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.seconds = self.elapsed()
-        if self.limit_s is not None and self.seconds >= self.limit_s:
+        if self.limit_s is not None and sum_over_processes([float(self.seconds >= self.limit_s)])[0] > 0:
             control.should_training_stop = True
 
 
@@ -773,6 +775,11 @@ class EvalCallback(TrainerCallback):
     held-out evaluation judges them (saerl.answers.judge_held_out, bounded by `timeout_s` per answer): as the reward
     judges them under `extraction` 'boxed' (eval.answer_extraction's default), and under 'boxed_or_last' an unboxed
     answer read as the final evaluation reads it (the reward never reads so).
+    Where several processes train together (train.num_processes), each generates and judges its share of each set
+    (:func:`share`) and the per-problem results are gathered back into the set's order (:func:`gather_shares`), so
+    every process holds the rows and problems one process would; every process must evaluate at the same steps,
+    which the schedule below (the same global step, the same resumed curve in each) and :class:`_TimeLimit`'s agreed
+    stop ensure.
     Each evaluation is logged at INFO as it ends ('train saerl:0 step 40: heldout greedy 0.214 (100 problems,
     38.2 s)': a long one is not mistaken for a hang) and handed to `sink` (:func:`step_sink`) as the metric
     'eval/<set>/greedy' at its step, as it is measured.
@@ -793,14 +800,14 @@ class EvalCallback(TrainerCallback):
         from saerl import policy_lm
 
         was_training = model.training
+        rank, processes = process_share()
         for name, df in self.sets.items():
             t0 = time.time()
+            prompts, answers = (share(df[c].to_list(), rank, processes) for c in ("prompt", "answer"))
             with own_precision(model):  # as the heldout stage loads and reads the same weights
-                texts = policy_lm.generate(model, self.tok, df["prompt"].to_list(), self.max_new_tokens,
-                                           self.batch).texts
-            results, _ = judge_held_out(texts, [str(a) for a in df["answer"].to_list()], self.timeout_s,
-                                        self.extraction)
-            statuses = [r.status for r in results]
+                texts = policy_lm.generate(model, self.tok, prompts, self.max_new_tokens, self.batch).texts
+            results, _ = judge_held_out(texts, [str(a) for a in answers], self.timeout_s, self.extraction)
+            statuses = gather_shares([r.status for r in results], f"step {step} set {name}")
             ok = [s == "correct" for s in statuses]
             self.rows.append({"step": step, "set": name, "greedy": sum(ok) / max(1, len(ok)), "n": len(ok),
                               "seconds": round(time.time() - t0, 3),
@@ -940,6 +947,51 @@ def sum_over_processes(values: Sequence[float]) -> list[float]:
     total = torch.tensor(list(values), dtype=torch.float64, device=device)
     dist.all_reduce(total)
     return total.tolist()
+
+
+_Item = TypeVar("_Item")  # one item of a list the processes share (share, merge_shares)
+
+
+def process_share() -> tuple[int, int]:
+    """This process's rank and the processes training together, by torch.distributed's process group (the Trainer
+    sets it up under torchrun); (0, 1) in one process. out: (rank, processes)."""
+    dist = _distributed()
+    return (0, 1) if dist is None else (dist.get_rank(), dist.get_world_size())
+
+
+def share(items: Sequence[_Item], rank: int, processes: int) -> list[_Item]:
+    """The items process `rank` of `processes` takes of a list shared among them: every processes-th from its rank
+    on (rows rank, rank + processes, ...; sets sorted by anything are split evenly); all of them in one process.
+    :func:`merge_shares` puts the shares' results back in order. in: the items, rank, processes; out: its share."""
+    return list(items[rank::processes])
+
+
+def merge_shares(parts: Sequence[Sequence[_Item]]) -> list[_Item]:
+    """The results of every process's :func:`share` (parts[r]: rank r's, in its share's order) in the items' order;
+    ValueError where a part's length is not that of a share of the whole. in: the parts, by rank; out: one list."""
+    processes, total = len(parts), sum(len(p) for p in parts)
+    sizes = [len(p) for p in parts]
+    if sizes != [len(range(r, total, processes)) for r in range(processes)]:
+        raise ValueError(f"the processes' shares hold {sizes} results, not shares of {total} items")
+    return [parts[i % processes][i // processes] for i in range(total)]
+
+
+def gather_shares(mine: Sequence[_Item], what: str) -> list[_Item]:
+    """Every process's results of its :func:`share` of a list, gathered (all_gather_object: gloo, or nccl through
+    this rank's GPU) and merged back into the list's order (:func:`merge_shares`), in every process; `mine` as a
+    list in one process. Every process must call it at the same point; `what` names that point (the step and set),
+    and processes that reached different points raise a RuntimeError naming both. in: this process's results, the
+    point; out: all the results."""
+    dist = _distributed()
+    if dist is None:
+        return list(mine)
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, (what, list(mine)))
+    points = [p[0] for p in parts]
+    if len(set(points)) > 1:
+        raise RuntimeError(f"the training processes gathered different evaluations ({points}, by rank): their "
+                           "in-training evaluation schedules diverged")
+    return merge_shares([p[1] for p in parts])
 
 
 def wait_for_all() -> None:

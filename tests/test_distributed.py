@@ -20,7 +20,16 @@ import pytest
 
 from saerl import distributed
 from saerl.config import HealthConfig, ModelConfig, PipelineConfig, TrainConfig
-from saerl.rl import CURVE_FILE, CurveCheckpoint, OrderSampler, micro_batch, step_sink, train_grpo
+from saerl.rl import (
+    CURVE_FILE,
+    CurveCheckpoint,
+    OrderSampler,
+    merge_shares,
+    micro_batch,
+    share,
+    step_sink,
+    train_grpo,
+)
 
 TESTS = Path(__file__).resolve().parent
 CONFIGS = TESTS.parent / "configs"
@@ -321,6 +330,69 @@ def test_rank_zeros_saerl_lines_are_logged_again_in_the_stages_thread(tmp_path, 
     assert [r.levelno for r in caplog.records] == [logging.ERROR]  # the level this process takes
 
 
+def test_other_ranks_warnings_are_logged_again_marked_with_their_rank(tmp_path, caplog):
+    """Ranks 1.. printed their saerl warnings raw to the terminal, never the run's log: each writes them to its own
+    file, which the stage's thread logs again with '[rank <r>] ' before the message (rank 0's as they are)."""
+    assert [distributed.log_file(r) for r in (0, 2)] == [distributed.LOGS, "log-2.jsonl"]
+    assert [distributed.rank_prefix(r) for r in (0, 2)] == ["", "[rank 2] "]
+    path = tmp_path / distributed.log_file(2)
+    handler = distributed.RecordFile(path)
+    record = logging.makeLogRecord({"name": "saerl.rl", "levelno": logging.WARNING, "levelname": "WARNING",
+                                    "msg": "%d%% of answers cut off", "args": (40,)})
+    handler.emit(record)
+    with caplog.at_level(logging.INFO, logger="saerl"):
+        distributed.forward_logs(path, 0, distributed.rank_prefix(2))
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("saerl.rl", logging.WARNING, "[rank 2] 40% of answers cut off")]
+
+
+@pytest.mark.parametrize("processes", [1, 2, 3, 4])
+def test_each_rank_takes_a_share_and_the_shares_merge_back_in_order(processes):
+    """The in-training evaluation's split (saerl.rl.share): every item in exactly one rank's share, the shares within
+    one item of each other's size, and their results merged back in the items' order, whatever the count."""
+    for total in range(9):
+        items = [f"q{i}" for i in range(total)]
+        parts = [share(items, r, processes) for r in range(processes)]
+        assert sorted(i for p in parts for i in p) == sorted(items)
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+        assert merge_shares([[f"result of {i}" for i in p] for p in parts]) == [f"result of {i}" for i in items]
+    assert share([1, 2, 3], 0, 1) == [1, 2, 3]
+    with pytest.raises(ValueError, match=r"shares hold \[1, 2\] results, not shares of 3 items"):
+        merge_shares([[0], [1, 2]])
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_gather_their_shares_in_order(tmp_path):
+    """saerl.rl.gather_shares in 2 gloo processes: each gets the whole list in order; processes gathering at
+    different points (a diverged evaluation schedule) fail naming both instead of merging mismatched results."""
+    import socket
+
+    import torch.multiprocessing as mp
+    from rank_reward import gather_worker
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(gather_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    got = [json.loads((tmp_path / f"gathered-{r}.json").read_text()) for r in (0, 1)]
+    assert [g["gathered"] for g in got] == [[2 * i for i in range(7)]] * 2
+    assert all("gathered different evaluations (['step 4 set h', 'step 6 set h'], by rank)" in g["error"] for g in got)
+
+
+def test_processes_over_their_time_limit_at_different_steps_stop_together(monkeypatch):
+    """Each process times its own training: one over train.time_limit a step before another stopped alone (its last
+    evaluation then gathered against the other's next step). Each stops where any is over."""
+    from saerl import rl
+
+    timer = rl._TimeLimit(100.0)
+    control = SimpleNamespace(should_training_stop=False)
+    timer.on_step_end(None, None, control)
+    assert not control.should_training_stop
+    monkeypatch.setattr(rl, "sum_over_processes", lambda values: [v + 1.0 for v in values])  # another is over
+    timer.on_step_end(None, None, control)
+    assert control.should_training_stop
+
+
 def test_a_stopped_cli_stops_the_torchrun_it_started(tmp_path, monkeypatch, capsys):
     """Ctrl-C or SIGTERM ends a CLI run at once (os._exit: no `finally` stops torchrun); on Linux torchrun stops with
     its parent, but without prctl (macOS; here: a child started without the launcher) it trained on. The CLI's stop
@@ -383,10 +455,12 @@ def test_two_processes_train_the_order_and_write_one_run(tiny_run, tmp_path, mon
     processes (gloo). The prompts the reward function scores, process 0's share of a step then process 1's, follow
     the order step by step (2 steps per generation batch); one set of checkpoints, each with both processes' RNG
     states and our files once; the step points reach this process's sink and rank 0's evaluation lines this process's
-    loggers (printed here once, not by the rank); eval.answer_extraction reaches the ranks; the policy loads; and the
-    result has a one-process run's keys, log columns, order and curve steps, with the reward checks of both
-    processes."""
-    from rank_reward import SEEN, record, seen
+    loggers (printed here once, not by the rank), and rank 1's saerl warnings too, marked '[rank 1]'; each rank
+    generates only its share of the held-out set at each evaluation (every rank generated all of it), and the curve
+    holds the whole set's rows and problems in its order; eval.answer_extraction reaches the ranks; the policy loads;
+    and the result has a one-process run's keys, log columns, order and curve steps and problems, with the reward
+    checks of both processes."""
+    from rank_reward import GENERATED, SEEN, record, seen
     from transformers import AutoModelForCausalLM
 
     from saerl import runners
@@ -452,18 +526,33 @@ def test_two_processes_train_the_order_and_write_one_run(tiny_run, tmp_path, mon
     assert [m.split(":", 2)[1] for m in evals] == ["0 step 0", "0 step 2", "0 step 4"], evals  # 'train saerl:0 step 2: h'
     # the rank did not print them too: no log line of its console format ('... INFO saerl.rl: ... greedy ...'; the
     # root logger holds pytest's handlers alone, see above)
-    printed = [line for line in capfd.readouterr().err.splitlines() if re.search(r"INFO saerl\.rl: .* greedy ", line)]
+    printed = [line for line in capfd.readouterr().err.splitlines()
+               if re.search(r"INFO saerl\.rl: .* greedy |WARNING saerl\.rank_reward: ", line)]
     assert not printed, printed
+    # each rank generated its share of the set at each of the 3 evaluations, and rank 1 said so through this process
+    held = sets["h"]["prompt"].to_list()
+    assert [seen(tmp_path, r, "generated") for r in (0, 1)] == [[held[r::2]] * 3 for r in (0, 1)]
+    warned = [r.getMessage() for r in caplog.records if r.name == "saerl.rank_reward"]
+    assert warned == ["[rank 1] " + GENERATED % (1, 3)] * 3, warned
+    assert [(r["step"], r["set"], r["n"]) for r in run["curve"]] == [(s, "h", 6) for s in (0, 2, 4)]
+    assert [(p["step"], p["id"]) for p in run["curve_problems"]] == [(s, i) for s in (0, 2, 4)
+                                                                     for i in sets["h"]["id"].to_list()]
     AutoModelForCausalLM.from_pretrained(build.path / "policy")
 
     out = build.path / "policy"
     one = train_grpo(policy, prompts, order, cfg.train.model_copy(update={"num_processes": 1}), tmp_path / "one",
                      prompts_per_step=4, seed=0, eval_sets=sets, device="cpu", progress=False, extra_rewards=[record],
-                     checkpoint_dir=tmp_path / "ck1")
+                     checkpoint_dir=tmp_path / "ck1", eval_batch=cfg.eval.batch_size,
+                     eval_timeout_s=cfg.eval.verify_timeout_s, eval_extraction=cfg.eval.answer_extraction)
     assert run.keys() == one.keys() and run["log"][0].keys() == one["log"][0].keys()
     assert (run["order"], run["order_steps"], run["reward_checks"]) == (one["order"], one["order_steps"],
                                                                          one["reward_checks"])
     assert [r["step"] for r in run["curve"]] == [r["step"] for r in one["curve"]]
+    assert [{k: p[k] for k in ("step", "set", "id")} for p in run["curve_problems"]] == \
+        [{k: p[k] for k in ("step", "set", "id")} for p in one["curve_problems"]]
+    # the weights evaluated at step 0 are the same: so are the greedy results, gathered from both ranks
+    assert [p for p in run["curve_problems"] if p["step"] == 0] == [p for p in one["curve_problems"] if p["step"] == 0]
+    assert [(r["greedy"], r["failures"]) for r in run["curve"][:1]] == [(r["greedy"], r["failures"]) for r in one["curve"][:1]]
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
 
 
