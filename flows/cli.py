@@ -148,8 +148,8 @@ def stop_now(signum: int) -> None:
     """End the process at once on an interrupt, saying what is kept: the stages' threads are not waited for (a
     stage stops where it is; its finished chunks and every finished artifact stay, and the same command resumes);
     the local Prefect server and a training run's torchrun (train.num_processes > 1) are sent SIGTERM
-    (flows.server.stop_servers, saerl.distributed.stop_training; on Linux they also stop with their parent, their
-    launcher's die_with_parent; without prctl, macOS, only this stops them). Exit status 128 + the signal's number,
+    (flows.server.stop_servers, saerl.distributed.stop_training; they also stop with their parent through their
+    launcher: die_with_parent on Linux, watch_parent without prctl, macOS, within a poll). Exit status 128 + the signal's number,
     as a shell reports a process a signal ended. in: the signal's number."""
     from flows.server import stop_servers
     from saerl.distributed import stop_training

@@ -45,8 +45,9 @@ OTHERS_BITS = 0o007  # a mode's bits for other users: none on PREFECT_HOME and w
 # Runs in the server's process, then becomes `prefect server start` (saerl.distributed.launcher): on Linux it asks
 # the kernel for SIGTERM when the process that started it dies (die_with_parent), since a run killed by SIGTERM or
 # SIGKILL never reaches the `finally` that stops the server (started in a session of its own, it would outlive the
-# run); a starter already gone means exit at once (status 0). Without prctl (not Linux) only that `finally`, or
-# stop_servers on Ctrl-C or SIGTERM (the CLI ends then without it), stops the server. Its umask gives other users
+# run); a starter already gone means exit at once (status 0). Without prctl (not Linux) the launcher runs the
+# server as its child and stops it once the starter is gone (watch_parent), besides that `finally` and stop_servers
+# on Ctrl-C or SIGTERM (the CLI ends then without it). Its umask gives other users
 # nothing (OTHERS_BITS) of what the server writes: prefect.db holds every flow run's parameters (a database tracking
 # URI's password among them). argv: the starter's pid, then the server command.
 LAUNCHER = launcher(orphan_status=0, umask_bits=OTHERS_BITS)
@@ -59,8 +60,8 @@ _STARTED: set[subprocess.Popen[bytes]] = set()
 
 def stop_servers() -> None:
     """Send SIGTERM to every local Prefect server this process started and has not stopped, without waiting: the CLI
-    ends at once on Ctrl-C or SIGTERM (flows.cli.stop_now: os._exit, no `finally` runs), and where the kernel has no
-    parent-death signal for the LAUNCHER to ask for (macOS) the server outlived the run, its parent pid 1.
+    ends at once on Ctrl-C or SIGTERM (flows.cli.stop_now: os._exit, no `finally` runs), and the LAUNCHER's own stop
+    (its parent-death signal, or on macOS its watch of the starter) comes only after the process is gone.
     in/out: nothing."""
     for proc in list(_STARTED):
         try:

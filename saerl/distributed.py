@@ -70,25 +70,62 @@ def die_with_parent(signum: int) -> bool:
         return False
 
 
-def launcher(orphan_status: int = 1, umask_bits: int | None = None) -> str:
-    """The source of a `python -c` launcher that runs first in a child's process, then becomes the command (exec
-    keeps the pid): it asks for SIGTERM when the process that started it dies (:func:`die_with_parent`: on Linux; a
-    run stopped by Ctrl-C ends with os._exit, one killed by SIGKILL runs no `finally`), exits at once with
-    `orphan_status` where that starter is already gone, and with `umask_bits` adds them to its umask (what the
-    command writes keeps them off). Its argv: the starter's pid, then the command. Used for torchrun
-    (:data:`LAUNCHER`) and the local Prefect server (flows/server.py). in: exit status, umask bits or None; out: the
-    source."""
+ORPHAN_POLL_S = 0.5  # how often a launcher without a parent-death signal checks its starter (watch_parent)
+STOP_GRACE_S = 10.0  # how long it gives its command to end on SIGTERM before SIGKILL (under the server's 15 s wait)
+
+
+def watch_parent(starter: int, argv: list[str], poll_s: float, grace_s: float) -> None:
+    """Run `argv` as a child and end with it, where the kernel has no parent-death signal (:func:`die_with_parent`
+    False: macOS): a SIGTERM, SIGINT or SIGHUP sent to this process goes on to the child, and once the process that
+    started this one (pid `starter`) is gone (this one's parent pid changes: a CLI killed by SIGKILL), the child gets
+    SIGTERM, then SIGKILL after `grace_s`. Ends as the child did: its exit status, or killed by its signal. Runs in
+    :func:`launcher`'s source: keep it self-contained. in: the starter's pid, the command, poll and grace seconds."""
+    import signal
+    import subprocess
+    import time
+
+    child = subprocess.Popen(argv)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda got, _frame: child.send_signal(got))
+    while child.poll() is None:
+        if os.getppid() != starter:
+            child.terminate()
+            try:
+                child.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            break
+        time.sleep(poll_s)
+    if child.returncode < 0:  # killed by a signal: end by the same one, as the command itself would have
+        signal.signal(-child.returncode, signal.SIG_DFL)
+        os.kill(os.getpid(), -child.returncode)
+    sys.exit(child.returncode)
+
+
+def launcher(orphan_status: int = 1, umask_bits: int | None = None, parent_death: bool = True) -> str:
+    """The source of a `python -c` launcher that runs first in a child's process, then runs the command: it asks
+    for SIGTERM when the process that started it dies (:func:`die_with_parent`: on Linux; a run stopped by Ctrl-C
+    ends with os._exit, one killed by SIGKILL runs no `finally`), exits at once with `orphan_status` where that
+    starter is already gone, and with `umask_bits` adds them to its umask (what the command writes keeps them off).
+    Given that signal it becomes the command (exec keeps the pid); without it (macOS, or `parent_death` False, as a
+    test of that path asks) it runs the command as its child and watches the starter (:func:`watch_parent`), which
+    left the command running with parent pid 1 when the starter was killed. Its argv: the starter's pid, then the
+    command. Used for torchrun (:data:`LAUNCHER`) and the local Prefect server (flows/server.py). in: exit status,
+    umask bits or None, whether to ask for the signal; out: the source."""
     umask = "" if umask_bits is None else f"os.umask(os.umask(0) | {umask_bits:#o})\n"
-    return (f"import os, signal, sys\n{inspect.getsource(die_with_parent)}\ndie_with_parent(signal.SIGTERM)\n"
+    return (f"import os, signal, sys\n{inspect.getsource(die_with_parent)}\n{inspect.getsource(watch_parent)}\n"
+            f"asked = {parent_death!r} and die_with_parent(signal.SIGTERM)\n"
             f"if os.getppid() != int(sys.argv[1]):\n    sys.exit({orphan_status})\n{umask}"
-            "os.execvp(sys.argv[2], sys.argv[2:])\n")
+            "if asked:\n    os.execvp(sys.argv[2], sys.argv[2:])\n"
+            f"watch_parent(int(sys.argv[1]), sys.argv[2:], {ORPHAN_POLL_S!r}, {STOP_GRACE_S!r})\n")
 
 
 # torchrun's launcher (:func:`launcher`): torchrun stops its ranks on the SIGTERM it gets when the stage's process dies
 LAUNCHER = launcher()
 # the torchruns this process started (train_in_processes) and has not seen end: stop_training ends them where the
-# process ends without reaching train_in_processes' `finally` (flows.cli.stop_now: os._exit), which without prctl
-# (macOS: no parent-death signal) left torchrun and its ranks training after the CLI had gone
+# process ends without reaching train_in_processes' `finally` (flows.cli.stop_now: os._exit), at once, where the
+# launcher's own stop (die_with_parent, or watch_parent's poll on macOS) follows the process's end
 _RUNNING: set[subprocess.Popen[bytes]] = set()
 
 

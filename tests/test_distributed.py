@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -107,9 +108,73 @@ def test_the_server_and_torchrun_launchers_are_one_source():
 
     for source in (server.LAUNCHER, distributed.LAUNCHER):
         compile(source, "launcher", "exec")
-        assert "die_with_parent(signal.SIGTERM)" in source and source.endswith("os.execvp(sys.argv[2], sys.argv[2:])\n")
-    assert "sys.exit(0)\nos.umask(os.umask(0) | 0o7)\n" in server.LAUNCHER
-    assert "sys.exit(1)\nos.execvp" in distributed.LAUNCHER and "umask" not in distributed.LAUNCHER
+        assert "asked = True and die_with_parent(signal.SIGTERM)" in source
+        assert "if asked:\n    os.execvp(sys.argv[2], sys.argv[2:])\nwatch_parent(" in source
+    assert "sys.exit(0)\nos.umask(os.umask(0) | 0o7)\nif asked" in server.LAUNCHER
+    assert "sys.exit(1)\nif asked" in distributed.LAUNCHER and "umask" not in distributed.LAUNCHER
+
+
+def _alive(pid: int) -> bool:
+    """Is process `pid` running (a zombie counts as gone)?"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    """Whether `pid` ends within `seconds`."""
+    deadline = time.time() + seconds
+    while _alive(pid) and time.time() < deadline:
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_a_launcher_without_a_parent_death_signal_stops_its_command_when_its_starter_is_killed(tmp_path):
+    """Without prctl (macOS) the launcher became the command and asked for nothing: a CLI killed by SIGKILL left
+    torchrun (and the local Prefect server) running with parent pid 1. Without the signal it now runs the command as
+    its child and stops it once its starter is gone. Here a starter process runs the launcher (parent_death False,
+    the macOS path) over a long sleep, and is killed by SIGKILL."""
+    source = distributed.launcher(parent_death=False)
+    pid_file = tmp_path / "pid"
+    command = [sys.executable, "-c", f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
+               "time.sleep(120)"]
+    starter = subprocess.Popen([sys.executable, "-c", "import os, subprocess, sys, time; "
+                                "subprocess.Popen([sys.executable, '-c', sys.argv[1], str(os.getpid()), *sys.argv[2:]]); "
+                                "time.sleep(120)", source, *command])
+    try:
+        deadline = time.time() + 30
+        while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
+            time.sleep(0.1)
+        command_pid = int(pid_file.read_text())
+        assert _alive(command_pid)
+        starter.kill()
+        starter.wait()
+        assert _wait_gone(command_pid, 10 * distributed.ORPHAN_POLL_S + 5), "the command outlived its starter"
+    finally:
+        starter.kill()
+        if pid_file.exists() and pid_file.read_text() and _alive(pid := int(pid_file.read_text())):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_watching_launcher_passes_sigterm_on_and_ends_as_its_command_did(tmp_path):
+    """stop_training and stop_servers send SIGTERM to the launcher's pid: where it watches (no parent-death signal)
+    rather than becoming the command, the signal goes on to the command, and the launcher ends killed by it (the
+    status torchrun's own pid would give); a command's exit status is the launcher's."""
+    source = distributed.launcher(parent_death=False)
+    ready = tmp_path / "ready"
+    sleeper = [sys.executable, "-c", f"import time; open({str(ready)!r}, 'w').close(); time.sleep(120)"]
+    proc = subprocess.Popen([sys.executable, "-c", source, str(os.getpid()), *sleeper])
+    deadline = time.time() + 30
+    while not ready.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.terminate()
+    assert proc.wait(timeout=20) == -signal.SIGTERM
+    done = subprocess.run([sys.executable, "-c", source, str(os.getpid()), sys.executable, "-c", "raise SystemExit(7)"],
+                          timeout=60)
+    assert done.returncode == 7
 
 
 def test_every_train_grpo_argument_crosses_into_the_processes(tmp_path, monkeypatch):

@@ -158,7 +158,7 @@ REVIEWED = {'sources': {'activation_store': '8eb418a6e6b6398a9267219d7fafb943c17
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
              'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
              'data': '769713f4b742be5bfdf4cee1ef1f9c75c8dd4e94078d7e8282d2f89958ed1584',
-             'distributed': 'a9fff7fca5d85b442ab465d88dc1f046f272f8934451c7dd9444b888924eddf0',
+             'distributed': 'dbf9db3ecca2230ba2983a38d93c0f2bef5107d86b54903f21dacb3bf38832f5',
              'evaluate': '0df12a6065cd9fdc9b849550249710a05c7d1588c1557065f463fa797c8db26f',
              'labels': 'f8bc6ba17e983e618400efcc0cfa9aa4734194b95c0ed8019ae386beb8f59b9d',
              'pipeline': '827b6fedae5a4d5f74898affe71f12c75ede00c0ef5710c1c8f3429738ce9971',
