@@ -518,11 +518,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    """`saerl gc [--root ROOT] [--keep-runs N] [--min-age-hours H] [--dry-run]`: remove artifacts no recent
-    run references, nor the latest complete run of a config name (saerl.gc.kept_runs)."""
+    """`saerl gc [--root ROOT] [--keep-runs N] [--min-age-hours H] [--forget-runs-older-than-days D] [--dry-run]`:
+    remove artifacts no recent run references, nor the latest complete run of a config name (saerl.gc.kept_runs);
+    with D, first forget the old runs nothing keeps (saerl.gc.forget_runs; their Prefect flow runs:
+    flows.forget.forget_flow_runs)."""
     from saerl.gc import collect, format_report
 
-    print(format_report(collect(_root(args.root), args.keep_runs, args.dry_run, args.min_age_hours)))
+    forget_prefect = None
+    if args.forget_runs_older_than_days is not None:
+        from flows.forget import forget_flow_runs
+
+        forget_prefect = forget_flow_runs
+    print(format_report(collect(_root(args.root), args.keep_runs, args.dry_run, args.min_age_hours,
+                                forget_days=args.forget_runs_older_than_days, forget_prefect=forget_prefect)))
     return 0
 
 
@@ -670,12 +678,24 @@ def _count(text: str) -> int:
 def _hours(text: str) -> float:
     """An argparse type: a number of hours of at least 0, 'inf' allowed (keep everything); `gc --min-age-hours nan`
     turned the age guard off and -5 kept nothing young, both without a word."""
+    return _age(text, "hours")
+
+
+def _days(text: str) -> float:
+    """An argparse type: a number of days of at least 0, 'inf' allowed (forget nothing): `gc
+    --forget-runs-older-than-days`."""
+    return _age(text, "days")
+
+
+def _age(text: str, unit: str) -> float:
+    """A command-line age as a number of `unit` of at least 0, 'inf' allowed (keeps everything), else argparse's
+    error: nan or a negative age would keep nothing. in: the text given, the unit's name; out: the number."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if math.isnan(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number of hours of at least 0 (inf keeps everything), got {text}")
+        raise argparse.ArgumentTypeError(f"must be a number of {unit} of at least 0 (inf keeps everything), got {text}")
     return value
 
 
@@ -712,6 +732,13 @@ def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
                    "(resume state); 0 keeps nothing of ended runs")
     g.add_argument("--min-age-hours", type=_hours, default=MIN_AGE_HOURS,
                    help=f"keep anything younger, e.g. a running pipeline's (default {MIN_AGE_HOURS:g})")
+    g.add_argument("--forget-runs-older-than-days", type=_days, metavar="DAYS",
+                   help="first forget, for good, the runs that ended at least DAYS days ago and that gc keeps nothing "
+                   "of (never a run still going, one of the --keep-runs newest, nor a latest complete or resumable "
+                   "run of a config name): their run records, their MLflow runs (deleted, and purged from the "
+                   "root's own store; a tracking server's own `mlflow gc` purges its), their Prefect flow runs "
+                   "(where a Prefect API answers) and the folders of sweeps left without runs; their artifacts "
+                   "then go as any other's. Default: no run is forgotten")
     g.add_argument("--dry-run", action="store_true", help="list what would go and the bytes freed; delete nothing")
     g.set_defaults(fn=cmd_gc)
 

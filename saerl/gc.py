@@ -15,7 +15,16 @@ ended ok; a record without it, from before session 36, keeps nothing by this rul
 (`<root>/<stage>/<key>/`), unfinished builds (`.partial-<key>/`, so their resume state goes too) and
 leftovers of replaced artifacts (`.trash-<key>-<pid>/`), and the orchestrator's cache record of a stage run
 (`prefect-results/<stage>-<key>`) once its artifact is gone (removed now or before; same age rule). Nothing else
-is touched: run records, the MLflow store and Prefect's home stay. Lock files (`.lock-<key>`, empty) stay as well: deleting a lock
+is touched by default: run records, the MLflow store and Prefect's home stay. Asked to (`forget_days`, `saerl gc
+--forget-runs-older-than-days D`), a collection first forgets, for good, the runs that ended at least D days ago and
+that the rules above keep nothing of (:func:`forgettable`: never a run still going, one of the `keep_runs` newest,
+nor the latest complete or resumable run of a config name or sweep): their MLflow runs (the parent and its nested
+stage runs, found by the run id: deleted, and in a SQLite store under the root, the root's own, purged as `mlflow gc
+--run-ids` purges them, logged files and rows; another store, a tracking server's, only deletes them, its own `mlflow
+gc` purges them; a store that fails keeps its runs for a later collection), their Prefect flow runs (a step the
+command line gives, flows.forget: Prefect is not the library's), their run records and live lock files, and the
+folder of each sweep none of whose runs is left (:func:`forget_runs`); their artifacts then go by the rules above,
+as they kept nothing. Lock files (`.lock-<key>`, empty) stay as well: deleting a lock
 file another process has open would let two builders of one key both think they hold it.
 
 A removal takes the key's lock without waiting, renames the folder to a trash name (so it vanishes in one
@@ -36,9 +45,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from saerl.tracking import ForgottenRuns
 
 from saerl.artifacts import CACHE_RECORDS_DIR, MANIFEST, file_lock
 from saerl.runs import (
+    ENDED,
     FAILED,
     KILLED,
     PLANNED,
@@ -49,7 +63,10 @@ from saerl.runs import (
     UNFINISHED,
     RunRecord,
     list_runs,
+    live_path,
     read_run,
+    run_path,
+    runs_of,
     stage_of,
     unfinished,
 )
@@ -59,6 +76,8 @@ from saerl.status import MB
 KEEP_RUNS = 20  # run records whose artifacts are kept by default
 MIN_AGE_HOURS = 24.0  # artifacts younger than this are kept by default (a running pipeline's)
 SECONDS_PER_HOUR = 3600.0
+SECONDS_PER_DAY = 24 * SECONDS_PER_HOUR
+SWEEP_RUN = "sweep {sweep_id}"  # the name (and saerl.run_id tag) of a sweep's own MLflow run (saerl.tracking.log_sweep)
 PARTIAL_PREFIX = ".partial-"  # the artifact store's names inside a stage folder (saerl.artifacts)
 TRASH_PREFIX = ".trash-"
 LOCK_PREFIX = ".lock-"
@@ -118,6 +137,25 @@ class Kept:
     resumable: list[KeptRun] = field(default_factory=list)  # the latest run per config name that did not end ok
 
 
+# forgets the Prefect flow runs of saerl runs: (root, the runs forgotten, the runs kept, dry run) -> the report's
+# line (flows.forget.forget_flow_runs: Prefect is the command line's business, never the library's)
+PrefectForget = Callable[[Path, list[RunRecord], list[RunRecord], bool], str]
+
+
+@dataclass
+class Forgotten:
+    """What forgetting old runs did (or, in a dry run, would do): :func:`forget_runs`."""
+
+    days: float  # runs that ended at least this many days ago were forgotten (unless kept)
+    runs: list[str] = field(default_factory=list)  # the saerl run ids forgotten
+    sweeps: list[str] = field(default_factory=list)  # sweep ids whose folder went (every child forgotten)
+    record_bytes: int = 0  # their run records, live lock files and sweep folders
+    stores: list[ForgottenRuns] = field(default_factory=list)  # per MLflow store: its runs deleted (saerl.tracking)
+    held: list[str] = field(default_factory=list)  # one line per MLflow store that failed: its runs stay, for a later
+    # collection to forget
+    prefect: str = ""  # what happened to their Prefect flow runs ('' when nobody asked)
+
+
 @dataclass
 class GcReport:
     """What a collection removed (or, in a dry run, would remove) and what it kept and why."""
@@ -133,6 +171,7 @@ class GcReport:
     # was killed: the partial builds of what it planned are kept
     dry_run: bool = False
     min_age_hours: float = MIN_AGE_HOURS
+    forgotten: Forgotten | None = None  # old runs forgotten first (`--forget-runs-older-than-days`), or None
 
     @property
     def freed(self) -> int:
@@ -337,31 +376,37 @@ def remove(entry: Entry) -> None:
 
 
 def collect(root: Path, keep_runs: int = KEEP_RUNS, dry_run: bool = False, min_age_hours: float = MIN_AGE_HOURS,
-            now: float | None = None) -> GcReport:
+            now: float | None = None, forget_days: float | None = None,
+            forget_prefect: PrefectForget | None = None) -> GcReport:
     """Remove (or with dry_run only list) every artifact, partial build and trash folder under `root` that no kept
     record references (:func:`kept_runs`: the `keep_runs` newest records of ended runs, the latest complete run of
     each config name, every run still going, with what it plans; a partial build of such a key is kept too: a run
     going now may resume it; and the partial builds of what the latest run of each config name that failed, was
     stopped or was killed planned: its resume state), that no build
     holds the lock of, and that is at least `min_age_hours` old; ValueError when the root has no run records (unless
-    keep_runs is 0). in: artifact root, runs to keep, dry run, minimum age, the time to age against (default now);
-    out: a GcReport. A collection that removes holds the root's gc lock (GC_LOCK) exclusive throughout: runs
-    save their first record under it (:func:`claim`)."""
+    keep_runs is 0). With `forget_days` (None: no run is forgotten), first forget the runs that ended that many days
+    ago and that nothing above keeps (:func:`forget_runs`: their records, MLflow runs, sweep folders and, through
+    `forget_prefect`, Prefect flow runs). in: artifact root, runs to keep, dry run, minimum age, the time to age
+    against (default now), days, the Prefect step; out: a GcReport. A collection that removes holds the root's gc
+    lock (GC_LOCK) exclusive throughout: runs save their first record under it (:func:`claim`)."""
     if dry_run or not Path(root).is_dir():  # removes nothing (a missing root is refused): no lock, no lock file
-        return _collect(root, keep_runs, dry_run, min_age_hours, now)
+        return _collect(root, keep_runs, dry_run, min_age_hours, now, forget_days, forget_prefect)
     with file_lock(Path(root) / GC_LOCK):
-        return _collect(root, keep_runs, dry_run, min_age_hours, now)
+        return _collect(root, keep_runs, dry_run, min_age_hours, now, forget_days, forget_prefect)
 
 
-def _collect(root: Path, keep_runs: int, dry_run: bool, min_age_hours: float, now: float | None) -> GcReport:
+def _collect(root: Path, keep_runs: int, dry_run: bool, min_age_hours: float, now: float | None,
+             forget_days: float | None = None, forget_prefect: PrefectForget | None = None) -> GcReport:
     """:func:`collect`'s body (under the root's gc lock when it removes). in and out: as collect's."""
-    kept = kept_runs(root, keep_runs)
     if keep_runs != 0 and not list_runs(root):
         raise ValueError(f"no run records under {Path(root) / RUNS_DIR}, so nothing says which artifacts are in "
                          "use (is this an artifact root?); pass --keep-runs 0 to remove every artifact anyway")
     now = time.time() if now is None else now
+    forgotten = None if forget_days is None else forget_runs(root, keep_runs, forget_days, dry_run, now,
+                                                             forget_prefect)
+    kept = kept_runs(root, keep_runs)  # what is left: a forgotten run kept nothing anyway (forgettable)
     report = GcReport(runs_kept=kept.runs_kept, running_kept=kept.running_kept, complete=kept.complete,
-                      resumable=kept.resumable, dry_run=dry_run, min_age_hours=min_age_hours)
+                      resumable=kept.resumable, dry_run=dry_run, min_age_hours=min_age_hours, forgotten=forgotten)
     for entry in scan(root):
         key = (entry.stage, entry.key)
         if (entry.kind in ("artifact", "partial") and key in kept.keys
@@ -381,6 +426,103 @@ def _collect(root: Path, keep_runs: int, dry_run: bool, min_age_hours: float, no
     return report
 
 
+def ended_at(root: Path, record: RunRecord) -> float:
+    """When a run ended, in epoch seconds: its record's ENDED, else (a run killed before it could say, a record
+    from before session 42) when its record was last saved. in: root, record; out: the time."""
+    ended = record.extra.get(ENDED)
+    if isinstance(ended, int | float) and not isinstance(ended, bool):
+        return float(ended)
+    return run_path(root, record.run_id).stat().st_mtime
+
+
+def forgettable(root: Path, keep_runs: int, days: float, now: float) -> list[RunRecord]:
+    """The runs a collection may forget: ended (ok, failed, stopped or killed: :func:`ended_how`) at least `days`
+    days before `now` (:func:`ended_at`), and none that the collection keeps (:func:`kept_records`: the `keep_runs`
+    newest ended runs, every run still going, the latest complete run and the latest run that did not end ok of each
+    config name or sweep). A record that cannot be read is never forgotten (`saerl status --list` names it).
+    in: root, runs to keep, days, the time to age against; out: their records, oldest first."""
+    ended, going, complete, resumable = kept_records(root, keep_runs)
+    kept = {r.run_id for r in [*ended, *going, *complete.values(), *(r for r, _ in resumable.values())]}
+    out = []
+    for path in list_runs(root):
+        if path.stem in kept:
+            continue
+        try:
+            record = read_run(path)
+        except ValueError:
+            continue
+        if ended_how(root, record) is not None and now - ended_at(root, record) >= days * SECONDS_PER_DAY:
+            out.append(record)
+    return out
+
+
+def forget_runs(root: Path, keep_runs: int, days: float, dry_run: bool = False, now: float | None = None,
+                forget_prefect: PrefectForget | None = None) -> Forgotten:
+    """Forget the runs :func:`forgettable` names, for good: first their MLflow runs, per store (saerl.tracking
+    forget_tracked: the parent and its nested stage runs deleted, and purged in the root's own SQLite store; a
+    sweep's own run with its last children); a store that fails keeps its runs (a line in `held`: a later
+    collection tries again); then their Prefect flow runs (`forget_prefect`, which says what it did in a line; none
+    when it is None); then their run records and live lock files, and the folder of every sweep
+    (`<root>/sweeps/<id>/`) none of whose runs is left. Their artifacts are then collected as any other's.
+    in: root, runs to keep, days, dry run (delete nothing; say what would go), the time to age against (default
+    now), the Prefect step; out: a Forgotten."""
+    from saerl.config import redact
+    from saerl.sweep import sweep_dir
+    from saerl.tracking import forget_tracked, recorded_store
+
+    now = time.time() if now is None else now
+    records = forgettable(root, keep_runs, days, now)
+    out = Forgotten(days)
+    ids = {r.run_id for r in records}
+    left = [r for r in runs_of(root, None) if r.run_id not in ids]
+    sweeps = {s for r in records if (s := r.extra.get(SWEEP))} - {r.extra.get(SWEEP) for r in left}
+    stores: dict[str, list[RunRecord]] = {}
+    for record in records:
+        if (uri := recorded_store(record.config, Path(root))) is not None:
+            stores.setdefault(uri, []).append(record)
+    held: set[str] = set()
+    named: set[str] = set()  # sweeps whose own MLflow run one store was asked for already
+    for uri, group in stores.items():
+        names = [r.run_id for r in group]
+        for sweep in sorted(({r.extra.get(SWEEP) for r in group} & sweeps) - named):
+            names.append(SWEEP_RUN.format(sweep_id=sweep))
+            named.add(sweep)
+        try:
+            out.stores.append(forget_tracked(uri, names, Path(root), dry_run))
+        except Exception as err:  # noqa: BLE001 - any store failure: its runs stay, the rest go on
+            held |= {r.run_id for r in group}
+            out.held.append(f"MLflow at {redact(uri)} failed ({redact(str(err))}): its {len(group)} runs are kept, "
+                            "for a later collection to forget")
+    forgotten = [r for r in records if r.run_id not in held]
+    sweeps -= {r.extra.get(SWEEP) for r in records if r.run_id in held}
+    if forget_prefect is not None and forgotten:
+        out.prefect = forget_prefect(Path(root), forgotten, [*left, *(r for r in records if r.run_id in held)],
+                                     dry_run)
+    for record in forgotten:
+        for path in (run_path(root, record.run_id), live_path(root, record.run_id)):
+            out.record_bytes += _forget_file(path, dry_run)
+        out.runs.append(record.run_id)
+    for sweep in sorted(sweeps):
+        folder = sweep_dir(Path(root), sweep)
+        if folder.is_dir():
+            out.record_bytes += tree_stats(folder)[0]
+            if not dry_run:
+                shutil.rmtree(folder)
+        out.sweeps.append(sweep)
+    return out
+
+
+def _forget_file(path: Path, dry_run: bool) -> int:
+    """Remove a file (unless dry_run); out: its bytes, 0 when it is not there."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if not dry_run:
+        path.unlink(missing_ok=True)
+    return size
+
+
 def take(root: Path, entry: Entry, dry_run: bool) -> bool | None:
     """Remove `entry` under its key's lock (with dry_run only try the lock). out: None when a build holds the lock,
     else whether the entry was there (one published or removed by another process since the scan is left alone)."""
@@ -394,8 +536,41 @@ def take(root: Path, entry: Entry, dry_run: bool) -> bool | None:
 
 
 def format_report(report: GcReport) -> str:
-    """Lines for the terminal: what went (or would go) with sizes, the bytes freed, and what was kept: the counts,
-    then one line per run kept besides the newest (:func:`kept_run_line`)."""
+    """Lines for the terminal: the runs forgotten first, when asked (:func:`forgotten_lines`), what went (or would
+    go) with sizes, the bytes freed, and what was kept: the counts, then one line per run kept besides the newest
+    (:func:`kept_run_line`)."""
+    head = forgotten_lines(report.forgotten, report.dry_run) if report.forgotten is not None else []
+    return "\n".join([*head, _artifact_report(report)])
+
+
+def forgotten_lines(forgotten: Forgotten, dry_run: bool) -> list[str]:
+    """The report's lines on forgotten runs: how many (ended at least D days ago) with their run records' and sweep
+    folders' bytes, each one's id, one line per MLflow store (runs deleted, and for a purged store the bytes of
+    logged files and of rows freed; else that its own `mlflow gc` purges them), a line per store that failed, and
+    the Prefect line. in: a Forgotten, dry run; out: lines."""
+    verb = "would forget" if dry_run else "forgot"
+    sweeps = f" and {len(forgotten.sweeps)} sweeps whose runs all went" if forgotten.sweeps else ""
+    lines = [f"{verb} {len(forgotten.runs)} runs that ended {forgotten.days:g}+ days ago and that nothing keeps{sweeps}"
+             f": run records {forgotten.record_bytes / MB:.2f} MB"]
+    lines += [f"  {run_id}" for run_id in forgotten.runs]
+    for store in forgotten.stores:
+        if store.purged:
+            rows = "" if dry_run else f", {store.db_bytes / MB:.2f} MB of rows freed in its database for later runs"
+            lines.append(f"MLflow {store.uri}: {'would delete and purge' if dry_run else 'deleted and purged'} "
+                         f"{store.runs} runs (parents and stage runs): logged files {store.artifact_bytes / MB:.2f} "
+                         f"MB{rows}")
+        else:
+            lines.append(f"MLflow {store.uri}: {'would delete' if dry_run else 'deleted'} {store.runs} runs (parents "
+                         "and stage runs); not this root's store, so their data stays until that store's own `mlflow "
+                         "gc` purges it")
+    lines += forgotten.held
+    if forgotten.prefect:
+        lines.append(forgotten.prefect)
+    return lines
+
+
+def _artifact_report(report: GcReport) -> str:
+    """:func:`format_report`'s lines on artifacts. in: the report; out: the text."""
     verb = "would remove" if report.dry_run else "removed"
     records = sum(e.kind == "record" for e in report.removed)
     also = f" and {records} cache records of artifacts gone" if records else ""

@@ -12,9 +12,11 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from saerl.artifacts import (
     HUB_COMMIT,
@@ -93,6 +95,7 @@ INVOCATION_TAG, UNTIL_TAG = "saerl.invocation", "saerl.until"  # a parent run's 
 # run (its equivalent, for a run started otherwise: saerl.runs.INVOCATION) and its --until stage (none: every stage)
 SQLITE_PREFIX = "sqlite:///"  # then the database file's path: relative ('sqlite:///m.db') or absolute ('sqlite:////x/m.db')
 SQLITE_MEMORY = ":memory:"
+ROOT_STORE = "mlflow.db"  # the SQLite tracking store under an artifact root when tracking.uri is not set
 ARTIFACTS_DIR = "mlruns"  # the folder of logged files beside a local SQLite store (MLflow's own default name)
 LABEL_SEP = " | "  # between a sweep run's label and its name: its MLflow parent and nested run names, printed lines
 PARENT_METRIC_STAGES = ("evaluate",)  # stages whose summary metrics are logged on the parent run too (the outcome)
@@ -125,20 +128,35 @@ def labelled_run_name(name: str, label: str | None) -> str:
 
 
 def tracking_uri(cfg: PipelineConfig, root: Path) -> str:
-    """The configured tracking URI, or a SQLite store under the artifact root."""
-    return cfg.tracking.uri or f"{SQLITE_PREFIX}{Path(root).resolve() / 'mlflow.db'}"
+    """The configured tracking URI, or a SQLite store under the artifact root (:func:`root_store_uri`)."""
+    return cfg.tracking.uri or root_store_uri(root)
+
+
+def root_store_uri(root: Path) -> str:
+    """The SQLite tracking store of an artifact root, used when tracking.uri is not set: 'sqlite:///<root>/mlflow.db'
+    (ROOT_STORE), the root made absolute. in: artifact root; out: the URI."""
+    return f"{SQLITE_PREFIX}{Path(root).resolve() / ROOT_STORE}"
 
 
 def http_settings(cfg: PipelineConfig) -> None:
     """Give MLflow's client the config's retries and timeout (tracking.http_retries, http_timeout_s), which it reads
     per request from the environment: set for each run (setdefault kept the first run's in a process, a sweep's or
     a relog's, and let an inherited variable override the config silently); and no telemetry. in: config."""
+    http_env(cfg.tracking.http_retries, cfg.tracking.http_timeout_s)
+
+
+def http_env(retries: int, timeout_s: int) -> None:
+    """Set MLflow's per-request retries and timeout in the environment, and telemetry off (:func:`http_settings`).
+    in: retries, seconds."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(cfg.tracking.http_retries)
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(cfg.tracking.http_timeout_s)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(retries)
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout_s)
 
 
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's tag of a nested run: a stage run's, naming the saerl run's parent
+SEARCH_PAGE = 1000  # runs (experiments) one MLflow search returns at most, per page
+DELETED_STAGE = "deleted"  # an MLflow run's lifecycle stage once deleted (mlflow.entities.LifecycleStage.DELETED)
+RUN_ARTIFACTS = "artifacts"  # the last part of a run's artifact_uri: '<location>/<run id>/artifacts'
 
 
 def tracked_parents(cfg: PipelineConfig, root: Path, run_id: str) -> dict[str, str]:
@@ -153,16 +171,177 @@ def tracked_parents(cfg: PipelineConfig, root: Path, run_id: str) -> dict[str, s
     with store_lock(uri):
         client = MlflowClient(tracking_uri=uri)
         experiments = [e.experiment_id for e in client.search_experiments()]
+    return {r.info.run_id: r.info.status for r in parent_runs(client, experiments, run_id)}
+
+
+def parent_runs(client: Any, experiments: list[str], run_id: str, every_stage: bool = False) -> list[Any]:
+    """The MLflow parent runs of saerl run `run_id` (or of a sweep's own run, 'sweep <id>') in `experiments`: those
+    tagged with it (RUN_ID_TAG), and, untagged, those whose name ends with it and that are no nested run.
+    in: an MlflowClient, experiment ids, the saerl run id, whether deleted runs count too (active ones alone by
+    default, as MLflow searches); out: MLflow Run objects, each once."""
     if not experiments:
-        return {}
-    tagged = client.search_runs(experiments, filter_string=f"tags.`{RUN_ID_TAG}` = '{run_id}'")
+        return []
+    tagged = all_runs(client, experiments, f"tags.`{RUN_ID_TAG}` = '{run_id}'", every_stage)
     # a parent logged before saerl tagged its run id (Dec 5 05:34) carries only its name, the run id: relog made a
     # second parent of such a run, which then counted twice in every comparison
     # (a sweep child's parent was named '<setting> | <run id>' from Dec 4 20:53, untagged too): one search for a name
     # ending with the run id finds both
-    named = client.search_runs(experiments, filter_string=f"attributes.run_name LIKE '%{run_id}'")
-    return ({r.info.run_id: r.info.status for r in named if PARENT_TAG not in r.data.tags}
-            | {r.info.run_id: r.info.status for r in tagged})
+    named = [r for r in all_runs(client, experiments, f"attributes.run_name LIKE '%{run_id}'", every_stage)
+             if PARENT_TAG not in r.data.tags]
+    return list({r.info.run_id: r for r in [*named, *tagged]}.values())
+
+
+def all_runs(client: Any, experiments: list[str], filter_string: str, every_stage: bool = False) -> list[Any]:
+    """Every MLflow run of `experiments` matching `filter_string`, page after page (one search returns at most
+    SEARCH_PAGE). in: an MlflowClient, experiment ids, the filter, whether deleted runs count too; out: Runs."""
+    from mlflow.entities import ViewType
+
+    view = ViewType.ALL if every_stage else ViewType.ACTIVE_ONLY
+    out: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(experiments, filter_string=filter_string, run_view_type=view,
+                                  max_results=SEARCH_PAGE, page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+@dataclass
+class ForgottenRuns:
+    """What forgetting saerl runs did (or, in a dry run, would do) to one MLflow store (:func:`forget_tracked`)."""
+
+    uri: str  # the store, credentials masked
+    runs: int = 0  # MLflow runs deleted: parents (a saerl run's, a sweep's own) and their nested stage runs
+    purged: bool = False  # their rows and logged files removed here (a store under the artifact root), as `mlflow gc`
+    # does; else only marked deleted, for that store's own `mlflow gc` to purge
+    artifact_bytes: int = 0  # their logged files removed (or that would be), under a purged store's mlruns/
+    db_bytes: int = 0  # space freed inside the SQLite file (its free pages grew by it): later runs reuse it, the file
+    # keeps its size until VACUUM
+
+
+def forget_tracked(uri: str, names: list[str], root: Path, dry_run: bool = False) -> ForgottenRuns:
+    """Delete the MLflow runs of saerl runs `names` (run ids, or a sweep's own run 'sweep <id>') from the store at
+    `uri`: each parent run (:func:`parent_runs`, deleted ones too) and its nested stage runs, marked deleted
+    (MlflowClient.delete_run) and, in a local SQLite store under the artifact root `root` (the root's own:
+    ROOT_STORE, or a tracking.uri there), purged as `mlflow gc --run-ids` purges them (mlflow.cli's gc: the run's
+    artifact repository deletes its files, then the store's _hard_delete_run drops its rows; its emptied folder
+    under mlruns/ goes too). Any other store (a server, a SQLite file elsewhere) is only asked to delete them: its
+    own `mlflow gc` purges them. A local SQLite store that does not exist holds none (it is not made). Errors of the
+    store are raised (the caller keeps the saerl runs, for a later collection). in: tracking URI, the names, the
+    artifact root, dry run (count and measure, delete nothing); out: a ForgottenRuns."""
+    from mlflow.tracking import MlflowClient
+
+    db = sqlite_file(uri)
+    purge = db is not None and db.is_relative_to(Path(root).resolve())
+    out = ForgottenRuns(redact(uri), purged=purge)
+    if db is not None and not db.exists():
+        return out
+    with store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        experiments = [e.experiment_id for e in all_experiments(client)]
+        parents = [p for name in names for p in parent_runs(client, experiments, name, every_stage=True)]
+        runs = list({r.info.run_id: r for p in parents for r in [
+            p, *all_runs(client, experiments, f"tags.`{PARENT_TAG}` = '{p.info.run_id}'", every_stage=True)]}.values())
+        out.runs = len(runs)
+        folders = {r.info.run_id: run_folder(r) for r in runs} if purge else {}
+        out.artifact_bytes = sum(folder_bytes(f) for f in folders.values() if f is not None)
+        if dry_run or not runs:
+            return out
+        free = sqlite_free_bytes(db) if purge and db is not None else 0
+        for run in runs:
+            if run.info.lifecycle_stage != DELETED_STAGE:
+                client.delete_run(run.info.run_id)
+        if purge:
+            purge_runs(uri, runs, folders)
+            out.db_bytes = max(0, sqlite_free_bytes(db) - free) if db is not None else 0
+    return out
+
+
+def all_experiments(client: Any) -> list[Any]:
+    """Every experiment of a store, deleted ones too (their runs are a saerl run's as well), page after page.
+    in: an MlflowClient; out: Experiment objects."""
+    from mlflow.entities import ViewType
+
+    out: list[Any] = []
+    token = None
+    while True:
+        page = client.search_experiments(view_type=ViewType.ALL, max_results=SEARCH_PAGE, page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def purge_runs(uri: str, runs: list[Any], folders: Mapping[str, Path | None]) -> None:
+    """Remove deleted MLflow runs for good, as `mlflow gc --backend-store-uri URI --run-ids ...` does (mlflow.cli's
+    _gc_tracking_resources): each run's artifact repository deletes its files, then the store drops its rows
+    (_hard_delete_run, the call `mlflow gc` makes); the run's folder left empty under mlruns/ goes too.
+    in: a SQLite tracking URI, its runs (marked deleted), {MLflow run id: its local folder or None}; raises a
+    RuntimeError when this MLflow's store cannot drop runs."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    from mlflow.tracking import _get_store
+
+    store = _get_store(uri)
+    if not hasattr(store, "_hard_delete_run"):
+        raise RuntimeError(f"this MLflow's store at {redact(uri)} cannot drop runs: they are marked deleted; purge "
+                           f"them with `mlflow gc --backend-store-uri {redact(uri)}`")
+    for run in runs:
+        get_artifact_repository(run.info.artifact_uri).delete_artifacts()
+        store._hard_delete_run(run.info.run_id)
+        folder = folders.get(run.info.run_id)
+        if folder is not None and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def run_folder(run: Any) -> Path | None:
+    """The local folder of an MLflow run's logged files, `<mlruns>/<experiment>/<run id>` (its artifact_uri's
+    parent: '.../<run id>/artifacts'), None for a run whose files are not in a local folder of that form.
+    in: a Run; out: the folder."""
+    parts = urlsplit(run.info.artifact_uri or "")
+    if parts.scheme != "file":
+        return None
+    path = Path(unquote(parts.path))
+    return path.parent if path.name == RUN_ARTIFACTS and path.parent.name == run.info.run_id else None
+
+
+def folder_bytes(folder: Path) -> int:
+    """Total bytes of the files under a folder (0 when there is none). in: folder; out: bytes."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
+def sqlite_free_bytes(db: Path) -> int:
+    """Bytes of a SQLite file's free pages (freelist_count x page_size: rows deleted, kept for reuse), read
+    without writing. in: the database file; out: bytes."""
+    import sqlite3
+
+    con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+    try:
+        page = con.execute("PRAGMA page_size").fetchone()[0]
+        return int(con.execute("PRAGMA freelist_count").fetchone()[0]) * int(page)
+    finally:
+        con.close()
+
+
+def recorded_store(flat: Mapping[str, Any], root: Path) -> str | None:
+    """The MLflow store a run record's run was tracked in, for forgetting it: its config's tracking.uri (credentials
+    its record masks taken out of it: MLflow's own variables, MLFLOW_TRACKING_USERNAME and _PASSWORD, give them),
+    else the root's own store (:func:`root_store_uri`, where a relog logs it too); None when tracking was off and
+    the URI is no local SQLite file (nothing was logged there). The record's retries and timeout are set for the
+    client (:func:`http_env`). in: the record's flat config, the artifact root; out: the URI or None."""
+    from saerl.config import REDACTED, TrackingConfig
+
+    uri = flat.get("tracking.uri") or root_store_uri(root)
+    parts = urlsplit(uri)
+    if REDACTED in parts.netloc:
+        uri = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    if flat.get("tracking.enabled") is False and sqlite_file(uri) is None:
+        return None
+    fields = TrackingConfig.model_fields
+    http_env(flat.get("tracking.http_retries", fields["http_retries"].default),
+             flat.get("tracking.http_timeout_s", fields["http_timeout_s"].default))
+    return uri
 
 
 @contextmanager

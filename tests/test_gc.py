@@ -401,3 +401,171 @@ def test_a_sweeps_complete_children_keep_their_own_latest_not_the_plain_runs_pla
     text = format_report(report)
     assert "kept: the latest complete run of demo (20260102-000000-000000-aaaa): 2 artifacts" in text
     assert "resume state" not in text
+
+
+# --- forgetting old runs (`saerl gc --forget-runs-older-than-days`) ---
+
+NOW = time.time()
+OLD, RUNNING_ID, LATEST, YOUNG, SWEPT, SWEPT_KEPT = (
+    "20260101-000000-000000-aaaa", "20260102-000000-000000-bbbb", "20260103-000000-000000-cccc",
+    "20260106-000000-000000-ffff", "20260104-000000-000000-dddd", "20260105-000000-000000-eeee")
+
+
+def _tracked(root: Path, run_id: str, uri: str | None = None) -> None:
+    """An MLflow parent run for saerl run `run_id` (in the root's store, or `uri`) with a nested stage run, each with
+    a logged file: what a run leaves in mlflow.db and mlruns/."""
+    from saerl.config import load_config
+    from saerl.tracking import Tracker
+
+    tracker = Tracker(load_config(None, ["name=demo"] + ([f"tracking.uri={uri}"] if uri else [])), root, run_id)
+    tracker.log_text("config", "config.yaml")
+    tracker.log_stage("ingest", "computed", "k", "computed", 1.0, {}, {"rows": 1.0})
+    logged = root.parent / "logged.txt"
+    logged.write_text("a table")
+    tracker.log_artifact(logged, "ingest")
+    tracker.finish()
+
+
+def _mlflow_runs(root: Path, uri: str | None = None) -> dict[str, list]:
+    """{saerl run id: [its parent's and nested runs]} of a store, deleted runs too."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    from saerl.tracking import PARENT_TAG, RUN_ID_TAG, root_store_uri
+
+    client = MlflowClient(tracking_uri=uri or root_store_uri(root))
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    runs = client.search_runs(experiments, run_view_type=ViewType.ALL)
+    parents = {r.info.run_id: r.data.tags[RUN_ID_TAG] for r in runs if RUN_ID_TAG in r.data.tags}
+    out: dict[str, list] = {}
+    for r in runs:
+        out.setdefault(parents.get(r.data.tags.get(PARENT_TAG, r.info.run_id), "?"), []).append(r)
+    return out
+
+
+@pytest.fixture
+def tracked_root(tmp_path: Path) -> Path:
+    """Six runs of demo, each tracked in the root's MLflow store: OLD (ended 10 days ago, an --until preview),
+    RUNNING_ID (started 10 days ago, still going: its live lock is held by the test), LATEST (the latest complete
+    run, ended 9 days ago), SWEPT (a preview child of sweep s1, ended 8 days ago), SWEPT_KEPT (a preview child of
+    sweep s2, ended 8 days ago) and YOUNG (a preview child of s2, ended a day ago, the newest)."""
+    from saerl.runs import ENDED, RUNNING, SWEEP
+
+    ended = {OLD: 10, LATEST: 9, SWEPT: 8, SWEPT_KEPT: 8, YOUNG: 1}
+    for run_id in (OLD, RUNNING_ID, LATEST, SWEPT, SWEPT_KEPT, YOUNG):
+        extra = {RUNNING: True} if run_id == RUNNING_ID else {ENDED: NOW - ended[run_id] * DAY_S}
+        extra |= {SWEEP: "s1"} if run_id == SWEPT else {SWEEP: "s2"} if run_id in (SWEPT_KEPT, YOUNG) else {}
+        stages = {"ingest": "i", "evaluate": "e"} if run_id == LATEST else {"ingest": "i"}
+        _record(tmp_path, run_id, stages, extra=extra)
+        _tracked(tmp_path, run_id)
+    for sweep in ("s1", "s2"):
+        (tmp_path / "sweeps" / sweep).mkdir(parents=True)
+        (tmp_path / "sweeps" / sweep / "sweep.txt").write_text("table")
+        _tracked(tmp_path, f"sweep {sweep}")
+    return tmp_path
+
+
+def _records(root: Path) -> set[str]:
+    return {p.stem for p in (root / "runs").glob("*.json")}
+
+
+@pytest.mark.slow
+def test_forgetting_old_runs_deletes_their_records_and_purges_their_mlflow_runs(tracked_root):
+    """A scheduled deployment's daily runs grew mlflow.db, mlruns/ and the run records for ever: gc kept them all,
+    and the MLflow UI was the only way to delete runs. With --forget-runs-older-than-days, runs that ended that long
+    ago and that gc keeps nothing of lose their record, their MLflow runs (parent and nested, purged: gone from
+    every lifecycle stage, their logged files too) and a sweep's folder once all its runs went; a run still going,
+    the latest complete run and the runs younger than D stay, with their MLflow runs."""
+    from saerl.runs import live_lock
+
+    root = tracked_root
+    folders = {r.info.run_id: Path(r.info.artifact_uri.removeprefix("file://")).parent
+               for runs in _mlflow_runs(root).values() for r in runs}
+    assert all(f.is_dir() for f in folders.values())
+    with live_lock(root, RUNNING_ID):
+        report = collect(root, keep_runs=1, forget_days=7)
+    gone = {OLD, SWEPT, SWEPT_KEPT}
+    assert _records(root) == {RUNNING_ID, LATEST, YOUNG}
+    assert report.forgotten is not None and sorted(report.forgotten.runs) == sorted(gone)
+    left = _mlflow_runs(root)
+    assert set(left) == {RUNNING_ID, LATEST, YOUNG, "sweep s2"}, "forgotten runs (sweep s1's own too) are purged"
+    assert all(r.info.lifecycle_stage == "active" for runs in left.values() for r in runs)
+    kept_ids = {r.info.run_id for runs in left.values() for r in runs}
+    assert {i for i, f in folders.items() if not f.exists()} == set(folders) - kept_ids, "their logged files went"
+    assert not (root / "sweeps" / "s1").exists() and (root / "sweeps" / "s2" / "sweep.txt").exists()
+    text = format_report(report)
+    assert "forgot 3 runs that ended 7+ days ago and that nothing keeps and 1 sweeps whose runs all went" in text
+    assert re.search(r"MLflow sqlite:///.*mlflow\.db: deleted and purged 8 runs \(parents and stage runs\): logged "
+                     r"files \d+\.\d\d MB, \d+\.\d\d MB of rows freed", text), text
+    assert report.forgotten.stores[0].artifact_bytes > 0 and report.forgotten.stores[0].db_bytes > 0
+
+
+@pytest.mark.slow
+def test_a_dry_run_of_forgetting_says_what_would_go_and_changes_nothing(tracked_root):
+    root = tracked_root
+    before = {k: sorted(r.info.lifecycle_stage for r in v) for k, v in _mlflow_runs(root).items()}
+    report = collect(root, keep_runs=1, forget_days=7, dry_run=True)
+    assert _records(root) == {OLD, RUNNING_ID, LATEST, SWEPT, SWEPT_KEPT, YOUNG} and (root / "sweeps" / "s1").exists()
+    assert {k: sorted(r.info.lifecycle_stage for r in v) for k, v in _mlflow_runs(root).items()} == before
+    text = format_report(report)
+    assert "would forget 3 runs" in text and f"  {OLD}" in text and "would delete and purge 8 runs" in text, text
+    assert RUNNING_ID not in report.forgotten.runs  # marked running, no live lock file: its end cannot be told
+
+
+@pytest.mark.slow
+def test_a_store_that_fails_keeps_its_runs_and_one_elsewhere_is_only_asked_to_delete(tracked_root, tmp_path_factory):
+    """A run tracked in a store other than the root's (a tracking server, a SQLite file elsewhere) has its MLflow runs
+    deleted but not purged there (that store's own `mlflow gc` does it; the report says so), and a store that
+    cannot be reached keeps its runs' records, for a later collection: nothing is left half forgotten."""
+    from saerl.runs import ENDED, read_run, run_path
+
+    root = tracked_root
+    elsewhere = f"sqlite:///{tmp_path_factory.mktemp('other') / 'm.db'}"
+    for run_id, uri in ((OLD, elsewhere), (SWEPT, "http://127.0.0.1:9")):
+        record = read_run(run_path(root, run_id))
+        record.config = {"tracking.uri": uri, "tracking.http_retries": 0, "tracking.http_timeout_s": 2}
+        save_run(root, record)
+    _tracked(root, OLD, elsewhere)
+    for run_id in (OLD, SWEPT):  # saved again just now: their ENDED says when they ended
+        assert read_run(run_path(root, run_id)).extra[ENDED] < NOW - 7 * DAY_S
+    report = collect(root, keep_runs=1, forget_days=7)
+    assert OLD not in _records(root) and SWEPT in _records(root) and SWEPT_KEPT not in _records(root)
+    assert (root / "sweeps" / "s1").exists(), "a sweep whose run was kept back stays"
+    other = _mlflow_runs(root, elsewhere)[OLD]
+    assert len(other) == 2 and {r.info.lifecycle_stage for r in other} == {"deleted"}, "deleted, not purged"
+    text = format_report(report)
+    assert "deleted 2 runs (parents and stage runs); not this root's store" in text
+    assert "MLflow at http://127.0.0.1:9 failed" in text and "its 1 runs are kept" in text
+
+
+@pytest.mark.slow
+def test_gc_forgets_no_run_unless_asked_and_the_cli_flag_forgets(tracked_root, capsys, monkeypatch):
+    """The default gc touches no run record nor MLflow run; the flag forgets, and with no Prefect API to reach (no
+    PREFECT_API_URL, no Prefect home under the root) says that it skipped Prefect instead of failing."""
+    from saerl.runs import PREFECT_TAGS, read_run, run_path
+
+    root = tracked_root
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    record = read_run(run_path(root, OLD))
+    record.extra[PREFECT_TAGS] = {"prefect.flow_run_id": "1f3c9150-4dde-43b8-806a-71fe2a58eb7e"}
+    save_run(root, record)
+    before = {k: len(v) for k, v in _mlflow_runs(root).items()}
+    assert main(["gc", "--root", str(root), "--keep-runs", "1", "--min-age-hours", "0"]) == 0
+    assert "forgot" not in capsys.readouterr().out
+    assert len(_records(root)) == 6 and {k: len(v) for k, v in _mlflow_runs(root).items()} == before
+    assert all(r.info.lifecycle_stage == "active" for runs in _mlflow_runs(root).values() for r in runs)
+    assert main(["gc", "--root", str(root), "--keep-runs", "1", "--forget-runs-older-than-days", "7"]) == 0
+    out = capsys.readouterr().out
+    assert "forgot 3 runs" in out and _records(root) == {RUNNING_ID, LATEST, YOUNG}, out
+    assert "Prefect: skipped: no PREFECT_API_URL is set and the root has no Prefect home" in out
+
+
+def test_forget_days_must_be_an_age(capsys):
+    from flows.cli import parse_args
+
+    for bad in ("nan", "-1", "x"):
+        with pytest.raises(SystemExit):
+            parse_args(["gc", "--forget-runs-older-than-days", bad])
+    assert "--forget-runs-older-than-days: must be a number of days of at least 0" in capsys.readouterr().err
+    assert parse_args(["gc", "--forget-runs-older-than-days", "30"]).forget_runs_older_than_days == 30.0
+    assert parse_args(["gc"]).forget_runs_older_than_days is None

@@ -1,0 +1,159 @@
+"""The Prefect side of `saerl gc --forget-runs-older-than-days`: delete the flow runs of the saerl runs it forgets.
+
+saerl.gc forgets a run's record and MLflow runs; Prefect keeps a flow run per pipeline run (its task runs and log
+lines: about 0.5 MB under ROOT/prefect/ each), which only its API deletes. The API is the one `saerl run` would use
+(flows.server.prefect_server): PREFECT_API_URL's, where a scheduled deployment's runs are, else a local server
+started on the root's Prefect home for the deletion. When none can be reached, Prefect is skipped with a line
+saying so; the runs are forgotten anyway (their flow runs then stay in Prefect).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from flows.server import API_URL_ENV, prefect_server
+from saerl.runs import PREFECT_TAGS, SWEEP, RunRecord
+
+log = logging.getLogger("saerl.forget")
+PREFECT_DB = "prefect.db"  # the Prefect home's database (ROOT/prefect/, flows.server.prefect_env), a local server's
+PARENT_DEPTH = 4  # flow runs above a pipeline's own, at most: a deployment's entry, an ablation's, its Dask flow
+LOGS_WAIT_S = 30.0  # how long the server has to delete a deleted flow run's log lines (it does so in the background)
+POLL_S = 0.25
+
+
+def forget_flow_runs(root: Path, forgotten: list[RunRecord], kept: list[RunRecord], dry_run: bool) -> str:
+    """Delete the Prefect flow runs of saerl runs being forgotten (saerl.gc.PrefectForget): each run's own flow run
+    (flows.pipeline.pipeline_flow_runs: its tagged one, or under a deployment those named after its run id), and, unless it is a child of a sweep with runs left, the flow runs above it (a
+    deployment's entry flow run, an ablation's) with every flow run under them (:func:`run_tree`); their task
+    runs and log lines go with them (the server deletes the logs in the background: waited for, at most
+    LOGS_WAIT_S). in: artifact root, the records forgotten and those kept, dry run (nothing is asked of Prefect);
+    out: the report's line."""
+    tagged = [r for r in forgotten if r.extra.get(PREFECT_TAGS)]
+    if not tagged:
+        return ""
+    if dry_run:
+        return f"Prefect: would delete the flow runs of {len(tagged)} runs (with their task runs and logs)"
+    db = Path(root).resolve() / "prefect" / PREFECT_DB
+    if not os.environ.get(API_URL_ENV) and not db.exists():
+        return (f"Prefect: skipped: no {API_URL_ENV} is set and the root has no Prefect home ({db}), so no server "
+                "holds their flow runs")
+    from saerl.config import redact
+    from saerl.status import MB
+
+    local = not os.environ.get(API_URL_ENV)
+    free = _free_bytes(db) if local else 0
+    try:
+        with prefect_server(Path(root)) as url:
+            deleted, logs_left = _delete(tagged, kept)
+    except Exception as err:  # noqa: BLE001 - Prefect is best effort here: the line says what was skipped
+        return (f"Prefect: skipped, its API could not be reached or failed ({type(err).__name__}: {err}); the flow "
+                f"runs of these {len(tagged)} runs stay in Prefect")
+    where = f"(a server on {db.parent})" if local else f"at {redact(url)}"
+    freed = f", {max(0, _free_bytes(db) - free) / MB:.2f} MB freed in {db.name} for later runs" if local else ""
+    late = (f"; the server had not deleted the log lines of {logs_left} of them after {LOGS_WAIT_S:g} s (it goes "
+            "on when it next runs)") if logs_left else ""
+    return f"Prefect {where}: deleted {deleted} flow runs (with their task runs and logs){freed}{late}"
+
+
+def _free_bytes(db: Path) -> int:
+    """The free pages' bytes of the Prefect database (saerl.tracking.sqlite_free_bytes), 0 when it cannot be read
+    (the measure is a report's, never worth the deletion). in: the file; out: bytes."""
+    import sqlite3
+
+    from saerl.tracking import sqlite_free_bytes
+
+    try:
+        return sqlite_free_bytes(db)
+    except (OSError, sqlite3.Error):
+        return 0
+
+
+def _delete(forgotten: list[RunRecord], kept: list[RunRecord]) -> tuple[int, int]:
+    """:func:`forget_flow_runs`'s deletions, through the API prefect_server set. in: the records forgotten and kept;
+    out: (flow runs deleted, those whose log lines were still there after LOGS_WAIT_S)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.pipeline import pipeline_flow_runs
+
+    left_sweeps = {r.extra.get(SWEEP) for r in kept} - {None}
+    with get_client(sync_client=True) as client:
+        doomed: set[UUID] = set()
+        for record in forgotten:
+            own = {UUID(str(i)) for i in pipeline_flow_runs(client, record)}
+            doomed |= own
+            if record.extra.get(SWEEP) not in left_sweeps:  # its sweep (if any) goes whole: so does what ran it
+                for flow_run_id in own | tagged_flow_run(record):
+                    doomed |= run_tree(client, top_flow_run(client, flow_run_id))
+        deleted = []
+        for flow_run_id in sorted(doomed, key=str):
+            try:
+                client.delete_flow_run(flow_run_id)
+                deleted.append(flow_run_id)
+            except ObjectNotFound:  # gone already (deleted in the UI)
+                continue
+        return len(deleted), logs_remaining(client, deleted)
+
+
+def tagged_flow_run(record: RunRecord) -> set[UUID]:
+    """The flow run a record's Prefect tags name (flows.pipeline.PREFECT_FLOW_RUN_TAG): the pipeline's own, or under
+    a deployment the deployment's flow run, which a sweep's children share. in: a record; out: {its id} or none."""
+    from flows.pipeline import PREFECT_FLOW_RUN_TAG
+
+    tag = (record.extra.get(PREFECT_TAGS) or {}).get(PREFECT_FLOW_RUN_TAG)
+    return {UUID(str(tag))} if tag else set()
+
+
+def top_flow_run(client: Any, flow_run_id: UUID) -> UUID | None:
+    """The flow run at the top of the ones `flow_run_id` runs under (itself when it is top-level), walking up its
+    parent task runs at most PARENT_DEPTH times; None when the server does not know it. in: a sync client, a flow run
+    id; out: the top flow run's id."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        run = client.read_flow_run(flow_run_id)
+        for _ in range(PARENT_DEPTH):
+            if run.parent_task_run_id is None:
+                break
+            run = client.read_flow_run(client.read_task_run(run.parent_task_run_id).flow_run_id)
+    except ObjectNotFound:
+        return None
+    return run.id
+
+
+def run_tree(client: Any, top: UUID | None) -> set[UUID]:
+    """A flow run and every flow run under it (subflows, theirs, ...). in: a sync client, a flow run id (None:
+    none); out: ids."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    if top is None:
+        return set()
+    found, todo = {top}, [top]
+    while todo:
+        parents, todo = todo, []
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=parents)))
+        todo = [c.id for c in children if c.id not in found]
+        found |= set(todo)
+    return found
+
+
+def logs_remaining(client: Any, flow_run_ids: list[UUID]) -> int:
+    """Wait up to LOGS_WAIT_S for the server to delete the log lines of deleted flow runs (it queues that when a flow
+    run is deleted). in: a sync client, the deleted flow runs' ids; out: how many still have lines."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + LOGS_WAIT_S
+    left = list(flow_run_ids)
+    while left:
+        left = [i for i in left if client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[i])),
+                                                    limit=1)]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(POLL_S)
+    return len(left)

@@ -1,0 +1,76 @@
+"""flows/forget.py: `saerl gc --forget-runs-older-than-days` deletes the Prefect flow runs of the runs it forgets
+(through a real Prefect server, the suite's), with the flow runs under them, and leaves the others."""
+
+from __future__ import annotations
+
+import pytest
+
+from saerl.runs import PREFECT_TAGS, RunRecord
+
+
+def _flow_runs(prefect_api):
+    """Two pipeline-like flow runs on the suite's server, the first with a subflow under it, each logging a line:
+    {name: flow run id}."""
+    from prefect import flow, get_run_logger
+    from prefect.context import FlowRunContext
+
+    @flow(name="forget-child")
+    def child() -> str:
+        get_run_logger().warning("the subflow's line")
+        return str(FlowRunContext.get().flow_run.id)
+
+    @flow(name="forget-parent")
+    def parent(with_child: bool) -> tuple[str, str | None]:
+        get_run_logger().warning("the flow's line")
+        return str(FlowRunContext.get().flow_run.id), child() if with_child else None
+
+    (gone, sub), (kept, _) = parent(True), parent(False)
+    return {"gone": gone, "sub": sub, "kept": kept}
+
+
+def _record(run_id: str, flow_run_id: str) -> RunRecord:
+    from flows.pipeline import PREFECT_FLOW_RUN_TAG
+
+    return RunRecord(name="demo", run_id=run_id, extra={PREFECT_TAGS: {PREFECT_FLOW_RUN_TAG: flow_run_id}})
+
+
+@pytest.mark.slow
+def test_forgetting_deletes_a_runs_flow_runs_and_logs_and_keeps_the_others(prefect_api, tmp_path):
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from flows.forget import forget_flow_runs
+
+    ids = _flow_runs(prefect_api)
+    gone, kept = _record("20260101-000000-aaaaaa", ids["gone"]), _record("20260102-000000-bbbbbb", ids["kept"])
+    with get_client(sync_client=True) as client:
+        before = {str(r.id) for r in client.read_flow_runs()}
+    assert set(ids.values()) <= before
+
+    line = forget_flow_runs(tmp_path, [gone], [kept], dry_run=True)
+    assert line.startswith("Prefect: would delete the flow runs of 1 runs")
+    with get_client(sync_client=True) as client:
+        assert {str(r.id) for r in client.read_flow_runs()} == before, "a dry run deletes nothing"
+
+    line = forget_flow_runs(tmp_path, [gone], [kept], dry_run=False)
+    assert "deleted 2 flow runs" in line, line
+    with get_client(sync_client=True) as client:
+        left = {str(r.id) for r in client.read_flow_runs()}
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
+            any_=[UUID(ids["gone"]), UUID(ids["sub"]), UUID(ids["kept"])])))
+    assert ids["gone"] not in left and ids["sub"] not in left, "the run's flow run and the subflow under it go"
+    assert ids["kept"] in left and left == before - {ids["gone"], ids["sub"]}, "every other flow run stays"
+    assert {str(log.flow_run_id) for log in logs} == {ids["kept"]}, "the deleted flow runs' log lines go too"
+
+
+def test_without_a_server_or_a_prefect_home_prefect_is_skipped_with_a_line(tmp_path, monkeypatch):
+    from flows.forget import forget_flow_runs
+    from flows.server import API_URL_ENV
+
+    monkeypatch.delenv(API_URL_ENV, raising=False)
+    line = forget_flow_runs(tmp_path, [_record("20260101-000000-aaaaaa", "0" * 32)], [], dry_run=False)
+    assert line.startswith("Prefect: skipped") and API_URL_ENV in line
+    assert forget_flow_runs(tmp_path, [RunRecord(name="demo", run_id="r")], [], dry_run=False) == "", \
+        "a run Prefect never saw asks nothing of it"
