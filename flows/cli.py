@@ -573,6 +573,33 @@ class Commands(argparse._SubParsersAction):
         super().__call__(parser, namespace, values, option_string)
 
 
+def version_text() -> str:
+    """What `saerl --version` prints: saerl's version and the code it runs (saerl.runs.code_summary of its checkout:
+    the commit, and whether it has uncommitted changes), then the interpreter's and the libraries' versions that
+    shape results (saerl.artifacts.library_versions, as every manifest records them), one line each. out: text."""
+    from saerl.artifacts import PYTHON, library_versions
+    from saerl.runs import GIT, code_summary
+    from saerl.tracking import git_tags
+
+    versions = library_versions()
+    head = f"saerl {versions.pop('saerl', 'unknown (not installed: run from a checkout)')}"
+    head += f" ({code_summary({GIT: git_tags()})})"
+    python = versions.pop(PYTHON)
+    return "\n".join([head, f"python {python}", *(f"{name} {version}" for name, version in versions.items())])
+
+
+class VersionAction(argparse.Action):
+    """`saerl --version`: print :func:`version_text` and exit 0, before any subcommand is asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def add_command(sub: Any, name: str, **kw: Any) -> argparse.ArgumentParser:
     """A subcommand's parser in `sub` (build_parser's subparsers): -v accepted after the subcommand too (`saerl run
     CONFIG -v` was 'unrecognized arguments'; its default SUPPRESS leaves the top level's value when not given), and no
@@ -588,6 +615,8 @@ def build_parser() -> CommandParser:
     p = CommandParser(prog="saerl", description="SAE-guided data engineering for RL post-training.",
                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES, allow_abbrev=False)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action=VersionAction, help="print saerl's version, the code's commit and the libraries' "
+                   "versions (for a bug report), then exit")
     sub = p.add_subparsers(dest="command", required=True, action=Commands)
 
     d = add_command(sub, "demo", help="run the pipeline on the embedded default (configs/demo.yaml)")

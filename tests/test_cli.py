@@ -993,3 +993,21 @@ def test_verbose_after_the_subcommand_and_no_abbreviated_options(capsys):
             parse_args(argv)
         assert err.value.code == 2
         assert argv[-2] in capsys.readouterr().err
+
+
+def test_version_prints_saerls_version_its_commit_and_the_libraries(capsys):
+    """`saerl --version` was 'the following arguments are required: command': a bug report had no way to say which
+    saerl, which checkout and which library versions ran. It prints them and exits 0, without a subcommand."""
+    from importlib import metadata
+
+    from saerl.artifacts import code_state
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code in (0, None)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"saerl {metadata.version('saerl')} (")
+    commit = code_state()["commit"]
+    assert (f"commit {commit[:12]}" if commit != "unknown" else "commit unknown") in lines[0]
+    assert f"torch {metadata.version('torch')}" in lines and f"trl {metadata.version('trl')}" in lines
+    assert lines[1].startswith("python 3.")
