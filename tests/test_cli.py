@@ -198,7 +198,7 @@ def test_a_bad_word_before_the_subcommand_shows_the_top_levels_usage(capsys):
         with pytest.raises(SystemExit) as exit_:
             parse_args(argv)
         err = capsys.readouterr().err
-        assert exit_.value.code == 2 and err.startswith("usage: saerl [-h] [-v] {") and "saerl: error: " in err
+        assert exit_.value.code == 2 and err.startswith("usage: saerl [-h] [-v] [--version]") and "{demo," in err and "saerl: error: " in err
 
 
 def test_log_lines_carry_the_date(monkeypatch):
