@@ -701,7 +701,10 @@ class HeldOutSet(Section):
     path: str = Field(description="the held-out file (jsonl, json, parquet, csv, or a Hugging Face dataset folder)")
     prompt: str | None = Field(None, description="its prompt field or template; None = data.prompt")
     answer: str | None = Field(None, description="its gold answer field; None = data.answer")
-    id: str | None = Field(None, description="its id field; None = data.id (content-hash ids when that is unset)")
+    id: str | Literal[False] | None = Field(
+        None, description="its id field; None = data.id (content-hash ids when that is unset); false = the file has "
+        "no id column: content-hash ids of its prompts, as data.id unset gives, whatever data.id names (an entry "
+        "that leaves id out, or gives null, reads data.id, as a config's dump writes it)")
     format: Literal["auto", "jsonl", "parquet", "csv", "hf"] | None = Field(
         None, description="its file format; None = the one its suffix names (a HF folder: hf), or data.format for "
         "a file whose suffix names none")
@@ -712,6 +715,16 @@ class HeldOutSet(Section):
         None, gt=0, description="sampled completions per problem of this set's mean@k (and of its reachable "
         "stratum's probe): AIME and AMC are reported as avg@32 where GSM8K and MATH take fewer; None = "
         "eval.k_samples")
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_field_or_false(cls, value: Any) -> Any:
+        """An id is a field's name, false (no id column) or null (data.id's): 0 or true would otherwise read as false
+        or as a type error that names neither. in: the value as given; out: it."""
+        if value is None or value is False or isinstance(value, str):
+            return value
+        raise ValueError(f"id={value!r}: give the file's id field (text), false for a file with no id column "
+                         "(content-hash ids), or leave it out for data.id's")
 
     @model_serializer(mode="wrap")
     def _unset_reading_left_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -727,14 +740,16 @@ def held_out_file(entry: str | HeldOutSet) -> Path:
 
 def held_out_mapping(data: DataConfig, entry: str | HeldOutSet) -> DataConfig:
     """How an eval.sets entry is read: the data mapping, whole (data.max_rows caps the training data only), with the
-    entry's own prompt / answer / id where it gives them; its file format is its own format, else the one its
-    suffix names, else data.format (saerl.data.held_out_format: a jsonl held-out set beside a training file whose
-    format is named); its split is its own hf_split, else the folder's only one (data.hf_split is the training
-    data's). Refuses a set that is the training data's HF folder read with the training split
+    entry's own prompt / answer / id where it gives them (id: false: none, so content-hash ids); its file format is
+    its own format, else the one its suffix names, else data.format (saerl.data.held_out_format: a jsonl held-out set
+    beside a training file whose format is named); its split is its own hf_split, else the folder's only one
+    (data.hf_split is the training data's). Refuses a set that is the training data's HF folder read with the training split
     (saerl.data.refuse_training_split). in: data config, entry; out: mapping; raises saerl.data.IngestError."""
     from saerl.data import held_out_format, refuse_training_split
 
     own = {k: v for k in ("prompt", "answer", "id") if isinstance(entry, HeldOutSet) and (v := getattr(entry, k))}
+    if isinstance(entry, HeldOutSet) and entry.id is False:  # no id column: content-hash ids, as data.id unset
+        own["id"] = None
     path = held_out_file(entry)
     fmt = entry.format if isinstance(entry, HeldOutSet) and entry.format else held_out_format(path, data.format)
     split = entry.hf_split if isinstance(entry, HeldOutSet) else None
@@ -801,8 +816,8 @@ class EvalConfig(Section):
     sets: dict[str, str | HeldOutSet] = Field(
         {}, description="extra held-out sets {name: file} read with the data mapping, or {name: {path: file, prompt: "
         "F, answer: F, id: F, format: F, hf_split: S, k_samples: K}} for a file whose fields, reading or samples "
-        "per problem differ (the testbed adds its own); a file's format is the one its suffix names, a DatasetDict "
-        "folder's split its only one unless hf_split names it")
+        "per problem differ (id: false for a file with no id column; the testbed adds its own); a file's format is "
+        "the one its suffix names, a DatasetDict folder's split its only one unless hf_split names it")
     answer_extraction: Literal["boxed", "boxed_or_last"] = Field(
         "boxed", description="how the held-out evaluation (the heldout stage and the in-training curve; never the "
         "training reward) reads a completion's final answer: 'boxed' = the verifier's (the last \\boxed{} or "

@@ -164,7 +164,12 @@ class IngestError(ValueError):
 
 
 class FieldNotFoundError(IngestError):
-    """A field the mapping names (prompt template field, answer, id, a label) that the data does not have."""
+    """A field the mapping names (prompt template field, answer, id, a label) that the data does not have; `.option`
+    names the mapping option that names it ('prompt', 'answer', 'id', a label; None where not known)."""
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 class MissingFieldError(KeyError):
@@ -1286,7 +1291,7 @@ def _missing_field_error(cfg: DataConfig, option: str, name: str, columns: list[
     shown = f" Nested fields (name one with a dotted path): {listed}." if nested else ""
     return FieldNotFoundError(
         f"{option} field '{name}' is not in the data. Available columns: {columns}.{shown}{hint} "
-        f"Fix: data.{option}={fix} {_cli_fix(option, fix)}."
+        f"Fix: data.{option}={fix} {_cli_fix(option, fix)}.", option
     )
 
 

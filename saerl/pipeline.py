@@ -40,6 +40,7 @@ from saerl.artifacts import (
 )
 from saerl.config import (
     PKG_MODEL,
+    HeldOutSet,
     PipelineConfig,
     clip_problem,
     device_type,
@@ -47,6 +48,7 @@ from saerl.config import (
     held_out_mapping,
     no_gpu_problem,
     resolve_layer,
+    scalar_text,
 )
 from saerl.distributed import check_processes, shared_gpus_problem
 from saerl.runs import stage_of
@@ -429,15 +431,37 @@ def sae_source_problem(cfg: PipelineConfig) -> str | None:
     return None
 
 
+def held_out_field_fix(name: str, entry: str | HeldOutSet, err: Any) -> str:
+    """The fix a held-out set's missing field adds to saerl.data's (whose data.* fix re-reads, and re-keys, the
+    training data too): the entry with its own fields, and for an id field, the entry as it is with id: false (a
+    file with no id column: content-hash ids, as data.id unset gives), which nothing else offers. in: the set's name,
+    its eval.sets entry, the FieldNotFoundError (its .option: the mapping option whose field is missing); out: text."""
+    path = held_out_file(entry)
+    if err.option != "id":
+        return (f" For this file alone, give it its own fields instead of changing data.*: eval.sets.{name}="
+                f"{{path: {path}, prompt: F, answer: F}} (any of prompt, answer, id)")
+    given = entry.model_dump(exclude_none=True) if isinstance(entry, HeldOutSet) else {"path": entry}
+
+    def with_id(value: Any) -> str:
+        return ", ".join(f"{k}: {v if k == 'id' else scalar_text(v)}" for k, v in {**given, "id": value}.items())
+
+    return (f" For this file alone, rather than data.id (which re-ids the training data): if it has no id column, "
+            f"read it without one (content-hash ids, as data.id unset gives): eval.sets.{name}={{{with_id('false')}}}; "
+            f"if its ids are under another name: eval.sets.{name}={{{with_id('FIELD')}}}")
+
+
 def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
     """plan(cfg, until), refusing a run that would fail at its last stage, before hours of extraction and
     training: the sae or encode stage without token residuals (extract.store_tokens off) or with the fields naming
     its SAE at odds with sae.source (:func:`sae_source_problem`), heldout or evaluate with no
     held-out set (data other than the testbed's and no eval.sets), a data.path that does
     not exist or lacks a mapped field (every plan starts with ingest), a HELD_OUT_READERS stage with an eval.sets file that
-    does not exist (their keys hash it) or lacks the prompt / answer / id field (read with the data mapping, labels
-    optional). The files' fields are read from their headers (saerl.data.check_mapping), not whole. Every entry point
-    that runs stages calls it (CLI, flows, sweeps, run_all). in: config, last stage; out: the plan."""
+    does not exist (their keys hash it), lacks the prompt / answer / id field (read with the data mapping, labels
+    optional; for an id field data.id names, the fix names the entry's id: false: :func:`held_out_field_fix`) or
+    has no usable row (the train stage found it, after the curriculum: saerl.runners.check_held_out_rows ingests its
+    first rows, and the whole file only when none of those is usable). The files' fields are read from their headers
+    (saerl.data.check_mapping). Every entry point that runs stages calls it (CLI, flows, sweeps, run_all).
+    in: config, last stage; out: the plan."""
     from saerl.data import FieldNotFoundError, IngestError, check_mapping
 
     stages = plan(cfg, until)
@@ -466,12 +490,13 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[
                 raise FileNotFoundError(missing_file(f"held-out set {path}", path, f"eval.sets.{name}"))
             try:
                 check_mapping(held_out_mapping(cfg.data, entry), path, labels_optional=True)
-            except IngestError as err:
-                own = (f" For this file alone, give it its own fields instead of changing data.*: eval.sets.{name}="
-                       f"{{path: {path}, prompt: F, answer: F}} (any of prompt, answer, id)"
-                       if isinstance(err, FieldNotFoundError) else "")  # an empty or unreadable file: no field fixes it
+            except FieldNotFoundError as err:
                 raise IngestError(f"held-out set eval.sets.{name} ({path}), read with the data mapping and its own "
-                                  f"fields: {err}{own}") from err
+                                  f"fields: {err}{held_out_field_fix(name, entry, err)}") from err
+            except IngestError as err:  # an empty or unreadable file: no field fixes it
+                raise IngestError(f"held-out set eval.sets.{name} ({path}), read with the data mapping and its own "
+                                  f"fields: {err}") from err
+            runners.check_held_out_rows(cfg, name, entry)  # no usable row: refused at the train stage, after curriculum
     check_loaders(cfg, until)
     return stages
 

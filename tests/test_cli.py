@@ -895,6 +895,27 @@ def test_a_stage_failing_mid_run_exits_1_naming_the_run_the_stage_and_the_resume
     assert main(["run", str(REPO / "configs" / "smoke.yaml"), "train.max_steps=-5", "--root", str(tmp_path)]) == 2
 
 
+def test_a_held_out_set_with_no_usable_row_is_a_user_error_before_the_first_stage(monkeypatch, tmp_path, capsys):
+    """An eval.sets file whose every answer is a struct ran extract, sae, encode, score and curriculum, then failed
+    the run at train:saerl:0 (exit 1). `saerl run` refuses it before any stage, one line naming the set, its counts
+    and the fix, exit status 2."""
+    import flows.pipeline
+
+    bad = tmp_path / "allbad_eval.jsonl"
+    bad.write_text('{"prompt": "What is 1+1?", "answer": {"a": 1}}\n{"prompt": "What is 2+2?", "answer": {"a": 2}}\n')
+    ran = []
+    _no_server(monkeypatch)
+    monkeypatch.setattr(flows.pipeline, "run_pipeline_flow", lambda *a, **k: ran.append(a) or {})
+    root = tmp_path / "root"
+    assert main(["run", str(REPO / "configs" / "smoke.yaml"), "--root", str(root),
+                 f"eval.sets.x={{path: {bad}, id: prompt}}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"saerl: error: held-out set eval.sets.x ({bad}) has no usable row: kept 0 of 2 rows; "
+                          "rejected 2: struct answer 2. Fix: "), err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not ran and not (root / "runs").exists()  # no run started, no stage ran
+
+
 def test_saerl_help_lists_the_exit_statuses(capsys):
     """No exit status was documented (2 meant both a wrong command line and a stage's failure)."""
     with pytest.raises(SystemExit):

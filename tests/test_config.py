@@ -371,6 +371,29 @@ def test_held_out_reading_fields_left_unset_keep_the_keys_of_configs_written_bef
     assert flat["t"]["hf_split"] == "test" and flat["u"]["format"] == "csv" and "format" not in flat["t"]
 
 
+def test_a_held_out_set_with_id_false_reads_content_hash_ids_whatever_data_id_names():
+    """Held-out sets inherit data.id (demo and smoke map `id: id`), and only truthy per-set fields were taken: a file
+    without an id column (GSM8K test: question, answer) could not be added but by unsetting data.id, which re-ids the
+    training data. An entry's id: false reads it with none (content-hash ids, as data.id unset gives); an entry that
+    leaves id out, or gives null (as a config's dump writes an unset one), reads data.id; 0 or true are refused."""
+    from saerl.config import HeldOutSet, build_config, held_out_mapping
+
+    cfg = load_config(CONFIGS / "demo.yaml", ["eval.sets.g={path: t.jsonl, prompt: question, id: false}",
+                                              "eval.sets.n={path: t.jsonl, prompt: question, id: null}",
+                                              "eval.sets.p=t.jsonl"])
+    assert cfg.data.id == "id"
+    assert held_out_mapping(cfg.data, cfg.eval.sets["g"]).id is None  # content-hash ids
+    assert held_out_mapping(cfg.data, cfg.eval.sets["g"]).prompt == "question"
+    assert held_out_mapping(cfg.data, cfg.eval.sets["n"]).id == "id"  # null: data.id's, as a dump reads back
+    assert held_out_mapping(cfg.data, cfg.eval.sets["p"]).id == "id"
+    assert held_out_mapping(cfg.data, HeldOutSet(path="t.jsonl", id="qid")).id == "qid"
+    assert build_config(cfg.model_dump(mode="json")) == cfg  # the flows' and run records' round trip keeps false
+    assert build_config(cfg.model_dump(mode="json")).eval.sets["g"].id is False
+    for value in ("0", "true", "3"):
+        with pytest.raises(ConfigError, match=r"eval\.sets\.g\.id.*false for a file with no id column"):
+            load_config(None, [f"eval.sets.g={{path: t.jsonl, id: {value}}}"])
+
+
 @pytest.mark.parametrize(("override", "names"), [
     ("score.n_jobs=0", ["score.n_jobs=0 is not a thread count", "score.n_jobs=1"]),
     ("score.probe_cs=[0.1, 0]", ["score.probe_cs.1", "got 0", "greater than 0"]),

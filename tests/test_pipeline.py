@@ -460,8 +460,8 @@ def test_a_missing_held_out_file_is_refused_before_any_stage_naming_its_field(tm
 
 def test_a_held_out_file_whose_every_row_is_rejected_is_refused_naming_it(tmp_path):
     """A held-out file with rows but none usable passed the header check; training's in-run evaluation then died
-    in the tokenizer (IndexError). Reading the sets refuses it, naming the set, the counts and the fix (not in the
-    pre-flight check: ingesting every held-out file whole there took 55 s on the Qwen config, at every run)."""
+    in the tokenizer (IndexError). Reading the sets refuses it, naming the set, the counts and the fix (so does the
+    pre-flight check: test_a_held_out_set_with_no_usable_row_is_refused_before_the_first_stage)."""
     from saerl.data import IngestError
     from saerl.runners import eval_sets
 
@@ -475,6 +475,68 @@ def test_a_held_out_file_whose_every_row_is_rejected_is_refused_naming_it(tmp_pa
     with pytest.raises(IngestError, match=r"eval\.sets\.gsm .*empty") as err:
         check_runnable(cfg)
     assert "own fields instead" not in str(err.value)
+
+
+def test_a_held_out_set_with_no_usable_row_is_refused_before_the_first_stage(tmp_path, monkeypatch):
+    """A held-out set none of whose rows is usable (every answer a struct) passed the pre-flight check, which reads
+    the header, and was refused by the train stage after extraction, the SAE, scoring and the curriculum. It is
+    refused before the first stage of a plan that reads it, with the whole file's counts; cheaply: a file whose
+    first rows hold a usable one is not ingested whole (the verifier normalises each gold answer: minutes for
+    CollegeMath's), and one whose usable rows come later passes."""
+    from saerl import data
+    from saerl.runners import HELD_OUT_PROBE_ROWS
+
+    bad = tmp_path / "bad.jsonl"
+    n = HELD_OUT_PROBE_ROWS + 4
+    bad.write_text("".join(json.dumps({"question": f"{i}+1?", "answer": {"a": i}}) + "\n" for i in range(n)))
+    cfg = _real(tmp_path, f"eval.sets={{gsm: {bad}}}")
+    for until in ("train", None):
+        with pytest.raises(data.IngestError, match=rf"eval\.sets\.gsm .*bad\.jsonl.* no usable row: kept 0 of {n} "
+                                                   r"rows; rejected \d+: struct answer \d+\. Fix: .*saerl ingest"):
+            check_runnable(cfg, until)
+    with pytest.raises(data.IngestError, match="no usable row"):  # run_all checks before its first stage
+        run_all(ArtifactStore(tmp_path / "root"), cfg)
+    assert not any((tmp_path / "root").iterdir())  # no stage ran
+    assert dict(check_runnable(cfg, "curriculum"))["curriculum"]  # no stage before training reads it
+    late = tmp_path / "late.jsonl"  # its first rows unusable, a later one usable: the whole file is read, and passes
+    late.write_text(bad.read_text() + '{"question": "9+1?", "answer": "10"}\n')
+    reads = []
+    real = data.ingest
+    monkeypatch.setattr(data, "ingest", lambda c, p, **k: reads.append(c.max_rows) or real(c, p, **k))
+    check_runnable(_real(tmp_path, f"eval.sets={{gsm: {late}}}"))
+    assert reads == [HELD_OUT_PROBE_ROWS, None]
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps({"question": f"{i}+2?", "answer": str(i + 2)}) + "\n" for i in range(200)))
+    reads.clear()
+    check_runnable(_real(tmp_path, f"eval.sets={{gsm: {good}}}"))
+    assert reads == [HELD_OUT_PROBE_ROWS]  # the first rows only
+
+
+def test_a_held_out_file_without_an_id_column_is_read_with_id_false_beside_a_mapped_data_id(tmp_path):
+    """demo and smoke map data.id: id, which held-out sets inherit: README's GSM8K test file (question, answer) could
+    not be added (an entry's id: null was ignored, and the error's fixes could not work), only data.id=null, which
+    re-ids the training data and changes every key. The error names the entry's id: false, and that entry passes
+    the pre-flight check and reads the file with content-hash ids, as data.id unset reads the training data."""
+    from saerl.data import IngestError, ingest
+    from saerl.runners import held_out_rows
+
+    test = tmp_path / "gsm8k_test.jsonl"
+    test.write_text('{"question": "What is 1+1?", "answer": "#### 2"}\n'
+                    '{"question": "What is 2+2?", "answer": "#### 4"}\n')
+    root = f"runtime.artifact_root={tmp_path / 'root'}"
+    for config in ("demo.yaml", "smoke.yaml"):
+        inherited = load_config(CONFIGS / config, [root, f"eval.sets.gsm8k={{path: {test}, prompt: question}}"])
+        with pytest.raises(IngestError, match=r"eval\.sets\.gsm8k .*id field 'id' is not in the data") as err:
+            check_runnable(inherited)
+        fix = f"eval.sets.gsm8k={{path: {test}, prompt: question, id: false}}"
+        assert fix in str(err.value)
+        cfg = load_config(CONFIGS / config, [root, fix])  # the fix, as the error writes it
+        assert cfg.data.id == "id" and [s for s, _ in check_runnable(cfg)][-1] == "evaluate"
+        rows = held_out_rows(cfg, "gsm8k", cfg.eval.sets["gsm8k"]).kept
+        unset = ingest(cfg.data.model_copy(update={"id": None, "prompt": "question"}), test,
+                       labels_optional=True).kept  # the ids data.id unset gives
+        assert rows["id"].to_list() == unset["id"].to_list() and rows["id"].n_unique() == 2
+        assert rows["answer"].to_list() == ["2", "4"]
 
 
 def test_a_built_ingest_gives_its_rows_key_from_its_manifest_and_a_planned_one_from_the_config(tmp_path, cpu_machine):

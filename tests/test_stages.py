@@ -140,6 +140,22 @@ def test_a_sets_own_k_samples_reruns_its_held_out_runs_not_training_and_unset_ke
         "heldout", *unset, "eval.k_samples=32")
 
 
+def test_a_sets_id_false_keys_its_held_out_and_training_runs_and_unset_or_null_keys_as_before():
+    """An eval.sets entry's id: false (no id column: content-hash ids) changes the set's ids, which the curve and the
+    final evaluation read: it keys the train and heldout runs; an entry leaving id out, or giving null, dumps and keys
+    as before (id: null)."""
+    from saerl.config import flatten
+
+    file = ["data.source=file", "data.path=x.jsonl", "data.id=qid"]
+    entry = "eval.sets.g={path: g.jsonl, prompt: question%s}"
+    unset, null, none = (*file, entry % ""), (*file, entry % ", id: null"), (*file, entry % ", id: false")
+    assert flatten(load_config(None, list(unset)))["eval.sets"] == flatten(load_config(None, list(null)))[
+        "eval.sets"] == {"g": {"path": "g.jsonl", "prompt": "question", "answer": None, "id": None}}
+    assert flatten(load_config(None, list(none)))["eval.sets"]["g"]["id"] is False
+    assert {stage for stage in STAGES if _key(stage, *none) != _key(stage, *unset)} == {"train", "heldout"}
+    assert all(_key(stage, *null) == _key(stage, *unset) for stage in STAGES)
+
+
 def test_answer_extraction_keys_the_held_out_evaluation_and_curve_only_when_set():
     """eval.answer_extraction 'boxed' (the default) is what the code did before the field: no stage's key holds it,
     so every config's keys stay; 'boxed_or_last' reruns the held-out runs and, as the in-training curve reads
