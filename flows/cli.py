@@ -841,10 +841,13 @@ def stdout_to_devnull() -> None:
 
 
 def user_error(err: BaseException, verbose: bool) -> int:
-    """Print an error the user can act on as one line, `saerl: error: ...`, saying where its traceback is (exit status
-    EXIT_USAGE); with -v raise it instead, traceback and all. in: the error, -v; out: the exit status."""
+    """Print an error the user can act on as one line, `saerl: error: ...`, saying where its traceback is; with -v
+    its traceback first, then the line. Exit status EXIT_USAGE either way (-v raised it: exit status 1, which the
+    exit-status table gives a run that started and failed). in: the error, -v; out: the exit status."""
     if verbose:
-        raise err
+        traceback.print_exception(err)
+        print(f"saerl: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"saerl: error: {err} (saerl -v ... shows its traceback)", file=sys.stderr)
     return EXIT_USAGE
 
@@ -884,8 +887,9 @@ def run_failed(err: BaseException, launch: Launch, verbose: bool) -> int:
 def failed(err: Exception, args: argparse.Namespace) -> int:
     """main's answer to a command's error: a run that started (:class:`Launch`) failed (:func:`run_failed`); a
     config error is one line, `saerl: ...`; a read-only command whose reader closed stdout (`saerl report | head`)
-    is done; a user error (USER_ERRORS) is one line (:func:`user_error`); a run that failed before it started (a
-    bug, the server not starting) prints the resume hint before its traceback is raised; anything else is raised.
+    is done; a user error (USER_ERRORS: the local server not starting too, flows.server.ServerStartError) is one
+    line (:func:`user_error`); a run that failed before it started (a bug) prints the resume hint before its
+    traceback is raised; anything else is raised.
     in: the error, the parsed command line; out: the exit status."""
     runs_stages = getattr(args, "runs_stages", False)
     launch = getattr(args, "launch", None)

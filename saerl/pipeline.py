@@ -191,8 +191,9 @@ def check_model(name: str, field: str, chat: bool, revision: str | None = None) 
     a local folder whose model is no causal LM (:func:`saerl.policy_lm.not_causal_problem`: an encoder such as MiniLM
     ran every stage to training, and generated from a random LM head), whose tokenizer has no chat template (RL's
     prompts are chat-formatted; it failed at the label stage, after extraction and the SAE) or no eos_token (trl's
-    first training step failed on None). A 'pkg:<module>' model is checked as the folder it resolves to; 'testbed'
-    is left to its stage.
+    first training step failed on None), and a local folder with a file that cannot be read
+    (saerl.activations.folder_load_problem: a .safetensors or .json file cut short). A 'pkg:<module>' model is
+    checked as the folder it resolves to; 'testbed' is left to its stage.
     in: the value, its config field, whether the plan prompts it; raises FileNotFoundError / ValueError."""
     if name == "testbed":
         return
@@ -200,7 +201,7 @@ def check_model(name: str, field: str, chat: bool, revision: str | None = None) 
     if name.startswith(PKG_MODEL):  # (a package not installed failed planning already: folder_stamp resolves it)
         from saerl.activations import resolve_model_path
 
-        local = resolve_model_path(name)
+        local = resolve_model_path(name, field)
     path = Path(local).expanduser()
     if not path.exists():
         if local.startswith(("/", ".", "~")) or local.count("/") > 1 or "\\" in local:
@@ -220,6 +221,10 @@ def check_model(name: str, field: str, chat: bool, revision: str | None = None) 
                          "alone (a pickled pytorch_model.bin can run code when loaded). Fix: where you trust the "
                          "checkpoint, load it with transformers and save it with save_pretrained(DIR, "
                          "safe_serialization=True), then name DIR")
+    from saerl.activations import folder_load_problem
+
+    if problem := folder_load_problem(f"{field}={name}", path):  # a weights or JSON file cut short: found when a
+        raise ValueError(problem)  # stage loaded it, after a 130-line traceback naming neither the field nor the file
     if chat:
         check_policy_folder(path, f"{field}={name}")
 
@@ -568,18 +573,19 @@ def missing_file(what: str, path: Path, field: str) -> str:
     return f"{what} does not exist (check {field}{where})"
 
 
-def folder_stamp(name: str | None) -> str | None:
+def folder_stamp(name: str | None, field: str | None = None) -> str | None:
     """A fingerprint of a local model or SAE folder's content (each file's path inside it, size and sha256, read
     once per process while the file stays as it was: :func:`remembered_sha256`; about a second per GB), or None
     for a hub id, the testbed LM or an unset field. A 'pkg:<module>' model is stamped by the folder it resolves to.
     Weights rewritten in place change it; the same weights copied, moved, reinstalled or synced to another machine
-    keep it (their path enters no key: saerl.stages.folder_form)."""
+    keep it (their path enters no key: saerl.stages.folder_form). `field`: the config field naming it, for the
+    error of a 'pkg:' package that is not installed (saerl.activations.resolve_model_path)."""
     from saerl.config import stable_hash
 
     if name and name.startswith(PKG_MODEL):  # a model a Python package ships: its folder, which an upgrade rewrites
         from saerl.activations import resolve_model_path
 
-        name = resolve_model_path(name)
+        name = resolve_model_path(name, field)
     if (path := local_folder(name)) is None:
         return None
     return stable_hash({p.relative_to(path).as_posix(): [p.stat().st_size, remembered_sha256(p)]
@@ -592,15 +598,17 @@ def _hidden(rel: Path) -> bool:
     return any(part.startswith(".") for part in rel.parts)
 
 
-def local_models(cfg: PipelineConfig, stage: str) -> dict[str, str | None]:
-    """The local folders whose weights `stage` loads, by input name: the internals model (extract), the SAE
-    (sae, when sae.source is local), the policy (label, train, heldout)."""
+def local_models(cfg: PipelineConfig, stage: str) -> dict[str, tuple[str, str | None]]:
+    """The local folders whose weights `stage` loads, by input name, each with the config field naming it: the
+    internals model (extract: extract.model, else model.name_or_path), the SAE (sae, when sae.source is local:
+    sae.path), the policy (label, train, heldout: model.name_or_path). out: {input name: (field, value)}."""
     if stage == "extract":
-        return {"model_folder": cfg.extract.model or cfg.model.name_or_path}
+        return {"model_folder": ("extract.model", cfg.extract.model) if cfg.extract.model else
+                ("model.name_or_path", cfg.model.name_or_path)}
     if stage == "sae" and cfg.sae.source == "local":
-        return {"sae_folder": cfg.sae.path}
+        return {"sae_folder": ("sae.path", cfg.sae.path)}
     if stage in ("label", "train", "heldout"):
-        return {"model_folder": cfg.model.name_or_path}
+        return {"model_folder": ("model.name_or_path", cfg.model.name_or_path)}
     return {}
 
 
@@ -710,8 +718,8 @@ def input_keys(cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef]
         keys["arm_order"] = arm_order_key(cfg, arm, keys.pop("score"))
     if stage in DEVICE_DEPENDENT:
         keys["device"] = device_type(cfg.runtime.device)
-    for name, folder in local_models(cfg, stage).items():
-        if (stamp := folder_stamp(folder)) is not None:
+    for name, (named_by, folder) in local_models(cfg, stage).items():
+        if (stamp := folder_stamp(folder, named_by)) is not None:
             keys[name] = stamp
     if stage == "ingest" and (f := data_file(cfg)) is not None:
         keys["file"] = hash_path(f)

@@ -81,8 +81,11 @@ def load_policy(model_dir: str | Path, model_cfg: ModelConfig | None = None,
     and trl places it. With model.stop_at_turn_end, the chat template's end-of-turn token (:func:`turn_end_id`)
     joins the generation_config's EOS ids, where trl's rollouts and :func:`stop_ids` look. A model that needs its
     own code while model.trust_remote_code is off raises RemoteCodeError naming the flag; a model that is no causal
-    LM (:func:`not_causal_problem`: BERT's BertLMHeadModel loaded with a new, random LM head) a ValueError."""
+    LM (:func:`not_causal_problem`: BERT's BertLMHeadModel loaded with a new, random LM head) a ValueError; a local
+    folder whose files are damaged or disagree a FolderLoadError naming model.name_or_path (when the config's
+    model is loaded) and the file (saerl.activations.folder_load_guard)."""
     from saerl.activations import (
+        folder_load_guard,
         hub_kwargs,
         pick_device,
         remote_code_guard,
@@ -91,12 +94,16 @@ def load_policy(model_dir: str | Path, model_cfg: ModelConfig | None = None,
     )
 
     mcfg = model_cfg or ModelConfig()
-    path = resolve_model_path(str(model_dir))
+    named = str(model_dir) == mcfg.name_or_path  # the config's policy, not a trained one (an artifact's folder)
+    shown = f"model.name_or_path={model_dir}" if named else f"the policy folder {model_dir}"
+    path = resolve_model_path(str(model_dir), "model.name_or_path" if named else None)
     with remote_code_guard(str(model_dir)):  # the model first: its config names any code of the repo's own
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **weights_kwargs(mcfg))
+        with folder_load_guard(shown, path):
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **weights_kwargs(mcfg))
         if problem := not_causal_problem(model.config, f"the policy model {model_dir}"):
             raise ValueError(problem)
-        tok = AutoTokenizer.from_pretrained(path, **hub_kwargs(mcfg))
+        with folder_load_guard(shown, path):
+            tok = AutoTokenizer.from_pretrained(path, **hub_kwargs(mcfg))
     if (model_cfg or ModelConfig()).stop_at_turn_end:
         add_stop_id(model, turn_end_id(tok))
     return model.to(pick_device(device)), tok

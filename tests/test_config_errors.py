@@ -437,3 +437,38 @@ def test_a_value_of_the_wrong_shape_is_shown_in_the_right_one(override, fix):
     with pytest.raises(ConfigError) as err:  # no fix that is no value either ("write a list: train.seeds=[null]")
         load_config(None, ["train.seeds=null"])
     assert "[null]" not in str(err.value)
+
+
+def test_a_config_file_that_is_not_utf8_names_the_file_and_the_iconv_line(tmp_path):
+    """A config saved in cp1252 (`name: café`) or by Notepad as UTF-16 gave "'utf-8' codec can't decode byte 0xe9
+    in position 9", naming no file; data files already had an iconv hint. Now a ConfigError names the file, the
+    encoding it looks like (a UTF-16 byte-order mark's, else cp1252) and the iconv line; a UTF-8 file still loads."""
+    legacy = tmp_path / "legacy.yaml"
+    legacy.write_bytes("name: café\n".encode("cp1252"))
+    with pytest.raises(ConfigError, match=rf"^config file {legacy} is not UTF-8 text \(byte 9: invalid continuation "
+                                          rf"byte\); it looks cp1252-encoded. Fix: save it as UTF-8, e.g. iconv -f "
+                                          rf"cp1252 -t utf-8 {legacy} > {tmp_path / 'legacy.utf8.yaml'}, and name"):
+        load_config(legacy)
+    notepad = tmp_path / "notepad.yaml"
+    notepad.write_bytes("name: café\n".encode("utf-16"))  # with its byte-order mark, as Notepad's "Unicode"
+    with pytest.raises(ConfigError, match=r"notepad.yaml is not UTF-8 text .*looks UTF-16-encoded.*iconv -f UTF-16 "):
+        load_config(notepad)
+    fine = tmp_path / "fine.yaml"
+    fine.write_bytes("name: café\n".encode())
+    assert load_config(fine).name == "café"
+
+
+@pytest.mark.parametrize(("override", "field", "fix"), [
+    ("name=", "name", "set name=NAME, or leave it out to take the config file's name"),
+    ("name=' '", "name", "set name=NAME"),
+    ("runtime.artifact_root=", "runtime.artifact_root", "set runtime.artifact_root=DIR, or leave it out for .saerl"),
+])
+def test_an_empty_name_or_artifact_root_is_refused_naming_the_field_and_the_fix(override, field, fix):
+    """`name=` ran without MLflow (its warning named neither the field nor the fix: "Invalid experiment name: ''");
+    `runtime.artifact_root=` made the current folder the root, silently (mlflow.db, prefect and every stage's folder
+    written there). Both are refused as the config loads; the defaults and the keys are as before."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert f"field '{field}'" in str(err.value) and f"{field} is empty" in str(err.value) and fix in str(err.value)
+    cfg = load_config(None)
+    assert cfg.name == "saerl" and cfg.runtime.artifact_root == ".saerl"

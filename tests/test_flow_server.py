@@ -407,3 +407,67 @@ def test_the_flow_runs_of_killed_saerl_runs_are_marked_crashed(prefect_api, tmp_
             assert client.read_flow_run(runs["killed"][0]).state.message == KILLED_RUN.format(
                 run_id="20260101-000000-000000-kill")
             assert crash_killed_runs(tmp_path) == [], "final states are left as they are"
+
+
+FAILING_SERVER = f"""#!{sys.executable}
+import sys
+print("Traceback (most recent call last):")
+print('  File "aiosqlite/core.py", line 466, in connector')
+print("sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) unable to open database file")
+print("(Background on this error at: https://sqlalche.me/e/21/e3q8)")
+print()
+print("ERROR:    Application startup failed. Exiting.")
+print("Server stopped!")
+sys.exit(3)
+"""
+
+
+def test_a_local_server_that_does_not_start_is_one_line_quoting_its_log_and_exit_status_2(tmp_path, monkeypatch,
+                                                                                           capsys):
+    """A local server that failed to start (a prefect.db it cannot open) raised a RuntimeError: exit status 1, 26
+    traceback lines and the false "the run failed ... the same command resumes" line, though nothing ran, and the
+    cause stayed in server.log. Now a ServerStartError (an OSError: an environment problem) quotes the log's cause
+    (its last error line, not the sign-off after it, nor an older run's lines) and names the log; the CLI prints it
+    as one line, exit status 2."""
+    import flows.server as server
+    from flows.cli import RESUME_HINT, main
+
+    fake = tmp_path / "prefect-failing"
+    fake.write_text(FAILING_SERVER)
+    fake.chmod(0o755)
+    root = tmp_path / "root"
+    (root / "prefect").mkdir(parents=True)
+    (root / "prefect" / "server.log").write_text("KeyError: an older run's error\n")
+    monkeypatch.setattr(server, "prefect_executable", lambda: str(fake))
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"})  # restored after
+    log = root / "prefect" / "server.log"
+    with pytest.raises(server.ServerStartError) as err, server.prefect_server(root):
+        pass
+    assert isinstance(err.value, OSError) and "\n" not in str(err.value)
+    assert str(err.value).startswith("the local Prefect server did not start (it exited with status 3): "
+                                     "sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) unable to open "
+                                     f"database file (the whole log: {log}). Nothing ran. Fix what the log names")
+    assert main(["run", str(REPO / "configs" / "smoke.yaml"), "--root", str(root), "--until", "testbed"]) == 2
+    out = capsys.readouterr().err
+    assert out.startswith("saerl: error: the local Prefect server did not start") and out.count("\n") == 1, out
+    assert "Traceback" not in out and RESUME_HINT not in out and "resumes" not in out
+
+
+def test_the_cause_of_a_failed_server_start_is_read_from_its_own_lines(tmp_path):
+    """server_log_cause: the last exception line of this start's lines, else the last line that is no sign-off
+    noise; None when this start wrote nothing."""
+    from flows.server import server_log_cause
+
+    log = tmp_path / "server.log"
+    log.write_text("ValueError: an older run's\n")
+    start = log.stat().st_size
+    with log.open("a") as f:
+        f.write("INFO: Started server process\nOSError: [Errno 98] address already in use\nserver exiting: port busy\n"
+                "Server stopped!\n")
+    assert server_log_cause(log, start) == "OSError: [Errno 98] address already in use"
+    with log.open("a") as f:
+        f.write("\n")
+    assert server_log_cause(log, log.stat().st_size) is None
+    log.write_text("starting...\nthe port is taken\nServer stopped!\n")
+    assert server_log_cause(log) == "the port is taken"
+    assert server_log_cause(tmp_path / "absent.log") is None

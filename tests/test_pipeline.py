@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny import stub_weights
 
 from saerl.artifacts import ArtifactStore
 from saerl.config import load_config
@@ -109,7 +110,10 @@ def test_a_model_folder_that_cannot_load_is_refused_naming_its_field(tmp_path, m
     (plain / "pytorch_model.bin").write_bytes(b"a pickle")
     with pytest.raises(ValueError, match=r"plain holds no .safetensors weights.*safe_serialization=True"):
         check_runnable(cfg(f"model.name_or_path={plain}"))
-    (plain / "model.safetensors").write_bytes(b"weights")
+    (plain / "model.safetensors").write_bytes(b"weights")  # no safetensors: cut short, for the up-front check
+    with pytest.raises(ValueError, match=r"^model.name_or_path=.*plain: model.safetensors in .*plain cannot be read"):
+        check_runnable(cfg(f"model.name_or_path={plain}"))
+    stub_weights(plain / "model.safetensors")
     (plain / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 512}))
     with pytest.raises(ValueError, match="its tokenizer has no chat template"):
         check_runnable(cfg(f"model.name_or_path={plain}"))
@@ -124,7 +128,7 @@ def test_a_model_folder_that_cannot_load_is_refused_naming_its_field(tmp_path, m
 def _policy_folder(folder: Path, conf, tok) -> str:
     """A model folder as check_model reads it: config.json, a (stub) safetensors file, the tokenizer."""
     conf.save_pretrained(folder)
-    (folder / "model.safetensors").write_bytes(b"weights")
+    stub_weights(folder / "model.safetensors")
     tok.save_pretrained(folder)
     return str(folder)
 
@@ -238,7 +242,7 @@ def test_a_local_sae_of_another_width_is_refused_before_the_first_stage(tmp_path
     for name, d_in in (("wide", width * 2), ("fits", width)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "cfg.json").write_text(json.dumps({"d_in": d_in, "d_sae": 4 * d_in}))
-    (tmp_path / "wide" / "sae_weights.safetensors").write_bytes(b"weights")
+    stub_weights(tmp_path / "wide" / "sae_weights.safetensors")
 
     def cfg(folder: str):
         return load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path / 'root'}", "sae.source=local",
@@ -248,7 +252,7 @@ def test_a_local_sae_of_another_width_is_refused_before_the_first_stage(tmp_path
     check_runnable(cfg("wide"), "extract")  # no SAE stage to run: nothing to refuse
     with pytest.raises(ValueError, match=r"fits holds no sae_weights.safetensors.*sae.save_model"):
         check_runnable(cfg("fits"))
-    (tmp_path / "fits" / "sae_weights.safetensors").write_bytes(b"weights")
+    stub_weights(tmp_path / "fits" / "sae_weights.safetensors")
     check_runnable(cfg("fits"))
     with pytest.raises(ValueError, match=r"nothing-here is not a folder \(check sae.path"):
         check_runnable(cfg("nothing-here"))

@@ -753,3 +753,56 @@ def test_a_pretrained_releases_commit_is_read_from_the_hub_cache(tmp_path, monke
     (tmp_path / "models--org--saes" / "refs").mkdir(parents=True)
     (tmp_path / "models--org--saes" / "refs" / "main").write_text("d" * 40)
     assert cached_repo_commit("org/saes") == "d" * 40 and cached_repo_commit("org/other") is None
+
+
+def _damaged(sae_dir, out, cfg_update=None, cut=False, cfg_text=None):
+    """A copy of the sae-lens folder sae_dir at out: cfg.json updated with `cfg_update` (or replaced by `cfg_text`),
+    the weights file cut to half its bytes with `cut`. out: the copy."""
+    shutil.copytree(sae_dir, out)
+    cfg_json = json.loads((out / "cfg.json").read_text())
+    (out / "cfg.json").write_text(cfg_text if cfg_text is not None else json.dumps({**cfg_json, **(cfg_update or {})}))
+    if cut:
+        weights = out / "sae_weights.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return out
+
+
+def test_a_damaged_or_inconsistent_local_sae_is_refused_up_front_naming_sae_path_and_the_file(tmp_path):
+    """A truncated weights file, a cfg.json d_sae other than the weights', a d_in written as a string and a cfg.json
+    that is a JSON array passed the up-front check (local_sae_problem, run before the first stage) and failed in the
+    sae stage, after extraction, with ~130 lines of two Prefect tracebacks naming neither sae.path nor the file
+    (SafetensorError, "size mismatch for W_dec", a torch TypeError); the array read "architecture None"."""
+    from saerl.sae import local_sae_problem
+
+    good = _random_sae(tmp_path / "good")
+    assert local_sae_problem(good, width=32) is None
+    cases = {
+        "cut": ({"cut": True}, r"sae.path=.*cut: sae_weights.safetensors cannot be read .*cut short.*save_model"),
+        "dsae": ({"cfg_update": {"d_sae": 256}}, r"sae.path=.*dsae: cfg.json says d_sae=256, d_in=32, and "
+                 r"sae_weights.safetensors holds a decoder W_dec of shape \[64, 32\].*Fix: put back the cfg.json"),
+        "strdin": ({"cfg_update": {"d_in": "32"}}, r"""sae.path=.*strdin: cfg.json's d_in is '32', and it must be a """
+                   r'''positive integer .*Fix: write it as a number, "d_in": 32'''),
+        "array": ({"cfg_text": "[1, 2]"}, r"sae.path=.*array: .*array/cfg.json holds a JSON array, not a JSON object"),
+    }
+    for name, (damage, message) in cases.items():
+        problem = local_sae_problem(_damaged(good, tmp_path / name, **damage), width=32)
+        assert problem is not None and re.search(message, problem), (name, problem)
+        assert "architecture None" not in problem
+
+
+def test_a_local_sae_that_does_not_load_with_its_cfg_names_sae_path_the_file_and_sae_lens_words(tmp_path):
+    """An architecture whose tensors the weights lack (jumprelu's threshold on TopK weights) passes every up-front
+    check and fails in sae-lens's load: a ValueError (a user error, one line on the console) naming sae.path and
+    the file, with sae-lens's words and the fix, chained to its error; the check's own errors still come first."""
+    from saerl.sae import _source_sae
+
+    good = _random_sae(tmp_path / "good")
+    arch = _damaged(good, tmp_path / "arch", cfg_update={"architecture": "jumprelu"})
+    cfg = CFG.model_copy(update={"source": "local", "path": str(arch)})
+    with pytest.raises(ValueError, match=r"sae.path=.*arch: sae_weights.safetensors does not load with its cfg.json "
+                                         r"\(RuntimeError: .*threshold.*\).*Fix: put back the cfg.json") as err:
+        _source_sae(cfg, "cpu")
+    assert isinstance(err.value.__cause__, RuntimeError) and "\n" not in str(err.value)
+    cut = _damaged(good, tmp_path / "cut", cut=True)
+    with pytest.raises(ValueError, match=r"sae.path=.*cut: sae_weights.safetensors cannot be read"):
+        _source_sae(cfg.model_copy(update={"path": str(cut)}), "cpu")

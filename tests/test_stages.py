@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from tiny import stub_weights
 
 from saerl.config import PipelineConfig, field_paths, load_config
 from saerl.stages import RESULT_NEUTRAL, STAGES, stage_key
@@ -393,7 +394,7 @@ def test_a_hub_models_size_is_read_from_the_local_cache_for_checks_but_never_for
         check_runnable(cfg("extract.layer=9"), "extract")
     (tmp_path / "sae").mkdir()
     (tmp_path / "sae" / "cfg.json").write_text('{"d_in": 32}')
-    (tmp_path / "sae" / "sae_weights.safetensors").write_bytes(b"weights")
+    stub_weights(tmp_path / "sae" / "sae_weights.safetensors")
     with pytest.raises(ValueError, match=r"d_in=32, and the model extraction reads has hidden size 48"):
         check_runnable(cfg("sae.source=local", f"sae.path={tmp_path / 'sae'}"), "sae")
 

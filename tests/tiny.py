@@ -33,6 +33,14 @@ def tiny_model(tok: PreTrainedTokenizerFast, kind: str = "qwen2", seed: int = 0,
     return AutoModelForCausalLM.from_config(conf)
 
 
+def stub_weights(path, tag: bytes = b"") -> None:
+    """A stand-in weights file: a valid safetensors file of one small tensor (the up-front checks read its header:
+    a file that is no safetensors is refused as cut short), its bytes varied by `tag`. in: the file, a tag."""
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.tensor(list(tag) or [0], dtype=torch.uint8)}, str(path))
+
+
 def overfit(model, tok: PreTrainedTokenizerFast, pairs: list[tuple[str, str]], steps: int = 30) -> None:
     """A few Adam steps so greedy decoding answers each prompt with its completion (then EOS)."""
     seqs = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
