@@ -1078,3 +1078,14 @@ def test_hub_commit_names_the_commit_a_models_config_resolved_to(tmp_path, monke
     assert hub_commit("org/lm", ModelConfig()) == "c" * 40
     assert hub_commit(str(tmp_path / "plain"), ModelConfig()) is None
     assert hub_commit(str(tmp_path / "missing"), ModelConfig()) is None
+
+
+def test_prompts_that_tokenize_to_nothing_are_refused_naming_their_rows():
+    """A blank prompt under extract.chat_template=false has no token to read: extraction refuses, naming how many
+    and their rows, and says to drop them at ingest (a template gives every prompt its tokens: no refusal)."""
+    prompts = ["what is 2 + 3 ?", "", "7", "   "]
+    raw = ExtractConfig(chat_template=False)
+    with pytest.raises(ValueError) as err:
+        tokenize_prompts(tiny_tokenizer(), prompts, raw)
+    assert str(err.value) == "2 prompts tokenize to nothing (first rows: [1, 3]); drop them at ingest"
+    assert all(tokenize_prompts(tiny_tokenizer(), prompts, ExtractConfig()))

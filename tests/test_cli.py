@@ -192,6 +192,18 @@ def test_a_subcommands_bad_argument_shows_the_subcommands_usage(argv, capsys):
     assert err.startswith(f"usage: saerl {argv[0]} [-h]") and f"saerl {argv[0]}: error: " in err, err
 
 
+
+@pytest.mark.parametrize(("argv", "option", "text"), [(["gc", "--keep-runs", "two"], "--keep-runs", "two"),
+                                                      (["gc", "--keep-runs", "1.5"], "--keep-runs", "1.5"),
+                                                      (["status", "--list", "--limit", "ten"], "--limit", "ten")])
+def test_a_count_option_given_no_whole_number_names_the_option_and_the_value(argv, option, text, capsys):
+    """`saerl gc --keep-runs two` and `saerl status --list --limit ten`: argparse's error, exit status 2, names the
+    option and says the value is not a whole number."""
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(argv)
+    assert exit_.value.code == 2
+    assert f"saerl {argv[0]}: error: argument {option}: {text!r} is not a whole number" in capsys.readouterr().err
+
 def test_a_bad_word_before_the_subcommand_shows_the_top_levels_usage(capsys):
     """A stray word before the subcommand is the top level's error (its usage is the one that word belongs to)."""
     for argv in (["--bogus", "status"], ["nosuch"], []):
@@ -433,6 +445,29 @@ def test_demo_without_its_config_says_where_to_run_it(monkeypatch, tmp_path, cap
     assert cli.main(["demo"]) != 0
     assert "run it from a clone" in capsys.readouterr().err
 
+
+
+def test_demo_runs_the_demo_config_with_the_overrides_and_root(monkeypatch, tmp_path):
+    """`saerl demo`'s body never ran in a test (its missing-config refusal alone): it loads configs/demo.yaml with
+    the user's overrides and --root (last, as runtime.artifact_root), and runs the whole pipeline (no --until),
+    with the command line as the run's invocation and its launch rooted at --root."""
+    import flows.cli as cli
+    from saerl.config import load_config
+
+    seen = []
+    monkeypatch.setattr(cli, "run_pipeline", lambda cfg, until=None, invocation=None, launch=None: seen.append(
+        (cfg, until, invocation, launch)) or {})
+    root = tmp_path / "demo root"
+    assert cli.main(["demo", "train.max_steps=7", "--root", str(root), "curriculum.mix_ratio=0.3"]) == 0
+    ((cfg, until, invocation, launch),) = seen
+    assert cli.DEMO_CONFIG.resolve() == (REPO / "configs" / "demo.yaml").resolve()
+    expected = load_config(REPO / "configs" / "demo.yaml", ["train.max_steps=7", "curriculum.mix_ratio=0.3",
+                                                             f"runtime.artifact_root={root}"])
+    assert cfg == expected and cfg.name == "demo" and cfg.train.max_steps == 7
+    assert cfg.curriculum.mix_ratio == 0.3 and cfg.runtime.artifact_root == str(root)
+    assert until is None, "the demo runs every stage"
+    assert invocation == f"saerl demo train.max_steps=7 --root '{root}' curriculum.mix_ratio=0.3"
+    assert launch.root == root
 
 def test_ablate_without_a_held_out_set_fails_before_a_server_starts(monkeypatch, capsys):
     import flows.server

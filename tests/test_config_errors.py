@@ -472,3 +472,14 @@ def test_an_empty_name_or_artifact_root_is_refused_naming_the_field_and_the_fix(
     assert f"field '{field}'" in str(err.value) and f"{field} is empty" in str(err.value) and fix in str(err.value)
     cfg = load_config(None)
     assert cfg.name == "saerl" and cfg.runtime.artifact_root == ".saerl"
+
+
+@pytest.mark.parametrize(("text", "kind"), [("- curriculum\n- train\n", "list"), ("smoke\n", "str"), ("3\n", "int")])
+def test_a_config_file_whose_top_level_is_not_a_mapping_names_the_file_and_what_it_is(tmp_path, text, kind):
+    """A YAML list, a bare word or a number as a config file: refused naming the file, what the top level must be
+    and what it is (a plain `'list' object has no attribute 'items'` before)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}: the top level must be a mapping of sections, got {kind}"

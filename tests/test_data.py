@@ -1080,3 +1080,16 @@ def test_same_file_reads_each_file_once_per_process_and_again_when_rewritten(tmp
     assert not D.same_file(a, c) and sorted(reads) == ["a.jsonl", "b.jsonl", "c.jsonl"]
     b.write_text(c.read_text())  # same size, other bytes
     assert not D.same_file(a, b) and reads.count("b.jsonl") == 2
+
+
+def test_a_folder_that_is_no_saved_hf_dataset_is_refused_naming_it_and_what_it_lacks(tmp_path):
+    """data.path (or `saerl ingest FILE`) naming a folder of data files, not a datasets save_to_disk folder: refused
+    before reading, naming the folder and the files a saved data set has (no traceback from datasets)."""
+    folder = tmp_path / "gsm8k"
+    (folder / "data").mkdir(parents=True)
+    pl.DataFrame({"question": ["q"], "answer": ["1"]}).write_parquet(folder / "data" / "train.parquet")
+    with pytest.raises(IngestError) as err:
+        ingest(DataConfig(source="file", path=str(folder)), folder)
+    msg = str(err.value)
+    assert msg.startswith(f"{folder} is a folder but not a HF save_to_disk folder")
+    assert all(marker in msg for marker in D.HF_MARKERS), msg

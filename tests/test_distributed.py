@@ -284,6 +284,21 @@ def test_more_processes_than_visible_gpus_is_refused(monkeypatch):
     distributed.check_processes(1, "cuda")
 
 
+
+def test_several_dapo_processes_are_refused_at_launch_when_the_config_skipped_validation():
+    """TrainConfig refuses train.num_processes > 1 with DAPO when built or assigned, but model_copy(update=...) skips
+    pydantic's validation (the repo's own tests copy train configs so): the launch check refuses it still, naming
+    both fixes (DAPO's dynamic sampling draws its prompts in one process), before torchrun starts."""
+    from saerl.config import TrainConfig
+
+    copied = TrainConfig(algorithm="dapo").model_copy(update={"num_processes": 2})
+    assert copied.num_processes == 2, "model_copy did not validate"
+    with pytest.raises(ValueError, match=r"train.num_processes=2 with train.algorithm=dapo: .*set "
+                                         r"train.num_processes=1 or train.algorithm=grpo"):
+        distributed.check_processes(copied.num_processes, "cpu", copied.algorithm)
+    distributed.check_processes(1, "cpu", "dapo")
+    distributed.check_processes(2, "cpu", "grpo")
+
 def test_more_processes_than_visible_gpus_is_refused_before_the_first_stage(tmp_path, monkeypatch):
     """Too few GPUs was refused only as the train stage started, after extraction, the SAE and the labels: refused
     with the plan, where a training run is to compute."""

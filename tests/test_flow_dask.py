@@ -198,3 +198,32 @@ def test_saerl_lines_a_stage_logs_on_a_dask_worker_reach_the_flow_runs_log(prefe
     assert ingest and ingest[0].task_run_id is not None, [(e.name, e.message) for e in logs]
     out, err = capfd.readouterr()
     assert ingest[0].message.splitlines()[0] in out + err, "printed on the terminal too (the worker's stderr)"
+
+
+# a testbed LM of a few steps, judged on a few problems: enough for the stages up to ingest, which this test is about
+TINY_TESTBED = ["testbed.n_pretrain=200", "testbed.pretrain_steps=2", "testbed.n_eval=8", "testbed.max_new_tokens=4",
+                "testbed.threads=1"]
+
+
+def test_a_run_goes_to_the_users_own_cluster_at_runtime_dask_address(tmp_path):
+    """runtime.dask_address (README: a cluster of the user's) was never run: `saerl run` sends the stage tasks to the
+    scheduler at that address (flows.runner.task_runner's DaskTaskRunner(address=...)), not to a LocalCluster of its
+    own, and leaves the user's cluster running when the run ends."""
+    from distributed import LocalCluster
+
+    from flows.cli import main
+    from saerl.runs import load_run
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster:
+        argv = ["run", str(SMOKE), "--root", str(tmp_path), "--until", "ingest", "runtime.task_runner=dask",
+                f"runtime.dask_address={cluster.scheduler_address}", "runtime.torch_threads=1",
+                "tracking.enabled=false", *TINY_TESTBED]
+        assert main(argv) == 0
+        # the scheduler ran the run's stage tasks (prefect-dask names each after the task's function, stage_task)
+        prefixes = cluster.scheduler.task_prefixes
+        assert "stage_task" in prefixes, sorted(prefixes)
+        ran = prefixes["stage_task"].state_counts["memory"]  # tasks that finished there, a count kept after release
+        assert cluster.scheduler.status.name == "running"  # the user's cluster outlives the run
+    record = load_run(tmp_path, "latest")
+    assert {s: v.status for s, v in record.stages.items()} == {"testbed": "computed", "ingest": "computed"}
+    assert ran >= 2, "testbed and ingest each ran as a task on the user's cluster"

@@ -1223,3 +1223,16 @@ def test_a_difficulty_column_without_one_valid_value_stops_the_run_after_ingest(
     src.write_text(src.read_text().replace('"easy"', "1", 1))
     one = run_all(ArtifactStore(tmp_path / "one"), cfg, until="ingest")["ingest"].ref
     check_ingested(cfg, one, until="score")  # one valid value: the score stage can fit on it
+
+
+def test_a_config_switched_to_a_file_source_after_validation_is_refused_naming_data_path(tmp_path):
+    """PipelineConfig refuses data.source=file without data.path when built, but assigning a section's field later
+    (`cfg.data.source = "file"`, as a notebook does) validates that section alone: the library API (check_runnable,
+    run_all) still names data.path, instead of Path(None)'s TypeError."""
+    cfg = load_config(None, [f"runtime.artifact_root={tmp_path}"])
+    cfg.data.source = "file"  # accepted: DataConfig's own checks pass, PipelineConfig's are not run again
+    fix = "data.source is 'file' but data.path is empty: set data.path=/path/to/file.jsonl"
+    with pytest.raises(ValueError, match=fix):
+        check_runnable(cfg, "ingest")
+    with pytest.raises(ValueError, match=fix):
+        run_all(ArtifactStore(tmp_path), cfg, until="ingest")

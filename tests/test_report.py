@@ -799,3 +799,113 @@ def test_the_property_table_says_which_tokens_the_text_baseline_read():
                                     "(score.text_analyzer=char_wb)"]
     old = rows.with_columns(pl.when(pl.col("features") == "text").then(None).otherwise(pl.col("pool")).alias("pool"))
     assert property_notes(old) == [] and property_notes(rows.drop("pool")) == []
+
+
+@pytest.mark.slow
+def test_cli_report_relog_logs_a_finished_run_and_names_its_parent(smoke_run, tmp_path, capsys):
+    """`saerl report RUN --relog --uri URI` was never run through the command line: it prints the report, logs the
+    run into the store at URI (a parent named after the run with a nested run per stage) and says the parent's id."""
+    from mlflow.tracking import MlflowClient
+
+    from flows.cli import main
+    from saerl.tracking import RUN_ID_TAG
+
+    root, record = smoke_run
+    uri = f"sqlite:///{tmp_path / 'relog.db'}"
+    assert main(["report", record.run_id, "--root", str(root), "--html", str(tmp_path / "r.html"), "--relog",
+                 "--uri", uri]) == 0
+    out = capsys.readouterr().out
+    said = [line for line in out.splitlines() if line.startswith("re-logged run")]
+    assert len(said) == 1 and said[0].startswith(f"re-logged run {record.run_id} into MLflow: parent run "), out
+    parent_id = said[0].rsplit(" ", 1)[1]
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.get_run(parent_id)
+    assert parent.data.tags[RUN_ID_TAG] == record.run_id and parent.data.tags["saerl.relogged"] == "true"
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    assert {r.info.run_name for r in children} == set(record.stages)
+
+
+def _bare_record(root: Path, **tracking) -> str:
+    """A finished run of no stages saved under `root` (its config's tracking section as given); out: its run id."""
+    from saerl.config import PipelineConfig, redacted
+    from saerl.runs import RunRecord, save_run
+
+    record = RunRecord(name="bare", config=redacted(flatten(PipelineConfig(name="bare", tracking=tracking))))
+    save_run(root, record)
+    return record.run_id
+
+
+def test_cli_report_relog_of_a_run_tracked_with_credentials_asks_for_the_uri(tmp_path, capsys):
+    """A run tracked at a URL with credentials keeps it masked in its record: `saerl report --relog` cannot send it
+    there and says, exit status 1, to give the URI with --uri (it does not log into the masked address)."""
+    from flows.cli import main
+
+    run_id = _bare_record(tmp_path, uri="http://alice:secret@mlflow.example:5000")
+    assert main(["report", run_id, "--root", str(tmp_path), "--html", str(tmp_path / "r.html"), "--relog"]) == 1
+    captured = capsys.readouterr()
+    assert f"run {run_id} was tracked at http://***@mlflow.example:5000" in captured.err
+    assert "give the URI with --uri" in captured.err and "secret" not in captured.err
+    assert "re-logged" not in captured.out
+
+
+def test_cli_report_relog_into_a_store_it_cannot_read_names_the_store(tmp_path, capsys):
+    """An --uri whose store is not one (here a file that is not SQLite) is refused with exit status 1, naming the
+    store, instead of a traceback; nothing is logged."""
+    from flows.cli import main
+
+    run_id = _bare_record(tmp_path)
+    bad = tmp_path / "not-a-store.db"
+    bad.write_bytes(b"this is not an SQLite database" * 100)
+    assert main(["report", run_id, "--root", str(tmp_path), "--html", str(tmp_path / "r.html"), "--relog",
+                 "--uri", f"sqlite:///{bad}"]) == 1
+    captured = capsys.readouterr()
+    assert f"saerl: could not read the MLflow store at sqlite:///{bad} (" in captured.err
+    assert "re-logged" not in captured.out
+
+
+def test_cli_report_relog_that_mlflow_fails_to_log_exits_1_naming_the_store(tmp_path, capsys, monkeypatch):
+    """A store that answers but fails the logging itself (here: creating the parent run raises): relog's Tracker
+    turns itself off with a warning, and the command says it could not log the run, exit status 1."""
+    from mlflow.tracking import MlflowClient
+
+    from flows.cli import main
+
+    run_id = _bare_record(tmp_path)
+
+    def refuse(self, *args, **kwargs):
+        raise OSError("disk quota exceeded")
+
+    monkeypatch.setattr(MlflowClient, "create_run", refuse)
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    assert main(["report", run_id, "--root", str(tmp_path), "--html", str(tmp_path / "r.html"), "--relog",
+                 "--uri", uri]) == 1
+    assert f"saerl: could not log run {run_id} to MLflow at {uri} (see the warning above)" in capsys.readouterr().err
+
+
+def test_relog_of_a_run_whose_artifact_is_gone_logs_the_other_stages_and_warns(tmp_path, caplog):
+    """A stage whose artifact was deleted since the run (gc, by hand) is skipped with a warning naming it and its
+    folder; the stages whose artifacts remain are logged."""
+    from mlflow.tracking import MlflowClient
+
+    from saerl.artifacts import ArtifactStore
+    from saerl.config import PipelineConfig
+    from saerl.report import relog
+    from saerl.runs import RunRecord, StageRecord, save_run
+
+    store = ArtifactStore(tmp_path)
+    kept, _ = store.ensure("score", "s" * 20, lambda b: (b.path / "scores.parquet").write_bytes(b""))
+    gone = tmp_path / "curriculum" / ("c" * 20)
+    stages = {name: StageRecord(stage=name, key=path.name, status="computed", reason="computed: first", config={},
+                                inputs={}, path=str(path))
+              for name, path in (("score", Path(kept.path)), ("curriculum", gone))}
+    record = RunRecord(name="gone", config=flatten(PipelineConfig(name="gone")), stages=stages)
+    save_run(tmp_path, record)
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    with caplog.at_level("WARNING", logger="saerl.report"):
+        parent = relog(tmp_path, record, uri)
+    assert f"relog: curriculum's artifact {gone} is gone; its stage run is not logged" in caplog.text
+    client = MlflowClient(tracking_uri=uri)
+    children = client.search_runs([client.get_run(parent).info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{parent}'")
+    assert [r.info.run_name for r in children] == ["score"]

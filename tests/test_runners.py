@@ -651,6 +651,25 @@ def fake_training(monkeypatch, resumed_from: int | None = None, steps: int = 1, 
     monkeypatch.setattr(runners, "read_prompts", lambda _: pl.DataFrame({"id": ["p0"], "prompt": ["q"], "answer": ["1"]}))
 
 
+
+@pytest.mark.parametrize("arm", ["saerl", "filter_only"])
+def test_an_arm_whose_every_prompt_the_quality_filter_dropped_is_refused_naming_the_fix(tmp_path, arm):
+    """A curriculum whose quality filter kept no prompt (score.quality_threshold above every quality_hat) leaves the
+    curriculum arms an empty order: training refuses before loading a model, naming the arm and the two settings
+    that keep prompts."""
+    from saerl import runners
+    from saerl.curriculum import ORDER_SCHEMA
+
+    curriculum = tmp_path / "curriculum"
+    curriculum.mkdir()
+    for name in runners.ARM_ORDERS.values():
+        pl.DataFrame(schema=ORDER_SCHEMA).write_parquet(curriculum / name)
+    inputs = {"curriculum": ArtifactRef("curriculum", "c", str(curriculum))}
+    with pytest.raises(ValueError) as err:
+        runners.compute_train(PipelineConfig(), inputs, Build(tmp_path / "b", {}), arm=arm, seed=0)
+    assert str(err.value) == (f"arm {arm!r} has no prompts to train on (every prompt filtered?): lower "
+                              "score.quality_threshold or set curriculum.filter_quality=false")
+
 def test_a_finished_training_run_publishes_no_resumable_checkpoints(tmp_path, monkeypatch):
     """Checkpoints (weights + optimizer state: ~19 GB each at 1.5B) serve a killed run's resume only: once the run
     is done its artifact holds the policy and the tables, not them."""
@@ -809,6 +828,63 @@ def test_extract_run_by_shards_reports_no_throughput_of_its_own(tmp_path, monkey
     metrics = runners.compute_extract(PipelineConfig(), {}, Build(tmp_path, {}))
     assert "tokens_per_s" not in metrics and metrics["n_prompts_total"] == 10.0
 
+
+
+def _hub_cache(cache: Path, repo_id: str, commit: str) -> None:
+    """A Hugging Face hub cache holding `repo_id`'s main branch at `commit` (refs/main and that snapshot's
+    config.json), as a download leaves it."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+
+
+def test_extract_of_an_unpinned_hub_model_writes_the_commit_it_loaded_into_its_manifest(tmp_path, monkeypatch):
+    """An unpinned hub model (no model.revision) is in no key by its commit: the extract manifest's hub_commit is
+    the only record of which weights a run read. It is the snapshot the local cache holds for the model; a local
+    folder's extraction has none."""
+    from huggingface_hub import constants
+
+    from saerl import activations, runners
+    from saerl.artifacts import HUB_COMMIT, ArtifactStore
+
+    commit = "a1b2c3d4" * 5
+    _hub_cache(tmp_path / "hub", "org/tiny-lm", commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    summary = {"n_prompts_total": 1, "n_tokens_total": 3, "d_model": 8, "layer": 0, "tokens_per_s": 1.0,
+               "n_truncated": 0, "chunks_run": 1, "n_clipped": 0}
+    monkeypatch.setattr(activations, "extract", lambda *a, **k: summary)  # the model is not loaded
+    monkeypatch.setattr(runners, "read_prompts", lambda _: pl.DataFrame({"id": ["p0"], "prompt": ["q"]}))
+    store = ArtifactStore(tmp_path / "root")
+    cfg = PipelineConfig()
+    for model, key, expected in (("org/tiny-lm", "h" * 20, commit), (str(tmp_path), "l" * 20, None)):
+        monkeypatch.setattr(runners, "internals_model", lambda *_, m=model: m)
+        ref, computed = store.ensure("extract", key, lambda b: runners.compute_extract(cfg, {}, b) and None)
+        assert computed and ref.manifest().get(HUB_COMMIT) == expected, model
+
+
+def test_a_pretrained_sae_writes_its_release_repos_commit_into_the_sae_manifest(tmp_path, monkeypatch):
+    """A sae-lens release loads the latest commit of its hub repo (no pin): the sae manifest's hub_commit says which
+    (the commit the cache holds for the release's repo after the load); a trained SAE has none."""
+    from huggingface_hub import constants
+
+    import saerl.sae
+    from saerl import runners
+    from saerl.artifacts import HUB_COMMIT, ArtifactStore
+
+    commit = "0f1e2d3c" * 5
+    release = "gpt2-small-res-jb"  # sae-lens's directory: repo jbloom/GPT2-Small-SAEs-Reformatted
+    _hub_cache(tmp_path / "hub", saerl.sae.release_repo(release), commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(saerl.sae, "obtain_sae", lambda *a, **k: {"source": "pretrained", "d_sae": 8, "notes": []})
+    store = ArtifactStore(tmp_path / "root")
+    pretrained = PipelineConfig.model_validate({"sae": {"source": "pretrained", "release": release,
+                                                        "sae_id": "blocks.0.hook_resid_pre"}})
+    inputs = {"extract": ArtifactRef("extract", "x", str(tmp_path / "extract"))}
+    for cfg, key, expected in ((pretrained, "p" * 20, commit), (PipelineConfig(), "t" * 20, None)):
+        ref, _ = store.ensure("sae", key, lambda b, c=cfg: runners.compute_sae(c, inputs, b) and None)
+        assert ref.manifest().get(HUB_COMMIT) == expected, cfg.sae.source
 
 def test_encode_fanned_out_in_shards_reports_what_the_store_holds(tmp_path):
     """An encode whose chunks Dask shards ran (prepare_shards, run_shard, then the stage's own run publishing)
@@ -1043,6 +1119,31 @@ def test_evaluate_metrics_count_verifier_failures_and_log_no_interval_without_a_
     assert clean["h_saerl_steps_ratio"] == 0.5 and clean["h_saerl_steps_ratio_ci_high"] == 0.9
     assert not caplog.records  # no failures: no warning
 
+
+
+def test_evaluate_metrics_log_the_dapo_prompts_to_target_ratio():
+    """The DAPO efficiency figure (prompts generated for by the step an arm's mean curve reaches the target, over the
+    reference's: saerl.evaluate.steps_to_target's prompts_ratio) was never logged by a test: it is MLflow's
+    <set>_<arm>_prompts_to_target_ratio, read off the table steps_to_target makes from each run's generation cost,
+    and absent for an arm that never reaches the target."""
+    from saerl.runners import evaluate_metrics
+
+    curve = pl.DataFrame([{"arm": a, "seed": 0, "step": st, "greedy": acc, "set": "h"}
+                          for a, accs in (("vanilla", [.1, .3, .5]), ("saerl", [.1, .5, .6]), ("never", [0, 0, 0]))
+                          for st, acc in zip([0, 10, 20], accs, strict=True)])
+    per_step = {"vanilla": 4.0, "saerl": 3.0, "never": 2.0}  # prompts generated for per step (DAPO: not equal)
+    cost = pl.DataFrame([{"arm": a, "seed": 0, "step": st, "prompts": n * st} for a, n in per_step.items()
+                         for st in range(1, 21)])
+    stt = steps_to_target(curve, cost=cost, metric="greedy", set_name="h").with_columns(set=pl.lit("h"))
+    table = pl.DataFrame({"set": ["h"] * 3, "arm": ["vanilla", "saerl", "never"], "accuracy": [0.5, 0.6, 0.0],
+                          "diff_pts": [0.0, 10.0, -50.0]})
+    summary = pl.DataFrame({"arm": ["vanilla", "saerl", "never"], "seed": [0, 0, 0], "set": ["h"] * 3,
+                            "failures": [0, 0, 0]})
+    metrics = evaluate_metrics([table, table], stt, None, summary, "vanilla")
+    # saerl reaches vanilla's final .5 at step 10 (30 prompts), vanilla at step 20 (80 prompts)
+    assert metrics["h_saerl_prompts_to_target_ratio"] == pytest.approx(30 / 80)
+    assert metrics["h_vanilla_prompts_to_target_ratio"] == 1.0
+    assert "h_never_prompts_to_target_ratio" not in metrics and "h_never_greedy" in metrics
 
 def test_compute_evaluate_writes_the_failures_and_the_target_into_its_table_and_metrics(tmp_path, monkeypatch, caplog):
     """The evaluate stage end to end on hand-made training artifacts (no model: loading and generation stubbed):

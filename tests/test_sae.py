@@ -255,6 +255,26 @@ def test_train_sae_bar_reaches_its_total_and_keeps_its_label(capfd):
     assert last.startswith("Training SAE: 100%") and "900/900" in last and "mse_loss" in last, last
 
 
+
+def test_train_sae_standard_architecture_trains_an_l1_sae_with_the_configured_coefficient():
+    """sae.architecture=standard was never trained by a test (keys and sweep plans covered the option only): it builds
+    sae-lens's StandardTrainingSAE with sae.l1_coefficient (a sae-lens rename of the field would have passed CI), and
+    the trained SAE encodes without TopK's cap on active features."""
+    import torch
+    from sae_lens import StandardTrainingSAE
+
+    from saerl.sae import train_sae
+
+    cfg = CFG.model_copy(update={"architecture": "standard", "expansion": 2, "k": 2, "batch_size": 64,
+                                 "train_epochs": 1, "l1_coefficient": 2.5})  # not sae-lens's default
+    sae = train_sae(cfg, torch.randn(512, 16), {"saerl": "meta"}, progress=False)
+    assert isinstance(sae, StandardTrainingSAE) and sae.cfg.architecture() == "standard"
+    assert sae.cfg.l1_coefficient == cfg.l1_coefficient == 2.5
+    assert sae.cfg.d_sae == cfg.expansion * 16 and sae.cfg.metadata["saerl"] == "meta"
+    codes = sae.encode(torch.randn(10, 16))
+    assert codes.shape == (10, 32) and torch.isfinite(codes).all() and (codes >= 0).all()
+    assert int((codes > 0).sum(1).max()) > cfg.k, "an L1 SAE: no TopK cap of sae.k active features"
+
 # ------------------------------------------------------------------------------------------- load_codes_csr
 
 CSR_ROWS, CSR_D_SAE, CSR_K, CSR_CHUNK = 50, 40, 6, 7  # chunk rows well under the row count, a ragged last chunk

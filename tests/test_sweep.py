@@ -128,6 +128,30 @@ def test_a_grid_key_no_stage_reads_under_this_config_or_until_is_refused(base, g
     assert expected in str(err.value) and "drop it from the grid" in str(err.value)
 
 
+
+def test_a_grid_of_values_that_give_a_stage_the_same_input_is_refused(base):
+    """extract.layer -1 and 1 are the same block of the smoke model's 2: the extract stage reads them alike, so the
+    settings would be one run twice; refused, saying why and to sweep values that differ."""
+    with pytest.raises(ConfigError) as err:
+        plan_sweep(base, {"extract.layer": [-1, 1]}, until="extract")
+    assert str(err.value).startswith("--grid extract.layer changes no stage run up to --until extract, so its values "
+                                     "would repeat one run: every value gives the extract stage the same input under "
+                                     "this config; drop it from the grid, or sweep values that differ there")
+
+
+def test_a_grid_key_of_a_stage_this_config_never_runs_is_refused(tmp_path):
+    """testbed.* under data.source=file: the testbed stage is not in this config's plan, so no stage run reads the
+    key and every setting would be the same run: refused, saying to drop it from the grid."""
+    train, held_out = tmp_path / "train.jsonl", tmp_path / "held_out.jsonl"
+    train.write_text('{"question": "What is 1+1?", "answer": "2"}\n')
+    held_out.write_text('{"question": "What is 2+2?", "answer": "4"}\n')
+    base = load_config(None, ["data.source=file", f"data.path={train}", "model.name_or_path=some/model",
+                              "model.revision=abc", f"eval.sets={{h: {held_out}}}"]).model_dump(mode="json")
+    with pytest.raises(ConfigError) as err:
+        plan_sweep(base, {"testbed.n_pool": [10, 20]})
+    assert str(err.value).startswith("--grid testbed.n_pool changes no stage run, so its values would repeat one run: "
+                                     "no stage reads it; drop it from the grid")
+
 def test_settings_that_would_repeat_one_run_are_named(base, caplog):
     """A key read under some settings of the grid but not others: the settings that coincide are named in a warning,
     not refused (the full grid still gives its one table; the repeated child reuses the first one's artifacts)."""
