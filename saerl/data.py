@@ -706,7 +706,9 @@ def detect_format(path: Path) -> str:
     if path.is_dir():
         if any((path / m).exists() for m in HF_MARKERS):
             return "hf"
-        raise IngestError(f"{path} is a folder but not a HF save_to_disk folder (none of {HF_MARKERS} in it)")
+        raise IngestError(f"{path} is a folder but not a HF save_to_disk folder (none of {HF_MARKERS} in it). Fix: "
+                          "name the data file inside it (.jsonl, .json, .csv or .parquet), or save the dataset with "
+                          "datasets' save_to_disk(DIR) and name DIR")
     fmt = SUFFIX_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise IngestError(

@@ -316,13 +316,22 @@ def _unread_reason(key: str, cfg: PipelineConfig, planned: Sequence[str], until:
     under this config (saerl.stages.unread_fields: drop it or change what makes the stage ignore it), or every value
     gives that stage the same input."""
     from saerl.config import device_type
+    from saerl.pipeline import plan
     from saerl.stages import unread_fields
 
     readers = _readers(key)
     here = [s for s in readers if s in planned]
     if not here:
-        later = [s for s in readers if s not in planned]
-        if until is None or not later:
+        whole = {stage for stage, _ in plan(cfg)}  # the stages this config runs with no --until
+        later = [s for s in readers if s not in planned and s in whole]
+        if not later:
+            never = [s for s in readers if s not in whole]
+            if not never:
+                return "no stage reads it; drop it from the grid"
+            return (f"only the {' and '.join(never)} stage{'' if len(never) == 1 else 's'} read{'s' if len(never) == 1 else ''} "
+                    "it, which this config never runs (e.g. the testbed under data.source=file); drop it from the "
+                    "grid, or set the config so that stage runs")
+        if until is None:
             return "no stage reads it; drop it from the grid"
         return (f"no stage up to {source.until.format(stage=until)} reads it ({', '.join(later)} "
                 f"{'does' if len(later) == 1 else 'do'}); sweep it with {source.until.format(stage=later[0])} or "

@@ -1093,3 +1093,4 @@ def test_a_folder_that_is_no_saved_hf_dataset_is_refused_naming_it_and_what_it_l
     msg = str(err.value)
     assert msg.startswith(f"{folder} is a folder but not a HF save_to_disk folder")
     assert all(marker in msg for marker in D.HF_MARKERS), msg
+    assert "Fix: name the data file inside it" in msg and "save_to_disk(DIR)" in msg, "the error says what to do"

@@ -150,7 +150,11 @@ def test_a_grid_key_of_a_stage_this_config_never_runs_is_refused(tmp_path):
     with pytest.raises(ConfigError) as err:
         plan_sweep(base, {"testbed.n_pool": [10, 20]})
     assert str(err.value).startswith("--grid testbed.n_pool changes no stage run, so its values would repeat one run: "
-                                     "no stage reads it; drop it from the grid")
+                                     "only the testbed stage reads it, which this config never runs")
+    with pytest.raises(ConfigError) as err:  # with --until: it said "sweep it with --until testbed", which does nothing
+        plan_sweep(base, {"testbed.n_pool": [10, 20]}, until="ingest")
+    assert "only the testbed stage reads it, which this config never runs" in str(err.value)
+    assert "sweep it with" not in str(err.value)
 
 def test_settings_that_would_repeat_one_run_are_named(base, caplog):
     """A key read under some settings of the grid but not others: the settings that coincide are named in a warning,
