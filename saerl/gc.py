@@ -277,15 +277,16 @@ def planned_keys(record: RunRecord) -> frozenset[Key]:
     return frozenset((stage_of(name), key) for name, key in planned.items()) if isinstance(planned, dict) else frozenset()
 
 
-def kept_records(root: Path, keep_runs: int) -> tuple[list[RunRecord], list[RunRecord], dict[str, RunRecord],
-                                                    dict[str, tuple[RunRecord, str]]]:
+def kept_records(root: Path, keep_runs: int, by_lineage: bool | None = None
+                 ) -> tuple[list[RunRecord], list[RunRecord], dict[str, RunRecord], dict[str, tuple[RunRecord, str]]]:
     """Read every run record, newest first: (the `keep_runs` newest ended (every one when negative), every one still
     going, {lineage: its latest complete run}, {lineage: (its latest run that did not end ok, how), unless a newer
-    run of it is complete}; the last two are empty when keep_runs is 0; :func:`lineage`: the config name, and the
-    sweep of an ablation's child). A run under way takes no place among the newest: a long run, or gc run
+    run of it is complete}; the last two are empty when `by_lineage` is False, which it is by default when keep_runs
+    is 0 (:func:`lineage`: the config name, and the sweep of an ablation's child). A run under way takes no place among the newest: a long run, or gc run
     during one, would otherwise push out an ended run whose artifacts were kept. A record that cannot be read is an
     error while places among the newest are left (what it references is unknown), and passed over after them.
-    in: root, runs to keep; out: the four."""
+    in: root, runs to keep, whether to find each lineage's latest runs (None: unless keep_runs is 0); out: the four."""
+    by_lineage = keep_runs != 0 if by_lineage is None else by_lineage
     ended: list[RunRecord] = []
     going: list[RunRecord] = []
     complete: dict[str, RunRecord] = {}
@@ -304,7 +305,7 @@ def kept_records(root: Path, keep_runs: int) -> tuple[list[RunRecord], list[RunR
             continue
         if open_place:
             ended.append(record)
-        if keep_runs == 0:
+        if not by_lineage:
             continue
         line = lineage(record)
         if how == ENDED_OK and is_complete(record):
@@ -439,9 +440,10 @@ def forgettable(root: Path, keep_runs: int, days: float, now: float) -> list[Run
     """The runs a collection may forget: ended (ok, failed, stopped or killed: :func:`ended_how`) at least `days`
     days before `now` (:func:`ended_at`), and none that the collection keeps (:func:`kept_records`: the `keep_runs`
     newest ended runs, every run still going, the latest complete run and the latest run that did not end ok of each
-    config name or sweep). A record that cannot be read is never forgotten (`saerl status --list` names it).
+    config name or sweep, even under keep_runs 0, which keeps no artifact of theirs: a run forgotten is gone for good).
+    A record that cannot be read is never forgotten (`saerl status --list` names it).
     in: root, runs to keep, days, the time to age against; out: their records, oldest first."""
-    ended, going, complete, resumable = kept_records(root, keep_runs)
+    ended, going, complete, resumable = kept_records(root, keep_runs, by_lineage=True)
     kept = {r.run_id for r in [*ended, *going, *complete.values(), *(r for r, _ in resumable.values())]}
     out = []
     for path in list_runs(root):

@@ -510,6 +510,10 @@ def test_a_dry_run_of_forgetting_says_what_would_go_and_changes_nothing(tracked_
     text = format_report(report)
     assert "would forget 3 runs" in text and f"  {OLD}" in text and "would delete and purge 8 runs" in text, text
     assert RUNNING_ID not in report.forgotten.runs  # marked running, no live lock file: its end cannot be told
+    # --keep-runs 0 keeps no artifact of an ended run, but forgetting still spares each config's latest complete run
+    # (it listed LATEST, whose MLflow runs were then the only record of its results)
+    none_kept = collect(root, keep_runs=0, forget_days=7, dry_run=True)
+    assert LATEST not in none_kept.forgotten.runs and sorted(none_kept.forgotten.runs) == sorted(report.forgotten.runs)
 
 
 @pytest.mark.slow
