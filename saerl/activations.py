@@ -26,7 +26,6 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
-import json
 import logging
 import os
 import re
@@ -41,7 +40,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.models.auto.modeling_auto import (
@@ -62,7 +60,7 @@ from saerl.activation_store import (
     prepare_store,
     store_heads,
 )
-from saerl.artifacts import ChunkLog, unreadable_files, while_wanted
+from saerl.artifacts import ChunkLog, files_fault, unreadable_files, while_wanted
 from saerl.config import PKG_MODEL, ExtractConfig, ModelConfig, device_type, resolve_layer
 
 log = logging.getLogger("saerl.activations")
@@ -116,14 +114,6 @@ class FolderLoadError(ValueError):
     shapes than its config says): the config field, the file and the fix."""
 
 
-# what loading a local model folder's files raises when one is damaged or they disagree: a truncated or garbled
-# safetensors file (safetensors' SafetensorError: "incomplete metadata, file not fully covered"), weights of other
-# shapes than config.json says (transformers' RuntimeError: "You set `ignore_mismatched_sizes` to `False`"), a JSON
-# file that is no JSON (json.JSONDecodeError, a ValueError); a GPU out of memory is a RuntimeError too, never meant
-MODEL_LOAD_ERRORS: tuple[type[Exception], ...] = (SafetensorError, RuntimeError, json.JSONDecodeError)
-# the words of transformers' RuntimeError for weights of other shapes than config.json says: only such a RuntimeError
-# is the files' (another, a CPU's "can't allocate memory", passes unchanged)
-SHAPE_MISMATCH = ("size mismatch", "ignore_mismatched_sizes")
 LOADER_SAID_CHARS = 300  # how much of the loader's own message a FolderLoadError quotes (one line)
 
 
@@ -153,17 +143,16 @@ def folder_load_problem(shown: str, folder: Path, err: BaseException | None = No
 
 @contextmanager
 def folder_load_guard(shown: str, path: str) -> Iterator[None]:
-    """Re-raise what loading a local model folder raises for a damaged or inconsistent file (MODEL_LOAD_ERRORS)
-    as a FolderLoadError naming the field, the file and the fix (:func:`folder_load_problem`), the loader's words
-    kept, chained; a GPU out of memory, a hub id's errors and every other error pass unchanged. in: the field as
-    written ('model.name_or_path=DIR'), the folder or hub id loaded."""
+    """Re-raise what loading a local model folder raises for a damaged or inconsistent file
+    (saerl.artifacts.files_fault) as a FolderLoadError naming the field, the file and the fix
+    (:func:`folder_load_problem`), the loader's words kept, chained; out of memory, a hub id's errors and every
+    other error pass unchanged. in: the field as written ('model.name_or_path=DIR'), the folder or hub id loaded."""
     try:
         yield
-    except MODEL_LOAD_ERRORS as err:
+    except Exception as err:
         folder = Path(path)
-        if (isinstance(err, torch.OutOfMemoryError) or not folder.is_dir()
-                or (type(err) is RuntimeError and not any(m in str(err) for m in SHAPE_MISMATCH))):
-            raise  # out of memory (on a GPU, or a CPU's "can't allocate memory") and the like: not the files'
+        if not folder.is_dir() or not files_fault(err):
+            raise
         raise FolderLoadError(folder_load_problem(shown, folder, err)) from err
 
 

@@ -323,6 +323,26 @@ def unreadable_files(folder: Path) -> list[str]:
     return bad
 
 
+# the words of a loader's RuntimeError when a folder's weights do not fit its config: transformers' shape check and
+# torch's load_state_dict (a tensor the architecture needs missing, or one it has no place for)
+FILES_DISAGREE = ("size mismatch", "ignore_mismatched_sizes", "Missing key(s) in state_dict",
+                  "Unexpected key(s) in state_dict")
+
+
+def files_fault(err: BaseException) -> bool:
+    """Is a model or SAE loader's error its folder's files' fault: a safetensors file it cannot read (safetensors'
+    SafetensorError: a copy cut short), a JSON file that is no JSON, or weights that do not fit the config (a plain
+    RuntimeError in FILES_DISAGREE's words)? Anything else is not (out of memory on a GPU or a CPU, a RuntimeError
+    subclass such as NotImplementedError, an API change's TypeError): the model and SAE loaders re-raise only the
+    files' faults as the user's error, naming the field and file (saerl.activations.folder_load_guard,
+    saerl.sae._source_sae), and let the rest pass unchanged. in: the error; out: bool."""
+    from safetensors import SafetensorError
+
+    if isinstance(err, SafetensorError | json.JSONDecodeError):
+        return True
+    return type(err) is RuntimeError and any(words in str(err) for words in FILES_DISAGREE)
+
+
 _SHA256_SEEN: dict[tuple[int, ...], str] = {}  # a file's stat (below) -> its sha256, for this process
 
 

@@ -54,7 +54,7 @@ from saerl.activation_store import (
     kept_or_chained,
     open_activations,
 )
-from saerl.artifacts import ChunkLog, file_sha256, unreadable_files, while_wanted
+from saerl.artifacts import ChunkLog, file_sha256, files_fault, unreadable_files, while_wanted
 from saerl.config import SAEConfig, stable_hash
 from saerl.testbed import LM_FOLDER
 
@@ -417,18 +417,12 @@ def _source_sae(cfg: SAEConfig, device: str) -> tuple[Any, str]:
         raise ValueError(problem)
     try:
         return SAE.load_from_disk(folder, device=device), cfg.path
-    except SAE_LOAD_ERRORS as err:  # the load alone (a folder the checks above passed)
-        if isinstance(err, torch.OutOfMemoryError):
+    except Exception as err:  # the load alone (a folder the checks above passed)
+        if not files_fault(err):  # out of memory, an API change: not the files', so not said to be
             raise
         raise ValueError(sae_load_problem(folder, err)) from err
 
 
-# what sae-lens's SAE.load_from_disk raises for a folder whose files are damaged or disagree: a truncated or garbled
-# weights file (safetensors' SafetensorError), weights of other shapes than cfg.json's d_in / d_sae or without a
-# tensor its architecture needs (torch's RuntimeError: "size mismatch for W_dec", 'Missing key(s) in state_dict:
-# "threshold"'), and a cfg.json value of the wrong kind or a missing one (TypeError, ValueError, KeyError from its
-# cfg classes); a GPU out of memory is a RuntimeError too, never meant
-SAE_LOAD_ERRORS: tuple[type[Exception], ...] = (SafetensorError, RuntimeError, TypeError, ValueError, KeyError)
 SAE_SAID_CHARS = 300  # how much of sae-lens's own message the error quotes (one line)
 JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean",
               type(None): "null"}  # how JSON names what json.loads gave (a cfg.json that is no object)

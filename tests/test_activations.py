@@ -262,9 +262,11 @@ def test_a_damaged_model_folder_names_the_field_the_file_and_the_fix(tiny, tmp_p
         load_model(str(wide), ModelConfig(), device="cpu")
     from saerl.activations import folder_load_guard
 
-    with pytest.raises(RuntimeError, match="^DefaultCPUAllocator: can't allocate memory$"):  # not the files' fault
-        with folder_load_guard(f"extract.model={tiny}", str(tiny)):
-            raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+    for error in (RuntimeError("DefaultCPUAllocator: can't allocate memory"),  # not the files' fault: unchanged
+                  NotImplementedError("Cannot copy out of meta tensor"), RecursionError("size mismatch")):
+        with pytest.raises(type(error)) as err, folder_load_guard(f"extract.model={tiny}", str(tiny)):
+            raise error
+        assert err.value is error
 
 
 def test_a_model_folder_named_under_home_loads(tiny, tmp_path, monkeypatch):

@@ -826,3 +826,25 @@ def test_a_local_sae_that_does_not_load_with_its_cfg_names_sae_path_the_file_and
     cut = _damaged(good, tmp_path / "cut", cut=True)
     with pytest.raises(ValueError, match=r"sae.path=.*cut: sae_weights.safetensors cannot be read"):
         _source_sae(cfg.model_copy(update={"path": str(cut)}), "cpu")
+
+
+
+@pytest.mark.parametrize("error", [RuntimeError("DefaultCPUAllocator: can't allocate memory"),
+                                   NotImplementedError("Cannot copy out of meta tensor"), TypeError("an API change")])
+def test_a_local_sae_load_error_that_is_not_the_files_passes_unchanged(tmp_path, monkeypatch, error):
+    """Every RuntimeError, TypeError, ValueError and KeyError of sae-lens's load read as "cfg.json's architecture,
+    d_in or d_sae is not the weights'": out of memory and an API change too. Only the files' faults
+    (saerl.artifacts.files_fault) are said to be; the rest pass as they were raised."""
+    from sae_lens import SAE
+
+    from saerl.sae import _source_sae
+
+    good = _random_sae(tmp_path / "good")
+
+    def fails(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(SAE, "load_from_disk", fails)
+    with pytest.raises(type(error)) as err:
+        _source_sae(CFG.model_copy(update={"source": "local", "path": str(good)}), "cpu")
+    assert err.value is error
