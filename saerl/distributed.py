@@ -84,9 +84,21 @@ def watch_parent(starter: int, argv: list[str], poll_s: float, grace_s: float) -
     import subprocess
     import time
 
+    started: list[subprocess.Popen[bytes]] = []
+    pending: list[int] = []  # signals that came before the child started: sent to it once it has
+
+    def forward(got: int, _frame: object) -> None:
+        if started:
+            started[0].send_signal(got)
+        else:
+            pending.append(got)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # before the child starts: none is missed
+        signal.signal(signum, forward)
     child = subprocess.Popen(argv)
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, lambda got, _frame: child.send_signal(got))
+    started.append(child)
+    for got in pending:
+        child.send_signal(got)
     while child.poll() is None:
         if os.getppid() != starter:
             child.terminate()
@@ -98,7 +110,8 @@ def watch_parent(starter: int, argv: list[str], poll_s: float, grace_s: float) -
             break
         time.sleep(poll_s)
     if child.returncode < 0:  # killed by a signal: end by the same one, as the command itself would have
-        signal.signal(-child.returncode, signal.SIG_DFL)
+        if -child.returncode not in (signal.SIGKILL, signal.SIGSTOP):  # those two keep their action: none to set
+            signal.signal(-child.returncode, signal.SIG_DFL)
         os.kill(os.getpid(), -child.returncode)
     sys.exit(child.returncode)
 

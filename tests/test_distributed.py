@@ -175,6 +175,12 @@ def test_a_watching_launcher_passes_sigterm_on_and_ends_as_its_command_did(tmp_p
     done = subprocess.run([sys.executable, "-c", source, str(os.getpid()), sys.executable, "-c", "raise SystemExit(7)"],
                           timeout=60)
     assert done.returncode == 7
+    # a command killed by SIGKILL (the out-of-memory killer, the watch's own kill after the grace): the launcher tried
+    # to reset SIGKILL's action, which the kernel refuses, and ended with status 1 and an OSError traceback
+    killed = subprocess.run([sys.executable, "-c", source, str(os.getpid()), sys.executable, "-c",
+                             "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
+                            timeout=60, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL and "Traceback" not in killed.stderr, killed.stderr
 
 
 def test_every_train_grpo_argument_crosses_into_the_processes(tmp_path, monkeypatch):

@@ -158,7 +158,7 @@ REVIEWED = {'sources': {'activation_store': '8eb418a6e6b6398a9267219d7fafb943c17
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
              'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
              'data': '945b3345614796438aa5642a23ea41d8af00ff16accf845096572a9b24191a1a',
-             'distributed': 'dbf9db3ecca2230ba2983a38d93c0f2bef5107d86b54903f21dacb3bf38832f5',
+             'distributed': '5d8951905853f1947187451e7f4ebb6dc395fb92eba42c81b43c92b018f65865',
              'evaluate': '0df12a6065cd9fdc9b849550249710a05c7d1588c1557065f463fa797c8db26f',
              'labels': 'f8bc6ba17e983e618400efcc0cfa9aa4734194b95c0ed8019ae386beb8f59b9d',
              'pipeline': '28b6d9e6158156016cdf931d3a51a99df394797458ed59c539139cc57ff36936',
