@@ -464,8 +464,9 @@ def forget_runs(root: Path, keep_runs: int, days: float, dry_run: bool = False, 
     forget_tracked: the parent and its nested stage runs deleted, and purged in the root's own SQLite store; a
     sweep's own run with its last children); a store that fails keeps its runs (a line in `held`: a later
     collection tries again); then their Prefect flow runs (`forget_prefect`, which says what it did in a line; none
-    when it is None); then their run records and live lock files, and the folder of every sweep
-    (`<root>/sweeps/<id>/`) none of whose runs is left. Their artifacts are then collected as any other's.
+    when it is None); then the folder of every sweep (`<root>/sweeps/<id>/`) none of whose runs is left, and last
+    their run records and live lock files (a collection cut short leaves records, which the next one forgets with
+    what they name). Their artifacts are then collected as any other's.
     in: root, runs to keep, days, dry run (delete nothing; say what would go), the time to age against (default
     now), the Prefect step; out: a Forgotten."""
     from saerl.config import redact
@@ -500,17 +501,18 @@ def forget_runs(root: Path, keep_runs: int, days: float, dry_run: bool = False, 
     if forget_prefect is not None and forgotten:
         out.prefect = forget_prefect(Path(root), forgotten, [*left, *(r for r in records if r.run_id in held)],
                                      dry_run)
-    for record in forgotten:
-        for path in (run_path(root, record.run_id), live_path(root, record.run_id)):
-            out.record_bytes += _forget_file(path, dry_run)
-        out.runs.append(record.run_id)
-    for sweep in sorted(sweeps):
+    for sweep in sorted(sweeps):  # before the records: a collection cut short between the two leaves the records,
+        # which the next one forgets with the rest (the other way round, nothing named the sweep's folder any more)
         folder = sweep_dir(Path(root), sweep)
         if folder.is_dir():
             out.record_bytes += tree_stats(folder)[0]
             if not dry_run:
                 shutil.rmtree(folder)
         out.sweeps.append(sweep)
+    for record in forgotten:
+        for path in (run_path(root, record.run_id), live_path(root, record.run_id)):
+            out.record_bytes += _forget_file(path, dry_run)
+        out.runs.append(record.run_id)
     return out
 
 

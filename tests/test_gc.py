@@ -501,6 +501,29 @@ def test_forgetting_old_runs_deletes_their_records_and_purges_their_mlflow_runs(
 
 
 @pytest.mark.slow
+def test_a_collection_cut_short_while_forgetting_leaves_nothing_the_next_cannot_forget(tracked_root, monkeypatch):
+    """Run records went before sweep folders: a collection cut short between the two left sweeps/s1/ with no record
+    naming its sweep, so no later collection removed it. Sweep folders go first now."""
+    import saerl.gc as gc
+
+    root = tracked_root
+    real_rmtree = gc.shutil.rmtree
+
+    def cut(path, *args, **kwargs):  # cut short as it removes a sweep's folder (MLflow's purge removes folders too)
+        if Path(path).parent == root / "sweeps":
+            raise KeyboardInterrupt
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(gc.shutil, "rmtree", cut)
+    with pytest.raises(KeyboardInterrupt):
+        collect(root, keep_runs=1, forget_days=7)
+    monkeypatch.setattr(gc.shutil, "rmtree", real_rmtree)
+    assert (root / "sweeps" / "s1").exists() and SWEPT in _records(root)
+    collect(root, keep_runs=1, forget_days=7)
+    assert not (root / "sweeps" / "s1").exists() and SWEPT not in _records(root)
+
+
+@pytest.mark.slow
 def test_a_dry_run_of_forgetting_says_what_would_go_and_changes_nothing(tracked_root):
     root = tracked_root
     before = {k: sorted(r.info.lifecycle_stage for r in v) for k, v in _mlflow_runs(root).items()}
