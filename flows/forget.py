@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from flows.server import API_URL_ENV, prefect_server
+from flows.server import API_URL_ENV, API_URL_FIELD, prefect_server
 from saerl.runs import PREFECT_TAGS, SWEEP, RunRecord
 
 log = logging.getLogger("saerl.forget")
@@ -38,21 +38,39 @@ def forget_flow_runs(root: Path, forgotten: list[RunRecord], kept: list[RunRecor
         return ""
     if dry_run:
         return f"Prefect: would delete the flow runs of {len(tagged)} runs (with their task runs and logs)"
+    by_api: dict[str | None, list[RunRecord]] = {}  # each run's flow runs are on the API it ran with
+    for record in tagged:
+        by_api.setdefault(record_api(record), []).append(record)
+    return "; ".join(_forget_on(root, api, group, kept) for api, group in by_api.items())
+
+
+def record_api(record: RunRecord) -> str | None:
+    """The Prefect API a run's flow runs are on: its config's runtime.prefect_api_url, else this process's
+    PREFECT_API_URL (a deployment's worker sets it), else None: the root's own local server, as `saerl run` starts
+    one. in: a run record; out: the API's URL or None."""
+    return record.config.get(API_URL_FIELD) or os.environ.get(API_URL_ENV) or None
+
+
+def _forget_on(root: Path, api: str | None, forgotten: list[RunRecord], kept: list[RunRecord]) -> str:
+    """:func:`forget_flow_runs` on one API (None: the root's own local server, started for it where the root has a
+    Prefect home; skipped with a line where it has none). in: root, the API, the records forgotten there and every
+    record kept; out: the report's line for it."""
     db = Path(root).resolve() / "prefect" / PREFECT_DB
-    if not os.environ.get(API_URL_ENV) and not db.exists():
-        return (f"Prefect: skipped: no {API_URL_ENV} is set and the root has no Prefect home ({db}), so no server "
-                "holds their flow runs")
+    if api is None and not db.exists():
+        return (f"Prefect: skipped: no {API_URL_FIELD} nor {API_URL_ENV} names a server and the root has no Prefect "
+                f"home ({db}), so no server holds their flow runs")
     from saerl.config import redact
     from saerl.status import MB
 
-    local = not os.environ.get(API_URL_ENV)
+    local = api is None
     free = _free_bytes(db) if local else 0
     try:
-        with prefect_server(Path(root)) as url:
-            deleted, logs_left = _delete(tagged, kept)
+        with prefect_server(Path(root), api_url=api) as url:
+            deleted, logs_left = _delete(forgotten, kept)
     except Exception as err:  # noqa: BLE001 - Prefect is best effort here: the line says what was skipped
-        return (f"Prefect: skipped, its API could not be reached or failed ({type(err).__name__}: {err}); the flow "
-                f"runs of these {len(tagged)} runs stay in Prefect")
+        return (f"Prefect{'' if local else ' at ' + redact(api)}: skipped, its API could not be reached or failed "
+                f"({type(err).__name__}: {redact(str(err))}); the flow runs of these {len(forgotten)} runs stay in "
+                "Prefect")
     where = f"(a server on {db.parent})" if local else f"at {redact(url)}"
     freed = f", {max(0, _free_bytes(db) - free) / MB:.2f} MB freed in {db.name} for later runs" if local else ""
     late = (f"; the server had not deleted the log lines of {logs_left} of them after {LOGS_WAIT_S:g} s (it goes "

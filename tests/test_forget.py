@@ -95,3 +95,24 @@ def test_without_a_server_or_a_prefect_home_prefect_is_skipped_with_a_line(tmp_p
     assert line.startswith("Prefect: skipped") and API_URL_ENV in line
     assert forget_flow_runs(tmp_path, [RunRecord(name="demo", run_id="r")], [], dry_run=False) == "", \
         "a run Prefect never saw asks nothing of it"
+
+
+@pytest.mark.slow
+def test_a_run_that_named_its_prefect_server_is_forgotten_there(prefect_api, tmp_path, monkeypatch):
+    """A run whose config named runtime.prefect_api_url had its flow runs on that server, but gc asked only
+    PREFECT_API_URL (unset here) or the root's own home (none): "no server holds their flow runs", and they stayed."""
+    from prefect.client.orchestration import get_client
+
+    from flows.forget import forget_flow_runs
+    from flows.server import API_URL_ENV, API_URL_FIELD
+
+    ids = _flow_runs(prefect_api)
+    gone = _record("20260101-000000-aaaaaa", ids["kept"])
+    gone.config = {API_URL_FIELD: prefect_api}
+    monkeypatch.delenv(API_URL_ENV, raising=False)
+    line = forget_flow_runs(tmp_path, [gone], [], dry_run=False)
+    assert line.startswith("Prefect at http") and "deleted 1 flow runs" in line, line
+    monkeypatch.setenv(API_URL_ENV, prefect_api)
+    with get_client(sync_client=True) as client:
+        left = {str(r.id) for r in client.read_flow_runs()}
+    assert ids["kept"] not in left and ids["gone"] in left

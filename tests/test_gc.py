@@ -584,7 +584,8 @@ def test_gc_forgets_no_run_unless_asked_and_the_cli_flag_forgets(tracked_root, c
     assert main(["gc", "--root", str(root), "--keep-runs", "1", "--forget-runs-older-than-days", "7"]) == 0
     out = capsys.readouterr().out
     assert "forgot 3 runs" in out and _records(root) == {RUNNING_ID, LATEST, YOUNG}, out
-    assert "Prefect: skipped: no PREFECT_API_URL is set and the root has no Prefect home" in out
+    assert "Prefect: skipped: no runtime.prefect_api_url nor PREFECT_API_URL names a server and the root has no " \
+        "Prefect home" in out
 
 
 def test_forget_days_must_be_an_age(capsys):
