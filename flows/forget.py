@@ -24,6 +24,7 @@ PREFECT_DB = "prefect.db"  # the Prefect home's database (ROOT/prefect/, flows.s
 PARENT_DEPTH = 4  # flow runs above a pipeline's own, at most: a deployment's entry, an ablation's, its Dask flow
 LOGS_WAIT_S = 30.0  # how long the server has to delete a deleted flow run's log lines (it does so in the background)
 POLL_S = 0.25
+FLOW_RUNS_PAGE = 200  # flow runs one query asks for (the server's default limit): every_flow_run pages on
 
 
 def forget_flow_runs(root: Path, forgotten: list[RunRecord], kept: list[RunRecord], dry_run: bool) -> str:
@@ -154,11 +155,21 @@ def run_tree(client: Any, top: UUID | None) -> set[UUID]:
     found, todo = {top}, [top]
     while todo:
         parents, todo = todo, []
-        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=parents)))
+        children = every_flow_run(client, FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=parents)))
         todo = [c.id for c in children if c.id not in found]
         found |= set(todo)
     return found
+
+
+def every_flow_run(client: Any, flow_run_filter: Any) -> list[Any]:
+    """Every flow run a filter matches, page after page (the server returns at most its default limit, 200, a query:
+    a sweep's deployment runs more subflows than that). in: a sync client, a FlowRunFilter; out: FlowRun objects."""
+    out: list[Any] = []
+    while page := client.read_flow_runs(flow_run_filter=flow_run_filter, limit=FLOW_RUNS_PAGE, offset=len(out)):
+        out.extend(page)
+        if len(page) < FLOW_RUNS_PAGE:
+            break
+    return out
 
 
 def logs_remaining(client: Any, flow_run_ids: list[UUID]) -> int:
