@@ -77,7 +77,6 @@ KEEP_RUNS = 20  # run records whose artifacts are kept by default
 MIN_AGE_HOURS = 24.0  # artifacts younger than this are kept by default (a running pipeline's)
 SECONDS_PER_HOUR = 3600.0
 SECONDS_PER_DAY = 24 * SECONDS_PER_HOUR
-SWEEP_RUN = "sweep {sweep_id}"  # the name (and saerl.run_id tag) of a sweep's own MLflow run (saerl.tracking.log_sweep)
 PARTIAL_PREFIX = ".partial-"  # the artifact store's names inside a stage folder (saerl.artifacts)
 TRASH_PREFIX = ".trash-"
 LOCK_PREFIX = ".lock-"
@@ -471,7 +470,7 @@ def forget_runs(root: Path, keep_runs: int, days: float, dry_run: bool = False, 
     now), the Prefect step; out: a Forgotten."""
     from saerl.config import redact
     from saerl.sweep import sweep_dir
-    from saerl.tracking import forget_tracked, recorded_store
+    from saerl.tracking import SWEEP_RUN, forget_tracked, recorded_store
 
     now = time.time() if now is None else now
     records = forgettable(root, keep_runs, days, now)

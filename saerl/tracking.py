@@ -932,6 +932,8 @@ def manifest_build(manifest: Mapping[str, Any]) -> tuple[float | None, dict[str,
     return (float(seconds) if isinstance(seconds, int | float) else None), tags
 
 
+SWEEP_RUN = "sweep {sweep_id}"  # the name (and saerl.run_id tag) of a sweep's own MLflow run (log_sweep; gc forgets it
+# by it: saerl.gc.forget_runs)
 SWEEP_RUN_LABEL = "sweep table"  # the saerl.setting tag of a sweep's own run, which holds its table across settings
 
 
@@ -943,7 +945,7 @@ def log_sweep(cfg: PipelineConfig, root: Path, sweep_id: str, grid: dict[str, li
     table files; out: none."""
     from saerl.sweep import sweep_tags
 
-    tracker = Tracker(cfg, root, f"sweep {sweep_id}", tags=sweep_tags(sweep_id, SWEEP_RUN_LABEL),
+    tracker = Tracker(cfg, root, SWEEP_RUN.format(sweep_id=sweep_id), tags=sweep_tags(sweep_id, SWEEP_RUN_LABEL),
                       params={f"grid.{key}": values for key, values in grid.items()})
     for path in files:
         tracker.log_artifact(path)
