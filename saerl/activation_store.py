@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from saerl.artifacts import ChunkLog
+from saerl.artifacts import ChunkLog, tree_bytes
 from saerl.config import ExtractConfig
 
 STORE_NAME = "activations.zarr"
@@ -266,7 +266,7 @@ def check_disk(store: Path, raw_bytes: int) -> None:
     1536-wide ones like a real model's), and a check at 75% passed an extraction that then filled the disk at
     chunk 3 of 4. in: the store path, raw bytes."""
     folder = next((p for p in (store, *store.parents) if p.exists()), Path("."))
-    replaced = sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) if store.is_dir() else 0
+    replaced = tree_bytes(store)
     free = shutil.disk_usage(folder).free + replaced  # a store replaced here gives its space back
     if raw_bytes > free:
         raise OSError(f"extraction would write up to {raw_bytes / 2**30:.1f} GB of residuals (their raw size; they "

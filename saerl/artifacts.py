@@ -303,6 +303,11 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def tree_bytes(folder: Path) -> int:
+    """Total bytes of the files under a folder, 0 when there is none. in: folder; out: bytes."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
 def unreadable_files(folder: Path) -> list[str]:
     """The files directly in a model or SAE folder that cannot be read as what their suffix says: a .safetensors
     file whose header safetensors refuses (a copy or download cut short: "incomplete metadata, file not fully
@@ -791,4 +796,4 @@ class ArtifactStore:
 
     def size_bytes(self, stage: str, key: str) -> int:
         """Total bytes of a stored artifact's files."""
-        return sum(p.stat().st_size for p in self.path(stage, key).rglob("*") if p.is_file())
+        return tree_bytes(self.path(stage, key))

@@ -28,6 +28,7 @@ from saerl.artifacts import (
     file_lock,
     library_versions,
     read_manifest,
+    tree_bytes,
 )
 from saerl.config import PipelineConfig, flatten, redact, redacted
 from saerl.runners import ARM_ORDERS, TRAIN_RUN, VANILLA
@@ -246,7 +247,7 @@ def forget_tracked(uri: str, names: list[str], root: Path, dry_run: bool = False
             p, *all_runs(client, experiments, f"tags.`{PARENT_TAG}` = '{p.info.run_id}'", every_stage=True)]}.values())
         out.runs = len(runs)
         folders = {r.info.run_id: run_folder(r) for r in runs} if purge else {}
-        out.artifact_bytes = sum(folder_bytes(f) for f in folders.values() if f is not None)
+        out.artifact_bytes = sum(tree_bytes(f) for f in folders.values() if f is not None)
         if dry_run or not runs:
             return out
         free = sqlite_free_bytes(db) if purge and db is not None else 0
@@ -304,11 +305,6 @@ def run_folder(run: Any) -> Path | None:
         return None
     path = Path(unquote(parts.path))
     return path.parent if path.name == RUN_ARTIFACTS and path.parent.name == run.info.run_id else None
-
-
-def folder_bytes(folder: Path) -> int:
-    """Total bytes of the files under a folder (0 when there is none). in: folder; out: bytes."""
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
 
 
 def sqlite_free_bytes(db: Path) -> int:

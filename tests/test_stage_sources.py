@@ -149,10 +149,10 @@ if __name__ == "__main__":
 
 
 # the sources as last reviewed, with every stage's code version then (written by `python tests/test_stage_sources.py`)
-REVIEWED = {'sources': {'activation_store': '8eb418a6e6b6398a9267219d7fafb943c171d79228c976c9aad650547308f152',
+REVIEWED = {'sources': {'activation_store': 'd1108808234dba898fd1bc61dc10e0c35a8e2c496d044cf5c35ae0e7d77d7e5c',
              'activations': '51e225050729d10619c9a17a57d18ff744d0c3123560de4fdfb446fecdc391db',
              'answers': 'ef2788a8f4384049782b3749a87aebd41143ae3aaa982757abea5e7db0aa8874',
-             'artifacts': 'e076e4b2b86a263de01a01fab81dfeb39fb3d5b64de4fa5f4c6fb65466bf65c2',
+             'artifacts': '603e36fd8948ceec893d80105f652a5cfdc525feb12b1e35399403a0baeb905d',
              'checkpoints': '952f79e64b79843ac68dbcadba37746f0a7acd59624ec4a7649cda605260b1ad',
              'config': 'a4eeae1cdc33a09e04c2d81d247be1023733ea115dfe0cce097d8a9e7090097a',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
