@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 
 from saerl.artifacts import CACHE_RECORDS_DIR, MANIFEST, file_lock
 from saerl.runs import (
-    ENDED,
     FAILED,
     KILLED,
     PLANNED,
@@ -62,6 +61,7 @@ from saerl.runs import (
     SWEEP,
     UNFINISHED,
     RunRecord,
+    ended_at,
     list_runs,
     live_path,
     read_run,
@@ -426,18 +426,9 @@ def _collect(root: Path, keep_runs: int, dry_run: bool, min_age_hours: float, no
     return report
 
 
-def ended_at(root: Path, record: RunRecord) -> float:
-    """When a run ended, in epoch seconds: its record's ENDED, else (a run killed before it could say, a record
-    from before session 42) when its record was last saved. in: root, record; out: the time."""
-    ended = record.extra.get(ENDED)
-    if isinstance(ended, int | float) and not isinstance(ended, bool):
-        return float(ended)
-    return run_path(root, record.run_id).stat().st_mtime
-
-
 def forgettable(root: Path, keep_runs: int, days: float, now: float) -> list[RunRecord]:
     """The runs a collection may forget: ended (ok, failed, stopped or killed: :func:`ended_how`) at least `days`
-    days before `now` (:func:`ended_at`), and none that the collection keeps (:func:`kept_records`: the `keep_runs`
+    days before `now` (saerl.runs.ended_at), and none that the collection keeps (:func:`kept_records`: the `keep_runs`
     newest ended runs, every run still going, the latest complete run and the latest run that did not end ok of each
     config name or sweep, even under keep_runs 0, which keeps no artifact of theirs: a run forgotten is gone for good).
     A record that cannot be read is never forgotten (`saerl status --list` names it).
@@ -452,7 +443,8 @@ def forgettable(root: Path, keep_runs: int, days: float, now: float) -> list[Run
             record = read_run(path)
         except ValueError:
             continue
-        if ended_how(root, record) is not None and now - ended_at(root, record) >= days * SECONDS_PER_DAY:
+        ended = ended_at(root, record) if ended_how(root, record) is not None else None
+        if ended is not None and now - ended >= days * SECONDS_PER_DAY:
             out.append(record)
     return out
 

@@ -330,6 +330,19 @@ def read_run(path: Path) -> RunRecord:
     return record
 
 
+def ended_at(root: Path, record: RunRecord) -> float | None:
+    """When a run ended, in epoch seconds: its record's ENDED, else (a run killed before it could say, a record
+    from before session 42) when its record file was last saved; None when that file is gone. in: root, record;
+    out: the time or None."""
+    ended = record.extra.get(ENDED)
+    if isinstance(ended, int | float) and not isinstance(ended, bool):
+        return float(ended)
+    try:
+        return run_path(root, record.run_id).stat().st_mtime
+    except OSError:  # deleted meanwhile (by a person, or another gc forgetting it)
+        return None
+
+
 def code_summary(extra: Mapping[str, Any]) -> str:
     """The code a run ran, in words, from its record's GIT tags: 'commit 1a2b3c4d5e6f, clean', 'commit 1a2b3c4d5e6f
     with uncommitted changes (diff 0123456789ab: saerl/runners.py)', 'commit unknown (not a git checkout, or a record

@@ -21,7 +21,6 @@ from typing import Any
 from saerl.artifacts import MANIFEST, ArtifactStore, chunk_progress
 from saerl.checkpoints import CURVE_FILE, checkpoint_step, last_checkpoint
 from saerl.runs import (
-    ENDED,
     FAILED,
     GIT,
     GIT_PREFIX,
@@ -36,6 +35,7 @@ from saerl.runs import (
     RunRecord,
     artifact_dir,
     code_summary,
+    ended_at,
     list_runs,
     load_run,
     ordered_stages,
@@ -359,7 +359,7 @@ def list_entry(root: Path, path: Path, record: RunRecord | ValueError) -> dict[s
     a sweep child's setting and sweep id; its outcome (:func:`outcome`: OUTCOMES, or UNREADABLE for a record that
     cannot be read, whose `error` says why) and the stage run it ended at; the signal that stopped it and the error it
     failed on (as its record says them: extra['stopped'], extra['failed']); started and ended (epoch seconds: its
-    start, and its end for a run that ended, ENDED_OUTCOMES (saerl.runs.ENDED; for a record from before it, when the
+    start, and its end for a run that ended, ENDED_OUTCOMES (saerl.runs.ended_at: for a record from before ENDED, when the
     record was last saved), else null); --until, the command
     that started it, its git commit; stage run, computed and cached counts, total stage seconds and recorded bytes;
     its record file. in: artifact root, record file, its record or read error; out: a JSON-ready dict."""
@@ -369,12 +369,7 @@ def list_entry(root: Path, path: Path, record: RunRecord | ValueError) -> dict[s
         return entry | {"outcome": UNREADABLE, "error": str(record)}
     word, at = outcome(root, record)
     failed, stopped = record.extra.get(FAILED), record.extra.get(STOPPED)
-    saved = record.extra.get(ENDED) if word in ENDED_OUTCOMES else None
-    if saved is None and word in ENDED_OUTCOMES:  # a record from before ENDED: when it was last saved
-        try:
-            saved = path.stat().st_mtime
-        except OSError:  # deleted meanwhile (by a person: saerl gc keeps every record)
-            saved = None
+    saved = ended_at(root, record) if word in ENDED_OUTCOMES else None
     computed = sum(s.status == "computed" for s in record.stages.values())
     return entry | {
         "run_id": record.run_id, "name": record.name, "setting": record.extra.get(SETTING),
