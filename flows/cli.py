@@ -829,15 +829,20 @@ def stdout_closed() -> bool:
         return False
 
 
-def stdout_to_devnull() -> None:
-    """Point standard output at /dev/null (its reader is gone); a standard output that is no file is left be."""
+def stdout_to_devnull() -> bool:
+    """Point standard output at /dev/null (its reader is gone: main's closed pipe, and a run's,
+    flows.pipeline.stdout_gone); a standard output that is no file (a captured one) is left be. out: whether it was
+    pointed."""
     try:
         fd = sys.stdout.fileno()
     except (AttributeError, OSError, ValueError):  # a captured one
-        return
+        return False
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, fd)
-    os.close(devnull)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+    return True
 
 
 def user_error(err: BaseException, verbose: bool) -> int:

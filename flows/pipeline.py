@@ -172,16 +172,11 @@ def stdout_gone() -> None:
     as Python's documentation on SIGPIPE advises, and say so once on stderr. The next stage line raised
     BrokenPipeError inside the flow: the run failed at that stage, nothing was trained, and saerl exited 0. A run's
     results live on disk, not in its output: it goes on, its lines still reach the Prefect run's log, and its record
-    says how it ended. A standard output that is no file (captured) is left as it is."""
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # no file under it: nothing to point elsewhere
+    says how it ended. A standard output that is no file (captured) is left as it is (flows.cli.stdout_to_devnull)."""
+    from flows.cli import stdout_to_devnull
+
+    if not stdout_to_devnull():  # no file under it: nothing to point elsewhere
         return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-    finally:
-        os.close(devnull)
     log.warning("the reader of standard output has closed it: the run goes on without printing its lines (`saerl "
                 "status` shows them, the Prefect run's log has them)")
 
