@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from flows.server import API_URL_ENV, API_URL_FIELD, prefect_server
+from flows.server import API_URL_ENV, API_URL_FIELD, PREFECT_DB, prefect_home, prefect_server
 from saerl.runs import PREFECT_TAGS, SWEEP, RunRecord
 
 log = logging.getLogger("saerl.forget")
-PREFECT_DB = "prefect.db"  # the Prefect home's database (ROOT/prefect/, flows.server.prefect_env), a local server's
 PARENT_DEPTH = 4  # flow runs above a pipeline's own, at most: a deployment's entry, an ablation's, its Dask flow
 LOGS_WAIT_S = 30.0  # how long the server has to delete a deleted flow run's log lines (it does so in the background)
 POLL_S = 0.25
@@ -56,7 +55,7 @@ def _forget_on(root: Path, api: str | None, forgotten: list[RunRecord], kept: li
     """:func:`forget_flow_runs` on one API (None: the root's own local server, started for it where the root has a
     Prefect home; skipped with a line where it has none). in: root, the API, the records forgotten there and every
     record kept; out: the report's line for it."""
-    db = Path(root).resolve() / "prefect" / PREFECT_DB
+    db = prefect_home(root) / PREFECT_DB
     if api is None and not db.exists():
         return (f"Prefect: skipped: no {API_URL_FIELD} nor {API_URL_ENV} names a server and the root has no Prefect "
                 f"home ({db}), so no server holds their flow runs")

@@ -85,11 +85,20 @@ def keep_from_others(path: Path) -> None:
         pass
 
 
+PREFECT_DB = "prefect.db"  # the database a local server keeps in the Prefect home (every flow run, its task runs, logs)
+
+
+def prefect_home(root: Path) -> Path:
+    """The Prefect home of an artifact root (PREFECT_HOME of its processes: :func:`prefect_env`), where a local
+    server keeps PREFECT_DB. in: the root; out: the folder."""
+    return Path(root).resolve() / "prefect"
+
+
 def prefect_env(root: Path) -> dict[str, str]:
     """Environment for Prefect processes of this artifact root: home under the root, no telemetry. The home and
     what it holds (prefect.db: every flow run's parameters; results, server.log) are kept from other users
     (:func:`keep_from_others`; under a umask of 022 prefect.db was world-readable): an older root's too."""
-    home = Path(root).resolve() / "prefect"
+    home = prefect_home(root)
     home.mkdir(parents=True, exist_ok=True)
     for path in (home, *home.iterdir()):
         keep_from_others(path)
@@ -292,7 +301,7 @@ def server_start_problem(logfile: Path, start: int, status: int | None) -> str:
     cause = server_log_cause(logfile, start)
     said = f": {cause}" if cause else " and its log says nothing"
     return (f"the local Prefect server did not start ({how}){said} (the whole log: {logfile}). Nothing ran. Fix what "
-            f"the log names (often {logfile.parent / 'prefect.db'}, which the server must be able to create and "
+            f"the log names (often {logfile.parent / PREFECT_DB}, which the server must be able to create and "
             "write: its folder's permissions, a full disk, a damaged file) and run the same command again, or set "
             f"{API_URL_FIELD} to a Prefect server that runs")
 
