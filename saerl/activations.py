@@ -60,7 +60,7 @@ from saerl.activation_store import (
     prepare_store,
     store_heads,
 )
-from saerl.artifacts import ChunkLog, files_fault, unreadable_files, while_wanted
+from saerl.artifacts import ChunkLog, files_fault, loader_said, unreadable_files, while_wanted
 from saerl.config import PKG_MODEL, ExtractConfig, ModelConfig, device_type, resolve_layer
 
 log = logging.getLogger("saerl.activations")
@@ -112,15 +112,6 @@ def remote_code_guard(name: str) -> Iterator[None]:
 class FolderLoadError(ValueError):
     """A local model folder whose files are there but do not load (a truncated weights file, weights of other
     shapes than its config says): the config field, the file and the fix."""
-
-
-LOADER_SAID_CHARS = 300  # how much of the loader's own message a FolderLoadError quotes (one line)
-
-
-def loader_said(err: BaseException) -> str:
-    """A loader's error as one short line for a message: its type and its words, whitespace folded, cut at
-    LOADER_SAID_CHARS. in: the error; out: text."""
-    return f"{type(err).__name__}: {' '.join(str(err).split())[:LOADER_SAID_CHARS]}"
 
 
 def folder_load_problem(shown: str, folder: Path, err: BaseException | None = None) -> str | None:

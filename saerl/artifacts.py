@@ -348,6 +348,15 @@ def files_fault(err: BaseException) -> bool:
     return type(err) is RuntimeError and any(words in str(err) for words in FILES_DISAGREE)
 
 
+LOADER_SAID_CHARS = 300  # how much of a loader's own message a model or SAE folder's error quotes (one line)
+
+
+def loader_said(err: BaseException) -> str:
+    """A model or SAE loader's error as one short line for a message: its type and its words, whitespace folded,
+    cut at LOADER_SAID_CHARS. in: the error; out: text."""
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:LOADER_SAID_CHARS]}"
+
+
 _SHA256_SEEN: dict[tuple[int, ...], str] = {}  # a file's stat (below) -> its sha256, for this process
 
 

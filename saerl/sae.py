@@ -54,7 +54,7 @@ from saerl.activation_store import (
     kept_or_chained,
     open_activations,
 )
-from saerl.artifacts import ChunkLog, file_sha256, files_fault, unreadable_files, while_wanted
+from saerl.artifacts import ChunkLog, file_sha256, files_fault, loader_said, unreadable_files, while_wanted
 from saerl.config import SAEConfig, stable_hash
 from saerl.testbed import LM_FOLDER
 
@@ -423,7 +423,6 @@ def _source_sae(cfg: SAEConfig, device: str) -> tuple[Any, str]:
         raise ValueError(sae_load_problem(folder, err)) from err
 
 
-SAE_SAID_CHARS = 300  # how much of sae-lens's own message the error quotes (one line)
 JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean",
               type(None): "null"}  # how JSON names what json.loads gave (a cfg.json that is no object)
 
@@ -432,7 +431,7 @@ def sae_load_problem(folder: Path, err: BaseException) -> str:
     """What sae-lens's error loading a local SAE folder means, as one line naming sae.path, the file and the fix:
     a file that cannot be read (saerl.artifacts.unreadable_files: cut short), else cfg.json and the weights
     disagree. in: the folder, the loader's error; out: the message."""
-    said = f"{type(err).__name__}: {' '.join(str(err).split())[:SAE_SAID_CHARS]}"
+    said = loader_said(err)
     if bad := unreadable_files(folder):
         return (f"sae.path={folder}: {', '.join(bad)} cannot be read ({said}). Fix: copy the SAE folder again (a "
                 "copy or download cut short leaves such a file), or load the SAE where it is whole and re-save it "

@@ -150,9 +150,9 @@ if __name__ == "__main__":
 
 # the sources as last reviewed, with every stage's code version then (written by `python tests/test_stage_sources.py`)
 REVIEWED = {'sources': {'activation_store': 'd1108808234dba898fd1bc61dc10e0c35a8e2c496d044cf5c35ae0e7d77d7e5c',
-             'activations': '51e225050729d10619c9a17a57d18ff744d0c3123560de4fdfb446fecdc391db',
+             'activations': '13922b907ba6b6384d07903f76f943656f3e671ca4241b981f49a865c0660955',
              'answers': 'ef2788a8f4384049782b3749a87aebd41143ae3aaa982757abea5e7db0aa8874',
-             'artifacts': '603e36fd8948ceec893d80105f652a5cfdc525feb12b1e35399403a0baeb905d',
+             'artifacts': '788c23c26c4d68e8325ac44c4bb909cbcdb7ab2e5cf4fad7fb8eb9efeeb52e7d',
              'checkpoints': '952f79e64b79843ac68dbcadba37746f0a7acd59624ec4a7649cda605260b1ad',
              'config': 'a4eeae1cdc33a09e04c2d81d247be1023733ea115dfe0cce097d8a9e7090097a',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
@@ -168,7 +168,7 @@ REVIEWED = {'sources': {'activation_store': 'd1108808234dba898fd1bc61dc10e0c35a8
              'report': 'c9214d06ca674d3aa4e611bb80d294cebe3c7fd7ed5fae80c4c2043bf86c4345',
              'rl': 'c7c2be8d08cd1eccfba4cd59fd43a3dc8416afff4291fd90a24124f6573dea27',
              'runners': '5b54bfeb3390cd4bb09f86ce6188c54790c5760a8c3a47b2f44cf67ac3e0bf02',
-             'sae': 'dcf0900aef0c3675127b5c155260c4a6b64e9eb66737b8bb9d486d3791ae3cfb',
+             'sae': 'c31900a4bd92a754412ecfbbdff05ab1ddadaacf90df633fe51ade0b481cb708',
              'scoring': '58a5b8bed8d5424cf7b09330c611818a37b92f5d38083595b4507785d93ad709',
              'stages': '46b67dc39771d84659b1e054d3e3708ed8c1e44ff447657a096ac4008a2d50a5',
              'testbed': 'f6d5b7b30b1750d0ceef8d792aba1cd7c542dc05f4b83cde4f9848aa01153211'},
