@@ -1539,10 +1539,11 @@ MAX_LISTED_CONFIGS = 8  # a config path that is a folder: the YAML files in it t
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".pq")  # saerl.data.SUFFIX_FORMATS
 
 
-# a config file's byte-order marks of other encodings than UTF-8 (Notepad's "Unicode" is UTF-16LE), by the name iconv
-# reads the mark with (and drops it); a file with none that is no UTF-8 is taken for LEGACY_CONFIG_ENCODING (a
+# byte-order marks of encodings other than UTF-8 (Notepad's "Unicode" is UTF-16LE), by the name iconv reads the mark
+# with (and drops it): a config file (:func:`read_utf8`) or a data file (saerl.data) starting with one is refused with
+# that fix, not read as garbage; a config file with none that is no UTF-8 is taken for LEGACY_CONFIG_ENCODING (a
 # Windows editor's default)
-CONFIG_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
+OTHER_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
                b"\xfe\xff": "UTF-16"}
 LEGACY_CONFIG_ENCODING = "cp1252"
 
@@ -1555,7 +1556,7 @@ def read_utf8(path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        name = next((enc for bom, enc in CONFIG_BOMS.items() if data.startswith(bom)), LEGACY_CONFIG_ENCODING)
+        name = next((enc for bom, enc in OTHER_BOMS.items() if data.startswith(bom)), LEGACY_CONFIG_ENCODING)
         fixed = path.with_name(f"{path.stem}.utf8{path.suffix}")
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {err.start}: {err.reason}); it looks "
                           f"{name}-encoded. Fix: save it as UTF-8, e.g. iconv -f {name} -t utf-8 {path} > {fixed}, "

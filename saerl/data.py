@@ -42,7 +42,7 @@ from typing import Any
 
 import polars as pl
 
-from saerl.config import DataConfig
+from saerl.config import OTHER_BOMS, DataConfig
 from saerl.verify import WORKERS_FAILED, normalize_answers
 
 # Reasons a row (or one of its labels) appears in `rejected`.
@@ -114,9 +114,6 @@ HF_SPLITS_FILE = "dataset_dict.json"  # a DatasetDict folder's list of its split
 HELD_OUT_FIX = "eval.sets.NAME={path: P, %s: %s}"  # how a held-out set reads its file its own way (config.HeldOutSet)
 UTF8_BOM = b"\xef\xbb\xbf"
 SNIFF_BYTES = 4096  # read this much at a time looking for the first non-space byte of a .json file; and the encoding
-# Byte-order marks of encodings other than UTF-8: such a file is refused with a fix, not read as garbage.
-OTHER_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
-              b"\xfe\xff": "UTF-16"}
 # UTF-16 without a byte-order mark: in the first SNIFF_BYTES, at least this share of the bytes at odd (UTF-16LE) or even
 # (UTF-16BE) offsets are NUL, as every ASCII character's second byte is. Read as UTF-8 every jsonl line was 'invalid
 # JSON' and a csv's columns were named 'q\x00'; a UTF-8 file holds a NUL byte only where a row is broken.
