@@ -325,6 +325,14 @@ def recent_records(root: Path, limit: int = LIST_LIMIT) -> list[tuple[Path, RunR
     return out
 
 
+def stage_counts(record: RunRecord) -> tuple[int, int, int, float, int]:
+    """A run's stage runs as `status --list` counts them, as a table row and as JSON: (stage runs, computed, cached,
+    total seconds, recorded bytes). in: its record; out: the five."""
+    runs = record.stages.values()
+    computed = sum(s.status == "computed" for s in runs)
+    return len(runs), computed, len(runs) - computed, float(sum(s.seconds for s in runs)), sum(s.bytes for s in runs)
+
+
 def list_status(root: Path, limit: int = LIST_LIMIT) -> str:
     """`saerl status --list`: the `limit` newest runs, newest first: id, config name, a sweep child's setting, start,
     stage runs, computed and cached counts, total seconds, recorded MB and how it ended (:func:`ended`). An
@@ -337,11 +345,9 @@ def list_status(root: Path, limit: int = LIST_LIMIT) -> str:
         if isinstance(r, ValueError):
             rows.append((path.stem, "<unreadable record>", "", "", "", "", "", "", "", ""))
             continue
-        computed = sum(s.status == "computed" for s in r.stages.values())
-        rows.append((r.run_id, r.name, str(r.extra.get(SETTING, "")), format_time(r.started), str(len(r.stages)), str(computed),
-                     str(len(r.stages) - computed), f"{sum(s.seconds for s in r.stages.values()):.1f}",
-                     f"{sum(s.bytes for s in r.stages.values()) / MB:.2f}",
-                     ended(root, r)))
+        stages, computed, cached, seconds, size = stage_counts(r)
+        rows.append((r.run_id, r.name, str(r.extra.get(SETTING, "")), format_time(r.started), str(stages), str(computed),
+                     str(cached), f"{seconds:.1f}", f"{size / MB:.2f}", ended(root, r)))
     return "\n".join(_table(rows, free_last=False))
 
 
@@ -370,7 +376,7 @@ def list_entry(root: Path, path: Path, record: RunRecord | ValueError) -> dict[s
     word, at = outcome(root, record)
     failed, stopped = record.extra.get(FAILED), record.extra.get(STOPPED)
     saved = ended_at(root, record) if word in ENDED_OUTCOMES else None
-    computed = sum(s.status == "computed" for s in record.stages.values())
+    stages, computed, cached, seconds, size = stage_counts(record)
     return entry | {
         "run_id": record.run_id, "name": record.name, "setting": record.extra.get(SETTING),
         "sweep": record.extra.get(SWEEP), "outcome": word, "ended_at": at,
@@ -378,9 +384,7 @@ def list_entry(root: Path, path: Path, record: RunRecord | ValueError) -> dict[s
         "error": failed.split(": ", 1)[1] if failed and ": " in failed else None,
         "started": record.started, "ended": saved, "until": record.extra.get(UNTIL),
         "invocation": record.extra.get(INVOCATION), "commit": (record.extra.get(GIT) or {}).get(GIT_PREFIX + "commit"),
-        "stage_runs": len(record.stages), "computed": computed, "cached": len(record.stages) - computed,
-        "seconds": round(float(sum(s.seconds for s in record.stages.values())), 3),
-        "bytes": sum(s.bytes for s in record.stages.values())}
+        "stage_runs": stages, "computed": computed, "cached": cached, "seconds": round(seconds, 3), "bytes": size}
 
 
 def list_json(root: Path, limit: int = LIST_LIMIT) -> list[dict[str, Any]]:
