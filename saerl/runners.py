@@ -557,6 +557,12 @@ def arm_order_frame(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: st
 # the held-out sets whose rejected rows this process has warned of, (name, file, rows): every train and heldout run
 # reads every set (six stage runs in a two-arm run), and said the same warning each time
 _WARNED_SETS: set[tuple[str, str, int]] = set()
+# each held-out file as read_held_out read it, by (its path, its content hash, the mapping it was read with), for this
+# process: every (arm, seed) of a run reads each set in its train and its heldout stage, and the verifier normalises
+# every gold answer as it reads it (CollegeMath's 2818 LaTeX answers: 150 s a read on a shared 2-core machine); read
+# once, every stage run of the process also sees the same rows (a gold answer whose normalising times out is dropped)
+_HELD_OUT_READ: dict[tuple[str, str, str], Any] = {}
+_HELD_OUT_LOCK = threading.Lock()
 
 
 def eval_sets(cfg: PipelineConfig, inputs: dict[str, ArtifactRef]) -> dict[str, pl.DataFrame]:
@@ -611,15 +617,23 @@ def whole_set(name: str, rows: int) -> dict[str, Any]:
 
 def read_held_out(cfg: PipelineConfig, name: str, entry: Any, max_rows: int | None = None) -> Any:
     """eval.sets.<name> read as saerl ingest reads it (the data mapping and the set's own fields and reading, labels
-    optional: saerl.config.held_out_mapping), whole or its first `max_rows` rows; refuses a file that cannot be read,
-    or is the training data's split, naming the set. in: config, the set's name and entry, a row cap (None: none);
+    optional: saerl.config.held_out_mapping), whole or its first `max_rows` rows, once per process while the file
+    and the mapping stay as they were (_HELD_OUT_READ; a result is shared: do not change it); refuses a file that
+    cannot be read, or is the training data's split, naming the set. in: config, the set's name and entry, a row cap (None: none);
     out: the IngestResult (kept and rejected rows)."""
     from saerl.data import IngestError, ingest
+    from saerl.pipeline import hash_path
 
     path = held_out_file(entry)
     try:
         mapping = held_out_mapping(cfg.data, entry).model_copy(update={"max_rows": max_rows})
-        return ingest(mapping, path, labels_optional=True)
+        if not path.exists():  # ingest's error names it
+            return ingest(mapping, path, labels_optional=True)
+        with _HELD_OUT_LOCK:  # one thread reads a file while another waits for what it read
+            read = (str(path.resolve()), hash_path(path), mapping.model_dump_json())
+            if read not in _HELD_OUT_READ:
+                _HELD_OUT_READ[read] = ingest(mapping, path, labels_optional=True)
+            return _HELD_OUT_READ[read]
     except IngestError as err:
         raise type(err)(f"held-out set eval.sets.{name} ({path}): {err}") from err
 

@@ -428,6 +428,33 @@ def test_eval_sets_are_read_whole_whatever_data_max_rows(tmp_path):
     assert cfg.data.max_rows == 2 and eval_sets(cfg, {})["h"].height == 5
 
 
+def test_a_held_out_file_is_ingested_once_a_process_while_it_and_its_mapping_stay_as_they_were(tmp_path, monkeypatch):
+    """Every (arm, seed) reads each held-out set in its train and its heldout stage, and ingest normalises every gold
+    answer (CollegeMath: 150 s a read): the file is read once a process, and again when it is rewritten or read
+    with another mapping or row cap."""
+    from saerl import data
+    from saerl.runners import read_held_out
+
+    held = tmp_path / "held.jsonl"
+    held.write_text("".join(f'{{"question": "q{i}?", "answer": "{i}"}}\n' for i in range(3)))
+    cfg = load_config(None, ["data.source=file", f"data.path={tmp_path / 'train.jsonl'}",
+                             f"eval.sets={{\"h\": \"{held}\"}}"])
+    reads = []
+    real = data.ingest
+    monkeypatch.setattr(data, "ingest", lambda c, p, **k: reads.append(c.max_rows) or real(c, p, **k))
+    first = read_held_out(cfg, "h", cfg.eval.sets["h"])
+    assert read_held_out(cfg, "h", cfg.eval.sets["h"]) is first and eval_sets(cfg, {})["h"].equals(first.kept)
+    assert reads == [None]
+    assert read_held_out(cfg, "h", cfg.eval.sets["h"], 2).kept.height == 2 and reads == [None, 2]  # another cap
+    other = load_config(None, ["data.source=file", f"data.path={tmp_path / 'train.jsonl'}",
+                               "data.max_prompt_chars=999", f"eval.sets={{\"h\": \"{held}\"}}"])
+    read_held_out(other, "h", other.eval.sets["h"])
+    assert reads == [None, 2, None]  # another mapping
+    held.write_text("".join(f'{{"question": "r{i}?", "answer": "{i}"}}\n' for i in range(4)))
+    assert read_held_out(cfg, "h", cfg.eval.sets["h"]).kept["prompt"].to_list() == [f"r{i}?" for i in range(4)]
+    assert reads == [None, 2, None, None]  # rewritten: read again
+
+
 def test_a_held_out_file_needs_only_prompt_and_answer(tmp_path):
     """The training data maps label columns (difficulty, topic) a held-out file may not have: the file is read
     without them (they were 'missing column' errors at the first training run); a label it has is kept."""

@@ -167,7 +167,7 @@ REVIEWED = {'sources': {'activation_store': 'd1108808234dba898fd1bc61dc10e0c35a8
              'property_models': 'd486d756fc0261047773d1eb96c69ea89c5ccb5c8679842d605326fe1c83cfd8',
              'report': 'c9214d06ca674d3aa4e611bb80d294cebe3c7fd7ed5fae80c4c2043bf86c4345',
              'rl': 'c7c2be8d08cd1eccfba4cd59fd43a3dc8416afff4291fd90a24124f6573dea27',
-             'runners': '5b54bfeb3390cd4bb09f86ce6188c54790c5760a8c3a47b2f44cf67ac3e0bf02',
+             'runners': '288020e5a3fdb674fa00c4b42313e0ab73d7e58f3cc0adb44883e54fa1bda6cd',
              'sae': 'c31900a4bd92a754412ecfbbdff05ab1ddadaacf90df633fe51ade0b481cb708',
              'scoring': '58a5b8bed8d5424cf7b09330c611818a37b92f5d38083595b4507785d93ad709',
              'stages': '46b67dc39771d84659b1e054d3e3708ed8c1e44ff447657a096ac4008a2d50a5',
