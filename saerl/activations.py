@@ -26,11 +26,12 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import json
 import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -145,6 +146,184 @@ def folder_load_guard(shown: str, path: str) -> Iterator[None]:
         if not folder.is_dir() or not files_fault(err):
             raise
         raise FolderLoadError(folder_load_problem(shown, folder, err)) from err
+
+
+WEIGHTS_FILE = "model.safetensors"  # a save_pretrained folder's weights in one file,
+WEIGHTS_INDEX = "model.safetensors.index.json"  # or in shards, each tensor's file named by this file's weight_map
+TENSORS_SHOWN = 3  # the tensors of other shapes than config.json makes that a message names (and how many in all)
+TOKENIZER_FILE = "tokenizer.json"  # a fast tokenizer's one file, which AutoTokenizer reads where a folder has it
+
+
+def checkpoint_shapes(folder: Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """The tensors of a local model folder's weights as transformers finds them (the shards its
+    model.safetensors.index.json names, else model.safetensors), each with its shape and file, read from the files'
+    headers alone (no tensor is read). in: the folder; out: {tensor name: (shape, file name)}; {} where there is
+    no such file, or an index that names none (a file that cannot be read is :func:`folder_load_problem`'s)."""
+    from safetensors import SafetensorError, safe_open
+
+    files = [WEIGHTS_FILE]
+    if (folder / WEIGHTS_INDEX).is_file():
+        try:
+            weight_map = json.loads((folder / WEIGHTS_INDEX).read_text()).get("weight_map") or {}
+            files = sorted({v for v in weight_map.values() if isinstance(v, str)})
+        except (OSError, ValueError, AttributeError):  # AttributeError: an index that is no JSON object
+            return {}
+    shapes: dict[str, tuple[tuple[int, ...], str]] = {}
+    for name in files:
+        try:
+            with safe_open(str(folder / name), framework="numpy") as f:
+                shapes.update({key: (tuple(f.get_slice(key).get_shape()), name) for key in f.keys()})  # noqa: SIM118
+        except (SafetensorError, OSError):  # no such file, or cut short: the load says so, or folder_load_problem did
+            continue
+    return shapes
+
+
+def model_class(config: Any) -> Any:
+    """The transformers auto class :func:`load_model` reads a model with: a text causal LM's (its LM head too), else
+    the base model's (an encoder; a multimodal model: its text decoder and vision tower, no LM head). in: a
+    transformers config; out: AutoModelForCausalLM or AutoModel."""
+    return AutoModelForCausalLM if is_causal(config) and names_causal_lm(config) else AutoModel
+
+
+def empty_model(config: Any) -> torch.nn.Module:
+    """The model :func:`load_model` builds from `config`, its tensors on torch's meta device: their shapes without
+    memory (transformers builds its own models there before reading weights; ~0.05 s for an 8B config, once its
+    modelling code is imported). in: a transformers config; out: the model."""
+    with torch.device("meta"):
+        return model_class(config).from_config(config)
+
+
+def loaded_names(model: Any, keys: Iterable[str]) -> dict[str, tuple[str, bool]]:
+    """Where transformers' from_pretrained puts each checkpoint tensor in `model`: the name it is loaded as, by
+    transformers' own rules (core_model_loading.rename_source_key with the model's conversion mapping: the base
+    model's prefix, 'model.', added or dropped, legacy names such as LayerNorm.gamma renamed), and whether a
+    converter makes it into another tensor (experts fused, a qkv split: its shape is not the parameter's). in: a
+    model (on the meta device), checkpoint tensor names; out: {checkpoint name: (name in the model, converted)}."""
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+
+    state = model.state_dict()
+    mapping = get_model_conversion_mapping(model)
+    renamings = [m for m in mapping if isinstance(m, WeightRenaming)]
+    converters = [m for m in mapping if isinstance(m, WeightConverter)]
+    prefix = model.base_model_prefix
+    names = {}
+    for key in keys:
+        name, pattern = rename_source_key(key, renamings, converters, prefix, state)
+        if name not in state and key in state:  # as from_pretrained: a key the model has is kept, a prefix aside
+            name, pattern = rename_source_key(key, [], [], prefix, state)
+        names[key] = (name, pattern is not None)
+    return names
+
+
+def ignored(model: Any, attribute: str, name: str) -> bool:
+    """Whether transformers ignores a tensor `name` its load finds missing or unexpected: a model class's
+    _keys_to_ignore_on_load_missing / _keys_to_ignore_on_load_unexpected patterns (a DeepSeek-V3 checkpoint's
+    multi-token-prediction layer 61, ...). in: the model, the attribute, the name; out: bool."""
+    return any(re.search(pattern, name) for pattern in getattr(model, attribute, None) or ())
+
+
+def block_counts_problem(model: Any, config: Any, names: dict[str, tuple[str, bool]]) -> str | None:
+    """Blocks config.json makes that the weights lack (they would start from random weights: transformers only
+    warns), or whole blocks the weights hold past the config's last one (tensors for tensor as in the config's
+    blocks: a config.json of fewer layers, which loads without them), said as text, or None. A block of other
+    tensors past the last (a multi-token-prediction layer) and what the model ignores (:func:`ignored`) count
+    not. in: the meta model, its config, :func:`loaded_names` of the checkpoint; out: text or None."""
+    n_layers = int(config.get_text_config().num_hidden_layers)
+    try:
+        blocks = find_layers(model, n_layers, is_causal(config))
+    except ValueError:  # no block list of that length: nothing to count
+        return None
+    where = next(name for name, module in model.named_modules() if module is blocks)
+    prefix = model.base_model_prefix
+    held: dict[int, set[str]] = {}  # block index -> its tensors' names inside the block
+    for name, _ in names.values():
+        # a block past the config's last is no tensor of the model, so the base model's prefix was not fitted to it
+        inside = next((form for form in (name, name.removeprefix(f"{prefix}."), f"{prefix}.{name}")
+                       if form.startswith(f"{where}.")), None)
+        index, _, rest = (inside or "").removeprefix(f"{where}.").partition(".")
+        if inside and index.isdigit() and not ignored(model, "_keys_to_ignore_on_load_unexpected", inside):
+            held.setdefault(int(index), set()).add(rest)
+    if not held:  # none of the weights' tensors is a block's: not what this check can read
+        return None
+    wanted = [n for n in model.state_dict() if not ignored(model, "_keys_to_ignore_on_load_missing", n)]
+    lacking = [i for i in range(n_layers) if i not in held and any(n.startswith(f"{where}.{i}.") for n in wanted)]
+    beyond = [i for i in sorted(held) if i >= n_layers and any(held[i] == held.get(j) for j in range(n_layers))]
+    if not (lacking or beyond):
+        return None
+    kept = sorted(i for i in held if i < n_layers or i in beyond)
+    odd = lacking or beyond
+    return (f"config.json has num_hidden_layers={n_layers}, and the weights hold {where}.{kept[0]} to {where}.{kept[-1]}"
+            f": {', '.join(f'{where}.{i}' for i in odd[:TENSORS_SHOWN])}{' ...' if len(odd) > TENSORS_SHOWN else ''} "
+            + ("would start from random weights (transformers only warns)" if lacking else "would be left out"))
+
+
+def shapes_problem(shapes: dict[str, tuple[tuple[int, ...], str]], names: dict[str, tuple[str, bool]],
+                   state: dict[str, torch.Tensor]) -> str | None:
+    """The weights' tensors whose shape is not the one the model built from config.json gives the tensor they load
+    into (the first TENSORS_SHOWN, each with both shapes and its file, and how many in all), or None. Only tensors
+    loaded as they are count (not those a converter makes into others, nor those the model has no place for).
+    in: :func:`checkpoint_shapes`, :func:`loaded_names`, the meta model's state dict; out: text or None."""
+    compared = {key: state[name] for key, (name, converted) in names.items() if not converted and name in state}
+    other = [key for key, param in compared.items() if tuple(param.shape) != shapes[key][0]]
+    if not other:
+        return None
+    shown = "; ".join(f"{key} is {list(shapes[key][0])} in {shapes[key][1]}, and config.json makes it "
+                      f"{list(compared[key].shape)}" for key in other[:TENSORS_SHOWN])
+    return f"{shown} ({len(other)} of the {len(compared)} tensors differ)"
+
+
+def weights_config_problem(shown: str, folder: Path) -> str | None:
+    """Weights of a local model folder that do not fit its config.json (a config.json of another hidden size or
+    layer count), said with the field, the folder, the tensors and the fix, or None; found before the first stage
+    from the safetensors headers and the model built from config.json on the meta device (no weight is read or
+    allocated), where transformers' own error came when a stage loaded the model, and a config of more layers than
+    the weights hold loaded with random blocks and a warning. Where transformers cannot build the model from the
+    config alone (a repo's own code, a quantized checkpoint, whose shapes are packed) nothing is checked: the load
+    says what is wrong. in: the field as written ('model.name_or_path=DIR'), the folder; out: one line or None."""
+    from huggingface_hub.errors import StrictDataclassError
+
+    try:
+        config = AutoConfig.from_pretrained(folder)  # never the repo's own code: not run to check a folder
+    except StrictDataclassError as err:  # fields that contradict each other (num_hidden_layers and layer_types)
+        return (f"{shown}: {folder / 'config.json'} does not hold together ({loader_said(err)}). Fix: put back the "
+                "config.json saved with these weights (save_pretrained(DIR) writes both), or name another model folder")
+    except (ValueError, OSError, KeyError, TypeError):  # a repo's own model type: its stage names the flag
+        return None
+    if getattr(config, "quantization_config", None) or not (shapes := checkpoint_shapes(folder)):
+        return None
+    try:
+        model = empty_model(config)
+        names = loaded_names(model, shapes)
+    except Exception as err:  # noqa: BLE001 - any model this check cannot build is left to its stage's load
+        log.debug("weights of %s not checked against its config.json: %s", folder, loader_said(err))
+        return None
+    problem = shapes_problem(shapes, names, model.state_dict()) or block_counts_problem(model, config, names)
+    if problem is None:
+        return None
+    return (f"{shown}: the weights in {folder} do not fit its config.json: {problem}. Fix: put back the config.json "
+            "saved with these weights (save_pretrained(DIR) writes both), or name another model folder")
+
+
+def tokenizer_file_problem(shown: str, folder: Path) -> str | None:
+    """A local model folder's tokenizer.json that the tokenizers library cannot read (JSON of another shape than a
+    tokenizer's: it raised a bare Exception, or transformers a KeyError, when a stage loaded the tokenizer),
+    said with the field, the file, the library's words and the fix, or None (no such file, or one it reads: the
+    file parsed once). in: the field as written, the folder; out: one line or None."""
+    from tokenizers import Tokenizer
+
+    path = folder / TOKENIZER_FILE
+    if not path.is_file():
+        return None
+    try:
+        Tokenizer.from_file(str(path))
+    except Exception as err:
+        if type(err) is not Exception:  # the library's parse errors are bare Exceptions; anything else is not the file's
+            raise
+        return (f"{shown}: {path} is no tokenizer the tokenizers library reads ({loader_said(err)}). Fix: put back the "
+                "tokenizer.json saved with this model (tokenizer.save_pretrained(DIR) writes it), or copy the model "
+                "folder again")
+    return None
 
 
 def model_field(name: str, model_cfg: ModelConfig) -> str:
@@ -395,8 +574,7 @@ def load_model(name: str, model_cfg: ModelConfig, device: str = "auto") -> Loade
     dev = pick_device(device)
     dtype: Any = torch.float32 if dev.type == "cpu" else (
         "auto" if model_cfg.dtype == "auto" else getattr(torch, model_cfg.dtype))
-    # a multimodal model loads as its base model (AutoModel: the text decoder and the vision tower, no LM head)
-    cls = AutoModelForCausalLM if causal and names_causal_lm(config) else AutoModel
+    cls = model_class(config)  # a multimodal model: its base model (the text decoder and vision tower, no LM head)
     with remote_code_guard(name):
         with folder_load_guard(shown, path):  # the load alone: moving it to the device can run out of memory
             model = cls.from_pretrained(path, dtype=dtype, **weights_kwargs(model_cfg))

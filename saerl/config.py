@@ -720,7 +720,11 @@ class HeldOutSet(Section):
     @classmethod
     def _id_field_or_false(cls, value: Any) -> Any:
         """An id is a field's name, false (no id column) or null (data.id's): 0 or true would otherwise read as false
-        or as a type error that names neither. in: the value as given; out: it."""
+        or as a type error that names neither, and "" (or blanks) as data.id's without a word. in: the value as
+        given; out: it."""
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(f"id={value!r} names no field: write id: false for a file with no id column "
+                             "(content-hash ids), the file's id field, or leave id out for data.id's")
         if value is None or value is False or isinstance(value, str):
             return value
         raise ValueError(f"id={value!r}: give the file's id field (text), false for a file with no id column "

@@ -192,8 +192,11 @@ def check_model(name: str, field: str, chat: bool, revision: str | None = None) 
     ran every stage to training, and generated from a random LM head), whose tokenizer has no chat template (RL's
     prompts are chat-formatted; it failed at the label stage, after extraction and the SAE) or no eos_token (trl's
     first training step failed on None), and a local folder with a file that cannot be read
-    (saerl.activations.folder_load_problem: a .safetensors or .json file cut short). A 'pkg:<module>' model is
-    checked as the folder it resolves to; 'testbed' is left to its stage.
+    (saerl.activations.folder_load_problem: a .safetensors or .json file cut short), a tokenizer.json the tokenizers
+    library cannot read (saerl.activations.tokenizer_file_problem) or weights that do not fit its config.json
+    (saerl.activations.weights_config_problem: other tensor shapes or another layer count, read from the
+    safetensors headers). A 'pkg:<module>' model is checked as the folder it resolves to; 'testbed' is left to its
+    stage.
     in: the value, its config field, whether the plan prompts it; raises FileNotFoundError / ValueError."""
     if name == "testbed":
         return
@@ -221,10 +224,14 @@ def check_model(name: str, field: str, chat: bool, revision: str | None = None) 
                          "alone (a pickled pytorch_model.bin can run code when loaded). Fix: where you trust the "
                          "checkpoint, load it with transformers and save it with save_pretrained(DIR, "
                          "safe_serialization=True), then name DIR")
-    from saerl.activations import folder_load_problem
+    from saerl.activations import folder_load_problem, tokenizer_file_problem, weights_config_problem
 
     if problem := folder_load_problem(f"{field}={name}", path):  # a weights or JSON file cut short: found when a
         raise ValueError(problem)  # stage loaded it, after a 130-line traceback naming neither the field nor the file
+    if problem := tokenizer_file_problem(f"{field}={name}", path):  # a bare Exception when a stage loaded it
+        raise ValueError(problem)
+    if problem := weights_config_problem(f"{field}={name}", path):  # weights of other shapes or layers than
+        raise ValueError(problem)  # config.json: found when a stage loaded them, or loaded with random blocks
     if chat:
         check_policy_folder(path, f"{field}={name}")
 
@@ -515,8 +522,8 @@ def check_loaders(cfg: PipelineConfig, until: str | None = None) -> None:
     extract stage moved), and
     a model folder that cannot load (:func:`check_model`; found when a stage loaded it, never naming the field), an
     extract.layer out of range and a local SAE of another width where the model's config is at hand (the testbed
-    LM, a local folder, a hub model in the local Hugging Face cache: saerl.stages.known_size). Only
-    the stage runs whose artifact is not stored count (a rerun whose every training run is cached needs neither vLLM
+    LM, a local folder, a pkg: model's folder, a hub model in the local Hugging Face cache:
+    saerl.stages.known_size). Only the stage runs whose artifact is not stored count (a rerun whose every training run is cached needs neither vLLM
     nor the policy's folder); with runtime.dask_address the workers load the models, on their machines: nothing is
     checked here. in: config, last stage; raises ValueError / FileNotFoundError."""
     from saerl.sweep import planned_keys

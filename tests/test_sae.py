@@ -810,6 +810,23 @@ def test_a_damaged_or_inconsistent_local_sae_is_refused_up_front_naming_sae_path
         assert "architecture None" not in problem
 
 
+def test_a_transcoders_cfg_d_in_other_than_its_encoder_is_refused_up_front(tmp_path):
+    """A transcoder's decoder writes d_out, so the up-front check (W_dec against d_sae x d_out) did not see a cfg.json
+    d_in other than the weights' (its encoder W_enc is d_in x d_sae): "size mismatch for W_enc" in the sae stage,
+    after extraction. Refused up front naming sae.path, both shapes and the fix; the folder saved whole passes."""
+    from sae_lens import Transcoder, TranscoderConfig
+
+    from saerl.sae import known_architectures, local_sae_problem
+
+    good = tmp_path / "good"
+    Transcoder(TranscoderConfig(d_in=32, d_sae=64, d_out=24, apply_b_dec_to_input=False)).save_model(good)
+    assert local_sae_problem(good, known_architectures()) is None
+    problem = local_sae_problem(_damaged(good, tmp_path / "din", cfg_update={"d_in": 48}), known_architectures())
+    assert problem is not None and re.search(
+        r"sae.path=.*din: cfg.json says d_in=48, d_sae=64, and sae_weights.safetensors holds an encoder W_enc of shape "
+        r"\[32, 64\] \(d_in x d_sae\).*Fix: put back the cfg.json saved with these weights", problem), problem
+
+
 def test_a_local_sae_that_does_not_load_with_its_cfg_names_sae_path_the_file_and_sae_lens_words(tmp_path):
     """An architecture whose tensors the weights lack (jumprelu's threshold on TopK weights) passes every up-front
     check and fails in sae-lens's load: a ValueError (a user error, one line on the console) naming sae.path and
