@@ -716,6 +716,17 @@ class HeldOutSet(Section):
         "stratum's probe): AIME and AMC are reported as avg@32 where GSM8K and MATH take fewer; None = "
         "eval.k_samples")
 
+    @field_validator("prompt", "answer", "hf_split", mode="before")
+    @classmethod
+    def _no_blank_field(cls, value: Any, info: ValidationInfo) -> Any:
+        """A prompt, answer or split that is "" (or blanks) names nothing: it read as data.prompt's / data.answer's /
+        the folder's only split without a word. in: the value as given; out: it."""
+        if isinstance(value, str) and not value.strip():
+            leave = "the folder's only split" if info.field_name == "hf_split" else f"data.{info.field_name}'s"
+            raise ValueError(f"{info.field_name}={value!r} names no field: write the file's "
+                             f"{'split' if info.field_name == 'hf_split' else 'field'}, or leave it out for {leave}")
+        return value
+
     @field_validator("id", mode="before")
     @classmethod
     def _id_field_or_false(cls, value: Any) -> Any:

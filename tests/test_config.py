@@ -397,6 +397,10 @@ def test_a_held_out_set_with_id_false_reads_content_hash_ids_whatever_data_id_na
         with pytest.raises(ConfigError, match=r"eval\.sets\.g\.id.*names no field: write id: false for a file with no "
                                               r"id column \(content-hash ids\), the file's id field"):
             load_config(None, [f"eval.sets.g={{path: t.jsonl, id: {value}}}"])
+    for field, leave in (("prompt", "data.prompt's"), ("answer", "data.answer's"), ("hf_split", "the folder's only")):
+        for value in ('""', "' '"):  # read as data.prompt's / data.answer's / the only split, without a word
+            with pytest.raises(ConfigError, match=rf"eval\.sets\.g\.{field}.*names no field: .*leave it out for {leave}"):
+                load_config(None, [f"eval.sets.g={{path: t.jsonl, {field}: {value}}}"])
 
 
 @pytest.mark.parametrize(("override", "names"), [

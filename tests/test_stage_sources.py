@@ -154,7 +154,7 @@ REVIEWED = {'sources': {'activation_store': 'd1108808234dba898fd1bc61dc10e0c35a8
              'answers': 'ef2788a8f4384049782b3749a87aebd41143ae3aaa982757abea5e7db0aa8874',
              'artifacts': '788c23c26c4d68e8325ac44c4bb909cbcdb7ab2e5cf4fad7fb8eb9efeeb52e7d',
              'checkpoints': '952f79e64b79843ac68dbcadba37746f0a7acd59624ec4a7649cda605260b1ad',
-             'config': '3b2a0bddc5418f765c70b8eb42df33d79cffc03b82cf3c9d9cc576bc85ab9116',
+             'config': '8ceea281afd2a32384af77882139e632687731c33fc043a3a84af234b3c82b6d',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
              'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
              'data': '280c104bc4d1b95f97af09ed80c1c05e04480ff3377ce70d1d92a31fc8cf0ecc',
