@@ -229,7 +229,9 @@ def block_counts_problem(model: Any, config: Any, names: dict[str, tuple[str, bo
     blocks: a config.json of fewer layers, which loads without them), said as text, or None. A block of other
     tensors past the last (a multi-token-prediction layer) and what the model ignores (:func:`ignored`) count
     not. in: the meta model, its config, :func:`loaded_names` of the checkpoint; out: text or None."""
-    n_layers = int(config.get_text_config().num_hidden_layers)
+    text = config.get_text_config()
+    n_layers = int(text.num_hidden_layers)
+    field = getattr(text, "attribute_map", {}).get("num_hidden_layers", "num_hidden_layers")  # GPT-2's n_layer
     try:
         blocks = find_layers(model, n_layers, is_causal(config))
     except ValueError:  # no block list of that length: nothing to count
@@ -253,7 +255,7 @@ def block_counts_problem(model: Any, config: Any, names: dict[str, tuple[str, bo
         return None
     kept = sorted(i for i in held if i < n_layers or i in beyond)
     odd = lacking or beyond
-    return (f"config.json has num_hidden_layers={n_layers}, and the weights hold {where}.{kept[0]} to {where}.{kept[-1]}"
+    return (f"config.json has {field}={n_layers}, and the weights hold {where}.{kept[0]} to {where}.{kept[-1]}"
             f": {', '.join(f'{where}.{i}' for i in odd[:TENSORS_SHOWN])}{' ...' if len(odd) > TENSORS_SHOWN else ''} "
             + ("would start from random weights (transformers only warns)" if lacking else "would be left out"))
 

