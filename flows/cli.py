@@ -518,19 +518,27 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    """`saerl gc [--root ROOT] [--keep-runs N] [--min-age-hours H] [--forget-runs-older-than-days D] [--dry-run]`:
-    remove artifacts no recent run references, nor the latest complete run of a config name (saerl.gc.kept_runs);
-    with D, first forget the old runs nothing keeps (saerl.gc.forget_runs; their Prefect flow runs:
-    flows.forget.forget_flow_runs)."""
-    from saerl.gc import collect, format_report
+    """`saerl gc [--root ROOT] [--keep-runs N] [--min-age-hours H] [--forget-runs-older-than-days D] [--vacuum]
+    [--dry-run]`: remove artifacts no recent run references, nor the latest complete run of a config name
+    (saerl.gc.kept_runs); with D, first forget the old runs nothing keeps (saerl.gc.forget_runs; their Prefect flow
+    runs: flows.forget.forget_flow_runs); with --vacuum, last compact the root's mlflow.db and prefect.db
+    (saerl.gc.vacuum)."""
+    from saerl.gc import collect, format_report, mlflow_database
 
+    root = _root(args.root)
     forget_prefect = None
     if args.forget_runs_older_than_days is not None:
         from flows.forget import forget_flow_runs
 
         forget_prefect = forget_flow_runs
-    print(format_report(collect(_root(args.root), args.keep_runs, args.dry_run, args.min_age_hours,
-                                forget_days=args.forget_runs_older_than_days, forget_prefect=forget_prefect)))
+    vacuum_dbs = None
+    if args.vacuum:
+        from flows.server import prefect_database
+
+        vacuum_dbs = [mlflow_database(root), prefect_database(root)]
+    print(format_report(collect(root, args.keep_runs, args.dry_run, args.min_age_hours,
+                                forget_days=args.forget_runs_older_than_days, forget_prefect=forget_prefect,
+                                vacuum_dbs=vacuum_dbs)))
     return 0
 
 
@@ -766,8 +774,14 @@ def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
                    "of (never a run still going, one of the --keep-runs newest, nor a latest complete or resumable "
                    "run of a config name): their run records, their MLflow runs (deleted, and purged from the "
                    "root's own store; a tracking server's own `mlflow gc` purges its), their Prefect flow runs "
-                   "(where a Prefect API answers) and the folders of sweeps left without runs; their artifacts "
-                   "then go as any other's. Default: no run is forgotten")
+                   "(where a Prefect API answers), their report pages (ROOT/reports/RUN.html), the folders of sweeps "
+                   "and the MLflow experiments left without runs; their artifacts then go as any other's. Default: no "
+                   "run is forgotten")
+    g.add_argument("--vacuum", action="store_true",
+                   help="last, compact the root's SQLite files (mlflow.db, prefect/prefect.db: SQLite's VACUUM) so "
+                   "the space of forgotten runs goes back to the disk (else the files keep their size and later runs "
+                   "reuse it); refused, in one line naming it, while a run goes on the root or another process (its "
+                   "Prefect server, an `mlflow ui`) holds one open; prints each file's size before and after")
     g.add_argument("--dry-run", action="store_true", help="list what would go and the bytes freed; delete nothing")
     g.set_defaults(fn=cmd_gc)
 

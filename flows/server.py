@@ -24,9 +24,13 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from saerl.artifacts import file_lock
 from saerl.distributed import launcher
+
+if TYPE_CHECKING:
+    from saerl.gc import Database
 
 log = logging.getLogger("saerl.server")
 STARTUP_TIMEOUT_S = 90.0
@@ -92,6 +96,16 @@ def prefect_home(root: Path) -> Path:
     """The Prefect home of an artifact root (PREFECT_HOME of its processes: :func:`prefect_env`), where a local
     server keeps PREFECT_DB. in: the root; out: the folder."""
     return Path(root).resolve() / "prefect"
+
+
+def prefect_database(root: Path) -> Database:
+    """The root's Prefect database for `saerl gc --vacuum` (saerl.gc.vacuum): PREFECT_DB in its Prefect home, with
+    START_LOCK, which a local server of the root holds from its start until it answers (it opens the file then): a
+    server starting waits while the file is compacted. in: the root; out: a saerl.gc.Database."""
+    from saerl.gc import Database
+
+    home = prefect_home(root)
+    return Database("Prefect", home / PREFECT_DB, home / START_LOCK)
 
 
 def prefect_env(root: Path) -> dict[str, str]:

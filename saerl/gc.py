@@ -22,9 +22,13 @@ nor the latest complete or resumable run of a config name or sweep): their MLflo
 stage runs, found by the run id: deleted, and in a SQLite store under the root, the root's own, purged as `mlflow gc
 --run-ids` purges them, logged files and rows; another store, a tracking server's, only deletes them, its own `mlflow
 gc` purges them; a store that fails keeps its runs for a later collection), their Prefect flow runs (a step the
-command line gives, flows.forget: Prefect is not the library's), their run records and live lock files, and the
-folder of each sweep none of whose runs is left (:func:`forget_runs`); their artifacts then go by the rules above,
-as they kept nothing. Lock files (`.lock-<key>`, empty) stay as well: deleting a lock
+command line gives, flows.forget: Prefect is not the library's), their run records and live lock files, their
+report pages (`<root>/reports/<run id>.html`), the folder of each sweep none of whose runs is left, and each MLflow
+experiment (named by a config, never 'Default') that no run is left in, deleted and, in the root's store, purged
+(:func:`forget_runs`); their artifacts then go by the rules above, as they kept nothing. Asked to (`vacuum_dbs`,
+`saerl gc --vacuum`), a collection last compacts the root's SQLite files (mlflow.db, and prefect/prefect.db through
+the command line), refused in one line while a run goes on the root or another process (a local Prefect server)
+holds one open (:func:`vacuum`). Lock files (`.lock-<key>`, empty) stay as well: deleting a lock
 file another process has open would let two builders of one key both think they hold it.
 
 A removal takes the key's lock without waiting, renames the folder to a trash name (so it vanishes in one
@@ -40,9 +44,10 @@ import errno
 import fcntl
 import os
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,6 +90,10 @@ FINAL_STAGE = next(reversed(STAGES))  # the pipeline's last stage (evaluate): a 
 ENDED_OK = "ok"  # how a run ended (:func:`ended_how`): done, every stage it planned recorded
 ENDED_KILLED = "killed"  # its process died before its record said how it ended (saerl.runs.KILLED)
 Key = tuple[str, str]  # (stage, artifact key)
+VACUUM_BUSY_TIMEOUT_S = 30.0  # how long `--vacuum` waits for another connection's write to end (SQLite's busy timeout)
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")  # what SQLite keeps beside a database (<db><suffix>) while it is used
+PROC = Path("/proc")  # Linux's process table: which process holds a file open (/proc/<pid>/fd)
+COMMAND_CHARS = 80  # of a process's command line, in a line naming it
 
 
 @contextmanager
@@ -149,10 +158,34 @@ class Forgotten:
     runs: list[str] = field(default_factory=list)  # the saerl run ids forgotten
     sweeps: list[str] = field(default_factory=list)  # sweep ids whose folder went (every child forgotten)
     record_bytes: int = 0  # their run records, live lock files and sweep folders
+    reports: list[Path] = field(default_factory=list)  # their report pages under <root>/reports/ (:func:`run_reports`)
+    report_bytes: int = 0
     stores: list[ForgottenRuns] = field(default_factory=list)  # per MLflow store: its runs deleted (saerl.tracking)
     held: list[str] = field(default_factory=list)  # one line per MLflow store that failed: its runs stay, for a later
     # collection to forget
     prefect: str = ""  # what happened to their Prefect flow runs ('' when nobody asked)
+
+
+@dataclass(frozen=True)
+class Database:
+    """A SQLite file of the root that `saerl gc --vacuum` compacts: the root's MLflow store (:func:`mlflow_database`)
+    or its Prefect home's (flows.server.prefect_database: Prefect is not the library's), with the lock file that a
+    process about to open it takes first (held while it is compacted: a run's tracker, a local server starting,
+    waits)."""
+
+    what: str  # for the report: 'MLflow', 'Prefect'
+    path: Path
+    lock: Path
+
+
+@dataclass
+class Vacuumed:
+    """What `saerl gc --vacuum` did (or, in a dry run, would do): :func:`vacuum`."""
+
+    refused: str = ""  # the one line saying why nothing was compacted ('' when it went)
+    done: list[tuple[Database, int, int]] = field(default_factory=list)  # (file, bytes before, bytes after; in a dry
+    # run the bytes of its free pages, which VACUUM gives back)
+    failed: list[str] = field(default_factory=list)  # a line per file SQLite could not compact (it stays as it was)
 
 
 @dataclass
@@ -171,6 +204,7 @@ class GcReport:
     dry_run: bool = False
     min_age_hours: float = MIN_AGE_HOURS
     forgotten: Forgotten | None = None  # old runs forgotten first (`--forget-runs-older-than-days`), or None
+    vacuumed: Vacuumed | None = None  # the root's SQLite files compacted last (`--vacuum`), or None
 
     @property
     def freed(self) -> int:
@@ -377,7 +411,7 @@ def remove(entry: Entry) -> None:
 
 def collect(root: Path, keep_runs: int = KEEP_RUNS, dry_run: bool = False, min_age_hours: float = MIN_AGE_HOURS,
             now: float | None = None, forget_days: float | None = None,
-            forget_prefect: PrefectForget | None = None) -> GcReport:
+            forget_prefect: PrefectForget | None = None, vacuum_dbs: list[Database] | None = None) -> GcReport:
     """Remove (or with dry_run only list) every artifact, partial build and trash folder under `root` that no kept
     record references (:func:`kept_runs`: the `keep_runs` newest records of ended runs, the latest complete run of
     each config name, every run still going, with what it plans; a partial build of such a key is kept too: a run
@@ -386,17 +420,21 @@ def collect(root: Path, keep_runs: int = KEEP_RUNS, dry_run: bool = False, min_a
     holds the lock of, and that is at least `min_age_hours` old; ValueError when the root has no run records (unless
     keep_runs is 0). With `forget_days` (None: no run is forgotten), first forget the runs that ended that many days
     ago and that nothing above keeps (:func:`forget_runs`: their records, MLflow runs, sweep folders and, through
-    `forget_prefect`, Prefect flow runs). in: artifact root, runs to keep, dry run, minimum age, the time to age
-    against (default now), days, the Prefect step; out: a GcReport. A collection that removes holds the root's gc
-    lock (GC_LOCK) exclusive throughout: runs save their first record under it (:func:`claim`)."""
+    `forget_prefect`, Prefect flow runs, and their report pages). With `vacuum_dbs` (None: none), last compact those
+    SQLite files (:func:`vacuum`: refused while a run goes or another process holds one open). in: artifact root,
+    runs to keep, dry run, minimum age, the time to age against (default now), days, the Prefect step, the files to
+    compact; out: a GcReport. A collection that removes holds the root's gc lock (GC_LOCK) exclusive throughout: runs
+    save their first record under it (:func:`claim`)."""
+    args = (root, keep_runs, dry_run, min_age_hours, now, forget_days, forget_prefect, vacuum_dbs)
     if dry_run or not Path(root).is_dir():  # removes nothing (a missing root is refused): no lock, no lock file
-        return _collect(root, keep_runs, dry_run, min_age_hours, now, forget_days, forget_prefect)
+        return _collect(*args)
     with file_lock(Path(root) / GC_LOCK):
-        return _collect(root, keep_runs, dry_run, min_age_hours, now, forget_days, forget_prefect)
+        return _collect(*args)
 
 
 def _collect(root: Path, keep_runs: int, dry_run: bool, min_age_hours: float, now: float | None,
-             forget_days: float | None = None, forget_prefect: PrefectForget | None = None) -> GcReport:
+             forget_days: float | None = None, forget_prefect: PrefectForget | None = None,
+             vacuum_dbs: list[Database] | None = None) -> GcReport:
     """:func:`collect`'s body (under the root's gc lock when it removes). in and out: as collect's."""
     if keep_runs != 0 and not list_runs(root):
         raise ValueError(f"no run records under {Path(root) / RUNS_DIR}, so nothing says which artifacts are in "
@@ -423,6 +461,8 @@ def _collect(root: Path, keep_runs: int, dry_run: bool, min_age_hours: float, no
         old = now - record.mtime >= min_age_hours * SECONDS_PER_HOUR  # not counted among what is kept
         if old and take(root, record, dry_run):
             report.removed.append(record)
+    if vacuum_dbs is not None:  # last: the rows forgotten above are among the pages it gives back
+        report.vacuumed = vacuum(root, vacuum_dbs, dry_run)
     return report
 
 
@@ -455,9 +495,10 @@ def forget_runs(root: Path, keep_runs: int, days: float, dry_run: bool = False, 
     forget_tracked: the parent and its nested stage runs deleted, and purged in the root's own SQLite store; a
     sweep's own run with its last children); a store that fails keeps its runs (a line in `held`: a later
     collection tries again); then their Prefect flow runs (`forget_prefect`, which says what it did in a line; none
-    when it is None); then the folder of every sweep (`<root>/sweeps/<id>/`) none of whose runs is left, and last
-    their run records and live lock files (a collection cut short leaves records, which the next one forgets with
-    what they name). Their artifacts are then collected as any other's.
+    when it is None); then the folder of every sweep (`<root>/sweeps/<id>/`) none of whose runs is left, their
+    report pages (:func:`run_reports`), and last their run records and live lock files (a collection cut short leaves
+    records, which the next one forgets with what they name). An MLflow experiment they leave without any run goes
+    too (saerl.tracking.emptied_experiments). Their artifacts are then collected as any other's.
     in: root, runs to keep, days, dry run (delete nothing; say what would go), the time to age against (default
     now), the Prefect step; out: a Forgotten."""
     from saerl.config import redact
@@ -481,8 +522,9 @@ def forget_runs(root: Path, keep_runs: int, days: float, dry_run: bool = False, 
         for sweep in sorted(({r.extra.get(SWEEP) for r in group} & sweeps) - named):
             names.append(SWEEP_RUN.format(sweep_id=sweep))
             named.add(sweep)
+        experiments = frozenset(r.config.get("tracking.experiment") or r.name for r in group)  # as Tracker names them
         try:
-            out.stores.append(forget_tracked(uri, names, Path(root), dry_run))
+            out.stores.append(forget_tracked(uri, names, Path(root), dry_run, experiments))
         except Exception as err:  # noqa: BLE001 - any store failure: its runs stay, the rest go on
             held |= {r.run_id for r in group}
             out.held.append(f"MLflow at {redact(uri)} failed ({redact(str(err))}): its {len(group)} runs are kept, "
@@ -500,11 +542,28 @@ def forget_runs(root: Path, keep_runs: int, days: float, dry_run: bool = False, 
             if not dry_run:
                 shutil.rmtree(folder)
         out.sweeps.append(sweep)
+    for path in run_reports(root, [r.run_id for r in forgotten]):
+        out.report_bytes += _forget_file(path, dry_run)
+        out.reports.append(path)
     for record in forgotten:
         for path in (run_path(root, record.run_id), live_path(root, record.run_id)):
             out.record_bytes += _forget_file(path, dry_run)
         out.runs.append(record.run_id)
     return out
+
+
+def run_reports(root: Path, run_ids: list[str]) -> list[Path]:
+    """The files of `<root>/reports/` (saerl.report.REPORTS_DIR) that belong to runs `run_ids` alone: each named after
+    one of them, `<run id>.<suffix>` (`saerl report`'s page `<run id>.html`, a picture saved beside it); a file named
+    otherwise (a page written with --html, another run's) is not theirs. in: root, run ids; out: paths, sorted."""
+    from saerl.report import REPORTS_DIR
+
+    folder = Path(root) / REPORTS_DIR
+    ids = set(run_ids)
+    if not ids or not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if "." in p.name and p.name.partition(".")[0] in ids and p.is_file() and not p.is_symlink())
 
 
 def _forget_file(path: Path, dry_run: bool) -> int:
@@ -516,6 +575,110 @@ def _forget_file(path: Path, dry_run: bool) -> int:
     if not dry_run:
         path.unlink(missing_ok=True)
     return size
+
+
+def mlflow_database(root: Path) -> Database:
+    """The root's own MLflow store (saerl.tracking.ROOT_STORE) for `--vacuum`, with the lock a tracker takes to open
+    it (saerl.tracking.store_lock). in: root; out: a Database."""
+    from saerl.tracking import ROOT_STORE, store_lock_file
+
+    db = Path(root).resolve() / ROOT_STORE  # saerl.tracking.root_store_uri's file
+    return Database("MLflow", db, store_lock_file(db))
+
+
+def vacuum(root: Path, dbs: list[Database], dry_run: bool = False) -> Vacuumed:
+    """Compact the root's SQLite files (SQLite's VACUUM: the pages rows freed go back to the file system; forgetting
+    runs frees rows, which the file keeps for later ones), those of `dbs` that exist, only when nothing else uses
+    them: refused (one line, nothing compacted) while a run of the root is still going (:func:`ended_how`; a run
+    starting waits, as it saves its first record, for the gc lock a collection holds) or while another process holds
+    one of them open (:func:`open_by`: a local Prefect server of the root, an `mlflow ui`, a notebook's client). Each
+    file's lock (Database.lock) is held meanwhile; SQLite then waits VACUUM_BUSY_TIMEOUT_S for a write under way, and
+    an error of SQLite's (busy, a full disk) is a line of `failed`, the file left as it was.
+    in: root, the files, dry run (measure their free pages, compact nothing, take no lock); out: a Vacuumed."""
+    out = Vacuumed()
+    dbs = [db for db in dbs if db.path.is_file()]
+    going = kept_records(root, 0, by_lineage=False)[1]
+    if going:
+        out.refused = (f"--vacuum refused: {len(going)} runs are going on {root} ({', '.join(r.run_id for r in going)}"
+                       "): run it again once they end (`saerl status --list`)")
+        return out
+    with ExitStack() as stack:
+        for db in [] if dry_run else dbs:  # a dry run takes none
+            stack.enter_context(file_lock(db.lock))
+        if held := open_by([db.path for db in dbs]):
+            out.refused = f"--vacuum refused: {'; '.join(held)}: run it again once it ends"
+            return out
+        for db in dbs:
+            before = sqlite_bytes(db.path)
+            try:
+                out.done.append((db, before, _free_pages(db.path) if dry_run else _vacuum_file(db.path)))
+            except sqlite3.Error as err:
+                out.failed.append(f"{db.what} {db.path.name}: not compacted: SQLite said '{err}' (another process "
+                                  f"wrote to it for over {VACUUM_BUSY_TIMEOUT_S:g} s, or the disk lacks room for a "
+                                  "copy of it); it is as it was")
+    return out
+
+
+def _free_pages(db: Path) -> int:
+    """The bytes of a SQLite file's free pages (saerl.tracking.sqlite_free_bytes): what VACUUM gives back at least.
+    in: the file; out: bytes."""
+    from saerl.tracking import sqlite_free_bytes
+
+    return sqlite_free_bytes(db)
+
+
+def _vacuum_file(db: Path) -> int:
+    """VACUUM one SQLite file, then write back and empty its write-ahead log where it has one (Prefect's), waiting at
+    most VACUUM_BUSY_TIMEOUT_S for another connection. in: the file; out: its bytes after (:func:`sqlite_bytes`);
+    raises sqlite3.Error."""
+    con = sqlite3.connect(db, timeout=VACUUM_BUSY_TIMEOUT_S, isolation_level=None)
+    try:
+        con.execute("VACUUM")
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # a no-op in rollback-journal mode (MLflow's)
+    finally:
+        con.close()
+    return sqlite_bytes(db)
+
+
+def sqlite_bytes(db: Path) -> int:
+    """A SQLite database's bytes on disk: the file and its write-ahead log (`<db>-wal`, pages not yet written back).
+    in: the file; out: bytes."""
+    return sum(p.stat().st_size for p in (db, db.with_name(db.name + "-wal")) if p.is_file())
+
+
+def open_by(files: list[Path]) -> list[str]:
+    """The other processes holding one of `files` (or a SQLite side file of it, SQLITE_SIDE_FILES) open, one line
+    each: 'pid 4242 (prefect server start ...) holds prefect.db open'. Read off Linux's /proc/<pid>/fd: the processes
+    of this user alone (all, as root); where /proc is absent (not Linux) none is seen, and SQLite's busy timeout is
+    the only guard. in: the files; out: lines."""
+    names = {str(f.resolve()) + side: f.name for f in files for side in ("", *SQLITE_SIDE_FILES)}
+    out: list[str] = []
+    for proc in sorted(PROC.iterdir(), key=lambda p: p.name) if PROC.is_dir() and names else []:
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            fds = list((proc / "fd").iterdir())
+        except OSError:  # another user's process, or one gone meanwhile
+            continue
+        targets = set()
+        for fd in fds:
+            try:
+                targets.add(os.readlink(fd))
+            except OSError:  # closed meanwhile
+                continue
+        if held := sorted({names[t] for t in targets if t in names}):
+            out.append(f"pid {proc.name} ({command_line(proc)}) holds {', '.join(held)} open")
+    return out
+
+
+def command_line(proc: Path) -> str:
+    """A process's command line, cut at COMMAND_CHARS characters. in: its /proc/<pid> folder; out: the text ('?' when
+    it cannot be read)."""
+    try:
+        text = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+    return text if len(text) <= COMMAND_CHARS else text[:COMMAND_CHARS - 3] + "..."
 
 
 def take(root: Path, entry: Entry, dry_run: bool) -> bool | None:
@@ -535,29 +698,53 @@ def format_report(report: GcReport) -> str:
     go) with sizes, the bytes freed, and what was kept: the counts, then one line per run kept besides the newest
     (:func:`kept_run_line`)."""
     head = forgotten_lines(report.forgotten, report.dry_run) if report.forgotten is not None else []
-    return "\n".join([*head, _artifact_report(report)])
+    tail = vacuum_lines(report.vacuumed, report.dry_run) if report.vacuumed is not None else []
+    return "\n".join([*head, _artifact_report(report), *tail])
+
+
+def vacuum_lines(vacuumed: Vacuumed, dry_run: bool) -> list[str]:
+    """The report's lines on `--vacuum`: the one line refusing it, or per SQLite file its bytes before and after ('would
+    compact' with its free pages' bytes in a dry run), and a line per file SQLite refused. in: a Vacuumed, dry run;
+    out: lines."""
+    if vacuumed.refused:
+        return [vacuumed.refused]
+    if not vacuumed.done and not vacuumed.failed:
+        return ["--vacuum: the root has no SQLite file of its own (mlflow.db, prefect/prefect.db) to compact"]
+    lines = []
+    for db, before, after in vacuumed.done:
+        lines.append(f"would compact {db.what} {db.path}: {before / MB:.2f} MB, {after / MB:.2f} MB of it free pages"
+                     if dry_run else
+                     f"compacted {db.what} {db.path} (VACUUM): {before / MB:.2f} MB before, {after / MB:.2f} MB after")
+    return lines + vacuumed.failed
 
 
 def forgotten_lines(forgotten: Forgotten, dry_run: bool) -> list[str]:
     """The report's lines on forgotten runs: how many (ended at least D days ago) with their run records' and sweep
-    folders' bytes, each one's id, one line per MLflow store (runs deleted, and for a purged store the bytes of
-    logged files and of rows freed; else that its own `mlflow gc` purges them), a line per store that failed, and
-    the Prefect line. in: a Forgotten, dry run; out: lines."""
+    folders' bytes, each one's id, their report files, one line per MLflow store (runs deleted, and for a purged
+    store the bytes of logged files and of rows freed; else that its own `mlflow gc` purges them; the experiments
+    left without runs, deleted too), a line per store that failed, and the Prefect line. in: a Forgotten, dry run;
+    out: lines."""
     verb = "would forget" if dry_run else "forgot"
     sweeps = f" and {len(forgotten.sweeps)} sweeps whose runs all went" if forgotten.sweeps else ""
     lines = [f"{verb} {len(forgotten.runs)} runs that ended {forgotten.days:g}+ days ago and that nothing keeps{sweeps}"
              f": run records {forgotten.record_bytes / MB:.2f} MB"]
     lines += [f"  {run_id}" for run_id in forgotten.runs]
+    if forgotten.reports:
+        lines.append(f"{'would remove' if dry_run else 'removed'} their {len(forgotten.reports)} report files, "
+                     f"{forgotten.report_bytes / MB:.2f} MB")
+        lines += [f"  {path.parent.name}/{path.name}" for path in forgotten.reports]
     for store in forgotten.stores:
+        emptied = (f"; and {len(store.experiments)} experiments left without runs: {', '.join(store.experiments)}"
+                   if store.experiments else "")
         if store.purged:
             rows = "" if dry_run else f", {store.db_bytes / MB:.2f} MB of rows freed in its database for later runs"
             lines.append(f"MLflow {store.uri}: {'would delete and purge' if dry_run else 'deleted and purged'} "
                          f"{store.runs} runs (parents and stage runs): logged files {store.artifact_bytes / MB:.2f} "
-                         f"MB{rows}")
+                         f"MB{rows}{emptied}")
         else:
             lines.append(f"MLflow {store.uri}: {'would delete' if dry_run else 'deleted'} {store.runs} runs (parents "
                          "and stage runs); not this root's store, so their data stays until that store's own `mlflow "
-                         "gc` purges it")
+                         f"gc` purges it{emptied}")
     lines += forgotten.held
     if forgotten.prefect:
         lines.append(forgotten.prefect)

@@ -10,9 +10,9 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -219,19 +219,25 @@ class ForgottenRuns:
     # does; else only marked deleted, for that store's own `mlflow gc` to purge
     artifact_bytes: int = 0  # their logged files removed (or that would be), under a purged store's mlruns/
     db_bytes: int = 0  # space freed inside the SQLite file (its free pages grew by it): later runs reuse it, the file
-    # keeps its size until VACUUM
+    # keeps its size until VACUUM (`saerl gc --vacuum`)
+    experiments: list[str] = field(default_factory=list)  # names of the experiments left without a run, deleted (and
+    # in a purged store purged): :func:`emptied_experiments`
 
 
-def forget_tracked(uri: str, names: list[str], root: Path, dry_run: bool = False) -> ForgottenRuns:
+def forget_tracked(uri: str, names: list[str], root: Path, dry_run: bool = False,
+                   experiment_names: frozenset[str] = frozenset()) -> ForgottenRuns:
     """Delete the MLflow runs of saerl runs `names` (run ids, or a sweep's own run 'sweep <id>') from the store at
     `uri`: each parent run (:func:`parent_runs`, deleted ones too) and its nested stage runs, marked deleted
     (MlflowClient.delete_run) and, in a local SQLite store under the artifact root `root` (the root's own:
     ROOT_STORE, or a tracking.uri there), purged as `mlflow gc --run-ids` purges them (mlflow.cli's gc: the run's
     artifact repository deletes its files, then the store's _hard_delete_run drops its rows; its emptied folder
     under mlruns/ goes too). Any other store (a server, a SQLite file elsewhere) is only asked to delete them: its
-    own `mlflow gc` purges them. A local SQLite store that does not exist holds none (it is not made). Errors of the
-    store are raised (the caller keeps the saerl runs, for a later collection). in: tracking URI, the names, the
-    artifact root, dry run (count and measure, delete nothing); out: a ForgottenRuns."""
+    own `mlflow gc` purges them. Then each experiment named in `experiment_names` (those saerl logged these runs in: a
+    config's tracking.experiment or name) that these runs leave without any run goes the same way
+    (:func:`emptied_experiments`: deleted, and purged in the root's store as `mlflow gc --experiment-ids` purges
+    it). A local SQLite store that does not exist holds none (it is not made). Errors of the store are raised (the
+    caller keeps the saerl runs, for a later collection). in: tracking URI, the names, the artifact root, dry run
+    (count and measure, delete nothing), the experiment names saerl gave them; out: a ForgottenRuns."""
     from mlflow.tracking import MlflowClient
 
     db = sqlite_file(uri)
@@ -248,15 +254,40 @@ def forget_tracked(uri: str, names: list[str], root: Path, dry_run: bool = False
         out.runs = len(runs)
         folders = {r.info.run_id: run_folder(r) for r in runs} if purge else {}
         out.artifact_bytes = sum(tree_bytes(f) for f in folders.values() if f is not None)
+        emptied = emptied_experiments(client, runs, experiment_names)
+        out.experiments = sorted(e.name for e in emptied)
         if dry_run or not runs:
             return out
         free = sqlite_free_bytes(db) if purge and db is not None else 0
         for run in runs:
             if run.info.lifecycle_stage != DELETED_STAGE:
                 client.delete_run(run.info.run_id)
+        for experiment in emptied:
+            if experiment.lifecycle_stage != DELETED_STAGE:
+                client.delete_experiment(experiment.experiment_id)
         if purge:
-            purge_runs(uri, runs, folders)
+            purge_runs(uri, runs, folders, [e.experiment_id for e in emptied])
             out.db_bytes = max(0, sqlite_free_bytes(db) - free) if db is not None else 0
+    return out
+
+
+DEFAULT_EXPERIMENT_ID, DEFAULT_EXPERIMENT = "0", "Default"  # MLflow's own experiment, which a store always has
+
+
+def emptied_experiments(client: Any, runs: list[Any], names: frozenset[str]) -> list[Any]:
+    """The experiments that deleting `runs` leaves without any run: each experiment of one of them whose name is in
+    `names` (one saerl created: a config's tracking.experiment or name), never MLflow's Default, and only when every
+    run it holds, active or deleted, is one of `runs` (a run of anyone else, even deleted, keeps it).
+    in: an MlflowClient, the runs to delete, the experiment names saerl gave them; out: Experiment objects."""
+    doomed = {r.info.run_id for r in runs}
+    out = []
+    for experiment_id in sorted({r.info.experiment_id for r in runs}):
+        experiment = client.get_experiment(experiment_id)
+        if (experiment_id == DEFAULT_EXPERIMENT_ID or experiment.name == DEFAULT_EXPERIMENT
+                or experiment.name not in names):
+            continue
+        if {r.info.run_id for r in all_runs(client, [experiment_id], "", every_stage=True)} <= doomed:
+            out.append(experiment)
     return out
 
 
@@ -275,25 +306,30 @@ def all_experiments(client: Any) -> list[Any]:
             return out
 
 
-def purge_runs(uri: str, runs: list[Any], folders: Mapping[str, Path | None]) -> None:
+def purge_runs(uri: str, runs: list[Any], folders: Mapping[str, Path | None],
+               experiments: Sequence[str] = ()) -> None:
     """Remove deleted MLflow runs for good, as `mlflow gc --backend-store-uri URI --run-ids ...` does (mlflow.cli's
     _gc_tracking_resources): each run's artifact repository deletes its files, then the store drops its rows
-    (_hard_delete_run, the call `mlflow gc` makes); the run's folder left empty under mlruns/ goes too.
-    in: a SQLite tracking URI, its runs (marked deleted), {MLflow run id: its local folder or None}; raises a
-    RuntimeError when this MLflow's store cannot drop runs."""
+    (_hard_delete_run, the call `mlflow gc` makes); the run's folder left empty under mlruns/ goes too. Then the
+    deleted `experiments`, left without runs, are dropped as `--experiment-ids` drops them (_hard_delete_experiment;
+    their artifact location is the root's shared mlruns/ folder, which stays).
+    in: a SQLite tracking URI, its runs (marked deleted), {MLflow run id: its local folder or None}, experiment ids
+    (marked deleted); raises a RuntimeError when this MLflow's store cannot drop runs or experiments."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
     from mlflow.tracking import _get_store
 
     store = _get_store(uri)
-    if not hasattr(store, "_hard_delete_run"):
-        raise RuntimeError(f"this MLflow's store at {redact(uri)} cannot drop runs: they are marked deleted; purge "
-                           f"them with `mlflow gc --backend-store-uri {redact(uri)}`")
+    if not hasattr(store, "_hard_delete_run") or experiments and not hasattr(store, "_hard_delete_experiment"):
+        raise RuntimeError(f"this MLflow's store at {redact(uri)} cannot drop runs or experiments: they are marked "
+                           f"deleted; purge them with `mlflow gc --backend-store-uri {redact(uri)}`")
     for run in runs:
         get_artifact_repository(run.info.artifact_uri).delete_artifacts()
         store._hard_delete_run(run.info.run_id)
         folder = folders.get(run.info.run_id)
         if folder is not None and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
+    for experiment_id in experiments:
+        store._hard_delete_experiment(experiment_id)
 
 
 def run_folder(run: Any) -> Path | None:
@@ -349,8 +385,14 @@ def store_lock(uri: str) -> Iterator[None]:
     if db is None:
         yield
         return
-    with file_lock(db.with_name(db.name + ".lock")):
+    with file_lock(store_lock_file(db)):
         yield
+
+
+def store_lock_file(db: Path) -> Path:
+    """The lock file beside a local SQLite tracking store, `<db>.lock`, that :func:`store_lock` holds (and `saerl gc
+    --vacuum` while it compacts the root's store). in: the database file; out: the lock file."""
+    return db.with_name(db.name + ".lock")
 
 
 def sqlite_file(uri: str) -> Path | None:
@@ -615,13 +657,15 @@ class Tracker(_Guarded):
                params: dict[str, Any]) -> None:
         from mlflow.tracking import MlflowClient
 
-        with store_lock(self.uri):  # the first client call creates (migrates) a new SQLite store
-            self.client = MlflowClient(tracking_uri=self.uri)
-            self.experiment_id = self._experiment(cfg.tracking.experiment or cfg.name)
         code = {} if GIT_COMMIT_TAG in tags else git_tags()  # the caller's (the run record's), else the checkout's
         all_tags = {**code, **library_tags(), **tags}
         start_ms = int(started * MS_PER_S) if started is not None else None
-        run = self.client.create_run(self.experiment_id, start_time=start_ms, run_name=run_name, tags=all_tags)
+        # the first client call creates (migrates) a new SQLite store; the run is made under the lock too, so a `saerl
+        # gc` forgetting runs there (under it) never drops the experiment between this run finding it and joining it
+        with store_lock(self.uri):
+            self.client = MlflowClient(tracking_uri=self.uri)
+            self.experiment_id = self._experiment(cfg.tracking.experiment or cfg.name)
+            run = self.client.create_run(self.experiment_id, start_time=start_ms, run_name=run_name, tags=all_tags)
         self.parent_id = run.info.run_id
         self._log_params(self.parent_id, params)
         try:  # its own failure must not turn this run's tracking off (its parent would stay RUNNING for ever)
@@ -630,12 +674,19 @@ class Tracker(_Guarded):
             log.warning("MLflow: could not end the runs that killed saerl runs left RUNNING (%s)", err)
 
     def _experiment(self, name: str) -> str:
-        """The id of the experiment `name`, created when missing. Runs started side by side (a sweep's children on
-        Dask) may all find it missing: the one whose create loses reads the winner's, instead of failing and
-        turning tracking off for its whole run. in: experiment name; out: experiment id."""
+        """The id of the experiment `name`, created when missing, restored when deleted (`saerl gc
+        --forget-runs-older-than-days` deletes an experiment it left without runs: a tracking server's stays marked
+        deleted, and MLflow refuses new runs in it, which turned tracking off for every later run of that config).
+        Runs started side by side (a sweep's children on Dask) may all find it missing: the one whose create loses
+        reads the winner's, instead of failing and turning tracking off for its whole run. in: experiment name; out:
+        experiment id."""
         from mlflow.exceptions import MlflowException
 
         exp = self.client.get_experiment_by_name(name)
+        if exp is not None and exp.lifecycle_stage == DELETED_STAGE:
+            self.client.restore_experiment(exp.experiment_id)
+            log.info("MLflow: experiment %r was deleted (by `saerl gc` once its runs were forgotten, or by hand): "
+                     "restored for this run", name)
         if exp is not None:
             old = exp.artifact_location
             db = sqlite_file(self.uri)

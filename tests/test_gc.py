@@ -411,13 +411,13 @@ OLD, RUNNING_ID, LATEST, YOUNG, SWEPT, SWEPT_KEPT = (
     "20260106-000000-000000-ffff", "20260104-000000-000000-dddd", "20260105-000000-000000-eeee")
 
 
-def _tracked(root: Path, run_id: str, uri: str | None = None) -> None:
-    """An MLflow parent run for saerl run `run_id` (in the root's store, or `uri`) with a nested stage run, each with
-    a logged file: what a run leaves in mlflow.db and mlruns/."""
+def _tracked(root: Path, run_id: str, uri: str | None = None, name: str = "demo") -> None:
+    """An MLflow parent run for saerl run `run_id` of config `name` (in the root's store, or `uri`) with a nested stage
+    run, each with a logged file: what a run leaves in mlflow.db and mlruns/."""
     from saerl.config import load_config
     from saerl.tracking import Tracker
 
-    tracker = Tracker(load_config(None, ["name=demo"] + ([f"tracking.uri={uri}"] if uri else [])), root, run_id)
+    tracker = Tracker(load_config(None, [f"name={name}"] + ([f"tracking.uri={uri}"] if uri else [])), root, run_id)
     tracker.log_text("config", "config.yaml")
     tracker.log_stage("ingest", "computed", "k", "computed", 1.0, {}, {"rows": 1.0})
     logged = root.parent / "logged.txt"
@@ -563,6 +563,13 @@ def test_a_store_that_fails_keeps_its_runs_and_one_elsewhere_is_only_asked_to_de
     text = format_report(report)
     assert "deleted 2 runs (parents and stage runs); not this root's store" in text
     assert "MLflow at http://127.0.0.1:9 failed" in text and "its 1 runs are kept" in text
+    # that store's experiment held OLD's runs alone: deleted (not purged) with them; a later run of demo tracked
+    # there restores it (MLflow refuses runs in a deleted experiment: tracking went off for every later run)
+    assert "own `mlflow gc` purges it; and 1 experiments left without runs: demo" in text, text
+    assert _experiments(elsewhere) == {"0": ("Default", "active"), "1": ("demo", "deleted")}
+    _tracked(root, "20261201-000000-000000-abcd", elsewhere)
+    assert _experiments(elsewhere)["1"] == ("demo", "active")
+    assert {r.info.lifecycle_stage for r in _mlflow_runs(root, elsewhere)["20261201-000000-000000-abcd"]} == {"active"}
 
 
 @pytest.mark.slow
@@ -586,6 +593,204 @@ def test_gc_forgets_no_run_unless_asked_and_the_cli_flag_forgets(tracked_root, c
     assert "forgot 3 runs" in out and _records(root) == {RUNNING_ID, LATEST, YOUNG}, out
     assert "Prefect: skipped: no runtime.prefect_api_url nor PREFECT_API_URL names a server and the root has no " \
         "Prefect home" in out
+
+
+def _experiments(uri: str) -> dict[str, tuple[str, str]]:
+    """{experiment id: (name, lifecycle stage)} of a store, deleted ones too."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    return {e.experiment_id: (e.name, e.lifecycle_stage)
+            for e in MlflowClient(tracking_uri=uri).search_experiments(view_type=ViewType.ALL)}
+
+
+OTHER, SHARED = "20260101-000000-000000-1111", "20260101-000000-000000-2222"  # runs of configs other and shared
+
+
+@pytest.mark.slow
+def test_forgetting_every_run_of_an_experiment_purges_it_and_their_report_pages_go(tracked_root):
+    """Forgotten runs left their MLflow experiment behind, empty, and their report pages under reports/. Now an
+    experiment saerl logged them in (a config's name) that no run is left in is deleted and purged from the root's
+    store, never Default nor one holding anyone else's run (even deleted), and the files of reports/ named after a
+    forgotten run go; a kept run's page and a page named otherwise stay. A dry run lists both and changes nothing."""
+    from mlflow.tracking import MlflowClient
+
+    from saerl.runs import ENDED
+    from saerl.tracking import root_store_uri
+
+    root, uri = tracked_root, root_store_uri(tracked_root)
+    for run_id, name in ((OTHER, "other"), (SHARED, "shared")):  # previews (not complete), ended ok: forgettable
+        _record(root, run_id, {"ingest": "i"}, name=name, extra={ENDED: NOW - 10 * DAY_S})
+        _tracked(root, run_id, name=name)
+    client = MlflowClient(tracking_uri=uri)
+    ids = {name: i for i, (name, _) in _experiments(uri).items()}
+    stranger = client.create_run(ids["shared"], run_name="logged by hand")  # not saerl's: keeps "shared"
+    client.delete_run(stranger.info.run_id)
+    reports = root / "reports"
+    reports.mkdir()
+    pages = [f"{OLD}.html", f"{OLD}.png", f"{SWEPT}.html", f"{LATEST}.html", f"{YOUNG}.html", "mine.html",
+             f"{OLD}-copy.html"]
+    for page in pages:
+        (reports / page).write_text("<html></html>")
+    before = _experiments(uri)
+
+    dry = format_report(collect(root, keep_runs=1, forget_days=7, dry_run=True))
+    assert "1 experiments left without runs: other" in dry and "would remove their 3 report files" in dry, dry
+    assert f"  reports/{OLD}.png" in dry and sorted(p.name for p in reports.iterdir()) == sorted(pages)
+    assert _experiments(uri) == before
+
+    from saerl.gc import mlflow_database, sqlite_bytes
+    from saerl.runs import RUNNING, read_run, run_path
+
+    running = read_run(run_path(root, RUNNING_ID))  # ended a day ago: no run goes, so --vacuum may compact mlflow.db
+    running.extra = {k: v for k, v in running.extra.items() if k != RUNNING} | {ENDED: NOW - DAY_S}
+    save_run(root, running)
+    size = sqlite_bytes(root / "mlflow.db")
+    text = format_report(collect(root, keep_runs=1, forget_days=7, vacuum_dbs=[mlflow_database(root)]))
+    assert OTHER not in _records(root) and SHARED not in _records(root)
+    assert f"compacted MLflow {root.resolve() / 'mlflow.db'} (VACUUM): {size / 1e6:.2f} MB before" in text, text
+    assert sqlite_bytes(root / "mlflow.db") < size, "the rows forgotten went back to the disk"
+    assert "1 experiments left without runs: other" in text and "removed their 3 report files" in text, text
+    after = _experiments(uri)
+    assert {name for name, _ in after.values()} == {"Default", "demo", "shared"}, "other is purged"
+    assert all(stage == "active" for _, stage in after.values())
+    assert [r.info.run_id for r in _mlflow_runs(root)["?"]] == [stranger.info.run_id]
+    assert sorted(p.name for p in reports.iterdir()) == sorted([f"{LATEST}.html", f"{YOUNG}.html", "mine.html",
+                                                                f"{OLD}-copy.html"])
+    _tracked(root, "20261201-000000-000000-abcd", name="other")  # a later run of other gets a new experiment
+    assert "other" in {name for name, _ in _experiments(uri).values()}
+
+
+def _bloated(db: Path, wal: bool = False) -> int:
+    """A SQLite file with about 2 MB of free pages (rows written, then deleted), in WAL mode (Prefect's) or not
+    (MLflow's); out: its bytes."""
+    import sqlite3
+
+    from saerl.gc import sqlite_bytes
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(db, isolation_level=None)
+    if wal:
+        con.execute("PRAGMA journal_mode = WAL")
+    con.execute("CREATE TABLE t (x BLOB)")
+    con.execute("BEGIN")  # one transaction: one sync, not one per row
+    con.executemany("INSERT INTO t VALUES (?)", [(b"\0" * 1000,) for _ in range(2000)])
+    con.execute("COMMIT")
+    con.execute("DELETE FROM t")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    return sqlite_bytes(db)
+
+
+def _databases(root: Path) -> list:
+    from flows.server import prefect_database
+    from saerl.gc import mlflow_database
+
+    return [mlflow_database(root), prefect_database(root)]
+
+
+def test_vacuum_compacts_the_roots_sqlite_files_and_says_their_sizes(root, capsys):
+    """Forgetting runs frees rows, but mlflow.db and prefect.db kept their size (SQLite reuses the pages), and
+    `sqlite3 FILE VACUUM` by hand was the only way back. `saerl gc --vacuum` compacts both (a WAL file too) and prints
+    each one's bytes before and after; a dry run says what it would give back, changes nothing and takes no lock."""
+    from saerl.gc import sqlite_bytes
+
+    sizes = {db.what: _bloated(db.path, wal=db.what == "Prefect") for db in _databases(root)}
+    assert all(size > 2_000_000 for size in sizes.values())
+    assert main(["gc", "--root", str(root), "--vacuum", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"would compact MLflow .*mlflow\.db: \d\.\d\d MB, [12]\.\d\d MB of it free pages", out), out
+    assert "would compact Prefect" in out and {db.what: sqlite_bytes(db.path) for db in _databases(root)} == sizes
+    assert not (root / "mlflow.db.lock").exists() and not (root / "prefect" / "server-start.lock").exists()
+    assert main(["gc", "--root", str(root), "--vacuum"]) == 0
+    out = capsys.readouterr().out
+    for db in _databases(root):
+        assert sqlite_bytes(db.path) < 100_000 < sizes[db.what]
+        assert f"compacted {db.what} {db.path} (VACUUM): {sizes[db.what] / 1e6:.2f} MB before, " \
+            f"{sqlite_bytes(db.path) / 1e6:.2f} MB after" in out, out
+    assert main(["gc", "--root", str(root)]) == 0 and "compacted" not in capsys.readouterr().out, "only when asked"
+
+
+def test_vacuum_is_refused_while_a_run_goes_on_the_root(root):
+    from saerl.gc import sqlite_bytes
+    from saerl.runs import RUNNING, live_lock
+
+    dbs = _databases(root)
+    sizes = [_bloated(db.path) for db in dbs]
+    _record(root, "20260104-000000-dddddd", {"ingest": "new"}, extra={RUNNING: True})
+    with live_lock(root, "20260104-000000-dddddd"):
+        report = collect(root, vacuum_dbs=dbs)
+    assert format_report(report).splitlines()[-1] == (
+        f"--vacuum refused: 1 runs are going on {root} (20260104-000000-dddddd): run it again once they end "
+        "(`saerl status --list`)")
+    assert [sqlite_bytes(db.path) for db in dbs] == sizes
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc (Linux)")
+def test_vacuum_is_refused_while_another_process_holds_a_database_open(root):
+    """A local Prefect server of the root keeps prefect.db open: compacting under it risks its writes failing
+    ('database is locked'). The process holding it is named and nothing is compacted."""
+    import subprocess
+    import sys
+
+    from saerl.gc import sqlite_bytes
+
+    dbs = _databases(root)
+    sizes = [_bloated(db.path, wal=True) for db in dbs]
+    holder = subprocess.Popen([sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                               "c.execute('SELECT count(*) FROM t').fetchone(); print('open', flush=True); "
+                               "sys.stdin.read()", str(dbs[1].path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        report = collect(root, vacuum_dbs=dbs)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    line = format_report(report).splitlines()[-1]
+    assert line.startswith(f"--vacuum refused: pid {holder.pid} (") and "holds prefect.db" in line, line
+    assert [sqlite_bytes(db.path) for db in dbs] == sizes
+    assert "compacted Prefect" in format_report(collect(root, vacuum_dbs=dbs)), "once it ended"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc (Linux)")
+def test_vacuum_is_refused_while_the_roots_prefect_server_runs(root):
+    """The root's own local Prefect server (as `saerl run` starts one) keeps prefect.db open while idle: --vacuum names
+    it and compacts nothing; once it stopped, prefect.db is compacted."""
+    from flows.server import prefect_database, prefect_server
+    from saerl.gc import sqlite_bytes
+
+    db = prefect_database(root)
+    with prefect_server(root):
+        size = sqlite_bytes(db.path)
+        line = format_report(collect(root, vacuum_dbs=[db])).splitlines()[-1]
+        assert line.startswith("--vacuum refused: pid ") and "prefect server start" in line, line
+        assert line.endswith("holds prefect.db open: run it again once it ends") and sqlite_bytes(db.path) == size
+    assert "compacted Prefect" in format_report(collect(root, vacuum_dbs=[db]))
+
+
+def test_a_database_sqlite_cannot_compact_is_a_line_and_stays_as_it_was(root, monkeypatch):
+    """A connection writing for longer than the busy timeout (one /proc cannot show: this process's own) made VACUUM
+    raise sqlite3.OperationalError 'database is locked'; it is a line now, and the other file is compacted."""
+    import sqlite3
+
+    import saerl.gc as gc
+    from saerl.gc import sqlite_bytes
+
+    monkeypatch.setattr(gc, "VACUUM_BUSY_TIMEOUT_S", 0.1)
+    dbs = _databases(root)
+    sizes = [_bloated(db.path) for db in dbs]
+    writer = sqlite3.connect(dbs[0].path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        report = collect(root, vacuum_dbs=dbs)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    text = format_report(report)
+    assert "MLflow mlflow.db: not compacted: SQLite said 'database is locked'" in text and "it is as it was" in text
+    assert sqlite_bytes(dbs[0].path) == sizes[0] and sqlite_bytes(dbs[1].path) < sizes[1], text
 
 
 def test_forget_days_must_be_an_age(capsys):
