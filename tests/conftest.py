@@ -34,15 +34,32 @@ def prefect_api(tmp_path_factory):
         yield url
 
 
+@pytest.fixture(autouse=True)
+def environment_restored():
+    """The process environment as it was before each test: a test that runs saerl's CLI in-process left what the CLI
+    sets for its own process (saerl.privacy.telemetry_off's variables) for every later test of the worker, so a test
+    of them passed or failed by the order the tests ran in."""
+    before = dict(os.environ)
+    yield
+    if os.environ != before:
+        os.environ.clear()
+        os.environ.update(before)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """Tiny models run fastest on one torch thread (and then do not fight other processes for the cores)."""
+    """Tiny models run fastest on one torch thread (and then do not fight other processes for the cores). The first
+    stage run of a process caches its default thread count (saerl.pipeline.default_threads): read under this fixture,
+    it is forgotten after, or every later module's stage runs would run on one thread."""
     import torch
+
+    import saerl.pipeline
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+    saerl.pipeline.default_threads.cache_clear()
 
 
 @pytest.fixture

@@ -84,11 +84,15 @@ def save_tiny_lm(folder, hidden: int = 32, layers: int = N_LAYERS, chat: bool = 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """Tiny matmuls run fastest on one thread (and do not spin against other work on a shared machine)."""
+    """Tiny matmuls run fastest on one thread (and do not spin against other work on a shared machine); the default
+    thread count a stage run cached meanwhile is forgotten after (as conftest's one_torch_thread)."""
+    import saerl.pipeline
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+    saerl.pipeline.default_threads.cache_clear()
 
 
 @pytest.fixture(scope="module")

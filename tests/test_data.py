@@ -6,11 +6,11 @@ import hashlib
 import json
 import math
 import re
-import time
 from pathlib import Path
 
 import polars as pl
 import pytest
+from cpu_clock import cpu_clock
 
 from saerl import data as D
 from saerl.config import DataConfig
@@ -419,9 +419,9 @@ def test_thousands_of_numeric_rows_ingest_fast(tmp_path):
         {"question": f"What is {i} + {i + 1}?", "answer": f"work...\n#### {2 * i + 1:,}"} for i in range(5000)
     ]
     path = write_jsonl(tmp_path / "d.jsonl", rows)
-    start = time.perf_counter()
-    res = ingest(cfg(), path)
-    assert time.perf_counter() - start < 5.0
+    with cpu_clock() as clock:
+        res = ingest(cfg(), path)
+    assert clock.seconds < 5.0
     assert res.kept.height == 5000 and res.kept["answer"][4999] == "9999"
 
 
@@ -1031,9 +1031,9 @@ def test_check_mapping_reads_only_the_header_of_a_large_file(tmp_path, monkeypat
     monkeypatch.setattr(D, "load_table", lambda *a, **k: pytest.fail("check_mapping read the whole file"))
     mappings = {"big.parquet": cfg(answer="rm.ground_truth"), "big.csv": cfg(), "big.jsonl": cfg()}
     for name, mapping in mappings.items():
-        start = time.perf_counter()
-        D.check_mapping(mapping, tmp_path / name)
-        assert time.perf_counter() - start < 1.0, name
+        with cpu_clock() as clock:
+            D.check_mapping(mapping, tmp_path / name)
+        assert clock.seconds < 1.0, name
     with pytest.raises(IngestError, match=r"answer field 'rm.truth' is not in the data.*'rm.ground_truth'"):
         D.check_mapping(cfg(answer="rm.truth"), tmp_path / "big.parquet")
 

@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from cpu_clock import cpu_clock
 
 from saerl import verify as V
 from saerl.verify import extract_final_answer, normalize_answer, verify_answer, verify_batch
@@ -61,10 +62,10 @@ def test_extract_final_answer(text, expected):
 
 def test_extract_is_bounded_on_huge_input():
     huge = "\\boxed{" + "{" * 5_000_000 + "x"
-    start = time.perf_counter()
-    assert extract_final_answer(huge) is None
-    assert extract_final_answer("x" * 5_000_000 + "#### 12") == "12"
-    assert time.perf_counter() - start < 0.5
+    with cpu_clock() as clock:
+        assert extract_final_answer(huge) is None
+        assert extract_final_answer("x" * 5_000_000 + "#### 12") == "12"
+    assert clock.seconds < 0.5
 
 
 @pytest.mark.parametrize(
@@ -218,12 +219,17 @@ def test_adversarial_gold_is_bounded():
 
 
 def test_stuck_worker_is_killed_and_replaced():
-    """A task that ignores signals (as a long C call would) is killed at the hard deadline; the pool recovers."""
+    """A task that ignores signals (as a long C call would) is killed at the hard deadline, well before its 60 s
+    end; the pool recovers. (On a loaded machine a worker started in place of the killed one takes seconds to
+    import, 6.7 s with four busy loops on two cores where 5.3 s was asked, and the next task may pass its 0.3 s.)"""
+    stall_s = 60.0
     start = time.perf_counter()
-    out = V._POOL.run([("stall", (60.0,)), ("normalize", ("\\frac13",))], timeout_s=0.3)
-    assert time.perf_counter() - start < 0.3 + V.HARD_KILL_GRACE_S + 4.0
+    out = V._POOL.run([("stall", (stall_s,)), ("normalize", ("\\frac13",))], timeout_s=0.3)
+    assert time.perf_counter() - start < stall_s / 3
     assert out[0][0] == "timeout" and "killed" in out[0][1]
-    assert out[1] == ("done", ("ok", "\\frac{1}{3}", "math-verify"))
+    done = ("done", ("ok", "\\frac{1}{3}", "math-verify"))
+    assert out[1] in {done, ("timeout", "over 0.3 s")}  # on a loaded machine its 0.3 s may pass: never an error
+    assert V._POOL.run([("normalize", ("\\frac13",))], timeout_s=10.0) == [done]
     assert verify_answer("\\boxed{\\frac{1}{3}}", "$\\frac{2}{6}$", 10).correct
 
 
@@ -256,10 +262,10 @@ def test_fast_path_is_in_process_and_fast(monkeypatch):
     n = 20_000
     comps = [f"step by step ... #### {rng.randint(0, 999):,}" for _ in range(n)]
     golds = [f"work\n#### {rng.randint(0, 999)}" if i % 2 else str(rng.randint(0, 999)) for i in range(n)]
-    start = time.perf_counter()
-    for c, g in zip(comps, golds, strict=True):
-        verify_answer(c, g)
-    rate = n / (time.perf_counter() - start)
+    with cpu_clock() as clock:
+        for c, g in zip(comps, golds, strict=True):
+            verify_answer(c, g)
+    rate = n / clock.seconds
     assert rate > 10_000, f"fast path only {rate:.0f} calls/s"
     assert verify_answer("#### 2.50", "2.5").correct
     assert verify_answer("#### 0.3333333", "0.333333").correct  # rounded to FLOAT_ROUNDING places
@@ -483,10 +489,10 @@ def test_boxes_written_together_are_one_answer_as_in_math_verify(completion, gol
 
 def test_joining_boxes_is_linear_in_the_text():
     many = "\\boxed{1}," * (V.MAX_SCAN_CHARS // 10) + "\\boxed{" + "{" * V.MAX_SCAN_CHARS
-    start = time.perf_counter()
-    assert extract_final_answer("\\boxed{" * 5000 + "\\boxed{2}") == "2" and extract_final_answer(many) is None
-    assert extract_final_answer("\\boxed{1}," * 3000 + "\\boxed{2}").endswith("1, 2")
-    assert time.perf_counter() - start < 1.0
+    with cpu_clock() as clock:
+        assert extract_final_answer("\\boxed{" * 5000 + "\\boxed{2}") == "2" and extract_final_answer(many) is None
+        assert extract_final_answer("\\boxed{1}," * 3000 + "\\boxed{2}").endswith("1, 2")
+    assert clock.seconds < 1.0
 
 
 @pytest.mark.parametrize(
@@ -611,9 +617,9 @@ def test_unit_words_pattern_is_fast_on_long_space_runs():
     n = V.MAX_ANSWER_CHARS - 10
     texts = ["1" + " " * n + "!", "1 in" + " " * (n - 4) + "!", "1" + " a" * (n // 2 - 1) + "!", "1" + " 000" * (n // 4) + "!",
              "1 a" + " / " * (n // 3 - 2) + "!", "1" + " " * (n // 2) + "/" + " " * (n // 2 - 3) + "2!"]
-    start = time.perf_counter()
-    assert all(V._without_unit_words(t) == t for t in texts)
-    assert time.perf_counter() - start < 0.5
+    with cpu_clock() as clock:
+        assert all(V._without_unit_words(t) == t for t in texts)
+    assert clock.seconds < 0.5
 
 
 @pytest.mark.parametrize(
@@ -1245,9 +1251,9 @@ def test_unicode_math_is_folded_into_what_the_verifier_reads(text, folded):
 
 def test_folding_roots_is_linear_in_nested_roots():
     nested = "√(" * 20_000 + "2" + ")" * 20_000
-    start = time.perf_counter()
-    assert V.fold_unicode(nested) == "\\sqrt{" * 20_000 + "2" + "}" * 20_000
-    assert time.perf_counter() - start < 1.0
+    with cpu_clock() as clock:
+        assert V.fold_unicode(nested) == "\\sqrt{" * 20_000 + "2" + "}" * 20_000
+    assert clock.seconds < 1.0
 
 
 def test_a_no_break_space_is_a_thousands_separator():
