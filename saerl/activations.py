@@ -155,14 +155,14 @@ TOKENIZER_FILE = "tokenizer.json"  # a fast tokenizer's one file, which AutoToke
 
 
 def checkpoint_shapes(folder: Path) -> dict[str, tuple[tuple[int, ...], str]]:
-    """The tensors of a local model folder's weights as transformers finds them (the shards its
-    model.safetensors.index.json names, else model.safetensors), each with its shape and file, read from the files'
-    headers alone (no tensor is read). in: the folder; out: {tensor name: (shape, file name)}; {} where there is
+    """The tensors of a local model folder's weights as transformers finds them (model.safetensors, else the shards
+    its model.safetensors.index.json names: old shards beside a new single file are not what loads), each with its
+    shape and file, read from the files' headers alone (no tensor is read). in: the folder; out: {tensor name: (shape, file name)}; {} where there is
     no such file, or an index that names none (a file that cannot be read is :func:`folder_load_problem`'s)."""
     from safetensors import SafetensorError, safe_open
 
     files = [WEIGHTS_FILE]
-    if (folder / WEIGHTS_INDEX).is_file():
+    if not (folder / WEIGHTS_FILE).is_file() and (folder / WEIGHTS_INDEX).is_file():  # transformers' order: the file
         try:
             weight_map = json.loads((folder / WEIGHTS_INDEX).read_text()).get("weight_map") or {}
             files = sorted({v for v in weight_map.values() if isinstance(v, str)})
@@ -297,10 +297,11 @@ def weights_config_problem(shown: str, folder: Path) -> str | None:
     try:
         model = empty_model(config)
         names = loaded_names(model, shapes)
-    except Exception as err:  # noqa: BLE001 - any model this check cannot build is left to its stage's load
+        problem = shapes_problem(shapes, names, model.state_dict()) or block_counts_problem(model, config, names)
+    except Exception as err:  # noqa: BLE001 - any model this check cannot build or count (BLT's text config has no
+        # num_hidden_layers) is left to its stage's load, which says what is wrong
         log.debug("weights of %s not checked against its config.json: %s", folder, loader_said(err))
         return None
-    problem = shapes_problem(shapes, names, model.state_dict()) or block_counts_problem(model, config, names)
     if problem is None:
         return None
     return (f"{shown}: the weights in {folder} do not fit its config.json: {problem}. Fix: put back the config.json "
@@ -310,8 +311,9 @@ def weights_config_problem(shown: str, folder: Path) -> str | None:
 def tokenizer_file_problem(shown: str, folder: Path) -> str | None:
     """A local model folder's tokenizer.json that the tokenizers library cannot read (JSON of another shape than a
     tokenizer's: it raised a bare Exception, or transformers a KeyError, when a stage loaded the tokenizer),
-    said with the field, the file, the library's words and the fix, or None (no such file, or one it reads: the
-    file parsed once). in: the field as written, the folder; out: one line or None."""
+    said with the field, the file, the library's words and the fix, or None (no such file, one it reads, or one
+    transformers' AutoTokenizer loads all the same: :func:`tokenizer_loads`, tried only when the library refuses).
+    in: the field as written, the folder; out: one line or None."""
     from tokenizers import Tokenizer
 
     path = folder / TOKENIZER_FILE
@@ -322,10 +324,22 @@ def tokenizer_file_problem(shown: str, folder: Path) -> str | None:
     except Exception as err:
         if type(err) is not Exception:  # the library's parse errors are bare Exceptions; anything else is not the file's
             raise
+        if tokenizer_loads(folder):  # a tokenizer class of its own (Qwen2Tokenizer) rebuilds itself from the file's
+            return None  # vocab and merges, and never reads what the library refused (an added token's field)
         return (f"{shown}: {path} is no tokenizer the tokenizers library reads ({loader_said(err)}). Fix: put back the "
                 "tokenizer.json saved with this model (tokenizer.save_pretrained(DIR) writes it), or copy the model "
                 "folder again")
     return None
+
+
+def tokenizer_loads(folder: Path) -> bool:
+    """Does transformers load a local folder's tokenizer (its own class, never a repo's code)? in: the folder; out:
+    bool (False for any error of the load: what the stage's load would raise)."""
+    try:
+        AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    except Exception:  # noqa: BLE001 - any failure: the folder's tokenizer.json is then what is said
+        return False
+    return True
 
 
 def model_field(name: str, model_cfg: ModelConfig) -> str:

