@@ -287,6 +287,19 @@ class Launch:
     started: bool = False
 
 
+def require_writable_root(root: Path) -> None:
+    """Refuse, in one line, a run into an artifact root this process cannot write (mounted read-only, another user's):
+    even a run whose every stage is cached writes its locks, its record, its MLflow rows and Prefect's database there;
+    it stopped with a bare errno naming Prefect's server-start.lock. A root not made yet is judged by the nearest
+    folder above it that exists. Checked before a server starts. in: the artifact root; raises a ConfigError."""
+    folder = Path(root)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"artifact root {root} is not writable: a run writes locks and its record there; status, "
+                          "report (--html PATH), export and gc --dry-run read it as it is")
+
+
 def run_pipeline(cfg: PipelineConfig, until: str | None = None, invocation: str | None = None,
                  launch: Launch | None = None) -> dict:
     """Run the pipeline flow for a validated config under one local Prefect server; returns the run record.
@@ -297,6 +310,7 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, invocation: str 
     from saerl.pipeline import check_runnable
     from saerl.runs import new_run_id
 
+    require_writable_root(Path(cfg.runtime.artifact_root).resolve())  # before its checks open the root's store
     check_runnable(cfg, until)  # before a server starts
     cfg = without_uri_credentials(cfg)  # the flow's parameters are kept in clear by Prefect
     root = Path(cfg.runtime.artifact_root).resolve()
@@ -378,6 +392,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     overrides = with_root(args.overrides, args.root)
     cfg = load_config(args.config, overrides)
+    require_writable_root(Path(cfg.runtime.artifact_root).resolve())
     grid = parse_grid(args.grid)
     # a child that cannot run up to --until (saerl.pipeline.check_runnable), or repeats another's runs, fails here,
     # before a server starts

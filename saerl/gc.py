@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from saerl.tracking import ForgottenRuns
 
-from saerl.artifacts import CACHE_RECORDS_DIR, MANIFEST, file_lock
+from saerl.artifacts import CACHE_RECORDS_DIR, MANIFEST, file_lock, lock_held
 from saerl.runs import (
     FAILED,
     KILLED,
@@ -424,11 +424,15 @@ def collect(root: Path, keep_runs: int = KEEP_RUNS, dry_run: bool = False, min_a
     SQLite files (:func:`vacuum`: refused while a run goes or another process holds one open). in: artifact root,
     runs to keep, dry run, minimum age, the time to age against (default now), days, the Prefect step, the files to
     compact; out: a GcReport. A collection that removes holds the root's gc lock (GC_LOCK) exclusive throughout: runs
-    save their first record under it (:func:`claim`)."""
+    save their first record under it (:func:`claim`); it first repoints the root's MLflow store when the root was
+    moved or copied (saerl.tracking.repoint_root_store; a dry run writes nothing and leaves it)."""
+    from saerl.tracking import repoint_root_store
+
     args = (root, keep_runs, dry_run, min_age_hours, now, forget_days, forget_prefect, vacuum_dbs)
     if dry_run or not Path(root).is_dir():  # removes nothing (a missing root is refused): no lock, no lock file
         return _collect(*args)
     with file_lock(Path(root) / GC_LOCK):
+        repoint_root_store(Path(root))  # a moved or copied root's MLflow store names its own mlruns/ again
         return _collect(*args)
 
 
@@ -682,9 +686,13 @@ def command_line(proc: Path) -> str:
 
 
 def take(root: Path, entry: Entry, dry_run: bool) -> bool | None:
-    """Remove `entry` under its key's lock (with dry_run only try the lock). out: None when a build holds the lock,
-    else whether the entry was there (one published or removed by another process since the scan is left alone)."""
-    with try_lock(root, entry.stage, entry.key, create=not dry_run and entry.kind != "record") as held:
+    """Remove `entry` under its key's lock (with dry_run only ask whether a build holds it, opening the lock file
+    read-only: saerl.artifacts.lock_held; a root that cannot be written, mounted read-only or another user's, is
+    previewed too). out: None when a build holds the lock, else whether the entry was there (one published or removed
+    by another process since the scan is left alone)."""
+    if dry_run:
+        return None if lock_held(Path(root) / entry.stage / f"{LOCK_PREFIX}{entry.key}") else entry.path.exists()
+    with try_lock(root, entry.stage, entry.key, create=entry.kind != "record") as held:
         if not held:
             return None
         there = entry.path.exists()

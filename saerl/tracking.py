@@ -231,7 +231,9 @@ def forget_tracked(uri: str, names: list[str], root: Path, dry_run: bool = False
     (MlflowClient.delete_run) and, in a local SQLite store under the artifact root `root` (the root's own:
     ROOT_STORE, or a tracking.uri there), purged as `mlflow gc --run-ids` purges them (mlflow.cli's gc: the run's
     artifact repository deletes its files, then the store's _hard_delete_run drops its rows; its emptied folder
-    under mlruns/ goes too). Any other store (a server, a SQLite file elsewhere) is only asked to delete them: its
+    under mlruns/ goes too). Only files in that store's own mlruns/ folder are removed (:func:`store_run_folder`: a
+    run's artifact_uri in a copied root still names the original root's, whose files are never touched). Any other
+    store (a server, a SQLite file elsewhere) is only asked to delete them: its
     own `mlflow gc` purges them. Then each experiment named in `experiment_names` (those saerl logged these runs in: a
     config's tracking.experiment or name) that these runs leave without any run goes the same way
     (:func:`emptied_experiments`: deleted, and purged in the root's store as `mlflow gc --experiment-ids` purges
@@ -252,7 +254,7 @@ def forget_tracked(uri: str, names: list[str], root: Path, dry_run: bool = False
         runs = list({r.info.run_id: r for p in parents for r in [
             p, *all_runs(client, experiments, f"tags.`{PARENT_TAG}` = '{p.info.run_id}'", every_stage=True)]}.values())
         out.runs = len(runs)
-        folders = {r.info.run_id: run_folder(r) for r in runs} if purge else {}
+        folders = {r.info.run_id: store_run_folder(r, db) for r in runs} if purge and db is not None else {}
         out.artifact_bytes = sum(tree_bytes(f) for f in folders.values() if f is not None)
         emptied = emptied_experiments(client, runs, experiment_names)
         out.experiments = sorted(e.name for e in emptied)
@@ -309,13 +311,16 @@ def all_experiments(client: Any) -> list[Any]:
 def purge_runs(uri: str, runs: list[Any], folders: Mapping[str, Path | None],
                experiments: Sequence[str] = ()) -> None:
     """Remove deleted MLflow runs for good, as `mlflow gc --backend-store-uri URI --run-ids ...` does (mlflow.cli's
-    _gc_tracking_resources): each run's artifact repository deletes its files, then the store drops its rows
-    (_hard_delete_run, the call `mlflow gc` makes); the run's folder left empty under mlruns/ goes too. Then the
-    deleted `experiments`, left without runs, are dropped as `--experiment-ids` drops them (_hard_delete_experiment;
-    their artifact location is the root's shared mlruns/ folder, which stays).
-    in: a SQLite tracking URI, its runs (marked deleted), {MLflow run id: its local folder or None}, experiment ids
-    (marked deleted); raises a RuntimeError when this MLflow's store cannot drop runs or experiments."""
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    _gc_tracking_resources): each run's logged files go, then the store drops its rows (_hard_delete_run, the call
+    `mlflow gc` makes). The files removed are only those of the run's folder in `folders` (:func:`store_run_folder`:
+    inside the store's own mlruns/), its 'artifacts' and then the folder itself once empty: never the run's
+    artifact_uri as such, which in a copied root names the original root's files. Then the deleted `experiments`,
+    left without runs, are dropped as `--experiment-ids` drops them (_hard_delete_experiment; their artifact location
+    is the root's shared mlruns/ folder, which stays).
+    in: a SQLite tracking URI, its runs (marked deleted), {MLflow run id: its folder in the store's mlruns/ or None},
+    experiment ids (marked deleted); raises a RuntimeError when this MLflow's store cannot drop runs or experiments."""
+    import shutil
+
     from mlflow.tracking import _get_store
 
     store = _get_store(uri)
@@ -323,24 +328,35 @@ def purge_runs(uri: str, runs: list[Any], folders: Mapping[str, Path | None],
         raise RuntimeError(f"this MLflow's store at {redact(uri)} cannot drop runs or experiments: they are marked "
                            f"deleted; purge them with `mlflow gc --backend-store-uri {redact(uri)}`")
     for run in runs:
-        get_artifact_repository(run.info.artifact_uri).delete_artifacts()
-        store._hard_delete_run(run.info.run_id)
         folder = folders.get(run.info.run_id)
+        if folder is not None and (folder / RUN_ARTIFACTS).is_dir():
+            shutil.rmtree(folder / RUN_ARTIFACTS)
+        store._hard_delete_run(run.info.run_id)
         if folder is not None and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
     for experiment_id in experiments:
         store._hard_delete_experiment(experiment_id)
 
 
-def run_folder(run: Any) -> Path | None:
-    """The local folder of an MLflow run's logged files, `<mlruns>/<experiment>/<run id>` (its artifact_uri's
-    parent: '.../<run id>/artifacts'), None for a run whose files are not in a local folder of that form.
-    in: a Run; out: the folder."""
+def store_run_folder(run: Any, db: Path) -> Path | None:
+    """The folder of an MLflow run's logged files inside the store's own mlruns/ (`<db folder>/mlruns`, where saerl
+    puts every experiment of a local SQLite store: :func:`artifact_location`): its artifact_uri,
+    '<location>/<run id>/artifacts', taken from its last 'mlruns' folder on and laid under this store's (a run of a
+    copied or moved root still names the original root's mlruns/: `<old root>/mlruns/<run id>` maps to
+    `<db folder>/mlruns/<run id>`; an experiment at MLflow's default, `<folder>/mlruns/<experiment id>`, maps to
+    `<db folder>/mlruns/<experiment id>/<run id>`, which holds nothing). None for a run whose artifact_uri is no
+    local folder of that form (another scheme, no 'mlruns' in it): nothing of it is removed.
+    in: a Run, the store's database file; out: the folder (it may not exist)."""
     parts = urlsplit(run.info.artifact_uri or "")
     if parts.scheme != "file":
         return None
     path = Path(unquote(parts.path))
-    return path.parent if path.name == RUN_ARTIFACTS and path.parent.name == run.info.run_id else None
+    if path.name != RUN_ARTIFACTS or path.parent.name != run.info.run_id or ARTIFACTS_DIR not in path.parts[:-2]:
+        return None
+    last = len(path.parts) - 1 - path.parts[::-1].index(ARTIFACTS_DIR)
+    own = db.parent / ARTIFACTS_DIR
+    folder = own.joinpath(*path.parts[last + 1:-1])
+    return folder if ".." not in path.parts[last + 1:] else None
 
 
 def sqlite_free_bytes(db: Path) -> int:
@@ -467,6 +483,60 @@ def relocate_artifacts(db: Path, old: str, new: str) -> int:
     finally:
         con.close()
     return n
+
+
+def moved_locations(db: Path, own: str) -> list[str]:
+    """The artifact locations of a local SQLite store's experiments that name another store's `mlruns` folder
+    (:func:`moved_location`: the store was moved or copied), read without writing (a read-only root answers too;
+    a file with no experiments table, none). in: the database file, the store's own mlruns/ folder URI; out: the
+    locations, sorted."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return []
+    try:
+        rows = con.execute("SELECT DISTINCT artifact_location FROM experiments").fetchall()
+    except sqlite3.Error:
+        return []
+    finally:
+        con.close()
+    return sorted(str(old) for (old,) in rows if old and moved_location(str(old), own))
+
+
+def repoint_store(db: Path) -> int:
+    """Repoint every experiment of a local SQLite store whose location is another store's `mlruns` folder, and its
+    runs' artifact_uri (:func:`relocate_artifacts`), to this store's own `<db folder>/mlruns`, and say so in one
+    warning: a root copied (`cp -a`) or moved keeps its experiments pointing at the old root, whose files MLflow then
+    shows (or none, the old path gone) and where new runs' files would go. Call it holding :func:`store_lock`.
+    in: the database file; out: the rows changed (0: nothing pointed elsewhere, nothing written)."""
+    own = (db.parent / ARTIFACTS_DIR).as_uri()
+    olds = moved_locations(db, own)
+    n = sum(relocate_artifacts(db, old, own) for old in olds)
+    if olds:
+        log.warning("MLflow: the store %s was moved or copied from beside %s: its runs' logged files are now read "
+                    "from and written to %s (%d experiments and runs repointed)", db, ", ".join(olds), own, n)
+    return n
+
+
+def repoint_root_store(root: Path) -> int:
+    """Repoint an artifact root's own store (ROOT_STORE, when it exists) as :func:`repoint_store` does, under
+    :func:`store_lock`, before `saerl gc` forgets runs in it. A store that cannot be written (a read-only root) is
+    left as it is, said in one line; nothing is raised. in: the artifact root; out: the rows changed."""
+    import sqlite3
+
+    uri = root_store_uri(root)
+    db = sqlite_file(uri)
+    if db is None or not db.exists() or not moved_locations(db, (db.parent / ARTIFACTS_DIR).as_uri()):
+        return 0
+    try:
+        with store_lock(uri):
+            return repoint_store(db)
+    except (OSError, sqlite3.Error) as err:
+        log.warning("MLflow: the store %s was moved or copied but cannot be repointed to its own mlruns/ (%s): "
+                    "its runs' logged files are read from where it was", db, err)
+        return 0
 
 
 def git_tags(package_dir: Path | None = None) -> dict[str, str]:
@@ -663,6 +733,9 @@ class Tracker(_Guarded):
         # the first client call creates (migrates) a new SQLite store; the run is made under the lock too, so a `saerl
         # gc` forgetting runs there (under it) never drops the experiment between this run finding it and joining it
         with store_lock(self.uri):
+            db = sqlite_file(self.uri)
+            if db is not None and db.exists():  # a moved or copied store: every experiment, not only this run's
+                repoint_store(db)
             self.client = MlflowClient(tracking_uri=self.uri)
             self.experiment_id = self._experiment(cfg.tracking.experiment or cfg.name)
             run = self.client.create_run(self.experiment_id, start_time=start_ms, run_name=run_name, tags=all_tags)
@@ -688,14 +761,9 @@ class Tracker(_Guarded):
             log.info("MLflow: experiment %r was deleted (by `saerl gc` once its runs were forgotten, or by hand): "
                      "restored for this run", name)
         if exp is not None:
-            old = exp.artifact_location
+            old = exp.artifact_location  # one beside another store was repointed as the tracker started
             db = sqlite_file(self.uri)
-            if self.artifact_location and db is not None and moved_location(old, self.artifact_location):
-                n = relocate_artifacts(db, old, self.artifact_location)
-                log.warning("MLflow: the store %s was moved or copied from beside %s: its runs' logged files are "
-                            "now read from and written to %s (%d experiments and runs repointed)", db, old,
-                            self.artifact_location, n)
-            elif self.artifact_location and db is not None and default_location(old, exp.experiment_id):
+            if self.artifact_location and db is not None and default_location(old, exp.experiment_id):
                 set_experiment_location(db, exp.experiment_id, self.artifact_location)
                 log.warning("MLflow: experiment %r kept its files in %s (MLflow's default: the working folder of what "
                             "created it, a saerl older than December 3 or another MLflow client), outside the artifact "

@@ -481,6 +481,34 @@ def test_ablate_without_a_held_out_set_fails_before_a_server_starts(monkeypatch,
     assert "no held-out set" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["run", "ablate"])
+def test_a_run_into_a_root_it_cannot_write_is_refused_in_one_line_before_a_server_starts(command, tmp_path,
+                                                                                         monkeypatch, capsys):
+    """A run on a root mounted read-only (or another user's) stopped with a bare '[Errno 30] Read-only file system:
+    .../prefect/server-start.lock'. It is refused before the server starts, naming the root and what does read it;
+    a root not made yet is judged by the folder it would be made in. (Tests run as root, where chmod does not stop
+    writes: the probe, os.access, says the folder is not writable instead.)"""
+    import flows.server
+
+    def no_server(*args, **kwargs):
+        raise AssertionError("the writable check must come before the Prefect server starts")
+
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: not (Path(path) == mounted and mode & os.W_OK)
+                        and real_access(path, mode, **kw))
+    monkeypatch.setattr(flows.server, "prefect_server", no_server)
+    root = mounted / "root"
+    argv = [command, str(REPO / "configs" / "demo.yaml"), f"runtime.artifact_root={root}"]
+    argv += ["--grid", "curriculum.mix_ratio=0,0.1"] if command == "ablate" else []
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (f"saerl: artifact root {root} is not writable: a run writes locks and its record there; "
+                           "status, report (--html PATH), export and gc --dry-run read it as it is"), err
+    assert not root.exists()
+
+
 def test_ingest_command_reads_one_split_of_a_dataset_dict(tmp_path, capsys):
     import datasets
 

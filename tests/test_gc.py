@@ -72,6 +72,34 @@ def test_dry_run_lists_without_deleting(root):
     assert "would remove 5 folders" in text and "dry run" in text and "referenced by the 2 newest ended runs" in text
 
 
+def test_a_dry_run_previews_a_root_it_cannot_write(root, monkeypatch):
+    """`saerl gc --dry-run` on a root mounted read-only (or another user's) failed with [Errno 30] / [Errno 13] as
+    soon as anything would go: it opened each existing build lock file for writing to try its lock. A dry run asks
+    whether a build holds the lock reading the file (flock needs no write mode), so it previews such a root; a build
+    holding a lock still keeps its folder. (Tests run as root, where chmod does not stop writes: a write-mode open
+    under the root is refused here instead.)"""
+    import builtins
+    import errno
+    import fcntl
+
+    real_open = builtins.open
+
+    def read_only(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+") and Path(file).resolve().is_relative_to(root.resolve()):
+            raise OSError(errno.EROFS, "Read-only file system", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    assert (root / "ingest" / ".lock-old").exists() and (root / "curriculum" / ".lock-orphan").exists()
+    with real_open(root / "curriculum" / ".lock-orphan", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a build of curriculum/orphan going on
+        monkeypatch.setattr(builtins, "open", read_only)
+        report = collect(root, keep_runs=2, dry_run=True)
+        monkeypatch.setattr(builtins, "open", real_open)
+    assert {f"{e.stage}/{e.path.name}" for e in report.removed} == {
+        "ingest/old", "train/old", "extract/.partial-half", "extract/.trash-dead-123"}
+    assert [f"{e.stage}/{e.key}" for e in report.locked] == ["curriculum/orphan"]
+
+
 def test_collect_keeps_every_artifact_a_kept_run_references(root):
     report = collect(root, keep_runs=2)
     assert _present(root) == {"ingest/new", "train/a", "train/b"}
@@ -537,6 +565,81 @@ def test_a_dry_run_of_forgetting_says_what_would_go_and_changes_nothing(tracked_
     # (it listed LATEST, whose MLflow runs were then the only record of its results)
     none_kept = collect(root, keep_runs=0, forget_days=7, dry_run=True)
     assert LATEST not in none_kept.forgotten.runs and sorted(none_kept.forgotten.runs) == sorted(report.forgotten.runs)
+
+
+def _files(folder: Path) -> set[Path]:
+    """Every file under `folder`, relative to it."""
+    return {p.relative_to(folder) for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_forgetting_runs_in_a_copied_root_removes_the_copys_files_never_the_originals(tracked_root,
+                                                                                     tmp_path_factory):
+    """In a root copied with `cp -a`, every run's artifact_uri in the copy's mlflow.db still names the original
+    root's mlruns/: forgetting runs there purged the ORIGINAL root's logged files (rows of the copy, files of the
+    original) and left the copy's own for ever. Now only files in the store's own mlruns/ go: the original keeps
+    every file, the copy loses those of the runs it forgot (called before any repointing: forget_runs alone)."""
+    import shutil
+
+    from saerl.gc import forget_runs
+    from saerl.runs import live_lock
+
+    original = tracked_root
+    copy = tmp_path_factory.mktemp("copied") / "root"
+    shutil.copytree(original, copy, symlinks=True)
+    before = _files(original / "mlruns")
+    assert before == _files(copy / "mlruns") and before
+    runs = {k: {r.info.run_id for r in v} for k, v in _mlflow_runs(copy).items()}
+    assert all(r.info.artifact_uri.startswith((original / "mlruns").as_uri())
+               for v in _mlflow_runs(copy).values() for r in v), "the copy's store names the original's files"
+    with live_lock(copy, RUNNING_ID):
+        forgotten = forget_runs(copy, keep_runs=1, days=7)
+    assert sorted(forgotten.runs) == sorted([OLD, SWEPT, SWEPT_KEPT])
+    assert _files(original / "mlruns") == before, "the original root lost files"
+    gone = {i for k in (OLD, SWEPT, SWEPT_KEPT, "sweep s1") for i in runs[k]}
+    left = {i for k, ids in runs.items() if k not in (OLD, SWEPT, SWEPT_KEPT, "sweep s1") for i in ids}
+    assert gone and not any((copy / "mlruns" / i).exists() for i in gone), "the copy kept the forgotten runs' files"
+    assert all((copy / "mlruns" / i / "artifacts").is_dir() for i in left)
+    assert forgotten.stores[0].purged and forgotten.stores[0].artifact_bytes > 0
+
+
+@pytest.mark.slow
+def test_gc_repoints_a_copied_roots_store_before_forgetting(tracked_root, tmp_path_factory, caplog):
+    """A copied root's MLflow store showed the original root's files (or none, the original gone) until a run
+    repointed the one experiment it logged in. `saerl gc` repoints every experiment and its runs to the root's own
+    mlruns/ first, saying so once; a dry run writes nothing."""
+    import shutil
+
+    from saerl.tracking import root_store_uri
+
+    original = tracked_root
+    for run_id, name in ((OTHER, "other"), (SHARED, "shared")):  # experiments of their own
+        _record(original, run_id, {"ingest": "i"}, name=name)
+        _tracked(original, run_id, name=name)
+    copy = tmp_path_factory.mktemp("copied") / "root"
+    shutil.copytree(original, copy, symlinks=True)
+    own = (copy / "mlruns").resolve().as_uri()
+    collect(copy, keep_runs=20, dry_run=True)
+    assert not any(loc == own for loc in _locations(root_store_uri(copy)).values())
+    with caplog.at_level("WARNING", logger="saerl.tracking"):
+        collect(copy, keep_runs=20, min_age_hours=0)
+    assert caplog.text.count("was moved or copied") == 1, caplog.text
+    locations = _locations(root_store_uri(copy))
+    assert set(locations) >= {"demo", "other", "shared"}
+    assert all(loc == own for n, loc in locations.items() if n != "Default"), locations
+    uris = [r.info.artifact_uri for v in _mlflow_runs(copy).values() for r in v]
+    assert len(uris) > 10 and all(u.startswith(own + "/") for u in uris)
+    theirs = (original / "mlruns").resolve().as_uri()
+    assert all(loc == theirs for n, loc in _locations(root_store_uri(original)).items() if n != "Default")
+
+
+def _locations(uri: str) -> dict[str, str]:
+    """{experiment name: its artifact location} of a store, deleted ones too."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    return {e.name: e.artifact_location
+            for e in MlflowClient(tracking_uri=uri).search_experiments(view_type=ViewType.ALL)}
 
 
 @pytest.mark.slow

@@ -718,6 +718,54 @@ def test_a_copied_or_moved_root_logs_into_its_own_mlruns(tmp_path, caplog):
     assert original.artifact_location == (first / "mlruns").resolve().as_uri()  # the original store is untouched
 
 
+def test_a_tracker_repoints_every_experiment_of_a_copied_store(tmp_path, caplog):
+    """Only a run logging in an experiment the store already had repointed it (and the runs beside it): a first run
+    of another config (tracking.experiment) in a copied root made its own experiment and left every other naming the
+    original root's mlruns/, whose files MLflow showed (or none, the original gone), and which `saerl gc` purged. A
+    tracker repoints the whole store as it starts, in one warning."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    first, copy = tmp_path / "a", tmp_path / "b"
+    for name in ("one", "two", "three"):
+        Tracker(load_config(None, [f"name={name}"]), first, f"run-{name}").finish()
+    shutil.copytree(first, copy)
+    with caplog.at_level("WARNING", logger="saerl.tracking"):
+        Tracker(load_config(None, ["name=one", "tracking.experiment=copied"]), copy, "run-b").finish()
+    assert caplog.text.count("was moved or copied") == 1, caplog.text
+    own = (copy / "mlruns").resolve().as_uri()
+    client = MlflowClient(f"sqlite:///{copy / 'mlflow.db'}")
+    for name in ("one", "two", "three", "copied"):
+        exp = client.get_experiment_by_name(name)
+        assert exp.artifact_location == own, name
+        assert all(r.info.artifact_uri.startswith(own + "/") for r in client.search_runs([exp.experiment_id]))
+
+
+def test_a_store_that_cannot_be_written_is_left_as_it_is(tmp_path, caplog, monkeypatch):
+    """A copied root mounted read-only cannot be repointed: `saerl gc` goes on (the one line says why), nothing is
+    raised. (Tests run as root, where chmod does not stop writes: the write is refused here instead.)"""
+    import shutil
+    import sqlite3
+
+    import saerl.tracking as tracking
+
+    first, copy = tmp_path / "a", tmp_path / "b"
+    Tracker(load_config(None, ["name=one"]), first, "run-a").finish()
+    shutil.copytree(first, copy)
+
+    def read_only(*args, **kwargs):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(tracking, "relocate_artifacts", read_only)
+    with caplog.at_level("WARNING", logger="saerl.tracking"):
+        assert tracking.repoint_root_store(copy) == 0
+    assert "cannot be repointed" in caplog.text and "readonly database" in caplog.text
+    monkeypatch.undo()
+    assert tracking.repoint_root_store(copy) == 2  # the experiment and its run
+    assert tracking.repoint_root_store(copy) == 0  # nothing left pointing elsewhere: nothing written
+
+
 def test_an_experiment_at_mlflows_default_location_logs_its_new_runs_into_the_root(tmp_path, caplog):
     """A saerl older than December 3 created its experiments at MLflow's default, <working folder>/mlruns/<id>:
     every later run, and every copy of the root, went on writing files into that folder (an old checkout), without
