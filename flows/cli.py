@@ -74,11 +74,14 @@ PREFECT_TERMINATION = "Execution was aborted by a termination signal."  # its ca
 PREFECT_SIGNAL_CAUSES = (PREFECT_INTERRUPT, PREFECT_TERMINATION)  # the words prefect.states.exception_to_crashed_state
 # gives a person's stop; any other crash (an unexpected exception, a lost server) keeps its line
 PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # where Prefect logs a failed task or flow run
+PREFECT_FLOW_LOGGER = "prefect.flow_runs"  # the one of them that logs a flow run's end: also a lost API's error
 LOGGED = "_saerl_traceback_logged"  # set on an error whose traceback a Prefect run logger printed (main's cue)
 USER_LINE_LOGGED = "_saerl_user_line_logged"  # set on a user error whose line a Prefect run logger printed
 PREFECT_FAILED_STATE = "Finished in state Failed("  # how Prefect's task engine starts its line after the failure's
 LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"  # the date too: a long run's log file crosses midnight
 SEEN_KEPT = 8  # the user errors UserErrorTracebacks remembers for that line (the latest; a run stops at its first)
+URLLIB3_POOL_LOGGER = "urllib3.connectionpool"  # where urllib3 (MLflow's HTTP client) logs each retry of a request
+URLLIB3_RETRY = "Retrying ("  # how that warning starts: 'Retrying (Retry(total=1, ...)) after connection broken by'
 
 
 class UserErrorTracebacks(logging.Filter):
@@ -91,7 +94,10 @@ class UserErrorTracebacks(logging.Filter):
     (PREFECT_SIGNAL_CAUSES: an ERROR line on every Ctrl-C, SIGHUP and SIGTERM, read as a crash; Prefect's flow engine
     logs one for any BaseException that ends a flow run, with no way to tell it a stop was asked for) where saerl's
     own line says the run was stopped by which signal and what is kept (:func:`stop_now`); a crash of any other cause
-    keeps its line. One instance serves both run loggers (:func:`_setup_logging`), so it knows what either printed."""
+    keeps its line. Drops the flow run logger's line and traceback (about 80 lines) for an API that stopped answering
+    (:func:`lost_api`: Prefect could not report the flow run's end), which saerl words itself: a warning where every
+    stage finished (flows.pipeline.run_pipeline_flow), else main's traceback and line (the error is not marked as
+    printed). One instance serves both run loggers (:func:`_setup_logging`), so it knows what either printed."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -104,6 +110,8 @@ class UserErrorTracebacks(logging.Filter):
         if message.startswith(PREFECT_CRASH) and any(cause in message for cause in PREFECT_SIGNAL_CAUSES):
             return False
         err = record.exc_info[1] if record.exc_info else None
+        if record.name == PREFECT_FLOW_LOGGER and lost_api(err):
+            return False
         if isinstance(err, USER_ERRORS):
             record.exc_info, record.exc_text = None, None
             if getattr(err, USER_LINE_LOGGED, False):
@@ -124,6 +132,23 @@ class UserErrorTracebacks(logging.Filter):
         return True
 
 
+def lost_api(err: BaseException | None) -> bool:
+    """Is `err` what Prefect's client raises when its API no longer answers: an httpx transport error (refused,
+    reset, timed out)? in: an error or None; out: bool (False where httpx was never imported: it cannot be one)."""
+    httpx = sys.modules.get("httpx")
+    return httpx is not None and isinstance(err, httpx.TransportError)
+
+
+class RetryLines(logging.Filter):
+    """Drops urllib3's warning before each retry of a request ('Retrying (Retry(total=1, ...)) after connection
+    broken by ...'): a tracking server that stopped answering gave two per failed MLflow request, besides saerl's
+    own warning that tracking stopped (saerl.tracking), which says what matters. `saerl -v` keeps them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """in: a log record; out: False for urllib3's retry warning, else True."""
+        return not record.getMessage().startswith(URLLIB3_RETRY)
+
+
 def traceback_logged(err: BaseException) -> bool:
     """Did a Prefect run logger print `err` with its traceback in this process (:class:`UserErrorTracebacks` marks
     it)? A flow run's failure reaches main as the same object. in: an error; out: bool."""
@@ -131,6 +156,9 @@ def traceback_logged(err: BaseException) -> bool:
 
 
 def _setup_logging(verbose: bool) -> None:
+    """Log INFO and up (DEBUG with -v) to stderr, the chattiest libraries at WARNING; below -v, Prefect's run
+    loggers drop the tracebacks saerl words itself (:class:`UserErrorTracebacks`) and urllib3 its retry warnings
+    (:class:`RetryLines`). in: -v."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt=LOG_DATEFMT)
     for noisy in ("httpx", "httpcore", "alembic", "urllib3", "filelock"):
@@ -142,6 +170,11 @@ def _setup_logging(verbose: bool) -> None:
             logger.removeFilter(old)
         if not verbose:
             logger.addFilter(shared)
+    pool = logging.getLogger(URLLIB3_POOL_LOGGER)
+    for old in [f for f in pool.filters if isinstance(f, RetryLines)]:
+        pool.removeFilter(old)
+    if not verbose:
+        pool.addFilter(RetryLines())
 
 
 def stop_now(signum: int) -> None:

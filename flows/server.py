@@ -5,7 +5,8 @@ worker). The CLI therefore starts one `prefect server start` on loopback before 
 `PREFECT_API_URL` at it, keeps `PREFECT_HOME` under the artifact root and turns telemetry off. The server
 answers only the run's own clients (a random per-server auth string, CORS for its own origin only) and is reached
 without any HTTP proxy. It stops when the block ends, and on Linux also when the run that started it is killed
-(LAUNCHER).
+(LAUNCHER). If it dies mid-run, the run's Prefect client stops retrying it (failing_fast_when_gone), so the command
+ends within seconds of its work.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from saerl.artifacts import file_lock
 from saerl.distributed import launcher
@@ -45,6 +47,7 @@ API_CHECK_TIMEOUT_S = 10.0  # how long a given Prefect API (PREFECT_API_URL, run
 API_URL_ENV = "PREFECT_API_URL"  # the environment variable a given Prefect API may come from
 API_URL_FIELD = "runtime.prefect_api_url"  # the config field it may come from
 OTHERS_BITS = 0o007  # a mode's bits for other users: none on PREFECT_HOME and what is in it (a team's group keeps its own)
+GONE_RETRIES = 0  # Prefect's client retries (PREFECT_CLIENT_MAX_RETRIES) once the run's own local server has exited
 
 
 # Runs in the server's process, then becomes `prefect server start` (saerl.distributed.launcher): on Linux it asks
@@ -198,9 +201,10 @@ def prefect_executable() -> str:
 
 
 @contextmanager
-def _settings(api_url: str, auth: str | None = None) -> Iterator[None]:
+def _settings(api_url: str, auth: str | None = None) -> Iterator[Any]:
     """Apply the API URL (and a local server's `auth` string, if any) and home to Prefect's settings even if Prefect
-    was imported before (it reads env once)."""
+    was imported before (it reads env once). Yields the block's Prefect settings (prefect.settings.Settings), which
+    the flow runs started in the block read."""
     from prefect.settings import (
         PREFECT_API_AUTH_STRING,
         PREFECT_API_URL,
@@ -213,8 +217,8 @@ def _settings(api_url: str, auth: str | None = None) -> Iterator[None]:
                PREFECT_SERVER_ANALYTICS_ENABLED: False}
     if auth is not None:
         updates[PREFECT_API_AUTH_STRING] = auth
-    with temporary_settings(updates=updates):
-        yield
+    with temporary_settings(updates=updates) as settings:
+        yield settings
 
 
 def drain_logs() -> None:
@@ -320,6 +324,33 @@ def server_start_problem(logfile: Path, start: int, status: int | None) -> str:
             f"{API_URL_FIELD} to a Prefect server that runs")
 
 
+@contextmanager
+def failing_fast_when_gone(proc: subprocess.Popen[bytes], settings: Any) -> Iterator[None]:
+    """For the block: once the local server `proc` has exited (killed, out of memory), Prefect's client requests made
+    under `settings` (the block's Prefect settings: the flow run's final state, its queued logs) fail at once
+    (GONE_RETRIES) instead of being retried PREFECT_CLIENT_MAX_RETRIES times (5 by default) with backoff (2 to 32 s):
+    after a server that died mid-run, `saerl run` waited about 70 s once its work was done, then more at exit for
+    each batch of queued logs. While the server runs, its retries stay as they are (a busy server still gets them).
+    A daemon thread polls the process every POLL_S until the block ends. in: the server's process, the settings."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(POLL_S):
+            if proc.poll() is not None:
+                settings.client.max_retries = GONE_RETRIES
+                log.debug("the local Prefect server exited (status %s): Prefect's client requests now fail at once",
+                          proc.returncode)
+                return
+
+    watcher = threading.Thread(target=watch, name="saerl-prefect-server-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+
+
 def _serve(api_url: str | None, dask_address: str | None) -> Iterator[str]:
     """prefect_server's body, in its environment: yield the given API's URL, or start a local server and yield its
     URL until the generator closes, then stop it. A local server requires a new random auth string, which this
@@ -364,7 +395,7 @@ def _serve(api_url: str | None, dask_address: str | None) -> Iterator[str]:
                 time.sleep(POLL_S)
         log.info("Prefect server on %s (log: %s)", url, logfile)
         os.environ["PREFECT_API_URL"] = url
-        with _settings(url, auth):
+        with _settings(url, auth) as settings, failing_fast_when_gone(proc, settings):
             yield url
     finally:
         if proc is not None:

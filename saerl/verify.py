@@ -93,7 +93,7 @@ import sys
 import threading
 import time
 import unicodedata
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
@@ -112,6 +112,9 @@ FLOAT_ROUNDING = 6  # decimal places compared for non-integers, as math-verify's
 HARD_KILL_GRACE_S = 1.0  # extra seconds a worker gets past timeout_s before it is killed
 WORKER_START_TIMEOUT_S = 120.0  # a worker that is not ready (math-verify imported) by then is an error
 MAX_START_FAILURES = 3  # workers failing to start, in one call, before its tasks are given up as errors
+MAX_TASK_DEATHS = 2  # workers that may die (killed: SIGKILL, the OOM killer) on one task before it is an "error";
+# each earlier death runs it again on a fresh worker: an infrastructure kill is no verdict on the answer
+EXIT_WAIT_S = 1.0  # how long a worker whose socket closed is waited for, to read its exit status (-9: SIGKILL)
 PARSE_CACHE_SIZE = 4096  # parsed answers each worker remembers
 NORMALIZE_BLOCK = 2048  # gold answers per pool batch when normalizing many: the progress bar's step
 # address space a worker may add after importing math-verify: one answer like \boxed{2^{2^{40}}} grew a worker by
@@ -1883,12 +1886,14 @@ class _Worker:
 
 class _Pool:
     """A lazily started, reused set of worker processes. One batch runs at a time (a lock), so callers on
-    any thread are safe; a worker that overruns its deadline is killed and replaced."""
+    any thread are safe; a worker that overruns its deadline is killed and replaced (the task's verdict: 'timeout');
+    a worker that dies on a task (killed from outside) is replaced and the task runs again, MAX_TASK_DEATHS in all."""
 
     def __init__(self, n_workers: int | None = None) -> None:
         self.n_workers = n_workers  # None: pool_size() when the pool first runs
         self.workers: list[_Worker] = []
         self.lock = threading.Lock()
+        self.deaths: Counter[int] = Counter()  # this batch's tasks -> workers that died on them (run, _died)
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
@@ -1903,12 +1908,13 @@ class _Pool:
                 self.n_workers = pool_size()
             pending = deque(range(len(tasks)))
             start_failures = 0
+            self.deaths = Counter()
             while pending or any(w.task is not None for w in self.workers):
                 busy = sum(w.task is not None for w in self.workers)
                 while len(self.workers) < min(self.n_workers, len(pending) + busy):
                     self.workers.append(_Worker())
                 self._dispatch(tasks, pending, results, timeout_s)
-                start_failures += self._collect(results, timeout_s)
+                start_failures += self._collect(results, timeout_s, pending)
                 if start_failures >= MAX_START_FAILURES and not any(w.ready for w in self.workers):
                     for i in pending:
                         results[i] = ("error", WORKERS_FAILED)
@@ -1926,14 +1932,30 @@ class _Pool:
                 try:
                     w.conn.send((kind, args, timeout_s))
                 except OSError:
-                    results[i] = ("error", f"verifier worker exited (code {w.proc.poll()})")
-                    self._replace(w)
+                    self._died(w, i, pending, results)
                     continue
                 w.task, w.deadline = i, time.monotonic() + timeout_s + HARD_KILL_GRACE_S
 
-    def _collect(self, results: list, timeout_s: float) -> int:
-        """Wait for the first message or deadline; record results, kill overrunning workers. Returns how many
-        workers failed while starting."""
+    def _died(self, worker: _Worker, task: int, pending: deque, results: list) -> None:
+        """A worker died on `task` (its socket closed: killed from outside, the OOM killer): replace it and put the
+        task first in line for a fresh worker, or, at its MAX_TASK_DEATHS-th death, give it ('error', ...) naming the
+        worker's exit status (read after a wait of at most EXIT_WAIT_S: -9 for SIGKILL; poll() read None before the
+        process was reaped). in: the worker, the task's index, the pending queue, the results."""
+        try:
+            worker.proc.wait(timeout=EXIT_WAIT_S)
+        except subprocess.TimeoutExpired:
+            pass
+        code = worker.proc.returncode  # None: still running after the wait (killed next, by _replace)
+        self._replace(worker)
+        self.deaths[task] += 1
+        if self.deaths[task] < MAX_TASK_DEATHS:
+            pending.appendleft(task)
+        else:
+            results[task] = ("error", f"verifier worker exited (code {code}) on this task {self.deaths[task]} times")
+
+    def _collect(self, results: list, timeout_s: float, pending: deque) -> int:
+        """Wait for the first message or deadline; record results, kill overrunning workers, send the task of one
+        that died back to `pending` (:meth:`_died`). Returns how many workers failed while starting."""
         live = [w for w in self.workers if w.task is not None or not w.ready]
         if not live:
             return 0
@@ -1947,8 +1969,9 @@ class _Pool:
                 except (EOFError, OSError):
                     failures += not w.ready
                     if w.task is not None:
-                        results[w.task] = ("error", f"verifier worker exited (code {w.proc.poll()})")
-                    self._replace(w)
+                        self._died(w, w.task, pending, results)
+                    else:
+                        self._replace(w)
                     continue
                 if msg[0] == "ready":
                     w.ready = True

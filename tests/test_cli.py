@@ -154,6 +154,86 @@ def test_prefects_run_loggers_keep_a_user_errors_line_but_not_its_traceback():
     _setup_logging(False)
 
 
+def test_prefects_traceback_of_an_api_that_stopped_answering_is_dropped_below_verbose():
+    """A local Prefect server that died mid-run: the flow run logger printed 'Encountered exception during
+    execution: ConnectError(...)' with two chained tracebacks (about 80 lines) before saerl's own warning that every
+    stage finished. The flow run logger's record of a transport error is dropped, not marked as printed (main still
+    prints such an error where it ends the command); a task's, and an error status's, keep theirs; -v keeps all."""
+    import logging
+
+    import httpx
+
+    from flows.cli import PREFECT_RUN_LOGGERS, UserErrorTracebacks, _setup_logging, traceback_logged
+
+    def record(logger: str, err: BaseException) -> logging.LogRecord:  # as Prefect's flow engine logs it
+        try:
+            raise err
+        except Exception:
+            return logging.LogRecord(logger, logging.ERROR, __file__, 1, "Encountered exception during execution: %r",
+                                     (err,), sys.exc_info())
+
+    refused = httpx.ConnectError("[Errno 111] Connection refused")
+    assert not UserErrorTracebacks().filter(record("prefect.flow_runs", refused))
+    assert not traceback_logged(refused), "main must still print it where the error ends the command"
+    assert not UserErrorTracebacks().filter(record("prefect.flow_runs", httpx.ReadTimeout("timed out")))
+    task = record("prefect.task_runs", httpx.ConnectError("a stage's own request"))
+    assert UserErrorTracebacks().filter(task) and task.exc_info is not None
+    status = httpx.HTTPStatusError("500", request=httpx.Request("POST", "http://x"), response=httpx.Response(500))
+    kept = record("prefect.flow_runs", status)
+    assert UserErrorTracebacks().filter(kept) and kept.exc_info is not None, "a server that answers keeps its line"
+    _setup_logging(True)
+    try:
+        assert all(logging.getLogger(name).filter(record(name, refused)) for name in PREFECT_RUN_LOGGERS)
+    finally:
+        _setup_logging(False)
+
+
+def test_urllib3s_retry_warnings_are_dropped_below_verbose():
+    """A tracking server that died mid-run: urllib3 warned 'Retrying (Retry(total=1, ...)) after connection broken
+    by ...' twice per failed MLflow request besides saerl's own warning. A real retried request to a refused port
+    logs none below -v, and its retries with -v; urllib3's other warnings stay."""
+    import logging
+    import socket
+
+    import urllib3
+
+    from flows.cli import URLLIB3_POOL_LOGGER, _setup_logging
+
+    with socket.socket() as s:  # a port nothing listens on: refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    class Caught(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.DEBUG)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    def retried_request_logs() -> list[str]:
+        caught, pool = Caught(), logging.getLogger(URLLIB3_POOL_LOGGER)
+        pool.addHandler(caught)
+        try:
+            with pytest.raises(urllib3.exceptions.MaxRetryError):
+                urllib3.PoolManager().request("GET", f"http://127.0.0.1:{port}/", retries=urllib3.Retry(total=2,
+                                                                                                        backoff_factor=0))
+            pool.warning("Connection pool is full, discarding connection: %s", "127.0.0.1")
+        finally:
+            pool.removeHandler(caught)
+        return caught.messages
+
+    try:
+        _setup_logging(False)
+        quiet = retried_request_logs()
+        _setup_logging(True)
+        verbose = retried_request_logs()
+    finally:
+        _setup_logging(False)
+    assert not [m for m in quiet if m.startswith("Retrying")] and any("pool is full" in m for m in quiet), quiet
+    assert sum(m.startswith("Retrying") for m in verbose) == 2, verbose
+
+
 def test_prefects_crash_line_of_a_stop_by_any_signal_is_dropped_in_its_own_words():
     """`kill -TERM` of a run logged Prefect's ERROR 'Crash detected! Execution was aborted by a termination signal.'
     beside saerl's 'stopped by SIGTERM' line (Ctrl-C's crash line was dropped already): Prefect's flow engine logs a

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -471,3 +472,33 @@ def test_the_cause_of_a_failed_server_start_is_read_from_its_own_lines(tmp_path)
     log.write_text("starting...\nthe port is taken\nServer stopped!\n")
     assert server_log_cause(log) == "the port is taken"
     assert server_log_cause(tmp_path / "absent.log") is None
+
+
+GONE_WAIT_S = 30.0  # how long a loaded machine may take to see the killed stand-in gone (the watcher polls 4 times a s)
+
+
+def test_prefects_client_stops_retrying_once_the_local_server_is_gone():
+    """A local server that died mid-run left Prefect's client retrying the flow run's final state 5 times with
+    backoff (about 70 s after the work was done). The block's settings keep Prefect's retries while the server
+    runs (a busy server gets them) and drop them to none once its process has exited; other settings keep theirs."""
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    from flows.server import GONE_RETRIES, failing_fast_when_gone
+
+    threads, outside = threading.active_count(), PREFECT_CLIENT_MAX_RETRIES.value()
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 5}) as settings, \
+                failing_fast_when_gone(stand_in, settings):
+            time.sleep(3 * POLL_S)
+            assert PREFECT_CLIENT_MAX_RETRIES.value() == 5, "retries dropped while the server runs"
+            stand_in.kill()
+            deadline = time.monotonic() + GONE_WAIT_S
+            while PREFECT_CLIENT_MAX_RETRIES.value() != GONE_RETRIES and time.monotonic() < deadline:
+                time.sleep(POLL_S)
+            assert PREFECT_CLIENT_MAX_RETRIES.value() == GONE_RETRIES
+        assert PREFECT_CLIENT_MAX_RETRIES.value() == outside, "the settings outside the block changed"
+        assert threading.active_count() == threads, "the watcher thread outlived the block"
+    finally:
+        stand_in.kill()
+        stand_in.wait()

@@ -6,7 +6,8 @@ was logged to it. The flow still runs every stage, warns once that tracking stop
 Prefect: `saerl run` runs in a subprocess against a real `prefect server` on loopback, SIGKILLed while extraction
 is writing its chunks. Prefect 3 runs task runs on the client, so the stages keep going; only the flow run's final
 state cannot be reported. The command warns and exits 0, every artifact is stored, and a rerun (under a new server)
-is all cache hits."""
+is all cache hits. When the server that dies is the command's own (started for the root), the command ends within
+seconds of the work, with Prefect's default client retries (they waited about 70 s), and prints no traceback."""
 
 from __future__ import annotations
 
@@ -147,31 +148,53 @@ def start_prefect(folder: Path) -> tuple[subprocess.Popen, str]:
     return proc, url
 
 
-def start_cli(root: Path, api_url: str | None, sleep_s: float) -> subprocess.Popen:
+def start_cli(root: Path, api_url: str | None, sleep_s: float,
+              client_retries: str | None = CLIENT_RETRIES) -> subprocess.Popen:
     """`saerl run configs/smoke.yaml --until encode` in a subprocess on `root`, against the Prefect API at
-    `api_url` (None: the command starts its own server), pausing `sleep_s` after each recorded chunk."""
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    `api_url` (None: the command starts its own server), pausing `sleep_s` after each recorded chunk, with
+    PREFECT_CLIENT_MAX_RETRIES=`client_retries` (None: Prefect's default, as a user runs it)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_CLIENT_MAX_RETRIES")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    env["PREFECT_CLIENT_MAX_RETRIES"] = CLIENT_RETRIES
+    if client_retries is not None:
+        env["PREFECT_CLIENT_MAX_RETRIES"] = client_retries
     overrides = [f"runtime.artifact_root={root}", *CLI_OVERRIDES, *([f"runtime.prefect_api_url={api_url}"] if api_url else [])]
     argv = ["run", str(SMOKE), *overrides, "--until", PREFECT_UNTIL]
     return subprocess.Popen([sys.executable, "-c", CLI_RUNNER, str(sleep_s), *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
 
-def kill_during_extraction(cli: subprocess.Popen, server: subprocess.Popen, root: Path) -> list[str]:
-    """SIGKILL the Prefect server (its whole process group) once extraction recorded KILL_AFTER_CHUNKS chunks;
-    returns the extraction chunks done by then (the command must still be running)."""
+def kill_during_extraction(cli: subprocess.Popen, server: subprocess.Popen | None, root: Path) -> list[str]:
+    """SIGKILL the Prefect server (its whole process group; None: the one the command started, :func:`own_server`)
+    once extraction recorded KILL_AFTER_CHUNKS chunks; returns the extraction chunks done by then (the command must
+    still be running)."""
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while time.monotonic() < deadline:
         assert cli.poll() is None, f"saerl run ended before the server was killed: {cli.communicate()[1][-3000:]}"
         partials = list((root / "extract").glob(".partial-*")) if (root / "extract").exists() else []
         if partials and len(ChunkLog(partials[0]).done()) >= KILL_AFTER_CHUNKS:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+            if server is None:
+                pid = own_server(cli.pid)
+                os.killpg(pid, signal.SIGKILL)  # the command's child: it reaps it, not this test
+            else:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
             return ChunkLog(partials[0]).done()
         time.sleep(POLL_S)
     raise AssertionError(f"extraction recorded no {KILL_AFTER_CHUNKS} chunks within {RUN_TIMEOUT_S} s")
+
+
+def own_server(cli_pid: int) -> int:
+    """The pid of the local Prefect server the command `cli_pid` started (its child running `prefect server start`,
+    which leads a process group of its own). Linux (/proc)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):  # ended meanwhile
+            continue
+        if ppid == cli_pid and b"server" in argv and b"start" in argv:
+            return int(stat.parent.name)
+    raise AssertionError(f"saerl run (pid {cli_pid}) has no local Prefect server")
 
 
 def _newest_record(root: Path) -> dict:
@@ -207,3 +230,26 @@ def test_prefect_server_dying_mid_run_loses_no_artifact(tmp_path):
     assert second["run_id"] != first["run_id"]
     assert {n: r["status"] for n, r in second["stages"].items()} == dict.fromkeys(PREFECT_STAGES, "cached")
     assert {n: r["key"] for n, r in second["stages"].items()} == {n: r["key"] for n, r in first["stages"].items()}
+
+
+PROMPT_EXIT_S = 30  # from the run's end (its record's) to the command's exit: Prefect's 5 client retries took ~70 s
+
+
+def test_own_prefect_server_dying_mid_run_ends_the_command_promptly(tmp_path):
+    """The command's own server killed mid-run: the command still exits 0 with every artifact, but within seconds of
+    the work ending (it retried the flow run's final state for about 70 s) and without Prefect's ERROR traceback."""
+    root = tmp_path / "root"
+    cli = start_cli(root, None, SLEEP_AFTER_CHUNK_S, client_retries=None)  # Prefect's default client retries
+    try:
+        kill_during_extraction(cli, None, root)
+        out, err = cli.communicate(timeout=RUN_TIMEOUT_S)
+        exited = time.time()
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert cli.returncode == 0, err[-3000:]
+    record = _newest_record(root)
+    _assert_stored(root, record, PREFECT_STAGES)
+    assert exited - record["extra"]["ended"] < PROMPT_EXIT_S, err[-3000:]
+    assert "the Prefect API stopped answering" in err and "Every stage run finished" in err
+    assert "Traceback" not in err, err[-3000:]

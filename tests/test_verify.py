@@ -233,6 +233,73 @@ def test_stuck_worker_is_killed_and_replaced():
     assert verify_answer("\\boxed{\\frac{1}{3}}", "$\\frac{2}{6}$", 10).correct
 
 
+KILL_WAIT_S = 120.0  # how long a test waits for a worker to take the task it kills (a loaded machine starts slowly)
+
+
+def _kill_the_worker_on(pool: V._Pool, task: int | None, times: int, killed: list[int]) -> None:
+    """SIGKILL the worker of `pool` that works on batch task `task` (None: any busy one), `times` times (a fresh worker
+    each time), as the OOM killer or an operator would; the killed pids go to `killed`. Runs beside pool.run."""
+    import os
+    import signal
+
+    deadline = time.monotonic() + KILL_WAIT_S
+    while len(killed) < times and time.monotonic() < deadline:
+        busy = [w for w in list(pool.workers) if w.task is not None and task in (None, w.task)
+                and w.proc.pid not in killed]
+        if busy:
+            os.kill(busy[0].proc.pid, signal.SIGKILL)
+            killed.append(busy[0].proc.pid)
+        time.sleep(0.01)
+
+
+def test_a_task_whose_worker_is_killed_runs_again_on_a_fresh_worker():
+    """A verifier worker SIGKILLed on a task (the OOM killer, an operator) made that answer a permanent 'error'
+    verdict, scored wrong and cached, reading "verifier worker exited (code None)". The task now runs again on a
+    fresh worker; a second death on the same task is an error naming the real exit status (-9). A deadline's
+    kill is no death: it stays a 'timeout' (test_stuck_worker_is_killed_and_replaced)."""
+    import signal
+
+    pool = V._Pool(2)
+    try:
+        killed: list[int] = []
+        killer = threading.Thread(target=_kill_the_worker_on, args=(pool, 0, 1, killed))
+        killer.start()
+        out = pool.run([("stall", (2.0,)), ("normalize", ("\\frac13",))], timeout_s=60.0)
+        killer.join()
+        assert len(killed) == 1
+        assert out == [("done", ("ok", "", "stalled")), ("done", ("ok", "\\frac{1}{3}", "math-verify"))]
+        killed = []
+        killer = threading.Thread(target=_kill_the_worker_on, args=(pool, 0, V.MAX_TASK_DEATHS, killed))
+        killer.start()
+        out = pool.run([("stall", (5.0,)), ("normalize", ("\\frac13",))], timeout_s=60.0)
+        killer.join()
+        assert len(killed) == V.MAX_TASK_DEATHS
+        assert out[0] == ("error", f"verifier worker exited (code {-signal.SIGKILL}) on this task "
+                                   f"{V.MAX_TASK_DEATHS} times")
+        assert out[1] == ("done", ("ok", "\\frac{1}{3}", "math-verify"))
+    finally:
+        pool.shutdown()
+
+
+def test_a_worker_killed_during_verify_batch_turns_no_verdict_into_an_error():
+    """The audit's repro: the busy worker SIGKILLed during a verify_batch of 198 sympy pairs left one 'error'
+    among the 'wrong' verdicts. Every verdict is now right and none is an error."""
+    V.shutdown_verifier()
+    try:
+        verify_batch(["\\boxed{x+1}"], ["x+1"], timeout_s=30)  # the pool's workers started
+        completions = [f"\\boxed{{\\frac{{x^{i}-1}}{{x-1}}}}" for i in range(2, 200)]
+        golds = [f"x+{i}" for i in range(2, 200)]
+        killed: list[int] = []
+        killer = threading.Thread(target=_kill_the_worker_on, args=(V._POOL, None, 1, killed))
+        killer.start()
+        got = verify_batch(completions, golds, timeout_s=30)
+        killer.join()
+        assert len(killed) == 1
+        assert [r.status for r in got] == ["wrong"] * len(golds), [r for r in got if r.status != "wrong"]
+    finally:
+        V.shutdown_verifier()
+
+
 def test_verify_from_worker_threads():
     """math-verify's signal-based timeouts break off the main thread; ours must not."""
     cases = [
@@ -1337,7 +1404,7 @@ REVIEWED_SOURCES = {"1": "389ac05f766a6a00cea8b6d6f4d02b71143480dec72fa24d31b18f
                     "4": "2ec85e78742ea3b07fe8ddc98d93129a332b1d871ae2d9e1672360e31341cf36",
                     "5": "42fa58a905ede8eac6248d2b487368fdea878722acec145a39b41caa87a397a8",
                     "6": "cffc532930bd0af2ff931c4bf64f139d96d57febf34b242619833a007548e22a",
-                    "7": "eb21d11c3a65e3052ddfb536dc92998f99370a13e5bbb0d2dadcce0ed1059028"}
+                    "7": "685f41129e1d5e0864848eeee8c4f18351b9546549805967c5628728c3f2fad3"}
 
 
 def test_a_change_of_verify_py_is_reviewed_for_its_version():
