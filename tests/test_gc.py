@@ -858,12 +858,14 @@ def test_vacuum_is_refused_while_another_process_holds_a_database_open(root):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc (Linux)")
-def test_vacuum_is_refused_while_the_roots_prefect_server_runs(root):
+def test_vacuum_is_refused_while_the_roots_prefect_server_runs(root, monkeypatch):
     """The root's own local Prefect server (as `saerl run` starts one) keeps prefect.db open while idle: --vacuum names
-    it and compacts nothing; once it stopped, prefect.db is compacted."""
-    from flows.server import prefect_database, prefect_server
+    it and compacts nothing; once it stopped, prefect.db is compacted. (The suite's session server, which a test of
+    the same worker may have started, sets PREFECT_API_URL: prefect_server would use it and start none.)"""
+    from flows.server import API_URL_ENV, prefect_database, prefect_server
     from saerl.gc import sqlite_bytes
 
+    monkeypatch.delenv(API_URL_ENV, raising=False)
     db = prefect_database(root)
     with prefect_server(root):
         size = sqlite_bytes(db.path)
