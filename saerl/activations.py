@@ -61,7 +61,7 @@ from saerl.activation_store import (
     prepare_store,
     store_heads,
 )
-from saerl.artifacts import ChunkLog, files_fault, loader_said, unreadable_files, while_wanted
+from saerl.artifacts import ChunkLog, files_fault, loader_said, tensor_shapes, unreadable_files, while_wanted
 from saerl.config import PKG_MODEL, ExtractConfig, ModelConfig, device_type, resolve_layer
 
 log = logging.getLogger("saerl.activations")
@@ -157,10 +157,9 @@ TOKENIZER_FILE = "tokenizer.json"  # a fast tokenizer's one file, which AutoToke
 def checkpoint_shapes(folder: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     """The tensors of a local model folder's weights as transformers finds them (model.safetensors, else the shards
     its model.safetensors.index.json names: old shards beside a new single file are not what loads), each with its
-    shape and file, read from the files' headers alone (no tensor is read). in: the folder; out: {tensor name: (shape, file name)}; {} where there is
-    no such file, or an index that names none (a file that cannot be read is :func:`folder_load_problem`'s)."""
-    from safetensors import SafetensorError, safe_open
-
+    shape and file, read from the files' headers alone (saerl.artifacts.tensor_shapes). in: the folder; out:
+    {tensor name: (shape, file name)}; {} where there is no such file, or an index that names none (a file that
+    cannot be read is :func:`folder_load_problem`'s)."""
     files = [WEIGHTS_FILE]
     if not (folder / WEIGHTS_FILE).is_file() and (folder / WEIGHTS_INDEX).is_file():  # transformers' order: the file
         try:
@@ -168,14 +167,8 @@ def checkpoint_shapes(folder: Path) -> dict[str, tuple[tuple[int, ...], str]]:
             files = sorted({v for v in weight_map.values() if isinstance(v, str)})
         except (OSError, ValueError, AttributeError):  # AttributeError: an index that is no JSON object
             return {}
-    shapes: dict[str, tuple[tuple[int, ...], str]] = {}
-    for name in files:
-        try:
-            with safe_open(str(folder / name), framework="numpy") as f:
-                shapes.update({key: (tuple(f.get_slice(key).get_shape()), name) for key in f.keys()})  # noqa: SIM118
-        except (SafetensorError, OSError):  # no such file, or cut short: the load says so, or folder_load_problem did
-            continue
-    return shapes
+    # a file that is not there or is cut short adds none: the load says so, or folder_load_problem did
+    return {key: (shape, name) for name in files for key, shape in tensor_shapes(folder / name).items()}
 
 
 def model_class(config: Any) -> Any:

@@ -328,6 +328,19 @@ def unreadable_files(folder: Path) -> list[str]:
     return bad
 
 
+def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor of a .safetensors file with its shape, read from the file's header alone (no tensor is read); {}
+    for a file that is not there or cannot be read (cut short: :func:`unreadable_files` names it). in: the file; out:
+    {tensor name: shape}."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 - no dict
+    except (SafetensorError, OSError):
+        return {}
+
+
 # the words of a loader's RuntimeError when a folder's weights do not fit its config: transformers' shape check and
 # torch's load_state_dict (a tensor the architecture needs missing, or one it has no place for)
 FILES_DISAGREE = ("size mismatch", "ignore_mismatched_sizes", "Missing key(s) in state_dict",

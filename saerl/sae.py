@@ -43,7 +43,6 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import zarr
-from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from saerl.activation_store import (
@@ -54,7 +53,15 @@ from saerl.activation_store import (
     kept_or_chained,
     open_activations,
 )
-from saerl.artifacts import ChunkLog, file_sha256, files_fault, loader_said, unreadable_files, while_wanted
+from saerl.artifacts import (
+    ChunkLog,
+    file_sha256,
+    files_fault,
+    loader_said,
+    tensor_shapes,
+    unreadable_files,
+    while_wanted,
+)
 from saerl.config import SAEConfig, stable_hash
 from saerl.testbed import LM_FOLDER
 
@@ -516,13 +523,7 @@ def weight_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
     """The shapes of a sae-lens weights file's encoder W_enc, (d_in, d_sae), and decoder W_dec, (d_sae, d_in; a
     transcoder's d_out), read from its header alone; those it holds ({} where it cannot be read; a tied SAE holds no
     W_enc). in: the .safetensors file; out: {name: shape}."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(weights), framework="numpy") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in SHAPED_WEIGHTS if k in f.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError):
-        return {}
+    return {k: shape for k, shape in tensor_shapes(weights).items() if k in SHAPED_WEIGHTS}
 
 
 def sort_cfg(path: Path) -> None:

@@ -150,9 +150,9 @@ if __name__ == "__main__":
 
 # the sources as last reviewed, with every stage's code version then (written by `python tests/test_stage_sources.py`)
 REVIEWED = {'sources': {'activation_store': 'd1108808234dba898fd1bc61dc10e0c35a8e2c496d044cf5c35ae0e7d77d7e5c',
-             'activations': 'baa0f86663838797859cdc6ba14fbba10b96d30a72fc87ff95ec73eea36dfe21',
+             'activations': '6afa71052ffd2aabc0951e7bef5a46992faf008fada402f83357b450a80c25f1',
              'answers': 'ef2788a8f4384049782b3749a87aebd41143ae3aaa982757abea5e7db0aa8874',
-             'artifacts': '788c23c26c4d68e8325ac44c4bb909cbcdb7ab2e5cf4fad7fb8eb9efeeb52e7d',
+             'artifacts': '4e4ecd24353e4df99a4c21713cf77ef3ac36fd20ca604fc25226c4b408002b8d',
              'checkpoints': '952f79e64b79843ac68dbcadba37746f0a7acd59624ec4a7649cda605260b1ad',
              'config': '8ceea281afd2a32384af77882139e632687731c33fc043a3a84af234b3c82b6d',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
@@ -168,7 +168,7 @@ REVIEWED = {'sources': {'activation_store': 'd1108808234dba898fd1bc61dc10e0c35a8
              'report': 'c9214d06ca674d3aa4e611bb80d294cebe3c7fd7ed5fae80c4c2043bf86c4345',
              'rl': 'c7c2be8d08cd1eccfba4cd59fd43a3dc8416afff4291fd90a24124f6573dea27',
              'runners': '288020e5a3fdb674fa00c4b42313e0ab73d7e58f3cc0adb44883e54fa1bda6cd',
-             'sae': 'f86548f956f67328b282b3bf6fa46e36046116b90affae2a9186fb961d6d1629',
+             'sae': '83042240aa3cbab8812f41fee6ca385096f021324713e7106b0a11e625c01226',
              'scoring': '58a5b8bed8d5424cf7b09330c611818a37b92f5d38083595b4507785d93ad709',
              'stages': '2c6621bf74e17ade9cd7636794282f2e4147268a5ec3f5340ccdea60b9fcf8c6',
              'testbed': 'f6d5b7b30b1750d0ceef8d792aba1cd7c542dc05f4b83cde4f9848aa01153211'},
