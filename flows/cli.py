@@ -73,8 +73,8 @@ PREFECT_INTERRUPT = "Execution was aborted by an interrupt signal."  # its cause
 PREFECT_TERMINATION = "Execution was aborted by a termination signal."  # its cause on SIGTERM (TerminationSignal)
 PREFECT_SIGNAL_CAUSES = (PREFECT_INTERRUPT, PREFECT_TERMINATION)  # the words prefect.states.exception_to_crashed_state
 # gives a person's stop; any other crash (an unexpected exception, a lost server) keeps its line
-PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # where Prefect logs a failed task or flow run
-PREFECT_FLOW_LOGGER = "prefect.flow_runs"  # the one of them that logs a flow run's end: also a lost API's error
+PREFECT_FLOW_LOGGER = "prefect.flow_runs"  # where Prefect logs a flow run's end: also a lost API's error
+PREFECT_RUN_LOGGERS = (PREFECT_FLOW_LOGGER, "prefect.task_runs")  # where Prefect logs a failed task or flow run
 LOGGED = "_saerl_traceback_logged"  # set on an error whose traceback a Prefect run logger printed (main's cue)
 USER_LINE_LOGGED = "_saerl_user_line_logged"  # set on a user error whose line a Prefect run logger printed
 PREFECT_FAILED_STATE = "Finished in state Failed("  # how Prefect's task engine starts its line after the failure's

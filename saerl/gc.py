@@ -599,6 +599,8 @@ def vacuum(root: Path, dbs: list[Database], dry_run: bool = False) -> Vacuumed:
     file's lock (Database.lock) is held meanwhile; SQLite then waits VACUUM_BUSY_TIMEOUT_S for a write under way, and
     an error of SQLite's (busy, a full disk) is a line of `failed`, the file left as it was.
     in: root, the files, dry run (measure their free pages, compact nothing, take no lock); out: a Vacuumed."""
+    from saerl.tracking import sqlite_free_bytes  # a dry run's answer: what VACUUM would give back
+
     out = Vacuumed()
     dbs = [db for db in dbs if db.path.is_file()]
     going = kept_records(root, 0, by_lineage=False)[1]
@@ -615,20 +617,12 @@ def vacuum(root: Path, dbs: list[Database], dry_run: bool = False) -> Vacuumed:
         for db in dbs:
             before = sqlite_bytes(db.path)
             try:
-                out.done.append((db, before, _free_pages(db.path) if dry_run else _vacuum_file(db.path)))
+                out.done.append((db, before, sqlite_free_bytes(db.path) if dry_run else _vacuum_file(db.path)))
             except sqlite3.Error as err:
                 out.failed.append(f"{db.what} {db.path.name}: not compacted: SQLite said '{err}' (another process "
                                   f"wrote to it for over {VACUUM_BUSY_TIMEOUT_S:g} s, or the disk lacks room for a "
                                   "copy of it); it is as it was")
     return out
-
-
-def _free_pages(db: Path) -> int:
-    """The bytes of a SQLite file's free pages (saerl.tracking.sqlite_free_bytes): what VACUUM gives back at least.
-    in: the file; out: bytes."""
-    from saerl.tracking import sqlite_free_bytes
-
-    return sqlite_free_bytes(db)
 
 
 def _vacuum_file(db: Path) -> int:
