@@ -582,11 +582,11 @@ def _forget_file(path: Path, dry_run: bool) -> int:
 
 
 def mlflow_database(root: Path) -> Database:
-    """The root's own MLflow store (saerl.tracking.ROOT_STORE) for `--vacuum`, with the lock a tracker takes to open
+    """The root's own MLflow store (saerl.tracking.root_store) for `--vacuum`, with the lock a tracker takes to open
     it (saerl.tracking.store_lock). in: root; out: a Database."""
-    from saerl.tracking import ROOT_STORE, store_lock_file
+    from saerl.tracking import root_store, store_lock_file
 
-    db = Path(root).resolve() / ROOT_STORE  # saerl.tracking.root_store_uri's file
+    db = root_store(root)
     return Database("MLflow", db, store_lock_file(db))
 
 

@@ -133,10 +133,16 @@ def tracking_uri(cfg: PipelineConfig, root: Path) -> str:
     return cfg.tracking.uri or root_store_uri(root)
 
 
+def root_store(root: Path) -> Path:
+    """The database file of an artifact root's own SQLite tracking store, `<root>/mlflow.db` (ROOT_STORE), the root
+    made absolute. in: artifact root; out: the file."""
+    return Path(root).resolve() / ROOT_STORE
+
+
 def root_store_uri(root: Path) -> str:
     """The SQLite tracking store of an artifact root, used when tracking.uri is not set: 'sqlite:///<root>/mlflow.db'
-    (ROOT_STORE), the root made absolute. in: artifact root; out: the URI."""
-    return f"{SQLITE_PREFIX}{Path(root).resolve() / ROOT_STORE}"
+    (:func:`root_store`). in: artifact root; out: the URI."""
+    return f"{SQLITE_PREFIX}{root_store(root)}"
 
 
 def http_settings(cfg: PipelineConfig) -> None:
