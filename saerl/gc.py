@@ -670,12 +670,15 @@ def open_by(files: list[Path]) -> list[str]:
 
 
 def command_line(proc: Path) -> str:
-    """A process's command line, cut at COMMAND_CHARS characters. in: its /proc/<pid> folder; out: the text ('?' when
-    it cannot be read)."""
+    """A process's command line, its program (and the script an interpreter runs) named by file name alone, so that an
+    install's folders do not push the words that tell what it is (`python prefect server start`) past the cut, then
+    cut at COMMAND_CHARS characters. in: its /proc/<pid> folder; out: the text ('?' when it cannot be read)."""
     try:
-        text = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        words = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return "?"
+    words = [Path(w).name if i < 2 and w.startswith("/") else w for i, w in enumerate(words)]
+    text = " ".join(words).strip()
     return text if len(text) <= COMMAND_CHARS else text[:COMMAND_CHARS - 3] + "..."
 
 

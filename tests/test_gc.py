@@ -829,6 +829,22 @@ def test_vacuum_is_refused_while_a_run_goes_on_the_root(root):
     assert [sqlite_bytes(db.path) for db in dbs] == sizes
 
 
+def test_a_process_is_named_by_its_programs_file_names_wherever_it_is_installed(tmp_path):
+    """A deep install folder (CI's checkout) pushed 'prefect server start' past the cut: the program and the script an
+    interpreter runs are named by file name, the rest of the line as given."""
+    from saerl.gc import COMMAND_CHARS, command_line
+
+    proc = tmp_path / "4242"
+    proc.mkdir()
+    venv = "/check/work/main/a/much/deeper/install/folder/than/any/test/machine/has/.venv/bin"
+    (proc / "cmdline").write_bytes(f"{venv}/python\0{venv}/prefect\0server\0start\0--port\0/x/y\0".encode())
+    assert command_line(proc) == "python prefect server start --port /x/y"
+    (proc / "cmdline").write_bytes(("/usr/bin/sqlite3\0" + "a" * 200 + "\0").encode())
+    line = command_line(proc)
+    assert len(line) == COMMAND_CHARS and line.startswith("sqlite3 aaa") and line.endswith("...")
+    assert command_line(tmp_path / "gone") == "?"
+
+
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc (Linux)")
 def test_vacuum_is_refused_while_another_process_holds_a_database_open(root):
     """A local Prefect server of the root keeps prefect.db open: compacting under it risks its writes failing
