@@ -81,6 +81,7 @@ from saerl.runs import (
     VERSIONS,
     RunRecord,
     StageRecord,
+    clock_warning,
     explain,
     gone_note,
     killed_runs,
@@ -91,6 +92,7 @@ from saerl.runs import (
     read_run,
     recorded_builds,
     run_path,
+    runs_ahead,
     save_run,
 )
 from saerl.stages import code_version, ran_values, stage_key, stage_slice
@@ -191,6 +193,20 @@ def announce(root: Path, run_id: str, label: str | None = None) -> None:
         print(labelled(line, label), file=sys.stderr, flush=True)
     except OSError:
         pass
+
+
+_CLOCK_WARNED: set[tuple[str, str]] = set()  # (root, run id) of each run started in the future that this process
+# warned of already: a sweep's children start one after another, and each would repeat it
+
+
+def warn_clock(root: Path, run_id: str) -> None:
+    """Log, once a process per run, that runs under `root` started in the future (saerl.runs.runs_ahead: the clock
+    reads earlier than their start), so 'latest' will not name run `run_id`, which starts now
+    (saerl.runs.clock_warning says what that does and how to fix it). in: artifact root, the new run's id."""
+    ahead = runs_ahead(root, run_id)
+    if ahead and (str(root), ahead[-1].run_id) not in _CLOCK_WARNED:
+        _CLOCK_WARNED.add((str(root), ahead[-1].run_id))
+        log.warning("%s", clock_warning(root, run_id, ahead))
 
 
 def prefect_tags() -> dict[str, str]:
@@ -402,7 +418,7 @@ def fan_out(args: dict[str, Any], n_shards: int, label: str | None = None) -> No
     on in the cluster's workers. What the shards ran and the fan-out's wall time are kept for the build's manifest
     (saerl.pipeline.record_shards). `label`: a sweep run's, leading its printed line (:func:`say`)."""
     store, stage, key = ArtifactStore(args["root"]), args["stage"], args["key"]
-    started = time.time()
+    started = time.monotonic()  # the fan-out's wall time is a span: a wall-clock step moves it not
     prepared = prepare_shards_task.submit(**args, n_shards=n_shards)
     wait_awake(prepared)
     shards = prepared.result()
@@ -417,7 +433,7 @@ def fan_out(args: dict[str, Any], n_shards: int, label: str | None = None) -> No
         fan_out_token(store, stage, key, STOPPED_TOKEN)
         crash_lost_runs(futures)
         raise
-    record_shards(store, stage, key, summaries, time.time() - started)  # for the build's manifest and metrics
+    record_shards(store, stage, key, summaries, time.monotonic() - started)  # for the build's manifest and metrics
     say(f"[{stage}] {sum(map(len, shards))} chunks computed in {len(shards)} shards", label)
 
 
@@ -489,20 +505,27 @@ def stored_ref(store: ArtifactStore, stage: str, key: str) -> ArtifactRef:
     return ArtifactRef(stage, key, str(store.path(stage, key)))
 
 
-def cached_seconds(started: float, state: Any) -> float:
+def cached_seconds(started: float, state: Any, elapsed: float | None = None) -> float:
     """Seconds a stage run answered from Prefect's cache took: from its submission (epoch `started`, which
     includes verifying the stored artifact) to its Cached state. The cached result is the one persisted when the
-    artifact was built, whose seconds are that build's. in: submission time, the task run's final state."""
-    return round(max(0.0, state.timestamp.timestamp() - started), 3)
+    artifact was built, whose seconds are that build's. The state's time is a wall-clock stamp (the task's process
+    sets it), so the span is at least 0 and at most `elapsed`, the seconds a monotonic clock counted since the
+    submission (None: no bound): a wall-clock step between the two (NTP, a resumed VM) gave hours, or a negative
+    span. in: submission time, the task run's final state, the monotonic seconds since the submission; out:
+    seconds."""
+    span = max(0.0, state.timestamp.timestamp() - started)
+    return round(span if elapsed is None else min(span, max(0.0, elapsed)), 3)
 
 
 def run_seconds(run: dict[str, Any], state: Any, result: dict[str, Any]) -> float:
     """Seconds one stage run took, for its record: a Prefect cache hit's own (:func:`cached_seconds`); a stage
     fanned out on Dask from its submission to its task's end, since its task only publishes what the shards
     computed (its own seconds said 0.1 s for a whole extraction); else its task's. in: what submit returned
-    (started, fanned), the task run's final state, its result."""
+    (started, and `clock`: time.monotonic() at the submission, which bounds the span; fanned), the task run's final
+    state, its result."""
     if state.name == "Cached" or run["fanned"]:
-        return cached_seconds(run["started"], state)
+        elapsed = time.monotonic() - run["clock"] if "clock" in run else None
+        return cached_seconds(run["started"], state, elapsed)
     return result["seconds"]
 
 
@@ -550,6 +573,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
     if sweep:
         extra |= {SWEEP: sweep["id"], SETTING: label, SWEEP_PARAMS: sweep.get("params") or {}}
     record = RunRecord(name=cfg.name, run_id=run_id or new_run_id(), config=redacted(flatten(cfg)), extra=extra)
+    warn_clock(root, record.run_id)  # a run that started in the future stays 'latest': say so now
     planned = [name for _, name, _, _ in stage_runs(cfg, until)]
     previous = previous_stage_runs(root, cfg.name, planned)  # per stage run: a newer run may have stopped before it
     tracker = Tracker(cfg, root, record.run_id, tags=record_tags(extra) | prefect, label=label,
@@ -571,7 +595,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         """Start one stage run as a task (its shards first, on Dask); returns what finishing it needs."""
         nonlocal n_shards, builds
         active["name"] = name
-        started = time.time()
+        started, clock = time.time(), time.monotonic()  # when (status's 'since'), and a span's start (run_seconds)
         upstream = resolve_upstream(stage, ups, refs, variant)
         keys = input_keys(cfg, stage, upstream, variant)
         key = stage_key(cfg, stage, keys)
@@ -603,7 +627,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
             future = task.submit(**args, variant=variant, live_run=live_run if stage in LIVE_STAGES else None)
         submitted.append(future)
         return {"stage": stage, "name": name, "key": key, "keys": keys, "note": note, "future": future,
-                "started": started, "fanned": fanned, "resumed": resumed}
+                "started": started, "clock": clock, "fanned": fanned, "resumed": resumed}
 
     def started_computing(stage: str, name: str, key: str, started: float, keys: dict[str, str]) -> str | None:
         """Say in the run record that stage run `name` computes since `started` (IN_PROGRESS: `saerl status` shows

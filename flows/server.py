@@ -388,9 +388,9 @@ def _serve(api_url: str | None, dask_address: str | None) -> Iterator[str]:
                 proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=server_env,
                                         start_new_session=True)
             _STARTED.add(proc)
-            deadline = time.time() + STARTUP_TIMEOUT_S
+            deadline = time.monotonic() + STARTUP_TIMEOUT_S  # a wall-clock step (NTP, a VM resumed) moves no deadline
             while not healthy(url):
-                if proc.poll() is not None or time.time() > deadline:
+                if proc.poll() is not None or time.monotonic() > deadline:
                     raise ServerStartError(server_start_problem(logfile, start, proc.poll()))
                 time.sleep(POLL_S)
         log.info("Prefect server on %s (log: %s)", url, logfile)

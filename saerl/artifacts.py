@@ -108,9 +108,9 @@ def file_lock(path: Path, on_wait: Callable[[], None] | None = None, shared: boo
                 raise
             if on_wait is not None:
                 on_wait()
-            started = time.time()
+            started = time.monotonic()
             fcntl.flock(fh, mode)
-            waited = round(time.time() - started, 3)
+            waited = round(time.monotonic() - started, 3)
         try:
             yield waited
         finally:
@@ -746,19 +746,19 @@ class ArtifactStore:
         """Open (or reopen, to resume) the partial folder of a build. Hold :meth:`lock` around the build."""
         partial = self.partial_path(stage, key)
         partial.mkdir(parents=True, exist_ok=True)
-        return Build(partial, {"started": time.time()})
+        return Build(partial, {"started": time.monotonic()})  # a span's start (publish's 'seconds'), no time of day
 
     def publish(self, stage: str, key: str, build: Build, manifest: dict[str, Any] | None = None) -> ArtifactRef:
         """Hash and fsync a finished build, write its manifest and rename it into place in one step. The chunk log
         goes just before the rename, so a publish cut short (hashing a large artifact takes a while) resumes."""
         partial = build.path
         notes = dict(build.notes)
-        started = notes.pop("started", time.time())
+        started = notes.pop("started", time.monotonic())
         record = {
             "stage": stage,
             "key": key,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "seconds": round(time.time() - started, 3),
+            "seconds": round(time.monotonic() - started, 3),
             "library_versions": library_versions(),
             "machine": build_machine(),
             "git": build_code(),  # the code that built it: a stage's code edited without a version bump keys alike

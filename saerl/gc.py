@@ -4,7 +4,10 @@ Kept, always: every artifact a stage run of the `keep_runs` newest records of en
 and every one a run still going names or plans (its record is saved when it starts, with the key of every stage run
 it plans, and after each stage; a long run that newer runs overtook reads what it finished days ago in its later
 stages; a run still going takes no place among the newest; a run killed before it could record its end is told by
-its free live lock and counts as ended); anything whose build lock another process holds (a build in progress);
+its free live lock and counts as ended); every one a run that started in the future names (saerl.runs
+ahead_of_clock: recorded while a clock was ahead; its id sorts after every later run's), and the partial builds of
+what it planned when it did not end ok, without a place among the newest, so it never pushes out the runs that
+really ended last (unless `keep_runs` is 0); anything whose build lock another process holds (a build in progress);
 anything younger than `min_age_hours`. Besides the newest (unless `keep_runs` is 0), per config name
 (RunRecord.name; per sweep too for an ablation's children: :func:`lineage`): every artifact of the latest complete run (ended ok with the pipeline's last stage, FINAL_STAGE,
 recorded: not cut short by `--until`), which `--until` runs, sweep children, failed and killed runs pushed out of
@@ -57,6 +60,7 @@ if TYPE_CHECKING:
 
 from saerl.artifacts import CACHE_RECORDS_DIR, MANIFEST, file_lock, lock_held
 from saerl.runs import (
+    CLOCK_OFF,
     FAILED,
     KILLED,
     PLANNED,
@@ -66,6 +70,7 @@ from saerl.runs import (
     SWEEP,
     UNFINISHED,
     RunRecord,
+    ahead_of_clock,
     ended_at,
     list_runs,
     live_path,
@@ -76,7 +81,7 @@ from saerl.runs import (
     unfinished,
 )
 from saerl.stages import STAGES
-from saerl.status import MB
+from saerl.status import MB, format_duration
 
 KEEP_RUNS = 20  # run records whose artifacts are kept by default
 MIN_AGE_HOURS = 24.0  # artifacts younger than this are kept by default (a running pipeline's)
@@ -130,6 +135,7 @@ class KeptRun:
     ended: str  # how it ended (:func:`ended_how`): ENDED_OK, FAILED, STOPPED or ENDED_KILLED
     keys: frozenset[Key]  # what it keeps: its stage runs' artifacts, or the planned keys whose partial builds stay
     newest: bool  # whether it is among the keep_runs newest ended runs anyway
+    ahead: float = 0.0  # seconds its start lies ahead of the clock, for a run that started in the future (kept apart)
 
 
 @dataclass
@@ -143,6 +149,7 @@ class Kept:
     running_kept: int  # runs still going, whose artifacts (recorded and planned) are kept too
     complete: list[KeptRun] = field(default_factory=list)  # the latest complete run per config name
     resumable: list[KeptRun] = field(default_factory=list)  # the latest run per config name that did not end ok
+    future: list[KeptRun] = field(default_factory=list)  # ended runs that started in the future, kept apart
 
 
 # forgets the Prefect flow runs of saerl runs: (root, the runs forgotten, the runs kept, dry run) -> the report's
@@ -201,6 +208,8 @@ class GcReport:
     complete: list[KeptRun] = field(default_factory=list)  # the latest complete run per config name, kept whole
     resumable: list[KeptRun] = field(default_factory=list)  # the latest per config name that failed, stopped or
     # was killed: the partial builds of what it planned are kept
+    future: list[KeptRun] = field(default_factory=list)  # ended runs that started in the future: kept whole, apart
+    # from the newest (their ids sort after the runs that really ended last)
     dry_run: bool = False
     min_age_hours: float = MIN_AGE_HOURS
     forgotten: Forgotten | None = None  # old runs forgotten first (`--forget-runs-older-than-days`), or None
@@ -310,20 +319,29 @@ def planned_keys(record: RunRecord) -> frozenset[Key]:
     return frozenset((stage_of(name), key) for name, key in planned.items()) if isinstance(planned, dict) else frozenset()
 
 
-def kept_records(root: Path, keep_runs: int, by_lineage: bool | None = None
-                 ) -> tuple[list[RunRecord], list[RunRecord], dict[str, RunRecord], dict[str, tuple[RunRecord, str]]]:
+KeptRecords = tuple[list[RunRecord], list[RunRecord], dict[str, RunRecord], dict[str, tuple[RunRecord, str]],
+                    list[tuple[RunRecord, str]]]  # what :func:`kept_records` finds
+
+
+def kept_records(root: Path, keep_runs: int, by_lineage: bool | None = None, now: float | None = None) -> KeptRecords:
     """Read every run record, newest first: (the `keep_runs` newest ended (every one when negative), every one still
     going, {lineage: its latest complete run}, {lineage: (its latest run that did not end ok, how), unless a newer
-    run of it is complete}; the last two are empty when `by_lineage` is False, which it is by default when keep_runs
-    is 0 (:func:`lineage`: the config name, and the sweep of an ablation's child). A run under way takes no place among the newest: a long run, or gc run
-    during one, would otherwise push out an ended run whose artifacts were kept. A record that cannot be read is an
+    run of it is complete}, [(every ended run that started in the future, how)]); the lineage two are empty when
+    `by_lineage` is False, which it is by default when keep_runs is 0 (:func:`lineage`: the config name, and the sweep
+    of an ablation's child). A run under way takes no place among the newest: a long run, or gc run
+    during one, would otherwise push out an ended run whose artifacts were kept. Nor does an ended run that started
+    in the future (saerl.runs.ahead_of_clock, against `now`): its id sorts after the runs that really ended last,
+    which it would push out; it is not its lineage's latest either. A record that cannot be read is an
     error while places among the newest are left (what it references is unknown), and passed over after them.
-    in: root, runs to keep, whether to find each lineage's latest runs (None: unless keep_runs is 0); out: the four."""
+    in: root, runs to keep, whether to find each lineage's latest runs (None: unless keep_runs is 0), the time now
+    (default the current time); out: the five."""
     by_lineage = keep_runs != 0 if by_lineage is None else by_lineage
+    now = time.time() if now is None else now
     ended: list[RunRecord] = []
     going: list[RunRecord] = []
     complete: dict[str, RunRecord] = {}
     resumable: dict[str, tuple[RunRecord, str]] = {}
+    future: list[tuple[RunRecord, str]] = []
     for path in list_runs(root)[::-1]:
         open_place = keep_runs < 0 or len(ended) < keep_runs
         try:
@@ -336,6 +354,9 @@ def kept_records(root: Path, keep_runs: int, by_lineage: bool | None = None
         if how is None:
             going.append(record)
             continue
+        if ahead_of_clock(record, now):
+            future.append((record, how))
+            continue
         if open_place:
             ended.append(record)
         if not by_lineage:
@@ -345,7 +366,7 @@ def kept_records(root: Path, keep_runs: int, by_lineage: bool | None = None
             complete.setdefault(line, record)
         elif how != ENDED_OK and line not in complete:  # a newer complete run of its line left its checkpoints stale
             resumable.setdefault(line, (record, how))
-    return ended, going, complete, resumable
+    return ended, going, complete, resumable, future
 
 
 def lineage(record: RunRecord) -> str:
@@ -356,22 +377,28 @@ def lineage(record: RunRecord) -> str:
     return f"{record.name} (sweep {sweep})" if sweep else record.name
 
 
-def kept_runs(root: Path, keep_runs: int) -> Kept:
+def kept_runs(root: Path, keep_runs: int, now: float | None = None) -> Kept:
     """What the run records keep: whole, every (stage, key) named by the `keep_runs` newest records of ended runs,
-    by the latest complete run of each config name (:func:`is_complete`) and by every run still going (its stage
+    by the latest complete run of each config name (:func:`is_complete`), by every run still going (its stage
     runs so far and every one it plans: RunRecord.extra PLANNED, saved when it starts: an old artifact it will reuse
-    later is not in its stage runs yet); the partial builds alone of every (stage, key) that the latest run of each
-    config name that did not end ok plans (its resume state). With keep_runs 0 no ended run keeps anything.
-    in: root, runs to keep; out: a Kept (:func:`kept_records`)."""
-    ended, going, complete, resumable = kept_records(root, keep_runs)
+    later is not in its stage runs yet) and by every ended run that started in the future (against `now`: kept apart
+    from the newest, :func:`kept_records`); the partial builds alone of every (stage, key) that the latest run of each
+    config name that did not end ok plans (its resume state), and that a run that started in the future and did not
+    end ok plans. With keep_runs 0 no ended run keeps anything.
+    in: root, runs to keep, the time now (default the current time); out: a Kept (:func:`kept_records`)."""
+    now = time.time() if now is None else now
+    ended, going, complete, resumable, future = kept_records(root, keep_runs, now=now)
+    future = future if keep_runs != 0 else []
     newest = {r.run_id for r in ended}
-    keys = {k for r in [*ended, *going, *complete.values()] for k in stage_keys(r)}
+    keys = {k for r in [*ended, *going, *complete.values(), *(r for r, _ in future)] for k in stage_keys(r)}
     keys |= {k for r in going for k in planned_keys(r)}
     wholes = [KeptRun(r.name, r.run_id, ENDED_OK, stage_keys(r), r.run_id in newest) for r in complete.values()]
     partly = [KeptRun(r.name, r.run_id, how, planned_keys(r), r.run_id in newest) for r, how in resumable.values()]
     partials = {k for r in partly for k in r.keys}
+    partials |= {k for r, how in future if how != ENDED_OK for k in planned_keys(r)}
+    ahead = [KeptRun(r.name, r.run_id, how, stage_keys(r), False, ahead_of_clock(r, now)) for r, how in future]
     return Kept(keys, partials, len(ended), len(going), sorted(wholes, key=lambda r: r.name),
-                sorted(partly, key=lambda r: r.name))
+                sorted(partly, key=lambda r: r.name), ahead)
 
 
 @contextmanager
@@ -446,9 +473,10 @@ def _collect(root: Path, keep_runs: int, dry_run: bool, min_age_hours: float, no
     now = time.time() if now is None else now
     forgotten = None if forget_days is None else forget_runs(root, keep_runs, forget_days, dry_run, now,
                                                              forget_prefect)
-    kept = kept_runs(root, keep_runs)  # what is left: a forgotten run kept nothing anyway (forgettable)
+    kept = kept_runs(root, keep_runs, now)  # what is left: a forgotten run kept nothing anyway (forgettable)
     report = GcReport(runs_kept=kept.runs_kept, running_kept=kept.running_kept, complete=kept.complete,
-                      resumable=kept.resumable, dry_run=dry_run, min_age_hours=min_age_hours, forgotten=forgotten)
+                      resumable=kept.resumable, future=kept.future, dry_run=dry_run, min_age_hours=min_age_hours,
+                      forgotten=forgotten)
     for entry in scan(root):
         key = (entry.stage, entry.key)
         if (entry.kind in ("artifact", "partial") and key in kept.keys
@@ -474,11 +502,12 @@ def forgettable(root: Path, keep_runs: int, days: float, now: float) -> list[Run
     """The runs a collection may forget: ended (ok, failed, stopped or killed: :func:`ended_how`) at least `days`
     days before `now` (saerl.runs.ended_at), and none that the collection keeps (:func:`kept_records`: the `keep_runs`
     newest ended runs, every run still going, the latest complete run and the latest run that did not end ok of each
-    config name or sweep, even under keep_runs 0, which keeps no artifact of theirs: a run forgotten is gone for good).
+    config name or sweep, and every ended run that started in the future, even under keep_runs 0, which keeps no
+    artifact of theirs: a run forgotten is gone for good).
     A record that cannot be read is never forgotten (`saerl status --list` names it).
     in: root, runs to keep, days, the time to age against; out: their records, oldest first."""
-    ended, going, complete, resumable = kept_records(root, keep_runs, by_lineage=True)
-    kept = {r.run_id for r in [*ended, *going, *complete.values(), *(r for r, _ in resumable.values())]}
+    ended, going, complete, resumable, future = kept_records(root, keep_runs, by_lineage=True, now=now)
+    kept = {r.run_id for r in [*ended, *going, *complete.values(), *(r for r, _ in [*resumable.values(), *future])]}
     out = []
     for path in list_runs(root):
         if path.stem in kept:
@@ -765,7 +794,8 @@ def _artifact_report(report: GcReport) -> str:
              + (" (dry run: nothing deleted)" if report.dry_run else "")]
     lines += [f"  {e.path.parent.name}/{e.path.name}  {e.kind}  {e.bytes / MB:.2f} MB" for e in report.removed]
     running = f" and by {report.running_kept} runs still going" if report.running_kept else ""
-    kept = [line for run in [*report.complete, *report.resumable] if (line := kept_run_line(run, report))]
+    kept = [line for run in [*report.complete, *report.resumable, *report.future]
+            if (line := kept_run_line(run, report))]
     below = " and by the runs below" if kept else ""
     lines.append(f"kept: {len(report.referenced)} artifacts referenced by the {report.runs_kept} newest ended runs"
                  f"{running}{below}, {len(report.locked)} locked by a running build, "
@@ -777,8 +807,10 @@ def kept_run_line(run: KeptRun, report: GcReport) -> str:
     """The report's line for a run kept besides the newest: 'kept: the latest complete run of demo (<run id>): 12
     artifacts, 13.63 MB, not among the 3 newest ended runs', or for one that did not end ok 'kept: the resume state
     of the latest killed run of demo (<run id>): 1 unfinished builds, 13.44 MB' ('' for the latter when it kept
-    none: it left none, or its record plans none). in: the run, the report (its referenced entries are counted);
-    out: the line."""
+    none: it left none, or its record plans none), or for a run that started in the future (:func:`future_run_line`).
+    in: the run, the report (its referenced entries are counted); out: the line."""
+    if run.ahead:
+        return future_run_line(run, report)
     kind = "partial" if run.ended != ENDED_OK else "artifact"
     held = [e for e in report.referenced if e.kind == kind and (e.stage, e.key) in run.keys]
     what = f"the latest complete run of {run.name}" if run.ended == ENDED_OK else \
@@ -788,3 +820,14 @@ def kept_run_line(run: KeptRun, report: GcReport) -> str:
         return ""
     older = "" if run.newest else f", not among the {report.runs_kept} newest ended runs"
     return f"kept: {what} ({run.run_id}): {len(held)} {unit}, {sum(e.bytes for e in held) / MB:.2f} MB{older}"
+
+
+def future_run_line(run: KeptRun, report: GcReport) -> str:
+    """The report's line for an ended run that started in the future, kept apart from the newest: 'kept: a run of
+    demo that started in the future (<run id>, 3 d 00 h ahead of this machine's clock): 2 artifacts, 0.00 MB; it
+    takes no place among the 1 newest ended runs, which its id sorts after (this machine's clock or ...)'.
+    in: the run, the report (its referenced artifacts are counted); out: the line."""
+    held = [e for e in report.referenced if e.kind == "artifact" and (e.stage, e.key) in run.keys]
+    return (f"kept: a run of {run.name} that started in the future ({run.run_id}, {format_duration(run.ahead)} ahead "
+            f"of this machine's clock): {len(held)} artifacts, {sum(e.bytes for e in held) / MB:.2f} MB; it takes no "
+            f"place among the {report.runs_kept} newest ended runs, which its id sorts after ({CLOCK_OFF})")

@@ -892,7 +892,7 @@ def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
     if key is not None and key != own:
         raise ValueError(planned_elsewhere(stage, key, own, keys))
     key = own
-    started = time.time()
+    started = time.monotonic()  # StageRecord.seconds is a span: a wall-clock step moves it not
     metrics: dict[str, float] = {}
     resumed = {"note": ""}  # what the build reused of an interrupted one ('' from scratch, or reused)
 
@@ -924,7 +924,7 @@ def run_stage(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
         stop_verifier()
     if not computed:
         metrics = ref.manifest().get("metrics", {})
-    return StageResult(ref, computed, round(time.time() - started, 3), metrics, store.take_waited(stage, key),
+    return StageResult(ref, computed, round(time.monotonic() - started, 3), metrics, store.take_waited(stage, key),
                        resumed["note"])
 
 
@@ -1123,7 +1123,7 @@ def shard_notes(build: Build) -> dict[str, float]:
     shards, wall = record["shards"], float(record["seconds"])
     chunks, tokens = (sum(int(s.get(k, 0)) for s in shards) for k in ("chunks_run", "n_tokens"))
     build.note(shards={"n": len(shards), "chunks_run": chunks, "n_tokens": tokens, "seconds": wall},
-               started=float(build.notes.get("started", time.time())) - wall)
+               started=float(build.notes.get("started", time.monotonic())) - wall)
     return {"shard_chunks_run": float(chunks), **({"tokens_per_s": round(tokens / wall, 1)} if wall > 0 else {})}
 
 

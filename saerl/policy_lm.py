@@ -423,9 +423,9 @@ def train_policy_lm(cfg: TestbedConfig, world: dict[str, pl.DataFrame], out_dir:
     texts = [t for df in world.values() for col in ("prompt", "solution") for t in df[col].to_list()]
     tok = build_tokenizer(texts)
     model = new_model(cfg, tok)
-    start = time.time()
+    start = time.monotonic()
     log = pretrain(model, tok, world["pretrain"], cfg, progress)
-    seconds = time.time() - start
+    seconds = time.monotonic() - start
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     save_tokenizer(tok, out_dir)

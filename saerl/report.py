@@ -18,7 +18,6 @@ import base64
 import html
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +64,7 @@ from saerl.runs import (
     unfinished,
 )
 from saerl.stages import stage_slice
+from saerl.status import format_time
 
 log = logging.getLogger("saerl.report")
 REPORTS_DIR = "reports"  # default folder of HTML reports under the artifact root
@@ -515,9 +515,9 @@ def rebuild_hint(record: RunRecord, stage: str) -> str:
 
 
 def _title(record: RunRecord) -> str:
-    """The report's heading: run id, config name and start time."""
-    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started))
-    return f"run {record.run_id} ({record.name}), started {started}"
+    """The report's heading: run id, config name and start time, in local time with its zone as `saerl status` gives
+    it (saerl.status.format_time: the run id is UTC, and a saved page is read in other zones)."""
+    return f"run {record.run_id} ({record.name}), started {format_time(record.started)}"
 
 
 # ------------------------------------------------------------------------------------------------ text / HTML

@@ -303,14 +303,15 @@ class _TimeLimit(TrainerCallback):
     (:func:`sum_over_processes`), so all of them end, and evaluate a last time (:class:`EvalCallback`), at one step."""
 
     def __init__(self, limit_s: float | None, before: float = 0.0) -> None:
-        self.limit_s, self.before, self.start, self.seconds = limit_s, before, time.time(), before
+        self.limit_s, self.before, self.start, self.seconds = limit_s, before, time.monotonic(), before
 
     def elapsed(self) -> float:
-        """Seconds of training so far: those before the resume plus those since this run began training."""
-        return self.before + time.time() - self.start
+        """Seconds of training so far: those before the resume plus those since this run began training (a monotonic
+        clock: a wall-clock step, NTP or a resumed VM, made them negative or hours long, and a resume carried that on)."""
+        return self.before + time.monotonic() - self.start
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        self.start = time.time()
+        self.start = time.monotonic()
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.seconds = self.elapsed()
@@ -363,11 +364,13 @@ class ProgressLog(TrainerCallback):
     evaluations included; the ETA from the mean step time of this process's training; the mean reward of the steps
     since the last line). A log file then says a run is alive and how far it is, where it printed nothing from
     '[train:saerl:0] computing' to its end. in: the run's label (:func:`bar_description`), the period (None:
-    PROGRESS_LOG_S), the clock (epoch seconds)."""
+    PROGRESS_LOG_S), the clock (seconds; None: time.monotonic, as its spans are rates and an ETA, not times of day)."""
 
-    def __init__(self, label: str = "", every_s: float | None = None, clock: Callable[[], float] = time.time) -> None:
-        self.desc, self.every_s, self.clock = bar_description(label), every_s or PROGRESS_LOG_S, clock
-        self.start = self.last_t = clock()
+    def __init__(self, label: str = "", every_s: float | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
+        self.desc, self.every_s = bar_description(label), every_s or PROGRESS_LOG_S
+        self.clock = clock or time.monotonic
+        self.start = self.last_t = self.clock()
         self.first_step = self.last_step = 0
         self.rewards: list[float] = []
         self.lines = 0
@@ -802,7 +805,7 @@ class EvalCallback(TrainerCallback):
         was_training = model.training
         rank, processes = process_share()
         for name, df in self.sets.items():
-            t0 = time.time()
+            t0 = time.monotonic()
             prompts, answers = (share(df[c].to_list(), rank, processes) for c in ("prompt", "answer"))
             with own_precision(model):  # as the heldout stage loads and reads the same weights
                 texts = policy_lm.generate(model, self.tok, prompts, self.max_new_tokens, self.batch).texts
@@ -810,7 +813,7 @@ class EvalCallback(TrainerCallback):
             statuses = gather_shares([r.status for r in results], f"step {step} set {name}")
             ok = [s == "correct" for s in statuses]
             self.rows.append({"step": step, "set": name, "greedy": sum(ok) / max(1, len(ok)), "n": len(ok),
-                              "seconds": round(time.time() - t0, 3),
+                              "seconds": round(time.monotonic() - t0, 3),
                               "failures": sum(s in ("timeout", "error") for s in statuses)})
             self._measured(self.rows[-1])
             if "id" in df.columns:

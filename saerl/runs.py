@@ -89,6 +89,59 @@ def new_run_id(now: float | None = None) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime(seconds))}-{micro:06d}-{uuid.uuid4().hex[:4]}"
 
 
+CLOCK_SLACK_S = 60.0  # a run whose start lies more than this ahead of the clock reads as started in the future
+# (:func:`ahead_of_clock`): machines sharing a root agree to well under a second when synced; a minute of slack keeps
+# a run started at the same moment elsewhere from being flagged
+CLOCK_OFF = "this machine's clock or the one that ran it is off"  # why a run's start is in the future
+LATEST_NOTE = ("runs are ordered by their start time (the run id), so 'latest' (status, report, export) names such a "
+               "run until the clock passes its start")  # what a run that started in the future does, as status says
+
+
+def ahead_of_clock(record: RunRecord, now: float | None = None) -> float:
+    """How far a run's start (its record's `started`) lies ahead of the clock: a run recorded while this machine's
+    clock, or that of the machine that ran it, was ahead (a VM before NTP synced, a wrong date set by hand, a copied
+    root) sorts after every later run, so it stays 'latest' until the clock passes it. in: the record, the time now
+    (default the current time); out: seconds ahead, 0.0 unless more than CLOCK_SLACK_S."""
+    ahead = float(record.started) - (time.time() if now is None else now)
+    return ahead if ahead > CLOCK_SLACK_S else 0.0
+
+
+def runs_ahead(root: Path, run_id: str, now: float | None = None) -> list[RunRecord]:
+    """The saved runs under `root` whose id sorts after `run_id` and that started in the future
+    (:func:`ahead_of_clock`): a run starting now will not be 'latest' while they are there. Only the record files
+    that sort after `run_id` are read (usually none); an unreadable one is skipped. in: artifact root, the new run's
+    id, the time now (default the current time); out: their records, oldest first."""
+    out = []
+    for path in list_runs(root):
+        if path.stem <= run_id:
+            continue
+        try:
+            record = read_run(path)
+        except ValueError:
+            continue
+        if ahead_of_clock(record, now):
+            out.append(record)
+    return out
+
+
+def clock_warning(root: Path, run_id: str, ahead: list[RunRecord], now: float | None = None) -> str:
+    """The warning a run starting under `root` logs when runs there started in the future (:func:`runs_ahead`):
+    which run stays 'latest', by how much the clock reads earlier than its start, what that does and how to fix it.
+    in: root, the new run's id, those runs (oldest first, at least one), the time now (default the current time);
+    out: one paragraph."""
+    from saerl.status import format_duration, format_time
+
+    last = ahead[-1]
+    more = f" (and {len(ahead) - 1} more runs that started in the future)" if len(ahead) > 1 else ""
+    behind = format_duration(ahead_of_clock(last, now))
+    return (f"this machine's clock reads {behind} earlier than the start of run {last.run_id} ({last.name}, started "
+            f"{format_time(last.started)}) under {root}{more}: runs are ordered by their start time (the run id), so "
+            f"'latest' (status, report, export) names that run, not this one ({run_id}), until the clock passes its "
+            "start; `saerl gc` keeps that run's artifacts without counting it among the --keep-runs newest. Check this "
+            "machine's clock (and that of the machine that ran it), and name this run by its id meanwhile (`saerl "
+            "status --list` marks the runs that started in the future)")
+
+
 class MissingStage(KeyError):
     """A stage run a run record does not hold (``record.stages["score"]``); its text (:func:`missing_stage_text`,
     made when it is read: it may read the root's run records) says which stage runs the record holds and how to pick

@@ -21,11 +21,13 @@ from typing import Any
 from saerl.artifacts import MANIFEST, ArtifactStore, chunk_progress
 from saerl.checkpoints import CURVE_FILE, checkpoint_step, last_checkpoint
 from saerl.runs import (
+    CLOCK_OFF,
     FAILED,
     GIT,
     GIT_PREFIX,
     INVOCATION,
     KILLED,
+    LATEST_NOTE,
     RUNS_DIR,
     SETTING,
     STILL_RUNNING,
@@ -33,6 +35,7 @@ from saerl.runs import (
     SWEEP,
     UNTIL,
     RunRecord,
+    ahead_of_clock,
     artifact_dir,
     code_summary,
     ended_at,
@@ -57,6 +60,7 @@ IN_PROGRESS = "in_progress"  # RunRecord.extra key while a run goes: {stage run:
 # killed meanwhile keeps it in its record: where it died
 CLOCK_FORMAT = "%H:%M:%S"  # a time of today (local)
 DAY_SECONDS, HOUR_SECONDS, MINUTE_SECONDS = 86400, 3600, 60
+FUTURE_MARK = "(in the future)"  # after the start of a run that started in the future (saerl.runs.ahead_of_clock)
 
 
 def disk_bytes(folder: Path) -> int:
@@ -249,6 +253,8 @@ def format_run(root: Path, record: RunRecord, verify: bool = False, paths: bool 
     head = (f"run {record.run_id} ({record.name}) started {format_time(record.started)}: "
             f"{len(record.stages)} stage runs, {computed} computed, {len(record.stages) - computed} cached, "
             f"{seconds:.1f}s; code: {code_summary(record.extra)}")
+    if future := future_line(record):
+        head += f"\n{future}"
     if record.extra.get(FAILED):
         head += f"\nFAILED at {record.extra[FAILED]}"
     elif record.extra.get(STOPPED):
@@ -256,6 +262,17 @@ def format_run(root: Path, record: RunRecord, verify: bool = False, paths: bool 
     elif state := unfinished(root, record):
         head += "\n" + "\n".join([state.upper(), *in_progress_lines(root, record, state)])
     return "\n".join([head, *_table(rows), *corrupt])
+
+
+def future_line(record: RunRecord, now: float | None = None) -> str:
+    """What `saerl status` says under the header of a run that started in the future (saerl.runs.ahead_of_clock):
+    'STARTED IN THE FUTURE (3 d 00 h ahead of this machine's clock): this machine's clock or the one that ran it is
+    off; runs are ordered by ...'; '' for any other run. in: the record, the time now (default the current time);
+    out: the line or ''."""
+    ahead = ahead_of_clock(record, now)
+    if not ahead:
+        return ""
+    return f"STARTED IN THE FUTURE ({format_duration(ahead)} ahead of this machine's clock): {CLOCK_OFF}; {LATEST_NOTE}"
 
 
 def failed_at(failed: str) -> str:
@@ -333,22 +350,30 @@ def stage_counts(record: RunRecord) -> tuple[int, int, int, float, int]:
     return len(runs), computed, len(runs) - computed, float(sum(s.seconds for s in runs)), sum(s.bytes for s in runs)
 
 
-def list_status(root: Path, limit: int = LIST_LIMIT) -> str:
+def list_status(root: Path, limit: int = LIST_LIMIT, now: float | None = None) -> str:
     """`saerl status --list`: the `limit` newest runs, newest first: id, config name, a sweep child's setting, start,
     stage runs, computed and cached counts, total seconds, recorded MB and how it ended (:func:`ended`). An
-    unreadable record is listed as such."""
+    unreadable record is listed as such. A run that started in the future (saerl.runs.ahead_of_clock, against `now`,
+    default the current time) has FUTURE_MARK after its start, and a line under the table says what that means.
+    in: artifact root, how many, the time now; out: the text."""
     runs = recent_records(root, limit)
     if not runs:
         return f"no runs under {Path(root) / RUNS_DIR}"
     rows = [("run", "name", "setting", "started", "stages", "computed", "cached", "seconds", "MB", "ended")]
+    future = 0
     for path, r in runs:
         if isinstance(r, ValueError):
             rows.append((path.stem, "<unreadable record>", "", "", "", "", "", "", "", ""))
             continue
         stages, computed, cached, seconds, size = stage_counts(r)
-        rows.append((r.run_id, r.name, str(r.extra.get(SETTING, "")), format_time(r.started), str(stages), str(computed),
+        ahead = bool(ahead_of_clock(r, now))
+        future += ahead
+        started = f"{format_time(r.started)} {FUTURE_MARK}" if ahead else format_time(r.started)
+        rows.append((r.run_id, r.name, str(r.extra.get(SETTING, "")), started, str(stages), str(computed),
                      str(cached), f"{seconds:.1f}", f"{size / MB:.2f}", ended(root, r)))
-    return "\n".join(_table(rows, free_last=False))
+    note = [f"{FUTURE_MARK}: {future} runs started later than this machine's clock reads now: {CLOCK_OFF}; "
+            f"{LATEST_NOTE}"] if future else []
+    return "\n".join(_table(rows, free_last=False) + note)
 
 
 UNREADABLE = "unreadable"  # the outcome `status --list --json` gives a record it cannot read (its `error` says why)

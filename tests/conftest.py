@@ -84,3 +84,42 @@ def hub_has_every_model(monkeypatch):
     monkeypatch.setattr(HfApi, "model_info", lambda self, *args, **kwargs: None)
     monkeypatch.setattr(constants, "is_offline_mode", lambda: False)
     saerl.pipeline.hub_answer.cache_clear()
+
+
+class SteppedWallClock:
+    """A module's `time` whose wall clock (`time.time()`) a test steps, as NTP or a resumed VM steps a machine's; the
+    rest, the monotonic clock included, is the real `time` module's. in: nothing; `step(seconds)` moves it."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def time(self) -> float:
+        """The real wall clock plus every step so far."""
+        import time
+
+        return time.time() + self.offset
+
+    def step(self, seconds: float) -> None:
+        """Step the wall clock by `seconds` (negative: back)."""
+        self.offset += seconds
+
+    def __getattr__(self, name: str):
+        import time
+
+        return getattr(time, name)
+
+
+@pytest.fixture
+def stepped_wall_clock(monkeypatch):
+    """Install one SteppedWallClock as the `time` of the modules named: `clock = stepped_wall_clock("saerl.rl")`, then
+    `clock.step(-3600)` steps what those modules' `time.time()` reads. in: module names; out: the clock."""
+    import importlib
+
+    clock = SteppedWallClock()
+
+    def install(*modules: str) -> SteppedWallClock:
+        for name in modules:
+            monkeypatch.setattr(importlib.import_module(name), "time", clock)
+        return clock
+
+    return install

@@ -537,3 +537,36 @@ def test_code_drift_says_what_other_code_built_an_artifact():
                                         "0123456789ab: saerl/runners.py)")
     assert code_drift({"commit": "a" * 40, "dirty": "false"}, clean) == f"at commit {'a' * 12} (now {'b' * 12})"
     assert code_drift(None, clean) == "" and code_drift(clean, {"commit": "unknown", "dirty": "unknown"}) == ""
+
+
+def test_a_wall_clock_step_changes_no_build_seconds_nor_lock_wait(tmp_path, stepped_wall_clock):
+    """A manifest's 'seconds' and a lock's wait were wall-clock spans: NTP stepping the clock back an hour during a
+    build recorded -3600 s, forward 2 h during a wait reported a 2 h wait. They are monotonic spans now; the
+    manifest's `created` stays the wall clock's (a time of day)."""
+    import threading
+
+    from saerl.artifacts import file_lock
+
+    clock = stepped_wall_clock("saerl.artifacts")
+
+    def build(b):
+        clock.step(-3600.0)
+        (b.path / "x.txt").write_text("x")
+
+    ref, computed = ArtifactStore(tmp_path).ensure("score", "k" * 20, build)
+    assert computed and 0.0 <= ref.manifest()["seconds"] < 60.0, ref.manifest()["seconds"]
+    lock, holding = tmp_path / "held.lock", threading.Event()
+
+    def hold():
+        with file_lock(lock):
+            holding.set()
+            time.sleep(0.3)
+            clock.step(7200.0)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(10)
+    with file_lock(lock) as waited:
+        pass
+    holder.join()
+    assert 0.2 < waited < 60.0, waited

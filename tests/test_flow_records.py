@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -806,3 +807,57 @@ def test_a_run_says_its_id_on_stderr_as_it_starts(tmp_path, monkeypatch, capsys)
     fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="testbed", run_id=run_id)
     err = capsys.readouterr().err
     assert f"saerl: run {run_id} started; `saerl status {run_id} --root {tmp_path.resolve()}` follows it" in err
+
+
+def test_a_run_started_while_the_clock_reads_earlier_than_a_saved_runs_start_warns_once_naming_it(tmp_path,
+                                                                                                monkeypatch):
+    """A run recorded while the clock was 3 days ahead stays 'latest' (run ids are start times) and `saerl gc
+    --keep-runs` counted from it: nothing said so when the next run started. The run now logs one warning naming that
+    run, what it does and how to fix it; a sweep's next child in the same process does not repeat it, and a root
+    without such a run gets none. Runs the flow's body without Prefect: it fails before the first task."""
+    import flows.pipeline as fp
+    from saerl.runs import ENDED, new_run_id
+
+    def gone(*args, **kwargs):
+        raise RuntimeError("stop before the first stage")
+
+    start = time.time() + 3 * 86400
+    ahead = RunRecord(name="demo", run_id=new_run_id(start), started=start, extra={ENDED: start + 60})
+    save_run(tmp_path / "skewed", ahead)
+    monkeypatch.setattr(fp, "resolve_upstream", gone)
+
+    def run(root: Path) -> list[str]:
+        seen: list[logging.LogRecord] = []
+        handler = logging.Handler(logging.WARNING)  # on the flow's logger: Prefect's logging setup may drop caplog's
+        handler.emit = seen.append
+        logging.getLogger("saerl.flow").addHandler(handler)
+        cfg = load_config(None, [f"runtime.artifact_root={root}", "data.source=sample", "tracking.enabled=false"])
+        try:
+            with pytest.raises(RuntimeError, match="first stage"):
+                fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="ingest")
+        finally:
+            logging.getLogger("saerl.flow").removeHandler(handler)
+        return [r.getMessage() for r in seen if "clock" in r.getMessage()]
+
+    first = run(tmp_path / "skewed")
+    assert len(first) == 1, first
+    assert ahead.run_id in first[0] and "'latest'" in first[0] and "saerl gc" in first[0], first[0]
+    assert "Check this machine's clock" in first[0] and "saerl status --list" in first[0]
+    assert run(tmp_path / "skewed") == [], "one warning a process per run, not one per sweep child"
+    assert run(tmp_path / "plain") == []
+
+
+def test_a_cache_hits_seconds_are_bounded_by_the_time_that_really_passed():
+    """A Prefect cache hit's (or a fanned stage's) seconds are its task state's wall-clock stamp less the submission's:
+    a wall-clock step between the two (NTP, a resumed VM) recorded hours. They are bounded by the monotonic seconds
+    since the submission now, and never negative."""
+    from datetime import UTC, datetime, timedelta
+
+    from flows.pipeline import run_seconds
+
+    started = time.time()
+    stepped = SimpleNamespace(name="Cached", timestamp=datetime.now(UTC) + timedelta(hours=2))
+    run = {"started": started, "clock": time.monotonic(), "fanned": False}
+    assert run_seconds(run, stepped, {"seconds": 0.1}) < 60.0
+    back = SimpleNamespace(name="Cached", timestamp=datetime.now(UTC) - timedelta(hours=1))
+    assert run_seconds(run, back, {"seconds": 0.1}) == 0.0

@@ -115,6 +115,40 @@ def test_a_local_server_starts_under_the_roots_start_lock(tmp_path, monkeypatch)
     assert held_while_starting == [True, True, True]
 
 
+def test_a_wall_clock_step_while_the_server_starts_does_not_fail_the_start(tmp_path, monkeypatch,
+                                                                           stepped_wall_clock):
+    """The wait for the local server's first answer was timed by the wall clock: an NTP step of +2 min (a VM or
+    laptop just resumed) right after the deadline was taken failed `saerl run` at once with 'did not answer within
+    90 s' and sent the user after prefect.db's permissions. The deadline is on the monotonic clock now."""
+    import flows.server as server
+
+    class Proc:
+        def poll(self):
+            return None
+
+        def terminate(self):
+            pass
+
+        def wait(self, timeout=None):
+            return 0
+
+    clock = stepped_wall_clock("flows.server")
+    answers: list[int] = []
+
+    def healthy(url, timeout=2.0):
+        answers.append(1)
+        clock.step(2 * server.STARTUP_TIMEOUT_S if len(answers) == 1 else 0.0)  # NTP steps the clock forward
+        return len(answers) > 2
+
+    monkeypatch.setattr(server.subprocess, "Popen", lambda *a, **kw: Proc())
+    monkeypatch.setattr(server, "healthy", healthy)
+    monkeypatch.setattr(server, "POLL_S", 0.0)
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"})  # restored after
+    with server.prefect_server(tmp_path) as url:
+        assert url.startswith("http://127.0.0.1:")
+    assert len(answers) == 3
+
+
 def test_the_servers_home_is_kept_from_other_users(tmp_path, monkeypatch):
     """Under a umask of 022 the local server's prefect.db (every flow run's parameters: a database tracking URI's
     password among them) was world-readable, and so was PREFECT_HOME. Other users' bits are now off what the server

@@ -923,3 +923,37 @@ def test_forget_days_must_be_an_age(capsys):
     assert "--forget-runs-older-than-days: must be a number of days of at least 0" in capsys.readouterr().err
     assert parse_args(["gc", "--forget-runs-older-than-days", "30"]).forget_runs_older_than_days == 30.0
     assert parse_args(["gc"]).forget_runs_older_than_days is None
+
+
+def _ended_run(root: Path, tag: str, start: float) -> list[str]:
+    """A complete run record (ingest and evaluate) of demo started at `start` (epoch seconds, its id from it, as a
+    machine whose clock read that made it), ended a minute later, with its two artifacts two days old: their names."""
+    from saerl.runs import ENDED, new_run_id
+
+    store = ArtifactStore(root)
+    keys = {stage: f"{tag}{stage}" for stage in ("ingest", "evaluate")}
+    for stage, key in keys.items():
+        _age(_artifact(store, stage, key), 2 * DAY_S)
+    record = RunRecord(name="demo", run_id=new_run_id(start), started=start, extra={ENDED: start + 60})
+    record.stages = {stage: StageRecord(stage, key, "computed", "", {}, {}) for stage, key in keys.items()}
+    save_run(root, record)
+    return [f"{stage}/{key}" for stage, key in keys.items()]
+
+
+def test_a_run_recorded_while_the_clock_was_ahead_takes_no_place_among_the_newest(tmp_path):
+    """Run ids are start times, so a run recorded while the clock was 3 days ahead sorts after the run that really
+    finished 10 minutes ago: `gc --keep-runs 1` kept the skewed run and collected that run's artifacts. A run that
+    started in the future is kept apart from the newest (its artifacts stay), and the report says which and why."""
+    now = time.time()
+    older = _ended_run(tmp_path, "older", now - 2 * DAY_S)
+    skewed = _ended_run(tmp_path, "skewed", now + 3 * DAY_S + 1.5 * SECONDS_PER_HOUR)
+    newest = _ended_run(tmp_path, "newest", now - 600)
+    report = collect(tmp_path, keep_runs=1, dry_run=True)
+    assert {f"{e.stage}/{e.path.name}" for e in report.removed} == set(older)
+    assert {f"{e.stage}/{e.path.name}" for e in report.referenced} == {*skewed, *newest}
+    text = format_report(report)
+    assert re.search(r"kept: a run of demo that started in the future \(\S+, 3 d 01 h ahead of this machine's "
+                     r"clock\): 2 artifacts, 0.00 MB; it takes no place among the 1 newest ended runs", text), text
+    assert "clock or the one that ran it is off" in text
+    assert {f"{e.stage}/{e.path.name}" for e in collect(tmp_path, keep_runs=0, dry_run=True).removed} == {
+        *older, *skewed, *newest}, "--keep-runs 0 keeps no ended run, a skewed one neither"

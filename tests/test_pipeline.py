@@ -1343,3 +1343,22 @@ def test_a_config_switched_to_a_file_source_after_validation_is_refused_naming_d
         check_runnable(cfg, "ingest")
     with pytest.raises(ValueError, match=fix):
         run_all(ArtifactStore(tmp_path), cfg, until="ingest")
+
+
+def test_a_wall_clock_step_during_a_stage_run_changes_no_recorded_seconds(tmp_path, monkeypatch, stepped_wall_clock):
+    """A stage run's seconds (its run record's, shown by `saerl status`) and its manifest's were wall-clock spans:
+    NTP stepping the clock back an hour mid-stage recorded -3600 s. They are monotonic spans now."""
+    from saerl import pipeline
+
+    clock = stepped_wall_clock("saerl.pipeline", "saerl.artifacts")
+    build = pipeline.RUNNERS["ingest"]
+
+    def stepped_ingest(*args, **kwargs):
+        clock.step(-3600.0)
+        return build(*args, **kwargs)
+
+    monkeypatch.setitem(pipeline.RUNNERS, "ingest", stepped_ingest)
+    cfg = load_config(None, [f"runtime.artifact_root={tmp_path}", "data.source=sample"])
+    result = pipeline.run_stage(ArtifactStore(tmp_path), cfg, "ingest", {})
+    assert result.computed and 0.0 <= result.seconds < 600.0, result.seconds
+    assert 0.0 <= result.ref.manifest()["seconds"] < 600.0

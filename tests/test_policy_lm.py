@@ -84,6 +84,23 @@ def test_pretrained_model_saves_and_reloads_through_auto_classes(world, tmp_path
     assert model.config.eos_token_id == tok.eos_token_id and model.config.vocab_size == len(tok)
 
 
+def test_a_wall_clock_step_during_pretraining_changes_no_recorded_seconds(world, tmp_path, monkeypatch,
+                                                                          stepped_wall_clock):
+    """The testbed LM's pretraining seconds were a wall-clock span: NTP stepping the clock back an hour mid-pretraining
+    recorded -3600 s. A monotonic span now."""
+    import saerl.policy_lm as policy_lm
+
+    clock = stepped_wall_clock("saerl.policy_lm")
+    pretrain = policy_lm.pretrain
+
+    def stepped(*args, **kwargs):
+        clock.step(-3600.0)
+        return pretrain(*args, **kwargs)
+
+    monkeypatch.setattr(policy_lm, "pretrain", stepped)
+    assert 0.0 <= train_policy_lm(CFG, world, tmp_path)["pretrain_seconds"] < 600.0
+
+
 def test_length_buckets_cap_the_batch_at_the_corpus_size():
     import torch
 

@@ -81,6 +81,30 @@ def test_report_of_a_partial_run_says_what_is_missing(tmp_path):
     assert "data:image/png" not in render_html(report)
 
 
+def test_the_reports_title_gives_the_start_with_its_zone_as_status_does(tmp_path, monkeypatch):
+    """The title (terminal and the saved HTML page) gave the start in local time with no zone, beside a UTC run id:
+    under Asia/Kolkata a run started 2026-12-06 22:44:56 UTC read 'started 2026-12-07 04:14:56', another date than
+    its id, and a page shared with someone in another zone was off by the writer's offset. It reads as `saerl status`
+    does now (saerl.status.format_time)."""
+    import time
+
+    from saerl.report import format_text, load_report, render_html
+    from saerl.runs import RunRecord, save_run
+
+    started = 1796597096.0  # 2026-12-06 22:44:56 UTC
+    save_run(tmp_path, RunRecord(name="cfg", run_id="20261206-224456-000000-03e4", started=started))
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        report = load_report(tmp_path)
+        title = "run 20261206-224456-000000-03e4 (cfg), started 2026-12-07 04:14:56 IST"
+        assert format_text(report).splitlines()[0] == title
+        assert title in render_html(report)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 def test_report_of_a_killed_run_says_it_did_not_finish(tmp_path):
     """A run killed before its evaluation (SIGKILL, out of memory) keeps its running marker: the report said it had
     no evaluate stage, as if it were a short finished run."""

@@ -1441,3 +1441,48 @@ def test_without_a_step_sink_no_live_callback_is_added(tiny_policy_dir, tmp_path
     cfg = TrainConfig(num_generations=2, max_completion_length=3, max_steps=1)
     train_grpo(policy, prompts, prompts["id"].to_list(), cfg, tmp_path / "rl", prompts_per_step=2, seed=0)
     assert made == []
+
+
+def test_a_wall_clock_step_during_training_changes_no_recorded_seconds(stepped_wall_clock, monkeypatch, caplog):
+    """Training seconds (train_seconds in the manifest and MLflow, 'seconds' in each checkpoint, which a resumed run
+    carries on), in-training evaluation seconds and the progress line's rate were wall-clock spans: NTP stepping the
+    clock back an hour after 1 s of training recorded -3599 s, forward 2 h stopped a 1 h time limit. They are spans
+    of the monotonic clock now."""
+    import logging
+    import time
+    from types import SimpleNamespace
+
+    from saerl import policy_lm
+    from saerl.rl import EvalCallback, ProgressLog, _TimeLimit
+
+    clock = stepped_wall_clock("saerl.rl")
+    control = SimpleNamespace(should_training_stop=False)
+    limit = _TimeLimit(limit_s=3600.0, before=10.0)
+    limit.on_train_begin(None, None, control)
+    clock.step(-3600.0)
+    limit.on_step_end(None, None, control)
+    assert 10.0 <= limit.seconds < 70.0 and not control.should_training_stop
+    clock.step(7200.0)
+    limit.on_step_end(None, None, control)
+    assert 10.0 <= limit.seconds < 70.0 and not control.should_training_stop
+
+    def generate(model, tok, prompts, *a, **k):
+        clock.step(-3600.0)  # mid-evaluation
+        return policy_lm.Completions(["#### 1"] * len(prompts), [2] * len(prompts), [True] * len(prompts))
+
+    monkeypatch.setattr(policy_lm, "generate", generate)
+    evals = EvalCallback({"h": pl.DataFrame({"id": ["a"], "prompt": ["p"], "answer": ["1"]})}, None, 1, 4, 8)
+    evals._run(SimpleNamespace(training=False), 0)
+    assert 0.0 <= evals.rows[0]["seconds"] < 60.0, evals.rows
+
+    bar = ProgressLog("saerl:0", every_s=60.0)
+    state = SimpleNamespace(global_step=0, max_steps=10, log_history=[], is_world_process_zero=True)
+    bar.on_train_begin(None, state, None)
+    clock.step(7200.0)
+    time.sleep(0.01)
+    state.global_step = 1
+    state.log_history.append({"loss": 0.0, "reward": 0.5, "step": 1})
+    with caplog.at_level(logging.INFO, logger="saerl.rl"):
+        bar.on_log(None, state, None)
+    line = caplog.records[-1].getMessage()
+    assert line.startswith("train saerl:0: step 1/10, ") and " h " not in line and "ETA 0 s" in line, line

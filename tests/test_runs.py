@@ -4,6 +4,8 @@ from pathlib import Path
 
 from saerl.runs import RunRecord, StageRecord, explain, load_run, runs_of, save_run
 
+DAY_S = 86400.0  # seconds a day
+
 
 def _rec(name, stage, cfg, inputs):
     r = RunRecord(name=name)
@@ -568,3 +570,24 @@ def test_load_run_takes_a_run_record_and_names_run_id_for_other_types(tmp_path):
     with pytest.raises(TypeError, match=r"run_id must be a str \(a run id, a unique prefix of one, or 'latest'\) or a "
                        "RunRecord, got int 20260101: pass '20260101'"):
         load_run(tmp_path, 20260101)
+
+
+def test_runs_that_started_in_the_future_are_those_a_run_starting_now_sorts_before(tmp_path):
+    """A run recorded while a clock was ahead (a VM before NTP synced, a copied root) sorts after every later run,
+    so it stays 'latest'. runs_ahead finds it for a run starting now; a run started elsewhere at the same moment,
+    on a clock a few seconds ahead, and an older run are not flagged."""
+    import time
+
+    import pytest
+
+    from saerl.runs import CLOCK_SLACK_S, ahead_of_clock, new_run_id, runs_ahead
+
+    now = time.time()
+    for name, start in (("older", now - 2 * DAY_S), ("near", now + CLOCK_SLACK_S / 2),
+                        ("ahead", now + 3 * DAY_S)):
+        save_run(tmp_path, RunRecord(name=name, run_id=new_run_id(start), started=start))
+    new = new_run_id(now)
+    assert [r.name for r in runs_ahead(tmp_path, new, now)] == ["ahead"]
+    assert load_run(tmp_path, "latest").name == "ahead", "the order stays the run ids' (records on users' disks)"
+    assert ahead_of_clock(load_run(tmp_path, "latest"), now) == pytest.approx(3 * DAY_S, abs=1.0)
+    assert runs_ahead(tmp_path, new, now + 4 * DAY_S) == [], "once the clock passes its start"

@@ -384,7 +384,8 @@ def test_status_names_the_stage_runs_in_progress_and_where_a_killed_run_died(tmp
     del rec.config["train.steps_per_generation"]
     shutil.rmtree(ArtifactStore(tmp_path).partial_path("train", "k1" * 10))
     assert in_progress_lines(tmp_path, rec, STILL_RUNNING, now=started + 65)[0] == \
-        f"in progress: train:saerl:0 since {format_clock(started)} (1 m 05 s; no checkpoint yet)"
+        f"in progress: train:saerl:0 since {format_clock(started, started + 65)} (1 m 05 s; no checkpoint yet)"  # the
+    # day of that `now`: run within an hour after midnight, `started` was yesterday's and read as a date
     rec.config["train.save_every"] = 0
     assert in_progress_lines(tmp_path, rec, KILLED)[0] == \
         f"died in train:saerl:0 (started {format_clock(started)}; no checkpoints (train.save_every=0))"
@@ -584,3 +585,28 @@ def test_status_list_json_prints_the_listed_runs_as_a_json_array(tmp_path, capsy
     out, err = capsys.readouterr()
     assert json.loads(out) == [] and "no runs under" in err
 
+
+
+def test_status_marks_a_run_that_started_in_the_future(tmp_path):
+    """A run recorded while a clock was ahead stays 'latest' until the clock passes its start, and nothing said why:
+    `status --list` marks its start '(in the future)' and says under the table what that means, and `status` of it
+    says so under its header; other runs are not marked."""
+    import time
+
+    from saerl.runs import new_run_id
+    from saerl.status import FUTURE_MARK
+
+    now, skew = time.time(), 3 * 86400 + 5400  # 3 d 01 h 30 m ahead
+    older = RunRecord(name="older", run_id=new_run_id(now - 86400), started=now - 86400)
+    skewed = RunRecord(name="skewed", run_id=new_run_id(now + skew), started=now + skew)
+    for record in (older, skewed):
+        save_run(tmp_path, record)
+    lines = list_status(tmp_path).splitlines()
+    rows = {name: next(line for line in lines if line.startswith(r.run_id)) for name, r in
+            (("older", older), ("skewed", skewed))}
+    assert FUTURE_MARK in rows["skewed"] and FUTURE_MARK not in rows["older"], lines
+    assert lines[-1].startswith(f"{FUTURE_MARK}: 1 runs started later than this machine's clock reads now"), lines
+    assert "clock or the one that ran it is off" in lines[-1] and "'latest'" in lines[-1]
+    head = run_status(tmp_path, "latest").splitlines()[1]
+    assert head.startswith("STARTED IN THE FUTURE (3 d 01 h ahead of this machine's clock): this machine's clock"), head
+    assert "STARTED IN THE FUTURE" not in run_status(tmp_path, older.run_id)
