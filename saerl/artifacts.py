@@ -53,6 +53,14 @@ PACKAGE_DIR = Path(__file__).resolve().parent  # the saerl package's folder: its
 CODE_PATHS = ("saerl", "flows", "tasks", "pyproject.toml")  # a checkout's code, relative to its top: what its dirty
 # flag reads (an artifact root, an MLflow store or a scratch file elsewhere in the checkout is no code change)
 GIT_TIMEOUT_S = 5  # the longest a git call may take before the commit / dirty fields read 'unknown'
+# the variables that point git at another repository, index or object store than the one it finds from its working
+# folder (`git rev-parse --local-env-vars` of git 2.39, and GIT_NAMESPACE): a GIT_DIR / GIT_WORK_TREE pair in the
+# shell (a "bare dotfiles repository") made manifests record that repository's commit as saerl's code; git_output
+# runs git without them
+GIT_REPOSITORY_ENV = ("GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT",
+                      "GIT_OBJECT_DIRECTORY", "GIT_DIR", "GIT_WORK_TREE", "GIT_IMPLICIT_WORK_TREE", "GIT_GRAFT_FILE",
+                      "GIT_INDEX_FILE", "GIT_NO_REPLACE_OBJECTS", "GIT_REPLACE_REF_BASE", "GIT_PREFIX",
+                      "GIT_INTERNAL_SUPER_PREFIX", "GIT_SHALLOW_FILE", "GIT_COMMON_DIR", "GIT_NAMESPACE")
 UNKNOWN = "unknown"
 DIRTY_SHOWN = 5  # changed files a code state names (the first, sorted), before '+N more'
 DIFF_SHOWN = 12  # hex characters of the hash of a dirty checkout's changes (:func:`code_state`)
@@ -218,12 +226,19 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def git_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment git runs in for :func:`git_output`: `environ` (None: this process's) less GIT_REPOSITORY_ENV,
+    so git reads the repository it finds from its working folder, whatever the shell points it at. in: an
+    environment; out: a copy."""
+    return {k: v for k, v in (os.environ if environ is None else environ).items() if k not in GIT_REPOSITORY_ENV}
+
+
 def git_output(args: list[str], cwd: Path) -> str | None:
-    """The stripped output of `git <args>` run in `cwd`, or None when git is missing, fails or takes longer than
-    GIT_TIMEOUT_S."""
+    """The stripped output of `git <args>` run in `cwd` (in :func:`git_env`: a GIT_DIR or GIT_WORK_TREE in the
+    environment is not followed), or None when git is missing, fails or takes longer than GIT_TIMEOUT_S."""
     try:
         out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT_S,
-                             check=False)
+                             check=False, env=git_env())
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None

@@ -247,16 +247,20 @@ def reward_name(reward: Any) -> str:
 
 
 def rank_env(processes: int, device: str, cpus: int | None = None) -> dict[str, str]:
-    """The ranks' environment: this one, with this saerl first on PYTHONPATH (the ranks import it, whatever their
+    """The ranks' environment: this one less what training ignores (saerl.train_env.without_ignored: accelerate's
+    settings, and the stale distributed variables of this process, which torchrun sets afresh for each rank;
+    warned of once), with this saerl first on PYTHONPATH (the ranks import it, whatever their
     working folder), and on a CPU device OMP_NUM_THREADS at the cores / `processes` each (torchrun sets 1 where it is
     unset, so 2 ranks on a 32-core box used 2 threads where one process used them all); an OMP_NUM_THREADS set here is
     kept. in: train.num_processes, runtime.device, the cores (None: those this process may run on); out: the
     environment."""
     from saerl.config import device_type
+    from saerl.train_env import without_ignored
     from saerl.verify import usable_cpus
 
     here = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = {**without_ignored(os.environ),
+           "PYTHONPATH": os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])}
     if "OMP_NUM_THREADS" not in env and device_type(device) == "cpu":
         env["OMP_NUM_THREADS"] = str(max(1, (cpus or usable_cpus()) // processes))
     return env
@@ -461,12 +465,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     """One rank of a multi-process training run (torchrun runs it): :func:`saerl.rl.train_grpo` on the spec in
     argv[0]; rank 0 logs at INFO, the others warnings only, saerl's records each to its own file
     (:func:`send_saerl_records`, :func:`log_file`); rank 0 sends its step points to STEPS and writes RESULT; the others
-    draw no progress bar. A failure writes ERROR for the stage's process, then ends the rank with it.
+    draw no progress bar. A failure writes ERROR for the stage's process, then ends the rank with it. Marks the
+    process as a saerl rank first (saerl.train_env.mark_saerl_rank): only there are torchrun's variables trusted.
     in: [the spec folder]."""
     from saerl.artifacts import write_file_atomic
     from saerl.rl import process_rank, step_sink, train_grpo
+    from saerl.train_env import mark_saerl_rank
 
     folder = Path((argv if argv is not None else sys.argv[1:])[0])
+    mark_saerl_rank()  # torchrun's WORLD_SIZE, RANK and the rest are this process's own (saerl.train_env)
     rank = process_rank()
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format=LOG_FORMAT, datefmt=LOG_DATEFMT)
     send_saerl_records(folder / log_file(rank))

@@ -39,6 +39,7 @@ from saerl.answers import BOXED, judge_held_out
 from saerl.artifacts import write_file_atomic
 from saerl.checkpoints import CURVE_FILE, checkpoint_folders, checkpoint_step, is_complete, last_checkpoint
 from saerl.config import HealthConfig, ModelConfig, TrainConfig
+from saerl.train_env import configured_environment, in_configured_environment, is_saerl_rank
 from saerl.verify import extract_final_answer, verify_batch
 
 log = logging.getLogger("saerl.rl")
@@ -922,14 +923,16 @@ def micro_batch(completions: int, parts: int, processes: int = 1) -> int:
 
 
 def world_size() -> int:
-    """How many processes train together: the WORLD_SIZE torchrun (or accelerate launch) gives each of them, 1 in
-    a process started plainly. in: the environment; out: processes."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    """How many processes train together: the WORLD_SIZE saerl's torchrun gives each of its ranks
+    (saerl.train_env.is_saerl_rank), 1 in any other process, whatever WORLD_SIZE it inherited (a stale one is
+    ignored, as training ignores it: saerl.train_env). in: the environment; out: processes."""
+    return int(os.environ.get("WORLD_SIZE", "1")) if is_saerl_rank() else 1
 
 
 def process_rank() -> int:
-    """This process's rank among those training together (torchrun's RANK), 0 in a process started plainly."""
-    return int(os.environ.get("RANK", "0"))
+    """This process's rank among those training together: torchrun's RANK in a rank saerl started, 0 in any other
+    process (likewise). in: the environment; out: the rank."""
+    return int(os.environ.get("RANK", "0")) if is_saerl_rank() else 0
 
 
 def _distributed() -> Any:
@@ -1009,8 +1012,9 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
                 trust_remote_code: bool = False) -> Any:
     """trl GRPOConfig from our TrainConfig: on `device` (runtime.device: 'auto' = CUDA when there is one; trl
     would otherwise take a GPU whatever the config says), with a progress bar only when `progress`
-    (runtime.progress), fp32 on CPU (bf16 on CUDA when cfg.bf16), constant lr after cfg.warmup_steps of linear
-    warmup, the gradient's norm clipped to cfg.max_grad_norm, no shuffling; a step's
+    (runtime.progress), fp32 on CPU (bf16 on CUDA when cfg.bf16; an ACCELERATE_MIXED_PRECISION or other accelerate
+    setting in the environment is ignored: saerl.train_env.configured_environment), constant lr after
+    cfg.warmup_steps of linear warmup, the gradient's norm clipped to cfg.max_grad_norm, no shuffling; a step's
     prompts_per_step x num_generations completions in cfg.micro_batches forward/backward passes (gradient
     accumulation: trl's steps_per_generation counts passes, cfg's counts optimizer steps); resumable trainer
     checkpoints (model as safetensors + optimizer, scheduler and RNG states) in `out_dir` every
@@ -1059,7 +1063,8 @@ def grpo_config(cfg: TrainConfig, out_dir: Path, prompts_per_step: int, max_step
                     "in the mean over rollouts, so each step's gradient shrinks with its share of cut-off rollouts; "
                     "DAPO's overlong filtering assumes a token-level loss (train.loss_type=dapo or bnpo)", kw["loss_type"])
     kw["reward_weights"] = reward_functions(cfg, None)[1]
-    return GRPOConfig(**kw)
+    with configured_environment():  # TrainingArguments reads ACCELERATE_MIXED_PRECISION and the ranks' variables
+        return GRPOConfig(**kw)
 
 
 def reference_model_kwargs(model_cfg: ModelConfig | None) -> dict[str, Any]:
@@ -1174,6 +1179,7 @@ def hub_bars_off() -> Iterator[None]:
                 hf_logging.enable_progress_bar()
 
 
+@in_configured_environment
 def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | None, cfg: TrainConfig,
                out_dir: str | Path, *, prompts_per_step: int, seed: int = 0, max_steps: int | None = None,
                time_limit_s: float | None = None, callbacks: list[Any] | None = None,
@@ -1225,7 +1231,9 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     set, id, correct), resumed_from (step, or None), reward_checks, verifier_failures, notes (whether the policy
     can read the prompts: saerl.policy_lm.policy_fit_notes; then the run's health: :func:`health_notes`)}.
     A step that leaves a non-finite weight stops the run with a ValueError naming the step and the fix
-    (:class:`FiniteWeights`); a non-finite policy is never saved."""
+    (:class:`FiniteWeights`); a non-finite policy is never saved. The trainer is built and trains in
+    :func:`saerl.train_env.configured_environment`: accelerate's settings (ACCELERATE_*) and, outside a rank saerl's
+    torchrun started, stale WORLD_SIZE / RANK / MASTER_ADDR / MPI variables are ignored, with one warning."""
     from saerl.policy_lm import load_policy, policy_fit_notes, stop_ids
 
     steps = max_steps or cfg.max_steps

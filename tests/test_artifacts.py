@@ -525,6 +525,29 @@ def test_the_dirty_flag_reads_the_code_alone_and_names_the_changes(code_checkout
     assert code_state(repo / "elsewhere") == {"commit": "unknown", "dirty": "unknown"}
 
 
+def test_the_code_state_is_the_packages_checkout_whatever_git_dir_the_shell_sets(code_checkout, tmp_path,
+                                                                                   monkeypatch):
+    """A GIT_DIR / GIT_WORK_TREE pair in the shell (a bare dotfiles repository) made git read that repository: a
+    manifest recorded its commit as saerl's, dirty with its files; a relative GIT_DIR=.git (as git hands its hooks)
+    read 'unknown'. git now runs without the variables that point it at another repository."""
+    from saerl.artifacts import code_state
+
+    repo, pkg = code_checkout, code_checkout / "saerl"
+    head = git_in(repo, "rev-parse", "HEAD")
+    other = make_saerl_checkout(tmp_path / "other")
+    (other / "saerl" / "mod.py").write_text("x = 3\n")
+    git_in(other, "commit", "-q", "-am", "two")
+    assert git_in(other, "rev-parse", "HEAD") != head  # the premise: another commit
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(repo))
+    monkeypatch.setenv("GIT_INDEX_FILE", str(other / ".git" / "index"))
+    assert code_state(pkg) == {"commit": head, "dirty": "false"}
+    monkeypatch.setenv("GIT_DIR", ".git")
+    monkeypatch.delenv("GIT_WORK_TREE")
+    monkeypatch.delenv("GIT_INDEX_FILE")
+    assert code_state(pkg) == {"commit": head, "dirty": "false"}
+
+
 def test_code_drift_says_what_other_code_built_an_artifact():
     from saerl.artifacts import code_drift
 

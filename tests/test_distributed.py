@@ -88,6 +88,7 @@ def test_grpo_config_gives_each_process_its_share_of_a_step(monkeypatch):
     seen = {}
     monkeypatch.setattr("trl.GRPOConfig", lambda **kw: seen.update(kw) or SimpleNamespace(**kw))
     monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr("saerl.train_env._Process.saerl_rank", True)  # a rank saerl's torchrun started (main)
     rl.grpo_config(TrainConfig(num_generations=4, micro_batches=2), Path("x"), 4, 2, 0, "cpu")
     assert seen["per_device_train_batch_size"] == 4 and seen["steps_per_generation"] == 2
 

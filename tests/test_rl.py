@@ -1,7 +1,9 @@
 """GRPO through trl: our sampler, the order trained, the reward."""
 
 import json
+import logging
 import math
+import os
 from pathlib import Path
 
 import polars as pl
@@ -802,6 +804,80 @@ def test_learning_rate_warms_up_then_stays(tiny_policy_dir, tmp_path, one_torch_
     assert rates(2) == pytest.approx([0.0, 5e-5, 1e-4, 1e-4])  # the rate each step used (transformers' schedule)
     assert rates(0) == pytest.approx([1e-4] * 4)
     assert grpo_config(TrainConfig(), Path("/tmp/x"), 2, 1, 0).lr_scheduler_type == "constant"
+
+
+# what a user's shell may export for other trainers: accelerate's mixed precision, then a torchrun rank left behind
+SHELL_PRECISION = {"ACCELERATE_MIXED_PRECISION": "bf16"}
+SHELL_TRAINER_ENV = {**SHELL_PRECISION, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
+
+
+def set_shell(monkeypatch, env: dict[str, str]) -> dict[str, str]:
+    """`env` in the environment (no MASTER_ADDR: a stale rank then failed at once, not waiting for rank 1), and
+    saerl.train_env's warnings forgotten, so a test's warning is its own. in: the patcher, the variables; out: them."""
+    from saerl import train_env
+
+    monkeypatch.setattr(train_env._Process, "warned", set())
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+def test_the_config_not_the_shell_sets_the_training_precision(monkeypatch):
+    """ACCELERATE_MIXED_PRECISION=bf16 in the shell ran a train stage configured in float32 under bf16 autocast,
+    under the same key: transformers' TrainingArguments starts from it where bf16 and fp16 are off. The config alone
+    decides (float32 on a CPU), and the process's environment is as it was after."""
+    shell = set_shell(monkeypatch, SHELL_PRECISION)
+    args = grpo_config(TrainConfig(bf16=True), Path("/tmp/x"), 2, 1, 0, device="cpu")
+    assert (args.mixed_precision, args.bf16, args.fp16) == ("no", False, False)
+    assert {k: os.environ.get(k) for k in shell} == shell
+
+
+def test_a_plain_run_ignores_a_stale_torchrun_rank(monkeypatch):
+    """WORLD_SIZE=2 RANK=1 LOCAL_RANK=0 left in the shell (or MPI's OMPI_COMM_WORLD_SIZE): GRPOConfig took the
+    process for a rank of 2 and failed for want of MASTER_ADDR (with it, it waited for ever for the others), and
+    world_size() halved each process's share of a step. A process saerl's torchrun did not start trains alone, as
+    train.num_processes=1 says; a rank it started reads its own (saerl.distributed.main marks it)."""
+    from saerl import train_env
+    from saerl.rl import process_rank, world_size
+
+    set_shell(monkeypatch, {**SHELL_TRAINER_ENV, "RANK": "1", "OMPI_COMM_WORLD_SIZE": "2"})
+    assert (world_size(), process_rank()) == (1, 0)
+    args = grpo_config(TrainConfig(num_generations=4, micro_batches=2), Path("/tmp/x"), 4, 2, 0, device="cpu")
+    assert args.world_size == 1 and args.per_device_train_batch_size == 8  # 4 prompts x 4 rollouts in 2 passes
+    monkeypatch.setattr(train_env._Process, "saerl_rank", True)
+    assert (world_size(), process_rank()) == (2, 1)
+
+
+@pytest.mark.parametrize("shell", [SHELL_PRECISION, SHELL_TRAINER_ENV], ids=["precision", "and-a-stale-rank"])
+def test_a_run_trains_as_configured_whatever_the_shell_says_of_other_trainers(tiny_policy_dir, tmp_path,
+                                                                              one_torch_thread, monkeypatch,
+                                                                              caplog, shell):
+    """A whole run under ACCELERATE_MIXED_PRECISION=bf16 trained a float32 config under bf16 autocast (accelerate
+    wraps the policy's forward); with a stale WORLD_SIZE / RANK / LOCAL_RANK too it failed at train (accelerate's
+    MASTER_ADDR error: exit 1, 'the same command resumes'). It now trains in one process without autocast, says
+    once which variables it ignored, and leaves the environment as it found it."""
+    from transformers import TrainerCallback
+
+    policy, prompts = tiny_policy_dir
+    set_shell(monkeypatch, shell)
+    seen = {}
+
+    class Look(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            seen.update(precision=args.mixed_precision, processes=args.world_size,
+                        autocast=hasattr(model, "_original_forward"), env=[k for k in shell if k in os.environ])
+
+    cfg = TrainConfig(num_generations=2, max_completion_length=3, max_steps=1)
+    with caplog.at_level(logging.WARNING, logger="saerl"):
+        for out in ("a", "b"):  # a stage's second run warns no more
+            run = train_grpo(policy, prompts, None, cfg, tmp_path / out, prompts_per_step=2, seed=0, device="cpu",
+                             progress=False, callbacks=[Look()])
+            assert run["steps"] == 1
+    assert seen == {"precision": "no", "processes": 1, "autocast": False, "env": []}
+    warned = [r.getMessage() for r in caplog.records if r.name == "saerl.train_env"]
+    assert len(warned) == 1 and f"training ignores {', '.join(sorted(shell))} from" in warned[0], warned
+    assert {k: os.environ.get(k) for k in shell} == shell
 
 
 def test_micro_batches_must_divide_a_steps_completions():

@@ -49,6 +49,7 @@ SHAPES: dict[str, tuple[str, ...]] = {
     "scoring": ("score", "properties"),
     "stages": ALL,  # unread_fields, SHUFFLED_ARMS: what a runner ignores or shuffles
     "testbed": ("testbed", "label"),
+    "train_env": ("train",),  # which of the environment's settings the trainer reads (its precision, its processes)
 }
 # modules whose code writes no stage's artifact: orchestration, records, reading and exporting results
 NO_ARTIFACT = ("__init__", "export", "gc", "privacy", "runs", "status", "sweep", "tracking")
@@ -152,13 +153,13 @@ if __name__ == "__main__":
 REVIEWED = {'sources': {'activation_store': 'd1108808234dba898fd1bc61dc10e0c35a8e2c496d044cf5c35ae0e7d77d7e5c',
              'activations': '6afa71052ffd2aabc0951e7bef5a46992faf008fada402f83357b450a80c25f1',
              'answers': 'ef2788a8f4384049782b3749a87aebd41143ae3aaa982757abea5e7db0aa8874',
-             'artifacts': '2b6976a10ef89450e601ed467fb0beab8fff9db7232879068f4922f1a816e61c',
+             'artifacts': '3caf87d941e359b62052d09bd05094266194b137091a23a05add6a1b64728ee7',
              'checkpoints': '952f79e64b79843ac68dbcadba37746f0a7acd59624ec4a7649cda605260b1ad',
              'config': '8ceea281afd2a32384af77882139e632687731c33fc043a3a84af234b3c82b6d',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
              'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
              'data': '280c104bc4d1b95f97af09ed80c1c05e04480ff3377ce70d1d92a31fc8cf0ecc',
-             'distributed': '5d8951905853f1947187451e7f4ebb6dc395fb92eba42c81b43c92b018f65865',
+             'distributed': 'a84146d6a544b49562ec970fc198a0a493c7fa34ac432b184b234119bcf4bc41',
              'evaluate': '0df12a6065cd9fdc9b849550249710a05c7d1588c1557065f463fa797c8db26f',
              'labels': 'f8bc6ba17e983e618400efcc0cfa9aa4734194b95c0ed8019ae386beb8f59b9d',
              'pipeline': 'e93221fd2b1eff58dc8a6071495221893d26e2ec4610190330aed89fd218f1f6',
@@ -166,12 +167,13 @@ REVIEWED = {'sources': {'activation_store': 'd1108808234dba898fd1bc61dc10e0c35a8
              'policy_lm': '466393efbd5802c7eef51685ccf329319553ad6e4153bbb01c53f847e806b002',
              'property_models': 'd486d756fc0261047773d1eb96c69ea89c5ccb5c8679842d605326fe1c83cfd8',
              'report': '814bbcb883f7d3d0923532167d2045d38322e922577b6810719eff7a47a7845f',
-             'rl': 'c9324dc49fcaf3fddf66342a7e4c2e4e85eef3f0d4df6b192bec1f41a2c9a9e0',
+             'rl': 'cc28fd1e4bdb100125634bfdd1008d1ed4e2a5a2476885bf6ff65043044dee3f',
              'runners': '288020e5a3fdb674fa00c4b42313e0ab73d7e58f3cc0adb44883e54fa1bda6cd',
              'sae': '83042240aa3cbab8812f41fee6ca385096f021324713e7106b0a11e625c01226',
              'scoring': '58a5b8bed8d5424cf7b09330c611818a37b92f5d38083595b4507785d93ad709',
              'stages': '2c6621bf74e17ade9cd7636794282f2e4147268a5ec3f5340ccdea60b9fcf8c6',
-             'testbed': 'f6d5b7b30b1750d0ceef8d792aba1cd7c542dc05f4b83cde4f9848aa01153211'},
+             'testbed': 'f6d5b7b30b1750d0ceef8d792aba1cd7c542dc05f4b83cde4f9848aa01153211',
+             'train_env': '709fdf1911f3fc7700cd78c47391200f5b0667d97601204280c97485da8e25b7'},
  'versions': {'curriculum': '5',
               'encode': '4',
               'evaluate': '24',
