@@ -141,7 +141,7 @@ def step_times(ref: Any) -> list[float]:
     import polars as pl
 
     log = ref.file("log.parquet")
-    return pl.read_parquet(log).sort("step")["step_time"].drop_nulls().to_list() if log.exists() else []
+    return pl.read_parquet(log, glob=False).sort("step")["step_time"].drop_nulls().to_list() if log.exists() else []
 
 
 def one_step_peak_note(steps: int) -> str | None:
@@ -164,7 +164,7 @@ def train_step_figures(ref: Any) -> dict[str, float]:
     curve = ref.file("curve.parquet")
     times = step_times(ref)
     step_s = sum(times) / len(times) if times else nan
-    seconds = pl.read_parquet(curve)["seconds"] if curve.exists() else None
+    seconds = pl.read_parquet(curve, glob=False)["seconds"] if curve.exists() else None
     return {"grpo_step_s": step_s, "eval_s": float(seconds.sum()) if seconds is not None else nan}
 
 

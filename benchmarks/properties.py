@@ -112,8 +112,9 @@ def property_report(cfg: PipelineConfig) -> tuple[pl.DataFrame, dict[str, float]
         refs[stage] = res.ref
         seconds[stage] = res.seconds
         logging.info("%s: %s in %.1fs", stage, "computed" if res.computed else "cached", res.seconds)
-    seconds["n_prompts"] = float(pl.scan_parquet(refs["score"].file("scores.parquet")).select(pl.len()).collect().item())
-    return pl.read_parquet(refs["properties"].file("property_report.parquet")), seconds
+    scores = pl.scan_parquet(refs["score"].file("scores.parquet"), glob=False)
+    seconds["n_prompts"] = float(scores.select(pl.len()).collect().item())
+    return pl.read_parquet(refs["properties"].file("property_report.parquet"), glob=False), seconds
 
 
 def headline(report: pl.DataFrame) -> dict[str, float]:
@@ -174,6 +175,21 @@ def derived_file(src: Path, dst: Path, field: str, fn: Callable[[Any], Any], sou
 SHUFFLED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")  # files shuffled_copy can copy in a seeded order
 
 
+def _read_frame(src: Path) -> pl.DataFrame:
+    """A csv (all columns as text) or parquet file read as exactly that file (glob=False: polars would read a name
+    holding `?`, `*` or `[` as a pattern). in: the path; out: its rows."""
+    if src.suffix.lower() == ".csv":
+        return pl.read_csv(src, infer_schema=False, encoding="utf8-lossy", glob=False)
+    return pl.read_parquet(src, glob=False)
+
+
+def _read_ndjson(src: Path) -> pl.DataFrame:
+    """A JSON-lines file read through an open handle (read_ndjson takes no glob=False: a path would be a pattern).
+    in: the path; out: its rows."""
+    with src.open("rb") as fh:
+        return pl.read_ndjson(fh)
+
+
 def shuffled_order(n: int, seed: int = 0) -> list[int]:
     """The seeded permutation of n rows that derived_file applies (random.Random(seed).shuffle of the rows, which
     depends only on their count): row i of the copy is row order[i] of the source."""
@@ -203,7 +219,7 @@ def shuffled_copy(src: Path, dst_dir: Path, cap: int, seed: int = 0) -> Path:
         dst = dst_dir / f"{src.stem}.shuffled{seed}.jsonl"
         dst.write_text("".join(lines[i] + "\n" for i in shuffled_order(len(lines), seed)), encoding="utf-8")
         return dst
-    frame = pl.read_csv(src, infer_schema=False, encoding="utf8-lossy") if suffix == ".csv" else pl.read_parquet(src)
+    frame = _read_frame(src)
     if frame.height <= cap:
         return src
     dst = dst_dir / f"{src.stem}.shuffled{seed}{suffix}"
@@ -223,9 +239,9 @@ def constant_difficulty(src: Path, dst: Path) -> Path:
         return derived_file(src, dst, "_difficulty_none", lambda _: 0.0, "question")
     suffix = src.suffix.lower()
     if suffix == ".json":  # a JSON array, or JSON lines under a .json name (saerl reads both)
-        frame = pl.read_json(src) if src.read_text(encoding="utf-8").lstrip().startswith("[") else pl.read_ndjson(src)
+        frame = pl.read_json(src) if src.read_text(encoding="utf-8").lstrip().startswith("[") else _read_ndjson(src)
     else:
-        frame = pl.read_csv(src, infer_schema=False, encoding="utf8-lossy") if suffix == ".csv" else pl.read_parquet(src)
+        frame = _read_frame(src)
     out = dst.with_suffix(".parquet")
     out.parent.mkdir(parents=True, exist_ok=True)
     frame[shuffled_order(frame.height)].with_columns(_difficulty_none=pl.lit(0.0)).write_parquet(out)

@@ -152,15 +152,15 @@ def arm_figures(folder: Path, set_name: str) -> dict[str, float]:
     and each arm's gain over the starting policy (gain_*). nan for whatever the artifact lacks; ratio_high is nan
     whenever ratio is (an interval of a ratio that does not exist: an artifact made before the table left it out)."""
     nan = float("nan")
-    greedy = pl.read_parquet(folder / "comparison.parquet").filter((pl.col("metric") == "greedy")
+    greedy = pl.read_parquet(folder / "comparison.parquet", glob=False).filter((pl.col("metric") == "greedy")
                                                                    & (pl.col("set") == set_name))
     row = {r["arm"]: r for r in greedy.iter_rows(named=True)}
     gain = {}  # no gains.parquet with eval.base_policy=false: no starting policy to measure a gain over
     if (folder / "gains.parquet").exists():
-        gains = pl.read_parquet(folder / "gains.parquet").filter((pl.col("metric") == "greedy")
+        gains = pl.read_parquet(folder / "gains.parquet", glob=False).filter((pl.col("metric") == "greedy")
                                                                  & (pl.col("set") == set_name))
         gain = {r["arm"]: r["diff_pts"] for r in gains.iter_rows(named=True)}
-    stt = pl.read_parquet(folder / "steps_to_target.parquet").filter((pl.col("set") == set_name)
+    stt = pl.read_parquet(folder / "steps_to_target.parquet", glob=False).filter((pl.col("set") == set_name)
                                                                      & (pl.col("arm") == "saerl"))
     ratio = stt["ratio"][0] if stt.height else None
     high = stt["ratio_ci_high"][0] if stt.height and ratio is not None else None
@@ -176,13 +176,14 @@ def arm_figures(folder: Path, set_name: str) -> dict[str, float]:
 
 def signal_table(results: dict[str, object]) -> pl.DataFrame:
     """saerl.evaluate.training_signal of every training run, averaged per arm and third of the run."""
-    prompts = pl.read_parquet(Path(results["ingest"].ref.path) / "prompts.parquet")  # type: ignore[attr-defined]
+    ingest = Path(results["ingest"].ref.path)  # type: ignore[attr-defined]
+    prompts = pl.read_parquet(ingest / "prompts.parquet", glob=False)
     rows = []
     for name, res in results.items():
         if name.startswith("train:"):
             folder = Path(res.ref.path)  # type: ignore[attr-defined]
-            sig = training_signal(pl.read_parquet(folder / "log.parquet"),
-                                  pl.read_parquet(folder / "trained_order.parquet"), prompts, parts=3)
+            sig = training_signal(pl.read_parquet(folder / "log.parquet", glob=False),
+                                  pl.read_parquet(folder / "trained_order.parquet", glob=False), prompts, parts=3)
             rows.append(sig.with_columns(pl.lit(name.split(":")[1]).alias("arm")))
     return (pl.concat(rows, how="diagonal_relaxed").group_by("arm", "part", "first_step", "last_step")
             .agg(pl.all().mean().round(3)).sort("arm", "part"))
@@ -237,7 +238,8 @@ def main() -> None:
     results = run_all(store, cfg, report=report)
     folder = Path(results["evaluate"].ref.path)
     print((folder / "comparison.txt").read_text())
-    per_level = (pl.read_parquet(folder / "eval.parquet").filter((pl.col("sample") == 0) & (pl.col("set") == "heldout"))
+    per_level = (pl.read_parquet(folder / "eval.parquet", glob=False)
+                 .filter((pl.col("sample") == 0) & (pl.col("set") == "heldout"))
                  .group_by("arm", "difficulty").agg(pl.col("correct").mean().round(3)).sort("difficulty", "arm")
                  .pivot(on="arm", index="difficulty", values="correct"))
     signal = signal_table(results)

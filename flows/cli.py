@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -303,7 +304,8 @@ def naming_a_full_disk(root: Path) -> Iterator[None]:
         else:
             what = f"{type(err).__name__}: {err}{'' if said else ', with the disk all but full'}"
         space = f"has {free / 2**30:.1f} GB free now" if free is not None else "(its free space cannot be read)"
-        raise OSError(code, f"{what}; the run's artifact root {root} {space}. Free space (`saerl gc --root {root} "
+        raise OSError(code, f"{what}; the run's artifact root {root} {space}. Free space (`saerl gc --root "
+                      f"{shlex.quote(str(root))} "
                       "--dry-run` lists what can go; the Hugging Face cache and /tmp may share that disk) or point "
                       "runtime.artifact_root at a larger disk, then rerun the same command: every finished stage "
                       "and chunk is kept") from err
@@ -395,7 +397,6 @@ def command_line(args: argparse.Namespace) -> str:
     """The command that started this run, as the shell would read it back ('saerl run configs/smoke.yaml a=1 --until
     score'), URL credentials masked: the run record and its MLflow parent keep it. in: parsed args (parse_args keeps
     the words); out: the text."""
-    import shlex
 
     from saerl.config import redact
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import shlex
 import signal
 import sys
 import threading
@@ -188,7 +189,8 @@ def announce(root: Path, run_id: str, label: str | None = None) -> None:
     run never printed its id (a successful one only in its last table), so a script could only guess with
     `latest`, wrong as soon as two runs share a root. One line, led by `label` for a sweep's run; a stderr that is
     gone is let be. in: artifact root, run id, a sweep run's label."""
-    line = f"saerl: run {run_id} started; `saerl status {run_id} --root {root}` follows it (--json: its record)"
+    follow = f"saerl status {run_id} --root {shlex.quote(str(root))}"  # quoted: a root with a space pastes whole
+    line = f"saerl: run {run_id} started; `{follow}` follows it (--json: its record)"
     try:
         print(labelled(line, label), file=sys.stderr, flush=True)
     except OSError:
@@ -957,8 +959,6 @@ def deployment_invocation(config_path: str, overrides: list[str] | None, until: 
     """What a deployment's run records as its command (RunRecord.extra INVOCATION): the `saerl run` command line its
     parameters stand for, marked as a deployment's, URL credentials masked (it becomes a subflow's parameter, which
     Prefect keeps in clear). in: its config_path, overrides and until; out: the text."""
-    import shlex
-
     return redact("(deployment) " + shlex.join(["saerl", "run", config_path, *(overrides or []),
                                                 *(["--until", until] if until else [])]))
 

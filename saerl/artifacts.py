@@ -443,13 +443,34 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 TEMP_NAME = re.compile(r"\.(.+)\.tmp-\d+")  # write_file_atomic's temp name ('.<name>.tmp-<pid>'), left by a kill
+NAME_MAX = 255  # bytes in one file name where the filesystem does not say (os.pathconf's PC_NAME_MAX; Linux's own)
+TEMP_TAG_CHARS = 12  # hex digits of a long name's hash in its shortened temp name (temp_name)
+
+
+def temp_name(path: Path) -> str:
+    """The temp name write_file_atomic writes `path` under, beside it (TEMP_NAME): '.<name>.tmp-<pid>', or, where
+    that would be longer than the folder's file names may be (a 242-255 byte name: ENAMETOOLONG), the name's head
+    cut to fit and a hash of the whole name ('.<head>~<hash>.tmp-<pid>': two long names never share one). in: the
+    target file (its folder exists); out: the temp file's name."""
+    suffix = f".tmp-{os.getpid()}"
+    plain = f".{path.name}{suffix}"
+    try:
+        limit = os.pathconf(path.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):  # no such folder (the write then says so), or no limit known
+        limit = NAME_MAX
+    if len(os.fsencode(plain)) <= limit:
+        return plain
+    raw = os.fsencode(path.name)
+    tag = "~" + hashlib.sha256(raw).hexdigest()[:TEMP_TAG_CHARS]
+    room = limit - len(os.fsencode(f".{tag}{suffix}"))
+    return f".{raw[:room].decode(errors='ignore')}{tag}{suffix}"  # whole characters of the head only
 
 
 def write_file_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write a file through `write(tmp)` under a temp name beside `path` (TEMP_NAME), fsync it and rename it into
-    place, so a reader (or a resumed run) sees the whole file or none of it; a `write` that raises leaves no temp
-    file behind (a killed process does: :func:`remove_temp_files`)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """Write a file through `write(tmp)` under a temp name beside `path` (:func:`temp_name`, which fits however long
+    the name), fsync it and rename it into place, so a reader (or a resumed run) sees the whole file or none of it; a
+    `write` that raises leaves no temp file behind (a killed process does: :func:`remove_temp_files`)."""
+    tmp = path.with_name(temp_name(path))
     try:
         write(tmp)
         with open(tmp, "rb") as f:

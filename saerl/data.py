@@ -646,7 +646,7 @@ def _read_csv(path: Path) -> LoadedTable:
     where that reads it (a quote inside an unquoted field: :func:`_python_csv`); one neither can (an unclosed
     quote) raises IngestError naming the first bad line."""
     try:
-        frame = pl.read_csv(path, infer_schema=False, encoding="utf8-lossy", truncate_ragged_lines=True)
+        frame = pl.read_csv(path, infer_schema=False, encoding="utf8-lossy", truncate_ragged_lines=True, glob=False)
     except pl.exceptions.PolarsError as e:
         records, where = _python_csv(path)
         if not where:  # Python's reader reads it: a quote inside an unquoted field
@@ -763,7 +763,7 @@ def load_table(path: Path, fmt: str = "auto", hf_split: str | None = None) -> Lo
         elif fmt == "csv":
             table = _read_csv(path)
         elif fmt in ("parquet", "hf"):
-            frame = pl.read_parquet(path) if fmt == "parquet" else _read_hf(path, hf_split)
+            frame = pl.read_parquet(path, glob=False) if fmt == "parquet" else _read_hf(path, hf_split)
             table = LoadedTable(frame, list(range(frame.height)), [], frame.height)
         else:
             raise IngestError(f"unknown data format {fmt!r}; use auto, jsonl, parquet, csv or hf")
@@ -1664,12 +1664,14 @@ def _header_table(path: Path, fmt: str, hf_split: str | None, limit: int) -> Loa
             return _read_jsonl(path, limit)
         if fmt == "csv":
             columns = pl.read_csv(path, n_rows=1, infer_schema=False, encoding="utf8-lossy",
-                                  truncate_ragged_lines=True).columns
+                                  truncate_ragged_lines=True, glob=False).columns
             if any("\r" in name for name in columns):
                 return None  # load_table names the fix
             return LoadedTable(pl.DataFrame(schema=dict.fromkeys(columns, pl.String)), [0], [], 1)
         if fmt == "parquet":
-            schema, n = pl.read_parquet_schema(path), pl.scan_parquet(path).select(pl.len()).collect().item()
+            with path.open("rb") as fh:  # read_parquet_schema takes no glob=False: a path would be a pattern
+                schema = pl.read_parquet_schema(fh)
+            n = pl.scan_parquet(path, glob=False).select(pl.len()).collect().item()
         elif fmt == "hf":
             ds = _hf_dataset(path, hf_split)
             schema, n = pl.from_arrow(ds.data.table.slice(0, 0)).schema, ds.num_rows

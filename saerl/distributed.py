@@ -224,12 +224,13 @@ def read_spec(folder: Path) -> dict[str, Any]:
     from saerl.config import HealthConfig, ModelConfig, TrainConfig
 
     spec = json.loads((folder / SPEC).read_text())
-    sets = {name: pl.read_parquet(folder / SETS / f"{i}.parquet") for i, name in enumerate(spec.pop("sets"))}
+    sets = {name: pl.read_parquet(folder / SETS / f"{i}.parquet", glob=False)
+            for i, name in enumerate(spec.pop("sets"))}
     spec["cfg"] = TrainConfig.model_validate(spec["cfg"])
     spec["model_cfg"] = None if spec["model_cfg"] is None else ModelConfig.model_validate(spec["model_cfg"])
     spec["health"] = None if spec["health"] is None else HealthConfig.model_validate(spec["health"])
     spec["extra_rewards"] = [imported(name) for name in spec["extra_rewards"]] or None
-    return {**spec, "prompts": pl.read_parquet(folder / PROMPTS), "eval_sets": sets}
+    return {**spec, "prompts": pl.read_parquet(folder / PROMPTS, glob=False), "eval_sets": sets}
 
 
 def reward_name(reward: Any) -> str:

@@ -25,9 +25,11 @@ names them.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import re
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -240,12 +242,12 @@ def ordered_prompts(curriculum: Path, ingest: Path, arm: str = "saerl", batch_si
     unknown arm or ids missing from the prompts."""
     if arm not in ARM_FILES:
         raise ValueError(f"unknown arm '{arm}'; arms: {', '.join(ARM_FILES)}")
-    order = pl.read_parquet(curriculum / ARM_FILES[arm])
+    order = pl.read_parquet(curriculum / ARM_FILES[arm], glob=False)
     if "ramp" not in order.columns:  # an order from before ramps (curriculum stage v3): each epoch was one climb
         order = order.with_columns(ramp=pl.lit(0, pl.Int64))
     if batch_size is not None:  # as RL reads it, positions renumbered 0..n-1
         order = whole_batch_rows(order, batch_size).with_columns(position=pl.int_range(0, pl.len(), dtype=pl.Int64))
-    prompts = pl.read_parquet(ingest / PROMPTS).select("id", "prompt", "answer")
+    prompts = pl.read_parquet(ingest / PROMPTS, glob=False).select("id", "prompt", "answer")
     frame = order.join(prompts, on="id", how="left").sort("position").select(COLUMNS)
     missing = frame.filter(pl.col("prompt").is_null())["id"]
     if missing.len():
@@ -354,13 +356,15 @@ def readme(fmt: str, out: Path, info: dict[str, Any]) -> str:
     timeout = reward_timeout(info)
     if fmt == "verl":
         keys = (f"custom_reward_function.path={out / REWARD}", f"custom_reward_function.name={REWARD_FUNCTION}")
+        reward_args = " ".join(shlex.quote(f"reward.{k}") for k in keys)  # each shell-quoted: a path with a space
+        sampler = shlex.join([f"data.sampler.class_path={out / SAMPLER}", f"data.sampler.class_name={SAMPLER_CLASS}"])
         passes = file_passes(info)
         return head + (
             "```bash\npython -m verl.trainer.main_ppo \\\n"
-            f"  data.train_files={out / TABLE} \\\n"
+            f"  {shlex.quote(f'data.train_files={out / TABLE}')} \\\n"
             f"  data.train_batch_size={b} \\\n"
             "  data.shuffle=False \\\n"
-            f"  reward.{keys[0]} reward.{keys[1]} \\\n"
+            f"  {reward_args} \\\n"
             f"  actor_rollout_ref.rollout.n={g} \\\n"
             f"  actor_rollout_ref.actor.ppo_mini_batch_size={b} \\\n"
             f"  trainer.total_training_steps={steps} \\\n"
@@ -380,8 +384,8 @@ def readme(fmt: str, out: Path, info: dict[str, Any]) -> str:
             f"verl picks its built-in reward by `data_source` ({info['data_source']!r}); for openai/gsm8k that "
             "takes only a final `#### N`, compared as text, which saerl's prompts do not ask for: `\\boxed{}` "
             "answers and golds such as `\\frac{3}{4}` or `10%` would always score 0.\n\n"
-            f"verl 0.7.0 and earlier name the reward keys at the top level: `{' '.join(keys)}`. They also take the "
-            f"sampler written here, `data.sampler.class_path={out / SAMPLER} data.sampler.class_name={SAMPLER_CLASS} "
+            f"verl 0.7.0 and earlier name the reward keys at the top level: `{shlex.join(keys)}`. They also take the "
+            f"sampler written here, `{sampler} "
             "data.dataloader_num_workers=0` (verl requires no dataloader workers with a custom sampler), which reads the same "
             "order as `data.shuffle=False`; verl 0.8 dropped custom samplers.\n")
     return head + (
@@ -394,7 +398,8 @@ def readme(fmt: str, out: Path, info: dict[str, Any]) -> str:
         "    return module\n\n\n"
         f"mod = load('saerl_sampler', {str(out / SAMPLER)!r})\n"
         f"reward = load('saerl_reward', {str(out / REWARD)!r})\n"
-        f"data = load_dataset('parquet', data_files={str(out / TABLE)!r}, split='train')\n"
+        # datasets reads data_files as a glob pattern: escaped, a folder named 'export [v2]' is read as it is
+        f"data = load_dataset('parquet', data_files={glob.escape(str(out / TABLE))!r}, split='train')\n"
         f"trainer = mod.ordered(GRPOTrainer)(model=..., reward_funcs=[reward.{REWARD_FUNCTION}], train_dataset=data,\n"
         f"    args=GRPOConfig(num_generations={g}, per_device_train_batch_size={b * g}, max_steps={steps}, ...))\n"
         "```\n\n"
@@ -520,7 +525,7 @@ def order_coverage(curriculum: Path, arm: str, frame: pl.DataFrame, batch_size: 
     all epochs), left_out (order rows not in the frame), short_batches (the order's batches shorter than
     batch_size, when rows are left out), prompts_absent (prompts of the order that appear nowhere in the frame).
     in: curriculum folder, arm, exported frame, B; out: those counts."""
-    order = pl.read_parquet(curriculum / ARM_FILES[arm], columns=["id", "batch"])
+    order = pl.read_parquet(curriculum / ARM_FILES[arm], columns=["id", "batch"], glob=False)
     left_out = order.height - frame.height
     short = order.group_by("batch").len().filter(pl.col("len") != batch_size).height if left_out else 0
     absent = order["id"].cast(pl.String).unique().is_in(frame["id"].cast(pl.String).implode()).not_().sum()

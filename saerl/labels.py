@@ -174,7 +174,7 @@ def measure_labels(model_dir: str | Path, prompts: pl.DataFrame, cfg: ScoreConfi
         chunk_log.mark(c, fingerprint=fp, rows=table.height)
         if on_chunk_done is not None:
             on_chunk_done(c)
-    frames = [pl.read_parquet(part(c)) for c in range(len(ranges))]
+    frames = [pl.read_parquet(part(c), glob=False) for c in range(len(ranges))]
     labels = pl.concat(frames) if frames else pl.DataFrame(schema=SCHEMA)
     write_file_atomic(Path(out_dir) / LABELS, labels.write_parquet)
     return labels, {"n_prompts": labels.height, "chunks_run": len(todo), "chunks_skipped": len(ranges) - len(todo),

@@ -689,7 +689,7 @@ def check_ingested(cfg: PipelineConfig, ingest: ArtifactRef, until: str | None =
     planned = {stage for stage, _ in plan(cfg, until)}
     if "score" not in planned or "label" in planned:
         return
-    prompts = pl.read_parquet(ingest.file(PROMPTS), columns=["difficulty"] if cfg.data.difficulty else [])
+    prompts = pl.read_parquet(ingest.file(PROMPTS), columns=["difficulty"] if cfg.data.difficulty else [], glob=False)
     resolve_difficulty(prompts, None, cfg.score.difficulty_source)
 
 

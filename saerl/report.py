@@ -120,7 +120,7 @@ def _read(record: RunRecord, stage: str, file: str, unusable: dict[str, str] | N
         return None
     rec = record.stages.get(stage)
     path = Path(rec.path) / file if rec else None
-    return pl.read_parquet(path) if path is not None and path.exists() else None
+    return pl.read_parquet(path, glob=False) if path is not None and path.exists() else None
 
 
 def manifest_notes(manifest: dict[str, Any]) -> list[str]:

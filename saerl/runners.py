@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import shlex
 import shutil
 import threading
 import warnings
@@ -77,7 +78,7 @@ def warned(stage: str, notes: list[str]) -> list[str]:
 
 def read_prompts(inputs: dict[str, ArtifactRef]) -> pl.DataFrame:
     """The ingested prompts table."""
-    return pl.read_parquet(inputs["ingest"].file(PROMPTS))
+    return pl.read_parquet(inputs["ingest"].file(PROMPTS), glob=False)
 
 
 def compute_testbed(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
@@ -104,7 +105,8 @@ def compute_ingest(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: B
     summary = summarize(result)
     if result.rejected.height:  # rows rejected, or flagged and kept: say where each row's field and reason are
         log.warning("ingest: %s; each row, field and reason: %s in the ingest artifact (its folder: `saerl status`), "
-                    "or `saerl ingest %s --prompt F --answer F`", summary.replace("\n", "; "), REJECTED_TABLE, path)
+                    "or `saerl ingest %s --prompt F --answer F`", summary.replace("\n", "; "), REJECTED_TABLE,
+                    shlex.quote(str(path)))
     else:
         log.info("ingest: %s", summary)
     build.note(rows=counts, summary=summary, source=str(path))
@@ -224,7 +226,7 @@ def score_inputs(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], residuals:
     loaded = {pool: load_codes_csr(inputs["encode"].path, pool)
               for pool in dict.fromkeys([sc.model_pool, sc.cluster_pool, *d_pools])}
     ids, X = loaded[sc.model_pool]
-    measured = pl.read_parquet(inputs["label"].file("labels.parquet")) if "label" in inputs else None
+    measured = pl.read_parquet(inputs["label"].file("labels.parquet"), glob=False) if "label" in inputs else None
     R, RD = None, {}
     if residuals:
         act = open_activations(inputs["extract"].path)
@@ -345,7 +347,7 @@ def compute_properties(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
     from saerl.scoring import property_report, summarize_report
 
     args = score_inputs(cfg, inputs, residuals=cfg.score.baselines)
-    scores = pl.read_parquet(inputs["score"].file(SCORES))
+    scores = pl.read_parquet(inputs["score"].file(SCORES), glob=False)
     params = json.loads(inputs["score"].file(SCORE_PARAMS).read_text())
     k = params["k"]
     with counting_unconverged() as unconverged:
@@ -457,7 +459,7 @@ def compute_curriculum(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
         vanilla_order,
     )
 
-    scores = pl.read_parquet(inputs["score"].file(SCORES))
+    scores = pl.read_parquet(inputs["score"].file(SCORES), glob=False)
     c = cfg.curriculum
     order = curriculum_order(scores, cfg, "saerl", c.seed)
     order.write_parquet(build.path / ORDER)
@@ -544,14 +546,15 @@ def arm_order_frame(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: st
     c = cfg.curriculum
     draw = order_seed(cfg, seed)
     if arm in SHUFFLED_ARMS:
-        pool = read_prompts(inputs) if arm == "vanilla" else pl.read_parquet(inputs["curriculum"].file(ARM_ORDERS[arm]))
+        pool = (read_prompts(inputs) if arm == "vanilla"
+                else pl.read_parquet(inputs["curriculum"].file(ARM_ORDERS[arm]), glob=False))
         ids = sorted(pool["id"].cast(pl.String).unique().to_list())
         per_epoch = len(ids) // c.batch_size * c.batch_size or len(ids)
         epochs = max(c.epochs, -(-train_stream_length(cfg.train, c.batch_size) // max(per_epoch, 1)))
         return vanilla_order(ids, epochs, draw, c.batch_size)
     if draw == c.seed:
-        return pl.read_parquet(inputs["curriculum"].file(ARM_ORDERS[arm]))
-    return curriculum_order(pl.read_parquet(inputs["score"].file(SCORES)), cfg, arm, draw)
+        return pl.read_parquet(inputs["curriculum"].file(ARM_ORDERS[arm]), glob=False)
+    return curriculum_order(pl.read_parquet(inputs["score"].file(SCORES), glob=False), cfg, arm, draw)
 
 
 # the held-out sets whose rejected rows this process has warned of, (name, file, rows): every train and heldout run
@@ -593,7 +596,7 @@ def read_eval_sets(cfg: PipelineConfig,
     sets: dict[str, pl.DataFrame] = {}
     read = []
     if cfg.data.source == "testbed" and "testbed" in inputs:
-        sets[TESTBED_SET] = pl.read_parquet(inputs["testbed"].file("world/eval.parquet"))
+        sets[TESTBED_SET] = pl.read_parquet(inputs["testbed"].file("world/eval.parquet"), glob=False)
         read.append(whole_set(TESTBED_SET, sets[TESTBED_SET].height))
     for name, entry in cfg.eval.sets.items():
         path = held_out_file(entry)
@@ -602,7 +605,7 @@ def read_eval_sets(cfg: PipelineConfig,
         if result.rejected.height and warned not in _WARNED_SETS:  # rejected or flagged (kept) rows, counted by row as
             _WARNED_SETS.add(warned)  # saerl ingest counts them; once a process, not once per stage run reading the set
             log.warning("eval set %s (%s): %s; `saerl ingest %s --prompt F --answer F` lists each row and reason",
-                        name, path, summarize(result).replace("\n", "; "), path)
+                        name, path, summarize(result).replace("\n", "; "), shlex.quote(str(path)))
         sets[name] = result.kept
         s = result.summary
         read.append({"set": name, "rows": s["rows"], "kept": s["kept"],
@@ -650,7 +653,7 @@ def held_out_rows(cfg: PipelineConfig, name: str, entry: Any) -> Any:
         path = held_out_file(entry)
         raise IngestError(
             f"held-out set eval.sets.{name} ({path}) has no usable row: {summarize(result).splitlines()[0]}. Fix: "
-            f"`saerl ingest {path} --prompt F --answer F` lists each row and its reason; correct the file or the "
+            f"`saerl ingest {shlex.quote(str(path))} --prompt F --answer F` lists each row and its reason; correct the file or the "
             f"fields it is read with (eval.sets.{name}={{path: {path}, prompt: F, answer: F}}), or drop the set")
     return result
 
@@ -831,7 +834,8 @@ def curve_problems(runs: list[tuple[str, int, ArtifactRef]], reach: dict[str, se
 
     parts = []
     for arm, seed, ref in runs:
-        per = pl.read_parquet(ref.file(CURVE_PROBLEMS)).select("step", "set", "id", pl.col("correct").cast(pl.Boolean))
+        per = pl.read_parquet(ref.file(CURVE_PROBLEMS), glob=False).select(
+            "step", "set", "id", pl.col("correct").cast(pl.Boolean))
         per = per.with_columns(arm=pl.lit(arm), seed=pl.lit(seed, pl.Int64))
         parts.append(per)
         for set_name, ids in (reach or {}).items():
@@ -960,22 +964,22 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     if missing:
         raise ValueError(f"evaluate needs the heldout stage's evaluation of every training run; missing: {missing}")
     first = next(iter(evaluated.values()))
-    sets = pl.read_parquet(first.file(HELDOUT_SETS))
-    read = pl.read_parquet(first.file(HELDOUT_INGEST))
+    sets = pl.read_parquet(first.file(HELDOUT_SETS), glob=False)
+    read = pl.read_parquet(first.file(HELDOUT_INGEST), glob=False)
     held = {name: sets.filter(pl.col("set") == name) for name in sets["set"].unique(maintain_order=True).to_list()}
     overlap = held_out_overlap(read_prompts(inputs), held)
     frames, curves, costs = [], [], []
     for arm, seed, ref in runs:
         run = {"arm": pl.lit(arm), "seed": pl.lit(seed, pl.Int64)}
-        frames.append(pl.read_parquet(evaluated[arm, seed].file(HELDOUT)).with_columns(**run))
-        curves.append(pl.read_parquet(ref.file("curve.parquet")).with_columns(**run))
-        costs.append(generated_prompts(pl.read_parquet(ref.file("log.parquet")),
-                                       pl.read_parquet(ref.file("trained_order.parquet"))).with_columns(**run))
+        frames.append(pl.read_parquet(evaluated[arm, seed].file(HELDOUT), glob=False).with_columns(**run))
+        curves.append(pl.read_parquet(ref.file("curve.parquet"), glob=False).with_columns(**run))
+        costs.append(generated_prompts(pl.read_parquet(ref.file("log.parquet"), glob=False),
+                                       pl.read_parquet(ref.file("trained_order.parquet"), glob=False)).with_columns(**run))
     probe = None
     if cfg.eval.base_policy:
-        base = pl.read_parquet(evaluated[BASE_ARM, 0].file(HELDOUT))
+        base = pl.read_parquet(evaluated[BASE_ARM, 0].file(HELDOUT), glob=False)
         frames.append(base.with_columns(arm=pl.lit(BASE_ARM), seed=pl.lit(0, pl.Int64)))
-        probe = probe_samples(pl.read_parquet(evaluated[PROBE_ARM, REACH_SEED].file(HELDOUT)))
+        probe = probe_samples(pl.read_parquet(evaluated[PROBE_ARM, REACH_SEED].file(HELDOUT), glob=False))
         probe.write_parquet(build.path / REACH_PROBE)
     samples = pl.concat(frames, how="diagonal_relaxed")
     samples.write_parquet(build.path / "eval.parquet")

@@ -402,8 +402,9 @@ def child_rows(setting: Setting, record: Mapping[str, Any]) -> list[dict[str, An
         return [{"setting": label, "set": None, "arm": None, "accuracy": None, "diff_pts": None, "verdict": None,
                  "target": None, "steps_to_target": None, "run_id": record.get("run_id")}]
     folder = Path(stage["path"])
-    comparison = pl.read_parquet(folder / "comparison.parquet").filter(pl.col("metric") == GREEDY)
-    stt = pl.read_parquet(folder / "steps_to_target.parquet").unique(["set", "arm"], keep="first", maintain_order=True)
+    comparison = pl.read_parquet(folder / "comparison.parquet", glob=False).filter(pl.col("metric") == GREEDY)
+    stt = pl.read_parquet(folder / "steps_to_target.parquet", glob=False).unique(
+        ["set", "arm"], keep="first", maintain_order=True)
     steps = {(r["set"], r["arm"]): r for r in stt.iter_rows(named=True)}
     rows = []
     for r in comparison.iter_rows(named=True):

@@ -505,7 +505,8 @@ def write_world(world: dict[str, pl.DataFrame], out_dir: Path) -> None:
 def read_world(out_dir: Path) -> dict[str, pl.DataFrame]:
     """The world write_world wrote to `out_dir` (a testbed artifact folder): {split: frame} for pretrain,
     pool and eval."""
-    return {split: pl.read_parquet(out_dir / "world" / f"{split}.parquet") for split in ("pretrain", "pool", "eval")}
+    return {split: pl.read_parquet(out_dir / "world" / f"{split}.parquet", glob=False)
+            for split in ("pretrain", "pool", "eval")}
 
 
 def build_testbed(cfg: TestbedConfig, out_dir: Path, progress: bool = True) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -96,6 +97,9 @@ INVOCATION_TAG, UNTIL_TAG = "saerl.invocation", "saerl.until"  # a parent run's 
 # run (its equivalent, for a run started otherwise: saerl.runs.INVOCATION) and its --until stage (none: every stage)
 SQLITE_PREFIX = "sqlite:///"  # then the database file's path: relative ('sqlite:///m.db') or absolute ('sqlite:////x/m.db')
 SQLITE_MEMORY = ":memory:"
+SQLITE_QUERY = "?"  # ends a SQLite URL's database path (SQLAlchemy reads what follows as its query string)
+URL_QUOTED = {"%": "%25", "?": "%3F"}  # what SQLAlchemy's URL parsing reads in a database path ('%41' is decoded,
+# '?' ends it), quoted so the path names its own file ('%' first: the other quotes hold one)
 ROOT_STORE = "mlflow.db"  # the SQLite tracking store under an artifact root when tracking.uri is not set
 ARTIFACTS_DIR = "mlruns"  # the folder of logged files beside a local SQLite store (MLflow's own default name)
 LABEL_SEP = " | "  # between a sweep run's label and its name: its MLflow parent and nested run names, printed lines
@@ -129,8 +133,31 @@ def labelled_run_name(name: str, label: str | None) -> str:
 
 
 def tracking_uri(cfg: PipelineConfig, root: Path) -> str:
-    """The configured tracking URI, or a SQLite store under the artifact root (:func:`root_store_uri`)."""
-    return cfg.tracking.uri or root_store_uri(root)
+    """The configured tracking URI (a SQLite one's '~' expanded: :func:`home_expanded`), or a SQLite store under the
+    artifact root (:func:`root_store_uri`)."""
+    return home_expanded(cfg.tracking.uri) if cfg.tracking.uri else root_store_uri(root)
+
+
+def sqlite_uri(db: Path) -> str:
+    """The SQLite URL of database file `db` as MLflow's SQLAlchemy reads it back: 'sqlite:///' and the path, its '%'
+    and '?' quoted (URL_QUOTED; pasted as they were, a root 'runs?1' stored its database as the file 'runs' beside
+    the root, shared by every 'runs?N', and 'pc%41' opened 'pcA'). in: the file; out: the URI
+    (:func:`sqlite_file` reads it back)."""
+    path = str(db)
+    for char, quoted in URL_QUOTED.items():
+        path = path.replace(char, quoted)
+    return f"{SQLITE_PREFIX}{path}"
+
+
+def home_expanded(uri: str) -> str:
+    """A SQLite tracking URI whose database path starts with '~' ('sqlite:///~/m.db') made to name that file in the
+    home folder, as :func:`sqlite_file` reads it: MLflow (SQLAlchemy) does not expand '~' and opened './~/m.db' of
+    whatever folder a command ran in, while saerl's lock, mlruns folder and gc looked in the home folder. Any other
+    URI is returned as it is. in: a tracking URI; out: the URI to hand MLflow."""
+    if not uri.startswith(SQLITE_PREFIX + "~"):
+        return uri
+    path, query, rest = uri[len(SQLITE_PREFIX):].partition(SQLITE_QUERY)
+    return sqlite_uri(Path(unquote(path)).expanduser()) + query + rest
 
 
 def root_store(root: Path) -> Path:
@@ -141,8 +168,8 @@ def root_store(root: Path) -> Path:
 
 def root_store_uri(root: Path) -> str:
     """The SQLite tracking store of an artifact root, used when tracking.uri is not set: 'sqlite:///<root>/mlflow.db'
-    (:func:`root_store`). in: artifact root; out: the URI."""
-    return f"{SQLITE_PREFIX}{root_store(root)}"
+    (:func:`root_store`, quoted: :func:`sqlite_uri`). in: artifact root; out: the URI."""
+    return sqlite_uri(root_store(root))
 
 
 def http_settings(cfg: PipelineConfig) -> None:
@@ -332,7 +359,7 @@ def purge_runs(uri: str, runs: list[Any], folders: Mapping[str, Path | None],
     store = _get_store(uri)
     if not hasattr(store, "_hard_delete_run") or experiments and not hasattr(store, "_hard_delete_experiment"):
         raise RuntimeError(f"this MLflow's store at {redact(uri)} cannot drop runs or experiments: they are marked "
-                           f"deleted; purge them with `mlflow gc --backend-store-uri {redact(uri)}`")
+                           f"deleted; purge them with `mlflow gc --backend-store-uri {shlex.quote(redact(uri))}`")
     for run in runs:
         folder = folders.get(run.info.run_id)
         if folder is not None and (folder / RUN_ARTIFACTS).is_dir():
@@ -386,7 +413,7 @@ def recorded_store(flat: Mapping[str, Any], root: Path) -> str | None:
     client (:func:`http_env`). in: the record's flat config, the artifact root; out: the URI or None."""
     from saerl.config import REDACTED, TrackingConfig
 
-    uri = flat.get("tracking.uri") or root_store_uri(root)
+    uri = home_expanded(flat["tracking.uri"]) if flat.get("tracking.uri") else root_store_uri(root)
     parts = urlsplit(uri)
     if REDACTED in parts.netloc:
         uri = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
@@ -418,13 +445,14 @@ def store_lock_file(db: Path) -> Path:
 
 
 def sqlite_file(uri: str) -> Path | None:
-    """The database file of a local SQLite tracking URI, absolute (a relative one is relative to the current
-    folder, where MLflow opens it), or None for any other URI (a server, a file store, an in-memory database).
-    in: 'sqlite:///runs/m.db' or 'sqlite:////x/m.db' (a query string is ignored); out: Path('<cwd>/runs/m.db'),
-    Path('/x/m.db')."""
+    """The database file of a local SQLite tracking URI, the one MLflow (SQLAlchemy) opens: the path up to a '?'
+    (a query string), percent-decoded (:func:`sqlite_uri` quotes it), '~' expanded (:func:`home_expanded` hands
+    MLflow that), absolute (a relative one is relative to the current folder, where MLflow opens it); None for any
+    other URI (a server, a file store, an in-memory database). in: 'sqlite:///runs/m.db', 'sqlite:////x/m.db' or
+    'sqlite:////x/a%3Fb/m.db'; out: Path('<cwd>/runs/m.db'), Path('/x/m.db'), Path('/x/a?b/m.db')."""
     if not uri.startswith(SQLITE_PREFIX):
         return None
-    path = uri[len(SQLITE_PREFIX):].split("?", 1)[0]
+    path = unquote(uri[len(SQLITE_PREFIX):].partition(SQLITE_QUERY)[0])
     return Path(path).expanduser().resolve() if path and path != SQLITE_MEMORY else None
 
 
@@ -1127,7 +1155,7 @@ def history_tables(folder: Path, names: tuple[str, ...], stage_run: str) -> list
     import polars as pl
 
     try:
-        return [pl.read_parquet(folder / name) for name in names]
+        return [pl.read_parquet(folder / name, glob=False) for name in names]
     except (OSError, pl.exceptions.PolarsError) as err:
         log.warning("MLflow: %s of %s could not be read (%s): its history is not logged; tracking goes on",
                     " / ".join(names), stage_run, redact(str(err)))
@@ -1160,8 +1188,8 @@ def train_times(folder: Path) -> dict[int, int]:
 
     if not (folder / "log.parquet").exists() or not (folder / "curve.parquet").exists():
         return {}
-    return step_end_times(pl.read_parquet(folder / "log.parquet"), pl.read_parquet(folder / "curve.parquet"),
-                          manifest_created(read_manifest(folder)))
+    log, curve = (pl.read_parquet(folder / name, glob=False) for name in ("log.parquet", "curve.parquet"))
+    return step_end_times(log, curve, manifest_created(read_manifest(folder)))
 
 
 def log_reachable_curves(tracker: Tracker, rec: StageRecord, curves: pl.DataFrame) -> None:

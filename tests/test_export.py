@@ -486,3 +486,40 @@ def test_an_hf_export_draws_no_progress_bar_into_a_stderr_that_is_no_terminal(ru
         export_run(root, "latest", "hf", tmp_path / f"hf{terminal}")
         assert ds_logging.is_progress_bar_enabled(), "as they were after"
     assert seen == [False, True]
+
+
+def test_an_export_from_a_root_with_brackets_prints_commands_that_paste_whole(tmp_path):
+    """An artifact root 'runs [v2]': the export read its order and prompts files as glob patterns that matched
+    nothing (polars). Into a folder with spaces, the verl README's bash block split data.train_files, the reward
+    path and the sampler path at the space."""
+    import re
+    import shlex
+
+    root, _ = _make_run(tmp_path / "runs [v2]")
+    out = tmp_path / "my export [v2]"
+    export_run(root, "latest", "verl", out)
+    text = (out / README).read_text()
+    (block,) = re.findall(r"```bash\n(.*?)```", text, re.S)
+    words = shlex.split(block.replace("\\\n", " "))
+    assert f"data.train_files={out.resolve() / TABLE}" in words
+    assert f"reward.custom_reward_function.path={out.resolve() / REWARD}" in words
+    (sampler,) = re.findall(r"sampler written here, `(.*?)`", text)
+    assert shlex.split(sampler)[0] == f"data.sampler.class_path={out.resolve() / SAMPLER}"
+    (keys,) = re.findall(r"top level: `(.*?)`", text)
+    assert shlex.split(keys)[0] == f"custom_reward_function.path={out.resolve() / REWARD}"
+
+
+def test_the_trl_readme_loads_exactly_the_exported_file_from_a_folder_with_brackets(tmp_path):
+    """trl's README loads the table with `load_dataset('parquet', data_files=PATH)`, and datasets reads data_files
+    as a glob: from a folder 'my export [v2]' it found no file. The printed path is escaped."""
+    import ast
+    import re
+
+    from datasets import load_dataset
+
+    root, _ = _make_run(tmp_path / "root")
+    out = tmp_path / "my export [v2]"
+    export_run(root, "latest", "trl", out)
+    (files,) = re.findall(r"data_files=('.*?'), split", (out / README).read_text())
+    data = load_dataset("parquet", data_files=ast.literal_eval(files), split="train", cache_dir=str(tmp_path / "c"))
+    assert data.num_rows == pl.read_parquet(out / TABLE, glob=False).height
