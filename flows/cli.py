@@ -83,6 +83,10 @@ LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"  # the date too: a long run's log file crosses
 SEEN_KEPT = 8  # the user errors UserErrorTracebacks remembers for that line (the latest; a run stops at its first)
 URLLIB3_POOL_LOGGER = "urllib3.connectionpool"  # where urllib3 (MLflow's HTTP client) logs each retry of a request
 URLLIB3_RETRY = "Retrying ("  # how that warning starts: 'Retrying (Retry(total=1, ...)) after connection broken by'
+# where prefect-dask logs the failed start of a run's LocalCluster (flows.dask_runner.LocalClusterTaskRunner: its
+# runner's name), with the cause's traceback, and how that line starts; saerl's own line says the cause
+LOCAL_CLUSTER_LOGGER = "prefect.task_runner.localcluster"
+CLUSTER_START_FAILED = "Failed to create "
 
 
 class UserErrorTracebacks(logging.Filter):
@@ -150,6 +154,16 @@ class RetryLines(logging.Filter):
         return not record.getMessage().startswith(URLLIB3_RETRY)
 
 
+class ClusterStartLines(logging.Filter):
+    """Drops prefect-dask's 'Failed to create distributed.deploy.local.LocalCluster cluster' line and its traceback
+    (about 40 lines) when a run's local Dask cluster does not start: saerl's own line (flows.runner.ClusterStartError)
+    names the cause and the fix. `saerl -v` keeps it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """in: a log record; out: False for prefect-dask's failed cluster start, else True."""
+        return not record.getMessage().startswith(CLUSTER_START_FAILED)
+
+
 def traceback_logged(err: BaseException) -> bool:
     """Did a Prefect run logger print `err` with its traceback in this process (:class:`UserErrorTracebacks` marks
     it)? A flow run's failure reaches main as the same object. in: an error; out: bool."""
@@ -158,8 +172,8 @@ def traceback_logged(err: BaseException) -> bool:
 
 def _setup_logging(verbose: bool) -> None:
     """Log INFO and up (DEBUG with -v) to stderr, the chattiest libraries at WARNING; below -v, Prefect's run
-    loggers drop the tracebacks saerl words itself (:class:`UserErrorTracebacks`) and urllib3 its retry warnings
-    (:class:`RetryLines`). in: -v."""
+    loggers drop the tracebacks saerl words itself (:class:`UserErrorTracebacks`), urllib3 its retry warnings
+    (:class:`RetryLines`) and prefect-dask a local cluster's failed start (:class:`ClusterStartLines`). in: -v."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt=LOG_DATEFMT)
     for noisy in ("httpx", "httpcore", "alembic", "urllib3", "filelock"):
@@ -171,11 +185,12 @@ def _setup_logging(verbose: bool) -> None:
             logger.removeFilter(old)
         if not verbose:
             logger.addFilter(shared)
-    pool = logging.getLogger(URLLIB3_POOL_LOGGER)
-    for old in [f for f in pool.filters if isinstance(f, RetryLines)]:
-        pool.removeFilter(old)
-    if not verbose:
-        pool.addFilter(RetryLines())
+    for name, kind in ((URLLIB3_POOL_LOGGER, RetryLines), (LOCAL_CLUSTER_LOGGER, ClusterStartLines)):
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, kind)]:
+            logger.removeFilter(old)
+        if not verbose:
+            logger.addFilter(kind())
 
 
 def stop_now(signum: int) -> None:
@@ -936,6 +951,16 @@ def failed_stage(launch: Launch) -> str:
     return f"at {failed_at(failed)}" if failed else "at an unrecorded point"
 
 
+def cluster_start_error(err: BaseException) -> BaseException | None:
+    """The local Dask cluster's failed start (flows.runner.ClusterStartError) in `err`'s chain, if any: raised as the
+    flow run starts, before any stage, so it is the environment's problem (exit status EXIT_USAGE, one line), not the
+    run's ('failed at testbed', exit status 1 and a resume hint that resumed nothing). in: an error; out: that error or
+    None (always None where flows.runner was never imported: it cannot be one)."""
+    runner = sys.modules.get("flows.runner")
+    wanted = getattr(runner, "ClusterStartError", None)
+    return next((e for e in _error_chain(err) if wanted is not None and isinstance(e, wanted)), None)
+
+
 def run_failed(err: BaseException, launch: Launch, verbose: bool) -> int:
     """Say that a run that started failed, and exit with EXIT_FAILED, whatever the error (a stage's ValueError, a
     full disk's OSError exited 2, as a wrong command line does, and named neither the run nor the stage): a bug's
@@ -956,12 +981,15 @@ def failed(err: Exception, args: argparse.Namespace) -> int:
     """main's answer to a command's error: a run that started (:class:`Launch`) failed (:func:`run_failed`); a
     config error is one line, `saerl: ...`; a read-only command whose reader closed stdout (`saerl report | head`)
     is done; a user error (USER_ERRORS: the local server not starting too, flows.server.ServerStartError) is one
-    line (:func:`user_error`); a run that failed before it started (a bug) prints the resume hint before its
+    line (:func:`user_error`), as is a started run's local Dask cluster that did not start
+    (:func:`cluster_start_error`); a run that failed before it started (a bug) prints the resume hint before its
     traceback is raised; anything else is raised.
     in: the error, the parsed command line; out: the exit status."""
     runs_stages = getattr(args, "runs_stages", False)
     launch = getattr(args, "launch", None)
     if isinstance(launch, Launch) and launch.started:
+        if (cluster := cluster_start_error(err)) is not None:  # before any stage: nothing ran, nothing to resume
+            return user_error(cluster, args.verbose)
         return run_failed(err, launch, args.verbose)
     if isinstance(err, ConfigError):
         print(f"saerl: {err}", file=sys.stderr)

@@ -28,6 +28,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.runlog import say_logger, send_saerl_lines
+from flows.runner import start_cluster
 from saerl.artifacts import (
     ArtifactRef,
     ArtifactStore,
@@ -563,6 +564,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
     send_saerl_lines()
     cfg = build_config(config)
     check_runnable(cfg, until)  # a deployment's run fails here, not at its last stage
+    start_cluster()  # a local Dask cluster that cannot start: the environment's problem, before the run's record
     root = Path(cfg.runtime.artifact_root).resolve()
     store = ArtifactStore(root)
     label = sweep["setting"] if sweep else None

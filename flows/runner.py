@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from prefect.exceptions import TerminationSignal
@@ -15,6 +17,14 @@ DASHBOARD_ADDRESS = "127.0.0.1:0"  # a LocalCluster's Dask dashboard: loopback, 
 # run's user, with its environment's tokens)
 LOCAL_CLUSTER_SECURITY = True
 INTERRUPTS = (KeyboardInterrupt, TerminationSignal)  # Ctrl-C; SIGTERM, as Prefect's flow engine raises it
+DASK_TEMPORARY_ENV = "DASK_TEMPORARY_DIRECTORY"  # the variable of Dask's temporary-directory setting
+DASK_TEMPORARY_KEY = "temporary-directory"  # Dask's setting: where a LocalCluster's scheduler and workers keep scratch
+
+
+class ClusterStartError(OSError):
+    """The local Dask cluster of `runtime.task_runner: dask` did not start (its scratch folder cannot be made, no
+    port, no memory): an environment problem, met before any stage ran (:func:`start_cluster`), so the CLI prints it
+    as one line with exit status 2 (flows.cli.failed), not as a stage's failure that the same command resumes."""
 
 
 class InterruptibleThreadPoolTaskRunner(ThreadPoolTaskRunner):
@@ -35,20 +45,83 @@ class InterruptibleThreadPoolTaskRunner(ThreadPoolTaskRunner):
         super().__exit__(exc_type, exc_value, traceback)
 
 
+def _root_cause(err: BaseException) -> BaseException:
+    """The error `err` was raised from or during, deepest first (distributed's RuntimeError 'Cluster failed to start'
+    wraps the OSError that says why). in: an error; out: the deepest of its chain."""
+    seen = {id(err)}
+    while (inner := err.__cause__ or err.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        err = inner
+    return err
+
+
+def _same_or_nested(a: Path, b: Path) -> bool:
+    """Is `a` the folder `b`, inside it, or one of the folders it lies in? in: two absolute paths; out: bool."""
+    return a == b or a in b.parents or b in a.parents
+
+
+def temporary_directory_source(cause: BaseException) -> str | None:
+    """Where the scratch folder a failed cluster start names comes from: 'DASK_TEMPORARY_DIRECTORY=...' when the
+    variable is set, else Dask's temporary-directory setting (a Dask config file's), when `cause` is an OSError about
+    that folder or a folder on its path; None otherwise (another cause, or the setting unset). in: the root cause;
+    out: text or None."""
+    import dask.config
+
+    setting = dask.config.get(DASK_TEMPORARY_KEY, None)
+    named = getattr(cause, "filename", None)
+    if not setting or not isinstance(cause, OSError) or not named:
+        return None
+    if not _same_or_nested(Path(os.path.abspath(os.fspath(named))), Path(os.path.abspath(str(setting)))):
+        return None
+    if os.environ.get(DASK_TEMPORARY_ENV):
+        return f"{DASK_TEMPORARY_ENV}={os.environ[DASK_TEMPORARY_ENV]}"
+    return f"Dask's {DASK_TEMPORARY_KEY} setting ({setting}, from a Dask config file)"
+
+
+def cluster_start_problem(err: BaseException) -> str:
+    """Why the local Dask cluster did not start, in one line: the root cause (its type and message), the variable or
+    setting of the scratch folder where that is it (:func:`temporary_directory_source`), and the fix. in: the error
+    the cluster's start raised; out: the message."""
+    cause = _root_cause(err)
+    said = (f"the local Dask cluster (runtime.task_runner=dask) did not start: {type(cause).__name__}: {cause}. "
+            "Nothing ran.")
+    source = temporary_directory_source(cause)
+    if source:
+        return (f"{said} That folder comes from {source}, where Dask keeps its scratch space: point it at a folder "
+                "this user can create and write, or unset it, and run the same command again")
+    return f"{said} Fix the cause and run the same command again, or set runtime.task_runner=local"
+
+
+def start_cluster() -> None:
+    """Start the local Dask cluster of the flow run this is called in, if its task runner has one
+    (flows.dask_runner.LocalClusterTaskRunner.start_cluster), so one that cannot start fails the run before its
+    first stage and its record (ClusterStartError, exit status 2); no-op for any other runner or outside a flow run.
+    in/out: nothing."""
+    from prefect.context import FlowRunContext
+
+    start = getattr(getattr(FlowRunContext.get(), "task_runner", None), "start_cluster", None)
+    if start is not None:
+        start()
+
+
 def task_runner(cfg: PipelineConfig) -> Any:
     """A thread pool of `runtime.workers` threads for `runtime.task_runner: local`
     (:class:`InterruptibleThreadPoolTaskRunner`); a DaskTaskRunner on an existing scheduler
     (`runtime.dask_address`) or a temporary LocalCluster of `runtime.workers` single-thread processes, which only
-    this run's client and workers can reach (mutual TLS, LOCAL_CLUSTER_SECURITY)."""
+    this run's client and workers can reach (mutual TLS, LOCAL_CLUSTER_SECURITY), whose failed start is one line
+    (flows.dask_runner.LocalClusterTaskRunner; :func:`start_cluster`)."""
     if cfg.runtime.task_runner == "local":
         return InterruptibleThreadPoolTaskRunner(max_workers=cfg.runtime.workers)
+    # imported here: prefect-dask imports distributed (about 0.3 s), which a local run needs not
     from prefect_dask import DaskTaskRunner
+
+    from flows.dask_runner import LocalClusterTaskRunner
 
     if cfg.runtime.dask_address:
         return DaskTaskRunner(address=cfg.runtime.dask_address)
     # dashboard on a free port (the scheduler serves HTTP even so, and two runs at once both took 8787, a warning) of
     # loopback only: ":0" listened on every interface, open to the network
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                          cluster_kwargs={"n_workers": cfg.runtime.workers, "threads_per_worker": 1,
-                                          "processes": True, "dashboard_address": DASHBOARD_ADDRESS,
-                                          "security": LOCAL_CLUSTER_SECURITY})
+    return LocalClusterTaskRunner(cluster_class="distributed.LocalCluster",
+                                  cluster_kwargs={"n_workers": cfg.runtime.workers, "threads_per_worker": 1,
+                                                  "processes": True, "dashboard_address": DASHBOARD_ADDRESS,
+                                                  "security": LOCAL_CLUSTER_SECURITY})

@@ -93,6 +93,15 @@ def keep_from_others(path: Path) -> None:
 
 
 PREFECT_DB = "prefect.db"  # the database a local server keeps in the Prefect home (every flow run, its task runs, logs)
+RESULTS_STORAGE = "storage"  # in the Prefect home: where a flow run's persisted result (the run record) goes
+RESULTS_STORAGE_ENV = "PREFECT_RESULTS_LOCAL_STORAGE_PATH"  # Prefect's setting for it (beats PREFECT_LOCAL_STORAGE_PATH)
+DATABASE_URL_ENV = "PREFECT_SERVER_DATABASE_CONNECTION_URL"  # a Prefect server's database
+# the environment variables of a Prefect server's database settings (the URL, or driver, host, name, password...;
+# PREFECT_API_DATABASE_* is their legacy spelling): a shell's, meant for a server of the user's own, sent a run's
+# private server, with every flow run's parameters, to that database instead of the root's prefect.db
+DATABASE_ENV_PREFIXES = ("PREFECT_SERVER_DATABASE_", "PREFECT_API_DATABASE_")
+SQLITE_DRIVER = "sqlite+aiosqlite"  # the driver of a Prefect server's SQLite database URL (Prefect's own default)
+CA_FILE_ENV = "SSL_CERT_FILE"  # a CA bundle httpx (Prefect's client, and the server's own) loads for every client
 
 
 def prefect_home(root: Path) -> Path:
@@ -112,15 +121,18 @@ def prefect_database(root: Path) -> Database:
 
 
 def prefect_env(root: Path) -> dict[str, str]:
-    """Environment for Prefect processes of this artifact root: home under the root, no telemetry. The home and
-    what it holds (prefect.db: every flow run's parameters; results, server.log) are kept from other users
-    (:func:`keep_from_others`; under a umask of 022 prefect.db was world-readable): an older root's too."""
+    """Environment for Prefect processes of this artifact root: home under the root, results persisted there as JSON
+    (RESULTS_STORAGE, whatever PREFECT_LOCAL_STORAGE_PATH a shell sets: the run record went outside the root, readable
+    by all), no telemetry. The home and what it holds (prefect.db: every flow run's parameters; results, server.log)
+    are kept from other users (:func:`keep_from_others`; under a umask of 022 prefect.db was world-readable): an older
+    root's too. in: the root; out: {variable: value}."""
     home = prefect_home(root)
     home.mkdir(parents=True, exist_ok=True)
     for path in (home, *home.iterdir()):
         keep_from_others(path)
     return {
         "PREFECT_HOME": str(home),
+        RESULTS_STORAGE_ENV: str(home / RESULTS_STORAGE),  # a shell's storage path put run records outside the root
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_CLI_PROMPT": "false",
         "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"),
@@ -140,6 +152,52 @@ def no_proxy_env() -> dict[str, str]:
     if "*" not in hosts:
         hosts += LOOPBACK_HOSTS
     return dict.fromkeys(NO_PROXY_VARS, ",".join(dict.fromkeys(hosts)))
+
+
+def local_database_url(home: Path) -> str:
+    """The database URL of a local server whose Prefect home is `home`: PREFECT_DB there, as Prefect's own default
+    spells it. in: the home; out: the URL."""
+    return f"{SQLITE_DRIVER}:///{home / PREFECT_DB}"
+
+
+def local_server_env(home: Path, auth: str, origin: str) -> dict[str, str]:
+    """The environment of a local server: this process's, less every database setting it inherited
+    (DATABASE_ENV_PREFIXES: a shell's PREFECT_SERVER_DATABASE_CONNECTION_URL sent the run's flow runs, the whole
+    config among their parameters, to another database, which `saerl gc` and run forgetting never see), with the
+    database pinned to the root's (:func:`local_database_url`), the run's auth string and CORS for its own origin only.
+    The dropped variables are named (not their values) in one INFO line. in: the Prefect home, the auth string, the
+    server's origin; out: {variable: value}."""
+    dropped = sorted(name for name in os.environ if name.startswith(DATABASE_ENV_PREFIXES))
+    if dropped:
+        log.info("the run's own Prefect server keeps its records in %s; %s of the environment %s for a server of "
+                 "your own, not used (set %s to run on that server)", home / PREFECT_DB, ", ".join(dropped),
+                 "is" if len(dropped) == 1 else "are", API_URL_FIELD)
+    env = {name: value for name, value in os.environ.items() if name not in dropped}
+    return env | {DATABASE_URL_ENV: local_database_url(home), "PREFECT_SERVER_API_AUTH_STRING": auth,
+                  "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": origin}
+
+
+def require_usable_ca_file() -> None:
+    """Refuse, in one line naming the variable and the fix, an SSL_CERT_FILE (CA_FILE_ENV) that cannot be loaded (a
+    moved file): httpx loads it whenever a client is made, over http too, so Prefect's client and the local server's
+    own failed, and the run stopped saying the server did not start, quoting a 'No such file or directory' without
+    the path and pointing at prefect.db. Loaded as httpx loads it, so a setting that works is never refused; an unset
+    or empty one is not checked (SSL_CERT_DIR, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE only matter for https requests).
+    in: nothing (the environment); raises ConfigError."""
+    import ssl
+
+    from saerl.config import ConfigError
+
+    cafile = os.environ.get(CA_FILE_ENV)
+    if not cafile:
+        return
+    try:
+        ssl.create_default_context(cafile=cafile)
+    except OSError as err:  # ssl.SSLError is one: a file that holds no certificate
+        raise ConfigError(f"{CA_FILE_ENV}={cafile} cannot be loaded as a CA certificate file ({type(err).__name__}: "
+                          f"{err.strerror or err}): Prefect's HTTP client loads it for every connection, even to the "
+                          f"run's own server on 127.0.0.1, so nothing can run. Point {CA_FILE_ENV} at your CA bundle "
+                          f"(a .pem file), or unset it") from err
 
 
 def local_server_auth() -> str:
@@ -202,18 +260,21 @@ def prefect_executable() -> str:
 
 @contextmanager
 def _settings(api_url: str, auth: str | None = None) -> Iterator[Any]:
-    """Apply the API URL (and a local server's `auth` string, if any) and home to Prefect's settings even if Prefect
-    was imported before (it reads env once). Yields the block's Prefect settings (prefect.settings.Settings), which
+    """Apply the API URL (and a local server's `auth` string, if any), home and results folder (prefect_env's) to
+    Prefect's settings even if Prefect was imported before (it reads env once: a PREFECT_LOCAL_STORAGE_PATH read then
+    kept the run record outside the root). Yields the block's Prefect settings (prefect.settings.Settings), which
     the flow runs started in the block read."""
     from prefect.settings import (
         PREFECT_API_AUTH_STRING,
         PREFECT_API_URL,
         PREFECT_HOME,
+        PREFECT_RESULTS_LOCAL_STORAGE_PATH,
         PREFECT_SERVER_ANALYTICS_ENABLED,
         temporary_settings,
     )
 
     updates = {PREFECT_API_URL: api_url, PREFECT_HOME: os.environ["PREFECT_HOME"],
+               PREFECT_RESULTS_LOCAL_STORAGE_PATH: os.environ[RESULTS_STORAGE_ENV],
                PREFECT_SERVER_ANALYTICS_ENABLED: False}
     if auth is not None:
         updates[PREFECT_API_AUTH_STRING] = auth
@@ -241,7 +302,9 @@ def prefect_server(root: Path, api_url: str | None = None, dask_address: str | N
     (prefect_env, PREFECT_API_URL, a local server's PREFECT_API_AUTH_STRING: read by the Dask workers and
     subprocesses the run starts) is as before once the block ends, and so are Prefect's global settings where Prefect
     was imported meanwhile (:func:`_refresh_prefect`), so a later Prefect call of the same process (a notebook's) does
-    not use this root's home or a server that has stopped."""
+    not use this root's home or a server that has stopped. An SSL_CERT_FILE no client can load is refused first
+    (:func:`require_usable_ca_file`)."""
+    require_usable_ca_file()
     env = prefect_env(root)
     try:
         with _restored_env([*env, "PREFECT_API_URL", "PREFECT_API_AUTH_STRING"]):
@@ -354,8 +417,9 @@ def failing_fast_when_gone(proc: subprocess.Popen[bytes], settings: Any) -> Iter
 def _serve(api_url: str | None, dask_address: str | None) -> Iterator[str]:
     """prefect_server's body, in its environment: yield the given API's URL, or start a local server and yield its
     URL until the generator closes, then stop it. A local server requires a new random auth string, which this
-    process and what it starts send (PREFECT_API_AUTH_STRING), and allows cross-origin requests from its own origin
-    only; a given server is the user's, its settings theirs."""
+    process and what it starts send (PREFECT_API_AUTH_STRING), allows cross-origin requests from its own origin
+    only and keeps its records in the root's prefect.db whatever database the environment names
+    (:func:`local_server_env`); a given server is the user's, its settings theirs."""
     if api_url:
         os.environ["PREFECT_API_URL"] = api_url
         with _settings(api_url):
@@ -373,8 +437,8 @@ def _serve(api_url: str | None, dask_address: str | None) -> Iterator[str]:
     url = f"{origin}/api"
     auth = local_server_auth()
     os.environ["PREFECT_API_AUTH_STRING"] = auth
-    server_env = dict(os.environ, PREFECT_SERVER_API_AUTH_STRING=auth, PREFECT_SERVER_CORS_ALLOWED_ORIGINS=origin)
     home = Path(os.environ["PREFECT_HOME"])
+    server_env = local_server_env(home, auth, origin)
     logfile = home / "server.log"
     cmd = [sys.executable, "-c", LAUNCHER, str(os.getpid()), prefect_executable(), "server", "start", "--host",
            "127.0.0.1", "--port", str(port), "--analytics-off", "--no-ui", "--no-scheduler", "--no-late-runs"]

@@ -37,7 +37,7 @@ from flows.pipeline import (
     stopped_with_worker,
     wait_awake,
 )
-from flows.runner import task_runner
+from flows.runner import start_cluster, task_runner
 from saerl.config import PipelineConfig, build_config
 from saerl.pipeline import check_runnable
 from saerl.runs import new_run_id
@@ -138,6 +138,7 @@ def ablation_flow(config: dict[str, Any], grid: dict[str, list[Any]], until: str
     (Dask) or None, "table": [row dicts], "sweep_id", "files": [table path, text path]}."""
     # a child that cannot evaluate, or repeats another's runs, fails now, not after the children before it ran
     children = plan_sweep(config, grid, source=PARAM_GRID, until=until)
+    start_cluster()  # a local Dask cluster that cannot start: the environment's problem, said before any child runs
     sweep_id = new_run_id()
     say(f"ablation {sweep_id} over {' x '.join(grid)}: {len(children)} settings")
     base = children[0][1]  # runtime is result-neutral, so never swept: every child has the same runner

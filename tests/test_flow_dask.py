@@ -227,3 +227,37 @@ def test_a_run_goes_to_the_users_own_cluster_at_runtime_dask_address(tmp_path):
     record = load_run(tmp_path, "latest")
     assert {s: v.status for s, v in record.stages.items()} == {"testbed": "computed", "ingest": "computed"}
     assert ran >= 2, "testbed and ingest each ran as a task on the user's cluster"
+
+
+def test_a_local_cluster_that_does_not_start_is_an_environment_error_naming_its_folder(prefect_api, tmp_path,
+                                                                                         monkeypatch, capsys):
+    """An unusable DASK_TEMPORARY_DIRECTORY (a cluster profile's scratch path this host lacks) failed the LocalCluster
+    at the first stage's submit: 'run ... failed at testbed', exit status 1, about 100 lines of tracebacks and a hint
+    that the same command resumes, which failed the same way. The pipeline flow now starts its cluster before any
+    stage or run record, and a start that fails is one line naming the cause and where the folder comes from (the
+    variable, else Dask's setting), exit status 2."""
+    import dask
+
+    from flows.cli import RESUME_HINT, main
+    from flows.runner import cluster_start_problem
+    from saerl.runs import RUNS_DIR
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    scratch = blocker / "dask-scratch"  # under a file: no folder can be made there
+    monkeypatch.setenv("DASK_TEMPORARY_DIRECTORY", str(scratch))
+    root = tmp_path / "root"
+    argv = ["run", str(SMOKE), "--root", str(root), "--until", "testbed", "runtime.task_runner=dask",
+            "runtime.workers=1", f"runtime.prefect_api_url={prefect_api}", "tracking.enabled=false"]
+    with dask.config.set({"temporary-directory": str(scratch)}):  # Dask read the variable when first imported
+        assert main(argv) == 2
+        monkeypatch.delenv("DASK_TEMPORARY_DIRECTORY")  # the folder from a Dask config file instead
+        failed = RuntimeError("Cluster failed to start")
+        failed.__cause__ = NotADirectoryError(20, "Not a directory", str(scratch))
+        assert f"Dask's temporary-directory setting ({scratch}" in cluster_start_problem(failed)
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if line.startswith("saerl")]
+    assert len(said) == 1 and said[0].startswith("saerl: error: the local Dask cluster (runtime.task_runner=dask) "
+                                                 "did not start: NotADirectoryError"), err
+    assert f"DASK_TEMPORARY_DIRECTORY={scratch}" in said[0] and RESUME_HINT not in err
+    assert not (root / RUNS_DIR).exists(), "nothing ran: no run record"

@@ -92,7 +92,8 @@ def test_the_deployment_entry_runs_the_pipeline_on_the_configs_task_runner(monke
     fp.pipeline_from_file.fn(str(SMOKE), ["runtime.task_runner=dask", "runtime.workers=3"], until="extract")
     fp.pipeline_from_file.fn(str(SMOKE), ["runtime.task_runner=local", "runtime.workers=3"])
     (dask, until), (local, _) = [(c["options"]["task_runner"], c["until"]) for c in calls]
-    assert type(dask).__name__ == "DaskTaskRunner" and dask.cluster_kwargs["n_workers"] == 3 and until == "extract"
+    assert type(dask).__name__ == "LocalClusterTaskRunner" and dask.cluster_kwargs["n_workers"] == 3
+    assert until == "extract"
     assert type(local).__name__ == "InterruptibleThreadPoolTaskRunner" and local._max_workers == 3
 
 

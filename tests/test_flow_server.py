@@ -536,3 +536,151 @@ def test_prefects_client_stops_retrying_once_the_local_server_is_gone():
     finally:
         stand_in.kill()
         stand_in.wait()
+
+
+SHELL_DATABASE = {  # a shell's settings for a Prefect server of the user's own (the legacy spelling among them)
+    "PREFECT_SERVER_DATABASE_CONNECTION_URL": "postgresql+asyncpg://prefect:hunter2@db.example:5432/prefect",
+    "PREFECT_API_DATABASE_CONNECTION_URL": "sqlite+aiosqlite:////elsewhere/legacy.db",
+    "PREFECT_SERVER_DATABASE_DRIVER": "postgresql+asyncpg",
+    "PREFECT_SERVER_DATABASE_PASSWORD": "hunter2",
+}
+
+
+def test_a_runs_own_server_keeps_its_records_in_the_roots_database_whatever_the_shell_names(tmp_path, monkeypatch,
+                                                                                              caplog):
+    """A shell's PREFECT_SERVER_DATABASE_CONNECTION_URL (or the legacy PREFECT_API_DATABASE_CONNECTION_URL, or the
+    pieces: driver, password...), meant for a server of the user's own, sent the run's private server, with every flow
+    run's parameters, to that database: the root's prefect.db, which `saerl gc` and run forgetting act on, never had
+    the run. The local server's environment now names the root's prefect.db and none of the shell's database settings
+    (one INFO line names them, not their values); a given server (runtime.prefect_api_url) is the user's: the
+    environment is left as it is there. A shell's PREFECT_LOCAL_STORAGE_PATH put the run record outside the root,
+    readable by all: results go to the root's prefect/storage, also where Prefect was imported before the block."""
+    from prefect.settings import get_current_settings
+
+    import flows.server as server
+
+    started: list[dict[str, str]] = []
+
+    class Proc:
+        def poll(self):
+            return None
+
+        def terminate(self):
+            pass
+
+        def wait(self, timeout=None):
+            return 0
+
+    def popen(cmd, env, **kwargs):
+        started.append(dict(env))
+        return Proc()
+
+    storage = {"PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "elsewhere"),
+               "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "elsewhere")}
+    monkeypatch.setattr(server.subprocess, "Popen", popen)
+    monkeypatch.setattr(server, "healthy", lambda url, timeout=2.0: True)
+    monkeypatch.setattr(server, "answers", lambda url: True)  # no server at the given URL: said to answer
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+                        | SHELL_DATABASE | storage)  # restored after
+    root = tmp_path / "root"
+    home = root.resolve() / "prefect"
+    with caplog.at_level("INFO", logger="saerl.server"), server.prefect_server(root):
+        assert Path(get_current_settings().results.local_storage_path) == home / "storage"
+    (env,) = started
+    database = {k: v for k, v in env.items() if k.startswith(("PREFECT_SERVER_DATABASE_", "PREFECT_API_DATABASE_"))}
+    assert database == {"PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}"}
+    assert env["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] == str(home / "storage")
+    assert all(name in caplog.text for name in SHELL_DATABASE) and "hunter2" not in caplog.text
+    assert {k: os.environ[k] for k in SHELL_DATABASE} == SHELL_DATABASE, "the shell's settings are its own again"
+    with server.prefect_server(root, "http://10.0.0.5:4200/api"):
+        assert {k: os.environ.get(k) for k in SHELL_DATABASE} == SHELL_DATABASE
+    assert len(started) == 1, "a given server: none started"
+
+
+REAL_SERVER_RUN = """import sys
+from pathlib import Path
+from flows.server import prefect_server
+with prefect_server(Path(sys.argv[1])):
+    from prefect import flow  # as the CLI: Prefect imported once the server is up
+    @flow(name="saerl-shell-database-probe")
+    def record(config: dict) -> dict:
+        return config
+    print(record({"secret": "kept in the root"}))
+"""
+
+
+@pytest.mark.slow
+def test_a_run_with_a_shells_prefect_database_and_storage_keeps_its_records_in_its_root(tmp_path):
+    """End to end through a real local server: with the shell naming another Prefect database and results folder,
+    the flow run is in the root's prefect.db and its persisted result under the root's prefect/storage; the other
+    database and folder are never made."""
+    import sqlite3
+
+    other_db, other_store, root = tmp_path / "other.db", tmp_path / "other-store", tmp_path / "root"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {
+        "PYTHONPATH": str(REPO),
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{other_db}",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{other_db}",
+        "PREFECT_LOCAL_STORAGE_PATH": str(other_store), "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(other_store)}
+    done = subprocess.run([sys.executable, "-c", REAL_SERVER_RUN, str(root)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=START_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not other_db.exists() and not other_store.exists()
+    with sqlite3.connect(root / "prefect" / "prefect.db") as db:
+        flows = [name for (name,) in db.execute("select name from flow")]
+    assert "saerl-shell-database-probe" in flows
+    stored = [p.read_text() for p in (root / "prefect" / "storage").iterdir()]
+    assert any("kept in the root" in text for text in stored)
+
+
+SOCKS_RUN = """import os, sys
+from pathlib import Path
+from flows.server import prefect_env
+os.environ.update(prefect_env(Path(sys.argv[1])))
+from prefect import flow
+@flow
+def probe() -> int:
+    return 7
+print(probe())
+"""
+
+
+def test_a_run_works_with_a_socks_proxy_in_the_shell(prefect_api, tmp_path):
+    """With ALL_PROXY=socks5://... in the shell (an SSH tunnel's, a corporate proxy's), httpx makes a SOCKS transport
+    for every client it builds, even where NO_PROXY sends the loopback server's requests direct, and raised 'Using
+    SOCKS proxy, but the socksio package is not installed' as Prefect's client was made: every `saerl run` failed
+    before any stage (socksio is now a dependency). In a fresh interpreter whose SOCKS proxy is a closed port."""
+    from flows.server import free_port
+
+    proxy = f"socks5://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k.lower() != "no_proxy"} | {"PYTHONPATH": str(REPO)}
+    env |= {"ALL_PROXY": proxy, "all_proxy": proxy}
+    done = subprocess.run([sys.executable, "-c", SOCKS_RUN, str(tmp_path)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=START_TIMEOUT_S)
+    assert done.returncode == 0 and done.stdout.split()[-1:] == ["7"], done.stdout + done.stderr[-3000:]
+
+
+def test_a_ca_file_no_client_can_load_is_refused_in_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    """A stale SSL_CERT_FILE (a moved corporate CA bundle) failed every client httpx made, over http too: the local
+    server did not start, and the error quoted 'FileNotFoundError: [Errno 2] No such file or directory' with no path
+    and pointed at prefect.db. It is now refused before a server starts, in one line naming the variable and the fix
+    (exit status 2); a bundle that loads is not refused."""
+    import certifi
+
+    import flows.server as server
+    from flows.cli import RESUME_HINT, main
+
+    def no_server(*args, **kwargs):
+        raise AssertionError("a server was started")
+
+    monkeypatch.setattr(server.subprocess, "Popen", no_server)
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"})  # restored after
+    missing = tmp_path / "moved" / "corp-ca.pem"
+    monkeypatch.setenv("SSL_CERT_FILE", str(missing))
+    argv = ["run", str(REPO / "configs" / "smoke.yaml"), "--root", str(tmp_path / "root"), "--until", "testbed"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"saerl: SSL_CERT_FILE={missing} cannot be loaded") and err.count("\n") == 1, err
+    assert "unset it" in err and RESUME_HINT not in err and "Traceback" not in err
+    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
+    server.require_usable_ca_file()  # a bundle that loads: not refused
