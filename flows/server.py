@@ -155,9 +155,13 @@ def no_proxy_env() -> dict[str, str]:
 
 
 def local_database_url(home: Path) -> str:
-    """The database URL of a local server whose Prefect home is `home`: PREFECT_DB there, as Prefect's own default
-    spells it. in: the home; out: the URL."""
-    return f"{SQLITE_DRIVER}:///{home / PREFECT_DB}"
+    """The database URL of a local server whose Prefect home is `home`: PREFECT_DB there, with Prefect's own default
+    driver, its path quoted as SQLAlchemy reads it (saerl.tracking.sqlite_uri: Prefect's default pasted the path in,
+    so a root 'runs?1' kept its database in the file 'runs' beside the root, and 'pc%41' failed to start its server).
+    in: the home; out: the URL."""
+    from saerl.tracking import sqlite_uri
+
+    return sqlite_uri(home / PREFECT_DB, SQLITE_DRIVER)
 
 
 def local_server_env(home: Path, auth: str, origin: str) -> dict[str, str]:

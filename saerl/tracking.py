@@ -138,15 +138,16 @@ def tracking_uri(cfg: PipelineConfig, root: Path) -> str:
     return home_expanded(cfg.tracking.uri) if cfg.tracking.uri else root_store_uri(root)
 
 
-def sqlite_uri(db: Path) -> str:
-    """The SQLite URL of database file `db` as MLflow's SQLAlchemy reads it back: 'sqlite:///' and the path, its '%'
-    and '?' quoted (URL_QUOTED; pasted as they were, a root 'runs?1' stored its database as the file 'runs' beside
-    the root, shared by every 'runs?N', and 'pc%41' opened 'pcA'). in: the file; out: the URI
-    (:func:`sqlite_file` reads it back)."""
+def sqlite_uri(db: Path, scheme: str = "sqlite") -> str:
+    """The SQLite URL of database file `db` as SQLAlchemy (MLflow's, and a Prefect server's) reads it back:
+    '<scheme>:///' and the path, its '%' and '?' quoted (URL_QUOTED; pasted as they were, a root 'runs?1' stored its
+    database as the file 'runs' beside the root, shared by every 'runs?N', and 'pc%41' opened 'pcA'). in: the file,
+    the URL's scheme ('sqlite'; a Prefect server's 'sqlite+aiosqlite'); out: the URI (:func:`sqlite_file` reads
+    back a 'sqlite' one)."""
     path = str(db)
     for char, quoted in URL_QUOTED.items():
         path = path.replace(char, quoted)
-    return f"{SQLITE_PREFIX}{path}"
+    return f"{scheme}:///{path}"
 
 
 def home_expanded(uri: str) -> str:

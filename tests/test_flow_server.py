@@ -633,6 +633,36 @@ def test_a_run_with_a_shells_prefect_database_and_storage_keeps_its_records_in_i
     assert any("kept in the root" in text for text in stored)
 
 
+def test_the_local_servers_database_url_quotes_what_sqlalchemy_reads_in_a_path(tmp_path):
+    """Prefect's default database URL pasted the home's path in: a root 'runs?1' kept its prefect.db in the file
+    'runs' beside the root (the rest read as a query string, shared by every 'runs?N'), and 'pc%41' opened 'pcA'."""
+    from sqlalchemy.engine import make_url
+
+    from flows.server import local_database_url
+
+    for name in ("runs?1", "pc%41", "plain", "sp ace é #1"):
+        home = tmp_path / name / "prefect"
+        url = make_url(local_database_url(home))
+        assert url.drivername == "sqlite+aiosqlite" and url.database == str(home / "prefect.db"), url
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["runs?1", "pc%41"])
+def test_a_real_local_server_keeps_its_database_in_a_root_whose_name_sqlalchemy_would_read(tmp_path, name):
+    """End to end: a root named with '?' or '%' starts its own server, whose flow runs are in that root's
+    prefect.db, and nothing is made beside the root."""
+    import sqlite3
+
+    root = tmp_path / name
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", REAL_SERVER_RUN, str(root)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=START_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    with sqlite3.connect(root / "prefect" / "prefect.db") as db:
+        assert "saerl-shell-database-probe" in [n for (n,) in db.execute("select name from flow")]
+
+
 SOCKS_RUN = """import os, sys
 from pathlib import Path
 from flows.server import prefect_env
