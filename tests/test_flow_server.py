@@ -79,6 +79,19 @@ def test_the_server_ends_when_the_run_that_started_it_is_killed(tmp_path):
             os.kill(server_pid, signal.SIGKILL)
 
 
+class RunningProc:
+    """A server process started in place of a real one: it runs until stopped (poll None), and stops at once."""
+
+    def poll(self):
+        return None
+
+    def terminate(self):
+        pass
+
+    def wait(self, timeout=None):
+        return 0
+
+
 def test_a_local_server_starts_under_the_roots_start_lock(tmp_path, monkeypatch):
     """Two first runs on a new root started their Prefect servers at once, both migrating prefect.db, and one died
     ('duplicate column name'). The start lock (PREFECT_HOME/server-start.lock) is held from the server's launch until
@@ -92,21 +105,11 @@ def test_a_local_server_starts_under_the_roots_start_lock(tmp_path, monkeypatch)
     def locked() -> bool | None:
         return lock_held(lock)
 
-    class Proc:
-        def poll(self):
-            return None
-
-        def terminate(self):
-            pass
-
-        def wait(self, timeout=None):
-            return 0
-
     def healthy(url, timeout=2.0):
         held_while_starting.append(locked())
         return len(held_while_starting) > 2
 
-    monkeypatch.setattr(server.subprocess, "Popen", lambda *a, **kw: Proc())
+    monkeypatch.setattr(server.subprocess, "Popen", lambda *a, **kw: RunningProc())
     monkeypatch.setattr(server, "healthy", healthy)
     monkeypatch.setattr(server, "POLL_S", 0.0)
     monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"})  # restored after
@@ -122,16 +125,6 @@ def test_a_wall_clock_step_while_the_server_starts_does_not_fail_the_start(tmp_p
     90 s' and sent the user after prefect.db's permissions. The deadline is on the monotonic clock now."""
     import flows.server as server
 
-    class Proc:
-        def poll(self):
-            return None
-
-        def terminate(self):
-            pass
-
-        def wait(self, timeout=None):
-            return 0
-
     clock = stepped_wall_clock("flows.server")
     answers: list[int] = []
 
@@ -140,7 +133,7 @@ def test_a_wall_clock_step_while_the_server_starts_does_not_fail_the_start(tmp_p
         clock.step(2 * server.STARTUP_TIMEOUT_S if len(answers) == 1 else 0.0)  # NTP steps the clock forward
         return len(answers) > 2
 
-    monkeypatch.setattr(server.subprocess, "Popen", lambda *a, **kw: Proc())
+    monkeypatch.setattr(server.subprocess, "Popen", lambda *a, **kw: RunningProc())
     monkeypatch.setattr(server, "healthy", healthy)
     monkeypatch.setattr(server, "POLL_S", 0.0)
     monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"})  # restored after
@@ -561,19 +554,9 @@ def test_a_runs_own_server_keeps_its_records_in_the_roots_database_whatever_the_
 
     started: list[dict[str, str]] = []
 
-    class Proc:
-        def poll(self):
-            return None
-
-        def terminate(self):
-            pass
-
-        def wait(self, timeout=None):
-            return 0
-
     def popen(cmd, env, **kwargs):
         started.append(dict(env))
-        return Proc()
+        return RunningProc()
 
     storage = {"PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "elsewhere"),
                "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(tmp_path / "elsewhere")}
