@@ -79,6 +79,8 @@ PREFECT_RUN_LOGGERS = (PREFECT_FLOW_LOGGER, "prefect.task_runs")  # where Prefec
 LOGGED = "_saerl_traceback_logged"  # set on an error whose traceback a Prefect run logger printed (main's cue)
 USER_LINE_LOGGED = "_saerl_user_line_logged"  # set on a user error whose line a Prefect run logger printed
 PREFECT_FAILED_STATE = "Finished in state Failed("  # how Prefect's task engine starts its line after the failure's
+PREFECT_CRASHED_STATE = "Finished in state Crashed("  # its line for a task run a signal ended mid-way: on a loaded
+# machine a Ctrl-C can reach the stage's task engine first, which words the same cause (PREFECT_SIGNAL_CAUSES)
 LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"  # the date too: a long run's log file crosses midnight
 SEEN_KEPT = 8  # the user errors UserErrorTracebacks remembers for that line (the latest; a run stops at its first)
 URLLIB3_POOL_LOGGER = "urllib3.connectionpool"  # where urllib3 (MLflow's HTTP client) logs each retry of a request
@@ -97,7 +99,8 @@ class UserErrorTracebacks(logging.Filter):
     up) is dropped, so a stage's user error reads once from Prefect and once from main, not five times. Also drops
     Prefect's "Crash detected! Execution was aborted by an interrupt signal." and "... by a termination signal."
     (PREFECT_SIGNAL_CAUSES: an ERROR line on every Ctrl-C, SIGHUP and SIGTERM, read as a crash; Prefect's flow engine
-    logs one for any BaseException that ends a flow run, with no way to tell it a stop was asked for) where saerl's
+    logs one for any BaseException that ends a flow run, with no way to tell it a stop was asked for), and its task
+    engine's "Finished in state Crashed('Execution was aborted by an interrupt signal.')" (PREFECT_CRASHED_STATE), where saerl's
     own line says the run was stopped by which signal and what is kept (:func:`stop_now`); a crash of any other cause
     keeps its line. Drops the flow run logger's line and traceback (about 80 lines) for an API that stopped answering
     (:func:`lost_api`: Prefect could not report the flow run's end), which saerl words itself: a warning where every
@@ -112,7 +115,8 @@ class UserErrorTracebacks(logging.Filter):
         """in: a log record; out: False for Prefect's crash line of a stop by a signal and for a user error printed
         before, else True, with exc_info cleared for a user error."""
         message = record.getMessage()
-        if message.startswith(PREFECT_CRASH) and any(cause in message for cause in PREFECT_SIGNAL_CAUSES):
+        if message.startswith((PREFECT_CRASH, PREFECT_CRASHED_STATE)) and any(cause in message
+                                                                             for cause in PREFECT_SIGNAL_CAUSES):
             return False
         err = record.exc_info[1] if record.exc_info else None
         if record.name == PREFECT_FLOW_LOGGER and lost_api(err):

@@ -252,10 +252,17 @@ def test_prefects_crash_line_of_a_stop_by_any_signal_is_dropped_in_its_own_words
         return logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, f"{PREFECT_CRASH} {message}", None,
                                  None)
 
+    def task_line(err: BaseException) -> logging.LogRecord:  # as the task engine logs a task run a signal ended
+        state = run_coro_as_sync(exception_to_crashed_state(err))
+        return logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, f"Finished in state {state}", None,
+                                 None)
+
     for stop in (KeyboardInterrupt(), Interrupted(signal.SIGHUP), TerminationSignal(signal.SIGTERM)):
         assert not UserErrorTracebacks().filter(crash_line(stop)), type(stop).__name__
+        assert not UserErrorTracebacks().filter(task_line(stop)), type(stop).__name__  # CI: Ctrl-C under load
     for other in (MemoryError(), SystemExit(1)):
         assert UserErrorTracebacks().filter(crash_line(other)), type(other).__name__
+        assert UserErrorTracebacks().filter(task_line(other)), type(other).__name__
 
 
 @pytest.mark.parametrize("argv", [["status", "--limit", "0"], ["status", "--bogus"], ["run", "c.yaml", "--bogus"],
