@@ -264,7 +264,7 @@ SQLITE_FULL_WORDS = "database or disk is full"
 NEARLY_FULL_BYTES = 64 * 2**20
 
 
-def _error_chain(err: BaseException | None) -> Iterator[BaseException]:
+def error_chain(err: BaseException | None) -> Iterator[BaseException]:
     """The error, then what it was raised from or during (__cause__, else __context__), each once."""
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
@@ -289,7 +289,7 @@ def full_disk_errno(err: BaseException, free: int | None) -> tuple[int, bool] | 
     'unexpected pos') while the disk has under NEARLY_FULL_BYTES free gives ENOSPC and said=False; None otherwise (a
     ValueError or a bug's error keeps its own words and traceback). in: the error, the
     root's free bytes (None: unknown)."""
-    chain = list(_error_chain(err))
+    chain = list(error_chain(err))
     if code := next((e.errno for e in chain if isinstance(e, OSError) and e.errno in FULL_DISK), None):
         return code, True
     for e in chain:
@@ -962,7 +962,7 @@ def cluster_start_error(err: BaseException) -> BaseException | None:
     None (always None where flows.runner was never imported: it cannot be one)."""
     runner = sys.modules.get("flows.runner")
     wanted = getattr(runner, "ClusterStartError", None)
-    return next((e for e in _error_chain(err) if wanted is not None and isinstance(e, wanted)), None)
+    return next((e for e in error_chain(err) if wanted is not None and isinstance(e, wanted)), None)
 
 
 def run_failed(err: BaseException, launch: Launch, verbose: bool) -> int:

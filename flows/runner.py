@@ -47,12 +47,11 @@ class InterruptibleThreadPoolTaskRunner(ThreadPoolTaskRunner):
 
 def _root_cause(err: BaseException) -> BaseException:
     """The error `err` was raised from or during, deepest first (distributed's RuntimeError 'Cluster failed to start'
-    wraps the OSError that says why). in: an error; out: the deepest of its chain."""
-    seen = {id(err)}
-    while (inner := err.__cause__ or err.__context__) is not None and id(inner) not in seen:
-        seen.add(id(inner))
-        err = inner
-    return err
+    wraps the OSError that says why): the last of flows.cli.error_chain. in: an error; out: the deepest of its chain."""
+    from flows.cli import error_chain
+
+    *_, deepest = error_chain(err)
+    return deepest
 
 
 def _same_or_nested(a: Path, b: Path) -> bool:
