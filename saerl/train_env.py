@@ -11,7 +11,8 @@ arguments leave them open, and saerl's config is what should decide them. Two fa
   Every one of them is ignored but :data:`KEPT_ACCELERATE`, which only change what accelerate prints or checks.
 - the variables that make a process one of several (:data:`DISTRIBUTED`: torchrun's, MPI's): left in a shell opened
   inside a torchrun or MPI job, a plain run failed at train for want of MASTER_ADDR, or, with it, waited for ever for
-  a rank 1 that never came. They describe a process only in a rank saerl's own torchrun started
+  a rank 1 that never came; torchrun's option defaults (``PET_*``, set in a Kubeflow PyTorchJob's pods) made the
+  torchrun of ``train.num_processes`` wait for ever for a second node (``PET_NNODES=2``). They describe a process only in a rank saerl's own torchrun started
   (saerl.distributed.main marks it: :func:`mark_saerl_rank`); anywhere else they are ignored.
 
 :func:`configured_environment` takes them out of this process's environment while a run builds its trainer and
@@ -44,6 +45,10 @@ DISTRIBUTED = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RA
                "OMPI_COMM_WORLD_LOCAL_SIZE",
                "MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_SIZE")
 TORCHELASTIC_PREFIX = "TORCHELASTIC_"  # torchrun's agent's own (its run id, its store): of the same family
+# torchrun's own defaults: each of its options reads PET_<OPTION> where the command line leaves it (Kubeflow's
+# PyTorchJob sets PET_NNODES, PET_NPROC_PER_NODE, PET_MASTER_PORT in every pod); PET_NNODES=2 made saerl's
+# standalone torchrun wait for a second node that never came
+TORCHRUN_OPTION_PREFIX = "PET_"
 
 
 class _Process:
@@ -71,8 +76,9 @@ def is_accelerate_setting(name: str) -> bool:
 
 
 def is_distributed(name: str) -> bool:
-    """Is `name` one of the variables that make a process one of several (DISTRIBUTED, TORCHELASTIC_*)? in: a name."""
-    return name in DISTRIBUTED or name.startswith(TORCHELASTIC_PREFIX)
+    """Is `name` one of the variables that make a process one of several (DISTRIBUTED, TORCHELASTIC_*, torchrun's
+    PET_* option defaults)? in: a name."""
+    return name in DISTRIBUTED or name.startswith((TORCHELASTIC_PREFIX, TORCHRUN_OPTION_PREFIX))
 
 
 def ignored_names(environ: Mapping[str, str], saerl_rank: bool) -> list[str]:

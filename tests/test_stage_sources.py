@@ -173,7 +173,7 @@ REVIEWED = {'sources': {'activation_store': 'd1108808234dba898fd1bc61dc10e0c35a8
              'scoring': '58a5b8bed8d5424cf7b09330c611818a37b92f5d38083595b4507785d93ad709',
              'stages': '2c6621bf74e17ade9cd7636794282f2e4147268a5ec3f5340ccdea60b9fcf8c6',
              'testbed': 'bcff3abde0f938f121cb6260366fe2d6cc63c9402429d6ed8f22339676eea396',
-             'train_env': '709fdf1911f3fc7700cd78c47391200f5b0667d97601204280c97485da8e25b7'},
+             'train_env': '7ac65dc23d09eec738713f9fae77cc70a858ee26b30941dd2460f8ccfa15323e'},
  'versions': {'curriculum': '5',
               'encode': '4',
               'evaluate': '24',

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 
 import pytest
 
@@ -12,7 +13,8 @@ from saerl import distributed, train_env
 
 STALE = {"ACCELERATE_MIXED_PRECISION": "bf16", "ACCELERATE_USE_CPU": "true", "ACCELERATE_DYNAMO_BACKEND": "inductor",
          "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "OMPI_COMM_WORLD_SIZE": "2",
-         "TORCHELASTIC_RUN_ID": "old"}
+         "TORCHELASTIC_RUN_ID": "old", "PET_NNODES": "2", "PET_MASTER_PORT": "29400"}
+TORCHRUN_SECONDS = 60  # a standalone torchrun of one rank ends in seconds; under PET_NNODES=2 it never did
 KEPT = {"ACCELERATE_LOG_LEVEL": "debug", "PATH_LIKE_OTHER": "x"}  # what only changes accelerate's logging, and others
 
 
@@ -69,3 +71,13 @@ def test_the_ranks_saerl_starts_inherit_none_of_them(shell, caplog):
     assert not set(STALE) & set(env) and present(KEPT) == {k: env[k] for k in KEPT}
     assert len(caplog.records) == 1 and "WORLD_SIZE" in caplog.records[0].getMessage()
     assert present(STALE) == STALE  # this process's environment is left as it is
+
+
+def test_saerls_torchrun_starts_alone_under_a_pods_torchrun_defaults(shell, tmp_path):
+    """A shell with torchrun's option defaults of a multi-node job (Kubeflow's PET_NNODES=2) no longer makes the
+    standalone torchrun of train.num_processes wait for a second node: with the ranks' environment, torchrun starts
+    its one rank and ends (it waited for ever)."""
+    argv = distributed.torchrun_command(1, tmp_path)[:-3] + ["-m", "platform"]  # torchrun's own options, then a rank
+    done = subprocess.run(argv, env=distributed.rank_env(1, "cpu", cpus=1), capture_output=True, text=True,
+                          timeout=TORCHRUN_SECONDS)
+    assert done.returncode == 0, done.stderr[-2000:]
