@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +57,8 @@ EXIT_CODES = (  # the `saerl --help` epilog; README's "Exit statuses" says the s
     f"  {EXIT_USAGE}    bad command line, config, input or environment (a stale PREFECT_API_URL): nothing ran\n"
     f"  {EXIT_NOT_ENDED_OK}    status --check: the run was stopped or killed (the same command resumes it)\n"
     f"  {EXIT_RUNNING}    status --check: the run is still going\n"
-    f"  {EXIT_SIGNAL_BASE}+N a run stopped by signal N: 129 SIGHUP, 130 Ctrl-C, 143 SIGTERM (recorded as stopped)")
+    f"  {EXIT_SIGNAL_BASE}+N stopped by signal N: 129 SIGHUP, 130 Ctrl-C, 143 SIGTERM (a run: recorded as stopped; under\n"
+    "       nohup a closed terminal's SIGHUP leaves a run going)")
 
 
 def resume_hint(run_id: str | None = None) -> str:
@@ -243,15 +244,25 @@ def stop_on_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.signal(signal.SIGTERM, lambda signum, _frame: stop_now(signum))
-    before_hup = signal.signal(signal.SIGHUP, _raise_interrupted)
+    before = take_over(signal.SIGTERM, lambda signum, _frame: stop_now(signum))
+    before_hup = take_over(signal.SIGHUP, _raise_interrupted)
     try:
         yield
     except KeyboardInterrupt as err:
         stop_now(getattr(err, "signum", signal.SIGINT))
     finally:
-        signal.signal(signal.SIGTERM, before)
-        signal.signal(signal.SIGHUP, before_hup)
+        for signum, handler in ((signal.SIGTERM, before), (signal.SIGHUP, before_hup)):
+            if handler is not None:
+                signal.signal(signum, handler)
+
+
+def take_over(signum: int, handler: Callable[[int, Any], None]) -> Any:
+    """Set `handler` for `signum`, unless this process was started ignoring it: `nohup saerl run ...` starts it with
+    SIGHUP ignored so that a closed terminal leaves the run going, and a handler set anyway stopped the run (129).
+    in: the signal, the handler; out: the handler before, or None where the signal was left ignored."""
+    if signal.getsignal(signum) is signal.SIG_IGN:
+        return None
+    return signal.signal(signum, handler)
 
 
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)  # the errors of a disk that is full, or a quota used up
@@ -1012,6 +1023,17 @@ def failed(err: Exception, args: argparse.Namespace) -> int:
     raise err
 
 
+def interrupted(signum: int) -> int:
+    """Say, in one line on stderr, that a command other than a run was stopped by `signum` (Ctrl-C printed Python's
+    traceback, 41 lines for `saerl report`), and give its exit status, 128 + the signal's number. in: the signal's
+    number; out: the exit status."""
+    try:
+        print(f"\nsaerl: stopped by {signal.Signals(signum).name}", file=sys.stderr, flush=True)
+    except OSError:  # a closed terminal
+        pass
+    return EXIT_SIGNAL_BASE + signum
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `saerl` console script; its exit statuses are EXIT_CODES. The verifier's workers stop
     when the command ends, however it ends (:func:`saerl.pipeline.stop_verifier`)."""
@@ -1020,6 +1042,8 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return args.fn(args)
+    except KeyboardInterrupt as err:  # outside a run (report, gc, status), whose own stop says more: one line
+        return interrupted(getattr(err, "signum", signal.SIGINT))
     except Exception as err:
         return failed(err, args)
     finally:

@@ -1248,3 +1248,36 @@ def test_a_model_folder_that_does_not_load_is_refused_before_the_first_stage_in_
                      r"it \[32, 128\].*Fix: put back the config.json saved with these weights", err), err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not ran and not (root / "runs").exists()  # no run started, no stage ran
+
+
+def test_a_run_under_nohup_keeps_going_when_the_terminal_closes(monkeypatch):
+    """`nohup saerl run ...` starts the process with SIGHUP ignored; stop_on_interrupt set its own handler anyway, so
+    a closed terminal stopped the run (129). A signal the process was started ignoring stays ignored, in the block
+    and after it."""
+    import flows.cli as cli
+
+    seen: list[int] = []
+    monkeypatch.setattr(cli, "stop_now", seen.append)
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts it
+    try:
+        with cli.stop_on_interrupt():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.5)
+        assert seen == [] and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
+
+
+def test_ctrl_c_outside_a_run_says_so_in_one_line(monkeypatch, capsys):
+    """Ctrl-C during `saerl report` or `saerl gc` printed Python's whole traceback (41 lines); it now ends the
+    command with one line and 128 + the signal's number."""
+    import flows.cli as cli
+
+    def interrupted_report(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_report", interrupted_report)
+    assert cli.main(["report"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "saerl: stopped by SIGINT" and "Traceback" not in err
