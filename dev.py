@@ -14,6 +14,7 @@ install (the network's) stops dev.py, to be run again.
 from __future__ import annotations
 
 import hashlib
+import locale
 import os
 import shutil
 import subprocess
@@ -54,7 +55,7 @@ def attempt(*cmd: str) -> tuple[int, str]:
     out: (its exit code, its output: stdout and stderr together)."""
     print("+", " ".join(cmd), flush=True)
     done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          errors="replace")
+                          encoding=locale.getpreferredencoding(False), errors="replace")  # the child's own (pip's)
     print(done.stdout, end="", flush=True)
     return done.returncode, done.stdout
 
@@ -83,7 +84,8 @@ def check_python() -> None:
 
 def venv_version() -> tuple[int, ...]:
     """The major and minor version of .venv's Python. in: nothing; out: e.g. (3, 11)."""
-    out = subprocess.check_output([str(BIN / "python"), "-c", "import sys; print(*sys.version_info[:2])"], text=True)
+    out = subprocess.check_output([str(BIN / "python"), "-c", "import sys; print(*sys.version_info[:2])"],
+                                  text=True, encoding="utf-8")
     return tuple(int(v) for v in out.split())
 
 
@@ -99,7 +101,7 @@ def ensure_venv() -> None:
         sh(sys.executable, "-m", "venv", str(VENV))
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()
                             + (CONSTRAINTS.read_bytes() if CONSTRAINTS.exists() else b"")).hexdigest()
-    if STAMP.exists() and STAMP.read_text().split()[:1] == [wanted]:
+    if STAMP.exists() and STAMP.read_text(encoding="utf-8").split()[:1] == [wanted]:
         return
     pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
     sh(*pip, "-q", "--upgrade", "pip")
@@ -119,7 +121,7 @@ def ensure_venv() -> None:
               f"Python {version}: pyproject.toml's ranges resolve afresh here (an environment CI did not test)",
               flush=True)
         sh(*pip, "-q", "-e", ".[dev]")
-    STAMP.write_text(wanted + ("" if pinned else " unpinned"))
+    STAMP.write_text(wanted + ("" if pinned else " unpinned"), encoding="utf-8")
 
 
 def main() -> int:

@@ -54,7 +54,7 @@ CHAT = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<
 def load_prompts(n: int) -> list[str]:
     """First n GSM8K questions, or n synthetic sentences of varied length when the file is absent."""
     if GSM8K.exists():
-        with open(GSM8K) as f:
+        with open(GSM8K, encoding="utf-8") as f:
             return [json.loads(line)["question"] for _, line in zip(range(n), f, strict=False)]
     rng = np.random.default_rng(0)
     words = "a farmer has apples and sells some of them for dollars each how many are left".split()

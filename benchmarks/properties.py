@@ -162,10 +162,10 @@ def derived_file(src: Path, dst: Path, field: str, fn: Callable[[Any], Any], sou
     """Copy jsonl `src` to `dst` with `field` = fn(row[source_field]) added, rows in a seeded shuffled order
     (files like ASDiv are sorted by label, so data.max_rows must not read only their head)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with open(src) as fin:
+    with open(src, encoding="utf-8") as fin:
         rows = [json.loads(line) for line in fin if line.strip()]
     random.Random(seed).shuffle(rows)
-    with open(dst, "w") as fout:
+    with open(dst, "w", encoding="utf-8") as fout:
         for row in rows:
             row[field] = fn(row.get(source_field) or "")
             fout.write(json.dumps(row) + "\n")

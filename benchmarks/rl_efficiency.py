@@ -237,7 +237,7 @@ def main() -> None:
         train_on_dask(store, cfg, args.workers, report)
     results = run_all(store, cfg, report=report)
     folder = Path(results["evaluate"].ref.path)
-    print((folder / "comparison.txt").read_text())
+    print((folder / "comparison.txt").read_text(encoding="utf-8"))
     per_level = (pl.read_parquet(folder / "eval.parquet", glob=False)
                  .filter((pl.col("sample") == 0) & (pl.col("set") == "heldout"))
                  .group_by("arm", "difficulty").agg(pl.col("correct").mean().round(3)).sort("difficulty", "arm")

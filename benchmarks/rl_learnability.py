@@ -89,13 +89,13 @@ def ensure_testbed(cfg: PipelineConfig, root: Path) -> None:
         raise SystemExit(f"--testbed-dir {root} is the pipeline's testbed artifact of another testbed config "
                          f"(key {root.name}, this config's is {key}): pass another --testbed-dir")
     stamp = root / STAMP
-    if (root / "lm" / "config.json").exists() and stamp.exists() and stamp.read_text().strip() == key:
+    if (root / "lm" / "config.json").exists() and stamp.exists() and stamp.read_text(encoding="utf-8").strip() == key:
         print(f"reusing this script's testbed build in {root} (testbed key {key[:12]})")
         return
     stamp.unlink(missing_ok=True)
     print(f"{BUILDING} in {root}", flush=True)
     build_testbed(cfg.testbed, root)
-    write_file_atomic(stamp, lambda tmp: tmp.write_text(key + "\n"))
+    write_file_atomic(stamp, lambda tmp: tmp.write_text(key + "\n", encoding="utf-8"))
 
 
 def pool_size(train: TrainConfig, prompts_per_step: int, steps: int, asked: int) -> int:

@@ -8,7 +8,9 @@ after the local Prefect server is up, so Prefect picks up the right API URL and 
 from __future__ import annotations
 
 import argparse
+import codecs
 import errno
+import io
 import json
 import logging
 import math
@@ -29,6 +31,7 @@ from saerl.config import SHIPPED_CONFIGS, ConfigError, PipelineConfig, load_conf
 from saerl.privacy import credentials_to_env, telemetry_off, without_uri_credentials
 
 if TYPE_CHECKING:
+    from saerl.report import RunReport
     from saerl.runs import RunRecord
 
 DEMO_CONFIG = SHIPPED_CONFIGS / "demo.yaml"
@@ -372,9 +375,10 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, invocation: str 
     given, gets the root, the run's id and `started` once the flow is called (main names the run if it fails).
     A Prefect server that dies mid-run costs a warning, not the run (flows.pipeline.run_pipeline_flow)."""
     from flows.server import prefect_server
-    from saerl.pipeline import check_runnable
+    from saerl.pipeline import check_paths_encodable, check_runnable
     from saerl.runs import new_run_id
 
+    check_paths_encodable(cfg)  # a root the locale cannot name: one line, not a codec error from resolve()
     require_writable_root(Path(cfg.runtime.artifact_root).resolve())  # before its checks open the root's store
     check_runnable(cfg, until)  # before a server starts
     cfg = without_uri_credentials(cfg)  # the flow's parameters are kept in clear by Prefect
@@ -452,10 +456,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     """`saerl ablate CONFIG --grid KEY=V1,V2 [--grid ...] [key=value ...] [--until STAGE] [--root ROOT]`: every
     setting of the grid as a child run of one ablation flow, then the table (kept under ROOT/sweeps/). Config,
     grid and --until are checked before anything starts."""
+    from saerl.pipeline import check_paths_encodable
     from saerl.sweep import parse_grid, plan_sweep
 
     overrides = with_root(args.overrides, args.root)
     cfg = load_config(args.config, overrides)
+    check_paths_encodable(cfg)  # a root the locale cannot name: one line, not a codec error from resolve()
     require_writable_root(Path(cfg.runtime.artifact_root).resolve())
     grid = parse_grid(args.grid)
     # a child that cannot run up to --until (saerl.pipeline.check_runnable), or repeats another's runs, fails here,
@@ -501,24 +507,39 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)  # a folder the user may not write (read-only, not theirs)
 
 
+def write_page(report: RunReport, html: Path) -> tuple[Path | None, OSError | None]:
+    """Write a run's HTML report page (saerl.report.write_html) before its table is printed, so a printing that
+    fails (a closed pipe: `saerl report --html out.html | head`) still leaves the page; a failed write is handed
+    back for the caller to judge once the table is out. in: the loaded report, the page's path; out: (the path
+    written, None) or (None, the error)."""
+    from saerl.report import write_html
+
+    try:
+        return write_html(report, html), None
+    except OSError as err:
+        return None, err
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """`saerl report [RUN] [--root ROOT] [--html PATH] [--relog] [--uri URI] [--again]`: a run's comparison table read from
     its artifacts on disk, a self-contained HTML report, and (--relog) the run logged into MLflow afterwards."""
-    from saerl.report import default_html_path, format_text, load_report, relog, write_html
+    from saerl.report import default_html_path, format_text, load_report, relog
 
     if args.again and not args.relog:
         raise ValueError("--again goes with --relog (it logs a run into a store that holds it already)")
     root = _root(args.root)
     report = load_report(root, args.run)  # an unknown run id is a ValueError: main prints it
+    html = Path(args.html) if args.html else default_html_path(root, report.record)
+    written, unwritten = write_page(report, html)  # before the table: a page whatever becomes of the printing
     print(format_text(report))
     say_unfinished(root, report.record)
-    html = Path(args.html) if args.html else default_html_path(root, report.record)
-    try:
-        print(f"wrote {write_html(report, html)}")
-    except OSError as err:  # a read-only root: the table is printed, only the page the user did not ask for is lost
-        if args.html or err.errno not in UNWRITABLE:
-            raise
-        print(f"saerl: could not write the HTML report to {html} ({err.strerror}): pass --html PATH", file=sys.stderr)
+    if unwritten is None:
+        print(f"wrote {written}")
+    elif args.html or unwritten.errno not in UNWRITABLE:
+        raise unwritten
+    else:  # a read-only root: the table is printed, only the page the user did not ask for is lost
+        print(f"saerl: could not write the HTML report to {html} ({unwritten.strerror}): pass --html PATH",
+              file=sys.stderr)
     if args.relog:
         try:
             parent = relog(root, report.record, credentials_to_env(args.uri), again=args.again)
@@ -922,6 +943,40 @@ def stdout_closed() -> bool:
         return False
 
 
+OUTPUT_ERRORS = "saerl-escape"  # the error handler standard output is given (:func:`escape_unencodable_output`)
+STRICT_ERRORS = ("strict", "surrogateescape")  # handlers that raise on text the encoding lacks (Python's defaults
+# for standard output: strict, surrogateescape under the C/POSIX locale); one a user chose
+# (PYTHONIOENCODING=ascii:replace) is kept
+
+
+def escape_unencodable(err: UnicodeError) -> tuple[str | bytes, int]:
+    """The codec error handler OUTPUT_ERRORS: text standard output's encoding cannot write is written escaped, as
+    Python's stderr writes it ('smoke_\\xfc\\u6570'), except a file name's undecodable bytes (surrogateescape: an
+    argument or path the OS gave as bytes), which are written back as those bytes. in: the encoder's error; out: the
+    replacement and where encoding resumes."""
+    try:
+        return codecs.lookup_error("surrogateescape")(err)
+    except UnicodeError:
+        return codecs.backslashreplace_errors(err)
+
+
+codecs.register_error(OUTPUT_ERRORS, escape_unencodable)
+
+
+def escape_unencodable_output() -> None:
+    """Make standard output write what its encoding lacks escaped (:func:`escape_unencodable`) instead of raising:
+    under a latin-1 or ASCII locale (or PYTHONIOENCODING=ascii) a config name or data label outside it (a name
+    'smoke_' + CJK) failed a finished run at its last table, and `saerl status` / `report` with it. A standard
+    output that is no text file (replaced by a caller) or whose errors a user chose is left as it is; calling it
+    again does nothing."""
+    stream = sys.stdout
+    if isinstance(stream, io.TextIOWrapper) and stream.errors in STRICT_ERRORS:
+        try:
+            stream.reconfigure(errors=OUTPUT_ERRORS)
+        except (OSError, ValueError):  # closed, or its reader gone mid-flush: printing fails on its own terms
+            pass
+
+
 def stdout_to_devnull() -> bool:
     """Point standard output at /dev/null (its reader is gone: main's closed pipe, and a run's,
     flows.pipeline.stdout_gone); a standard output that is no file (a captured one) is left be. out: whether it was
@@ -1037,6 +1092,7 @@ def interrupted(signum: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `saerl` console script; its exit statuses are EXIT_CODES. The verifier's workers stop
     when the command ends, however it ends (:func:`saerl.pipeline.stop_verifier`)."""
+    escape_unencodable_output()  # user text (a config's name, data labels) never fails a command at its printing
     args = parse_args(argv)
     telemetry_off()  # before any command imports huggingface_hub, which reads its setting once
     _setup_logging(args.verbose)

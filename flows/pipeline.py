@@ -163,7 +163,12 @@ def say(message: str, label: str | None = None) -> None:
     :func:`labelled`), and send it to the Prefect flow or task run it is said in (its log in the Prefect UI, where
     the flow run's name says whose it is), at INFO, without printing it again (flows.runlog.say_logger). Said
     outside a Prefect run, it is printed only. Once the reader of standard output has gone, the lines go nowhere
-    and the run goes on (:func:`stdout_gone`)."""
+    and the run goes on (:func:`stdout_gone`). Text the output's encoding lacks (a config's name or a changed value
+    it quotes, under a latin-1 or ASCII locale) is printed escaped (flows.cli.escape_unencodable_output: also for a
+    deployment's run, which a Prefect worker starts without the CLI), never failing the run."""
+    from flows.cli import escape_unencodable_output
+
+    escape_unencodable_output()
     try:
         print(stamped(labelled(message, label)), flush=True)
     except BrokenPipeError:
@@ -678,7 +683,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         if stage == "ingest":  # a run that could not score stops here, not after extraction, the SAE and encoding
             check_ingested(cfg, ref, until)
         if stage == "evaluate":
-            tell(ref.file("comparison.txt").read_text())
+            tell(ref.file("comparison.txt").read_text(encoding="utf-8"))
 
     # Training runs (arm x seed) read nothing of each other, nor do held-out evaluations (one per policy): on Dask
     # the runs of each of these stages run at once, one per worker.

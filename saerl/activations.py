@@ -163,7 +163,7 @@ def checkpoint_shapes(folder: Path) -> dict[str, tuple[tuple[int, ...], str]]:
     files = [WEIGHTS_FILE]
     if not (folder / WEIGHTS_FILE).is_file() and (folder / WEIGHTS_INDEX).is_file():  # transformers' order: the file
         try:
-            weight_map = json.loads((folder / WEIGHTS_INDEX).read_text()).get("weight_map") or {}
+            weight_map = json.loads((folder / WEIGHTS_INDEX).read_text(encoding="utf-8")).get("weight_map") or {}
             files = sorted({v for v in weight_map.values() if isinstance(v, str)})
         except (OSError, ValueError, AttributeError):  # AttributeError: an index that is no JSON object
             return {}

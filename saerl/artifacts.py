@@ -84,7 +84,7 @@ def lock_held(path: Path) -> bool | None:
     """Does a process hold the lock on the file `path` (:func:`file_lock`)? None when there is no such file (none
     is made) or it cannot be opened. in: lock file; out: True / False / None."""
     try:
-        fh = open(path)
+        fh = open(path, encoding="utf-8")
     except OSError:
         return None
     with fh:
@@ -107,7 +107,7 @@ def file_lock(path: Path, on_wait: Callable[[], None] | None = None, shared: boo
     (0.0 when the lock was free)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-    with open(path, "a") as fh:
+    with open(path, "a", encoding="utf-8") as fh:
         waited = 0.0
         try:
             fcntl.flock(fh, mode | fcntl.LOCK_NB)
@@ -133,7 +133,7 @@ def folder_problems(folder: Path, hashes: bool = True) -> list[str]:
         return ["missing"]
     mpath = folder / MANIFEST
     try:
-        entries = _manifest_entries(json.loads(mpath.read_text()))
+        entries = _manifest_entries(json.loads(mpath.read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         return [f"unreadable manifest {mpath}: {type(err).__name__}: {err}"]
     out = []
@@ -162,7 +162,7 @@ class ArtifactRef:
 
     def manifest(self) -> dict[str, Any]:
         """The artifact's manifest as a dict."""
-        return json.loads((Path(self.path) / MANIFEST).read_text())
+        return json.loads((Path(self.path) / MANIFEST).read_text(encoding="utf-8"))
 
 
 def library_versions() -> dict[str, str]:
@@ -218,7 +218,7 @@ def build_machine() -> dict[str, str]:
 def _cpu_model() -> str:
     """The processor's model name from /proc/cpuinfo (Linux), else platform.processor(), else 'unknown'."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -233,15 +233,34 @@ def git_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     return {k: v for k, v in (os.environ if environ is None else environ).items() if k not in GIT_REPOSITORY_ENV}
 
 
-def git_output(args: list[str], cwd: Path) -> str | None:
-    """The stripped output of `git <args>` run in `cwd` (in :func:`git_env`: a GIT_DIR or GIT_WORK_TREE in the
-    environment is not followed), or None when git is missing, fails or takes longer than GIT_TIMEOUT_S."""
+def git_bytes(args: list[str], cwd: Path) -> bytes | None:
+    """The raw output of `git <args>` run in `cwd` (in :func:`git_env`: a GIT_DIR or GIT_WORK_TREE in the
+    environment is not followed), or None when git is missing, fails or takes longer than GIT_TIMEOUT_S. Bytes: git
+    writes file contents and names as they are, whatever the locale (a diff holding UTF-8 read as text under an
+    ASCII locale raised UnicodeDecodeError, failing `saerl --version` and every run)."""
     try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT_S,
-                             check=False, env=git_env())
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=GIT_TIMEOUT_S, check=False,
+                             env=git_env())
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() if out.returncode == 0 else None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_output(args: list[str], cwd: Path) -> str | None:
+    """The stripped output of `git <args>` (:func:`git_bytes`) as text: decoded as the OS names files
+    (os.fsdecode: a path git prints opens again under any locale, an undecodable byte kept as a surrogate), or None
+    as git_bytes. in: git's arguments, its folder; out: the text."""
+    raw = git_bytes(args, cwd)
+    return None if raw is None else os.fsdecode(raw).strip()
+
+
+def diff_bytes(raw: bytes) -> bytes:
+    """What a diff's hash reads of `git diff`'s raw output: the text UTF-8 decoding gave before diffs were read as
+    bytes (newlines made '\\n', its ends stripped), as UTF-8, an undecodable byte kept as it is (surrogateescape).
+    The same under every locale, and the hash under a UTF-8 locale stays what earlier manifests recorded. in: git's
+    output; out: the bytes to hash."""
+    text = raw.decode("utf-8", "surrogateescape").replace("\r\n", "\n").replace("\r", "\n")
+    return text.strip().encode("utf-8", "surrogateescape")
 
 
 def source_checkout(package_dir: Path = PACKAGE_DIR) -> Path | None:
@@ -263,16 +282,16 @@ def code_state(package_dir: Path = PACKAGE_DIR) -> dict[str, Any]:
     commit = (git_output(["rev-parse", "HEAD"], top) if top else None) or UNKNOWN
     changed = git_output(["diff", "HEAD", "--name-only", "--", *CODE_PATHS], top) if top else None
     untracked = git_output(["ls-files", "--others", "--exclude-standard", "--", *CODE_PATHS], top) if top else None
-    diff = git_output(["diff", "HEAD", "--", *CODE_PATHS], top) if changed else ""
+    diff = git_bytes(["diff", "HEAD", "--", *CODE_PATHS], top) if changed else b""
     if top is None or changed is None or untracked is None or diff is None:
         return {"commit": commit, "dirty": UNKNOWN}
     new = untracked.splitlines()
     files = sorted(set(changed.splitlines()) | set(new))
     if not files:
         return {"commit": commit, "dirty": "false"}
-    h = hashlib.sha256(diff.encode())
+    h = hashlib.sha256(diff_bytes(diff))
     for rel in sorted(new):
-        h.update(rel.encode() + b"\0")
+        h.update(os.fsencode(rel) + b"\0")  # the name's own bytes, under every locale
         h.update(file_sha256(top / rel).encode() if (top / rel).is_file() else b"")
     more = [f"+{len(files) - DIRTY_SHOWN} more"] if len(files) > DIRTY_SHOWN else []
     return {"commit": commit, "dirty": "true", "diff": h.hexdigest()[:DIFF_SHOWN], "files": files[:DIRTY_SHOWN] + more}
@@ -439,7 +458,7 @@ def file_stats(folder: Path) -> dict[str, tuple[int, int, int, int]]:
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to `path` through a temp file + fsync + rename (:func:`write_file_atomic`)."""
     text = json.dumps(obj, indent=1, sort_keys=True, default=str)
-    write_file_atomic(path, lambda tmp: tmp.write_text(text))
+    write_file_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 TEMP_NAME = re.compile(r"\.(.+)\.tmp-\d+")  # write_file_atomic's temp name ('.<name>.tmp-<pid>'), left by a kill
@@ -542,7 +561,7 @@ def tree_stamp(folder: Path) -> tuple[Any, ...] | None:
     (nothing is then remembered). One stat per file, no reading. in: the folder; out: the stamp or None."""
     try:
         mpath = folder / MANIFEST
-        rels = [MANIFEST, *(rel for rel, _, _ in _manifest_entries(json.loads(mpath.read_text())))]
+        rels = [MANIFEST, *(rel for rel, _, _ in _manifest_entries(json.loads(mpath.read_text(encoding="utf-8"))))]
         return tuple((rel, *file_stat(folder / rel)) for rel in rels)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -565,7 +584,7 @@ class ChunkLog:
     def is_done(self, chunk: int | str) -> bool:
         """True when `chunk` was marked finished (an unreadable record counts as not finished)."""
         try:
-            json.loads(self._path(chunk).read_text())
+            json.loads(self._path(chunk).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
         return True
@@ -577,7 +596,7 @@ class ChunkLog:
     def get(self, chunk: int | str) -> dict[str, Any]:
         """Metadata recorded for a finished chunk ({} when the record is missing or unreadable)."""
         try:
-            record = json.loads(self._path(chunk).read_text())
+            record = json.loads(self._path(chunk).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
         return record if isinstance(record, dict) else {}
@@ -659,7 +678,7 @@ def read_chunk_plan(log_folder: Path) -> dict[str, Any]:
     has none (a build that has not planned yet, or one begun before plans were recorded) or it cannot be read.
     in: the log's folder (`<build>/_chunks`); out: the plan."""
     try:
-        plan = json.loads((Path(log_folder) / CHUNK_PLAN).read_text())
+        plan = json.loads((Path(log_folder) / CHUNK_PLAN).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     ok = isinstance(plan, dict) and isinstance(plan.get("chunks"), int) and isinstance(plan.get("fingerprint"), str)
@@ -692,7 +711,7 @@ def chunk_progress(build_folder: Path) -> ChunkProgress | None:
         if not is_chunk_record(path):
             continue
         try:
-            record, mtime = json.loads(path.read_text()), path.stat().st_mtime
+            record, mtime = json.loads(path.read_text(encoding="utf-8")), path.stat().st_mtime
         except (OSError, ValueError):  # unreadable, or replaced or removed meanwhile
             continue
         if not isinstance(record, dict) or (wanted and record.get("fingerprint") != wanted):

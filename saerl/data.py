@@ -794,7 +794,7 @@ def hf_splits(path: Path) -> list[str] | None:
     """The splits of a HF save_to_disk folder holding a DatasetDict (its HF_SPLITS_FILE), or None for one holding a
     single Dataset or anything else. in: a path; out: the split names or None."""
     listing = path / HF_SPLITS_FILE
-    return [str(s) for s in json.loads(listing.read_text())["splits"]] if listing.is_file() else None
+    return [str(s) for s in json.loads(listing.read_text(encoding="utf-8"))["splits"]] if listing.is_file() else None
 
 
 def same_file(a: Path, b: Path) -> bool:

@@ -213,7 +213,7 @@ def write_spec(folder: Path, args: dict[str, Any], prompts: Any, eval_sets: dict
     prompts.write_parquet(folder / PROMPTS)
     for i, frame in enumerate(eval_sets.values()):
         frame.write_parquet(folder / SETS / f"{i}.parquet")
-    (folder / SPEC).write_text(json.dumps({**args, "sets": list(eval_sets)}))
+    (folder / SPEC).write_text(json.dumps({**args, "sets": list(eval_sets)}), encoding="utf-8")
 
 
 def read_spec(folder: Path) -> dict[str, Any]:
@@ -223,7 +223,7 @@ def read_spec(folder: Path) -> dict[str, Any]:
 
     from saerl.config import HealthConfig, ModelConfig, TrainConfig
 
-    spec = json.loads((folder / SPEC).read_text())
+    spec = json.loads((folder / SPEC).read_text(encoding="utf-8"))
     sets = {name: pl.read_parquet(folder / SETS / f"{i}.parquet", glob=False)
             for i, name in enumerate(spec.pop("sets"))}
     spec["cfg"] = TrainConfig.model_validate(spec["cfg"])
@@ -284,7 +284,7 @@ class FileSink:
         self.path = path
 
     def __call__(self, step: int, values: dict[str, float]) -> None:
-        with self.path.open("a") as f:
+        with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps({"step": step, "values": values}) + "\n")
 
 
@@ -303,7 +303,7 @@ class RecordFile(logging.Handler):
             fields = {"name": record.name, "levelno": record.levelno, "levelname": record.levelname,
                       "msg": record.getMessage(), "created": record.created, "msecs": record.msecs,
                       "exc_text": exc_text}
-            with self.path.open("a") as f:
+            with self.path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(fields) + "\n")
         except Exception:  # noqa: BLE001 - logging's rule: a failing handler reports, never raises
             self.handleError(record)
@@ -390,7 +390,7 @@ def rank_error(folder: Path, processes: int, returncode: int, tail: str) -> Exce
     in: the spec folder, processes, torchrun's exit status, the tail; out: the error."""
     written = sorted((p for r in range(processes) if (p := folder / ERROR.format(rank=r)).exists()),
                      key=lambda p: p.stat().st_mtime_ns)  # the first to fail: the others may fail of its absence
-    errors = [json.loads(p.read_text()) for p in written]
+    errors = [json.loads(p.read_text(encoding="utf-8")) for p in written]
     quote = f"\n--- last output of the {processes} training processes ---\n{tail}"
     if not errors:
         return RuntimeError(f"training in {processes} processes (train.num_processes) failed: torchrun exited with "
@@ -459,7 +459,7 @@ def train_in_processes(model_dir: str | Path, prompts: Any, order: list[str] | N
         _RUNNING.discard(proc)
     if proc.returncode != 0 or not (folder / RESULT).exists():
         raise rank_error(folder, processes, proc.returncode, "".join(tail))
-    return json.loads((folder / RESULT).read_text())
+    return json.loads((folder / RESULT).read_text(encoding="utf-8"))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -487,10 +487,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         with step_sink(FileSink(folder / STEPS) if rank == 0 else None):
             run = train_grpo(**kwargs)
         if rank == 0:
-            write_file_atomic(folder / RESULT, lambda tmp: tmp.write_text(json.dumps(run)))
+            write_file_atomic(folder / RESULT, lambda tmp: tmp.write_text(json.dumps(run), encoding="utf-8"))
     except BaseException as err:
         (folder / ERROR.format(rank=rank)).write_text(json.dumps(
-            {"rank": rank, "type": type(err).__name__, "message": str(err)}))
+            {"rank": rank, "type": type(err).__name__, "message": str(err)}), encoding="utf-8")
         raise
 
 

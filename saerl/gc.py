@@ -409,7 +409,7 @@ def try_lock(root: Path, stage: str, key: str, create: bool = True) -> Iterator[
     if not create and not path.exists():
         yield True
         return
-    with open(path, "a") as fh:
+    with open(path, "a", encoding="utf-8") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:

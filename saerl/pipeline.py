@@ -40,6 +40,7 @@ from saerl.artifacts import (
 )
 from saerl.config import (
     PKG_MODEL,
+    ConfigError,
     HeldOutSet,
     PipelineConfig,
     clip_problem,
@@ -462,6 +463,56 @@ def held_out_field_fix(name: str, entry: str | HeldOutSet, err: Any) -> str:
             f"if its ids are under another name: eval.sets.{name}={{{with_id('FIELD')}}}")
 
 
+LOCAL_URI_SCHEMES = ("", "file", "sqlite")  # tracking.uri schemes naming a local file or folder (none: a path)
+UTF8_FIX = "run under a UTF-8 locale (e.g. LANG=C.UTF-8) or with PYTHONUTF8=1"  # what makes any path nameable
+
+
+def path_fields(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    """The config's fields that name a local file or folder a run opens, with their values: runtime.artifact_root,
+    data.path (data.source: file), each eval.sets file, the model and SAE fields (model.name_or_path,
+    extract.model, sae.path with sae.source: local; a hub id is ASCII, so a value it cannot encode names a folder)
+    and a local tracking.uri (a path, file: or sqlite: URI, percent-decoded). in: config; out: [(field, value)]."""
+    from urllib.parse import unquote, urlsplit
+
+    out = [("runtime.artifact_root", cfg.runtime.artifact_root)]
+    if cfg.data.source == "file" and cfg.data.path:
+        out.append(("data.path", cfg.data.path))
+    for name, entry in cfg.eval.sets.items():
+        out.append((f"eval.sets.{name}.path", entry.path) if isinstance(entry, HeldOutSet) else
+                   (f"eval.sets.{name}", entry))
+    out.append(("model.name_or_path", cfg.model.name_or_path))
+    if cfg.extract.model:
+        out.append(("extract.model", cfg.extract.model))
+    if cfg.sae.source == "local" and cfg.sae.path:
+        out.append(("sae.path", cfg.sae.path))
+    if cfg.tracking.uri and urlsplit(cfg.tracking.uri).scheme in LOCAL_URI_SCHEMES:
+        out.append(("tracking.uri", unquote(cfg.tracking.uri)))
+    return out
+
+
+def unencodable_path_problem(cfg: PipelineConfig) -> str | None:
+    """The first path field (:func:`path_fields`) this process cannot hand the OS: its file-name encoding
+    (sys.getfilesystemencoding(): ascii under LC_ALL=C without UTF-8 mode, latin-1 under a latin-1 locale) lacks a
+    character of it, which the YAML config read as UTF-8. Such a path failed as a bare codec error from deep inside a
+    run's start, or as a false 'data file ... does not exist'. in: config; out: one line naming the field, its
+    value, the encoding and the fix (UTF8_FIX), or None."""
+    encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+    for field_name, value in path_fields(cfg):
+        try:
+            value.encode(encoding, errors)
+        except UnicodeEncodeError:
+            return (f"{field_name} {value!r} cannot be named to the filesystem in this locale's encoding "
+                    f"({encoding}): {UTF8_FIX}")
+    return None
+
+
+def check_paths_encodable(cfg: PipelineConfig) -> None:
+    """Refuse a config whose path fields this process cannot hand the OS (:func:`unencodable_path_problem`), before
+    anything opens one. in: config; raises a ConfigError."""
+    if problem := unencodable_path_problem(cfg):
+        raise ConfigError(problem)
+
+
 def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
     """plan(cfg, until), refusing a run that would fail at its last stage, before hours of extraction and
     training: the sae or encode stage without token residuals (extract.store_tokens off) or with the fields naming
@@ -472,10 +523,12 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[
     optional; for an id field data.id names, the fix names the entry's id: false: :func:`held_out_field_fix`) or
     has no usable row (the train stage found it, after the curriculum: saerl.runners.check_held_out_rows ingests its
     first rows, and the whole file only when none of those is usable). The files' fields are read from their headers
-    (saerl.data.check_mapping). Every entry point that runs stages calls it (CLI, flows, sweeps, run_all).
+    (saerl.data.check_mapping). First, a path field the locale's file-name encoding cannot write
+    (:func:`check_paths_encodable`). Every entry point that runs stages calls it (CLI, flows, sweeps, run_all).
     in: config, last stage; out: the plan."""
     from saerl.data import FieldNotFoundError, IngestError, check_mapping
 
+    check_paths_encodable(cfg)  # before any of them is opened
     stages = plan(cfg, until)
     if not cfg.extract.store_tokens and any(s in ("sae", "encode") for s, _ in stages):
         raise ValueError(NO_TOKEN_STORE)  # found after the whole extraction, in the sae stage, before
@@ -1081,7 +1134,8 @@ def fan_out_token(store: ArtifactStore, stage: str, key: str, token: str | None 
     shards of an external cluster computing into a folder the next run would publish under them.
     in: store, stage, key, token; out: the token written."""
     token = token or uuid.uuid4().hex
-    write_file_atomic(store.begin(stage, key).chunks.folder / SHARDS_TOKEN, lambda tmp: tmp.write_text(token))
+    write_file_atomic(store.begin(stage, key).chunks.folder / SHARDS_TOKEN,
+                      lambda tmp: tmp.write_text(token, encoding="utf-8"))
     return token
 
 
@@ -1092,7 +1146,7 @@ def shard_wanted(chunk_log: ChunkLog, token: str | None) -> Callable[[], bool]:
 
     def wanted() -> bool:
         try:
-            return token is None or path.read_text() == token
+            return token is None or path.read_text(encoding="utf-8") == token
         except FileNotFoundError:
             return False
     return wanted
@@ -1108,7 +1162,7 @@ def record_shards(store: ArtifactStore, stage: str, key: str, summaries: list[di
     shards' returned summaries, the fan-out's wall seconds."""
     record = {"seconds": round(seconds, 3), "shards": summaries}
     write_file_atomic(store.begin(stage, key).chunks.folder / SHARD_RUNS,
-                      lambda tmp: tmp.write_text(json.dumps(record, default=str)))
+                      lambda tmp: tmp.write_text(json.dumps(record, default=str), encoding="utf-8"))
 
 
 def shard_notes(build: Build) -> dict[str, float]:
@@ -1119,7 +1173,7 @@ def shard_notes(build: Build) -> dict[str, float]:
     path = build.chunks.folder / SHARD_RUNS
     if not path.is_file():
         return {}
-    record = json.loads(path.read_text())
+    record = json.loads(path.read_text(encoding="utf-8"))
     shards, wall = record["shards"], float(record["seconds"])
     chunks, tokens = (sum(int(s.get(k, 0)) for s in shards) for k in ("chunks_run", "n_tokens"))
     build.note(shards={"n": len(shards), "chunks_run": chunks, "n_tokens": tokens, "seconds": wall},

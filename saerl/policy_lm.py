@@ -65,10 +65,10 @@ def save_tokenizer(tok: PreTrainedTokenizerFast, out_dir: Path) -> None:
     """save_pretrained, then name the class in tokenizer_config.json so AutoTokenizer rebuilds this one."""
     tok.save_pretrained(out_dir)
     path = out_dir / "tokenizer_config.json"
-    conf = json.loads(path.read_text())
+    conf = json.loads(path.read_text(encoding="utf-8"))
     conf["tokenizer_class"] = TOKENIZER_CLASS
     conf["padding_side"] = "left"
-    path.write_text(json.dumps(conf, indent=2))
+    path.write_text(json.dumps(conf, indent=2), encoding="utf-8")
 
 
 def load_policy(model_dir: str | Path, model_cfg: ModelConfig | None = None,

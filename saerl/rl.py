@@ -852,7 +852,7 @@ RUN_FILE = "saerl_run.json"  # the reward's checks and verifier failures and the
 
 def _write_json(path: Path, obj: Any) -> None:
     """`obj` as JSON at `path`, atomically (temp file + rename): a reader sees the whole file or none of it."""
-    write_file_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj)))
+    write_file_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj), encoding="utf-8"))
 
 
 class CurveCheckpoint(TrainerCallback):
@@ -1089,7 +1089,7 @@ def _keep_dynamic_sampling(trainer: Any, saving: CurveCheckpoint, resume: Path |
     if not (resume / STATE_FILE).exists():
         raise ValueError(f"checkpoint {resume} has no {STATE_FILE} (saved by a GRPO run or an older version), so "
                          f"its dynamic-sampling stream cannot resume: delete {ckpt_dir} to train from the start")
-    trainer.restore_dynamic_sampling(json.loads((resume / STATE_FILE).read_text()))
+    trainer.restore_dynamic_sampling(json.loads((resume / STATE_FILE).read_text(encoding="utf-8")))
 
 
 TRAINER_LOGGER = "transformers.trainer"  # the logger of transformers' Trainer, which warns of missing keys on resume
@@ -1261,12 +1261,13 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     ckpt_dir = Path(checkpoint_dir or Path(out_dir) / "checkpoints")
     resume = last_checkpoint(ckpt_dir, cfg.steps_per_generation, steps) if cfg.save_every else None
     if resume is not None:
-        saved = json.loads((resume / CURVE_FILE).read_text())
+        saved = json.loads((resume / CURVE_FILE).read_text(encoding="utf-8"))
         saved = {"rows": saved} if isinstance(saved, list) else saved  # a checkpoint of an older version
         evals.rows, evals.problems = saved.get("rows", []), saved.get("problems", [])
         evals.last_step = max((r["step"] for r in evals.rows), default=-1)
         log.info("resuming training from %s", resume)
-    so_far = json.loads((resume / RUN_FILE).read_text()) if resume is not None and (resume / RUN_FILE).exists() else {}
+    so_far = (json.loads((resume / RUN_FILE).read_text(encoding="utf-8"))
+              if resume is not None and (resume / RUN_FILE).exists() else {})
     timer = _TimeLimit(time_limit_s, float(so_far.get("seconds", 0.0)))
     reward = CorrectnessReward(cfg.verify_timeout_s)
     if process_rank() == 0:  # the run's counts so far; each process counts the rollouts it judges, summed on use

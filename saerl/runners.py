@@ -328,7 +328,7 @@ def compute_score(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
         result = score_prompts(args["X"], args["prompts"], cfg.score, args["measured"], ids=args["ids"], C=args["C"],
                                D=args["D"])
     result.scores.write_parquet(build.path / SCORES)
-    (build.path / SCORE_PARAMS).write_text(json.dumps(result.params, indent=1, default=str))
+    (build.path / SCORE_PARAMS).write_text(json.dumps(result.params, indent=1, default=str), encoding="utf-8")
     save_score_models(result.models, build.path)
     build.note(notes=warned("score", result.notes), rows={"scores": result.scores.height},
                unconverged_fits=unconverged.count)
@@ -348,7 +348,7 @@ def compute_properties(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], buil
 
     args = score_inputs(cfg, inputs, residuals=cfg.score.baselines)
     scores = pl.read_parquet(inputs["score"].file(SCORES), glob=False)
-    params = json.loads(inputs["score"].file(SCORE_PARAMS).read_text())
+    params = json.loads(inputs["score"].file(SCORE_PARAMS).read_text(encoding="utf-8"))
     k = params["k"]
     with counting_unconverged() as unconverged:
         result = property_report(args["X"], args["prompts"], cfg.score, scores, args["measured"], ids=args["ids"],
@@ -1033,7 +1033,7 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     text += "\n" + format_steps(stt, final_problems(tables[0]))
     probe_metrics, probe_line = probe_failures(probe) if probe is not None else ({}, "")
     text += f"\n{probe_line}" if probe_line else ""
-    (build.path / "comparison.txt").write_text(text)
+    (build.path / "comparison.txt").write_text(text, encoding="utf-8")
     targets = dict(stt.unique("set").select("set", "target").iter_rows())
     save_figure(accuracy_vs_step(curve, target=targets), build.path / PLOTS / "accuracy_vs_step.png")
     return evaluate_metrics(tables, stt, gains, summary, reference, shares, read) | probe_metrics

@@ -257,7 +257,7 @@ def record_ended(root: Path, run_id: str) -> bool:
     """Does run `run_id`'s saved record say the run ended (no RUNNING mark), or is there none to say otherwise?
     in: artifact root, run id; out: bool."""
     try:
-        return not json.loads(run_path(root, run_id).read_text()).get("extra", {}).get(RUNNING)
+        return not json.loads(run_path(root, run_id).read_text(encoding="utf-8")).get("extra", {}).get(RUNNING)
     except (OSError, ValueError):  # none, or unreadable: nothing says the run is going
         return True
 
@@ -367,7 +367,7 @@ def read_run(path: Path) -> RunRecord:
     or a run id, stage key or stage name of it is not a plain name (SAFE_PART): they become paths under the root
     (the report's HTML file, artifact folders)."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
         if problem := shape_problem(data, RunRecord) or next(  # the stages' only once the record's are sound
                 filter(None, (shape_problem(v, StageRecord) for v in data.get("stages", {}).values())), None):
             raise ValueError(problem)

@@ -471,7 +471,7 @@ def local_sae_problem(folder: Path, architectures: frozenset[str] | None = None,
     if not folder.is_dir():
         return f"sae.path={folder} is not a folder (check sae.path: a sae-lens folder of cfg.json + {SAE_WEIGHTS})"
     try:
-        cfg = json.loads((folder / "cfg.json").read_text())
+        cfg = json.loads((folder / "cfg.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         return (f"sae.path={folder}: its cfg.json is missing or unreadable ({type(err).__name__}); a sae-lens SAE "
                 f"folder holds cfg.json + {SAE_WEIGHTS} (sae.save_model(DIR) writes both)")
@@ -530,7 +530,8 @@ def sort_cfg(path: Path) -> None:
     """Rewrite a sae-lens cfg.json with its keys sorted: sae-lens writes them in the order of a Python set, which
     moves with PYTHONHASHSEED, so the same SAE saved twice differed in bytes (and in its artifact's hashes).
     in: the file; out: none (the file rewritten, the same JSON object)."""
-    path.write_text(json.dumps(json.loads(path.read_text()), indent=2, sort_keys=True))
+    path.write_text(json.dumps(json.loads(path.read_text(encoding="utf-8")), indent=2, sort_keys=True),
+                    encoding="utf-8")
 
 
 def obtain_sae(cfg: SAEConfig, activations_path: str | Path, out_dir: str | Path, device: str = "cpu",
@@ -572,7 +573,7 @@ def obtain_sae(cfg: SAEConfig, activations_path: str | Path, out_dir: str | Path
               "n_train_tokens": len(train) if cfg.source == "train" else 0,
               **evaluate_sae(sae, held, cfg.batch_size), "seconds": round(time.perf_counter() - started, 2),
               "notes": notes}
-    (out / REPORT_NAME).write_text(json.dumps(report, indent=1))
+    (out / REPORT_NAME).write_text(json.dumps(report, indent=1), encoding="utf-8")
     return report
 
 
@@ -624,7 +625,7 @@ def _prepare_codes(store: Path, act: Activations, d_sae: int, k: int, cfg: SAECo
     a folder left unreadable by a replacement killed mid-delete is replaced too."""
     weights = file_sha256(sae_dir / SAE_WEIGHTS)
     content = stable_hash([act.meta.fingerprint, d_sae, k, list(cfg.encode_pool), weights,
-                           json.loads((sae_dir / "cfg.json").read_text())])
+                           json.loads((sae_dir / "cfg.json").read_text(encoding="utf-8"))])
     old, previous = kept_or_chained(  # a store that predates the "content" attr: its fingerprint is its content
         store, content, lambda g: g.attrs.get("fingerprint"),
         lambda g: g.attrs.get("content", g.attrs["fingerprint"]) if g.attrs.get("fingerprint") else None)

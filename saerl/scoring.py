@@ -197,7 +197,7 @@ def save_score_models(models: ScoreModels, folder: str | Path) -> list[Path]:
     folder = Path(folder)
     paths = [folder / SCORE_MODELS_ARRAYS, folder / SCORE_MODELS_META]
     save_file({name: np.ascontiguousarray(a, dtype=np.float64) for name, a in arrays.items()}, str(paths[0]))
-    paths[1].write_text(json.dumps(meta, indent=1))
+    paths[1].write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return paths
 
 
@@ -213,7 +213,7 @@ def load_score_models(folder: str | Path) -> ScoreModels:
         raise ValueError(f"{folder} holds no fitted score models ({SCORE_MODELS_ARRAYS}, {SCORE_MODELS_META}): it is "
                          "not a score artifact, or one written before the score stage saved its models; run the "
                          "pipeline again with the run's config (saerl run <config>) to rebuild its score stage")
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     if meta.get("format") != SCORE_MODELS_FORMAT:
         raise ValueError(f"{meta_path} has format {meta.get('format')!r}, this saerl reads {SCORE_MODELS_FORMAT}: "
                          "rebuild the score stage with this saerl")

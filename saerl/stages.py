@@ -299,7 +299,7 @@ def known_size(cfg: PipelineConfig, field: str, hub_cache: bool = False) -> int 
     if not conf.is_file():
         return None
     try:
-        raw = json.loads(conf.read_text())
+        raw = json.loads(conf.read_text(encoding="utf-8"))
         size = (raw.get("text_config") or raw)[field]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # the stage's own load names what is wrong with the folder

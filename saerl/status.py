@@ -68,7 +68,8 @@ def disk_bytes(folder: Path) -> int:
     file the manifest lists is there at its recorded size), with no second stat of those files: their recorded
     sizes, plus one stat of each file the manifest does not list (the manifest itself, anything added since).
     in: the artifact folder; out: bytes."""
-    recorded = {rel: int(info["bytes"]) for rel, info in json.loads((folder / MANIFEST).read_text())["files"].items()}
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    recorded = {rel: int(info["bytes"]) for rel, info in manifest["files"].items()}
     total = 0
     for parent, _, names in os.walk(folder):
         for name in names:

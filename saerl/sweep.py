@@ -491,5 +491,5 @@ def write_sweep(root: Path, sweep_id: str, table: pl.DataFrame, text: str) -> tu
     folder.mkdir(parents=True, exist_ok=True)
     table_path, text_path = folder / SWEEP_TABLE, folder / SWEEP_TEXT
     write_file_atomic(table_path, lambda tmp: table.write_parquet(tmp))
-    write_file_atomic(text_path, lambda tmp: tmp.write_text(text + "\n"))
+    write_file_atomic(text_path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
     return table_path, text_path

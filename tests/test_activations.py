@@ -378,9 +378,9 @@ def test_a_tokenizer_json_transformers_loads_is_not_refused_where_the_tokenizers
     tok.train_from_iterator(["hello world, a tiny corpus for a tiny BPE"] * 20,
                             trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"]))
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(tmp_path / "fast")
-    text = json.loads((tmp_path / "fast" / "tokenizer.json").read_text())
+    text = json.loads((tmp_path / "fast" / "tokenizer.json").read_text(encoding="utf-8"))
     del text["added_tokens"][0]["normalized"]
-    (tmp_path / "fast" / "tokenizer.json").write_text(json.dumps(text))
+    (tmp_path / "fast" / "tokenizer.json").write_text(json.dumps(text), encoding="utf-8")
     assert "is no tokenizer the tokenizers library reads" in (tokenizer_file_problem("x", tmp_path / "fast") or "")
     shutil.copytree(tmp_path / "fast", tmp_path / "qwen")
     config = json.loads((tmp_path / "qwen" / "tokenizer_config.json").read_text())

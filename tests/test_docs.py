@@ -27,7 +27,7 @@ def stage_rows(text: str) -> dict[str, list[str]]:
 
 def test_the_design_docs_stage_table_is_the_codes():
     """A stage added, a version bumped or an input changed in saerl/stages.py must be stated in docs/design.md."""
-    rows = stage_rows(DESIGN.read_text())
+    rows = stage_rows(DESIGN.read_text(encoding="utf-8"))
     assert list(rows) == list(ORDER)
     for name, (_, version, reads, *_) in rows.items():
         assert version == STAGES[name].version, f"docs/design.md: {name} is version {STAGES[name].version}"
@@ -39,7 +39,7 @@ def test_relative_links_in_the_docs_name_files_of_the_checkout():
     broken = [
         (doc.name, target)
         for doc in docs
-        for target in LINK.findall(doc.read_text())
+        for target in LINK.findall(doc.read_text(encoding="utf-8"))
         if "://" not in target
         and not target.startswith("#")
         and not (REPO in (path := (doc.parent / target.split("#")[0]).resolve()).parents and path.exists())
@@ -53,7 +53,7 @@ def test_the_readmes_python_example_compiles_and_imports_what_saerl_has():
     saerl has: it compiles, and each `from saerl.x import y` resolves."""
     import importlib
 
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "README.md").read_text(encoding="utf-8")
     code = re.search(r"## Using saerl from Python.*?```python\n(.*?)```", text, re.S).group(1)
     compile(code, "README.md", "exec")
     names = re.findall(r"^from (saerl\.\w+) import (.+)$", code, re.M)

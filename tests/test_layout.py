@@ -35,7 +35,7 @@ def upper_imports(source: str) -> list[str]:
 def test_the_library_imports_neither_prefect_nor_the_layers_above_it_anywhere():
     """Before, saerl/cli.py imported flows.* inside its commands, and this test read only lines starting with
     'import prefect': the command line is the top layer now (flows/cli.py)."""
-    offenders = {p.name: found for p in SAERL.rglob("*.py") if (found := upper_imports(p.read_text()))}
+    offenders = {p.name: found for p in SAERL.rglob("*.py") if (found := upper_imports(p.read_text(encoding="utf-8")))}
     assert offenders == {}
 
 

@@ -618,7 +618,7 @@ def test_sae_lens_reads_torch_load_on_the_torch_module_at_call_time():
 
     escapes = []
     for path in sorted((Path(sae_lens.__file__).parent).rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch") and any(
                     a.name == "load" for a in node.names):
                 escapes.append(f"{path.name}:{node.lineno} from {node.module} import load")
