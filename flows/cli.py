@@ -380,7 +380,7 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, invocation: str 
 
     check_paths_encodable(cfg)  # a root the locale cannot name: one line, not a codec error from resolve()
     require_writable_root(Path(cfg.runtime.artifact_root).resolve())  # before its checks open the root's store
-    check_runnable(cfg, until)  # before a server starts
+    check_runnable(cfg, until, warn=False)  # before a server starts; the flow checks again, and warns
     cfg = without_uri_credentials(cfg)  # the flow's parameters are kept in clear by Prefect
     root = Path(cfg.runtime.artifact_root).resolve()
     launch = launch or Launch(root)

@@ -188,9 +188,13 @@ class TestbedConfig(Section):
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final learning rate as a share of the peak")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")
-    log_every: int = Field(50, gt=0, description="log the pretraining loss every N steps")
-    eval_batch: int = Field(256, gt=0, description="prompts per generation batch when evaluating")
-    max_new_tokens: int = Field(56, gt=0, description="generation limit (the longest worked solution fits)")
+    log_every: int = Field(50, gt=0, description="log the pretraining loss every N steps (the stage's summary only)")
+    eval_batch: int = Field(256, gt=0, description="prompts per generation batch of the LM's own greedy check after "
+                            "pretraining (the stage's summary only)")
+    max_new_tokens: int = Field(
+        56, gt=0, description="generation limit of the LM's own greedy check after pretraining (the stage's summary "
+        "only; the longest worked solution fits): not the policy's, which is train.max_completion_length (rollouts, "
+        "the learning curve) and eval.max_new_tokens (the final evaluation)")
     threads: int = Field(2, gt=0, description="torch CPU threads")
 
     @field_validator("topics")

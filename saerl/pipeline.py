@@ -45,24 +45,31 @@ from saerl.config import (
     PipelineConfig,
     clip_problem,
     device_type,
+    flatten,
     held_out_file,
     held_out_mapping,
     no_gpu_problem,
     resolve_layer,
     scalar_text,
+    under,
 )
 from saerl.distributed import check_processes, shared_gpus_problem
 from saerl.runs import stage_of
 from saerl.stages import (
     DATA_LABELS,
+    PINNED_NEUTRAL,
+    RESULT_NEUTRAL,
     SAE_SOURCE_FIELDS,
     STAGES,
     code_version,
+    entry_hf_split_unread,
     hub_cached_config,
+    keyed_fields,
     known_depth,
     known_size,
     local_folder,
     rows_version,
+    schema_defaults,
     stage_key,
     stage_slice,
 )
@@ -431,6 +438,40 @@ def sae_source_unread(cfg: PipelineConfig) -> str | None:
     return None
 
 
+def unkeyed_settings(cfg: PipelineConfig, told: tuple[str, ...] = ()) -> list[str]:
+    """The fields `cfg` sets to a value other than the schema's default that no stage run of its pipeline (the whole
+    plan, whatever --until stops at: a field a later stage reads is not idle) keys (saerl.stages.keyed_fields: its
+    stage ignores it under this config, saerl.stages.unread_fields, or keys it at its default, pinned_fields), in
+    schema order, then each eval.sets entry's hf_split its file's reading ignores (saerl.stages.entry_hf_split_unread;
+    'eval.sets.NAME.hf_split'). Left out: RESULT_NEUTRAL and PINNED_NEUTRAL fields (how to run, a stage's own
+    summary), and the fields in `told` (those a warning of its own names: :func:`sae_source_unread`'s). in: config,
+    the fields to leave out; out: dotted paths."""
+    flat, defaults = flatten(cfg), schema_defaults()
+    keyed: set[str] = set()
+    for stage, _, _, variant in stage_runs(cfg):
+        device = device_type(cfg.runtime.device) if stage in DEVICE_DEPENDENT else None
+        keyed |= keyed_fields(cfg, stage, device, (variant or {}).get("arm"))
+    out = [k for k, v in flat.items() if v != defaults[k] and k not in keyed and k not in told
+           and not under(k, RESULT_NEUTRAL + PINNED_NEUTRAL)]
+    if keyed & {"eval.sets"}:
+        out += [f"eval.sets.{name}.hf_split" for name in cfg.eval.sets if entry_hf_split_unread(cfg, name)]
+    return out
+
+
+def unkeyed_note(cfg: PipelineConfig, told: tuple[str, ...] = ()) -> str | None:
+    """A warning naming the settings that change nothing in a run of `cfg` (:func:`unkeyed_settings`, less `told`),
+    None when there are none. in: config, the fields another warning names; out: one line naming the fields and the
+    fix, or None."""
+    fields = unkeyed_settings(cfg, told)
+    if not fields:
+        return None
+    one = len(fields) == 1
+    return (f"{'this setting changes' if one else 'these settings change'} nothing in this run: {', '.join(fields)} "
+            f"(no stage of this config's pipeline reads {'it' if one else 'them'} under this config): leave "
+            f"{'it' if one else 'them'} out, or set the config so that a stage reads {'it' if one else 'them'} (README, "
+            "'What the demo does': a field not read under a config)")
+
+
 def sae_source_problem(cfg: PipelineConfig) -> str | None:
     """What the sae stage would refuse after the whole extraction: sae.source=local without sae.path, or pretrained
     without sae.release and sae.sae_id. in: config; out: one line naming the fields and the fix, or None."""
@@ -513,7 +554,8 @@ def check_paths_encodable(cfg: PipelineConfig) -> None:
         raise ConfigError(problem)
 
 
-def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
+def check_runnable(cfg: PipelineConfig, until: str | None = None,
+                   warn: bool = True) -> list[tuple[str, tuple[str, ...]]]:
     """plan(cfg, until), refusing a run that would fail at its last stage, before hours of extraction and
     training: the sae or encode stage without token residuals (extract.store_tokens off) or with the fields naming
     its SAE at odds with sae.source (:func:`sae_source_problem`), heldout or evaluate with no
@@ -524,19 +566,25 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None) -> list[tuple[
     has no usable row (the train stage found it, after the curriculum: saerl.runners.check_held_out_rows ingests its
     first rows, and the whole file only when none of those is usable). The files' fields are read from their headers
     (saerl.data.check_mapping). First, a path field the locale's file-name encoding cannot write
-    (:func:`check_paths_encodable`). Every entry point that runs stages calls it (CLI, flows, sweeps, run_all).
-    in: config, last stage; out: the plan."""
+    (:func:`check_paths_encodable`). Every entry point that runs stages calls it (CLI, flows, sweeps, run_all). With
+    `warn`, it warns of the settings the run ignores (:func:`sae_source_unread`, :func:`unkeyed_note`); a check made
+    before the flow that checks again (the CLI's, a sweep's of its children) passes False, so a run warns once.
+    in: config, last stage, whether to warn; out: the plan."""
     from saerl.data import FieldNotFoundError, IngestError, check_mapping
 
     check_paths_encodable(cfg)  # before any of them is opened
     stages = plan(cfg, until)
+    told: tuple[str, ...] = ()  # fields a warning of their own names
     if not cfg.extract.store_tokens and any(s in ("sae", "encode") for s, _ in stages):
         raise ValueError(NO_TOKEN_STORE)  # found after the whole extraction, in the sae stage, before
     if any(s == "sae" for s, _ in stages):
         if problem := sae_source_problem(cfg):
             raise ValueError(problem)
-        if unread := sae_source_unread(cfg):
+        if warn and (unread := sae_source_unread(cfg)):
             log.warning(unread)
+            told = tuple(f for fields in SAE_SOURCE_FIELDS.values() for f in fields)
+    if warn and (note := unkeyed_note(cfg, told)):
+        log.warning(note)
     if any(s == "train" for s, _ in stages) and (problem := clip_problem(cfg.train)):
         raise ValueError(problem)
     if any(s == "train" for s, _ in stages) and (problem := shared_gpus_problem(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, get_args
 
@@ -20,11 +21,13 @@ from saerl.config import (
     PKG_MODEL,
     DataConfig,
     ExtractConfig,
+    HeldOutSet,
     PipelineConfig,
     ScoreConfig,
     config_slice,
     eval_max_new_tokens,
     flatten,
+    held_out_file,
     redacted,
     resolve_layer,
     stable_hash,
@@ -417,13 +420,193 @@ SET_ENTRY_UNREAD: dict[str, tuple[str, ...]] = {"train": ("k_samples",)}
 EVAL_BUDGET: tuple[str, str] = ("eval.max_new_tokens", "train.max_completion_length")
 
 
-def set_entry_keyed(cfg: PipelineConfig, stage: str, entry: Any) -> Any:
+# Pinned fields. A field a stage ignores under some configs (or under every one), found only after keys were built
+# with it: unread_fields would drop it from the slice and so re-key every config, so instead it enters the key at its
+# schema default (in :func:`located`'s keyed form) wherever the stage ignores it (:func:`pinned_fields`). The keys of
+# a config that leaves it at its default stay exactly as they were (no version bump, no cache lost), and a change of
+# it reruns nothing there. A stage slice, its manifest's "config" and a recompute's reason ("config changed: ...")
+# show such a field at its default, the keyed form; the MLflow params of a stage run show the value the run was given
+# (:func:`ran_values`). Each case, with where the code ignores it:
+
+# the testbed LM's own check after pretraining: the loss log's interval (saerl.policy_lm._pretrain, read only to
+# append to the log) and the greedy self-check's batch and generation limit (saerl.policy_lm.train_policy_lm, after
+# model.save_pretrained: its accuracy goes to the stage's summary alone; the policy's generation limits are
+# train.max_completion_length and eval.max_new_tokens). The LM and world files are the same for any value; a reused
+# testbed artifact keeps the summary (loss log, greedy accuracy) of the settings it was built under
+TESTBED_SELF_CHECK: tuple[str, ...] = ("testbed.log_every", "testbed.eval_batch", "testbed.max_new_tokens")
+
+# the Zarr chunk length of the stored token arrays (saerl.activation_store.prepare_store, ChunkWriter.write): how the
+# same values are laid out on disk; every reader gets the same rows (the SAE's token sample is the same draw whatever
+# the layout: draw_distinct). The value is in the store's content fingerprint, so a build cut short under one value
+# and resumed under another is laid out again, none of its chunks counted as done (tests/test_activations.py)
+TOKEN_CHUNKING: tuple[str, ...] = ("extract.token_block_rows",)
+
+# what only a climbing order fits to the run: curriculum.fit_budget is read through saerl.curriculum.fits_budget
+# alone, which is false for an ordering outside CLIMBS (random, frontier) whatever it says
+CLIMB_FIT: tuple[str, ...] = ("curriculum.fit_budget",)
+
+# how the home cluster rotates (saerl.curriculum._next_home), which saerl.curriculum._epoch calls only while a batch
+# has a home part: never where home_size(batch_size, mix_ratio) is 0 (every slot drawn from all clusters)
+HOME_ROTATION: tuple[str, ...] = ("curriculum.rotation",)
+
+# the quality filter: without a quality column (data.quality unset: ingest keeps only the mapped label columns,
+# saerl.data.ingest) saerl.scoring.quality_labels finds no labels, the score stage fits no probe and writes
+# quality_hat = NO_PROBE_QUALITY (1.0) for every prompt (saerl.scoring.score_prompts), which
+# saerl.curriculum.quality_kept keeps for any threshold in [0, 1], the filter on or off. A reused curriculum keeps the
+# notes of the settings it was built under (saerl.curriculum.inactive_filter_notes)
+QUALITY_FILTER: tuple[str, ...] = ("score.quality_threshold", "curriculum.filter_quality")
+
+# the logistic probes' grid and iterations (saerl.property_models.probe_model): the score stage fits one for quality
+# alone (saerl.scoring.score_prompts), the properties stage for quality and for the topic report
+# (saerl.scoring.property_report, _model_rows), so score ignores them without a quality column and properties without
+# a quality and a topic column (data.topic unset: no topic column)
+PROBE_GRID: tuple[str, ...] = ("score.probe_cs", "score.probe_max_iter")
+
+# the split of a Hugging Face DatasetDict folder (saerl.data.load_table reads it only for the format 'hf'): ingest
+# ignores it for training data read as another format (:func:`read_as_hf`), and train and heldout always, as they read
+# the data mapping only for the eval.sets files, each read with its own hf_split (saerl.config.held_out_mapping; the
+# training split is read there only to refuse a set that is the training data: refuse_training_split)
+TRAINING_SPLIT: tuple[str, ...] = ("data.hf_split",)
+
+# the hub commit of the policy (saerl.activations.weights_kwargs, hub_kwargs), which from_pretrained ignores for a
+# local folder: the testbed LM, a 'pkg:' model's folder, a local folder (whose content is keyed apart: folder_form;
+# saerl.pipeline.unpinned_hub_model exempts the three)
+POLICY_REVISION: tuple[str, ...] = ("model.revision",)
+
+# model.stop_at_turn_end adds the chat template's end-of-turn token to the EOS ids (saerl.policy_lm.load_policy,
+# add_stop_id): the testbed LM's turn ends with its EOS (saerl.policy_lm.CHAT_TEMPLATE), already its only EOS id,
+# so it adds nothing there
+TURN_END: tuple[str, ...] = ("model.stop_at_turn_end",)
+
+# the pinned fields that change how a stage runs or what its own summary says, never a result a later stage or
+# report reads: like RESULT_NEUTRAL, a value set for them is not warned about (saerl.pipeline.unkeyed_settings)
+PINNED_NEUTRAL: tuple[str, ...] = TESTBED_SELF_CHECK + TOKEN_CHUNKING
+
+# the stages that read the policy's model section (its revision and turn end), beside extract's own reads
+POLICY_READERS: tuple[str, ...] = ("label", "train", "heldout")
+
+# every field some config pins (:func:`pinned_fields`)
+PINNABLE: tuple[str, ...] = (TESTBED_SELF_CHECK + TOKEN_CHUNKING + CLIMB_FIT + HOME_ROTATION + QUALITY_FILTER + PROBE_GRID
+                             + TRAINING_SPLIT + POLICY_REVISION + TURN_END)
+
+
+def read_as_hf(path: str | Path | None, fmt: str | None) -> bool:
+    """Can a data file be read as a Hugging Face dataset folder (the one format whose split a reading takes:
+    saerl.data.load_table)? False only when it cannot: a named format other than 'hf', or 'auto' for a path that is no
+    folder and whose suffix names a format (saerl.data.detect_format, SUFFIX_FORMATS); a folder, an unknown suffix or
+    a missing path count as read as hf (their reading, or its refusal, decides). in: the path, the format it is read
+    as ('auto': by its suffix); out: bool."""
+    from saerl.data import SUFFIX_FORMATS
+
+    if fmt is not None and fmt not in ("auto", "hf"):
+        return False
+    if fmt == "hf" or path is None:
+        return True
+    path = Path(path).expanduser()
+    return path.is_dir() or path.suffix.lower() not in SUFFIX_FORMATS
+
+
+TESTBED_POOL = "pool.parquet"  # how the testbed world's pool is named where ingest reads it (world/pool.parquet)
+
+
+def training_data_hf(cfg: PipelineConfig) -> bool:
+    """Is the training data read as a Hugging Face folder (:func:`read_as_hf`), from the config: data.path for
+    data.source file, the built-in sample (a jsonl file) or the testbed's pool (a parquet file), each read as
+    data.format. in: config; out: bool."""
+    if cfg.data.source == "file":
+        return read_as_hf(cfg.data.path, cfg.data.format)
+    if cfg.data.source == "sample":
+        from saerl.data import sample_path
+
+        return read_as_hf(sample_path(), cfg.data.format)
+    return read_as_hf(TESTBED_POOL, cfg.data.format)
+
+
+def local_policy(cfg: PipelineConfig) -> bool:
+    """Is the policy read from a local folder, where no hub revision applies: the testbed LM, a 'pkg:' model or a
+    local folder (:func:`local_folder`)? in: config; out: bool."""
+    name = cfg.model.name_or_path
+    return name == "testbed" or name.startswith(PKG_MODEL) or local_folder(name) is not None
+
+
+def pinned_fields(cfg: PipelineConfig, stage: str, device: str | None = None, arm: str | None = None) -> tuple[str, ...]:
+    """Fields among `stage`'s declared reads that its runner ignores under `cfg` but that its key held before this
+    was known: they enter the key at their schema default (:func:`stage_slice`), so a change of them reruns nothing
+    and the keys of configs leaving them at the default stay. testbed: TESTBED_SELF_CHECK; extract: TOKEN_CHUNKING;
+    curriculum: CLIMB_FIT for an ordering outside CLIMBS, HOME_ROTATION where a batch has no home part, and
+    QUALITY_FILTER without quality labels (data.quality unset); score: PROBE_GRID without quality labels; properties:
+    PROBE_GRID without quality and topic labels; ingest: TRAINING_SPLIT for training data not read as a Hugging Face
+    folder (:func:`training_data_hf`); train and heldout: TRAINING_SPLIT; extract (reading the policy: extract.model
+    unset), label, train and heldout: POLICY_REVISION for a policy in a local folder (:func:`local_policy`), and label,
+    train and heldout: TURN_END for the testbed LM. Fields :func:`unread_fields` drops stay dropped. `device` and `arm`
+    as for :func:`unread_fields` (no case depends on them yet). in: config, stage, device type, arm; out: dotted
+    paths."""
+    from saerl.curriculum import CLIMBS, home_size
+
+    no_quality = cfg.data.quality is None
+    out: tuple[str, ...] = ()
+    if stage == "testbed":
+        out += TESTBED_SELF_CHECK
+    elif stage == "extract":
+        out += TOKEN_CHUNKING
+    elif stage == "curriculum":
+        c = cfg.curriculum
+        out += CLIMB_FIT if c.ordering not in CLIMBS else ()
+        out += HOME_ROTATION if home_size(c.batch_size, c.mix_ratio) == 0 else ()
+        out += QUALITY_FILTER if no_quality else ()
+    elif stage == "score":
+        out += PROBE_GRID if no_quality else ()
+    elif stage == "properties":
+        out += PROBE_GRID if no_quality and cfg.data.topic is None else ()
+    if (stage == "ingest" and not training_data_hf(cfg)) or stage in ("train", "heldout"):
+        out += TRAINING_SPLIT
+    if local_policy(cfg) and (stage in POLICY_READERS or stage == "extract" and cfg.extract.model is None):
+        out += POLICY_REVISION
+    if cfg.model.name_or_path == "testbed" and stage in POLICY_READERS:
+        out += TURN_END
+    return out
+
+
+def keyed_fields(cfg: PipelineConfig, stage: str, device: str | None = None, arm: str | None = None) -> set[str]:
+    """The leaf fields whose value enters `stage`'s key under `cfg`: its declared reads (a section read whole, every
+    field of it) less :func:`unread_fields` and :func:`pinned_fields`. A field keyed in a folded form (extract.layer by
+    its block, eval.max_new_tokens with train.max_completion_length, a KEYED_WHEN_SET field, a located() form) counts
+    as keyed: its value still changes the key. in: config, stage, device type, arm (as for unread_fields); out: dotted
+    paths."""
+    ignored = set(unread_fields(cfg, stage, device, arm)) | set(pinned_fields(cfg, stage, device, arm))
+    return {k for k in config_slice(cfg, STAGES[stage].reads) if k not in ignored}
+
+
+@cache
+def schema_defaults() -> dict[str, Any]:
+    """The schema's default of every leaf field, as :func:`saerl.config.flatten` writes it (JSON-able), read once a
+    process. in: nothing; out: {dotted path: default}."""
+    return flatten(PipelineConfig())
+
+
+def entry_hf_split_unread(cfg: PipelineConfig, name: str) -> bool:
+    """Does the reading of eval.sets entry `name` ignore its own hf_split: set, but its file not read as a Hugging Face
+    folder (:func:`read_as_hf` of the format it is read as: its own, else saerl.data.held_out_format's, as
+    saerl.config.held_out_mapping reads it)? in: config, the set's name; out: bool."""
+    from saerl.data import held_out_format
+
+    entry = cfg.eval.sets.get(name)
+    if not isinstance(entry, HeldOutSet) or entry.hf_split is None:
+        return False
+    path = held_out_file(entry)
+    return not read_as_hf(path, entry.format or held_out_format(path, cfg.data.format))
+
+
+def set_entry_keyed(cfg: PipelineConfig, stage: str, entry: Any, name: str | None = None) -> Any:
     """An eval.sets entry as it enters `stage`'s key (after :func:`located`): a mapping less the fields the stage
-    ignores (SET_ENTRY_UNREAD) and less a k_samples equal to eval.k_samples, so the samples a set takes anyway,
-    named plainly, key as unset; a plain path as it is. in: config, stage, the entry's keyed form; out: that form."""
+    ignores (SET_ENTRY_UNREAD), less a k_samples equal to eval.k_samples, so the samples a set takes anyway, named
+    plainly, key as unset, and less an hf_split its file's reading ignores (:func:`entry_hf_split_unread`: pinned at
+    its default, unset, which an entry's dump leaves out); a plain path as it is. in: config, stage, the entry's keyed
+    form, the set's name (None: not known, its hf_split kept); out: that form."""
     if not isinstance(entry, dict):
         return entry
-    ignored = SET_ENTRY_UNREAD.get(stage, ())
+    ignored = SET_ENTRY_UNREAD.get(stage, ()) + (
+        ("hf_split",) if name is not None and entry_hf_split_unread(cfg, name) else ())
     return {f: v for f, v in entry.items() if f not in ignored and not (f == "k_samples" and v == cfg.eval.k_samples)}
 
 
@@ -433,17 +616,20 @@ def stage_slice(cfg: PipelineConfig, stage: str, keys: Mapping[str, str] | None 
     {dotted path: value} (:func:`unread_fields` left out). A field naming a data file enters by its suffix
     (:func:`located`). extract.layer enters by the block it resolves to where the model's depth is known
     (:func:`known_depth`): None for the middle block (the unset value, so the keys built before stay) and the
-    block's index otherwise, so unset, a negative index and the same block named plainly share a key. A stage that
+    block's index otherwise, so unset, a negative index and the same block named plainly share a key. A field
+    :func:`pinned_fields` names enters at its schema default. A stage that
     reads eval.max_new_tokens (heldout) keys the limit it generates with under that name, in place of both
     EVAL_BUDGET fields, so unset (train.max_completion_length's) and the same number named plainly share a key. A
     KEYED_WHEN_SET field at its former value is left out, and each eval.sets entry enters by
     :func:`set_entry_keyed`."""
     keys = keys or {}
     unread = unread_fields(cfg, stage, keys.get("device"), keys.get("arm"))
-    out = {k: located(k, v) for k, v in config_slice(cfg, STAGES[stage].reads).items() if k not in unread
+    pinned = pinned_fields(cfg, stage, keys.get("device"), keys.get("arm"))
+    out = {k: located(k, schema_defaults()[k] if k in pinned else v)
+           for k, v in config_slice(cfg, STAGES[stage].reads).items() if k not in unread
            and not (k in KEYED_WHEN_SET and v == KEYED_WHEN_SET[k])}
     if isinstance(out.get("eval.sets"), dict):
-        out["eval.sets"] = {name: set_entry_keyed(cfg, stage, e) for name, e in out["eval.sets"].items()}
+        out["eval.sets"] = {name: set_entry_keyed(cfg, stage, e, name) for name, e in out["eval.sets"].items()}
     if EVAL_BUDGET[0] in out:
         out.pop(EVAL_BUDGET[1], None)
         out[EVAL_BUDGET[0]] = eval_max_new_tokens(cfg)
@@ -456,15 +642,23 @@ def stage_slice(cfg: PipelineConfig, stage: str, keys: Mapping[str, str] | None 
     return out
 
 
+def pinned_at_default(field: str, value: Any) -> bool:
+    """Is `value` a PINNABLE field's keyed default (:func:`pinned_fields`), as a slice holds a pinned field whatever
+    the run was given? in: dotted field, its keyed value; out: bool."""
+    return field in PINNABLE and value == located(field, schema_defaults()[field])
+
+
 def ran_values(cfg: PipelineConfig, fields: Mapping[str, Any]) -> dict[str, Any]:
     """The config fields of a stage slice (:func:`stage_slice`, the keyed form) as the run had them, for a reader: each
     as `cfg` holds it (a data file's or local folder's real path, a list in the user's order; credentials masked as
     in a run record), and extract.layer as the block index it resolved to where the model's depth is known (block 0
-    shows 0, not the key's None for the middle block; -1 shows the last block's index). A field whose value in `cfg`
-    does not key to the slice's (:func:`located`; `cfg` lacks it) keeps the slice's. A stage run's MLflow params: its
+    shows 0, not the key's None for the middle block; -1 shows the last block's index), and a pinned field
+    (:func:`pinned_fields`, keyed at its default) as the run was given it. A field whose value in `cfg` does not key
+    to the slice's otherwise (:func:`located`; `cfg` lacks it) keeps the slice's. A stage run's MLflow params: its
     key is computed from the keyed form alone. in: the run's config, the fields; out: {dotted field: value}."""
     flat = redacted(flatten(cfg))
-    out = {k: flat[k] if k in flat and located(k, flat[k]) == v else v for k, v in fields.items()}
+    out = {k: flat[k] if k in flat and (located(k, flat[k]) == v or pinned_at_default(k, v)) else v
+           for k, v in fields.items()}
     if "extract.layer" in out and (depth := known_depth(cfg)) is not None:
         try:
             out["extract.layer"] = resolve_layer(cfg.extract.layer, depth)

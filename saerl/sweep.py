@@ -313,11 +313,12 @@ def _unread_reason(key: str, cfg: PipelineConfig, planned: Sequence[str], until:
                    source: GridSource) -> str:
     """Why no stage run of `cfg` up to `until` (its planned stages, `planned`) changes with `key`, and the fix, for
     :func:`refuse_repeats`: no stage up to `until` reads it (sweep it with a later until), a stage there ignores it
-    under this config (saerl.stages.unread_fields: drop it or change what makes the stage ignore it), or every value
+    under this config (saerl.stages.unread_fields, or pinned_fields, which key it at its default: drop it or change
+    what makes the stage ignore it), or every value
     gives that stage the same input."""
     from saerl.config import device_type
     from saerl.pipeline import plan
-    from saerl.stages import unread_fields
+    from saerl.stages import pinned_fields, unread_fields
 
     readers = _readers(key)
     here = [s for s in readers if s in planned]
@@ -337,7 +338,7 @@ def _unread_reason(key: str, cfg: PipelineConfig, planned: Sequence[str], until:
                 f"{'does' if len(later) == 1 else 'do'}); sweep it with {source.until.format(stage=later[0])} or "
                 "a later stage, or drop it from the grid")
     device = device_type(cfg.runtime.device)
-    if all(key in unread_fields(cfg, s, device) for s in here):
+    if all(key in unread_fields(cfg, s, device) + pinned_fields(cfg, s, device) for s in here):
         return (f"the {' and '.join(here)} stage{'' if len(here) == 1 else 's'} ignore{'s' if len(here) == 1 else ''}"
                 " it under this config (README, 'What the demo does': a field 'not read under this config'); drop it "
                 "from the grid, or set the config so that a stage reads it")
@@ -357,7 +358,7 @@ def refuse_repeats(children: Sequence[tuple[Setting, PipelineConfig]], until: st
     from saerl.pipeline import check_runnable
 
     for _, cfg in children:
-        check_runnable(cfg, until)
+        check_runnable(cfg, until, warn=False)  # each child's flow warns of what it ignores
     planned = [planned_keys(cfg, until) for _, cfg in children]
     plans = [json.dumps(p, sort_keys=True) for p in planned]  # equal exactly when two settings run the same runs
     if len(set(plans)) == len(plans):

@@ -24,6 +24,7 @@ from saerl.activation_store import (
     list_chunks,
     open_activations,
     prepare_store,
+    token_array_name,
 )
 from saerl.activations import (
     extract,
@@ -440,6 +441,31 @@ def test_store_resume_is_bitwise_identical(tiny, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert a[k].tobytes() == b[k].tobytes(), k
+
+
+def test_a_build_resumed_under_another_token_block_rows_holds_what_a_fresh_build_of_that_value_holds(tiny, tmp_path):
+    """extract.token_block_rows is keyed at its default (saerl.stages.TOKEN_CHUNKING: a new value reruns nothing), so
+    a build cut short under one value can be resumed under another, in the same partial folder: the store's content
+    fingerprint holds the value, so the store is laid out again with the new value and no chunk of the old layout
+    counts as done; the result is the fresh build of the new value's, array for array, its token arrays chunked by
+    it."""
+    import zarr
+
+    prompts, ids = make_prompts(40)
+    first, second = (ExtractConfig(chunk_rows=8, token_budget=64, token_block_rows=rows) for rows in (16, 5))
+    fresh = _extract(tmp_path / "fresh", tiny, prompts, ids, second)
+    with pytest.raises(RuntimeError, match="injected"):
+        _extract(tmp_path / "res", tiny, prompts, ids, first, fail_after=2)  # half of the 5 chunks done under 16
+    assert {"0", "1", "2"} <= set(ChunkLog(tmp_path / "res").done())
+    resumed = _extract(tmp_path / "res", tiny, prompts, ids, second)
+    assert resumed["chunks_skipped"] == 0 and resumed["chunks_run"] == fresh["chunks_run"] == 5
+    a, b = _arrays(tmp_path / "fresh"), _arrays(tmp_path / "res")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].tobytes() == b[k].tobytes(), k
+    store = zarr.open_group(tmp_path / "res" / "activations.zarr", mode="r")
+    assert store["input_ids"].chunks == (5,) and store["tokens"][token_array_name(0)].chunks[0] == 5
+    assert open_activations(tmp_path / "res").meta.token_block_rows == 5
 
 
 def test_shards_and_reader(tiny, tmp_path, loaded):

@@ -30,7 +30,7 @@ from saerl.pipeline import (
     resolve_upstream,
     stage_runs,
 )
-from saerl.stages import RESULT_NEUTRAL, STAGES, stage_key, unread_fields
+from saerl.stages import RESULT_NEUTRAL, STAGES, pinned_fields, stage_key, unread_fields
 
 CHANGED_TEXT = "changed"  # a new value for a text field
 SCALE, STEP = 0.5, 0.1  # new float values: v * SCALE, v + STEP, then FALLBACK_FLOATS
@@ -41,7 +41,8 @@ EXTRA_KEY = "extra"  # key added to a dict field
 READING_BASES: tuple[dict[str, dict[str, Any]], ...] = (
     {"train": {"algorithm": "dapo"}}, {"train": {"algorithm": "grpo"}}, {"sae": {"architecture": "standard"}},
     {"sae": {"source": "pretrained"}}, {"sae": {"source": "local"}}, {"runtime": {"device": "cuda"}},
-    {"curriculum": {"ordering": "frontier"}},
+    {"curriculum": {"ordering": "frontier"}}, {"data": {"quality": "quality"}}, {"data": {"format": "hf"}},
+    {"model": {"name_or_path": "Qwen/Qwen2.5-Math-1.5B"}},
     {"data": {"source": "file", "path": str(sample_path())}})
 FILE_BASE = len(READING_BASES) - 1  # data.path is allowed beside source 'file' alone (the config refuses it otherwise)
 
@@ -91,9 +92,13 @@ def _is_neutral(path: str) -> bool:
 
 def _reads(stage: str, path: str, cfg: PipelineConfig | None = None, arm: str | None = None) -> bool:
     """Whether `stage` declares `path` among its reads and, given `cfg`, does not ignore it under it (unread_fields,
-    on the device type input_keys resolves for it, for a training run of `arm`)."""
+    or pinned_fields, which key it at its default; on the device type input_keys resolves for it, for a training run
+    of `arm`)."""
     declared = any(path == r or path.startswith(r + ".") for r in STAGES[stage].reads)
-    return declared and (cfg is None or path not in unread_fields(cfg, stage, device_type(cfg, stage), arm))
+    if not declared or cfg is None:
+        return declared
+    device = device_type(cfg, stage)
+    return path not in unread_fields(cfg, stage, device, arm) + pinned_fields(cfg, stage, device, arm)
 
 
 def device_type(cfg: PipelineConfig, stage: str) -> str | None:
@@ -251,7 +256,16 @@ def test_base_plan_runs_every_stage_and_arm(base):
     assert "curriculum" not in upstream_names["train:vanilla:0"], "vanilla reads no curriculum"
 
 
-@pytest.mark.parametrize("path", [p for p in field_paths() if not _is_neutral(p)])
+def _always_pinned(path: str) -> bool:
+    """Whether every stage that declares `path` keys it at its default under every READING_BASES config and the
+    defaults (saerl.stages.pinned_fields: the testbed LM's self-check, the token arrays' Zarr chunks): like a
+    result-neutral field, a change of it must change no key."""
+    declared = [s for s in STAGES if _reads(s, path)]
+    bases = [_base_for(b) for b in (None, *range(len(READING_BASES)))]
+    return bool(declared) and all(path in pinned_fields(cfg, s) for s in declared for cfg in bases)
+
+
+@pytest.mark.parametrize("path", [p for p in field_paths() if not _is_neutral(p) and not _always_pinned(p)])
 def test_a_field_change_reruns_exactly_its_readers_and_downstream(path):
     base = base_reading(path)  # a field the defaults ignore is tested under settings that read it
     base_keys = _base_graph(base)[0]
@@ -270,6 +284,20 @@ def test_a_field_change_reruns_exactly_its_readers_and_downstream(path):
 def test_a_result_neutral_field_changes_no_key(base, path):
     _, new_keys = changed_config(base, path)
     assert new_keys == _base_graph()[0], f"{path} is result-neutral but changed a key"
+
+
+@pytest.mark.parametrize("path", [p for p in field_paths() if _always_pinned(p)])
+def test_a_field_keyed_at_its_default_under_every_config_changes_no_key(base, path):
+    """testbed.log_every, eval_batch and max_new_tokens (the LM's self-check) and extract.token_block_rows (the token
+    arrays' Zarr chunks) are keyed at their defaults whatever the config (saerl.stages.pinned_fields)."""
+    _, new_keys = changed_config(base, path)
+    assert new_keys == _base_graph()[0], f"{path} is keyed at its default but changed a key"
+
+
+def test_the_fields_keyed_at_their_defaults_under_every_config_are_the_self_check_and_the_chunking():
+    from saerl.stages import TESTBED_SELF_CHECK, TOKEN_CHUNKING
+
+    assert sorted(p for p in field_paths() if _always_pinned(p)) == sorted(TESTBED_SELF_CHECK + TOKEN_CHUNKING)
 
 
 def test_a_curriculum_change_keeps_vanilla_and_upstream_keys(base):

@@ -959,7 +959,7 @@ def test_tracking_credentials_stay_out_of_the_flows_parameters_and_telemetry_is_
         monkeypatch.delenv(name)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", False)  # restored after
     given = {}
-    monkeypatch.setattr(sp, "check_runnable", lambda cfg, until=None: [])
+    monkeypatch.setattr(sp, "check_runnable", lambda cfg, until=None, warn=True: [])
     monkeypatch.setattr(fp, "run_pipeline_flow", lambda flow, config, until, invocation=None, run_id=None: given.setdefault("config", config))
     monkeypatch.setattr("flows.server.prefect_server", lambda *a, **k: contextlib.nullcontext("http://x/api"))
     assert cli.main(["run", str(REPO / "configs" / "smoke.yaml"), "tracking.uri=http://alice:S3CRET@127.0.0.1:5000", "--root",

@@ -286,12 +286,13 @@ def test_the_score_key_need_not_read_the_quality_threshold(monkeypatch):
     import dataclasses
 
     import saerl.stages as stages
-    from saerl.config import PipelineConfig, load_config
+    from saerl.config import load_config
 
     score = stages.STAGES["score"]
     reads = tuple(r for r in score.reads if r != "score.quality_threshold")
     monkeypatch.setitem(stages.STAGES, "score", dataclasses.replace(score, reads=reads))
-    a, b = PipelineConfig(), load_config(None, ["score.quality_threshold=0.8"])
+    quality = "data.quality=quality"  # a quality column: without one the curriculum keys the threshold at its default
+    a, b = load_config(None, [quality]), load_config(None, [quality, "score.quality_threshold=0.8"])
     assert stages.stage_key(a, "score", {}) == stages.stage_key(b, "score", {})
     up = {"score": stages.stage_key(a, "score", {})}
     assert stages.stage_key(a, "curriculum", up) != stages.stage_key(b, "curriculum", up)

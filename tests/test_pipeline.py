@@ -425,6 +425,100 @@ def test_sae_fields_at_odds_with_sae_source_are_refused_or_warned_before_the_fir
     assert "sae.source" not in caplog.text
 
 
+AUDIT_F7 = ["train.dynamic_sampling_max_rounds=9", "train.dynamic_sampling_refill=cluster",
+            "curriculum.frontier_target=0.9", "score.label_rollouts=16", "score.k_range=[2,3]", "sae.l1_coefficient=1"]
+
+
+def _planning_warnings(caplog, cfg, until=None, warn=True) -> list[str]:
+    """The warnings check_runnable logs for `cfg` up to `until`. in: caplog, config, last stage, its warn flag; out:
+    the messages."""
+    import logging
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="saerl.pipeline"):
+        check_runnable(cfg, until, warn=warn)
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_settings_no_stage_run_reads_are_named_in_one_warning_at_planning(tmp_path, caplog):
+    """`saerl run configs/smoke.yaml` with DAPO-only options under GRPO, a frontier-only option under easy_to_hard, label
+    options with no label stage, the k search with a fixed n_clusters and the L1 coefficient of a TopK SAE ran with
+    every stage cached and no word that six given settings did nothing. One warning at planning names exactly them
+    (whatever --until stops at: a field a later stage reads is not idle), and a check made before the flow's
+    (warn=False: the CLI's, a sweep's of its children) logs none, so a run warns once."""
+    cfg = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", *AUDIT_F7])
+    for until in (None, "ingest"):
+        (said,) = _planning_warnings(caplog, cfg, until)
+        assert said.startswith("these settings change nothing in this run: sae.l1_coefficient, score.k_range, "
+                               "score.label_rollouts, curriculum.frontier_target, train.dynamic_sampling_max_rounds, "
+                               "train.dynamic_sampling_refill (no stage of this config's pipeline reads them under "
+                               "this config): leave them out"), said
+    assert _planning_warnings(caplog, cfg, warn=False) == []
+    one = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", "train.dynamic_sampling_max_rounds=9"])
+    assert _planning_warnings(caplog, one, "ingest") == [
+        "this setting changes nothing in this run: train.dynamic_sampling_max_rounds (no stage of this config's "
+        "pipeline reads it under this config): leave it out, or set the config so that a stage reads it (README, "
+        "'What the demo does': a field not read under a config)"]
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "smoke.yaml", "real-gsm8k.yaml", "qwen2.5-math-1.5b.yaml"])
+def test_the_shipped_configs_set_nothing_their_runs_ignore(name):
+    """Fields keyed in a folded form (eval.max_new_tokens with train.max_completion_length, extract.layer, a
+    KEYED_WHEN_SET field, a located() form, sae.encode_pool read through the encode key) count as read, and a field
+    keyed at its default that only shapes a stage's own summary (smoke's testbed.max_new_tokens: PINNED_NEUTRAL) is
+    not warned about: no shipped config is told it sets something idle (qwen on a GPU: on a CPU it is told of
+    model.dtype, which extraction reads only on a GPU)."""
+    from saerl.pipeline import unkeyed_settings
+
+    assert unkeyed_settings(load_config(CONFIGS / name, ["runtime.device=cuda"] if "qwen" in name else [])) == []
+
+
+@pytest.mark.parametrize(("overrides", "named"), [
+    (["testbed.log_every=7", "testbed.max_new_tokens=30", "extract.token_block_rows=64"], []),  # PINNED_NEUTRAL
+    (["data.hf_split=train"], ["data.hf_split"]),  # a jsonl sample: keyed at its default by ingest, train, heldout
+    (["data.quality=null", "score.quality_threshold=0.7", "score.probe_cs=[1.0]"], ["score.quality_threshold"]),
+    (["data.quality=null", "data.topic=null", "score.probe_cs=[1.0]"], ["score.probe_cs"]),  # no topic probe either
+    (["model.revision=abc123", "model.stop_at_turn_end=false"], ["model.revision", "model.stop_at_turn_end"]),
+    (["curriculum.mix_ratio=1", "curriculum.rotation=size_weighted"], ["curriculum.rotation"]),
+    (["eval.max_new_tokens=30", "extract.layer=1", "eval.answer_extraction=boxed_or_last", "train.num_processes=1",
+      "sae.encode_pool=[mean,max]", "extract.pooling=[max,mean]"], []),  # folded forms: read
+])
+def test_a_field_keyed_at_its_default_is_named_unless_it_shapes_a_stages_own_summary(tmp_path, overrides, named):
+    """pinned_fields' fields change no key; those that change nothing at all are named like unread ones, those that
+    shape a stage's own summary or its storage (PINNED_NEUTRAL) are not, and fields keyed in a folded form are read."""
+    from saerl.pipeline import unkeyed_settings
+
+    cfg = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", *overrides])
+    assert unkeyed_settings(cfg) == named
+
+
+def test_a_sets_own_hf_split_on_a_file_is_named_and_the_sae_path_once(tmp_path, caplog):
+    """An eval.sets entry's hf_split for a jsonl file is keyed at its default (unset) and named as eval.sets.NAME.hf_split;
+    sae.path beside sae.source=train is named by its own warning where the sae stage is planned, not twice, and by
+    this one where it is not."""
+    held = tmp_path / "held.jsonl"
+    held.write_text('{"prompt": "1+1?", "answer": "2"}\n')
+    cfg = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", "sae.path=models/sae",
+                                               f"eval.sets.x={{path: {held}, hf_split: test}}"])
+    said = _planning_warnings(caplog, cfg, "sae")
+    assert len(said) == 2 and said[0].startswith("sae.path is 'models/sae' but sae.source is 'train'"), said
+    assert said[1].startswith("this setting changes nothing in this run: eval.sets.x.hf_split (no stage"), said
+    (alone,) = _planning_warnings(caplog, cfg, "ingest")
+    assert alone.startswith("these settings change nothing in this run: sae.path, eval.sets.x.hf_split ("), alone
+
+
+@pytest.mark.slow
+def test_a_change_of_a_field_keyed_at_its_default_reruns_nothing(tmp_path):
+    """A real run: smoke's testbed, then the same config with the LM's loss-log interval and self-check limit changed
+    (saerl.stages.TESTBED_SELF_CHECK): the testbed artifact is reused, not pretrained again."""
+    cfg = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}"])
+    first = run_all(ArtifactStore(tmp_path), cfg, until="testbed")["testbed"]
+    changed = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", "testbed.log_every=7",
+                                                   "testbed.max_new_tokens=30", "testbed.eval_batch=13"])
+    again = run_all(ArtifactStore(tmp_path), changed, until="testbed")["testbed"]
+    assert first.computed and not again.computed and again.ref.key == first.ref.key
+
+
 def test_a_pretrained_sae_that_cannot_load_is_refused_before_the_extraction(tmp_path, monkeypatch):
     """sae.source=pretrained with a release sae-lens does not list, or an id its release lacks, failed in the sae
     stage after the whole extraction; offline, sae-lens retried the hub for 40 s first. Refused with the plan now,

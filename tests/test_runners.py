@@ -1585,8 +1585,8 @@ def test_an_ablation_arms_order_depends_only_on_what_its_key_hashes(tmp_path, ar
     settings = ([], ["curriculum.mix_ratio=0.6"], ["score.quality_threshold=0.7"], ["curriculum.filter_quality=false"],
                 ["curriculum.max_difficulty_quantile=0.7"], ["curriculum.rotation=size_weighted"],
                 ["curriculum.ordering=frontier", "curriculum.frontier_target=0.3"])
-    for i, overrides in enumerate(settings):
-        cfg = load_config(None, ["curriculum.batch_size=4", *overrides])
+    for i, overrides in enumerate(settings):  # a quality column mapped: scores with a probe's quality_hat, as here
+        cfg = load_config(None, ["curriculum.batch_size=4", "data.quality=quality", *overrides])
         out = tmp_path / f"c{i}"
         (out / "plots").mkdir(parents=True)
         compute_curriculum(cfg, {"score": score}, Build(out, {}))

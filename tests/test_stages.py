@@ -83,7 +83,8 @@ def test_extraction_of_another_model_ignores_the_policy_id():
         "extract.model is read instead of the policy: a new policy must not rerun extraction"
     assert _key("extract", other, "model.dtype=bfloat16") != base, "the internals model still loads in model.dtype"
     assert _key("extract", "model.name_or_path=some/policy") != _key("extract"), "without extract.model it reads the policy"
-    assert _key("extract", "model.revision=abc123") != _key("extract")
+    hub = "model.name_or_path=some/policy"  # a hub id: its revision is read (a local policy's is keyed at its default)
+    assert _key("extract", hub, "model.revision=abc123") != _key("extract", hub)
 
 
 def test_a_train_field_the_algorithm_ignores_does_not_retrain():
@@ -172,8 +173,9 @@ def test_answer_extraction_keys_the_held_out_evaluation_and_curve_only_when_set(
 
 def test_the_quality_threshold_reruns_the_curriculum_not_the_score_fits():
     """scores.parquet holds quality_hat alone; kept / share_kept are the curriculum's (saerl.curriculum.quality_kept)."""
-    assert _key("score", "score.quality_threshold=0.8") == _key("score")
-    assert _key("curriculum", "score.quality_threshold=0.8") != _key("curriculum")
+    quality = "data.quality=quality"  # a quality column (without one every prompt is kept: keyed at its default)
+    assert _key("score", quality, "score.quality_threshold=0.8") == _key("score", quality)
+    assert _key("curriculum", quality, "score.quality_threshold=0.8") != _key("curriculum", quality)
 
 
 def test_a_new_verifier_version_rebuilds_the_stages_that_verify_and_no_other(monkeypatch):
@@ -421,15 +423,17 @@ def test_without_eval_sets_train_and_heldout_ignore_the_data_mapping():
     """train and heldout read the data mapping only to read the eval.sets files: without any, their held-out set is
     the testbed world's eval split as written, so no data field but data.source (whether that split is read)
     reruns the starting policy's evaluation or a training run (ingest's rows, its own input, carry the rest); with
-    an eval.sets file, the mapping it is read with is read, and heldout keeps the sets' topic and difficulty."""
+    an eval.sets file, the mapping it is read with is read, and heldout keeps the sets' topic and difficulty. The
+    training data's split is never read for a set (each is read with its own hf_split: keyed at its default)."""
     world = ("data.source=testbed",)
     sets = (*world, "eval.sets.t=/held/t.jsonl")
     mapping = ("data.max_prompt_chars=3000", "data.verify_timeout_s=10", "data.prompt=q", "data.answer=a", "data.id=i",
-               "data.format=jsonl", "data.hf_split=test")
+               "data.format=jsonl")
     labels = ("data.topic=t", "data.difficulty=d")
     for stage in ("train", "heldout"):
-        for change in (*mapping, *labels):
+        for change in (*mapping, *labels, "data.hf_split=test"):
             assert _key(stage, *world, change) == _key(stage, *world), (stage, change)
+        assert _key(stage, *sets, "data.hf_split=test") == _key(stage, *sets), stage
         for change in mapping:
             assert _key(stage, *sets, change) != _key(stage, *sets), (stage, change)
         assert _key(stage, "data.source=sample") != _key(stage, *world), "whether the world's split is read"
@@ -456,12 +460,13 @@ def test_a_list_read_as_a_set_keys_alike_in_any_order():
     readers = {"extract.pooling": ("extract",), "score.difficulty_models": ("score", "properties"),
                "score.ridge_alphas": ("score", "properties"), "score.enet_l1_ratios": ("score", "properties"),
                "score.probe_cs": ("score", "properties")}
+    read = {"score.probe_cs": ("data.quality=quality",)}  # the quality probe's grid: read with a quality column
     for path, stages in readers.items():
-        default = _default(path)
+        default, base = _default(path), read.get(path, ())
         reordered, fewer = _listed(default[::-1]), _listed(default[1:])
         for stage in stages:
-            assert _key(stage, f"{path}={reordered}") == _key(stage), (path, stage)
-            assert _key(stage, f"{path}={fewer}") != _key(stage), (path, stage)
+            assert _key(stage, *base, f"{path}={reordered}") == _key(stage, *base), (path, stage)
+            assert _key(stage, *base, f"{path}={fewer}") != _key(stage, *base), (path, stage)
     assert _key("encode", f"sae.encode_pool={_listed(_default('sae.encode_pool')[::-1])}") != _key("encode")
 
 
@@ -528,3 +533,118 @@ def test_a_change_of_ingests_kept_rows_bumps_its_rows_version(tmp_path):
         f"ingest's kept rows changed (sha256 {digest}): bump saerl.stages.INGEST_ROWS_VERSION (now "
         f"{INGEST_ROWS_VERSION!r}) to ingest's version and set REVIEWED_ROWS[INGEST_ROWS_VERSION] to this hash")
     assert int(INGEST_ROWS_VERSION) <= int(STAGES["ingest"].version)
+
+
+# ------------------------------------------------------------------------------- pinned fields (keyed at default)
+
+HF_FOLDER = "hf-folder"  # a Hugging Face save_to_disk folder's name (a folder: read as hf), made under tmp_path
+JSONL_SET = "held.jsonl"  # a held-out jsonl file, made under tmp_path
+
+# (case, the change, the base config it changes nothing under, a base it does change a key under (None: none, the
+# stage ignores it under every config), the stages whose keys the control changes)
+PINNED_CASES = [
+    ("F1 loss log", "testbed.log_every=7", [], None, ()),
+    ("F1 self-check batch", "testbed.eval_batch=13", [], None, ()),
+    ("F1 self-check limit", "testbed.max_new_tokens=30", [], None, ()),
+    ("F2 random order", "curriculum.fit_budget=false", ["curriculum.ordering=random"], [], ("curriculum",)),
+    ("F2 frontier", "curriculum.fit_budget=false", ["curriculum.ordering=frontier"], [], ("curriculum",)),
+    ("F2 no home", "curriculum.rotation=size_weighted", ["curriculum.mix_ratio=1"], [], ("curriculum",)),
+    ("F3 threshold", "score.quality_threshold=0.7", [], ["data.quality=q"], ("curriculum",)),
+    ("F3 filter", "curriculum.filter_quality=false", [], ["data.quality=q"], ("curriculum",)),
+    ("F3 probe grid", "score.probe_cs=[1.0]", [], ["data.quality=q"], ("score", "properties")),
+    ("F3 probe iterations", "score.probe_max_iter=7", [], ["data.quality=q"], ("score", "properties")),
+    ("F3 topic probe", "score.probe_cs=[1.0]", [], ["data.topic=t"], ("properties",)),
+    ("F4 sample", "data.hf_split=train", [], ["data.format=hf"], ("ingest",)),
+    ("F4 testbed pool", "data.hf_split=train", ["data.source=testbed"], ["data.source=testbed", "data.format=hf"],
+     ("ingest",)),
+    ("F4 jsonl file", "data.hf_split=train", ["data.source=file", "data.path=PATH/train.jsonl"],
+     ["data.source=file", f"data.path=PATH/{HF_FOLDER}"], ("ingest",)),
+    ("F4 with eval.sets", "data.hf_split=train", [f"eval.sets.x=PATH/{JSONL_SET}"], None, ()),
+    ("F4 a set's own", f"eval.sets.x={{path: PATH/{JSONL_SET}, hf_split: test}}", [f"eval.sets.x={{path: PATH/{JSONL_SET}}}"],
+     [f"eval.sets.x={{path: PATH/{JSONL_SET}, format: hf}}"], ("train", "heldout")),
+    ("F5 token chunks", "extract.token_block_rows=64", [], None, ()),
+    ("F6 testbed revision", "model.revision=abc123", [], ["model.name_or_path=Qwen/Qwen2.5-Math-1.5B"],
+     ("extract", "label", "train", "heldout")),
+    ("F6 folder revision", "model.revision=abc123", ["model.name_or_path=PATH/policy"],
+     ["model.name_or_path=Qwen/Qwen2.5-Math-1.5B"], ("extract", "label", "train", "heldout")),
+    ("F6 pkg revision", "model.revision=abc123", ["model.name_or_path=pkg:some_model"],
+     ["model.name_or_path=Qwen/Qwen2.5-Math-1.5B"], ("extract", "label", "train", "heldout")),
+    ("F6 testbed turn end", "model.stop_at_turn_end=false", [], ["model.name_or_path=Qwen/Qwen2.5-Math-1.5B"],
+     ("label", "train", "heldout")),
+]
+
+
+def _stage_keys(overrides: list[str], folder: Path) -> dict[str, str]:
+    """Every stage's key (each training arm's too) under the defaults plus `overrides` ('PATH' read as `folder`), on
+    a CPU. in: overrides, the folder; out: {stage or train:ARM: key}."""
+    cfg = load_config(None, [o.replace("PATH", str(folder)) for o in overrides])
+    out = {}
+    for stage in STAGES:
+        for arm in cfg.train.arms if stage == "train" else [None]:
+            out[stage if arm is None else f"{stage}:{arm}"] = stage_key(
+                cfg, stage, {"device": "cpu", **({"arm": arm} if arm else {})})
+    return out
+
+
+@pytest.mark.parametrize(("case", "change", "base", "control", "readers"), PINNED_CASES, ids=[c[0] for c in PINNED_CASES])
+def test_a_field_its_stage_ignores_under_a_config_keys_at_its_default_there(tmp_path, case, change, base, control,
+                                                                           readers):
+    """The fields saerl.stages.pinned_fields names enter the key at their schema default where the stage ignores them
+    (F1-F6 of the session 45 audit: outputs byte-identical), so a change of them reruns nothing there: every stage's
+    key under the changed config is the base config's. Under a config where a stage reads the field (the control) the
+    same change still reruns that stage."""
+    (tmp_path / HF_FOLDER).mkdir()
+    (tmp_path / HF_FOLDER / "dataset_dict.json").write_text('{"splits": ["train", "test"]}')
+    (tmp_path / JSONL_SET).write_text('{"question": "1+1?", "answer": "2"}\n')
+    (tmp_path / "train.jsonl").write_text('{"question": "2+2?", "answer": "4"}\n')
+    (tmp_path / "policy").mkdir()
+    assert _stage_keys([*base, change], tmp_path) == _stage_keys(base, tmp_path), case
+    if control is not None:
+        before, after = _stage_keys(control, tmp_path), _stage_keys([*control, change], tmp_path)
+        moved = {s.split(":")[0] for s in before if before[s] != after[s]}
+        assert set(readers) <= moved, (case, moved)
+
+
+def test_a_pinned_fields_slice_shows_its_default_and_its_mlflow_params_the_value_the_run_was_given():
+    """The slice (the key, the manifest's config, a recompute's 'config changed' reason) holds a pinned field at its
+    default, so a run that changes it says nothing changed; the stage run's MLflow params (ran_values) show the value
+    the run was given."""
+    from saerl.runs import explain
+    from saerl.stages import ran_values, stage_slice
+
+    base, cfg = PipelineConfig(), load_config(None, ["testbed.log_every=7", "score.quality_threshold=0.9"])
+    assert stage_slice(cfg, "testbed")["testbed.log_every"] == 50 == stage_slice(base, "testbed")["testbed.log_every"]
+    assert ran_values(cfg, stage_slice(cfg, "testbed"))["testbed.log_every"] == 7
+    assert ran_values(cfg, stage_slice(cfg, "curriculum"))["score.quality_threshold"] == 0.9
+    assert ran_values(base, stage_slice(base, "testbed"))["testbed.log_every"] == 50
+    from saerl.runs import StageRecord
+
+    prev = {"testbed": StageRecord(stage="testbed", key="k", status="computed", reason="", config=stage_slice(base, "testbed"),
+                                   inputs={}, code_version="6")}
+    reason = explain("testbed", True, stage_slice(cfg, "testbed"), {}, prev, code="6")
+    assert "config changed" not in reason and "log_every" not in reason, reason
+
+
+def test_pinning_leaves_the_keys_of_every_config_that_leaves_the_pinned_fields_at_their_defaults(monkeypatch):
+    """Pinned fields enter the key at their schema default, not dropped, so no key built before changes for a config
+    that leaves them at their defaults (no version bump, no cache lost): each stage's key (each arm's) of the defaults
+    and of every configs/*.yaml is the one it had with the fields keyed as given (pinned_fields switched off). The
+    one field a shipped config sets is smoke.yaml's testbed.max_new_tokens (the LM's self-check limit): smoke's keys are
+    those it had with that field at its default."""
+    import saerl.stages as stages
+    from saerl.config import flatten
+
+    sets_pinned = {"smoke.yaml": ["testbed.max_new_tokens"]}
+    defaults = flatten(PipelineConfig())
+    for name in [None, *sorted(p.name for p in CONFIGS.glob("*.yaml"))]:
+        cfg = load_config(None if name is None else CONFIGS / name)
+        runs = [(stage, {"device": device, **({"arm": arm} if stage == "train" else {})})
+                for stage in STAGES for device in ("cpu", "cuda") for arm in (cfg.train.arms if stage == "train" else [None])]
+        given = sorted({f for stage, inputs in runs for f in stages.pinned_fields(cfg, stage, inputs["device"])
+                        if flatten(cfg)[f] != defaults[f]})
+        assert given == sets_pinned.get(name, []), name
+        pinned = [stage_key(cfg, stage, inputs) for stage, inputs in runs]
+        as_default = load_config(None if name is None else CONFIGS / name, [f"{f}={defaults[f]}" for f in given])
+        with monkeypatch.context() as m:
+            m.setattr(stages, "pinned_fields", lambda *a, **k: ())
+            assert [stage_key(as_default, stage, inputs) for stage, inputs in runs] == pinned, name

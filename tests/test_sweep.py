@@ -129,6 +129,26 @@ def test_a_grid_key_no_stage_reads_under_this_config_or_until_is_refused(base, g
 
 
 
+@pytest.mark.parametrize("grid, until, stages", [
+    ({"testbed.log_every": [7, 9]}, None, "testbed stage ignores"),
+    ({"score.quality_threshold": [0.3, 0.7]}, None, "curriculum stage ignores"),
+    ({"curriculum.fit_budget": [True, False], "curriculum.ordering": ["random", "frontier"]}, "curriculum",
+     "curriculum stage ignores"),
+    ({"extract.token_block_rows": [64, 128]}, "extract", "extract stage ignores"),
+])
+def test_a_grid_over_a_field_keyed_at_its_default_under_this_config_is_refused(base, grid, until, stages):
+    """A field a stage keys at its schema default where it ignores it (saerl.stages.pinned_fields) changes no run:
+    `saerl ablate configs/smoke.yaml --grid testbed.log_every=7,9` (the LM's loss log), a quality threshold with no
+    quality column (smoke's data.quality unset here), fit_budget under orderings that do not climb. Each is refused,
+    saying that stage ignores it under this config, as for an unread field."""
+    base = {**base, "data": {**base["data"], "quality": None}}
+    with pytest.raises(ConfigError) as err:
+        plan_sweep(base, grid, until=until)
+    key = next(iter(grid))
+    assert f"--grid {key} changes no stage run" in str(err.value)
+    assert f"the {stages} it under this config" in str(err.value) and "drop it from the grid" in str(err.value)
+
+
 def test_a_grid_of_values_that_give_a_stage_the_same_input_is_refused(base):
     """extract.layer -1 and 1 are the same block of the smoke model's 2: the extract stage reads them alike, so the
     settings would be one run twice; refused, saying why and to sweep values that differ."""
