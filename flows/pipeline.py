@@ -681,6 +681,10 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         if stage == "testbed":
             tell(format_levels(result.get("metrics", {})))
         if stage == "ingest":  # a run that could not score stops here, not after extraction, the SAE and encoding
+            # the rows its readers key on are known now (their content: saerl.pipeline.ingest_rows_key), where the
+            # start's plan had the data file's hash: `saerl gc` keeps what the rest of the run reuses or resumes
+            record.extra[PLANNED] = planned_run_keys(cfg, until)
+            save_run(root, record)
             check_ingested(cfg, ref, until)
         if stage == "evaluate":
             tell(ref.file("comparison.txt").read_text(encoding="utf-8"))

@@ -730,6 +730,58 @@ def local_models(cfg: PipelineConfig, stage: str) -> dict[str, tuple[str, str | 
 ROWS_VERSION = "rows_version"  # an ingest manifest's field: the version its kept rows were written by (rows_version)
 ROWS_READERS: dict[str, tuple[str, ...]] = {"extract": (), "label": ("data.labelled",),
                                             "score": ("data.difficulty", "data.quality", "data.labelled"), "train": ()}
+# the columns of ingest's prompts.parquet each ROWS_READERS stage reads besides its label columns (those of its
+# ROWS_READERS fields, :func:`rows_columns`): extract ids and prompts (saerl.runners.compute_extract); label ids,
+# prompts and gold answers (saerl.labels.pass_rates); score ids and prompts, never an answer (saerl.scoring.align_inputs);
+# train ids, prompts and answers (saerl.rl.train_grpo, the vanilla order: saerl.runners.training_order). None reads
+# answer_raw, row (the line in the file), topic or defect
+ROWS_COLUMNS: dict[str, tuple[str, ...]] = {"extract": ("id", "prompt"), "label": ("id", "prompt", "answer"),
+                                            "score": ("id", "prompt"), "train": ("id", "prompt", "answer")}
+ROWS_CONTENT = "rows_content"  # an ingest manifest's field: {ROWS_READERS stage: rows_digest of the columns it reads},
+# noted by the ingest runner (saerl.runners.compute_ingest) from the prompts.parquet it wrote
+ROWS_HASH_BATCH = 4096  # rows hashed per JSON line by rows_digest (part of the digest: changing it changes every key)
+
+
+def rows_columns(stage: str) -> tuple[str, ...]:
+    """The columns of ingest's prompts.parquet a ROWS_READERS `stage` reads: ROWS_COLUMNS and its label fields'
+    columns (data.labelled -> labelled). in: the stage; out: column names, in a fixed order."""
+    return ROWS_COLUMNS[stage] + tuple(f.removeprefix("data.") for f in ROWS_READERS[stage])
+
+
+def rows_digest(prompts: Any, columns: tuple[str, ...]) -> str:
+    """sha256 of the values of `columns` of an ingested prompts table, row by row in its order, as canonical JSON
+    (Python's own encoding, the same in every process: no Polars hash, which is seeded per process); a column the
+    table lacks (an unmapped label) is named as absent. in: a polars DataFrame, the columns; out: hex digest."""
+    import hashlib
+
+    present = [c for c in columns if c in prompts.columns]
+    digest = hashlib.sha256(json.dumps({"columns": present, "absent": [c for c in columns if c not in present],
+                                        "rows": prompts.height}).encode())
+    table = prompts.select(present)
+    for lo in range(0, table.height, ROWS_HASH_BATCH):
+        rows = table.slice(lo, ROWS_HASH_BATCH).rows()
+        digest.update(json.dumps(rows, separators=(",", ":"), default=str).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def rows_content(ingest_folder: Path) -> dict[str, str]:
+    """What each ROWS_READERS stage reads of a (partial or built) ingest artifact: {stage: rows_digest of its
+    rows_columns}, recorded in the ingest manifest (ROWS_CONTENT) when ingest builds. in: the artifact's folder;
+    out: the digests."""
+    import polars as pl
+
+    prompts = pl.read_parquet(Path(ingest_folder) / runners.PROMPTS, glob=False)
+    return {stage: rows_digest(prompts, rows_columns(stage)) for stage in ROWS_READERS}
+
+
+def content_rows_key(stage: str, rows_version_: str, digest: str) -> str:
+    """The key of the rows a ROWS_READERS `stage` read from a built ingest artifact whose manifest records their
+    content (ROWS_CONTENT): the rows version and the digest of exactly the columns it reads, so a data file that
+    changed in nothing the stage reads (a renamed or added column it does not read, rows past data.max_rows, an
+    answer for extract and score) keeps the key. in: the stage, the rows version, its digest; out: the key."""
+    from saerl.config import stable_hash
+
+    return stable_hash({"stage": "ingest", "rows_for": stage, "version": rows_version_, "content": digest}, length=20)
 
 
 def rows_key(stage: str, ingest_version: str, ingest_inputs: dict[str, str], ingest_slice: dict[str, Any]) -> str:
@@ -746,20 +798,31 @@ def rows_key(stage: str, ingest_version: str, ingest_inputs: dict[str, str], ing
 
 
 def manifest_rows_key(stage: str, ingest: ArtifactRef) -> str:
-    """:func:`rows_key` of a built ingest artifact for a ROWS_READERS `stage`, from its manifest (code version,
-    inputs, config slice). in: the stage, the ingest artifact's ref; out: the key."""
+    """The key of the rows a ROWS_READERS `stage` reads from a built ingest artifact, from its manifest: the content
+    of the columns it reads (:func:`content_rows_key`) where the manifest records it (ROWS_CONTENT), else, for an
+    artifact built before that field, :func:`rows_key` of its ingredients (code version, inputs, config slice), so
+    what was built on it keeps its key. in: the stage, the ingest artifact's ref; out: the key."""
     m = ingest.manifest()  # ROWS_VERSION: an artifact built before the field was written by its own code version
-    return rows_key(stage, m.get(ROWS_VERSION, m["code_version"]), m.get("inputs", {}), m.get("config", {}))
+    version = m.get(ROWS_VERSION, m["code_version"])
+    if stage in (content := m.get(ROWS_CONTENT) or {}):
+        return content_rows_key(stage, version, content[stage])
+    return rows_key(stage, version, m.get("inputs", {}), m.get("config", {}))
 
 
 def ingest_rows_key(cfg: PipelineConfig, stage: str, ingest: ArtifactRef) -> str:
-    """:func:`rows_key` of the ingest artifact a ROWS_READERS `stage` reads: from its manifest once it is built (so
-    the key names the rows read, even if the data file changed since), else, when the run is planned before ingest
-    ran, from the config (ingest's inputs: the testbed world's key, or the data file's hash). A run that planned one
-    and builds from the other refuses the build (saerl.pipeline.planned_elsewhere). in: config, the stage, the
-    ingest artifact's ref; out: the key."""
+    """The key of the rows of the ingest artifact a ROWS_READERS `stage` reads: from its manifest once it is built
+    (:func:`manifest_rows_key`: the content of the columns it reads, so the key names the rows read, even if the
+    data file changed since), also for a ref planned without a path (saerl.sweep.planned_keys) whose key is stored
+    under cfg's artifact root, so a plan and a run agree; else, when the run is planned before ingest ran, from the
+    config (:func:`rows_key`: ingest's inputs, the testbed world's key or the data file's hash). A run computes its
+    keys once ingest is built (flows.pipeline submits a stage after its inputs finished), so it never plans one
+    form and builds from the other (saerl.pipeline.planned_elsewhere). in: config, the stage, the ingest artifact's
+    ref; out: the key."""
     if ingest.path and ingest.file(MANIFEST).is_file():
         return manifest_rows_key(stage, ingest)
+    stored = ArtifactRef("ingest", ingest.key, str(Path(cfg.runtime.artifact_root).expanduser() / "ingest" / ingest.key))
+    if ingest.key and stored.file(MANIFEST).is_file() and ROWS_CONTENT in stored.manifest():  # a plan: built already
+        return manifest_rows_key(stage, stored)  # (ArtifactStore.path's layout: a plan makes no root)
     upstream = {}
     if needs_testbed(cfg, "ingest"):
         key = stage_key(cfg, "testbed", input_keys(cfg, "testbed", {}))

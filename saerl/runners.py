@@ -96,7 +96,7 @@ def compute_testbed(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
 def compute_ingest(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
     """Ingest: read the data set (a user file, the sample, or the testbed's pool), write both tables."""
     from saerl.data import REJECTED_TABLE, ingest, require_rows, summarize, write_ingest
-    from saerl.pipeline import data_file
+    from saerl.pipeline import ROWS_CONTENT, data_file, rows_content
 
     path = data_file(cfg) or inputs["testbed"].file("world/pool.parquet")
     result = ingest(cfg.data, path)
@@ -109,7 +109,8 @@ def compute_ingest(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: B
                     shlex.quote(str(path)))
     else:
         log.info("ingest: %s", summary)
-    build.note(rows=counts, summary=summary, source=str(path))
+    # what the stages reading its rows key on: the content of exactly the columns each reads (saerl.pipeline)
+    build.note(rows=counts, summary=summary, source=str(path), **{ROWS_CONTENT: rows_content(build.path)})
     return {"kept": float(result.kept.height), "rejected": float(result.rejected.height)}
 
 

@@ -251,9 +251,11 @@ def _leaf(cfg: PipelineConfig, key: str) -> Any:
 
 
 def planned_keys(cfg: PipelineConfig, until: str | None = None) -> dict[str, dict[str, str]]:
-    """The artifact key of every stage run a config would run, computed from config alone (nothing runs):
+    """The artifact key of every stage run a config would run, computed from config (nothing runs; an ingest
+    artifact already stored under its planned key gives the rows its readers key on: saerl.pipeline.ingest_rows_key):
     {stage: {run name: key}} in plan order. Keys chain exactly as the flow chains them (each run's key from
-    its inputs' keys), so two configs get the same key for a stage run exactly when they share its artifact."""
+    its inputs' keys), so two configs get the same key for a stage run when they share its artifact (before ingest
+    is built, two data files whose kept rows agree in what a stage reads still plan two keys: the run finds one)."""
     from saerl.pipeline import input_keys, resolve_upstream, stage_runs
 
     refs: dict[str, ArtifactRef] = {}

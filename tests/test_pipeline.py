@@ -765,16 +765,97 @@ def test_a_built_ingest_gives_its_rows_key_from_its_manifest_and_a_planned_one_f
         assert "ingest" not in input_keys(cfg, stage, {"ingest": built}), stage
         assert input_keys(cfg, stage, {"ingest": planned})["ingest_rows"] == rows[stage], stage
     f.write_text('{"question": "3+3?", "answer": "6", "lvl": 0, "top": "t", "q": 1, "lab": true, "kind": "none"}\n')
+    from saerl.stages import stage_key
+
+    replanned = ArtifactRef("ingest", stage_key(cfg, "ingest", input_keys(cfg, "ingest", {})), "")  # not built yet
     for stage in ROWS_READERS:
         assert input_keys(cfg, stage, {"ingest": built})["ingest_rows"] == rows[stage], "the rows that were read"
-        assert input_keys(cfg, stage, {"ingest": planned})["ingest_rows"] != rows[stage], "the file as it is now"
+        assert input_keys(cfg, stage, {"ingest": replanned})["ingest_rows"] != rows[stage], "the file as it is now"
+
+
+def _rows(i: int, answer: str | None = None, prompt: str | None = None, lab: bool | None = None) -> dict:
+    """Row `i` of the rows-key tests' data file: prompt q, answer a, labels lvl, q_score, lab, and n_steps, a column
+    no field maps."""
+    return {"q": prompt or f"{i}+1?", "a": answer or f"{i + 1}", "lvl": i % 3, "qs": i % 2,
+            "lab": (i % 2 == 0) if lab is None else lab, "n_steps": i}
+
+
+def _ingest_rows_keys(tmp_path, rows: list[dict], *overrides: str) -> dict[str, str]:
+    """Write `rows` to the one data file, ingest it into one root and return what each ROWS_READERS stage (and
+    ingest itself, "ingest") keys on. in: rows, config overrides; out: {stage: key}."""
+    from saerl.pipeline import ROWS_READERS, run_stage
+
+    f = tmp_path / "d.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = load_config(None, ["data.source=file", f"data.path={f}", "data.prompt=q", "data.answer=a",
+                             "data.difficulty=lvl", "data.quality=qs", "data.labelled=lab",
+                             f"runtime.artifact_root={tmp_path / 'root'}", *overrides])
+    built = run_stage(ArtifactStore(tmp_path / "root"), cfg, "ingest", {}).ref
+    return {"ingest": built.key} | {stage: input_keys(cfg, stage, {"ingest": built})["ingest_rows"]
+                                    for stage in ROWS_READERS}
+
+
+def test_the_stages_reading_ingests_rows_key_on_the_columns_they_read_not_on_the_data_file(tmp_path, cpu_machine):
+    """A data file changed in nothing a stage reads keeps its ingest_rows key (the ingest manifest records the
+    content of the columns each ROWS_READERS stage reads): a renamed or an added column no field maps and rows
+    appended past data.max_rows rerun ingest alone, where they reran extraction, the SAE, labelling, scoring and
+    every training run to byte-identical results. An answer fix keeps extraction and scoring (they read no answer)
+    and reruns labelling and training; a prompt fix reruns all four; another labelled flag reruns labelling and
+    scoring, not extraction nor training."""
+    base = [_rows(i) for i in range(12)]
+    keys = _ingest_rows_keys(tmp_path, base)
+
+    def kept(rows: list[dict], *overrides: str) -> set[str]:
+        other = _ingest_rows_keys(tmp_path, rows, *overrides)
+        assert other["ingest"] != keys["ingest"] or overrides, "ingest itself reruns: its file changed"
+        return {stage for stage in keys if stage != "ingest" and other[stage] == keys[stage]}
+
+    every = {"extract", "label", "score", "train"}
+    renamed = [{("steps" if k == "n_steps" else k): v for k, v in r.items()} for r in base]
+    assert kept(renamed) == every, "a renamed column no field maps"
+    assert kept([r | {"rating": 5} for r in base]) == every, "an added column"
+    assert kept(base + [_rows(i) for i in range(12, 20)], "data.max_rows=12") == every, "rows past data.max_rows"
+    fixed = [_rows(i, answer="999") if i == 3 else r for i, r in enumerate(base)]
+    assert kept(fixed) == {"extract", "score"}, "an answer fix"
+    assert kept([_rows(i, prompt="What is 3 + 1?") if i == 3 else r for i, r in enumerate(base)]) == set(), "a prompt"
+    assert kept([_rows(i, lab=not r["lab"]) if i == 3 else r for i, r in enumerate(base)]) == {"extract", "train"}
+
+
+def test_an_ingest_built_before_its_rows_content_was_recorded_keeps_its_readers_keys(tmp_path, cpu_machine):
+    """An ingest artifact already on a user's disk (its manifest without ROWS_CONTENT) gives each ROWS_READERS stage
+    the key of its ingredients as before (the data file's hash, ingest's config slice), so nothing built on it is
+    built again; a new build of the same rows gives the content key, which a plan of the same config (no path: the
+    stored artifact's manifest) gives too."""
+    import saerl.pipeline as P
+    from saerl.artifacts import MANIFEST, ArtifactRef, read_manifest, write_json_atomic
+    from saerl.pipeline import ROWS_READERS, run_stage
+    from saerl.sweep import planned_run_keys
+
+    cfg = load_config(None, ["data.source=sample", f"runtime.artifact_root={tmp_path / 'root'}"])
+    built = run_stage(ArtifactStore(tmp_path / "root"), cfg, "ingest", {}).ref
+    content = {s: P.ingest_rows_key(cfg, s, built) for s in ROWS_READERS}
+    m = built.manifest()
+    assert set(m[P.ROWS_CONTENT]) == set(ROWS_READERS)
+    ingredients = {s: P.rows_key(s, m[P.ROWS_VERSION], m["inputs"], m["config"]) for s in ROWS_READERS}
+    assert all(content[s] != ingredients[s] for s in ROWS_READERS)
+    planned = planned_run_keys(cfg, "extract")
+    refs = {name: ArtifactRef(stage, planned[name], "") for stage, name, _, _ in P.stage_runs(cfg, "extract")}
+    ups = next(u for stage, _, u, _ in P.stage_runs(cfg, "extract") if stage == "extract")
+    run = P.resolve_upstream("extract", ups, refs | {"ingest": built}, None)  # as the flow submits it: ingest built
+    assert planned["extract"] == P.stage_key(cfg, "extract", input_keys(cfg, "extract", run)), "a plan and a run agree"
+    old = {k: v for k, v in read_manifest(Path(built.path)).items() if k != P.ROWS_CONTENT}
+    write_json_atomic(Path(built.path) / MANIFEST, old)  # as an earlier saerl wrote it
+    assert {s: P.ingest_rows_key(cfg, s, built) for s in ROWS_READERS} == ingredients
+    assert {s: P.ingest_rows_key(cfg, s, ArtifactRef("ingest", built.key, "")) for s in ROWS_READERS} == ingredients
+    assert planned_run_keys(cfg, "extract")["extract"] != planned["extract"]
 
 
 def test_the_stages_reading_ingests_rows_key_on_its_rows_version_not_its_own(tmp_path, monkeypatch, cpu_machine):
     """ingest 11 -> 12 (rejected.parquet's invalid-label lines say what the field must hold; the kept rows are the
     same) changed every extraction key, so the extraction, the SAE and everything after them reran. The rows readers
-    now key on INGEST_ROWS_VERSION (planned, and from a built ingest's manifest, which records it); an ingest artifact
-    built before the manifest field reads as its code version."""
+    now key on INGEST_ROWS_VERSION (planned, and from a built ingest's manifest, which records it with its rows'
+    content: a bump changes the content key too); an ingest artifact built before the manifest fields reads as its
+    code version and its ingredients."""
     import dataclasses
 
     import saerl.pipeline as P
@@ -788,10 +869,15 @@ def test_the_stages_reading_ingests_rows_key_on_its_rows_version_not_its_own(tmp
     assert {s: P.ingest_rows_key(cfg, s, ArtifactRef("ingest", "k", "")) for s in ROWS_READERS} == before
     built = run_stage(ArtifactStore(tmp_path / "root"), cfg, "ingest", {}).ref
     assert built.manifest()["code_version"].startswith("99+") and built.manifest()[P.ROWS_VERSION] == S.rows_version()
-    assert {s: P.ingest_rows_key(cfg, s, built) for s in ROWS_READERS} == before, "built and planned agree"
+    content = {s: P.ingest_rows_key(cfg, s, built) for s in ROWS_READERS}  # keyed on the rows' content now
+    assert {s: P.ingest_rows_key(cfg, s, ArtifactRef("ingest", built.key, "")) for s in ROWS_READERS} == content, (
+        "built and planned agree")
     monkeypatch.setattr(S, "INGEST_ROWS_VERSION", "98")  # the kept rows changed
     assert all(P.ingest_rows_key(cfg, s, ArtifactRef("ingest", "k", "")) != before[s] for s in ROWS_READERS)
-    old = {k: v for k, v in built.manifest().items() if k != P.ROWS_VERSION}  # built before the field existed
+    bumped = {k: v for k, v in built.manifest().items()} | {P.ROWS_VERSION: S.rows_version()}
+    monkeypatch.setattr(ArtifactRef, "manifest", lambda self: bumped)  # the content, written by the new rows version
+    assert all(P.ingest_rows_key(cfg, s, built) != content[s] for s in ROWS_READERS)
+    old = {k: v for k, v in built.manifest().items() if k not in (P.ROWS_VERSION, P.ROWS_CONTENT)}  # built before
     monkeypatch.setattr(ArtifactRef, "manifest", lambda self: {**old, "code_version": "98+verify" + S.verify.VERSION})
     assert P.ingest_rows_key(cfg, "extract", built) == P.ingest_rows_key(cfg, "extract", ArtifactRef("ingest", "k", ""))
 
@@ -1456,3 +1542,31 @@ def test_a_wall_clock_step_during_a_stage_run_changes_no_recorded_seconds(tmp_pa
     result = pipeline.run_stage(ArtifactStore(tmp_path), cfg, "ingest", {})
     assert result.computed and 0.0 <= result.seconds < 600.0, result.seconds
     assert 0.0 <= result.ref.manifest()["seconds"] < 600.0
+
+
+@pytest.mark.slow
+def test_a_renamed_column_no_field_maps_reruns_only_what_reads_ingest_whole(tmp_path, one_torch_thread):
+    """The smoke pipeline on a data file (the testbed world's pool), then the same file with a column no field maps
+    renamed (n_steps -> steps): ingest reruns (its file changed), and so do the property report and evaluate, which
+    read ingest's other columns and files (topic, defect, the overlap note); extraction, the SAE, encoding, labelling,
+    scoring, the curriculum and every training and held-out run are reused, where all of them reran before."""
+    import polars as pl
+
+    root, f = tmp_path / "root", tmp_path / "train.jsonl"
+    base = ["runtime.torch_threads=1", "tracking.enabled=false", f"runtime.artifact_root={root}"]
+    testbed = run_all(ArtifactStore(root), load_config(CONFIGS / "smoke.yaml", base), until="testbed")["testbed"].ref
+    pool = pl.read_parquet(Path(testbed.path) / "world" / "pool.parquet")
+    assert "n_steps" in pool.columns
+    pool.write_ndjson(f)
+    held = tmp_path / "test.jsonl"  # a file source has no testbed eval split: the world's, as a held-out file
+    pl.read_parquet(Path(testbed.path) / "world" / "eval.parquet").write_ndjson(held)
+    cfg = load_config(CONFIGS / "smoke.yaml", [*base, "data.source=file", f"data.path={f}", "data.difficulty=null",
+                                               f"eval.sets.test={held}"])
+    first = run_all(ArtifactStore(root), cfg)
+    assert first["extract"].computed and first["label"].computed
+    pool.rename({"n_steps": "steps"}).write_ndjson(f)
+    again = run_all(ArtifactStore(root), cfg)
+    computed = {name for name, result in again.items() if result.computed}
+    assert computed == {"ingest", "properties", "evaluate"}, computed
+    assert {name: again[name].ref.key for name in again if name not in computed} == {
+        name: first[name].ref.key for name in again if name not in computed}
