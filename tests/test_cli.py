@@ -479,6 +479,14 @@ def test_cli_run_end_to_end_twice(tmp_path):
     assert len(again) == len(stage_lines(first.stdout)) >= 10 and all(" cached " in ln for ln in again)
 
 
+def terminal_signals() -> None:
+    """A child's signals as a terminal's foreground job has them: Ctrl-C and SIGHUP at their defaults, whatever the
+    test process inherited (a suite started under nohup, or in a background job, ignores them, and a run keeps a
+    signal it was started ignoring)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_an_interrupt_stops_the_run_inside_a_stage_and_keeps_what_it_finished(tmp_path, sig):
@@ -494,7 +502,7 @@ def test_an_interrupt_stops_the_run_inside_a_stage_and_keeps_what_it_finished(tm
     cmd = [sys.executable, "-m", "flows.cli", "run", str(REPO / "configs" / "smoke.yaml"), f"runtime.artifact_root={root}",
            "testbed.pretrain_steps=100000", "tracking.enabled=false"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's
+                            preexec_fn=terminal_signals)
     try:
         deadline = time.monotonic() + 300
         while not list((root / "testbed").glob(".partial-*")) and proc.poll() is None and time.monotonic() < deadline:
