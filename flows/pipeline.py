@@ -675,16 +675,15 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
                           seconds=seconds, bytes=store.size_bytes(stage, key), path=ref.path)
         record.stages[name] = rec
         record.extra.get(IN_PROGRESS, {}).pop(name, None)
+        if stage == "ingest":  # the rows its readers key on are known now (their content: saerl.pipeline
+            # .ingest_rows_key), where the start's plan had the data file's hash: gc keeps what the run will reuse
+            record.extra[PLANNED] = planned_run_keys(cfg, until)
         save_run(root, record)  # after every stage: `saerl gc` then sees what a running flow uses
         tell(f"[{name}] {rec.status} key={key[:12]} {rec.seconds:.1f}s  {rec.reason}")
         log_stage_run(tracker, stage, rec, result.get("metrics"), lineage_config(record.stages, name))
         if stage == "testbed":
             tell(format_levels(result.get("metrics", {})))
         if stage == "ingest":  # a run that could not score stops here, not after extraction, the SAE and encoding
-            # the rows its readers key on are known now (their content: saerl.pipeline.ingest_rows_key), where the
-            # start's plan had the data file's hash: `saerl gc` keeps what the rest of the run reuses or resumes
-            record.extra[PLANNED] = planned_run_keys(cfg, until)
-            save_run(root, record)
             check_ingested(cfg, ref, until)
         if stage == "evaluate":
             tell(ref.file("comparison.txt").read_text(encoding="utf-8"))
