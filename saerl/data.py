@@ -1612,6 +1612,40 @@ def check_mapping(cfg: DataConfig, path: Path, *, labels_optional: bool = False)
     _resolve_mapping(cfg, header, labels_optional, frozenset(later))
 
 
+def held_fields(cfg: DataConfig, path: Path, names: tuple[str, ...]) -> frozenset[str]:
+    """Which of the field `names` a data file holds, found as :func:`check_mapping` finds a mapped field (a parquet
+    schema, a csv header, a HF folder's features, a jsonl file's first HEADER_ROWS rows and then the rest scanned for
+    its key; a JSON array file read whole), so as ingest finds it in the whole file: a label field it lacks is what
+    ingest drops under `labels_optional` (a held-out set). A file without a usable row holds every name (ingest keeps
+    an unresolved mapping there). Remembered per process while the file's size and modification time stay. in:
+    mapping (data.format, data.hf_split and data.max_rows are honoured), path, field names; out: those it holds;
+    raises IngestError / OSError as check_mapping."""
+    path = Path(path).expanduser()
+    stat = path.stat()
+    return _held_fields(cfg.format, cfg.hf_split, cfg.max_rows, str(path), names, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _held_fields(fmt_given: str, hf_split: str | None, max_rows: int | None, path_text: str, names: tuple[str, ...],
+                 size: int, mtime_ns: int) -> frozenset[str]:
+    """:func:`held_fields` of a file as it is (size and mtime key the memo). in: the mapping's format, split and row
+    cap, the path, the names, the file's size and mtime; out: the names it holds."""
+    path = Path(path_text)
+    fmt = detect_format(path) if fmt_given == "auto" else fmt_given
+    limit = min(HEADER_ROWS, max_rows or HEADER_ROWS)
+    header = _header_table(path, fmt, hf_split, limit)
+    if header is None or not header.rows:  # no cheap look, or no good row in it: read it as ingest does
+        table = load_table(path, fmt_given, hf_split)
+        if max_rows is not None and table.n_source_rows > max_rows:
+            table = table.head(max_rows)
+        return frozenset(n for n in names if not table.rows or table.has_field(n))
+    found = {n for n in names if header.has_field(n)}
+    absent = [n for n in names if n not in found]
+    if absent and fmt == "jsonl" and header.n_source_rows >= limit and (max_rows is None or max_rows > limit):
+        found |= _jsonl_fields_later(path, absent, limit, max_rows)
+    return frozenset(found)
+
+
 def _jsonl_fields_later(path: Path, names: list[str], start: int, max_rows: int | None) -> set[str]:
     """Which of `names` (mapped fields not in a jsonl file's first `start` rows) a row from `start` on (before
     `max_rows`) holds. Read in chunks of whole lines; a line is parsed only when it holds the text the field's

@@ -14,7 +14,7 @@ import shlex
 import shutil
 import threading
 import warnings
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -675,13 +675,16 @@ def check_held_out_rows(cfg: PipelineConfig, name: str, entry: Any) -> None:
         held_out_rows(cfg, name, entry)
 
 
-def held_out_overlap(prompts: pl.DataFrame, sets: dict[str, pl.DataFrame]) -> list[str]:
-    """A note per held-out set that shares prompts with the training data (the same text once case, spacing, prose
-    punctuation, thousands separators and decimals' trailing zeros are set aside: saerl.data.canonical_prompt, an
-    exact match of those forms, so a reworded problem or one in another template is not caught): RL trained on them,
-    so their accuracy measures recall, not generalisation (a held-out file cut from the training file, or a
-    benchmark inside it). in: the ingested training prompts (prompt), the held-out sets {name: frame with prompt};
-    out: the notes ([] when every set is disjoint)."""
+def held_out_overlap(prompts: pl.DataFrame, sets: dict[str, pl.DataFrame],
+                     read: Mapping[str, int] | None = None) -> list[str]:
+    """A note per held-out set whose scored problems share prompts with the training data (the same text once case,
+    spacing, prose punctuation, thousands separators and decimals' trailing zeros are set aside:
+    saerl.data.canonical_prompt, an exact match of those forms, so a reworded problem or one in another template is
+    not caught): RL trained on them, so their accuracy measures recall, not generalisation (a held-out file cut from
+    the training file, or a benchmark inside it). Counts the problems scored (eval.max_problems may score a part of a
+    set: :func:`scored_sets`), and says so where they are fewer than the set's problems read. in: the ingested
+    training prompts (prompt), the held-out sets' scored problems {name: frame with prompt}, {name: problems read from
+    its file} (None: each set scored whole); out: the notes ([] when every set is disjoint)."""
     from saerl.data import canonical_prompt
 
     def canon(col: pl.Series) -> list[str]:
@@ -691,11 +694,13 @@ def held_out_overlap(prompts: pl.DataFrame, sets: dict[str, pl.DataFrame]) -> li
     notes = []
     for name, frame in sets.items():
         n = sum(p in seen for p in canon(frame["prompt"]))
+        whole = (read or {}).get(name, frame.height)
+        capped = f" (eval.max_problems: {frame.height} of its {whole} problems)" if whole > frame.height else ""
         if n:
-            notes.append(f"held-out set {name}: {n} of {frame.height} prompts are also in the training data (the same "
-                         "text once case, spacing, punctuation and number formatting are set aside): RL trained on "
-                         "them, so accuracy on this set mixes recall with generalisation; drop them from the "
-                         "held-out file or from the training data")
+            notes.append(f"held-out set {name}: {n} of the {frame.height} problems scored{capped} are also in the "
+                         "training data (the same text once case, spacing, punctuation and number formatting are set "
+                         "aside): RL trained on them, so accuracy on this set mixes recall with generalisation; drop "
+                         "them from the held-out file or from the training data")
     return notes
 
 
@@ -925,9 +930,9 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     the summary and the comparisons as the set "<set>:reachable". Its notes (a held-out set whose file's rows were
     not all read: saerl.evaluate.read_notes, from the heldout artifact's ingest.parquet; a set whose policies were
     not scored on the same problems: problem_set_notes; a set whose completions were cut at the generation limit
-    and not right, or gave no answer, in over eval.truncation_note_share: truncation_notes; a held-out set sharing
-    prompts with the training data: :func:`held_out_overlap`; a set left out of the mean of the sets for sharing problems
-    with another: saerl.evaluate.sets_to_average; an arm that ended worse than the starting policy:
+    and not right, or gave no answer, in over eval.truncation_note_share: truncation_notes; a held-out set whose
+    scored problems share prompts with the training data: :func:`held_out_overlap`; a set left out of the mean of the
+    sets for sharing problems with another: saerl.evaluate.sets_to_average; an arm that ended worse than the starting policy:
     saerl.evaluate.worse_than_base_notes; under eval.answer_extraction 'boxed_or_last', how answers were read and
     per set and arm how many the fallback read: saerl.evaluate.fallback_note, and the tables' titles say so) head
     comparison.txt, above the tables, and the manifest. Each set's table is headed by the share of its file it
@@ -967,8 +972,6 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     first = next(iter(evaluated.values()))
     sets = pl.read_parquet(first.file(HELDOUT_SETS), glob=False)
     read = pl.read_parquet(first.file(HELDOUT_INGEST), glob=False)
-    held = {name: sets.filter(pl.col("set") == name) for name in sets["set"].unique(maintain_order=True).to_list()}
-    overlap = held_out_overlap(read_prompts(inputs), held)
     frames, curves, costs = [], [], []
     for arm, seed, ref in runs:
         run = {"arm": pl.lit(arm), "seed": pl.lit(seed, pl.Int64)}
@@ -984,6 +987,8 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
         probe.write_parquet(build.path / REACH_PROBE)
     samples = pl.concat(frames, how="diagonal_relaxed")
     samples.write_parquet(build.path / "eval.parquet")
+    overlap = held_out_overlap(read_prompts(inputs), scored_sets(sets, samples),
+                               {name: n for name, n in sets.group_by("set").len().iter_rows()})
     left_out, shared = sets_to_average(evaluated_prompts(sets, samples))
     shares = completion_shares(samples)
     ends = truncation_notes(shares, cfg.eval.truncation_note_share, eval_max_new_tokens(cfg))
@@ -1040,14 +1045,19 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     return evaluate_metrics(tables, stt, gains, summary, reference, shares, read) | probe_metrics
 
 
-def evaluated_prompts(sets: pl.DataFrame, samples: pl.DataFrame) -> dict[str, list[str]]:
-    """Per held-out set, the prompts of the problems the evaluation scored (eval.max_problems may have kept a part
-    of a set): what the mean of the sets averages (saerl.evaluate.sets_to_average). in: a heldout artifact's
-    sets.parquet (set, id, prompt), the per-sample frame (set, id, ...); out: {set: prompts}, sets in file order."""
+def scored_sets(sets: pl.DataFrame, samples: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Per held-out set, the rows of the problems the evaluation scored (eval.max_problems may have kept a part of a
+    set). in: a heldout artifact's sets.parquet (set, id, prompt), the per-sample frame (set, id, ...); out: {set: its
+    scored rows (set, id, prompt)}, sets in file order."""
     scored = samples.select("set", pl.col("id").cast(pl.String)).unique()
     rows = sets.join(scored, on=["set", "id"], how="semi")
-    return {name: rows.filter(pl.col("set") == name)["prompt"].to_list()
-            for name in sets["set"].unique(maintain_order=True).to_list()}
+    return {name: rows.filter(pl.col("set") == name) for name in sets["set"].unique(maintain_order=True).to_list()}
+
+
+def evaluated_prompts(sets: pl.DataFrame, samples: pl.DataFrame) -> dict[str, list[str]]:
+    """Per held-out set, the prompts of the problems the evaluation scored (:func:`scored_sets`): what the mean of the
+    sets averages (saerl.evaluate.sets_to_average). in: as scored_sets; out: {set: prompts}, sets in file order."""
+    return {name: rows["prompt"].to_list() for name, rows in scored_sets(sets, samples).items()}
 
 
 def probe_samples(probe: pl.DataFrame) -> pl.DataFrame:

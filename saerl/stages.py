@@ -28,6 +28,7 @@ from saerl.config import (
     eval_max_new_tokens,
     flatten,
     held_out_file,
+    held_out_mapping,
     redacted,
     resolve_layer,
     stable_hash,
@@ -122,7 +123,7 @@ STAGES: dict[str, Stage] = {
             "one policy on the held-out sets, greedy and k samples per problem: an (arm, seed) run's trained policy, "
             "the starting policy, or the starting policy's probe pass",
         ),
-        Stage("evaluate", "24",
+        Stage("evaluate", "25",
               ("eval.base_policy", "eval.k_samples", "eval.target_accuracy", "eval.target_gain_share", "eval.ci_level",
                "eval.steps_bootstrap", "eval.truncation_note_share", "train.arms", "train.seeds"),
               ("heldout", "train", "ingest"), "eval.parquet, arm comparison, steps-to-target"),
@@ -468,6 +469,18 @@ PROBE_GRID: tuple[str, ...] = ("score.probe_cs", "score.probe_max_iter")
 # training split is read there only to refuse a set that is the training data: refuse_training_split)
 TRAINING_SPLIT: tuple[str, ...] = ("data.hf_split",)
 
+# the training file's row cap (saerl.data.ingest reads it): train reads the data mapping only to read the eval.sets
+# files, each whole (saerl.config.held_out_mapping sets max_rows None), and the rows it trains on through ingest's
+# content (saerl.pipeline.ROWS_READERS: their digest holds exactly the rows data.max_rows kept), so a cap past the
+# file's end, or moved between two values both at or past its row count, retrained on the same rows
+TRAINING_ROWS: tuple[str, ...] = ("data.max_rows",)
+
+# the label columns heldout keeps per problem (saerl.evaluate.evaluate_loaded: a set's topic and difficulty), read
+# from each eval.sets file with the data mapping: a label column a file lacks is dropped as it is read
+# (saerl.data.ingest with labels_optional, saerl.runners.read_held_out), so a field naming a column no eval.sets file
+# holds evaluated every policy again to an identical artifact when it was renamed (:func:`held_out_labels_unheld`)
+HELD_OUT_LABELS: tuple[str, ...] = ("data.topic", "data.difficulty")
+
 # the hub commit of the policy (saerl.activations.weights_kwargs, hub_kwargs), which from_pretrained ignores for a
 # local folder: the testbed LM, a 'pkg:' model's folder, a local folder (whose content is keyed apart: folder_form;
 # saerl.pipeline.unpinned_hub_model exempts the three)
@@ -487,7 +500,7 @@ POLICY_READERS: tuple[str, ...] = ("label", "train", "heldout")
 
 # every field some config pins (:func:`pinned_fields`)
 PINNABLE: tuple[str, ...] = (TESTBED_SELF_CHECK + TOKEN_CHUNKING + CLIMB_FIT + HOME_ROTATION + QUALITY_FILTER + PROBE_GRID
-                             + TRAINING_SPLIT + POLICY_REVISION + TURN_END)
+                             + TRAINING_SPLIT + TRAINING_ROWS + HELD_OUT_LABELS + POLICY_REVISION + TURN_END)
 
 
 def read_as_hf(path: str | Path | None, fmt: str | None) -> bool:
@@ -529,6 +542,25 @@ def local_policy(cfg: PipelineConfig) -> bool:
     return name == "testbed" or name.startswith(PKG_MODEL) or local_folder(name) is not None
 
 
+def held_out_labels_unheld(cfg: PipelineConfig) -> tuple[str, ...]:
+    """The HELD_OUT_LABELS fields set to a column that no eval.sets file holds (saerl.data.held_fields of each file,
+    read with its mapping: saerl.config.held_out_mapping), which heldout reads nothing under. A set file that cannot
+    be read so (missing, unreadable, the training data) counts as holding every column: its key stays as given, and
+    the run refuses the set. in: config; out: dotted fields, () without eval.sets."""
+    from saerl.data import IngestError, held_fields
+
+    named = {f: column for f in HELD_OUT_LABELS if (column := getattr(cfg.data, f.removeprefix("data."))) is not None}
+    if not named or not cfg.eval.sets:
+        return ()
+    held: set[str] = set()
+    for entry in cfg.eval.sets.values():
+        try:
+            held |= held_fields(held_out_mapping(cfg.data, entry), held_out_file(entry), tuple(sorted(named.values())))
+        except (IngestError, OSError, ValueError):
+            return ()
+    return tuple(f for f, column in named.items() if column not in held)
+
+
 def pinned_fields(cfg: PipelineConfig, stage: str, device: str | None = None, arm: str | None = None) -> tuple[str, ...]:
     """Fields among `stage`'s declared reads that its runner ignores under `cfg` but that its key held before this
     was known: they enter the key at their schema default (:func:`stage_slice`), so a change of them reruns nothing
@@ -536,9 +568,10 @@ def pinned_fields(cfg: PipelineConfig, stage: str, device: str | None = None, ar
     curriculum: CLIMB_FIT for an ordering outside CLIMBS, HOME_ROTATION where a batch has no home part, and
     QUALITY_FILTER without quality labels (data.quality unset); score: PROBE_GRID without quality labels; properties:
     PROBE_GRID without quality and topic labels; ingest: TRAINING_SPLIT for training data not read as a Hugging Face
-    folder (:func:`training_data_hf`); train and heldout: TRAINING_SPLIT; extract (reading the policy: extract.model
-    unset), label, train and heldout: POLICY_REVISION for a policy in a local folder (:func:`local_policy`), and label,
-    train and heldout: TURN_END for the testbed LM. Fields :func:`unread_fields` drops stay dropped. `device` and `arm`
+    folder (:func:`training_data_hf`); train and heldout: TRAINING_SPLIT; train with eval.sets: TRAINING_ROWS;
+    heldout: the HELD_OUT_LABELS no eval.sets file holds (:func:`held_out_labels_unheld`); extract (reading the
+    policy: extract.model unset), label, train and heldout: POLICY_REVISION for a policy in a local folder
+    (:func:`local_policy`), and label, train and heldout: TURN_END for the testbed LM. Fields :func:`unread_fields` drops stay dropped. `device` and `arm`
     as for :func:`unread_fields` (no case depends on them yet). in: config, stage, device type, arm; out: dotted
     paths."""
     from saerl.curriculum import CLIMBS, home_size
@@ -560,6 +593,10 @@ def pinned_fields(cfg: PipelineConfig, stage: str, device: str | None = None, ar
         out += PROBE_GRID if no_quality and cfg.data.topic is None else ()
     if (stage == "ingest" and not training_data_hf(cfg)) or stage in ("train", "heldout"):
         out += TRAINING_SPLIT
+    if stage == "train" and cfg.eval.sets:  # without eval.sets train reads no data field (SETS_MAPPING)
+        out += TRAINING_ROWS
+    if stage == "heldout":
+        out += held_out_labels_unheld(cfg)
     if local_policy(cfg) and (stage in POLICY_READERS or stage == "extract" and cfg.extract.model is None):
         out += POLICY_REVISION
     if cfg.model.name_or_path == "testbed" and stage in POLICY_READERS:

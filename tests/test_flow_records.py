@@ -425,6 +425,46 @@ def test_a_sweep_run_is_labelled_in_its_lines_its_mlflow_run_and_its_record(tmp_
         assert r.data.tags["saerl.setting"] == "mix_ratio=0.5" and r.data.params["sweep.curriculum.mix_ratio"] == "0.5"
 
 
+def test_the_record_plans_the_keys_the_run_uses_once_ingest_is_built(tmp_path, monkeypatch):
+    """A run's record lists its planned keys from its start (PLANNED: `saerl gc` keeps them while it runs), planned
+    before ingest is built, when a rows reader's key (extract's) is of the data file's hash; once ingest is built it
+    is of the rows' content, another key. The record saved as ingest finished plans the key the run then builds
+    extract under, so a gc while extraction runs keeps its partial build and anything the run will reuse. Runs the
+    flow's body without Prefect: ingest really builds, the other stages are fakes."""
+    import flows.pipeline as fp
+    from saerl.artifacts import ArtifactStore
+    from saerl.pipeline import run_stage
+    from saerl.runs import PLANNED, load_run
+
+    cfg = load_config(None, [f"runtime.artifact_root={tmp_path}", "data.source=sample", "tracking.enabled=false"])
+    at_start = planned_run_keys(cfg, "extract")
+    seen: dict[str, object] = {}
+
+    class Future(ComputedFuture):
+        def __init__(self, stage: str, key: str):
+            self.stage, self.key = stage, key
+
+        def wait(self):
+            if self.stage == "extract":  # what a gc would read while extraction runs
+                seen.update(submitted=self.key, planned=load_run(tmp_path, "latest").extra[PLANNED])
+
+    class Task:
+        def with_options(self, **_):
+            return self
+
+        def submit(self, stage, key, **_):
+            if stage == "ingest":
+                assert run_stage(ArtifactStore(tmp_path), cfg, "ingest", {}).ref.key == key
+            return Future(stage, key)
+
+    monkeypatch.setattr(fp, "stage_task", Task())
+    monkeypatch.setattr(fp, "say", lambda message, label=None: None)
+    fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="extract")
+    assert seen["submitted"] != at_start["extract"], "the content key is not the one planned at the start"
+    assert seen["planned"] == planned_run_keys(cfg, "extract") and seen["planned"]["extract"] == seen["submitted"]
+    assert load_run(tmp_path, "latest").stages["extract"].key == seen["submitted"]
+
+
 def test_labelled_leads_every_line_or_none():
     from flows.pipeline import labelled
 

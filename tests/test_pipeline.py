@@ -821,6 +821,34 @@ def test_the_stages_reading_ingests_rows_key_on_the_columns_they_read_not_on_the
     assert kept([_rows(i, lab=not r["lab"]) if i == 3 else r for i, r in enumerate(base)]) == {"extract", "train"}
 
 
+def test_a_row_cap_that_keeps_the_same_rows_retrains_nothing_with_eval_sets(tmp_path, cpu_machine):
+    """data.max_rows past the file's end (10000 on a 30-row file), or moved between two values both past it, kept the
+    rows the readers key on but still retrained every arm and evaluated it again when the config had eval.sets: train
+    keyed the cap in its config slice though it reads the sets whole and its rows through ingest's content. Once
+    ingest is built (its key moves with the cap: ingest, properties and evaluate rerun), every other planned key is
+    the uncapped config's; a cap that cuts rows still retrains."""
+    from saerl.pipeline import run_stage
+    from saerl.sweep import planned_run_keys
+
+    f, held = tmp_path / "d.jsonl", tmp_path / "held.jsonl"
+    f.write_text("".join(json.dumps({"question": f"{i}+1?", "answer": str(i + 1)}) + "\n" for i in range(30)))
+    held.write_text("".join(json.dumps({"question": f"{i}+2?", "answer": str(i + 2)}) + "\n" for i in range(5)))
+
+    def planned(*overrides: str) -> dict[str, str]:
+        cfg = load_config(None, ["data.source=file", f"data.path={f}", f"eval.sets.h={held}", "train.arms=[saerl,vanilla]",
+                                 f"runtime.artifact_root={tmp_path / 'root'}", *overrides])
+        run_stage(ArtifactStore(tmp_path / "root"), cfg, "ingest", {})  # as a run plans once ingest finished
+        return planned_run_keys(cfg)
+
+    whole = planned()
+    rerun = {"ingest", "properties", "evaluate"}
+    for cap in ("data.max_rows=30", "data.max_rows=10000", "data.max_rows=20000"):
+        moved = {name for name, key in planned(cap).items() if whole[name] != key}
+        assert moved == rerun, (cap, moved)
+    cut = {name for name, key in planned("data.max_rows=20").items() if whole[name] != key}
+    assert {"train:saerl:0", "train:vanilla:0", "heldout:saerl:0", "extract"} <= cut, cut
+
+
 def test_an_ingest_built_before_its_rows_content_was_recorded_keeps_its_readers_keys(tmp_path, cpu_machine):
     """An ingest artifact already on a user's disk (its manifest without ROWS_CONTENT) gives each ROWS_READERS stage
     the key of its ingredients as before (the data file's hash, ingest's config slice), so nothing built on it is

@@ -582,7 +582,7 @@ def test_the_overlap_note_sees_a_prompt_through_case_spacing_punctuation_and_num
              "A store sells 1,000 apples at $25 each. What is the revenue?", "Compute 34 ."]
     for prompt in same:
         (note,) = held_out_overlap(train, {"s": pl.DataFrame({"prompt": [prompt]})})
-        assert note.startswith("held-out set s: 1 of 1 prompts are also in the training data"), prompt
+        assert note.startswith("held-out set s: 1 of the 1 problems scored are also in the training data"), prompt
     assert held_out_overlap(train, {"o": pl.DataFrame({"prompt": other})}) == []
     from saerl.data import canonical_prompt
 
@@ -615,7 +615,7 @@ def test_the_overlap_form_sees_a_prompt_through_unicode_variants(held, train):
 
     assert canonical_prompt(held) == canonical_prompt(train)
     (note,) = held_out_overlap(pl.DataFrame({"prompt": [train]}), {"s": pl.DataFrame({"prompt": [held]})})
-    assert note.startswith("held-out set s: 1 of 1 prompts are also in the training data")
+    assert note.startswith("held-out set s: 1 of the 1 problems scored are also in the training data")
 
 
 def test_the_overlap_form_keeps_a_superscript_apart_from_a_digit():
@@ -1217,7 +1217,7 @@ def test_compute_evaluate_writes_the_failures_and_the_target_into_its_table_and_
     assert metrics["heldout_saerl_verifier_failures"] == 1 and metrics["heldout_vanilla_verifier_failures"] == 0
     # a held-out prompt the training data holds too (case and spacing aside) is noted, as RL trained on it
     (note,) = build.notes["notes"]
-    assert "held-out set heldout: 1 of 2 prompts are also in the training data" in note
+    assert "held-out set heldout: 1 of the 2 problems scored are also in the training data" in note
     assert any("also in the training data" in m for m in caplog.messages)  # warned as it runs
     assert not any("steps_ratio" in k for k in metrics)
     assert any("1 answer checks of the final evaluation" in r.getMessage() for r in caplog.records)
@@ -1267,13 +1267,57 @@ def test_compute_evaluate_leaves_a_set_sharing_problems_out_of_the_mean_and_says
     build = Build(out, {})
     compute_evaluate(cfg, inputs, build)
     train_note, shared_note = build.notes["notes"]
-    assert train_note.startswith("held-out set other: 1 of 6 prompts are also in the training data")
+    assert train_note.startswith("held-out set other: 1 of the 6 problems scored are also in the training data")
     assert shared_note.startswith("held-out set part shares problems with another set (4 with heldout;")
     text = (out / "comparison.txt").read_text()
     assert text.startswith(f"note: {train_note}\nnote: {shared_note}\n== greedy pass@1 ==\n")
     assert f"set {MEAN_OF_SETS} (16 problems)" in text  # heldout and other: 10 + 6, not 20
     table = pl.read_parquet(out / "comparison.parquet")
     assert set(table["set"]) == {"heldout", "other", "part", MEAN_OF_SETS}
+
+
+def test_the_overlap_note_counts_the_problems_scored_under_eval_max_problems(tmp_path, monkeypatch):
+    """eval.max_problems scores a part of a set (the smallest sha256 of the ids), but the note of held-out prompts
+    also in the training data counted the whole file's: '4 of 12 prompts' where the 5 problems scored held one, and
+    a set whose scored problems held none still got the note. It counts the problems scored and says so."""
+    import saerl.evaluate
+    import saerl.policy_lm
+    from saerl.evaluate import select_problems
+    from saerl.runners import compute_evaluate, compute_heldout
+
+    held = pl.DataFrame({"id": [f"q{i}" for i in range(12)], "prompt": [f"What is {i}+5?" for i in range(12)]})
+    scored = select_problems(held, 5)["id"].to_list()
+    unscored = [i for i in held["id"] if i not in scored]
+    in_training = {"capped": [scored[0], *unscored[:3]], "clear": unscored[:4]}  # ids also in the training data
+
+    def fake_eval(model, tok, sets, cfg, max_new_tokens, seed, greedy=True, **kw):  # as evaluate_loaded picks
+        return pl.DataFrame([{"set": name, "id": i, "sample": j, "correct": n % 2 == 0, "status": "correct"}
+                             for name, df in sets.items() for n, i in enumerate(select_problems(df, cfg.max_problems)["id"])
+                             for j in (0, 1)])
+
+    monkeypatch.setattr(saerl.policy_lm, "load_policy", lambda path, *a, **k: (path, None))
+    monkeypatch.setattr(saerl.evaluate, "evaluate_loaded", fake_eval)
+    _stub_sets(monkeypatch, {"capped": held, "clear": held.with_columns(pl.col("prompt").str.replace("5", "6"))})
+    inputs = _trained_arms(tmp_path, ["a"])
+    (tmp_path / "ingest").mkdir()
+    prompts = {"capped": dict(held.iter_rows()), "clear": {i: p.replace("5", "6") for i, p in held.iter_rows()}}
+    pl.DataFrame({"prompt": [prompts[name][i] for name, ids in in_training.items() for i in ids]}
+                 ).with_row_index("id").write_parquet(tmp_path / "ingest" / PROMPTS)
+    inputs["ingest"] = ArtifactRef("ingest", "i", str(tmp_path / "ingest"))
+    cfg = load_config(None, ["eval.base_policy=false", "eval.steps_bootstrap=20", "eval.max_problems=5"])
+    for arm in ("saerl", "vanilla"):
+        folder = tmp_path / f"heldout-{arm}"
+        folder.mkdir()
+        compute_heldout(cfg, {f"train:{arm}:0": inputs[f"train:{arm}:0"]}, Build(folder, {}), arm=arm, seed=0)
+        inputs[f"heldout:{arm}:0"] = ArtifactRef("heldout", arm, str(folder))
+    out = tmp_path / "evaluate"
+    (out / "plots").mkdir(parents=True)
+    build = Build(out, {})
+    compute_evaluate(cfg, inputs, build)
+    (note,) = build.notes["notes"]  # none for set clear: its 4 shared problems were not scored
+    assert note.startswith("held-out set capped: 1 of the 5 problems scored (eval.max_problems: 5 of its 12 problems) "
+                           "are also in the training data"), note
+    assert (out / "comparison.txt").read_text().startswith(f"note: {note}\n")
 
 
 def test_compute_evaluate_notes_an_arm_that_ended_worse_than_the_starting_policy(tmp_path):

@@ -441,6 +441,37 @@ def test_without_eval_sets_train_and_heldout_ignore_the_data_mapping():
         assert _key("heldout", *sets, change) != _key("heldout", *sets), change
 
 
+def test_a_label_column_no_held_out_file_holds_keys_heldout_at_its_default(tmp_path):
+    """heldout keeps each problem's topic and difficulty from the eval.sets files, and a label column a file lacks is
+    dropped as it is read: renaming data.difficulty (or data.topic) between columns no set file holds evaluated every
+    policy again to an identical artifact. Such a field keys heldout at its default (unset); where a set file holds the
+    column (a jsonl file's first rows or a later one, a parquet file's schema), the name still keys it."""
+    import json
+
+    import polars as pl
+
+    from saerl.runners import eval_sets
+
+    plain, later, table = tmp_path / "plain.jsonl", tmp_path / "later.jsonl", tmp_path / "labelled.parquet"
+    plain.write_text("".join(json.dumps({"question": f"{i}+2?", "answer": str(i + 2)}) + "\n" for i in range(5)))
+    rows = [{"question": f"{i}+3?", "answer": str(i + 3)} for i in range(150)]
+    later.write_text("".join(json.dumps(r | ({"lvl": 2} if i == 140 else {})) + "\n" for i, r in enumerate(rows)))
+    pl.DataFrame(rows[:5]).with_columns(top=pl.lit("t")).write_parquet(table)
+
+    def key(sets: tuple[Path, ...], *labels: str) -> str:
+        return _key("heldout", *(f"eval.sets.s{i}={p}" for i, p in enumerate(sets)), *labels)
+
+    for label in ("data.difficulty", "data.topic"):
+        unset = key((plain,))
+        assert key((plain,), f"{label}=lvl") == key((plain,), f"{label}=level") == unset, label
+        given = load_config(None, [f"eval.sets.s0={plain}", f"{label}=lvl"])
+        assert eval_sets(given, {})["s0"].equals(eval_sets(load_config(None, [f"eval.sets.s0={plain}"]), {})["s0"])
+    assert key((plain, later), "data.difficulty=lvl") != key((plain, later), "data.difficulty=level"), "row 140 holds it"
+    assert key((plain, table), "data.topic=top") != key((plain, table), "data.topic=other"), "the parquet holds it"
+    assert key((plain, table), "data.difficulty=lvl") == key((plain, table)), "no file holds lvl"
+    assert key((plain, table), "data.topic=top", "data.difficulty=lvl") != key((plain, table), "data.difficulty=lvl")
+
+
 def _default(path: str) -> list:
     """A list field's default value. in: dotted path; out: the list."""
     section, name = path.split(".")
