@@ -643,14 +643,17 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """`saerl export RUN --format hf|verl|trl [--arm ARM] --out DIR`: a run's curriculum with its prompts."""
-    from saerl.export import export_run, exported_run
+    """`saerl export RUN --format hf|verl|trl [--arm ARM] [--seed S] --out DIR`: the stream one training seed of a
+    run's arm reads, with its prompts."""
+    from saerl.export import export_run, export_seed, exported_run, run_config
 
     root = _root(args.root)
-    run_id = exported_run(root, args.run).run_id  # 'latest' resolved once, and named on stdout: it may not be the
+    record = exported_run(root, args.run)  # 'latest' resolved once, and named on stdout: it may not be the
     # newest run (one without a curriculum stage is passed over, with a warning on stderr a script does not read)
-    files = export_run(root, run_id, args.format, _out_dir(args.out), args.arm, args.data_source)
-    print(f"exported run {run_id}, arm {args.arm}: wrote " + ", ".join(str(f) for f in files))
+    seed = export_seed(run_config(record), record.run_id, args.seed)  # the default named on stdout too
+    files = export_run(root, record.run_id, args.format, _out_dir(args.out), args.arm, args.data_source, seed)
+    print(f"exported run {record.run_id}, arm {args.arm}, training seed {seed}: wrote "
+          + ", ".join(str(f) for f in files))
     return 0
 
 
@@ -806,6 +809,11 @@ def _positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
+def _seed(text: str) -> int:
+    """An argparse type: a training seed, a whole number of at least 0 (train.seeds' bound)."""
+    return _int_at_least(text, 0, " (training seeds are 0 or more)")
+
+
 def _count(text: str) -> int:
     """An argparse type: a whole number of at least 0; `gc --keep-runs -1` was taken as "keep every run", which its
     help does not say."""
@@ -838,7 +846,7 @@ def _age(text: str, unit: str) -> float:
 
 def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
     """The status, gc and export subcommands (they read run records and artifacts; no server, no model)."""
-    from saerl.export import ARM_FILES, DATA_SOURCE, FORMATS
+    from saerl.export import ARM_FILES, DATA_SOURCE, DEFAULT_SEED, FORMATS
     from saerl.gc import KEEP_RUNS, MIN_AGE_HOURS
     from saerl.status import LIST_LIMIT
 
@@ -890,6 +898,9 @@ def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--format", required=True, choices=FORMATS, help="hf: save_to_disk folder; verl/trl: "
                    "parquet + sampler module + README")
     e.add_argument("--arm", default="saerl", choices=list(ARM_FILES), help="whose order (default saerl)")
+    e.add_argument("--seed", type=_seed, metavar="S", help="the training seed whose stream to export, one the run "
+                   f"trains (train.seeds; each seed reads its own order); default: seed {DEFAULT_SEED} when the run "
+                   "trains it (the curriculum artifact's own draw), else its first training seed")
     e.add_argument("--out", required=True, help="output folder")
     e.add_argument("--root", help="artifact root (default: .saerl)")
     e.add_argument("--data-source", default=DATA_SOURCE, help=f"verl data_source (default {DATA_SOURCE})")

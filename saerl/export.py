@@ -1,20 +1,28 @@
 """Export a run's curriculum for other trainers, for `saerl export`: HF datasets, verl, trl.
 
-The order an arm trains on (the curriculum artifact's order file: `order.parquet` for saerl,
-`order_only.parquet`, `filter_only.parquet`, and `vanilla_order.parquet`, the vanilla arm's seed-0 shuffle: each is
-what training seed 0 read, as every other seed draws its own order, saerl.runners.order_seed)
-is joined with the ingested prompts (`prompts.parquet`) into one frame in training order: position, id,
-prompt, answer, batch, epoch, cluster, difficulty_hat, ramp. Each format writes that frame and, for verl and trl,
-a small sampler module (no saerl import, so it runs where saerl is not installed) and a README.md saying
-how to plug them in and how many steps saerl's run trained (train.max_steps). verl and trl also get a reward module
-(REWARD) that judges completions with saerl's own verifier, as saerl's RL does: verl's built-in gsm8k reward takes
-only a strict final `#### N` compared as text, which misses `\\boxed{}` answers and golds such as `\\frac{3}{4}` or
-`10%`, and trl's stock accuracy_reward reads a `solution` column (not `answer`) and scores a final `#### N` 0; that
-module needs saerl importable. A prompt repeated over epochs appears once per visit. Every arm is exported as RL
-reads it, in whole batches (:func:`saerl.curriculum.whole_batches`), without an epoch's short last batch, so that
-every block of batch_size rows is one batch (one step) in the other trainer too: a curriculum batch for saerl and
-order_only, a batch of one epoch's shuffle for vanilla and filter_only; the README and a warning say how many rows of
-the order that leaves out.
+An export holds the stream one training run of an arm reads, the whole of it, in order: the arm's order as that
+training seed draws it (:func:`saerl.runners.arm_order_frame`, seeded by saerl.runners.order_seed: seed 0 reads the
+curriculum artifact's own files, `order.parquet` for saerl, `order_only.parquet`; vanilla and filter_only a seeded
+shuffle per epoch, with as many more epochs as the run needs, each a fresh shuffle), in whole batches
+(:func:`saerl.curriculum.whole_batch_rows`, without an epoch's short last batch, as the train stage reads it), read
+as saerl.rl.training_order reads it (a curriculum shorter than the run again from its top) for the run's whole
+stream (saerl.rl.train_stream_length: train.max_steps x curriculum.batch_size rows, DAPO's refill rounds included).
+So one file is exactly the run's stream for every arm: a trainer reads it once, from the top, and every block of
+batch_size rows is one batch (one step) there too. The rows are joined with the ingested prompts
+(`prompts.parquet`) into one frame: position, id, prompt, answer, batch, epoch, cluster, difficulty_hat, ramp. The
+training seed is `--seed` (default: seed 0 when the run trains it, else its first training seed); a seed the run
+does not train is refused.
+
+Each format writes that frame and, for verl and trl, a small sampler module (no saerl import, so it runs where saerl
+is not installed) and a README.md saying how to plug them in and how many steps saerl's run trained
+(train.max_steps). verl and trl also get a reward module (REWARD) that judges completions with saerl's own verifier,
+as saerl's RL does: verl's built-in gsm8k reward takes only a strict final `#### N` compared as text, which misses
+`\\boxed{}` answers and golds such as `\\frac{3}{4}` or `10%`, and trl's stock accuracy_reward reads a `solution`
+column (not `answer`) and scores a final `#### N` 0; that module needs saerl importable. A prompt repeated over
+epochs appears once per visit. The README and a warning say how many rows of the order the whole batches leave out.
+The verl README's paths are quoted for Hydra (:func:`hydra_quoted`) and then for the shell, and data.train_files is
+glob-escaped (verl's dataset hands it to datasets.load_dataset, which globs), so a folder named `run [v2], a=b`
+pastes whole.
 
 The output folder must be new, empty, or an earlier saerl export (its README.md starts with EXPORT_MARK and it
 holds only files an export writes): any other folder is refused, so an export never writes over a user's files.
@@ -37,10 +45,10 @@ from typing import Any
 
 import polars as pl
 
-from saerl.artifacts import TEMP_NAME, ArtifactStore, CorruptArtifact, write_file_atomic
-from saerl.config import CurriculumConfig, TrainConfig, stderr_is_terminal
+from saerl.artifacts import TEMP_NAME, ArtifactRef, ArtifactStore, CorruptArtifact, write_file_atomic
+from saerl.config import PipelineConfig, TrainConfig, build_config, stderr_is_terminal
 from saerl.curriculum import whole_batch_rows
-from saerl.runners import ARM_ORDERS, PROMPTS, VANILLA
+from saerl.runners import ARM_ORDERS, PROMPTS, VANILLA, arm_order_frame, order_seed
 from saerl.runs import RunRecord, load_run, runs_of
 from saerl.stages import SHUFFLED_ARMS
 from saerl.status import ended
@@ -62,12 +70,18 @@ EXPORT_MARK = "# saerl export"  # the first line of every README.md an export wr
 HF_FILES = ("dataset_info.json", "state.json")  # what datasets' save_to_disk writes beside its shards
 _HF_SHARD = re.compile(r"data-\d{5}-of-\d{5}\.arrow")
 SHOWN_ENTRIES = 5  # a refused folder's entries named in the error
+DEFAULT_SEED = 0  # the training seed exported when the run trains it: it reads the curriculum artifact's own draw
+# the verl releases whose data.sampler.class_path takes a custom sampler (verl 0.5.0 added it, 0.8.0 removed it)
+VERL_SAMPLER_RANGE = "verl 0.5.0 to 0.7.x"
+HYDRA_QUOTE = "'"  # the quote the verl README's Hydra override values are written in (hydra_quoted)
+SHELL_DOUBLE_QUOTED = '$`\\"!'  # what a shell reads specially inside double quotes (shell_word)
 log = logging.getLogger("saerl.export")
 
 VERL_SAMPLER = '''"""Exported by saerl: a verl sampler that reads the train file in its stored (curriculum) order.
 
-verl loads it with data.sampler.class_path=<this file> data.sampler.class_name=SaerlOrderSampler and
-checks it is a verl AbstractSampler; without verl installed it is a plain torch Sampler (for inspection).
+@VERL_SAMPLER_RANGE@ load it with data.sampler.class_path=<this file> data.sampler.class_name=SaerlOrderSampler
+and check it is a verl AbstractSampler (verl before 0.5.0 has no custom samplers; 0.8.0 removed them); without verl
+installed it is a plain torch Sampler (for inspection).
 """
 
 from collections.abc import Iterator, Sized
@@ -209,6 +223,11 @@ def compute_score(completions: list[Any], answer: list[str], **kwargs: Any) -> l
 REWARD_TEMPLATES = {"verl": VERL_REWARD, "trl": TRL_REWARD}  # REWARD's source per format (reward_module)
 
 
+def verl_sampler() -> str:
+    """The text of a verl export's SAMPLER module, naming the verl releases that take it (VERL_SAMPLER_RANGE)."""
+    return VERL_SAMPLER.replace("@VERL_SAMPLER_RANGE@", VERL_SAMPLER_RANGE)
+
+
 def reward_timeout(info: dict[str, Any]) -> float:
     """The seconds one answer check of the verl export's reward may take: the run's train.verify_timeout_s (the
     export's `info`), else the schema's default. in: export info; out: seconds."""
@@ -235,20 +254,75 @@ def stage_dir(root: Path, record: RunRecord, stage: str) -> Path:
         raise ValueError(f"{err} (collected by saerl gc? rerun the pipeline to rebuild it)") from None
 
 
-def ordered_prompts(curriculum: Path, ingest: Path, arm: str = "saerl", batch_size: int | None = None) -> pl.DataFrame:
-    """The arm's order as RL reads it, joined with the prompts, sorted by position. in: curriculum and ingest
-    artifact folders, arm, the run's curriculum.batch_size (None = the order file whole: RL leaves an epoch's
-    short last batch out, :func:`saerl.curriculum.whole_batch_rows`); out: frame with COLUMNS. ValueError for an
-    unknown arm or ids missing from the prompts."""
-    if arm not in ARM_FILES:
-        raise ValueError(f"unknown arm '{arm}'; arms: {', '.join(ARM_FILES)}")
-    order = pl.read_parquet(curriculum / ARM_FILES[arm], glob=False)
-    if "ramp" not in order.columns:  # an order from before ramps (curriculum stage v3): each epoch was one climb
+def run_config(record: RunRecord) -> PipelineConfig:
+    """The config a run ran with, from its record's flat config (saerl.report.recorded_config: a field the schema
+    has lost since is left out, with a warning). in: run record; out: its PipelineConfig."""
+    from saerl.report import recorded_config
+
+    return build_config(recorded_config(record.config), where=f"run record {record.run_id}")
+
+
+def export_seed(cfg: PipelineConfig, run_id: str, seed: int | None = None) -> int:
+    """The training seed whose stream an export writes: `seed`, which the run must train (train.seeds; ValueError
+    naming the seeds it trains otherwise); None: DEFAULT_SEED when the run trains it (the curriculum artifact's own
+    draw), else the run's first training seed. in: the run's config, its id, the seed asked for; out: the seed."""
+    seeds = list(cfg.train.seeds)
+    if seed is None:
+        return DEFAULT_SEED if DEFAULT_SEED in seeds else seeds[0]
+    if seed not in seeds:
+        raise ValueError(f"run {run_id} trains no seed {seed}: its training seeds are {', '.join(map(str, seeds))} "
+                         f"(train.seeds); export one of them, e.g. --seed {seeds[0]}")
+    return seed
+
+
+def arm_inputs(root: Path, record: RunRecord, cfg: PipelineConfig, arm: str, seed: int) -> dict[str, ArtifactRef]:
+    """The artifacts :func:`saerl.runners.arm_order_frame` reads for one arm and training seed, as the train stage is
+    handed them: ingest and curriculum, and score where a curriculum arm's seed draws its own order (every seed but
+    the one reading the curriculum artifact's draw, seed 0). ValueError (stage_dir) when the run lacks one or it is
+    gone. in: artifact root, run record, its config, arm, seed; out: {stage: artifact ref}."""
+    stages = ["ingest", "curriculum"]
+    if arm not in SHUFFLED_ARMS and order_seed(cfg, seed) != cfg.curriculum.seed:
+        stages.append("score")
+    inputs = {}
+    for stage in stages:
+        path = stage_dir(root, record, stage)
+        inputs[stage] = ArtifactRef(stage, record.stages[stage].key, str(path))
+    return inputs
+
+
+def training_stream(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: str,
+                    seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The rows training seed `seed` of `arm` trains on, in order, built as the train stage builds them: the arm's
+    order (:func:`saerl.runners.arm_order_frame`: vanilla and filter_only draw a fresh shuffle for each epoch the
+    run needs), its whole batches (:func:`saerl.curriculum.whole_batch_rows`, as compute_train's whole_batches),
+    read for the run's whole stream (saerl.rl.train_stream_length) as saerl.rl.training_order reads it (an order
+    shorter than the run again from its top); positions renumbered 0..n-1. An order from before ramps (curriculum
+    stage v3, where each epoch was one climb) reads ramp 0. in: config, the train stage's inputs (arm_inputs), arm,
+    training seed; out: the stream's rows (empty when the order has no rows) and the arm's whole order
+    (ORDER_SCHEMA)."""
+    from saerl.rl import train_stream_length, training_order
+
+    b = cfg.curriculum.batch_size
+    order = arm_order_frame(cfg, inputs, arm, seed)
+    if "ramp" not in order.columns:
         order = order.with_columns(ramp=pl.lit(0, pl.Int64))
-    if batch_size is not None:  # as RL reads it, positions renumbered 0..n-1
-        order = whole_batch_rows(order, batch_size).with_columns(position=pl.int_range(0, pl.len(), dtype=pl.Int64))
-    prompts = pl.read_parquet(ingest / PROMPTS, glob=False).select("id", "prompt", "answer")
-    frame = order.join(prompts, on="id", how="left").sort("position").select(COLUMNS)
+    whole = whole_batch_rows(order, b)
+    if whole.is_empty():
+        return whole, order
+    # training_order repeats the order it is given as RL does: given the rows' numbers, it names the row each
+    # place of the stream reads
+    rows = training_order([], [str(i) for i in range(whole.height)], train_stream_length(cfg.train, b), seed)
+    stream = whole[[int(r) for r in rows]].with_columns(position=pl.int_range(0, pl.len(), dtype=pl.Int64))
+    return stream, order
+
+
+def with_prompts(stream: pl.DataFrame, ingest: Path, arm: str) -> pl.DataFrame:
+    """The stream's rows joined with their prompts and answers, in stream order. in: the stream (training_stream),
+    the ingest artifact folder, arm (for the error); out: frame with COLUMNS. ValueError for ids missing from the
+    prompts."""
+    prompts = pl.read_parquet(ingest / PROMPTS, glob=False).select(pl.col("id").cast(pl.String), "prompt", "answer")
+    frame = (stream.with_columns(pl.col("id").cast(pl.String)).join(prompts, on="id", how="left")
+             .sort("position").select(COLUMNS))
     missing = frame.filter(pl.col("prompt").is_null())["id"]
     if missing.len():
         raise ValueError(f"{missing.len()} ids of the {arm} order are not among the prompts (first: "
@@ -280,103 +354,143 @@ def trl_table(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def coverage_note(info: dict[str, Any]) -> str:
-    """What of the arm's order the file leaves out, and which last rows a trainer reading whole batches will not
-    train on, in a sentence each; '' when every row of the order is in the file and fills a batch.
-    in: an export's info (export_run); out: text."""
-    b, parts = info["batch_size"], []
-    if info["left_out"]:
-        absent = (f"; {info['prompts_absent']} of its prompts appear nowhere in the file" if info["prompts_absent"]
-                  else "")
-        n = info["short_batches"]
-        parts.append(f"{info['left_out']} of the {info['order_rows']} rows of the {info['arm']} order are not in this "
-                     f"file: the short last batch of each epoch ({n} batch{'es' if n != 1 else ''} of fewer than {b} "
-                     f"prompts), which saerl's own RL does not train on: it trains on whole batches only{absent}.")
-    tail = info["rows"] % b
-    if tail:  # an order with no whole batch, which RL reads as it is
-        parts.append(f"The last {tail} rows do not fill a batch of {b}: trainers that read whole batches (the sampler "
-                     "written here, trl's, verl's dataloader, which drops the last incomplete batch) do not train on "
-                     "them.")
-    return " ".join(parts)
+    """What of the arm's order (as the exported training seed draws it) the file leaves out because saerl's RL
+    trains on whole batches only: the rows of each epoch's short last batch, and the prompts that are in no whole
+    batch; '' when every batch is whole. in: an export's info (export_run); out: text."""
+    if not info["left_out"]:
+        return ""
+    b, n = info["batch_size"], info["short_batches"]
+    k = info["prompts_unbatched"]
+    absent = (f"; {k} of its prompts {'is' if k == 1 else 'are'} in no whole batch and appear{'s' if k == 1 else ''} "
+              "nowhere in the file" if k else "")
+    return (f"{info['left_out']} of the {info['order_rows']} rows of the {info['arm']} order are not in this file: the "
+            f"short last batch of each epoch ({n} batch{'es' if n != 1 else ''} of fewer than {b} prompts), which "
+            f"saerl's own RL does not train on: it trains on whole batches only{absent}.")
+
+
+def seeds_text(seeds: list[int]) -> str:
+    """'seed 0' or 'seeds 0, 1, 2'. in: training seeds; out: text."""
+    return f"seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))}"
 
 
 def readme_head(info: dict[str, Any]) -> str:
-    """The README.md head of an export: run, arm, rows, how the rows make batches for this arm, and what the file
-    leaves out (coverage_note). in: an export's info (export_run); out: markdown ending in a blank line."""
-    b = info["batch_size"]
-    head = f"{EXPORT_MARK}: run {info['run']}, arm {info['arm']}, {info['rows']} rows in training order\n\n"
-    body = f"Each block of {b} rows is one saerl batch (one RL step); keep the order: do not shuffle."
-    if info["arm"] in SHUFFLED_ARMS:
-        body = (f"The {info['arm']} arm's shuffle (training seed 0) of {SHUFFLED_ARMS[info['arm']]}, a fresh order "
-                f"each epoch. {body}")
-    else:  # saerl's other training seeds read their own draws of the curriculum (saerl.runners.order_seed)
-        body = f"The {info['arm']} arm's curriculum as training seed 0 read it (other seeds draw their own). {body}"
+    """The README.md head of an export: run, arm, training seed, rows, whose order it is and how the rows make
+    batches, the seeds the run trains, and what the whole batches leave out (coverage_note). in: an export's info
+    (export_run); out: markdown ending in a blank line."""
+    b, arm, seed = info["batch_size"], info["arm"], info["seed"]
+    head = (f"{EXPORT_MARK}: run {info['run']}, arm {arm}, training seed {seed}, {info['rows']} rows in training "
+            "order\n\n")
+    if arm in SHUFFLED_ARMS:
+        epochs, designed = info["epochs"], info["curriculum_epochs"]
+        more = (f", {epochs - designed} more than curriculum.epochs={designed}: saerl's RL draws a fresh shuffle for "
+                "each epoch a run needs past them" if epochs > designed else "")
+        body = (f"The {arm} arm's order as training seed {seed} reads it: a seeded shuffle of {SHUFFLED_ARMS[arm]}, "
+                f"a fresh one each epoch ({epochs} epoch{'s' if epochs != 1 else ''} drawn{more}).")
+    else:
+        body = (f"The {arm} arm's curriculum as training seed {seed} reads it (each training seed draws its own "
+                "curriculum: saerl.runners.order_seed).")
+    body += f" Each block of {b} rows is one saerl batch (one RL step); keep the order: do not shuffle."
+    others = [s for s in info["seeds"] if s != seed]
+    body += (f" This run trains {seeds_text(info['seeds'])} (train.seeds)"
+             + (f"; `saerl export --seed S` writes another seed's stream ({seeds_text(others)})." if others else "."))
     note = coverage_note(info)
     return head + body + (f"\n\n{note}" if note else "") + "\n\n"
 
 
-def trained_rows(info: dict[str, Any]) -> int:
-    """The rows saerl's RL trains a run on: train.max_steps steps of batch_size prompts (GRPO; DAPO's refills read
-    more). in: an export's info (export_run); out: rows."""
-    return int(info["max_steps"]) * int(info["batch_size"])
-
-
-def file_passes(info: dict[str, Any]) -> int:
-    """How many times a trainer reading whole batches of the file must read it for train.max_steps steps: 1, or
-    more when the run needs more batches than the file holds (saerl's RL reads such an order again from the top).
-    in: an export's info; out: passes (>= 1)."""
-    batches = max(1, int(info["rows"]) // int(info["batch_size"]))
-    return max(1, -(-int(info["max_steps"]) // batches))
-
-
-def budget_note(info: dict[str, Any]) -> str:
-    """What of the file saerl's run trains on, in a sentence or two: train.max_steps steps of batch_size rows, the
-    first rows of the file (the rest never read), or the whole file and again from the top; under train.algorithm
-    dapo, that its refills read further. in: an export's info (export_run); out: text."""
-    steps, b, rows, n = info["max_steps"], info["batch_size"], info["rows"], trained_rows(info)
-    if n <= rows:
-        read = f"the first {n} rows of this file" + (
-            f"; it does not read the {rows - n} rows after them" if n < rows else "")
-    else:
-        read = (f"all {rows} rows, then the file again from the top ({n} rows in all: saerl's RL reads an order "
-                "shorter than the run again)")
-    text = f"saerl's RL trains this run for train.max_steps={steps} steps of {b} prompts: {read}."
+def stream_note(info: dict[str, Any]) -> str:
+    """What this file is of saerl's run, in a few sentences: the whole stream the exported training seed reads, once
+    from its top (train.max_steps steps of batch_size rows; under train.algorithm dapo also the rows its refills
+    can read), and how that stream reads the arm's order in whole batches: the first part of it (the rest never
+    read), all of it, or, for a curriculum shorter than the run, all of it again from its top.
+    in: an export's info (export_run); out: text."""
+    steps, b, rows, whole, arm = info["max_steps"], info["batch_size"], info["rows"], info["whole_rows"], info["arm"]
+    text = (f"This file is the whole stream saerl's RL reads for training seed {info['seed']} of this run: "
+            f"train.max_steps={steps} steps of {b} prompts")
     if info.get("algorithm") == "dapo":
-        text += " This run is train.algorithm=dapo: its dynamic-sampling refills read further rows than these."
+        text += (f", {steps * b} rows, and the rows after them that its dynamic-sampling refills read further "
+                 f"(train.algorithm=dapo): {rows} rows in all.")
+    else:
+        text += f", {rows} rows. A trainer reads it once, from the top."
+    if rows < whole:
+        unread = info["prompts_unread"] - info["prompts_unbatched"]
+        text += (f" It holds the first {rows} of the {whole} rows the {arm} order has in whole batches: saerl's RL "
+                 f"never reads the {whole - rows} after them"
+                 + (f" ({unread} of its prompts appear{'s' if unread == 1 else ''} in no row of the file)"
+                    if unread else "") + ".")
+    elif rows == whole:
+        text += f" It holds all {whole} rows the {arm} order has in whole batches, once."
+    else:  # only a curriculum arm: a shuffled arm's order is drawn as long as the run (saerl.runners.arm_order_frame)
+        text += (f" The {arm} order has {whole} rows in whole batches, fewer than the run reads: saerl's RL reads "
+                 "it again from its top, as the file does (its rows appear again with their batch and epoch).")
     return text
 
 
+def shell_word(word: str) -> str:
+    """`word` quoted for a POSIX shell, read back as one word exactly: as it is where it needs no quoting, in double
+    quotes where it holds none of the characters special inside them (SHELL_DOUBLE_QUOTED: $, `, \\, ", and
+    interactive bash's history mark !), else in single quotes (shlex.quote). in: one word; out: shell text."""
+    quoted = shlex.quote(word)
+    if quoted == word or set(word) & set(SHELL_DOUBLE_QUOTED):
+        return quoted
+    return f'"{word}"'
+
+
+def hydra_quoted(value: str) -> str:
+    r"""`value` as a Hydra override value that Hydra reads back as exactly `value`, whatever it holds (`[`, `]`,
+    `,`, `=`, quotes, spaces, backslashes): a single-quoted Hydra string, in which Hydra's override grammar takes
+    any character (unquoted, brackets, commas and `=` are its syntax), escaped as Hydra unescapes one (hydra-core
+    1.3, OverrideVisitor._unescape_quoted_string, only backslashes before a quote are read): a run of n
+    backslashes before a quote becomes 2n + 1 backslashes and the quote, a run of n ending the value 2n. Each `${`
+    in it, which OmegaConf would resolve as an interpolation when verl reads the value, is escaped first as
+    OmegaConf unescapes one (`\${`; a run of n backslashes before it becomes 2n + 1). The shell quotes the whole
+    override after (shell_word). in: text; out: the quoted value, quotes included."""
+    text = re.sub(r"(\\*)\$\{", lambda m: "\\" * (2 * len(m.group(1)) + 1) + "${", value)
+    text = re.sub(rf"(\\*){HYDRA_QUOTE}", lambda m: "\\" * (2 * len(m.group(1)) + 1) + HYDRA_QUOTE, text)
+    text = re.sub(r"(\\+)\Z", lambda m: m.group(1) * 2, text)
+    return f"{HYDRA_QUOTE}{text}{HYDRA_QUOTE}"
+
+
+def hydra_override(key: str, value: str) -> str:
+    """One Hydra override of a path value for the verl README's bash block: key='value' (hydra_quoted), quoted for
+    the shell (shell_word). in: key, value; out: shell text."""
+    return shell_word(f"{key}={hydra_quoted(value)}")
+
+
 def readme(fmt: str, out: Path, info: dict[str, Any]) -> str:
-    """The README.md text for one export: what is in the folder, what of it saerl's RL trains on (budget_note),
-    and how to point the trainer at it with the run's step budget (train.max_steps)."""
-    head = readme_head(info) + budget_note(info) + "\n\n"
+    """The README.md text for one export: what is in the folder, what of saerl's run it is (stream_note), and how
+    to point the trainer at it with the run's step budget (train.max_steps), reading the file once."""
+    head = readme_head(info) + stream_note(info) + "\n\n"
     steps, b, g = info["max_steps"], info["batch_size"], info["num_generations"]
     if fmt == "hf":
         return head + (f"```python\nfrom datasets import load_from_disk\nds = load_from_disk({str(out)!r})  "
                        "# columns: " + ", ".join(COLUMNS) + "\n```\n")
     timeout = reward_timeout(info)
     if fmt == "verl":
-        keys = (f"custom_reward_function.path={out / REWARD}", f"custom_reward_function.name={REWARD_FUNCTION}")
-        reward_args = " ".join(shlex.quote(f"reward.{k}") for k in keys)  # each shell-quoted: a path with a space
-        sampler = shlex.join([f"data.sampler.class_path={out / SAMPLER}", f"data.sampler.class_name={SAMPLER_CLASS}"])
-        passes = file_passes(info)
+        reward_path = f"custom_reward_function.path={hydra_quoted(str(out / REWARD))}"
+        reward_name = f"custom_reward_function.name={REWARD_FUNCTION}"
+        sampler = (hydra_override("data.sampler.class_path", str(out / SAMPLER))
+                   + f" data.sampler.class_name={SAMPLER_CLASS}")
+        # verl's dataset hands data.train_files to datasets.load_dataset as data_files, a glob: escaped
+        train_files = hydra_override("data.train_files", glob.escape(str(out / TABLE)))
         return head + (
             "```bash\npython -m verl.trainer.main_ppo \\\n"
-            f"  {shlex.quote(f'data.train_files={out / TABLE}')} \\\n"
+            f"  {train_files} \\\n"
             f"  data.train_batch_size={b} \\\n"
             "  data.shuffle=False \\\n"
-            f"  {reward_args} \\\n"
+            f"  {shell_word(f'reward.{reward_path}')} reward.{reward_name} \\\n"
             f"  actor_rollout_ref.rollout.n={g} \\\n"
             f"  actor_rollout_ref.actor.ppo_mini_batch_size={b} \\\n"
             f"  trainer.total_training_steps={steps} \\\n"
-            f"  trainer.total_epochs={passes} ...\n```\n\n"
-            "`data.shuffle=False` reads the rows in file order. The file already holds every epoch of the "
-            f"curriculum; `trainer.total_training_steps={steps}` stops where saerl's RL stops, and "
-            f"`trainer.total_epochs={passes}` lets verl read the file "
-            + ("once" if passes == 1 else f"{passes} times, as saerl's RL reads it again") + " (verl stops at "
-            "whichever ends first). `actor_rollout_ref.actor.ppo_mini_batch_size` is one update per batch, as "
+            "  trainer.total_epochs=1 ...\n```\n\n"
+            "`data.shuffle=False` reads the rows in file order. The file is the run's whole stream: "
+            f"`trainer.total_training_steps={steps}` stops where saerl's RL stops, and `trainer.total_epochs=1` "
+            "reads the file once (verl stops at whichever ends first). `actor_rollout_ref.actor.ppo_mini_batch_size` "
+            "is one update per batch, as "
             f"saerl's RL does (verl's default, 256, is over data.train_batch_size={b} and fails its config check). "
             "The rows' `extra_info` carries `index` (position), `id` and `ramp`. `data.filter_overlong_prompts` "
-            "drops rows but keeps the order of the rest.\n\n"
+            "drops rows but keeps the order of the rest. Each path is quoted for Hydra ('...', which takes brackets, "
+            "commas and `=`) and then for the shell, and `data.train_files` is glob-escaped (verl reads it with "
+            "datasets.load_dataset, which globs).\n\n"
             f"The reward is `{REWARD}`: saerl's own verifier, as saerl's RL judges (the last `#### X` or "
             "`\\boxed{X}` against reward_model.ground_truth; `\\boxed{3/4}` matches `\\frac{3}{4}`, `10\\%` "
             f"matches `10%`; each check bounded by {timeout:g} s, the run's train.verify_timeout_s). "
@@ -384,10 +498,10 @@ def readme(fmt: str, out: Path, info: dict[str, Any]) -> str:
             f"verl picks its built-in reward by `data_source` ({info['data_source']!r}); for openai/gsm8k that "
             "takes only a final `#### N`, compared as text, which saerl's prompts do not ask for: `\\boxed{}` "
             "answers and golds such as `\\frac{3}{4}` or `10%` would always score 0.\n\n"
-            f"verl 0.7.0 and earlier name the reward keys at the top level: `{shlex.join(keys)}`. They also take the "
-            f"sampler written here, `{sampler} "
-            "data.dataloader_num_workers=0` (verl requires no dataloader workers with a custom sampler), which reads the same "
-            "order as `data.shuffle=False`; verl 0.8 dropped custom samplers.\n")
+            f"verl 0.7.0 and earlier name the reward keys at the top level: `{shell_word(reward_path)} {reward_name}`. "
+            f"{VERL_SAMPLER_RANGE} (custom samplers came in verl 0.5.0, and 0.8.0 removed them) also take the "
+            f"sampler written here, `{sampler} data.dataloader_num_workers=0` (verl requires no dataloader workers "
+            "with a custom sampler), which reads the same order as `data.shuffle=False`.\n")
     return head + (
         "```python\nimport importlib.util\nfrom datasets import load_dataset\n"
         "from trl import GRPOConfig, GRPOTrainer\n\n\n"
@@ -403,8 +517,8 @@ def readme(fmt: str, out: Path, info: dict[str, Any]) -> str:
         f"trainer = mod.ordered(GRPOTrainer)(model=..., reward_funcs=[reward.{REWARD_FUNCTION}], train_dataset=data,\n"
         f"    args=GRPOConfig(num_generations={g}, per_device_train_batch_size={b * g}, max_steps={steps}, ...))\n"
         "```\n\n"
-        f"`max_steps={steps}` trains as many steps as saerl's RL does for this run (trl's default, "
-        f"num_train_epochs=3 with no max_steps, would read the file three times). "
+        f"`max_steps={steps}` trains as many steps as saerl's RL does for this run, reading the file once from its "
+        "top (trl's default, num_train_epochs=3 with no max_steps, would read it three times). "
         f"per_device_train_batch_size={b * g} is {b} prompts x num_generations={g} "
         "completions, one batch of the file per step, on one process: on N processes (GPUs) divide it by N (trl's "
         "step reads per_device_train_batch_size x N completions).\n\n"
@@ -500,7 +614,7 @@ def write_export(frame: pl.DataFrame, fmt: str, out: Path, info: dict[str, Any])
     else:
         table = verl_table(frame, info["data_source"]) if fmt == "verl" else trl_table(frame)
         write_file_atomic(out / TABLE, table.write_parquet)
-        _write_text_atomic(out / SAMPLER, VERL_SAMPLER if fmt == "verl" else TRL_SAMPLER)
+        _write_text_atomic(out / SAMPLER, verl_sampler() if fmt == "verl" else TRL_SAMPLER)
         written = [out / TABLE, out / SAMPLER]
         _write_text_atomic(out / REWARD, reward_module(fmt, reward_timeout(info)))
         written.append(out / REWARD)
@@ -520,16 +634,21 @@ def _write_text_atomic(path: Path, text: str) -> None:
     write_file_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def order_coverage(curriculum: Path, arm: str, frame: pl.DataFrame, batch_size: int) -> dict[str, int]:
-    """How the exported `frame` covers the arm's order file: order_rows (rows of the order: prompt visits over
-    all epochs), left_out (order rows not in the frame), short_batches (the order's batches shorter than
-    batch_size, when rows are left out), prompts_absent (prompts of the order that appear nowhere in the frame).
-    in: curriculum folder, arm, exported frame, B; out: those counts."""
-    order = pl.read_parquet(curriculum / ARM_FILES[arm], columns=["id", "batch"], glob=False)
-    left_out = order.height - frame.height
+def order_coverage(order: pl.DataFrame, stream: pl.DataFrame, batch_size: int) -> dict[str, int]:
+    """How the exported stream covers the arm's order as its training seed draws it: order_rows (rows of the order:
+    prompt visits over all its epochs), epochs (drawn), whole_rows (those in whole batches), left_out (the rest: the
+    rows of each epoch's short last batch), short_batches (the order's batches shorter than batch_size, when rows
+    are left out), prompts_unbatched (prompts of the order in no whole batch), prompts_unread (prompts of the order
+    that appear nowhere in the stream: those, and any the run stops before). in: the order and the stream
+    (training_stream), B; out: those counts."""
+    whole = whole_batch_rows(order, batch_size)
+    left_out = order.height - whole.height
     short = order.group_by("batch").len().filter(pl.col("len") != batch_size).height if left_out else 0
-    absent = order["id"].cast(pl.String).unique().is_in(frame["id"].cast(pl.String).implode()).not_().sum()
-    return {"order_rows": order.height, "left_out": left_out, "short_batches": short, "prompts_absent": int(absent)}
+    prompts = order["id"].cast(pl.String).unique()
+    return {"order_rows": order.height, "epochs": order["epoch"].n_unique(), "whole_rows": whole.height,
+            "left_out": left_out, "short_batches": short,
+            "prompts_unbatched": int(prompts.is_in(whole["id"].cast(pl.String).implode()).not_().sum()),
+            "prompts_unread": int(prompts.is_in(stream["id"].cast(pl.String).implode()).not_().sum())}
 
 
 def exported_run(root: Path, run_id: str) -> RunRecord:
@@ -549,30 +668,34 @@ def exported_run(root: Path, run_id: str) -> RunRecord:
 
 
 def export_run(root: Path, run_id: str, fmt: str, out: Path, arm: str = "saerl",
-               data_source: str = DATA_SOURCE) -> list[Path]:
-    """`saerl export`: one run's `arm` order with its prompts, in format `fmt`, into `out` (new, empty or an
-    earlier export: see write_export). in: artifact root, run id (unique prefix or 'latest'), format, output
-    folder, arm, verl data_source; out: files. Warns (logging, which the CLI prints) when rows of the order are
-    not in the file or do not fill a last batch (coverage_note)."""
+               data_source: str = DATA_SOURCE, seed: int | None = None) -> list[Path]:
+    """`saerl export`: the stream training seed `seed` of one run's `arm` reads (training_stream: the whole run's,
+    in order) with its prompts, in format `fmt`, into `out` (new, empty or an earlier export: see write_export).
+    in: artifact root, run id (unique prefix or 'latest'), format, output folder, arm, verl data_source, training
+    seed (None: export_seed's default; one the run does not train is a ValueError naming those it does); out: files.
+    Warns (logging, which the CLI prints) when rows of the order are in no whole batch (coverage_note)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format '{fmt}'; formats: {', '.join(FORMATS)}")
+    if arm not in ARM_FILES:
+        raise ValueError(f"unknown arm '{arm}'; arms: {', '.join(ARM_FILES)}")
     record = exported_run(root, run_id)
-    batch_size = int(record.config.get("curriculum.batch_size", CurriculumConfig().batch_size))
-    curriculum = stage_dir(root, record, "curriculum")
-    frame = ordered_prompts(curriculum, stage_dir(root, record, "ingest"), arm, batch_size)
-    if frame.is_empty():  # wrote 0-row files with exit status 0
+    cfg = run_config(record)
+    seed = export_seed(cfg, record.run_id, seed)
+    inputs = arm_inputs(root, record, cfg, arm, seed)
+    batch_size = cfg.curriculum.batch_size
+    stream, order = training_stream(cfg, inputs, arm, seed)
+    if stream.is_empty():  # wrote 0-row files with exit status 0
         raise ValueError(f"run {record.run_id}'s {arm} order is empty (its curriculum stage's note says why: the "
                          "quality filter or the difficulty cap removed every prompt): nothing to export; rerun with a "
                          "lower score.quality_threshold, or export another arm (--arm vanilla)")
-    info = {"run": record.run_id, "arm": arm, "rows": frame.height, "data_source": data_source,
-            "batch_size": batch_size,
-            "max_steps": int(record.config.get("train.max_steps", TrainConfig().max_steps)),
-            "algorithm": record.config.get("train.algorithm", TrainConfig().algorithm),
-            "num_generations": record.config.get("train.num_generations", TrainConfig().num_generations),
-            "verify_timeout_s": record.config.get("train.verify_timeout_s", TrainConfig().verify_timeout_s),
-            **order_coverage(curriculum, arm, frame, batch_size)}
+    frame = with_prompts(stream, Path(inputs["ingest"].path), arm)
+    t = cfg.train
+    info = {"run": record.run_id, "arm": arm, "seed": seed, "seeds": list(t.seeds), "rows": frame.height,
+            "data_source": data_source, "batch_size": batch_size, "max_steps": t.max_steps, "algorithm": t.algorithm,
+            "num_generations": t.num_generations, "verify_timeout_s": t.verify_timeout_s,
+            "curriculum_epochs": cfg.curriculum.epochs, **order_coverage(order, stream, batch_size)}
     files = write_export(frame, fmt, Path(out), info)
     note = coverage_note(info)
     if note:
-        log.warning("export of run %s, arm %s: %s", record.run_id, arm, note)
+        log.warning("export of run %s, arm %s, seed %d: %s", record.run_id, arm, seed, note)
     return files

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import importlib.util
+import re
+import shlex
 import shutil
 import sys
 import types
@@ -23,10 +26,13 @@ from saerl.export import (
     SAMPLER,
     SAMPLER_CLASS,
     TABLE,
+    VERL_SAMPLER_RANGE,
     export_run,
+    hydra_quoted,
     reward_module,
+    run_config,
 )
-from saerl.runners import PROMPTS
+from saerl.runners import PROMPTS, SCORES
 from saerl.runs import RunRecord, StageRecord, save_run
 
 N_PROMPTS, EPOCHS, BATCH, GENERATIONS = 10, 2, 4, 3
@@ -43,19 +49,28 @@ def _publish(store: ArtifactStore, stage: str, key: str, tables: dict[str, pl.Da
 
 def _make_run(root: Path, epochs: int = EPOCHS, n_prompts: int = N_PROMPTS,
               config: dict | None = None) -> tuple[Path, RunRecord]:
-    """An artifact root with an ingest and a curriculum artifact (every arm's order file stored shuffled, so
-    the export must sort by position; `epochs` epochs of `n_prompts`) and a run record naming both, its config
-    the batch size, the generations and `config`."""
+    """An artifact root with an ingest, a score and a curriculum artifact (`epochs` epochs of `n_prompts`: the
+    saerl and order_only order files stored shuffled, so the export must sort by position; vanilla's and
+    filter_only's the curriculum stage's own draw, as it writes them) and a run record naming them, its config the
+    batch size, the generations, curriculum.epochs, train.max_steps as many steps as the order has whole batches
+    (the run's stream is the order read once), and `config`."""
     store = ArtifactStore(root)
     ids = [f"p{i:02d}" for i in range(n_prompts)]
     prompts = pl.DataFrame({"id": ids, "prompt": [f"What is {i}+1?" for i in range(n_prompts)],
                             "answer": [str(i + 1) for i in range(n_prompts)], "answer_raw": ids,
                             "row": list(range(n_prompts))})
-    orders = {f: vanilla_order(ids, epochs, seed, BATCH).sample(fraction=1.0, shuffle=True, seed=seed)
-              for seed, f in enumerate(ARM_FILES.values())}
-    record = RunRecord(name="t", config={"curriculum.batch_size": BATCH, "train.num_generations": GENERATIONS,
-                                         **(config or {})})
-    for stage, key, tables in (("ingest", "ki", {PROMPTS: prompts}), ("curriculum", "kc", orders)):
+    scores = pl.DataFrame({"id": ids, "cluster": [i % 3 for i in range(n_prompts)],
+                           "difficulty_hat": [(i * 7 % 10) / 10 for i in range(n_prompts)],
+                           "quality_hat": [1.0] * n_prompts})
+    config = {"curriculum.batch_size": BATCH, "curriculum.epochs": epochs, "train.num_generations": GENERATIONS,
+              "train.max_steps": max(1, n_prompts // BATCH * epochs), **(config or {})}
+    shuffled = vanilla_order(ids, epochs, config.get("curriculum.seed", 0), BATCH)  # the curriculum stage's draw
+    orders = {ARM_FILES["saerl"]: vanilla_order(ids, epochs, 1, BATCH).sample(fraction=1.0, shuffle=True, seed=1),
+              ARM_FILES["order_only"]: vanilla_order(ids, epochs, 2, BATCH).sample(fraction=1.0, shuffle=True, seed=2),
+              ARM_FILES["filter_only"]: shuffled, ARM_FILES["vanilla"]: shuffled}
+    record = RunRecord(name="t", config=config)
+    for stage, key, tables in (("ingest", "ki", {PROMPTS: prompts}), ("score", "ks", {SCORES: scores}),
+                               ("curriculum", "kc", orders)):
         path = _publish(store, stage, key, tables)
         record.stages[stage] = StageRecord(stage, key, "computed", "", {}, {}, path=path)
     save_run(root, record)
@@ -85,6 +100,50 @@ def _load_module(path: Path, name: str) -> types.ModuleType:
 def _answers(root: Path) -> dict[str, tuple[str, str]]:
     df = pl.read_parquet(root / "ingest" / "ki" / PROMPTS)
     return {r["id"]: (r["prompt"], r["answer"]) for r in df.iter_rows(named=True)}
+
+
+def _rl_stream(root: Path, record: RunRecord, arm: str, seed: int) -> list[str]:
+    """The ids saerl's train stage trains (arm, seed) of the run on, built as it builds them: runners.arm_order_frame,
+    in whole batches (compute_train), read by rl.training_order for rl.train_stream_length prompts (train_grpo)."""
+    from saerl.artifacts import ArtifactRef
+    from saerl.rl import train_stream_length, training_order
+    from saerl.runners import arm_order_frame, read_prompts
+
+    cfg = run_config(record)
+    inputs = {s: ArtifactRef(s, r.key, r.path) for s, r in record.stages.items()}
+    order = whole_batches(arm_order_frame(cfg, inputs, arm, seed), cfg.curriculum.batch_size)
+    stream = train_stream_length(cfg.train, cfg.curriculum.batch_size)
+    return training_order(read_prompts(inputs)["id"].to_list(), order, stream, seed)
+
+
+def _hydra_read(token: str) -> str:
+    r"""The text verl reads from one single-quoted Hydra override value: a small reimplementation of hydra-core 1.3's
+    override grammar and unescaping, then OmegaConf's. Hydra's lexer (OverrideLexer.g4, QUOTED_VALUE) ends a quoted
+    value at the first quote after an even run of backslashes (none counts), so every inner quote must follow an
+    odd run and the closing one an even run; OverridesVisitor._unescape_quoted_string then keeps every other
+    backslash of a run before a quote (or the end), and the quote of an odd run. OmegaConf resolves a `${` as an
+    interpolation, unless escaped (ESC_INTER: 2n + 1 backslashes and `${` read as n and a literal `${`); an
+    unescaped one is an AssertionError. in: the value as written, quotes included; out: the text."""
+    assert len(token) >= 2 and token[0] == token[-1] == "'", token
+    body = token[1:-1]
+    assert all(len(m.group(1)) % 2 for m in re.finditer(r"(\\*)'", body)), f"{token}: an inner quote ends it"
+    assert len(re.search(r"\\*\Z", body).group()) % 2 == 0, f"{token}: its closing quote is escaped"
+    text = re.sub(r"(\\+)('|\Z)", lambda m: m.group(1)[1::2] + m.group(2), body)
+    assert all(len(m.group(1)) % 2 for m in re.finditer(r"(\\*)\$\{", text)), f"{token}: an interpolation"
+    return re.sub(r"(\\*)\$\{", lambda m: m.group(1)[: len(m.group(1)) // 2] + "${", text)
+
+
+def _overrides(shell_text: str) -> dict[str, str]:
+    """The Hydra overrides in a README's shell text (its bash block, or an inline command), split as a shell splits
+    it, each key with the value verl reads (_hydra_read for a quoted one, else as it is). in: text; out: {key: value}."""
+    words = [w for w in shlex.split(shell_text.replace("\\\n", " ")) if "=" in w]
+    return {k: (_hydra_read(v) if v.startswith("'") else v) for k, v in (w.split("=", 1) for w in words)}
+
+
+def _bash_block(text: str) -> str:
+    """The one bash block of a README."""
+    (block,) = re.findall(r"```bash\n(.*?)```", text, re.S)
+    return block
 
 
 def test_hf_round_trips_the_order(run, tmp_path):
@@ -167,9 +226,12 @@ def test_verl_export_writes_a_reward_that_judges_as_saerl_does(run, tmp_path):
     assert reward.TIMEOUT_S == 5.0  # the run's train.verify_timeout_s (the record sets none: the default)
     assert "TIMEOUT_S = 2.5 " in reward_module("verl", 2.5)
     text = (out / README).read_text()
-    assert (f"reward.custom_reward_function.path={out.resolve() / REWARD} "
-            f"reward.custom_reward_function.name={REWARD_FUNCTION}") in text  # verl 0.7.1 and later
-    assert f"`custom_reward_function.path={out.resolve() / REWARD} custom_reward_function.name=" in text  # earlier
+    keys = _overrides(_bash_block(text))  # verl 0.7.1 and later
+    assert keys["reward.custom_reward_function.path"] == str(out.resolve() / REWARD)
+    assert keys["reward.custom_reward_function.name"] == REWARD_FUNCTION
+    (top,) = re.findall(r"top level: `(.*?)`", text)  # verl 0.7.0 and earlier
+    assert _overrides(top) == {"custom_reward_function.path": str(out.resolve() / REWARD),
+                               "custom_reward_function.name": REWARD_FUNCTION}
     assert "saerl must be importable in verl's environment" in text
 
 
@@ -257,7 +319,7 @@ def test_cli_export(run, tmp_path, capsys):
     assert main(["export", record.run_id[:15], "--format", "verl", "--out", str(out), "--root", str(root)]) == 0
     printed = capsys.readouterr().out
     assert str(out / TABLE) in printed
-    assert f"exported run {record.run_id}, arm saerl:" in printed, "the run exported, named in full on stdout"
+    assert f"exported run {record.run_id}, arm saerl, training seed 0:" in printed, "named in full on stdout"
     assert main(["export", "nope", "--format", "trl", "--out", str(out), "--root", str(root)]) == 2
     assert "no unique run 'nope'" in capsys.readouterr().err
 
@@ -304,9 +366,10 @@ def test_a_whole_batch_export_says_how_many_rows_of_the_order_it_leaves_out_and_
     note = (f"{left} of the {order.height} rows of the saerl order are not in this file: the short last batch of "
             f"each epoch ({EPOCHS} batches of fewer than {BATCH} prompts), which saerl's own RL does not train on")
     text = (tmp_path / "hf" / README).read_text()
-    assert f"arm saerl, {rows} rows in training order" in text and note in text
+    assert f"arm saerl, training seed 0, {rows} rows in training order" in text and note in text
     assert f"Each block of {BATCH} rows is one saerl batch" in text
-    assert (f"{absent} of its prompts appear nowhere in the file" in text) == (absent > 0)
+    verb = "is in no whole batch and appears" if absent == 1 else "are in no whole batch and appear"
+    assert (f"{absent} of its prompts {verb} nowhere in the file" in text) == (absent > 0)
     assert any(note in r.getMessage() for r in caplog.records)
 
 
@@ -322,7 +385,8 @@ def test_a_shuffled_arm_export_describes_its_own_arm_and_the_rows_rl_leaves_out(
     tail = N_PROMPTS % BATCH
     assert df.height == N_PROMPTS - tail and tail
     text = (tmp_path / arm / README).read_text()
-    assert f"The {arm} arm's shuffle (training seed 0)" in text and f"Each block of {BATCH} rows is one saerl batch" in text
+    assert f"The {arm} arm's order as training seed 0 reads it: a seeded shuffle of" in text
+    assert f"Each block of {BATCH} rows is one saerl batch" in text
     note = f"{tail} of the {N_PROMPTS} rows of the {arm} order are not in this file"
     assert note in text and any(note in r.getMessage() for r in caplog.records)
     sampler = _load_module(tmp_path / arm / SAMPLER, f"trl_sampler_{arm}").SaerlOrderSampler(df, 1, BATCH)
@@ -412,33 +476,50 @@ def test_trl_export_writes_a_reward_that_judges_as_saerl_does(run, tmp_path):
     assert "saerl must be importable in trl's environment" in text
 
 
-@pytest.mark.parametrize(("max_steps", "trained", "passes"), [
-    (1, "the first 4 rows of this file; it does not read the 12 rows after them", 1),
-    (4, "the first 16 rows of this file.", 1),
-    (9, "all 16 rows, then the file again from the top (36 rows in all", 3)])
-def test_trl_and_verl_readmes_train_the_runs_step_budget(tmp_path, max_steps, trained, passes):
+@pytest.mark.parametrize(("max_steps", "order"), [
+    (1, "It holds the first 4 of the 16 rows the saerl order has in whole batches: saerl's RL never reads the 12 "
+        "after them"),
+    (4, "It holds all 16 rows the saerl order has in whole batches, once."),
+    (9, "The saerl order has 16 rows in whole batches, fewer than the run reads: saerl's RL reads it again from its "
+        "top, as the file does")])
+def test_trl_and_verl_readmes_train_the_runs_step_budget(tmp_path, max_steps, order):
     """trl's README kept GRPOConfig's default num_train_epochs=3 (the file read three times; saerl trained
     train.max_steps steps, the first max_steps x batch_size rows), verl's gave no step budget, and its command
-    failed verl's check (ppo_mini_batch_size 256 over train_batch_size). Both now state the run's train.max_steps
-    and the rows it reads, and set it; trl's says to divide the per-device batch by the number of processes."""
+    failed verl's check (ppo_mini_batch_size 256 over train_batch_size). Both now state the run's train.max_steps,
+    and the file is exactly the rows those steps read (the first part of the order, or the order read again), read
+    once; trl's says to divide the per-device batch by the number of processes."""
     root, _ = _make_run(tmp_path / "root", config={"train.max_steps": max_steps})  # 16 rows: 4 batches of BATCH
     export_run(root, "latest", "trl", tmp_path / "trl")
     export_run(root, "latest", "verl", tmp_path / "verl")
     trl_text, verl_text = (tmp_path / "trl" / README).read_text(), (tmp_path / "verl" / README).read_text()
-    said = f"saerl's RL trains this run for train.max_steps={max_steps} steps of {BATCH} prompts: {trained}"
-    assert said in trl_text and said in verl_text
+    said = (f"This file is the whole stream saerl's RL reads for training seed 0 of this run: train.max_steps="
+            f"{max_steps} steps of {BATCH} prompts, {max_steps * BATCH} rows. A trainer reads it once, from the top.")
+    assert said in trl_text and said in verl_text and order in trl_text and order in verl_text
+    assert pl.read_parquet(tmp_path / "trl" / TABLE).height == pl.read_parquet(tmp_path / "verl" / TABLE).height \
+        == max_steps * BATCH
     assert (f"GRPOConfig(num_generations={GENERATIONS}, per_device_train_batch_size={BATCH * GENERATIONS}, "
             f"max_steps={max_steps}, ...)") in trl_text
     assert "on N processes (GPUs) divide it by N" in trl_text
-    for key in (f"trainer.total_training_steps={max_steps} ", f"trainer.total_epochs={passes} ",
-                f"actor_rollout_ref.actor.ppo_mini_batch_size={BATCH} ", f"data.train_batch_size={BATCH} "):
-        assert key in verl_text, key
+    keys = _overrides(_bash_block(verl_text))
+    assert {k: keys[k] for k in ("trainer.total_training_steps", "trainer.total_epochs",
+                                 "actor_rollout_ref.actor.ppo_mini_batch_size", "data.train_batch_size")} == {
+        "trainer.total_training_steps": str(max_steps), "trainer.total_epochs": "1",
+        "actor_rollout_ref.actor.ppo_mini_batch_size": str(BATCH), "data.train_batch_size": str(BATCH)}
 
 
 def test_dapo_runs_readmes_say_refills_read_further(tmp_path):
-    root, _ = _make_run(tmp_path / "root", config={"train.max_steps": 2, "train.algorithm": "dapo"})
+    """Under DAPO the run's stream holds its refill rounds' rows too (rl.train_stream_length): the file holds them,
+    after the steps' rows, and the README says so."""
+    from saerl.config import TrainConfig
+
+    root, record = _make_run(tmp_path / "root", config={"train.max_steps": 2, "train.algorithm": "dapo"})
     export_run(root, "latest", "hf", tmp_path / "hf")
-    assert "dynamic-sampling refills read further rows" in (tmp_path / "hf" / README).read_text()
+    rows = 2 * BATCH * (1 + TrainConfig().dynamic_sampling_max_rounds)
+    assert (f"{2 * BATCH} rows, and the rows after them that its dynamic-sampling refills read further "
+            f"(train.algorithm=dapo): {rows} rows in all") in (tmp_path / "hf" / README).read_text()
+    from datasets import load_from_disk
+
+    assert load_from_disk(str(tmp_path / "hf"))["id"] == _rl_stream(root, record, "saerl", 0)
 
 
 def test_every_format_exports_the_ramp(run, tmp_path):
@@ -492,21 +573,17 @@ def test_an_export_from_a_root_with_brackets_prints_commands_that_paste_whole(tm
     """An artifact root 'runs [v2]': the export read its order and prompts files as glob patterns that matched
     nothing (polars). Into a folder with spaces, the verl README's bash block split data.train_files, the reward
     path and the sampler path at the space."""
-    import re
-    import shlex
-
     root, _ = _make_run(tmp_path / "runs [v2]")
-    out = tmp_path / "my export [v2]"
+    out = tmp_path / "my export"
     export_run(root, "latest", "verl", out)
     text = (out / README).read_text()
-    (block,) = re.findall(r"```bash\n(.*?)```", text, re.S)
-    words = shlex.split(block.replace("\\\n", " "))
-    assert f"data.train_files={out.resolve() / TABLE}" in words
-    assert f"reward.custom_reward_function.path={out.resolve() / REWARD}" in words
+    keys = _overrides(_bash_block(text))
+    assert keys["data.train_files"] == str(out.resolve() / TABLE)
+    assert keys["reward.custom_reward_function.path"] == str(out.resolve() / REWARD)
     (sampler,) = re.findall(r"sampler written here, `(.*?)`", text)
-    assert shlex.split(sampler)[0] == f"data.sampler.class_path={out.resolve() / SAMPLER}"
-    (keys,) = re.findall(r"top level: `(.*?)`", text)
-    assert shlex.split(keys)[0] == f"custom_reward_function.path={out.resolve() / REWARD}"
+    assert _overrides(sampler)["data.sampler.class_path"] == str(out.resolve() / SAMPLER)
+    (top,) = re.findall(r"top level: `(.*?)`", text)
+    assert _overrides(top)["custom_reward_function.path"] == str(out.resolve() / REWARD)
 
 
 def test_the_trl_readme_loads_exactly_the_exported_file_from_a_folder_with_brackets(tmp_path):
@@ -523,3 +600,113 @@ def test_the_trl_readme_loads_exactly_the_exported_file_from_a_folder_with_brack
     (files,) = re.findall(r"data_files=('.*?'), split", (out / README).read_text())
     data = load_dataset("parquet", data_files=ast.literal_eval(files), split="train", cache_dir=str(tmp_path / "c"))
     assert data.num_rows == pl.read_parquet(out / TABLE, glob=False).height
+
+
+# ------------------------------------------------------------------------------------ the run's stream, per seed
+
+
+@pytest.mark.parametrize("arm", list(ARM_FILES))
+def test_every_arm_exports_the_whole_stream_rl_reads_past_the_order_file(tmp_path, arm):
+    """A run of 9 steps over a 16-row order (36 rows): saerl's RL draws a fresh shuffle for each extra epoch of
+    vanilla and filter_only (runners.arm_order_frame), but the export wrote the curriculum stage's order file and its
+    README told trainers to read it again from the top, an order saerl never trained on after row 16. Every arm's
+    export is now the very stream the train stage reads, all 36 rows, and its README says to read it once."""
+    from datasets import load_from_disk
+
+    root, record = _make_run(tmp_path / "root", config={"train.max_steps": 9})
+    export_run(root, "latest", "hf", tmp_path / "hf", arm=arm)
+    export_run(root, "latest", "verl", tmp_path / "verl", arm=arm)
+    ids = load_from_disk(str(tmp_path / "hf"))["id"]
+    assert ids == _rl_stream(root, record, arm, 0) and len(ids) == 9 * BATCH
+    assert pl.read_parquet(tmp_path / "verl" / TABLE)["extra_info"].struct.field("id").to_list() == ids
+    file_again = _expected(root, arm) * 3  # the order file read again from the top, as the README said
+    assert (ids == file_again[: len(ids)]) == (arm not in ("vanilla", "filter_only"))
+    text = (tmp_path / "verl" / README).read_text()
+    assert _overrides(_bash_block(text))["trainer.total_epochs"] == "1" and "reads the file once" in text
+    if arm in ("vanilla", "filter_only"):
+        assert f"({-(-9 * BATCH // 8)} epochs drawn, 3 more than curriculum.epochs={EPOCHS}: saerl's RL draws a fresh " \
+               "shuffle for each epoch a run needs past them)" in text
+
+
+@pytest.mark.parametrize("arm", list(ARM_FILES))
+def test_export_seed_writes_the_stream_that_training_seed_read(tmp_path, arm, capsys):
+    """A run training seeds 1 and 2: the export wrote seed 0's order, which none of its training runs read, saying
+    'as training seed 0 read it', and had no way to export seed 1's. `--seed S` exports the stream seed S reads
+    (runners.order_seed); the default is the run's first seed when it trains no seed 0; a seed it does not train is
+    refused in one line naming those it does."""
+    root, record = _make_run(tmp_path / "root", config={"train.seeds": [1, 2]})
+    streams = {s: _rl_stream(root, record, arm, s) for s in (0, 1, 2)}
+    assert streams[1] != streams[0] and streams[2] != streams[1]
+    for seed in (1, 2):
+        assert main(["export", "latest", "--root", str(root), "--format", "trl", "--arm", arm, "--seed", str(seed),
+                     "--out", str(tmp_path / f"s{seed}")]) == 0
+        assert f"arm {arm}, training seed {seed}: wrote" in capsys.readouterr().out
+        assert pl.read_parquet(tmp_path / f"s{seed}" / TABLE)["id"].to_list() == streams[seed]
+        text = (tmp_path / f"s{seed}" / README).read_text()
+        assert f"arm {arm}, training seed {seed}, " in text and f"as training seed {seed} reads it" in text
+        assert f"This run trains seeds 1, 2 (train.seeds); `saerl export --seed S` writes another seed's stream " \
+               f"(seed {3 - seed})." in text
+    export_run(root, "latest", "trl", tmp_path / "default", arm=arm)  # no seed 0 in this run: its first, seed 1
+    assert pl.read_parquet(tmp_path / "default" / TABLE)["id"].to_list() == streams[1]
+    assert main(["export", "latest", "--root", str(root), "--format", "trl", "--arm", arm, "--seed", "0",
+                 "--out", str(tmp_path / "s0")]) == 2
+    err = capsys.readouterr().err
+    assert f"run {record.run_id} trains no seed 0: its training seeds are 1, 2 (train.seeds)" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "s0").exists()
+
+
+# ------------------------------------------------------------------------------------ verl's command, verl's range
+
+
+@pytest.mark.parametrize("value", ["/plain/path.parquet", "/a [v2], b=c/x.py", "it's", "q\\'s", "end\\", "end\\\\",
+                                   "\\\\'", "${HOME}/x", "\\${x}", "a\\\\${x}", "\"d\" 'e' \\ f", ""])
+def test_hydra_quoted_values_read_back_as_given(value):
+    """A single-quoted Hydra value reads back as the text through Hydra's unescaping and OmegaConf's (_hydra_read),
+    whatever backslashes, quotes and `${` it holds; and through Hydra's own parser where hydra-core is installed
+    (saerl does not depend on it)."""
+    assert _hydra_read(hydra_quoted(value)) == value
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from omegaconf import OmegaConf
+    except ImportError:
+        return
+    parsed = OverridesParser.create().parse_override(f"key={hydra_quoted(value)}").value()
+    assert OmegaConf.create({"key": parsed}).key == value
+
+
+def test_the_verl_readme_pastes_into_hydra_and_loads_the_file_from_any_folder_name(tmp_path):
+    """An export into 'ex [v2]' or 'ex,comma': the README's command failed in Hydra ("mismatched input '['",
+    "Ambiguous value"), and verl's dataset reads data.train_files as a glob (datasets.load_dataset), which matched
+    nothing in a bracketed folder. Each path is now quoted for Hydra and the shell, and data.train_files
+    glob-escaped: every path reads back whole, and the train file's pattern finds it, and loads."""
+    from datasets import load_dataset
+
+    root, _ = _make_run(tmp_path / "root")
+    out = tmp_path / "ex [v2], a=b 'q' \"dq\" back\\slash*?"
+    export_run(root, "latest", "verl", out)
+    text = (out / README).read_text()
+    keys = _overrides(_bash_block(text))
+    (sampler,) = re.findall(r"sampler written here, `(.*?)`", text)
+    (top,) = re.findall(r"top level: `(.*?)`", text)
+    keys |= _overrides(sampler) | _overrides(top)
+    here = out.resolve()
+    for key, name in (("reward.custom_reward_function.path", REWARD), ("custom_reward_function.path", REWARD),
+                      ("data.sampler.class_path", SAMPLER)):
+        assert keys[key] == str(here / name), key
+    assert glob.glob(keys["data.train_files"]) == [str(here / TABLE)]
+    data = load_dataset("parquet", data_files=keys["data.train_files"], split="train", cache_dir=str(tmp_path / "c"))
+    assert data.num_rows == pl.read_parquet(out / TABLE, glob=False).height
+
+
+def test_verl_readme_and_sampler_name_the_releases_that_take_a_custom_sampler(run, tmp_path):
+    """They said the sampler was for 'verl 0.7 and earlier', but verl before 0.5.0 has no custom samplers (and
+    0.8.0 removed them): the export's README, its sampler module and saerl's README name 0.5.0 to 0.7.x."""
+    root, _ = run
+    export_run(root, "latest", "verl", tmp_path / "verl")
+    text = (tmp_path / "verl" / README).read_text()
+    assert VERL_SAMPLER_RANGE == "verl 0.5.0 to 0.7.x"
+    assert f"{VERL_SAMPLER_RANGE} (custom samplers came in verl 0.5.0, and 0.8.0 removed them) also take the " \
+           "sampler written here" in text
+    assert (tmp_path / "verl" / SAMPLER).read_text().count(VERL_SAMPLER_RANGE) == 1
+    project_readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    assert VERL_SAMPLER_RANGE in project_readme and "verl 0.7 and earlier" not in project_readme
