@@ -19,6 +19,7 @@ import shlex
 import shutil
 import signal
 import sys
+import textwrap
 import threading
 import traceback
 from collections.abc import Callable, Iterator
@@ -27,7 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from saerl.config import SHIPPED_CONFIGS, ConfigError, PipelineConfig, load_config, refuse_rewrites
+from saerl.config import (
+    SHIPPED_CONFIGS,
+    BarSafeHandler,
+    ConfigError,
+    PipelineConfig,
+    load_config,
+    refuse_rewrites,
+    stderr_is_terminal,
+)
 from saerl.privacy import credentials_to_env, telemetry_off, without_uri_credentials
 
 if TYPE_CHECKING:
@@ -37,10 +46,13 @@ if TYPE_CHECKING:
 DEMO_CONFIG = SHIPPED_CONFIGS / "demo.yaml"
 OVERRIDES_HELP = ("dotted overrides KEY=VALUE, each VALUE parsed as YAML: a scalar (curriculum.mix_ratio=0.2) or a "
                   "list ('train.seeds=[0,1]'; quote it for the shell)")
+HELP_COLUMNS = 80  # the terminal width the pre-wrapped help texts (RawDescriptionHelpFormatter's) fit in
+HELP_MARGIN = 2  # argparse's own: it wraps its help to the terminal's width less this
 RUN_EPILOG = (  # `saerl run --help`: override values are YAML, lists included (saerl.config.load_config)
     "override values are YAML, so lists work too (quote them for the shell), e.g.:\n"
     "  saerl run configs/demo.yaml curriculum.mix_ratio=0.2 --until curriculum\n"
-    "  saerl run configs/demo.yaml 'train.seeds=[0,1]' 'train.arms=[saerl,vanilla,order_only]'")
+    "  saerl run configs/demo.yaml 'train.seeds=[0,1]' \\\n"
+    "      'train.arms=[saerl,vanilla,order_only]'")
 
 
 USER_ERRORS = (ValueError, OSError)  # what main prints as one line, `saerl: error: ...` (a config, data or path
@@ -52,16 +64,34 @@ EXIT_USAGE = 2  # the command line, the config, an input or the environment is w
 EXIT_NOT_ENDED_OK = 3  # `status --check`: the run was stopped (a signal) or killed before it could record its end
 EXIT_RUNNING = 4  # `status --check`: the run is still going (or it cannot be told whether its process is alive)
 EXIT_SIGNAL_BASE = 128  # a run a signal stopped exits 128 + the signal's number (129 SIGHUP, 130 SIGINT, 143 SIGTERM)
-EXIT_CODES = (  # the `saerl --help` epilog; README's "Exit statuses" says the same
-    "exit statuses:\n"
-    f"  {EXIT_OK}    done (also a read-only command whose reader closed its output early: saerl report | head)\n"
-    f"  {EXIT_FAILED}    a run started and failed: stderr names the run id and the stage, `saerl status RUN` too; the\n"
-    "       same command resumes it. Also an ablation whose child failed, or an unexpected error\n"
-    f"  {EXIT_USAGE}    bad command line, config, input or environment (a stale PREFECT_API_URL): nothing ran\n"
-    f"  {EXIT_NOT_ENDED_OK}    status --check: the run was stopped or killed (the same command resumes it)\n"
-    f"  {EXIT_RUNNING}    status --check: the run is still going\n"
-    f"  {EXIT_SIGNAL_BASE}+N stopped by signal N: 129 SIGHUP, 130 Ctrl-C, 143 SIGTERM (a run: recorded as stopped; under\n"
-    "       nohup a closed terminal's SIGHUP leaves a run going)")
+EXIT_LINES = (  # the `saerl --help` epilog's lines, each wrapped to HELP_COLUMNS (:func:`help_entry`)
+    (str(EXIT_OK), "done (also a read-only command whose reader closed its output early: saerl report | head)"),
+    (str(EXIT_FAILED), "a run started and failed: stderr names the run id and the stage, `saerl status RUN` too; the "
+     "same command resumes it. Also an ablation whose child failed, or an unexpected error"),
+    (str(EXIT_USAGE), "bad command line, config, input or environment (a stale PREFECT_API_URL): nothing ran"),
+    (str(EXIT_NOT_ENDED_OK), "status --check: the run was stopped or killed (the same command resumes it)"),
+    (str(EXIT_RUNNING), "status --check: the run is still going"),
+    (f"{EXIT_SIGNAL_BASE}+N", "stopped by signal N: 129 SIGHUP, 130 Ctrl-C, 143 SIGTERM (a run: recorded as stopped; "
+     "under nohup a closed terminal's SIGHUP leaves a run going)"))
+EXIT_STATUS_WIDTH = 5  # the width of the exit statuses' column (128+N), after two spaces
+
+
+def help_text(text: str) -> str:
+    """`text` wrapped to fit HELP_COLUMNS, less argparse's own margin (HELP_MARGIN): a RawDescriptionHelpFormatter
+    text keeps its line breaks, and wrapped by hand, at up to 99 columns, it broke mid-word in an 80-column terminal.
+    in: text; out: its lines."""
+    return textwrap.fill(text, HELP_COLUMNS - HELP_MARGIN)
+
+
+def help_entry(name: str, text: str) -> str:
+    """One entry of a help table: `name` in its column (EXIT_STATUS_WIDTH wide, after two spaces), then `text`
+    wrapped to HELP_COLUMNS beside it. in: the name, its meaning; out: the lines."""
+    head = f"  {name:<{EXIT_STATUS_WIDTH}} "
+    return textwrap.fill(text, HELP_COLUMNS - HELP_MARGIN, initial_indent=head, subsequent_indent=" " * len(head))
+
+
+EXIT_CODES = "exit statuses:\n" + "\n".join(help_entry(code, text) for code, text in EXIT_LINES)  # README's "Exit
+# statuses" says the same
 
 
 def resume_hint(run_id: str | None = None) -> str:
@@ -93,6 +123,13 @@ URLLIB3_RETRY = "Retrying ("  # how that warning starts: 'Retrying (Retry(total=
 # runner's name), with the cause's traceback, and how that line starts; saerl's own line says the cause
 LOCAL_CLUSTER_LOGGER = "prefect.task_runner.localcluster"
 CLUSTER_START_FAILED = "Failed to create "
+NOISY_LOGGERS = ("httpx", "httpcore", "alembic", "urllib3", "filelock",  # at WARNING, -v or not
+                 "sqlalchemy.engine", "huey")  # these two MLflow quieted so with its own handler (MLFLOW_LOGGERS):
+# at INFO SQLAlchemy logs every SQL statement
+MLFLOW_CONFIGURE_LOGGING = "MLFLOW_CONFIGURE_LOGGING"  # MLflow's switch: give its loggers a handler of its own at import
+MLFLOW_LOGGERS = ("mlflow", "sqlalchemy.engine", "alembic", "huey")  # the loggers that handler is given (with no
+# propagation: mlflow/utils/logging_utils.py:_configure_mlflow_loggers)
+MLFLOW_NO = ("false", "0")  # how MLflow's boolean environment variables say no (case aside)
 
 
 class UserErrorTracebacks(logging.Filter):
@@ -179,12 +216,15 @@ def traceback_logged(err: BaseException) -> bool:
 
 
 def _setup_logging(verbose: bool) -> None:
-    """Log INFO and up (DEBUG with -v) to stderr, the chattiest libraries at WARNING; below -v, Prefect's run
-    loggers drop the tracebacks saerl words itself (:class:`UserErrorTracebacks`), urllib3 its retry warnings
-    (:class:`RetryLines`) and prefect-dask a local cluster's failed start (:class:`ClusterStartLines`). in: -v."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+    """Log INFO and up (DEBUG with -v) to stderr, above any progress bar drawn there (saerl.config.BarSafeHandler),
+    MLflow's records too (:func:`mlflow_logs_to_saerl`), the chattiest libraries at WARNING (NOISY_LOGGERS); below
+    -v, Prefect's run loggers drop the tracebacks saerl words itself (:class:`UserErrorTracebacks`), urllib3 its retry
+    warnings (:class:`RetryLines`) and prefect-dask a local cluster's failed start (:class:`ClusterStartLines`).
+    in: -v."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[BarSafeHandler()],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt=LOG_DATEFMT)
-    for noisy in ("httpx", "httpcore", "alembic", "urllib3", "filelock"):
+    mlflow_logs_to_saerl()
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     shared = UserErrorTracebacks()  # one for both loggers: a task's error is printed again by its flow's logger
     for name in PREFECT_RUN_LOGGERS:  # -v keeps every traceback, also after a run without it in this process
@@ -199,6 +239,21 @@ def _setup_logging(verbose: bool) -> None:
             logger.removeFilter(old)
         if not verbose:
             logger.addFilter(kind())
+
+
+def mlflow_logs_to_saerl() -> None:
+    """Have MLflow's records reach saerl's stderr handler, in its format and at its level (-v: DEBUG): at import
+    MLflow gave its loggers (MLFLOW_LOGGERS) a handler of its own and no propagation, so its lines ('Creating
+    initial MLflow database tables...') carried another date format (2026/12/07) and -v did not reach them. Its switch
+    MLFLOW_CONFIGURE_LOGGING is set off, unless the environment says otherwise (so also for the workers this process
+    starts), before a command imports MLflow; an MLflow imported already has those handlers taken off here."""
+    os.environ.setdefault(MLFLOW_CONFIGURE_LOGGING, MLFLOW_NO[0])
+    if "mlflow" not in sys.modules or os.environ[MLFLOW_CONFIGURE_LOGGING].lower() not in MLFLOW_NO:
+        return
+    for name in MLFLOW_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers, logger.propagate = [], True
+    logging.getLogger(MLFLOW_LOGGERS[0]).setLevel(logging.NOTSET)  # the root's: INFO, DEBUG with -v
 
 
 def stop_now(signum: int) -> None:
@@ -493,7 +548,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     fields = {k: getattr(args, k) for k in (*INGEST_OPTIONS, "format", "hf_split")}
     cfg = DataConfig(source="file", path=str(args.file), **{k: v for k, v in fields.items() if v is not None})
     out = _out_dir(args.out)
-    result = ingest(cfg, Path(args.file))
+    result = ingest(cfg, Path(args.file), progress=stderr_is_terminal())  # as runtime.progress's auto
     out.mkdir(parents=True, exist_ok=True)
     write_ingest(result, out)
     if result.kept.height:
@@ -731,14 +786,14 @@ def build_parser() -> CommandParser:
     sub = p.add_subparsers(dest="command", required=True, action=Commands)
 
     d = add_command(sub, "demo", help="run the pipeline on the embedded default (configs/demo.yaml)")
-    d.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    d.add_argument("overrides", nargs="*", default=[], help=OVERRIDES_HELP)  # default: not listed as required
     d.add_argument("--root", help="artifact root (default: runtime.artifact_root of the demo config)")
     d.set_defaults(fn=cmd_demo, runs_stages=True)
 
     r = add_command(sub, "run", help="run the pipeline for a config file",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RUN_EPILOG)
     r.add_argument("config", help="YAML config, e.g. configs/demo.yaml")
-    r.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    r.add_argument("overrides", nargs="*", default=[], help=OVERRIDES_HELP)  # default: not listed as required
     r.add_argument("--until", help="stop after this stage")
     r.add_argument("--root", help="artifact root (default: runtime.artifact_root of the config)")
     r.set_defaults(fn=cmd_run, runs_stages=True)
@@ -746,15 +801,17 @@ def build_parser() -> CommandParser:
     a = add_command(
         sub, "ablate", help="run a grid of settings as child runs of one ablation flow; ends in a table",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run the pipeline once per setting of the cartesian product of the --grid values, as child\n"
-        "flow runs of one Prefect flow, then print per setting and arm the greedy held-out accuracy and\n"
-        "steps-to-target, and per child which stages it computed or reused. Stages a setting does not\n"
-        "change are cache hits: a curriculum grid pays for extraction, SAE, encoding and scoring once.",
+        description=help_text("Run the pipeline once per setting of the cartesian product of the --grid values, as "
+                              "child flow runs of one Prefect flow, then print per setting and arm the greedy held-out "
+                              "accuracy and steps-to-target, and per child which stages it computed or reused. Stages "
+                              "a setting does not change are cache hits: a curriculum grid pays for extraction, SAE, "
+                              "encoding and scoring once."),
         epilog="example (3 x 2 = 6 settings, each trained for 50 steps):\n"
         "  saerl ablate configs/demo.yaml --grid curriculum.mix_ratio=0,0.1,0.3 \\\n"
         "      --grid curriculum.ordering=easy_to_hard,random train.max_steps=50")
     a.add_argument("config", help="YAML config, e.g. configs/demo.yaml")
-    a.add_argument("overrides", nargs="*", help="dotted overrides applied to every setting, e.g. train.max_steps=50")
+    a.add_argument("overrides", nargs="*", default=[],  # a default: `saerl ablate` does not call them required
+                   help="dotted overrides applied to every setting, e.g. train.max_steps=50")
     a.add_argument("--grid", action=GridAction, nargs="+", required=True, metavar=("KEY=V1,V2", "OVERRIDE"),
                    help="one swept config key and its comma-separated values, parsed as YAML (quote a value "
                    "holding a comma: data.path='a,b.jsonl',c.jsonl); repeat --grid for more keys; overrides may "
@@ -1004,6 +1061,24 @@ def stdout_to_devnull() -> bool:
     return True
 
 
+def flush_stdout() -> None:
+    """Write out what standard output holds, inside main's error handling: a command's short output (`saerl status`,
+    `--version`, `--help`) stayed in its buffer until the interpreter's exit, whose flush into a closed pipe or a
+    full disk printed Python's "Exception ignored ... BrokenPipeError" and exit status 120. A reader that closed it
+    has what it wanted: standard output is pointed at /dev/null and nothing is raised. Any other failure (a full disk)
+    is raised for :func:`failed` to word, the unwritable text dropped (pointed at /dev/null too, so the exit's flush
+    does not fail again)."""
+    if sys.stdout is None:  # closed by the shell (>&-): nothing to write
+        return
+    try:
+        sys.stdout.flush()
+    except OSError as err:
+        closed = isinstance(err, BrokenPipeError) and stdout_closed()
+        stdout_to_devnull()
+        if not closed:
+            raise
+
+
 def user_error(err: BaseException, verbose: bool) -> int:
     """Print an error the user can act on as one line, `saerl: error: ...`, saying where its traceback is; with -v
     its traceback first, then the line. Exit status EXIT_USAGE either way (-v raised it: exit status 1, which the
@@ -1101,22 +1176,34 @@ def interrupted(signum: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `saerl` console script; its exit statuses are EXIT_CODES. The verifier's workers stop
-    when the command ends, however it ends (:func:`saerl.pipeline.stop_verifier`)."""
+    """Entry point of the `saerl` console script; its exit statuses are EXIT_CODES. What a command prints, and
+    `--help` and `--version` too, is written out inside the error handling (:func:`flush_stdout`), so a closed
+    reader or a full disk is answered as for any command (:func:`failed`). The verifier's workers stop when a
+    command ends, however it ends (:func:`saerl.pipeline.stop_verifier`)."""
     escape_unencodable_output()  # user text (a config's name, data labels) never fails a command at its printing
-    args = parse_args(argv)
-    telemetry_off()  # before any command imports huggingface_hub, which reads its setting once
-    _setup_logging(args.verbose)
+    args = argparse.Namespace(verbose=False)  # what failed() reads until the command line is parsed
+    parsed = False
     try:
-        return args.fn(args)
+        try:
+            args = parse_args(argv)  # --help and --version print here, then exit
+        except SystemExit:
+            flush_stdout()
+            raise
+        parsed = True
+        telemetry_off()  # before any command imports huggingface_hub, which reads its setting once
+        _setup_logging(args.verbose)
+        status = args.fn(args)
+        flush_stdout()
+        return status
     except KeyboardInterrupt as err:  # outside a run (report, gc, status), whose own stop says more: one line
         return interrupted(getattr(err, "signum", signal.SIGINT))
     except Exception as err:
         return failed(err, args)
     finally:
-        from saerl.pipeline import stop_verifier
+        if parsed:
+            from saerl.pipeline import stop_verifier
 
-        stop_verifier()
+            stop_verifier()
 
 
 if __name__ == "__main__":

@@ -1480,11 +1480,12 @@ def _invalid_label_detail(kind: str, field_name: str, value: Any) -> str:
             "map such a field, or write the labels so")
 
 
-def _keep(cfg: DataConfig, candidates: list[dict], issues: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Candidates whose answer normalises (one batch) and whose prompt and id are first seen; others go to
-    `issues` (an answer the verifier did not read with its reason as the detail), a duplicate naming the kept
-    row it repeats ('same as row 3: ...'). Adds `answer` (canonical) and fills content-hash ids."""
-    normalized = normalize_answers([c["answer_raw"] for c in candidates], cfg.verify_timeout_s)
+def _keep(cfg: DataConfig, candidates: list[dict], issues: list[dict[str, Any]],
+          progress: bool = False) -> list[dict[str, Any]]:
+    """Candidates whose answer normalises (one batch; with `progress`, its bar) and whose prompt and id are first
+    seen; others go to `issues` (an answer the verifier did not read with its reason as the detail), a duplicate
+    naming the kept row it repeats ('same as row 3: ...'). Adds `answer` (canonical) and fills content-hash ids."""
+    normalized = normalize_answers([c["answer_raw"] for c in candidates], cfg.verify_timeout_s, progress=progress)
     unchecked = [c["row"] for c, n in zip(candidates, normalized, strict=True) if n.detail == WORKERS_FAILED]
     if unchecked:  # the environment, not the rows: rejecting them would lose good data as "unparseable"
         raise IngestError(
@@ -1517,10 +1518,11 @@ def _keep(cfg: DataConfig, candidates: list[dict], issues: list[dict[str, Any]])
     return kept
 
 
-def ingest(cfg: DataConfig, path: Path, *, labels_optional: bool = False) -> IngestResult:
-    """Read `path`, check each row, normalise answers in one batch, drop duplicates. With `labels_optional` (a
-    held-out file read with the training data's mapping), a mapped label column the file lacks is left out of
-    the result instead of an error: evaluation needs only prompt, answer and id.
+def ingest(cfg: DataConfig, path: Path, *, labels_optional: bool = False, progress: bool = False) -> IngestResult:
+    """Read `path`, check each row, normalise answers in one batch (with `progress`, runtime.progress, a bar over
+    the verifier's blocks where it takes long), drop duplicates. With `labels_optional` (a held-out file read with
+    the training data's mapping), a mapped label column the file lacks is left out of the result instead of an
+    error: evaluation needs only prompt, answer and id.
 
     A row is dropped for (first match wins): invalid JSON (also a line nested too deep or with an integer over
     Python's digit limit, or a JSON array element that is not an object), too many fields (a csv row with more
@@ -1554,7 +1556,7 @@ def ingest(cfg: DataConfig, path: Path, *, labels_optional: bool = False) -> Ing
     chats = ChatCounts()
     records = zip(rows, table.records(), strict=True)
     checked = (_check_row(cfg, row, rec, issues, chats) for row, rec in records)
-    kept = _keep(cfg, [c for c in checked if c is not None], issues)
+    kept = _keep(cfg, [c for c in checked if c is not None], issues, progress)
 
     labels = [k for k in LABEL_KINDS if getattr(cfg, k)]
     schema = {**KEPT_SCHEMA, **{k: LABEL_TYPES[k] for k in labels}}

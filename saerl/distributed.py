@@ -470,13 +470,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     process as a saerl rank first (saerl.train_env.mark_saerl_rank): only there are torchrun's variables trusted.
     in: [the spec folder]."""
     from saerl.artifacts import write_file_atomic
+    from saerl.config import BarSafeHandler
     from saerl.rl import process_rank, step_sink, train_grpo
     from saerl.train_env import mark_saerl_rank
 
     folder = Path((argv if argv is not None else sys.argv[1:])[0])
     mark_saerl_rank()  # torchrun's WORLD_SIZE, RANK and the rest are this process's own (saerl.train_env)
     rank = process_rank()
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format=LOG_FORMAT, datefmt=LOG_DATEFMT)
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format=LOG_FORMAT, datefmt=LOG_DATEFMT,
+                        handlers=[BarSafeHandler()])  # other libraries' lines above rank 0's training bar
     send_saerl_records(folder / log_file(rank))
     try:
         kwargs = read_spec(folder)

@@ -99,7 +99,7 @@ def compute_ingest(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: B
     from saerl.pipeline import ROWS_CONTENT, data_file, rows_content
 
     path = data_file(cfg) or inputs["testbed"].file("world/pool.parquet")
-    result = ingest(cfg.data, path)
+    result = ingest(cfg.data, path, progress=cfg.runtime.progress)
     require_rows(result)  # before the artifact exists: a fixed mapping reruns it, a rerun says the same
     counts = write_ingest(result, build.path)
     summary = summarize(result)
@@ -632,11 +632,11 @@ def read_held_out(cfg: PipelineConfig, name: str, entry: Any, max_rows: int | No
     try:
         mapping = held_out_mapping(cfg.data, entry).model_copy(update={"max_rows": max_rows})
         if not path.exists():  # ingest's error names it
-            return ingest(mapping, path, labels_optional=True)
+            return ingest(mapping, path, labels_optional=True, progress=cfg.runtime.progress)
         with _HELD_OUT_LOCK:  # one thread reads a file while another waits for what it read
             read = (str(path.resolve()), hash_path(path), mapping.model_dump_json())
             if read not in _HELD_OUT_READ:
-                _HELD_OUT_READ[read] = ingest(mapping, path, labels_optional=True)
+                _HELD_OUT_READ[read] = ingest(mapping, path, labels_optional=True, progress=cfg.runtime.progress)
             return _HELD_OUT_READ[read]
     except IngestError as err:
         raise type(err)(f"held-out set eval.sets.{name} ({path}): {err}") from err

@@ -2026,10 +2026,11 @@ def _run_unique(tasks: list[tuple[str, tuple]], timeout_s: float) -> list[tuple]
     return [done[t] for t in tasks]
 
 
-def normalize_answers(golds: list[str], timeout_s: float) -> list[NormalizedAnswer]:
+def normalize_answers(golds: list[str], timeout_s: float, progress: bool = False) -> list[NormalizedAnswer]:
     """Canonical forms of many gold answers, each folded first (see fold_unicode: '3²' is 9, '50％' 50%): what
     _fast_normalize reads (numbers, percents, compound quantities, number words) in this process, the rest in pool
-    batches of NORMALIZE_BLOCK (a progress bar over them), each answer bounded by timeout_s."""
+    batches of NORMALIZE_BLOCK (with `progress`, runtime.progress, a progress bar over them where there are two or
+    more), each answer bounded by timeout_s."""
     from tqdm.auto import tqdm
 
     golds = [fold_unicode(g if isinstance(g, str) else str(g)) for g in golds]  # '3²' as '3^{2}', '50％' as '50%'
@@ -2037,7 +2038,7 @@ def normalize_answers(golds: list[str], timeout_s: float) -> list[NormalizedAnsw
     slow = [i for i, r in enumerate(out) if r is None]
     pooled: list[tuple] = []
     blocks = range(0, len(slow), NORMALIZE_BLOCK)  # a bar where it takes long: LaTeX golds cost ~12 ms each
-    for lo in tqdm(blocks, desc="normalizing gold answers", unit="block", disable=len(blocks) < 2 or None):
+    for lo in tqdm(blocks, desc="normalizing gold answers", unit="block", disable=len(blocks) < 2 or not progress):
         pooled += _run_unique([("normalize", (golds[i],)) for i in slow[lo : lo + NORMALIZE_BLOCK]], timeout_s)
     for i, res in zip(slow, pooled, strict=True):
         if res[0] == "done":

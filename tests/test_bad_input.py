@@ -363,7 +363,7 @@ def test_an_answer_the_verifier_fails_on_is_rejected_as_such_with_its_detail(tmp
     others stay."""
     from saerl.verify import NormalizedAnswer
 
-    def normalize(golds, _timeout):
+    def normalize(golds, _timeout, progress=False):
         return [NormalizedAnswer("error", "", "verifier worker exited (code -9)") if g == "7" else
                 NormalizedAnswer("ok", g, "number") for g in golds]
 

@@ -711,7 +711,8 @@ def test_run_help_says_override_values_are_yaml_lists_included(capsys):
         parse_args(["run", "--help"])
     text = capsys.readouterr().out
     assert "YAML" in text and "'train.seeds=[0,1]'" in text and "'train.arms=[saerl,vanilla,order_only]'" in text
-    example = next(line for line in text.splitlines() if "train.arms=[" in line)
+    example = next(line for line in text.replace("\\\n", " ").splitlines() if "train.arms=[" in line)  # as a shell
+    # reads a line continued with a backslash
     args = parse_args(shlex.split(re.sub(r"^\s*saerl ", "", example)))
     cfg = load_config(REPO / args.config, args.overrides)
     assert cfg.train.seeds == [0, 1] and cfg.train.arms == ["saerl", "vanilla", "order_only"]
@@ -1141,6 +1142,11 @@ def test_progress_bars_follow_whether_stderr_is_a_terminal(monkeypatch):
         def isatty(self) -> bool:
             return True
 
+        def fileno(self) -> int:  # a terminal's, whose size os.get_terminal_size gives below
+            return 2
+
+    monkeypatch.setenv("TERM", "xterm")  # a terminal that draws bars (not TERM=dumb, not 0 columns: test_terminal.py)
+    monkeypatch.setattr(os, "get_terminal_size", lambda fd=None: os.terminal_size((80, 24)))
     for stream, shown in ((io.StringIO(), False), (Tty(), True)):
         monkeypatch.setattr(sys, "stderr", stream)
         assert RuntimeConfig().progress is shown and RuntimeConfig(progress="auto").progress is shown

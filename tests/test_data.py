@@ -243,7 +243,7 @@ def test_answer_timeout_is_its_own_reason(tmp_path, monkeypatch):
     monkeypatch.setattr(
         D,
         "normalize_answers",
-        lambda golds, timeout_s: [NormalizedAnswer("timeout", "", "over 5 s")] * len(golds),
+        lambda golds, timeout_s, progress=False: [NormalizedAnswer("timeout", "", "over 5 s")] * len(golds),
     )
     res = ingest(cfg(), write_jsonl(tmp_path / "d.jsonl", GOOD))
     assert res.rejected["reason"].to_list() == ["answer timeout"] * 2

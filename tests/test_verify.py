@@ -1404,7 +1404,7 @@ REVIEWED_SOURCES = {"1": "389ac05f766a6a00cea8b6d6f4d02b71143480dec72fa24d31b18f
                     "4": "2ec85e78742ea3b07fe8ddc98d93129a332b1d871ae2d9e1672360e31341cf36",
                     "5": "42fa58a905ede8eac6248d2b487368fdea878722acec145a39b41caa87a397a8",
                     "6": "cffc532930bd0af2ff931c4bf64f139d96d57febf34b242619833a007548e22a",
-                    "7": "685f41129e1d5e0864848eeee8c4f18351b9546549805967c5628728c3f2fad3"}
+                    "7": "5ce21317ea2d5e45768e8fee0bb6e9ac39969407937d0f9586f1664053ba8e0e"}
 
 
 def test_a_change_of_verify_py_is_reviewed_for_its_version():

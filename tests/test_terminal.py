@@ -1,0 +1,229 @@
+"""What saerl writes to a terminal and to output sinks of other shapes: log lines above a drawn progress bar, when
+`runtime.progress: auto` draws bars, a closed reader or a full disk under a short output, help text width, usage
+errors, and MLflow's log lines (session 46's terminal-output audit)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
+import pytest
+
+from flows.cli import build_parser, parse_args
+
+REPO = Path(__file__).resolve().parents[1]
+STAMP = rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"  # saerl's log line date (flows.cli.LOG_DATEFMT)
+SUBPROCESS_S = 120  # the most one child process below may take
+TERMINAL_COLUMNS = 80  # the terminal every help text must fit
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The suite's environment for a child python that imports this checkout, without PYTHONUNBUFFERED (Python's
+    default buffering, as a user's shell has it) unless `extra` sets it. in: variables to set; out: the env."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    return {**env, "PYTHONPATH": str(REPO), **extra}
+
+
+def on_terminal(code: str, rows: int, cols: int, **env: str) -> tuple[int, bytes]:
+    """Run `python -c code` with its stderr on a fresh pty of `rows` x `cols` (0 x 0: one nobody sized, as `script
+    -qc CMD /dev/null` gives a CI job) and stdout discarded. in: code, the size, variables to set (TERM...);
+    out: (exit status, the bytes the terminal got)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=slave, env=child_env(**env), cwd=REPO)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: every end of the terminal's other side is closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return proc.wait(timeout=SUBPROCESS_S), b"".join(chunks)
+
+
+EVAL_LINE = "train saerl:0 step 2: heldout greedy 0.000 (20 problems, 0.5 s)"
+TRAINING_BAR = f"""
+import logging, types
+from flows.cli import _setup_logging
+from saerl.rl import StepBar
+_setup_logging(False)
+bar = StepBar("train saerl:0")
+bar.on_train_begin(None, types.SimpleNamespace(is_world_process_zero=True, max_steps=3), None)
+bar.training_bar.update(1)
+logging.getLogger("saerl.rl").info({EVAL_LINE!r})
+bar.training_bar.update(2)
+bar.training_bar.close()
+"""
+
+
+def test_a_log_line_written_while_the_training_bar_is_drawn_goes_above_the_bar():
+    """On a terminal, an in-training evaluation's INFO line was written right after the training bar's last frame,
+    on the bar's line: the frozen frame stayed on screen glued to it ('... 1/3 [00:02<00:042026-12-07 06:13:20 INFO
+    saerl.rl: ...'), and the bar was drawn again below. The line now starts a line of its own (the bar cleared
+    first) and the bar is drawn again after it."""
+    status, screen = on_terminal(TRAINING_BAR, 24, 80, TERM="xterm")
+    assert status == 0, screen
+    line = re.search(rb"(.)" + STAMP + rb" INFO saerl\.rl: " + re.escape(EVAL_LINE.encode()) + rb"\r?\n", screen, re.S)
+    assert line is not None, screen
+    assert line.group(1) in (b"\r", b"\n"), f"glued to the bar: {screen[max(line.start() - 60, 0):line.end()]!r}"
+    assert b"train saerl:0:" in screen[:line.start()] and b"train saerl:0: 100%" in screen[line.end():], screen
+
+
+def test_log_lines_to_a_file_are_as_before_while_a_disabled_bar_is_open(tmp_path):
+    """Where no bar is drawn (runtime.progress off, or auto with stderr no terminal: every saerl bar disabled), a log
+    line is written as logging's StreamHandler writes it, byte for byte: nothing of tqdm's in a log file."""
+    code = ("import logging\nfrom tqdm.auto import tqdm\nfrom flows.cli import _setup_logging\n_setup_logging(False)\n"
+            "bar = tqdm(total=3, disable=True)\nlogging.getLogger('saerl.rl').info('said')\nbar.close()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, env=child_env(), cwd=REPO,
+                          timeout=SUBPROCESS_S)
+    assert re.fullmatch(STAMP + rb" INFO saerl\.rl: said\n", done.stderr), done.stderr
+
+
+PROGRESS = "from saerl.config import RuntimeConfig; import sys; sys.stderr.write(f'progress={RuntimeConfig().progress}')"
+
+
+@pytest.mark.parametrize(("term", "rows", "cols", "drawn"), [
+    ("xterm-256color", 24, 80, True),
+    ("dumb", 24, 80, False),  # Emacs' shell, some CI log viewers: a bar's '\r' frames and cursor-up codes piled up
+    ("xterm", 0, 0, False),  # `script -qc CMD /dev/null`: tqdm drew empty lines, and the heartbeat lines were off
+])
+def test_progress_auto_draws_bars_only_on_a_terminal_that_can_show_them(term, rows, cols, drawn):
+    """`runtime.progress: auto` was `stderr.isatty()` alone: a TERM=dumb terminal got carriage-return frames and
+    cursor-up escapes, and a pty of 0 columns got bars tqdm drew as empty lines instead of the heartbeat lines
+    (saerl.rl.ProgressLog). auto is now a terminal whose TERM is not dumb and which has columns."""
+    status, screen = on_terminal(PROGRESS, rows, cols, TERM=term)
+    assert status == 0 and f"progress={drawn}".encode() in screen, screen
+
+
+NORMALIZING = """
+import json, sys
+from pathlib import Path
+import saerl.verify as V
+from saerl.config import DataConfig
+from saerl.data import ingest
+V.NORMALIZE_BLOCK = 1  # a bar over 3 blocks, as over 3 x 2048 LaTeX golds
+path = Path(sys.argv[1])
+path.write_text("".join(json.dumps({"q": f"What is {i} over {i + 1}?", "a": f"\\\\frac{{{i}}}{{{i + 1}}}"}) + "\\n"
+                        for i in range(3)))
+cfg = DataConfig(source="file", path=str(path), prompt="q", answer="a")
+assert ingest(cfg, path, progress=sys.argv[2] == "on").kept.height == 3
+"""
+
+
+def test_the_gold_normalizing_bar_follows_runtime_progress(tmp_path):
+    """ingest's "normalizing gold answers" bar followed tqdm's own terminal test, not runtime.progress: drawn on a
+    terminal under `runtime.progress: false`, never drawn with `true` and stderr in a file. It follows the setting."""
+    data = str(tmp_path / "golds.jsonl")
+    status, screen = on_terminal(NORMALIZING.replace("sys.argv[1]", repr(data)).replace("sys.argv[2]", "'off'"),
+                                 24, 100, TERM="xterm")
+    assert status == 0 and b"normalizing gold answers" not in screen, screen
+    done = subprocess.run([sys.executable, "-c", NORMALIZING, data, "on"], capture_output=True, env=child_env(),
+                          cwd=REPO, timeout=SUBPROCESS_S)
+    assert done.returncode == 0 and b"normalizing gold answers" in done.stderr, done.stderr
+
+
+def closed_reader() -> int:
+    """The write end of a pipe whose reader has gone (`saerl ... | true`). out: its file descriptor."""
+    read, write = os.pipe()
+    os.close(read)
+    return write
+
+
+@pytest.mark.parametrize("unbuffered", [False, True])
+@pytest.mark.parametrize("command", [["--version"], ["--help"], ["status", "--list", "--root", "ROOT"]])
+def test_a_short_output_whose_reader_has_gone_exits_0_and_a_full_disk_says_so_in_one_line(command, unbuffered,
+                                                                                         tmp_path):
+    """A command whose short output stayed in stdout's buffer until the interpreter's exit (status, --version,
+    --help) printed "Exception ignored ... BrokenPipeError" and exited 120 when its reader had gone, and the same
+    with "OSError: [Errno 28]" on a full disk; `--version` under PYTHONUNBUFFERED=1 a 27-line traceback and exit 1.
+    A gone reader is now exit status 0 without a word (as `saerl report | head`), a full disk one `saerl: error:`
+    line and exit status 2 (as `saerl report > /dev/full`)."""
+    argv = [sys.executable, "-m", "flows.cli", *(str(tmp_path) if w == "ROOT" else w for w in command)]
+    env = child_env(**({"PYTHONUNBUFFERED": "1"} if unbuffered else {}))
+    pipe = closed_reader()
+    try:
+        done = subprocess.run(argv, stdout=pipe, stderr=subprocess.PIPE, env=env, cwd=REPO, timeout=SUBPROCESS_S)
+    finally:
+        os.close(pipe)
+    assert (done.returncode, done.stderr) == (0, b"")
+    if not Path("/dev/full").is_char_device():
+        pytest.skip("no /dev/full device to fill")
+    if unbuffered and command == ["--help"]:  # argparse drops a failed write of its help: exit 0, as before
+        return
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, env=env, cwd=REPO, timeout=SUBPROCESS_S)
+    lines = done.stderr.decode().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(
+        "saerl: error: [Errno 28] No space left on device"), done.stderr
+
+
+def subcommand_parsers() -> dict[str, object]:
+    """Every subcommand's parser by name (build_parser's subparsers). out: {name: parser}."""
+    parser = build_parser()
+    return next(a.choices for a in parser._actions if a.dest == "command")
+
+
+@pytest.mark.parametrize("command", [None, *subcommand_parsers()])
+def test_help_fits_an_80_column_terminal(command, monkeypatch, capsys):
+    """`saerl --help`'s exit statuses, `saerl ablate --help`'s description and `saerl run --help`'s example were
+    wrapped by hand at up to 99 columns, so an 80-column terminal broke them mid-word. Every help line now fits in
+    80 columns."""
+    monkeypatch.setenv("COLUMNS", str(TERMINAL_COLUMNS))
+    with pytest.raises(SystemExit):
+        parse_args([*([command] if command else []), "--help"])
+    text = capsys.readouterr().out
+    assert text and [line for line in text.splitlines() if len(line) > TERMINAL_COLUMNS] == []
+
+
+@pytest.mark.parametrize(("argv", "required"), [
+    (["run"], "config"),
+    (["ablate"], "config, --grid"),
+    (["ablate", "--grid", "a=1,2"], "config"),
+])
+def test_a_missing_config_names_only_what_is_required(argv, required, capsys):
+    """`saerl run` without CONFIG said 'the following arguments are required: config, overrides', and `saerl
+    ablate` '... config, overrides, --grid', though overrides are optional (`saerl run configs/smoke.yaml` runs)."""
+    with pytest.raises(SystemExit) as stop:
+        parse_args(argv)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: the following arguments are required: {required}")
+
+
+MLFLOW_STORE = """
+import logging, sys
+if sys.argv[1] == "first":  # MLflow imported before saerl's logging is set up (it configured its loggers then)
+    import mlflow
+from flows.cli import _setup_logging
+_setup_logging(sys.argv[2] == "-v")
+from mlflow.tracking import MlflowClient
+MlflowClient(tracking_uri="sqlite:///" + sys.argv[3]).search_experiments()  # a new store: MLflow creates its tables
+logging.getLogger("mlflow.store").debug("a debug line")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("order", "verbose"), [("after", ""), ("first", "-v")])
+def test_mlflows_log_lines_take_saerls_format_and_level(order, verbose, tmp_path):
+    """MLflow gave its loggers a handler of its own: its lines ('2026/12/07 06:10:58 INFO mlflow.store.db.utils:
+    Creating initial MLflow database tables...') carried another date format than saerl's beside them, and `saerl
+    -v` did not reach its DEBUG lines. They now go through saerl's handler: its format, its level."""
+    done = subprocess.run([sys.executable, "-c", MLFLOW_STORE, order, verbose, str(tmp_path / "mlflow.db")],
+                          capture_output=True, env=child_env(), cwd=REPO, timeout=SUBPROCESS_S)
+    assert done.returncode == 0, done.stderr
+    mlflow_lines = [line for line in done.stderr.splitlines() if b" mlflow." in line]
+    assert any(b"INFO mlflow.store.db.utils: Creating initial MLflow database tables" in line
+               for line in mlflow_lines), done.stderr
+    assert all(re.match(STAMP + rb" (DEBUG|INFO|WARNING|ERROR) mlflow\.", line) for line in mlflow_lines), done.stderr
+    assert any(line.endswith(b"DEBUG mlflow.store: a debug line") for line in mlflow_lines) == bool(verbose)
