@@ -10,7 +10,7 @@ The stage is resumable like extraction and encoding: the labelled subset is cut 
 `score.label_chunk_rows` prompts; each finished chunk's table is written atomically into the build's partial
 folder and recorded in its chunk log, and a rerun after a kill skips the recorded chunks. Chunk c samples
 with its own seed derived from (`score.seed`, c), so a resumed run writes the same labels as an
-uninterrupted one.
+uninterrupted one. The subset is cut in id order, so the same prompts in another file order get the same labels.
 """
 
 from __future__ import annotations
@@ -140,8 +140,11 @@ def measure_labels(model_dir: str | Path, prompts: pl.DataFrame, cfg: ScoreConfi
     cfg.label_chunk_rows rows; chunk c is measured by :func:`pass_rates` (sampling at `temperature` and `top_k`,
     checks bounded by `verify_timeout_s`, the policy on `device`) with seed chunk_seed(cfg.seed, c),
     written atomically to label_parts/<c>.parquet in the chunk log's folder and recorded in `chunk_log` (then
-    `on_chunk_done(c)` runs). Chunks the log records with this fingerprint, whose table is there, are skipped: a
-    killed run redoes only unfinished chunks. Finally every chunk's table, in order, becomes out_dir/labels.parquet.
+    `on_chunk_done(c)` runs). The subset is measured in id order (as text), whatever order it comes in: a prompt's
+    rollouts are sampled from its chunk's seed beside the prompts of its batch, so a file of the same rows in another
+    order measured other pass rates (session 46). Chunks the log records with this fingerprint, whose table is
+    there, are skipped: a killed run redoes only unfinished chunks. Finally every chunk's table, in order, becomes
+    out_dir/labels.parquet.
     The parts stay with the chunk log, which publishing drops (ArtifactStore.publish), so a run killed between
     writing labels.parquet and publishing redoes no chunk. The policy is loaded only when a chunk is left to do.
     Returns (labels, summary: n_prompts, chunks_run, chunks_skipped, seconds)."""
@@ -154,6 +157,7 @@ def measure_labels(model_dir: str | Path, prompts: pl.DataFrame, cfg: ScoreConfi
         for table in legacy.glob("*.parquet"):
             os.replace(table, parts / table.name)
         shutil.rmtree(legacy)
+    prompts = prompts.sort(pl.col("id").cast(pl.String))
     fp = label_fingerprint(prompts["id"].cast(pl.String).to_list(), cfg, temperature, max_new_tokens, top_k,
                            verify_timeout_s)
     ranges = chunk_ranges(prompts.height, cfg.label_chunk_rows)

@@ -218,23 +218,29 @@ def score_inputs(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], residuals:
     is auto), and with `residuals` (the report's residual baseline: dense [prompts, d_model] arrays, read only
     there) R (mean-pooled residuals when extracted) and RD (the residuals of D's poolings that extract.pooling
     stored, so the residual baseline's difficulty model gets the SAE's choice of pooling; None, i.e. mean alone,
-    when it stored none of them); without, R and RD are None. Each pooling is read once."""
+    when it stored none of them); without, R and RD are None. Each pooling is read once. Every row comes in id order
+    (saerl.scoring.id_order), the order the fits read them in, so they are not copied again there."""
     from saerl.activation_store import open_activations
     from saerl.sae import load_codes_csr
+    from saerl.scoring import id_order, rows_in_order
 
     sc = cfg.score
     d_pools = cfg.sae.encode_pool if sc.difficulty_pool == "auto" else [sc.difficulty_pool]
     loaded = {pool: load_codes_csr(inputs["encode"].path, pool)
               for pool in dict.fromkeys([sc.model_pool, sc.cluster_pool, *d_pools])}
-    ids, X = loaded[sc.model_pool]
+    stored_ids = loaded[sc.model_pool][0]
+    order = id_order(pl.Series("id", stored_ids, dtype=pl.String))
+    ids = stored_ids if order is None else [stored_ids[i] for i in order]
+    loaded = {pool: rows_in_order(order, M)[0] for pool, (_, M) in loaded.items()}
+    X = loaded[sc.model_pool]
     measured = pl.read_parquet(inputs["label"].file("labels.parquet"), glob=False) if "label" in inputs else None
     R, RD = None, {}
     if residuals:
         act = open_activations(inputs["extract"].path)
-        R = act.pooled("mean") if "mean" in act.meta.pooling else None
-        RD = {pool: R if pool == "mean" else act.pooled(pool) for pool in d_pools if pool in act.meta.pooling}
+        R = act.pooled("mean", order) if "mean" in act.meta.pooling else None
+        RD = {pool: R if pool == "mean" else act.pooled(pool, order) for pool in d_pools if pool in act.meta.pooling}
     return {"X": X, "prompts": read_prompts(inputs), "measured": measured, "ids": ids, "R": R,
-            "C": loaded[sc.cluster_pool][1], "D": {pool: loaded[pool][1] for pool in d_pools},
+            "C": loaded[sc.cluster_pool], "D": {pool: loaded[pool] for pool in d_pools},
             "RD": RD if R is not None and RD else None}
 
 

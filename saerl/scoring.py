@@ -547,6 +547,28 @@ class Aligned:
     y_diff: np.ndarray
     source: str
     labelled: np.ndarray
+    order: np.ndarray | None = None  # the given row of each aligned row (None: the rows came in id order)
+
+
+def id_order(ids: pl.Series) -> np.ndarray | None:
+    """The row order that sorts `ids` by their text (the order seeded_subset draws in), or None when they are in it
+    already. The fits read rows in this order: k-means++ seeds, cross-validation folds and the report's row samples
+    are drawn by row, so rows in another order fitted other clusters (session 46: ARI .91 on the same codes).
+    in: unique ids; out: int64 row indices, or None."""
+    order = ids.cast(pl.String).arg_sort().to_numpy().astype(np.int64)
+    return None if bool((order == np.arange(len(order))).all()) else order
+
+
+def rows_in_order(order: np.ndarray | None, *matrices: Any) -> list[Any]:
+    """Each of `matrices` (sparse or dense, rows aligned to the same ids) with its rows taken in `order` (None: as
+    given); a matrix passed twice is taken once and stays one object. in: the order, the matrices; out: them."""
+    if order is None:
+        return list(matrices)
+    taken: dict[int, Any] = {}
+    for M in matrices:
+        if id(M) not in taken:
+            taken[id(M)] = M[order]
+    return [taken[id(M)] for M in matrices]
 
 
 def check_finite(M: sp.csr_matrix, name: str, ids: Sequence[Any]) -> None:
@@ -562,8 +584,9 @@ def check_finite(M: sp.csr_matrix, name: str, ids: Sequence[Any]) -> None:
 def align_inputs(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measured: pl.DataFrame | None, *,
                  ids: Sequence[Any], C: sp.spmatrix | None = None, D: dict[str, sp.spmatrix] | None = None) -> Aligned:
     """The codes and prompts of score_prompts / property_report aligned to `ids` (required, one per row of the
-    codes: the codes carry no ids of their own, so the prompts' row order is never assumed to be theirs), with the
-    difficulty labels (resolve_difficulty) and the labelled subset: the prompts' ``labelled`` column, else
+    codes: the codes carry no ids of their own, so the prompts' row order is never assumed to be theirs) and taken
+    in id order (:func:`id_order`, kept in Aligned.order: the fits are the same whatever order the rows come in),
+    with the difficulty labels (resolve_difficulty) and the labelled subset: the prompts' ``labelled`` column, else
     the measured ids (measured source), else a seeded draw of cfg.label_fraction (at most cfg.label_max); a
     non-finite difficulty is no label. Raises ValueError when `ids` is None or repeats an id, the matrices' rows and
     the ids disagree, an id matches no prompt, or the codes hold NaN / infinite values (naming the first row's id)."""
@@ -585,6 +608,10 @@ def align_inputs(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measur
     if not D or any(M.shape[0] != len(ids) for M in (X, C, *D.values())):
         raise ValueError(f"X has {X.shape[0]} rows, C {C.shape[0]} and D {[M.shape[0] for M in D.values()]} but "
                          f"{len(ids)} ids were given (D needs at least one matrix)")
+    order = id_order(ids)
+    X, C, *moved = rows_in_order(order, X, C, *D.values())
+    D = dict(zip(D, moved, strict=True))
+    ids = ids if order is None else ids.gather(order)
     P = pl.DataFrame({"id": ids}).join(prompts, on="id", how="left", maintain_order="left")
     if P.height != len(ids) or P["prompt"].null_count():
         raise ValueError(f"ids of X must each match one prompts row: {P['prompt'].null_count()} unmatched, "
@@ -606,7 +633,7 @@ def align_inputs(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measur
         labelled = ~np.isnan(y_diff)
     else:
         labelled = seeded_subset(ids.to_numpy(), cfg.label_fraction, cfg.seed, cfg.label_max)
-    return Aligned(ids, X, C, D, P, texts, topics, y_diff, source, labelled)
+    return Aligned(ids, X, C, D, P, texts, topics, y_diff, source, labelled, order)
 
 
 def quality_labels(P: pl.DataFrame) -> tuple[np.ndarray | None, np.ndarray]:
@@ -653,7 +680,8 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     aligned the same way) are the codes the difficulty regressor is chosen from by CV error on its training
     rows (fit_difficulty; default {cfg.model_pool: X}; the score stage passes every pooling in
     sae.encode_pool when cfg.difficulty_pool is auto); `measured` (id, pass_rate) supplies measured
-    difficulty. The models train on the whole labelled subset (align_inputs).
+    difficulty. The models train on the whole labelled subset (align_inputs), reading the rows in id order, so
+    rows given in another order get the same clusters and scores; the scores come back in the given order.
     cfg.quality_threshold is not read: the filter it sets is the curriculum's (saerl.curriculum.quality_kept), so a
     threshold change reuses the score stage's fits. `fit` (default: fit_options(cfg): float64, the
     config's thread count) says how every difficulty elastic net is computed; benchmarks/score_speed.py passes
@@ -704,6 +732,8 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
                          quality_intercept=q_intercept)
     scores = pl.DataFrame({"id": a.ids, "cluster": labels, "difficulty_hat": difficulty_hat.astype(np.float64),
                            "quality_hat": quality_hat.astype(np.float64)})
+    if a.order is not None:  # back to the rows' given order
+        scores = scores[np.argsort(a.order)]
     return ScoreResult(scores, notes, params, a.ids.filter(pl.Series(a.labelled)).to_list(), models)
 
 
@@ -729,6 +759,9 @@ def property_report(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, sco
     if RD is not None and (R is None or not RD or any(len(M) != len(a.ids) for M in RD.values())):
         raise ValueError(f"RD (residual poolings {list(RD)}, rows {[len(M) for M in RD.values()]}) needs R (the "
                          f"mean-pooled residuals) and at least one matrix of {len(a.ids)} rows, one per id")
+    if R is not None:  # the residuals' rows in the codes' id order too
+        R, *moved = rows_in_order(a.order, R, *(RD or {}).values())
+        RD = None if RD is None else dict(zip(RD, moved, strict=True))
     joined = pl.DataFrame({"id": a.ids}).join(scores.select(pl.col("id").cast(a.ids.dtype), "cluster"), on="id",
                                               how="left", maintain_order="left")
     if joined["cluster"].null_count():

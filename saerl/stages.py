@@ -59,7 +59,7 @@ STAGES: dict[str, Stage] = {
             ("ingest", "testbed"), "residual-stream activations in chunked Zarr",
         ),
         Stage(
-            "sae", "5",
+            "sae", "6",
             ("sae.source", "sae.release", "sae.sae_id", "sae.path", "sae.hook_check", "sae.architecture", "sae.expansion", "sae.k",
              "sae.lr", "sae.train_tokens", "sae.batch_size", "sae.heldout_frac", "sae.seed", "sae.train_epochs",
              "sae.l1_coefficient", "sae.normalize", "sae.dead_feature_window"),
@@ -67,14 +67,14 @@ STAGES: dict[str, Stage] = {
         ),
         Stage("encode", "4", ("sae.encode_pool", "sae.encode_top_k", "sae.encode_batch_tokens"), ("extract", "sae"), "sparse top-K SAE codes"),
         Stage(
-            "label", "10",
+            "label", "11",
             ("score.label_fraction", "score.label_max", "score.label_rollouts", "score.label_batch",
              "score.label_chunk_rows", "score.seed",
              "model", "train.temperature", "train.top_k", "train.max_completion_length", "train.verify_timeout_s"),
             ("ingest", "testbed"), "measured pass rates on the labelled subset",
         ),
         Stage(
-            "score", "14",
+            "score", "15",
             ("score.n_clusters", "score.k_range", "score.tfidf", "score.cluster_pool", "score.model_pool",
              "score.difficulty_pool", "score.difficulty_source", "score.label_fraction", "score.label_max",
              "score.seed", "score.minibatch_above", "score.kmeans_n_init", "score.silhouette_sample",
@@ -84,7 +84,7 @@ STAGES: dict[str, Stage] = {
             ("ingest", "encode", "label"), "clusters, difficulty_hat, quality_hat per prompt",
         ),
         Stage(
-            "properties", "2",
+            "properties", "3",
             ("score.tfidf", "score.cluster_pool", "score.model_pool", "score.difficulty_pool",
              "score.difficulty_source", "score.label_fraction", "score.label_max", "score.seed",
              "score.minibatch_above",
@@ -438,7 +438,7 @@ TESTBED_SELF_CHECK: tuple[str, ...] = ("testbed.log_every", "testbed.eval_batch"
 
 # the Zarr chunk length of the stored token arrays (saerl.activation_store.prepare_store, ChunkWriter.write): how the
 # same values are laid out on disk; every reader gets the same rows (the SAE's token sample is the same draw whatever
-# the layout: draw_distinct). The value is in the store's content fingerprint, so a build cut short under one value
+# the layout: draw_tokens). The value is in the store's content fingerprint, so a build cut short under one value
 # and resumed under another is laid out again, none of its chunks counted as done (tests/test_activations.py)
 TOKEN_CHUNKING: tuple[str, ...] = ("extract.token_block_rows",)
 

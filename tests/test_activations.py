@@ -20,7 +20,7 @@ from saerl.activation_store import (
     STORE_NAME,
     ChunkWriter,
     chunk_ranges,
-    draw_distinct,
+    draw_tokens,
     list_chunks,
     open_activations,
     prepare_store,
@@ -770,32 +770,94 @@ def test_a_store_without_heads_reads_as_heads_of_zero(tmp_path):
     del zarr.open_group(store, mode="r+")[HEADS]
     old = open_activations(store)
     assert old.heads.tolist() == [0, 0, 0] and old.n_content_tokens == 9
-    assert np.array_equal(old.sample_tokens(9, seed=0), rows[draw_distinct(9, 9, 0)])
+    assert np.array_equal(old.sample_tokens(9, seed=0), rows[draw_tokens(old.ids, old.offsets, old.heads, 9, 0)])
+    assert sorted(old.sample_tokens(9, seed=0)[:, 0].tolist()) == sorted(rows[:, 0].tolist())
 
 
-def test_draw_distinct_is_uniform_prefix_consistent_and_bounded_in_memory():
-    """The SAE's token sample shuffled every token index (8 bytes a token, 400 MB for a 50M-token store) to keep a few
-    hundred thousand: the draw now keeps the n smallest of per-index keys read a block at a time."""
+def _prompts_in_store_order(lengths: list[int], heads: list[int], order: list[int]) -> tuple[list[str], np.ndarray,
+                                                                                           np.ndarray]:
+    """ids, offsets and heads of prompts p0, p1, ... (of `lengths` and `heads`) laid out in a store in `order`."""
+    sizes = [lengths[i] for i in order]
+    return [f"p{i}" for i in order], np.concatenate([[0], np.cumsum(sizes)]), np.array([heads[i] for i in order])
+
+
+def _drawn(ids: list[str], offsets: np.ndarray, heads: np.ndarray, n: int, seed: int, **kw: int) -> list[tuple]:
+    """The (id, position in its prompt) of each token draw_tokens draws, in draw order."""
+    rows = draw_tokens(ids, offsets, heads, n, seed, **kw)
+    prompt = np.searchsorted(offsets, rows, side="right") - 1
+    return [(ids[p], int(r - offsets[p])) for p, r in zip(prompt, rows, strict=True)]
+
+
+def test_the_token_draw_is_order_free_prefix_consistent_and_never_a_head():
+    """The SAE's token sample was drawn by position in the store, so a data file of the same rows in another order
+    trained another SAE (session 45: cluster ARI .973, 1 of 300 saerl order positions kept). Each content token's key
+    now comes from the seed, its prompt's id and its position in the prompt: the same prompts stored in another order
+    draw the same (id, position) tokens in the same order, for samples of a few or of most tokens."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 40, 300).tolist()
+    heads = [int(rng.integers(0, n)) for n in lengths]
+    content = sum(lengths) - sum(heads)
+    first = _prompts_in_store_order(lengths, heads, list(range(300)))
+    other = _prompts_in_store_order(lengths, heads, rng.permutation(300).tolist())
+    for n in (1, 500, content // 2 + 1, content):  # the buffered draw and the one that keys every token at once
+        drawn = _drawn(*first, n, seed=4)
+        assert drawn == _drawn(*other, n, seed=4) == _drawn(*other, n, seed=4, block=97)
+        assert len(set(drawn)) == n and all(heads[int(i[1:])] <= pos < lengths[int(i[1:])] for i, pos in drawn)
+    every = _drawn(*first, content, seed=4)
+    assert _drawn(*other, 120, seed=4, block=50) == every[:120]  # prefix-consistent, whatever the block
+    assert _drawn(*first, content // 2 + 7, seed=4) == every[:content // 2 + 7]
+    assert _drawn(*first, 500, seed=5) != every[:500]
+    assert len(draw_tokens(*first, 0, seed=1)) == 0
+
+
+def test_the_token_draw_is_uniform_and_bounded_in_memory():
+    """Each content token is drawn equally often, and first in the order equally often; a sample of a few tokens of
+    a large store keeps buffers of the sample's size, not one of every token (a permutation of 4M indices is 32 MB)."""
     import tracemalloc
 
-    big = draw_distinct(10_000, 500, seed=4)
-    assert len(np.unique(big)) == 500 and big.min() >= 0 and big.max() < 10_000
-    assert np.array_equal(big, draw_distinct(10_000, 500, seed=4, block=333))  # the block size changes nothing
-    assert np.array_equal(draw_distinct(10_000, 120, seed=4, block=1000), big[:120])  # prefix-consistent
-    assert not np.array_equal(big, draw_distinct(10_000, 500, seed=5))
-    assert sorted(draw_distinct(7, 7, seed=1).tolist()) == list(range(7)) and len(draw_distinct(7, 0, seed=1)) == 0
-    hits, first = np.zeros(20), np.zeros(20)
+    lengths, heads = [6, 9, 5], [1, 3, 0]  # 16 content tokens
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    hits, first = np.zeros(offsets[-1]), np.zeros(offsets[-1])
     for seed in range(2000):
-        got = draw_distinct(20, 4, seed, block=6)
+        got = draw_tokens(["a", "b", "c"], offsets, heads, 4, seed, block=5)
         hits[got] += 1
         first[got[0]] += 1
-    assert hits.min() > 330 and hits.max() < 470  # each index drawn 400 times in expectation
-    assert first.min() > 60 and first.max() < 145  # and first in the order 100 times: the order is random too
+    content = np.concatenate([np.arange(o + h, o + n) for o, h, n in zip(offsets, heads, lengths, strict=False)])
+    assert hits[np.setdiff1d(np.arange(offsets[-1]), content)].sum() == 0  # never a head row
+    assert hits[content].min() > 430 and hits[content].max() < 570  # each drawn 500 times in expectation
+    assert first[content].min() > 85 and first[content].max() < 170  # and first 125 times: the order is random too
+    ids = [f"p{i}" for i in range(4_000)]  # 4M tokens: 4,000 prompts of 1,000
     tracemalloc.start()
-    draw_distinct(4_000_000, 1_000, seed=0, block=1 << 16)
+    draw_tokens(ids, np.arange(4_001) * 1_000, np.ones(4_000, dtype=int), 1_000, seed=0, block=1 << 14)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert peak < 4_000_000 * 8 / 10  # a permutation of the indices alone is 32 MB
+    assert peak < 4_000_000 * 8 / 10
+
+
+def test_stores_of_the_same_prompts_in_another_order_sample_the_same_token_rows(tmp_path):
+    """sample_tokens, what the SAE trains and is judged on, reads the same rows in the same order from two stores of
+    the same prompts (the same residuals per prompt) written in different orders."""
+    rng = np.random.default_rng(1)
+    token_ids = [rng.integers(0, 50, int(rng.integers(3, 12))).tolist() for _ in range(30)]
+    heads = [int(rng.integers(0, len(t))) for t in token_ids]
+    rows = [rng.standard_normal((len(t), 4)).astype(np.float16) for t in token_ids]
+
+    def store(name: str, order: list[int]) -> Path:
+        cfg = ExtractConfig(chunk_rows=7, pooling=["mean"])
+        path = tmp_path / name / STORE_NAME
+        meta = prepare_store(path, [f"p{i}" for i in order], [token_ids[i] for i in order], "synthetic", 0, 4, 1, cfg,
+                             heads=[heads[i] for i in order])
+        writer = ChunkWriter(zarr.open_group(path, mode="r+"), meta)
+        for c, (lo, hi) in enumerate(chunk_ranges(len(order), cfg.chunk_rows)):
+            writer.write(c, np.concatenate([rows[i] for i in order[lo:hi]]),
+                         {"mean": np.zeros((hi - lo, 4), dtype=np.float32)})
+        return path
+
+    a = open_activations(store("a", list(range(30))))
+    b = open_activations(store("b", rng.permutation(30).tolist()))
+    for n in (25, a.n_content_tokens):
+        assert np.array_equal(a.sample_tokens(n, seed=2), b.sample_tokens(n, seed=2))
+    assert np.array_equal(a.sample_tokens(25, seed=2), a.sample_tokens(10**6, seed=2)[:25])
 
 
 def test_bfloat16_residuals_over_the_float16_range_are_stored_finite(loaded, tmp_path, monkeypatch):

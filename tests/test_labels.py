@@ -155,6 +155,17 @@ def test_measure_labels_seeds_each_chunk_by_its_index_and_cleans_up(saved_policy
     assert chunk_seed(3, 0) != chunk_seed(3, 1) != chunk_seed(4, 1)
 
 
+def test_measure_labels_of_the_subset_in_another_order_gives_the_same_labels(saved_policy, tmp_path):
+    """A prompt's rollouts are sampled from its chunk's seed beside its batch's other prompts, so the subset of a data
+    file in another row order measured other pass rates. The subset is now measured in id order: the same prompts
+    in any order get the same labels, written in id order."""
+    labels, _ = _measure(saved_policy, tmp_path / "a")
+    again, _ = measure_labels(saved_policy, PROMPTS.reverse(), _score(), SPREAD_T, 4, tmp_path / "b",
+                              ChunkLog(tmp_path / "b"), progress=False)
+    assert again.sort("id").equals(labels.sort("id"))  # per prompt (measured in file order: e1 .25, then .75)
+    assert labels["id"].to_list() == again["id"].to_list() == ["e1", "e2", "e3"]
+
+
 def test_measure_labels_killed_after_its_table_redoes_no_chunk(saved_policy, tmp_path, monkeypatch):
     """A run killed after labels.parquet was written and before the artifact was published finds every chunk's
     table with the chunk log: it measures nothing again and loads no policy (the parts used to be removed first)."""

@@ -1048,8 +1048,9 @@ def test_score_inputs_give_the_residual_baseline_the_sae_difficulty_poolings(mon
     cfg = load_config(None, overrides)
     read: list[str] = []
 
-    def pooled(kind):
+    def pooled(kind, rows=None):
         read.append(kind)
+        assert rows is None  # the ids come in id order: nothing to reorder
         return np.full((3, 2), {"mean": 0.0, "last": 1.0, "max": 2.0}[kind], dtype=np.float32)
 
     act = types.SimpleNamespace(meta=types.SimpleNamespace(pooling=list(cfg.extract.pooling)), pooled=pooled)

@@ -322,7 +322,7 @@ def test_the_labelled_share_is_read_only_where_it_draws_the_labelled_subset():
     cfg = load_config(demo)
     for share in (0.2, 0.9):
         got = align_inputs(X, prompts, cfg.score.model_copy(update={"label_fraction": share}), None, ids=prompts["id"])
-        assert got.labelled.tolist() == [i % 4 == 0 for i in range(40)]
+        assert dict(zip(got.ids, got.labelled.tolist(), strict=True)) == {f"p{i}": i % 4 == 0 for i in range(40)}
 
 
 def test_a_cpu_run_keeps_its_keys_when_the_precision_settings_change():
