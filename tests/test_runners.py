@@ -1231,6 +1231,23 @@ def test_compute_evaluate_writes_the_failures_and_the_target_into_its_table_and_
     assert pl.read_parquet(out / "comparison.parquet")["verifier_failures"].to_list() == [0, 1, 0, 0]
 
 
+def _held_out_then_evaluate(tmp_path, cfg, inputs):
+    """Run compute_heldout for the saerl and vanilla arms' seed-0 runs in `inputs` (adding their heldout refs), then
+    compute_evaluate into tmp_path/evaluate. in: tmp folder, config, inputs; out: (the evaluate folder, its Build)."""
+    from saerl.runners import compute_evaluate, compute_heldout
+
+    for arm in ("saerl", "vanilla"):
+        folder = tmp_path / f"heldout-{arm}"
+        folder.mkdir()
+        compute_heldout(cfg, {f"train:{arm}:0": inputs[f"train:{arm}:0"]}, Build(folder, {}), arm=arm, seed=0)
+        inputs[f"heldout:{arm}:0"] = ArtifactRef("heldout", arm, str(folder))
+    out = tmp_path / "evaluate"
+    (out / "plots").mkdir(parents=True)
+    build = Build(out, {})
+    compute_evaluate(cfg, inputs, build)
+    return out, build
+
+
 def test_compute_evaluate_leaves_a_set_sharing_problems_out_of_the_mean_and_says_so_above_the_tables(tmp_path,
                                                                                                    monkeypatch):
     """Two eval sets holding the same problems (one file passed twice, a benchmark inside another) entered the mean
@@ -1239,7 +1256,6 @@ def test_compute_evaluate_leaves_a_set_sharing_problems_out_of_the_mean_and_says
     import saerl.evaluate
     import saerl.policy_lm
     from saerl.evaluate import MEAN_OF_SETS
-    from saerl.runners import compute_evaluate, compute_heldout
 
     inputs = _trained_arms(tmp_path, ["a"])
     prompts = {"heldout": [f"What is {i}+1?" for i in range(10)], "other": [f"What is {i}*3?" for i in range(6)],
@@ -1258,15 +1274,7 @@ def test_compute_evaluate_leaves_a_set_sharing_problems_out_of_the_mean_and_says
     pl.DataFrame({"id": ["a"], "prompt": ["What is 5 * 3"]}).write_parquet(tmp_path / "ingest" / PROMPTS)
     inputs["ingest"] = ArtifactRef("ingest", "i", str(tmp_path / "ingest"))
     cfg = load_config(None, ["eval.base_policy=false", "eval.steps_bootstrap=20"])
-    for arm in ("saerl", "vanilla"):
-        folder = tmp_path / f"heldout-{arm}"
-        folder.mkdir()
-        compute_heldout(cfg, {f"train:{arm}:0": inputs[f"train:{arm}:0"]}, Build(folder, {}), arm=arm, seed=0)
-        inputs[f"heldout:{arm}:0"] = ArtifactRef("heldout", arm, str(folder))
-    out = tmp_path / "evaluate"
-    (out / "plots").mkdir(parents=True)
-    build = Build(out, {})
-    compute_evaluate(cfg, inputs, build)
+    out, build = _held_out_then_evaluate(tmp_path, cfg, inputs)
     train_note, shared_note = build.notes["notes"]
     assert train_note.startswith("held-out set other: 1 of the 6 problems scored are also in the training data")
     assert shared_note.startswith("held-out set part shares problems with another set (4 with heldout;")
@@ -1284,7 +1292,6 @@ def test_the_overlap_note_counts_the_problems_scored_under_eval_max_problems(tmp
     import saerl.evaluate
     import saerl.policy_lm
     from saerl.evaluate import select_problems
-    from saerl.runners import compute_evaluate, compute_heldout
 
     held = pl.DataFrame({"id": [f"q{i}" for i in range(12)], "prompt": [f"What is {i}+5?" for i in range(12)]})
     scored = select_problems(held, 5)["id"].to_list()
@@ -1306,15 +1313,7 @@ def test_the_overlap_note_counts_the_problems_scored_under_eval_max_problems(tmp
                  ).with_row_index("id").write_parquet(tmp_path / "ingest" / PROMPTS)
     inputs["ingest"] = ArtifactRef("ingest", "i", str(tmp_path / "ingest"))
     cfg = load_config(None, ["eval.base_policy=false", "eval.steps_bootstrap=20", "eval.max_problems=5"])
-    for arm in ("saerl", "vanilla"):
-        folder = tmp_path / f"heldout-{arm}"
-        folder.mkdir()
-        compute_heldout(cfg, {f"train:{arm}:0": inputs[f"train:{arm}:0"]}, Build(folder, {}), arm=arm, seed=0)
-        inputs[f"heldout:{arm}:0"] = ArtifactRef("heldout", arm, str(folder))
-    out = tmp_path / "evaluate"
-    (out / "plots").mkdir(parents=True)
-    build = Build(out, {})
-    compute_evaluate(cfg, inputs, build)
+    out, build = _held_out_then_evaluate(tmp_path, cfg, inputs)
     (note,) = build.notes["notes"]  # none for set clear: its 4 shared problems were not scored
     assert note.startswith("held-out set capped: 1 of the 5 problems scored (eval.max_problems: 5 of its 12 problems) "
                            "are also in the training data"), note
