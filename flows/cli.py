@@ -530,11 +530,13 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     with naming_a_full_disk(root), stop_on_interrupt(), prefect_server(root, cfg.runtime.prefect_api_url,
                                                                       cfg.runtime.dask_address):
         from flows.pipeline import quiet_libraries
-        from flows.sweep import ablation_flow
+        from flows.sweep import named_ablation
 
+        config = cfg.model_dump(mode="json")
+        named, sweep_id = named_ablation(config)  # the flow run named after the sweep id it prints
         with quiet_libraries(cfg):
             args.launch.started = True
-            ablation_flow(config=cfg.model_dump(mode="json"), grid=grid, until=args.until)
+            named(config=config, grid=grid, until=args.until, sweep_id=sweep_id)
     return EXIT_OK
 
 

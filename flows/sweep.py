@@ -127,19 +127,30 @@ def ablation_on_dask(children: list[dict[str, Any]], until: str | None = None,
     return {"shared": record, "runs": [f.result() for f in futures]}
 
 
+def named_ablation(config: dict[str, Any], sweep_id: str | None = None) -> tuple[Any, str]:
+    """:func:`ablation_flow` with its flow run named '<config name> | ablation <sweep id>', as a pipeline run's is
+    named after its run id (flows.pipeline.named_run), and that id, to pass as its `sweep_id`: the sweep printed
+    and kept under sweeps/<id>/ is found in Prefect under the same id. in: the raw config dict, the sweep id (None:
+    a new one); out: (the named flow, the sweep id)."""
+    sweep_id = sweep_id or new_run_id()
+    return ablation_flow.with_options(flow_run_name=run_name(build_config(config), f"ablation {sweep_id}")), sweep_id
+
+
 @flow(name="saerl-ablation")
-def ablation_flow(config: dict[str, Any], grid: dict[str, list[Any]], until: str | None = None) -> dict[str, Any]:
+def ablation_flow(config: dict[str, Any], grid: dict[str, list[Any]], until: str | None = None,
+                  sweep_id: str | None = None) -> dict[str, Any]:
     """Run the pipeline once per setting of `grid` ({dotted key: [values]}) applied to `config` (a raw config
     dict), each as a subflow named after its setting, up to stage `until`: one after another, or on Dask
     (`runtime.task_runner: dask`) side by side after one run of the stages they share. Then print the table and
     keep it, with the printed text, under `<root>/sweeps/<sweep id>/`. Grid errors name this flow's `grid`
-    parameter (`saerl ablate` checks its --grid before it calls the flow).
+    parameter (`saerl ablate` checks its --grid before it calls the flow). `sweep_id`: the sweep's id, when the
+    caller named the flow run after it (:func:`named_ablation`); None: a new one.
     Returns {"grid", "settings": [{key: value}], "runs": [run record dicts], "shared": the shared run's record
     (Dask) or None, "table": [row dicts], "sweep_id", "files": [table path, text path]}."""
     # a child that cannot evaluate, or repeats another's runs, fails now, not after the children before it ran
     children = plan_sweep(config, grid, source=PARAM_GRID, until=until)
     start_cluster()  # a local Dask cluster that cannot start: the environment's problem, said before any child runs
-    sweep_id = new_run_id()
+    sweep_id = sweep_id or new_run_id()
     say(f"ablation {sweep_id} over {' x '.join(grid)}: {len(children)} settings")
     base = children[0][1]  # runtime is result-neutral, so never swept: every child has the same runner
     shared: dict[str, Any] | None = None
@@ -148,7 +159,7 @@ def ablation_flow(config: dict[str, Any], grid: dict[str, list[Any]], until: str
         plan = [{"setting": s, "config": cfg.model_dump(mode="json"), "name": child_run_name(cfg, s)}
                 for s, cfg in children]
         on_dask = ablation_on_dask.with_options(task_runner=task_runner(base),
-                                                flow_run_name=run_name(base, f"{len(children)} settings on Dask"))
+                                                flow_run_name=run_name(base, f"ablation {sweep_id}: {len(children)} settings on Dask"))
         out = on_dask(children=plan, until=until, shared=upstream, sweep_id=sweep_id)
         shared = out["shared"]
         done = list(zip([s for s, _ in children], out["runs"], strict=True))
@@ -191,4 +202,6 @@ def ablation_from_file(config_path: str = "configs/demo.yaml", grid: dict[str, l
         check_runnable(cfg, until, warn=False)  # each child's flow warns of what it ignores
         cfg = without_uri_credentials(cfg)  # the subflow's parameters are kept in clear by Prefect
         with quiet_libraries(cfg):
-            return ablation_flow(config=cfg.model_dump(mode="json"), grid=parsed, until=until)
+            config = cfg.model_dump(mode="json")
+            named, sweep_id = named_ablation(config)
+            return named(config=config, grid=parsed, until=until, sweep_id=sweep_id)

@@ -21,11 +21,13 @@ from typing import Any
 from prefect import task
 from prefect.context import TaskRunContext
 from prefect.serializers import JSONSerializer
+from prefect.states import Completed, State
 
 from flows.runlog import send_worker_lines
 from saerl.artifacts import CACHE_RECORDS_DIR, ArtifactRef, ArtifactStore
 from saerl.config import build_config
 from saerl.pipeline import quiet_libraries, run_stage
+from saerl.runs import explain
 from saerl.tracking import live_metrics
 
 RESULTS_DIR = CACHE_RECORDS_DIR  # result storage of the stage tasks, under the artifact root
@@ -74,9 +76,11 @@ def artifact_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> s
 @task(cache_key_fn=artifact_cache_key, persist_result=True, result_serializer=RESULT_SERIALIZER, retries=0)
 def stage_task(stage: str, key: str, root: str, config: dict[str, Any], upstream: dict[str, dict[str, str]],
                variant: dict[str, Any] | None = None, lock_held: bool = False,
-               live_run: str | None = None) -> dict[str, Any]:
+               live_run: str | None = None) -> dict[str, Any] | State:
     """Build or reuse one stage's artifact (for train and heldout: one {arm, seed} run); returns its reference and
-    metrics as a small dict. lock_held: the flow holds the key's build lock for this task (a sharded stage it
+    metrics as a small dict, or, for an artifact reused without a Prefect cache hit (built by another process
+    meanwhile, or its cache record gone), that dict in a Completed state whose message is saerl's reason
+    (:func:`reused_state`). lock_held: the flow holds the key's build lock for this task (a sharded stage it
     fanned out), so the task builds without taking it. live_run: the id of the stage run's nested MLflow run, made
     as it started computing (saerl.tracking.Tracker.start_stage), which its metric points are sent to as they are
     measured, from whatever process runs the task (saerl.tracking.live_metrics); None: none are. saerl's log lines
@@ -87,7 +91,18 @@ def stage_task(stage: str, key: str, root: str, config: dict[str, Any], upstream
     # on a Dask worker too, which the flow's own quieting does not reach
     with quiet_libraries(cfg), live_metrics(cfg, root, live_run):
         res = run_stage(ArtifactStore(root), cfg, stage, refs, key=key, variant=variant, take_lock=not lock_held)
-    return res.to_json()
+    return reused_state(stage, res.to_json())
+
+
+def reused_state(stage: str, result: dict[str, Any]) -> dict[str, Any] | State:
+    """What a stage task returns: a computed run's result as it is (Prefect: Completed), a reused one's in a
+    Completed state whose message says why, as the run's own line does (saerl.runs.explain: 'cached: built by
+    another process meanwhile (waited 12 s for it)'): Prefect showed such a run as a build, with no message. Its
+    name stays 'Completed', so the flow still tells it from a Prefect cache hit ('Cached'). in: the stage, its
+    StageResult.to_json(); out: the result or the state holding it."""
+    if result["computed"]:
+        return result
+    return Completed(data=result, message=explain(stage, False, {}, {}, {}, waited=result.get("waited", 0.0)))
 
 
 def record_path(root: str | Path, stage: str, key: str) -> Path:

@@ -424,3 +424,29 @@ def test_a_reused_artifact_says_what_code_built_it_and_the_run_how_to_run_it_aga
     assert ingest.data.tags["saerl.build.created"]
     config = Path(client.download_artifacts(two.info.run_id, CONFIG_FILE, str(tmp_path)))
     assert redacted(flatten(load_config(config))) == second["config"] == redacted(flatten(cfg))
+
+
+def test_a_stage_saerl_reuses_without_a_prefect_cache_hit_says_why_in_prefect(prefect_api, tmp_path):
+    """A stage run saerl reused (its artifact stored, here its Prefect cache record gone, as when another process
+    built it meanwhile) showed in Prefect as a plain 'Completed' with no message, as a build does: its task run's
+    state now carries saerl's reason, and the run record still says cached, and a cache hit still 'Cached'."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterName
+
+    from flows.pipeline import pipeline_flow, run_pipeline_flow
+    from tasks.stage import record_path
+
+    root = tmp_path / "root"
+    config = load_config(SMOKE, [f"runtime.artifact_root={root}", "tracking.enabled=false"]).model_dump(mode="json")
+    first = run_pipeline_flow(pipeline_flow, config, until="ingest")
+    key = first["stages"]["ingest"]["key"]
+    record_path(root, "ingest", key).unlink()  # the artifact stays; Prefect's cache record of it is gone
+    again = run_pipeline_flow(pipeline_flow, config, until="ingest")  # its flow run named after its run id
+    assert _status(again) == {"testbed": "cached", "ingest": "cached"}
+    with get_client(sync_client=True) as client:
+        (flow_run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[again["run_id"]])))
+        states = {t.name: t.state for t in client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))}
+    assert (states["ingest"].name, states["ingest"].message) == (
+        "Completed", "cached: same code version, inputs and config as a stored artifact")
+    assert states["testbed"].name == "Cached"

@@ -527,7 +527,7 @@ def test_stage_and_shard_tasks_quiet_the_libraries_in_the_process_they_run_in(mo
 
     def stage(*_, **__):
         seen.append(hf_logging.is_progress_bar_enabled())
-        return SimpleNamespace(to_json=dict)
+        return SimpleNamespace(to_json=lambda: {"computed": True})
 
     monkeypatch.setattr(ts, "run_stage", stage)
     monkeypatch.setattr(saerl.pipeline, "run_shard", lambda *a, **k: stage() and {})

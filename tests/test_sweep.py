@@ -368,7 +368,7 @@ def test_ablation_children_run_side_by_side_on_dask(prefect_api, tmp_path, capfd
     with get_client(sync_client=True) as client:  # the runs started on Dask workers reported to this server
         flow_runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=name)))
         by_name = {r.name: r for r in flow_runs}
-        host = by_name[f"{name} | 2 settings on Dask"]
+        host = by_name[f"{name} | ablation {out['sweep_id']}: 2 settings on Dask"]
         children = [by_name[f"{name} | {label}"] for label in
                     ("shared upstream (until properties)", "mix_ratio=0.0", "mix_ratio=0.5")]
         assert all(r.state.is_completed() for r in (host, *children))
@@ -492,6 +492,27 @@ def test_an_ablation_labels_its_children_and_keeps_its_table(base, tmp_path, mon
                                 filter_string=f"tags.`saerl.sweep` = '{sweep_id}'")
     assert run.info.run_name == f"sweep {sweep_id}" and run.data.params == {"grid.curriculum.mix_ratio": "[0.0, 0.5]"}
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"sweep.parquet", "sweep.txt"}
+
+
+def test_saerl_ablate_names_its_prefect_flow_run_after_the_sweep_id(prefect_api, tmp_path, monkeypatch, capsys):
+    """The sweep's parent flow run had a random Prefect name ('tiny-slug'): it is now '<config> | ablation <sweep
+    id>', the id `saerl ablate` prints and keeps the sweep under (as a pipeline run's flow run carries its run id)."""
+    import re
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    import flows.sweep as fs
+
+    monkeypatch.setattr(fs, "pipeline_flow", _FakeChild([]))
+    name = f"sweep-name-{uuid.uuid4().hex[:8]}"  # finds this test's flow run on the session's server
+    main(["ablate", str(SMOKE), "--grid", "curriculum.mix_ratio=0,0.5", "--until", "curriculum", f"name={name}",
+          f"runtime.artifact_root={tmp_path}", f"runtime.prefect_api_url={prefect_api}", "tracking.enabled=false"])
+    (sweep_id,) = set(re.findall(r"ablation (\S+): wrote", capsys.readouterr().out))
+    assert (tmp_path / "sweeps" / sweep_id / "sweep.parquet").exists()
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=name)))
+    assert [r.name for r in runs] == [f"{name} | ablation {sweep_id}"]
 
 
 def test_on_dask_the_shared_run_and_each_child_carry_their_labels(monkeypatch):
