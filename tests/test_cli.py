@@ -666,8 +666,9 @@ def test_ablate_takes_root(monkeypatch, tmp_path):
 
     seen = []
     _no_server(monkeypatch)
-    monkeypatch.setattr(flows.sweep, "ablation_flow",
-                        lambda config, grid, until: seen.append((config["runtime"]["artifact_root"], grid, _quiet_state())))
+    flow = lambda config, grid, until, sweep_id: seen.append(  # noqa: E731
+        (config["runtime"]["artifact_root"], grid, _quiet_state()))
+    monkeypatch.setattr(flows.sweep, "named_ablation", lambda config: (flow, "sweep-id"))
     argv = ["ablate", str(REPO / "configs" / "smoke.yaml"), "--grid", "curriculum.mix_ratio=0,0.5", "--root",
             str(tmp_path), "--until", "curriculum"]
     assert main(argv) == 0
@@ -935,7 +936,7 @@ def test_a_full_disk_names_the_root_its_free_space_and_that_the_run_resumes(comm
         raise error
 
     monkeypatch.setattr(flows.pipeline, "run_pipeline_flow", full)
-    monkeypatch.setattr(flows.sweep, "ablation_flow", full)
+    monkeypatch.setattr(flows.sweep, "named_ablation", lambda config: (full, "sweep-id"))
     root = tmp_path / "root"
     argv = [command, str(REPO / "configs" / "smoke.yaml"), "--root", str(root)]
     argv += ["--grid", "curriculum.mix_ratio=0,0.5"] if command == "ablate" else []
