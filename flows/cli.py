@@ -702,7 +702,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """`saerl export RUN --format hf|verl|trl [--arm ARM] [--seed S] --out DIR`: the stream one training seed of a
     run's arm reads, with its prompts."""
-    from saerl.export import export_run, export_seed, exported_run, run_config
+    from saerl.export import export_run, export_seed, exported_run
+    from saerl.report import run_config
 
     root = _root(args.root)
     record = exported_run(root, args.run)  # 'latest' resolved once, and named on stdout: it may not be the

@@ -46,7 +46,7 @@ from typing import Any
 import polars as pl
 
 from saerl.artifacts import TEMP_NAME, ArtifactRef, ArtifactStore, CorruptArtifact, write_file_atomic
-from saerl.config import PipelineConfig, TrainConfig, build_config, stderr_is_terminal
+from saerl.config import PipelineConfig, TrainConfig, stderr_is_terminal
 from saerl.curriculum import whole_batch_rows
 from saerl.runners import ARM_ORDERS, PROMPTS, VANILLA, arm_order_frame, order_seed
 from saerl.runs import RunRecord, load_run, runs_of
@@ -252,14 +252,6 @@ def stage_dir(root: Path, record: RunRecord, stage: str) -> Path:
         return Path(ArtifactStore(root).open(stage, rec.key).path)
     except CorruptArtifact as err:
         raise ValueError(f"{err} (collected by saerl gc? rerun the pipeline to rebuild it)") from None
-
-
-def run_config(record: RunRecord) -> PipelineConfig:
-    """The config a run ran with, from its record's flat config (saerl.report.recorded_config: a field the schema
-    has lost since is left out, with a warning). in: run record; out: its PipelineConfig."""
-    from saerl.report import recorded_config
-
-    return build_config(recorded_config(record.config), where=f"run record {record.run_id}")
 
 
 def export_seed(cfg: PipelineConfig, run_id: str, seed: int | None = None) -> int:
@@ -678,6 +670,8 @@ def export_run(root: Path, run_id: str, fmt: str, out: Path, arm: str = "saerl",
         raise ValueError(f"unknown export format '{fmt}'; formats: {', '.join(FORMATS)}")
     if arm not in ARM_FILES:
         raise ValueError(f"unknown arm '{arm}'; arms: {', '.join(ARM_FILES)}")
+    from saerl.report import run_config
+
     record = exported_run(root, run_id)
     cfg = run_config(record)
     seed = export_seed(cfg, record.run_id, seed)

@@ -672,6 +672,12 @@ def recorded_config(flat: dict[str, Any]) -> dict[str, Any]:
     return unflatten(flat)
 
 
+def run_config(record: RunRecord) -> PipelineConfig:
+    """The config a run ran with, from its record's flat config (:func:`recorded_config`: a field the schema has lost
+    since is left out, with a warning). in: run record; out: its PipelineConfig."""
+    return build_config(recorded_config(record.config), where=f"run record {record.run_id}")
+
+
 def relog(root: Path, record: RunRecord, uri: str | None = None, again: bool = False) -> str:
     """Log a finished run into MLflow from its artifacts: the parent run (the record's flat config as params, as
     stored: the params the live run logged, not fields the code gained since; the git tags the record kept, both
@@ -703,7 +709,7 @@ def relog(root: Path, record: RunRecord, uri: str | None = None, again: bool = F
                            "ended; its own MLflow run is being logged meanwhile")
 
     record = relocated(record, Path(root))  # the artifacts under `root`, not where a moved root was at run time
-    cfg = build_config(recorded_config(record.config), where=f"run record {record.run_id}")
+    cfg = run_config(record)
     if uri is None and REDACTED in (cfg.tracking.uri or ""):
         raise RuntimeError(f"run {record.run_id} was tracked at {cfg.tracking.uri}, whose credentials its record "
                            "does not keep: give the URI with --uri (or the credentials in MLFLOW_TRACKING_USERNAME "

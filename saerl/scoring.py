@@ -903,9 +903,8 @@ def score_new(root: str | Path, run_id: str | RunRecord, prompts: Sequence[str],
 
     from saerl.activations import extract, pick_device
     from saerl.artifacts import ArtifactRef, ChunkLog
-    from saerl.config import build_config
     from saerl.pipeline import quiet_libraries
-    from saerl.report import recorded_config
+    from saerl.report import run_config
     from saerl.runners import internals_model, internals_model_cfg
     from saerl.runs import load_run
     from saerl.sae import encode_codes, load_codes_csr
@@ -929,7 +928,7 @@ def score_new(root: str | Path, run_id: str | RunRecord, prompts: Sequence[str],
     if missing:
         raise ValueError(f"run {record.run_id} has no {', '.join(missing)} stage: score_new needs a run that reached "
                          "the score stage (saerl run <config> --until score, or a whole run)")
-    cfg = build_config(recorded_config(record.config), where=f"run record {record.run_id}")
+    cfg = run_config(record)
     device = cfg.runtime.device if device is None else device
     cfg = cfg.model_copy(update={"runtime": cfg.runtime.model_copy(update={"progress": progress})})
     inputs = {name: ArtifactRef(name, s.key, s.path) for name, s in record.stages.items()}

@@ -30,8 +30,8 @@ from saerl.export import (
     export_run,
     hydra_quoted,
     reward_module,
-    run_config,
 )
+from saerl.report import run_config
 from saerl.runners import PROMPTS, SCORES
 from saerl.runs import RunRecord, StageRecord, save_run
 
