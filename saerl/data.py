@@ -1596,22 +1596,32 @@ def check_mapping(cfg: DataConfig, path: Path, *, labels_optional: bool = False)
     and the columns listed are those of the first rows. A JSON array file is read whole. in: mapping
     (data.format, data.hf_split and data.max_rows are honoured), path; out: None."""
     _refuse_answer_in_prompt(cfg, held_out=labels_optional)
-    path = Path(path)
-    fmt = detect_format(path) if path.exists() and cfg.format == "auto" else cfg.format
-    limit = min(HEADER_ROWS, cfg.max_rows or HEADER_ROWS)
-    header = _header_table(path, fmt, cfg.hf_split, limit) if path.exists() else None
+    table, later = _field_view(Path(path), cfg.format, cfg.hf_split, cfg.max_rows,
+                               tuple(name for _, name in _mapped_fields(cfg)))
+    if table.rows:
+        _resolve_mapping(cfg, table, labels_optional, later)
+
+
+def _field_view(path: Path, fmt_given: str, hf_split: str | None, max_rows: int | None,
+                names: tuple[str, ...]) -> tuple[LoadedTable, frozenset[str]]:
+    """What a mapping is checked against without reading the whole file where a cheap look suffices: the file's
+    header (a parquet schema, a csv header, a HF folder's features, a jsonl file's first HEADER_ROWS rows) and those
+    of `names` it lacks that a later jsonl row holds (only lines holding the key are parsed); with no cheap look or
+    no good row in it, the whole file read as ingest reads it (capped at data.max_rows) and no later names. in: path,
+    the mapping's data.format, data.hf_split and data.max_rows, field names; out: (the table, the names found later);
+    raises the file-level IngestError / OSError (missing, empty, unknown format, unreadable)."""
+    fmt = detect_format(path) if path.exists() and fmt_given == "auto" else fmt_given
+    limit = min(HEADER_ROWS, max_rows or HEADER_ROWS)
+    header = _header_table(path, fmt, hf_split, limit) if path.exists() else None
     if header is None or not header.rows:  # no cheap look, or no good row in it: read it as ingest does
-        table = load_table(path, cfg.format, cfg.hf_split)
-        if cfg.max_rows is not None and table.n_source_rows > cfg.max_rows:
-            table = table.head(cfg.max_rows)
-        if table.rows:
-            _resolve_mapping(cfg, table, labels_optional)
-        return
-    later: set[str] = set()
-    if fmt == "jsonl" and header.n_source_rows >= limit and (cfg.max_rows is None or cfg.max_rows > limit):
-        absent = [name for _, name in _mapped_fields(cfg) if not header.has_field(name)]
-        later = _jsonl_fields_later(path, absent, limit, cfg.max_rows) if absent else set()
-    _resolve_mapping(cfg, header, labels_optional, frozenset(later))
+        table = load_table(path, fmt_given, hf_split)
+        if max_rows is not None and table.n_source_rows > max_rows:
+            table = table.head(max_rows)
+        return table, frozenset()
+    absent = [name for name in names if not header.has_field(name)]
+    if absent and fmt == "jsonl" and header.n_source_rows >= limit and (max_rows is None or max_rows > limit):
+        return header, frozenset(_jsonl_fields_later(path, absent, limit, max_rows))
+    return header, frozenset()
 
 
 def held_fields(cfg: DataConfig, path: Path, names: tuple[str, ...]) -> frozenset[str]:
@@ -1632,20 +1642,8 @@ def _held_fields(fmt_given: str, hf_split: str | None, max_rows: int | None, pat
                  size: int, mtime_ns: int) -> frozenset[str]:
     """:func:`held_fields` of a file as it is (size and mtime key the memo). in: the mapping's format, split and row
     cap, the path, the names, the file's size and mtime; out: the names it holds."""
-    path = Path(path_text)
-    fmt = detect_format(path) if fmt_given == "auto" else fmt_given
-    limit = min(HEADER_ROWS, max_rows or HEADER_ROWS)
-    header = _header_table(path, fmt, hf_split, limit)
-    if header is None or not header.rows:  # no cheap look, or no good row in it: read it as ingest does
-        table = load_table(path, fmt_given, hf_split)
-        if max_rows is not None and table.n_source_rows > max_rows:
-            table = table.head(max_rows)
-        return frozenset(n for n in names if not table.rows or table.has_field(n))
-    found = {n for n in names if header.has_field(n)}
-    absent = [n for n in names if n not in found]
-    if absent and fmt == "jsonl" and header.n_source_rows >= limit and (max_rows is None or max_rows > limit):
-        found |= _jsonl_fields_later(path, absent, limit, max_rows)
-    return frozenset(found)
+    table, later = _field_view(Path(path_text), fmt_given, hf_split, max_rows, names)
+    return frozenset(n for n in names if not table.rows or table.has_field(n) or n in later)
 
 
 def _jsonl_fields_later(path: Path, names: list[str], start: int, max_rows: int | None) -> set[str]:

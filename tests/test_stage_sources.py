@@ -158,7 +158,7 @@ REVIEWED = {'sources': {'activation_store': '98c862c860f7fd900673f4a9f69908902de
              'config': '08fb607247514f8ac9d79f3acdffcd2cb7435d8687c983ecb4ed78819594a8a6',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
              'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
-             'data': '8d644c5fac7c8ad90f987cda856f0f3aa5b15480bc661a19086a72d468f949d5',
+             'data': '7c74696506b47d3cdff80aaef6160cbbb8ae8273ff1b4119b0dbc9dd0e294df1',
              'distributed': '10c13037ffa93544cdca243133aec5559d358c7d2be87280cef59569c0cfca24',
              'evaluate': '0df12a6065cd9fdc9b849550249710a05c7d1588c1557065f463fa797c8db26f',
              'labels': '91132b6cba6f9134968b3660354be33ff2c223d3dac6bdaed2f15e0af5d66cad',
