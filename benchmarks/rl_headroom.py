@@ -32,7 +32,8 @@ from saerl.artifacts import ArtifactStore
 from saerl.config import EvalConfig, TrainConfig, load_config
 from saerl.evaluate import GREEDY, REACH_SEED, evaluate_policy, reachable_ids
 from saerl.pipeline import run_all
-from saerl.rl import train_grpo, train_stream_length
+from saerl.rl import train_grpo
+from saerl.stream import train_stream_length
 from saerl.testbed import fresh_problems, read_world
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ def gains_over(base: pl.DataFrame, after: pl.DataFrame, reach: set[str]) -> dict
 
 def fresh_pool_size(train: TrainConfig, prompts_per_step: int) -> int:
     """Fresh problems the fresh pool needs so that no prompt is read twice: the training stream's length
-    (saerl.rl.train_stream_length: whole generation batches, and under DAPO every refill round's prompts too)."""
+    (saerl.stream.train_stream_length: whole generation batches, and under DAPO every refill round's prompts too)."""
     return train_stream_length(train, prompts_per_step)
 
 

@@ -38,8 +38,9 @@ from saerl.artifacts import MANIFEST, ArtifactStore, write_file_atomic
 from saerl.config import PipelineConfig, TrainConfig, load_config
 from saerl.pipeline import input_keys
 from saerl.policy_lm import load_policy, score_policy
-from saerl.rl import train_grpo, train_stream_length
+from saerl.rl import train_grpo
 from saerl.stages import stage_key
+from saerl.stream import train_stream_length
 from saerl.testbed import build_testbed, fresh_problems, read_world
 
 MIN_STEP_SECONDS = 0.2  # no GRPO step is faster on CPU: caps the step count (and the dataset) the budget can use
@@ -100,7 +101,7 @@ def ensure_testbed(cfg: PipelineConfig, root: Path) -> None:
 
 def pool_size(train: TrainConfig, prompts_per_step: int, steps: int, asked: int) -> int:
     """Fresh RL prompts to draw: `asked` (--pool-n), or the training stream of `steps` steps when that is longer
-    (saerl.rl.train_stream_length: whole generation batches, and under DAPO every refill round's prompts too), so
+    (saerl.stream.train_stream_length: whole generation batches, and under DAPO every refill round's prompts too), so
     that no prompt is read twice within the step budget (a shorter pool is read again, epoch after epoch)."""
     return max(asked, train_stream_length(train, prompts_per_step, steps))
 

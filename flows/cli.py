@@ -30,14 +30,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from saerl.config import (
     SHIPPED_CONFIGS,
-    BarSafeHandler,
     ConfigError,
     PipelineConfig,
     load_config,
     refuse_rewrites,
-    stderr_is_terminal,
 )
 from saerl.privacy import credentials_to_env, telemetry_off, without_uri_credentials
+from saerl.terminal import stderr_handler, stderr_is_terminal
 
 if TYPE_CHECKING:
     from saerl.report import RunReport
@@ -115,7 +114,6 @@ USER_LINE_LOGGED = "_saerl_user_line_logged"  # set on a user error whose line a
 PREFECT_FAILED_STATE = "Finished in state Failed("  # how Prefect's task engine starts its line after the failure's
 PREFECT_CRASHED_STATE = "Finished in state Crashed("  # its line for a task run a signal ended mid-way: on a loaded
 # machine a Ctrl-C can reach the stage's task engine first, which words the same cause (PREFECT_SIGNAL_CAUSES)
-LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"  # the date too: a long run's log file crosses midnight
 SEEN_KEPT = 8  # the user errors UserErrorTracebacks remembers for that line (the latest; a run stops at its first)
 URLLIB3_POOL_LOGGER = "urllib3.connectionpool"  # where urllib3 (MLflow's HTTP client) logs each retry of a request
 URLLIB3_RETRY = "Retrying ("  # how that warning starts: 'Retrying (Retry(total=1, ...)) after connection broken by'
@@ -216,13 +214,13 @@ def traceback_logged(err: BaseException) -> bool:
 
 
 def _setup_logging(verbose: bool) -> None:
-    """Log INFO and up (DEBUG with -v) to stderr, above any progress bar drawn there (saerl.config.BarSafeHandler),
+    """Log INFO and up (DEBUG with -v) to stderr, above any progress bar drawn there (saerl.terminal.stderr_handler:
+    each line led by its sweep setting's label in an ablation, saerl.terminal.labelled_logs),
     MLflow's records too (:func:`mlflow_logs_to_saerl`), the chattiest libraries at WARNING (NOISY_LOGGERS); below
     -v, Prefect's run loggers drop the tracebacks saerl words itself (:class:`UserErrorTracebacks`), urllib3 its retry
     warnings (:class:`RetryLines`) and prefect-dask a local cluster's failed start (:class:`ClusterStartLines`).
     in: -v."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[BarSafeHandler()],
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt=LOG_DATEFMT)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[stderr_handler()])
     mlflow_logs_to_saerl()
     for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -702,14 +700,15 @@ def cmd_gc(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """`saerl export RUN --format hf|verl|trl [--arm ARM] [--seed S] --out DIR`: the stream one training seed of a
     run's arm reads, with its prompts."""
-    from saerl.export import export_run, export_seed, exported_run
+    from saerl.export import export_record, export_seed, exported_run
     from saerl.report import run_config
 
     root = _root(args.root)
     record = exported_run(root, args.run)  # 'latest' resolved once, and named on stdout: it may not be the
     # newest run (one without a curriculum stage is passed over, with a warning on stderr a script does not read)
-    seed = export_seed(run_config(record), record.run_id, args.seed)  # the default named on stdout too
-    files = export_run(root, record.run_id, args.format, _out_dir(args.out), args.arm, args.data_source, seed)
+    cfg = run_config(record)  # read once: a field the schema lost since the run is warned of once
+    seed = export_seed(cfg, record.run_id, args.seed)  # the default named on stdout too
+    files = export_record(root, record, cfg, args.format, _out_dir(args.out), args.arm, args.data_source, seed)
     print(f"exported run {record.run_id}, arm {args.arm}, training seed {seed}: wrote "
           + ", ".join(str(f) for f in files))
     return 0

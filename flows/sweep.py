@@ -14,9 +14,10 @@ same cluster. Every process reports to the one Prefect server of the run (worker
 The flow ends with one table: setting x arm, greedy held-out accuracy, difference to vanilla,
 steps-to-target, and what each child (and the shared run) computed and reused, kept under
 `<root>/sweeps/<sweep id>/` (sweep.parquet, sweep.txt). Every run of a sweep carries the sweep id and its
-setting's label (the shared run: 'shared upstream'): in its printed lines, its MLflow runs' names and tags (the
-parent's and every nested stage run's, which also carry each swept key as a param 'sweep.<dotted key>'), and its
-run record (flows.pipeline.pipeline_flow's `sweep`).
+setting's label (the shared run: 'shared upstream'): in its printed lines, with the local runner its log lines on
+stderr too (saerl.terminal.labelled_logs; a Dask worker prints its lines through Prefect's console handler, without
+the label), its MLflow runs' names and tags (the parent's and every nested stage run's, which also carry each
+swept key as a param 'sweep.<dotted key>'), and its run record (flows.pipeline.pipeline_flow's `sweep`).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from saerl.sweep import (
     swept_params,
     write_sweep,
 )
+from saerl.terminal import labelled_logs
 from saerl.tracking import log_sweep
 
 
@@ -169,8 +171,9 @@ def ablation_flow(config: dict[str, Any], grid: dict[str, list[Any]], until: str
             label = setting_label(setting)
             say(f"== setting {len(done) + 1}/{len(children)}: {label}")
             child = pipeline_flow.with_options(flow_run_name=child_run_name(cfg, setting), task_runner=task_runner(cfg))
-            done.append((setting, child(config=cfg.model_dump(mode="json"), until=until,
-                                        sweep=sweep_run(sweep_id, label, setting))))
+            with labelled_logs(label):  # its log lines on stderr say whose they are, as its printed lines do
+                done.append((setting, child(config=cfg.model_dump(mode="json"), until=until,
+                                            sweep=sweep_run(sweep_id, label, setting))))
     table = sweep_table(done)  # each child's evaluate artifacts, read once for the table and its text
     text = format_sweep(done, shared, table)
     say(text)

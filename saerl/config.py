@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import reprlib
-import sys
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +34,8 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+
+from saerl.terminal import stderr_is_terminal
 
 log = logging.getLogger(__name__)
 CHECKOUT_CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # a checkout's top-level configs/
@@ -879,51 +880,6 @@ class TrackingConfig(Section):
 
 
 PROGRESS_AUTO = "auto"  # runtime.progress's default: bars while stderr is a terminal (RuntimeConfig._progress_auto)
-DUMB_TERMINAL = "dumb"  # the TERM of a terminal that cannot move its cursor (Emacs' shell, some CI log viewers): a bar's
-# carriage-return frames pile up there, as rich (Prefect's console) reads it too
-
-
-def stderr_is_terminal() -> bool:
-    """Is this process's stderr, where progress bars are drawn, a terminal that can draw them: a tty whose TERM is
-    not DUMB_TERMINAL and which has columns (a pty nobody sized, as `script -qc CMD /dev/null` gives a CI job, is 0x0:
-    tqdm drew its bars there as empty lines, and the heartbeat lines that replace them were off)? False where it
-    cannot be told (no stderr, a captured one). out: bool."""
-    try:
-        if sys.stderr is None or not sys.stderr.isatty():
-            return False
-        return os.environ.get("TERM") != DUMB_TERMINAL and os.get_terminal_size(sys.stderr.fileno()).columns > 0
-    except (AttributeError, OSError, ValueError):
-        return False
-
-
-class BarSafeHandler(logging.StreamHandler):
-    """The log handler of saerl's stderr (the CLI's, a training rank's): a record logged while a tqdm progress bar is
-    drawn is written through tqdm.write, which clears the bars, writes the line and draws them again below it (a
-    training run's in-training evaluation line was written into its bar's line, glued to the bar's last frame, which
-    stayed on screen). With no bar drawn (runtime.progress off, or auto with stderr no terminal: every bar disabled)
-    it writes as logging's StreamHandler does, byte for byte."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """in: a log record; writes it, above the bars where any is drawn."""
-        bars = drawn_bars()
-        if bars is None:
-            super().emit(record)
-            return
-        try:
-            bars.write(self.format(record), file=self.stream, end=self.terminator)
-            self.flush()
-        except RecursionError:  # as StreamHandler.emit
-            raise
-        except Exception:
-            self.handleError(record)
-
-
-def drawn_bars() -> Any:
-    """tqdm's bar class, where a bar of it is drawn now (an open bar that is not disabled), else None (also where
-    tqdm was never imported: nothing draws). out: the class or None."""
-    std = sys.modules.get("tqdm.std")
-    bar = getattr(std, "tqdm", None)
-    return bar if bar is not None and len(getattr(bar, "_instances", ())) > 0 else None
 
 
 class RuntimeConfig(Section):

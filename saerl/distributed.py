@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from saerl.answers import BOXED
+from saerl.terminal import end_relay, relay_output
 
 log = logging.getLogger("saerl.distributed")
 
@@ -48,8 +49,6 @@ SAERL_LOGGER = "saerl"  # the logger whose records (its children's) each rank wr
 ERROR = "error-{rank}.json"  # a failed rank's error: {"rank", "type", "message"}
 POLL_S = 0.5  # how often the stage's process reads new step points while the ranks train
 TAIL_CHARS = 6000  # how much of the ranks' output a failure quotes
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # as the command line's (flows/cli.py)
-LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"
 # errors a rank's failure is raised again as, by name (a user's mistake keeps its type, so a caller reads it as one);
 # any other is a RuntimeError
 KEPT_ERRORS: dict[str, type[Exception]] = {"ValueError": ValueError, "NotImplementedError": NotImplementedError}
@@ -375,12 +374,13 @@ def forward_logs(path: Path, offset: int, prefix: str = "") -> int:
 
 
 def _pump(stream: Any, tail: deque[str]) -> None:
-    """Copy the ranks' output to this process's stderr as it comes (progress bars included), keeping its tail.
-    in: torchrun's stdout (binary, stderr merged), the tail buffer (characters)."""
+    """Copy the ranks' output to this process's stderr as it comes (progress bars included: saerl.terminal
+    .relay_output, so that the records relayed from the ranks' log files, and this process's own, are written above
+    rank 0's bar, not glued onto its frame), keeping its tail. in: torchrun's stdout (binary, stderr merged), the tail
+    buffer (characters)."""
     for chunk in iter(lambda: stream.read1(4096), b""):
         text = chunk.decode(errors="replace")
-        sys.stderr.write(text)
-        sys.stderr.flush()
+        relay_output(text)
         tail.extend(text)
 
 
@@ -449,6 +449,7 @@ def train_in_processes(model_dir: str | Path, prompts: Any, order: list[str] | N
             logged = [forward_logs(folder / log_file(r), n, rank_prefix(r)) for r, n in enumerate(logged)]
             time.sleep(POLL_S)
         pump.join()
+        end_relay()  # a bar the ranks left unfinished ends here: the lines below start their own
         forward_steps(folder / STEPS, stepped, sink)
         for r, n in enumerate(logged):
             forward_logs(folder / log_file(r), n, rank_prefix(r))
@@ -457,6 +458,7 @@ def train_in_processes(model_dir: str | Path, prompts: Any, order: list[str] | N
             proc.terminate()
             proc.wait()
         _RUNNING.discard(proc)
+        end_relay()
     if proc.returncode != 0 or not (folder / RESULT).exists():
         raise rank_error(folder, processes, proc.returncode, "".join(tail))
     return json.loads((folder / RESULT).read_text(encoding="utf-8"))
@@ -470,15 +472,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     process as a saerl rank first (saerl.train_env.mark_saerl_rank): only there are torchrun's variables trusted.
     in: [the spec folder]."""
     from saerl.artifacts import write_file_atomic
-    from saerl.config import BarSafeHandler
     from saerl.rl import process_rank, step_sink, train_grpo
+    from saerl.terminal import stderr_handler
     from saerl.train_env import mark_saerl_rank
 
     folder = Path((argv if argv is not None else sys.argv[1:])[0])
     mark_saerl_rank()  # torchrun's WORLD_SIZE, RANK and the rest are this process's own (saerl.train_env)
     rank = process_rank()
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format=LOG_FORMAT, datefmt=LOG_DATEFMT,
-                        handlers=[BarSafeHandler()])  # other libraries' lines above rank 0's training bar
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        handlers=[stderr_handler()])  # the CLI's lines; other libraries' above rank 0's training bar
     send_saerl_records(folder / log_file(rank))
     try:
         kwargs = read_spec(folder)

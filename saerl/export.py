@@ -5,8 +5,8 @@ training seed draws it (:func:`saerl.runners.arm_order_frame`, seeded by saerl.r
 curriculum artifact's own files, `order.parquet` for saerl, `order_only.parquet`; vanilla and filter_only a seeded
 shuffle per epoch, with as many more epochs as the run needs, each a fresh shuffle), in whole batches
 (:func:`saerl.curriculum.whole_batch_rows`, without an epoch's short last batch, as the train stage reads it), read
-as saerl.rl.training_order reads it (a curriculum shorter than the run again from its top) for the run's whole
-stream (saerl.rl.train_stream_length: train.max_steps x curriculum.batch_size rows, DAPO's refill rounds included).
+as saerl.stream.training_order reads it (a curriculum shorter than the run again from its top) for the run's whole
+stream (saerl.stream.train_stream_length: train.max_steps x curriculum.batch_size rows, DAPO's refill rounds included).
 So one file is exactly the run's stream for every arm: a trainer reads it once, from the top, and every block of
 batch_size rows is one batch (one step) there too. The rows are joined with the ingested prompts
 (`prompts.parquet`) into one frame: position, id, prompt, answer, batch, epoch, cluster, difficulty_hat, ramp. The
@@ -46,12 +46,13 @@ from typing import Any
 import polars as pl
 
 from saerl.artifacts import TEMP_NAME, ArtifactRef, ArtifactStore, CorruptArtifact, write_file_atomic
-from saerl.config import PipelineConfig, TrainConfig, stderr_is_terminal
+from saerl.config import PipelineConfig, TrainConfig
 from saerl.curriculum import whole_batch_rows
 from saerl.runners import ARM_ORDERS, PROMPTS, VANILLA, arm_order_frame, order_seed
 from saerl.runs import RunRecord, load_run, runs_of
 from saerl.stages import SHUFFLED_ARMS
 from saerl.status import ended
+from saerl.terminal import stderr_is_terminal
 
 FORMATS = ("hf", "verl", "trl")
 ARM_FILES = {**ARM_ORDERS, "vanilla": VANILLA}
@@ -287,12 +288,12 @@ def training_stream(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: st
     """The rows training seed `seed` of `arm` trains on, in order, built as the train stage builds them: the arm's
     order (:func:`saerl.runners.arm_order_frame`: vanilla and filter_only draw a fresh shuffle for each epoch the
     run needs), its whole batches (:func:`saerl.curriculum.whole_batch_rows`, as compute_train's whole_batches),
-    read for the run's whole stream (saerl.rl.train_stream_length) as saerl.rl.training_order reads it (an order
+    read for the run's whole stream (saerl.stream.train_stream_length) as saerl.stream.training_order reads it (an order
     shorter than the run again from its top); positions renumbered 0..n-1. An order from before ramps (curriculum
     stage v3, where each epoch was one climb) reads ramp 0. in: config, the train stage's inputs (arm_inputs), arm,
     training seed; out: the stream's rows (empty when the order has no rows) and the arm's whole order
     (ORDER_SCHEMA)."""
-    from saerl.rl import train_stream_length, training_order
+    from saerl.stream import train_stream_length, training_order
 
     b = cfg.curriculum.batch_size
     order = arm_order_frame(cfg, inputs, arm, seed)
@@ -659,22 +660,37 @@ def exported_run(root: Path, run_id: str) -> RunRecord:
     return newest  # no run has one: stage_dir says so, naming the newest
 
 
+def check_choices(fmt: str, arm: str) -> None:
+    """ValueError naming the choices when `fmt` is no export format (FORMATS) or `arm` no arm (ARM_FILES).
+    in: format, arm."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format '{fmt}'; formats: {', '.join(FORMATS)}")
+    if arm not in ARM_FILES:
+        raise ValueError(f"unknown arm '{arm}'; arms: {', '.join(ARM_FILES)}")
+
+
 def export_run(root: Path, run_id: str, fmt: str, out: Path, arm: str = "saerl",
                data_source: str = DATA_SOURCE, seed: int | None = None) -> list[Path]:
     """`saerl export`: the stream training seed `seed` of one run's `arm` reads (training_stream: the whole run's,
     in order) with its prompts, in format `fmt`, into `out` (new, empty or an earlier export: see write_export).
     in: artifact root, run id (unique prefix or 'latest'), format, output folder, arm, verl data_source, training
     seed (None: export_seed's default; one the run does not train is a ValueError naming those it does); out: files.
-    Warns (logging, which the CLI prints) when rows of the order are in no whole batch (coverage_note)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown export format '{fmt}'; formats: {', '.join(FORMATS)}")
-    if arm not in ARM_FILES:
-        raise ValueError(f"unknown arm '{arm}'; arms: {', '.join(ARM_FILES)}")
+    The run's record and its config are read once (:func:`export_record` does the rest)."""
     from saerl.report import run_config
 
+    check_choices(fmt, arm)  # before the run is looked for
     record = exported_run(root, run_id)
     cfg = run_config(record)
-    seed = export_seed(cfg, record.run_id, seed)
+    return export_record(root, record, cfg, fmt, out, arm, data_source, export_seed(cfg, record.run_id, seed))
+
+
+def export_record(root: Path, record: RunRecord, cfg: PipelineConfig, fmt: str, out: Path, arm: str = "saerl",
+                  data_source: str = DATA_SOURCE, seed: int = DEFAULT_SEED) -> list[Path]:
+    """:func:`export_run` of a run record already read, with the config it ran with (saerl.report.run_config, read
+    once by the caller: reading it again repeated its warnings) and the training seed (export_seed). in: artifact
+    root, run record, its config, format, output folder, arm, verl data_source, training seed; out: files written.
+    Warns (logging, which the CLI prints) when rows of the order are in no whole batch (coverage_note)."""
+    check_choices(fmt, arm)
     inputs = arm_inputs(root, record, cfg, arm, seed)
     batch_size = cfg.curriculum.batch_size
     stream, order = training_stream(cfg, inputs, arm, seed)

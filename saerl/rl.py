@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import random
 import shutil
 import statistics
 import threading
@@ -39,6 +38,7 @@ from saerl.answers import BOXED, judge_held_out
 from saerl.artifacts import write_file_atomic
 from saerl.checkpoints import CURVE_FILE, checkpoint_folders, checkpoint_step, is_complete, last_checkpoint
 from saerl.config import HealthConfig, ModelConfig, TrainConfig
+from saerl.stream import train_stream_length, training_order
 from saerl.train_env import configured_environment, in_configured_environment, is_saerl_rank
 from saerl.verify import extract_final_answer, verify_batch
 
@@ -258,43 +258,6 @@ def reward_functions(cfg: TrainConfig, correctness: Any, extra: list[Any] | None
         weights.append(1.0)
     extra = extra or []
     return [*funcs, *extra], [*weights, *[1.0] * len(extra)]
-
-
-def stream_length(steps: int, prompts_per_step: int, steps_per_generation: int, extra_rounds: int = 0) -> int:
-    """Prompts the training stream must hold for `steps` optimizer steps: whole generation batches (trl
-    generates for `steps_per_generation` steps at once and :class:`OrderSampler` yields only whole batches, so a
-    partial last batch would be dropped and training would re-read the head of the order), times
-    1 + `extra_rounds` of DAPO dynamic sampling. in: steps, prompts per step, steps per generation, extra
-    rounds; out: prompts."""
-    if steps < 1 or prompts_per_step < 1 or steps_per_generation < 1 or extra_rounds < 0:
-        raise ValueError(f"stream_length needs steps, prompts_per_step, steps_per_generation >= 1 and extra_rounds "
-                         f">= 0; got {steps}, {prompts_per_step}, {steps_per_generation}, {extra_rounds}")
-    generations = -(-steps // steps_per_generation)
-    return generations * steps_per_generation * prompts_per_step * (1 + extra_rounds)
-
-
-def train_stream_length(cfg: TrainConfig, prompts_per_step: int, steps: int | None = None) -> int:
-    """Prompts :func:`train_grpo`'s stream holds for `steps` (default cfg.max_steps) optimizer steps of `cfg`:
-    :func:`stream_length`, with every refill round of DAPO's dynamic sampling under algorithm dapo."""
-    extra = cfg.dynamic_sampling_max_rounds if cfg.algorithm == "dapo" else 0
-    return stream_length(steps or cfg.max_steps, prompts_per_step, cfg.steps_per_generation, extra)
-
-
-def training_order(ids: list[str], order: list[str] | None, n_needed: int, seed: int) -> list[str]:
-    """The id sequence to train on: `order` (repeated if shorter than needed), or, when None, seeded shuffles
-    of all ids epoch after epoch (vanilla). in: all ids, order, prompts needed, seed; out: n_needed ids."""
-    rng = random.Random(seed)
-    out: list[str] = []
-    while len(out) < n_needed:
-        if order is None:
-            epoch = list(ids)
-            rng.shuffle(epoch)
-        else:
-            epoch = list(order)
-        if not epoch:
-            raise ValueError("empty training order")
-        out += epoch
-    return out[:n_needed]
 
 
 class _TimeLimit(TrainerCallback):
@@ -1209,8 +1172,8 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     Inside :func:`step_sink` each step's metrics and evaluations also go to its sink as they are measured.
     transformers' own bars (a checkpoint's "Writing model shards") are off while it trains (:func:`hub_bars_off`),
     and a resume does not warn of the tied head the checkpoint stores as the embeddings (:class:`TiedKeysFilter`).
-    The training stream is `order` long enough for whole generation batches (:func:`stream_length`); under DAPO
-    also for every round of dynamic sampling (times 1 + cfg.dynamic_sampling_max_rounds), where prompts whose
+    The training stream is `order` long enough for whole generation batches (saerl.stream.stream_length); under
+    DAPO also for every round of dynamic sampling (times 1 + cfg.dynamic_sampling_max_rounds), where prompts whose
     rollouts are all right or all wrong are dropped (DAPO's rule: the correctness reward alone) and the next ones
     drawn (with `clusters`, id -> cluster: the next of each dropped prompt's cluster, saerl.dapo.take_next), so
     the prompts trained on are drawn from the stream.

@@ -548,7 +548,7 @@ def arm_order_frame(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], arm: st
     curriculum.seed therefore begins as the curriculum artifact's files for every arm. in: config, the train stage's
     inputs (curriculum; score for a curriculum arm's other draws), arm, training seed; out: the order."""
     from saerl.curriculum import vanilla_order
-    from saerl.rl import train_stream_length
+    from saerl.stream import train_stream_length
 
     c = cfg.curriculum
     draw = order_seed(cfg, seed)

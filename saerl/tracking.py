@@ -46,6 +46,7 @@ from saerl.runs import (
     stage_of,
 )
 from saerl.stages import ran_values
+from saerl.terminal import LABEL_SEP
 
 if TYPE_CHECKING:
     import polars as pl
@@ -102,7 +103,6 @@ URL_QUOTED = {"%": "%25", "?": "%3F"}  # what SQLAlchemy's URL parsing reads in 
 # '?' ends it), quoted so the path names its own file ('%' first: the other quotes hold one)
 ROOT_STORE = "mlflow.db"  # the SQLite tracking store under an artifact root when tracking.uri is not set
 ARTIFACTS_DIR = "mlruns"  # the folder of logged files beside a local SQLite store (MLflow's own default name)
-LABEL_SEP = " | "  # between a sweep run's label and its name: its MLflow parent and nested run names, printed lines
 PARENT_METRIC_STAGES = ("evaluate",)  # stages whose summary metrics are logged on the parent run too (the outcome)
 STEP_TIME = "step_time"  # trl's per-step log column: seconds one optimizer step took (generation included)
 EVAL_SECONDS = "seconds"  # the eval curve's column: seconds one held-out evaluation took (after its step)

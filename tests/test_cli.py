@@ -310,8 +310,8 @@ def test_log_lines_carry_the_date(monkeypatch):
     asked: dict = {}
     monkeypatch.setattr(logging, "basicConfig", lambda **kw: asked.update(kw))
     _setup_logging(False)
-    line = logging.Formatter(asked["format"], asked["datefmt"]).format(
-        logging.LogRecord("saerl.flow", logging.INFO, __file__, 1, "said", None, None))
+    (handler,) = asked["handlers"]
+    line = handler.format(logging.LogRecord("saerl.flow", logging.INFO, __file__, 1, "said", None, None))
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO saerl\.flow: said", line), line
 
 

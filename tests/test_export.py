@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import glob
 import importlib.util
+import os
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -35,6 +37,7 @@ from saerl.report import run_config
 from saerl.runners import PROMPTS, SCORES
 from saerl.runs import RunRecord, StageRecord, save_run
 
+REPO = Path(__file__).resolve().parents[1]
 N_PROMPTS, EPOCHS, BATCH, GENERATIONS = 10, 2, 4, 3
 
 
@@ -104,10 +107,11 @@ def _answers(root: Path) -> dict[str, tuple[str, str]]:
 
 def _rl_stream(root: Path, record: RunRecord, arm: str, seed: int) -> list[str]:
     """The ids saerl's train stage trains (arm, seed) of the run on, built as it builds them: runners.arm_order_frame,
-    in whole batches (compute_train), read by rl.training_order for rl.train_stream_length prompts (train_grpo)."""
+    in whole batches (compute_train), read by stream.training_order for stream.train_stream_length prompts
+    (train_grpo)."""
     from saerl.artifacts import ArtifactRef
-    from saerl.rl import train_stream_length, training_order
     from saerl.runners import arm_order_frame, read_prompts
+    from saerl.stream import train_stream_length, training_order
 
     cfg = run_config(record)
     inputs = {s: ArtifactRef(s, r.key, r.path) for s, r in record.stages.items()}
@@ -324,6 +328,39 @@ def test_cli_export(run, tmp_path, capsys):
     assert "no unique run 'nope'" in capsys.readouterr().err
 
 
+EXPORT_S = 120  # the most one `saerl export` child process below may take
+HEAVY = ("torch", "trl", "transformers")  # what training loads and an export of a run's order needs none of
+
+
+def _cli_export(root: Path, out: Path, code: str = "") -> subprocess.CompletedProcess:
+    """`saerl export latest --format trl` of the run under `root` into `out`, in a fresh Python process that then
+    runs `code` (its last lines, as the process ends). in: artifact root, output folder, code; out: the process."""
+    argv = ["export", "latest", "--root", str(root), "--format", "trl", "--out", str(out)]
+    script = f"import sys\nfrom flows.cli import main\nstatus = main({argv!r})\n{code}\nsys.exit(status)\n"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=REPO,
+                          timeout=EXPORT_S)
+
+
+def test_cli_export_warns_once_of_a_field_the_recorded_config_names_that_saerl_no_longer_has(tmp_path):
+    """The CLI read the run record's config to name the default seed, and export_run read it again: the warning
+    about a field the schema has lost since the run printed twice. It is read once."""
+    root, _ = _make_run(tmp_path / "root", config={"score.ood_topic_fraction": 0.3})
+    done = _cli_export(root, tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("the run record names fields this saerl no longer has, left out: "
+                             "score.ood_topic_fraction") == 1, done.stderr
+
+
+def test_cli_export_loads_no_training_library(tmp_path):
+    """`saerl export` reused the train stage's stream functions from saerl.rl, which imports torch, transformers
+    and trl's helpers at its top: the command took about 4.4 s instead of 0.8 s. An export imports none of them."""
+    root, _ = _make_run(tmp_path / "root")
+    done = _cli_export(root, tmp_path / "out", f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
+
+
 def test_cli_export_out_pointing_at_a_file_is_an_error_naming_out(run, tmp_path, capsys):
     """--out naming an existing file crashed with a FileExistsError traceback."""
     root, _ = run
@@ -508,7 +545,7 @@ def test_trl_and_verl_readmes_train_the_runs_step_budget(tmp_path, max_steps, or
 
 
 def test_dapo_runs_readmes_say_refills_read_further(tmp_path):
-    """Under DAPO the run's stream holds its refill rounds' rows too (rl.train_stream_length): the file holds them,
+    """Under DAPO the run's stream holds its refill rounds' rows too (stream.train_stream_length): the file holds them,
     after the steps' rows, and the README says so."""
     from saerl.config import TrainConfig
 

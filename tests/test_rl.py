@@ -21,10 +21,9 @@ from saerl.rl import (
     is_correct,
     judge,
     reward_functions,
-    stream_length,
     train_grpo,
-    training_order,
 )
+from saerl.stream import stream_length, training_order
 
 
 def test_order_sampler_repeats_each_prompt_in_a_row_in_order():

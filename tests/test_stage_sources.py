@@ -48,11 +48,12 @@ SHAPES: dict[str, tuple[str, ...]] = {
     "sae": ("sae", "encode", "score", "properties"),
     "scoring": ("score", "properties"),
     "stages": ALL,  # unread_fields, SHUFFLED_ARMS: what a runner ignores or shuffles
+    "stream": ("train",),  # the training stream's length and order (moved out of rl.py: export reads it too)
     "testbed": ("testbed", "label"),
     "train_env": ("train",),  # which of the environment's settings the trainer reads (its precision, its processes)
 }
 # modules whose code writes no stage's artifact: orchestration, records, reading and exporting results
-NO_ARTIFACT = ("__init__", "export", "gc", "privacy", "runs", "status", "sweep", "tracking")
+NO_ARTIFACT = ("__init__", "export", "gc", "privacy", "runs", "status", "sweep", "terminal", "tracking")
 # pinned by tests/test_verify.py (REVIEWED_SOURCES) against verify.VERSION, which the code version of every stage
 # that verifies carries (saerl.stages.VERIFYING)
 PINNED_ELSEWHERE = ("verify",)
@@ -155,11 +156,11 @@ REVIEWED = {'sources': {'activation_store': '98c862c860f7fd900673f4a9f69908902de
              'answers': 'ef2788a8f4384049782b3749a87aebd41143ae3aaa982757abea5e7db0aa8874',
              'artifacts': 'f3551b833b695e982751d6803d6b6a207570b85a4ba6b1564dbdbd700b79be40',
              'checkpoints': '952f79e64b79843ac68dbcadba37746f0a7acd59624ec4a7649cda605260b1ad',
-             'config': '08fb607247514f8ac9d79f3acdffcd2cb7435d8687c983ecb4ed78819594a8a6',
+             'config': '059549db677a69ff0070b05cd8c5601d2b01e4a8bf20713302dc9517ae6bcf80',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
              'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
              'data': '7c74696506b47d3cdff80aaef6160cbbb8ae8273ff1b4119b0dbc9dd0e294df1',
-             'distributed': '10c13037ffa93544cdca243133aec5559d358c7d2be87280cef59569c0cfca24',
+             'distributed': '4891022bd59aa76bb549c11d41ee920099db92978218d11e73298f7a279b44af',
              'evaluate': '0df12a6065cd9fdc9b849550249710a05c7d1588c1557065f463fa797c8db26f',
              'labels': '91132b6cba6f9134968b3660354be33ff2c223d3dac6bdaed2f15e0af5d66cad',
              'pipeline': '2749a702af5272458866aa79dcdee95065bc98c3fb0e39a84deddf90a53c759d',
@@ -167,11 +168,12 @@ REVIEWED = {'sources': {'activation_store': '98c862c860f7fd900673f4a9f69908902de
              'policy_lm': '2e11afd94a7df1e959084dc46a3cf58ac510cae936221ba02c7b94e3ca86e5a8',
              'property_models': 'd486d756fc0261047773d1eb96c69ea89c5ccb5c8679842d605326fe1c83cfd8',
              'report': '3ddffb585d43c9cb4ad5816f27dee7b0199099fe725ffbe6bcacbc35c5eb66f0',
-             'rl': '7cfea83fb76dec732a892b10f52f6c5607db45e4d43094fb90aeab417663a2fc',
-             'runners': 'ef5a44372013d3b1f295c594a399f2a78321272416f657e89e73c6dbd87f7d6c',
+             'rl': '3c4aa39116a98662b6a62b3b3be8a02541541dee93a905c4effea178132ede87',
+             'runners': '21fa7a5a9cf1a2b6fe5566f17c999db2833440fd8a878b61a5b20e08338e1837',
              'sae': '2989eb7204fd0c06e7303bceda59e4bd98a632b201dec93eae6562a8f276bc00',
              'scoring': '59529174e538c8843c1a6ff4257261d1f954d915fea74083f07b0085124fd73c',
              'stages': '8660002570f736bba16a8385ed76615d750519672da3e7f41c82988c5c1f60b9',
+             'stream': 'bb3c3d8def0604e5636ec26c690708ef4d4e173ce496a7e344208b0e27fca0e6',
              'testbed': 'bcff3abde0f938f121cb6260366fe2d6cc63c9402429d6ed8f22339676eea396',
              'train_env': '7ac65dc23d09eec738713f9fae77cc70a858ee26b30941dd2460f8ccfa15323e'},
  'versions': {'curriculum': '5',

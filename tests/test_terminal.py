@@ -19,7 +19,7 @@ import pytest
 from flows.cli import build_parser, parse_args
 
 REPO = Path(__file__).resolve().parents[1]
-STAMP = rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"  # saerl's log line date (flows.cli.LOG_DATEFMT)
+STAMP = rb"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"  # saerl's log line date (saerl.terminal.LOG_DATEFMT)
 SUBPROCESS_S = 120  # the most one child process below may take
 TERMINAL_COLUMNS = 80  # the terminal every help text must fit
 
@@ -89,6 +89,88 @@ def test_log_lines_to_a_file_are_as_before_while_a_disabled_bar_is_open(tmp_path
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, env=child_env(), cwd=REPO,
                           timeout=SUBPROCESS_S)
     assert re.fullmatch(STAMP + rb" INFO saerl\.rl: said\n", done.stderr), done.stderr
+
+
+RANK_BAR = "train saerl:0:  40%|####      | 2/5"  # rank 0's bar frame, relayed by the stage's process
+
+
+def test_a_log_line_relayed_while_a_training_ranks_bar_is_drawn_goes_above_the_bar(monkeypatch):
+    """With train.num_processes > 1, rank 0 draws its training bar in its own process, and the stage's process copies
+    that output to its stderr (saerl.distributed._pump); the rank's log records, relayed through the stage's loggers,
+    were written right after the bar's frame, on its line ('... 2/52026-12-07 ... INFO saerl.rl: ...'): no bar of
+    the stage's own process was drawn for the handler to write above. The line now starts a line of its own (the
+    frame cleared first), the frame is drawn again below it, and a frame left unfinished when the ranks end is ended,
+    so the next line starts its own too."""
+    import io
+    import logging
+    from collections import deque
+
+    from saerl.distributed import _pump
+    from saerl.terminal import end_relay, stderr_handler
+
+    screen = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", screen)
+    logger = logging.getLogger("saerl.test_relayed_lines")
+    handler = stderr_handler()  # on the stderr above, as the CLI's
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        _pump(io.BytesIO(("\r" + RANK_BAR).encode()), deque())
+        logger.info(EVAL_LINE)
+        _pump(io.BytesIO(b"\rtrain saerl:0:  60%|######    | 3/5"), deque())  # then killed: no closing frame
+        end_relay()
+        logger.info("after the ranks")
+    finally:
+        end_relay()  # nothing left relayed for the tests after this one
+        logger.removeHandler(handler)
+    text = screen.getvalue()
+    line = re.search("(.)" + STAMP.decode() + " INFO saerl.test_relayed_lines: " + re.escape(EVAL_LINE) + "\n", text,
+                     re.S)
+    assert line is not None, repr(text)
+    assert line.group(1) == "\r", f"glued to the bar: {text!r}"
+    assert text[line.end():].startswith(RANK_BAR), f"the bar is not drawn again below the line: {text!r}"
+    assert re.search(r"3/5\n" + STAMP.decode() + " INFO saerl.test_relayed_lines: after the ranks\n$", text), repr(text)
+
+
+ABLATION_LINES = """
+import logging, sys
+from flows.cli import _setup_logging
+_setup_logging(False)  # before Prefect is imported, as `saerl ablate` does
+import flows.sweep as fs
+from saerl.config import load_config
+from saerl.sweep import with_setting
+
+
+class Child:  # pipeline_flow, standing in for each setting's run: it logs as a stage does
+    def with_options(self, **_):
+        return self
+
+    def __call__(self, config, until=None, sweep=None):
+        logging.getLogger("saerl.scoring").warning("mix %s: k at the edge", config["curriculum"]["mix_ratio"])
+        return {"run_id": "r" + sweep["setting"], "stages": {"score": {"status": "cached", "path": ""}}}
+
+
+fs.pipeline_flow = Child()
+config = with_setting(load_config(sys.argv[1]).model_dump(mode="json"),
+                      {"runtime.artifact_root": sys.argv[2], "tracking.enabled": False})
+fs.ablation_flow.fn(config=config, grid={"curriculum.mix_ratio": [0.0, 0.5]}, until="curriculum")
+logging.getLogger("saerl.sweep").warning("after the sweep")
+"""
+
+
+def test_an_ablations_log_lines_carry_their_settings_label(tmp_path):
+    """`saerl ablate` printed each setting's stage lines led by its label, but the log lines its settings' runs wrote
+    on stderr (a score's warning, training health) said nothing of which setting they were for. Each is now led by
+    its setting's label after its time, as its printed lines are; a line outside any setting has none."""
+    done = subprocess.run([sys.executable, "-c", ABLATION_LINES, str(REPO / "configs" / "smoke.yaml"), str(tmp_path)],
+                          capture_output=True, env=child_env(), cwd=REPO, timeout=SUBPROCESS_S)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if b" WARNING saerl." in line]
+    assert len(lines) == 3, done.stderr
+    for line, label, mix in zip(lines, (b"mix_ratio=0.0", b"mix_ratio=0.5"), (b"0.0", b"0.5"), strict=False):
+        assert re.fullmatch(STAMP + b" " + re.escape(label) + rb" \| WARNING saerl\.scoring: mix " + mix
+                            + b": k at the edge", line), done.stderr
+    assert re.fullmatch(STAMP + rb" WARNING saerl\.sweep: after the sweep", lines[2]), done.stderr
 
 
 PROGRESS = "from saerl.config import RuntimeConfig; import sys; sys.stderr.write(f'progress={RuntimeConfig().progress}')"

@@ -1,0 +1,144 @@
+"""What saerl writes on its stderr, the terminal's side of logging: whether stderr can draw progress bars
+(:func:`stderr_is_terminal`), saerl's log handler there, which writes a line above whatever bar is drawn
+(:class:`BarSafeHandler`: a tqdm bar of this process, or the unfinished line another process's output left,
+relayed here by :func:`relay_output`: a training rank's bar), and the log line's format (:func:`stderr_handler`),
+led by the label of the sweep setting a line is logged for (:func:`labelled_logs`), as that run's printed lines are.
+
+No stage's artifact depends on anything here.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+DUMB_TERMINAL = "dumb"  # the TERM of a terminal that cannot move its cursor (Emacs' shell, some CI log viewers): a
+# bar's carriage-return frames pile up there, as rich (Prefect's console) reads it too
+LOG_FORMAT = "%(asctime)s %(setting)s%(levelname)s %(name)s: %(message)s"  # setting: LabelledFormatter's label
+LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"  # the date too: a long run's log file crosses midnight
+LABEL_SEP = " | "  # between a sweep run's label and what it leads: its printed and logged lines, its MLflow run names
+SETTING = "setting"  # the log record attribute LOG_FORMAT reads the label from (LabelledFormatter sets it)
+_LABEL: contextvars.ContextVar[str | None] = contextvars.ContextVar("saerl_log_label", default=None)
+# what another process's output (relay_output) has left unfinished on this process's stderr: the visible text of its
+# last line, a progress bar's frame, written again below a log line (BarSafeHandler); the lock orders the two writers
+_RELAYED = {"line": ""}
+_RELAY_LOCK = threading.Lock()
+LINE_ENDS = ("\n", "\r")  # a relayed line's text starts anew after either (a bar redraws its frame after '\r')
+
+
+def stderr_is_terminal() -> bool:
+    """Is this process's stderr, where progress bars are drawn, a terminal that can draw them: a tty whose TERM is
+    not DUMB_TERMINAL and which has columns (a pty nobody sized, as `script -qc CMD /dev/null` gives a CI job, is 0x0:
+    tqdm drew its bars there as empty lines, and the heartbeat lines that replace them were off)? False where it
+    cannot be told (no stderr, a captured one). out: bool."""
+    try:
+        if sys.stderr is None or not sys.stderr.isatty():
+            return False
+        return os.environ.get("TERM") != DUMB_TERMINAL and os.get_terminal_size(sys.stderr.fileno()).columns > 0
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+@contextmanager
+def labelled_logs(label: str | None) -> Iterator[None]:
+    """For the block (and the Prefect task runs it submits to threads, which copy its context), saerl's stderr log
+    lines are led by `label` and LABEL_SEP after their time (:class:`LabelledFormatter`): an ablation's settings'
+    lines said nothing of which setting logged them. None or '': no label (a single run's lines as they were).
+    in: a sweep setting's label."""
+    token = _LABEL.set(label or None)
+    try:
+        yield
+    finally:
+        _LABEL.reset(token)
+
+
+class LabelledFormatter(logging.Formatter):
+    """LOG_FORMAT's formatter: a record's SETTING is the label of the sweep setting it was logged for
+    (:func:`labelled_logs`) and LABEL_SEP, or '' outside one ('2026-12-07 09:30:06 mix_ratio=0.1 | WARNING
+    saerl.scoring: ...'; a single run's line has none)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """in: a log record; out: its line."""
+        label = _LABEL.get()
+        setattr(record, SETTING, f"{label}{LABEL_SEP}" if label else "")
+        return super().format(record)
+
+
+class BarSafeHandler(logging.StreamHandler):
+    """The log handler of saerl's stderr (the CLI's, a training rank's): a record logged while a tqdm progress bar is
+    drawn is written through tqdm.write, which clears the bars, writes the line and draws them again below it (a
+    training run's in-training evaluation line was written into its bar's line, glued to the bar's last frame, which
+    stayed on screen). Where another process's output left a line unfinished (a training rank's bar, relayed by
+    :func:`relay_output`), that line is cleared, the record written and the line written again below it, as tqdm
+    does. With neither (runtime.progress off, or auto with stderr no terminal: every bar disabled) it writes as
+    logging's StreamHandler does, byte for byte."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """in: a log record; writes it, above the bars or the relayed line where any is drawn."""
+        with _RELAY_LOCK:
+            open_line = _RELAYED["line"]
+            if open_line:
+                self.stream.write("\r" + " " * len(open_line) + "\r")  # cleared as tqdm clears a bar
+                super().emit(record)
+                self.stream.write(open_line)
+                self.flush()
+                return
+        bars = drawn_bars()
+        if bars is None:
+            super().emit(record)
+            return
+        try:
+            bars.write(self.format(record), file=self.stream, end=self.terminator)
+            self.flush()
+        except RecursionError:  # as StreamHandler.emit
+            raise
+        except Exception:
+            self.handleError(record)
+
+
+def drawn_bars() -> Any:
+    """tqdm's bar class, where a bar of it is drawn now (an open bar that is not disabled), else None (also where
+    tqdm was never imported: nothing draws). out: the class or None."""
+    std = sys.modules.get("tqdm.std")
+    bar = getattr(std, "tqdm", None)
+    return bar if bar is not None and len(getattr(bar, "_instances", ())) > 0 else None
+
+
+def stderr_handler() -> BarSafeHandler:
+    """saerl's log handler on stderr (the CLI's, a training rank's): a :class:`BarSafeHandler` whose lines are
+    LOG_FORMAT's (:class:`LabelledFormatter`). out: the handler."""
+    handler = BarSafeHandler()
+    handler.setFormatter(LabelledFormatter(LOG_FORMAT, LOG_DATEFMT))
+    return handler
+
+
+def relay_output(text: str, stream: TextIO | None = None) -> None:
+    """Write another process's output on this process's stderr (or `stream`) as it comes (a training rank's, its
+    progress bar's carriage-return frames included), keeping the visible text of the line it leaves unfinished, so
+    that a log line of this process is written above it (:class:`BarSafeHandler`), not glued onto it.
+    in: the text, the stream (None: sys.stderr)."""
+    out = sys.stderr if stream is None else stream
+    with _RELAY_LOCK:
+        out.write(text)
+        out.flush()
+        line = _RELAYED["line"] + text
+        for end in LINE_ENDS:
+            line = line.rsplit(end, 1)[-1]
+        _RELAYED["line"] = line
+
+
+def end_relay(stream: TextIO | None = None) -> None:
+    """The relayed output has ended (the other process exited): a line it left unfinished (a bar killed mid-frame)
+    is ended with a newline, so this process's next line starts its own. in: the stream (None: sys.stderr)."""
+    out = sys.stderr if stream is None else stream
+    with _RELAY_LOCK:
+        if _RELAYED["line"]:
+            out.write("\n")
+            out.flush()
+        _RELAYED["line"] = ""
