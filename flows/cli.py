@@ -36,7 +36,7 @@ from saerl.config import (
     refuse_rewrites,
 )
 from saerl.privacy import credentials_to_env, telemetry_off, without_uri_credentials
-from saerl.terminal import stderr_handler, stderr_is_terminal
+from saerl.terminal import output_columns, stderr_handler, stderr_is_terminal
 
 if TYPE_CHECKING:
     from saerl.report import RunReport
@@ -586,7 +586,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     report = load_report(root, args.run)  # an unknown run id is a ValueError: main prints it
     html = Path(args.html) if args.html else default_html_path(root, report.record)
     written, unwritten = write_page(report, html)  # before the table: a page whatever becomes of the printing
-    print(format_text(report))
+    print(format_text(report, output_columns()))
     say_unfinished(root, report.record)
     if unwritten is None:
         print(f"wrote {written}")
@@ -659,7 +659,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             raise ValueError("--check exits with how one run ended, so it does not go with --list: saerl status RUN "
                              "--check (or read each run's outcome from saerl status --list --json)")
         if not args.json:
-            print(list_status(root, args.limit))
+            print(list_status(root, args.limit, width=output_columns()))
             return EXIT_OK
         runs = list_json(root, args.limit)
         if not runs:  # stdout stays the JSON alone; a mistyped --root is said where a person reads it
@@ -668,7 +668,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     record = load_run(root, args.run)  # once: `latest` may be another run a moment later
     print(json.dumps(run_json(root, record), indent=1) if args.json else run_status(root, record, args.verify,
-                                                                                    args.paths))
+                                                                                    args.paths, output_columns()))
     return CHECK_EXIT[outcome(root, record)[0]] if args.check else EXIT_OK
 
 

@@ -100,6 +100,7 @@ from saerl.runs import (
 from saerl.stages import code_version, ran_values, stage_key, stage_slice
 from saerl.status import IN_PROGRESS
 from saerl.sweep import planned_run_keys, sweep_tags
+from saerl.terminal import fit_cell, output_columns
 from saerl.tracking import (
     CONFIG_FILE,
     LABEL_SEP,
@@ -128,20 +129,42 @@ FLOW_RUN_ENV = "PREFECT__FLOW_RUN_ID"  # what a Prefect worker (or runner) tells
 STARTED_BY = os.getppid()  # this process's parent as the module is imported: a deployment flow run's, its worker
 WORKER_GONE = threading.Event()  # set once this process has seen its worker die (worker_lost)
 STAMP = "%H:%M:%S"  # the local time of day leading each line say() prints (a log file then says when a stage began)
+STAMP_CHARS = len(time.strftime(STAMP, time.gmtime(0))) + 1  # the stamp and its space before a said first line
 LOST_RUN = ("the Dask worker running it died (its process ended without saying how the task ended); the run's "
             "error says why the flow stopped")  # the message of a task run marked Crashed by crash_lost_runs
 KILLED_RUN = ("saerl run {run_id} was killed (its process ended before it could say how: SIGKILL, out of memory, a "
               "lost machine); marked by the next run on its artifact root")  # crash_killed_runs's message
 
 
-def format_report(record: RunRecord) -> str:
-    """A plain-text table of the run: stage, status, key, seconds, size, reason."""
+def format_report(record: RunRecord, width: int | None = None) -> str:
+    """A plain-text table of the run: stage, status, key, seconds, size, reason; with `width` (:func:`said_columns`),
+    the reason wrapped to fit it (saerl.terminal.fit_cell; None: one line per stage run). in: the record, the width;
+    out: the text."""
     rows = [("stage", "status", "key", "seconds", "MB", "why")]
     for s in record.stages.values():
         rows.append((s.stage, s.status, s.key[:12], f"{s.seconds:.1f}", f"{s.bytes / 1e6:.2f}", s.reason))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5] for r in rows]
+    lines = [line for r in rows
+             for line in fit_cell("  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  ", r[5], width)]
     return "\n".join([f"run {record.run_id} ({record.name})"] + lines)
+
+
+def said_columns(label: str | None) -> int | None:
+    """The columns a message said (:func:`say`) may fill, so that each of its lines fits the terminal: the output's
+    width (saerl.terminal.output_columns) less the stamp its first line is led by (STAMP_CHARS) and the lead every
+    line of a sweep child gets ('<label> | '); None where stdout is no terminal (lines as they were).
+    in: the label or None; out: columns or None."""
+    width = output_columns()
+    return None if width is None else width - STAMP_CHARS - (len(f"{label}{LABEL_SEP}") if label else 0)
+
+
+def stage_line(rec: StageRecord, label: str | None) -> str:
+    """The line said as a stage run ends: '[train:saerl:0] computed key=<12 hex> 70.2s  <why>', its why wrapped to
+    the terminal's width (:func:`said_columns`), continuation lines aligned under the stamped first line's.
+    in: the stage run's record, the sweep child's label or None; out: the message."""
+    first, *rest = fit_cell(f"[{rec.stage}] {rec.status} key={rec.key[:12]} {rec.seconds:.1f}s  ", rec.reason,
+                            said_columns(label))
+    return "\n".join([first, *(" " * STAMP_CHARS + line for line in rest)])
 
 
 def labelled(message: str, label: str | None) -> str:
@@ -679,7 +702,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
             # .ingest_rows_key), where the start's plan had the data file's hash: gc keeps what the run will reuse
             record.extra[PLANNED] = planned_run_keys(cfg, until)
         save_run(root, record)  # after every stage: `saerl gc` then sees what a running flow uses
-        tell(f"[{name}] {rec.status} key={key[:12]} {rec.seconds:.1f}s  {rec.reason}")
+        tell(stage_line(rec, label))
         log_stage_run(tracker, stage, rec, result.get("metrics"), lineage_config(record.stages, name))
         if stage == "testbed":
             tell(format_levels(result.get("metrics", {})))
@@ -742,7 +765,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         path = save_run(root, record)
     tracker.log_artifact(path)
     tracker.finish()
-    tell(format_report(record))
+    tell(format_report(record, said_columns(label)))
     return record.to_json()
 
 

@@ -34,6 +34,7 @@ from flows.pipeline import (
     pipeline_flow,
     quiet_libraries,
     refuse_untrusted,
+    said_columns,
     say,
     stopped_with_worker,
     wait_awake,
@@ -175,8 +176,9 @@ def ablation_flow(config: dict[str, Any], grid: dict[str, list[Any]], until: str
                 done.append((setting, child(config=cfg.model_dump(mode="json"), until=until,
                                             sweep=sweep_run(sweep_id, label, setting))))
     table = sweep_table(done)  # each child's evaluate artifacts, read once for the table and its text
-    text = format_sweep(done, shared, table)
-    say(text)
+    text = format_sweep(done, shared, table)  # sweep.txt's: one line per row
+    width = said_columns(None)
+    say(text if width is None else format_sweep(done, shared, table, width))
     root = Path(base.runtime.artifact_root).resolve()
     files = write_sweep(root, sweep_id, table, text)
     log_sweep(base, root, sweep_id, grid, list(files))  # the table across settings, in MLflow beside the children

@@ -65,11 +65,15 @@ from saerl.runs import (
 )
 from saerl.stages import stage_slice
 from saerl.status import format_time
+from saerl.terminal import fit_cell, fit_lines
 
 log = logging.getLogger("saerl.report")
 REPORTS_DIR = "reports"  # default folder of HTML reports under the artifact root
 PERCENT = 100  # accuracies are stored as fractions, shown in percent
 NO_VALUE = "-"
+FREE_TEXT_COLUMNS = ("note", "why", "value")  # the text report's tables whose last column is free text, wrapped to the
+# terminal's width (format_table): the notes, the stage runs' why, the provenance's value (the data table's numeric
+# 'value' holds no space: nothing splits it)
 NOTES_TITLE = "Warnings and notes (what each stage's log warned of, kept in its manifest)"
 PROVENANCE_TITLE = "Provenance (what produced these numbers, and how to run it again)"
 UNKNOWN_TEXT = "not recorded"  # a provenance field a record older than it lacks
@@ -523,22 +527,31 @@ def _title(record: RunRecord) -> str:
 # ------------------------------------------------------------------------------------------------ text / HTML
 
 
-def format_table(df: pl.DataFrame) -> str:
-    """A frame of strings as a fixed-width text table (header, then one line per row)."""
+def format_table(df: pl.DataFrame, width: int | None = None) -> str:
+    """A frame of strings as a fixed-width text table (header, then one line per row); with `width`, a last column
+    of FREE_TEXT_COLUMNS is wrapped to fit it, under its column (saerl.terminal.fit_cell; None: one line per row).
+    in: the frame, the width; out: the text."""
+    if not df.width:  # a frame without columns (a run with no stage run: its stage table)
+        return ""
     cells = [list(df.columns)] + [[str(v) for v in row] for row in df.iter_rows()]
-    widths = [max(len(r[i]) for r in cells) for i in range(df.width)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+    widths = [max(len(r[i]) for r in cells) for i in range(df.width - 1)]
+    if df.columns[-1] not in FREE_TEXT_COLUMNS:
+        width = None
+    return "\n".join(line.rstrip() for r in cells for line in
+                     fit_cell("".join(c.ljust(w) + "  " for c, w in zip(r[:-1], widths, strict=True)), r[-1], width))
 
 
-def format_text(report: RunReport) -> str:
-    """The whole report as plain text for the terminal."""
-    parts = [_title(report.record)]
+def format_text(report: RunReport, width: int | None = None) -> str:
+    """The whole report as plain text for the terminal; with `width` (saerl.terminal.output_columns) its free-text
+    table columns, notes and sentences are wrapped to fit it (None: one line per row, as a script reads it).
+    in: the report, the width; out: the text."""
+    parts = fit_lines([_title(report.record)], width)
     for title, body in sections(report):
-        parts += ["", f"== {title} =="]
+        parts += ["", *fit_lines([f"== {title} =="], width)]
         if isinstance(body, Noted):
-            parts += [format_table(body.table), *(f"  {n}" for n in body.notes)]
+            parts += [format_table(body.table, width), *(p for n in body.notes for p in fit_cell("  ", n, width))]
         else:
-            parts.append(body if isinstance(body, str) else format_table(body))
+            parts += fit_lines([body], width) if isinstance(body, str) else [format_table(body, width)]
     return "\n".join(parts) + "\n"
 
 

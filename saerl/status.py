@@ -47,6 +47,7 @@ from saerl.runs import (
     stage_of,
     unfinished,
 )
+from saerl.terminal import fit_cell, fit_lines
 
 LIST_LIMIT = 20  # runs shown by `saerl status --list` unless told otherwise
 KEY_CHARS = 12  # key prefix shown (enough to tell artifacts apart; the full key is in the record)
@@ -100,12 +101,13 @@ def corrupt_line(run_name: str, key: str, problems: list[str]) -> str:
             f"{REBUILD_HINT}")
 
 
-def _table(rows: list[tuple[str, ...]], free_last: bool = True) -> list[str]:
-    """Left-aligned columns; the last column (a free-text reason) is not padded when `free_last`."""
-    fixed = len(rows[0]) - 1 if free_last else len(rows[0])
-    widths = [max(len(r[i]) for r in rows) for i in range(fixed)]
-    return ["  ".join([c.ljust(w) for c, w in zip(r[:fixed], widths, strict=True)] + list(r[fixed:])).rstrip()
-            for r in rows]
+def _table(rows: list[tuple[str, ...]], width: int | None = None) -> list[str]:
+    """Left-aligned columns, the last one (a free-text reason, how a run ended) unpadded and, with `width`, wrapped
+    to fit it (saerl.terminal.fit_cell; None: one line per row). in: the rows, header first, the width; out: lines."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return [line.rstrip() for r in rows
+            for line in fit_cell("".join(c.ljust(w) + "  " for c, w in zip(r[:-1], widths, strict=True)), r[-1], width)]
+
 
 
 def format_time(stamp: float) -> str:
@@ -220,7 +222,8 @@ def in_progress_lines(root: Path, record: RunRecord, state: str | None, now: flo
     return lines
 
 
-def format_run(root: Path, record: RunRecord, verify: bool = False, paths: bool = False) -> str:
+def format_run(root: Path, record: RunRecord, verify: bool = False, paths: bool = False,
+               width: int | None = None) -> str:
     """The status of one run: a header (id, config name, start, totals; the code it ran: saerl.runs.code_summary)
     and one line per stage run with
     status, key prefix, seconds, MB recorded when it ran, MB on disk now ('gone' once collected, 'corrupt' when it
@@ -230,7 +233,8 @@ def format_run(root: Path, record: RunRecord, verify: bool = False, paths: bool 
     still marked running says under its header whether the run is still going or was killed, and the stage runs it
     was computing (:func:`in_progress_lines`: since when, a training run's newest checkpoint, a chunked stage's
     chunks done).
-    verify: hash every file (slow on big artifacts)."""
+    verify: hash every file (slow on big artifacts); width: the columns its lines fit, the 'why' wrapped under its
+    column (saerl.terminal.output_columns; None: one line per row, as a script reads it)."""
     rows = [("stage", "status", "key", "seconds", "MB", "on disk", *(("path",) if paths else ()), "why")]
     corrupt = []
     for s in ordered_stages(record):
@@ -254,15 +258,15 @@ def format_run(root: Path, record: RunRecord, verify: bool = False, paths: bool 
     head = (f"run {record.run_id} ({record.name}) started {format_time(record.started)}: "
             f"{len(record.stages)} stage runs, {computed} computed, {len(record.stages) - computed} cached, "
             f"{seconds:.1f}s; code: {code_summary(record.extra)}")
-    if future := future_line(record):
-        head += f"\n{future}"
+    future = future_line(record)
+    lines = [head, *([future] if future else [])]
     if record.extra.get(FAILED):
-        head += f"\nFAILED at {record.extra[FAILED]}"
+        lines.append(f"FAILED at {record.extra[FAILED]}")
     elif record.extra.get(STOPPED):
-        head += f"\nSTOPPED at {record.extra[STOPPED]}"
+        lines.append(f"STOPPED at {record.extra[STOPPED]}")
     elif state := unfinished(root, record):
-        head += "\n" + "\n".join([state.upper(), *in_progress_lines(root, record, state)])
-    return "\n".join([head, *_table(rows), *corrupt])
+        lines += [state.upper(), *in_progress_lines(root, record, state)]
+    return "\n".join([*fit_lines(lines, width), *_table(rows, width), *fit_lines(corrupt, width)])
 
 
 def future_line(record: RunRecord, now: float | None = None) -> str:
@@ -295,10 +299,12 @@ def ended(root: Path, record: RunRecord) -> str:
     return unfinished(root, record) or "ok"
 
 
-def run_status(root: Path, run_id: str | RunRecord = "latest", verify: bool = False, paths: bool = False) -> str:
+def run_status(root: Path, run_id: str | RunRecord = "latest", verify: bool = False, paths: bool = False,
+               width: int | None = None) -> str:
     """`saerl status RUN`: the formatted status of a run (a unique id prefix, 'latest', or its record); verify: hash
-    every artifact file instead of checking sizes; paths: a column with each artifact's folder (:func:`format_run`)."""
-    return format_run(root, load_run(root, run_id), verify, paths)
+    every artifact file instead of checking sizes; paths: a column with each artifact's folder; width: the columns
+    its lines fit (:func:`format_run`)."""
+    return format_run(root, load_run(root, run_id), verify, paths, width)
 
 
 OUTCOMES = ("ok", "failed", "stopped", "killed", "running", "unfinished")  # how a run ended, for scripts (outcome)
@@ -351,12 +357,13 @@ def stage_counts(record: RunRecord) -> tuple[int, int, int, float, int]:
     return len(runs), computed, len(runs) - computed, float(sum(s.seconds for s in runs)), sum(s.bytes for s in runs)
 
 
-def list_status(root: Path, limit: int = LIST_LIMIT, now: float | None = None) -> str:
+def list_status(root: Path, limit: int = LIST_LIMIT, now: float | None = None, width: int | None = None) -> str:
     """`saerl status --list`: the `limit` newest runs, newest first: id, config name, a sweep child's setting, start,
     stage runs, computed and cached counts, total seconds, recorded MB and how it ended (:func:`ended`). An
     unreadable record is listed as such. A run that started in the future (saerl.runs.ahead_of_clock, against `now`,
     default the current time) has FUTURE_MARK after its start, and a line under the table says what that means.
-    in: artifact root, how many, the time now; out: the text."""
+    in: artifact root, how many, the time now, the columns its lines fit (how a run ended wrapped under its column:
+    :func:`format_run`; None: one line per run); out: the text."""
     runs = recent_records(root, limit)
     if not runs:
         return f"no runs under {Path(root) / RUNS_DIR}"
@@ -374,7 +381,7 @@ def list_status(root: Path, limit: int = LIST_LIMIT, now: float | None = None) -
                      str(cached), f"{seconds:.1f}", f"{size / MB:.2f}", ended(root, r)))
     note = [f"{FUTURE_MARK}: {future} runs started later than this machine's clock reads now: {CLOCK_OFF}; "
             f"{LATEST_NOTE}"] if future else []
-    return "\n".join(_table(rows, free_last=False) + note)
+    return "\n".join(_table(rows, width) + fit_lines(note, width))
 
 
 UNREADABLE = "unreadable"  # the outcome `status --list --json` gives a record it cannot read (its `error` says why)

@@ -40,6 +40,7 @@ from saerl.config import (
     suggest_key,
 )
 from saerl.stages import RESULT_NEUTRAL, stage_key
+from saerl.terminal import fit_cell
 
 log = logging.getLogger("saerl.sweep")
 
@@ -434,11 +435,13 @@ def _cell(value: float | None, fmt: str) -> str:
 
 
 def format_sweep(children: Sequence[tuple[Setting, Mapping[str, Any]]], shared: Mapping[str, Any] | None = None,
-                 table: pl.DataFrame | None = None) -> str:
+                 table: pl.DataFrame | None = None, width: int | None = None) -> str:
     """The printed end of an ablation: per setting and arm, greedy accuracy (%), difference to the reference
     arm (points) with its verdict and steps-to-target; then per child the stage runs it computed and reused,
     after those of the `shared` run (the upstream run once before the children, on Dask) when there is one.
-    `table`: the children's :func:`sweep_table`, when the caller has it (None: read from their artifacts)."""
+    `table`: the children's :func:`sweep_table`, when the caller has it (None: read from their artifacts); `width`:
+    the columns to fit (saerl.terminal.fit_cell: the heading and the lists of stage runs wrapped, the table's
+    columns, all names and numbers, never; None: one line each, as sweep.txt keeps it)."""
     table = sweep_table(children) if table is None else table
     rows = [("setting", "set", "arm", "greedy acc", "diff (pts)", "verdict", "steps to target")]
     for r in table.iter_rows(named=True):
@@ -449,9 +452,9 @@ def format_sweep(children: Sequence[tuple[Setting, Mapping[str, Any]]], shared: 
         rows.append((r["setting"], r["set"] or NA, r["arm"] or NA, _cell(accuracy, ".1f") + ("%" if accuracy is not None else ""),
                      diff, r["verdict"] or NA, steps))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [f"ablation: {len(children)} settings (greedy pass@1 on held-out sets; steps to target: on the mean "
-             f"in-training curve over seeds, {NA} = never reached; the target is read on that curve's problems, "
-             "train.eval_problems per set, not on the final evaluation's)"]
+    lines = fit_cell("", f"ablation: {len(children)} settings (greedy pass@1 on held-out sets; steps to target: on the "
+                     f"mean in-training curve over seeds, {NA} = never reached; the target is read on that curve's "
+                     "problems, train.eval_problems per set, not on the final evaluation's)", width)
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines += ["", "stage runs per setting"]
     runs = [(setting_label(s), record) for s, record in children]
@@ -460,8 +463,8 @@ def format_sweep(children: Sequence[tuple[Setting, Mapping[str, Any]]], shared: 
     label_width = max(len(label) for label, _ in runs)
     for label, record in runs:
         status = stage_statuses(record)
-        lines.append(f"{label:<{label_width}}  computed: {' '.join(status['computed']) or '-'}")
-        lines.append(f"{'':<{label_width}}  cached:   {' '.join(status['cached']) or '-'}")
+        lines += fit_cell(f"{label:<{label_width}}  computed: ", " ".join(status["computed"]) or "-", width)
+        lines += fit_cell(f"{'':<{label_width}}  cached:   ", " ".join(status["cached"]) or "-", width)
     return "\n".join(lines)
 
 

@@ -3,6 +3,8 @@
 (:class:`BarSafeHandler`: a tqdm bar of this process, or the unfinished line another process's output left,
 relayed here by :func:`relay_output`: a training rank's bar), and the log line's format (:func:`stderr_handler`),
 led by the label of the sweep setting a line is logged for (:func:`labelled_logs`), as that run's printed lines are.
+On stdout: how wide a printed table may be (:func:`output_columns`) and a table row's free-text last column wrapped
+to fit it (:func:`fit_cell`, prose lines: :func:`fit_lines`; status, report, the run's and the ablation's tables).
 
 No stage's artifact depends on anything here.
 """
@@ -13,6 +15,7 @@ import contextvars
 import logging
 import os
 import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +33,11 @@ _LABEL: contextvars.ContextVar[str | None] = contextvars.ContextVar("saerl_log_l
 _RELAYED = {"line": ""}
 _RELAY_LOCK = threading.Lock()
 LINE_ENDS = ("\n", "\r")  # a relayed line's text starts anew after either (a bar redraws its frame after '\r')
+COLUMNS_VAR = "COLUMNS"  # the width a user sets for printed tables (bash, zsh and fish keep their own unexported: set,
+# it is the user's), on a terminal and on a pipe alike (`COLUMNS=100 saerl status | less`)
+WRAP_MIN_COLUMNS = 40  # the narrowest a free-text column is wrapped in beside the columns before it (a 130-character
+# 'why' in 4 lines); with less room its text is wrapped on lines of its own under its row, BELOW_INDENT in
+BELOW_INDENT = 4  # the indent of a free-text cell wrapped under its row
 
 
 def stderr_is_terminal() -> bool:
@@ -43,6 +51,51 @@ def stderr_is_terminal() -> bool:
         return os.environ.get("TERM") != DUMB_TERMINAL and os.get_terminal_size(sys.stderr.fileno()).columns > 0
     except (AttributeError, OSError, ValueError):
         return False
+
+
+def output_columns() -> int | None:
+    """How many columns a printed table may fill (:func:`fit_cell`): COLUMNS where it is set to a positive whole
+    number (the user's: also on a pipe or a file), else the width of the terminal stdout is, else None: stdout is a
+    pipe or a file (a script, a test reading it) and gets one line per row, as it always did; or a terminal of 0
+    columns (a pty nobody sized: `script -qc CMD /dev/null` in a CI job), whose width nobody knows. out: columns or
+    None."""
+    given = os.environ.get(COLUMNS_VAR, "").strip()
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    try:
+        if sys.stdout is None or not sys.stdout.isatty():
+            return None
+        return os.get_terminal_size(sys.stdout.fileno()).columns or None
+    except (AttributeError, OSError, ValueError):  # a captured stdout without a file descriptor
+        return None
+
+
+def fit_cell(lead: str, text: str, width: int | None) -> list[str]:
+    """A table row's lines in `width` columns: `lead` (its columns before its free-text last one, padded, with the gap
+    after them; '' for a line of prose) and then `text`, the free-text cell (a 'why', a note), wrapped at word
+    boundaries (no word is split: a path or key longer than the room stands whole) with its continuation lines
+    indented under the cell. With less than WRAP_MIN_COLUMNS beside `lead`, the cell's text goes on lines of its own
+    under the row's (`lead` alone), BELOW_INDENT in; where that too is narrower than WRAP_MIN_COLUMNS, or the
+    line fits, or `width` is None (stdout no terminal, :func:`output_columns`), the one line `lead + text` as
+    before. The columns in `lead` (names, ids, numbers) never wrap. in: the lead, the cell's text, the width or None;
+    out: the lines."""
+    line = lead + text
+    if width is None or len(line) <= width:
+        return [line]
+    beside = width - len(lead) >= WRAP_MIN_COLUMNS
+    if not beside and (len(lead.rstrip()) > width or width - BELOW_INDENT < WRAP_MIN_COLUMNS):
+        return [line]
+    room = width - len(lead) if beside else width - BELOW_INDENT
+    pieces = textwrap.wrap(text, room, break_long_words=False, break_on_hyphens=False) or [""]
+    if beside:
+        return [lead + pieces[0], *(" " * len(lead) + piece for piece in pieces[1:])]
+    return [lead.rstrip(), *(" " * BELOW_INDENT + piece for piece in pieces)]
+
+
+def fit_lines(lines: list[str], width: int | None) -> list[str]:
+    """Lines of prose (a header, a note under a table) wrapped to `width`, each as :func:`fit_cell` wraps a cell with
+    no lead (None: as they are). in: the lines, the width; out: the lines."""
+    return [piece for line in lines for piece in fit_cell("", line, width)]
 
 
 @contextmanager

@@ -22,6 +22,9 @@ for _name in [n for n in os.environ if n.startswith(PREFECT_PREFIX)]:
 os.environ["PREFECT_HOME"] = os.path.join(SUITE_HOME.name, "prefect")
 os.environ["MPLCONFIGDIR"] = os.path.join(SUITE_HOME.name, "matplotlib")
 os.environ["WANDB_MODE"] = "disabled"
+# a COLUMNS the developer's shell exports would wrap the tables the tests read on a captured stdout
+# (saerl.terminal.output_columns); a test that wants a width sets it
+os.environ.pop("COLUMNS", None)
 
 
 @pytest.fixture(scope="session")

@@ -762,7 +762,7 @@ def test_report_on_a_root_it_cannot_write_prints_the_table_and_warns_about_the_d
         raise type(error)(error.errno, error.strerror, str(path.parent))
 
     monkeypatch.setattr(saerl.report, "load_report", lambda root, run: SimpleNamespace(record=SimpleNamespace(run_id="r1", extra={})))
-    monkeypatch.setattr(saerl.report, "format_text", lambda report: "THE TABLE")
+    monkeypatch.setattr(saerl.report, "format_text", lambda report, width=None: "THE TABLE")
     monkeypatch.setattr(saerl.report, "write_html", unwritable)
     assert main(["report", "--root", str(tmp_path)]) == 0
     captured = capsys.readouterr()

@@ -933,3 +933,29 @@ def test_relog_of_a_run_whose_artifact_is_gone_logs_the_other_stages_and_warns(t
     children = client.search_runs([client.get_run(parent).info.experiment_id],
                                   f"tags.`mlflow.parentRunId` = '{parent}'")
     assert [r.info.run_name for r in children] == ["score"]
+
+
+REPORT_WIDTH = 80  # the terminal a report's free-text columns must fit
+LONG_NOTE = ("the policy cannot read the prompts: its greedy accuracy on the held-out set is 0.0% before training, "
+             "so the arms' differences measure noise; use a model that reads them (model.name_or_path)")
+
+
+def test_report_free_text_columns_fit_the_terminals_width_and_number_columns_never_wrap():
+    """`saerl report`'s notes, stage runs' why and provenance ran past an 80-column terminal: at a width, a table whose
+    last column is free text (FREE_TEXT_COLUMNS) wraps it at word boundaries, its words read back whole; a table of
+    numbers is left as it is, and without a width (stdout no terminal) every table keeps one line per row."""
+    from saerl.report import notes_table
+
+    notes = notes_table([("train:saerl:0", LONG_NOTE), ("heldout:reach_probe:1", LONG_NOTE + " (again)")])
+    fitted = format_table(notes, REPORT_WIDTH).splitlines()
+    assert [line for line in fitted if len(line) > REPORT_WIDTH] == [] and len(fitted) > notes.height + 1
+    column = fitted[0].index("note")
+    read: dict[str, list[str]] = {}
+    for line in fitted[1:]:  # a row's stage, or a continuation line of the row above
+        if line[:column].strip():
+            read[line[:column].strip()] = []
+        list(read.values())[-1].append(line[column:].strip())
+    assert {stage: " ".join(pieces) for stage, pieces in read.items()} == dict(notes.iter_rows())
+    assert len(format_table(notes).splitlines()) == notes.height + 1
+    arms = arm_table(_two_arms(), None)
+    assert format_table(arms, REPORT_WIDTH) == format_table(arms)

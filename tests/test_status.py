@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pty
 import shutil
+import struct
+import subprocess
+import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -12,6 +19,8 @@ from saerl.artifacts import ArtifactStore
 from saerl.runs import RunRecord, StageRecord, UnknownRun, save_run
 from saerl.status import KEY_CHARS, list_status, run_status
 
+REPO = Path(__file__).resolve().parents[1]
+SUBPROCESS_S = 120  # the most `saerl status` in a child process may take
 PAYLOAD = 2_500_000  # bytes of the one file in each hand-made artifact (2.50 MB)
 WHY = "computed: config changed: curriculum.mix_ratio 0.2->0.5"
 
@@ -610,3 +619,95 @@ def test_status_marks_a_run_that_started_in_the_future(tmp_path):
     head = run_status(tmp_path, "latest").splitlines()[1]
     assert head.startswith("STARTED IN THE FUTURE (3 d 01 h ahead of this machine's clock): this machine's clock"), head
     assert "STARTED IN THE FUTURE" not in run_status(tmp_path, older.run_id)
+
+
+LONG_WHY = ("cached: same code version, inputs and config as a stored artifact; built by other code: at commit "
+            "38ad53c19140 (now 89de70019665)")  # the 'why' that made 16 of status's 17 lines wider than 80 columns
+NARROW, WIDE = 80, 120  # terminal widths: the 'why' goes under each row (80), or beside it, under its column (120)
+
+
+def _long_whys(root: Path) -> RunRecord:
+    """A run of the demo's stage runs, each cached with LONG_WHY (artifacts never built: 'gone'). in: the root;
+    out: the record, saved."""
+    record = RunRecord(name="demo", run_id="20260103-000000-cccccc", started=0.0)
+    for name in ("testbed", "ingest", "extract", "sae", "train:saerl:0", "heldout:reach_probe:1", "evaluate"):
+        record.stages[name] = StageRecord(name, "ab" * 32, "cached", LONG_WHY, {}, {}, 0.0, PAYLOAD)
+    save_run(root, record)
+    return record
+
+
+def _whys(text: str) -> dict[str, str]:
+    """Each stage run's 'why' read back from status's table, its pieces wrapped beside or under the row joined by
+    spaces. in: status's text; out: {stage run: why}."""
+    lines = text.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("stage "))
+    column = lines[head].index(" why") + 1
+    whys: dict[str, list[str]] = {}
+    for line in lines[head + 1:]:
+        if not line.startswith(" "):  # a row: its stage run, then its why's first piece where it stands beside it
+            stage = line.split()[0]
+            whys[stage] = [line[column:].strip()]
+        else:
+            whys[stage].append(line.strip())
+    return {stage: " ".join(p for p in pieces if p) for stage, pieces in whys.items()}
+
+
+@pytest.mark.parametrize("width", [NARROW, WIDE])
+def test_status_fits_the_terminals_width_and_its_why_reads_whole(tmp_path, width):
+    """In an 80-column terminal 16 of `saerl status`'s 17 lines were wider (up to 200 columns: the 'why'), and the
+    terminal wrapped them into a mess. At a width, every line fits it: the header wrapped, the 'why' wrapped at word
+    boundaries beside its row under its column, or where that column would be too narrow, on lines under the row;
+    the words, read back, are the 'why' whole."""
+    record = _long_whys(tmp_path)
+    text = run_status(tmp_path, width=width)
+    assert [line for line in text.splitlines() if len(line) > width] == []
+    assert _whys(text) == dict.fromkeys(record.stages, LONG_WHY)
+    assert _whys(run_status(tmp_path)) == dict.fromkeys(record.stages, LONG_WHY)
+    assert max(len(line) for line in run_status(tmp_path).splitlines()) > WIDE  # one line per row without a width
+
+
+def test_status_on_a_pipe_is_one_line_per_row_unless_columns_is_set(tmp_path, capsys, monkeypatch):
+    """stdout no terminal (a pipe, a file, a script reading it): the text is the formatter's without a width, byte
+    for byte, one line per stage run; COLUMNS set by the user fits it there too (`COLUMNS=100 saerl status | less`)."""
+    _long_whys(tmp_path)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert main(["status", "--root", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == run_status(tmp_path) + "\n"
+    monkeypatch.setenv("COLUMNS", str(NARROW))
+    assert main(["status", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out == run_status(tmp_path, width=NARROW) + "\n"
+    assert [line for line in out.splitlines() if len(line) > NARROW] == []
+
+
+def status_on_terminal(root: Path, rows: int, cols: int) -> tuple[int, list[str], str]:
+    """`saerl status --root ROOT` in a child process whose stdout is a fresh pty of `rows` x `cols` (COLUMNS unset:
+    the terminal's own size). in: the root, the size; out: (exit status, the lines the terminal got, stderr)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | {"PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "status", "--root", str(root)], stdin=subprocess.DEVNULL,
+                            stdout=slave, stderr=subprocess.PIPE, env=env, cwd=REPO)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: every end of the terminal's other side is closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    return proc.wait(timeout=SUBPROCESS_S), b"".join(chunks).decode().replace("\r\n", "\n").splitlines(), err
+
+
+def test_saerl_status_on_an_80_column_terminal_fits_it(tmp_path):
+    """`saerl status` on an 80-column terminal (stdout a pty of that size, no COLUMNS) prints no line wider than it,
+    and each stage run's why whole."""
+    record = _long_whys(tmp_path)
+    status, lines, err = status_on_terminal(tmp_path, 24, NARROW)
+    assert status == 0, err
+    assert [line for line in lines if len(line) > NARROW] == []
+    assert _whys("\n".join(lines)) == dict.fromkeys(record.stages, LONG_WHY)

@@ -542,3 +542,27 @@ def test_swept_params_write_each_value_as_the_setting_label_does():
     assert setting_label(setting) == "mix_ratio=0 ordering=random weights='a,b'"
     assert swept_params(setting) == {"sweep.curriculum.mix_ratio": "0", "sweep.curriculum.ordering": "random",
                                      "sweep.score.weights": "'a,b'"}
+
+
+ABLATION_WIDTH = 80  # the terminal an ablation's printed end must fit
+
+
+def test_the_ablations_heading_and_stage_run_lists_fit_the_terminals_width(tmp_path):
+    """The ablation's printed end had a 230-column heading and a line per setting listing every stage run it reused
+    (15 in the demo): at a width (the terminal's) both are wrapped at word boundaries, the lists under their column;
+    the table's rows (names and numbers) stay as they are, and without a width (sweep.txt) every line does."""
+    every = ["testbed", "ingest", "extract", "sae", "encode", "score", "properties", "curriculum", "train:saerl:0",
+             "train:vanilla:0", "heldout:base:0", "heldout:reach_probe:1", "heldout:saerl:0", "heldout:vanilla:0",
+             "evaluate"]
+    child = _child(tmp_path, "a", {"vanilla": 0.25, "saerl": 0.35}, {"saerl": 2.0, "vanilla": 4.0},
+                   dict.fromkeys(every, "cached"))
+    children = [({"curriculum.mix_ratio": 0}, child)]
+    plain, fitted = format_sweep(children), format_sweep(children, width=ABLATION_WIDTH)
+    table = [line for line in plain.splitlines() if line.startswith("setting ") or "%" in line]
+    assert len(table) == 3 and all(row in fitted.splitlines() for row in table)  # its columns never wrap
+    assert max(len(line) for line in plain.splitlines() if line not in table) > ABLATION_WIDTH
+    assert [line for line in fitted.splitlines() if len(line) > ABLATION_WIDTH and line not in table] == []
+    assert fitted.split("cached:")[1].split() == every
+    lines = fitted.splitlines()
+    heading = lines[:next(i for i, line in enumerate(lines) if line.startswith("setting "))]
+    assert len(heading) > 1 and " ".join(heading) == plain.splitlines()[0]

@@ -309,3 +309,36 @@ def test_mlflows_log_lines_take_saerls_format_and_level(order, verbose, tmp_path
                for line in mlflow_lines), done.stderr
     assert all(re.match(STAMP + rb" (DEBUG|INFO|WARNING|ERROR) mlflow\.", line) for line in mlflow_lines), done.stderr
     assert any(line.endswith(b"DEBUG mlflow.store: a debug line") for line in mlflow_lines) == bool(verbose)
+
+
+RUN_WHY = ("cached: same code version, inputs and config as a stored artifact; built by other code: at commit "
+           "38ad53c19140 (now 89de70019665)")  # a reused stage run's why, 131 characters
+SWEEP_LABEL = "mix_ratio=0.3"  # a sweep child's label, leading each of its printed lines
+
+
+def test_a_runs_printed_stage_lines_and_table_fit_the_terminal(monkeypatch, capsys):
+    """`saerl run` printed a line per stage run as it ended and the run's table at its end, each with the stage run's
+    why (up to 200 columns): at the terminal's width (COLUMNS here) every printed line, led by its time (and a sweep
+    child's by its label), fits it, the why's pieces read back whole; stdout no terminal: one line each, as before."""
+    from flows.pipeline import STAMP_CHARS, format_report, said_columns, say, stage_line
+    from saerl.runs import RunRecord, StageRecord
+
+    rec = StageRecord("heldout:reach_probe:1", "ab" * 32, "cached", RUN_WHY, {}, {}, 0.0, 20_000)
+    record = RunRecord(name="demo", run_id="20260103-000000-cccccc", stages={rec.stage: rec, "evaluate": StageRecord(
+        "evaluate", "cd" * 32, "computed", "computed: input changed: heldout:saerl:0", {}, {}, 0.7, 150_000)})
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert stage_line(rec, None) == f"[{rec.stage}] cached key={rec.key[:12]} 0.0s  {RUN_WHY}"
+    assert len(format_report(record, said_columns(None)).splitlines()) == 1 + 1 + len(record.stages)
+    monkeypatch.setenv("COLUMNS", str(TERMINAL_COLUMNS))
+    say(stage_line(rec, None))
+    say(format_report(record, said_columns(None)))
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) > 2 + 1 + len(record.stages) and [line for line in lines if len(line) > TERMINAL_COLUMNS] == []
+    table = next(i for i, line in enumerate(lines) if line[STAMP_CHARS:].startswith("run "))
+    assert " ".join(line.strip() for line in lines[1:table]) == RUN_WHY
+    rows = lines[table + 2:]  # the reused stage run's row, its why under it, then evaluate's
+    assert " ".join(line.strip() for line in rows[1:] if line.startswith(" ")).startswith(RUN_WHY + " computed:")
+    say(stage_line(rec, SWEEP_LABEL), SWEEP_LABEL)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) > 1 and [line for line in lines if len(line) > TERMINAL_COLUMNS] == []
+    assert all(line.startswith(f"{SWEEP_LABEL} | ") for line in lines[1:])
