@@ -674,8 +674,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     """`saerl gc [--root ROOT] [--keep-runs N] [--min-age-hours H] [--forget-runs-older-than-days D] [--vacuum]
-    [--dry-run]`: remove artifacts no recent run references, nor the latest complete run of a config name
-    (saerl.gc.kept_runs); with D, first forget the old runs nothing keeps (saerl.gc.forget_runs; their Prefect flow
+    [--dry-run]`: remove artifacts no recent run references, nor the latest complete run of a config name or of its
+    sweeps (saerl.gc.kept_runs); with D, first forget the old runs nothing keeps (saerl.gc.forget_runs; their Prefect flow
     runs: flows.forget.forget_flow_runs); with --vacuum, last compact the root's mlflow.db and prefect.db
     (saerl.gc.vacuum)."""
     from saerl.gc import collect, format_report, mlflow_database
@@ -932,16 +932,20 @@ def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--keep-runs", type=_count, default=KEEP_RUNS,
                    help=f"keep every artifact of this many newest ended runs (default {KEEP_RUNS}); besides, runs "
                    "still going keep theirs, the latest complete run (not cut short by --until) of each config name "
-                   "keeps its, and the latest failed, stopped or killed run of each config name its unfinished builds "
-                   "(resume state); 0 keeps nothing of ended runs")
+                   "keeps its, and so does the latest complete run of its sweeps (one for all its `saerl ablate` "
+                   "runs: the newest sweep's last complete child; an older sweep's children go like any run), and "
+                   "the latest failed, stopped or killed run of each config name (and of its sweeps) its unfinished "
+                   "builds (resume state); 0 keeps nothing of ended runs")
     g.add_argument("--min-age-hours", type=_hours, default=MIN_AGE_HOURS,
                    help=f"keep anything younger, e.g. a running pipeline's (default {MIN_AGE_HOURS:g})")
     g.add_argument("--forget-runs-older-than-days", type=_days, metavar="DAYS",
                    help="first forget, for good, the runs that ended at least DAYS days ago and that gc keeps nothing "
                    "of (never a run still going, one of the --keep-runs newest, nor a latest complete or resumable "
-                   "run of a config name): their run records, their MLflow runs (deleted, and purged from the "
-                   "root's own store; a tracking server's own `mlflow gc` purges its), their Prefect flow runs "
-                   "(where a Prefect API answers), their report pages (ROOT/reports/RUN.html), the folders of sweeps "
+                   "run of a config name or of its sweeps, one each for all its sweeps): their run records, their "
+                   "MLflow runs (deleted, and purged from the root's own store; a tracking server's own `mlflow gc` "
+                   "purges its), their Prefect flow runs with their task runs and logs (where a Prefect API answers; "
+                   "their Prefect events stay until Prefect's event retention, server.events.retention_period, 7 "
+                   "days by default, trims them), their report pages (ROOT/reports/RUN.html), the folders of sweeps "
                    "and the MLflow experiments left without runs; their artifacts then go as any other's. Default: no "
                    "run is forgotten")
     g.add_argument("--vacuum", action="store_true",

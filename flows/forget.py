@@ -4,7 +4,12 @@ saerl.gc forgets a run's record and MLflow runs; Prefect keeps a flow run per pi
 lines: about 0.5 MB under ROOT/prefect/ each), which only its API deletes. The API is the one `saerl run` would use
 (flows.server.prefect_server): PREFECT_API_URL's, where a scheduled deployment's runs are, else a local server
 started on the root's Prefect home for the deletion. When none can be reached, Prefect is skipped with a line
-saying so; the runs are forgotten anyway (their flow runs then stay in Prefect).
+saying so; the runs are forgotten anyway (their flow runs then stay in Prefect). Their Prefect events (the flow and
+task runs' state changes and heartbeats: most of what a forget leaves of prefect.db) are not deleted: neither
+Prefect's API nor its client deletes an event, by flow run or otherwise, and saerl writes no SQL into Prefect's
+database. Prefect's own event retention trims them (its db_vacuum service deletes the events older than
+server.events.retention_period, 7 days by default, when a server starts and hourly while it runs: a local server of
+the root starts with every `saerl run` and with this forget), and the report's line says so (:func:`events_note`).
 """
 
 from __future__ import annotations
@@ -12,18 +17,22 @@ from __future__ import annotations
 import logging
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from flows.server import API_URL_ENV, API_URL_FIELD, PREFECT_DB, prefect_home, prefect_server
-from saerl.runs import PREFECT_TAGS, SWEEP, RunRecord
+from saerl.runs import PREFECT_TAGS, SWEEP, RunRecord, ended_at
 
 log = logging.getLogger("saerl.forget")
 PARENT_DEPTH = 4  # flow runs above a pipeline's own, at most: a deployment's entry, an ablation's, its Dask flow
 LOGS_WAIT_S = 30.0  # how long the server has to delete a deleted flow run's log lines (it does so in the background)
 POLL_S = 0.25
 FLOW_RUNS_PAGE = 200  # flow runs one query asks for (the server's default limit): every_flow_run pages on
+EVENTS_RETENTION = "server.events.retention_period"  # Prefect's setting: how long a server keeps events
+EVENTS_RETENTION_ENV = "PREFECT_SERVER_EVENTS_RETENTION_PERIOD"  # the variable that sets it (ISO 8601: P3D)
+SECONDS_PER_DAY = 24 * 3600.0
 
 
 def forget_flow_runs(root: Path, forgotten: list[RunRecord], kept: list[RunRecord], dry_run: bool) -> str:
@@ -31,17 +40,53 @@ def forget_flow_runs(root: Path, forgotten: list[RunRecord], kept: list[RunRecor
     (flows.pipeline.pipeline_flow_runs: its tagged one, or under a deployment those named after its run id), and, unless it is a child of a sweep with runs left, the flow runs above it (a
     deployment's entry flow run, an ablation's) with every flow run under them (:func:`run_tree`); their task
     runs and log lines go with them (the server deletes the logs in the background: waited for, at most
-    LOGS_WAIT_S). in: artifact root, the records forgotten and those kept, dry run (nothing is asked of Prefect);
+    LOGS_WAIT_S); their events stay, for Prefect's event retention to trim (:func:`events_note`, on the line).
+    in: artifact root, the records forgotten and those kept, dry run (nothing is asked of Prefect);
     out: the report's line."""
     tagged = [r for r in forgotten if r.extra.get(PREFECT_TAGS)]
     if not tagged:
         return ""
     if dry_run:
-        return f"Prefect: would delete the flow runs of {len(tagged)} runs (with their task runs and logs)"
+        return (f"Prefect: would delete the flow runs of {len(tagged)} runs (with their task runs and logs)"
+                f"{events_note(root, tagged)}")
     by_api: dict[str | None, list[RunRecord]] = {}  # each run's flow runs are on the API it ran with
     for record in tagged:
         by_api.setdefault(record_api(record), []).append(record)
     return "; ".join(_forget_on(root, api, group, kept) for api, group in by_api.items())
+
+
+def events_retention() -> timedelta:
+    """How long a Prefect server keeps events (EVENTS_RETENTION), as this process's Prefect settings read it: the
+    root's local server runs with the same environment, so it is that server's; a server elsewhere has its own.
+    in: nothing; out: the span."""
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().server.events.retention_period
+
+
+def events_note(root: Path, records: list[RunRecord], now: float | None = None) -> str:
+    """The report's words on the Prefect events of runs being forgotten, which no Prefect API deletes (the module's
+    docstring): for those that ran on the root's own local server and ended within Prefect's event retention
+    (:func:`events_retention`; older ones' events went when a server of the root started, this forget's too) '; the
+    events of 3 of them stay in prefect.db ... until they are older than Prefect's event retention, 7 days ...', and
+    for those on a server elsewhere (its retention is its own) '; the events of 2 of them stay on their server until
+    its event retention ... trims them'; '' when neither. in: root, the records (their end: saerl.runs.ended_at), the
+    time now (default the current time); out: the words."""
+    now = time.time() if now is None else now
+    retention = events_retention()
+    elsewhere = [r for r in records if record_api(r) is not None]
+    recent = [r for r in records if record_api(r) is None
+              and now - (ended_at(root, r) or now) < retention.total_seconds()]
+    out = ""
+    if recent:
+        out += (f"; the events of {len(recent)} of the forgotten runs stay in {PREFECT_DB} (no Prefect API deletes an "
+                f"event) until they are older than Prefect's event retention, "
+                f"{retention.total_seconds() / SECONDS_PER_DAY:g} days ({EVENTS_RETENTION}, {EVENTS_RETENTION_ENV}), "
+                "which a server of the root applies when it starts (with every `saerl run`) and hourly")
+    if elsewhere:
+        out += (f"; the events of {len(elsewhere)} of the forgotten runs stay on their server (no Prefect API deletes "
+                f"an event) until its event retention ({EVENTS_RETENTION}, 7 days by default) trims them")
+    return out
 
 
 def record_api(record: RunRecord) -> str | None:
@@ -53,8 +98,8 @@ def record_api(record: RunRecord) -> str | None:
 
 def _forget_on(root: Path, api: str | None, forgotten: list[RunRecord], kept: list[RunRecord]) -> str:
     """:func:`forget_flow_runs` on one API (None: the root's own local server, started for it where the root has a
-    Prefect home; skipped with a line where it has none). in: root, the API, the records forgotten there and every
-    record kept; out: the report's line for it."""
+    Prefect home; skipped with a line where it has none), with :func:`events_note` on their events. in: root, the
+    API, the records forgotten there and every record kept; out: the report's line for it."""
     db = prefect_home(root) / PREFECT_DB
     if api is None and not db.exists():
         return (f"Prefect: skipped: no {API_URL_FIELD} nor {API_URL_ENV} names a server and the root has no Prefect "
@@ -75,7 +120,8 @@ def _forget_on(root: Path, api: str | None, forgotten: list[RunRecord], kept: li
     freed = f", {max(0, _free_bytes(db) - free) / MB:.2f} MB freed in {db.name} for later runs" if local else ""
     late = (f"; the server had not deleted the log lines of {logs_left} of them after {LOGS_WAIT_S:g} s (it goes "
             "on when it next runs)") if logs_left else ""
-    return f"Prefect {where}: deleted {deleted} flow runs (with their task runs and logs){freed}{late}"
+    return (f"Prefect {where}: deleted {deleted} flow runs (with their task runs and logs){freed}{late}"
+            f"{events_note(root, forgotten)}")
 
 
 def _free_bytes(db: Path) -> int:

@@ -9,9 +9,10 @@ ahead_of_clock: recorded while a clock was ahead; its id sorts after every later
 what it planned when it did not end ok, without a place among the newest, so it never pushes out the runs that
 really ended last (unless `keep_runs` is 0); anything whose build lock another process holds (a build in progress);
 anything younger than `min_age_hours`. Besides the newest (unless `keep_runs` is 0), per config name
-(RunRecord.name; per sweep too for an ablation's children: :func:`lineage`): every artifact of the latest complete run (ended ok with the pipeline's last stage, FINAL_STAGE,
-recorded: not cut short by `--until`), which `--until` runs, sweep children, failed and killed runs pushed out of
-the newest places (hours of training on a real model); and the unfinished builds (`.partial-<key>/`: resume state,
+(RunRecord.name) and apart for its ablations' children, all its sweeps together (:func:`lineage`): every artifact of
+the latest complete run (ended ok with the pipeline's last stage, FINAL_STAGE, recorded: not cut short by `--until`),
+which `--until` runs, sweep children, failed and killed runs pushed out of the newest places (hours of training on a
+real model: what the config's next run reuses); and the unfinished builds (`.partial-<key>/`: resume state,
 a training run's checkpoints) of every stage run that the latest run that did not end ok (failed, stopped or
 killed) planned, unless a newer run of it is complete (RunRecord.extra PLANNED, which a record keeps unless its run
 ended ok; a record without it, from before session 36, keeps nothing by this rule), not its finished artifacts. Removed: the other finished artifacts
@@ -21,7 +22,8 @@ leftovers of replaced artifacts (`.trash-<key>-<pid>/`), and the orchestrator's 
 is touched by default: run records, the MLflow store and Prefect's home stay. Asked to (`forget_days`, `saerl gc
 --forget-runs-older-than-days D`), a collection first forgets, for good, the runs that ended at least D days ago and
 that the rules above keep nothing of (:func:`forgettable`: never a run still going, one of the `keep_runs` newest,
-nor the latest complete or resumable run of a config name or sweep): their MLflow runs (the parent and its nested
+nor the latest complete or resumable run of a config name or of its sweeps: one each, so a root that sweeps every
+day is bounded too): their MLflow runs (the parent and its nested
 stage runs, found by the run id: deleted, and in a SQLite store under the root, the root's own, purged as `mlflow gc
 --run-ids` purges them, logged files and rows; another store, a tracking server's, only deletes them, its own `mlflow
 gc` purges them; a store that fails keeps its runs for a later collection), their Prefect flow runs (a step the
@@ -65,6 +67,7 @@ from saerl.runs import (
     KILLED,
     PLANNED,
     RUNS_DIR,
+    SETTING,
     STILL_RUNNING,
     STOPPED,
     SWEEP,
@@ -99,6 +102,7 @@ VACUUM_BUSY_TIMEOUT_S = 30.0  # how long `--vacuum` waits for another connection
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")  # what SQLite keeps beside a database (<db><suffix>) while it is used
 PROC = Path("/proc")  # Linux's process table: which process holds a file open (/proc/<pid>/fd)
 COMMAND_CHARS = 80  # of a process's command line, in a line naming it
+SWEEPS_LINEAGE = "{name} (sweeps)"  # :func:`lineage` of an ablation's child: one for every sweep of its config name
 
 
 @contextmanager
@@ -127,8 +131,9 @@ class Entry:
 
 @dataclass(frozen=True)
 class KeptRun:
-    """A run kept besides the newest, per config name: the latest complete run (every artifact it names), or the
-    latest run that did not end ok (the unfinished builds of what it planned: its resume state)."""
+    """A run kept besides the newest, per config name and apart for its sweeps' children (:func:`lineage`): the
+    latest complete run (every artifact it names), or the latest run that did not end ok (the unfinished builds of
+    what it planned: its resume state)."""
 
     name: str  # its config name (RunRecord.name)
     run_id: str
@@ -136,6 +141,8 @@ class KeptRun:
     keys: frozenset[Key]  # what it keeps: its stage runs' artifacts, or the planned keys whose partial builds stay
     newest: bool  # whether it is among the keep_runs newest ended runs anyway
     ahead: float = 0.0  # seconds its start lies ahead of the clock, for a run that started in the future (kept apart)
+    sweep: str = ""  # for an ablation's child: its sweep's id and setting ('sweep <id>, setting mix_ratio=0.6'), which
+    # the report names (:func:`kept_run_line`); '' for a plain run
 
 
 @dataclass
@@ -147,8 +154,8 @@ class Kept:
     partials: set[Key]
     runs_kept: int  # the newest ended runs
     running_kept: int  # runs still going, whose artifacts (recorded and planned) are kept too
-    complete: list[KeptRun] = field(default_factory=list)  # the latest complete run per config name
-    resumable: list[KeptRun] = field(default_factory=list)  # the latest run per config name that did not end ok
+    complete: list[KeptRun] = field(default_factory=list)  # the latest complete run per config name and its sweeps
+    resumable: list[KeptRun] = field(default_factory=list)  # the latest per config name and its sweeps not ended ok
     future: list[KeptRun] = field(default_factory=list)  # ended runs that started in the future, kept apart
 
 
@@ -327,9 +334,9 @@ def kept_records(root: Path, keep_runs: int, by_lineage: bool | None = None, now
     """Read every run record, newest first: (the `keep_runs` newest ended (every one when negative), every one still
     going, {lineage: its latest complete run}, {lineage: (its latest run that did not end ok, how), unless a newer
     run of it is complete}, [(every ended run that started in the future, how)]); the lineage two are empty when
-    `by_lineage` is False, which it is by default when keep_runs is 0 (:func:`lineage`: the config name, and the sweep
-    of an ablation's child). A run under way takes no place among the newest: a long run, or gc run
-    during one, would otherwise push out an ended run whose artifacts were kept. Nor does an ended run that started
+    `by_lineage` is False, which it is by default when keep_runs is 0 (:func:`lineage`: the config name, or for an
+    ablation's child its config name's sweeps, every sweep of it together). A run under way takes no place among the
+    newest: a long run, or gc run during one, would otherwise push out an ended run whose artifacts were kept. Nor does an ended run that started
     in the future (saerl.runs.ahead_of_clock, against `now`): its id sorts after the runs that really ended last,
     which it would push out; it is not its lineage's latest either. A record that cannot be read is an
     error while places among the newest are left (what it references is unknown), and passed over after them.
@@ -370,21 +377,37 @@ def kept_records(root: Path, keep_runs: int, by_lineage: bool | None = None, now
 
 
 def lineage(record: RunRecord) -> str:
-    """What gc keeps a latest run of: its config name, and for an ablation's child its sweep too ('demo (sweep
-    <id>)'), since a sweep's children carry their base config's name: the last child of a sweep was 'the latest
-    complete run of demo' and a plain run of demo lost its trained policies to it. in: a record; out: the name."""
+    """What gc keeps a latest run of (:func:`kept_records`): a plain run's config name ('demo'), or for an ablation's
+    child its config name's sweeps, every sweep of that config together ('demo (sweeps)', SWEEPS_LINEAGE). Apart,
+    since a sweep's children carry their base config's name: the last child of a sweep was 'the latest complete run
+    of demo' and a plain run of demo lost its trained policies to it. Together, since a lineage per sweep pinned the
+    last child of every complete sweep for good (its trained policies, run record, MLflow runs and sweep folder),
+    whatever `--keep-runs` and `--forget-runs-older-than-days` said: a root that sweeps on a schedule grew without
+    bound. The pin keeps what the config's next run reuses (trained policies, evaluations): for a plain run the
+    latest complete plain run's, for the next sweep the newest sweep's last complete child's; an older sweep's
+    children are kept like any run, while among the `keep_runs` newest. in: a record; out: the name."""
+    return SWEEPS_LINEAGE.format(name=record.name) if record.extra.get(SWEEP) else record.name
+
+
+def sweep_label(record: RunRecord) -> str:
+    """How the report names an ablation child's place (KeptRun.sweep): 'sweep <id>, setting mix_ratio=0.6' (its
+    SETTING when it has one); '' for a plain run. in: a record; out: the label."""
     sweep = record.extra.get(SWEEP)
-    return f"{record.name} (sweep {sweep})" if sweep else record.name
+    if not sweep:
+        return ""
+    setting = record.extra.get(SETTING)
+    return f"sweep {sweep}, setting {setting}" if setting else f"sweep {sweep}"
 
 
 def kept_runs(root: Path, keep_runs: int, now: float | None = None) -> Kept:
     """What the run records keep: whole, every (stage, key) named by the `keep_runs` newest records of ended runs,
-    by the latest complete run of each config name (:func:`is_complete`), by every run still going (its stage
-    runs so far and every one it plans: RunRecord.extra PLANNED, saved when it starts: an old artifact it will reuse
-    later is not in its stage runs yet) and by every ended run that started in the future (against `now`: kept apart
-    from the newest, :func:`kept_records`); the partial builds alone of every (stage, key) that the latest run of each
-    config name that did not end ok plans (its resume state), and that a run that started in the future and did not
-    end ok plans. With keep_runs 0 no ended run keeps anything.
+    by the latest complete run of each config name and of its sweeps (:func:`lineage`, :func:`is_complete`), by
+    every run still going (its stage runs so far and every one it plans: RunRecord.extra PLANNED, saved when it
+    starts: an old artifact it will reuse later is not in its stage runs yet) and by every ended run that started in
+    the future (against `now`: kept apart from the newest, :func:`kept_records`); the partial builds alone of every
+    (stage, key) that the latest run of each config name (or of its sweeps) that did not end ok plans (its resume
+    state), and that a run that started in the future and did not end ok plans. With keep_runs 0 no ended run keeps
+    anything.
     in: root, runs to keep, the time now (default the current time); out: a Kept (:func:`kept_records`)."""
     now = time.time() if now is None else now
     ended, going, complete, resumable, future = kept_records(root, keep_runs, now=now)
@@ -392,13 +415,21 @@ def kept_runs(root: Path, keep_runs: int, now: float | None = None) -> Kept:
     newest = {r.run_id for r in ended}
     keys = {k for r in [*ended, *going, *complete.values(), *(r for r, _ in future)] for k in stage_keys(r)}
     keys |= {k for r in going for k in planned_keys(r)}
-    wholes = [KeptRun(r.name, r.run_id, ENDED_OK, stage_keys(r), r.run_id in newest) for r in complete.values()]
-    partly = [KeptRun(r.name, r.run_id, how, planned_keys(r), r.run_id in newest) for r, how in resumable.values()]
+    wholes = [KeptRun(r.name, r.run_id, ENDED_OK, stage_keys(r), r.run_id in newest, sweep=sweep_label(r))
+              for r in complete.values()]
+    partly = [KeptRun(r.name, r.run_id, how, planned_keys(r), r.run_id in newest, sweep=sweep_label(r))
+              for r, how in resumable.values()]
     partials = {k for r in partly for k in r.keys}
     partials |= {k for r, how in future if how != ENDED_OK for k in planned_keys(r)}
     ahead = [KeptRun(r.name, r.run_id, how, stage_keys(r), False, ahead_of_clock(r, now)) for r, how in future]
-    return Kept(keys, partials, len(ended), len(going), sorted(wholes, key=lambda r: r.name),
-                sorted(partly, key=lambda r: r.name), ahead)
+    return Kept(keys, partials, len(ended), len(going), sorted(wholes, key=_line_order),
+                sorted(partly, key=_line_order), ahead)
+
+
+def _line_order(run: KeptRun) -> tuple[str, bool]:
+    """The report's order of kept runs: by config name, a plain run before the one of its sweeps. in: a KeptRun;
+    out: the sort key."""
+    return run.name, bool(run.sweep)
 
 
 @contextmanager
@@ -441,7 +472,7 @@ def collect(root: Path, keep_runs: int = KEEP_RUNS, dry_run: bool = False, min_a
             forget_prefect: PrefectForget | None = None, vacuum_dbs: list[Database] | None = None) -> GcReport:
     """Remove (or with dry_run only list) every artifact, partial build and trash folder under `root` that no kept
     record references (:func:`kept_runs`: the `keep_runs` newest records of ended runs, the latest complete run of
-    each config name, every run still going, with what it plans; a partial build of such a key is kept too: a run
+    each config name and of its sweeps, every run still going, with what it plans; a partial build of such a key is kept too: a run
     going now may resume it; and the partial builds of what the latest run of each config name that failed, was
     stopped or was killed planned: its resume state), that no build
     holds the lock of, and that is at least `min_age_hours` old; ValueError when the root has no run records (unless
@@ -502,7 +533,8 @@ def forgettable(root: Path, keep_runs: int, days: float, now: float) -> list[Run
     """The runs a collection may forget: ended (ok, failed, stopped or killed: :func:`ended_how`) at least `days`
     days before `now` (saerl.runs.ended_at), and none that the collection keeps (:func:`kept_records`: the `keep_runs`
     newest ended runs, every run still going, the latest complete run and the latest run that did not end ok of each
-    config name or sweep, and every ended run that started in the future, even under keep_runs 0, which keeps no
+    config name and of its sweeps (:func:`lineage`: one of each for all its sweeps, so an older sweep's children are
+    forgotten like any run), and every ended run that started in the future, even under keep_runs 0, which keeps no
     artifact of theirs: a run forgotten is gone for good).
     A record that cannot be read is never forgotten (`saerl status --list` names it).
     in: root, runs to keep, days, the time to age against; out: their records, oldest first."""
@@ -805,21 +837,25 @@ def _artifact_report(report: GcReport) -> str:
 
 def kept_run_line(run: KeptRun, report: GcReport) -> str:
     """The report's line for a run kept besides the newest: 'kept: the latest complete run of demo (<run id>): 12
-    artifacts, 13.63 MB, not among the 3 newest ended runs', or for one that did not end ok 'kept: the resume state
-    of the latest killed run of demo (<run id>): 1 unfinished builds, 13.44 MB' ('' for the latter when it kept
-    none: it left none, or its record plans none), or for a run that started in the future (:func:`future_run_line`).
+    artifacts, 13.63 MB, not among the 3 newest ended runs', for an ablation's child 'kept: the latest complete run of
+    demo's sweeps (<run id>: sweep <id>, setting mix_ratio=0.6): ...' (one for all the config's sweeps:
+    :func:`lineage`), or for one that did not end ok 'kept: the resume state of the latest killed run of demo (<run
+    id>): 1 unfinished builds, 13.44 MB' ('' for the latter when it kept none: it left none, or its record plans
+    none), or for a run that started in the future (:func:`future_run_line`).
     in: the run, the report (its referenced entries are counted); out: the line."""
     if run.ahead:
         return future_run_line(run, report)
     kind = "partial" if run.ended != ENDED_OK else "artifact"
     held = [e for e in report.referenced if e.kind == kind and (e.stage, e.key) in run.keys]
-    what = f"the latest complete run of {run.name}" if run.ended == ENDED_OK else \
-        f"the resume state of the latest {run.ended} run of {run.name}"
+    of = f"{run.name}'s sweeps" if run.sweep else run.name
+    what = f"the latest complete run of {of}" if run.ended == ENDED_OK else \
+        f"the resume state of the latest {run.ended} run of {of}"
     unit = "artifacts" if run.ended == ENDED_OK else "unfinished builds"
     if run.ended != ENDED_OK and not held:
         return ""
     older = "" if run.newest else f", not among the {report.runs_kept} newest ended runs"
-    return f"kept: {what} ({run.run_id}): {len(held)} {unit}, {sum(e.bytes for e in held) / MB:.2f} MB{older}"
+    which = f"{run.run_id}: {run.sweep}" if run.sweep else run.run_id
+    return f"kept: {what} ({which}): {len(held)} {unit}, {sum(e.bytes for e in held) / MB:.2f} MB{older}"
 
 
 def future_run_line(run: KeptRun, report: GcReport) -> str:

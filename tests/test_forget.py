@@ -93,6 +93,33 @@ def test_without_a_server_or_a_prefect_home_prefect_is_skipped_with_a_line(tmp_p
         "a run Prefect never saw asks nothing of it"
 
 
+
+def test_the_line_says_that_forgotten_runs_events_stay_until_prefects_event_retention(tmp_path, monkeypatch):
+    """A forget with --vacuum deleted the runs' flow runs, task runs and logs but left their Prefect events (most of
+    what remained of prefect.db), and the line said nothing of them. No Prefect API deletes an event, so they stay
+    until Prefect's event retention trims them: the line says so for the runs that ended within it (older ones' went
+    when a server of the root started), and for runs on a server elsewhere, whose retention is its own."""
+    import time
+
+    from flows.forget import forget_flow_runs
+    from flows.server import API_URL_ENV, API_URL_FIELD
+    from saerl.runs import ENDED
+
+    monkeypatch.delenv(API_URL_ENV, raising=False)
+    monkeypatch.delenv("PREFECT_SERVER_EVENTS_RETENTION_PERIOD", raising=False)
+    now = time.time()
+    old, recent, remote = (_record(f"2026010{i}-000000-aaaaaa", "0" * 32) for i in (1, 2, 3))
+    old.extra[ENDED], recent.extra[ENDED], remote.extra[ENDED] = now - 30 * 86400, now - 86400, now - 30 * 86400
+    remote.config = {API_URL_FIELD: "http://prefect.example:4200/api"}
+    line = forget_flow_runs(tmp_path, [old], [], dry_run=True)
+    assert line == "Prefect: would delete the flow runs of 1 runs (with their task runs and logs)", \
+        "a run older than the retention: its events went when a server of the root started"
+    line = forget_flow_runs(tmp_path, [old, recent, remote], [], dry_run=True)
+    assert "; the events of 1 of the forgotten runs stay in prefect.db (no Prefect API deletes an event) until they " \
+        "are older than Prefect's event retention, 7 days (server.events.retention_period" in line, line
+    assert "; the events of 1 of the forgotten runs stay on their server" in line, line
+
+
 @pytest.mark.slow
 def test_a_run_that_named_its_prefect_server_is_forgotten_there(prefect_api, tmp_path, monkeypatch):
     """A run whose config named runtime.prefect_api_url had its flow runs on that server, but gc asked only

@@ -405,9 +405,9 @@ def test_the_latest_run_that_did_not_end_ok_keeps_the_partial_builds_it_planned(
 
 def test_a_sweeps_complete_children_keep_their_own_latest_not_the_plain_runs_place(tmp_path):
     """A sweep's children carry their base config's name: the last complete child was 'the latest complete run of
-    demo', and a plain `saerl run` of demo before the sweep lost its trained policies and evaluation. A plain run
-    and each sweep keep their own latest complete run. A failed run's resume state goes once a newer run of its line
-    is complete (its checkpoints are stale: GBs a failure would otherwise hold until the next one)."""
+    demo', and a plain `saerl run` of demo before the sweep lost its trained policies and evaluation. A config's
+    plain runs and its sweeps keep their own latest complete run. A failed run's resume state goes once a newer run
+    of its line is complete (its checkpoints are stale: GBs a failure would otherwise hold until the next one)."""
     from saerl.runs import FAILED, PLANNED
 
     store = ArtifactStore(tmp_path)
@@ -429,6 +429,65 @@ def test_a_sweeps_complete_children_keep_their_own_latest_not_the_plain_runs_pla
     text = format_report(report)
     assert "kept: the latest complete run of demo (20260102-000000-000000-aaaa): 2 artifacts" in text
     assert "resume state" not in text
+
+
+
+PLAIN_RUN = "20260101-000000-000000-aaaa"  # a plain complete run of demo, before three complete sweeps of it
+
+
+def _swept_root(root: Path) -> dict[str, list[str]]:
+    """A root that sweeps regularly: PLAIN_RUN (a complete `saerl run` of demo), then three complete sweeps of demo,
+    s1, s2 and s3, of two children each (mix_ratio=0.1 and 0.2), every artifact two days old.
+    out: {sweep id: its children's run ids, oldest first}."""
+    store = ArtifactStore(root)
+    _artifact(store, "train", "plain")
+    _artifact(store, "evaluate", "plain")
+    _record(root, PLAIN_RUN, {"train:saerl:0": "plain", "evaluate": "plain"})
+    children: dict[str, list[str]] = {}
+    for day, sweep in enumerate(("s1", "s2", "s3"), start=2):
+        for i in (1, 2):
+            run_id, key = f"2026010{day}-00000{i}-000000-aaaa", f"{sweep}-{i}"
+            _artifact(store, "train", key)
+            _artifact(store, "evaluate", key)
+            _record(root, run_id, {"train:saerl:0": key, "evaluate": key},
+                    extra={"sweep": sweep, "setting": f"mix_ratio=0.{i}"})
+            children.setdefault(sweep, []).append(run_id)
+    for stage in ("train", "evaluate"):
+        _age(root / stage, 2 * DAY_S)
+    return children
+
+
+def test_only_the_newest_sweep_of_a_config_keeps_its_last_complete_child_beside_the_newest(tmp_path):
+    """gc's 'latest complete run' was kept per sweep: every complete sweep kept its last child (trained policies,
+    evaluation) for good, whatever --keep-runs said, so a root that sweeps on a schedule grew without bound, and the
+    report called each of them 'the latest complete run of demo'. Now a config's plain runs keep their latest
+    complete run and its sweeps, all together, theirs: the newest sweep's last complete child, named with its sweep
+    and setting; an older sweep's children go like any run outside the newest."""
+    children = _swept_root(tmp_path)
+    report = collect(tmp_path, keep_runs=1, dry_run=True)
+    assert {f"{e.stage}/{e.key}" for e in report.removed} == {
+        f"{stage}/{sweep}-{i}" for stage in ("train", "evaluate") for sweep in ("s1", "s2") for i in (1, 2)} | {
+        "train/s3-1", "evaluate/s3-1"}
+    text = format_report(report)
+    kept = [line for line in text.splitlines() if line.startswith("kept: the latest complete run")]
+    assert kept == [
+        f"kept: the latest complete run of demo ({PLAIN_RUN}): 2 artifacts, 0.00 MB, not among the 1 newest ended runs",
+        f"kept: the latest complete run of demo's sweeps ({children['s3'][-1]}: sweep s3, setting mix_ratio=0.2): "
+        "2 artifacts, 0.00 MB"], text
+    collect(tmp_path, keep_runs=1)
+    assert _present(tmp_path) == {"train/plain", "evaluate/plain", "train/s3-2", "evaluate/s3-2"}
+
+
+def test_an_older_sweeps_children_are_forgotten_like_any_run(tmp_path):
+    """`--forget-runs-older-than-days` never forgot the last child of any complete sweep (with its run record,
+    MLflow runs and `sweeps/<id>/`), so it did not bound a root that sweeps. Now only the config's latest complete
+    plain run and its newest sweep's last complete child are kept besides the newest: every child of an older sweep
+    is forgotten."""
+    from saerl.gc import forgettable
+
+    children = _swept_root(tmp_path)
+    forgotten = {r.run_id for r in forgettable(tmp_path, keep_runs=1, days=0, now=time.time())}
+    assert forgotten == {*children["s1"], *children["s2"], children["s3"][0]}
 
 
 # --- forgetting old runs (`saerl gc --forget-runs-older-than-days`) ---
