@@ -267,7 +267,8 @@ class LoadedTable:
 
 @dataclass
 class IngestResult:
-    """What ingest produced: kept prompts, one line per rejection or flag, and a summary dict."""
+    """What ingest produced: kept prompts (in file order; :func:`in_id_order` sorts them as the stages read them), one
+    line per rejection or flag (by file row), and a summary dict."""
 
     kept: pl.DataFrame
     rejected: pl.DataFrame
@@ -1519,10 +1520,13 @@ def _keep(cfg: DataConfig, candidates: list[dict], issues: list[dict[str, Any]],
 
 
 def ingest(cfg: DataConfig, path: Path, *, labels_optional: bool = False, progress: bool = False) -> IngestResult:
-    """Read `path`, check each row, normalise answers in one batch (with `progress`, runtime.progress, a bar over
-    the verifier's blocks where it takes long), drop duplicates. With `labels_optional` (a held-out file read with
-    the training data's mapping), a mapped label column the file lacks is left out of the result instead of an
-    error: evaluation needs only prompt, answer and id.
+    """Read `path` (its first data.max_rows rows), check each row, normalise answers in one batch (with `progress`,
+    runtime.progress, a bar over the verifier's blocks where it takes long), drop duplicates (the first in the file
+    stays); the kept rows come back in file order, and are written and read by the stages in id order
+    (:func:`in_id_order`: a shuffled copy of a file without duplicate prompts, and not cut by data.max_rows, gives the
+    same rows in the same order, so every stage that reads only ingest's rows reuses what the file built). With
+    `labels_optional` (a held-out file read with the training data's mapping), a mapped label column the file lacks
+    is left out of the result instead of an error: evaluation needs only prompt, answer and id.
 
     A row is dropped for (first match wins): invalid JSON (also a line nested too deep or with an integer over
     Python's digit limit, or a JSON array element that is not an object), too many fields (a csv row with more
@@ -1583,6 +1587,19 @@ def ingest(cfg: DataConfig, path: Path, *, labels_optional: bool = False, progre
         "hints": ingest_hints(cfg, issues, n_rows, kept_df["answer_raw"].to_list()),
     }
     return IngestResult(kept_df, rejected_df, summary)
+
+
+def in_id_order(result: IngestResult) -> IngestResult:
+    """An ingest's result with its kept rows sorted by id (as text: the order saerl.scoring.id_order and
+    seeded_subset read rows in; the ids are unique, so the order is total), as every stage reads them: write_ingest
+    writes prompts.parquet so, and the held-out sets are read so (saerl.runners.read_held_out). So the same rows in
+    another file order give the same prompts.parquet but for its `row` column, the same digest of what each later
+    stage reads (saerl.pipeline.rows_digest), the same keys from extraction on, and the same extraction and
+    generation batches. What still follows the file: data.max_rows (its first rows), which of two duplicate prompts
+    is kept (the first), the `row` column here and in rejected.parquet (the file's 0-based row) and the examples the
+    summary's hints quote (the first). in: ingest's result (kept rows in file order); out: a new result, the same
+    rejected rows and summary."""
+    return IngestResult(result.kept.sort(pl.col("id").cast(pl.String)), result.rejected, result.summary)
 
 
 def check_mapping(cfg: DataConfig, path: Path, *, labels_optional: bool = False) -> None:
@@ -1859,14 +1876,14 @@ def require_rows(result: IngestResult) -> None:
 
 
 def write_ingest(result: IngestResult, out_dir: Path) -> dict[str, int]:
-    """Write prompts.parquet and rejected.parquet into out_dir, each through a temp file renamed into place (the
-    stage renames its folder too; `saerl ingest` writes into the user's folder, where a killed write must not
-    leave half a file)."""
+    """Write prompts.parquet (the kept rows in id order: :func:`in_id_order`) and rejected.parquet (by file row) into
+    out_dir, each through a temp file renamed into place (the stage renames its folder too; `saerl ingest` writes
+    into the user's folder, where a killed write must not leave half a file)."""
     from saerl.artifacts import write_file_atomic
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_file_atomic(out_dir / "prompts.parquet", result.kept.write_parquet)
+    write_file_atomic(out_dir / "prompts.parquet", in_id_order(result).kept.write_parquet)
     write_file_atomic(out_dir / REJECTED_TABLE, result.rejected.write_parquet)
     return {"prompts": result.kept.height, "rejected": result.rejected.height}
 

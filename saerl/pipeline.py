@@ -186,7 +186,7 @@ CHAT_READERS = ("label", "train", "heldout")  # stages that prompt the policy th
 HUB_CHECK_TIMEOUT_S = 10.0  # seconds the up-front check of a hub model not cached here waits for the hub (hub_model_problem)
 HUB_CHECKS_KEPT = 16  # the hub models whose check a process remembers
 # the stages that read the held-out sets (the learning curve while training, each policy's evaluation): their keys
-# hash the files (evaluate reads the sets' prompts from the heldout artifacts: saerl.runners.HELDOUT_SETS)
+# hash the files, with the version of ingest's kept rows (held_out_set_key; evaluate reads the sets' prompts from the heldout artifacts: saerl.runners.HELDOUT_SETS)
 HELD_OUT_READERS: tuple[str, ...] = ("train", "heldout")
 
 
@@ -673,6 +673,16 @@ def hash_path(path: Path, field: str = "data.path") -> str:
     return remembered_sha256(path)[:16]
 
 
+def held_out_set_key(path: Path, field: str) -> str:
+    """What a HELD_OUT_READERS stage keys an eval.sets file on: its content hash (:func:`hash_path`) and the version
+    of ingest's kept rows (saerl.stages.rows_version), since the set is read through saerl.data.ingest and its kept
+    rows, in their order (id order since ingest 16), are the problems evaluated and the order they are generated in.
+    in: the file, the config field naming it; out: the key."""
+    from saerl.config import stable_hash
+
+    return stable_hash({"file": hash_path(path, field), "rows": rows_version()}, length=16)
+
+
 def missing_file(what: str, path: Path, field: str) -> str:
     """The error text for a file a config field names that does not exist; a relative path says the folder it was
     read from (the current one, not the config file's). in: what it is ('data file x.jsonl'), its path, the field;
@@ -896,7 +906,7 @@ def input_keys(cfg: PipelineConfig, stage: str, upstream: dict[str, ArtifactRef]
         keys["file"] = hash_path(f)
     if stage in HELD_OUT_READERS:
         for name, entry in sorted(cfg.eval.sets.items()):  # its mapping is in the eval slice (eval.sets)
-            keys[f"evalset:{name}"] = hash_path(held_out_file(entry), f"eval.sets.{name}")
+            keys[f"evalset:{name}"] = held_out_set_key(held_out_file(entry), f"eval.sets.{name}")
     for k, v in (variant or {}).items():
         keys[k] = str(v)
     return keys

@@ -630,19 +630,21 @@ def read_held_out(cfg: PipelineConfig, name: str, entry: Any, max_rows: int | No
     optional: saerl.config.held_out_mapping), whole or its first `max_rows` rows, once per process while the file
     and the mapping stay as they were (_HELD_OUT_READ; a result is shared: do not change it); refuses a file that
     cannot be read, or is the training data's split, naming the set. in: config, the set's name and entry, a row cap (None: none);
-    out: the IngestResult (kept and rejected rows)."""
-    from saerl.data import IngestError, ingest
+    out: the IngestResult (kept rows in id order, as the ingest stage writes its own: saerl.data.in_id_order; so the
+    generation batches and sampled draws of a shuffled copy of the file are the file's; rejected rows by file row)."""
+    from saerl.data import IngestError, in_id_order, ingest
     from saerl.pipeline import hash_path
 
     path = held_out_file(entry)
     try:
         mapping = held_out_mapping(cfg.data, entry).model_copy(update={"max_rows": max_rows})
         if not path.exists():  # ingest's error names it
-            return ingest(mapping, path, labels_optional=True, progress=cfg.runtime.progress)
+            return in_id_order(ingest(mapping, path, labels_optional=True, progress=cfg.runtime.progress))
         with _HELD_OUT_LOCK:  # one thread reads a file while another waits for what it read
             read = (str(path.resolve()), hash_path(path), mapping.model_dump_json())
             if read not in _HELD_OUT_READ:
-                _HELD_OUT_READ[read] = ingest(mapping, path, labels_optional=True, progress=cfg.runtime.progress)
+                _HELD_OUT_READ[read] = in_id_order(ingest(mapping, path, labels_optional=True,
+                                                          progress=cfg.runtime.progress))
             return _HELD_OUT_READ[read]
     except IngestError as err:
         raise type(err)(f"held-out set eval.sets.{name} ({path}): {err}") from err

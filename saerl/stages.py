@@ -51,7 +51,7 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
         Stage("testbed", "6", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
-        Stage("ingest", "15", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
+        Stage("ingest", "16", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
         Stage(
             "extract", "6",
             ("model.name_or_path", "model.revision", "model.dtype", "model.trust_remote_code", "model.hub_kernels",
@@ -714,8 +714,9 @@ VERIFY_PART = "+verify"  # between a VERIFYING stage's own version and the verif
 # that read ingest's rows (saerl.pipeline.ROWS_READERS: extract, label, score, train) key on it, not on ingest's own
 # version, so a change of what ingest writes beside the rows (rejected.parquet's details, its summary) reruns ingest
 # alone, not the extraction and all after it. Bump it to ingest's version when a change alters the kept rows
-# (tests/test_stages.py pins the rows of a sample ingest for each value).
-INGEST_ROWS_VERSION = "14"
+# (tests/test_stages.py pins the rows of a sample ingest for each value). 16: the kept rows in id order
+# (saerl.data.in_id_order), not file order, so the same rows in another file order key every reader as the file does.
+INGEST_ROWS_VERSION = "16"
 
 
 def rows_version() -> str:

@@ -587,7 +587,7 @@ def test_write_ingest_never_leaves_half_a_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_ingest(res, out)
     monkeypatch.undo()
-    assert pl.read_parquet(out / "prompts.parquet")["answer"].to_list() == ["7", "42"]
+    assert pl.read_parquet(out / "prompts.parquet").sort("row")["answer"].to_list() == ["7", "42"]
 
 
 def test_real_answer_shapes_keep_right_golds_and_report_the_rest(tmp_path):

@@ -849,6 +849,57 @@ def test_a_row_cap_that_keeps_the_same_rows_retrains_nothing_with_eval_sets(tmp_
     assert {"train:saerl:0", "train:vanilla:0", "heldout:saerl:0", "extract"} <= cut, cut
 
 
+def test_a_shuffled_copy_of_a_data_file_plans_the_files_keys_from_extraction_on(tmp_path, cpu_machine):
+    """Ingest wrote its kept rows in file order and its readers key on their digest in row order, so the same rows in
+    another file order planned new keys for extraction and everything after it (to the same results, up to float
+    noise). Ingest now writes them in id order: a shuffled copy of a file gives the same prompts.parquet but for its
+    `row` column (the file's row), and, once its ingest is built, the file's key for every stage run but ingest and
+    the two that key on ingest's own key (properties, evaluate); the label stage and both arms' training included. A
+    copy with a row changed still moves them. A held-out set is read in id order too."""
+    import random
+
+    import polars as pl
+
+    from saerl.pipeline import run_stage
+    from saerl.runners import held_out_rows
+    from saerl.sweep import planned_run_keys
+
+    rows = [{"question": f"What is {i} + {3 * i}?", "answer": str(4 * i), "n": i} for i in range(24)]
+    shuffled = random.Random(5).sample(rows, len(rows))
+    assert shuffled != rows
+    files = {}
+    for name, frame in (("file", rows), ("shuffled", shuffled), ("changed", [*shuffled[:-1], {**shuffled[-1],
+                                                                                             "answer": "999"}])):
+        files[name] = tmp_path / f"{name}.jsonl"
+        files[name].write_text("".join(json.dumps(r) + "\n" for r in frame))
+    held = tmp_path / "held.jsonl"
+    held.write_text("".join(json.dumps({"question": f"{i} + 2?", "answer": str(i + 2)}) + "\n" for i in range(6)))
+
+    written: dict[str, pl.DataFrame] = {}
+
+    def planned(name: str) -> dict[str, str]:
+        cfg = load_config(None, ["data.source=file", f"data.path={files[name]}", f"eval.sets.h={held}",
+                                 "train.arms=[saerl,vanilla]", f"runtime.artifact_root={tmp_path / 'root'}"])
+        built = run_stage(ArtifactStore(tmp_path / "root"), cfg, "ingest", {}).ref  # as a run plans once ingest finished
+        written[name] = pl.read_parquet(built.file("prompts.parquet"), glob=False)
+        return planned_run_keys(cfg)
+
+    held_shuffled = tmp_path / "held-shuffled.jsonl"
+    held_shuffled.write_text("".join(reversed(held.read_text().splitlines(keepends=True))))
+    sets = [held_out_rows(c, "h", c.eval.sets["h"]).kept.drop("row")
+            for c in (load_config(None, [f"eval.sets.h={h}"]) for h in (held, held_shuffled))]
+    assert sets[0].equals(sets[1]), "a held-out set is read in id order too"
+    whole = planned("file")
+    assert {"extract", "label", "score", "train:vanilla:0", "heldout:base:0"} <= set(whole)
+    moved = {name for name, key in planned("shuffled").items() if whole[name] != key}
+    kept = [written["file"], written["shuffled"]]
+    assert kept[0]["id"].to_list() == sorted(kept[0]["id"].to_list())
+    assert kept[0].drop("row").equals(kept[1].drop("row")) and not kept[0]["row"].equals(kept[1]["row"])
+    assert moved == {"ingest", "properties", "evaluate"}, moved
+    changed = {name for name, key in planned("changed").items() if whole[name] != key}
+    assert {"label", "train:saerl:0", "train:vanilla:0"} <= changed, changed
+
+
 def test_an_ingest_built_before_its_rows_content_was_recorded_keeps_its_readers_keys(tmp_path, cpu_machine):
     """An ingest artifact already on a user's disk (its manifest without ROWS_CONTENT) gives each ROWS_READERS stage
     the key of its ingredients as before (the data file's hash, ingest's config slice), so nothing built on it is
@@ -1385,6 +1436,28 @@ def test_every_held_out_sets_content_enters_the_heldout_key(tmp_path):
     assert before["evalset:a"] == after["evalset:a"] and before["evalset:b"] != after["evalset:b"]
 
 
+def test_a_change_of_ingests_kept_rows_rekeys_the_runs_reading_eval_sets_files_and_no_other(tmp_path, monkeypatch,
+                                                                                         cpu_machine):
+    """An eval.sets file is read through ingest, so a change of how ingest keeps and orders rows (INGEST_ROWS_VERSION:
+    16 put them in id order, which the evaluation's generation batches and sampled draws follow) changes what train
+    and heldout read of it: the starting policy's held-out run of a config with such a file, which reads no ingest
+    artifact, kept its key and so its results from rows in the old order. Its key now moves with the rows version,
+    while the held-out runs of a config without eval.sets files (the testbed's own split, read whole) keep theirs."""
+    import saerl.stages as S
+    from saerl.sweep import planned_run_keys
+
+    held = tmp_path / "held.jsonl"
+    held.write_text('{"question": "What is 1+1?", "answer": "2"}\n')
+    with_sets = load_config(CONFIGS / "smoke.yaml", [f"eval.sets.h={held}", f"runtime.artifact_root={tmp_path}"])
+    without = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}"])
+    before = [planned_run_keys(c) for c in (with_sets, without)]
+    monkeypatch.setattr(S, "INGEST_ROWS_VERSION", "98")
+    after = [planned_run_keys(c) for c in (with_sets, without)]
+    assert before[0]["heldout:base:0"] != after[0]["heldout:base:0"]
+    assert before[1]["heldout:base:0"] == after[1]["heldout:base:0"]
+    assert before[1]["heldout:reach_probe:1"] == after[1]["heldout:reach_probe:1"]
+
+
 def test_a_leftover_shard_record_is_folded_only_into_the_fan_out_it_belongs_to(tmp_path, monkeypatch,
                                                                               cpu_machine):
     """A shards.json left by a fan-out whose stage run never published is not a later in-process build's work:
@@ -1601,19 +1674,17 @@ def test_a_renamed_column_no_field_maps_reruns_only_what_reads_ingest_whole(tmp_
 
 
 @pytest.mark.slow
-def test_a_data_file_in_another_row_order_gives_the_same_sae_labels_clusters_and_saerl_order(tmp_path):
-    """The same rows in another file order: the SAE's token sample was drawn by position in the store, the label
-    stage's chunks and batches and the score stage's k-means seeds and CV folds went by row, so a shuffled copy of a
-    file trained another SAE (session 45: cluster ARI .973, 1 of 300 saerl order positions kept; .41 and 1 of 399 on
-    a 400-prompt pool). Every draw is now by id: the SAE (up to the float noise of extraction's batches, which group
-    a chunk's prompts by length), its codes, the measured pass rates, the clusters, difficulty_hat and quality_hat per
-    id and the saerl order of ids are the same. Duplicate prompts are left out of the file: ingest keeps the first."""
-    import numpy as np
+def test_a_data_file_in_another_row_order_reuses_what_the_file_built_from_extraction_on(tmp_path):
+    """The same rows in another file order. Session 46 made every stage after ingest order-free (the SAE's token
+    sample, the label stage's chunks and the score stage's fits go by id), but ingest wrote its kept rows in file order
+    and its readers keyed on their digest in row order, so a shuffled copy of a file extracted, trained the SAE,
+    encoded, labelled, scored and ordered again, to the same results up to extraction's float noise. Ingest writes
+    them in id order now: the copy's run computes ingest (keyed on its file's hash) and the property report (keyed on
+    ingest's key) alone and reuses every other stage the file's run built, the label stage included. Duplicate prompts
+    are left out of the file: ingest keeps the first in file order."""
     import polars as pl
-    from safetensors.numpy import load_file
 
     from saerl.data import duplicate_key
-    from saerl.sae import load_codes_csr
 
     root, smoke = tmp_path / "root", CONFIGS / "smoke.yaml"
     common = ["runtime.torch_threads=1", "tracking.enabled=false", f"runtime.artifact_root={root}"]
@@ -1627,25 +1698,12 @@ def test_a_data_file_in_another_row_order_gives_the_same_sae_labels_clusters_and
         frame.write_parquet(tmp_path / f"{name}.parquet")
         cfg = load_config(smoke, [*common, "data.source=file", f"data.path={tmp_path / name}.parquet",
                                   "data.difficulty=null"])  # difficulty measured: the label stage runs too
-        runs.append({stage: res.ref for stage, res in run_all(ArtifactStore(root), cfg, until="curriculum").items()})
+        runs.append(run_all(ArtifactStore(root), cfg, until="curriculum"))
     first, other = runs
-    assert first["extract"].key != other["extract"].key  # two stores, their prompts in two orders
-    weights = [load_file(str(Path(r["sae"].path) / "sae_weights.safetensors")) for r in runs]
-    # float noise only: 4e-7 measured (0.14 when the sample was drawn by store position)
-    assert max(float(np.abs(weights[0][k] - weights[1][k]).max()) for k in weights[0]) < 1e-5
-
-    def by_id(stage: str, file: str) -> list[pl.DataFrame]:
-        return [pl.read_parquet(Path(r[stage].path) / file, glob=False).sort("id") for r in runs]
-
-    for pooling in cfg.sae.encode_pool:  # each prompt's codes, rows by id
-        codes = [(np.sort(ids), M[np.argsort(ids)].toarray())
-                 for ids, M in (load_codes_csr(r["encode"].path, pooling) for r in runs)]
-        assert np.array_equal(codes[0][0], codes[1][0]), pooling
-        # equal as measured; up to .01 apart when the SAE's sample was drawn by store position
-        np.testing.assert_allclose(codes[0][1], codes[1][1], rtol=0, atol=1e-3, err_msg=pooling)
-    labels = by_id("label", "labels.parquet")
-    assert labels[0].height > 10 and labels[0].equals(labels[1])
-    scores = by_id("score", "scores.parquet")
-    assert scores[0]["cluster"].n_unique() > 1 and scores[0].equals(scores[1])
-    orders = [pl.read_parquet(Path(r["curriculum"].path) / "order.parquet", glob=False)["id"].to_list() for r in runs]
-    assert orders[0] == orders[1]
+    assert {"extract", "sae", "encode", "label", "score", "curriculum"} <= set(other)
+    assert {stage for stage, res in other.items() if res.computed} == {"ingest", "properties"}
+    assert {stage: res.ref.key for stage, res in other.items() if stage not in ("ingest", "properties")} == {
+        stage: first[stage].ref.key for stage in other if stage not in ("ingest", "properties")}
+    prompts = [pl.read_parquet(Path(r["ingest"].ref.path) / "prompts.parquet", glob=False) for r in runs]
+    assert prompts[0]["id"].to_list() == sorted(pool["id"].to_list())
+    assert prompts[0].drop("row").equals(prompts[1].drop("row"))

@@ -520,14 +520,16 @@ def test_the_canonical_order_of_set_lists_leaves_every_configs_keys_as_they_were
 # (13: the sample gained two edge rows, a gold dividing by zero and a key repeated with another value, which 13
 # rejects, so its kept rows hash as 11's did; under 11's code both rows were kept. 14: the old sample's rows hash as 13's
 # did; the sample gained Unicode edge rows, an NFD copy of an NFC prompt, a copy with a zero-width space, a prompt of
-# zero-width characters only, and the golds '3²' and '50％', which 13 kept as more rows and as the golds 3 and 50)
+# zero-width characters only, and the golds '3²' and '50％', which 13 kept as more rows and as the golds 3 and 50.
+# 16: the same rows as 14's, in id order instead of file order)
 REVIEWED_ROWS = {"11": "45b7f06f4fb56dca5a4af8f7de31f17b712ac8d00076cc92aded24a91ea06f39",
                  "13": "45b7f06f4fb56dca5a4af8f7de31f17b712ac8d00076cc92aded24a91ea06f39",
-                 "14": "8b29b7b09b9b9ab933969b8942eb775722a4b599a62236dfff3dfb698ee46008"}
+                 "14": "8b29b7b09b9b9ab933969b8942eb775722a4b599a62236dfff3dfb698ee46008",
+                 "16": "7ae0faa3958a932ce952ce3a957e26d2ae0bc94d69e6ed5258bd8af6f415f0bd"}
 
 
 def _sample_rows(tmp_path: Path) -> str:
-    """The kept rows of the built-in sample plus rows that reach ingest's edge cases (a level as text, yes/no quality,
+    """The kept rows (as ingest writes them: in id order) of the built-in sample plus rows that reach ingest's edge cases (a level as text, yes/no quality,
     a NaN and a bad label, a duplicate, a percent, a fraction, a thousands separator, a gold dividing by zero, a key
     repeated with another value, Unicode variants of a prompt, a prompt of zero-width characters, a superscript and a
     full-width percent in a gold), as one sha256."""
@@ -535,7 +537,7 @@ def _sample_rows(tmp_path: Path) -> str:
     import json
 
     from saerl.config import DataConfig
-    from saerl.data import ingest, sample_path
+    from saerl.data import in_id_order, ingest, sample_path
 
     extra = tmp_path / "edge.jsonl"
     rows = [{"question": "Q1 edge?", "answer": "#### 1,000", "topic": "t", "difficulty": "Level 3", "q": "yes"},
@@ -548,7 +550,8 @@ def _sample_rows(tmp_path: Path) -> str:
     extra.write_text("\n".join(json.dumps(r) for r in rows) + '\n{"question": "Q4?", "answer": "2", "difficulty": NaN}\n'
                      '{"question": "Q5 edge?", "answer": "\\\\frac{1}{0}"}\n{"question": "Q6 edge?", "answer": "4", "answer": "5"}\n')
     cfg = DataConfig(source="file", topic="topic", difficulty="difficulty")
-    kept = [ingest(cfg, sample_path()).kept.to_dicts(), ingest(cfg.model_copy(update={"quality": "q"}), extra).kept.to_dicts()]
+    kept = [in_id_order(ingest(c, path)).kept.to_dicts()  # as write_ingest writes them
+            for c, path in ((cfg, sample_path()), (cfg.model_copy(update={"quality": "q"}), extra))]
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
 
 
