@@ -70,8 +70,8 @@ EXIT_LINES = (  # the `saerl --help` epilog's lines, each wrapped to HELP_COLUMN
     (str(EXIT_USAGE), "bad command line, config, input or environment (a stale PREFECT_API_URL): nothing ran"),
     (str(EXIT_NOT_ENDED_OK), "status --check: the run was stopped or killed (the same command resumes it)"),
     (str(EXIT_RUNNING), "status --check: the run is still going"),
-    (f"{EXIT_SIGNAL_BASE}+N", "stopped by signal N: 129 SIGHUP, 130 Ctrl-C, 143 SIGTERM (a run: recorded as stopped; "
-     "under nohup a closed terminal's SIGHUP leaves a run going)"))
+    (f"{EXIT_SIGNAL_BASE}+N", "stopped by signal N: 129 SIGHUP, 130 Ctrl-C, 143 SIGTERM or a Cancel of the run in "
+     "Prefect (a run: recorded as stopped; under nohup a closed terminal's SIGHUP leaves a run going)"))
 EXIT_STATUS_WIDTH = 5  # the width of the exit statuses' column (128+N), after two spaces
 
 
@@ -254,21 +254,22 @@ def mlflow_logs_to_saerl() -> None:
     logging.getLogger(MLFLOW_LOGGERS[0]).setLevel(logging.NOTSET)  # the root's: INFO, DEBUG with -v
 
 
-def stop_now(signum: int) -> None:
+def stop_now(signum: int, cause: str | None = None) -> None:
     """End the process at once on an interrupt, saying what is kept: the stages' threads are not waited for (a
     stage stops where it is; its finished chunks and every finished artifact stay, and the same command resumes);
     the local Prefect server and a training run's torchrun (train.num_processes > 1) are sent SIGTERM
     (flows.server.stop_servers, saerl.distributed.stop_training; they also stop with their parent through their
     launcher: die_with_parent on Linux, watch_parent without prctl, macOS, within a poll). Exit status 128 + the signal's number,
-    as a shell reports a process a signal ended. in: the signal's number."""
+    as a shell reports a process a signal ended. in: the signal's number; what stopped the run, when no signal did
+    (flows.cancel.CANCEL_CAUSE: it exits as SIGTERM does; None: the signal's name)."""
     from flows.server import stop_servers
     from saerl.distributed import stop_training
 
     stop_servers()
     stop_training()
     try:  # a closed terminal (SIGHUP) takes stderr and stdout with it: the exit status still says why
-        print(f"\nsaerl: stopped by {signal.Signals(signum).name}: finished stages and chunks are kept; run the same "
-              "command again to resume", file=sys.stderr, flush=True)
+        print(f"\nsaerl: stopped by {cause or signal.Signals(signum).name}: finished stages and chunks are kept; run "
+              "the same command again to resume", file=sys.stderr, flush=True)
         sys.stdout.flush()
     except OSError:
         pass
@@ -295,8 +296,12 @@ def stop_on_interrupt() -> Iterator[None]:
     """For the block (a pipeline or ablation run): Ctrl-C, SIGHUP and SIGTERM end the process at once
     (:func:`stop_now`). Prefect's flow engine takes SIGTERM over while a flow runs and hands it back, once the flow
     has ended on it, to the handler set here; SIGHUP is raised as an interrupt (:class:`Interrupted`), which the
-    flow records as Ctrl-C's. The previous handlers are restored after the block. Outside the main thread (where no
-    handler can be set) the block runs as it is."""
+    flow records as Ctrl-C's. A Cancel of the run's flow run in Prefect, which ends the flow run Cancelled
+    (flows.cancel.FlowRunCancelled), ends it at once too, as SIGTERM does (status 143: the stage's thread is not
+    waited for). The previous handlers are restored after the block. Outside the main thread (where no handler can
+    be set) the block runs as it is."""
+    from flows.cancel import CANCEL_CAUSE, FlowRunCancelled
+
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -306,6 +311,8 @@ def stop_on_interrupt() -> Iterator[None]:
         yield
     except KeyboardInterrupt as err:
         stop_now(getattr(err, "signum", signal.SIGINT))
+    except FlowRunCancelled:
+        stop_now(signal.SIGTERM, CANCEL_CAUSE)
     finally:
         for signum, handler in ((signal.SIGTERM, before), (signal.SIGHUP, before_hup)):
             if handler is not None:

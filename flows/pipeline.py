@@ -4,7 +4,9 @@ A run of a sweep (flows/sweep.py) passes `sweep` ({"id", "setting", "params"}): 
 setting's label, its MLflow runs (the parent and every nested stage run) are named and tagged with it and carry
 its swept keys as params, and its run record keeps the id and label (extra). Its MLflow parent run is tagged with
 the Prefect flow run (and deployment) it belongs to (:func:`prefect_tags`). A deployment's flow run stops, recorded
-as stopped, when the Prefect worker that started its process dies (:func:`stopped_with_worker`).
+as stopped, when the Prefect worker that started its process dies (:func:`stopped_with_worker`); a run no worker
+started (`saerl run`, a flow called from Python) stops, recorded as stopped, on a Cancel of its flow run in Prefect,
+which its waits look for (:func:`as_done`, flows.cancel).
 With `runtime.progress` off, :func:`quiet_libraries` silences the libraries' own progress bars and INFO chatter
 (transformers' weight loading and saving, distributed's scheduler and nannies) for the length of a run.
 """
@@ -27,6 +29,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from flows.cancel import CANCELLED, FLOW_RUN_ENV, FlowRunCancelled, cancel_watch
 from flows.runlog import say_logger, send_saerl_lines
 from flows.runner import start_cluster
 from saerl.artifacts import (
@@ -125,7 +128,6 @@ PREFECT_DEPLOYMENT_TAG = "prefect.deployment"  # MLflow parent-run tag: the depl
 DEPLOYMENT_DEPTH = 8  # flow runs walked up from a pipeline run to its deployment's (a sweep child on Dask: 4)
 WORKER_LOST = signal.SIGHUP  # what the kernel sends a deployment's flow-run process when its worker dies
 WORKER_DIED = "its Prefect worker died"  # how a run record's stop says so: 'train:saerl:0: SIGTERM, its Prefect ...'
-FLOW_RUN_ENV = "PREFECT__FLOW_RUN_ID"  # what a Prefect worker (or runner) tells the process it starts to run
 STARTED_BY = os.getppid()  # this process's parent as the module is imported: a deployment flow run's, its worker
 WORKER_GONE = threading.Event()  # set once this process has seen its worker die (worker_lost)
 STAMP = "%H:%M:%S"  # the local time of day leading each line say() prints (a log file then says when a stage began)
@@ -296,19 +298,26 @@ def deployment_name(deployment_id: Any) -> str:
 def wait_awake(future: Any) -> None:
     """`future.wait()`, woken every WAKE_S: a wait without a timeout cannot be interrupted (a Ctrl-C delivered while
     the flow's thread sleeps in it runs its handler only once the stage is done, half an hour into an extraction),
-    while between two short waits Python runs the signal's handler. in: a Prefect future."""
+    while between two short waits Python runs the signal's handler, and the flow run's Cancel in Prefect is looked
+    for (:func:`as_done`). in: a Prefect future."""
     for _ in as_done([future]):
         pass
 
 
 def as_done(futures: list[Any]) -> Iterator[Any]:
     """The futures in the order they finish, each waited for in waits of WAKE_S (:func:`wait_awake`: a Ctrl-C
-    is handled at once). in: Prefect futures; out: the same, finished."""
+    is handled at once). Between the waits, at most every flows.cancel.CANCEL_POLL_S, Prefect is asked whether the
+    flow run this runs in (or one it runs under) was cancelled, which raises flows.cancel.FlowRunCancelled (in a
+    process a worker started, its worker stops it instead: flows.cancel.watched_process). in: Prefect futures; out:
+    the same, finished."""
     done: queue.Queue[Any] = queue.Queue()
     for f in futures:
         f.add_done_callback(lambda _, f=f: done.put(f))  # the future itself, whatever the callback is given
+    watch = cancel_watch()
     for _ in futures:
         while True:
+            if watch is not None:
+                watch.check()
             try:
                 f = done.get(timeout=WAKE_S)
                 break
@@ -499,10 +508,12 @@ def build_sharded(store: ArtifactStore, args: dict[str, Any], n_shards: int, sta
 def stop_signal(err: BaseException) -> str | None:
     """The signal's name when `err` is a person stopping the run (Ctrl-C: KeyboardInterrupt; SIGHUP, which the CLI
     raises as a KeyboardInterrupt naming it in `signum`, flows.cli.Interrupted; SIGTERM, which Prefect's flow engine
-    raises as TerminationSignal; followed by WORKER_DIED when it came of that, :func:`worker_lost`), else None (an
-    error)."""
+    raises as TerminationSignal; followed by WORKER_DIED when it came of that, :func:`worker_lost`), CANCELLED for a
+    Cancel of its flow run in Prefect (flows.cancel.FlowRunCancelled), else None (an error)."""
     from prefect.exceptions import TerminationSignal
 
+    if isinstance(err, FlowRunCancelled):
+        return CANCELLED
     if isinstance(err, KeyboardInterrupt):
         return signal.Signals(getattr(err, "signum", signal.SIGINT)).name
     if isinstance(err, TerminationSignal):

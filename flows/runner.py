@@ -9,6 +9,7 @@ from typing import Any
 from prefect.exceptions import TerminationSignal
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.cancel import FlowRunCancelled
 from saerl.config import PipelineConfig
 
 DASHBOARD_ADDRESS = "127.0.0.1:0"  # a LocalCluster's Dask dashboard: loopback, a free port
@@ -16,7 +17,8 @@ DASHBOARD_ADDRESS = "127.0.0.1:0"  # a LocalCluster's Dask dashboard: loopback, 
 # this process and its workers. Plain tcp:// on loopback let any local user's Client run code in the workers (as the
 # run's user, with its environment's tokens)
 LOCAL_CLUSTER_SECURITY = True
-INTERRUPTS = (KeyboardInterrupt, TerminationSignal)  # Ctrl-C; SIGTERM, as Prefect's flow engine raises it
+INTERRUPTS = (KeyboardInterrupt, TerminationSignal, FlowRunCancelled)  # Ctrl-C; SIGTERM, as Prefect's flow engine
+# raises it; a Cancel of the flow run in Prefect, as the flow's wait loop raises it (flows.cancel)
 DASK_TEMPORARY_ENV = "DASK_TEMPORARY_DIRECTORY"  # the variable of Dask's temporary-directory setting
 DASK_TEMPORARY_KEY = "temporary-directory"  # Dask's setting: where a LocalCluster's scheduler and workers keep scratch
 
@@ -28,15 +30,16 @@ class ClusterStartError(OSError):
 
 
 class InterruptibleThreadPoolTaskRunner(ThreadPoolTaskRunner):
-    """Prefect's ThreadPoolTaskRunner, except that a flow ended by an interrupt (Ctrl-C, SIGTERM) does not wait for
-    the stages running in its threads: Prefect's own exit waits for them, so a Ctrl-C during a half-hour
-    extraction returned only when the extraction was done. What the stages finished stays (atomic artifacts,
-    resumable chunks), and the same command resumes. The stages' threads end with the process, which ends at once
-    only where something ends it: `saerl run` and `saerl ablate` do on the interrupt (flows.cli.stop_on_interrupt), as
-    does Prefect's flow engine on a raw SIGTERM (a deployment run whose worker died: flows.pipeline.worker_lost).
-    Where the process exits normally instead (a deployment run cancelled through its worker, a flow called from
-    Python), the interpreter still waits for a running stage at exit: it may go on to publish its artifact, until
-    the worker kills the process (Prefect's grace period, about 30 s)."""
+    """Prefect's ThreadPoolTaskRunner, except that a flow ended by an interrupt (Ctrl-C, SIGTERM, a Cancel in Prefect
+    of a run no worker started: flows.cancel) does not wait for the stages running in its threads: Prefect's own exit
+    waits for them, so a Ctrl-C during a half-hour extraction returned only when the extraction was done. What the
+    stages finished stays (atomic artifacts, resumable chunks), and the same command resumes. The stages' threads end
+    with the process, which ends at once only where something ends it: `saerl run` and `saerl ablate` do on the
+    interrupt or the Cancel (flows.cli.stop_on_interrupt), as does Prefect's flow engine on a raw SIGTERM (a
+    deployment run whose worker died: flows.pipeline.worker_lost). Where the process exits normally instead (a
+    deployment run cancelled through its worker, a flow called from Python), the interpreter still waits for a
+    running stage at exit: it may go on to publish its artifact, until the worker kills the process (Prefect's grace
+    period, about 30 s)."""
 
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
         if exc_type is not None and issubclass(exc_type, INTERRUPTS) and self._executor is not None:

@@ -147,7 +147,9 @@ def ablation_flow(config: dict[str, Any], grid: dict[str, list[Any]], until: str
     (`runtime.task_runner: dask`) side by side after one run of the stages they share. Then print the table and
     keep it, with the printed text, under `<root>/sweeps/<sweep id>/`. Grid errors name this flow's `grid`
     parameter (`saerl ablate` checks its --grid before it calls the flow). `sweep_id`: the sweep's id, when the
-    caller named the flow run after it (:func:`named_ablation`); None: a new one.
+    caller named the flow run after it (:func:`named_ablation`); None: a new one. A Cancel in Prefect of this flow
+    run, or of the subflow run of the setting running, stops the sweep inside that setting's stage (flows.cancel:
+    both flow runs end Cancelled, no later setting starts, no table is written; the same sweep again resumes it).
     Returns {"grid", "settings": [{key: value}], "runs": [run record dicts], "shared": the shared run's record
     (Dask) or None, "table": [row dicts], "sweep_id", "files": [table path, text path]}."""
     # a child that cannot evaluate, or repeats another's runs, fails now, not after the children before it ran

@@ -1,0 +1,266 @@
+"""A Cancel in Prefect (the UI's, `prefect flow-run cancel`) of a run saerl runs in its own process (`saerl run`,
+`ablate`, `demo`, a flow called from Python) stops it inside its stage: its record says stopped, MLflow KILLED, and
+Prefect ends the flow run Cancelled (flows.cancel). It did nothing: the run went on to its end, and Prefect marked it
+Cancelled about 5 minutes later."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from saerl.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+STAGE_HELD_S = 300  # how long the stand-in stage would run if nothing stopped it
+STOPPED_WITHIN_S = 60  # how soon after the Cancel the run must have stopped (CANCEL_POLL_S, plus a loaded machine)
+FLOW_STATES_S = 30  # how long the server may take to show the final states
+
+
+def flow_state(flow_run_id) -> str:
+    """The name of the flow run's state on the test server. in: its id; out: 'Cancelled', 'Running', ..."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id).state.name
+
+
+def state_names(flow_run_id) -> list[str]:
+    """Every state the flow run went through, in order. in: its id; out: the names."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        states = client.read_flow_run_states(flow_run_id)
+    return [s.name for s in sorted(states, key=lambda s: s.timestamp)]
+
+
+def cancel(flow_run_id) -> None:
+    """What `prefect flow-run cancel ID` does: propose Cancelling. in: the flow run's id."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import State
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, State(type=StateType.CANCELLING))
+
+
+def test_prefects_flow_engine_ends_cancelled_flow_runs_cancelled_with_no_other_state(prefect_api):
+    """The contract flows.cancel.cancelled_exit leans on, beyond Prefect's public API: a flow (and the flow that
+    called it) whose runs were set Cancelled, then left by FlowRunCancelled (a Prefect Abort), end Cancelled in
+    Prefect and in the engine's own state, with no Failed or Crashed proposed after. If this fails, Prefect's flow
+    engine has changed how it ends a flow run on an Abort: see flows/cancel.py."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    from flows.cancel import FlowRunCancelled, cancel_runs, cancelled_exit, run_chain
+
+    seen: dict[str, object] = {}
+
+    @flow(name="cancelled-inner")
+    def inner() -> None:
+        run = FlowRunContext.get().flow_run
+        with get_client(sync_client=True) as client:
+            chain = run_chain(client, run.id, run.parent_task_run_id)
+            cancel_runs(client, chain, "cancelled by the test")
+        seen["chain"] = chain
+        raise cancelled_exit("stopped by the test")
+
+    @flow(name="cancelled-outer")
+    def outer() -> None:
+        inner()
+
+    with pytest.raises(FlowRunCancelled, match="stopped by the test"):
+        outer()
+    inner_id, outer_id = seen["chain"]
+    for flow_run_id in (inner_id, outer_id):
+        assert flow_state(flow_run_id) == "Cancelled"
+        names = state_names(flow_run_id)
+        assert names[-1] == "Cancelled" and not {"Failed", "Crashed"} & set(names), names
+
+
+def test_a_process_a_worker_started_is_not_watched(monkeypatch):
+    """A deployment's flow run (its process started by a Prefect worker or runner, which passes it the flow run's id)
+    is cancelled by its worker (SIGTERM): its wait loop does not ask Prefect. A run started in-process is watched."""
+    from flows.cancel import FLOW_RUN_ENV, watched_process
+
+    monkeypatch.delenv(FLOW_RUN_ENV, raising=False)
+    assert watched_process()
+    monkeypatch.setenv(FLOW_RUN_ENV, "1e7c3a51-0000-0000-0000-000000000000")
+    assert not watched_process()
+
+
+class HeldStage:
+    """A stand-in for a stage's runner that holds its task until released (or STAGE_HELD_S), after saying which
+    flow run it runs in: what a long pretraining or training is to the flow. Released, it builds the stage
+    (:meth:`released`: the test waits for that, so no stage thread outlives it)."""
+
+    def __init__(self, build):
+        self.build = build
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.done = threading.Event()
+        self.flow_run = None
+
+    def __call__(self, *args, **kwargs):
+        from prefect.context import FlowRunContext
+
+        self.flow_run = FlowRunContext.get().flow_run
+        self.started.set()
+        try:
+            self.release.wait(STAGE_HELD_S)
+            return self.build(*args, **kwargs)
+        finally:
+            self.done.set()
+
+    def released(self) -> None:
+        """Let the held stage go on, and wait until it has ended (if it ever started)."""
+        self.release.set()
+        if self.started.is_set():
+            self.done.wait(STAGE_HELD_S)
+
+
+def cancel_when_started(held: HeldStage, pick=lambda run: run.id) -> dict[str, float]:
+    """Start a thread that, once `held` runs, cancels the flow run `pick` gives of its flow run (as the Prefect UI or
+    `prefect flow-run cancel` does), noting the time. in: the held stage, the pick; out: {'at': the time}, filled in."""
+    when: dict[str, float] = {}
+
+    def go() -> None:
+        if held.started.wait(STAGE_HELD_S):
+            time.sleep(1.0)  # inside the stage
+            when["at"] = time.monotonic()
+            cancel(pick(held.flow_run))
+
+    threading.Thread(target=go, daemon=True).start()
+    return when
+
+
+@pytest.mark.slow
+def test_a_cancel_in_prefect_stops_an_in_process_run_inside_its_stage(prefect_api, tmp_path, monkeypatch):
+    """Cancel in the Prefect UI on a run called in-process did nothing: it went on to its end, and Prefect marked the
+    flow run Cancelled about 5 minutes later. Now its wait loop sees the Cancel and stops the run inside the stage it
+    is in: the record says stopped (by a Cancel in Prefect) at that stage, MLflow's parent run KILLED, and the flow
+    run ends Cancelled (not Crashed or Failed)."""
+    from mlflow.tracking import MlflowClient
+
+    from flows.cancel import CANCELLED, FlowRunCancelled
+    from flows.pipeline import pipeline_flow, run_pipeline_flow
+    from flows.runner import task_runner
+    from saerl import pipeline
+    from saerl.runs import FAILED, STOPPED, load_run
+    from saerl.status import outcome
+
+    held = HeldStage(pipeline.RUNNERS["testbed"])
+    monkeypatch.setitem(pipeline.RUNNERS, "testbed", held)
+    root = tmp_path / "root"
+    cfg = load_config(SMOKE, [f"runtime.artifact_root={root}"])
+    when = cancel_when_started(held)
+    try:
+        with pytest.raises(FlowRunCancelled):  # as `saerl run` calls it (flows.cli.run_pipeline)
+            run_pipeline_flow(pipeline_flow.with_options(task_runner=task_runner(cfg)), cfg.model_dump(mode="json"))
+        stopped_after = time.monotonic() - when["at"]
+    finally:
+        held.released()
+    assert stopped_after < STOPPED_WITHIN_S, f"stopped {stopped_after:.0f} s after the Cancel"
+    record = load_run(root, "latest")
+    assert record.extra[STOPPED] == f"testbed: {CANCELLED}" and FAILED not in record.extra
+    assert outcome(root, record) == ("stopped", "testbed") and not record.stages
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    (parent,) = [r for r in client.search_runs([client.get_experiment_by_name(cfg.name).experiment_id])
+                 if r.info.run_name == record.run_id]
+    assert parent.info.status == "KILLED"
+    assert flow_state(held.flow_run.id) == "Cancelled"
+    assert not {"Failed", "Crashed"} & set(state_names(held.flow_run.id))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cancelled", ["sweep", "setting"])
+def test_a_cancel_of_a_sweep_or_of_one_setting_stops_the_sweep(prefect_api, tmp_path, monkeypatch, cancelled):
+    """Cancel on an in-process sweep (`saerl ablate`), of its own flow run or of the setting's subflow run running,
+    stops the sweep inside that setting's stage: no further setting runs, the setting's record says stopped, and both
+    flow runs end Cancelled."""
+    from prefect.client.orchestration import get_client
+
+    from flows.cancel import CANCELLED, FlowRunCancelled, run_chain
+    from flows.sweep import ablation_flow
+    from saerl import pipeline
+    from saerl.runs import STOPPED, list_runs, read_run
+
+    held = HeldStage(pipeline.RUNNERS["testbed"])
+    monkeypatch.setitem(pipeline.RUNNERS, "testbed", held)
+    root = tmp_path / "root"
+    cfg = load_config(SMOKE, [f"runtime.artifact_root={root}", "tracking.enabled=false"])
+
+    def chain(run):
+        with get_client(sync_client=True) as client:
+            return run_chain(client, run.id, run.parent_task_run_id)
+
+    when = cancel_when_started(held, lambda run: chain(run)[0 if cancelled == "setting" else 1])
+    try:
+        with pytest.raises(FlowRunCancelled):
+            ablation_flow(config=cfg.model_dump(mode="json"), grid={"testbed.pretrain_steps": [10, 20]},
+                          until="testbed")
+        stopped_after = time.monotonic() - when["at"]
+    finally:
+        held.released()
+    assert stopped_after < STOPPED_WITHIN_S, f"stopped {stopped_after:.0f} s after the Cancel"
+    (path,) = list_runs(root)  # the second setting never started
+    record = read_run(path)
+    assert record.extra[STOPPED] == f"testbed: {CANCELLED}" and record.extra["setting"] == "pretrain_steps=10"
+    child, sweep = chain(held.flow_run)
+    assert (flow_state(child), flow_state(sweep)) == ("Cancelled", "Cancelled")
+
+
+def terminal_signals() -> None:
+    """A child's Ctrl-C and SIGHUP at their defaults, whatever the test process inherited (tests/test_cli.py)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+@pytest.mark.slow
+def test_saerl_run_ends_at_once_on_a_cancel_in_prefect(prefect_api, tmp_path):
+    """`saerl run` on the server the test watches, cancelled in Prefect while its testbed pretrains (made long here):
+    it ends there, at once (exit status 143, as SIGTERM's, saying what is kept), the stage unfinished, its record
+    stopped by the Cancel, the flow run Cancelled. It ran on to its end."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    from flows.cancel import CANCEL_CAUSE, CANCELLED
+    from saerl.runs import STOPPED, list_runs, read_run
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("PREFECT_API_URL", None)
+    root = tmp_path / "root"
+    cmd = [sys.executable, "-m", "flows.cli", "run", str(SMOKE), f"runtime.artifact_root={root}",
+           f"runtime.prefect_api_url={prefect_api}", "testbed.pretrain_steps=100000", "tracking.enabled=false"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                            preexec_fn=terminal_signals)
+    try:
+        deadline = time.monotonic() + STAGE_HELD_S
+        while not list((root / "testbed").glob(".partial-*")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before its testbed stage started"
+        (path,) = list_runs(root)
+        with get_client(sync_client=True) as client:
+            (flow_run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[path.stem])))
+        time.sleep(1.0)  # inside the pretraining
+        cancelled_at = time.monotonic()
+        cancel(flow_run.id)
+        _, err = proc.communicate(timeout=STOPPED_WITHIN_S)
+        stopped_after = time.monotonic() - cancelled_at
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert stopped_after < STOPPED_WITHIN_S
+    assert f"stopped by {CANCEL_CAUSE}" in err and "run the same command again to resume" in err
+    assert "Crash detected" not in err and " ERROR " not in err, err[-3000:]
+    assert not [p for p in (root / "testbed").iterdir() if not p.name.startswith(".")], "the stage was not finished"
+    assert read_run(path).extra[STOPPED] == f"testbed: {CANCELLED}"
+    assert flow_state(flow_run.id) == "Cancelled"
