@@ -99,6 +99,7 @@ from saerl.runs import (
     run_path,
     runs_ahead,
     save_run,
+    upstream_config,
 )
 from saerl.stages import code_version, ran_values, stage_key, stage_slice
 from saerl.status import IN_PROGRESS
@@ -679,8 +680,9 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         None (tracking off)."""
         record.extra.setdefault(IN_PROGRESS, {})[name] = {"started": started, "key": key}
         save_run(root, record)
-        return tracker.start_stage(name, key, ran_values(cfg, stage_slice(cfg, stage, keys)), keys,
-                                   ran_values(cfg, lineage_config(record.stages, name)))
+        sl = stage_slice(cfg, stage, keys)  # its upstream settings from its inputs: its own record comes at its end
+        return tracker.start_stage(name, key, ran_values(cfg, sl), keys,
+                                   ran_values(cfg, upstream_config(record.stages, name, keys, sl)))
 
     def finish(run: dict[str, Any]) -> None:
         """Wait for a submitted stage run, record it (run record, terminal, MLflow). A build that resumed an

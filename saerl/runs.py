@@ -419,9 +419,23 @@ def lineage_config(stages: dict[str, StageRecord], name: str) -> dict[str, Any]:
     """The config fields stage run `name`'s upstream stage runs read (their StageRecord.config), through its inputs
     and theirs: what its artifact depends on besides its own slice (a training run: the curriculum, score, ...
     settings; vanilla's none of the curriculum's, which it does not read). in: a run's stage records by name, the
-    stage run; out: {dotted field: value}, its own slice left out."""
+    stage run; out: {dotted field: value}, its own slice left out ({} for a stage run not in `stages`: one that
+    has not ended yet is asked through :func:`upstream_config`, with the inputs and slice it starts with)."""
+    if name not in stages:
+        return {}
+    return upstream_config(stages, name, stages[name].inputs, stages[name].config)
+
+
+def upstream_config(stages: dict[str, StageRecord], name: str, inputs: Mapping[str, Any],
+                    own: Mapping[str, Any]) -> dict[str, Any]:
+    """The config fields of the stage runs upstream of stage run `name`, given its `inputs` (StageRecord.inputs:
+    {upstream stage run or variant field: key}) and its `own` config slice, so a stage run that starts computing,
+    whose record is not in `stages` until it ends, gets the same fields as its record will give
+    (:func:`lineage_config`): its nested MLflow run's params then match a cached run's. in: the records of the
+    runs before it by name, the stage run, its inputs, its own slice; out: {dotted field: value}, `own`'s fields
+    left out."""
     out: dict[str, Any] = {}
-    seen, todo = {name}, list(stages[name].inputs) if name in stages else []
+    seen, todo = {name}, list(inputs)
     while todo:
         up = todo.pop()
         if up in seen or up not in stages:
@@ -429,7 +443,7 @@ def lineage_config(stages: dict[str, StageRecord], name: str) -> dict[str, Any]:
         seen.add(up)
         out |= stages[up].config
         todo += list(stages[up].inputs)
-    return {k: v for k, v in out.items() if k not in stages[name].config} if name in stages else out
+    return {k: v for k, v in out.items() if k not in own}
 
 
 def ordered_stages(record: RunRecord) -> list[StageRecord]:

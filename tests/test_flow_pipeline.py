@@ -92,6 +92,36 @@ def test_second_run_is_all_cache_hits(warm_root, capsys):
     assert last["stages"]["extract"]["status"] == "cached"
 
 
+def _stage_params(root, run_id):
+    """{stage run: its nested MLflow run's params} of the run `run_id` on `root` (the smoke experiment)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("smoke").experiment_id
+    parent = client.search_runs([exp], f"tags.`saerl.run_id` = '{run_id}'")[0].info.run_id
+    return {r.data.tags["saerl.stage_run"]: r.data.params
+            for r in client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent}'")}
+
+
+def test_a_computed_stage_runs_mlflow_params_show_its_upstream_settings_as_a_cached_ones_do(warm_root):
+    """A stage run that computed had only its own config slice as params (its upstream settings were read from its
+    own record, which it gets at its end): a mix-ratio sweep's training runs showed no curriculum.mix_ratio in
+    MLflow's compare view, while a cached run had them all. Computed and cached runs of a stage now log the same
+    params: its own slice and those of every stage run upstream of it."""
+    root, first = warm_root
+    computed = _stage_params(root, first["run_id"])
+    cached = _stage_params(root, _run(root)["run_id"])
+    train = computed["train:saerl:0"]
+    assert train["curriculum.mix_ratio"] == "0.2" and "score.n_clusters" in train, sorted(train)
+    assert "curriculum.mix_ratio" not in computed["train:vanilla:0"], "vanilla reads no curriculum"
+    for downstream in ("heldout:saerl:0", "evaluate"):
+        assert {"curriculum.mix_ratio", "score.n_clusters", "train.learning_rate"} <= set(computed[downstream])
+    assert "score.n_clusters" in computed["curriculum"] and "sae.expansion" in computed["score"]
+    assert sorted(computed) == sorted(cached) == sorted(first["stages"])
+    for name in computed:
+        assert sorted(computed[name]) == sorted(cached[name]), name
+
+
 def test_prefect_results_are_plain_json_never_pickles(warm_root):
     """Every persisted Prefect result (the stage tasks' cache records and the flow's own) is plain JSON: a cache
     hit decodes no pickle and imports nothing a record names."""
