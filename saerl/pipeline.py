@@ -733,20 +733,30 @@ def local_models(cfg: PipelineConfig, stage: str) -> dict[str, tuple[str, str | 
 # the stages that read ingest's rows and none of its label columns but these (extract: ids and prompts; label: ids,
 # prompts, answers and the labelled flag, saerl.labels.labelled_subset; score: ids and prompts, the difficulty and
 # quality labels and the labelled flag, saerl.scoring.align_inputs, quality_labels: its fits read no topic, and only
-# the properties stage's report reads the defect kinds; train: ids, prompts and answers, its held-out curve reads no
-# label either, saerl.stages.unread_fields): they key on ingest's rows (:func:`rows_key`, input "ingest_rows"), so
-# mapping another label column reruns neither extraction, labelling nor the vanilla arm's training, and another topic
-# or defect column no scoring, curriculum nor training
+# the properties stage's report reads the defect kinds; properties: ids, prompts and every label, the cluster-vs-topic
+# report and out-of-distribution folds (topic), the report's difficulty and quality models (difficulty, quality,
+# labelled) and its AUROC per defect kind (defect), saerl.scoring.property_report, saerl.runners.write_score_plots;
+# train: ids, prompts and answers, its held-out curve reads no label either, saerl.stages.unread_fields; evaluate: the
+# prompts alone, for the held-out overlap note, saerl.runners.held_out_overlap): they key on ingest's rows
+# (:func:`rows_key`, input "ingest_rows"), so mapping another label column reruns neither extraction, labelling nor
+# the vanilla arm's training, another topic or defect column no scoring, curriculum nor training, and a data file
+# changed in nothing they read (another row order, an unmapped column) no property report nor evaluation. No stage
+# reads ingest's rejected.parquet nor its summary
 ROWS_VERSION = "rows_version"  # an ingest manifest's field: the version its kept rows were written by (rows_version)
 ROWS_READERS: dict[str, tuple[str, ...]] = {"extract": (), "label": ("data.labelled",),
-                                            "score": ("data.difficulty", "data.quality", "data.labelled"), "train": ()}
+                                            "score": ("data.difficulty", "data.quality", "data.labelled"),
+                                            "properties": ("data.topic", "data.difficulty", "data.quality",
+                                                           "data.labelled", "data.defect"),
+                                            "train": (), "evaluate": ()}
 # the columns of ingest's prompts.parquet each ROWS_READERS stage reads besides its label columns (those of its
 # ROWS_READERS fields, :func:`rows_columns`): extract ids and prompts (saerl.runners.compute_extract); label ids,
-# prompts and gold answers (saerl.labels.pass_rates); score ids and prompts, never an answer (saerl.scoring.align_inputs);
-# train ids, prompts and answers (saerl.rl.train_grpo, the vanilla order: saerl.runners.training_order). None reads
-# answer_raw, row (the line in the file), topic or defect
+# prompts and gold answers (saerl.labels.pass_rates); score and properties ids and prompts, never an answer
+# (saerl.scoring.align_inputs); train ids, prompts and answers (saerl.rl.train_grpo, the vanilla order:
+# saerl.runners.training_order); evaluate the prompts alone (saerl.runners.held_out_overlap). None reads answer_raw
+# nor row (the line in the file)
 ROWS_COLUMNS: dict[str, tuple[str, ...]] = {"extract": ("id", "prompt"), "label": ("id", "prompt", "answer"),
-                                            "score": ("id", "prompt"), "train": ("id", "prompt", "answer")}
+                                            "score": ("id", "prompt"), "properties": ("id", "prompt"),
+                                            "train": ("id", "prompt", "answer"), "evaluate": ("prompt",)}
 ROWS_CONTENT = "rows_content"  # an ingest manifest's field: {ROWS_READERS stage: rows_digest of the columns it reads},
 # noted by the ingest runner (saerl.runners.compute_ingest) from the prompts.parquet it wrote
 ROWS_HASH_BATCH = 4096  # rows hashed per JSON line by rows_digest (part of the digest: changing it changes every key)

@@ -711,11 +711,12 @@ VERIFY_PART = "+verify"  # between a VERIFYING stage's own version and the verif
 
 
 # the ingest version whose kept rows (prompts.parquet: ids, prompts, answers, labels) the code writes now. The stages
-# that read ingest's rows (saerl.pipeline.ROWS_READERS: extract, label, score, train) key on it, not on ingest's own
-# version, so a change of what ingest writes beside the rows (rejected.parquet's details, its summary) reruns ingest
-# alone, not the extraction and all after it. Bump it to ingest's version when a change alters the kept rows
-# (tests/test_stages.py pins the rows of a sample ingest for each value). 16: the kept rows in id order
-# (saerl.data.in_id_order), not file order, so the same rows in another file order key every reader as the file does.
+# that read ingest's rows (saerl.pipeline.ROWS_READERS: extract, label, score, properties, train, evaluate: every
+# stage that reads ingest) key on it, not on ingest's own version, so a change of what ingest writes beside the rows
+# (rejected.parquet's details, its summary) reruns ingest alone, not the extraction and all after it. Bump it to
+# ingest's version when a change alters the kept rows (tests/test_stages.py pins the rows of a sample ingest for each
+# value). 16: the kept rows in id order (saerl.data.in_id_order), not file order, so the same rows in another file
+# order key every reader as the file does.
 INGEST_ROWS_VERSION = "16"
 
 

@@ -745,7 +745,8 @@ def test_a_held_out_file_without_an_id_column_is_read_with_id_false_beside_a_map
 
 
 def test_a_built_ingest_gives_its_rows_key_from_its_manifest_and_a_planned_one_from_the_config(tmp_path, cpu_machine):
-    """Before ingest runs, a ROWS_READERS stage's ingest_rows (extract, label, score, train) comes from the config
+    """Before ingest runs, a ROWS_READERS stage's ingest_rows (extract, label, score, properties, train, evaluate)
+    comes from the config
     (the data file's hash); once ingest is built, from its manifest, so a data file edited since cannot give a key
     for rows that were never read. The two agree while the file is unchanged, with every label column mapped (each
     stage leaves out the ones it does not read)."""
@@ -759,7 +760,7 @@ def test_a_built_ingest_gives_its_rows_key_from_its_manifest_and_a_planned_one_f
     cfg = load_config(None, ["data.source=file", f"data.path={f}", *labels, f"runtime.artifact_root={tmp_path / 'root'}"])
     built = run_stage(ArtifactStore(tmp_path / "root"), cfg, "ingest", {}).ref
     planned = ArtifactRef("ingest", built.key, "")
-    assert set(ROWS_READERS) == {"extract", "label", "score", "train"}
+    assert set(ROWS_READERS) == {"extract", "label", "score", "properties", "train", "evaluate"}
     rows = {stage: input_keys(cfg, stage, {"ingest": built})["ingest_rows"] for stage in ROWS_READERS}
     for stage in ROWS_READERS:
         assert "ingest" not in input_keys(cfg, stage, {"ingest": built}), stage
@@ -799,9 +800,10 @@ def test_the_stages_reading_ingests_rows_key_on_the_columns_they_read_not_on_the
     """A data file changed in nothing a stage reads keeps its ingest_rows key (the ingest manifest records the
     content of the columns each ROWS_READERS stage reads): a renamed or an added column no field maps and rows
     appended past data.max_rows rerun ingest alone, where they reran extraction, the SAE, labelling, scoring and
-    every training run to byte-identical results. An answer fix keeps extraction and scoring (they read no answer)
-    and reruns labelling and training; a prompt fix reruns all four; another labelled flag reruns labelling and
-    scoring, not extraction nor training."""
+    every training run, the property report and evaluate to byte-identical results. An answer fix keeps extraction,
+    scoring, the report and evaluate (they read no answer) and reruns labelling and training; a prompt fix reruns
+    them all; another labelled flag reruns labelling, scoring and the report, not extraction, training nor
+    evaluate."""
     base = [_rows(i) for i in range(12)]
     keys = _ingest_rows_keys(tmp_path, base)
 
@@ -810,23 +812,25 @@ def test_the_stages_reading_ingests_rows_key_on_the_columns_they_read_not_on_the
         assert other["ingest"] != keys["ingest"] or overrides, "ingest itself reruns: its file changed"
         return {stage for stage in keys if stage != "ingest" and other[stage] == keys[stage]}
 
-    every = {"extract", "label", "score", "train"}
+    every = {"extract", "label", "score", "properties", "train", "evaluate"}
     renamed = [{("steps" if k == "n_steps" else k): v for k, v in r.items()} for r in base]
     assert kept(renamed) == every, "a renamed column no field maps"
     assert kept([r | {"rating": 5} for r in base]) == every, "an added column"
     assert kept(base + [_rows(i) for i in range(12, 20)], "data.max_rows=12") == every, "rows past data.max_rows"
     fixed = [_rows(i, answer="999") if i == 3 else r for i, r in enumerate(base)]
-    assert kept(fixed) == {"extract", "score"}, "an answer fix"
+    assert kept(fixed) == {"extract", "score", "properties", "evaluate"}, "an answer fix"
     assert kept([_rows(i, prompt="What is 3 + 1?") if i == 3 else r for i, r in enumerate(base)]) == set(), "a prompt"
-    assert kept([_rows(i, lab=not r["lab"]) if i == 3 else r for i, r in enumerate(base)]) == {"extract", "train"}
+    flipped = [_rows(i, lab=not r["lab"]) if i == 3 else r for i, r in enumerate(base)]
+    assert kept(flipped) == {"extract", "train", "evaluate"}, "another labelled flag"
 
 
 def test_a_row_cap_that_keeps_the_same_rows_retrains_nothing_with_eval_sets(tmp_path, cpu_machine):
     """data.max_rows past the file's end (10000 on a 30-row file), or moved between two values both past it, kept the
     rows the readers key on but still retrained every arm and evaluated it again when the config had eval.sets: train
     keyed the cap in its config slice though it reads the sets whole and its rows through ingest's content. Once
-    ingest is built (its key moves with the cap: ingest, properties and evaluate rerun), every other planned key is
-    the uncapped config's; a cap that cuts rows still retrains."""
+    ingest is built (its key moves with the cap: ingest reruns), every other planned key is
+    the uncapped config's; a cap that cuts rows still retrains. The property report and evaluate key on the rows they
+    read too (ROWS_READERS), so ingest alone reruns."""
     from saerl.pipeline import run_stage
     from saerl.sweep import planned_run_keys
 
@@ -841,7 +845,7 @@ def test_a_row_cap_that_keeps_the_same_rows_retrains_nothing_with_eval_sets(tmp_
         return planned_run_keys(cfg)
 
     whole = planned()
-    rerun = {"ingest", "properties", "evaluate"}
+    rerun = {"ingest"}
     for cap in ("data.max_rows=30", "data.max_rows=10000", "data.max_rows=20000"):
         moved = {name for name, key in planned(cap).items() if whole[name] != key}
         assert moved == rerun, (cap, moved)
@@ -853,9 +857,10 @@ def test_a_shuffled_copy_of_a_data_file_plans_the_files_keys_from_extraction_on(
     """Ingest wrote its kept rows in file order and its readers key on their digest in row order, so the same rows in
     another file order planned new keys for extraction and everything after it (to the same results, up to float
     noise). Ingest now writes them in id order: a shuffled copy of a file gives the same prompts.parquet but for its
-    `row` column (the file's row), and, once its ingest is built, the file's key for every stage run but ingest and
-    the two that key on ingest's own key (properties, evaluate); the label stage and both arms' training included. A
-    copy with a row changed still moves them. A held-out set is read in id order too."""
+    `row` column (the file's row), and, once its ingest is built, the file's key for every stage run but ingest; the
+    label stage, both arms' training, the property report and evaluate included (they keyed on ingest's own key, the
+    data file's hash, though they read its rows alone: saerl.pipeline.ROWS_READERS). A copy with a row changed still
+    moves them. A held-out set is read in id order too."""
     import random
 
     import polars as pl
@@ -895,9 +900,47 @@ def test_a_shuffled_copy_of_a_data_file_plans_the_files_keys_from_extraction_on(
     kept = [written["file"], written["shuffled"]]
     assert kept[0]["id"].to_list() == sorted(kept[0]["id"].to_list())
     assert kept[0].drop("row").equals(kept[1].drop("row")) and not kept[0]["row"].equals(kept[1]["row"])
-    assert moved == {"ingest", "properties", "evaluate"}, moved
+    assert {"properties", "evaluate"} <= set(whole)
+    assert moved == {"ingest"}, moved
     changed = {name for name, key in planned("changed").items() if whole[name] != key}
-    assert {"label", "train:saerl:0", "train:vanilla:0"} <= changed, changed
+    assert {"label", "train:saerl:0", "train:vanilla:0", "properties", "evaluate"} <= changed, changed
+
+
+def test_the_property_report_still_reruns_for_a_label_it_reads_and_evaluate_for_a_prompt(tmp_path, cpu_machine):
+    """The property report and evaluate key on the rows they read (ROWS_READERS), not on ingest's own key, so a
+    shuffled copy of a file reuses them; they must not key on too little: one row's topic or defect kind changed in
+    the file (which only the report reads: its cluster-vs-topic metrics and out-of-distribution folds, its AUROC per
+    defect kind) plans a new report and nothing else but ingest, evaluate included (it reads no label), and one
+    row's prompt changed under the same id gives evaluate other rows (its held-out overlap note reads the training
+    prompts) and a new plan."""
+    from saerl.pipeline import run_stage
+    from saerl.sweep import planned_run_keys
+
+    rows = [{"pid": f"p{i}", "question": f"What is {i} + {3 * i}?", "answer": str(4 * i), "top": f"t{i % 3}",
+             "q": i % 2, "kind": "none"} for i in range(24)]
+    held = tmp_path / "held.jsonl"
+    held.write_text("".join(json.dumps({"question": f"{i} + 2?", "answer": str(i + 2)}) + "\n" for i in range(6)))
+
+    def planned(name: str, frame: list[dict]) -> tuple[dict[str, str], str]:
+        f = tmp_path / f"{name}.jsonl"
+        f.write_text("".join(json.dumps(r) + "\n" for r in frame))
+        cfg = load_config(None, ["data.source=file", f"data.path={f}", "data.id=pid", "data.topic=top",
+                                 "data.quality=q", "data.defect=kind", f"eval.sets.h={held}",
+                                 "train.arms=[saerl,vanilla]", f"runtime.artifact_root={tmp_path / 'root'}"])
+        built = run_stage(ArtifactStore(tmp_path / "root"), cfg, "ingest", {}).ref  # as a run plans once it finished
+        return planned_run_keys(cfg), input_keys(cfg, "evaluate", {"ingest": built})["ingest_rows"]
+
+    whole, rows_read = planned("file", rows)
+    assert {"properties", "evaluate", "score", "train:vanilla:0"} <= set(whole)
+
+    def moved(name: str, row: dict) -> set[str]:
+        return {run for run, key in planned(name, [row, *rows[1:]])[0].items() if whole[run] != key}
+
+    assert moved("topic", {**rows[0], "top": "t9"}) == {"ingest", "properties"}, "another topic"
+    assert moved("defect", {**rows[0], "kind": "typo"}) == {"ingest", "properties"}, "another defect kind"
+    reworded = {**rows[0], "question": "What is 0 + 100?"}
+    assert {"properties", "evaluate"} <= moved("prompt", reworded), "a prompt"
+    assert planned("prompt", [reworded, *rows[1:]])[1] != rows_read, "evaluate reads the prompts, not only the ids"
 
 
 def test_an_ingest_built_before_its_rows_content_was_recorded_keeps_its_readers_keys(tmp_path, cpu_machine):
@@ -1052,8 +1095,8 @@ def test_mapping_another_label_column_reruns_neither_extraction_nor_labelling(tm
 def test_a_topic_or_defect_column_reruns_no_scoring_curriculum_nor_training(cpu_machine):
     """The score stage reads the difficulty and quality labels and the labelled flag of ingest's rows, never the
     topic (the cluster-vs-topic report and the out-of-distribution folds are the properties stage's) nor the defect
-    kinds (the report's AUROC per kind): unmapping either reruns ingest, the report and evaluate (which reads the
-    ingested prompts), not the scores, the curriculum, any arm's training or a held-out evaluation (the smoke
+    kinds (the report's AUROC per kind): unmapping either reruns ingest and the report, not evaluate (which reads the
+    ingested prompts alone), the scores, the curriculum, any arm's training or a held-out evaluation (the smoke
     config's only held-out set is the testbed's, read with no data field); a quality column still reruns scoring."""
     from saerl.sweep import planned_run_keys
 
@@ -1066,7 +1109,7 @@ def test_a_topic_or_defect_column_reruns_no_scoring_curriculum_nor_training(cpu_
 
     assert {"score", "curriculum", "train:order_only:0", "train:filter_only:0", "heldout:base:0"} <= set(keys)
     for unmapped in ("data.defect=null", "data.topic=null"):
-        assert changed(unmapped) == {"ingest", "properties", "evaluate"}, unmapped
+        assert changed(unmapped) == {"ingest", "properties"}, unmapped
     requalified = changed("data.quality=null")
     assert {"score", "curriculum", "train:saerl:0", "train:filter_only:0"} <= requalified, requalified
     assert "train:vanilla:0" not in requalified
@@ -1648,9 +1691,10 @@ def test_a_wall_clock_step_during_a_stage_run_changes_no_recorded_seconds(tmp_pa
 @pytest.mark.slow
 def test_a_renamed_column_no_field_maps_reruns_only_what_reads_ingest_whole(tmp_path, one_torch_thread):
     """The smoke pipeline on a data file (the testbed world's pool), then the same file with a column no field maps
-    renamed (n_steps -> steps): ingest reruns (its file changed), and so do the property report and evaluate, which
-    read ingest's other columns and files (topic, defect, the overlap note); extraction, the SAE, encoding, labelling,
-    scoring, the curriculum and every training and held-out run are reused, where all of them reran before."""
+    renamed (n_steps -> steps): ingest reruns (its file changed) alone; extraction, the SAE, encoding, labelling,
+    scoring, the property report, the curriculum, every training and held-out run and evaluate are reused, where all
+    of them reran before (and the report and evaluate, which read ingest's rows alone, reran until they keyed on
+    them: saerl.pipeline.ROWS_READERS)."""
     import polars as pl
 
     root, f = tmp_path / "root", tmp_path / "train.jsonl"
@@ -1668,7 +1712,7 @@ def test_a_renamed_column_no_field_maps_reruns_only_what_reads_ingest_whole(tmp_
     pool.rename({"n_steps": "steps"}).write_ndjson(f)
     again = run_all(ArtifactStore(root), cfg)
     computed = {name for name, result in again.items() if result.computed}
-    assert computed == {"ingest", "properties", "evaluate"}, computed
+    assert computed == {"ingest"}, computed
     assert {name: again[name].ref.key for name in again if name not in computed} == {
         name: first[name].ref.key for name in again if name not in computed}
 
@@ -1679,9 +1723,9 @@ def test_a_data_file_in_another_row_order_reuses_what_the_file_built_from_extrac
     sample, the label stage's chunks and the score stage's fits go by id), but ingest wrote its kept rows in file order
     and its readers keyed on their digest in row order, so a shuffled copy of a file extracted, trained the SAE,
     encoded, labelled, scored and ordered again, to the same results up to extraction's float noise. Ingest writes
-    them in id order now: the copy's run computes ingest (keyed on its file's hash) and the property report (keyed on
-    ingest's key) alone and reuses every other stage the file's run built, the label stage included. Duplicate prompts
-    are left out of the file: ingest keeps the first in file order."""
+    them in id order now: the copy's run computes ingest (keyed on its file's hash) alone and reuses every other stage
+    the file's run built, the label stage and the property report (keyed on the rows it reads, no longer on ingest's
+    key) included. Duplicate prompts are left out of the file: ingest keeps the first in file order."""
     import polars as pl
 
     from saerl.data import duplicate_key
@@ -1701,9 +1745,9 @@ def test_a_data_file_in_another_row_order_reuses_what_the_file_built_from_extrac
         runs.append(run_all(ArtifactStore(root), cfg, until="curriculum"))
     first, other = runs
     assert {"extract", "sae", "encode", "label", "score", "curriculum"} <= set(other)
-    assert {stage for stage, res in other.items() if res.computed} == {"ingest", "properties"}
-    assert {stage: res.ref.key for stage, res in other.items() if stage not in ("ingest", "properties")} == {
-        stage: first[stage].ref.key for stage in other if stage not in ("ingest", "properties")}
+    assert "properties" in other and {stage for stage, res in other.items() if res.computed} == {"ingest"}
+    assert {stage: res.ref.key for stage, res in other.items() if stage != "ingest"} == {
+        stage: first[stage].ref.key for stage in other if stage != "ingest"}
     prompts = [pl.read_parquet(Path(r["ingest"].ref.path) / "prompts.parquet", glob=False) for r in runs]
     assert prompts[0]["id"].to_list() == sorted(pool["id"].to_list())
     assert prompts[0].drop("row").equals(prompts[1].drop("row"))
