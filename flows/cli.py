@@ -930,7 +930,8 @@ def _add_artifact_commands(sub: argparse._SubParsersAction) -> None:
                    "as a JSON array (outcome, stage, signal or error, start and end times, counts per run)")
     s.add_argument("--check", action="store_true", help=f"exit with how the run ended: {EXIT_OK} ok, {EXIT_FAILED} "
                    f"failed, {EXIT_NOT_ENDED_OK} stopped or killed, {EXIT_RUNNING} still running")
-    s.add_argument("--list", action="store_true", help="list the recent runs instead")
+    s.add_argument("--list", action="store_true", help="list the recent runs instead, one row each (its sweep, how it "
+                   "ended, the overrides and --until it ran with)")
     s.add_argument("--limit", type=_positive_int, default=LIST_LIMIT, help=f"runs listed by --list (default {LIST_LIMIT})")
     s.set_defaults(fn=cmd_status)
 

@@ -70,6 +70,7 @@ from saerl.pipeline import (
 from saerl.report import recorded_config
 from saerl.runs import (
     ENDED,
+    EQUIVALENT,
     FAILED,
     FAILED_CHARS,
     GIT,
@@ -613,7 +614,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
     # kept in the record: a later relog tags this code, these versions and machine, not the relog's
     extra: dict[str, Any] = {RUNNING: True, GIT: git_tags(), PREFECT_TAGS: prefect,  # RUNNING until it ends, either way
                              VERSIONS: installed, MACHINE: build_machine(), UNTIL: until,
-                             INVOCATION: redact(invocation) if invocation else f"(equivalent) {rerun_command(until)}"}
+                             INVOCATION: redact(invocation) if invocation else f"{EQUIVALENT}{rerun_command(until)}"}
     if sweep:
         extra |= {SWEEP: sweep["id"], SETTING: label, SWEEP_PARAMS: sweep.get("params") or {}}
     record = RunRecord(name=cfg.name, run_id=run_id or new_run_id(), config=redacted(flatten(cfg)), extra=extra)

@@ -18,6 +18,7 @@ import base64
 import html
 import logging
 import math
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ from saerl.runs import (
     explain,
     ordered_stages,
     previous_stage_runs,
+    runs_of,
     stage_of,
     unfinished,
 )
@@ -112,6 +114,7 @@ class RunReport:
     notes: list[tuple[str, str]] = field(default_factory=list)  # (stage run, note) from every manifest's notes, in order
     label_profile: str | None = None  # the label stage's pass-rate profile (its manifest's profile), when it ran
     unfinished: str | None = None  # how a record still marked running reads (saerl.runs.unfinished): running, killed
+    elsewhere: str = ""  # for a run with no evaluate stage: where the root's newest comparison is (comparison_elsewhere)
 
 
 READ_STAGES = ("score", "properties", "curriculum", "evaluate")  # the stages whose tables a report reads (verified first)
@@ -172,6 +175,8 @@ def load_report(root: Path, run_id: str = "latest") -> RunReport:
 
     record = load_run(Path(root), run_id)  # its paths under `root` (load_run relocates them)
     report = RunReport(record, unfinished=unfinished(Path(root), record))
+    if "evaluate" not in record.stages:
+        report.elsewhere = comparison_elsewhere(Path(root), record)
     store = ArtifactStore(root)
     sae: dict[str, float] = {}
     for rec in ordered_stages(record):
@@ -207,6 +212,28 @@ def load_report(root: Path, run_id: str = "latest") -> RunReport:
         report.data["clusters"] = float(report.clusters.height)
     report.data |= sae
     return report
+
+
+def newest_evaluated(root: Path, exclude: str | None = None) -> RunRecord | None:
+    """The newest run under `root` (other than `exclude`) whose record has an evaluate stage, of any config name
+    (saerl.runs.runs_of: unreadable records skipped); None when there is none. in: artifact root, a run id to leave
+    out; out: its record or None."""
+    return next((r for r in runs_of(root, None, exclude) if "evaluate" in r.stages), None)
+
+
+def comparison_elsewhere(root: Path, record: RunRecord) -> str:
+    """What the report of a run with no evaluate stage (an --until preview, a run newer than the last full one: the
+    'latest' a bare `saerl report` shows) says after 'nothing to compare': the newest run under `root` that has one
+    (:func:`newest_evaluated`) and the command that shows it ('the newest run with one is 2026... (smoke,
+    mix_ratio=0.8), started ...: `saerl report 2026... --root R`'), or that no run there has one and how to make one.
+    in: artifact root, the record; out: the text."""
+    found = newest_evaluated(root, record.run_id)
+    where = f"--root {shlex.quote(str(root))}"
+    if found is None:
+        return f"no run under {root} has one yet: `saerl run CONFIG {where}` without --until makes one"
+    setting = f", {found.extra[SETTING]}" if found.extra.get(SETTING) else ""
+    return (f"the newest run with one is {found.run_id} ({found.name}{setting}), started {format_time(found.started)}: "
+            f"`saerl report {found.run_id} {where}`")
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -443,7 +470,10 @@ def sections(report: RunReport) -> list[tuple[str, Body]]:
         out.append(("Arms", f"the run did not finish ({report.unfinished}): run the same config again, the stages it "
                     "finished are reused"))
     else:
-        out.append(("Arms", "no evaluate stage in this run: nothing to compare"))
+        until = report.record.extra.get(UNTIL)
+        ran = f" (it ran --until {until})" if until else ""
+        out.append(("Arms", f"no evaluate stage in this run{ran}: nothing to compare"
+                    + (f"; {report.elsewhere}" if report.elsewhere else "")))
     if report.gains is not None and report.gains.height:
         out.append((GAINS_TITLE, Noted(gains_table(report.gains, report.k_samples),
                                        interval_notes(report.gains) + failure_notes(report.gains))))

@@ -53,6 +53,11 @@ VERSIONS = "versions"  # RunRecord.extra key: the library versions installed at 
 MACHINE = "machine"  # RunRecord.extra key: the machine the run started on (saerl.artifacts.build_machine)
 INVOCATION = "invocation"  # RunRecord.extra key: the command that started the run (credentials masked), or its
 # equivalent on the run's logged config file for a run started otherwise (a sweep child, a test, Python)
+EQUIVALENT = "(equivalent) "  # how such an equivalent INVOCATION starts: its words (NEW_ROOT, ...) are placeholders,
+# not what the run was given
+OVERRIDE_WORD = re.compile(r"[A-Za-z_]\w*(?:\.\w+)*=")  # how a command line's dotted override KEY=VALUE starts
+VALUE_OPTIONS = ("--root", "--until")  # options of `saerl run` and `saerl demo` whose value is the next word (a root
+# path such as 'runs=old' is no override)
 UNTIL = "until"  # RunRecord.extra key: the stage the run was asked to stop after (--until), None for every stage
 PREFECT_TAGS = "prefect"  # RunRecord.extra key: the Prefect flow run (and deployment) it ran in, as MLflow tags
 SWEEP = "sweep"  # RunRecord.extra key of an ablation's child run: the id of its sweep (ROOT/sweeps/<id>/)
@@ -408,6 +413,25 @@ def code_summary(extra: Mapping[str, Any]) -> str:
         return (f"commit {commit[:12]} with uncommitted changes (diff {tags.get(GIT_PREFIX + 'diff', 'unknown')}: "
                 f"{tags.get(GIT_PREFIX + 'dirty_files', '')})")
     return f"commit {commit[:12]}, {'clean' if dirty == 'false' else 'dirty flag unknown'}"
+
+
+def run_overrides(extra: Mapping[str, Any]) -> list[str]:
+    """The dotted overrides (KEY=VALUE) a run was started with, in order, as its command (extra INVOCATION) gives them:
+    'saerl run configs/smoke.yaml --root R curriculum.seed=3 --until curriculum' -> ['curriculum.seed=3'] (a
+    deployment's '(deployment) saerl run ...' alike). [] for a run given none, a record with no command, one whose
+    command is an equivalent (EQUIVALENT: a sweep child's, whose setting says what it changed; a run started from
+    Python), or one whose command cannot be split into words. in: RunRecord.extra; out: the overrides, as given."""
+    import shlex
+
+    command = extra.get(INVOCATION)
+    if not isinstance(command, str) or command.startswith(EQUIVALENT):
+        return []
+    try:
+        words = shlex.split(command)
+    except ValueError:  # an unbalanced quote: say nothing rather than something wrong
+        return []
+    return [word for before, word in zip(["", *words], words, strict=False)
+            if before not in VALUE_OPTIONS and OVERRIDE_WORD.match(word)]
 
 
 def stage_of(run_name: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from saerl.runs import (
     STILL_RUNNING,
     STOPPED,
     SWEEP,
+    UNFINISHED,
     UNTIL,
     RunRecord,
     ahead_of_clock,
@@ -43,6 +45,7 @@ from saerl.runs import (
     load_run,
     ordered_stages,
     read_run,
+    run_overrides,
     run_path,
     stage_of,
     unfinished,
@@ -62,6 +65,10 @@ IN_PROGRESS = "in_progress"  # RunRecord.extra key while a run goes: {stage run:
 CLOCK_FORMAT = "%H:%M:%S"  # a time of today (local)
 DAY_SECONDS, HOUR_SECONDS, MINUTE_SECONDS = 86400, 3600, 60
 FUTURE_MARK = "(in the future)"  # after the start of a run that started in the future (saerl.runs.ahead_of_clock)
+SWEEP_TAIL = 4  # characters of a sweep child's sweep id `status --list` shows: its random end, which tells the
+# root's sweeps apart and ends its folder's name (ROOT/sweeps/*<them>/; `--list --json` gives the whole id)
+EXPLAINED_ENDINGS = (KILLED, UNFINISHED)  # how a run ended that `status --list` shows as the word before its colon,
+# the whole text once under the table (a 170-character 'killed: ...' cell widened every row before the last column)
 
 
 def disk_bytes(folder: Path) -> int:
@@ -357,31 +364,59 @@ def stage_counts(record: RunRecord) -> tuple[int, int, int, float, int]:
     return len(runs), computed, len(runs) - computed, float(sum(s.seconds for s in runs)), sum(s.bytes for s in runs)
 
 
+def sweep_cell(record: RunRecord) -> str:
+    """`status --list`'s sweep column: the last SWEEP_TAIL characters of a sweep child's sweep id (two sweeps' children
+    of the same setting read alike without it), '' for a run of no sweep. in: the record; out: the cell."""
+    sweep = record.extra.get(SWEEP)
+    return str(sweep)[-SWEEP_TAIL:] if sweep else ""
+
+
+def ran_with(record: RunRecord) -> str:
+    """`status --list`'s last column: the overrides the run was started with (saerl.runs.run_overrides, from its
+    command) and its --until stage, as a command line writes them ('curriculum.seed=3 --until curriculum'); '' for a
+    run given neither (a sweep child's overrides are its setting). in: the record; out: the text."""
+    until = record.extra.get(UNTIL)
+    return shlex.join([*run_overrides(record.extra), *(["--until", str(until)] if until else [])])
+
+
+def ended_cell(text: str) -> tuple[str, str]:
+    """How :func:`ended`'s text shows in `status --list`'s ended column: one of EXPLAINED_ENDINGS as the word before
+    its colon ('killed'), with the whole text for a line under the table; any other as it is, with ''.
+    in: the text; out: (the cell, the line under the table or '')."""
+    return (text.split(":", 1)[0], text) if text in EXPLAINED_ENDINGS else (text, "")
+
+
 def list_status(root: Path, limit: int = LIST_LIMIT, now: float | None = None, width: int | None = None) -> str:
-    """`saerl status --list`: the `limit` newest runs, newest first: id, config name, a sweep child's setting, start,
-    stage runs, computed and cached counts, total seconds, recorded MB and how it ended (:func:`ended`). An
-    unreadable record is listed as such. A run that started in the future (saerl.runs.ahead_of_clock, against `now`,
-    default the current time) has FUTURE_MARK after its start, and a line under the table says what that means.
-    in: artifact root, how many, the time now, the columns its lines fit (how a run ended wrapped under its column:
-    :func:`format_run`; None: one line per run); out: the text."""
+    """`saerl status --list`: the `limit` newest runs, newest first: id, config name, a sweep child's setting and
+    sweep (:func:`sweep_cell`), start, stage runs, computed and cached counts, total seconds, recorded MB, how it ended
+    (:func:`ended`; killed and unfinished as one word, :func:`ended_cell`, explained once under the table) and what it
+    was run with (:func:`ran_with`: its overrides and --until). An unreadable record is listed as such. A run that
+    started in the future (saerl.runs.ahead_of_clock, against `now`, default the current time) has FUTURE_MARK after
+    its start, and a line under the table says what that means.
+    in: artifact root, how many, the time now, the columns its lines fit (what a run was run with wrapped under its
+    column: :func:`format_run`; None: one line per run); out: the text."""
     runs = recent_records(root, limit)
     if not runs:
         return f"no runs under {Path(root) / RUNS_DIR}"
-    rows = [("run", "name", "setting", "started", "stages", "computed", "cached", "seconds", "MB", "ended")]
-    future = 0
+    rows = [("run", "name", "setting", "sweep", "started", "stages", "computed", "cached", "seconds", "MB", "ended",
+             "ran with")]
+    future, explained = 0, []
     for path, r in runs:
         if isinstance(r, ValueError):
-            rows.append((path.stem, "<unreadable record>", "", "", "", "", "", "", "", ""))
+            rows.append((path.stem, "<unreadable record>", *[""] * (len(rows[0]) - 2)))
             continue
         stages, computed, cached, seconds, size = stage_counts(r)
         ahead = bool(ahead_of_clock(r, now))
         future += ahead
         started = f"{format_time(r.started)} {FUTURE_MARK}" if ahead else format_time(r.started)
-        rows.append((r.run_id, r.name, str(r.extra.get(SETTING, "")), started, str(stages), str(computed),
-                     str(cached), f"{seconds:.1f}", f"{size / MB:.2f}", ended(root, r)))
+        end, why = ended_cell(ended(root, r))
+        if why and why not in explained:
+            explained.append(why)
+        rows.append((r.run_id, r.name, str(r.extra.get(SETTING, "")), sweep_cell(r), started, str(stages),
+                     str(computed), str(cached), f"{seconds:.1f}", f"{size / MB:.2f}", end, ran_with(r)))
     note = [f"{FUTURE_MARK}: {future} runs started later than this machine's clock reads now: {CLOCK_OFF}; "
             f"{LATEST_NOTE}"] if future else []
-    return "\n".join(_table(rows, width) + fit_lines(note, width))
+    return "\n".join(_table(rows, width) + fit_lines(explained + note, width))
 
 
 UNREADABLE = "unreadable"  # the outcome `status --list --json` gives a record it cannot read (its `error` says why)

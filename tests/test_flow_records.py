@@ -353,14 +353,15 @@ def test_a_run_killed_mid_way_is_listed_unfinished_not_ok(tmp_path, monkeypatch)
     cfg = load_config(SMOKE, [f"runtime.artifact_root={tmp_path}", "tracking.enabled=false"])
     fp.pipeline_flow.fn(config=cfg.model_dump(mode="json"), until="ingest")
     ((killed, line),) = seen
-    assert killed.extra[RUNNING] is True and list(killed.stages) == ["testbed"] and line.endswith(STILL_RUNNING)
+    assert killed.extra[RUNNING] is True and list(killed.stages) == ["testbed"] and \
+        line.split()[-3:] == [STILL_RUNNING, "--until", "ingest"]
     assert ENDED not in killed.extra, "a run under way has not ended"
     assert killed.extra[PLANNED] == planned_run_keys(cfg, "ingest") and set(killed.extra[PLANNED]) == {"testbed", "ingest"}
     done = load_run(tmp_path, "latest")
     assert RUNNING not in done.extra and PLANNED not in done.extra and set(done.stages) == {"testbed", "ingest"}
     assert done.started <= done.extra[ENDED] <= time.time(), "the record says when the run ended"
     assert not live_path(tmp_path, done.run_id).exists()
-    assert list_status(tmp_path).splitlines()[1].endswith("ok")
+    assert list_status(tmp_path).splitlines()[1].split()[-3:] == ["ok", "--until", "ingest"]
 
 
 class ComputedFuture:

@@ -133,6 +133,42 @@ def test_report_of_a_collected_evaluate_says_it_is_gone_not_absent(tmp_path):
     assert "no evaluate stage" not in text and "evaluate artifact is gone from disk" in text
 
 
+def test_report_of_a_preview_names_the_newest_run_with_a_comparison(tmp_path, capsys):
+    """`saerl report` (latest) after an --until preview said 'nothing to compare' and not where the last comparison
+    is. It still reports the preview (its own tables), and names the newest run with an evaluate stage, of any
+    config, and the command that shows it; on a root with none it says so."""
+    from flows.cli import main
+    from saerl.report import format_text, load_report, render_html
+    from saerl.runs import SETTING, SWEEP, UNTIL, RunRecord, StageRecord, save_run
+
+    def run(name: str, run_id: str, stages: tuple[str, ...], **extra: object) -> RunRecord:
+        record = RunRecord(name=name, run_id=run_id, started=0.0, extra=dict(extra), stages={s: StageRecord(
+            stage=s, key=s[0] * 16, status="computed", reason="computed: first", config={}, inputs={}) for s in stages})
+        save_run(tmp_path, record)
+        return record
+
+    older = run("smoke", "20261207-093019-033411-e372", ("curriculum", "evaluate"))
+    newest = run("smoke", "20261207-093258-060642-53c1", ("curriculum", "evaluate"), **{
+        SWEEP: "20261207-093201-239604-85e8", SETTING: "mix_ratio=0.8"})
+    preview = run("smoke_b", "20261207-095151-514148-aa6a", ("curriculum",), **{UNTIL: "curriculum"})
+    text = format_text(load_report(tmp_path))
+    assert text.startswith(f"run {preview.run_id} (smoke_b)"), "the run asked for is the one reported"
+    arms = text.split("== Arms ==\n", 1)[1].splitlines()[0]
+    assert arms.startswith("no evaluate stage in this run (it ran --until curriculum): nothing to compare; "
+                           f"the newest run with one is {newest.run_id} (smoke, mix_ratio=0.8), started "), arms
+    assert arms.endswith(f": `saerl report {newest.run_id} --root {tmp_path}`"), arms
+    assert older.run_id not in text and f"saerl report {newest.run_id}" in render_html(load_report(tmp_path))
+    assert main(["report", "--root", str(tmp_path), "--html", str(tmp_path / "r.html")]) == 0
+    assert f"`saerl report {newest.run_id} --root {tmp_path}`" in capsys.readouterr().out
+    named = format_text(load_report(tmp_path, preview.run_id[:15]))  # named by a prefix, not 'latest': the same
+    assert f"the newest run with one is {newest.run_id}" in named
+    for record in (older, newest):
+        (tmp_path / "runs" / f"{record.run_id}.json").unlink()
+    arms = format_text(load_report(tmp_path)).split("== Arms ==\n", 1)[1].splitlines()[0]
+    assert arms.endswith(f"nothing to compare; no run under {tmp_path} has one yet: `saerl run CONFIG --root "
+                         f"{tmp_path}` without --until makes one"), arms
+
+
 def test_report_reads_the_artifacts_of_a_moved_root(tmp_path):
     """A root copied or moved elsewhere: the report reads its artifacts there (the record's paths are absolute
     paths of the old root: it said every artifact was gone, or read the old root's files)."""

@@ -87,7 +87,7 @@ def _list_newest_first(tmp_path):
     first, second = _runs(tmp_path)
     (tmp_path / "runs" / "20260103-000000-cccccc.json").write_text("{not json")
     lines = list_status(tmp_path).splitlines()
-    assert lines[0].split()[:4] == ["run", "name", "setting", "started"]
+    assert lines[0].split()[:5] == ["run", "name", "setting", "sweep", "started"]
     assert lines[1].startswith("20260103-000000-cccccc") and "unreadable" in lines[1]
     assert lines[2].startswith(second.run_id) and lines[3].startswith(first.run_id)
     assert lines[2].split()[2:9] == ["1970-01-02", "00:00:00", "UTC", "3", "2", "1", "71.6"]  # the time's zone said
@@ -101,6 +101,89 @@ def test_list_status_shows_a_sweep_childs_setting(tmp_path):
     save_run(tmp_path, RunRecord(name="demo", run_id="20260101-000000-aaaaaa", extra={SWEEP: "s1", SETTING: "mix_ratio=0.1"}))
     header, row = list_status(tmp_path).splitlines()[:2]
     assert row.split()[:3] == ["20260101-000000-aaaaaa", "demo", "mix_ratio=0.1"] and "setting" in header
+
+
+def _told_apart(root: Path) -> dict[str, RunRecord]:
+    """Runs a long-lived root holds (the audit's): two sweeps' children of the same setting, one --until; plain runs
+    of other overrides (a root path that looks like one, a quoted list), --until previews among them; a deployment's
+    run. in: the root; out: {what: record}, saved."""
+    from saerl.runs import INVOCATION, SETTING, SWEEP, UNTIL
+
+    sweep_a, sweep_b = "20261207-100422-204699-80d5", "20261207-100451-859534-9e9b"
+    runs = {
+        "plain": RunRecord(name="smoke", run_id="20261207-092914-259189-4512", extra={
+            INVOCATION: "saerl run configs/smoke.yaml --root runs=old curriculum.mix_ratio=0.5", UNTIL: None}),
+        "seeds": RunRecord(name="smoke", run_id="20261207-093019-033411-e372", extra={
+            INVOCATION: "saerl -v run configs/smoke.yaml 'train.seeds=[0,1]' --root /r", UNTIL: None}),
+        "seed3": RunRecord(name="smoke", run_id="20261207-093652-500035-87ff", extra={
+            INVOCATION: "saerl run configs/smoke.yaml --root /r curriculum.seed=3 --until curriculum",
+            UNTIL: "curriculum"}),
+        "clusters": RunRecord(name="smoke", run_id="20261207-093750-358190-9fbb", extra={
+            INVOCATION: "saerl run configs/smoke.yaml --root=/r score.n_clusters=5 --until=curriculum",
+            UNTIL: "curriculum"}),
+        "deployed": RunRecord(name="smoke", run_id="20261207-093800-000000-0001", extra={
+            INVOCATION: "(deployment) saerl run configs/smoke.yaml name=nightly --until score", UNTIL: "score"}),
+        "preview": RunRecord(name="smoke", run_id="20261207-095021-771479-4f00", extra={
+            INVOCATION: "(equivalent) saerl run config.yaml runtime.artifact_root=NEW_ROOT tracking.uri=NEW_URI "
+                        "--until curriculum", UNTIL: "curriculum", SWEEP: "20261207-095018-824054-e2b9",
+            SETTING: "rotation=round_robin"}),
+        "a": RunRecord(name="smoke", run_id="20261207-100434-547624-0563", extra={
+            INVOCATION: "(equivalent) saerl run config.yaml runtime.artifact_root=NEW_ROOT tracking.uri=NEW_URI",
+            SWEEP: sweep_a, SETTING: "mix_ratio=0.6"}),
+        "b": RunRecord(name="smoke", run_id="20261207-100500-383200-0906", extra={
+            INVOCATION: "(equivalent) saerl run config.yaml runtime.artifact_root=NEW_ROOT tracking.uri=NEW_URI",
+            SWEEP: sweep_b, SETTING: "mix_ratio=0.6"}),
+    }
+    for record in runs.values():
+        save_run(root, record)
+    return runs
+
+
+def _cells(table: str) -> dict[str, dict[str, str]]:
+    """`status --list`'s rows (one line each) as {run id: {column: cell}}, cut where the header's columns start.
+    in: the table; out: the cells."""
+    import re
+
+    header, *rows = table.splitlines()
+    starts = [m.start() for m in re.finditer(r"(?<!\S)\S+(?: \S+)?", header)]  # 'ran with' is one column
+    names = [header[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+    return {row.split()[0]: {n: row[a:b].strip() for n, a, b in zip(names, starts, [*starts[1:], None], strict=True)}
+            for row in rows}
+
+
+def test_list_status_tells_apart_the_runs_of_a_long_lived_root(tmp_path):
+    """On a root of many runs `status --list` showed no overrides, --until or sweep: 26 plain runs of other
+    overrides read alike (only their stage counts differed), and two sweeps' children of one setting were the same
+    row. A sweep child shows the end of its sweep id; every run what it was run with (its overrides, from its
+    command, and --until), in a last column."""
+    runs = _told_apart(tmp_path)
+    table = list_status(tmp_path)
+    cells = _cells(table)
+    assert table.splitlines()[0].split()[-4:] == ["MB", "ended", "ran", "with"]
+    ran = {what: cells[r.run_id]["ran with"] for what, r in runs.items()}
+    assert ran == {"plain": "curriculum.mix_ratio=0.5", "seeds": "'train.seeds=[0,1]'",
+                   "seed3": "curriculum.seed=3 --until curriculum", "clusters": "score.n_clusters=5 --until curriculum",
+                   "deployed": "name=nightly --until score", "preview": "--until curriculum", "a": "", "b": ""}
+    a, b = cells[runs["a"].run_id], cells[runs["b"].run_id]
+    assert (a["setting"], a["sweep"], b["setting"], b["sweep"]) == ("mix_ratio=0.6", "80d5", "mix_ratio=0.6", "9e9b")
+    assert cells[runs["plain"].run_id]["sweep"] == "" and all(c["ended"] == "ok" for c in cells.values())
+
+
+def test_list_status_wraps_what_a_run_was_run_with_under_its_column(tmp_path):
+    """The last column is free text: on a terminal it is wrapped under its column (saerl.terminal.fit_cell), the
+    columns before it never; on a pipe (no width) every run stays one line."""
+    from saerl.runs import INVOCATION, UNTIL
+
+    overrides = " ".join(f"curriculum.seed={i} score.n_clusters={i}" for i in range(4))
+    save_run(tmp_path, RunRecord(name="smoke", run_id="20261207-092914-259189-4512", extra={
+        INVOCATION: f"saerl run configs/smoke.yaml {overrides} --until curriculum", UNTIL: "curriculum"}))
+    assert len(list_status(tmp_path).splitlines()) == 2
+    header = list_status(tmp_path).splitlines()[0]
+    column = header.index("ran with")
+    lines = list_status(tmp_path, width=column + 50).splitlines()
+    assert len(lines) > 2 and all(len(line) <= column + 50 for line in lines), lines
+    assert all(line[:column].strip() == "" for line in lines[2:]), "continued under its column"
+    assert " ".join(line[column:] for line in lines[1:]) == f"{overrides} --until curriculum"
 
 
 def test_cli_status(tmp_path, capsys):
@@ -172,7 +255,8 @@ def test_a_record_still_marked_running_reads_unfinished_not_ok(tmp_path):
 
     rec = RunRecord(name="demo", run_id="20260101-000000-aaaaaa", extra={RUNNING: True})
     save_run(tmp_path, rec)
-    assert list_status(tmp_path).splitlines()[1].endswith(UNFINISHED)
+    assert list_status(tmp_path).splitlines()[1].endswith(" unfinished")
+    assert list_status(tmp_path).splitlines()[-1] == UNFINISHED, "the word in the table, what it means under it"
     assert run_status(tmp_path).splitlines()[1] == UNFINISHED.upper()
 
 
@@ -189,7 +273,7 @@ def test_a_record_marked_running_reads_running_while_its_process_lives_and_kille
     # a run whose end was cut short before its record said so (a second Ctrl-C during the first's handling) leaves
     # the file, its lock free: killed, not "unfinished" for ever
     assert live_path(tmp_path, rec.run_id).exists()
-    assert list_status(tmp_path).splitlines()[1].endswith(KILLED)
+    assert list_status(tmp_path).splitlines()[1].endswith(" killed") and list_status(tmp_path).splitlines()[-1] == KILLED
     assert run_status(tmp_path).splitlines()[1] == KILLED.upper()
     with live_lock(tmp_path, rec.run_id):
         rec.extra.pop(RUNNING)
