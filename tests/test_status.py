@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
 import shutil
-import struct
 import subprocess
 import sys
-import termios
 from pathlib import Path
 
 import pytest
+from ptys import drain, sized_pty
 
 from flows.cli import main
 from saerl.artifacts import ArtifactStore
@@ -767,24 +764,14 @@ def test_status_on_a_pipe_is_one_line_per_row_unless_columns_is_set(tmp_path, ca
 def status_on_terminal(root: Path, rows: int, cols: int) -> tuple[int, list[str], str]:
     """`saerl status --root ROOT` in a child process whose stdout is a fresh pty of `rows` x `cols` (COLUMNS unset:
     the terminal's own size). in: the root, the size; out: (exit status, the lines the terminal got, stderr)."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    master, slave = sized_pty(rows, cols)
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | {"PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "status", "--root", str(root)], stdin=subprocess.DEVNULL,
                             stdout=slave, stderr=subprocess.PIPE, env=env, cwd=REPO)
     os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 4096)
-        except OSError:  # EIO: every end of the terminal's other side is closed
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
+    got = drain(master)
     err = proc.stderr.read().decode() if proc.stderr else ""
-    return proc.wait(timeout=SUBPROCESS_S), b"".join(chunks).decode().replace("\r\n", "\n").splitlines(), err
+    return proc.wait(timeout=SUBPROCESS_S), got.decode().replace("\r\n", "\n").splitlines(), err
 
 
 def test_saerl_status_on_an_80_column_terminal_fits_it(tmp_path):

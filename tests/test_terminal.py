@@ -4,17 +4,14 @@ errors, and MLflow's log lines (session 46's terminal-output audit)."""
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
 import re
-import struct
 import subprocess
 import sys
-import termios
 from pathlib import Path
 
 import pytest
+from ptys import drain, sized_pty
 
 from flows.cli import build_parser, parse_args
 
@@ -35,22 +32,12 @@ def on_terminal(code: str, rows: int, cols: int, **env: str) -> tuple[int, bytes
     """Run `python -c code` with its stderr on a fresh pty of `rows` x `cols` (0 x 0: one nobody sized, as `script
     -qc CMD /dev/null` gives a CI job) and stdout discarded. in: code, the size, variables to set (TERM...);
     out: (exit status, the bytes the terminal got)."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    master, slave = sized_pty(rows, cols)
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=slave, env=child_env(**env), cwd=REPO)
     os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 4096)
-        except OSError:  # EIO: every end of the terminal's other side is closed
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    return proc.wait(timeout=SUBPROCESS_S), b"".join(chunks)
+    got = drain(master)
+    return proc.wait(timeout=SUBPROCESS_S), got
 
 
 EVAL_LINE = "train saerl:0 step 2: heldout greedy 0.000 (20 problems, 0.5 s)"
