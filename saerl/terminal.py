@@ -77,11 +77,12 @@ def fit_cell(lead: str, text: str, width: int | None) -> list[str]:
     indented under the cell. With less than WRAP_MIN_COLUMNS beside `lead`, the cell's text goes on lines of its own
     under the row's (`lead` alone), BELOW_INDENT in; where that too is narrower than WRAP_MIN_COLUMNS, or the
     line fits, or `width` is None (stdout no terminal, :func:`output_columns`), the one line `lead + text` as
-    before. The columns in `lead` (names, ids, numbers) never wrap. in: the lead, the cell's text, the width or None;
-    out: the lines."""
+    before; an empty cell, its row's line (its padding aside) too. The columns in `lead` (names, ids, numbers) never
+    wrap. Widths are counted in characters: a line of wide characters (CJK: two columns each) can come out wider than
+    `width`. in: the lead, the cell's text, the width or None; out: the lines."""
     line = lead + text
-    if width is None or len(line) <= width:
-        return [line]
+    if width is None or len(line) <= width or not text.strip():  # an empty cell: nothing to wrap (a blank line was
+        return [line]  # added under its row where only the padding passed the width)
     beside = width - len(lead) >= WRAP_MIN_COLUMNS
     if not beside and (len(lead.rstrip()) > width or width - BELOW_INDENT < WRAP_MIN_COLUMNS):
         return [line]
@@ -137,10 +138,15 @@ class BarSafeHandler(logging.StreamHandler):
         with _RELAY_LOCK:
             open_line = _RELAYED["line"]
             if open_line:
-                self.stream.write("\r" + " " * len(open_line) + "\r")  # cleared as tqdm clears a bar
-                super().emit(record)
-                self.stream.write(open_line)
-                self.flush()
+                try:  # a failed write (a closed reader) is logging's to report, as on the other paths, not the caller's
+                    self.stream.write("\r" + " " * len(open_line) + "\r")  # cleared as tqdm clears a bar
+                    super().emit(record)
+                    self.stream.write(open_line)
+                    self.flush()
+                except RecursionError:  # as StreamHandler.emit
+                    raise
+                except Exception:
+                    self.handleError(record)
                 return
         bars = drawn_bars()
         if bars is None:

@@ -183,6 +183,24 @@ def test_list_status_wraps_what_a_run_was_run_with_under_its_column(tmp_path):
     assert " ".join(line[column:] for line in lines[1:]) == f"{overrides} --until curriculum"
 
 
+def test_list_status_adds_no_blank_line_under_a_run_given_nothing_at_a_width_its_padding_passes(tmp_path):
+    """A run given no overrides has an empty last column: at a width between its row and its padded row (about 120
+    columns beside a run that has overrides), its row was followed by a blank line. Each run stays one line there."""
+    from saerl.runs import INVOCATION, UNTIL
+
+    save_run(tmp_path, RunRecord(name="smoke", run_id="20261207-092914-259189-4512",
+                                 extra={INVOCATION: "saerl run configs/smoke.yaml --until score", UNTIL: "score"}))
+    save_run(tmp_path, RunRecord(name="smoke", run_id="20261207-093914-259189-4513",  # newer: listed first
+                                 extra={INVOCATION: "saerl run configs/smoke.yaml", UNTIL: None}))
+    rows = list_status(tmp_path).splitlines()
+    plain = next(line for line in rows if line.startswith("20261207-093914"))
+    padded = rows[0].index("ran with")  # where the empty cell would start
+    for width in range(len(plain), padded + 1):
+        lines = list_status(tmp_path, width=width).splitlines()
+        assert "" not in lines and len(lines) >= 3, (width, lines)
+        assert any(line == plain for line in lines), (width, lines)
+
+
 def test_cli_status(tmp_path, capsys):
     _, second = _runs(tmp_path)
     assert main(["status", "--root", str(tmp_path)]) == 0

@@ -4,6 +4,7 @@ errors, and MLflow's log lines (session 46's terminal-output audit)."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
@@ -117,6 +118,35 @@ def test_a_log_line_relayed_while_a_training_ranks_bar_is_drawn_goes_above_the_b
     assert line.group(1) == "\r", f"glued to the bar: {text!r}"
     assert text[line.end():].startswith(RANK_BAR), f"the bar is not drawn again below the line: {text!r}"
     assert re.search(r"3/5\n" + STAMP.decode() + " INFO saerl.test_relayed_lines: after the ranks\n$", text), repr(text)
+
+
+class ClosedReader(io.StringIO):
+    """A stderr whose reader has gone: every write fails as a closed pipe's does."""
+
+    def write(self, text: str) -> int:
+        """in: text; raises BrokenPipeError."""
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_failed_write_above_a_relayed_bar_line_is_loggings_to_report_not_the_callers(monkeypatch):
+    """A log line written above a training rank's relayed bar (BarSafeHandler's relayed-line path) let a failed
+    write (a closed reader) escape from the logging call, failing the stage that logged; logging's other paths report
+    it (Handler.handleError) and go on. It goes the same way now."""
+    import logging
+
+    from saerl import terminal
+
+    monkeypatch.setattr(logging, "raiseExceptions", False)  # handleError stays quiet, as with python -O
+    handler = terminal.stderr_handler()
+    handler.setStream(ClosedReader())
+    logger = logging.getLogger("saerl.test_closed_reader")
+    logger.addHandler(handler)
+    logger.propagate = False
+    monkeypatch.setitem(terminal._RELAYED, "line", RANK_BAR)
+    try:
+        logger.warning("above the rank's bar")  # raised BrokenPipeError
+    finally:
+        logger.removeHandler(handler)
 
 
 ABLATION_LINES = """
