@@ -105,7 +105,7 @@ from saerl.runs import (
 from saerl.stages import code_version, ran_values, stage_key, stage_slice
 from saerl.status import IN_PROGRESS
 from saerl.sweep import planned_run_keys, sweep_tags
-from saerl.terminal import fit_cell, output_columns
+from saerl.terminal import display_width, fit_cell, output_columns, table_lines
 from saerl.tracking import (
     CONFIG_FILE,
     LABEL_SEP,
@@ -142,15 +142,12 @@ KILLED_RUN = ("saerl run {run_id} was killed (its process ended before it could 
 
 def format_report(record: RunRecord, width: int | None = None) -> str:
     """A plain-text table of the run: stage, status, key, seconds, size, reason; with `width` (:func:`said_columns`),
-    the reason wrapped to fit it (saerl.terminal.fit_cell; None: one line per stage run). in: the record, the width;
+    the reason wrapped to fit it (saerl.terminal.table_lines; None: one line per stage run). in: the record, the width;
     out: the text."""
     rows = [("stage", "status", "key", "seconds", "MB", "why")]
     for s in record.stages.values():
         rows.append((s.stage, s.status, s.key[:12], f"{s.seconds:.1f}", f"{s.bytes / 1e6:.2f}", s.reason))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = [line for r in rows
-             for line in fit_cell("  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  ", r[5], width)]
-    return "\n".join([f"run {record.run_id} ({record.name})"] + lines)
+    return "\n".join([f"run {record.run_id} ({record.name})", *table_lines(rows, width)])
 
 
 def said_columns(label: str | None) -> int | None:
@@ -159,7 +156,7 @@ def said_columns(label: str | None) -> int | None:
     line of a sweep child gets ('<label> | '); None where stdout is no terminal (lines as they were).
     in: the label or None; out: columns or None."""
     width = output_columns()
-    return None if width is None else width - STAMP_CHARS - (len(f"{label}{LABEL_SEP}") if label else 0)
+    return None if width is None else width - STAMP_CHARS - (display_width(f"{label}{LABEL_SEP}") if label else 0)
 
 
 def stage_line(rec: StageRecord, label: str | None) -> str:

@@ -67,7 +67,7 @@ from saerl.runs import (
 )
 from saerl.stages import stage_slice
 from saerl.status import format_time
-from saerl.terminal import fit_cell, fit_lines
+from saerl.terminal import fit_cell, fit_lines, table_lines
 
 log = logging.getLogger("saerl.report")
 REPORTS_DIR = "reports"  # default folder of HTML reports under the artifact root
@@ -559,16 +559,12 @@ def _title(record: RunRecord) -> str:
 
 def format_table(df: pl.DataFrame, width: int | None = None) -> str:
     """A frame of strings as a fixed-width text table (header, then one line per row); with `width`, a last column
-    of FREE_TEXT_COLUMNS is wrapped to fit it, under its column (saerl.terminal.fit_cell; None: one line per row).
+    of FREE_TEXT_COLUMNS is wrapped to fit it, under its column (saerl.terminal.table_lines; None: one line per row).
     in: the frame, the width; out: the text."""
     if not df.width:  # a frame without columns (a run with no stage run: its stage table)
         return ""
     cells = [list(df.columns)] + [[str(v) for v in row] for row in df.iter_rows()]
-    widths = [max(len(r[i]) for r in cells) for i in range(df.width - 1)]
-    if df.columns[-1] not in FREE_TEXT_COLUMNS:
-        width = None
-    return "\n".join(line.rstrip() for r in cells for line in
-                     fit_cell("".join(c.ljust(w) + "  " for c, w in zip(r[:-1], widths, strict=True)), r[-1], width))
+    return "\n".join(table_lines(cells, width, wrap_last=df.columns[-1] in FREE_TEXT_COLUMNS))
 
 
 def format_text(report: RunReport, width: int | None = None) -> str:

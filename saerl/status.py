@@ -50,7 +50,7 @@ from saerl.runs import (
     stage_of,
     unfinished,
 )
-from saerl.terminal import fit_cell, fit_lines
+from saerl.terminal import fit_lines, table_lines
 
 LIST_LIMIT = 20  # runs shown by `saerl status --list` unless told otherwise
 KEY_CHARS = 12  # key prefix shown (enough to tell artifacts apart; the full key is in the record)
@@ -106,14 +106,6 @@ def corrupt_line(run_name: str, key: str, problems: list[str]) -> str:
     more = f" (and {len(problems) - PROBLEMS_SHOWN} more)" if len(problems) > PROBLEMS_SHOWN else ""
     return (f"{CORRUPT}: {run_name} {key[:KEY_CHARS]}: {'; '.join(problems[:PROBLEMS_SHOWN])}{more}; "
             f"{REBUILD_HINT}")
-
-
-def _table(rows: list[tuple[str, ...]], width: int | None = None) -> list[str]:
-    """Left-aligned columns, the last one (a free-text reason, how a run ended) unpadded and, with `width`, wrapped
-    to fit it (saerl.terminal.fit_cell; None: one line per row). in: the rows, header first, the width; out: lines."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return [line.rstrip() for r in rows
-            for line in fit_cell("".join(c.ljust(w) + "  " for c, w in zip(r[:-1], widths, strict=True)), r[-1], width)]
 
 
 
@@ -273,7 +265,7 @@ def format_run(root: Path, record: RunRecord, verify: bool = False, paths: bool 
         lines.append(f"STOPPED at {record.extra[STOPPED]}")
     elif state := unfinished(root, record):
         lines += [state.upper(), *in_progress_lines(root, record, state)]
-    return "\n".join([*fit_lines(lines, width), *_table(rows, width), *fit_lines(corrupt, width)])
+    return "\n".join([*fit_lines(lines, width), *table_lines(rows, width), *fit_lines(corrupt, width)])
 
 
 def future_line(record: RunRecord, now: float | None = None) -> str:
@@ -416,7 +408,7 @@ def list_status(root: Path, limit: int = LIST_LIMIT, now: float | None = None, w
                      str(computed), str(cached), f"{seconds:.1f}", f"{size / MB:.2f}", end, ran_with(r)))
     note = [f"{FUTURE_MARK}: {future} runs started later than this machine's clock reads now: {CLOCK_OFF}; "
             f"{LATEST_NOTE}"] if future else []
-    return "\n".join(_table(rows, width) + fit_lines(explained + note, width))
+    return "\n".join(table_lines(rows, width) + fit_lines(explained + note, width))
 
 
 UNREADABLE = "unreadable"  # the outcome `status --list --json` gives a record it cannot read (its `error` says why)

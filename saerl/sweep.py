@@ -40,7 +40,7 @@ from saerl.config import (
     suggest_key,
 )
 from saerl.stages import RESULT_NEUTRAL, stage_key
-from saerl.terminal import fit_cell
+from saerl.terminal import display_width, fit_cell, pad, table_lines
 
 log = logging.getLogger("saerl.sweep")
 
@@ -440,8 +440,8 @@ def format_sweep(children: Sequence[tuple[Setting, Mapping[str, Any]]], shared: 
     arm (points) with its verdict and steps-to-target; then per child the stage runs it computed and reused,
     after those of the `shared` run (the upstream run once before the children, on Dask) when there is one.
     `table`: the children's :func:`sweep_table`, when the caller has it (None: read from their artifacts); `width`:
-    the columns to fit (saerl.terminal.fit_cell: the heading and the lists of stage runs wrapped, the table's
-    columns, all names and numbers, never; None: one line each, as sweep.txt keeps it)."""
+    the columns to fit (saerl.terminal.fit_cell: the heading and the lists of stage runs wrapped; the table's
+    columns, all names and numbers, never: saerl.terminal.table_lines; None: one line each, as sweep.txt keeps it)."""
     table = sweep_table(children) if table is None else table
     rows = [("setting", "set", "arm", "greedy acc", "diff (pts)", "verdict", "steps to target")]
     for r in table.iter_rows(named=True):
@@ -451,20 +451,19 @@ def format_sweep(children: Sequence[tuple[Setting, Mapping[str, Any]]], shared: 
         steps = _cell(r["steps_to_target"], ".0f") + (target if r["steps_to_target"] is not None else "")
         rows.append((r["setting"], r["set"] or NA, r["arm"] or NA, _cell(accuracy, ".1f") + ("%" if accuracy is not None else ""),
                      diff, r["verdict"] or NA, steps))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = fit_cell("", f"ablation: {len(children)} settings (greedy pass@1 on held-out sets; steps to target: on the "
                      f"mean in-training curve over seeds, {NA} = never reached; the target is read on that curve's "
                      "problems, train.eval_problems per set, not on the final evaluation's)", width)
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines += table_lines(rows, width, wrap_last=False)
     lines += ["", "stage runs per setting"]
     runs = [(setting_label(s), record) for s, record in children]
     if shared is not None:
         runs.insert(0, (SHARED_LABEL, shared))
-    label_width = max(len(label) for label, _ in runs)
+    label_width = max(display_width(label) for label, _ in runs)
     for label, record in runs:
         status = stage_statuses(record)
-        lines += fit_cell(f"{label:<{label_width}}  computed: ", " ".join(status["computed"]) or "-", width)
-        lines += fit_cell(f"{'':<{label_width}}  cached:   ", " ".join(status["cached"]) or "-", width)
+        lines += fit_cell(f"{pad(label, label_width)}  computed: ", " ".join(status["computed"]) or "-", width)
+        lines += fit_cell(f"{pad('', label_width)}  cached:   ", " ".join(status["cached"]) or "-", width)
     return "\n".join(lines)
 
 

@@ -3,8 +3,10 @@
 (:class:`BarSafeHandler`: a tqdm bar of this process, or the unfinished line another process's output left,
 relayed here by :func:`relay_output`: a training rank's bar), and the log line's format (:func:`stderr_handler`),
 led by the label of the sweep setting a line is logged for (:func:`labelled_logs`), as that run's printed lines are.
-On stdout: how wide a printed table may be (:func:`output_columns`) and a table row's free-text last column wrapped
-to fit it (:func:`fit_cell`, prose lines: :func:`fit_lines`; status, report, the run's and the ablation's tables).
+On stdout: how wide a printed table may be (:func:`output_columns`), a table laid out in padded columns
+(:func:`table_lines`: status, report, the run's and the ablation's tables) whose free-text last column is wrapped to
+fit it (:func:`fit_cell`, prose lines: :func:`fit_lines`), widths counted in terminal columns
+(:func:`display_width`: a CJK character takes two, a combining mark none).
 
 No stage's artifact depends on anything here.
 """
@@ -15,9 +17,9 @@ import contextvars
 import logging
 import os
 import sys
-import textwrap
 import threading
-from collections.abc import Iterator
+import unicodedata
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
@@ -38,6 +40,12 @@ COLUMNS_VAR = "COLUMNS"  # the width a user sets for printed tables (bash, zsh a
 WRAP_MIN_COLUMNS = 40  # the narrowest a free-text column is wrapped in beside the columns before it (a 130-character
 # 'why' in 4 lines); with less room its text is wrapped on lines of its own under its row, BELOW_INDENT in
 BELOW_INDENT = 4  # the indent of a free-text cell wrapped under its row
+COLUMN_GAP = "  "  # between a table's columns (table_lines)
+WIDE = ("W", "F")  # unicodedata.east_asian_width of a character a terminal draws two columns wide (CJK, fullwidth)
+NO_LINE_START = ("Pe", "Pf", "Po")  # the Unicode categories of punctuation that closes ('。', '、', '」', ','), and
+NO_LINE_END = ("Ps", "Pi")  # of punctuation that opens ('（', '「'): where a line may break between two wide characters
+# (CJK text), the one stays on the line of the character before it, the other goes with the character after it
+WRAP_SPACE = "\t\n\x0b\x0c\r "  # what textwrap counts as whitespace: a word ends there, a line may break there
 
 
 def stderr_is_terminal() -> bool:
@@ -70,26 +78,93 @@ def output_columns() -> int | None:
         return None
 
 
+def display_width(text: str) -> int:
+    """How many terminal columns `text` takes: two for an East Asian wide or fullwidth character (WIDE: CJK
+    ideographs, kana, hangul, fullwidth forms), none for a combining mark (an accent drawn on the character before it),
+    one for any other. in: a line's text (no tab or newline); out: its columns."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in WIDE else 1 for c in text)
+
+
+def pad(text: str, columns: int) -> str:
+    """`text` with spaces after it to take `columns` terminal columns (str.ljust counting :func:`display_width`; as
+    it is where it takes more). in: the text, the columns; out: the padded text."""
+    return text + " " * (columns - display_width(text))
+
+
+def _chunks(text: str) -> list[str]:
+    """`text` cut where a line may break, as textwrap cuts it (runs of WRAP_SPACE; runs of other characters: a
+    word), and, as CJK text is broken, before and after each wide character (CJK has no spaces between its words);
+    a combining mark and closing punctuation (NO_LINE_START: '。', '、', '）', ',') stay with the character before
+    them, opening punctuation (NO_LINE_END: '（', '「') with the one after it. in: the text, its whitespace made
+    spaces; out: the chunks, which join back to it."""
+    chunks: list[str] = []
+    after_wide = False  # whether the last chunk's last drawn character is a wide one
+    for c in text:
+        space, wide = c in WRAP_SPACE, unicodedata.east_asian_width(c) in WIDE
+        if not chunks or (chunks[-1][-1] in WRAP_SPACE) != space:
+            join = False  # a word after a space, a space after a word
+        elif (space or unicodedata.combining(c) or unicodedata.category(c) in NO_LINE_START
+              or unicodedata.category(chunks[-1][-1]) in NO_LINE_END):
+            join = True
+        else:
+            join = not (wide or after_wide)
+        if join:
+            chunks[-1] += c
+        else:
+            chunks.append(c)
+        if not unicodedata.combining(c):
+            after_wide = wide and not space
+    return chunks
+
+
+def wrap_columns(text: str, columns: int) -> list[str]:
+    """`text` wrapped on lines of at most `columns` terminal columns (:func:`display_width`), as textwrap.wrap(text,
+    columns, break_long_words=False, break_on_hyphens=False) wraps it counting characters, and byte for byte so on
+    text without wide characters or combining marks: at spaces (dropped at a line's end, and at the start of each
+    line but the first), a word (a path, a key) longer than `columns` whole on a line of its own; and between two
+    wide characters (:func:`_chunks`). in: the text, the columns (> 0); out: the lines ([] for blank text)."""
+    chunks = _chunks(text.expandtabs().translate({ord(c): " " for c in WRAP_SPACE}))
+    lines: list[str] = []
+    i = 0
+    while i < len(chunks):
+        if lines and not chunks[i].strip():
+            i += 1  # a line after the first starts at its first word
+        line, used = [], 0
+        while i < len(chunks) and used + display_width(chunks[i]) <= columns:
+            line.append(chunks[i])
+            used += display_width(chunks[i])
+            i += 1
+        if not line and i < len(chunks):
+            line.append(chunks[i])  # a word wider than the line: whole, on a line of its own
+            i += 1
+        if line and not line[-1].strip():
+            line.pop()
+        if line:
+            lines.append("".join(line))
+    return lines
+
+
 def fit_cell(lead: str, text: str, width: int | None) -> list[str]:
     """A table row's lines in `width` columns: `lead` (its columns before its free-text last one, padded, with the gap
     after them; '' for a line of prose) and then `text`, the free-text cell (a 'why', a note), wrapped at word
-    boundaries (no word is split: a path or key longer than the room stands whole) with its continuation lines
-    indented under the cell. With less than WRAP_MIN_COLUMNS beside `lead`, the cell's text goes on lines of its own
-    under the row's (`lead` alone), BELOW_INDENT in; where that too is narrower than WRAP_MIN_COLUMNS, or the
-    line fits, or `width` is None (stdout no terminal, :func:`output_columns`), the one line `lead + text` as
-    before; an empty cell, its row's line (its padding aside) too. The columns in `lead` (names, ids, numbers) never
-    wrap. Widths are counted in characters: a line of wide characters (CJK: two columns each) can come out wider than
-    `width`. in: the lead, the cell's text, the width or None; out: the lines."""
+    boundaries and between wide (CJK) characters (:func:`wrap_columns`; no other word is split: a path or key longer
+    than the room stands whole) with its continuation lines indented under the cell. With less than
+    WRAP_MIN_COLUMNS beside `lead`, the cell's text goes on lines of its own under the row's (`lead` alone),
+    BELOW_INDENT in; where that too is narrower than WRAP_MIN_COLUMNS, or the line fits, or `width` is None (stdout
+    no terminal, :func:`output_columns`), the one line `lead + text` as before; an empty cell, its row's line (its
+    padding aside) too. The columns in `lead` (names, ids, numbers) never wrap. Widths are terminal columns
+    (:func:`display_width`). in: the lead, the cell's text, the width or None; out: the lines."""
     line = lead + text
-    if width is None or len(line) <= width or not text.strip():  # an empty cell: nothing to wrap (a blank line was
-        return [line]  # added under its row where only the padding passed the width)
-    beside = width - len(lead) >= WRAP_MIN_COLUMNS
-    if not beside and (len(lead.rstrip()) > width or width - BELOW_INDENT < WRAP_MIN_COLUMNS):
+    if width is None or display_width(line) <= width or not text.strip():  # an empty cell: nothing to wrap (a blank
+        return [line]  # line was added under its row where only the padding passed the width)
+    lead_columns = display_width(lead)
+    beside = width - lead_columns >= WRAP_MIN_COLUMNS
+    if not beside and (display_width(lead.rstrip()) > width or width - BELOW_INDENT < WRAP_MIN_COLUMNS):
         return [line]
-    room = width - len(lead) if beside else width - BELOW_INDENT
-    pieces = textwrap.wrap(text, room, break_long_words=False, break_on_hyphens=False) or [""]
+    room = width - lead_columns if beside else width - BELOW_INDENT
+    pieces = wrap_columns(text, room) or [""]
     if beside:
-        return [lead + pieces[0], *(" " * len(lead) + piece for piece in pieces[1:])]
+        return [lead + pieces[0], *(" " * lead_columns + piece for piece in pieces[1:])]
     return [lead.rstrip(), *(" " * BELOW_INDENT + piece for piece in pieces)]
 
 
@@ -97,6 +172,20 @@ def fit_lines(lines: list[str], width: int | None) -> list[str]:
     """Lines of prose (a header, a note under a table) wrapped to `width`, each as :func:`fit_cell` wraps a cell with
     no lead (None: as they are). in: the lines, the width; out: the lines."""
     return [piece for line in lines for piece in fit_cell("", line, width)]
+
+
+def table_lines(rows: Sequence[Sequence[str]], width: int | None, wrap_last: bool = True) -> list[str]:
+    """A table's lines: its columns left-aligned in the terminal columns of their widest cell (:func:`pad`),
+    COLUMN_GAP between them, the last one unpadded; with `width` and `wrap_last`, that last (free-text) cell wrapped
+    to fit it (:func:`fit_cell`: under its column, or under its row where the room beside is too narrow); without
+    either, one line per row. No line ends in spaces. in: the rows (header first, every row as many cells), the
+    width or None, whether the last column is free text to wrap; out: the lines."""
+    if not rows:
+        return []
+    widths = [max(display_width(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return [line.rstrip() for row in rows for line in fit_cell(
+        "".join(pad(cell, w) + COLUMN_GAP for cell, w in zip(row[:-1], widths, strict=True)), row[-1],
+        width if wrap_last else None)]
 
 
 @contextmanager

@@ -995,3 +995,21 @@ def test_report_free_text_columns_fit_the_terminals_width_and_number_columns_nev
     assert len(format_table(notes).splitlines()) == notes.height + 1
     arms = arm_table(_two_arms(), None)
     assert format_table(arms, REPORT_WIDTH) == format_table(arms)
+
+
+CJK_NOTE = ("策略无法读懂提示：它在训练前对留出集的贪心准确率为0.0%，因此各组之间的差异只是噪声；请使用能读懂提示的模型"
+            "（model.name_or_path）。プロンプトを読めるモデルを使ってください。")  # no space in it, as CJK text has none
+
+
+def test_a_report_note_in_cjk_fits_the_terminals_width():
+    """A Chinese or Japanese note (a stage's warning quoting a prompt) was wrapped counting characters, and each
+    CJK character takes two terminal columns: its lines ran up to twice past the terminal. Every line now fits the
+    width in terminal columns, the note broken between its characters and read back whole."""
+    from saerl.report import notes_table
+    from saerl.terminal import display_width
+
+    notes = notes_table([("train:saerl:0", CJK_NOTE)])
+    fitted = format_table(notes, REPORT_WIDTH).splitlines()
+    assert [line for line in fitted if display_width(line) > REPORT_WIDTH] == [] and len(fitted) > notes.height + 1
+    column = fitted[0].index("note")
+    assert "".join(line[column:] for line in fitted[1:]) == CJK_NOTE

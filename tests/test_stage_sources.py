@@ -167,7 +167,7 @@ REVIEWED = {'sources': {'activation_store': '98c862c860f7fd900673f4a9f69908902de
              'plots': 'f3c453289f57b16db2ec189a65b6962fa8ea3f0240a5b883bb515faa9da46fb4',
              'policy_lm': '2e11afd94a7df1e959084dc46a3cf58ac510cae936221ba02c7b94e3ca86e5a8',
              'property_models': 'd486d756fc0261047773d1eb96c69ea89c5ccb5c8679842d605326fe1c83cfd8',
-             'report': '8c2e7d791a34b3bc9a550f27179b7da17ed520ab71e614f821d41f20ef419862',
+             'report': '3e8e9a4b4b7d0cb4373d37b25cded574aabb1e9459a9d1d476fe025c96ad062c',
              'rl': '3c4aa39116a98662b6a62b3b3be8a02541541dee93a905c4effea178132ede87',
              'runners': 'f9fb8243420077ee63a2904a84360c286f69833c3f2f45af3fe9615ef6484ac0',
              'sae': '2989eb7204fd0c06e7303bceda59e4bd98a632b201dec93eae6562a8f276bc00',

@@ -359,3 +359,147 @@ def test_a_runs_printed_stage_lines_and_table_fit_the_terminal(monkeypatch, caps
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) > 1 and [line for line in lines if len(line) > TERMINAL_COLUMNS] == []
     assert all(line.startswith(f"{SWEEP_LABEL} | ") for line in lines[1:])
+
+
+def test_a_runs_table_ends_no_line_in_spaces(monkeypatch):
+    """The run's table (flows.pipeline.format_report) padded a stage run with no why out to its why column: its line
+    ended in spaces, on a terminal and in a log file alike. No line of it ends in a space now, at a width or not."""
+    from flows.pipeline import format_report
+    from saerl.runs import RunRecord, StageRecord
+
+    record = RunRecord(name="demo", run_id="20260103-000000-cccccc", stages={
+        "label": StageRecord("label", "ef" * 32, "computed", "", {}, {}, 0.7, 150_000),
+        "evaluate": StageRecord("evaluate", "cd" * 32, "cached", RUN_WHY, {}, {}, 0.1, 1_000)})
+    for width in (None, TERMINAL_COLUMNS):
+        lines = format_report(record, width).splitlines()
+        assert any(line.startswith("label ") for line in lines) and [line for line in lines if line.endswith(" ")] == []
+
+
+# ---------------------------------------------------------------------------------- saerl.terminal.table_lines
+
+TABLE = [("stage", "status", "key", "why"), ("heldout:reach_probe:1", "cached", "abababababab", RUN_WHY),
+         ("evaluate", "computed", "cdcdcdcdcdcd", "computed: input changed: heldout:saerl:0"),
+         ("label", "computed", "efefefefefef", "")]  # a run's stage runs: the last one has no why
+STATUS_COLUMN = 23  # where TABLE's status column starts: its widest stage and the gap after it
+WHY_COLUMN = 47  # where TABLE's why column starts: its widest cells and the gaps after them
+BESIDE_WIDTH = 100  # TABLE's why wraps beside its row, in the 53 columns left (>= WRAP_MIN_COLUMNS)
+BELOW_WIDTH = 60  # 13 columns beside the row: TABLE's why goes under its row
+# TABLE's lines as saerl printed them before table_lines (status's _table at session 48's start), byte for byte
+TABLE_PRINTED = {
+    None: ["stage                  status    key           why",
+           f"heldout:reach_probe:1  cached    abababababab  {RUN_WHY}",
+           "evaluate               computed  cdcdcdcdcdcd  computed: input changed: heldout:saerl:0",
+           "label                  computed  efefefefefef"],
+    BESIDE_WIDTH: ["stage                  status    key           why",
+                   "heldout:reach_probe:1  cached    abababababab  cached: same code version, inputs and config as a",
+                   "                                               stored artifact; built by other code: at commit",
+                   "                                               38ad53c19140 (now 89de70019665)",
+                   "evaluate               computed  cdcdcdcdcdcd  computed: input changed: heldout:saerl:0",
+                   "label                  computed  efefefefefef"],
+    BELOW_WIDTH: ["stage                  status    key           why",
+                  "heldout:reach_probe:1  cached    abababababab",
+                  "    cached: same code version, inputs and config as a stored",
+                  "    artifact; built by other code: at commit 38ad53c19140",
+                  "    (now 89de70019665)",
+                  "evaluate               computed  cdcdcdcdcdcd",
+                  "    computed: input changed: heldout:saerl:0",
+                  "label                  computed  efefefefefef"],
+}
+CJK_NOTE = ("策略无法读懂提示：它在训练前对留出集的贪心准确率为0.0%，因此各组之间的差异只是噪声；请使用能读懂提示的模型"
+            "（model.name_or_path）。プロンプトを読めるモデルを使ってください：/data/モデル/checkpoint-1000、"
+            "cafe\u0301のメモ。")  # a note with no space in it (CJK has none between words), a decomposed é
+CJK_WIDTH = 80
+
+
+def test_table_lines_prints_an_ascii_table_as_before_byte_for_byte():
+    """One table layout (saerl.terminal.table_lines) replaced status's, report's, the run's and the ablation's
+    copies, and widths came to be counted in terminal columns: a table of ASCII text prints as it did, at no width,
+    with its why wrapped beside its row and under it."""
+    from saerl.terminal import table_lines
+
+    assert {width: table_lines(TABLE, width) for width in TABLE_PRINTED} == TABLE_PRINTED
+
+
+def test_table_lines_aligns_its_columns_and_wraps_the_last_under_its_column():
+    """Every cell of a column starts where its header does, two spaces after the widest cell before it; at a width
+    the last column's text is wrapped under that column, its words read back whole, no line wider than the width;
+    without a width, or with wrap_last=False (a table of names and numbers), each row stays one line."""
+    from saerl.terminal import table_lines
+
+    lines = table_lines(TABLE, BESIDE_WIDTH)
+    assert lines[0].index("status") == lines[1].index("cached") == lines[-1].index("computed") == STATUS_COLUMN
+    assert lines[0].index("why") == lines[1].index("cached: same") == WHY_COLUMN
+    assert all(len(line) <= BESIDE_WIDTH for line in lines) and len(lines) > len(TABLE)
+    assert all(line[:WHY_COLUMN].strip() == "" for line in lines[2:4]), "continued under its column"
+    assert " ".join(line[WHY_COLUMN:] for line in lines[1:4]) == RUN_WHY
+    assert len(table_lines(TABLE, None)) == len(TABLE)
+    assert table_lines(TABLE, BELOW_WIDTH, wrap_last=False) == table_lines(TABLE, None)
+
+
+def test_table_lines_wraps_the_last_column_under_its_row_where_the_room_beside_it_is_narrow():
+    """With less than WRAP_MIN_COLUMNS beside a row's other columns, its last cell goes on lines of its own under the
+    row, BELOW_INDENT in, each within the width; the row's line keeps its other columns."""
+    from saerl.terminal import BELOW_INDENT, WRAP_MIN_COLUMNS, table_lines
+
+    assert BELOW_WIDTH - WHY_COLUMN < WRAP_MIN_COLUMNS
+    lines = table_lines(TABLE, BELOW_WIDTH)
+    assert lines[1] == "heldout:reach_probe:1  cached    abababababab"
+    under = lines[2:5]
+    assert all(line.startswith(" " * BELOW_INDENT) and line[BELOW_INDENT] != " " for line in under)
+    assert " ".join(line.strip() for line in under) == RUN_WHY and all(len(line) <= BELOW_WIDTH for line in lines)
+
+
+@pytest.mark.parametrize("width", [None, 20, BELOW_WIDTH, BESIDE_WIDTH, 1000])
+def test_table_lines_ends_no_line_in_spaces(width):
+    """A row with an empty last cell, a cell padded to its column, a wrapped piece: no printed line ends in a space."""
+    from saerl.terminal import table_lines
+
+    rows = [*TABLE, ("a", "b", "c", "   "), ("", "", "", "")]
+    assert [line for line in table_lines(rows, width) if line != line.rstrip()] == []
+
+
+def test_display_width_counts_terminal_columns():
+    """A CJK or fullwidth character takes two columns of a terminal, a combining mark none, any other one."""
+    from saerl.terminal import display_width
+
+    assert [display_width(t) for t in ("", "why", "中文", "ＡＢ", "cafe\u0301", "メモ。")] == [0, 3, 4, 4, 4, 6]
+
+
+def test_a_cjk_note_fits_the_terminal_and_aligns_its_columns():
+    """A note in Chinese and Japanese (a prompt, a 'why'), counted in characters, ran past the terminal: each CJK
+    character takes two columns. Now every line fits the width in terminal columns, the note is broken between its
+    CJK characters (it has no spaces) and reads back whole, and a column after a CJK cell starts where its header
+    does on the screen."""
+    from saerl.terminal import display_width, table_lines
+
+    rows = [("setting", "arm", "note"), ("温度=0.5", "saerl", CJK_NOTE), ("temperature=1", "vanilla", "ok")]
+    lines = table_lines(rows, CJK_WIDTH)
+    assert [line for line in lines if display_width(line) > CJK_WIDTH] == [] and len(lines) > len(rows)
+    starts = {display_width(line[:line.index(arm)]) for line, arm in ((lines[0], "arm"), (lines[1], "saerl"),
+                                                                        (lines[-1], "vanilla"))}
+    column, first = lines[0].index("note"), lines[1].index("策")  # on screen, the note's first line starts at column
+    assert len(starts) == 1 and display_width(lines[1][:first]) == column
+    under = [line[column:] for line in lines[2:-1]]
+    assert all(not line[:column].strip() for line in lines[2:-1]) and "".join([lines[1][first:], *under]) == CJK_NOTE
+    assert [piece for piece in under if piece.startswith(("。", "、", "，", "）"))] == [], "no line starts with a stop"
+    assert [line for line in lines if line.endswith("（")] == [], "nor ends with an opening bracket"
+    assert table_lines(rows, None)[1].endswith(CJK_NOTE)
+
+
+def test_wrap_columns_wraps_ascii_text_as_textwrap_does():
+    """The wrap that counts terminal columns (saerl.terminal.wrap_columns) cuts text without wide characters where
+    textwrap.wrap(break_long_words=False, break_on_hyphens=False) cut it, which the tables used before: spaces,
+    tabs, newlines and hyphens, words longer than the line, leading and trailing spaces."""
+    import random
+    import string
+    import textwrap
+
+    from saerl.terminal import wrap_columns
+
+    pick = random.Random(48)
+    alphabet = string.ascii_letters + string.digits + "-./_,;:()" + " " * 12 + "\t\n"
+    for _ in range(3000):
+        text = "".join(pick.choice(alphabet) for _ in range(pick.randint(0, 160)))
+        columns = pick.randint(1, 60)
+        assert wrap_columns(text, columns) == textwrap.wrap(
+            text, columns, break_long_words=False, break_on_hyphens=False), (text, columns)
