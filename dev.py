@@ -30,6 +30,7 @@ CONSTRAINTS = ROOT / "constraints" / "py311.txt"  # the exact versions CI tests,
 # wheel for 3.12 and 3.13 too, and their tests pass there: session 38)
 MIN_PYTHON = (3, 11)  # pyproject.toml's requires-python
 PYTEST_WORKERS = "4"
+SLOWEST_SHOWN = 15  # the slowest tests `dev.py test` lists after the run (pytest --durations), where CI time goes
 # what pip writes when the network failed it (urllib3's errors, its retries, no index answering) ...
 NETWORK_ERRORS = ("Retrying (Retry(", "NewConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
                   "ProtocolError", "Max retries exceeded", "Connection broken", "Temporary failure in name resolution",
@@ -139,8 +140,9 @@ def main() -> int:
         # Test files run on up to PYTEST_WORKERS processes (pytest-xdist), a file's tests in one worker so its
         # module fixtures are built once. Many slow tests wait on servers and subprocesses, so two workers on two
         # cores beat one (675 s to 405 s when this was chosen; the grown suite took 770 s so in session 25).
+        # The SLOWEST_SHOWN slowest tests are listed last: CI's log says where its time goes.
         sh(str(BIN / "python"), "-m", "pytest", "-q", "-ra", "-n", "auto", "--maxprocesses", PYTEST_WORKERS,
-           "--dist", "loadfile", *rest)
+           "--dist", "loadfile", f"--durations={SLOWEST_SHOWN}", *rest)
     return 0
 
 
