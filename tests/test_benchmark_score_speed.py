@@ -51,10 +51,10 @@ def test_old_and_new_side_by_side_on_the_smoke_run(tmp_path, monkeypatch, capsys
     # a run made by other code (other stage keys): the newest encode artifact and what it was built from
     assert bench.newest_refs(tmp_path, with_label=False) == planned
     monkeypatch.setattr(sys, "argv", ["score_speed.py", "--config", str(SMOKE), "--work", str(tmp_path), "--jobs", "2",
-                                      "runtime.torch_threads=1", "tracking.enabled=false"])
+                                      "--repeats", "2", "runtime.torch_threads=1", "tracking.enabled=false"])
     bench.main()
     out = capsys.readouterr().out
-    assert "[old] n_jobs=1 dtype=input, round 1/3" in out and "[float64] n_jobs=1 dtype=float64, round 3/3" in out
+    assert "[old] n_jobs=1 dtype=input, round 1/2" in out and "[float64] n_jobs=1 dtype=float64, round 2/2" in out
     assert "[new] n_jobs=2 dtype=float64" in out and "threads_report_diff=0 " in out
     assert "\nold: score " in out and "\nnew: score " in out  # each side's times per round
     last = out.strip().splitlines()[-1]
