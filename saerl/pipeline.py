@@ -610,11 +610,11 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None,
                 raise IngestError(f"held-out set eval.sets.{name} ({path}), read with the data mapping and its own "
                                   f"fields: {err}") from err
             runners.check_held_out_rows(cfg, name, entry)  # no usable row: refused at the train stage, after curriculum
-    check_loaders(cfg, until)
+    check_loaders(cfg, until, warn)
     return stages
 
 
-def check_loaders(cfg: PipelineConfig, until: str | None = None) -> None:
+def check_loaders(cfg: PipelineConfig, until: str | None = None, warn: bool = True) -> None:
     """Refuse, before the first stage, what would fail when a stage to compute loads its model: train.use_vllm where
     vLLM cannot run (:func:`check_vllm`; found when the first training run started, after extraction and labels),
     train.num_processes above the GPUs torch sees on a CUDA device (saerl.distributed.check_processes; found as the
@@ -624,7 +624,8 @@ def check_loaders(cfg: PipelineConfig, until: str | None = None) -> None:
     a model folder that cannot load (:func:`check_model`; found when a stage loaded it, never naming the field), an
     extract.layer out of range and a local SAE of another width where the model's config is at hand (the testbed
     LM, a local folder, a pkg: model's folder, a hub model in the local Hugging Face cache:
-    saerl.stages.known_size). Only the stage runs whose artifact is not stored count (a rerun whose every training run is cached needs neither vLLM
+    saerl.stages.known_size), and a length limit over such a model's positions (:func:`length_problems`: refused, or
+    with `warn` warned of, as it says). Only the stage runs whose artifact is not stored count (a rerun whose every training run is cached needs neither vLLM
     nor the policy's folder); with runtime.dask_address the workers load the models, on their machines: nothing is
     checked here. in: config, last stage; raises ValueError / FileNotFoundError."""
     from saerl.sweep import planned_keys
@@ -649,6 +650,11 @@ def check_loaders(cfg: PipelineConfig, until: str | None = None) -> None:
         check_model(cfg.extract.model, "extract.model", False)
     if "extract" in todo and (depth := known_depth(cfg, hub_cache=True)) is not None:
         resolve_layer(cfg.extract.layer, depth)  # an extract.layer out of range: refused when the model had loaded
+    refusals, warnings_ = length_problems(cfg, todo)
+    if refusals:
+        raise ValueError("; and ".join(refusals))
+    for note in warnings_ if warn else ():
+        log.warning("%s", note)
     if "sae" in todo and cfg.sae.source == "pretrained" and cfg.sae.release and cfg.sae.sae_id:
         if problem := pretrained_sae_problem(cfg.sae.release, cfg.sae.sae_id):
             raise ValueError(problem)
@@ -658,6 +664,65 @@ def check_loaders(cfg: PipelineConfig, until: str | None = None) -> None:
         width = known_size(cfg, "hidden_size", hub_cache=True)
         if problem := local_sae_problem(Path(cfg.sae.path).expanduser(), width=width):  # the width checked up front:
             raise ValueError(problem)  # the sae stage found it after extraction had run
+
+
+def known_context(cfg: PipelineConfig, policy: bool) -> Any:
+    """The position limit and kind (saerl.policy_lm.Context) of the policy (`policy`) or of the model the extract
+    stage reads, where known without loading anything: the testbed LM's testbed.max_len (a Llama: rotary), else its
+    config.json at hand (saerl.stages.known_config, the hub cache and pkg: folders included); None otherwise."""
+    from saerl.policy_lm import ROTARY, Context, model_context
+    from saerl.stages import known_config
+
+    if cfg.model.name_or_path == "testbed" and (policy or cfg.extract.model is None):
+        return Context(cfg.testbed.max_len, ROTARY)
+    raw = known_config(cfg, hub_cache=True, policy=policy)
+    return None if raw is None else model_context(raw)
+
+
+def length_problems(cfg: PipelineConfig, todo: set[str]) -> tuple[list[str], list[str]]:
+    """The length limits at odds with a model's position limit (:func:`known_context`), found before the first stage
+    rather than deep in a run: extract.max_length over the positions of an extract model with learned positions is
+    refused (MiniLM's forward pass fails on the first chunk holding a longer prompt, after hours of extraction; a
+    rotary model reads on past them, and a cap over its context is harmless where the prompts are short, as the
+    testbed's 160-position LM under the default 512); a completion limit (train.max_completion_length for the label
+    and train stages, eval.max_new_tokens for heldout) that leaves no position for a prompt is refused for a policy
+    with learned positions (generation past them fails with an IndexError naming no setting) and warned of for one
+    with rotary or unknown positions (it runs on, past them). Each prompt is checked as its stage starts
+    (saerl.policy_lm.context_fit_notes). in: config, the stages to compute; out: (refusals, warnings)."""
+    from saerl.policy_lm import LEARNED
+
+    refusals: list[str] = []
+    warned: list[str] = []
+    if "extract" in todo and (ctx := known_context(cfg, policy=False)) is not None \
+            and ctx.kind == LEARNED and cfg.extract.max_length > ctx.positions:
+        field = "extract.model" if cfg.extract.model else "model.name_or_path"
+        refusals.append(f"extract.max_length={cfg.extract.max_length} is over the {ctx.positions} positions of the "
+                        f"extract model ({field}={cfg.extract.model or cfg.model.name_or_path}), whose positions are "
+                        f"learned: the first chunk holding a prompt longer than {ctx.positions} tokens would fail in "
+                        f"its forward pass (a tensor-size error); lower extract.max_length to {ctx.positions} or less")
+    limits = {}  # field -> limit, of the generating stages to compute
+    if todo & {"label", "train"}:
+        limits["train.max_completion_length"] = cfg.train.max_completion_length
+    if "heldout" in todo and cfg.eval.max_new_tokens is not None:
+        limits["eval.max_new_tokens"] = cfg.eval.max_new_tokens
+    elif "heldout" in todo:
+        limits["train.max_completion_length"] = cfg.train.max_completion_length  # eval.max_new_tokens unset
+    if not limits or (ctx := known_context(cfg, policy=True)) is None:
+        return refusals, warned
+    for field, limit in limits.items():
+        if limit < ctx.positions:
+            continue
+        shown = f"{field}={limit} leaves no room for a prompt in the policy's {ctx.positions} positions " \
+                f"(model.name_or_path={cfg.model.name_or_path})"
+        fix = (f"lower {field} below {ctx.positions} minus the longest chat-templated prompt's tokens, or use a "
+               "policy with a longer context")
+        if ctx.kind == LEARNED:
+            refusals.append(f"{shown}, whose positions are learned: a completion that long fails generation with "
+                            f"'IndexError: index out of range in self'; {fix}")
+        else:
+            warned.append(f"{shown}: a completion that runs that long is written at positions past those it was "
+                          f"trained on; {fix}")
+    return refusals, warned
 
 
 def hash_path(path: Path, field: str = "data.path") -> str:

@@ -144,13 +144,135 @@ def unknown_shares(raw: list[list[int]], unk: int) -> tuple[float, int]:
     return (sum(x.count(unk) for x in raw) / total if total else 0.0), sum(unk in x for x in raw)
 
 
-def policy_fit_notes(tok: Any, max_positions: int | None, prompts: list[str], max_completion_length: int) -> list[str]:
+# how a model encodes positions, read from its config (:func:`position_kind`)
+LEARNED, ROTARY, UNKNOWN_POSITIONS = "learned", "rotary", "unknown"
+POSITION_LIMIT_FIELDS = ("max_position_embeddings", "n_positions")  # a config's position limit (GPT-2's: n_positions)
+# config fields only a rotary (RoPE) model has: transformers 5's rope_parameters, 4's rope_theta / rope_scaling,
+# GPT-J / GPT-NeoX / CodeGen's rotary_dim / rotary_pct / rotary_emb_base
+ROTARY_FIELDS = ("rope_parameters", "rope_theta", "rope_scaling", "rotary_dim", "rotary_pct", "rotary_emb_base")
+ROTARY_EMBEDDING_TYPES = frozenset({"rotary", "rope"})  # position_embedding_type values of a rotary model
+# position_embedding_type values of a model with a table of positions (BERT-like: 'absolute', or a table of
+# distances bounded by the same limit)
+LEARNED_EMBEDDING_TYPES = frozenset({"absolute", "relative_key", "relative_key_query"})
+# model types with learned absolute positions whose config may name no position_embedding_type
+LEARNED_POSITION_MODELS = frozenset({"gpt2", "gpt_bigcode", "gpt_neo", "opt", "biogpt", "bert", "roberta",
+                                     "xlm-roberta", "distilbert", "electra", "mpnet", "bart", "mbart"})
+OVERLONG_SHOWN = 3  # the over-long prompts a refusal or note names by id and token count
+
+
+class Context(NamedTuple):
+    """A model's position limit and how it encodes positions: LEARNED (a table of positions: generation past it
+    fails with 'IndexError: index out of range in self'), ROTARY (RoPE: it runs on past it, on positions it was never
+    trained on) or UNKNOWN_POSITIONS (the config says neither; treated as ROTARY, warned of and not refused, so no
+    model is refused for a guess)."""
+
+    positions: int
+    kind: str
+
+
+def position_kind(raw: dict[str, Any]) -> str:
+    """How a model encodes positions, from its config's fields: ROTARY where it names a rotary setting
+    (ROTARY_FIELDS) or a rotary position_embedding_type, LEARNED where its position_embedding_type is a table's
+    (LEARNED_EMBEDDING_TYPES) or its model_type is one of LEARNED_POSITION_MODELS, else UNKNOWN_POSITIONS.
+    in: the config as a dict (its text model's); out: the kind."""
+    emb = raw.get("position_embedding_type")
+    if emb in ROTARY_EMBEDDING_TYPES or any(raw.get(f) is not None for f in ROTARY_FIELDS):
+        return ROTARY
+    if emb in LEARNED_EMBEDDING_TYPES or raw.get("model_type") in LEARNED_POSITION_MODELS:
+        return LEARNED
+    return UNKNOWN_POSITIONS
+
+
+def model_context(conf: Any) -> Context | None:
+    """A model's :class:`Context` from its config (a transformers config, or config.json as a dict; a multimodal
+    model's text_config where it has one): its first POSITION_LIMIT_FIELDS field that is a positive int, and
+    :func:`position_kind`. in: the config; out: the context, or None where it names no position limit."""
+    raw = conf if isinstance(conf, dict) else conf.to_dict()
+    raw = raw.get("text_config") if isinstance(raw.get("text_config"), dict) else raw
+    limit = next((raw[f] for f in POSITION_LIMIT_FIELDS if isinstance(raw.get(f), int) and raw[f] > 0), None)
+    return None if limit is None else Context(limit, position_kind(raw))
+
+
+class Overlong(NamedTuple):
+    """A prompt that leaves too few positions for its completion: its id, its tokens chat-templated, its
+    characters (what data.max_prompt_chars counts)."""
+
+    id: str
+    tokens: int
+    chars: int
+
+
+def overlong_prompts(tok: Any, positions: int, prompts: list[str], ids: list[str], limit: int) -> list[Overlong]:
+    """The prompts whose tokens, chat-templated as the policy reads them (:func:`prompt_text`; as they are where
+    the tokenizer has no template), plus `limit` completion tokens exceed `positions`, in their order.
+    in: tokenizer, the policy's position limit, prompts, their ids, the completion limit; out: the over-long ones."""
+    texts = [prompt_text(tok, p) for p in prompts] if getattr(tok, "chat_template", None) else list(prompts)
+    counts = [len(x) for x in tok(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    return [Overlong(str(i), n, len(p)) for i, n, p in zip(ids, counts, prompts, strict=True) if n + limit > positions]
+
+
+def named_overlong(over: list[Overlong]) -> str:
+    """The first OVERLONG_SHOWN over-long prompts by id and token count ("'a' (300 tokens), ... and 4 more")."""
+    shown = ", ".join(f"{o.id!r} ({o.tokens} tokens)" for o in over[:OVERLONG_SHOWN])
+    return shown + (f" and {len(over) - OVERLONG_SHOWN} more" if len(over) > OVERLONG_SHOWN else "")
+
+
+def drop_fix(over: list[Overlong]) -> str:
+    """The ingest setting that drops these prompts: data.max_prompt_chars below the shortest one's characters."""
+    return (f"drop them at ingest with data.max_prompt_chars={min(o.chars for o in over) - 1} or less (it drops "
+            "every prompt of more characters)")
+
+
+def context_fit_notes(tok: Any, context: Context | None, prompts: list[str], ids: list[str], limit: int,
+                      field: str, what: str) -> list[str]:
+    """Whether the prompts a stage generates on, chat-templated, leave `limit` tokens (`field`) of the policy's
+    position limit for a completion (:func:`overlong_prompts`). A LEARNED policy is refused with a ValueError before
+    it generates (past its positions it fails with an IndexError that names no length): how many prompts, the first
+    ids with their token counts, the limit and the fixes. Otherwise the notes: the prompts that fill the context on
+    their own (lowering `field` cannot help: data.max_prompt_chars or a longer-context policy), and those that fit
+    but leave less than `limit` tokens (lower `field`). in: tokenizer, the policy's context (None: unknown, no
+    check), prompts, their ids, the completion limit, its field, what the prompts are ('training prompts');
+    out: notes ([] when all fit)."""
+    if context is None or not prompts:
+        return []
+    positions = context.positions
+    over = overlong_prompts(tok, positions, prompts, ids, limit)
+    if not over:
+        return []
+    alone = [o for o in over if o.tokens >= positions]
+    room = positions - max(o.tokens for o in over)  # the completion limit every one of them would fit with
+    head = f"{len(over)} of {len(prompts)} {what}, chat-templated,"
+    if context.kind == LEARNED:
+        lower = f"lower {field} to {room} or less; " if room > 0 else ""
+        raise ValueError(f"{head} plus {field}={limit} completion tokens do not fit the policy's {positions} "
+                         f"positions: {named_overlong(over)}. The policy (model.name_or_path) has learned positions, "
+                         "and generating past them fails with 'IndexError: index out of range in self'. Fix: "
+                         f"{drop_fix(over)}; {lower}or use a policy with a longer context")
+    past = ("positions it was never trained on" if context.kind == ROTARY else "positions past its limit (where its "
+            "positions are learned, as GPT-2's, generation there fails with an IndexError)")
+    notes = []
+    if alone:
+        notes.append(f"{len(alone)} of {len(prompts)} {what}, chat-templated, fill the policy's {positions}-token "
+                     f"context on their own: {named_overlong(alone)}; it reads them and writes their completions at "
+                     f"{past}, so what it does on them says little, and lowering {field} cannot help: "
+                     f"{drop_fix(alone)}, or use a policy with a longer context (model.name_or_path)")
+    if fits := [o for o in over if o.tokens < positions]:
+        notes.append(f"{len(fits)} of {len(prompts)} {what}, chat-templated, fit the policy's {positions}-token "
+                     f"context but leave less than {field}={limit} tokens for a completion: {named_overlong(fits)}; "
+                     f"a completion that runs that long is written at {past}: lower {field} to "
+                     f"{positions - max(o.tokens for o in fits)} or less, or use a policy with a longer context")
+    return notes
+
+
+def policy_fit_notes(tok: Any, context: Context | None, prompts: list[str], ids: list[str],
+                     max_completion_length: int) -> list[str]:
     """Whether a policy can read the training prompts at all, in notes: the share of their tokens its tokenizer maps
     to its unknown token and the share of prompts holding it at least once (unknown_shares; either above
     UNKNOWN_NOTE_SHARE: the testbed's tiny LM read 62% of GSM8K's tokens as <|unk|>, and a comparison of arms trained
-    on such prompts says nothing about the method) and how many prompts, chat-templated, leave no room for
-    train.max_completion_length tokens in its context. in: tokenizer, the model's context length
-    (max_position_embeddings; None: unknown), prompts, train.max_completion_length; out: notes ([] when it fits)."""
+    on such prompts says nothing about the method), then whether they fit its context with
+    train.max_completion_length tokens of completion (:func:`context_fit_notes`: a learned-position policy is refused
+    with a ValueError). in: tokenizer, the model's context (:func:`model_context`; None: unknown), prompts, their ids,
+    train.max_completion_length; out: notes ([] when it fits)."""
     notes = []
     raw = tok(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []  # the prompts' own tokens
     unk = tok.unk_token_id
@@ -162,16 +284,25 @@ def policy_fit_notes(tok: Any, max_positions: int | None, prompts: list[str], ma
                          f"token {tok.unk_token!r}, and {holding} of {len(raw)} prompts ({holding / len(raw):.0%}) "
                          "hold it: it cannot read those prompts whole, so training on them and the arm comparison "
                          "check the plumbing, not the method; use a policy trained on such text (model.name_or_path)")
-    texts = [prompt_text(tok, p) for p in prompts] if getattr(tok, "chat_template", None) else list(prompts)
-    ids = tok(texts, add_special_tokens=False)["input_ids"] if texts else []
-    if max_positions and ids:
-        over = sum(len(x) + max_completion_length > max_positions for x in ids)
-        if over:
-            notes.append(f"{over} of {len(ids)} training prompts, chat-templated, leave less than "
-                         f"train.max_completion_length={max_completion_length} tokens of the policy's "
-                         f"{max_positions}-token context: their completions are cut short (lower "
-                         "train.max_completion_length, or use a policy with a longer context)")
-    return notes
+    return notes + context_fit_notes(tok, context, prompts, ids, max_completion_length,
+                                     "train.max_completion_length", "training prompts")
+
+
+def policy_context_notes(model_dir: str | Path, model_cfg: ModelConfig, prompts: list[str], ids: list[str],
+                         limit: int, field: str, what: str) -> list[str]:
+    """:func:`context_fit_notes` for a policy not loaded yet (the label stage's, before it loads it to generate):
+    its config and tokenizer alone are read. in: the policy's folder / hub id, model config, prompts, their ids,
+    the completion limit, its field, what the prompts are; out: notes (ValueError for a learned-position policy)."""
+    from saerl.activations import hub_kwargs, model_config, resolve_model_path
+
+    try:
+        context = model_context(model_config(str(model_dir), model_cfg))
+        if context is None or not prompts:
+            return []
+        tok = AutoTokenizer.from_pretrained(resolve_model_path(str(model_dir)), **hub_kwargs(model_cfg))
+    except OSError:  # not at hand (a hub id offline): no check here; the stage's own load names what is wrong
+        return []
+    return context_fit_notes(tok, context, prompts, ids, limit, field, what)
 
 
 TURN_PROBE = "saerl turn end probe"  # assistant content whose end marks where the template closes the turn

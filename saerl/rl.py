@@ -1142,6 +1142,26 @@ def hub_bars_off() -> Iterator[None]:
                 hf_logging.enable_progress_bar()
 
 
+def training_fit_notes(tok: Any, context: Any, rows: list[dict[str, Any]], cfg: TrainConfig,
+                       eval_sets: dict[str, pl.DataFrame], eval_limit: int) -> list[str]:
+    """Whether the policy can read what a training run generates on, before it generates: the training prompts
+    (saerl.policy_lm.policy_fit_notes, with train.max_completion_length) and each in-training curve set's problems
+    (saerl.policy_lm.context_fit_notes, with the curve's limit, train.max_completion_length). A policy with learned
+    positions that any of them would overflow is refused (ValueError naming the ids and the fixes). in: tokenizer,
+    the policy's context (saerl.policy_lm.model_context), the training rows (id, prompt) each once, the train
+    config, the curve's sets (already cut to train.eval_problems), the curve's limit; out: notes."""
+    from saerl.policy_lm import context_fit_notes, policy_fit_notes
+
+    notes = policy_fit_notes(tok, context, [r["prompt"] for r in rows], [r["id"] for r in rows],
+                             cfg.max_completion_length)
+    for name, df in eval_sets.items():
+        ids = df["id"].to_list() if "id" in df.columns else range(df.height)  # (a set without ids: row numbers)
+        notes += context_fit_notes(tok, context, [str(p) for p in df["prompt"].to_list()],
+                                   [str(i) for i in ids], eval_limit, "train.max_completion_length",
+                                   f"problems of the learning curve's set eval.sets.{name}")
+    return notes
+
+
 @in_configured_environment
 def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | None, cfg: TrainConfig,
                out_dir: str | Path, *, prompts_per_step: int, seed: int = 0, max_steps: int | None = None,
@@ -1191,13 +1211,14 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     generation batch's rollouts over its steps_per_generation steps; under DAPO a generation batch trains on as
     many prompts as it kept groups, filled groups without a reward spread are not in the order),
     curve (eval rows: step, set, greedy, n, seconds, failures), curve_problems (the same per problem: step,
-    set, id, correct), resumed_from (step, or None), reward_checks, verifier_failures, notes (whether the policy
-    can read the prompts: saerl.policy_lm.policy_fit_notes; then the run's health: :func:`health_notes`)}.
+    set, id, correct), resumed_from (step, or None), reward_checks, verifier_failures, fit_notes (whether the
+    policy can read the prompts and the curve's problems: :func:`training_fit_notes`, logged before training starts;
+    a learned-position policy they overflow is refused then), notes (the run's health: :func:`health_notes`)}.
     A step that leaves a non-finite weight stops the run with a ValueError naming the step and the fix
     (:class:`FiniteWeights`); a non-finite policy is never saved. The trainer is built and trains in
     :func:`saerl.train_env.configured_environment`: accelerate's settings (ACCELERATE_*) and, outside a rank saerl's
     torchrun started, stale WORLD_SIZE / RANK / MASTER_ADDR / MPI variables are ignored, with one warning."""
-    from saerl.policy_lm import load_policy, policy_fit_notes, stop_ids
+    from saerl.policy_lm import load_policy, model_context, stop_ids
 
     steps = max_steps or cfg.max_steps
     model, tok = load_policy(model_dir, model_cfg)
@@ -1210,8 +1231,10 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         raise ValueError(f"{len(missing)} ids of the training order are not among the prompts (first: {missing[0]!r}); "
                          "the order and the prompts come from different runs: rerun the curriculum stage")
     rows = [by_id[i] for i in seq]
-    fit = policy_fit_notes(tok, getattr(model.config, "max_position_embeddings", None),
-                           [by_id[i]["prompt"] for i in dict.fromkeys(seq)], cfg.max_completion_length)
+    fit = training_fit_notes(tok, model_context(model.config), [by_id[i] for i in dict.fromkeys(seq)], cfg,
+                             eval_sets or {}, eval_max_new_tokens or cfg.max_completion_length)
+    for note in fit if process_rank() == 0 else ():  # before training, not with its result: a crash must not lose it
+        log.warning("train: %s", note)
     data = Dataset.from_dict({
         "prompt": [[{"role": "user", "content": r["prompt"]}] for r in rows],
         "answer": [str(r["answer"]) for r in rows],
@@ -1283,4 +1306,4 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     return {"model_dir": str(out), "steps": done, "seconds": round(timer.seconds, 1), "log": steps_log,
             "order": [i for i, _ in drawn], "order_steps": [step for _, step in drawn], "curve": evals.rows, "curve_problems": evals.problems,
             "resumed_from": int(resume.name.split("-")[1]) if resume is not None else None,
-            "reward_checks": checks, "verifier_failures": failures, "notes": fit + health_found}
+            "reward_checks": checks, "verifier_failures": failures, "fit_notes": fit, "notes": health_found}

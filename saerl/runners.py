@@ -191,9 +191,13 @@ def compute_label(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     does (train.temperature, train.top_k, train.max_completion_length) and are checked with the reward's
     train.verify_timeout_s, on runtime.device."""
     from saerl.labels import labelled_subset, measure_labels, pass_rate_profile, saturation_notes
+    from saerl.policy_lm import policy_context_notes
 
     t = cfg.train
     subset = labelled_subset(read_prompts(inputs), cfg.score.label_fraction, cfg.score.seed, cfg.score.label_max)
+    fit = warned("label", policy_context_notes(policy_path(cfg, inputs), cfg.model, subset["prompt"].to_list(),
+                                               subset["id"].to_list(), t.max_completion_length,
+                                               "train.max_completion_length", "labelled prompts"))  # before generating
     labels, summary = measure_labels(policy_path(cfg, inputs), subset, cfg.score, t.temperature,
                                      t.max_completion_length, build.path, build.chunks, cfg.model,
                                      progress=cfg.runtime.progress, top_k=t.top_k,
@@ -205,7 +209,7 @@ def compute_label(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
                     "(data.difficulty, score.difficulty_source=column)", profile)
     else:
         log.info("label: %s", profile)
-    notes = warned("label", saturation_notes(labels, cfg.model.name_or_path, cfg.score.label_rollouts))
+    notes = fit + warned("label", saturation_notes(labels, cfg.model.name_or_path, cfg.score.label_rollouts))
     build.note(rows={"labels": labels.height}, summary=summary, profile=profile, notes=notes)
     return {"labelled": float(labels.height), "mean_pass_rate": float(labels["pass_rate"].mean() or 0.0),
             "verifier_failures": float(labels["n_failed"].sum())}
@@ -770,7 +774,7 @@ def compute_train(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     trained.write_parquet(build.path / "trained_order.parquet")
     save_figure(train_curves(steps_log, curve, f"{arm} (seed {seed})"), build.path / PLOTS / "train_curves.png")
     build.note(arm=arm, seed=seed, steps=run["steps"], train_seconds=run["seconds"], resumed_from=run["resumed_from"],
-               notes=warned("train", run["notes"]))
+               notes=run.get("fit_notes", []) + warned("train", run["notes"]))  # fit notes: logged before training
     if run["resumed_from"] is not None:  # leads the stage run's reason (saerl.pipeline.run_stage)
         build.note(**{RESUMED: resumed_steps_note(run["resumed_from"], t.max_steps)})
     metrics = {"steps": float(run["steps"]), "train_seconds": float(run["seconds"]),
@@ -876,6 +880,24 @@ HELDOUT_SETS = "sets.parquet"  # a heldout artifact's held-out problems (set, id
 # against the training data (:func:`held_out_overlap`) without reading the set files again
 
 
+def held_out_fit_notes(cfg: PipelineConfig, tok: Any, context: Any, sets: dict[str, pl.DataFrame]) -> list[str]:
+    """Whether each held-out set's problems that the heldout stage scores (eval.max_problems of them:
+    saerl.evaluate.select_problems) fit the policy's context with eval.max_new_tokens tokens of completion
+    (saerl.policy_lm.context_fit_notes: a learned-position policy they overflow is refused before it generates).
+    in: config, the policy's tokenizer and context (saerl.policy_lm.model_context), the sets; out: notes."""
+    from saerl.evaluate import select_problems
+    from saerl.policy_lm import context_fit_notes
+
+    field = "eval.max_new_tokens" if cfg.eval.max_new_tokens is not None else "train.max_completion_length"
+    notes = []
+    for name, df in sets.items():
+        df = select_problems(df, cfg.eval.max_problems)
+        notes += context_fit_notes(tok, context, [str(p) for p in df["prompt"].to_list()],
+                                   [str(i) for i in df["id"].to_list()], eval_max_new_tokens(cfg), field,
+                                   f"problems of held-out set eval.sets.{name}")
+    return notes
+
+
 def compute_heldout(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build, *, arm: str,
                     seed: int) -> dict[str, float]:
     """Heldout: one policy on every held-out set (:func:`saerl.evaluate.evaluate_loaded`: greedy and k samples at
@@ -896,7 +918,7 @@ def compute_heldout(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
     build, arm, seed; out: metrics <set>_greedy (accuracy of the greedy pass; none for the probe pass), <set>_mean_k
     (over the set's k samples) and <set>_verifier_failures."""
     from saerl.evaluate import BASE_ARM, GREEDY, PROBE_ARM, evaluate_loaded, verifier_failures
-    from saerl.policy_lm import load_policy
+    from saerl.policy_lm import load_policy, model_context
 
     sets, read = read_eval_sets(cfg, inputs)
     if not sets:
@@ -906,15 +928,17 @@ def compute_heldout(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
     else:  # a trained policy is a local folder: no hub revision
         policy = inputs[TRAIN_RUN.format(arm=arm, seed=seed)].file("policy")
         model_cfg = cfg.model.model_copy(update={"revision": None})
-    frame = evaluate_loaded(*load_policy(policy, model_cfg, device=cfg.runtime.device), sets, cfg.eval,
-                            eval_max_new_tokens(cfg), seed, greedy=arm != PROBE_ARM,
+    model, tok = load_policy(policy, model_cfg, device=cfg.runtime.device)
+    context = model_context(model.config) if getattr(model, "config", None) is not None else None  # (a stand-in: none)
+    fit = warned("heldout", held_out_fit_notes(cfg, tok, context, sets))  # before generating
+    frame = evaluate_loaded(model, tok, sets, cfg.eval, eval_max_new_tokens(cfg), seed, greedy=arm != PROBE_ARM,
                             progress=cfg.runtime.progress, label=POLICY_LABEL.format(arm=arm, seed=seed),
                             probe=arm == PROBE_ARM)
     frame.write_parquet(build.path / HELDOUT)
     pl.concat([df.select(set=pl.lit(name), id=pl.col("id").cast(pl.String), prompt=pl.col("prompt").cast(pl.String))
                for name, df in sets.items()]).write_parquet(build.path / HELDOUT_SETS)
     read.write_parquet(build.path / HELDOUT_INGEST)
-    build.note(arm=arm, seed=seed)
+    build.note(arm=arm, seed=seed, **({"notes": fit} if fit else {}))
     acc = (frame.group_by("set", greedy=pl.col("sample") == GREEDY)
            .agg(pl.col("correct").cast(pl.Float64).mean()).sort("set", "greedy"))
     return ({f"{name}_{'greedy' if g else 'mean_k'}": float(a) for name, g, a in acc.iter_rows()}

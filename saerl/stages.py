@@ -286,7 +286,23 @@ def known_size(cfg: PipelineConfig, field: str, hub_cache: bool = False) -> int 
     None."""
     if cfg.extract.model is None and cfg.model.name_or_path == "testbed":
         return {"num_hidden_layers": cfg.testbed.n_layers, "hidden_size": cfg.testbed.d_model}[field]
-    name = cfg.extract.model or cfg.model.name_or_path
+    try:
+        raw = known_config(cfg, hub_cache)
+        size = (raw.get("text_config") or raw)[field]  # type: ignore[union-attr]
+    except (KeyError, TypeError, AttributeError):
+        return None  # the stage's own load names what is wrong with the folder
+    return size if isinstance(size, int) and size > 0 else None
+
+
+def known_config(cfg: PipelineConfig, hub_cache: bool = False, policy: bool = False) -> dict[str, Any] | None:
+    """The config.json, as read, of the model the extract stage reads (extract.model, else the policy) or with
+    `policy` of the policy (model.name_or_path), where it is at hand without loading anything (:func:`known_size`
+    says where); None for the testbed LM, a hub id not downloaded yet, or a file that cannot be read (the stage's
+    own load names what is wrong). in: config, whether to read the hub cache and pkg: folders, which model;
+    out: the config's fields or None."""
+    name = cfg.model.name_or_path if policy else cfg.extract.model or cfg.model.name_or_path
+    if name == "testbed":
+        return None
     if name.startswith(PKG_MODEL):
         if not hub_cache:
             return None
@@ -297,17 +313,16 @@ def known_size(cfg: PipelineConfig, field: str, hub_cache: bool = False) -> int 
         except (ValueError, OSError, ImportError):  # not installed, no model folder: planning names field and fix
             return None
     conf = Path(name).expanduser() / "config.json"
-    revision = None if cfg.extract.model else cfg.model.revision
+    revision = cfg.model.revision if policy or not cfg.extract.model else None
     if hub_cache and not conf.is_file() and (cached := hub_cached_config(name, revision)):
         conf = cached
     if not conf.is_file():
         return None
     try:
         raw = json.loads(conf.read_text(encoding="utf-8"))
-        size = (raw.get("text_config") or raw)[field]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None  # the stage's own load names what is wrong with the folder
-    return size if isinstance(size, int) and size > 0 else None
+    except (OSError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) else None
 
 
 def hub_cached_config(repo_id: str, revision: str | None) -> Path | None:

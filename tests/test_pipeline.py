@@ -332,6 +332,42 @@ def test_a_hub_model_neither_cached_nor_reachable_is_refused_before_the_first_st
     assert len(asked) == n_asked, "neither offline nor for a cached model is the hub asked"
 
 
+def test_length_limits_over_a_models_positions_are_refused_or_warned_before_the_first_stage(tmp_path, caplog):
+    """Lengths audit F1: extract.max_length=1024 with MiniLM (512 learned positions) failed in the extract stage's
+    forward pass with a tensor-size error, and a completion limit past a GPT-2 policy's positions failed in the
+    label stage with 'IndexError: index out of range in self'; the plan accepted both. Each is refused up front,
+    naming both values and the fix; for a rotary policy (the testbed LM, a Llama) the completion limit is warned
+    of, not refused; a cap over a rotary extract model's context (the default 512 over the testbed's 160) is fine."""
+    from tiny import tiny_tokenizer
+    from transformers import GPT2Config
+
+    def cfg(*overrides):
+        return load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path / 'root'}", *overrides])
+
+    tok = tiny_tokenizer()
+    gpt = _policy_folder(tmp_path / "gpt", GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=16, n_layer=1,
+                                                      n_head=2, architectures=["GPT2LMHeadModel"]), tok)
+    with pytest.raises(ValueError, match=r"^extract.max_length=512 is over the 64 positions of the extract model "
+                                         r"\(extract.model=.*gpt\), whose positions are learned: .*lower "
+                                         r"extract.max_length to 64 or less$"):
+        check_runnable(cfg(f"extract.model={gpt}"), "extract")
+    check_runnable(cfg(f"extract.model={gpt}", "extract.max_length=64"), "extract")
+    with pytest.raises(ValueError, match=r"^train.max_completion_length=64 leaves no room for a prompt in the policy's "
+                                         r"64 positions \(model.name_or_path=.*gpt\), whose positions are learned: "
+                                         r".*index out of range.*lower train.max_completion_length below 64"):
+        check_runnable(cfg(f"model.name_or_path={gpt}", "extract.max_length=64", "train.max_completion_length=64"))
+    with pytest.raises(ValueError, match=r"^eval.max_new_tokens=100 leaves no room"):
+        check_runnable(cfg(f"model.name_or_path={gpt}", "extract.max_length=64", "train.max_completion_length=8",
+                           "eval.max_new_tokens=100"))
+    check_runnable(cfg(f"model.name_or_path={gpt}", "extract.max_length=64", "train.max_completion_length=8"))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="saerl.pipeline"):
+        check_runnable(cfg("train.max_completion_length=400"))  # the testbed LM: 160 rotary positions
+    assert any(r.getMessage().startswith("train.max_completion_length=400 leaves no room for a prompt in the "
+                                         "policy's 160 positions (model.name_or_path=testbed): a completion")
+               for r in caplog.records)
+
+
 def test_an_extract_layer_out_of_range_is_refused_before_the_first_stage(tmp_path):
     """extract.layer=6 on a 2-block testbed LM was refused by the extract stage, after the testbed and ingest ran."""
     cfg = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", "extract.layer=6"])

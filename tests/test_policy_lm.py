@@ -384,19 +384,84 @@ def test_policy_fit_notes_say_when_the_policy_cannot_read_the_prompts_or_fit_the
     """The README's CPU path on real data trained the testbed's tiny LM on GSM8K, whose tokenizer read 62% of the
     prompts' tokens as <|unk|> and whose context was shorter than prompt plus completion, and printed a full arm
     comparison without a word; the train stage now notes both."""
-    from saerl.policy_lm import policy_fit_notes
+    from saerl.policy_lm import ROTARY, Context, policy_fit_notes
 
     tok = build_tokenizer(["what is 2 plus 3 ?"])
-    own = ["what is 2 plus 3 ?", "what is 12 plus 7 ?"]
-    assert policy_fit_notes(tok, 512, own, 8) == []
+    own, ids = ["what is 2 plus 3 ?", "what is 12 plus 7 ?"], ["a", "b"]
+    assert policy_fit_notes(tok, Context(512, ROTARY), own, ids, 8) == []
     foreign = ["Natalia sold clips to 48 of her friends in April ?"]
-    (unknown,) = policy_fit_notes(tok, 512, foreign, 8)
+    (unknown,) = policy_fit_notes(tok, Context(512, ROTARY), foreign, ["c"], 8)
     assert "reads" in unknown and "as its unknown token" in unknown and "plumbing" in unknown
-    (tight,) = policy_fit_notes(tok, 12, own, 8)  # each chat-templated prompt is over 4 tokens: no room for 8
+    (tight,) = policy_fit_notes(tok, Context(12, ROTARY), own, ids, 8)  # 8 and 9 tokens templated: no room for 8
     assert tight.startswith("2 of 2 training prompts") and "train.max_completion_length=8" in tight
-    assert policy_fit_notes(tok, None, own, 10**6) == []  # no known context length: no such note
+    assert policy_fit_notes(tok, None, own, ids, 10**6) == []  # no known context length: no such note
     tok.unk_token = tok.eos_token  # GPT-2's way: one token for unknown and end of text
-    assert policy_fit_notes(tok, 512, ["what is 2 plus 3 ? <|eos|>"], 8) == []
+    assert policy_fit_notes(tok, Context(512, ROTARY), ["what is 2 plus 3 ? <|eos|>"], ["d"], 8) == []
+
+
+def test_prompts_over_a_rotary_policys_context_are_noted_by_id_with_the_fix_that_helps():
+    """Lengths audit F3: with a 64-position RoPE policy and prompts of 106 to 2597 tokens, training's note said
+    'their completions are cut short (lower train.max_completion_length ...)': nothing cuts them under RoPE, no
+    completion limit makes a prompt longer than the context fit, and it named no prompt. A prompt that fills the
+    context on its own now points at data.max_prompt_chars or a longer-context policy; one that fits but leaves too
+    little room, at the completion limit; both name the ids and their token counts."""
+    from saerl.policy_lm import ROTARY, Context, context_fit_notes, prompt_text
+
+    tok = build_tokenizer(["what is 2 plus 3 ?"])
+    prompts = ["what is 2 plus 3 ?", " ".join(["what is 2 plus 3 ?"] * 3), "2 ?"]
+    sizes = [len(tok(prompt_text(tok, p), add_special_tokens=False)["input_ids"]) for p in prompts]
+    assert sizes[2] + 8 <= 12 < sizes[0] + 8 and 12 <= sizes[1]  # the premise, with 12 positions and 8 to complete
+    alone, tight = context_fit_notes(tok, Context(12, ROTARY), prompts, ["short", "long", "tiny"], 8,
+                                     "train.max_completion_length", "training prompts")
+    assert alone.startswith(f"1 of 3 training prompts, chat-templated, fill the policy's 12-token context on their "
+                            f"own: 'long' ({sizes[1]} tokens)")
+    assert f"data.max_prompt_chars={len(prompts[1]) - 1} or less" in alone and "lowering" in alone
+    assert "cut short" not in alone + tight
+    assert tight.startswith(f"1 of 3 training prompts, chat-templated, fit the policy's 12-token context but leave "
+                            f"less than train.max_completion_length=8 tokens for a completion: 'short' ({sizes[0]} "
+                            "tokens);")  # 'tiny' fits with its 8 tokens of completion
+    assert "'tiny'" not in alone + tight
+    assert f"lower train.max_completion_length to {12 - sizes[0]} or less" in tight
+
+
+def test_prompts_over_a_learned_position_policys_positions_are_refused_before_it_generates():
+    """Lengths audit F1b: a GPT-2-style policy (64 learned positions) with longer prompts ran ingest to encode, then
+    died in the label stage (or training's first evaluation) with 'IndexError: index out of range in self', naming
+    no length, row or setting. The check refuses before any generation, naming how many prompts, the first ids and
+    their token counts, the limit and the fixes."""
+    from saerl.policy_lm import LEARNED, OVERLONG_SHOWN, Context, context_fit_notes
+
+    tok = build_tokenizer(["what is 2 plus 3 ?"])
+    prompts = [" ".join(["what is 2 plus 3 ?"] * n) for n in range(1, 7)]
+    ids = [f"p{n}" for n in range(1, 7)]
+    assert context_fit_notes(tok, Context(512, LEARNED), prompts, ids, 8, "eval.max_new_tokens", "problems") == []
+    with pytest.raises(ValueError) as err:
+        context_fit_notes(tok, Context(20, LEARNED), prompts, ids, 8, "eval.max_new_tokens",
+                          "problems of held-out set eval.sets.t")
+    msg = str(err.value)
+    assert msg.startswith("5 of 6 problems of held-out set eval.sets.t, chat-templated, plus eval.max_new_tokens=8 "
+                          "completion tokens do not fit the policy's 20 positions: 'p2' (")
+    assert "'p3'" in msg and f"and {5 - OVERLONG_SHOWN} more" in msg and "'p5'" not in msg
+    assert "learned positions" in msg and "index out of range" in msg
+    assert f"data.max_prompt_chars={len(prompts[1]) - 1} or less" in msg and "longer context" in msg
+
+
+def test_a_models_position_limit_and_kind_are_read_from_its_config():
+    """GPT-2 names its limit n_positions and has learned positions; Qwen2 (rope_parameters) and Llama are rotary;
+    BERT (position_embedding_type absolute) learned; a config that says neither is 'unknown' (warned of, never
+    refused); no limit, no context."""
+    from transformers import BertConfig, GPT2Config, LlamaConfig, Qwen2Config
+
+    from saerl.policy_lm import LEARNED, ROTARY, UNKNOWN_POSITIONS, Context, model_context
+
+    assert model_context(GPT2Config(n_positions=64)) == Context(64, LEARNED)
+    assert model_context(Qwen2Config(max_position_embeddings=64)) == Context(64, ROTARY)
+    assert model_context(LlamaConfig(max_position_embeddings=160)) == Context(160, ROTARY)
+    assert model_context(BertConfig(max_position_embeddings=512)) == Context(512, LEARNED)
+    assert model_context({"model_type": "qwen2", "max_position_embeddings": 4096, "rope_theta": 1e4}).kind == ROTARY
+    assert model_context({"model_type": "mystery", "max_position_embeddings": 128}) == Context(128, UNKNOWN_POSITIONS)
+    assert model_context({"model_type": "mystery"}) is None
+    assert model_context({"text_config": {"model_type": "gpt2", "n_positions": 32}}) == Context(32, LEARNED)
 
 
 def test_the_unknown_token_note_counts_the_prompts_a_policy_cannot_read_not_only_their_tokens():
@@ -412,7 +477,37 @@ def test_the_unknown_token_note_counts_the_prompts_a_policy_cannot_read_not_only
     raw = tok(world + zh, add_special_tokens=False)["input_ids"]
     share, holding = unknown_shares(raw, tok.unk_token_id)
     assert share <= UNKNOWN_NOTE_SHARE < holding / len(raw), "the token share alone would give no note"
-    (note,) = policy_fit_notes(tok, 512, world + zh, 8)
+    from saerl.policy_lm import ROTARY, Context
+
+    (note,) = policy_fit_notes(tok, Context(512, ROTARY), world + zh, [str(i) for i in range(10)], 8)
     assert f"reads {share:.0%} of the training prompts' tokens" in note
     assert "2 of 10 prompts (20%) hold it" in note and "plumbing" in note
-    assert policy_fit_notes(tok, 512, world, 8) == []
+    assert policy_fit_notes(tok, Context(512, ROTARY), world, [str(i) for i in range(8)], 8) == []
+
+
+def test_the_label_stage_checks_a_policy_folders_context_before_loading_it_to_generate(tmp_path):
+    """The label stage (saerl.runners.compute_label) checks its prompts against the policy folder's config and
+    tokenizer alone, before it loads the model to generate: a GPT-2-style folder (learned positions) is refused
+    naming the labelled prompts' ids; a Llama one (rotary) gets a note."""
+    from tiny import tiny_model, tiny_tokenizer
+    from transformers import GPT2Config
+
+    from saerl.policy_lm import policy_context_notes
+
+    tok = tiny_tokenizer()
+    AutoModelForCausalLM.from_config(GPT2Config(vocab_size=len(tok), n_positions=16, n_embd=16, n_layer=1,
+                                                n_head=2)).save_pretrained(tmp_path / "gpt")
+    tiny_model(tok, "llama", hidden=16).save_pretrained(tmp_path / "llama")  # 64 positions
+    for folder in ("gpt", "llama"):
+        tok.save_pretrained(tmp_path / folder)
+    prompts, ids = ["what is 1 + 2 ?", "what is 3 + 4 ?"], ["a", "b"]
+    with pytest.raises(ValueError, match=r"^2 of 2 labelled prompts, chat-templated, plus "
+                                         r"train.max_completion_length=12 completion tokens do not fit the policy's 16 "
+                                         r"positions: 'a' \(8 tokens\), 'b' \(8 tokens\)\."):
+        policy_context_notes(tmp_path / "gpt", ModelConfig(), prompts, ids, 12, "train.max_completion_length",
+                             "labelled prompts")
+    (note,) = policy_context_notes(tmp_path / "llama", ModelConfig(), prompts, ids, 60, "train.max_completion_length",
+                                   "labelled prompts")
+    assert note.startswith("2 of 2 labelled prompts, chat-templated, fit the policy's 64-token context")
+    assert policy_context_notes(tmp_path / "llama", ModelConfig(), prompts, ids, 12, "train.max_completion_length",
+                                "labelled prompts") == []

@@ -1561,3 +1561,48 @@ def test_a_wall_clock_step_during_training_changes_no_recorded_seconds(stepped_w
         bar.on_log(None, state, None)
     line = caplog.records[-1].getMessage()
     assert line.startswith("train saerl:0: step 1/10, ") and " h " not in line and "ETA 0 s" in line, line
+
+
+def test_training_notes_prompts_past_a_rotary_policys_context_before_it_trains(tiny_policy_dir, tmp_path,
+                                                                               monkeypatch, caplog):
+    """Lengths audit F3: training worked out that its prompts do not fit the policy's context before it trained, but
+    logged it only with the run's result, so a crash lost it. The note, naming the prompts' ids, is logged before
+    the trainer is built, and it is returned with the run's notes (the manifest's)."""
+    policy, prompts = tiny_policy_dir  # a Llama of 64 rotary positions; each prompt is 8 tokens chat-templated
+
+    class NeverBuilt:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("the trainer was built")
+
+    monkeypatch.setattr("saerl.rl._trainer_class", lambda: NeverBuilt)
+    cfg = TrainConfig(num_generations=2, max_completion_length=60, max_steps=2)
+    with caplog.at_level("WARNING", logger="saerl.rl"), pytest.raises(RuntimeError, match="the trainer was built"):
+        train_grpo(policy, prompts.head(4), prompts["id"].head(4).to_list(), cfg, tmp_path / "rl",
+                   prompts_per_step=2, seed=0)
+    (note,) = [r.getMessage() for r in caplog.records if "context" in r.getMessage()]
+    assert note.startswith("train: 4 of 4 training prompts, chat-templated, fit the policy's 64-token context but "
+                           "leave less than train.max_completion_length=60 tokens for a completion: 'p00' (8 tokens)")
+    assert "lower train.max_completion_length to 56 or less" in note
+
+
+def test_a_learned_position_policy_whose_prompts_overflow_is_refused_before_training(tmp_path, one_torch_thread):
+    """Lengths audit F1b: a GPT-2-style policy (learned positions) whose prompts plus completions overflow its
+    positions failed inside trl's first evaluation with 'IndexError: index out of range in self'. It is refused
+    before the trainer is built, naming the ids, the limit and the fixes."""
+    from tiny import tiny_policy, tiny_tokenizer
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    _, prompts = tiny_policy(tmp_path / "llama")
+    tok = tiny_tokenizer()
+    conf = GPT2Config(vocab_size=len(tok), n_positions=16, n_embd=16, n_layer=1, n_head=2,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=tok.eos_token_id)
+    AutoModelForCausalLM.from_config(conf).save_pretrained(tmp_path / "gpt")
+    tok.save_pretrained(tmp_path / "gpt")
+    cfg = TrainConfig(num_generations=2, max_completion_length=12, max_steps=2)
+    with pytest.raises(ValueError, match=r"^4 of 4 training prompts, chat-templated, plus "
+                                         r"train.max_completion_length=12 completion tokens do not fit the policy's 16 "
+                                         r"positions: 'p00' \(8 tokens\), 'p01' \(8 tokens\), 'p02' \(8 tokens\) and 1 "
+                                         r"more\. .*learned positions.*data.max_prompt_chars=.*lower "
+                                         r"train.max_completion_length to 8 or less"):
+        train_grpo(tmp_path / "gpt", prompts.head(4), prompts["id"].head(4).to_list(), cfg, tmp_path / "rl",
+                   prompts_per_step=2, seed=0)
