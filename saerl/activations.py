@@ -82,6 +82,9 @@ HEAD_PROBES = ("0", "1", "x", "Q", "?")
 # (1024 prompts of 512 tokens: ~76 MB) where the whole pool in one call took 6.5-11 GB for 500k prompts; the ids
 # are the same for any batch size (each prompt is tokenized and cut alone), so it is no config field and no key
 TOKENIZE_BATCH = 1024
+# the ids of prompts cut to extract.max_length that the extract summary (and the stage's note) names: the first few,
+# a pool can have thousands
+TRUNCATED_IDS_SHOWN = 5
 
 
 class StopForward(Exception):
@@ -851,13 +854,21 @@ def extract_chunks(store_path: str | Path, chunk_log: ChunkLog, chunk_ids: Seque
 
 def prepare_extraction(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, model_cfg: ModelConfig,
                        cfg: ExtractConfig, model_path: str | None = None, device: str = "auto") -> Path:
+    """:func:`prepared_extraction`'s store alone (the Dask path lays a store out with it: saerl.pipeline)."""
+    return prepared_extraction(prompts, ids, out_dir, model_cfg, cfg, model_path, device)[0]
+
+
+def prepared_extraction(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, model_cfg: ModelConfig,
+                        cfg: ExtractConfig, model_path: str | None = None,
+                        device: str = "auto") -> tuple[Path, list[str]]:
     """Tokenize and lay out ``out_dir/activations.zarr`` without running the model (config + tokenizer
     only), so shards can then run extract_chunks in other processes. The model is `model_path`, else
     cfg.model, else model_cfg.name_or_path. Each prompt's head length (head_lengths of template_head, when
     cfg.skip_head and the model is causal, else 0; a prompt cut on the left keeps what its cut left of the head) goes
     into the store; a template head of extract.max_length tokens or more is warned of. An existing store for the
     same inputs is kept (resume); the inputs include the heads and the dtype the model resolves to on `device` (see
-    resolve_dtype), so a store begun on another kind of device or with other heads is rebuilt, never mixed."""
+    resolve_dtype), so a store begun on another kind of device or with other heads is rebuilt, never mixed.
+    Returns (the store's path, the ids of the prompts cut to extract.max_length, in the prompts' order)."""
     name = model_path or cfg.model or model_cfg.name_or_path
     config = model_config(name, model_cfg)
     n_layers, d_model = config_shape(config)
@@ -877,7 +888,7 @@ def prepare_extraction(prompts: Sequence[str], ids: Sequence[str], out_dir: str 
     store = Path(out_dir) / STORE_NAME
     prepare_store(store, list(ids), token_ids, model=name, layer=layer, d_model=d_model, n_layers=n_layers, cfg=cfg,
                   dtype=dtype, n_truncated=int(np.count_nonzero(n_cut)), heads=heads)
-    return store
+    return store, [str(ids[i]) for i in np.flatnonzero(n_cut)]
 
 
 def extract(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, model_cfg: ModelConfig,
@@ -889,9 +900,10 @@ def extract(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, mod
     name inside `out_dir`: the build folder is renamed when its artifact is published), n_prompts
     and n_prompts_total (the store's prompts), n_tokens and n_tokens_total (every token read), n_content_tokens_total
     (those after the prompts' heads), n_truncated (prompts longer than extract.max_length tokens, cut on
-    extract.truncation_side) and n_clipped (stored token values beyond float16's range, clamped to +-65504: counted
-    by each chunk's log record; 0 for chunks a run recorded before the count existed)."""
-    store = prepare_extraction(prompts, ids, out_dir, model_cfg, cfg, model_path, device)
+    extract.truncation_side), truncated_ids (the first TRUNCATED_IDS_SHOWN of their ids, in the prompts' order) and
+    n_clipped (stored token values beyond float16's range, clamped to +-65504: counted by each chunk's log record; 0
+    for chunks a run recorded before the count existed)."""
+    store, cut_ids = prepared_extraction(prompts, ids, out_dir, model_cfg, cfg, model_path, device)
     summary = extract_chunks(store, chunk_log, None, None, model_cfg, device, progress, on_chunk_done)
     act = open_activations(store)
     meta = act.meta
@@ -901,4 +913,5 @@ def extract(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, mod
     return {**summary, "n_prompts": meta.n_prompts, "n_tokens": meta.n_tokens,
             "model": meta.model, "n_layers": meta.n_layers, "store": STORE_NAME,
             "n_prompts_total": meta.n_prompts, "n_tokens_total": meta.n_tokens,
-            "n_content_tokens_total": act.n_content_tokens, "n_truncated": meta.n_truncated, "n_clipped": n_clipped}
+            "n_content_tokens_total": act.n_content_tokens, "n_truncated": meta.n_truncated,
+            "truncated_ids": cut_ids[:TRUNCATED_IDS_SHOWN], "n_clipped": n_clipped}

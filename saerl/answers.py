@@ -5,7 +5,9 @@
 - ``boxed_or_last``: that, and for a completion with neither, the answer Qwen2.5-Math's evaluation and lm-eval's
   flexible extract read there (:func:`fallback_answer`): what follows the last 'the (final) answer is', else the
   completion's last number. The answer read so is judged by the verifier's own comparison, as the text
-  ``#### <answer>`` (:func:`held_out_reading`), so both modes compare alike.
+  ``#### <answer>`` (:func:`held_out_reading`), so both modes compare alike. A completion cut at the generation limit
+  (no end of sequence) is not read by its last number: that is whatever it was writing when cut ('48 / 2 = 2' on its
+  way to 24); its box, '####' or 'the answer is' written before the cut still counts.
 
 Only the held-out evaluation reads so (the heldout stage, :func:`saerl.evaluate.evaluate_loaded`, and the in-training
 curve, :class:`saerl.rl.EvalCallback`): the training reward (:class:`saerl.rl.CorrectnessReward`) and the label
@@ -63,34 +65,41 @@ def _last_number(tail: str) -> str | None:
     return number[1:] if number[0] in _MINUS and (before.isalnum() or before in ")]}") else number
 
 
-def fallback_answer(text: str) -> str | None:
+def fallback_answer(text: str, ended: bool = True) -> str | None:
     """The answer of a completion that boxed none, as the community's math harnesses read it: what follows the last
     'the (final) answer is' (Qwen2.5-Math's evaluation; 'The answer is 18.' -> '18'), else the last number in it
-    (lm-eval's flexible extract; 'so x = 3 ... 42 apples' -> '42'); None when it has neither. Reads the same last
-    MAX_SCAN_CHARS characters the verifier does, Unicode math folded first as the verifier folds it
-    (saerl.verify.fold_unicode: '−4' keeps its sign, '½' is '\\frac{1}{2}'). in: completion; out: the answer text or
-    None."""
+    (lm-eval's flexible extract; 'so x = 3 ... 42 apples' -> '42'); None when it has neither. A completion cut at the
+    generation limit (`ended` False) gets no last number: it is what was being written at the cut, not an answer.
+    Reads the same last MAX_SCAN_CHARS characters the verifier does, Unicode math folded first as the verifier folds
+    it (saerl.verify.fold_unicode: '−4' keeps its sign, '½' is '\\frac{1}{2}'). in: completion, whether it ended (at
+    an end-of-sequence id); out: the answer text or None."""
     if not isinstance(text, str) or not text:
         return None
     tail = fold_unicode(text[-MAX_SCAN_CHARS:])
-    return _phrase_answer(tail) or _last_number(tail)
+    return _phrase_answer(tail) or (_last_number(tail) if ended else None)
 
 
-def held_out_reading(text: str, extraction: str) -> tuple[str, bool]:
+def held_out_reading(text: str, extraction: str, ended: bool = True) -> tuple[str, bool]:
     """The text the verifier judges for one held-out completion under eval.answer_extraction `extraction`, and
     whether the fallback read its answer: the completion itself where the verifier finds a final answer in it (a
     box or '####' always wins) or under 'boxed'; else under 'boxed_or_last' '#### <answer>' of
-    :func:`fallback_answer` where it finds one. in: completion, extraction; out: (text to judge, fallback used)."""
+    :func:`fallback_answer` where it finds one (for a completion cut at the limit, `ended` False, the answer phrase
+    alone). in: completion, extraction, whether it ended; out: (text to judge, fallback used)."""
     if extraction == BOXED or extract_final_answer(text) is not None:
         return text, False
-    answer = fallback_answer(text)
+    answer = fallback_answer(text, ended)
     return (text, False) if answer is None else (_MARKER + answer, True)
 
 
-def judge_held_out(texts: list[str], golds: list[str], timeout_s: float,
-                   extraction: str = BOXED) -> tuple[list[VerifyResult], list[bool]]:
+def judge_held_out(texts: list[str], golds: list[str], timeout_s: float, extraction: str = BOXED,
+                   ended: list[bool] | None = None) -> tuple[list[VerifyResult], list[bool]]:
     """Each held-out completion judged against its gold by :func:`saerl.verify.verify_batch`, its answer read by
     `extraction` (:func:`held_out_reading`). in: completions, golds, the verifier's bound per answer,
-    eval.answer_extraction; out: (results, whether the fallback read each answer)."""
-    read = [held_out_reading(t, extraction) for t in texts]
+    eval.answer_extraction, whether each completion ended (saerl.policy_lm.Completions.ended; None = every one did);
+    out: (results, whether the fallback read each answer)."""
+    if ended is not None and len(ended) != len(texts):
+        raise ValueError(f"judge_held_out: {len(ended)} ended flags for {len(texts)} completions: pass generate's "
+                         "Completions.ended for the same completions")
+    flags = [True] * len(texts) if ended is None else ended
+    read = [held_out_reading(t, extraction, e) for t, e in zip(texts, flags, strict=True)]
     return verify_batch([r for r, _ in read], golds, timeout_s), [f for _, f in read]

@@ -498,9 +498,10 @@ class CurriculumConfig(Section):
 
 class HealthConfig(Section):
     """The train stage's health checks: when a training run's per-step log (trl's metrics, log.parquet) earns a
-    note in its manifest (logged as a warning, shown by `saerl report`; saerl.rl.health_notes). Notes only: none
-    stops a run (weights that turn non-finite always do), and a change here reruns nothing
-    (saerl.stages.RESULT_NEUTRAL: a reused run keeps the notes of the thresholds it ran under)."""
+    note in its manifest (logged as a warning, shown by `saerl report`; saerl.rl.health_notes); truncated_share also
+    bounds the label stage's share of cut rollouts (saerl.labels.cut_notes). Notes only: none stops a run (weights
+    that turn non-finite always do), and a change here reruns nothing (saerl.stages.RESULT_NEUTRAL: a reused run
+    keeps the notes of the thresholds it ran under)."""
 
     entropy_floor: float = Field(
         0.05, ge=0, description="note a collapse when the policy's mean token entropy (nats) over the run's last "
@@ -511,7 +512,8 @@ class HealthConfig(Section):
                               "(the last two compare it with the same share of the first steps)")
     truncated_share: float = Field(
         0.5, ge=0, le=1, description="note when the mean share of rollouts cut off at train.max_completion_length "
-        "(trl's completions/clipped_ratio) over the run is above this")
+        "(trl's completions/clipped_ratio) over the run is above this; the label stage notes its rollouts, sampled at "
+        "the same limit, by the same share (a cut rollout counts as unsolved: saerl.labels.cut_notes)")
     no_signal_share: float = Field(
         0.5, ge=0, le=1, description="note when more than this share of steps had no group with a reward spread "
         "(frac_reward_zero_std = 1: every advantage 0, so no gradient from the reward)")

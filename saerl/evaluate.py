@@ -137,7 +137,8 @@ def evaluate_loaded(model: Any, tok: Any, eval_sets: dict[str, pl.DataFrame], cf
                                               0.0 if j == GREEDY else cfg.temperature, _seed_for(seed, j, probe),
                                               on_batch=bar.update)
                 texts, lens, ended, samples = texts + t, lens + ln, ended + e, samples + [j] * n
-        results, fell_back = judge_held_out(texts, golds * len(passes), cfg.verify_timeout_s, cfg.answer_extraction)
+        results, fell_back = judge_held_out(texts, golds * len(passes), cfg.verify_timeout_s, cfg.answer_extraction,
+                                            ended)
         extra = {c: df[c].cast(pl.Utf8).to_list() * len(passes) for c in ("difficulty", "topic") if c in df.columns}
         # which answers the fallback read: a column only where it may read any, so 'boxed' writes what it wrote before
         read = {FALLBACK: fell_back} if cfg.answer_extraction != BOXED else {}

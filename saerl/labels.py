@@ -33,7 +33,11 @@ from saerl.property_models import seeded_subset
 
 LABELS = "labels.parquet"
 PARTS_DIR = "label_parts"  # in the chunk log's folder: one finished chunk's table each, dropped with the log at publish
-SCHEMA = {"id": pl.String, "pass_rate": pl.Float64, "n_correct": pl.Int64, "n_failed": pl.Int64, "rollouts": pl.Int64}
+# n_cut: the prompt's rollouts cut at the generation limit (train.max_completion_length) before they ended, each
+# scored as its answer reads (a cut rollout rarely wrote one): counted so a limit that cuts solutions is seen
+SCHEMA = {"id": pl.String, "pass_rate": pl.Float64, "n_correct": pl.Int64, "n_failed": pl.Int64, "rollouts": pl.Int64,
+          "n_cut": pl.Int64}
+LIMIT_FIELD = "train.max_completion_length"  # the field that bounds label rollouts (saerl.runners.compute_label)
 # The share of labelled prompts at one end of the pass-rate scale (never solved, or always solved) at or above which the
 # label stage notes that measured difficulty carries little signal: the difficulty model then learns from the few
 # prompts left in between (GSM8K through the testbed LM: 57 of 60 never solved; ASDiv: 51 of 58).
@@ -63,21 +67,48 @@ def pass_rates(model: Any, tok: Any, prompts: pl.DataFrame, rollouts: int, tempe
     verifier's default).
 
     Returns id (as text, whatever the prompts' id type: the score stage casts it back), pass_rate
-    (correct / rollouts), n_correct, n_failed (verifier timeouts/errors), rollouts.
+    (correct / rollouts), n_correct, n_failed (verifier timeouts/errors), rollouts, n_cut (rollouts cut at
+    `max_new_tokens` before they ended).
     """
     from saerl.policy_lm import generate
     from saerl.verify import verify_batch
 
     ids, texts, golds = (prompts["id"].cast(pl.String).to_list(), prompts["prompt"].to_list(),
                          prompts["answer"].to_list())
-    completions = generate(model, tok, texts * rollouts, max_new_tokens, batch, temperature, seed, top_k=top_k).texts
+    out = generate(model, tok, texts * rollouts, max_new_tokens, batch, temperature, seed, top_k=top_k)
     timeout = {} if verify_timeout_s is None else {"timeout_s": verify_timeout_s}
-    results = verify_batch(completions, golds * rollouts, **timeout)
+    results = verify_batch(out.texts, golds * rollouts, **timeout)
     n = len(ids)
     correct = [sum(results[j * n + i].correct for j in range(rollouts)) for i in range(n)]
     failed = [sum(results[j * n + i].status in ("timeout", "error") for j in range(rollouts)) for i in range(n)]
+    cut = [sum(not out.ended[j * n + i] for j in range(rollouts)) for i in range(n)]
     return pl.DataFrame({"id": ids, "pass_rate": [c / rollouts for c in correct], "n_correct": correct,
-                         "n_failed": failed, "rollouts": [rollouts] * n}, schema=SCHEMA)
+                         "n_failed": failed, "rollouts": [rollouts] * n, "n_cut": cut}, schema=SCHEMA)
+
+
+def cut_share(labels: pl.DataFrame) -> float:
+    """The share of all label rollouts cut at the generation limit (n_cut over rollouts; 0.0 for no rollouts, or a
+    table written before n_cut existed). in: labels (n_cut, rollouts per prompt); out: the share in [0, 1]."""
+    if "n_cut" not in labels.columns:
+        return 0.0
+    total = int(labels["rollouts"].sum())
+    return int(labels["n_cut"].sum()) / total if total else 0.0
+
+
+def cut_notes(labels: pl.DataFrame, limit: int, share: float) -> list[str]:
+    """The label stage's note when more than `share` (health.truncated_share) of its rollouts were cut at the
+    generation limit: a cut rollout rarely wrote its answer, so it counts as a failure and measured difficulty reads
+    "does the policy finish within `limit` tokens" (long solutions, often the hard problems, look unsolvable).
+    in: labels (n_cut, rollouts per prompt), the limit (train.max_completion_length), the share; out: [note] or []."""
+    cut = cut_share(labels)
+    if cut <= share:
+        return []
+    prompts = int((labels["n_cut"] > 0).sum())
+    return [f"{cut:.0%} of the label rollouts ({int(labels['n_cut'].sum())} of {int(labels['rollouts'].sum())}, "
+            f"in {prompts} of {labels.height} prompts) were cut at {LIMIT_FIELD}={limit} tokens before they "
+            f"ended (over health.truncated_share={share:g}): a cut rollout counts as a failure, so measured "
+            f"difficulty says which prompts the policy finishes within {limit} tokens, not which it solves; raise "
+            f"{LIMIT_FIELD} (labels.parquet's n_cut counts each prompt's cut rollouts)"]
 
 
 def pass_rate_profile(labels: pl.DataFrame) -> tuple[str, bool]:
@@ -95,23 +126,41 @@ def pass_rate_profile(labels: pl.DataFrame) -> tuple[str, bool]:
     return text, bool(rates.min() == rates.max())
 
 
+def unsolved_cut(labels: pl.DataFrame, limit: int | None) -> str:
+    """What a never-solved note adds when rollouts of the never-solved prompts were cut at the generation limit:
+    the share cut, and that truncation, not the policy, may explain them ("" when none was, no `limit` is given, or
+    the table predates n_cut). in: labels (pass_rate, n_cut, rollouts per prompt), train.max_completion_length; out:
+    text to put before the note's fixes."""
+    if limit is None or "n_cut" not in labels.columns:
+        return ""
+    unsolved = labels.filter(pl.col("pass_rate") == 0.0)
+    total = int(unsolved["rollouts"].sum())
+    cut = int(unsolved["n_cut"].sum())
+    if not cut:
+        return ""
+    return (f"; {cut / total:.0%} of their rollouts ({cut} of {total}) were cut at {LIMIT_FIELD}={limit} tokens "
+            f"before they ended, so truncation, not the policy, may explain them: raise {LIMIT_FIELD} first")
+
+
 def saturation_notes(labels: pl.DataFrame, model: str, rollouts: int,
-                     share: float = SATURATED_LABEL_SHARE) -> list[str]:
+                     share: float = SATURATED_LABEL_SHARE, limit: int | None = None) -> list[str]:
     """Notes for the label stage's manifest and log when measured pass rates carry little difficulty signal: at least
     `share` of the labelled prompts were never solved (pass rate 0), or always solved (pass rate 1), by the policy.
-    in: labels (pass_rate per prompt), the policy measured (model.name_or_path), rollouts per prompt
-    (score.label_rollouts), the share; out: one note per end that holds the share ([] when neither does, or no
-    pass rate was measured)."""
+    Given the rollouts' limit (train.max_completion_length), the never-solved note says the share of those prompts'
+    rollouts cut at it (:func:`unsolved_cut`). in: labels (pass_rate per prompt; n_cut, rollouts), the policy
+    measured (model.name_or_path), rollouts per prompt (score.label_rollouts), the share, the limit; out: one note
+    per end that holds the share ([] when neither does, or no pass rate was measured)."""
     rates = labels["pass_rate"].drop_nulls().drop_nans()
     n = rates.len()
     notes = []
     for value, what, fix in ((0.0, "never solved", "use a stronger policy (model.name_or_path)"),
                              (1.0, "always solved", "use a policy the data still challenges (model.name_or_path)")):
         count = int((rates == value).sum())
+        cut = unsolved_cut(labels, limit) if value == 0.0 else ""
         if n and count / n >= share:
             notes.append(f"{count} of {n} labelled prompts ({count / n:.0%}) were {what} by the policy "
                          f"(model.name_or_path={model}) in {rollouts} rollouts each: measured difficulty carries "
-                         f"little signal, so the difficulty model has little to learn from; {fix}, a difficulty "
+                         f"little signal, so the difficulty model has little to learn from{cut}; {fix}, a difficulty "
                          "column (data.difficulty, score.difficulty_source=column), or more score.label_rollouts")
     return notes
 

@@ -772,8 +772,9 @@ class EvalCallback(TrainerCallback):
             t0 = time.monotonic()
             prompts, answers = (share(df[c].to_list(), rank, processes) for c in ("prompt", "answer"))
             with own_precision(model):  # as the heldout stage loads and reads the same weights
-                texts = policy_lm.generate(model, self.tok, prompts, self.max_new_tokens, self.batch).texts
-            results, _ = judge_held_out(texts, [str(a) for a in answers], self.timeout_s, self.extraction)
+                out = policy_lm.generate(model, self.tok, prompts, self.max_new_tokens, self.batch)
+            results, _ = judge_held_out(out.texts, [str(a) for a in answers], self.timeout_s, self.extraction,
+                                        out.ended)  # a cut completion is not read by its last number
             statuses = gather_shares([r.status for r in results], f"step {step} set {name}")
             ok = [s == "correct" for s in statuses]
             self.rows.append({"step": step, "set": name, "greedy": sum(ok) / max(1, len(ok)), "n": len(ok),

@@ -126,10 +126,7 @@ def compute_extract(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
     build.note(summary=summary)
     if commit := hub_commit(model, model_cfg):  # an unpinned hub model's commit is in no key: the manifest says it
         build.note(**{HUB_COMMIT: commit})
-    if summary["n_truncated"]:
-        log.warning("extract: %d of %d prompts are longer than extract.max_length=%d tokens and were cut on the %s "
-                    "(raise extract.max_length to keep them whole)", summary["n_truncated"],
-                    summary["n_prompts_total"], cfg.extract.max_length, cfg.extract.truncation_side)
+    build.note(notes=warned("extract", extract_cut_notes(summary, cfg.extract.max_length, cfg.extract.truncation_side)))
     if summary["n_clipped"]:
         log.warning("extract: %d residual values (of %d tokens x %d) lie beyond float16's range and are stored "
                     "clamped to +-65504 in the token rows the SAE trains and encodes on (the pooled vectors are "
@@ -141,6 +138,19 @@ def compute_extract(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
     if summary["chunks_run"]:  # the throughput of the chunks run here: none when Dask shards (or a killed run) ran
         metrics["tokens_per_s"] = float(summary["tokens_per_s"])  # them all (it said 0 tokens/s)
     return metrics
+
+
+def extract_cut_notes(summary: dict[str, Any], max_length: int, side: str) -> list[str]:
+    """The extract stage's note when prompts were longer than extract.max_length tokens and cut: how many, the first
+    few ids (the summary's truncated_ids), the side cut and the fix; [] when none was. in: the extract summary
+    (n_truncated, n_prompts_total, truncated_ids), extract.max_length, extract.truncation_side; out: [note] or []."""
+    n = int(summary["n_truncated"])
+    if not n:
+        return []
+    shown = list(summary.get("truncated_ids") or [])
+    ids = f" (ids: {', '.join(shown)}{', ...' if n > len(shown) else ''})" if shown else ""
+    return [f"{n} of {summary['n_prompts_total']} prompts{ids} are longer than extract.max_length={max_length} "
+            f"tokens and were cut on the {side} (raise extract.max_length to keep them whole)"]
 
 
 def compute_sae(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:
@@ -189,8 +199,16 @@ def compute_label(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     """Label: measured pass rate of the policy over n rollouts on the labelled subset, chunk by chunk
     (score.label_chunk_rows prompts each; a killed run resumes from its finished chunks). Rollouts sample as RL
     does (train.temperature, train.top_k, train.max_completion_length) and are checked with the reward's
-    train.verify_timeout_s, on runtime.device."""
-    from saerl.labels import labelled_subset, measure_labels, pass_rate_profile, saturation_notes
+    train.verify_timeout_s, on runtime.device. Rollouts cut at train.max_completion_length are counted (labels.parquet's
+    n_cut, the metric cut_share) and noted over health.truncated_share."""
+    from saerl.labels import (
+        cut_notes,
+        cut_share,
+        labelled_subset,
+        measure_labels,
+        pass_rate_profile,
+        saturation_notes,
+    )
     from saerl.policy_lm import policy_context_notes
 
     t = cfg.train
@@ -209,10 +227,12 @@ def compute_label(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
                     "(data.difficulty, score.difficulty_source=column)", profile)
     else:
         log.info("label: %s", profile)
-    notes = fit + warned("label", saturation_notes(labels, cfg.model.name_or_path, cfg.score.label_rollouts))
+    notes = fit + warned("label", cut_notes(labels, t.max_completion_length, cfg.health.truncated_share)
+                         + saturation_notes(labels, cfg.model.name_or_path, cfg.score.label_rollouts,
+                                            limit=t.max_completion_length))
     build.note(rows={"labels": labels.height}, summary=summary, profile=profile, notes=notes)
     return {"labelled": float(labels.height), "mean_pass_rate": float(labels["pass_rate"].mean() or 0.0),
-            "verifier_failures": float(labels["n_failed"].sum())}
+            "verifier_failures": float(labels["n_failed"].sum()), "cut_share": cut_share(labels)}
 
 
 def score_inputs(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], residuals: bool = False) -> dict[str, Any]:

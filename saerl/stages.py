@@ -67,7 +67,7 @@ STAGES: dict[str, Stage] = {
         ),
         Stage("encode", "4", ("sae.encode_pool", "sae.encode_top_k", "sae.encode_batch_tokens"), ("extract", "sae"), "sparse top-K SAE codes"),
         Stage(
-            "label", "11",
+            "label", "12",
             ("score.label_fraction", "score.label_max", "score.label_rollouts", "score.label_batch",
              "score.label_chunk_rows", "score.seed",
              "model", "train.temperature", "train.top_k", "train.max_completion_length", "train.verify_timeout_s"),
@@ -99,7 +99,7 @@ STAGES: dict[str, Stage] = {
         Stage("curriculum", "5", ("curriculum", "score.quality_threshold", "train.max_steps"), ("score",),
               "order.parquet"),
         Stage(
-            "train", "18",
+            "train", "19",
             ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.max_grad_norm",
              "train.warmup_steps",
              "train.num_generations",
@@ -115,7 +115,7 @@ STAGES: dict[str, Stage] = {
             "one RL run per (arm, seed): policy checkpoint, per-step log, greedy learning curve",
         ),
         Stage(
-            "heldout", "3",
+            "heldout", "4",
             ("model", "eval.k_samples", "eval.temperature", "eval.max_problems", "eval.batch_size",
              "eval.verify_timeout_s", "eval.sets", "eval.max_new_tokens", "train.max_completion_length",
              "eval.answer_extraction", "data"),
@@ -123,7 +123,7 @@ STAGES: dict[str, Stage] = {
             "one policy on the held-out sets, greedy and k samples per problem: an (arm, seed) run's trained policy, "
             "the starting policy, or the starting policy's probe pass",
         ),
-        Stage("evaluate", "25",
+        Stage("evaluate", "26",
               ("eval.base_policy", "eval.k_samples", "eval.target_accuracy", "eval.target_gain_share", "eval.ci_level",
                "eval.steps_bootstrap", "eval.truncation_note_share", "train.arms", "train.seeds"),
               ("heldout", "train", "ingest"), "eval.parquet, arm comparison, steps-to-target"),

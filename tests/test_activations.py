@@ -574,7 +574,10 @@ def test_store_from_another_device_dtype_is_rebuilt_not_mixed(tiny, loaded, tmp_
 
 
 def test_truncated_prompts_are_counted_in_the_store_and_the_summary(tiny, loaded, tmp_path):
-    """Prompts longer than extract.max_length are cut (the end kept, by default): how many is reported, not silent."""
+    """Prompts longer than extract.max_length are cut (the end kept, by default): how many is reported, not silent,
+    and which (the first TRUNCATED_IDS_SHOWN ids, in the prompts' order: the stage's note names them)."""
+    from saerl.activations import TRUNCATED_IDS_SHOWN
+
     prompts, ids = make_prompts(10, seed=5)
     cfg = ExtractConfig(chunk_rows=4, token_budget=64, max_length=24)
     lengths = [len(x) for x in tokenize_prompts(loaded.tokenizer, prompts, ExtractConfig())]
@@ -582,9 +585,11 @@ def test_truncated_prompts_are_counted_in_the_store_and_the_summary(tiny, loaded
     assert 0 < expected < len(prompts)
     summary = _extract(tmp_path / "cut", tiny, prompts, ids, cfg)
     assert summary["n_truncated"] == expected == open_activations(tmp_path / "cut").meta.n_truncated
+    cut_ids = [i for i, n in zip(ids, lengths, strict=True) if n > cfg.max_length]
+    assert summary["truncated_ids"] == cut_ids[:TRUNCATED_IDS_SHOWN]
     assert max(np.diff(open_activations(tmp_path / "cut").offsets)) == cfg.max_length
     whole = _extract(tmp_path / "whole", tiny, prompts, ids, ExtractConfig(chunk_rows=4, token_budget=64))
-    assert whole["n_truncated"] == 0
+    assert whole["n_truncated"] == 0 and whole["truncated_ids"] == []
 
 
 def test_a_store_left_unreadable_by_a_killed_replacement_is_replaced(tiny, tmp_path):

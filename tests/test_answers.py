@@ -82,3 +82,38 @@ def test_the_training_reward_never_reads_an_unboxed_answer_while_the_held_out_cu
         evals._run(SimpleNamespace(training=False), 0)
         curves[mode] = [p["correct"] for p in evals.problems]
     assert curves == {BOXED: [False, True], BOXED_OR_LAST: [True, True]}
+
+
+def test_a_completion_cut_at_the_limit_is_not_read_by_its_last_half_written_number():
+    """'48 / 2 = 2', cut while writing 24, was read under 'boxed_or_last' as the answer 2 and scored right against a
+    gold of 2. A completion cut at the generation limit (ended False) gets no last-number reading; the same text that
+    ended is read as before, and a box, '####' or 'the answer is' written before the cut still counts."""
+    cut = "Natalia sold 48 clips in April. In May she sold 48 / 2 = 2"
+    (ended,), _ = judge_held_out([cut], ["2"], 5.0, BOXED_OR_LAST, [True])
+    (was_cut,), used = judge_held_out([cut], ["2"], 5.0, BOXED_OR_LAST, [False])
+    assert ended.status == "correct" and was_cut.status == "no_answer" and used == [False]
+    before = ["The answer is 24. Then 48 / 2 = 2", "so \\boxed{24} and 48 / 2 = 2", "#### 24\nthen 48 / 2 = 2"]
+    results, used = judge_held_out(before, ["24"] * 3, 5.0, BOXED_OR_LAST, [False] * 3)
+    assert [r.status for r in results] == ["correct"] * 3 and used == [True, False, False]
+    assert held_out_reading(cut, BOXED_OR_LAST, ended=False) == (cut, False)
+    with pytest.raises(ValueError, match="1 ended flags for 2 completions"):
+        judge_held_out([cut, cut], ["2", "2"], 5.0, BOXED_OR_LAST, [False])
+
+
+def test_the_held_out_evaluation_and_the_curve_pass_whether_each_completion_was_cut(monkeypatch):
+    """evaluate_loaded (the heldout stage) and the in-training curve judged a cut completion by its last number: each
+    now hands generate's ended flags to judge_held_out, so '48 / 2 = 2' cut at the limit is not right against 2."""
+    from saerl import policy_lm
+    from saerl.config import EvalConfig
+    from saerl.evaluate import evaluate_loaded
+    from saerl.rl import EvalCallback
+
+    monkeypatch.setattr(policy_lm, "generate", lambda model, tok, prompts, *a, **k: policy_lm.Completions(
+        ["48 / 2 = 2", "48 / 2 = 2"], [9, 7], [False, True]))
+    held = pl.DataFrame({"id": ["cut", "ended"], "prompt": ["p", "q"], "answer": ["2", "2"]})
+    frame = evaluate_loaded(None, None, {"h": held}, EvalConfig(k_samples=1, answer_extraction=BOXED_OR_LAST), 9, 0)
+    assert frame["status"].to_list() == ["no_answer", "correct"] * 2  # the greedy pass, then the sample
+    assert frame["truncated"].to_list() == [True, False] * 2
+    evals = EvalCallback({"h": held}, None, 1, 8, 2, extraction=BOXED_OR_LAST)
+    evals._run(SimpleNamespace(training=False), 0)
+    assert [p["correct"] for p in evals.problems] == [False, True]

@@ -103,7 +103,7 @@ def saved_policy(tmp_path_factory):
 
 def test_measure_pass_rates_columns_counts_and_range(saved_policy):
     df = pass_rates(*load_policy(saved_policy), PROMPTS, rollouts=3, temperature=1.0, max_new_tokens=4, batch=2, seed=0)
-    assert df.columns == ["id", "pass_rate", "n_correct", "n_failed", "rollouts"]
+    assert df.columns == ["id", "pass_rate", "n_correct", "n_failed", "rollouts", "n_cut"]
     assert df.schema["pass_rate"] == pl.Float64 and df.schema["n_correct"] == pl.Int64
     assert df["id"].to_list() == ["e1", "e2", "e3"]
     assert df["rollouts"].to_list() == [3, 3, 3]
@@ -228,7 +228,8 @@ def test_measure_labels_redoes_chunks_recorded_with_other_settings(saved_policy,
 def test_measure_labels_of_an_empty_subset_loads_nothing(tmp_path):
     labels, summary = measure_labels(tmp_path / "no-model", PROMPTS.clear(), _score(), 1.0, 4, tmp_path,
                                      ChunkLog(tmp_path), progress=False)
-    assert labels.height == 0 and labels.columns == ["id", "pass_rate", "n_correct", "n_failed", "rollouts"]
+    assert labels.height == 0 and labels.columns == ["id", "pass_rate", "n_correct", "n_failed", "rollouts",
+                                                      "n_cut"]
     assert summary["chunks_run"] == 0 and pl.read_parquet(tmp_path / LABELS).height == 0
 
 
@@ -351,3 +352,75 @@ def test_the_drawn_labelled_subset_is_capped_and_stays_a_subset_of_the_uncapped_
     assert seeded_subset(ids, 0.2, 7, 10**6).tolist() == full.tolist()
     prompts = pl.DataFrame({"id": ids[::-1]})
     assert set(labelled_subset(prompts, 0.2, 7, 300)["id"]) == {i for i, c in zip(ids, capped, strict=True) if c}
+
+
+# ------------------------------------------------------------------------------- rollouts cut at the limit
+
+LONG_PAIRS = [("what is 3 + 4 ?", "3 + 4 is 7 3 + 4 is 7 #### 7"), ("what is 2 + 2 ?", "2 + 2 is 4 2 + 2 is 4 #### 4")]
+
+
+@pytest.fixture(scope="module")
+def long_solver(tmp_path_factory):
+    """A tiny Qwen2 overfitted to solve two prompts right, each in a 13-word solution (then EOS)."""
+    tok = tiny_tokenizer()
+    model = tiny_model(tok)
+    overfit(model, tok, LONG_PAIRS, steps=150)
+    out = tmp_path_factory.mktemp("long_solver")
+    model.save_pretrained(out)
+    save_tokenizer(tok, out)
+    return out
+
+
+def _label_stage(policy, tmp_path, limit: int):
+    """The label stage (saerl.runners.compute_label) of `policy` on LONG_PAIRS' prompts, its rollouts cut at
+    train.max_completion_length=`limit`. out: (labels.parquet, the build's notes, the stage's metrics)."""
+    from saerl.artifacts import ArtifactRef, Build
+    from saerl.runners import PROMPTS, compute_label
+
+    ingest = tmp_path / f"ingest{limit}"
+    ingest.mkdir()
+    pl.DataFrame({"id": ["a", "b"], "prompt": [p for p, _ in LONG_PAIRS], "answer": ["7", "4"]}).write_parquet(
+        ingest / PROMPTS)
+    cfg = load_config(None, [f"model.name_or_path={policy}", f"train.max_completion_length={limit}",
+                             "train.temperature=1.0", "runtime.device=cpu", "runtime.progress=false",
+                             "score.label_fraction=1.0", "score.label_rollouts=4", "score.label_batch=8"])
+    build = Build(tmp_path / f"out{limit}", {})
+    build.path.mkdir()
+    metrics = compute_label(cfg, {"ingest": ArtifactRef("ingest", "k", str(ingest))}, build)
+    return pl.read_parquet(build.path / LABELS), build.notes.get("notes", []), metrics
+
+
+def test_label_rollouts_cut_at_the_limit_are_counted_and_noted_naming_the_limit(long_solver, tmp_path):
+    """A policy that solves both prompts in 13 words, measured at train.max_completion_length=6: every rollout was
+    cut and scored a failure, and the stage said only 'never solved ... use a stronger policy'. labels.parquet now
+    counts each prompt's cut rollouts (n_cut), the stage's metric says the share cut, and its notes name the limit
+    and say truncation, not the policy, may explain the unsolved prompts. At 30 tokens the same policy solves both,
+    none cut, nothing noted."""
+    labels, notes, metrics = _label_stage(long_solver, tmp_path, 6)
+    assert labels["n_cut"].to_list() == labels["rollouts"].to_list() == [4, 4]
+    assert labels["pass_rate"].to_list() == [0.0, 0.0] and metrics["cut_share"] == 1.0
+    cut, unsolved = notes
+    assert cut.startswith("100% of the label rollouts (8 of 8, in 2 of 2 prompts) were cut at "
+                          "train.max_completion_length=6 tokens before they ended")
+    assert "raise train.max_completion_length" in cut
+    assert "2 of 2 labelled prompts (100%) were never solved" in unsolved
+    assert ("100% of their rollouts (8 of 8) were cut at train.max_completion_length=6 tokens before they ended, "
+            "so truncation, not the policy, may explain them") in unsolved
+    labels, notes, metrics = _label_stage(long_solver, tmp_path, 30)
+    assert labels["n_cut"].to_list() == [0, 0] and labels["pass_rate"].to_list() == [1.0, 1.0]
+    assert metrics["cut_share"] == 0.0 and not any("cut at" in n for n in notes)
+
+
+def test_label_cut_note_needs_more_than_the_share_and_an_unsolved_note_says_only_what_was_cut():
+    """The cut note fires above health.truncated_share, not at it; a never-solved note whose prompts had no cut
+    rollout keeps the plain advice (a stronger policy), and one whose prompts were cut in part says that share."""
+    from saerl.labels import cut_notes
+
+    half = pl.DataFrame({"pass_rate": [0.0, 0.5], "rollouts": [4, 4], "n_cut": [4, 0]})
+    assert cut_notes(half, 64, 0.5) == [] and len(cut_notes(half, 64, 0.4)) == 1
+    uncut = pl.DataFrame({"pass_rate": [0.0] * 9 + [0.5], "rollouts": [4] * 10, "n_cut": [0] * 9 + [4]})
+    (note,) = saturation_notes(uncut, "m", 4, limit=64)
+    assert "truncation" not in note and "use a stronger policy" in note
+    some = uncut.with_columns(n_cut=pl.Series([1] * 9 + [0]))
+    (note,) = saturation_notes(some, "m", 4, limit=64)
+    assert "25% of their rollouts (9 of 36) were cut at train.max_completion_length=64" in note

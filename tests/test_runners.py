@@ -843,6 +843,28 @@ def test_extract_reports_cut_prompts(tmp_path, monkeypatch, caplog):
     assert metrics["n_clipped"] == 7.0 and "7 residual values (of 90 tokens x 8) lie beyond float16's range" in caplog.text
 
 
+def test_extract_keeps_its_cut_prompts_note_in_the_manifest_naming_the_first_ids(tmp_path, monkeypatch):
+    """The cut prompts' warning was a log line alone: `saerl report` (which shows a stage's manifest notes) and a
+    cached rerun never showed it, and it named no prompt. It is a manifest note naming the first ids and how many."""
+    from saerl import activations, runners
+
+    summary = {"n_prompts_total": 42, "n_tokens_total": 90, "d_model": 8, "layer": 0, "tokens_per_s": 1.0,
+               "n_truncated": 7, "truncated_ids": ["long1", "p03", "p09", "p11", "p20"], "chunks_run": 1,
+               "n_clipped": 0}
+    monkeypatch.setattr(activations, "extract", lambda *a, **k: summary)
+    monkeypatch.setattr(runners, "read_prompts", lambda _: pl.DataFrame({"id": ["p0"], "prompt": ["q"]}))
+    monkeypatch.setattr(runners, "internals_model", lambda *_: "unused")
+    build = Build(tmp_path, {})
+    runners.compute_extract(load_config(None, ["extract.max_length=256"]), {}, build)
+    assert build.notes["notes"] == [
+        "7 of 42 prompts (ids: long1, p03, p09, p11, p20, ...) are longer than extract.max_length=256 tokens and were "
+        "cut on the left (raise extract.max_length to keep them whole)"]
+    monkeypatch.setattr(activations, "extract", lambda *a, **k: summary | {"n_truncated": 0, "truncated_ids": []})
+    whole = Build(tmp_path, {})
+    runners.compute_extract(PipelineConfig(), {}, whole)
+    assert not whole.notes.get("notes")
+
+
 def test_extract_run_by_shards_reports_no_throughput_of_its_own(tmp_path, monkeypatch):
     """On Dask the shards extract every chunk and the stage's own run only publishes: it reported 0 tokens/s."""
     from saerl import activations, runners
