@@ -14,6 +14,7 @@ chunk log kept them, :func:`resumed_note`), or the step a training run resumed f
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -55,7 +56,9 @@ INVOCATION = "invocation"  # RunRecord.extra key: the command that started the r
 # equivalent on the run's logged config file for a run started otherwise (a sweep child, a test, Python)
 EQUIVALENT = "(equivalent) "  # how such an equivalent INVOCATION starts: its words (NEW_ROOT, ...) are placeholders,
 # not what the run was given
-OVERRIDE_WORD = re.compile(r"[A-Za-z_]\w*(?:\.\w+)*=")  # how a command line's dotted override KEY=VALUE starts
+OVERRIDE_KEY = r"[A-Za-z_]\w*(?:\.{name})?="  # how a command line's override KEY=VALUE starts: a section, then
+# (:func:`override_word`) a dotted path whose last part may be a mapping entry's name, as the config takes it
+# (saerl.config.SET_NAME: 'eval.sets.math-500=F', 'eval.sets.aime.2024=F')
 VALUE_OPTIONS = ("--root", "--until")  # options of `saerl run` and `saerl demo` whose value is the next word (a root
 # path such as 'runs=old' is no override)
 UNTIL = "until"  # RunRecord.extra key: the stage the run was asked to stop after (--until), None for every stage
@@ -430,8 +433,20 @@ def run_overrides(extra: Mapping[str, Any]) -> list[str]:
         words = shlex.split(command)
     except ValueError:  # an unbalanced quote: say nothing rather than something wrong
         return []
+    starts = override_word()
     return [word for before, word in zip(["", *words], words, strict=False)
-            if before not in VALUE_OPTIONS and OVERRIDE_WORD.match(word)]
+            if before not in VALUE_OPTIONS and starts.match(word)]
+
+
+@functools.cache
+def override_word() -> re.Pattern[str]:
+    """How a command line's override word starts (OVERRIDE_KEY): a section, then a dotted path of the names the config
+    takes in it, a mapping field's entry's included (saerl.config.SET_NAME: '-' and '.' in them). saerl.config is
+    imported on the first call, not with this module, which loads no pydantic. out: the compiled pattern, for
+    re.match."""
+    from saerl.config import SET_NAME
+
+    return re.compile(OVERRIDE_KEY.format(name=SET_NAME.pattern))
 
 
 def stage_of(run_name: str) -> str:

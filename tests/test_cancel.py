@@ -97,6 +97,104 @@ def test_a_process_a_worker_started_is_not_watched(monkeypatch):
     assert not watched_process()
 
 
+class StubPrefect:
+    """A stand-in for Prefect's sync client, as flows.cancel.CancelWatch.poll uses it (no server): three flow runs, a
+    sweep child ('child'), the sweep ('sweep') and the flow hosting it ('top'), in the states given; it answers
+    read_flow_runs out of order, counts those requests and notes each state set. `failing`: every read_flow_runs
+    raises it, as a Prefect API that does not answer."""
+
+    def __init__(self, states: dict, failing: Exception | None = None) -> None:
+        import uuid
+        from types import SimpleNamespace
+
+        self.ids = {name: uuid.uuid4() for name in states}
+        self.tasks = {name: uuid.uuid4() for name in ("child", "sweep")}  # the task run each one runs under
+        parents = {"child": "sweep", "sweep": "top"}
+        self.runs = {name: SimpleNamespace(id=self.ids[name], name=name, state=state,
+                                           parent_task_run_id=self.tasks.get(name)) for name, state in states.items()}
+        self.task_runs = {self.tasks[n]: SimpleNamespace(flow_run_id=self.ids[parents[n]]) for n in self.tasks}
+        self.failing, self.reads, self.set = failing, 0, []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def read_task_run(self, task_run_id):
+        return self.task_runs[task_run_id]
+
+    def read_flow_run(self, flow_run_id):
+        return next(r for r in self.runs.values() if r.id == flow_run_id)
+
+    def read_flow_runs(self, flow_run_filter):
+        self.reads += 1
+        if self.failing is not None:
+            raise self.failing
+        return [r for r in reversed(self.runs.values()) if r.id in flow_run_filter.id.any_]
+
+    def set_flow_run_state(self, flow_run_id, state) -> None:
+        self.set.append((next(n for n, i in self.ids.items() if i == flow_run_id), state.name))
+
+    def watch(self, monkeypatch):
+        """The watch of 'child' (which runs under the sweep's task run), this stub its Prefect client."""
+        import prefect.client.orchestration
+
+        from flows.cancel import CancelWatch
+
+        monkeypatch.setattr(prefect.client.orchestration, "get_client", lambda sync_client: self)
+        return CancelWatch(self.ids["child"], self.tasks["child"])
+
+
+def _stub_states(child: str, sweep: str, top: str) -> dict:
+    """{flow run: its Prefect state} from their state types' names ('RUNNING', 'CANCELLING', 'CANCELLED')."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import State
+
+    return {name: State(type=StateType(kind)) for name, kind in (("child", child), ("sweep", sweep), ("top", top))}
+
+
+@pytest.mark.parametrize(("states", "found", "set_cancelled"), [
+    (("RUNNING", "CANCELLING", "RUNNING"), "sweep", ["child", "sweep", "top"]),  # the UI's Cancel: Cancelling
+    (("RUNNING", "CANCELLED", "CANCELLING"), "sweep", ["child", "top"]),  # the innermost named; a final one left be
+], ids=["cancelling", "cancelled-within-cancelling"])
+def test_a_cancel_watch_asks_prefect_every_few_seconds_and_cancels_the_runs_innermost_first(
+        states, found, set_cancelled, monkeypatch):
+    """A sweep child's wait loop asks Prefect at most once every CANCEL_POLL_S (one request) about its flow run and
+    the ones it runs under; once one is Cancelling or Cancelled it sets every one not final Cancelled, innermost
+    first (Prefect's server would otherwise cancel the child of a Cancelled sweep by itself), and stops the run
+    naming the innermost flow run cancelled. With no Cancel, it goes on."""
+    from flows.cancel import CANCEL_POLL_S, FlowRunCancelled
+
+    prefect = StubPrefect(_stub_states("RUNNING", "RUNNING", "RUNNING"))
+    watch = prefect.watch(monkeypatch)
+    watch.check()
+    watch.check()  # at once again: Prefect is not asked
+    assert (prefect.reads, prefect.set) == (1, [])
+    for name, state in _stub_states(*states).items():  # then a Cancel
+        prefect.runs[name].state = state
+    watch.polled -= CANCEL_POLL_S  # the next wait, CANCEL_POLL_S later
+    with pytest.raises(FlowRunCancelled, match=f"flow run '{found}' was cancelled in Prefect"):
+        watch.check()
+    assert prefect.reads == 2 and prefect.set == [(name, "Cancelled") for name in set_cancelled]
+
+
+def test_a_prefect_api_that_does_not_answer_costs_the_cancel_watch_one_warning_not_the_run(monkeypatch, caplog):
+    """A poll whose request fails (the server restarting, a network hiccup) says once, as a warning, that a Cancel is
+    not seen until Prefect answers; the run goes on, and the watch asks again at its next poll."""
+    from flows.cancel import CANCEL_POLL_S
+
+    prefect = StubPrefect(_stub_states("RUNNING", "RUNNING", "RUNNING"), failing=ConnectionError("refused"))
+    watch = prefect.watch(monkeypatch)
+    with caplog.at_level("WARNING", logger="saerl.flow"):
+        for _ in range(3):
+            watch.check()
+            watch.polled -= CANCEL_POLL_S
+    assert prefect.reads == 3 and prefect.set == []
+    warned = [r.getMessage() for r in caplog.records if "could not read this flow run's state" in r.getMessage()]
+    assert len(warned) == 1 and "ConnectionError: refused" in warned[0], caplog.text
+
+
 class HeldStage:
     """A stand-in for a stage's runner that holds its task until released (or STAGE_HELD_S), after saying which
     flow run it runs in: what a long pretraining or training is to the flow. Released, it builds the stage

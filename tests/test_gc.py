@@ -492,6 +492,37 @@ def test_an_older_sweeps_children_are_forgotten_like_any_run(tmp_path):
 
 # --- forgetting old runs (`saerl gc --forget-runs-older-than-days`) ---
 
+SWEEP_FOLDER_BYTES = 3_000_000  # what a sweep's folder (its table, its report) holds in the test below
+
+
+def test_forgetting_a_sweeps_runs_counts_and_removes_its_folder_and_keeps_one_with_a_run_left(tmp_path):
+    """A sweep's folder (`sweeps/<id>/`) goes with the last of its runs, and the report's line counts its bytes with
+    the run records' (a dry run's line too, which removes nothing); a sweep with a run left keeps its folder. Runs
+    with no MLflow store (no tracking.uri in their records) need none to be forgotten."""
+    from saerl.runs import ENDED, SWEEP
+
+    now = time.time()
+    ended = {"20260101-000000-000000-aaaa": ("s1", 30), "20260102-000000-000000-aaaa": ("s1", 30),
+             "20260103-000000-000000-aaaa": ("s2", 30), "20260104-000000-000000-aaaa": ("s2", 1),
+             "20260105-000000-000000-aaaa": (None, 1)}
+    for run_id, (sweep, days) in ended.items():
+        _record(tmp_path, run_id, {}, extra={ENDED: now - days * DAY_S} | ({SWEEP: sweep} if sweep else {}))
+    for sweep in ("s1", "s2"):
+        (tmp_path / "sweeps" / sweep).mkdir(parents=True)
+        (tmp_path / "sweeps" / sweep / "table.txt").write_bytes(b"x" * SWEEP_FOLDER_BYTES)
+    records = sum(p.stat().st_size for p in (tmp_path / "runs").glob("2026010[123]-*.json"))
+
+    def line(dry_run: bool) -> str:
+        report = collect(tmp_path, keep_runs=1, forget_days=7, dry_run=dry_run, now=now)
+        return next(x for x in format_report(report).splitlines() if "nothing keeps" in x)
+
+    expected = "3 runs that ended 7+ days ago and that nothing keeps and 1 sweeps whose runs all went: run records "
+    assert line(dry_run=True) == f"would forget {expected}{(records + SWEEP_FOLDER_BYTES) / 1e6:.2f} MB"
+    assert (tmp_path / "sweeps" / "s1").is_dir() and len(list((tmp_path / "runs").glob("*.json"))) == len(ended)
+    assert line(dry_run=False) == f"forgot {expected}{(records + SWEEP_FOLDER_BYTES) / 1e6:.2f} MB"
+    assert not (tmp_path / "sweeps" / "s1").exists() and (tmp_path / "sweeps" / "s2" / "table.txt").is_file()
+
+
 NOW = time.time()
 OLD, RUNNING_ID, LATEST, YOUNG, SWEPT, SWEPT_KEPT = (
     "20260101-000000-000000-aaaa", "20260102-000000-000000-bbbb", "20260103-000000-000000-cccc",

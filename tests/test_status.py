@@ -102,8 +102,8 @@ def test_list_status_shows_a_sweep_childs_setting(tmp_path):
 
 def _told_apart(root: Path) -> dict[str, RunRecord]:
     """Runs a long-lived root holds (the audit's): two sweeps' children of the same setting, one --until; plain runs
-    of other overrides (a root path that looks like one, a quoted list), --until previews among them; a deployment's
-    run. in: the root; out: {what: record}, saved."""
+    of other overrides (a root path that looks like one, a quoted list, held-out sets whose names hold '-' and '.'),
+    --until previews among them; a deployment's run. in: the root; out: {what: record}, saved."""
     from saerl.runs import INVOCATION, SETTING, SWEEP, UNTIL
 
     sweep_a, sweep_b = "20261207-100422-204699-80d5", "20261207-100451-859534-9e9b"
@@ -120,6 +120,9 @@ def _told_apart(root: Path) -> dict[str, RunRecord]:
             UNTIL: "curriculum"}),
         "deployed": RunRecord(name="smoke", run_id="20261207-093800-000000-0001", extra={
             INVOCATION: "(deployment) saerl run configs/smoke.yaml name=nightly --until score", UNTIL: "score"}),
+        "sets": RunRecord(name="smoke", run_id="20261207-093900-000000-0002", extra={  # set names hold '-' and '.'
+            INVOCATION: "saerl run configs/smoke.yaml eval.sets.math-500=data/math500.jsonl "
+                        "eval.sets.aime.2024=data/aime.jsonl", UNTIL: None}),
         "preview": RunRecord(name="smoke", run_id="20261207-095021-771479-4f00", extra={
             INVOCATION: "(equivalent) saerl run config.yaml runtime.artifact_root=NEW_ROOT tracking.uri=NEW_URI "
                         "--until curriculum", UNTIL: "curriculum", SWEEP: "20261207-095018-824054-e2b9",
@@ -152,7 +155,8 @@ def test_list_status_tells_apart_the_runs_of_a_long_lived_root(tmp_path):
     """On a root of many runs `status --list` showed no overrides, --until or sweep: 26 plain runs of other
     overrides read alike (only their stage counts differed), and two sweeps' children of one setting were the same
     row. A sweep child shows the end of its sweep id; every run what it was run with (its overrides, from its
-    command, and --until), in a last column."""
+    command, and --until), in a last column: an override of a held-out set named with a '-' (eval.sets.math-500=F),
+    which the config takes, was left out of it."""
     runs = _told_apart(tmp_path)
     table = list_status(tmp_path)
     cells = _cells(table)
@@ -160,7 +164,8 @@ def test_list_status_tells_apart_the_runs_of_a_long_lived_root(tmp_path):
     ran = {what: cells[r.run_id]["ran with"] for what, r in runs.items()}
     assert ran == {"plain": "curriculum.mix_ratio=0.5", "seeds": "'train.seeds=[0,1]'",
                    "seed3": "curriculum.seed=3 --until curriculum", "clusters": "score.n_clusters=5 --until curriculum",
-                   "deployed": "name=nightly --until score", "preview": "--until curriculum", "a": "", "b": ""}
+                   "deployed": "name=nightly --until score", "preview": "--until curriculum", "a": "", "b": "",
+                   "sets": "eval.sets.math-500=data/math500.jsonl eval.sets.aime.2024=data/aime.jsonl"}
     a, b = cells[runs["a"].run_id], cells[runs["b"].run_id]
     assert (a["setting"], a["sweep"], b["setting"], b["sweep"]) == ("mix_ratio=0.6", "80d5", "mix_ratio=0.6", "9e9b")
     assert cells[runs["plain"].run_id]["sweep"] == "" and all(c["ended"] == "ok" for c in cells.values())
@@ -273,6 +278,20 @@ def test_a_record_still_marked_running_reads_unfinished_not_ok(tmp_path):
     assert list_status(tmp_path).splitlines()[1].endswith(" unfinished")
     assert list_status(tmp_path).splitlines()[-1] == UNFINISHED, "the word in the table, what it means under it"
     assert run_status(tmp_path).splitlines()[1] == UNFINISHED.upper()
+
+
+def test_list_status_explains_killed_and_unfinished_once_however_many_runs_ended_so(tmp_path):
+    """`status --list` says what 'killed' and 'unfinished' mean under its table: once each, not once a run (a root
+    of many killed runs would repeat the 170-character text of killed for each)."""
+    from saerl.runs import KILLED, RUNNING, UNFINISHED, live_path
+
+    for i in range(3):
+        save_run(tmp_path, RunRecord(name="demo", run_id=f"2026010{i + 1}-000000-aaaaaa", extra={RUNNING: True}))
+    for i in range(2):  # their live lock's file left and free: their process ended without recording how
+        live_path(tmp_path, f"2026010{i + 1}-000000-aaaaaa").touch()
+    lines = list_status(tmp_path).splitlines()
+    assert [line.split()[-1] for line in lines[1:4]] == ["unfinished", "killed", "killed"], lines
+    assert lines[4:] == [UNFINISHED, KILLED], "in the order the table shows them"
 
 
 def test_a_record_marked_running_reads_running_while_its_process_lives_and_killed_after(tmp_path):

@@ -120,6 +120,29 @@ def test_a_log_line_relayed_while_a_training_ranks_bar_is_drawn_goes_above_the_b
     assert re.search(r"3/5\n" + STAMP.decode() + " INFO saerl.test_relayed_lines: after the ranks\n$", text), repr(text)
 
 
+def test_a_bar_frame_relayed_in_two_reads_is_cleared_whole_and_drawn_again_whole_below_a_shorter_log_line():
+    """The stage's process relays a rank's output as it reads it (saerl.distributed._pump: read1 of up to 4096
+    bytes), so a frame can come in two pieces. A log line written then clears the whole frame, spaces over every
+    column of it (a log line shorter than the frame left the frame's end on screen after it), and draws the whole
+    frame again below it (not its last piece only)."""
+    import logging
+
+    from saerl.terminal import BarSafeHandler, end_relay, relay_output
+
+    frame, log_line = "train  40%|####      | 4/10 [00:04<00:06]", "eval: accuracy 0.5"
+    screen = io.StringIO()
+    handler = BarSafeHandler(screen)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    try:
+        relay_output("\r" + frame[:28], screen)
+        relay_output(frame[28:], screen)
+        handler.emit(logging.LogRecord("saerl", logging.INFO, __file__, 0, log_line, None, None))
+    finally:
+        end_relay(io.StringIO())  # nothing left relayed for the tests after this one
+    assert len(log_line) < len(frame)
+    assert screen.getvalue() == f"\r{frame}\r{' ' * len(frame)}\r{log_line}\n{frame}"
+
+
 class ClosedReader(io.StringIO):
     """A stderr whose reader has gone: every write fails as a closed pipe's does."""
 
@@ -503,3 +526,46 @@ def test_wrap_columns_wraps_ascii_text_as_textwrap_does():
         columns = pick.randint(1, 60)
         assert wrap_columns(text, columns) == textwrap.wrap(
             text, columns, break_long_words=False, break_on_hyphens=False), (text, columns)
+
+
+# ---------------------------------------------------------------------------------- saerl.terminal.fit_cell
+
+RAN_WITH = "curriculum.seed=3 score.n_clusters=5 train.max_steps=50 --until curriculum"  # a free-text cell (74 columns)
+ROW_LEAD = "20261207-092914-4512  "  # a row's columns before its free-text cell, the gap after them (22 columns)
+WIDE_LEAD = "x" * 58 + "  "  # a row whose columns before its free-text cell take 58 of the terminal's columns
+LONG_WORD = "p" * 50  # a word (a path, a key) longer than the room beside ROW_LEAD
+FIT_CASES = {  # what: (lead, text, width, its lines, whether every line fits the width)
+    "the line fits exactly": (ROW_LEAD, RAN_WITH, len(ROW_LEAD + RAN_WITH), [ROW_LEAD + RAN_WITH], True),
+    "the line fits exactly beside a wide lead": (WIDE_LEAD, "--until curriculum", 78,
+                                                 [WIDE_LEAD + "--until curriculum"], True),
+    "exactly WRAP_MIN_COLUMNS beside the lead: wrapped under its column": (ROW_LEAD, RAN_WITH, 62, [
+        "20261207-092914-4512  curriculum.seed=3 score.n_clusters=5",
+        "                      train.max_steps=50 --until curriculum"], True),
+    "the lead exactly the width: the cell under its row, BELOW_INDENT in": (WIDE_LEAD, RAN_WITH, 58, [
+        "x" * 58, "    curriculum.seed=3 score.n_clusters=5", "    train.max_steps=50 --until curriculum"], True),
+    "the lead wider than the width: one line": (WIDE_LEAD, RAN_WITH, 50, [WIDE_LEAD + RAN_WITH], False),
+    "under the row narrower than WRAP_MIN_COLUMNS: one line": ("run-1  ", RAN_WITH, 43, ["run-1  " + RAN_WITH],
+                                                                False),
+    "a word longer than the room stands whole": (ROW_LEAD, f"a {LONG_WORD} b", 62, [
+        "20261207-092914-4512  a", " " * 22 + LONG_WORD, " " * 22 + "b"], False),
+    "a path is not split at its hyphen": (ROW_LEAD, "y" * 25 + " data/openai-gsm8k/test.jsonl", 62, [
+        "20261207-092914-4512  " + "y" * 25, " " * 22 + "data/openai-gsm8k/test.jsonl"], True),
+}
+
+
+@pytest.mark.parametrize(("lead", "text", "width", "lines", "fits"), FIT_CASES.values(), ids=list(FIT_CASES))
+def test_fit_cell_wraps_a_free_text_cell_to_the_width_at_each_boundary(lead, text, width, lines, fits):
+    """A row whose line fits the terminal exactly stays one line; with WRAP_MIN_COLUMNS or more beside its lead the
+    cell wraps under its column, with less under its row, BELOW_INDENT in, and where the lead alone is wider than the
+    terminal, or the room under the row narrower than WRAP_MIN_COLUMNS, the row stays one line; a word is never
+    split (not at a hyphen either), and a wrapped line is never wider than the terminal but for a word longer than
+    the room. Each of these was a mutant no test saw (session 48's mutation audit), one printing lines wider than
+    the terminal."""
+    from saerl.terminal import BELOW_INDENT, WRAP_MIN_COLUMNS, display_width, fit_cell
+
+    assert (WRAP_MIN_COLUMNS, BELOW_INDENT) == (40, 4), "the cases above are laid out for these"
+    got = fit_cell(lead, text, width)
+    assert got == lines
+    if fits:
+        assert [line for line in got if display_width(line) > width] == [], got
+    assert " ".join(got).split() == (lead + text).split(), "the words read back whole"

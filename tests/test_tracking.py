@@ -675,19 +675,26 @@ def test_a_stage_run_spans_its_wall_time_and_shows_the_upstream_settings_it_depe
 def test_a_stage_run_that_starts_computing_gets_the_upstream_settings_its_record_will_give():
     """A stage run's record comes at its end, and its nested run was made at its start with lineage_config of the
     records then, which lacked it: {} (no curriculum.mix_ratio on a training run that computed). upstream_config
-    reads the lineage from the inputs and slice it starts with, and gives what its record gives later."""
+    reads the lineage from the inputs and slice it starts with, and gives what its record gives later: the settings
+    of every stage run upstream, through its inputs' inputs (the SAE's and extraction's, two and three hops up), not
+    only its direct inputs'."""
     from saerl.runs import StageRecord, lineage_config, upstream_config
 
     stages = {
+        "extract": StageRecord(stage="extract", key="x", status="cached", reason="", config={"extract.layer": 6},
+                               inputs={"ingest": "i"}),  # ingest has no record here: none of its fields come
+        "sae": StageRecord(stage="sae", key="a", status="cached", reason="", config={"sae.width": 4096},
+                           inputs={"extract": "x"}),
         "score": StageRecord(stage="score", key="s", status="cached", reason="", config={"score.seed": 0},
-                             inputs={"encode": "e"}),
+                             inputs={"sae": "a"}),
         "curriculum": StageRecord(stage="curriculum", key="c", status="computed", reason="",
                                   config={"curriculum.mix_ratio": 0.5, "train.max_steps": 9}, inputs={"score": "s"}),
     }
     inputs, own = {"curriculum": "c", "score": "s", "arm": "saerl"}, {"train.max_steps": 9}
     assert lineage_config(stages, "train:saerl:0") == {}  # not ended: no record yet
     starting = upstream_config(stages, "train:saerl:0", inputs, own)
-    assert starting == {"curriculum.mix_ratio": 0.5, "score.seed": 0}  # its own slice's field left out
+    assert starting == {"curriculum.mix_ratio": 0.5, "score.seed": 0, "sae.width": 4096,
+                        "extract.layer": 6}  # its own slice's field left out
     ended = stages | {"train:saerl:0": StageRecord(stage="train:saerl:0", key="t", status="computed", reason="",
                                                    config=own, inputs=inputs)}
     assert lineage_config(ended, "train:saerl:0") == starting
