@@ -136,6 +136,10 @@ STAMP = "%H:%M:%S"  # the local time of day leading each line say() prints (a lo
 STAMP_CHARS = len(time.strftime(STAMP, time.gmtime(0))) + 1  # the stamp and its space before a said first line
 LOST_RUN = ("the Dask worker running it died (its process ended without saying how the task ended); the run's "
             "error says why the flow stopped")  # the message of a task run marked Crashed by crash_lost_runs
+FAILED_FAN_OUT = ("the fan-out it belonged to failed before it ended ({failure}); the run's error says why the flow "
+                  "stopped")  # the message of a shard task run left open by a failed fan-out (crash_lost_runs)
+DASK_FINISHED = "finished"  # a Dask future's status once its task ran to its end (a Prefect task's own error too)
+DASK_ERROR = "error"  # a Dask future's status once it failed on the Dask side (KilledWorker)
 KILLED_RUN = ("saerl run {run_id} was killed (its process ended before it could say how: SIGKILL, out of memory, a "
               "lost machine); marked by the next run on its artifact root")  # crash_killed_runs's message
 
@@ -326,20 +330,26 @@ def as_done(futures: list[Any]) -> Iterator[Any]:
         yield f
 
 
-def crash_lost_runs(futures: list[Any]) -> int:
-    """Mark as Crashed, in Prefect, the task runs among `futures` whose process ended under them: a Dask future that
-    failed on the Dask side (KilledWorker: the worker died running it; a task's own error comes back as a Prefect
-    state instead) while its task run's state is not final. Prefect showed such a run Running (or Pending) forever,
-    beside a flow run that had failed. Best effort: a failure to reach the API costs the marks (a warning), never
-    the flow's own error; a run the server never heard of is left alone. in: Prefect futures (others than Dask's are
-    skipped); out: how many were marked."""
-    lost = [f for f in futures if getattr(getattr(f, "wrapped_future", None), "status", None) == "error"]
+def crash_lost_runs(futures: list[Any], failure: BaseException | None = None) -> int:
+    """Mark as Crashed, in Prefect, the task runs among `futures` that will never say how they ended, while their
+    state is not final: a Dask future that failed on the Dask side (KilledWorker: the worker died running it; a
+    task's own error comes back as a Prefect state instead), and, given the `failure` that failed their fan-out,
+    every Dask future that did not run to its end (a sibling shard Dask rescheduled after the same worker deaths,
+    then dropped with the cluster). Prefect showed such a run Running (or Pending) forever, beside a flow run that
+    had failed. A shard still running stops at its next chunk and its own final state, newer, replaces the mark.
+    Best effort: a failure to reach the API costs the marks (a warning), never the flow's own error; a run the
+    server never heard of is left alone. in: Prefect futures (others than Dask's are skipped), the fan-out's
+    error or None; out: how many were marked."""
+    status = {id(f): getattr(getattr(f, "wrapped_future", None), "status", None) for f in futures}
+    lost = [f for f in futures if status[id(f)] == DASK_ERROR
+            or failure is not None and status[id(f)] not in (None, DASK_FINISHED)]
     if not lost:
         return 0
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
     from prefect.states import Crashed
 
+    failed = FAILED_FAN_OUT.format(failure=f"{type(failure).__name__}: {failure}")
     marked = 0
     try:
         with get_client(sync_client=True) as client:
@@ -349,7 +359,8 @@ def crash_lost_runs(futures: list[Any]) -> int:
                 except ObjectNotFound:  # its events never reached the server: Prefect shows no run to correct
                     continue
                 if state is None or not state.is_final():
-                    client.set_task_run_state(f.task_run_id, Crashed(message=LOST_RUN), force=True)
+                    message = LOST_RUN if status[id(f)] == DASK_ERROR else failed
+                    client.set_task_run_state(f.task_run_id, Crashed(message=message), force=True)
                     marked += 1
     except Exception as err:  # noqa: BLE001 - a state in the UI is not worth the run's own error
         log.warning("could not mark the task runs of dead Dask workers as crashed in Prefect (%s)", err)
@@ -468,9 +479,9 @@ def fan_out(args: dict[str, Any], n_shards: int, label: str | None = None) -> No
             futures.append(shard_task.with_options(task_run_name=f"{stage}-shard-{i}").submit(**args, chunk_ids=ids,
                                                                                                token=token))
         summaries = [f.result() for f in as_done(futures)]  # a failed shard is seen when it fails
-    except BaseException:
-        fan_out_token(store, stage, key, STOPPED_TOKEN)
-        crash_lost_runs(futures)
+    except BaseException as err:  # a failed shard (KilledWorker): every shard that did not end is marked; a stop
+        fan_out_token(store, stage, key, STOPPED_TOKEN)  # (Ctrl-C, SIGTERM, a Cancel): they end before their next chunk
+        crash_lost_runs(futures, err if isinstance(err, Exception) else None)
         raise
     record_shards(store, stage, key, summaries, time.monotonic() - started)  # for the build's manifest and metrics
     say(f"[{stage}] {sum(map(len, shards))} chunks computed in {len(shards)} shards", label)

@@ -22,6 +22,7 @@ swept key as a param 'sweep.<dotted key>'), and its run record (flows.pipeline.p
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.cancel import FlowRunCancelled
 from flows.pipeline import (
     deployment_config,
     pipeline_flow,
@@ -58,6 +60,8 @@ from saerl.sweep import (
 )
 from saerl.terminal import labelled_logs
 from saerl.tracking import log_sweep
+
+log = logging.getLogger("saerl.flow")
 
 
 def literal(name: str) -> str:
@@ -92,14 +96,50 @@ def child_task(config: dict[str, Any], until: str | None, name: str,
     (`distributed.worker_client`): otherwise N children on N single-thread workers would hold every worker
     and wait forever for stage tasks that have nowhere to run. Caching is the stage tasks' business (their
     keys are the artifact keys), so this task caches and persists nothing. The subflow's runner connects with the
-    worker's own security (the TLS certificates of saerl's LocalCluster, flows.runner): without it, it could not."""
+    worker's own security (the TLS certificates of saerl's LocalCluster, flows.runner): without it, it could not.
+    A Cancel in Prefect leaves as the subflow's FlowRunCancelled, this task run set Cancelled (:func:`end_cancelled`),
+    even where `worker_client`'s rejoin fails on the pool of a worker the closing cluster shut down (it turned the
+    Cancel into a RuntimeError: two tracebacks, and the task run Failed)."""
     from distributed import worker_client
     from prefect_dask import DaskTaskRunner
 
-    with worker_client() as client:
-        runner = DaskTaskRunner(address=client.scheduler.address, client_kwargs={"security": client.security})
-        return pipeline_flow.with_options(flow_run_name=name, task_runner=runner)(config=config, until=until,
-                                                                                  sweep=sweep)
+    cancel: FlowRunCancelled | None = None
+    try:
+        with worker_client() as client:
+            runner = DaskTaskRunner(address=client.scheduler.address, client_kwargs={"security": client.security})
+            try:
+                return pipeline_flow.with_options(flow_run_name=name, task_runner=runner)(config=config, until=until,
+                                                                                          sweep=sweep)
+            except FlowRunCancelled as err:
+                cancel = err
+                raise
+    except (FlowRunCancelled, RuntimeError):  # the RuntimeError: the rejoin's 'cannot schedule new futures after
+        if cancel is None:  # shutdown', raised while the Cancel left
+            raise
+    end_cancelled(cancel)
+    raise cancel
+
+
+def end_cancelled(cancel: FlowRunCancelled) -> None:
+    """Set the task run this runs in Cancelled in Prefect, with the Cancel's message: Prefect's task engine proposes
+    no state for an Abort such as FlowRunCancelled, so the run stayed Running. The engine's own copy of the run
+    takes the state too (prefect 3.9: TaskRunContext.task_run is the engine's), so its last line says 'Finished in
+    state Cancelled', not 'Running'. Best effort: an API that does not answer costs a warning. in: the Cancel
+    leaving the task; out: nothing."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import TaskRunContext
+    from prefect.states import Cancelled
+
+    ctx = TaskRunContext.get()
+    if ctx is None:
+        return
+    state = Cancelled(message=str(cancel))
+    try:
+        with get_client(sync_client=True) as client:
+            client.set_task_run_state(ctx.task_run.id, state, force=True)
+    except Exception as err:  # noqa: BLE001 - a state in the UI is not worth the Cancel
+        log.warning("could not mark task run %r as cancelled in Prefect (%s)", ctx.task_run.name, err)
+    ctx.task_run.state = state
 
 
 @flow(name="saerl-ablation-dask")

@@ -362,3 +362,58 @@ def test_saerl_run_ends_at_once_on_a_cancel_in_prefect(prefect_api, tmp_path):
     assert not [p for p in (root / "testbed").iterdir() if not p.name.startswith(".")], "the stage was not finished"
     assert read_run(path).extra[STOPPED] == f"testbed: {CANCELLED}"
     assert flow_state(flow_run.id) == "Cancelled"
+
+
+def test_a_cancel_leaving_a_dask_sweep_child_ends_its_task_run_cancelled(prefect_api, monkeypatch, capfd):
+    """A Cancel of a Dask `saerl ablate` left the sweep child's task ('shared upstream') through
+    distributed.worker_client, whose rejoin into the worker's thread pool, shut down by the closing cluster, raised
+    'RuntimeError: cannot schedule new futures after shutdown': two tracebacks on stderr, and the task run Failed.
+    The Cancel leaves the task as itself, no RuntimeError printed, and the task run ends Cancelled (the engine's
+    last line says so, not 'Finished in state Running')."""
+    import contextlib
+    from types import SimpleNamespace
+
+    import distributed
+    from prefect.client.orchestration import get_client
+    from prefect.context import TaskRunContext
+    from prefect.exceptions import ObjectNotFound
+
+    import flows.sweep as sweep
+    from flows.cancel import FlowRunCancelled, cancelled_exit
+
+    @contextlib.contextmanager
+    def worker_client():  # the pool of a worker whose cluster is closing: the rejoin after the subflow fails
+        yield SimpleNamespace(scheduler=SimpleNamespace(address="tcp://127.0.0.1:1"), security=None)
+
+    @contextlib.contextmanager
+    def closed_pool():
+        try:
+            with worker_client() as client:
+                yield client
+        finally:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    seen: dict[str, object] = {}
+
+    def subflow(**_) -> None:  # cancelled once the server knows the task run is Running (a subflow runs a while)
+        seen["task_run"] = TaskRunContext.get().task_run.id
+        deadline = time.time() + FLOW_STATES_S
+        with get_client(sync_client=True) as client:
+            while time.time() < deadline:
+                with contextlib.suppress(ObjectNotFound):
+                    if client.read_task_run(seen["task_run"]).state.is_running():
+                        break
+                time.sleep(0.2)
+        raise cancelled_exit("stopped by the test")
+
+    monkeypatch.setattr(distributed, "worker_client", closed_pool)
+    monkeypatch.setattr(sweep, "pipeline_flow", SimpleNamespace(with_options=lambda **_: subflow))
+    with pytest.raises(FlowRunCancelled, match="stopped by the test"):
+        sweep.child_task.with_options(task_run_name="shared upstream")(config={}, until=None, name="child")
+    deadline = time.time() + FLOW_STATES_S
+    with get_client(sync_client=True) as client:
+        while (state := client.read_task_run(seen["task_run"]).state).name != "Cancelled" and time.time() < deadline:
+            time.sleep(0.5)
+    assert state.name == "Cancelled" and "stopped by the test" in state.message, state
+    err = capfd.readouterr().err
+    assert "RuntimeError" not in err and "Finished in state Running" not in err, err

@@ -437,6 +437,79 @@ def test_the_flow_runs_of_killed_saerl_runs_are_marked_crashed(prefect_api, tmp_
             assert crash_killed_runs(tmp_path) == [], "final states are left as they are"
 
 
+def test_every_shard_of_a_failed_dask_fan_out_ends_in_a_final_state(prefect_api, tmp_path, monkeypatch):
+    """A fan-out that failed for good (KilledWorker on one shard) marked Crashed only the shard whose Dask future was
+    in error: a sibling shard Dask had rescheduled after the same worker deaths stayed Running in Prefect forever,
+    under the failed flow run. Every shard of a failed fan-out that did not run to its end is marked Crashed, naming
+    the error; a shard that ran to its end (its final state still on its way as an event) and runs already final
+    are left alone, and a stop (no error) marks only the dead worker's. The fan-out runs on stand-in tasks whose
+    futures are in the Dask states the audit saw."""
+    from types import SimpleNamespace
+
+    from distributed.scheduler import KilledWorker
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed, Running
+
+    import flows.pipeline as pipeline
+
+    @flow(name="saerl-pipeline")
+    def stand_in() -> None:
+        pass
+
+    @task(name="extract-shard")
+    def shard() -> None:
+        pass
+
+    dask_status = {"killed": "error", "rescheduled": "pending", "ran": "finished", "ended": "pending"}
+    killed = KilledWorker("shard_task-0", SimpleNamespace(address="tcp://127.0.0.1:1"), 3)
+
+    class Future:
+        """A Prefect Dask future as fan_out sees it: the killed shard's result raises KilledWorker; the others never
+        finish (the flow fails first)."""
+
+        def __init__(self, name: str, task_run_id: object) -> None:
+            self.name, self.task_run_id = name, task_run_id
+            self.wrapped_future = SimpleNamespace(status=dask_status[name])
+
+        def add_done_callback(self, fn) -> None:
+            if self.name == "killed":
+                fn(self)
+
+        def wait(self) -> None:
+            pass
+
+        def result(self) -> None:
+            raise killed
+
+    with get_client(sync_client=True) as client:
+        def task_runs() -> dict[str, object]:
+            run = client.create_flow_run(stand_in, name="fan-out", state=Running())
+            return {name: client.create_task_run(shard, run.id, name, state=Completed() if name == "ended"
+                                                 else Running()).id for name in dask_status}
+
+        def futures(ids: dict[str, object]) -> list[Future]:
+            return [Future(name, i) for name, i in ids.items()]
+
+        failed, stopped = task_runs(), task_runs()
+        submitted = iter(futures(failed))
+        shard_task = SimpleNamespace(submit=lambda **_: next(submitted))
+        monkeypatch.setattr(pipeline, "prepare_shards_task",
+                            SimpleNamespace(submit=lambda **_: SimpleNamespace(result=lambda: [[0]] * 4)))
+        monkeypatch.setattr(pipeline, "wait_awake", lambda _: None)
+        monkeypatch.setattr(pipeline, "shard_task", SimpleNamespace(with_options=lambda **_: shard_task))
+        with pytest.raises(KilledWorker):
+            pipeline.fan_out({"root": str(tmp_path), "stage": "extract", "key": "k"}, 4)
+        states = {name: client.read_task_run(i).state for name, i in failed.items()}
+        assert {name: state.name for name, state in states.items()} == {
+            "killed": "Crashed", "rescheduled": "Crashed", "ran": "Running", "ended": "Completed"}
+        assert states["killed"].message == pipeline.LOST_RUN
+        assert "fan-out" in states["rescheduled"].message and "KilledWorker" in states["rescheduled"].message
+        assert pipeline.crash_lost_runs(futures(stopped)) == 1
+        assert {name: client.read_task_run(i).state.name for name, i in stopped.items()} == {
+            "killed": "Crashed", "rescheduled": "Running", "ran": "Running", "ended": "Completed"}
+
+
 FAILING_SERVER = f"""#!{sys.executable}
 import sys
 print("Traceback (most recent call last):")
