@@ -5,6 +5,7 @@ Cancelled about 5 minutes later."""
 
 from __future__ import annotations
 
+import contextvars
 import os
 import signal
 import subprocess
@@ -211,6 +212,10 @@ class HeldStage:
         from prefect.context import FlowRunContext
 
         self.flow_run = FlowRunContext.get().flow_run
+        # the Prefect settings the run talks to its server with (its own local server's, entered in its context),
+        # for the test's Cancel: a thread of the test's reads the process's ambient settings, which another test
+        # file run before in the same worker may have left without an API (a Cancel then went to no server)
+        self.context = contextvars.copy_context()
         self.started.set()
         try:
             self.release.wait(STAGE_HELD_S)
@@ -234,7 +239,7 @@ def cancel_when_started(held: HeldStage, pick=lambda run: run.id) -> dict[str, f
         if held.started.wait(STAGE_HELD_S):
             time.sleep(1.0)  # inside the stage
             when["at"] = time.monotonic()
-            cancel(pick(held.flow_run))
+            held.context.run(lambda: cancel(pick(held.flow_run)))
 
     threading.Thread(target=go, daemon=True).start()
     return when
