@@ -15,19 +15,21 @@ uninterrupted one. The subset is cut in id order, so the same prompts in another
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
 from saerl.activation_store import chunk_ranges
-from saerl.artifacts import ChunkLog, write_file_atomic
+from saerl.artifacts import ChunkLog, write_file_atomic, write_json_atomic
 from saerl.config import ModelConfig, PipelineConfig, ScoreConfig, stable_hash
 from saerl.property_models import seeded_subset
 
@@ -38,10 +40,26 @@ PARTS_DIR = "label_parts"  # in the chunk log's folder: one finished chunk's tab
 SCHEMA = {"id": pl.String, "pass_rate": pl.Float64, "n_correct": pl.Int64, "n_failed": pl.Int64, "rollouts": pl.Int64,
           "n_cut": pl.Int64}
 LIMIT_FIELD = "train.max_completion_length"  # the field that bounds label rollouts (saerl.runners.compute_label)
+FIT_WHAT = "labelled prompts"  # what the context check's notes and refusal call the prompts (:func:`label_fit_notes`)
+# in PARTS_DIR: the context check's notes with the fingerprint they were found under, so a resumed build that has no
+# chunk left to measure (and loads no policy) still reports them
+FIT_NOTES = "fit_notes.json"
 # The share of labelled prompts at one end of the pass-rate scale (never solved, or always solved) at or above which the
 # label stage notes that measured difficulty carries little signal: the difficulty model then learns from the few
 # prompts left in between (GSM8K through the testbed LM: 57 of 60 never solved; ASDiv: 51 of 58).
 SATURATED_LABEL_SHARE = 0.8
+
+
+log = logging.getLogger("saerl.labels")
+
+
+class Measured(NamedTuple):
+    """What :func:`measure_labels` returns: the labels table, its summary (n_prompts, chunks_run, chunks_skipped,
+    seconds) and the context check's notes (:func:`label_fit_notes`; [] when every prompt fits)."""
+
+    labels: pl.DataFrame
+    summary: dict[str, Any]
+    fit_notes: list[str]
 
 
 def needs_measured_labels(cfg: PipelineConfig) -> bool:
@@ -180,11 +198,36 @@ def label_fingerprint(ids: list[str], cfg: ScoreConfig, temperature: float, max_
                         "max_new_tokens": max_new_tokens, "top_k": top_k, "verify_timeout_s": verify_timeout_s})
 
 
+def label_fit_notes(model: Any, tok: Any, prompts: pl.DataFrame, limit: int) -> list[str]:
+    """Whether the labelled prompts, chat-templated, leave `limit` (train.max_completion_length) tokens of the loaded
+    policy's positions for a rollout (saerl.policy_lm.context_fit_notes on the loaded model's config and tokenizer,
+    as the heldout stage checks its sets): a policy with learned positions they overflow is refused with a ValueError
+    naming their ids, before it generates; a rotary one gets notes. in: the loaded policy and tokenizer, the prompts
+    (id, prompt; named in their order), the limit; out: notes ([] when all fit)."""
+    from saerl.policy_lm import context_fit_notes, model_context
+
+    return context_fit_notes(tok, model_context(model.config), [str(p) for p in prompts["prompt"].to_list()],
+                             [str(i) for i in prompts["id"].to_list()], limit, LIMIT_FIELD, FIT_WHAT)
+
+
+def saved_fit_notes(parts: Path, fingerprint: str) -> list[str]:
+    """The context check's notes a build saved in its parts folder (FIT_NOTES) under this fingerprint ([] when there
+    are none, they are unreadable, or were found for other prompts or settings). in: the parts folder, the
+    fingerprint; out: notes."""
+    try:
+        saved = json.loads((parts / FIT_NOTES).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
+        return []
+    return [str(n) for n in saved.get("notes", [])]
+
+
 def measure_labels(model_dir: str | Path, prompts: pl.DataFrame, cfg: ScoreConfig, temperature: float,
                    max_new_tokens: int, out_dir: str | Path, chunk_log: ChunkLog,
                    model_cfg: ModelConfig | None = None, progress: bool = True,
                    on_chunk_done: Callable[[int], None] | None = None, top_k: int = 0,
-                   verify_timeout_s: float | None = None, device: str = "cpu") -> tuple[pl.DataFrame, dict[str, Any]]:
+                   verify_timeout_s: float | None = None, device: str = "cpu") -> Measured:
     """The label stage, resumable. The subset `prompts` (id, prompt, answer) is cut into chunks of
     cfg.label_chunk_rows rows; chunk c is measured by :func:`pass_rates` (sampling at `temperature` and `top_k`,
     checks bounded by `verify_timeout_s`, the policy on `device`) with seed chunk_seed(cfg.seed, c),
@@ -195,8 +238,11 @@ def measure_labels(model_dir: str | Path, prompts: pl.DataFrame, cfg: ScoreConfi
     there, are skipped: a killed run redoes only unfinished chunks. Finally every chunk's table, in order, becomes
     out_dir/labels.parquet.
     The parts stay with the chunk log, which publishing drops (ArtifactStore.publish), so a run killed between
-    writing labels.parquet and publishing redoes no chunk. The policy is loaded only when a chunk is left to do.
-    Returns (labels, summary: n_prompts, chunks_run, chunks_skipped, seconds)."""
+    writing labels.parquet and publishing redoes no chunk. The policy is loaded only when a chunk is left to do, and
+    once loaded, before it generates, its config and tokenizer check the prompts against its positions
+    (:func:`label_fit_notes`: a learned-position policy they overflow is refused with a ValueError); the notes are
+    logged as warnings and saved with the parts (FIT_NOTES), so a resume with nothing left to measure reports them
+    too. Returns :class:`Measured` (labels, summary: n_prompts, chunks_run, chunks_skipped, seconds; the notes)."""
     from saerl.policy_lm import load_policy
 
     parts = chunk_log.folder / PARTS_DIR
@@ -206,6 +252,7 @@ def measure_labels(model_dir: str | Path, prompts: pl.DataFrame, cfg: ScoreConfi
         for table in legacy.glob("*.parquet"):
             os.replace(table, parts / table.name)
         shutil.rmtree(legacy)
+    given = prompts  # the context check names the prompts in the order they came in
     prompts = prompts.sort(pl.col("id").cast(pl.String))
     fp = label_fingerprint(prompts["id"].cast(pl.String).to_list(), cfg, temperature, max_new_tokens, top_k,
                            verify_timeout_s)
@@ -218,7 +265,14 @@ def measure_labels(model_dir: str | Path, prompts: pl.DataFrame, cfg: ScoreConfi
     todo = [c for c in range(len(ranges))
             if not (chunk_log.get(c).get("fingerprint") == fp and part(c).is_file())]
     started = time.perf_counter()
-    model, tok = load_policy(model_dir, model_cfg, device=device) if todo else (None, None)
+    if todo:
+        model, tok = load_policy(model_dir, model_cfg, device=device)
+        fit = label_fit_notes(model, tok, given, max_new_tokens)  # before generating: may refuse the policy
+        write_json_atomic(parts / FIT_NOTES, {"fingerprint": fp, "notes": fit})
+    else:
+        model, tok, fit = None, None, saved_fit_notes(parts, fp)
+    for note in fit:
+        log.warning("label: %s", note)
     for c in tqdm(todo, desc="label", unit="chunk", disable=not progress):
         lo, hi = ranges[c]
         table = pass_rates(model, tok, prompts.slice(lo, hi - lo), cfg.label_rollouts, temperature, max_new_tokens,
@@ -230,5 +284,6 @@ def measure_labels(model_dir: str | Path, prompts: pl.DataFrame, cfg: ScoreConfi
     frames = [pl.read_parquet(part(c), glob=False) for c in range(len(ranges))]
     labels = pl.concat(frames) if frames else pl.DataFrame(schema=SCHEMA)
     write_file_atomic(Path(out_dir) / LABELS, labels.write_parquet)
-    return labels, {"n_prompts": labels.height, "chunks_run": len(todo), "chunks_skipped": len(ranges) - len(todo),
-                    "seconds": round(time.perf_counter() - started, 3)}
+    summary = {"n_prompts": labels.height, "chunks_run": len(todo), "chunks_skipped": len(ranges) - len(todo),
+               "seconds": round(time.perf_counter() - started, 3)}
+    return Measured(labels, summary, fit)

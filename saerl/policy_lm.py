@@ -288,23 +288,6 @@ def policy_fit_notes(tok: Any, context: Context | None, prompts: list[str], ids:
                                      "train.max_completion_length", "training prompts")
 
 
-def policy_context_notes(model_dir: str | Path, model_cfg: ModelConfig, prompts: list[str], ids: list[str],
-                         limit: int, field: str, what: str) -> list[str]:
-    """:func:`context_fit_notes` for a policy not loaded yet (the label stage's, before it loads it to generate):
-    its config and tokenizer alone are read. in: the policy's folder / hub id, model config, prompts, their ids,
-    the completion limit, its field, what the prompts are; out: notes (ValueError for a learned-position policy)."""
-    from saerl.activations import hub_kwargs, model_config, resolve_model_path
-
-    try:
-        context = model_context(model_config(str(model_dir), model_cfg))
-        if context is None or not prompts:
-            return []
-        tok = AutoTokenizer.from_pretrained(resolve_model_path(str(model_dir)), **hub_kwargs(model_cfg))
-    except OSError:  # not at hand (a hub id offline): no check here; the stage's own load names what is wrong
-        return []
-    return context_fit_notes(tok, context, prompts, ids, limit, field, what)
-
-
 TURN_PROBE = "saerl turn end probe"  # assistant content whose end marks where the template closes the turn
 
 

@@ -200,7 +200,9 @@ def compute_label(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
     (score.label_chunk_rows prompts each; a killed run resumes from its finished chunks). Rollouts sample as RL
     does (train.temperature, train.top_k, train.max_completion_length) and are checked with the reward's
     train.verify_timeout_s, on runtime.device. Rollouts cut at train.max_completion_length are counted (labels.parquet's
-    n_cut, the metric cut_share) and noted over health.truncated_share."""
+    n_cut, the metric cut_share) and noted over health.truncated_share. Once the policy is loaded, before it
+    generates, the labelled prompts are checked against its positions (saerl.labels.label_fit_notes: a learned-position
+    policy they overflow is refused; the notes are logged then and lead the manifest's)."""
     from saerl.labels import (
         cut_notes,
         cut_share,
@@ -209,17 +211,13 @@ def compute_label(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Bu
         pass_rate_profile,
         saturation_notes,
     )
-    from saerl.policy_lm import policy_context_notes
 
     t = cfg.train
     subset = labelled_subset(read_prompts(inputs), cfg.score.label_fraction, cfg.score.seed, cfg.score.label_max)
-    fit = warned("label", policy_context_notes(policy_path(cfg, inputs), cfg.model, subset["prompt"].to_list(),
-                                               subset["id"].to_list(), t.max_completion_length,
-                                               "train.max_completion_length", "labelled prompts"))  # before generating
-    labels, summary = measure_labels(policy_path(cfg, inputs), subset, cfg.score, t.temperature,
-                                     t.max_completion_length, build.path, build.chunks, cfg.model,
-                                     progress=cfg.runtime.progress, top_k=t.top_k,
-                                     verify_timeout_s=t.verify_timeout_s, device=cfg.runtime.device)
+    labels, summary, fit = measure_labels(policy_path(cfg, inputs), subset, cfg.score, t.temperature,
+                                          t.max_completion_length, build.path, build.chunks, cfg.model,
+                                          progress=cfg.runtime.progress, top_k=t.top_k,
+                                          verify_timeout_s=t.verify_timeout_s, device=cfg.runtime.device)
     profile, flat = pass_rate_profile(labels)
     if flat:
         log.warning("label: %s; every prompt has the same pass rate, so difficulty_hat orders nothing: measure with "
@@ -949,8 +947,7 @@ def compute_heldout(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
         policy = inputs[TRAIN_RUN.format(arm=arm, seed=seed)].file("policy")
         model_cfg = cfg.model.model_copy(update={"revision": None})
     model, tok = load_policy(policy, model_cfg, device=cfg.runtime.device)
-    context = model_context(model.config) if getattr(model, "config", None) is not None else None  # (a stand-in: none)
-    fit = warned("heldout", held_out_fit_notes(cfg, tok, context, sets))  # before generating
+    fit = warned("heldout", held_out_fit_notes(cfg, tok, model_context(model.config), sets))  # before generating
     frame = evaluate_loaded(model, tok, sets, cfg.eval, eval_max_new_tokens(cfg), seed, greedy=arm != PROBE_ARM,
                             progress=cfg.runtime.progress, label=POLICY_LABEL.format(arm=arm, seed=seed),
                             probe=arm == PROBE_ARM)

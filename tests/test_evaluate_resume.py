@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
+from stand_in import stand_in_load
 
 import saerl.evaluate
 import saerl.policy_lm
@@ -74,7 +75,7 @@ def stubbed(monkeypatch):
 
     def load(path, *a, **k):
         state["loads"].append(Path(path).parent.name if "train-" in str(path) else "base")
-        return str(path), None
+        return stand_in_load(path)
 
     def evaluate(model, tok, sets, cfg, max_new_tokens, seed, greedy=True, **kw):
         state["calls"].append((Path(model).parent.name if "train-" in model else "base", seed))

@@ -140,7 +140,7 @@ class _Killed(Exception):
 
 def test_measure_labels_seeds_each_chunk_by_its_index_and_cleans_up(saved_policy, tmp_path):
     cfg = _score()
-    labels, summary = _measure(saved_policy, tmp_path / "a", cfg)
+    labels, summary, _ = _measure(saved_policy, tmp_path / "a", cfg)
     assert summary == {**summary, "n_prompts": 3, "chunks_run": 3, "chunks_skipped": 0}
     assert pl.read_parquet(tmp_path / "a" / LABELS).equals(labels)
     assert not (tmp_path / "a" / PARTS_DIR).exists(), "the per-chunk tables are not part of the artifact"
@@ -150,7 +150,7 @@ def test_measure_labels_seeds_each_chunk_by_its_index_and_cleans_up(saved_policy
         alone = pass_rates(model, tok, PROMPTS.slice(c, 1), cfg.label_rollouts, SPREAD_T, 4, cfg.label_batch,
                            chunk_seed(cfg.seed, c))
         assert labels.slice(c, 1).equals(alone)
-    other, _ = _measure(saved_policy, tmp_path / "b", _score(seed=4))
+    other, _, _ = _measure(saved_policy, tmp_path / "b", _score(seed=4))
     assert not other.equals(labels), "the labels depend on the seed (else equality checks would prove nothing)"
     assert chunk_seed(3, 0) != chunk_seed(3, 1) != chunk_seed(4, 1)
 
@@ -159,9 +159,9 @@ def test_measure_labels_of_the_subset_in_another_order_gives_the_same_labels(sav
     """A prompt's rollouts are sampled from its chunk's seed beside its batch's other prompts, so the subset of a data
     file in another row order measured other pass rates. The subset is now measured in id order: the same prompts
     in any order get the same labels, written in id order."""
-    labels, _ = _measure(saved_policy, tmp_path / "a")
-    again, _ = measure_labels(saved_policy, PROMPTS.reverse(), _score(), SPREAD_T, 4, tmp_path / "b",
-                              ChunkLog(tmp_path / "b"), progress=False)
+    labels, _, _ = _measure(saved_policy, tmp_path / "a")
+    again, _, _ = measure_labels(saved_policy, PROMPTS.reverse(), _score(), SPREAD_T, 4, tmp_path / "b",
+                                 ChunkLog(tmp_path / "b"), progress=False)
     assert again.sort("id").equals(labels.sort("id"))  # per prompt (measured in file order: e1 .25, then .75)
     assert labels["id"].to_list() == again["id"].to_list() == ["e1", "e2", "e3"]
 
@@ -171,13 +171,13 @@ def test_measure_labels_killed_after_its_table_redoes_no_chunk(saved_policy, tmp
     table with the chunk log: it measures nothing again and loads no policy (the parts used to be removed first)."""
     import saerl.policy_lm
 
-    first, _ = _measure(saved_policy, tmp_path / "a")
+    first, _, _ = _measure(saved_policy, tmp_path / "a")
 
     def no_load(*_a, **_k):
         raise AssertionError("the policy was loaded: a chunk was measured again")
 
     monkeypatch.setattr(saerl.policy_lm, "load_policy", no_load)
-    again, summary = _measure(saved_policy, tmp_path / "a")
+    again, summary, _ = _measure(saved_policy, tmp_path / "a")
     assert summary["chunks_run"] == 0 and summary["chunks_skipped"] == 3 and again.equals(first)
 
 
@@ -194,13 +194,13 @@ def test_measure_labels_resumes_a_build_that_kept_its_tables_where_builds_before
     (tmp_path / "run" / PARTS_DIR).mkdir()
     (log.folder / PARTS_DIR / "0.parquet").rename(tmp_path / "run" / PARTS_DIR / "0.parquet")  # the old layout
     redone: list[int] = []
-    _, summary = _measure(saved_policy, tmp_path / "run", log=log, on_chunk_done=redone.append)
+    _, summary, _ = _measure(saved_policy, tmp_path / "run", log=log, on_chunk_done=redone.append)
     assert redone == [1, 2] and summary["chunks_skipped"] == 1
     assert not (tmp_path / "run" / PARTS_DIR).exists()
 
 
 def test_measure_labels_resumes_from_finished_chunks(saved_policy, tmp_path):
-    reference, _ = _measure(saved_policy, tmp_path / "ref")
+    reference, _, _ = _measure(saved_policy, tmp_path / "ref")
 
     def die_after_first(c: int) -> None:
         raise _Killed(c)
@@ -212,7 +212,7 @@ def test_measure_labels_resumes_from_finished_chunks(saved_policy, tmp_path):
     progress = chunk_progress(tmp_path / "run")  # what saerl status says of the killed build: 1 of 3 chunks
     assert progress is not None and (progress.done, progress.planned) == (1, 3)
     redone: list[int] = []
-    labels, summary = _measure(saved_policy, tmp_path / "run", log=log, on_chunk_done=redone.append)
+    labels, summary, _ = _measure(saved_policy, tmp_path / "run", log=log, on_chunk_done=redone.append)
     assert redone == [1, 2] and summary["chunks_run"] == 2 and summary["chunks_skipped"] == 1
     assert labels.equals(reference)
 
@@ -226,8 +226,8 @@ def test_measure_labels_redoes_chunks_recorded_with_other_settings(saved_policy,
 
 
 def test_measure_labels_of_an_empty_subset_loads_nothing(tmp_path):
-    labels, summary = measure_labels(tmp_path / "no-model", PROMPTS.clear(), _score(), 1.0, 4, tmp_path,
-                                     ChunkLog(tmp_path), progress=False)
+    labels, summary, _ = measure_labels(tmp_path / "no-model", PROMPTS.clear(), _score(), 1.0, 4, tmp_path,
+                                        ChunkLog(tmp_path), progress=False)
     assert labels.height == 0 and labels.columns == ["id", "pass_rate", "n_correct", "n_failed", "rollouts",
                                                       "n_cut"]
     assert summary["chunks_run"] == 0 and pl.read_parquet(tmp_path / LABELS).height == 0
@@ -236,9 +236,9 @@ def test_measure_labels_of_an_empty_subset_loads_nothing(tmp_path):
 def test_label_rollouts_sample_with_top_k_and_verify_with_the_timeout_given(saved_policy, tmp_path, monkeypatch):
     import saerl.verify
 
-    spread, _ = _measure(saved_policy, tmp_path / "all", _score(), top_k=0)
+    spread, _, _ = _measure(saved_policy, tmp_path / "all", _score(), top_k=0)
     assert not spread["pass_rate"].is_in([0.0, 1.0]).all(), "at SPREAD_T sampling from every token spreads"
-    top1, _ = _measure(saved_policy, tmp_path / "top1", _score(), top_k=1)
+    top1, _, _ = _measure(saved_policy, tmp_path / "top1", _score(), top_k=1)
     assert dict(zip(top1["id"], top1["pass_rate"], strict=True)) == {"e1": 1.0, "e2": 1.0, "e3": 0.0}, (
         "top_k=1 samples the most likely token only: the greedy answers, whatever the temperature")
     timeouts: list[float] = []
@@ -424,3 +424,97 @@ def test_label_cut_note_needs_more_than_the_share_and_an_unsolved_note_says_only
     some = uncut.with_columns(n_cut=pl.Series([1] * 9 + [0]))
     (note,) = saturation_notes(some, "m", 4, limit=64)
     assert "25% of their rollouts (9 of 36) were cut at train.max_completion_length=64" in note
+
+
+# ------------------------------------------------------------------ the labelled prompts against the positions
+
+
+@pytest.fixture(scope="module")
+def context_policies(tmp_path_factory):
+    """Two tiny policy folders of one tokenizer: 'gpt' (GPT-2: 16 learned positions) and 'llama' (64 rotary)."""
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    tok = tiny_tokenizer()
+    out = tmp_path_factory.mktemp("context")
+    AutoModelForCausalLM.from_config(GPT2Config(vocab_size=len(tok), n_positions=16, n_embd=16, n_layer=1,
+                                                n_head=2)).save_pretrained(out / "gpt")
+    tiny_model(tok, "llama", hidden=16).save_pretrained(out / "llama")
+    for folder in ("gpt", "llama"):
+        save_tokenizer(tok, out / folder)
+    return out
+
+
+def _count_reads(monkeypatch) -> list[str]:
+    """Every read of a model's config or tokenizer from here on (AutoConfig / AutoTokenizer.from_pretrained, the
+    policy load's own included), by class name, in a list that grows as they come."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    reads: list[str] = []
+    for cls in (AutoConfig, AutoTokenizer):
+        real = cls.from_pretrained
+
+        def counted(*args, _real=real, _name=cls.__name__, **kwargs):
+            reads.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", counted)
+    return reads
+
+
+def test_the_label_stage_reads_the_policy_once_and_checks_the_prompts_against_it_before_generating(
+        context_policies, tmp_path, monkeypatch, caplog):
+    """The label stage read the policy's config and tokenizer once for its context check and again to load the
+    policy to generate (and skipped the check for a hub policy not at hand). The check now runs on the loaded policy,
+    before it generates: the stage reads the policy's config and tokenizer as one load does, no more; a GPT-2-style policy (learned
+    positions) the prompts overflow is refused naming their ids, with nothing generated; a Llama (rotary) gets a note,
+    logged and leading the manifest's notes."""
+    import saerl.policy_lm
+
+    for run in ("llama", "fits", "gpt"):
+        (tmp_path / run).mkdir()
+    reads = _count_reads(monkeypatch)
+    load_policy(context_policies / "llama")
+    one_load = list(reads)  # the reads of the load alone (its tokenizer reads the config too)
+    reads.clear()
+    with caplog.at_level("WARNING"):
+        _, notes, _ = _label_stage(context_policies / "llama", tmp_path / "llama", 60)
+    assert reads == one_load and one_load.count("AutoTokenizer") == 1, "the policy is read once"
+    assert notes[0].startswith("2 of 2 labelled prompts, chat-templated, fit the policy's 64-token context but "
+                               "leave less than train.max_completion_length=60 tokens")
+    assert f"label: {notes[0]}" in caplog.messages
+    _, notes, _ = _label_stage(context_policies / "llama", tmp_path / "fits", 12)
+    assert not any("chat-templated" in n for n in notes)
+
+    def no_generation(*_a, **_k):
+        raise AssertionError("the policy generated before its context was checked")
+
+    monkeypatch.setattr(saerl.policy_lm, "generate", no_generation)
+    with pytest.raises(ValueError, match=r"^2 of 2 labelled prompts, chat-templated, plus "
+                                         r"train.max_completion_length=12 completion tokens do not fit the policy's 16 "
+                                         r"positions: 'a' \(8 tokens\), 'b' \(8 tokens\)\."):
+        _label_stage(context_policies / "gpt", tmp_path / "gpt", 12)
+
+
+def test_a_resumed_label_build_with_no_chunk_left_keeps_its_context_notes(context_policies, tmp_path, monkeypatch,
+                                                                          caplog):
+    """A build killed after its last chunk and before publishing measures nothing again and loads no policy, so
+    nothing checks the prompts again: the notes the check found are kept with the chunk tables and reported again
+    (logged and returned); a build measured with other settings keeps none of them."""
+    import saerl.policy_lm
+
+    policy, log = context_policies / "llama", ChunkLog(tmp_path)
+    first = measure_labels(policy, PROMPTS, _score(), 1.0, 60, tmp_path, log, progress=False)
+    assert len(first.fit_notes) == 1 and "fit the policy's 64-token context" in first.fit_notes[0]
+
+    def no_load(*_a, **_k):
+        raise AssertionError("the policy was loaded: a chunk was measured again")
+
+    monkeypatch.setattr(saerl.policy_lm, "load_policy", no_load)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="saerl.labels"):
+        again = measure_labels(policy, PROMPTS, _score(), 1.0, 60, tmp_path, log, progress=False)
+    assert again.summary["chunks_run"] == 0 and again.fit_notes == first.fit_notes
+    assert [r.getMessage() for r in caplog.records if r.name == "saerl.labels"] == [f"label: {first.fit_notes[0]}"]
+    monkeypatch.undo()
+    other = measure_labels(policy, PROMPTS, _score(), 1.0, 8, tmp_path, log, progress=False)
+    assert other.summary["chunks_run"] == 3 and other.fit_notes == []

@@ -483,31 +483,3 @@ def test_the_unknown_token_note_counts_the_prompts_a_policy_cannot_read_not_only
     assert f"reads {share:.0%} of the training prompts' tokens" in note
     assert "2 of 10 prompts (20%) hold it" in note and "plumbing" in note
     assert policy_fit_notes(tok, Context(512, ROTARY), world, [str(i) for i in range(8)], 8) == []
-
-
-def test_the_label_stage_checks_a_policy_folders_context_before_loading_it_to_generate(tmp_path):
-    """The label stage (saerl.runners.compute_label) checks its prompts against the policy folder's config and
-    tokenizer alone, before it loads the model to generate: a GPT-2-style folder (learned positions) is refused
-    naming the labelled prompts' ids; a Llama one (rotary) gets a note."""
-    from tiny import tiny_model, tiny_tokenizer
-    from transformers import GPT2Config
-
-    from saerl.policy_lm import policy_context_notes
-
-    tok = tiny_tokenizer()
-    AutoModelForCausalLM.from_config(GPT2Config(vocab_size=len(tok), n_positions=16, n_embd=16, n_layer=1,
-                                                n_head=2)).save_pretrained(tmp_path / "gpt")
-    tiny_model(tok, "llama", hidden=16).save_pretrained(tmp_path / "llama")  # 64 positions
-    for folder in ("gpt", "llama"):
-        tok.save_pretrained(tmp_path / folder)
-    prompts, ids = ["what is 1 + 2 ?", "what is 3 + 4 ?"], ["a", "b"]
-    with pytest.raises(ValueError, match=r"^2 of 2 labelled prompts, chat-templated, plus "
-                                         r"train.max_completion_length=12 completion tokens do not fit the policy's 16 "
-                                         r"positions: 'a' \(8 tokens\), 'b' \(8 tokens\)\."):
-        policy_context_notes(tmp_path / "gpt", ModelConfig(), prompts, ids, 12, "train.max_completion_length",
-                             "labelled prompts")
-    (note,) = policy_context_notes(tmp_path / "llama", ModelConfig(), prompts, ids, 60, "train.max_completion_length",
-                                   "labelled prompts")
-    assert note.startswith("2 of 2 labelled prompts, chat-templated, fit the policy's 64-token context")
-    assert policy_context_notes(tmp_path / "llama", ModelConfig(), prompts, ids, 12, "train.max_completion_length",
-                                "labelled prompts") == []

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from stand_in import stand_in_load
 
 from saerl.artifacts import ArtifactRef, Build
 from saerl.config import PipelineConfig, load_config
@@ -348,7 +349,7 @@ def test_label_stage_samples_and_verifies_as_rl_does_on_the_runtime_device(tmp_p
     def fake_measure(model_dir, prompts, score, temperature, max_new_tokens, out_dir, chunk_log, model_cfg, **kw):
         seen.update(kw, temperature=temperature, max_new_tokens=max_new_tokens)
         labels = prompts.select("id", pass_rate=pl.lit(0.5), n_correct=pl.lit(1), n_failed=pl.lit(0))
-        return labels, {}
+        return labels, {}, []
 
     monkeypatch.setattr(saerl.labels, "measure_labels", fake_measure)
     cfg = load_config(None, ["model.name_or_path=some/hub-policy", "train.top_k=7", "train.verify_timeout_s=2.5",
@@ -369,7 +370,7 @@ def test_a_label_stage_whose_policy_never_solves_notes_it_naming_the_policy(tmp_
         ingest / PROMPTS)
 
     def never(model_dir, prompts, *args, **kw):
-        return prompts.select("id", pass_rate=pl.lit(0.0), n_correct=pl.lit(0), n_failed=pl.lit(0)), {}
+        return prompts.select("id", pass_rate=pl.lit(0.0), n_correct=pl.lit(0), n_failed=pl.lit(0)), {}, []
 
     monkeypatch.setattr(saerl.labels, "measure_labels", never)
     cfg = load_config(None, ["model.name_or_path=some/weak-policy", "runtime.device=cpu", "score.label_fraction=1.0"])
@@ -1218,7 +1219,7 @@ def test_compute_evaluate_writes_the_failures_and_the_target_into_its_table_and_
             pl.DataFrame({"set": ["heldout"] * 10, "id": ids, "sample": [1] * 10, "correct": [True] * 10,
                           "status": ["correct"] * 10}))
 
-    monkeypatch.setattr(saerl.policy_lm, "load_policy", lambda path, *a, **k: (path, None))
+    monkeypatch.setattr(saerl.policy_lm, "load_policy", stand_in_load)
     monkeypatch.setattr(saerl.evaluate, "evaluate_loaded", fake_eval)
     _stub_sets(monkeypatch, {"heldout": pl.DataFrame({"id": ["q0", "q1"], "prompt": ["What is  1+1?", "What is 2+2?"]})})
     (tmp_path / "ingest").mkdir()
@@ -1288,7 +1289,7 @@ def test_compute_evaluate_leaves_a_set_sharing_problems_out_of_the_mean_and_says
                  "status": "correct"} for name, df in sets.items() for i in range(df.height) for j in (0, 1)]
         return pl.DataFrame(rows)
 
-    monkeypatch.setattr(saerl.policy_lm, "load_policy", lambda path, *a, **k: (path, None))
+    monkeypatch.setattr(saerl.policy_lm, "load_policy", stand_in_load)
     monkeypatch.setattr(saerl.evaluate, "evaluate_loaded", fake_eval)
     _stub_sets(monkeypatch, {name: pl.DataFrame({"id": [f"{name}{i}" for i in range(len(ps))], "prompt": ps})
                              for name, ps in prompts.items()})
@@ -1325,7 +1326,7 @@ def test_the_overlap_note_counts_the_problems_scored_under_eval_max_problems(tmp
                              for name, df in sets.items() for n, i in enumerate(select_problems(df, cfg.max_problems)["id"])
                              for j in (0, 1)])
 
-    monkeypatch.setattr(saerl.policy_lm, "load_policy", lambda path, *a, **k: (path, None))
+    monkeypatch.setattr(saerl.policy_lm, "load_policy", stand_in_load)
     monkeypatch.setattr(saerl.evaluate, "evaluate_loaded", fake_eval)
     _stub_sets(monkeypatch, {"capped": held, "clear": held.with_columns(pl.col("prompt").str.replace("5", "6"))})
     inputs = _trained_arms(tmp_path, ["a"])
@@ -1398,7 +1399,7 @@ def test_compute_evaluate_says_what_share_of_each_file_it_scored_and_how_complet
                               "truncated": vanilla and j == 0, "completion_len": 3}
                              for n, i in enumerate(ids) for j in (0, 1)])
 
-    monkeypatch.setattr(saerl.policy_lm, "load_policy", lambda path, *a, **k: (path, None))
+    monkeypatch.setattr(saerl.policy_lm, "load_policy", stand_in_load)
     monkeypatch.setattr(saerl.evaluate, "evaluate_loaded", fake_eval)
     read = pl.DataFrame([{"set": "heldout", "rows": 20, "kept": 12,
                           "reasons": [{"reason": "unparseable answer", "count": 6}, {"reason": "duplicate prompt", "count": 1},
@@ -1466,7 +1467,7 @@ def test_compute_heldout_records_how_each_file_was_read_and_generates_to_eval_ma
         limits.append(max_new_tokens)
         return pl.DataFrame({"set": ["h"], "id": ["x"], "sample": [0], "correct": [True], "status": ["correct"]})
 
-    monkeypatch.setattr(saerl.policy_lm, "load_policy", lambda path, *a, **k: (path, None))
+    monkeypatch.setattr(saerl.policy_lm, "load_policy", stand_in_load)
     monkeypatch.setattr(saerl.evaluate, "evaluate_loaded", fake_eval)
     base = ["data.source=file", f"data.path={tmp_path / 'train.jsonl'}", f"eval.sets={{\"h\": \"{held}\"}}",
             "train.max_completion_length=24"]
@@ -1823,7 +1824,7 @@ def _heldout_and_evaluate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overr
         arm = next(a for a in texts if a in str(model))
         return saerl.policy_lm.Completions([texts[arm]] * len(prompts), [4] * len(prompts), [True] * len(prompts))
 
-    monkeypatch.setattr(saerl.policy_lm, "load_policy", lambda path, *a, **k: (path, None))
+    monkeypatch.setattr(saerl.policy_lm, "load_policy", stand_in_load)
     monkeypatch.setattr(saerl.policy_lm, "generate", fake)
     sets = {"heldout": pl.DataFrame({"id": ["q0", "q1"], "prompt": ["What is 9+9?", "What is 9+8?"],
                                      "answer": ["18", "17"]}),
