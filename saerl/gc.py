@@ -78,6 +78,7 @@ from saerl.runs import (
     list_runs,
     live_path,
     read_run,
+    readable_runs,
     run_path,
     runs_of,
     stage_of,
@@ -541,13 +542,7 @@ def forgettable(root: Path, keep_runs: int, days: float, now: float) -> list[Run
     ended, going, complete, resumable, future = kept_records(root, keep_runs, by_lineage=True, now=now)
     kept = {r.run_id for r in [*ended, *going, *complete.values(), *(r for r, _ in [*resumable.values(), *future])]}
     out = []
-    for path in list_runs(root):
-        if path.stem in kept:
-            continue
-        try:
-            record = read_run(path)
-        except ValueError:
-            continue
+    for record in readable_runs(p for p in list_runs(root) if p.stem not in kept):
         ended = ended_at(root, record) if ended_how(root, record) is not None else None
         if ended is not None and now - ended >= days * SECONDS_PER_DAY:
             out.append(record)

@@ -119,17 +119,7 @@ def runs_ahead(root: Path, run_id: str, now: float | None = None) -> list[RunRec
     (:func:`ahead_of_clock`): a run starting now will not be 'latest' while they are there. Only the record files
     that sort after `run_id` are read (usually none); an unreadable one is skipped. in: artifact root, the new run's
     id, the time now (default the current time); out: their records, oldest first."""
-    out = []
-    for path in list_runs(root):
-        if path.stem <= run_id:
-            continue
-        try:
-            record = read_run(path)
-        except ValueError:
-            continue
-        if ahead_of_clock(record, now):
-            out.append(record)
-    return out
+    return [r for r in readable_runs(p for p in list_runs(root) if p.stem > run_id) if ahead_of_clock(r, now)]
 
 
 def clock_warning(root: Path, run_id: str, ahead: list[RunRecord], now: float | None = None) -> str:
@@ -516,15 +506,20 @@ def list_runs(root: Path) -> list[Path]:
 def runs_of(root: Path, name: str | None, exclude: str | None = None) -> Iterator[RunRecord]:
     """The saved runs of config `name` (None: of every config; other than `exclude`), newest first. A record that is
     not readable (:func:`read_run`; `saerl status --list` lists it as such) is skipped."""
-    for path in reversed(list_runs(root)):
-        if path.stem == exclude:
-            continue
-        try:
-            record = read_run(path)
-        except ValueError:
-            continue
+    for record in readable_runs(p for p in reversed(list_runs(root)) if p.stem != exclude):
         if name is None or record.name == name:
             yield record
+
+
+def readable_runs(paths: Iterable[Path]) -> Iterator[RunRecord]:
+    """The records of the run record files `paths`, in their order, each read when reached; a record that is not
+    readable (:func:`read_run`'s ValueError; `saerl status --list` lists it as such) is skipped. in: record files
+    (:func:`list_runs`' paths, those a caller wants); out: their readable records."""
+    for path in paths:
+        try:
+            yield read_run(path)
+        except ValueError:
+            continue
 
 
 def previous_stage_runs(root: Path, name: str, wanted: Iterable[str] | None = None,

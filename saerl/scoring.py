@@ -103,6 +103,13 @@ SCORE_MODELS_FORMAT = 1  # the layout of those two files; load_score_models refu
 SCORES_COLUMNS = ("id", "cluster", "difficulty_hat", "quality_hat")  # scores.parquet's, and ScoreModels.predict's
 
 
+def scores_frame(ids: Any, cluster: Any, difficulty: np.ndarray, quality: np.ndarray) -> pl.DataFrame:
+    """The frame of SCORES_COLUMNS that scores.parquet and ScoreModels.predict hold: one row per prompt, the
+    predictions as float64. in: ids, cluster per prompt, difficulty_hat, quality_hat (each [n]); out: the frame."""
+    return pl.DataFrame(dict(zip(SCORES_COLUMNS, (ids, cluster, np.asarray(difficulty, dtype=np.float64),
+                                                  np.asarray(quality, dtype=np.float64)), strict=True)))
+
+
 @dataclass(frozen=True)
 class ScoreModels:
     """The score stage's fitted models in plain arrays (no pickle): what places a new prompt's pooled SAE codes in
@@ -174,8 +181,7 @@ class ScoreModels:
         else:
             logit = np.asarray(codes[self.quality_pool] @ self.quality_weights).ravel() + self.quality_intercept
             quality = expit(logit)
-        return pl.DataFrame({"id": ids, "cluster": cluster, "difficulty_hat": difficulty.astype(np.float64),
-                             "quality_hat": quality.astype(np.float64)})
+        return scores_frame(ids, cluster, difficulty, quality)
 
 
 def save_score_models(models: ScoreModels, folder: str | Path) -> list[Path]:
@@ -730,8 +736,7 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
                          difficulty_pool=d_pool, difficulty_weights=d_weights, difficulty_intercept=d_intercept,
                          difficulty_model=model_family(dmodel), quality_pool=cfg.model_pool, quality_weights=q_weights,
                          quality_intercept=q_intercept)
-    scores = pl.DataFrame({"id": a.ids, "cluster": labels, "difficulty_hat": difficulty_hat.astype(np.float64),
-                           "quality_hat": quality_hat.astype(np.float64)})
+    scores = scores_frame(a.ids, labels, difficulty_hat, quality_hat)
     if a.order is not None:  # back to the rows' given order
         scores = scores[np.argsort(a.order)]
     return ScoreResult(scores, notes, params, a.ids.filter(pl.Series(a.labelled)).to_list(), models)

@@ -44,35 +44,34 @@ class Stage:
     version: str
     reads: tuple[str, ...]
     inputs: tuple[str, ...]
-    doc: str
 
 
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
-        Stage("testbed", "6", ("testbed",), (), "synthetic math world + tiny pretrained policy LM"),
-        Stage("ingest", "16", ("data",), ("testbed",), "prompts.parquet + rejected.parquet from a data set"),
+        Stage("testbed", "6", ("testbed",), ()),  # synthetic math world + tiny pretrained policy LM
+        Stage("ingest", "16", ("data",), ("testbed",)),  # prompts.parquet + rejected.parquet from a data set
         Stage(
             "extract", "6",
             ("model.name_or_path", "model.revision", "model.dtype", "model.trust_remote_code", "model.hub_kernels",
              "extract"),
-            ("ingest", "testbed"), "residual-stream activations in chunked Zarr",
-        ),
+            ("ingest", "testbed"),
+        ),  # residual-stream activations in chunked Zarr
         Stage(
             "sae", "6",
             ("sae.source", "sae.release", "sae.sae_id", "sae.path", "sae.hook_check", "sae.architecture", "sae.expansion", "sae.k",
              "sae.lr", "sae.train_tokens", "sae.batch_size", "sae.heldout_frac", "sae.seed", "sae.train_epochs",
              "sae.l1_coefficient", "sae.normalize", "sae.dead_feature_window"),
-            ("extract",), "a sae-lens SAE (trained here, local, or pretrained) + its quality report",
-        ),
-        Stage("encode", "4", ("sae.encode_pool", "sae.encode_top_k", "sae.encode_batch_tokens"), ("extract", "sae"), "sparse top-K SAE codes"),
+            ("extract",),
+        ),  # a sae-lens SAE (trained here, local, or pretrained) + its quality report
+        Stage("encode", "4", ("sae.encode_pool", "sae.encode_top_k", "sae.encode_batch_tokens"), ("extract", "sae")),  # sparse top-K SAE codes
         Stage(
             "label", "12",
             ("score.label_fraction", "score.label_max", "score.label_rollouts", "score.label_batch",
              "score.label_chunk_rows", "score.seed",
              "model", "train.temperature", "train.top_k", "train.max_completion_length", "train.verify_timeout_s"),
-            ("ingest", "testbed"), "measured pass rates on the labelled subset",
-        ),
+            ("ingest", "testbed"),
+        ),  # measured pass rates on the labelled subset
         Stage(
             "score", "15",
             ("score.n_clusters", "score.k_range", "score.tfidf", "score.cluster_pool", "score.model_pool",
@@ -81,8 +80,8 @@ STAGES: dict[str, Stage] = {
              "score.cv_folds", "score.difficulty_models", "score.ridge_alphas", "score.enet_l1_ratios",
              "score.dense_fit_mb", "score.enet_n_alphas", "score.enet_max_iter", "score.probe_max_iter",
              "score.probe_cs"),
-            ("ingest", "encode", "label"), "clusters, difficulty_hat, quality_hat per prompt",
-        ),
+            ("ingest", "encode", "label"),
+        ),  # clusters, difficulty_hat, quality_hat per prompt
         Stage(
             "properties", "3",
             ("score.tfidf", "score.cluster_pool", "score.model_pool", "score.difficulty_pool",
@@ -94,10 +93,8 @@ STAGES: dict[str, Stage] = {
              "score.baselines", "score.text_max_features", "score.text_analyzer", "score.cluster_top_features",
              "score.cluster_examples"),
             ("ingest", "extract", "encode", "label", "score"),
-            "what the clusters are and how good the property models are: property report vs baselines, plots",
-        ),
-        Stage("curriculum", "5", ("curriculum", "score.quality_threshold", "train.max_steps"), ("score",),
-              "order.parquet"),
+        ),  # what the clusters are and how good the property models are: property report vs baselines, plots
+        Stage("curriculum", "5", ("curriculum", "score.quality_threshold", "train.max_steps"), ("score",)),  # order.parquet
         Stage(
             "train", "19",
             ("model", "train.algorithm", "train.max_steps", "train.learning_rate", "train.max_grad_norm",
@@ -112,21 +109,19 @@ STAGES: dict[str, Stage] = {
              "eval.verify_timeout_s",
              "curriculum.epochs", "curriculum.seed", "eval.sets", "eval.batch_size", "eval.answer_extraction", "data"),
             ("ingest", "score", "curriculum", "testbed"),
-            "one RL run per (arm, seed): policy checkpoint, per-step log, greedy learning curve",
-        ),
+        ),  # one RL run per (arm, seed): policy checkpoint, per-step log, greedy learning curve
         Stage(
             "heldout", "4",
             ("model", "eval.k_samples", "eval.temperature", "eval.max_problems", "eval.batch_size",
              "eval.verify_timeout_s", "eval.sets", "eval.max_new_tokens", "train.max_completion_length",
              "eval.answer_extraction", "data"),
             ("train", "testbed"),
-            "one policy on the held-out sets, greedy and k samples per problem: an (arm, seed) run's trained policy, "
-            "the starting policy, or the starting policy's probe pass",
-        ),
+        ),  # one policy on the held-out sets, greedy and k samples per problem: an (arm, seed) run's trained policy,
+        # the starting policy, or the starting policy's probe pass
         Stage("evaluate", "26",
               ("eval.base_policy", "eval.k_samples", "eval.target_accuracy", "eval.target_gain_share", "eval.ci_level",
                "eval.steps_bootstrap", "eval.truncation_note_share", "train.arms", "train.seeds"),
-              ("heldout", "train", "ingest"), "eval.parquet, arm comparison, steps-to-target"),
+              ("heldout", "train", "ingest")),  # eval.parquet, arm comparison, steps-to-target
     )
 }
 

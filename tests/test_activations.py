@@ -24,7 +24,9 @@ from saerl.activation_store import (
     list_chunks,
     open_activations,
     prepare_store,
+    prompt_seeds,
     token_array_name,
+    token_keys,
 )
 from saerl.activations import (
     extract,
@@ -813,6 +815,25 @@ def test_the_token_draw_is_order_free_prefix_consistent_and_never_a_head():
     assert _drawn(*first, content // 2 + 7, seed=4) == every[:content // 2 + 7]
     assert _drawn(*first, 500, seed=5) != every[:500]
     assert len(draw_tokens(*first, 0, seed=1)) == 0
+
+
+def test_the_token_draw_takes_the_tokens_of_the_smallest_keys_of_their_id_and_position():
+    """draw_tokens keys tokens block by block, rebased per prompt; its definition is plainer: each content token's key
+    is token_keys of its prompt's seed (prompt_seeds of the id) and its position in the prompt, and the n smallest
+    keys win, in key order. A mistake in the blocked keying (a base off by one position, a prompt's tokens keyed with
+    its neighbour's seed) draws other tokens than the definition's."""
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(1, 30, 120).tolist()
+    heads = [int(rng.integers(0, n)) for n in lengths]
+    ids, offsets, heads_arr = _prompts_in_store_order(lengths, heads, rng.permutation(120).tolist())
+    seeds = prompt_seeds(ids, 11)
+    prompt = np.concatenate([np.full(int(offsets[p + 1] - offsets[p] - heads_arr[p]), p) for p in range(len(ids))])
+    position = np.concatenate([np.arange(heads_arr[p], offsets[p + 1] - offsets[p]) for p in range(len(ids))])
+    keys = token_keys(seeds[prompt], position)
+    by_key = np.argsort(keys, kind="stable")
+    for n, block in ((1, 7), (40, 13), (len(keys), 1 << 10)):
+        want = [(ids[prompt[i]], int(position[i])) for i in by_key[:n]]
+        assert _drawn(ids, offsets, heads_arr, n, seed=11, block=block) == want
 
 
 def test_the_token_draw_is_uniform_and_bounded_in_memory():

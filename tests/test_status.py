@@ -643,6 +643,15 @@ def test_status_check_exits_with_how_the_run_ended_and_json_prints_its_record(tm
     assert f"saerl status {rec.run_id} for that run" in capsys.readouterr().err
 
 
+def test_status_check_has_an_exit_status_for_every_outcome_a_run_can_have():
+    """`status --check` looks up its exit status by the run's outcome word (flows.cli.CHECK_EXIT); the words are
+    saerl.status.OUTCOMES. A word added to one list and not the other ended `status --check` in a KeyError."""
+    from flows.cli import CHECK_EXIT
+    from saerl.status import OUTCOMES
+
+    assert sorted(CHECK_EXIT) == sorted(OUTCOMES)
+
+
 def test_status_list_json_prints_the_listed_runs_as_a_json_array(tmp_path, capsys):
     """`status --list --json` was refused ('--json reads one run'), so a script listing runs parsed the table. It
     prints the runs the table lists, in its order, as a JSON array on stdout alone: per run its id, config name,
