@@ -38,14 +38,15 @@ enters. A side with 2 seeds estimates its seed variance from 1 degree of freedom
 says so. Intervals are clipped to the possible range (accuracy 0 to 1, a difference -1 to 1). *Problems*: the
 eval set is a finite sample of problems. Every arm is evaluated on the same problems, so the difference is
 measured on paired per-problem scores (arm minus reference, problem by problem): far tighter than treating the
-two accuracies as independent, because a problem's own difficulty cancels. This needs the per-sample frame
-(``samples=``). When both are available their variances add (Welch-Satterthwaite degrees of freedom; slightly
-conservative, as per-sample noise enters both parts); with one seed only the problem part is known, and the
+two accuracies as independent, because a problem's own difficulty cancels; compare_arms reads both from the
+per-sample frame. Their variances add (Welch-Satterthwaite degrees of freedom; slightly conservative, as per-sample
+noise enters both parts); with one seed only the problem part is known, and the
 ``ci_source`` column says whose training-seed variance is and is not included. A difference beyond that interval
 when a trained side has one seed says so ("better, 1 seed"): the seed's own effect is not in it, and a retrained
 arm moves by it (at a seed spread of 1-2 points, the testbed's, a one-seed "better" or "worse" under no true
-difference came 12-13% of the time instead of 5%). A difference whose interval has no width without being exact
-(every seed's accuracy repeated, no per-problem scores) has no interval ("no CI").
+difference came 12-13% of the time instead of 5%). A difference whose parts leave no width though the arms are not
+identical (opposite differences cancelled in the problems' means over seeds) takes the spread of its (seed,
+problem) cells; one seed and one problem give no interval ("no CI").
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ import hashlib
 import math
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -898,16 +899,15 @@ def set_size(n: int, read: tuple[int, int] | None = None) -> str:
     return f"({n} readable of {rows} rows)" if n >= kept else f"({n} of {kept} readable of {rows} rows)"
 
 
-def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samples: pl.DataFrame | None = None,
-                 metric: Metric = "greedy", level: float = EvalConfig.model_fields["ci_level"].default,
-                 reference_fixed: bool = False, left_out: Collection[str] = ()) -> pl.DataFrame:
+def compare_arms(samples: pl.DataFrame, reference: str = "vanilla", *, metric: Metric = "greedy",
+                 level: float = EvalConfig.model_fields["ci_level"].default, reference_fixed: bool = False,
+                 left_out: Collection[str] = ()) -> pl.DataFrame:
     """Each arm's final accuracy and its difference to `reference`, per eval set, with `level` intervals.
-    in: final (arm, seed, set, accuracy), or None to derive it from `samples`; reference arm; samples: the
-    per-sample frames of :func:`evaluate_policy` stacked with arm and seed columns (enables the paired
-    per-problem part of the error; arms must be evaluated on the same problem ids); metric the samples are
-    scored by (greedy pass@1 or mean over the k samples; must be the one `final` holds); confidence level;
-    reference_fixed: the reference is not a trained arm (the base policy), so its one seed has no seed effect.
-    out: set, arm, n_seeds, n_problems, accuracy, ci_low, ci_high, diff_pts, diff_ci_low_pts,
+    in: samples: the per-sample frames of :func:`evaluate_policy` stacked with arm and seed columns (arms must be
+    evaluated on the same problem ids: the difference is paired problem by problem); reference arm; metric the
+    samples are scored by (greedy pass@1 or mean over the k samples); confidence level; reference_fixed: the
+    reference is not a trained arm (the base policy), so its one seed has no seed effect; left_out: sets kept out of
+    MEAN_OF_SETS. out: set, arm, n_seeds, n_problems, accuracy, ci_low, ci_high, diff_pts, diff_ci_low_pts,
     diff_ci_high_pts (arm minus reference, in points), verdict (reference / better / worse / within noise
     (the interval contains 0) / better, 1 seed / worse, 1 seed (beyond the interval, which lacks the seed effect of
     a trained side with one seed) / no CI), ci_source (what the interval accounts for), level, verifier_failures
@@ -915,13 +915,10 @@ def compare_arms(final: pl.DataFrame | None, reference: str = "vanilla", *, samp
     without per-sample statuses). With two or more sets, the rows of set MEAN_OF_SETS too (the sets averaged with
     equal weight; a reachable stratum is no set of its own, nor is a set in `left_out`, one sharing problems with
     another: :func:`sets_to_average`; :func:`_arm_rows`)."""
-    if final is None:
-        if samples is None:
-            raise ValueError("give the final accuracies, the per-sample results, or both")
-        final = final_accuracy(samples, metric)
-    scores = problem_scores(samples, metric) if samples is not None else None
+    final = final_accuracy(samples, metric)
+    scores = problem_scores(samples, metric)
     fails: dict[tuple[str, str], int] = {}
-    if samples is not None and "status" in samples.columns:
+    if "status" in samples.columns:
         fails = {(s, a): n for s, a, n in verifier_failures(samples, metric).iter_rows()}
     rows = []
     for set_name in sorted(final["set"].unique().to_list()):
@@ -948,88 +945,157 @@ def _mean_over_sets(final: pl.DataFrame, sets: list[str]) -> dict[str, dict[int,
     return {a: dict(g.select("seed", "accuracy").iter_rows()) for (a,), g in whole.group_by("arm", maintain_order=True)}
 
 
-def _arm_rows(label: str, sets: list[str], by_seed: dict[str, dict[Any, float]], scores: pl.DataFrame | None,
+def _per_problem_means(scores: pl.DataFrame, sets: list[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """Each problem's score averaged over an arm's seeds. in: :func:`problem_scores` (arm, seed, set, id, score),
+    the sets to read; out: set -> arm -> id -> the seeds' mean score, ids in sorted order (a variance sums its values
+    in this order, and a hash table's order moves between processes)."""
+    means: dict[str, dict[str, dict[str, float]]] = {t: {} for t in sets}
+    s = (scores.filter(pl.col("set").is_in(sets)).group_by("set", "arm", "id").agg(pl.col("score").mean())
+         .sort("set", "arm", "id"))
+    for (set_name, arm), g in s.group_by("set", "arm", maintain_order=True):
+        means[set_name][arm] = dict(zip(g["id"].to_list(), g["score"].to_list(), strict=True))
+    return means
+
+
+def _problem_parts(values: dict[str, np.ndarray]) -> list[tuple[float, int]]:
+    """Each set's per-problem variance part (:func:`_problem_part`), scaled by 1/sets^2: the variance of a mean of
+    independent set means, equal weights. in: set -> per-problem values; out: (variance, dof) parts."""
+    scale = 1.0 / len(values) ** 2
+    return [(v * scale, d) for x in values.values() for v, d in _problem_part(x)]
+
+
+def _accuracy_interval(acc: list[float], own: dict[str, np.ndarray], level: float) -> tuple[float, float]:
+    """An arm's accuracy interval: the mean over its seeds' accuracies `acc`, with their seed part and each set's
+    per-problem part (`own`: set -> the arm's per-problem means over seeds), clipped to 0..1. Where every problem
+    and seed scored 0 (or 1) nothing spreads, so each set's exact bound (:func:`_uniform_bound`) stands in, averaged
+    as the sets are (pooling them let a big set vouch for a small one). in: accuracies, per-problem means, level;
+    out: bounds."""
+    mean = float(np.mean(acc))
+    lo, hi = _clipped(*_interval(mean, _seed_part(acc) + _problem_parts(own), level), 0.0, 1.0)
+    if lo == hi and mean in (0.0, 1.0):
+        bounds = [_uniform_bound(mean, len(v), level) for v in own.values()]
+        lo, hi = float(np.mean([b[0] for b in bounds])), float(np.mean([b[1] for b in bounds]))
+    return lo, hi
+
+
+def _paired_differences(means: dict[str, dict[str, dict[str, float]]], arm: str, reference: str,
+                        sets: list[str]) -> dict[str, np.ndarray]:
+    """`arm` minus `reference` per problem both have, each side averaged over its seeds. in: :func:`_per_problem_means`,
+    the arms, the sets; out: set -> differences in id order. A set where they share no problem id is refused."""
+    d = {}
+    for t in sets:
+        mine, ref = means[t][arm], means[t][reference]
+        common = sorted(set(mine) & set(ref))
+        if not common:
+            raise ValueError(f"arm {arm!r} and {reference!r} share no problem ids on set {t!r}")
+        d[t] = np.array([mine[i] - ref[i] for i in common])
+    return d
+
+
+class Difference(NamedTuple):
+    """An arm's difference to the reference (fractions, not points) with its interval, whether the seeds were
+    compared seed by seed, and the paired problems it read (all sets)."""
+
+    diff: float
+    low: float
+    high: float
+    seeds_paired: bool
+    problems: int
+
+
+def _seed_parts(seeds: dict[Any, float], ref_seeds: dict[Any, float],
+                cells: dict[str, np.ndarray]) -> tuple[list[tuple[float, int]], bool, bool]:
+    """The seed part of a difference's variance. The same MIN_PAIRED_SEEDS or more seeds are paired (what a seed
+    shares between the arms cancels) unless their differences tie, which leaves a variance of exactly 0 from a
+    handful of seeds; tied differences of 0 with every (seed, problem) cell alike (`cells`: :func:`_cell_differences`
+    per set) are identical arms, paired with no variance. Otherwise Welch: both sides' seed parts (a one-seed side
+    counts as fixed). in: arm and reference seed -> accuracy, cells; out: parts, seeds paired, arms identical."""
+    per_seed = [seeds[k] - ref_seeds[k] for k in seeds] if seeds.keys() == ref_seeds.keys() else []
+    ties = bool(per_seed) and float(np.ptp(per_seed)) <= TIE_ATOL
+    identical = (ties and abs(per_seed[0]) <= TIE_ATOL
+                 and not any(np.any(np.abs(c) > TIE_ATOL) for c in cells.values()))
+    if len(per_seed) >= MIN_PAIRED_SEEDS and (not ties or identical):
+        return _seed_part([0.0] * len(per_seed) if identical else per_seed), True, identical
+    return _seed_part(list(seeds.values())) + _seed_part(list(ref_seeds.values())), False, identical
+
+
+def _difference_interval(seeds: dict[Any, float], ref_seeds: dict[Any, float], d: dict[str, np.ndarray],
+                         cells: dict[str, np.ndarray], level: float) -> Difference:
+    """An arm's difference to the reference and its interval: the seed part (:func:`_seed_parts`) plus each set's
+    paired per-problem part, clipped to -1..1. Where that leaves no width though the arms are not identical, the
+    per-(seed, problem) cells' spread stands in (opposite differences cancelled over seeds); where every problem
+    flipped the same way (a difference of +-1), the exact bound of :func:`_flip_bound`. in: arm and reference
+    seed -> accuracy, set -> paired per-problem differences (:func:`_paired_differences`) and cells
+    (:func:`_cell_differences`), level; out: the difference."""
+    diff = float(np.mean(list(seeds.values()))) - float(np.mean(list(ref_seeds.values())))
+    seed_parts, seeds_paired, identical = _seed_parts(seeds, ref_seeds, cells)
+    parts = seed_parts + _problem_parts(d)
+    if not identical and parts and sum(v for v, _ in parts) == 0 and sum(v for v, _ in _problem_parts(cells)) > 0:
+        parts = _problem_parts(cells)  # no width, yet the arms are not alike: opposite differences cancelled over seeds
+    lo, hi = _clipped(*_interval(diff, parts, level), -1.0, 1.0)
+    if lo == hi and abs(diff) == 1.0:  # every problem flipped the same way: no spread either
+        lo, hi = _flip_bound(diff, [len(v) for v in d.values()], level)
+    return Difference(diff, lo, hi, seeds_paired, sum(len(v) for v in d.values()))
+
+
+def _arm_rows(label: str, sets: list[str], by_seed: dict[str, dict[Any, float]], scores: pl.DataFrame,
               reference: str, level: float, reference_fixed: bool,
               fails: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
     """:func:`compare_arms`' rows of one comparison set `label`: one held-out set (`sets` is [label]) or the mean of
-    several (MEAN_OF_SETS, with equal weight). The accuracy is the mean over seeds of `by_seed`; its interval sums the
-    seed part and each set's per-problem part scaled by 1/sets^2 (a mean of independent set means: sets sharing
-    problems are not averaged together, :func:`sets_to_average`). A difference to
-    the reference pairs seeds (the same MIN_PAIRED_SEEDS or more seeds whose differences are not all equal, or arms
-    identical in every cell) or else sums both sides' seed parts (Welch), plus each set's paired per-problem part;
-    where that leaves no width though the arms differ, the per-(seed, problem) cells' spread stands in (opposite
-    differences cancelled over seeds). in: label, sets, arm -> seed -> accuracy, problem scores (arm, seed, set, id,
-    score) or None, reference arm, level, whether the reference is the untrained base, verifier failures by
-    (set, arm); out: rows, the reference's first (none when the reference has no seed)."""
+    several (MEAN_OF_SETS, with equal weight). The accuracy is the mean over seeds of `by_seed`, with its interval
+    (:func:`_accuracy_interval`); each set's per-problem part is scaled by 1/sets^2 (a mean of independent set means:
+    sets sharing problems are not averaged together, :func:`sets_to_average`). The difference to the reference
+    is :func:`_difference_interval`'s. in: label, sets, arm -> seed -> accuracy, problem scores (arm, seed, set, id,
+    score), reference arm, level, whether the reference is the untrained base, verifier failures by (set, arm);
+    out: rows, the reference's first (none when the reference has no seed)."""
     if reference not in by_seed:
         return []
-    per_problem: dict[str, dict[str, dict[Any, float]]] = {t: {} for t in sets}  # set -> arm -> id -> seeds' mean
-    if scores is not None:
-        # sorted by id: a variance sums its values in this order, and a hash table's order moves between processes
-        s = (scores.filter(pl.col("set").is_in(sets)).group_by("set", "arm", "id").agg(pl.col("score").mean())
-             .sort("set", "arm", "id"))
-        for (set_name, arm), g in s.group_by("set", "arm", maintain_order=True):
-            per_problem[set_name][arm] = dict(zip(g["id"].to_list(), g["score"].to_list(), strict=True))
-    scale = 1.0 / len(sets) ** 2
+    means = _per_problem_means(scores, sets)
     prefix = f"mean of {len(sets)} sets: " if len(sets) > 1 else ""
-
-    def problem_parts(values: dict[str, np.ndarray]) -> list[tuple[float, int]]:
-        return [(v * scale, d) for x in values.values() for v, d in _problem_part(x)]
-
+    ref_seeds = by_seed[reference]
     rows = []
-    ref_acc = list(by_seed[reference].values())
     for arm in [reference, *sorted(a for a in by_seed if a != reference)]:
         acc = list(by_seed[arm].values())
-        mean = float(np.mean(acc))
-        own = {t: np.array(list(per_problem[t].get(arm, {}).values())) for t in sets}
-        n_own = sum(len(v) for v in own.values())
-        lo, hi = _clipped(*_interval(mean, _seed_part(acc) + problem_parts(own), level), 0.0, 1.0)
-        if lo == hi and n_own and mean in (0.0, 1.0):  # every problem (and seed) at 0 or 1: no spread to measure
-            # each set's own exact bound, averaged as the sets are (pooling them let a big set vouch for a small one)
-            bounds = [_uniform_bound(mean, len(v), level) for v in own.values() if len(v)]
-            lo, hi = float(np.mean([b[0] for b in bounds])), float(np.mean([b[1] for b in bounds]))
-        row = {"set": label, "arm": arm, "n_seeds": len(acc), "n_problems": n_own or None,
-               "accuracy": mean, "ci_low": lo, "ci_high": hi, "level": level,
+        own = {t: np.array(list(means[t][arm].values())) for t in sets}
+        lo, hi = _accuracy_interval(acc, own, level)
+        row = {"set": label, "arm": arm, "n_seeds": len(acc), "n_problems": sum(len(v) for v in own.values()),
+               "accuracy": float(np.mean(acc)), "ci_low": lo, "ci_high": hi, "level": level,
                "verifier_failures": sum(fails.get((t, arm), 0) for t in sets) if fails else None}
         if arm == reference:
             rows.append({**row, "diff_pts": 0.0, "diff_ci_low_pts": None, "diff_ci_high_pts": None,
-                         "verdict": "reference", "ci_source": prefix + _source(len(acc), 1, n_own, False)})
+                         "verdict": "reference", "ci_source": prefix + _source(len(acc), 1, row["n_problems"], False)})
             continue
-        diff = mean - float(np.mean(ref_acc))
-        per_seed = ([by_seed[arm][k] - by_seed[reference][k] for k in by_seed[arm]]
-                    if by_seed[arm].keys() == by_seed[reference].keys() else [])
-        d = {}
-        for t in sets:
-            mine, ref = per_problem[t].get(arm, {}), per_problem[t].get(reference, {})
-            common = sorted(set(mine) & set(ref))
-            if scores is not None and not common:
-                raise ValueError(f"arm {arm!r} and {reference!r} share no problem ids on set {t!r}")
-            d[t] = np.array([mine[i] - ref[i] for i in common])
-        n_common = sum(len(v) for v in d.values())
-        ties = bool(per_seed) and float(np.ptp(per_seed)) <= TIE_ATOL
-        cells = {t: _cell_differences(scores, arm, reference, t) for t in sets} if scores is not None else None
-        identical = (ties and abs(per_seed[0]) <= TIE_ATOL and cells is not None
-                     and not any(np.any(np.abs(c) > TIE_ATOL) for c in cells.values()))
-        seeds_paired = len(per_seed) >= MIN_PAIRED_SEEDS and (not ties or identical)
-        if seeds_paired:  # the same seeds: what a seed shares between the arms cancels
-            seed_parts = _seed_part([0.0] * len(per_seed) if identical else per_seed)
-        else:  # Welch; a one-seed side counts as fixed
-            seed_parts = _seed_part(acc) + _seed_part(ref_acc)
-        parts = seed_parts + problem_parts(d)
-        if not identical and parts and sum(v for v, _ in parts) == 0:  # no width, yet the arms are not alike
-            if cells is None:
-                parts = []  # from accuracies alone (seeds repeating one accuracy): nothing is known
-            elif sum(v for v, _ in problem_parts(cells)) > 0:
-                parts = problem_parts(cells)  # opposite differences cancelled over seeds: the cells' spread
-        dlo, dhi = _clipped(*_interval(diff, parts, level), -1.0, 1.0)
-        if dlo == dhi and abs(diff) == 1.0 and n_common:  # every problem flipped the same way: no spread either
-            dlo, dhi = _flip_bound(diff, [len(v) for v in d.values() if len(v)], level)
-        one_seed = len(acc) < 2 or (len(ref_acc) < 2 and not reference_fixed)
-        rows.append({**row, "n_problems": n_common or None, "diff_pts": 100 * diff, "diff_ci_low_pts": 100 * dlo,
-                     "diff_ci_high_pts": 100 * dhi, "verdict": _verdict(dlo, dhi, seeds_known=not one_seed),
-                     "ci_source": prefix + _source(len(acc), len(ref_acc), n_common, True, seeds_paired,
+        cells = {t: _cell_differences(scores, arm, reference, t) for t in sets}
+        d = _difference_interval(by_seed[arm], ref_seeds, _paired_differences(means, arm, reference, sets), cells,
+                                 level)
+        one_seed = len(acc) < 2 or (len(ref_seeds) < 2 and not reference_fixed)
+        rows.append({**row, "n_problems": d.problems, "diff_pts": 100 * d.diff, "diff_ci_low_pts": 100 * d.low,
+                     "diff_ci_high_pts": 100 * d.high, "verdict": _verdict(d.low, d.high, seeds_known=not one_seed),
+                     "ci_source": prefix + _source(len(acc), len(ref_seeds), d.problems, True, d.seeds_paired,
                                                    reference_fixed)})
     return rows
+
+
+def _seed_words(seeds: int, ref_seeds: int, paired: bool, seeds_paired: bool,
+                reference_fixed: bool) -> tuple[list[str], str]:
+    """What an interval's seed part accounts for, and what it leaves out, in words (arguments as :func:`_source`'s).
+    in: the arm's and the reference's seed counts, the kind of interval; out: (the parts it holds, what is missing
+    or "")."""
+    if not paired:
+        return ([f"{seeds} seeds (t)"], "") if seeds >= 2 else ([], "training-seed variance not included (one seed)")
+    if seeds_paired:
+        return [f"{seeds} seeds paired with the reference's (t)"], ""
+    if seeds >= 2 and ref_seeds >= 2:
+        return [f"seeds ({seeds} vs {ref_seeds}, Welch t)"], ""
+    if seeds >= 2:
+        return [f"the arm's {seeds} seeds (t)"], (
+            "the reference is the untrained starting policy: no seed variance" if reference_fixed else
+            "the reference's training-seed variance not included (one seed, counted as fixed)")
+    if ref_seeds >= 2:
+        return ([f"the reference's {ref_seeds} seeds (t)"],
+                "the arm's training-seed variance not included (one seed, counted as fixed)")
+    return [], ("the arm's training-seed variance not included (one seed)" if reference_fixed
+                else "training-seed variance not included (one seed)")
 
 
 def _source(seeds: int, ref_seeds: int, problems: int, paired: bool, seeds_paired: bool = False,
@@ -1037,28 +1103,13 @@ def _source(seeds: int, ref_seeds: int, problems: int, paired: bool, seeds_paire
     """What an interval accounts for, in words (`paired`: a difference to the reference, where each side's
     training-seed variance enters when it has >= 2 seeds and a one-seed side counts as fixed; `seeds_paired`: both
     sides ran the same >= 2 seeds, compared seed by seed; `reference_fixed`: the reference is the untrained base,
-    with no seed variance to leave out). Two seeds (1 degree of freedom) add a caution."""
-    if not paired:
-        parts = [f"{seeds} seeds (t)"] if seeds >= 2 else []
-        missing = "" if seeds >= 2 else "training-seed variance not included (one seed)"
-    elif seeds_paired:
-        parts, missing = [f"{seeds} seeds paired with the reference's (t)"], ""
-    elif seeds >= 2 and ref_seeds >= 2:
-        parts, missing = [f"seeds ({seeds} vs {ref_seeds}, Welch t)"], ""
-    elif seeds >= 2:
-        parts = [f"the arm's {seeds} seeds (t)"]
-        missing = ("the reference is the untrained starting policy: no seed variance" if reference_fixed else
-                   "the reference's training-seed variance not included (one seed, counted as fixed)")
-    elif ref_seeds >= 2:
-        parts = [f"the reference's {ref_seeds} seeds (t)"]
-        missing = "the arm's training-seed variance not included (one seed, counted as fixed)"
-    else:
-        parts, missing = [], ("the arm's training-seed variance not included (one seed)" if reference_fixed
-                              else "training-seed variance not included (one seed)")
+    with no seed variance to leave out). Two seeds (1 degree of freedom) add a caution. in: the arm's and the
+    reference's seed counts, the problems read (>= 1), the kind of interval; out: the ci_source text."""
+    parts, missing = _seed_words(seeds, ref_seeds, paired, seeds_paired, reference_fixed)
     if problems >= 2:
         parts.append(f"{problems} paired problems" if paired else f"{problems} problems")
     if not parts:
-        return f"none: one seed and {'one problem' if problems == 1 else 'no per-sample results'}"
+        return "none: one seed and one problem"
     counted = [n for n in ((seeds, ref_seeds) if paired and not seeds_paired else (seeds,)) if n >= 2]
     caution = (f"a side with {FEW_SEEDS} seeds estimates its seed variance from 1 degree of freedom, so this "
                "interval's width is itself uncertain: 3 or more seeds per arm give a steadier one"
@@ -1156,7 +1207,7 @@ def format_comparison(table: pl.DataFrame, read: dict[str, tuple[int, int]] | No
                               "in the interval: run 3+ seeds" for word, side in (("better", "above"), ("worse", "below"))}
                            }[r["verdict"]]
             lines.append(f"{r['arm']:<16} {r['n_seeds']:>5} {100 * r['accuracy']:>8.1f}% {ci:>15}   {diff:>22} {dci:>17}  {verdict}")
-        sources = table.filter((pl.col("set") == set_name) & (pl.col("verdict") != "reference"))["ci_source"].unique().to_list()
+        sources = table.filter((pl.col("set") == set_name) & (pl.col("verdict") != "reference"))["ci_source"].unique(maintain_order=True).to_list()
         failed = failures_line(block)
         lines += [*([f"  intervals from: {'; '.join(sources)}"] if sources else []), *([f"  {failed}"] if failed else []), ""]
     return "\n".join(lines).rstrip() + "\n"

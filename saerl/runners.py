@@ -1054,13 +1054,13 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     arms = {a for a, _, _ in runs}
     reference = "vanilla" if "vanilla" in arms else sorted(arms)[0]
     trained = samples.filter(pl.col("arm") != BASE_ARM)
-    tables = [compare_arms(None, reference, samples=trained, metric=m, level=cfg.eval.ci_level, left_out=left_out)
+    tables = [compare_arms(trained, reference, metric=m, level=cfg.eval.ci_level, left_out=left_out)
               .with_columns(metric=pl.lit(m)) for m in ("greedy", "mean_k")]
     comparison = pl.concat(tables, how="diagonal_relaxed")
     comparison.write_parquet(build.path / "comparison.parquet")
     gains = None
     if cfg.eval.base_policy:  # each arm's RL gain over the starting policy: did RL learn anything at all?
-        gains = pl.concat([compare_arms(None, BASE_ARM, samples=samples, metric=m, level=cfg.eval.ci_level,
+        gains = pl.concat([compare_arms(samples, BASE_ARM, metric=m, level=cfg.eval.ci_level,
                                             reference_fixed=True, left_out=left_out)
                            .with_columns(metric=pl.lit(m)) for m in ("greedy", "mean_k")], how="diagonal_relaxed")
         gains.write_parquet(build.path / "gains.parquet")

@@ -301,9 +301,7 @@ def test_a_sets_header_gives_the_share_of_its_file(n, read, text):
     """'set college_math (500 problems)' hid that the 500 were drawn (eval.max_problems) from the 2249 rows of 2818
     whose golds the verifier reads."""
     assert set_size(n, read) == text
-    table = compare_arms(pl.DataFrame({"arm": ["vanilla", "saerl"], "seed": [0, 0], "set": ["s", "s"],
-                                       "accuracy": [0.5, 0.6]}),
-                         samples=_samples([1, 0], [[1], [0]], set_name="s").with_columns(arm=pl.lit("vanilla"), seed=pl.lit(0))
+    table = compare_arms(_samples([1, 0], [[1], [0]], set_name="s").with_columns(arm=pl.lit("vanilla"), seed=pl.lit(0))
                          .vstack(_samples([1, 1], [[1], [1]], set_name="s").with_columns(arm=pl.lit("saerl"), seed=pl.lit(0))))
     assert format_comparison(table, {"s": (4, 9)}).splitlines()[0] == "set s (2 of 4 readable of 9 rows)"
 
@@ -534,15 +532,31 @@ def test_curve_from_per_sample_frames():
     assert steps_to_target(curve, 0.5, reference_arm="a")["steps"].to_list() == [10]
 
 
+def _seed_samples(final: pl.DataFrame, k: int = 20, problems: int = 4, spread: dict[str, float] | None = None):
+    """Per-sample rows in which every problem of an (arm, seed, set) scores its accuracy by metric mean_k (that share
+    of its k samples right): the problems add no variance, so an interval holds the seeds' part alone. `spread`
+    moves an arm's even problems up and its odd ones down by that much (its accuracies stay)."""
+    rows = []
+    for arm, seed, set_name, acc in final.select("arm", "seed", "set", "accuracy").iter_rows():
+        for i in range(problems):
+            share = acc + (spread or {}).get(arm, 0.0) * (1 if i % 2 == 0 else -1)
+            right = round(share * k)
+            assert right == pytest.approx(share * k)
+            rows += [{"arm": arm, "seed": seed, "set": set_name, "id": f"q{i}", "sample": j, "correct": 1 <= j <= right}
+                     for j in range(k + 1)]
+    return pl.DataFrame(rows)
+
+
 def test_compare_arms_pairs_arms_trained_on_the_same_seeds():
     """Arms run on the same 3+ seeds are compared seed by seed (paired t over per-seed differences), with known
     values; differences that tie across seeds (a constant +10 points) would give a seed variance of exactly 0 from
     three seeds, so they fall back to Welch, as do 2 seeds and other seed sets; two arms with the same accuracy on
-    every seed are not shown to be the same on every problem by accuracies alone: Welch too, not an exact 0."""
+    every seed but not on every problem are not identical: Welch too (widened by the problems), not an exact 0."""
     final = pl.DataFrame({"arm": ["vanilla"] * 3 + ["saerl"] * 3 + ["same"] * 3 + ["shifted"] * 3,
                           "seed": [0, 1, 2] * 4, "set": ["A"] * 12,
                           "accuracy": [.5, .6, .7, .6, .75, .8, .5, .6, .7, .6, .7, .8]})
-    t = {r["arm"]: r for r in compare_arms(final).iter_rows(named=True)}
+    samples = _seed_samples(final, spread={"same": 0.1})
+    t = {r["arm"]: r for r in compare_arms(samples, metric="mean_k").iter_rows(named=True)}
     half = 4.302653 * float(np.std([.1, .15, .1], ddof=1)) / math.sqrt(3)  # t(0.975, 2) * sd of the differences
     assert t["saerl"]["diff_ci_low_pts"] == pytest.approx(100 * (0.35 / 3 - half), abs=1e-3)
     assert "3 seeds paired with the reference's (t)" in t["saerl"]["ci_source"]
@@ -551,9 +565,9 @@ def test_compare_arms_pairs_arms_trained_on_the_same_seeds():
     assert t["shifted"]["diff_ci_low_pts"] == pytest.approx(100 * (0.1 - welch), abs=1e-3)  # not [10, 10]
     assert t["shifted"]["verdict"] == t["same"]["verdict"] == "within noise"
     assert "Welch" in t["shifted"]["ci_source"] and "Welch" in t["same"]["ci_source"]
-    assert t["same"]["diff_ci_low_pts"] == pytest.approx(-100 * welch, abs=1e-3)
-    two = final.filter(pl.col("seed") < 2)
-    assert "Welch" in {r["arm"]: r for r in compare_arms(two).iter_rows(named=True)}["saerl"]["ci_source"]
+    assert t["same"]["diff_pts"] == pytest.approx(0.0, abs=1e-9) and t["same"]["diff_ci_low_pts"] < -100 * welch
+    two = samples.filter(pl.col("seed") < 2)
+    assert "Welch" in {r["arm"]: r for r in compare_arms(two, metric="mean_k").iter_rows(named=True)}["saerl"]["ci_source"]
 
 
 def test_compare_arms_averages_the_held_out_sets_with_equal_weight():
@@ -573,7 +587,7 @@ def test_compare_arms_averages_the_held_out_sets_with_equal_weight():
                 frames.append(_samples(correct.tolist(), [[False]] * n, set_name=set_name)
                               .with_columns(arm=pl.lit(arm), seed=pl.lit(seed)))
     samples = pl.concat(frames)
-    table = compare_arms(None, samples=samples)
+    table = compare_arms(samples)
     per = {(r["set"], r["arm"]): r for r in table.iter_rows(named=True)}
     mean = {arm: per[MEAN_OF_SETS, arm] for arm in ("vanilla", "saerl")}
     final = final_accuracy(samples)
@@ -596,9 +610,9 @@ def test_compare_arms_averages_the_held_out_sets_with_equal_weight():
     assert mean["saerl"]["diff_ci_high_pts"] - mean["saerl"]["diff_pts"] == pytest.approx(half)
     assert mean["saerl"]["ci_source"].startswith("mean of 2 sets: 3 seeds paired")
     stratum = samples.filter(pl.col("set") == "A").with_columns(set=pl.lit("A" + REACHABLE))
-    with_stratum = compare_arms(None, samples=pl.concat([samples, stratum]))
+    with_stratum = compare_arms(pl.concat([samples, stratum]))
     assert with_stratum.filter(pl.col("set") == MEAN_OF_SETS).equals(table.filter(pl.col("set") == MEAN_OF_SETS))
-    assert MEAN_OF_SETS not in compare_arms(None, samples=samples.filter(pl.col("set") == "A"))["set"].to_list()
+    assert MEAN_OF_SETS not in compare_arms(samples.filter(pl.col("set") == "A"))["set"].to_list()
     assert f"set {MEAN_OF_SETS} (50 problems)" in format_comparison(table)
 
 
@@ -625,12 +639,12 @@ def test_sets_sharing_problems_are_left_out_of_the_mean_of_sets():
             frames.append(_samples(correct, [[False]] * n, set_name=set_name).with_columns(arm=pl.lit(arm), seed=pl.lit(0)))
     samples = pl.concat(frames)
     twice = pl.concat([samples, samples.filter(pl.col("set") == "A").with_columns(set=pl.lit("B"))])
-    table = compare_arms(None, samples=twice, left_out=left)
-    assert table.filter(pl.col("set") == MEAN_OF_SETS).equals(compare_arms(None, samples=samples)
+    table = compare_arms(twice, left_out=left)
+    assert table.filter(pl.col("set") == MEAN_OF_SETS).equals(compare_arms(samples)
                                                               .filter(pl.col("set") == MEAN_OF_SETS))
     assert table.filter(pl.col("set") == MEAN_OF_SETS)["n_problems"].to_list() == [250, 250]
     assert set(table["set"]) == {"A", "B", "C", MEAN_OF_SETS}  # the set's own rows stay
-    alone = compare_arms(None, samples=twice.filter(pl.col("set") != "C"), left_out=["B"])
+    alone = compare_arms(twice.filter(pl.col("set") != "C"), left_out=["B"])
     assert MEAN_OF_SETS not in alone["set"].to_list()  # one set left: no mean
 
 
@@ -639,7 +653,7 @@ def test_two_seeds_are_flagged_and_intervals_stay_in_range():
     intervals are clipped to what an accuracy (0..1) and a difference (-1..1) can be."""
     final = pl.DataFrame({"arm": ["vanilla"] * 2 + ["saerl"] * 2, "seed": [0, 1] * 2, "set": ["A"] * 4,
                           "accuracy": [.05, .3, .2, .9]})
-    t = {r["arm"]: r for r in compare_arms(final).iter_rows(named=True)}
+    t = {r["arm"]: r for r in compare_arms(_seed_samples(final), metric="mean_k").iter_rows(named=True)}
     assert t["saerl"]["ci_low"] == 0.0 and t["saerl"]["ci_high"] == 1.0  # unclipped: about -3.6 to +5.7
     assert t["saerl"]["diff_ci_low_pts"] >= -100 and t["saerl"]["diff_ci_high_pts"] <= 100
     assert "1 degree of freedom" in t["saerl"]["ci_source"]
@@ -650,14 +664,15 @@ def test_compare_arms_seed_t_intervals_known_values():
     """Arms on different seeds: Welch's unpaired t over each arm's per-seed accuracies."""
     final = pl.DataFrame({"arm": ["vanilla"] * 3 + ["saerl"] * 3, "seed": [0, 1, 2, 3, 4, 5], "set": ["A"] * 6,
                           "accuracy": [.5, .6, .7, .6, .7, .8]})
-    t = {r["arm"]: r for r in compare_arms(final).iter_rows(named=True)}
+    table = compare_arms(_seed_samples(final), metric="mean_k")
+    t = {r["arm"]: r for r in table.iter_rows(named=True)}
     half = 4.302653 * 0.1 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(3)
     assert t["vanilla"]["ci_low"] == pytest.approx(0.6 - half, abs=1e-5) and t["vanilla"]["verdict"] == "reference"
     welch = 2.776445 * math.sqrt(2 * 0.01 / 3)  # Welch dof = 4 for equal variances and sizes
     assert t["saerl"]["diff_pts"] == pytest.approx(10.0)
     assert t["saerl"]["diff_ci_low_pts"] == pytest.approx(100 * (0.1 - welch), abs=1e-3)
     assert t["saerl"]["verdict"] == "within noise"
-    text = format_comparison(compare_arms(final))
+    text = format_comparison(table)
     assert "within noise (CI contains 0)" in text and "saerl" in text and "[-12.7, +32.7]" in text
 
 
@@ -672,12 +687,12 @@ def test_an_arm_that_solves_no_problem_or_every_problem_gets_an_exact_binomial_i
     width): certainty from 16 problems. The Clopper-Pearson bound is [0, 1 - 0.025 ** (1/16)] = [0, 20.6%]."""
     ref = _samples([0] * 16, [[]] * 16).with_columns(pl.lit("vanilla").alias("arm"), pl.lit(0).alias("seed"))
     arm = _samples([1] * 16, [[]] * 16).with_columns(pl.lit("saerl").alias("arm"), pl.lit(0).alias("seed"))
-    t = {r["arm"]: r for r in compare_arms(None, samples=pl.concat([ref, arm])).iter_rows(named=True)}
+    t = {r["arm"]: r for r in compare_arms(pl.concat([ref, arm])).iter_rows(named=True)}
     assert (t["vanilla"]["ci_low"], t["vanilla"]["ci_high"]) == (0.0, pytest.approx(1 - 0.025 ** (1 / 16)))
     assert (t["saerl"]["ci_low"], t["saerl"]["ci_high"]) == (pytest.approx(0.025 ** (1 / 16)), 1.0)
-    assert "20.6" in format_comparison(compare_arms(None, samples=pl.concat([ref, arm])))
+    assert "20.6" in format_comparison(compare_arms(pl.concat([ref, arm])))
     mixed = _one_seed_samples()  # problems that differ: the t interval as before
-    row = compare_arms(None, samples=mixed).filter(pl.col("arm") == "vanilla").row(0, named=True)
+    row = compare_arms(mixed).filter(pl.col("arm") == "vanilla").row(0, named=True)
     assert row["ci_low"] == pytest.approx(0.5 - 1.984217 * math.sqrt(0.25 * 100 / 99 / 100), abs=1e-6)
 
 
@@ -688,10 +703,10 @@ def test_every_problem_flipped_one_way_gives_an_exact_bound_not_a_certain_differ
     for n, low in ((2, 2 * 0.025 ** (1 / 2) - 1), (16, 2 * 0.025 ** (1 / 16) - 1)):
         ref = _samples([0] * n, [[]] * n).with_columns(pl.lit("vanilla").alias("arm"), pl.lit(0).alias("seed"))
         arm = _samples([1] * n, [[]] * n).with_columns(pl.lit("saerl").alias("arm"), pl.lit(0).alias("seed"))
-        row = compare_arms(None, samples=pl.concat([ref, arm])).filter(pl.col("arm") == "saerl").row(0, named=True)
+        row = compare_arms(pl.concat([ref, arm])).filter(pl.col("arm") == "saerl").row(0, named=True)
         assert (row["diff_ci_low_pts"], row["diff_ci_high_pts"]) == (pytest.approx(100 * low), 100.0)
         assert row["verdict"] == ("within noise" if n == 2 else "better, 1 seed")
-        back = compare_arms(None, samples=pl.concat([ref.with_columns(pl.lit("saerl").alias("arm")),
+        back = compare_arms(pl.concat([ref.with_columns(pl.lit("saerl").alias("arm")),
                                                     arm.with_columns(pl.lit("vanilla").alias("arm"))]))
         worse = back.filter(pl.col("arm") == "saerl").row(0, named=True)
         assert (worse["diff_ci_low_pts"], worse["diff_ci_high_pts"]) == (-100.0, pytest.approx(-100 * low))
@@ -707,7 +722,7 @@ def test_the_mean_of_sets_exact_bound_averages_each_sets_own():
 
     from saerl.evaluate import MEAN_OF_SETS
 
-    table = compare_arms(None, samples=pl.concat([arm("vanilla"), arm("saerl")]))
+    table = compare_arms(pl.concat([arm("vanilla"), arm("saerl")]))
     mean = table.filter((pl.col("set") == MEAN_OF_SETS) & (pl.col("arm") == "vanilla")).row(0, named=True)
     assert mean["ci_high"] == pytest.approx(((1 - 0.025 ** (1 / 2)) + (1 - 0.025 ** (1 / 1000))) / 2)
 
@@ -716,19 +731,19 @@ def test_one_problem_says_it_is_the_one_problem_that_leaves_no_interval():
     """With per-sample results on one problem the text blamed missing per-sample results."""
     ref = _samples([0], [[]]).with_columns(pl.lit("vanilla").alias("arm"), pl.lit(0).alias("seed"))
     arm = _samples([1], [[]]).with_columns(pl.lit("saerl").alias("arm"), pl.lit(0).alias("seed"))
-    table = compare_arms(None, samples=pl.concat([ref, arm]))
+    table = compare_arms(pl.concat([ref, arm]))
     assert set(table["ci_source"]) == {"none: one seed and one problem"}
     assert "2+ problems" in format_comparison(table)
 
 
 def test_one_seed_uses_paired_per_problem_differences():
     samples = _one_seed_samples()
-    t = {r["arm"]: r for r in compare_arms(None, samples=samples).iter_rows(named=True)}
+    t = {r["arm"]: r for r in compare_arms(samples).iter_rows(named=True)}
     se = math.sqrt((10 * 0.9**2 + 90 * 0.1**2) / 99 / 100)  # sd of the paired differences / sqrt(n)
     assert t["saerl"]["diff_ci_low_pts"] == pytest.approx(100 * (0.1 - 1.984217 * se), abs=1e-3)
     # beyond the problems' noise, but the seed's own effect is not in the interval: not called "better" outright
     assert t["saerl"]["verdict"] == "better, 1 seed" and t["saerl"]["n_problems"] == 100
-    assert "one seed, whose own effect is not in the interval" in format_comparison(compare_arms(None, samples=samples))
+    assert "one seed, whose own effect is not in the interval" in format_comparison(compare_arms(samples))
     assert "training-seed variance not included" in t["saerl"]["ci_source"]
     own = math.sqrt(0.24 * 100 / 99 / 100)  # the arm's own accuracy: problem-level SE
     assert t["saerl"]["ci_high"] == pytest.approx(0.6 + 1.984217 * own, abs=1e-5)
@@ -736,9 +751,6 @@ def test_one_seed_uses_paired_per_problem_differences():
     by_arm = {a: g.sort("id")["correct"].cast(pl.Float64).to_numpy() for (a,), g in samples.group_by("arm")}
     lo, _ = _interval(0.1, _problem_part(by_arm["saerl"]) + _problem_part(by_arm["vanilla"]), 0.95)
     assert lo < 0
-    # one seed and only final accuracies: no interval can be given, and it says so
-    final = pl.DataFrame({"arm": ["vanilla", "saerl"], "seed": [0, 0], "set": ["A", "A"], "accuracy": [.5, .6]})
-    assert compare_arms(final)["verdict"].to_list() == ["reference", "no CI"]
 
 
 def test_a_one_seed_verdict_says_so_unless_the_one_seed_side_is_the_untrained_base():
@@ -749,19 +761,19 @@ def test_a_one_seed_verdict_says_so_unless_the_one_seed_side_is_the_untrained_ba
     rows += [{"arm": "saerl", "seed": s, "id": f"q{i}", "correct": i < acc}
              for s, acc in enumerate((60, 62, 64)) for i in range(200)]
     samples = pl.DataFrame(rows).with_columns(pl.lit("A").alias("set"), pl.lit(0).alias("sample"))
-    gains = {r["arm"]: r for r in compare_arms(None, "base", samples=samples, reference_fixed=True).iter_rows(named=True)}
+    gains = {r["arm"]: r for r in compare_arms(samples, "base", reference_fixed=True).iter_rows(named=True)}
     assert gains["saerl"]["verdict"] == "better"
-    trained = {r["arm"]: r for r in compare_arms(None, "base", samples=samples).iter_rows(named=True)}
+    trained = {r["arm"]: r for r in compare_arms(samples, "base").iter_rows(named=True)}
     assert trained["saerl"]["verdict"] == "better, 1 seed"  # were "base" a trained arm, its seed effect is missing
     assert "the reference is the untrained starting policy" in gains["saerl"]["ci_source"]
     assert "not included" not in gains["saerl"]["ci_source"]
     one = samples.filter(pl.col("seed") == 0)
-    assert {r["arm"]: r for r in compare_arms(None, "base", samples=one, reference_fixed=True)
+    assert {r["arm"]: r for r in compare_arms(one, "base", reference_fixed=True)
             .iter_rows(named=True)}["saerl"]["verdict"] == "better, 1 seed"
     # per-problem scores that all differ alike (every problem won): a zero-width interval, read as measured
     won = pl.DataFrame([{"arm": a, "seed": 0, "id": f"q{i}", "correct": a == "saerl"} for a in ("vanilla", "saerl")
                         for i in range(20)]).with_columns(pl.lit("A").alias("set"), pl.lit(0).alias("sample"))
-    assert {r["arm"]: r for r in compare_arms(None, samples=won).iter_rows(named=True)}["saerl"]["verdict"] == \
+    assert {r["arm"]: r for r in compare_arms(won).iter_rows(named=True)}["saerl"]["verdict"] == \
         "better, 1 seed"
 
 
@@ -776,20 +788,21 @@ def test_arms_that_differ_seed_by_seed_are_not_taken_for_identical():
 
     rows = [{"set": set_name, "arm": arm, "seed": sd, "id": str(i), "sample": 0, "correct": bool(y)}
             for set_name in ("h", "k") for arm, by in pattern.items() for sd, ys in by.items() for i, y in enumerate(ys)]
-    table = compare_arms(None, samples=pl.DataFrame(rows))
+    table = compare_arms(pl.DataFrame(rows))
     for set_name in ("h", MEAN_OF_SETS):  # the mean of the sets reads the same cells (its rows share one code path)
         t = {r["arm"]: r for r in table.filter(pl.col("set") == set_name).iter_rows(named=True)}["saerl"]
         assert t["diff_pts"] == 0.0 and t["verdict"] == "within noise"
         assert t["diff_ci_low_pts"] < 0 < t["diff_ci_high_pts"], set_name
 
 
-def test_a_difference_with_no_width_and_no_proof_of_identity_has_no_interval():
-    """From final accuracies alone, seeds that repeat one accuracy gave a zero-width interval and "better" for
-    half a point: no variance is known there, so there is no interval."""
-    final = pl.DataFrame({"arm": ["vanilla"] * 2 + ["saerl"] * 2, "seed": [0, 1, 0, 1], "set": "h",
-                          "accuracy": [0.200, 0.200, 0.205, 0.205]})
-    t = {r["arm"]: r for r in compare_arms(final).iter_rows(named=True)}["saerl"]
-    assert t["verdict"] == "no CI" and math.isnan(t["diff_ci_low_pts"])
+def test_seeds_that_repeat_one_accuracy_give_a_difference_the_problems_width():
+    """Seeds that repeat one accuracy gave a zero-width interval and "better" for half a point: their seed parts
+    are exactly 0 (Welch, ties not paired), and the paired problems give the interval its width."""
+    rows = [{"set": "h", "arm": arm, "seed": sd, "id": f"q{i:03d}", "sample": 0, "correct": i < right}
+            for arm, right in (("vanilla", 40), ("saerl", 41)) for sd in (0, 1) for i in range(200)]
+    t = {r["arm"]: r for r in compare_arms(pl.DataFrame(rows)).iter_rows(named=True)}["saerl"]
+    assert t["diff_pts"] == pytest.approx(0.5) and t["verdict"] == "within noise"
+    assert t["diff_ci_low_pts"] < 0 < t["diff_ci_high_pts"] and "Welch" in t["ci_source"]
 
 
 def test_identical_arms_are_within_noise_with_one_seed_or_three():
@@ -801,7 +814,7 @@ def test_identical_arms_are_within_noise_with_one_seed_or_three():
         frames = [_samples([1] * (30 + 10 * s + 5 * k) + [0] * (70 - 10 * s - 5 * k), [[]] * 100, set_name=set_name)
                   .with_columns(pl.lit(arm).alias("arm"), pl.lit(s).alias("seed"))
                   for arm in ("vanilla", "twin") for s in seeds for k, set_name in enumerate(("A", "B"))]
-        table = compare_arms(None, samples=pl.concat(frames))
+        table = compare_arms(pl.concat(frames))
         for set_name in ("A", "B", MEAN_OF_SETS):  # the mean of two sets too (it was Welch's width with 3 seeds)
             t = {r["arm"]: r for r in table.filter(pl.col("set") == set_name).iter_rows(named=True)}["twin"]
             assert t["diff_pts"] == 0.0 and t["diff_ci_low_pts"] == 0.0 == t["diff_ci_high_pts"], (seeds, set_name)
@@ -815,7 +828,7 @@ def test_gain_over_a_one_seed_base_includes_the_arms_seed_spread():
     rows += [{"arm": "saerl", "seed": s, "id": f"q{i}", "correct": i < acc}
              for s, acc in enumerate((20, 50, 80)) for i in range(100)]
     samples = pl.DataFrame(rows).with_columns(pl.lit("A").alias("set"), pl.lit(0).alias("sample"))
-    t = {r["arm"]: r for r in compare_arms(None, "base", samples=samples).iter_rows(named=True)}["saerl"]
+    t = {r["arm"]: r for r in compare_arms(samples, "base").iter_rows(named=True)}["saerl"]
     assert t["diff_pts"] == pytest.approx(10.0) and t["verdict"] == "within noise"
     seed_half = 4.302653 * 0.3 / math.sqrt(3)  # t(0.975, 2) * sd of 20/50/80% / sqrt(3): the seed part alone
     assert t["diff_ci_high_pts"] - t["diff_pts"] > 100 * seed_half * 0.9
@@ -834,7 +847,7 @@ def test_an_arm_worse_than_the_starting_policy_is_noted_by_set_metric_and_interv
              for i in range(200)]
     samples = pl.DataFrame(rows).with_columns(pl.lit("A").alias("set"), pl.lit(0).alias("sample"))
     stratum = samples.with_columns(pl.lit("A" + REACHABLE).alias("set"))
-    gains = (compare_arms(None, "base", samples=pl.concat([samples, stratum]), reference_fixed=True)
+    gains = (compare_arms(pl.concat([samples, stratum]), "base", reference_fixed=True)
              .with_columns(metric=pl.lit("greedy")))
     assert set(gains.filter(pl.col("arm") == "saerl")["verdict"]) == {"worse"}  # the premise, on the stratum too
     [note] = worse_than_base_notes(gains, {"greedy": "greedy pass@1"})
@@ -851,9 +864,9 @@ def test_compare_arms_needs_shared_problems_and_the_reference():
     samples = _one_seed_samples()
     moved = samples.with_columns(pl.when(pl.col("arm") == "saerl").then(pl.col("id") + "x").otherwise(pl.col("id")).alias("id"))
     with pytest.raises(ValueError, match="share no problem ids"):
-        compare_arms(None, samples=moved)
+        compare_arms(moved)
     with pytest.raises(ValueError, match="reference arm"):
-        compare_arms(None, reference="nope", samples=samples)
+        compare_arms(samples, reference="nope")
 
 
 def test_training_signal_by_stretch_of_the_run():
@@ -994,18 +1007,17 @@ def test_compare_arms_counts_verifier_failures_and_the_table_says_so():
     samples = _one_seed_samples()
     failed = samples.with_columns(pl.when((pl.col("arm") == "saerl") & pl.col("id").is_in(["q60", "q61"]))
                                   .then(pl.lit("timeout")).otherwise(pl.col("status")).alias("status"))
-    t = {r["arm"]: r for r in compare_arms(None, samples=failed).iter_rows(named=True)}
+    t = {r["arm"]: r for r in compare_arms(failed).iter_rows(named=True)}
     assert t["saerl"]["verifier_failures"] == 2 and t["vanilla"]["verifier_failures"] == 0
-    text = format_comparison(compare_arms(None, samples=failed))
+    text = format_comparison(compare_arms(failed))
     assert "  verifier failures: 2 (scored wrong): saerl 2" in text and "set A (100 problems)" in text
-    assert "verifier failures" not in format_comparison(compare_arms(None, samples=samples))  # none: no line
+    assert "verifier failures" not in format_comparison(compare_arms(samples))  # none: no line
     mixed = _samples([1, 0], [[1, 0], [0, 0]], statuses={1: "error", 4: "timeout", 5: "timeout"}).with_columns(
         pl.lit("saerl").alias("arm"))  # rows: q0 greedy, q0 s1, q0 s2, q1 greedy, q1 s1, q1 s2
     assert verifier_failures(mixed, "greedy")["failures"].to_list() == [0]  # each metric counts its own samples
     assert verifier_failures(mixed, "mean_k")["failures"].to_list() == [3]
     assert verifier_failures(mixed)["failures"].to_list() == [3]
-    final = pl.DataFrame({"arm": ["vanilla", "saerl"], "seed": [0, 0], "set": ["A", "A"], "accuracy": [.5, .6]})
-    assert compare_arms(final)["verifier_failures"].to_list() == [None, None]  # no statuses: not counted
+    assert compare_arms(samples.drop("status"))["verifier_failures"].to_list() == [None, None]  # no statuses
 
 
 def test_summarize_eval_gives_the_same_bits_every_call():
@@ -1094,7 +1106,7 @@ def test_a_bound_near_zero_shows_its_side_of_zero():
     """The demo printed "+2.4 [+0.0, +4.8]  above vanilla": the low bound was +0.049 points, which one decimal
     rounds to +0.0, so the verdict read as contradicting the interval. A bound that rounds to 0 without being 0 gets
     the decimals that show its sign; other bounds keep one decimal."""
-    table = compare_arms(None, samples=_one_seed_samples())
+    table = compare_arms(_one_seed_samples())
     row = table.filter(pl.col("arm") == "saerl")
     text = format_comparison(row.with_columns(diff_ci_low_pts=pl.lit(0.049423)).vstack(
         table.filter(pl.col("arm") == "vanilla")).sort("verdict", descending=True))
@@ -1123,7 +1135,7 @@ from saerl.evaluate import compare_arms
 rng = np.random.default_rng(7)
 rows = [{"set": "h", "arm": a, "seed": 0, "id": f"eval-{i:06d}", "sample": 0, "correct": bool(rng.uniform() < p)}
         for a, p in (("vanilla", 0.05), ("saerl", 0.07)) for i in range(100)]
-table = compare_arms(None, samples=pl.DataFrame(rows))
+table = compare_arms(pl.DataFrame(rows))
 print([repr(v) for c in ("ci_low", "ci_high", "diff_ci_low_pts", "diff_ci_high_pts") for v in table[c].to_list()])
 """
     outs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
@@ -1187,8 +1199,30 @@ def test_a_comparison_of_sets_of_different_k_names_each_sets_k():
     name, labels = mean_k_names(samples_per_set(samples))
     assert name == "mean@k (each set's own k)" and labels["aime"] == "mean@8" and labels["gsm"] == "mean@4"
     assert mean_k_names({"gsm": 4, "aime": 4}) == ("mean@4", {})
-    table = compare_arms(None, samples=samples, metric="mean_k")
+    table = compare_arms(samples, metric="mean_k")
     text = format_comparison(table, labels=labels)
     assert "set aime (3 problems): mean@8\n" in text and "set gsm (3 problems): mean@4\n" in text
     assert f"set {MEAN_OF_SETS} (6 problems): the mean of each set's own mean@k (aime 8, gsm 4)\n" in text
     assert format_comparison(table) == format_comparison(table, labels={})  # no labels: the blocks as before
+
+
+def test_the_intervals_sources_are_listed_in_the_tables_order_in_every_process(tmp_path):
+    """format_comparison's "intervals from:" line listed the arms' distinct sources in a hash order that moved
+    between processes (polars' unique), so comparison.txt of one run differed from another's. They follow the
+    table's rows."""
+    import subprocess
+    import sys
+
+    arms = ["vanilla", "a", "b", "c", "d"]
+    samples = pl.concat([_samples([1, 0, 1, 0], [[1, 0]] * 4).with_columns(arm=pl.lit(a), seed=pl.lit(0)) for a in arms],
+                        how="diagonal_relaxed")
+    table = compare_arms(samples, "vanilla")
+    assert table["arm"].to_list() == arms
+    table.with_columns(ci_source=pl.Series(["r", "w", "x", "y", "z"])).write_parquet(tmp_path / "t.parquet")
+    code = ("import polars as pl, sys\n"
+            "from saerl.evaluate import format_comparison\n"
+            "text = format_comparison(pl.read_parquet(sys.argv[1]))\n"
+            "print([x for x in text.splitlines() if 'intervals from' in x][0])\n")
+    seen = {subprocess.run([sys.executable, "-c", code, str(tmp_path / "t.parquet")], capture_output=True, text=True,
+                           check=True).stdout for _ in range(4)}
+    assert seen == {"  intervals from: w; x; y; z\n"}
