@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import tempfile
 
 import pytest
@@ -22,6 +24,9 @@ for _name in [n for n in os.environ if n.startswith(PREFECT_PREFIX)]:
 os.environ["PREFECT_HOME"] = os.path.join(SUITE_HOME.name, "prefect")
 os.environ["MPLCONFIGDIR"] = os.path.join(SUITE_HOME.name, "matplotlib")
 os.environ["WANDB_MODE"] = "disabled"
+# Hypothesis keeps its example database in ./.hypothesis of the folder pytest runs in (the repo: shared by the xdist
+# workers of a run and by every later run); the suite's own folder instead
+os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = os.path.join(SUITE_HOME.name, "hypothesis")
 # a COLUMNS the developer's shell exports would wrap the tables the tests read on a captured stdout
 # (saerl.terminal.output_columns); a test that wants a width sets it
 os.environ.pop("COLUMNS", None)
@@ -47,6 +52,28 @@ def environment_restored():
     if os.environ != before:
         os.environ.clear()
         os.environ.update(before)
+
+
+def _handlers() -> list[logging.Handler]:
+    """Every handler of the root logger and of every named logger."""
+    loggers = [logging.getLogger(), *(x for x in logging.root.manager.loggerDict.values() if isinstance(x, logging.Logger))]
+    return [h for x in loggers for h in x.handlers]
+
+
+@pytest.fixture(autouse=True)
+def log_handlers_write_to_open_streams():
+    """A log handler made during a test that captures its output (capsys) writes to that test's stream, which pytest
+    closes when the test ends: Prefect's console handler, made when a test first imports flows.pipeline (prefect.main
+    configures logging with stream ext://sys.stderr, the capture's then), printed a 98-line '--- Logging error ---'
+    traceback on each later warning of every later test in its worker (one of test_export's checks of stderr failed
+    when test_terminal ran first). After each test, a handler whose stream was closed writes to sys.stderr again (the
+    session's capture)."""
+    yield
+    for handler in _handlers():
+        if getattr(getattr(handler, "stream", None), "closed", False):
+            handler.stream = sys.stderr  # not setStream: it flushes the closed stream
+            if getattr(handler, "console", None) is not None:  # Prefect's: a rich Console holds the stream too
+                handler.console.file = sys.stderr
 
 
 @pytest.fixture(scope="module")

@@ -410,7 +410,8 @@ def test_a_cancel_leaving_a_dask_sweep_child_ends_its_task_run_cancelled(prefect
         with get_client(sync_client=True) as client:
             while time.time() < deadline:
                 with contextlib.suppress(ObjectNotFound):
-                    if client.read_task_run(seen["task_run"]).state.is_running():
+                    state = client.read_task_run(seen["task_run"]).state  # None until the server records one
+                    if state is not None and state.is_running():
                         break
                 time.sleep(0.2)
         raise cancelled_exit("stopped by the test")

@@ -209,6 +209,8 @@ def test_the_environment_is_as_before_once_the_block_ends(tmp_path, monkeypatch)
     with pytest.raises(RuntimeError), server.prefect_server(tmp_path, "http://10.0.0.5:4200/api"):
         raise RuntimeError("the run failed")
     assert os.environ["PREFECT_HOME"] == "/before/home" and "PREFECT_API_URL" not in os.environ
+    monkeypatch.undo()  # the real environment back, and Prefect's global settings read from it again: the block's end
+    server._refresh_prefect()  # read them from the made-up one, which every later test's threads saw
 
 
 def test_prefects_own_settings_are_the_callers_again_once_the_block_ends(tmp_path):
