@@ -23,6 +23,7 @@ import time
 import warnings
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -1163,6 +1164,107 @@ def training_fit_notes(tok: Any, context: Any, rows: list[dict[str, Any]], cfg: 
     return notes
 
 
+def _training_rows(prompts: pl.DataFrame, seq: list[str]) -> list[dict[str, Any]]:
+    """The prompts row (id, prompt, answer) of each id of the training stream `seq`, in its order (a repeated id
+    gives the same row again). Raises ValueError naming how many ids of `seq` no prompt has, and the first of them:
+    the order and the prompts come from different runs. in: prompts (id, prompt, answer), the stream's ids;
+    out: one row per id of `seq`."""
+    by_id = {r["id"]: r for r in prompts.select("id", "prompt", "answer").iter_rows(named=True)}
+    missing = [i for i in dict.fromkeys(seq) if i not in by_id]
+    if missing:
+        raise ValueError(f"{len(missing)} ids of the training order are not among the prompts (first: {missing[0]!r}); "
+                         "the order and the prompts come from different runs: rerun the curriculum stage")
+    return [by_id[i] for i in seq]
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """What a resumed run takes back from its checkpoint beside the trainer's own state: the learning curve so far
+    (rows, problems: :class:`EvalCallback`'s; last_step, the step of its newest row, -1 for none) and the run file's
+    training seconds and reward counts (RUN_FILE; 0 where a checkpoint has none)."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    last_step: int = -1
+    seconds: float = 0.0
+    reward_checks: int = 0
+    verifier_failures: int = 0
+
+
+def _resume_state(resume: Path | None) -> ResumeState:
+    """The curve (CURVE_FILE: {rows, problems}, or a bare list of rows from an older version) and the run file
+    (RUN_FILE, if there) of checkpoint folder `resume`. in: the checkpoint resumed from, or None (a fresh run);
+    out: its ResumeState (a fresh run's: nothing so far)."""
+    if resume is None:
+        return ResumeState()
+    curve = json.loads((resume / CURVE_FILE).read_text(encoding="utf-8"))
+    curve = {"rows": curve} if isinstance(curve, list) else curve  # a checkpoint of an older version
+    rows = curve.get("rows", [])
+    run = json.loads((resume / RUN_FILE).read_text(encoding="utf-8")) if (resume / RUN_FILE).exists() else {}
+    return ResumeState(rows, curve.get("problems", []), max((r["step"] for r in rows), default=-1),
+                       float(run.get("seconds", 0.0)), int(run.get("reward_checks", 0)),
+                       int(run.get("verifier_failures", 0)))
+
+
+def _drawn_order(seq: list[str], done: int, prompts_per_step: int, steps_per_generation: int) -> list[tuple[str, int]]:
+    """GRPO's prompts trained on: the stream's prompts of every generation batch begun in `done` optimizer steps
+    (whole batches: a run stopped inside one had generated for all its prompts), each with the first step of its
+    batch (trl spreads a batch's rollouts over its steps_per_generation steps). in: the stream's ids, the steps
+    done, prompts per step, train.steps_per_generation; out: (id, step) pairs in stream order."""
+    per_gen = prompts_per_step * steps_per_generation
+    generated = -(-done // steps_per_generation) * per_gen
+    return [(i, n // per_gen * steps_per_generation + 1) for n, i in enumerate(seq[:generated])]
+
+
+def _dapo_drawn_order(seq: list[str], drawn: Sequence[tuple[int, bool, int]]) -> list[tuple[str, int]]:
+    """DAPO's prompts trained on: those of the trainer's ``dynamic_sampling_drawn`` (stream index, had a reward
+    spread, step) that had a spread. in: the stream's ids, the drawn records; out: (id, step) pairs, in order drawn."""
+    return [(seq[i], step) for i, spread, step in drawn if spread]
+
+
+def _step_log(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """trl's per-step metrics (log.parquet's rows): the optimizer steps' rows of the trainer's log history
+    (:func:`is_step_row`), less STREAM_ONLY_METRICS. in: trainer.state.log_history; out: rows."""
+    return [{k: v for k, v in h.items() if k not in STREAM_ONLY_METRICS} for h in log_history if is_step_row(h)]
+
+
+def _chat_dataset(rows: list[dict[str, Any]]) -> Dataset:
+    """The trainer's dataset: each training row (id, prompt, answer) as one user turn of chat, its answer as text
+    (what the correctness reward checks) and its id (what extra rewards see), in the rows' order."""
+    return Dataset.from_dict({
+        "prompt": [[{"role": "user", "content": r["prompt"]}] for r in rows],
+        "answer": [str(r["answer"]) for r in rows],
+        "id": [r["id"] for r in rows],
+    })
+
+
+def _algorithm_trainer(cfg: TrainConfig, spread_reward: str, clusters: dict[str, int | None] | None,
+                       seq: list[str]) -> type:
+    """The trainer class of cfg.algorithm: GRPO's (:func:`_trainer_class`), under dapo wrapped with dynamic sampling
+    (saerl.dapo.dynamic_sampling_trainer: groups without a spread of `spread_reward` dropped and refilled, by
+    cluster when `clusters` (id -> cluster) is given). in: train config, the reward's name, clusters or None, the
+    stream's ids; out: the class."""
+    cls = _trainer_class()
+    if cfg.algorithm != "dapo":
+        return cls
+    from saerl.dapo import dynamic_sampling_trainer
+
+    return dynamic_sampling_trainer(cls, cfg.dynamic_sampling_max_rounds, spread_reward=spread_reward,
+                                    clusters=None if clusters is None else [clusters.get(i) for i in seq])
+
+
+def _save_policy(trainer: Any, tok: Any, out: Path, cfg: TrainConfig) -> None:
+    """Write the trained policy and its tokenizer (its own class and settings, as loaded) to `out`, from the first
+    process alone where several trained it. Raises the ValueError of :func:`non_finite_error` instead when a weight
+    is not finite: a policy of nan/inf weights is never published. in: the trainer after training, the tokenizer,
+    the output folder, train config."""
+    if not finite_weights(trainer.model):
+        raise non_finite_error(trainer.state.global_step, cfg, trainer.state.log_history)
+    if trainer.is_world_process_zero():
+        trainer.model.save_pretrained(out)
+        tok.save_pretrained(out)
+
+
 @in_configured_environment
 def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | None, cfg: TrainConfig,
                out_dir: str | Path, *, prompts_per_step: int, seed: int = 0, max_steps: int | None = None,
@@ -1222,52 +1324,35 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     from saerl.policy_lm import load_policy, model_context, stop_ids
 
     steps = max_steps or cfg.max_steps
+    eval_sets = eval_sets or {}
+    eval_limit = eval_max_new_tokens or cfg.max_completion_length
     model, tok = load_policy(model_dir, model_cfg)
     dapo = cfg.algorithm == "dapo"
-    stream = train_stream_length(cfg, prompts_per_step, steps)
-    seq = training_order(prompts["id"].to_list(), order, stream, seed)
-    by_id = {r["id"]: r for r in prompts.select("id", "prompt", "answer").iter_rows(named=True)}
-    missing = [i for i in dict.fromkeys(seq) if i not in by_id]
-    if missing:
-        raise ValueError(f"{len(missing)} ids of the training order are not among the prompts (first: {missing[0]!r}); "
-                         "the order and the prompts come from different runs: rerun the curriculum stage")
-    rows = [by_id[i] for i in seq]
-    fit = training_fit_notes(tok, model_context(model.config), [by_id[i] for i in dict.fromkeys(seq)], cfg,
-                             eval_sets or {}, eval_max_new_tokens or cfg.max_completion_length)
+    seq = training_order(prompts["id"].to_list(), order, train_stream_length(cfg, prompts_per_step, steps), seed)
+    rows = _training_rows(prompts, seq)
+    each_once = list({r["id"]: r for r in rows}.values())
+    fit = training_fit_notes(tok, model_context(model.config), each_once, cfg, eval_sets, eval_limit)
     for note in fit if process_rank() == 0 else ():  # before training, not with its result: a crash must not lose it
         log.warning("train: %s", note)
-    data = Dataset.from_dict({
-        "prompt": [[{"role": "user", "content": r["prompt"]}] for r in rows],
-        "answer": [str(r["answer"]) for r in rows],
-        "id": [r["id"] for r in rows],
-    })
+    data = _chat_dataset(rows)
     sink = _STEP_SINK.get()  # where each step's metrics go as they are measured (step_sink), if anywhere
-    evals = EvalCallback(eval_sets or {}, tok, cfg.eval_every, eval_max_new_tokens or cfg.max_completion_length,
-                         eval_batch, cfg.verify_timeout_s if eval_timeout_s is None else eval_timeout_s,
+    evals = EvalCallback(eval_sets, tok, cfg.eval_every, eval_limit, eval_batch,
+                         cfg.verify_timeout_s if eval_timeout_s is None else eval_timeout_s,
                          label=label, sink=sink, extraction=eval_extraction)
     ckpt_dir = Path(checkpoint_dir or Path(out_dir) / "checkpoints")
     resume = last_checkpoint(ckpt_dir, cfg.steps_per_generation, steps) if cfg.save_every else None
+    before = _resume_state(resume)
+    evals.rows, evals.problems, evals.last_step = before.rows, before.problems, before.last_step
     if resume is not None:
-        saved = json.loads((resume / CURVE_FILE).read_text(encoding="utf-8"))
-        saved = {"rows": saved} if isinstance(saved, list) else saved  # a checkpoint of an older version
-        evals.rows, evals.problems = saved.get("rows", []), saved.get("problems", [])
-        evals.last_step = max((r["step"] for r in evals.rows), default=-1)
         log.info("resuming training from %s", resume)
-    so_far = (json.loads((resume / RUN_FILE).read_text(encoding="utf-8"))
-              if resume is not None and (resume / RUN_FILE).exists() else {})
-    timer = _TimeLimit(time_limit_s, float(so_far.get("seconds", 0.0)))
+    timer = _TimeLimit(time_limit_s, before.seconds)
     reward = CorrectnessReward(cfg.verify_timeout_s)
     if process_rank() == 0:  # the run's counts so far; each process counts the rollouts it judges, summed on use
-        reward.checked, reward.failures = int(so_far.get("reward_checks", 0)), int(so_far.get("verifier_failures", 0))
+        reward.checked, reward.failures = before.reward_checks, before.verifier_failures
     stops = stop_ids(model, tok)
     rewards, weights = reward_functions(cfg, reward, extra_rewards, stops)
     torch.manual_seed(seed)
-    cls = _trainer_class()
-    if dapo:
-        from saerl.dapo import dynamic_sampling_trainer
-
-        cls = dynamic_sampling_trainer(cls, cfg.dynamic_sampling_max_rounds, spread_reward=reward.__name__,
-                                       clusters=None if clusters is None else [clusters.get(i) for i in seq])
+    cls = _algorithm_trainer(cfg, reward.__name__, clusters, seq)
     args = grpo_config(cfg, ckpt_dir, prompts_per_step, steps, seed, device, progress, stops,
                        trust_remote_code=model_cfg is not None and model_cfg.trust_remote_code)
     args.reward_weights = weights
@@ -1288,23 +1373,14 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         warnings.filterwarnings("ignore", message=TRL_DEPRECATIONS, category=FutureWarning)
         trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     out = Path(out_dir)
-    if not finite_weights(trainer.model):  # never publish a policy of nan/inf weights
-        raise non_finite_error(trainer.state.global_step, cfg, trainer.state.log_history)
-    if trainer.is_world_process_zero():  # one writer where several processes trained it
-        trainer.model.save_pretrained(out)
-        tok.save_pretrained(out)  # the policy's own tokenizer class and settings, as loaded
+    _save_policy(trainer, tok, out, cfg)
     done = trainer.state.global_step
     checks, failures = (int(n) for n in sum_over_processes([reward.checked, reward.failures]))
-    if dapo:
-        drawn = [(seq[i], step) for i, spread, step in trainer.dynamic_sampling_drawn if spread]
-    else:  # whole generation batches: a run stopped inside one had generated for all its prompts
-        per_gen = prompts_per_step * cfg.steps_per_generation
-        generated = -(-done // cfg.steps_per_generation) * per_gen
-        drawn = [(i, n // per_gen * cfg.steps_per_generation + 1) for n, i in enumerate(seq[:generated])]
-    steps_log = [{k: v for k, v in h.items() if k not in STREAM_ONLY_METRICS}
-                 for h in trainer.state.log_history if is_step_row(h)]
+    drawn = (_dapo_drawn_order(seq, trainer.dynamic_sampling_drawn) if dapo
+             else _drawn_order(seq, done, prompts_per_step, cfg.steps_per_generation))
+    steps_log = _step_log(trainer.state.log_history)
     health_found = health_notes(steps_log, cfg, health or HealthConfig(), checks, failures, evals.rows)
     return {"model_dir": str(out), "steps": done, "seconds": round(timer.seconds, 1), "log": steps_log,
-            "order": [i for i, _ in drawn], "order_steps": [step for _, step in drawn], "curve": evals.rows, "curve_problems": evals.problems,
-            "resumed_from": int(resume.name.split("-")[1]) if resume is not None else None,
+            "order": [i for i, _ in drawn], "order_steps": [step for _, step in drawn], "curve": evals.rows,
+            "curve_problems": evals.problems, "resumed_from": None if resume is None else checkpoint_step(resume),
             "reward_checks": checks, "verifier_failures": failures, "fit_notes": fit, "notes": health_found}

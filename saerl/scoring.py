@@ -742,6 +742,97 @@ def score_prompts(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measu
     return ScoreResult(scores, notes, params, a.ids.filter(pl.Series(a.labelled)).to_list(), models)
 
 
+def _residual_rows(R: np.ndarray | None, RD: dict[str, np.ndarray] | None, n: int,
+                   order: np.ndarray | None) -> tuple[np.ndarray | None, dict[str, np.ndarray] | None]:
+    """property_report's residuals taken in the codes' id order (:func:`rows_in_order`). in: the mean-pooled
+    residuals R (None: no residual baseline), their poolings RD (None: {"mean": R}), the number of ids, the id order;
+    out: (R, RD) in that order. Raises ValueError when RD comes without R, empty, or with rows other than one per id."""
+    if RD is not None and (R is None or not RD or any(len(M) != n for M in RD.values())):
+        raise ValueError(f"RD (residual poolings {list(RD)}, rows {[len(M) for M in RD.values()]}) needs R (the "
+                         f"mean-pooled residuals) and at least one matrix of {n} rows, one per id")
+    if R is None:
+        return R, RD
+    R, *moved = rows_in_order(order, R, *(RD or {}).values())
+    return R, None if RD is None else dict(zip(RD, moved, strict=True))
+
+
+def _cluster_labels(scores: pl.DataFrame, ids: pl.Series) -> np.ndarray:
+    """The cluster of each id in `scores` (score_prompts' frame: id, cluster, ...), as int64 aligned to `ids`.
+    Raises ValueError, with how many, when an id has no cluster there (scores of other prompts)."""
+    joined = pl.DataFrame({"id": ids}).join(scores.select(pl.col("id").cast(ids.dtype), "cluster"), on="id",
+                                            how="left", maintain_order="left")
+    if joined["cluster"].null_count():
+        raise ValueError(f"{joined['cluster'].null_count()} prompts have no cluster in the scores given (scores must "
+                         "come from score_prompts on the same prompts)")
+    return joined["cluster"].to_numpy().astype(np.int64)
+
+
+def _report_split(ids: np.ndarray, labelled: np.ndarray, cfg: ScoreConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The report models' rows: train, the labelled subset less its seeded cfg.heldout_fraction (seed cfg.seed + 1,
+    so the draw differs from the subset's own), and evaluable, every other row (the held-out part and every row
+    outside the subset: a model tests on those of them that carry its label). in: the ids (aligned rows), the
+    labelled mask, score config; out: (train, evaluable) boolean masks, each the other's complement."""
+    test = np.zeros(len(ids), dtype=bool)
+    test[labelled] = seeded_subset(ids[labelled], cfg.heldout_fraction, cfg.seed + 1)
+    train = labelled & ~test
+    return train, ~train
+
+
+def _difficulty_inputs(inputs: dict[str, Any], D: dict[str, sp.csr_matrix],
+                       RD: dict[str, np.ndarray] | None) -> dict[str, Any]:
+    """The difficulty models' feature sets: `inputs` (:func:`_inputs`) with the SAE's codes as the poolings `D` and,
+    when there is a residual baseline, the residuals as their poolings `RD` (None: {"mean": the residual input}),
+    each chosen from by CV error as fit_difficulty does. in: the inputs, D, RD; out: {feature set: matrix or
+    {pooling: matrix}}."""
+    out = {**inputs, "sae": D}
+    if "residual" in out:
+        out["residual"] = {"mean": out["residual"]} if RD is None else {k: np.asarray(M) for k, M in RD.items()}
+    return out
+
+
+def _heldout_frame(ids: pl.Series, y: np.ndarray, test: np.ndarray, rows: list[dict[str, Any]],
+                   predictions: dict[str, np.ndarray]) -> pl.DataFrame:
+    """The report's in-distribution SAE difficulty model on its test rows (HELDOUT_SCHEMA, the id column of `ids`'
+    type): id, difficulty (label), difficulty_pred, and the model / pool of its report row. in: the ids, labels,
+    test mask, the spearman_id report rows and their predictions by feature set; out: the frame, no rows when the
+    SAE model was not tested."""
+    if "sae" not in predictions:
+        return pl.DataFrame(schema=HELDOUT_SCHEMA)
+    sae_row = next(r for r in rows if r["features"] == "sae")
+    return pl.DataFrame({"id": ids.filter(pl.Series(test)), "difficulty": y[test], "difficulty_pred": predictions["sae"],
+                         "model": sae_row["model"], "pool": sae_row["pool"]}, schema={**HELDOUT_SCHEMA, "id": ids.dtype})
+
+
+def _topic_rows(inputs: dict[str, Any], topics: np.ndarray, train: np.ndarray, evaluable: np.ndarray,
+                cfg: ScoreConfig) -> list[dict[str, Any]]:
+    """Report rows of the topic probes (:func:`_model_rows`), on the topics with at least cfg.cv_folds training
+    rows (the others are left out). in: inputs, topic per row ('' = none), train / evaluable masks; out: rows."""
+    names, counts = np.unique(topics[train & (topics != "")], return_counts=True)
+    common = np.isin(topics, names[counts >= cfg.cv_folds])
+    return _model_rows("topic", inputs, topics, train & common, evaluable & common, cfg)
+
+
+def _report_notes(report: list[dict[str, Any]], held_out_difficulty: np.ndarray, has_topics: bool,
+                  has_residuals: bool, cfg: ScoreConfig) -> list[str]:
+    """The property report's caveats: why no in-distribution difficulty row (every held-out label equal: nothing to
+    rank; else too few labelled prompts), no topic column, no prompt of the cluster-vs-topic sample with a topic, and
+    baselines without residuals. in: the report rows, the difficulty labels of the rows a difficulty model tests on,
+    whether the prompts have topics, whether residuals were given, score config; out: notes, in that order."""
+    notes = []
+    if not any(r["metric"] == "spearman_id" for r in report):
+        notes.append(f"every held-out difficulty label is {held_out_difficulty[0]:g}: no ranking to test the "
+                     "difficulty models on" if held_out_difficulty.size >= 3 and np.ptp(held_out_difficulty) == 0 else
+                     "too few labelled prompts to test the difficulty models on held-out rows")
+    if not has_topics:
+        notes.append("no topic column: no cluster-vs-topic metrics and no out-of-distribution difficulty test")
+    elif not any(r["property"] == "topic_clusters" for r in report):
+        notes.append(f"no prompt among the {cfg.minibatch_above} sampled for the cluster-vs-topic report has a topic: "
+                     "no cluster-vs-topic metrics")
+    if cfg.baselines and not has_residuals:
+        notes.append("no residual activations given: the residual baseline is missing from the report")
+    return notes
+
+
 def property_report(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, scores: pl.DataFrame,
                     measured: pl.DataFrame | None = None, *, ids: Sequence[Any], R: np.ndarray | None = None,
                     C: sp.spmatrix | None = None, D: dict[str, sp.spmatrix] | None = None, fit: FitOptions | None = None,
@@ -757,71 +848,36 @@ def property_report(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, sco
     Report models train on the labelled subset's seeded (1 - heldout_fraction) part and are tested on every other
     row that carries the label: the subset's held-out part, plus the rows outside the subset when the data labels
     them too (the testbed labels every row; a user's file may), so the report's intervals shrink with the labels
-    there are, while no report model sees a test row. Out of distribution: trained on the labelled rows of some
-    topics, tested on every labelled row of the others, over topic folds that hold out each topic once
-    (ood_folds)."""
+    there are, while no report model sees a test row (:func:`_report_split`). Out of distribution: trained on the
+    labelled rows of some topics, tested on every labelled row of the others, over topic folds that hold out each
+    topic once (ood_folds)."""
     a = align_inputs(X, prompts, cfg, measured, ids=ids, C=C, D=D)
-    if RD is not None and (R is None or not RD or any(len(M) != len(a.ids) for M in RD.values())):
-        raise ValueError(f"RD (residual poolings {list(RD)}, rows {[len(M) for M in RD.values()]}) needs R (the "
-                         f"mean-pooled residuals) and at least one matrix of {len(a.ids)} rows, one per id")
-    if R is not None:  # the residuals' rows in the codes' id order too
-        R, *moved = rows_in_order(a.order, R, *(RD or {}).values())
-        RD = None if RD is None else dict(zip(RD, moved, strict=True))
-    joined = pl.DataFrame({"id": a.ids}).join(scores.select(pl.col("id").cast(a.ids.dtype), "cluster"), on="id",
-                                              how="left", maintain_order="left")
-    if joined["cluster"].null_count():
-        raise ValueError(f"{joined['cluster'].null_count()} prompts have no cluster in the scores given (scores must "
-                         "come from score_prompts on the same prompts)")
-    labels = joined["cluster"].to_numpy().astype(np.int64)
+    R, RD = _residual_rows(R, RD, len(a.ids), a.order)
+    labels = _cluster_labels(scores, a.ids)
     k = int(labels.max()) + 1 if k is None else k
     fit = fit_options(cfg) if fit is None else fit
-    notes: list[str] = []
     clusters = cluster_table(weight_codes(a.C, cfg.tfidf), labels, a.texts, a.topics, cfg)
     inputs = _inputs(a.X, R, a.texts, cfg)
     report = _cluster_report(labels, inputs, a.topics, k, cfg) if a.topics is not None else []
 
-    test = np.zeros(len(a.ids), dtype=bool)
-    test[a.labelled] = seeded_subset(a.ids.to_numpy()[a.labelled], cfg.heldout_fraction, cfg.seed + 1)
-    train = a.labelled & ~test
-    evaluable = ~train  # rows no report model is fitted on: its test rows wherever they carry the label
+    train, evaluable = _report_split(a.ids.to_numpy(), a.labelled, cfg)
     known_d = ~np.isnan(a.y_diff)
     has_d = a.labelled & known_d
-    d_inputs = {**inputs, "sae": a.D}
-    if "residual" in d_inputs:
-        d_inputs["residual"] = {"mean": d_inputs["residual"]} if RD is None else {k: np.asarray(M) for k, M in RD.items()}
+    d_inputs = _difficulty_inputs(inputs, a.D, RD)
     id_test, id_preds = evaluable & known_d, {}
     id_rows = _model_rows("difficulty", d_inputs, a.y_diff, train & has_d, id_test, cfg, "_id", fit=fit,
                           predictions=id_preds)
     report += id_rows
-    heldout = pl.DataFrame(schema=HELDOUT_SCHEMA)
-    if "sae" in id_preds:
-        sae_row = next(r for r in id_rows if r["features"] == "sae")
-        heldout = pl.DataFrame({"id": a.ids.filter(pl.Series(id_test)), "difficulty": a.y_diff[id_test],
-                                "difficulty_pred": id_preds["sae"], "model": sae_row["model"], "pool": sae_row["pool"]},
-                               schema={**HELDOUT_SCHEMA, "id": a.ids.dtype})
-    topics = a.topics
-    if topics is not None:
-        report += _ood_rows(d_inputs, a.y_diff, ood_folds(topics, has_d, cfg, known_d), cfg, fit)
-        names, counts = np.unique(topics[train & (topics != "")], return_counts=True)
-        common = np.isin(topics, names[counts >= cfg.cv_folds])  # topics with fewer training rows are left out
-        report += _model_rows("topic", inputs, topics, train & common, evaluable & common, cfg)
+    heldout = _heldout_frame(a.ids, a.y_diff, id_test, id_rows, id_preds)
+    if a.topics is not None:
+        report += _ood_rows(d_inputs, a.y_diff, ood_folds(a.topics, has_d, cfg, known_d), cfg, fit)
+        report += _topic_rows(inputs, a.topics, train, evaluable, cfg)
     q_good, known_q = quality_labels(a.P)
     if q_good is not None and probe_fittable(q_good[a.labelled & known_q]):
         kinds = a.P["defect"].cast(pl.String).fill_null("").to_numpy().astype(str) if "defect" in a.P.columns else None
         report += _model_rows("quality", inputs, q_good, train & a.labelled & known_q, evaluable & known_q, cfg,
                               kinds=kinds)
-    if not any(r["metric"] == "spearman_id" for r in report):
-        held_out = a.y_diff[evaluable & known_d]
-        notes.append(f"every held-out difficulty label is {held_out[0]:g}: no ranking to test the difficulty models on"
-                     if held_out.size >= 3 and np.ptp(held_out) == 0 else
-                     "too few labelled prompts to test the difficulty models on held-out rows")
-    if topics is None:
-        notes.append("no topic column: no cluster-vs-topic metrics and no out-of-distribution difficulty test")
-    elif not any(r["property"] == "topic_clusters" for r in report):
-        notes.append(f"no prompt among the {cfg.minibatch_above} sampled for the cluster-vs-topic report has a topic: "
-                     "no cluster-vs-topic metrics")
-    if cfg.baselines and R is None:
-        notes.append("no residual activations given: the residual baseline is missing from the report")
+    notes = _report_notes(report, a.y_diff[id_test], a.topics is not None, R is not None, cfg)
     return PropertyReport(pl.DataFrame(report, schema=REPORT_SCHEMA), clusters, heldout, notes,
                           a.ids.filter(pl.Series(a.labelled)).to_list())
 

@@ -57,6 +57,61 @@ def test_training_order_follows_order_or_a_seeded_shuffle():
     assert sorted(shuffled[:10]) == sorted(ids) and shuffled[:10] != ids
 
 
+def test_an_order_naming_ids_the_prompts_lack_is_refused_naming_the_first():
+    """An order from another run's curriculum names prompts this pool has not: the run refuses it before loading a
+    trainer, saying how many ids are missing, the first of them, and which stage to rerun."""
+    from saerl.rl import _training_rows
+
+    prompts = pl.DataFrame({"id": ["a", "b"], "prompt": ["1+1", "2+2"], "answer": [2, 4], "topic": ["x", "y"]})
+    assert [r["id"] for r in _training_rows(prompts, ["b", "a", "b"])] == ["b", "a", "b"]
+    with pytest.raises(ValueError, match=r"2 ids of the training order are not among the prompts \(first: 'zz'\).*"
+                                         "rerun the curriculum stage"):
+        _training_rows(prompts, ["a", "zz", "zz", "q"])
+
+
+def test_a_resume_reads_back_the_curve_and_the_runs_counts(tmp_path):
+    """A resumed run continues the learning curve, the training seconds and the reward's counts its checkpoint kept;
+    a checkpoint of an older version (a bare list of curve rows, no run file) resumes with zero counts."""
+    from saerl.checkpoints import CURVE_FILE
+    from saerl.rl import RUN_FILE, _resume_state
+
+    rows = [{"step": 0, "set": "e", "greedy": 0.1}, {"step": 4, "set": "e", "greedy": 0.3}]
+    problems = [{"step": 4, "set": "e", "id": "q1", "correct": True}]
+    new, old = tmp_path / "checkpoint-4", tmp_path / "checkpoint-2"
+    new.mkdir(), old.mkdir()
+    (new / CURVE_FILE).write_text(json.dumps({"rows": rows, "problems": problems}), encoding="utf-8")
+    (new / RUN_FILE).write_text(json.dumps({"seconds": 12.5, "reward_checks": 40, "verifier_failures": 3}))
+    (old / CURVE_FILE).write_text(json.dumps(rows[:1]), encoding="utf-8")
+    state = _resume_state(new)
+    assert (state.rows, state.problems, state.last_step) == (rows, problems, 4)
+    assert (state.seconds, state.reward_checks, state.verifier_failures) == (12.5, 40, 3)
+    older = _resume_state(old)
+    assert (older.rows, older.problems, older.last_step) == (rows[:1], [], 0)
+    assert (older.seconds, older.reward_checks, older.verifier_failures) == (0.0, 0, 0)
+    fresh = _resume_state(None)
+    assert (fresh.rows, fresh.last_step, fresh.seconds, fresh.reward_checks) == ([], -1, 0.0, 0)
+
+
+def test_the_order_trained_counts_whole_generation_batches_at_their_first_step():
+    """With steps_per_generation > 1 a generation batch's prompts are trained over its steps: the order reports each
+    at the batch's first step, and a run stopped inside a batch had generated (and reports) all of its prompts."""
+    from saerl.rl import _drawn_order
+
+    seq = [f"p{i}" for i in range(12)]
+    drawn = _drawn_order(seq, 3, prompts_per_step=2, steps_per_generation=2)  # stopped in the second batch
+    assert drawn == [(f"p{i}", 1) for i in range(4)] + [(f"p{i}", 3) for i in range(4, 8)]
+    assert _drawn_order(seq, 2, 2, 1) == [("p0", 1), ("p1", 1), ("p2", 2), ("p3", 2)]
+    assert _drawn_order(seq, 0, 2, 2) == []
+
+
+def test_dapos_order_trained_holds_the_drawn_prompts_with_a_reward_spread():
+    from saerl.rl import _dapo_drawn_order
+
+    seq = ["a", "b", "c", "d", "a"]
+    assert _dapo_drawn_order(seq, [(0, True, 1), (1, False, 1), (2, True, 1), (4, True, 2)]) == [
+        ("a", 1), ("c", 1), ("a", 2)]
+
+
 def test_correctness_reward_reads_the_final_answer():
     comps = [[{"role": "assistant", "content": "3 + 4 = 7 #### 7"}], "#### 8", "no answer"]
     assert CorrectnessReward()(comps, ["7", "7", "7"]) == [1.0, 0.0, 0.0]

@@ -269,6 +269,34 @@ def test_constant_held_out_difficulty_reports_no_spearman_and_says_why(data):
     assert any("every held-out difficulty label is 1: no ranking" in n for n in r.notes), r.notes
 
 
+def test_the_report_split_trains_on_part_of_the_labelled_subset_and_tests_on_every_other_row():
+    """No report model sees a test row: train is the labelled subset less its seeded held-out part, and every other
+    row (held-out part and unlabelled rows) is evaluable; an id's side does not depend on the row order."""
+    cfg = ScoreConfig(**FAST)
+    ids = np.array([f"p{i:03d}" for i in range(100)])
+    labelled = np.arange(100) < 60
+    train, evaluable = S._report_split(ids, labelled, cfg)
+    assert not (train & ~labelled).any() and (evaluable == ~train).all()
+    assert labelled.sum() - train.sum() == round(cfg.heldout_fraction * 60)
+    perm = np.random.default_rng(0).permutation(100)
+    assert (S._report_split(ids[perm], labelled[perm], cfg)[0] == train[perm]).all()
+
+
+def test_the_report_notes_say_why_a_figure_is_missing():
+    """Two equal held-out labels are too few to call constant; three or more equal ones leave nothing to rank; no
+    topic column and a cluster sample without topics are told apart; baselines without residuals are named."""
+    cfg = ScoreConfig(**FAST)
+    rows = [{"property": "difficulty", "metric": "spearman_id"}, {"property": "topic_clusters", "metric": "nmi"}]
+    assert S._report_notes(rows, np.array([0.2, 0.5, 0.9]), True, True, cfg) == []
+    too_few, constant = (S._report_notes([], np.full(n, 1.0), True, True, cfg) for n in (2, 3))
+    assert too_few[0] == "too few labelled prompts to test the difficulty models on held-out rows"
+    assert constant[0].startswith("every held-out difficulty label is 1: no ranking") and len(constant) == 2
+    assert "no cluster-vs-topic metrics" in constant[1] and f"among the {cfg.minibatch_above} sampled" in constant[1]
+    no_topic = S._report_notes(rows[:1], np.zeros(0), False, False, cfg)
+    assert [n.split(":")[0] for n in no_topic] == ["no topic column", "no residual activations given"]
+    assert S._report_notes(rows[:1], np.zeros(0), False, False, ScoreConfig(**FAST, baselines=False)) == [no_topic[0]]
+
+
 def test_resolve_difficulty_sources_and_errors(data):
     _, prompts, _ = data
     y, src = resolve_difficulty(prompts, None, "auto")
