@@ -33,8 +33,8 @@ from saerl.config import (
     ConfigError,
     PipelineConfig,
     load_config,
-    refuse_rewrites,
 )
+from saerl.overrides import refuse_rewrites
 from saerl.privacy import credentials_to_env, telemetry_off, without_uri_credentials
 from saerl.terminal import output_columns, stderr_handler, stderr_is_terminal
 
@@ -457,7 +457,7 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, invocation: str 
 
 
 def with_root(overrides: list[str], root: str | None) -> list[str]:
-    """The user's overrides, each key given once (saerl.config.refuse_rewrites: a repeat would win without a word),
+    """The user's overrides, each key given once (saerl.overrides.refuse_rewrites: a repeat would win without a word),
     with `--root ROOT` appended as runtime.artifact_root (last, so it wins over an override of the same key), or
     unchanged without --root. in: dotted overrides, the --root value; out: a new list."""
     refuse_rewrites(overrides)
@@ -492,7 +492,7 @@ def command_line(args: argparse.Namespace) -> str:
     score'), URL credentials masked: the run record and its MLflow parent keep it. in: parsed args (parse_args keeps
     the words); out: the text."""
 
-    from saerl.config import redact
+    from saerl.privacy import redact
 
     return redact(shlex.join(["saerl", *getattr(args, "argv", [])]))
 

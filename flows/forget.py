@@ -104,7 +104,7 @@ def _forget_on(root: Path, api: str | None, forgotten: list[RunRecord], kept: li
     if api is None and not db.exists():
         return (f"Prefect: skipped: no {API_URL_FIELD} nor {API_URL_ENV} names a server and the root has no Prefect "
                 f"home ({db}), so no server holds their flow runs")
-    from saerl.config import redact
+    from saerl.privacy import redact
     from saerl.status import MB
 
     local = api is None

@@ -49,8 +49,6 @@ from saerl.config import (
     build_config,
     flatten,
     names_other_server,
-    redact,
-    redacted,
     runs_outside_code,
 )
 from saerl.distributed import die_with_parent
@@ -67,6 +65,7 @@ from saerl.pipeline import (
     resolve_upstream,
     stage_runs,
 )
+from saerl.privacy import redact, redacted
 from saerl.report import recorded_config
 from saerl.runs import (
     ENDED,
@@ -1000,8 +999,9 @@ def deployment_config(config_path: str, overrides: list[str] | None) -> Pipeline
     """A deployment entry point's config (pipeline_from_file, flows.sweep.ablation_from_file), its parameters checked
     before anything is read: telemetry off (saerl.privacy.telemetry_off), config_path in the folders the worker reads
     configs from (:func:`refuse_config_path`), each override's key once, as on the command line
-    (saerl.config.refuse_rewrites); then the file with the overrides. in: the two parameters; out: the config."""
-    from saerl.config import load_config, refuse_rewrites
+    (saerl.overrides.refuse_rewrites); then the file with the overrides. in: the two parameters; out: the config."""
+    from saerl.config import load_config
+    from saerl.overrides import refuse_rewrites
     from saerl.privacy import telemetry_off
 
     telemetry_off()

@@ -246,7 +246,8 @@ def require_answer(api_url: str, source: str) -> None:
     fix: a PREFECT_API_URL left in the environment (a CI image's, a shell's) failed the run after 6 s with a
     117-line traceback ending 'Failed to reach API', after a hint that the run would resume. in: the URL, its
     source (the variable or config field); raises ConfigError."""
-    from saerl.config import ConfigError, redact
+    from saerl.config import ConfigError
+    from saerl.privacy import redact
 
     if answers(api_url):
         return

@@ -561,7 +561,7 @@ def forget_runs(root: Path, keep_runs: int, days: float, dry_run: bool = False, 
     too (saerl.tracking.emptied_experiments). Their artifacts are then collected as any other's.
     in: root, runs to keep, days, dry run (delete nothing; say what would go), the time to age against (default
     now), the Prefect step; out: a Forgotten."""
-    from saerl.config import redact
+    from saerl.privacy import redact
     from saerl.sweep import sweep_dir
     from saerl.tracking import SWEEP_RUN, forget_tracked, recorded_store
 

@@ -50,10 +50,10 @@ from saerl.config import (
     held_out_mapping,
     no_gpu_problem,
     resolve_layer,
-    scalar_text,
     under,
 )
 from saerl.distributed import check_processes, shared_gpus_problem
+from saerl.overrides import scalar_text
 from saerl.runs import stage_of
 from saerl.stages import (
     DATA_LABELS,

@@ -37,7 +37,8 @@ from saerl.artifacts import (
     version_drift,
     write_file_atomic,
 )
-from saerl.config import REDACTED, PipelineConfig, build_config, field_paths, flatten, redact, redacted
+from saerl.config import PipelineConfig, build_config, field_paths, flatten
+from saerl.privacy import REDACTED, redact, redacted
 from saerl.runs import (
     FAILED,
     GIT,

@@ -29,11 +29,11 @@ from saerl.config import (
     flatten,
     held_out_file,
     held_out_mapping,
-    redacted,
     resolve_layer,
     stable_hash,
 )
 from saerl.curriculum import fits_budget
+from saerl.privacy import redacted
 
 
 @dataclass(frozen=True)

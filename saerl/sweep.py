@@ -31,14 +31,12 @@ import yaml
 from saerl.artifacts import ArtifactRef, write_file_atomic
 from saerl.config import (
     ConfigError,
-    OverrideLoader,
     PipelineConfig,
     build_config,
     field_paths,
-    parse_override,
     section_names,
-    suggest_key,
 )
+from saerl.overrides import OverrideLoader, parse_override, suggest_key
 from saerl.stages import RESULT_NEUTRAL, stage_key
 from saerl.terminal import display_width, fit_cell, pad, table_lines
 
@@ -99,7 +97,7 @@ def _example(source: GridSource, key: str = GRID_EXAMPLE.split("=")[0],
 
 def parse_axis(text: str, source: GridSource = CLI_GRID) -> tuple[str, list[Any]]:
     """One ``--grid`` argument 'a.b=v1,v2' -> ('a.b', [v1, v2]), each value parsed as YAML (quote a value
-    that contains a comma: a.b='x,y'), an integer with a leading zero as an override's is (config.OverrideLoader:
+    that contains a comma: a.b='x,y'), an integer with a leading zero as an override's is (overrides.OverrideLoader:
     decimal, not YAML 1.1's octal). Raises ConfigError naming the argument (as `source` calls it) when it
     cannot be read."""
     where = source.entry.format(text=text)

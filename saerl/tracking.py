@@ -31,7 +31,8 @@ from saerl.artifacts import (
     read_manifest,
     tree_bytes,
 )
-from saerl.config import PipelineConfig, flatten, redact, redacted
+from saerl.config import PipelineConfig, flatten
+from saerl.privacy import redact, redacted
 from saerl.runners import ARM_ORDERS, TRAIN_RUN, VANILLA
 from saerl.runs import (
     GIT,
@@ -412,7 +413,8 @@ def recorded_store(flat: Mapping[str, Any], root: Path) -> str | None:
     else the root's own store (:func:`root_store_uri`, where a relog logs it too); None when tracking was off and
     the URI is no local SQLite file (nothing was logged there). The record's retries and timeout are set for the
     client (:func:`http_env`). in: the record's flat config, the artifact root; out: the URI or None."""
-    from saerl.config import REDACTED, TrackingConfig
+    from saerl.config import TrackingConfig
+    from saerl.privacy import REDACTED
 
     uri = home_expanded(flat["tracking.uri"]) if flat.get("tracking.uri") else root_store_uri(root)
     parts = urlsplit(uri)

@@ -1,4 +1,5 @@
-"""saerl.config: schema, YAML, overrides, readable errors, config slices and their hashes."""
+"""saerl.config (schema, YAML, config slices and their hashes), with saerl.overrides (dotted overrides, readable
+errors) as load_config applies them, and saerl.privacy.redact of config values."""
 
 from pathlib import Path
 
@@ -7,16 +8,15 @@ import pytest
 from saerl.config import (
     ConfigError,
     PipelineConfig,
-    apply_overrides,
     config_slice,
     device_type,
     field_paths,
     flatten,
     load_config,
-    parse_override,
-    redact,
     stable_hash,
 )
+from saerl.overrides import apply_overrides, parse_override
+from saerl.privacy import redact
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ROOT = CONFIGS.parent
@@ -459,7 +459,8 @@ def test_the_final_evaluations_limit_is_its_own_field_defaulting_to_the_training
     """eval.max_new_tokens was a key alias of train.max_completion_length (the only limit, the train key's too): it
     is a field of its own, unset meaning the training length, and the paper's config evaluates at the 2048 tokens
     Qwen2.5-Math's own suite generates."""
-    from saerl.config import KEY_ALIASES, eval_max_new_tokens
+    from saerl.config import eval_max_new_tokens
+    from saerl.overrides import KEY_ALIASES
 
     assert "eval.max_new_tokens" not in KEY_ALIASES
     default = load_config(None, ["train.max_completion_length=40"])
@@ -472,7 +473,7 @@ def test_the_final_evaluations_limit_is_its_own_field_defaulting_to_the_training
 
 
 def test_every_key_alias_names_a_valid_key_for_an_invalid_one():
-    from saerl.config import KEY_ALIASES
+    from saerl.overrides import KEY_ALIASES
 
     paths = set(field_paths())
     assert all(meant in paths and key not in paths for key, meant in KEY_ALIASES.items())
@@ -501,7 +502,7 @@ def test_a_held_out_sets_field_is_set_through_its_entry_and_a_dotted_set_name_is
 def test_a_users_override_that_undoes_an_earlier_one_is_refused(overrides, names):
     """The last of two overrides of a key won without a word, and 'eval.sets={b: F}' after 'eval.sets.a=G' dropped
     set a (a YAML file refuses a key given twice)."""
-    from saerl.config import refuse_rewrites
+    from saerl.overrides import refuse_rewrites
 
     with pytest.raises(ConfigError) as err:
         refuse_rewrites(overrides)
@@ -509,7 +510,7 @@ def test_a_users_override_that_undoes_an_earlier_one_is_refused(overrides, names
 
 
 def test_overrides_that_add_to_one_another_pass_and_layered_overrides_take_the_later_value():
-    from saerl.config import refuse_rewrites
+    from saerl.overrides import refuse_rewrites
 
     adding = ["eval.sets={b: y.jsonl}", "eval.sets.a=x.jsonl", "train={max_steps: 6}", "train.seeds=[1]"]
     refuse_rewrites(adding)

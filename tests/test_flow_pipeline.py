@@ -425,7 +425,7 @@ def test_a_reused_artifact_says_what_code_built_it_and_the_run_how_to_run_it_aga
     import flows.pipeline as fp
     import saerl.artifacts
     import saerl.tracking
-    from saerl.config import redacted
+    from saerl.privacy import redacted
     from saerl.tracking import CONFIG_FILE
 
     def code(state):

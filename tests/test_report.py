@@ -888,7 +888,8 @@ def test_cli_report_relog_logs_a_finished_run_and_names_its_parent(smoke_run, tm
 
 def _bare_record(root: Path, **tracking) -> str:
     """A finished run of no stages saved under `root` (its config's tracking section as given); out: its run id."""
-    from saerl.config import PipelineConfig, redacted
+    from saerl.config import PipelineConfig
+    from saerl.privacy import redacted
     from saerl.runs import RunRecord, save_run
 
     record = RunRecord(name="bare", config=redacted(flatten(PipelineConfig(name="bare", tracking=tracking))))

@@ -52,8 +52,11 @@ SHAPES: dict[str, tuple[str, ...]] = {
     "testbed": ("testbed", "label"),
     "train_env": ("train",),  # which of the environment's settings the trainer reads (its precision, its processes)
 }
-# modules whose code writes no stage's artifact: orchestration, records, reading and exporting results
-NO_ARTIFACT = ("__init__", "export", "gc", "privacy", "runs", "status", "sweep", "terminal", "tracking")
+# modules whose code writes no stage's artifact: orchestration, records, reading and exporting results. overrides
+# turns a command line into config values, and no stage runs it: whatever values a change of its parsing gives, they
+# are what the config slice holds and what the keys hash, so an artifact is never reused for other values (a change
+# of config's validators, defaults or helpers can alter what a stage does with the same values: config is ALL's)
+NO_ARTIFACT = ("__init__", "export", "gc", "overrides", "privacy", "runs", "status", "sweep", "terminal", "tracking")
 # pinned by tests/test_verify.py (REVIEWED_SOURCES) against verify.VERSION, which the code version of every stage
 # that verifies carries (saerl.stages.VERIFYING)
 PINNED_ELSEWHERE = ("verify",)
@@ -156,23 +159,23 @@ REVIEWED = {'sources': {'activation_store': '98c862c860f7fd900673f4a9f69908902de
              'answers': '1e820e0781056eef744a92fe55a4a7cbe594999d307a04e5d83e031f664e9030',
              'artifacts': 'f3551b833b695e982751d6803d6b6a207570b85a4ba6b1564dbdbd700b79be40',
              'checkpoints': '952f79e64b79843ac68dbcadba37746f0a7acd59624ec4a7649cda605260b1ad',
-             'config': 'dd8f07fee051a13a0ea67bd0607c93c3989bf8eeba03defe0259857b16450f59',
+             'config': '3d573725ffcd2daa1668f717091d98c935bf8671133067765ba040c33dcf395e',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
              'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
              'data': '22ba9cec022260376b3fd26249c43f5d5f3bbc072a533293480fe184b65eb5f1',
              'distributed': '4891022bd59aa76bb549c11d41ee920099db92978218d11e73298f7a279b44af',
              'evaluate': '2bd7bb415a8862b0e096f473c08d52b7ee05c2881248086cdd2cad01b76d33c1',
              'labels': '7e74547ef2165d027d3bd813ce603efaa425d23552e8069c2ba9c8f4d77525d9',
-             'pipeline': '112382a9b7eb9ba5d5cb677e92f880eda3c05edc25c620f0a8b58dba8e7df33a',
+             'pipeline': 'f2513ac4ed3f3689f7aca6de9bb071a4d3294384d3a3b90d8c6a31c57490ac64',
              'plots': 'f3c453289f57b16db2ec189a65b6962fa8ea3f0240a5b883bb515faa9da46fb4',
              'policy_lm': '05a5c33421286d92e8f2043584b069786a3511e3ec46a3e38566a55a47aaf250',
              'property_models': 'd486d756fc0261047773d1eb96c69ea89c5ccb5c8679842d605326fe1c83cfd8',
-             'report': '3e8e9a4b4b7d0cb4373d37b25cded574aabb1e9459a9d1d476fe025c96ad062c',
+             'report': '2125b76f6882644a6a61f0de8e6393bbe93ebe2a54c2311f9651c1ca1e68cdcb',
              'rl': 'b1b4be5f4079b2aab1ec3301d59aa6320de5890455f4dfa9ad783dd3d1cbc344',
              'runners': 'f849ee7073123d1d6356e03f473aa97ef9615b898fcbaa425eef0d0a7d35472d',
              'sae': '2989eb7204fd0c06e7303bceda59e4bd98a632b201dec93eae6562a8f276bc00',
              'scoring': '105491b7f8177f73e25a47dcda775c0a06cce3eac9dae38425663d6debdf7173',
-             'stages': '826830b487dab96e39a2eab909c451692834538c7cfb09c034620cce51c77880',
+             'stages': '52a0cf4bac19d135ec49c4728a33ab84097088fdd92b4852cd8003056441f06a',
              'stream': 'bb3c3d8def0604e5636ec26c690708ef4d4e173ce496a7e344208b0e27fca0e6',
              'testbed': 'bcff3abde0f938f121cb6260366fe2d6cc63c9402429d6ed8f22339676eea396',
              'train_env': '7ac65dc23d09eec738713f9fae77cc70a858ee26b30941dd2460f8ccfa15323e'},

@@ -614,7 +614,7 @@ def test_every_arms_order_and_the_eval_curves_are_logged_with_the_reachable_curv
 def test_credentials_in_urls_are_masked_in_params_warnings_and_run_records(tmp_path, caplog):
     """A user:password in runtime.prefect_api_url / runtime.dask_address / tracking.uri was logged as an MLflow
     param, kept in the run record and printed in the tracking warning."""
-    from saerl.config import redact
+    from saerl.privacy import redact
 
     cfg = load_config(None, ["name=secret", "runtime.prefect_api_url=https://ci:PREFECT_SECRET@prefect.example/api",
                              "runtime.dask_address=tls://user:DASK_PW@sched:8786"])
@@ -920,7 +920,7 @@ def test_the_logged_config_file_loads_back_to_the_runs_config(tmp_path):
     """A parent run held no config file (only the run record JSON), and its params are Python reprs the override
     language misreads ('None' is the text None). CONFIG_FILE loads with the config loader to the run's config, and
     `saerl run config.yaml runtime.artifact_root=... tracking.uri=...` runs it again."""
-    from saerl.config import redacted
+    from saerl.privacy import redacted
     from saerl.report import recorded_config
     from saerl.tracking import CONFIG_FILE, config_text
 
