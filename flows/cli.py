@@ -435,7 +435,7 @@ def run_pipeline(cfg: PipelineConfig, until: str | None = None, invocation: str 
     given, gets the root, the run's id and `started` once the flow is called (main names the run if it fails).
     A Prefect server that dies mid-run costs a warning, not the run (flows.pipeline.run_pipeline_flow)."""
     from flows.server import prefect_server
-    from saerl.pipeline import check_paths_encodable, check_runnable
+    from saerl.preflight import check_paths_encodable, check_runnable
     from saerl.runs import new_run_id
 
     check_paths_encodable(cfg)  # a root the locale cannot name: one line, not a codec error from resolve()
@@ -516,7 +516,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     """`saerl ablate CONFIG --grid KEY=V1,V2 [--grid ...] [key=value ...] [--until STAGE] [--root ROOT]`: every
     setting of the grid as a child run of one ablation flow, then the table (kept under ROOT/sweeps/). Config,
     grid and --until are checked before anything starts."""
-    from saerl.pipeline import check_paths_encodable
+    from saerl.preflight import check_paths_encodable
     from saerl.sweep import parse_grid, plan_sweep
 
     overrides = with_root(args.overrides, args.root)
@@ -524,7 +524,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     check_paths_encodable(cfg)  # a root the locale cannot name: one line, not a codec error from resolve()
     require_writable_root(Path(cfg.runtime.artifact_root).resolve())
     grid = parse_grid(args.grid)
-    # a child that cannot run up to --until (saerl.pipeline.check_runnable), or repeats another's runs, fails here,
+    # a child that cannot run up to --until (saerl.preflight.check_runnable), or repeats another's runs, fails here,
     # before a server starts
     plan_sweep(cfg.model_dump(mode="json"), grid, overrides, until=args.until)
     cfg = without_uri_credentials(cfg)  # the flow's parameters are kept in clear by Prefect

@@ -57,7 +57,6 @@ from saerl.pipeline import (
     SHARDED,
     STOPPED_TOKEN,
     check_ingested,
-    check_runnable,
     fan_out_token,
     input_keys,
     quiet_libraries,
@@ -65,6 +64,7 @@ from saerl.pipeline import (
     resolve_upstream,
     stage_runs,
 )
+from saerl.preflight import check_runnable
 from saerl.privacy import redact, redacted
 from saerl.report import recorded_config
 from saerl.runs import (

@@ -43,7 +43,7 @@ from flows.pipeline import (
 )
 from flows.runner import start_cluster, task_runner
 from saerl.config import PipelineConfig, build_config
-from saerl.pipeline import check_runnable
+from saerl.preflight import check_runnable
 from saerl.runs import new_run_id
 from saerl.sweep import (
     PARAM_GRID,

@@ -1033,7 +1033,7 @@ def clip_problem(train: TrainConfig) -> str | None:
     clips the ratio to [1 - epsilon, 1 + epsilon_high], epsilon_high None meaning epsilon under algorithm=grpo and
     DAPO_EPSILON_HIGH under dapo; an epsilon_high under epsilon clips the rollouts the update favours tighter than those
     it disfavours, the reverse of DAPO's recipe), or an epsilon of 1 or more (no lower clip). Checked before a run
-    that trains (saerl.pipeline.check_runnable), not by the schema: a run record of such a run still reads (relog,
+    that trains (saerl.preflight.check_runnable), not by the schema: a run record of such a run still reads (relog,
     score_new). in: the train section; out: one line naming the fields and the fix, or None."""
     high = train.epsilon_high
     if train.epsilon >= 1:

@@ -493,7 +493,7 @@ HELD_OUT_LABELS: tuple[str, ...] = ("data.topic", "data.difficulty")
 
 # the hub commit of the policy (saerl.activations.weights_kwargs, hub_kwargs), which from_pretrained ignores for a
 # local folder: the testbed LM, a 'pkg:' model's folder, a local folder (whose content is keyed apart: folder_form;
-# saerl.pipeline.unpinned_hub_model exempts the three)
+# saerl.preflight.unpinned_hub_model exempts the three)
 POLICY_REVISION: tuple[str, ...] = ("model.revision",)
 
 # model.stop_at_turn_end adds the chat template's end-of-turn token to the EOS ids (saerl.policy_lm.load_policy,
@@ -502,7 +502,7 @@ POLICY_REVISION: tuple[str, ...] = ("model.revision",)
 TURN_END: tuple[str, ...] = ("model.stop_at_turn_end",)
 
 # the pinned fields that change how a stage runs or what its own summary says, never a result a later stage or
-# report reads: like RESULT_NEUTRAL, a value set for them is not warned about (saerl.pipeline.unkeyed_settings)
+# report reads: like RESULT_NEUTRAL, a value set for them is not warned about (saerl.preflight.unkeyed_settings)
 PINNED_NEUTRAL: tuple[str, ...] = TESTBED_SELF_CHECK + TOKEN_CHUNKING
 
 # the stages that read the policy's model section (its revision and turn end), beside extract's own reads

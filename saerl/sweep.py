@@ -206,7 +206,7 @@ def plan_sweep(base: Mapping[str, Any], grid: Grid, overrides: Sequence[str] = (
     key (unknown, a section, result-neutral, set twice, given no values, or read by no stage up to `until` under
     this config), or the value (invalid for the field, or equal to another value once validated), and warns of
     settings that would run the same stage runs; a setting that cannot run up to `until` raises what
-    saerl.pipeline.check_runnable raises."""
+    saerl.preflight.check_runnable raises."""
     if not grid:
         raise ConfigError(f"an ablation needs at least one {source.whole} (e.g. {_example(source)})")
     _check_overrides(grid, overrides, source)
@@ -353,10 +353,10 @@ def refuse_repeats(children: Sequence[tuple[Setting, PipelineConfig]], until: st
     `until`): every child would repeat another's runs. The key is named with why (:func:`_unread_reason`: e.g.
     sae.l1_coefficient for a TopK SAE, or train.max_steps up to --until score). Settings that coincide otherwise (a
     corner of the grid: topk x two l1 coefficients) are a warning naming them. Each setting is first
-    checked to be runnable up to `until` (saerl.pipeline.check_runnable, whose errors it raises), as its keys
+    checked to be runnable up to `until` (saerl.preflight.check_runnable, whose errors it raises), as its keys
     hash its data files. in: the (setting, config) pairs of :func:`plan_sweep`, the last stage, where the grid
     was written (which the error names)."""
-    from saerl.pipeline import check_runnable
+    from saerl.preflight import check_runnable
 
     for _, cfg in children:
         check_runnable(cfg, until, warn=False)  # each child's flow warns of what it ignores

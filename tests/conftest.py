@@ -103,17 +103,17 @@ def cpu_machine(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def hub_has_every_model(monkeypatch):
-    """The hub, as the up-front check of a model or SAE repo the local cache lacks asks it (saerl.pipeline.hub_answer),
+    """The hub, as the up-front check of a model or SAE repo the local cache lacks asks it (saerl.preflight.hub_answer),
     answers "it has it" without a request: tests name made-up hub ids ('some/encoder') and never reach the network.
     A test of the check patches HfApi.model_info again, after this. HF_HUB_OFFLINE (an air-gapped CI's) is not seen by
     the check either: it answered "the hub is off" before asking."""
     from huggingface_hub import HfApi, constants
 
-    import saerl.pipeline
+    import saerl.preflight
 
     monkeypatch.setattr(HfApi, "model_info", lambda self, *args, **kwargs: None)
     monkeypatch.setattr(constants, "is_offline_mode", lambda: False)
-    saerl.pipeline.hub_answer.cache_clear()
+    saerl.preflight.hub_answer.cache_clear()
 
 
 class SteppedWallClock:

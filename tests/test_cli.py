@@ -962,7 +962,7 @@ def test_tracking_credentials_stay_out_of_the_flows_parameters_and_telemetry_is_
 
     import flows.cli as cli
     import flows.pipeline as fp
-    import saerl.pipeline as sp
+    import saerl.preflight as sp
     from saerl.privacy import MLFLOW_CREDENTIALS, TELEMETRY_OFF
 
     for name in (*MLFLOW_CREDENTIALS, *TELEMETRY_OFF):

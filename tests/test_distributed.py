@@ -250,7 +250,7 @@ def test_several_processes_on_gpus_under_dask_are_refused_before_the_first_stage
     """Dask runs a stage's training runs at once, each torchrun on the first N GPUs: the runs shared the cards. Refused
     with the plan on a GPU device (an 'auto' under a dask_address counts as one); on a CPU they share cores only."""
     from saerl.config import load_config
-    from saerl.pipeline import check_runnable
+    from saerl.preflight import check_runnable
 
     problem = distributed.shared_gpus_problem(2, "cuda", "dask", None)
     assert problem and "runtime.task_runner=dask on runtime.device=cuda" in problem
@@ -310,7 +310,7 @@ def test_more_processes_than_visible_gpus_is_refused_before_the_first_stage(tmp_
     """Too few GPUs was refused only as the train stage started, after extraction, the SAE and the labels: refused
     with the plan, where a training run is to compute."""
     from saerl.config import load_config
-    from saerl.pipeline import check_runnable
+    from saerl.preflight import check_runnable
 
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     monkeypatch.setattr("torch.cuda.device_count", lambda: 1)

@@ -228,7 +228,7 @@ PATH_VALUES = {  # a config override per path field, its value non-ASCII
 
 @pytest.mark.parametrize("field", sorted(PATH_VALUES))
 def test_a_path_field_the_file_name_encoding_cannot_write_is_refused_in_one_line(monkeypatch, field):
-    from saerl.pipeline import unencodable_path_problem
+    from saerl.preflight import unencodable_path_problem
 
     cfg = load_config(SMOKE, PATH_VALUES[field])
     monkeypatch.setattr(sys, "getfilesystemencoding", lambda: "utf-8")
@@ -241,7 +241,7 @@ def test_a_path_field_the_file_name_encoding_cannot_write_is_refused_in_one_line
 
 def test_fields_that_name_no_local_path_are_not_refused(monkeypatch):
     """A config name, a hub id and a tracking server are no file names."""
-    from saerl.pipeline import unencodable_path_problem
+    from saerl.preflight import unencodable_path_problem
 
     monkeypatch.setattr(sys, "getfilesystemencoding", lambda: "ascii")
     cfg = build_config({"name": NAME, "model": {"name_or_path": "Qwen/Qwen2.5-0.5B"},

@@ -26,7 +26,7 @@ SOURCES = ("saerl", "flows", "tasks", "benchmarks", "dev.py")  # the code whose 
 # file instead (read_json, read_parquet_metadata: a path is read as it is)
 PATTERN_ONLY_READERS = frozenset({"read_parquet_schema", "read_ndjson", "scan_ndjson", "read_ipc", "read_ipc_schema"})
 UNNAMEABLE = ("this locale's file-name encoding ({}) cannot name it (LC_ALL=C without UTF-8 mode); saerl refuses such "
-              "a path up front (saerl.pipeline.check_paths_encodable)")  # why a test of a non-ASCII path is skipped
+              "a path up front (saerl.preflight.check_paths_encodable)")  # why a test of a non-ASCII path is skipped
 
 
 def nameable(name: str) -> bool:

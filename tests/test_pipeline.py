@@ -9,7 +9,8 @@ from tiny import stub_weights
 
 from saerl.artifacts import ArtifactStore
 from saerl.config import load_config
-from saerl.pipeline import ORDER, check_runnable, hash_path, input_keys, plan, run_all
+from saerl.pipeline import ORDER, hash_path, input_keys, plan, run_all
+from saerl.preflight import check_runnable
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -283,7 +284,7 @@ def test_a_hub_model_neither_cached_nor_reachable_is_refused_before_the_first_st
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
-    import saerl.pipeline as P
+    import saerl.preflight as P
 
     def hub_raising(err):
         def model_info(self, name, revision=None, timeout=None):
@@ -361,7 +362,7 @@ def test_length_limits_over_a_models_positions_are_refused_or_warned_before_the_
                            "eval.max_new_tokens=100"))
     check_runnable(cfg(f"model.name_or_path={gpt}", "extract.max_length=64", "train.max_completion_length=8"))
     caplog.clear()
-    with caplog.at_level("WARNING", logger="saerl.pipeline"):
+    with caplog.at_level("WARNING", logger="saerl.preflight"):
         check_runnable(cfg("train.max_completion_length=400"))  # the testbed LM: 160 rotary positions
     assert any(r.getMessage().startswith("train.max_completion_length=400 leaves no room for a prompt in the "
                                          "policy's 160 positions (model.name_or_path=testbed): a completion")
@@ -444,19 +445,19 @@ def test_sae_fields_at_odds_with_sae_source_are_refused_or_warned_before_the_fir
     sae.source=train,local with sae.path compares a trained SAE with a loaded one, and its train child has the path)."""
     import logging
 
-    monkeypatch.setattr("saerl.pipeline.pretrained_sae_problem", lambda release, sae_id: None)  # a release the hub has
+    monkeypatch.setattr("saerl.preflight.pretrained_sae_problem", lambda release, sae_id: None)  # a release the hub has
     cfg = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", *overrides])
     if refused:
         with pytest.raises(ValueError) as err:
             check_runnable(cfg, "sae")
         said = str(err.value)
     else:
-        with caplog.at_level(logging.WARNING, logger="saerl.pipeline"):
+        with caplog.at_level(logging.WARNING, logger="saerl.preflight"):
             check_runnable(cfg, "sae")
         said = caplog.text
     assert all(n in said for n in names), said
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="saerl.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="saerl.preflight"):
         assert [s for s, _ in check_runnable(cfg, "extract")][-1] == "extract", "no sae stage: nothing read them"
     assert "sae.source" not in caplog.text
 
@@ -471,7 +472,7 @@ def _planning_warnings(caplog, cfg, until=None, warn=True) -> list[str]:
     import logging
 
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="saerl.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="saerl.preflight"):
         check_runnable(cfg, until, warn=warn)
     return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
 
@@ -504,7 +505,7 @@ def test_the_shipped_configs_set_nothing_their_runs_ignore(name):
     keyed at its default that only shapes a stage's own summary (smoke's testbed.max_new_tokens: PINNED_NEUTRAL) is
     not warned about: no shipped config is told it sets something idle (qwen on a GPU: on a CPU it is told of
     model.dtype, which extraction reads only on a GPU)."""
-    from saerl.pipeline import unkeyed_settings
+    from saerl.preflight import unkeyed_settings
 
     assert unkeyed_settings(load_config(CONFIGS / name, ["runtime.device=cuda"] if "qwen" in name else [])) == []
 
@@ -522,7 +523,7 @@ def test_the_shipped_configs_set_nothing_their_runs_ignore(name):
 def test_a_field_keyed_at_its_default_is_named_unless_it_shapes_a_stages_own_summary(tmp_path, overrides, named):
     """pinned_fields' fields change no key; those that change nothing at all are named like unread ones, those that
     shape a stage's own summary or its storage (PINNED_NEUTRAL) are not, and fields keyed in a folded form are read."""
-    from saerl.pipeline import unkeyed_settings
+    from saerl.preflight import unkeyed_settings
 
     cfg = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", *overrides])
     assert unkeyed_settings(cfg) == named
@@ -559,7 +560,7 @@ def test_a_pretrained_sae_that_cannot_load_is_refused_before_the_extraction(tmp_
     """sae.source=pretrained with a release sae-lens does not list, or an id its release lacks, failed in the sae
     stage after the whole extraction; offline, sae-lens retried the hub for 40 s first. Refused with the plan now,
     naming the closest entries (read from the installed sae-lens, no network) or the hub's problem and the fix."""
-    import saerl.pipeline as P
+    import saerl.preflight as P
 
     def refusal(release, sae_id):
         cfg = load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", "sae.source=pretrained",
@@ -1445,7 +1446,7 @@ def test_a_policy_named_by_hub_id_without_a_revision_is_warned_with_the_cached_c
     beside training on the new weights, unsaid. The plan warns, naming the commit the local cache holds."""
     import huggingface_hub.constants
 
-    from saerl.pipeline import unpinned_hub_model
+    from saerl.preflight import unpinned_hub_model
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     note = unpinned_hub_model("Qwen/Qwen2.5-Math-1.5B", None)

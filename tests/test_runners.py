@@ -472,7 +472,8 @@ def test_a_held_out_set_can_map_its_own_fields(tmp_path):
     GSM8K's question and answer) was read with the training mapping alone: its prompt lost its body, or its fields
     were missing. An eval.sets entry {path, prompt, answer, id} maps its own; a plain path keeps the data mapping;
     check_runnable's error for a wrong field names the set's own fix, not data.* (which moves the training data)."""
-    from saerl.pipeline import check_runnable, input_keys
+    from saerl.pipeline import input_keys
+    from saerl.preflight import check_runnable
 
     asdiv = tmp_path / "asdiv.jsonl"
     asdiv.write_text("".join(f'{{"body": "Ann has {i} apples.", "question": "How many?", "sol": "{i}"}}\n'
@@ -510,7 +511,7 @@ def test_a_held_out_dataset_dict_is_read_at_its_own_split_and_never_at_the_train
     split; several unnamed is an error naming the entry's field; the training folder at the training split (named, or
     its only one) is refused before the first stage."""
     from saerl.data import IngestError
-    from saerl.pipeline import check_runnable
+    from saerl.preflight import check_runnable
 
     dd = _dataset_dict(tmp_path / "dd", {"train": 10, "test": 5})
     base = ["data.source=file", f"data.path={dd}", "data.hf_split=train", "data.id=id"]
@@ -544,7 +545,7 @@ def test_a_held_out_set_that_is_the_training_file_or_a_copy_of_it_is_refused(tmp
     before the first stage as the training split of a HF folder is: the same path (relative or through a link) or a
     copy of its bytes, naming the entry and the fix; another file passes."""
     from saerl.data import IngestError
-    from saerl.pipeline import check_runnable
+    from saerl.preflight import check_runnable
 
     rows = "".join(f'{{"question": "What is {i}+1?", "answer": "{i + 1}"}}\n' for i in range(4))
     train = tmp_path / "train.jsonl"
@@ -638,7 +639,7 @@ def test_a_held_out_file_is_read_in_its_suffixs_format_not_the_training_files(tm
     """A jsonl held-out set beside a training file whose format is named (data.format=parquet for train.bin) was
     read as parquet, and format auto failed on the training file: it could not be configured. The set reads by its
     suffix; a suffix naming no format keeps data.format; an entry may name its own."""
-    from saerl.pipeline import check_runnable
+    from saerl.preflight import check_runnable
 
     train = tmp_path / "train.bin"
     pl.DataFrame({"question": ["What is 1+1?"], "answer": ["2"]}).write_parquet(train)

@@ -56,7 +56,9 @@ SHAPES: dict[str, tuple[str, ...]] = {
 # turns a command line into config values, and no stage runs it: whatever values a change of its parsing gives, they
 # are what the config slice holds and what the keys hash, so an artifact is never reused for other values (a change
 # of config's validators, defaults or helpers can alter what a stage does with the same values: config is ALL's)
-NO_ARTIFACT = ("__init__", "export", "gc", "overrides", "privacy", "runs", "status", "sweep", "terminal", "tracking")
+# (preflight: the checks before a run, which refuse or warn and change nothing a stage computes)
+NO_ARTIFACT = ("__init__", "export", "gc", "overrides", "preflight", "privacy", "runs", "status", "sweep", "terminal",
+               "tracking")
 # pinned by tests/test_verify.py (REVIEWED_SOURCES) against verify.VERSION, which the code version of every stage
 # that verifies carries (saerl.stages.VERIFYING)
 PINNED_ELSEWHERE = ("verify",)
@@ -159,14 +161,14 @@ REVIEWED = {'sources': {'activation_store': '98c862c860f7fd900673f4a9f69908902de
              'answers': '1e820e0781056eef744a92fe55a4a7cbe594999d307a04e5d83e031f664e9030',
              'artifacts': 'f3551b833b695e982751d6803d6b6a207570b85a4ba6b1564dbdbd700b79be40',
              'checkpoints': '952f79e64b79843ac68dbcadba37746f0a7acd59624ec4a7649cda605260b1ad',
-             'config': '3d573725ffcd2daa1668f717091d98c935bf8671133067765ba040c33dcf395e',
+             'config': '35e204ebc22e7e3898d92d11f4dbe255a9e64667b40f1be63600333ce73de682',
              'curriculum': 'b13393c15ec7cac82a6efa633a9674fb1e130bb983d9d4dd5e1fbe686afc6ba0',
              'dapo': 'bd7958d0bfdac8c3bbf84b0b618855f86a331fa42e25749494105099f6c2ff7f',
              'data': '22ba9cec022260376b3fd26249c43f5d5f3bbc072a533293480fe184b65eb5f1',
              'distributed': '4891022bd59aa76bb549c11d41ee920099db92978218d11e73298f7a279b44af',
              'evaluate': '2bd7bb415a8862b0e096f473c08d52b7ee05c2881248086cdd2cad01b76d33c1',
              'labels': '7e74547ef2165d027d3bd813ce603efaa425d23552e8069c2ba9c8f4d77525d9',
-             'pipeline': 'f2513ac4ed3f3689f7aca6de9bb071a4d3294384d3a3b90d8c6a31c57490ac64',
+             'pipeline': '15211d2d7c07b4df8908959a10ab5b0cae464a74192a758fc465f7622af4d48a',
              'plots': 'f3c453289f57b16db2ec189a65b6962fa8ea3f0240a5b883bb515faa9da46fb4',
              'policy_lm': '05a5c33421286d92e8f2043584b069786a3511e3ec46a3e38566a55a47aaf250',
              'property_models': 'd486d756fc0261047773d1eb96c69ea89c5ccb5c8679842d605326fe1c83cfd8',
@@ -175,7 +177,7 @@ REVIEWED = {'sources': {'activation_store': '98c862c860f7fd900673f4a9f69908902de
              'runners': 'f849ee7073123d1d6356e03f473aa97ef9615b898fcbaa425eef0d0a7d35472d',
              'sae': '2989eb7204fd0c06e7303bceda59e4bd98a632b201dec93eae6562a8f276bc00',
              'scoring': '105491b7f8177f73e25a47dcda775c0a06cce3eac9dae38425663d6debdf7173',
-             'stages': '52a0cf4bac19d135ec49c4728a33ab84097088fdd92b4852cd8003056441f06a',
+             'stages': 'cb688fc1c844f586a0c307e49631d2bcb244b80fab45784360c537eac68d2f74',
              'stream': 'bb3c3d8def0604e5636ec26c690708ef4d4e173ce496a7e344208b0e27fca0e6',
              'testbed': 'bcff3abde0f938f121cb6260366fe2d6cc63c9402429d6ed8f22339676eea396',
              'train_env': '7ac65dc23d09eec738713f9fae77cc70a858ee26b30941dd2460f8ccfa15323e'},

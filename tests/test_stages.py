@@ -376,7 +376,7 @@ def test_a_hub_models_size_is_read_from_the_local_cache_for_checks_but_never_for
     key must not read it: downloading the model between two runs would otherwise rerun extraction."""
     import huggingface_hub.constants
 
-    from saerl.pipeline import check_runnable
+    from saerl.preflight import check_runnable
     from saerl.stages import known_depth, known_size, stage_slice
 
     snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / ("a" * 40)
