@@ -707,17 +707,14 @@ def cmd_gc(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """`saerl export RUN --format hf|verl|trl [--arm ARM] [--seed S] --out DIR`: the stream one training seed of a
     run's arm reads, with its prompts."""
-    from saerl.export import export_record, export_seed, exported_run
-    from saerl.report import run_config
+    from saerl.export import export_run
 
-    root = _root(args.root)
-    record = exported_run(root, args.run)  # 'latest' resolved once, and named on stdout: it may not be the
-    # newest run (one without a curriculum stage is passed over, with a warning on stderr a script does not read)
-    cfg = run_config(record)  # read once: a field the schema lost since the run is warned of once
-    seed = export_seed(cfg, record.run_id, args.seed)  # the default named on stdout too
-    files = export_record(root, record, cfg, args.format, _out_dir(args.out), args.arm, args.data_source, seed)
-    print(f"exported run {record.run_id}, arm {args.arm}, training seed {seed}: wrote "
-          + ", ".join(str(f) for f in files))
+    # the run ('latest' resolved: it may not be the newest run, one without a curriculum stage is passed over with a
+    # warning on stderr a script does not read) and the default seed are named on stdout
+    done = export_run(_root(args.root), args.run, args.format, _out_dir(args.out), args.arm, args.data_source,
+                      args.seed)
+    print(f"exported run {done.run_id}, arm {args.arm}, training seed {done.seed}: wrote "
+          + ", ".join(str(f) for f in done.files))
     return 0
 
 

@@ -36,11 +36,7 @@ from saerl.artifacts import (
     ArtifactRef,
     ArtifactStore,
     build_code,
-    build_machine,
-    code_drift,
-    library_versions,
     read_manifest,
-    version_drift,
 )
 from saerl.config import (
     ADDRESS_FIELDS,
@@ -72,9 +68,7 @@ from saerl.runs import (
     EQUIVALENT,
     FAILED,
     FAILED_CHARS,
-    GIT,
     INVOCATION,
-    MACHINE,
     PLANNED,
     PREFECT_TAGS,
     RUNNING,
@@ -87,7 +81,6 @@ from saerl.runs import (
     RunRecord,
     StageRecord,
     clock_warning,
-    explain,
     gone_note,
     killed_runs,
     lineage_config,
@@ -99,9 +92,10 @@ from saerl.runs import (
     run_path,
     runs_ahead,
     save_run,
+    stage_record,
     upstream_config,
 )
-from saerl.stages import code_version, ran_values, stage_key, stage_slice
+from saerl.stages import ran_values, stage_key, stage_slice
 from saerl.status import IN_PROGRESS
 from saerl.sweep import planned_run_keys, sweep_tags
 from saerl.terminal import display_width, fit_cell, output_columns, table_lines
@@ -113,10 +107,10 @@ from saerl.tracking import (
     TRACKED_KILLED,
     Tracker,
     config_text,
-    git_tags,
     log_stage_run,
     record_tags,
     rerun_command,
+    run_provenance,
 )
 from tasks.stage import plain_record, prepare_shards_task, shard_task, stage_options, stage_task
 
@@ -617,10 +611,11 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
     store = ArtifactStore(root)
     label = sweep["setting"] if sweep else None
     prefect = prefect_tags()  # kept too: a relog tags the flow run and deployment the run was
-    installed = library_versions()  # what a reused artifact's build is compared with (version_drift)
     # kept in the record: a later relog tags this code, these versions and machine, not the relog's
-    extra: dict[str, Any] = {RUNNING: True, GIT: git_tags(), PREFECT_TAGS: prefect,  # RUNNING until it ends, either way
-                             VERSIONS: installed, MACHINE: build_machine(), UNTIL: until,
+    provenance = run_provenance()
+    installed = provenance[VERSIONS]  # what a reused artifact's build is compared with (stage_record)
+    extra: dict[str, Any] = {RUNNING: True, **provenance, PREFECT_TAGS: prefect,  # RUNNING until it ends, either way
+                             UNTIL: until,
                              INVOCATION: redact(invocation) if invocation else f"{EQUIVALENT}{rerun_command(until)}"}
     if sweep:
         extra |= {SWEEP: sweep["id"], SETTING: label, SWEEP_PARAMS: sweep.get("params") or {}}
@@ -710,13 +705,9 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         # a fanned stage waits for another flow's build of its key in this process (build_sharded holds the lock)
         waited = waited_seconds(state, result, store.take_waited(stage, key) if run["fanned"] else 0.0)
         resumed = run["resumed"] if run["fanned"] else result.get("resumed", "")
-        rec = StageRecord(stage=name, key=key, status="computed" if computed else "cached",
-                          reason=explain(name, computed, sl, keys, previous, run["note"], waited, resumed,
-                                         drift="" if computed else version_drift(built.get("library_versions"),
-                                                                                 installed),
-                                         code_drift="" if computed else code_drift(built.get("git"), build_code())),
-                          config=sl, inputs=keys, code_version=code_version(stage),
-                          seconds=seconds, bytes=store.size_bytes(stage, key), path=ref.path)
+        rec = stage_record(name, key, computed, sl, keys, previous, built=built, installed=installed,
+                           code=build_code(), seconds=seconds, size=store.size_bytes(stage, key), path=ref.path,
+                           note=run["note"], waited=waited, resumed=resumed)
         record.stages[name] = rec
         record.extra.get(IN_PROGRESS, {}).pop(name, None)
         if stage == "ingest":  # the rows its readers key on are known now (their content: saerl.pipeline

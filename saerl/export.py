@@ -40,6 +40,7 @@ import re
 import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -669,19 +670,33 @@ def check_choices(fmt: str, arm: str) -> None:
         raise ValueError(f"unknown arm '{arm}'; arms: {', '.join(ARM_FILES)}")
 
 
+@dataclass(frozen=True)
+class Exported:
+    """What :func:`export_run` exported, as `saerl export` names it: the run (its id: 'latest' or a prefix resolved;
+    it may not be the newest run, exported_run), the training seed whose stream it is (the default resolved:
+    export_seed) and the files written."""
+
+    run_id: str
+    seed: int
+    files: list[Path]
+
+
 def export_run(root: Path, run_id: str, fmt: str, out: Path, arm: str = "saerl",
-               data_source: str = DATA_SOURCE, seed: int | None = None) -> list[Path]:
+               data_source: str = DATA_SOURCE, seed: int | None = None) -> Exported:
     """`saerl export`: the stream training seed `seed` of one run's `arm` reads (training_stream: the whole run's,
     in order) with its prompts, in format `fmt`, into `out` (new, empty or an earlier export: see write_export).
     in: artifact root, run id (unique prefix or 'latest'), format, output folder, arm, verl data_source, training
-    seed (None: export_seed's default; one the run does not train is a ValueError naming those it does); out: files.
-    The run's record and its config are read once (:func:`export_record` does the rest)."""
+    seed (None: export_seed's default; one the run does not train is a ValueError naming those it does); out: the
+    run exported, the seed and the files (:class:`Exported`). The run's record and its config are read once (a field
+    the schema lost since the run is warned of once; :func:`export_record` does the rest)."""
     from saerl.report import run_config
 
     check_choices(fmt, arm)  # before the run is looked for
     record = exported_run(root, run_id)
     cfg = run_config(record)
-    return export_record(root, record, cfg, fmt, out, arm, data_source, export_seed(cfg, record.run_id, seed))
+    chosen = export_seed(cfg, record.run_id, seed)
+    return Exported(record.run_id, chosen,
+                    export_record(root, record, cfg, fmt, out, arm, data_source, chosen))
 
 
 def export_record(root: Path, record: RunRecord, cfg: PipelineConfig, fmt: str, out: Path, arm: str = "saerl",

@@ -30,18 +30,13 @@ from saerl.artifacts import (
     ArtifactRef,
     ArtifactStore,
     build_code,
-    build_machine,
-    code_drift,
-    library_versions,
     read_manifest,
-    version_drift,
     write_file_atomic,
 )
 from saerl.config import PipelineConfig, build_config, field_paths, flatten
 from saerl.privacy import REDACTED, redact, redacted
 from saerl.runs import (
     FAILED,
-    GIT,
     INVOCATION,
     MACHINE,
     PREFECT_TAGS,
@@ -54,16 +49,15 @@ from saerl.runs import (
     UNTIL,
     VERSIONS,
     RunRecord,
-    StageRecord,
     code_change,
     code_summary,
     current_code_version,
     earlier_code_version,
-    explain,
     ordered_stages,
     previous_stage_runs,
     runs_of,
     stage_of,
+    stage_record,
     unfinished,
 )
 from saerl.stages import stage_slice
@@ -638,25 +632,18 @@ def record_results(store: ArtifactStore, cfg: PipelineConfig, results: dict[str,
     same fields the flow records (reasons relative to the previous run of the config; a reused artifact's
     names the libraries it was built with whose installed versions differ now: saerl.artifacts.version_drift);
     save it with :func:`saerl.runs.save_run`."""
-    from saerl.tracking import git_tags
+    from saerl.tracking import run_provenance
 
-    installed = library_versions()  # what a reused artifact's build is compared with, as flows.pipeline does
-    record = RunRecord(name=cfg.name, config=redacted(flatten(cfg)),
-                       extra={GIT: git_tags(), VERSIONS: installed, MACHINE: build_machine()})
+    provenance = run_provenance()  # code, library versions and machine, as flows.pipeline records them
+    record = RunRecord(name=cfg.name, config=redacted(flatten(cfg)), extra=provenance)
     previous = previous_stage_runs(store.root, cfg.name, list(results))  # per stage run: its newest earlier run
     for name, res in results.items():
-        stage = stage_of(name)
         manifest = res.ref.manifest()
         inputs = manifest.get("inputs", {})
-        sl = stage_slice(cfg, stage, inputs)
-        drift = "" if res.computed else version_drift(manifest.get("library_versions"), installed)
-        other_code = "" if res.computed else code_drift(manifest.get("git"), build_code())
-        record.stages[name] = StageRecord(
-            stage=name, key=res.ref.key, status="computed" if res.computed else "cached",
-            reason=explain(name, res.computed, sl, inputs, previous, resumed=res.resumed, drift=drift,
-                           code_drift=other_code),
-            config=sl, inputs=inputs, code_version=str(manifest.get("code_version", "")),
-            seconds=res.seconds, bytes=store.size_bytes(res.ref.stage, res.ref.key), path=res.ref.path)
+        record.stages[name] = stage_record(
+            name, res.ref.key, res.computed, stage_slice(cfg, stage_of(name), inputs), inputs, previous,
+            built=manifest, installed=provenance[VERSIONS], code=build_code(), seconds=res.seconds,
+            size=store.size_bytes(res.ref.stage, res.ref.key), path=res.ref.path, resumed=res.resumed)
     return record
 
 

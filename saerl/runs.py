@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from saerl.artifacts import file_lock, lock_held, write_json_atomic
+from saerl.artifacts import code_drift, file_lock, lock_held, version_drift, write_json_atomic
 
 RUNS_DIR = "runs"
 RECENT_IDS = 5  # run ids an unknown-run error lists
@@ -621,6 +621,31 @@ def explain(
             f"; built with other library versions: {drift}" if drift else "")
     why = note or "computed: " + _changes(stage, config, inputs, previous, code)
     return f"computed: {resumed}; {why.removeprefix('computed: ')}" if resumed else why
+
+
+def stage_record(
+    name: str, key: str, computed: bool, config: dict[str, Any], inputs: dict[str, str],
+    previous: Mapping[str, StageRecord], *, built: Mapping[str, Any], installed: dict[str, str],
+    code: dict[str, Any], seconds: float, size: int, path: str, note: str = "", waited: float = 0.0,
+    resumed: str = "",
+) -> StageRecord:
+    """The record of one stage run, as the flow (flows.pipeline) and a run of run_all (saerl.report.record_results)
+    keep it: computed or cached, why (:func:`explain`, relative to `previous`), and for a reused artifact how the
+    libraries and code it was built with differ from this run's (saerl.artifacts.version_drift, code_drift; a computed
+    one names none). in: stage run name ('train:saerl:0'), its artifact key, whether this run built it, its config
+    slice and input keys, the earlier runs' records (:func:`previous_stage_runs`); `built`: the artifact's manifest
+    (read only for a cached one: {} will do for a computed one), `installed`: this run's library versions
+    (saerl.artifacts.library_versions), `code`: its code state (saerl.artifacts.build_code); its seconds, bytes on
+    disk and folder; `note`, `waited`, `resumed` as :func:`explain` reads them. out: the StageRecord, whose
+    code_version is the stage's now (:func:`current_code_version`: a cached artifact's key holds the same, and a
+    computed one was just built by it)."""
+    drift = "" if computed else version_drift(built.get("library_versions"), installed)
+    other_code = "" if computed else code_drift(built.get("git"), code)
+    return StageRecord(stage=name, key=key, status="computed" if computed else "cached",
+                       reason=explain(name, computed, config, inputs, previous, note, waited, resumed,
+                                      drift=drift, code_drift=other_code),
+                       config=config, inputs=inputs, code_version=current_code_version(name),
+                       seconds=seconds, bytes=size, path=path)
 
 
 def current_code_version(stage: str) -> str:

@@ -25,6 +25,7 @@ from saerl.artifacts import (
     TRACKED_LIBRARIES,
     UNKNOWN,
     build_code,
+    build_machine,
     code_state,
     file_lock,
     library_versions,
@@ -596,6 +597,14 @@ def code_tags(state: Mapping[str, Any], prefix: str = GIT_PREFIX) -> dict[str, s
     if state.get("files"):
         out[prefix + "dirty_files"] = ", ".join(map(str, state["files"]))[:PARAM_VALUE_LIMIT]
     return out
+
+
+def run_provenance() -> dict[str, Any]:
+    """What a run record says, from its start, of where it ran (RunRecord.extra; a later relog tags these, not its
+    own, and a reused artifact's build is compared with the versions: saerl.runs.stage_record): GIT (this process's
+    code, :func:`git_tags`), VERSIONS (saerl.artifacts.library_versions) and MACHINE (saerl.artifacts
+    .build_machine). in: nothing; out: {GIT: tags, VERSIONS: {package: version}, MACHINE: {field: value}}."""
+    return {GIT: git_tags(), VERSIONS: library_versions(), MACHINE: build_machine()}
 
 
 def unknown_git_tags() -> dict[str, str]:

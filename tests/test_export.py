@@ -176,7 +176,7 @@ def test_latest_exports_the_newest_run_with_a_curriculum_saying_so(run, tmp_path
     failed.stages = {"ingest": good.stages["ingest"]}
     save_run(root, failed)
     with caplog.at_level(logging.WARNING, logger="saerl.export"):
-        export_run(root, "latest", "hf", tmp_path / "hf")
+        assert export_run(root, "latest", "hf", tmp_path / "hf").run_id == good.run_id, "the run it exported"
     assert f"the newest run, {failed.run_id}, has no curriculum stage (failed at extract); exporting " \
            f"{good.run_id}" in caplog.text
     with pytest.raises(ValueError, match=f"run {failed.run_id} has no curriculum stage"):
@@ -683,7 +683,9 @@ def test_export_seed_writes_the_stream_that_training_seed_read(tmp_path, arm, ca
         assert f"arm {arm}, training seed {seed}, " in text and f"as training seed {seed} reads it" in text
         assert f"This run trains seeds 1, 2 (train.seeds); `saerl export --seed S` writes another seed's stream " \
                f"(seed {3 - seed})." in text
-    export_run(root, "latest", "trl", tmp_path / "default", arm=arm)  # no seed 0 in this run: its first, seed 1
+    done = export_run(root, "latest", "trl", tmp_path / "default", arm=arm)  # no seed 0 in this run: its first
+    assert (done.run_id, done.seed) == (record.run_id, 1), "the run and the default seed, as the CLI names them"
+    assert tmp_path / "default" / TABLE in done.files
     assert pl.read_parquet(tmp_path / "default" / TABLE)["id"].to_list() == streams[1]
     assert main(["export", "latest", "--root", str(root), "--format", "trl", "--arm", arm, "--seed", "0",
                  "--out", str(tmp_path / "s0")]) == 2

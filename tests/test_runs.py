@@ -290,6 +290,35 @@ def test_run_stage_leads_with_the_note_a_runner_left(tmp_path, monkeypatch):
     assert record_results(store, cfg, {"curriculum": again}).stages["curriculum"].reason.startswith("cached")
 
 
+def test_a_stage_record_names_what_a_reused_artifact_was_built_with_that_differs_now():
+    """One function (stage_record) makes a stage run's record for the flow and for run_all's record_results: a
+    reused artifact built under other library versions and other code says so in its record's reason; a computed
+    one, whose build is this run's, names neither, even given a manifest that differs."""
+    from saerl.runs import stage_record
+    from saerl.stages import code_version
+
+    built = {"library_versions": {"torch": "2.0.0", "numpy": "1.0"}, "git": {"commit": "a" * 40, "dirty": "false"}}
+    installed, code = {"torch": "2.1.0", "numpy": "1.0"}, {"commit": "b" * 40, "dirty": "false"}
+    config, inputs = {"curriculum.mix_ratio": 0.1}, {"score": "s1"}
+
+    def record(computed):
+        return stage_record("curriculum", "k1", computed, config, inputs, {}, built=built, installed=installed,
+                            code=code, seconds=1.5, size=42, path="/r/curriculum/k1")
+
+    cached = record(False)
+    assert cached.status == "cached" and cached.reason == (
+        "cached: same code version, inputs and config as a stored artifact; built by other code: at commit "
+        "aaaaaaaaaaaa (now bbbbbbbbbbbb); built with other library versions: torch 2.0.0 (now 2.1.0)")
+    computed = record(True)
+    assert computed.status == "computed" and "library versions" not in computed.reason
+    assert "other code" not in computed.reason and computed.reason.startswith("computed: no earlier run")
+    same = stage_record("curriculum", "k1", False, config, inputs, {}, built={"library_versions": installed,
+                        "git": code}, installed=installed, code=code, seconds=0.0, size=42, path="/r/curriculum/k1")
+    assert same.reason == "cached: same code version, inputs and config as a stored artifact", "nothing differs"
+    assert (cached.key, cached.config, cached.inputs, cached.seconds, cached.bytes, cached.path,
+            cached.code_version) == ("k1", config, inputs, 1.5, 42, "/r/curriculum/k1", code_version("curriculum"))
+
+
 def test_a_field_a_stage_stopped_or_started_reading_is_said_so_not_unset():
     """Switching sae.architecture to topk drops sae.l1_coefficient from the sae stage's slice (saerl.stages
     unread_fields) and adds sae.k: the reason read "sae.l1_coefficient 0.001-><unset>" and "sae.k <unset>->32"."""

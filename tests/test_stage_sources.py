@@ -172,7 +172,7 @@ REVIEWED = {'sources': {'activation_store': '98c862c860f7fd900673f4a9f69908902de
              'plots': 'f3c453289f57b16db2ec189a65b6962fa8ea3f0240a5b883bb515faa9da46fb4',
              'policy_lm': '05a5c33421286d92e8f2043584b069786a3511e3ec46a3e38566a55a47aaf250',
              'property_models': 'd486d756fc0261047773d1eb96c69ea89c5ccb5c8679842d605326fe1c83cfd8',
-             'report': '2125b76f6882644a6a61f0de8e6393bbe93ebe2a54c2311f9651c1ca1e68cdcb',
+             'report': '414c6076ffd1f57f4120b1c3d0af52d91df17c1bd91bb6d596c90f4521a30ca3',
              'rl': 'b1b4be5f4079b2aab1ec3301d59aa6320de5890455f4dfa9ad783dd3d1cbc344',
              'runners': 'f849ee7073123d1d6356e03f473aa97ef9615b898fcbaa425eef0d0a7d35472d',
              'sae': '2989eb7204fd0c06e7303bceda59e4bd98a632b201dec93eae6562a8f276bc00',
