@@ -14,6 +14,12 @@ command resumes what the run finished.
 
 A process a worker or runner started for a flow run (PREFECT__FLOW_RUN_ID set: a deployment's run) is not watched:
 its worker cancels it already (SIGTERM), and two stops racing would help no one.
+
+One Cancel is said once: on Dask, the flow hosting a sweep's children and every child watch the same flow runs (each
+in its own process), and each said it, naming the flow run it found cancelled, which for all but the first was one
+the first had set Cancelled (two or three warnings for one Cancel). A watch that finds a run another watch set
+Cancelled (its state's message: CANCELLED_RUNS) stops its run as quietly (a debug line), naming the run the user
+cancelled, which that message carries. Two watches that ask in the same instant can still both say it.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ ANCESTOR_DEPTH = 8  # flow runs walked up from a flow run to the top one it runs
 WATCHES_KEPT = 64  # flow runs whose watch (:func:`cancel_watch`) one process keeps at once: a sweep's children
 FLOW_RUN_ENV = "PREFECT__FLOW_RUN_ID"  # what a Prefect worker (or runner) tells the process it starts to run
 CANCEL_TYPES = ("CANCELLING", "CANCELLED")  # the state types (prefect StateType values) of a flow run cancelled
+# the message of the Cancelled state a watch sets on each flow run it stops, after the name of the one found cancelled
+CANCELLED_RUNS = " was cancelled in Prefect: saerl stopped its run"
 
 
 class FlowRunCancelled(Abort):
@@ -80,7 +88,8 @@ class CancelWatch:
     def check(self) -> None:
         """Ask Prefect, unless CANCEL_POLL_S have not passed since the last time, whether the flow run or one it runs
         under is Cancelling or Cancelled; if so set each of them that is not final Cancelled and raise
-        :class:`FlowRunCancelled`. A Prefect API that does not answer costs a warning (once a watch), never the run.
+        :class:`FlowRunCancelled`, with a warning naming the flow run cancelled unless another watch gave it already
+        (:meth:`poll`). A Prefect API that does not answer costs a warning (once a watch), never the run.
         Raises FlowRunCancelled."""
         now = time.monotonic()
         if now - self.polled < CANCEL_POLL_S:
@@ -95,13 +104,17 @@ class CancelWatch:
                             "seen until it answers (Ctrl-C stops the run)", type(err).__name__, err)
             return
         if cancelled is not None:
-            why = f"flow run {cancelled!r} was cancelled in Prefect"
-            log.warning("%s: stopping the run; the same command resumes what it built", why)
+            name, said = cancelled
+            why = f"flow run {name!r} was cancelled in Prefect"
+            log.log(logging.DEBUG if said else logging.WARNING,
+                    "%s: stopping the run; the same command resumes what it built", why)
             raise cancelled_exit(CANCELLED_MESSAGE.format(why=why))
 
-    def poll(self) -> str | None:
+    def poll(self) -> tuple[str, bool] | None:
         """One look at the flow runs' states (one request, and at the first poll the walk up to the top flow run);
-        on a Cancel, every one not final is set Cancelled. out: the name of the flow run found cancelled, or None."""
+        on a Cancel, every one not final is set Cancelled. out: None, or the name of the flow run the user cancelled
+        (the innermost one found cancelled, or the one its message names where another watch set it Cancelled:
+        :func:`stopped_by_watch`) and whether another watch stopped its run for it already (and said so)."""
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -113,9 +126,21 @@ class CancelWatch:
             cancelled = next((r for r in runs if r.state is not None and r.state.type.value in CANCEL_TYPES), None)
             if cancelled is None:
                 return None
+            first = stopped_by_watch(cancelled.state)
+            name = cancelled.name if first is None else first
             cancel_runs(client, [r.id for r in runs if r.state is None or not r.state.is_final()],
-                        f"{cancelled.name} was cancelled in Prefect: saerl stopped its run")
-            return cancelled.name
+                        f"{name}{CANCELLED_RUNS}")
+            return name, first is not None
+
+
+def stopped_by_watch(state: Any) -> str | None:
+    """The flow run whose Cancel another watch acted on, where `state` is a Cancelled state that watch set (its
+    message: '<name>' + CANCELLED_RUNS), else None (a Cancel of the user's, Prefect's own). in: a Prefect state;
+    out: the flow run's name or None."""
+    message = getattr(state, "message", None) or ""
+    if state.type.value != "CANCELLED" or not message.endswith(CANCELLED_RUNS):
+        return None
+    return message[:-len(CANCELLED_RUNS)]
 
 
 def run_chain(client: Any, flow_run_id: UUID, parent_task_run_id: UUID | None) -> list[UUID]:

@@ -330,33 +330,45 @@ def crash_lost_runs(futures: list[Any], failure: BaseException | None = None) ->
     every Dask future that did not run to its end (a sibling shard Dask rescheduled after the same worker deaths,
     then dropped with the cluster). Prefect showed such a run Running (or Pending) forever, beside a flow run that
     had failed. A shard still running stops at its next chunk and its own final state, newer, replaces the mark.
-    Best effort: a failure to reach the API costs the marks (a warning), never the flow's own error; a run the
-    server never heard of is left alone. in: Prefect futures (others than Dask's are skipped), the fan-out's
-    error or None; out: how many were marked."""
+    Best effort (:func:`set_task_run_states`): a failure to reach the API costs the marks (a warning), never the
+    flow's own error; a run the server never heard of is left alone. in: Prefect futures (others than Dask's are
+    skipped), the fan-out's error or None; out: how many were marked."""
     status = {id(f): getattr(getattr(f, "wrapped_future", None), "status", None) for f in futures}
     lost = [f for f in futures if status[id(f)] == DASK_ERROR
             or failure is not None and status[id(f)] not in (None, DASK_FINISHED)]
     if not lost:
         return 0
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
     from prefect.states import Crashed
 
     failed = FAILED_FAN_OUT.format(failure=f"{type(failure).__name__}: {failure}")
+    marks = [(f.task_run_id, Crashed(message=LOST_RUN if status[id(f)] == DASK_ERROR else failed)) for f in lost]
+    return set_task_run_states(marks, "mark the task runs of dead Dask workers as crashed", open_only=True)
+
+
+def set_task_run_states(marks: list[tuple[Any, Any]], what: str, open_only: bool = False) -> int:
+    """Set task runs' states in Prefect, forced over what they were, best effort: a Prefect API that does not answer
+    costs a warning ('could not <what> in Prefect (<error>)'), never the caller's own error or stop. With
+    `open_only`, a run whose state is final already, or that the server never heard of, is left alone (its events
+    never reached the server: Prefect shows no run to correct). in: (task run id, Prefect state) pairs, what the
+    marks do in words, open_only; out: how many were set."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
     marked = 0
     try:
         with get_client(sync_client=True) as client:
-            for f in lost:
-                try:
-                    state = client.read_task_run(f.task_run_id).state
-                except ObjectNotFound:  # its events never reached the server: Prefect shows no run to correct
-                    continue
-                if state is None or not state.is_final():
-                    message = LOST_RUN if status[id(f)] == DASK_ERROR else failed
-                    client.set_task_run_state(f.task_run_id, Crashed(message=message), force=True)
-                    marked += 1
+            for task_run_id, state in marks:
+                if open_only:
+                    try:
+                        now = client.read_task_run(task_run_id).state
+                    except ObjectNotFound:
+                        continue
+                    if now is not None and now.is_final():
+                        continue
+                client.set_task_run_state(task_run_id, state, force=True)
+                marked += 1
     except Exception as err:  # noqa: BLE001 - a state in the UI is not worth the run's own error
-        log.warning("could not mark the task runs of dead Dask workers as crashed in Prefect (%s)", err)
+        log.warning("could not %s in Prefect (%s)", what, err)
     return marked
 
 

@@ -22,7 +22,6 @@ swept key as a param 'sweep.<dotted key>'), and its run record (flows.pipeline.p
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from flows.pipeline import (
     refuse_untrusted,
     said_columns,
     say,
+    set_task_run_states,
     stopped_with_worker,
     wait_awake,
 )
@@ -60,8 +60,6 @@ from saerl.sweep import (
 )
 from saerl.terminal import labelled_logs
 from saerl.tracking import log_sweep
-
-log = logging.getLogger("saerl.flow")
 
 
 def literal(name: str) -> str:
@@ -124,9 +122,8 @@ def end_cancelled(cancel: FlowRunCancelled) -> None:
     """Set the task run this runs in Cancelled in Prefect, with the Cancel's message: Prefect's task engine proposes
     no state for an Abort such as FlowRunCancelled, so the run stayed Running. The engine's own copy of the run
     takes the state too (prefect 3.9: TaskRunContext.task_run is the engine's), so its last line says 'Finished in
-    state Cancelled', not 'Running'. Best effort: an API that does not answer costs a warning. in: the Cancel
-    leaving the task; out: nothing."""
-    from prefect.client.orchestration import get_client
+    state Cancelled', not 'Running'. Best effort (flows.pipeline.set_task_run_states): an API that does not answer
+    costs a warning. in: the Cancel leaving the task; out: nothing."""
     from prefect.context import TaskRunContext
     from prefect.states import Cancelled
 
@@ -134,11 +131,7 @@ def end_cancelled(cancel: FlowRunCancelled) -> None:
     if ctx is None:
         return
     state = Cancelled(message=str(cancel))
-    try:
-        with get_client(sync_client=True) as client:
-            client.set_task_run_state(ctx.task_run.id, state, force=True)
-    except Exception as err:  # noqa: BLE001 - a state in the UI is not worth the Cancel
-        log.warning("could not mark task run %r as cancelled in Prefect (%s)", ctx.task_run.name, err)
+    set_task_run_states([(ctx.task_run.id, state)], f"mark task run {ctx.task_run.name!r} as cancelled")
     ctx.task_run.state = state
 
 

@@ -114,7 +114,7 @@ class StubPrefect:
         self.runs = {name: SimpleNamespace(id=self.ids[name], name=name, state=state,
                                            parent_task_run_id=self.tasks.get(name)) for name, state in states.items()}
         self.task_runs = {self.tasks[n]: SimpleNamespace(flow_run_id=self.ids[parents[n]]) for n in self.tasks}
-        self.failing, self.reads, self.set = failing, 0, []
+        self.failing, self.reads, self.set, self.messages = failing, 0, [], []
 
     def __enter__(self):
         return self
@@ -136,6 +136,7 @@ class StubPrefect:
 
     def set_flow_run_state(self, flow_run_id, state) -> None:
         self.set.append((next(n for n, i in self.ids.items() if i == flow_run_id), state.name))
+        self.messages.append(state.message)
 
     def watch(self, monkeypatch):
         """The watch of 'child' (which runs under the sweep's task run), this stub its Prefect client."""
@@ -178,6 +179,34 @@ def test_a_cancel_watch_asks_prefect_every_few_seconds_and_cancels_the_runs_inne
     with pytest.raises(FlowRunCancelled, match=f"flow run '{found}' was cancelled in Prefect"):
         watch.check()
     assert prefect.reads == 2 and prefect.set == [(name, "Cancelled") for name in set_cancelled]
+
+
+def test_one_cancel_of_a_dask_sweep_is_said_once_naming_the_flow_run_the_user_cancelled(monkeypatch, caplog):
+    """On Dask the flow hosting a sweep's children and each child watch the same flow runs, each in its own process:
+    one Cancel of the sweep was said by every watch, the host's naming the sweep, then each child's naming the host's
+    flow run, which the first watch had set Cancelled. The first watch to see the Cancel says it and sets the runs
+    Cancelled with a message naming the flow run the user cancelled; a watch that finds one so set stops its run
+    without a second warning, naming the same flow run."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import State
+
+    from flows.cancel import FlowRunCancelled
+
+    first = StubPrefect(_stub_states("RUNNING", "RUNNING", "CANCELLING"))  # the user's Cancel of the sweep ('top')
+    with caplog.at_level("DEBUG", logger="saerl.flow"):
+        with pytest.raises(FlowRunCancelled) as err:
+            first.watch(monkeypatch).check()
+        stops = [str(err.value)]
+        later = StubPrefect(_stub_states("RUNNING", "RUNNING", "RUNNING"))  # a second child, in another process
+        for name in ("sweep", "top"):  # as the first watch left them
+            later.runs[name].state = State(type=StateType.CANCELLED, message=first.messages[0])
+        with pytest.raises(FlowRunCancelled) as err:
+            later.watch(monkeypatch).check()
+        stops.append(str(err.value))
+        said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1 and said[0].startswith("flow run 'top' was cancelled in Prefect"), said
+    assert all("flow run 'top' was cancelled in Prefect" in stop for stop in stops), stops
+    assert later.set == [("child", "Cancelled")] and later.messages == first.messages[:1], "named as the first did"
 
 
 def test_a_prefect_api_that_does_not_answer_costs_the_cancel_watch_one_warning_not_the_run(monkeypatch, caplog):
@@ -427,3 +456,47 @@ def test_a_cancel_leaving_a_dask_sweep_child_ends_its_task_run_cancelled(prefect
     assert state.name == "Cancelled" and "stopped by the test" in state.message, state
     err = capfd.readouterr().err
     assert "RuntimeError" not in err and "Finished in state Running" not in err, err
+
+
+def test_task_run_marks_prefect_cannot_take_cost_a_warning_naming_them_not_the_run(monkeypatch):
+    """The Crashed marks of lost Dask task runs (flows.pipeline.crash_lost_runs) and a Dask sweep child's Cancelled
+    (flows.sweep.end_cancelled) are set by one best-effort helper (flows.pipeline.set_task_run_states): a Prefect API
+    that does not answer costs each one warning saying what it could not mark, never the run's own error or stop."""
+    import logging
+    import uuid
+    from types import SimpleNamespace
+
+    import prefect.client.orchestration
+    from prefect.context import TaskRunContext
+
+    import flows.pipeline as pipeline
+    import flows.sweep as sweep
+    from flows.cancel import cancelled_exit
+
+    class Unreachable:
+        """A Prefect client whose server does not answer."""
+
+        def __enter__(self):
+            raise ConnectionError("refused")
+
+        def __exit__(self, *exc) -> None:
+            return None
+
+    monkeypatch.setattr(prefect.client.orchestration, "get_client", lambda sync_client: Unreachable())
+    child = SimpleNamespace(id=uuid.uuid4(), name="shared upstream", state=None)
+    monkeypatch.setattr(TaskRunContext, "get", lambda: SimpleNamespace(task_run=child))
+    lost = SimpleNamespace(task_run_id=uuid.uuid4(), wrapped_future=SimpleNamespace(status=pipeline.DASK_ERROR))
+    said: list[logging.LogRecord] = []  # saerl.flow's records (caplog's handler: gone where Prefect's first import
+    handler = logging.Handler(logging.WARNING)  # here set logging up anew)
+    handler.emit = said.append
+    logger = logging.getLogger("saerl.flow")
+    logger.addHandler(handler)
+    try:
+        assert pipeline.crash_lost_runs([lost]) == 0
+        sweep.end_cancelled(cancelled_exit("stopped by the test"))
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in said] == [
+        "could not mark the task runs of dead Dask workers as crashed in Prefect (refused)",
+        "could not mark task run 'shared upstream' as cancelled in Prefect (refused)"]
+    assert child.state.name == "Cancelled" and child.state.message == "stopped by the test"
