@@ -323,6 +323,19 @@ def as_done(futures: list[Any]) -> Iterator[Any]:
         yield f
 
 
+def finished_state(future: Any) -> Any:
+    """The Prefect state of a stage's future once it is done (:func:`wait_awake`). A Dask future that failed on the
+    Dask side (KilledWorker: the worker died running the stage) has no state of its own: Prefect's API still says
+    Running, whose result raised 'UnfinishedRun: Run is in RUNNING state', and the run failed under that line, while
+    only distributed's log said a worker had died. Its Dask error is raised instead, which names the task, the workers
+    and what to read next (the run's failure marks the task run Crashed: :func:`crash_lost_runs`). in: a finished
+    Prefect future; out: its state. Raises the Dask future's exception."""
+    wrapped = getattr(future, "wrapped_future", None)
+    if getattr(wrapped, "status", None) == DASK_ERROR:
+        raise wrapped.exception()
+    return future.state
+
+
 def crash_lost_runs(futures: list[Any], failure: BaseException | None = None) -> int:
     """Mark as Crashed, in Prefect, the task runs among `futures` that will never say how they ended, while their
     state is not final: a Dask future that failed on the Dask side (KilledWorker: the worker died running it; a
@@ -707,7 +720,7 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
         active["name"] = name
         future = run["future"]
         wait_awake(future)
-        state = future.state
+        state = finished_state(future)
         result = state.result()
         computed = bool(result["computed"]) and state.name != "Cached"
         seconds = run_seconds(run, state, result)

@@ -88,7 +88,8 @@ def test_an_external_cluster_gets_a_shard_per_worker_thread():
 
 def test_a_task_run_whose_dask_worker_died_is_marked_crashed(prefect_api):
     """A Dask worker killed under a task (KilledWorker) left its task run Running or Pending in Prefect forever, beside
-    a failed flow run: the flow marks it Crashed, and leaves alone the runs that ended on their own. On saerl's own
+    a failed flow run: the flow marks it Crashed, and leaves alone the runs that ended on their own. A stage's future
+    whose worker died raises the KilledWorker that says so, not Prefect's 'UnfinishedRun: Run is in RUNNING state'. On saerl's own
     LocalCluster, whose workers and close drop distributed's close-only lines (flows.dask_runner), as a run has it."""
     import os
     import time
@@ -98,7 +99,7 @@ def test_a_task_run_whose_dask_worker_died_is_marked_crashed(prefect_api):
     from prefect import flow, task
     from prefect.client.orchestration import get_client
 
-    from flows.pipeline import LOST_RUN, crash_lost_runs
+    from flows.pipeline import LOST_RUN, crash_lost_runs, finished_state, wait_awake
     from flows.runner import task_runner
 
     @task
@@ -114,6 +115,10 @@ def test_a_task_run_whose_dask_worker_died_is_marked_crashed(prefect_api):
     def one_dies() -> dict:
         futures = [work.submit(0), work.submit(1)]
         futures[0].wait()
+        wait_awake(futures[1])  # as a stage's future is waited for (flows.pipeline.finish)
+        with pytest.raises(KilledWorker, match="died while running it"):  # not UnfinishedRun: Run is in RUNNING
+            finished_state(futures[1])
+        assert finished_state(futures[0]).is_completed()
         with pytest.raises(KilledWorker):
             futures[1].result()
         return {"marked": crash_lost_runs(futures), "ids": [f.task_run_id for f in futures]}

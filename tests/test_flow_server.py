@@ -512,6 +512,28 @@ def test_every_shard_of_a_failed_dask_fan_out_ends_in_a_final_state(prefect_api,
             "killed": "Crashed", "rescheduled": "Running", "ran": "Running", "ended": "Completed"}
 
 
+
+def test_a_stage_whose_dask_worker_died_fails_with_the_dask_error_not_an_unfinished_run(monkeypatch):
+    """A stage run on Dask whose worker died (KilledWorker) left its task run Running in Prefect, and the flow read
+    that state's result: the run failed 'at testbed: UnfinishedRun: Run is in RUNNING state', naming no cause. The
+    flow now raises the Dask future's own error, and reads a stage's state from Prefect as before otherwise."""
+    from types import SimpleNamespace
+
+    from distributed.scheduler import KilledWorker
+    from prefect.states import Completed
+
+    import flows.pipeline as pipeline
+
+    killed = KilledWorker("testbed_task-0", SimpleNamespace(address="tcp://127.0.0.1:1"), 3)
+    dead = SimpleNamespace(wrapped_future=SimpleNamespace(status=pipeline.DASK_ERROR, exception=lambda: killed),
+                           state=SimpleNamespace(result=lambda: pytest.fail("read the Running state's result")))
+    with pytest.raises(KilledWorker, match="died while running it"):
+        pipeline.finished_state(dead)
+    done = Completed()
+    for finished in (SimpleNamespace(wrapped_future=SimpleNamespace(status=pipeline.DASK_FINISHED), state=done),
+                     SimpleNamespace(state=done)):  # on Dask, and in process (no Dask future)
+        assert pipeline.finished_state(finished) is done
+
 FAILING_SERVER = f"""#!{sys.executable}
 import sys
 print("Traceback (most recent call last):")
