@@ -396,10 +396,9 @@ def steps_to_target(curve: pl.DataFrame, target: float | None = None, reference_
     artifact's curves.parquet with metric="greedy" and set_name, :func:`one_curve`), target (None or NaN = the
     reference arm's final accuracy on its mean curve over seeds: at the last step every seed of it evaluated, so the
     reference's mean curve always reaches its own target, and :func:`steps_ratio_interval` reads the same point),
-    reference arm, optionally each run's generation cost, gain_share (with no target: the arms' mean start plus this
-    share of their mean gain, :func:`gain_target`, one target for every arm, read on each arm's mean curve over the
-    steps its seeds share)
-    (arm, seed, step, prompts: cumulative prompts generated for, :func:`generated_prompts`);
+    reference arm, optionally each run's generation cost (arm, seed, step, prompts: cumulative prompts generated for,
+    :func:`generated_prompts`), gain_share (with no target: the arms' mean start plus this share of their mean gain,
+    :func:`gain_target`, one target for every arm, read on each arm's mean curve over the steps its seeds share);
     out: one row per (arm, seed): target, steps (that seed's first step with accuracy >= target, :func:`reaches`:
     a NaN point or target never does; null if never), reached, mean_steps (the first step at which the arm's curve
     averaged over its seeds reaches the target, over the steps every seed evaluated; null if never) and ratio (mean_steps over the reference's;

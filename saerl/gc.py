@@ -757,7 +757,8 @@ def take(root: Path, entry: Entry, dry_run: bool) -> bool | None:
 def format_report(report: GcReport) -> str:
     """Lines for the terminal: the runs forgotten first, when asked (:func:`forgotten_lines`), what went (or would
     go) with sizes, the bytes freed, and what was kept: the counts, then one line per run kept besides the newest
-    (:func:`kept_run_line`)."""
+    (:func:`kept_run_line`), and last, when asked, what `--vacuum` did to the SQLite files (:func:`vacuum_lines`).
+    in: the GcReport; out: the text."""
     head = forgotten_lines(report.forgotten, report.dry_run) if report.forgotten is not None else []
     tail = vacuum_lines(report.vacuumed, report.dry_run) if report.vacuumed is not None else []
     return "\n".join([*head, _artifact_report(report), *tail])

@@ -247,8 +247,8 @@ ROWS_READERS: dict[str, tuple[str, ...]] = {"extract": (), "label": ("data.label
 # the columns of ingest's prompts.parquet each ROWS_READERS stage reads besides its label columns (those of its
 # ROWS_READERS fields, :func:`rows_columns`): extract ids and prompts (saerl.runners.compute_extract); label ids,
 # prompts and gold answers (saerl.labels.pass_rates); score and properties ids and prompts, never an answer
-# (saerl.scoring.align_inputs); train ids, prompts and answers (saerl.rl.train_grpo, the vanilla order:
-# saerl.runners.training_order); evaluate the prompts alone (saerl.runners.held_out_overlap). None reads answer_raw
+# (saerl.scoring.align_inputs); train ids, prompts and answers (saerl.rl.train_grpo, the order it reads:
+# saerl.stream.training_order); evaluate the prompts alone (saerl.runners.held_out_overlap). None reads answer_raw
 # nor row (the line in the file)
 ROWS_COLUMNS: dict[str, tuple[str, ...]] = {"extract": ("id", "prompt"), "label": ("id", "prompt", "answer"),
                                             "score": ("id", "prompt"), "properties": ("id", "prompt"),

@@ -1,1 +1,2 @@
-"""Prefect tasks: thin, cached wrappers around the library's stage runners (`saerl.pipeline`)."""
+"""Prefect tasks (`stage.py`): one generic cached task that runs a stage through the library's runners
+(`saerl.pipeline`), and the shard tasks of a fanned-out stage."""
