@@ -12,6 +12,7 @@ from saerl.privacy import (
     MLFLOW_CREDENTIALS,
     TELEMETRY_OFF,
     credentials_to_env,
+    redact,
     telemetry_off,
     without_uri_credentials,
 )
@@ -84,3 +85,26 @@ def test_an_existing_dask_cluster_keeps_the_uris_credentials(clean_env):
     credentials to its environment: they would have lost them (a review found it). Such a config keeps its URI."""
     cfg = load_config(None, ["tracking.uri=http://alice:pw@127.0.0.1:5000", "runtime.dask_address=tcp://10.0.0.2:8786"])
     assert without_uri_credentials(cfg) is cfg and MLFLOW_CREDENTIALS[0] not in os.environ
+
+
+def test_redact_masks_a_user_password_part_alone_not_an_at_sign_after_an_http_host():
+    """'http://host:5000/path?owner=bob@corp.com' was shown as 'http://***@corp.com': an '@' anywhere in a URL was
+    read as the end of a user:password part. An http(s) URL whose authority (up to the first '/', '?' or '#') is a
+    plain host[:port] and whose every later '@' sits in a query value has none; a real one is still masked, one with a
+    raw '/', '#', '?' or '@' in its password (a database URL, which SQLAlchemy reads to the '@'; a password starting
+    with digits, which reads as a port) to the last '@', as are secret query values and a URL inside another's
+    query. An '@' in an http path is masked too: the safe error."""
+    for url in ("http://host:5000/path?owner=bob@corp.com", "http://127.0.0.1:4200/api"):
+        assert redact(url) == url, url
+    for url, shown in (("http://bob:2024/Secret@mlflow:5000", "http://***@mlflow:5000"), ("http://bob:/x@h", "http://***@h"),
+                       ("http://a:99#Pw@h", "http://***@h"), ("http://[::1]:5000/a@b", "http://***@b")):
+        assert redact(url) == shown, url  # shown whole by a rule that read 'bob:2024' as a host and a port
+    for url, shown in (("https://alice:pw@host:5000/api?token=x", "https://***@host:5000/api?token=***"),
+                       ("http://host:5000/x?owner=bob@corp.com&sig=S", "http://host:5000/x?owner=bob@corp.com&sig=***"),
+                       ("postgresql://bob:pa/ss@db/mlflow", "postgresql://***@db/mlflow"),
+                       ("http://alice:p@ss@host/api", "http://***@host/api"), ("http://a:p#s?s@h/x", "http://***@h/x"),
+                       ("http://a:p/ss@h:5000/x", "http://***@h:5000/x"),
+                       ("http://h/?next=http://u:p@h2/x", "http://h/?next=http://***@h2/x"),
+                       ("tls://user:DASK_PW@sched:8786", "tls://***@sched:8786"),
+                       ("see http://a:b@h1/x and http://c:d@h2/y", "see http://***@h1/x and http://***@h2/y")):
+        assert redact(url) == shown, url

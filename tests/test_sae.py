@@ -8,7 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
-from test_activations import make_prompts, one_thread, save_tiny_lm, tokenless_store  # noqa: F401 (fixture)
+from test_activation_store import tokenless_store
+from test_activations import make_prompts, one_thread, save_tiny_lm  # noqa: F401 (fixture)
 
 from saerl.activation_store import open_activations
 from saerl.activations import extract
