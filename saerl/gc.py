@@ -549,6 +549,99 @@ def forgettable(root: Path, keep_runs: int, days: float, now: float) -> list[Run
     return out
 
 
+def _left_runs(root: Path, records: list[RunRecord]) -> list[RunRecord]:
+    """The root's runs (saerl.runs.runs_of) that are not among `records`. in: root, the runs to forget; out: the
+    runs that stay."""
+    ids = {r.run_id for r in records}
+    return [r for r in runs_of(root, None) if r.run_id not in ids]
+
+
+def _split_held(records: list[RunRecord], held: set[str]) -> tuple[list[RunRecord], list[RunRecord]]:
+    """`records` split by whether a failed MLflow store kept them (run ids `held`). in: the runs to forget, the
+    kept ids; out: (the runs forgotten, the runs kept), each in the order of `records`."""
+    return [r for r in records if r.run_id not in held], [r for r in records if r.run_id in held]
+
+
+def _emptied_sweeps(records: list[RunRecord], left: list[RunRecord]) -> set[str]:
+    """The sweeps none of whose runs is left: each sweep id a record of `records` names that no record of `left`
+    does. in: the runs to forget, the runs that stay; out: sweep ids."""
+    return {s for r in records if (s := r.extra.get(SWEEP))} - {r.extra.get(SWEEP) for r in left}
+
+
+def _store_requests(stores: dict[str, list[RunRecord]], sweeps: set[str]) -> dict[str, list[str]]:
+    """What each MLflow store is asked to forget (saerl.tracking.forget_tracked's `names`): the run ids of its runs
+    to forget (:func:`_by_store`), then the own run ('sweep <id>': saerl.tracking.SWEEP_RUN) of each sweep of
+    `sweeps` one of them belongs to, asked of the first store holding a run of it only. in: the runs to forget per
+    store, the sweeps to forget; out: {uri: names}, the stores in their order."""
+    from saerl.tracking import SWEEP_RUN
+
+    out: dict[str, list[str]] = {}
+    named: set[str] = set()  # sweeps whose own MLflow run one store was asked for already
+    for uri, group in stores.items():
+        out[uri] = [r.run_id for r in group]
+        for sweep in sorted(({r.extra.get(SWEEP) for r in group} & sweeps) - named):
+            out[uri].append(SWEEP_RUN.format(sweep_id=sweep))
+            named.add(sweep)
+    return out
+
+
+def _by_store(root: Path, records: list[RunRecord]) -> dict[str, list[RunRecord]]:
+    """The runs of `records` grouped by the MLflow store each was tracked in (saerl.tracking.recorded_store; a run
+    with none is left out). in: root, records; out: {uri: records}, in the order the stores first appear."""
+    from saerl.tracking import recorded_store
+
+    stores: dict[str, list[RunRecord]] = {}
+    for record in records:
+        if (uri := recorded_store(record.config, Path(root))) is not None:
+            stores.setdefault(uri, []).append(record)
+    return stores
+
+
+def _forget_in_stores(root: Path, records: list[RunRecord], sweeps: set[str], dry_run: bool,
+                      out: Forgotten) -> set[str]:
+    """Forget the MLflow runs of `records` and of the sweeps `sweeps`, store by store (:func:`_store_requests`,
+    saerl.tracking.forget_tracked, in the experiments saerl logged them in), adding what each store did to
+    `out.stores`; a store that fails keeps its runs, a line in `out.held`. in: root, the runs to forget, the sweeps
+    to forget, dry run, the Forgotten to add to; out: the run ids a failed store kept."""
+    from saerl.privacy import redact
+    from saerl.tracking import forget_tracked
+
+    groups = _by_store(root, records)
+    held: set[str] = set()
+    for uri, names in _store_requests(groups, sweeps).items():
+        group = groups[uri]
+        experiments = frozenset(r.config.get("tracking.experiment") or r.name for r in group)  # as Tracker names them
+        try:
+            out.stores.append(forget_tracked(uri, names, Path(root), dry_run, experiments))
+        except Exception as err:  # noqa: BLE001 - any store failure: its runs stay, the rest go on
+            held |= {r.run_id for r in group}
+            out.held.append(f"MLflow at {redact(uri)} failed ({redact(str(err))}): its {len(group)} runs are kept, "
+                            "for a later collection to forget")
+    return held
+
+
+def _forget_sweep_folders(root: Path, sweeps: list[str], dry_run: bool) -> int:
+    """Remove the folder of each sweep of `sweeps` (`<root>/sweeps/<id>/`: saerl.sweep.sweep_dir) that exists
+    (unless dry_run). in: root, sweep ids, dry run; out: the bytes of those folders."""
+    from saerl.sweep import sweep_dir
+
+    removed = 0
+    for sweep in sweeps:
+        folder = sweep_dir(Path(root), sweep)
+        if folder.is_dir():
+            removed += tree_stats(folder)[0]
+            if not dry_run:
+                shutil.rmtree(folder)
+    return removed
+
+
+def _forget_records(root: Path, run_ids: list[str], dry_run: bool) -> int:
+    """Remove the run record and live lock file of each run of `run_ids` (unless dry_run). in: root, run ids, dry
+    run; out: their bytes."""
+    return sum(_forget_file(path, dry_run) for run_id in run_ids
+               for path in (run_path(root, run_id), live_path(root, run_id)))
+
+
 def forget_runs(root: Path, keep_runs: int, days: float, dry_run: bool = False, now: float | None = None,
                 forget_prefect: PrefectForget | None = None) -> Forgotten:
     """Forget the runs :func:`forgettable` names, for good: first their MLflow runs, per store (saerl.tracking
@@ -561,54 +654,24 @@ def forget_runs(root: Path, keep_runs: int, days: float, dry_run: bool = False, 
     too (saerl.tracking.emptied_experiments). Their artifacts are then collected as any other's.
     in: root, runs to keep, days, dry run (delete nothing; say what would go), the time to age against (default
     now), the Prefect step; out: a Forgotten."""
-    from saerl.privacy import redact
-    from saerl.sweep import sweep_dir
-    from saerl.tracking import SWEEP_RUN, forget_tracked, recorded_store
-
     now = time.time() if now is None else now
     records = forgettable(root, keep_runs, days, now)
     out = Forgotten(days)
-    ids = {r.run_id for r in records}
-    left = [r for r in runs_of(root, None) if r.run_id not in ids]
-    sweeps = {s for r in records if (s := r.extra.get(SWEEP))} - {r.extra.get(SWEEP) for r in left}
-    stores: dict[str, list[RunRecord]] = {}
-    for record in records:
-        if (uri := recorded_store(record.config, Path(root))) is not None:
-            stores.setdefault(uri, []).append(record)
-    held: set[str] = set()
-    named: set[str] = set()  # sweeps whose own MLflow run one store was asked for already
-    for uri, group in stores.items():
-        names = [r.run_id for r in group]
-        for sweep in sorted(({r.extra.get(SWEEP) for r in group} & sweeps) - named):
-            names.append(SWEEP_RUN.format(sweep_id=sweep))
-            named.add(sweep)
-        experiments = frozenset(r.config.get("tracking.experiment") or r.name for r in group)  # as Tracker names them
-        try:
-            out.stores.append(forget_tracked(uri, names, Path(root), dry_run, experiments))
-        except Exception as err:  # noqa: BLE001 - any store failure: its runs stay, the rest go on
-            held |= {r.run_id for r in group}
-            out.held.append(f"MLflow at {redact(uri)} failed ({redact(str(err))}): its {len(group)} runs are kept, "
-                            "for a later collection to forget")
-    forgotten = [r for r in records if r.run_id not in held]
-    sweeps -= {r.extra.get(SWEEP) for r in records if r.run_id in held}
+    left = _left_runs(root, records)
+    sweeps = _emptied_sweeps(records, left)
+    held = _forget_in_stores(root, records, sweeps, dry_run, out)
+    forgotten, kept = _split_held(records, held)
+    sweeps -= {r.extra.get(SWEEP) for r in kept}
     if forget_prefect is not None and forgotten:
-        out.prefect = forget_prefect(Path(root), forgotten, [*left, *(r for r in records if r.run_id in held)],
-                                     dry_run)
-    for sweep in sorted(sweeps):  # before the records: a collection cut short between the two leaves the records,
-        # which the next one forgets with the rest (the other way round, nothing named the sweep's folder any more)
-        folder = sweep_dir(Path(root), sweep)
-        if folder.is_dir():
-            out.record_bytes += tree_stats(folder)[0]
-            if not dry_run:
-                shutil.rmtree(folder)
-        out.sweeps.append(sweep)
-    for path in run_reports(root, [r.run_id for r in forgotten]):
-        out.report_bytes += _forget_file(path, dry_run)
-        out.reports.append(path)
-    for record in forgotten:
-        for path in (run_path(root, record.run_id), live_path(root, record.run_id)):
-            out.record_bytes += _forget_file(path, dry_run)
-        out.runs.append(record.run_id)
+        out.prefect = forget_prefect(Path(root), forgotten, [*left, *kept], dry_run)
+    # the sweeps' folders before the records: a collection cut short between the two leaves the records, which the
+    # next one forgets with the rest (the other way round, nothing named the sweep's folder any more)
+    out.sweeps = sorted(sweeps)
+    out.record_bytes += _forget_sweep_folders(root, out.sweeps, dry_run)
+    out.reports = run_reports(root, [r.run_id for r in forgotten])
+    out.report_bytes += sum(_forget_file(path, dry_run) for path in out.reports)
+    out.runs = [r.run_id for r in forgotten]
+    out.record_bytes += _forget_records(root, out.runs, dry_run)
     return out
 
 

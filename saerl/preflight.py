@@ -426,6 +426,76 @@ def check_paths_encodable(cfg: PipelineConfig) -> None:
         raise ConfigError(problem)
 
 
+def _sae_problem(cfg: PipelineConfig, stages: set[str]) -> str | None:
+    """What would fail the sae or encode stage of a run planning `stages`: no token residuals stored for them
+    (NO_TOKEN_STORE: found after the whole extraction, in the sae stage) or, with the sae stage, the fields naming
+    its SAE at odds with sae.source (:func:`sae_source_problem`). in: config, planned stage names; out: the problem
+    or None."""
+    if not cfg.extract.store_tokens and stages & {"sae", "encode"}:
+        return NO_TOKEN_STORE
+    return sae_source_problem(cfg) if "sae" in stages else None
+
+
+def _ignored_notes(cfg: PipelineConfig, stages: set[str]) -> list[str]:
+    """The warnings of the settings a run planning `stages` ignores: with the sae stage, the SAE fields its source
+    does not read (:func:`sae_source_unread`), then the fields no planned key reads (:func:`unkeyed_note`), less
+    those the first names. in: config, planned stage names; out: the lines, in order."""
+    notes: list[str] = []
+    told: tuple[str, ...] = ()  # fields a warning of their own names
+    if "sae" in stages and (unread := sae_source_unread(cfg)):
+        notes.append(unread)
+        told = tuple(f for fields in SAE_SOURCE_FIELDS.values() for f in fields)
+    if note := unkeyed_note(cfg, told):
+        notes.append(note)
+    return notes
+
+
+def _late_stage_problem(cfg: PipelineConfig, stages: set[str]) -> str | None:
+    """What would fail the train stage (:func:`saerl.config.clip_problem`; train.num_processes > 1 under Dask on
+    GPUs, where the runs would share them: saerl.distributed.shared_gpus_problem) or heldout and evaluate (no
+    held-out set: data other than the testbed's and no eval.sets, NO_HELD_OUT) of a run planning `stages`.
+    in: config, planned stage names; out: the first problem or None."""
+    if "train" in stages and (problem := clip_problem(cfg.train) or shared_gpus_problem(
+            cfg.train.num_processes, cfg.runtime.device, cfg.runtime.task_runner, cfg.runtime.dask_address)):
+        return problem
+    if stages & {"heldout", "evaluate"} and cfg.data.source != "testbed" and not cfg.eval.sets:
+        return NO_HELD_OUT
+    return None
+
+
+def _check_data_file(cfg: PipelineConfig) -> None:
+    """Refuse a data.path (data.source: file) that does not exist or lacks a mapped field (saerl.data.check_mapping,
+    from its header). in: config; raises FileNotFoundError / saerl.data.IngestError."""
+    from saerl.data import check_mapping
+
+    if cfg.data.source != "file" or not cfg.data.path:
+        return
+    if not (path := Path(cfg.data.path).expanduser()).exists():
+        raise FileNotFoundError(missing_file(f"data file {cfg.data.path}", Path(cfg.data.path), "data.path"))
+    check_mapping(cfg.data, path)
+
+
+def _check_held_out_set(cfg: PipelineConfig, name: str, entry: str | HeldOutSet) -> None:
+    """Refuse eval.sets entry `name` when its file does not exist, lacks the prompt / answer / id field (read with
+    the data mapping, labels optional; the fix: :func:`held_out_field_fix`), cannot be read, or has no usable row
+    (saerl.runners.check_held_out_rows). in: config, the set's name and entry; raises FileNotFoundError /
+    saerl.data.IngestError."""
+    from saerl.data import FieldNotFoundError, IngestError, check_mapping
+
+    path = held_out_file(entry)
+    if not path.exists():
+        raise FileNotFoundError(missing_file(f"held-out set {path}", path, f"eval.sets.{name}"))
+    try:
+        check_mapping(held_out_mapping(cfg.data, entry), path, labels_optional=True)
+    except FieldNotFoundError as err:
+        raise IngestError(f"held-out set eval.sets.{name} ({path}), read with the data mapping and its own "
+                          f"fields: {err}{held_out_field_fix(name, entry, err)}") from err
+    except IngestError as err:  # an empty or unreadable file: no field fixes it
+        raise IngestError(f"held-out set eval.sets.{name} ({path}), read with the data mapping and its own "
+                          f"fields: {err}") from err
+    runners.check_held_out_rows(cfg, name, entry)  # no usable row: refused at the train stage, after curriculum
+
+
 def check_runnable(cfg: PipelineConfig, until: str | None = None,
                    warn: bool = True) -> list[tuple[str, tuple[str, ...]]]:
     """plan(cfg, until), refusing a run that would fail at its last stage, before hours of extraction and
@@ -442,48 +512,76 @@ def check_runnable(cfg: PipelineConfig, until: str | None = None,
     `warn`, it warns of the settings the run ignores (:func:`sae_source_unread`, :func:`unkeyed_note`); a check made
     before the flow that checks again (the CLI's, a sweep's of its children) passes False, so a run warns once.
     in: config, last stage, whether to warn; out: the plan."""
-    from saerl.data import FieldNotFoundError, IngestError, check_mapping
-
     check_paths_encodable(cfg)  # before any of them is opened
     stages = plan(cfg, until)
-    told: tuple[str, ...] = ()  # fields a warning of their own names
-    if not cfg.extract.store_tokens and any(s in ("sae", "encode") for s, _ in stages):
-        raise ValueError(NO_TOKEN_STORE)  # found after the whole extraction, in the sae stage, before
-    if any(s == "sae" for s, _ in stages):
-        if problem := sae_source_problem(cfg):
-            raise ValueError(problem)
-        if warn and (unread := sae_source_unread(cfg)):
-            log.warning(unread)
-            told = tuple(f for fields in SAE_SOURCE_FIELDS.values() for f in fields)
-    if warn and (note := unkeyed_note(cfg, told)):
-        log.warning(note)
-    if any(s == "train" for s, _ in stages) and (problem := clip_problem(cfg.train)):
+    names = {s for s, _ in stages}
+    if problem := _sae_problem(cfg, names):
         raise ValueError(problem)
-    if any(s == "train" for s, _ in stages) and (problem := shared_gpus_problem(
-            cfg.train.num_processes, cfg.runtime.device, cfg.runtime.task_runner, cfg.runtime.dask_address)):
-        raise ValueError(problem)  # train.num_processes > 1 under Dask on GPUs: the runs would share them
-    if any(s in ("heldout", "evaluate") for s, _ in stages) and cfg.data.source != "testbed" and not cfg.eval.sets:
-        raise ValueError(NO_HELD_OUT)
-    if cfg.data.source == "file" and cfg.data.path:
-        if not (path := Path(cfg.data.path).expanduser()).exists():
-            raise FileNotFoundError(missing_file(f"data file {cfg.data.path}", Path(cfg.data.path), "data.path"))
-        check_mapping(cfg.data, path)
-    if any(s in HELD_OUT_READERS for s, _ in stages):  # their keys hash the held-out files
+    for note in _ignored_notes(cfg, names) if warn else ():
+        log.warning(note)
+    if problem := _late_stage_problem(cfg, names):
+        raise ValueError(problem)
+    _check_data_file(cfg)
+    if names & set(HELD_OUT_READERS):  # their keys hash the held-out files
         for name, entry in cfg.eval.sets.items():
-            path = held_out_file(entry)
-            if not path.exists():
-                raise FileNotFoundError(missing_file(f"held-out set {path}", path, f"eval.sets.{name}"))
-            try:
-                check_mapping(held_out_mapping(cfg.data, entry), path, labels_optional=True)
-            except FieldNotFoundError as err:
-                raise IngestError(f"held-out set eval.sets.{name} ({path}), read with the data mapping and its own "
-                                  f"fields: {err}{held_out_field_fix(name, entry, err)}") from err
-            except IngestError as err:  # an empty or unreadable file: no field fixes it
-                raise IngestError(f"held-out set eval.sets.{name} ({path}), read with the data mapping and its own "
-                                  f"fields: {err}") from err
-            runners.check_held_out_rows(cfg, name, entry)  # no usable row: refused at the train stage, after curriculum
+            _check_held_out_set(cfg, name, entry)
     check_loaders(cfg, until, warn)
     return stages
+
+
+def _unstored(cfg: PipelineConfig, until: str | None) -> set[str]:
+    """The stages of plan(cfg, until) with a run whose artifact is not stored (sizes checked, no hashing here).
+    in: config, last stage; out: stage names."""
+    from saerl.sweep import planned_keys
+
+    store = ArtifactStore(Path(cfg.runtime.artifact_root).expanduser())
+    return {stage for stage, runs in planned_keys(cfg, until).items()
+            if any(store.problems(stage, key, hashes=False) for key in runs.values())}
+
+
+def _check_runtime(cfg: PipelineConfig, todo: set[str]) -> None:
+    """Refuse what the stages to compute (`todo`) need of this machine: vLLM for train.use_vllm (:func:`check_vllm`),
+    a GPU for runtime.device=cuda (saerl.config.no_gpu_problem), the GPUs train.num_processes asks for
+    (saerl.distributed.check_processes). in: config, stages to compute; raises ValueError."""
+    if cfg.train.use_vllm and "train" in todo:
+        check_vllm(cfg.runtime.device)
+    if todo & set(MODEL_STAGES) and (problem := no_gpu_problem(cfg.runtime.device)):
+        raise ValueError(problem)  # found deep in the extract stage's first model load ("Torch not compiled with CUDA")
+    if "train" in todo:
+        check_processes(cfg.train.num_processes, cfg.runtime.device, cfg.train.algorithm)
+
+
+def _check_models(cfg: PipelineConfig, todo: set[str]) -> None:
+    """Refuse a model the stages to compute (`todo`) load that cannot load (:func:`check_model`: the policy, with its
+    chat template where a stage prompts it, warning of a hub policy with no pinned revision; extract.model) and an
+    extract.layer out of range of a model whose depth is at hand (saerl.stages.known_depth). in: config, stages to
+    compute; raises ValueError / FileNotFoundError."""
+    prompted = bool(todo & set(CHAT_READERS))
+    if prompted or ("extract" in todo and not cfg.extract.model):  # the policy is loaded
+        check_model(cfg.model.name_or_path, "model.name_or_path", prompted, cfg.model.revision)
+        if note := unpinned_hub_model(cfg.model.name_or_path, cfg.model.revision):
+            log.warning("%s", note)
+    if "extract" in todo and cfg.extract.model:
+        check_model(cfg.extract.model, "extract.model", False)
+    if "extract" in todo and (depth := known_depth(cfg, hub_cache=True)) is not None:
+        resolve_layer(cfg.extract.layer, depth)  # an extract.layer out of range: refused when the model had loaded
+
+
+def _sae_load_problem(cfg: PipelineConfig, todo: set[str]) -> str | None:
+    """What would fail the sae stage's load, when it is to compute: a pretrained release / id the hub does not hold
+    (:func:`pretrained_sae_problem`), a local SAE that does not load or is of another width than the model's, where
+    known (saerl.sae.local_sae_problem; found after extraction had run). in: config, stages to compute; out: the
+    problem or None."""
+    if "sae" not in todo:
+        return None
+    if cfg.sae.source == "pretrained" and cfg.sae.release and cfg.sae.sae_id:
+        return pretrained_sae_problem(cfg.sae.release, cfg.sae.sae_id)
+    if cfg.sae.source == "local" and cfg.sae.path:
+        from saerl.sae import local_sae_problem
+
+        width = known_size(cfg, "hidden_size", hub_cache=True)
+        return local_sae_problem(Path(cfg.sae.path).expanduser(), width=width)  # the width checked up front
+    return None
 
 
 def check_loaders(cfg: PipelineConfig, until: str | None = None, warn: bool = True) -> None:
@@ -500,42 +598,18 @@ def check_loaders(cfg: PipelineConfig, until: str | None = None, warn: bool = Tr
     with `warn` warned of, as it says). Only the stage runs whose artifact is not stored count (a rerun whose every training run is cached needs neither vLLM
     nor the policy's folder); with runtime.dask_address the workers load the models, on their machines: nothing is
     checked here. in: config, last stage; raises ValueError / FileNotFoundError."""
-    from saerl.sweep import planned_keys
-
     if cfg.runtime.dask_address:
         return
-    store = ArtifactStore(Path(cfg.runtime.artifact_root).expanduser())
-    todo = {stage for stage, runs in planned_keys(cfg, until).items()
-            if any(store.problems(stage, key, hashes=False) for key in runs.values())}  # sizes: no hashing here
-    if cfg.train.use_vllm and "train" in todo:
-        check_vllm(cfg.runtime.device)
-    if todo & set(MODEL_STAGES) and (problem := no_gpu_problem(cfg.runtime.device)):
-        raise ValueError(problem)  # found deep in the extract stage's first model load ("Torch not compiled with CUDA")
-    if "train" in todo:
-        check_processes(cfg.train.num_processes, cfg.runtime.device, cfg.train.algorithm)
-    prompted = bool(todo & set(CHAT_READERS))
-    if prompted or ("extract" in todo and not cfg.extract.model):  # the policy is loaded
-        check_model(cfg.model.name_or_path, "model.name_or_path", prompted, cfg.model.revision)
-        if note := unpinned_hub_model(cfg.model.name_or_path, cfg.model.revision):
-            log.warning("%s", note)
-    if "extract" in todo and cfg.extract.model:
-        check_model(cfg.extract.model, "extract.model", False)
-    if "extract" in todo and (depth := known_depth(cfg, hub_cache=True)) is not None:
-        resolve_layer(cfg.extract.layer, depth)  # an extract.layer out of range: refused when the model had loaded
+    todo = _unstored(cfg, until)
+    _check_runtime(cfg, todo)
+    _check_models(cfg, todo)
     refusals, warnings_ = length_problems(cfg, todo)
     if refusals:
         raise ValueError("; and ".join(refusals))
     for note in warnings_ if warn else ():
         log.warning("%s", note)
-    if "sae" in todo and cfg.sae.source == "pretrained" and cfg.sae.release and cfg.sae.sae_id:
-        if problem := pretrained_sae_problem(cfg.sae.release, cfg.sae.sae_id):
-            raise ValueError(problem)
-    if "sae" in todo and cfg.sae.source == "local" and cfg.sae.path:
-        from saerl.sae import local_sae_problem
-
-        width = known_size(cfg, "hidden_size", hub_cache=True)
-        if problem := local_sae_problem(Path(cfg.sae.path).expanduser(), width=width):  # the width checked up front:
-            raise ValueError(problem)  # the sae stage found it after extraction had run
+    if problem := _sae_load_problem(cfg, todo):
+        raise ValueError(problem)
 
 
 def known_context(cfg: PipelineConfig, policy: bool) -> Any:

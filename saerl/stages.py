@@ -228,6 +228,49 @@ def label_draw_unread(cfg: PipelineConfig, stage: str) -> bool:
     return cfg.data.labelled is not None or (stage != "label" and needs_measured_labels(cfg))
 
 
+def _sae_unread(cfg: PipelineConfig) -> tuple[str, ...]:
+    """The sae stage's reads it ignores under `cfg`: the fields of the sources it does not load from
+    (SAE_SOURCE_FIELDS), and when it trains, the one field its architecture ignores (ARCHITECTURE_UNREAD) and the
+    loaded SAE's check (OUTSIDE_SAE), else every training field (SAE_TRAINING). in: config; out: dotted paths."""
+    out = tuple(f for source, fields in SAE_SOURCE_FIELDS.items() if source != cfg.sae.source for f in fields)
+    return out + (ARCHITECTURE_UNREAD[cfg.sae.architecture] + OUTSIDE_SAE if cfg.sae.source == "train" else SAE_TRAINING)
+
+
+def _policy_reader_unread(cfg: PipelineConfig, stage: str, arm: str | None) -> tuple[str, ...]:
+    """The reads of `stage` (label, train or heldout) it ignores under `cfg`, for a training run of `arm`:
+    POLICY_FLOAT32; train: ALGORITHM_UNREAD of train.algorithm, DATA_LABELS, and SHUFFLED_UNREAD for a shuffled arm;
+    heldout: HELDOUT_UNREAD; train and heldout without eval.sets: SETS_MAPPING. in: config, stage, arm (None: not a
+    training run, or not known); out: dotted paths."""
+    out = POLICY_FLOAT32 + (ALGORITHM_UNREAD[cfg.train.algorithm] + DATA_LABELS if stage == "train" else ())
+    out += HELDOUT_UNREAD if stage == "heldout" else ()
+    out += SETS_MAPPING if stage != "label" and not cfg.eval.sets else ()
+    if stage == "train" and arm in SHUFFLED_ARMS:
+        out += SHUFFLED_UNREAD
+    return out
+
+
+def _score_unread(cfg: PipelineConfig, stage: str) -> tuple[str, ...]:
+    """The reads of `stage` (score or properties) it ignores under `cfg`: a family's grid when
+    score.difficulty_models leaves it out (FAMILY_FIELDS); score: the silhouette's search under a fixed
+    score.n_clusters (SILHOUETTE); properties: the baselines' settings with score.baselines off (BASELINE_ONLY).
+    in: config, stage; out: dotted paths."""
+    out = tuple(f for family, fields in FAMILY_FIELDS.items() if family not in cfg.score.difficulty_models
+                for f in fields)
+    if stage == "score" and cfg.score.n_clusters != "auto":
+        out += SILHOUETTE
+    if stage == "properties" and not cfg.score.baselines:
+        out += BASELINE_ONLY
+    return out
+
+
+def _curriculum_unread(cfg: PipelineConfig) -> tuple[str, ...]:
+    """The curriculum stage's reads it ignores under `cfg`: curriculum.frontier_target unless curriculum.ordering is
+    frontier, and train.max_steps when the order is not fitted to the run (saerl.curriculum.fits_budget).
+    in: config; out: dotted paths."""
+    out: tuple[str, ...] = ("curriculum.frontier_target",) if cfg.curriculum.ordering != "frontier" else ()
+    return out + (() if fits_budget(cfg.curriculum) else ("train.max_steps",))
+
+
 def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None, arm: str | None = None) -> tuple[str, ...]:
     """Fields among `stage`'s declared reads that its runner ignores under `cfg` on a `device` type ('cpu', 'cuda':
     saerl.pipeline.input_keys' "device"; None when not known, which keeps the fields only a CPU ignores), for a
@@ -249,24 +292,13 @@ def unread_fields(cfg: PipelineConfig, stage: str, device: str | None = None, ar
     if stage == "extract" and cfg.extract.model is not None:
         out += POLICY_ID
     elif stage == "sae":
-        out += tuple(f for source, fields in SAE_SOURCE_FIELDS.items() if source != cfg.sae.source for f in fields)
-        out += ARCHITECTURE_UNREAD[cfg.sae.architecture] + OUTSIDE_SAE if cfg.sae.source == "train" else SAE_TRAINING
+        out += _sae_unread(cfg)
     elif stage in ("label", "train", "heldout"):
-        out += POLICY_FLOAT32 + (ALGORITHM_UNREAD[cfg.train.algorithm] + DATA_LABELS if stage == "train" else ())
-        out += HELDOUT_UNREAD if stage == "heldout" else ()
-        out += SETS_MAPPING if stage != "label" and not cfg.eval.sets else ()
-        if stage == "train" and arm in SHUFFLED_ARMS:
-            out += SHUFFLED_UNREAD
+        out += _policy_reader_unread(cfg, stage, arm)
     elif stage in ("score", "properties"):
-        out += tuple(f for family, fields in FAMILY_FIELDS.items() if family not in cfg.score.difficulty_models
-                     for f in fields)
-        if stage == "score" and cfg.score.n_clusters != "auto":
-            out += SILHOUETTE
-        if stage == "properties" and not cfg.score.baselines:
-            out += BASELINE_ONLY
+        out += _score_unread(cfg, stage)
     elif stage == "curriculum":
-        out += ("curriculum.frontier_target",) if cfg.curriculum.ordering != "frontier" else ()
-        out += () if fits_budget(cfg.curriculum) else ("train.max_steps",)
+        out += _curriculum_unread(cfg)
     return out
 
 
@@ -571,6 +603,63 @@ def held_out_labels_unheld(cfg: PipelineConfig) -> tuple[str, ...]:
     return tuple(f for f, column in named.items() if column not in held)
 
 
+def _curriculum_pinned(cfg: PipelineConfig) -> tuple[str, ...]:
+    """The curriculum stage's pinned fields under `cfg`: CLIMB_FIT for an ordering outside CLIMBS, HOME_ROTATION
+    where a batch has no home part (saerl.curriculum.home_size), QUALITY_FILTER without quality labels (data.quality
+    unset). in: config; out: dotted paths."""
+    from saerl.curriculum import CLIMBS, home_size
+
+    c = cfg.curriculum
+    out = CLIMB_FIT if c.ordering not in CLIMBS else ()
+    out += HOME_ROTATION if home_size(c.batch_size, c.mix_ratio) == 0 else ()
+    return out + (QUALITY_FILTER if cfg.data.quality is None else ())
+
+
+def _own_pinned(cfg: PipelineConfig, stage: str) -> tuple[str, ...]:
+    """The pinned fields of `stage` that only it has: testbed: TESTBED_SELF_CHECK; extract: TOKEN_CHUNKING;
+    curriculum: :func:`_curriculum_pinned`; score: PROBE_GRID without quality labels; properties: PROBE_GRID
+    without quality and topic labels. in: config, stage; out: dotted paths."""
+    no_quality = cfg.data.quality is None
+    if stage == "testbed":
+        return TESTBED_SELF_CHECK
+    if stage == "extract":
+        return TOKEN_CHUNKING
+    if stage == "curriculum":
+        return _curriculum_pinned(cfg)
+    if stage == "score":
+        return PROBE_GRID if no_quality else ()
+    if stage == "properties":
+        return PROBE_GRID if no_quality and cfg.data.topic is None else ()
+    return ()
+
+
+def _data_pinned(cfg: PipelineConfig, stage: str) -> tuple[str, ...]:
+    """The pinned fields of `stage` that read the training data or held-out files: TRAINING_SPLIT for ingest of
+    training data not read as a Hugging Face folder (:func:`training_data_hf`) and for train and heldout;
+    TRAINING_ROWS for train with eval.sets; heldout: the HELD_OUT_LABELS no eval.sets file holds
+    (:func:`held_out_labels_unheld`). in: config, stage; out: dotted paths."""
+    out: tuple[str, ...] = ()
+    if (stage == "ingest" and not training_data_hf(cfg)) or stage in ("train", "heldout"):
+        out += TRAINING_SPLIT
+    if stage == "train" and cfg.eval.sets:  # without eval.sets train reads no data field (SETS_MAPPING)
+        out += TRAINING_ROWS
+    if stage == "heldout":
+        out += held_out_labels_unheld(cfg)
+    return out
+
+
+def _policy_pinned(cfg: PipelineConfig, stage: str) -> tuple[str, ...]:
+    """The pinned fields of `stage` that load the policy: POLICY_REVISION for a policy in a local folder
+    (:func:`local_policy`) in extract (reading the policy: extract.model unset), label, train and heldout; TURN_END
+    for the testbed LM in label, train and heldout (POLICY_READERS). in: config, stage; out: dotted paths."""
+    out: tuple[str, ...] = ()
+    if local_policy(cfg) and (stage in POLICY_READERS or stage == "extract" and cfg.extract.model is None):
+        out += POLICY_REVISION
+    if cfg.model.name_or_path == "testbed" and stage in POLICY_READERS:
+        out += TURN_END
+    return out
+
+
 def pinned_fields(cfg: PipelineConfig, stage: str, device: str | None = None, arm: str | None = None) -> tuple[str, ...]:
     """Fields among `stage`'s declared reads that its runner ignores under `cfg` but that its key held before this
     was known: they enter the key at their schema default (:func:`stage_slice`), so a change of them reruns nothing
@@ -584,34 +673,7 @@ def pinned_fields(cfg: PipelineConfig, stage: str, device: str | None = None, ar
     (:func:`local_policy`), and label, train and heldout: TURN_END for the testbed LM. Fields :func:`unread_fields` drops stay dropped. `device` and `arm`
     as for :func:`unread_fields` (no case depends on them yet). in: config, stage, device type, arm; out: dotted
     paths."""
-    from saerl.curriculum import CLIMBS, home_size
-
-    no_quality = cfg.data.quality is None
-    out: tuple[str, ...] = ()
-    if stage == "testbed":
-        out += TESTBED_SELF_CHECK
-    elif stage == "extract":
-        out += TOKEN_CHUNKING
-    elif stage == "curriculum":
-        c = cfg.curriculum
-        out += CLIMB_FIT if c.ordering not in CLIMBS else ()
-        out += HOME_ROTATION if home_size(c.batch_size, c.mix_ratio) == 0 else ()
-        out += QUALITY_FILTER if no_quality else ()
-    elif stage == "score":
-        out += PROBE_GRID if no_quality else ()
-    elif stage == "properties":
-        out += PROBE_GRID if no_quality and cfg.data.topic is None else ()
-    if (stage == "ingest" and not training_data_hf(cfg)) or stage in ("train", "heldout"):
-        out += TRAINING_SPLIT
-    if stage == "train" and cfg.eval.sets:  # without eval.sets train reads no data field (SETS_MAPPING)
-        out += TRAINING_ROWS
-    if stage == "heldout":
-        out += held_out_labels_unheld(cfg)
-    if local_policy(cfg) and (stage in POLICY_READERS or stage == "extract" and cfg.extract.model is None):
-        out += POLICY_REVISION
-    if cfg.model.name_or_path == "testbed" and stage in POLICY_READERS:
-        out += TURN_END
-    return out
+    return _own_pinned(cfg, stage) + _data_pinned(cfg, stage) + _policy_pinned(cfg, stage)
 
 
 def keyed_fields(cfg: PipelineConfig, stage: str, device: str | None = None, arm: str | None = None) -> set[str]:

@@ -260,6 +260,43 @@ class ForgottenRuns:
     # in a purged store purged): :func:`emptied_experiments`
 
 
+def _runs_to_forget(client: Any, names: list[str]) -> list[Any]:
+    """The MLflow runs of saerl runs `names` in a store, deleted ones too: each parent run (:func:`parent_runs`, in
+    every experiment: :func:`all_experiments`) and its nested stage runs (tagged PARENT_TAG with its id), each once.
+    in: an MlflowClient, the names (run ids, or a sweep's own run 'sweep <id>'); out: Runs, each parent before its
+    nested runs."""
+    experiments = [e.experiment_id for e in all_experiments(client)]
+    parents = [p for name in names for p in parent_runs(client, experiments, name, every_stage=True)]
+    return list({r.info.run_id: r for p in parents for r in [
+        p, *all_runs(client, experiments, f"tags.`{PARENT_TAG}` = '{p.info.run_id}'", every_stage=True)]}.values())
+
+
+def _run_folders(runs: list[Any], purged_db: Path | None) -> dict[str, Path | None]:
+    """Where each of `runs` keeps its logged files in the store's own mlruns/ (:func:`store_run_folder`), for a store
+    that is purged (its SQLite file `purged_db`); {} for one that is not (None). in: Runs, the purged store's file or
+    None; out: {MLflow run id: folder or None}."""
+    return {r.info.run_id: store_run_folder(r, purged_db) for r in runs} if purged_db is not None else {}
+
+
+def _delete_and_purge(client: Any, uri: str, runs: list[Any], emptied: list[Any], purged_db: Path | None,
+                      folders: Mapping[str, Path | None]) -> int:
+    """Mark `runs` and the experiments `emptied` deleted (those not deleted yet), then, in a store that is purged (its
+    SQLite file `purged_db`), purge them (:func:`purge_runs`, their logged files in `folders`). in: an MlflowClient,
+    the tracking URI, Runs, Experiments, the purged store's file or None, the runs' folders; out: the bytes freed
+    inside the SQLite file (its free pages' growth; 0 for a store not purged)."""
+    free = sqlite_free_bytes(purged_db) if purged_db is not None else 0
+    for run in runs:
+        if run.info.lifecycle_stage != DELETED_STAGE:
+            client.delete_run(run.info.run_id)
+    for experiment in emptied:
+        if experiment.lifecycle_stage != DELETED_STAGE:
+            client.delete_experiment(experiment.experiment_id)
+    if purged_db is None:
+        return 0
+    purge_runs(uri, runs, folders, [e.experiment_id for e in emptied])
+    return max(0, sqlite_free_bytes(purged_db) - free)
+
+
 def forget_tracked(uri: str, names: list[str], root: Path, dry_run: bool = False,
                    experiment_names: frozenset[str] = frozenset()) -> ForgottenRuns:
     """Delete the MLflow runs of saerl runs `names` (run ids, or a sweep's own run 'sweep <id>') from the store at
@@ -283,29 +320,18 @@ def forget_tracked(uri: str, names: list[str], root: Path, dry_run: bool = False
     out = ForgottenRuns(redact(uri), purged=purge)
     if db is not None and not db.exists():
         return out
+    purged_db = db if purge else None
     with store_lock(uri):
         client = MlflowClient(tracking_uri=uri)
-        experiments = [e.experiment_id for e in all_experiments(client)]
-        parents = [p for name in names for p in parent_runs(client, experiments, name, every_stage=True)]
-        runs = list({r.info.run_id: r for p in parents for r in [
-            p, *all_runs(client, experiments, f"tags.`{PARENT_TAG}` = '{p.info.run_id}'", every_stage=True)]}.values())
+        runs = _runs_to_forget(client, names)
         out.runs = len(runs)
-        folders = {r.info.run_id: store_run_folder(r, db) for r in runs} if purge and db is not None else {}
+        folders = _run_folders(runs, purged_db)
         out.artifact_bytes = sum(tree_bytes(f) for f in folders.values() if f is not None)
         emptied = emptied_experiments(client, runs, experiment_names)
         out.experiments = sorted(e.name for e in emptied)
         if dry_run or not runs:
             return out
-        free = sqlite_free_bytes(db) if purge and db is not None else 0
-        for run in runs:
-            if run.info.lifecycle_stage != DELETED_STAGE:
-                client.delete_run(run.info.run_id)
-        for experiment in emptied:
-            if experiment.lifecycle_stage != DELETED_STAGE:
-                client.delete_experiment(experiment.experiment_id)
-        if purge:
-            purge_runs(uri, runs, folders, [e.experiment_id for e in emptied])
-            out.db_bytes = max(0, sqlite_free_bytes(db) - free) if db is not None else 0
+        out.db_bytes = _delete_and_purge(client, uri, runs, emptied, purged_db, folders)
     return out
 
 

@@ -1047,3 +1047,17 @@ def test_a_run_recorded_while_the_clock_was_ahead_takes_no_place_among_the_newes
     assert "clock or the one that ran it is off" in text
     assert {f"{e.stage}/{e.path.name}" for e in collect(tmp_path, keep_runs=0, dry_run=True).removed} == {
         *older, *skewed, *newest}, "--keep-runs 0 keeps no ended run, a skewed one neither"
+
+
+def test_a_sweeps_own_mlflow_run_is_asked_of_the_first_store_holding_a_child_only():
+    """A forgotten sweep whose children were tracked in two MLflow stores: each store is asked for its own runs, and
+    the sweep's own run ('sweep <id>') of the first of them alone; a sweep with a run left is never named."""
+    from saerl.gc import _store_requests
+    from saerl.runs import SWEEP
+
+    def child(run_id: str, sweep: str) -> RunRecord:
+        return RunRecord(name="demo", run_id=run_id, extra={SWEEP: sweep})
+
+    stores = {"sqlite:///a.db": [child("r1", "s1"), child("r2", "s2")], "sqlite:///b.db": [child("r3", "s1")]}
+    assert _store_requests(stores, {"s1"}) == {"sqlite:///a.db": ["r1", "r2", "sweep s1"],
+                                               "sqlite:///b.db": ["r3"]}

@@ -177,7 +177,7 @@ REVIEWED = {'sources': {'activation_store': '98c862c860f7fd900673f4a9f69908902de
              'runners': 'f849ee7073123d1d6356e03f473aa97ef9615b898fcbaa425eef0d0a7d35472d',
              'sae': '2989eb7204fd0c06e7303bceda59e4bd98a632b201dec93eae6562a8f276bc00',
              'scoring': '105491b7f8177f73e25a47dcda775c0a06cce3eac9dae38425663d6debdf7173',
-             'stages': 'cb688fc1c844f586a0c307e49631d2bcb244b80fab45784360c537eac68d2f74',
+             'stages': '756712747cb10ccf186f3e96809239a0c27fa6bcb3ebea8ab00f20f7bc5ff01f',
              'stream': 'bb3c3d8def0604e5636ec26c690708ef4d4e173ce496a7e344208b0e27fca0e6',
              'testbed': 'bcff3abde0f938f121cb6260366fe2d6cc63c9402429d6ed8f22339676eea396',
              'train_env': '7ac65dc23d09eec738713f9fae77cc70a858ee26b30941dd2460f8ccfa15323e'},
