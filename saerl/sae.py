@@ -475,29 +475,66 @@ def local_sae_problem(folder: Path, architectures: frozenset[str] | None = None,
     except (OSError, ValueError) as err:
         return (f"sae.path={folder}: its cfg.json is missing or unreadable ({type(err).__name__}); a sae-lens SAE "
                 f"folder holds cfg.json + {SAE_WEIGHTS} (sae.save_model(DIR) writes both)")
-    if not isinstance(cfg, dict):  # '[1, 2]' was reported as "architecture None"
-        return (f"sae.path={folder}: {folder / 'cfg.json'} holds a JSON {JSON_KINDS.get(type(cfg), type(cfg).__name__)}, "
-                "not a JSON object of the SAE's settings (architecture, d_in, d_sae, ...). Fix: put back the cfg.json "
-                f"saved with {SAE_WEIGHTS} (sae.save_model(DIR) writes both)")
+    return (_cfg_object_problem(folder, cfg) or _weights_file_problem(folder)
+            or _architecture_problem(folder, cfg, architectures) or _size_fields_problem(folder, cfg)
+            or _weight_shapes_problem(folder, cfg) or _width_problem(folder, cfg, width))
+
+
+def _cfg_object_problem(folder: Path, cfg: Any) -> str | None:
+    """A local SAE folder's cfg.json that holds no JSON object ('[1, 2]' was reported as "architecture None"), said
+    with the file and the fix, or None. in: the folder, cfg.json as json.loads read it; out: the problem or None."""
+    if isinstance(cfg, dict):
+        return None
+    return (f"sae.path={folder}: {folder / 'cfg.json'} holds a JSON {JSON_KINDS.get(type(cfg), type(cfg).__name__)}, "
+            "not a JSON object of the SAE's settings (architecture, d_in, d_sae, ...). Fix: put back the cfg.json "
+            f"saved with {SAE_WEIGHTS} (sae.save_model(DIR) writes both)")
+
+
+def _weights_file_problem(folder: Path) -> str | None:
+    """A local SAE folder without sae_weights.safetensors (saerl loads SAE weights from safetensors alone), or with
+    one that cannot be read (cut short: sae-lens's error named neither the field nor the file), said with the fix,
+    or None. in: the folder; out: the problem or None."""
     if not (folder / SAE_WEIGHTS).is_file():
         return (f"sae.path={folder} holds no {SAE_WEIGHTS}: saerl reads SAE weights from safetensors alone (a pickled "
                 ".pt can run code when loaded). Fix: where you trust the weights, load them with sae-lens and save "
                 "them with sae.save_model(DIR)")
-    if SAE_WEIGHTS in unreadable_files(folder):  # cut short: sae-lens's error named neither the field nor the file
+    if SAE_WEIGHTS in unreadable_files(folder):
         return (f"sae.path={folder}: {SAE_WEIGHTS} cannot be read (safetensors refuses its header: a copy or "
                 "download cut short). Fix: copy the SAE folder again, or load the SAE where it is whole and re-save "
                 "it with sae.save_model(DIR)")
+    return None
+
+
+def _architecture_problem(folder: Path, cfg: dict[str, Any], architectures: frozenset[str] | None) -> str | None:
+    """cfg.json's architecture (unnamed: 'standard') where the installed sae-lens does not load it, said with those
+    it knows, or None. in: the folder, cfg.json, the known architectures (None: not checked); out: the problem or
+    None."""
     arch = cfg.get("architecture", "standard")
-    if architectures is not None and arch not in architectures:
-        return (f"sae.path={folder}: cfg.json names architecture {arch!r}, which the installed sae-lens does not "
-                f"load (it knows {', '.join(sorted(architectures))})")
-    for size in ("d_in", "d_sae"):  # '"d_in": "32"' failed in torch ("must be tuple of ints, not str")
+    if architectures is None or arch in architectures:
+        return None
+    return (f"sae.path={folder}: cfg.json names architecture {arch!r}, which the installed sae-lens does not "
+            f"load (it knows {', '.join(sorted(architectures))})")
+
+
+def _size_fields_problem(folder: Path, cfg: dict[str, Any]) -> str | None:
+    """cfg.json's first d_in or d_sae that is written and is no positive integer ('"d_in": "32"' failed in torch:
+    "must be tuple of ints, not str"), said with the number to write, or None. in: the folder, cfg.json; out: the
+    problem or None."""
+    for size in ("d_in", "d_sae"):
         value = cfg.get(size)
         if size in cfg and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
             number = value.strip() if isinstance(value, str) and value.strip().isdigit() else "N"
             return (f"sae.path={folder}: cfg.json's {size} is {value!r}, and it must be a positive integer (the "
                     f"SAE's {'input width' if size == 'd_in' else 'number of features'}). Fix: write it as a number, "
                     f'"{size}": {number}, or put back the cfg.json saved with {SAE_WEIGHTS}')
+    return None
+
+
+def _weight_shapes_problem(folder: Path, cfg: dict[str, Any]) -> str | None:
+    """The first of the weights' decoder W_dec and encoder W_enc whose shape is not the one cfg.json's sizes give
+    ((d_sae, d_in), a transcoder's (d_sae, d_out); (d_in, d_sae)), said with both and the fix, or None (a tensor
+    the file lacks, or a size cfg.json does not write, is not checked). in: the folder, cfg.json; out: the problem
+    or None."""
     out = "d_out" if "d_out" in cfg else "d_in"  # a transcoder's decoder writes d_out, not d_in
     shapes = weight_shapes(folder / SAE_WEIGHTS)
     for tensor, role, sizes in (("W_dec", "decoder", ("d_sae", out)), ("W_enc", "encoder", ("d_in", "d_sae"))):
@@ -508,12 +545,19 @@ def local_sae_problem(folder: Path, architectures: frozenset[str] | None = None,
                     f"{SAE_WEIGHTS} holds {'a' if role == 'decoder' else 'an'} {role} {tensor} of shape "
                     f"{list(shapes[tensor])} ({' x '.join(sizes)}): \"size mismatch for {tensor}\" once the sae stage "
                     "loaded it. Fix: put back the cfg.json saved with these weights (sae.save_model(DIR) writes both)")
-    d_in = cfg.get("d_in")
-    if width is not None and isinstance(d_in, int) and d_in != width:
-        return (f"the SAE at sae.path={folder} reads vectors of d_in={d_in}, and the model extraction reads has "
-                f"hidden size {width}. Fix: use an SAE trained on this model's residual stream (sae.path, or "
-                "sae.release/sae.sae_id), set extract.model to the SAE's model, or set sae.source=train")
     return None
+
+
+def _width_problem(folder: Path, cfg: dict[str, Any], width: int | None) -> str | None:
+    """cfg.json's d_in where it is not the extracted model's hidden size, said with the fixes, or None. in: the
+    folder, cfg.json, the model's width (None, or a d_in that is no integer: not checked); out: the problem or
+    None."""
+    d_in = cfg.get("d_in")
+    if width is None or not isinstance(d_in, int) or d_in == width:
+        return None
+    return (f"the SAE at sae.path={folder} reads vectors of d_in={d_in}, and the model extraction reads has "
+            f"hidden size {width}. Fix: use an SAE trained on this model's residual stream (sae.path, or "
+            "sae.release/sae.sae_id), set extract.model to the SAE's model, or set sae.source=train")
 
 
 SHAPED_WEIGHTS = ("W_enc", "W_dec")  # the tensors whose shapes cfg.json's sizes give: (d_in, d_sae), (d_sae, d_in)

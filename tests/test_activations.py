@@ -1128,3 +1128,32 @@ def test_prompts_that_tokenize_to_nothing_are_refused_naming_their_rows():
         tokenize_prompts(tiny_tokenizer(), prompts, raw)
     assert str(err.value) == "2 prompts tokenize to nothing (first rows: [1, 3]); drop them at ingest"
     assert all(tokenize_prompts(tiny_tokenizer(), prompts, ExtractConfig()))
+
+
+def test_a_pkg_model_of_a_module_without_a_file_or_folder_names_the_fix():
+    """'pkg:sys' names a built-in module: no model folder beside it, no get_model_path() or MODEL_DIR, and neither
+    a file nor a folder to look in; the error names the field, the module, that nothing was looked in, and the fix."""
+    with pytest.raises(FileNotFoundError, match=r"^model.name_or_path=pkg:sys: package sys \(a module without a file "
+                                                r"or folder\) ships no model folder \(looked for none\): give it "
+                                                r"model/config.json, get_model_path\(\) or MODEL_DIR, or set "
+                                                r"model.name_or_path to a model folder or hub id$"):
+        resolve_model_path("pkg:sys", "model.name_or_path")
+
+
+def test_block_counts_name_whole_blocks_past_the_last_and_at_most_three():
+    """Blocks past config.json's last count only where they hold a block's tensors (a multi-token-prediction layer
+    of other tensors is neither left out nor in the range the weights hold), and more odd blocks than TENSORS_SHOWN
+    end in '...'."""
+    from saerl.activations import _block_counts_text, _blocks_beyond
+
+    block = {"self_attn.q_proj.weight", "mlp.down_proj.weight"}
+    held = {0: block, 1: block, 2: block, 3: {"eh_proj.weight"}}  # block 3: a multi-token-prediction layer
+    assert _blocks_beyond(held, 3) == []
+    beyond = _blocks_beyond(held, 1)
+    assert beyond == [1, 2]
+    assert _block_counts_text("num_hidden_layers", 1, "model.layers", held, [], beyond) == (
+        "config.json has num_hidden_layers=1, and the weights hold model.layers.0 to model.layers.2: model.layers.1, "
+        "model.layers.2 would be left out")
+    assert _block_counts_text("n_layer", 6, "h", {0: block, 1: block}, [2, 3, 4, 5], []) == (
+        "config.json has n_layer=6, and the weights hold h.0 to h.1: h.2, h.3, h.4 ... would start from random "
+        "weights (transformers only warns)")

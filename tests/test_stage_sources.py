@@ -157,7 +157,7 @@ if __name__ == "__main__":
 
 # the sources as last reviewed, with every stage's code version then (written by `python tests/test_stage_sources.py`)
 REVIEWED = {'sources': {'activation_store': '98c862c860f7fd900673f4a9f69908902de2be00b3d2418d8fb50a4b384d8970',
-             'activations': '64651de34b70d17603343783e1d622e5bd38453b2184efd0fe513d20f0b2f894',
+             'activations': 'db86eb922bf11a6daeb084f799014bb29abd5327f72388000be024e4425f3089',
              'answers': '1e820e0781056eef744a92fe55a4a7cbe594999d307a04e5d83e031f664e9030',
              'artifacts': 'f3551b833b695e982751d6803d6b6a207570b85a4ba6b1564dbdbd700b79be40',
              'checkpoints': '952f79e64b79843ac68dbcadba37746f0a7acd59624ec4a7649cda605260b1ad',
@@ -173,9 +173,9 @@ REVIEWED = {'sources': {'activation_store': '98c862c860f7fd900673f4a9f69908902de
              'policy_lm': '05a5c33421286d92e8f2043584b069786a3511e3ec46a3e38566a55a47aaf250',
              'property_models': 'd486d756fc0261047773d1eb96c69ea89c5ccb5c8679842d605326fe1c83cfd8',
              'report': '414c6076ffd1f57f4120b1c3d0af52d91df17c1bd91bb6d596c90f4521a30ca3',
-             'rl': 'b1b4be5f4079b2aab1ec3301d59aa6320de5890455f4dfa9ad783dd3d1cbc344',
-             'runners': 'f849ee7073123d1d6356e03f473aa97ef9615b898fcbaa425eef0d0a7d35472d',
-             'sae': '2989eb7204fd0c06e7303bceda59e4bd98a632b201dec93eae6562a8f276bc00',
+             'rl': '59c310d5e83458496f7dedf4f61e4a8402386fe36b90537d0798708a439c7cdd',
+             'runners': '83dd25eb4c797ec985d6a2d2f57c870cfe3204d42ec79e619c8a9173860f9caa',
+             'sae': '650882493f527be330cea1925ba6d4e71d07e5e3e56dcb91d7c7058ad2032e45',
              'scoring': '105491b7f8177f73e25a47dcda775c0a06cce3eac9dae38425663d6debdf7173',
              'stages': '756712747cb10ccf186f3e96809239a0c27fa6bcb3ebea8ab00f20f7bc5ff01f',
              'stream': 'bb3c3d8def0604e5636ec26c690708ef4d4e173ce496a7e344208b0e27fca0e6',
