@@ -205,10 +205,13 @@ def tracked_parents(cfg: PipelineConfig, root: Path, run_id: str) -> dict[str, s
 
     uri = tracking_uri(cfg, root)
     http_settings(cfg)
-    with store_lock(uri):
-        client = MlflowClient(tracking_uri=uri)
-        experiments = [e.experiment_id for e in client.search_experiments()]
-    return {r.info.run_id: r.info.status for r in parent_runs(client, experiments, run_id)}
+    try:
+        with store_lock(uri):
+            client = MlflowClient(tracking_uri=uri)
+            experiments = [e.experiment_id for e in client.search_experiments()]
+        return {r.info.run_id: r.info.status for r in parent_runs(client, experiments, run_id)}
+    finally:
+        release_store(uri)
 
 
 def parent_runs(client: Any, experiments: list[str], run_id: str, every_stage: bool = False) -> list[Any]:
@@ -322,16 +325,19 @@ def forget_tracked(uri: str, names: list[str], root: Path, dry_run: bool = False
         return out
     purged_db = db if purge else None
     with store_lock(uri):
-        client = MlflowClient(tracking_uri=uri)
-        runs = _runs_to_forget(client, names)
-        out.runs = len(runs)
-        folders = _run_folders(runs, purged_db)
-        out.artifact_bytes = sum(tree_bytes(f) for f in folders.values() if f is not None)
-        emptied = emptied_experiments(client, runs, experiment_names)
-        out.experiments = sorted(e.name for e in emptied)
-        if dry_run or not runs:
-            return out
-        out.db_bytes = _delete_and_purge(client, uri, runs, emptied, purged_db, folders)
+        try:
+            client = MlflowClient(tracking_uri=uri)
+            runs = _runs_to_forget(client, names)
+            out.runs = len(runs)
+            folders = _run_folders(runs, purged_db)
+            out.artifact_bytes = sum(tree_bytes(f) for f in folders.values() if f is not None)
+            emptied = emptied_experiments(client, runs, experiment_names)
+            out.experiments = sorted(e.name for e in emptied)
+            if dry_run or not runs:
+                return out
+            out.db_bytes = _delete_and_purge(client, uri, runs, emptied, purged_db, folders)
+        finally:
+            release_store(uri)  # closed before the lock goes: `saerl gc --vacuum` compacts the file next
     return out
 
 
@@ -466,6 +472,26 @@ def store_lock(uri: str) -> Iterator[None]:
         return
     with file_lock(store_lock_file(db)):
         yield
+
+
+def release_store(uri: str) -> int:
+    """Close the connections MLflow keeps open to the local SQLite store `uri` (nothing for other URIs). MLflow caches
+    one SQLAlchemy engine per database URI for the life of the process (SqlAlchemyStore._engine_map), whose pool kept
+    the file open: a long-lived process (a notebook, a deployment's worker, a script over many roots) held 2 file
+    descriptors per artifact root it had tracked to, also once the root was deleted (its disk space held until the
+    process ended; 'Too many open files' after some 500 roots at a 1024 limit). Disposing the engine closes the pooled
+    connections; it stays usable (a later call opens a new one) and a connection another thread holds is left to
+    it. in: tracking URI; out: how many engines were disposed."""
+    db = sqlite_file(uri)
+    if db is None:
+        return 0
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    engines = getattr(SqlAlchemyStore, "_engine_map", {})  # MLflow's private cache: absent in another version
+    mine = [engine for known, engine in list(engines.items()) if sqlite_file(known) == db]
+    for engine in mine:
+        engine.dispose()
+    return len(mine)
 
 
 def store_lock_file(db: Path) -> Path:
@@ -999,6 +1025,8 @@ class Tracker(_Guarded):
             self._guard(lambda: self.client.set_tag(self.parent_id, ENDED_TAG, ended[:PARAM_VALUE_LIMIT]))
         if self.parent_id:
             self._guard(lambda: self.client.set_terminated(self.parent_id, status=status))
+        if self.enabled:
+            release_store(self.uri)  # the run's store is closed: a long-lived process keeps no file of it open
 
 
 class LiveStageRun(_Guarded):
@@ -1052,8 +1080,13 @@ def live_metrics(cfg: PipelineConfig, root: str | Path, run_id: str | None) -> I
         return
     from saerl.rl import step_sink
 
-    with step_sink(LiveStageRun(cfg, Path(root), run_id)):
-        yield
+    sink = LiveStageRun(cfg, Path(root), run_id)
+    try:
+        with step_sink(sink):
+            yield
+    finally:
+        if sink.client is not None:  # a Dask worker's process lives on after the stage: no file of the store kept
+            release_store(sink.uri)
 
 
 def step_points(steps_log: pl.DataFrame, curve: pl.DataFrame) -> list[tuple[int, dict[str, float]]]:

@@ -1101,3 +1101,44 @@ def test_a_live_send_that_fails_warns_once_and_the_stage_goes_on(tmp_path, caplo
         send(2, {"reward": 0.2})
     assert not send.enabled
     assert sum("no more live metric points for this stage run" in r.message for r in caplog.records) == 1
+
+
+def _open_files(db: Path) -> list[str]:
+    """The file descriptors of this process open on `db` (its targets, '(deleted)' once the file is gone)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith(str(db)):
+            found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads this process's open files in /proc")
+def test_a_run_finished_or_a_stage_sent_live_leaves_no_file_of_its_store_open(tmp_path):
+    """MLflow caches an engine per SQLite store for the life of the process, its pool holding the file open: a
+    long-lived process (a notebook, a deployment's worker) kept 2 descriptors per artifact root it had tracked to,
+    also once the root was deleted. A finished run, a stage's live metric points and a look at a run's parents close
+    theirs; the store is still usable after."""
+    from saerl.rl import current_sink
+    from saerl.tracking import live_metrics, release_store, sqlite_file, tracked_parents
+
+    cfg = load_config(None, ["name=trk"])
+    db = sqlite_file(tracking_uri(cfg, tmp_path))
+    t = Tracker(cfg, tmp_path, "run-1")
+    rid = t.start_stage("train-saerl-s0", "k", {}, {}, {})
+    assert _open_files(db), "the test reads no open file: it would pass without the fix"
+    t.finish()
+    assert _open_files(db) == []
+    with live_metrics(cfg, tmp_path, rid):
+        current_sink()(1, {"reward": 0.5})  # as a training run's step hands its points on
+        assert _open_files(db)
+    assert _open_files(db) == []
+    assert tracked_parents(cfg, tmp_path, "run-1") and _open_files(db) == []
+    assert [m.value for m in MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path)).get_metric_history(
+        rid, "reward")] == [0.5]
+    release_store(tracking_uri(cfg, tmp_path))
+    assert _open_files(db) == []
+    assert release_store("http://127.0.0.1:5000") == 0  # a tracking server's URI: nothing of MLflow's is touched
