@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import polars as pl
 
@@ -1405,65 +1405,101 @@ def _check_row(cfg: DataConfig, row: int, rec: dict[str, Any], issues: list[dict
     is empty or over-long, or its answer is empty or a struct. A prompt read from a chat is counted in
     `chats`."""
     rec = _decode_bytes(row, rec, issues)
-    try:
-        prompt, chat = prompt_parts(cfg.prompt, rec)
-    except MissingFieldError as e:
-        issues.append(_issue(row, e.field, MISSING_FIELD, ""))
-        return None
-    except NonTextError as e:
-        issues.append(_issue(row, e.field, NON_TEXT_PROMPT, e.value, e.detail))
-        return None
-    except TemplateError as e:  # this row's value only: the other rows are formatted and kept
-        issues.append(_issue(row, e.field, TEMPLATE_ERROR, e.value, e.detail))
-        return None
-    if chat.prompts:
-        chats.prompts += chat.prompts
-        chats.dropped.update(chat.dropped)
-    if not without_format_characters(prompt).strip():  # whitespace or zero-width characters only
-        issues.append(_issue(row, "prompt", EMPTY_PROMPT, prompt))
-        return None
-    if len(prompt) > cfg.max_prompt_chars:
-        issues.append(_issue(row, "prompt", OVERLONG_PROMPT, prompt))
+    prompt, chat, issue = _row_prompt(cfg.prompt, row, rec)
+    if issue is None:
+        if chat.prompts:
+            chats.prompts += chat.prompts
+            chats.dropped.update(chat.dropped)
+        issue = _prompt_issue(row, prompt, cfg.max_prompt_chars)
+    if issue is not None:
+        issues.append(issue)
         return None
     answer, ident = field_value(rec, cfg.answer), field_value(rec, cfg.id) if cfg.id else None
     if isinstance(answer, list | tuple) and len(answer) == 1:  # ["5"]: one answer kept in a list (HF datasets)
         answer = answer[0]
-    for name, value in ((cfg.answer, answer), (cfg.id, ident)):
-        if name and is_missing(value):
-            infinite = isinstance(value, float) and math.isinf(value)  # NaN is how pandas writes a missing cell
-            issues.append(_issue(row, name, MISSING_FIELD, str(value) if infinite else "",
-                                 f"not a finite number ({value})" if infinite else None))
-            return None
-    if cfg.id and not _cell_text(ident).strip():  # an empty id is none (a content hash stood in, unsaid)
-        issues.append(_issue(row, cfg.id, MISSING_FIELD, ident))
-        return None
-    if isinstance(answer, dict):
-        fix = _struct_fix("answer", cfg.answer, answer)
-        issues.append(_issue(row, cfg.answer, STRUCT_ANSWER, answer, fix))
-        return None
-    if isinstance(answer, list | tuple) and not answer:
-        issues.append(_issue(row, cfg.answer, EMPTY_ANSWER, answer))
-        return None
-    if isinstance(answer, list | tuple):
-        issues.append(_issue(row, cfg.answer, LIST_ANSWER, answer, f"field '{cfg.answer}' holds {len(answer)} values: "
-                             "a gold is one final answer (a list of two reads as an interval); map one of them, "
-                             "or write the answers as one text"))
-        return None
-    if is_blank(answer):
-        issues.append(_issue(row, cfg.answer, EMPTY_ANSWER, answer))
+    issue = _missing_gold_issue(cfg, row, answer, ident) or _answer_shape_issue(row, cfg.answer, answer)
+    if issue is not None:
+        issues.append(issue)
         return None
     item = {"row": row, "prompt": prompt, "answer_raw": _answer_text(answer)}
     item["id"] = _cell_text(ident) if cfg.id else None
+    labels, label_issues = _row_labels(cfg, row, rec)
+    item.update(labels)
+    issues.extend(label_issues)
+    return item
+
+
+def _row_prompt(template_or_field: str, row: int, rec: dict[str, Any]) -> tuple[str, ChatCounts, dict | None]:
+    """A row's prompt read by prompt_parts, or the issue rejecting the row when it cannot be (a missing field, a
+    field holding no text, a template the row's value breaks). in: the mapping's prompt, the row number, the
+    decoded row; out: (prompt text, its chat counts, None) or ("", no chat counts, the issue)."""
+    try:
+        prompt, chat = prompt_parts(template_or_field, rec)
+    except MissingFieldError as e:
+        return "", ChatCounts(), _issue(row, e.field, MISSING_FIELD, "")
+    except NonTextError as e:
+        return "", ChatCounts(), _issue(row, e.field, NON_TEXT_PROMPT, e.value, e.detail)
+    except TemplateError as e:  # this row's value only: the other rows are formatted and kept
+        return "", ChatCounts(), _issue(row, e.field, TEMPLATE_ERROR, e.value, e.detail)
+    return prompt, chat, None
+
+
+def _prompt_issue(row: int, prompt: str, max_chars: int) -> dict[str, Any] | None:
+    """The issue rejecting a row for its prompt text: empty (whitespace or zero-width characters only) or over
+    `max_chars` (data.max_prompt_chars). in: row number, prompt, the cap; out: the issue, or None when it is fine."""
+    if not without_format_characters(prompt).strip():  # whitespace or zero-width characters only
+        return _issue(row, "prompt", EMPTY_PROMPT, prompt)
+    if len(prompt) > max_chars:
+        return _issue(row, "prompt", OVERLONG_PROMPT, prompt)
+    return None
+
+
+def _missing_gold_issue(cfg: DataConfig, row: int, answer: Any, ident: Any) -> dict[str, Any] | None:
+    """The issue rejecting a row whose answer or (mapped) id is missing: null, NaN or infinite, or an id with no
+    text. in: mapping, row number, the answer cell (a one-item list unwrapped), the id cell (None unmapped); out:
+    the issue, or None."""
+    for name, value in ((cfg.answer, answer), (cfg.id, ident)):
+        if name and is_missing(value):
+            infinite = isinstance(value, float) and math.isinf(value)  # NaN is how pandas writes a missing cell
+            return _issue(row, name, MISSING_FIELD, str(value) if infinite else "",
+                          f"not a finite number ({value})" if infinite else None)
+    if cfg.id and not _cell_text(ident).strip():  # an empty id is none (a content hash stood in, unsaid)
+        return _issue(row, cfg.id, MISSING_FIELD, ident)
+    return None
+
+
+def _answer_shape_issue(row: int, field_name: str, answer: Any) -> dict[str, Any] | None:
+    """The issue rejecting a row whose answer is not one final answer: a struct, an empty or many-valued list, or
+    blank text. in: row number, the answer field, its cell (present; a one-item list unwrapped); out: the issue,
+    or None."""
+    if isinstance(answer, dict):
+        return _issue(row, field_name, STRUCT_ANSWER, answer, _struct_fix("answer", field_name, answer))
+    if isinstance(answer, list | tuple) and not answer:
+        return _issue(row, field_name, EMPTY_ANSWER, answer)
+    if isinstance(answer, list | tuple):
+        return _issue(row, field_name, LIST_ANSWER, answer, f"field '{field_name}' holds {len(answer)} values: "
+                      "a gold is one final answer (a list of two reads as an interval); map one of them, "
+                      "or write the answers as one text")
+    if is_blank(answer):
+        return _issue(row, field_name, EMPTY_ANSWER, answer)
+    return None
+
+
+def _row_labels(cfg: DataConfig, row: int, rec: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A row's mapped labels (LABEL_KINDS order), an invalid one as None with its issue (the row is kept). in:
+    mapping, row number, the decoded row; out: ({kind: label}, the issues)."""
+    labels: dict[str, Any] = {}
+    issues: list[dict[str, Any]] = []
     for kind in LABEL_KINDS:
         name = getattr(cfg, kind)
         if name:
             value = field_value(rec, name)
             try:
-                item[kind] = _label(kind, value)
+                labels[kind] = _label(kind, value)
             except (TypeError, ValueError, OverflowError):
-                item[kind] = None
+                labels[kind] = None
                 issues.append(_issue(row, name, INVALID_LABEL, value, _invalid_label_detail(kind, name, value)))
-    return item
+    return labels, issues
 
 
 def _invalid_label_detail(kind: str, field_name: str, value: Any) -> str:
@@ -1670,27 +1706,49 @@ def _jsonl_fields_later(path: Path, names: list[str], start: int, max_rows: int 
     (non-ASCII, a quote or a backslash in it)."""
     pending = {name: _key_needles(name) for name in names}
     found: set[str] = set()
-    row = -1
     with path.open("rb") as fh:
-        while row + 1 < start and (raw := fh.readline()):
-            row += 0 if not (raw.removeprefix(UTF8_BOM) if row < 0 else raw).strip() else 1
+        row = _skip_rows(fh, start)
         while pending and (chunk := fh.read(SCAN_CHUNK_BYTES) + fh.readline()):
-            hit = [n for n, needles in pending.items() if all(x in chunk for x in needles)]
+            hit = _needles_held(chunk, pending, list(pending))
             if not hit and max_rows is None:
                 continue
-            for raw in chunk.split(b"\n"):
-                if not raw.strip():
-                    continue
+            for raw in _nonblank_lines(chunk):
                 row += 1
                 if max_rows is not None and row >= max_rows:
                     return found
-                wanted = [n for n in hit if n in pending and all(x in raw for x in pending[n])]
-                if wanted and (obj := _parse_line(raw.decode("utf-8", errors="replace"))[0]) is not None:
-                    for n in wanted:
-                        if _lookup(obj, n) is not _ABSENT:
-                            found.add(n)
-                            del pending[n]
+                for name in _line_fields(raw, _needles_held(raw, pending, hit)):
+                    found.add(name)
+                    del pending[name]
     return found
+
+
+def _skip_rows(fh: BinaryIO, start: int) -> int:
+    """Reads a jsonl file's lines up to its first `start` rows (blank lines, and a UTF-8 BOM alone on the first,
+    are no rows). in: the file opened binary at its start, the row count; out: the number of the last row read
+    (-1 when none)."""
+    row = -1
+    while row + 1 < start and (raw := fh.readline()):
+        row += 0 if not (raw.removeprefix(UTF8_BOM) if row < 0 else raw).strip() else 1
+    return row
+
+
+def _nonblank_lines(chunk: bytes) -> list[bytes]:
+    """A chunk's lines that hold more than whitespace (the jsonl rows). in: bytes of whole lines; out: the lines."""
+    return [raw for raw in chunk.split(b"\n") if raw.strip()]
+
+
+def _needles_held(text: bytes, pending: dict[str, tuple[bytes, ...]], names: list[str]) -> list[str]:
+    """Those of `names` still pending whose key needles (_key_needles) `text` all holds. in: a chunk or line,
+    {name: needles} of the names not yet found, the names to try; out: those held, in order."""
+    return [n for n in names if n in pending and all(x in text for x in pending[n])]
+
+
+def _line_fields(raw: bytes, wanted: list[str]) -> list[str]:
+    """Those of `wanted` that a jsonl line parsed as an object holds (none when it does not parse). in: the line's
+    bytes, field names; out: the names it holds, in order."""
+    if not wanted or (obj := _parse_line(raw.decode("utf-8", errors="replace"))[0]) is None:
+        return []
+    return [n for n in wanted if _lookup(obj, n) is not _ABSENT]
 
 
 def _key_needles(name: str) -> tuple[bytes, ...]:

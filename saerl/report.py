@@ -21,7 +21,7 @@ import math
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -63,6 +63,9 @@ from saerl.runs import (
 from saerl.stages import stage_slice
 from saerl.status import format_time
 from saerl.terminal import fit_cell, fit_lines, table_lines
+
+if TYPE_CHECKING:
+    from saerl.tracking import Tracker  # at run time imported where used, as relog imports saerl.tracking
 
 log = logging.getLogger("saerl.report")
 REPORTS_DIR = "reports"  # default folder of HTML reports under the artifact root
@@ -443,35 +446,57 @@ def sections(report: RunReport) -> list[tuple[str, Body]]:
     out: list[tuple[str, Body]] = []
     if report.notes:  # first: they qualify every number below (a filter that kept every prompt, flat clusters, ...)
         out.append((NOTES_TITLE, notes_table(report.notes)))
-    if report.comparison is not None and report.comparison.height:
-        title, notes = "Arms", interval_notes(report.comparison) + failure_notes(report.comparison)
-        if report.steps is not None and report.steps.height:
-            title += (" (steps to target: the first in-training eval step at which an arm's mean greedy curve reaches "
-                      "the target, see below)")
-            notes += target_notes(report.steps, report.comparison)
-        out.append((title, Noted(arm_table(report.comparison, report.steps, report.k_samples), notes)))
-    elif "evaluate" in report.unusable:
-        out.append(("Arms", f"{report.unusable['evaluate']}: {rebuild_hint(report.record, 'evaluate')}"))
-    elif "evaluate" in report.record.stages:
-        out.append(("Arms", f"the evaluate artifact is gone from disk (saerl gc?): "
-                    f"{rebuild_hint(report.record, 'evaluate')}"))
-    elif report.record.extra.get(FAILED):
-        out.append(("Arms", f"the run failed before its evaluation, at {report.record.extra[FAILED]}"))
-    elif report.record.extra.get(STOPPED):
-        out.append(("Arms", f"the run was stopped before its evaluation, at {report.record.extra[STOPPED]}"))
-    elif report.unfinished == STILL_RUNNING:
-        out.append(("Arms", "the run has not finished: it is still running"))
-    elif report.unfinished:
-        out.append(("Arms", f"the run did not finish ({report.unfinished}): run the same config again, the stages it "
-                    "finished are reused"))
-    else:
-        until = report.record.extra.get(UNTIL)
-        ran = f" (it ran --until {until})" if until else ""
-        out.append(("Arms", f"no evaluate stage in this run{ran}: nothing to compare"
-                    + (f"; {report.elsewhere}" if report.elsewhere else "")))
+    out.append(_arms_section(report))
     if report.gains is not None and report.gains.height:
         out.append((GAINS_TITLE, Noted(gains_table(report.gains, report.k_samples),
                                        interval_notes(report.gains) + failure_notes(report.gains))))
+    out.extend(_data_sections(report))
+    out.append(("Stage runs", stage_rows(report.record)))
+    out.append((PROVENANCE_TITLE, Noted(provenance_rows(report.record), [rerun_note(report.record)])))
+    out.extend(_artifact_sections(report))
+    return out
+
+
+def _arms_section(report: RunReport) -> tuple[str, Body]:
+    """The report's "Arms" section: the arms table with its notes (with steps to target in the title when the run
+    has them), or a sentence saying why there is none (:func:`_no_arms_text`). in: report; out: (title, body)."""
+    if report.comparison is None or not report.comparison.height:
+        return "Arms", _no_arms_text(report)
+    title, notes = "Arms", interval_notes(report.comparison) + failure_notes(report.comparison)
+    if report.steps is not None and report.steps.height:
+        title += (" (steps to target: the first in-training eval step at which an arm's mean greedy curve reaches "
+                  "the target, see below)")
+        notes += target_notes(report.steps, report.comparison)
+    return title, Noted(arm_table(report.comparison, report.steps, report.k_samples), notes)
+
+
+def _no_arms_text(report: RunReport) -> str:
+    """Why a report has no arms table: its evaluate artifact unusable or gone, the run failed, stopped or unfinished
+    before its evaluation, or it had no evaluate stage. in: report (no comparison); out: the sentence."""
+    record = report.record
+    if "evaluate" in report.unusable:
+        return f"{report.unusable['evaluate']}: {rebuild_hint(record, 'evaluate')}"
+    if "evaluate" in record.stages:
+        return f"the evaluate artifact is gone from disk (saerl gc?): {rebuild_hint(record, 'evaluate')}"
+    if record.extra.get(FAILED):
+        return f"the run failed before its evaluation, at {record.extra[FAILED]}"
+    if record.extra.get(STOPPED):
+        return f"the run was stopped before its evaluation, at {record.extra[STOPPED]}"
+    if report.unfinished == STILL_RUNNING:
+        return "the run has not finished: it is still running"
+    if report.unfinished:
+        return (f"the run did not finish ({report.unfinished}): run the same config again, the stages it "
+                "finished are reused")
+    until = record.extra.get(UNTIL)
+    ran = f" (it ran --until {until})" if until else ""
+    elsewhere = f"; {report.elsewhere}" if report.elsewhere else ""
+    return f"no evaluate stage in this run{ran}: nothing to compare{elsewhere}"
+
+
+def _data_sections(report: RunReport) -> list[tuple[str, Body]]:
+    """The report's data sections, those it has: data engineering (its numbers with the label profile under them,
+    or the profile alone), property models vs baselines, clusters. in: report; out: [(title, body)]."""
+    out: list[tuple[str, Body]] = []
     profile = [f"label: {report.label_profile}"] if report.label_profile else []
     if report.data:
         out.append(("Data engineering", Noted(data_rows(report.data), profile)))
@@ -482,8 +507,13 @@ def sections(report: RunReport) -> list[tuple[str, Body]]:
                     Noted(property_table(report.properties), property_notes(report.properties))))
     if report.clusters is not None and report.clusters.height:
         out.append(("Clusters", cluster_rows(report.clusters)))
-    out.append(("Stage runs", stage_rows(report.record)))
-    out.append((PROVENANCE_TITLE, Noted(provenance_rows(report.record), [rerun_note(report.record)])))
+    return out
+
+
+def _artifact_sections(report: RunReport) -> list[tuple[str, Body]]:
+    """The report's closing sections on artifacts it could not read, those it has: missing (gone from disk) and
+    unusable ones. in: report; out: [(title, sentence)]."""
+    out: list[tuple[str, Body]] = []
     if report.missing:
         out.append(("Missing artifacts", "gone from disk (garbage-collected?): " + ", ".join(report.missing)))
     if report.unusable:
@@ -716,47 +746,71 @@ def relog(root: Path, record: RunRecord, uri: str | None = None, again: bool = F
     still going (its live lock is held: it would be logged KILLED, and its live parent run is being logged now), or
     when the store holds the run already (its live run's or an earlier relog's parent: a second copy doubles every
     comparison it is in), unless `again`."""
-    from saerl.runs import lineage_config, relocated, run_path
-    from saerl.sweep import sweep_tags
-    from saerl.tracking import (
-        CONFIG_FILE,
-        RELOGGED_TAG,
-        TRACKED_RUNNING,
-        Tracker,
-        config_text,
-        library_tags,
-        log_stage_run,
-        record_tags,
-        tracked_parents,
-        tracking_uri,
-    )
+    from saerl.runs import relocated, run_path
+    from saerl.tracking import CONFIG_FILE, config_text
 
     if unfinished(Path(root), record) == STILL_RUNNING:
         raise RuntimeError(f"run {record.run_id} is still running (its live lock is held): relog it once it has "
                            "ended; its own MLflow run is being logged meanwhile")
 
     record = relocated(record, Path(root))  # the artifacts under `root`, not where a moved root was at run time
+    cfg = _relog_config(record, uri)
+    _refuse_tracked_twice(cfg, Path(root), record.run_id, again)
+    tracker = _relog_tracker(cfg, Path(root), record)
+    tracker.log_text(config_text(recorded_config(record.config), record.run_id, record.extra.get(UNTIL)), CONFIG_FILE)
+    _log_stage_runs(tracker, record)
+    run_file = run_path(root, record.run_id)
+    if run_file.exists():
+        tracker.log_artifact(run_file)
+    tracker.finish(tracked_status(record), ended=record.extra.get(STOPPED) or record.extra.get(FAILED))
+    if not tracker.enabled or tracker.parent_id is None:
+        raise RuntimeError(f"could not log run {record.run_id} to MLflow at {redact(tracker.uri)} (see the warning above)")
+    return tracker.parent_id
+
+
+def _relog_config(record: RunRecord, uri: str | None) -> PipelineConfig:
+    """The config a relog tracks with: the run's (:func:`run_config`) with tracking on, at `uri` when given. in: run
+    record (relocated), tracking URI or None; out: the config. Raises RuntimeError when `uri` is None and the run's
+    tracking URI had credentials its record does not keep."""
     cfg = run_config(record)
     if uri is None and REDACTED in (cfg.tracking.uri or ""):
         raise RuntimeError(f"run {record.run_id} was tracked at {cfg.tracking.uri}, whose credentials its record "
                            "does not keep: give the URI with --uri (or the credentials in MLFLOW_TRACKING_USERNAME "
                            "and MLFLOW_TRACKING_PASSWORD, and --uri without them)")
-    cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={
+    return cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={
         "enabled": True, "uri": uri or cfg.tracking.uri})})
-    target = tracking_uri(cfg, Path(root))
+
+
+def _refuse_tracked_twice(cfg: PipelineConfig, root: Path, run_id: str, again: bool) -> None:
+    """Refuses a relog into a store that holds the run already (a finished parent run of it: its live run's or an
+    earlier relog's), unless `again`; warns of a parent left RUNNING (tracking stopped during the run). in: relog
+    config, artifact root, run id, --again; out: None. Raises RuntimeError naming the store (also when it cannot be
+    read)."""
+    from saerl.tracking import TRACKED_RUNNING, tracked_parents, tracking_uri
+
+    target = tracking_uri(cfg, root)
     try:
-        there = tracked_parents(cfg, Path(root), record.run_id)
+        there = tracked_parents(cfg, root, run_id)
     except Exception as err:  # noqa: BLE001 - any store failure: say which store
         raise RuntimeError(f"could not read the MLflow store at {redact(target)} ({redact(str(err))})") from err
     whole = [run for run, status in there.items() if status != TRACKED_RUNNING]
     if whole and not again:
-        raise RuntimeError(f"run {record.run_id} is in MLflow at {redact(target)} already (parent run "
+        raise RuntimeError(f"run {run_id} is in MLflow at {redact(target)} already (parent run "
                            f"{', '.join(whole)}): a second copy would count twice in every comparison; relog it "
                            "into another store (--uri), or log it again anyway with --again")
     for run in set(there) - set(whole):  # the live run's parent, left RUNNING when tracking stopped during the run
         log.warning("relog: MLflow run %s is this run's parent as far as its tracking got (it stopped during the run, "
                     "so it reads RUNNING): the relog logs the whole run beside it; delete it in MLflow to keep one "
                     "copy", run)
+
+
+def _relog_tracker(cfg: PipelineConfig, root: Path, record: RunRecord) -> Tracker:
+    """The Tracker a relog logs through: the parent run back-dated to the run's start, with its params as the run
+    logged them, the record's tags, library-version tags (and where the versions came from), and a sweep child's
+    name, tags and swept params. in: relog config, artifact root, run record; out: the tracker (parent run open)."""
+    from saerl.sweep import sweep_tags
+    from saerl.tracking import RELOGGED_TAG, Tracker, library_tags, record_tags
+
     versions = run_library_versions(record)
     found = "run record" if VERSIONS in record.extra else "artifact manifests" if versions else "installed at relog time"
     tags = {RELOGGED_TAG: "true", "saerl.versions_from": found,
@@ -765,11 +819,18 @@ def relog(root: Path, record: RunRecord, uri: str | None = None, again: bool = F
             **record.extra.get(PREFECT_TAGS, {})}  # the Prefect flow run it ran in (none in an older record)
     sweep = record.extra.get(SWEEP)  # a sweep's child: its runs named, tagged and given its swept keys as it was
     label = record.extra.get(SETTING) if sweep else None
-    tracker = Tracker(cfg, Path(root), record.run_id, tags=library_tags(versions) | tags, started=record.started,
-                      params=record.config,  # as the run logged it: not fields the code gained since
-                      label=label, common_tags=sweep_tags(sweep, label) if sweep else {},
-                      common_params=record.extra.get(SWEEP_PARAMS, {}) if sweep else {})
-    tracker.log_text(config_text(recorded_config(record.config), record.run_id, record.extra.get(UNTIL)), CONFIG_FILE)
+    return Tracker(cfg, root, record.run_id, tags=library_tags(versions) | tags, started=record.started,
+                   params=record.config,  # as the run logged it: not fields the code gained since
+                   label=label, common_tags=sweep_tags(sweep, label) if sweep else {},
+                   common_params=record.extra.get(SWEEP_PARAMS, {}) if sweep else {})
+
+
+def _log_stage_runs(tracker: Tracker, record: RunRecord) -> None:
+    """Logs one nested run per stage run of the record whose artifact is still on disk (a warning for each one
+    gone), as the flow logs it. in: the relog's tracker, run record (relocated); out: None."""
+    from saerl.runs import lineage_config
+    from saerl.tracking import log_stage_run
+
     for rec in ordered_stages(record):
         stage = stage_of(rec.stage)
         if not (Path(rec.path) / MANIFEST).exists():
@@ -777,10 +838,3 @@ def relog(root: Path, record: RunRecord, uri: str | None = None, again: bool = F
             continue
         log_stage_run(tracker, stage, rec, ArtifactRef(stage, rec.key, rec.path).manifest().get("metrics", {}),
                       lineage_config(record.stages, rec.stage))
-    run_file = run_path(root, record.run_id)
-    if run_file.exists():
-        tracker.log_artifact(run_file)
-    tracker.finish(tracked_status(record), ended=record.extra.get(STOPPED) or record.extra.get(FAILED))
-    if not tracker.enabled or tracker.parent_id is None:
-        raise RuntimeError(f"could not log run {record.run_id} to MLflow at {redact(tracker.uri)} (see the warning above)")
-    return tracker.parent_id

@@ -337,36 +337,61 @@ def apply_defect(rng: random.Random, kind: str, p: Problem, other: Problem) -> t
     wrong_gold: a plausible wrong gold; missing_info: one number replaced by a vague word (unanswerable);
     garbled: truncated and with two words swapped; near_duplicate: `other` with one word changed, its gold;
     off_distribution: text that is not a math problem, with an arbitrary number as gold."""
-    words = p.prompt.split(" ")
     if kind == "wrong_gold":
         return p.prompt, str(slip(rng, int(p.answer)))
     if kind == "missing_info":
-        needed = {v for v in p.key if isinstance(v, int)}  # a distractor's number is not in the content key
-        idx = [i for i, w in enumerate(words)
-               if w.lstrip("-").isdigit() and int(w) in needed and not _distractor_number(words, i, p)]
-        idx = idx or [i for i, w in enumerate(words) if w.lstrip("-").isdigit()]
-        # one vague term leaves a sequence's rule readable from the others: keep only its first term
-        for i in (idx[1:] if p.topic == "sequence" else [rng.choice(idx)]):
-            words[i] = rng.choice(VAGUE)
-        return " ".join(words), p.answer
+        return _missing_info(rng, p), p.answer
     if kind == "garbled":
-        cut = words[: max(3, int(len(words) * rng.uniform(0.4, 0.7)))]
-        i = rng.randrange(len(cut) - 1)
-        cut[i], cut[i + 1] = cut[i + 1], cut[i]
-        return " ".join(cut), p.answer
+        return _garbled(rng, p.prompt), p.answer
     if kind == "near_duplicate":
-        ow = other.prompt.split(" ")
-        swap = [i for i, w in enumerate(ow) if w in NAMES or w in OBJECTS]
-        if swap:
-            i = rng.choice(swap)
-            ow[i] = rng.choice([w for w in (NAMES if ow[i] in NAMES else OBJECTS) if w != ow[i]])
-        else:
-            ow = ["Please", ow[0].lower() if ow[0][0].isupper() and ow[0] not in NAMES else ow[0], *ow[1:]]
-        return " ".join(ow), other.answer
+        return _near_duplicate(rng, other.prompt), other.answer
     if kind == "off_distribution":
         text = rng.choice(OFF_TEXT).format(name=rng.choice(NAMES), obj=rng.choice(OBJECTS))
         return text, str(rng.randint(0, 99))
     raise ValueError(f"unknown defect kind {kind!r}; expected one of {DEFECTS}")
+
+
+def _missing_info(rng: random.Random, p: Problem) -> str:
+    """Problem `p`'s prompt with one number the answer needs (:func:`_needed_numbers`) replaced by a vague word; a
+    sequence keeps only its first term (one vague term leaves its rule readable from the others). in: rng, problem;
+    out: the prompt."""
+    words = p.prompt.split(" ")
+    idx = _needed_numbers(words, p)
+    for i in (idx[1:] if p.topic == "sequence" else [rng.choice(idx)]):
+        words[i] = rng.choice(VAGUE)
+    return " ".join(words)
+
+
+def _needed_numbers(words: list[str], p: Problem) -> list[int]:
+    """The positions of the numbers in prompt `words` of problem `p` that its content key holds (not a distractor's
+    number: :func:`_distractor_number`), or of every number when none is. in: the prompt's words, problem; out:
+    word positions."""
+    needed = {v for v in p.key if isinstance(v, int)}  # a distractor's number is not in the content key
+    idx = [i for i, w in enumerate(words)
+           if w.lstrip("-").isdigit() and int(w) in needed and not _distractor_number(words, i, p)]
+    return idx or [i for i, w in enumerate(words) if w.lstrip("-").isdigit()]
+
+
+def _garbled(rng: random.Random, prompt: str) -> str:
+    """`prompt` cut to 40-70% of its words (at least 3) with two neighbouring words swapped. in: rng, prompt; out:
+    the garbled prompt."""
+    words = prompt.split(" ")
+    cut = words[: max(3, int(len(words) * rng.uniform(0.4, 0.7)))]
+    i = rng.randrange(len(cut) - 1)
+    cut[i], cut[i + 1] = cut[i + 1], cut[i]
+    return " ".join(cut)
+
+
+def _near_duplicate(rng: random.Random, prompt: str) -> str:
+    """`prompt` with one name or object changed to another of its kind, or, holding neither, with "Please" put
+    before it (its first word lower-cased unless a name). in: rng, the source problem's prompt; out: the prompt."""
+    ow = prompt.split(" ")
+    swap = [i for i, w in enumerate(ow) if w in NAMES or w in OBJECTS]
+    if not swap:
+        return " ".join(["Please", ow[0].lower() if ow[0][0].isupper() and ow[0] not in NAMES else ow[0], *ow[1:]])
+    i = rng.choice(swap)
+    ow[i] = rng.choice([w for w in (NAMES if ow[i] in NAMES else OBJECTS) if w != ow[i]])
+    return " ".join(ow)
 
 
 def _distractor_number(words: list[str], i: int, p: Problem) -> bool:

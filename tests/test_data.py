@@ -1094,3 +1094,23 @@ def test_a_folder_that_is_no_saved_hf_dataset_is_refused_naming_it_and_what_it_l
     assert msg.startswith(f"{folder} is a folder but not a HF save_to_disk folder")
     assert all(marker in msg for marker in D.HF_MARKERS), msg
     assert "Fix: name the data file inside it" in msg and "save_to_disk(DIR)" in msg, "the error says what to do"
+
+
+def test_held_fields_scans_later_jsonl_rows_by_row_not_line_and_parses_escaped_keys(tmp_path):
+    """A field found past the first HEADER_ROWS rows: blank lines (and a BOM on the first) are no rows, so
+    data.max_rows cuts where ingest does; a line holding a key's text but not the field (a string where a struct
+    is) does not count; a key JSON may write escaped (non-ASCII) is found by parsing the lines."""
+    head = [json.dumps({"question": f"Q{i}?", "answer": str(i)}).encode() for i in range(D.HEADER_ROWS)]
+    head[0] = D.UTF8_BOM + head[0]
+    head[10:10] = [b"", b"   "]
+    later = [json.dumps({"question": "Q?", "answer": "1", "rm": "gold"}).encode(),  # '"rm' and 'gold"', no rm.gold
+             json.dumps({"question": "Q?", "answer": "1", "ünï": "x"}).encode(),  # written '\u00fc...'
+             b"", b"",
+             json.dumps({"question": "Q?", "answer": "1", "rm": {"gold": "2"}}).encode()]
+    path = write_jsonl(tmp_path / "d.jsonl", head + later)
+    names = ("rm.gold", "ünï", "topic")
+    last_row = D.HEADER_ROWS + 2  # rm.gold's row: the blank lines are not counted
+    assert D.held_fields(cfg(), path, names) == {"rm.gold", "ünï"}
+    assert D.held_fields(cfg(max_rows=last_row + 1), path, names) == {"rm.gold", "ünï"}
+    assert D.held_fields(cfg(max_rows=last_row), path, names) == {"ünï"}
+    assert ingest(cfg(max_rows=last_row), path).summary["rows"] == last_row  # as ingest counts them

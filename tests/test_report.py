@@ -1014,3 +1014,34 @@ def test_a_report_note_in_cjk_fits_the_terminals_width():
     assert [line for line in fitted if display_width(line) > REPORT_WIDTH] == [] and len(fitted) > notes.height + 1
     column = fitted[0].index("note")
     assert "".join(line[column:] for line in fitted[1:]) == CJK_NOTE
+
+
+def test_sections_of_a_run_stopped_before_its_evaluation_say_where_and_keep_its_clusters():
+    """A run a person stopped (Ctrl-C) before evaluate: the Arms section says at which stage run, and the tables it
+    did make (clusters) still have their sections, before the stage runs and provenance."""
+    from saerl.report import RunReport, sections
+    from saerl.runs import STOPPED, RunRecord
+
+    clusters = pl.DataFrame({"cluster": [0, 1], "size": [3, 1], "share": [0.75, 0.25], "top_features": [[4], [7]],
+                             "top_topic": [None, None], "top_topic_share": [None, None]})
+    report = RunReport(RunRecord(name="stopped", extra={STOPPED: "train_rl: SIGINT"}), clusters=clusters)
+    found = dict(sections(report))
+    assert found["Arms"] == "the run was stopped before its evaluation, at train_rl: SIGINT"
+    assert [title for title, _ in sections(report)][1:3] == ["Clusters", "Stage runs"]
+    assert found["Clusters"].height == 2
+
+
+def test_relog_of_a_run_tracked_with_credentials_asks_for_the_uri(tmp_path):
+    """The record keeps a tracking URI with its credentials masked: relog without --uri refuses, saying how to give
+    it, before touching any store."""
+    from saerl.config import PipelineConfig
+    from saerl.privacy import REDACTED
+    from saerl.report import relog
+    from saerl.runs import RunRecord, save_run
+
+    cfg = PipelineConfig(name="secret", tracking={"uri": f"https://user:{REDACTED}@mlflow.example"})
+    record = RunRecord(name="secret", config=flatten(cfg))
+    save_run(tmp_path, record)
+    with pytest.raises(RuntimeError, match=r"whose credentials its record does not keep: give the URI with --uri"):
+        relog(tmp_path, record)
+    assert not (tmp_path / "mlflow.db").exists()
