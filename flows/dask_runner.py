@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 from prefect_dask import DaskTaskRunner
 
 from flows.runner import ClusterStartError, cluster_start_problem
+from saerl.terminal import filtered
 
 NANNY_LOGGER = "distributed.nanny"  # where a nanny says it kills a worker process that did not exit in time
 NANNY_KILL = ("Worker process still alive after ", " seconds, killing")  # that line's start and end
@@ -53,17 +53,6 @@ class CloseOnlyLine(logging.Filter):
         """in: a record; out: False for the close-only line during the close, True for everything else."""
         text = record.getMessage()
         return not (text.startswith(self.start) and text.endswith(self.end) and self.closing())
-
-
-@contextmanager
-def dropped_during(logger_name: str, line: CloseOnlyLine) -> Iterator[None]:
-    """For the block, logger `logger_name` drops the records `line` matches. in: a logger's name, the filter."""
-    logger = logging.getLogger(logger_name)
-    logger.addFilter(line)
-    try:
-        yield
-    finally:
-        logger.removeFilter(line)
 
 
 def thread_bar_lock() -> None:
@@ -122,5 +111,5 @@ class LocalClusterTaskRunner(DaskTaskRunner):
     def __exit__(self, *exc_info: Any) -> None:
         """Close the client and the cluster, without the nanny's close-only line (NANNY_KILL). in: the block's
         exception info, as a context manager's __exit__ gets it."""
-        with dropped_during(NANNY_LOGGER, CloseOnlyLine(*NANNY_KILL)):
+        with filtered(NANNY_LOGGER, CloseOnlyLine(*NANNY_KILL)):
             super().__exit__(*exc_info)

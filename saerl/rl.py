@@ -40,6 +40,7 @@ from saerl.artifacts import write_file_atomic
 from saerl.checkpoints import CURVE_FILE, checkpoint_folders, checkpoint_step, is_complete, last_checkpoint
 from saerl.config import HealthConfig, ModelConfig, TrainConfig
 from saerl.stream import train_stream_length, training_order
+from saerl.terminal import filtered
 from saerl.train_env import configured_environment, in_configured_environment, is_saerl_rank
 from saerl.verify import extract_final_answer, verify_batch
 
@@ -1148,13 +1149,8 @@ class TiedKeysFilter(logging.Filter):
 def tied_keys_quiet(model: Any) -> Iterator[None]:
     """:class:`TiedKeysFilter` for `model` on transformers' Trainer logger for the block (a training run).
     in: the model trained; out: a context."""
-    quiet = TiedKeysFilter(tied_twins(model))
-    logger = logging.getLogger(TRAINER_LOGGER)
-    logger.addFilter(quiet)
-    try:
+    with filtered(TRAINER_LOGGER, TiedKeysFilter(tied_twins(model))):
         yield
-    finally:
-        logger.removeFilter(quiet)
 
 
 class _HubBars:

@@ -189,6 +189,18 @@ def table_lines(rows: Sequence[Sequence[str]], width: int | None, wrap_last: boo
 
 
 @contextmanager
+def filtered(logger_name: str, line_filter: logging.Filter) -> Iterator[None]:
+    """For the block, logger `logger_name` passes its records through `line_filter` (a library's line that says
+    nothing to saerl's user, dropped where it is logged). in: a logger's name, the filter; out: a context."""
+    logger = logging.getLogger(logger_name)
+    logger.addFilter(line_filter)
+    try:
+        yield
+    finally:
+        logger.removeFilter(line_filter)
+
+
+@contextmanager
 def labelled_logs(label: str | None) -> Iterator[None]:
     """For the block (and the Prefect task runs it submits to threads, which copy its context), saerl's stderr log
     lines are led by `label` and LABEL_SEP after their time (:class:`LabelledFormatter`): an ablation's settings'

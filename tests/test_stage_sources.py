@@ -173,7 +173,7 @@ REVIEWED = {'sources': {'activation_store': '98c862c860f7fd900673f4a9f69908902de
              'policy_lm': '05a5c33421286d92e8f2043584b069786a3511e3ec46a3e38566a55a47aaf250',
              'property_models': 'd486d756fc0261047773d1eb96c69ea89c5ccb5c8679842d605326fe1c83cfd8',
              'report': 'a7a026d3c6fd65613a0756b2d1e57f59db1b69ac853ad7c7756384095e5923a2',
-             'rl': '59c310d5e83458496f7dedf4f61e4a8402386fe36b90537d0798708a439c7cdd',
+             'rl': '1cfa94d034f02e9ed32696669c137c58317780321edd5bc2713bd6aba74c6abb',
              'runners': '83dd25eb4c797ec985d6a2d2f57c870cfe3204d42ec79e619c8a9173860f9caa',
              'sae': '650882493f527be330cea1925ba6d4e71d07e5e3e56dcb91d7c7058ad2032e45',
              'scoring': '105491b7f8177f73e25a47dcda775c0a06cce3eac9dae38425663d6debdf7173',

@@ -569,3 +569,32 @@ def test_fit_cell_wraps_a_free_text_cell_to_the_width_at_each_boundary(lead, tex
     if fits:
         assert [line for line in got if display_width(line) > width] == [], got
     assert " ".join(got).split() == (lead + text).split(), "the words read back whole"
+
+
+def test_filtered_drops_a_loggers_lines_for_the_block_alone():
+    """saerl.terminal.filtered: the one way saerl drops a library's line where it is logged (trl's tied-keys
+    warning during training, distributed's close-only lines): only inside the block, and only on that logger."""
+    import logging
+
+    from saerl.terminal import filtered
+
+    class NoTies(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "tied" not in record.getMessage()
+
+    logger = logging.getLogger("saerl.test.filtered")
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        with filtered(logger.name, NoTies()):
+            logger.warning("tied weights")
+            logger.warning("kept")
+            logging.getLogger("saerl.test.other").addHandler(handler)
+            logging.getLogger("saerl.test.other").warning("tied elsewhere")
+        logger.warning("tied after")
+    finally:
+        logger.removeHandler(handler)
+        logging.getLogger("saerl.test.other").removeHandler(handler)
+    assert seen == ["kept", "tied elsewhere", "tied after"] and logger.filters == []
