@@ -794,3 +794,76 @@ def test_a_ca_file_no_client_can_load_is_refused_in_one_line_naming_it(tmp_path,
     assert "unset it" in err and RESUME_HINT not in err and "Traceback" not in err
     monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
     server.require_usable_ca_file()  # a bundle that loads: not refused
+
+
+def test_a_runs_stopped_prefect_services_are_not_kept_for_the_life_of_the_process(monkeypatch):
+    """Prefect registers each log and event service's exit hook and a drain on its global loop's shutdown calls, and
+    never removes them once the service stops: every `saerl run` in one process (its own server, new services) kept
+    its services and, through them, its flow run's whole engine context (about 3 MB a run). A stopped service's
+    entries go; a running one's and anything else stay, in order. The private names it reads exist in the installed
+    Prefect and Python (monkeypatch.setattr refuses a missing one), so a rename fails here, not silently."""
+    import functools
+    import inspect
+    import threading
+    from types import SimpleNamespace
+
+    from prefect._internal.concurrency import threads as loop_module
+    from prefect._internal.concurrency.calls import Call
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    from flows.server import forget_stopped_services
+
+    def service(kind: type, stopped: bool):
+        made = kind.__new__(kind)  # no queue thread started: only what forget_stopped_services reads
+        made._stopped = stopped
+        return made
+
+    done_logs, done_events, running = (service(APILogWorker, True), service(EventsWorker, True),
+                                       service(APILogWorker, False))
+    other = functools.partial(print)
+    hooks = [functools.partial(s._at_exit) for s in (done_logs, running, done_events)] + [other]
+    monkeypatch.setattr(threading, "_threading_atexits", hooks)
+    calls = [Call.new(s.drain) for s in (done_logs, running, done_events)] + [Call.new(print)]
+    monkeypatch.setattr(loop_module, "_global_loop", SimpleNamespace(_on_shutdown=calls))
+    assert "_on_shutdown" in inspect.getsource(loop_module.EventLoopThread.__init__)
+    kept_hook, kept_calls = hooks[1], [calls[1], calls[3]]
+    assert forget_stopped_services() == 4
+    assert hooks == [kept_hook, other] and calls == kept_calls
+    assert forget_stopped_services() == 0
+
+
+# runs a flow on its own local server, as `saerl run` does, twice in one process; prints how many exit hooks of
+# Prefect's services the process holds after each; argv: a scratch folder
+SERVED_RUNS = """import sys, threading
+from pathlib import Path
+from prefect import flow, get_run_logger
+from prefect._internal.concurrency.services import _QueueServiceBase
+from flows.server import prefect_server
+
+@flow
+def logs_a_line():
+    get_run_logger().info("a line for the run's log")
+
+def held():
+    return sum(isinstance(getattr(getattr(f, "func", f), "__self__", None), _QueueServiceBase)
+               for f in threading._threading_atexits)
+
+for i in range(2):
+    with prefect_server(Path(sys.argv[1]) / str(i)):
+        logs_a_line()
+    print(held(), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_runs_on_their_own_servers_in_one_process_keep_no_stopped_services(tmp_path):
+    """Each run on its own server left its Prefect services' exit hooks (and what they hold: its engine context) in
+    the process for good: 2 more after each run. They stay level now."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", SERVED_RUNS, str(tmp_path)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    held = [int(n) for n in done.stdout.split()]
+    assert len(held) == 2 and held[1] == held[0], (held, done.stderr[-2000:])
