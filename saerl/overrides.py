@@ -362,33 +362,63 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     mappings, texts = mapping_fields(), text_fields()
     for text in overrides:
         key, value = parse_override(text)
-        if key in texts and value is not None and not isinstance(value, str):
-            value = text.split("=", 1)[1].strip()
+        value = _as_written(text, key, value, texts)
         mapping = next((m for m in mappings if key.startswith(f"{m}.")), None)
-        if key in sections and not isinstance(value, dict):
-            example = next(p for p in sorted(valid) if p.startswith(f"{key}."))
-            raise ConfigError(f"override '{text}': '{key}' is a section, not a field; set one of its fields "
-                              f"({example}=...) or several as a mapping ({key}={{{example.split('.', 1)[1]}: ...}})")
-        if key not in valid and key not in sections and mapping is None:
-            raise ConfigError(f"unknown key '{key}' in override '{text}'{suggest_key(key)}")
+        _refuse_override_key(text, key, value, valid, sections, mapping)
         if mapping is not None:  # one entry of a mapping: the mapping as it stands, plus it
-            section, name = mapping.split(".")
-            current, entry = out.get(section, {}).get(name), key[len(mapping) + 1:]
-            refuse_entry_field(text, mapping, entry, current)
-            default = getattr(getattr(PipelineConfig(), section), name)
-            out.setdefault(section, {})[name] = {**(current if isinstance(current, dict) else default), entry: value}
-            continue
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override '{text}': '{part}' is not a section")
-        if key in sections and isinstance(value, dict) and isinstance(node.get(key), dict):
-            node[key] = {**node[key], **value}
+            _set_mapping_entry(out, text, key, value, mapping)
         else:
-            node[parts[-1]] = value
+            _set_dotted(out, text, key, value, sections)
     return out
+
+
+def _as_written(text: str, key: str, value: Any, texts: set[str]) -> Any:
+    """An override's value for a text field kept as written where YAML read it as something else (a number, boolean,
+    mapping: 'model.revision=0123456'), else the parsed value. in: the override, its key and parsed value, the text
+    fields' paths; out: the value to set."""
+    if key in texts and value is not None and not isinstance(value, str):
+        return text.split("=", 1)[1].strip()
+    return value
+
+
+def _refuse_override_key(text: str, key: str, value: Any, valid: set[str], sections: set[str],
+                         mapping: str | None) -> None:
+    """Refuse an override that sets a section to a non-mapping, or names no field, section or mapping's entry:
+    ConfigError naming the override with a fix. in: the override, its key and value, the valid field paths, the
+    section names, the mapping field whose entry it sets (or None)."""
+    if key in sections and not isinstance(value, dict):
+        example = next(p for p in sorted(valid) if p.startswith(f"{key}."))
+        raise ConfigError(f"override '{text}': '{key}' is a section, not a field; set one of its fields "
+                          f"({example}=...) or several as a mapping ({key}={{{example.split('.', 1)[1]}: ...}})")
+    if key not in valid and key not in sections and mapping is None:
+        raise ConfigError(f"unknown key '{key}' in override '{text}'{suggest_key(key)}")
+
+
+def _set_mapping_entry(out: dict[str, Any], text: str, key: str, value: Any, mapping: str) -> None:
+    """Set one entry of a mapping field in the raw config `out` (in place): the mapping as it stands (else its
+    default), plus the entry; :func:`refuse_entry_field` refuses one field of an entry. in: the raw config, the
+    override, its key and value, the mapping field's dotted path."""
+    section, name = mapping.split(".")
+    current, entry = out.get(section, {}).get(name), key[len(mapping) + 1:]
+    refuse_entry_field(text, mapping, entry, current)
+    default = getattr(getattr(PipelineConfig(), section), name)
+    out.setdefault(section, {})[name] = {**(current if isinstance(current, dict) else default), entry: value}
+
+
+def _set_dotted(out: dict[str, Any], text: str, key: str, value: Any, sections: set[str]) -> None:
+    """Set a dotted key in the raw config `out` (in place), making the sections on its way; a section given as a
+    mapping sets the fields it names and keeps its others. ConfigError where a part of the path is not a section.
+    in: the raw config, the override, its key and value, the section names."""
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{text}': '{part}' is not a section")
+    if key in sections and isinstance(value, dict) and isinstance(node.get(key), dict):
+        node[key] = {**node[key], **value}
+    else:
+        node[parts[-1]] = value
 
 
 def require_override_list(overrides: Any) -> None:

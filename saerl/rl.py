@@ -1305,6 +1305,88 @@ def _save_policy(trainer: Any, tok: Any, out: Path, cfg: TrainConfig) -> None:
         tok.save_pretrained(out)
 
 
+def _logged_fit_notes(tok: Any, context: Any, rows: list[dict[str, Any]], cfg: TrainConfig,
+                      eval_sets: dict[str, pl.DataFrame], eval_limit: int) -> list[str]:
+    """:func:`training_fit_notes` of the training stream's rows (each id once), each logged as a warning by the first
+    process before training, not with its result: a crash must not lose it. in: tokenizer, the policy's context,
+    the stream's rows, train config, the curve's sets, their completion limit; out: the notes."""
+    each_once = list({r["id"]: r for r in rows}.values())
+    fit = training_fit_notes(tok, context, each_once, cfg, eval_sets, eval_limit)
+    for note in fit if process_rank() == 0 else ():
+        log.warning("train: %s", note)
+    return fit
+
+
+def _resume_from(ckpt_dir: Path, cfg: TrainConfig, steps: int) -> tuple[Path | None, ResumeState]:
+    """The checkpoint a run resumes from (the newest complete one in `ckpt_dir` where cfg.save_every checkpoints,
+    :func:`saerl.checkpoints.last_checkpoint`; None: a fresh run), logged, and what it takes back from it
+    (:func:`_resume_state`). in: the checkpoint folder, train config, the run's steps; out: (checkpoint, state)."""
+    resume = last_checkpoint(ckpt_dir, cfg.steps_per_generation, steps) if cfg.save_every else None
+    before = _resume_state(resume)
+    if resume is not None:
+        log.info("resuming training from %s", resume)
+    return resume, before
+
+
+def _restored_reward(cfg: TrainConfig, before: ResumeState) -> CorrectnessReward:
+    """The correctness reward (cfg.verify_timeout_s), holding in the first process the run's counts so far; each
+    process counts the rollouts it judges, summed on use. in: train config, the resumed state; out: the reward."""
+    reward = CorrectnessReward(cfg.verify_timeout_s)
+    if process_rank() == 0:
+        reward.checked, reward.failures = before.reward_checks, before.verifier_failures
+    return reward
+
+
+def _training_args(cfg: TrainConfig, ckpt_dir: Path, prompts_per_step: int, steps: int, seed: int, device: str,
+                   progress: bool, stops: list[int], model_cfg: ModelConfig | None, weights: list[float]) -> Any:
+    """trl's GRPOConfig of a run (:func:`grpo_config`) with the reward weights and, where cfg.beta > 0, the KL
+    reference's loading kwargs (:func:`reference_model_kwargs`). in: train config, the checkpoint folder, prompts
+    per step, steps, seed, device, progress, stop token ids, model config or None, reward weights; out: the args."""
+    args = grpo_config(cfg, ckpt_dir, prompts_per_step, steps, seed, device, progress, stops,
+                       trust_remote_code=model_cfg is not None and model_cfg.trust_remote_code)
+    args.reward_weights = weights
+    if cfg.beta > 0:  # trl loads the reference from the policy's name with these (it warns they are ignored: not so)
+        args.model_init_kwargs = reference_model_kwargs(model_cfg)
+    return args
+
+
+def _trainer_callbacks(cfg: TrainConfig, timer: _TimeLimit, evals: EvalCallback, saving: CurveCheckpoint,
+                       sink: Any, callbacks: list[Any] | None) -> list[Any]:
+    """The trainer's callbacks, in order: the finite-weights check, the time limit, the curve, its checkpointing,
+    the live metrics where a step sink is set, then the caller's. in: train config, those callbacks, the sink or
+    None, the caller's callbacks or None; out: the list."""
+    return [FiniteWeights(cfg), timer, evals, saving, *([LiveMetrics(sink)] if sink else []), *(callbacks or [])]
+
+
+def _trained_order(trainer: Any, seq: list[str], done: int, prompts_per_step: int,
+                   cfg: TrainConfig) -> list[tuple[str, int]]:
+    """The prompts a run trained on with their steps: under DAPO those drawn with a reward spread
+    (:func:`_dapo_drawn_order`), else the stream's generation batches begun (:func:`_drawn_order`). in: the trainer
+    after training, the stream's ids, the steps done, prompts per step, train config; out: (id, step) pairs."""
+    if cfg.algorithm == "dapo":
+        return _dapo_drawn_order(seq, trainer.dynamic_sampling_drawn)
+    return _drawn_order(seq, done, prompts_per_step, cfg.steps_per_generation)
+
+
+def _run_result(trainer: Any, out: Path, cfg: TrainConfig, health: HealthConfig | None, counts: tuple[int, int],
+                drawn: list[tuple[str, int]], seconds: float, evals: EvalCallback, resume: Path | None,
+                fit: list[str]) -> dict[str, Any]:
+    """:func:`train_grpo`'s result: the policy folder, steps done, training seconds, trl's per-step log, the order
+    trained on and its steps, the curve, the checkpoint resumed from, the reward's counts, the fit notes and the
+    run's health notes (:func:`health_notes`, `health` None = the defaults). in: the trainer after training, the
+    output folder, train config, health thresholds, (reward checks, verifier failures) summed over the processes,
+    the (id, step) pairs trained on, the training seconds, the curve callback, the checkpoint resumed from or None,
+    the fit notes; out: the result dict."""
+    checks, failures = counts
+    steps_log = _step_log(trainer.state.log_history)
+    health_found = health_notes(steps_log, cfg, health or HealthConfig(), checks, failures, evals.rows)
+    return {"model_dir": str(out), "steps": trainer.state.global_step, "seconds": round(seconds, 1),
+            "log": steps_log, "order": [i for i, _ in drawn], "order_steps": [step for _, step in drawn],
+            "curve": evals.rows, "curve_problems": evals.problems,
+            "resumed_from": None if resume is None else checkpoint_step(resume),
+            "reward_checks": checks, "verifier_failures": failures, "fit_notes": fit, "notes": health_found}
+
+
 @in_configured_environment
 def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | None, cfg: TrainConfig,
                out_dir: str | Path, *, prompts_per_step: int, seed: int = 0, max_steps: int | None = None,
@@ -1370,42 +1452,30 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
     dapo = cfg.algorithm == "dapo"
     seq = training_order(prompts["id"].to_list(), order, train_stream_length(cfg, prompts_per_step, steps), seed)
     rows = _training_rows(prompts, seq)
-    each_once = list({r["id"]: r for r in rows}.values())
-    fit = training_fit_notes(tok, model_context(model.config), each_once, cfg, eval_sets, eval_limit)
-    for note in fit if process_rank() == 0 else ():  # before training, not with its result: a crash must not lose it
-        log.warning("train: %s", note)
+    fit = _logged_fit_notes(tok, model_context(model.config), rows, cfg, eval_sets, eval_limit)
     data = _chat_dataset(rows)
     sink = _STEP_SINK.get()  # where each step's metrics go as they are measured (step_sink), if anywhere
     evals = EvalCallback(eval_sets, tok, cfg.eval_every, eval_limit, eval_batch,
                          cfg.verify_timeout_s if eval_timeout_s is None else eval_timeout_s,
                          label=label, sink=sink, extraction=eval_extraction)
     ckpt_dir = Path(checkpoint_dir or Path(out_dir) / "checkpoints")
-    resume = last_checkpoint(ckpt_dir, cfg.steps_per_generation, steps) if cfg.save_every else None
-    before = _resume_state(resume)
+    resume, before = _resume_from(ckpt_dir, cfg, steps)
     evals.rows, evals.problems, evals.last_step = before.rows, before.problems, before.last_step
-    if resume is not None:
-        log.info("resuming training from %s", resume)
     timer = _TimeLimit(time_limit_s, before.seconds)
-    reward = CorrectnessReward(cfg.verify_timeout_s)
-    if process_rank() == 0:  # the run's counts so far; each process counts the rollouts it judges, summed on use
-        reward.checked, reward.failures = before.reward_checks, before.verifier_failures
+    reward = _restored_reward(cfg, before)
     stops = stop_ids(model, tok)
     rewards, weights = reward_functions(cfg, reward, extra_rewards, stops)
     torch.manual_seed(seed)
     cls = _algorithm_trainer(cfg, reward.__name__, clusters, seq)
-    args = grpo_config(cfg, ckpt_dir, prompts_per_step, steps, seed, device, progress, stops,
-                       trust_remote_code=model_cfg is not None and model_cfg.trust_remote_code)
-    args.reward_weights = weights
-    if cfg.beta > 0:  # trl loads the reference from the policy's name with these (it warns they are ignored: not so)
-        args.model_init_kwargs = reference_model_kwargs(model_cfg)
+    args = _training_args(cfg, ckpt_dir, prompts_per_step, steps, seed, device, progress, stops, model_cfg, weights)
+
     def run_state() -> dict[str, Any]:
         checks, failures = sum_over_processes([reward.checked, reward.failures])
         return {"reward_checks": int(checks), "verifier_failures": int(failures), "seconds": timer.elapsed()}
 
     saving = CurveCheckpoint(evals, ckpt_dir, {RUN_FILE: run_state}, keep=cfg.keep_checkpoints)
     trainer = cls(model=model, reward_funcs=rewards, args=args, train_dataset=data, processing_class=tok,
-                  callbacks=[FiniteWeights(cfg), timer, evals, saving, *([LiveMetrics(sink)] if sink else []),
-                             *(callbacks or [])])
+                  callbacks=_trainer_callbacks(cfg, timer, evals, saving, sink, callbacks))
     quiet_logs(trainer, progress, label)
     if dapo:
         _keep_dynamic_sampling(trainer, saving, resume, ckpt_dir)
@@ -1414,13 +1484,6 @@ def train_grpo(model_dir: str | Path, prompts: pl.DataFrame, order: list[str] | 
         trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     out = Path(out_dir)
     _save_policy(trainer, tok, out, cfg)
-    done = trainer.state.global_step
     checks, failures = (int(n) for n in sum_over_processes([reward.checked, reward.failures]))
-    drawn = (_dapo_drawn_order(seq, trainer.dynamic_sampling_drawn) if dapo
-             else _drawn_order(seq, done, prompts_per_step, cfg.steps_per_generation))
-    steps_log = _step_log(trainer.state.log_history)
-    health_found = health_notes(steps_log, cfg, health or HealthConfig(), checks, failures, evals.rows)
-    return {"model_dir": str(out), "steps": done, "seconds": round(timer.seconds, 1), "log": steps_log,
-            "order": [i for i, _ in drawn], "order_steps": [step for _, step in drawn], "curve": evals.rows,
-            "curve_problems": evals.problems, "resumed_from": None if resume is None else checkpoint_step(resume),
-            "reward_checks": checks, "verifier_failures": failures, "fit_notes": fit, "notes": health_found}
+    drawn = _trained_order(trainer, seq, trainer.state.global_step, prompts_per_step, cfg)
+    return _run_result(trainer, out, cfg, health, (checks, failures), drawn, timer.seconds, evals, resume, fit)

@@ -597,15 +597,39 @@ def align_inputs(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measur
     non-finite difficulty is no label. Raises ValueError when `ids` is None or repeats an id, the matrices' rows and
     the ids disagree, an id matches no prompt, or the codes hold NaN / infinite values (naming the first row's id)."""
     require_section(cfg, "score", "score_prompts / property_report")
+    _refuse_input_kinds(prompts, ids)
+    X = sp.csr_matrix(X)
+    C = X if C is None else sp.csr_matrix(C)
+    D = {cfg.model_pool: X} if D is None else {key: sp.csr_matrix(M) for key, M in D.items()}
+    ids = _checked_ids(ids, prompts, X, C, D)
+    order = id_order(ids)
+    X, C, *moved = rows_in_order(order, X, C, *D.values())
+    D = dict(zip(D, moved, strict=True))
+    ids = ids if order is None else ids.gather(order)
+    P = _joined_prompts(ids, prompts)
+    texts, topics = _prompt_texts(P)
+    _check_codes_finite(X, C, D, ids)
+    y_diff, source = resolve_difficulty(P, measured, cfg.difficulty_source)
+    y_diff = np.where(np.isfinite(y_diff), y_diff, np.nan)  # an infinite label is no label (as ingest reads it)
+    labelled = _labelled_rows(P, y_diff, source, ids, cfg)
+    return Aligned(ids, X, C, D, P, texts, topics, y_diff, source, labelled, order)
+
+
+def _refuse_input_kinds(prompts: Any, ids: Sequence[Any] | None) -> None:
+    """Refuse prompts that are not a polars DataFrame (TypeError) and missing ids (ValueError), each with the fix.
+    in: align_inputs' prompts and ids."""
     if not isinstance(prompts, pl.DataFrame):
         raise TypeError(f"the prompts must be a polars DataFrame (id, prompt, ...), not a {type(prompts).__name__}: read "
                         "the ingest artifact's prompts.parquet with pl.read_parquet (pl.from_pandas for a pandas frame)")
     if ids is None:
         raise ValueError("ids is required: the ids of the codes' rows, in their order (saerl.sae.load_codes_csr "
                          "returns them with the codes); the prompts frame is joined to them by id")
-    X = sp.csr_matrix(X)
-    C = X if C is None else sp.csr_matrix(C)
-    D = {cfg.model_pool: X} if D is None else {key: sp.csr_matrix(M) for key, M in D.items()}
+
+
+def _checked_ids(ids: Sequence[Any], prompts: pl.DataFrame, X: sp.csr_matrix, C: sp.csr_matrix,
+                 D: dict[str, sp.csr_matrix]) -> pl.Series:
+    """The codes' row ids as a Series of the prompts' id type; ValueError where an id repeats, D is empty or a
+    matrix's rows and the ids disagree. in: the ids, the prompts, the CSR codes X, C and D; out: the id Series."""
     ids = pl.Series("id", list(ids)).cast(prompts["id"].dtype)
     if ids.n_unique() != len(ids):
         dup = ids.filter(ids.is_duplicated())[0]
@@ -614,32 +638,48 @@ def align_inputs(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measur
     if not D or any(M.shape[0] != len(ids) for M in (X, C, *D.values())):
         raise ValueError(f"X has {X.shape[0]} rows, C {C.shape[0]} and D {[M.shape[0] for M in D.values()]} but "
                          f"{len(ids)} ids were given (D needs at least one matrix)")
-    order = id_order(ids)
-    X, C, *moved = rows_in_order(order, X, C, *D.values())
-    D = dict(zip(D, moved, strict=True))
-    ids = ids if order is None else ids.gather(order)
+    return ids
+
+
+def _joined_prompts(ids: pl.Series, prompts: pl.DataFrame) -> pl.DataFrame:
+    """The prompts rows of `ids`, in their order; ValueError where an id matches no prompt or several. in: the ids,
+    the prompts frame; out: the joined frame (id first)."""
     P = pl.DataFrame({"id": ids}).join(prompts, on="id", how="left", maintain_order="left")
     if P.height != len(ids) or P["prompt"].null_count():
         raise ValueError(f"ids of X must each match one prompts row: {P['prompt'].null_count()} unmatched, "
                          f"{P.height - len(ids)} extra rows from duplicate prompt ids")
+    return P
+
+
+def _prompt_texts(P: pl.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    """(prompt texts as an object array, topics as a str array: None without a topic column or with every topic
+    empty) of the aligned prompts P."""
     texts = P["prompt"].fill_null("").to_numpy().astype(object)
     topics = P["topic"].cast(pl.String).fill_null("").to_numpy().astype(str) if "topic" in P.columns else None
     topics = topics if topics is not None and (topics != "").any() else None
-    checked: set[int] = set()  # C and a D entry are X itself by default: each matrix is read once
+    return texts, topics
+
+
+def _check_codes_finite(X: sp.csr_matrix, C: sp.csr_matrix, D: dict[str, sp.csr_matrix], ids: pl.Series) -> None:
+    """Refuse codes X, C or an entry of D holding NaN / infinite values (:func:`check_finite`), reading each matrix
+    once (C and a D entry are X itself by default). in: the aligned codes and their ids."""
+    checked: set[int] = set()
     for name, M in (("X", X), ("C", C), *((f"D[{key}]", M) for key, M in D.items())):
         if id(M) in checked:
             continue
         checked.add(id(M))
         check_finite(M, name, ids)
-    y_diff, source = resolve_difficulty(P, measured, cfg.difficulty_source)
-    y_diff = np.where(np.isfinite(y_diff), y_diff, np.nan)  # an infinite label is no label (as ingest reads it)
+
+
+def _labelled_rows(P: pl.DataFrame, y_diff: np.ndarray, source: str, ids: pl.Series, cfg: ScoreConfig) -> np.ndarray:
+    """Which rows are labelled: the prompts' ``labelled`` column, else the rows with a measured difficulty (measured
+    source), else a seeded draw of cfg.label_fraction (at most cfg.label_max). in: the aligned prompts, their
+    difficulty labels and its source, the ids, the score config; out: a bool array."""
     if "labelled" in P.columns:
-        labelled = P["labelled"].fill_null(False).to_numpy().astype(bool)
-    elif source == "measured":
-        labelled = ~np.isnan(y_diff)
-    else:
-        labelled = seeded_subset(ids.to_numpy(), cfg.label_fraction, cfg.seed, cfg.label_max)
-    return Aligned(ids, X, C, D, P, texts, topics, y_diff, source, labelled, order)
+        return P["labelled"].fill_null(False).to_numpy().astype(bool)
+    if source == "measured":
+        return ~np.isnan(y_diff)
+    return seeded_subset(ids.to_numpy(), cfg.label_fraction, cfg.seed, cfg.label_max)
 
 
 def quality_labels(P: pl.DataFrame) -> tuple[np.ndarray | None, np.ndarray]:

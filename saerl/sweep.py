@@ -318,33 +318,58 @@ def _unread_reason(key: str, cfg: PipelineConfig, planned: Sequence[str], until:
     what makes the stage ignore it), or every value
     gives that stage the same input."""
     from saerl.config import device_type
-    from saerl.pipeline import plan
     from saerl.stages import pinned_fields, unread_fields
 
     readers = _readers(key)
     here = [s for s in readers if s in planned]
     if not here:
-        whole = {stage for stage, _ in plan(cfg)}  # the stages this config runs with no --until
-        later = [s for s in readers if s not in planned and s in whole]
-        if not later:
-            never = [s for s in readers if s not in whole]
-            if not never:
-                return "no stage reads it; drop it from the grid"
-            return (f"only the {' and '.join(never)} stage{'' if len(never) == 1 else 's'} read{'s' if len(never) == 1 else ''} "
-                    "it, which this config never runs (e.g. the testbed under data.source=file); drop it from the "
-                    "grid, or set the config so that stage runs")
-        if until is None:
-            return "no stage reads it; drop it from the grid"
-        return (f"no stage up to {source.until.format(stage=until)} reads it ({', '.join(later)} "
-                f"{'does' if len(later) == 1 else 'do'}); sweep it with {source.until.format(stage=later[0])} or "
-                "a later stage, or drop it from the grid")
+        return _unplanned_reason(readers, cfg, planned, until, source)
     device = device_type(cfg.runtime.device)
     if all(key in unread_fields(cfg, s, device) + pinned_fields(cfg, s, device) for s in here):
-        return (f"the {' and '.join(here)} stage{'' if len(here) == 1 else 's'} ignore{'s' if len(here) == 1 else ''}"
+        return (f"the {_stage_phrase(here)} ignore{_verb_s(here)}"
                 " it under this config (README, 'What the demo does': a field 'not read under this config'); drop it "
                 "from the grid, or set the config so that a stage reads it")
-    return (f"every value gives the {' and '.join(here)} stage{'' if len(here) == 1 else 's'} the same input under "
+    return (f"every value gives the {_stage_phrase(here)} the same input under "
             "this config; drop it from the grid, or sweep values that differ there")
+
+
+def _stage_phrase(stages: Sequence[str]) -> str:
+    """Stage names as a message names them: ['sae'] -> 'sae stage', ['sae', 'score'] -> 'sae and score stages'."""
+    return f"{' and '.join(stages)} stage{'' if len(stages) == 1 else 's'}"
+
+
+def _verb_s(stages: Sequence[str]) -> str:
+    """The 's' of a verb whose subject is `stages` (:func:`_stage_phrase`): 's' for one stage, '' for several."""
+    return "s" if len(stages) == 1 else ""
+
+
+def _unplanned_reason(readers: Sequence[str], cfg: PipelineConfig, planned: Sequence[str], until: str | None,
+                      source: GridSource) -> str:
+    """:func:`_unread_reason` for a key no planned stage reads: no stage reads it, only stages this config never
+    runs do, or a stage after `until` does (sweep it with a later until). in: the key's reader stages
+    (:func:`_readers`), the config, its planned stages, the last stage, where the grid was written; out: the reason
+    and fix."""
+    from saerl.pipeline import plan
+
+    whole = {stage for stage, _ in plan(cfg)}  # the stages this config runs with no --until
+    later = [s for s in readers if s not in planned and s in whole]
+    if not later:
+        return _never_run_reason([s for s in readers if s not in whole])
+    if until is None:
+        return "no stage reads it; drop it from the grid"
+    return (f"no stage up to {source.until.format(stage=until)} reads it ({', '.join(later)} "
+            f"{'does' if len(later) == 1 else 'do'}); sweep it with {source.until.format(stage=later[0])} or "
+            "a later stage, or drop it from the grid")
+
+
+def _never_run_reason(never: Sequence[str]) -> str:
+    """The reason for a key that only stages this config never runs (`never`) read, or, with none, that no stage
+    reads it; with its fix."""
+    if not never:
+        return "no stage reads it; drop it from the grid"
+    return (f"only the {_stage_phrase(never)} read{_verb_s(never)} "
+            "it, which this config never runs (e.g. the testbed under data.source=file); drop it from the "
+            "grid, or set the config so that stage runs")
 
 
 def refuse_repeats(children: Sequence[tuple[Setting, PipelineConfig]], until: str | None = None,

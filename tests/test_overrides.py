@@ -67,3 +67,15 @@ def test_overrides_that_add_to_one_another_pass_and_layered_overrides_take_the_l
     assert cfg.eval.sets == {"b": "y.jsonl", "a": "x.jsonl"} and (cfg.train.max_steps, cfg.train.seeds) == (6, [1])
     # code layers its own overrides under a user's (a benchmark's defaults; --root after them): the later one wins
     assert load_config(None, ["train.seeds=[0, 1, 2]", "train.seeds=[0]"]).train.seeds == [0]
+
+
+def test_an_override_of_a_whole_section_or_through_a_value_names_the_override_and_the_fix():
+    """A section set to a scalar ('train=5') says it is a section and shows a field and the mapping form; a dotted
+    key through a value that is no section (a raw config with train: 5) names that part."""
+    with pytest.raises(ConfigError, match=r"override 'train=5': 'train' is a section, not a field; set one of its "
+                                          r"fields \(train\.\w+=\.\.\.\) or several as a mapping \(train=\{\w+: \.\.\.\}\)"):
+        apply_overrides({}, ["train=5"])
+    with pytest.raises(ConfigError, match=r"override 'train.max_steps=3': 'train' is not a section"):
+        apply_overrides({"train": 5}, ["train.max_steps=3"])
+    out = apply_overrides({"train": {"max_steps": 4, "beta": 0.1}}, ["train={max_steps: 6}"])
+    assert out["train"] == {"max_steps": 6, "beta": 0.1}  # a section as a mapping keeps the fields it does not name

@@ -1035,3 +1035,15 @@ def test_score_prompts_names_what_to_pass_for_the_whole_config_or_a_path(data):
         score_prompts(X, prompts, PipelineConfig(), ids=prompts["id"])
     with pytest.raises(TypeError, match=r"prompts must be a polars DataFrame .*not a str: read .*prompts\.parquet"):
         score_prompts(X, "prompts.parquet", ScoreConfig(**FAST), ids=prompts["id"])
+
+
+def test_align_inputs_names_ids_that_miss_the_codes_rows_or_the_prompts(data):
+    """ids one short of the codes' rows say how many of each; an id matching no prompt says how many are unmatched."""
+    X, prompts, _ = data
+    cfg = ScoreConfig(**FAST, baselines=False, n_clusters=4)
+    ids = prompts["id"].to_list()
+    with pytest.raises(ValueError, match=rf"X has {X.shape[0]} rows, C {X.shape[0]} and D \[{X.shape[0]}\] but "
+                                         rf"{len(ids) - 1} ids were given"):
+        S.align_inputs(X, prompts, cfg, None, ids=ids[:-1])
+    with pytest.raises(ValueError, match=r"ids of X must each match one prompts row: 1 unmatched, 0 extra rows"):
+        S.align_inputs(X, prompts, cfg, None, ids=["no such id", *ids[1:]])

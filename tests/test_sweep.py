@@ -566,3 +566,13 @@ def test_the_ablations_heading_and_stage_run_lists_fit_the_terminals_width(tmp_p
     lines = fitted.splitlines()
     heading = lines[:next(i for i, line in enumerate(lines) if line.startswith("setting "))]
     assert len(heading) > 1 and " ".join(heading) == plain.splitlines()[0]
+
+
+def test_a_key_only_unrun_stages_read_names_one_stage_or_several_in_the_plural():
+    """The reason a grid key changes nothing names its readers in the singular or plural ('the testbed stage reads',
+    'the testbed and label stages read'), and with no reader says no stage reads it."""
+    from saerl.sweep import _never_run_reason
+
+    assert _never_run_reason(["testbed"]).startswith("only the testbed stage reads it, which this config never runs")
+    assert _never_run_reason(["testbed", "label"]).startswith("only the testbed and label stages read it, which")
+    assert _never_run_reason([]) == "no stage reads it; drop it from the grid"
