@@ -330,10 +330,15 @@ def finished_state(future: Any) -> Any:
     only distributed's log said a worker had died. Its Dask error is raised instead, which names the task, the workers
     and what to read next (the run's failure marks the task run Crashed: :func:`crash_lost_runs`). in: a finished
     Prefect future; out: its state. Raises the Dask future's exception."""
-    wrapped = getattr(future, "wrapped_future", None)
-    if getattr(wrapped, "status", None) == DASK_ERROR:
-        raise wrapped.exception()
+    if dask_status(future) == DASK_ERROR:
+        raise future.wrapped_future.exception()
     return future.state
+
+
+def dask_status(future: Any) -> str | None:
+    """A Prefect future's Dask status (DASK_FINISHED, DASK_ERROR, 'pending', ...), or None for a future that runs
+    elsewhere than on Dask. in: a Prefect future; out: the status or None."""
+    return getattr(getattr(future, "wrapped_future", None), "status", None)
 
 
 def crash_lost_runs(futures: list[Any], failure: BaseException | None = None) -> int:
@@ -346,7 +351,7 @@ def crash_lost_runs(futures: list[Any], failure: BaseException | None = None) ->
     Best effort (:func:`set_task_run_states`): a failure to reach the API costs the marks (a warning), never the
     flow's own error; a run the server never heard of is left alone. in: Prefect futures (others than Dask's are
     skipped), the fan-out's error or None; out: how many were marked."""
-    status = {id(f): getattr(getattr(f, "wrapped_future", None), "status", None) for f in futures}
+    status = {id(f): dask_status(f) for f in futures}
     lost = [f for f in futures if status[id(f)] == DASK_ERROR
             or failure is not None and status[id(f)] not in (None, DASK_FINISHED)]
     if not lost:

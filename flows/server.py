@@ -317,18 +317,17 @@ def forget_stopped_services() -> int:
         owner = getattr(getattr(fn, "func", fn), "__self__", None)  # an exit hook is a functools.partial
         return isinstance(owner, base) and getattr(owner, "_stopped", False)
 
-    dropped = 0
+    def prune(entries: Any, fn_of: Any) -> int:
+        if not isinstance(entries, list):
+            return 0
+        kept = [e for e in entries if not stopped(fn_of(e))]
+        dropped = len(entries) - len(kept)
+        entries[:] = kept
+        return dropped
+
     hooks = getattr(threading, "_threading_atexits", None)
-    if isinstance(hooks, list):
-        kept = [f for f in hooks if not stopped(f)]
-        dropped += len(hooks) - len(kept)
-        hooks[:] = kept
     calls = getattr(getattr(loop_module, "_global_loop", None), "_on_shutdown", None)  # none made here
-    if isinstance(calls, list):
-        kept = [c for c in calls if not stopped(getattr(c, "fn", None))]
-        dropped += len(calls) - len(kept)
-        calls[:] = kept
-    return dropped
+    return prune(hooks, lambda hook: hook) + prune(calls, lambda call: getattr(call, "fn", None))
 
 
 @contextmanager

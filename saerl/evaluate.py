@@ -55,7 +55,7 @@ import hashlib
 import math
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import numpy as np
 import polars as pl
@@ -79,6 +79,7 @@ REACH_SEED = 1  # seed of the base policy's probe pass that defines the reachabl
 PROBE_STREAM = 1  # spawn key of the probe pass's sample seeds: a stream no scored pass's (no spawn key) reaches
 TARGET_RTOL = 1e-9  # an accuracy within this relative tolerance of the target counts as reaching it
 Metric = Literal["greedy", "mean_k"]
+METRICS: tuple[Metric, ...] = get_args(Metric)  # the metrics the evaluate stage compares the arms on, in order
 
 
 # ------------------------------------------------------------------------------------------------ generation

@@ -896,7 +896,6 @@ HELDOUT = "eval.parquet"  # a heldout artifact's per-sample frame (one policy on
 REACH_PROBE = "reach_probe.parquet"  # the evaluate artifact's copy of the starting policy's probe pass
 HELDOUT_SETS = "sets.parquet"  # a heldout artifact's held-out problems (set, id, prompt): what evaluate checks
 # against the training data (:func:`held_out_overlap`) without reading the set files again
-COMPARED = ("greedy", "mean_k")  # the metrics the evaluate stage compares the arms on (saerl.evaluate.Metric)
 
 
 def held_out_fit_notes(cfg: PipelineConfig, tok: Any, context: Any, sets: dict[str, pl.DataFrame]) -> list[str]:
@@ -1111,20 +1110,21 @@ def _reference_arm(runs: list[tuple[str, int, ArtifactRef]]) -> str:
 
 def _arm_comparisons(samples: pl.DataFrame, reference: str, level: float, left_out: Collection[str],
                      reference_fixed: bool = False) -> list[pl.DataFrame]:
-    """saerl.evaluate.compare_arms against `reference` on each metric of COMPARED, each table with its metric
-    column. in: the per-sample frame, the reference arm, eval.ci_level, the sets left out of the mean of the sets,
-    whether the reference is one fixed policy (the starting policy); out: one table a metric, in COMPARED's
-    order."""
-    from saerl.evaluate import compare_arms
+    """saerl.evaluate.compare_arms against `reference` on each metric of saerl.evaluate.METRICS, each table with
+    its metric column. in: the per-sample frame, the reference arm, eval.ci_level, the sets left out of the mean of
+    the sets, whether the reference is one fixed policy (the starting policy); out: one table a metric, in
+    METRICS' order."""
+    from saerl.evaluate import METRICS, compare_arms
 
     return [compare_arms(samples, reference, metric=m, level=level, reference_fixed=reference_fixed,
-                         left_out=left_out).with_columns(metric=pl.lit(m)) for m in COMPARED]
+                         left_out=left_out).with_columns(metric=pl.lit(m)) for m in METRICS]
 
 
 def _metric_titles(samples: pl.DataFrame, mean_name: str) -> tuple[str, str]:
-    """The titles of comparison.txt's blocks, one a metric of COMPARED: greedy pass@1 and `mean_name`, each saying
-    how answers were read where eval.answer_extraction's fallback read them (a FALLBACK column). in: the per-sample
-    frame, the mean@k name (saerl.evaluate.mean_k_names); out: (greedy title, mean@k title)."""
+    """The titles of comparison.txt's blocks, one a metric of saerl.evaluate.METRICS: greedy pass@1 and
+    `mean_name`, each saying how answers were read where eval.answer_extraction's fallback read them (a FALLBACK
+    column). in: the per-sample frame, the mean@k name (saerl.evaluate.mean_k_names); out: (greedy title, mean@k
+    title)."""
     from saerl.answers import BOXED_OR_LAST, FALLBACK
 
     read_by = f" (answers: {BOXED_OR_LAST})" if FALLBACK in samples.columns else ""  # eval.answer_extraction
@@ -1138,9 +1138,9 @@ def _evaluate_notes(samples: pl.DataFrame, read: pl.DataFrame, final: dict[str, 
     found before (`found`), and the arms that ended worse than the starting policy (worse_than_base_notes). in: the
     per-sample frame, the heldout artifact's ingest.parquet, {set: problems of the final evaluation}, the gains
     (None: no starting policy), :func:`_metric_titles`, the notes found; out: the notes."""
-    from saerl.evaluate import fallback_note, read_notes, worse_than_base_notes
+    from saerl.evaluate import METRICS, fallback_note, read_notes, worse_than_base_notes
 
-    worse = worse_than_base_notes(gains, dict(zip(COMPARED, names, strict=True))) if gains is not None else []
+    worse = worse_than_base_notes(gains, dict(zip(METRICS, names, strict=True))) if gains is not None else []
     fallback = [n for n in (fallback_note(samples),) if n]
     return fallback + read_notes(read, final) + found + worse
 
@@ -1153,7 +1153,7 @@ def _comparison_text(notes: list[str], names: tuple[str, str], tables: list[pl.D
     in: the notes, :func:`_metric_titles`, the comparisons (:func:`_arm_comparisons`), the gains (None: none),
     {set: (rows kept, rows in its file)}, the mean@k blocks' labels where the sets' k differ, format_steps' text,
     :func:`probe_failures`' line ('' : none); out: the text."""
-    from saerl.evaluate import format_comparison
+    from saerl.evaluate import METRICS, format_comparison
 
     labels = ({}, k_labels)  # the greedy blocks need none; the mean@k blocks name their set's k where ks differ
     text = "".join(f"note: {n}\n" for n in notes)  # above the tables: what a reader of them must know first
@@ -1163,7 +1163,7 @@ def _comparison_text(notes: list[str], names: tuple[str, str], tables: list[pl.D
         text += "\n" + "\n".join(
             f"== RL gain over the starting policy, {m} ==\n"
             f"{format_comparison(gains.filter(pl.col('metric') == k), sizes, lab)}"
-            for m, k, lab in zip(names, COMPARED, labels, strict=True))
+            for m, k, lab in zip(names, METRICS, labels, strict=True))
     text += "\n" + steps
     return text + (f"\n{probe_line}" if probe_line else "")
 
