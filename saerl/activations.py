@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -63,6 +63,9 @@ from saerl.activation_store import (
 )
 from saerl.artifacts import ChunkLog, files_fault, loader_said, tensor_shapes, unreadable_files, while_wanted
 from saerl.config import PKG_MODEL, ExtractConfig, ModelConfig, device_type, resolve_layer
+
+if TYPE_CHECKING:
+    from saerl.policy_lm import Context
 
 log = logging.getLogger("saerl.activations")
 CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
@@ -937,15 +940,39 @@ def extract_chunks(store_path: str | Path, chunk_log: ChunkLog, chunk_ids: Seque
             "tokens_per_s": round(n_tok / seconds, 1) if seconds > 0 else 0.0}
 
 
+class Prepared(NamedTuple):
+    """What :func:`prepared_extraction` laid out and found: the store's path, the ids of the prompts cut to
+    extract.max_length, and the model's position limit and kind (saerl.policy_lm.Context; None where its config
+    names no limit) with the ids of the prompts read past it (:func:`over_positions`), each in the prompts' order."""
+
+    store: Path
+    cut_ids: list[str]
+    context: Context | None
+    over_ids: list[str]
+
+
+def over_positions(config: Any, token_ids: TokenIds, ids: Sequence[str]) -> tuple[Context | None, list[str]]:
+    """The prompts whose tokens, as the model reads them (cut to extract.max_length), run past its position limit
+    (saerl.policy_lm.model_context: max_position_embeddings, GPT-2's n_positions): a rotary model reads them at
+    positions it was never trained on. in: the model's config, the prompts' token ids, their ids; out: (the
+    model's context or None, the ids of those prompts: [] where the config names no limit)."""
+    from saerl.policy_lm import model_context
+
+    context = model_context(config)
+    if context is None:
+        return None, []
+    return context, [str(ids[i]) for i in np.flatnonzero(np.diff(token_ids.offsets) > context.positions)]
+
+
 def prepare_extraction(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, model_cfg: ModelConfig,
                        cfg: ExtractConfig, model_path: str | None = None, device: str = "auto") -> Path:
     """:func:`prepared_extraction`'s store alone (the Dask path lays a store out with it: saerl.pipeline)."""
-    return prepared_extraction(prompts, ids, out_dir, model_cfg, cfg, model_path, device)[0]
+    return prepared_extraction(prompts, ids, out_dir, model_cfg, cfg, model_path, device).store
 
 
 def prepared_extraction(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, model_cfg: ModelConfig,
                         cfg: ExtractConfig, model_path: str | None = None,
-                        device: str = "auto") -> tuple[Path, list[str]]:
+                        device: str = "auto") -> Prepared:
     """Tokenize and lay out ``out_dir/activations.zarr`` without running the model (config + tokenizer
     only), so shards can then run extract_chunks in other processes. The model is `model_path`, else
     cfg.model, else model_cfg.name_or_path. Each prompt's head length (head_lengths of template_head, when
@@ -953,7 +980,8 @@ def prepared_extraction(prompts: Sequence[str], ids: Sequence[str], out_dir: str
     into the store; a template head of extract.max_length tokens or more is warned of. An existing store for the
     same inputs is kept (resume); the inputs include the heads and the dtype the model resolves to on `device` (see
     resolve_dtype), so a store begun on another kind of device or with other heads is rebuilt, never mixed.
-    Returns (the store's path, the ids of the prompts cut to extract.max_length, in the prompts' order)."""
+    Returns a :class:`Prepared`: the store's path, the ids of the prompts cut to extract.max_length, the model's
+    context and the ids of the prompts read past its positions (:func:`over_positions`)."""
     name = model_path or cfg.model or model_cfg.name_or_path
     config = model_config(name, model_cfg)
     n_layers, d_model = config_shape(config)
@@ -973,7 +1001,7 @@ def prepared_extraction(prompts: Sequence[str], ids: Sequence[str], out_dir: str
     store = Path(out_dir) / STORE_NAME
     prepare_store(store, list(ids), token_ids, model=name, layer=layer, d_model=d_model, n_layers=n_layers, cfg=cfg,
                   dtype=dtype, n_truncated=int(np.count_nonzero(n_cut)), heads=heads)
-    return store, [str(ids[i]) for i in np.flatnonzero(n_cut)]
+    return Prepared(store, [str(ids[i]) for i in np.flatnonzero(n_cut)], *over_positions(config, token_ids, ids))
 
 
 def extract(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, model_cfg: ModelConfig,
@@ -985,10 +1013,14 @@ def extract(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, mod
     name inside `out_dir`: the build folder is renamed when its artifact is published), n_prompts
     and n_prompts_total (the store's prompts), n_tokens and n_tokens_total (every token read), n_content_tokens_total
     (those after the prompts' heads), n_truncated (prompts longer than extract.max_length tokens, cut on
-    extract.truncation_side), truncated_ids (the first TRUNCATED_IDS_SHOWN of their ids, in the prompts' order) and
+    extract.truncation_side), truncated_ids (the first TRUNCATED_IDS_SHOWN of their ids, in the prompts' order),
     n_clipped (stored token values beyond float16's range, clamped to +-65504: counted by each chunk's log record; 0
-    for chunks a run recorded before the count existed)."""
-    store, cut_ids = prepared_extraction(prompts, ids, out_dir, model_cfg, cfg, model_path, device)
+    for chunks a run recorded before the count existed), model_positions and position_kind (the model's position
+    limit and how it encodes positions, saerl.policy_lm.Context; None where its config names no limit),
+    n_over_positions (prompts whose tokens as read run past that limit: :func:`over_positions`) and
+    over_positions_ids (the first TRUNCATED_IDS_SHOWN of their ids)."""
+    prepared = prepared_extraction(prompts, ids, out_dir, model_cfg, cfg, model_path, device)
+    store, context = prepared.store, prepared.context
     summary = extract_chunks(store, chunk_log, None, None, model_cfg, device, progress, on_chunk_done)
     act = open_activations(store)
     meta = act.meta
@@ -999,4 +1031,7 @@ def extract(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, mod
             "model": meta.model, "n_layers": meta.n_layers, "store": STORE_NAME,
             "n_prompts_total": meta.n_prompts, "n_tokens_total": meta.n_tokens,
             "n_content_tokens_total": act.n_content_tokens, "n_truncated": meta.n_truncated,
-            "truncated_ids": cut_ids[:TRUNCATED_IDS_SHOWN], "n_clipped": n_clipped}
+            "truncated_ids": prepared.cut_ids[:TRUNCATED_IDS_SHOWN], "n_clipped": n_clipped,
+            "model_positions": None if context is None else context.positions,
+            "position_kind": None if context is None else context.kind, "n_over_positions": len(prepared.over_ids),
+            "over_positions_ids": prepared.over_ids[:TRUNCATED_IDS_SHOWN]}

@@ -126,7 +126,8 @@ def compute_extract(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
     build.note(summary=summary)
     if commit := hub_commit(model, model_cfg):  # an unpinned hub model's commit is in no key: the manifest says it
         build.note(**{HUB_COMMIT: commit})
-    build.note(notes=warned("extract", extract_cut_notes(summary, cfg.extract.max_length, cfg.extract.truncation_side)))
+    build.note(notes=warned("extract", extract_cut_notes(summary, cfg.extract.max_length, cfg.extract.truncation_side)
+                            + extract_position_notes(summary, cfg.extract.truncation_side)))
     if summary["n_clipped"]:
         log.warning("extract: %d residual values (of %d tokens x %d) lie beyond float16's range and are stored "
                     "clamped to +-65504 in the token rows the SAE trains and encodes on (the pooled vectors are "
@@ -151,6 +152,29 @@ def extract_cut_notes(summary: dict[str, Any], max_length: int, side: str) -> li
     ids = f" (ids: {', '.join(shown)}{', ...' if n > len(shown) else ''})" if shown else ""
     return [f"{n} of {summary['n_prompts_total']} prompts{ids} are longer than extract.max_length={max_length} "
             f"tokens and were cut on the {side} (raise extract.max_length to keep them whole)"]
+
+
+def extract_position_notes(summary: dict[str, Any], side: str) -> list[str]:
+    """The extract stage's note when prompts, as read (cut to extract.max_length), ran past the extract model's
+    position limit (saerl.activations.over_positions; a model with learned positions failed on them instead): how
+    many, the first few ids, the limit and the fixes, as a rotary policy's overflow is noted by the stages that
+    generate; [] when none did or the limit is unknown (a summary from before the count: none). in: the extract
+    summary (n_over_positions, over_positions_ids, model_positions, position_kind, n_prompts_total),
+    extract.truncation_side; out: [note] or []."""
+    from saerl.policy_lm import ROTARY
+
+    n = int(summary.get("n_over_positions") or 0)
+    if not n:
+        return []
+    positions, shown = summary["model_positions"], list(summary.get("over_positions_ids") or [])
+    ids = f" (ids: {', '.join(shown)}{', ...' if n > len(shown) else ''})" if shown else ""
+    kind = ("whose positions are rotary" if summary.get("position_kind") == ROTARY else
+            "whose config does not say how it encodes positions (read as rotary)")
+    return [f"{n} of {summary['n_prompts_total']} prompts{ids} are longer than the {positions} positions of the "
+            f"extract model, {kind}: it read their tokens past position {positions} at positions it was never trained "
+            "on, so their residuals there (and the pooled vectors that hold them) are out of distribution; lower "
+            f"extract.max_length to {positions} or less to cut them (on extract.truncation_side={side}), or drop them "
+            "at ingest (data.max_prompt_chars)"]
 
 
 def compute_sae(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: Build) -> dict[str, float]:

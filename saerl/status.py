@@ -50,7 +50,7 @@ from saerl.runs import (
     stage_of,
     unfinished,
 )
-from saerl.terminal import fit_lines, table_lines
+from saerl.terminal import fit_columns, fit_lines, table_lines
 
 LIST_LIMIT = 20  # runs shown by `saerl status --list` unless told otherwise
 KEY_CHARS = 12  # key prefix shown (enough to tell artifacts apart; the full key is in the record)
@@ -67,6 +67,14 @@ DAY_SECONDS, HOUR_SECONDS, MINUTE_SECONDS = 86400, 3600, 60
 FUTURE_MARK = "(in the future)"  # after the start of a run that started in the future (saerl.runs.ahead_of_clock)
 SWEEP_TAIL = 4  # characters of a sweep child's sweep id `status --list` shows: its random end, which tells the
 # root's sweeps apart and ends its folder's name (ROOT/sweeps/*<them>/; `--list --json` gives the whole id)
+# the columns `status --list` leaves out where its table is wider than the terminal (saerl.terminal.fit_columns),
+# least useful first: stages is computed + cached; sizes and times before the sweep's tail and the counts; the start
+# (the run id says the day and time too, in UTC) and a sweep child's setting last. The run id, config name, how it
+# ended and what it ran with (left out only where no run was given anything: LIST_EMPTY_DROPS) stay; `--list --json`
+# has every field
+LIST_NARROW_DROPS = ("stages", "MB", "seconds", "sweep", "cached", "computed", "started", "setting")
+LIST_EMPTY_DROPS = ("ran with",)
+NARROW_NOTE = "left out to fit {width} columns: {columns} (a wider terminal or COLUMNS shows them; --json every field)"
 EXPLAINED_ENDINGS = (KILLED, UNFINISHED)  # how a run ended that `status --list` shows as the word before its colon,
 # the whole text once under the table (a 170-character 'killed: ...' cell widened every row before the last column)
 
@@ -385,8 +393,10 @@ def list_status(root: Path, limit: int = LIST_LIMIT, now: float | None = None, w
     was run with (:func:`ran_with`: its overrides and --until). An unreadable record is listed as such. A run that
     started in the future (saerl.runs.ahead_of_clock, against `now`, default the current time) has FUTURE_MARK after
     its start, and a line under the table says what that means.
+    Where the columns before the last do not fit `width`, the least useful are left out (LIST_NARROW_DROPS, a column
+    empty in every row first: saerl.terminal.fit_columns) and a line under the table names those that held values.
     in: artifact root, how many, the time now, the columns its lines fit (what a run was run with wrapped under its
-    column: :func:`format_run`; None: one line per run); out: the text."""
+    column: :func:`format_run`; None: one line per run, every column); out: the text."""
     runs = recent_records(root, limit)
     if not runs:
         return f"no runs under {Path(root) / RUNS_DIR}"
@@ -408,7 +418,10 @@ def list_status(root: Path, limit: int = LIST_LIMIT, now: float | None = None, w
                      str(computed), str(cached), f"{seconds:.1f}", f"{size / MB:.2f}", end, ran_with(r)))
     note = [f"{FUTURE_MARK}: {future} runs started later than this machine's clock reads now: {CLOCK_OFF}; "
             f"{LATEST_NOTE}"] if future else []
-    return "\n".join(table_lines(rows, width) + fit_lines(explained + note, width))
+    drops = [c for c in LIST_NARROW_DROPS if not (future and c == "started")]  # the start its mark is on stays
+    rows, left_out = fit_columns(rows, width, drops, LIST_EMPTY_DROPS)
+    narrow = [NARROW_NOTE.format(width=width, columns=", ".join(left_out))] if left_out else []
+    return "\n".join(table_lines(rows, width) + fit_lines(explained + note + narrow, width))
 
 
 UNREADABLE = "unreadable"  # the outcome `status --list --json` gives a record it cannot read (its `error` says why)

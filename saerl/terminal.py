@@ -5,7 +5,8 @@ relayed here by :func:`relay_output`: a training rank's bar), and the log line's
 led by the label of the sweep setting a line is logged for (:func:`labelled_logs`), as that run's printed lines are.
 On stdout: how wide a printed table may be (:func:`output_columns`), a table laid out in padded columns
 (:func:`table_lines`: status, report, the run's and the ablation's tables) whose free-text last column is wrapped to
-fit it (:func:`fit_cell`, prose lines: :func:`fit_lines`), widths counted in terminal columns
+fit it (:func:`fit_cell`, prose lines: :func:`fit_lines`), with columns left out where the others do not fit
+(:func:`fit_columns`: status --list), widths counted in terminal columns
 (:func:`display_width`: a CJK character takes two, a combining mark none).
 
 No stage's artifact depends on anything here.
@@ -186,6 +187,39 @@ def table_lines(rows: Sequence[Sequence[str]], width: int | None, wrap_last: boo
     return [line.rstrip() for row in rows for line in fit_cell(
         "".join(pad(cell, w) + COLUMN_GAP for cell, w in zip(row[:-1], widths, strict=True)), row[-1],
         width if wrap_last else None)]
+
+
+def table_width(rows: Sequence[Sequence[str]]) -> int:
+    """The columns :func:`table_lines` needs for a table's columns before its free-text last one, padded with the gap
+    after them, and its header's last cell: what fits `width` needs for every row's columns to stay on their line (the
+    last cell wraps under its column or its row). in: the rows, header first; out: terminal columns (0: no rows)."""
+    if not rows:
+        return 0
+    widths = [max(display_width(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return sum(widths) + len(COLUMN_GAP) * len(widths) + display_width(rows[0][-1])
+
+
+def fit_columns(rows: Sequence[Sequence[str]], width: int | None, drops: Sequence[str],
+                if_empty: Sequence[str] = ()) -> tuple[list[tuple[str, ...]], list[str]]:
+    """A table narrowed to `width` terminal columns (:func:`table_width`) by leaving columns out, each only while it
+    is still too wide: first those of `drops` and `if_empty` (header names) empty in every row below the header, then
+    the others of `drops` in their order; every other column stays (where those alone are too wide, the table stays
+    that wide). None (no terminal: :func:`output_columns`) or a table that fits: as it is.
+    in: the rows (header first), the width or None, the columns that may go (least useful first), those that may go
+    only where empty; out: (the rows, the columns left out that held a value in some row, in `drops` order)."""
+    kept = [tuple(row) for row in rows]
+    if width is None or not kept:
+        return kept, []
+    empty = [d for d in (*drops, *if_empty) if d in kept[0] and not any(row[kept[0].index(d)] for row in kept[1:])]
+    told: list[str] = []
+    for name in [*empty, *(d for d in drops if d not in empty)]:
+        if table_width(kept) <= width:
+            break
+        if name in kept[0] and len(kept[0]) > 1:
+            i = kept[0].index(name)
+            kept = [row[:i] + row[i + 1:] for row in kept]
+            told += [] if name in empty else [name]
+    return kept, told
 
 
 @contextmanager

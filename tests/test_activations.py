@@ -58,10 +58,10 @@ def make_prompts(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
     return prompts, [f"p{i}" for i in range(n)]
 
 
-def save_tiny_lm(folder, hidden: int = 32, layers: int = N_LAYERS, chat: bool = True) -> str:
-    """A tiny random Qwen2 + a byte-level BPE tokenizer with a Qwen-style chat template, saved as a model
-    folder. (transformers 5 always loads model type qwen2 with Qwen2Tokenizer, so the tokenizer must be
-    byte-level BPE to round-trip through AutoTokenizer.)"""
+def save_tiny_lm(folder, hidden: int = 32, layers: int = N_LAYERS, chat: bool = True, positions: int = 256) -> str:
+    """A tiny random Qwen2 (rotary, `positions` of them) + a byte-level BPE tokenizer with a Qwen-style chat
+    template, saved as a model folder. (transformers 5 always loads model type qwen2 with Qwen2Tokenizer, so the
+    tokenizer must be byte-level BPE to round-trip through AutoTokenizer.)"""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -73,7 +73,7 @@ def save_tiny_lm(folder, hidden: int = 32, layers: int = N_LAYERS, chat: bool = 
         fast.chat_template = CHAT
     torch.manual_seed(0)
     cfg = Qwen2Config(vocab_size=len(fast), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=2 * hidden, max_position_embeddings=256,
+                      num_key_value_heads=2, intermediate_size=2 * hidden, max_position_embeddings=positions,
                       pad_token_id=fast.pad_token_id, eos_token_id=fast.eos_token_id, bos_token_id=None)
     AutoModelForCausalLM.from_config(cfg).save_pretrained(folder)
     fast.save_pretrained(folder)
@@ -565,6 +565,27 @@ def test_truncated_prompts_are_counted_in_the_store_and_the_summary(tiny, loaded
     assert max(np.diff(open_activations(tmp_path / "cut").offsets)) == cfg.max_length
     whole = _extract(tmp_path / "whole", tiny, prompts, ids, ExtractConfig(chunk_rows=4, token_budget=64))
     assert whole["n_truncated"] == 0 and whole["truncated_ids"] == []
+
+
+def test_prompts_past_a_rotary_models_positions_are_counted_in_the_summary(tmp_path):
+    """A rotary extract model reads on past its positions (max_position_embeddings) at positions it was never
+    trained on: the prompts whose tokens, as read (cut to extract.max_length), run past them were not counted
+    anywhere. The summary counts them and names the first TRUNCATED_IDS_SHOWN ids, with the model's positions."""
+    from saerl.activations import TRUNCATED_IDS_SHOWN
+
+    short = save_tiny_lm(tmp_path / "short", layers=2, positions=30)
+    prompts, ids = make_prompts(12, seed=5)
+    cfg = ExtractConfig(chunk_rows=4, token_budget=64, max_length=40)
+    lengths = [len(x) for x in tokenize_prompts(AutoTokenizer.from_pretrained(short), prompts, cfg)]
+    past = [i for i, n in zip(ids, lengths, strict=True) if n > 30]
+    assert 0 < len(past) < len(prompts) and max(lengths) == 40
+    summary = _extract(tmp_path / "out", short, prompts, ids, cfg)
+    assert (summary["n_over_positions"], summary["model_positions"], summary["position_kind"]) == (len(past), 30,
+                                                                                                     "rotary")
+    assert summary["over_positions_ids"] == past[:TRUNCATED_IDS_SHOWN]
+    within = _extract(tmp_path / "cut", short, prompts, ids, ExtractConfig(chunk_rows=4, token_budget=64,
+                                                                           max_length=30))
+    assert within["n_over_positions"] == 0 and within["over_positions_ids"] == []
 
 
 def test_a_store_left_unreadable_by_a_killed_replacement_is_replaced(tiny, tmp_path):

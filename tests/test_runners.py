@@ -867,6 +867,33 @@ def test_extract_keeps_its_cut_prompts_note_in_the_manifest_naming_the_first_ids
     assert not whole.notes.get("notes")
 
 
+def test_extract_notes_the_prompts_read_past_a_rotary_models_positions_in_the_manifest(tmp_path, monkeypatch):
+    """A rotary extract model reads a prompt longer than its positions at positions it was never trained on; the
+    stage's manifest said nothing (the generating stages note their rotary policy's overflow). It notes how many,
+    the first ids, the model's positions and the fixes; none when every prompt fits or the limit is unknown."""
+    from saerl import activations, runners
+
+    summary = {"n_prompts_total": 42, "n_tokens_total": 90, "d_model": 8, "layer": 0, "tokens_per_s": 1.0,
+               "n_truncated": 0, "truncated_ids": [], "chunks_run": 1, "n_clipped": 0, "model_positions": 160,
+               "position_kind": "rotary", "n_over_positions": 6, "over_positions_ids": ["a", "b", "c", "d", "e"]}
+    monkeypatch.setattr(activations, "extract", lambda *a, **k: summary)
+    monkeypatch.setattr(runners, "read_prompts", lambda _: pl.DataFrame({"id": ["p0"], "prompt": ["q"]}))
+    monkeypatch.setattr(runners, "internals_model", lambda *_: "unused")
+    build = Build(tmp_path, {})
+    runners.compute_extract(load_config(None, ["extract.max_length=400"]), {}, build)
+    assert build.notes["notes"] == [
+        "6 of 42 prompts (ids: a, b, c, d, e, ...) are longer than the 160 positions of the extract model, whose "
+        "positions are rotary: it read their tokens past position 160 at positions it was never trained on, so their "
+        "residuals there (and the pooled vectors that hold them) are out of distribution; lower extract.max_length "
+        "to 160 or less to cut them (on extract.truncation_side=left), or drop them at ingest (data.max_prompt_chars)"]
+    for fits in ({"n_over_positions": 0, "over_positions_ids": []}, {"model_positions": None, "position_kind": None,
+                                                                     "n_over_positions": 0, "over_positions_ids": []}):
+        monkeypatch.setattr(activations, "extract", lambda *a, fits=fits, **k: summary | fits)
+        whole = Build(tmp_path, {})
+        runners.compute_extract(PipelineConfig(), {}, whole)
+        assert not whole.notes.get("notes")
+
+
 def test_extract_run_by_shards_reports_no_throughput_of_its_own(tmp_path, monkeypatch):
     """On Dask the shards extract every chunk and the stage's own run only publishes: it reported 0 tokens/s."""
     from saerl import activations, runners

@@ -157,7 +157,7 @@ if __name__ == "__main__":
 
 # the sources as last reviewed, with every stage's code version then (written by `python tests/test_stage_sources.py`)
 REVIEWED = {'sources': {'activation_store': '98c862c860f7fd900673f4a9f69908902de2be00b3d2418d8fb50a4b384d8970',
-             'activations': 'db86eb922bf11a6daeb084f799014bb29abd5327f72388000be024e4425f3089',
+             'activations': 'fea29ca5e5c436e050fca876133fe499c9950209d8b976934deec961472bd823',
              'answers': '1e820e0781056eef744a92fe55a4a7cbe594999d307a04e5d83e031f664e9030',
              'artifacts': 'f3551b833b695e982751d6803d6b6a207570b85a4ba6b1564dbdbd700b79be40',
              'checkpoints': '952f79e64b79843ac68dbcadba37746f0a7acd59624ec4a7649cda605260b1ad',
@@ -174,7 +174,7 @@ REVIEWED = {'sources': {'activation_store': '98c862c860f7fd900673f4a9f69908902de
              'property_models': 'd486d756fc0261047773d1eb96c69ea89c5ccb5c8679842d605326fe1c83cfd8',
              'report': 'a7a026d3c6fd65613a0756b2d1e57f59db1b69ac853ad7c7756384095e5923a2',
              'rl': 'bbf6ae4d26cac8c339f158a7c88873f690cfdfba51ff99d00555dfbd260eb72a',
-             'runners': 'f7f6033c4b03893a5dd125ae563f8dcaa01a1856f86b7397e229e98b476d4f36',
+             'runners': 'b820152c26c0a5673bf45600cb06fdf7471e2a72cb47d09421a61151f2382393',
              'sae': '650882493f527be330cea1925ba6d4e71d07e5e3e56dcb91d7c7058ad2032e45',
              'scoring': '5bf5ee6f87b9d3b9c3288d3103911ddaf6729c6ae04667ea9ea971592e4003c4',
              'stages': '756712747cb10ccf186f3e96809239a0c27fa6bcb3ebea8ab00f20f7bc5ff01f',

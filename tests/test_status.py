@@ -188,9 +188,42 @@ def test_list_status_wraps_what_a_run_was_run_with_under_its_column(tmp_path):
     assert " ".join(line[column:] for line in lines[1:]) == f"{overrides} --until curriculum"
 
 
+def test_list_status_fits_a_terminal_leaving_out_its_least_useful_columns(tmp_path, monkeypatch, capsys):
+    """`status --list` was about 133 columns wide on any terminal: its columns before `ran with` never wrap, so an
+    80-column terminal broke every row. Where they do not fit, columns are left out (stages, the sum of computed and
+    cached, first; then MB, seconds, ...: saerl.status.LIST_NARROW_DROPS; a column empty in every row before any), a
+    line under the table naming those that held values; each run's row still starts with its id and says how it
+    ended; `--json` is the same at any width."""
+    import json
+
+    from saerl.status import list_json
+    from saerl.terminal import display_width
+
+    runs = _told_apart(tmp_path)
+    full = list_status(tmp_path).splitlines()
+    assert full[0].split()[:6] == ["run", "name", "setting", "sweep", "started", "stages"]
+    assert list_status(tmp_path, width=max(map(display_width, full))).splitlines() == full  # wide enough: as it was
+    for width in (60, 80, 100, 120):
+        lines = list_status(tmp_path, width=width).splitlines()
+        assert all(display_width(line) <= width for line in lines), (width, lines)
+        header = lines[0].split()
+        assert header[:2] == ["run", "name"] and "ended" in header and "stages" not in header, (width, header)
+        for record in runs.values():
+            row = next(line for line in lines if line.startswith(record.run_id))
+            assert row.split()[1] == "smoke" and " ok" in row, (width, row)
+        assert any(line.startswith("left out to fit") and "stages" in line for line in lines), (width, lines)
+    assert "setting" in list_status(tmp_path, width=80).splitlines()[0], "a sweep child's setting stays at 80"
+    monkeypatch.setenv("COLUMNS", "60")
+    assert main(["status", "--list", "--json", "--root", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == json.dumps(list_json(tmp_path), indent=1) + "\n"
+    assert main(["status", "--list", "--root", str(tmp_path)]) == 0
+    assert all(display_width(line) <= 60 for line in capsys.readouterr().out.splitlines())
+
+
 def test_list_status_adds_no_blank_line_under_a_run_given_nothing_at_a_width_its_padding_passes(tmp_path):
     """A run given no overrides has an empty last column: at a width between its row and its padded row (about 120
-    columns beside a run that has overrides), its row was followed by a blank line. Each run stays one line there."""
+    columns beside a run that has overrides), its row was followed by a blank line. Each run stays one line there,
+    at any width, columns left out to fit it or not (saerl.terminal.fit_columns)."""
     from saerl.runs import INVOCATION, UNTIL
 
     save_run(tmp_path, RunRecord(name="smoke", run_id="20261207-092914-259189-4512",
@@ -198,12 +231,12 @@ def test_list_status_adds_no_blank_line_under_a_run_given_nothing_at_a_width_its
     save_run(tmp_path, RunRecord(name="smoke", run_id="20261207-093914-259189-4513",  # newer: listed first
                                  extra={INVOCATION: "saerl run configs/smoke.yaml", UNTIL: None}))
     rows = list_status(tmp_path).splitlines()
-    plain = next(line for line in rows if line.startswith("20261207-093914"))
     padded = rows[0].index("ran with")  # where the empty cell would start
-    for width in range(len(plain), padded + 1):
+    for width in range(40, padded + 12):
         lines = list_status(tmp_path, width=width).splitlines()
         assert "" not in lines and len(lines) >= 3, (width, lines)
-        assert any(line == plain for line in lines), (width, lines)
+        plain = next(i for i, line in enumerate(lines) if line.startswith("20261207-093914"))
+        assert lines[plain + 1].startswith("20261207-092914"), ("one line", width, lines)
 
 
 def test_cli_status(tmp_path, capsys):

@@ -598,3 +598,21 @@ def test_filtered_drops_a_loggers_lines_for_the_block_alone():
         logger.removeHandler(handler)
         logging.getLogger("saerl.test.other").removeHandler(handler)
     assert seen == ["kept", "tied elsewhere", "tied after"] and logger.filters == []
+
+
+def test_fit_columns_leaves_out_empty_columns_then_the_listed_ones_in_order_until_the_table_fits():
+    """saerl.terminal.fit_columns: a column empty below the header goes first and unnamed (one that may go only
+    where empty, too), then the listed ones in their order, only while the table is too wide; the others stay."""
+    from saerl.terminal import fit_columns, table_width
+
+    rows = [("id", "blank", "size", "count", "end", "note"), ("run-1", "", "12.50", "3", "ok", ""),
+            ("run-2", "", "0.10", "14", "failed", "")]
+    assert fit_columns(rows, None, ["size"]) == (rows, [])
+    assert fit_columns(rows, table_width(rows), ["size", "count"], ["note"]) == (rows, [])
+    kept, told = fit_columns(rows, table_width(rows) - 1, ["size", "count"], ["blank", "note"])
+    assert (kept[0], told) == (("id", "size", "count", "end", "note"), [])  # the empty column was enough
+    kept, told = fit_columns(rows, 20, ["size", "count", "blank"], ["note"])
+    assert kept == [("id", "count", "end"), ("run-1", "3", "ok"), ("run-2", "14", "failed")] and told == ["size"]
+    assert table_width(kept) <= 20
+    kept, told = fit_columns(rows, 5, ["size", "count"])
+    assert kept[0] == ("id", "blank", "end", "note") and told == ["size", "count"], "the others stay, however wide"

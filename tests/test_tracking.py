@@ -1142,3 +1142,34 @@ def test_a_run_finished_or_a_stage_sent_live_leaves_no_file_of_its_store_open(tm
     release_store(tracking_uri(cfg, tmp_path))
     assert _open_files(db) == []
     assert release_store("http://127.0.0.1:5000") == 0  # a tracking server's URI: nothing of MLflow's is touched
+
+
+def test_a_finished_run_leaves_no_artifact_repository_of_its_own_in_mlflows_cache(tmp_path, monkeypatch):
+    """MLflow keeps an artifact repository per run that logged a file (a module-level cache of up to 1025, about 9 KB
+    each): a long-lived process kept those of every run it had finished (20 saerl runs: 80 entries, 0.7 MB). A
+    finished run drops its own parent's and nested runs' entries, not another run's; the run's files are logged; a
+    cache MLflow renamed or moved leaves finish as it was (nothing dropped)."""
+    from mlflow.tracking._tracking_service import utils
+
+    from saerl import tracking
+
+    cfg = load_config(None, ["name=trk"])
+    payload = tmp_path / "note.txt"
+    payload.write_text("x")
+    other = Tracker(cfg, tmp_path, "other")
+    other.log_artifact(payload)  # another run, still going: its entry stays
+    t = Tracker(cfg, tmp_path, "run-1")
+    t.log_text("a: 1\n", "config.yaml")
+    t.log_stage("ingest", "computed", "k", "computed: first run", 1.0, {})
+    t.log_artifact(payload, "ingest")
+    mine = [t.parent_id, t.stage_runs["ingest"]]
+    assert all(rid in utils._artifact_repos_cache for rid in [*mine, other.parent_id]), "nothing cached: no test"
+    t.finish()
+    assert not any(rid in utils._artifact_repos_cache for rid in mine)
+    assert other.parent_id in utils._artifact_repos_cache
+    client = MlflowClient(tracking_uri=tracking_uri(cfg, tmp_path))
+    assert [f.path for f in client.list_artifacts(mine[1])] == ["note.txt"]
+    assert tracking.forget_artifact_repos([other.parent_id]) == 1
+    monkeypatch.delattr(utils, "_artifact_repos_cache")  # another MLflow: no such cache
+    assert tracking.forget_artifact_repos([other.parent_id]) == 0
+    other.finish()
