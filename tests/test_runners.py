@@ -845,6 +845,15 @@ def test_extract_reports_cut_prompts(tmp_path, monkeypatch, caplog):
     assert metrics["n_clipped"] == 7.0 and "7 residual values (of 90 tokens x 8) lie beyond float16's range" in caplog.text
 
 
+def _stand_in_extraction(monkeypatch, summary: dict) -> None:
+    """compute_extract around a stand-in extraction that returns `summary` (one prompt, no model)."""
+    from saerl import activations, runners
+
+    monkeypatch.setattr(activations, "extract", lambda *a, **k: summary)
+    monkeypatch.setattr(runners, "read_prompts", lambda _: pl.DataFrame({"id": ["p0"], "prompt": ["q"]}))
+    monkeypatch.setattr(runners, "internals_model", lambda *_: "unused")
+
+
 def test_extract_keeps_its_cut_prompts_note_in_the_manifest_naming_the_first_ids(tmp_path, monkeypatch):
     """The cut prompts' warning was a log line alone: `saerl report` (which shows a stage's manifest notes) and a
     cached rerun never showed it, and it named no prompt. It is a manifest note naming the first ids and how many."""
@@ -853,9 +862,7 @@ def test_extract_keeps_its_cut_prompts_note_in_the_manifest_naming_the_first_ids
     summary = {"n_prompts_total": 42, "n_tokens_total": 90, "d_model": 8, "layer": 0, "tokens_per_s": 1.0,
                "n_truncated": 7, "truncated_ids": ["long1", "p03", "p09", "p11", "p20"], "chunks_run": 1,
                "n_clipped": 0}
-    monkeypatch.setattr(activations, "extract", lambda *a, **k: summary)
-    monkeypatch.setattr(runners, "read_prompts", lambda _: pl.DataFrame({"id": ["p0"], "prompt": ["q"]}))
-    monkeypatch.setattr(runners, "internals_model", lambda *_: "unused")
+    _stand_in_extraction(monkeypatch, summary)
     build = Build(tmp_path, {})
     runners.compute_extract(load_config(None, ["extract.max_length=256"]), {}, build)
     assert build.notes["notes"] == [
@@ -876,9 +883,7 @@ def test_extract_notes_the_prompts_read_past_a_rotary_models_positions_in_the_ma
     summary = {"n_prompts_total": 42, "n_tokens_total": 90, "d_model": 8, "layer": 0, "tokens_per_s": 1.0,
                "n_truncated": 0, "truncated_ids": [], "chunks_run": 1, "n_clipped": 0, "model_positions": 160,
                "position_kind": "rotary", "n_over_positions": 6, "over_positions_ids": ["a", "b", "c", "d", "e"]}
-    monkeypatch.setattr(activations, "extract", lambda *a, **k: summary)
-    monkeypatch.setattr(runners, "read_prompts", lambda _: pl.DataFrame({"id": ["p0"], "prompt": ["q"]}))
-    monkeypatch.setattr(runners, "internals_model", lambda *_: "unused")
+    _stand_in_extraction(monkeypatch, summary)
     build = Build(tmp_path, {})
     runners.compute_extract(load_config(None, ["extract.max_length=400"]), {}, build)
     assert build.notes["notes"] == [
