@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -595,7 +595,7 @@ def cached_seconds(started: float, state: Any, elapsed: float | None = None) -> 
 def run_seconds(run: dict[str, Any], state: Any, result: dict[str, Any]) -> float:
     """Seconds one stage run took, for its record: a Prefect cache hit's own (:func:`cached_seconds`); a stage
     fanned out on Dask from its submission to its task's end, since its task only publishes what the shards
-    computed (its own seconds said 0.1 s for a whole extraction); else its task's. in: what submit returned
+    computed (its own seconds said 0.1 s for a whole extraction); else its task's. in: what _submit returned
     (started, and `clock`: time.monotonic() at the submission, which bounds the span; fanned), the task run's final
     state, its result."""
     if state.name == "Cached" or run["fanned"]:
@@ -612,6 +612,269 @@ def waited_seconds(state: Any, result: dict[str, Any], fanned_wait: float) -> fl
     if state.name == "Cached":
         return 0.0
     return result.get("waited", 0.0) or fanned_wait
+
+
+@dataclass
+class _FlowRun:
+    """What one pipeline flow run's steps share (:func:`pipeline_flow`): its config, `until`, artifact root and
+    store, a sweep child's label (None: no sweep), its run record and MLflow Tracker, the newest earlier record of
+    each planned stage run (`previous`) and the installed library versions (`installed`), both read by
+    saerl.runs.stage_record; then what the run fills in as it goes: each finished stage run's artifact (`refs`), the
+    stage run being submitted or waited for (`active`: where a failed run stopped, '' before the first), every stage
+    task's future (`submitted`: a dead worker's is marked Crashed, crash_lost_runs), the shard count, asked once a
+    fanned-out stage needs it (`n_shards`), and the artifacts earlier runs had (`builds`, saerl.runs.recorded_builds,
+    read once a run, at its first stage run to build)."""
+
+    cfg: PipelineConfig
+    until: str | None
+    root: Path
+    store: ArtifactStore
+    label: str | None
+    record: RunRecord
+    tracker: Tracker
+    previous: dict[str, StageRecord]
+    installed: dict[str, str]
+    refs: dict[str, ArtifactRef] = field(default_factory=dict)
+    active: str = ""
+    submitted: list[Any] = field(default_factory=list)
+    n_shards: int | None = None
+    builds: dict[tuple[str, str], str] | None = None
+
+
+def _tell(flow_run: _FlowRun, message: str) -> None:
+    """Say `message` (:func:`say`), led by the run's sweep label if it has one. in: the flow run, the message."""
+    say(message, flow_run.label)
+
+
+def _record_extra(provenance: dict[str, Any], prefect: dict[str, str], until: str | None, invocation: str | None,
+                  sweep: dict[str, Any] | None, label: str | None) -> dict[str, Any]:
+    """A new run record's extra: RUNNING (until it ends, either way), the run's provenance and Prefect tags, `until`,
+    the invocation (masked; None: its equivalent on the config file) and, for a sweep's run, its id, label and
+    params. in: run_provenance(), prefect_tags(), until, the invocation, the sweep or None, its label; out: extra."""
+    extra: dict[str, Any] = {RUNNING: True, **provenance, PREFECT_TAGS: prefect,  # RUNNING until it ends, either way
+                             UNTIL: until,
+                             INVOCATION: redact(invocation) if invocation else f"{EQUIVALENT}{rerun_command(until)}"}
+    if sweep:
+        extra |= {SWEEP: sweep["id"], SETTING: label, SWEEP_PARAMS: sweep.get("params") or {}}
+    return extra
+
+
+def _start_run(cfg: PipelineConfig, until: str | None, sweep: dict[str, Any] | None, run_id: str | None,
+               invocation: str | None) -> _FlowRun:
+    """Set up a pipeline run before its first stage: its run record (not saved yet), the clock warning, the earlier
+    stage runs it compares with, its MLflow parent run (tagged, holding the config as CONFIG_FILE), and the Prefect
+    flow runs of killed runs on the root marked Crashed. in: the config, until, the sweep or None, the run id or None
+    (a new one), the invocation or None (:func:`pipeline_flow`); out: the flow run's state."""
+    root = Path(cfg.runtime.artifact_root).resolve()
+    store = ArtifactStore(root)
+    label = sweep["setting"] if sweep else None
+    prefect = prefect_tags()  # kept too: a relog tags the flow run and deployment the run was
+    # kept in the record: a later relog tags this code, these versions and machine, not the relog's
+    provenance = run_provenance()
+    installed = provenance[VERSIONS]  # what a reused artifact's build is compared with (stage_record)
+    extra = _record_extra(provenance, prefect, until, invocation, sweep, label)
+    record = RunRecord(name=cfg.name, run_id=run_id or new_run_id(), config=redacted(flatten(cfg)), extra=extra)
+    warn_clock(root, record.run_id)  # a run that started in the future stays 'latest': say so now
+    planned = [name for _, name, _, _ in stage_runs(cfg, until)]
+    previous = previous_stage_runs(root, cfg.name, planned)  # per stage run: a newer run may have stopped before it
+    tracker = Tracker(cfg, root, record.run_id, tags=record_tags(extra) | prefect, label=label,
+                      common_tags=sweep_tags(sweep["id"], label) if sweep else {},
+                      common_params=(sweep.get("params") or {}) if sweep else {})
+    tracker.log_text(config_text(recorded_config(record.config), record.run_id, until), CONFIG_FILE)
+    crash_killed_runs(root)
+    return _FlowRun(cfg=cfg, until=until, root=root, store=store, label=label, record=record, tracker=tracker,
+                    previous=previous, installed=installed)
+
+
+def _rebuild_note(flow_run: _FlowRun, stage: str, key: str) -> str:
+    """Why a stage run whose artifact is not complete computes, beyond its reason: its stored artifact failed
+    verification (the problems, cut to 300 characters), or an earlier run had it and it is gone since
+    (saerl.runs.gone_note), else ''. in: the flow run, stage, key; out: the note."""
+    store = flow_run.store
+    if store.path(stage, key).exists():
+        return f"computed: stored artifact failed verification ({'; '.join(store.problems(stage, key))[:300]})"
+    if flow_run.builds is None:  # read once a run, at its first stage run to build
+        flow_run.builds = recorded_builds(flow_run.root, exclude=flow_run.record.run_id)
+    if (earlier := flow_run.builds.get((stage, key))) is not None:
+        return gone_note(earlier)
+    return ""
+
+
+def _started_computing(flow_run: _FlowRun, stage: str, name: str, key: str, started: float,
+                       keys: dict[str, str]) -> str | None:
+    """Say in the run record that stage run `name` computes since `started` (IN_PROGRESS: `saerl status` shows
+    it, and a killed run's record keeps where it died) and make its nested MLflow run, RUNNING
+    (Tracker.start_stage). in: the flow run, stage, stage run, key, start (epoch s), input keys; out: the MLflow run
+    id or None (tracking off)."""
+    cfg, record = flow_run.cfg, flow_run.record
+    record.extra.setdefault(IN_PROGRESS, {})[name] = {"started": started, "key": key}
+    save_run(flow_run.root, record)
+    sl = stage_slice(cfg, stage, keys)  # its upstream settings from its inputs: its own record comes at its end
+    return flow_run.tracker.start_stage(name, key, ran_values(cfg, sl), keys,
+                                        ran_values(cfg, upstream_config(record.stages, name, keys, sl)))
+
+
+def _submit_task(flow_run: _FlowRun, task: Any, args: dict[str, Any], variant: dict[str, Any] | None,
+                 live_run: str | None, fanned: bool) -> tuple[Any, str]:
+    """Submit a stage run's task: a fanned stage's shards first, under its build lock (:func:`build_sharded`), its
+    shard count asked once a run (an external scheduler for its threads, not once a stage); else the task alone,
+    given its nested MLflow run when it sends points while it runs (LIVE_STAGES). in: the flow run, the task with
+    its options, its arguments, variant, the MLflow run or None, fanned; out: its future, and what a fanned build
+    reused of an interrupted one ('' else: a fanned stage's own task finds every chunk done, its shards ran them)."""
+    if not fanned:
+        return task.submit(**args, variant=variant, live_run=live_run if args["stage"] in LIVE_STAGES else None), ""
+    if flow_run.n_shards is None:  # an external scheduler is asked for its threads once a run, not once a stage
+        flow_run.n_shards = shard_count(flow_run.cfg)
+    return build_sharded(flow_run.store, args, flow_run.n_shards,
+                         lambda: task.submit(**args, variant=variant, lock_held=True), flow_run.label)
+
+
+def _submit(flow_run: _FlowRun, stage: str, name: str, ups: tuple[str, ...],
+            variant: dict[str, Any] | None) -> dict[str, Any]:
+    """Start one stage run as a task (its shards first, on Dask); returns what finishing it needs (:func:`_finish`,
+    :func:`run_seconds`). in: the flow run, stage, stage run, its upstream stages, variant; out: {stage, name, key,
+    keys, note, future, started, clock, fanned, resumed}."""
+    flow_run.active = name
+    started, clock = time.time(), time.monotonic()  # when (status's 'since'), and a span's start (run_seconds)
+    upstream = resolve_upstream(stage, ups, flow_run.refs, variant)
+    keys = input_keys(flow_run.cfg, stage, upstream, variant)
+    key = stage_key(flow_run.cfg, stage, keys)
+    complete = flow_run.store.is_complete(stage, key)
+    refresh = not complete or not plain_record(flow_run.root, stage, key)  # a record of another serializer: rewritten
+    note = "" if complete else _rebuild_note(flow_run, stage, key)
+    args = {"stage": stage, "key": key, "root": str(flow_run.root), "config": flow_run.cfg.model_dump(mode="json"),
+            "upstream": {u: asdict(r) for u, r in upstream.items()}}
+    task = stage_task.with_options(**stage_options(stage, flow_run.root, refresh) | {"task_run_name": name})
+    live_run = None  # its nested MLflow run, made now: a training run's points arrive there while it trains
+    if not complete:  # a long stage says it is running (its end line comes only once it is done)
+        _tell(flow_run, f"[{name}] computing key={key[:12]} ...")
+        live_run = _started_computing(flow_run, stage, name, key, started, keys)
+    fanned = not complete and stage in SHARDED and flow_run.cfg.runtime.task_runner == "dask"
+    future, resumed = _submit_task(flow_run, task, args, variant, live_run, fanned)
+    flow_run.submitted.append(future)
+    return {"stage": stage, "name": name, "key": key, "keys": keys, "note": note,
+            "future": future, "started": started, "clock": clock, "fanned": fanned, "resumed": resumed}
+
+
+def _stage_run_record(flow_run: _FlowRun, run: dict[str, Any], state: Any, result: dict[str, Any]) -> StageRecord:
+    """The record of a finished stage run (what it computed or reused, its seconds and waits, size, path, note), its
+    artifact kept in the flow run's refs. A build that resumed an interrupted one says what it reused (the task's
+    StageResult.resumed: chunks already done, a training run's checkpoint step; a fanned stage's from build_sharded,
+    around its shards). in: the flow run, what _submit returned, the task run's final state, its result; out: the
+    stage run's record."""
+    stage, name, key, keys = run["stage"], run["name"], run["key"], run["keys"]
+    computed = bool(result["computed"]) and state.name != "Cached"
+    seconds = run_seconds(run, state, result)
+    ref = flow_run.refs[name] = stored_ref(flow_run.store, stage, key)
+    built = {} if computed else read_manifest(Path(ref.path))  # a reused artifact's build: versions, code
+    sl = stage_slice(flow_run.cfg, stage, keys)
+    # a fanned stage waits for another flow's build of its key in this process (build_sharded holds the lock)
+    waited = waited_seconds(state, result, flow_run.store.take_waited(stage, key) if run["fanned"] else 0.0)
+    resumed = run["resumed"] if run["fanned"] else result.get("resumed", "")
+    return stage_record(name, key, computed, sl, keys, flow_run.previous, built=built, installed=flow_run.installed,
+                        code=build_code(), seconds=seconds, size=flow_run.store.size_bytes(stage, key), path=ref.path,
+                        note=run["note"], waited=waited, resumed=resumed)
+
+
+def _said_after(flow_run: _FlowRun, stage: str, ref: ArtifactRef, result: dict[str, Any]) -> None:
+    """What follows a stage run's line: the testbed's accuracy per level, the ingested table's check (a run that
+    could not score stops here, not after extraction, the SAE and encoding), the evaluation's comparison table.
+    in: the flow run, stage, its artifact, its task's result."""
+    if stage == "testbed":
+        _tell(flow_run, format_levels(result.get("metrics", {})))
+    if stage == "ingest":  # a run that could not score stops here, not after extraction, the SAE and encoding
+        check_ingested(flow_run.cfg, ref, flow_run.until)
+    if stage == "evaluate":
+        _tell(flow_run, ref.file("comparison.txt").read_text(encoding="utf-8"))
+
+
+def _finish(flow_run: _FlowRun, run: dict[str, Any]) -> None:
+    """Wait for a submitted stage run, record it (run record, terminal, MLflow) (:func:`_stage_run_record`), then say
+    what follows it (:func:`_said_after`). in: the flow run, what _submit returned."""
+    stage, name = run["stage"], run["name"]
+    flow_run.active = name
+    future = run["future"]
+    wait_awake(future)
+    state = finished_state(future)
+    result = state.result()
+    rec = _stage_run_record(flow_run, run, state, result)
+    record = flow_run.record
+    record.stages[name] = rec
+    record.extra.get(IN_PROGRESS, {}).pop(name, None)
+    if stage == "ingest":  # the rows its readers key on are known now (their content: saerl.pipeline
+        # .ingest_rows_key), where the start's plan had the data file's hash: gc keeps what the run will reuse
+        record.extra[PLANNED] = planned_run_keys(flow_run.cfg, flow_run.until)
+    save_run(flow_run.root, record)  # after every stage: `saerl gc` then sees what a running flow uses
+    _tell(flow_run, stage_line(rec, flow_run.label))
+    log_stage_run(flow_run.tracker, stage, rec, result.get("metrics"), lineage_config(record.stages, name))
+    _said_after(flow_run, stage, flow_run.refs[name], result)
+
+
+def _run_stages(flow_run: _FlowRun) -> None:
+    """Run every stage run of the plan in order (saerl.pipeline.stage_runs), after saving the record with the run's
+    planned keys (`saerl gc` keeps what the run will build or reuse; one under way ends first) and announcing the run.
+    Training runs (arm x seed) read nothing of each other, nor do held-out evaluations (one per policy): on Dask the
+    runs of each of these stages (PARALLEL_STAGES) run at once, one per worker, and are waited for once the next
+    stage comes (a stage's runs read the runs of the one before). in: the flow run."""
+    parallel = PARALLEL_STAGES if flow_run.cfg.runtime.task_runner == "dask" else ()
+    root, record, label = flow_run.root, flow_run.record, flow_run.label
+    pending: list[dict[str, Any]] = []
+    record.extra[PLANNED] = planned_run_keys(flow_run.cfg, flow_run.until)
+    # before the first stage: `saerl gc` keeps what the run will build or reuse; one under way ends first
+    with claim(root, lambda: say(f"waiting for a `saerl gc` of {root} to finish", label)):
+        save_run(root, record)
+    announce(root, record.run_id, label)
+    for stage, name, ups, variant in stage_runs(flow_run.cfg, flow_run.until):
+        if pending and stage != pending[-1]["stage"]:  # a stage's runs read the runs of the one before
+            for run in pending:
+                _finish(flow_run, run)
+            pending = []
+        run = _submit(flow_run, stage, name, ups, variant)
+        if stage in parallel:
+            pending.append(run)
+        else:
+            _finish(flow_run, run)
+    for run in pending:
+        _finish(flow_run, run)
+
+
+def _record_stop(flow_run: _FlowRun, err: BaseException) -> None:
+    """Say in the run record that the run failed (or was stopped), and where, before its error goes on: the record
+    saved first (what follows asks servers, which may not answer) and logged to MLflow, the MLflow run ended as
+    failed or killed, and, for a failure, the task runs of dead Dask workers marked Crashed. in: the flow run, the
+    error that ended it."""
+    record, tracker = flow_run.record, flow_run.tracker
+    sig = stop_signal(err)
+    if sig:
+        record.extra[STOPPED] = f"{flow_run.active or 'before the first stage'}: {sig}"
+    else:
+        record.extra[FAILED] = mark_failed(flow_run.active, err)
+    record.extra.pop(RUNNING, None)  # PLANNED stays: `saerl gc` keeps the partial builds of the latest run of
+    # a config that failed or was stopped (its resume state: a training run's checkpoints)
+    record.extra.pop(IN_PROGRESS, None)  # FAILED / STOPPED say where it ended
+    record.extra[ENDED] = time.time()
+    try:
+        path = save_run(flow_run.root, record)  # first: what follows asks servers, which may not answer
+        tracker.log_artifact(path)  # where and why it ended, in MLflow too
+    except OSError as lost:  # a full disk leaves no room for the record: MLflow and the lost runs still
+        # hear how it ended, and the stage's own error, not this one, is raised (status reads it as killed)
+        log.warning("the run record of %s could not be saved (%s): `saerl status` will read it as killed",
+                    record.run_id, lost)
+    tracker.finish(TRACKED_KILLED if sig else TRACKED_FAILED,  # else MLflow shows it running forever
+                   ended=record.extra.get(STOPPED) or record.extra.get(FAILED))
+    if not sig:
+        crash_lost_runs(flow_run.submitted)
+
+
+def _record_end(flow_run: _FlowRun) -> Path:
+    """Say in the run record that the run ended (no longer running, nothing planned or in progress) and save it.
+    in: the flow run; out: the record's path."""
+    record = flow_run.record
+    record.extra.pop(RUNNING, None)
+    record.extra.pop(PLANNED, None)
+    record.extra.pop(IN_PROGRESS, None)
+    record.extra[ENDED] = time.time()
+    return save_run(flow_run.root, record)
 
 
 @flow(name="saerl-pipeline")
@@ -637,178 +900,21 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
     cfg = build_config(config)
     check_runnable(cfg, until)  # a deployment's run fails here, not at its last stage
     start_cluster()  # a local Dask cluster that cannot start: the environment's problem, before the run's record
-    root = Path(cfg.runtime.artifact_root).resolve()
-    store = ArtifactStore(root)
-    label = sweep["setting"] if sweep else None
-    prefect = prefect_tags()  # kept too: a relog tags the flow run and deployment the run was
-    # kept in the record: a later relog tags this code, these versions and machine, not the relog's
-    provenance = run_provenance()
-    installed = provenance[VERSIONS]  # what a reused artifact's build is compared with (stage_record)
-    extra: dict[str, Any] = {RUNNING: True, **provenance, PREFECT_TAGS: prefect,  # RUNNING until it ends, either way
-                             UNTIL: until,
-                             INVOCATION: redact(invocation) if invocation else f"{EQUIVALENT}{rerun_command(until)}"}
-    if sweep:
-        extra |= {SWEEP: sweep["id"], SETTING: label, SWEEP_PARAMS: sweep.get("params") or {}}
-    record = RunRecord(name=cfg.name, run_id=run_id or new_run_id(), config=redacted(flatten(cfg)), extra=extra)
-    warn_clock(root, record.run_id)  # a run that started in the future stays 'latest': say so now
-    planned = [name for _, name, _, _ in stage_runs(cfg, until)]
-    previous = previous_stage_runs(root, cfg.name, planned)  # per stage run: a newer run may have stopped before it
-    tracker = Tracker(cfg, root, record.run_id, tags=record_tags(extra) | prefect, label=label,
-                      common_tags=sweep_tags(sweep["id"], label) if sweep else {},
-                      common_params=(sweep.get("params") or {}) if sweep else {})
-    tracker.log_text(config_text(recorded_config(record.config), record.run_id, until), CONFIG_FILE)
-    crash_killed_runs(root)
-    refs: dict[str, ArtifactRef] = {}
-
-    def tell(message: str) -> None:
-        say(message, label)
-
-    active = {"name": ""}  # the stage run being submitted or waited for: where a failed run stopped
-    submitted: list[Any] = []  # every stage task's future: a dead worker's is marked Crashed (crash_lost_runs)
-    n_shards: int | None = None  # the shard count, asked once a fanned-out stage needs it
-    builds: dict[tuple[str, str], str] | None = None  # the artifacts earlier runs had (saerl.runs.recorded_builds)
-
-    def submit(stage: str, name: str, ups: tuple[str, ...], variant: dict[str, Any] | None) -> dict[str, Any]:
-        """Start one stage run as a task (its shards first, on Dask); returns what finishing it needs."""
-        nonlocal n_shards, builds
-        active["name"] = name
-        started, clock = time.time(), time.monotonic()  # when (status's 'since'), and a span's start (run_seconds)
-        upstream = resolve_upstream(stage, ups, refs, variant)
-        keys = input_keys(cfg, stage, upstream, variant)
-        key = stage_key(cfg, stage, keys)
-        complete = store.is_complete(stage, key)
-        refresh = not complete or not plain_record(root, stage, key)  # a record of another serializer: rewritten
-        note = ""
-        if not complete and store.path(stage, key).exists():
-            note = f"computed: stored artifact failed verification ({'; '.join(store.problems(stage, key))[:300]})"
-        elif not complete:
-            if builds is None:  # read once a run, at its first stage run to build
-                builds = recorded_builds(root, exclude=record.run_id)
-            if (earlier := builds.get((stage, key))) is not None:
-                note = gone_note(earlier)
-        args = {"stage": stage, "key": key, "root": str(root), "config": cfg.model_dump(mode="json"),
-                "upstream": {u: asdict(r) for u, r in upstream.items()}}
-        task = stage_task.with_options(**stage_options(stage, root, refresh) | {"task_run_name": name})
-        live_run = None  # its nested MLflow run, made now: a training run's points arrive there while it trains
-        if not complete:  # a long stage says it is running (its end line comes only once it is done)
-            tell(f"[{name}] computing key={key[:12]} ...")
-            live_run = started_computing(stage, name, key, started, keys)
-        fanned = not complete and stage in SHARDED and cfg.runtime.task_runner == "dask"
-        resumed = ""  # a fanned stage's own task finds every chunk done (its shards ran them): build_sharded says
-        if fanned:
-            if n_shards is None:  # an external scheduler is asked for its threads once a run, not once a stage
-                n_shards = shard_count(cfg)
-            future, resumed = build_sharded(store, args, n_shards,
-                                            lambda: task.submit(**args, variant=variant, lock_held=True), label)
-        else:
-            future = task.submit(**args, variant=variant, live_run=live_run if stage in LIVE_STAGES else None)
-        submitted.append(future)
-        return {"stage": stage, "name": name, "key": key, "keys": keys, "note": note, "future": future,
-                "started": started, "clock": clock, "fanned": fanned, "resumed": resumed}
-
-    def started_computing(stage: str, name: str, key: str, started: float, keys: dict[str, str]) -> str | None:
-        """Say in the run record that stage run `name` computes since `started` (IN_PROGRESS: `saerl status` shows
-        it, and a killed run's record keeps where it died) and make its nested MLflow run, RUNNING
-        (Tracker.start_stage). in: stage, stage run, key, start (epoch s), input keys; out: the MLflow run id or
-        None (tracking off)."""
-        record.extra.setdefault(IN_PROGRESS, {})[name] = {"started": started, "key": key}
-        save_run(root, record)
-        sl = stage_slice(cfg, stage, keys)  # its upstream settings from its inputs: its own record comes at its end
-        return tracker.start_stage(name, key, ran_values(cfg, sl), keys,
-                                   ran_values(cfg, upstream_config(record.stages, name, keys, sl)))
-
-    def finish(run: dict[str, Any]) -> None:
-        """Wait for a submitted stage run, record it (run record, terminal, MLflow). A build that resumed an
-        interrupted one says first what it reused (the task's StageResult.resumed: chunks already done, a training
-        run's checkpoint step; a fanned stage's from build_sharded, around its shards)."""
-        stage, name, key, keys = run["stage"], run["name"], run["key"], run["keys"]
-        active["name"] = name
-        future = run["future"]
-        wait_awake(future)
-        state = finished_state(future)
-        result = state.result()
-        computed = bool(result["computed"]) and state.name != "Cached"
-        seconds = run_seconds(run, state, result)
-        ref = refs[name] = stored_ref(store, stage, key)
-        built = {} if computed else read_manifest(Path(ref.path))  # a reused artifact's build: versions, code
-        sl = stage_slice(cfg, stage, keys)
-        # a fanned stage waits for another flow's build of its key in this process (build_sharded holds the lock)
-        waited = waited_seconds(state, result, store.take_waited(stage, key) if run["fanned"] else 0.0)
-        resumed = run["resumed"] if run["fanned"] else result.get("resumed", "")
-        rec = stage_record(name, key, computed, sl, keys, previous, built=built, installed=installed,
-                           code=build_code(), seconds=seconds, size=store.size_bytes(stage, key), path=ref.path,
-                           note=run["note"], waited=waited, resumed=resumed)
-        record.stages[name] = rec
-        record.extra.get(IN_PROGRESS, {}).pop(name, None)
-        if stage == "ingest":  # the rows its readers key on are known now (their content: saerl.pipeline
-            # .ingest_rows_key), where the start's plan had the data file's hash: gc keeps what the run will reuse
-            record.extra[PLANNED] = planned_run_keys(cfg, until)
-        save_run(root, record)  # after every stage: `saerl gc` then sees what a running flow uses
-        tell(stage_line(rec, label))
-        log_stage_run(tracker, stage, rec, result.get("metrics"), lineage_config(record.stages, name))
-        if stage == "testbed":
-            tell(format_levels(result.get("metrics", {})))
-        if stage == "ingest":  # a run that could not score stops here, not after extraction, the SAE and encoding
-            check_ingested(cfg, ref, until)
-        if stage == "evaluate":
-            tell(ref.file("comparison.txt").read_text(encoding="utf-8"))
-
-    # Training runs (arm x seed) read nothing of each other, nor do held-out evaluations (one per policy): on Dask
-    # the runs of each of these stages run at once, one per worker.
-    parallel = PARALLEL_STAGES if cfg.runtime.task_runner == "dask" else ()
+    flow_run = _start_run(cfg, until, sweep, run_id, invocation)
     # held until the record says how the run ended: status and gc tell a run killed before that (SIGKILL, out of
     # memory) from one still going by whether its lock is free
-    with live_lock(root, record.run_id):
-        pending: list[dict[str, Any]] = []
+    with live_lock(flow_run.root, flow_run.record.run_id):
         try:
-            record.extra[PLANNED] = planned_run_keys(cfg, until)
-            # before the first stage: `saerl gc` keeps what the run will build or reuse; one under way ends first
-            with claim(root, lambda: say(f"waiting for a `saerl gc` of {root} to finish", label)):
-                save_run(root, record)
-            announce(root, record.run_id, label)
-            for stage, name, ups, variant in stage_runs(cfg, until):
-                if pending and stage != pending[-1]["stage"]:  # a stage's runs read the runs of the one before
-                    for run in pending:
-                        finish(run)
-                    pending = []
-                run = submit(stage, name, ups, variant)
-                if stage in parallel:
-                    pending.append(run)
-                else:
-                    finish(run)
-            for run in pending:
-                finish(run)
+            _run_stages(flow_run)
         except BaseException as err:  # the record says the run failed (or was stopped), and where, before it goes on
-            sig = stop_signal(err)
-            if sig:
-                record.extra[STOPPED] = f"{active['name'] or 'before the first stage'}: {sig}"
-            else:
-                record.extra[FAILED] = mark_failed(active["name"], err)
-            record.extra.pop(RUNNING, None)  # PLANNED stays: `saerl gc` keeps the partial builds of the latest run of
-            # a config that failed or was stopped (its resume state: a training run's checkpoints)
-            record.extra.pop(IN_PROGRESS, None)  # FAILED / STOPPED say where it ended
-            record.extra[ENDED] = time.time()
-            try:
-                path = save_run(root, record)  # first: what follows asks servers, which may not answer
-                tracker.log_artifact(path)  # where and why it ended, in MLflow too
-            except OSError as lost:  # a full disk leaves no room for the record: MLflow and the lost runs still
-                # hear how it ended, and the stage's own error, not this one, is raised (status reads it as killed)
-                log.warning("the run record of %s could not be saved (%s): `saerl status` will read it as killed",
-                            record.run_id, lost)
-            tracker.finish(TRACKED_KILLED if sig else TRACKED_FAILED,  # else MLflow shows it running forever
-                           ended=record.extra.get(STOPPED) or record.extra.get(FAILED))
-            if not sig:
-                crash_lost_runs(submitted)
+            _record_stop(flow_run, err)
             raise
-        record.extra.pop(RUNNING, None)
-        record.extra.pop(PLANNED, None)
-        record.extra.pop(IN_PROGRESS, None)
-        record.extra[ENDED] = time.time()
-        path = save_run(root, record)
-    tracker.log_artifact(path)
-    tracker.finish()
-    tell(format_report(record, said_columns(label)))
-    return record.to_json()
+        path = _record_end(flow_run)
+    flow_run.tracker.log_artifact(path)
+    flow_run.tracker.finish()
+    _tell(flow_run, format_report(flow_run.record, said_columns(flow_run.label)))
+    return flow_run.record.to_json()
+
 
 
 def named_run(flow_fn: Any, run_id: str | None = None) -> tuple[Any, str]:

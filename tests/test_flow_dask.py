@@ -115,7 +115,7 @@ def test_a_task_run_whose_dask_worker_died_is_marked_crashed(prefect_api):
     def one_dies() -> dict:
         futures = [work.submit(0), work.submit(1)]
         futures[0].wait()
-        wait_awake(futures[1])  # as a stage's future is waited for (flows.pipeline.finish)
+        wait_awake(futures[1])  # as a stage's future is waited for (flows.pipeline._finish)
         with pytest.raises(KilledWorker, match="died while running it"):  # not UnfinishedRun: Run is in RUNNING
             finished_state(futures[1])
         assert finished_state(futures[0]).is_completed()

@@ -692,7 +692,7 @@ def test_a_note_every_arm_and_seed_left_is_one_row_naming_the_runs():
 def test_a_run_all_record_says_which_libraries_a_reused_artifact_was_built_with_otherwise(tmp_path,
                                                                                           monkeypatch):
     """record_results (the run record of run_all, no Prefect) records the reasons the flow does: a reused
-    artifact built under another torch says so, as flows.pipeline's finish() says it; it never passed the
+    artifact built under another torch says so, as flows.pipeline._finish says it; it never passed the
     drift on."""
     import json
 
