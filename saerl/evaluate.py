@@ -353,10 +353,11 @@ def prompts_through(cost: pl.DataFrame, arm_mean: pl.DataFrame) -> pl.DataFrame:
             .select("arm", pl.when(pl.col("mean_steps").is_not_null()).then(pl.col("prompts")).alias("mean_prompts")))
 
 
-def gain_target(starts: np.ndarray, finals: np.ndarray, share: float) -> np.ndarray:
+def gain_target(starts: np.ndarray, finals: np.ndarray, share: float) -> np.ndarray | float:
     """The target of eval.target_gain_share: the arms' mean start plus `share` of their mean gain, the same for
     every arm. in: each arm's first and last mean-curve point (arms on axis -1; a leading axis of resamples is kept),
-    the share; out: the target (per resample). NaN points (a resample with no problem scored) are left out."""
+    the share; out: the target, per resample (a numpy float for 1-D input: one target). NaN points (a resample with
+    no problem scored) are left out."""
     start = np.nanmean(starts, axis=-1)
     return start + share * (np.nanmean(finals, axis=-1) - start)
 

@@ -577,7 +577,7 @@ def rows_in_order(order: np.ndarray | None, *matrices: Any) -> list[Any]:
     return [taken[id(M)] for M in matrices]
 
 
-def check_finite(M: sp.csr_matrix, name: str, ids: Sequence[Any]) -> None:
+def check_finite(M: sp.csr_matrix, name: str, ids: pl.Series | Sequence[Any]) -> None:
     """Refuse codes holding NaN or infinite values, naming how many rows and the first one's id (sklearn's own error
     named no row: "Input contains NaN"). in: CSR codes, their name, the ids of their rows."""
     finite = np.isfinite(M.data)
@@ -601,18 +601,18 @@ def align_inputs(X: sp.spmatrix, prompts: pl.DataFrame, cfg: ScoreConfig, measur
     X = sp.csr_matrix(X)
     C = X if C is None else sp.csr_matrix(C)
     D = {cfg.model_pool: X} if D is None else {key: sp.csr_matrix(M) for key, M in D.items()}
-    ids = _checked_ids(ids, prompts, X, C, D)
-    order = id_order(ids)
+    row_ids = _checked_ids(ids, prompts, X, C, D)
+    order = id_order(row_ids)
     X, C, *moved = rows_in_order(order, X, C, *D.values())
     D = dict(zip(D, moved, strict=True))
-    ids = ids if order is None else ids.gather(order)
-    P = _joined_prompts(ids, prompts)
+    row_ids = row_ids if order is None else row_ids.gather(order)
+    P = _joined_prompts(row_ids, prompts)
     texts, topics = _prompt_texts(P)
-    _check_codes_finite(X, C, D, ids)
+    _check_codes_finite(X, C, D, row_ids)
     y_diff, source = resolve_difficulty(P, measured, cfg.difficulty_source)
     y_diff = np.where(np.isfinite(y_diff), y_diff, np.nan)  # an infinite label is no label (as ingest reads it)
-    labelled = _labelled_rows(P, y_diff, source, ids, cfg)
-    return Aligned(ids, X, C, D, P, texts, topics, y_diff, source, labelled, order)
+    labelled = _labelled_rows(P, y_diff, source, row_ids, cfg)
+    return Aligned(row_ids, X, C, D, P, texts, topics, y_diff, source, labelled, order)
 
 
 def _refuse_input_kinds(prompts: Any, ids: Sequence[Any] | None) -> None:
@@ -630,15 +630,15 @@ def _checked_ids(ids: Sequence[Any], prompts: pl.DataFrame, X: sp.csr_matrix, C:
                  D: dict[str, sp.csr_matrix]) -> pl.Series:
     """The codes' row ids as a Series of the prompts' id type; ValueError where an id repeats, D is empty or a
     matrix's rows and the ids disagree. in: the ids, the prompts, the CSR codes X, C and D; out: the id Series."""
-    ids = pl.Series("id", list(ids)).cast(prompts["id"].dtype)
-    if ids.n_unique() != len(ids):
-        dup = ids.filter(ids.is_duplicated())[0]
-        raise ValueError(f"ids repeat an id ({dup!r} and {len(ids) - ids.n_unique()} more repeats): each row of the "
-                         "codes needs its own id")
+    series = pl.Series("id", list(ids)).cast(prompts["id"].dtype)
+    if series.n_unique() != len(series):
+        dup = series.filter(series.is_duplicated())[0]
+        raise ValueError(f"ids repeat an id ({dup!r} and {len(series) - series.n_unique()} more repeats): each row of "
+                         "the codes needs its own id")
     if not D or any(M.shape[0] != len(ids) for M in (X, C, *D.values())):
         raise ValueError(f"X has {X.shape[0]} rows, C {C.shape[0]} and D {[M.shape[0] for M in D.values()]} but "
                          f"{len(ids)} ids were given (D needs at least one matrix)")
-    return ids
+    return series
 
 
 def _joined_prompts(ids: pl.Series, prompts: pl.DataFrame) -> pl.DataFrame:
