@@ -916,7 +916,6 @@ def pipeline_flow(config: dict[str, Any], until: str | None = None, sweep: dict[
     return flow_run.record.to_json()
 
 
-
 def named_run(flow_fn: Any, run_id: str | None = None) -> tuple[Any, str]:
     """A pipeline flow (`pipeline_flow`, possibly with options) whose flow run is named after `run_id` (None: a new
     run id), and that id, to pass as its `run_id`: Prefect shows the flow run under saerl's id, not a random name.

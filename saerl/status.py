@@ -116,7 +116,6 @@ def corrupt_line(run_name: str, key: str, problems: list[str]) -> str:
             f"{REBUILD_HINT}")
 
 
-
 def format_time(stamp: float) -> str:
     """A Unix time as local 'YYYY-MM-DD HH:MM:SS ZONE'."""
     return time.strftime(TIME_FORMAT, time.localtime(stamp))
