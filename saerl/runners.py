@@ -141,6 +141,13 @@ def compute_extract(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
     return metrics
 
 
+def _ids_shown(n: int, shown: list[str] | None) -> str:
+    """' (ids: a, b, ...)' for a note on `n` prompts of which the summary kept the first ids `shown` ('...' where
+    it kept fewer than n; '' where it kept none). in: how many, the ids kept; out: the text."""
+    shown = list(shown or [])
+    return f" (ids: {', '.join(shown)}{', ...' if n > len(shown) else ''})" if shown else ""
+
+
 def extract_cut_notes(summary: dict[str, Any], max_length: int, side: str) -> list[str]:
     """The extract stage's note when prompts were longer than extract.max_length tokens and cut: how many, the first
     few ids (the summary's truncated_ids), the side cut and the fix; [] when none was. in: the extract summary
@@ -148,8 +155,7 @@ def extract_cut_notes(summary: dict[str, Any], max_length: int, side: str) -> li
     n = int(summary["n_truncated"])
     if not n:
         return []
-    shown = list(summary.get("truncated_ids") or [])
-    ids = f" (ids: {', '.join(shown)}{', ...' if n > len(shown) else ''})" if shown else ""
+    ids = _ids_shown(n, summary.get("truncated_ids"))
     return [f"{n} of {summary['n_prompts_total']} prompts{ids} are longer than extract.max_length={max_length} "
             f"tokens and were cut on the {side} (raise extract.max_length to keep them whole)"]
 
@@ -166,8 +172,7 @@ def extract_position_notes(summary: dict[str, Any], side: str) -> list[str]:
     n = int(summary.get("n_over_positions") or 0)
     if not n:
         return []
-    positions, shown = summary["model_positions"], list(summary.get("over_positions_ids") or [])
-    ids = f" (ids: {', '.join(shown)}{', ...' if n > len(shown) else ''})" if shown else ""
+    positions, ids = summary["model_positions"], _ids_shown(n, summary.get("over_positions_ids"))
     kind = ("whose positions are rotary" if summary.get("position_kind") == ROTARY else
             "whose config does not say how it encodes positions (read as rotary)")
     return [f"{n} of {summary['n_prompts_total']} prompts{ids} are longer than the {positions} positions of the "

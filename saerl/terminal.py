@@ -175,6 +175,12 @@ def fit_lines(lines: list[str], width: int | None) -> list[str]:
     return [piece for line in lines for piece in fit_cell("", line, width)]
 
 
+def _lead_widths(rows: Sequence[Sequence[str]]) -> list[int]:
+    """The terminal columns of each column but the last: its widest cell (:func:`display_width`). in: the rows
+    (header first, at least one); out: the widths."""
+    return [max(display_width(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+
+
 def table_lines(rows: Sequence[Sequence[str]], width: int | None, wrap_last: bool = True) -> list[str]:
     """A table's lines: its columns left-aligned in the terminal columns of their widest cell (:func:`pad`),
     COLUMN_GAP between them, the last one unpadded; with `width` and `wrap_last`, that last (free-text) cell wrapped
@@ -183,7 +189,7 @@ def table_lines(rows: Sequence[Sequence[str]], width: int | None, wrap_last: boo
     width or None, whether the last column is free text to wrap; out: the lines."""
     if not rows:
         return []
-    widths = [max(display_width(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    widths = _lead_widths(rows)
     return [line.rstrip() for row in rows for line in fit_cell(
         "".join(pad(cell, w) + COLUMN_GAP for cell, w in zip(row[:-1], widths, strict=True)), row[-1],
         width if wrap_last else None)]
@@ -195,7 +201,7 @@ def table_width(rows: Sequence[Sequence[str]]) -> int:
     last cell wraps under its column or its row). in: the rows, header first; out: terminal columns (0: no rows)."""
     if not rows:
         return 0
-    widths = [max(display_width(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    widths = _lead_widths(rows)
     return sum(widths) + len(COLUMN_GAP) * len(widths) + display_width(rows[0][-1])
 
 
