@@ -21,6 +21,7 @@ processes: each spawned worker made a lock of its own)."""
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -81,13 +82,43 @@ class QuietWorkerClose(WorkerPlugin):
         thread_bar_lock()
 
 
-class LocalClusterTaskRunner(DaskTaskRunner):
+def forget_closed_servers() -> None:
+    """Drop distributed's memo of its servers' handler signatures, `distributed.core._expects_comm`: an unbounded
+    functools.cache keyed by bound methods, so it keeps every in-process Scheduler a closed LocalCluster ran (with
+    its task history) for the life of the process (distributed 2026.8; a plain LocalCluster loop shows it). The memo
+    is private: read with getattr, a rename makes this a no-op; clearing it costs one signature inspection per
+    handler on its next call. in/out: nothing."""
+    core = sys.modules.get("distributed.core")
+    clear = getattr(getattr(core, "_expects_comm", None), "cache_clear", None)
+    if clear is not None:
+        clear()
+
+
+class ReleasingDaskTaskRunner(DaskTaskRunner):
+    """prefect-dask's DaskTaskRunner that lets go of its client and cluster when it closes. prefect-dask 0.3.7 keeps
+    both after its close, and Prefect keeps a finished flow run's context, which names its task runner, so each
+    Dask run in a long-lived process (a notebook, a service, a sweep) kept its closed cluster, with a LocalCluster's
+    whole in-process Scheduler, about 1.5 MB a small run (session 52). The runner of `runtime.dask_address` as it
+    is; :class:`LocalClusterTaskRunner` builds on it."""
+
+    def __exit__(self, *exc_info: Any) -> None:
+        """Close the client and the cluster (prefect-dask's close), then drop them and distributed's memo of the
+        closed servers (:func:`forget_closed_servers`). in: the block's exception info."""
+        try:
+            super().__exit__(*exc_info)
+        finally:
+            self._client = self._cluster = self._connect_to = None
+            forget_closed_servers()
+
+
+class LocalClusterTaskRunner(ReleasingDaskTaskRunner):
     """prefect-dask's DaskTaskRunner on a temporary LocalCluster, whose failed start is a :class:`ClusterStartError`
     (:func:`cluster_start_problem`: one line naming the cause) instead of distributed's RuntimeError, and which the
     pipeline flow starts before its run's record (:meth:`start_cluster`; prefect-dask starts it at the first task
     submitted: a cluster that could not start read as the first stage's failure, 'the same command resumes'). Its
     workers get :class:`QuietWorkerClose`, and its close (client first, then the cluster: prefect-dask's order) drops
-    the nanny's close-only line of a worker process it killed (NANNY_KILL)."""
+    the nanny's close-only line of a worker process it killed (NANNY_KILL), and lets go of both
+    (:class:`ReleasingDaskTaskRunner`)."""
 
     @property
     def client(self) -> Any:
@@ -109,7 +140,8 @@ class LocalClusterTaskRunner(DaskTaskRunner):
         _ = self.client
 
     def __exit__(self, *exc_info: Any) -> None:
-        """Close the client and the cluster, without the nanny's close-only line (NANNY_KILL). in: the block's
-        exception info, as a context manager's __exit__ gets it."""
+        """Close the client and the cluster, without the nanny's close-only line (NANNY_KILL), and let go of them
+        (:class:`ReleasingDaskTaskRunner`). in: the block's exception info, as a context manager's __exit__ gets
+        it."""
         with filtered(NANNY_LOGGER, CloseOnlyLine(*NANNY_KILL)):
             super().__exit__(*exc_info)

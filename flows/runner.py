@@ -115,12 +115,10 @@ def task_runner(cfg: PipelineConfig) -> Any:
     if cfg.runtime.task_runner == "local":
         return InterruptibleThreadPoolTaskRunner(max_workers=cfg.runtime.workers)
     # imported here: prefect-dask imports distributed (about 0.3 s), which a local run needs not
-    from prefect_dask import DaskTaskRunner
-
-    from flows.dask_runner import LocalClusterTaskRunner
+    from flows.dask_runner import LocalClusterTaskRunner, ReleasingDaskTaskRunner
 
     if cfg.runtime.dask_address:
-        return DaskTaskRunner(address=cfg.runtime.dask_address)
+        return ReleasingDaskTaskRunner(address=cfg.runtime.dask_address)
     # dashboard on a free port (the scheduler serves HTTP even so, and two runs at once both took 8787, a warning) of
     # loopback only: ":0" listened on every interface, open to the network
     return LocalClusterTaskRunner(cluster_class="distributed.LocalCluster",
