@@ -570,8 +570,9 @@ def _check_models(cfg: PipelineConfig, todo: set[str]) -> None:
 def _sae_load_problem(cfg: PipelineConfig, todo: set[str]) -> str | None:
     """What would fail the sae stage's load, when it is to compute: a pretrained release / id the hub does not hold
     (:func:`pretrained_sae_problem`), a local SAE that does not load or is of another width than the model's, where
-    known (saerl.sae.local_sae_problem; found after extraction had run). in: config, stages to compute; out: the
-    problem or None."""
+    known (saerl.sae.local_sae_problem; found after extraction had run), an SAE to train whose sae.k is not below its
+    width, where the model's hidden size is known (saerl.sae.dense_topk_problem). in: config, stages to compute;
+    out: the problem or None."""
     if "sae" not in todo:
         return None
     if cfg.sae.source == "pretrained" and cfg.sae.release and cfg.sae.sae_id:
@@ -581,6 +582,10 @@ def _sae_load_problem(cfg: PipelineConfig, todo: set[str]) -> str | None:
 
         width = known_size(cfg, "hidden_size", hub_cache=True)
         return local_sae_problem(Path(cfg.sae.path).expanduser(), width=width)  # the width checked up front
+    if cfg.sae.source == "train" and (width := known_size(cfg, "hidden_size", hub_cache=True)) is not None:
+        from saerl.sae import dense_topk_problem
+
+        return dense_topk_problem(cfg.sae, width)  # found after the whole extraction, in the sae stage
     return None
 
 

@@ -218,9 +218,23 @@ def token_batches(x: torch.Tensor, batch: int, seed: int, device: str) -> Iterat
             yield x[perm[start: start + size]].to(device, torch.float32)
 
 
+def dense_topk_problem(cfg: SAEConfig, d_in: int) -> str | None:
+    """What is wrong with a TopK SAE to train whose sae.k is not below its width (sae.expansion x the model's hidden
+    size `d_in`): every latent would fire on every token, an autoencoder with no sparse code, which sae-lens trains
+    without a word (saerl capped k at the width, also without a word). in: the SAE config, the model's hidden size;
+    out: the problem, naming the fields and a fix, or None (k below the width, or another architecture)."""
+    d_sae = cfg.expansion * d_in
+    if cfg.architecture != "topk" or cfg.k < d_sae:
+        return None
+    return (f"sae.k={cfg.k} is not below the width of the SAE to train, {d_sae} latents (sae.expansion="
+            f"{cfg.expansion} x the extracted model's hidden size {d_in}): a TopK SAE keeping every latent on every "
+            f"token is no sparse code; lower sae.k below {d_sae}, or raise sae.expansion")
+
+
 def train_sae(cfg: SAEConfig, x: torch.Tensor, meta: dict[str, Any], device: str = "cpu", progress: bool = True) -> Any:
     """Train a TopK (or standard L1) SAE of width expansion * d_in on token rows x [n, d] with sae-lens's
-    SAETrainer; returns the trained training-SAE (activation scaling already folded into its weights)."""
+    SAETrainer; returns the trained training-SAE (activation scaling already folded into its weights). Raises
+    ValueError for a TopK k not below the width (:func:`dense_topk_problem`)."""
     from sae_lens import (
         SAETrainer,
         StandardTrainingSAE,
@@ -234,8 +248,10 @@ def train_sae(cfg: SAEConfig, x: torch.Tensor, meta: dict[str, Any], device: str
     d_in = x.shape[1]
     common: dict[str, Any] = {"d_in": d_in, "d_sae": cfg.expansion * d_in, "device": device,
                               "normalize_activations": cfg.normalize}
+    if problem := dense_topk_problem(cfg, d_in):
+        raise ValueError(problem)
     if cfg.architecture == "topk":
-        sae: Any = TopKTrainingSAE(TopKTrainingSAEConfig(k=min(cfg.k, common["d_sae"]), **common))
+        sae: Any = TopKTrainingSAE(TopKTrainingSAEConfig(k=cfg.k, **common))
     else:
         sae = StandardTrainingSAE(StandardTrainingSAEConfig(l1_coefficient=cfg.l1_coefficient, **common))
     for key, value in meta.items():

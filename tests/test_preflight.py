@@ -305,6 +305,24 @@ def test_an_extract_layer_out_of_range_is_refused_before_the_first_stage(tmp_pat
     check_runnable(load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", "extract.layer=-1"]))
 
 
+def test_an_sae_k_not_below_the_sae_width_is_refused_before_the_first_stage(tmp_path):
+    """sae.k over the width of the SAE to train (sae.expansion x the model's hidden size) ran the whole pipeline
+    with a dense 'SAE' (k capped at the width, without a word); it is refused before the first stage where the
+    hidden size is known (the testbed LM's), and only with an SAE to train."""
+    smoke = load_config(CONFIGS / "smoke.yaml", [])
+    width = smoke.sae.expansion * smoke.testbed.d_model
+
+    def cfg(*extra: str):
+        return load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", f"sae.k={width}", *extra])
+    with pytest.raises(ValueError, match=rf"sae.k={width} is not below the width of the SAE to train, {width} "
+                                         rf"latents \(sae.expansion={smoke.sae.expansion} x .* hidden size "
+                                         rf"{smoke.testbed.d_model}\)"):
+        check_runnable(cfg())
+    check_runnable(cfg(), "extract")  # no SAE stage to run: nothing to refuse
+    check_runnable(cfg("sae.architecture=standard"))  # a standard SAE reads no k
+    check_runnable(load_config(CONFIGS / "smoke.yaml", [f"runtime.artifact_root={tmp_path}", f"sae.k={width - 1}"]))
+
+
 def test_a_local_sae_of_another_width_is_refused_before_the_first_stage(tmp_path):
     """A local SAE whose d_in is not the model's hidden size was refused by the sae stage, after the testbed,
     ingest and extraction ran, and a folder without cfg.json or safetensors weights by sae-lens's bare error;

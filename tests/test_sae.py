@@ -228,6 +228,24 @@ def test_trainer_progress_off_silences_sae_lens_bar_and_restores_it():
         assert trainer_module.tqdm is original
 
 
+def test_a_topk_k_not_below_the_sae_width_is_refused_naming_the_fields():
+    """sae.k=1000 with a 128-latent SAE (sae.expansion=4 x hidden size 32) trained without a word: saerl capped k at
+    the width, an autoencoder whose every latent fires on every token (session 52's Dask audit ran it). k equal to
+    the width is as dense; one under it trains, and a standard SAE does not read k."""
+    import torch
+
+    from saerl.sae import dense_topk_problem, train_sae
+
+    x = torch.randn(300, 8)
+    small = {"expansion": 2, "batch_size": 64, "train_epochs": 1}
+    for k in (16, 1000):
+        with pytest.raises(ValueError, match=rf"sae.k={k} is not below the width of the SAE to train, 16 latents "
+                                             r"\(sae.expansion=2 x the extracted model's hidden size 8\).*lower sae.k"):
+            train_sae(CFG.model_copy(update={**small, "k": k}), x, {}, progress=False)
+    assert train_sae(CFG.model_copy(update={**small, "k": 15}), x, {}, progress=False).cfg.k == 15
+    assert dense_topk_problem(CFG.model_copy(update={**small, "k": 1000, "architecture": "standard"}), 8) is None
+
+
 def test_train_sae_with_progress_off_draws_no_bar(capfd):
     """progress=False silences every bar fit draws, the norm estimate's too (it printed 'Estimating norm scaling
     factor' under runtime.progress=false)."""

@@ -175,7 +175,7 @@ REVIEWED = {'sources': {'activation_store': '98c862c860f7fd900673f4a9f69908902de
              'report': 'a7a026d3c6fd65613a0756b2d1e57f59db1b69ac853ad7c7756384095e5923a2',
              'rl': 'bbf6ae4d26cac8c339f158a7c88873f690cfdfba51ff99d00555dfbd260eb72a',
              'runners': '03be472d77e98fd74b423e457f19437adeab0d89e3221310d47c86a8d118378f',
-             'sae': '650882493f527be330cea1925ba6d4e71d07e5e3e56dcb91d7c7058ad2032e45',
+             'sae': '4e571d2c6c4e3873aae7377c696884cd5624c255a5976f864541ad6d57bc0ed3',
              'scoring': '82e85510b7861ff015173b09efb05513fb53228006951496ccd164a2ff20e334',
              'stages': '756712747cb10ccf186f3e96809239a0c27fa6bcb3ebea8ab00f20f7bc5ff01f',
              'stream': 'bb3c3d8def0604e5636ec26c690708ef4d4e173ce496a7e344208b0e27fca0e6',
