@@ -5,6 +5,8 @@ Layout (``P`` prompts, ``T`` tokens in all, ``d`` = d_model, prompt-chunk ``c`` 
 
     attrs             meta (StoreMeta: model, layer, d_model, n_layers, chunk_rows, pooling, ..., fingerprint),
                       content (its inputs' hash), previous; content_model once a resume renamed meta.model
+                      (meta.model: a model folder inside the artifact root by its path relative to the root,
+                      'testbed/<key>/lm', so two roots write the same bytes: :func:`model_reference`)
     ids               str     [P]        prompt ids (written up front)
     offsets           int64   [P + 1]    prompt i's tokens are rows offsets[i]:offsets[i+1] (up front)
     heads             int32   [P]        prompt i's first heads[i] tokens are its head (up front; see below)
@@ -44,8 +46,9 @@ STORE_NAME = "activations.zarr"
 TOKENS = "tokens"
 POOLED = "pooled"
 HEADS = "heads"
-# attr of a store resumed under another model path (a root copied or moved, a model folder moved): the model name its
-# `content` hash was taken with, kept when meta.model is renamed to the path the model is now read from
+# attr of a store resumed under another model name (a store an older saerl prepared, naming the testbed policy by its
+# absolute path; a library caller's root copied or moved): the model name its `content` hash was taken with, kept
+# when meta.model is renamed to the name the store is prepared under now
 CONTENT_MODEL = "content_model"
 DRAW_BLOCK = 1 << 20  # content tokens keyed at a time by draw_tokens (8 MB of keys)
 # SplitMix64 (Steele, Lea and Flood 2014): a prompt's tokens are its stream's values, state = the prompt's seed +
@@ -144,6 +147,20 @@ def _fingerprint(ids: list[str], flat: np.ndarray, offsets: np.ndarray, heads: n
     return h.hexdigest()[:20]
 
 
+def model_reference(name: str, root: str | Path | None) -> str:
+    """How a store's meta.model (and so the SAE trained on it, its cfg.json's metadata.model_name) names the model
+    read as `name`: a folder inside the artifact root `root` (the testbed policy, <root>/testbed/<key>/lm:
+    saerl.runners.policy_path) by its path relative to the root, POSIX-spelled ('testbed/<key>/lm'), the same
+    whatever folder the root is in, so two roots of one config write the same bytes; any other name as given (a hub
+    id, a pkg: model, a folder outside the root or relative to the working folder; every name when root is None: a
+    library caller's store). The stage reads the model from its own path, never from this name (extract_chunks'
+    model_path). in: the name the model is read from, the artifact root or None; out: the name stored."""
+    if root is None or not Path(name).is_absolute():
+        return name
+    path, base = Path(name).resolve(), Path(root).resolve()
+    return path.relative_to(base).as_posix() if path.is_relative_to(base) and path != base else name
+
+
 def fingerprint_after(previous: str, content: str) -> str:
     """The fingerprint of a store that replaces one fingerprinted `previous` ('' = none): its content hash, or,
     when it replaces another, a hash of both, so no replacement ever reuses an earlier store's fingerprint."""
@@ -175,17 +192,19 @@ def kept_or_chained(store: str | Path, content: str, fingerprint_of: Callable[[z
 
 def prepare_store(store: str | Path, ids: list[str], token_ids: TokenIds | Sequence[Sequence[int]], model: str,
                   layer: int, d_model: int, n_layers: int, cfg: ExtractConfig, dtype: str = "", n_truncated: int = 0,
-                  heads: Sequence[int] | np.ndarray | None = None) -> StoreMeta:
+                  heads: Sequence[int] | np.ndarray | None = None, root: str | Path | None = None) -> StoreMeta:
     """Create the store's up-front arrays (ids, offsets, heads, input_ids, empty pooled arrays) and attrs (with
     `n_truncated`, the prompts tokenization cut to extract.max_length, and cfg.skip_head); `token_ids` are each
     prompt's ids, packed (TokenIds, as extraction gives them) or as lists; `heads` are the head lengths per prompt
-    (None = 0 each; each must leave its prompt at least one token: 0 <= head < length). An existing store with the
-    same content (same ids, tokens, heads, model shape, resolved `dtype` and settings) is kept, so a rerun resumes;
-    the model's name is not compared (the artifact key pins the model, and a root copied or moved gives it another
-    path): a kept store's meta.model becomes `model` (:func:`renamed_model`). Any other store is replaced, with a
-    fingerprint no earlier store had (chunk-log records of a replaced store never count as done, even after a change
-    and its undo; a folder left unreadable by a replacement killed mid-delete is replaced too). Call once before any
-    extract_chunks (one process)."""
+    (None = 0 each; each must leave its prompt at least one token: 0 <= head < length). `model` is the name the model
+    is read from; meta.model, and the content hash, take its :func:`model_reference` under the artifact root `root`
+    (a folder inside the root by its root-relative path; None: as given). An existing store with the same content
+    (same ids, tokens, heads, model shape, resolved `dtype` and settings) is kept, so a rerun resumes; the model's
+    folder is not compared (the artifact key pins the model, and a root copied or moved, or a store an older saerl
+    named by its absolute path, gives it another name): a kept store's meta.model becomes the name prepared now
+    (:func:`renamed_model`). Any other store is replaced, with a fingerprint no earlier store had (chunk-log records
+    of a replaced store never count as done, even after a change and its undo; a folder left unreadable by a
+    replacement killed mid-delete is replaced too). Call once before any extract_chunks (one process)."""
     if len(ids) != len(token_ids):
         raise ValueError(f"{len(ids)} ids for {len(token_ids)} prompts")
     packed = TokenIds.of(token_ids)
@@ -196,7 +215,8 @@ def prepare_store(store: str | Path, ids: list[str], token_ids: TokenIds | Seque
     if head.shape != lengths.shape or (head < 0).any() or (len(head) and (head >= lengths).any()):
         raise ValueError(f"heads must give one length per prompt, each in [0, its token count): got {len(head)} "
                          f"heads for {len(lengths)} prompts")
-    fields = {"model": model, "layer": layer, "d_model": d_model, "n_layers": n_layers, "n_prompts": len(ids),
+    named_now = model_reference(model, root)
+    fields = {"model": named_now, "layer": layer, "d_model": d_model, "n_layers": n_layers, "n_prompts": len(ids),
               "n_tokens": int(offsets[-1]), "chunk_rows": cfg.chunk_rows, "pooling": tuple(cfg.pooling),
               "store_tokens": cfg.store_tokens, "token_budget": cfg.token_budget,
               "token_block_rows": cfg.token_block_rows, "dtype": dtype, "n_truncated": n_truncated,
@@ -205,19 +225,21 @@ def prepare_store(store: str | Path, ids: list[str], token_ids: TokenIds | Seque
 
     def held(group: zarr.Group) -> str | None:
         """The content a complete store holds (None while incomplete), equal to `content` when it differs only in
-        the model's folder, both named by absolute paths (the artifact key pins the model by its content: its folder
-        moves with the root); a hub id names another model (a library caller reusing one folder for two)."""
+        the model's folder, the store's named by an absolute path and the model read from one (the artifact key pins
+        the model by its content: its folder moves with the root; an older saerl named the testbed policy by its
+        absolute path); a hub id names another model (a library caller reusing one folder for two), and so does
+        another root-relative name (another testbed policy)."""
         if not group.attrs.get("meta"):
             return None
         stored, named = group.attrs.get("content"), hashed_model(group)
         folders = Path(named).is_absolute() and Path(model).is_absolute()
-        same = folders and named != model and stored == _fingerprint(list(ids), flat, offsets, head,
-                                                                     {**fields, "model": named})
+        same = folders and named != named_now and stored == _fingerprint(list(ids), flat, offsets, head,
+                                                                         {**fields, "model": named})
         return content if same else stored
 
     old, previous = kept_or_chained(store, content, lambda g: (g.attrs.get("meta") or {}).get("fingerprint"), held)
     if old is not None:
-        return renamed_model(store, old, model)
+        return renamed_model(store, old, named_now)
     meta = StoreMeta(**fields, fingerprint=fingerprint_after(previous, content))  # type: ignore[arg-type]
     check_disk(Path(store), store_bytes(meta))
     group = zarr.open_group(store, mode="w")
@@ -244,11 +266,12 @@ def hashed_model(group: zarr.Group) -> str:
 
 
 def renamed_model(store: str | Path, group: zarr.Group, model: str) -> StoreMeta:
-    """The metadata of a store kept to resume, its meta.model set to `model`, the name the model is read from now
-    (its shards load it by that name, which may be another path than the one it was prepared under: a root copied or
-    moved), with the name its content hash was taken with kept in CONTENT_MODEL; its fingerprint is unchanged, so
-    its chunk records count. A store prepared under `model` is left as it is. in: the store's path, the store open
-    for reading, the model name; out: its metadata."""
+    """The metadata of a store kept to resume, its meta.model set to `model`, the name it is prepared under now
+    (:func:`model_reference` of the path the model is read from: another name than the one it was prepared under
+    for a store an older saerl named by its absolute path, or a library caller's root copied or moved), with the
+    name its content hash was taken with kept in CONTENT_MODEL; its fingerprint is unchanged, so its chunk records
+    count. A store prepared under `model` is left as it is. in: the store's path, the store open for reading, the
+    model name; out: its metadata."""
     meta = _meta(group)
     if meta.model == model:
         return meta

@@ -884,10 +884,12 @@ def extract_chunks(store_path: str | Path, chunk_log: ChunkLog, chunk_ids: Seque
                    loaded: LoadedModel | None = None, model_cfg: ModelConfig | None = None,
                    device: str = "auto", progress: bool = True,
                    on_chunk_done: Callable[[int], None] | None = None,
-                   keep_going: Callable[[], bool] | None = None) -> dict[str, Any]:
+                   keep_going: Callable[[], bool] | None = None, model_path: str | None = None) -> dict[str, Any]:
     """Compute and write the given prompt-chunks (default: all) of a prepared store, skipping chunks the
     log records as done. Safe to run for disjoint chunk sets in parallel processes (a shard each).
-    The model is the store's own unless `loaded` is given. `on_chunk_done(i)` runs after chunk i is
+    The model is `loaded` when given, else loaded from `model_path` (the folder or id the stage reads it from: a
+    store prepared on an artifact root names a model inside the root relative to it, saerl.activation_store.
+    model_reference), else from the store's meta.model as named. `on_chunk_done(i)` runs after chunk i is
     written and recorded; `keep_going()`, asked before each chunk, ends the run early when False (a shard whose
     fan-out stopped). Returns a summary of the chunks run: n_prompts, n_tokens, d_model, layer, seconds,
     tokens_per_s."""
@@ -899,7 +901,7 @@ def extract_chunks(store_path: str | Path, chunk_log: ChunkLog, chunk_ids: Seque
     wanted = range(len(ranges)) if chunk_ids is None else chunk_ids
     todo = [c for c in wanted if not (chunk_log.is_done(c) and chunk_log.get(c).get("fingerprint") == meta.fingerprint)]
     if loaded is None and todo:
-        loaded = load_model(meta.model, model_cfg or ModelConfig(), device)
+        loaded = load_model(model_path or meta.model, model_cfg or ModelConfig(), device)
     if loaded is not None and (loaded.d_model, loaded.n_layers) != (meta.d_model, meta.n_layers):
         raise ValueError(f"model {loaded.name} (d={loaded.d_model}, {loaded.n_layers} layers) is not the store's "
                          f"{meta.model} (d={meta.d_model}, {meta.n_layers} layers)")
@@ -965,24 +967,33 @@ def over_positions(config: Any, token_ids: TokenIds, ids: Sequence[str]) -> tupl
 
 
 def prepare_extraction(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, model_cfg: ModelConfig,
-                       cfg: ExtractConfig, model_path: str | None = None, device: str = "auto") -> Path:
+                       cfg: ExtractConfig, model_path: str | None = None, device: str = "auto",
+                       root: str | Path | None = None) -> Path:
     """:func:`prepared_extraction`'s store alone (the Dask path lays a store out with it: saerl.pipeline)."""
-    return prepared_extraction(prompts, ids, out_dir, model_cfg, cfg, model_path, device).store
+    return prepared_extraction(prompts, ids, out_dir, model_cfg, cfg, model_path, device, root).store
+
+
+def extraction_model(model_cfg: ModelConfig, cfg: ExtractConfig, model_path: str | None = None) -> str:
+    """The model an extraction reads: `model_path`, else extract.model, else model.name_or_path. in: the model
+    settings, the extract settings, the path a stage resolved (None: none); out: the name or folder."""
+    return model_path or cfg.model or model_cfg.name_or_path
 
 
 def prepared_extraction(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, model_cfg: ModelConfig,
                         cfg: ExtractConfig, model_path: str | None = None,
-                        device: str = "auto") -> Prepared:
+                        device: str = "auto", root: str | Path | None = None) -> Prepared:
     """Tokenize and lay out ``out_dir/activations.zarr`` without running the model (config + tokenizer
-    only), so shards can then run extract_chunks in other processes. The model is `model_path`, else
-    cfg.model, else model_cfg.name_or_path. Each prompt's head length (head_lengths of template_head, when
-    cfg.skip_head and the model is causal, else 0; a prompt cut on the left keeps what its cut left of the head) goes
-    into the store; a template head of extract.max_length tokens or more is warned of. An existing store for the
-    same inputs is kept (resume); the inputs include the heads and the dtype the model resolves to on `device` (see
-    resolve_dtype), so a store begun on another kind of device or with other heads is rebuilt, never mixed.
+    only), so shards can then run extract_chunks in other processes. The model is :func:`extraction_model`; the
+    store names it relative to the artifact root `root` when it lies inside it (the testbed policy;
+    saerl.activation_store.model_reference; None: as given). Each prompt's head length (head_lengths of
+    template_head, when cfg.skip_head and the model is causal, else 0; a prompt cut on the left keeps what its cut
+    left of the head) goes into the store; a template head of extract.max_length tokens or more is warned of. An
+    existing store for the same inputs is kept (resume); the inputs include the heads and the dtype the model
+    resolves to on `device` (see resolve_dtype), so a store begun on another kind of device or with other heads is
+    rebuilt, never mixed.
     Returns a :class:`Prepared`: the store's path, the ids of the prompts cut to extract.max_length, the model's
     context and the ids of the prompts read past its positions (:func:`over_positions`)."""
-    name = model_path or cfg.model or model_cfg.name_or_path
+    name = extraction_model(model_cfg, cfg, model_path)
     config = model_config(name, model_cfg)
     n_layers, d_model = config_shape(config)
     layer = resolve_layer(cfg.layer, n_layers)  # before any heavy work
@@ -1000,18 +1011,20 @@ def prepared_extraction(prompts: Sequence[str], ids: Sequence[str], out_dir: str
     heads = head_lengths(token_ids, head if skip else [], skip, n_cut if cfg.truncation_side == "left" else None)
     store = Path(out_dir) / STORE_NAME
     prepare_store(store, list(ids), token_ids, model=name, layer=layer, d_model=d_model, n_layers=n_layers, cfg=cfg,
-                  dtype=dtype, n_truncated=int(np.count_nonzero(n_cut)), heads=heads)
+                  dtype=dtype, n_truncated=int(np.count_nonzero(n_cut)), heads=heads, root=root)
     return Prepared(store, [str(ids[i]) for i in np.flatnonzero(n_cut)], *over_positions(config, token_ids, ids))
 
 
 def extract(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, model_cfg: ModelConfig,
             cfg: ExtractConfig, chunk_log: ChunkLog, model_path: str | None = None, device: str = "auto",
-            progress: bool = True, on_chunk_done: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """The whole extract stage in one process: prepare_extraction, then every unfinished chunk.
+            progress: bool = True, on_chunk_done: Callable[[int], None] | None = None,
+            root: str | Path | None = None) -> dict[str, Any]:
+    """The whole extract stage in one process: prepare_extraction (the store naming a model inside the artifact root
+    `root` relative to it), then every unfinished chunk, read by the model at its own path.
     Returns extract_chunks's summary, its n_prompts and n_tokens renamed n_prompts_run and n_tokens_run (the chunks
-    this process ran: none when Dask shards or a killed run ran them all), plus model, n_layers, store (the store's
-    name inside `out_dir`: the build folder is renamed when its artifact is published), n_prompts
-    and n_prompts_total (the store's prompts), n_tokens and n_tokens_total (every token read), n_content_tokens_total
+    this process ran: none when Dask shards or a killed run ran them all), plus model (the store's meta.model),
+    n_layers, store (the store's name inside `out_dir`: the build folder is renamed when its artifact is published),
+    n_prompts and n_prompts_total (the store's prompts), n_tokens and n_tokens_total (every token read), n_content_tokens_total
     (those after the prompts' heads), n_truncated (prompts longer than extract.max_length tokens, cut on
     extract.truncation_side), truncated_ids (the first TRUNCATED_IDS_SHOWN of their ids, in the prompts' order),
     n_clipped (stored token values beyond float16's range, clamped to +-65504: counted by each chunk's log record; 0
@@ -1019,9 +1032,10 @@ def extract(prompts: Sequence[str], ids: Sequence[str], out_dir: str | Path, mod
     limit and how it encodes positions, saerl.policy_lm.Context; None where its config names no limit),
     n_over_positions (prompts whose tokens as read run past that limit: :func:`over_positions`) and
     over_positions_ids (the first TRUNCATED_IDS_SHOWN of their ids)."""
-    prepared = prepared_extraction(prompts, ids, out_dir, model_cfg, cfg, model_path, device)
+    prepared = prepared_extraction(prompts, ids, out_dir, model_cfg, cfg, model_path, device, root)
     store, context = prepared.store, prepared.context
-    summary = extract_chunks(store, chunk_log, None, None, model_cfg, device, progress, on_chunk_done)
+    summary = extract_chunks(store, chunk_log, None, None, model_cfg, device, progress, on_chunk_done,
+                             model_path=extraction_model(model_cfg, cfg, model_path))
     act = open_activations(store)
     meta = act.meta
     summary["n_prompts_run"], summary["n_tokens_run"] = summary.pop("n_prompts"), summary.pop("n_tokens")

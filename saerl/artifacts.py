@@ -623,10 +623,13 @@ class ChunkLog:
 
 @dataclass
 class Build:
-    """A partial artifact being built: write files under `path`, add manifest fields with `note`."""
+    """A partial artifact being built: write files under `path`, add manifest fields with `note`; `root` is the
+    artifact root it is built in (None: a build outside a store), for files that name another artifact of the root
+    relative to it (saerl.activation_store.model_reference), so the same key built in two roots is the same bytes."""
 
     path: Path
     notes: dict[str, Any]
+    root: Path | None = None
 
     @property
     def chunks(self) -> ChunkLog:
@@ -801,7 +804,8 @@ class ArtifactStore:
         """Open (or reopen, to resume) the partial folder of a build. Hold :meth:`lock` around the build."""
         partial = self.partial_path(stage, key)
         partial.mkdir(parents=True, exist_ok=True)
-        return Build(partial, {"started": time.monotonic()})  # a span's start (publish's 'seconds'), no time of day
+        started = {"started": time.monotonic()}  # a span's start (publish's 'seconds'), no time of day
+        return Build(partial, started, self.root)
 
     def publish(self, stage: str, key: str, build: Build, manifest: dict[str, Any] | None = None) -> ArtifactRef:
         """Hash and fsync a finished build, write its manifest and rename it into place in one step. The chunk log

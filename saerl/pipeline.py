@@ -739,7 +739,7 @@ def prepare_shards(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstre
         prompts = runners.read_prompts(upstream)
         prepare_extraction(prompts["prompt"].to_list(), prompts["id"].to_list(), build.path,
                            runners.internals_model_cfg(cfg), cfg.extract, model_path=runners.internals_model(cfg, upstream),
-                           device=cfg.runtime.device)
+                           device=cfg.runtime.device, root=store.root)
         chunks = list_chunks(build.path / STORE_NAME)
         fp = open_activations(build.path / STORE_NAME).meta.fingerprint
     elif stage == "encode":
@@ -826,7 +826,8 @@ def run_shard(store: ArtifactStore, cfg: PipelineConfig, stage: str, upstream: d
         from saerl.activations import extract_chunks
 
         return extract_chunks(build.path / STORE_NAME, build.chunks, chunk_ids, model_cfg=runners.internals_model_cfg(cfg),
-                              device=device, progress=False, keep_going=wanted)
+                              device=device, progress=False, keep_going=wanted,
+                              model_path=runners.internals_model(cfg, upstream))
     from saerl.sae import encode_codes
 
     return encode_codes(upstream["extract"].path, upstream["sae"].path, cfg.sae, build.path, build.chunks,

@@ -122,7 +122,7 @@ def compute_extract(cfg: PipelineConfig, inputs: dict[str, ArtifactRef], build: 
     model, model_cfg = internals_model(cfg, inputs), internals_model_cfg(cfg)
     summary = extract(prompts["prompt"].to_list(), prompts["id"].to_list(), build.path, model_cfg,
                       cfg.extract, build.chunks, model_path=model, device=cfg.runtime.device,
-                      progress=cfg.runtime.progress)
+                      progress=cfg.runtime.progress, root=build.root)
     build.note(summary=summary)
     if commit := hub_commit(model, model_cfg):  # an unpinned hub model's commit is in no key: the manifest says it
         build.note(**{HUB_COMMIT: commit})

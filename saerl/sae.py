@@ -68,6 +68,9 @@ from saerl.testbed import LM_FOLDER
 CODES_NAME = "codes.zarr"
 CLOSEST_SHOWN = 3  # the closest releases or SAE ids a refusal of sae.release / sae.sae_id names
 REPORT_NAME = "sae_report.json"
+# the report's fields sae_report.json leaves out: a wall-clock time, other in every build of the same key (the manifest's
+# `report` keeps it, and the stage's metrics: MLflow's work_seconds), so the artifact's files are the same bytes
+UNFILED_REPORT = ("seconds",)
 BAR_LOSS_EVERY = 10  # SAE training steps between refreshes of the bar's losses (each reads them off the device)
 SAE_CFG = "cfg.json"  # the config file of a sae-lens folder (its keys sorted here: :func:`sort_cfg`)
 
@@ -110,9 +113,10 @@ TESTBED_STAGE = "testbed"
 
 
 def model_identity(name: str) -> str:
-    """The name a model is compared by whatever root it is read from: 'testbed:<key>' for a testbed policy's folder
-    (<root>/testbed/<key>/lm: an SAE trained on a root that was copied or moved names the old root's path), else the
-    name as it is (a hub id or a folder). in: a model id or path; out: the name compared."""
+    """The name a model is compared by whatever root it is read from: 'testbed:<key>' for a testbed policy's folder,
+    named relative to the root ('testbed/<key>/lm': saerl.activation_store.model_reference) or, by an older saerl,
+    by its absolute path (<root>/testbed/<key>/lm: an SAE trained on a root that was copied or moved names the old
+    root's path), else the name as it is (a hub id or a folder). in: a model id or path; out: the name compared."""
     parts = Path(name).parts
     if len(parts) >= 3 and parts[-3] == TESTBED_STAGE and parts[-1] == LM_FOLDER:
         return f"{TESTBED_STAGE}:{parts[-2]}"
@@ -597,8 +601,9 @@ def sort_cfg(path: Path) -> None:
 def obtain_sae(cfg: SAEConfig, activations_path: str | Path, out_dir: str | Path, device: str = "cpu",
                progress: bool = True) -> dict[str, Any]:
     """Get the SAE cfg.source names, check its width against the store, save it in sae-lens format in
-    out_dir (cfg.json + sae_weights.safetensors, readable by SAE.load_from_disk) and return a report
-    (also written to out_dir/sae_report.json): source, d_in, d_sae, variance_explained, l0, dead
+    out_dir (cfg.json + sae_weights.safetensors, readable by SAE.load_from_disk; a trained SAE's metadata names the
+    model as the store does, a model inside the artifact root relative to it) and return a report
+    (also written to out_dir/sae_report.json, less UNFILED_REPORT): source, d_in, d_sae, variance_explained, l0, dead
     features on held-out tokens, token counts and seconds."""
     from sae_lens import SAE
 
@@ -633,7 +638,8 @@ def obtain_sae(cfg: SAEConfig, activations_path: str | Path, out_dir: str | Path
               "n_train_tokens": len(train) if cfg.source == "train" else 0,
               **evaluate_sae(sae, held, cfg.batch_size), "seconds": round(time.perf_counter() - started, 2),
               "notes": notes}
-    (out / REPORT_NAME).write_text(json.dumps(report, indent=1), encoding="utf-8")
+    filed = {k: v for k, v in report.items() if k not in UNFILED_REPORT}
+    (out / REPORT_NAME).write_text(json.dumps(filed, indent=1), encoding="utf-8")
     return report
 
 

@@ -16,6 +16,7 @@ from saerl.activation_store import (
     ChunkWriter,
     chunk_ranges,
     draw_tokens,
+    model_reference,
     open_activations,
     prepare_store,
     prompt_seeds,
@@ -193,6 +194,75 @@ def test_an_extraction_that_cannot_fit_on_its_disk_is_refused_before_writing(tmp
     assert prepare_store(tmp_path / "a.zarr", ["a", "b", "c"], token_ids, "m", 0, 64, n_layers=1, cfg=cfg).n_tokens == 12
     pooled_only = cfg.model_copy(update={"store_tokens": False})
     assert prepare_store(tmp_path / "b.zarr", ["a", "b", "c"], token_ids, "m", 0, 64, 1, pooled_only).n_tokens == 12
+
+
+def test_a_model_inside_the_artifact_root_is_named_relative_to_it(tmp_path):
+    """The testbed policy lives in the root (<root>/testbed/<key>/lm): a store named it by its absolute path, so two
+    roots at other paths wrote other bytes. A folder inside the root is named by its POSIX path relative to the
+    root; a hub id, a pkg: model, a folder outside the root, a name relative to the working folder, or any name
+    when no root is given, stays as given."""
+    root = tmp_path / "root"
+    policy = str(root / "testbed" / "c1f83a" / "lm")
+    assert model_reference(policy, root) == "testbed/c1f83a/lm"
+    assert model_reference(policy, str(root) + "/") == "testbed/c1f83a/lm"  # the root as a string, its slash too
+    outside = str(tmp_path / "rootless" / "lm")  # a sibling whose name begins with the root's: not inside it
+    for name in (outside, "Qwen/Qwen2.5-0.5B", "pkg:tiny_model", "models/lm", "testbed/c1f83a/lm"):
+        assert model_reference(name, root) == name
+    assert model_reference(policy, None) == policy
+
+
+def _store_in(root: Path, name: str = "lm") -> tuple[Path, object]:
+    """A store laid out in `root`'s extract folder as the extract stage does, its model the testbed policy folder
+    inside `root`. in: the root, the policy folder's last name; out: (the store's path, its metadata)."""
+    store = root / "extract" / ".partial-k" / STORE_NAME
+    meta = prepare_store(store, ["a", "b", "c"], [[1, 2, 3], [4, 5], [6, 7, 8, 9]], str(root / "testbed" / "t" / name),
+                         0, 8, n_layers=2, cfg=ExtractConfig(chunk_rows=2), root=root)
+    return store, meta
+
+
+def test_two_roots_at_other_paths_lay_out_the_same_store_bytes(tmp_path):
+    """The same extraction prepared in two roots at other paths writes the same attrs, byte for byte: meta.model is
+    the policy's root-relative name, and the content hash (the fingerprint chunk records and the encode store chain
+    from) is taken over it."""
+    a, meta_a = _store_in(tmp_path / "a")
+    b, meta_b = _store_in(tmp_path / "deeper" / "b")
+    assert meta_a == meta_b and meta_a.model == "testbed/t/lm"
+    assert (a / "zarr.json").read_bytes() == (b / "zarr.json").read_bytes()
+    assert "content_model" not in zarr.open_group(a, mode="r").attrs
+
+
+def test_a_store_an_older_saerl_named_by_its_absolute_path_resumes_under_the_root_relative_name(tmp_path):
+    """A store an older saerl prepared (meta.model the policy's absolute path, the content hashed with it), resumed
+    on its root or on the root moved, keeps its fingerprint (its chunk records count); its meta.model becomes the
+    root-relative name, and the name its content was hashed with is kept in content_model. Another setting still
+    replaces it."""
+    import shutil
+
+    old_root, new_root = tmp_path / "old", tmp_path / "moved"
+    store = old_root / "extract" / ".partial-k" / STORE_NAME
+    token_ids, cfg = [[1, 2, 3], [4, 5], [6, 7, 8, 9]], ExtractConfig(chunk_rows=2)
+    policy = str(old_root / "testbed" / "t" / "lm")
+    before = prepare_store(store, ["a", "b", "c"], token_ids, policy, 0, 8, n_layers=2, cfg=cfg)  # as before: no root
+    assert before.model == policy
+    kept = prepare_store(store, ["a", "b", "c"], token_ids, policy, 0, 8, n_layers=2, cfg=cfg, root=old_root)
+    assert kept.fingerprint == before.fingerprint and kept.model == "testbed/t/lm"
+    assert zarr.open_group(store, mode="r").attrs["content_model"] == policy
+    shutil.move(old_root, new_root)
+    moved = new_root / "extract" / ".partial-k" / STORE_NAME
+    again = prepare_store(moved, ["a", "b", "c"], token_ids, str(new_root / "testbed" / "t" / "lm"), 0, 8, n_layers=2,
+                          cfg=cfg, root=new_root)
+    assert again.fingerprint == before.fingerprint and again.model == "testbed/t/lm"
+    wider = prepare_store(moved, ["a", "b", "c"], token_ids, str(new_root / "testbed" / "t" / "lm"), 0, 16,
+                          n_layers=2, cfg=cfg, root=new_root)
+    assert wider.fingerprint != before.fingerprint and "content_model" not in zarr.open_group(moved, mode="r").attrs
+
+
+def test_a_store_named_relative_to_its_root_is_replaced_for_another_policy(tmp_path):
+    """Two testbed policies of the same shape in one root (another testbed key) are other models: a store prepared
+    for one is replaced, not kept, for the other."""
+    store, first = _store_in(tmp_path, "lm")
+    _, other = _store_in(tmp_path, "lm2")
+    assert other.fingerprint != first.fingerprint and other.model == "testbed/t/lm2"
 
 
 def test_the_resume_check_leaves_out_only_the_models_name(tmp_path):

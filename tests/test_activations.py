@@ -401,12 +401,12 @@ def test_a_model_folder_named_under_home_loads(tiny, tmp_path, monkeypatch):
     assert load_policy("~/models/tiny")[0].config.num_hidden_layers == N_LAYERS
 
 
-def _extract(tmp, tiny, prompts, ids, cfg, fail_after=None):
+def _extract(tmp, tiny, prompts, ids, cfg, fail_after=None, root=None):
     def boom(chunk):
         if fail_after is not None and chunk == fail_after:
             raise RuntimeError("injected")
     return extract(prompts, ids, tmp, ModelConfig(), cfg, ChunkLog(tmp), model_path=tiny, device="cpu",
-                   progress=False, on_chunk_done=boom)
+                   progress=False, on_chunk_done=boom, root=root)
 
 
 def _arrays(folder) -> dict[str, np.ndarray]:
@@ -801,6 +801,35 @@ def test_a_replacement_killed_mid_delete_with_the_root_left_never_keeps_the_half
     act = open_activations(tmp_path)
     assert again["chunks_run"] == 3 and act.meta.fingerprint != old.fingerprint
     assert np.abs(act.pooled("mean")).sum(1).min() > 0 and len(act.chunk_tokens(2)) > 0
+
+
+def test_an_extraction_on_a_root_names_its_policy_relative_to_the_root_and_reads_it_where_the_root_now_is(
+        tiny, tmp_path):
+    """A store prepared on an artifact root named the testbed policy (<root>/testbed/<key>/lm) by its absolute path,
+    so the same extraction on two roots wrote other bytes. It names it relative to the root now ('testbed/k/lm'),
+    which is no folder from the working directory: the chunks load the model from the path the stage reads it from,
+    so an extraction interrupted on one root resumes its chunks after the root moved, and the store it finishes is
+    byte for byte (its metadata and every array file) the store a fresh root at another path writes."""
+    prompts, ids = make_prompts(20, seed=7)
+    cfg = ExtractConfig(chunk_rows=4, token_budget=64)
+    root_a, root_b, fresh = tmp_path / "A", tmp_path / "B", tmp_path / "other" / "C"
+    for root in (root_a, fresh):
+        shutil.copytree(tiny, root / "testbed" / "k" / "lm")
+    with pytest.raises(RuntimeError, match="injected"):
+        _extract(root_a / "extract" / "x", str(root_a / "testbed" / "k" / "lm"), prompts, ids, cfg, fail_after=1,
+                 root=root_a)
+    assert open_activations(root_a / "extract" / "x").meta.model == "testbed/k/lm"
+    shutil.move(root_a, root_b)
+    resumed = _extract(root_b / "extract" / "x", str(root_b / "testbed" / "k" / "lm"), prompts, ids, cfg, root=root_b)
+    assert resumed["chunks_skipped"] >= 2 and resumed["chunks_run"] <= 3 and resumed["model"] == "testbed/k/lm"
+    made = _extract(fresh / "extract" / "x", str(fresh / "testbed" / "k" / "lm"), prompts, ids, cfg, root=fresh)
+    assert made["chunks_run"] == 5
+
+    def files(folder: Path) -> dict[str, bytes]:
+        """Every file of a store, by its path inside the store."""
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    assert files(root_b / "extract" / "x" / STORE_NAME) == files(fresh / "extract" / "x" / STORE_NAME)
 
 
 def test_an_extraction_interrupted_on_one_root_resumes_its_chunks_after_the_root_is_moved(tiny, tmp_path):

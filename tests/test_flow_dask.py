@@ -1,8 +1,10 @@
 """Extraction and encoding fanned out over a 2-worker Dask LocalCluster through prefect-dask give the same
-stores, bit for bit, as the in-process run."""
+stores, bit for bit, as the in-process run; the two runs' roots, at other paths, hold the same bytes in every
+artifact both built."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,16 @@ def _arrays(path: Path) -> dict[str, np.ndarray]:
             walk(sub, prefix + name + "/")
 
     walk(zarr.open_group(path, mode="r"))
+    return out
+
+
+def _file_hashes(root: Path) -> dict[tuple[str, str], dict[str, str]]:
+    """The sha256 of every file of every published artifact under `root`, as its manifest lists them.
+    in: an artifact root; out: {(stage, key): {file path in the artifact: sha256}}."""
+    out = {}
+    for manifest in root.glob("*/*/manifest.json"):
+        files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+        out[(manifest.parent.parent.name, manifest.parent.name)] = {name: f["sha256"] for name, f in files.items()}
     return out
 
 
@@ -57,8 +69,6 @@ def test_dask_fan_out_matches_in_process(prefect_api, tmp_path, capsys, monkeypa
     assert len(asked) == 1  # extract and encode fanned out on one count
     # the build's manifest and metrics say what the shards ran: the stage task that publishes found every chunk
     # done, and recorded a build of ~0 s and no throughput
-    import json
-
     manifest = json.loads((Path(dask_runs["extract"]["path"]) / "manifest.json").read_text())
     assert manifest["shards"]["n"] == 4 and manifest["shards"]["chunks_run"] == 8
     assert manifest["seconds"] >= manifest["shards"]["seconds"] > 0
@@ -70,6 +80,15 @@ def test_dask_fan_out_matches_in_process(prefect_api, tmp_path, capsys, monkeypa
         for name in local:
             np.testing.assert_array_equal(local[name], dask[name], err_msg=f"{stage}:{name}")
         assert records["local"]["stages"][stage]["key"] == records["dask"]["stages"][stage]["key"]
+    # two fresh roots at other paths: every artifact both hold is the same bytes, file for file (the stores named
+    # the testbed policy by its absolute path in the root, the SAE's cfg.json too, and sae_report.json its seconds)
+    local, dask = (_file_hashes(tmp_path / runner) for runner in ("local", "dask"))
+    shared = sorted(local.keys() & dask.keys())
+    assert [stage for stage, _ in shared] == ["encode", "extract", "ingest", "sae", "testbed"]
+    for artifact in shared:
+        assert local[artifact] == dask[artifact], (artifact, sorted(
+            name for name in local[artifact].keys() | dask[artifact].keys()
+            if local[artifact].get(name) != dask[artifact].get(name)))
 
 
 def test_an_external_cluster_gets_a_shard_per_worker_thread():
